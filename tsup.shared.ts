@@ -1,0 +1,16 @@
+import type { Options } from "tsup";
+
+/** ESM + CJS + .d.ts with sourcemaps, the same for every package. */
+export function packageBuild(entry: Record<string, string>, overrides: Partial<Options> = {}): Options {
+  return {
+    entry,
+    format: ["esm", "cjs"],
+    dts: true,
+    sourcemap: true,
+    clean: true,
+    target: "node20",
+    splitting: false,
+    treeshake: true,
+    ...overrides,
+  };
+}
