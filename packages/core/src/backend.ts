@@ -1,0 +1,75 @@
+import type { BackendValues, DType } from "./dtypes";
+import type { KernelAttrs, KernelInputs, KernelName, KernelOutputs } from "./kernel_names";
+
+/**
+ * An opaque handle to one buffer a backend owns. The engine uses it only as a Map key;
+ * a backend picks its own representation (a JS object wrapping a typed array, a native
+ * pointer wrapper, ...). Must be an object so identity is stable.
+ */
+export type DataId = object;
+
+/** What kernels see of a tensor: its buffer, shape and dtype. Never a Tensor. */
+export interface TensorInfo {
+  readonly dataId: DataId;
+  readonly shape: readonly number[];
+  readonly dtype: DType;
+}
+
+/** Memory figures of one backend. */
+export interface BackendMemory {
+  /** Bytes held by live buffers (those allocated and not yet freed). */
+  bytesInUse: number;
+  /** Number of live buffers. */
+  buffers: number;
+  /** Backend-specific figures, e.g. `cachedBytes` of a caching allocator. */
+  [figure: string]: number;
+}
+
+/** Arguments every kernel function receives. */
+export interface KernelArgs<K extends KernelName, B extends Backend = Backend> {
+  inputs: KernelInputs<K>;
+  attrs: KernelAttrs<K>;
+  backend: B;
+}
+
+/** A kernel: reads input buffers, allocates its outputs through its backend, returns their infos. */
+export type KernelFunc<K extends KernelName, B extends Backend = Backend> = (
+  args: KernelArgs<K, B>,
+) => KernelOutputs<K>;
+
+/** A backend's kernels keyed by kernel name. Absent keys are kernels it lacks. */
+export type KernelTable<B extends Backend = Backend> = { [K in KernelName]?: KernelFunc<K, B> };
+
+/**
+ * A kernel backend: memory plus a table of kernels. Everything is synchronous except
+ * `read`, so a native addon can implement it over N-API without threads.
+ */
+export interface Backend {
+  /** The name it was registered under ("js", "cuda", ...). */
+  readonly name: string;
+  /** Its kernels keyed by kernel name (see kernel_names.ts). */
+  readonly kernels: KernelTable<this>;
+  /**
+   * When true, every buffer `allocate` returns (fresh or reused) is filled with a
+   * poison value: NaN bits for float dtypes, 0x7fffffff for int32, so an output element
+   * a kernel forgets to write shows up. The conformance suite turns it on.
+   */
+  poisonAllocations: boolean;
+  /** A new buffer for `size` elements of `dtype`; its contents are unspecified unless poisoned. */
+  allocate(dtype: DType, size: number): DataId;
+  /** Copies `values` (the dtype's storage array, exactly the buffer's size) into the buffer. */
+  write(dataId: DataId, values: BackendValues): void;
+  /** The buffer's contents as a new storage array of its dtype. */
+  read(dataId: DataId): Promise<BackendValues>;
+  /** As `read`, blocking until the data is available. */
+  readSync(dataId: DataId): BackendValues;
+  /** Releases the buffer. The engine calls it once, when no tensor uses the buffer any more. */
+  free(dataId: DataId): void;
+  /** Bytes in use and live buffers, plus backend-specific figures. */
+  memory(): BackendMemory;
+  /** Releases everything the backend holds (caches, device context). Optional. */
+  dispose?(): void;
+}
+
+/** Creates a backend; throws (with the reason) when it cannot start here. */
+export type BackendFactory = () => Backend;

@@ -1,0 +1,499 @@
+import type { Backend, BackendFactory, BackendMemory, DataId, TensorInfo } from "./backend";
+import { type BackendValues, type DType, type TensorValues, bytesPerElement, isStorageOf } from "./dtypes";
+import {
+  BackendError,
+  DisposedTensorError,
+  KernelLeakError,
+  KernelNotRegisteredError,
+  ShapeError,
+  ValueError,
+} from "./errors";
+import { bfloat16BitsToFloat32Array, float16BitsToFloat32Array } from "./half";
+import type { KernelAttrs, KernelInputs, KernelName, KernelOutputs } from "./kernel_names";
+import { formatShape, sizeOf } from "./shape";
+import { Tensor, type TensorStorage } from "./tensor";
+
+/** A kernel's inputs with Tensors in place of TensorInfos (same keys, same arrays). */
+export type TensorInputs<K extends KernelName> = { [P in keyof KernelInputs<K>]: AsTensor<KernelInputs<K>[P]> };
+type AsTensor<V> = V extends readonly TensorInfo[] ? Tensor[] : V extends TensorInfo ? Tensor : V;
+
+/** A kernel's result as Tensors: one Tensor, or a tuple of them. */
+export type TensorOutputs<K extends KernelName> = KernelOutputs<K> extends readonly TensorInfo[]
+  ? { [I in keyof KernelOutputs<K>]: Tensor }
+  : Tensor;
+
+/** One kernel call, as observers see it (after it ran). */
+export interface KernelRecord<K extends KernelName = KernelName> {
+  kernelName: K;
+  inputs: TensorInputs<K>;
+  attrs: KernelAttrs<K>;
+  /** The outputs, in order (one element for single-output kernels). */
+  outputs: Tensor[];
+}
+
+/** Called after every kernel the engine runs. Must not dispose the record's tensors. */
+export type KernelObserver = (record: KernelRecord) => void;
+
+/** Memory of one backend as the engine sees it, plus the backend's own figures. */
+export interface BackendMemoryInfo {
+  /** Live (undisposed) tensors on this backend. */
+  numTensors: number;
+  /** Distinct buffers those tensors use (clones and reshapes share one). */
+  numBuffers: number;
+  /** Bytes of those buffers. */
+  numBytes: number;
+  /** What the backend itself reports (includes buffers held outside tensors, caches). */
+  backend: BackendMemory;
+}
+
+export interface MemoryInfo {
+  numTensors: number;
+  numBuffers: number;
+  numBytes: number;
+  /** Per started backend. */
+  backends: Record<string, BackendMemoryInfo>;
+}
+
+interface Registration {
+  factory: BackendFactory;
+  priority: number;
+}
+
+interface BufferRecord {
+  backend: Backend;
+  refCount: number;
+  bytes: number;
+}
+
+interface Scope {
+  tensors: Set<Tensor>;
+}
+
+/**
+ * The single engine: backend registry, kernel dispatch, tensor bookkeeping (reference
+ * counts per buffer, scopes), kernel observers. Exported functions below wrap it.
+ */
+export class Engine {
+  private readonly registry = new Map<string, Registration>();
+  private readonly instances = new Map<string, Backend>();
+  private readonly failures = new Map<string, string>();
+  private activeName: string | null = null;
+  private readonly buffers = new Map<DataId, BufferRecord>();
+  private readonly tensorCounts = new Map<Backend, number>();
+  private readonly scopes: Scope[] = [];
+  private readonly observers = new Set<KernelObserver>();
+  private readonly finalizer = new FinalizationRegistry<TensorStorage>((storage) => this.releaseCollected(storage));
+  /** When true, each kernel must leave exactly its new outputs allocated (see setKernelLeakCheck). */
+  kernelLeakCheck = false;
+  /** Tensors freed by the finalizer because nobody disposed them. */
+  collectedTensors = 0;
+
+  // ------------------------------------------------------------------ registry
+
+  registerBackend(name: string, factory: BackendFactory, priority = 1): boolean {
+    if (this.registry.has(name)) {
+      console.warn(`registerBackend: backend '${name}' is already registered; keeping the first one`);
+      return false;
+    }
+    this.registry.set(name, { factory, priority });
+    return true;
+  }
+
+  removeBackend(name: string): void {
+    const instance = this.instances.get(name);
+    if (instance) {
+      for (const [dataId, record] of this.buffers) if (record.backend === instance) this.buffers.delete(dataId);
+      instance.dispose?.();
+      this.tensorCounts.delete(instance);
+    }
+    this.instances.delete(name);
+    this.failures.delete(name);
+    this.registry.delete(name);
+    if (this.activeName === name) this.activeName = null;
+  }
+
+  /** Registered names, highest priority first. */
+  listBackends(): string[] {
+    return [...this.registry.entries()].sort((a, b) => b[1].priority - a[1].priority).map(([name]) => name);
+  }
+
+  /** The started backend of that name, starting it if needed. Throws BackendError if it cannot start. */
+  backendInstance(name: string): Backend {
+    const existing = this.instances.get(name);
+    if (existing) return existing;
+    const registration = this.registry.get(name);
+    if (!registration) {
+      throw new BackendError(`Backend '${name}' is not registered (registered: ${this.listBackends().join(", ") || "none"})`);
+    }
+    const failure = this.failures.get(name);
+    if (failure !== undefined) throw new BackendError(`Backend '${name}' failed to start: ${failure}`);
+    try {
+      const backend = registration.factory();
+      this.instances.set(name, backend);
+      return backend;
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      this.failures.set(name, reason);
+      throw new BackendError(`Backend '${name}' failed to start: ${reason}`);
+    }
+  }
+
+  setBackend(name: string): void {
+    this.backendInstance(name);
+    this.activeName = name;
+  }
+
+  /** The active backend, choosing the highest-priority one that starts if none is set. */
+  activeBackend(): Backend {
+    if (this.activeName !== null) return this.backendInstance(this.activeName);
+    const tried: string[] = [];
+    for (const name of this.listBackends()) {
+      const wasFailed = this.failures.has(name);
+      try {
+        this.setBackend(name);
+        return this.backendInstance(name);
+      } catch (error) {
+        const message = error instanceof Error ? error.message : String(error);
+        tried.push(message);
+        if (!wasFailed) console.warn(`${message}; falling back to the next backend`);
+      }
+    }
+    throw new BackendError(`No backend could start. ${tried.join("; ") || "No backend is registered."}`);
+  }
+
+  /** The active backend's registered name, choosing the default if none is set. */
+  activeBackendName(): string {
+    this.activeBackend();
+    return this.activeName as string;
+  }
+
+  // ------------------------------------------------------------------ kernels
+
+  runKernel<K extends KernelName>(kernelName: K, inputs: TensorInputs<K>, attrs: KernelAttrs<K>): TensorOutputs<K> {
+    const backend = this.backendOfInputs(kernelName, inputs as Record<string, Tensor | Tensor[] | undefined>);
+    const infos = this.inputInfos(inputs as Record<string, Tensor | Tensor[] | undefined>);
+    let outputs: Tensor[];
+    if (kernelName === "Reshape") {
+      const x = (inputs as unknown as { x: Tensor }).x;
+      outputs = [this.shareTensor(x, (attrs as KernelAttrs<"Reshape">).shape)];
+    } else {
+      const kernel = backend.kernels[kernelName];
+      if (!kernel) throw new KernelNotRegisteredError(kernelName, backend.name);
+      const buffersBefore = this.kernelLeakCheck ? backend.memory().buffers : 0;
+      const result = (kernel as (args: object) => TensorInfo | TensorInfo[])({ inputs: infos, attrs, backend });
+      const infosOut = Array.isArray(result) ? result : [result];
+      const fresh = new Set(infosOut.filter((info) => !this.buffers.has(info.dataId)).map((info) => info.dataId));
+      outputs = infosOut.map((info) => this.makeTensor(info, backend));
+      if (this.kernelLeakCheck) {
+        const leaked = backend.memory().buffers - buffersBefore - fresh.size;
+        if (leaked !== 0) {
+          for (const t of outputs) t.dispose();
+          throw new KernelLeakError(
+            `Kernel '${kernelName}' on backend '${backend.name}' left ${leaked} buffer(s) allocated beyond its ${fresh.size} new output(s)`,
+          );
+        }
+      }
+      if (!Array.isArray(result) && outputs.length !== 1) throw new ValueError(`Kernel '${kernelName}' returned no output`);
+    }
+    if (this.observers.size > 0) {
+      const record = { kernelName, inputs, attrs, outputs } as KernelRecord;
+      for (const observer of [...this.observers]) observer(record);
+    }
+    return (outputs.length === 1 && !isMultiOutput(kernelName) ? outputs[0] : outputs) as TensorOutputs<K>;
+  }
+
+  addKernelObserver(observer: KernelObserver): () => void {
+    this.observers.add(observer);
+    return () => {
+      this.observers.delete(observer);
+    };
+  }
+
+  private backendOfInputs(kernelName: string, inputs: Record<string, Tensor | Tensor[] | undefined>): Backend {
+    let found: Tensor | undefined;
+    let foundName = "";
+    for (const [name, value] of Object.entries(inputs)) {
+      const list = value === undefined ? [] : Array.isArray(value) ? value : [value];
+      list.forEach((t, i) => {
+        const label = Array.isArray(value) ? `${name}[${i}]` : name;
+        if (!(t instanceof Tensor)) throw new ValueError(`${kernelName}: ${label} is not a Tensor`);
+        if (t.isDisposed) {
+          throw new DisposedTensorError(`${kernelName}: ${label} (tensor ${t.id}, ${formatShape(t.shape)}) was disposed`);
+        }
+        if (found === undefined) {
+          found = t;
+          foundName = label;
+        } else if (t.backend !== found.backend) {
+          throw new BackendError(
+            `${kernelName}: ${label} is on backend '${t.backend.name}' but ${foundName} is on '${found.backend.name}'; move one with tensor.to(name)`,
+          );
+        }
+      });
+    }
+    return found === undefined ? this.activeBackend() : found.backend;
+  }
+
+  private inputInfos(inputs: Record<string, Tensor | Tensor[] | undefined>): object {
+    const infos: Record<string, TensorInfo | TensorInfo[]> = {};
+    for (const [name, value] of Object.entries(inputs)) {
+      if (value === undefined) continue;
+      infos[name] = Array.isArray(value) ? value.map((t) => t.info) : value.info;
+    }
+    return infos;
+  }
+
+  // ------------------------------------------------------------------ tensors and buffers
+
+  /** Wraps a buffer into a new tracked Tensor (taking a reference on the buffer). */
+  makeTensor(info: TensorInfo, backend: Backend): Tensor {
+    const record = this.buffers.get(info.dataId);
+    if (record) {
+      if (record.backend !== backend) throw new BackendError("makeTensor: buffer belongs to another backend");
+      record.refCount++;
+    } else {
+      this.buffers.set(info.dataId, { backend, refCount: 1, bytes: sizeOf(info.shape) * bytesPerElement(info.dtype) });
+    }
+    const tensor = new Tensor(info, backend);
+    this.tensorCounts.set(backend, (this.tensorCounts.get(backend) ?? 0) + 1);
+    this.finalizer.register(tensor, tensor.storage, tensor.storage);
+    this.scopes.at(-1)?.tensors.add(tensor);
+    return tensor;
+  }
+
+  /** A new tensor on `values`, uploaded to the active backend (or the named one). */
+  upload(values: BackendValues, shape: readonly number[], dtype: DType, backendName?: string): Tensor {
+    const backend = backendName === undefined ? this.activeBackend() : this.backendInstance(backendName);
+    if (!isStorageOf(dtype, values)) throw new ValueError(`upload: values are not the storage array of ${dtype}`);
+    if (values.length !== sizeOf(shape)) {
+      throw new ShapeError(`upload: ${values.length} values do not fill shape ${formatShape(shape)}`);
+    }
+    const dataId = backend.allocate(dtype, values.length);
+    backend.write(dataId, values);
+    return this.makeTensor({ dataId, shape, dtype }, backend);
+  }
+
+  /** A new tensor over `source`'s buffer, possibly with another shape of the same size. */
+  shareTensor(source: Tensor, shape: readonly number[]): Tensor {
+    if (sizeOf(shape) !== source.size) {
+      throw new ShapeError(`reshape: cannot view ${formatShape(source.shape)} (${source.size} elements) as ${formatShape(shape)}`);
+    }
+    return this.makeTensor({ dataId: source.dataId, shape, dtype: source.dtype }, source.backend);
+  }
+
+  disposeTensor(tensor: Tensor): void {
+    const storage = tensor.storage;
+    if (storage.disposed) return;
+    this.finalizer.unregister(storage);
+    this.release(storage);
+    const count = this.tensorCounts.get(storage.backend);
+    if (count !== undefined) this.tensorCounts.set(storage.backend, count - 1);
+  }
+
+  assignStorage(target: Tensor, source: Tensor): void {
+    if (target.dataId === source.dataId) return;
+    const record = this.buffers.get(source.dataId);
+    if (record) record.refCount++;
+    this.releaseBuffer(target.storage.dataId, target.storage.backend);
+    target.storage.dataId = source.dataId;
+  }
+
+  moveTensor(tensor: Tensor, backendName: string): Tensor {
+    const target = this.backendInstance(backendName);
+    if (target === tensor.backend) return tensor.clone();
+    return this.upload(tensor.backend.readSync(tensor.dataId), tensor.shape, tensor.dtype, backendName);
+  }
+
+  /** Storage values as the user-facing array: half types widened to float32. */
+  readValues(tensor: Tensor, values: BackendValues): TensorValues {
+    if (tensor.dtype === "float16") return float16BitsToFloat32Array(values as Uint16Array);
+    if (tensor.dtype === "bfloat16") return bfloat16BitsToFloat32Array(values as Uint16Array);
+    return values as TensorValues;
+  }
+
+  private release(storage: TensorStorage): void {
+    storage.disposed = true;
+    this.releaseBuffer(storage.dataId, storage.backend);
+  }
+
+  private releaseBuffer(dataId: DataId, backend: Backend): void {
+    const record = this.buffers.get(dataId);
+    if (!record) return;
+    record.refCount--;
+    if (record.refCount === 0) {
+      this.buffers.delete(dataId);
+      backend.free(dataId);
+    }
+  }
+
+  private releaseCollected(storage: TensorStorage): void {
+    if (storage.disposed) return;
+    this.collectedTensors++;
+    this.release(storage);
+    const count = this.tensorCounts.get(storage.backend);
+    if (count !== undefined) this.tensorCounts.set(storage.backend, count - 1);
+  }
+
+  // ------------------------------------------------------------------ scopes
+
+  tidy<T>(fn: () => T): T {
+    this.scopes.push({ tensors: new Set() });
+    let result: T;
+    try {
+      result = fn();
+    } catch (error) {
+      this.endScope(undefined);
+      throw error;
+    }
+    if (result instanceof Promise) {
+      this.endScope(undefined);
+      throw new ValueError("tidy: the function returned a Promise; tidy only tracks synchronous code");
+    }
+    this.endScope(result);
+    return result;
+  }
+
+  /** Ends the innermost scope: disposes its tensors except kept ones and those in `result`. */
+  private endScope(result: unknown): void {
+    const scope = this.scopes.pop();
+    if (!scope) return;
+    const survivors = new Set<Tensor>();
+    collectTensors(result, survivors);
+    const parent = this.scopes.at(-1);
+    for (const tensor of scope.tensors) {
+      if (tensor.kept) continue;
+      if (survivors.has(tensor)) parent?.tensors.add(tensor);
+      else tensor.dispose();
+    }
+  }
+
+  keep<T extends Tensor>(tensor: T): T {
+    tensor.kept = true;
+    for (const scope of this.scopes) scope.tensors.delete(tensor);
+    return tensor;
+  }
+
+  // ------------------------------------------------------------------ memory
+
+  memory(): MemoryInfo {
+    const backends: Record<string, BackendMemoryInfo> = {};
+    let numTensors = 0;
+    let numBuffers = 0;
+    let numBytes = 0;
+    for (const [name, backend] of this.instances) {
+      let buffers = 0;
+      let bytes = 0;
+      for (const record of this.buffers.values()) {
+        if (record.backend !== backend) continue;
+        buffers++;
+        bytes += record.bytes;
+      }
+      const tensors = this.tensorCounts.get(backend) ?? 0;
+      backends[name] = { numTensors: tensors, numBuffers: buffers, numBytes: bytes, backend: backend.memory() };
+      numTensors += tensors;
+      numBuffers += buffers;
+      numBytes += bytes;
+    }
+    return { numTensors, numBuffers, numBytes, backends };
+  }
+}
+
+const MULTI_OUTPUT: ReadonlySet<string> = new Set(["LayerNorm", "LayerNormBackward", "AdamUpdate"]);
+
+function isMultiOutput(kernelName: string): boolean {
+  return MULTI_OUTPUT.has(kernelName);
+}
+
+function collectTensors(value: unknown, into: Set<Tensor>, depth = 0): void {
+  if (value instanceof Tensor) {
+    into.add(value);
+  } else if (depth < 8 && value !== null && typeof value === "object") {
+    const items = value instanceof Map ? value.values() : Array.isArray(value) ? value : Object.values(value);
+    for (const item of items) collectTensors(item, into, depth + 1);
+  }
+}
+
+/** The engine every op and tensor uses. */
+export const engine = new Engine();
+
+// ---------------------------------------------------------------------------- public API
+
+/**
+ * Registers a backend factory. The highest-priority backend that starts becomes the default;
+ * one whose factory throws is skipped with one warning. Returns false if the name is taken.
+ */
+export function registerBackend(name: string, factory: BackendFactory, priority = 1): boolean {
+  return engine.registerBackend(name, factory, priority);
+}
+
+/** Unregisters a backend, disposing its instance (its tensors become unusable). */
+export function removeBackend(name: string): void {
+  engine.removeBackend(name);
+}
+
+/** Makes `name` the active backend, starting it if needed; throws BackendError with the reason if it cannot start. */
+export function setBackend(name: string): void {
+  engine.setBackend(name);
+}
+
+/** The active backend's name (choosing and starting the default if none was set). */
+export function getBackend(): string {
+  return engine.activeBackendName();
+}
+
+/** The backend object of that name (default: the active one), started if needed. */
+export function getBackendInstance(name?: string): Backend {
+  return name === undefined ? engine.activeBackend() : engine.backendInstance(name);
+}
+
+/** Registered backend names, highest priority first. */
+export function listBackends(): string[] {
+  return engine.listBackends();
+}
+
+/** Runs a kernel by name on the backend holding the inputs (the active one when there are none). */
+export function runKernel<K extends KernelName>(
+  kernelName: K,
+  inputs: TensorInputs<K>,
+  attrs: KernelAttrs<K>,
+): TensorOutputs<K> {
+  return engine.runKernel(kernelName, inputs, attrs);
+}
+
+/** Subscribes to every kernel call (after it ran); returns the unsubscribe function. */
+export function addKernelObserver(observer: KernelObserver): () => void {
+  return engine.addKernelObserver(observer);
+}
+
+/** Runs `fn`, then disposes every tensor created inside except those it returns or that were kept. */
+export function tidy<T>(fn: () => T): T {
+  return engine.tidy(fn);
+}
+
+/** Exempts a tensor from the cleanup of every enclosing and future `tidy` scope. */
+export function keep<T extends Tensor>(tensor: T): T {
+  return engine.keep(tensor);
+}
+
+/** Disposes every tensor found in `value` (a tensor, or arrays/objects of them). */
+export function dispose(value: unknown): void {
+  const found = new Set<Tensor>();
+  collectTensors(value, found);
+  for (const t of found) t.dispose();
+}
+
+/** Live tensors, buffers and bytes, in total and per started backend. */
+export function memory(): MemoryInfo {
+  return engine.memory();
+}
+
+/**
+ * Test mode: each kernel must leave allocated exactly the new buffers it returns; any
+ * other buffer left behind throws KernelLeakError. Returns the previous setting.
+ */
+export function setKernelLeakCheck(enabled: boolean): boolean {
+  const previous = engine.kernelLeakCheck;
+  engine.kernelLeakCheck = enabled;
+  return previous;
+}
+
+export type { KernelOutputs };

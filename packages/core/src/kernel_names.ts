@@ -1,0 +1,338 @@
+/**
+ * Every kernel, declared once: its name constant, its inputs (tensor infos) and its
+ * attributes. Backends implement kernels keyed by these names; ops call them through
+ * the engine. Shapes in the comments use `...` for any number of leading dims.
+ *
+ * Conventions every backend follows (the conformance suite checks them):
+ * - Inputs arrive contiguous and row-major; outputs are freshly allocated, contiguous.
+ * - Ops validate shapes, dtypes and attributes before a kernel runs: a kernel may assume
+ *   valid arguments, except index VALUES held in int32 tensors (see Gather).
+ * - float16/bfloat16 kernels accumulate in float32 and round once on store.
+ * - Binary and Where kernels broadcast NumPy-style (see `broadcastShapes`).
+ * - Saved statistics (LayerNorm's mean/rstd, BlockNorms) are float32 whatever the input dtype.
+ */
+import type { TensorInfo } from "./backend";
+import type { DType, FloatDType } from "./dtypes";
+import type { BsrPattern } from "./pattern";
+
+// ---------------------------------------------------------------- creation, dtype, shape
+
+/** No inputs. attrs {shape, dtype, value} -> tensor of `shape` filled with `value`. */
+export const Fill = "Fill";
+/** {x} -> x converted to attrs.dtype (float -> int32 truncates toward zero). */
+export const Cast = "Cast";
+/**
+ * {x} -> same data viewed with attrs.shape. Implemented by the engine (metadata only,
+ * the output shares x's buffer); backends never implement it.
+ */
+export const Reshape = "Reshape";
+/** {x} -> x broadcast NumPy-style to attrs.shape. */
+export const BroadcastTo = "BroadcastTo";
+/** {x} -> x with dims permuted: out.shape[i] = x.shape[perm[i]]. */
+export const Transpose = "Transpose";
+/** {x} -> x[begin[i] : begin[i] + size[i]] along every dim (begin/size of x's rank). */
+export const Slice = "Slice";
+/** {tensors: [...]} -> concatenation along attrs.axis (all same dtype, same other dims). */
+export const Concat = "Concat";
+/**
+ * {x, indices: int32} -> out[..pre, ...idx, ..post] = x[..pre, indices[...idx], ..post]
+ * along attrs.axis. out.shape = x.shape[:axis] + indices.shape + x.shape[axis+1:].
+ * An index outside [0, x.shape[axis]) throws IndexError on backends that can check on
+ * the host; device backends must never read out of bounds and write zeros instead.
+ */
+export const Gather = "Gather";
+/**
+ * The adjoint of Gather: {indices: int32, updates} -> out = zeros(attrs.shape, updates.dtype)
+ * with out[..pre, indices[...idx], ..post] += updates[..pre, ...idx, ..post].
+ * Out-of-range indices: as for Gather (throw, or skip on device backends).
+ */
+export const ScatterAdd = "ScatterAdd";
+/** {indices: int32} -> [...indices.shape, depth] of attrs.dtype, 1 at the index, 0 elsewhere (a row of zeros for an index outside [0, depth)). */
+export const OneHot = "OneHot";
+
+// ---------------------------------------------------------------- elementwise unary
+
+/** {x} -> -x. float dtypes and int32. */
+export const Neg = "Neg";
+/** {x} -> |x|. float dtypes and int32. */
+export const Abs = "Abs";
+/** {x} -> e^x. float dtypes. */
+export const Exp = "Exp";
+/** {x} -> ln x. float dtypes. */
+export const Log = "Log";
+/** {x} -> sqrt x. float dtypes. */
+export const Sqrt = "Sqrt";
+/** {x} -> 1 / sqrt x. float dtypes. */
+export const Rsqrt = "Rsqrt";
+/** {x} -> tanh x. float dtypes. */
+export const Tanh = "Tanh";
+/** {x} -> 1 / (1 + e^-x). float dtypes. */
+export const Sigmoid = "Sigmoid";
+/** {x} -> max(x, 0). float dtypes and int32. */
+export const Relu = "Relu";
+/** {x} -> x^2. float dtypes and int32. */
+export const Square = "Square";
+/**
+ * {x} -> GELU(x). attrs.approximate "none": x * Phi(x) (erf); "tanh":
+ * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). float dtypes.
+ */
+export const Gelu = "Gelu";
+/** {dy, x} -> dy * GELU'(x), same approximate attr as Gelu. float dtypes. */
+export const GeluBackward = "GeluBackward";
+
+// ---------------------------------------------------------------- elementwise binary (broadcasting)
+
+/** {a, b} -> a + b. Same dtype (float or int32). */
+export const Add = "Add";
+/** {a, b} -> a - b. Same dtype (float or int32). */
+export const Sub = "Sub";
+/** {a, b} -> a * b. Same dtype (float or int32). */
+export const Mul = "Mul";
+/** {a, b} -> a / b. Same float dtype. */
+export const Div = "Div";
+/** {a, b} -> max(a, b) (NaN if either is NaN). Same dtype (float or int32). */
+export const Maximum = "Maximum";
+/** {a, b} -> min(a, b) (NaN if either is NaN). Same dtype (float or int32). */
+export const Minimum = "Minimum";
+/** {a, b} -> a ^ b. Same float dtype. */
+export const Pow = "Pow";
+
+/** {a, b} -> int32 (1 where a == b, else 0). Same dtype (float or int32). */
+export const Equal = "Equal";
+/** {a, b} -> int32 (1 where a != b, else 0). */
+export const NotEqual = "NotEqual";
+/** {a, b} -> int32 (1 where a < b, else 0). */
+export const Less = "Less";
+/** {a, b} -> int32 (1 where a <= b, else 0). */
+export const LessEqual = "LessEqual";
+/** {a, b} -> int32 (1 where a > b, else 0). */
+export const Greater = "Greater";
+/** {a, b} -> int32 (1 where a >= b, else 0). */
+export const GreaterEqual = "GreaterEqual";
+/** {condition: int32, a, b} -> condition != 0 ? a : b, all three broadcast together. */
+export const Where = "Where";
+
+// ---------------------------------------------------------------- reductions
+
+/** {x} -> sum over attrs.axes (sorted, unique, non-negative; may be empty). float or int32. */
+export const Sum = "Sum";
+/** {x} -> mean over attrs.axes (NaN over an empty extent). float dtypes. */
+export const Mean = "Mean";
+/** {x} -> max over attrs.axes (each reduced dim has size >= 1). float or int32. */
+export const Max = "Max";
+/** {x} -> min over attrs.axes (each reduced dim has size >= 1). float or int32. */
+export const Min = "Min";
+/** {x} -> int32 index of the first maximum along attrs.axis (size >= 1). float or int32. */
+export const Argmax = "Argmax";
+
+// ---------------------------------------------------------------- normalisation, losses
+
+/** {x} -> softmax along the LAST axis (max-subtracted). float dtypes. */
+export const Softmax = "Softmax";
+/** {x} -> log-softmax along the LAST axis (max-subtracted, log-sum-exp). float dtypes. */
+export const LogSoftmax = "LogSoftmax";
+/**
+ * {x [..., D], gamma? [D], beta? [D]} -> [y, mean, rstd]: y = (x - mean) * rstd * gamma + beta
+ * over the last axis, rstd = 1 / sqrt(var + epsilon) (biased variance). mean and rstd have
+ * shape x.shape[:-1] and dtype float32. gamma/beta, when given, have x's dtype.
+ */
+export const LayerNorm = "LayerNorm";
+/**
+ * {dy, x, mean, rstd, gamma?} -> [dx, dgamma [D], dbeta [D]] from LayerNorm's saved
+ * statistics (no recomputation). dgamma = sum(dy * xhat), dbeta = sum(dy) over leading dims,
+ * computed even when gamma is absent (gamma absent means gamma = 1). All of x's dtype.
+ */
+export const LayerNormBackward = "LayerNormBackward";
+/**
+ * {logits [N, C] float, targets [N] int32} -> per-row loss [N] (logits' dtype):
+ * logsumexp(logits[n]) - logits[n, targets[n]]. Targets outside [0, C): as for Gather.
+ */
+export const CrossEntropy = "CrossEntropy";
+/**
+ * {logits [N, C], targets [N] int32, dy [N]} -> dlogits [N, C] =
+ * (softmax(logits[n]) - onehot(targets[n])) * dy[n]. dy carries the scale (1/N for a mean).
+ */
+export const CrossEntropyBackward = "CrossEntropyBackward";
+
+// ---------------------------------------------------------------- dense and block-sparse products
+
+/**
+ * {a [...A, M, K], b [...B, K, N]} -> [...broadcast(A, B), M, N]; with transposeA a is
+ * [..., K, M], with transposeB b is [..., N, K]. Rank >= 2 both, same float dtype.
+ */
+export const MatMul = "MatMul";
+/**
+ * {x [..., cols], values [nnzBlocks, R, C], bias? [rows]} -> y [..., rows] = x W^T + bias,
+ * W the [rows, cols] block-sparse matrix of attrs.pattern (blocks row-major). Same float dtype.
+ */
+export const BsrLinear = "BsrLinear";
+/**
+ * {dy [..., rows], values [nnzBlocks, R, C]} -> dx [..., cols] = dy W. Same float dtype.
+ * Backends typically walk pattern.columnIndex.
+ */
+export const BsrMatmul = "BsrMatmul";
+/**
+ * {dy [..., rows], x [..., cols]} -> dW [nnzBlocks, R, C] = (dy^T x) on W's blocks only
+ * (leading dims of dy and x flattened together and summed over). Same float dtype.
+ */
+export const SampledMatmul = "SampledMatmul";
+/** {values [nnzBlocks, R, C]} -> float32 [nnzBlocks], the L2 (Frobenius) norm of each block. */
+export const BlockNorms = "BlockNorms";
+
+// ---------------------------------------------------------------- optimizer
+
+/**
+ * {param, grad, m, v} -> [param', m', v'] (one Adam/AdamW step, step counted from 1):
+ *   g = grad + weightDecay * param                     (when !decoupledWeightDecay, L2)
+ *   p = param * (1 - lr * weightDecay)                 (when decoupledWeightDecay, AdamW)
+ *   m' = beta1 m + (1 - beta1) g;  v' = beta2 v + (1 - beta2) g^2
+ *   param' = p - lr * (m' / (1 - beta1^step)) / (sqrt(v' / (1 - beta2^step)) + epsilon)
+ * All four of one shape; grad has param's dtype; m and v are any float dtype (kept).
+ */
+export const AdamUpdate = "AdamUpdate";
+
+// ---------------------------------------------------------------- typed inputs and attributes
+
+type Unary = { x: TensorInfo };
+type Binary = { a: TensorInfo; b: TensorInfo };
+type NoAttrs = Record<string, never>;
+type Reduce = { axes: number[]; keepDims: boolean };
+type One = TensorInfo;
+type Three = [TensorInfo, TensorInfo, TensorInfo];
+type Spec<I, A, O> = { inputs: I; attrs: A; outputs: O };
+
+export type GeluApproximate = "none" | "tanh";
+export type FillAttrs = { shape: number[]; dtype: DType; value: number };
+export type CastAttrs = { dtype: DType };
+export type ShapeAttrs = { shape: number[] };
+export type TransposeAttrs = { perm: number[] };
+export type SliceAttrs = { begin: number[]; size: number[] };
+export type AxisAttrs = { axis: number };
+export type ScatterAddAttrs = { axis: number; shape: number[] };
+export type OneHotAttrs = { depth: number; dtype: DType };
+export type GeluAttrs = { approximate: GeluApproximate };
+export type ReduceAttrs = Reduce;
+export type ArgmaxAttrs = { axis: number; keepDims: boolean };
+export type LayerNormAttrs = { epsilon: number };
+export type MatMulAttrs = { transposeA: boolean; transposeB: boolean };
+/** The BsrPattern object itself: never a copy of its arrays. */
+export type PatternAttrs = { pattern: BsrPattern };
+export type AdamUpdateAttrs = {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  epsilon: number;
+  weightDecay: number;
+  decoupledWeightDecay: boolean;
+  step: number;
+};
+
+/** Inputs, attributes and outputs of every kernel, keyed by kernel name. */
+export interface KernelSpecs {
+  Fill: Spec<NoAttrs, FillAttrs, One>;
+  Cast: Spec<Unary, CastAttrs, One>;
+  Reshape: Spec<Unary, ShapeAttrs, One>;
+  BroadcastTo: Spec<Unary, ShapeAttrs, One>;
+  Transpose: Spec<Unary, TransposeAttrs, One>;
+  Slice: Spec<Unary, SliceAttrs, One>;
+  Concat: Spec<{ tensors: TensorInfo[] }, AxisAttrs, One>;
+  Gather: Spec<{ x: TensorInfo; indices: TensorInfo }, AxisAttrs, One>;
+  ScatterAdd: Spec<{ indices: TensorInfo; updates: TensorInfo }, ScatterAddAttrs, One>;
+  OneHot: Spec<{ indices: TensorInfo }, OneHotAttrs, One>;
+
+  Neg: Spec<Unary, NoAttrs, One>;
+  Abs: Spec<Unary, NoAttrs, One>;
+  Exp: Spec<Unary, NoAttrs, One>;
+  Log: Spec<Unary, NoAttrs, One>;
+  Sqrt: Spec<Unary, NoAttrs, One>;
+  Rsqrt: Spec<Unary, NoAttrs, One>;
+  Tanh: Spec<Unary, NoAttrs, One>;
+  Sigmoid: Spec<Unary, NoAttrs, One>;
+  Relu: Spec<Unary, NoAttrs, One>;
+  Square: Spec<Unary, NoAttrs, One>;
+  Gelu: Spec<Unary, GeluAttrs, One>;
+  GeluBackward: Spec<{ dy: TensorInfo; x: TensorInfo }, GeluAttrs, One>;
+
+  Add: Spec<Binary, NoAttrs, One>;
+  Sub: Spec<Binary, NoAttrs, One>;
+  Mul: Spec<Binary, NoAttrs, One>;
+  Div: Spec<Binary, NoAttrs, One>;
+  Maximum: Spec<Binary, NoAttrs, One>;
+  Minimum: Spec<Binary, NoAttrs, One>;
+  Pow: Spec<Binary, NoAttrs, One>;
+  Equal: Spec<Binary, NoAttrs, One>;
+  NotEqual: Spec<Binary, NoAttrs, One>;
+  Less: Spec<Binary, NoAttrs, One>;
+  LessEqual: Spec<Binary, NoAttrs, One>;
+  Greater: Spec<Binary, NoAttrs, One>;
+  GreaterEqual: Spec<Binary, NoAttrs, One>;
+  Where: Spec<{ condition: TensorInfo; a: TensorInfo; b: TensorInfo }, NoAttrs, One>;
+
+  Sum: Spec<Unary, Reduce, One>;
+  Mean: Spec<Unary, Reduce, One>;
+  Max: Spec<Unary, Reduce, One>;
+  Min: Spec<Unary, Reduce, One>;
+  Argmax: Spec<Unary, ArgmaxAttrs, One>;
+
+  Softmax: Spec<Unary, NoAttrs, One>;
+  LogSoftmax: Spec<Unary, NoAttrs, One>;
+  LayerNorm: Spec<{ x: TensorInfo; gamma?: TensorInfo; beta?: TensorInfo }, LayerNormAttrs, Three>;
+  LayerNormBackward: Spec<
+    { dy: TensorInfo; x: TensorInfo; mean: TensorInfo; rstd: TensorInfo; gamma?: TensorInfo },
+    NoAttrs,
+    Three
+  >;
+  CrossEntropy: Spec<{ logits: TensorInfo; targets: TensorInfo }, NoAttrs, One>;
+  CrossEntropyBackward: Spec<{ logits: TensorInfo; targets: TensorInfo; dy: TensorInfo }, NoAttrs, One>;
+
+  MatMul: Spec<Binary, MatMulAttrs, One>;
+  BsrLinear: Spec<{ x: TensorInfo; values: TensorInfo; bias?: TensorInfo }, PatternAttrs, One>;
+  BsrMatmul: Spec<{ dy: TensorInfo; values: TensorInfo }, PatternAttrs, One>;
+  SampledMatmul: Spec<{ dy: TensorInfo; x: TensorInfo }, PatternAttrs, One>;
+  BlockNorms: Spec<{ values: TensorInfo }, NoAttrs, One>;
+
+  AdamUpdate: Spec<
+    { param: TensorInfo; grad: TensorInfo; m: TensorInfo; v: TensorInfo },
+    AdamUpdateAttrs,
+    Three
+  >;
+}
+
+export type KernelName = keyof KernelSpecs;
+export type KernelInputs<K extends KernelName> = KernelSpecs[K]["inputs"];
+export type KernelAttrs<K extends KernelName> = KernelSpecs[K]["attrs"];
+export type KernelOutputs<K extends KernelName> = KernelSpecs[K]["outputs"];
+
+/** Every kernel name, in declaration order. */
+export const KERNEL_NAMES: readonly KernelName[] = [
+  Fill, Cast, Reshape, BroadcastTo, Transpose, Slice, Concat, Gather, ScatterAdd, OneHot,
+  Neg, Abs, Exp, Log, Sqrt, Rsqrt, Tanh, Sigmoid, Relu, Square, Gelu, GeluBackward,
+  Add, Sub, Mul, Div, Maximum, Minimum, Pow,
+  Equal, NotEqual, Less, LessEqual, Greater, GreaterEqual, Where,
+  Sum, Mean, Max, Min, Argmax,
+  Softmax, LogSoftmax, LayerNorm, LayerNormBackward, CrossEntropy, CrossEntropyBackward,
+  MatMul, BsrLinear, BsrMatmul, SampledMatmul, BlockNorms,
+  AdamUpdate,
+];
+
+/** Kernels the engine implements itself; a backend's table leaves them out. */
+export const ENGINE_KERNELS: readonly KernelName[] = [Reshape];
+
+/** Kernels every backend must implement: all of them but the engine's own. */
+export const BACKEND_KERNELS: readonly KernelName[] = KERNEL_NAMES.filter((k) => !ENGINE_KERNELS.includes(k));
+
+/** The unary elementwise kernels taking {x} and no attrs. */
+export const UNARY_KERNELS = [Neg, Abs, Exp, Log, Sqrt, Rsqrt, Tanh, Sigmoid, Relu, Square] as const;
+/** The arithmetic binary kernels taking {a, b} (broadcasting) and no attrs. */
+export const BINARY_KERNELS = [Add, Sub, Mul, Div, Maximum, Minimum, Pow] as const;
+/** The comparison kernels taking {a, b} (broadcasting) and returning int32 0/1. */
+export const COMPARISON_KERNELS = [Equal, NotEqual, Less, LessEqual, Greater, GreaterEqual] as const;
+
+export type UnaryKernelName = (typeof UNARY_KERNELS)[number];
+export type BinaryKernelName = (typeof BINARY_KERNELS)[number];
+export type ComparisonKernelName = (typeof COMPARISON_KERNELS)[number];
+
+/** Unary and binary kernels that also accept int32 (the rest are float only). */
+export const INT32_ELEMENTWISE: readonly KernelName[] = [Neg, Abs, Relu, Square, Add, Sub, Mul, Maximum, Minimum];
+
+export type { FloatDType };

@@ -1,0 +1,104 @@
+/** Shape helpers shared by ops and backends (kernels compute their output shapes with these). */
+import { IndexError, ShapeError } from "./errors";
+
+/** Number of elements of a shape (1 for a scalar []). */
+export function sizeOf(shape: readonly number[]): number {
+  let size = 1;
+  for (const dim of shape) size *= dim;
+  return size;
+}
+
+/** Row-major strides in elements. */
+export function stridesOf(shape: readonly number[]): number[] {
+  const strides = new Array<number>(shape.length);
+  let stride = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    strides[i] = stride;
+    stride *= shape[i];
+  }
+  return strides;
+}
+
+export function shapesEqual(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+export function formatShape(shape: readonly number[]): string {
+  return `[${shape.join(", ")}]`;
+}
+
+/** True for an array of non-negative integers. */
+export function isValidShape(shape: readonly number[]): boolean {
+  return Array.isArray(shape) && shape.every((d) => Number.isInteger(d) && d >= 0);
+}
+
+/**
+ * NumPy broadcasting of two shapes: align right, a dim of 1 stretches. Throws ShapeError
+ * (prefixed with `op`) when two dims differ and neither is 1.
+ */
+export function broadcastShapes(a: readonly number[], b: readonly number[], op = "broadcast"): number[] {
+  const rank = Math.max(a.length, b.length);
+  const out = new Array<number>(rank);
+  for (let i = 0; i < rank; i++) {
+    const da = i < rank - a.length ? 1 : a[i - (rank - a.length)];
+    const db = i < rank - b.length ? 1 : b[i - (rank - b.length)];
+    if (da !== db && da !== 1 && db !== 1) {
+      throw new ShapeError(`${op}: shapes ${formatShape(a)} and ${formatShape(b)} cannot be broadcast (dim ${i}: ${da} vs ${db})`);
+    }
+    out[i] = da === 1 ? db : da;
+  }
+  return out;
+}
+
+/**
+ * Strides to read an input of `shape` as if it had `outShape` (broadcast dims get stride 0).
+ * `shape` must broadcast to `outShape`.
+ */
+export function broadcastStrides(shape: readonly number[], outShape: readonly number[]): number[] {
+  const own = stridesOf(shape);
+  const offset = outShape.length - shape.length;
+  return outShape.map((_, i) => (i < offset || shape[i - offset] === 1 ? 0 : own[i - offset]));
+}
+
+/** A possibly negative axis as an index in [0, rank). Throws IndexError otherwise. */
+export function normalizeAxis(axis: number, rank: number, op = "axis"): number {
+  if (!Number.isInteger(axis) || axis < -rank || axis >= rank) {
+    throw new IndexError(`${op}: axis ${axis} is out of range for rank ${rank}`);
+  }
+  return axis < 0 ? axis + rank : axis;
+}
+
+/** Axes normalised, sorted and unique; `undefined` means all axes. */
+export function normalizeAxes(axes: number | readonly number[] | undefined, rank: number, op = "axes"): number[] {
+  if (axes === undefined) return Array.from({ length: rank }, (_, i) => i);
+  const list = typeof axes === "number" ? [axes] : axes;
+  const out = list.map((a) => normalizeAxis(a, rank, op));
+  if (new Set(out).size !== out.length) throw new IndexError(`${op}: axes [${list}] repeat an axis`);
+  return out.sort((x, y) => x - y);
+}
+
+/** Output shape of a reduction over sorted `axes`. */
+export function reduceShape(shape: readonly number[], axes: readonly number[], keepDims: boolean): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < shape.length; i++) {
+    if (axes.includes(i)) {
+      if (keepDims) out.push(1);
+    } else {
+      out.push(shape[i]);
+    }
+  }
+  return out;
+}
+
+/** Output shape of MatMul with transpose flags, batch dims broadcast. */
+export function matmulShape(
+  a: readonly number[],
+  b: readonly number[],
+  transposeA: boolean,
+  transposeB: boolean,
+): number[] {
+  const m = transposeA ? a[a.length - 1] : a[a.length - 2];
+  const n = transposeB ? b[b.length - 2] : b[b.length - 1];
+  const batch = broadcastShapes(a.slice(0, -2), b.slice(0, -2), "matmul");
+  return [...batch, m, n];
+}

@@ -1,0 +1,148 @@
+import type { Backend, DataId, TensorInfo } from "./backend";
+import { type DType, type TensorValues, isFloatDType } from "./dtypes";
+import { engine } from "./engine";
+import { DisposedTensorError, ShapeError, DTypeError, BackendError } from "./errors";
+import { formatTensor } from "./format_tensor";
+import { sizeOf } from "./shape";
+
+/**
+ * The buffer a tensor uses, shared by reference with the engine's finalizer so that a
+ * collected, undisposed tensor can still release it. `assign` swaps the dataId.
+ */
+export interface TensorStorage {
+  dataId: DataId;
+  backend: Backend;
+  disposed: boolean;
+}
+
+let nextTensorId = 0;
+
+/**
+ * An n-dimensional array held by a backend. Contiguous, row-major and immutable: ops
+ * return new tensors; `assign` replaces a tensor's contents by another's.
+ */
+export class Tensor {
+  /** Unique, increasing: identifies the tensor (e.g. on an autograd tape). */
+  readonly id: number = nextTensorId++;
+  readonly shape: readonly number[];
+  readonly dtype: DType;
+  /** Number of elements. */
+  readonly size: number;
+  /** Set by users (or nn's Parameter); read by autograd. Core itself never reads it. */
+  requiresGrad = false;
+  /** The accumulated gradient, written by autograd. Core itself never writes it. */
+  grad: Tensor | null = null;
+  /** @internal engine-managed storage cell. */
+  readonly storage: TensorStorage;
+  /** @internal true once `keep` exempted it from scope cleanup. */
+  kept = false;
+
+  /** @internal Tensors are made by ops and the engine, not with `new`. */
+  constructor(info: TensorInfo, backend: Backend) {
+    this.shape = Object.freeze([...info.shape]);
+    this.dtype = info.dtype;
+    this.size = sizeOf(info.shape);
+    this.storage = { dataId: info.dataId, backend, disposed: false };
+  }
+
+  get rank(): number {
+    return this.shape.length;
+  }
+
+  /** The backend holding the data. */
+  get backend(): Backend {
+    return this.storage.backend;
+  }
+
+  /** The opaque handle of the current buffer (changes on `assign`). */
+  get dataId(): DataId {
+    return this.storage.dataId;
+  }
+
+  get isDisposed(): boolean {
+    return this.storage.disposed;
+  }
+
+  /** What a kernel sees of this tensor. */
+  get info(): TensorInfo {
+    this.throwIfDisposed("info");
+    return { dataId: this.storage.dataId, shape: this.shape, dtype: this.dtype };
+  }
+
+  /** The values, half types widened to float32. */
+  async data(): Promise<TensorValues> {
+    this.throwIfDisposed("data");
+    return engine.readValues(this, await this.backend.read(this.dataId));
+  }
+
+  /** As `data()`, blocking. */
+  dataSync(): TensorValues {
+    this.throwIfDisposed("dataSync");
+    return engine.readValues(this, this.backend.readSync(this.dataId));
+  }
+
+  /** The values as a plain number array (row-major). */
+  toArray(): number[] {
+    return Array.from(this.dataSync());
+  }
+
+  /** The single value of a one-element tensor. */
+  item(): number {
+    if (this.size !== 1) throw new ShapeError(`item: tensor has ${this.size} elements, expected exactly 1`);
+    return this.dataSync()[0];
+  }
+
+  /** A short readable view: dtype, shape and the first and last values. */
+  toString(): string {
+    if (this.isDisposed) return `Tensor(disposed, ${this.dtype}, [${this.shape.join(", ")}])`;
+    return formatTensor(this.shape, this.dtype, this.dataSync(), this.backend.name);
+  }
+
+  /** Frees the tensor's claim on its buffer; the buffer goes when no tensor uses it. Idempotent. */
+  dispose(): void {
+    engine.disposeTensor(this);
+  }
+
+  /** A new tensor sharing this one's buffer (reference-counted, no copy). */
+  clone(): Tensor {
+    this.throwIfDisposed("clone");
+    return engine.shareTensor(this, this.shape);
+  }
+
+  /**
+   * Replaces this tensor's contents by `other`'s (same shape and dtype, same backend):
+   * the buffer is shared, not copied. `other` stays valid. Used for in-place parameter updates.
+   */
+  assign(other: Tensor): void {
+    this.throwIfDisposed("assign");
+    other.throwIfDisposed("assign");
+    if (other.dtype !== this.dtype) {
+      throw new DTypeError(`assign: other has dtype ${other.dtype}, expected ${this.dtype}`);
+    }
+    if (other.shape.length !== this.shape.length || other.shape.some((d, i) => d !== this.shape[i])) {
+      throw new ShapeError(`assign: other has shape [${other.shape}], expected [${this.shape}]`);
+    }
+    if (other.backend !== this.backend) {
+      throw new BackendError(`assign: other is on backend '${other.backend.name}', expected '${this.backend.name}'`);
+    }
+    engine.assignStorage(this, other);
+  }
+
+  /** This tensor's values on another backend (a new tensor; this one is unchanged). */
+  to(backendName: string): Tensor {
+    this.throwIfDisposed("to");
+    return engine.moveTensor(this, backendName);
+  }
+
+  /** True for float32, float16 and bfloat16. */
+  get isFloat(): boolean {
+    return isFloatDType(this.dtype);
+  }
+
+  /** @internal */
+  throwIfDisposed(where: string): void {
+    if (this.storage.disposed) {
+      throw new DisposedTensorError(`${where}: tensor ${this.id} ([${this.shape}] ${this.dtype}) was disposed`);
+    }
+  }
+}
