@@ -1,0 +1,861 @@
+// N-API bindings: argument checking, buffer and pattern registries, and one function per kernel.
+// Every argument is validated here, before any launch: dtypes, sizes, and that each buffer holds every
+// element the kernel will touch, so a malformed call cannot reach memory outside its buffers.
+#include <napi.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "device.h"
+#include "kernels.h"
+#include "memory.h"
+
+namespace bs {
+namespace {
+
+// ------------------------------------------------------------------ argument helpers
+
+const char* errorCode(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::OutOfMemory: return "ERR_CUDA_OUT_OF_MEMORY";
+    case ErrorKind::InvalidArgument: return "ERR_CUDA_INVALID_ARGUMENT";
+    default: return "ERR_CUDA";
+  }
+}
+
+using Handler = Napi::Value (*)(const Napi::CallbackInfo&);
+
+// Turns our C++ errors into JS errors carrying a `code`.
+template <Handler F>
+Napi::Value guarded(const Napi::CallbackInfo& info) {
+  try {
+    return F(info);
+  } catch (const Error& error) {
+    Napi::Error jsError = Napi::Error::New(info.Env(), error.what());
+    jsError.Value().Set("code", Napi::String::New(info.Env(), errorCode(error.kind)));
+    throw jsError;
+  }
+}
+
+struct Args {
+  const Napi::CallbackInfo& info;
+  const char* fn;
+
+  std::string where(size_t i) const { return std::string(fn) + ": argument " + std::to_string(i); }
+
+  void count(size_t n) const {
+    require(info.Length() == n, std::string(fn) + ": expected " + std::to_string(n) + " arguments, got " +
+                                    std::to_string(info.Length()));
+  }
+
+  double number(size_t i) const {
+    require(info[i].IsNumber(), where(i) + " must be a number");
+    return info[i].As<Napi::Number>().DoubleValue();
+  }
+
+  // A non-negative integer below 2^53.
+  int64_t size(size_t i) const {
+    double value = number(i);
+    require(std::isfinite(value) && value >= 0 && std::floor(value) == value && value <= 9007199254740991.0,
+            where(i) + " must be a non-negative integer, got " + std::to_string(value));
+    return static_cast<int64_t>(value);
+  }
+
+  bool boolean(size_t i) const {
+    require(info[i].IsBoolean(), where(i) + " must be a boolean");
+    return info[i].As<Napi::Boolean>().Value();
+  }
+
+  DType dtype(size_t i) const {
+    int64_t code = size(i);
+    require(code <= static_cast<int64_t>(DType::Int32), where(i) + ": unknown dtype code " + std::to_string(code));
+    return static_cast<DType>(code);
+  }
+
+  DType floatDtype(size_t i) const {
+    DType d = dtype(i);
+    require(isFloat(d), where(i) + ": expected a float dtype, got " + dtypeName(d));
+    return d;
+  }
+
+  const Buffer& buffer(size_t i) const {
+    int64_t id = size(i);
+    std::string label = where(i);
+    return lookup(static_cast<BufferId>(id), label.c_str());
+  }
+
+  bool isAbsent(size_t i) const { return info[i].IsNull() || info[i].IsUndefined(); }
+
+  std::vector<int64_t> sizes(size_t i) const {
+    require(info[i].IsArray(), where(i) + " must be an array of integers");
+    Napi::Array array = info[i].As<Napi::Array>();
+    std::vector<int64_t> out(array.Length());
+    for (uint32_t k = 0; k < array.Length(); ++k) {
+      Napi::Value v = array.Get(k);
+      require(v.IsNumber(), where(i) + "[" + std::to_string(k) + "] must be a number");
+      double d = v.As<Napi::Number>().DoubleValue();
+      require(std::isfinite(d) && d >= 0 && std::floor(d) == d && d <= 9007199254740991.0,
+              where(i) + "[" + std::to_string(k) + "] must be a non-negative integer");
+      out[k] = static_cast<int64_t>(d);
+    }
+    return out;
+  }
+
+  Napi::TypedArray typedArray(size_t i) const {
+    require(info[i].IsTypedArray(), where(i) + " must be a typed array");
+    return info[i].As<Napi::TypedArray>();
+  }
+};
+
+void* bytesOf(Napi::TypedArray array) {
+  return static_cast<uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset();
+}
+
+// The buffer must hold `elements` elements of `dtype`.
+void requireElements(const Buffer& buffer, DType dtype, int64_t elements, const std::string& what) {
+  size_t needed = static_cast<size_t>(elements) * dtypeSize(dtype);
+  require(buffer.byteLength >= needed, what + ": buffer of " + std::to_string(buffer.byteLength) + " bytes is too small for " +
+                                           std::to_string(elements) + " " + dtypeName(dtype) + " elements (" +
+                                           std::to_string(needed) + " bytes)");
+}
+
+// Product of dims, refusing overflow of 2^53.
+int64_t product(const std::vector<int64_t>& dims, const std::string& what) {
+  double p = 1;
+  for (int64_t d : dims) p *= static_cast<double>(d);
+  require(p <= 9007199254740991.0, what + ": too many elements");
+  int64_t n = 1;
+  for (int64_t d : dims) n *= d;
+  return n;
+}
+
+StridedShape toShape(const std::vector<int64_t>& dims, const std::string& what) {
+  require(dims.size() <= static_cast<size_t>(kMaxRank), what + ": rank " + std::to_string(dims.size()) +
+                                                            " exceeds the maximum of " + std::to_string(kMaxRank));
+  StridedShape shape{};
+  shape.rank = static_cast<int32_t>(dims.size());
+  for (size_t d = 0; d < dims.size(); ++d) shape.shape[d] = dims[d];
+  return shape;
+}
+
+// Strides of one operand over `dims`; returns the largest element offset they reach (plus 1).
+Strides toStrides(const std::vector<int64_t>& strides, const std::vector<int64_t>& dims, int64_t& extent,
+                  const std::string& what) {
+  require(strides.size() == dims.size(), what + ": " + std::to_string(strides.size()) + " strides for rank " +
+                                             std::to_string(dims.size()));
+  Strides out{};
+  extent = 1;
+  for (size_t d = 0; d < dims.size(); ++d) {
+    out.stride[d] = strides[d];
+    if (dims[d] == 0) extent = 0;
+  }
+  if (extent == 0) return out;
+  for (size_t d = 0; d < dims.size(); ++d) extent += (dims[d] - 1) * strides[d];
+  return out;
+}
+
+Napi::Value undefinedOf(const Napi::CallbackInfo& info) { return info.Env().Undefined(); }
+
+// ------------------------------------------------------------------ device and memory
+
+Napi::Value init(const Napi::CallbackInfo& info) {
+  Args args{info, "init"};
+  args.count(1);
+  initDevice(static_cast<int>(args.size(0)));
+  const DeviceInfo& device = deviceInfo();
+  Napi::Object out = Napi::Object::New(info.Env());
+  out.Set("index", device.index);
+  out.Set("name", device.name);
+  out.Set("computeCapability", std::to_string(device.computeMajor) + "." + std::to_string(device.computeMinor));
+  out.Set("multiprocessors", device.multiprocessors);
+  out.Set("totalMemory", static_cast<double>(device.totalMemory));
+  out.Set("runtimeVersion", device.runtimeVersion);
+  out.Set("driverVersion", device.driverVersion);
+  return out;
+}
+
+Napi::Value buildInfo(const Napi::CallbackInfo& info) {
+  Napi::Object out = Napi::Object::New(info.Env());
+  out.Set("cublas", haveCublas());
+  out.Set("cudaVersion", CUDART_VERSION);
+  out.Set("architectures", BLOCKSPARSE_CUDA_ARCHITECTURES);
+  return out;
+}
+
+Napi::Value alloc(const Napi::CallbackInfo& info) {
+  Args args{info, "alloc"};
+  args.count(1);
+  return Napi::Number::New(info.Env(), static_cast<double>(allocate(static_cast<size_t>(args.size(0)))));
+}
+
+Napi::Value freeBuffer(const Napi::CallbackInfo& info) {
+  Args args{info, "free"};
+  args.count(1);
+  release(static_cast<BufferId>(args.size(0)));
+  return undefinedOf(info);
+}
+
+// write(id, values): copies the whole typed array to the start of the buffer.
+Napi::Value write(const Napi::CallbackInfo& info) {
+  Args args{info, "write"};
+  args.count(2);
+  const Buffer& buffer = args.buffer(0);
+  Napi::TypedArray values = args.typedArray(1);
+  require(values.ByteLength() <= buffer.byteLength, "write: " + std::to_string(values.ByteLength()) +
+                                                        " bytes do not fit a buffer of " +
+                                                        std::to_string(buffer.byteLength) + " bytes");
+  if (values.ByteLength() == 0) return undefinedOf(info);
+  BS_CUDA_CHECK(cudaMemcpyAsync(buffer.data, bytesOf(values), values.ByteLength(), cudaMemcpyHostToDevice, stream()));
+  return undefinedOf(info);
+}
+
+// read(id, out): fills the typed array from the start of the buffer, waiting for queued work.
+Napi::Value read(const Napi::CallbackInfo& info) {
+  Args args{info, "read"};
+  args.count(2);
+  const Buffer& buffer = args.buffer(0);
+  Napi::TypedArray out = args.typedArray(1);
+  require(out.ByteLength() <= buffer.byteLength, "read: " + std::to_string(out.ByteLength()) +
+                                                     " bytes asked of a buffer of " + std::to_string(buffer.byteLength) +
+                                                     " bytes");
+  if (out.ByteLength() > 0)
+    BS_CUDA_CHECK(cudaMemcpyAsync(bytesOf(out), buffer.data, out.ByteLength(), cudaMemcpyDeviceToHost, stream()));
+  BS_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  return undefinedOf(info);
+}
+
+Napi::Value memory(const Napi::CallbackInfo& info) {
+  MemoryStats stats = memoryStats();
+  Napi::Object out = Napi::Object::New(info.Env());
+  out.Set("bytesInUse", static_cast<double>(stats.bytesInUse));
+  out.Set("bytesCached", static_cast<double>(stats.bytesCached));
+  out.Set("buffersInUse", static_cast<double>(stats.buffersInUse));
+  out.Set("buffersCached", static_cast<double>(stats.buffersCached));
+  out.Set("cudaMallocCalls", static_cast<double>(stats.cudaMallocCalls));
+  out.Set("cacheHits", static_cast<double>(stats.cacheHits));
+  if (deviceReady()) {
+    size_t freeBytes = 0, totalBytes = 0;
+    BS_CUDA_CHECK(cudaMemGetInfo(&freeBytes, &totalBytes));
+    out.Set("deviceFreeBytes", static_cast<double>(freeBytes));
+    out.Set("deviceTotalBytes", static_cast<double>(totalBytes));
+  }
+  return out;
+}
+
+Napi::Value releaseCacheFn(const Napi::CallbackInfo& info) {
+  if (deviceReady()) releaseCache();
+  return undefinedOf(info);
+}
+
+Napi::Value synchronizeFn(const Napi::CallbackInfo& info) {
+  synchronize();
+  return undefinedOf(info);
+}
+
+Napi::Value setCublasEnabledFn(const Napi::CallbackInfo& info) {
+  Args args{info, "setCublasEnabled"};
+  args.count(1);
+  setCublasEnabled(args.boolean(0));
+  return Napi::Boolean::New(info.Env(), cublasEnabled());
+}
+
+// ------------------------------------------------------------------ block-sparse patterns
+
+struct PatternRecord {
+  BufferId buffer;
+  BsrPatternView view;
+};
+std::unordered_map<uint64_t, PatternRecord> patterns;
+uint64_t nextPatternId = 1;
+
+Napi::Int32Array int32Field(const Napi::Object& object, const char* name, size_t length) {
+  Napi::Value value = object.Get(name);
+  require(value.IsTypedArray() && value.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array,
+          std::string("createPattern: ") + name + " must be an Int32Array");
+  Napi::Int32Array array = value.As<Napi::Int32Array>();
+  require(array.ElementLength() == length, std::string("createPattern: ") + name + " has " +
+                                               std::to_string(array.ElementLength()) + " entries, expected " +
+                                               std::to_string(length));
+  return array;
+}
+
+int64_t intField(const Napi::Object& object, const char* name) {
+  Napi::Value value = object.Get(name);
+  require(value.IsNumber(), std::string("createPattern: ") + name + " must be a number");
+  double d = value.As<Napi::Number>().DoubleValue();
+  require(std::isfinite(d) && d >= 0 && std::floor(d) == d && d <= 2147483647.0,
+          std::string("createPattern: ") + name + " must be an integer in [0, 2^31)");
+  return static_cast<int64_t>(d);
+}
+
+// A CSR-style pointer array: starts at 0, never decreases, ends at nnz.
+void checkPointers(const int32_t* ptr, int64_t segments, int64_t nnz, const char* name) {
+  require(ptr[0] == 0, std::string("createPattern: ") + name + "[0] must be 0");
+  for (int64_t i = 0; i < segments; ++i)
+    require(ptr[i + 1] >= ptr[i], std::string("createPattern: ") + name + " decreases at " + std::to_string(i + 1));
+  require(ptr[segments] == nnz, std::string("createPattern: ") + name + " must end at nnzBlocks (" +
+                                    std::to_string(nnz) + "), ends at " + std::to_string(ptr[segments]));
+}
+
+// createPattern({rows, cols, blockRowsSize, blockColsSize, blockRows, blockCols, nnzBlocks, blockRowPtr,
+// blockColIdx, blockColPtr, blockRowIdx, valueIndex, coordBlockRow, coordBlockCol}): validates every index
+// on the host and uploads them once; the returned id is what the block-sparse kernels take.
+Napi::Value createPattern(const Napi::CallbackInfo& info) {
+  Args args{info, "createPattern"};
+  args.count(1);
+  require(info[0].IsObject(), "createPattern: argument 0 must be an object");
+  Napi::Object desc = info[0].As<Napi::Object>();
+  int64_t rows = intField(desc, "rows"), cols = intField(desc, "cols");
+  int64_t R = intField(desc, "blockRowsSize"), C = intField(desc, "blockColsSize");
+  int64_t blockRows = intField(desc, "blockRows"), blockCols = intField(desc, "blockCols");
+  int64_t nnz = intField(desc, "nnzBlocks");
+  require(R >= 1 && C >= 1, "createPattern: block shape must be at least 1x1");
+  require(blockRows * R == rows && blockCols * C == cols,
+          "createPattern: shape [" + std::to_string(rows) + ", " + std::to_string(cols) + "] is not blockRows x R = " +
+              std::to_string(blockRows) + " x " + std::to_string(R) + " by blockCols x C = " + std::to_string(blockCols) +
+              " x " + std::to_string(C));
+  require(nnz <= blockRows * blockCols, "createPattern: more blocks than the grid holds");
+  require(nnz * R * C <= 2147483647LL * 64, "createPattern: pattern too large");
+  Napi::Int32Array rowPtr = int32Field(desc, "blockRowPtr", blockRows + 1);
+  Napi::Int32Array colIdx = int32Field(desc, "blockColIdx", nnz);
+  Napi::Int32Array colPtr = int32Field(desc, "blockColPtr", blockCols + 1);
+  Napi::Int32Array rowIdx = int32Field(desc, "blockRowIdx", nnz);
+  Napi::Int32Array valueIdx = int32Field(desc, "valueIndex", nnz);
+  Napi::Int32Array coordRow = int32Field(desc, "coordBlockRow", nnz);
+  Napi::Int32Array coordCol = int32Field(desc, "coordBlockCol", nnz);
+  const int32_t *rp = rowPtr.Data(), *ci = colIdx.Data(), *cp = colPtr.Data(), *ri = rowIdx.Data(),
+                *vi = valueIdx.Data(), *cr = coordRow.Data(), *cc = coordCol.Data();
+
+  checkPointers(rp, blockRows, nnz, "blockRowPtr");
+  checkPointers(cp, blockCols, nnz, "blockColPtr");
+  for (int64_t r = 0; r < blockRows; ++r) {
+    for (int64_t p = rp[r]; p < rp[r + 1]; ++p) {
+      require(ci[p] >= 0 && ci[p] < blockCols, "createPattern: blockColIdx[" + std::to_string(p) + "] = " +
+                                                   std::to_string(ci[p]) + " is outside [0, " +
+                                                   std::to_string(blockCols) + ")");
+      require(p == rp[r] || ci[p] > ci[p - 1],
+              "createPattern: blockColIdx is not strictly increasing within block row " + std::to_string(r));
+      require(cr[p] == r && cc[p] == ci[p],
+              "createPattern: coordinates of block " + std::to_string(p) + " disagree with the row-wise index");
+    }
+  }
+  std::vector<uint8_t> seen(static_cast<size_t>(nnz), 0);
+  for (int64_t c = 0; c < blockCols; ++c) {
+    for (int64_t q = cp[c]; q < cp[c + 1]; ++q) {
+      require(vi[q] >= 0 && vi[q] < nnz && !seen[vi[q]],
+              "createPattern: valueIndex[" + std::to_string(q) + "] is out of range or repeated");
+      seen[vi[q]] = 1;
+      require(ri[q] >= 0 && ri[q] < blockRows && cr[vi[q]] == ri[q] && ci[vi[q]] == c,
+              "createPattern: column-wise entry " + std::to_string(q) + " disagrees with the row-wise index");
+    }
+  }
+
+  // One allocation: rowPtr, colIdx, colPtr, rowIdx, valueIndex, coordRow, coordCol.
+  std::vector<int32_t> packed;
+  packed.reserve(static_cast<size_t>(blockRows + 1 + blockCols + 1 + 5 * nnz));
+  auto append = [&packed](const int32_t* p, int64_t n) { packed.insert(packed.end(), p, p + n); };
+  append(rp, blockRows + 1);
+  append(ci, nnz);
+  append(cp, blockCols + 1);
+  append(ri, nnz);
+  append(vi, nnz);
+  append(cr, nnz);
+  append(cc, nnz);
+  BufferId buffer = allocate(packed.size() * sizeof(int32_t));
+  const int32_t* base = static_cast<const int32_t*>(lookup(buffer, "pattern").data);
+  try {
+    BS_CUDA_CHECK(cudaMemcpyAsync(const_cast<int32_t*>(base), packed.data(), packed.size() * sizeof(int32_t),
+                                  cudaMemcpyHostToDevice, stream()));
+    // The host vector dies here: wait for the copy to finish reading it.
+    BS_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  } catch (...) {
+    release(buffer);
+    throw;
+  }
+  BsrPatternView view{};
+  view.rows = rows;
+  view.cols = cols;
+  view.blockRowsSize = static_cast<int32_t>(R);
+  view.blockColsSize = static_cast<int32_t>(C);
+  view.blockRows = static_cast<int32_t>(blockRows);
+  view.blockCols = static_cast<int32_t>(blockCols);
+  view.nnzBlocks = static_cast<int32_t>(nnz);
+  const int32_t* at = base;
+  view.blockRowPtr = at, at += blockRows + 1;
+  view.blockColIdx = at, at += nnz;
+  view.blockColPtr = at, at += blockCols + 1;
+  view.blockRowIdx = at, at += nnz;
+  view.valueIndex = at, at += nnz;
+  view.coordBlockRow = at, at += nnz;
+  view.coordBlockCol = at;
+  uint64_t id = nextPatternId++;
+  patterns.emplace(id, PatternRecord{buffer, view});
+  return Napi::Number::New(info.Env(), static_cast<double>(id));
+}
+
+Napi::Value freePattern(const Napi::CallbackInfo& info) {
+  Args args{info, "freePattern"};
+  args.count(1);
+  auto it = patterns.find(static_cast<uint64_t>(args.size(0)));
+  require(it != patterns.end(), "freePattern: unknown or already freed pattern");
+  release(it->second.buffer);
+  patterns.erase(it);
+  return undefinedOf(info);
+}
+
+const BsrPatternView& patternArg(const Args& args, size_t i) {
+  auto it = patterns.find(static_cast<uint64_t>(args.size(i)));
+  require(it != patterns.end(), args.where(i) + ": unknown or freed pattern");
+  return it->second.view;
+}
+
+// ------------------------------------------------------------------ elementwise
+
+// fillBits(elementBytes, out, n, bits)
+Napi::Value fillBits(const Napi::CallbackInfo& info) {
+  Args args{info, "fillBits"};
+  args.count(4);
+  int64_t elementBytes = args.size(0);
+  require(elementBytes == 2 || elementBytes == 4, "fillBits: element size must be 2 or 4 bytes");
+  const Buffer& out = args.buffer(1);
+  int64_t n = args.size(2);
+  require(static_cast<size_t>(n * elementBytes) <= out.byteLength, "fillBits: buffer too small");
+  double bits = args.number(3);
+  require(bits >= 0 && bits <= 4294967295.0 && std::floor(bits) == bits, "fillBits: bits must be a uint32");
+  launchFillBits(static_cast<size_t>(elementBytes), out.data, n, static_cast<uint32_t>(bits), stream());
+  return undefinedOf(info);
+}
+
+// unary(op, dtype, x, y, n)
+Napi::Value unary(const Napi::CallbackInfo& info) {
+  Args args{info, "unary"};
+  args.count(5);
+  int64_t op = args.size(0);
+  require(op < static_cast<int64_t>(UnaryOp::Count), "unary: unknown op " + std::to_string(op));
+  DType dtype = args.dtype(1);
+  int64_t n = args.size(4);
+  requireElements(args.buffer(2), dtype, n, "unary x");
+  requireElements(args.buffer(3), dtype, n, "unary y");
+  if (dtype == DType::Int32) {
+    UnaryOp u = static_cast<UnaryOp>(op);
+    require(u == UnaryOp::Neg || u == UnaryOp::Abs || u == UnaryOp::Relu || u == UnaryOp::Square,
+            "unary: op " + std::to_string(op) + " takes float dtypes only");
+  }
+  launchUnary(static_cast<UnaryOp>(op), dtype, args.buffer(2).data, args.buffer(3).data, n, stream());
+  return undefinedOf(info);
+}
+
+// binary(op, dtype, a, aStrides, b, bStrides, y, shape)
+Napi::Value binary(const Napi::CallbackInfo& info) {
+  Args args{info, "binary"};
+  args.count(8);
+  int64_t op = args.size(0);
+  require(op < static_cast<int64_t>(BinaryOp::Count), "binary: unknown op " + std::to_string(op));
+  BinaryOp b = static_cast<BinaryOp>(op);
+  DType dtype = args.dtype(1);
+  bool comparison = b >= BinaryOp::Equal && b <= BinaryOp::GreaterEqual;
+  if (dtype == DType::Int32)
+    require(comparison || b == BinaryOp::Add || b == BinaryOp::Sub || b == BinaryOp::Mul || b == BinaryOp::Maximum ||
+                b == BinaryOp::Minimum,
+            "binary: op " + std::to_string(op) + " takes float dtypes only");
+  std::vector<int64_t> dims = args.sizes(7);
+  StridedShape shape = toShape(dims, "binary");
+  int64_t n = product(dims, "binary");
+  int64_t aExtent, bExtent;
+  Strides aStrides = toStrides(args.sizes(3), dims, aExtent, "binary a");
+  Strides bStrides = toStrides(args.sizes(5), dims, bExtent, "binary b");
+  requireElements(args.buffer(2), dtype, aExtent, "binary a");
+  requireElements(args.buffer(4), dtype, bExtent, "binary b");
+  requireElements(args.buffer(6), comparison ? DType::Int32 : dtype, n, "binary y");
+  launchBinary(b, dtype, args.buffer(2).data, aStrides, args.buffer(4).data, bStrides, args.buffer(6).data, shape, n,
+               stream());
+  return undefinedOf(info);
+}
+
+// where(dtype, cond, condStrides, a, aStrides, b, bStrides, y, shape)
+Napi::Value where(const Napi::CallbackInfo& info) {
+  Args args{info, "where"};
+  args.count(9);
+  DType dtype = args.dtype(0);
+  std::vector<int64_t> dims = args.sizes(8);
+  StridedShape shape = toShape(dims, "where");
+  int64_t n = product(dims, "where");
+  int64_t cExtent, aExtent, bExtent;
+  Strides cStrides = toStrides(args.sizes(2), dims, cExtent, "where condition");
+  Strides aStrides = toStrides(args.sizes(4), dims, aExtent, "where a");
+  Strides bStrides = toStrides(args.sizes(6), dims, bExtent, "where b");
+  requireElements(args.buffer(1), DType::Int32, cExtent, "where condition");
+  requireElements(args.buffer(3), dtype, aExtent, "where a");
+  requireElements(args.buffer(5), dtype, bExtent, "where b");
+  requireElements(args.buffer(7), dtype, n, "where y");
+  launchWhere(dtype, static_cast<const int32_t*>(args.buffer(1).data), cStrides, args.buffer(3).data, aStrides,
+              args.buffer(5).data, bStrides, args.buffer(7).data, shape, n, stream());
+  return undefinedOf(info);
+}
+
+// cast(from, to, x, y, n)
+Napi::Value cast(const Napi::CallbackInfo& info) {
+  Args args{info, "cast"};
+  args.count(5);
+  DType from = args.dtype(0), to = args.dtype(1);
+  int64_t n = args.size(4);
+  requireElements(args.buffer(2), from, n, "cast x");
+  requireElements(args.buffer(3), to, n, "cast y");
+  launchCast(from, to, args.buffer(2).data, args.buffer(3).data, n, stream());
+  return undefinedOf(info);
+}
+
+// copyStrided(dtype, src, srcOffset, srcStrides, dst, dstOffset, dstStrides, shape)
+Napi::Value copyStrided(const Napi::CallbackInfo& info) {
+  Args args{info, "copyStrided"};
+  args.count(8);
+  DType dtype = args.dtype(0);
+  std::vector<int64_t> dims = args.sizes(7);
+  StridedShape shape = toShape(dims, "copyStrided");
+  int64_t n = product(dims, "copyStrided");
+  int64_t srcOffset = args.size(2), dstOffset = args.size(5);
+  int64_t srcExtent, dstExtent;
+  Strides srcStrides = toStrides(args.sizes(3), dims, srcExtent, "copyStrided src");
+  Strides dstStrides = toStrides(args.sizes(6), dims, dstExtent, "copyStrided dst");
+  const Buffer& src = args.buffer(1);
+  const Buffer& dst = args.buffer(4);
+  if (n == 0) return undefinedOf(info);
+  requireElements(src, dtype, srcOffset + srcExtent, "copyStrided src");
+  requireElements(dst, dtype, dstOffset + dstExtent, "copyStrided dst");
+  size_t width = dtypeSize(dtype);
+  launchCopyStrided(dtype, static_cast<const char*>(src.data) + srcOffset * width, srcStrides,
+                    static_cast<char*>(dst.data) + dstOffset * width, dstStrides, shape, n, stream());
+  return undefinedOf(info);
+}
+
+// ------------------------------------------------------------------ reductions, softmax, norms, losses
+
+// reduce(op, dtype, x, y, outer, size, inner)
+Napi::Value reduce(const Napi::CallbackInfo& info) {
+  Args args{info, "reduce"};
+  args.count(7);
+  int64_t op = args.size(0);
+  require(op < static_cast<int64_t>(ReduceOp::Count), "reduce: unknown op " + std::to_string(op));
+  ReduceOp r = static_cast<ReduceOp>(op);
+  DType dtype = args.dtype(1);
+  require(!(r == ReduceOp::Mean && dtype == DType::Int32), "reduce: mean takes float dtypes only");
+  int64_t outer = args.size(4), size = args.size(5), inner = args.size(6);
+  require(size <= 2147483647, "reduce: reduced extent above 2^31");
+  requireElements(args.buffer(2), dtype, product({outer, size, inner}, "reduce"), "reduce x");
+  requireElements(args.buffer(3), r == ReduceOp::Argmax ? DType::Int32 : dtype, outer * inner, "reduce y");
+  launchReduce(r, dtype, args.buffer(2).data, args.buffer(3).data, outer, size, inner, stream());
+  return undefinedOf(info);
+}
+
+// softmax(log, dtype, x, y, rows, size)
+Napi::Value softmax(const Napi::CallbackInfo& info) {
+  Args args{info, "softmax"};
+  args.count(6);
+  bool log = args.boolean(0);
+  DType dtype = args.floatDtype(1);
+  int64_t rows = args.size(4), size = args.size(5);
+  int64_t n = product({rows, size}, "softmax");
+  requireElements(args.buffer(2), dtype, n, "softmax x");
+  requireElements(args.buffer(3), dtype, n, "softmax y");
+  launchSoftmax(log, dtype, args.buffer(2).data, args.buffer(3).data, rows, size, stream());
+  return undefinedOf(info);
+}
+
+// layerNorm(dtype, x, gamma|null, beta|null, y, mean, rstd, rows, width, epsilon)
+Napi::Value layerNorm(const Napi::CallbackInfo& info) {
+  Args args{info, "layerNorm"};
+  args.count(10);
+  DType dtype = args.floatDtype(0);
+  int64_t rows = args.size(7), width = args.size(8);
+  float eps = static_cast<float>(args.number(9));
+  int64_t n = product({rows, width}, "layerNorm");
+  requireElements(args.buffer(1), dtype, n, "layerNorm x");
+  const void* gamma = nullptr;
+  const void* beta = nullptr;
+  if (!args.isAbsent(2)) {
+    requireElements(args.buffer(2), dtype, width, "layerNorm gamma");
+    gamma = args.buffer(2).data;
+  }
+  if (!args.isAbsent(3)) {
+    requireElements(args.buffer(3), dtype, width, "layerNorm beta");
+    beta = args.buffer(3).data;
+  }
+  requireElements(args.buffer(4), dtype, n, "layerNorm y");
+  requireElements(args.buffer(5), DType::Float32, rows, "layerNorm mean");
+  requireElements(args.buffer(6), DType::Float32, rows, "layerNorm rstd");
+  launchLayerNorm(dtype, args.buffer(1).data, gamma, beta, args.buffer(4).data, static_cast<float*>(args.buffer(5).data),
+                  static_cast<float*>(args.buffer(6).data), rows, width, eps, stream());
+  return undefinedOf(info);
+}
+
+// layerNormBackward(dtype, dy, x, mean, rstd, gamma|null, dx, dgamma, dbeta, rows, width)
+Napi::Value layerNormBackward(const Napi::CallbackInfo& info) {
+  Args args{info, "layerNormBackward"};
+  args.count(11);
+  DType dtype = args.floatDtype(0);
+  int64_t rows = args.size(9), width = args.size(10);
+  int64_t n = product({rows, width}, "layerNormBackward");
+  requireElements(args.buffer(1), dtype, n, "layerNormBackward dy");
+  requireElements(args.buffer(2), dtype, n, "layerNormBackward x");
+  requireElements(args.buffer(3), DType::Float32, rows, "layerNormBackward mean");
+  requireElements(args.buffer(4), DType::Float32, rows, "layerNormBackward rstd");
+  const void* gamma = nullptr;
+  if (!args.isAbsent(5)) {
+    requireElements(args.buffer(5), dtype, width, "layerNormBackward gamma");
+    gamma = args.buffer(5).data;
+  }
+  requireElements(args.buffer(6), dtype, n, "layerNormBackward dx");
+  requireElements(args.buffer(7), dtype, width, "layerNormBackward dgamma");
+  requireElements(args.buffer(8), dtype, width, "layerNormBackward dbeta");
+  launchLayerNormGrad(dtype, args.buffer(1).data, args.buffer(2).data, static_cast<const float*>(args.buffer(3).data),
+                      static_cast<const float*>(args.buffer(4).data), gamma, args.buffer(6).data, args.buffer(7).data,
+                      args.buffer(8).data, rows, width, stream());
+  return undefinedOf(info);
+}
+
+// crossEntropy(dtype, logits, targets, loss, rows, classes)
+Napi::Value crossEntropy(const Napi::CallbackInfo& info) {
+  Args args{info, "crossEntropy"};
+  args.count(6);
+  DType dtype = args.floatDtype(0);
+  int64_t rows = args.size(4), classes = args.size(5);
+  requireElements(args.buffer(1), dtype, product({rows, classes}, "crossEntropy"), "crossEntropy logits");
+  requireElements(args.buffer(2), DType::Int32, rows, "crossEntropy targets");
+  requireElements(args.buffer(3), dtype, rows, "crossEntropy loss");
+  launchCrossEntropy(dtype, args.buffer(1).data, static_cast<const int32_t*>(args.buffer(2).data), args.buffer(3).data,
+                     rows, classes, stream());
+  return undefinedOf(info);
+}
+
+// crossEntropyBackward(dtype, logits, targets, dy, dlogits, rows, classes)
+Napi::Value crossEntropyBackward(const Napi::CallbackInfo& info) {
+  Args args{info, "crossEntropyBackward"};
+  args.count(7);
+  DType dtype = args.floatDtype(0);
+  int64_t rows = args.size(5), classes = args.size(6);
+  int64_t n = product({rows, classes}, "crossEntropyBackward");
+  requireElements(args.buffer(1), dtype, n, "crossEntropyBackward logits");
+  requireElements(args.buffer(2), DType::Int32, rows, "crossEntropyBackward targets");
+  requireElements(args.buffer(3), dtype, rows, "crossEntropyBackward dy");
+  requireElements(args.buffer(4), dtype, n, "crossEntropyBackward dlogits");
+  launchCrossEntropyGrad(dtype, args.buffer(1).data, static_cast<const int32_t*>(args.buffer(2).data),
+                         args.buffer(3).data, args.buffer(4).data, rows, classes, stream());
+  return undefinedOf(info);
+}
+
+// ------------------------------------------------------------------ indexing
+
+// gather(dtype, x, indices, y, outer, axisSize, inner, count)
+Napi::Value gather(const Napi::CallbackInfo& info) {
+  Args args{info, "gather"};
+  args.count(8);
+  DType dtype = args.dtype(0);
+  int64_t outer = args.size(4), axisSize = args.size(5), inner = args.size(6), count = args.size(7);
+  requireElements(args.buffer(1), dtype, product({outer, axisSize, inner}, "gather"), "gather x");
+  requireElements(args.buffer(2), DType::Int32, count, "gather indices");
+  requireElements(args.buffer(3), dtype, product({outer, count, inner}, "gather"), "gather y");
+  launchGather(dtype, args.buffer(1).data, static_cast<const int32_t*>(args.buffer(2).data), args.buffer(3).data, outer,
+               axisSize, inner, count, stream());
+  return undefinedOf(info);
+}
+
+// scatterAdd(dtype, updates, indices, y, outer, axisSize, inner, count)
+Napi::Value scatterAdd(const Napi::CallbackInfo& info) {
+  Args args{info, "scatterAdd"};
+  args.count(8);
+  DType dtype = args.dtype(0);
+  int64_t outer = args.size(4), axisSize = args.size(5), inner = args.size(6), count = args.size(7);
+  requireElements(args.buffer(1), dtype, product({outer, count, inner}, "scatterAdd"), "scatterAdd updates");
+  requireElements(args.buffer(2), DType::Int32, count, "scatterAdd indices");
+  requireElements(args.buffer(3), dtype, product({outer, axisSize, inner}, "scatterAdd"), "scatterAdd y");
+  launchScatterAdd(dtype, args.buffer(1).data, static_cast<const int32_t*>(args.buffer(2).data), args.buffer(3).data,
+                   outer, axisSize, inner, count, stream());
+  return undefinedOf(info);
+}
+
+// oneHot(dtype, indices, y, count, depth)
+Napi::Value oneHot(const Napi::CallbackInfo& info) {
+  Args args{info, "oneHot"};
+  args.count(5);
+  DType dtype = args.dtype(0);
+  int64_t count = args.size(3), depth = args.size(4);
+  requireElements(args.buffer(1), DType::Int32, count, "oneHot indices");
+  requireElements(args.buffer(2), dtype, product({count, depth}, "oneHot"), "oneHot y");
+  launchOneHot(dtype, static_cast<const int32_t*>(args.buffer(1).data), args.buffer(2).data, count, depth, stream());
+  return undefinedOf(info);
+}
+
+// ------------------------------------------------------------------ products
+
+// matmul(dtype, a, b, c, batch, m, n, k, transA, transB, strideA, strideB)
+Napi::Value matmul(const Napi::CallbackInfo& info) {
+  Args args{info, "matmul"};
+  args.count(12);
+  DType dtype = args.floatDtype(0);
+  int64_t batch = args.size(4), m = args.size(5), n = args.size(6), k = args.size(7);
+  bool transA = args.boolean(8), transB = args.boolean(9);
+  int64_t strideA = args.size(10), strideB = args.size(11);
+  if (batch > 0) {
+    requireElements(args.buffer(1), dtype, (batch - 1) * strideA + product({m, k}, "matmul"), "matmul a");
+    requireElements(args.buffer(2), dtype, (batch - 1) * strideB + product({k, n}, "matmul"), "matmul b");
+  }
+  requireElements(args.buffer(3), dtype, product({batch, m, n}, "matmul"), "matmul c");
+  launchMatmul(dtype, args.buffer(1).data, args.buffer(2).data, args.buffer(3).data, batch, m, n, k, transA, transB,
+               strideA, strideB, stream());
+  return undefinedOf(info);
+}
+
+int64_t valuesLength(const BsrPatternView& p) {
+  return static_cast<int64_t>(p.nnzBlocks) * p.blockRowsSize * p.blockColsSize;
+}
+
+// bsrLinear(dtype, pattern, x, values, bias|null, y, m)
+Napi::Value bsrLinear(const Napi::CallbackInfo& info) {
+  Args args{info, "bsrLinear"};
+  args.count(7);
+  DType dtype = args.floatDtype(0);
+  const BsrPatternView& pattern = patternArg(args, 1);
+  int64_t m = args.size(6);
+  requireElements(args.buffer(2), dtype, product({m, pattern.cols}, "bsrLinear"), "bsrLinear x");
+  requireElements(args.buffer(3), dtype, valuesLength(pattern), "bsrLinear values");
+  const void* bias = nullptr;
+  if (!args.isAbsent(4)) {
+    requireElements(args.buffer(4), dtype, pattern.rows, "bsrLinear bias");
+    bias = args.buffer(4).data;
+  }
+  requireElements(args.buffer(5), dtype, product({m, pattern.rows}, "bsrLinear"), "bsrLinear y");
+  launchBsrLinear(dtype, args.buffer(2).data, args.buffer(3).data, bias, args.buffer(5).data, m, pattern, stream());
+  return undefinedOf(info);
+}
+
+// bsrMatmul(dtype, pattern, dy, values, dx, m)
+Napi::Value bsrMatmul(const Napi::CallbackInfo& info) {
+  Args args{info, "bsrMatmul"};
+  args.count(6);
+  DType dtype = args.floatDtype(0);
+  const BsrPatternView& pattern = patternArg(args, 1);
+  int64_t m = args.size(5);
+  requireElements(args.buffer(2), dtype, product({m, pattern.rows}, "bsrMatmul"), "bsrMatmul dy");
+  requireElements(args.buffer(3), dtype, valuesLength(pattern), "bsrMatmul values");
+  requireElements(args.buffer(4), dtype, product({m, pattern.cols}, "bsrMatmul"), "bsrMatmul dx");
+  launchBsrMatmul(dtype, args.buffer(2).data, args.buffer(3).data, args.buffer(4).data, m, pattern, stream());
+  return undefinedOf(info);
+}
+
+// sampledMatmul(dtype, pattern, dy, x, dw, m)
+Napi::Value sampledMatmul(const Napi::CallbackInfo& info) {
+  Args args{info, "sampledMatmul"};
+  args.count(6);
+  DType dtype = args.floatDtype(0);
+  const BsrPatternView& pattern = patternArg(args, 1);
+  int64_t m = args.size(5);
+  requireElements(args.buffer(2), dtype, product({m, pattern.rows}, "sampledMatmul"), "sampledMatmul dy");
+  requireElements(args.buffer(3), dtype, product({m, pattern.cols}, "sampledMatmul"), "sampledMatmul x");
+  requireElements(args.buffer(4), dtype, valuesLength(pattern), "sampledMatmul dw");
+  launchSampledMatmul(dtype, args.buffer(2).data, args.buffer(3).data, args.buffer(4).data, m, pattern, stream());
+  return undefinedOf(info);
+}
+
+// blockNorms(dtype, values, norms, nnzBlocks, blockSize)
+Napi::Value blockNorms(const Napi::CallbackInfo& info) {
+  Args args{info, "blockNorms"};
+  args.count(5);
+  DType dtype = args.floatDtype(0);
+  int64_t nnz = args.size(3), blockSize = args.size(4);
+  requireElements(args.buffer(1), dtype, product({nnz, blockSize}, "blockNorms"), "blockNorms values");
+  requireElements(args.buffer(2), DType::Float32, nnz, "blockNorms norms");
+  launchBlockNorms(dtype, args.buffer(1).data, static_cast<float*>(args.buffer(2).data), nnz, blockSize, stream());
+  return undefinedOf(info);
+}
+
+// adamUpdate(dtype, param, grad, mDtype, m, vDtype, v, paramOut, mOut, vOut, n, {lr, beta1, beta2, epsilon,
+// weightDecay, decoupledWeightDecay, step})
+Napi::Value adamUpdate(const Napi::CallbackInfo& info) {
+  Args args{info, "adamUpdate"};
+  args.count(12);
+  DType dtype = args.floatDtype(0);
+  DType mDtype = args.floatDtype(3), vDtype = args.floatDtype(5);
+  int64_t n = args.size(10);
+  requireElements(args.buffer(1), dtype, n, "adamUpdate param");
+  requireElements(args.buffer(2), dtype, n, "adamUpdate grad");
+  requireElements(args.buffer(4), mDtype, n, "adamUpdate m");
+  requireElements(args.buffer(6), vDtype, n, "adamUpdate v");
+  requireElements(args.buffer(7), dtype, n, "adamUpdate paramOut");
+  requireElements(args.buffer(8), mDtype, n, "adamUpdate mOut");
+  requireElements(args.buffer(9), vDtype, n, "adamUpdate vOut");
+  require(info[11].IsObject(), "adamUpdate: argument 11 must be an object of hyperparameters");
+  Napi::Object h = info[11].As<Napi::Object>();
+  auto field = [&h](const char* name) {
+    Napi::Value v = h.Get(name);
+    require(v.IsNumber(), std::string("adamUpdate: ") + name + " must be a number");
+    return v.As<Napi::Number>().DoubleValue();
+  };
+  double beta1 = field("beta1"), beta2 = field("beta2"), step = field("step");
+  require(step >= 1, "adamUpdate: step counts from 1");
+  Napi::Value decoupled = h.Get("decoupledWeightDecay");
+  require(decoupled.IsBoolean(), "adamUpdate: decoupledWeightDecay must be a boolean");
+  AdamParams params{};
+  params.lr = static_cast<float>(field("lr"));
+  params.beta1 = static_cast<float>(beta1);
+  params.beta2 = static_cast<float>(beta2);
+  params.eps = static_cast<float>(field("epsilon"));
+  params.weightDecay = static_cast<float>(field("weightDecay"));
+  params.biasCorrection1 = static_cast<float>(1.0 - std::pow(beta1, step));
+  params.biasCorrection2 = static_cast<float>(1.0 - std::pow(beta2, step));
+  params.decoupledWeightDecay = decoupled.As<Napi::Boolean>().Value();
+  launchAdam(dtype, args.buffer(1).data, args.buffer(2).data, args.buffer(4).data, args.buffer(6).data,
+             args.buffer(7).data, args.buffer(8).data, args.buffer(9).data, mDtype, vDtype, n, params, stream());
+  return undefinedOf(info);
+}
+
+// ------------------------------------------------------------------ module
+
+Napi::Object initModule(Napi::Env env, Napi::Object exports) {
+  auto add = [&](const char* name, Napi::Function fn) { exports.Set(name, fn); };
+#define BS_EXPORT(name, fn) add(name, Napi::Function::New<guarded<fn>>(env, name))
+  BS_EXPORT("init", init);
+  BS_EXPORT("buildInfo", buildInfo);
+  BS_EXPORT("alloc", alloc);
+  BS_EXPORT("free", freeBuffer);
+  BS_EXPORT("write", write);
+  BS_EXPORT("read", read);
+  BS_EXPORT("memory", memory);
+  BS_EXPORT("releaseCache", releaseCacheFn);
+  BS_EXPORT("synchronize", synchronizeFn);
+  BS_EXPORT("setCublasEnabled", setCublasEnabledFn);
+  BS_EXPORT("createPattern", createPattern);
+  BS_EXPORT("freePattern", freePattern);
+  BS_EXPORT("fillBits", fillBits);
+  BS_EXPORT("unary", unary);
+  BS_EXPORT("binary", binary);
+  BS_EXPORT("where", where);
+  BS_EXPORT("cast", cast);
+  BS_EXPORT("copyStrided", copyStrided);
+  BS_EXPORT("reduce", reduce);
+  BS_EXPORT("softmax", softmax);
+  BS_EXPORT("layerNorm", layerNorm);
+  BS_EXPORT("layerNormBackward", layerNormBackward);
+  BS_EXPORT("crossEntropy", crossEntropy);
+  BS_EXPORT("crossEntropyBackward", crossEntropyBackward);
+  BS_EXPORT("gather", gather);
+  BS_EXPORT("scatterAdd", scatterAdd);
+  BS_EXPORT("oneHot", oneHot);
+  BS_EXPORT("matmul", matmul);
+  BS_EXPORT("bsrLinear", bsrLinear);
+  BS_EXPORT("bsrMatmul", bsrMatmul);
+  BS_EXPORT("sampledMatmul", sampledMatmul);
+  BS_EXPORT("blockNorms", blockNorms);
+  BS_EXPORT("adamUpdate", adamUpdate);
+#undef BS_EXPORT
+  return exports;
+}
+
+}  // namespace
+}  // namespace bs
+
+static Napi::Object InitBlocksparseCuda(Napi::Env env, Napi::Object exports) { return bs::initModule(env, exports); }
+
+NODE_API_MODULE(blocksparse_cuda, InitBlocksparseCuda)

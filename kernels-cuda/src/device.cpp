@@ -1,0 +1,113 @@
+#include "device.h"
+
+#ifdef BLOCKSPARSE_HAVE_CUBLAS
+#include <cublas_v2.h>
+#endif
+
+namespace bs {
+
+namespace {
+bool ready = false;
+DeviceInfo info{};
+cudaStream_t theStream = nullptr;
+bool useCublas = true;
+#ifdef BLOCKSPARSE_HAVE_CUBLAS
+cublasHandle_t theCublas = nullptr;
+#endif
+
+std::string unavailableReason(cudaError_t status) {
+  switch (status) {
+    case cudaErrorNoDevice:
+      return "no CUDA-capable GPU was found (cudaErrorNoDevice)";
+    case cudaErrorInsufficientDriver:
+      return "no usable NVIDIA driver: it is missing or older than the CUDA runtime the addon was built with "
+             "(cudaErrorInsufficientDriver)";
+    default:
+      return std::string("CUDA could not start: ") + cudaGetErrorString(status) + " (" + cudaGetErrorName(status) + ")";
+  }
+}
+}  // namespace
+
+void initDevice(int index) {
+  if (ready) {
+    require(index == info.index, "the CUDA device is already initialised as device " + std::to_string(info.index));
+    return;
+  }
+  int count = 0;
+  cudaError_t status = cudaGetDeviceCount(&count);
+  if (status != cudaSuccess) {
+    cudaGetLastError();
+    throw Error(ErrorKind::Cuda, unavailableReason(status));
+  }
+  if (count == 0) throw Error(ErrorKind::Cuda, unavailableReason(cudaErrorNoDevice));
+  require(index >= 0 && index < count,
+          "CUDA device index " + std::to_string(index) + " is out of range: " + std::to_string(count) + " device(s)");
+  BS_CUDA_CHECK(cudaSetDevice(index));
+  cudaDeviceProp prop{};
+  BS_CUDA_CHECK(cudaGetDeviceProperties(&prop, index));
+  info.index = index;
+  info.name = prop.name;
+  info.computeMajor = prop.major;
+  info.computeMinor = prop.minor;
+  info.multiprocessors = prop.multiProcessorCount;
+  info.totalMemory = prop.totalGlobalMem;
+  BS_CUDA_CHECK(cudaRuntimeGetVersion(&info.runtimeVersion));
+  BS_CUDA_CHECK(cudaDriverGetVersion(&info.driverVersion));
+  BS_CUDA_CHECK(cudaStreamCreateWithFlags(&theStream, cudaStreamNonBlocking));
+#ifdef BLOCKSPARSE_HAVE_CUBLAS
+  cublasStatus_t blas = cublasCreate(&theCublas);
+  if (blas != CUBLAS_STATUS_SUCCESS)
+    throw Error(ErrorKind::Cuda, std::string("cublasCreate failed: ") + cublasGetStatusString(blas));
+  blas = cublasSetStream(theCublas, theStream);
+  if (blas != CUBLAS_STATUS_SUCCESS)
+    throw Error(ErrorKind::Cuda, std::string("cublasSetStream failed: ") + cublasGetStatusString(blas));
+#endif
+  ready = true;
+}
+
+bool deviceReady() { return ready; }
+
+const DeviceInfo& deviceInfo() {
+  if (!ready) throw Error(ErrorKind::Cuda, "the CUDA device is not initialised");
+  return info;
+}
+
+cudaStream_t stream() {
+  if (!ready) throw Error(ErrorKind::Cuda, "the CUDA device is not initialised");
+  return theStream;
+}
+
+void synchronize() { BS_CUDA_CHECK(cudaStreamSynchronize(stream())); }
+
+bool haveCublas() {
+#ifdef BLOCKSPARSE_HAVE_CUBLAS
+  return true;
+#else
+  return false;
+#endif
+}
+
+void setCublasEnabled(bool enabled) { useCublas = enabled; }
+bool cublasEnabled() { return haveCublas() && useCublas; }
+
+void* cublasHandle() {
+#ifdef BLOCKSPARSE_HAVE_CUBLAS
+  return theCublas;
+#else
+  return nullptr;
+#endif
+}
+
+void shutdownDevice() {
+  if (!ready) return;
+  cudaStreamSynchronize(theStream);
+#ifdef BLOCKSPARSE_HAVE_CUBLAS
+  cublasDestroy(theCublas);
+  theCublas = nullptr;
+#endif
+  cudaStreamDestroy(theStream);
+  theStream = nullptr;
+  ready = false;
+}
+
+}  // namespace bs

@@ -1,0 +1,36 @@
+// The one device, stream and (optional) cuBLAS handle that every call uses.
+#pragma once
+
+#include "common.h"
+
+#include <string>
+
+namespace bs {
+
+struct DeviceInfo {
+  int index;
+  std::string name;
+  int computeMajor;
+  int computeMinor;
+  int multiprocessors;
+  size_t totalMemory;
+  int runtimeVersion;
+  int driverVersion;
+};
+
+// Starts CUDA on the given device; throws an Error saying why CUDA cannot be used.
+void initDevice(int index);
+bool deviceReady();
+const DeviceInfo& deviceInfo();
+// The single stream: every kernel, copy and cuBLAS call is ordered on it.
+cudaStream_t stream();
+void synchronize();
+bool haveCublas();
+// Lets tests exercise the built-in matmul kernel where cuBLAS is present.
+void setCublasEnabled(bool enabled);
+bool cublasEnabled();
+void* cublasHandle();
+void shutdownDevice();
+
+
+}  // namespace bs

@@ -1,0 +1,75 @@
+// Launchers for every kernel. Arguments are device pointers whose extents the caller (addon.cpp) has
+// already checked against the buffers; each launcher checks its launch and names the kernel in any error.
+#pragma once
+
+#include "bsr_pattern.h"
+#include "common.h"
+#include "ops.h"
+
+namespace bs {
+
+// ---- elementwise (elementwise.cu)
+void launchUnary(UnaryOp op, DType dtype, const void* x, void* y, int64_t n, cudaStream_t stream);
+// Comparisons write int32 0/1; everything else writes `dtype`.
+void launchBinary(BinaryOp op, DType dtype, const void* a, const Strides& aStrides, const void* b,
+                  const Strides& bStrides, void* y, const StridedShape& shape, int64_t n, cudaStream_t stream);
+void launchWhere(DType dtype, const int32_t* cond, const Strides& condStrides, const void* a, const Strides& aStrides,
+                 const void* b, const Strides& bStrides, void* y, const StridedShape& shape, int64_t n,
+                 cudaStream_t stream);
+void launchCast(DType from, DType to, const void* x, void* y, int64_t n, cudaStream_t stream);
+// Fills n elements of 2 or 4 bytes with a bit pattern.
+void launchFillBits(size_t elementSize, void* y, int64_t n, uint32_t bits, cudaStream_t stream);
+void launchZero(DType dtype, void* y, int64_t n, cudaStream_t stream);
+// dst[offsets by dstStrides] = src[offsets by srcStrides] over every index of `shape`.
+void launchCopyStrided(DType dtype, const void* src, const Strides& srcStrides, void* dst, const Strides& dstStrides,
+                       const StridedShape& shape, int64_t n, cudaStream_t stream);
+
+// ---- reductions and softmax (reduce.cu)
+// Reduces the middle axis of an [outer, size, inner] view; Argmax writes int32.
+void launchReduce(ReduceOp op, DType dtype, const void* x, void* y, int64_t outer, int64_t size, int64_t inner,
+                  cudaStream_t stream);
+void launchSoftmax(bool log, DType dtype, const void* x, void* y, int64_t rows, int64_t size, cudaStream_t stream);
+
+// ---- layer norm (layer_norm.cu)
+void launchLayerNorm(DType dtype, const void* x, const void* gamma, const void* beta, void* y, float* mean, float* rstd,
+                     int64_t rows, int64_t width, float eps, cudaStream_t stream);
+void launchLayerNormGrad(DType dtype, const void* dy, const void* x, const float* mean, const float* rstd,
+                         const void* gamma, void* dx, void* dgamma, void* dbeta, int64_t rows, int64_t width,
+                         cudaStream_t stream);
+
+// ---- index-driven (indexing.cu): out-of-range indices read zeros and skip updates
+void launchGather(DType dtype, const void* x, const int32_t* indices, void* y, int64_t outer, int64_t axisSize,
+                  int64_t inner, int64_t count, cudaStream_t stream);
+void launchScatterAdd(DType dtype, const void* updates, const int32_t* indices, void* y, int64_t outer,
+                      int64_t axisSize, int64_t inner, int64_t count, cudaStream_t stream);
+void launchOneHot(DType dtype, const int32_t* indices, void* y, int64_t count, int64_t depth, cudaStream_t stream);
+void launchCrossEntropy(DType dtype, const void* logits, const int32_t* targets, void* loss, int64_t rows,
+                        int64_t classes, cudaStream_t stream);
+void launchCrossEntropyGrad(DType dtype, const void* logits, const int32_t* targets, const void* dy, void* dlogits,
+                            int64_t rows, int64_t classes, cudaStream_t stream);
+
+// ---- dense matmul (matmul.cu): c is contiguous [batch, m, n]; strideA/B 0 broadcasts an operand
+void launchMatmul(DType dtype, const void* a, const void* b, void* c, int64_t batch, int64_t m, int64_t n, int64_t k,
+                  bool transA, bool transB, int64_t strideA, int64_t strideB, cudaStream_t stream);
+
+// ---- block-sparse (bsr.cu): m is the number of rows of x / dy (leading dims flattened)
+void launchBsrLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
+                     const BsrPatternView& pattern, cudaStream_t stream);
+void launchBsrMatmul(DType dtype, const void* dy, const void* values, void* dx, int64_t m,
+                     const BsrPatternView& pattern, cudaStream_t stream);
+void launchSampledMatmul(DType dtype, const void* dy, const void* x, void* dw, int64_t m,
+                         const BsrPatternView& pattern, cudaStream_t stream);
+void launchBlockNorms(DType dtype, const void* values, float* norms, int64_t nnzBlocks, int64_t blockSize,
+                      cudaStream_t stream);
+
+// ---- optimizer (optim.cu)
+struct AdamParams {
+  float lr, beta1, beta2, eps, weightDecay;
+  float biasCorrection1, biasCorrection2;  // 1 - beta^step
+  bool decoupledWeightDecay;
+};
+void launchAdam(DType dtype, const void* param, const void* grad, const void* m, const void* v, void* paramOut,
+                void* mOut, void* vOut, DType mDtype, DType vDtype, int64_t n, const AdamParams& params,
+                cudaStream_t stream);
+
+}  // namespace bs

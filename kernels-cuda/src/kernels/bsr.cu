@@ -1,0 +1,275 @@
+// Block-sparse kernels for any block shape R x C. W is [rows, cols] stored as values[nnzBlocks, R, C]
+// (blocks row-major). Products are tiled through shared memory with the sparse dimension flattened.
+#include "../kernels.h"
+#include "block_reduce.cuh"
+#include "dtype.cuh"
+
+namespace bs {
+
+namespace {
+
+constexpr int kTM = 64, kTN = 32, kTK = 32;
+
+// Y[m, br*R + r] = sum over blocks p of row br, c < C: X[m, bc_p*C + c] * V[p, r, c]  (+ bias)
+// One CTA: 64 rows of X by 32 outputs of one block row; K runs over the row's blocks times C.
+template <typename T>
+__global__ void __launch_bounds__(256) bsrLinearKernel(const T* __restrict__ x, const T* __restrict__ values,
+                                                       const T* __restrict__ bias, T* __restrict__ y, int64_t m,
+                                                       BsrPatternView pattern) {
+  __shared__ float tileX[kTM][kTK + 1];
+  __shared__ float tileW[kTN][kTK + 1];
+  __shared__ int64_t columnOfK[kTK];
+  __shared__ int64_t valueOfK[kTK];
+  const int R = pattern.blockRowsSize, C = pattern.blockColsSize;
+  const int chunksPerRow = (R + kTN - 1) / kTN;
+  const int blockRow = blockIdx.x / chunksPerRow;
+  const int r0 = (blockIdx.x % chunksPerRow) * kTN;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * kTM;
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+  const int64_t cols = pattern.cols;
+  const int32_t first = pattern.blockRowPtr[blockRow];
+  const int64_t kTotal = static_cast<int64_t>(pattern.blockRowPtr[blockRow + 1] - first) * C;
+  float acc[4][2] = {};
+  for (int64_t k0 = 0; k0 < kTotal; k0 += kTK) {
+    if (tid < kTK) {
+      int64_t kf = k0 + tid;
+      if (kf < kTotal) {
+        int64_t p = first + kf / C, c = kf % C;
+        columnOfK[tid] = static_cast<int64_t>(pattern.blockColIdx[p]) * C + c;
+        valueOfK[tid] = p * R * C + c;
+      } else {
+        columnOfK[tid] = -1;
+      }
+    }
+    __syncthreads();
+    for (int e = tid; e < kTM * kTK; e += 256) {
+      int mm = e / kTK, kk = e % kTK;
+      int64_t gm = m0 + mm, column = columnOfK[kk];
+      tileX[mm][kk] = (gm < m && column >= 0) ? toFloat<T>(x[gm * cols + column]) : 0.0f;
+    }
+    for (int e = tid; e < kTN * kTK; e += 256) {
+      int nn = e / kTK, kk = e % kTK;
+      int r = r0 + nn;
+      tileW[nn][kk] = (r < R && columnOfK[kk] >= 0) ? toFloat<T>(values[valueOfK[kk] + static_cast<int64_t>(r) * C]) : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll 8
+    for (int kk = 0; kk < kTK; ++kk) {
+      float wv[2] = {tileW[tx][kk], tileW[tx + 16][kk]};
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        float xv = tileX[ty + 16 * i][kk];
+        acc[i][0] += xv * wv[0];
+        acc[i][1] += xv * wv[1];
+      }
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    int64_t gm = m0 + ty + 16 * i;
+    if (gm >= m) continue;
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      int r = r0 + tx + 16 * j;
+      if (r >= R) continue;
+      int64_t out = static_cast<int64_t>(blockRow) * R + r;
+      float value = acc[i][j] + (bias ? toFloat<T>(bias[out]) : 0.0f);
+      y[gm * pattern.rows + out] = fromFloat<T>(value);
+    }
+  }
+}
+
+// dX[m, bc*C + c] = sum over blocks q of column bc (column index), r < R: dY[m, br_q*R + r] * V[vi_q, r, c]
+template <typename T>
+__global__ void __launch_bounds__(256) bsrMatmulKernel(const T* __restrict__ dy, const T* __restrict__ values,
+                                                       T* __restrict__ dx, int64_t m, BsrPatternView pattern) {
+  __shared__ float tileA[kTM][kTK + 1];
+  __shared__ float tileW[kTN][kTK + 1];
+  __shared__ int64_t columnOfK[kTK];
+  __shared__ int64_t valueOfK[kTK];
+  const int R = pattern.blockRowsSize, C = pattern.blockColsSize;
+  const int chunksPerCol = (C + kTN - 1) / kTN;
+  const int blockCol = blockIdx.x / chunksPerCol;
+  const int c0 = (blockIdx.x % chunksPerCol) * kTN;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * kTM;
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+  const int64_t rows = pattern.rows;
+  const int32_t first = pattern.blockColPtr[blockCol];
+  const int64_t kTotal = static_cast<int64_t>(pattern.blockColPtr[blockCol + 1] - first) * R;
+  float acc[4][2] = {};
+  for (int64_t k0 = 0; k0 < kTotal; k0 += kTK) {
+    if (tid < kTK) {
+      int64_t kf = k0 + tid;
+      if (kf < kTotal) {
+        int64_t q = first + kf / R, r = kf % R;
+        columnOfK[tid] = static_cast<int64_t>(pattern.blockRowIdx[q]) * R + r;
+        valueOfK[tid] = static_cast<int64_t>(pattern.valueIndex[q]) * R * C + r * C;
+      } else {
+        columnOfK[tid] = -1;
+      }
+    }
+    __syncthreads();
+    for (int e = tid; e < kTM * kTK; e += 256) {
+      int mm = e / kTK, kk = e % kTK;
+      int64_t gm = m0 + mm, column = columnOfK[kk];
+      tileA[mm][kk] = (gm < m && column >= 0) ? toFloat<T>(dy[gm * rows + column]) : 0.0f;
+    }
+    // A block row of W is contiguous along c: let neighbouring threads read neighbouring c.
+    for (int e = tid; e < kTN * kTK; e += 256) {
+      int kk = e / kTN, nn = e % kTN;
+      int c = c0 + nn;
+      tileW[nn][kk] = (c < C && columnOfK[kk] >= 0) ? toFloat<T>(values[valueOfK[kk] + c]) : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll 8
+    for (int kk = 0; kk < kTK; ++kk) {
+      float wv[2] = {tileW[tx][kk], tileW[tx + 16][kk]};
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        float av = tileA[ty + 16 * i][kk];
+        acc[i][0] += av * wv[0];
+        acc[i][1] += av * wv[1];
+      }
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    int64_t gm = m0 + ty + 16 * i;
+    if (gm >= m) continue;
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      int c = c0 + tx + 16 * j;
+      if (c < C) dx[gm * pattern.cols + static_cast<int64_t>(blockCol) * C + c] = fromFloat<T>(acc[i][j]);
+    }
+  }
+}
+
+constexpr int kSR = 32, kSC = 32, kSK = 32;
+
+// dW[p, r, c] = sum_m dY[m, br_p*R + r] * X[m, bc_p*C + c]: one CTA per 32x32 tile of one stored block.
+template <typename T>
+__global__ void __launch_bounds__(256) sampledMatmulKernel(const T* __restrict__ dy, const T* __restrict__ x,
+                                                           T* __restrict__ dw, int64_t m, BsrPatternView pattern) {
+  __shared__ float tileA[kSK][kSR];
+  __shared__ float tileB[kSK][kSC];
+  const int R = pattern.blockRowsSize, C = pattern.blockColsSize;
+  const int tilesR = (R + kSR - 1) / kSR, tilesC = (C + kSC - 1) / kSC;
+  const int64_t tile = blockIdx.x;
+  const int64_t p = tile / (tilesR * tilesC);
+  const int r0 = static_cast<int>((tile / tilesC) % tilesR) * kSR;
+  const int c0 = static_cast<int>(tile % tilesC) * kSC;
+  const int64_t rowBase = static_cast<int64_t>(pattern.coordBlockRow[p]) * R + r0;
+  const int64_t colBase = static_cast<int64_t>(pattern.coordBlockCol[p]) * C + c0;
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+  float acc[2][2] = {};
+  for (int64_t m0 = 0; m0 < m; m0 += kSK) {
+    for (int e = tid; e < kSK * kSR; e += 256) {
+      int kk = e / kSR, rr = e % kSR;
+      int64_t gm = m0 + kk;
+      tileA[kk][rr] = (gm < m && r0 + rr < R) ? toFloat<T>(dy[gm * pattern.rows + rowBase + rr]) : 0.0f;
+    }
+    for (int e = tid; e < kSK * kSC; e += 256) {
+      int kk = e / kSC, cc = e % kSC;
+      int64_t gm = m0 + kk;
+      tileB[kk][cc] = (gm < m && c0 + cc < C) ? toFloat<T>(x[gm * pattern.cols + colBase + cc]) : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll 8
+    for (int kk = 0; kk < kSK; ++kk) {
+      float av[2] = {tileA[kk][ty], tileA[kk][ty + 16]};
+      float bv[2] = {tileB[kk][tx], tileB[kk][tx + 16]};
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) acc[i][j] += av[i] * bv[j];
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    int r = r0 + ty + 16 * i;
+    if (r >= R) continue;
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      int c = c0 + tx + 16 * j;
+      if (c < C) dw[(p * R + r) * C + c] = fromFloat<T>(acc[i][j]);
+    }
+  }
+}
+
+// norms[p] = sqrt(sum of squares of block p), float32: one warp per block.
+template <typename T>
+__global__ void blockNormsKernel(const T* __restrict__ values, float* __restrict__ norms, int64_t nnzBlocks,
+                                 int64_t blockSize) {
+  int64_t warp = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) / 32;
+  int lane = threadIdx.x & 31;
+  int64_t warps = (int64_t)gridDim.x * blockDim.x / 32;
+  for (int64_t p = warp; p < nnzBlocks; p += warps) {
+    const T* block = values + p * blockSize;
+    float sum = 0.0f;
+    for (int64_t i = lane; i < blockSize; i += 32) {
+      float v = toFloat<T>(block[i]);
+      sum += v * v;
+    }
+    sum = warpSum(sum);
+    if (lane == 0) norms[p] = sqrtf(sum);
+  }
+}
+
+}  // namespace
+
+void launchBsrLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
+                     const BsrPatternView& pattern, cudaStream_t stream) {
+  if (m == 0 || pattern.rows == 0) return;
+  int64_t chunks = static_cast<int64_t>(pattern.blockRows) * ((pattern.blockRowsSize + kTN - 1) / kTN);
+  int64_t tilesM = (m + kTM - 1) / kTM;
+  require(tilesM <= 65535, "bsrLinear: too many input rows for one launch (at most 4194240)");
+  require(chunks <= INT32_MAX, "bsrLinear: too many output tiles");
+  dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(tilesM));
+  BS_DISPATCH_FLOAT(dtype, T, bsrLinearKernel<T><<<grid, 256, 0, stream>>>(
+                                  static_cast<const T*>(x), static_cast<const T*>(values), static_cast<const T*>(bias),
+                                  static_cast<T*>(y), m, pattern));
+  BS_LAUNCH_CHECK("bsrLinearKernel");
+}
+
+void launchBsrMatmul(DType dtype, const void* dy, const void* values, void* dx, int64_t m,
+                     const BsrPatternView& pattern, cudaStream_t stream) {
+  if (m == 0 || pattern.cols == 0) return;
+  int64_t chunks = static_cast<int64_t>(pattern.blockCols) * ((pattern.blockColsSize + kTN - 1) / kTN);
+  int64_t tilesM = (m + kTM - 1) / kTM;
+  require(tilesM <= 65535, "bsrMatmul: too many input rows for one launch (at most 4194240)");
+  require(chunks <= INT32_MAX, "bsrMatmul: too many output tiles");
+  dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(tilesM));
+  BS_DISPATCH_FLOAT(dtype, T, bsrMatmulKernel<T><<<grid, 256, 0, stream>>>(
+                                  static_cast<const T*>(dy), static_cast<const T*>(values), static_cast<T*>(dx), m,
+                                  pattern));
+  BS_LAUNCH_CHECK("bsrMatmulKernel");
+}
+
+void launchSampledMatmul(DType dtype, const void* dy, const void* x, void* dw, int64_t m,
+                         const BsrPatternView& pattern, cudaStream_t stream) {
+  int64_t blockSize = static_cast<int64_t>(pattern.blockRowsSize) * pattern.blockColsSize;
+  if (pattern.nnzBlocks == 0) return;
+  if (m == 0) {
+    launchZero(dtype, dw, pattern.nnzBlocks * blockSize, stream);
+    return;
+  }
+  int64_t tiles = static_cast<int64_t>(pattern.nnzBlocks) * ((pattern.blockRowsSize + kSR - 1) / kSR) *
+                  ((pattern.blockColsSize + kSC - 1) / kSC);
+  require(tiles <= INT32_MAX, "sampledMatmul: too many output tiles");
+  BS_DISPATCH_FLOAT(dtype, T, sampledMatmulKernel<T><<<static_cast<unsigned>(tiles), 256, 0, stream>>>(
+                                  static_cast<const T*>(dy), static_cast<const T*>(x), static_cast<T*>(dw), m, pattern));
+  BS_LAUNCH_CHECK("sampledMatmulKernel");
+}
+
+void launchBlockNorms(DType dtype, const void* values, float* norms, int64_t nnzBlocks, int64_t blockSize,
+                      cudaStream_t stream) {
+  if (nnzBlocks == 0) return;
+  BS_DISPATCH_FLOAT(dtype, T, blockNormsKernel<T><<<gridFor(nnzBlocks * 32), kThreads, 0, stream>>>(
+                                  static_cast<const T*>(values), norms, nnzBlocks, blockSize));
+  BS_LAUNCH_CHECK("blockNormsKernel");
+}
+
+}  // namespace bs

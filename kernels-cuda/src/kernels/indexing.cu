@@ -1,0 +1,200 @@
+// Index-driven kernels: gather, scatter-add, oneHot and cross-entropy. Index values live in device
+// memory and are not checked on the host: each is range-checked here, and an index outside its axis
+// reads nothing (the output is zero) and writes nothing (the update is skipped).
+#include "../kernels.h"
+#include "../memory.h"
+#include "block_reduce.cuh"
+#include "dtype.cuh"
+
+namespace bs {
+
+namespace {
+
+__device__ __forceinline__ bool inRange(int32_t index, int64_t limit) { return index >= 0 && index < limit; }
+
+// out[o, j, k] = x[o, indices[j], k]
+template <typename T>
+__global__ void gatherKernel(const T* __restrict__ x, const int32_t* __restrict__ indices, T* __restrict__ y,
+                             int64_t outer, int64_t axisSize, int64_t inner, int64_t count) {
+  int64_t total = outer * count * inner;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t k = i % inner, j = (i / inner) % count, o = i / (inner * count);
+    int32_t index = indices[j];
+    y[i] = inRange(index, axisSize) ? x[(o * axisSize + index) * inner + k] : T(0);
+  }
+}
+
+// acc[o, indices[j], k] += updates[o, j, k], in float32.
+template <typename T>
+__global__ void scatterAddFloatKernel(const T* __restrict__ updates, const int32_t* __restrict__ indices,
+                                      float* __restrict__ acc, int64_t outer, int64_t axisSize, int64_t inner,
+                                      int64_t count) {
+  int64_t total = outer * count * inner;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t k = i % inner, j = (i / inner) % count, o = i / (inner * count);
+    int32_t index = indices[j];
+    if (inRange(index, axisSize)) atomicAdd(&acc[(o * axisSize + index) * inner + k], toFloat<T>(updates[i]));
+  }
+}
+
+// int32 sums wrap modulo 2^32, whatever the order of the atomic adds.
+__global__ void scatterAddIntKernel(const int32_t* __restrict__ updates, const int32_t* __restrict__ indices,
+                                    int32_t* __restrict__ out, int64_t outer, int64_t axisSize, int64_t inner,
+                                    int64_t count) {
+  int64_t total = outer * count * inner;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t k = i % inner, j = (i / inner) % count, o = i / (inner * count);
+    int32_t index = indices[j];
+    if (inRange(index, axisSize))
+      atomicAdd(reinterpret_cast<unsigned*>(&out[(o * axisSize + index) * inner + k]), static_cast<unsigned>(updates[i]));
+  }
+}
+
+template <typename T>
+__global__ void storeKernel(const float* __restrict__ acc, T* __restrict__ y, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    y[i] = fromFloat<T>(acc[i]);
+}
+
+template <typename T>
+__global__ void oneHotKernel(const int32_t* __restrict__ indices, T* __restrict__ y, int64_t count, int64_t depth) {
+  int64_t total = count * depth;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    int32_t index = indices[i / depth];
+    y[i] = fromFloat<T>(index == i % depth ? 1.0f : 0.0f);
+  }
+}
+
+__global__ void oneHotIntKernel(const int32_t* __restrict__ indices, int32_t* __restrict__ y, int64_t count,
+                                int64_t depth) {
+  int64_t total = count * depth;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x)
+    y[i] = indices[i / depth] == i % depth ? 1 : 0;
+}
+
+// Row r's log-sum-exp, with every thread of the block getting it.
+template <typename T>
+__device__ __forceinline__ void rowLogSumExp(const T* row, int64_t classes, float* scratch, float& rowMax,
+                                             float& rowSum) {
+  float localMax = -INFINITY;
+  for (int64_t c = threadIdx.x; c < classes; c += blockDim.x) localMax = fmaxf(localMax, toFloat<T>(row[c]));
+  rowMax = blockMax(localMax, scratch);
+  float localSum = 0.0f;
+  for (int64_t c = threadIdx.x; c < classes; c += blockDim.x) localSum += expf(toFloat<T>(row[c]) - rowMax);
+  rowSum = blockSum(localSum, scratch);
+}
+
+// loss[n] = logsumexp(logits[n]) - logits[n, targets[n]]; one block per row.
+template <typename T>
+__global__ void crossEntropyKernel(const T* __restrict__ logits, const int32_t* __restrict__ targets,
+                                   T* __restrict__ loss, int64_t rows, int64_t classes) {
+  __shared__ float scratch[32];
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* row = logits + r * classes;
+    float rowMax, rowSum;
+    rowLogSumExp(row, classes, scratch, rowMax, rowSum);
+    if (threadIdx.x == 0) {
+      int32_t target = targets[r];
+      loss[r] = fromFloat<T>(inRange(target, classes) ? logf(rowSum) + rowMax - toFloat<T>(row[target]) : 0.0f);
+    }
+  }
+}
+
+// dlogits[n, c] = (softmax(logits[n])[c] - [c == targets[n]]) * dy[n].
+template <typename T>
+__global__ void crossEntropyGradKernel(const T* __restrict__ logits, const int32_t* __restrict__ targets,
+                                       const T* __restrict__ dy, T* __restrict__ dlogits, int64_t rows,
+                                       int64_t classes) {
+  __shared__ float scratch[32];
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* row = logits + r * classes;
+    T* out = dlogits + r * classes;
+    int32_t target = targets[r];
+    if (!inRange(target, classes)) {
+      for (int64_t c = threadIdx.x; c < classes; c += blockDim.x) out[c] = fromFloat<T>(0.0f);
+      continue;  // uniform across the block: no thread reaches the reductions below
+    }
+    float rowMax, rowSum;
+    rowLogSumExp(row, classes, scratch, rowMax, rowSum);
+    float upstream = toFloat<T>(dy[r]);
+    for (int64_t c = threadIdx.x; c < classes; c += blockDim.x) {
+      float p = expf(toFloat<T>(row[c]) - rowMax) / rowSum;
+      out[c] = fromFloat<T>((p - (c == target ? 1.0f : 0.0f)) * upstream);
+    }
+  }
+}
+
+unsigned rowGrid(int64_t rows) { return static_cast<unsigned>(rows < 65535 * 8 ? rows : 65535 * 8); }
+
+}  // namespace
+
+void launchGather(DType dtype, const void* x, const int32_t* indices, void* y, int64_t outer, int64_t axisSize,
+                  int64_t inner, int64_t count, cudaStream_t stream) {
+  int64_t total = outer * count * inner;
+  if (total == 0) return;
+  // Gather moves bits: elements travel as unsigned integers of their width.
+  if (dtypeSize(dtype) == 4)
+    gatherKernel<uint32_t><<<gridFor(total), kThreads, 0, stream>>>(
+        static_cast<const uint32_t*>(x), indices, static_cast<uint32_t*>(y), outer, axisSize, inner, count);
+  else
+    gatherKernel<uint16_t><<<gridFor(total), kThreads, 0, stream>>>(
+        static_cast<const uint16_t*>(x), indices, static_cast<uint16_t*>(y), outer, axisSize, inner, count);
+  BS_LAUNCH_CHECK("gatherKernel");
+}
+
+void launchScatterAdd(DType dtype, const void* updates, const int32_t* indices, void* y, int64_t outer,
+                      int64_t axisSize, int64_t inner, int64_t count, cudaStream_t stream) {
+  int64_t outTotal = outer * axisSize * inner, updateTotal = outer * count * inner;
+  if (outTotal == 0) return;
+  if (dtype == DType::Int32) {
+    launchZero(dtype, y, outTotal, stream);
+    if (updateTotal > 0) {
+      scatterAddIntKernel<<<gridFor(updateTotal), kThreads, 0, stream>>>(
+          static_cast<const int32_t*>(updates), indices, static_cast<int32_t*>(y), outer, axisSize, inner, count);
+      BS_LAUNCH_CHECK("scatterAddIntKernel");
+    }
+    return;
+  }
+  Scratch acc(sizeof(float) * outTotal);
+  launchZero(DType::Float32, acc.as<float>(), outTotal, stream);
+  BS_DISPATCH_FLOAT(dtype, T, {
+    if (updateTotal > 0) {
+      scatterAddFloatKernel<T><<<gridFor(updateTotal), kThreads, 0, stream>>>(
+          static_cast<const T*>(updates), indices, acc.as<float>(), outer, axisSize, inner, count);
+      BS_LAUNCH_CHECK("scatterAddFloatKernel");
+    }
+    storeKernel<T><<<gridFor(outTotal), kThreads, 0, stream>>>(acc.as<float>(), static_cast<T*>(y), outTotal);
+  });
+  BS_LAUNCH_CHECK("storeKernel");
+}
+
+void launchOneHot(DType dtype, const int32_t* indices, void* y, int64_t count, int64_t depth, cudaStream_t stream) {
+  int64_t total = count * depth;
+  if (total == 0) return;
+  if (dtype == DType::Int32) {
+    oneHotIntKernel<<<gridFor(total), kThreads, 0, stream>>>(indices, static_cast<int32_t*>(y), count, depth);
+  } else {
+    BS_DISPATCH_FLOAT(dtype, T, oneHotKernel<T><<<gridFor(total), kThreads, 0, stream>>>(indices, static_cast<T*>(y),
+                                                                                         count, depth));
+  }
+  BS_LAUNCH_CHECK("oneHotKernel");
+}
+
+void launchCrossEntropy(DType dtype, const void* logits, const int32_t* targets, void* loss, int64_t rows,
+                        int64_t classes, cudaStream_t stream) {
+  if (rows == 0) return;
+  BS_DISPATCH_FLOAT(dtype, T, crossEntropyKernel<T><<<rowGrid(rows), kThreads, 0, stream>>>(
+                                  static_cast<const T*>(logits), targets, static_cast<T*>(loss), rows, classes));
+  BS_LAUNCH_CHECK("crossEntropyKernel");
+}
+
+void launchCrossEntropyGrad(DType dtype, const void* logits, const int32_t* targets, const void* dy, void* dlogits,
+                            int64_t rows, int64_t classes, cudaStream_t stream) {
+  if (rows * classes == 0) return;
+  BS_DISPATCH_FLOAT(dtype, T, crossEntropyGradKernel<T><<<rowGrid(rows), kThreads, 0, stream>>>(
+                                  static_cast<const T*>(logits), targets, static_cast<const T*>(dy),
+                                  static_cast<T*>(dlogits), rows, classes));
+  BS_LAUNCH_CHECK("crossEntropyGradKernel");
+}
+
+}  // namespace bs

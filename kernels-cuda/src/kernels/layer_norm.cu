@@ -1,0 +1,154 @@
+// Layer normalisation over the last axis: forward (saving float32 mean and 1/std) and backward from
+// those saved statistics.
+#include "../kernels.h"
+#include "../memory.h"
+#include "block_reduce.cuh"
+#include "dtype.cuh"
+
+namespace bs {
+
+namespace {
+
+// One block per row; two passes over the row for the variance (no cancellation for large means).
+template <typename T>
+__global__ void layerNormForwardKernel(const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta,
+                                       T* __restrict__ y, float* __restrict__ meanOut, float* __restrict__ rstdOut,
+                                       int64_t rows, int64_t width, float eps) {
+  __shared__ float scratch[32];
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* row = x + r * width;
+    float local = 0.0f;
+    for (int64_t j = threadIdx.x; j < width; j += blockDim.x) local += toFloat<T>(row[j]);
+    float mean = blockSum(local, scratch) / static_cast<float>(width);
+    float localVar = 0.0f;
+    for (int64_t j = threadIdx.x; j < width; j += blockDim.x) {
+      float d = toFloat<T>(row[j]) - mean;
+      localVar += d * d;
+    }
+    float rstd = rsqrtf(blockSum(localVar, scratch) / static_cast<float>(width) + eps);
+    for (int64_t j = threadIdx.x; j < width; j += blockDim.x) {
+      float value = (toFloat<T>(row[j]) - mean) * rstd;
+      if (gamma) value *= toFloat<T>(gamma[j]);
+      if (beta) value += toFloat<T>(beta[j]);
+      y[r * width + j] = fromFloat<T>(value);
+    }
+    if (threadIdx.x == 0) {
+      meanOut[r] = mean;
+      rstdOut[r] = rstd;
+    }
+  }
+}
+
+// dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * gamma and xhat from the saved stats.
+template <typename T>
+__global__ void layerNormBackwardKernel(const T* __restrict__ dy, const T* __restrict__ x,
+                                        const float* __restrict__ mean, const float* __restrict__ rstd,
+                                        const T* __restrict__ gamma, T* __restrict__ dx, int64_t rows, int64_t width) {
+  __shared__ float scratch[32];
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* row = x + r * width;
+    const T* dyRow = dy + r * width;
+    const float mu = mean[r], rs = rstd[r];
+    float localG = 0.0f, localGX = 0.0f;
+    for (int64_t j = threadIdx.x; j < width; j += blockDim.x) {
+      float g = toFloat<T>(dyRow[j]) * (gamma ? toFloat<T>(gamma[j]) : 1.0f);
+      localG += g;
+      localGX += g * (toFloat<T>(row[j]) - mu) * rs;
+    }
+    float meanG = blockSum(localG, scratch) / static_cast<float>(width);
+    float meanGX = blockSum(localGX, scratch) / static_cast<float>(width);
+    for (int64_t j = threadIdx.x; j < width; j += blockDim.x) {
+      float g = toFloat<T>(dyRow[j]) * (gamma ? toFloat<T>(gamma[j]) : 1.0f);
+      float xhat = (toFloat<T>(row[j]) - mu) * rs;
+      dx[r * width + j] = fromFloat<T>(rs * (g - meanG - xhat * meanGX));
+    }
+  }
+}
+
+constexpr int kRowsPerChunk = 64;
+
+// Column sums of dy * xhat and dy over chunks of rows; a second pass adds the chunks in order, so
+// the result does not depend on scheduling.
+template <typename T>
+__global__ void paramGradPartialKernel(const T* __restrict__ dy, const T* __restrict__ x,
+                                       const float* __restrict__ mean, const float* __restrict__ rstd,
+                                       float* __restrict__ partialGamma, float* __restrict__ partialBeta, int64_t rows,
+                                       int64_t width) {
+  int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  int64_t chunk = blockIdx.y;
+  if (j >= width) return;
+  int64_t start = chunk * kRowsPerChunk, end = min(rows, start + kRowsPerChunk);
+  float sumGamma = 0.0f, sumBeta = 0.0f;
+  for (int64_t r = start; r < end; ++r) {
+    float g = toFloat<T>(dy[r * width + j]);
+    sumGamma += g * (toFloat<T>(x[r * width + j]) - mean[r]) * rstd[r];
+    sumBeta += g;
+  }
+  partialGamma[chunk * width + j] = sumGamma;
+  partialBeta[chunk * width + j] = sumBeta;
+}
+
+template <typename T>
+__global__ void paramGradFinalKernel(const float* __restrict__ partialGamma, const float* __restrict__ partialBeta,
+                                     T* __restrict__ dgamma, T* __restrict__ dbeta, int64_t chunks, int64_t width) {
+  int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (j >= width) return;
+  float sumGamma = 0.0f, sumBeta = 0.0f;
+  for (int64_t c = 0; c < chunks; ++c) {
+    sumGamma += partialGamma[c * width + j];
+    sumBeta += partialBeta[c * width + j];
+  }
+  dgamma[j] = fromFloat<T>(sumGamma);
+  dbeta[j] = fromFloat<T>(sumBeta);
+}
+
+unsigned rowGrid(int64_t rows) { return static_cast<unsigned>(rows < 65535 * 8 ? rows : 65535 * 8); }
+
+}  // namespace
+
+void launchLayerNorm(DType dtype, const void* x, const void* gamma, const void* beta, void* y, float* mean, float* rstd,
+                     int64_t rows, int64_t width, float eps, cudaStream_t stream) {
+  if (rows == 0) return;
+  if (width == 0) {
+    // Statistics of an empty row, as the float32 arithmetic gives them: mean NaN, rstd NaN.
+    launchFillBits(4, mean, rows, 0x7fc00000u, stream);
+    launchFillBits(4, rstd, rows, 0x7fc00000u, stream);
+    return;
+  }
+  BS_DISPATCH_FLOAT(dtype, T, layerNormForwardKernel<T><<<rowGrid(rows), kThreads, 0, stream>>>(
+                                  static_cast<const T*>(x), static_cast<const T*>(gamma), static_cast<const T*>(beta),
+                                  static_cast<T*>(y), mean, rstd, rows, width, eps));
+  BS_LAUNCH_CHECK("layerNormForwardKernel");
+}
+
+void launchLayerNormGrad(DType dtype, const void* dy, const void* x, const float* mean, const float* rstd,
+                         const void* gamma, void* dx, void* dgamma, void* dbeta, int64_t rows, int64_t width,
+                         cudaStream_t stream) {
+  if (width == 0) return;
+  if (rows == 0) {
+    launchZero(dtype, dgamma, width, stream);
+    launchZero(dtype, dbeta, width, stream);
+    return;
+  }
+  BS_DISPATCH_FLOAT(dtype, T, layerNormBackwardKernel<T><<<rowGrid(rows), kThreads, 0, stream>>>(
+                                  static_cast<const T*>(dy), static_cast<const T*>(x), mean, rstd,
+                                  static_cast<const T*>(gamma), static_cast<T*>(dx), rows, width));
+  BS_LAUNCH_CHECK("layerNormBackwardKernel");
+  int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
+  require(chunks <= 65535, "layerNormBackward: more than 4194240 rows");
+  Scratch partial(sizeof(float) * 2 * chunks * width);
+  float* partialGamma = partial.as<float>();
+  float* partialBeta = partialGamma + chunks * width;
+  dim3 grid(static_cast<unsigned>((width + kThreads - 1) / kThreads), static_cast<unsigned>(chunks));
+  unsigned finalGrid = static_cast<unsigned>((width + kThreads - 1) / kThreads);
+  BS_DISPATCH_FLOAT(dtype, T, {
+    paramGradPartialKernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const T*>(dy), static_cast<const T*>(x), mean,
+                                                             rstd, partialGamma, partialBeta, rows, width);
+    BS_LAUNCH_CHECK("paramGradPartialKernel");
+    paramGradFinalKernel<T><<<finalGrid, kThreads, 0, stream>>>(partialGamma, partialBeta, static_cast<T*>(dgamma),
+                                                                static_cast<T*>(dbeta), chunks, width);
+  });
+  BS_LAUNCH_CHECK("paramGradFinalKernel");
+}
+
+}  // namespace bs

@@ -1,0 +1,56 @@
+// The fused Adam / AdamW step: reads param, grad and both moments once, writes the three new tensors.
+#include "../kernels.h"
+#include "dtype.cuh"
+
+namespace bs {
+
+namespace {
+
+// The moments may have their own float dtype, chosen at run time (one branch per load, uniform).
+__device__ __forceinline__ float loadAs(DType dtype, const void* p, int64_t i) {
+  switch (dtype) {
+    case DType::Float16: return toFloat(static_cast<const __half*>(p)[i]);
+    case DType::BFloat16: return toFloat(static_cast<const __nv_bfloat16*>(p)[i]);
+    default: return static_cast<const float*>(p)[i];
+  }
+}
+
+__device__ __forceinline__ void storeAs(DType dtype, void* p, int64_t i, float value) {
+  switch (dtype) {
+    case DType::Float16: static_cast<__half*>(p)[i] = fromFloat<__half>(value); break;
+    case DType::BFloat16: static_cast<__nv_bfloat16*>(p)[i] = fromFloat<__nv_bfloat16>(value); break;
+    default: static_cast<float*>(p)[i] = value;
+  }
+}
+
+template <typename T>
+__global__ void adamKernel(const T* __restrict__ param, const T* __restrict__ grad, const void* __restrict__ m,
+                           const void* __restrict__ v, T* __restrict__ paramOut, void* __restrict__ mOut,
+                           void* __restrict__ vOut, DType mDtype, DType vDtype, int64_t n, AdamParams h) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    float p = toFloat<T>(param[i]);
+    float g = toFloat<T>(grad[i]);
+    if (h.decoupledWeightDecay) p *= 1.0f - h.lr * h.weightDecay;
+    else g += h.weightDecay * p;
+    float mi = h.beta1 * loadAs(mDtype, m, i) + (1.0f - h.beta1) * g;
+    float vi = h.beta2 * loadAs(vDtype, v, i) + (1.0f - h.beta2) * g * g;
+    float update = (mi / h.biasCorrection1) / (sqrtf(vi / h.biasCorrection2) + h.eps);
+    paramOut[i] = fromFloat<T>(p - h.lr * update);
+    storeAs(mDtype, mOut, i, mi);
+    storeAs(vDtype, vOut, i, vi);
+  }
+}
+
+}  // namespace
+
+void launchAdam(DType dtype, const void* param, const void* grad, const void* m, const void* v, void* paramOut,
+                void* mOut, void* vOut, DType mDtype, DType vDtype, int64_t n, const AdamParams& params,
+                cudaStream_t stream) {
+  if (n == 0) return;
+  BS_DISPATCH_FLOAT(dtype, T, adamKernel<T><<<gridFor(n), kThreads, 0, stream>>>(
+                                  static_cast<const T*>(param), static_cast<const T*>(grad), m, v,
+                                  static_cast<T*>(paramOut), mOut, vOut, mDtype, vDtype, n, params));
+  BS_LAUNCH_CHECK("adamKernel");
+}
+
+}  // namespace bs

@@ -1,0 +1,164 @@
+// Reductions over the middle axis of an [outer, size, inner] view, and softmax / logSoftmax over rows.
+#include <type_traits>
+
+#include "../kernels.h"
+#include "block_reduce.cuh"
+#include "dtype.cuh"
+
+namespace bs {
+
+namespace {
+
+// float types accumulate in float32; int32 in int64 (wrapped to 32 bits on store).
+template <typename T>
+struct AccumulatorOf {
+  using type = float;
+};
+template <>
+struct AccumulatorOf<int32_t> {
+  using type = long long;
+};
+
+template <typename A>
+struct Acc {
+  A value;
+  int32_t index;  // position along the axis for max/min/argmax; -1 for "nothing seen yet"
+};
+
+template <typename A>
+__device__ __forceinline__ Acc<A> initAcc(ReduceOp op) {
+  return {A(0), -1};
+}
+
+template <typename A>
+__device__ __forceinline__ bool isNaN(A value) {
+  return value != value;
+}
+
+// Max and Min: NaN wins (it propagates) and ties keep the lower index, so Argmax is the first maximum.
+template <typename A>
+__device__ __forceinline__ Acc<A> combine(ReduceOp op, Acc<A> a, Acc<A> b) {
+  if (op == ReduceOp::Sum || op == ReduceOp::Mean) return {a.value + b.value, 0};
+  if (b.index < 0) return a;
+  if (a.index < 0) return b;
+  bool aNaN = isNaN(a.value), bNaN = isNaN(b.value);
+  if (aNaN || bNaN) return (aNaN && (!bNaN || a.index < b.index)) ? a : b;
+  if (a.value != b.value) {
+    bool aWins = op == ReduceOp::Min ? a.value < b.value : a.value > b.value;
+    return aWins ? a : b;
+  }
+  return a.index < b.index ? a : b;
+}
+
+template <typename A>
+__device__ __forceinline__ Acc<A> shuffleAcc(Acc<A> acc, int offset) {
+  return {__shfl_xor_sync(0xffffffffu, acc.value, offset), __shfl_xor_sync(0xffffffffu, acc.index, offset)};
+}
+
+template <typename T, typename A>
+__device__ __forceinline__ A loadAcc(const T* p) {
+  if constexpr (std::is_same<T, int32_t>::value) return static_cast<long long>(*p);
+  else return toFloat<T>(*p);
+}
+
+template <typename T, typename A>
+__device__ __forceinline__ void writeResult(ReduceOp op, Acc<A> acc, int64_t size, void* y, int64_t at) {
+  if (op == ReduceOp::Argmax) {
+    static_cast<int32_t*>(y)[at] = acc.index < 0 ? 0 : acc.index;
+  } else if constexpr (std::is_same<T, int32_t>::value) {
+    static_cast<int32_t*>(y)[at] = static_cast<int32_t>(static_cast<uint32_t>(static_cast<unsigned long long>(acc.value)));
+  } else {
+    float value = acc.value;
+    if (op == ReduceOp::Mean) value = size > 0 ? value / static_cast<float>(size) : __builtin_nanf("");
+    static_cast<T*>(y)[at] = fromFloat<T>(value);
+  }
+}
+
+// inner == 1: one block per output, threads stride along the contiguous row.
+template <typename T>
+__global__ void reduceRowsKernel(ReduceOp op, const T* __restrict__ x, void* __restrict__ y, int64_t outer,
+                                 int64_t size) {
+  using A = typename AccumulatorOf<T>::type;
+  __shared__ Acc<A> shared[32];
+  for (int64_t row = blockIdx.x; row < outer; row += gridDim.x) {
+    const T* rowPtr = x + row * size;
+    Acc<A> acc = initAcc<A>(op);
+    for (int64_t j = threadIdx.x; j < size; j += blockDim.x)
+      acc = combine(op, acc, Acc<A>{loadAcc<T, A>(rowPtr + j), static_cast<int32_t>(j)});
+    for (int offset = 16; offset > 0; offset >>= 1) acc = combine(op, acc, shuffleAcc(acc, offset));
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    __syncthreads();
+    if (lane == 0) shared[warp] = acc;
+    __syncthreads();
+    if (warp == 0) {
+      acc = lane < static_cast<int>(blockDim.x >> 5) ? shared[lane] : initAcc<A>(op);
+      for (int offset = 16; offset > 0; offset >>= 1) acc = combine(op, acc, shuffleAcc(acc, offset));
+      if (lane == 0) writeResult<T, A>(op, acc, size, y, row);
+    }
+  }
+}
+
+// inner > 1: one thread per output, walking the reduced axis (coalesced across inner).
+template <typename T>
+__global__ void reduceStridedKernel(ReduceOp op, const T* __restrict__ x, void* __restrict__ y, int64_t outer,
+                                    int64_t size, int64_t inner) {
+  using A = typename AccumulatorOf<T>::type;
+  int64_t total = outer * inner;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    const T* base = x + (i / inner) * size * inner + i % inner;
+    Acc<A> acc = initAcc<A>(op);
+    for (int64_t j = 0; j < size; ++j)
+      acc = combine(op, acc, Acc<A>{loadAcc<T, A>(base + j * inner), static_cast<int32_t>(j)});
+    writeResult<T, A>(op, acc, size, y, i);
+  }
+}
+
+template <typename T, bool Log>
+__global__ void softmaxRowsKernel(const T* __restrict__ x, T* __restrict__ y, int64_t outer, int64_t size) {
+  __shared__ float scratch[32];
+  for (int64_t row = blockIdx.x; row < outer; row += gridDim.x) {
+    const T* in = x + row * size;
+    T* out = y + row * size;
+    float localMax = -INFINITY;
+    for (int64_t j = threadIdx.x; j < size; j += blockDim.x) localMax = fmaxf(localMax, toFloat<T>(in[j]));
+    float rowMax = blockMax(localMax, scratch);
+    float localSum = 0.0f;
+    for (int64_t j = threadIdx.x; j < size; j += blockDim.x) localSum += expf(toFloat<T>(in[j]) - rowMax);
+    float rowSum = blockSum(localSum, scratch);
+    float logSum = logf(rowSum);
+    for (int64_t j = threadIdx.x; j < size; j += blockDim.x) {
+      float shifted = toFloat<T>(in[j]) - rowMax;
+      out[j] = fromFloat<T>(Log ? shifted - logSum : expf(shifted) / rowSum);
+    }
+  }
+}
+
+unsigned rowGrid(int64_t outer) { return static_cast<unsigned>(outer < 65535 * 8 ? outer : 65535 * 8); }
+
+}  // namespace
+
+void launchReduce(ReduceOp op, DType dtype, const void* x, void* y, int64_t outer, int64_t size, int64_t inner,
+                  cudaStream_t stream) {
+  if (outer * inner == 0) return;
+  BS_DISPATCH_ANY(dtype, T, {
+    if (inner == 1)
+      reduceRowsKernel<T><<<rowGrid(outer), kThreads, 0, stream>>>(op, static_cast<const T*>(x), y, outer, size);
+    else
+      reduceStridedKernel<T><<<gridFor(outer * inner), kThreads, 0, stream>>>(op, static_cast<const T*>(x), y, outer,
+                                                                              size, inner);
+  });
+  BS_LAUNCH_CHECK("reduceKernel");
+}
+
+void launchSoftmax(bool log, DType dtype, const void* x, void* y, int64_t rows, int64_t size, cudaStream_t stream) {
+  if (rows * size == 0) return;
+  BS_DISPATCH_FLOAT(dtype, T, {
+    const T* in = static_cast<const T*>(x);
+    T* out = static_cast<T*>(y);
+    if (log) softmaxRowsKernel<T, true><<<rowGrid(rows), kThreads, 0, stream>>>(in, out, rows, size);
+    else softmaxRowsKernel<T, false><<<rowGrid(rows), kThreads, 0, stream>>>(in, out, rows, size);
+  });
+  BS_LAUNCH_CHECK("softmaxKernel");
+}
+
+}  // namespace bs
