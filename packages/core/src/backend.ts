@@ -32,10 +32,14 @@ export interface KernelArgs<K extends KernelName, B extends Backend = Backend> {
   backend: B;
 }
 
-/** A kernel: reads input buffers, allocates its outputs through its backend, returns their infos. */
-export type KernelFunc<K extends KernelName, B extends Backend = Backend> = (
-  args: KernelArgs<K, B>,
-) => KernelOutputs<K>;
+/**
+ * A kernel: reads input buffers, allocates its outputs through its backend, returns their
+ * infos. Declared through a method so a table written for a concrete backend class
+ * (`KernelTable<MyBackend>`) is still a `KernelTable` (parameters compare bivariantly).
+ */
+export type KernelFunc<K extends KernelName, B extends Backend = Backend> = {
+  kernel(args: KernelArgs<K, B>): KernelOutputs<K>;
+}["kernel"];
 
 /** A backend's kernels keyed by kernel name. Absent keys are kernels it lacks. */
 export type KernelTable<B extends Backend = Backend> = { [K in KernelName]?: KernelFunc<K, B> };
@@ -48,7 +52,7 @@ export interface Backend {
   /** The name it was registered under ("js", "cuda", ...). */
   readonly name: string;
   /** Its kernels keyed by kernel name (see kernel_names.ts). */
-  readonly kernels: KernelTable<this>;
+  readonly kernels: KernelTable;
   /**
    * When true, every buffer `allocate` returns (fresh or reused) is filled with a
    * poison value: NaN bits for float dtypes, 0x7fffffff for int32, so an output element

@@ -18,9 +18,8 @@ export type TensorInputs<K extends KernelName> = { [P in keyof KernelInputs<K>]:
 type AsTensor<V> = V extends readonly TensorInfo[] ? Tensor[] : V extends TensorInfo ? Tensor : V;
 
 /** A kernel's result as Tensors: one Tensor, or a tuple of them. */
-export type TensorOutputs<K extends KernelName> = KernelOutputs<K> extends readonly TensorInfo[]
-  ? { [I in keyof KernelOutputs<K>]: Tensor }
-  : Tensor;
+export type TensorOutputs<K extends KernelName> = AsTensors<KernelOutputs<K>>;
+type AsTensors<O> = O extends readonly TensorInfo[] ? { [I in keyof O]: Tensor } : Tensor;
 
 /** One kernel call, as observers see it (after it ran). */
 export interface KernelRecord<K extends KernelName = KernelName> {
@@ -260,9 +259,8 @@ export class Engine {
     return tensor;
   }
 
-  /** A new tensor on `values`, uploaded to the active backend (or the named one). */
-  upload(values: BackendValues, shape: readonly number[], dtype: DType, backendName?: string): Tensor {
-    const backend = backendName === undefined ? this.activeBackend() : this.backendInstance(backendName);
+  /** A new tensor on `values`, uploaded to `backend` (default: the active one). */
+  upload(values: BackendValues, shape: readonly number[], dtype: DType, backend: Backend = this.activeBackend()): Tensor {
     if (!isStorageOf(dtype, values)) throw new ValueError(`upload: values are not the storage array of ${dtype}`);
     if (values.length !== sizeOf(shape)) {
       throw new ShapeError(`upload: ${values.length} values do not fill shape ${formatShape(shape)}`);
@@ -300,7 +298,7 @@ export class Engine {
   moveTensor(tensor: Tensor, backendName: string): Tensor {
     const target = this.backendInstance(backendName);
     if (target === tensor.backend) return tensor.clone();
-    return this.upload(tensor.backend.readSync(tensor.dataId), tensor.shape, tensor.dtype, backendName);
+    return this.upload(tensor.backend.readSync(tensor.dataId), tensor.shape, tensor.dtype, target);
   }
 
   /** Storage values as the user-facing array: half types widened to float32. */

@@ -30,6 +30,20 @@ export type {
 } from "./engine";
 export * from "./half";
 export * from "./kernel_names";
-export type { BsrPattern } from "./pattern";
+export { BsrPattern } from "./pattern";
 export * from "./shape";
 export { Tensor } from "./tensor";
+
+export * from "./ops/creation";
+export * from "./ops/elementwise";
+export * from "./ops/matmul";
+export * from "./ops/nn_ops";
+export * from "./ops/reduce";
+export * from "./ops/shape_ops";
+export * from "./ops/sparse";
+
+// The reference backend ships inside core and is registered by this entry at priority 1.
+import { JsBackend } from "./backends/js";
+import { registerBackend as registerBackendForJs } from "./engine";
+export { JsBackend } from "./backends/js";
+registerBackendForJs("js", () => new JsBackend(), 1);

@@ -13,7 +13,7 @@
  */
 import type { TensorInfo } from "./backend";
 import type { DType, FloatDType } from "./dtypes";
-import type { BsrPattern } from "./pattern";
+import type { BsrPattern } from "@blocksparse/format";
 
 // ---------------------------------------------------------------- creation, dtype, shape
 

@@ -1,0 +1,159 @@
+import type { Backend, BackendMemory, DataId, KernelTable, TensorInfo } from "../../backend";
+import { type BackendValues, type DType, allocStorage, bytesPerElement, isStorageOf } from "../../dtypes";
+import { BackendError, ValueError } from "../../errors";
+import {
+  bfloat16BitsToFloat32Array,
+  float16BitsToFloat32Array,
+  float32ToBfloat16Bits,
+  float32ToFloat16Bits,
+} from "../../half";
+import { sizeOf } from "../../shape";
+import { jsKernels } from "./kernels";
+
+/** One buffer of the js backend: the dtype's storage array. */
+export class JsBuffer {
+  freed = false;
+  constructor(
+    readonly values: BackendValues,
+    readonly dtype: DType,
+  ) {}
+}
+
+const NAN_F16 = 0x7e00;
+const NAN_BF16 = 0x7fc0;
+const INT32_POISON = 0x7fffffff;
+
+function poison(values: BackendValues, dtype: DType): void {
+  if (dtype === "float32") values.fill(Number.NaN);
+  else if (dtype === "int32") values.fill(INT32_POISON);
+  else values.fill(dtype === "float16" ? NAN_F16 : NAN_BF16);
+}
+
+/** A float32 view of an output: for float32 the buffer itself, for halves a scratch array stored on `commit`. */
+export interface FloatOutput {
+  info: TensorInfo;
+  data: Float32Array;
+  /** Rounds the scratch into the half buffer (no-op for float32). Call once, after writing `data`. */
+  commit(): TensorInfo;
+}
+
+/**
+ * The reference backend: typed arrays in JS memory, every kernel in plain TypeScript.
+ * float16/bfloat16 kernels widen to float32, compute, and round once on store.
+ */
+export class JsBackend implements Backend {
+  readonly name: string = "js";
+  readonly kernels: KernelTable<JsBackend> = jsKernels;
+  poisonAllocations = false;
+  private bytesInUse = 0;
+  private buffers = 0;
+
+  allocate(dtype: DType, size: number): DataId {
+    if (!Number.isInteger(size) || size < 0) throw new ValueError(`js: cannot allocate ${size} elements`);
+    const values = allocStorage(dtype, size);
+    if (this.poisonAllocations) poison(values, dtype);
+    this.bytesInUse += size * bytesPerElement(dtype);
+    this.buffers++;
+    return new JsBuffer(values, dtype);
+  }
+
+  write(dataId: DataId, values: BackendValues): void {
+    const buffer = this.buffer(dataId);
+    if (!isStorageOf(buffer.dtype, values) || values.length !== buffer.values.length) {
+      throw new ValueError(
+        `js: write expects the ${buffer.dtype} storage array of ${buffer.values.length} elements, got ${values.constructor.name}(${values.length})`,
+      );
+    }
+    buffer.values.set(values);
+  }
+
+  async read(dataId: DataId): Promise<BackendValues> {
+    return this.readSync(dataId);
+  }
+
+  readSync(dataId: DataId): BackendValues {
+    return this.buffer(dataId).values.slice();
+  }
+
+  free(dataId: DataId): void {
+    const buffer = this.buffer(dataId);
+    buffer.freed = true;
+    this.bytesInUse -= buffer.values.length * bytesPerElement(buffer.dtype);
+    this.buffers--;
+  }
+
+  memory(): BackendMemory {
+    return { bytesInUse: this.bytesInUse, buffers: this.buffers };
+  }
+
+  // ---------------------------------------------------------------- helpers for kernels
+
+  /** The buffer behind a handle (throws on a foreign or freed handle). */
+  buffer(dataId: DataId): JsBuffer {
+    if (!(dataId instanceof JsBuffer)) throw new BackendError("js: the handle does not belong to the js backend");
+    if (dataId.freed) throw new BackendError("js: the buffer was freed");
+    return dataId;
+  }
+
+  /** The raw storage of an input (no copy; never write to it). */
+  storage(info: TensorInfo): BackendValues {
+    return this.buffer(info.dataId).values;
+  }
+
+  /** An input's values as float32: the buffer itself for float32 (do not write), a widened copy for halves, a copy for int32. */
+  floats(info: TensorInfo): Float32Array {
+    const values = this.storage(info);
+    switch (info.dtype) {
+      case "float32":
+        return values as Float32Array;
+      case "float16":
+        return float16BitsToFloat32Array(values);
+      case "bfloat16":
+        return bfloat16BitsToFloat32Array(values);
+      default:
+        return Float32Array.from(values);
+    }
+  }
+
+  /** An int32 input's values (no copy). */
+  ints(info: TensorInfo): Int32Array {
+    return this.storage(info) as Int32Array;
+  }
+
+  /** Values of any dtype as numbers (float32 view for floats, Int32Array for int32). */
+  numbers(info: TensorInfo): Float32Array | Int32Array {
+    return info.dtype === "int32" ? this.ints(info) : this.floats(info);
+  }
+
+  /** A new output buffer and its raw storage. */
+  output(shape: readonly number[], dtype: DType): { info: TensorInfo; values: BackendValues } {
+    const dataId = this.allocate(dtype, sizeOf(shape));
+    return { info: { dataId, shape: [...shape], dtype }, values: (dataId as JsBuffer).values };
+  }
+
+  /** A new float output written through a float32 array (see FloatOutput). */
+  floatOutput(shape: readonly number[], dtype: DType): FloatOutput {
+    const { info, values } = this.output(shape, dtype);
+    if (dtype === "float32") return { info, data: values as Float32Array, commit: () => info };
+    if (dtype === "int32") throw new ValueError("js: floatOutput needs a float dtype");
+    const data = new Float32Array(values.length);
+    if (this.poisonAllocations) data.fill(Number.NaN);
+    const bits = values as Uint16Array;
+    const round = dtype === "float16" ? float32ToFloat16Bits : float32ToBfloat16Bits;
+    return {
+      info,
+      data,
+      commit: () => {
+        for (let i = 0; i < data.length; i++) bits[i] = round(data[i]);
+        return info;
+      },
+    };
+  }
+
+  /** A new output of any dtype written through numbers (int32 directly, floats via FloatOutput). */
+  numberOutput(shape: readonly number[], dtype: DType): { info: TensorInfo; data: Float32Array | Int32Array; commit(): TensorInfo } {
+    if (dtype !== "int32") return this.floatOutput(shape, dtype);
+    const { info, values } = this.output(shape, dtype);
+    return { info, data: values as Int32Array, commit: () => info };
+  }
+}

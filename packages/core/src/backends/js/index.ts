@@ -1,0 +1,2 @@
+export { JsBackend, JsBuffer, type FloatOutput } from "./backend";
+export { jsKernels } from "./kernels";

@@ -1,0 +1,142 @@
+import type { TensorInfo } from "../../../backend";
+import type { DType } from "../../../dtypes";
+import type { KernelArgs } from "../../../backend";
+import type { BinaryKernelName, ComparisonKernelName, GeluApproximate, UnaryKernelName } from "../../../kernel_names";
+import { broadcastShapes, shapesEqual, sizeOf } from "../../../shape";
+import type { JsBackend } from "../backend";
+import { broadcastOffsets, erf } from "./util";
+
+type Fn1 = (x: number) => number;
+type Fn2 = (a: number, b: number) => number;
+
+const UNARY: Record<UnaryKernelName, Fn1> = {
+  Neg: (x) => -x,
+  Abs: (x) => Math.abs(x),
+  Exp: (x) => Math.exp(x),
+  Log: (x) => Math.log(x),
+  Sqrt: (x) => Math.sqrt(x),
+  Rsqrt: (x) => 1 / Math.sqrt(x),
+  Tanh: (x) => Math.tanh(x),
+  Sigmoid: (x) => 1 / (1 + Math.exp(-x)),
+  Relu: (x) => (x > 0 || Number.isNaN(x) ? x : 0),
+  Square: (x) => x * x,
+};
+
+const BINARY: Record<BinaryKernelName | ComparisonKernelName, Fn2> = {
+  Add: (a, b) => a + b,
+  Sub: (a, b) => a - b,
+  Mul: (a, b) => a * b,
+  Div: (a, b) => a / b,
+  Maximum: (a, b) => Math.max(a, b),
+  Minimum: (a, b) => Math.min(a, b),
+  Pow: (a, b) => a ** b,
+  Equal: (a, b) => (a === b ? 1 : 0),
+  NotEqual: (a, b) => (a !== b ? 1 : 0),
+  Less: (a, b) => (a < b ? 1 : 0),
+  LessEqual: (a, b) => (a <= b ? 1 : 0),
+  Greater: (a, b) => (a > b ? 1 : 0),
+  GreaterEqual: (a, b) => (a >= b ? 1 : 0),
+};
+
+/** int32 products and squares wrap like C's 32-bit arithmetic. */
+const INT32_OVERRIDES: Partial<Record<string, Fn2 | Fn1>> = {
+  Mul: (a: number, b: number) => Math.imul(a, b),
+  Square: (x: number) => Math.imul(x, x),
+};
+
+export function unaryKernel(name: UnaryKernelName) {
+  return ({ inputs: { x }, backend }: KernelArgs<UnaryKernelName, JsBackend>): TensorInfo => {
+    const fn = (x.dtype === "int32" ? (INT32_OVERRIDES[name] as Fn1 | undefined) : undefined) ?? UNARY[name];
+    const input = backend.numbers(x);
+    const out = backend.numberOutput(x.shape, x.dtype);
+    const data = out.data;
+    for (let i = 0; i < input.length; i++) data[i] = fn(input[i]);
+    return out.commit();
+  };
+}
+
+/** out[i] = fn(a[ia], b[ib]) over the broadcast shape, with fast paths for equal shapes and scalars. */
+function broadcastLoop(
+  a: ArrayLike<number>,
+  aShape: readonly number[],
+  b: ArrayLike<number>,
+  bShape: readonly number[],
+  outShape: readonly number[],
+  out: Float32Array | Int32Array,
+  fn: Fn2,
+): void {
+  const n = sizeOf(outShape);
+  if (shapesEqual(aShape, outShape) && shapesEqual(bShape, outShape)) {
+    for (let i = 0; i < n; i++) out[i] = fn(a[i], b[i]);
+  } else if (b.length === 1 && shapesEqual(aShape, outShape)) {
+    const bv = b[0];
+    for (let i = 0; i < n; i++) out[i] = fn(a[i], bv);
+  } else if (a.length === 1 && shapesEqual(bShape, outShape)) {
+    const av = a[0];
+    for (let i = 0; i < n; i++) out[i] = fn(av, b[i]);
+  } else {
+    const ia = broadcastOffsets(aShape, outShape);
+    const ib = broadcastOffsets(bShape, outShape);
+    for (let i = 0; i < n; i++) out[i] = fn(a[ia[i]], b[ib[i]]);
+  }
+}
+
+export function binaryKernel(name: BinaryKernelName | ComparisonKernelName, comparison: boolean) {
+  return ({ inputs: { a, b }, backend }: KernelArgs<BinaryKernelName | ComparisonKernelName, JsBackend>): TensorInfo => {
+    const fn = (a.dtype === "int32" && !comparison ? (INT32_OVERRIDES[name] as Fn2 | undefined) : undefined) ?? BINARY[name];
+    const outShape = broadcastShapes(a.shape, b.shape);
+    const outDType: DType = comparison ? "int32" : a.dtype;
+    const out = backend.numberOutput(outShape, outDType);
+    broadcastLoop(backend.numbers(a), a.shape, backend.numbers(b), b.shape, outShape, out.data, fn);
+    return out.commit();
+  };
+}
+
+export function whereKernel({ inputs: { condition, a, b }, backend }: KernelArgs<"Where", JsBackend>): TensorInfo {
+  const outShape = broadcastShapes(broadcastShapes(condition.shape, a.shape), b.shape);
+  const n = sizeOf(outShape);
+  const cond = backend.ints(condition);
+  const av = backend.storage(a);
+  const bv = backend.storage(b);
+  const ic = broadcastOffsets(condition.shape, outShape);
+  const ia = broadcastOffsets(a.shape, outShape);
+  const ib = broadcastOffsets(b.shape, outShape);
+  // A selection copies raw storage: exact for every dtype.
+  const { info, values } = backend.output(outShape, a.dtype);
+  for (let i = 0; i < n; i++) values[i] = cond[ic[i]] !== 0 ? av[ia[i]] : bv[ib[i]];
+  return info;
+}
+
+const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
+const GELU_C = 0.044715;
+const INV_SQRT_2 = Math.SQRT1_2;
+const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
+
+function geluValue(x: number, approximate: GeluApproximate): number {
+  if (approximate === "tanh") return 0.5 * x * (1 + Math.tanh(SQRT_2_OVER_PI * (x + GELU_C * x * x * x)));
+  return 0.5 * x * (1 + erf(x * INV_SQRT_2));
+}
+
+function geluDerivative(x: number, approximate: GeluApproximate): number {
+  if (approximate === "tanh") {
+    const inner = SQRT_2_OVER_PI * (x + GELU_C * x * x * x);
+    const t = Math.tanh(inner);
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * GELU_C * x * x);
+  }
+  return 0.5 * (1 + erf(x * INV_SQRT_2)) + x * INV_SQRT_2PI * Math.exp(-0.5 * x * x);
+}
+
+export function geluKernel({ inputs: { x }, attrs, backend }: KernelArgs<"Gelu", JsBackend>): TensorInfo {
+  const input = backend.floats(x);
+  const out = backend.floatOutput(x.shape, x.dtype);
+  for (let i = 0; i < input.length; i++) out.data[i] = geluValue(input[i], attrs.approximate);
+  return out.commit();
+}
+
+export function geluBackwardKernel({ inputs: { dy, x }, attrs, backend }: KernelArgs<"GeluBackward", JsBackend>): TensorInfo {
+  const input = backend.floats(x);
+  const grad = backend.floats(dy);
+  const out = backend.floatOutput(x.shape, x.dtype);
+  for (let i = 0; i < input.length; i++) out.data[i] = grad[i] * geluDerivative(input[i], attrs.approximate);
+  return out.commit();
+}

@@ -1,0 +1,87 @@
+import type { KernelTable } from "../../../backend";
+import type { JsBackend } from "../backend";
+import { binaryKernel, geluBackwardKernel, geluKernel, unaryKernel, whereKernel } from "./elementwise";
+import {
+  adamUpdateKernel,
+  crossEntropyBackwardKernel,
+  crossEntropyKernel,
+  layerNormBackwardKernel,
+  layerNormKernel,
+  logSoftmaxKernel,
+  softmaxKernel,
+} from "./nn";
+import { blockNormsKernel, bsrLinearKernel, bsrMatmulKernel, matmulKernel, sampledMatmulKernel } from "./products";
+import { argmaxKernel, reduceKernel } from "./reduce";
+import {
+  broadcastToKernel,
+  castKernel,
+  concatKernel,
+  fillKernel,
+  gatherKernel,
+  oneHotKernel,
+  scatterAddKernel,
+  sliceKernel,
+  transposeKernel,
+} from "./shape";
+
+/** Every kernel of the js backend, keyed by kernel name (Reshape is the engine's). */
+export const jsKernels: KernelTable<JsBackend> = {
+  Fill: fillKernel,
+  Cast: castKernel,
+  BroadcastTo: broadcastToKernel,
+  Transpose: transposeKernel,
+  Slice: sliceKernel,
+  Concat: concatKernel,
+  Gather: gatherKernel,
+  ScatterAdd: scatterAddKernel,
+  OneHot: oneHotKernel,
+
+  Neg: unaryKernel("Neg"),
+  Abs: unaryKernel("Abs"),
+  Exp: unaryKernel("Exp"),
+  Log: unaryKernel("Log"),
+  Sqrt: unaryKernel("Sqrt"),
+  Rsqrt: unaryKernel("Rsqrt"),
+  Tanh: unaryKernel("Tanh"),
+  Sigmoid: unaryKernel("Sigmoid"),
+  Relu: unaryKernel("Relu"),
+  Square: unaryKernel("Square"),
+  Gelu: geluKernel,
+  GeluBackward: geluBackwardKernel,
+
+  Add: binaryKernel("Add", false),
+  Sub: binaryKernel("Sub", false),
+  Mul: binaryKernel("Mul", false),
+  Div: binaryKernel("Div", false),
+  Maximum: binaryKernel("Maximum", false),
+  Minimum: binaryKernel("Minimum", false),
+  Pow: binaryKernel("Pow", false),
+  Equal: binaryKernel("Equal", true),
+  NotEqual: binaryKernel("NotEqual", true),
+  Less: binaryKernel("Less", true),
+  LessEqual: binaryKernel("LessEqual", true),
+  Greater: binaryKernel("Greater", true),
+  GreaterEqual: binaryKernel("GreaterEqual", true),
+  Where: whereKernel,
+
+  Sum: reduceKernel("Sum"),
+  Mean: reduceKernel("Mean"),
+  Max: reduceKernel("Max"),
+  Min: reduceKernel("Min"),
+  Argmax: argmaxKernel,
+
+  Softmax: softmaxKernel,
+  LogSoftmax: logSoftmaxKernel,
+  LayerNorm: layerNormKernel,
+  LayerNormBackward: layerNormBackwardKernel,
+  CrossEntropy: crossEntropyKernel,
+  CrossEntropyBackward: crossEntropyBackwardKernel,
+
+  MatMul: matmulKernel,
+  BsrLinear: bsrLinearKernel,
+  BsrMatmul: bsrMatmulKernel,
+  SampledMatmul: sampledMatmulKernel,
+  BlockNorms: blockNormsKernel,
+
+  AdamUpdate: adamUpdateKernel,
+};

@@ -1,0 +1,173 @@
+import type { KernelArgs, TensorInfo } from "../../../backend";
+import { IndexError } from "../../../errors";
+import { sizeOf } from "../../../shape";
+import type { JsBackend } from "../backend";
+
+/** Softmax or log-softmax of each row of length `n` (max-subtracted, float64 sums). */
+function rowSoftmax(input: Float32Array, out: Float32Array, rows: number, n: number, log: boolean): void {
+  for (let r = 0; r < rows; r++) {
+    const base = r * n;
+    let max = Number.NEGATIVE_INFINITY;
+    for (let j = 0; j < n; j++) if (input[base + j] > max || Number.isNaN(input[base + j])) max = input[base + j];
+    let sum = 0;
+    for (let j = 0; j < n; j++) sum += Math.exp(input[base + j] - max);
+    if (log) {
+      const logSum = Math.log(sum) + max;
+      for (let j = 0; j < n; j++) out[base + j] = input[base + j] - logSum;
+    } else {
+      for (let j = 0; j < n; j++) out[base + j] = Math.exp(input[base + j] - max) / sum;
+    }
+  }
+}
+
+function softmaxLike(log: boolean) {
+  return ({ inputs: { x }, backend }: KernelArgs<"Softmax" | "LogSoftmax", JsBackend>): TensorInfo => {
+    const n = x.shape[x.shape.length - 1];
+    const rows = n === 0 ? 0 : sizeOf(x.shape) / n;
+    const out = backend.floatOutput(x.shape, x.dtype);
+    rowSoftmax(backend.floats(x), out.data, rows, n, log);
+    return out.commit();
+  };
+}
+
+export const softmaxKernel = softmaxLike(false);
+export const logSoftmaxKernel = softmaxLike(true);
+
+export function layerNormKernel({ inputs: { x, gamma, beta }, attrs: { epsilon }, backend }: KernelArgs<"LayerNorm", JsBackend>): [TensorInfo, TensorInfo, TensorInfo] {
+  const d = x.shape[x.shape.length - 1];
+  const statShape = x.shape.slice(0, -1);
+  const rows = sizeOf(statShape);
+  const input = backend.floats(x);
+  const g = gamma ? backend.floats(gamma) : undefined;
+  const b = beta ? backend.floats(beta) : undefined;
+  const y = backend.floatOutput(x.shape, x.dtype);
+  const mean = backend.floatOutput(statShape, "float32");
+  const rstd = backend.floatOutput(statShape, "float32");
+  for (let r = 0; r < rows; r++) {
+    const base = r * d;
+    let sum = 0;
+    for (let j = 0; j < d; j++) sum += input[base + j];
+    const mu = d === 0 ? 0 : sum / d;
+    let sq = 0;
+    for (let j = 0; j < d; j++) {
+      const c = input[base + j] - mu;
+      sq += c * c;
+    }
+    const rs = 1 / Math.sqrt((d === 0 ? 0 : sq / d) + epsilon);
+    mean.data[r] = mu;
+    rstd.data[r] = rs;
+    for (let j = 0; j < d; j++) {
+      const normalized = (input[base + j] - mu) * rs;
+      y.data[base + j] = normalized * (g ? g[j] : 1) + (b ? b[j] : 0);
+    }
+  }
+  return [y.commit(), mean.commit(), rstd.commit()];
+}
+
+export function layerNormBackwardKernel({ inputs: { dy, x, mean, rstd, gamma }, backend }: KernelArgs<"LayerNormBackward", JsBackend>): [TensorInfo, TensorInfo, TensorInfo] {
+  const d = x.shape[x.shape.length - 1];
+  const rows = sizeOf(x.shape.slice(0, -1));
+  const input = backend.floats(x);
+  const grad = backend.floats(dy);
+  const mu = backend.floats(mean);
+  const rs = backend.floats(rstd);
+  const g = gamma ? backend.floats(gamma) : undefined;
+  const dgammaAcc = new Float64Array(d);
+  const dbetaAcc = new Float64Array(d);
+  const dx = backend.floatOutput(x.shape, x.dtype);
+  for (let r = 0; r < rows; r++) {
+    const base = r * d;
+    // dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dy * gamma.
+    let sumDxhat = 0;
+    let sumDxhatXhat = 0;
+    for (let j = 0; j < d; j++) {
+      const xhat = (input[base + j] - mu[r]) * rs[r];
+      const dxhat = grad[base + j] * (g ? g[j] : 1);
+      sumDxhat += dxhat;
+      sumDxhatXhat += dxhat * xhat;
+      dgammaAcc[j] += grad[base + j] * xhat;
+      dbetaAcc[j] += grad[base + j];
+    }
+    for (let j = 0; j < d; j++) {
+      const xhat = (input[base + j] - mu[r]) * rs[r];
+      const dxhat = grad[base + j] * (g ? g[j] : 1);
+      dx.data[base + j] = rs[r] * (dxhat - sumDxhat / d - (xhat * sumDxhatXhat) / d);
+    }
+  }
+  const dgamma = backend.floatOutput([d], x.dtype);
+  const dbeta = backend.floatOutput([d], x.dtype);
+  dgamma.data.set(dgammaAcc);
+  dbeta.data.set(dbetaAcc);
+  return [dx.commit(), dgamma.commit(), dbeta.commit()];
+}
+
+function checkTargets(op: string, targets: Int32Array, classes: number): void {
+  for (let n = 0; n < targets.length; n++) {
+    if (targets[n] < 0 || targets[n] >= classes) {
+      throw new IndexError(`${op}: target ${targets[n]} at row ${n} is out of range [0, ${classes})`);
+    }
+  }
+}
+
+export function crossEntropyKernel({ inputs: { logits, targets }, backend }: KernelArgs<"CrossEntropy", JsBackend>): TensorInfo {
+  const [rows, classes] = logits.shape;
+  const t = backend.ints(targets);
+  checkTargets("crossEntropy", t, classes);
+  const input = backend.floats(logits);
+  const out = backend.floatOutput([rows], logits.dtype);
+  for (let r = 0; r < rows; r++) {
+    const base = r * classes;
+    let max = Number.NEGATIVE_INFINITY;
+    for (let j = 0; j < classes; j++) if (input[base + j] > max) max = input[base + j];
+    let sum = 0;
+    for (let j = 0; j < classes; j++) sum += Math.exp(input[base + j] - max);
+    out.data[r] = Math.log(sum) + max - input[base + t[r]];
+  }
+  return out.commit();
+}
+
+export function crossEntropyBackwardKernel({ inputs: { logits, targets, dy }, backend }: KernelArgs<"CrossEntropyBackward", JsBackend>): TensorInfo {
+  const [rows, classes] = logits.shape;
+  const t = backend.ints(targets);
+  checkTargets("crossEntropyBackward", t, classes);
+  const input = backend.floats(logits);
+  const grad = backend.floats(dy);
+  const out = backend.floatOutput(logits.shape, logits.dtype);
+  for (let r = 0; r < rows; r++) {
+    const base = r * classes;
+    let max = Number.NEGATIVE_INFINITY;
+    for (let j = 0; j < classes; j++) if (input[base + j] > max) max = input[base + j];
+    let sum = 0;
+    for (let j = 0; j < classes; j++) sum += Math.exp(input[base + j] - max);
+    for (let j = 0; j < classes; j++) {
+      const p = Math.exp(input[base + j] - max) / sum;
+      out.data[base + j] = (p - (j === t[r] ? 1 : 0)) * grad[r];
+    }
+  }
+  return out.commit();
+}
+
+export function adamUpdateKernel({ inputs: { param, grad, m, v }, attrs, backend }: KernelArgs<"AdamUpdate", JsBackend>): [TensorInfo, TensorInfo, TensorInfo] {
+  const { lr, beta1, beta2, epsilon, weightDecay, decoupledWeightDecay, step } = attrs;
+  const p = backend.floats(param);
+  const g = backend.floats(grad);
+  const m0 = backend.floats(m);
+  const v0 = backend.floats(v);
+  const pOut = backend.floatOutput(param.shape, param.dtype);
+  const mOut = backend.floatOutput(m.shape, m.dtype);
+  const vOut = backend.floatOutput(v.shape, v.dtype);
+  const correction1 = 1 - beta1 ** step;
+  const correction2 = 1 - beta2 ** step;
+  for (let i = 0; i < p.length; i++) {
+    let gi = g[i];
+    let pi = p[i];
+    if (decoupledWeightDecay) pi *= 1 - lr * weightDecay;
+    else gi += weightDecay * p[i];
+    const mi = beta1 * m0[i] + (1 - beta1) * gi;
+    const vi = beta2 * v0[i] + (1 - beta2) * gi * gi;
+    mOut.data[i] = mi;
+    vOut.data[i] = vi;
+    pOut.data[i] = pi - (lr * (mi / correction1)) / (Math.sqrt(vi / correction2) + epsilon);
+  }
+  return [pOut.commit(), mOut.commit(), vOut.commit()];
+}

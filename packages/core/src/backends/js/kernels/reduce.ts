@@ -1,0 +1,80 @@
+import type { KernelArgs, TensorInfo } from "../../../backend";
+import { reduceShape, sizeOf, stridesOf } from "../../../shape";
+import type { JsBackend } from "../backend";
+import { splitAt } from "./util";
+
+type ReduceName = "Sum" | "Mean" | "Max" | "Min";
+
+/** For each input element (row-major), the offset of the output element it reduces into. */
+function reduceOffsets(shape: readonly number[], axes: readonly number[]): Int32Array {
+  const keptStrides = stridesOf(reduceShape(shape, axes, true));
+  const strides = shape.map((_, d) => (axes.includes(d) ? 0 : keptStrides[d]));
+  const size = sizeOf(shape);
+  const offsets = new Int32Array(size);
+  const counter = new Array<number>(shape.length).fill(0);
+  let offset = 0;
+  for (let i = 0; i < size; i++) {
+    offsets[i] = offset;
+    for (let d = shape.length - 1; d >= 0; d--) {
+      counter[d]++;
+      offset += strides[d];
+      if (counter[d] < shape[d]) break;
+      offset -= strides[d] * shape[d];
+      counter[d] = 0;
+    }
+  }
+  return offsets;
+}
+
+export function reduceKernel(name: ReduceName) {
+  return ({ inputs: { x }, attrs: { axes, keepDims }, backend }: KernelArgs<ReduceName, JsBackend>): TensorInfo => {
+    const outShape = reduceShape(x.shape, axes, keepDims);
+    const outSize = sizeOf(outShape);
+    const input = backend.numbers(x);
+    const offsets = reduceOffsets(x.shape, axes);
+    // Float64 accumulators: one rounding, on store.
+    const acc = new Float64Array(outSize);
+    if (name === "Sum" || name === "Mean") {
+      for (let i = 0; i < input.length; i++) acc[offsets[i]] += input[i];
+      if (name === "Mean") {
+        const count = outSize === 0 ? 1 : input.length / outSize;
+        for (let o = 0; o < outSize; o++) acc[o] = count === 0 ? Number.NaN : acc[o] / count;
+      }
+    } else {
+      const isMax = name === "Max";
+      acc.fill(isMax ? Number.NEGATIVE_INFINITY : Number.POSITIVE_INFINITY);
+      for (let i = 0; i < input.length; i++) {
+        const v = input[i];
+        const o = offsets[i];
+        const current = acc[o];
+        if (Number.isNaN(v) || (isMax ? v > current : v < current)) acc[o] = v;
+      }
+    }
+    const out = backend.numberOutput(outShape, x.dtype);
+    out.data.set(acc);
+    return out.commit();
+  };
+}
+
+export function argmaxKernel({ inputs: { x }, attrs: { axis, keepDims }, backend }: KernelArgs<"Argmax", JsBackend>): TensorInfo {
+  const [outer, dim, inner] = splitAt(x.shape, axis);
+  const input = backend.numbers(x);
+  const outShape = reduceShape(x.shape, [axis], keepDims);
+  const { info, values } = backend.output(outShape, "int32");
+  for (let o = 0; o < outer; o++) {
+    for (let k = 0; k < inner; k++) {
+      const base = o * dim * inner + k;
+      let best = input[base];
+      let bestIndex = 0;
+      for (let j = 1; j < dim && !Number.isNaN(best); j++) {
+        const v = input[base + j * inner];
+        if (v > best || Number.isNaN(v)) {
+          best = v;
+          bestIndex = j;
+        }
+      }
+      values[o * inner + k] = bestIndex;
+    }
+  }
+  return info;
+}

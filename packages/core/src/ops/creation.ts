@@ -1,0 +1,210 @@
+import { SeededRandom } from "@blocksparse/format";
+import { type BackendValues, type DType, allocStorage, isDType } from "../dtypes";
+import { engine } from "../engine";
+import { DTypeError, ShapeError, ValueError } from "../errors";
+import { float32ArrayToBfloat16Bits, float32ArrayToFloat16Bits } from "../half";
+import { Fill } from "../kernel_names";
+import { formatShape, sizeOf } from "../shape";
+import type { Tensor } from "../tensor";
+import { assertFiniteNumber, assertShapeArg } from "./validate";
+
+/** Nested arrays of numbers, any depth. */
+export type NestedArray = number | NestedArray[];
+
+/** Values `tensor()` accepts: a number, nested arrays, or a typed array. */
+export type TensorData = NestedArray | Float32Array | Float64Array | Int32Array | Uint16Array | Uint8Array | Int8Array;
+
+function checkDType(op: string, dtype: DType): void {
+  if (!isDType(dtype)) throw new DTypeError(`${op}: unknown dtype ${JSON.stringify(dtype)} (float32, float16, bfloat16, int32)`);
+}
+
+function inferShape(data: NestedArray): number[] {
+  const shape: number[] = [];
+  let level: NestedArray = data;
+  while (Array.isArray(level)) {
+    shape.push(level.length);
+    if (level.length === 0) break;
+    level = level[0];
+  }
+  return shape;
+}
+
+function flatten(op: string, data: NestedArray, shape: number[], depth: number, out: number[]): void {
+  if (depth === shape.length) {
+    if (typeof data !== "number") throw new ValueError(`${op}: nested arrays are ragged or hold a non-number`);
+    out.push(data);
+    return;
+  }
+  if (!Array.isArray(data) || data.length !== shape[depth]) {
+    throw new ShapeError(`${op}: nested arrays are ragged (expected ${shape[depth]} entries at depth ${depth})`);
+  }
+  for (const item of data) flatten(op, item, shape, depth + 1, out);
+}
+
+/** Numbers stored as `dtype` (f16/bf16 rounded to nearest even; int32 must be integers). */
+export function encodeStorage(op: string, values: ArrayLike<number>, dtype: DType): BackendValues {
+  switch (dtype) {
+    case "float32":
+      return Float32Array.from(values);
+    case "float16":
+      return float32ArrayToFloat16Bits(values);
+    case "bfloat16":
+      return float32ArrayToBfloat16Bits(values);
+    case "int32": {
+      const out = new Int32Array(values.length);
+      for (let i = 0; i < values.length; i++) {
+        const v = values[i];
+        if (!Number.isInteger(v) || v < -2147483648 || v > 2147483647) {
+          throw new ValueError(`${op}: value ${v} at index ${i} is not a 32-bit integer`);
+        }
+        out[i] = v;
+      }
+      return out;
+    }
+  }
+}
+
+/**
+ * A tensor from values: nested arrays (shape inferred), or a flat array / typed array with
+ * `shape`. dtype defaults to int32 for an Int32Array, float32 otherwise. With a half dtype,
+ * a Uint16Array is taken as raw bits; every other input is taken as numbers and rounded.
+ */
+export function tensor(data: TensorData, shape?: readonly number[], dtype?: DType): Tensor {
+  const op = "tensor";
+  const type: DType = dtype ?? (data instanceof Int32Array ? "int32" : "float32");
+  checkDType(op, type);
+  let flat: ArrayLike<number>;
+  let inferred: number[];
+  if (typeof data === "number") {
+    flat = [data];
+    inferred = [];
+  } else if (Array.isArray(data)) {
+    inferred = inferShape(data);
+    const out: number[] = [];
+    flatten(op, data, inferred, 0, out);
+    flat = out;
+  } else if (ArrayBuffer.isView(data)) {
+    flat = data;
+    inferred = [data.length];
+  } else {
+    throw new ValueError(`${op}: data must be a number, nested arrays or a typed array`);
+  }
+  const finalShape = shape === undefined ? inferred : [...shape];
+  assertShapeArg(op, "shape", finalShape);
+  if (sizeOf(finalShape) !== flat.length) {
+    throw new ShapeError(`${op}: ${flat.length} values do not fill shape ${formatShape(finalShape)}`);
+  }
+  const rawHalf = data instanceof Uint16Array && (type === "float16" || type === "bfloat16");
+  const storage = rawHalf ? Uint16Array.from(data) : encodeStorage(op, flat, type);
+  return engine.upload(storage, finalShape, type);
+}
+
+/** A tensor wrapping storage already in the dtype's layout (Uint16Array bits for halves). */
+export function fromStorage(values: BackendValues, shape: readonly number[], dtype: DType): Tensor {
+  checkDType("fromStorage", dtype);
+  assertShapeArg("fromStorage", "shape", shape);
+  return engine.upload(values, shape, dtype);
+}
+
+/** A rank-0 tensor. */
+export function scalar(value: number, dtype: DType = "float32"): Tensor {
+  return tensor(value, [], dtype);
+}
+
+/** A tensor of `shape` filled with `value`. */
+export function full(shape: readonly number[], value: number, dtype: DType = "float32"): Tensor {
+  assertShapeArg("full", "shape", shape);
+  checkDType("full", dtype);
+  if (typeof value !== "number") throw new ValueError(`full: value must be a number, got ${typeof value}`);
+  if (dtype === "int32" && !Number.isInteger(value)) throw new ValueError(`full: value ${value} is not an integer (dtype int32)`);
+  return engine.runKernel(Fill, {}, { shape: [...shape], dtype, value });
+}
+
+export function zeros(shape: readonly number[], dtype: DType = "float32"): Tensor {
+  return full(shape, 0, dtype);
+}
+
+export function ones(shape: readonly number[], dtype: DType = "float32"): Tensor {
+  return full(shape, 1, dtype);
+}
+
+export function zerosLike(t: Tensor): Tensor {
+  return full(t.shape, 0, t.dtype);
+}
+
+export function onesLike(t: Tensor): Tensor {
+  return full(t.shape, 1, t.dtype);
+}
+
+/** [start, start + step, ...) below `stop` (or above it for a negative step). */
+export function arange(start: number, stop?: number, step = 1, dtype: DType = "float32"): Tensor {
+  if (stop === undefined) {
+    stop = start;
+    start = 0;
+  }
+  assertFiniteNumber("arange", "start", start);
+  assertFiniteNumber("arange", "stop", stop);
+  assertFiniteNumber("arange", "step", step);
+  if (step === 0) throw new ValueError("arange: step must not be 0");
+  const count = Math.max(0, Math.ceil((stop - start) / step));
+  const values = new Float64Array(count);
+  for (let i = 0; i < count; i++) values[i] = start + i * step;
+  return tensor(values, [count], dtype);
+}
+
+let globalRandom = new SeededRandom(Math.floor(Math.random() * 2 ** 32));
+
+/** Reseeds the generator that random ops use when given no seed. */
+export function manualSeed(seed: number): void {
+  globalRandom = new SeededRandom(seed);
+}
+
+export interface RandomOptions {
+  /** Seed for this call alone; without it, the global generator (see manualSeed) is used. */
+  seed?: number;
+  dtype?: DType;
+}
+
+function generator(seed: number | undefined): SeededRandom {
+  return seed === undefined ? globalRandom : new SeededRandom(seed);
+}
+
+function randomFloat(op: string, shape: readonly number[], dtype: DType, fill: (out: Float64Array) => void): Tensor {
+  assertShapeArg(op, "shape", shape);
+  checkDType(op, dtype);
+  if (dtype === "int32") throw new DTypeError(`${op}: dtype int32 is not a float dtype; use randint`);
+  const values = new Float64Array(sizeOf(shape));
+  fill(values);
+  return engine.upload(encodeStorage(op, values, dtype), shape, dtype);
+}
+
+/**
+ * Normal deviates (mean 0, std 1 unless given), generated on the host by a seeded
+ * generator: the same seed gives the same numbers on every backend.
+ */
+export function randn(shape: readonly number[], options: RandomOptions & { mean?: number; std?: number } = {}): Tensor {
+  const { mean = 0, std = 1, dtype = "float32" } = options;
+  const random = generator(options.seed);
+  return randomFloat("randn", shape, dtype, (out) => random.fillNormal(out, mean, std));
+}
+
+/** Uniform deviates in [low, high) (default [0, 1)), seeded like randn. */
+export function rand(shape: readonly number[], options: RandomOptions & { low?: number; high?: number } = {}): Tensor {
+  const { low = 0, high = 1, dtype = "float32" } = options;
+  const random = generator(options.seed);
+  return randomFloat("rand", shape, dtype, (out) => {
+    for (let i = 0; i < out.length; i++) out[i] = random.uniform(low, high);
+  });
+}
+
+/** Uniform integers in [low, high) as int32, seeded like randn. */
+export function randint(low: number, high: number, shape: readonly number[], options: { seed?: number } = {}): Tensor {
+  assertShapeArg("randint", "shape", shape);
+  if (!Number.isInteger(low) || !Number.isInteger(high) || high <= low) {
+    throw new ValueError(`randint: expected integers low < high, got [${low}, ${high})`);
+  }
+  const random = generator(options.seed);
+  const out = allocStorage("int32", sizeOf(shape));
+  for (let i = 0; i < out.length; i++) out[i] = low + random.nextInt(high - low);
+  return engine.upload(out, shape, "int32");
+}

@@ -1,0 +1,155 @@
+import { engine } from "../engine";
+import { DTypeError, ValueError } from "../errors";
+import {
+  Abs,
+  Add,
+  type BinaryKernelName,
+  type ComparisonKernelName,
+  Div,
+  Equal,
+  Exp,
+  Gelu,
+  type GeluApproximate,
+  GeluBackward,
+  Greater,
+  GreaterEqual,
+  INT32_ELEMENTWISE,
+  Less,
+  LessEqual,
+  Log,
+  Maximum,
+  Minimum,
+  Mul,
+  Neg,
+  NotEqual,
+  Pow,
+  Relu,
+  Rsqrt,
+  Sigmoid,
+  Sqrt,
+  Square,
+  Sub,
+  Tanh,
+  type UnaryKernelName,
+  Where,
+} from "../kernel_names";
+import { broadcastShapes } from "../shape";
+import { Tensor } from "../tensor";
+import { encodeStorage } from "./creation";
+import { assertDType, assertFloat, assertSameDType, assertShape, assertTensor } from "./validate";
+
+/** A tensor, or a number taken as a scalar of the other operand's dtype. */
+export type TensorLike = Tensor | number;
+
+const opName = (kernel: string) => kernel.charAt(0).toLowerCase() + kernel.slice(1);
+
+function unary(kernel: UnaryKernelName, x: Tensor): Tensor {
+  const op = opName(kernel);
+  assertTensor(op, "x", x);
+  if (!INT32_ELEMENTWISE.includes(kernel)) assertFloat(op, "x", x);
+  return engine.runKernel(kernel, { x }, {});
+}
+
+export const neg = (x: Tensor): Tensor => unary(Neg, x);
+export const abs = (x: Tensor): Tensor => unary(Abs, x);
+export const exp = (x: Tensor): Tensor => unary(Exp, x);
+export const log = (x: Tensor): Tensor => unary(Log, x);
+export const sqrt = (x: Tensor): Tensor => unary(Sqrt, x);
+export const rsqrt = (x: Tensor): Tensor => unary(Rsqrt, x);
+export const tanh = (x: Tensor): Tensor => unary(Tanh, x);
+export const sigmoid = (x: Tensor): Tensor => unary(Sigmoid, x);
+export const relu = (x: Tensor): Tensor => unary(Relu, x);
+export const square = (x: Tensor): Tensor => unary(Square, x);
+
+function checkApproximate(op: string, approximate: GeluApproximate): void {
+  if (approximate !== "none" && approximate !== "tanh") {
+    throw new ValueError(`${op}: approximate must be "none" or "tanh", got ${JSON.stringify(approximate)}`);
+  }
+}
+
+/** GELU: exact (erf) by default, or the tanh approximation. */
+export function gelu(x: Tensor, approximate: GeluApproximate = "none"): Tensor {
+  assertTensor("gelu", "x", x);
+  assertFloat("gelu", "x", x);
+  checkApproximate("gelu", approximate);
+  return engine.runKernel(Gelu, { x }, { approximate });
+}
+
+/** dy * GELU'(x), for either variant. */
+export function geluBackward(dy: Tensor, x: Tensor, approximate: GeluApproximate = "none"): Tensor {
+  assertTensor("geluBackward", "dy", dy);
+  assertTensor("geluBackward", "x", x);
+  assertFloat("geluBackward", "x", x);
+  assertSameDType("geluBackward", ["dy", "x"], dy, x);
+  assertShape("geluBackward", "dy", dy, x.shape);
+  checkApproximate("geluBackward", approximate);
+  return engine.runKernel(GeluBackward, { dy, x }, { approximate });
+}
+
+/** Turns numbers into scalars of the other operand's dtype; returns the temporaries to dispose. */
+function operands(op: string, a: TensorLike, b: TensorLike): [Tensor, Tensor, Tensor[]] {
+  const temporaries: Tensor[] = [];
+  const asTensor = (value: TensorLike, other: TensorLike, name: string): Tensor => {
+    if (value instanceof Tensor) {
+      assertTensor(op, name, value);
+      return value;
+    }
+    if (typeof value !== "number") throw new ValueError(`${op}: ${name} must be a Tensor or a number, got ${typeof value}`);
+    if (!(other instanceof Tensor)) throw new ValueError(`${op}: at least one operand must be a Tensor`);
+    assertTensor(op, name === "a" ? "b" : "a", other);
+    const dtype = other.dtype;
+    if (dtype === "int32" && !Number.isInteger(value)) {
+      throw new DTypeError(`${op}: ${name} = ${value} is not an integer, but the other operand is int32`);
+    }
+    // Scalars follow the other operand onto its backend.
+    const t = engine.upload(encodeStorage(op, [value], dtype), [], dtype, other.backend);
+    temporaries.push(t);
+    return t;
+  };
+  const ta = asTensor(a, b, "a");
+  const tb = asTensor(b, a, "b");
+  return [ta, tb, temporaries];
+}
+
+function binary(kernel: BinaryKernelName | ComparisonKernelName, a: TensorLike, b: TensorLike, floatOnly: boolean): Tensor {
+  const op = opName(kernel);
+  const [ta, tb, temporaries] = operands(op, a, b);
+  try {
+    assertSameDType(op, ["a", "b"], ta, tb);
+    if (floatOnly) assertFloat(op, "a", ta);
+    broadcastShapes(ta.shape, tb.shape, op);
+    return engine.runKernel(kernel, { a: ta, b: tb }, {});
+  } finally {
+    for (const t of temporaries) t.dispose();
+  }
+}
+
+export const add = (a: TensorLike, b: TensorLike): Tensor => binary(Add, a, b, false);
+export const sub = (a: TensorLike, b: TensorLike): Tensor => binary(Sub, a, b, false);
+export const mul = (a: TensorLike, b: TensorLike): Tensor => binary(Mul, a, b, false);
+export const div = (a: TensorLike, b: TensorLike): Tensor => binary(Div, a, b, true);
+export const maximum = (a: TensorLike, b: TensorLike): Tensor => binary(Maximum, a, b, false);
+export const minimum = (a: TensorLike, b: TensorLike): Tensor => binary(Minimum, a, b, false);
+export const pow = (a: TensorLike, b: TensorLike): Tensor => binary(Pow, a, b, true);
+
+/** Comparisons return int32 tensors of 0 and 1. */
+export const equal = (a: TensorLike, b: TensorLike): Tensor => binary(Equal, a, b, false);
+export const notEqual = (a: TensorLike, b: TensorLike): Tensor => binary(NotEqual, a, b, false);
+export const less = (a: TensorLike, b: TensorLike): Tensor => binary(Less, a, b, false);
+export const lessEqual = (a: TensorLike, b: TensorLike): Tensor => binary(LessEqual, a, b, false);
+export const greater = (a: TensorLike, b: TensorLike): Tensor => binary(Greater, a, b, false);
+export const greaterEqual = (a: TensorLike, b: TensorLike): Tensor => binary(GreaterEqual, a, b, false);
+
+/** condition (int32, nonzero = true) ? a : b, the three broadcast together. */
+export function where(condition: Tensor, a: TensorLike, b: TensorLike): Tensor {
+  assertTensor("where", "condition", condition);
+  assertDType("where", "condition", condition, "int32");
+  const [ta, tb, temporaries] = operands("where", a, b);
+  try {
+    assertSameDType("where", ["a", "b"], ta, tb);
+    broadcastShapes(broadcastShapes(condition.shape, ta.shape, "where"), tb.shape, "where");
+    return engine.runKernel(Where, { condition, a: ta, b: tb }, {});
+  } finally {
+    for (const t of temporaries) t.dispose();
+  }
+}

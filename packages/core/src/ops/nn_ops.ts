@@ -1,0 +1,201 @@
+import { engine } from "../engine";
+import { IndexError, ShapeError, ValueError } from "../errors";
+import {
+  AdamUpdate,
+  CrossEntropy,
+  CrossEntropyBackward,
+  LayerNorm,
+  LayerNormBackward,
+  LogSoftmax,
+  Softmax,
+} from "../kernel_names";
+import { formatShape } from "../shape";
+import type { Tensor } from "../tensor";
+import { mean, sum } from "./reduce";
+import { reshape, transpose } from "./shape_ops";
+import {
+  assertDType,
+  assertFiniteNumber,
+  assertFloat,
+  assertMinRank,
+  assertSameDType,
+  assertShape,
+  assertTensor,
+  axisArg,
+} from "./validate";
+
+function alongAxis(kernel: typeof Softmax | typeof LogSoftmax, op: string, x: Tensor, axis: number): Tensor {
+  assertTensor(op, "x", x);
+  assertFloat(op, "x", x);
+  assertMinRank(op, "x", x, 1);
+  const ax = axisArg(op, axis, x.rank);
+  if (ax === x.rank - 1) return engine.runKernel(kernel, { x }, {});
+  // Kernels work on the last axis: move `axis` there and back.
+  const perm = x.shape.map((_, i) => i);
+  perm[ax] = x.rank - 1;
+  perm[x.rank - 1] = ax;
+  return engine.tidy(() => transpose(engine.runKernel(kernel, { x: transpose(x, perm) }, {}), perm));
+}
+
+/** softmax along `axis` (default: the last), numerically stable. */
+export function softmax(x: Tensor, axis = -1): Tensor {
+  return alongAxis(Softmax, "softmax", x, axis);
+}
+
+/** log(softmax(x)) along `axis`, computed as x - max - log(sum(exp(x - max))). */
+export function logSoftmax(x: Tensor, axis = -1): Tensor {
+  return alongAxis(LogSoftmax, "logSoftmax", x, axis);
+}
+
+export interface LayerNormResult {
+  y: Tensor;
+  /** float32, shape x.shape[:-1]. */
+  mean: Tensor;
+  /** float32 1 / sqrt(var + epsilon), shape x.shape[:-1]. */
+  rstd: Tensor;
+}
+
+function checkLayerNorm(op: string, x: Tensor, gamma: Tensor | undefined, beta: Tensor | undefined, epsilon: number): void {
+  assertTensor(op, "x", x);
+  assertFloat(op, "x", x);
+  assertMinRank(op, "x", x, 1);
+  const features = x.shape[x.rank - 1];
+  for (const [name, t] of [["gamma", gamma], ["beta", beta]] as const) {
+    if (t === undefined) continue;
+    assertTensor(op, name, t);
+    assertSameDType(op, ["x", name], x, t);
+    if (t.rank !== 1 || t.shape[0] !== features) {
+      throw new ShapeError(`${op}: ${name} has shape ${formatShape(t.shape)}, expected [${features}] (x's last dim)`);
+    }
+  }
+  assertFiniteNumber(op, "epsilon", epsilon);
+  if (epsilon < 0) throw new ValueError(`${op}: epsilon must be >= 0, got ${epsilon}`);
+}
+
+/** Layer normalisation over the last axis, with its saved statistics (for the backward). */
+export function layerNormWithStats(x: Tensor, gamma?: Tensor, beta?: Tensor, epsilon = 1e-5): LayerNormResult {
+  checkLayerNorm("layerNorm", x, gamma, beta, epsilon);
+  const [y, m, r] = engine.runKernel(LayerNorm, { x, gamma, beta }, { epsilon });
+  return { y, mean: m, rstd: r };
+}
+
+/** Layer normalisation over the last axis: (x - mean) / sqrt(var + epsilon) * gamma + beta. */
+export function layerNorm(x: Tensor, gamma?: Tensor, beta?: Tensor, epsilon = 1e-5): Tensor {
+  const { y, mean: m, rstd } = layerNormWithStats(x, gamma, beta, epsilon);
+  m.dispose();
+  rstd.dispose();
+  return y;
+}
+
+export interface LayerNormGrads {
+  dx: Tensor;
+  dgamma: Tensor;
+  dbeta: Tensor;
+}
+
+/** Gradients of layerNorm from its saved mean/rstd. */
+export function layerNormBackward(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, gamma?: Tensor): LayerNormGrads {
+  const op = "layerNormBackward";
+  checkLayerNorm(op, x, gamma, undefined, 0);
+  assertTensor(op, "dy", dy);
+  assertSameDType(op, ["dy", "x"], dy, x);
+  assertShape(op, "dy", dy, x.shape);
+  for (const [name, t] of [["mean", mean], ["rstd", rstd]] as const) {
+    assertTensor(op, name, t);
+    assertDType(op, name, t, "float32");
+    assertShape(op, name, t, x.shape.slice(0, -1));
+  }
+  const [dx, dgamma, dbeta] = engine.runKernel(LayerNormBackward, { dy, x, mean, rstd, gamma }, {});
+  return { dx, dgamma, dbeta };
+}
+
+function checkCrossEntropy(op: string, logits: Tensor, targets: Tensor): void {
+  assertTensor(op, "logits", logits);
+  assertTensor(op, "targets", targets);
+  assertFloat(op, "logits", logits);
+  assertDType(op, "targets", targets, "int32");
+  assertMinRank(op, "logits", logits, 1);
+  const lead = logits.shape.slice(0, -1);
+  if (targets.rank !== lead.length || targets.shape.some((d, i) => d !== lead[i])) {
+    throw new ShapeError(
+      `${op}: targets has shape ${formatShape(targets.shape)}, expected ${formatShape(lead)} (logits ${formatShape(logits.shape)} without its class dim)`,
+    );
+  }
+  if (logits.shape[logits.rank - 1] === 0) throw new ShapeError(`${op}: logits has 0 classes`);
+}
+
+export type Reduction = "mean" | "sum" | "none";
+
+/**
+ * Cross-entropy from logits [..., C] and int32 class targets [...]: per element
+ * logsumexp(logits) - logits[target], then averaged ("mean", default), summed, or kept.
+ */
+export function crossEntropy(logits: Tensor, targets: Tensor, reduction: Reduction = "mean"): Tensor {
+  checkCrossEntropy("crossEntropy", logits, targets);
+  if (reduction !== "mean" && reduction !== "sum" && reduction !== "none") {
+    throw new ValueError(`crossEntropy: reduction must be "mean", "sum" or "none", got ${JSON.stringify(reduction)}`);
+  }
+  const classes = logits.shape[logits.rank - 1];
+  return engine.tidy(() => {
+    const rows = engine.runKernel(CrossEntropy, { logits: reshape(logits, [-1, classes]), targets: reshape(targets, [-1]) }, {});
+    if (reduction === "none") return reshape(rows, targets.shape);
+    return reduction === "sum" ? sum(rows) : mean(rows);
+  });
+}
+
+/**
+ * Gradient of the per-row cross-entropy: (softmax(logits) - onehot(targets)) * dy, with
+ * logits [N, C], targets [N] int32, dy [N] (the upstream gradient of each row's loss).
+ */
+export function crossEntropyBackward(logits: Tensor, targets: Tensor, dy: Tensor): Tensor {
+  const op = "crossEntropyBackward";
+  checkCrossEntropy(op, logits, targets);
+  if (logits.rank !== 2) throw new ShapeError(`${op}: logits must be [N, C], got ${formatShape(logits.shape)}`);
+  assertTensor(op, "dy", dy);
+  assertSameDType(op, ["dy", "logits"], dy, logits);
+  assertShape(op, "dy", dy, targets.shape);
+  return engine.runKernel(CrossEntropyBackward, { logits, targets, dy }, {});
+}
+
+export interface AdamOptions {
+  lr: number;
+  beta1?: number;
+  beta2?: number;
+  epsilon?: number;
+  weightDecay?: number;
+  /** true: AdamW (decay applied to the weights directly); false (default): L2 added to the gradient. */
+  decoupledWeightDecay?: boolean;
+  /** The step number, counted from 1 (bias correction). */
+  step: number;
+}
+
+export interface AdamState {
+  param: Tensor;
+  m: Tensor;
+  v: Tensor;
+}
+
+/** One fused Adam/AdamW step: new param, m and v (the inputs are unchanged; assign them). */
+export function adamUpdate(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, options: AdamOptions): AdamState {
+  const op = "adamUpdate";
+  for (const [name, t] of [["param", param], ["grad", grad], ["m", m], ["v", v]] as const) {
+    assertTensor(op, name, t);
+    assertFloat(op, name, t);
+    assertShape(op, name, t, param.shape);
+  }
+  assertSameDType(op, ["grad", "param"], grad, param);
+  const { lr, beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8, weightDecay = 0, decoupledWeightDecay = false, step } = options;
+  for (const [name, value] of [["lr", lr], ["beta1", beta1], ["beta2", beta2], ["epsilon", epsilon], ["weightDecay", weightDecay]] as const) {
+    assertFiniteNumber(op, name, value);
+  }
+  if (beta1 < 0 || beta1 >= 1 || beta2 < 0 || beta2 >= 1) {
+    throw new ValueError(`${op}: beta1 and beta2 must be in [0, 1), got ${beta1} and ${beta2}`);
+  }
+  if (!Number.isInteger(step) || step < 1) throw new IndexError(`${op}: step must be an integer >= 1, got ${step}`);
+  const [p, mNew, vNew] = engine.runKernel(
+    AdamUpdate,
+    { param, grad, m, v },
+    { lr, beta1, beta2, epsilon, weightDecay, decoupledWeightDecay: Boolean(decoupledWeightDecay), step },
+  );
+  return { param: p, m: mNew, v: vNew };
+}

@@ -1,0 +1,51 @@
+import { engine } from "../engine";
+import { ShapeError } from "../errors";
+import { Argmax, Max, Mean, Min, Sum } from "../kernel_names";
+import { formatShape, normalizeAxes } from "../shape";
+import type { Tensor } from "../tensor";
+import { assertFloat, assertTensor, axisArg } from "./validate";
+
+type Axes = number | readonly number[];
+type ReduceKernel = typeof Sum | typeof Mean | typeof Max | typeof Min;
+
+function reduce(kernel: ReduceKernel, op: string, x: Tensor, axes: Axes | undefined, keepDims: boolean): Tensor {
+  assertTensor(op, "x", x);
+  const list = normalizeAxes(axes, x.rank, op);
+  if (kernel === Max || kernel === Min) {
+    for (const a of list) {
+      if (x.shape[a] === 0) throw new ShapeError(`${op}: cannot reduce over axis ${a} of size 0 (shape ${formatShape(x.shape)})`);
+    }
+  }
+  return engine.runKernel(kernel, { x }, { axes: list, keepDims });
+}
+
+/** Sum over `axes` (default: all). float or int32. */
+export function sum(x: Tensor, axes?: Axes, keepDims = false): Tensor {
+  return reduce(Sum, "sum", x, axes, keepDims);
+}
+
+/** Mean over `axes` (default: all). float dtypes. */
+export function mean(x: Tensor, axes?: Axes, keepDims = false): Tensor {
+  assertTensor("mean", "x", x);
+  assertFloat("mean", "x", x);
+  return reduce(Mean, "mean", x, axes, keepDims);
+}
+
+/** Maximum over `axes` (default: all). */
+export function max(x: Tensor, axes?: Axes, keepDims = false): Tensor {
+  return reduce(Max, "max", x, axes, keepDims);
+}
+
+/** Minimum over `axes` (default: all). */
+export function min(x: Tensor, axes?: Axes, keepDims = false): Tensor {
+  return reduce(Min, "min", x, axes, keepDims);
+}
+
+/** int32 index of the first maximum along `axis` (default: the last). */
+export function argmax(x: Tensor, axis = -1, keepDims = false): Tensor {
+  assertTensor("argmax", "x", x);
+  if (x.rank === 0) throw new ShapeError("argmax: x must have rank >= 1, got a scalar");
+  const ax = axisArg("argmax", axis, x.rank);
+  if (x.shape[ax] === 0) throw new ShapeError(`argmax: axis ${ax} has size 0 (shape ${formatShape(x.shape)})`);
+  return engine.runKernel(Argmax, { x }, { axis: ax, keepDims });
+}

@@ -1,0 +1,192 @@
+import { type DType, isDType } from "../dtypes";
+import { engine } from "../engine";
+import { DTypeError, IndexError, ShapeError, ValueError } from "../errors";
+import { BroadcastTo, Cast, Concat, Gather, OneHot, Reshape, ScatterAdd, Slice, Transpose } from "../kernel_names";
+import { broadcastShapes, formatShape, shapesEqual, sizeOf } from "../shape";
+import type { Tensor } from "../tensor";
+import { assertDType, assertPositiveInt, assertShapeArg, assertTensor, axisArg } from "./validate";
+
+/** The same data with another shape of the same size; one dim may be -1 (inferred). */
+export function reshape(x: Tensor, shape: readonly number[]): Tensor {
+  assertTensor("reshape", "x", x);
+  const inferAt = shape.indexOf(-1);
+  if (shape.filter((d) => d === -1).length > 1) throw new ShapeError(`reshape: shape ${formatShape(shape)} has more than one -1`);
+  const known = shape.filter((d) => d !== -1);
+  assertShapeArg("reshape", "shape", known);
+  const resolved = [...shape];
+  if (inferAt >= 0) {
+    const rest = sizeOf(known);
+    if (rest === 0 || x.size % rest !== 0) {
+      throw new ShapeError(`reshape: cannot infer the -1 in ${formatShape(shape)} for ${x.size} elements`);
+    }
+    resolved[inferAt] = x.size / rest;
+  }
+  if (sizeOf(resolved) !== x.size) {
+    throw new ShapeError(`reshape: cannot view ${formatShape(x.shape)} (${x.size} elements) as ${formatShape(resolved)}`);
+  }
+  return engine.runKernel(Reshape, { x }, { shape: resolved });
+}
+
+/** Collapses dims [startAxis, endAxis] (inclusive) into one. Default: everything. */
+export function flatten(x: Tensor, startAxis = 0, endAxis = -1): Tensor {
+  assertTensor("flatten", "x", x);
+  if (x.rank === 0) return reshape(x, [1]);
+  const start = axisArg("flatten", startAxis, x.rank);
+  const end = axisArg("flatten", endAxis, x.rank);
+  if (end < start) throw new IndexError(`flatten: endAxis ${endAxis} comes before startAxis ${startAxis}`);
+  const merged = sizeOf(x.shape.slice(start, end + 1));
+  return reshape(x, [...x.shape.slice(0, start), merged, ...x.shape.slice(end + 1)]);
+}
+
+/** Inserts a dim of size 1 at `axis` (in [-rank-1, rank]). */
+export function expandDims(x: Tensor, axis: number): Tensor {
+  assertTensor("expandDims", "x", x);
+  const position = axisArg("expandDims", axis, x.rank + 1);
+  return reshape(x, [...x.shape.slice(0, position), 1, ...x.shape.slice(position)]);
+}
+
+/** Removes dims of size 1 (the given axes, or all of them). */
+export function squeeze(x: Tensor, axes?: number | readonly number[]): Tensor {
+  assertTensor("squeeze", "x", x);
+  const list = axes === undefined ? undefined : (typeof axes === "number" ? [axes] : axes).map((a) => axisArg("squeeze", a, x.rank));
+  for (const a of list ?? []) {
+    if (x.shape[a] !== 1) throw new ShapeError(`squeeze: axis ${a} has size ${x.shape[a]}, expected 1`);
+  }
+  return reshape(x, x.shape.filter((d, i) => (list === undefined ? d !== 1 : !list.includes(i))));
+}
+
+/** Permutes dims: out.shape[i] = x.shape[perm[i]]. Default: reverses them. */
+export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
+  assertTensor("transpose", "x", x);
+  const order = perm === undefined ? x.shape.map((_, i) => x.rank - 1 - i) : perm.map((a) => axisArg("transpose", a, x.rank));
+  if (order.length !== x.rank || new Set(order).size !== x.rank) {
+    throw new ShapeError(`transpose: perm [${perm}] is not a permutation of ${x.rank} axes`);
+  }
+  if (order.every((a, i) => a === i)) return x.clone();
+  return engine.runKernel(Transpose, { x }, { perm: order });
+}
+
+/** Alias of transpose with an explicit permutation. */
+export function permute(x: Tensor, perm: readonly number[]): Tensor {
+  return transpose(x, perm);
+}
+
+/**
+ * x[begin[i] : begin[i] + size[i]]; a size of -1 takes the rest of the dim; negative begins
+ * count from the end. `begin`/`size` may be shorter than the rank (the rest is taken whole).
+ */
+export function slice(x: Tensor, begin: readonly number[], size?: readonly number[]): Tensor {
+  assertTensor("slice", "x", x);
+  if (begin.length > x.rank || (size && size.length > x.rank)) {
+    throw new ShapeError(`slice: begin/size have more entries than x's rank ${x.rank}`);
+  }
+  const starts: number[] = [];
+  const sizes: number[] = [];
+  for (let i = 0; i < x.rank; i++) {
+    const dim = x.shape[i];
+    let start = begin[i] ?? 0;
+    if (!Number.isInteger(start)) throw new IndexError(`slice: begin[${i}] = ${start} is not an integer`);
+    if (start < 0) start += dim;
+    if (start < 0 || start > dim) throw new IndexError(`slice: begin[${i}] = ${begin[i]} is out of range for dim ${dim}`);
+    let length = size?.[i] ?? -1;
+    if (length === -1) length = dim - start;
+    if (!Number.isInteger(length) || length < 0 || start + length > dim) {
+      throw new IndexError(`slice: size[${i}] = ${size?.[i]} from ${start} exceeds dim ${dim}`);
+    }
+    starts.push(start);
+    sizes.push(length);
+  }
+  if (shapesEqual(sizes, x.shape)) return x.clone();
+  return engine.runKernel(Slice, { x }, { begin: starts, size: sizes });
+}
+
+/** Joins tensors along an existing axis. */
+export function concat(tensors: readonly Tensor[], axis = 0): Tensor {
+  if (!Array.isArray(tensors as unknown) || tensors.length === 0) throw new ValueError("concat: expected a non-empty array of tensors");
+  tensors.forEach((t, i) => {
+    assertTensor("concat", `tensors[${i}]`, t);
+  });
+  const first = tensors[0];
+  const ax = axisArg("concat", axis, first.rank);
+  tensors.forEach((t, i) => {
+    if (t.dtype !== first.dtype) throw new DTypeError(`concat: tensors[${i}] has dtype ${t.dtype}, expected ${first.dtype}`);
+    if (t.rank !== first.rank || t.shape.some((d, j) => j !== ax && d !== first.shape[j])) {
+      throw new ShapeError(
+        `concat: tensors[${i}] has shape ${formatShape(t.shape)}, incompatible with ${formatShape(first.shape)} along axis ${ax}`,
+      );
+    }
+  });
+  if (tensors.length === 1) return first.clone();
+  return engine.runKernel(Concat, { tensors: [...tensors] }, { axis: ax });
+}
+
+/** Joins same-shape tensors along a new axis. */
+export function stack(tensors: readonly Tensor[], axis = 0): Tensor {
+  if (!Array.isArray(tensors as unknown) || tensors.length === 0) throw new ValueError("stack: expected a non-empty array of tensors");
+  tensors.forEach((t, i) => {
+    assertTensor("stack", `tensors[${i}]`, t);
+  });
+  const first = tensors[0];
+  tensors.forEach((t, i) => {
+    if (!shapesEqual(t.shape, first.shape)) {
+      throw new ShapeError(`stack: tensors[${i}] has shape ${formatShape(t.shape)}, expected ${formatShape(first.shape)}`);
+    }
+  });
+  const ax = axisArg("stack", axis, first.rank + 1);
+  return engine.tidy(() => concat(tensors.map((t) => expandDims(t, ax)), ax));
+}
+
+/** x broadcast to `shape` (NumPy rules). */
+export function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
+  assertTensor("broadcastTo", "x", x);
+  assertShapeArg("broadcastTo", "shape", shape);
+  const out = broadcastShapes(x.shape, shape, "broadcastTo");
+  if (!shapesEqual(out, shape)) throw new ShapeError(`broadcastTo: cannot broadcast ${formatShape(x.shape)} to ${formatShape(shape)}`);
+  if (shapesEqual(x.shape, shape)) return x.clone();
+  return engine.runKernel(BroadcastTo, { x }, { shape: [...shape] });
+}
+
+/** Rows of x picked by int32 `indices` along `axis` (embedding lookup with axis 0). */
+export function gather(x: Tensor, indices: Tensor, axis = 0): Tensor {
+  assertTensor("gather", "x", x);
+  assertTensor("gather", "indices", indices);
+  assertDType("gather", "indices", indices, "int32");
+  if (x.rank === 0) throw new ShapeError("gather: x must have rank >= 1, got a scalar");
+  const ax = axisArg("gather", axis, x.rank);
+  return engine.runKernel(Gather, { x, indices }, { axis: ax });
+}
+
+/**
+ * The adjoint of gather: zeros of `shape` with `updates` added at `indices` along `axis`
+ * (repeated indices accumulate). updates.shape = shape[:axis] + indices.shape + shape[axis+1:].
+ */
+export function scatterAdd(indices: Tensor, updates: Tensor, shape: readonly number[], axis = 0): Tensor {
+  assertTensor("scatterAdd", "indices", indices);
+  assertTensor("scatterAdd", "updates", updates);
+  assertDType("scatterAdd", "indices", indices, "int32");
+  assertShapeArg("scatterAdd", "shape", shape);
+  if (shape.length === 0) throw new ShapeError("scatterAdd: shape must have rank >= 1");
+  const ax = axisArg("scatterAdd", axis, shape.length);
+  const expected = [...shape.slice(0, ax), ...indices.shape, ...shape.slice(ax + 1)];
+  if (!shapesEqual(updates.shape, expected)) {
+    throw new ShapeError(`scatterAdd: updates has shape ${formatShape(updates.shape)}, expected ${formatShape(expected)}`);
+  }
+  return engine.runKernel(ScatterAdd, { indices, updates }, { axis: ax, shape: [...shape] });
+}
+
+/** x converted to `dtype` (float -> int32 truncates toward zero; halves round to nearest even). */
+export function cast(x: Tensor, dtype: DType): Tensor {
+  assertTensor("cast", "x", x);
+  if (!isDType(dtype)) throw new DTypeError(`cast: unknown dtype ${JSON.stringify(dtype)}`);
+  if (x.dtype === dtype) return x.clone();
+  return engine.runKernel(Cast, { x }, { dtype });
+}
+
+/** [...indices.shape, depth]: 1 at each index, 0 elsewhere (zeros for an index outside [0, depth)). */
+export function oneHot(indices: Tensor, depth: number, dtype: DType = "float32"): Tensor {
+  assertTensor("oneHot", "indices", indices);
+  assertDType("oneHot", "indices", indices, "int32");
+  assertPositiveInt("oneHot", "depth", depth);
+  if (!isDType(dtype)) throw new DTypeError(`oneHot: unknown dtype ${JSON.stringify(dtype)}`);
+  return engine.runKernel(OneHot, { indices }, { depth, dtype });
+}

@@ -1,0 +1,82 @@
+import { BsrPattern } from "@blocksparse/format";
+import { engine } from "../engine";
+import { ShapeError, ValueError } from "../errors";
+import { BlockNorms, BsrLinear, BsrMatmul, SampledMatmul } from "../kernel_names";
+import { formatShape, shapesEqual } from "../shape";
+import type { Tensor } from "../tensor";
+import { assertFloat, assertMinRank, assertSameDType, assertTensor } from "./validate";
+
+function assertPattern(op: string, pattern: unknown): asserts pattern is BsrPattern {
+  if (!(pattern instanceof BsrPattern)) throw new ValueError(`${op}: pattern must be a BsrPattern from @blocksparse/format`);
+}
+
+function assertValues(op: string, values: Tensor, pattern: BsrPattern): void {
+  assertTensor(op, "values", values);
+  assertFloat(op, "values", values);
+  const expected = [pattern.nnzBlocks, pattern.blockShape[0], pattern.blockShape[1]];
+  if (!shapesEqual(values.shape, expected)) {
+    throw new ShapeError(`${op}: values has shape ${formatShape(values.shape)}, the pattern expects ${formatShape(expected)} ([nnzBlocks, R, C])`);
+  }
+}
+
+function assertFeatures(op: string, name: string, t: Tensor, expected: number, what: string): void {
+  assertTensor(op, name, t);
+  assertMinRank(op, name, t, 1);
+  const got = t.shape[t.rank - 1];
+  if (got !== expected) throw new ShapeError(`${op}: ${name} has ${got} features, the weight expects ${expected} (${what})`);
+}
+
+/**
+ * Y = X W^T + bias with W [rows, cols] block-sparse (pattern + values [nnzBlocks, R, C]):
+ * x [..., cols] -> [..., rows].
+ */
+export function bsrLinear(x: Tensor, values: Tensor, pattern: BsrPattern, bias?: Tensor): Tensor {
+  const op = "bsrLinear";
+  assertPattern(op, pattern);
+  const [rows, cols] = pattern.shape;
+  assertFeatures(op, "x", x, cols, "its columns");
+  assertValues(op, values, pattern);
+  assertSameDType(op, ["x", "values"], x, values);
+  if (bias !== undefined) {
+    assertTensor(op, "bias", bias);
+    assertSameDType(op, ["bias", "x"], bias, x);
+    if (!shapesEqual(bias.shape, [rows])) throw new ShapeError(`${op}: bias has shape ${formatShape(bias.shape)}, expected [${rows}]`);
+  }
+  return engine.runKernel(BsrLinear, { x, values, bias }, { pattern });
+}
+
+/** dX = dY W: dy [..., rows] -> [..., cols] (the input gradient of bsrLinear). */
+export function bsrMatmul(dy: Tensor, values: Tensor, pattern: BsrPattern): Tensor {
+  const op = "bsrMatmul";
+  assertPattern(op, pattern);
+  assertFeatures(op, "dy", dy, pattern.shape[0], "its rows");
+  assertValues(op, values, pattern);
+  assertSameDType(op, ["dy", "values"], dy, values);
+  return engine.runKernel(BsrMatmul, { dy, values }, { pattern });
+}
+
+/**
+ * dW = dY^T X on W's blocks only (SDDMM): dy [..., rows], x [..., cols] with the same
+ * leading dims -> [nnzBlocks, R, C], laid out like W's values.
+ */
+export function sampledMatmul(dy: Tensor, x: Tensor, pattern: BsrPattern): Tensor {
+  const op = "sampledMatmul";
+  assertPattern(op, pattern);
+  assertFeatures(op, "dy", dy, pattern.shape[0], "its rows");
+  assertFeatures(op, "x", x, pattern.shape[1], "its columns");
+  assertFloat(op, "dy", dy);
+  assertSameDType(op, ["dy", "x"], dy, x);
+  if (!shapesEqual(dy.shape.slice(0, -1), x.shape.slice(0, -1))) {
+    throw new ShapeError(`${op}: dy ${formatShape(dy.shape)} and x ${formatShape(x.shape)} must have the same leading dims`);
+  }
+  return engine.runKernel(SampledMatmul, { dy, x }, { pattern });
+}
+
+/** The L2 norm of each block: values [nnzBlocks, R, C] -> float32 [nnzBlocks]. */
+export function blockNorms(values: Tensor): Tensor {
+  const op = "blockNorms";
+  assertTensor(op, "values", values);
+  assertFloat(op, "values", values);
+  if (values.rank !== 3) throw new ShapeError(`${op}: values must be [nnzBlocks, R, C], got ${formatShape(values.shape)}`);
+  return engine.runKernel(BlockNorms, { values }, {});
+}

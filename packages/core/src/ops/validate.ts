@@ -1,0 +1,60 @@
+/** Argument checks shared by ops: each throws a typed error naming the op and the argument. */
+import type { DType } from "../dtypes";
+import { DTypeError, IndexError, ShapeError, ValueError } from "../errors";
+import { formatShape, normalizeAxis } from "../shape";
+import { Tensor } from "../tensor";
+
+export function assertTensor(op: string, name: string, value: unknown): asserts value is Tensor {
+  if (!(value instanceof Tensor)) {
+    const got = value === null ? "null" : Array.isArray(value) ? "an array" : typeof value;
+    throw new ValueError(`${op}: ${name} must be a Tensor, got ${got}`);
+  }
+  value.throwIfDisposed(`${op}: ${name}`);
+}
+
+export function assertFloat(op: string, name: string, t: Tensor): void {
+  if (t.dtype === "int32") throw new DTypeError(`${op}: ${name} has dtype int32, expected a float dtype (float32, float16, bfloat16)`);
+}
+
+export function assertDType(op: string, name: string, t: Tensor, dtype: DType): void {
+  if (t.dtype !== dtype) throw new DTypeError(`${op}: ${name} has dtype ${t.dtype}, expected ${dtype}`);
+}
+
+export function assertSameDType(op: string, names: [string, string], a: Tensor, b: Tensor): void {
+  if (a.dtype !== b.dtype) {
+    throw new DTypeError(`${op}: ${names[0]} has dtype ${a.dtype} but ${names[1]} has ${b.dtype}; cast one first`);
+  }
+}
+
+export function assertRank(op: string, name: string, t: Tensor, rank: number): void {
+  if (t.rank !== rank) throw new ShapeError(`${op}: ${name} must have rank ${rank}, got shape ${formatShape(t.shape)}`);
+}
+
+export function assertMinRank(op: string, name: string, t: Tensor, rank: number): void {
+  if (t.rank < rank) throw new ShapeError(`${op}: ${name} must have rank >= ${rank}, got shape ${formatShape(t.shape)}`);
+}
+
+export function assertShape(op: string, name: string, t: Tensor, shape: readonly number[]): void {
+  if (t.rank !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+    throw new ShapeError(`${op}: ${name} has shape ${formatShape(t.shape)}, expected ${formatShape(shape)}`);
+  }
+}
+
+export function assertShapeArg(op: string, name: string, shape: readonly number[]): void {
+  if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
+    throw new ShapeError(`${op}: ${name} must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
+  }
+}
+
+export function assertFiniteNumber(op: string, name: string, value: number): void {
+  if (typeof value !== "number" || !Number.isFinite(value)) throw new ValueError(`${op}: ${name} must be a finite number, got ${value}`);
+}
+
+export function assertPositiveInt(op: string, name: string, value: number): void {
+  if (!Number.isInteger(value) || value < 1) throw new ValueError(`${op}: ${name} must be a positive integer, got ${value}`);
+}
+
+export function axisArg(op: string, axis: number, rank: number): number {
+  if (!Number.isInteger(axis)) throw new IndexError(`${op}: axis must be an integer, got ${axis}`);
+  return normalizeAxis(axis, rank, op);
+}
