@@ -1,1 +1,36 @@
-export const version = "0.1.0";
+export { BsrFormatError } from "./errors.js";
+export {
+  BSR_DTYPES,
+  type BsrDType,
+  type BsrValues,
+  bfloat16BitsToFloat32,
+  bfloat16BitsToFloat32Array,
+  decodeValues,
+  encodeValues,
+  float16BitsToFloat32,
+  float16BitsToFloat32Array,
+  float32ArrayToBfloat16Bits,
+  float32ArrayToFloat16Bits,
+  float32ToBfloat16Bits,
+  float32ToFloat16Bits,
+  isBsrDType,
+} from "./dtype.js";
+export { SeededRandom } from "./random.js";
+export {
+  type BsrColumnIndex,
+  type BsrCoordinates,
+  BsrPattern,
+  type BsrPatternInit,
+  type Shape2,
+} from "./pattern.js";
+export {
+  BsrMatrix,
+  type FromDenseOptions,
+  type IndexArrayInput,
+  type RandomMatrixOptions,
+  type ScipyBsrInput,
+  type ScipyBsrLayout,
+  type TorchBsrInput,
+  type TorchBsrLayout,
+  type ValuesInput,
+} from "./matrix.js";

@@ -1,0 +1,117 @@
+/** Element types of block values. 16-bit types keep their raw bits in a Uint16Array. */
+export type BsrDType = "float32" | "float16" | "bfloat16";
+export type BsrValues = Float32Array | Uint16Array;
+
+export const BSR_DTYPES: readonly BsrDType[] = ["float32", "float16", "bfloat16"];
+
+export function isBsrDType(value: unknown): value is BsrDType {
+  return value === "float32" || value === "float16" || value === "bfloat16";
+}
+
+// One float32 slot viewed as its bits: both views share the platform's byte order.
+const scratchFloat = new Float32Array(1);
+const scratchBits = new Uint32Array(scratchFloat.buffer);
+
+function float32Bits(value: number): number {
+  scratchFloat[0] = value;
+  return scratchBits[0];
+}
+
+function float32FromBits(bits: number): number {
+  scratchBits[0] = bits >>> 0;
+  return scratchFloat[0];
+}
+
+/**
+ * IEEE binary16 bits of a float32 value, rounded to nearest, ties to even. Values past
+ * the largest half (65504) round to infinity, tiny ones to subnormals or signed zero,
+ * NaN stays a (quiet) NaN. A JavaScript number is first rounded to float32.
+ */
+export function float32ToFloat16Bits(value: number): number {
+  const bits = float32Bits(value);
+  const sign = (bits >>> 16) & 0x8000;
+  const exponent = (bits >>> 23) & 0xff;
+  const mantissa = bits & 0x7fffff;
+  if (exponent === 0xff) return mantissa === 0 ? sign | 0x7c00 : sign | 0x7e00 | (mantissa >>> 13);
+  const unbiased = exponent - 127;
+  if (unbiased > 15) return sign | 0x7c00;
+  if (unbiased >= -14) {
+    const half = ((unbiased + 15) << 10) | (mantissa >>> 13);
+    const rest = mantissa & 0x1fff;
+    // A carry out of the mantissa bumps the exponent, up to infinity: both are right.
+    const roundUp = rest > 0x1000 || (rest === 0x1000 && (half & 1) === 1);
+    return sign | (half + (roundUp ? 1 : 0));
+  }
+  if (unbiased < -25) return sign;
+  // Subnormal half: value = significand * 2^(unbiased - 23) = half * 2^-24.
+  const significand = mantissa | 0x800000;
+  const shift = -unbiased - 1;
+  const half = significand >>> shift;
+  const rest = significand & ((1 << shift) - 1);
+  const halfway = 1 << (shift - 1);
+  const roundUp = rest > halfway || (rest === halfway && (half & 1) === 1);
+  return sign | (half + (roundUp ? 1 : 0));
+}
+
+/** The float32 value of IEEE binary16 bits (exact: every half is a float32). */
+export function float16BitsToFloat32(bits: number): number {
+  const sign = (bits & 0x8000) << 16;
+  const exponent = (bits >>> 10) & 0x1f;
+  const mantissa = bits & 0x3ff;
+  if (exponent === 0x1f) return float32FromBits(sign | 0x7f800000 | (mantissa << 13));
+  if (exponent === 0) {
+    const magnitude = mantissa * 2 ** -24;
+    return sign === 0 ? magnitude : -magnitude;
+  }
+  return float32FromBits(sign | ((exponent + 112) << 23) | (mantissa << 13));
+}
+
+/** bfloat16 bits of a float32 value (its top 16 bits), rounded to nearest, ties to even. */
+export function float32ToBfloat16Bits(value: number): number {
+  const bits = float32Bits(value);
+  if ((bits & 0x7f800000) === 0x7f800000 && (bits & 0x7fffff) !== 0) return (bits >>> 16) | 0x40;
+  return (bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16;
+}
+
+/** The float32 value of bfloat16 bits (exact). */
+export function bfloat16BitsToFloat32(bits: number): number {
+  return float32FromBits((bits & 0xffff) << 16);
+}
+
+export function float32ArrayToFloat16Bits(values: ArrayLike<number>): Uint16Array {
+  const out = new Uint16Array(values.length);
+  for (let i = 0; i < values.length; i++) out[i] = float32ToFloat16Bits(values[i]);
+  return out;
+}
+
+export function float16BitsToFloat32Array(bits: ArrayLike<number>): Float32Array {
+  const out = new Float32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) out[i] = float16BitsToFloat32(bits[i]);
+  return out;
+}
+
+export function float32ArrayToBfloat16Bits(values: ArrayLike<number>): Uint16Array {
+  const out = new Uint16Array(values.length);
+  for (let i = 0; i < values.length; i++) out[i] = float32ToBfloat16Bits(values[i]);
+  return out;
+}
+
+export function bfloat16BitsToFloat32Array(bits: ArrayLike<number>): Float32Array {
+  const out = new Float32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) out[i] = bfloat16BitsToFloat32(bits[i]);
+  return out;
+}
+
+/** Float values stored as `dtype`: a new Float32Array, or rounded 16-bit patterns. */
+export function encodeValues(values: ArrayLike<number>, dtype: BsrDType): BsrValues {
+  if (dtype === "float16") return float32ArrayToFloat16Bits(values);
+  if (dtype === "bfloat16") return float32ArrayToBfloat16Bits(values);
+  return Float32Array.from(values);
+}
+
+/** Stored values of `dtype` as float32 (a new array). */
+export function decodeValues(values: BsrValues, dtype: BsrDType): Float32Array {
+  if (dtype === "float16") return float16BitsToFloat32Array(values);
+  if (dtype === "bfloat16") return bfloat16BitsToFloat32Array(values);
+  return Float32Array.from(values);
+}

@@ -1,0 +1,34 @@
+import type { z } from "zod";
+
+/**
+ * A malformed block-sparse matrix, file or argument. `field` names what was wrong
+ * (`blockRowPtr`, `blockColIdx`, `values`, `shape`, `header`, a tensor name...);
+ * `position`, when present, is the offending index inside that field.
+ */
+export class BsrFormatError extends Error {
+  override readonly name = "BsrFormatError";
+  readonly field: string;
+  readonly position?: number;
+
+  constructor(field: string, message: string, position?: number) {
+    super(position === undefined ? `${field}: ${message}` : `${field}[${position}]: ${message}`);
+    this.field = field;
+    if (position !== undefined) this.position = position;
+  }
+}
+
+/** Parses `input` with a zod schema, turning the first issue into a BsrFormatError. */
+export function parseWith<T>(schema: z.ZodType<T>, input: unknown, field: string): T {
+  const result = schema.safeParse(input);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0]!;
+  const path = issue.path.filter((key) => typeof key !== "symbol") as (string | number)[];
+  const last = path.at(-1);
+  const position = typeof last === "number" ? last : undefined;
+  const names = [field, ...path.filter((key) => typeof key === "string")];
+  return raise(names.join("."), issue.message, position);
+}
+
+function raise(field: string, message: string, position?: number): never {
+  throw new BsrFormatError(field, message, position);
+}

@@ -1,0 +1,449 @@
+import { type BsrDType, type BsrValues, decodeValues, encodeValues, isBsrDType } from "./dtype.js";
+import { BsrFormatError, parseWith } from "./errors.js";
+import { BsrPattern, checkDensity, checkShapes, type Shape2 } from "./pattern.js";
+import { SeededRandom } from "./random.js";
+import { scipyBsrInputSchema, torchBsrInputSchema } from "./schema.js";
+
+export interface FromDenseOptions {
+  blockShape: Shape2;
+  /** Keep the blocks this mask names (blockRows * blockCols, row-major). */
+  mask?: ArrayLike<boolean | number>;
+  /** Keep the round(density * blocks) strongest blocks by L2 norm (ties: lower index first). */
+  density?: number;
+  dtype?: BsrDType;
+}
+
+export interface RandomMatrixOptions {
+  blockShape: Shape2;
+  density: number;
+  seed: number;
+  dtype?: BsrDType;
+  /** Standard deviation of the normal values (default 1). */
+  std?: number;
+}
+
+/** PyTorch's BSR layout as plain arrays (`torch.sparse_bsr_tensor(crow, col, values, size)`). */
+export interface TorchBsrLayout {
+  crowIndices: Int32Array;
+  colIndices: Int32Array;
+  values: BsrValues;
+  valuesShape: [number, number, number];
+  size: [number, number];
+  dtype: BsrDType;
+}
+
+/** SciPy's `bsr_matrix((data, indices, indptr), shape=shape)` as plain arrays. */
+export interface ScipyBsrLayout {
+  indptr: Int32Array;
+  indices: Int32Array;
+  data: BsrValues;
+  dataShape: [number, number, number];
+  shape: [number, number];
+  dtype: BsrDType;
+}
+
+/** Index arrays accepted from outside: int32, int64 (as PyTorch and NumPy often use) or numbers. */
+export type IndexArrayInput = Int32Array | BigInt64Array | ArrayLike<number>;
+/** Values accepted from outside: float32 numbers, or raw 16-bit patterns with a 16-bit dtype. */
+export type ValuesInput = Float32Array | Uint16Array | ArrayLike<number>;
+
+export interface TorchBsrInput {
+  crowIndices: IndexArrayInput;
+  colIndices: IndexArrayInput;
+  values: ValuesInput;
+  valuesShape: readonly [number, number, number];
+  size: Shape2;
+  dtype?: BsrDType;
+}
+
+export interface ScipyBsrInput {
+  indptr: IndexArrayInput;
+  indices: IndexArrayInput;
+  data: ValuesInput;
+  dataShape: readonly [number, number, number];
+  shape: Shape2;
+  dtype?: BsrDType;
+}
+
+/**
+ * A block-sparse row matrix: a shared, immutable BsrPattern plus its block values
+ * (nnzBlocks * R * C, each block row-major, blocks in the pattern's order).
+ */
+export class BsrMatrix {
+  readonly pattern: BsrPattern;
+  readonly dtype: BsrDType;
+  /** Float32Array for float32; raw IEEE half / bfloat16 bits for the 16-bit dtypes. */
+  readonly values: BsrValues;
+
+  private constructor(pattern: BsrPattern, values: BsrValues, dtype: BsrDType) {
+    this.pattern = pattern;
+    this.values = values;
+    this.dtype = dtype;
+  }
+
+  get shape(): Shape2 {
+    return this.pattern.shape;
+  }
+  get blockShape(): Shape2 {
+    return this.pattern.blockShape;
+  }
+  get blockRows(): number {
+    return this.pattern.blockRows;
+  }
+  get blockCols(): number {
+    return this.pattern.blockCols;
+  }
+  get blockRowPtr(): Int32Array {
+    return this.pattern.blockRowPtr;
+  }
+  get blockColIdx(): Int32Array {
+    return this.pattern.blockColIdx;
+  }
+  get nnzBlocks(): number {
+    return this.pattern.nnzBlocks;
+  }
+  get density(): number {
+    return this.pattern.density;
+  }
+  /** Elements in one block: R * C. */
+  get blockSize(): number {
+    return this.pattern.blockShape[0] * this.pattern.blockShape[1];
+  }
+
+  /**
+   * A matrix over `pattern`. A Float32Array or Uint16Array is kept as is (not copied);
+   * float32 numbers given with a 16-bit dtype are rounded to it. Without `dtype`,
+   * a Float32Array means float32; a Uint16Array needs its dtype named.
+   */
+  static fromPattern(pattern: BsrPattern, values: ValuesInput, dtype?: BsrDType): BsrMatrix {
+    if (!(pattern instanceof BsrPattern)) throw new BsrFormatError("pattern", "expected a BsrPattern");
+    const resolved = dtype ?? (values instanceof Uint16Array ? undefined : "float32");
+    if (resolved === undefined) {
+      throw new BsrFormatError("dtype", 'Uint16Array values hold 16-bit patterns: name the dtype ("float16" or "bfloat16")');
+    }
+    if (!isBsrDType(resolved)) {
+      throw new BsrFormatError("dtype", `expected "float32", "float16" or "bfloat16", got ${String(resolved)}`);
+    }
+    const stored = toStoredValues(values, resolved);
+    const expected = pattern.nnzBlocks * pattern.blockShape[0] * pattern.blockShape[1];
+    if (stored.length !== expected) {
+      throw new BsrFormatError(
+        "values",
+        `expected nnzBlocks * R * C = ${pattern.nnzBlocks} * ${pattern.blockShape[0]} * ${pattern.blockShape[1]} = ${expected} elements, got ${stored.length}`,
+      );
+    }
+    return new BsrMatrix(pattern, stored, resolved);
+  }
+
+  /**
+   * A BSR matrix from a dense row-major array (rows * cols). Keeps the blocks `mask`
+   * names, or the strongest blocks to reach `density`, or else every block holding a
+   * non-zero. A NaN block counts as the strongest, so it is never silently dropped.
+   */
+  static fromDense(dense: ArrayLike<number>, shape: Shape2, options: FromDenseOptions): BsrMatrix {
+    const { blockShape, mask, density } = options;
+    const { blockRows, blockCols } = checkShapes(shape, blockShape);
+    const [rows, cols] = shape;
+    const [blockHeight, blockWidth] = blockShape;
+    if (dense.length !== rows * cols) {
+      throw new BsrFormatError("dense", `expected rows * cols = ${rows} * ${cols} = ${rows * cols} elements, got ${dense.length}`);
+    }
+    if (mask !== undefined && density !== undefined) {
+      throw new BsrFormatError("options", "give either mask or density, not both");
+    }
+    let pattern: BsrPattern;
+    if (mask !== undefined) {
+      pattern = BsrPattern.fromMask(shape, blockShape, mask);
+    } else {
+      const norms = denseBlockNorms(dense, shape, blockShape);
+      if (density !== undefined) {
+        checkDensity(density);
+        const total = blockRows * blockCols;
+        const order = Array.from({ length: total }, (_, i) => i);
+        const strength = (i: number): number => (Number.isNaN(norms[i]) ? Number.POSITIVE_INFINITY : norms[i]);
+        order.sort((a, b) => strength(b) - strength(a) || a - b);
+        const kept = Int32Array.from(order.slice(0, Math.round(density * total))).sort();
+        pattern = BsrPattern.fromFlatBlocks(shape, blockShape, kept);
+      } else {
+        pattern = BsrPattern.fromMask(shape, blockShape, norms.map((norm) => (norm !== 0 ? 1 : 0)));
+      }
+    }
+    const values = new Float32Array(pattern.nnzBlocks * blockHeight * blockWidth);
+    const { blockRow, blockCol } = pattern.coordinates;
+    for (let k = 0; k < pattern.nnzBlocks; k++) {
+      const top = blockRow[k] * blockHeight;
+      const left = blockCol[k] * blockWidth;
+      for (let r = 0; r < blockHeight; r++) {
+        const from = (top + r) * cols + left;
+        const to = (k * blockHeight + r) * blockWidth;
+        for (let c = 0; c < blockWidth; c++) values[to + c] = dense[from + c];
+      }
+    }
+    const dtype = options.dtype ?? "float32";
+    return BsrMatrix.fromPattern(pattern, dtype === "float32" ? values : encodeValues(values, dtype), dtype);
+  }
+
+  /** Random pattern (exact block count) and normal values; the same seed gives the same matrix everywhere. */
+  static random(shape: Shape2, options: RandomMatrixOptions): BsrMatrix {
+    const random = new SeededRandom(options.seed);
+    const pattern = BsrPattern.random(shape, { blockShape: options.blockShape, density: options.density, seed: random });
+    const values = new Float32Array(pattern.nnzBlocks * pattern.blockShape[0] * pattern.blockShape[1]);
+    random.fillNormal(values, 0, options.std ?? 1);
+    const dtype = options.dtype ?? "float32";
+    return BsrMatrix.fromPattern(pattern, dtype === "float32" ? values : encodeValues(values, dtype), dtype);
+  }
+
+  /** All-zero values over a pattern, or over every block of a shape. */
+  static zeros(pattern: BsrPattern, dtype?: BsrDType): BsrMatrix;
+  static zeros(shape: Shape2, options: { blockShape: Shape2; dtype?: BsrDType }, dtype?: BsrDType): BsrMatrix;
+  static zeros(
+    patternOrShape: BsrPattern | Shape2,
+    optionsOrDType?: BsrDType | { blockShape: Shape2; dtype?: BsrDType },
+    dtypeArgument?: BsrDType,
+  ): BsrMatrix {
+    let pattern: BsrPattern;
+    let dtype: BsrDType;
+    if (patternOrShape instanceof BsrPattern) {
+      pattern = patternOrShape;
+      dtype = (optionsOrDType as BsrDType | undefined) ?? "float32";
+    } else {
+      const options = optionsOrDType as { blockShape: Shape2; dtype?: BsrDType } | undefined;
+      if (options === undefined || typeof options !== "object") {
+        throw new BsrFormatError("options", "expected { blockShape: [R, C] } after the shape");
+      }
+      pattern = BsrPattern.dense(patternOrShape, options.blockShape);
+      dtype = dtypeArgument ?? options.dtype ?? "float32";
+    }
+    const length = pattern.nnzBlocks * pattern.blockShape[0] * pattern.blockShape[1];
+    return BsrMatrix.fromPattern(pattern, dtype === "float32" ? new Float32Array(length) : new Uint16Array(length), dtype);
+  }
+
+  /** From PyTorch's BSR parts (crow_indices, col_indices, values [nnzb, R, C], size). */
+  static fromTorch(input: TorchBsrInput): BsrMatrix {
+    parseWith(torchBsrInputSchema, input, "torch");
+    return fromParts(
+      input.size,
+      input.valuesShape,
+      { name: "crowIndices", array: input.crowIndices },
+      { name: "colIndices", array: input.colIndices },
+      { name: "values", array: input.values },
+      input.dtype,
+    );
+  }
+
+  /** From SciPy's bsr_matrix parts (indptr, indices, data [nnzb, R, C], shape). */
+  static fromScipy(input: ScipyBsrInput): BsrMatrix {
+    parseWith(scipyBsrInputSchema, input, "scipy");
+    return fromParts(
+      input.shape,
+      input.dataShape,
+      { name: "indptr", array: input.indptr },
+      { name: "indices", array: input.indices },
+      { name: "data", array: input.data },
+      input.dtype,
+    );
+  }
+
+  /** PyTorch's BSR parts, as fresh copies. */
+  toTorch(): TorchBsrLayout {
+    return {
+      crowIndices: this.blockRowPtr.slice(),
+      colIndices: this.blockColIdx.slice(),
+      values: this.values.slice(),
+      valuesShape: [this.nnzBlocks, this.blockShape[0], this.blockShape[1]],
+      size: [this.shape[0], this.shape[1]],
+      dtype: this.dtype,
+    };
+  }
+
+  /** SciPy's bsr_matrix parts, as fresh copies. */
+  toScipy(): ScipyBsrLayout {
+    return {
+      indptr: this.blockRowPtr.slice(),
+      indices: this.blockColIdx.slice(),
+      data: this.values.slice(),
+      dataShape: [this.nnzBlocks, this.blockShape[0], this.blockShape[1]],
+      shape: [this.shape[0], this.shape[1]],
+      dtype: this.dtype,
+    };
+  }
+
+  /** Values as float32 (a new array; 16-bit dtypes are widened exactly). */
+  valuesAsFloat32(): Float32Array {
+    return decodeValues(this.values, this.dtype);
+  }
+
+  /** The same pattern with values stored as `dtype` (rounded to nearest even when narrowing). */
+  toDType(dtype: BsrDType): BsrMatrix {
+    if (dtype === this.dtype) return new BsrMatrix(this.pattern, this.values.slice(), dtype);
+    const widened = this.valuesAsFloat32();
+    return BsrMatrix.fromPattern(this.pattern, dtype === "float32" ? widened : encodeValues(widened, dtype), dtype);
+  }
+
+  /** The dense row-major matrix (rows * cols), zeros outside the blocks. */
+  toDense(): Float32Array {
+    const [rows, cols] = this.shape;
+    const [blockHeight, blockWidth] = this.blockShape;
+    const dense = new Float32Array(rows * cols);
+    const values = this.valuesAsFloat32();
+    const { blockRow, blockCol } = this.pattern.coordinates;
+    for (let k = 0; k < this.nnzBlocks; k++) {
+      const top = blockRow[k] * blockHeight;
+      const left = blockCol[k] * blockWidth;
+      for (let r = 0; r < blockHeight; r++) {
+        const from = (k * blockHeight + r) * blockWidth;
+        dense.set(values.subarray(from, from + blockWidth), (top + r) * cols + left);
+      }
+    }
+    return dense;
+  }
+
+  /** L2 norm of each stored block, in values order (summed in float64). */
+  blockNorms(): Float32Array {
+    const values = this.valuesAsFloat32();
+    const size = this.blockSize;
+    const norms = new Float32Array(this.nnzBlocks);
+    for (let k = 0; k < this.nnzBlocks; k++) {
+      let sum = 0;
+      for (let i = k * size; i < (k + 1) * size; i++) sum += values[i] * values[i];
+      norms[k] = Math.sqrt(sum);
+    }
+    return norms;
+  }
+
+  /** 1 where a block is stored: blockRows * blockCols entries, row-major. */
+  blockMask(): Uint8Array {
+    return this.pattern.blockMask();
+  }
+
+  /** The BSR matrix of the transpose: shape and block shape swapped, values re-laid. */
+  transpose(): BsrMatrix {
+    const { pattern, valuePermutation } = this.pattern.transpose();
+    const [blockHeight, blockWidth] = this.blockShape;
+    const size = blockHeight * blockWidth;
+    const values = this.dtype === "float32" ? new Float32Array(this.values.length) : new Uint16Array(this.values.length);
+    for (let k = 0; k < valuePermutation.length; k++) {
+      const from = valuePermutation[k] * size;
+      const to = k * size;
+      // The new block is blockWidth x blockHeight: element (c, r) is old (r, c).
+      for (let r = 0; r < blockHeight; r++) {
+        for (let c = 0; c < blockWidth; c++) values[to + c * blockHeight + r] = this.values[from + r * blockWidth + c];
+      }
+    }
+    return new BsrMatrix(pattern, values, this.dtype);
+  }
+
+  /** Checks every invariant again (pattern arrays, values type and length); throws BsrFormatError. */
+  validate(): void {
+    this.pattern.validate();
+    if (!isBsrDType(this.dtype)) throw new BsrFormatError("dtype", `unknown dtype ${String(this.dtype)}`);
+    const expectedType = this.dtype === "float32" ? Float32Array : Uint16Array;
+    if (!(this.values instanceof expectedType)) {
+      throw new BsrFormatError("values", `${this.dtype} values must be a ${expectedType.name}`);
+    }
+    const expected = this.nnzBlocks * this.blockSize;
+    if (this.values.length !== expected) {
+      throw new BsrFormatError("values", `expected nnzBlocks * R * C = ${expected} elements, got ${this.values.length}`);
+    }
+  }
+}
+
+/** L2 norm of every block of a dense matrix, row-major over the block grid (float64 sums). */
+function denseBlockNorms(dense: ArrayLike<number>, shape: Shape2, blockShape: Shape2): Float64Array {
+  const [rows, cols] = shape;
+  const [blockHeight, blockWidth] = blockShape;
+  const blockCols = cols / blockWidth;
+  const sums = new Float64Array((rows / blockHeight) * blockCols);
+  for (let row = 0; row < rows; row++) {
+    const gridRow = Math.floor(row / blockHeight) * blockCols;
+    for (let col = 0; col < cols; col++) {
+      const value = dense[row * cols + col];
+      sums[gridRow + Math.floor(col / blockWidth)] += value * value;
+    }
+  }
+  return sums.map(Math.sqrt);
+}
+
+function toStoredValues(values: ValuesInput, dtype: BsrDType): BsrValues {
+  if (dtype === "float32") {
+    if (values instanceof Float32Array) return values;
+    if (values instanceof Uint16Array) {
+      throw new BsrFormatError("values", "float32 values must be a Float32Array (or numbers), not 16-bit patterns");
+    }
+    return Float32Array.from(checkNumbers(values));
+  }
+  if (values instanceof Uint16Array) return values;
+  return encodeValues(checkNumbers(values), dtype);
+}
+
+function checkNumbers(values: ArrayLike<number>): ArrayLike<number> {
+  if (values === null || typeof values !== "object" || typeof values.length !== "number") {
+    throw new BsrFormatError("values", `expected an array of numbers, got ${String(values)}`);
+  }
+  if (values instanceof Float32Array || values instanceof Float64Array) return values;
+  for (let i = 0; i < values.length; i++) {
+    if (typeof values[i] !== "number") throw new BsrFormatError("values", `expected a number, got ${String(values[i])}`, i);
+  }
+  return values;
+}
+
+/** int32 / int64 / number indices as numbers, with int64 values outside int32 rejected. */
+export function indexArrayToInt32(array: IndexArrayInput, field: string): Int32Array | ArrayLike<number> {
+  if (array instanceof BigInt64Array) {
+    const out = new Int32Array(array.length);
+    for (let i = 0; i < array.length; i++) {
+      const value = array[i];
+      if (value < -(2n ** 31n) || value >= 2n ** 31n) {
+        throw new BsrFormatError(field, `index ${value} does not fit int32`, i);
+      }
+      out[i] = Number(value);
+    }
+    return out;
+  }
+  if (array === null || typeof array !== "object" || typeof array.length !== "number") {
+    throw new BsrFormatError(field, `expected an array of integers, got ${String(array)}`);
+  }
+  return array;
+}
+
+function fromParts(
+  shape: Shape2,
+  valuesShape: readonly [number, number, number],
+  rowPtr: { name: string; array: IndexArrayInput },
+  colIdx: { name: string; array: IndexArrayInput },
+  values: { name: string; array: ValuesInput },
+  dtype: BsrDType | undefined,
+): BsrMatrix {
+  const blockShape: Shape2 = [valuesShape[1], valuesShape[2]];
+  const pattern = renameFields(
+    () =>
+      new BsrPattern({
+        shape,
+        blockShape,
+        blockRowPtr: indexArrayToInt32(rowPtr.array, rowPtr.name),
+        blockColIdx: indexArrayToInt32(colIdx.array, colIdx.name),
+      }),
+    { blockRowPtr: rowPtr.name, blockColIdx: colIdx.name },
+  );
+  if (valuesShape[0] !== pattern.nnzBlocks) {
+    throw new BsrFormatError(
+      `${values.name}Shape`,
+      `leading dimension ${valuesShape[0]} differs from the ${pattern.nnzBlocks} blocks the indices name`,
+      0,
+    );
+  }
+  return renameFields(() => BsrMatrix.fromPattern(pattern, values.array, dtype), { values: values.name });
+}
+
+/** Runs `build`, reporting errors under the caller's field names (crowIndices, indptr...). */
+function renameFields<T>(build: () => T, names: Record<string, string>): T {
+  try {
+    return build();
+  } catch (error) {
+    if (error instanceof BsrFormatError && names[error.field] !== undefined && names[error.field] !== error.field) {
+      const message = error.message.slice(error.message.indexOf(": ") + 2);
+      throw new BsrFormatError(names[error.field], message, error.position);
+    }
+    throw error;
+  }
+}

@@ -1,0 +1,154 @@
+/**
+ * A seeded pseudo-random generator that gives the same sequence on every platform and
+ * engine: xoshiro128** (Blackman & Vigna) on 32-bit integer arithmetic, its state filled
+ * from the seed by SplitMix32. Normal deviates use Marsaglia's polar method with a
+ * logarithm written in basic IEEE arithmetic, because `Math.log` may differ between
+ * engines in the last bit.
+ */
+export class SeededRandom {
+  private s0: number;
+  private s1: number;
+  private s2: number;
+  private s3: number;
+  private spareNormal: number | undefined;
+
+  /** `seed`: any safe integer (its low 53 bits are used). */
+  constructor(seed: number) {
+    if (!Number.isSafeInteger(seed)) throw new RangeError(`seed: expected a safe integer, got ${seed}`);
+    const low = seed >>> 0;
+    const high = Math.floor(seed / 2 ** 32) >>> 0;
+    let mix = (low ^ Math.imul(high, 0x9e3779b9)) >>> 0;
+    const nextSeedWord = (): number => {
+      mix = (mix + 0x9e3779b9) >>> 0;
+      let z = mix;
+      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+      return (z ^ (z >>> 16)) >>> 0;
+    };
+    this.s0 = nextSeedWord();
+    this.s1 = nextSeedWord();
+    this.s2 = nextSeedWord();
+    this.s3 = nextSeedWord();
+    if ((this.s0 | this.s1 | this.s2 | this.s3) === 0) this.s0 = 1;
+  }
+
+  /** A generator at the given xoshiro128** state (four 32-bit words, not all zero). */
+  static fromState(state: readonly [number, number, number, number]): SeededRandom {
+    if (state.length !== 4 || state.every((word) => word >>> 0 === 0)) {
+      throw new RangeError("state: expected four 32-bit words, not all zero");
+    }
+    const random = new SeededRandom(0);
+    [random.s0, random.s1, random.s2, random.s3] = state.map((word) => word >>> 0);
+    random.spareNormal = undefined;
+    return random;
+  }
+
+  /** The next 32 random bits, as an unsigned integer. */
+  nextUint32(): number {
+    const result = Math.imul(rotateLeft(Math.imul(this.s1, 5), 7), 9) >>> 0;
+    const t = this.s1 << 9;
+    this.s2 ^= this.s0;
+    this.s3 ^= this.s1;
+    this.s1 ^= this.s2;
+    this.s0 ^= this.s3;
+    this.s2 ^= t;
+    this.s3 = rotateLeft(this.s3, 11);
+    return result;
+  }
+
+  /** A uniform double in [0, 1) with 53 random bits. */
+  next(): number {
+    const high = this.nextUint32() >>> 5;
+    const low = this.nextUint32() >>> 6;
+    return (high * 2 ** 26 + low) / 2 ** 53;
+  }
+
+  /** A uniform double in [low, high). */
+  uniform(low = 0, high = 1): number {
+    return low + (high - low) * this.next();
+  }
+
+  /** A uniform integer in [0, bound), without modulo bias. `bound` in [1, 2^32]. */
+  nextInt(bound: number): number {
+    if (!Number.isInteger(bound) || bound < 1 || bound > 2 ** 32) {
+      throw new RangeError(`bound: expected an integer in [1, 2^32], got ${bound}`);
+    }
+    const limit = 2 ** 32 - (2 ** 32 % bound);
+    for (;;) {
+      const value = this.nextUint32();
+      if (value < limit) return value % bound;
+    }
+  }
+
+  /** A normal deviate with the given mean and standard deviation. */
+  normal(mean = 0, std = 1): number {
+    if (this.spareNormal !== undefined) {
+      const spare = this.spareNormal;
+      this.spareNormal = undefined;
+      return mean + std * spare;
+    }
+    for (;;) {
+      const u = 2 * this.next() - 1;
+      const v = 2 * this.next() - 1;
+      const radius = u * u + v * v;
+      if (radius >= 1 || radius === 0) continue;
+      const scale = Math.sqrt((-2 * portableLog(radius)) / radius);
+      this.spareNormal = v * scale;
+      return mean + std * u * scale;
+    }
+  }
+
+  /** Fills `out` with normal deviates and returns it. */
+  fillNormal<T extends Float32Array | Float64Array>(out: T, mean = 0, std = 1): T {
+    for (let i = 0; i < out.length; i++) out[i] = this.normal(mean, std);
+    return out;
+  }
+
+  /** `count` distinct integers from [0, total), chosen uniformly, in ascending order. */
+  sample(total: number, count: number): Int32Array {
+    if (!Number.isInteger(count) || count < 0 || count > total) {
+      throw new RangeError(`count: expected an integer in [0, ${total}], got ${count}`);
+    }
+    // Partial Fisher-Yates over a sparse map, so memory is O(count), not O(total).
+    const swapped = new Map<number, number>();
+    const chosen = new Int32Array(count);
+    for (let i = 0; i < count; i++) {
+      const j = i + this.nextInt(total - i);
+      const atJ = swapped.get(j) ?? j;
+      swapped.set(j, swapped.get(i) ?? i);
+      chosen[i] = atJ;
+    }
+    return chosen.sort();
+  }
+}
+
+function rotateLeft(value: number, bits: number): number {
+  return (value << bits) | (value >>> (32 - bits));
+}
+
+const LN2 = Math.LN2;
+
+/** Natural logarithm of a positive finite double from +, *, / only (reproducible). */
+function portableLog(x: number): number {
+  let exponent = 0;
+  while (x >= Math.SQRT2) {
+    x /= 2;
+    exponent++;
+  }
+  while (x < Math.SQRT1_2) {
+    x *= 2;
+    exponent--;
+  }
+  // ln(x) = 2 atanh(s), s = (x - 1) / (x + 1), |s| < 0.172: the series converges fast.
+  const s = (x - 1) / (x + 1);
+  const s2 = s * s;
+  let term = s;
+  let sum = 0;
+  for (let k = 1; k < 40; k += 2) {
+    const next = sum + term / k;
+    if (next === sum) break;
+    sum = next;
+    term *= s2;
+  }
+  return 2 * sum + exponent * LN2;
+}

@@ -1,0 +1,197 @@
+import { describe, expect, it } from "vitest";
+import {
+  bfloat16BitsToFloat32,
+  bfloat16BitsToFloat32Array,
+  decodeValues,
+  encodeValues,
+  float16BitsToFloat32,
+  float16BitsToFloat32Array,
+  float32ArrayToBfloat16Bits,
+  float32ArrayToFloat16Bits,
+  float32ToBfloat16Bits,
+  float32ToFloat16Bits,
+} from "../src/index.js";
+import { SeededRandom } from "../src/random.js";
+
+const f32 = Math.fround;
+
+describe("float16", () => {
+  it.each([
+    [1, 0x3c00],
+    [-2, 0xc000],
+    [0.5, 0x3800],
+    [0, 0x0000],
+    [-0, 0x8000],
+    [65504, 0x7bff],
+    [65519.99, 0x7bff], // below the halfway point to 65536
+    [65520, 0x7c00], // the tie above the largest half rounds to even: infinity
+    [1e6, 0x7c00],
+    [-1e6, 0xfc00],
+    [Number.POSITIVE_INFINITY, 0x7c00],
+    [Number.NEGATIVE_INFINITY, 0xfc00],
+    [2 ** -14, 0x0400], // smallest normal
+    [2 ** -24, 0x0001], // smallest subnormal
+    [2 ** -25, 0x0000], // tie between 0 and the smallest subnormal: even is 0
+    [f32(2 ** -25 * (1 + 2 ** -23)), 0x0001],
+    [3 * 2 ** -25, 0x0002], // tie between 1 and 2 subnormal steps: even is 2
+    [1023 * 2 ** -24, 0x03ff], // largest subnormal
+    [1 + 2 ** -11, 0x3c00], // tie, even mantissa stays
+    [1 + 3 * 2 ** -11, 0x3c02], // tie, odd mantissa rounds up
+    [f32(0.1), 0x2e66],
+    [f32(1 / 3), 0x3555],
+    [2 ** -130, 0x0000], // float32 subnormal
+    [-(2 ** -130), 0x8000],
+  ])("float32ToFloat16Bits(%d) = %i", (value, bits) => {
+    expect(float32ToFloat16Bits(value)).toBe(bits);
+  });
+
+  it("keeps NaN a NaN", () => {
+    const bits = float32ToFloat16Bits(Number.NaN);
+    expect(bits & 0x7c00).toBe(0x7c00);
+    expect(bits & 0x3ff).not.toBe(0);
+    expect(float16BitsToFloat32(bits)).toBeNaN();
+  });
+
+  it("widens every half exactly and narrows it back to the same bits", () => {
+    const wrong: number[] = [];
+    for (let bits = 0; bits < 0x10000; bits++) {
+      const value = float16BitsToFloat32(bits);
+      if (Number.isNaN(value)) {
+        if ((bits & 0x7c00) !== 0x7c00 || (bits & 0x3ff) === 0) wrong.push(bits);
+        continue;
+      }
+      // An independent decoding in float64.
+      const sign = bits & 0x8000 ? -1 : 1;
+      const exponent = (bits >> 10) & 0x1f;
+      const mantissa = bits & 0x3ff;
+      const expected =
+        exponent === 0x1f
+          ? sign * Number.POSITIVE_INFINITY
+          : exponent === 0
+            ? sign * mantissa * 2 ** -24
+            : sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
+      if (!Object.is(value, expected) || float32ToFloat16Bits(value) !== bits) wrong.push(bits);
+    }
+    expect(wrong).toEqual([]);
+  });
+
+  it("rounds random float32 values to the nearest half, ties to even", () => {
+    // Reference: the finite halves in ascending order, searched in float64.
+    const halves: { value: number; bits: number }[] = [];
+    for (let bits = 0; bits <= 0x7bff; bits++) halves.push({ value: float16BitsToFloat32(bits), bits });
+    const nearest = (x: number): number => {
+      const magnitude = Math.abs(x);
+      const sign = x < 0 || Object.is(x, -0) ? 0x8000 : 0;
+      // Beyond max + half an ulp (65520) is infinity; exactly 65520 ties to even (infinity).
+      if (magnitude >= 65520) return sign | 0x7c00;
+      let low = 0;
+      let high = halves.length - 1;
+      while (high - low > 1) {
+        const mid = (low + high) >> 1;
+        if (halves[mid].value <= magnitude) low = mid;
+        else high = mid;
+      }
+      const below = halves[low];
+      const above = halves[high];
+      const dBelow = magnitude - below.value;
+      const dAbove = above.value - magnitude;
+      if (dBelow < dAbove || (magnitude <= below.value)) return sign | below.bits;
+      if (dAbove < dBelow) return sign | above.bits;
+      return sign | ((below.bits & 1) === 0 ? below.bits : above.bits);
+    };
+    const random = new SeededRandom(7);
+    const input = new Float32Array(20000);
+    const bitsView = new Uint32Array(input.buffer);
+    for (let i = 0; i < input.length; i++) {
+      // Exponents around the half range: subnormals, normals, overflow.
+      const exponent = 127 - 30 + random.nextInt(50);
+      bitsView[i] = (random.nextUint32() & 0x807fffff) | (exponent << 23);
+    }
+    const out = float32ArrayToFloat16Bits(input);
+    const wrong = Array.from(input).filter((x, i) => out[i] !== nearest(x));
+    expect(wrong).toEqual([]);
+  });
+});
+
+describe("bfloat16", () => {
+  it.each([
+    [1, 0x3f80],
+    [-2, 0xc000],
+    [0, 0x0000],
+    [-0, 0x8000],
+    [1 + 2 ** -8, 0x3f80], // tie, even stays
+    [1 + 3 * 2 ** -8, 0x3f82], // tie, odd rounds up
+    [f32(1 + 2 ** -8 + 2 ** -20), 0x3f81],
+    [f32(3.4028234663852886e38), 0x7f80], // float32 max rounds up to infinity
+    [Number.POSITIVE_INFINITY, 0x7f80],
+    [Number.NEGATIVE_INFINITY, 0xff80],
+    [2 ** -133, 0x0001], // subnormal bfloat16
+    [f32(Math.PI), 0x4049],
+  ])("float32ToBfloat16Bits(%d) = %i", (value, bits) => {
+    expect(float32ToBfloat16Bits(value)).toBe(bits);
+  });
+
+  it("keeps NaN a NaN, including payloads in the low bits only", () => {
+    const input = new Float32Array(2);
+    const view = new Uint32Array(input.buffer);
+    view[0] = 0x7f800001; // a NaN whose payload would be truncated away
+    view[1] = 0xffc00000;
+    for (const bits of float32ArrayToBfloat16Bits(input)) expect(bfloat16BitsToFloat32(bits)).toBeNaN();
+  });
+
+  it("widens every bfloat16 exactly and narrows it back", () => {
+    const floats = new Float32Array(1);
+    const view = new Uint32Array(floats.buffer);
+    const wrong: number[] = [];
+    for (let bits = 0; bits < 0x10000; bits++) {
+      view[0] = bits << 16;
+      const value = bfloat16BitsToFloat32(bits);
+      if (Number.isNaN(floats[0])) {
+        if (!Number.isNaN(value)) wrong.push(bits);
+      } else if (!Object.is(value, floats[0]) || float32ToBfloat16Bits(value) !== bits) {
+        wrong.push(bits);
+      }
+    }
+    expect(wrong).toEqual([]);
+  });
+
+  it("rounds random float32 values to the nearer neighbour, ties to even", () => {
+    const random = new SeededRandom(8);
+    const input = new Float32Array(20000);
+    const view = new Uint32Array(input.buffer);
+    for (let i = 0; i < input.length; i++) {
+      do view[i] = random.nextUint32();
+      while (Number.isNaN(input[i]) || !Number.isFinite(input[i]));
+    }
+    const out = float32ArrayToBfloat16Bits(input);
+    const wrong: number[] = [];
+    for (let i = 0; i < input.length; i++) {
+      const x = input[i];
+      const truncated = view[i] >>> 16;
+      const down = bfloat16BitsToFloat32(truncated);
+      const up = bfloat16BitsToFloat32(truncated + 1); // next magnitude (may be infinity)
+      const upValue = Number.isFinite(up) ? up : Math.sign(x) * 2 ** 128; // infinity acts as 2^128 for rounding
+      const dDown = Math.abs(x - down);
+      const dUp = Math.abs(upValue - x);
+      const expected = dDown < dUp ? truncated : dUp < dDown ? truncated + 1 : truncated & 1 ? truncated + 1 : truncated;
+      if (out[i] !== expected) wrong.push(x);
+    }
+    expect(wrong).toEqual([]);
+  });
+});
+
+describe("array helpers", () => {
+  it("encodeValues and decodeValues agree with the scalar conversions", () => {
+    const input = Float32Array.from([1.5, -0.1, 70000, 1e-8, 3]);
+    expect(Array.from(encodeValues(input, "float16") as Uint16Array)).toEqual(
+      Array.from(input, float32ToFloat16Bits),
+    );
+    expect(Array.from(encodeValues(input, "bfloat16"))).toEqual(Array.from(input, float32ToBfloat16Bits));
+    expect(encodeValues(input, "float32")).toEqual(input);
+    expect(encodeValues(input, "float32")).not.toBe(input);
+    const half = float32ArrayToFloat16Bits(input);
+    expect(decodeValues(half, "float16")).toEqual(float16BitsToFloat32Array(half));
+    const brain = float32ArrayToBfloat16Bits(input);
+    expect(decodeValues(brain, "bfloat16")).toEqual(bfloat16BitsToFloat32Array(brain));
+  });
+});

@@ -1,0 +1,202 @@
+import { describe, expect, it } from "vitest";
+import { BsrFormatError, BsrPattern, SeededRandom, type Shape2 } from "../src/index.js";
+import { thrown } from "./helpers.js";
+
+const shapes: [Shape2, Shape2][] = [
+  [[8, 12], [2, 3]],
+  [[12, 8], [3, 2]],
+  [[16, 16], [4, 4]],
+  [[6, 20], [1, 5]],
+  [[64, 32], [32, 8]],
+  [[7, 7], [7, 7]],
+];
+
+function randomMask(blocks: number, seed: number, p = 0.4): Uint8Array {
+  const random = new SeededRandom(seed);
+  return Uint8Array.from({ length: blocks }, () => (random.next() < p ? 1 : 0));
+}
+
+function expectFormatError(action: () => unknown, field: string, position?: number): BsrFormatError {
+  const error = thrown(action);
+  expect(error).toBeInstanceOf(BsrFormatError);
+  const formatError = error as BsrFormatError;
+  expect(formatError.field).toBe(field);
+  expect(formatError.position).toBe(position);
+  expect(formatError.message).toContain(field);
+  return formatError;
+}
+
+describe("BsrPattern construction", () => {
+  it("builds the row-wise index from a mask", () => {
+    // 3 x 4 block grid:  X . X .  /  . . . .  /  X X . X
+    const mask = [1, 0, 1, 0, 0, 0, 0, 0, 1, 1, 0, 1];
+    const pattern = BsrPattern.fromMask([6, 8], [2, 2], mask);
+    expect(pattern.blockRows).toBe(3);
+    expect(pattern.blockCols).toBe(4);
+    expect(Array.from(pattern.blockRowPtr)).toEqual([0, 2, 2, 5]);
+    expect(Array.from(pattern.blockColIdx)).toEqual([0, 2, 0, 1, 3]);
+    expect(pattern.nnzBlocks).toBe(5);
+    expect(pattern.density).toBeCloseTo(5 / 12, 15);
+    expect(Array.from(pattern.blockMask())).toEqual(mask);
+  });
+
+  it.each(shapes)("round-trips a random mask, shape %j block %j", (shape, blockShape) => {
+    const blocks = (shape[0] / blockShape[0]) * (shape[1] / blockShape[1]);
+    const mask = randomMask(blocks, blocks);
+    const pattern = BsrPattern.fromMask(shape, blockShape, mask);
+    expect(Array.from(pattern.blockMask())).toEqual(Array.from(mask));
+    expect(pattern.nnzBlocks).toBe(mask.reduce((a, b) => a + b, 0));
+  });
+
+  it("copies the arrays it is given, so later writes cannot corrupt it", () => {
+    const blockRowPtr = Int32Array.from([0, 1, 2]);
+    const blockColIdx = Int32Array.from([1, 0]);
+    const pattern = new BsrPattern({ shape: [4, 4], blockShape: [2, 2], blockRowPtr, blockColIdx });
+    blockColIdx[0] = 5;
+    expect(pattern.blockColIdx[0]).toBe(1);
+    expect(pattern.blockRowPtr).not.toBe(blockRowPtr);
+  });
+
+  it("has no blocks at density 0 and every block at density 1", () => {
+    const empty = BsrPattern.random([32, 64], { blockShape: [8, 16], density: 0, seed: 1 });
+    expect(empty.nnzBlocks).toBe(0);
+    expect(Array.from(empty.blockRowPtr)).toEqual([0, 0, 0, 0, 0]);
+    expect(empty.columnIndex.blockColPtr.length).toBe(5);
+    expect(empty.transpose().pattern.nnzBlocks).toBe(0);
+    const full = BsrPattern.random([32, 64], { blockShape: [8, 16], density: 1, seed: 1 });
+    expect(full.nnzBlocks).toBe(16);
+    expect(full.equals(BsrPattern.dense([32, 64], [8, 16]))).toBe(true);
+    expect(full.density).toBe(1);
+  });
+
+  it("random: exact block count, reproducible, seed-dependent", () => {
+    const make = (seed: number) => BsrPattern.random([256, 192], { blockShape: [16, 32], density: 0.3, seed });
+    const a = make(11);
+    expect(a.nnzBlocks).toBe(Math.round(0.3 * 16 * 6));
+    expect(a.equals(make(11))).toBe(true);
+    expect(a.equals(make(12))).toBe(false);
+    // A seed and a generator in that seed's initial state give the same pattern.
+    expect(Array.from(BsrPattern.random([8, 8], { blockShape: [2, 2], density: 0.25, seed: 1 }).blockMask())).toEqual(
+      Array.from(BsrPattern.random([8, 8], { blockShape: [2, 2], density: 0.25, seed: new SeededRandom(1) }).blockMask()),
+    );
+  });
+});
+
+describe("BsrPattern validation names the field and position", () => {
+  const init = { shape: [6, 8] as Shape2, blockShape: [2, 2] as Shape2 };
+  const make = (blockRowPtr: ArrayLike<number>, blockColIdx: ArrayLike<number>) => () =>
+    new BsrPattern({ ...init, blockRowPtr, blockColIdx });
+
+  it("accepts a valid pattern", () => {
+    expect(make([0, 1, 1, 3], [2, 0, 3])().nnzBlocks).toBe(3);
+  });
+  it("blockRowPtr of the wrong length", () => {
+    expect(expectFormatError(make([0, 1, 3], [2, 0, 3]), "blockRowPtr").message).toMatch(/length.*4.*got 3/);
+  });
+  it("blockRowPtr not starting at 0", () => {
+    expectFormatError(make([1, 1, 1, 3], [2, 0, 3]), "blockRowPtr", 0);
+  });
+  it("blockRowPtr decreasing", () => {
+    expect(expectFormatError(make([0, 2, 1, 3], [2, 3, 0]), "blockRowPtr", 2).message).toMatch(/decreases/);
+  });
+  it("blockRowPtr not ending at nnzBlocks", () => {
+    expectFormatError(make([0, 1, 1, 2], [2, 0, 3]), "blockRowPtr", 3);
+  });
+  it("blockColIdx out of range (too large and negative)", () => {
+    expect(expectFormatError(make([0, 1, 1, 3], [2, 0, 4]), "blockColIdx", 2).message).toMatch(/\[0, 4\)/);
+    expectFormatError(make([0, 1, 1, 3], [-1, 0, 3]), "blockColIdx", 0);
+  });
+  it("blockColIdx unsorted or repeated within a row", () => {
+    expectFormatError(make([0, 1, 1, 3], [2, 3, 0]), "blockColIdx", 2);
+    expectFormatError(make([0, 1, 1, 3], [2, 1, 1]), "blockColIdx", 2);
+  });
+  it("allows a column to restart in the next row", () => {
+    expect(make([0, 2, 2, 4], [0, 3, 0, 3])().nnzBlocks).toBe(4);
+  });
+  it("non-integer and non-int32 indices", () => {
+    expectFormatError(make([0, 1, 1, 3], [2, 0.5, 3]), "blockColIdx", 1);
+    expectFormatError(make([0, 1, 1, 2 ** 31], [2, 0, 3]), "blockRowPtr", 3);
+  });
+  it("shape and block shape that are not positive integers", () => {
+    expectFormatError(() => BsrPattern.dense([0, 8], [2, 2]), "shape", 0);
+    expectFormatError(() => BsrPattern.dense([6, 8.5], [2, 2]), "shape", 1);
+    expectFormatError(() => BsrPattern.dense([6, 8], [-2, 2]), "blockShape", 0);
+    expectFormatError(() => BsrPattern.dense([6, 8] as unknown as Shape2, [2] as unknown as Shape2), "blockShape");
+  });
+  it("a block shape that does not divide the shape says what would", () => {
+    const rows = expectFormatError(() => BsrPattern.dense([6, 8], [4, 2]), "blockShape", 0);
+    expect(rows.message).toMatch(/R=4 does not divide rows=6.*1, 2, 3, 6/);
+    const cols = expectFormatError(() => BsrPattern.dense([6, 8], [2, 3]), "blockShape", 1);
+    expect(cols.message).toMatch(/C=3 does not divide cols=8.*1, 2, 4, 8/);
+  });
+  it("a mask of the wrong size", () => {
+    expect(expectFormatError(() => BsrPattern.fromMask([6, 8], [2, 2], [1, 0]), "mask").message).toMatch(/12/);
+  });
+  it("a density outside [0, 1]", () => {
+    expectFormatError(() => BsrPattern.random([6, 8], { blockShape: [2, 2], density: 1.5, seed: 0 }), "density");
+    expectFormatError(() => BsrPattern.random([6, 8], { blockShape: [2, 2], density: Number.NaN, seed: 0 }), "density");
+  });
+  it("validate() finds arrays written into after construction", () => {
+    const pattern = make([0, 1, 1, 3], [2, 0, 3])();
+    pattern.validate();
+    pattern.blockColIdx[1] = 7;
+    expectFormatError(() => pattern.validate(), "blockColIdx", 1);
+  });
+});
+
+describe("BsrPattern indices", () => {
+  it.each(shapes)("column index and coordinates match a brute-force walk, shape %j block %j", (shape, blockShape) => {
+    const blockRows = shape[0] / blockShape[0];
+    const blockCols = shape[1] / blockShape[1];
+    const mask = randomMask(blockRows * blockCols, 99 + blockRows, 0.5);
+    const pattern = BsrPattern.fromMask(shape, blockShape, mask);
+    // Reference: block numbers in values order, then the column-major walk over the grid.
+    const blockNumber = new Map<string, number>();
+    let k = 0;
+    for (let r = 0; r < blockRows; r++) for (let c = 0; c < blockCols; c++) if (mask[r * blockCols + c]) blockNumber.set(`${r},${c}`, k++);
+    const { blockColPtr, blockRowIdx, valueIndex } = pattern.columnIndex;
+    let walk = 0;
+    for (let c = 0; c < blockCols; c++) {
+      expect(blockColPtr[c]).toBe(walk);
+      for (let r = 0; r < blockRows; r++) {
+        if (!mask[r * blockCols + c]) continue;
+        expect(blockRowIdx[walk]).toBe(r);
+        expect(valueIndex[walk]).toBe(blockNumber.get(`${r},${c}`));
+        walk++;
+      }
+    }
+    expect(blockColPtr[blockCols]).toBe(walk);
+    const { blockRow, blockCol } = pattern.coordinates;
+    for (const [key, index] of blockNumber) expect(`${blockRow[index]},${blockCol[index]}`).toBe(key);
+    expect(blockRow.length).toBe(pattern.nnzBlocks);
+  });
+
+  it("builds each index once", () => {
+    const pattern = BsrPattern.random([64, 64], { blockShape: [8, 8], density: 0.5, seed: 2 });
+    expect(pattern.columnIndex).toBe(pattern.columnIndex);
+    expect(pattern.coordinates).toBe(pattern.coordinates);
+    expect(pattern.transpose()).toBe(pattern.transpose());
+  });
+
+  it("transpose swaps shapes, maps blocks back, and twice gives the original", () => {
+    const pattern = BsrPattern.random([24, 40], { blockShape: [3, 5], density: 0.4, seed: 3 });
+    const { pattern: transposed, valuePermutation } = pattern.transpose();
+    expect(transposed.shape).toEqual([40, 24]);
+    expect(transposed.blockShape).toEqual([5, 3]);
+    const before = pattern.coordinates;
+    const after = transposed.coordinates;
+    for (let k = 0; k < transposed.nnzBlocks; k++) {
+      expect(after.blockRow[k]).toBe(before.blockCol[valuePermutation[k]]);
+      expect(after.blockCol[k]).toBe(before.blockRow[valuePermutation[k]]);
+    }
+    expect(new Set(valuePermutation).size).toBe(pattern.nnzBlocks);
+    expect(transposed.transpose().pattern.equals(pattern)).toBe(true);
+  });
+
+  it("equals compares shape, block shape and blocks", () => {
+    const a = BsrPattern.fromMask([4, 4], [2, 2], [1, 0, 0, 1]);
+    expect(a.equals(BsrPattern.fromMask([4, 4], [2, 2], [1, 0, 0, 1]))).toBe(true);
+    expect(a.equals(BsrPattern.fromMask([4, 4], [2, 2], [1, 0, 1, 0]))).toBe(false);
+    expect(a.equals(BsrPattern.fromMask([8, 4], [4, 2], [1, 0, 0, 1]))).toBe(false);
+  });
+});
