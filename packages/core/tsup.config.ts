@@ -1,4 +1,7 @@
 import { defineConfig } from "tsup";
 import { packageBuild } from "../../tsup.shared";
 
-export default defineConfig(packageBuild({ index: "src/index.ts" }));
+// The testing entry imports the package by name so both entries share one engine.
+export default defineConfig(
+  packageBuild({ index: "src/index.ts", testing: "src/testing.ts" }, { external: ["@blocksparse/core", "vitest"] }),
+);

@@ -1,0 +1,338 @@
+/**
+ * Float64 reference math for the conformance suite, written independently of every
+ * backend: plain index arithmetic over row-major arrays, dense W for block-sparse ops.
+ */
+import type { BsrPattern } from "@blocksparse/format";
+
+/** A float64 (or integer-valued) row-major array. */
+export interface Ref {
+  shape: number[];
+  data: Float64Array;
+}
+
+export const size = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
+
+export function ref(shape: readonly number[], fill: (i: number) => number = () => 0): Ref {
+  const data = new Float64Array(size(shape));
+  for (let i = 0; i < data.length; i++) data[i] = fill(i);
+  return { shape: [...shape], data };
+}
+
+function strides(shape: readonly number[]): number[] {
+  const out = new Array<number>(shape.length);
+  let s = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    out[i] = s;
+    s *= shape[i];
+  }
+  return out;
+}
+
+/** Multi-index of flat position `flat` in `shape`. */
+export function unravel(flat: number, shape: readonly number[]): number[] {
+  const index = new Array<number>(shape.length);
+  for (let d = shape.length - 1; d >= 0; d--) {
+    index[d] = shape[d] === 0 ? 0 : flat % shape[d];
+    flat = shape[d] === 0 ? 0 : Math.floor(flat / shape[d]);
+  }
+  return index;
+}
+
+function ravel(index: readonly number[], shape: readonly number[]): number {
+  const st = strides(shape);
+  return index.reduce((sum, v, d) => sum + v * st[d], 0);
+}
+
+export function broadcastShape(...shapes: (readonly number[])[]): number[] {
+  const rank = Math.max(...shapes.map((s) => s.length));
+  const out: number[] = [];
+  for (let i = 0; i < rank; i++) {
+    let dim = 1;
+    for (const s of shapes) {
+      const d = s[s.length - rank + i] ?? 1;
+      if (d !== 1) dim = d;
+    }
+    out.push(dim);
+  }
+  return out;
+}
+
+/** The element of `a` that output index `index` reads under broadcasting. */
+function at(a: Ref, index: readonly number[]): number {
+  const offset = index.length - a.shape.length;
+  const own = a.shape.map((d, i) => (d === 1 ? 0 : index[i + offset]));
+  return a.data[ravel(own, a.shape)];
+}
+
+export function map(a: Ref, fn: (x: number) => number): Ref {
+  return ref(a.shape, (i) => fn(a.data[i]));
+}
+
+export function zip(inputs: Ref[], fn: (...xs: number[]) => number): Ref {
+  const shape = broadcastShape(...inputs.map((r) => r.shape));
+  return ref(shape, (i) => {
+    const index = unravel(i, shape);
+    return fn(...inputs.map((r) => at(r, index)));
+  });
+}
+
+/** erf to double precision: Maclaurin series below 3, continued fraction above. */
+export function erf(x: number): number {
+  const z = Math.abs(x);
+  let result: number;
+  if (z < 3) {
+    let term = z;
+    let sum = z;
+    for (let n = 1; n < 200; n++) {
+      term *= (-z * z) / n;
+      const add = term / (2 * n + 1);
+      sum += add;
+      if (Math.abs(add) < 1e-17 * Math.abs(sum)) break;
+    }
+    result = (2 / Math.sqrt(Math.PI)) * sum;
+  } else {
+    // erfc(z) = exp(-z^2)/sqrt(pi) * 1/(z + 1/2/(z + 1/(z + 3/2/(z + ...)))) (Lentz-free backward form).
+    let fraction = z;
+    for (let k = 60; k >= 1; k--) fraction = z + k / 2 / fraction;
+    result = 1 - Math.exp(-z * z) / Math.sqrt(Math.PI) / fraction;
+  }
+  return x < 0 ? -result : result;
+}
+
+export function gelu(x: number, approximate: "none" | "tanh"): number {
+  if (approximate === "tanh") return 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
+  return 0.5 * x * (1 + erf(x / Math.SQRT2));
+}
+
+/** d/dx gelu by its closed form. */
+export function geluGrad(x: number, approximate: "none" | "tanh"): number {
+  if (approximate === "tanh") {
+    const c = Math.sqrt(2 / Math.PI);
+    const u = c * (x + 0.044715 * x ** 3);
+    const t = Math.tanh(u);
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x);
+  }
+  const pdf = Math.exp(-0.5 * x * x) / Math.sqrt(2 * Math.PI);
+  return 0.5 * (1 + erf(x / Math.SQRT2)) + x * pdf;
+}
+
+/** Reduction over `axes` with a combine function and its identity. */
+export function reduce(
+  a: Ref,
+  axes: readonly number[],
+  keepDims: boolean,
+  init: number,
+  combine: (acc: number, x: number) => number,
+  finish: (acc: number, count: number) => number = (acc) => acc,
+): Ref {
+  const keptShape = a.shape.map((d, i) => (axes.includes(i) ? 1 : d));
+  const acc = ref(keptShape, () => init);
+  const count = axes.reduce((c, ax) => c * a.shape[ax], 1);
+  for (let i = 0; i < a.data.length; i++) {
+    const index = unravel(i, a.shape).map((v, d) => (axes.includes(d) ? 0 : v));
+    const o = ravel(index, keptShape);
+    acc.data[o] = combine(acc.data[o], a.data[i]);
+  }
+  const outShape = keepDims ? keptShape : a.shape.filter((_, i) => !axes.includes(i));
+  return { shape: outShape, data: acc.data.map((v) => finish(v, count)) };
+}
+
+export function argmax(a: Ref, axis: number, keepDims: boolean): Ref {
+  const outKept = a.shape.map((d, i) => (i === axis ? 1 : d));
+  const out = ref(outKept);
+  const best = ref(outKept, () => Number.NEGATIVE_INFINITY);
+  for (let i = 0; i < a.data.length; i++) {
+    const index = unravel(i, a.shape);
+    const position = index[axis];
+    index[axis] = 0;
+    const o = ravel(index, outKept);
+    if (a.data[i] > best.data[o]) {
+      best.data[o] = a.data[i];
+      out.data[o] = position;
+    }
+  }
+  return { shape: keepDims ? outKept : a.shape.filter((_, i) => i !== axis), data: out.data };
+}
+
+/** Rows of the last axis as arrays (for softmax, layerNorm, crossEntropy). */
+function rows(a: Ref): Float64Array[] {
+  const n = a.shape[a.shape.length - 1];
+  const count = n === 0 ? 0 : a.data.length / n;
+  return Array.from({ length: count }, (_, r) => a.data.subarray(r * n, (r + 1) * n));
+}
+
+export function softmax(a: Ref, log: boolean): Ref {
+  const out = ref(a.shape);
+  const n = a.shape[a.shape.length - 1];
+  rows(a).forEach((row, r) => {
+    const max = Math.max(...row);
+    const sum = row.reduce((s, v) => s + Math.exp(v - max), 0);
+    row.forEach((v, j) => {
+      out.data[r * n + j] = log ? v - max - Math.log(sum) : Math.exp(v - max) / sum;
+    });
+  });
+  return out;
+}
+
+export function layerNorm(x: Ref, gamma: Ref | null, beta: Ref | null, eps: number): { y: Ref; mean: Ref; rstd: Ref } {
+  const d = x.shape[x.shape.length - 1];
+  const statShape = x.shape.slice(0, -1);
+  const y = ref(x.shape);
+  const mean = ref(statShape);
+  const rstd = ref(statShape);
+  rows(x).forEach((row, r) => {
+    const mu = row.reduce((s, v) => s + v, 0) / d;
+    const variance = row.reduce((s, v) => s + (v - mu) ** 2, 0) / d;
+    const rs = 1 / Math.sqrt(variance + eps);
+    mean.data[r] = mu;
+    rstd.data[r] = rs;
+    row.forEach((v, j) => {
+      y.data[r * d + j] = (v - mu) * rs * (gamma ? gamma.data[j] : 1) + (beta ? beta.data[j] : 0);
+    });
+  });
+  return { y, mean, rstd };
+}
+
+/**
+ * LayerNorm's gradients by the chain rule written out per element (an O(d^2) Jacobian
+ * product, independent of the fused formula backends use).
+ */
+export function layerNormBackward(dy: Ref, x: Ref, gamma: Ref | null, eps: number): { dx: Ref; dgamma: Ref; dbeta: Ref } {
+  const d = x.shape[x.shape.length - 1];
+  const dx = ref(x.shape);
+  const dgamma = ref([d]);
+  const dbeta = ref([d]);
+  rows(x).forEach((row, r) => {
+    const mu = row.reduce((s, v) => s + v, 0) / d;
+    const variance = row.reduce((s, v) => s + (v - mu) ** 2, 0) / d;
+    const rs = 1 / Math.sqrt(variance + eps);
+    for (let j = 0; j < d; j++) {
+      const g = dy.data[r * d + j];
+      dgamma.data[j] += g * (row[j] - mu) * rs;
+      dbeta.data[j] += g;
+    }
+    for (let i = 0; i < d; i++) {
+      let sum = 0;
+      for (let j = 0; j < d; j++) {
+        // d xhat_j / d x_i = rs * (delta_ij - 1/d) - (x_j - mu) * rs^3 * (x_i - mu) / d
+        const dxhat = rs * ((i === j ? 1 : 0) - 1 / d) - ((row[j] - mu) * rs ** 3 * (row[i] - mu)) / d;
+        sum += dy.data[r * d + j] * (gamma ? gamma.data[j] : 1) * dxhat;
+      }
+      dx.data[r * d + i] = sum;
+    }
+  });
+  return { dx, dgamma, dbeta };
+}
+
+export function crossEntropy(logits: Ref, targets: ArrayLike<number>): Ref {
+  const n = logits.shape[1];
+  return ref([logits.shape[0]], (r) => {
+    const row = logits.data.subarray(r * n, (r + 1) * n);
+    const max = Math.max(...row);
+    return Math.log(row.reduce((s, v) => s + Math.exp(v - max), 0)) + max - row[targets[r]];
+  });
+}
+
+export function crossEntropyBackward(logits: Ref, targets: ArrayLike<number>, dy: Ref): Ref {
+  const p = softmax(logits, false);
+  const n = logits.shape[1];
+  return ref(logits.shape, (i) => {
+    const r = Math.floor(i / n);
+    return (p.data[i] - (i % n === targets[r] ? 1 : 0)) * dy.data[r];
+  });
+}
+
+export function transpose(a: Ref, perm: readonly number[]): Ref {
+  const shape = perm.map((p) => a.shape[p]);
+  return ref(shape, (i) => {
+    const index = unravel(i, shape);
+    const source = new Array<number>(a.shape.length);
+    perm.forEach((p, k) => {
+      source[p] = index[k];
+    });
+    return a.data[ravel(source, a.shape)];
+  });
+}
+
+export function slice(a: Ref, begin: readonly number[], sizes: readonly number[]): Ref {
+  return ref(sizes, (i) => a.data[ravel(unravel(i, sizes).map((v, d) => v + begin[d]), a.shape)]);
+}
+
+export function concat(parts: Ref[], axis: number): Ref {
+  const shape = [...parts[0].shape];
+  shape[axis] = parts.reduce((s, p) => s + p.shape[axis], 0);
+  return ref(shape, (i) => {
+    const index = unravel(i, shape);
+    let k = 0;
+    while (index[axis] >= parts[k].shape[axis]) index[axis] -= parts[k++].shape[axis];
+    return parts[k].data[ravel(index, parts[k].shape)];
+  });
+}
+
+export function gather(x: Ref, indices: Ref, axis: number): Ref {
+  const shape = [...x.shape.slice(0, axis), ...indices.shape, ...x.shape.slice(axis + 1)];
+  const ir = indices.shape.length;
+  return ref(shape, (i) => {
+    const index = unravel(i, shape);
+    const inner = index.slice(axis, axis + ir);
+    const source = [...index.slice(0, axis), indices.data[ravel(inner, indices.shape)], ...index.slice(axis + ir)];
+    return x.data[ravel(source, x.shape)];
+  });
+}
+
+export function scatterAdd(indices: Ref, updates: Ref, shape: readonly number[], axis: number): Ref {
+  const out = ref(shape);
+  const ir = indices.shape.length;
+  for (let i = 0; i < updates.data.length; i++) {
+    const index = unravel(i, updates.shape);
+    const inner = index.slice(axis, axis + ir);
+    const target = [...index.slice(0, axis), indices.data[ravel(inner, indices.shape)], ...index.slice(axis + ir)];
+    out.data[ravel(target, shape)] += updates.data[i];
+  }
+  return out;
+}
+
+/** Batched op(a) op(b) with broadcast batch dims. */
+export function matmul(a: Ref, b: Ref, transposeA: boolean, transposeB: boolean): Ref {
+  const ra = a.shape.length;
+  const rb = b.shape.length;
+  const m = transposeA ? a.shape[ra - 1] : a.shape[ra - 2];
+  const k = transposeA ? a.shape[ra - 2] : a.shape[ra - 1];
+  const n = transposeB ? b.shape[rb - 2] : b.shape[rb - 1];
+  const batch = broadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
+  const shape = [...batch, m, n];
+  return ref(shape, (flat) => {
+    const index = unravel(flat, shape);
+    const bi = index.slice(0, -2);
+    const [i, j] = index.slice(-2);
+    const aBatch = a.shape.slice(0, -2).map((d, q) => (d === 1 ? 0 : bi[q + bi.length - (ra - 2)]));
+    const bBatch = b.shape.slice(0, -2).map((d, q) => (d === 1 ? 0 : bi[q + bi.length - (rb - 2)]));
+    let sum = 0;
+    for (let p = 0; p < k; p++) {
+      const av = a.data[ravel([...aBatch, ...(transposeA ? [p, i] : [i, p])], a.shape)];
+      const bv = b.data[ravel([...bBatch, ...(transposeB ? [j, p] : [p, j])], b.shape)];
+      sum += av * bv;
+    }
+    return sum;
+  });
+}
+
+/** The dense [rows, cols] matrix of a pattern and its block values. */
+export function denseWeight(pattern: BsrPattern, values: Ref): Ref {
+  const [rows, cols] = pattern.shape;
+  const [R, C] = pattern.blockShape;
+  const w = ref([rows, cols]);
+  for (let br = 0; br < pattern.blockRows; br++) {
+    for (let k = pattern.blockRowPtr[br]; k < pattern.blockRowPtr[br + 1]; k++) {
+      const bc = pattern.blockColIdx[k];
+      for (let r = 0; r < R; r++) {
+        for (let c = 0; c < C; c++) w.data[(br * R + r) * cols + bc * C + c] = values.data[(k * R + r) * C + c];
+      }
+    }
+  }
+  return w;
+}
+
+export function reshape(a: Ref, shape: readonly number[]): Ref {
+  return { shape: [...shape], data: a.data };
+}

@@ -1,0 +1,3 @@
+import { runBackendConformance } from "@blocksparse/core/testing";
+
+runBackendConformance("js");
