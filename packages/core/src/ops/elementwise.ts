@@ -36,7 +36,7 @@ import {
 import { broadcastShapes } from "../shape";
 import { Tensor } from "../tensor";
 import { encodeStorage } from "./creation";
-import { assertDType, assertFloat, assertSameDType, assertShape, assertTensor } from "./validate";
+import { assertDType, assertFloat, assertSameBackend, assertSameDType, assertShape, assertTensor } from "./validate";
 
 /** A tensor, or a number taken as a scalar of the other operand's dtype. */
 export type TensorLike = Tensor | number;
@@ -80,6 +80,7 @@ export function geluBackward(dy: Tensor, x: Tensor, approximate: GeluApproximate
   assertTensor("geluBackward", "dy", dy);
   assertTensor("geluBackward", "x", x);
   assertFloat("geluBackward", "x", x);
+  assertSameBackend("geluBackward", [["dy", dy], ["x", x]]);
   assertSameDType("geluBackward", ["dy", "x"], dy, x);
   assertShape("geluBackward", "dy", dy, x.shape);
   checkApproximate("geluBackward", approximate);
@@ -115,6 +116,7 @@ function binary(kernel: BinaryKernelName | ComparisonKernelName, a: TensorLike, 
   const op = opName(kernel);
   const [ta, tb, temporaries] = operands(op, a, b);
   try {
+    assertSameBackend(op, [["a", ta], ["b", tb]]);
     assertSameDType(op, ["a", "b"], ta, tb);
     if (floatOnly) assertFloat(op, "a", ta);
     broadcastShapes(ta.shape, tb.shape, op);
@@ -146,6 +148,7 @@ export function where(condition: Tensor, a: TensorLike, b: TensorLike): Tensor {
   assertDType("where", "condition", condition, "int32");
   const [ta, tb, temporaries] = operands("where", a, b);
   try {
+    assertSameBackend("where", [["condition", condition], ["a", ta], ["b", tb]]);
     assertSameDType("where", ["a", "b"], ta, tb);
     broadcastShapes(broadcastShapes(condition.shape, ta.shape, "where"), tb.shape, "where");
     return engine.runKernel(Where, { condition, a: ta, b: tb }, {});

@@ -3,7 +3,7 @@ import { ShapeError } from "../errors";
 import { MatMul } from "../kernel_names";
 import { broadcastShapes, formatShape } from "../shape";
 import type { Tensor } from "../tensor";
-import { assertFloat, assertMinRank, assertSameDType, assertTensor } from "./validate";
+import { assertFloat, assertMinRank, assertSameBackend, assertSameDType, assertTensor } from "./validate";
 
 export interface MatmulOptions {
   transposeA?: boolean;
@@ -22,6 +22,7 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
   assertMinRank(op, "a", a, 2);
   assertMinRank(op, "b", b, 2);
   assertFloat(op, "a", a);
+  assertSameBackend(op, [["a", a], ["b", b]]);
   assertSameDType(op, ["a", "b"], a, b);
   const kA = transposeA ? a.shape[a.rank - 2] : a.shape[a.rank - 1];
   const kB = transposeB ? b.shape[b.rank - 1] : b.shape[b.rank - 2];

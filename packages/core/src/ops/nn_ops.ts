@@ -18,6 +18,7 @@ import {
   assertFiniteNumber,
   assertFloat,
   assertMinRank,
+  assertSameBackend,
   assertSameDType,
   assertShape,
   assertTensor,
@@ -68,6 +69,7 @@ function checkLayerNorm(op: string, x: Tensor, gamma: Tensor | undefined, beta: 
       throw new ShapeError(`${op}: ${name} has shape ${formatShape(t.shape)}, expected [${features}] (x's last dim)`);
     }
   }
+  assertSameBackend(op, [["x", x], ["gamma", gamma], ["beta", beta]]);
   assertFiniteNumber(op, "epsilon", epsilon);
   if (epsilon < 0) throw new ValueError(`${op}: epsilon must be >= 0, got ${epsilon}`);
 }
@@ -105,6 +107,7 @@ export function layerNormBackward(dy: Tensor, x: Tensor, mean: Tensor, rstd: Ten
     assertDType(op, name, t, "float32");
     assertShape(op, name, t, x.shape.slice(0, -1));
   }
+  assertSameBackend(op, [["dy", dy], ["x", x], ["mean", mean], ["rstd", rstd], ["gamma", gamma]]);
   const [dx, dgamma, dbeta] = engine.runKernel(LayerNormBackward, { dy, x, mean, rstd, gamma }, {});
   return { dx, dgamma, dbeta };
 }
@@ -112,6 +115,7 @@ export function layerNormBackward(dy: Tensor, x: Tensor, mean: Tensor, rstd: Ten
 function checkCrossEntropy(op: string, logits: Tensor, targets: Tensor): void {
   assertTensor(op, "logits", logits);
   assertTensor(op, "targets", targets);
+  assertSameBackend(op, [["logits", logits], ["targets", targets]]);
   assertFloat(op, "logits", logits);
   assertDType(op, "targets", targets, "int32");
   assertMinRank(op, "logits", logits, 1);
@@ -152,6 +156,7 @@ export function crossEntropyBackward(logits: Tensor, targets: Tensor, dy: Tensor
   checkCrossEntropy(op, logits, targets);
   if (logits.rank !== 2) throw new ShapeError(`${op}: logits must be [N, C], got ${formatShape(logits.shape)}`);
   assertTensor(op, "dy", dy);
+  assertSameBackend(op, [["logits", logits], ["dy", dy]]);
   assertSameDType(op, ["dy", "logits"], dy, logits);
   assertShape(op, "dy", dy, targets.shape);
   return engine.runKernel(CrossEntropyBackward, { logits, targets, dy }, {});
@@ -183,6 +188,7 @@ export function adamUpdate(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, op
     assertFloat(op, name, t);
     assertShape(op, name, t, param.shape);
   }
+  assertSameBackend(op, [["param", param], ["grad", grad], ["m", m], ["v", v]]);
   assertSameDType(op, ["grad", "param"], grad, param);
   const { lr, beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8, weightDecay = 0, decoupledWeightDecay = false, step } = options;
   for (const [name, value] of [["lr", lr], ["beta1", beta1], ["beta2", beta2], ["epsilon", epsilon], ["weightDecay", weightDecay]] as const) {

@@ -4,7 +4,7 @@ import { DTypeError, IndexError, ShapeError, ValueError } from "../errors";
 import { BroadcastTo, Cast, Concat, Gather, OneHot, Reshape, ScatterAdd, Slice, Transpose } from "../kernel_names";
 import { broadcastShapes, formatShape, shapesEqual, sizeOf } from "../shape";
 import type { Tensor } from "../tensor";
-import { assertDType, assertPositiveInt, assertShapeArg, assertTensor, axisArg } from "./validate";
+import { assertDType, assertPositiveInt, assertSameBackend, assertShapeArg, assertTensor, axisArg } from "./validate";
 
 /** The same data with another shape of the same size; one dim may be -1 (inferred). */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
@@ -107,6 +107,7 @@ export function concat(tensors: readonly Tensor[], axis = 0): Tensor {
     assertTensor("concat", `tensors[${i}]`, t);
   });
   const first = tensors[0];
+  assertSameBackend("concat", tensors.map((t, i) => [`tensors[${i}]`, t]));
   const ax = axisArg("concat", axis, first.rank);
   tensors.forEach((t, i) => {
     if (t.dtype !== first.dtype) throw new DTypeError(`concat: tensors[${i}] has dtype ${t.dtype}, expected ${first.dtype}`);
@@ -151,6 +152,7 @@ export function gather(x: Tensor, indices: Tensor, axis = 0): Tensor {
   assertTensor("gather", "x", x);
   assertTensor("gather", "indices", indices);
   assertDType("gather", "indices", indices, "int32");
+  assertSameBackend("gather", [["x", x], ["indices", indices]]);
   if (x.rank === 0) throw new ShapeError("gather: x must have rank >= 1, got a scalar");
   const ax = axisArg("gather", axis, x.rank);
   return engine.runKernel(Gather, { x, indices }, { axis: ax });
@@ -164,6 +166,7 @@ export function scatterAdd(indices: Tensor, updates: Tensor, shape: readonly num
   assertTensor("scatterAdd", "indices", indices);
   assertTensor("scatterAdd", "updates", updates);
   assertDType("scatterAdd", "indices", indices, "int32");
+  assertSameBackend("scatterAdd", [["indices", indices], ["updates", updates]]);
   assertShapeArg("scatterAdd", "shape", shape);
   if (shape.length === 0) throw new ShapeError("scatterAdd: shape must have rank >= 1");
   const ax = axisArg("scatterAdd", axis, shape.length);

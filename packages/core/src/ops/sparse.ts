@@ -4,7 +4,7 @@ import { ShapeError, ValueError } from "../errors";
 import { BlockNorms, BsrLinear, BsrMatmul, SampledMatmul } from "../kernel_names";
 import { formatShape, shapesEqual } from "../shape";
 import type { Tensor } from "../tensor";
-import { assertFloat, assertMinRank, assertSameDType, assertTensor } from "./validate";
+import { assertFloat, assertMinRank, assertSameBackend, assertSameDType, assertTensor } from "./validate";
 
 function assertPattern(op: string, pattern: unknown): asserts pattern is BsrPattern {
   if (!(pattern instanceof BsrPattern)) throw new ValueError(`${op}: pattern must be a BsrPattern from @blocksparse/format`);
@@ -36,6 +36,7 @@ export function bsrLinear(x: Tensor, values: Tensor, pattern: BsrPattern, bias?:
   const [rows, cols] = pattern.shape;
   assertFeatures(op, "x", x, cols, "its columns");
   assertValues(op, values, pattern);
+  assertSameBackend(op, [["x", x], ["values", values], ["bias", bias]]);
   assertSameDType(op, ["x", "values"], x, values);
   if (bias !== undefined) {
     assertTensor(op, "bias", bias);
@@ -51,6 +52,7 @@ export function bsrMatmul(dy: Tensor, values: Tensor, pattern: BsrPattern): Tens
   assertPattern(op, pattern);
   assertFeatures(op, "dy", dy, pattern.shape[0], "its rows");
   assertValues(op, values, pattern);
+  assertSameBackend(op, [["dy", dy], ["values", values]]);
   assertSameDType(op, ["dy", "values"], dy, values);
   return engine.runKernel(BsrMatmul, { dy, values }, { pattern });
 }
@@ -65,6 +67,7 @@ export function sampledMatmul(dy: Tensor, x: Tensor, pattern: BsrPattern): Tenso
   assertFeatures(op, "dy", dy, pattern.shape[0], "its rows");
   assertFeatures(op, "x", x, pattern.shape[1], "its columns");
   assertFloat(op, "dy", dy);
+  assertSameBackend(op, [["dy", dy], ["x", x]]);
   assertSameDType(op, ["dy", "x"], dy, x);
   if (!shapesEqual(dy.shape.slice(0, -1), x.shape.slice(0, -1))) {
     throw new ShapeError(`${op}: dy ${formatShape(dy.shape)} and x ${formatShape(x.shape)} must have the same leading dims`);

@@ -1,6 +1,6 @@
 /** Argument checks shared by ops: each throws a typed error naming the op and the argument. */
 import type { DType } from "../dtypes";
-import { DTypeError, IndexError, ShapeError, ValueError } from "../errors";
+import { BackendError, DTypeError, IndexError, ShapeError, ValueError } from "../errors";
 import { formatShape, normalizeAxis } from "../shape";
 import { Tensor } from "../tensor";
 
@@ -10,6 +10,20 @@ export function assertTensor(op: string, name: string, value: unknown): asserts 
     throw new ValueError(`${op}: ${name} must be a Tensor, got ${got}`);
   }
   value.throwIfDisposed(`${op}: ${name}`);
+}
+
+/** All given tensors live on one backend (undefined entries are skipped). */
+export function assertSameBackend(op: string, entries: [string, Tensor | undefined][]): void {
+  let first: [string, Tensor] | undefined;
+  for (const [name, t] of entries) {
+    if (t === undefined) continue;
+    if (first === undefined) first = [name, t];
+    else if (t.backend !== first[1].backend) {
+      throw new BackendError(
+        `${op}: ${name} is on backend '${t.backend.name}' but ${first[0]} is on '${first[1].backend.name}'; move one with tensor.to(name)`,
+      );
+    }
+  }
 }
 
 export function assertFloat(op: string, name: string, t: Tensor): void {

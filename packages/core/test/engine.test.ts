@@ -1,0 +1,272 @@
+import {
+  BackendError,
+  Engine,
+  KernelLeakError,
+  KernelNotRegisteredError,
+  type KernelRecord,
+  add,
+  addKernelObserver,
+  getBackend,
+  getBackendInstance,
+  keep,
+  listBackends,
+  memory,
+  neg,
+  registerBackend,
+  removeBackend,
+  reshape,
+  setBackend,
+  setKernelLeakCheck,
+  tidy,
+  zeros,
+  ones,
+  tensor,
+  exp,
+  dispose,
+} from "@blocksparse/core";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { ToyBackend } from "./toy_backend";
+
+afterEach(() => {
+  setBackend("js");
+  for (const name of listBackends()) if (name !== "js") removeBackend(name);
+  vi.restoreAllMocks();
+});
+
+describe("backend registry", () => {
+  it("starts the highest-priority backend that starts, warning once for each that fails", () => {
+    const engine = new Engine();
+    const warn = vi.spyOn(console, "warn").mockImplementation(() => {});
+    engine.registerBackend("low", () => new ToyBackend("low"), 1);
+    engine.registerBackend(
+      "broken",
+      () => {
+        throw new Error("no device found");
+      },
+      10,
+    );
+    engine.registerBackend("mid", () => new ToyBackend("mid"), 5);
+    expect(engine.listBackends()).toEqual(["broken", "mid", "low"]);
+    expect(engine.activeBackendName()).toBe("mid");
+    expect(warn).toHaveBeenCalledTimes(1);
+    expect(String(warn.mock.calls[0][0])).toContain("Backend 'broken' failed to start: no device found");
+    // The failure is remembered: no retry, no second warning, a clear error on explicit use.
+    engine.removeBackend("mid");
+    expect(engine.activeBackendName()).toBe("low");
+    expect(warn).toHaveBeenCalledTimes(1);
+    expect(() => engine.setBackend("broken")).toThrow(/Backend 'broken' failed to start: no device found/);
+  });
+
+  it("throws a BackendError listing every failure when nothing starts", () => {
+    const engine = new Engine();
+    vi.spyOn(console, "warn").mockImplementation(() => {});
+    engine.registerBackend("a", () => {
+      throw new Error("reason A");
+    });
+    expect(() => engine.activeBackend()).toThrow(BackendError);
+    expect(() => engine.activeBackend()).toThrow(/reason A/);
+    expect(() => new Engine().activeBackend()).toThrow(/No backend is registered/);
+  });
+
+  it("refuses a second registration under one name, and unknown names", () => {
+    const warn = vi.spyOn(console, "warn").mockImplementation(() => {});
+    expect(registerBackend("toy", () => new ToyBackend("toy"), 3)).toBe(true);
+    expect(registerBackend("toy", () => new ToyBackend("toy"), 3)).toBe(false);
+    expect(warn).toHaveBeenCalledTimes(1);
+    expect(() => setBackend("nope")).toThrow(/Backend 'nope' is not registered \(registered: toy, js\)/);
+  });
+
+  it("js is registered by core's entry and is the default", () => {
+    expect(listBackends()).toContain("js");
+    expect(getBackend()).toBe("js");
+    expect(getBackendInstance().name).toBe("js");
+  });
+
+  it("a kernel the backend lacks throws KernelNotRegisteredError naming both", () => {
+    registerBackend("toy", () => new ToyBackend("toy"));
+    setBackend("toy");
+    const x = ones([3]);
+    expect(add(x, x).dataSync()).toEqual(Float32Array.from([2, 2, 2]));
+    let caught: unknown;
+    try {
+      neg(x);
+    } catch (error) {
+      caught = error;
+    }
+    expect(caught).toBeInstanceOf(KernelNotRegisteredError);
+    expect((caught as Error).message).toBe("Kernel 'Neg' is not registered for backend 'toy'");
+    x.dispose();
+  });
+
+  it("moves tensors between backends and refuses to mix them in one op", () => {
+    registerBackend("toy", () => new ToyBackend("toy"));
+    const onJs = tensor([1, 2, 3]);
+    const onToy = onJs.to("toy");
+    expect(onToy.backend.name).toBe("toy");
+    expect(Array.from(onToy.dataSync())).toEqual([1, 2, 3]);
+    expect(() => add(onJs, onToy)).toThrow("add: b is on backend 'toy' but a is on 'js'; move one with tensor.to(name)");
+    dispose([onJs, onToy]);
+  });
+
+  it("the leak check fails a kernel that leaves a scratch buffer allocated", () => {
+    registerBackend("leaky", () => new ToyBackend("leaky", { leakyNeg: true }));
+    setBackend("leaky");
+    const x = ones([4]);
+    const previous = setKernelLeakCheck(true);
+    try {
+      expect(() => neg(x)).toThrow(KernelLeakError);
+      expect(() => neg(x)).toThrow("Kernel 'Neg' on backend 'leaky' left 1 buffer(s) allocated beyond its 1 new output(s)");
+    } finally {
+      setKernelLeakCheck(previous);
+    }
+    // Without the check the same kernel runs (the leak is the backend's bug, visible in memory()).
+    const before = getBackendInstance("leaky").memory().buffers;
+    neg(x).dispose();
+    expect(getBackendInstance("leaky").memory().buffers).toBe(before + 1);
+    x.dispose();
+  });
+
+  it("memory() reports tensors, buffers and bytes per backend with the backend's own figures", () => {
+    registerBackend("toy", () => new ToyBackend("toy"));
+    setBackend("toy");
+    const base = memory().backends.toy;
+    const a = ones([2, 3]);
+    const b = reshape(a, [6]);
+    const after = memory().backends.toy;
+    expect(after.numTensors - base.numTensors).toBe(2);
+    expect(after.numBuffers - base.numBuffers).toBe(1);
+    expect(after.numBytes - base.numBytes).toBe(24);
+    expect(after.backend.toyFigure).toBe(42);
+    dispose([a, b]);
+    expect(memory().backends.toy.numTensors).toBe(base.numTensors);
+    expect(memory().backends.toy.backend.buffers).toBe(base.backend.buffers);
+  });
+});
+
+describe("tidy, keep and reference-counted buffers", () => {
+  it("tidy frees everything created inside except the result", () => {
+    const before = memory();
+    const result = tidy(() => {
+      const a = ones([4, 4]);
+      const b = exp(a);
+      add(a, b);
+      return { out: add(b, 1), nested: [exp(b)] };
+    });
+    const after = memory();
+    expect(after.numTensors - before.numTensors).toBe(2);
+    expect(after.numBytes - before.numBytes).toBe(2 * 64);
+    dispose(result);
+    expect(memory().numTensors).toBe(before.numTensors);
+    expect(memory().backends.js.backend.buffers).toBe(before.backends.js.backend.buffers);
+  });
+
+  it("nested tidy hands its result to the outer scope, which frees it", () => {
+    const before = memory().numTensors;
+    tidy(() => {
+      const inner = tidy(() => ones([2]));
+      expect(inner.isDisposed).toBe(false);
+    });
+    expect(memory().numTensors).toBe(before);
+  });
+
+  it("keep survives the scope; tidy cleans up when fn throws; a Promise is refused", () => {
+    const before = memory().numTensors;
+    let kept: ReturnType<typeof ones> | undefined;
+    tidy(() => {
+      kept = keep(ones([3]));
+      ones([3]);
+    });
+    expect(kept?.isDisposed).toBe(false);
+    expect(memory().numTensors).toBe(before + 1);
+    kept?.dispose();
+    expect(() =>
+      tidy(() => {
+        ones([5]);
+        throw new Error("boom");
+      }),
+    ).toThrow("boom");
+    expect(memory().numTensors).toBe(before);
+    expect(() => tidy(() => Promise.resolve(ones([1])))).toThrow(/tidy only tracks synchronous code/);
+  });
+
+  it("clone, reshape and assign share buffers; the last user frees them", () => {
+    const backend = getBackendInstance("js");
+    const buffers = backend.memory().buffers;
+    const a = tensor([1, 2, 3, 4], [2, 2]);
+    const view = reshape(a, [4]);
+    const copy = a.clone();
+    expect(backend.memory().buffers).toBe(buffers + 1);
+    a.dispose();
+    view.dispose();
+    expect(Array.from(copy.dataSync())).toEqual([1, 2, 3, 4]);
+    const param = zeros([2, 2]);
+    param.assign(copy);
+    copy.dispose();
+    expect(Array.from(param.dataSync())).toEqual([1, 2, 3, 4]);
+    expect(backend.memory().buffers).toBe(buffers + 1);
+    expect(() => tidy(() => param.assign(zeros([4])))).toThrow("assign: other has shape [4], expected [2,2]");
+    expect(() => tidy(() => param.assign(zeros([2, 2], "int32")))).toThrow("assign: other has dtype int32, expected float32");
+    param.dispose();
+    param.dispose(); // idempotent
+    expect(backend.memory().buffers).toBe(buffers);
+    expect(() => param.dataSync()).toThrow(/was disposed/);
+  });
+
+  it("a collected, undisposed tensor is freed by the finalizer (safety net only)", async () => {
+    const gc = (globalThis as { gc?: () => void }).gc;
+    if (!gc) {
+      console.log("skipping the finalizer check: run node with --expose-gc to include it");
+      return;
+    }
+    const backend = getBackendInstance("js");
+    const buffers = backend.memory().buffers;
+    (() => {
+      ones([1000]);
+    })();
+    for (let i = 0; i < 10 && backend.memory().buffers !== buffers; i++) {
+      gc();
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect(backend.memory().buffers).toBe(buffers);
+  });
+});
+
+describe("kernel observers (the autograd hook)", () => {
+  it("sees every kernel with its input Tensors, attrs and output Tensors, until unsubscribed", () => {
+    const records: KernelRecord[] = [];
+    const unsubscribe = addKernelObserver((record) => records.push(record));
+    const a = ones([2, 3]);
+    const b = reshape(a, [3, 2]);
+    const c = add(b, b);
+    unsubscribe();
+    neg(c);
+    expect(records.map((r) => r.kernelName)).toEqual(["Fill", "Reshape", "Add"]);
+    expect(records[1].inputs).toEqual({ x: a });
+    expect(records[1].attrs).toEqual({ shape: [3, 2] });
+    expect(records[1].outputs).toEqual([b]);
+    expect(records[2].outputs[0]).toBe(c);
+    dispose([a, b, c]);
+  });
+
+  it("lets an observer keep saved tensors alive past tidy through clone + keep", () => {
+    const saved: ReturnType<typeof ones>[] = [];
+    const unsubscribe = addKernelObserver((record) => {
+      if (record.kernelName === "Exp") saved.push(keep((record.inputs as { x: ReturnType<typeof ones> }).x.clone()));
+    });
+    tidy(() => exp(tensor([0, 1])));
+    unsubscribe();
+    expect(saved).toHaveLength(1);
+    expect(Array.from(saved[0].dataSync())).toEqual([0, 1]);
+    saved[0].dispose();
+  });
+
+  it("requiresGrad and grad are plain fields core never touches", () => {
+    const t = ones([2]);
+    expect(t.requiresGrad).toBe(false);
+    expect(t.grad).toBeNull();
+    t.requiresGrad = true;
+    const u = exp(t);
+    expect(u.requiresGrad).toBe(false);
+    dispose([t, u]);
+  });
+});

@@ -1,0 +1,124 @@
+import {
+  DTypeError,
+  ShapeError,
+  ValueError,
+  arange,
+  argmax,
+  dispose,
+  expandDims,
+  flatten,
+  full,
+  layerNorm,
+  manualSeed,
+  permute,
+  rand,
+  randn,
+  scalar,
+  softmax,
+  squeeze,
+  tensor,
+  tidy,
+  transpose,
+  zeros,
+} from "@blocksparse/core";
+import { describe, expect, it } from "vitest";
+
+describe("creating tensors", () => {
+  it("infers shapes from nested arrays and validates them", () => {
+    tidy(() => {
+      const t = tensor([
+        [1, 2, 3],
+        [4, 5, 6],
+      ]);
+      expect(t.shape).toEqual([2, 3]);
+      expect(t.dtype).toBe("float32");
+      expect(tensor(Int32Array.from([1, 2])).dtype).toBe("int32");
+      expect(scalar(3).shape).toEqual([]);
+      expect(() => tensor([[1, 2], [3]])).toThrow(ShapeError);
+      expect(() => tensor([1, 2, 3], [2, 2])).toThrow("tensor: 3 values do not fill shape [2, 2]");
+      expect(() => tensor([1.5], [1], "int32")).toThrow("tensor: value 1.5 at index 0 is not a 32-bit integer");
+      expect(() => tensor([1], [1], "float64" as "float32")).toThrow(DTypeError);
+      expect(() => full([2, -1], 0)).toThrow(ShapeError);
+      expect(() => full([2], 0.5, "int32")).toThrow(ValueError);
+    });
+  });
+
+  it("rounds to half dtypes on creation and widens on read", async () => {
+    tidy(() => {
+      const h = tensor([0.1, 65520, 1 / 3], [3], "float16");
+      const values = h.dataSync();
+      expect(values[0]).toBeCloseTo(0.0999755859375, 12);
+      expect(values[1]).toBe(Number.POSITIVE_INFINITY);
+      const raw = tensor(Uint16Array.from([0x3c00]), [1], "bfloat16");
+      expect(raw.dataSync()[0]).toBeCloseTo(0.0078125, 10); // 0x3c00 read as bfloat16 bits
+    });
+    const t = tensor([1, 2]);
+    expect(Array.from(await t.data())).toEqual([1, 2]);
+    t.dispose();
+  });
+
+  it("arange counts up or down and seeded random ops repeat", () => {
+    tidy(() => {
+      expect(arange(4).toArray()).toEqual([0, 1, 2, 3]);
+      expect(arange(5, 1, -2).toArray()).toEqual([5, 3]);
+      expect(arange(2, 5, 1, "int32").dtype).toBe("int32");
+      expect(() => arange(0, 3, 0)).toThrow(ValueError);
+      expect(randn([5], { seed: 3 }).toArray()).toEqual(randn([5], { seed: 3 }).toArray());
+      manualSeed(11);
+      const first = rand([4]).toArray();
+      manualSeed(11);
+      expect(rand([4]).toArray()).toEqual(first);
+      expect(first.every((v) => v >= 0 && v < 1)).toBe(true);
+    });
+  });
+
+  it("toString shows dtype, shape, backend and the edges of the data", () => {
+    tidy(() => {
+      expect(tensor([1, 2.5], [2]).toString()).toBe("Tensor(float32, [2], js) [1.0, 2.500]");
+      expect(arange(10, undefined, 1, "int32").toString()).toBe("Tensor(int32, [10], js) [0, 1, 2, ..., 7, 8, 9]");
+      const gone = zeros([2]);
+      gone.dispose();
+      expect(gone.toString()).toBe("Tensor(disposed, float32, [2])");
+      expect(scalar(4).item()).toBe(4);
+      expect(() => zeros([2]).item()).toThrow(ShapeError);
+    });
+  });
+});
+
+describe("shape helpers built on reshape and transpose", () => {
+  it("flatten, expandDims, squeeze, permute", () => {
+    tidy(() => {
+      const x = zeros([2, 1, 3]);
+      expect(flatten(x).shape).toEqual([6]);
+      expect(flatten(x, 1).shape).toEqual([2, 3]);
+      expect(expandDims(x, -1).shape).toEqual([2, 1, 3, 1]);
+      expect(squeeze(x).shape).toEqual([2, 3]);
+      expect(() => squeeze(x, 0)).toThrow("squeeze: axis 0 has size 2, expected 1");
+      expect(permute(x, [2, 0, 1]).shape).toEqual([3, 2, 1]);
+      expect(transpose(x).shape).toEqual([3, 1, 2]);
+    });
+  });
+
+  it("softmax along a non-last axis sums to one along that axis", () => {
+    tidy(() => {
+      const x = randn([3, 4, 2], { seed: 5 });
+      const y = softmax(x, 1).dataSync();
+      for (let i = 0; i < 3; i++) {
+        for (let k = 0; k < 2; k++) {
+          let s = 0;
+          for (let j = 0; j < 4; j++) s += y[i * 8 + j * 2 + k];
+          expect(s).toBeCloseTo(1, 6);
+        }
+      }
+      expect(argmax(tensor([[1, 5, 5], [7, 0, 7]]), 1).toArray()).toEqual([1, 0]);
+      expect(layerNorm(x).shape).toEqual([3, 4, 2]);
+    });
+  });
+
+  it("dispose() accepts nested containers", () => {
+    const a = zeros([1]);
+    const b = zeros([1]);
+    dispose({ a, list: [b] });
+    expect(a.isDisposed && b.isDisposed).toBe(true);
+  });
+});
