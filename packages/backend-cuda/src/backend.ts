@@ -1,0 +1,298 @@
+import {
+  type Backend,
+  BackendError,
+  type BackendMemory,
+  type BackendValues,
+  type BsrPattern,
+  type DataId,
+  type DType,
+  type KernelTable,
+  type TensorInfo,
+  ValueError,
+  allocStorage,
+  bytesPerElement,
+  isStorageOf,
+  sizeOf,
+} from "@blocksparse/core";
+import { CudaError, translateNativeError } from "./errors";
+import { cudaKernels } from "./kernels";
+import { startCuda } from "./loader";
+import { type BuildInfo, DTYPE_CODE, type DeviceInfo, type NativeAddon, type PatternHandle } from "./native";
+
+/** One device buffer of the cuda backend (the engine's DataId). */
+export class CudaBuffer {
+  freed = false;
+  constructor(
+    readonly handle: number,
+    readonly dtype: DType,
+    readonly size: number,
+  ) {}
+}
+
+/** Poison bit patterns: NaN for float dtypes, 0x7fffffff for int32. */
+const POISON_BITS: Readonly<Record<DType, number>> = {
+  float32: 0x7fc00000,
+  float16: 0x7e00,
+  bfloat16: 0x7fc0,
+  int32: 0x7fffffff,
+};
+
+/** Memory figures of the cuda backend. */
+export interface CudaMemory extends BackendMemory {
+  /** Bytes of live tensor buffers (as asked for). */
+  bytesInUse: number;
+  /** Live tensor buffers. */
+  buffers: number;
+  /** What the device holds for live buffers, tensors and pattern indices both, in allocator size classes. */
+  deviceBytesInUse: number;
+  /** Freed allocations the allocator keeps for reuse (`releaseCache()` returns them to CUDA). */
+  cachedBytes: number;
+  cachedBuffers: number;
+  /** Patterns whose indices are on the device. */
+  patterns: number;
+  cudaMallocCalls: number;
+  cacheHits: number;
+  deviceFreeBytes: number;
+  deviceTotalBytes: number;
+}
+
+/**
+ * The CUDA backend: buffers live in device memory behind the addon's caching allocator, every kernel
+ * runs on one stream, and reads wait for the work queued before them.
+ */
+export class CudaBackend implements Backend {
+  readonly name: string = "cuda";
+  readonly kernels: KernelTable<this> = cudaKernels;
+  poisonAllocations = false;
+  readonly addon: NativeAddon;
+  readonly device: DeviceInfo;
+  readonly build: BuildInfo;
+  /** Where the addon was loaded from. */
+  readonly addonPath: string;
+  private tensorBytes = 0;
+  private readonly live = new Set<CudaBuffer>();
+  private readonly patternHandles = new WeakMap<BsrPattern, PatternHandle>();
+  private readonly livePatterns = new Set<PatternHandle>();
+  private readonly patternFinalizer = new FinalizationRegistry<PatternHandle>((handle) => this.freePattern(handle));
+  /** Buffers allocated by the kernel now running, freed if it throws. */
+  private kernelAllocations: CudaBuffer[] | null = null;
+  private disposed = false;
+
+  /** Throws a CudaError with the one-line reason when CUDA cannot run here. */
+  constructor() {
+    const start = startCuda();
+    if (start.addon === null) throw new CudaError(`CUDA is unavailable: ${start.reason}`);
+    this.addon = start.addon;
+    this.device = start.device;
+    this.addonPath = start.path;
+    this.build = this.addon.buildInfo();
+  }
+
+  // ---------------------------------------------------------------- Backend
+
+  allocate(dtype: DType, size: number): DataId {
+    this.checkAlive();
+    if (!Number.isInteger(size) || size < 0) throw new ValueError(`cuda: cannot allocate ${size} elements`);
+    const bytes = size * bytesPerElement(dtype);
+    const handle = this.native(() => this.addon.alloc(bytes));
+    const buffer = new CudaBuffer(handle, dtype, size);
+    this.live.add(buffer);
+    this.tensorBytes += bytes;
+    this.kernelAllocations?.push(buffer);
+    if (this.poisonAllocations && size > 0) {
+      this.native(() => this.addon.fillBits(bytesPerElement(dtype) as 2 | 4, handle, size, POISON_BITS[dtype]));
+    }
+    return buffer;
+  }
+
+  write(dataId: DataId, values: BackendValues): void {
+    const buffer = this.buffer(dataId);
+    if (!isStorageOf(buffer.dtype, values) || values.length !== buffer.size) {
+      throw new ValueError(
+        `cuda: write expects the ${buffer.dtype} storage array of ${buffer.size} elements, got ${values.constructor.name}(${values.length})`,
+      );
+    }
+    this.native(() => this.addon.write(buffer.handle, values));
+  }
+
+  async read(dataId: DataId): Promise<BackendValues> {
+    return this.readSync(dataId);
+  }
+
+  readSync(dataId: DataId): BackendValues {
+    const buffer = this.buffer(dataId);
+    const out = allocStorage(buffer.dtype, buffer.size);
+    this.native(() => this.addon.read(buffer.handle, out));
+    return out;
+  }
+
+  free(dataId: DataId): void {
+    const buffer = this.buffer(dataId);
+    buffer.freed = true;
+    this.live.delete(buffer);
+    this.tensorBytes -= buffer.size * bytesPerElement(buffer.dtype);
+    this.native(() => this.addon.free(buffer.handle));
+  }
+
+  memory(): CudaMemory {
+    const native = this.disposed ? undefined : this.native(() => this.addon.memory());
+    return {
+      bytesInUse: this.tensorBytes,
+      buffers: this.live.size,
+      deviceBytesInUse: native?.bytesInUse ?? 0,
+      cachedBytes: native?.bytesCached ?? 0,
+      cachedBuffers: native?.buffersCached ?? 0,
+      patterns: this.livePatterns.size,
+      cudaMallocCalls: native?.cudaMallocCalls ?? 0,
+      cacheHits: native?.cacheHits ?? 0,
+      deviceFreeBytes: native?.deviceFreeBytes ?? 0,
+      deviceTotalBytes: native?.deviceTotalBytes ?? 0,
+    };
+  }
+
+  /** Frees every buffer and pattern index still held and releases the allocator's cache. */
+  dispose(): void {
+    if (this.disposed) return;
+    for (const buffer of this.live) {
+      buffer.freed = true;
+      this.addon.free(buffer.handle);
+    }
+    this.live.clear();
+    this.tensorBytes = 0;
+    for (const handle of this.livePatterns) {
+      this.patternFinalizer.unregister(this.unregisterToken(handle));
+      this.addon.freePattern(handle);
+    }
+    this.livePatterns.clear();
+    this.addon.releaseCache();
+    this.disposed = true;
+  }
+
+  // ---------------------------------------------------------------- CUDA specifics
+
+  /** Gives the allocator's cached (freed) device memory back to CUDA. */
+  releaseCache(): void {
+    this.checkAlive();
+    this.native(() => this.addon.releaseCache());
+  }
+
+  /** Waits until all queued device work has finished. */
+  synchronize(): void {
+    this.checkAlive();
+    this.native(() => this.addon.synchronize());
+  }
+
+  /** Dense matmul through cuBLAS (when built with it) or the built-in kernel. Returns whether cuBLAS is used. */
+  setCublasEnabled(enabled: boolean): boolean {
+    return this.addon.setCublasEnabled(enabled);
+  }
+
+  // ---------------------------------------------------------------- helpers for kernels
+
+  /** The live buffer behind a handle. */
+  buffer(dataId: DataId): CudaBuffer {
+    this.checkAlive();
+    if (!(dataId instanceof CudaBuffer)) throw new BackendError("cuda: the handle does not belong to the cuda backend");
+    if (dataId.freed) throw new BackendError("cuda: the buffer was freed");
+    return dataId;
+  }
+
+  /** The device buffer handle of an input. */
+  handle(info: TensorInfo): number {
+    return this.buffer(info.dataId).handle;
+  }
+
+  /** A new output tensor info. */
+  output(shape: readonly number[], dtype: DType): TensorInfo {
+    return { dataId: this.allocate(dtype, sizeOf(shape)), shape: [...shape], dtype };
+  }
+
+  /** Scratch memory for one kernel: freed when `use` returns or throws. */
+  withScratch<T>(dtype: DType, size: number, use: (scratch: CudaBuffer) => T): T {
+    const scratch = this.allocate(dtype, size) as CudaBuffer;
+    try {
+      return use(scratch);
+    } finally {
+      this.free(scratch);
+    }
+  }
+
+  code(dtype: DType): number {
+    return DTYPE_CODE[dtype];
+  }
+
+  /** The pattern's indices on the device: validated and uploaded once, freed when the pattern is collected. */
+  pattern(pattern: BsrPattern): PatternHandle {
+    const known = this.patternHandles.get(pattern);
+    if (known !== undefined) return known;
+    const { blockColPtr, blockRowIdx, valueIndex } = pattern.columnIndex;
+    const { blockRow, blockCol } = pattern.coordinates;
+    const handle = this.native(() =>
+      this.addon.createPattern({
+        rows: pattern.shape[0],
+        cols: pattern.shape[1],
+        blockRowsSize: pattern.blockShape[0],
+        blockColsSize: pattern.blockShape[1],
+        blockRows: pattern.blockRows,
+        blockCols: pattern.blockCols,
+        nnzBlocks: pattern.nnzBlocks,
+        blockRowPtr: pattern.blockRowPtr,
+        blockColIdx: pattern.blockColIdx,
+        blockColPtr,
+        blockRowIdx,
+        valueIndex,
+        coordBlockRow: blockRow,
+        coordBlockCol: blockCol,
+      }),
+    );
+    this.patternHandles.set(pattern, handle);
+    this.livePatterns.add(handle);
+    this.patternFinalizer.register(pattern, handle, this.unregisterToken(handle));
+    return handle;
+  }
+
+  /** Runs a kernel: native errors become typed errors, and outputs it allocated are freed if it throws. */
+  runKernel<T>(run: () => T): T {
+    const outer = this.kernelAllocations;
+    const mine: CudaBuffer[] = [];
+    this.kernelAllocations = mine;
+    try {
+      return run();
+    } catch (error) {
+      for (const buffer of mine) if (!buffer.freed) this.free(buffer);
+      throw translateNativeError(error);
+    } finally {
+      this.kernelAllocations = outer;
+    }
+  }
+
+  /** Calls the addon, turning its errors into typed errors. */
+  native<T>(call: () => T): T {
+    try {
+      return call();
+    } catch (error) {
+      throw translateNativeError(error);
+    }
+  }
+
+  private readonly tokens = new Map<PatternHandle, object>();
+
+  private unregisterToken(handle: PatternHandle): object {
+    let token = this.tokens.get(handle);
+    if (!token) {
+      token = { handle };
+      this.tokens.set(handle, token);
+    }
+    return token;
+  }
+
+  private freePattern(handle: PatternHandle): void {
+    this.tokens.delete(handle);
+    if (this.disposed || !this.livePatterns.delete(handle)) return;
+    this.addon.freePattern(handle);
+  }
+
+  private checkAlive(): void {
+    if (this.disposed) throw new BackendError("cuda: the backend was disposed");
+  }
+}

@@ -1,0 +1,121 @@
+import { type KernelArgs, type TensorInfo, sizeOf } from "@blocksparse/core";
+import type { CudaBackend } from "../backend";
+
+/** [rows, width] of a tensor normalised over its last axis. */
+function rowsOf(shape: readonly number[]): [number, number] {
+  const width = shape.length === 0 ? 1 : shape[shape.length - 1];
+  return [width === 0 ? sizeOf(shape.slice(0, -1)) : sizeOf(shape) / width, width];
+}
+
+export function layerNormKernel({
+  inputs: { x, gamma, beta },
+  attrs: { epsilon },
+  backend,
+}: KernelArgs<"LayerNorm", CudaBackend>): [TensorInfo, TensorInfo, TensorInfo] {
+  const [rows, width] = rowsOf(x.shape);
+  const y = backend.output(x.shape, x.dtype);
+  const mean = backend.output(x.shape.slice(0, -1), "float32");
+  const rstd = backend.output(x.shape.slice(0, -1), "float32");
+  backend.addon.layerNorm(
+    backend.code(x.dtype),
+    backend.handle(x),
+    gamma ? backend.handle(gamma) : null,
+    beta ? backend.handle(beta) : null,
+    backend.handle(y),
+    backend.handle(mean),
+    backend.handle(rstd),
+    rows,
+    width,
+    epsilon,
+  );
+  return [y, mean, rstd];
+}
+
+export function layerNormBackwardKernel({
+  inputs: { dy, x, mean, rstd, gamma },
+  backend,
+}: KernelArgs<"LayerNormBackward", CudaBackend>): [TensorInfo, TensorInfo, TensorInfo] {
+  const [rows, width] = rowsOf(x.shape);
+  const dx = backend.output(x.shape, x.dtype);
+  const dgamma = backend.output([width], x.dtype);
+  const dbeta = backend.output([width], x.dtype);
+  backend.addon.layerNormBackward(
+    backend.code(x.dtype),
+    backend.handle(dy),
+    backend.handle(x),
+    backend.handle(mean),
+    backend.handle(rstd),
+    gamma ? backend.handle(gamma) : null,
+    backend.handle(dx),
+    backend.handle(dgamma),
+    backend.handle(dbeta),
+    rows,
+    width,
+  );
+  return [dx, dgamma, dbeta];
+}
+
+export function crossEntropyKernel({ inputs: { logits, targets }, backend }: KernelArgs<"CrossEntropy", CudaBackend>): TensorInfo {
+  const [rows, classes] = logits.shape;
+  const loss = backend.output([rows], logits.dtype);
+  backend.addon.crossEntropy(
+    backend.code(logits.dtype),
+    backend.handle(logits),
+    backend.handle(targets),
+    backend.handle(loss),
+    rows,
+    classes,
+  );
+  return loss;
+}
+
+export function crossEntropyBackwardKernel({
+  inputs: { logits, targets, dy },
+  backend,
+}: KernelArgs<"CrossEntropyBackward", CudaBackend>): TensorInfo {
+  const [rows, classes] = logits.shape;
+  const dlogits = backend.output(logits.shape, logits.dtype);
+  backend.addon.crossEntropyBackward(
+    backend.code(logits.dtype),
+    backend.handle(logits),
+    backend.handle(targets),
+    backend.handle(dy),
+    backend.handle(dlogits),
+    rows,
+    classes,
+  );
+  return dlogits;
+}
+
+export function adamUpdateKernel({
+  inputs: { param, grad, m, v },
+  attrs,
+  backend,
+}: KernelArgs<"AdamUpdate", CudaBackend>): [TensorInfo, TensorInfo, TensorInfo] {
+  const paramOut = backend.output(param.shape, param.dtype);
+  const mOut = backend.output(m.shape, m.dtype);
+  const vOut = backend.output(v.shape, v.dtype);
+  backend.addon.adamUpdate(
+    backend.code(param.dtype),
+    backend.handle(param),
+    backend.handle(grad),
+    backend.code(m.dtype),
+    backend.handle(m),
+    backend.code(v.dtype),
+    backend.handle(v),
+    backend.handle(paramOut),
+    backend.handle(mOut),
+    backend.handle(vOut),
+    sizeOf(param.shape),
+    {
+      lr: attrs.lr,
+      beta1: attrs.beta1,
+      beta2: attrs.beta2,
+      epsilon: attrs.epsilon,
+      weightDecay: attrs.weightDecay,
+      decoupledWeightDecay: attrs.decoupledWeightDecay,
+      step: attrs.step,
+    },
+  );
+  return [paramOut, mOut, vOut];
+}

@@ -1,0 +1,130 @@
+import {
+  type KernelArgs,
+  type TensorInfo,
+  broadcastStrides,
+  matmulShape,
+  sizeOf,
+  stridesOf,
+} from "@blocksparse/core";
+import type { CudaBackend, CudaBuffer } from "../backend";
+import { collapseDims } from "./util";
+
+/**
+ * One matmul operand as [batch] matrices with a fixed stride: its own buffer when its batch dims are
+ * absent or match the output's (stride 0 or one matrix), else a broadcast copy in scratch.
+ */
+function batchedOperand(
+  backend: CudaBackend,
+  operand: TensorInfo,
+  batchShape: readonly number[],
+  scratch: CudaBuffer[],
+): { handle: number; stride: number } {
+  const rank = operand.shape.length;
+  const matrix = operand.shape.slice(rank - 2);
+  const matrixSize = matrix[0] * matrix[1];
+  const ownBatch = sizeOf(operand.shape.slice(0, rank - 2));
+  if (ownBatch === 1) return { handle: backend.handle(operand), stride: 0 };
+  if (ownBatch === sizeOf(batchShape)) return { handle: backend.handle(operand), stride: matrixSize };
+  const fullShape = [...batchShape, ...matrix];
+  const copy = backend.allocate(operand.dtype, sizeOf(fullShape)) as CudaBuffer;
+  scratch.push(copy);
+  const merged = collapseDims(fullShape, [broadcastStrides(operand.shape, fullShape), stridesOf(fullShape)]);
+  backend.addon.copyStrided(
+    backend.code(operand.dtype),
+    backend.handle(operand),
+    0,
+    merged.strides[0],
+    copy.handle,
+    0,
+    merged.strides[1],
+    merged.shape,
+  );
+  return { handle: copy.handle, stride: matrixSize };
+}
+
+export function matmulKernel({ inputs: { a, b }, attrs: { transposeA, transposeB }, backend }: KernelArgs<"MatMul", CudaBackend>): TensorInfo {
+  const shape = matmulShape(a.shape, b.shape, transposeA, transposeB);
+  const out = backend.output(shape, a.dtype);
+  if (sizeOf(shape) === 0) return out;
+  const ra = a.shape.length;
+  const m = shape[shape.length - 2];
+  const n = shape[shape.length - 1];
+  const k = transposeA ? a.shape[ra - 2] : a.shape[ra - 1];
+  const batchShape = shape.slice(0, -2);
+  const scratch: CudaBuffer[] = [];
+  try {
+    const left = batchedOperand(backend, a, batchShape, scratch);
+    const right = batchedOperand(backend, b, batchShape, scratch);
+    backend.addon.matmul(
+      backend.code(a.dtype),
+      left.handle,
+      right.handle,
+      backend.handle(out),
+      sizeOf(batchShape),
+      m,
+      n,
+      k,
+      transposeA,
+      transposeB,
+      left.stride,
+      right.stride,
+    );
+  } finally {
+    for (const buffer of scratch) backend.free(buffer);
+  }
+  return out;
+}
+
+/** Rows of a [..., width] operand (leading dims flattened). */
+function rowsOf(info: TensorInfo): number {
+  const width = info.shape[info.shape.length - 1];
+  return width === 0 ? sizeOf(info.shape.slice(0, -1)) : sizeOf(info.shape) / width;
+}
+
+export function bsrLinearKernel({ inputs: { x, values, bias }, attrs: { pattern }, backend }: KernelArgs<"BsrLinear", CudaBackend>): TensorInfo {
+  const out = backend.output([...x.shape.slice(0, -1), pattern.shape[0]], x.dtype);
+  backend.addon.bsrLinear(
+    backend.code(x.dtype),
+    backend.pattern(pattern),
+    backend.handle(x),
+    backend.handle(values),
+    bias ? backend.handle(bias) : null,
+    backend.handle(out),
+    rowsOf(x),
+  );
+  return out;
+}
+
+export function bsrMatmulKernel({ inputs: { dy, values }, attrs: { pattern }, backend }: KernelArgs<"BsrMatmul", CudaBackend>): TensorInfo {
+  const out = backend.output([...dy.shape.slice(0, -1), pattern.shape[1]], dy.dtype);
+  backend.addon.bsrMatmul(
+    backend.code(dy.dtype),
+    backend.pattern(pattern),
+    backend.handle(dy),
+    backend.handle(values),
+    backend.handle(out),
+    rowsOf(dy),
+  );
+  return out;
+}
+
+export function sampledMatmulKernel({ inputs: { dy, x }, attrs: { pattern }, backend }: KernelArgs<"SampledMatmul", CudaBackend>): TensorInfo {
+  const [r, c] = pattern.blockShape;
+  const out = backend.output([pattern.nnzBlocks, r, c], dy.dtype);
+  backend.addon.sampledMatmul(
+    backend.code(dy.dtype),
+    backend.pattern(pattern),
+    backend.handle(dy),
+    backend.handle(x),
+    backend.handle(out),
+    rowsOf(dy),
+  );
+  return out;
+}
+
+export function blockNormsKernel({ inputs: { values }, backend }: KernelArgs<"BlockNorms", CudaBackend>): TensorInfo {
+  const [nnzBlocks, r, c] = values.shape;
+  const out = backend.output([nnzBlocks], "float32");
+  backend.addon.blockNorms(backend.code(values.dtype), backend.handle(values), backend.handle(out), nnzBlocks, r * c);
+  return out;
+}

@@ -1,0 +1,298 @@
+/**
+ * The native addon's interface (kernels-cuda/src/addon.cpp), typed end to end: buffer and pattern
+ * handles are plain numbers, dtypes and operations are the numeric codes below (mirroring
+ * kernels-cuda/src/common.h and ops.h). Every function validates its arguments before any launch and
+ * throws a `NativeError` (an Error with a `code`) on a bad argument or a CUDA failure.
+ */
+import type { DType } from "@blocksparse/core";
+
+/** A device buffer of the addon's caching allocator. */
+export type BufferHandle = number;
+/** An uploaded, validated block-sparse pattern. */
+export type PatternHandle = number;
+
+/** Element type codes (common.h `DType`). */
+export const DTYPE_CODE: Readonly<Record<DType, number>> = { float32: 0, float16: 1, bfloat16: 2, int32: 3 };
+
+/** Unary operation codes (ops.h `UnaryOp`). */
+export const UnaryOp = {
+  Neg: 0,
+  Abs: 1,
+  Exp: 2,
+  Log: 3,
+  Sqrt: 4,
+  Rsqrt: 5,
+  Tanh: 6,
+  Sigmoid: 7,
+  Relu: 8,
+  Square: 9,
+  Gelu: 10,
+  GeluTanh: 11,
+} as const;
+
+/** Binary operation codes (ops.h `BinaryOp`); comparisons write int32. GeluGrad* take (dy, x). */
+export const BinaryOp = {
+  Add: 0,
+  Sub: 1,
+  Mul: 2,
+  Div: 3,
+  Maximum: 4,
+  Minimum: 5,
+  Pow: 6,
+  Equal: 7,
+  NotEqual: 8,
+  Less: 9,
+  LessEqual: 10,
+  Greater: 11,
+  GreaterEqual: 12,
+  GeluGrad: 13,
+  GeluTanhGrad: 14,
+} as const;
+
+/** Reduction codes (ops.h `ReduceOp`); Argmax writes int32. */
+export const ReduceOp = { Sum: 0, Mean: 1, Max: 2, Min: 3, Argmax: 4 } as const;
+
+export type UnaryOpCode = (typeof UnaryOp)[keyof typeof UnaryOp];
+export type BinaryOpCode = (typeof BinaryOp)[keyof typeof BinaryOp];
+export type ReduceOpCode = (typeof ReduceOp)[keyof typeof ReduceOp];
+
+/** The GPU the addon runs on. */
+export interface DeviceInfo {
+  index: number;
+  name: string;
+  /** "major.minor", e.g. "9.0" for Hopper. */
+  computeCapability: string;
+  multiprocessors: number;
+  totalMemory: number;
+  /** CUDA runtime and driver versions as CUDA encodes them (13000 = 13.0). */
+  runtimeVersion: number;
+  driverVersion: number;
+}
+
+/** How the addon was built. */
+export interface BuildInfo {
+  /** Dense matmul goes through cuBLAS (else the addon's own tiled kernel). */
+  cublas: boolean;
+  cudaVersion: number;
+  /** The CUDA architectures compiled in, e.g. "80,90a". */
+  architectures: string;
+}
+
+/** The caching allocator's figures (size-class bytes: what the device actually holds). */
+export interface NativeMemory {
+  bytesInUse: number;
+  bytesCached: number;
+  buffersInUse: number;
+  buffersCached: number;
+  cudaMallocCalls: number;
+  cacheHits: number;
+  /** cudaMemGetInfo, once the device is initialised. */
+  deviceFreeBytes?: number;
+  deviceTotalBytes?: number;
+}
+
+/** What createPattern validates and uploads (all index arrays of a BsrPattern). */
+export interface PatternDescription {
+  rows: number;
+  cols: number;
+  blockRowsSize: number;
+  blockColsSize: number;
+  blockRows: number;
+  blockCols: number;
+  nnzBlocks: number;
+  blockRowPtr: Int32Array;
+  blockColIdx: Int32Array;
+  blockColPtr: Int32Array;
+  blockRowIdx: Int32Array;
+  valueIndex: Int32Array;
+  coordBlockRow: Int32Array;
+  coordBlockCol: Int32Array;
+}
+
+export interface AdamHyperparameters {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  epsilon: number;
+  weightDecay: number;
+  decoupledWeightDecay: boolean;
+  step: number;
+}
+
+/** An error thrown by the addon. */
+export interface NativeError extends Error {
+  code: "ERR_CUDA" | "ERR_CUDA_OUT_OF_MEMORY" | "ERR_CUDA_INVALID_ARGUMENT";
+}
+
+type Buf = BufferHandle;
+type Dt = number;
+type Dims = readonly number[];
+
+export interface NativeAddon {
+  /** Starts CUDA on a device; throws the reason (no driver, no GPU, ...) when it cannot. */
+  init(deviceIndex: number): DeviceInfo;
+  buildInfo(): BuildInfo;
+
+  alloc(byteLength: number): Buf;
+  free(buffer: Buf): void;
+  /** Copies the whole array to the start of the buffer (ordered on the stream). */
+  write(buffer: Buf, values: ArrayBufferView): void;
+  /** Fills `out` from the start of the buffer, waiting for all queued work. */
+  read(buffer: Buf, out: ArrayBufferView): void;
+  memory(): NativeMemory;
+  /** Gives every cached (freed) allocation back to CUDA. */
+  releaseCache(): void;
+  synchronize(): void;
+  /** Routes dense matmul through cuBLAS (true) or the built-in kernel; returns whether cuBLAS is now used. */
+  setCublasEnabled(enabled: boolean): boolean;
+
+  createPattern(description: PatternDescription): PatternHandle;
+  freePattern(pattern: PatternHandle): void;
+
+  fillBits(elementBytes: 2 | 4, out: Buf, n: number, bits: number): void;
+  unary(op: UnaryOpCode, dtype: Dt, x: Buf, y: Buf, n: number): void;
+  binary(op: BinaryOpCode, dtype: Dt, a: Buf, aStrides: Dims, b: Buf, bStrides: Dims, y: Buf, shape: Dims): void;
+  where(
+    dtype: Dt,
+    condition: Buf,
+    conditionStrides: Dims,
+    a: Buf,
+    aStrides: Dims,
+    b: Buf,
+    bStrides: Dims,
+    y: Buf,
+    shape: Dims,
+  ): void;
+  cast(from: Dt, to: Dt, x: Buf, y: Buf, n: number): void;
+  copyStrided(
+    dtype: Dt,
+    src: Buf,
+    srcOffset: number,
+    srcStrides: Dims,
+    dst: Buf,
+    dstOffset: number,
+    dstStrides: Dims,
+    shape: Dims,
+  ): void;
+
+  reduce(op: ReduceOpCode, dtype: Dt, x: Buf, y: Buf, outer: number, size: number, inner: number): void;
+  softmax(log: boolean, dtype: Dt, x: Buf, y: Buf, rows: number, size: number): void;
+  layerNorm(
+    dtype: Dt,
+    x: Buf,
+    gamma: Buf | null,
+    beta: Buf | null,
+    y: Buf,
+    mean: Buf,
+    rstd: Buf,
+    rows: number,
+    width: number,
+    epsilon: number,
+  ): void;
+  layerNormBackward(
+    dtype: Dt,
+    dy: Buf,
+    x: Buf,
+    mean: Buf,
+    rstd: Buf,
+    gamma: Buf | null,
+    dx: Buf,
+    dgamma: Buf,
+    dbeta: Buf,
+    rows: number,
+    width: number,
+  ): void;
+  crossEntropy(dtype: Dt, logits: Buf, targets: Buf, loss: Buf, rows: number, classes: number): void;
+  crossEntropyBackward(
+    dtype: Dt,
+    logits: Buf,
+    targets: Buf,
+    dy: Buf,
+    dlogits: Buf,
+    rows: number,
+    classes: number,
+  ): void;
+
+  gather(dtype: Dt, x: Buf, indices: Buf, y: Buf, outer: number, axisSize: number, inner: number, count: number): void;
+  scatterAdd(
+    dtype: Dt,
+    updates: Buf,
+    indices: Buf,
+    y: Buf,
+    outer: number,
+    axisSize: number,
+    inner: number,
+    count: number,
+  ): void;
+  oneHot(dtype: Dt, indices: Buf, y: Buf, count: number, depth: number): void;
+
+  matmul(
+    dtype: Dt,
+    a: Buf,
+    b: Buf,
+    c: Buf,
+    batch: number,
+    m: number,
+    n: number,
+    k: number,
+    transposeA: boolean,
+    transposeB: boolean,
+    strideA: number,
+    strideB: number,
+  ): void;
+  bsrLinear(dtype: Dt, pattern: PatternHandle, x: Buf, values: Buf, bias: Buf | null, y: Buf, m: number): void;
+  bsrMatmul(dtype: Dt, pattern: PatternHandle, dy: Buf, values: Buf, dx: Buf, m: number): void;
+  sampledMatmul(dtype: Dt, pattern: PatternHandle, dy: Buf, x: Buf, dw: Buf, m: number): void;
+  blockNorms(dtype: Dt, values: Buf, norms: Buf, nnzBlocks: number, blockSize: number): void;
+  adamUpdate(
+    dtype: Dt,
+    param: Buf,
+    grad: Buf,
+    mDtype: Dt,
+    m: Buf,
+    vDtype: Dt,
+    v: Buf,
+    paramOut: Buf,
+    mOut: Buf,
+    vOut: Buf,
+    n: number,
+    hyperparameters: AdamHyperparameters,
+  ): void;
+}
+
+/** The functions every addon build exports; the loader checks them before trusting the module. */
+export const NATIVE_FUNCTIONS: readonly (keyof NativeAddon)[] = [
+  "init",
+  "buildInfo",
+  "alloc",
+  "free",
+  "write",
+  "read",
+  "memory",
+  "releaseCache",
+  "synchronize",
+  "setCublasEnabled",
+  "createPattern",
+  "freePattern",
+  "fillBits",
+  "unary",
+  "binary",
+  "where",
+  "cast",
+  "copyStrided",
+  "reduce",
+  "softmax",
+  "layerNorm",
+  "layerNormBackward",
+  "crossEntropy",
+  "crossEntropyBackward",
+  "gather",
+  "scatterAdd",
+  "oneHot",
+  "matmul",
+  "bsrLinear",
+  "bsrMatmul",
+  "sampledMatmul",
+  "blockNorms",
+  "adamUpdate",
+];

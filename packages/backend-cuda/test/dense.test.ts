@@ -1,0 +1,230 @@
+import {
+  add,
+  argmax,
+  concat,
+  crossEntropy,
+  crossEntropyBackward,
+  gather,
+  matmul,
+  max,
+  mean,
+  min,
+  mul,
+  scatterAdd,
+  sum,
+  tensor,
+  tidy,
+  transpose,
+} from "@blocksparse/core";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import type { CudaBackend } from "../src/index";
+import { FLOAT_DTYPES, cudaMissing, expectClose, random, randomTensor, reportCudaAvailability, useCuda } from "./cuda";
+
+reportCudaAvailability("dense.test.ts");
+
+function strides(shape: readonly number[]): number[] {
+  const out = new Array<number>(shape.length);
+  let s = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    out[i] = s;
+    s *= shape[i];
+  }
+  return out;
+}
+
+function unravel(flat: number, shape: readonly number[]): number[] {
+  const index = new Array<number>(shape.length);
+  for (let d = shape.length - 1; d >= 0; d--) {
+    index[d] = flat % shape[d];
+    flat = Math.floor(flat / shape[d]);
+  }
+  return index;
+}
+
+/** Float64 batched matmul with NumPy batch broadcasting and transposes. */
+function matmulRef(
+  a: Float64Array,
+  aShape: number[],
+  b: Float64Array,
+  bShape: number[],
+  transposeA: boolean,
+  transposeB: boolean,
+): { data: Float64Array; shape: number[] } {
+  const ra = aShape.length;
+  const rb = bShape.length;
+  const m = transposeA ? aShape[ra - 1] : aShape[ra - 2];
+  const k = transposeA ? aShape[ra - 2] : aShape[ra - 1];
+  const n = transposeB ? bShape[rb - 2] : bShape[rb - 1];
+  const aBatch = aShape.slice(0, -2);
+  const bBatch = bShape.slice(0, -2);
+  const rank = Math.max(aBatch.length, bBatch.length);
+  const pad = (s: number[]) => [...new Array(rank - s.length).fill(1), ...s];
+  const pa = pad(aBatch);
+  const pb = pad(bBatch);
+  const batch = pa.map((d, i) => Math.max(d, pb[i]));
+  const count = batch.reduce((p, d) => p * d, 1);
+  const out = new Float64Array(count * m * n);
+  const sa = strides(pa);
+  const sb = strides(pb);
+  for (let t = 0; t < count; t++) {
+    const index = unravel(t, batch);
+    const ia = index.reduce((s, v, d) => s + (pa[d] === 1 ? 0 : v) * sa[d], 0) * aShape[ra - 2] * aShape[ra - 1];
+    const ib = index.reduce((s, v, d) => s + (pb[d] === 1 ? 0 : v) * sb[d], 0) * bShape[rb - 2] * bShape[rb - 1];
+    for (let i = 0; i < m; i++)
+      for (let j = 0; j < n; j++) {
+        let acc = 0;
+        for (let p = 0; p < k; p++) {
+          const av = transposeA ? a[ia + p * m + i] : a[ia + i * k + p];
+          const bv = transposeB ? b[ib + j * k + p] : b[ib + p * n + j];
+          acc += av * bv;
+        }
+        out[(t * m + i) * n + j] = acc;
+      }
+  }
+  return { data: out, shape: [...batch, m, n] };
+}
+
+describe.skipIf(cudaMissing)("dense kernels on cuda against float64 math", () => {
+  let backend: CudaBackend;
+  beforeAll(() => {
+    backend = useCuda();
+  });
+  afterAll(() => {
+    backend?.setCublasEnabled(true);
+  });
+
+  const MATMUL_CASES: { a: number[]; b: number[]; tA: boolean; tB: boolean }[] = [
+    { a: [3, 5], b: [5, 4], tA: false, tB: false },
+    { a: [70, 33], b: [65, 33], tA: false, tB: true },
+    { a: [33, 70], b: [33, 65], tA: true, tB: false },
+    { a: [33, 70], b: [65, 33], tA: true, tB: true },
+    { a: [2, 3, 17, 33], b: [3, 33, 65], tA: false, tB: false }, // b broadcast over a leading dim: copied
+    { a: [4, 1, 8, 9], b: [1, 5, 9, 7], tA: false, tB: false }, // both broadcast: both copied
+    { a: [2, 70, 130], b: [130, 66], tA: false, tB: false }, // one b for every batch: stride 0
+    { a: [3, 0], b: [0, 4], tA: false, tB: false }, // empty sum: zeros
+  ];
+
+  for (const cublas of [true, false]) {
+    test(`matmul (${cublas ? "cuBLAS when built with it" : "built-in tiled kernel"}): transposes and broadcast batches`, () => {
+      backend.setCublasEnabled(cublas);
+      const next = random(cublas ? 1 : 2);
+      for (const dtype of FLOAT_DTYPES) {
+        for (const { a: aShape, b: bShape, tA, tB } of MATMUL_CASES) {
+          tidy(() => {
+            const a = randomTensor(next, aShape, dtype);
+            const b = randomTensor(next, bShape, dtype);
+            const out = matmul(a.t, b.t, { transposeA: tA, transposeB: tB });
+            const expected = matmulRef(a.values, aShape, b.values, bShape, tA, tB);
+            expect(out.shape).toEqual(expected.shape);
+            expectClose(out.dataSync(), expected.data, dtype, `matmul ${dtype} ${aShape}x${bShape} ${tA}/${tB}`);
+          });
+        }
+      }
+    });
+  }
+
+  test("reductions over adjacent, scattered, all and no axes, with keepDims", () => {
+    const next = random(7);
+    const shape = [3, 4, 5, 6];
+    for (const dtype of FLOAT_DTYPES) {
+      tidy(() => {
+        const x = randomTensor(next, shape, dtype);
+        for (const axes of [[1, 3], [0, 2], [1, 2], [0, 1, 2, 3], [3], []]) {
+          for (const keepDims of [false, true]) {
+            const outShape = shape.map((d, i) => (axes.includes(i) ? 1 : d));
+            const count = outShape.reduce((p, d) => p * d, 1);
+            const refs = {
+              sum: new Float64Array(count),
+              max: new Float64Array(count).fill(Number.NEGATIVE_INFINITY),
+              min: new Float64Array(count).fill(Number.POSITIVE_INFINITY),
+            };
+            const os = strides(outShape);
+            for (let i = 0; i < x.values.length; i++) {
+              const index = unravel(i, shape);
+              const o = index.reduce((s, v, d) => s + (axes.includes(d) ? 0 : v) * os[d], 0);
+              refs.sum[o] += x.values[i];
+              refs.max[o] = Math.max(refs.max[o], x.values[i]);
+              refs.min[o] = Math.min(refs.min[o], x.values[i]);
+            }
+            const reduced = axes.reduce((p, a) => p * shape[a], 1);
+            const label = `${dtype} axes [${axes}] keepDims ${keepDims}`;
+            const s = sum(x.t, axes, keepDims);
+            expect(s.shape).toEqual(keepDims ? outShape : shape.filter((_, i) => !axes.includes(i)));
+            expectClose(s.dataSync(), refs.sum, dtype, `sum ${label}`);
+            expectClose(mean(x.t, axes, keepDims).dataSync(), refs.sum.map((v) => v / reduced), dtype, `mean ${label}`);
+            expect(Array.from(max(x.t, axes, keepDims).dataSync()), `max ${label}`).toEqual(Array.from(refs.max));
+            expect(Array.from(min(x.t, axes, keepDims).dataSync()), `min ${label}`).toEqual(Array.from(refs.min));
+          }
+        }
+      });
+    }
+  });
+
+  test("int32 sums, maxima and argmax (first of equal maxima)", () => {
+    tidy(() => {
+      const values = [3, -7, 3, 12, 0, 12, 5, 5, -1, 2, 2, 2];
+      const x = tensor(values, [3, 4], "int32");
+      expect(Array.from(sum(x, [1]).dataSync())).toEqual([11, 22, 5]);
+      expect(Array.from(max(x, [0]).dataSync())).toEqual([3, 12, 5, 12]);
+      expect(Array.from(min(x, [1]).dataSync())).toEqual([-7, 0, -1]);
+      expect(Array.from(argmax(x, 1).dataSync())).toEqual([3, 1, 1]);
+      const big = tensor([2147483647, 1], [2], "int32");
+      // int32 sums wrap modulo 2^32, like the js backend's Int32Array stores.
+      expect(Array.from(sum(big).dataSync())).toEqual([-2147483648]);
+    });
+  });
+
+  test("elementwise broadcasting over more than 8 dims, merged before launch", () => {
+    const next = random(11);
+    const shape = [2, 1, 2, 1, 2, 1, 2, 1, 2, 3];
+    tidy(() => {
+      const a = randomTensor(next, shape, "float32");
+      const b = randomTensor(next, [3], "float32");
+      const c = randomTensor(next, [2, 1, 1, 1, 1, 1, 1, 1, 1, 1], "float32");
+      const out = mul(add(a.t, b.t), c.t);
+      const ref = a.values.map((v, i) => (v + b.values[i % 3]) * c.values[Math.floor(i / 48)]);
+      expectClose(out.dataSync(), ref, "float32", "broadcast rank 10");
+    });
+  });
+
+  test("transpose and concat of a rank-5 tensor", () => {
+    const next = random(13);
+    const shape = [2, 3, 4, 5, 6];
+    tidy(() => {
+      const x = randomTensor(next, shape, "bfloat16");
+      const perm = [4, 2, 0, 3, 1];
+      const out = transpose(x.t, perm);
+      const outShape = perm.map((p) => shape[p]);
+      const xs = strides(shape);
+      const ref = Array.from({ length: x.values.length }, (_, i) => {
+        const index = unravel(i, outShape);
+        return x.values[index.reduce((s, v, d) => s + v * xs[perm[d]], 0)];
+      });
+      expect(Array.from(out.dataSync())).toEqual(ref);
+      const joined = concat([x.t, x.t], 3);
+      expect(joined.shape).toEqual([2, 3, 4, 10, 6]);
+      const data = joined.dataSync();
+      for (let i = 0; i < data.length; i++) {
+        const [a, b, c, d, e] = unravel(i, [2, 3, 4, 10, 6]);
+        expect(data[i]).toBe(x.values[(((a * 3 + b) * 4 + c) * 5 + (d % 5)) * 6 + e]);
+      }
+    });
+  });
+
+  test("out-of-range indices read zeros and skip updates, never touching other memory", () => {
+    tidy(() => {
+      const x = tensor([1, 2, 3, 4, 5, 6], [3, 2], "float32");
+      const indices = tensor([2, -1, 0, 3], [4], "int32");
+      expect(Array.from(gather(x, indices).dataSync())).toEqual([5, 6, 0, 0, 1, 2, 0, 0]);
+      const updates = tensor([1, 1, 2, 2, 3, 3, 4, 4], [4, 2], "float32");
+      expect(Array.from(scatterAdd(indices, updates, [3, 2]).dataSync())).toEqual([3, 3, 0, 0, 1, 1]);
+      const logits = tensor([0, 0, 0, 1, 2, 3], [2, 3], "float32");
+      const targets = tensor([5, 2], [2], "int32");
+      const loss = crossEntropy(logits, targets, "none").dataSync();
+      expect(loss[0]).toBe(0);
+      expect(loss[1]).toBeCloseTo(Math.log(1 + Math.E + Math.E ** 2) + 1 - 3, 5);
+      const grad = crossEntropyBackward(logits, targets, tensor([1, 1], [2], "float32")).dataSync();
+      expect(Array.from(grad.slice(0, 3))).toEqual([0, 0, 0]);
+    });
+  });
+});

@@ -1,0 +1,157 @@
+import {
+  BsrPattern,
+  adamUpdate,
+  bsrLinear,
+  bsrMatmul,
+  crossEntropy,
+  crossEntropyBackward,
+  randn,
+  sampledMatmul,
+  tensor,
+  tidy,
+  zeros,
+  type Tensor,
+} from "@blocksparse/core";
+import { CudaBackend, CudaOutOfMemoryError } from "../src/index";
+import { beforeAll, describe, expect, test } from "vitest";
+import { cudaMissing, reportCudaAvailability, useCuda } from "./cuda";
+
+reportCudaAvailability("memory.test.ts");
+
+describe.skipIf(cudaMissing)("cuda memory: caching allocator, out of memory, bad inputs, no leaks", () => {
+  let backend: CudaBackend;
+  beforeAll(() => {
+    backend = useCuda();
+  });
+
+  test("a freed buffer is reused from the cache without cudaMalloc, and releaseCache gives memory back", () => {
+    const bytes = 256 * 1024 * 1024;
+    const first = backend.allocate("float32", bytes / 4);
+    backend.free(first);
+    const cached = backend.memory();
+    expect(cached.cachedBytes).toBeGreaterThanOrEqual(bytes);
+    const second = backend.allocate("float32", bytes / 4);
+    const reused = backend.memory();
+    expect(reused.cudaMallocCalls).toBe(cached.cudaMallocCalls);
+    expect(reused.cacheHits).toBe(cached.cacheHits + 1);
+    expect(reused.cachedBytes).toBe(cached.cachedBytes - (reused.deviceBytesInUse - cached.deviceBytesInUse));
+    backend.free(second);
+    const freeBefore = backend.memory().deviceFreeBytes;
+    backend.releaseCache();
+    const released = backend.memory();
+    expect(released.cachedBytes).toBe(0);
+    expect(released.cachedBuffers).toBe(0);
+    expect(released.deviceFreeBytes - freeBefore).toBeGreaterThanOrEqual(bytes);
+  });
+
+  test("running out of device memory throws a catchable CudaOutOfMemoryError and leaves the backend usable", () => {
+    const before = backend.memory();
+    expect(() => backend.allocate("float32", 2 ** 50)).toThrow(CudaOutOfMemoryError);
+    expect(() => zeros([2 ** 25, 2 ** 25])).toThrow(/out of memory/);
+    const after = backend.memory();
+    expect(after.buffers).toBe(before.buffers);
+    expect(after.cachedBytes).toBe(0); // the cache was released before the retry
+    const t = tensor([1, 2, 3], [3], "float32");
+    expect(Array.from(t.dataSync())).toEqual([1, 2, 3]);
+    t.dispose();
+  });
+
+  test("bad native arguments are clear errors, never crashes, and the backend keeps working", () => {
+    const { addon } = backend;
+    const call = (fn: () => void) => () => backend.native(fn);
+    const small = backend.allocate("float32", 4) as unknown as { handle: number };
+    const big = backend.allocate("float32", 64) as unknown as { handle: number };
+    expect(call(() => addon.free(987654321))).toThrow(/unknown or already freed buffer/);
+    expect(call(() => addon.unary(0, 0, big.handle, small.handle, 64))).toThrow(/too small/);
+    expect(call(() => addon.unary(99 as 0, 0, big.handle, big.handle, 64))).toThrow(/unknown op/);
+    expect(call(() => addon.unary(0, 7, big.handle, big.handle, 64))).toThrow(/unknown dtype/);
+    expect(call(() => addon.copyStrided(0, small.handle, 0, [8], big.handle, 0, [1], [4]))).toThrow(/too small/);
+    expect(call(() => addon.matmul(0, big.handle, big.handle, small.handle, 1, 8, 8, 8, false, false, 64, 64))).toThrow(
+      /too small/,
+    );
+    expect(call(() => addon.reduce(0, 0, big.handle, small.handle, -1, 2, 2))).toThrow(/non-negative integer/);
+    const pattern = BsrPattern.random([4, 4], { blockShape: [2, 2], density: 1, seed: 1 });
+    const good = {
+      rows: 4,
+      cols: 4,
+      blockRowsSize: 2,
+      blockColsSize: 2,
+      blockRows: 2,
+      blockCols: 2,
+      nnzBlocks: 4,
+      blockRowPtr: pattern.blockRowPtr,
+      blockColIdx: pattern.blockColIdx,
+      blockColPtr: pattern.columnIndex.blockColPtr,
+      blockRowIdx: pattern.columnIndex.blockRowIdx,
+      valueIndex: pattern.columnIndex.valueIndex,
+      coordBlockRow: pattern.coordinates.blockRow,
+      coordBlockCol: pattern.coordinates.blockCol,
+    };
+    expect(call(() => addon.createPattern({ ...good, blockColIdx: Int32Array.of(0, 2, 0, 1) }))).toThrow(/blockColIdx\[1\] = 2/);
+    expect(call(() => addon.createPattern({ ...good, blockRowPtr: Int32Array.of(0, 2, 3) }))).toThrow(/must end at nnzBlocks/);
+    expect(call(() => addon.createPattern({ ...good, valueIndex: Int32Array.of(0, 0, 1, 3) }))).toThrow(/valueIndex/);
+    expect(call(() => addon.createPattern({ ...good, cols: 6 }))).toThrow(/is not blockRows/);
+    const handle = backend.native(() => addon.createPattern(good));
+    expect(call(() => addon.bsrLinear(0, handle, big.handle, small.handle, null, big.handle, 4))).toThrow(/values.*too small/);
+    expect(call(() => addon.bsrLinear(0, handle + 1000, big.handle, big.handle, null, big.handle, 4))).toThrow(/unknown or freed pattern/);
+    backend.native(() => addon.freePattern(handle));
+    backend.free(small as never);
+    backend.free(big as never);
+    const t = tensor([1, -2], [2], "float32");
+    expect(Array.from(t.dataSync())).toEqual([1, -2]);
+    t.dispose();
+  });
+
+  test("a pattern's indices are uploaded once and freed with the backend", () => {
+    const own = new CudaBackend();
+    const pattern = BsrPattern.random([64, 64], { blockShape: [32, 32], density: 0.5, seed: 5 });
+    const before = own.memory();
+    const x = own.allocate("float32", 64);
+    const values = own.allocate("float32", pattern.nnzBlocks * 1024);
+    for (let i = 0; i < 3; i++) own.pattern(pattern);
+    expect(own.memory().patterns).toBe(1);
+    own.free(x);
+    own.free(values);
+    own.dispose();
+    const after = backend.memory();
+    expect(after.deviceBytesInUse).toBe(before.deviceBytesInUse);
+    expect(() => own.allocate("float32", 1)).toThrow(/disposed/);
+  });
+
+  test("device memory in use returns to its baseline after 300 training steps", () => {
+    const pattern = BsrPattern.random([128, 256], { blockShape: [32, 32], density: 0.25, seed: 9 });
+    const params: Tensor[] = [randn([pattern.nnzBlocks, 32, 32], { seed: 1, std: 0.05 })];
+    let m = zeros(params[0].shape);
+    let v = zeros(params[0].shape);
+    const targets = tensor(Array.from({ length: 64 }, (_, i) => i % 128), [64], "int32");
+    backend.pattern(pattern); // its indices stay on the device as long as the pattern lives
+    const baseline = backend.memory();
+    let cudaMallocCallsAfterWarmup = 0;
+    for (let step = 1; step <= 300; step++) {
+      const next = tidy(() => {
+        const x = randn([64, 256], { seed: step });
+        const logits = bsrLinear(x, params[0], pattern);
+        const loss = crossEntropy(logits, targets);
+        const dlogits = crossEntropyBackward(logits, targets, tensor(new Array(64).fill(1 / 64), [64], "float32"));
+        bsrMatmul(dlogits, params[0], pattern);
+        const grad = sampledMatmul(dlogits, x, pattern);
+        loss.dispose();
+        return adamUpdate(params[0], grad, m, v, { lr: 1e-3, step });
+      });
+      params[0].dispose();
+      m.dispose();
+      v.dispose();
+      params[0] = next.param;
+      m = next.m;
+      v = next.v;
+      if (step === 10) cudaMallocCallsAfterWarmup = backend.memory().cudaMallocCalls;
+    }
+    const end = backend.memory();
+    expect(end.buffers).toBe(baseline.buffers);
+    expect(end.bytesInUse).toBe(baseline.bytesInUse);
+    expect(end.deviceBytesInUse).toBe(baseline.deviceBytesInUse);
+    // After warm-up every allocation is served from the cache.
+    expect(end.cudaMallocCalls).toBe(cudaMallocCallsAfterWarmup);
+    for (const t of [params[0], m, v, targets]) t.dispose();
+  });
+});

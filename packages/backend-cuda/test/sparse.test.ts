@@ -1,0 +1,139 @@
+import { BsrPattern, blockNorms, bsrLinear, bsrMatmul, sampledMatmul, tidy } from "@blocksparse/core";
+import { beforeAll, describe, expect, test } from "vitest";
+import {
+  FLOAT_DTYPES,
+  cudaMissing,
+  expectClose,
+  random,
+  randomTensor,
+  reportCudaAvailability,
+  useCuda,
+} from "./cuda";
+
+reportCudaAvailability("sparse.test.ts");
+
+/** Dense W [rows, cols] (float64) from a pattern and its values. */
+function denseWeight(pattern: BsrPattern, values: Float64Array): Float64Array {
+  const [rows, cols] = pattern.shape;
+  const [R, C] = pattern.blockShape;
+  const { blockRow, blockCol } = pattern.coordinates;
+  const w = new Float64Array(rows * cols);
+  for (let p = 0; p < pattern.nnzBlocks; p++)
+    for (let r = 0; r < R; r++)
+      for (let c = 0; c < C; c++) w[(blockRow[p] * R + r) * cols + blockCol[p] * C + c] = values[(p * R + r) * C + c];
+  return w;
+}
+
+// Block shapes of every kind: 1x1, odd, rectangular both ways, larger than one 32-wide tile, 64x64.
+const CASES: { shape: [number, number]; block: [number, number] }[] = [
+  { shape: [5, 7], block: [1, 1] },
+  { shape: [6, 9], block: [2, 3] },
+  { shape: [9, 140], block: [3, 70] },
+  { shape: [48, 64], block: [16, 16] },
+  { shape: [96, 128], block: [32, 32] },
+  { shape: [64, 40], block: [32, 8] },
+  { shape: [40, 64], block: [8, 32] },
+  { shape: [96, 160], block: [48, 80] },
+  { shape: [128, 192], block: [64, 64] },
+];
+
+describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math", () => {
+  beforeAll(() => {
+    useCuda();
+  });
+
+  for (const { shape, block } of CASES) {
+    for (const density of [0, 0.4, 1]) {
+      test(`W ${shape.join("x")} in ${block.join("x")} blocks at density ${density}`, () => {
+        const next = random(shape[0] * 1000 + block[1] * 10 + density * 7);
+        const pattern = BsrPattern.random(shape, { blockShape: block, density, seed: shape[1] + block[0] });
+        const [rows, cols] = shape;
+        const [R, C] = block;
+        for (const dtype of FLOAT_DTYPES) {
+          tidy(() => {
+            // Leading dims [2, 35] flatten to 70 rows: more than one 64-row tile, not a multiple of it.
+            const lead = [2, 35];
+            const m = 70;
+            const x = randomTensor(next, [...lead, cols], dtype);
+            const values = randomTensor(next, [pattern.nnzBlocks, R, C], dtype);
+            const bias = randomTensor(next, [rows], dtype);
+            const dy = randomTensor(next, [...lead, rows], dtype);
+            const w = denseWeight(pattern, values.values);
+
+            const y = bsrLinear(x.t, values.t, pattern, bias.t);
+            expect(y.shape).toEqual([...lead, rows]);
+            const yRef = new Float64Array(m * rows);
+            for (let i = 0; i < m; i++)
+              for (let o = 0; o < rows; o++) {
+                let sum = bias.values[o];
+                for (let j = 0; j < cols; j++) sum += x.values[i * cols + j] * w[o * cols + j];
+                yRef[i * rows + o] = sum;
+              }
+            expectClose(y.dataSync(), yRef, dtype, `bsrLinear ${dtype}`);
+
+            const yNoBias = bsrLinear(x.t, values.t, pattern);
+            const yNoBiasRef = yRef.map((v, i) => v - bias.values[i % rows]);
+            expectClose(yNoBias.dataSync(), yNoBiasRef, dtype, `bsrLinear without bias ${dtype}`);
+
+            const dx = bsrMatmul(dy.t, values.t, pattern);
+            expect(dx.shape).toEqual([...lead, cols]);
+            const dxRef = new Float64Array(m * cols);
+            for (let i = 0; i < m; i++)
+              for (let j = 0; j < cols; j++) {
+                let sum = 0;
+                for (let o = 0; o < rows; o++) sum += dy.values[i * rows + o] * w[o * cols + j];
+                dxRef[i * cols + j] = sum;
+              }
+            expectClose(dx.dataSync(), dxRef, dtype, `bsrMatmul ${dtype}`);
+
+            const dw = sampledMatmul(dy.t, x.t, pattern);
+            expect(dw.shape).toEqual([pattern.nnzBlocks, R, C]);
+            const { blockRow, blockCol } = pattern.coordinates;
+            const dwRef = new Float64Array(pattern.nnzBlocks * R * C);
+            for (let p = 0; p < pattern.nnzBlocks; p++)
+              for (let r = 0; r < R; r++)
+                for (let c = 0; c < C; c++) {
+                  let sum = 0;
+                  for (let i = 0; i < m; i++) sum += dy.values[i * rows + blockRow[p] * R + r] * x.values[i * cols + blockCol[p] * C + c];
+                  dwRef[(p * R + r) * C + c] = sum;
+                }
+            expectClose(dw.dataSync(), dwRef, dtype, `sampledMatmul ${dtype}`);
+
+            const norms = blockNorms(values.t);
+            expect(norms.dtype).toBe("float32");
+            const normsRef = new Float64Array(pattern.nnzBlocks);
+            for (let p = 0; p < pattern.nnzBlocks; p++) {
+              let sum = 0;
+              for (let e = 0; e < R * C; e++) sum += values.values[p * R * C + e] ** 2;
+              normsRef[p] = Math.sqrt(sum);
+            }
+            expectClose(norms.dataSync(), normsRef, "float32", `blockNorms ${dtype}`);
+          });
+        }
+      });
+    }
+  }
+
+  test("a single input row and an empty batch", () => {
+    const next = random(99);
+    const pattern = BsrPattern.random([64, 96], { blockShape: [32, 32], density: 0.5, seed: 3 });
+    tidy(() => {
+      const values = randomTensor(next, [pattern.nnzBlocks, 32, 32], "float32");
+      const w = denseWeight(pattern, values.values);
+      const x = randomTensor(next, [1, 96], "float32");
+      const y = bsrLinear(x.t, values.t, pattern);
+      const yRef = Array.from({ length: 64 }, (_, o) => {
+        let sum = 0;
+        for (let j = 0; j < 96; j++) sum += x.values[j] * w[o * 96 + j];
+        return sum;
+      });
+      expectClose(y.dataSync(), yRef, "float32", "bsrLinear, one row");
+      const empty = randomTensor(next, [0, 96], "float32");
+      expect(bsrLinear(empty.t, values.t, pattern).shape).toEqual([0, 64]);
+      const dyEmpty = randomTensor(next, [0, 64], "float32");
+      const dwEmpty = sampledMatmul(dyEmpty.t, empty.t, pattern);
+      // No rows to sum over: the weight gradient is exactly zero.
+      expect(Array.from(dwEmpty.dataSync()).every((v) => v === 0)).toBe(true);
+    });
+  });
+});
