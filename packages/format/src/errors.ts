@@ -9,10 +9,13 @@ export class BsrFormatError extends Error {
   override readonly name = "BsrFormatError";
   readonly field: string;
   readonly position?: number;
+  /** The message without the field prefix. */
+  readonly detail: string;
 
   constructor(field: string, message: string, position?: number) {
     super(position === undefined ? `${field}: ${message}` : `${field}[${position}]: ${message}`);
     this.field = field;
+    this.detail = message;
     if (position !== undefined) this.position = position;
   }
 }

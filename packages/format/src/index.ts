@@ -34,3 +34,26 @@ export {
   type TorchBsrLayout,
   type ValuesInput,
 } from "./matrix.js";
+export {
+  decodeSafetensors,
+  encodeSafetensors,
+  MAX_HEADER_BYTES,
+  SAFETENSORS_DTYPES,
+  type SafetensorsContent,
+  type SafetensorsData,
+  type SafetensorsDataTypes,
+  type SafetensorsDType,
+  type SafetensorsTensor,
+  safetensorsDTypeSize,
+} from "./safetensors.js";
+export {
+  BSR_LAYOUT,
+  BSR_LAYOUT_VERSION,
+  BSR_METADATA_SUFFIXES,
+  BSR_TENSOR_SUFFIXES,
+  bsrMatricesToSafetensors,
+  bsrMatrixNames,
+  getBsrMatrices,
+  getBsrMatrix,
+  putBsrMatrix,
+} from "./bsr-safetensors.js";

@@ -441,8 +441,7 @@ function renameFields<T>(build: () => T, names: Record<string, string>): T {
     return build();
   } catch (error) {
     if (error instanceof BsrFormatError && names[error.field] !== undefined && names[error.field] !== error.field) {
-      const message = error.message.slice(error.message.indexOf(": ") + 2);
-      throw new BsrFormatError(names[error.field], message, error.position);
+      throw new BsrFormatError(names[error.field], error.detail, error.position);
     }
     throw error;
   }

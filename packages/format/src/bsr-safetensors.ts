@@ -1,0 +1,179 @@
+import { z } from "zod";
+import type { BsrDType } from "./dtype.js";
+import { BsrFormatError, parseWith } from "./errors.js";
+import { BsrMatrix } from "./matrix.js";
+import type { SafetensorsContent, SafetensorsDType, SafetensorsTensor } from "./safetensors.js";
+
+/**
+ * A BSR matrix `<name>` in a safetensors file is three ordinary tensors, named as PyTorch's
+ * BSR parts so that `torch.sparse_bsr_tensor(crow, col, values, size)` rebuilds it:
+ *   `<name>.crow_indices` I32 [blockRows + 1], `<name>.col_indices` I32 [nnzBlocks],
+ *   `<name>.values` F32 | F16 | BF16 [nnzBlocks, R, C],
+ * and string metadata: `<name>.layout` = "bsr", `<name>.layout_version` = "1",
+ * `<name>.shape` = "rows,cols", `<name>.block_shape` = "R,C", `<name>.dtype` = "float32" | ...
+ */
+export const BSR_LAYOUT = "bsr";
+export const BSR_LAYOUT_VERSION = 1;
+
+export const BSR_TENSOR_SUFFIXES = {
+  crowIndices: ".crow_indices",
+  colIndices: ".col_indices",
+  values: ".values",
+} as const;
+
+export const BSR_METADATA_SUFFIXES = {
+  layout: ".layout",
+  layoutVersion: ".layout_version",
+  shape: ".shape",
+  blockShape: ".block_shape",
+  dtype: ".dtype",
+} as const;
+
+const VALUE_DTYPES: Record<BsrDType, SafetensorsDType> = { float32: "F32", float16: "F16", bfloat16: "BF16" };
+const BSR_DTYPE_OF: Partial<Record<SafetensorsDType, BsrDType>> = { F32: "float32", F16: "float16", BF16: "bfloat16" };
+
+const pairSchema = z.string().regex(/^\s*\d+\s*,\s*\d+\s*$/, { error: 'expected "<integer>,<integer>"' });
+
+/** Adds matrix `name` (three tensors and its metadata) to `content`, replacing one of that name. */
+export function putBsrMatrix(content: SafetensorsContent, name: string, matrix: BsrMatrix): SafetensorsContent {
+  if (typeof name !== "string" || name === "") throw new BsrFormatError("name", "expected a non-empty string");
+  if (!(matrix instanceof BsrMatrix)) throw new BsrFormatError(name, "expected a BsrMatrix");
+  matrix.validate();
+  const torch = matrix.toTorch();
+  const [blockHeight, blockWidth] = matrix.blockShape;
+  content.tensors.set(`${name}.crow_indices`, { dtype: "I32", shape: [torch.crowIndices.length], data: torch.crowIndices });
+  content.tensors.set(`${name}.col_indices`, { dtype: "I32", shape: [torch.colIndices.length], data: torch.colIndices });
+  content.tensors.set(`${name}.values`, {
+    dtype: VALUE_DTYPES[matrix.dtype],
+    shape: [...torch.valuesShape],
+    data: torch.values,
+  } as SafetensorsTensor);
+  Object.assign(content.metadata, {
+    [`${name}.layout`]: BSR_LAYOUT,
+    [`${name}.layout_version`]: String(BSR_LAYOUT_VERSION),
+    [`${name}.shape`]: `${matrix.shape[0]},${matrix.shape[1]}`,
+    [`${name}.block_shape`]: `${blockHeight},${blockWidth}`,
+    [`${name}.dtype`]: matrix.dtype,
+  });
+  return content;
+}
+
+/** A content holding the given matrices, plus any dense tensors and metadata. */
+export function bsrMatricesToSafetensors(
+  matrices: Map<string, BsrMatrix> | Record<string, BsrMatrix>,
+  extra: Partial<SafetensorsContent> = {},
+): SafetensorsContent {
+  const content: SafetensorsContent = {
+    tensors: new Map(extra.tensors ?? []),
+    metadata: { ...(extra.metadata ?? {}) },
+  };
+  const entries = matrices instanceof Map ? [...matrices] : Object.entries(matrices);
+  for (const [name, matrix] of entries) putBsrMatrix(content, name, matrix);
+  return content;
+}
+
+/** Names of the BSR matrices in `content`: those with `.layout` metadata or a `.crow_indices` tensor. */
+export function bsrMatrixNames(content: SafetensorsContent): string[] {
+  const names = new Set<string>();
+  for (const [key, value] of Object.entries(content.metadata)) {
+    if (key.endsWith(BSR_METADATA_SUFFIXES.layout) && value === BSR_LAYOUT) names.add(key.slice(0, -".layout".length));
+  }
+  for (const key of content.tensors.keys()) {
+    if (key.endsWith(BSR_TENSOR_SUFFIXES.crowIndices)) names.add(key.slice(0, -".crow_indices".length));
+  }
+  return [...names].sort();
+}
+
+function requireTensor(content: SafetensorsContent, tensorName: string): SafetensorsTensor {
+  const tensor = content.tensors.get(tensorName);
+  if (tensor === undefined) throw new BsrFormatError(tensorName, "missing tensor");
+  return tensor;
+}
+
+function indexData(tensor: SafetensorsTensor, tensorName: string): Int32Array | BigInt64Array {
+  if (tensor.dtype !== "I32" && tensor.dtype !== "I64") {
+    throw new BsrFormatError(tensorName, `expected an I32 or I64 tensor, got ${tensor.dtype}`);
+  }
+  if (tensor.shape.length !== 1) {
+    throw new BsrFormatError(tensorName, `expected a 1-D tensor, got shape ${JSON.stringify(tensor.shape)}`);
+  }
+  return tensor.data;
+}
+
+function parsePair(text: string | undefined, key: string): [number, number] | undefined {
+  if (text === undefined) return undefined;
+  const [first, second] = parseWith(pairSchema, text, key).split(",").map(Number);
+  return [first, second];
+}
+
+/** Matrix `name` from `content`, validated (and checked against its metadata). */
+export function getBsrMatrix(content: SafetensorsContent, name: string): BsrMatrix {
+  const meta = (suffix: string): string | undefined => content.metadata[`${name}${suffix}`];
+  const layout = meta(".layout");
+  if (layout !== undefined && layout !== BSR_LAYOUT) {
+    throw new BsrFormatError(`${name}.layout`, `expected "${BSR_LAYOUT}", got ${JSON.stringify(layout)}`);
+  }
+  const version = meta(".layout_version");
+  if (version !== undefined && version !== String(BSR_LAYOUT_VERSION)) {
+    throw new BsrFormatError(
+      `${name}.layout_version`,
+      `layout version ${JSON.stringify(version)} is not supported (this reader knows version ${BSR_LAYOUT_VERSION})`,
+    );
+  }
+  const shape = parsePair(meta(".shape"), `${name}.shape`);
+  if (shape === undefined) {
+    throw new BsrFormatError(`${name}.shape`, 'missing metadata: the matrix shape, as "rows,cols"');
+  }
+  const crowName = `${name}.crow_indices`;
+  const colName = `${name}.col_indices`;
+  const valuesName = `${name}.values`;
+  const crow = indexData(requireTensor(content, crowName), crowName);
+  const col = indexData(requireTensor(content, colName), colName);
+  const values = requireTensor(content, valuesName);
+  const dtype = BSR_DTYPE_OF[values.dtype];
+  if (dtype === undefined) {
+    throw new BsrFormatError(valuesName, `values must be F32, F16 or BF16, got ${values.dtype}`);
+  }
+  if (values.shape.length !== 3) {
+    throw new BsrFormatError(valuesName, `expected shape [nnzBlocks, R, C], got ${JSON.stringify(values.shape)}`);
+  }
+  const declaredDType = meta(".dtype");
+  if (declaredDType !== undefined && declaredDType !== dtype) {
+    throw new BsrFormatError(`${name}.dtype`, `metadata says ${declaredDType} but the values tensor is ${values.dtype}`);
+  }
+  const blockShape = parsePair(meta(".block_shape"), `${name}.block_shape`);
+  if (blockShape !== undefined && (blockShape[0] !== values.shape[1] || blockShape[1] !== values.shape[2])) {
+    throw new BsrFormatError(
+      `${name}.block_shape`,
+      `metadata says ${blockShape.join(",")} but the values tensor has blocks of ${values.shape[1]},${values.shape[2]}`,
+    );
+  }
+  const fields: Record<string, string> = {
+    crowIndices: crowName,
+    colIndices: colName,
+    values: valuesName,
+    valuesShape: valuesName,
+    "torch.valuesShape": valuesName,
+    "torch.size": `${name}.shape`,
+  };
+  try {
+    return BsrMatrix.fromTorch({
+      crowIndices: crow,
+      colIndices: col,
+      values: values.data as Float32Array | Uint16Array,
+      valuesShape: [values.shape[0], values.shape[1], values.shape[2]],
+      size: shape,
+      dtype,
+    });
+  } catch (error) {
+    if (error instanceof BsrFormatError && fields[error.field] !== undefined) {
+      throw new BsrFormatError(fields[error.field], error.detail, error.position);
+    }
+    throw error;
+  }
+}
+
+/** Every BSR matrix in `content`, by name. */
+export function getBsrMatrices(content: SafetensorsContent): Map<string, BsrMatrix> {
+  return new Map(bsrMatrixNames(content).map((name) => [name, getBsrMatrix(content, name)]));
+}

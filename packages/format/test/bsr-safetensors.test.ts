@@ -1,0 +1,192 @@
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import {
+  BsrFormatError,
+  BsrMatrix,
+  bsrMatricesToSafetensors,
+  bsrMatrixNames,
+  decodeSafetensors,
+  encodeSafetensors,
+  getBsrMatrices,
+  getBsrMatrix,
+  putBsrMatrix,
+  type SafetensorsContent,
+  type Shape2,
+} from "../src/index.js";
+import { loadBsrMatrices, loadSafetensors, saveBsrMatrices, saveSafetensors } from "../src/node.js";
+import { PYTHON_FILE_HEX } from "./fixtures.js";
+import { thrown } from "./helpers.js";
+
+const cases: [Shape2, Shape2, "float32" | "float16" | "bfloat16", number][] = [
+  [[64, 32], [16, 16], "float32", 0.5],
+  [[12, 20], [3, 5], "float16", 0.3],
+  [[20, 12], [5, 3], "bfloat16", 1],
+  [[8, 8], [4, 4], "float32", 0],
+];
+
+function roundTrip(content: SafetensorsContent): SafetensorsContent {
+  return decodeSafetensors(encodeSafetensors(content.tensors, content.metadata));
+}
+
+function fieldOf(action: () => unknown): string {
+  const error = thrown(action);
+  expect(error).toBeInstanceOf(BsrFormatError);
+  return (error as BsrFormatError).field;
+}
+
+describe("BSR matrices in safetensors", () => {
+  it.each(cases)("round-trip exactly: shape %j block %j %s density %d", (shape, blockShape, dtype, density) => {
+    const matrix = BsrMatrix.random(shape, { blockShape, density, seed: 21, dtype });
+    const read = getBsrMatrix(roundTrip(putBsrMatrix({ tensors: new Map(), metadata: {} }, "layer.weight", matrix)), "layer.weight");
+    expect(read.dtype).toBe(dtype);
+    expect(read.pattern.equals(matrix.pattern)).toBe(true);
+    expect(read.values).toEqual(matrix.values);
+  });
+
+  it("stores PyTorch's tensor names and documented metadata", () => {
+    const matrix = BsrMatrix.random([1024, 4096], { blockShape: [32, 64], density: 0.01, seed: 1, dtype: "bfloat16" });
+    const content = putBsrMatrix({ tensors: new Map(), metadata: {} }, "enc.0.w", matrix);
+    expect(content.metadata).toEqual({
+      "enc.0.w.layout": "bsr",
+      "enc.0.w.layout_version": "1",
+      "enc.0.w.shape": "1024,4096",
+      "enc.0.w.block_shape": "32,64",
+      "enc.0.w.dtype": "bfloat16",
+    });
+    const crow = content.tensors.get("enc.0.w.crow_indices")!;
+    expect(crow.dtype).toBe("I32");
+    expect(crow.shape).toEqual([33]);
+    expect(content.tensors.get("enc.0.w.col_indices")!.shape).toEqual([matrix.nnzBlocks]);
+    const values = content.tensors.get("enc.0.w.values")!;
+    expect(values.dtype).toBe("BF16");
+    expect(values.shape).toEqual([matrix.nnzBlocks, 32, 64]);
+  });
+
+  it("holds many matrices and dense tensors in one file", () => {
+    const a = BsrMatrix.random([16, 16], { blockShape: [4, 4], density: 0.5, seed: 1 });
+    const b = BsrMatrix.random([8, 24], { blockShape: [8, 8], density: 0.7, seed: 2, dtype: "float16" });
+    const bias = { dtype: "F32" as const, shape: [16], data: Float32Array.from({ length: 16 }, (_, i) => i) };
+    const content = bsrMatricesToSafetensors({ a, "deep.b": b }, { tensors: new Map([["bias", bias]]), metadata: { epoch: "3" } });
+    const read = roundTrip(content);
+    expect(bsrMatrixNames(read)).toEqual(["a", "deep.b"]);
+    const matrices = getBsrMatrices(read);
+    expect(matrices.get("a")!.toDense()).toEqual(a.toDense());
+    expect(matrices.get("deep.b")!.values).toEqual(b.values);
+    expect(read.tensors.get("bias")!.data).toEqual(bias.data);
+    expect(read.metadata.epoch).toBe("3");
+  });
+
+  it("reads a matrix written from Python (int64 indices, float16 values)", () => {
+    const content = decodeSafetensors(Uint8Array.from(Buffer.from(PYTHON_FILE_HEX, "hex")));
+    expect(bsrMatrixNames(content)).toEqual(["w"]);
+    const matrix = getBsrMatrix(content, "w");
+    expect(matrix.dtype).toBe("float16");
+    expect(Array.from(matrix.toDense())).toEqual([
+      1, 2, 0, 0, 0, 0, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0, 5, 6, 0, 0, 0, 0, 7, 8,
+    ]);
+  });
+
+  it("needs only the shape in the metadata (the rest comes from the tensors)", () => {
+    const matrix = BsrMatrix.random([8, 12], { blockShape: [2, 3], density: 0.5, seed: 4 });
+    const content = putBsrMatrix({ tensors: new Map(), metadata: {} }, "w", matrix);
+    content.metadata = { "w.shape": "8,12" };
+    expect(getBsrMatrix(content, "w").toDense()).toEqual(matrix.toDense());
+  });
+
+  describe("rejects a malformed matrix, naming the tensor or metadata key", () => {
+    const matrix = BsrMatrix.random([8, 12], { blockShape: [2, 3], density: 0.5, seed: 4 });
+    const fresh = () => putBsrMatrix({ tensors: new Map(), metadata: {} }, "w", matrix);
+
+    it("missing or malformed metadata", () => {
+      const noShape = fresh();
+      delete noShape.metadata["w.shape"];
+      expect(fieldOf(() => getBsrMatrix(noShape, "w"))).toBe("w.shape");
+      const badShape = fresh();
+      badShape.metadata["w.shape"] = "8x12";
+      expect(fieldOf(() => getBsrMatrix(badShape, "w"))).toBe("w.shape");
+      const newer = fresh();
+      newer.metadata["w.layout_version"] = "2";
+      expect(thrown(() => getBsrMatrix(newer, "w")).message).toMatch(/layout version "2" is not supported/);
+      const otherLayout = fresh();
+      otherLayout.metadata["w.layout"] = "csr";
+      expect(fieldOf(() => getBsrMatrix(otherLayout, "w"))).toBe("w.layout");
+      const wrongBlocks = fresh();
+      wrongBlocks.metadata["w.block_shape"] = "3,2";
+      expect(fieldOf(() => getBsrMatrix(wrongBlocks, "w"))).toBe("w.block_shape");
+      const wrongDType = fresh();
+      wrongDType.metadata["w.dtype"] = "float16";
+      expect(fieldOf(() => getBsrMatrix(wrongDType, "w"))).toBe("w.dtype");
+    });
+
+    it("missing or mistyped tensors", () => {
+      const noValues = fresh();
+      noValues.tensors.delete("w.values");
+      expect(fieldOf(() => getBsrMatrix(noValues, "w"))).toBe("w.values");
+      const floatIndices = fresh();
+      floatIndices.tensors.set("w.col_indices", { dtype: "F32", shape: [matrix.nnzBlocks], data: new Float32Array(matrix.nnzBlocks) });
+      expect(fieldOf(() => getBsrMatrix(floatIndices, "w"))).toBe("w.col_indices");
+      const f64Values = fresh();
+      f64Values.tensors.set("w.values", { dtype: "F64", shape: [matrix.nnzBlocks, 2, 3], data: new Float64Array(matrix.nnzBlocks * 6) });
+      expect(thrown(() => getBsrMatrix(f64Values, "w")).message).toMatch(/F32, F16 or BF16, got F64/);
+      const flatValues = fresh();
+      flatValues.tensors.set("w.values", { dtype: "F32", shape: [matrix.nnzBlocks * 6], data: new Float32Array(matrix.nnzBlocks * 6) });
+      expect(fieldOf(() => getBsrMatrix(flatValues, "w"))).toBe("w.values");
+    });
+
+    it("indices that break an invariant, with the position", () => {
+      const content = fresh();
+      const col = content.tensors.get("w.col_indices")!.data as Int32Array;
+      col[1] = 99;
+      const error = thrown(() => getBsrMatrix(roundTrip(content), "w")) as BsrFormatError;
+      expect(error.field).toBe("w.col_indices");
+      expect(error.position).toBe(1);
+      const crowContent = fresh();
+      (crowContent.tensors.get("w.crow_indices")!.data as Int32Array)[0] = 1;
+      expect(fieldOf(() => getBsrMatrix(crowContent, "w"))).toBe("w.crow_indices");
+      const blockCount = fresh();
+      blockCount.tensors.set("w.values", { dtype: "F32", shape: [matrix.nnzBlocks + 1, 2, 3], data: new Float32Array((matrix.nnzBlocks + 1) * 6) });
+      expect(fieldOf(() => getBsrMatrix(blockCount, "w"))).toBe("w.values");
+      const mismatchedShape = fresh();
+      mismatchedShape.metadata["w.shape"] = "8,13";
+      expect(fieldOf(() => getBsrMatrix(mismatchedShape, "w"))).toBe("blockShape");
+    });
+  });
+});
+
+describe("@blocksparse/format/node", () => {
+  const directory = mkdtemp(join(tmpdir(), "bsr-format-"));
+  afterAll(async () => rm(await directory, { recursive: true, force: true }));
+
+  it("saves and loads files byte for byte, leaving no temporary file", async () => {
+    const path = join(await directory, "model.safetensors");
+    const matrix = BsrMatrix.random([32, 48], { blockShape: [8, 16], density: 0.5, seed: 8, dtype: "float16" });
+    const content = putBsrMatrix({ tensors: new Map(), metadata: { source: "test" } }, "fc", matrix);
+    await saveSafetensors(path, content.tensors, content.metadata);
+    expect(new Uint8Array(await readFile(path))).toEqual(encodeSafetensors(content.tensors, content.metadata));
+    const loaded = await loadSafetensors(path);
+    expect(loaded.metadata.source).toBe("test");
+    expect(getBsrMatrix(loaded, "fc").values).toEqual(matrix.values);
+    expect(await readdir(await directory)).toEqual(["model.safetensors"]);
+  });
+
+  it("saves and loads BSR matrices directly", async () => {
+    const path = join(await directory, "matrices.safetensors");
+    const a = BsrMatrix.random([16, 32], { blockShape: [4, 8], density: 0.25, seed: 9 });
+    await saveBsrMatrices(path, new Map([["a", a]]));
+    const loaded = await loadBsrMatrices(path);
+    expect(loaded.get("a")!.pattern.equals(a.pattern)).toBe(true);
+    expect(loaded.get("a")!.values).toEqual(a.values);
+  });
+
+  it("refuses a truncated file with a clear error", async () => {
+    const path = join(await directory, "truncated.safetensors");
+    const a = BsrMatrix.random([16, 32], { blockShape: [4, 8], density: 0.25, seed: 9 });
+    await saveBsrMatrices(path, { a });
+    const { writeFile } = await import("node:fs/promises");
+    const bytes = await readFile(path);
+    await writeFile(path, bytes.subarray(0, 40));
+    await expect(loadSafetensors(path)).rejects.toThrow(/header claims \d+ bytes but only 32 follow/);
+  });
+});

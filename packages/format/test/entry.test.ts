@@ -1,0 +1,34 @@
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { describe, expect, it } from "vitest";
+
+const sourceDir = join(dirname(fileURLToPath(import.meta.url)), "../src");
+
+/** Relative imports of a source file, followed transitively from `entry`. */
+function importGraph(entry: string): Map<string, string[]> {
+  const graph = new Map<string, string[]>();
+  const visit = (file: string) => {
+    if (graph.has(file)) return;
+    const text = readFileSync(join(sourceDir, file), "utf8");
+    const specifiers = [...text.matchAll(/^\s*(?:import|export)\s[^;]*?from\s+"([^"]+)"/gms)].map((m) => m[1]);
+    graph.set(file, specifiers);
+    for (const specifier of specifiers) if (specifier.startsWith("./")) visit(specifier.slice(2).replace(/\.js$/, ".ts"));
+  };
+  visit(entry);
+  return graph;
+}
+
+describe("entry points", () => {
+  it("the main entry imports no node: module (it runs in browsers)", () => {
+    const graph = importGraph("index.ts");
+    expect(graph.size).toBeGreaterThan(5);
+    const external = [...graph.values()].flat().filter((specifier) => !specifier.startsWith("./"));
+    expect(new Set(external)).toEqual(new Set(["zod"]));
+  });
+
+  it("only the node entry uses node: modules", () => {
+    const graph = importGraph("node.ts");
+    expect(graph.get("node.ts")).toEqual(expect.arrayContaining(["node:fs/promises"]));
+  });
+});

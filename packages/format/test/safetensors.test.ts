@@ -1,0 +1,193 @@
+import { describe, expect, it } from "vitest";
+import {
+  BsrFormatError,
+  decodeSafetensors,
+  encodeSafetensors,
+  type SafetensorsTensor,
+} from "../src/index.js";
+import { PYTHON_FILE_HEX } from "./fixtures.js";
+import { thrown } from "./helpers.js";
+
+/** A file built by hand: 8-byte length, JSON header (padded with spaces), then `data`. */
+function handMadeFile(header: unknown, data: Uint8Array | number[] = [], declaredLength?: number): Uint8Array {
+  let json = JSON.stringify(header);
+  while (json.length % 8 !== 0) json += " ";
+  const text = new TextEncoder().encode(json);
+  const out = new Uint8Array(8 + text.length + data.length);
+  new DataView(out.buffer).setBigUint64(0, BigInt(declaredLength ?? text.length), true);
+  out.set(text, 8);
+  out.set(data, 8 + text.length);
+  return out;
+}
+
+function rejects(bytes: Uint8Array, field: string, message: RegExp): void {
+  const error = thrown(() => decodeSafetensors(bytes));
+  expect(error).toBeInstanceOf(BsrFormatError);
+  expect((error as BsrFormatError).field).toBe(field);
+  expect(error.message).toMatch(message);
+}
+
+const f32Bytes = (values: number[]) => new Uint8Array(Float32Array.from(values).buffer);
+
+describe("encodeSafetensors", () => {
+  it("writes the real layout: u64 length, space-padded JSON, contiguous data widest first then by name", () => {
+    const bytes = encodeSafetensors(
+      {
+        b: { dtype: "F16", shape: [3], data: Uint16Array.from([0x3c00, 0x4000, 0x4200]) },
+        a: { dtype: "F32", shape: [2, 1], data: Float32Array.from([1.5, -2]) },
+        c: { dtype: "I64", shape: [1], data: BigInt64Array.from([-5n]) },
+        d: { dtype: "U8", shape: [0], data: new Uint8Array(0) },
+      },
+      { note: "hello" },
+    );
+    const view = new DataView(bytes.buffer);
+    const headerLength = Number(view.getBigUint64(0, true));
+    expect(headerLength % 8).toBe(0);
+    const text = new TextDecoder().decode(bytes.subarray(8, 8 + headerLength));
+    expect(text).toMatch(/^\{.*\} *$/);
+    expect(JSON.parse(text)).toEqual({
+      __metadata__: { note: "hello" },
+      c: { dtype: "I64", shape: [1], data_offsets: [0, 8] },
+      a: { dtype: "F32", shape: [2, 1], data_offsets: [8, 16] },
+      b: { dtype: "F16", shape: [3], data_offsets: [16, 22] },
+      d: { dtype: "U8", shape: [0], data_offsets: [22, 22] },
+    });
+    const data = bytes.subarray(8 + headerLength);
+    expect(data.length).toBe(22);
+    // Little-endian values, checked byte by byte.
+    expect(new DataView(data.buffer, data.byteOffset).getBigInt64(0, true)).toBe(-5n);
+    expect(new DataView(data.buffer, data.byteOffset).getFloat32(8, true)).toBe(1.5);
+    expect(new DataView(data.buffer, data.byteOffset).getUint16(20, true)).toBe(0x4200);
+  });
+
+  it("omits empty metadata", () => {
+    const bytes = encodeSafetensors(new Map([["x", { dtype: "I32", shape: [], data: Int32Array.from([7]) }]]));
+    const length = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+    expect(JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + length)))).toEqual({
+      x: { dtype: "I32", shape: [], data_offsets: [0, 4] },
+    });
+  });
+
+  it("refuses tensors whose data does not match their dtype or shape", () => {
+    const bad = (tensor: unknown, name = "t") => thrown(() => encodeSafetensors({ [name]: tensor as SafetensorsTensor }));
+    expect((bad({ dtype: "F32", shape: [3], data: new Float32Array(2) }) as BsrFormatError).field).toBe("t.data");
+    expect((bad({ dtype: "F32", shape: [2], data: new Float64Array(2) }) as BsrFormatError).field).toBe("t.data");
+    expect((bad({ dtype: "F128", shape: [2], data: new Float32Array(2) }) as BsrFormatError).field).toBe("t.dtype");
+    expect((bad({ dtype: "F32", shape: [-2], data: new Float32Array(2) }) as BsrFormatError).field).toBe("t.shape");
+    expect((bad({ dtype: "F32", shape: [1], data: new Float32Array(1) }, "__metadata__") as BsrFormatError).field).toBe(
+      "tensors",
+    );
+    const metadataError = thrown(() => encodeSafetensors({}, { n: 3 } as unknown as Record<string, string>));
+    expect((metadataError as BsrFormatError).field).toBe("metadata.n");
+  });
+});
+
+describe("decodeSafetensors", () => {
+  it("round-trips every dtype into fresh, aligned typed arrays", () => {
+    const tensors: Record<string, SafetensorsTensor> = {
+      f64: { dtype: "F64", shape: [2], data: Float64Array.from([Math.PI, -0]) },
+      f32: { dtype: "F32", shape: [1, 3], data: Float32Array.from([1, Number.NaN, Number.NEGATIVE_INFINITY]) },
+      f16: { dtype: "F16", shape: [1], data: Uint16Array.from([0x7bff]) },
+      bf16: { dtype: "BF16", shape: [2], data: Uint16Array.from([0x3f80, 0xff80]) },
+      i64: { dtype: "I64", shape: [2], data: BigInt64Array.from([-(2n ** 62n), 3n]) },
+      u64: { dtype: "U64", shape: [1], data: BigUint64Array.from([2n ** 64n - 1n]) },
+      i32: { dtype: "I32", shape: [3], data: Int32Array.from([-1, 0, 2 ** 31 - 1]) },
+      u32: { dtype: "U32", shape: [1], data: Uint32Array.from([2 ** 32 - 1]) },
+      i16: { dtype: "I16", shape: [1], data: Int16Array.from([-300]) },
+      u16: { dtype: "U16", shape: [1], data: Uint16Array.from([65535]) },
+      i8: { dtype: "I8", shape: [2], data: Int8Array.from([-128, 127]) },
+      u8: { dtype: "U8", shape: [1], data: Uint8Array.from([255]) },
+      bool: { dtype: "BOOL", shape: [2], data: Uint8Array.from([1, 0]) },
+      f8: { dtype: "F8_E4M3", shape: [1], data: Uint8Array.from([0x38]) },
+      empty: { dtype: "F32", shape: [0, 4], data: new Float32Array(0) },
+      scalar: { dtype: "F32", shape: [], data: Float32Array.from([42]) },
+    };
+    const bytes = encodeSafetensors(tensors, { a: "1", "b.c": "x,y" });
+    // Decode from an unaligned view inside a larger buffer, as Node's pooled Buffers are.
+    const padded = new Uint8Array(bytes.length + 3);
+    padded.set(bytes, 3);
+    const decoded = decodeSafetensors(padded.subarray(3));
+    expect(decoded.metadata).toEqual({ a: "1", "b.c": "x,y" });
+    expect(new Set(decoded.tensors.keys())).toEqual(new Set(Object.keys(tensors)));
+    for (const [name, tensor] of Object.entries(tensors)) {
+      const read = decoded.tensors.get(name)!;
+      expect(read.dtype).toBe(tensor.dtype);
+      expect(read.shape).toEqual(tensor.shape);
+      expect(read.data.constructor).toBe(tensor.data.constructor);
+      expect(read.data).toEqual(tensor.data);
+      expect(read.data.byteOffset).toBe(0);
+      expect(read.data.buffer).not.toBe(padded.buffer);
+    }
+    expect(encodeSafetensors(decoded.tensors, decoded.metadata)).toEqual(bytes);
+  });
+
+  it("reads a file written by the Python safetensors library", () => {
+    // A small Node Buffer is a view into a shared pool: decoding must still copy out exactly.
+    const tensors = decodeSafetensors(Buffer.from(PYTHON_FILE_HEX, "hex"));
+    expect(tensors.metadata["w.shape"]).toBe("4,6");
+    expect(tensors.tensors.get("w.crow_indices")!.data).toEqual(BigInt64Array.from([0n, 1n, 2n]));
+    expect(tensors.tensors.get("bias")!.data).toEqual(Float32Array.from([0.5, -1.5]));
+    expect(tensors.tensors.get("w.values")!.shape).toEqual([2, 2, 2]);
+    expect(Array.from(tensors.tensors.get("w.values")!.data as Uint16Array)).toEqual([
+      0x3c00, 0x4000, 0x4200, 0x4400, 0x4500, 0x4600, 0x4700, 0x4800,
+    ]);
+  });
+
+  const tensorAt = (begin: number, end: number, shape = [(end - begin) / 4]) => ({
+    dtype: "F32",
+    shape,
+    data_offsets: [begin, end],
+  });
+
+  it("rejects a file too short to hold the length", () => {
+    rejects(new Uint8Array(5), "header", /5 bytes.*8-byte header length/);
+  });
+  it("rejects a header that claims more bytes than the file has (truncated or lying)", () => {
+    const good = handMadeFile({ x: tensorAt(0, 8) }, f32Bytes([1, 2]));
+    rejects(good.subarray(0, 20), "header", /claims \d+ bytes but only 12 follow/);
+    rejects(handMadeFile({}, [], 2 ** 40), "header", /claims 1099511627776 bytes/);
+    const huge = new Uint8Array(16);
+    new DataView(huge.buffer).setBigUint64(0, 2n ** 64n - 1n, true);
+    rejects(huge, "header", /claims/);
+  });
+  it("rejects a truncated data buffer", () => {
+    const good = handMadeFile({ x: tensorAt(0, 8) }, f32Bytes([1, 2]));
+    rejects(good.subarray(0, good.length - 1), "x", /past the 7-byte data buffer/);
+  });
+  it("rejects a header that is not JSON, not UTF-8 or not an object", () => {
+    const notJson = handMadeFile({});
+    notJson.set(new TextEncoder().encode("{oops}  "), 8);
+    rejects(notJson, "header", /JSON/);
+    const notUtf8 = handMadeFile({ ab: "cd" });
+    notUtf8[10] = 0xff;
+    rejects(notUtf8, "header", /UTF-8/);
+    rejects(handMadeFile([1, 2]), "header", /object/);
+    rejects(handMadeFile(null), "header", /object/);
+  });
+  it("rejects bad tensor entries, naming the tensor", () => {
+    rejects(handMadeFile({ w: { ...tensorAt(0, 8), dtype: "F128" } }, f32Bytes([1, 2])), "w.dtype", /unsupported dtype "F128"/);
+    rejects(handMadeFile({ w: { ...tensorAt(0, 8), shape: [-2] } }, f32Bytes([1, 2])), "w.shape", /non-negative/);
+    rejects(handMadeFile({ w: { dtype: "F32", shape: [2] } }, f32Bytes([1, 2])), "w.data_offsets", /begin, end/);
+    rejects(handMadeFile({ w: 3 }, f32Bytes([1, 2])), "w", /dtype, shape, data_offsets/);
+  });
+  it("rejects offsets of the wrong size, reversed, overlapping, leaving gaps or past the end", () => {
+    const data = f32Bytes([1, 2, 3, 4]);
+    rejects(handMadeFile({ w: tensorAt(0, 16, [3]) }, data), "w", /span 16 bytes but F32 \[3\] needs 12/);
+    rejects(handMadeFile({ w: tensorAt(8, 0, [0]) }, data), "w", /end before they begin/);
+    rejects(handMadeFile({ a: tensorAt(0, 12), b: tensorAt(8, 16, [2]) }, data), "b", /overlap/);
+    rejects(handMadeFile({ a: tensorAt(0, 4), b: tensorAt(8, 16) }, data), "b", /bytes \[4, 8\) unused/);
+    rejects(handMadeFile({ a: tensorAt(0, 12) }, data), "header", /cover 12 bytes but the data buffer has 16/);
+    rejects(handMadeFile({ a: tensorAt(0, 20) }, data), "a", /past the 16-byte data buffer/);
+  });
+  it("rejects metadata that is not string to string", () => {
+    rejects(handMadeFile({ __metadata__: { a: 1 } }), "__metadata__.a", /strings/);
+    rejects(handMadeFile({ __metadata__: ["a"] }), "__metadata__", /string to string/);
+  });
+  it("accepts tensors listed in any order", () => {
+    const data = f32Bytes([1, 2, 3]);
+    const decoded = decodeSafetensors(handMadeFile({ late: tensorAt(4, 12), early: tensorAt(0, 4) }, data));
+    expect(decoded.tensors.get("late")!.data).toEqual(Float32Array.from([2, 3]));
+    expect(decoded.tensors.get("early")!.data).toEqual(Float32Array.from([1]));
+    expect([...decoded.tensors.keys()]).toEqual(["early", "late"]);
+  });
+});
