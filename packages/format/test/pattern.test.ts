@@ -145,6 +145,19 @@ describe("BsrPattern validation names the field and position", () => {
 });
 
 describe("BsrPattern indices", () => {
+  it("match the worked example in docs/format.md", () => {
+    const pattern = BsrPattern.fromMask([6, 8], [2, 2], [1, 0, 1, 0, 0, 0, 0, 0, 1, 1, 0, 1]);
+    expect(Array.from(pattern.blockRowPtr)).toEqual([0, 2, 2, 5]);
+    expect(Array.from(pattern.blockColIdx)).toEqual([0, 2, 0, 1, 3]);
+    const { blockColPtr, blockRowIdx, valueIndex } = pattern.columnIndex;
+    expect(Array.from(blockColPtr)).toEqual([0, 2, 3, 4, 5]);
+    expect(Array.from(blockRowIdx)).toEqual([0, 2, 2, 0, 2]);
+    expect(Array.from(valueIndex)).toEqual([0, 2, 3, 1, 4]);
+    expect(Array.from(pattern.coordinates.blockRow)).toEqual([0, 0, 2, 2, 2]);
+    expect(Array.from(pattern.coordinates.blockCol)).toEqual([0, 2, 0, 1, 3]);
+    expect(Array.from(pattern.transpose().valuePermutation)).toEqual([0, 2, 3, 1, 4]);
+  });
+
   it.each(shapes)("column index and coordinates match a brute-force walk, shape %j block %j", (shape, blockShape) => {
     const blockRows = shape[0] / blockShape[0];
     const blockCols = shape[1] / blockShape[1];
