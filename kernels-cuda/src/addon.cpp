@@ -798,13 +798,13 @@ Napi::Value adamUpdate(const Napi::CallbackInfo& info) {
   Napi::Value decoupled = h.Get("decoupledWeightDecay");
   require(decoupled.IsBoolean(), "adamUpdate: decoupledWeightDecay must be a boolean");
   AdamParams params{};
-  params.lr = static_cast<float>(field("lr"));
-  params.beta1 = static_cast<float>(beta1);
-  params.beta2 = static_cast<float>(beta2);
-  params.eps = static_cast<float>(field("epsilon"));
-  params.weightDecay = static_cast<float>(field("weightDecay"));
-  params.biasCorrection1 = static_cast<float>(1.0 - std::pow(beta1, step));
-  params.biasCorrection2 = static_cast<float>(1.0 - std::pow(beta2, step));
+  params.lr = field("lr");
+  params.beta1 = beta1;
+  params.beta2 = beta2;
+  params.eps = field("epsilon");
+  params.weightDecay = field("weightDecay");
+  params.biasCorrection1 = 1.0 - std::pow(beta1, step);
+  params.biasCorrection2 = 1.0 - std::pow(beta2, step);
   params.decoupledWeightDecay = decoupled.As<Napi::Boolean>().Value();
   launchAdam(dtype, args.buffer(1).data, args.buffer(2).data, args.buffer(4).data, args.buffer(6).data,
              args.buffer(7).data, args.buffer(8).data, args.buffer(9).data, mDtype, vDtype, n, params, stream());

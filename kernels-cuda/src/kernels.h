@@ -64,8 +64,8 @@ void launchBlockNorms(DType dtype, const void* values, float* norms, int64_t nnz
 
 // ---- optimizer (optim.cu)
 struct AdamParams {
-  float lr, beta1, beta2, eps, weightDecay;
-  float biasCorrection1, biasCorrection2;  // 1 - beta^step
+  double lr, beta1, beta2, eps, weightDecay;
+  double biasCorrection1, biasCorrection2;  // 1 - beta^step
   bool decoupledWeightDecay;
 };
 void launchAdam(DType dtype, const void* param, const void* grad, const void* m, const void* v, void* paramOut,

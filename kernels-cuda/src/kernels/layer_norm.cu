@@ -39,7 +39,14 @@ __global__ void layerNormForwardKernel(const T* __restrict__ x, const T* __restr
   }
 }
 
-// dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * gamma and xhat from the saved stats.
+// g = dy * gamma, rounded once: an FMA contracting `g - mean(g)` would keep the product's unrounded bits, and
+// a row of one element (where dx is exactly 0) would come out nonzero.
+template <typename T>
+__device__ __forceinline__ float upstream(const T* dyRow, const T* gamma, int64_t j) {
+  return gamma ? __fmul_rn(toFloat<T>(dyRow[j]), toFloat<T>(gamma[j])) : toFloat<T>(dyRow[j]);
+}
+
+// dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with xhat from the saved stats.
 template <typename T>
 __global__ void layerNormBackwardKernel(const T* __restrict__ dy, const T* __restrict__ x,
                                         const float* __restrict__ mean, const float* __restrict__ rstd,
@@ -51,14 +58,14 @@ __global__ void layerNormBackwardKernel(const T* __restrict__ dy, const T* __res
     const float mu = mean[r], rs = rstd[r];
     float localG = 0.0f, localGX = 0.0f;
     for (int64_t j = threadIdx.x; j < width; j += blockDim.x) {
-      float g = toFloat<T>(dyRow[j]) * (gamma ? toFloat<T>(gamma[j]) : 1.0f);
+      float g = upstream(dyRow, gamma, j);
       localG += g;
       localGX += g * (toFloat<T>(row[j]) - mu) * rs;
     }
     float meanG = blockSum(localG, scratch) / static_cast<float>(width);
     float meanGX = blockSum(localGX, scratch) / static_cast<float>(width);
     for (int64_t j = threadIdx.x; j < width; j += blockDim.x) {
-      float g = toFloat<T>(dyRow[j]) * (gamma ? toFloat<T>(gamma[j]) : 1.0f);
+      float g = upstream(dyRow, gamma, j);
       float xhat = (toFloat<T>(row[j]) - mu) * rs;
       dx[r * width + j] = fromFloat<T>(rs * (g - meanG - xhat * meanGX));
     }

@@ -23,21 +23,23 @@ __device__ __forceinline__ void storeAs(DType dtype, void* p, int64_t i, float v
   }
 }
 
+// The update runs in float64: with float32 coefficients (1 - beta1 is not 0.1 in float32) a moment that
+// nearly cancels loses most of its digits. The kernel is memory-bound either way.
 template <typename T>
 __global__ void adamKernel(const T* __restrict__ param, const T* __restrict__ grad, const void* __restrict__ m,
                            const void* __restrict__ v, T* __restrict__ paramOut, void* __restrict__ mOut,
                            void* __restrict__ vOut, DType mDtype, DType vDtype, int64_t n, AdamParams h) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    float p = toFloat<T>(param[i]);
-    float g = toFloat<T>(grad[i]);
-    if (h.decoupledWeightDecay) p *= 1.0f - h.lr * h.weightDecay;
+    double p = toFloat<T>(param[i]);
+    double g = toFloat<T>(grad[i]);
+    if (h.decoupledWeightDecay) p *= 1.0 - h.lr * h.weightDecay;
     else g += h.weightDecay * p;
-    float mi = h.beta1 * loadAs(mDtype, m, i) + (1.0f - h.beta1) * g;
-    float vi = h.beta2 * loadAs(vDtype, v, i) + (1.0f - h.beta2) * g * g;
-    float update = (mi / h.biasCorrection1) / (sqrtf(vi / h.biasCorrection2) + h.eps);
-    paramOut[i] = fromFloat<T>(p - h.lr * update);
-    storeAs(mDtype, mOut, i, mi);
-    storeAs(vDtype, vOut, i, vi);
+    double mi = h.beta1 * loadAs(mDtype, m, i) + (1.0 - h.beta1) * g;
+    double vi = h.beta2 * loadAs(vDtype, v, i) + (1.0 - h.beta2) * g * g;
+    double update = (mi / h.biasCorrection1) / (sqrt(vi / h.biasCorrection2) + h.eps);
+    paramOut[i] = fromFloat<T>(static_cast<float>(p - h.lr * update));
+    storeAs(mDtype, mOut, i, static_cast<float>(mi));
+    storeAs(vDtype, vOut, i, static_cast<float>(vi));
   }
 }
 
