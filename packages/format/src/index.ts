@@ -57,3 +57,4 @@ export {
   getBsrMatrix,
   putBsrMatrix,
 } from "./bsr-safetensors.js";
+export { decodeScipyNpz, encodeScipyNpz } from "./npz.js";

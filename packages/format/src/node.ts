@@ -2,17 +2,13 @@ import { randomBytes } from "node:crypto";
 import { readFile, rename, rm, writeFile } from "node:fs/promises";
 import { bsrMatricesToSafetensors, getBsrMatrices } from "./bsr-safetensors.js";
 import type { BsrMatrix } from "./matrix.js";
+import { decodeScipyNpz, encodeScipyNpz } from "./npz.js";
 import { decodeSafetensors, encodeSafetensors, type SafetensorsContent, type SafetensorsTensor } from "./safetensors.js";
 
 /** Node.js file helpers. The main entry stays free of `node:` imports. */
 
-/** Writes a safetensors file; a temporary file renamed into place, so a crash never leaves half a file. */
-export async function saveSafetensors(
-  path: string,
-  tensors: Map<string, SafetensorsTensor> | Record<string, SafetensorsTensor>,
-  metadata: Record<string, string> = {},
-): Promise<void> {
-  const bytes = encodeSafetensors(tensors, metadata);
+/** Writes bytes to a temporary file renamed into place, so a crash never leaves half a file. */
+async function writeAtomically(path: string, bytes: Uint8Array): Promise<void> {
   const temporary = `${path}.${randomBytes(6).toString("hex")}.tmp`;
   try {
     await writeFile(temporary, bytes);
@@ -21,6 +17,15 @@ export async function saveSafetensors(
     await rm(temporary, { force: true });
     throw error;
   }
+}
+
+/** Writes a safetensors file (atomically). */
+export async function saveSafetensors(
+  path: string,
+  tensors: Map<string, SafetensorsTensor> | Record<string, SafetensorsTensor>,
+  metadata: Record<string, string> = {},
+): Promise<void> {
+  await writeAtomically(path, encodeSafetensors(tensors, metadata));
 }
 
 /** Reads and validates a safetensors file. */
@@ -41,4 +46,14 @@ export async function saveBsrMatrices(
 /** Reads every BSR matrix of a safetensors file. */
 export async function loadBsrMatrices(path: string): Promise<Map<string, BsrMatrix>> {
   return getBsrMatrices(await loadSafetensors(path));
+}
+
+/** Writes a `scipy.sparse.load_npz`-readable file (atomically). */
+export async function saveScipyNpz(path: string, matrix: BsrMatrix, options: { compressed?: boolean } = {}): Promise<void> {
+  await writeAtomically(path, encodeScipyNpz(matrix, options));
+}
+
+/** Reads a `scipy.sparse.save_npz` file holding a BSR or CSR matrix. */
+export async function loadScipyNpz(path: string): Promise<BsrMatrix> {
+  return decodeScipyNpz(await readFile(path));
 }

@@ -24,7 +24,8 @@ describe("entry points", () => {
     const graph = importGraph("index.ts");
     expect(graph.size).toBeGreaterThan(5);
     const external = [...graph.values()].flat().filter((specifier) => !specifier.startsWith("./"));
-    expect(new Set(external)).toEqual(new Set(["zod"]));
+    // Only browser-safe libraries: zod (schemas) and fflate (zip, for SciPy .npz files).
+    expect(new Set(external)).toEqual(new Set(["zod", "fflate"]));
   });
 
   it("only the node entry uses node: modules", () => {

@@ -1,0 +1,210 @@
+import { unzipSync, zipSync } from "fflate";
+import { z } from "zod";
+import { BsrFormatError, parseWith } from "./errors.js";
+import { BsrMatrix } from "./matrix.js";
+
+/**
+ * SciPy's `scipy.sparse.save_npz` / `load_npz` files for BSR (and CSR, read as 1 x 1 blocks):
+ * a zip of `.npy` arrays `data`, `indices`, `indptr`, `shape` and `format`.
+ */
+
+/** An array read from a `.npy` file: raw little-endian contents plus its NumPy dtype. */
+interface NpyArray {
+  /** NumPy type string without byte order, e.g. "f4", "i8", "S3". */
+  kind: string;
+  shape: number[];
+  /** Element bytes, little-endian, C order. */
+  bytes: Uint8Array;
+}
+
+const NPY_MAGIC = [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]; // "\x93NUMPY"
+const littleEndianHost = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+const npyHeaderSchema = z.object({
+  descr: z.string().regex(/^[<>|=][fiubSU]\d+$/, { error: "only plain numeric and string dtypes are supported" }),
+  fortranOrder: z.boolean(),
+  shape: z.array(z.number().int().nonnegative()),
+});
+
+function itemSize(kind: string): number {
+  const count = Number(kind.slice(1));
+  return kind[0] === "U" ? 4 * count : count;
+}
+
+/** Parses one `.npy` file (format versions 1, 2 and 3). */
+function readNpy(bytes: Uint8Array, field: string): NpyArray {
+  if (bytes.length < 10 || NPY_MAGIC.some((byte, i) => bytes[i] !== byte)) {
+    throw new BsrFormatError(field, "not a .npy array (bad magic)");
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const major = bytes[6];
+  const prefix = major === 1 ? 10 : 12;
+  if (major < 1 || major > 3 || bytes.length < prefix) throw new BsrFormatError(field, `unsupported .npy version ${major}`);
+  const headerLength = major === 1 ? view.getUint16(8, true) : view.getUint32(8, true);
+  if (prefix + headerLength > bytes.length) throw new BsrFormatError(field, "the .npy header runs past the end of the file");
+  const header = new TextDecoder().decode(bytes.subarray(prefix, prefix + headerLength));
+  const descr = /'descr'\s*:\s*'([^']*)'/.exec(header)?.[1];
+  const fortran = /'fortran_order'\s*:\s*(True|False)/.exec(header)?.[1];
+  const shapeText = /'shape'\s*:\s*\(([^)]*)\)/.exec(header)?.[1];
+  const parsed = parseWith(
+    npyHeaderSchema,
+    {
+      descr,
+      fortranOrder: fortran === undefined ? undefined : fortran === "True",
+      shape: shapeText
+        ?.split(",")
+        .map((part) => part.trim())
+        .filter((part) => part !== "")
+        .map((part) => Number(part.replace(/L$/, ""))),
+    },
+    field,
+  );
+  const kind = parsed.descr.slice(1);
+  const size = itemSize(kind);
+  let count = 1;
+  for (const dim of parsed.shape) count *= dim;
+  const data = bytes.subarray(prefix + headerLength);
+  if (!Number.isSafeInteger(count * size) || data.length !== count * size) {
+    throw new BsrFormatError(field, `shape (${parsed.shape.join(", ")}) of ${kind} needs ${count * size} bytes, the file holds ${data.length}`);
+  }
+  let out: Uint8Array = data.slice();
+  const width = kind[0] === "U" ? 4 : kind[0] === "S" ? 1 : size;
+  if (parsed.descr[0] === ">" || (parsed.descr[0] === "=" && !littleEndianHost)) {
+    for (let at = 0; at < out.length; at += width) out.subarray(at, at + width).reverse();
+  }
+  if (parsed.fortranOrder && parsed.shape.length > 1) out = fortranToC(out, parsed.shape, size);
+  return { kind, shape: parsed.shape, bytes: out };
+}
+
+/** Re-lays column-major (Fortran) element bytes in row-major (C) order. */
+function fortranToC(bytes: Uint8Array, shape: number[], size: number): Uint8Array {
+  const out = new Uint8Array(bytes.length);
+  const count = bytes.length / size;
+  const index = new Array(shape.length).fill(0);
+  for (let c = 0; c < count; c++) {
+    let f = 0;
+    let stride = 1;
+    for (let axis = 0; axis < shape.length; axis++) {
+      f += index[axis] * stride;
+      stride *= shape[axis];
+    }
+    out.set(bytes.subarray(f * size, (f + 1) * size), c * size);
+    for (let axis = shape.length - 1; axis >= 0; axis--) {
+      if (++index[axis] < shape[axis]) break;
+      index[axis] = 0;
+    }
+  }
+  return out;
+}
+
+/** One `.npy` file, format 1.0, header padded to 64 bytes as NumPy writes it. */
+function writeNpy(descr: string, shape: number[], data: Uint8Array): Uint8Array {
+  const shapeText = shape.length === 1 ? `(${shape[0]},)` : `(${shape.join(", ")})`;
+  let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': ${shapeText}, }`;
+  header += `${" ".repeat(63 - ((10 + header.length) % 64))}\n`;
+  const out = new Uint8Array(10 + header.length + data.length);
+  out.set(NPY_MAGIC);
+  out[6] = 1;
+  new DataView(out.buffer).setUint16(8, header.length, true);
+  out.set(new TextEncoder().encode(header), 10);
+  out.set(data, 10 + header.length);
+  return out;
+}
+
+function littleEndianBytes(array: Int32Array | Float32Array | BigInt64Array): Uint8Array {
+  const bytes = new Uint8Array(array.buffer.slice(array.byteOffset, array.byteOffset + array.byteLength));
+  if (!littleEndianHost) {
+    for (let at = 0; at < bytes.length; at += array.BYTES_PER_ELEMENT) bytes.subarray(at, at + array.BYTES_PER_ELEMENT).reverse();
+  }
+  return bytes;
+}
+
+/**
+ * The `scipy.sparse.save_npz` file of a matrix (a `bsr_matrix` for `load_npz`). SciPy has
+ * no 16-bit floats, so float16 and bfloat16 values are widened (exactly) to float32.
+ * Deflate-compressed like `save_npz`'s default unless `compressed: false`.
+ */
+export function encodeScipyNpz(matrix: BsrMatrix, options: { compressed?: boolean } = {}): Uint8Array {
+  if (!(matrix instanceof BsrMatrix)) throw new BsrFormatError("matrix", "expected a BsrMatrix");
+  matrix.validate();
+  const [rows, cols] = matrix.shape;
+  const [blockHeight, blockWidth] = matrix.blockShape;
+  const files = {
+    "indices.npy": writeNpy("<i4", [matrix.nnzBlocks], littleEndianBytes(matrix.blockColIdx)),
+    "indptr.npy": writeNpy("<i4", [matrix.blockRows + 1], littleEndianBytes(matrix.blockRowPtr)),
+    "format.npy": writeNpy("|S3", [], new TextEncoder().encode("bsr")),
+    "shape.npy": writeNpy("<i8", [2], littleEndianBytes(BigInt64Array.from([BigInt(rows), BigInt(cols)]))),
+    "data.npy": writeNpy("<f4", [matrix.nnzBlocks, blockHeight, blockWidth], littleEndianBytes(matrix.valuesAsFloat32())),
+  };
+  // A fixed timestamp keeps the bytes reproducible.
+  return zipSync(files, { level: options.compressed === false ? 0 : 6, mtime: new Date(1980, 0, 1) });
+}
+
+function toIndexArray(array: NpyArray, field: string): Int32Array | BigInt64Array {
+  const copy = array.bytes.buffer.slice(array.bytes.byteOffset, array.bytes.byteOffset + array.bytes.byteLength);
+  if (array.kind === "i4") return new Int32Array(copy);
+  if (array.kind === "i8") return new BigInt64Array(copy);
+  throw new BsrFormatError(field, `expected int32 or int64 indices, got ${array.kind}`);
+}
+
+function npyString(array: NpyArray, field: string): string {
+  if (array.shape.length !== 0) throw new BsrFormatError(field, "expected a single string");
+  if (array.kind[0] === "S") return new TextDecoder().decode(array.bytes).replace(/\0+$/, "");
+  if (array.kind[0] === "U") {
+    const view = new DataView(array.bytes.buffer, array.bytes.byteOffset, array.bytes.byteLength);
+    let text = "";
+    for (let at = 0; at < array.bytes.length; at += 4) {
+      const code = view.getUint32(at, true);
+      if (code !== 0) text += String.fromCodePoint(code);
+    }
+    return text;
+  }
+  throw new BsrFormatError(field, `expected a string, got ${array.kind}`);
+}
+
+/**
+ * A matrix from a `scipy.sparse.save_npz` file holding a BSR matrix (or a CSR one, read
+ * as 1 x 1 blocks). float32 and float16 data keep their dtype; float64 is rounded to float32.
+ */
+export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
+  if (!(bytes instanceof Uint8Array)) throw new BsrFormatError("bytes", "expected a Uint8Array");
+  const wanted = new Set(["data.npy", "indices.npy", "indptr.npy", "shape.npy", "format.npy"]);
+  let files: Record<string, Uint8Array>;
+  try {
+    files = unzipSync(bytes, { filter: (file) => wanted.has(file.name) });
+  } catch (error) {
+    throw new BsrFormatError("npz", `not a readable zip archive (${(error as Error).message})`);
+  }
+  for (const name of wanted) if (files[name] === undefined) throw new BsrFormatError(name, "missing from the archive");
+  const read = (name: string) => readNpy(files[name], name);
+
+  const format = npyString(read("format.npy"), "format.npy");
+  if (format !== "bsr" && format !== "csr") {
+    throw new BsrFormatError("format.npy", `the archive holds a ${JSON.stringify(format)} matrix; only bsr and csr are read`);
+  }
+  const shapeArray = read("shape.npy");
+  const shapeValues = Array.from(toIndexArray(shapeArray, "shape.npy"), Number);
+  if (shapeValues.length !== 2) throw new BsrFormatError("shape.npy", `expected 2 dimensions, got ${shapeValues.length}`);
+  const data = read("data.npy");
+  const expectedDims = format === "bsr" ? 3 : 1;
+  if (data.shape.length !== expectedDims) {
+    throw new BsrFormatError("data.npy", `a ${format} matrix has ${expectedDims}-D data, got shape (${data.shape.join(", ")})`);
+  }
+  const dataShape: [number, number, number] = format === "bsr" ? [data.shape[0], data.shape[1], data.shape[2]] : [data.shape[0], 1, 1];
+  const raw = data.bytes.buffer.slice(data.bytes.byteOffset, data.bytes.byteOffset + data.bytes.byteLength);
+  let values: Float32Array | Uint16Array;
+  let dtype: "float32" | "float16";
+  if (data.kind === "f4") [values, dtype] = [new Float32Array(raw), "float32"];
+  else if (data.kind === "f2") [values, dtype] = [new Uint16Array(raw), "float16"];
+  else if (data.kind === "f8") [values, dtype] = [Float32Array.from(new Float64Array(raw)), "float32"];
+  else throw new BsrFormatError("data.npy", `expected float16, float32 or float64 data, got ${data.kind}`);
+  return BsrMatrix.fromScipy({
+    indptr: toIndexArray(read("indptr.npy"), "indptr.npy"),
+    indices: toIndexArray(read("indices.npy"), "indices.npy"),
+    data: values,
+    dataShape,
+    shape: [shapeValues[0], shapeValues[1]],
+    dtype,
+  });
+}
+

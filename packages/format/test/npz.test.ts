@@ -1,0 +1,142 @@
+import { strToU8, unzipSync, zipSync } from "fflate";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { BsrFormatError, BsrMatrix, decodeScipyNpz, encodeScipyNpz } from "../src/index.js";
+import { loadScipyNpz, saveScipyNpz } from "../src/node.js";
+import { SCIPY_NPZ_COMPRESSED_BASE64, SCIPY_NPZ_STORED_BASE64 } from "./fixtures.js";
+import { thrown } from "./helpers.js";
+
+const SCIPY_DENSE = [1, 2, 0, 0, 0, 0, 7, 8, 0, 0, 0, 0, 0, 0, 0, 0, 17, 18, 0, 0, 0, 0, 23, 24];
+
+/** A .npy file built by hand (format 1.0), independent of the encoder under test. */
+function npy(descr: string, shape: string, data: Uint8Array, fortran = false): Uint8Array {
+  let header = `{'descr': '${descr}', 'fortran_order': ${fortran ? "True" : "False"}, 'shape': ${shape}, }`;
+  while ((10 + header.length + 1) % 16 !== 0) header += " ";
+  header += "\n";
+  const out = new Uint8Array(10 + header.length + data.length);
+  out.set([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0, header.length & 0xff, header.length >> 8]);
+  out.set(strToU8(header), 10);
+  out.set(data, 10 + header.length);
+  return out;
+}
+
+const bytesOf = (array: { buffer: ArrayBufferLike; byteOffset: number; byteLength: number }) =>
+  new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
+
+function archive(overrides: Record<string, Uint8Array | undefined> = {}): Uint8Array {
+  const files: Record<string, Uint8Array> = {
+    "indices.npy": npy("<i4", "(2,)", bytesOf(Int32Array.from([0, 2]))),
+    "indptr.npy": npy("<i4", "(3,)", bytesOf(Int32Array.from([0, 1, 2]))),
+    "format.npy": npy("|S3", "()", strToU8("bsr")),
+    "shape.npy": npy("<i8", "(2,)", bytesOf(BigInt64Array.from([4n, 6n]))),
+    "data.npy": npy("<f8", "(2, 2, 2)", bytesOf(Float64Array.from([1, 2, 7, 8, 17, 18, 23, 24]))),
+  };
+  for (const [name, file] of Object.entries(overrides)) {
+    if (file === undefined) delete files[name];
+    else files[name] = file;
+  }
+  return zipSync(files);
+}
+
+function fieldOf(bytes: Uint8Array): string {
+  const error = thrown(() => decodeScipyNpz(bytes));
+  expect(error).toBeInstanceOf(BsrFormatError);
+  return (error as BsrFormatError).field;
+}
+
+describe("SciPy save_npz files", () => {
+  it("reads files written by SciPy (deflate and stored, zip64 headers, float64 and float32)", () => {
+    for (const base64 of [SCIPY_NPZ_COMPRESSED_BASE64, SCIPY_NPZ_STORED_BASE64]) {
+      const matrix = decodeScipyNpz(Buffer.from(base64, "base64"));
+      expect(matrix.shape).toEqual([4, 6]);
+      expect(matrix.blockShape).toEqual([2, 2]);
+      expect(matrix.dtype).toBe("float32");
+      expect(Array.from(matrix.toDense())).toEqual(SCIPY_DENSE);
+    }
+  });
+
+  it.each([
+    ["float32", [32, 48], [8, 16]],
+    ["float16", [12, 20], [3, 5]],
+    ["bfloat16", [20, 12], [5, 3]],
+  ] as const)("round-trips %s values, shape %j block %j", (dtype, shape, blockShape) => {
+    const matrix = BsrMatrix.random(shape, { blockShape, density: 0.5, seed: 6, dtype });
+    for (const compressed of [true, false]) {
+      const read = decodeScipyNpz(encodeScipyNpz(matrix, { compressed }));
+      expect(read.pattern.equals(matrix.pattern)).toBe(true);
+      // SciPy has no 16-bit floats: values come back as float32, widened exactly.
+      expect(read.dtype).toBe("float32");
+      expect(read.values).toEqual(matrix.valuesAsFloat32());
+    }
+  });
+
+  it("writes what NumPy expects: the five arrays, .npy headers aligned to 64 bytes", () => {
+    const matrix = BsrMatrix.random([8, 12], { blockShape: [2, 3], density: 0.5, seed: 2 });
+    const files = unzipSync(encodeScipyNpz(matrix));
+    expect(Object.keys(files).sort()).toEqual(["data.npy", "format.npy", "indices.npy", "indptr.npy", "shape.npy"]);
+    for (const file of Object.values(files)) {
+      const headerLength = file[8] | (file[9] << 8);
+      expect((10 + headerLength) % 64).toBe(0);
+      expect(file[10 + headerLength - 1]).toBe(0x0a);
+    }
+    const dataHeader = new TextDecoder().decode(files["data.npy"].subarray(10, 80));
+    expect(dataHeader).toContain(`'descr': '<f4', 'fortran_order': False, 'shape': (${matrix.nnzBlocks}, 2, 3), }`);
+    expect(encodeScipyNpz(matrix)).toEqual(encodeScipyNpz(matrix));
+  });
+
+  it("reads CSR as 1 x 1 blocks, float16 data, int64 indices, unicode format, Fortran order and big-endian", () => {
+    const csr = archive({
+      "format.npy": npy("<U3", "()", bytesOf(Uint32Array.from([0x63, 0x73, 0x72]))),
+      "indices.npy": npy("<i8", "(3,)", bytesOf(BigInt64Array.from([1n, 0n, 2n]))),
+      "indptr.npy": npy("<i8", "(3,)", bytesOf(BigInt64Array.from([0n, 1n, 3n]))),
+      "shape.npy": npy("<i8", "(2,)", bytesOf(BigInt64Array.from([2n, 3n]))),
+      "data.npy": npy("<f2", "(3,)", bytesOf(Uint16Array.from([0x3c00, 0x4000, 0x4200]))),
+    });
+    const matrix = decodeScipyNpz(csr);
+    expect(matrix.dtype).toBe("float16");
+    expect(matrix.blockShape).toEqual([1, 1]);
+    expect(Array.from(matrix.toDense())).toEqual([0, 1, 0, 2, 0, 3]);
+
+    // data (2, 2, 2) in Fortran order: element (n, r, c) sits at n + 2 r + 4 c.
+    const cOrder = [1, 2, 7, 8, 17, 18, 23, 24];
+    const fortran = new Float32Array(8);
+    for (let n = 0; n < 2; n++) for (let r = 0; r < 2; r++) for (let c = 0; c < 2; c++) fortran[n + 2 * r + 4 * c] = cOrder[n * 4 + r * 2 + c];
+    const fromFortran = decodeScipyNpz(archive({ "data.npy": npy("<f4", "(2, 2, 2)", bytesOf(fortran), true) }));
+    expect(Array.from(fromFortran.toDense())).toEqual(SCIPY_DENSE);
+
+    const bigEndian = new Uint8Array(32);
+    for (const [i, v] of cOrder.entries()) new DataView(bigEndian.buffer).setFloat32(i * 4, v, false);
+    const fromBigEndian = decodeScipyNpz(archive({ "data.npy": npy(">f4", "(2, 2, 2)", bigEndian) }));
+    expect(Array.from(fromBigEndian.toDense())).toEqual(SCIPY_DENSE);
+  });
+
+  it("rejects malformed archives, naming the array", () => {
+    expect(fieldOf(strToU8("not a zip at all"))).toBe("npz");
+    expect(fieldOf(archive({ "indptr.npy": undefined }))).toBe("indptr.npy");
+    expect(fieldOf(archive({ "format.npy": npy("|S3", "()", strToU8("coo")) }))).toBe("format.npy");
+    expect(fieldOf(archive({ "data.npy": npy("<f8", "(2, 2, 2)", new Uint8Array(60)) }))).toBe("data.npy");
+    expect(fieldOf(archive({ "data.npy": npy("<i4", "(2, 2, 2)", new Uint8Array(32)) }))).toBe("data.npy");
+    expect(fieldOf(archive({ "data.npy": npy("<f8", "(16,)", new Uint8Array(128)) }))).toBe("data.npy");
+    expect(fieldOf(archive({ "data.npy": strToU8("garbage that is long enough") }))).toBe("data.npy");
+    expect(fieldOf(archive({ "indices.npy": npy("<f4", "(2,)", new Uint8Array(8)) }))).toBe("indices.npy");
+    expect(fieldOf(archive({ "indices.npy": npy("<i4", "(2,)", bytesOf(Int32Array.from([0, 3]))) }))).toBe("indices");
+    expect(fieldOf(archive({ "shape.npy": npy("<i8", "(3,)", bytesOf(BigInt64Array.from([4n, 6n, 1n]))) }))).toBe(
+      "shape.npy",
+    );
+  });
+
+  it("saves and loads files through the node entry", async () => {
+    const directory = await mkdtemp(join(tmpdir(), "bsr-npz-"));
+    try {
+      const path = join(directory, "w.npz");
+      const matrix = BsrMatrix.random([16, 16], { blockShape: [4, 4], density: 0.5, seed: 3 });
+      await saveScipyNpz(path, matrix);
+      const loaded = await loadScipyNpz(path);
+      expect(loaded.values).toEqual(matrix.values);
+    } finally {
+      await rm(directory, { recursive: true, force: true });
+    }
+  });
+});
