@@ -58,6 +58,8 @@ function main() {
   const cmakeJs = join(dirname(require.resolve("cmake-js/package.json")), "bin", "cmake-js");
   const nodeAddonApi = dirname(require.resolve("node-addon-api/package.json"));
   const common = [
+    "--log-level",
+    "warn",
     "--directory",
     projectDir,
     "--out",
