@@ -51,6 +51,9 @@ export class BsrPattern {
 
   /** Validates and copies the arrays; throws BsrFormatError naming the first violation. */
   constructor(init: BsrPatternInit) {
+    if (init === null || typeof init !== "object") {
+      throw new BsrFormatError("pattern", "expected { shape, blockShape, blockRowPtr, blockColIdx }");
+    }
     const { blockRows, blockCols } = checkShapes(init.shape, init.blockShape);
     this.shape = Object.freeze([init.shape[0], init.shape[1]] as const);
     this.blockShape = Object.freeze([init.blockShape[0], init.blockShape[1]] as const);

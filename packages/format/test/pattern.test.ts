@@ -48,6 +48,10 @@ describe("BsrPattern construction", () => {
     expect(pattern.nnzBlocks).toBe(mask.reduce((a, b) => a + b, 0));
   });
 
+  it("rejects a missing init object", () => {
+    expect(thrown(() => new BsrPattern(null as never))).toBeInstanceOf(BsrFormatError);
+  });
+
   it("copies the arrays it is given, so later writes cannot corrupt it", () => {
     const blockRowPtr = Int32Array.from([0, 1, 2]);
     const blockColIdx = Int32Array.from([1, 0]);
