@@ -192,7 +192,6 @@ export class Engine {
           );
         }
       }
-      if (!Array.isArray(result) && outputs.length !== 1) throw new ValueError(`Kernel '${kernelName}' returned no output`);
     }
     if (this.observers.size > 0) {
       const record = { kernelName, inputs, attrs, outputs } as KernelRecord;
