@@ -1,1 +1,20 @@
+import "./install";
+
 export const version = "0.1.0";
+
+export { type BackwardOptions, backward, zeroGrad } from "./backward";
+export { AutogradError, GradientNotRegisteredError } from "./errors";
+export { type GradcheckInputDetail, type GradcheckOptions, type GradcheckResult, gradcheck } from "./gradcheck";
+export { reduceToShape } from "./gradients/helpers";
+export {
+  type AttrsOf,
+  type GradConfig,
+  type GradContext,
+  type GradFuncs,
+  type InputsOf,
+  type TensorMeta,
+  getGradient,
+  listGradients,
+  registerGradient,
+} from "./registry";
+export { CLONE, NON_DIFFERENTIABLE_KERNELS, detach, isRecording, noGrad, tracksGrad } from "./tape";

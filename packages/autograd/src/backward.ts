@@ -1,0 +1,236 @@
+import { type Backend, type DType, Tensor, add, encodeStorage, engine, formatShape, full, keep, shapesEqual, sizeOf, tidy } from "@blocksparse/core";
+import { AutogradError, GradientNotRegisteredError } from "./errors";
+import { type GradContext, type TensorMeta, getGradient } from "./registry";
+import { type Edge, type TapeNode, coreClone, coreDispose, freeIfUnused, freeNode, gradFnOf, noGrad } from "./tape";
+
+export interface BackwardOptions {
+  /** Keep the graph (and its saved tensors) for another backward through it. Default false: freed as the walk goes. */
+  retainGraph?: boolean;
+}
+
+/** A tensor of `shape` filled with `value` on `backend` (creation ops use the active backend). */
+export function fullOn(backend: Backend, shape: readonly number[], value: number, dtype: DType): Tensor {
+  if (engine.activeBackend() === backend) return full(shape, value, dtype);
+  return engine.upload(encodeStorage("autograd", new Float64Array(sizeOf(shape)).fill(value), dtype), shape, dtype, backend);
+}
+
+const describe = (meta: TensorMeta): string => `${formatShape(meta.shape)} ${meta.dtype}`;
+
+/** Nodes reachable from `root`, each before the nodes that produced its inputs. */
+function reverseTopologicalOrder(root: TapeNode): TapeNode[] {
+  const order: TapeNode[] = [];
+  const visited = new Set<TapeNode>([root]);
+  const stack: [TapeNode, number][] = [[root, 0]];
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1];
+    const [node, next] = top;
+    if (node.freed) {
+      throw new AutogradError(
+        `backward: the graph through '${node.kernelName}' was already freed by an earlier backward; pass { retainGraph: true } to that backward to go through it twice, or run the forward again`,
+      );
+    }
+    if (next < node.edges.length) {
+      top[1]++;
+      const producer = node.edges[next].producer;
+      if (producer && !visited.has(producer)) {
+        visited.add(producer);
+        stack.push([producer, 0]);
+      }
+    } else {
+      stack.pop();
+      order.push(node);
+    }
+  }
+  return order.reverse();
+}
+
+function accumulate<K>(into: Map<K, Tensor>, key: K, grad: Tensor): void {
+  const existing = into.get(key);
+  if (existing === undefined) {
+    into.set(key, grad);
+    return;
+  }
+  into.set(key, add(existing, grad));
+  coreDispose.call(existing);
+  coreDispose.call(grad);
+}
+
+function checkGrad(node: TapeNode, edge: Edge, grad: unknown): Tensor {
+  const label = edge.index >= 0 ? `${edge.key}[${edge.index}]` : edge.key;
+  if (!(grad instanceof Tensor)) {
+    throw new AutogradError(`backward: the gradient of '${node.kernelName}' gave no tensor for input '${label}'`);
+  }
+  if (!shapesEqual(grad.shape, edge.meta.shape) || grad.dtype !== edge.meta.dtype) {
+    throw new AutogradError(
+      `backward: the gradient of '${node.kernelName}' for input '${label}' is ${describe(grad)}, expected ${describe(edge.meta)}`,
+    );
+  }
+  return grad;
+}
+
+/** Runs one node's gradient; returns each edge's gradient, in edge order. */
+function nodeGradients(node: TapeNode, dys: (Tensor | null)[], backend: Backend): Tensor[] {
+  const config = getGradient(node.kernelName);
+  if (!config) throw new GradientNotRegisteredError(node.kernelName);
+  const keys = [...new Set(node.edges.map((edge) => edge.key))];
+  // One scope for the whole node: thunks may share work (LayerNorm's three gradients come from one kernel).
+  const results = tidy(() => {
+    const filled = dys.map((dy, i) => dy ?? fullOn(backend, node.outputMeta[i].shape, 0, node.outputMeta[i].dtype));
+    const context: GradContext = {
+      attrs: node.attrs,
+      saved: node.saved,
+      savedOutputs: node.savedOutputs,
+      inputs: node.inputMeta,
+      outputs: node.outputMeta,
+      outputHasGrad: dys.map((dy) => dy !== null),
+    };
+    const thunks = config.gradFunc(filled, context);
+    const out = new Map<string, Tensor | Tensor[]>();
+    for (const key of keys) {
+      const thunk = thunks[key];
+      if (typeof thunk !== "function") {
+        throw new AutogradError(`backward: the gradient of '${node.kernelName}' does not cover input '${key}'`);
+      }
+      const value = thunk();
+      // Clones survive the scope whether the thunk made its result or passed a tensor through.
+      out.set(key, Array.isArray(value) ? value.map((t) => coreClone.call(t)) : coreClone.call(value));
+    }
+    return out;
+  });
+  const used = new Set<Tensor>();
+  try {
+    return node.edges.map((edge) => {
+      const value = results.get(edge.key);
+      const grad = checkGrad(node, edge, Array.isArray(value) ? value[edge.index] : value);
+      // The same tensor may feed two edges (mul(x, x)); each edge gets its own handle.
+      const own = used.has(grad) ? coreClone.call(grad) : grad;
+      used.add(grad);
+      return own;
+    });
+  } finally {
+    for (const value of results.values()) {
+      for (const t of Array.isArray(value) ? value : [value]) if (!used.has(t)) coreDispose.call(t);
+    }
+  }
+}
+
+function seedOf(loss: Tensor, grad: Tensor | undefined): Tensor {
+  if (grad === undefined) {
+    if (loss.size !== 1) {
+      throw new AutogradError(
+        `backward: the loss has shape ${formatShape(loss.shape)} (${loss.size} elements); pass a gradient of that shape, or reduce the loss to one element`,
+      );
+    }
+    return fullOn(loss.backend, loss.shape, 1, loss.dtype);
+  }
+  if (!(grad instanceof Tensor)) throw new AutogradError("backward: grad must be a Tensor");
+  grad.throwIfDisposed("backward: grad");
+  if (!shapesEqual(grad.shape, loss.shape) || grad.dtype !== loss.dtype) {
+    throw new AutogradError(`backward: grad is ${describe(grad)}, expected the loss's ${describe(loss)}`);
+  }
+  if (grad.backend !== loss.backend) {
+    throw new AutogradError(`backward: grad is on backend '${grad.backend.name}' but the loss is on '${loss.backend.name}'`);
+  }
+  return coreClone.call(grad);
+}
+
+/** Adds `grad` into `leaf.grad` in place (the grad tensor keeps its identity across backward calls). */
+function accumulateLeaf(leaf: Tensor, grad: Tensor): void {
+  const current = leaf.grad;
+  if (current === null || current.isDisposed) {
+    leaf.grad = keep(grad);
+    return;
+  }
+  if (!shapesEqual(current.shape, leaf.shape) || current.dtype !== leaf.dtype) {
+    coreDispose.call(grad);
+    throw new AutogradError(`backward: tensor ${leaf.id} has a .grad of ${describe(current)}, expected ${describe(leaf)}; reset it with zeroGrad`);
+  }
+  const sum = add(current, grad);
+  current.assign(sum);
+  coreDispose.call(sum);
+  coreDispose.call(grad);
+}
+
+/**
+ * Backpropagates from `loss` (one element, or any shape with an explicit `grad` seed) and
+ * accumulates `.grad` on every leaf that requires grad. Walks the tape in reverse
+ * topological order, summing the gradients that flow into one tensor, and frees saved
+ * tensors and intermediate gradients as soon as the walk is done with them.
+ */
+export function backward(loss: Tensor, grad?: Tensor, options: BackwardOptions = {}): void {
+  if (!(loss instanceof Tensor)) throw new AutogradError("backward: loss must be a Tensor");
+  loss.throwIfDisposed("backward: loss");
+  if (loss.dtype === "int32") throw new AutogradError("backward: the loss has dtype int32; gradients need a float dtype");
+  const origin = gradFnOf(loss);
+  if (!origin) {
+    if (!loss.requiresGrad) {
+      throw new AutogradError(
+        "backward: the loss does not track gradients: no input of its computation requires grad, or it was computed inside noGrad",
+      );
+    }
+    noGrad(() => accumulateLeaf(loss, seedOf(loss, grad)));
+    return;
+  }
+  const order = reverseTopologicalOrder(origin.node);
+  const retainGraph = options.retainGraph === true;
+  const pending = new Map<TapeNode, (Tensor | null)[]>();
+  const leafGrads = new Map<Tensor, Tensor>();
+  for (const node of order) node.pins++;
+  let done = 0;
+  try {
+    noGrad(() => {
+      const seed = seedOf(loss, grad);
+      const rootGrads: (Tensor | null)[] = origin.node.outputMeta.map(() => null);
+      rootGrads[origin.outputIndex] = seed;
+      pending.set(origin.node, rootGrads);
+      for (const node of order) {
+        const dys = pending.get(node);
+        pending.delete(node);
+        if (dys) {
+          try {
+            const grads = nodeGradients(node, dys, loss.backend);
+            node.edges.forEach((edge, i) => {
+              if (edge.leaf) {
+                accumulate(leafGrads, edge.leaf, grads[i]);
+              } else if (edge.producer) {
+                const slots = pending.get(edge.producer) ?? edge.producer.outputMeta.map(() => null);
+                const existing = slots[edge.outputIndex];
+                slots[edge.outputIndex] = existing ? add(existing, grads[i]) : grads[i];
+                if (existing) {
+                  coreDispose.call(existing);
+                  coreDispose.call(grads[i]);
+                }
+                pending.set(edge.producer, slots);
+              }
+            });
+          } finally {
+            for (const dy of dys) if (dy) coreDispose.call(dy);
+          }
+        }
+        if (!retainGraph) freeNode(node);
+        node.pins--;
+        freeIfUnused(node);
+        done++;
+      }
+      for (const [leaf, leafGrad] of leafGrads) {
+        leafGrads.delete(leaf);
+        accumulateLeaf(leaf, leafGrad);
+      }
+    });
+  } finally {
+    for (const slots of pending.values()) for (const t of slots) if (t) coreDispose.call(t);
+    for (const t of leafGrads.values()) coreDispose.call(t);
+    for (const node of order.slice(done)) {
+      node.pins--;
+      freeIfUnused(node);
+    }
+  }
+}
+
+/** Disposes and clears `.grad` on each tensor (PyTorch's zero_grad(set_to_none=True)). */
+export function zeroGrad(tensors: Iterable<Tensor>): void {
+  for (const t of tensors) {
+    if (t.grad) coreDispose.call(t.grad);
+    t.grad = null;
+  }
+}

@@ -1,0 +1,201 @@
+import { SeededRandom } from "@blocksparse/format";
+import { Tensor, ValueError, engine, formatShape, tidy } from "@blocksparse/core";
+import { backward } from "./backward";
+import { coreDispose, noGrad, tracksGrad } from "./tape";
+
+export interface GradcheckOptions {
+  /**
+   * Step of the central differences (default 1e-2: float32 rounding noise grows as 1/eps and
+   * the truncation error as eps^2, and they balance near 1e-2 for values of order 1). The
+   * step actually applied is the float32 difference of the perturbed values. Keep inputs
+   * farther than eps from kinks (relu, abs, max).
+   */
+  eps?: number;
+  /** Absolute tolerance (default 1e-3). An element passes when |analytic - numeric| <= atol + rtol * |numeric|. */
+  atol?: number;
+  /** Relative tolerance (default 1e-2). */
+  rtol?: number;
+  /** Indices of the inputs to check (default: every float32 input). Other inputs are held constant. */
+  wrt?: readonly number[];
+  /** Seed of the random projection of the output (default 0). */
+  seed?: number;
+}
+
+/** The comparison for one input. */
+export interface GradcheckInputDetail {
+  /** Position of the input in `inputs`. */
+  input: number;
+  shape: readonly number[];
+  ok: boolean;
+  maxAbsError: number;
+  /** Largest |analytic - numeric| / |numeric| over elements whose numeric gradient is at least atol in size. */
+  maxRelError: number;
+  /** Flat index of the element with the largest absolute error (-1 for an empty input). */
+  worstIndex: number;
+  /** d sum(out * r) / d input from backward. */
+  analytic: Float64Array;
+  /** The same from central differences in float64. */
+  numeric: Float64Array;
+}
+
+export interface GradcheckResult {
+  ok: boolean;
+  maxAbsError: number;
+  maxRelError: number;
+  details: GradcheckInputDetail[];
+}
+
+function checkOptions(options: GradcheckOptions): Required<Omit<GradcheckOptions, "wrt">> {
+  const { eps = 1e-2, atol = 1e-3, rtol = 1e-2, seed = 0 } = options;
+  for (const [name, value] of [["eps", eps], ["atol", atol], ["rtol", rtol]] as const) {
+    if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
+      throw new ValueError(`gradcheck: ${name} must be a finite number >= 0, got ${value}`);
+    }
+  }
+  if (eps === 0) throw new ValueError("gradcheck: eps must be > 0");
+  return { eps, atol, rtol, seed };
+}
+
+/**
+ * Compares the gradients backward computes for `fn` with central finite differences.
+ * One random projection r of the output (seeded) turns the Jacobian into one gradient:
+ * backward(out, r) gives d sum(out * r) / d input, and the differences of sum(out * r),
+ * summed in float64 on the host, give the same numerically. Inputs are float32 tensors;
+ * each is perturbed element by element by +-eps (the float32 step actually taken is used).
+ * Inputs keep their `.grad` and `requiresGrad`.
+ */
+export function gradcheck(
+  fn: (...inputs: Tensor[]) => Tensor,
+  inputs: Tensor[],
+  options: GradcheckOptions = {},
+): GradcheckResult {
+  if (typeof fn !== "function") throw new ValueError("gradcheck: fn must be a function");
+  if (!Array.isArray(inputs)) throw new ValueError("gradcheck: inputs must be an array of Tensors");
+  inputs.forEach((t, i) => {
+    if (!(t instanceof Tensor)) throw new ValueError(`gradcheck: inputs[${i}] is not a Tensor`);
+    t.throwIfDisposed(`gradcheck: inputs[${i}]`);
+  });
+  const { eps, atol, rtol, seed } = checkOptions(options);
+  const checked = options.wrt ? [...options.wrt] : inputs.flatMap((t, i) => (t.dtype === "float32" ? [i] : []));
+  for (const i of checked) {
+    if (!Number.isInteger(i) || i < 0 || i >= inputs.length) throw new ValueError(`gradcheck: wrt index ${i} is out of range for ${inputs.length} inputs`);
+    if (inputs[i].dtype !== "float32") throw new ValueError(`gradcheck: inputs[${i}] has dtype ${inputs[i].dtype}; gradcheck perturbs float32 inputs`);
+  }
+  if (checked.length === 0) throw new ValueError("gradcheck: no float32 input to check");
+
+  const evaluate = (args: Tensor[]): Tensor => {
+    const out = fn(...args);
+    if (!(out instanceof Tensor)) throw new ValueError("gradcheck: fn must return a Tensor");
+    if (out.dtype !== "float32") throw new ValueError(`gradcheck: fn returned dtype ${out.dtype}, expected float32`);
+    return out;
+  };
+
+  // The projection r, rounded to float32 so that host and device use the same numbers.
+  const outShape = noGrad(() => tidy(() => [...evaluate(inputs).shape]));
+  const random = new SeededRandom(seed);
+  const r = new Float32Array(outShape.reduce((a, b) => a * b, 1));
+  for (let i = 0; i < r.length; i++) r[i] = random.normal();
+  const project = (args: Tensor[]): number =>
+    noGrad(() =>
+      tidy(() => {
+        const values = evaluate(args).dataSync();
+        let total = 0;
+        for (let i = 0; i < values.length; i++) total += values[i] * r[i];
+        return total;
+      }),
+    );
+
+  const analytic = analyticGradients(evaluate, inputs, checked, r, outShape);
+  const details = checked.map((inputIndex, k): GradcheckInputDetail => {
+    const input = inputs[inputIndex];
+    const base = input.dataSync() as Float32Array;
+    const numeric = new Float64Array(base.length);
+    const perturbed = Float32Array.from(base);
+    for (let j = 0; j < base.length; j++) {
+      const evalAt = (value: number): number => {
+        perturbed[j] = value;
+        const moved = engine.upload(Float32Array.from(perturbed), input.shape, "float32", input.backend);
+        try {
+          return project(inputs.map((t, i) => (i === inputIndex ? moved : t)));
+        } finally {
+          coreDispose.call(moved);
+        }
+      };
+      const up = Math.fround(base[j] + eps);
+      const down = Math.fround(base[j] - eps);
+      numeric[j] = (evalAt(up) - evalAt(down)) / (up - down);
+      perturbed[j] = base[j];
+    }
+    return compare(inputIndex, input.shape, analytic[k], numeric, atol, rtol);
+  });
+  return {
+    ok: details.every((d) => d.ok),
+    maxAbsError: Math.max(0, ...details.map((d) => d.maxAbsError)),
+    maxRelError: Math.max(0, ...details.map((d) => d.maxRelError)),
+    details,
+  };
+}
+
+function analyticGradients(
+  evaluate: (args: Tensor[]) => Tensor,
+  inputs: Tensor[],
+  checked: number[],
+  r: Float32Array,
+  outShape: number[],
+): Float64Array[] {
+  const previous = checked.map((i) => ({ requiresGrad: inputs[i].requiresGrad, grad: inputs[i].grad }));
+  for (const i of checked) {
+    inputs[i].requiresGrad = true;
+    inputs[i].grad = null;
+  }
+  try {
+    tidy(() => {
+      const out = evaluate(inputs);
+      if (!tracksGrad(out)) return;
+      if (out.shape.length !== outShape.length || out.shape.some((d, i) => d !== outShape[i])) {
+        throw new ValueError(`gradcheck: fn returned ${formatShape(out.shape)}, then ${formatShape(outShape)}; it must be deterministic`);
+      }
+      backward(out, engine.upload(Float32Array.from(r), out.shape, "float32", out.backend));
+    });
+    return checked.map((i) => {
+      const grad = inputs[i].grad;
+      return grad ? Float64Array.from(grad.dataSync()) : new Float64Array(inputs[i].size);
+    });
+  } finally {
+    checked.forEach((i, k) => {
+      const grad = inputs[i].grad;
+      if (grad) coreDispose.call(grad);
+      inputs[i].requiresGrad = previous[k].requiresGrad;
+      inputs[i].grad = previous[k].grad;
+    });
+  }
+}
+
+function compare(
+  input: number,
+  shape: readonly number[],
+  analytic: Float64Array,
+  numeric: Float64Array,
+  atol: number,
+  rtol: number,
+): GradcheckInputDetail {
+  let ok = true;
+  let maxAbsError = 0;
+  let maxRelError = 0;
+  let worstIndex = analytic.length > 0 ? 0 : -1;
+  for (let j = 0; j < analytic.length; j++) {
+    const error = Math.abs(analytic[j] - numeric[j]);
+    // NaN fails: comparisons with NaN are false.
+    if (!(error <= atol + rtol * Math.abs(numeric[j]))) ok = false;
+    if (!(error <= maxAbsError)) {
+      maxAbsError = Number.isNaN(error) ? Number.POSITIVE_INFINITY : error;
+      worstIndex = j;
+    }
+    const magnitude = Math.abs(numeric[j]);
+    if (!(magnitude < Math.max(atol, Number.MIN_VALUE))) {
+      const relative = error / magnitude;
+      if (!(relative <= maxRelError)) maxRelError = Number.isNaN(relative) ? Number.POSITIVE_INFINITY : relative;
+    }
+  }
+  return { input, shape: [...shape], ok, maxAbsError, maxRelError, worstIndex, analytic, numeric };
+}

@@ -1,0 +1,137 @@
+import {
+  type BinaryKernelName,
+  type Tensor,
+  add,
+  cast,
+  div,
+  equal,
+  geluBackward,
+  greater,
+  greaterEqual,
+  less,
+  log,
+  mul,
+  neg,
+  pow,
+  square,
+  sub,
+  where,
+} from "@blocksparse/core";
+import { type GradContext, registerGradient } from "../registry";
+import { reduceToShape, sign } from "./helpers";
+
+type Binary = GradContext<BinaryKernelName>;
+
+/** Gradients of a binary kernel: each computed at the output shape, then summed back to its input's shape. */
+function binaryGrads(context: Binary, da: () => Tensor, db: () => Tensor) {
+  return {
+    a: () => reduceToShape(da(), context.inputs.a.shape),
+    b: () => reduceToShape(db(), context.inputs.b.shape),
+  };
+}
+
+/** Weight of `a` in max(a, b) (min with `pick = less`): 1 where it wins, 1/2 on ties (PyTorch's split). */
+function winnerWeight(a: Tensor, b: Tensor, pick: typeof greater): Tensor {
+  return add(cast(pick(a, b), a.dtype), mul(cast(equal(a, b), a.dtype), 0.5));
+}
+
+export function registerElementwiseGradients(): void {
+  registerGradient("Neg", { gradFunc: ([dy]) => ({ x: () => neg(dy) }) });
+  registerGradient("Abs", {
+    inputsToSave: ["x"],
+    gradFunc: ([dy], { saved }) => ({ x: () => mul(dy, sign(saved.x!)) }),
+  });
+  registerGradient("Exp", {
+    outputsToSave: [0],
+    gradFunc: ([dy], { savedOutputs: [y] }) => ({ x: () => mul(dy, y!) }),
+  });
+  registerGradient("Log", {
+    inputsToSave: ["x"],
+    gradFunc: ([dy], { saved }) => ({ x: () => div(dy, saved.x!) }),
+  });
+  registerGradient("Sqrt", {
+    outputsToSave: [0],
+    gradFunc: ([dy], { savedOutputs: [y] }) => ({ x: () => div(dy, mul(y!, 2)) }),
+  });
+  // d/dx x^-1/2 = -1/2 x^-3/2 = -1/2 y^3
+  registerGradient("Rsqrt", {
+    outputsToSave: [0],
+    gradFunc: ([dy], { savedOutputs: [y] }) => ({ x: () => mul(mul(dy, mul(y!, square(y!))), -0.5) }),
+  });
+  registerGradient("Tanh", {
+    outputsToSave: [0],
+    gradFunc: ([dy], { savedOutputs: [y] }) => ({ x: () => mul(dy, sub(1, square(y!))) }),
+  });
+  registerGradient("Sigmoid", {
+    outputsToSave: [0],
+    gradFunc: ([dy], { savedOutputs: [y] }) => ({ x: () => mul(dy, mul(y!, sub(1, y!))) }),
+  });
+  // The output is saved rather than x: the next op usually saves it too, so the buffer is shared.
+  registerGradient("Relu", {
+    outputsToSave: [0],
+    gradFunc: ([dy], { savedOutputs: [y] }) => ({ x: () => where(greater(y!, 0), dy, 0) }),
+  });
+  registerGradient("Square", {
+    inputsToSave: ["x"],
+    gradFunc: ([dy], { saved }) => ({ x: () => mul(dy, mul(saved.x!, 2)) }),
+  });
+  registerGradient("Gelu", {
+    inputsToSave: ["x"],
+    gradFunc: ([dy], { saved, attrs }) => ({ x: () => geluBackward(dy, saved.x!, attrs.approximate) }),
+  });
+
+  registerGradient("Add", { gradFunc: ([dy], c) => binaryGrads(c, () => dy, () => dy) });
+  registerGradient("Sub", { gradFunc: ([dy], c) => binaryGrads(c, () => dy, () => neg(dy)) });
+  registerGradient("Mul", {
+    inputsToSave: ["a", "b"],
+    gradFunc: ([dy], c) => binaryGrads(c, () => mul(dy, c.saved.b!), () => mul(dy, c.saved.a!)),
+  });
+  registerGradient("Div", {
+    inputsToSave: ["a", "b"],
+    gradFunc: ([dy], c) => {
+      const { a, b } = c.saved as { a: Tensor; b: Tensor };
+      return binaryGrads(c, () => div(dy, b), () => neg(div(mul(dy, a), square(b))));
+    },
+  });
+  registerGradient("Maximum", {
+    inputsToSave: ["a", "b"],
+    gradFunc: ([dy], c) => {
+      const { a, b } = c.saved as { a: Tensor; b: Tensor };
+      return binaryGrads(c, () => mul(dy, winnerWeight(a, b, greater)), () => mul(dy, winnerWeight(b, a, greater)));
+    },
+  });
+  registerGradient("Minimum", {
+    inputsToSave: ["a", "b"],
+    gradFunc: ([dy], c) => {
+      const { a, b } = c.saved as { a: Tensor; b: Tensor };
+      return binaryGrads(c, () => mul(dy, winnerWeight(a, b, less)), () => mul(dy, winnerWeight(b, a, less)));
+    },
+  });
+  // d/da a^b = b a^(b-1); d/db a^b = a^b ln a, taken as 0 where a = 0 and b >= 0 (PyTorch's convention).
+  registerGradient("Pow", {
+    inputsToSave: ["a", "b"],
+    outputsToSave: [0],
+    gradFunc: ([dy], c) => {
+      const { a, b } = c.saved as { a: Tensor; b: Tensor };
+      const y = c.savedOutputs[0]!;
+      return binaryGrads(
+        c,
+        () => mul(dy, mul(b, pow(a, sub(b, 1)))),
+        () => {
+          const zeroBase = mul(cast(equal(a, 0), "int32"), cast(greaterEqual(b, 0), "int32"));
+          return mul(dy, where(zeroBase, 0, mul(y, log(a))));
+        },
+      );
+    },
+  });
+  registerGradient("Where", {
+    inputsToSave: ["condition"],
+    gradFunc: ([dy], c) => {
+      const condition = c.saved.condition!;
+      return {
+        a: () => reduceToShape(where(condition, dy, 0), c.inputs.a.shape),
+        b: () => reduceToShape(where(condition, 0, dy), c.inputs.b.shape),
+      };
+    },
+  });
+}

@@ -1,0 +1,75 @@
+import {
+  type LayerNormGrads,
+  type Tensor,
+  add,
+  broadcastTo,
+  cast,
+  crossEntropyBackward,
+  div,
+  exp,
+  expandDims,
+  layerNormBackward,
+  mul,
+  neg,
+  pow,
+  sub,
+  sum,
+} from "@blocksparse/core";
+import { registerGradient } from "../registry";
+
+/**
+ * The part of dx that flows through LayerNorm's mean and rstd outputs (both over the last
+ * axis of size D): dmean/dx = 1/D, drstd/dx = -rstd^3 (x - mean) / D. Computed in float32.
+ */
+function statisticsGrad(x: Tensor, mean: Tensor, rstd: Tensor, dmean: Tensor | null, drstd: Tensor | null): Tensor {
+  const features = x.shape[x.rank - 1];
+  const parts: Tensor[] = [];
+  if (dmean) parts.push(expandDims(dmean, -1));
+  if (drstd) {
+    const r = expandDims(rstd, -1);
+    const centered = sub(cast(x, "float32"), expandDims(mean, -1));
+    parts.push(mul(mul(expandDims(drstd, -1), neg(pow(r, 3))), centered));
+  }
+  const total = parts.length === 2 ? add(parts[0], parts[1]) : parts[0];
+  return cast(broadcastTo(div(total, features), x.shape), x.dtype);
+}
+
+export function registerNnGradients(): void {
+  // Kernels work on the last axis; other axes arrive as Transpose nodes around them.
+  registerGradient("Softmax", {
+    outputsToSave: [0],
+    gradFunc: ([dy], { savedOutputs: [y] }) => ({ x: () => mul(y!, sub(dy, sum(mul(dy, y!), -1, true))) }),
+  });
+  registerGradient("LogSoftmax", {
+    outputsToSave: [0],
+    gradFunc: ([dy], { savedOutputs: [y] }) => ({ x: () => sub(dy, mul(exp(y!), sum(dy, -1, true))) }),
+  });
+  // One LayerNormBackward kernel from the saved statistics gives all three gradients.
+  registerGradient("LayerNorm", {
+    inputsToSave: ["x", "gamma"],
+    outputsToSave: [1, 2],
+    gradFunc: ([dy, dmean, drstd], { saved, savedOutputs, outputHasGrad }) => {
+      const x = saved.x as Tensor;
+      const mean = savedOutputs[1]!;
+      const rstd = savedOutputs[2]!;
+      let grads: LayerNormGrads | undefined;
+      const kernelGrads = () => {
+        grads ??= layerNormBackward(dy, x, mean, rstd, saved.gamma);
+        return grads;
+      };
+      return {
+        x: () => {
+          const dx = kernelGrads().dx;
+          if (!outputHasGrad[1] && !outputHasGrad[2]) return dx;
+          return add(dx, statisticsGrad(x, mean, rstd, outputHasGrad[1] ? dmean : null, outputHasGrad[2] ? drstd : null));
+        },
+        gamma: () => kernelGrads().dgamma,
+        beta: () => kernelGrads().dbeta,
+      };
+    },
+  });
+  registerGradient("CrossEntropy", {
+    inputsToSave: ["logits", "targets"],
+    gradFunc: ([dy], { saved }) => ({ logits: () => crossEntropyBackward(saved.logits!, saved.targets!, dy) }),
+  });
+}

@@ -1,0 +1,72 @@
+import {
+  type Tensor,
+  bsrLinear,
+  bsrMatmul,
+  cast,
+  div,
+  greater,
+  matmul,
+  mul,
+  reshape,
+  sampledMatmul,
+  where,
+} from "@blocksparse/core";
+import { registerGradient } from "../registry";
+import { reduceToShape } from "./helpers";
+
+export function registerProductGradients(): void {
+  // C = op(A) op(B): each case's adjoint is again one matmul with transpose flags (no explicit transposes).
+  registerGradient("MatMul", {
+    inputsToSave: ["a", "b"],
+    gradFunc: ([dc], { attrs, saved, inputs }) => {
+      const { a, b } = saved as { a: Tensor; b: Tensor };
+      const { transposeA, transposeB } = attrs;
+      const da = (): Tensor => {
+        if (!transposeA) return matmul(dc, b, { transposeB: !transposeB });
+        return transposeB ? matmul(b, dc, { transposeA: true, transposeB: true }) : matmul(b, dc, { transposeB: true });
+      };
+      const db = (): Tensor => {
+        if (!transposeB) return matmul(a, dc, { transposeA: !transposeA });
+        return transposeA ? matmul(dc, a, { transposeA: true, transposeB: true }) : matmul(dc, a, { transposeA: true });
+      };
+      return { a: () => reduceToShape(da(), inputs.a.shape), b: () => reduceToShape(db(), inputs.b.shape) };
+    },
+  });
+  // Y = X W^T + b: dX = dY W, dW = dY^T X on W's blocks only, db = dY summed over leading dims.
+  registerGradient("BsrLinear", {
+    inputsToSave: ["x", "values"],
+    gradFunc: ([dy], { attrs: { pattern }, saved, inputs }) => ({
+      x: () => bsrMatmul(dy, saved.values!, pattern),
+      values: () => sampledMatmul(dy, saved.x!, pattern),
+      bias: () => reduceToShape(dy, inputs.bias!.shape),
+    }),
+  });
+  // dX = dY W is linear in dY and in W: d(dY) = G W^T applied as bsrLinear, dW = dY^T G on the blocks.
+  registerGradient("BsrMatmul", {
+    inputsToSave: ["dy", "values"],
+    gradFunc: ([g], { attrs: { pattern }, saved }) => ({
+      dy: () => bsrLinear(g, saved.values!, pattern),
+      values: () => sampledMatmul(saved.dy!, g, pattern),
+    }),
+  });
+  // dW = P o (dY^T X): d(dY) = X G^T (bsrLinear with G as the weight), dX = dY G (bsrMatmul).
+  registerGradient("SampledMatmul", {
+    inputsToSave: ["dy", "x"],
+    gradFunc: ([g], { attrs: { pattern }, saved }) => ({
+      dy: () => bsrLinear(saved.x!, g, pattern),
+      x: () => bsrMatmul(saved.dy!, g, pattern),
+    }),
+  });
+  // d|v|/dv = v / |v| per block; 0 for an all-zero block (a subgradient).
+  registerGradient("BlockNorms", {
+    inputsToSave: ["values"],
+    outputsToSave: [0],
+    gradFunc: ([dy], { saved, savedOutputs: [norms] }) => ({
+      values: () => {
+        const values = saved.values!;
+        const scale = where(greater(norms!, 0), div(dy, norms!), 0);
+        return mul(values, reshape(cast(scale, values.dtype), [values.shape[0], 1, 1]));
+      },
+    }),
+  });
+}

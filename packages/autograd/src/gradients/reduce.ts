@@ -1,0 +1,36 @@
+import { type Tensor, broadcastTo, cast, div, equal, mul, reshape, sizeOf, sum } from "@blocksparse/core";
+import { registerGradient } from "../registry";
+import { keptShape } from "./helpers";
+
+export function registerReduceGradients(): void {
+  registerGradient("Sum", {
+    gradFunc: ([dy], { attrs, inputs }) => ({
+      x: () => broadcastTo(reshape(dy, keptShape(inputs.x.shape, attrs.axes)), inputs.x.shape),
+    }),
+  });
+  registerGradient("Mean", {
+    gradFunc: ([dy], { attrs, inputs }) => ({
+      x: () => {
+        const { shape } = inputs.x;
+        const count = sizeOf(attrs.axes.map((axis) => shape[axis]));
+        return broadcastTo(div(reshape(dy, keptShape(shape, attrs.axes)), count), shape);
+      },
+    }),
+  });
+  // The gradient is shared evenly between tied extrema (PyTorch's amax/amin rule).
+  for (const kernel of ["Max", "Min"] as const) {
+    registerGradient(kernel, {
+      inputsToSave: ["x"],
+      outputsToSave: [0],
+      gradFunc: ([dy], { attrs, saved, savedOutputs }) => ({
+        x: () => {
+          const x = saved.x as Tensor;
+          const kept = keptShape(x.shape, attrs.axes);
+          const mask = cast(equal(x, reshape(savedOutputs[0]!, kept)), x.dtype);
+          const ties = sum(mask, attrs.axes, true);
+          return mul(mask, div(reshape(dy, kept), ties));
+        },
+      }),
+    });
+  }
+}

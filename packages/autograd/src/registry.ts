@@ -1,0 +1,77 @@
+import { type DType, type KernelAttrs, type KernelName, type Tensor, type TensorInputs, ValueError } from "@blocksparse/core";
+
+/** Shape and dtype of a tensor, recorded for every input and output (no data kept). */
+export interface TensorMeta {
+  readonly shape: readonly number[];
+  readonly dtype: DType;
+}
+
+/** A kernel's inputs as Tensors, keyed like its spec (`Clone`, autograd's own node, takes `{x}`). */
+export type InputsOf<K extends string> = K extends KernelName ? TensorInputs<K> : Record<string, Tensor | Tensor[] | undefined>;
+/** A kernel's attributes. */
+export type AttrsOf<K extends string> = K extends KernelName ? KernelAttrs<K> : Record<string, unknown>;
+// Not distributive: an optional input (Tensor | undefined) maps to one TensorMeta.
+type MetaOf<V> = [NonNullable<V>] extends [Tensor[]] ? TensorMeta[] : [NonNullable<V>] extends [Tensor] ? TensorMeta : TensorMeta | TensorMeta[];
+type GradOf<V> = [NonNullable<V>] extends [Tensor[]] ? Tensor[] : [NonNullable<V>] extends [Tensor] ? Tensor : Tensor | Tensor[];
+
+/** What a gradient function knows about the forward call. */
+export interface GradContext<K extends string = string> {
+  attrs: AttrsOf<K>;
+  /** The inputs named in `inputsToSave` (absent optional inputs stay absent). */
+  saved: Partial<InputsOf<K>>;
+  /** The outputs named in `outputsToSave`, by output index. */
+  savedOutputs: (Tensor | undefined)[];
+  /** Shape and dtype of every input, by key (arrays for array inputs such as Concat's). */
+  inputs: { [P in keyof InputsOf<K>]: MetaOf<InputsOf<K>[P]> };
+  /** Shape and dtype of every output. */
+  outputs: TensorMeta[];
+  /** False for outputs no gradient reached (their `dys` entry is zeros). */
+  outputHasGrad: boolean[];
+}
+
+/**
+ * The gradient of each input as a thunk, called only for inputs that need it. Every thunk
+ * returns a tensor of its input's shape and dtype (an array of them for array inputs).
+ */
+export type GradFuncs<K extends string = string> = { [P in keyof InputsOf<K>]?: () => GradOf<InputsOf<K>[P]> };
+
+/** How to differentiate one kernel (TensorFlow.js's GradConfig, keyed by kernel name). */
+export interface GradConfig<K extends string = string> {
+  /** Inputs the gradient reads; they are kept alive (buffer shared, no copy) until backward is done with them. */
+  inputsToSave?: readonly (keyof InputsOf<K> & string)[];
+  /** Indices of the outputs the gradient reads, kept the same way. */
+  outputsToSave?: readonly number[];
+  /**
+   * `dys[i]` is the gradient flowing into output i, of that output's shape and dtype. Runs
+   * with recording off inside a scope: temporaries are freed, only the returned tensors survive.
+   */
+  gradFunc(dys: Tensor[], context: GradContext<K>): GradFuncs<K>;
+}
+
+const registry = new Map<string, GradConfig>();
+
+/**
+ * Registers (or replaces) the gradient of a kernel. Backends never write gradients: every
+ * backend's kernels are differentiated by these rules, composed from ops.
+ */
+export function registerGradient<K extends KernelName>(kernelName: K, config: GradConfig<K>): void;
+export function registerGradient(kernelName: string, config: GradConfig): void;
+export function registerGradient(kernelName: string, config: GradConfig): void {
+  if (typeof kernelName !== "string" || kernelName.length === 0) {
+    throw new ValueError(`registerGradient: kernelName must be a non-empty string, got ${JSON.stringify(kernelName)}`);
+  }
+  if (config === null || typeof config !== "object" || typeof config.gradFunc !== "function") {
+    throw new ValueError(`registerGradient('${kernelName}'): config must be an object with a gradFunc function`);
+  }
+  registry.set(kernelName, config);
+}
+
+/** The gradient registered for a kernel, if any. */
+export function getGradient(kernelName: string): GradConfig | undefined {
+  return registry.get(kernelName);
+}
+
+/** Kernel names that have a gradient, in registration order. */
+export function listGradients(): string[] {
+  return [...registry.keys()];
+}

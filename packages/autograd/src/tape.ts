@@ -1,0 +1,217 @@
+/**
+ * The tape: one node per recorded kernel call, linked to the nodes that made its inputs.
+ * A node lives while one of its outputs is undisposed or a live node consumes it (PyTorch's
+ * graph lifetime, with dispose() in place of reference counting); its saved tensors are
+ * buffer-sharing clones, disposed when the node is freed.
+ */
+import { type KernelRecord, Tensor, keep } from "@blocksparse/core";
+import { AutogradError } from "./errors";
+import type { TensorMeta } from "./registry";
+import { getGradient } from "./registry";
+
+/** core's own Tensor methods, captured before autograd wraps them. */
+export const coreClone: (this: Tensor) => Tensor = Tensor.prototype.clone;
+export const coreDispose: (this: Tensor) => void = Tensor.prototype.dispose;
+
+/** Kernels whose outputs never carry a gradient (integer results, creation, optimizer steps). */
+export const NON_DIFFERENTIABLE_KERNELS: ReadonlySet<string> = new Set([
+  "Fill",
+  "OneHot",
+  "Argmax",
+  "Equal",
+  "NotEqual",
+  "Less",
+  "LessEqual",
+  "Greater",
+  "GreaterEqual",
+  "AdamUpdate",
+]);
+
+/** Name of the node a differentiable `clone()` records (it runs no kernel). */
+export const CLONE = "Clone";
+
+/** One differentiable input of a node: where its gradient goes. */
+export interface Edge {
+  readonly key: string;
+  /** Position inside an array input (Concat's tensors), -1 otherwise. */
+  readonly index: number;
+  readonly meta: TensorMeta;
+  /** The node that produced the input, or null for a leaf. */
+  readonly producer: TapeNode | null;
+  readonly outputIndex: number;
+  /** The input itself when it is a leaf that requires grad. */
+  readonly leaf: Tensor | null;
+}
+
+let nextNodeId = 0;
+
+export class TapeNode {
+  readonly id = nextNodeId++;
+  edges: Edge[];
+  saved: Record<string, Tensor | Tensor[]> = {};
+  savedOutputs: (Tensor | undefined)[] = [];
+  /** Undisposed output tensors. */
+  liveOutputs = 0;
+  /** Live nodes with an edge to this one. */
+  consumers = 0;
+  /** Held by a running backward. */
+  pins = 0;
+  freed = false;
+
+  constructor(
+    readonly kernelName: string,
+    readonly attrs: Record<string, unknown>,
+    readonly inputMeta: Record<string, TensorMeta | TensorMeta[]>,
+    readonly outputMeta: TensorMeta[],
+    edges: Edge[],
+  ) {
+    this.edges = edges;
+  }
+}
+
+interface GradFn {
+  node: TapeNode;
+  outputIndex: number;
+}
+
+const gradFns = new WeakMap<Tensor, GradFn>();
+// A tracked output collected without dispose() still releases its node.
+const collected = new FinalizationRegistry<TapeNode>((node) => releaseOutput(node));
+let disabledDepth = 0;
+
+/** True when operations on tensors that require grad are being recorded (outside noGrad and backward). */
+export function isRecording(): boolean {
+  return disabledDepth === 0;
+}
+
+/** Runs `fn` with recording off: nothing computed inside is differentiable. Synchronous code only. */
+export function noGrad<T>(fn: () => T): T {
+  disabledDepth++;
+  try {
+    const result = fn();
+    if (result instanceof Promise) {
+      throw new AutogradError("noGrad: the function returned a Promise; noGrad only covers synchronous code");
+    }
+    return result;
+  } finally {
+    disabledDepth--;
+  }
+}
+
+/** The node and output index that produced `t`, if it was recorded. */
+export function gradFnOf(t: Tensor): GradFn | undefined {
+  return gradFns.get(t);
+}
+
+/** True when gradients flow into `t`: it requires grad (a leaf) or a recorded op produced it. */
+export function tracksGrad(t: Tensor): boolean {
+  return t.dtype !== "int32" && (t.requiresGrad || gradFns.has(t));
+}
+
+/** A tensor sharing `t`'s buffer that no gradient flows through (PyTorch's detach). */
+export function detach(t: Tensor): Tensor {
+  return coreClone.call(t);
+}
+
+const metaOf = (t: Tensor): TensorMeta => ({ shape: t.shape, dtype: t.dtype });
+const save = (t: Tensor): Tensor => keep(coreClone.call(t));
+
+function edgeTo(key: string, index: number, t: Tensor): Edge | null {
+  if (!tracksGrad(t)) return null;
+  const fn = gradFns.get(t);
+  if (fn) return { key, index, meta: metaOf(t), producer: fn.node, outputIndex: fn.outputIndex, leaf: null };
+  return { key, index, meta: metaOf(t), producer: null, outputIndex: 0, leaf: t };
+}
+
+/** Records one call if recording is on and an input tracks gradients. */
+export function record(
+  kernelName: string,
+  inputs: Record<string, Tensor | Tensor[] | undefined>,
+  attrs: Record<string, unknown>,
+  outputs: Tensor[],
+): void {
+  if (disabledDepth > 0 || NON_DIFFERENTIABLE_KERNELS.has(kernelName)) return;
+  const edges: Edge[] = [];
+  const inputMeta: Record<string, TensorMeta | TensorMeta[]> = {};
+  for (const [key, value] of Object.entries(inputs)) {
+    if (value === undefined) continue;
+    if (Array.isArray(value)) {
+      inputMeta[key] = value.map(metaOf);
+      value.forEach((t, i) => {
+        const edge = edgeTo(key, i, t);
+        if (edge) edges.push(edge);
+      });
+    } else {
+      inputMeta[key] = metaOf(value);
+      const edge = edgeTo(key, -1, value);
+      if (edge) edges.push(edge);
+    }
+  }
+  if (edges.length === 0 || !outputs.some((o) => o.dtype !== "int32")) return;
+  const node = new TapeNode(kernelName, attrs, inputMeta, outputs.map(metaOf), edges);
+  const config = getGradient(kernelName);
+  for (const key of config?.inputsToSave ?? []) {
+    const value = inputs[key];
+    if (value !== undefined) node.saved[key] = Array.isArray(value) ? value.map(save) : save(value);
+  }
+  for (const index of config?.outputsToSave ?? []) node.savedOutputs[index] = save(outputs[index]);
+  for (const edge of edges) if (edge.producer) edge.producer.consumers++;
+  outputs.forEach((output, outputIndex) => {
+    if (output.dtype === "int32") return;
+    gradFns.set(output, { node, outputIndex });
+    output.requiresGrad = true;
+    node.liveOutputs++;
+    collected.register(output, node, output);
+  });
+}
+
+/** Records a kernel call as core's observers see it. */
+export function recordKernel(kernelRecord: KernelRecord): void {
+  record(
+    kernelRecord.kernelName,
+    kernelRecord.inputs as Record<string, Tensor | Tensor[] | undefined>,
+    kernelRecord.attrs as Record<string, unknown>,
+    kernelRecord.outputs,
+  );
+}
+
+/** Called when a tensor is disposed: its node may go. */
+export function forgetTensor(t: Tensor): void {
+  const fn = gradFns.get(t);
+  if (!fn) return;
+  gradFns.delete(t);
+  collected.unregister(t);
+  releaseOutput(fn.node);
+}
+
+function releaseOutput(node: TapeNode): void {
+  node.liveOutputs--;
+  freeIfUnused(node);
+}
+
+export function freeIfUnused(node: TapeNode): void {
+  if (!node.freed && node.liveOutputs <= 0 && node.consumers <= 0 && node.pins <= 0) freeNode(node);
+}
+
+/** Disposes a node's saved tensors and drops its edges; producers nobody needs any more go too. */
+export function freeNode(start: TapeNode): void {
+  const pending = [start];
+  while (pending.length > 0) {
+    const node = pending.pop() as TapeNode;
+    if (node.freed) continue;
+    node.freed = true;
+    for (const value of Object.values(node.saved)) {
+      for (const t of Array.isArray(value) ? value : [value]) coreDispose.call(t);
+    }
+    for (const t of node.savedOutputs) if (t) coreDispose.call(t);
+    node.saved = {};
+    node.savedOutputs = [];
+    for (const edge of node.edges) {
+      const producer = edge.producer;
+      if (!producer) continue;
+      producer.consumers--;
+      if (!producer.freed && producer.liveOutputs <= 0 && producer.consumers <= 0 && producer.pins <= 0) pending.push(producer);
+    }
+    node.edges = [];
+  }
+}

@@ -1,0 +1,252 @@
+import {
+  type Tensor,
+  abs,
+  add,
+  broadcastTo,
+  cast,
+  concat,
+  crossEntropy,
+  div,
+  exp,
+  expandDims,
+  flatten,
+  gather,
+  gelu,
+  layerNorm,
+  layerNormWithStats,
+  log,
+  logSoftmax,
+  matmul,
+  max,
+  maximum,
+  mean,
+  min,
+  minimum,
+  mul,
+  neg,
+  permute,
+  pow,
+  relu,
+  reshape,
+  rsqrt,
+  scatterAdd,
+  sigmoid,
+  slice,
+  softmax,
+  sqrt,
+  square,
+  squeeze,
+  stack,
+  sub,
+  sum,
+  tanh,
+  tensor,
+  transpose,
+  where,
+} from "@blocksparse/core";
+import { describe, it } from "vitest";
+import { distinctTensor, expectGradients, poisonAllocations, randomTensor, uniformTensor } from "./helpers";
+
+poisonAllocations();
+
+const x34 = () => randomTensor([3, 4], 11);
+
+describe("unary elementwise", () => {
+  it("neg, exp, tanh, sigmoid, square, gelu (both variants)", () => {
+    for (const fn of [neg, exp, tanh, sigmoid, square, (x: Tensor) => gelu(x), (x: Tensor) => gelu(x, "tanh")]) {
+      expectGradients(fn, [x34()]);
+    }
+  });
+
+  it("abs and relu, away from their kink at 0", () => {
+    for (const fn of [abs, relu]) expectGradients(fn, [randomTensor([3, 4], 12, { gap: 0.1 })]);
+  });
+
+  it("log, sqrt and rsqrt on positive inputs", () => {
+    for (const fn of [log, sqrt, rsqrt]) expectGradients(fn, [uniformTensor([3, 4], 13, 0.5, 2)]);
+  });
+});
+
+describe("binary elementwise, broadcasting reduced back to each input's shape", () => {
+  const shapePairs: [number[], number[]][] = [
+    [[3, 4], [3, 4]],
+    [[3, 4], [4]],
+    [[2, 1, 4], [3, 1]],
+    [[1], [2, 3]],
+  ];
+
+  it("add, sub, mul", () => {
+    for (const [sa, sb] of shapePairs) {
+      for (const fn of [add, sub, mul]) {
+        expectGradients((a, b) => fn(a, b), [randomTensor(sa, 21), randomTensor(sb, 22)]);
+      }
+    }
+  });
+
+  it("div with a denominator away from 0", () => {
+    for (const [sa, sb] of shapePairs) {
+      expectGradients(div, [randomTensor(sa, 23), randomTensor(sb, 24, { gap: 0.5 })]);
+    }
+  });
+
+  it("maximum and minimum on distinct values", () => {
+    for (const fn of [maximum, minimum]) {
+      expectGradients((a, b) => fn(a, b), [distinctTensor([3, 4], 25), add(distinctTensor([3, 4], 26), 0.05)]);
+      expectGradients((a, b) => fn(a, b), [distinctTensor([3, 4], 27), add(distinctTensor([4], 28), 0.05)]);
+    }
+  });
+
+  it("pow with a positive base, with respect to base and exponent", () => {
+    expectGradients(pow, [uniformTensor([3, 4], 29, 0.5, 2), randomTensor([3, 4], 30)]);
+    expectGradients(pow, [uniformTensor([3, 4], 31, 0.5, 2), randomTensor([4], 32)]);
+  });
+
+  it("a number operand (a scalar the op makes and disposes itself)", () => {
+    expectGradients((a) => mul(sub(3, a), 2.5), [x34()]);
+    expectGradients((a) => div(1.5, a), [randomTensor([3, 4], 33, { gap: 0.5 })]);
+    expectGradients((a) => pow(a, 3), [uniformTensor([3, 4], 34, 0.5, 2)]);
+  });
+
+  it("where, condition and branches broadcast together", () => {
+    const condition = tensor(new Int32Array([1, 0, 1]), [3, 1]);
+    expectGradients((a, b) => where(condition, a, b), [randomTensor([3, 4], 35), randomTensor([4], 36)]);
+    const mask = tensor(new Int32Array([1, 0, 0, 1, 1, 0, 1, 0, 0, 0, 1, 1]), [3, 4]);
+    expectGradients((a, b) => where(mask, a, b), [randomTensor([3, 4], 37), randomTensor([3, 4], 38)]);
+  });
+});
+
+describe("reductions", () => {
+  const x = () => randomTensor([2, 3, 4], 41);
+
+  it("sum and mean over all, one and several axes, with and without keepDims", () => {
+    for (const fn of [sum, mean]) {
+      expectGradients((t) => fn(t), [x()]);
+      expectGradients((t) => fn(t, 1), [x()]);
+      expectGradients((t) => fn(t, [0, 2], true), [x()]);
+      expectGradients((t) => fn(t, -1, false), [x()]);
+    }
+  });
+
+  it("max and min over distinct values", () => {
+    for (const fn of [max, min]) {
+      expectGradients((t) => fn(t), [distinctTensor([2, 3, 4], 42)]);
+      expectGradients((t) => fn(t, 1), [distinctTensor([2, 3, 4], 43)]);
+      expectGradients((t) => fn(t, [0, 2], true), [distinctTensor([2, 3, 4], 44)]);
+    }
+  });
+});
+
+describe("softmax, logSoftmax, layerNorm, crossEntropy", () => {
+  it("softmax and logSoftmax along the last and an inner axis", () => {
+    for (const fn of [softmax, logSoftmax]) {
+      expectGradients((t) => fn(t), [randomTensor([3, 5], 51)]);
+      expectGradients((t) => fn(t, 1), [randomTensor([2, 3, 4], 52)]);
+      expectGradients((t) => fn(t, 0), [randomTensor([3, 4], 53)]);
+    }
+  });
+
+  it("layerNorm with respect to x, gamma and beta, and without them", () => {
+    const x = () => randomTensor([2, 3, 8], 54, { scale: 2 });
+    expectGradients((t, g, b) => layerNorm(t, g, b), [x(), randomTensor([8], 55), randomTensor([8], 56)]);
+    expectGradients((t) => layerNorm(t), [x()]);
+    expectGradients((t, g) => layerNorm(t, g, undefined, 1e-3), [x(), randomTensor([8], 57)]);
+  });
+
+  it("layerNorm's mean and rstd outputs carry gradients too", () => {
+    expectGradients(
+      (t, g) => {
+        const { y, mean: m, rstd } = layerNormWithStats(t, g);
+        return add(y, expandDims(add(mul(m, 0.7), rstd), -1));
+      },
+      [randomTensor([4, 6], 58, { scale: 2 }), randomTensor([6], 59)],
+    );
+    expectGradients((t) => layerNormWithStats(t).rstd, [randomTensor([4, 6], 60, { scale: 2 })]);
+  });
+
+  it("crossEntropy with mean, sum and no reduction, on 2-D and 3-D logits", () => {
+    const targets = tensor(new Int32Array([2, 0, 4, 1]), [4]);
+    for (const reduction of ["mean", "sum", "none"] as const) {
+      expectGradients((l) => crossEntropy(l, targets, reduction), [randomTensor([4, 5], 61)]);
+    }
+    const targets3 = tensor(new Int32Array([1, 3, 0, 2, 2, 4]), [2, 3]);
+    expectGradients((l) => crossEntropy(l, targets3), [randomTensor([2, 3, 5], 62)]);
+  });
+});
+
+describe("shape ops", () => {
+  it("reshape, flatten, expandDims, squeeze", () => {
+    expectGradients((t) => mul(reshape(t, [4, 3]), randomTensor([4, 3], 71)), [x34()]);
+    expectGradients((t) => flatten(t), [randomTensor([2, 3, 2], 72)]);
+    expectGradients((t) => squeeze(expandDims(t, 1), 1), [x34()]);
+  });
+
+  it("transpose and permute, including the no-copy identity permutation", () => {
+    expectGradients((t) => transpose(t), [randomTensor([2, 3, 4], 73)]);
+    expectGradients((t) => permute(t, [1, 2, 0]), [randomTensor([2, 3, 4], 74)]);
+    expectGradients((t) => transpose(t, [0, 1]), [x34()]);
+    expectGradients((t) => transpose(t), [randomTensor([5], 75)]);
+  });
+
+  it("slice: interior, negative begin, several axes, and the whole tensor", () => {
+    const x = () => randomTensor([3, 4, 5], 76);
+    expectGradients((t) => slice(t, [1, 1, 2], [2, 2, 2]), [x()]);
+    expectGradients((t) => slice(t, [-2], [1]), [x()]);
+    expectGradients((t) => slice(t, [0, 0, 1], [-1, 3, -1]), [x()]);
+    expectGradients((t) => slice(t, [0]), [x()]);
+  });
+
+  it("concat along each axis, of one tensor, and with a constant among the inputs", () => {
+    expectGradients((a, b, c) => concat([a, b, c], 0), [randomTensor([1, 4], 77), x34(), randomTensor([2, 4], 78)]);
+    expectGradients((a, b) => concat([a, b], 1), [x34(), randomTensor([3, 2], 79)]);
+    expectGradients((a) => concat([a]), [x34()]);
+    const constant = randomTensor([3, 2], 80);
+    expectGradients((a) => concat([constant, a, constant], -1), [x34()]);
+  });
+
+  it("stack along a new first and inner axis, and of one tensor", () => {
+    expectGradients((a, b) => stack([a, b]), [x34(), randomTensor([3, 4], 81)]);
+    expectGradients((a, b) => stack([a, b, a], 2), [x34(), randomTensor([3, 4], 82)]);
+    expectGradients((a) => stack([a], 1), [x34()]);
+  });
+
+  it("broadcastTo, including to its own shape", () => {
+    expectGradients((t) => broadcastTo(t, [2, 3, 4]), [randomTensor([3, 1], 83)]);
+    expectGradients((t) => broadcastTo(t, [3, 4]), [x34()]);
+  });
+
+  it("gather (scatter-add back, repeated indices accumulate) along the first and an inner axis", () => {
+    const rows = tensor(new Int32Array([2, 0, 2, 3, 2]), [5]);
+    expectGradients((t) => gather(t, rows), [randomTensor([4, 3], 84)]);
+    const grid = tensor(new Int32Array([1, 1, 0, 3]), [2, 2]);
+    expectGradients((t) => gather(t, grid, 1), [randomTensor([2, 4, 3], 85)]);
+  });
+
+  it("scatterAdd with respect to its updates", () => {
+    const indices = tensor(new Int32Array([1, 3, 1]), [3]);
+    expectGradients((u) => scatterAdd(indices, u, [5, 2]), [randomTensor([3, 2], 86)]);
+  });
+
+  it("cast to the same dtype (a no-copy clone)", () => {
+    expectGradients((t) => cast(t, "float32"), [x34()]);
+  });
+});
+
+describe("matmul", () => {
+  it("every combination of transpose flags", () => {
+    for (const transposeA of [false, true]) {
+      for (const transposeB of [false, true]) {
+        const a = randomTensor(transposeA ? [4, 3] : [3, 4], 91);
+        const b = randomTensor(transposeB ? [5, 4] : [4, 5], 92);
+        expectGradients((p, q) => matmul(p, q, { transposeA, transposeB }), [a, b]);
+      }
+    }
+  });
+
+  it("batched, with broadcast batch dims reduced back", () => {
+    expectGradients(matmul, [randomTensor([2, 3, 4], 93), randomTensor([4, 2], 94)]);
+    expectGradients((p, q) => matmul(p, q, { transposeA: true, transposeB: true }), [
+      randomTensor([2, 1, 4, 3], 95),
+      randomTensor([3, 2, 4], 96),
+    ]);
+  });
+});
