@@ -1,0 +1,96 @@
+import { type Tensor, exp, mul, square, sub, sum, tanh, tensor, tidy } from "@blocksparse/core";
+import { backward, getGradient, gradcheck, registerGradient } from "@blocksparse/autograd";
+import { describe, expect, it } from "vitest";
+import { poisonAllocations, randomTensor } from "./helpers";
+
+poisonAllocations();
+
+/** Replaces a kernel's gradient for the duration of `body`. */
+function withGradient(kernel: "Tanh" | "Mul", gradFunc: NonNullable<ReturnType<typeof getGradient>>["gradFunc"], body: () => void) {
+  const original = getGradient(kernel)!;
+  registerGradient(kernel, { ...original, gradFunc });
+  try {
+    body();
+  } finally {
+    registerGradient(kernel, original);
+  }
+}
+
+describe("gradcheck", () => {
+  it("its numeric gradient is the float64 derivative of sum(out * r), written out by hand", () => {
+    const x = randomTensor([5], 1);
+    const result = gradcheck((t) => exp(t), [x], { seed: 3 });
+    expect(result.ok).toBe(true);
+    // With out = exp(x) and the projection r, d/dx sum(exp(x) r) = exp(x) r; r is recovered from backward.
+    const detail = result.details[0];
+    const xs = x.dataSync();
+    const r = detail.analytic.map((g, i) => g / Math.fround(Math.exp(xs[i])));
+    for (let i = 0; i < xs.length; i++) {
+      expect(detail.numeric[i]).toBeCloseTo(Math.exp(xs[i]) * r[i], 3);
+      expect(Math.abs(r[i])).toBeGreaterThan(0);
+    }
+  });
+
+  it("FAILS on a deliberately wrong gradient: 3% too large, a wrong sign, or a term left out", () => {
+    const x = randomTensor([3, 4], 2);
+    withGradient("Tanh", ([dy], { savedOutputs: [y] }) => ({ x: () => mul(mul(dy, sub(1, square(y!))), 1.03) }), () => {
+      expect(gradcheck((t) => tanh(t), [x]).ok).toBe(false);
+    });
+    withGradient("Tanh", ([dy]) => ({ x: () => mul(dy, -1) }), () => {
+      const result = gradcheck((t) => tanh(t), [x]);
+      expect(result.ok).toBe(false);
+      expect(result.details[0].ok).toBe(false);
+      expect(result.maxAbsError).toBeGreaterThan(0.1);
+    });
+    // Mul's gradient for b left as dy (missing the factor a): only input 1 fails.
+    withGradient("Mul", ([dy], { saved }) => ({ a: () => mul(dy, saved.b as Tensor), b: () => mul(dy, 1) }), () => {
+      const result = gradcheck((a, b) => mul(a, b), [x, randomTensor([3, 4], 3)]);
+      expect(result.ok).toBe(false);
+      expect(result.details.map((d) => d.ok)).toEqual([true, false]);
+    });
+  });
+
+  it("the true gradient passes with a tight tolerance", () => {
+    const result = gradcheck((t) => tanh(t), [randomTensor([3, 4], 2)], { atol: 1e-4, rtol: 1e-3 });
+    expect(result.ok).toBe(true);
+    expect(result.maxAbsError).toBeLessThan(1e-4);
+  });
+
+  it("checks only the inputs named in wrt, holding the others constant", () => {
+    const a = randomTensor([2, 2], 4);
+    const b = randomTensor([2, 2], 5);
+    const onlyB = gradcheck((p, q) => mul(p, q), [a, b], { wrt: [1] });
+    const onlyA = gradcheck((p, q) => mul(p, q), [a, b], { wrt: [0] });
+    expect(onlyB.details.map((d) => d.input)).toEqual([1]);
+    expect([onlyA.ok, onlyB.ok, a.requiresGrad, b.requiresGrad]).toEqual([true, true, false, false]);
+    // d sum(a b r)/db = a r and d/da = b r: both give back the same projection r.
+    const [av, bv] = [a.dataSync(), b.dataSync()];
+    for (let i = 0; i < 4; i++) expect(onlyB.details[0].analytic[i] / av[i]).toBeCloseTo(onlyA.details[0].analytic[i] / bv[i], 5);
+  });
+
+  it("reports zero analytic gradients for an input the output does not depend on", () => {
+    const result = gradcheck(() => sum(tensor([1, 2])), [randomTensor([3], 6)]);
+    expect(result.ok).toBe(true);
+    expect(Array.from(result.details[0].analytic)).toEqual([0, 0, 0]);
+  });
+
+  it("keeps an input's existing .grad", () => {
+    const x = randomTensor([3], 7);
+    x.requiresGrad = true;
+    tidy(() => backward(sum(mul(x, 2))));
+    const before = Array.from(x.grad!.dataSync());
+    expect(gradcheck((t) => mul(t, t), [x]).ok).toBe(true);
+    expect(Array.from(x.grad!.dataSync())).toEqual(before);
+    expect(x.requiresGrad).toBe(true);
+  });
+
+  it("rejects bad arguments with clear errors", () => {
+    const x = randomTensor([2], 8);
+    expect(() => gradcheck((t) => t, [x], { eps: 0 })).toThrow(/eps must be > 0/);
+    expect(() => gradcheck((t) => t, [x], { atol: -1 })).toThrow(/atol must be a finite number >= 0/);
+    expect(() => gradcheck((t) => t, [x], { wrt: [3] })).toThrow(/wrt index 3 is out of range for 1 inputs/);
+    expect(() => gradcheck((t) => t, [tensor(new Int32Array([1]))])).toThrow(/no float32 input/);
+    expect(() => gradcheck((t) => t, [x, "x" as unknown as Tensor])).toThrow(/inputs\[1\] is not a Tensor/);
+    expect(() => gradcheck(() => 3 as unknown as Tensor, [x])).toThrow(/must return a Tensor/);
+  });
+});

@@ -1,0 +1,298 @@
+import {
+  KERNEL_NAMES,
+  type Tensor,
+  adamUpdate,
+  add,
+  broadcastTo,
+  cast,
+  concat,
+  exp,
+  geluBackward,
+  greater,
+  mul,
+  scalar,
+  slice,
+  stack,
+  sum,
+  tensor,
+  tidy,
+  transpose,
+  zeros,
+} from "@blocksparse/core";
+import {
+  AutogradError,
+  CLONE,
+  GradientNotRegisteredError,
+  NON_DIFFERENTIABLE_KERNELS,
+  backward,
+  detach,
+  getGradient,
+  isRecording,
+  listGradients,
+  noGrad,
+  registerGradient,
+  tracksGrad,
+  zeroGrad,
+} from "@blocksparse/autograd";
+import { describe, expect, it } from "vitest";
+import { poisonAllocations, randomTensor } from "./helpers";
+
+poisonAllocations();
+
+function leaf(values: number[], shape = [values.length]): Tensor {
+  const t = tensor(values, shape);
+  t.requiresGrad = true;
+  return t;
+}
+
+const values = (t: Tensor | null): number[] => Array.from(t!.dataSync());
+
+describe("recording", () => {
+  it("records ops whose inputs require grad; outputs track gradients, constants do not", () => {
+    const x = leaf([1, 2]);
+    const c = tensor([3, 4]);
+    const y = mul(x, c);
+    expect(tracksGrad(y)).toBe(true);
+    expect(y.requiresGrad).toBe(true);
+    expect(tracksGrad(mul(c, c))).toBe(false);
+    expect(tracksGrad(greater(x, 1))).toBe(false);
+  });
+
+  it("noGrad records nothing, nests, and restores recording after a throw", () => {
+    const x = leaf([1, 2]);
+    expect(isRecording()).toBe(true);
+    const y = noGrad(() => {
+      expect(isRecording()).toBe(false);
+      noGrad(() => expect(isRecording()).toBe(false));
+      expect(isRecording()).toBe(false);
+      return exp(x);
+    });
+    expect(tracksGrad(y)).toBe(false);
+    expect(y.requiresGrad).toBe(false);
+    expect(() =>
+      noGrad(() => {
+        throw new Error("boom");
+      }),
+    ).toThrow("boom");
+    expect(isRecording()).toBe(true);
+    expect(() => noGrad(() => Promise.resolve(1))).toThrow(/synchronous/);
+  });
+
+  it("gradient functions run with recording off", () => {
+    const original = getGradient("Exp")!;
+    const seen: boolean[] = [];
+    registerGradient("Exp", {
+      ...original,
+      gradFunc: (dys, context) => {
+        seen.push(isRecording());
+        return original.gradFunc(dys, context);
+      },
+    });
+    try {
+      const x = leaf([0.5]);
+      tidy(() => backward(sum(exp(x))));
+      expect(seen).toEqual([false]);
+    } finally {
+      registerGradient("Exp", original);
+    }
+  });
+
+  it("detach gives an untracked view; clone stays differentiable", () => {
+    const x = leaf([1, 2, 3]);
+    expect(tracksGrad(detach(x))).toBe(false);
+    tidy(() => backward(sum(mul(x, detach(x)))));
+    expect(values(x.grad)).toEqual([1, 2, 3]);
+    zeroGrad([x]);
+    tidy(() => backward(sum(mul(x.clone(), 2))));
+    expect(values(x.grad)).toEqual([2, 2, 2]);
+  });
+
+  it("ops that return a no-copy clone (identity transpose, full slice, one-tensor concat/stack, same shape or dtype) pass gradients", () => {
+    const x = leaf([1, 2, 3, 4, 5, 6], [2, 3]);
+    const identities: ((t: Tensor) => Tensor)[] = [
+      (t) => transpose(t, [0, 1]),
+      (t) => slice(t, [0, 0]),
+      (t) => concat([t]),
+      (t) => stack([t]),
+      (t) => broadcastTo(t, [2, 3]),
+      (t) => cast(t, "float32"),
+      (t) => t.to("js"),
+    ];
+    for (const identity of identities) {
+      zeroGrad([x]);
+      tidy(() => backward(sum(mul(identity(x), 3))));
+      expect(values(x.grad)).toEqual([3, 3, 3, 3, 3, 3]);
+    }
+  });
+
+  it("a cast to a half dtype passes the gradient back as float32", () => {
+    const x = leaf([0.25, -1.5, 3]);
+    tidy(() => backward(sum(cast(mul(cast(x, "float16"), 2), "float32"))));
+    expect(x.grad!.dtype).toBe("float32");
+    expect(values(x.grad)).toEqual([2, 2, 2]);
+  });
+
+  it("integer tensors never carry gradients, even with requiresGrad set", () => {
+    const indices = tensor(new Int32Array([1, 2]));
+    indices.requiresGrad = true;
+    expect(tracksGrad(indices)).toBe(false);
+    expect(tracksGrad(add(indices, indices))).toBe(false);
+  });
+
+  it("optimizer steps are not recorded", () => {
+    const p = leaf([1, 2]);
+    const state = adamUpdate(p, tensor([0.1, 0.2]), zeros([2]), zeros([2]), { lr: 0.1, step: 1 });
+    expect([state.param, state.m, state.v].map(tracksGrad)).toEqual([false, false, false]);
+  });
+});
+
+describe("backward", () => {
+  it("accumulates .grad on leaves across calls, keeping the grad tensor's identity, until zeroGrad", () => {
+    const x = leaf([1, 2, 3]);
+    const w = leaf([0.5, -1, 2]);
+    const step = () => tidy(() => backward(sum(mul(mul(x, x), w))));
+    step();
+    const first = x.grad!;
+    expect(values(x.grad)).toEqual([1, -4, 12]);
+    expect(values(w.grad)).toEqual([1, 4, 9]);
+    step();
+    expect(x.grad).toBe(first);
+    expect(values(first)).toEqual([2, -8, 24]);
+    zeroGrad([x, w]);
+    expect(x.grad).toBeNull();
+    expect(first.isDisposed).toBe(true);
+    step();
+    expect(values(w.grad)).toEqual([1, 4, 9]);
+    x.grad = null;
+    step();
+    expect(values(x.grad)).toEqual([1, -4, 12]);
+  });
+
+  it("sums gradients over every path into a tensor (a diamond and a tensor used twice)", () => {
+    const x = leaf([0.5, -2]);
+    tidy(() => {
+      const y = exp(x);
+      backward(sum(add(mul(y, y), mul(y, x))));
+    });
+    const expected = [0.5, -2].map((v) => 2 * Math.exp(2 * v) + Math.exp(v) * (v + 1));
+    for (const [i, g] of values(x.grad).entries()) expect(g).toBeCloseTo(expected[i], 5);
+  });
+
+  it("takes an explicit seed gradient for a non-scalar output, and works as tensor.backward()", () => {
+    const x = leaf([1, 2, 3, 4], [2, 2]);
+    tidy(() => mul(x, x).backward(tensor([1, 0, -1, 2], [2, 2])));
+    expect(values(x.grad)).toEqual([2, 0, -6, 16]);
+  });
+
+  it("from a leaf itself, the gradient is the seed", () => {
+    const x = leaf([4]);
+    backward(x);
+    expect(values(x.grad)).toEqual([1]);
+  });
+
+  it("writes .grad on leaves that require grad only", () => {
+    const x = leaf([1, 2]);
+    const c = tensor([3, 4]);
+    let y: Tensor | undefined;
+    tidy(() => {
+      y = mul(x, c);
+      backward(sum(y));
+    });
+    expect(c.grad).toBeNull();
+    expect(y!.grad).toBeNull();
+  });
+
+  it("rejects what it cannot differentiate, with clear errors", () => {
+    const x = leaf([1, 2]);
+    const y = mul(x, 2);
+    expect(() => backward(y)).toThrow(/shape \[2\] \(2 elements\); pass a gradient of that shape/);
+    expect(() => backward(y, tensor([1, 2, 3]))).toThrow(/grad is \[3\] float32, expected the loss's \[2\] float32/);
+    expect(() => backward(sum(tensor([1, 2])))).toThrow(/does not track gradients/);
+    expect(() => backward(tensor(new Int32Array([1])))).toThrow(/int32/);
+    expect(() => backward(y, tensor([1, 2]))).not.toThrow();
+    expect(() => backward(y, tensor([1, 2]))).toThrow(AutogradError);
+    expect(() => backward(y, tensor([1, 2]))).toThrow(/already freed.*retainGraph/);
+  });
+
+  it("with retainGraph, backward can run through the same graph twice", () => {
+    const x = leaf([1, 2]);
+    tidy(() => {
+      const loss = sum(exp(x));
+      backward(loss, undefined, { retainGraph: true });
+      backward(loss);
+    });
+    for (const [i, g] of values(x.grad).entries()) expect(g).toBeCloseTo(2 * Math.exp(i + 1), 5);
+  });
+
+  it("a kernel with no gradient fails by name, only when backward reaches it", () => {
+    const x = leaf([0.5, 1]);
+    const reached = () => tidy(() => backward(sum(geluBackward(tensor([1, 1]), x))));
+    expect(reached).toThrow(GradientNotRegisteredError);
+    expect(reached).toThrow(/No gradient is registered for kernel 'GeluBackward'/);
+    tidy(() => {
+      geluBackward(tensor([1, 1]), x);
+      backward(sum(exp(x)));
+    });
+    expect(x.grad).not.toBeNull();
+  });
+
+  it("a gradient of the wrong shape is reported with the kernel and input", () => {
+    const original = getGradient("Exp")!;
+    registerGradient("Exp", { gradFunc: () => ({ x: () => scalar(1) }) });
+    try {
+      const x = leaf([1, 2]);
+      expect(() => tidy(() => backward(sum(exp(x))))).toThrow(/gradient of 'Exp' for input 'x' is \[\] float32, expected \[2\] float32/);
+    } finally {
+      registerGradient("Exp", original);
+    }
+  });
+
+  it("gradients of a float16 computation come back as float16 and match float32's", () => {
+    const x32 = randomTensor([3, 4], 5);
+    const w32 = randomTensor([4], 6);
+    const grads = (dtype: "float16" | "float32") => {
+      const x = cast(x32, dtype);
+      const w = cast(w32, dtype);
+      x.requiresGrad = true;
+      w.requiresGrad = true;
+      tidy(() => backward(sum(mul(exp(mul(x, w)), 0.5))));
+      return [x.grad!, w.grad!];
+    };
+    const half = grads("float16");
+    const full = grads("float32");
+    expect(half.map((g) => g.dtype)).toEqual(["float16", "float16"]);
+    half.forEach((g, i) => {
+      const a = g.dataSync();
+      const b = full[i].dataSync();
+      for (let j = 0; j < a.length; j++) expect(Math.abs(a[j] - b[j])).toBeLessThan(4e-3 * (1 + Math.abs(b[j])));
+    });
+  });
+});
+
+describe("registry", () => {
+  it("covers every core kernel: a gradient, or listed as not differentiable, or a backward-only kernel", () => {
+    const backwardOnly = ["GeluBackward", "LayerNormBackward", "CrossEntropyBackward"];
+    const registered = new Set(listGradients());
+    const missing = KERNEL_NAMES.filter((k) => !registered.has(k) && !NON_DIFFERENTIABLE_KERNELS.has(k) && !backwardOnly.includes(k));
+    expect(missing).toEqual([]);
+    expect(registered.has(CLONE)).toBe(true);
+    for (const k of NON_DIFFERENTIABLE_KERNELS) expect(registered.has(k)).toBe(false);
+  });
+
+  it("validates registrations", () => {
+    expect(() => registerGradient("", { gradFunc: () => ({}) })).toThrow(/non-empty string/);
+    expect(() => registerGradient("Exp", {} as never)).toThrow(/gradFunc/);
+  });
+
+  it("a registered gradient is what backward uses (keyed by kernel name)", () => {
+    const original = getGradient("Exp")!;
+    registerGradient("Exp", { gradFunc: ([dy]) => ({ x: () => mul(dy, 10) }) });
+    try {
+      const x = leaf([1, 2]);
+      tidy(() => backward(sum(exp(x))));
+      expect(values(x.grad)).toEqual([10, 10]);
+    } finally {
+      registerGradient("Exp", original);
+    }
+  });
+});
