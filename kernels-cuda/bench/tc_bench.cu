@@ -1,0 +1,660 @@
+// tc_bench: checks and times the tensor-core block-sparse kernels (src/tc).
+//
+// check: for each product, block size, density, token count and (K, N) shape, on fresh random inputs
+//        with poisoned outputs, compares every tensor-core variant with the simple kernel
+//        (src/kernels/bsr.cu, every element) and with float64 host math (a random sample of elements).
+// time:  median time of each variant and of cuBLAS dense (cublasGemmEx, bf16 in, float32 accumulate)
+//        on the same shape in the same run, with CUDA events over batches that rotate input sets;
+//        throughput is counted on the non-zero work (2 * M * nnzBlocks * R * C).
+//
+// Usage: tc_bench [--mode check|time] [--ops linear,matmul,sampled] [--paths wgmma,mma]
+//                 [--blocks 32,64,128] [--quick] [--dtype bf16|f16] [--variants 0,1]
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "../src/kernels.h"
+#include "../src/tc/tc.h"
+
+namespace {
+
+using bs::BsrPatternView;
+using bs::DType;
+
+#define CHECK_CUDA(call)                                                                                \
+  do {                                                                                                  \
+    cudaError_t status_ = (call);                                                                       \
+    if (status_ != cudaSuccess) {                                                                       \
+      std::fprintf(stderr, "%s:%d %s failed: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(status_)); \
+      std::exit(2);                                                                                     \
+    }                                                                                                   \
+  } while (0)
+
+#define CHECK_CUBLAS(call)                                                                   \
+  do {                                                                                       \
+    cublasStatus_t status_ = (call);                                                         \
+    if (status_ != CUBLAS_STATUS_SUCCESS) {                                                  \
+      std::fprintf(stderr, "%s:%d %s failed: %d\n", __FILE__, __LINE__, #call, int(status_)); \
+      std::exit(2);                                                                          \
+    }                                                                                        \
+  } while (0)
+
+enum class Product { Linear, Matmul, Sampled };
+const char* productName(Product p) {
+  return p == Product::Linear ? "linear" : p == Product::Matmul ? "matmul" : "sampled";
+}
+
+struct Variant {
+  bs::TcPath path;
+  int variant;
+  std::string name() const {
+    return std::string(path == bs::TcPath::Wgmma ? "wgmma" : "mma") + "/v" + std::to_string(variant);
+  }
+};
+
+// splitmix64: seeds for the device fills and the host's choices.
+struct Rng {
+  uint64_t state;
+  uint64_t next() {
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  double uniform() { return (next() >> 11) * (1.0 / 9007199254740992.0); }
+};
+
+// ------------------------------------------------------------------------------------------ data
+
+__device__ __forceinline__ uint64_t mix(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// Uniform values in [-1, 1), rounded to T.
+template <typename T>
+__global__ void fillUniformKernel(T* data, int64_t n, uint64_t seed) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    float u = static_cast<float>(mix(seed + 0x9E3779B97F4A7C15ull * (i + 1)) >> 40) * (1.0f / 16777216.0f);
+    data[i] = static_cast<T>(2.0f * u - 1.0f);
+  }
+}
+
+__global__ void fillBitsKernel(uint16_t* data, int64_t n, uint16_t bits) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    data[i] = bits;
+}
+
+void fillUniform(DType dtype, void* data, int64_t n, uint64_t seed) {
+  if (dtype == DType::BFloat16)
+    fillUniformKernel<<<4096, 256>>>(static_cast<__nv_bfloat16*>(data), n, seed);
+  else
+    fillUniformKernel<<<4096, 256>>>(static_cast<__half*>(data), n, seed);
+  CHECK_CUDA(cudaGetLastError());
+}
+
+// NaN in both 16-bit formats: an element the kernel never writes fails the check.
+void poison(void* data, int64_t n) {
+  fillBitsKernel<<<4096, 256>>>(static_cast<uint16_t*>(data), n, 0xFFFF);
+  CHECK_CUDA(cudaGetLastError());
+}
+
+double decode(DType dtype, uint16_t bits) {
+  if (dtype == DType::BFloat16) {
+    uint32_t wide = uint32_t(bits) << 16;
+    float f;
+    std::memcpy(&f, &wide, 4);
+    return f;
+  }
+  __half_raw raw;
+  raw.x = bits;
+  return static_cast<double>(__half2float(__half(raw)));
+}
+
+// Every 16-bit pattern decoded once: the checks read hundreds of millions of elements.
+double toDouble(DType dtype, uint16_t bits) {
+  static std::vector<double> tables[2];
+  std::vector<double>& table = tables[dtype == DType::BFloat16 ? 0 : 1];
+  if (table.empty()) {
+    table.resize(65536);
+    for (int i = 0; i < 65536; ++i) table[i] = decode(dtype, static_cast<uint16_t>(i));
+  }
+  return table[bits];
+}
+
+std::vector<uint16_t> download(const void* data, int64_t n) {
+  std::vector<uint16_t> host(n);
+  CHECK_CUDA(cudaMemcpy(host.data(), data, n * 2, cudaMemcpyDeviceToHost));
+  return host;
+}
+
+// ------------------------------------------------------------------------------------------ pattern
+
+struct HostPattern {
+  int64_t rows, cols;
+  int block, blockRows, blockCols, nnz;
+  std::vector<int32_t> rowPtr, colIdx, colPtr, rowIdx, valueIndex, coordRow, coordCol;
+};
+
+// Each block present with probability `density` (rows of unequal length, as in real patterns).
+HostPattern makePattern(int64_t rows, int64_t cols, int block, double density, Rng& rng) {
+  HostPattern p;
+  p.rows = rows;
+  p.cols = cols;
+  p.block = block;
+  p.blockRows = static_cast<int>(rows / block);
+  p.blockCols = static_cast<int>(cols / block);
+  p.rowPtr.push_back(0);
+  for (int br = 0; br < p.blockRows; ++br) {
+    for (int bc = 0; bc < p.blockCols; ++bc)
+      if (density >= 1.0 || rng.uniform() < density) p.colIdx.push_back(bc);
+    p.rowPtr.push_back(static_cast<int32_t>(p.colIdx.size()));
+  }
+  p.nnz = static_cast<int>(p.colIdx.size());
+  for (int br = 0; br < p.blockRows; ++br)
+    for (int e = p.rowPtr[br]; e < p.rowPtr[br + 1]; ++e) {
+      p.coordRow.push_back(br);
+      p.coordCol.push_back(p.colIdx[e]);
+    }
+  p.colPtr.assign(p.blockCols + 1, 0);
+  for (int c : p.colIdx) p.colPtr[c + 1]++;
+  for (int c = 0; c < p.blockCols; ++c) p.colPtr[c + 1] += p.colPtr[c];
+  p.rowIdx.resize(p.nnz);
+  p.valueIndex.resize(p.nnz);
+  std::vector<int32_t> fill(p.colPtr.begin(), p.colPtr.end() - 1);
+  for (int br = 0; br < p.blockRows; ++br)
+    for (int e = p.rowPtr[br]; e < p.rowPtr[br + 1]; ++e) {
+      int at = fill[p.colIdx[e]]++;
+      p.rowIdx[at] = br;
+      p.valueIndex[at] = e;
+    }
+  return p;
+}
+
+struct DevicePattern {
+  int32_t* buffer = nullptr;
+  BsrPatternView view{};
+  DevicePattern() = default;
+  DevicePattern(const DevicePattern&) = delete;
+  ~DevicePattern() { cudaFree(buffer); }
+};
+
+void upload(const HostPattern& p, DevicePattern& d) {
+  std::vector<int32_t> packed;
+  std::vector<size_t> at;
+  for (const std::vector<int32_t>* part : {&p.rowPtr, &p.colIdx, &p.colPtr, &p.rowIdx, &p.valueIndex, &p.coordRow,
+                                           &p.coordCol}) {
+    at.push_back(packed.size());
+    packed.insert(packed.end(), part->begin(), part->end());
+  }
+  CHECK_CUDA(cudaMalloc(&d.buffer, std::max<size_t>(packed.size(), 1) * 4));
+  CHECK_CUDA(cudaMemcpy(d.buffer, packed.data(), packed.size() * 4, cudaMemcpyHostToDevice));
+  BsrPatternView& v = d.view;
+  v.rows = p.rows;
+  v.cols = p.cols;
+  v.blockRowsSize = v.blockColsSize = p.block;
+  v.blockRows = p.blockRows;
+  v.blockCols = p.blockCols;
+  v.nnzBlocks = p.nnz;
+  v.blockRowPtr = d.buffer + at[0];
+  v.blockColIdx = d.buffer + at[1];
+  v.blockColPtr = d.buffer + at[2];
+  v.blockRowIdx = d.buffer + at[3];
+  v.valueIndex = d.buffer + at[4];
+  v.coordBlockRow = d.buffer + at[5];
+  v.coordBlockCol = d.buffer + at[6];
+}
+
+// ------------------------------------------------------------------------------------------ one problem
+
+// Device buffers of one product on one pattern: `sets` input sets to rotate through.
+struct Problem {
+  Product product;
+  DType dtype;
+  int64_t m, cols, rows;  // tokens, K (W's columns), N (W's rows)
+  const HostPattern* pattern;
+  DevicePattern device;
+  int sets = 1;
+  std::vector<void*> a, b;  // linear: X, values; matmul: dY, values; sampled: dY, X
+  void* bias = nullptr;
+  void* out = nullptr;
+  int64_t aCount = 0, bCount = 0, outCount = 0;
+
+  Problem(Product product, DType dtype, int64_t m, int64_t cols, int64_t rows, const HostPattern& pattern, int sets,
+          uint64_t seed)
+      : product(product), dtype(dtype), m(m), cols(cols), rows(rows), pattern(&pattern), sets(sets) {
+    upload(pattern, device);
+    const int64_t values = int64_t(pattern.nnz) * pattern.block * pattern.block;
+    aCount = m * (product == Product::Linear ? cols : rows);
+    bCount = product == Product::Sampled ? m * cols : values;
+    outCount = product == Product::Linear ? m * rows : product == Product::Matmul ? m * cols : values;
+    for (int s = 0; s < sets; ++s) {
+      void *pa, *pb;
+      CHECK_CUDA(cudaMalloc(&pa, std::max<int64_t>(aCount, 1) * 2));
+      CHECK_CUDA(cudaMalloc(&pb, std::max<int64_t>(bCount, 1) * 2));
+      fillUniform(dtype, pa, aCount, seed + 1000 * s + 1);
+      fillUniform(dtype, pb, bCount, seed + 1000 * s + 2);
+      a.push_back(pa);
+      b.push_back(pb);
+    }
+    if (product == Product::Linear) {
+      CHECK_CUDA(cudaMalloc(&bias, rows * 2));
+      fillUniform(dtype, bias, rows, seed + 7);
+    }
+    CHECK_CUDA(cudaMalloc(&out, std::max<int64_t>(outCount, 1) * 2));
+  }
+  ~Problem() {
+    for (void* p : a) cudaFree(p);
+    for (void* p : b) cudaFree(p);
+    cudaFree(bias);
+    cudaFree(out);
+  }
+  double nonzeroFlops() const {
+    return 2.0 * m * double(pattern->nnz) * pattern->block * pattern->block;
+  }
+
+  bool runFast(int set, const Variant& v, void* target) const {
+    bs::TcOptions options;
+    options.path = v.path;
+    options.variant = v.variant;
+    switch (product) {
+      case Product::Linear:
+        return bs::tcBsrLinear(dtype, a[set], b[set], bias, target, m, device.view, 0, options);
+      case Product::Matmul:
+        return bs::tcBsrMatmul(dtype, a[set], b[set], target, m, device.view, 0, options);
+      case Product::Sampled:
+        return bs::tcSampledMatmul(dtype, a[set], b[set], target, m, device.view, 0, options);
+    }
+    return false;
+  }
+  void runSimple(int set, void* target) const {
+    switch (product) {
+      case Product::Linear:
+        bs::launchBsrLinear(dtype, a[set], b[set], bias, target, m, device.view, 0);
+        break;
+      case Product::Matmul:
+        bs::launchBsrMatmul(dtype, a[set], b[set], target, m, device.view, 0);
+        break;
+      case Product::Sampled:
+        bs::launchSampledMatmul(dtype, a[set], b[set], target, m, device.view, 0);
+        break;
+    }
+  }
+};
+
+// float64 value of output element `index` of set 0, from host copies of the inputs.
+struct HostReference {
+  const Problem& problem;
+  std::vector<uint16_t> a, b, bias;
+  explicit HostReference(const Problem& p) : problem(p) {
+    a = download(p.a[0], p.aCount);
+    b = download(p.b[0], p.bCount);
+    if (p.bias) bias = download(p.bias, p.rows);
+  }
+  double at(int64_t index) const {
+    const HostPattern& pat = *problem.pattern;
+    const int B = pat.block;
+    const DType t = problem.dtype;
+    double sum = 0.0;
+    if (problem.product == Product::Linear) {
+      int64_t token = index / problem.rows, feature = index % problem.rows;
+      int br = static_cast<int>(feature / B), r = static_cast<int>(feature % B);
+      for (int e = pat.rowPtr[br]; e < pat.rowPtr[br + 1]; ++e)
+        for (int c = 0; c < B; ++c)
+          sum += toDouble(t, a[token * problem.cols + int64_t(pat.colIdx[e]) * B + c]) *
+                 toDouble(t, b[(int64_t(e) * B + r) * B + c]);
+      if (!bias.empty()) sum += toDouble(t, bias[feature]);
+    } else if (problem.product == Product::Matmul) {
+      int64_t token = index / problem.cols, column = index % problem.cols;
+      int bc = static_cast<int>(column / B), c = static_cast<int>(column % B);
+      for (int q = pat.colPtr[bc]; q < pat.colPtr[bc + 1]; ++q)
+        for (int r = 0; r < B; ++r)
+          sum += toDouble(t, a[token * problem.rows + int64_t(pat.rowIdx[q]) * B + r]) *
+                 toDouble(t, b[(int64_t(pat.valueIndex[q]) * B + r) * B + c]);
+    } else {
+      int64_t p = index / (B * B);
+      int r = static_cast<int>(index / B % B), c = static_cast<int>(index % B);
+      int64_t row = int64_t(pat.coordRow[p]) * B + r, column = int64_t(pat.coordCol[p]) * B + c;
+      for (int64_t token = 0; token < problem.m; ++token)
+        sum += toDouble(t, a[token * problem.rows + row]) * toDouble(t, b[token * problem.cols + column]);
+    }
+    return sum;
+  }
+};
+
+struct CheckResult {
+  bool finite;
+  double relSimple, relHost;
+};
+
+// Runs body(begin, end) over [0, n) on every hardware thread.
+template <typename Body>
+void parallelFor(int64_t n, Body body) {
+  const int64_t workers = std::max(1u, std::min(32u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> threads;
+  for (int64_t w = 0; w < workers; ++w)
+    threads.emplace_back([&, w] { body(n * w / workers, n * (w + 1) / workers); });
+  for (auto& t : threads) t.join();
+}
+
+CheckResult compare(DType dtype, const std::vector<uint16_t>& out, const std::vector<uint16_t>& simple,
+                    const std::vector<int64_t>& samples, const std::vector<double>& exact) {
+  CheckResult r{true, 0, 0};
+  std::mutex lock;
+  double diff = 0, norm = 0;
+  parallelFor(static_cast<int64_t>(out.size()), [&](int64_t begin, int64_t end) {
+    double d = 0, s2 = 0;
+    bool finite = true;
+    for (int64_t i = begin; i < end; ++i) {
+      double o = toDouble(dtype, out[i]), s = toDouble(dtype, simple[i]);
+      if (!std::isfinite(o)) finite = false;
+      d += (o - s) * (o - s);
+      s2 += s * s;
+    }
+    std::lock_guard<std::mutex> guard(lock);
+    diff += d;
+    norm += s2;
+    r.finite = r.finite && finite;
+  });
+  r.relSimple = norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+  diff = norm = 0;
+  for (size_t i = 0; i < samples.size(); ++i) {
+    double o = toDouble(dtype, out[samples[i]]);
+    diff += (o - exact[i]) * (o - exact[i]);
+    norm += exact[i] * exact[i];
+  }
+  r.relHost = norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+  if (!r.finite) r.relSimple = r.relHost = NAN;
+  return r;
+}
+
+// ------------------------------------------------------------------------------------------ timing
+
+// Median over samples of the mean time of `batch` back-to-back launches (rotating input sets), ms.
+template <typename Launch>
+double medianMs(Launch launch, int sets, int batch, int samples) {
+  cudaEvent_t start, stop;
+  CHECK_CUDA(cudaEventCreate(&start));
+  CHECK_CUDA(cudaEventCreate(&stop));
+  for (int w = 0; w < 3; ++w) launch(w % sets);
+  CHECK_CUDA(cudaDeviceSynchronize());
+  std::vector<double> times;
+  int counter = 0;
+  for (int s = 0; s < samples; ++s) {
+    CHECK_CUDA(cudaEventRecord(start));
+    for (int i = 0; i < batch; ++i) launch(counter++ % sets);
+    CHECK_CUDA(cudaEventRecord(stop));
+    CHECK_CUDA(cudaEventSynchronize(stop));
+    float ms = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
+    times.push_back(ms / batch);
+  }
+  CHECK_CUDA(cudaGetLastError());
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+// cuBLAS dense on the same product's shape: column-major views of the row-major tensors.
+struct DenseProblem {
+  Product product;
+  int64_t m, cols, rows;
+  int sets;
+  std::vector<void*> a, b;
+  void* c = nullptr;
+  DenseProblem(Product product, int64_t m, int64_t cols, int64_t rows, int sets)
+      : product(product), m(m), cols(cols), rows(rows), sets(sets) {
+    // linear: A = X [m, cols], B = W [rows, cols], C = Y [m, rows]
+    // matmul: A = dY [m, rows], B = W, C = dX [m, cols];  sampled: A = dY, B = X [m, cols], C = dW [rows, cols]
+    int64_t aCount = m * (product == Product::Linear ? cols : rows);
+    int64_t bCount = product == Product::Sampled ? m * cols : rows * cols;
+    int64_t cCount = product == Product::Linear ? m * rows : product == Product::Matmul ? m * cols : rows * cols;
+    for (int s = 0; s < sets; ++s) {
+      void *pa, *pb;
+      CHECK_CUDA(cudaMalloc(&pa, aCount * 2));
+      CHECK_CUDA(cudaMalloc(&pb, bCount * 2));
+      fillUniform(DType::BFloat16, pa, aCount, 91 + s);
+      fillUniform(DType::BFloat16, pb, bCount, 97 + s);
+      a.push_back(pa);
+      b.push_back(pb);
+    }
+    CHECK_CUDA(cudaMalloc(&c, cCount * 2));
+  }
+  ~DenseProblem() {
+    for (void* p : a) cudaFree(p);
+    for (void* p : b) cudaFree(p);
+    cudaFree(c);
+  }
+  void run(cublasHandle_t handle, int set) const {
+    const float one = 1.0f, zero = 0.0f;
+    const auto bf = CUDA_R_16BF;
+    if (product == Product::Linear)  // Y^T [rows, m] = W [rows, cols] . X^T
+      CHECK_CUBLAS(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, rows, m, cols, &one, b[set], bf, cols, a[set], bf,
+                                cols, &zero, c, bf, rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    else if (product == Product::Matmul)  // dX^T [cols, m] = W^T . dY^T
+      CHECK_CUBLAS(cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, cols, m, rows, &one, b[set], bf, cols, a[set], bf,
+                                rows, &zero, c, bf, cols, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    else  // dW^T [cols, rows] = X^T . dY
+      CHECK_CUBLAS(cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_T, cols, rows, m, &one, b[set], bf, cols, a[set], bf,
+                                rows, &zero, c, bf, cols, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }
+};
+
+// ------------------------------------------------------------------------------------------ driver
+
+struct Options {
+  std::string mode = "check";
+  std::vector<Product> products = {Product::Linear, Product::Matmul, Product::Sampled};
+  std::vector<Variant> variants;
+  std::vector<int> blocks = {32, 64, 128};
+  bool quick = false;
+  DType dtype = DType::BFloat16;
+};
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (start <= s.size()) {
+    size_t end = s.find(',', start);
+    if (end == std::string::npos) end = s.size();
+    if (end > start) parts.push_back(s.substr(start, end - start));
+    start = end + 1;
+  }
+  return parts;
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  std::vector<std::string> paths = {"wgmma", "mma"}, variantIds = {"0", "1"};
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n", arg.c_str());
+        std::exit(1);
+      }
+      return argv[++i];
+    };
+    if (arg == "--mode") o.mode = value();
+    else if (arg == "--quick") o.quick = true;
+    else if (arg == "--paths") paths = split(value());
+    else if (arg == "--variants") variantIds = split(value());
+    else if (arg == "--dtype") o.dtype = value() == "f16" ? DType::Float16 : DType::BFloat16;
+    else if (arg == "--blocks") {
+      o.blocks.clear();
+      for (auto& b : split(value())) o.blocks.push_back(std::atoi(b.c_str()));
+    } else if (arg == "--ops") {
+      o.products.clear();
+      for (auto& p : split(value()))
+        o.products.push_back(p == "linear" ? Product::Linear : p == "matmul" ? Product::Matmul : Product::Sampled);
+    } else {
+      std::fprintf(stderr, "unknown argument %s\n", arg.c_str());
+      std::exit(1);
+    }
+  }
+  for (auto& p : paths)
+    for (auto& v : variantIds)
+      o.variants.push_back({p == "wgmma" ? bs::TcPath::Wgmma : bs::TcPath::Mma, std::atoi(v.c_str())});
+  return o;
+}
+
+struct ShapeCase {
+  int64_t m, cols, rows;
+};
+
+int runChecks(const Options& o) {
+  std::vector<ShapeCase> shapes;
+  std::vector<int64_t> tokens = o.quick ? std::vector<int64_t>{64, 200, 1000} : std::vector<int64_t>{512, 1000, 8192};
+  std::vector<std::pair<int64_t, int64_t>> kn = o.quick
+                                                    ? std::vector<std::pair<int64_t, int64_t>>{{256, 384}, {512, 256}}
+                                                    : std::vector<std::pair<int64_t, int64_t>>{
+                                                          {4096, 4096}, {4096, 16384}, {16384, 4096}};
+  for (auto m : tokens)
+    for (auto [k, n] : kn) shapes.push_back({m, k, n});
+  const std::vector<double> densities = {0.1, 0.25, 0.5, 1.0};
+  Rng rng{12345};
+  int pass = 0, fail = 0, declined = 0;
+  std::map<std::string, double> worst;
+  for (Product product : o.products)
+    for (int block : o.blocks)
+      for (double density : densities)
+        for (const ShapeCase& s : shapes) {
+          HostPattern pattern = makePattern(s.rows, s.cols, block, density, rng);
+          if (pattern.nnz == 0) continue;
+          Problem problem(product, o.dtype, s.m, s.cols, s.rows, pattern, 1, rng.next());
+          void* simpleOut;
+          CHECK_CUDA(cudaMalloc(&simpleOut, problem.outCount * 2));
+          poison(simpleOut, problem.outCount);
+          problem.runSimple(0, simpleOut);
+          CHECK_CUDA(cudaDeviceSynchronize());
+          std::vector<uint16_t> simple = download(simpleOut, problem.outCount);
+          toDouble(o.dtype, 0);  // builds the decode table before threads read it
+          cudaFree(simpleOut);
+          HostReference host(problem);
+          std::vector<int64_t> samples;
+          std::vector<double> exact;
+          const int count = product == Product::Sampled ? 512 : 2048;
+          for (int i = 0; i < count; ++i) samples.push_back(static_cast<int64_t>(rng.next() % problem.outCount));
+          exact.resize(samples.size());
+          parallelFor(static_cast<int64_t>(samples.size()), [&](int64_t begin, int64_t end) {
+            for (int64_t i = begin; i < end; ++i) exact[i] = host.at(samples[i]);
+          });
+          for (const Variant& v : o.variants) {
+            poison(problem.out, problem.outCount);
+            bool ran = problem.runFast(0, v, problem.out);
+            cudaError_t status = cudaDeviceSynchronize();
+            if (status != cudaSuccess) {
+              std::printf("CHECK %s %s R=%d d=%.2f M=%ld K=%ld N=%ld: CUDA error %s\n", productName(product),
+                          v.name().c_str(), block, density, long(s.m), long(s.cols), long(s.rows),
+                          cudaGetErrorString(status));
+              std::fflush(stdout);
+              return 3;
+            }
+            if (!ran) {
+              ++declined;
+              std::printf("CHECK %-7s %-8s R=%-3d d=%.2f M=%-5ld K=%-5ld N=%-5ld declined\n", productName(product),
+                          v.name().c_str(), block, density, long(s.m), long(s.cols), long(s.rows));
+              continue;
+            }
+            CheckResult r = compare(o.dtype, download(problem.out, problem.outCount), simple, samples, exact);
+            bool ok = r.finite && r.relSimple < 1e-2 && r.relHost < 1e-2;
+            ok ? ++pass : ++fail;
+            std::string key = std::string(productName(product)) + " " + v.name() + " R=" + std::to_string(block);
+            double w = std::isfinite(r.relHost) ? std::max(r.relSimple, r.relHost) : 1e9;
+            worst[key] = std::max(worst[key], w);
+            std::printf("CHECK %-7s %-8s R=%-3d d=%.2f M=%-5ld K=%-5ld N=%-5ld nnzb=%-6d vs simple %.2e  vs f64 %.2e  %s\n",
+                        productName(product), v.name().c_str(), block, density, long(s.m), long(s.cols),
+                        long(s.rows), pattern.nnz, r.relSimple, r.relHost, ok ? "PASS" : "FAIL");
+            std::fflush(stdout);
+          }
+        }
+  std::printf("\n| product | variant | block | worst rel. error (max of vs simple, vs float64) |\n|---|---|---|---|\n");
+  for (auto& [key, value] : worst) {
+    char p[16], v[16], b[16];
+    std::sscanf(key.c_str(), "%15s %15s %15s", p, v, b);
+    std::printf("| %s | %s | %s | %.2e |\n", p, v, b + 2, value);
+  }
+  std::printf("\nchecks: %d pass, %d fail, %d declined\n", pass, fail, declined);
+  return fail == 0 ? 0 : 1;
+}
+
+int runTiming(const Options& o) {
+  cublasHandle_t handle;
+  CHECK_CUBLAS(cublasCreate(&handle));
+  std::vector<int64_t> tokens = o.quick ? std::vector<int64_t>{512} : std::vector<int64_t>{8192, 512};
+  std::vector<std::pair<int64_t, int64_t>> kn = o.quick ? std::vector<std::pair<int64_t, int64_t>>{{4096, 4096}}
+                                                        : std::vector<std::pair<int64_t, int64_t>>{
+                                                              {4096, 4096}, {4096, 16384}, {16384, 4096}};
+  const std::vector<double> densities = {0.5, 0.25, 0.1};
+  const int sets = 3;
+  Rng rng{777};
+  std::vector<std::string> rows;
+  for (Product product : o.products)
+    for (int64_t m : tokens)
+      for (auto [k, n] : kn) {
+        double denseMs;
+        {
+          DenseProblem dense(product, m, k, n, sets);
+          int batch = m >= 4096 ? 5 : 20;
+          denseMs = medianMs([&](int set) { dense.run(handle, set); }, sets, batch, 15);
+        }
+        const double denseTflops = 2.0 * m * k * n / denseMs / 1e9;
+        std::printf("cuBLAS %-7s M=%-5ld K=%-5ld N=%-5ld %.4f ms  %.1f TFLOP/s\n", productName(product), long(m),
+                    long(k), long(n), denseMs, denseTflops);
+        for (int block : o.blocks)
+          for (double density : densities) {
+            HostPattern pattern = makePattern(n, k, block, density, rng);
+            Problem problem(product, o.dtype, m, k, n, pattern, sets, rng.next());
+            for (const Variant& v : o.variants) {
+              if (!problem.runFast(0, v, problem.out)) continue;
+              CHECK_CUDA(cudaDeviceSynchronize());
+              double work = problem.nonzeroFlops();
+              int batch = work > 2e10 ? 5 : 20;
+              double ms = medianMs([&](int set) { problem.runFast(set, v, problem.out); }, sets, batch, 15);
+              double tflops = work / ms / 1e9;
+              char line[256];
+              std::snprintf(line, sizeof line, "| %s | %d | %.2f | %ld | %ld | %ld | %s | %.4f | %.1f | %.1f | %.2f |",
+                            productName(product), block, density, long(m), long(k), long(n), v.name().c_str(), ms,
+                            tflops, denseTflops, tflops / denseTflops);
+              std::printf("%s\n", line);
+              std::fflush(stdout);
+              rows.push_back(line);
+            }
+          }
+      }
+  std::printf("\n| product | block | density | M | K | N | variant | ms | TFLOP/s (non-zero) | cuBLAS dense TFLOP/s | ratio |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
+  for (auto& r : rows) std::printf("%s\n", r.c_str());
+  cublasDestroy(handle);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o = parse(argc, argv);
+  cudaDeviceProp prop;
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s, %d SMs, cc %d.%d; path for bf16 32x32: %d (1 = mma, 2 = wgmma)\n", prop.name,
+              prop.multiProcessorCount, prop.major, prop.minor,
+              int(bs::tcPathFor(DType::BFloat16, BsrPatternView{4096, 4096, 32, 32, 128, 128, 1})));
+  if (o.mode == "check") return runChecks(o);
+  if (o.mode == "time") return runTiming(o);
+  std::fprintf(stderr, "unknown mode %s\n", o.mode.c_str());
+  return 1;
+}

@@ -1,0 +1,182 @@
+// Chooses a tensor-core path for each block-sparse product, or declines so the simple kernel runs.
+#include <algorithm>
+
+#include "ptx.cuh"
+#include "tc_kernels.h"
+
+namespace bs {
+
+namespace tc {
+
+KernelArgs makeArgs(Op /*op*/, const void* a, const void* b, const void* bias, void* out, int64_t m,
+                    const BsrPatternView& pattern) {
+  KernelArgs args{};
+  args.a = a;
+  args.b = b;
+  args.bias = bias;
+  args.out = out;
+  args.m = m;
+  args.rows = pattern.rows;
+  args.cols = pattern.cols;
+  args.blockRows = pattern.blockRows;
+  args.blockCols = pattern.blockCols;
+  args.nnzBlocks = pattern.nnzBlocks;
+  args.blockRowPtr = pattern.blockRowPtr;
+  args.blockColIdx = pattern.blockColIdx;
+  args.blockColPtr = pattern.blockColPtr;
+  args.blockRowIdx = pattern.blockRowIdx;
+  args.valueIndex = pattern.valueIndex;
+  args.tokensPerSplit = m;
+  return args;
+}
+
+int rasterGroup(int tilesM, int64_t tileRows, int64_t depth) {
+  const int64_t slabBytes = std::max<int64_t>(1, tileRows * depth * 2);
+  const int64_t group = std::max<int64_t>(1, (int64_t{16} << 20) / slabBytes);
+  return static_cast<int>(std::min<int64_t>(group, std::max(tilesM, 1)));
+}
+
+namespace {
+
+template <typename T>
+__global__ void reducePartialsKernel(const float* __restrict__ partials, int splits, int64_t n, T* __restrict__ out) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float sum = 0.0f;
+    for (int s = 0; s < splits; ++s) sum += partials[s * n + i];
+    out[i] = static_cast<T>(sum);
+  }
+}
+
+}  // namespace
+
+void launchReducePartials(DType dtype, const float* partials, int splits, int64_t n, void* out, cudaStream_t stream) {
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 65535));
+  if (dtype == DType::BFloat16)
+    reducePartialsKernel<<<blocks, 256, 0, stream>>>(partials, splits, n, static_cast<__nv_bfloat16*>(out));
+  else
+    reducePartialsKernel<<<blocks, 256, 0, stream>>>(partials, splits, n, static_cast<__half*>(out));
+  BS_LAUNCH_CHECK("reducePartialsKernel");
+}
+
+}  // namespace tc
+
+namespace {
+
+struct DeviceInfo {
+  int major = 0;
+  int sms = 0;
+  bool wgmma = false;
+};
+
+// Properties of the current device, read once per device.
+const DeviceInfo& currentDevice() {
+  constexpr int kMaxDevices = 64;
+  static DeviceInfo infos[kMaxDevices];
+  static bool known[kMaxDevices] = {};
+  int device = 0;
+  BS_CUDA_CHECK(cudaGetDevice(&device));
+  if (device < 0 || device >= kMaxDevices) {
+    static DeviceInfo none;
+    return none;
+  }
+  if (!known[device]) {
+    DeviceInfo info;
+    BS_CUDA_CHECK(cudaDeviceGetAttribute(&info.major, cudaDevAttrComputeCapabilityMajor, device));
+    int minor = 0;
+    BS_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+    BS_CUDA_CHECK(cudaDeviceGetAttribute(&info.sms, cudaDevAttrMultiProcessorCount, device));
+    info.wgmma = info.major == 9 && minor == 0 && tc::wgmmaAvailable();
+    infos[device] = info;
+    known[device] = true;
+  }
+  return infos[device];
+}
+
+bool aligned16(const void* pointer) { return (reinterpret_cast<uintptr_t>(pointer) & 15) == 0; }
+
+// The block shapes, dtypes and sizes the kernels cover.
+bool supported(DType dtype, const BsrPatternView& pattern, int64_t m) {
+  if (dtype != DType::BFloat16 && dtype != DType::Float16) return false;
+  const int block = pattern.blockRowsSize;
+  if (pattern.blockColsSize != block || (block != 32 && block != 64 && block != 128)) return false;
+  // Bulk-copy coordinates are int32: tokens and rows of the values viewed as [nnzBlocks * R, C].
+  if (m <= 0 || m > INT32_MAX || pattern.nnzBlocks <= 0) return false;
+  if (static_cast<int64_t>(pattern.nnzBlocks) * block > INT32_MAX) return false;
+  return pattern.rows <= INT32_MAX && pattern.cols <= INT32_MAX;
+}
+
+TcPath resolvePath(const DeviceInfo& device, TcPath requested) {
+  if (device.major < 8) return TcPath::Auto;
+  if (requested == TcPath::Auto) return device.wgmma ? TcPath::Wgmma : TcPath::Mma;
+  if (requested == TcPath::Wgmma && !device.wgmma) return TcPath::Auto;
+  return requested;
+}
+
+bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias, void* out, int64_t m,
+         const BsrPatternView& pattern, cudaStream_t stream, const TcOptions& options) {
+  if (!supported(dtype, pattern, m)) return false;
+  if (!aligned16(a) || !aligned16(b) || !aligned16(out) || (bias && (reinterpret_cast<uintptr_t>(bias) & 3)))
+    return false;
+  const DeviceInfo& device = currentDevice();
+  const TcPath path = resolvePath(device, options.path);
+  if (path == TcPath::Auto) return false;
+  const int block = pattern.blockRowsSize;
+  tc::KernelArgs args = tc::makeArgs(op, a, b, bias, out, m, pattern);
+
+  // dW: each CTA reduces all tokens for up to 128 rows of blocks; when that leaves SMs idle, split the
+  // tokens and sum the float32 partials in a second, deterministic pass.
+  int64_t splits = 1;
+  if (op == tc::Op::Sampled) {
+    const int64_t groups = std::max<int64_t>(1, pattern.nnzBlocks / (128 / block));
+    const int64_t wanted = (2 * int64_t{device.sms} + groups - 1) / groups;
+    splits = std::max<int64_t>(1, std::min<int64_t>(wanted, m / 1024));
+    const int64_t perSplit = ((m + splits - 1) / splits + 63) / 64 * 64;
+    splits = (m + perSplit - 1) / perSplit;
+    args.tokensPerSplit = perSplit;
+  }
+  const int64_t valueCount = static_cast<int64_t>(pattern.nnzBlocks) * block * block;
+  if (splits > 1) {
+    if (cudaMallocAsync(reinterpret_cast<void**>(&args.partials), splits * valueCount * sizeof(float), stream) !=
+        cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+  }
+  bool launched = false;
+  try {
+    launched = path == TcPath::Wgmma ? tc::launchWgmma(op, dtype, args, block, options.variant, device.sms, stream)
+                                     : tc::launchMma(op, dtype, args, block, options.variant, device.sms, stream);
+    if (launched && splits > 1)
+      tc::launchReducePartials(dtype, args.partials, static_cast<int>(splits), valueCount, out, stream);
+  } catch (...) {
+    if (args.partials) cudaFreeAsync(args.partials, stream);
+    throw;
+  }
+  if (args.partials) BS_CUDA_CHECK(cudaFreeAsync(args.partials, stream));
+  return launched;
+}
+
+}  // namespace
+
+bool tcBsrLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
+                 const BsrPatternView& pattern, cudaStream_t stream, const TcOptions& options) {
+  return run(tc::Op::Linear, dtype, x, values, bias, y, m, pattern, stream, options);
+}
+
+bool tcBsrMatmul(DType dtype, const void* dy, const void* values, void* dx, int64_t m, const BsrPatternView& pattern,
+                 cudaStream_t stream, const TcOptions& options) {
+  return run(tc::Op::Matmul, dtype, dy, values, nullptr, dx, m, pattern, stream, options);
+}
+
+bool tcSampledMatmul(DType dtype, const void* dy, const void* x, void* dw, int64_t m, const BsrPatternView& pattern,
+                     cudaStream_t stream, const TcOptions& options) {
+  return run(tc::Op::Sampled, dtype, dy, x, nullptr, dw, m, pattern, stream, options);
+}
+
+TcPath tcPathFor(DType dtype, const BsrPatternView& pattern) {
+  if (!supported(dtype, pattern, 1)) return TcPath::Auto;
+  return resolvePath(currentDevice(), TcPath::Auto);
+}
+
+}  // namespace bs

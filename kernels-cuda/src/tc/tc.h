@@ -1,0 +1,37 @@
+// Tensor-core kernels for the block-sparse products (bfloat16 and float16 storage, float32 accumulation).
+// Each entry point returns false, having launched nothing, when it has no kernel for the dtype, block
+// shape, alignment or device; the caller then runs the simple kernel. Arguments are the same device
+// pointers, already validated, that the simple launchers in kernels/bsr.cu take.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "../bsr_pattern.h"
+#include "../common.h"
+
+namespace bs {
+
+// Which tensor-core path runs: Auto picks wgmma on sm_90a and mma.sync on other sm_80+ devices.
+enum class TcPath : int { Auto = 0, Mma = 1, Wgmma = 2 };
+
+struct TcOptions {
+  TcPath path = TcPath::Auto;
+  int variant = 0;  // tile-shape variant within the path (0 = the tuned default)
+};
+
+// Y = X W^T + bias (bias may be null). x [m, cols], y [m, rows].
+bool tcBsrLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
+                 const BsrPatternView& pattern, cudaStream_t stream, const TcOptions& options = {});
+// dX = dY W. dy [m, rows], dx [m, cols].
+bool tcBsrMatmul(DType dtype, const void* dy, const void* values, void* dx, int64_t m, const BsrPatternView& pattern,
+                 cudaStream_t stream, const TcOptions& options = {});
+// dW = dY^T X on W's blocks, written as values [nnzBlocks, R, C].
+bool tcSampledMatmul(DType dtype, const void* dy, const void* x, void* dw, int64_t m, const BsrPatternView& pattern,
+                     cudaStream_t stream, const TcOptions& options = {});
+
+// The path Auto resolves to on the current device for this dtype and block shape (Auto when none).
+TcPath tcPathFor(DType dtype, const BsrPatternView& pattern);
+
+}  // namespace bs

@@ -1,0 +1,74 @@
+// What the tensor-core launchers share: the three products as one gathered GEMM, their arguments,
+// and the tile geometry both paths (mma.sync on sm_80+, wgmma on sm_90a) agree on.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "../bsr_pattern.h"
+#include "../common.h"
+#include "tc.h"
+
+namespace bs::tc {
+
+// Each product is out = A * B with A dense and token-major and B gathered through the pattern:
+//   Linear  Y  [M, rows] = X [M, cols] * W^T + bias  (a = X,  b = values; tile = tokens x one block row)
+//   Matmul  dX [M, cols] = dY[M, rows] * W           (a = dY, b = values; tile = tokens x one block column)
+//   Sampled dW [blocks]  = dY^T X on W's blocks      (a = dY, b = X; tile = G blocks of one block column,
+//                                                     reduced over tokens)
+enum class Op : int { Linear = 0, Matmul = 1, Sampled = 2 };
+
+struct KernelArgs {
+  const void* a;
+  const void* b;
+  const void* bias;  // Linear only, may be null
+  void* out;
+  float* partials;  // Sampled with the tokens split: [splits][nnzBlocks][R][C] float32 sums
+  int64_t m;        // tokens
+  int64_t rows, cols;
+  int32_t blockRows, blockCols, nnzBlocks;
+  const int32_t* blockRowPtr;
+  const int32_t* blockColIdx;
+  const int32_t* blockColPtr;
+  const int32_t* blockRowIdx;
+  const int32_t* valueIndex;
+  int32_t tilesM, tilesN, groupM;  // Linear/Matmul: token tiles x block rows (columns), raster group
+  int64_t tokensPerSplit;          // Sampled: tokens each split reduces (a multiple of the step)
+};
+
+// Block row (column) entries whose offsets a CTA keeps in shared memory; longer rows read the rest
+// from global memory.
+constexpr int kIndexCapacity = 1024;
+
+// Which tile of a tilesM x tilesN grid CTA `linear` computes: groups of groupM token tiles sweep all
+// block rows, so a group's slab of the dense operand and each block row are reused from L2.
+__device__ __forceinline__ void rasterTile(int linear, int tilesM, int tilesN, int groupM, int& tileM, int& tileN) {
+  int perGroup = groupM * tilesN;
+  int group = linear / perGroup;
+  int firstM = group * groupM;
+  int sizeM = min(tilesM - firstM, groupM);
+  int within = linear - group * perGroup;
+  tileM = firstM + within % sizeM;
+  tileN = within / sizeM;
+}
+
+// Host: arguments common to both paths.
+KernelArgs makeArgs(Op op, const void* a, const void* b, const void* bias, void* out, int64_t m,
+                    const BsrPatternView& pattern);
+// Token tiles per raster group so that the group's slab of A (tileRows x depth elements) stays near
+// 16 MiB of L2.
+int rasterGroup(int tilesM, int64_t tileRows, int64_t depth);
+
+// Launchers: false when this path has no kernel for the shape (the caller falls back).
+bool launchMma(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
+               cudaStream_t stream);
+bool launchWgmma(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
+                 cudaStream_t stream);
+// Whether this build holds sm_90a code the current device can run.
+bool wgmmaAvailable();
+
+// Sums [splits][n] float32 partials into n values of dtype, in split order (deterministic).
+void launchReducePartials(DType dtype, const float* partials, int splits, int64_t n, void* out, cudaStream_t stream);
+
+}  // namespace bs::tc
