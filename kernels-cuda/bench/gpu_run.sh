@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # For a machine with an NVIDIA GPU (sm_90a by default): builds tc_bench, counts the tensor-core
 # instructions in the SASS, runs the quick checks (also under compute-sanitizer memcheck), the full
-# checks one product per process, then the timings. Each stage gets what is left of BUDGET seconds.
+# checks one product per process, and the timings, in the order STAGES names them. Each stage gets
+# what is left of BUDGET seconds.
 # Logs go to $LOG (default bench/build/tc-logs); a short summary prints last.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -15,10 +16,11 @@ mkdir -p "$LOG"
 bin="$BUILD/tc_bench"
 export PATH="/usr/local/cuda/bin:$PATH"
 left() { echo $((BUDGET - SECONDS > 5 ? BUDGET - SECONDS : 5)); }
-has() { [[ " $STAGES " == *" $1 "* ]]; }
+# At most $1 seconds, and no more than what is left.
+cap() { local l; l=$(left); echo $((l < $1 ? l : $1)); }
 summary=()
 
-if has build; then
+stage_build() {
   nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv,noheader >"$LOG/build.log" 2>&1
   "$here/build.sh" "$BUILD" >>"$LOG/build.log" 2>&1
   summary+=("build: exit $? at ${SECONDS}s")
@@ -27,32 +29,34 @@ if has build; then
     echo "== $object SASS tensor-core instructions" >>"$LOG/build.log"
     cuobjdump -sass "$BUILD/$object.o" 2>/dev/null | grep -oE "(HGMMA|HMMA|UTMALDG|LDSM)[.A-Z0-9_]*" | sort | uniq -c >>"$LOG/build.log"
   done
-fi
+}
 
-if has quick; then
-  timeout "$(left)" "$bin" --mode check --quick $CHECK_ARGS >"$LOG/quick.log" 2>&1
+stage_quick() {
+  timeout "$(cap 60)" "$bin" --mode check --quick $CHECK_ARGS >"$LOG/quick.log" 2>&1
   q1=$?
-  timeout "$(left)" "$bin" --mode check --quick --dtype f16 --blocks 32,64,128 $CHECK_ARGS >>"$LOG/quick.log" 2>&1
+  timeout "$(cap 40)" "$bin" --mode check --quick --dtype f16 --blocks 32,64,128 $CHECK_ARGS >>"$LOG/quick.log" 2>&1
   summary+=("quick checks: bf16 exit $q1, f16 exit $? at ${SECONDS}s; $(grep -c FAIL "$LOG/quick.log") FAIL lines")
-fi
+}
 
-if has memcheck; then
-  timeout "$(left)" compute-sanitizer --tool memcheck --error-exitcode 86 --print-limit 20 \
+stage_memcheck() {
+  timeout "$(cap 90)" compute-sanitizer --tool memcheck --error-exitcode 86 --print-limit 20 \
     "$bin" --mode check --quick --blocks 32,128 $CHECK_ARGS >"$LOG/memcheck.log" 2>&1
   summary+=("memcheck: exit $? at ${SECONDS}s; $(grep -E 'ERROR SUMMARY' "$LOG/memcheck.log" | tail -1)")
-fi
+}
 
-if has check; then
+stage_check() {
   for op in linear matmul sampled; do
-    timeout "$(left)" "$bin" --mode check --ops "$op" $CHECK_ARGS >"$LOG/check-$op.log" 2>&1
+    timeout "$(cap ${CHECK_CAP:-90})" "$bin" --mode check --ops "$op" $CHECK_ARGS >"$LOG/check-$op.log" 2>&1
     summary+=("check $op: exit $? at ${SECONDS}s; $(grep -E '^checks:' "$LOG/check-$op.log")")
   done
-fi
+}
 
-if has time; then
+stage_time() {
   timeout "$(left)" "$bin" --mode time $TIME_ARGS >"$LOG/time.log" 2>&1
   summary+=("time: exit $? at ${SECONDS}s")
-fi
+}
+
+for stage in $STAGES; do "stage_$stage"; done
 
 echo "== tensor-core instructions"
 grep -A6 "SASS tensor-core" "$LOG/build.log" 2>/dev/null | grep -vE "^--" | head -20
