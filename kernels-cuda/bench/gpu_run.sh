@@ -9,7 +9,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 LOG=${LOG:-$here/build/tc-logs}
 BUILD=${BUILD:-/tmp/tc_bench_build}
 BUDGET=${BUDGET:-400}
-STAGES=${STAGES:-"build quick memcheck check time"}
+STAGES=${STAGES-"build quick memcheck check time"}
 TIME_ARGS=${TIME_ARGS:-}
 CHECK_ARGS=${CHECK_ARGS:-}
 mkdir -p "$LOG"
@@ -67,5 +67,17 @@ for f in "$LOG"/quick.log "$LOG"/check-*.log; do
   grep -E "FAIL|CUDA error|declined" "$f" | head -8
   grep -E "^checks:" "$f"
 done
+if [ -f "$LOG/time.log" ]; then
+  echo "== timing: mean ratio to cuBLAS over densities and shapes (product block M variant ratio min..max)"
+  awk -F'|' '/^\| (linear|matmul|sampled) \| [0-9]/ {
+      gsub(/ /, "", $2); gsub(/ /, "", $3); gsub(/ /, "", $5); gsub(/ /, "", $8); r = $12 + 0
+      key = $2 " " $3 " M=" $5 " " $8
+      if (!(key in n)) { order[++count] = key; lo[key] = r; hi[key] = r }
+      n[key]++; sum[key] += r; if (r < lo[key]) lo[key] = r; if (r > hi[key]) hi[key] = r
+    }
+    END { for (i = 1; i <= count; i++) { k = order[i]; printf "%s %.2f %.2f..%.2f\n", k, sum[k] / n[k], lo[k], hi[k] } }' \
+    <(awk '/^\| product/ {table = 1} table' "$LOG/time.log")
+  grep -E "^cuBLAS" "$LOG/time.log" | head -20
+fi
 [ -f "$LOG/memcheck.log" ] && grep -E "Invalid|ERROR SUMMARY|out of bounds" "$LOG/memcheck.log" | head -8
 printf '%s\n' "${summary[@]}"
