@@ -11,7 +11,10 @@ import { delimiter, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const packageDir = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const projectDir = resolve(packageDir, "../../kernels-cuda");
+// The workspace's kernels-cuda/, or the copy a published package carries in native/.
+const projectDir = [resolve(packageDir, "../../kernels-cuda"), join(packageDir, "native")].find((dir) =>
+  existsSync(join(dir, "CMakeLists.txt")),
+);
 const installMode = process.argv.includes("--install");
 const prefix = "@blocksparse/backend-cuda:";
 
@@ -46,8 +49,8 @@ function main() {
     say("nvcc not found, CUDA addon not built (the js backend will be used)");
     return 0;
   }
-  if (!existsSync(join(projectDir, "CMakeLists.txt"))) {
-    say(`no kernels-cuda/ sources beside this package (${projectDir}), CUDA addon not built`);
+  if (!projectDir) {
+    say("neither kernels-cuda/ nor native/ sources beside this package, CUDA addon not built");
     return 0;
   }
   if (!onPath("cmake")) {

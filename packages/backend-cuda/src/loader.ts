@@ -16,6 +16,7 @@ export function addonCandidates(): string[] {
   const candidates: string[] = [];
   if (process.env.BLOCKSPARSE_CUDA_ADDON) candidates.push(resolve(process.env.BLOCKSPARSE_CUDA_ADDON));
   candidates.push(resolve(here, "../../../kernels-cuda/build/Release", ADDON_FILE));
+  candidates.push(resolve(here, "../native/build/Release", ADDON_FILE)); // a published package builds here
   return candidates;
 }
 
