@@ -1,0 +1,229 @@
+import { BlockSparseLinear, DEFAULT_BLOCK_SHAPE, Linear, Module, type Parameter, parameterCount } from "@blocksparse/nn";
+import { PatchError } from "./errors";
+import { type PatchOptions, PatchOptionsSchema, type PatternOptions, PatternOptionsSchema, parseOptions } from "./options";
+import { type PatchedLayer, PatchReport } from "./report";
+
+/** A candidate for patching: a Linear of the model, by dotted name. */
+export interface PatchableLayer {
+  name: string;
+  inFeatures: number;
+  outFeatures: number;
+  bias: boolean;
+}
+
+interface NamePattern {
+  /** As the user wrote it: "/fc\d$/" for a RegExp, the source for a string. */
+  label: string;
+  regex: RegExp;
+  density: number;
+  blockShape: [number, number];
+}
+
+interface Plan {
+  layer: PatchedLayer;
+  linear: Linear;
+}
+
+/**
+ * Replaces a model's Linear layers by BlockSparseLinear (built with `fromLinear`, which
+ * keeps each layer's strongest blocks), choosing layers by their dotted names:
+ *
+ *   new BlockSparseModelPatcher()
+ *     .addPattern(/mlp\.fc\d$/, { density: 0.25 })
+ *     .addPattern("head", { density: 0.5, blockShape: [16, 32] })
+ *     .patchModel(model);
+ *
+ * Patterns are tried in the order they were added and the first that matches a name wins.
+ */
+export class BlockSparseModelPatcher {
+  readonly #patterns: NamePattern[] = [];
+
+  /**
+   * Adds a pattern. A string is a regex source matched against the whole name (it is
+   * wrapped in ^(?:...)$); a RegExp is used as is (unanchored unless it says so; g and y
+   * flags are dropped so that matching is stateless).
+   */
+  addPattern(pattern: RegExp | string, options: PatternOptions): this {
+    const where = "BlockSparseModelPatcher.addPattern";
+    let regex: RegExp;
+    let label: string;
+    if (pattern instanceof RegExp) {
+      regex = new RegExp(pattern.source, pattern.flags.replace(/[gy]/g, ""));
+      label = String(pattern);
+    } else if (typeof pattern === "string" && pattern !== "") {
+      try {
+        regex = new RegExp(`^(?:${pattern})$`);
+      } catch (error) {
+        throw new PatchError(where, [`pattern ${JSON.stringify(pattern)} is not a valid regular expression (${(error as Error).message})`]);
+      }
+      label = pattern;
+    } else {
+      throw new PatchError(where, [`pattern must be a RegExp or a non-empty regex source string, got ${pattern === "" ? '""' : typeof pattern}`]);
+    }
+    if (options === null || typeof options !== "object") throw new PatchError(where, ["options { density, blockShape? } are required"]);
+    const parsed = parseOptions(where, PatternOptionsSchema, options);
+    const blockShape = parsed.blockShape ?? DEFAULT_BLOCK_SHAPE;
+    this.#patterns.push({ label, regex, density: parsed.density, blockShape: [blockShape[0], blockShape[1]] });
+    return this;
+  }
+
+  /** The patterns added so far, as written, in matching order. */
+  get patterns(): string[] {
+    return this.#patterns.map((p) => p.label);
+  }
+
+  /** Every Linear of `model` (the root excluded), in `namedModules()` order. */
+  getPatchableLayers(model: Module): PatchableLayer[] {
+    checkModel("BlockSparseModelPatcher.getPatchableLayers", model);
+    return model
+      .namedModules()
+      .filter((entry): entry is [string, Linear] => entry[0] !== "" && entry[1] instanceof Linear)
+      .map(([name, linear]) => ({ name, inFeatures: linear.inFeatures, outFeatures: linear.outFeatures, bias: linear.bias !== null }));
+  }
+
+  /**
+   * Replaces every Linear whose name a pattern matches with `BlockSparseLinear.fromLinear`.
+   * Everything is checked first, so a refused patch leaves the model untouched: a match
+   * that is not a Linear, a block shape that does not divide a layer, a weight shared with
+   * a module that stays, or no match at all (unless `allowNoMatch`) throw a PatchError.
+   * With `dryRun`, returns the same report without changing the model.
+   */
+  patchModel(model: Module, options: PatchOptions = {}): PatchReport {
+    const where = "BlockSparseModelPatcher.patchModel";
+    checkModel(where, model);
+    const { dryRun = false, allowNoMatch = false } = parseOptions(where, PatchOptionsSchema, options) ?? {};
+    const modules = model.namedModules();
+    const plans: Plan[] = [];
+    const problems: string[] = [];
+    const matched = new Set<NamePattern>();
+    const claimed = new Set<NamePattern>();
+    for (const [name, module] of modules) {
+      if (name === "") continue;
+      const matching = this.#patterns.filter((p) => p.regex.test(name));
+      if (matching.length === 0) continue;
+      for (const p of matching) matched.add(p);
+      const winner = matching[0];
+      claimed.add(winner);
+      if (module instanceof BlockSparseLinear) {
+        problems.push(`'${name}' (matched by ${winner.label}) is already a BlockSparseLinear`);
+      } else if (!(module instanceof Linear)) {
+        problems.push(`'${name}' (matched by ${winner.label}) is a ${module.constructor.name}, not a Linear; make the pattern match only Linear layers`);
+      } else {
+        const problem = divisibilityProblem(name, module, winner.blockShape);
+        if (problem !== null) problems.push(problem);
+        else plans.push({ linear: module, layer: plannedLayer(name, module, winner) });
+      }
+    }
+    problems.push(...sharingProblems(modules, plans));
+    if (problems.length > 0) throw new PatchError(where, problems);
+    const unmatchedPatterns = this.#patterns.filter((p) => !matched.has(p)).map((p) => p.label);
+    const shadowedPatterns = this.#patterns.filter((p) => matched.has(p) && !claimed.has(p)).map((p) => p.label);
+    if (plans.length === 0 && !allowNoMatch) {
+      const patterns = this.#patterns.length === 0 ? "no patterns were added (call addPattern first)" : `no layer matched ${this.patterns.join(", ")}`;
+      const names = this.getPatchableLayers(model).map((l) => l.name);
+      throw new PatchError(where, [`${patterns}; the model's Linear layers are: ${names.length > 0 ? names.join(", ") : "(none)"} (pass allowNoMatch to accept this)`]);
+    }
+    const modelParamsBefore = parameterCount(model);
+    const paramsBefore = sum(plans.map((p) => p.layer.paramsBefore));
+    const paramsAfter = sum(plans.map((p) => p.layer.paramsAfter));
+    if (!dryRun) replaceLayers(modules, plans);
+    const totals = {
+      layers: plans.length,
+      paramsBefore,
+      paramsAfter,
+      modelParamsBefore,
+      modelParamsAfter: dryRun ? modelParamsBefore - paramsBefore + paramsAfter : parameterCount(model),
+    };
+    return new PatchReport(
+      plans.map((p) => p.layer),
+      totals,
+      unmatchedPatterns,
+      shadowedPatterns,
+      dryRun,
+    );
+  }
+}
+
+function checkModel(where: string, model: unknown): asserts model is Module {
+  if (!(model instanceof Module)) {
+    const got = model === null || typeof model !== "object" ? String(model) : (model as object).constructor.name;
+    throw new PatchError(where, [`model must be a Module, got ${got}`]);
+  }
+}
+
+function divisors(n: number): number[] {
+  const found: number[] = [];
+  for (let d = 1; d <= n; d++) if (n % d === 0) found.push(d);
+  return found;
+}
+
+/** null when `blockShape` tiles the layer's weight; else a message naming what would. */
+function divisibilityProblem(name: string, linear: Linear, [blockHeight, blockWidth]: [number, number]): string | null {
+  const { outFeatures, inFeatures } = linear;
+  if (outFeatures % blockHeight === 0 && inFeatures % blockWidth === 0) return null;
+  return (
+    `'${name}' has weight [out=${outFeatures}, in=${inFeatures}], which ${blockHeight}x${blockWidth} blocks do not tile; ` +
+    `block heights R that divide ${outFeatures}: ${divisors(outFeatures).join(", ")}; block widths C that divide ${inFeatures}: ${divisors(inFeatures).join(", ")}`
+  );
+}
+
+function plannedLayer(name: string, linear: Linear, pattern: NamePattern): PatchedLayer {
+  const { outFeatures, inFeatures } = linear;
+  const [blockHeight, blockWidth] = pattern.blockShape;
+  const totalBlocks = (outFeatures / blockHeight) * (inFeatures / blockWidth);
+  // The count BlockSparseLinear.fromLinear keeps: round(density * blocks), at least one.
+  const keptBlocks = Math.min(totalBlocks, Math.max(1, Math.round(pattern.density * totalBlocks)));
+  const bias = linear.bias !== null ? outFeatures : 0;
+  return {
+    name,
+    pattern: pattern.label,
+    shape: [outFeatures, inFeatures],
+    density: pattern.density,
+    blockShape: [blockHeight, blockWidth],
+    keptBlocks,
+    totalBlocks,
+    bias: linear.bias !== null,
+    paramsBefore: outFeatures * inFeatures + bias,
+    paramsAfter: keptBlocks * blockHeight * blockWidth + bias,
+  };
+}
+
+/** A patched layer's weight or bias also held by a module that stays would silently be untied. */
+function sharingProblems(modules: [string, Module][], plans: Plan[]): string[] {
+  const patched = new Set<Module>(plans.map((p) => p.linear));
+  const owners = new Map<Parameter, string[]>();
+  for (const [name, module] of modules) {
+    if (patched.has(module)) continue;
+    for (const [parameterName, parameter] of module.namedOwnParameters()) {
+      const list = owners.get(parameter) ?? [];
+      list.push(name === "" ? parameterName : `${name}.${parameterName}`);
+      owners.set(parameter, list);
+    }
+  }
+  const problems: string[] = [];
+  for (const { linear, layer } of plans) {
+    for (const [parameterName, parameter] of linear.namedOwnParameters()) {
+      const others = owners.get(parameter);
+      if (others) problems.push(`'${layer.name}.${parameterName}' is shared with ${others.join(", ")}, which would stay dense; patching would untie them`);
+    }
+  }
+  return problems;
+}
+
+/** Builds every replacement first, then swaps them in: every slot that holds a patched Linear gets its replacement. */
+function replaceLayers(modules: [string, Module][], plans: Plan[]): void {
+  const replacements = new Map<Module, BlockSparseLinear>();
+  for (const { linear, layer } of plans) {
+    replacements.set(linear, BlockSparseLinear.fromLinear(linear, { density: layer.density, blockShape: layer.blockShape }));
+  }
+  for (const [, parent] of modules) {
+    for (const [childName, child] of parent.namedChildren()) {
+      const replacement = replacements.get(child);
+      if (replacement) parent.registerModule(childName, replacement);
+    }
+  }
+}
+
+function sum(values: number[]): number {
+  return values.reduce((a, b) => a + b, 0);
+}

@@ -1,0 +1,91 @@
+/** One Linear that was (or, in a dry run, would be) replaced by a BlockSparseLinear. */
+export interface PatchedLayer {
+  /** Dotted module name, as `namedModules()` gives it. */
+  name: string;
+  /** The pattern that claimed the layer (the first one added that matches its name). */
+  pattern: string;
+  /** The weight's shape [outFeatures, inFeatures]. */
+  shape: [number, number];
+  /** The density asked for. */
+  density: number;
+  blockShape: [number, number];
+  /** Blocks kept: round(density * totalBlocks), at least one. */
+  keptBlocks: number;
+  totalBlocks: number;
+  bias: boolean;
+  /** Weight and bias elements of the dense layer. */
+  paramsBefore: number;
+  /** Stored block values and bias elements of the block-sparse layer. */
+  paramsAfter: number;
+}
+
+export interface PatchTotals {
+  /** Number of layers patched. */
+  layers: number;
+  /** Parameters of the patched layers, before and after. */
+  paramsBefore: number;
+  paramsAfter: number;
+  /** Parameters of the whole model, before and after. */
+  modelParamsBefore: number;
+  modelParamsAfter: number;
+}
+
+/** What patchModel did (or, with `dryRun`, would do). `toString()` renders it as a table. */
+export class PatchReport {
+  constructor(
+    readonly layers: readonly PatchedLayer[],
+    readonly totals: PatchTotals,
+    /** Patterns that matched no module at all. */
+    readonly unmatchedPatterns: readonly string[],
+    /** Patterns that matched only layers an earlier pattern had already claimed. */
+    readonly shadowedPatterns: readonly string[],
+    readonly dryRun: boolean,
+  ) {}
+
+  /** The report as rows of cells, a header first: for printing or for console.table. */
+  toRows(): string[][] {
+    const rows = [["layer", "pattern", "shape", "block", "density", "blocks", "params before", "params after"]];
+    for (const layer of this.layers) {
+      rows.push([
+        layer.name,
+        layer.pattern,
+        `${layer.shape[0]}x${layer.shape[1]}`,
+        `${layer.blockShape[0]}x${layer.blockShape[1]}`,
+        String(layer.density),
+        `${layer.keptBlocks}/${layer.totalBlocks}`,
+        count(layer.paramsBefore),
+        count(layer.paramsAfter),
+      ]);
+    }
+    return rows;
+  }
+
+  toString(): string {
+    const { totals } = this;
+    const title = `${this.dryRun ? "Dry run: would patch" : "Patched"} ${totals.layers} Linear layer${totals.layers === 1 ? "" : "s"} to BlockSparseLinear`;
+    const rows = this.toRows();
+    rows.push(["total", "", "", "", "", "", count(totals.paramsBefore), count(totals.paramsAfter)]);
+    const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
+    const numeric = new Set([4, 5, 6, 7]);
+    const render = (row: string[]) =>
+      row
+        .map((cell, column) => (numeric.has(column) ? cell.padStart(widths[column]) : cell.padEnd(widths[column])))
+        .join("  ")
+        .trimEnd();
+    const lines = [title, render(rows[0]), ...rows.slice(1, -1).map(render), render(rows[rows.length - 1])];
+    lines.push(
+      `model parameters: ${count(totals.modelParamsBefore)} -> ${count(totals.modelParamsAfter)} (${percent(totals.modelParamsAfter, totals.modelParamsBefore)} of before)`,
+    );
+    if (this.unmatchedPatterns.length > 0) lines.push(`patterns that matched nothing: ${this.unmatchedPatterns.join(", ")}`);
+    if (this.shadowedPatterns.length > 0) lines.push(`patterns whose matches an earlier pattern claimed: ${this.shadowedPatterns.join(", ")}`);
+    return lines.join("\n");
+  }
+}
+
+function count(n: number): string {
+  return n.toLocaleString("en-US");
+}
+
+function percent(part: number, whole: number): string {
+  return whole === 0 ? "-" : `${((100 * part) / whole).toFixed(1)}%`;
+}

@@ -1,0 +1,139 @@
+import { backward } from "@blocksparse/autograd";
+import { getBackendInstance, tensor, tidy } from "@blocksparse/core";
+import { BlockSparseLinear, Linear, ReLU, SGD, Sequential, mseLoss, parameterCount } from "@blocksparse/nn";
+import { BlockSparseModelPatcher } from "@blocksparse/patcher";
+import { beforeAll, describe, expect, it } from "vitest";
+import { TinyNet, asBlockSparse, maskedLinearReference, maxAbsDiff, projectedLoss, seededTensor, seededValues, strongestBlockMask } from "./helpers";
+
+// Unwritten output elements of the js backend read as NaN, so they fail every comparison.
+beforeAll(() => {
+  getBackendInstance("js").poisonAllocations = true;
+});
+
+function linearAt(model: TinyNet, name: string): Linear | BlockSparseLinear {
+  const found = model.namedModules().find(([n]) => n === name);
+  if (!found || !(found[1] instanceof Linear || found[1] instanceof BlockSparseLinear)) throw new Error(`no layer ${name}`);
+  return found[1];
+}
+
+const patcher = () =>
+  new BlockSparseModelPatcher()
+    .addPattern(/^blocks\.\d+\.fc1$/, { density: 0.25, blockShape: [8, 4] })
+    .addPattern(/^blocks\.1\.fc2$/, { density: 0.5, blockShape: [4, 8] })
+    .addPattern("head", { density: 0.6, blockShape: [2, 8] });
+
+describe("a patched model", () => {
+  it("has exactly the expected number of parameters, as the dry run said", () => {
+    const model = new TinyNet(5);
+    // Dense: fc1 16->32 with bias (544), fc2 32->16 without (512), twice; head 16->8 with bias (136).
+    expect(parameterCount(model)).toBe(2 * (544 + 512) + 136);
+    const dry = patcher().patchModel(model, { dryRun: true });
+    expect(model.namedModules().some(([, m]) => m instanceof BlockSparseLinear)).toBe(false);
+    const report = patcher().patchModel(model);
+    // fc1: 16 blocks of 8x4, 4 kept -> 128 + bias 32; blocks.1.fc2: 16 blocks of 4x8, 8 kept -> 256;
+    // head: 8 blocks of 2x8, round(4.8) = 5 kept -> 80 + bias 8; blocks.0.fc2 stays dense (512).
+    const expected = 2 * (128 + 32) + 512 + 256 + (80 + 8);
+    expect(parameterCount(model)).toBe(expected);
+    expect(report.totals.modelParamsAfter).toBe(expected);
+    expect(dry.totals).toEqual(report.totals);
+    expect(dry.layers).toEqual(report.layers);
+    for (const layer of report.layers) {
+      const patched = asBlockSparse(linearAt(model, layer.name), layer.name);
+      expect(patched.nnzBlocks, layer.name).toBe(layer.keptBlocks);
+      expect(patched.blockShape, layer.name).toEqual(layer.blockShape);
+    }
+  });
+
+  it("computes, per layer, x (mask * W)^T + b with the mask keeping W's strongest blocks (float64 reference)", () => {
+    const model = new TinyNet(7);
+    const originals = new Map(
+      model.namedModules().flatMap(([name, m]) => (m instanceof Linear ? [[name, { weight: Float32Array.from(m.weight.value.dataSync()), bias: m.bias ? Float32Array.from(m.bias.value.dataSync()) : null }]] : [])),
+    );
+    const report = patcher().patchModel(model);
+    expect(report.layers).toHaveLength(4);
+    for (const [k, layer] of report.layers.entries()) {
+      const original = originals.get(layer.name)!;
+      const mask = strongestBlockMask(original.weight, layer.shape, layer.blockShape, layer.keptBlocks);
+      const rows = 5;
+      const x = seededValues(rows * layer.shape[1], 100 + k);
+      const expected = maskedLinearReference(x, original.weight, mask, original.bias, rows, layer.shape);
+      const got = tidy(() => linearAt(model, layer.name).forward(tensor(x, [rows, layer.shape[1]])).dataSync());
+      expect(got.length, layer.name).toBe(rows * layer.shape[0]);
+      expect(maxAbsDiff(got, expected), layer.name).toBeLessThan(1e-5);
+    }
+  });
+
+  it("gives the same output as the dense model with each patched weight masked", () => {
+    const model = new TinyNet(9);
+    const twin = new TinyNet(9);
+    const report = patcher().patchModel(model);
+    for (const layer of report.layers) {
+      const dense = linearAt(twin, layer.name) as Linear;
+      const mask = strongestBlockMask(Float32Array.from(dense.weight.value.dataSync()), layer.shape, layer.blockShape, layer.keptBlocks);
+      const masked = Float32Array.from(dense.weight.value.dataSync(), (w, i) => w * mask[i]);
+      tidy(() => dense.weight.assign(tensor(masked, layer.shape)));
+    }
+    const x = seededTensor([3, 4, 16], 11);
+    const [got, expected] = tidy(() => [model.forward(x).dataSync(), twin.forward(x).dataSync()]);
+    expect(got.length).toBe(3 * 4 * 8);
+    expect(maxAbsDiff(got, expected)).toBeLessThan(1e-5);
+    x.dispose();
+  });
+
+  it("trains: backward reaches the block values with dW = dY^T X on the kept blocks (float64 reference)", () => {
+    const model = new TinyNet(13);
+    new BlockSparseModelPatcher().addPattern("head", { density: 0.5, blockShape: [4, 4] }).patchModel(model);
+    const head = asBlockSparse(model.head, "head");
+    const rows = 6;
+    const xValues = seededValues(rows * 16, 21);
+    const rValues = seededValues(rows * 8, 22);
+    tidy(() => backward(projectedLoss(head.forward(tensor(xValues, [rows, 16])), tensor(rValues, [rows, 8]))));
+    const grad = head.weight.grad;
+    expect(grad).not.toBeNull();
+    expect(grad!.shape).toEqual([head.nnzBlocks, 4, 4]);
+    const gradValues = grad!.dataSync();
+    // d sum(Y * R) / dW = R^T X, read at each stored block's place.
+    const expected = new Float64Array(head.nnzBlocks * 16);
+    const { blockRow, blockCol } = head.pattern.coordinates;
+    for (let k = 0; k < head.nnzBlocks; k++) {
+      for (let i = 0; i < 4; i++) {
+        for (let j = 0; j < 4; j++) {
+          let acc = 0;
+          for (let t = 0; t < rows; t++) acc += rValues[t * 8 + blockRow[k] * 4 + i] * xValues[t * 16 + blockCol[k] * 4 + j];
+          expected[k * 16 + i * 4 + j] = acc;
+        }
+      }
+    }
+    expect(maxAbsDiff(gradValues, expected)).toBeLessThan(1e-5);
+    const biasGrad = head.bias!.grad!.dataSync();
+    const expectedBias = Array.from({ length: 8 }, (_, o) => Array.from({ length: rows }, (_, t) => rValues[t * 8 + o]).reduce((a, b) => a + b, 0));
+    expect(maxAbsDiff(biasGrad, expectedBias)).toBeLessThan(1e-5);
+  });
+
+  it("fits a fixed batch with SGD after patching (the loss falls, the block values move)", () => {
+    const model = new Sequential(new Linear(16, 32, { seed: 1 }), new ReLU(), new Linear(32, 8, { seed: 2 }));
+    new BlockSparseModelPatcher().addPattern("0|2", { density: 0.5, blockShape: [4, 4] }).patchModel(model);
+    const first = asBlockSparse(model.at(0), "0");
+    const initialValues = Float32Array.from(first.weight.value.dataSync());
+    const x = seededTensor([16, 16], 31);
+    const target = seededTensor([16, 8], 32);
+    const optimizer = new SGD(model.parameters(), { lr: 1 });
+    const losses: number[] = [];
+    for (let step = 0; step < 40; step++) {
+      optimizer.zeroGrad();
+      losses.push(
+        tidy(() => {
+          const loss = mseLoss(model.forward(x), target);
+          backward(loss);
+          return loss.dataSync()[0];
+        }),
+      );
+      optimizer.step();
+    }
+    expect(losses.every(Number.isFinite)).toBe(true);
+    expect(losses[losses.length - 1]).toBeLessThan(0.5 * losses[0]);
+    expect(maxAbsDiff(first.weight.value.dataSync(), initialValues)).toBeGreaterThan(1e-3);
+    x.dispose();
+    target.dispose();
+  });
+});

@@ -1,0 +1,285 @@
+import { ValueError } from "@blocksparse/core";
+import { BlockSparseLinear, Linear, Module, Sequential, parameterCount } from "@blocksparse/nn";
+import { BlockSparseModelPatcher, PatchError, PatchReport } from "@blocksparse/patcher";
+import { describe, expect, it } from "vitest";
+import { TinyNet } from "./helpers";
+
+const linearNames = ["blocks.0.fc1", "blocks.0.fc2", "blocks.1.fc1", "blocks.1.fc2", "head"];
+
+function typesByName(model: Module): Record<string, string> {
+  return Object.fromEntries(model.namedModules().map(([name, m]) => [name, m.constructor.name]));
+}
+
+function thrown(fn: () => unknown): PatchError {
+  try {
+    fn();
+  } catch (error) {
+    if (error instanceof PatchError) return error;
+    throw error;
+  }
+  throw new Error("expected a PatchError, nothing was thrown");
+}
+
+describe("getPatchableLayers", () => {
+  it("lists every Linear below the root by dotted name, with its dims and bias", () => {
+    const layers = new BlockSparseModelPatcher().getPatchableLayers(new TinyNet());
+    expect(layers).toEqual([
+      { name: "blocks.0.fc1", inFeatures: 16, outFeatures: 32, bias: true },
+      { name: "blocks.0.fc2", inFeatures: 32, outFeatures: 16, bias: false },
+      { name: "blocks.1.fc1", inFeatures: 16, outFeatures: 32, bias: true },
+      { name: "blocks.1.fc2", inFeatures: 32, outFeatures: 16, bias: false },
+      { name: "head", inFeatures: 16, outFeatures: 8, bias: true },
+    ]);
+  });
+
+  it("rejects something that is not a Module", () => {
+    expect(() => new BlockSparseModelPatcher().getPatchableLayers({} as Module)).toThrow(/model must be a Module, got Object/);
+  });
+});
+
+describe("patchModel: matching", () => {
+  it("replaces exactly the Linear layers a pattern matches, in place", () => {
+    const model = new TinyNet();
+    const untouchedHead = (model as TinyNet).head;
+    const report = new BlockSparseModelPatcher().addPattern(/fc1$/, { density: 0.5, blockShape: [8, 8] }).patchModel(model);
+    const types = typesByName(model);
+    expect(types["blocks.0.fc1"]).toBe("BlockSparseLinear");
+    expect(types["blocks.1.fc1"]).toBe("BlockSparseLinear");
+    expect(types["blocks.0.fc2"]).toBe("Linear");
+    expect(types["blocks.1.fc2"]).toBe("Linear");
+    expect(model.head).toBe(untouchedHead);
+    expect(report.layers.map((l) => l.name)).toEqual(["blocks.0.fc1", "blocks.1.fc1"]);
+    expect(report.dryRun).toBe(false);
+  });
+
+  it("anchors a string pattern to the whole name", () => {
+    const model = new TinyNet();
+    const patcher = new BlockSparseModelPatcher().addPattern("fc1", { density: 0.5, blockShape: [8, 8] });
+    expect(() => patcher.patchModel(model)).toThrow(PatchError);
+    const report = new BlockSparseModelPatcher().addPattern(String.raw`blocks\.\d+\.fc1`, { density: 0.5, blockShape: [8, 8] }).patchModel(model);
+    expect(report.layers.map((l) => l.name)).toEqual(["blocks.0.fc1", "blocks.1.fc1"]);
+    expect(report.layers[0].pattern).toBe(String.raw`blocks\.\d+\.fc1`);
+  });
+
+  it("gives each layer to the first pattern that matches it; a pattern left with nothing is reported as shadowed", () => {
+    const model = new TinyNet();
+    const report = new BlockSparseModelPatcher()
+      .addPattern(/^blocks\.0\.fc1$/, { density: 0.25, blockShape: [8, 8] })
+      .addPattern(/fc1$/, { density: 0.75, blockShape: [8, 8] })
+      .addPattern(/^blocks\.0\.fc\d$/, { density: 0.5, blockShape: [4, 4] })
+      .patchModel(model);
+    const byName = Object.fromEntries(report.layers.map((l) => [l.name, l]));
+    expect(byName["blocks.0.fc1"].density).toBe(0.25);
+    expect(byName["blocks.0.fc1"].pattern).toBe("/^blocks\\.0\\.fc1$/");
+    expect(byName["blocks.1.fc1"].density).toBe(0.75);
+    expect(byName["blocks.0.fc2"].blockShape).toEqual([4, 4]);
+    expect(Object.keys(byName).sort()).toEqual(["blocks.0.fc1", "blocks.0.fc2", "blocks.1.fc1"]);
+    expect((model as TinyNet).blocks.at(0).namedChildren().map(([, m]) => (m as BlockSparseLinear).density ?? null)).toEqual([0.25, null, 0.5]);
+    expect(report.unmatchedPatterns).toEqual([]);
+    expect(report.shadowedPatterns).toEqual([]);
+
+    const shadowed = new BlockSparseModelPatcher()
+      .addPattern(/head/, { density: 0.5, blockShape: [8, 8] })
+      .addPattern(/^head$/, { density: 0.25, blockShape: [8, 8] })
+      .patchModel(new TinyNet(), { dryRun: true });
+    expect(shadowed.shadowedPatterns).toEqual(["/^head$/"]);
+  });
+
+  it("reports a pattern that matches nothing, and still patches the others", () => {
+    const report = new BlockSparseModelPatcher()
+      .addPattern(/^head$/, { density: 0.5, blockShape: [8, 8] })
+      .addPattern("decoder\\..*", { density: 0.5 })
+      .patchModel(new TinyNet());
+    expect(report.layers.map((l) => l.name)).toEqual(["head"]);
+    expect(report.unmatchedPatterns).toEqual(["decoder\\..*"]);
+    expect(report.toString()).toContain("patterns that matched nothing: decoder\\..*");
+  });
+
+  it("throws when no layer matches, naming the model's Linear layers, unless allowNoMatch", () => {
+    const model = new TinyNet();
+    const patcher = new BlockSparseModelPatcher().addPattern(/^encoder/, { density: 0.5 });
+    const error = thrown(() => patcher.patchModel(model));
+    expect(error.message).toContain("no layer matched /^encoder/");
+    for (const name of linearNames) expect(error.message).toContain(name);
+    const report = patcher.patchModel(model, { allowNoMatch: true });
+    expect(report.layers).toEqual([]);
+    expect(report.unmatchedPatterns).toEqual(["/^encoder/"]);
+    expect(report.totals.modelParamsAfter).toBe(report.totals.modelParamsBefore);
+    expect(Object.values(typesByName(model))).not.toContain("BlockSparseLinear");
+    expect(() => new BlockSparseModelPatcher().patchModel(model)).toThrow(/no patterns were added/);
+  });
+
+  it("drops g and y flags so that repeated matching is stateless", () => {
+    const report = new BlockSparseModelPatcher().addPattern(/fc2$/g, { density: 0.5, blockShape: [8, 8] }).patchModel(new TinyNet());
+    expect(report.layers.map((l) => l.name)).toEqual(["blocks.0.fc2", "blocks.1.fc2"]);
+  });
+
+  it("replaces a Linear reachable under two names everywhere, by one BlockSparseLinear", () => {
+    const shared = new Linear(8, 8, { seed: 3 });
+    const model = new Sequential(shared, new Sequential(shared));
+    const report = new BlockSparseModelPatcher().addPattern("0", { density: 0.5, blockShape: [4, 4] }).patchModel(model);
+    expect(report.layers.map((l) => l.name)).toEqual(["0"]);
+    const outer = model.at(0);
+    expect(outer).toBeInstanceOf(BlockSparseLinear);
+    expect((model.at(1) as Sequential).at(0)).toBe(outer);
+  });
+});
+
+describe("patchModel: refusals leave the model untouched", () => {
+  function snapshot(model: Module): [string, unknown][] {
+    return [...model.namedModules(), ...model.namedParameters()];
+  }
+
+  it("throws naming a matched module that is not a Linear", () => {
+    const model = new TinyNet();
+    const before = snapshot(model);
+    const error = thrown(() => new BlockSparseModelPatcher().addPattern(/^blocks\.0(\..*)?$/, { density: 0.5, blockShape: [8, 8] }).patchModel(model));
+    expect(error).toBeInstanceOf(ValueError);
+    expect(error.message).toContain("'blocks.0' (matched by /^blocks\\.0(\\..*)?$/) is a Mlp, not a Linear");
+    expect(error.message).toContain("'blocks.0.act' (matched by /^blocks\\.0(\\..*)?$/) is a ReLU, not a Linear");
+    expect(snapshot(model)).toEqual(before);
+    for (const [i, [name, value]] of snapshot(model).entries()) expect(value, name).toBe(before[i][1]);
+  });
+
+  it("names the layer, its dims and the block sizes that would work when the block shape does not tile it", () => {
+    const model = new TinyNet();
+    const before = snapshot(model);
+    const error = thrown(() =>
+      new BlockSparseModelPatcher()
+        .addPattern(/fc1$/, { density: 0.5, blockShape: [8, 8] })
+        .addPattern(/^head$/, { density: 0.5, blockShape: [3, 5] })
+        .patchModel(model),
+    );
+    expect(error.problems).toEqual([
+      "'head' has weight [out=8, in=16], which 3x5 blocks do not tile; block heights R that divide 8: 1, 2, 4, 8; block widths C that divide 16: 1, 2, 4, 8, 16",
+    ]);
+    // fc1 layers were valid, yet nothing changed: everything is checked first.
+    for (const [i, [name, value]] of snapshot(model).entries()) expect(value, name).toBe(before[i][1]);
+    expect(Object.values(typesByName(model))).not.toContain("BlockSparseLinear");
+  });
+
+  it("refuses a layer already block-sparse", () => {
+    const model = new TinyNet();
+    const patcher = new BlockSparseModelPatcher().addPattern(/^head$/, { density: 0.5, blockShape: [8, 8] });
+    patcher.patchModel(model);
+    expect(() => patcher.patchModel(model)).toThrow(/'head' \(matched by \/\^head\$\/\) is already a BlockSparseLinear/);
+  });
+
+  it("refuses to untie a weight shared with a module that stays dense", () => {
+    class Tied extends Module {
+      a = new Linear(8, 8, { seed: 1 });
+      b = new Linear(8, 8, { seed: 2 });
+      constructor() {
+        super();
+        this.b.weight = this.a.weight;
+      }
+      forward(): never {
+        throw new Error("not called");
+      }
+    }
+    const model = new Tied();
+    expect(() => new BlockSparseModelPatcher().addPattern("a", { density: 0.5, blockShape: [4, 4] }).patchModel(model)).toThrow(
+      /'a\.weight' is shared with b\.weight/,
+    );
+    expect(model.a).toBeInstanceOf(Linear);
+    // Patching both keeps nothing tied to a dense copy, so it is allowed.
+    new BlockSparseModelPatcher().addPattern("a|b", { density: 0.5, blockShape: [4, 4] }).patchModel(model);
+    expect(model.a).toBeInstanceOf(BlockSparseLinear);
+    expect(model.b).toBeInstanceOf(BlockSparseLinear);
+  });
+});
+
+describe("options are validated with readable errors", () => {
+  const patcher = () => new BlockSparseModelPatcher();
+
+  it.each([
+    [{ density: 0 }, "density: must be in (0, 1], got 0"],
+    [{ density: 1.5 }, "density: must be in (0, 1], got 1.5"],
+    [{ density: Number.NaN }, "density: must be a number in (0, 1], got NaN"],
+    [{ density: "0.5" }, 'density: must be a number in (0, 1], got "0.5"'],
+    [{}, "density: must be a number in (0, 1], got undefined"],
+    [{ density: 0.5, blockShape: [32] }, "blockShape: must be [R, C] of positive integers, got [32]"],
+    [{ density: 0.5, blockShape: [32, 0] }, "blockShape.1: must be a positive integer, got 0"],
+    [{ density: 0.5, blockShape: [2.5, 4] }, "blockShape.0: must be a positive integer, got 2.5"],
+    [{ density: 0.5, desnity: 0.5 }, 'Unrecognized key: "desnity"'],
+  ])("addPattern(/x/, %j) throws '%s'", (options, message) => {
+    const error = thrown(() => patcher().addPattern(/x/, options as { density: number }));
+    expect(error.message).toContain(`BlockSparseModelPatcher.addPattern: ${message}`);
+  });
+
+  it("rejects missing options, a bad pattern and an invalid regex source", () => {
+    expect(() => patcher().addPattern(/x/, undefined as unknown as { density: number })).toThrow(/options \{ density, blockShape\? \} are required/);
+    expect(() => patcher().addPattern("", { density: 0.5 })).toThrow(/pattern must be a RegExp or a non-empty regex source string, got ""/);
+    expect(() => patcher().addPattern(42 as unknown as string, { density: 0.5 })).toThrow(/got number/);
+    expect(() => patcher().addPattern("fc(1", { density: 0.5 })).toThrow(/pattern "fc\(1" is not a valid regular expression/);
+  });
+
+  it("rejects unknown and mistyped patchModel options", () => {
+    const p = patcher().addPattern(/^head$/, { density: 0.5, blockShape: [8, 8] });
+    expect(() => p.patchModel(new TinyNet(), { dryrun: true } as object)).toThrow(/Unrecognized key: "dryrun"/);
+    expect(() => p.patchModel(new TinyNet(), { dryRun: "yes" } as unknown as object)).toThrow(/dryRun: Invalid input: expected boolean/);
+  });
+
+  it("keeps the patterns in the order added", () => {
+    expect(patcher().addPattern(/a/, { density: 0.5 }).addPattern("b", { density: 0.5 }).patterns).toEqual(["/a/", "b"]);
+  });
+});
+
+describe("the report", () => {
+  it("has per-layer shapes, blocks and parameter counts, and totals", () => {
+    const model = new TinyNet();
+    const before = parameterCount(model);
+    const report = new BlockSparseModelPatcher()
+      .addPattern(/^blocks\.0\.fc1$/, { density: 0.3, blockShape: [8, 4] })
+      .addPattern(/^head$/, { density: 0.5, blockShape: [4, 8] })
+      .patchModel(model);
+    expect(report).toBeInstanceOf(PatchReport);
+    // fc1: [32, 16] in 8x4 blocks = 4*4 = 16 blocks, round(0.3*16) = 5 kept; bias 32.
+    // head: [8, 16] in 4x8 blocks = 2*2 = 4 blocks, 2 kept; bias 8.
+    expect(report.layers).toEqual([
+      {
+        name: "blocks.0.fc1",
+        pattern: "/^blocks\\.0\\.fc1$/",
+        shape: [32, 16],
+        density: 0.3,
+        blockShape: [8, 4],
+        keptBlocks: 5,
+        totalBlocks: 16,
+        bias: true,
+        paramsBefore: 32 * 16 + 32,
+        paramsAfter: 5 * 32 + 32,
+      },
+      {
+        name: "head",
+        pattern: "/^head$/",
+        shape: [8, 16],
+        density: 0.5,
+        blockShape: [4, 8],
+        keptBlocks: 2,
+        totalBlocks: 4,
+        bias: true,
+        paramsBefore: 8 * 16 + 8,
+        paramsAfter: 2 * 32 + 8,
+      },
+    ]);
+    expect(report.totals).toEqual({
+      layers: 2,
+      paramsBefore: 544 + 136,
+      paramsAfter: 192 + 72,
+      modelParamsBefore: before,
+      modelParamsAfter: before - (544 + 136) + (192 + 72),
+    });
+  });
+
+  it("renders a table naming each layer, the totals and the model's parameters", () => {
+    const report = new BlockSparseModelPatcher().addPattern(/fc1$/, { density: 0.25, blockShape: [8, 8] }).patchModel(new TinyNet(), { dryRun: true });
+    const text = report.toString();
+    const lines = text.split("\n");
+    expect(lines[0]).toBe("Dry run: would patch 2 Linear layers to BlockSparseLinear");
+    expect(lines[1]).toMatch(/^layer\s+pattern\s+shape\s+block\s+density\s+blocks\s+params before\s+params after$/);
+    expect(lines[2]).toMatch(/^blocks\.0\.fc1\s+\/fc1\$\/\s+32x16\s+8x8\s+0\.25\s+2\/8\s+544\s+160$/);
+    expect(lines[4]).toMatch(/^total\s+1,088\s+320$/);
+    expect(lines[5]).toMatch(/^model parameters: [\d,]+ -> [\d,]+ \(\d+\.\d% of before\)$/);
+    expect(report.toRows()).toHaveLength(3);
+  });
+});
