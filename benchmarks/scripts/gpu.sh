@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# On a machine with an NVIDIA GPU, from anywhere in a built checkout: builds the CUDA addon,
+# runs our side of the PyTorch comparison, PyTorch's side (cuBLAS dense and PyTorch's BSR
+# kernels on the same inputs), then the bench suites on the cuda backend. Everything lands
+# under $OUT (default ./gpu-results); each stage is time-capped so one slow stage cannot
+# starve the others. Needs python3 with torch and safetensors.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+OUT=${OUT:-$root/gpu-results}
+mkdir -p "$OUT"
+tsx="$root/benchmarks/node_modules/.bin/tsx"
+
+stage() {
+  local name=$1 cap=$2
+  shift 2
+  local start=$SECONDS
+  timeout --kill-after=10 "$cap" "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "== $name: exit $rc in $((SECONDS - start)) s (cap $cap s)"
+  tail -n "${TAIL_LINES:-4}" "$OUT/$name.log"
+  return $rc
+}
+
+# Only the architecture of the GPU present, to keep the build short.
+if [ -z "${CUDAARCHS:-}" ]; then
+  cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d '.')
+  case "$cap" in 90) export CUDAARCHS=90a ;; "") ;; *) export CUDAARCHS=$cap ;; esac
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/env.log"
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" 2>&1 | tee -a "$OUT/env.log"
+
+stage build "${BUILD_CAP:-180}" node packages/backend-cuda/scripts/build-native.mjs || exit 1
+stage ours "${OURS_CAP:-120}" "$tsx" benchmarks/src/compare.ts --out "$OUT/compare-data"
+TAIL_LINES=60 stage torch "${TORCH_CAP:-150}" python3 benchmarks/torch_compare.py "$OUT/compare-data" --out "$OUT"
+# The exchanged inputs are hundreds of MB; compare.json keeps every figure.
+cp "$OUT/compare-data/ours.json" "$OUT/ours.json" 2>/dev/null
+rm -rf "$OUT/compare-data"
+stage bench "${BENCH_CAP:-150}" "$tsx" benchmarks/src/cli.ts --backend cuda --quick --out "$OUT/results"
+echo "results: $OUT"

@@ -1,0 +1,155 @@
+/**
+ * The bench pipeline: `pnpm bench` (all suites on the best backend found), `--quick` for CI.
+ * Every benchmark is validated against a float64 reference, then timed; the run is written
+ * as JSON plus a markdown report with SVG charts under results/<machine>/.
+ */
+import { parseArgs } from "node:util";
+import { getBackend, getBackendInstance, setBackend } from "@blocksparse/core";
+import { describeMachine, gitState, packageVersions, repoRoot } from "./machine";
+import type { TimingPlan } from "./measure";
+import { Progress } from "./progress";
+import type { BenchRecord, FailureRecord, GpuInfo, RunRecord } from "./record";
+import { writeIndex, writeRun } from "./report";
+import { formatSuite } from "./suites/format";
+import { kernelsSuite } from "./suites/kernels";
+import { trainSuite } from "./suites/train";
+import type { Suite, SuiteConfig } from "./suites/types";
+import type { BenchDType } from "./validate";
+import { join, resolve } from "node:path";
+
+const SUITES: Suite[] = [formatSuite, kernelsSuite, trainSuite];
+const DTYPES: BenchDType[] = ["float32", "float16", "bfloat16"];
+
+const USAGE = `usage: pnpm bench [--quick] [--backend auto|js|cuda] [--suites format,kernels,train] [--dtypes float32,...] [--out DIR]`;
+
+function list<T extends string>(value: string | undefined, allowed: readonly T[], what: string): T[] | undefined {
+  if (value === undefined) return undefined;
+  const items = value.split(",").map((s) => s.trim()).filter(Boolean);
+  for (const item of items) {
+    if (!(allowed as readonly string[]).includes(item)) throw new Error(`--${what}: unknown "${item}", expected some of ${allowed.join(", ")}`);
+  }
+  return items as T[];
+}
+
+/** Starts the requested backend; "auto" takes CUDA when its addon loads, else js. */
+async function startBackend(requested: string): Promise<{ backend: string; gpu?: GpuInfo; synchronize: () => void }> {
+  if (requested === "js") {
+    setBackend("js");
+    return { backend: "js", synchronize: () => {} };
+  }
+  const cuda = await import("@blocksparse/backend-cuda");
+  const availability = cuda.cudaAvailability();
+  if (!availability.available) {
+    if (requested === "cuda") throw new Error(`--backend cuda: CUDA is unavailable: ${availability.reason ?? "no reason given"}`);
+    process.stderr.write(`CUDA unavailable (${availability.reason ?? "no reason given"}); benchmarking the js backend\n`);
+    setBackend("js");
+    return { backend: "js", synchronize: () => {} };
+  }
+  setBackend("cuda");
+  const instance = cuda.cudaBackend();
+  const { device, build } = instance;
+  return {
+    backend: "cuda",
+    gpu: { name: device.name, computeCapability: device.computeCapability, totalMemoryBytes: device.totalMemory, cudaVersion: String(build.cudaVersion), cublas: build.cublas },
+    synchronize: () => instance.synchronize(),
+  };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: "boolean", default: false },
+      backend: { type: "string", default: "auto" },
+      suites: { type: "string" },
+      dtypes: { type: "string" },
+      out: { type: "string" },
+      help: { type: "boolean", default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  if (!["auto", "js", "cuda"].includes(values.backend)) throw new Error(`--backend: expected auto, js or cuda, got "${values.backend}"`);
+  const quick = values.quick;
+  const suiteNames = list(values.suites, SUITES.map((s) => s.name), "suites") ?? SUITES.map((s) => s.name);
+  const started = await startBackend(values.backend);
+  const large = started.backend !== "js";
+  // On a CPU the half types are emulated: float32 tells the story in a fraction of the time.
+  const dtypes = list(values.dtypes, DTYPES, "dtypes") ?? (large ? (quick ? ["bfloat16", "float32"] : ["bfloat16", "float16", "float32"]) : ["float32"]);
+  const plan: TimingPlan = large
+    ? { warmup: 3, minRepeats: 10, maxRepeats: 50, budgetMs: 150, minSampleMs: 5 }
+    : quick
+      ? { warmup: 1, minRepeats: 3, maxRepeats: 10, budgetMs: 150, minSampleMs: 10 }
+      : { warmup: 1, minRepeats: 5, maxRepeats: 20, budgetMs: 500, minSampleMs: 20 };
+  const backendInstance = getBackendInstance();
+  const config: SuiteConfig = {
+    backend: started.backend,
+    quick,
+    large,
+    dtypes,
+    plan,
+    synchronize: started.synchronize,
+    setPoison: (enabled) => {
+      backendInstance.poisonAllocations = enabled;
+    },
+  };
+
+  const machine = describeMachine(started.gpu);
+  const outDir = resolve(values.out ?? join(repoRoot, "benchmarks", "results"));
+  const suites = SUITES.filter((s) => suiteNames.includes(s.name));
+  const groups = suites.flatMap((suite) => suite.plan(config));
+  const total = groups.reduce((n, g) => n + g.cases.length, 0);
+  const progress = new Progress(total);
+  const results: BenchRecord[] = [];
+  const failures: FailureRecord[] = [];
+  const startedAt = performance.now();
+  process.stderr.write(`${machine.name}: ${total} benchmarks on ${getBackend()} (${quick ? "quick" : "default"} mode, ${dtypes.join(", ")})\n`);
+  const { commit, dirty } = gitState();
+  const machineDir = join(outDir, machine.name);
+  // Written after every group, so that a run cut short still leaves its figures.
+  const save = (): string => {
+    const run: RunRecord = {
+      schemaVersion: 1,
+      date: new Date().toISOString(),
+      commit,
+      dirty,
+      mode: quick ? "quick" : "default",
+      backend: started.backend,
+      machine,
+      versions: packageVersions(),
+      settings: { suites: suiteNames, dtypes, plan, large, planned: total },
+      results,
+      failures,
+      durationSeconds: (performance.now() - startedAt) / 1000,
+    };
+    const reportPath = writeRun(run, machineDir);
+    writeIndex(outDir);
+    return reportPath;
+  };
+  for (const group of groups) {
+    try {
+      for (const c of group.cases) {
+        progress.step(`${c.suite} ${c.name} ${Object.entries(c.params).map(([k, v]) => `${k}=${v}`).join(" ")}`);
+        try {
+          results.push(c.execute());
+        } catch (error) {
+          const message = error instanceof Error ? error.message : String(error);
+          failures.push({ suite: c.suite, name: c.name, params: c.params, error: message });
+          process.stderr.write(`\n${c.suite} ${c.name}: ${message}\n`);
+        }
+      }
+    } finally {
+      group.dispose?.();
+    }
+    save();
+  }
+  progress.finish(`${results.length} measured, ${failures.length} failed`);
+  process.stderr.write(`report: ${save()}\n`);
+  if (failures.length > 0) process.exitCode = 1;
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`${error instanceof Error ? error.message : String(error)}\n${USAGE}\n`);
+  process.exitCode = 2;
+});

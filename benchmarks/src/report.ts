@@ -1,0 +1,187 @@
+import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { type ReferenceLine, type Series, lineChart } from "./chart";
+import type { BenchRecord, RunRecord } from "./record";
+
+export interface RenderedReport {
+  markdown: string;
+  /** File name (relative to the report's folder) -> SVG document. */
+  charts: Map<string, string>;
+}
+
+function ms(value: number): string {
+  if (value >= 100) return value.toFixed(0);
+  if (value >= 1) return value.toFixed(2);
+  return value.toPrecision(3);
+}
+
+function num(value: number | undefined, digits = 2): string {
+  return value === undefined || !Number.isFinite(value) ? "–" : value.toFixed(digits);
+}
+
+function mib(bytes: number | undefined): string {
+  return bytes === undefined ? "–" : (bytes / 2 ** 20).toFixed(2);
+}
+
+function spread(r: BenchRecord): string {
+  return `${ms(r.timing.q1Ms)}–${ms(r.timing.q3Ms)}`;
+}
+
+function groupBy<T>(items: T[], key: (item: T) => string): Map<string, T[]> {
+  const groups = new Map<string, T[]>();
+  for (const item of items) {
+    const k = key(item);
+    const list = groups.get(k);
+    if (list) list.push(item);
+    else groups.set(k, [item]);
+  }
+  return groups;
+}
+
+function fileSafe(text: string): string {
+  return text.replace(/[^a-zA-Z0-9]+/g, "-").replace(/^-|-$/g, "");
+}
+
+function kernelSection(run: RunRecord, records: BenchRecord[], charts: Map<string, string>): string[] {
+  const lines: string[] = ["## Kernels", ""];
+  lines.push(
+    "GFLOP/s count the non-zero work only (2·M·nnz·R·C); ×dense is the dense product's median time over this one's, measured in the same run at the same shape. Times are medians; the spread is the interquartile range.",
+    "",
+  );
+  const byShape = groupBy(records, (r) => `${r.params.M}x${r.params.K}x${r.params.N} ${r.params.dtype}`);
+  for (const [shapeKey, shapeRecords] of byShape) {
+    const { M, K, N, dtype } = shapeRecords[0].params;
+    lines.push(`### M=${M}, K=${K}, N=${N}, ${dtype}`, "");
+    const byOp = groupBy(shapeRecords, (r) => String(r.params.op));
+    for (const [op, opRecords] of byOp) {
+      const dense = opRecords.find((r) => r.params.blockSize === 0);
+      const sparse = opRecords.filter((r) => r.params.blockSize !== 0);
+      const bySize = groupBy(sparse, (r) => String(r.params.blockSize));
+      const references: ReferenceLine[] = [];
+      const timeSeries: Series[] = [];
+      const flopSeries: Series[] = [];
+      for (const [size, list] of bySize) {
+        timeSeries.push({ name: `block ${size}`, points: list.map((r) => [Number(r.params.density), r.timing.medianMs]) });
+        flopSeries.push({ name: `block ${size}`, points: list.map((r) => [Number(r.params.density), r.metrics.gflops]) });
+      }
+      const base = `${fileSafe(run.backend)}-${fileSafe(shapeKey)}-${fileSafe(op)}`;
+      const timeFile = `charts/${base}-time.svg`;
+      const flopFile = `charts/${base}-gflops.svg`;
+      charts.set(
+        timeFile,
+        lineChart({
+          title: `${op}: time vs density (M=${M}, K=${K}, N=${N}, ${dtype})`,
+          xLabel: "density",
+          yLabel: "median ms per call",
+          series: timeSeries,
+          references: dense ? [{ name: dense.name, y: dense.timing.medianMs }, ...references] : references,
+        }),
+      );
+      charts.set(
+        flopFile,
+        lineChart({
+          title: `${op}: throughput vs density (M=${M}, K=${K}, N=${N}, ${dtype})`,
+          xLabel: "density",
+          yLabel: "GFLOP/s (non-zero work)",
+          series: flopSeries,
+          references: dense ? [{ name: dense.name, y: dense.metrics.gflops }] : [],
+        }),
+      );
+      lines.push(`#### ${op}`, "", `![${op} time](${timeFile}) ![${op} GFLOP/s](${flopFile})`, "");
+      lines.push("| block | density | median ms | IQR ms | GFLOP/s | ×dense | checked |", "| ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+      if (dense) lines.push(`| ${dense.name} | 1 | ${ms(dense.timing.medianMs)} | ${spread(dense)} | ${num(dense.metrics.gflops)} | 1.00 | ${checkSummary(dense)} |`);
+      for (const r of sparse) {
+        lines.push(
+          `| ${r.params.blockSize} | ${r.params.density} | ${ms(r.timing.medianMs)} | ${spread(r)} | ${num(r.metrics.gflops)} | ${num(r.metrics.speedupVsDense)} | ${checkSummary(r)} |`,
+        );
+      }
+      lines.push("");
+    }
+  }
+  return lines;
+}
+
+function checkSummary(r: BenchRecord): string {
+  const worst = Math.max(...r.checks.map((c) => c.relError));
+  return `rel. err ≤ ${worst === 0 ? "0" : worst.toExponential(1)}`;
+}
+
+function trainSection(records: BenchRecord[]): string[] {
+  const lines = [
+    "## Training step",
+    "",
+    "One linear layer: forward, the input and weight gradients, Adam. State is the weights (with the block index) plus Adam's two moments in float32; the step peak adds everything one step allocates.",
+    "",
+    "| layer | M×K→N | dtype | density | median ms | IQR ms | ×dense | state MiB | step peak MiB |",
+    "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+  ];
+  for (const r of records) {
+    const { M, K, N, dtype, density } = r.params;
+    lines.push(
+      `| ${r.name} | ${M}×${K}→${N} | ${dtype} | ${density} | ${ms(r.timing.medianMs)} | ${spread(r)} | ${num(r.metrics.speedupVsDense ?? (density === 1 ? 1 : undefined))} | ${mib(r.metrics.stateBytes)} | ${mib(r.metrics.stepPeakBytes)} |`,
+    );
+  }
+  lines.push("");
+  return lines;
+}
+
+function formatSection(records: BenchRecord[]): string[] {
+  const lines = ["## Format (host)", "", "| what | size | median ms | IQR ms | throughput |", "| --- | --- | ---: | ---: | ---: |"];
+  for (const r of records) {
+    const { rows, cols, blockSize, density } = r.params;
+    const throughput = r.metrics.mbPerSecond !== undefined ? `${num(r.metrics.mbPerSecond, 0)} MB/s` : `${num((r.metrics.blocksPerSecond ?? 0) / 1e6, 1)} M blocks/s`;
+    lines.push(`| ${r.name} | ${rows}×${cols}, ${blockSize}×${blockSize} blocks, density ${density} | ${ms(r.timing.medianMs)} | ${spread(r)} | ${throughput} |`);
+  }
+  lines.push("");
+  return lines;
+}
+
+/** The markdown report and its charts for one run. */
+export function renderReport(run: RunRecord): RenderedReport {
+  const charts = new Map<string, string>();
+  const m = run.machine;
+  const lines: string[] = [
+    `# Benchmarks: ${run.backend} backend on ${m.gpu ? m.gpu.name : m.cpuModel}`,
+    "",
+    `- Machine: ${m.cpuModel}, ${m.cpuCores} cores, ${(m.memoryBytes / 2 ** 30).toFixed(0)} GiB, ${m.platform}/${m.arch}, Node ${m.node}${m.gpu ? `; GPU ${m.gpu.name}${m.gpu.computeCapability ? ` (sm ${m.gpu.computeCapability})` : ""}` : ""}`,
+    `- Commit ${run.commit.slice(0, 12)}${run.dirty ? " (with uncommitted changes)" : ""}, ${run.date}, ${run.mode} mode, ${run.durationSeconds.toFixed(0)} s`,
+    `- Versions: ${Object.entries(run.versions)
+      .map(([name, version]) => `${name} ${version}`)
+      .join(", ")}`,
+    "- Every result was checked against a float64 reference before it was timed.",
+    "",
+  ];
+  const bySuite = groupBy(run.results, (r) => r.suite);
+  if (bySuite.has("kernels")) lines.push(...kernelSection(run, bySuite.get("kernels") ?? [], charts));
+  if (bySuite.has("train")) lines.push(...trainSection(bySuite.get("train") ?? []));
+  if (bySuite.has("format")) lines.push(...formatSection(bySuite.get("format") ?? []));
+  if (run.failures.length > 0) {
+    lines.push("## Not measured", "", "| suite | what | params | why |", "| --- | --- | --- | --- |");
+    for (const f of run.failures) {
+      lines.push(`| ${f.suite} | ${f.name} | ${Object.entries(f.params).map(([k, v]) => `${k}=${v}`).join(" ")} | ${f.error.replace(/\|/g, "\\|").replace(/\n/g, " ")} |`);
+    }
+    lines.push("");
+  }
+  return { markdown: lines.join("\n"), charts };
+}
+
+/** Writes `<backend>.json`, `<backend>.md` and the charts under `dir`; returns the report's path. */
+export function writeRun(run: RunRecord, dir: string): string {
+  const { markdown, charts } = renderReport(run);
+  mkdirSync(join(dir, "charts"), { recursive: true });
+  writeFileSync(join(dir, `${run.backend}.json`), `${JSON.stringify(run, null, 2)}\n`);
+  for (const [file, svg] of charts) writeFileSync(join(dir, file), svg);
+  const reportPath = join(dir, `${run.backend}.md`);
+  writeFileSync(reportPath, markdown);
+  return reportPath;
+}
+
+/** Rewrites results/README.md: one link per machine and backend report found. */
+export function writeIndex(resultsDir: string): void {
+  const lines = ["# Benchmark results", "", "One folder per machine; each report says how it was measured.", ""];
+  for (const machine of readdirSync(resultsDir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name).sort()) {
+    const reports = readdirSync(join(resultsDir, machine)).filter((f) => f.endsWith(".md")).sort();
+    for (const report of reports) lines.push(`- [${machine}: ${report.replace(/\.md$/, "")}](${machine}/${report})`);
+  }
+  writeFileSync(join(resultsDir, "README.md"), `${lines.join("\n")}\n`);
+}

@@ -1,0 +1,63 @@
+import { XMLParser, XMLValidator } from "fast-xml-parser";
+import { describe, expect, it } from "vitest";
+import { escapeXml, lineChart, niceTicks } from "../src/chart";
+
+const parser = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: "" });
+
+describe("lineChart", () => {
+  const svg = lineChart({
+    title: "bsrLinear <M=8192> & friends",
+    xLabel: "density",
+    yLabel: "ms",
+    series: [
+      { name: "block 32", points: [[1, 10], [0.5, 5.2], [0.25, 2.9], [0.1, 1.4]] },
+      { name: "block 64", points: [[0.1, 1.1], [1, 9]] },
+    ],
+    references: [{ name: "dense x·Wᵀ", y: 9.5 }],
+  });
+
+  it("writes a well-formed SVG document", () => {
+    expect(XMLValidator.validate(svg)).toBe(true);
+    const doc = parser.parse(svg);
+    expect(doc.svg.xmlns).toBe("http://www.w3.org/2000/svg");
+    expect(doc.svg.title).toBe("bsrLinear <M=8192> & friends");
+  });
+
+  it("draws one line per series through every point, left to right, and a dashed reference line", () => {
+    const doc = parser.parse(svg);
+    const paths = [doc.svg.path].flat();
+    expect(paths).toHaveLength(2);
+    const xs = (paths[0].d as string).split(" ").map((step) => Number(step.slice(1).split(",")[0]));
+    expect(xs).toHaveLength(4);
+    expect([...xs].sort((a, b) => a - b)).toEqual(xs);
+    expect([doc.svg.circle].flat()).toHaveLength(6);
+    const dashed = [doc.svg.line].flat().filter((line: Record<string, string>) => line["stroke-dasharray"] !== undefined);
+    // the reference line itself and its legend swatch
+    expect(dashed).toHaveLength(2);
+    const legend = [doc.svg.text].flat().map((t: unknown) => (typeof t === "object" && t !== null ? (t as Record<string, unknown>)["#text"] : t));
+    expect(legend).toEqual(expect.arrayContaining(["block 32", "block 64", "dense x·Wᵀ"]));
+  });
+
+  it("places a larger value higher on the page", () => {
+    const doc = parser.parse(lineChart({ title: "t", xLabel: "x", yLabel: "y", series: [{ name: "s", points: [[0, 1], [1, 3]] }] }));
+    const [first, second] = [doc.svg.circle].flat().map((c: Record<string, string>) => Number(c.cy));
+    expect(second).toBeLessThan(first);
+  });
+
+  it("refuses a point that is not finite", () => {
+    expect(() => lineChart({ title: "t", xLabel: "x", yLabel: "y", series: [{ name: "s", points: [[0.5, Number.NaN]] }] })).toThrow(/not finite/);
+  });
+});
+
+describe("helpers", () => {
+  it("escapes the five XML specials", () => {
+    expect(escapeXml(`<a & "b" 'c'>`)).toBe("&lt;a &amp; &quot;b&quot; &apos;c&apos;&gt;");
+  });
+
+  it("picks round ticks covering the range", () => {
+    expect(niceTicks(0, 1)).toEqual([0, 0.2, 0.4, 0.6, 0.8, 1]);
+    const ticks = niceTicks(0, 37);
+    expect(ticks[0]).toBe(0);
+    expect(ticks[ticks.length - 1]).toBeGreaterThanOrEqual(37);
+  });
+});

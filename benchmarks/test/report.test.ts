@@ -1,0 +1,89 @@
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { XMLValidator } from "fast-xml-parser";
+import { afterAll, describe, expect, it } from "vitest";
+import type { BenchRecord, RunRecord } from "../src/record";
+import { renderReport, writeIndex, writeRun } from "../src/report";
+
+function kernelRecord(op: string, blockSize: number, density: number, medianMs: number): BenchRecord {
+  return {
+    suite: "kernels",
+    name: blockSize === 0 ? `dense ${op}` : op,
+    params: { M: 64, K: 256, N: 256, dtype: "float32", op, blockSize, density },
+    checks: [{ what: "y rows", relError: 1e-7, tolerance: 2e-3, ok: true }],
+    timing: { medianMs, q1Ms: medianMs * 0.9, q3Ms: medianMs * 1.1, minMs: medianMs * 0.8, maxMs: medianMs * 1.3, samples: 5, callsPerSample: 1 },
+    metrics: { gflops: (2 * 64 * 256 * 256 * density) / (medianMs * 1e6), ...(blockSize ? { speedupVsDense: 4 / medianMs } : {}) },
+  };
+}
+
+const run: RunRecord = {
+  schemaVersion: 1,
+  date: "2026-01-01T00:00:00.000Z",
+  commit: "0123456789abcdef0123456789abcdef01234567",
+  dirty: false,
+  mode: "quick",
+  backend: "js",
+  machine: { name: "cpu-test-2c", cpuModel: "Test CPU", cpuCores: 2, memoryBytes: 2 ** 33, platform: "linux", arch: "x64", node: "v20.0.0" },
+  versions: { "@blocksparse/core": "0.1.0" },
+  settings: {},
+  results: [
+    kernelRecord("bsrLinear", 0, 1, 4),
+    ...[16, 32].flatMap((b) => [1, 0.5, 0.1].map((d) => kernelRecord("bsrLinear", b, d, 4 * d + 0.1))),
+    {
+      suite: "train",
+      name: "BlockSparseLinear step",
+      params: { M: 64, K: 256, N: 256, dtype: "float32", blockSize: 32, density: 0.25 },
+      checks: [{ what: "W after Adam", relError: 0, tolerance: 2e-3, ok: true }],
+      timing: { medianMs: 4, q1Ms: 3.9, q3Ms: 4.2, minMs: 3.8, maxMs: 5, samples: 5, callsPerSample: 1 },
+      metrics: { speedupVsDense: 3.4, stateBytes: 2 ** 20, stepPeakBytes: 3 * 2 ** 20 },
+    },
+  ],
+  failures: [{ suite: "kernels", name: "bsrMatmul", params: { blockSize: 64 }, error: "bsrMatmul: result does not match | the reference" }],
+  durationSeconds: 12,
+};
+
+describe("renderReport", () => {
+  const { markdown, charts } = renderReport(run);
+
+  it("says where, when and from which commit it was measured", () => {
+    expect(markdown).toMatch(/^# Benchmarks: js backend on Test CPU/);
+    expect(markdown).toContain("Commit 0123456789ab, 2026-01-01T00:00:00.000Z, quick mode");
+    expect(markdown).toContain("@blocksparse/core 0.1.0");
+  });
+
+  it("tabulates every kernel result with its median, spread, throughput and ratio to dense", () => {
+    expect(markdown).toContain("| dense bsrLinear | 1 | 4.00 | 3.60–4.40 |");
+    expect(markdown).toContain("| 32 | 0.5 | 2.10 | 1.89–2.31 |");
+    expect(markdown.match(/^\| (16|32) \|/gm)).toHaveLength(6);
+  });
+
+  it("links one time chart and one throughput chart per op, each a well-formed SVG", () => {
+    expect([...charts.keys()].sort()).toEqual(["charts/js-64x256x256-float32-bsrLinear-gflops.svg", "charts/js-64x256x256-float32-bsrLinear-time.svg"]);
+    for (const [file, svg] of charts) {
+      expect(markdown).toContain(`(${file})`);
+      expect(XMLValidator.validate(svg)).toBe(true);
+      expect(svg).toContain("dense bsrLinear");
+    }
+  });
+
+  it("lists the training step and what could not be measured, escaping table pipes", () => {
+    expect(markdown).toContain("| BlockSparseLinear step | 64×256→256 | float32 | 0.25 | 4.00 | 3.90–4.20 | 3.40 | 1.00 | 3.00 |");
+    expect(markdown).toContain("result does not match \\| the reference");
+  });
+});
+
+describe("writeRun", () => {
+  const dir = mkdtempSync(join(tmpdir(), "bench-report-"));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("writes the JSON, the report, its charts and an index of machines", () => {
+    const machineDir = join(dir, run.machine.name);
+    const reportPath = writeRun(run, machineDir);
+    expect(reportPath).toBe(join(machineDir, "js.md"));
+    expect(JSON.parse(readFileSync(join(machineDir, "js.json"), "utf8"))).toEqual(run);
+    expect(readdirSync(join(machineDir, "charts"))).toHaveLength(2);
+    writeIndex(dir);
+    expect(readFileSync(join(dir, "README.md"), "utf8")).toContain("- [cpu-test-2c: js](cpu-test-2c/js.md)");
+  });
+});
