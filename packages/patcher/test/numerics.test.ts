@@ -1,6 +1,6 @@
 import { backward } from "@blocksparse/autograd";
 import { getBackendInstance, tensor, tidy } from "@blocksparse/core";
-import { BlockSparseLinear, Linear, ReLU, SGD, Sequential, mseLoss, parameterCount } from "@blocksparse/nn";
+import { BlockSparseLinear, Linear, type Module, ReLU, SGD, Sequential, TransformerBlock, mseLoss, parameterCount } from "@blocksparse/nn";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
 import { beforeAll, describe, expect, it } from "vitest";
 import { TinyNet, asBlockSparse, maskedLinearReference, maxAbsDiff, projectedLoss, seededTensor, seededValues, strongestBlockMask } from "./helpers";
@@ -10,7 +10,7 @@ beforeAll(() => {
   getBackendInstance("js").poisonAllocations = true;
 });
 
-function linearAt(model: TinyNet, name: string): Linear | BlockSparseLinear {
+function linearAt(model: Module, name: string): Linear | BlockSparseLinear {
   const found = model.namedModules().find(([n]) => n === name);
   if (!found || !(found[1] instanceof Linear || found[1] instanceof BlockSparseLinear)) throw new Error(`no layer ${name}`);
   return found[1];
@@ -135,5 +135,31 @@ describe("a patched model", () => {
     expect(maxAbsDiff(first.weight.value.dataSync(), initialValues)).toBeGreaterThan(1e-3);
     x.dispose();
     target.dispose();
+  });
+
+  it("patches a transformer's feed-forward layers by regex: same output as the masked dense model, gradients on every block", () => {
+    const build = () => new Sequential(new TransformerBlock({ dModel: 32, nHeads: 4, mlpRatio: 2, seed: 41 }), new TransformerBlock({ dModel: 32, nHeads: 4, mlpRatio: 2, seed: 42 }));
+    const model = build();
+    const twin = build();
+    const report = new BlockSparseModelPatcher().addPattern(/\.mlp\.fc[12]$/, { density: 0.5, blockShape: [16, 16] }).patchModel(model);
+    expect(report.layers.map((l) => l.name)).toEqual(["0.mlp.fc1", "0.mlp.fc2", "1.mlp.fc1", "1.mlp.fc2"]);
+    expect(new BlockSparseModelPatcher().getPatchableLayers(model).map((l) => l.name)).toEqual(["0.attn.qkv", "0.attn.proj", "1.attn.qkv", "1.attn.proj"]);
+    for (const layer of report.layers) {
+      const dense = linearAt(twin, layer.name) as Linear;
+      const weight = Float32Array.from(dense.weight.value.dataSync());
+      const mask = strongestBlockMask(weight, layer.shape, layer.blockShape, layer.keptBlocks);
+      tidy(() => dense.weight.assign(tensor(Float32Array.from(weight, (w, i) => w * mask[i]), layer.shape)));
+    }
+    const x = seededTensor([2, 5, 32], 43);
+    const [got, expected] = tidy(() => [model.forward(x).dataSync(), twin.forward(x).dataSync()]);
+    expect(got.length).toBe(2 * 5 * 32);
+    expect(maxAbsDiff(got, expected)).toBeLessThan(1e-4);
+    tidy(() => backward(projectedLoss(model.forward(x), seededTensor([2, 5, 32], 44))));
+    for (const layer of report.layers) {
+      const grad = asBlockSparse(linearAt(model, layer.name), layer.name).weight.grad;
+      expect(grad?.shape, layer.name).toEqual([layer.keptBlocks, 16, 16]);
+      expect(maxAbsDiff(grad!.dataSync(), new Float32Array(grad!.size)), layer.name).toBeGreaterThan(0);
+    }
+    x.dispose();
   });
 });

@@ -114,6 +114,14 @@ describe("patchModel: matching", () => {
     expect(report.layers.map((l) => l.name)).toEqual(["blocks.0.fc2", "blocks.1.fc2"]);
   });
 
+  it("never patches the root module (it has no parent to hold the replacement)", () => {
+    const root = new Linear(8, 8, { seed: 1 });
+    expect(new BlockSparseModelPatcher().getPatchableLayers(root)).toEqual([]);
+    expect(() => new BlockSparseModelPatcher().addPattern(/.*/, { density: 0.5, blockShape: [4, 4] }).patchModel(root)).toThrow(
+      /no layer matched \/\.\*\/; the model's Linear layers are: \(none\)/,
+    );
+  });
+
   it("replaces a Linear reachable under two names everywhere, by one BlockSparseLinear", () => {
     const shared = new Linear(8, 8, { seed: 3 });
     const model = new Sequential(shared, new Sequential(shared));
