@@ -1,1 +1,31 @@
+import "@blocksparse/autograd";
+
 export const version = "0.1.0";
+
+export {
+  type BlockShape,
+  BlockSparseLinear,
+  type BlockSparseLinearOptions,
+  DEFAULT_BLOCK_SHAPE,
+  type FromLinearOptions,
+  type SetPatternOptions,
+} from "./block_sparse_linear";
+export { blockSources, remapBlocks } from "./blocks";
+export { NnError, StateDictError, type StateDictMismatch } from "./errors";
+export { Dropout, Embedding, GELU, LayerNorm, type LayerNormOptions, ReLU, Sequential } from "./layers";
+export { Linear, type LinearOptions } from "./linear";
+export { crossEntropy, mseLoss } from "./losses";
+export { functionalCall, type LoadStateDictOptions, type LoadStateDictResult, Module } from "./module";
+export { Adam, type AdamOptions, AdamW, Optimizer, SGD, type SGDOptions } from "./optim";
+export { Parameter } from "./parameter";
+export { loadStateDict, saveStateDict, stateDictFromSafetensors, stateDictToSafetensors } from "./serialization";
+export {
+  type PatternMove,
+  type PruneAndRegrowOptions,
+  pruneAndRegrow,
+  SparseOptimizer,
+  type SparseOptimizerOptions,
+} from "./sparse_training";
+export { BlockSparseWeight, disposeStateDict, type StateDict, type StateDictEntry } from "./state_dict";
+export { parameterCount, weightBytes } from "./summary";
+export { CausalSelfAttention, MLP, TransformerBlock, type TransformerBlockOptions } from "./transformer";

@@ -1,0 +1,231 @@
+import { detach, noGrad } from "@blocksparse/autograd";
+import { BsrPattern, bsrLinear, cast, shapesEqual, type Tensor, tidy, ValueError } from "@blocksparse/core";
+import { BsrMatrix } from "@blocksparse/format";
+import { blockCountFor, blockSources, randomPattern, remapBlocks, uploadLike } from "./blocks";
+import { childSeeds, uniform } from "./init";
+import { checkFeatures, checkInput, Linear } from "./linear";
+import { denseOn, Module } from "./module";
+import type { Optimizer } from "./optim";
+import { Parameter } from "./parameter";
+import { BlockSparseWeight, describeEntry, type StateDictEntry } from "./state_dict";
+
+export type BlockShape = readonly [number, number];
+
+export interface BlockSparseLinearOptions {
+  /** Fraction of blocks kept, in (0, 1]: round(density * blocks) of them, at least one. */
+  density: number;
+  /** [R, C] (default [32, 32]): R divides outFeatures, C divides inFeatures. */
+  blockShape?: BlockShape;
+  /** Add a learned bias (default true). */
+  bias?: boolean;
+  /** Seed of the pattern and the initial values (default: core's global generator). */
+  seed?: number;
+}
+
+export interface FromLinearOptions {
+  density: number;
+  blockShape?: BlockShape;
+}
+
+export interface SetPatternOptions {
+  /** Values of the blocks `pattern` adds, [added, R, C] in the pattern's order (default: zeros). */
+  newValues?: Tensor;
+  /** An optimizer whose state for the weight follows the move: kept blocks keep it, added blocks start from zero. */
+  optimizer?: Optimizer;
+}
+
+/** Parameters handed from fromLinear to the constructor, so that it draws no random values. */
+let prebuilt: { weight: Parameter; bias: Parameter | null } | null = null;
+
+export const DEFAULT_BLOCK_SHAPE: BlockShape = [32, 32];
+
+function divisors(n: number): number[] {
+  const found: number[] = [];
+  for (let d = 1; d <= n; d++) if (n % d === 0) found.push(d);
+  return found;
+}
+
+/** Checks density and block shape for a [outFeatures, inFeatures] weight; the message says what would work. */
+export function checkBlockSparseOptions(where: string, inFeatures: number, outFeatures: number, density: number, blockShape: BlockShape): void {
+  if (typeof density !== "number" || !(density > 0 && density <= 1)) {
+    throw new ValueError(`${where}: density must be in (0, 1], got ${String(density)}`);
+  }
+  if (!Array.isArray(blockShape) || blockShape.length !== 2 || !blockShape.every((d) => Number.isSafeInteger(d) && d >= 1)) {
+    throw new ValueError(`${where}: blockShape must be [R, C] of positive integers, got ${JSON.stringify(blockShape)}`);
+  }
+  const [blockHeight, blockWidth] = blockShape;
+  if (outFeatures % blockHeight !== 0) {
+    throw new ValueError(
+      `${where}: outFeatures=${outFeatures} is not divisible by the block height R=${blockHeight}; block heights that divide it: ${divisors(outFeatures).join(", ")}`,
+    );
+  }
+  if (inFeatures % blockWidth !== 0) {
+    throw new ValueError(
+      `${where}: inFeatures=${inFeatures} is not divisible by the block width C=${blockWidth}; block widths that divide it: ${divisors(inFeatures).join(", ")}`,
+    );
+  }
+}
+
+/**
+ * A drop-in for Linear whose weight W [outFeatures, inFeatures] keeps only some blocks:
+ * `pattern` (a BsrPattern) says which, `weight` holds their values [nnzBlocks, R, C].
+ * Same call and same forward contract as Linear: x [..., inFeatures] -> [..., outFeatures].
+ * Initialised as Linear is, with the fan-in each output actually sees (density * inFeatures).
+ */
+export class BlockSparseLinear extends Module {
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  /** The stored blocks [nnzBlocks, R, C]; `weight.pattern` is the layer's pattern. */
+  weight: Parameter;
+  bias: Parameter | null;
+
+  constructor(inFeatures: number, outFeatures: number, options: BlockSparseLinearOptions) {
+    super();
+    const parts = prebuilt;
+    prebuilt = null;
+    checkFeatures("BlockSparseLinear", "inFeatures", inFeatures);
+    checkFeatures("BlockSparseLinear", "outFeatures", outFeatures);
+    if (options === null || typeof options !== "object") throw new ValueError("BlockSparseLinear: options { density } are required");
+    const blockShape = options.blockShape ?? DEFAULT_BLOCK_SHAPE;
+    checkBlockSparseOptions("BlockSparseLinear", inFeatures, outFeatures, options.density, blockShape);
+    this.inFeatures = inFeatures;
+    this.outFeatures = outFeatures;
+    if (parts !== null) {
+      this.weight = parts.weight;
+      this.bias = parts.bias;
+      return;
+    }
+    const [patternSeed, weightSeed, biasSeed] = childSeeds(options.seed, 3);
+    const pattern = randomPattern([outFeatures, inFeatures], [blockShape[0], blockShape[1]], options.density, patternSeed);
+    const bound = 1 / Math.sqrt(pattern.density * inFeatures);
+    this.weight = new Parameter(uniform([pattern.nnzBlocks, blockShape[0], blockShape[1]], bound, weightSeed), { pattern });
+    this.bias = options.bias === false ? null : new Parameter(uniform([outFeatures], bound, biasSeed));
+  }
+
+  /**
+   * The layer that keeps `linear`'s strongest blocks (by L2 norm; ties: lower block index
+   * first) and their values, with its bias. On the linear's backend and dtype.
+   */
+  static fromLinear(linear: Linear, options: FromLinearOptions): BlockSparseLinear {
+    if (!(linear instanceof Linear)) {
+      const got = linear === null || typeof linear !== "object" ? String(linear) : (linear as object).constructor.name;
+      throw new ValueError(`BlockSparseLinear.fromLinear: expected a Linear, got ${got}`);
+    }
+    if (options === null || typeof options !== "object") throw new ValueError("BlockSparseLinear.fromLinear: options { density } are required");
+    const { inFeatures, outFeatures } = linear;
+    const blockShape = options.blockShape ?? DEFAULT_BLOCK_SHAPE;
+    checkBlockSparseOptions("BlockSparseLinear.fromLinear", inFeatures, outFeatures, options.density, blockShape);
+    const total = (outFeatures / blockShape[0]) * (inFeatures / blockShape[1]);
+    const kept = blockCountFor(options.density, total);
+    const weight = linear.weight.value;
+    const matrix = BsrMatrix.fromDense(weight.dataSync(), [outFeatures, inFeatures], {
+      blockShape: [blockShape[0], blockShape[1]],
+      density: kept / total,
+    });
+    prebuilt = {
+      weight: new Parameter(uploadLike(matrix.values as Float32Array, [matrix.nnzBlocks, blockShape[0], blockShape[1]], weight), {
+        pattern: matrix.pattern,
+        requiresGrad: linear.weight.requiresGrad,
+      }),
+      bias: linear.bias ? new Parameter(noGrad(() => detach(linear.bias!.value)), { requiresGrad: linear.bias.requiresGrad }) : null,
+    };
+    return new BlockSparseLinear(inFeatures, outFeatures, { density: matrix.density, blockShape });
+  }
+
+  /** Which blocks are stored. */
+  get pattern(): BsrPattern {
+    return this.weight.pattern as BsrPattern;
+  }
+
+  /** Stored blocks / all blocks. */
+  get density(): number {
+    return this.pattern.density;
+  }
+
+  get blockShape(): BlockShape {
+    return this.pattern.blockShape;
+  }
+
+  get nnzBlocks(): number {
+    return this.pattern.nnzBlocks;
+  }
+
+  forward(x: Tensor): Tensor {
+    checkInput(this.label, x, this.inFeatures);
+    return bsrLinear(x, this.weight.value, this.pattern, this.bias?.value);
+  }
+
+  /** The weight as a dense [outFeatures, inFeatures] tensor (zeros outside the blocks; not differentiable). */
+  toDense(): Tensor {
+    const values = this.weight.value;
+    const dense = BsrMatrix.fromPattern(this.pattern, Float32Array.from(values.dataSync())).toDense();
+    return uploadLike(dense, [this.outFeatures, this.inFeatures], values);
+  }
+
+  /**
+   * Moves the sparsity pattern: blocks present in both keep their values, blocks only in
+   * `pattern` get `newValues` (default zeros). Same shape and block shape; the number of
+   * blocks may change. Returns, for each block of `pattern`, its index in the old pattern
+   * (-1 for an added block). The gradient is cleared. Call between optimizer steps.
+   */
+  setPattern(pattern: BsrPattern, options: SetPatternOptions = {}): Int32Array {
+    if (!(pattern instanceof BsrPattern)) throw new ValueError(`${this.label}.setPattern: pattern must be a BsrPattern`);
+    if (!shapesEqual(pattern.shape, [this.outFeatures, this.inFeatures]) || !shapesEqual(pattern.blockShape, this.blockShape)) {
+      throw new ValueError(
+        `${this.label}.setPattern: the pattern is [${pattern.shape}] with ${pattern.blockShape.join("x")} blocks, expected [${this.outFeatures},${this.inFeatures}] with ${this.blockShape.join("x")} blocks`,
+      );
+    }
+    const sources = blockSources(this.pattern, pattern);
+    const values = noGrad(() => remapBlocks(this.weight.value, sources, options.newValues));
+    options.optimizer?.remapBlocks(this.weight, sources, pattern);
+    this.weight.value = values;
+    this.weight.pattern = pattern;
+    return sources;
+  }
+
+  protected override ownStateEntries(): [string, StateDictEntry][] {
+    const entries: [string, StateDictEntry][] = [["weight", new BlockSparseWeight(this.pattern, detach(this.weight.value))]];
+    if (this.bias) entries.push(["bias", detach(this.bias.value)]);
+    return entries;
+  }
+
+  protected override checkOwnEntry(name: string, entry: StateDictEntry): string | null {
+    if (name !== "weight") return super.checkOwnEntry(name, entry);
+    const shape = entry instanceof BlockSparseWeight ? entry.pattern.shape : entry.shape;
+    if (shapesEqual(shape, [this.outFeatures, this.inFeatures])) return null;
+    return describeEntry(new BlockSparseWeight(this.pattern, this.weight.value));
+  }
+
+  /** A block-sparse entry brings its pattern along; a dense [out, in] entry fills the current blocks. */
+  protected override loadOwnEntry(name: string, entry: StateDictEntry): void {
+    if (name !== "weight") {
+      super.loadOwnEntry(name, entry);
+      return;
+    }
+    const current = this.weight.value;
+    if (!(entry instanceof BlockSparseWeight)) {
+      const dense = tidy(() => denseOn(entry, current).dataSync());
+      const matrix = BsrMatrix.fromDense(dense, this.pattern.shape, { blockShape: this.pattern.blockShape, mask: this.pattern.blockMask() });
+      const values = tidy(() => cast(uploadLike(matrix.values as Float32Array, current.shape, current, "float32"), current.dtype));
+      this.weight.assign(values);
+      values.dispose();
+      return;
+    }
+    const values = tidy(() => {
+      const moved = entry.values.backend === current.backend ? entry.values : entry.values.to(current.backend.name);
+      return cast(moved, current.dtype);
+    });
+    if (entry.pattern.equals(this.pattern)) {
+      this.weight.assign(values);
+      values.dispose();
+    } else {
+      this.weight.value = values;
+      this.weight.pattern = entry.pattern;
+    }
+  }
+
+  protected override extraRepr(): string {
+    const [r, c] = this.blockShape;
+    return `inFeatures=${this.inFeatures}, outFeatures=${this.outFeatures}, density=${+this.density.toFixed(4)}, blockShape=[${r}, ${c}], bias=${this.bias !== null}`;
+  }
+}

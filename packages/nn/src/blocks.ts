@@ -1,0 +1,62 @@
+import { BsrPattern, concat, type DType, encodeStorage, engine, gather, type Tensor, tidy, ValueError, zeros } from "@blocksparse/core";
+
+/** A float tensor from host numbers on `like`'s backend, in `dtype` (default: like's). */
+export function uploadLike(values: ArrayLike<number>, shape: readonly number[], like: Tensor, dtype: DType = like.dtype): Tensor {
+  return engine.upload(encodeStorage("nn", values, dtype), shape, dtype, like.backend);
+}
+
+/**
+ * For each block of `next`, its index in `previous` (same block row and column), or -1
+ * where `next` has a block that `previous` lacks.
+ */
+export function blockSources(previous: BsrPattern, next: BsrPattern): Int32Array {
+  const slotOf = new Int32Array(previous.blockRows * previous.blockCols).fill(-1);
+  const { blockRow, blockCol } = previous.coordinates;
+  for (let k = 0; k < previous.nnzBlocks; k++) slotOf[blockRow[k] * previous.blockCols + blockCol[k]] = k;
+  const sources = new Int32Array(next.nnzBlocks);
+  const coordinates = next.coordinates;
+  for (let k = 0; k < next.nnzBlocks; k++) sources[k] = slotOf[coordinates.blockRow[k] * next.blockCols + coordinates.blockCol[k]];
+  return sources;
+}
+
+/**
+ * Blocks [sources.length, R, C] taken from `values` [n, R, C] where sources[k] >= 0, and
+ * from `fresh` (one block per -1, in order; zeros when absent) elsewhere. Runs on the
+ * values' backend with two kernels (concat, gather), whatever the number of blocks.
+ */
+export function remapBlocks(values: Tensor, sources: Int32Array, fresh?: Tensor): Tensor {
+  const [count, blockHeight, blockWidth] = values.shape;
+  let newBlocks = 0;
+  for (const source of sources) {
+    if (source >= count) throw new ValueError(`remapBlocks: source block ${source} is outside the ${count} blocks`);
+    if (source < 0) newBlocks++;
+  }
+  if (fresh !== undefined && fresh.shape[0] !== newBlocks) {
+    throw new ValueError(`remapBlocks: ${newBlocks} new blocks but ${fresh.shape[0]} fresh blocks given`);
+  }
+  return tidy(() => {
+    const indices = new Int32Array(sources.length);
+    let next = count;
+    for (let k = 0; k < sources.length; k++) indices[k] = sources[k] >= 0 ? sources[k] : next++;
+    const extra = newBlocks === 0 ? null : (fresh ?? zerosOn(values, [newBlocks, blockHeight, blockWidth]));
+    const pool = extra ? concat([values, extra], 0) : values;
+    return gather(pool, engine.upload(indices, [indices.length], "int32", values.backend), 0);
+  });
+}
+
+function zerosOn(like: Tensor, shape: number[]): Tensor {
+  if (engine.activeBackend() === like.backend) return zeros(shape, like.dtype);
+  return uploadLike(new Float32Array(shape.reduce((a, b) => a * b, 1)), shape, like);
+}
+
+/** A pattern of exactly max(1, round(density * blocks)) blocks chosen uniformly (seeded). */
+export function randomPattern(shape: readonly [number, number], blockShape: readonly [number, number], density: number, seed: number): BsrPattern {
+  const total = (shape[0] / blockShape[0]) * (shape[1] / blockShape[1]);
+  const count = blockCountFor(density, total);
+  return BsrPattern.random(shape, { blockShape, density: count / total, seed });
+}
+
+/** Blocks kept at `density` out of `total`: round(density * total), at least one. */
+export function blockCountFor(density: number, total: number): number {
+  return Math.min(total, Math.max(1, Math.round(density * total)));
+}

@@ -1,0 +1,31 @@
+import { CoreError } from "@blocksparse/core";
+
+/** Base class of the errors @blocksparse/nn throws itself (shape and value problems use core's ShapeError / ValueError). */
+export class NnError extends CoreError {
+  override name = "NnError";
+}
+
+/** One entry whose shape or kind does not fit the module it is loaded into. */
+export interface StateDictMismatch {
+  key: string;
+  /** What the model holds, e.g. "[10, 4] float32" or "block-sparse [64, 32] (32x32 blocks)". */
+  expected: string;
+  /** What the state dict holds. */
+  got: string;
+}
+
+/** loadStateDict refused a state dict: keys missing or unexpected (strict), or entries that do not fit. */
+export class StateDictError extends NnError {
+  override name = "StateDictError";
+  constructor(
+    readonly missingKeys: string[],
+    readonly unexpectedKeys: string[],
+    readonly mismatches: StateDictMismatch[],
+  ) {
+    const parts: string[] = [];
+    if (missingKeys.length > 0) parts.push(`missing keys: ${missingKeys.join(", ")}`);
+    if (unexpectedKeys.length > 0) parts.push(`unexpected keys: ${unexpectedKeys.join(", ")}`);
+    for (const m of mismatches) parts.push(`size mismatch for ${m.key}: the checkpoint has ${m.got}, the model has ${m.expected}`);
+    super(`loadStateDict: ${parts.join("; ")}`);
+  }
+}

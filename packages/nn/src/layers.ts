@@ -1,0 +1,172 @@
+import {
+  DTypeError,
+  type GeluApproximate,
+  gather,
+  gelu,
+  layerNorm,
+  mul,
+  ones,
+  randn,
+  relu,
+  ShapeError,
+  type Tensor,
+  ValueError,
+  zeros,
+} from "@blocksparse/core";
+import { SeededRandom } from "@blocksparse/format";
+import { uploadLike } from "./blocks";
+import { childSeeds } from "./init";
+import { checkFeatures } from "./linear";
+import { Module } from "./module";
+import { Parameter } from "./parameter";
+
+/** A lookup table: int32 indices [...] -> rows of `weight` [..., embeddingDim]. weight ~ N(0, 1), as PyTorch. */
+export class Embedding extends Module {
+  readonly numEmbeddings: number;
+  readonly embeddingDim: number;
+  weight: Parameter;
+
+  constructor(numEmbeddings: number, embeddingDim: number, options: { seed?: number } = {}) {
+    super();
+    checkFeatures("Embedding", "numEmbeddings", numEmbeddings);
+    checkFeatures("Embedding", "embeddingDim", embeddingDim);
+    this.numEmbeddings = numEmbeddings;
+    this.embeddingDim = embeddingDim;
+    const [seed] = childSeeds(options.seed, 1);
+    this.weight = new Parameter(randn([numEmbeddings, embeddingDim], { seed }));
+  }
+
+  forward(indices: Tensor): Tensor {
+    if (indices.dtype !== "int32") throw new DTypeError(`${this.label}: indices have dtype ${indices.dtype}, expected int32`);
+    return gather(this.weight.value, indices, 0);
+  }
+
+  protected override extraRepr(): string {
+    return `${this.numEmbeddings}, ${this.embeddingDim}`;
+  }
+}
+
+export interface LayerNormOptions {
+  /** Added to the variance (default 1e-5). */
+  eps?: number;
+  /** Learn a scale (ones) and a shift (zeros) (default true). */
+  elementwiseAffine?: boolean;
+}
+
+/** Normalises the last dim (of size `normalizedShape`) to zero mean and unit variance, then scales and shifts. */
+export class LayerNorm extends Module {
+  readonly normalizedShape: number;
+  readonly eps: number;
+  weight: Parameter | null;
+  bias: Parameter | null;
+
+  constructor(normalizedShape: number, options: LayerNormOptions = {}) {
+    super();
+    checkFeatures("LayerNorm", "normalizedShape", normalizedShape);
+    const { eps = 1e-5, elementwiseAffine = true } = options;
+    if (typeof eps !== "number" || !(eps >= 0)) throw new ValueError(`LayerNorm: eps must be a number >= 0, got ${eps}`);
+    this.normalizedShape = normalizedShape;
+    this.eps = eps;
+    this.weight = elementwiseAffine ? new Parameter(ones([normalizedShape])) : null;
+    this.bias = elementwiseAffine ? new Parameter(zeros([normalizedShape])) : null;
+  }
+
+  forward(x: Tensor): Tensor {
+    if (x.rank === 0 || x.shape[x.rank - 1] !== this.normalizedShape) {
+      throw new ShapeError(`${this.label}: input has shape [${x.shape}], expected a last dim of ${this.normalizedShape}`);
+    }
+    return layerNorm(x, this.weight?.value, this.bias?.value, this.eps);
+  }
+
+  protected override extraRepr(): string {
+    return `${this.normalizedShape}, eps=${this.eps}, elementwiseAffine=${this.weight !== null}`;
+  }
+}
+
+/**
+ * In training mode, zeroes each element with probability p and scales the rest by
+ * 1 / (1 - p); in eval mode (or p = 0), the identity. The mask comes from the module's
+ * own seeded generator.
+ */
+export class Dropout extends Module {
+  readonly p: number;
+  #random: SeededRandom;
+
+  constructor(p = 0.5, options: { seed?: number } = {}) {
+    super();
+    if (typeof p !== "number" || !(p >= 0 && p < 1)) throw new ValueError(`Dropout: p must be in [0, 1), got ${p}`);
+    this.p = p;
+    this.#random = new SeededRandom(childSeeds(options.seed, 1)[0]);
+  }
+
+  forward(x: Tensor): Tensor {
+    if (!this.training || this.p === 0) return x.clone();
+    const scale = 1 / (1 - this.p);
+    const mask = new Float32Array(x.size);
+    for (let i = 0; i < mask.length; i++) mask[i] = this.#random.next() < this.p ? 0 : scale;
+    const maskTensor = uploadLike(mask, x.shape, x);
+    try {
+      return mul(x, maskTensor);
+    } finally {
+      maskTensor.dispose();
+    }
+  }
+
+  protected override extraRepr(): string {
+    return `p=${this.p}`;
+  }
+}
+
+export class ReLU extends Module {
+  forward(x: Tensor): Tensor {
+    return relu(x);
+  }
+}
+
+/** GELU, exact (erf) by default or with the tanh approximation. */
+export class GELU extends Module {
+  constructor(readonly approximate: GeluApproximate = "none") {
+    super();
+  }
+
+  forward(x: Tensor): Tensor {
+    return gelu(x, this.approximate);
+  }
+
+  protected override extraRepr(): string {
+    return this.approximate === "none" ? "" : `approximate=${this.approximate}`;
+  }
+}
+
+/** Runs its modules in order, each on the previous one's output. Children are named "0", "1", ... */
+export class Sequential extends Module {
+  constructor(...modules: Module[]) {
+    super();
+    modules.forEach((module, i) => {
+      if (!(module instanceof Module)) throw new ValueError(`Sequential: argument ${i} is not a Module`);
+      this.registerModule(String(i), module);
+    });
+  }
+
+  get length(): number {
+    return this.children().length;
+  }
+
+  /** The i-th module (negative counts from the end). */
+  at(index: number): Module {
+    const children = this.children();
+    const module = children.at(index);
+    if (module === undefined) throw new ValueError(`Sequential.at: index ${index} is out of range for ${children.length} modules`);
+    return module;
+  }
+
+  forward(x: Tensor): Tensor {
+    let out = x;
+    for (const module of this.children()) {
+      const next = module.forward(out);
+      if (out !== x && next !== out) out.dispose();
+      out = next;
+    }
+    return out === x ? x.clone() : out;
+  }
+}

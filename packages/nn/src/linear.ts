@@ -1,0 +1,59 @@
+import { add, matmul, reshape, ShapeError, type Tensor, tidy, ValueError } from "@blocksparse/core";
+import { childSeeds, uniform } from "./init";
+import { Module } from "./module";
+import { Parameter } from "./parameter";
+
+export interface LinearOptions {
+  /** Add a learned bias (default true). */
+  bias?: boolean;
+  /** Seed of the initial values (default: core's global generator, see manualSeed). */
+  seed?: number;
+}
+
+export function checkFeatures(where: string, name: string, value: number): void {
+  if (!Number.isSafeInteger(value) || value < 1) throw new ValueError(`${where}: ${name} must be a positive integer, got ${value}`);
+}
+
+/** Throws "Linear(encoder.fc1): input has 1000 features, expected 1024" for a wrong last dim. */
+export function checkInput(label: string, x: Tensor, inFeatures: number): void {
+  if (x.rank === 0) throw new ShapeError(`${label}: input is a scalar, expected [..., ${inFeatures}]`);
+  const got = x.shape[x.rank - 1];
+  if (got !== inFeatures) throw new ShapeError(`${label}: input has ${got} features, expected ${inFeatures}`);
+}
+
+/**
+ * y = x W^T + b, with W [outFeatures, inFeatures] and inputs of any leading shape, as
+ * torch.nn.Linear. Initialised like PyTorch: W and b uniform in +-1/sqrt(inFeatures)
+ * (kaiming_uniform with a = sqrt(5)).
+ */
+export class Linear extends Module {
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  weight: Parameter;
+  bias: Parameter | null;
+
+  constructor(inFeatures: number, outFeatures: number, options: LinearOptions = {}) {
+    super();
+    checkFeatures("Linear", "inFeatures", inFeatures);
+    checkFeatures("Linear", "outFeatures", outFeatures);
+    this.inFeatures = inFeatures;
+    this.outFeatures = outFeatures;
+    const bound = 1 / Math.sqrt(inFeatures);
+    const [weightSeed, biasSeed] = childSeeds(options.seed, 2);
+    this.weight = new Parameter(uniform([outFeatures, inFeatures], bound, weightSeed));
+    this.bias = options.bias === false ? null : new Parameter(uniform([outFeatures], bound, biasSeed));
+  }
+
+  forward(x: Tensor): Tensor {
+    checkInput(this.label, x, this.inFeatures);
+    const outShape = [...x.shape.slice(0, -1), this.outFeatures];
+    return tidy(() => {
+      const y = matmul(reshape(x, [-1, this.inFeatures]), this.weight.value, { transposeB: true });
+      return reshape(this.bias ? add(y, this.bias.value) : y, outShape);
+    });
+  }
+
+  protected override extraRepr(): string {
+    return `inFeatures=${this.inFeatures}, outFeatures=${this.outFeatures}, bias=${this.bias !== null}`;
+  }
+}

@@ -1,0 +1,299 @@
+import { detach, noGrad } from "@blocksparse/autograd";
+import { cast, getBackendInstance, shapesEqual, Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
+import { StateDictError, type StateDictMismatch } from "./errors";
+import { Parameter } from "./parameter";
+import { BlockSparseWeight, describeEntry, type StateDict, type StateDictEntry } from "./state_dict";
+
+export interface LoadStateDictOptions {
+  /** Refuse missing and unexpected keys (default true). Entries that do not fit are refused either way. */
+  strict?: boolean;
+}
+
+export interface LoadStateDictResult {
+  missingKeys: string[];
+  unexpectedKeys: string[];
+}
+
+/**
+ * The base of every layer and model, as in PyTorch: children and parameters are the
+ * module's own properties holding a `Module` or a `Parameter` (in the order they were
+ * assigned), so `this.fc1 = new Linear(4, 8)` registers `fc1`. Names are dotted paths,
+ * "" for the root.
+ */
+export abstract class Module {
+  /** Training mode (Dropout is active); set with train() / eval(). */
+  training = true;
+  /** The dotted name this module last had in a walk from a root (for error messages). */
+  #path = "";
+
+  abstract forward(...inputs: unknown[]): Tensor;
+
+  /** Adds (or replaces) a child under `name`, like assigning `this[name] = module`. */
+  registerModule(name: string, module: Module): this {
+    checkName("registerModule", name);
+    if (!(module instanceof Module)) throw new ValueError(`registerModule: '${name}' must be a Module`);
+    (this as Record<string, unknown>)[name] = module;
+    return this;
+  }
+
+  /** Adds (or replaces) a parameter under `name`; null leaves the slot empty (like an absent bias). */
+  registerParameter(name: string, parameter: Parameter | null): this {
+    checkName("registerParameter", name);
+    if (parameter !== null && !(parameter instanceof Parameter)) throw new ValueError(`registerParameter: '${name}' must be a Parameter or null`);
+    (this as Record<string, unknown>)[name] = parameter;
+    return this;
+  }
+
+  /** The descendant at a dotted name ("encoder.fc1"; "" is this module); throws naming the missing part. */
+  getSubmodule(dottedName: string): Module {
+    if (typeof dottedName !== "string") throw new ValueError("getSubmodule: name must be a string");
+    let module: Module = this;
+    if (dottedName === "") return module;
+    const parts = dottedName.split(".");
+    parts.forEach((part, i) => {
+      const child = (module as unknown as Record<string, unknown>)[part];
+      if (!(child instanceof Module)) {
+        const where = i === 0 ? "the model" : `'${parts.slice(0, i).join(".")}'`;
+        throw new ValueError(`getSubmodule: ${where} has no child module '${part}' (looking up '${dottedName}')`);
+      }
+      module = child;
+    });
+    return module;
+  }
+
+  /**
+   * Replaces the descendant at a dotted name ("encoder.fc1") with `module`, as PyTorch's
+   * set_submodule: the parent must exist and already hold a module under the last name.
+   */
+  setSubmodule(dottedName: string, module: Module): this {
+    if (typeof dottedName !== "string" || dottedName === "") throw new ValueError("setSubmodule: name must be a non-empty dotted name");
+    if (!(module instanceof Module)) throw new ValueError(`setSubmodule: the replacement for '${dottedName}' must be a Module`);
+    const parts = dottedName.split(".");
+    const last = parts.pop() as string;
+    const parent = this.getSubmodule(parts.join("."));
+    if (!((parent as unknown as Record<string, unknown>)[last] instanceof Module)) {
+      throw new ValueError(`setSubmodule: '${dottedName}' is not a child module, so there is nothing to replace`);
+    }
+    parent.registerModule(last, module);
+    return this;
+  }
+
+  /** Direct children, by property name. */
+  namedChildren(): [string, Module][] {
+    return Object.entries(this).filter((entry): entry is [string, Module] => entry[1] instanceof Module);
+  }
+
+  children(): Module[] {
+    return this.namedChildren().map(([, m]) => m);
+  }
+
+  /** This module ("") and every descendant, depth first, each once. */
+  namedModules(): [string, Module][] {
+    const seen = new Set<Module>();
+    const out: [string, Module][] = [];
+    const visit = (module: Module, path: string): void => {
+      if (seen.has(module)) return;
+      seen.add(module);
+      module.#path = path;
+      out.push([path, module]);
+      for (const [name, child] of module.namedChildren()) visit(child, path === "" ? name : `${path}.${name}`);
+    };
+    visit(this, "");
+    return out;
+  }
+
+  modules(): Module[] {
+    return this.namedModules().map(([, m]) => m);
+  }
+
+  /** This module's own parameters (not its children's), by property name; empty slots skipped. */
+  namedOwnParameters(): [string, Parameter][] {
+    return Object.entries(this).filter((entry): entry is [string, Parameter] => entry[1] instanceof Parameter);
+  }
+
+  /** Every parameter of the tree, each once, with dotted names ("fc1.weight"). */
+  namedParameters(): [string, Parameter][] {
+    const seen = new Set<Parameter>();
+    const out: [string, Parameter][] = [];
+    for (const [path, module] of this.namedModules()) {
+      for (const [name, parameter] of module.namedOwnParameters()) {
+        if (seen.has(parameter)) continue;
+        seen.add(parameter);
+        out.push([path === "" ? name : `${path}.${name}`, parameter]);
+      }
+    }
+    return out;
+  }
+
+  parameters(): Parameter[] {
+    return this.namedParameters().map(([, p]) => p);
+  }
+
+  /** Sets training mode on the whole tree. */
+  train(mode = true): this {
+    for (const module of this.modules()) module.training = mode;
+    return this;
+  }
+
+  /** Evaluation mode (Dropout off). */
+  eval(): this {
+    return this.train(false);
+  }
+
+  /** Moves every parameter to the backend `backendName` (optimizer state follows at its next step). */
+  to(backendName: string): this {
+    const target = getBackendInstance(backendName);
+    noGrad(() => {
+      for (const parameter of this.parameters()) {
+        if (parameter.value.backend !== target) parameter.value = parameter.value.to(backendName);
+      }
+    });
+    return this;
+  }
+
+  /** Clears every parameter's gradient. */
+  zeroGrad(): void {
+    for (const parameter of this.parameters()) parameter.zeroGrad();
+  }
+
+  /**
+   * Every entry of the tree by dotted name: dense parameters as tensors, block-sparse
+   * weights as BlockSparseWeight. Tensors share the parameters' buffers (no copy); later
+   * updates of the model do not change them.
+   */
+  stateDict(): StateDict {
+    const out: StateDict = new Map();
+    for (const [path, module] of this.namedModules()) {
+      for (const [name, entry] of module.ownStateEntries()) out.set(path === "" ? name : `${path}.${name}`, entry);
+    }
+    return out;
+  }
+
+  /**
+   * Loads entries by dotted name. Everything is checked before anything changes: with
+   * `strict` (default), missing and unexpected keys throw a StateDictError listing them;
+   * entries whose shape does not fit throw in any case. Values are cast to the parameter's
+   * dtype and moved to its backend. The state dict's tensors stay the caller's.
+   */
+  loadStateDict(stateDict: StateDict | Record<string, StateDictEntry>, options: LoadStateDictOptions = {}): LoadStateDictResult {
+    const strict = options.strict ?? true;
+    const entries: StateDict = stateDict instanceof Map ? stateDict : new Map(Object.entries(stateDict ?? {}));
+    const targets = new Map<string, [Module, string]>();
+    for (const [path, module] of this.namedModules()) {
+      for (const name of module.ownStateKeys()) targets.set(path === "" ? name : `${path}.${name}`, [module, name]);
+    }
+    const missingKeys = [...targets.keys()].filter((key) => !entries.has(key));
+    const unexpectedKeys = [...entries.keys()].filter((key) => !targets.has(key));
+    const mismatches: StateDictMismatch[] = [];
+    for (const [key, entry] of entries) {
+      const target = targets.get(key);
+      if (!target) continue;
+      if (!(entry instanceof Tensor || entry instanceof BlockSparseWeight)) {
+        mismatches.push({ key, expected: "a Tensor or a BlockSparseWeight", got: typeof entry });
+        continue;
+      }
+      if (entry instanceof Tensor && entry.isDisposed) {
+        mismatches.push({ key, expected: "a live tensor", got: "a disposed tensor" });
+        continue;
+      }
+      const expected = target[0].checkOwnEntry(target[1], entry);
+      if (expected !== null) mismatches.push({ key, expected, got: describeEntry(entry) });
+    }
+    if (mismatches.length > 0 || (strict && (missingKeys.length > 0 || unexpectedKeys.length > 0))) {
+      throw new StateDictError(strict ? missingKeys : [], strict ? unexpectedKeys : [], mismatches);
+    }
+    noGrad(() => {
+      for (const [key, [module, name]] of targets) {
+        const entry = entries.get(key);
+        if (entry !== undefined) module.loadOwnEntry(name, entry);
+      }
+    });
+    return { missingKeys, unexpectedKeys };
+  }
+
+  /** This module's own state entries (not its children's). Override with the three methods below. */
+  protected ownStateEntries(): [string, StateDictEntry][] {
+    return this.namedOwnParameters().map(([name, parameter]) => [name, detach(parameter.value)]);
+  }
+
+  /** The keys ownStateEntries() gives, without making tensors. */
+  protected ownStateKeys(): string[] {
+    return this.namedOwnParameters().map(([name]) => name);
+  }
+
+  /** null when `entry` fits own entry `name`; otherwise what would fit, for the error message. */
+  protected checkOwnEntry(name: string, entry: StateDictEntry): string | null {
+    const parameter = (this as Record<string, unknown>)[name];
+    if (!(parameter instanceof Parameter)) return "no such parameter";
+    if (shapesEqual(entryShape(entry), parameter.shape)) return null;
+    return `${describeEntry(parameter.value)}`;
+  }
+
+  /** Loads a checked entry into own entry `name`. */
+  protected loadOwnEntry(name: string, entry: StateDictEntry): void {
+    const parameter = (this as Record<string, unknown>)[name] as Parameter;
+    parameter.assign(denseOn(entry, parameter.value));
+  }
+
+  /** Extra text for toString() (e.g. "in=4, out=8"). */
+  protected extraRepr(): string {
+    return "";
+  }
+
+  /** "BlockSparseLinear(encoder.fc1)" once a walk named it, else "BlockSparseLinear": for error messages. */
+  protected get label(): string {
+    return this.#path === "" ? this.constructor.name : `${this.constructor.name}(${this.#path})`;
+  }
+
+  /** PyTorch-style tree: the class, its extra text, and its children indented. */
+  toString(): string {
+    const children = this.namedChildren();
+    const head = `${this.constructor.name}(${this.extraRepr()}`;
+    if (children.length === 0) return `${head})`;
+    const lines = children.map(([name, child]) => `  (${name}): ${child.toString().split("\n").join("\n  ")}`);
+    return `${head}\n${lines.join("\n")}\n)`;
+  }
+}
+
+/**
+ * Runs `fn` with some parameters of `module` replaced by the given tensors (by dotted name,
+ * same shapes), then puts the parameters' own tensors back; like torch.func.functional_call.
+ * Gradients flow into the given tensors, so `gradcheck` can differentiate a whole model.
+ */
+export function functionalCall<T>(module: Module, tensors: Map<string, Tensor> | Record<string, Tensor>, fn: () => T): T {
+  const entries = tensors instanceof Map ? [...tensors] : Object.entries(tensors);
+  const byName = new Map(module.namedParameters());
+  for (const [name, t] of entries) {
+    const parameter = byName.get(name);
+    if (!parameter) throw new ValueError(`functionalCall: the module has no parameter '${name}' (it has: ${[...byName.keys()].join(", ")})`);
+    if (!(t instanceof Tensor) || !shapesEqual(t.shape, parameter.shape)) {
+      throw new ValueError(`functionalCall: '${name}' must be a Tensor of shape [${parameter.shape}]`);
+    }
+  }
+  const previous = entries.map(([name, t]) => [byName.get(name) as Parameter, Parameter.exchange(byName.get(name) as Parameter, t)] as const);
+  try {
+    return fn();
+  } finally {
+    for (const [parameter, t] of previous.reverse()) Parameter.exchange(parameter, t);
+  }
+}
+
+function checkName(where: string, name: string): void {
+  if (typeof name !== "string" || name === "" || name.includes(".")) {
+    throw new ValueError(`${where}: name must be a non-empty string without dots, got ${JSON.stringify(name)}`);
+  }
+}
+
+/** The dense shape of an entry ([rows, cols] for a block-sparse weight). */
+export function entryShape(entry: StateDictEntry): readonly number[] {
+  return entry instanceof BlockSparseWeight ? entry.pattern.shape : entry.shape;
+}
+
+/** The entry as a dense tensor of `like`'s dtype on `like`'s backend (a block-sparse weight is densified). */
+export function denseOn(entry: StateDictEntry, like: Tensor): Tensor {
+  return tidy(() => {
+    let dense = entry instanceof BlockSparseWeight ? tensor(entry.toMatrix().toDense(), entry.pattern.shape) : entry;
+    if (dense.backend !== like.backend) dense = dense.to(like.backend.name);
+    return cast(dense, like.dtype);
+  });
+}

@@ -1,0 +1,253 @@
+import { noGrad } from "@blocksparse/autograd";
+import { adamUpdate, add, type BsrPattern, type DType, engine, full, keep, mul, shapesEqual, sub, type Tensor, tidy, ValueError } from "@blocksparse/core";
+import { remapBlocks, uploadLike } from "./blocks";
+import { Parameter } from "./parameter";
+
+/** One parameter's optimizer state: named tensors of the parameter's shape, and its step count. */
+interface ParameterState {
+  tensors: Record<string, Tensor>;
+  /** Updates applied so far. */
+  step: number;
+  /** The pattern the tensors follow (block-sparse weights), to notice a pattern that moved. */
+  pattern: BsrPattern | null;
+}
+
+function checkNumber(where: string, name: string, value: unknown, low: number, high = Number.POSITIVE_INFINITY, highOpen = false): number {
+  const ok = typeof value === "number" && Number.isFinite(value) && value >= low && (highOpen ? value < high : value <= high);
+  if (!ok) {
+    const range = high === Number.POSITIVE_INFINITY ? `>= ${low}` : `in [${low}, ${high}${highOpen ? ")" : "]"}`;
+    throw new ValueError(`${where}: ${name} must be a finite number ${range}, got ${String(value)}`);
+  }
+  return value as number;
+}
+
+function zerosLikeOn(parameter: Parameter, dtype: DType): Tensor {
+  const value = parameter.value;
+  if (engine.activeBackend() === value.backend) return full(value.shape, 0, dtype);
+  return uploadLike(new Float32Array(value.size), value.shape, value, dtype);
+}
+
+/**
+ * Updates parameters in place from their `.grad`, as torch.optim does. State is created
+ * on a parameter's first step with the parameter's shape: for a block-sparse weight that is
+ * its values [nnzBlocks, R, C], never the dense size. Parameters without a gradient are
+ * skipped. State follows a parameter to another backend, and restarts from zero when a
+ * block-sparse weight's pattern changed without `remapBlocks`.
+ */
+export abstract class Optimizer {
+  readonly params: readonly Parameter[];
+  /** Learning rate; may be changed between steps (schedules). */
+  lr: number;
+  readonly #state = new Map<Parameter, ParameterState>();
+
+  constructor(where: string, params: Iterable<Parameter>, lr: number) {
+    if (params === null || typeof params !== "object" || !(Symbol.iterator in params)) {
+      throw new ValueError(`${where}: params must be an array of Parameters (model.parameters())`);
+    }
+    const list = [...params];
+    list.forEach((p, i) => {
+      if (!(p instanceof Parameter)) throw new ValueError(`${where}: params[${i}] is not a Parameter (pass model.parameters())`);
+    });
+    if (list.length === 0) throw new ValueError(`${where}: params is empty`);
+    this.params = [...new Set(list)];
+    this.lr = checkNumber(where, "lr", lr, 0);
+  }
+
+  /** Names of the state tensors each parameter gets (e.g. ["m", "v"]) and their dtype. */
+  protected abstract stateSpec(parameter: Parameter): { names: string[]; dtype: DType };
+
+  /** One update of `parameter` from `grad`, writing the parameter and `state.tensors` with assign. */
+  protected abstract update(parameter: Parameter, grad: Tensor, state: ParameterState): void;
+
+  /** Applies one update to every parameter that has a gradient. */
+  step(): void {
+    noGrad(() => {
+      for (const parameter of this.params) {
+        const grad = parameter.grad;
+        if (grad === null) continue;
+        const state = this.stateFor(parameter);
+        state.step++;
+        tidy(() => this.update(parameter, grad, state));
+      }
+    });
+  }
+
+  /** Clears the gradient of every parameter. */
+  zeroGrad(): void {
+    for (const parameter of this.params) parameter.zeroGrad();
+  }
+
+  /** The state tensors of `parameter` (undefined before its first step). */
+  stateOf(parameter: Parameter): Readonly<Record<string, Tensor>> | undefined {
+    return this.#state.get(parameter)?.tensors;
+  }
+
+  /** Steps taken for `parameter`. */
+  stepsOf(parameter: Parameter): number {
+    return this.#state.get(parameter)?.step ?? 0;
+  }
+
+  /** Elements held as state for `parameter` (0 before its first step). */
+  stateSize(parameter: Parameter): number {
+    const state = this.#state.get(parameter);
+    return state ? Object.values(state.tensors).reduce((n, t) => n + t.size, 0) : 0;
+  }
+
+  /**
+   * Follows a block-sparse weight to a new pattern: block k of the new state is block
+   * sources[k] of the old one, or zeros where sources[k] = -1 (a new block starts afresh).
+   */
+  remapBlocks(parameter: Parameter, sources: Int32Array, pattern: BsrPattern): void {
+    const state = this.#state.get(parameter);
+    if (!state) return;
+    noGrad(() => {
+      for (const [name, t] of Object.entries(state.tensors)) {
+        if (t.rank !== 3) throw new ValueError(`remapBlocks: state '${name}' has shape [${t.shape}], expected block values [n, R, C]`);
+        state.tensors[name] = keep(remapBlocks(t, sources));
+        t.dispose();
+      }
+    });
+    state.pattern = pattern;
+  }
+
+  /** Frees every state tensor. */
+  dispose(): void {
+    for (const state of this.#state.values()) for (const t of Object.values(state.tensors)) t.dispose();
+    this.#state.clear();
+  }
+
+  private stateFor(parameter: Parameter): ParameterState {
+    const existing = this.#state.get(parameter);
+    const value = parameter.value;
+    if (existing) {
+      const tensors = Object.values(existing.tensors);
+      const fits = existing.pattern === parameter.pattern && tensors.every((t) => shapesEqual(t.shape, value.shape));
+      if (fits) {
+        for (const [name, t] of Object.entries(existing.tensors)) {
+          if (t.backend !== value.backend) {
+            existing.tensors[name] = keep(t.to(value.backend.name));
+            t.dispose();
+          }
+        }
+        return existing;
+      }
+      for (const t of tensors) t.dispose();
+    }
+    const { names, dtype } = this.stateSpec(parameter);
+    const state: ParameterState = {
+      tensors: Object.fromEntries(names.map((name) => [name, keep(zerosLikeOn(parameter, dtype))])),
+      step: 0,
+      pattern: parameter.pattern,
+    };
+    this.#state.set(parameter, state);
+    return state;
+  }
+}
+
+export interface SGDOptions {
+  lr: number;
+  /** Momentum factor (default 0: plain SGD). */
+  momentum?: number;
+  /** Dampening of the momentum (default 0). */
+  dampening?: number;
+  /** L2 penalty added to the gradient (default 0). */
+  weightDecay?: number;
+  nesterov?: boolean;
+}
+
+/**
+ * Stochastic gradient descent with momentum, as torch.optim.SGD:
+ * g = grad + weightDecay * p; buf = momentum * buf + (1 - dampening) * g (buf = g at the
+ * first step); g = nesterov ? g + momentum * buf : buf; p -= lr * g.
+ */
+export class SGD extends Optimizer {
+  momentum: number;
+  dampening: number;
+  weightDecay: number;
+  nesterov: boolean;
+
+  constructor(params: Iterable<Parameter>, options: SGDOptions) {
+    if (options === null || typeof options !== "object") throw new ValueError("SGD: options { lr } are required");
+    super("SGD", params, options.lr);
+    this.momentum = checkNumber("SGD", "momentum", options.momentum ?? 0, 0);
+    this.dampening = checkNumber("SGD", "dampening", options.dampening ?? 0, 0, 1);
+    this.weightDecay = checkNumber("SGD", "weightDecay", options.weightDecay ?? 0, 0);
+    this.nesterov = options.nesterov ?? false;
+    if (this.nesterov && (this.momentum === 0 || this.dampening !== 0)) {
+      throw new ValueError("SGD: nesterov needs momentum > 0 and dampening 0");
+    }
+  }
+
+  protected stateSpec(parameter: Parameter): { names: string[]; dtype: DType } {
+    return { names: this.momentum === 0 ? [] : ["momentumBuffer"], dtype: parameter.dtype };
+  }
+
+  protected update(parameter: Parameter, grad: Tensor, state: ParameterState): void {
+    const p = parameter.value;
+    let g = this.weightDecay === 0 ? grad : add(grad, mul(p, this.weightDecay));
+    if (this.momentum !== 0) {
+      const previous = state.tensors.momentumBuffer;
+      const buffer = state.step === 1 ? g : add(mul(previous, this.momentum), this.dampening === 0 ? g : mul(g, 1 - this.dampening));
+      previous.assign(buffer);
+      g = this.nesterov ? add(g, mul(buffer, this.momentum)) : buffer;
+    }
+    parameter.assign(sub(p, mul(g, this.lr)));
+  }
+}
+
+export interface AdamOptions {
+  /** Default 1e-3. */
+  lr?: number;
+  /** [beta1, beta2] (default [0.9, 0.999]). */
+  betas?: readonly [number, number];
+  /** Default 1e-8. */
+  eps?: number;
+  /** Adam: L2 added to the gradient; AdamW: decoupled decay of the weights. Default 0 (Adam), 0.01 (AdamW). */
+  weightDecay?: number;
+}
+
+/** Adam (torch.optim.Adam), one fused `adamUpdate` kernel per parameter per step; m and v in float32. */
+export class Adam extends Optimizer {
+  betas: readonly [number, number];
+  eps: number;
+  weightDecay: number;
+  protected readonly decoupled: boolean;
+
+  constructor(params: Iterable<Parameter>, options: AdamOptions = {}, where = "Adam", decoupled = false) {
+    if (options === null || typeof options !== "object") throw new ValueError(`${where}: options must be an object`);
+    super(where, params, options.lr ?? 1e-3);
+    const betas = options.betas ?? [0.9, 0.999];
+    if (!Array.isArray(betas) || betas.length !== 2) throw new ValueError(`${where}: betas must be [beta1, beta2], got ${JSON.stringify(betas)}`);
+    this.betas = [checkNumber(where, "betas[0]", betas[0], 0, 1, true), checkNumber(where, "betas[1]", betas[1], 0, 1, true)];
+    this.eps = checkNumber(where, "eps", options.eps ?? 1e-8, 0);
+    this.weightDecay = checkNumber(where, "weightDecay", options.weightDecay ?? (decoupled ? 1e-2 : 0), 0);
+    this.decoupled = decoupled;
+  }
+
+  protected stateSpec(): { names: string[]; dtype: DType } {
+    return { names: ["m", "v"], dtype: "float32" };
+  }
+
+  protected update(parameter: Parameter, grad: Tensor, state: ParameterState): void {
+    const { m, v } = state.tensors;
+    const next = adamUpdate(parameter.value, grad, m, v, {
+      lr: this.lr,
+      beta1: this.betas[0],
+      beta2: this.betas[1],
+      epsilon: this.eps,
+      weightDecay: this.weightDecay,
+      decoupledWeightDecay: this.decoupled,
+      step: state.step,
+    });
+    parameter.assign(next.param);
+    m.assign(next.m);
+    v.assign(next.v);
+  }
+}
+
+/** AdamW (torch.optim.AdamW): Adam with decoupled weight decay, default 0.01. */
+export class AdamW extends Adam {
+  constructor(params: Iterable<Parameter>, options: AdamOptions = {}) {
+    super(params, options, "AdamW", true);
+  }
+}

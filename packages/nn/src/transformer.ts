@@ -1,0 +1,134 @@
+import { add, expandDims, matmul, mul, permute, reshape, ShapeError, slice, softmax, squeeze, type Tensor, tidy, ValueError } from "@blocksparse/core";
+import { uploadLike } from "./blocks";
+import { childSeeds } from "./init";
+import { Dropout, GELU, LayerNorm } from "./layers";
+import { checkFeatures, Linear } from "./linear";
+import { Module } from "./module";
+
+export interface TransformerBlockOptions {
+  /** Width of the residual stream. */
+  dModel: number;
+  /** Attention heads; must divide dModel. */
+  nHeads: number;
+  /** Hidden width of the MLP as a multiple of dModel (default 4). */
+  mlpRatio?: number;
+  /** Dropout on attention weights and on each residual branch (default 0). */
+  dropout?: number;
+  /** Seed of every initial value (default: core's global generator). */
+  seed?: number;
+}
+
+/** An additive mask [T, T]: 0 on and below the diagonal, -Infinity above (a token sees only its past). */
+function causalMask(length: number, like: Tensor): Tensor {
+  const mask = new Float32Array(length * length);
+  for (let i = 0; i < length; i++) mask.fill(Number.NEGATIVE_INFINITY, i * length + i + 1, (i + 1) * length);
+  return uploadLike(mask, [length, length], like);
+}
+
+/** Multi-head causal self-attention: x [B, T, dModel] (or [T, dModel]) -> same shape. */
+export class CausalSelfAttention extends Module {
+  readonly dModel: number;
+  readonly nHeads: number;
+  /** Queries, keys and values in one product: [3 * dModel, dModel]. */
+  qkv: Linear;
+  /** The output projection. */
+  proj: Linear;
+  attnDropout: Dropout;
+  residDropout: Dropout;
+
+  constructor(options: { dModel: number; nHeads: number; dropout?: number; seed?: number }) {
+    super();
+    const { dModel, nHeads, dropout = 0 } = options;
+    checkFeatures("CausalSelfAttention", "dModel", dModel);
+    checkFeatures("CausalSelfAttention", "nHeads", nHeads);
+    if (dModel % nHeads !== 0) throw new ValueError(`CausalSelfAttention: nHeads=${nHeads} does not divide dModel=${dModel}`);
+    this.dModel = dModel;
+    this.nHeads = nHeads;
+    const seeds = childSeeds(options.seed, 4);
+    this.qkv = new Linear(dModel, 3 * dModel, { seed: seeds[0] });
+    this.proj = new Linear(dModel, dModel, { seed: seeds[1] });
+    this.attnDropout = new Dropout(dropout, { seed: seeds[2] });
+    this.residDropout = new Dropout(dropout, { seed: seeds[3] });
+  }
+
+  forward(x: Tensor): Tensor {
+    if ((x.rank !== 2 && x.rank !== 3) || x.shape[x.rank - 1] !== this.dModel) {
+      throw new ShapeError(`${this.label}: input has shape [${x.shape}], expected [B, T, ${this.dModel}] or [T, ${this.dModel}]`);
+    }
+    return tidy(() => {
+      const input = x.rank === 2 ? expandDims(x, 0) : x;
+      const [batch, length] = input.shape;
+      const heads = this.nHeads;
+      const headDim = this.dModel / heads;
+      // [B, T, 3, H, hd] -> [3, B, H, T, hd]: queries, keys and values per head.
+      const qkv = permute(reshape(this.qkv.forward(input), [batch, length, 3, heads, headDim]), [2, 0, 3, 1, 4]);
+      const part = (i: number) => reshape(slice(qkv, [i], [1]), [batch, heads, length, headDim]);
+      const [q, k, v] = [part(0), part(1), part(2)];
+      const scores = add(mul(matmul(q, k, { transposeB: true }), 1 / Math.sqrt(headDim)), causalMask(length, x));
+      const weights = this.attnDropout.forward(softmax(scores, -1));
+      const merged = reshape(permute(matmul(weights, v), [0, 2, 1, 3]), [batch, length, this.dModel]);
+      const out = this.residDropout.forward(this.proj.forward(merged));
+      return x.rank === 2 ? squeeze(out, 0) : out;
+    });
+  }
+
+  protected override extraRepr(): string {
+    return `dModel=${this.dModel}, nHeads=${this.nHeads}`;
+  }
+}
+
+/** The feed-forward part: fc1 (dModel -> hidden), GELU, fc2 (hidden -> dModel), dropout. */
+export class MLP extends Module {
+  fc1: Linear;
+  act: GELU;
+  fc2: Linear;
+  dropout: Dropout;
+
+  constructor(options: { dModel: number; hidden: number; dropout?: number; seed?: number }) {
+    super();
+    const seeds = childSeeds(options.seed, 3);
+    this.fc1 = new Linear(options.dModel, options.hidden, { seed: seeds[0] });
+    this.act = new GELU();
+    this.fc2 = new Linear(options.hidden, options.dModel, { seed: seeds[1] });
+    this.dropout = new Dropout(options.dropout ?? 0, { seed: seeds[2] });
+  }
+
+  forward(x: Tensor): Tensor {
+    return tidy(() => this.dropout.forward(this.fc2.forward(this.act.forward(this.fc1.forward(x)))));
+  }
+}
+
+/**
+ * A pre-norm GPT block: x + attn(ln1(x)), then + mlp(ln2(x)). Children: ln1, attn (qkv,
+ * proj), ln2, mlp (fc1, act, fc2): patch the feed-forward layers with a pattern such as
+ * /blocks\.\d+\.mlp\.fc[12]/.
+ */
+export class TransformerBlock extends Module {
+  readonly dModel: number;
+  ln1: LayerNorm;
+  attn: CausalSelfAttention;
+  ln2: LayerNorm;
+  mlp: MLP;
+
+  constructor(options: TransformerBlockOptions) {
+    super();
+    if (options === null || typeof options !== "object") throw new ValueError("TransformerBlock: options { dModel, nHeads } are required");
+    const { dModel, nHeads, mlpRatio = 4, dropout = 0 } = options;
+    checkFeatures("TransformerBlock", "dModel", dModel);
+    const hidden = Math.round(dModel * mlpRatio);
+    if (!(mlpRatio > 0) || hidden < 1) throw new ValueError(`TransformerBlock: mlpRatio must be > 0, got ${mlpRatio}`);
+    this.dModel = dModel;
+    const seeds = childSeeds(options.seed, 2);
+    this.ln1 = new LayerNorm(dModel);
+    this.attn = new CausalSelfAttention({ dModel, nHeads, dropout, seed: seeds[0] });
+    this.ln2 = new LayerNorm(dModel);
+    this.mlp = new MLP({ dModel, hidden, dropout, seed: seeds[1] });
+  }
+
+  forward(x: Tensor): Tensor {
+    return tidy(() => {
+      const afterAttention = add(x, this.attn.forward(this.ln1.forward(x)));
+      return add(afterAttention, this.mlp.forward(this.ln2.forward(afterAttention)));
+    });
+  }
+}
