@@ -109,7 +109,7 @@ export class BlockSparseModelPatcher {
       } else if (!(module instanceof Linear)) {
         problems.push(`'${name}' (matched by ${winner.label}) is a ${module.constructor.name}, not a Linear; make the pattern match only Linear layers`);
       } else {
-        const problem = divisibilityProblem(name, module, winner.blockShape);
+        const problem = divisibilityProblem(name, module, winner.blockShape) ?? disposedProblem(name, module);
         if (problem !== null) problems.push(problem);
         else plans.push({ linear: module, layer: plannedLayer(name, module, winner) });
       }
@@ -165,6 +165,12 @@ function divisibilityProblem(name: string, linear: Linear, [blockHeight, blockWi
     `'${name}' has weight [out=${outFeatures}, in=${inFeatures}], which ${blockHeight}x${blockWidth} blocks do not tile; ` +
     `block heights R that divide ${outFeatures}: ${divisors(outFeatures).join(", ")}; block widths C that divide ${inFeatures}: ${divisors(inFeatures).join(", ")}`
   );
+}
+
+/** fromLinear reads the weight and shares the bias: both must be alive. */
+function disposedProblem(name: string, linear: Linear): string | null {
+  const dead = linear.namedOwnParameters().filter(([, parameter]) => parameter.value.isDisposed);
+  return dead.length === 0 ? null : `'${name}' has disposed parameters: ${dead.map(([p]) => `${name}.${p}`).join(", ")}`;
 }
 
 function plannedLayer(name: string, linear: Linear, pattern: NamePattern): PatchedLayer {

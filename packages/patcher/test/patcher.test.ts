@@ -166,6 +166,14 @@ describe("patchModel: refusals leave the model untouched", () => {
     expect(Object.values(typesByName(model))).not.toContain("BlockSparseLinear");
   });
 
+  it("refuses a layer whose weight was disposed, before building anything", () => {
+    const model = new TinyNet();
+    model.head.namedOwnParameters()[0][1].value.dispose();
+    const error = thrown(() => new BlockSparseModelPatcher().addPattern(/fc1$|^head$/, { density: 0.5, blockShape: [8, 8] }).patchModel(model));
+    expect(error.problems).toEqual(["'head' has disposed parameters: head.weight"]);
+    expect(Object.values(typesByName(model))).not.toContain("BlockSparseLinear");
+  });
+
   it("refuses a layer already block-sparse", () => {
     const model = new TinyNet();
     const patcher = new BlockSparseModelPatcher().addPattern(/^head$/, { density: 0.5, blockShape: [8, 8] });
