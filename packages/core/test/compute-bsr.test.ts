@@ -222,6 +222,39 @@ describe("sampledMatmulF32", () => {
   });
 });
 
+describe("empty grids", () => {
+  it("a matrix with no block rows gives dX = 0; Y and dW are empty and stay untouched", () => {
+    const p = randomPattern(seededRandom(401), 0, 3, 16, 8, 1);
+    const tokens = 5;
+    const dx = poisoned(tokens * p.cols);
+    bsrMatmulF32({ ...p, dy: new Float32Array(0), values: new Float32Array(0), dx, tokens });
+    expect(Array.from(dx)).toEqual(new Array(tokens * p.cols).fill(0));
+    const y = poisoned(4);
+    bsrLinearF32({ ...p, x: new Float32Array(tokens * p.cols), values: new Float32Array(0), y, tokens });
+    const dw = poisoned(4);
+    sampledMatmulF32({ ...p, dy: new Float32Array(0), x: new Float32Array(tokens * p.cols), dw, tokens });
+    expect(y.every(Number.isNaN) && dw.every(Number.isNaN)).toBe(true);
+  });
+
+  it("a matrix with no block columns gives Y = bias", () => {
+    const p = randomPattern(seededRandom(402), 2, 0, 4, 4, 1);
+    const tokens = 3;
+    const bias = randomF32(seededRandom(403), p.rows);
+    const y = poisoned(tokens * p.rows);
+    bsrLinearF32({ ...p, x: new Float32Array(0), values: new Float32Array(0), bias, y, tokens });
+    const expected = new Float64Array(tokens * p.rows);
+    for (let t = 0; t < tokens; t++) expected.set(bias, t * p.rows);
+    expectClose(y, expected, "Y");
+  });
+
+  it("0 tokens write nothing to dX", () => {
+    const p = randomPattern(seededRandom(404), 2, 2, 4, 4, 1);
+    const dx = poisoned(4);
+    bsrMatmulF32({ ...p, dy: new Float32Array(0), values: new Float32Array(p.nnz * 16), dx, tokens: 0 });
+    expect(dx.every(Number.isNaN)).toBe(true);
+  });
+});
+
 describe("blockNormsF32", () => {
   for (const [blockCount, blockSize] of [
     [0, 16],
