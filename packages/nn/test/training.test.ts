@@ -3,15 +3,15 @@ import { type Tensor, tidy } from "@blocksparse/core";
 import {
   Adam,
   BlockSparseLinear,
-  Linear,
-  type Module,
-  ReLU,
-  SGD,
-  Sequential,
-  SparseOptimizer,
   crossEntropy,
+  Linear,
   loadStateDict,
+  type Module,
   parameterCount,
+  ReLU,
+  Sequential,
+  SGD,
+  SparseOptimizer,
   saveStateDict,
 } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";

@@ -1,0 +1,161 @@
+import { type BsrPattern, randn, tensor, ValueError } from "@blocksparse/core";
+import { Adam, AdamW, BlockSparseLinear, Linear, Parameter, pruneAndRegrow, SGD, SparseOptimizer } from "@blocksparse/nn";
+import { describe, expect, it } from "vitest";
+import { host, maxAbsDiff } from "./helpers";
+
+/** Fresh gradients for each step, the same for the optimizer and the reference. */
+function gradients(steps: number, size: number, seed: number): Float64Array[] {
+  return Array.from({ length: steps }, (_, i) => host(randn([size], { seed: seed + i })));
+}
+
+function runOptimizer(make: (params: Parameter[]) => SGD | Adam, start: Float64Array, grads: Float64Array[]): Float64Array {
+  const parameter = new Parameter(tensor(start, [start.length]));
+  const optimizer = make([parameter]);
+  for (const g of grads) {
+    parameter.zeroGrad();
+    parameter.grad = tensor(g, [g.length]);
+    optimizer.step();
+  }
+  const out = host(parameter.value);
+  optimizer.dispose();
+  return out;
+}
+
+describe("optimizers match a float64 reference", () => {
+  const start = host(randn([40], { seed: 1 }));
+  const grads = gradients(3, 40, 2);
+
+  it("SGD with momentum, dampening and weight decay; nesterov", () => {
+    for (const nesterov of [false, true]) {
+      const lr = 0.1;
+      const momentum = 0.9;
+      const dampening = nesterov ? 0 : 0.1;
+      const weightDecay = 0.01;
+      const p = Float64Array.from(start);
+      const buf = new Float64Array(p.length);
+      grads.forEach((grad, step) => {
+        for (let i = 0; i < p.length; i++) {
+          const g = grad[i] + weightDecay * p[i];
+          buf[i] = step === 0 ? g : momentum * buf[i] + (1 - dampening) * g;
+          p[i] -= lr * (nesterov ? g + momentum * buf[i] : buf[i]);
+        }
+      });
+      const got = runOptimizer((params) => new SGD(params, { lr, momentum, dampening, weightDecay, nesterov }), start, grads);
+      expect(maxAbsDiff(got, p)).toBeLessThan(1e-6);
+    }
+  });
+
+  it("Adam (L2 weight decay) and AdamW (decoupled)", () => {
+    for (const decoupled of [false, true]) {
+      const lr = 0.01;
+      const [b1, b2] = [0.8, 0.95];
+      const eps = 1e-6;
+      const weightDecay = 0.1;
+      const p = Float64Array.from(start);
+      const m = new Float64Array(p.length);
+      const v = new Float64Array(p.length);
+      grads.forEach((grad, index) => {
+        const t = index + 1;
+        for (let i = 0; i < p.length; i++) {
+          let g = grad[i];
+          if (decoupled) p[i] *= 1 - lr * weightDecay;
+          else g += weightDecay * p[i];
+          m[i] = b1 * m[i] + (1 - b1) * g;
+          v[i] = b2 * v[i] + (1 - b2) * g * g;
+          const mHat = m[i] / (1 - b1 ** t);
+          const vHat = v[i] / (1 - b2 ** t);
+          p[i] -= (lr * mHat) / (Math.sqrt(vHat) + eps);
+        }
+      });
+      const options = { lr, betas: [b1, b2] as const, eps, weightDecay };
+      const got = runOptimizer((params) => (decoupled ? new AdamW(params, options) : new Adam(params, options)), start, grads);
+      expect(maxAbsDiff(got, p)).toBeLessThan(1e-6);
+    }
+  });
+
+  it("skips parameters without a gradient and rejects bad options", () => {
+    const parameter = new Parameter(tensor(start, [40]));
+    new Adam([parameter]).step();
+    expect(host(parameter.value)).toEqual(start);
+    expect(() => new SGD([parameter], { lr: -1 })).toThrow(ValueError);
+    expect(() => new Adam([parameter], { betas: [1, 0.9] })).toThrow("betas[0] must be a finite number in [0, 1)");
+    expect(() => new Adam([])).toThrow("params is empty");
+  });
+});
+
+describe("optimizer state of block-sparse weights", () => {
+  it("has the size of the stored values, never the dense size", () => {
+    const layer = new BlockSparseLinear(64, 32, { density: 0.25, blockShape: [8, 16], seed: 3 });
+    const optimizer = new Adam(layer.parameters());
+    layer.weight.grad = randn(layer.weight.shape as number[], { seed: 4 });
+    layer.bias!.grad = randn([32], { seed: 5 });
+    optimizer.step();
+    const nnzValues = layer.nnzBlocks * 8 * 16;
+    expect(nnzValues).toBe(0.25 * 64 * 32);
+    expect(optimizer.stateOf(layer.weight)?.m.shape).toEqual([layer.nnzBlocks, 8, 16]);
+    expect(optimizer.stateSize(layer.weight)).toBe(2 * nnzValues);
+    const momentum = new SGD(layer.parameters(), { lr: 0.1, momentum: 0.9 });
+    momentum.step();
+    expect(momentum.stateSize(layer.weight)).toBe(nnzValues);
+  });
+
+  it("pruneAndRegrow drops the lowest-norm blocks, regrows elsewhere, and resets Adam state of regrown blocks only", () => {
+    const layer = new BlockSparseLinear(16, 16, { density: 0.5, blockShape: [4, 4], seed: 6 });
+    const optimizer = new Adam(layer.parameters(), { lr: 0.01 });
+    layer.weight.grad = randn(layer.weight.shape as number[], { seed: 7 });
+    optimizer.step();
+    const before = layer.pattern;
+    const values = host(layer.weight.value);
+    const m = host(optimizer.stateOf(layer.weight)!.m);
+    const norms = Array.from({ length: before.nnzBlocks }, (_, k) => Math.hypot(...values.subarray(k * 16, (k + 1) * 16)));
+    const flatOf = (pattern: BsrPattern, k: number) => pattern.coordinates.blockRow[k] * 4 + pattern.coordinates.blockCol[k];
+    const weakest = norms
+      .map((n, k) => [n, k])
+      .sort((a, b) => a[0] - b[0])
+      .slice(0, 2)
+      .map(([, k]) => flatOf(before, k))
+      .sort((a, b) => a - b);
+
+    const move = pruneAndRegrow(layer, { fraction: 0.25, random: 8, optimizer });
+    expect(Array.from(move.pruned)).toEqual(weakest);
+    expect(move.regrown).toHaveLength(2);
+    const held = before.blockMask();
+    for (const flat of move.regrown) expect(held[flat]).toBe(0);
+    const after = layer.pattern;
+    expect(after.nnzBlocks).toBe(before.nnzBlocks);
+    const newValues = host(layer.weight.value);
+    const newM = host(optimizer.stateOf(layer.weight)!.m);
+    expect(newM.length).toBe(newValues.length);
+    for (let k = 0; k < after.nnzBlocks; k++) {
+      const flat = flatOf(after, k);
+      const old = Array.from({ length: before.nnzBlocks }, (_, j) => j).find((j) => flatOf(before, j) === flat);
+      const block = (a: Float64Array, i: number) => Array.from(a.subarray(i * 16, (i + 1) * 16));
+      if (old === undefined) {
+        expect(block(newValues, k)).toEqual(new Array(16).fill(0));
+        expect(block(newM, k)).toEqual(new Array(16).fill(0));
+      } else {
+        expect(block(newValues, k)).toEqual(block(values, old));
+        expect(block(newM, k)).toEqual(block(m, old));
+      }
+    }
+  });
+
+  it("SparseOptimizer moves every BlockSparseLinear of a model every `every` steps, keeping the density", () => {
+    const a = new BlockSparseLinear(16, 16, { density: 0.5, blockShape: [4, 4], seed: 9 });
+    const b = new BlockSparseLinear(16, 8, { density: 0.5, blockShape: [4, 4], seed: 10 });
+    const model = new (class extends Linear {
+      a = a;
+      b = b;
+    })(2, 2);
+    const sparse = new SparseOptimizer(model, { fraction: 0.5, every: 2, seed: 11 });
+    expect(sparse.layers()).toEqual([a, b]);
+    expect(sparse.step().size).toBe(0);
+    const [patternA, patternB] = [a.pattern, b.pattern];
+    const moves = sparse.step();
+    expect(moves.size).toBe(2);
+    expect(a.pattern.equals(patternA)).toBe(false);
+    expect(b.pattern.equals(patternB)).toBe(false);
+    expect([a.nnzBlocks, b.nnzBlocks]).toEqual([patternA.nnzBlocks, patternB.nnzBlocks]);
+    expect(() => new SparseOptimizer(model, { every: 0 })).toThrow(ValueError);
+  });
+});
