@@ -12,6 +12,7 @@
 #include "device.h"
 #include "kernels.h"
 #include "memory.h"
+#include "tc/tc.h"
 
 namespace bs {
 namespace {
@@ -727,7 +728,9 @@ Napi::Value bsrLinear(const Napi::CallbackInfo& info) {
     bias = args.buffer(4).data;
   }
   requireElements(args.buffer(5), dtype, product({m, pattern.rows}, "bsrLinear"), "bsrLinear y");
-  launchBsrLinear(dtype, args.buffer(2).data, args.buffer(3).data, bias, args.buffer(5).data, m, pattern, stream());
+  // Tensor-core kernels (src/tc) first; the simple kernel when they decline the shape.
+  if (!tcBsrLinear(dtype, args.buffer(2).data, args.buffer(3).data, bias, args.buffer(5).data, m, pattern, stream()))
+    launchBsrLinear(dtype, args.buffer(2).data, args.buffer(3).data, bias, args.buffer(5).data, m, pattern, stream());
   return undefinedOf(info);
 }
 
@@ -741,7 +744,9 @@ Napi::Value bsrMatmul(const Napi::CallbackInfo& info) {
   requireElements(args.buffer(2), dtype, product({m, pattern.rows}, "bsrMatmul"), "bsrMatmul dy");
   requireElements(args.buffer(3), dtype, valuesLength(pattern), "bsrMatmul values");
   requireElements(args.buffer(4), dtype, product({m, pattern.cols}, "bsrMatmul"), "bsrMatmul dx");
-  launchBsrMatmul(dtype, args.buffer(2).data, args.buffer(3).data, args.buffer(4).data, m, pattern, stream());
+  // Tensor-core kernels (src/tc) first; the simple kernel when they decline the shape.
+  if (!tcBsrMatmul(dtype, args.buffer(2).data, args.buffer(3).data, args.buffer(4).data, m, pattern, stream()))
+    launchBsrMatmul(dtype, args.buffer(2).data, args.buffer(3).data, args.buffer(4).data, m, pattern, stream());
   return undefinedOf(info);
 }
 
@@ -755,7 +760,9 @@ Napi::Value sampledMatmul(const Napi::CallbackInfo& info) {
   requireElements(args.buffer(2), dtype, product({m, pattern.rows}, "sampledMatmul"), "sampledMatmul dy");
   requireElements(args.buffer(3), dtype, product({m, pattern.cols}, "sampledMatmul"), "sampledMatmul x");
   requireElements(args.buffer(4), dtype, valuesLength(pattern), "sampledMatmul dw");
-  launchSampledMatmul(dtype, args.buffer(2).data, args.buffer(3).data, args.buffer(4).data, m, pattern, stream());
+  // Tensor-core kernels (src/tc) first; the simple kernel when they decline the shape.
+  if (!tcSampledMatmul(dtype, args.buffer(2).data, args.buffer(3).data, args.buffer(4).data, m, pattern, stream()))
+    launchSampledMatmul(dtype, args.buffer(2).data, args.buffer(3).data, args.buffer(4).data, m, pattern, stream());
   return undefinedOf(info);
 }
 
