@@ -1,8 +1,9 @@
 import { backward } from "@blocksparse/autograd";
-import { type Tensor, tidy } from "@blocksparse/core";
+import { type Tensor, memory, tidy } from "@blocksparse/core";
 import {
   Adam,
   BlockSparseLinear,
+  Dropout,
   crossEntropy,
   Linear,
   loadStateDict,
@@ -67,6 +68,28 @@ describe("training a small MLP", () => {
     expect(losses[39]).toBeLessThan(losses[0] * 0.7);
     expect(layer.pattern.equals(first)).toBe(false);
     expect(layer.nnzBlocks).toBe(first.nnzBlocks);
+  });
+});
+
+describe("memory", () => {
+  it("a training loop with a pattern move keeps the number of live tensors and buffers constant", () => {
+    const { x, y } = syntheticClassification(16, 16, 4, 12);
+    const layer = new BlockSparseLinear(16, 32, { density: 0.5, blockShape: [8, 8], seed: 13 });
+    const model = new Sequential(layer, new ReLU(), new Dropout(0.1, { seed: 1 }), new Linear(32, 4, { seed: 14 }));
+    const optimizer = new Adam(model.parameters(), { lr: 1e-2 });
+    const sparse = new SparseOptimizer(model, { fraction: 0.25, seed: 15 }).attachOptimizer(optimizer);
+    const step = () => {
+      optimizer.zeroGrad();
+      tidy(() => backward(crossEntropy(model.forward(x), y)));
+      optimizer.step();
+      sparse.step();
+    };
+    step();
+    const before = memory();
+    for (let i = 0; i < 3; i++) step();
+    const after = memory();
+    expect([after.numTensors, after.numBuffers]).toEqual([before.numTensors, before.numBuffers]);
+    optimizer.dispose();
   });
 });
 
