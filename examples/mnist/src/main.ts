@@ -1,0 +1,105 @@
+// Registers the cuda backend when its addon loads here; otherwise the engine warns once and runs on js.
+import "@blocksparse/backend-cuda";
+import { parseArgs } from "node:util";
+import { getBackend } from "@blocksparse/core";
+import { PIXELS } from "./data";
+import { FIRST_LAYER_BLOCK, HIDDEN_LAYER_BLOCK } from "./model";
+import { progressHooks } from "./progress";
+import { formatTable, percent } from "./report";
+import { DEFAULT_OPTIONS, type MnistOptions, type PatchFrom, trainMnist } from "./train";
+
+const USAGE = `Train an MLP on MNIST dense and block-sparse, and compare them.
+
+  --epochs N          epochs per model (default ${DEFAULT_OPTIONS.epochs})
+  --density LIST      densities of the block-sparse models, comma-separated (default ${DEFAULT_OPTIONS.densities.join(",")})
+  --backend NAME      js or cuda (default: cuda when it starts here, else js)
+  --batch-size N      (default ${DEFAULT_OPTIONS.batchSize})
+  --hidden N          hidden width, a multiple of 32 (default ${DEFAULT_OPTIONS.hidden})
+  --seed N            (default ${DEFAULT_OPTIONS.seed})
+  --lr X              Adam learning rate (default ${DEFAULT_OPTIONS.learningRate})
+  --train-size N      training digits (default ${DEFAULT_OPTIONS.trainSize})
+  --test-size N       test digits (default ${DEFAULT_OPTIONS.testSize}; train + test <= 10000)
+  --patch-from WHAT   trained: prune the dense model after its first epoch (default);
+                      init: prune its fresh initialisation
+  --help`;
+
+function parseOptions(argv: string[]): Partial<MnistOptions> | null {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      epochs: { type: "string" },
+      density: { type: "string", multiple: true },
+      backend: { type: "string" },
+      "batch-size": { type: "string" },
+      hidden: { type: "string" },
+      seed: { type: "string" },
+      lr: { type: "string" },
+      "train-size": { type: "string" },
+      "test-size": { type: "string" },
+      "patch-from": { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+    strict: true,
+  });
+  if (values.help) return null;
+  const options: Partial<MnistOptions> = {};
+  const integer = (flag: string, text: string | undefined): number | undefined => {
+    if (text === undefined) return undefined;
+    const value = Number(text);
+    if (!Number.isInteger(value)) throw new RangeError(`--${flag}: expected an integer, got '${text}'`);
+    return value;
+  };
+  options.epochs = integer("epochs", values.epochs);
+  options.batchSize = integer("batch-size", values["batch-size"]);
+  options.hidden = integer("hidden", values.hidden);
+  options.seed = integer("seed", values.seed);
+  options.trainSize = integer("train-size", values["train-size"]);
+  options.testSize = integer("test-size", values["test-size"]);
+  if (values.lr !== undefined) options.learningRate = Number(values.lr);
+  if (values.density !== undefined) {
+    options.densities = values.density.flatMap((list) => list.split(",")).filter((item) => item.trim() !== "").map(Number);
+  }
+  if (values.backend !== undefined) options.backend = values.backend;
+  if (values["patch-from"] !== undefined) options.patchFrom = values["patch-from"] as PatchFrom;
+  return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined));
+}
+
+async function main(): Promise<void> {
+  const parsed = parseOptions(process.argv.slice(2));
+  if (parsed === null) {
+    console.log(USAGE);
+    return;
+  }
+  const options = { ...DEFAULT_OPTIONS, ...parsed };
+  const startedAt = performance.now();
+  // Choosing the backend up front puts the cuda warning (if any) before the progress bars.
+  const backend = options.backend ?? getBackend();
+  console.log(
+    `MNIST MLP ${PIXELS}-${options.hidden}-${options.hidden}-10 on '${backend}': ${options.trainSize} training and ` +
+      `${options.testSize} test digits, ${options.epochs} epochs, batch ${options.batchSize}, Adam lr ${options.learningRate}.`,
+  );
+  console.log(
+    `Block-sparse models: fc1 in ${FIRST_LAYER_BLOCK.join("x")} blocks (32 units x one image row), fc2 in ` +
+      `${HIDDEN_LAYER_BLOCK.join("x")} blocks, fc3 (10 outputs) dense; ` +
+      (options.patchFrom === "trained"
+        ? "each keeps the strongest blocks of the dense model after its first epoch, then trains the remaining epochs sparse.\n"
+        : "each keeps the strongest blocks of the dense model's initialisation and trains every epoch sparse.\n"),
+  );
+  const report = await trainMnist(options, {
+    ...progressHooks(),
+    onPatched: (name, patch, accuracy) => {
+      const layers = patch.layers.map((layer) => `${layer.name} ${layer.paramsBefore} -> ${layer.paramsAfter}`).join(", ");
+      console.log(`${name}: patched ${layers} parameters; test accuracy right after patching ${percent(accuracy)}`);
+    },
+  });
+  console.log(`\n${formatTable(report)}`);
+  console.log(
+    `Weight bytes count the stored weights and biases (block-sparse: the kept blocks' float32 values plus their int32 indices). ` +
+      `Total time ${((performance.now() - startedAt) / 1000).toFixed(0)} s on '${report.backend}'.`,
+  );
+}
+
+main().catch((error: unknown) => {
+  console.error(error instanceof Error ? `${error.name}: ${error.message}` : String(error));
+  process.exitCode = 1;
+});

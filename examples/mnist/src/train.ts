@@ -1,0 +1,219 @@
+import { backward, noGrad } from "@blocksparse/autograd";
+import { type Tensor, argmax, getBackend, setBackend, tensor, tidy } from "@blocksparse/core";
+import { SeededRandom } from "@blocksparse/format";
+import { Adam, crossEntropy, parameterCount, weightBytes } from "@blocksparse/nn";
+import type { PatchReport } from "@blocksparse/patcher";
+import { type MnistData, type MnistSplit, PIXELS, loadMnist, shuffleInPlace } from "./data";
+import { Mlp, checkHidden, mlpPatcher } from "./model";
+
+/** Where the block-sparse models start: the dense model after its first epoch, or its fresh initialisation. */
+export type PatchFrom = "trained" | "init";
+
+export interface MnistOptions {
+  /** Epochs per model, the same total for every model (default 5). */
+  epochs: number;
+  /** Densities of the block-sparse models (default [0.5, 0.25]). */
+  densities: number[];
+  batchSize: number;
+  /** Width of both hidden layers, a multiple of 32 (default 256). */
+  hidden: number;
+  seed: number;
+  learningRate: number;
+  trainSize: number;
+  testSize: number;
+  patchFrom: PatchFrom;
+  /** A registered backend to run on ("js", "cuda"); default: the engine's choice. */
+  backend?: string;
+}
+
+export const DEFAULT_OPTIONS: MnistOptions = {
+  epochs: 5,
+  densities: [0.5, 0.25],
+  batchSize: 64,
+  hidden: 256,
+  seed: 0,
+  learningRate: 1e-3,
+  trainSize: 8000,
+  testSize: 2000,
+  patchFrom: "trained",
+};
+
+export interface ModelResult {
+  name: string;
+  /** Density of the patched layers; 1 for the dense model. */
+  density: number;
+  parameters: number;
+  weightBytes: number;
+  testAccuracy: number;
+  /** Test accuracy right after patching, before any sparse training (undefined for the dense model). */
+  accuracyAfterPatch?: number;
+  /** Mean seconds per epoch this model trained itself (null when it trained no epoch). */
+  secondsPerEpoch: number | null;
+  /** Each training step's loss, in order. */
+  stepLosses: number[];
+  patchReport?: PatchReport;
+}
+
+export interface MnistReport {
+  options: MnistOptions;
+  backend: string;
+  trainSize: number;
+  testSize: number;
+  models: ModelResult[];
+}
+
+export interface EpochInfo {
+  model: string;
+  epoch: number;
+  epochs: number;
+  steps: number;
+}
+
+/** Callbacks for progress display; all optional. */
+export interface TrainHooks {
+  onEpochStart?(info: EpochInfo): void;
+  onStep?(info: EpochInfo & { step: number; loss: number }): void;
+  onEpochEnd?(info: EpochInfo & { meanLoss: number; seconds: number }): void;
+  onPatched?(name: string, report: PatchReport, accuracy: number): void;
+}
+
+/** The label of a block-sparse model in the report. */
+export function sparseName(density: number): string {
+  return `block-sparse ${density}`;
+}
+
+/**
+ * Trains the dense MLP, then one block-sparse MLP per density (patched from the dense model
+ * after its first epoch, or from its initialisation), and returns each one's test accuracy,
+ * size and speed. Every model sees `epochs` epochs in all.
+ */
+export async function trainMnist(partial: Partial<MnistOptions> = {}, hooks: TrainHooks = {}): Promise<MnistReport> {
+  const options: MnistOptions = { ...DEFAULT_OPTIONS, ...partial };
+  checkOptions(options);
+  if (options.backend !== undefined) setBackend(options.backend);
+  const data = loadMnist(options);
+
+  const dense = new Mlp(options.hidden, options.seed);
+  const denseResult = emptyResult("dense", 1);
+  let patchSource = dense.stateDict();
+  trainEpochs(dense, denseResult, data, options, hooks, 0, (epoch) => {
+    if (epoch === 1 && options.patchFrom === "trained") patchSource = dense.stateDict();
+  });
+  finishResult(denseResult, dense, data.test, options);
+  const models = [denseResult];
+
+  for (const density of options.densities) {
+    const model = new Mlp(options.hidden, options.seed);
+    model.loadStateDict(patchSource);
+    const report = mlpPatcher(density).patchModel(model);
+    const result = emptyResult(sparseName(density), density);
+    result.patchReport = report;
+    result.accuracyAfterPatch = evaluate(model, data.test, options.batchSize);
+    hooks.onPatched?.(result.name, report, result.accuracyAfterPatch);
+    const firstEpoch = options.patchFrom === "trained" ? 1 : 0;
+    trainEpochs(model, result, data, options, hooks, firstEpoch);
+    finishResult(result, model, data.test, options);
+    models.push(result);
+  }
+  return { options, backend: getBackend(), trainSize: data.train.count, testSize: data.test.count, models };
+}
+
+function checkOptions(options: MnistOptions): void {
+  checkHidden(options.hidden);
+  for (const name of ["epochs", "batchSize", "trainSize", "testSize"] as const) {
+    const value = options[name];
+    if (!Number.isInteger(value) || value < 1) throw new RangeError(`${name}: expected a positive integer, got ${value}`);
+  }
+  for (const density of options.densities) {
+    if (!(density > 0 && density <= 1)) throw new RangeError(`density: expected numbers in (0, 1], got ${density}`);
+  }
+  if (!(options.learningRate > 0)) throw new RangeError(`learningRate: expected a positive number, got ${options.learningRate}`);
+  if (options.patchFrom !== "trained" && options.patchFrom !== "init") {
+    throw new RangeError(`patchFrom: expected "trained" or "init", got ${String(options.patchFrom)}`);
+  }
+}
+
+function emptyResult(name: string, density: number): ModelResult {
+  return { name, density, parameters: 0, weightBytes: 0, testAccuracy: 0, secondsPerEpoch: null, stepLosses: [] };
+}
+
+/** Trains epochs firstEpoch..epochs-1 with Adam, recording losses and time into `result`. */
+function trainEpochs(
+  model: Mlp,
+  result: ModelResult,
+  data: MnistData,
+  options: MnistOptions,
+  hooks: TrainHooks,
+  firstEpoch: number,
+  afterEpoch?: (epochsDone: number) => void,
+): void {
+  const optimizer = new Adam(model.parameters(), { lr: options.learningRate });
+  const { train } = data;
+  const steps = Math.ceil(train.count / options.batchSize);
+  const order = Int32Array.from({ length: train.count }, (_, i) => i);
+  let seconds = 0;
+  model.train();
+  for (let epoch = firstEpoch; epoch < options.epochs; epoch++) {
+    const info: EpochInfo = { model: result.name, epoch: epoch + 1, epochs: options.epochs, steps };
+    // The same batches for every model in a given epoch.
+    shuffleInPlace(order, new SeededRandom(options.seed * 1000 + epoch));
+    hooks.onEpochStart?.(info);
+    const started = performance.now();
+    let lossSum = 0;
+    for (let step = 0; step < steps; step++) {
+      const batch = order.subarray(step * options.batchSize, (step + 1) * options.batchSize);
+      const loss = tidy(() => {
+        const [images, labels] = batchTensors(train, batch);
+        const lossTensor = crossEntropy(model.forward(images), labels);
+        backward(lossTensor);
+        return lossTensor.item();
+      });
+      optimizer.step();
+      optimizer.zeroGrad();
+      lossSum += loss;
+      result.stepLosses.push(loss);
+      hooks.onStep?.({ ...info, step: step + 1, loss });
+    }
+    const epochSeconds = (performance.now() - started) / 1000;
+    seconds += epochSeconds;
+    hooks.onEpochEnd?.({ ...info, meanLoss: lossSum / steps, seconds: epochSeconds });
+    afterEpoch?.(epoch + 1);
+  }
+  const epochsTrained = options.epochs - firstEpoch;
+  result.secondsPerEpoch = epochsTrained > 0 ? seconds / epochsTrained : null;
+}
+
+function finishResult(result: ModelResult, model: Mlp, test: MnistSplit, options: MnistOptions): void {
+  result.testAccuracy = evaluate(model, test, options.batchSize);
+  result.parameters = parameterCount(model);
+  result.weightBytes = weightBytes(model);
+}
+
+function batchTensors(split: MnistSplit, batch: Int32Array): [Tensor, Tensor] {
+  const images = new Float32Array(batch.length * PIXELS);
+  const labels = new Int32Array(batch.length);
+  for (let i = 0; i < batch.length; i++) {
+    images.set(split.images.subarray(batch[i] * PIXELS, (batch[i] + 1) * PIXELS), i * PIXELS);
+    labels[i] = split.labels[batch[i]];
+  }
+  return [tensor(images, [batch.length, PIXELS]), tensor(labels, [batch.length], "int32")];
+}
+
+/** Fraction of `split` the model classifies correctly. */
+export function evaluate(model: Mlp, split: MnistSplit, batchSize: number): number {
+  model.eval();
+  let correct = 0;
+  const evalBatch = Math.max(batchSize, 500);
+  for (let start = 0; start < split.count; start += evalBatch) {
+    const indices = Int32Array.from({ length: Math.min(evalBatch, split.count - start) }, (_, i) => start + i);
+    const predicted = noGrad(() =>
+      tidy(() => {
+        const [images] = batchTensors(split, indices);
+        return argmax(model.forward(images), -1).dataSync();
+      }),
+    );
+    for (let i = 0; i < indices.length; i++) if (predicted[i] === split.labels[indices[i]]) correct++;
+  }
+  model.train();
+  return correct / split.count;
+}
