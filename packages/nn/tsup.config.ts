@@ -1,5 +1,5 @@
 import { defineConfig } from "tsup";
 import { packageBuild } from "../../tsup.shared";
 
-// Shared chunks keep one Module class for both entries, so instanceof works across them.
-export default defineConfig(packageBuild({ index: "src/index.ts", node: "src/node.ts" }, { splitting: true }));
+// Shared chunks keep one Module class for both entries (instanceof works across them); keepNames keeps class names for toString and errors.
+export default defineConfig(packageBuild({ index: "src/index.ts", node: "src/node.ts" }, { splitting: true, keepNames: true }));
