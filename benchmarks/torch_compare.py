@@ -23,16 +23,35 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+DEVICE = "cuda"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Relative Frobenius error allowed between two float32-accumulated products of these inputs.
 TOLERANCE = {"float32": 5e-3, "float16": 1e-2, "bfloat16": 3e-2}
 
 
+TIMER = "CUDA events"
+
+
 def median_ms(fn, reps=50, warmup=5):
-    """Median milliseconds per call: triton's do_bench when present, else CUDA events."""
+    """Median milliseconds per call: triton's do_bench when present, else CUDA events (host clock on a CPU)."""
+    global TIMER
+    if DEVICE == "cpu":
+        import time
+
+        TIMER = "the host clock"
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1e3)
+        times.sort()
+        return times[len(times) // 2]
     try:
         from triton.testing import do_bench
 
+        TIMER = "triton.testing.do_bench"
         try:
             return float(do_bench(fn, warmup=25, rep=100, return_mode="median"))
         except TypeError:
@@ -75,14 +94,18 @@ def sampled_dw(w_bsr, dy_t, x):
         attempts.append(("torch.sparse._triton_ops.sampled_addmm(BSR)", lambda: _triton_ops.sampled_addmm(w_bsr, dy_t, x, beta=0.0, alpha=1.0)))
     except ImportError:
         pass
+    # Last resort: element-wise CSR of the same pattern (cuSPARSE SDDMM); its result is read back densely.
+    w_csr = w_bsr.to_dense().to_sparse_csr()
+    attempts.append(("torch.sparse.sampled_addmm(CSR of the pattern)", lambda: torch.sparse.sampled_addmm(w_csr, dy_t, x, beta=0.0, alpha=1.0)))
     errors = []
     for name, fn in attempts:
         try:
             out = fn()
-            torch.cuda.synchronize()
-            return name, fn, out
+            if DEVICE == "cuda":
+                torch.cuda.synchronize()
+            return ("; ".join([*errors, f"used {name}"]) if errors else name), fn, out
         except Exception as error:  # noqa: BLE001 - every failure is reported, then the next path is tried
-            errors.append(f"{name}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+            errors.append(f"{name} failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
     return "; ".join(errors), None, None
 
 
@@ -92,23 +115,23 @@ def run_case(case, base, inputs_cache):
     M, K, N, bs = case["M"], case["K"], case["N"], case["blockSize"]
     if case["inputs"] not in inputs_cache:
         inputs_cache.clear()
-        raw = load_file(os.path.join(base, case["inputs"]), device="cuda")
+        raw = load_file(os.path.join(base, case["inputs"]), device=DEVICE)
         x = raw["x"].to(dtype).contiguous()
         dy = raw["dy"].to(dtype).contiguous()
         inputs_cache[case["inputs"]] = (x, dy, dy.t().contiguous())
     x, dy, dy_t = inputs_cache[case["inputs"]]
-    t = load_file(os.path.join(base, case["file"]), device="cuda")
+    t = load_file(os.path.join(base, case["file"]), device=DEVICE)
     values = t["values"].to(dtype).contiguous()
     crow = t["crow_indices"].to(torch.int64)
     col = t["col_indices"].to(torch.int64)
     rows = t["rows"].to(torch.int64)
     blocks = t["blocks"].to(torch.int64)
-    w_bsr = torch.sparse_bsr_tensor(crow, col, values, size=(N, K), dtype=dtype, device="cuda")
+    w_bsr = torch.sparse_bsr_tensor(crow, col, values, size=(N, K), dtype=dtype, device=DEVICE)
     w_dense = w_bsr.to_dense().contiguous()
     w_t_bsr = w_dense.t().contiguous().to_sparse_bsr((bs, bs))
 
     # Block coordinates of the checked blocks, for reading them out of dense results.
-    block_row = torch.repeat_interleave(torch.arange(N // bs, device="cuda"), crow[1:] - crow[:-1])
+    block_row = torch.repeat_interleave(torch.arange(N // bs, device=DEVICE), crow[1:] - crow[:-1])
     block_col = col
 
     def dense_blocks(dense):
@@ -153,7 +176,8 @@ def run_case(case, base, inputs_cache):
     row = {"op": "dW = dYᵀ·X (sampled)", "ours_ms": case["oursMs"]["sampledMatmul"], "dense_ms": median_ms(lambda: dy_t @ x)}
     path, fn, out = sampled_dw(w_bsr, dy_t, x)
     if fn is not None:
-        checks["ours vs torch BSR"] = rel_error(t["dw_blocks"], out.values()[blocks].float())
+        torch_blocks = out.values()[blocks] if out.layout == torch.sparse_bsr else dense_blocks(out.to_dense())
+        checks["ours vs torch BSR"] = rel_error(t["dw_blocks"], torch_blocks.float())
         row["torch_bsr_ms"] = median_ms(fn)
         row["torch_bsr_path"] = path
     else:
@@ -195,8 +219,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dir", help="folder written by src/compare.ts")
     parser.add_argument("--out", help="where compare.json and compare.md go (default: dir)")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu only checks this script on small inputs")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
+    global DEVICE
+    DEVICE = args.device
+    if DEVICE == "cuda" and not torch.cuda.is_available():
         sys.exit("torch_compare.py: CUDA is not available to PyTorch")
     with open(os.path.join(args.dir, "ours.json")) as f:
         ours = json.load(f)
@@ -212,11 +239,12 @@ def main():
         except Exception as error:  # noqa: BLE001 - one failed case does not lose the others
             print(f"  failed: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
             results.append({**{k: case[k] for k in ("dtype", "blockSize", "density")}, "error": f"{type(error).__name__}: {error}", "ops": []})
-        torch.cuda.empty_cache()
+        if DEVICE == "cuda":
+            torch.cuda.empty_cache()
     ok = [r for r in results if "error" not in r]
     dense_lines = sorted({(r["dtype"], r["ours_dense_linear_ms"]) for r in ok})
     environment = {
-        "gpu": torch.cuda.get_device_name(),
+        "gpu": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu",
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "triton": __import__("importlib.metadata").metadata.version("triton") if __import__("importlib.util").util.find_spec("triton") else None,
@@ -224,7 +252,7 @@ def main():
     header = (
         f"PyTorch {environment['torch']} (CUDA {environment['cuda']}, Triton {environment['triton']}) on {environment['gpu']}; "
         f"M={ok[0]['M'] if ok else '?'}, K={ok[0]['K'] if ok else '?'}, N={ok[0]['N'] if ok else '?'}. "
-        "Medians; PyTorch timed with triton.testing.do_bench (CUDA events), ours with host clocks around synchronized batches. "
+        f"Medians; PyTorch timed with {TIMER}, ours with host clocks around synchronized batches. "
         "Ratios above 1 mean ours is faster."
     )
     markdown = [header, "", table(ok), ""]
