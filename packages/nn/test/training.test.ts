@@ -1,10 +1,10 @@
 import { backward } from "@blocksparse/autograd";
-import { type Tensor, memory, tidy } from "@blocksparse/core";
+import { memory, type Tensor, tidy } from "@blocksparse/core";
 import {
   Adam,
   BlockSparseLinear,
-  Dropout,
   crossEntropy,
+  Dropout,
   Linear,
   loadStateDict,
   type Module,
