@@ -53,9 +53,9 @@ def median_ms(fn, reps=50, warmup=5):
 
         TIMER = "triton.testing.do_bench"
         try:
-            return float(do_bench(fn, warmup=25, rep=100, return_mode="median"))
+            return float(do_bench(fn, warmup=10, rep=50, return_mode="median"))
         except TypeError:
-            return float(do_bench(fn, warmup=25, rep=100, quantiles=[0.5])[0])
+            return float(do_bench(fn, warmup=10, rep=50, quantiles=[0.5])[0])
     except ImportError:
         pass
     for _ in range(warmup):
@@ -232,6 +232,38 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = False
     results = []
     cache = {}
+
+    def write_outputs(final):
+        ok = [r for r in results if "error" not in r]
+        dense_lines = sorted({(r["dtype"], r["ours_dense_linear_ms"]) for r in ok})
+        environment = {
+            "gpu": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu",
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "triton": __import__("importlib.metadata").metadata.version("triton") if __import__("importlib.util").util.find_spec("triton") else None,
+        }
+        header = (
+            f"PyTorch {environment['torch']} (CUDA {environment['cuda']}, Triton {environment['triton']}) on {environment['gpu']}; "
+            f"M={ok[0]['M'] if ok else '?'}, K={ok[0]['K'] if ok else '?'}, N={ok[0]['N'] if ok else '?'}. "
+            f"Medians; PyTorch timed with {TIMER}, ours with host clocks around synchronized batches. "
+            "Ratios above 1 mean ours is faster."
+        )
+        markdown = [header, "", table(ok), ""]
+        for dtype, ms in dense_lines:
+            markdown.append(f"- our own dense x·Wᵀ ({dtype}): {ms:.3f} ms")
+        paths = sorted({op.get("torch_bsr_path") or op.get("torch_bsr_error") for r in ok for op in r["ops"]})
+        markdown += [f"- PyTorch BSR path: {p}" for p in paths if p]
+        failed = [r for r in results if "error" in r]
+        markdown += [f"- failed: {r['dtype']} block {r['blockSize']} density {r['density']}: {r['error']}" for r in failed]
+        text = "\n".join(markdown) + "\n"
+        if final:
+            print(text)
+        with open(os.path.join(out_dir, "compare.md"), "w") as f:
+            f.write(text)
+        with open(os.path.join(out_dir, "compare.json"), "w") as f:
+            json.dump({"environment": environment, "ours": {k: ours[k] for k in ("backend", "machine", "commit", "date")}, "results": results}, f, indent=2)
+        return ok, failed
+
     for i, case in enumerate(ours["cases"]):
         print(f"[{i + 1}/{len(ours['cases'])}] {case['dtype']} block {case['blockSize']} density {case['density']}", file=sys.stderr, flush=True)
         try:
@@ -241,33 +273,9 @@ def main():
             results.append({**{k: case[k] for k in ("dtype", "blockSize", "density")}, "error": f"{type(error).__name__}: {error}", "ops": []})
         if DEVICE == "cuda":
             torch.cuda.empty_cache()
-    ok = [r for r in results if "error" not in r]
-    dense_lines = sorted({(r["dtype"], r["ours_dense_linear_ms"]) for r in ok})
-    environment = {
-        "gpu": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "triton": __import__("importlib.metadata").metadata.version("triton") if __import__("importlib.util").util.find_spec("triton") else None,
-    }
-    header = (
-        f"PyTorch {environment['torch']} (CUDA {environment['cuda']}, Triton {environment['triton']}) on {environment['gpu']}; "
-        f"M={ok[0]['M'] if ok else '?'}, K={ok[0]['K'] if ok else '?'}, N={ok[0]['N'] if ok else '?'}. "
-        f"Medians; PyTorch timed with {TIMER}, ours with host clocks around synchronized batches. "
-        "Ratios above 1 mean ours is faster."
-    )
-    markdown = [header, "", table(ok), ""]
-    for dtype, ms in dense_lines:
-        markdown.append(f"- our own dense x·Wᵀ ({dtype}): {ms:.3f} ms")
-    paths = sorted({op.get("torch_bsr_path") or op.get("torch_bsr_error") for r in ok for op in r["ops"]})
-    markdown += [f"- PyTorch BSR path: {p}" for p in paths if p]
-    failed = [r for r in results if "error" in r]
-    markdown += [f"- failed: {r['dtype']} block {r['blockSize']} density {r['density']}: {r['error']}" for r in failed]
-    text = "\n".join(markdown) + "\n"
-    print(text)
-    with open(os.path.join(out_dir, "compare.md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(out_dir, "compare.json"), "w") as f:
-        json.dump({"environment": environment, "ours": {k: ours[k] for k in ("backend", "machine", "commit", "date")}, "results": results}, f, indent=2)
+        # Rewritten after every case, so that a run cut short still leaves its table.
+        write_outputs(final=False)
+    ok, failed = write_outputs(final=True)
     if failed or not all(op["agree"] for r in ok for op in r["ops"]):
         sys.exit(1)
 

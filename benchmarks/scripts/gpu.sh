@@ -11,9 +11,14 @@ OUT=${OUT:-$root/gpu-results}
 mkdir -p "$OUT"
 tsx="$root/benchmarks/node_modules/.bin/tsx"
 
+# Every stage also ends by DEADLINE seconds after the start (default 320).
+DEADLINE=${DEADLINE:-320}
 stage() {
   local name=$1 cap=$2
   shift 2
+  local left=$((DEADLINE - SECONDS))
+  [ "$left" -lt "$cap" ] && cap=$left
+  if [ "$cap" -le 5 ]; then echo "== $name: skipped, no time left"; return 1; fi
   local start=$SECONDS
   timeout --kill-after=10 "$cap" "$@" >"$OUT/$name.log" 2>&1
   local rc=$?
@@ -30,9 +35,9 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/env.log"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" 2>&1 | tee -a "$OUT/env.log"
 
-stage build "${BUILD_CAP:-180}" node packages/backend-cuda/scripts/build-native.mjs || exit 1
-stage ours "${OURS_CAP:-120}" "$tsx" benchmarks/src/compare.ts --out "$OUT/compare-data"
-TAIL_LINES=60 stage torch "${TORCH_CAP:-150}" python3 benchmarks/torch_compare.py "$OUT/compare-data" --out "$OUT"
+stage build "${BUILD_CAP:-150}" node packages/backend-cuda/scripts/build-native.mjs || exit 1
+stage ours "${OURS_CAP:-90}" "$tsx" benchmarks/src/compare.ts --out "$OUT/compare-data"
+TAIL_LINES=60 stage torch "${TORCH_CAP:-100}" python3 benchmarks/torch_compare.py "$OUT/compare-data" --out "$OUT"
 # The exchanged inputs are hundreds of MB; compare.json keeps every figure.
 cp "$OUT/compare-data/ours.json" "$OUT/ours.json" 2>/dev/null
 rm -rf "$OUT/compare-data"

@@ -68,6 +68,12 @@ async function main(): Promise<void> {
   const rows = spreadIndices(M, 8);
   const progress = new Progress(dtypes.length * (1 + blockSizes.length * densities.length));
   const cases: CompareCase[] = [];
+  const { commit } = gitState();
+  const machine = describeMachine(gpu);
+  const date = new Date().toISOString();
+  // Rewritten after every case, so that a run cut short still leaves what it measured.
+  const writeManifest = () =>
+    writeFileSync(join(outDir, "ours.json"), `${JSON.stringify({ backend: values.backend, machine, commit, date, cases }, null, 2)}\n`);
   for (const dtype of dtypes) {
     const tolerance = TOLERANCE[dtype];
     progress.step(`inputs and dense x·Wᵀ ${dtype}`);
@@ -151,14 +157,13 @@ async function main(): Promise<void> {
           nnzBlocks: pattern.nnzBlocks,
           oursMs: { denseLinear, bsrLinear: bsrLinearMs, bsrMatmul: bsrMatmulMs, sampledMatmul: sampledMs },
         });
+        writeManifest();
       }
     }
     x.dispose();
     dy.dispose();
   }
   progress.finish(`${cases.length} cases written`);
-  const { commit } = gitState();
-  writeFileSync(join(outDir, "ours.json"), `${JSON.stringify({ backend: values.backend, machine: describeMachine(gpu), commit, date: new Date().toISOString(), cases }, null, 2)}\n`);
 }
 
 main().catch((error: unknown) => {
