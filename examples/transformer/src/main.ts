@@ -1,0 +1,128 @@
+// Registers the cuda backend when its addon loads here; otherwise the engine warns once and runs on js.
+import "@blocksparse/backend-cuda";
+import { parseArgs } from "node:util";
+import { getBackend } from "@blocksparse/core";
+import { Presets, SingleBar } from "cli-progress";
+import { FEED_FORWARD_PATTERN } from "./model";
+import { formatTable } from "./report";
+import { DEFAULT_OPTIONS, type TransformerHooks, type TransformerOptions, trainTransformer } from "./train";
+
+const USAGE = `Train a small character-level transformer on Moby Dick, dense and with block-sparse feed-forward layers.
+
+  --steps N           training steps per model (default ${DEFAULT_OPTIONS.steps}; a GPU run wants thousands)
+  --density LIST      densities of the block-sparse models, comma-separated (default ${DEFAULT_OPTIONS.densities.join(",")})
+  --backend NAME      js or cuda (default: cuda when it starts here, else js)
+  --batch-size N      (default ${DEFAULT_OPTIONS.batchSize})
+  --context N         characters of context (default ${DEFAULT_OPTIONS.context})
+  --d-model N         width, a multiple of the block size (default ${DEFAULT_OPTIONS.dModel})
+  --heads N           attention heads (default ${DEFAULT_OPTIONS.nHeads})
+  --layers N          transformer blocks (default ${DEFAULT_OPTIONS.layers})
+  --block RxC         block shape of the feed-forward layers (default ${DEFAULT_OPTIONS.blockShape.join("x")})
+  --lr X              Adam learning rate (default ${DEFAULT_OPTIONS.learningRate})
+  --sample-length N   characters to generate (default ${DEFAULT_OPTIONS.sampleLength})
+  --seed N            (default ${DEFAULT_OPTIONS.seed})
+  --help`;
+
+function parseOptions(argv: string[]): Partial<TransformerOptions> | null {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      steps: { type: "string" },
+      density: { type: "string", multiple: true },
+      backend: { type: "string" },
+      "batch-size": { type: "string" },
+      context: { type: "string" },
+      "d-model": { type: "string" },
+      heads: { type: "string" },
+      layers: { type: "string" },
+      block: { type: "string" },
+      lr: { type: "string" },
+      "sample-length": { type: "string" },
+      seed: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+    strict: true,
+  });
+  if (values.help) return null;
+  const integer = (flag: string, text: string | undefined): number | undefined => {
+    if (text === undefined) return undefined;
+    const value = Number(text);
+    if (!Number.isInteger(value)) throw new RangeError(`--${flag}: expected an integer, got '${text}'`);
+    return value;
+  };
+  const options: Partial<TransformerOptions> = {
+    steps: integer("steps", values.steps),
+    batchSize: integer("batch-size", values["batch-size"]),
+    context: integer("context", values.context),
+    dModel: integer("d-model", values["d-model"]),
+    nHeads: integer("heads", values.heads),
+    layers: integer("layers", values.layers),
+    sampleLength: integer("sample-length", values["sample-length"]),
+    seed: integer("seed", values.seed),
+    learningRate: values.lr === undefined ? undefined : Number(values.lr),
+    backend: values.backend,
+  };
+  if (values.density !== undefined) {
+    options.densities = values.density.flatMap((list) => list.split(",")).filter((item) => item.trim() !== "").map(Number);
+  }
+  if (values.block !== undefined) {
+    const match = /^(\d+)x(\d+)$/.exec(values.block);
+    if (match === null) throw new RangeError(`--block: expected ROWSxCOLS such as 32x32, got '${values.block}'`);
+    options.blockShape = [Number(match[1]), Number(match[2])];
+  }
+  return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined));
+}
+
+/** A progress bar per model on a terminal; a line every tenth of the run otherwise. */
+function progressHooks(stream: NodeJS.WriteStream = process.stdout): TransformerHooks {
+  if (!stream.isTTY) {
+    return {
+      onStep: ({ model, step, steps, loss }) => {
+        if (step === steps || step % Math.max(1, Math.round(steps / 10)) === 0) {
+          stream.write(`${model.padEnd(22)} step ${step}/${steps}  loss ${loss.toFixed(4)}\n`);
+        }
+      },
+    };
+  }
+  let bar: SingleBar | null = null;
+  return {
+    onModelStart: (name, steps) => {
+      bar = new SingleBar({ format: `${name.padEnd(22)} [{bar}] {value}/{total} steps | loss {loss} | {duration}s`, stream, hideCursor: true }, Presets.shades_classic);
+      bar.start(steps, 0, { loss: "-" });
+    },
+    onStep: ({ step, loss }) => bar?.update(step, { loss: loss.toFixed(4) }),
+    onModelEnd: () => {
+      bar?.stop();
+      bar = null;
+    },
+  };
+}
+
+function main(): void {
+  const parsed = parseOptions(process.argv.slice(2));
+  if (parsed === null) {
+    console.log(USAGE);
+    return;
+  }
+  const options = { ...DEFAULT_OPTIONS, ...parsed };
+  const backend = options.backend ?? getBackend();
+  console.log(
+    `Character transformer on Moby Dick on '${backend}': ${options.layers} blocks, dModel ${options.dModel}, ${options.nHeads} heads, ` +
+      `context ${options.context}, batch ${options.batchSize}, ${options.steps} steps per model, Adam lr ${options.learningRate}.`,
+  );
+  console.log(
+    `Block-sparse models: the layers matching ${FEED_FORWARD_PATTERN} in ${options.blockShape.join("x")} blocks, patched from the ` +
+      "dense model's initialisation; every model sees the same batches.\n",
+  );
+  const report = trainTransformer(options, progressHooks());
+  console.log(`\n${formatTable(report)}`);
+  for (const model of report.models) console.log(`\n${model.name} writes:\n  ${JSON.stringify(model.sample)}`);
+  if (options.steps < 1000) console.log(`\n(${options.steps} steps is a smoke run; on a GPU try --steps 3000 --d-model 256 --layers 4 --context 128.)`);
+}
+
+try {
+  main();
+} catch (error: unknown) {
+  console.error(error instanceof Error ? `${error.name}: ${error.message}` : String(error));
+  process.exitCode = 1;
+}

@@ -1,0 +1,236 @@
+import { backward, noGrad } from "@blocksparse/autograd";
+import { type Tensor, div, getBackend, setBackend, softmax, tensor, tidy } from "@blocksparse/core";
+import { SeededRandom } from "@blocksparse/format";
+import { Adam, crossEntropy, parameterCount, weightBytes } from "@blocksparse/nn";
+import type { PatchReport } from "@blocksparse/patcher";
+import { type CharCorpus, buildCorpus, mobyDickText, sampleBatch } from "./data";
+import { CharTransformer, feedForwardPatcher } from "./model";
+
+export interface TransformerOptions {
+  /** Training steps per model (default 30: a CPU smoke run; use thousands on a GPU). */
+  steps: number;
+  batchSize: number;
+  /** Characters of context per example. */
+  context: number;
+  dModel: number;
+  nHeads: number;
+  layers: number;
+  /** Densities of the block-sparse models; the feed-forward layers are patched (default [0.25]). */
+  densities: number[];
+  blockShape: [number, number];
+  learningRate: number;
+  seed: number;
+  /** Validation batches averaged for the reported validation loss. */
+  evalBatches: number;
+  /** Characters generated after the prompt. */
+  sampleLength: number;
+  temperature: number;
+  prompt: string;
+  /** Use only the first N characters of the novel (default: all of it). */
+  textLimit?: number;
+  /** A registered backend to run on ("js", "cuda"); default: the engine's choice. */
+  backend?: string;
+}
+
+export const DEFAULT_OPTIONS: TransformerOptions = {
+  steps: 30,
+  batchSize: 8,
+  context: 64,
+  dModel: 64,
+  nHeads: 4,
+  layers: 2,
+  densities: [0.25],
+  blockShape: [32, 32],
+  learningRate: 3e-3,
+  seed: 0,
+  evalBatches: 8,
+  sampleLength: 120,
+  temperature: 0.8,
+  prompt: "Call me Ishmael. ",
+};
+
+export interface TransformerResult {
+  name: string;
+  /** Density of the feed-forward layers; 1 for the dense model. */
+  density: number;
+  parameters: number;
+  /** Parameters of the feed-forward layers alone (weights and biases). */
+  feedForwardParameters: number;
+  weightBytes: number;
+  stepLosses: number[];
+  /** Mean loss over the validation batches before and after training. */
+  initialValidationLoss: number;
+  validationLoss: number;
+  secondsPerStep: number;
+  sample: string;
+  patchReport?: PatchReport;
+}
+
+export interface TransformerReport {
+  options: TransformerOptions;
+  backend: string;
+  vocabularySize: number;
+  trainCharacters: number;
+  models: TransformerResult[];
+}
+
+export interface StepInfo {
+  model: string;
+  step: number;
+  steps: number;
+  loss: number;
+}
+
+export interface TransformerHooks {
+  onModelStart?(name: string, steps: number): void;
+  onStep?(info: StepInfo): void;
+  onModelEnd?(result: TransformerResult): void;
+}
+
+/** The label of a block-sparse model in the report. */
+export function sparseName(density: number): string {
+  return `ffn block-sparse ${density}`;
+}
+
+/**
+ * Trains a dense character transformer on Moby Dick, then one per density with its
+ * feed-forward layers patched to block-sparse from the same initialisation; every model
+ * sees the same batches. Returns the losses, sizes, speed and a generated sample of each.
+ */
+export function trainTransformer(partial: Partial<TransformerOptions> = {}, hooks: TransformerHooks = {}): TransformerReport {
+  const options: TransformerOptions = { ...DEFAULT_OPTIONS, ...partial };
+  checkOptions(options);
+  if (options.backend !== undefined) setBackend(options.backend);
+  const text = mobyDickText();
+  const corpus = buildCorpus(options.textLimit === undefined ? text : text.slice(0, options.textLimit));
+  const validation = Array.from({ length: options.evalBatches }, (_, i) =>
+    sampleBatch(corpus.validation, options.batchSize, options.context, new SeededRandom(options.seed * 7919 + i)),
+  );
+
+  const models: TransformerResult[] = [];
+  for (const density of [1, ...options.densities]) {
+    const model = new CharTransformer({ vocabSize: corpus.vocabulary.size, ...options });
+    const name = density === 1 ? "dense" : sparseName(density);
+    const patchReport = density === 1 ? undefined : feedForwardPatcher(density, options.blockShape).patchModel(model);
+    const result = trainOne(name, density, model, corpus, validation, options, hooks);
+    result.patchReport = patchReport;
+    models.push(result);
+    hooks.onModelEnd?.(result);
+  }
+  return { options, backend: getBackend(), vocabularySize: corpus.vocabulary.size, trainCharacters: corpus.train.length, models };
+}
+
+type Batch = { inputs: Int32Array; targets: Int32Array };
+
+function trainOne(
+  name: string,
+  density: number,
+  model: CharTransformer,
+  corpus: CharCorpus,
+  validation: Batch[],
+  options: TransformerOptions,
+  hooks: TransformerHooks,
+): TransformerResult {
+  const initialValidationLoss = validationLoss(model, validation, options);
+  const optimizer = new Adam(model.parameters(), { lr: options.learningRate });
+  const random = new SeededRandom(options.seed + 1);
+  const stepLosses: number[] = [];
+  hooks.onModelStart?.(name, options.steps);
+  model.train();
+  const started = performance.now();
+  for (let step = 0; step < options.steps; step++) {
+    const batch = sampleBatch(corpus.train, options.batchSize, options.context, random);
+    const loss = tidy(() => {
+      const lossTensor = batchLoss(model, batch, options);
+      backward(lossTensor);
+      return lossTensor.item();
+    });
+    optimizer.step();
+    optimizer.zeroGrad();
+    stepLosses.push(loss);
+    hooks.onStep?.({ model: name, step: step + 1, steps: options.steps, loss });
+  }
+  const secondsPerStep = (performance.now() - started) / 1000 / options.steps;
+  const feedForwardParameters = model
+    .namedModules()
+    .filter(([moduleName]) => /\.mlp\.fc[12]$/.test(moduleName))
+    .reduce((n, [, module]) => n + parameterCount(module), 0);
+  return {
+    name,
+    density,
+    parameters: parameterCount(model),
+    feedForwardParameters,
+    weightBytes: weightBytes(model),
+    stepLosses,
+    initialValidationLoss,
+    validationLoss: validationLoss(model, validation, options),
+    secondsPerStep,
+    sample: generate(model, corpus, options),
+  };
+}
+
+function batchLoss(model: CharTransformer, batch: Batch, options: TransformerOptions): Tensor {
+  const shape = [options.batchSize, options.context];
+  return crossEntropy(model.forward(tensor(batch.inputs, shape, "int32")), tensor(batch.targets, shape, "int32"));
+}
+
+function validationLoss(model: CharTransformer, batches: Batch[], options: TransformerOptions): number {
+  model.eval();
+  const total = noGrad(() => batches.reduce((sum, batch) => sum + tidy(() => batchLoss(model, batch, options).item()), 0));
+  model.train();
+  return total / batches.length;
+}
+
+/** Continues the prompt one character at a time, sampling at `temperature` with a seeded generator. */
+export function generate(model: CharTransformer, corpus: CharCorpus, options: TransformerOptions): string {
+  const { vocabulary } = corpus;
+  const ids = Array.from(vocabulary.encode(options.prompt));
+  if (ids.length === 0) throw new RangeError("prompt: none of its characters is in the vocabulary");
+  const random = new SeededRandom(options.seed + 2);
+  model.eval();
+  for (let i = 0; i < options.sampleLength; i++) {
+    const window = ids.slice(-options.context);
+    const probabilities = noGrad(() =>
+      tidy(() => {
+        const logits = model.lastLogits(tensor(Int32Array.from(window), [1, window.length], "int32"));
+        return softmax(div(logits, options.temperature), -1).dataSync();
+      }),
+    );
+    ids.push(pick(probabilities, random.next()));
+  }
+  model.train();
+  return vocabulary.decode(ids);
+}
+
+/** The index where the cumulative probability passes `u`. */
+function pick(probabilities: ArrayLike<number>, u: number): number {
+  let cumulative = 0;
+  for (let i = 0; i < probabilities.length; i++) {
+    cumulative += probabilities[i];
+    if (u < cumulative) return i;
+  }
+  return probabilities.length - 1;
+}
+
+function checkOptions(options: TransformerOptions): void {
+  for (const name of ["steps", "batchSize", "context", "dModel", "nHeads", "layers", "evalBatches"] as const) {
+    const value = options[name];
+    if (!Number.isInteger(value) || value < 1) throw new RangeError(`${name}: expected a positive integer, got ${value}`);
+  }
+  if (!Number.isInteger(options.sampleLength) || options.sampleLength < 0) {
+    throw new RangeError(`sampleLength: expected a non-negative integer, got ${options.sampleLength}`);
+  }
+  for (const density of options.densities) {
+    if (!(density > 0 && density <= 1)) throw new RangeError(`density: expected numbers in (0, 1], got ${density}`);
+  }
+  const [blockRows, blockCols] = options.blockShape;
+  const hidden = 4 * options.dModel;
+  if (options.dModel % blockRows !== 0 || options.dModel % blockCols !== 0 || hidden % blockRows !== 0 || hidden % blockCols !== 0) {
+    throw new RangeError(
+      `dModel: ${options.dModel} (feed-forward ${options.dModel} x ${hidden}) is not divisible by the block shape ${blockRows}x${blockCols}; ` +
+        `use a multiple of ${Math.max(blockRows, blockCols)}`,
+    );
+  }
+  if (!(options.learningRate > 0)) throw new RangeError(`learningRate: expected a positive number, got ${options.learningRate}`);
+  if (!(options.temperature > 0)) throw new RangeError(`temperature: expected a positive number, got ${options.temperature}`);
+}

@@ -1,0 +1,83 @@
+import { SeededRandom } from "@blocksparse/format";
+import { describe, expect, it } from "vitest";
+import { Vocabulary, buildCorpus, mobyDickText, sampleBatch } from "../src/data";
+import { TABLE_HEAD, formatTable, reportRows } from "../src/report";
+import { type TransformerOptions, sparseName, trainTransformer } from "../src/train";
+
+const TINY: Partial<TransformerOptions> = {
+  steps: 8,
+  batchSize: 4,
+  context: 16,
+  dModel: 32,
+  nHeads: 2,
+  layers: 1,
+  densities: [0.5, 0.25],
+  blockShape: [32, 32],
+  learningRate: 1e-2,
+  seed: 1,
+  evalBatches: 2,
+  sampleLength: 12,
+  textLimit: 50_000,
+  backend: "js",
+};
+
+/** Parameters of the model written out independently: embeddings, one block, final norm, head. */
+function denseParameters(vocab: number, d: number, context: number): number {
+  const block = 2 * d + (3 * d * d + 3 * d) + (d * d + d) + 2 * d + (4 * d * d + 4 * d) + (4 * d * d + d);
+  return vocab * d + context * d + block + 2 * d + (d * vocab + vocab);
+}
+
+describe("moby dick data", () => {
+  it("reads the novel and encodes it with a round-tripping character vocabulary", () => {
+    const text = mobyDickText();
+    expect(text.length).toBeGreaterThan(1_000_000);
+    expect(text).toContain("Call me Ishmael.");
+    const corpus = buildCorpus(text.slice(0, 50_000));
+    const head = corpus.vocabulary.decode(corpus.train.subarray(0, 200));
+    expect(corpus.vocabulary.encode(head)).toEqual(corpus.train.subarray(0, 200));
+    expect(corpus.train.length + corpus.validation.length).toBeLessThanOrEqual(50_000);
+    expect(() => new Vocabulary("ab").decode([2])).toThrow(/id 2 is outside the vocabulary of 2/);
+  });
+
+  it("samples windows whose targets are the inputs shifted by one", () => {
+    const ids = Int32Array.from({ length: 100 }, (_, i) => i);
+    const { inputs, targets } = sampleBatch(ids, 3, 5, new SeededRandom(4));
+    for (let i = 0; i < inputs.length; i++) expect(targets[i]).toBe(inputs[i] + 1);
+    expect(() => sampleBatch(ids.subarray(0, 4), 1, 5, new SeededRandom(0))).toThrow(/fewer than context \+ 1 = 6/);
+  });
+});
+
+describe("trainTransformer", () => {
+  it("lowers the loss of dense and block-sparse models, with exact parameter counts and a sample", () => {
+    const report = trainTransformer(TINY);
+    expect(report.models.map((model) => model.name)).toEqual(["dense", sparseName(0.5), sparseName(0.25)]);
+    const vocab = report.vocabularySize;
+    const dense = denseParameters(vocab, 32, 16);
+    // Feed-forward 32 -> 128 -> 32 in 32x32 blocks: 4 blocks each; 0.5 keeps 2, 0.25 keeps 1.
+    const feedForward = (kept: number) => kept * 32 * 32 + 128 + kept * 32 * 32 + 32;
+    const expected = [
+      [dense, feedForward(4)],
+      [dense - feedForward(4) + feedForward(2), feedForward(2)],
+      [dense - feedForward(4) + feedForward(1), feedForward(1)],
+    ];
+    report.models.forEach((model, i) => {
+      expect([model.parameters, model.feedForwardParameters]).toEqual(expected[i]);
+      expect(model.stepLosses).toHaveLength(8);
+      expect(model.validationLoss).toBeLessThan(model.initialValidationLoss - 0.3);
+      expect(model.sample.startsWith("Call me Ishmael. ")).toBe(true);
+      expect(model.sample).toHaveLength("Call me Ishmael. ".length + 12);
+    });
+    expect(report.models[1].patchReport?.layers.map((layer) => layer.name)).toEqual(["blocks.0.mlp.fc1", "blocks.0.mlp.fc2"]);
+    expect(report.models[2].weightBytes).toBeLessThan(report.models[0].weightBytes);
+
+    const rows = reportRows(report);
+    expect(rows.map((row) => row[0])).toEqual(["dense", "ffn block-sparse 0.5", "ffn block-sparse 0.25"]);
+    expect(rows[0][4]).toBe(dense.toLocaleString("en-US"));
+    for (const head of TABLE_HEAD) expect(formatTable(report)).toContain(head);
+  });
+
+  it("rejects a width the block shape does not divide, and bad densities", () => {
+    expect(() => trainTransformer({ ...TINY, dModel: 48 })).toThrow(/dModel: 48 .* not divisible by the block shape 32x32; use a multiple of 32/);
+    expect(() => trainTransformer({ ...TINY, densities: [1.5] })).toThrow(/density: expected numbers in \(0, 1\], got 1.5/);
+  });
+});
