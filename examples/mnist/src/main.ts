@@ -1,7 +1,7 @@
 // Registers the cuda backend when its addon loads here; otherwise the engine warns once and runs on js.
 import "@blocksparse/backend-cuda";
 import { parseArgs } from "node:util";
-import { getBackend } from "@blocksparse/core";
+import { getBackendInstance, setBackend } from "@blocksparse/core";
 import { PIXELS } from "./data";
 import { FIRST_LAYER_BLOCK, HIDDEN_LAYER_BLOCK } from "./model";
 import { progressHooks } from "./progress";
@@ -65,15 +65,18 @@ function parseOptions(argv: string[]): Partial<MnistOptions> | null {
 }
 
 async function main(): Promise<void> {
-  const parsed = parseOptions(process.argv.slice(2));
+  // `pnpm demo -- --flag` hands the script a literal "--" first.
+  const argv = process.argv.slice(2);
+  const parsed = parseOptions(argv[0] === "--" ? argv.slice(1) : argv);
   if (parsed === null) {
     console.log(USAGE);
     return;
   }
   const options = { ...DEFAULT_OPTIONS, ...parsed };
   const startedAt = performance.now();
-  // Choosing the backend up front puts the cuda warning (if any) before the progress bars.
-  const backend = options.backend ?? getBackend();
+  if (options.backend !== undefined) setBackend(options.backend);
+  // Starting the backend here puts the cuda fallback warning (if any) above the header.
+  const backend = getBackendInstance().name;
   console.log(
     `MNIST MLP ${PIXELS}-${options.hidden}-${options.hidden}-10 on '${backend}': ${options.trainSize} training and ` +
       `${options.testSize} test digits, ${options.epochs} epochs, batch ${options.batchSize}, Adam lr ${options.learningRate}.`,

@@ -1,7 +1,7 @@
 // Registers the cuda backend when its addon loads here; otherwise the engine warns once and runs on js.
 import "@blocksparse/backend-cuda";
 import { parseArgs } from "node:util";
-import { getBackend } from "@blocksparse/core";
+import { getBackendInstance, setBackend } from "@blocksparse/core";
 import { Presets, SingleBar } from "cli-progress";
 import { FEED_FORWARD_PATTERN } from "./model";
 import { formatTable } from "./report";
@@ -99,13 +99,17 @@ function progressHooks(stream: NodeJS.WriteStream = process.stdout): Transformer
 }
 
 function main(): void {
-  const parsed = parseOptions(process.argv.slice(2));
+  // `pnpm demo -- --flag` hands the script a literal "--" first.
+  const argv = process.argv.slice(2);
+  const parsed = parseOptions(argv[0] === "--" ? argv.slice(1) : argv);
   if (parsed === null) {
     console.log(USAGE);
     return;
   }
   const options = { ...DEFAULT_OPTIONS, ...parsed };
-  const backend = options.backend ?? getBackend();
+  if (options.backend !== undefined) setBackend(options.backend);
+  // Starting the backend here puts the cuda fallback warning (if any) above the header.
+  const backend = getBackendInstance().name;
   console.log(
     `Character transformer on Moby Dick on '${backend}': ${options.layers} blocks, dModel ${options.dModel}, ${options.nHeads} heads, ` +
       `context ${options.context}, batch ${options.batchSize}, ${options.steps} steps per model, Adam lr ${options.learningRate}.`,
