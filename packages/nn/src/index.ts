@@ -11,6 +11,7 @@ export {
   type SetPatternOptions,
 } from "./block_sparse_linear";
 export { blockSources, remapBlocks } from "./blocks";
+export { clipGradNorm } from "./clip";
 export { NnError, StateDictError, type StateDictMismatch } from "./errors";
 export { Dropout, Embedding, GELU, LayerNorm, type LayerNormOptions, ReLU, Sequential } from "./layers";
 export { Linear, type LinearOptions } from "./linear";

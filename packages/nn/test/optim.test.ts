@@ -1,5 +1,5 @@
 import { type BsrPattern, randn, tensor, ValueError } from "@blocksparse/core";
-import { Adam, AdamW, BlockSparseLinear, Linear, Parameter, pruneAndRegrow, SGD, SparseOptimizer } from "@blocksparse/nn";
+import { Adam, AdamW, BlockSparseLinear, clipGradNorm, Linear, Parameter, pruneAndRegrow, SGD, SparseOptimizer } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
 import { host, maxAbsDiff } from "./helpers";
 
@@ -157,5 +157,25 @@ describe("optimizer state of block-sparse weights", () => {
     expect(b.pattern.equals(patternB)).toBe(false);
     expect([a.nnzBlocks, b.nnzBlocks]).toEqual([patternA.nnzBlocks, patternB.nnzBlocks]);
     expect(() => new SparseOptimizer(model, { every: 0 })).toThrow(ValueError);
+  });
+});
+
+describe("clipGradNorm", () => {
+  it("scales every gradient by maxNorm / norm when the joint norm is larger, and returns the norm", () => {
+    const layer = new BlockSparseLinear(16, 8, { density: 0.5, blockShape: [4, 4], seed: 12 });
+    const other = new Parameter(tensor([1, 2, 3], [3]));
+    layer.weight.grad = randn(layer.weight.shape as number[], { seed: 13 });
+    layer.bias!.grad = randn([8], { seed: 14 });
+    const grads = [host(layer.weight.grad), host(layer.bias!.grad)];
+    const norm = Math.sqrt(grads.reduce((a, g) => a + g.reduce((b, v) => b + v * v, 0), 0));
+    const params = [...layer.parameters(), other];
+    expect(clipGradNorm(params, 1e6)).toBeCloseTo(norm, 4);
+    expect(host(layer.bias!.grad!)).toEqual(grads[1]);
+    expect(clipGradNorm(params, 0.5)).toBeCloseTo(norm, 4);
+    const scale = 0.5 / (norm + 1e-6);
+    expect(maxAbsDiff(host(layer.weight.grad!), grads[0].map((v) => v * scale))).toBeLessThan(1e-6);
+    expect(maxAbsDiff(host(layer.bias!.grad!), grads[1].map((v) => v * scale))).toBeLessThan(1e-6);
+    expect(other.grad).toBeNull();
+    expect(() => clipGradNorm(params, -1)).toThrow(ValueError);
   });
 });

@@ -1,0 +1,28 @@
+import { noGrad } from "@blocksparse/autograd";
+import { mul, square, sum, tidy, ValueError } from "@blocksparse/core";
+import { Parameter } from "./parameter";
+
+/**
+ * Scales the gradients of `parameters` in place so that their joint L2 norm is at most
+ * `maxNorm`, as torch.nn.utils.clip_grad_norm_; returns the norm before clipping.
+ * Parameters without a gradient are skipped; a block-sparse weight counts its stored blocks.
+ */
+export function clipGradNorm(parameters: Iterable<Parameter>, maxNorm: number): number {
+  if (typeof maxNorm !== "number" || !(maxNorm >= 0) || !Number.isFinite(maxNorm)) {
+    throw new ValueError(`clipGradNorm: maxNorm must be a finite number >= 0, got ${String(maxNorm)}`);
+  }
+  const grads = [...parameters].map((p, i) => {
+    if (!(p instanceof Parameter)) throw new ValueError(`clipGradNorm: parameters[${i}] is not a Parameter`);
+    return p.grad;
+  });
+  return noGrad(() => {
+    let squares = 0;
+    for (const grad of grads) if (grad) squares += tidy(() => sum(square(grad)).item());
+    const total = Math.sqrt(squares);
+    const coefficient = maxNorm / (total + 1e-6);
+    if (coefficient < 1) {
+      for (const grad of grads) if (grad) tidy(() => grad.assign(mul(grad, coefficient)));
+    }
+    return total;
+  });
+}
