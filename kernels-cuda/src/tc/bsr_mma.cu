@@ -277,6 +277,7 @@ bool launch(const KernelArgs& argsIn, int numSms, cudaStream_t stream) {
 // Tile shapes per block size; variant 1 is an alternative kept for measurement.
 template <typename T, Op kOp>
 bool launchBlock(const KernelArgs& args, int blockSize, int variant, int numSms, cudaStream_t stream) {
+  if (variant > 1) return false;  // variants 2+ exist on the wgmma path only
   if constexpr (kOp == Op::Sampled) {
     switch (blockSize) {
       case 32: return launch<MmaTraits<T, kOp, 32, 128, 4, 1, 4>>(args, numSms, stream);

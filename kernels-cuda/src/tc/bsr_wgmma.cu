@@ -4,6 +4,8 @@
 // coordinate of each copy: a block's slice of the dense operand is a box at a column the index names.
 #include <cudaTypedefs.h>
 
+#include <algorithm>
+
 #include "ptx.cuh"
 #include "tc_kernels.h"
 #include "tile_work.cuh"
@@ -49,12 +51,88 @@ namespace {
 
 using sm90::WgmmaTraits;
 
+// One pipeline stage's products into this consumer warpgroup's accumulators.
+template <class K>
+__device__ __forceinline__ void mmaStage(float (&acc)[K::kMmaM][K::kTileN / 2], uint32_t stageA, uint32_t stageB,
+                                         int consumer) {
+  using T = typename K::T;
+#pragma unroll
+  for (int kk = 0; kk < K::kStep / 16; ++kk) {
+    uint64_t descB;
+    if constexpr (K::kBKMajor)
+      descB = matrixDescriptor(stageB + kk * 32, 16, 8 * K::kStep * 2, K::kSwizzleB);
+    else
+      descB = matrixDescriptor(stageB + kk * 16 * K::kPanelB * 2, K::kStep * K::kPanelB * 2, 8 * K::kPanelB * 2,
+                               K::kSwizzleB);
+#pragma unroll
+    for (int mi = 0; mi < K::kMmaM; ++mi) {
+      uint64_t descA;
+      if constexpr (K::kAKMajor) {
+        descA = matrixDescriptor(stageA + (consumer * K::kMmaM + mi) * 64 * K::kStep * 2 + kk * 32, 16,
+                                 8 * K::kStep * 2, K::kSwizzleA);
+      } else {
+        const int panel = (consumer * K::kMmaM + mi) * 64 / K::kPanelA;
+        descA = matrixDescriptor(stageA + panel * K::kStep * K::kPanelA * 2 + kk * 16 * K::kPanelA * 2,
+                                 K::kStep * K::kPanelA * 2, 8 * K::kPanelA * 2, K::kSwizzleA);
+      }
+      Wgmma<T, K::kTileN, K::kAKMajor ? 0 : 1, K::kBKMajor ? 0 : 1>::run(acc[mi], descA, descB);
+    }
+  }
+}
+
+// Writes this consumer's rows of the tile: per m64 tile, warp w of the group holds rows 16w + lane/4 (+8),
+// two columns per 8.
+template <class K>
+__device__ __forceinline__ void storeTile(float (&acc)[K::kMmaM][K::kTileN / 2], const KernelArgs& args,
+                                          const TileWork& work, const int32_t* indexB, int consumer, int lane,
+                                          int warpInGroup) {
+  using T = typename K::T;
+  const int g = lane >> 2, c2 = (lane & 3) * 2;
+#pragma unroll
+  for (int mi = 0; mi < K::kMmaM; ++mi) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int row = (consumer * K::kMmaM + mi) * 64 + warpInGroup * 16 + g + half * 8;
+#pragma unroll
+      for (int j = 0; j < K::kTileN / 8; ++j) {
+        const int col = j * 8 + c2;
+        float v0 = acc[mi][4 * j + half * 2], v1 = acc[mi][4 * j + half * 2 + 1];
+        if constexpr (K::kOp == Op::Sampled) {
+          const int member = row / K::R;
+          if (member >= work.count) continue;
+          const int64_t at = (static_cast<int64_t>(indexB[member]) * K::R + row % K::R) * K::C + col;
+          if (args.partials) {
+            float* dst = args.partials + static_cast<int64_t>(blockIdx.z) * args.nnzBlocks * K::R * K::C + at;
+            *reinterpret_cast<float2*>(dst) = make_float2(v0, v1);
+          } else {
+            *reinterpret_cast<uint32_t*>(static_cast<T*>(args.out) + at) = packPair<T>(v0, v1);
+          }
+        } else {
+          const int64_t token = work.tokenBase + row;
+          if (token >= args.m) continue;
+          if constexpr (K::kOp == Op::Linear) {
+            const int64_t feature = static_cast<int64_t>(work.line) * K::R + col;
+            if (args.bias) {
+              float2 bias = unpackPair<T>(*reinterpret_cast<const uint32_t*>(static_cast<const T*>(args.bias) + feature));
+              v0 += bias.x;
+              v1 += bias.y;
+            }
+            *reinterpret_cast<uint32_t*>(static_cast<T*>(args.out) + token * args.rows + feature) = packPair<T>(v0, v1);
+          } else {
+            const int64_t feature = static_cast<int64_t>(work.line) * K::C + col;
+            *reinterpret_cast<uint32_t*>(static_cast<T*>(args.out) + token * args.cols + feature) = packPair<T>(v0, v1);
+          }
+        }
+      }
+    }
+  }
+}
+
 template <class K>
 __global__ void __launch_bounds__(K::kThreads, 1)
     bsrWgmmaKernel(const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapB,
                    const KernelArgs args) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using T = typename K::T;
   extern __shared__ uint8_t smemRaw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smemRaw) + 1023) & ~uintptr_t(1023));
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + K::kStages * K::kStageBytes);
@@ -137,28 +215,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
 #pragma unroll
     for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
     wgmmaFence();
-#pragma unroll
-    for (int kk = 0; kk < K::kStep / 16; ++kk) {
-      uint64_t descB;
-      if constexpr (K::kBKMajor)
-        descB = matrixDescriptor(stageB + kk * 32, 16, 8 * K::kStep * 2, K::kSwizzleB);
-      else
-        descB = matrixDescriptor(stageB + kk * 16 * K::kPanelB * 2, K::kStep * K::kPanelB * 2, 8 * K::kPanelB * 2,
-                                 K::kSwizzleB);
-#pragma unroll
-      for (int mi = 0; mi < K::kMmaM; ++mi) {
-        uint64_t descA;
-        if constexpr (K::kAKMajor) {
-          descA = matrixDescriptor(stageA + (consumer * K::kMmaM + mi) * 64 * K::kStep * 2 + kk * 32, 16,
-                                   8 * K::kStep * 2, K::kSwizzleA);
-        } else {
-          const int panel = (consumer * K::kMmaM + mi) * 64 / K::kPanelA;
-          descA = matrixDescriptor(stageA + panel * K::kStep * K::kPanelA * 2 + kk * 16 * K::kPanelA * 2,
-                                   K::kStep * K::kPanelA * 2, 8 * K::kPanelA * 2, K::kSwizzleA);
-        }
-        Wgmma<T, K::kTileN, K::kAKMajor ? 0 : 1, K::kBKMajor ? 0 : 1>::run(acc[mi], descA, descB);
-      }
-    }
+    mmaStage<K>(acc, stageA, stageB, consumer);
     wgmmaCommit();
 #pragma unroll
     for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
@@ -170,45 +227,117 @@ __global__ void __launch_bounds__(K::kThreads, 1)
 #pragma unroll
   for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
 
-  // Epilogue: per m64 tile, warp w of the group holds rows 16w + lane/4 (+8), two columns per 8.
-  const int g = lane >> 2, c2 = (lane & 3) * 2;
+  storeTile<K>(acc, args, work, indexB, consumer, lane, warpInGroup);
+#endif
+}
+
+// Linear/Matmul, persistent: one CTA per SM walks tiles blockIdx.x, + gridDim.x, ... with one pipeline
+// that runs on across tiles, so the producer loads the next tile while the consumers store this one.
+// The producer warp reads each tile's block offsets itself, 32 at a time, one per lane.
+template <class K>
+__global__ void __launch_bounds__(K::kThreads, 1)
+    bsrWgmmaPersistentKernel(const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapB,
+                             const KernelArgs args) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  static_assert(K::kOp != Op::Sampled, "Sampled tiles are not persistent");
+  extern __shared__ uint8_t smemRaw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smemRaw) + 1023) & ~uintptr_t(1023));
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + K::kStages * K::kStageBytes);
+  uint64_t* empty = full + K::kStages;
+  const int tid = threadIdx.x;
+  const int tiles = args.tilesM * args.tilesN;
+  constexpr int kStepsPerBlock = (K::kOp == Op::Linear ? K::C : K::R) / K::kStep;
+  if (tid == 0) {
+    prefetchTensorMap(&mapA);
+    prefetchTensorMap(&mapB);
+    for (int s = 0; s < K::kStages; ++s) {
+      mbarrierInit(&full[s], 1);
+      mbarrierInit(&empty[s], 4 * K::kConsumers);
+    }
+    fenceBarrierInit();
+  }
+  __syncthreads();
+
+  const int warpGroup = tid / 128;
+  if (warpGroup == 0) {
+    setMaxRegistersDecrease<40>();
+    if (tid >= 32) return;
+    const int lane = tid;
+    const int32_t* index = K::kOp == Op::Linear ? args.blockColIdx : args.blockRowIdx;
+    constexpr int kScale = K::kOp == Op::Linear ? K::C : K::R;
+    int it = 0;
+    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+      TileWork work;
+      tileAt<K::kOp, K::R, K::C, K::kTileM, K::kStep>(args, tile, work);
+      const int32_t tokenBase = static_cast<int32_t>(work.tokenBase);
+      for (int e0 = 0; e0 < work.count; e0 += 32) {
+        int32_t columnMine = 0, valueMine = 0;
+        if (e0 + lane < work.count) {
+          columnMine = index[work.first + e0 + lane] * kScale;
+          if constexpr (K::kOp == Op::Matmul) valueMine = args.valueIndex[work.first + e0 + lane];
+        }
+        const int n = min(32, work.count - e0);
+        for (int j = 0; j < n; ++j) {
+          const int32_t column = __shfl_sync(0xffffffffu, columnMine, j);
+          const int32_t value = __shfl_sync(0xffffffffu, valueMine, j);
+          for (int part = 0; part < kStepsPerBlock; ++part, ++it) {
+            const int s = it % K::kStages;
+            if (it >= K::kStages) mbarrierWait(&empty[s], ((it / K::kStages) + 1) & 1);
+            if (lane == 0) {
+              uint8_t* stageA = smem + s * K::kStageBytes;
+              uint8_t* stageB = stageA + K::kABytes;
+              const int slice = part * K::kStep;
+              mbarrierArriveExpectTx(&full[s], K::kStageBytes);
+              tmaLoad2d(stageA, &mapA, column + slice, tokenBase, &full[s]);
+              if constexpr (K::kOp == Op::Linear) {
+                tmaLoad2d(stageB, &mapB, slice, (work.first + e0 + j) * K::R, &full[s]);
+              } else {
 #pragma unroll
-  for (int mi = 0; mi < K::kMmaM; ++mi) {
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int row = (consumer * K::kMmaM + mi) * 64 + warpInGroup * 16 + g + half * 8;
-#pragma unroll
-      for (int j = 0; j < K::kTileN / 8; ++j) {
-        const int col = j * 8 + c2;
-        float v0 = acc[mi][4 * j + half * 2], v1 = acc[mi][4 * j + half * 2 + 1];
-        if constexpr (K::kOp == Op::Sampled) {
-          const int member = row / K::R;
-          if (member >= work.count) continue;
-          const int64_t at = (static_cast<int64_t>(indexB[member]) * K::R + row % K::R) * K::C + col;
-          if (args.partials) {
-            float* dst = args.partials + static_cast<int64_t>(blockIdx.z) * args.nnzBlocks * K::R * K::C + at;
-            *reinterpret_cast<float2*>(dst) = make_float2(v0, v1);
-          } else {
-            *reinterpret_cast<uint32_t*>(static_cast<T*>(args.out) + at) = packPair<T>(v0, v1);
-          }
-        } else {
-          const int64_t token = work.tokenBase + row;
-          if (token >= args.m) continue;
-          if constexpr (K::kOp == Op::Linear) {
-            const int64_t feature = static_cast<int64_t>(work.line) * K::R + col;
-            if (args.bias) {
-              float2 bias = unpackPair<T>(*reinterpret_cast<const uint32_t*>(static_cast<const T*>(args.bias) + feature));
-              v0 += bias.x;
-              v1 += bias.y;
+                for (int p = 0; p < K::C / K::kPanelB; ++p)
+                  tmaLoad2d(stageB + p * K::kStep * K::kPanelB * 2, &mapB, p * K::kPanelB, value * K::R + slice,
+                            &full[s]);
+              }
             }
-            *reinterpret_cast<uint32_t*>(static_cast<T*>(args.out) + token * args.rows + feature) = packPair<T>(v0, v1);
-          } else {
-            const int64_t feature = static_cast<int64_t>(work.line) * K::C + col;
-            *reinterpret_cast<uint32_t*>(static_cast<T*>(args.out) + token * args.cols + feature) = packPair<T>(v0, v1);
+            __syncwarp();
           }
         }
       }
     }
+    return;
+  }
+
+  setMaxRegistersIncrease<232>();
+  const int consumer = warpGroup - 1;
+  const int lane = tid % 32, warpInGroup = (tid % 128) / 32;
+  float acc[K::kMmaM][K::kTileN / 2];
+  int it = 0;
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    TileWork work;
+    tileAt<K::kOp, K::R, K::C, K::kTileM, K::kStep>(args, tile, work);
+#pragma unroll
+    for (int i = 0; i < K::kMmaM; ++i)
+#pragma unroll
+      for (int j = 0; j < K::kTileN / 2; ++j) acc[i][j] = 0.0f;
+    for (int step = 0; step < work.steps; ++step, ++it) {
+      const int s = it % K::kStages;
+      mbarrierWait(&full[s], (it / K::kStages) & 1);
+      const uint32_t stageA = smemAddress(smem + s * K::kStageBytes), stageB = stageA + K::kABytes;
+#pragma unroll
+      for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
+      wgmmaFence();
+      mmaStage<K>(acc, stageA, stageB, consumer);
+      wgmmaCommit();
+#pragma unroll
+      for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
+      wgmmaWait<1>();
+      if (step > 0 && lane == 0) mbarrierArrive(&empty[(it - 1) % K::kStages]);
+    }
+    wgmmaWait<0>();
+#pragma unroll
+    for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
+    // This tile's last stage is free once its products are done.
+    if (work.steps > 0 && lane == 0) mbarrierArrive(&empty[(it - 1) % K::kStages]);
+    storeTile<K>(acc, args, work, nullptr, consumer, lane, warpInGroup);
   }
 #endif
 }
@@ -246,8 +375,8 @@ bool encodeMap(CUtensorMap* map, DType dtype, const void* base, int64_t inner, i
   return status == CUDA_SUCCESS;
 }
 
-template <class K>
-bool launch(DType dtype, const KernelArgs& argsIn, cudaStream_t stream) {
+template <class K, bool kPersistent = false>
+bool launch(DType dtype, const KernelArgs& argsIn, cudaStream_t stream, int numSms = 0) {
   KernelArgs args = argsIn;
   CUtensorMap mapA, mapB;
   dim3 grid;
@@ -272,9 +401,12 @@ bool launch(DType dtype, const KernelArgs& argsIn, cudaStream_t stream) {
     args.tilesM = static_cast<int32_t>(tilesM);
     args.tilesN = static_cast<int32_t>(tilesN);
     args.groupM = rasterGroup(args.tilesM, K::kTileM, depth);
-    grid = dim3(static_cast<unsigned>(tilesM * tilesN));
+    grid = dim3(static_cast<unsigned>(kPersistent ? std::min<int64_t>(tilesM * tilesN, numSms) : tilesM * tilesN));
   }
-  auto kernel = bsrWgmmaKernel<K>;
+  auto kernel = [] {
+    if constexpr (kPersistent) return bsrWgmmaPersistentKernel<K>;
+    else return bsrWgmmaKernel<K>;
+  }();
   BS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, K::kSmemBytes));
   kernel<<<grid, K::kThreads, K::kSmemBytes, stream>>>(mapA, mapB, args);
   BS_LAUNCH_CHECK("bsrWgmmaKernel");
@@ -283,22 +415,31 @@ bool launch(DType dtype, const KernelArgs& argsIn, cudaStream_t stream) {
 
 // Tile shapes per block size; variant 1 is an alternative kept for measurement.
 template <typename T, Op kOp>
-bool launchBlock(DType dtype, const KernelArgs& args, int blockSize, int variant, cudaStream_t stream) {
+bool launchBlock(DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms, cudaStream_t stream) {
   if constexpr (kOp == Op::Sampled) {
+    if (variant > 1) return false;
     switch (blockSize) {
       case 32: return launch<WgmmaTraits<T, kOp, 32, 128, 8>>(dtype, args, stream);
       case 64: return launch<WgmmaTraits<T, kOp, 64, 128, 7>>(dtype, args, stream);
       case 128: return launch<WgmmaTraits<T, kOp, 128, 128, 6>>(dtype, args, stream);
     }
   } else {
+    if (variant > 3 || numSms <= 0) return false;
+    // Variants 2 and 3: the tiles of variants 0 and 1, persistent.
     switch (blockSize) {
       case 32:
+        if (variant == 2) return launch<WgmmaTraits<T, kOp, 32, 256, 8>, true>(dtype, args, stream, numSms);
+        if (variant == 3) return launch<WgmmaTraits<T, kOp, 32, 128, 8>, true>(dtype, args, stream, numSms);
         if (variant == 1) return launch<WgmmaTraits<T, kOp, 32, 128, 8>>(dtype, args, stream);
         return launch<WgmmaTraits<T, kOp, 32, 256, 8>>(dtype, args, stream);
       case 64:
+        if (variant == 2) return launch<WgmmaTraits<T, kOp, 64, 256, 5>, true>(dtype, args, stream, numSms);
+        if (variant == 3) return launch<WgmmaTraits<T, kOp, 64, 128, 6>, true>(dtype, args, stream, numSms);
         if (variant == 1) return launch<WgmmaTraits<T, kOp, 64, 128, 6>>(dtype, args, stream);
         return launch<WgmmaTraits<T, kOp, 64, 256, 5>>(dtype, args, stream);
       case 128:
+        if (variant == 2) return launch<WgmmaTraits<T, kOp, 128, 128, 6>, true>(dtype, args, stream, numSms);
+        if (variant == 3) return launch<WgmmaTraits<T, kOp, 128, 256, 4>, true>(dtype, args, stream, numSms);
         if (variant == 1) return launch<WgmmaTraits<T, kOp, 128, 256, 4>>(dtype, args, stream);
         return launch<WgmmaTraits<T, kOp, 128, 128, 6>>(dtype, args, stream);
     }
@@ -307,11 +448,12 @@ bool launchBlock(DType dtype, const KernelArgs& args, int blockSize, int variant
 }
 
 template <typename T>
-bool launchTyped(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, cudaStream_t stream) {
+bool launchTyped(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
+                 cudaStream_t stream) {
   switch (op) {
-    case Op::Linear: return launchBlock<T, Op::Linear>(dtype, args, blockSize, variant, stream);
-    case Op::Matmul: return launchBlock<T, Op::Matmul>(dtype, args, blockSize, variant, stream);
-    case Op::Sampled: return launchBlock<T, Op::Sampled>(dtype, args, blockSize, variant, stream);
+    case Op::Linear: return launchBlock<T, Op::Linear>(dtype, args, blockSize, variant, numSms, stream);
+    case Op::Matmul: return launchBlock<T, Op::Matmul>(dtype, args, blockSize, variant, numSms, stream);
+    case Op::Sampled: return launchBlock<T, Op::Sampled>(dtype, args, blockSize, variant, numSms, stream);
   }
   return false;
 }
@@ -331,9 +473,8 @@ bool wgmmaAvailable() {
 
 bool launchWgmma(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                  cudaStream_t stream) {
-  (void)numSms;
-  if (dtype == DType::BFloat16) return launchTyped<__nv_bfloat16>(op, dtype, args, blockSize, variant, stream);
-  if (dtype == DType::Float16) return launchTyped<__half>(op, dtype, args, blockSize, variant, stream);
+  if (dtype == DType::BFloat16) return launchTyped<__nv_bfloat16>(op, dtype, args, blockSize, variant, numSms, stream);
+  if (dtype == DType::Float16) return launchTyped<__half>(op, dtype, args, blockSize, variant, numSms, stream);
   return false;
 }
 

@@ -15,6 +15,20 @@ struct TileWork {
   int32_t steps;      // pipeline steps
 };
 
+// Linear/Matmul: the tile at raster position `linear` (a CTA index, or a persistent CTA's next tile).
+template <Op kOp, int R, int C, int kTileM, int kStep>
+__device__ __forceinline__ void tileAt(const KernelArgs& args, int linear, TileWork& work) {
+  int tileM, tileN;
+  rasterTile(linear, args.tilesM, args.tilesN, args.groupM, tileM, tileN);
+  const int32_t* ptr = kOp == Op::Linear ? args.blockRowPtr : args.blockColPtr;
+  work.line = tileN;
+  work.first = ptr[tileN];
+  work.count = ptr[tileN + 1] - work.first;
+  work.tokenBase = static_cast<int64_t>(tileM) * kTileM;
+  work.tokenEnd = min(args.m, work.tokenBase + kTileM);
+  work.steps = work.count * ((kOp == Op::Linear ? C : R) / kStep);
+}
+
 // Fills `work` for this CTA; false when the CTA has nothing to do (a Sampled group past the column's end).
 template <Op kOp, int R, int C, int kTileM, int kStep, int kGroup>
 __device__ __forceinline__ bool tileWork(const KernelArgs& args, TileWork& work) {
@@ -27,15 +41,7 @@ __device__ __forceinline__ bool tileWork(const KernelArgs& args, TileWork& work)
     work.tokenEnd = min(args.m, work.tokenBase + args.tokensPerSplit);
     work.steps = static_cast<int32_t>((work.tokenEnd - work.tokenBase + kStep - 1) / kStep);
   } else {
-    int tileM, tileN;
-    rasterTile(blockIdx.x, args.tilesM, args.tilesN, args.groupM, tileM, tileN);
-    const int32_t* ptr = kOp == Op::Linear ? args.blockRowPtr : args.blockColPtr;
-    work.line = tileN;
-    work.first = ptr[tileN];
-    work.count = ptr[tileN + 1] - work.first;
-    work.tokenBase = static_cast<int64_t>(tileM) * kTileM;
-    work.tokenEnd = min(args.m, work.tokenBase + kTileM);
-    work.steps = work.count * ((kOp == Op::Linear ? C : R) / kStep);
+    tileAt<kOp, R, C, kTileM, kStep>(args, blockIdx.x, work);
   }
   return true;
 }
