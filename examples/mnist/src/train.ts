@@ -1,7 +1,7 @@
 import { backward, noGrad } from "@blocksparse/autograd";
 import { type Tensor, argmax, getBackend, setBackend, tensor, tidy } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
-import { Adam, crossEntropy, parameterCount, weightBytes } from "@blocksparse/nn";
+import { Adam, type Module, crossEntropy, disposeStateDict, parameterCount, weightBytes } from "@blocksparse/nn";
 import type { PatchReport } from "@blocksparse/patcher";
 import { type MnistData, type MnistSplit, PIXELS, loadMnist, shuffleInPlace } from "./data";
 import { Mlp, checkHidden, mlpPatcher } from "./model";
@@ -95,17 +95,19 @@ export async function trainMnist(partial: Partial<MnistOptions> = {}, hooks: Tra
 
   const dense = new Mlp(options.hidden, options.seed);
   const denseResult = emptyResult("dense", 1);
-  let patchSource = dense.stateDict();
+  let patchSource = options.patchFrom === "init" ? dense.stateDict() : null;
   trainEpochs(dense, denseResult, data, options, hooks, 0, (epoch) => {
     if (epoch === 1 && options.patchFrom === "trained") patchSource = dense.stateDict();
   });
   finishResult(denseResult, dense, data.test, options);
+  disposeParameters(dense);
   const models = [denseResult];
+  if (patchSource === null) throw new Error("trainMnist: the dense model trained no epoch to patch from");
 
   for (const density of options.densities) {
     const model = new Mlp(options.hidden, options.seed);
     model.loadStateDict(patchSource);
-    const report = mlpPatcher(density).patchModel(model);
+    const report = patchAndRelease(model, density);
     const result = emptyResult(sparseName(density), density);
     result.patchReport = report;
     result.accuracyAfterPatch = evaluate(model, data.test, options.batchSize);
@@ -113,8 +115,10 @@ export async function trainMnist(partial: Partial<MnistOptions> = {}, hooks: Tra
     const firstEpoch = options.patchFrom === "trained" ? 1 : 0;
     trainEpochs(model, result, data, options, hooks, firstEpoch);
     finishResult(result, model, data.test, options);
+    disposeParameters(model);
     models.push(result);
   }
+  disposeStateDict(patchSource);
   return { options, backend: getBackend(), trainSize: data.train.count, testSize: data.test.count, models };
 }
 
@@ -179,6 +183,7 @@ function trainEpochs(
     hooks.onEpochEnd?.({ ...info, meanLoss: lossSum / steps, seconds: epochSeconds });
     afterEpoch?.(epoch + 1);
   }
+  optimizer.dispose();
   const epochsTrained = options.epochs - firstEpoch;
   result.secondsPerEpoch = epochsTrained > 0 ? seconds / epochsTrained : null;
 }
@@ -216,4 +221,17 @@ export function evaluate(model: Mlp, split: MnistSplit, batchSize: number): numb
   }
   model.train();
   return correct / split.count;
+}
+
+/** Device memory is not garbage-collected: a finished model gives its buffers back. */
+function disposeParameters(model: Module): void {
+  for (const parameter of model.parameters()) parameter.dispose();
+}
+
+/** Patches fc1 and fc2, then frees the dense layers the patcher replaced (it leaves them to their owner). */
+function patchAndRelease(model: Mlp, density: number): PatchReport {
+  const before = new Map(model.namedModules());
+  const report = mlpPatcher(density).patchModel(model);
+  for (const layer of report.layers) for (const parameter of before.get(layer.name)?.parameters() ?? []) parameter.dispose();
+  return report;
 }

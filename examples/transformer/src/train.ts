@@ -111,13 +111,23 @@ export function trainTransformer(partial: Partial<TransformerOptions> = {}, hook
   for (const density of [1, ...options.densities]) {
     const model = new CharTransformer({ vocabSize: corpus.vocabulary.size, ...options });
     const name = density === 1 ? "dense" : sparseName(density);
-    const patchReport = density === 1 ? undefined : feedForwardPatcher(density, options.blockShape).patchModel(model);
+    const patchReport = density === 1 ? undefined : patchAndRelease(model, density, options.blockShape);
     const result = trainOne(name, density, model, corpus, validation, options, hooks);
     result.patchReport = patchReport;
+    // Device memory is not garbage-collected: a finished model gives its buffers back.
+    for (const parameter of model.parameters()) parameter.dispose();
     models.push(result);
     hooks.onModelEnd?.(result);
   }
   return { options, backend: getBackend(), vocabularySize: corpus.vocabulary.size, trainCharacters: corpus.train.length, models };
+}
+
+/** Patches the feed-forward layers, then frees the dense layers the patcher replaced (it leaves them to their owner). */
+function patchAndRelease(model: CharTransformer, density: number, blockShape: [number, number]): PatchReport {
+  const before = new Map(model.namedModules());
+  const report = feedForwardPatcher(density, blockShape).patchModel(model);
+  for (const layer of report.layers) for (const parameter of before.get(layer.name)?.parameters() ?? []) parameter.dispose();
+  return report;
 }
 
 type Batch = { inputs: Int32Array; targets: Int32Array };
@@ -151,6 +161,7 @@ function trainOne(
     hooks.onStep?.({ model: name, step: step + 1, steps: options.steps, loss });
   }
   const secondsPerStep = (performance.now() - started) / 1000 / options.steps;
+  optimizer.dispose();
   const feedForwardParameters = model
     .namedModules()
     .filter(([moduleName]) => /\.mlp\.fc[12]$/.test(moduleName))

@@ -1,3 +1,4 @@
+import { memory } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
 import { describe, expect, it } from "vitest";
 import { Vocabulary, buildCorpus, mobyDickText, sampleBatch } from "../src/data";
@@ -74,6 +75,12 @@ describe("trainTransformer", () => {
     expect(rows.map((row) => row[0])).toEqual(["dense", "ffn block-sparse 0.5", "ffn block-sparse 0.25"]);
     expect(rows[0][4]).toBe(dense.toLocaleString("en-US"));
     for (const head of TABLE_HEAD) expect(formatTable(report)).toContain(head);
+  });
+
+  it("gives every tensor back when it is done (models, optimizer state, the replaced dense layers)", () => {
+    const before = memory().numTensors;
+    trainTransformer({ ...TINY, steps: 2, densities: [0.5], sampleLength: 2 });
+    expect(memory().numTensors).toBe(before);
   });
 
   it("rejects a width the block shape does not divide, and bad densities", () => {
