@@ -13,7 +13,7 @@ export {
 export { blockSources, remapBlocks } from "./blocks";
 export { clipGradNorm } from "./clip";
 export { NnError, StateDictError, type StateDictMismatch } from "./errors";
-export { Dropout, Embedding, GELU, LayerNorm, type LayerNormOptions, ReLU, Sequential } from "./layers";
+export { Dropout, Embedding, GELU, LayerNorm, type LayerNormOptions, ModuleList, ReLU, Sequential } from "./layers";
 export { Linear, type LinearOptions } from "./linear";
 export { crossEntropy, mseLoss } from "./losses";
 export { functionalCall, type LoadStateDictOptions, type LoadStateDictResult, Module } from "./module";

@@ -170,3 +170,40 @@ export class Sequential extends Module {
     return out === x ? x.clone() : out;
   }
 }
+
+/**
+ * Holds modules by index ("0", "1", ...) so that they are registered (a plain array of
+ * modules is not); has no forward of its own, as torch.nn.ModuleList.
+ */
+export class ModuleList extends Module {
+  constructor(modules: Iterable<Module> = []) {
+    super();
+    for (const module of modules) this.append(module);
+  }
+
+  get length(): number {
+    return this.children().length;
+  }
+
+  /** Adds `module` at the end. */
+  append(module: Module): this {
+    if (!(module instanceof Module)) throw new ValueError(`ModuleList.append: item ${this.length} is not a Module`);
+    return this.registerModule(String(this.length), module);
+  }
+
+  /** The i-th module (negative counts from the end). */
+  at(index: number): Module {
+    const children = this.children();
+    const module = children.at(index);
+    if (module === undefined) throw new ValueError(`ModuleList.at: index ${index} is out of range for ${children.length} modules`);
+    return module;
+  }
+
+  [Symbol.iterator](): Iterator<Module> {
+    return this.children()[Symbol.iterator]();
+  }
+
+  forward(): Tensor {
+    throw new ValueError(`${this.label}: a ModuleList has no forward; call its modules`);
+  }
+}

@@ -7,6 +7,7 @@ import {
   disposeStateDict,
   Linear,
   Module,
+  ModuleList,
   parameterCount,
   ReLU,
   Sequential,
@@ -152,5 +153,27 @@ describe("loadStateDict", () => {
     expect(() => new BlockSparseLinear(8, 16, { density: 0.5, blockShape: [4, 4] }).loadStateDict(other.stateDict())).toThrow(
       "size mismatch for weight: the checkpoint has block-sparse [8, 8]",
     );
+  });
+});
+
+describe("ModuleList", () => {
+  it("registers its modules by index, so their parameters are found", () => {
+    class Stack extends Module {
+      layers = new ModuleList([new Linear(4, 4, { seed: 1 }), new Linear(4, 2, { seed: 2 })]);
+      forward(x: Tensor): Tensor {
+        return tidy(() => {
+          let h = x;
+          for (const layer of this.layers) h = layer.forward(h);
+          return h;
+        });
+      }
+    }
+    const stack = new Stack();
+    stack.layers.append(new ReLU());
+    expect(stack.layers.length).toBe(3);
+    expect(stack.namedParameters().map(([n]) => n)).toEqual(["layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias"]);
+    expect(stack.forward(randn([3, 4])).shape).toEqual([3, 2]);
+    expect(stack.layers.at(-1)).toBeInstanceOf(ReLU);
+    expect(() => stack.layers.forward()).toThrow("has no forward");
   });
 });
