@@ -196,6 +196,21 @@ for (const density of [0.25, 0.5, 1]) {
   report(`sampledMatmul ${tag}`, flops, () => naiveSampled(p, dy, x, dw, tokens), () => sampledMatmulF32({ ...p, dy, x, dw, tokens }));
 }
 
+// One token (a vector times a matrix): the few-row loops.
+{
+  const a = randomF32(size);
+  const b = randomF32(size * size);
+  const c = new Float32Array(size);
+  report(`matmul 1x${size}x${size}`, 2 * size * size, () => naiveMatmul(a, b, c, 1, size, size), () => matmulF32({ a, b, c, m: 1, n: size, k: size }));
+  const p = pattern(size, size, block, 0.5);
+  const values = randomF32(p.nnz * block * block);
+  const x = randomF32(size);
+  const y = new Float32Array(size);
+  const flops = 2 * p.nnz * block * block;
+  report(`bsrLinear M=1 ${size}x${size} b${block} d=0.5`, flops, () => naiveLinear(p, x, values, y, 1), () => bsrLinearF32({ ...p, x, values, y, tokens: 1 }));
+  report(`bsrMatmul M=1 ${size}x${size} b${block} d=0.5`, flops, () => naiveBsrMatmul(p, x, values, y, 1), () => bsrMatmulF32({ ...p, dy: x, values, dx: y, tokens: 1 }));
+}
+
 {
   const blockCount = 1024;
   const blockSize = 32 * 32;

@@ -50,7 +50,7 @@ function referenceSampled(dy: Float32Array, x: Float32Array, p: TestPattern, tok
 }
 
 // [blockRows, blockCols, blockHeight, blockWidth]: square and rectangular blocks, a single
-// block, and 3x5 blocks that straddle the 4x4 tiles.
+// block, and 3x5 and 6x14 blocks that straddle the 4x4 tiles and the 8-wide few-token loops.
 const grids: [number, number, number, number][] = [
   [5, 4, 16, 16],
   [3, 3, 32, 32],
@@ -59,10 +59,11 @@ const grids: [number, number, number, number][] = [
   [3, 5, 32, 8],
   [1, 1, 16, 16],
   [7, 6, 3, 5],
+  [3, 4, 6, 14],
 ];
 const densities = [0, 0.1, 0.5, 1];
-// 67 and 130 straddle the 64- and 128-token chunks and the 4-token tiles.
-const tokenCounts = [1, 67, 130];
+// 1 and 3 take the few-token loops; 67 and 130 straddle the 64- and 128-token chunks and the 4-token tiles.
+const tokenCounts = [1, 3, 67, 130];
 
 function cases(): { name: string; seed: number; pattern: TestPattern; tokens: number }[] {
   const out: { name: string; seed: number; pattern: TestPattern; tokens: number }[] = [];
@@ -94,10 +95,9 @@ describe("bsrLinearF32", () => {
     });
   }
 
-  it("reads and writes at offsets and leaves the rest alone", () => {
-    const random = seededRandom(101);
+  for (const tokens of [2, 9]) it(`reads and writes at offsets and leaves the rest alone (${tokens} tokens)`, () => {
+    const random = seededRandom(101 + tokens);
     const p = randomPattern(random, 3, 2, 16, 8, 0.6);
-    const tokens = 9;
     const [xOffset, valuesOffset, biasOffset, yOffset] = [3, 5, 2, 7];
     const x = randomF32(random, xOffset + tokens * p.cols);
     const values = randomF32(random, valuesOffset + p.nnz * 16 * 8);
@@ -150,13 +150,12 @@ describe("bsrMatmulF32", () => {
     });
   }
 
-  it("accumulates into dX at offsets when asked", () => {
-    const random = seededRandom(201);
-    const p = randomPattern(random, 4, 3, 8, 16, 0.5);
-    const tokens = 11;
+  for (const tokens of [2, 11]) it(`accumulates into dX at offsets when asked (${tokens} tokens)`, () => {
+    const random = seededRandom(201 + tokens);
+    const p = randomPattern(random, 4, 3, 6, 16, 0.5);
     const [dyOffset, valuesOffset, dxOffset] = [1, 6, 3];
     const dy = randomF32(random, dyOffset + tokens * p.rows);
-    const values = randomF32(random, valuesOffset + p.nnz * 8 * 16);
+    const values = randomF32(random, valuesOffset + p.nnz * 6 * 16);
     const dx0 = randomF32(random, tokens * p.cols);
     const dx = poisoned(dxOffset + tokens * p.cols + 2);
     dx.set(dx0, dxOffset);

@@ -16,10 +16,15 @@ function referenceMatmul(a: Float32Array, b: Float32Array, m: number, n: number,
   return c;
 }
 
-// Odd sizes straddle the 4x4 tiles and the MC = 32, KC = 512 and NC = 1024 cache blocks.
+// Odd sizes straddle the 4x4 tiles and the MC = 32, KC = 512 and NC = 1024 cache blocks;
+// m < 8 takes the few-row loops.
 const shapes: [number, number, number][] = [
   [1, 1, 1],
   [1, 9, 5],
+  [2, 70, 7],
+  [3, 33, 600],
+  [7, 21, 19],
+  [1, 1030, 17],
   [7, 1, 3],
   [5, 7, 3],
   [17, 13, 29],
@@ -59,9 +64,9 @@ describe("matmulF32", () => {
     expect(untouched.every(Number.isNaN)).toBe(true);
   });
 
-  it("accumulates into C when asked, across several K blocks", () => {
-    const random = seededRandom(11);
-    const [m, n, k] = [9, 10, 1100];
+  for (const m of [2, 9]) it(`accumulates into C when asked, across several K blocks (m = ${m})`, () => {
+    const random = seededRandom(11 + m);
+    const [n, k] = [10, 1100];
     const a = randomF32(random, m * k);
     const b = randomF32(random, k * n);
     const c0 = randomF32(random, m * n);
@@ -70,9 +75,9 @@ describe("matmulF32", () => {
     expectClose(c, referenceMatmul(a, b, m, n, k, false, true, c0), "C");
   });
 
-  it("runs a batch at offsets, broadcasting an operand with batch stride 0, and writes nothing else", () => {
-    const random = seededRandom(12);
-    const [m, n, k, batch] = [6, 11, 13, 3];
+  for (const m of [6, 10]) it(`runs a batch at offsets, broadcasting an operand with batch stride 0, and writes nothing else (m = ${m})`, () => {
+    const random = seededRandom(12 + m);
+    const [n, k, batch] = [11, 13, 3];
     const [aOffset, bOffset, cOffset] = [5, 3, 7];
     const a = randomF32(random, aOffset + m * k + 2);
     const b = randomF32(random, bOffset + batch * k * n + 4);
@@ -89,9 +94,9 @@ describe("matmulF32", () => {
     expect(c.subarray(0, cOffset).every(Number.isNaN)).toBe(true);
   });
 
-  it("broadcasts B across the batch", () => {
-    const random = seededRandom(13);
-    const [m, n, k, batch] = [5, 4, 6, 4];
+  for (const m of [1, 9]) it(`broadcasts B across the batch (m = ${m})`, () => {
+    const random = seededRandom(13 + m);
+    const [n, k, batch] = [4, 6, 4];
     const a = randomF32(random, batch * m * k);
     const b = randomF32(random, n * k);
     const c = poisoned(batch * m * n);

@@ -1,3 +1,4 @@
+import { bsrLinearOneToken, FEW_ROWS } from "./few_rows";
 import { microKernel4x4, packPanels, panelLength, storeTile } from "./micro_kernel";
 import { type BsrSizes, checkBlockGrid, checkCompressedIndex, checkDims, checkSpan } from "./validate";
 
@@ -49,6 +50,12 @@ export function bsrLinearF32(args: BsrLinearArgs): void {
 
   const R = blockHeight;
   const C = blockWidth;
+  if (tokens < FEW_ROWS) {
+    for (let t = 0; t < tokens; t++) {
+      bsrLinearOneToken(x, xOffset + t * cols, values, valuesOffset, bias, biasOffset, y, yOffset + t * rows, blockRows, R, C, blockRowPtr, blockColIdx);
+    }
+    return;
+  }
   let maxRowBlocks = 0;
   for (let br = 0; br < blockRows; br++) maxRowBlocks = Math.max(maxRowBlocks, blockRowPtr[br + 1] - blockRowPtr[br]);
   const xPanel = new Float64Array(panelLength(Math.min(TOKEN_CHUNK, tokens), cols));

@@ -1,4 +1,5 @@
 import { IndexError } from "../../../errors";
+import { bsrMatmulOneToken, FEW_ROWS } from "./few_rows";
 import { microKernel4x4, packPanels, panelLength, storeTile } from "./micro_kernel";
 import { type BsrSizes, checkBlockGrid, checkCompressedIndex, checkDims, checkSpan } from "./validate";
 
@@ -52,6 +53,12 @@ export function bsrMatmulF32(args: BsrMatmulArgs): void {
 
   const R = blockHeight;
   const C = blockWidth;
+  if (tokens < FEW_ROWS) {
+    for (let t = 0; t < tokens; t++) {
+      bsrMatmulOneToken(dy, dyOffset + t * rows, values, valuesOffset, dx, dxOffset + t * cols, accumulate, blockCols, R, C, blockColPtr, blockRowIdx, valueIndex);
+    }
+    return;
+  }
   let maxColBlocks = 0;
   for (let bc = 0; bc < blockCols; bc++) maxColBlocks = Math.max(maxColBlocks, blockColPtr[bc + 1] - blockColPtr[bc]);
   const dyPanel = new Float64Array(panelLength(Math.min(TOKEN_CHUNK, tokens), rows));

@@ -1,4 +1,5 @@
 import { ShapeError } from "../../../errors";
+import { matmulFewRows } from "./few_rows";
 import { microKernel4x4, packPanels, panelLength, storeTile } from "./micro_kernel";
 import { checkDims, checkSpan } from "./validate";
 
@@ -36,6 +37,8 @@ export interface MatmulArgs {
 const KC = 512;
 const MC = 32;
 const NC = 1024;
+// Below this many rows of C, packing B costs more than the 4x4 tiles save (measured at k = n = 1024).
+const FEW_ROWS = 8;
 
 /** C[i] = op(A[i]) op(B[i]) for each product i of the batch, float32 in and out, float64 sums. */
 export function matmulF32(args: MatmulArgs): void {
@@ -65,6 +68,15 @@ export function matmulF32(args: MatmulArgs): void {
   const aStep = transposeA ? m : 1;
   const bColStride = transposeB ? k : 1;
   const bStep = transposeB ? 1 : n;
+  if (m < FEW_ROWS) {
+    const aRow = new Float64Array(k);
+    const cRow = new Float64Array(n);
+    for (let item = 0; item < batch; item++) {
+      const aBase = aOffset + item * aBatchStride;
+      matmulFewRows(a, aBase, aRowStride, aStep, b, bOffset + item * bBatchStride, transposeB, c, cOffset + item * cBatchStride, m, n, k, accumulate, aRow, cRow);
+    }
+    return;
+  }
   const kc0 = Math.min(KC, k);
   const aPanel = new Float64Array(panelLength(Math.min(MC, m), kc0));
   const bPanel = new Float64Array(panelLength(Math.min(NC, n), kc0));
