@@ -76,7 +76,7 @@ async function main(): Promise<void> {
   const started = await startBackend(values.backend);
   const large = started.backend !== "js";
   // On a CPU the half types are emulated: float32 tells the story in a fraction of the time.
-  const dtypes = list(values.dtypes, DTYPES, "dtypes") ?? (large ? (quick ? ["bfloat16", "float32"] : ["bfloat16", "float16", "float32"]) : ["float32"]);
+  const dtypes = list(values.dtypes, DTYPES, "dtypes") ?? (large ? (quick ? ["bfloat16"] : ["bfloat16", "float16", "float32"]) : ["float32"]);
   const plan: TimingPlan = large
     ? { warmup: 3, minRepeats: 10, maxRepeats: 50, budgetMs: 150, minSampleMs: 5 }
     : quick

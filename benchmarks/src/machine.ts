@@ -42,8 +42,13 @@ function git(args: string[]): string | undefined {
   }
 }
 
-/** The commit checked out, and whether tracked files differ from it ("unknown" outside git). */
+/**
+ * The commit checked out, and whether tracked files differ from it ("unknown" outside git).
+ * BENCH_COMMIT overrides it for copies of a checkout whose .git is absent or stale.
+ */
 export function gitState(): { commit: string; dirty: boolean } {
+  const override = process.env.BENCH_COMMIT;
+  if (override) return { commit: override, dirty: process.env.BENCH_DIRTY === "1" };
   const commit = git(["rev-parse", "HEAD"]) ?? "unknown";
   const status = git(["status", "--porcelain", "--untracked-files=no"]);
   return { commit, dirty: status !== undefined && status.length > 0 };
