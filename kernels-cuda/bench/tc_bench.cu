@@ -7,7 +7,7 @@
 //        on the same shape in the same run, with CUDA events over batches that rotate input sets;
 //        throughput is counted on the non-zero work (2 * M * nnzBlocks * R * C).
 //
-// Usage: tc_bench [--mode check|time] [--ops linear,matmul,sampled] [--paths wgmma,mma]
+// Usage: tc_bench [--mode check|time] [--ops linear,matmul,sampled] [--paths auto,wgmma,mma]
 //                 [--blocks 32,64,128] [--quick] [--dtype bf16|f16] [--variants 0,1]
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -61,6 +61,7 @@ struct Variant {
   bs::TcPath path;
   int variant;
   std::string name() const {
+    if (path == bs::TcPath::Auto) return "auto";
     return std::string(path == bs::TcPath::Wgmma ? "wgmma" : "mma") + "/v" + std::to_string(variant);
   }
 };
@@ -480,7 +481,7 @@ std::vector<std::string> split(const std::string& s) {
 
 Options parse(int argc, char** argv) {
   Options o;
-  std::vector<std::string> paths = {"wgmma", "mma"}, variantIds = {"0", "1"};
+  std::vector<std::string> paths = {"auto", "wgmma", "mma"}, variantIds = {"0", "1"};
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&]() -> std::string {
@@ -507,9 +508,14 @@ Options parse(int argc, char** argv) {
       std::exit(1);
     }
   }
-  for (auto& p : paths)
+  for (auto& p : paths) {
+    if (p == "auto") {  // what the product entry points dispatch to by default
+      o.variants.push_back({bs::TcPath::Auto, -1});
+      continue;
+    }
     for (auto& v : variantIds)
       o.variants.push_back({p == "wgmma" ? bs::TcPath::Wgmma : bs::TcPath::Mma, std::atoi(v.c_str())});
+  }
   return o;
 }
 

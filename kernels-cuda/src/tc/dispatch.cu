@@ -119,9 +119,17 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   if (!aligned16(a) || !aligned16(b) || !aligned16(out) || (bias && (reinterpret_cast<uintptr_t>(bias) & 3)))
     return false;
   const DeviceInfo& device = currentDevice();
-  const TcPath path = resolvePath(device, options.path);
+  TcPath path = resolvePath(device, options.path);
   if (path == TcPath::Auto) return false;
   const int block = pattern.blockRowsSize;
+  int variant = options.variant;
+  if (options.path == TcPath::Auto && variant < 0) {
+    // Measured on an H100 (docs/kernels.md): with 32x32 blocks mma.sync beats wgmma, whose n32 tiles
+    // wait on shared memory; with 128x128 blocks and many tokens the 256-token wgmma tile wins.
+    if (block == 32) path = TcPath::Mma;
+    variant = path == TcPath::Wgmma && block == 128 && op != tc::Op::Sampled && m >= 4096 ? 1 : 0;
+  }
+  variant = std::max(variant, 0);
   tc::KernelArgs args = tc::makeArgs(op, a, b, bias, out, m, pattern);
 
   // dW: each CTA reduces all tokens for up to 128 rows of blocks; when that leaves SMs idle, split the
@@ -145,8 +153,8 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   }
   bool launched = false;
   try {
-    launched = path == TcPath::Wgmma ? tc::launchWgmma(op, dtype, args, block, options.variant, device.sms, stream)
-                                     : tc::launchMma(op, dtype, args, block, options.variant, device.sms, stream);
+    launched = path == TcPath::Wgmma ? tc::launchWgmma(op, dtype, args, block, variant, device.sms, stream)
+                                     : tc::launchMma(op, dtype, args, block, variant, device.sms, stream);
     if (launched && splits > 1)
       tc::launchReducePartials(dtype, args.partials, static_cast<int>(splits), valueCount, out, stream);
   } catch (...) {
@@ -176,7 +184,8 @@ bool tcSampledMatmul(DType dtype, const void* dy, const void* x, void* dw, int64
 
 TcPath tcPathFor(DType dtype, const BsrPatternView& pattern) {
   if (!supported(dtype, pattern, 1)) return TcPath::Auto;
-  return resolvePath(currentDevice(), TcPath::Auto);
+  const TcPath path = resolvePath(currentDevice(), TcPath::Auto);
+  return path != TcPath::Auto && pattern.blockRowsSize == 32 ? TcPath::Mma : path;
 }
 
 }  // namespace bs

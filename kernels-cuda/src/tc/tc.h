@@ -18,7 +18,7 @@ enum class TcPath : int { Auto = 0, Mma = 1, Wgmma = 2 };
 
 struct TcOptions {
   TcPath path = TcPath::Auto;
-  int variant = 0;  // tile-shape variant within the path (0 = the tuned default)
+  int variant = -1;  // tile-shape variant within the path; -1: the measured best for the shape
 };
 
 // Y = X W^T + bias (bias may be null). x [m, cols], y [m, rows].
@@ -31,7 +31,7 @@ bool tcBsrMatmul(DType dtype, const void* dy, const void* values, void* dx, int6
 bool tcSampledMatmul(DType dtype, const void* dy, const void* x, void* dw, int64_t m, const BsrPatternView& pattern,
                      cudaStream_t stream, const TcOptions& options = {});
 
-// The path Auto resolves to on the current device for this dtype and block shape (Auto when none).
+// The path the default options take on the current device for this dtype and block shape (Auto when none).
 TcPath tcPathFor(DType dtype, const BsrPatternView& pattern);
 
 }  // namespace bs
