@@ -125,7 +125,7 @@ export function bsrLinearOneToken(
 
 /**
  * One token of dX = dY W, block column by block column through the column-wise index:
- * four output columns at a time gather the column's blocks in registers, so each output
+ * eight (then four) output columns at a time gather the column's blocks in registers, so each output
  * is stored once.
  */
 export function bsrMatmulOneToken(
