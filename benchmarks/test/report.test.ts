@@ -36,7 +36,7 @@ const run: RunRecord = {
       params: { M: 64, K: 256, N: 256, dtype: "float32", blockSize: 32, density: 0.25 },
       checks: [{ what: "W after Adam", relError: 0, tolerance: 2e-3, ok: true }],
       timing: { medianMs: 4, q1Ms: 3.9, q3Ms: 4.2, minMs: 3.8, maxMs: 5, samples: 5, callsPerSample: 1 },
-      metrics: { speedupVsDense: 3.4, stateBytes: 2 ** 20, stepPeakBytes: 3 * 2 ** 20 },
+      metrics: { speedupVsDense: 3.4, stateBytes: 2 ** 20, stepEndBytes: 3 * 2 ** 20 },
     },
   ],
   failures: [{ suite: "kernels", name: "bsrMatmul", params: { blockSize: 64 }, error: "bsrMatmul: result does not match | the reference" }],

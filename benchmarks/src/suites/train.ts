@@ -3,6 +3,7 @@ import { measure } from "../measure";
 import type { BenchRecord } from "../record";
 import { adamStep, bsrLinearRows, bsrMatmulRows, pickRows, rowsTimes, rowsTimesTransposed, sampledMatmulBlocks, transposedTimesRows } from "../reference";
 import { type BenchDType, type Check, TOLERANCE, compareToReference, spreadIndices } from "../validate";
+import { nnStepGroup } from "./nn_step";
 import type { BenchCase, CaseGroup, Suite, SuiteConfig } from "./types";
 
 const ADAM = { lr: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, step: 3 };
@@ -48,7 +49,7 @@ function stepGroup(config: SuiteConfig, M: number, K: number, N: number, dtype: 
 
   const caseFor = (density: number): BenchCase => {
     const isDense = density === 1;
-    const name = isDense ? "Linear step (dense)" : "BlockSparseLinear step";
+    const name = isDense ? "dense step (kernels)" : "block-sparse step (kernels)";
     const params = { M, K, N, dtype, blockSize: isDense ? 0 : BLOCK, density };
     return {
       suite: "train",
@@ -70,7 +71,7 @@ function stepGroup(config: SuiteConfig, M: number, K: number, N: number, dtype: 
           const wHost = host(w);
           const mHost = host(m);
           const vHost = host(v);
-          let stepPeakBytes = 0;
+          let stepEndBytes = 0;
           const run = (): StepOutputs => {
             const start = memory().numBytes;
             const y = pattern ? bsrLinear(x, w, pattern) : matmul(x, w, { transposeB: true });
@@ -78,7 +79,7 @@ function stepGroup(config: SuiteConfig, M: number, K: number, N: number, dtype: 
             const grad = pattern ? sampledMatmul(dy, x, pattern) : matmul(dy, x, { transposeA: true });
             const next = adamUpdate(w, grad, m, v, ADAM);
             // Nothing is freed inside a step, so its end is its peak.
-            stepPeakBytes = Math.max(stepPeakBytes, stateBytes + memory().numBytes - start);
+            stepEndBytes = Math.max(stepEndBytes, stateBytes + memory().numBytes - start);
             return { y, dx, grad, ...next };
           };
           const validate = (out: StepOutputs): Check[] => {
@@ -100,7 +101,7 @@ function stepGroup(config: SuiteConfig, M: number, K: number, N: number, dtype: 
           };
           const measured = measure({ name: `${name} d${density}`, run, validate, ...common }, config.plan);
           const s = measured.summary;
-          const metrics: Record<string, number> = { weightBytes, optimizerBytes, stateBytes, stepPeakBytes };
+          const metrics: Record<string, number> = { weightBytes, optimizerBytes, stateBytes, stepEndBytes };
           if (isDense) {
             denseMs = s.median;
             denseStateBytes = stateBytes;
@@ -135,10 +136,11 @@ export const trainSuite: Suite = {
   name: "train",
   description: "a linear layer's training step (forward, both gradients, Adam): BlockSparseLinear against dense Linear, with the memory of weights and optimizer state",
   plan: (config) => {
-    if (config.large) {
-      return config.dtypes.map((dtype, i) => stepGroup(config, 8192, 4096, 4096, dtype, config.quick ? [0.25] : [0.5, 0.25, 0.1], 9000 + 100 * i));
-    }
-    const [M, K, N] = config.quick ? [64, 256, 256] : [256, 1024, 1024];
-    return config.dtypes.map((dtype, i) => stepGroup(config, M, K, N, dtype, [0.5, 0.25, 0.1], 9000 + 100 * i));
+    const [M, K, N] = config.large ? [8192, 4096, 4096] : config.quick ? [64, 256, 256] : [256, 1024, 1024];
+    const densities = config.large && config.quick ? [0.25] : [0.5, 0.25, 0.1];
+    const groups = config.dtypes.map((dtype, i) => stepGroup(config, M, K, N, dtype, densities, 9000 + 100 * i));
+    // nn's layers hold float32 parameters.
+    if (config.dtypes.includes("float32")) groups.push(nnStepGroup(config, M, K, N, densities.slice(-2), 9900));
+    return groups;
   },
 };
