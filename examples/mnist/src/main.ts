@@ -19,8 +19,8 @@ const USAGE = `Train an MLP on MNIST dense and block-sparse, and compare them.
   --lr X              Adam learning rate (default ${DEFAULT_OPTIONS.learningRate})
   --train-size N      training digits (default ${DEFAULT_OPTIONS.trainSize})
   --test-size N       test digits (default ${DEFAULT_OPTIONS.testSize}; train + test <= 10000)
-  --patch-from WHAT   trained: prune the dense model after its first epoch (default);
-                      init: prune its fresh initialisation
+  --patch-from WHAT   init: prune the dense model's fresh initialisation and train every epoch
+                      sparse (default); trained: prune the dense model after its first epoch
   --help`;
 
 function parseOptions(argv: string[]): Partial<MnistOptions> | null {
@@ -86,7 +86,8 @@ async function main(): Promise<void> {
       `${HIDDEN_LAYER_BLOCK.join("x")} blocks, fc3 (10 outputs) dense; ` +
       (options.patchFrom === "trained"
         ? "each keeps the strongest blocks of the dense model after its first epoch, then trains the remaining epochs sparse.\n"
-        : "each keeps the strongest blocks of the dense model's initialisation and trains every epoch sparse.\n"),
+        : "each keeps the strongest blocks of the dense model's initialisation (close to a random choice of blocks) and " +
+          "trains every epoch sparse (at the defaults this ends closer to dense than --patch-from trained).\n"),
   );
   const report = await trainMnist(options, {
     ...progressHooks(),

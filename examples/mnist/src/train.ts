@@ -6,11 +6,11 @@ import type { PatchReport } from "@blocksparse/patcher";
 import { type MnistData, type MnistSplit, PIXELS, loadMnist, shuffleInPlace } from "./data";
 import { Mlp, checkHidden, mlpPatcher } from "./model";
 
-/** Where the block-sparse models start: the dense model after its first epoch, or its fresh initialisation. */
+/** Where the block-sparse models start: the dense model's fresh initialisation, or the dense model after its first epoch. */
 export type PatchFrom = "trained" | "init";
 
 export interface MnistOptions {
-  /** Epochs per model, the same total for every model (default 5). */
+  /** Epochs per model, the same total for every model (default 8). */
   epochs: number;
   /** Densities of the block-sparse models (default [0.5, 0.25]). */
   densities: number[];
@@ -27,7 +27,7 @@ export interface MnistOptions {
 }
 
 export const DEFAULT_OPTIONS: MnistOptions = {
-  epochs: 5,
+  epochs: 8,
   densities: [0.5, 0.25],
   batchSize: 64,
   hidden: 256,
@@ -35,7 +35,7 @@ export const DEFAULT_OPTIONS: MnistOptions = {
   learningRate: 1e-3,
   trainSize: 8000,
   testSize: 2000,
-  patchFrom: "trained",
+  patchFrom: "init",
 };
 
 export interface ModelResult {

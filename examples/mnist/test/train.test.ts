@@ -11,6 +11,7 @@ const TINY: Partial<MnistOptions> = {
   hidden: 64,
   seed: 3,
   learningRate: 3e-3,
+  patchFrom: "trained",
   trainSize: 320,
   testSize: 200,
   backend: "js",
@@ -89,8 +90,10 @@ describe("trainMnist", () => {
     for (const head of TABLE_HEAD) expect(table).toContain(head);
   });
 
-  it("patches the fresh initialisation when asked, training every epoch sparse", async () => {
-    const report = await trainMnist({ ...TINY, epochs: 1, densities: [0.25], patchFrom: "init" });
+  it("patches the fresh initialisation by default, training every epoch sparse", async () => {
+    const { patchFrom: _, ...rest } = TINY;
+    const report = await trainMnist({ ...rest, epochs: 1, densities: [0.25] });
+    expect(report.options.patchFrom).toBe("init");
     const sparse = report.models[1];
     expect(sparse.stepLosses).toHaveLength(10);
     expect(mean(sparse.stepLosses.slice(-3))).toBeLessThan(mean(sparse.stepLosses.slice(0, 3)));
