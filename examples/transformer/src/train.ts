@@ -108,11 +108,12 @@ export function trainTransformer(partial: Partial<TransformerOptions> = {}, hook
   );
 
   const models: TransformerResult[] = [];
-  for (const density of [1, ...options.densities]) {
+  // null: the dense model, first; then one block-sparse model per density (1 included: every block kept).
+  for (const density of [null, ...options.densities]) {
     const model = new CharTransformer({ vocabSize: corpus.vocabulary.size, ...options });
-    const name = density === 1 ? "dense" : sparseName(density);
-    const patchReport = density === 1 ? undefined : patchAndRelease(model, density, options.blockShape);
-    const result = trainOne(name, density, model, corpus, validation, options, hooks);
+    const name = density === null ? "dense" : sparseName(density);
+    const patchReport = density === null ? undefined : patchAndRelease(model, density, options.blockShape);
+    const result = trainOne(name, density ?? 1, model, corpus, validation, options, hooks);
     result.patchReport = patchReport;
     // Device memory is not garbage-collected: a finished model gives its buffers back.
     for (const parameter of model.parameters()) parameter.dispose();
