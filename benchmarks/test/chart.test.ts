@@ -44,6 +44,16 @@ describe("lineChart", () => {
     expect(second).toBeLessThan(first);
   });
 
+  it("keeps every point inside the plot area when the largest value is not a round number", () => {
+    const doc = parser.parse(lineChart({ title: "t", xLabel: "x", yLabel: "y", series: [{ name: "s", points: [[0.1, 8.5], [0.25, 37.3], [1, 0.2]] }], height: 340 }));
+    const axes = [doc.svg.line].flat().filter((l: Record<string, string>) => l.stroke === "#000000" && l.x1 === l.x2 && Number(l.y2) - Number(l.y1) > 10);
+    const [top, bottom] = [Number(axes[0].y1), Number(axes[0].y2)];
+    for (const c of [doc.svg.circle].flat() as Array<Record<string, string>>) {
+      expect(Number(c.cy)).toBeGreaterThanOrEqual(top);
+      expect(Number(c.cy)).toBeLessThanOrEqual(bottom);
+    }
+  });
+
   it("refuses a point that is not finite", () => {
     expect(() => lineChart({ title: "t", xLabel: "x", yLabel: "y", series: [{ name: "s", points: [[0.5, Number.NaN]] }] })).toThrow(/not finite/);
   });
