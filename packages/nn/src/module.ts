@@ -232,7 +232,9 @@ export abstract class Module {
   /** Loads a checked entry into own entry `name`. */
   protected loadOwnEntry(name: string, entry: StateDictEntry): void {
     const parameter = (this as Record<string, unknown>)[name] as Parameter;
-    parameter.assign(denseOn(entry, parameter.value));
+    const loaded = denseOn(entry, parameter.value);
+    parameter.assign(loaded);
+    loaded.dispose(); // the parameter now holds the buffer
   }
 
   /** Extra text for toString() (e.g. "in=4, out=8"). */

@@ -1,5 +1,5 @@
 import type { Tensor } from "@blocksparse/core";
-import { randn, tensor, tidy } from "@blocksparse/core";
+import { memory, randn, tensor, tidy } from "@blocksparse/core";
 import {
   BlockSparseLinear,
   BlockSparseWeight,
@@ -119,6 +119,17 @@ describe("loadStateDict", () => {
     expect(message).toContain("size mismatch for encoder.fc1.weight: the checkpoint has [16, 7] float32, the model has [16, 8] float32");
     expect(host(net.encoder.fc1.weight.value)).toEqual(before);
     disposeStateDict(sd);
+  });
+
+  it("leaves no tensor behind: live tensors after loading equal those before", () => {
+    const net = new Net();
+    const sd = new Net().stateDict();
+    const before = memory().numTensors;
+    net.loadStateDict(sd);
+    expect(memory().numTensors).toBe(before);
+    const loaded = host(net.encoder.fc1.weight.value);
+    disposeStateDict(sd);
+    expect(host(net.encoder.fc1.weight.value)).toEqual(loaded);
   });
 
   it("non-strict: loads what matches and reports the rest", () => {
