@@ -1,3 +1,4 @@
+import type { TimingRecord } from "./record";
 import { type Summary, summarize } from "./stats";
 import type { Check } from "./validate";
 
@@ -36,6 +37,12 @@ export interface Measurement {
   /** Calls averaged into each sample. */
   callsPerSample: number;
   summary: Summary;
+}
+
+/** The timing part of a benchmark's record. */
+export function timingRecord(measured: Measurement): TimingRecord {
+  const s = measured.summary;
+  return { medianMs: s.median, q1Ms: s.q1, q3Ms: s.q3, minMs: s.min, maxMs: s.max, samples: s.count, callsPerSample: measured.callsPerSample };
 }
 
 /** A benchmark whose result did not match its reference: it was not timed. */

@@ -1,5 +1,5 @@
 import { BsrMatrix, BsrPattern, SeededRandom, bsrMatricesToSafetensors, decodeSafetensors, encodeSafetensors, getBsrMatrix } from "@blocksparse/format";
-import { measure } from "../measure";
+import { measure, timingRecord } from "../measure";
 import type { BenchRecord } from "../record";
 import { type Check, checkEqual } from "../validate";
 import type { CaseGroup, Suite, SuiteConfig } from "./types";
@@ -8,13 +8,12 @@ const DENSITY = 0.25;
 const BLOCK = 32;
 
 function toRecord(name: string, params: Record<string, number | string>, measured: ReturnType<typeof measure>, metrics: Record<string, number>): BenchRecord {
-  const s = measured.summary;
   return {
     suite: "format",
     name,
     params,
     checks: measured.checks,
-    timing: { medianMs: s.median, q1Ms: s.q1, q3Ms: s.q3, minMs: s.min, maxMs: s.max, samples: s.count, callsPerSample: measured.callsPerSample },
+    timing: timingRecord(measured),
     metrics,
   };
 }

@@ -1,5 +1,5 @@
 import { BsrPattern, type Tensor, bsrLinear, bsrMatmul, matmul, randn, sampledMatmul } from "@blocksparse/core";
-import { type TimingPlan, measure } from "../measure";
+import { type TimingPlan, measure, timingRecord } from "../measure";
 import type { BenchRecord } from "../record";
 import { bsrLinearRows, bsrMatmulRows, pickRows, rowsTimes, rowsTimesTransposed, sampledMatmulBlocks, transposedTimesRows } from "../reference";
 import { type BenchDType, type Check, TOLERANCE, compareToReference, spreadIndices } from "../validate";
@@ -67,13 +67,12 @@ function checkRowCount(shape: KernelShape): number {
 }
 
 function record(suite: string, name: string, params: Record<string, number | string>, checks: Check[], measured: ReturnType<typeof measure>, metrics: Record<string, number>): BenchRecord {
-  const s = measured.summary;
   return {
     suite,
     name,
     params,
     checks,
-    timing: { medianMs: s.median, q1Ms: s.q1, q3Ms: s.q3, minMs: s.min, maxMs: s.max, samples: s.count, callsPerSample: measured.callsPerSample },
+    timing: timingRecord(measured),
     metrics,
   };
 }

@@ -1,7 +1,7 @@
 import { backward } from "@blocksparse/autograd";
 import { type Tensor, memory, randn, tidy } from "@blocksparse/core";
 import { Adam, BlockSparseLinear, Linear, weightBytes } from "@blocksparse/nn";
-import { measure } from "../measure";
+import { measure, timingRecord } from "../measure";
 import type { BenchRecord } from "../record";
 import { adamStep, bsrLinearRows, bsrMatmulRows, pickRows, rowsTimes, rowsTimesTransposed, sampledMatmulBlocks, transposedTimesRows } from "../reference";
 import { type Check, TOLERANCE, compareToReference, spreadIndices } from "../validate";
@@ -103,7 +103,7 @@ export function nnStepGroup(config: SuiteConfig, M: number, K: number, N: number
             name,
             params,
             checks: measured.checks,
-            timing: { medianMs: s.median, q1Ms: s.q1, q3Ms: s.q3, minMs: s.min, maxMs: s.max, samples: s.count, callsPerSample: measured.callsPerSample },
+            timing: timingRecord(measured),
             metrics,
           };
           return record;

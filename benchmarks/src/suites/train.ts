@@ -1,5 +1,5 @@
 import { BsrPattern, type Tensor, adamUpdate, bsrLinear, bsrMatmul, bytesPerElement, matmul, memory, rand, randn, sampledMatmul } from "@blocksparse/core";
-import { measure } from "../measure";
+import { measure, timingRecord } from "../measure";
 import type { BenchRecord } from "../record";
 import { adamStep, bsrLinearRows, bsrMatmulRows, pickRows, rowsTimes, rowsTimesTransposed, sampledMatmulBlocks, transposedTimesRows } from "../reference";
 import { type BenchDType, type Check, TOLERANCE, compareToReference, spreadIndices } from "../validate";
@@ -114,7 +114,7 @@ function stepGroup(config: SuiteConfig, M: number, K: number, N: number, dtype: 
             name,
             params,
             checks: measured.checks,
-            timing: { medianMs: s.median, q1Ms: s.q1, q3Ms: s.q3, minMs: s.min, maxMs: s.max, samples: s.count, callsPerSample: measured.callsPerSample },
+            timing: timingRecord(measured),
             metrics,
           };
           return record;
