@@ -3,22 +3,14 @@
  * threaded. Run: pnpm -F @blocksparse/core exec tsx bench/compute.bench.ts [--quick]
  * Flops count the non-zero work only: 2 * M * nnz * R * C for the block-sparse products.
  */
+import { BsrPattern, SeededRandom } from "@blocksparse/format";
 import { blockNormsF32, bsrLinearF32, bsrMatmulF32, matmulF32, sampledMatmulF32 } from "../src/backends/js/compute";
 
 const quick = process.argv.includes("--quick");
 const minSeconds = quick ? 0.3 : 1.5;
 
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const random = seededRandom(42);
+const generator = new SeededRandom(42);
+const random = (): number => generator.next();
 const randomF32 = (length: number): Float32Array => Float32Array.from({ length }, () => 2 * random() - 1);
 
 /**
@@ -88,29 +80,13 @@ function pattern(rows: number, cols: number, block: number, density: number): Pa
   const blockRows = rows / block;
   const blockCols = cols / block;
   const perRow = Math.round(density * blockCols);
-  const blockRowPtr = new Int32Array(blockRows + 1);
-  const colIdx: number[] = [];
+  const flat: number[] = [];
   for (let br = 0; br < blockRows; br++) {
-    const chosen = new Set<number>();
-    while (chosen.size < perRow) chosen.add(Math.floor(random() * blockCols));
-    colIdx.push(...[...chosen].sort((x, y) => x - y));
-    blockRowPtr[br + 1] = colIdx.length;
+    for (const bc of generator.sample(blockCols, perRow)) flat.push(br * blockCols + bc);
   }
-  const blockColIdx = Int32Array.from(colIdx);
-  const nnz = colIdx.length;
-  const blockColPtr = new Int32Array(blockCols + 1);
-  for (const bc of colIdx) blockColPtr[bc + 1]++;
-  for (let bc = 0; bc < blockCols; bc++) blockColPtr[bc + 1] += blockColPtr[bc];
-  const next = blockColPtr.slice(0, blockCols);
-  const blockRowIdx = new Int32Array(nnz);
-  const valueIndex = new Int32Array(nnz);
-  for (let br = 0; br < blockRows; br++) {
-    for (let q = blockRowPtr[br]; q < blockRowPtr[br + 1]; q++) {
-      const slot = next[blockColIdx[q]]++;
-      blockRowIdx[slot] = br;
-      valueIndex[slot] = q;
-    }
-  }
+  const built = BsrPattern.fromFlatBlocks([rows, cols], [block, block], flat);
+  const { blockRowPtr, blockColIdx, nnzBlocks: nnz } = built;
+  const { blockColPtr, blockRowIdx, valueIndex } = built.columnIndex;
   return { rows, cols, blockHeight: block, blockWidth: block, blockRows, blockCols, nnz, blockRowPtr, blockColIdx, blockColPtr, blockRowIdx, valueIndex };
 }
 
