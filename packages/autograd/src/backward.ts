@@ -1,7 +1,7 @@
 import { type Backend, type DType, Tensor, add, encodeStorage, engine, formatShape, full, keep, shapesEqual, sizeOf, tidy } from "@blocksparse/core";
 import { AutogradError, GradientNotRegisteredError } from "./errors";
 import { type GradContext, type TensorMeta, getGradient } from "./registry";
-import { type Edge, type TapeNode, coreClone, coreDispose, freeIfUnused, freeNode, gradFnOf, noGrad } from "./tape";
+import { type Edge, type TapeNode, detach, freeIfUnused, freeNode, gradFnOf, noGrad } from "./tape";
 
 export interface BackwardOptions {
   /** Keep the graph (and its saved tensors) for another backward through it. Default false: freed as the walk goes. */
@@ -51,8 +51,8 @@ function accumulate<K>(into: Map<K, Tensor>, key: K, grad: Tensor): void {
     return;
   }
   into.set(key, add(existing, grad));
-  coreDispose.call(existing);
-  coreDispose.call(grad);
+  existing.dispose();
+  grad.dispose();
 }
 
 function checkGrad(node: TapeNode, edge: Edge, grad: unknown): Tensor {
@@ -93,7 +93,7 @@ function nodeGradients(node: TapeNode, dys: (Tensor | null)[], backend: Backend)
       }
       const value = thunk();
       // Clones survive the scope whether the thunk made its result or passed a tensor through.
-      out.set(key, Array.isArray(value) ? value.map((t) => coreClone.call(t)) : coreClone.call(value));
+      out.set(key, Array.isArray(value) ? value.map((t) => detach(t)) : detach(value));
     }
     return out;
   });
@@ -103,13 +103,13 @@ function nodeGradients(node: TapeNode, dys: (Tensor | null)[], backend: Backend)
       const value = results.get(edge.key);
       const grad = checkGrad(node, edge, Array.isArray(value) ? value[edge.index] : value);
       // The same tensor may feed two edges (mul(x, x)); each edge gets its own handle.
-      const own = used.has(grad) ? coreClone.call(grad) : grad;
+      const own = used.has(grad) ? detach(grad) : grad;
       used.add(grad);
       return own;
     });
   } finally {
     for (const value of results.values()) {
-      for (const t of Array.isArray(value) ? value : [value]) if (!used.has(t)) coreDispose.call(t);
+      for (const t of Array.isArray(value) ? value : [value]) if (!used.has(t)) t.dispose();
     }
   }
 }
@@ -131,7 +131,7 @@ function seedOf(loss: Tensor, grad: Tensor | undefined): Tensor {
   if (grad.backend !== loss.backend) {
     throw new AutogradError(`backward: grad is on backend '${grad.backend.name}' but the loss is on '${loss.backend.name}'`);
   }
-  return coreClone.call(grad);
+  return detach(grad);
 }
 
 /** Adds `grad` into `leaf.grad` in place (the grad tensor keeps its identity across backward calls). */
@@ -142,13 +142,13 @@ function accumulateLeaf(leaf: Tensor, grad: Tensor): void {
     return;
   }
   if (!shapesEqual(current.shape, leaf.shape) || current.dtype !== leaf.dtype) {
-    coreDispose.call(grad);
+    grad.dispose();
     throw new AutogradError(`backward: tensor ${leaf.id} has a .grad of ${describe(current)}, expected ${describe(leaf)}; reset it with zeroGrad`);
   }
   const sum = add(current, grad);
   current.assign(sum);
-  coreDispose.call(sum);
-  coreDispose.call(grad);
+  sum.dispose();
+  grad.dispose();
 }
 
 /**
@@ -197,14 +197,14 @@ export function backward(loss: Tensor, grad?: Tensor, options: BackwardOptions =
                 const existing = slots[edge.outputIndex];
                 slots[edge.outputIndex] = existing ? add(existing, grads[i]) : grads[i];
                 if (existing) {
-                  coreDispose.call(existing);
-                  coreDispose.call(grads[i]);
+                  existing.dispose();
+                  grads[i].dispose();
                 }
                 pending.set(edge.producer, slots);
               }
             });
           } finally {
-            for (const dy of dys) if (dy) coreDispose.call(dy);
+            for (const dy of dys) if (dy) dy.dispose();
           }
         }
         if (!retainGraph) freeNode(node);
@@ -218,8 +218,8 @@ export function backward(loss: Tensor, grad?: Tensor, options: BackwardOptions =
       }
     });
   } finally {
-    for (const slots of pending.values()) for (const t of slots) if (t) coreDispose.call(t);
-    for (const t of leafGrads.values()) coreDispose.call(t);
+    for (const slots of pending.values()) for (const t of slots) if (t) t.dispose();
+    for (const t of leafGrads.values()) t.dispose();
     for (const node of order.slice(done)) {
       node.pins--;
       freeIfUnused(node);
@@ -230,7 +230,7 @@ export function backward(loss: Tensor, grad?: Tensor, options: BackwardOptions =
 /** Disposes and clears `.grad` on each tensor (PyTorch's zero_grad(set_to_none=True)). */
 export function zeroGrad(tensors: Iterable<Tensor>): void {
   for (const t of tensors) {
-    if (t.grad) coreDispose.call(t.grad);
+    if (t.grad) t.grad.dispose();
     t.grad = null;
   }
 }

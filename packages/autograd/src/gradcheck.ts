@@ -1,7 +1,7 @@
 import { SeededRandom } from "@blocksparse/format";
 import { Tensor, ValueError, engine, formatShape, tidy } from "@blocksparse/core";
 import { backward } from "./backward";
-import { coreDispose, noGrad, tracksGrad } from "./tape";
+import { noGrad, tracksGrad } from "./tape";
 
 export interface GradcheckOptions {
   /**
@@ -118,7 +118,7 @@ export function gradcheck(
         try {
           return project(inputs.map((t, i) => (i === inputIndex ? moved : t)));
         } finally {
-          coreDispose.call(moved);
+          moved.dispose();
         }
       };
       const up = Math.fround(base[j] + eps);
@@ -164,7 +164,7 @@ function analyticGradients(
   } finally {
     checked.forEach((i, k) => {
       const grad = inputs[i].grad;
-      if (grad) coreDispose.call(grad);
+      if (grad) grad.dispose();
       inputs[i].requiresGrad = previous[k].requiresGrad;
       inputs[i].grad = previous[k].grad;
     });

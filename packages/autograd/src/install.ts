@@ -1,12 +1,12 @@
 /**
- * The side effects of importing @blocksparse/autograd: the tape's kernel observer, the
- * gradient registry filled, and three Tensor methods (backward added; clone and dispose
- * wrapped so the tape sees the no-copy results ops return and the tensors that go away).
+ * The side effects of importing @blocksparse/autograd: the gradient registry filled, the
+ * tape subscribed to core's kernel observer (which sees `clone()` as the `Clone` kernel)
+ * and dispose observer, and `Tensor.prototype.backward` added.
  */
-import { Tensor, addKernelObserver } from "@blocksparse/core";
+import { Tensor, addDisposeObserver, addKernelObserver } from "@blocksparse/core";
 import { type BackwardOptions, backward } from "./backward";
 import { registerAllGradients } from "./gradients";
-import { CLONE, coreClone, coreDispose, forgetTensor, record, recordKernel } from "./tape";
+import { forgetTensor, recordKernel } from "./tape";
 
 declare module "@blocksparse/core" {
   interface Tensor {
@@ -26,18 +26,8 @@ if (prototype[INSTALLED]) {
   Object.defineProperty(prototype, INSTALLED, { value: true });
   registerAllGradients();
   addKernelObserver(recordKernel);
+  addDisposeObserver(forgetTensor);
   prototype.backward = function (this: Tensor, grad?: Tensor, options?: BackwardOptions): void {
     backward(this, grad, options);
-  };
-  // Ops return x.clone() for no-op calls (identity transpose, full slice, same-dtype cast): as in PyTorch, clone is differentiable.
-  prototype.clone = function (this: Tensor): Tensor {
-    const out = coreClone.call(this);
-    record(CLONE, { x: this }, {}, [out]);
-    return out;
-  };
-  prototype.dispose = function (this: Tensor): void {
-    const wasLive = !this.isDisposed;
-    coreDispose.call(this);
-    if (wasLive) forgetTensor(this);
   };
 }

@@ -6,7 +6,7 @@ export interface TensorMeta {
   readonly dtype: DType;
 }
 
-/** A kernel's inputs as Tensors, keyed like its spec (`Clone`, autograd's own node, takes `{x}`). */
+/** A kernel's inputs as Tensors, keyed like its spec (a name outside core's kernels takes any record). */
 export type InputsOf<K extends string> = K extends KernelName ? TensorInputs<K> : Record<string, Tensor | Tensor[] | undefined>;
 /** A kernel's attributes. */
 export type AttrsOf<K extends string> = K extends KernelName ? KernelAttrs<K> : Record<string, unknown>;

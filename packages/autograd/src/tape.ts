@@ -4,14 +4,10 @@
  * graph lifetime, with dispose() in place of reference counting); its saved tensors are
  * buffer-sharing clones, disposed when the node is freed.
  */
-import { type KernelRecord, Tensor, keep } from "@blocksparse/core";
+import { Clone, type DisposeRecord, type KernelRecord, type Tensor, keep } from "@blocksparse/core";
 import { AutogradError } from "./errors";
 import type { TensorMeta } from "./registry";
 import { getGradient } from "./registry";
-
-/** core's own Tensor methods, captured before autograd wraps them. */
-export const coreClone: (this: Tensor) => Tensor = Tensor.prototype.clone;
-export const coreDispose: (this: Tensor) => void = Tensor.prototype.dispose;
 
 /** Kernels whose outputs never carry a gradient (integer results, creation, optimizer steps). */
 export const NON_DIFFERENTIABLE_KERNELS: ReadonlySet<string> = new Set([
@@ -27,8 +23,8 @@ export const NON_DIFFERENTIABLE_KERNELS: ReadonlySet<string> = new Set([
   "AdamUpdate",
 ]);
 
-/** Name of the node a differentiable `clone()` records (it runs no kernel). */
-export const CLONE = "Clone";
+/** Name of the node a differentiable `clone()` records: core's engine kernel `Clone`. */
+export const CLONE: typeof Clone = Clone;
 
 /** One differentiable input of a node: where its gradient goes. */
 export interface Edge {
@@ -74,9 +70,8 @@ interface GradFn {
   outputIndex: number;
 }
 
-const gradFns = new WeakMap<Tensor, GradFn>();
-// A tracked output collected without dispose() still releases its node.
-const collected = new FinalizationRegistry<TapeNode>((node) => releaseOutput(node));
+// Keyed by tensor id: core's dispose observer reports collected tensors by id alone.
+const gradFns = new Map<number, GradFn>();
 let disabledDepth = 0;
 
 /** True when operations on tensors that require grad are being recorded (outside noGrad and backward). */
@@ -100,25 +95,30 @@ export function noGrad<T>(fn: () => T): T {
 
 /** The node and output index that produced `t`, if it was recorded. */
 export function gradFnOf(t: Tensor): GradFn | undefined {
-  return gradFns.get(t);
+  return gradFns.get(t.id);
 }
 
 /** True when gradients flow into `t`: it requires grad (a leaf) or a recorded op produced it. */
 export function tracksGrad(t: Tensor): boolean {
-  return t.dtype !== "int32" && (t.requiresGrad || gradFns.has(t));
+  return t.dtype !== "int32" && (t.requiresGrad || gradFns.has(t.id));
 }
 
-/** A tensor sharing `t`'s buffer that no gradient flows through (PyTorch's detach). */
+/** A tensor sharing `t`'s buffer that no gradient flows through (PyTorch's detach): a clone left off the tape. */
 export function detach(t: Tensor): Tensor {
-  return coreClone.call(t);
+  disabledDepth++;
+  try {
+    return t.clone();
+  } finally {
+    disabledDepth--;
+  }
 }
 
 const metaOf = (t: Tensor): TensorMeta => ({ shape: t.shape, dtype: t.dtype });
-const save = (t: Tensor): Tensor => keep(coreClone.call(t));
+const save = (t: Tensor): Tensor => keep(detach(t));
 
 function edgeTo(key: string, index: number, t: Tensor): Edge | null {
   if (!tracksGrad(t)) return null;
-  const fn = gradFns.get(t);
+  const fn = gradFns.get(t.id);
   if (fn) return { key, index, meta: metaOf(t), producer: fn.node, outputIndex: fn.outputIndex, leaf: null };
   return { key, index, meta: metaOf(t), producer: null, outputIndex: 0, leaf: t };
 }
@@ -158,10 +158,9 @@ export function record(
   for (const edge of edges) if (edge.producer) edge.producer.consumers++;
   outputs.forEach((output, outputIndex) => {
     if (output.dtype === "int32") return;
-    gradFns.set(output, { node, outputIndex });
+    gradFns.set(output.id, { node, outputIndex });
     output.requiresGrad = true;
     node.liveOutputs++;
-    collected.register(output, node, output);
   });
 }
 
@@ -175,18 +174,13 @@ export function recordKernel(kernelRecord: KernelRecord): void {
   );
 }
 
-/** Called when a tensor is disposed: its node may go. */
-export function forgetTensor(t: Tensor): void {
-  const fn = gradFns.get(t);
+/** Core's dispose observer: a disposed (or collected) output no longer holds its node. */
+export function forgetTensor(record: DisposeRecord): void {
+  const fn = gradFns.get(record.id);
   if (!fn) return;
-  gradFns.delete(t);
-  collected.unregister(t);
-  releaseOutput(fn.node);
-}
-
-function releaseOutput(node: TapeNode): void {
-  node.liveOutputs--;
-  freeIfUnused(node);
+  gradFns.delete(record.id);
+  fn.node.liveOutputs--;
+  freeIfUnused(fn.node);
 }
 
 export function freeIfUnused(node: TapeNode): void {
@@ -201,9 +195,9 @@ export function freeNode(start: TapeNode): void {
     if (node.freed) continue;
     node.freed = true;
     for (const value of Object.values(node.saved)) {
-      for (const t of Array.isArray(value) ? value : [value]) coreDispose.call(t);
+      for (const t of Array.isArray(value) ? value : [value]) t.dispose();
     }
-    for (const t of node.savedOutputs) if (t) coreDispose.call(t);
+    for (const t of node.savedOutputs) if (t) t.dispose();
     node.saved = {};
     node.savedOutputs = [];
     for (const edge of node.edges) {

@@ -30,8 +30,19 @@ export interface KernelRecord<K extends KernelName = KernelName> {
   outputs: Tensor[];
 }
 
-/** Called after every kernel the engine runs. Must not dispose the record's tensors. */
+/** Called after every kernel the engine runs (`Clone` and `Reshape` included). Must not dispose the record's tensors. */
 export type KernelObserver = (record: KernelRecord) => void;
+
+/** One tensor going away, as dispose observers see it (after its buffer reference was dropped). */
+export interface DisposeRecord {
+  /** The tensor's `id`. */
+  id: number;
+  /** The tensor (now disposed), or null when the finalizer released a tensor collected undisposed. */
+  tensor: Tensor | null;
+}
+
+/** Called once per tensor: on `dispose()` (explicit, `tidy`, `dispose(value)`) or by the finalizer. */
+export type DisposeObserver = (record: DisposeRecord) => void;
 
 /** Memory of one backend as the engine sees it, plus the backend's own figures. */
 export interface BackendMemoryInfo {
@@ -81,6 +92,7 @@ export class Engine {
   private readonly tensorCounts = new Map<Backend, number>();
   private readonly scopes: Scope[] = [];
   private readonly observers = new Set<KernelObserver>();
+  private readonly disposeObservers = new Set<DisposeObserver>();
   private readonly finalizer = new FinalizationRegistry<TensorStorage>((storage) => this.releaseCollected(storage));
   /** When true, each kernel must leave exactly its new outputs allocated (see setKernelLeakCheck). */
   kernelLeakCheck = false;
@@ -170,14 +182,17 @@ export class Engine {
 
   runKernel<K extends KernelName>(kernelName: K, inputs: TensorInputs<K>, attrs: KernelAttrs<K>): TensorOutputs<K> {
     const backend = this.backendOfInputs(kernelName, inputs as Record<string, Tensor | Tensor[] | undefined>);
-    const infos = this.inputInfos(inputs as Record<string, Tensor | Tensor[] | undefined>);
     let outputs: Tensor[];
     if (kernelName === "Reshape") {
       const x = (inputs as unknown as { x: Tensor }).x;
       outputs = [this.shareTensor(x, (attrs as KernelAttrs<"Reshape">).shape)];
+    } else if (kernelName === "Clone") {
+      const x = (inputs as unknown as { x: Tensor }).x;
+      outputs = [this.shareTensor(x, x.shape)];
     } else {
       const kernel = backend.kernels[kernelName];
       if (!kernel) throw new KernelNotRegisteredError(kernelName, backend.name);
+      const infos = this.inputInfos(inputs as Record<string, Tensor | Tensor[] | undefined>);
       const buffersBefore = this.kernelLeakCheck ? backend.memory().buffers : 0;
       const result = (kernel as (args: object) => TensorInfo | TensorInfo[])({ inputs: infos, attrs, backend });
       const infosOut = Array.isArray(result) ? result : [result];
@@ -205,6 +220,18 @@ export class Engine {
     return () => {
       this.observers.delete(observer);
     };
+  }
+
+  addDisposeObserver(observer: DisposeObserver): () => void {
+    this.disposeObservers.add(observer);
+    return () => {
+      this.disposeObservers.delete(observer);
+    };
+  }
+
+  private notifyDisposed(id: number, tensor: Tensor | null): void {
+    const record: DisposeRecord = { id, tensor };
+    for (const observer of [...this.disposeObservers]) observer(record);
   }
 
   private backendOfInputs(kernelName: string, inputs: Record<string, Tensor | Tensor[] | undefined>): Backend {
@@ -284,6 +311,7 @@ export class Engine {
     this.release(storage);
     const count = this.tensorCounts.get(storage.backend);
     if (count !== undefined) this.tensorCounts.set(storage.backend, count - 1);
+    if (this.disposeObservers.size > 0) this.notifyDisposed(tensor.id, tensor);
   }
 
   assignStorage(target: Tensor, source: Tensor): void {
@@ -328,6 +356,7 @@ export class Engine {
     this.release(storage);
     const count = this.tensorCounts.get(storage.backend);
     if (count !== undefined) this.tensorCounts.set(storage.backend, count - 1);
+    if (this.disposeObservers.size > 0) this.notifyDisposed(storage.tensorId, null);
   }
 
   // ------------------------------------------------------------------ scopes
@@ -456,9 +485,18 @@ export function runKernel<K extends KernelName>(
   return engine.runKernel(kernelName, inputs, attrs);
 }
 
-/** Subscribes to every kernel call (after it ran); returns the unsubscribe function. */
+/** Subscribes to every kernel call (after it ran; `clone()` shows up as `Clone`); returns the unsubscribe function. */
 export function addKernelObserver(observer: KernelObserver): () => void {
   return engine.addKernelObserver(observer);
+}
+
+/**
+ * Subscribes to tensors going away: each tensor is reported once, when disposed (by
+ * `dispose()`, `tidy` or `dispose(value)`) or when the finalizer frees it; returns the
+ * unsubscribe function.
+ */
+export function addDisposeObserver(observer: DisposeObserver): () => void {
+  return engine.addDisposeObserver(observer);
 }
 
 /** Runs `fn`, then disposes every tensor created inside except those it returns or that were kept. */

@@ -5,6 +5,7 @@ export * from "./dtypes";
 export * from "./errors";
 export {
   Engine,
+  addDisposeObserver,
   addKernelObserver,
   dispose,
   engine,
@@ -22,6 +23,8 @@ export {
 } from "./engine";
 export type {
   BackendMemoryInfo,
+  DisposeObserver,
+  DisposeRecord,
   KernelObserver,
   KernelRecord,
   MemoryInfo,

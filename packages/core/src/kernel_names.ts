@@ -26,6 +26,11 @@ export const Cast = "Cast";
  * the output shares x's buffer); backends never implement it.
  */
 export const Reshape = "Reshape";
+/**
+ * {x} -> a new tensor sharing x's buffer (what `Tensor.clone()` runs). Implemented by the
+ * engine (no copy); it is a kernel so that observers see every clone (autograd records it).
+ */
+export const Clone = "Clone";
 /** {x} -> x broadcast NumPy-style to attrs.shape. */
 export const BroadcastTo = "BroadcastTo";
 /** {x} -> x with dims permuted: out.shape[i] = x.shape[perm[i]]. */
@@ -232,6 +237,7 @@ export interface KernelSpecs {
   Fill: Spec<NoAttrs, FillAttrs, One>;
   Cast: Spec<Unary, CastAttrs, One>;
   Reshape: Spec<Unary, ShapeAttrs, One>;
+  Clone: Spec<Unary, NoAttrs, One>;
   BroadcastTo: Spec<Unary, ShapeAttrs, One>;
   Transpose: Spec<Unary, TransposeAttrs, One>;
   Slice: Spec<Unary, SliceAttrs, One>;
@@ -305,7 +311,7 @@ export type KernelOutputs<K extends KernelName> = KernelSpecs[K]["outputs"];
 
 /** Every kernel name, in declaration order. */
 export const KERNEL_NAMES: readonly KernelName[] = [
-  Fill, Cast, Reshape, BroadcastTo, Transpose, Slice, Concat, Gather, ScatterAdd, OneHot,
+  Fill, Cast, Reshape, Clone, BroadcastTo, Transpose, Slice, Concat, Gather, ScatterAdd, OneHot,
   Neg, Abs, Exp, Log, Sqrt, Rsqrt, Tanh, Sigmoid, Relu, Square, Gelu, GeluBackward,
   Add, Sub, Mul, Div, Maximum, Minimum, Pow,
   Equal, NotEqual, Less, LessEqual, Greater, GreaterEqual, Where,
@@ -316,7 +322,7 @@ export const KERNEL_NAMES: readonly KernelName[] = [
 ];
 
 /** Kernels the engine implements itself; a backend's table leaves them out. */
-export const ENGINE_KERNELS: readonly KernelName[] = [Reshape];
+export const ENGINE_KERNELS: readonly KernelName[] = [Reshape, Clone];
 
 /** Kernels every backend must implement: all of them but the engine's own. */
 export const BACKEND_KERNELS: readonly KernelName[] = KERNEL_NAMES.filter((k) => !ENGINE_KERNELS.includes(k));

@@ -3,6 +3,7 @@ import { type DType, type TensorValues, isFloatDType } from "./dtypes";
 import { engine } from "./engine";
 import { DisposedTensorError, ShapeError, DTypeError, BackendError } from "./errors";
 import { formatTensor } from "./format_tensor";
+import { Clone } from "./kernel_names";
 import { sizeOf } from "./shape";
 
 /**
@@ -10,6 +11,8 @@ import { sizeOf } from "./shape";
  * collected, undisposed tensor can still release it. `assign` swaps the dataId.
  */
 export interface TensorStorage {
+  /** The owning tensor's id, for the finalizer's dispose notification. */
+  readonly tensorId: number;
   dataId: DataId;
   backend: Backend;
   disposed: boolean;
@@ -42,7 +45,7 @@ export class Tensor {
     this.shape = Object.freeze([...info.shape]);
     this.dtype = info.dtype;
     this.size = sizeOf(info.shape);
-    this.storage = { dataId: info.dataId, backend, disposed: false };
+    this.storage = { tensorId: this.id, dataId: info.dataId, backend, disposed: false };
   }
 
   get rank(): number {
@@ -103,10 +106,10 @@ export class Tensor {
     engine.disposeTensor(this);
   }
 
-  /** A new tensor sharing this one's buffer (reference-counted, no copy). */
+  /** A new tensor sharing this one's buffer (reference-counted, no copy), made by the engine's `Clone` kernel so observers see it. */
   clone(): Tensor {
     this.throwIfDisposed("clone");
-    return engine.shareTensor(this, this.shape);
+    return engine.runKernel(Clone, { x: this }, {});
   }
 
   /**

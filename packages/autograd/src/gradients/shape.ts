@@ -10,7 +10,6 @@ import {
 } from "@blocksparse/core";
 import { fullOn } from "../backward";
 import { registerGradient } from "../registry";
-import { CLONE } from "../tape";
 import { reduceToShape } from "./helpers";
 
 /** `dy` placed at `begin` inside zeros of `shape` (the adjoint of Slice). */
@@ -32,7 +31,7 @@ function padInto(dy: Tensor, begin: readonly number[], shape: readonly number[])
 }
 
 export function registerShapeGradients(): void {
-  registerGradient(CLONE, { gradFunc: ([dy]) => ({ x: () => dy }) });
+  registerGradient("Clone", { gradFunc: ([dy]) => ({ x: () => dy }) });
   registerGradient("Reshape", { gradFunc: ([dy], { inputs }) => ({ x: () => reshape(dy, inputs.x.shape) }) });
   registerGradient("BroadcastTo", { gradFunc: ([dy], { inputs }) => ({ x: () => reduceToShape(dy, inputs.x.shape) }) });
   registerGradient("Transpose", {
