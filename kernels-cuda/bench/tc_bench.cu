@@ -3,12 +3,13 @@
 // check: for each product, block size, density, token count and (K, N) shape, on fresh random inputs
 //        with poisoned outputs, compares every tensor-core variant with the simple kernel
 //        (src/kernels/bsr.cu, every element) and with float64 host math (a random sample of elements).
-// time:  median time of each variant and of cuBLAS dense (cublasGemmEx, bf16 in, float32 accumulate)
-//        on the same shape in the same run, with CUDA events over batches that rotate input sets;
+// time:  median time of each variant and of cuBLAS dense (cublasGemmEx, bf16/f16 in with float32
+//        compute, or float32 in with CUBLAS_COMPUTE_32F_FAST_TF32) on the same shape in the same run, with CUDA events over batches that rotate input sets;
 //        throughput is counted on the non-zero work (2 * M * nnzBlocks * R * C).
 //
 // Usage: tc_bench [--mode check|time] [--ops linear,matmul,sampled] [--paths auto,wgmma,mma]
-//                 [--blocks 32,64,128] [--quick] [--dtype bf16|f16] [--variants 0,1]
+//                 [--blocks 32,64,128] [--quick] [--dtype bf16|f16|f32] [--variants 0,1] [--tokens 8192,512]
+// --dtype f32 allows TF32 (bs::setAllowTf32), so float32 runs on the TF32 mma.sync kernels.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -101,16 +102,18 @@ __global__ void fillBitsKernel(uint16_t* data, int64_t n, uint16_t bits) {
 }
 
 void fillUniform(DType dtype, void* data, int64_t n, uint64_t seed) {
-  if (dtype == DType::BFloat16)
+  if (dtype == DType::Float32)
+    fillUniformKernel<<<4096, 256>>>(static_cast<float*>(data), n, seed);
+  else if (dtype == DType::BFloat16)
     fillUniformKernel<<<4096, 256>>>(static_cast<__nv_bfloat16*>(data), n, seed);
   else
     fillUniformKernel<<<4096, 256>>>(static_cast<__half*>(data), n, seed);
   CHECK_CUDA(cudaGetLastError());
 }
 
-// NaN in both 16-bit formats: an element the kernel never writes fails the check.
-void poison(void* data, int64_t n) {
-  fillBitsKernel<<<4096, 256>>>(static_cast<uint16_t*>(data), n, 0xFFFF);
+// NaN in every float format (all bits set): an element the kernel never writes fails the check.
+void poison(DType dtype, void* data, int64_t n) {
+  fillBitsKernel<<<4096, 256>>>(static_cast<uint16_t*>(data), n * int64_t(bs::dtypeSize(dtype) / 2), 0xFFFF);
   CHECK_CUDA(cudaGetLastError());
 }
 
@@ -137,9 +140,29 @@ double toDouble(DType dtype, uint16_t bits) {
   return table[bits];
 }
 
-std::vector<uint16_t> download(const void* data, int64_t n) {
-  std::vector<uint16_t> host(n);
-  CHECK_CUDA(cudaMemcpy(host.data(), data, n * 2, cudaMemcpyDeviceToHost));
+// A host copy of n elements of dtype, read as float64.
+struct HostArray {
+  DType dtype = DType::BFloat16;
+  std::vector<uint16_t> halves;
+  std::vector<float> singles;
+  bool empty() const { return halves.empty() && singles.empty(); }
+  size_t size() const { return dtype == DType::Float32 ? singles.size() : halves.size(); }
+  double operator[](int64_t i) const { return dtype == DType::Float32 ? singles[i] : toDouble(dtype, halves[i]); }
+};
+
+HostArray download(DType dtype, const void* data, int64_t n) {
+  HostArray host;
+  host.dtype = dtype;
+  void* target;
+  if (dtype == DType::Float32) {
+    host.singles.resize(n);
+    target = host.singles.data();
+  } else {
+    toDouble(dtype, 0);  // builds the decode table before threads read it
+    host.halves.resize(n);
+    target = host.halves.data();
+  }
+  CHECK_CUDA(cudaMemcpy(target, data, n * bs::dtypeSize(dtype), cudaMemcpyDeviceToHost));
   return host;
 }
 
@@ -245,18 +268,18 @@ struct Problem {
     outCount = product == Product::Linear ? m * rows : product == Product::Matmul ? m * cols : values;
     for (int s = 0; s < sets; ++s) {
       void *pa, *pb;
-      CHECK_CUDA(cudaMalloc(&pa, std::max<int64_t>(aCount, 1) * 2));
-      CHECK_CUDA(cudaMalloc(&pb, std::max<int64_t>(bCount, 1) * 2));
+      CHECK_CUDA(cudaMalloc(&pa, std::max<int64_t>(aCount, 1) * bs::dtypeSize(dtype)));
+      CHECK_CUDA(cudaMalloc(&pb, std::max<int64_t>(bCount, 1) * bs::dtypeSize(dtype)));
       fillUniform(dtype, pa, aCount, seed + 1000 * s + 1);
       fillUniform(dtype, pb, bCount, seed + 1000 * s + 2);
       a.push_back(pa);
       b.push_back(pb);
     }
     if (product == Product::Linear) {
-      CHECK_CUDA(cudaMalloc(&bias, rows * 2));
+      CHECK_CUDA(cudaMalloc(&bias, rows * bs::dtypeSize(dtype)));
       fillUniform(dtype, bias, rows, seed + 7);
     }
-    CHECK_CUDA(cudaMalloc(&out, std::max<int64_t>(outCount, 1) * 2));
+    CHECK_CUDA(cudaMalloc(&out, std::max<int64_t>(outCount, 1) * bs::dtypeSize(dtype)));
   }
   ~Problem() {
     for (void* p : a) cudaFree(p);
@@ -300,38 +323,37 @@ struct Problem {
 // float64 value of output element `index` of set 0, from host copies of the inputs.
 struct HostReference {
   const Problem& problem;
-  std::vector<uint16_t> a, b, bias;
+  HostArray a, b, bias;
   explicit HostReference(const Problem& p) : problem(p) {
-    a = download(p.a[0], p.aCount);
-    b = download(p.b[0], p.bCount);
-    if (p.bias) bias = download(p.bias, p.rows);
+    a = download(p.dtype, p.a[0], p.aCount);
+    b = download(p.dtype, p.b[0], p.bCount);
+    if (p.bias) bias = download(p.dtype, p.bias, p.rows);
   }
   double at(int64_t index) const {
     const HostPattern& pat = *problem.pattern;
     const int B = pat.block;
-    const DType t = problem.dtype;
     double sum = 0.0;
     if (problem.product == Product::Linear) {
       int64_t token = index / problem.rows, feature = index % problem.rows;
       int br = static_cast<int>(feature / B), r = static_cast<int>(feature % B);
       for (int e = pat.rowPtr[br]; e < pat.rowPtr[br + 1]; ++e)
         for (int c = 0; c < B; ++c)
-          sum += toDouble(t, a[token * problem.cols + int64_t(pat.colIdx[e]) * B + c]) *
-                 toDouble(t, b[(int64_t(e) * B + r) * B + c]);
-      if (!bias.empty()) sum += toDouble(t, bias[feature]);
+          sum += a[token * problem.cols + int64_t(pat.colIdx[e]) * B + c] *
+                 b[(int64_t(e) * B + r) * B + c];
+      if (!bias.empty()) sum += bias[feature];
     } else if (problem.product == Product::Matmul) {
       int64_t token = index / problem.cols, column = index % problem.cols;
       int bc = static_cast<int>(column / B), c = static_cast<int>(column % B);
       for (int q = pat.colPtr[bc]; q < pat.colPtr[bc + 1]; ++q)
         for (int r = 0; r < B; ++r)
-          sum += toDouble(t, a[token * problem.rows + int64_t(pat.rowIdx[q]) * B + r]) *
-                 toDouble(t, b[(int64_t(pat.valueIndex[q]) * B + r) * B + c]);
+          sum += a[token * problem.rows + int64_t(pat.rowIdx[q]) * B + r] *
+                 b[(int64_t(pat.valueIndex[q]) * B + r) * B + c];
     } else {
       int64_t p = index / (B * B);
       int r = static_cast<int>(index / B % B), c = static_cast<int>(index % B);
       int64_t row = int64_t(pat.coordRow[p]) * B + r, column = int64_t(pat.coordCol[p]) * B + c;
       for (int64_t token = 0; token < problem.m; ++token)
-        sum += toDouble(t, a[token * problem.rows + row]) * toDouble(t, b[token * problem.cols + column]);
+        sum += a[token * problem.rows + row] * b[token * problem.cols + column];
     }
     return sum;
   }
@@ -352,8 +374,8 @@ void parallelFor(int64_t n, Body body) {
   for (auto& t : threads) t.join();
 }
 
-CheckResult compare(DType dtype, const std::vector<uint16_t>& out, const std::vector<uint16_t>& simple,
-                    const std::vector<int64_t>& samples, const std::vector<double>& exact) {
+CheckResult compare(const HostArray& out, const HostArray& simple, const std::vector<int64_t>& samples,
+                    const std::vector<double>& exact) {
   CheckResult r{true, 0, 0};
   std::mutex lock;
   double diff = 0, norm = 0;
@@ -361,7 +383,7 @@ CheckResult compare(DType dtype, const std::vector<uint16_t>& out, const std::ve
     double d = 0, s2 = 0;
     bool finite = true;
     for (int64_t i = begin; i < end; ++i) {
-      double o = toDouble(dtype, out[i]), s = toDouble(dtype, simple[i]);
+      double o = out[i], s = simple[i];
       if (!std::isfinite(o)) finite = false;
       d += (o - s) * (o - s);
       s2 += s * s;
@@ -374,7 +396,7 @@ CheckResult compare(DType dtype, const std::vector<uint16_t>& out, const std::ve
   r.relSimple = norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
   diff = norm = 0;
   for (size_t i = 0; i < samples.size(); ++i) {
-    double o = toDouble(dtype, out[samples[i]]);
+    double o = out[samples[i]];
     diff += (o - exact[i]) * (o - exact[i]);
     norm += exact[i] * exact[i];
   }
@@ -414,12 +436,14 @@ double medianMs(Launch launch, int sets, int batch, int samples) {
 // cuBLAS dense on the same product's shape: column-major views of the row-major tensors.
 struct DenseProblem {
   Product product;
+  DType dtype;
   int64_t m, cols, rows;
   int sets;
   std::vector<void*> a, b;
   void* c = nullptr;
-  DenseProblem(Product product, int64_t m, int64_t cols, int64_t rows, int sets)
-      : product(product), m(m), cols(cols), rows(rows), sets(sets) {
+  DenseProblem(Product product, DType dtype, int64_t m, int64_t cols, int64_t rows, int sets)
+      : product(product), dtype(dtype), m(m), cols(cols), rows(rows), sets(sets) {
+    const size_t bytes = bs::dtypeSize(dtype);
     // linear: A = X [m, cols], B = W [rows, cols], C = Y [m, rows]
     // matmul: A = dY [m, rows], B = W, C = dX [m, cols];  sampled: A = dY, B = X [m, cols], C = dW [rows, cols]
     int64_t aCount = m * (product == Product::Linear ? cols : rows);
@@ -427,14 +451,14 @@ struct DenseProblem {
     int64_t cCount = product == Product::Linear ? m * rows : product == Product::Matmul ? m * cols : rows * cols;
     for (int s = 0; s < sets; ++s) {
       void *pa, *pb;
-      CHECK_CUDA(cudaMalloc(&pa, aCount * 2));
-      CHECK_CUDA(cudaMalloc(&pb, bCount * 2));
-      fillUniform(DType::BFloat16, pa, aCount, 91 + s);
-      fillUniform(DType::BFloat16, pb, bCount, 97 + s);
+      CHECK_CUDA(cudaMalloc(&pa, aCount * bytes));
+      CHECK_CUDA(cudaMalloc(&pb, bCount * bytes));
+      fillUniform(dtype, pa, aCount, 91 + s);
+      fillUniform(dtype, pb, bCount, 97 + s);
       a.push_back(pa);
       b.push_back(pb);
     }
-    CHECK_CUDA(cudaMalloc(&c, cCount * 2));
+    CHECK_CUDA(cudaMalloc(&c, cCount * bytes));
   }
   ~DenseProblem() {
     for (void* p : a) cudaFree(p);
@@ -443,16 +467,17 @@ struct DenseProblem {
   }
   void run(cublasHandle_t handle, int set) const {
     const float one = 1.0f, zero = 0.0f;
-    const auto bf = CUDA_R_16BF;
+    const auto bf = dtype == DType::Float32 ? CUDA_R_32F : dtype == DType::Float16 ? CUDA_R_16F : CUDA_R_16BF;
+    const auto compute = dtype == DType::Float32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     if (product == Product::Linear)  // Y^T [rows, m] = W [rows, cols] . X^T
       CHECK_CUBLAS(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, rows, m, cols, &one, b[set], bf, cols, a[set], bf,
-                                cols, &zero, c, bf, rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                cols, &zero, c, bf, rows, compute, CUBLAS_GEMM_DEFAULT));
     else if (product == Product::Matmul)  // dX^T [cols, m] = W^T . dY^T
       CHECK_CUBLAS(cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, cols, m, rows, &one, b[set], bf, cols, a[set], bf,
-                                rows, &zero, c, bf, cols, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                rows, &zero, c, bf, cols, compute, CUBLAS_GEMM_DEFAULT));
     else  // dW^T [cols, rows] = X^T . dY
       CHECK_CUBLAS(cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_T, cols, rows, m, &one, b[set], bf, cols, a[set], bf,
-                                rows, &zero, c, bf, cols, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                rows, &zero, c, bf, cols, compute, CUBLAS_GEMM_DEFAULT));
   }
 };
 
@@ -465,6 +490,7 @@ struct Options {
   std::vector<int> blocks = {32, 64, 128};
   bool quick = false;
   DType dtype = DType::BFloat16;
+  std::vector<int64_t> tokens;  // token counts to time; empty: the defaults
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -493,9 +519,15 @@ Options parse(int argc, char** argv) {
     };
     if (arg == "--mode") o.mode = value();
     else if (arg == "--quick") o.quick = true;
+    else if (arg == "--tokens") {
+      for (auto& t : split(value())) o.tokens.push_back(std::atoll(t.c_str()));
+    }
     else if (arg == "--paths") paths = split(value());
     else if (arg == "--variants") variantIds = split(value());
-    else if (arg == "--dtype") o.dtype = value() == "f16" ? DType::Float16 : DType::BFloat16;
+    else if (arg == "--dtype") {
+      std::string name = value();
+      o.dtype = name == "f32" ? DType::Float32 : name == "f16" ? DType::Float16 : DType::BFloat16;
+    }
     else if (arg == "--blocks") {
       o.blocks.clear();
       for (auto& b : split(value())) o.blocks.push_back(std::atoi(b.c_str()));
@@ -544,12 +576,11 @@ int runChecks(const Options& o) {
           if (pattern.nnz == 0) continue;
           Problem problem(product, o.dtype, s.m, s.cols, s.rows, pattern, 1, rng.next());
           void* simpleOut;
-          CHECK_CUDA(cudaMalloc(&simpleOut, problem.outCount * 2));
-          poison(simpleOut, problem.outCount);
+          CHECK_CUDA(cudaMalloc(&simpleOut, problem.outCount * bs::dtypeSize(o.dtype)));
+          poison(o.dtype, simpleOut, problem.outCount);
           problem.runSimple(0, simpleOut);
           CHECK_CUDA(cudaDeviceSynchronize());
-          std::vector<uint16_t> simple = download(simpleOut, problem.outCount);
-          toDouble(o.dtype, 0);  // builds the decode table before threads read it
+          HostArray simple = download(o.dtype, simpleOut, problem.outCount);
           cudaFree(simpleOut);
           HostReference host(problem);
           std::vector<int64_t> samples;
@@ -561,7 +592,7 @@ int runChecks(const Options& o) {
             for (int64_t i = begin; i < end; ++i) exact[i] = host.at(samples[i]);
           });
           for (const Variant& v : o.variants) {
-            poison(problem.out, problem.outCount);
+            poison(o.dtype, problem.out, problem.outCount);
             bool ran = problem.runFast(0, v, problem.out);
             cudaError_t status = cudaDeviceSynchronize();
             if (status != cudaSuccess) {
@@ -577,7 +608,7 @@ int runChecks(const Options& o) {
                           v.name().c_str(), block, density, long(s.m), long(s.cols), long(s.rows));
               continue;
             }
-            CheckResult r = compare(o.dtype, download(problem.out, problem.outCount), simple, samples, exact);
+            CheckResult r = compare(download(o.dtype, problem.out, problem.outCount), simple, samples, exact);
             bool ok = r.finite && r.relSimple < 1e-2 && r.relHost < 1e-2;
             ok ? ++pass : ++fail;
             std::string key = std::string(productName(product)) + " " + v.name() + " R=" + std::to_string(block);
@@ -602,7 +633,9 @@ int runChecks(const Options& o) {
 int runTiming(const Options& o) {
   cublasHandle_t handle;
   CHECK_CUBLAS(cublasCreate(&handle));
-  std::vector<int64_t> tokens = o.quick ? std::vector<int64_t>{512} : std::vector<int64_t>{8192, 512};
+  std::vector<int64_t> tokens = !o.tokens.empty() ? o.tokens
+                                : o.quick      ? std::vector<int64_t>{512}
+                                               : std::vector<int64_t>{8192, 512};
   std::vector<std::pair<int64_t, int64_t>> kn = o.quick ? std::vector<std::pair<int64_t, int64_t>>{{4096, 4096}}
                                                         : std::vector<std::pair<int64_t, int64_t>>{
                                                               {4096, 4096}, {4096, 16384}, {16384, 4096}};
@@ -615,7 +648,7 @@ int runTiming(const Options& o) {
       for (auto [k, n] : kn) {
         double denseMs;
         {
-          DenseProblem dense(product, m, k, n, sets);
+          DenseProblem dense(product, o.dtype, m, k, n, sets);
           int batch = m >= 4096 ? 5 : 20;
           denseMs = medianMs([&](int set) { dense.run(handle, set); }, sets, batch, 15);
         }
@@ -654,11 +687,13 @@ int runTiming(const Options& o) {
 
 int main(int argc, char** argv) {
   Options o = parse(argc, argv);
+  if (o.dtype == DType::Float32) bs::setAllowTf32(true);
   cudaDeviceProp prop;
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
-  std::printf("device: %s, %d SMs, cc %d.%d; path for bf16 32x32: %d (1 = mma, 2 = wgmma)\n", prop.name,
+  std::printf("device: %s, %d SMs, cc %d.%d; path for 32x32 blocks: %d (1 = mma, 2 = wgmma); dtype %s\n", prop.name,
               prop.multiProcessorCount, prop.major, prop.minor,
-              int(bs::tcPathFor(DType::BFloat16, BsrPatternView{4096, 4096, 32, 32, 128, 128, 1})));
+              int(bs::tcPathFor(o.dtype, BsrPatternView{4096, 4096, 32, 32, 128, 128, 1})),
+              o.dtype == DType::Float32 ? "f32 (TF32 allowed)" : o.dtype == DType::Float16 ? "f16" : "bf16");
   if (o.mode == "check") return runChecks(o);
   if (o.mode == "time") return runTiming(o);
   std::fprintf(stderr, "unknown mode %s\n", o.mode.c_str());

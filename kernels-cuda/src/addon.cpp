@@ -263,6 +263,19 @@ Napi::Value setCublasEnabledFn(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), cublasEnabled());
 }
 
+// setAllowTf32(allow): float32 block-sparse products may use TF32 tensor cores; returns the setting.
+Napi::Value setAllowTf32Fn(const Napi::CallbackInfo& info) {
+  Args args{info, "setAllowTf32"};
+  args.count(1);
+  setAllowTf32(args.boolean(0));
+  return Napi::Boolean::New(info.Env(), allowTf32());
+}
+
+Napi::Value allowTf32Fn(const Napi::CallbackInfo& info) {
+  Args{info, "allowTf32"}.count(0);
+  return Napi::Boolean::New(info.Env(), allowTf32());
+}
+
 // ------------------------------------------------------------------ block-sparse patterns
 
 struct PatternRecord {
@@ -833,6 +846,8 @@ Napi::Object initModule(Napi::Env env, Napi::Object exports) {
   BS_EXPORT("releaseCache", releaseCacheFn);
   BS_EXPORT("synchronize", synchronizeFn);
   BS_EXPORT("setCublasEnabled", setCublasEnabledFn);
+  BS_EXPORT("setAllowTf32", setAllowTf32Fn);
+  BS_EXPORT("allowTf32", allowTf32Fn);
   BS_EXPORT("createPattern", createPattern);
   BS_EXPORT("freePattern", freePattern);
   BS_EXPORT("fillBits", fillBits);

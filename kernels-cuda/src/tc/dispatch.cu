@@ -1,5 +1,6 @@
 // Chooses a tensor-core path for each block-sparse product, or declines so the simple kernel runs.
 #include <algorithm>
+#include <atomic>
 
 #include "ptx.cuh"
 #include "tc_kernels.h"
@@ -52,7 +53,9 @@ __global__ void reducePartialsKernel(const float* __restrict__ partials, int spl
 
 void launchReducePartials(DType dtype, const float* partials, int splits, int64_t n, void* out, cudaStream_t stream) {
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 65535));
-  if (dtype == DType::BFloat16)
+  if (dtype == DType::Float32)
+    reducePartialsKernel<<<blocks, 256, 0, stream>>>(partials, splits, n, static_cast<float*>(out));
+  else if (dtype == DType::BFloat16)
     reducePartialsKernel<<<blocks, 256, 0, stream>>>(partials, splits, n, static_cast<__nv_bfloat16*>(out));
   else
     reducePartialsKernel<<<blocks, 256, 0, stream>>>(partials, splits, n, static_cast<__half*>(out));
@@ -62,6 +65,9 @@ void launchReducePartials(DType dtype, const float* partials, int splits, int64_
 }  // namespace tc
 
 namespace {
+
+// Off by default: float32 then stays exact (the simple kernels).
+std::atomic<bool> tf32Allowed{false};
 
 struct DeviceInfo {
   int major = 0;
@@ -97,7 +103,8 @@ bool aligned16(const void* pointer) { return (reinterpret_cast<uintptr_t>(pointe
 
 // The block shapes, dtypes and sizes the kernels cover.
 bool supported(DType dtype, const BsrPatternView& pattern, int64_t m) {
-  if (dtype != DType::BFloat16 && dtype != DType::Float16) return false;
+  const bool tf32 = dtype == DType::Float32 && tf32Allowed.load(std::memory_order_relaxed);
+  if (dtype != DType::BFloat16 && dtype != DType::Float16 && !tf32) return false;
   const int block = pattern.blockRowsSize;
   if (pattern.blockColsSize != block || (block != 32 && block != 64 && block != 128)) return false;
   // Bulk-copy coordinates are int32: tokens and rows of the values viewed as [nnzBlocks * R, C].
@@ -123,7 +130,12 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   if (path == TcPath::Auto) return false;
   const int block = pattern.blockRowsSize;
   int variant = options.variant;
-  if (options.path == TcPath::Auto && variant < 0) {
+  if (dtype == DType::Float32) {
+    // TF32 has one kernel per block size, on the mma.sync path on every sm_80+ device.
+    if (options.path == TcPath::Wgmma || variant > 0) return false;
+    path = TcPath::Mma;
+    variant = 0;
+  } else if (options.path == TcPath::Auto && variant < 0) {
     // Measured on an H100 (docs/kernels.md): with 32x32 blocks mma.sync beats wgmma, whose n32 tiles
     // wait on shared memory; with 128x128 blocks and many tokens the 256-token wgmma tile wins.
     if (block == 32) path = TcPath::Mma;
@@ -185,7 +197,11 @@ bool tcSampledMatmul(DType dtype, const void* dy, const void* x, void* dw, int64
 TcPath tcPathFor(DType dtype, const BsrPatternView& pattern) {
   if (!supported(dtype, pattern, 1)) return TcPath::Auto;
   const TcPath path = resolvePath(currentDevice(), TcPath::Auto);
-  return path != TcPath::Auto && pattern.blockRowsSize == 32 ? TcPath::Mma : path;
+  return path != TcPath::Auto && (pattern.blockRowsSize == 32 || dtype == DType::Float32) ? TcPath::Mma : path;
 }
+
+void setAllowTf32(bool allow) { tf32Allowed.store(allow, std::memory_order_relaxed); }
+
+bool allowTf32() { return tf32Allowed.load(std::memory_order_relaxed); }
 
 }  // namespace bs

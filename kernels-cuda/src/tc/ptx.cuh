@@ -68,6 +68,22 @@ __device__ __forceinline__ void mma16816<__half>(float (&d)[4], const uint32_t (
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
+// float32 rounded to TF32 (10-bit mantissa, to nearest, ties away from zero), as the bits of a float32.
+__device__ __forceinline__ uint32_t toTf32(float value) {
+  uint32_t bits;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(bits) : "f"(value));
+  return bits;
+}
+
+// D += A * B for one m16n8k8 tile of TF32 operands, float32 accumulators.
+__device__ __forceinline__ void mma1688Tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
 // Two float32 values rounded into one 32-bit pair of T.
 template <typename T>
 __device__ __forceinline__ uint32_t packPair(float lo, float hi);

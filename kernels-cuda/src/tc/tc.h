@@ -1,4 +1,5 @@
-// Tensor-core kernels for the block-sparse products (bfloat16 and float16 storage, float32 accumulation).
+// Tensor-core kernels for the block-sparse products (bfloat16 and float16 storage, float32 accumulation;
+// float32 storage in TF32 only when allowed).
 // Each entry point returns false, having launched nothing, when it has no kernel for the dtype, block
 // shape, alignment or device; the caller then runs the simple kernel. Arguments are the same device
 // pointers, already validated, that the simple launchers in kernels/bsr.cu take.
@@ -30,6 +31,11 @@ bool tcBsrMatmul(DType dtype, const void* dy, const void* values, void* dx, int6
 // dW = dY^T X on W's blocks, written as values [nnzBlocks, R, C].
 bool tcSampledMatmul(DType dtype, const void* dy, const void* x, void* dw, int64_t m, const BsrPatternView& pattern,
                      cudaStream_t stream, const TcOptions& options = {});
+
+// Whether float32 products may run on the tensor cores in TF32 (inputs rounded to a 10-bit mantissa,
+// float32 accumulation). Process-wide, off by default: float32 then declines and stays exact.
+void setAllowTf32(bool allow);
+bool allowTf32();
 
 // The path the default options take on the current device for this dtype and block shape (Auto when none).
 TcPath tcPathFor(DType dtype, const BsrPatternView& pattern);

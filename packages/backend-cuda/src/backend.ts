@@ -18,6 +18,7 @@ import { CudaError, translateNativeError } from "./errors";
 import { cudaKernels } from "./kernels";
 import { startCuda } from "./loader";
 import { type BuildInfo, DTYPE_CODE, type DeviceInfo, type NativeAddon, type PatternHandle } from "./native";
+import { applyTf32Setting } from "./tf32";
 
 /** One device buffer of the cuda backend (the engine's DataId). */
 export class CudaBuffer {
@@ -86,6 +87,7 @@ export class CudaBackend implements Backend {
     this.device = start.device;
     this.addonPath = start.path;
     this.build = this.addon.buildInfo();
+    applyTf32Setting(this.addon);
   }
 
   // ---------------------------------------------------------------- Backend

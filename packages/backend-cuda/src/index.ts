@@ -22,3 +22,4 @@ export { CudaBackend, CudaBuffer, type CudaMemory } from "./backend";
 export { CudaError, CudaOutOfMemoryError } from "./errors";
 export { addonCandidates, cudaAvailability } from "./loader";
 export type { BuildInfo, DeviceInfo, NativeAddon } from "./native";
+export { allowTf32, setAllowTf32 } from "./tf32";

@@ -145,6 +145,9 @@ export interface NativeAddon {
   synchronize(): void;
   /** Routes dense matmul through cuBLAS (true) or the built-in kernel; returns whether cuBLAS is now used. */
   setCublasEnabled(enabled: boolean): boolean;
+  /** Lets float32 block-sparse products run on the tensor cores in TF32; returns the setting (process-wide). */
+  setAllowTf32(allow: boolean): boolean;
+  allowTf32(): boolean;
 
   createPattern(description: PatternDescription): PatternHandle;
   freePattern(pattern: PatternHandle): void;
@@ -272,6 +275,8 @@ export const NATIVE_FUNCTIONS: readonly (keyof NativeAddon)[] = [
   "releaseCache",
   "synchronize",
   "setCublasEnabled",
+  "setAllowTf32",
+  "allowTf32",
   "createPattern",
   "freePattern",
   "fillBits",
