@@ -157,6 +157,8 @@ __device__ __forceinline__ uint64_t matrixDescriptor(uint32_t address, uint32_t 
          (static_cast<uint64_t>((strideBytes & 0x3FFFF) >> 4) << 32) | (static_cast<uint64_t>(swizzle) << 62);
 }
 
+// Orders this thread's generic-proxy shared-memory writes before later async-proxy reads (wgmma, TMA).
+__device__ __forceinline__ void fenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmmaCommit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int kPending>

@@ -87,6 +87,8 @@ describe.skipIf(cudaMissing)("float32 block-sparse products with and without TF3
     expect([allowTf32(), backend.addon.allowTf32()]).toEqual([false, false]);
   });
 
+  // Each case checks three products against float64 host math: seconds of CPU on the larger shapes.
+  const caseTimeout = 60_000;
   for (const { shape, block, m } of CASES) {
     const name = `W ${shape.join("x")} in ${block}x${block} blocks, ${m} tokens`;
 
@@ -94,7 +96,7 @@ describe.skipIf(cudaMissing)("float32 block-sparse products with and without TF3
       setAllowTf32(false);
       for (const [product, error] of Object.entries(productErrors(shape, block, m, block + m)))
         expect(error, product).toBeLessThanOrEqual(1e-5);
-    });
+    }, caseTimeout);
 
     test(`${name}: TF32 within 2e-3 when allowed, and rounded like TF32 on sm_80+`, () => {
       setAllowTf32(true);
@@ -104,6 +106,6 @@ describe.skipIf(cudaMissing)("float32 block-sparse products with and without TF3
         // Inputs rounded to a 10-bit mantissa: far above float32 rounding, so the TF32 kernel ran.
         if (tensorCores) expect(error, `${product} ran in TF32`).toBeGreaterThan(5e-5);
       }
-    });
+    }, caseTimeout);
   }
 });
