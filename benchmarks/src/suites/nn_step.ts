@@ -1,8 +1,8 @@
 import { backward } from "@blocksparse/autograd";
 import { type Tensor, memory, randn, tidy } from "@blocksparse/core";
 import { Adam, BlockSparseLinear, Linear, weightBytes } from "@blocksparse/nn";
-import { measure, timingRecord } from "../measure";
-import type { BenchRecord } from "../record";
+import { measure } from "../measure";
+import { StepRecords } from "./step_record";
 import { adamStep, bsrLinearRows, bsrMatmulRows, pickRows, rowsTimes, rowsTimesTransposed, sampledMatmulBlocks, transposedTimesRows } from "../reference";
 import { type Check, TOLERANCE, compareToReference, spreadIndices } from "../validate";
 import type { BenchCase, CaseGroup, SuiteConfig } from "./types";
@@ -29,8 +29,7 @@ export function nnStepGroup(config: SuiteConfig, M: number, K: number, N: number
     }
     return inputs;
   };
-  let denseMs: number | undefined;
-  let denseStateBytes: number | undefined;
+  const records = new StepRecords();
 
   const caseFor = (density: number): BenchCase => {
     const isDense = density === 1;
@@ -87,26 +86,9 @@ export function nnStepGroup(config: SuiteConfig, M: number, K: number, N: number
             ];
           };
           const measured = measure({ name, run, validate, dispose: (y) => y.dispose(), synchronize: config.synchronize, setPoison: config.setPoison }, config.plan);
-          const s = measured.summary;
           const optimizerBytes = optimizer.stateSize(weight) * 4;
           const stateBytes = weightBytes(layer) + optimizerBytes;
-          const metrics: Record<string, number> = { weightBytes: weightBytes(layer), optimizerBytes, stateBytes, stepEndBytes };
-          if (isDense) {
-            denseMs = s.median;
-            denseStateBytes = stateBytes;
-          } else {
-            if (denseMs !== undefined) metrics.speedupVsDense = denseMs / s.median;
-            if (denseStateBytes !== undefined) metrics.stateVsDense = stateBytes / denseStateBytes;
-          }
-          const record: BenchRecord = {
-            suite: "train",
-            name,
-            params,
-            checks: measured.checks,
-            timing: timingRecord(measured),
-            metrics,
-          };
-          return record;
+          return records.record(name, params, measured, isDense, { weightBytes: weightBytes(layer), optimizerBytes, stateBytes, stepEndBytes });
         } finally {
           optimizer.dispose();
           for (const p of layer.parameters()) p.dispose();

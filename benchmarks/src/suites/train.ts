@@ -1,6 +1,6 @@
 import { BsrPattern, type Tensor, adamUpdate, bsrLinear, bsrMatmul, bytesPerElement, matmul, memory, rand, randn, sampledMatmul } from "@blocksparse/core";
-import { measure, timingRecord } from "../measure";
-import type { BenchRecord } from "../record";
+import { measure } from "../measure";
+import { StepRecords } from "./step_record";
 import { adamStep, bsrLinearRows, bsrMatmulRows, pickRows, rowsTimes, rowsTimesTransposed, sampledMatmulBlocks, transposedTimesRows } from "../reference";
 import { type BenchDType, type Check, TOLERANCE, compareToReference, spreadIndices } from "../validate";
 import { nnStepGroup } from "./nn_step";
@@ -43,8 +43,7 @@ function stepGroup(config: SuiteConfig, M: number, K: number, N: number, dtype: 
     }
     return inputs;
   };
-  let denseMs: number | undefined;
-  let denseStateBytes: number | undefined;
+  const records = new StepRecords();
   const common = { synchronize: config.synchronize, setPoison: config.setPoison, dispose: disposeAll };
 
   const caseFor = (density: number): BenchCase => {
@@ -100,24 +99,7 @@ function stepGroup(config: SuiteConfig, M: number, K: number, N: number, dtype: 
             return checks;
           };
           const measured = measure({ name: `${name} d${density}`, run, validate, ...common }, config.plan);
-          const s = measured.summary;
-          const metrics: Record<string, number> = { weightBytes, optimizerBytes, stateBytes, stepEndBytes };
-          if (isDense) {
-            denseMs = s.median;
-            denseStateBytes = stateBytes;
-          } else {
-            if (denseMs !== undefined) metrics.speedupVsDense = denseMs / s.median;
-            if (denseStateBytes !== undefined) metrics.stateVsDense = stateBytes / denseStateBytes;
-          }
-          const record: BenchRecord = {
-            suite: "train",
-            name,
-            params,
-            checks: measured.checks,
-            timing: timingRecord(measured),
-            metrics,
-          };
-          return record;
+          return records.record(name, params, measured, isDense, { weightBytes, optimizerBytes, stateBytes, stepEndBytes });
         } finally {
           for (const t of [w, m, v]) t.dispose();
         }
