@@ -177,9 +177,9 @@ export class BlockSparseLinear extends Module {
     }
     const sources = blockSources(this.pattern, pattern);
     const values = noGrad(() => remapBlocks(this.weight.value, sources, options.newValues));
-    options.optimizer?.remapBlocks(this.weight, sources, pattern);
     this.weight.value = values;
     this.weight.pattern = pattern;
+    options.optimizer?.remapBlocks(this.weight, sources, pattern);
     return sources;
   }
 

@@ -1,5 +1,5 @@
 import { noGrad } from "@blocksparse/autograd";
-import { mul, square, sum, tidy, ValueError } from "@blocksparse/core";
+import { cast, concat, mul, reshape, square, sum, type Tensor, tidy, ValueError } from "@blocksparse/core";
 import { Parameter } from "./parameter";
 
 /**
@@ -16,8 +16,9 @@ export function clipGradNorm(parameters: Iterable<Parameter>, maxNorm: number): 
     return p.grad;
   });
   return noGrad(() => {
-    let squares = 0;
-    for (const grad of grads) if (grad) squares += tidy(() => sum(square(grad)).item());
+    const present = grads.filter((grad): grad is Tensor => grad !== null);
+    // One read for all parameters: each sum of squares in float32, gathered before the download.
+    const squares = present.length === 0 ? 0 : tidy(() => sum(concat(present.map((grad) => reshape(sum(square(cast(grad, "float32"))), [1])), 0)).item());
     const total = Math.sqrt(squares);
     const coefficient = maxNorm / (total + 1e-6);
     if (coefficient < 1) {

@@ -1,5 +1,5 @@
 import { detach, noGrad } from "@blocksparse/autograd";
-import { cast, getBackendInstance, shapesEqual, Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
+import { cast, DTypeError, FLOAT_DTYPES, type FloatDType, getBackendInstance, shapesEqual, Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
 import { StateDictError, type StateDictMismatch } from "./errors";
 import { Parameter } from "./parameter";
 import { BlockSparseWeight, describeEntry, type StateDict, type StateDictEntry } from "./state_dict";
@@ -7,6 +7,28 @@ import { BlockSparseWeight, describeEntry, type StateDict, type StateDictEntry }
 export interface LoadStateDictOptions {
   /** Refuse missing and unexpected keys (default true). Entries that do not fit are refused either way. */
   strict?: boolean;
+}
+
+/** Where `Module.to` moves a model: a backend name, a floating-point dtype, or both. */
+export interface ModuleTarget {
+  backend?: string;
+  dtype?: FloatDType;
+}
+
+function isFloatDTypeName(value: unknown): value is FloatDType {
+  return typeof value === "string" && (FLOAT_DTYPES as readonly string[]).includes(value);
+}
+
+function checkTarget(target: ModuleTarget): ModuleTarget {
+  if (target === null || typeof target !== "object") {
+    throw new ValueError(`Module.to: expected a backend name, a dtype or { backend, dtype }, got ${String(target)}`);
+  }
+  const { backend, dtype } = target;
+  if (backend !== undefined && typeof backend !== "string") throw new ValueError(`Module.to: backend must be a backend name, got ${String(backend)}`);
+  if (dtype !== undefined && !isFloatDTypeName(dtype)) {
+    throw new DTypeError(`Module.to: dtype must be one of ${FLOAT_DTYPES.join(", ")}, got ${JSON.stringify(dtype)}`);
+  }
+  return { backend, dtype };
 }
 
 export interface LoadStateDictResult {
@@ -140,15 +162,35 @@ export abstract class Module {
     return this.train(false);
   }
 
-  /** Moves every parameter to the backend `backendName` (optimizer state follows at its next step). */
-  to(backendName: string): this {
-    const target = getBackendInstance(backendName);
+  /**
+   * Moves every parameter to a backend and/or casts every floating-point parameter to a
+   * dtype, as torch's `module.to`: `to("cuda")`, `to("bfloat16")`, `to({ backend, dtype })`.
+   * A string is a dtype when it names one ("float32", "float16", "bfloat16"), else a
+   * backend. Optimizer state follows at its next step; an optimizer keeps float32 master
+   * copies of float16/bfloat16 parameters (see Optimizer's `masterWeights`).
+   */
+  to(target: string | ModuleTarget): this {
+    const { backend, dtype } = typeof target === "string" ? (isFloatDTypeName(target) ? { dtype: target } : { backend: target }) : checkTarget(target);
+    const backendInstance = backend === undefined ? undefined : getBackendInstance(backend);
     noGrad(() => {
       for (const parameter of this.parameters()) {
-        if (parameter.value.backend !== target) parameter.value = parameter.value.to(backendName);
+        let value = parameter.value;
+        if (backendInstance !== undefined && value.backend !== backendInstance) value = value.to(backendInstance.name);
+        if (dtype !== undefined && value.isFloat && value.dtype !== dtype) {
+          const moved = value;
+          value = tidy(() => cast(moved, dtype));
+          if (moved !== parameter.value) moved.dispose();
+        }
+        if (value !== parameter.value) parameter.value = value;
       }
     });
     return this;
+  }
+
+  /** The dtype of the floating-point parameters when they share one, else null (also for a module without any). */
+  get dtype(): FloatDType | null {
+    const dtypes = new Set(this.parameters().map((p) => p.dtype).filter(isFloatDTypeName));
+    return dtypes.size === 1 ? ([...dtypes][0] as FloatDType) : null;
   }
 
   /** Clears every parameter's gradient. */

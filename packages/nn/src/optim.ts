@@ -1,5 +1,22 @@
 import { noGrad } from "@blocksparse/autograd";
-import { adamUpdate, add, type BsrPattern, type DType, engine, full, keep, mul, shapesEqual, sub, type Tensor, tidy, ValueError } from "@blocksparse/core";
+import {
+  adamUpdate,
+  add,
+  type BsrPattern,
+  cast,
+  type DataId,
+  type DType,
+  engine,
+  full,
+  gather,
+  keep,
+  mul,
+  shapesEqual,
+  sub,
+  type Tensor,
+  tidy,
+  ValueError,
+} from "@blocksparse/core";
 import { remapBlocks, uploadLike } from "./blocks";
 import { Parameter } from "./parameter";
 
@@ -10,6 +27,22 @@ interface ParameterState {
   step: number;
   /** The pattern the tensors follow (block-sparse weights), to notice a pattern that moved. */
   pattern: BsrPattern | null;
+  /** The float32 master copy of a float16/bfloat16 parameter (null when the parameter is updated directly). */
+  master: Tensor | null;
+  /** The parameter's buffer as the last step left it: another buffer means the weights were replaced (loaded, cast), so the master is taken again from them. */
+  syncedDataId: DataId | null;
+}
+
+/**
+ * When the optimizer keeps float32 master weights: "auto" (the default) for float16 and
+ * bfloat16 parameters, true for every low-precision parameter too, false never (the
+ * half-precision values are updated directly, which loses small updates to rounding).
+ */
+export type MasterWeights = "auto" | boolean;
+
+export interface OptimizerOptions {
+  /** float32 master copies of low-precision parameters (default "auto": yes for float16/bfloat16). */
+  masterWeights?: MasterWeights;
 }
 
 function checkNumber(where: string, name: string, value: unknown, low: number, high = Number.POSITIVE_INFINITY, highOpen = false): number {
@@ -40,7 +73,10 @@ export abstract class Optimizer {
   lr: number;
   readonly #state = new Map<Parameter, ParameterState>();
 
-  constructor(where: string, params: Iterable<Parameter>, lr: number) {
+  /** Whether low-precision parameters get float32 master copies (see MasterWeights). */
+  readonly masterWeights: MasterWeights;
+
+  constructor(where: string, params: Iterable<Parameter>, lr: number, options: OptimizerOptions = {}) {
     if (params === null || typeof params !== "object" || !(Symbol.iterator in params)) {
       throw new ValueError(`${where}: params must be an array of Parameters (model.parameters())`);
     }
@@ -51,15 +87,27 @@ export abstract class Optimizer {
     if (list.length === 0) throw new ValueError(`${where}: params is empty`);
     this.params = [...new Set(list)];
     this.lr = checkNumber(where, "lr", lr, 0);
+    const masterWeights = options.masterWeights ?? "auto";
+    if (masterWeights !== "auto" && typeof masterWeights !== "boolean") {
+      throw new ValueError(`${where}: masterWeights must be "auto", true or false, got ${JSON.stringify(masterWeights)}`);
+    }
+    this.masterWeights = masterWeights;
   }
 
-  /** Names of the state tensors each parameter gets (e.g. ["m", "v"]) and their dtype. */
-  protected abstract stateSpec(parameter: Parameter): { names: string[]; dtype: DType };
+  /** Names of the state tensors each parameter gets (e.g. ["m", "v"]) and their dtype, given the dtype the update runs in. */
+  protected abstract stateSpec(dtype: DType): { names: string[]; dtype: DType };
 
-  /** One update of `parameter` from `grad`, writing the parameter and `state.tensors` with assign. */
-  protected abstract update(parameter: Parameter, grad: Tensor, state: ParameterState): void;
+  /**
+   * One update: the new value of `param` (same shape and dtype) from `grad` (param's dtype),
+   * writing `state.tensors` with assign. `param` is the master copy when there is one.
+   */
+  protected abstract update(param: Tensor, grad: Tensor, state: ParameterState): Tensor;
 
-  /** Applies one update to every parameter that has a gradient. */
+  /**
+   * Applies one update to every parameter that has a gradient. A float16/bfloat16 parameter
+   * with a master copy is updated in float32 (its gradient widened first) and then takes
+   * the rounded master values.
+   */
   step(): void {
     noGrad(() => {
       for (const parameter of this.params) {
@@ -67,9 +115,24 @@ export abstract class Optimizer {
         if (grad === null) continue;
         const state = this.stateFor(parameter);
         state.step++;
-        tidy(() => this.update(parameter, grad, state));
+        tidy(() => {
+          const master = state.master;
+          if (master === null) {
+            const value = parameter.value;
+            parameter.assign(this.update(value, grad.dtype === value.dtype ? grad : cast(grad, value.dtype), state));
+          } else {
+            master.assign(this.update(master, cast(grad, master.dtype), state));
+            parameter.assign(cast(master, parameter.dtype));
+          }
+        });
+        state.syncedDataId = parameter.value.dataId;
       }
     });
+  }
+
+  /** The float32 master copy of `parameter` (undefined when it has none, or before its first step). */
+  masterOf(parameter: Parameter): Tensor | undefined {
+    return this.#state.get(parameter)?.master ?? undefined;
   }
 
   /** Clears the gradient of every parameter. */
@@ -87,15 +150,17 @@ export abstract class Optimizer {
     return this.#state.get(parameter)?.step ?? 0;
   }
 
-  /** Elements held as state for `parameter` (0 before its first step). */
+  /** Elements held as state for `parameter`, its master copy included (0 before its first step). */
   stateSize(parameter: Parameter): number {
     const state = this.#state.get(parameter);
-    return state ? Object.values(state.tensors).reduce((n, t) => n + t.size, 0) : 0;
+    return state ? Object.values(state.tensors).reduce((n, t) => n + t.size, state.master?.size ?? 0) : 0;
   }
 
   /**
    * Follows a block-sparse weight to a new pattern: block k of the new state is block
    * sources[k] of the old one, or zeros where sources[k] = -1 (a new block starts afresh).
+   * Call it once the parameter holds the new pattern's values: a master copy takes its
+   * new blocks from them.
    */
   remapBlocks(parameter: Parameter, sources: Int32Array, pattern: BsrPattern): void {
     const state = this.#state.get(parameter);
@@ -106,45 +171,81 @@ export abstract class Optimizer {
         state.tensors[name] = keep(remapBlocks(t, sources));
         t.dispose();
       }
+      const master = state.master;
+      if (master !== null) {
+        const added = Int32Array.from(sources.keys()).filter((k) => sources[k] < 0);
+        state.master = keep(
+          tidy(() => {
+            const value = parameter.value;
+            const fresh = added.length === 0 ? undefined : cast(gather(value, uploadLike(added, [added.length], value, "int32"), 0), master.dtype);
+            return remapBlocks(master, sources, fresh);
+          }),
+        );
+        master.dispose();
+        state.syncedDataId = parameter.value.dataId;
+      }
     });
     state.pattern = pattern;
   }
 
-  /** Frees every state tensor. */
+  /** Frees every state tensor and master copy. */
   dispose(): void {
-    for (const state of this.#state.values()) for (const t of Object.values(state.tensors)) t.dispose();
+    for (const state of this.#state.values()) disposeState(state);
     this.#state.clear();
+  }
+
+  /** Whether `parameter` is updated through a float32 master copy. */
+  private wantsMaster(parameter: Parameter): boolean {
+    return this.masterWeights !== false && parameter.dtype !== "float32";
   }
 
   private stateFor(parameter: Parameter): ParameterState {
     const existing = this.#state.get(parameter);
     const value = parameter.value;
+    const wantsMaster = this.wantsMaster(parameter);
     if (existing) {
       const tensors = Object.values(existing.tensors);
-      const fits = existing.pattern === parameter.pattern && tensors.every((t) => shapesEqual(t.shape, value.shape));
+      const fits =
+        existing.pattern === parameter.pattern && (existing.master !== null) === wantsMaster && tensors.every((t) => shapesEqual(t.shape, value.shape));
       if (fits) {
+        const moved = existing.master !== null && existing.master.backend !== value.backend;
         for (const [name, t] of Object.entries(existing.tensors)) {
           if (t.backend !== value.backend) {
             existing.tensors[name] = keep(t.to(value.backend.name));
             t.dispose();
           }
         }
+        if (existing.master !== null && (moved || existing.syncedDataId !== value.dataId)) {
+          // Moved to another backend: the master follows. Replaced (loaded, cast): the master is taken again.
+          const next = keep(moved && existing.syncedDataId !== null ? existing.master.to(value.backend.name) : tidy(() => cast(value, "float32")));
+          existing.master.dispose();
+          existing.master = next;
+          existing.syncedDataId = value.dataId;
+        }
         return existing;
       }
-      for (const t of tensors) t.dispose();
+      disposeState(existing);
     }
-    const { names, dtype } = this.stateSpec(parameter);
+    const { names, dtype } = this.stateSpec(wantsMaster ? "float32" : parameter.dtype);
     const state: ParameterState = {
       tensors: Object.fromEntries(names.map((name) => [name, keep(zerosLikeOn(parameter, dtype))])),
       step: 0,
       pattern: parameter.pattern,
+      master: wantsMaster ? keep(noGrad(() => tidy(() => cast(value, "float32")))) : null,
+      syncedDataId: value.dataId,
     };
     this.#state.set(parameter, state);
     return state;
   }
 }
 
-export interface SGDOptions {
+function disposeState(state: ParameterState): void {
+  for (const t of Object.values(state.tensors)) t.dispose();
+  state.master?.dispose();
+  state.master = null;
+}
+
+export interface SGDOptions extends OptimizerOptions {
   lr: number;
   /** Momentum factor (default 0: plain SGD). */
   momentum?: number;
@@ -168,7 +269,7 @@ export class SGD extends Optimizer {
 
   constructor(params: Iterable<Parameter>, options: SGDOptions) {
     if (options === null || typeof options !== "object") throw new ValueError("SGD: options { lr } are required");
-    super("SGD", params, options.lr);
+    super("SGD", params, options.lr, options);
     this.momentum = checkNumber("SGD", "momentum", options.momentum ?? 0, 0);
     this.dampening = checkNumber("SGD", "dampening", options.dampening ?? 0, 0, 1);
     this.weightDecay = checkNumber("SGD", "weightDecay", options.weightDecay ?? 0, 0);
@@ -178,12 +279,11 @@ export class SGD extends Optimizer {
     }
   }
 
-  protected stateSpec(parameter: Parameter): { names: string[]; dtype: DType } {
-    return { names: this.momentum === 0 ? [] : ["momentumBuffer"], dtype: parameter.dtype };
+  protected stateSpec(dtype: DType): { names: string[]; dtype: DType } {
+    return { names: this.momentum === 0 ? [] : ["momentumBuffer"], dtype };
   }
 
-  protected update(parameter: Parameter, grad: Tensor, state: ParameterState): void {
-    const p = parameter.value;
+  protected update(p: Tensor, grad: Tensor, state: ParameterState): Tensor {
     let g = this.weightDecay === 0 ? grad : add(grad, mul(p, this.weightDecay));
     if (this.momentum !== 0) {
       const previous = state.tensors.momentumBuffer;
@@ -191,11 +291,11 @@ export class SGD extends Optimizer {
       previous.assign(buffer);
       g = this.nesterov ? add(g, mul(buffer, this.momentum)) : buffer;
     }
-    parameter.assign(sub(p, mul(g, this.lr)));
+    return sub(p, mul(g, this.lr));
   }
 }
 
-export interface AdamOptions {
+export interface AdamOptions extends OptimizerOptions {
   /** Default 1e-3. */
   lr?: number;
   /** [beta1, beta2] (default [0.9, 0.999]). */
@@ -215,7 +315,7 @@ export class Adam extends Optimizer {
 
   constructor(params: Iterable<Parameter>, options: AdamOptions = {}, where = "Adam", decoupled = false) {
     if (options === null || typeof options !== "object") throw new ValueError(`${where}: options must be an object`);
-    super(where, params, options.lr ?? 1e-3);
+    super(where, params, options.lr ?? 1e-3, options);
     const betas = options.betas ?? [0.9, 0.999];
     if (!Array.isArray(betas) || betas.length !== 2) throw new ValueError(`${where}: betas must be [beta1, beta2], got ${JSON.stringify(betas)}`);
     this.betas = [checkNumber(where, "betas[0]", betas[0], 0, 1, true), checkNumber(where, "betas[1]", betas[1], 0, 1, true)];
@@ -228,9 +328,9 @@ export class Adam extends Optimizer {
     return { names: ["m", "v"], dtype: "float32" };
   }
 
-  protected update(parameter: Parameter, grad: Tensor, state: ParameterState): void {
+  protected update(param: Tensor, grad: Tensor, state: ParameterState): Tensor {
     const { m, v } = state.tensors;
-    const next = adamUpdate(parameter.value, grad, m, v, {
+    const next = adamUpdate(param, grad, m, v, {
       lr: this.lr,
       beta1: this.betas[0],
       beta2: this.betas[1],
@@ -239,9 +339,9 @@ export class Adam extends Optimizer {
       decoupledWeightDecay: this.decoupled,
       step: state.step,
     });
-    parameter.assign(next.param);
     m.assign(next.m);
     v.assign(next.v);
+    return next.param;
   }
 }
 

@@ -1,0 +1,153 @@
+import { noGrad } from "@blocksparse/autograd";
+import { cast, concat, mul, reshape, sum, type Tensor, tidy, ValueError } from "@blocksparse/core";
+import type { Optimizer } from "./optim";
+
+export interface GradScalerOptions {
+  /** The first scale (default 2^16). */
+  initScale?: number;
+  /** Factor the scale grows by after `growthInterval` steps without inf/NaN (default 2). */
+  growthFactor?: number;
+  /** Factor the scale shrinks by after a step with inf/NaN gradients (default 0.5). */
+  backoffFactor?: number;
+  /** Steps without inf/NaN before the scale grows (default 2000). */
+  growthInterval?: number;
+  /** false: every method passes through (scale 1, no checks), so one script serves float32 and float16 (default true). */
+  enabled?: boolean;
+}
+
+/** What a GradScaler carries between runs (save it with the optimizer state). */
+export interface GradScalerState {
+  scale: number;
+  growthTracker: number;
+}
+
+/**
+ * Dynamic loss scaling for float16 training, as torch.amp.GradScaler: `scale(loss)` before
+ * backward keeps small gradients above float16's underflow; `step(optimizer)` divides the
+ * gradients by the scale (into float32, so small values survive) and skips the update when
+ * any is inf or NaN; `update()` then shrinks the scale after a skipped step and grows it
+ * after `growthInterval` clean ones. bfloat16 has float32's range and needs none of this.
+ *
+ *     const loss = crossEntropy(model.forward(x), y);
+ *     backward(scaler.scale(loss));
+ *     scaler.step(optimizer);   // or scaler.unscale(optimizer); clipGradNorm(...); scaler.step(optimizer)
+ *     scaler.update();
+ */
+export class GradScaler {
+  readonly growthFactor: number;
+  readonly backoffFactor: number;
+  readonly growthInterval: number;
+  readonly enabled: boolean;
+  #scale: number;
+  #growthTracker = 0;
+  /** Optimizers unscaled since the last update, and whether their gradients held inf/NaN. */
+  readonly #unscaled = new Map<Optimizer, boolean>();
+
+  constructor(options: GradScalerOptions = {}) {
+    if (options === null || typeof options !== "object") throw new ValueError("GradScaler: options must be an object");
+    const { initScale = 2 ** 16, growthFactor = 2, backoffFactor = 0.5, growthInterval = 2000, enabled = true } = options;
+    this.#scale = checkPositive("initScale", initScale);
+    this.growthFactor = checkPositive("growthFactor", growthFactor);
+    if (!(growthFactor > 1)) throw new ValueError(`GradScaler: growthFactor must be > 1, got ${growthFactor}`);
+    this.backoffFactor = checkPositive("backoffFactor", backoffFactor);
+    if (!(backoffFactor < 1)) throw new ValueError(`GradScaler: backoffFactor must be < 1, got ${backoffFactor}`);
+    if (!Number.isSafeInteger(growthInterval) || growthInterval < 1) {
+      throw new ValueError(`GradScaler: growthInterval must be a positive integer, got ${String(growthInterval)}`);
+    }
+    this.growthInterval = growthInterval;
+    if (typeof enabled !== "boolean") throw new ValueError(`GradScaler: enabled must be a boolean, got ${String(enabled)}`);
+    this.enabled = enabled;
+  }
+
+  /** The current scale (1 when disabled). */
+  get scaleFactor(): number {
+    return this.enabled ? this.#scale : 1;
+  }
+
+  /** `loss` times the scale, in float32 (the loss itself when disabled). */
+  scale(loss: Tensor): Tensor {
+    if (!this.enabled) return loss;
+    return tidy(() => mul(loss.dtype === "float32" ? loss : cast(loss, "float32"), this.#scale));
+  }
+
+  /**
+   * Divides the gradients of `optimizer`'s parameters by the scale, in place, as float32
+   * tensors; records whether any was inf or NaN. At most once per optimizer between updates
+   * (call it before clipping gradients). Returns true when every gradient was finite.
+   */
+  unscale(optimizer: Optimizer): boolean {
+    if (!this.enabled) return true;
+    if (this.#unscaled.has(optimizer)) {
+      throw new ValueError("GradScaler.unscale: already called for this optimizer since the last update()");
+    }
+    const parameters = optimizer.params.filter((p) => p.grad !== null);
+    const inverse = 1 / this.#scale;
+    const finite = noGrad(() => {
+      const unscaled = parameters.map((p) => tidy(() => mul(cast(p.grad as Tensor, "float32"), inverse)));
+      for (const [i, p] of parameters.entries()) {
+        p.grad?.dispose();
+        p.grad = unscaled[i];
+      }
+      return allFinite(unscaled);
+    });
+    this.#unscaled.set(optimizer, !finite);
+    return finite;
+  }
+
+  /** Unscales (unless done already) and runs `optimizer.step()` when every gradient is finite. Returns whether it stepped. */
+  step(optimizer: Optimizer): boolean {
+    if (!this.enabled) {
+      optimizer.step();
+      return true;
+    }
+    if (!this.#unscaled.has(optimizer)) this.unscale(optimizer);
+    if (this.#unscaled.get(optimizer) === true) return false;
+    optimizer.step();
+    return true;
+  }
+
+  /** Adjusts the scale after a step: back off when any unscaled optimizer saw inf/NaN, grow after `growthInterval` clean steps. */
+  update(): void {
+    if (!this.enabled) return;
+    if (this.#unscaled.size === 0) return;
+    const foundInf = [...this.#unscaled.values()].some(Boolean);
+    this.#unscaled.clear();
+    if (foundInf) {
+      this.#scale *= this.backoffFactor;
+      this.#growthTracker = 0;
+      return;
+    }
+    this.#growthTracker++;
+    if (this.#growthTracker === this.growthInterval) {
+      this.#scale *= this.growthFactor;
+      this.#growthTracker = 0;
+    }
+  }
+
+  stateDict(): GradScalerState {
+    return { scale: this.#scale, growthTracker: this.#growthTracker };
+  }
+
+  loadStateDict(state: GradScalerState): void {
+    if (state === null || typeof state !== "object") throw new ValueError("GradScaler.loadStateDict: state must be { scale, growthTracker }");
+    this.#scale = checkPositive("scale", state.scale);
+    if (!Number.isSafeInteger(state.growthTracker) || state.growthTracker < 0) {
+      throw new ValueError(`GradScaler.loadStateDict: growthTracker must be an integer >= 0, got ${String(state.growthTracker)}`);
+    }
+    this.#growthTracker = state.growthTracker;
+  }
+}
+
+/** True when no element of any tensor is inf or NaN: x * 0 is 0 for finite x and NaN otherwise; one read for all. */
+export function allFinite(tensors: readonly Tensor[]): boolean {
+  if (tensors.length === 0) return true;
+  const probe = tidy(() => concat(tensors.map((t) => reshape(cast(sum(mul(t, 0)), "float32"), [1])), 0).dataSync());
+  return probe.every((value) => value === 0);
+}
+
+function checkPositive(name: string, value: unknown): number {
+  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
+    throw new ValueError(`GradScaler: ${name} must be a finite number > 0, got ${String(value)}`);
+  }
+  return value;
+}
