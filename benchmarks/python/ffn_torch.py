@@ -1,0 +1,99 @@
+"""PyTorch's dense training step for the models of benchmarks/src/ffn.ts, timed the way a
+PyTorch user runs it: float32 parameters, forward under torch.autocast, backward with a
+fixed output gradient, torch.optim.AdamW (its default implementation). Prints a JSON list
+of {model, dModel, hidden, tokens, medianMs} on stdout.
+
+    python3 ffn_torch.py --cases '[{"model":"ffn","dModel":1024,"hidden":4096,"tokens":8192}]'
+        [--dtype bfloat16] [--context 512] [--heads 16] [--out torch.json]
+"""
+import argparse
+import json
+import statistics
+import sys
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Block(nn.Module):
+    """GPT-2's block, as @blocksparse/nn's TransformerBlock: pre-norm, causal attention, GELU MLP."""
+
+    def __init__(self, d_model, hidden, heads):
+        super().__init__()
+        self.heads = heads
+        self.ln1 = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.fc1 = nn.Linear(d_model, hidden)
+        self.fc2 = nn.Linear(hidden, d_model)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
+        shape = (b, t, self.heads, d // self.heads)
+        q, k, v = (z.view(shape).transpose(1, 2) for z in (q, k, v))
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, d)
+        x = x + self.proj(a)
+        return x + self.fc2(F.gelu(self.fc1(self.ln2(x)), approximate="tanh"))
+
+
+def time_step(model, x, dy, dtype, repeats=30):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=dtype):
+            y = model(x)
+        y.backward(dy)
+        opt.step()
+
+    for _ in range(5):
+        step()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--cases", required=True)
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--context", type=int, default=512)
+    p.add_argument("--heads", type=int, default=16)
+    p.add_argument("--out")
+    a = p.parse_args()
+    dtype = getattr(torch, a.dtype)
+    torch.manual_seed(0)
+    rows = []
+    for c in json.loads(a.cases):
+        d, h, tokens = c["dModel"], c["hidden"], c["tokens"]
+        if c["model"] == "ffn":
+            model = nn.Sequential(nn.Linear(d, h), nn.GELU(approximate="tanh"), nn.Linear(h, d)).cuda()
+            shape = (tokens, d)
+        else:
+            model = Block(d, h, a.heads).cuda()
+            shape = (tokens // a.context, a.context, d)
+        x = torch.randn(shape, device="cuda")
+        dy = torch.randn(shape, device="cuda", dtype=dtype if a.dtype != "float32" else torch.float32) / tokens ** 0.5
+        ms = time_step(model, x, dy, dtype)
+        rows.append({**c, "medianMs": ms, "torch": torch.__version__})
+        print(f"torch {c['model']} {d}x{h} tokens {tokens}: {ms:.3f} ms", file=sys.stderr)
+        del model, x, dy
+        torch.cuda.empty_cache()
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(rows, f, indent=1)
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()

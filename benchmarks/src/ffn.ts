@@ -1,0 +1,287 @@
+/**
+ * The training step a user writes, at realistic shapes: a transformer FFN (Linear -> GELU ->
+ * Linear, both block-sparse or both dense) or a whole TransformerBlock with its FFN
+ * block-sparse, forward + backward + AdamW, in mixed precision (parameters in the compute
+ * dtype, float32 master weights and optimizer state). Each model's first step is checked
+ * (the FFN's output rows against float64 math on the host; the block's output against the
+ * same block run in float32), then timed. With --torch, PyTorch's dense step for the same
+ * model (nn.Linear + GELU + AdamW under autocast) is timed in the same run by
+ * python/ffn_torch.py.
+ *
+ *   tsx src/ffn.ts [--backend cuda|js] [--models ffn,block] [--widths 1024x4096,4096x4096]
+ *     [--tokens 2048,8192] [--blocks 32,64] [--densities 0.5,0.25,0.1] [--dtype bfloat16]
+ *     [--context 512] [--heads 16] [--torch] [--out results/ffn] [--quick]
+ */
+import { spawnSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { backward } from "@blocksparse/autograd";
+import { type FloatDType, cast, getBackendInstance, memory, randn, setBackend, type Tensor, tensor, tidy } from "@blocksparse/core";
+import { AdamW, BlockSparseLinear, GELU, Linear, type Module, Sequential, TransformerBlock, parameterCount } from "@blocksparse/nn";
+import { BlockSparseModelPatcher } from "@blocksparse/patcher";
+import { describeMachine, gitState, repoRoot } from "./machine";
+import { type TimingPlan, measure } from "./measure";
+import { pickRows } from "./reference";
+import { type BenchDType, type Check, TOLERANCE, compareToReference, spreadIndices } from "./validate";
+
+export interface FfnCase {
+  model: "ffn" | "block";
+  dModel: number;
+  hidden: number;
+  tokens: number;
+  dtype: BenchDType;
+  /** 0 for the dense model. */
+  block: number;
+  density: number;
+  parameters: number;
+  medianMs: number;
+  q1Ms: number;
+  q3Ms: number;
+  /** Dense step time / this step time, both ours (1 for the dense model). */
+  speedupVsDense?: number;
+  /** PyTorch's dense step time / ours (> 1: ours is faster). */
+  vsTorchDense?: number;
+  checks: Check[];
+}
+
+const SEED = 2026;
+
+function list(value: string, what: string): string[] {
+  const items = value.split(",").map((s) => s.trim()).filter(Boolean);
+  if (items.length === 0) throw new Error(`--${what}: empty list`);
+  return items;
+}
+
+function numbers(value: string, what: string): number[] {
+  return list(value, what).map((item) => {
+    const n = Number(item);
+    if (!Number.isFinite(n) || n <= 0) throw new Error(`--${what}: "${item}" is not a positive number`);
+    return n;
+  });
+}
+
+/** "1024x4096" -> [dModel, hidden]. */
+function widths(value: string): [number, number][] {
+  return list(value, "widths").map((item) => {
+    const match = /^(\d+)x(\d+)$/.exec(item);
+    if (!match) throw new Error(`--widths: "${item}" is not DMODELxHIDDEN (e.g. 1024x4096)`);
+    return [Number(match[1]), Number(match[2])];
+  });
+}
+
+function buildModel(kind: "ffn" | "block", dModel: number, hidden: number, block: number, density: number, heads: number): Module {
+  if (kind === "ffn") {
+    const layer = (inF: number, outF: number, seed: number): Module =>
+      block === 0 ? new Linear(inF, outF, { seed }) : new BlockSparseLinear(inF, outF, { density, blockShape: [block, block], seed });
+    return new Sequential(layer(dModel, hidden, SEED + 1), new GELU("tanh"), layer(hidden, dModel, SEED + 2));
+  }
+  const model = new TransformerBlock({ dModel, nHeads: heads, mlpRatio: hidden / dModel, seed: SEED + 3 });
+  if (block !== 0) {
+    new BlockSparseModelPatcher().addPattern(/^mlp\.fc[12]$/, { density, blockShape: [block, block] }).patchModel(model);
+  }
+  return model;
+}
+
+/** float64 FFN rows: gelu_tanh(x W1^T + b1) W2^T + b2 on the host, from the weights as dense arrays. */
+function ffnReferenceRows(model: Sequential, xHost: Float32Array, dModel: number, hidden: number, rows: number[]): Float64Array {
+  const dense = (m: Module): { w: Float32Array; b: Float32Array } => {
+    const w = m instanceof BlockSparseLinear ? tidy(() => Float32Array.from(cast(m.toDense(), "float32").dataSync())) : Float32Array.from((m as Linear).weight.value.dataSync());
+    const bias = (m as Linear | BlockSparseLinear).bias;
+    return { w, b: Float32Array.from(bias ? bias.value.dataSync() : new Float32Array()) };
+  };
+  const [first, , second] = model.children();
+  const l1 = dense(first);
+  const l2 = dense(second);
+  const out = new Float64Array(rows.length * dModel);
+  const h = new Float64Array(hidden);
+  rows.forEach((row, r) => {
+    for (let j = 0; j < hidden; j++) {
+      let s = l1.b[j] ?? 0;
+      for (let k = 0; k < dModel; k++) s += xHost[row * dModel + k] * l1.w[j * dModel + k];
+      h[j] = 0.5 * s * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (s + 0.044715 * s * s * s)));
+    }
+    for (let i = 0; i < dModel; i++) {
+      let s = l2.b[i] ?? 0;
+      for (let j = 0; j < hidden; j++) s += h[j] * l2.w[i * hidden + j];
+      out[r * dModel + i] = s;
+    }
+  });
+  return out;
+}
+
+function runCase(
+  kind: "ffn" | "block",
+  dModel: number,
+  hidden: number,
+  tokens: number,
+  block: number,
+  density: number,
+  dtype: BenchDType,
+  options: { heads: number; context: number; plan: TimingPlan; synchronize: () => void; setPoison: (on: boolean) => void },
+): FfnCase {
+  const model = buildModel(kind, dModel, hidden, block, density, options.heads);
+  const shape = kind === "ffn" ? [tokens, dModel] : [tokens / options.context, options.context, dModel];
+  const xHost = Float32Array.from(tidy(() => randn([tokens * dModel], { seed: SEED }).dataSync()));
+  const rows = spreadIndices(tokens, 4);
+  // The float64 reference reads the float32 weights as the low-precision model will hold them.
+  const reference =
+    kind === "ffn" ? ffnReferenceRows(model.to(dtype as FloatDType).to("float32") as Sequential, roundTo(xHost, dtype), dModel, hidden, rows) : undefined;
+  const float32Out = kind === "block" ? tidy(() => Float32Array.from((model as TransformerBlock).forward(tensor(xHost, shape)).dataSync())) : undefined;
+  model.to(dtype as FloatDType);
+  const x = tidy(() => cast(tensor(xHost, shape), dtype as FloatDType));
+  const dy = tidy(() => cast(randn(shape, { seed: SEED + 7, std: 1 / Math.sqrt(tokens) }), dtype as FloatDType));
+  const optimizer = new AdamW(model.parameters(), { lr: 1e-4, weightDecay: 0 });
+  try {
+    const run = (): Tensor => {
+      optimizer.zeroGrad();
+      const y = tidy(() => {
+        const out = model.forward(x);
+        backward(out, dy);
+        return out;
+      });
+      optimizer.step();
+      return y;
+    };
+    const validate = (y: Tensor): Check[] => {
+      const got = y.dataSync();
+      if (reference) return [compareToReference(`FFN output rows ${rows.join(", ")}`, pickRows(got, dModel, rows), reference, TOLERANCE[dtype] * 2)];
+      return [compareToReference("block output vs the float32 block", got, float32Out as Float32Array, TOLERANCE[dtype] * 2)];
+    };
+    const measured = measure({ name: `${kind} step`, run, validate, dispose: (y) => y.dispose(), synchronize: options.synchronize, setPoison: options.setPoison }, options.plan);
+    const s = measured.summary;
+    return { model: kind, dModel, hidden, tokens, dtype, block, density: block === 0 ? 1 : density, parameters: parameterCount(model), medianMs: s.median, q1Ms: s.q1, q3Ms: s.q3, checks: measured.checks };
+  } finally {
+    optimizer.dispose();
+    for (const p of model.parameters()) p.dispose();
+    x.dispose();
+    dy.dispose();
+  }
+}
+
+/** Host values rounded to `dtype` and widened back, as the device will hold them. */
+function roundTo(values: Float32Array, dtype: BenchDType): Float32Array {
+  if (dtype === "float32") return values;
+  return tidy(() => Float32Array.from(cast(cast(tensor(values, [values.length]), dtype), "float32").dataSync()));
+}
+
+async function startBackend(requested: string): Promise<{ synchronize: () => void; gpuName?: string }> {
+  if (requested === "js") {
+    setBackend("js");
+    return { synchronize: () => {} };
+  }
+  const cuda = await import("@blocksparse/backend-cuda");
+  const availability = cuda.cudaAvailability();
+  if (!availability.available) throw new Error(`--backend cuda: CUDA is unavailable: ${availability.reason ?? "no reason given"}`);
+  setBackend("cuda");
+  const instance = cuda.cudaBackend();
+  return { synchronize: () => instance.synchronize(), gpuName: instance.device.name };
+}
+
+interface TorchRow {
+  model: "ffn" | "block";
+  dModel: number;
+  hidden: number;
+  tokens: number;
+  medianMs: number;
+}
+
+function runTorch(cases: { model: string; dModel: number; hidden: number; tokens: number }[], dtype: string, context: number, heads: number, outFile: string): TorchRow[] {
+  const script = join(repoRoot, "benchmarks", "python", "ffn_torch.py");
+  const result = spawnSync("python3", [script, "--dtype", dtype, "--context", String(context), "--heads", String(heads), "--out", outFile, "--cases", JSON.stringify(cases)], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  if (result.status !== 0) throw new Error(`ffn_torch.py failed (exit ${result.status}): ${result.stdout}`);
+  return JSON.parse(result.stdout) as TorchRow[];
+}
+
+function markdown(rows: FfnCase[], meta: { machine: string; commit: string; dtype: string; torch: boolean }): string {
+  const lines = [
+    `# FFN and TransformerBlock training steps (${meta.dtype} mixed precision)`,
+    "",
+    `Machine: ${meta.machine}. Commit ${meta.commit}. Step = forward + backward + AdamW (float32 master weights and state).`,
+    "speed-up = our dense step / this step (> 1: faster than dense); vs PyTorch = PyTorch's dense step (autocast) / this step.",
+    "",
+    "| model | dModel x hidden | tokens | block | density | parameters | ms (median) | speed-up vs our dense | vs PyTorch dense |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+  ];
+  for (const r of rows) {
+    lines.push(
+      `| ${r.model} | ${r.dModel}x${r.hidden} | ${r.tokens} | ${r.block === 0 ? "dense" : `${r.block}x${r.block}`} | ${r.density} | ${r.parameters.toLocaleString("en-US")} | ${r.medianMs.toFixed(3)} | ${r.speedupVsDense?.toFixed(2) ?? ""} | ${r.vsTorchDense?.toFixed(2) ?? ""} |`,
+    );
+  }
+  return `${lines.join("\n")}\n`;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      backend: { type: "string", default: "cuda" },
+      models: { type: "string", default: "ffn,block" },
+      widths: { type: "string", default: "1024x4096,4096x4096" },
+      tokens: { type: "string", default: "2048,8192,16384" },
+      blocks: { type: "string", default: "32,64" },
+      densities: { type: "string", default: "0.5,0.25,0.1" },
+      dtype: { type: "string", default: "bfloat16" },
+      context: { type: "string", default: "512" },
+      heads: { type: "string", default: "16" },
+      torch: { type: "boolean", default: false },
+      quick: { type: "boolean", default: false },
+      out: { type: "string" },
+    },
+  });
+  const dtype = values.dtype as BenchDType;
+  if (!(dtype in TOLERANCE)) throw new Error(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
+  const models = list(values.models, "models") as ("ffn" | "block")[];
+  for (const m of models) if (m !== "ffn" && m !== "block") throw new Error(`--models: unknown "${m}" (ffn, block)`);
+  const context = Number(values.context);
+  const heads = Number(values.heads);
+  const started = await startBackend(values.backend);
+  const backend = getBackendInstance();
+  const plan: TimingPlan = values.quick
+    ? { warmup: 2, minRepeats: 3, maxRepeats: 10, budgetMs: 100, minSampleMs: 5 }
+    : { warmup: 3, minRepeats: 10, maxRepeats: 40, budgetMs: 400, minSampleMs: 10 };
+  const options = { heads, context, plan, synchronize: started.synchronize, setPoison: (on: boolean) => void (backend.poisonAllocations = on) };
+  const rows: FfnCase[] = [];
+  for (const model of models) {
+    for (const [dModel, hidden] of widths(values.widths)) {
+      for (const tokens of numbers(values.tokens, "tokens")) {
+        if (model === "block" && tokens % context !== 0) throw new Error(`--tokens ${tokens} is not a multiple of --context ${context}`);
+        const dense = runCase(model, dModel, hidden, tokens, 0, 1, dtype, options);
+        dense.speedupVsDense = 1;
+        rows.push(dense);
+        process.stderr.write(`${model} ${dModel}x${hidden} tokens ${tokens} dense: ${dense.medianMs.toFixed(3)} ms\n`);
+        for (const block of numbers(values.blocks, "blocks")) {
+          for (const density of numbers(values.densities, "densities")) {
+            const row = runCase(model, dModel, hidden, tokens, block, density, dtype, options);
+            row.speedupVsDense = dense.medianMs / row.medianMs;
+            rows.push(row);
+            process.stderr.write(`  ${block}x${block} d=${density}: ${row.medianMs.toFixed(3)} ms (${row.speedupVsDense.toFixed(2)}x dense), live tensors ${memory().numTensors}\n`);
+          }
+        }
+      }
+    }
+  }
+  const outDir = resolve(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "ffn"));
+  mkdirSync(outDir, { recursive: true });
+  if (values.torch) {
+    const keys = [...new Map(rows.map((r) => [`${r.model}/${r.dModel}/${r.hidden}/${r.tokens}`, { model: r.model, dModel: r.dModel, hidden: r.hidden, tokens: r.tokens }])).values()];
+    const torchRows = runTorch(keys, dtype, context, heads, join(outDir, "torch.json"));
+    for (const r of rows) {
+      const t = torchRows.find((x) => x.model === r.model && x.dModel === r.dModel && x.hidden === r.hidden && x.tokens === r.tokens);
+      if (t) r.vsTorchDense = t.medianMs / r.medianMs;
+    }
+  }
+  const machine = describeMachine(started.gpuName ? { name: started.gpuName } : undefined).name;
+  const meta = { machine, commit: gitState().commit, dtype, torch: values.torch };
+  writeFileSync(join(outDir, "ffn.json"), `${JSON.stringify({ ...meta, date: new Date().toISOString(), rows }, null, 1)}\n`);
+  const report = markdown(rows, meta);
+  writeFileSync(join(outDir, "ffn.md"), report);
+  process.stdout.write(report);
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exitCode = 1;
+});

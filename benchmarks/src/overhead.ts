@@ -1,0 +1,178 @@
+/**
+ * Host time per op: many tiny ops in a row (their device work is negligible, so the loop
+ * measures what the host spends per op: validation, the engine, the tape, N-API, the
+ * launch), the backend's start time and the first call of each product against its
+ * steady time, each start measured in a fresh process.
+ *
+ *   tsx src/overhead.ts [--backend cuda|js] [--dtype bfloat16] [--out DIR]
+ */
+import { spawnSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { backward } from "@blocksparse/autograd";
+import {
+  BsrPattern,
+  type FloatDType,
+  add,
+  adamUpdate,
+  bsrLinear,
+  bsrMatmul,
+  cast,
+  gelu,
+  matmul,
+  randn,
+  sampledMatmul,
+  setBackend,
+  type Tensor,
+  tidy,
+} from "@blocksparse/core";
+import { Linear } from "@blocksparse/nn";
+import { repoRoot } from "./machine";
+
+interface Row {
+  what: string;
+  microseconds: number;
+}
+
+async function start(backend: string): Promise<() => void> {
+  if (backend === "js") {
+    setBackend("js");
+    return () => {};
+  }
+  const cuda = await import("@blocksparse/backend-cuda");
+  setBackend("cuda");
+  const instance = cuda.cudaBackend();
+  return () => instance.synchronize();
+}
+
+/** Microseconds per call of `op`, run `count` times after a warm-up, with one synchronize at the end. */
+function perOp(op: () => void, synchronize: () => void, count = 2000): number {
+  for (let i = 0; i < 50; i++) op();
+  synchronize();
+  const t0 = performance.now();
+  for (let i = 0; i < count; i++) op();
+  synchronize();
+  return ((performance.now() - t0) * 1000) / count;
+}
+
+function tinyOps(dtype: FloatDType, synchronize: () => void): Row[] {
+  const a = cast(randn([16], { seed: 1 }), dtype);
+  const b = cast(randn([16], { seed: 2 }), dtype);
+  const x = cast(randn([8, 64], { seed: 3 }), dtype);
+  const w = cast(randn([64, 64], { seed: 4 }), dtype);
+  const pattern = BsrPattern.random([64, 64], { blockShape: [32, 32], density: 0.5, seed: 5 });
+  const values = cast(randn([pattern.nnzBlocks, 32, 32], { seed: 6 }), dtype);
+  const dy = cast(randn([8, 64], { seed: 7 }), dtype);
+  const p = randn([256], { seed: 8 });
+  const g = randn([256], { seed: 9 });
+  const m = randn([256], { seed: 10 });
+  const v = tidy(() => cast(randn([256], { seed: 11 }), "float32"));
+  const linear = new Linear(64, 64, { seed: 12 }).to(dtype);
+  const dispose = (t: Tensor | Tensor[]) => (Array.isArray(t) ? t.forEach((z) => z.dispose()) : t.dispose());
+  const rows: Row[] = [
+    { what: "add [16]", microseconds: perOp(() => dispose(add(a, b)), synchronize) },
+    { what: "gelu [16]", microseconds: perOp(() => dispose(gelu(a)), synchronize) },
+    { what: `cast ${dtype} -> float32 [16]`, microseconds: perOp(() => dispose(cast(a, "float32")), synchronize) },
+    { what: "matmul [8,64] x [64,64]^T", microseconds: perOp(() => dispose(matmul(x, w, { transposeB: true })), synchronize) },
+    { what: "bsrLinear [8,64], 64x64 32x32 d=0.5", microseconds: perOp(() => dispose(bsrLinear(x, values, pattern)), synchronize) },
+    { what: "bsrMatmul [8,64], 64x64 32x32 d=0.5", microseconds: perOp(() => dispose(bsrMatmul(dy, values, pattern)), synchronize) },
+    { what: "sampledMatmul [8,64], 64x64 32x32 d=0.5", microseconds: perOp(() => dispose(sampledMatmul(dy, x, pattern)), synchronize) },
+    {
+      what: "adamUpdate [256] float32",
+      microseconds: perOp(() => {
+        const out = adamUpdate(p, g, m, v, { lr: 1e-3, step: 1 });
+        dispose([out.param, out.m, out.v]);
+      }, synchronize),
+    },
+    {
+      what: "Linear(64, 64) forward + backward (5 kernels, tape)",
+      microseconds: perOp(
+        () =>
+          tidy(() => {
+            linear.zeroGrad();
+            backward(linear.forward(x), dy);
+          }),
+        synchronize,
+        500,
+      ),
+    },
+  ];
+  for (const t of [a, b, x, w, values, dy, p, g, m, v]) t.dispose();
+  for (const q of linear.parameters()) q.dispose();
+  return rows;
+}
+
+/** Milliseconds of the first call of each product at a layer's size, and of its steady state (median of 20). */
+function firstCalls(dtype: FloatDType, synchronize: () => void): Row[] {
+  const [M, K, N] = [2048, 3072, 768];
+  const x = cast(randn([M, K], { seed: 1 }), dtype);
+  const w = cast(randn([N, K], { seed: 2 }), dtype);
+  const dy = cast(randn([M, N], { seed: 3 }), dtype);
+  const pattern = BsrPattern.random([N, K], { blockShape: [32, 32], density: 0.25, seed: 4 });
+  const values = cast(randn([pattern.nnzBlocks, 32, 32], { seed: 5 }), dtype);
+  const rows: Row[] = [];
+  const products: [string, () => Tensor][] = [
+    ["matmul", () => matmul(x, w, { transposeB: true })],
+    ["bsrLinear", () => bsrLinear(x, values, pattern)],
+    ["bsrMatmul", () => bsrMatmul(dy, values, pattern)],
+    ["sampledMatmul", () => sampledMatmul(dy, x, pattern)],
+  ];
+  for (const [name, run] of products) {
+    synchronize();
+    const t0 = performance.now();
+    run().dispose();
+    synchronize();
+    const first = performance.now() - t0;
+    const steady: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const t = performance.now();
+      run().dispose();
+      synchronize();
+      steady.push(performance.now() - t);
+    }
+    steady.sort((p, q) => p - q);
+    rows.push({ what: `${name} first call (ms) ${M}x${K}->${N}`, microseconds: first * 1000 });
+    rows.push({ what: `${name} steady call (ms) ${M}x${K}->${N}`, microseconds: steady[10] * 1000 });
+  }
+  for (const t of [x, w, dy, values]) t.dispose();
+  return rows;
+}
+
+async function child(backend: string, dtype: FloatDType): Promise<void> {
+  const t0 = performance.now();
+  const synchronize = await start(backend);
+  const startMs = performance.now() - t0;
+  const rows = [{ what: "backend start (ms)", microseconds: startMs * 1000 }, ...firstCalls(dtype, synchronize)];
+  process.stdout.write(JSON.stringify(rows));
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: { backend: { type: "string", default: "cuda" }, dtype: { type: "string", default: "bfloat16" }, out: { type: "string" }, child: { type: "boolean", default: false } },
+  });
+  const dtype = values.dtype as FloatDType;
+  if (values.child) return child(values.backend, dtype);
+  const fresh = spawnSync(process.execPath, [...process.execArgv, process.argv[1], "--child", "--backend", values.backend, "--dtype", dtype], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "inherit"],
+    env: process.env,
+  });
+  if (fresh.status !== 0) throw new Error(`the fresh-process start measurement failed (exit ${fresh.status})`);
+  const startRows = JSON.parse(fresh.stdout) as Row[];
+  const synchronize = await start(values.backend);
+  const rows = [...tinyOps(dtype, synchronize), ...startRows];
+  const lines = [`| ${values.backend} ${dtype} | µs per op (ms where marked) |`, "| --- | --- |"];
+  for (const r of rows) lines.push(`| ${r.what} | ${r.what.includes("(ms)") ? (r.microseconds / 1000).toFixed(3) : r.microseconds.toFixed(2)} |`);
+  const report = `${lines.join("\n")}\n`;
+  const outDir = resolve(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "overhead"));
+  mkdirSync(outDir, { recursive: true });
+  writeFileSync(join(outDir, `overhead-${values.backend}.json`), `${JSON.stringify({ backend: values.backend, dtype, date: new Date().toISOString(), rows }, null, 1)}\n`);
+  writeFileSync(join(outDir, `overhead-${values.backend}.md`), report);
+  process.stdout.write(report);
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exitCode = 1;
+});
