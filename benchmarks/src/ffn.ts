@@ -10,7 +10,8 @@
  *
  *   tsx src/ffn.ts [--backend cuda|js] [--models ffn,block] [--widths 1024x4096,4096x4096]
  *     [--tokens 2048,8192] [--blocks 32,64] [--densities 0.5,0.25,0.1] [--dtype bfloat16]
- *     [--context 512] [--heads 16] [--torch] [--out results/ffn] [--quick]
+ *     [--context 512] [--heads 16] [--torch] [--profile] [--out results/ffn] [--quick]
+ * --profile prints, per case, where a step's time goes kernel by kernel (synchronized).
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -21,6 +22,7 @@ import { type FloatDType, cast, getBackendInstance, memory, randn, setBackend, t
 import { AdamW, BlockSparseLinear, GELU, Linear, type Module, Sequential, TransformerBlock, parameterCount } from "@blocksparse/nn";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
 import { describeMachine, gitState, repoRoot } from "./machine";
+import { profileKernels, profileTable } from "./kernel_profile";
 import { type TimingPlan, measure } from "./measure";
 import { pickRows } from "./reference";
 import { type BenchDType, type Check, TOLERANCE, compareToReference, spreadIndices } from "./validate";
@@ -118,7 +120,7 @@ function runCase(
   block: number,
   density: number,
   dtype: BenchDType,
-  options: { heads: number; context: number; plan: TimingPlan; synchronize: () => void; setPoison: (on: boolean) => void },
+  options: { heads: number; context: number; plan: TimingPlan; synchronize: () => void; setPoison: (on: boolean) => void; profile: boolean },
 ): FfnCase {
   const model = buildModel(kind, dModel, hidden, block, density, options.heads);
   const shape = kind === "ffn" ? [tokens, dModel] : [tokens / options.context, options.context, dModel];
@@ -149,6 +151,17 @@ function runCase(
       return [compareToReference("block output vs the float32 block", got, float32Out as Float32Array, TOLERANCE[dtype] * 2)];
     };
     const measured = measure({ name: `${kind} step`, run, validate, dispose: (y) => y.dispose(), synchronize: options.synchronize, setPoison: options.setPoison }, options.plan);
+    if (options.profile) {
+      const { profile } = profileKernels(getBackendInstance(), options.synchronize, () => {
+        for (let i = 0; i < 3; i++) run().dispose();
+      });
+      for (const entry of profile.values()) {
+        entry.ms /= 3;
+        entry.calls /= 3;
+      }
+      const label = `${kind} ${dModel}x${hidden} tokens ${tokens} ${block === 0 ? "dense" : `${block}x${block} d=${density}`}, per step`;
+      process.stderr.write(`\n${profileTable(profile, label)}\n`);
+    }
     const s = measured.summary;
     return { model: kind, dModel, hidden, tokens, dtype, block, density: block === 0 ? 1 : density, parameters: parameterCount(model), medianMs: s.median, q1Ms: s.q1, q3Ms: s.q3, checks: measured.checks };
   } finally {
@@ -227,6 +240,7 @@ async function main(): Promise<void> {
       context: { type: "string", default: "512" },
       heads: { type: "string", default: "16" },
       torch: { type: "boolean", default: false },
+      profile: { type: "boolean", default: false },
       quick: { type: "boolean", default: false },
       out: { type: "string" },
     },
@@ -242,7 +256,7 @@ async function main(): Promise<void> {
   const plan: TimingPlan = values.quick
     ? { warmup: 2, minRepeats: 3, maxRepeats: 10, budgetMs: 100, minSampleMs: 5 }
     : { warmup: 3, minRepeats: 10, maxRepeats: 40, budgetMs: 400, minSampleMs: 10 };
-  const options = { heads, context, plan, synchronize: started.synchronize, setPoison: (on: boolean) => void (backend.poisonAllocations = on) };
+  const options = { heads, context, plan, synchronize: started.synchronize, setPoison: (on: boolean) => void (backend.poisonAllocations = on), profile: values.profile };
   const rows: FfnCase[] = [];
   for (const model of models) {
     for (const [dModel, hidden] of widths(values.widths)) {
