@@ -48,57 +48,58 @@ struct Args {
   std::string where(size_t i) const { return std::string(fn) + ": argument " + std::to_string(i); }
 
   void count(size_t n) const {
-    require(info.Length() == n, std::string(fn) + ": expected " + std::to_string(n) + " arguments, got " +
+    BS_REQUIRE(info.Length() == n, std::string(fn) + ": expected " + std::to_string(n) + " arguments, got " +
                                     std::to_string(info.Length()));
   }
 
   double number(size_t i) const {
-    require(info[i].IsNumber(), where(i) + " must be a number");
+    BS_REQUIRE(info[i].IsNumber(), where(i) + " must be a number");
     return info[i].As<Napi::Number>().DoubleValue();
   }
 
   // A non-negative integer below 2^53.
   int64_t size(size_t i) const {
     double value = number(i);
-    require(std::isfinite(value) && value >= 0 && std::floor(value) == value && value <= 9007199254740991.0,
+    BS_REQUIRE(std::isfinite(value) && value >= 0 && std::floor(value) == value && value <= 9007199254740991.0,
             where(i) + " must be a non-negative integer, got " + std::to_string(value));
     return static_cast<int64_t>(value);
   }
 
   bool boolean(size_t i) const {
-    require(info[i].IsBoolean(), where(i) + " must be a boolean");
+    BS_REQUIRE(info[i].IsBoolean(), where(i) + " must be a boolean");
     return info[i].As<Napi::Boolean>().Value();
   }
 
   DType dtype(size_t i) const {
     int64_t code = size(i);
-    require(code <= static_cast<int64_t>(DType::Int32), where(i) + ": unknown dtype code " + std::to_string(code));
+    BS_REQUIRE(code <= static_cast<int64_t>(DType::Int32), where(i) + ": unknown dtype code " + std::to_string(code));
     return static_cast<DType>(code);
   }
 
   DType floatDtype(size_t i) const {
     DType d = dtype(i);
-    require(isFloat(d), where(i) + ": expected a float dtype, got " + dtypeName(d));
+    BS_REQUIRE(isFloat(d), where(i) + ": expected a float dtype, got " + dtypeName(d));
     return d;
   }
 
   const Buffer& buffer(size_t i) const {
-    int64_t id = size(i);
-    std::string label = where(i);
-    return lookup(static_cast<BufferId>(id), label.c_str());
+    const auto id = static_cast<BufferId>(size(i));
+    // The label is built only for the error.
+    if (!isLive(id)) lookup(id, where(i).c_str());
+    return lookup(id, fn);
   }
 
   bool isAbsent(size_t i) const { return info[i].IsNull() || info[i].IsUndefined(); }
 
   std::vector<int64_t> sizes(size_t i) const {
-    require(info[i].IsArray(), where(i) + " must be an array of integers");
+    BS_REQUIRE(info[i].IsArray(), where(i) + " must be an array of integers");
     Napi::Array array = info[i].As<Napi::Array>();
     std::vector<int64_t> out(array.Length());
     for (uint32_t k = 0; k < array.Length(); ++k) {
       Napi::Value v = array.Get(k);
-      require(v.IsNumber(), where(i) + "[" + std::to_string(k) + "] must be a number");
+      BS_REQUIRE(v.IsNumber(), where(i) + "[" + std::to_string(k) + "] must be a number");
       double d = v.As<Napi::Number>().DoubleValue();
-      require(std::isfinite(d) && d >= 0 && std::floor(d) == d && d <= 9007199254740991.0,
+      BS_REQUIRE(std::isfinite(d) && d >= 0 && std::floor(d) == d && d <= 9007199254740991.0,
               where(i) + "[" + std::to_string(k) + "] must be a non-negative integer");
       out[k] = static_cast<int64_t>(d);
     }
@@ -106,7 +107,7 @@ struct Args {
   }
 
   Napi::TypedArray typedArray(size_t i) const {
-    require(info[i].IsTypedArray(), where(i) + " must be a typed array");
+    BS_REQUIRE(info[i].IsTypedArray(), where(i) + " must be a typed array");
     return info[i].As<Napi::TypedArray>();
   }
 };
@@ -116,9 +117,9 @@ void* bytesOf(Napi::TypedArray array) {
 }
 
 // The buffer must hold `elements` elements of `dtype`.
-void requireElements(const Buffer& buffer, DType dtype, int64_t elements, const std::string& what) {
+void requireElements(const Buffer& buffer, DType dtype, int64_t elements, const char* what) {
   size_t needed = static_cast<size_t>(elements) * dtypeSize(dtype);
-  require(buffer.byteLength >= needed, what + ": buffer of " + std::to_string(buffer.byteLength) + " bytes is too small for " +
+  BS_REQUIRE(buffer.byteLength >= needed, std::string(what) + ": buffer of " + std::to_string(buffer.byteLength) + " bytes is too small for " +
                                            std::to_string(elements) + " " + dtypeName(dtype) + " elements (" +
                                            std::to_string(needed) + " bytes)");
 }
@@ -127,14 +128,14 @@ void requireElements(const Buffer& buffer, DType dtype, int64_t elements, const 
 int64_t product(const std::vector<int64_t>& dims, const std::string& what) {
   double p = 1;
   for (int64_t d : dims) p *= static_cast<double>(d);
-  require(p <= 9007199254740991.0, what + ": too many elements");
+  BS_REQUIRE(p <= 9007199254740991.0, what + ": too many elements");
   int64_t n = 1;
   for (int64_t d : dims) n *= d;
   return n;
 }
 
 StridedShape toShape(const std::vector<int64_t>& dims, const std::string& what) {
-  require(dims.size() <= static_cast<size_t>(kMaxRank), what + ": rank " + std::to_string(dims.size()) +
+  BS_REQUIRE(dims.size() <= static_cast<size_t>(kMaxRank), what + ": rank " + std::to_string(dims.size()) +
                                                             " exceeds the maximum of " + std::to_string(kMaxRank));
   StridedShape shape{};
   shape.rank = static_cast<int32_t>(dims.size());
@@ -145,7 +146,7 @@ StridedShape toShape(const std::vector<int64_t>& dims, const std::string& what) 
 // Strides of one operand over `dims`; returns the largest element offset they reach (plus 1).
 Strides toStrides(const std::vector<int64_t>& strides, const std::vector<int64_t>& dims, int64_t& extent,
                   const std::string& what) {
-  require(strides.size() == dims.size(), what + ": " + std::to_string(strides.size()) + " strides for rank " +
+  BS_REQUIRE(strides.size() == dims.size(), what + ": " + std::to_string(strides.size()) + " strides for rank " +
                                              std::to_string(dims.size()));
   Strides out{};
   extent = 1;
@@ -205,7 +206,7 @@ Napi::Value write(const Napi::CallbackInfo& info) {
   args.count(2);
   const Buffer& buffer = args.buffer(0);
   Napi::TypedArray values = args.typedArray(1);
-  require(values.ByteLength() <= buffer.byteLength, "write: " + std::to_string(values.ByteLength()) +
+  BS_REQUIRE(values.ByteLength() <= buffer.byteLength, "write: " + std::to_string(values.ByteLength()) +
                                                         " bytes do not fit a buffer of " +
                                                         std::to_string(buffer.byteLength) + " bytes");
   if (values.ByteLength() == 0) return undefinedOf(info);
@@ -219,7 +220,7 @@ Napi::Value read(const Napi::CallbackInfo& info) {
   args.count(2);
   const Buffer& buffer = args.buffer(0);
   Napi::TypedArray out = args.typedArray(1);
-  require(out.ByteLength() <= buffer.byteLength, "read: " + std::to_string(out.ByteLength()) +
+  BS_REQUIRE(out.ByteLength() <= buffer.byteLength, "read: " + std::to_string(out.ByteLength()) +
                                                      " bytes asked of a buffer of " + std::to_string(buffer.byteLength) +
                                                      " bytes");
   if (out.ByteLength() > 0)
@@ -287,10 +288,10 @@ uint64_t nextPatternId = 1;
 
 Napi::Int32Array int32Field(const Napi::Object& object, const char* name, size_t length) {
   Napi::Value value = object.Get(name);
-  require(value.IsTypedArray() && value.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array,
+  BS_REQUIRE(value.IsTypedArray() && value.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array,
           std::string("createPattern: ") + name + " must be an Int32Array");
   Napi::Int32Array array = value.As<Napi::Int32Array>();
-  require(array.ElementLength() == length, std::string("createPattern: ") + name + " has " +
+  BS_REQUIRE(array.ElementLength() == length, std::string("createPattern: ") + name + " has " +
                                                std::to_string(array.ElementLength()) + " entries, expected " +
                                                std::to_string(length));
   return array;
@@ -298,19 +299,19 @@ Napi::Int32Array int32Field(const Napi::Object& object, const char* name, size_t
 
 int64_t intField(const Napi::Object& object, const char* name) {
   Napi::Value value = object.Get(name);
-  require(value.IsNumber(), std::string("createPattern: ") + name + " must be a number");
+  BS_REQUIRE(value.IsNumber(), std::string("createPattern: ") + name + " must be a number");
   double d = value.As<Napi::Number>().DoubleValue();
-  require(std::isfinite(d) && d >= 0 && std::floor(d) == d && d <= 2147483647.0,
+  BS_REQUIRE(std::isfinite(d) && d >= 0 && std::floor(d) == d && d <= 2147483647.0,
           std::string("createPattern: ") + name + " must be an integer in [0, 2^31)");
   return static_cast<int64_t>(d);
 }
 
 // A CSR-style pointer array: starts at 0, never decreases, ends at nnz.
 void checkPointers(const int32_t* ptr, int64_t segments, int64_t nnz, const char* name) {
-  require(ptr[0] == 0, std::string("createPattern: ") + name + "[0] must be 0");
+  BS_REQUIRE(ptr[0] == 0, std::string("createPattern: ") + name + "[0] must be 0");
   for (int64_t i = 0; i < segments; ++i)
-    require(ptr[i + 1] >= ptr[i], std::string("createPattern: ") + name + " decreases at " + std::to_string(i + 1));
-  require(ptr[segments] == nnz, std::string("createPattern: ") + name + " must end at nnzBlocks (" +
+    BS_REQUIRE(ptr[i + 1] >= ptr[i], std::string("createPattern: ") + name + " decreases at " + std::to_string(i + 1));
+  BS_REQUIRE(ptr[segments] == nnz, std::string("createPattern: ") + name + " must end at nnzBlocks (" +
                                     std::to_string(nnz) + "), ends at " + std::to_string(ptr[segments]));
 }
 
@@ -320,19 +321,19 @@ void checkPointers(const int32_t* ptr, int64_t segments, int64_t nnz, const char
 Napi::Value createPattern(const Napi::CallbackInfo& info) {
   Args args{info, "createPattern"};
   args.count(1);
-  require(info[0].IsObject(), "createPattern: argument 0 must be an object");
+  BS_REQUIRE(info[0].IsObject(), "createPattern: argument 0 must be an object");
   Napi::Object desc = info[0].As<Napi::Object>();
   int64_t rows = intField(desc, "rows"), cols = intField(desc, "cols");
   int64_t R = intField(desc, "blockRowsSize"), C = intField(desc, "blockColsSize");
   int64_t blockRows = intField(desc, "blockRows"), blockCols = intField(desc, "blockCols");
   int64_t nnz = intField(desc, "nnzBlocks");
-  require(R >= 1 && C >= 1, "createPattern: block shape must be at least 1x1");
-  require(blockRows * R == rows && blockCols * C == cols,
+  BS_REQUIRE(R >= 1 && C >= 1, "createPattern: block shape must be at least 1x1");
+  BS_REQUIRE(blockRows * R == rows && blockCols * C == cols,
           "createPattern: shape [" + std::to_string(rows) + ", " + std::to_string(cols) + "] is not blockRows x R = " +
               std::to_string(blockRows) + " x " + std::to_string(R) + " by blockCols x C = " + std::to_string(blockCols) +
               " x " + std::to_string(C));
-  require(nnz <= blockRows * blockCols, "createPattern: more blocks than the grid holds");
-  require(nnz * R * C <= 2147483647LL * 64, "createPattern: pattern too large");
+  BS_REQUIRE(nnz <= blockRows * blockCols, "createPattern: more blocks than the grid holds");
+  BS_REQUIRE(nnz * R * C <= 2147483647LL * 64, "createPattern: pattern too large");
   Napi::Int32Array rowPtr = int32Field(desc, "blockRowPtr", blockRows + 1);
   Napi::Int32Array colIdx = int32Field(desc, "blockColIdx", nnz);
   Napi::Int32Array colPtr = int32Field(desc, "blockColPtr", blockCols + 1);
@@ -347,22 +348,22 @@ Napi::Value createPattern(const Napi::CallbackInfo& info) {
   checkPointers(cp, blockCols, nnz, "blockColPtr");
   for (int64_t r = 0; r < blockRows; ++r) {
     for (int64_t p = rp[r]; p < rp[r + 1]; ++p) {
-      require(ci[p] >= 0 && ci[p] < blockCols, "createPattern: blockColIdx[" + std::to_string(p) + "] = " +
+      BS_REQUIRE(ci[p] >= 0 && ci[p] < blockCols, "createPattern: blockColIdx[" + std::to_string(p) + "] = " +
                                                    std::to_string(ci[p]) + " is outside [0, " +
                                                    std::to_string(blockCols) + ")");
-      require(p == rp[r] || ci[p] > ci[p - 1],
+      BS_REQUIRE(p == rp[r] || ci[p] > ci[p - 1],
               "createPattern: blockColIdx is not strictly increasing within block row " + std::to_string(r));
-      require(cr[p] == r && cc[p] == ci[p],
+      BS_REQUIRE(cr[p] == r && cc[p] == ci[p],
               "createPattern: coordinates of block " + std::to_string(p) + " disagree with the row-wise index");
     }
   }
   std::vector<uint8_t> seen(static_cast<size_t>(nnz), 0);
   for (int64_t c = 0; c < blockCols; ++c) {
     for (int64_t q = cp[c]; q < cp[c + 1]; ++q) {
-      require(vi[q] >= 0 && vi[q] < nnz && !seen[vi[q]],
+      BS_REQUIRE(vi[q] >= 0 && vi[q] < nnz && !seen[vi[q]],
               "createPattern: valueIndex[" + std::to_string(q) + "] is out of range or repeated");
       seen[vi[q]] = 1;
-      require(ri[q] >= 0 && ri[q] < blockRows && cr[vi[q]] == ri[q] && ci[vi[q]] == c,
+      BS_REQUIRE(ri[q] >= 0 && ri[q] < blockRows && cr[vi[q]] == ri[q] && ci[vi[q]] == c,
               "createPattern: column-wise entry " + std::to_string(q) + " disagrees with the row-wise index");
     }
   }
@@ -414,7 +415,7 @@ Napi::Value freePattern(const Napi::CallbackInfo& info) {
   Args args{info, "freePattern"};
   args.count(1);
   auto it = patterns.find(static_cast<uint64_t>(args.size(0)));
-  require(it != patterns.end(), "freePattern: unknown or already freed pattern");
+  BS_REQUIRE(it != patterns.end(), "freePattern: unknown or already freed pattern");
   release(it->second.buffer);
   patterns.erase(it);
   return undefinedOf(info);
@@ -422,7 +423,7 @@ Napi::Value freePattern(const Napi::CallbackInfo& info) {
 
 const BsrPatternView& patternArg(const Args& args, size_t i) {
   auto it = patterns.find(static_cast<uint64_t>(args.size(i)));
-  require(it != patterns.end(), args.where(i) + ": unknown or freed pattern");
+  BS_REQUIRE(it != patterns.end(), args.where(i) + ": unknown or freed pattern");
   return it->second.view;
 }
 
@@ -433,12 +434,12 @@ Napi::Value fillBits(const Napi::CallbackInfo& info) {
   Args args{info, "fillBits"};
   args.count(4);
   int64_t elementBytes = args.size(0);
-  require(elementBytes == 2 || elementBytes == 4, "fillBits: element size must be 2 or 4 bytes");
+  BS_REQUIRE(elementBytes == 2 || elementBytes == 4, "fillBits: element size must be 2 or 4 bytes");
   const Buffer& out = args.buffer(1);
   int64_t n = args.size(2);
-  require(static_cast<size_t>(n * elementBytes) <= out.byteLength, "fillBits: buffer too small");
+  BS_REQUIRE(static_cast<size_t>(n * elementBytes) <= out.byteLength, "fillBits: buffer too small");
   double bits = args.number(3);
-  require(bits >= 0 && bits <= 4294967295.0 && std::floor(bits) == bits, "fillBits: bits must be a uint32");
+  BS_REQUIRE(bits >= 0 && bits <= 4294967295.0 && std::floor(bits) == bits, "fillBits: bits must be a uint32");
   launchFillBits(static_cast<size_t>(elementBytes), out.data, n, static_cast<uint32_t>(bits), stream());
   return undefinedOf(info);
 }
@@ -448,14 +449,14 @@ Napi::Value unary(const Napi::CallbackInfo& info) {
   Args args{info, "unary"};
   args.count(5);
   int64_t op = args.size(0);
-  require(op < static_cast<int64_t>(UnaryOp::Count), "unary: unknown op " + std::to_string(op));
+  BS_REQUIRE(op < static_cast<int64_t>(UnaryOp::Count), "unary: unknown op " + std::to_string(op));
   DType dtype = args.dtype(1);
   int64_t n = args.size(4);
   requireElements(args.buffer(2), dtype, n, "unary x");
   requireElements(args.buffer(3), dtype, n, "unary y");
   if (dtype == DType::Int32) {
     UnaryOp u = static_cast<UnaryOp>(op);
-    require(u == UnaryOp::Neg || u == UnaryOp::Abs || u == UnaryOp::Relu || u == UnaryOp::Square,
+    BS_REQUIRE(u == UnaryOp::Neg || u == UnaryOp::Abs || u == UnaryOp::Relu || u == UnaryOp::Square,
             "unary: op " + std::to_string(op) + " takes float dtypes only");
   }
   launchUnary(static_cast<UnaryOp>(op), dtype, args.buffer(2).data, args.buffer(3).data, n, stream());
@@ -467,12 +468,12 @@ Napi::Value binary(const Napi::CallbackInfo& info) {
   Args args{info, "binary"};
   args.count(8);
   int64_t op = args.size(0);
-  require(op < static_cast<int64_t>(BinaryOp::Count), "binary: unknown op " + std::to_string(op));
+  BS_REQUIRE(op < static_cast<int64_t>(BinaryOp::Count), "binary: unknown op " + std::to_string(op));
   BinaryOp b = static_cast<BinaryOp>(op);
   DType dtype = args.dtype(1);
   bool comparison = b >= BinaryOp::Equal && b <= BinaryOp::GreaterEqual;
   if (dtype == DType::Int32)
-    require(comparison || b == BinaryOp::Add || b == BinaryOp::Sub || b == BinaryOp::Mul || b == BinaryOp::Maximum ||
+    BS_REQUIRE(comparison || b == BinaryOp::Add || b == BinaryOp::Sub || b == BinaryOp::Mul || b == BinaryOp::Maximum ||
                 b == BinaryOp::Minimum,
             "binary: op " + std::to_string(op) + " takes float dtypes only");
   std::vector<int64_t> dims = args.sizes(7);
@@ -552,12 +553,12 @@ Napi::Value reduce(const Napi::CallbackInfo& info) {
   Args args{info, "reduce"};
   args.count(7);
   int64_t op = args.size(0);
-  require(op < static_cast<int64_t>(ReduceOp::Count), "reduce: unknown op " + std::to_string(op));
+  BS_REQUIRE(op < static_cast<int64_t>(ReduceOp::Count), "reduce: unknown op " + std::to_string(op));
   ReduceOp r = static_cast<ReduceOp>(op);
   DType dtype = args.dtype(1);
-  require(!(r == ReduceOp::Mean && dtype == DType::Int32), "reduce: mean takes float dtypes only");
+  BS_REQUIRE(!(r == ReduceOp::Mean && dtype == DType::Int32), "reduce: mean takes float dtypes only");
   int64_t outer = args.size(4), size = args.size(5), inner = args.size(6);
-  require(size <= 2147483647, "reduce: reduced extent above 2^31");
+  BS_REQUIRE(size <= 2147483647, "reduce: reduced extent above 2^31");
   requireElements(args.buffer(2), dtype, product({outer, size, inner}, "reduce"), "reduce x");
   requireElements(args.buffer(3), r == ReduceOp::Argmax ? DType::Int32 : dtype, outer * inner, "reduce y");
   launchReduce(r, dtype, args.buffer(2).data, args.buffer(3).data, outer, size, inner, stream());
@@ -806,17 +807,17 @@ Napi::Value adamUpdate(const Napi::CallbackInfo& info) {
   requireElements(args.buffer(7), dtype, n, "adamUpdate paramOut");
   requireElements(args.buffer(8), mDtype, n, "adamUpdate mOut");
   requireElements(args.buffer(9), vDtype, n, "adamUpdate vOut");
-  require(info[11].IsObject(), "adamUpdate: argument 11 must be an object of hyperparameters");
+  BS_REQUIRE(info[11].IsObject(), "adamUpdate: argument 11 must be an object of hyperparameters");
   Napi::Object h = info[11].As<Napi::Object>();
   auto field = [&h](const char* name) {
     Napi::Value v = h.Get(name);
-    require(v.IsNumber(), std::string("adamUpdate: ") + name + " must be a number");
+    BS_REQUIRE(v.IsNumber(), std::string("adamUpdate: ") + name + " must be a number");
     return v.As<Napi::Number>().DoubleValue();
   };
   double beta1 = field("beta1"), beta2 = field("beta2"), step = field("step");
-  require(step >= 1, "adamUpdate: step counts from 1");
+  BS_REQUIRE(step >= 1, "adamUpdate: step counts from 1");
   Napi::Value decoupled = h.Get("decoupledWeightDecay");
-  require(decoupled.IsBoolean(), "adamUpdate: decoupledWeightDecay must be a boolean");
+  BS_REQUIRE(decoupled.IsBoolean(), "adamUpdate: decoupledWeightDecay must be a boolean");
   AdamParams params{};
   params.lr = field("lr");
   params.beta1 = beta1;

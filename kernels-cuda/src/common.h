@@ -57,9 +57,12 @@ struct Error : std::runtime_error {
 
 [[noreturn]] inline void throwInvalid(const std::string& message) { throw Error(ErrorKind::InvalidArgument, message); }
 
-inline void require(bool condition, const std::string& message) {
-  if (!condition) throwInvalid(message);
-}
+// Throws InvalidArgument with `message` when `condition` is false; the message is only built then, so
+// that validating every argument of every call costs no string work on the fast path.
+#define BS_REQUIRE(condition, message)               \
+  do {                                               \
+    if (!(condition)) ::bs::throwInvalid(message);   \
+  } while (0)
 
 }  // namespace bs
 

@@ -30,7 +30,7 @@ std::string unavailableReason(cudaError_t status) {
 
 void initDevice(int index) {
   if (ready) {
-    require(index == info.index, "the CUDA device is already initialised as device " + std::to_string(info.index));
+    BS_REQUIRE(index == info.index, "the CUDA device is already initialised as device " + std::to_string(info.index));
     return;
   }
   int count = 0;
@@ -40,7 +40,7 @@ void initDevice(int index) {
     throw Error(ErrorKind::Cuda, unavailableReason(status));
   }
   if (count == 0) throw Error(ErrorKind::Cuda, unavailableReason(cudaErrorNoDevice));
-  require(index >= 0 && index < count,
+  BS_REQUIRE(index >= 0 && index < count,
           "CUDA device index " + std::to_string(index) + " is out of range: " + std::to_string(count) + " device(s)");
   BS_CUDA_CHECK(cudaSetDevice(index));
   cudaDeviceProp prop{};

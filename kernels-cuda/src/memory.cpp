@@ -77,7 +77,7 @@ BufferId allocate(size_t byteLength) {
 
 void release(BufferId id) {
   auto it = live.find(id);
-  require(it != live.end(), "free of an unknown or already freed buffer (id " + std::to_string(id) + ")");
+  BS_REQUIRE(it != live.end(), "free of an unknown or already freed buffer (id " + std::to_string(id) + ")");
   Buffer buffer = it->second;
   live.erase(it);
   stats.buffersInUse--;

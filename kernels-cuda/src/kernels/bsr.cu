@@ -225,8 +225,8 @@ void launchBsrLinear(DType dtype, const void* x, const void* values, const void*
   if (m == 0 || pattern.rows == 0) return;
   int64_t chunks = static_cast<int64_t>(pattern.blockRows) * ((pattern.blockRowsSize + kTN - 1) / kTN);
   int64_t tilesM = (m + kTM - 1) / kTM;
-  require(tilesM <= 65535, "bsrLinear: too many input rows for one launch (at most 4194240)");
-  require(chunks <= INT32_MAX, "bsrLinear: too many output tiles");
+  BS_REQUIRE(tilesM <= 65535, "bsrLinear: too many input rows for one launch (at most 4194240)");
+  BS_REQUIRE(chunks <= INT32_MAX, "bsrLinear: too many output tiles");
   dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(tilesM));
   BS_DISPATCH_FLOAT(dtype, T, bsrLinearKernel<T><<<grid, 256, 0, stream>>>(
                                   static_cast<const T*>(x), static_cast<const T*>(values), static_cast<const T*>(bias),
@@ -239,8 +239,8 @@ void launchBsrMatmul(DType dtype, const void* dy, const void* values, void* dx, 
   if (m == 0 || pattern.cols == 0) return;
   int64_t chunks = static_cast<int64_t>(pattern.blockCols) * ((pattern.blockColsSize + kTN - 1) / kTN);
   int64_t tilesM = (m + kTM - 1) / kTM;
-  require(tilesM <= 65535, "bsrMatmul: too many input rows for one launch (at most 4194240)");
-  require(chunks <= INT32_MAX, "bsrMatmul: too many output tiles");
+  BS_REQUIRE(tilesM <= 65535, "bsrMatmul: too many input rows for one launch (at most 4194240)");
+  BS_REQUIRE(chunks <= INT32_MAX, "bsrMatmul: too many output tiles");
   dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(tilesM));
   BS_DISPATCH_FLOAT(dtype, T, bsrMatmulKernel<T><<<grid, 256, 0, stream>>>(
                                   static_cast<const T*>(dy), static_cast<const T*>(values), static_cast<T*>(dx), m,
@@ -258,7 +258,7 @@ void launchSampledMatmul(DType dtype, const void* dy, const void* x, void* dw, i
   }
   int64_t tiles = static_cast<int64_t>(pattern.nnzBlocks) * ((pattern.blockRowsSize + kSR - 1) / kSR) *
                   ((pattern.blockColsSize + kSC - 1) / kSC);
-  require(tiles <= INT32_MAX, "sampledMatmul: too many output tiles");
+  BS_REQUIRE(tiles <= INT32_MAX, "sampledMatmul: too many output tiles");
   BS_DISPATCH_FLOAT(dtype, T, sampledMatmulKernel<T><<<static_cast<unsigned>(tiles), 256, 0, stream>>>(
                                   static_cast<const T*>(dy), static_cast<const T*>(x), static_cast<T*>(dw), m, pattern));
   BS_LAUNCH_CHECK("sampledMatmulKernel");

@@ -1,4 +1,5 @@
 // Elementwise kernels: unary, broadcast binary and comparisons, where, cast, fill and strided copy.
+#include <cstdint>
 #include <type_traits>
 
 #include "../kernels.h"
@@ -185,12 +186,97 @@ __global__ void copyStridedKernel(const T* __restrict__ src, T* __restrict__ dst
   }
 }
 
+// Eight elements moved as one aligned pack: 16-byte loads for half types, two for float32.
+constexpr int kPack = 8;
+
+template <typename T>
+struct alignas(sizeof(T) * kPack) Pack {
+  T v[kPack];
+};
+
+bool packAligned(const void* p) { return (reinterpret_cast<uintptr_t>(p) % 32) == 0; }
+
+// Threads for `packs` packs plus a scalar tail, a few waves deep at most.
+unsigned packGrid(int64_t packs) { return gridFor(packs > 0 ? packs : 1); }
+
+// y = op(x) over n contiguous elements: packs of eight, then the tail one by one.
+template <typename T>
+__global__ void unaryPackedKernel(UnaryOp op, const T* __restrict__ x, T* __restrict__ y, int64_t n) {
+  const int64_t packs = n / kPack;
+  const Pack<T>* in = reinterpret_cast<const Pack<T>*>(x);
+  Pack<T>* out = reinterpret_cast<Pack<T>*>(y);
+  BS_GRID_STRIDE(p, packs) {
+    Pack<T> a = in[p], r;
+#pragma unroll
+    for (int k = 0; k < kPack; ++k) r.v[k] = fromFloat<T>(applyUnary(op, toFloat<T>(a.v[k])));
+    out[p] = r;
+  }
+  BS_GRID_STRIDE(i, n - packs * kPack) {
+    const int64_t j = packs * kPack + i;
+    y[j] = fromFloat<T>(applyUnary(op, toFloat<T>(x[j])));
+  }
+}
+
+// y = op(a, b) with a contiguous [rows, cols] and b either contiguous too (rowBroadcast false) or one row of
+// `cols` repeated on every row (a bias); cols % kPack == 0 when b is broadcast.
+template <typename T, typename TOut>
+__global__ void binaryPackedKernel(BinaryOp op, const T* __restrict__ a, const T* __restrict__ b, TOut* __restrict__ y,
+                                   int64_t n, int64_t cols, bool rowBroadcast, bool bIsA) {
+  const int64_t packs = n / kPack;
+  BS_GRID_STRIDE(p, packs) {
+    const Pack<T> pa = reinterpret_cast<const Pack<T>*>(a)[p];
+    const int64_t bPack = rowBroadcast ? (p * kPack % cols) / kPack : p;
+    const Pack<T> pb = reinterpret_cast<const Pack<T>*>(b)[bPack];
+    Pack<TOut> r;
+#pragma unroll
+    for (int k = 0; k < kPack; ++k) {
+      // bIsA: the broadcast operand is the left one (b holds a's row, a holds the full tensor).
+      const float left = toFloat<T>(bIsA ? pb.v[k] : pa.v[k]);
+      const float right = toFloat<T>(bIsA ? pa.v[k] : pb.v[k]);
+      const float value = applyBinary(op, left, right);
+      if constexpr (std::is_same<TOut, int32_t>::value) r.v[k] = value != 0.0f;
+      else r.v[k] = fromFloat<TOut>(value);
+    }
+    reinterpret_cast<Pack<TOut>*>(y)[p] = r;
+  }
+  BS_GRID_STRIDE(i, n - packs * kPack) {
+    const int64_t j = packs * kPack + i;
+    const int64_t jb = rowBroadcast ? j % cols : j;
+    const float left = toFloat<T>(bIsA ? b[jb] : a[j]);
+    const float right = toFloat<T>(bIsA ? a[j] : b[jb]);
+    const float value = applyBinary(op, left, right);
+    if constexpr (std::is_same<TOut, int32_t>::value) y[j] = value != 0.0f;
+    else y[j] = fromFloat<TOut>(value);
+  }
+}
+
+template <typename TIn, typename TOut>
+__global__ void castPackedKernel(const TIn* __restrict__ x, TOut* __restrict__ y, int64_t n) {
+  const int64_t packs = n / kPack;
+  BS_GRID_STRIDE(p, packs) {
+    const Pack<TIn> a = reinterpret_cast<const Pack<TIn>*>(x)[p];
+    Pack<TOut> r;
+#pragma unroll
+    for (int k = 0; k < kPack; ++k) r.v[k] = fromFloat<TOut>(toFloat<TIn>(a.v[k]));
+    reinterpret_cast<Pack<TOut>*>(y)[p] = r;
+  }
+  BS_GRID_STRIDE(i, n - packs * kPack) {
+    const int64_t j = packs * kPack + i;
+    y[j] = fromFloat<TOut>(toFloat<TIn>(x[j]));
+  }
+}
+
 }  // namespace
 
 void launchUnary(UnaryOp op, DType dtype, const void* x, void* y, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
-  BS_DISPATCH_ANY(dtype, T, unaryKernel<T><<<gridFor(n), kThreads, 0, stream>>>(op, static_cast<const T*>(x),
-                                                                                static_cast<T*>(y), n));
+  if (dtype != DType::Int32 && packAligned(x) && packAligned(y)) {
+    BS_DISPATCH_FLOAT(dtype, T, unaryPackedKernel<T><<<packGrid(n / kPack), kThreads, 0, stream>>>(
+                                    op, static_cast<const T*>(x), static_cast<T*>(y), n));
+  } else {
+    BS_DISPATCH_ANY(dtype, T, unaryKernel<T><<<gridFor(n), kThreads, 0, stream>>>(op, static_cast<const T*>(x),
+                                                                                  static_cast<T*>(y), n));
+  }
   BS_LAUNCH_CHECK("unaryKernel");
 }
 
@@ -207,6 +293,30 @@ void launchBinary(BinaryOp op, DType dtype, const void* a, const Strides& aStrid
     expected *= shape.shape[d];
   }
   bool comparison = op >= BinaryOp::Equal && op <= BinaryOp::GreaterEqual;
+  // Packed paths: same-shape contiguous operands, or a contiguous [rows, cols] operand with one row of the
+  // other repeated on every row (a bias add, its gradient's scaling...).
+  const bool aligned = packAligned(a) && packAligned(b) && packAligned(y);
+  const bool bRow = shape.rank == 2 && aStrides.stride[0] == shape.shape[1] && aStrides.stride[1] == 1 &&
+                    bStrides.stride[0] == 0 && bStrides.stride[1] == 1 && shape.shape[1] % kPack == 0;
+  const bool aRow = shape.rank == 2 && bStrides.stride[0] == shape.shape[1] && bStrides.stride[1] == 1 &&
+                    aStrides.stride[0] == 0 && aStrides.stride[1] == 1 && shape.shape[1] % kPack == 0;
+  if (dtype != DType::Int32 && aligned && (contiguous || bRow || aRow)) {
+    const int64_t cols = contiguous ? n : shape.shape[1];
+    // With aRow the broadcast row is a: pass the full tensor first and flag the swap.
+    const void* full = aRow ? b : a;
+    const void* row = aRow ? a : b;
+    if (comparison) {
+      BS_DISPATCH_FLOAT(dtype, T, binaryPackedKernel<T, int32_t><<<packGrid(n / kPack), kThreads, 0, stream>>>(
+                                      op, static_cast<const T*>(full), static_cast<const T*>(row),
+                                      static_cast<int32_t*>(y), n, cols, !contiguous, aRow));
+    } else {
+      BS_DISPATCH_FLOAT(dtype, T, binaryPackedKernel<T, T><<<packGrid(n / kPack), kThreads, 0, stream>>>(
+                                      op, static_cast<const T*>(full), static_cast<const T*>(row), static_cast<T*>(y),
+                                      n, cols, !contiguous, aRow));
+    }
+    BS_LAUNCH_CHECK("binaryKernel");
+    return;
+  }
   if (dtype == DType::Int32) {
     binaryKernel<int32_t, int32_t><<<gridFor(n), kThreads, 0, stream>>>(
         op, static_cast<const int32_t*>(a), static_cast<const int32_t*>(b), static_cast<int32_t*>(y), n, index,
@@ -245,8 +355,13 @@ void launchWhere(DType dtype, const int32_t* cond, const Strides& condStrides, c
 
 void launchCast(DType from, DType to, const void* x, void* y, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
-  BS_DISPATCH_ANY(from, TIn, BS_DISPATCH_ANY(to, TOut, castKernel<TIn, TOut><<<gridFor(n), kThreads, 0, stream>>>(
-                                                          static_cast<const TIn*>(x), static_cast<TOut*>(y), n)));
+  if (from != DType::Int32 && to != DType::Int32 && packAligned(x) && packAligned(y)) {
+    BS_DISPATCH_FLOAT(from, TIn, BS_DISPATCH_FLOAT(to, TOut, castPackedKernel<TIn, TOut><<<packGrid(n / kPack), kThreads, 0, stream>>>(
+                                                                 static_cast<const TIn*>(x), static_cast<TOut*>(y), n)));
+  } else {
+    BS_DISPATCH_ANY(from, TIn, BS_DISPATCH_ANY(to, TOut, castKernel<TIn, TOut><<<gridFor(n), kThreads, 0, stream>>>(
+                                                            static_cast<const TIn*>(x), static_cast<TOut*>(y), n)));
+  }
   BS_LAUNCH_CHECK("castKernel");
 }
 

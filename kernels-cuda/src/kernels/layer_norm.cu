@@ -142,7 +142,7 @@ void launchLayerNormGrad(DType dtype, const void* dy, const void* x, const float
                                   static_cast<const T*>(gamma), static_cast<T*>(dx), rows, width));
   BS_LAUNCH_CHECK("layerNormBackwardKernel");
   int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
-  require(chunks <= 65535, "layerNormBackward: more than 4194240 rows");
+  BS_REQUIRE(chunks <= 65535, "layerNormBackward: more than 4194240 rows");
   Scratch partial(sizeof(float) * 2 * chunks * width);
   float* partialGamma = partial.as<float>();
   float* partialBeta = partialGamma + chunks * width;

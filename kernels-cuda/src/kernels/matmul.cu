@@ -92,7 +92,7 @@ void checkCublas(cublasStatus_t status, const char* call) {
 // Row-major C = A B is column-major C^T = B^T A^T: swap the operands and the roles of m and n.
 void matmulCublas(DType dtype, const void* a, const void* b, void* c, int64_t batch, int64_t m, int64_t n, int64_t k,
                   bool transA, bool transB, int64_t strideA, int64_t strideB, int64_t strideC) {
-  require(m <= INT32_MAX && n <= INT32_MAX && k <= INT32_MAX && batch <= INT32_MAX,
+  BS_REQUIRE(m <= INT32_MAX && n <= INT32_MAX && k <= INT32_MAX && batch <= INT32_MAX,
           "matmul: dimensions exceed cuBLAS's 32-bit limits");
   const float alpha = 1.0f, beta = 0.0f;
   cudaDataType_t type = cudaType(dtype);
@@ -123,10 +123,10 @@ void launchMatmul(DType dtype, const void* a, const void* b, void* c, int64_t ba
     return;
   }
 #endif
-  require(batch <= 65535, "matmul: batch count above 65535 is not supported by the tiled kernel");
+  BS_REQUIRE(batch <= 65535, "matmul: batch count above 65535 is not supported by the tiled kernel");
   dim3 grid(static_cast<unsigned>((n + kTileN - 1) / kTileN), static_cast<unsigned>((m + kTileM - 1) / kTileM),
             static_cast<unsigned>(batch));
-  require(grid.y <= 65535, "matmul: too many rows for the tiled kernel");
+  BS_REQUIRE(grid.y <= 65535, "matmul: too many rows for the tiled kernel");
   BS_DISPATCH_FLOAT(dtype, T, matmulTiledKernel<T><<<grid, 256, 0, stream>>>(
                                   static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(c), m, n, k,
                                   transA, transB, strideA, strideB, strideC));

@@ -1,7 +1,9 @@
 // Reductions over the middle axis of an [outer, size, inner] view, and softmax / logSoftmax over rows.
+#include <algorithm>
 #include <type_traits>
 
 #include "../kernels.h"
+#include "../memory.h"
 #include "block_reduce.cuh"
 #include "dtype.cuh"
 
@@ -113,6 +115,64 @@ __global__ void reduceStridedKernel(ReduceOp op, const T* __restrict__ x, void* 
   }
 }
 
+// Sum/Mean over the middle axis when inner > 1, for long axes: a block covers 32 adjacent outputs (a warp reads
+// 32 adjacent elements of a row) and one of `splits` ranges of the reduced axis, eight rows at a time; its eight
+// partial sums meet in shared memory. With one split it writes the result, else float32 partials that
+// columnFinishKernel adds in split order (deterministic).
+constexpr int kColumnTile = 32;
+constexpr int kColumnRows = 8;
+
+template <typename T>
+__global__ void columnSumKernel(ReduceOp op, const T* __restrict__ x, void* __restrict__ y, float* __restrict__ partials,
+                                int64_t outer, int64_t size, int64_t inner, int64_t rowsPerSplit) {
+  __shared__ float sums[kColumnRows][kColumnTile + 1];
+  const int64_t tiles = (inner + kColumnTile - 1) / kColumnTile;
+  const int64_t outerIndex = blockIdx.x / tiles;
+  const int64_t column = (blockIdx.x % tiles) * kColumnTile + threadIdx.x;
+  const int64_t begin = blockIdx.y * rowsPerSplit;
+  const int64_t end = begin + rowsPerSplit < size ? begin + rowsPerSplit : size;
+  float acc = 0.0f;
+  if (column < inner) {
+    const T* base = x + outerIndex * size * inner + column;
+    for (int64_t j = begin + threadIdx.y; j < end; j += kColumnRows) acc += toFloat<T>(base[j * inner]);
+  }
+  sums[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y != 0 || column >= inner) return;
+  float total = 0.0f;
+#pragma unroll
+  for (int r = 0; r < kColumnRows; ++r) total += sums[r][threadIdx.x];
+  const int64_t out = outerIndex * inner + column;
+  if (partials != nullptr) {
+    partials[blockIdx.y * outer * inner + out] = total;
+  } else {
+    if (op == ReduceOp::Mean) total = size > 0 ? total / static_cast<float>(size) : __builtin_nanf("");
+    static_cast<T*>(y)[out] = fromFloat<T>(total);
+  }
+}
+
+template <typename T>
+__global__ void columnFinishKernel(ReduceOp op, const float* __restrict__ partials, int splits, int64_t outputs,
+                                   int64_t size, T* __restrict__ y) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < outputs;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float total = 0.0f;
+    for (int s = 0; s < splits; ++s) total += partials[s * outputs + i];
+    if (op == ReduceOp::Mean) total = total / static_cast<float>(size);
+    y[i] = fromFloat<T>(total);
+  }
+}
+
+int multiprocessors() {
+  constexpr int kMaxDevices = 64;
+  static int counts[kMaxDevices] = {};
+  int device = 0;
+  BS_CUDA_CHECK(cudaGetDevice(&device));
+  if (device < 0 || device >= kMaxDevices) return 1;
+  if (counts[device] == 0) BS_CUDA_CHECK(cudaDeviceGetAttribute(&counts[device], cudaDevAttrMultiProcessorCount, device));
+  return counts[device];
+}
+
 template <typename T, bool Log>
 __global__ void softmaxRowsKernel(const T* __restrict__ x, T* __restrict__ y, int64_t outer, int64_t size) {
   __shared__ float scratch[32];
@@ -140,6 +200,30 @@ unsigned rowGrid(int64_t outer) { return static_cast<unsigned>(outer < 65535 * 8
 void launchReduce(ReduceOp op, DType dtype, const void* x, void* y, int64_t outer, int64_t size, int64_t inner,
                   cudaStream_t stream) {
   if (outer * inner == 0) return;
+  if (inner > 1 && dtype != DType::Int32 && (op == ReduceOp::Sum || op == ReduceOp::Mean) && size >= 64) {
+    // Enough blocks to fill the device a few times over: split the reduced axis when outputs alone are too few.
+    const int64_t tiles = outer * ((inner + kColumnTile - 1) / kColumnTile);
+    const int64_t wanted = (4 * static_cast<int64_t>(multiprocessors()) + tiles - 1) / tiles;
+    int64_t splits = std::max<int64_t>(1, std::min<int64_t>({wanted, size / 64, 65535}));
+    const int64_t rowsPerSplit = (size + splits - 1) / splits;
+    splits = (size + rowsPerSplit - 1) / rowsPerSplit;
+    const dim3 block(kColumnTile, kColumnRows);
+    const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(splits));
+    if (splits == 1) {
+      BS_DISPATCH_FLOAT(dtype, T, columnSumKernel<T><<<grid, block, 0, stream>>>(
+                                      op, static_cast<const T*>(x), y, nullptr, outer, size, inner, rowsPerSplit));
+    } else {
+      Scratch partials(static_cast<size_t>(splits * outer * inner) * sizeof(float));
+      BS_DISPATCH_FLOAT(dtype, T, {
+        columnSumKernel<T><<<grid, block, 0, stream>>>(op, static_cast<const T*>(x), y, partials.as<float>(), outer,
+                                                       size, inner, rowsPerSplit);
+        columnFinishKernel<T><<<gridFor(outer * inner), kThreads, 0, stream>>>(
+            op, partials.as<float>(), static_cast<int>(splits), outer * inner, size, static_cast<T*>(y));
+      });
+    }
+    BS_LAUNCH_CHECK("columnSumKernel");
+    return;
+  }
   BS_DISPATCH_ANY(dtype, T, {
     if (inner == 1)
       reduceRowsKernel<T><<<rowGrid(outer), kThreads, 0, stream>>>(op, static_cast<const T*>(x), y, outer, size);
