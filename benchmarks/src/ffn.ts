@@ -256,7 +256,10 @@ async function main(): Promise<void> {
   const plan: TimingPlan = values.quick
     ? { warmup: 2, minRepeats: 3, maxRepeats: 10, budgetMs: 100, minSampleMs: 5 }
     : { warmup: 3, minRepeats: 10, maxRepeats: 40, budgetMs: 400, minSampleMs: 10 };
-  const options = { heads, context, plan, synchronize: started.synchronize, setPoison: (on: boolean) => void (backend.poisonAllocations = on), profile: values.profile };
+  const options = { heads, context, plan, synchronize: started.synchronize, setPoison: (on: boolean) => {
+      backend.poisonAllocations = on;
+    },
+    profile: values.profile };
   const rows: FfnCase[] = [];
   for (const model of models) {
     for (const [dModel, hidden] of widths(values.widths)) {

@@ -69,7 +69,9 @@ function tinyOps(dtype: FloatDType, synchronize: () => void): Row[] {
   const m = randn([256], { seed: 10 });
   const v = tidy(() => cast(randn([256], { seed: 11 }), "float32"));
   const linear = new Linear(64, 64, { seed: 12 }).to(dtype);
-  const dispose = (t: Tensor | Tensor[]) => (Array.isArray(t) ? t.forEach((z) => z.dispose()) : t.dispose());
+  const dispose = (t: Tensor | Tensor[]) => {
+    for (const z of Array.isArray(t) ? t : [t]) z.dispose();
+  };
   const rows: Row[] = [
     { what: "add [16]", microseconds: perOp(() => dispose(add(a, b)), synchronize) },
     { what: "gelu [16]", microseconds: perOp(() => dispose(gelu(a)), synchronize) },

@@ -264,6 +264,15 @@ Napi::Value setCublasEnabledFn(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), cublasEnabled());
 }
 
+// setDenseSampledMode(mode): 0 auto, 1 never, 2 always take sampledMatmul through the dense GEMM; returns the previous mode.
+Napi::Value setDenseSampledModeFn(const Napi::CallbackInfo& info) {
+  Args args{info, "setDenseSampledMode"};
+  args.count(1);
+  const int64_t mode = args.size(0);
+  BS_REQUIRE(mode <= 2, "setDenseSampledMode: mode must be 0 (auto), 1 (never) or 2 (always), got " + std::to_string(mode));
+  return Napi::Number::New(info.Env(), static_cast<double>(setDenseSampledMode(static_cast<DenseSampledMode>(mode))));
+}
+
 // setAllowTf32(allow): float32 block-sparse products may use TF32 tensor cores; returns the setting.
 Napi::Value setAllowTf32Fn(const Napi::CallbackInfo& info) {
   Args args{info, "setAllowTf32"};
@@ -774,6 +783,14 @@ Napi::Value sampledMatmul(const Napi::CallbackInfo& info) {
   requireElements(args.buffer(2), dtype, product({m, pattern.rows}, "sampledMatmul"), "sampledMatmul dy");
   requireElements(args.buffer(3), dtype, product({m, pattern.cols}, "sampledMatmul"), "sampledMatmul x");
   requireElements(args.buffer(4), dtype, valuesLength(pattern), "sampledMatmul dw");
+  if (denseSampledWins(dtype, pattern, m, cublasEnabled())) {
+    // Dense dY^T X [rows, cols] through cuBLAS, then the pattern's blocks copied out.
+    Scratch dense(static_cast<size_t>(pattern.rows * pattern.cols) * dtypeSize(dtype));
+    launchMatmul(dtype, args.buffer(2).data, args.buffer(3).data, dense.as<void>(), 1, pattern.rows, pattern.cols, m,
+                 true, false, 0, 0, stream());
+    launchSampleBlocks(dtype, dense.as<void>(), args.buffer(4).data, pattern, stream());
+    return undefinedOf(info);
+  }
   // Tensor-core kernels (src/tc) first; the simple kernel when they decline the shape.
   if (!tcSampledMatmul(dtype, args.buffer(2).data, args.buffer(3).data, args.buffer(4).data, m, pattern, stream()))
     launchSampledMatmul(dtype, args.buffer(2).data, args.buffer(3).data, args.buffer(4).data, m, pattern, stream());
@@ -848,6 +865,7 @@ Napi::Object initModule(Napi::Env env, Napi::Object exports) {
   BS_EXPORT("synchronize", synchronizeFn);
   BS_EXPORT("setCublasEnabled", setCublasEnabledFn);
   BS_EXPORT("setAllowTf32", setAllowTf32Fn);
+  BS_EXPORT("setDenseSampledMode", setDenseSampledModeFn);
   BS_EXPORT("allowTf32", allowTf32Fn);
   BS_EXPORT("createPattern", createPattern);
   BS_EXPORT("freePattern", freePattern);

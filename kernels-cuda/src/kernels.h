@@ -57,6 +57,12 @@ void launchBsrLinear(DType dtype, const void* x, const void* values, const void*
                      const BsrPatternView& pattern, cudaStream_t stream);
 void launchBsrMatmul(DType dtype, const void* dy, const void* values, void* dx, int64_t m,
                      const BsrPatternView& pattern, cudaStream_t stream);
+// dW sampled from a dense product: when the dense GEMM beats the block kernels (see denseSampledWins) the addon
+// runs dY^T X into scratch and copies the pattern's blocks out.
+enum class DenseSampledMode : int32_t { Auto = 0, Never = 1, Always = 2 };
+DenseSampledMode setDenseSampledMode(DenseSampledMode mode);
+bool denseSampledWins(DType dtype, const BsrPatternView& pattern, int64_t m, bool haveDenseGemm);
+void launchSampleBlocks(DType dtype, const void* dense, void* values, const BsrPatternView& pattern, cudaStream_t stream);
 void launchSampledMatmul(DType dtype, const void* dy, const void* x, void* dw, int64_t m,
                          const BsrPatternView& pattern, cudaStream_t stream);
 void launchBlockNorms(DType dtype, const void* values, float* norms, int64_t nnzBlocks, int64_t blockSize,

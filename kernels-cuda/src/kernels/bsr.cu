@@ -264,6 +264,56 @@ void launchSampledMatmul(DType dtype, const void* dy, const void* x, void* dw, i
   BS_LAUNCH_CHECK("sampledMatmulKernel");
 }
 
+namespace {
+
+// values[k] = the R x C block of dense [rows, cols] at the k-th stored block's place.
+template <typename T>
+__global__ void sampleBlocksKernel(const T* __restrict__ dense, T* __restrict__ values, BsrPatternView pattern) {
+  const int64_t R = pattern.blockRowsSize, C = pattern.blockColsSize, blockSize = R * C;
+  const int64_t total = static_cast<int64_t>(pattern.nnzBlocks) * blockSize;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t k = i / blockSize, r = (i % blockSize) / C, c = i % C;
+    values[i] = dense[(pattern.coordBlockRow[k] * R + r) * pattern.cols + pattern.coordBlockCol[k] * C + c];
+  }
+}
+
+DenseSampledMode denseSampledMode = DenseSampledMode::Auto;
+
+}  // namespace
+
+void launchSampleBlocks(DType dtype, const void* dense, void* values, const BsrPatternView& pattern, cudaStream_t stream) {
+  const int64_t total = static_cast<int64_t>(pattern.nnzBlocks) * pattern.blockRowsSize * pattern.blockColsSize;
+  if (total == 0) return;
+  BS_DISPATCH_FLOAT(dtype, T, sampleBlocksKernel<T><<<gridFor(total), kThreads, 0, stream>>>(
+                                  static_cast<const T*>(dense), static_cast<T*>(values), pattern));
+  BS_LAUNCH_CHECK("sampleBlocksKernel");
+}
+
+DenseSampledMode setDenseSampledMode(DenseSampledMode mode) {
+  const DenseSampledMode previous = denseSampledMode;
+  denseSampledMode = mode;
+  return previous;
+}
+
+bool denseSampledWins(DType dtype, const BsrPatternView& pattern, int64_t m, bool haveDenseGemm) {
+  if (!haveDenseGemm || m == 0 || pattern.nnzBlocks == 0) return false;
+  if (denseSampledMode != DenseSampledMode::Auto) return denseSampledMode == DenseSampledMode::Always;
+  // float32 stays on the exact block kernels (TF32 only when the user allows it there).
+  if (dtype == DType::Float32) return false;
+  // The dense scratch [rows, cols] must stay modest next to the tensors themselves.
+  if (pattern.rows * pattern.cols * static_cast<int64_t>(dtypeSize(dtype)) > (int64_t{512} << 20)) return false;
+  // Dense GEMM work is 1/density times the sampled work, at the GEMM's rate; the block kernels' rate on the
+  // non-zero work, measured on H100 and H200 (docs/kernels.md), is about 0.12 (32x32), 0.25 (64x64) and 0.4
+  // (128x128) of it, and far less for other block shapes (the simple kernel). Dense wins above that density.
+  const double density =
+      static_cast<double>(pattern.nnzBlocks) / (static_cast<double>(pattern.blockRows) * pattern.blockCols);
+  const bool square = pattern.blockRowsSize == pattern.blockColsSize;
+  const int block = pattern.blockRowsSize;
+  const double breakEven = !square ? 0.05 : block == 32 ? 0.12 : block == 64 ? 0.25 : block == 128 ? 0.4 : 0.05;
+  return density >= breakEven;
+}
+
 void launchBlockNorms(DType dtype, const void* values, float* norms, int64_t nnzBlocks, int64_t blockSize,
                       cudaStream_t stream) {
   if (nnzBlocks == 0) return;

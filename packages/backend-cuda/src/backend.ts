@@ -30,6 +30,10 @@ export class CudaBuffer {
   ) {}
 }
 
+/** How sampledMatmul may use the dense GEMM (see CudaBackend.setDenseSampledMode); index = the addon's code. */
+export const DENSE_SAMPLED_MODES = ["auto", "never", "always"] as const;
+export type DenseSampledMode = (typeof DENSE_SAMPLED_MODES)[number];
+
 /** Poison bit patterns: NaN for float dtypes, 0x7fffffff for int32. */
 const POISON_BITS: Readonly<Record<DType, number>> = {
   float32: 0x7fc00000,
@@ -182,6 +186,18 @@ export class CudaBackend implements Backend {
   synchronize(): void {
     this.checkAlive();
     this.native(() => this.addon.synchronize());
+  }
+
+  /**
+   * How sampledMatmul (the weight gradient) runs: "auto" (default) takes the dense GEMM and copies the
+   * pattern's blocks out when that is faster than the block kernels (float16/bfloat16, density above the
+   * block shape's break-even, cuBLAS present; see docs/kernels.md); "never" always runs the block kernels;
+   * "always" takes the dense GEMM whenever cuBLAS is there. Returns the previous mode (process-wide).
+   */
+  setDenseSampledMode(mode: DenseSampledMode): DenseSampledMode {
+    const code = DENSE_SAMPLED_MODES.indexOf(mode);
+    if (code < 0) throw new ValueError(`setDenseSampledMode: mode must be one of ${DENSE_SAMPLED_MODES.join(", ")}, got ${JSON.stringify(mode)}`);
+    return DENSE_SAMPLED_MODES[this.native(() => this.addon.setDenseSampledMode(code as 0 | 1 | 2))] ?? "auto";
   }
 
   /** Dense matmul through cuBLAS (when built with it) or the built-in kernel. Returns whether cuBLAS is used. */

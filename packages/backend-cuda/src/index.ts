@@ -18,7 +18,7 @@ export function cudaBackend(): CudaBackend {
   return getBackendInstance("cuda") as CudaBackend;
 }
 
-export { CudaBackend, CudaBuffer, type CudaMemory } from "./backend";
+export { CudaBackend, CudaBuffer, type CudaMemory, DENSE_SAMPLED_MODES, type DenseSampledMode } from "./backend";
 export { CudaError, CudaOutOfMemoryError } from "./errors";
 export { addonCandidates, cudaAvailability } from "./loader";
 export type { BuildInfo, DeviceInfo, NativeAddon } from "./native";

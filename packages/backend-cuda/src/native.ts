@@ -148,6 +148,8 @@ export interface NativeAddon {
   /** Lets float32 block-sparse products run on the tensor cores in TF32; returns the setting (process-wide). */
   setAllowTf32(allow: boolean): boolean;
   allowTf32(): boolean;
+  /** How sampledMatmul may run through the dense GEMM: 0 auto (when it is faster), 1 never, 2 always; returns the previous mode. */
+  setDenseSampledMode(mode: 0 | 1 | 2): number;
 
   createPattern(description: PatternDescription): PatternHandle;
   freePattern(pattern: PatternHandle): void;
@@ -277,6 +279,7 @@ export const NATIVE_FUNCTIONS: readonly (keyof NativeAddon)[] = [
   "setCublasEnabled",
   "setAllowTf32",
   "allowTf32",
+  "setDenseSampledMode",
   "createPattern",
   "freePattern",
   "fillBits",

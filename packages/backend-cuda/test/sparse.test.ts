@@ -114,6 +114,50 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
     }
   }
 
+  // sampledMatmul may run as a dense GEMM plus a copy of the blocks: both routes must give the same function.
+  for (const mode of ["never", "always", "auto"] as const) {
+    test(`sampledMatmul with the dense route ${mode}: every block shape, density and dtype against float64`, () => {
+      const backend = useCuda();
+      const previous = backend.setDenseSampledMode(mode);
+      try {
+        const next = random(mode.length * 7919);
+        for (const { shape, block } of [...CASES.slice(3), { shape: [256, 384] as [number, number], block: [128, 128] as [number, number] }]) {
+          for (const density of [0.15, 0.6]) {
+            const pattern = BsrPattern.random(shape, { blockShape: block, density, seed: shape[0] + block[1] });
+            const [rows, cols] = shape;
+            const [R, C] = block;
+            for (const dtype of FLOAT_DTYPES) {
+              tidy(() => {
+                const m = 77;
+                const x = randomTensor(next, [m, cols], dtype);
+                const dy = randomTensor(next, [m, rows], dtype);
+                const dw = sampledMatmul(dy.t, x.t, pattern);
+                const { blockRow, blockCol } = pattern.coordinates;
+                const dwRef = new Float64Array(pattern.nnzBlocks * R * C);
+                for (let p = 0; p < pattern.nnzBlocks; p++)
+                  for (let r = 0; r < R; r++)
+                    for (let c = 0; c < C; c++) {
+                      let sum = 0;
+                      for (let i = 0; i < m; i++) sum += dy.values[i * rows + blockRow[p] * R + r] * x.values[i * cols + blockCol[p] * C + c];
+                      dwRef[(p * R + r) * C + c] = sum;
+                    }
+                expectClose(dw.dataSync(), dwRef, dtype, `sampledMatmul (${mode}) ${shape.join("x")} ${block.join("x")} d=${density} ${dtype}`);
+              });
+            }
+          }
+        }
+      } finally {
+        backend.setDenseSampledMode(previous);
+      }
+    });
+  }
+
+  test("setDenseSampledMode refuses an unknown mode", () => {
+    const backend = useCuda();
+    expect(() => backend.setDenseSampledMode("sometimes" as "auto")).toThrow(/setDenseSampledMode/);
+    expect(backend.setDenseSampledMode("auto")).toBe("auto");
+  });
+
   test("a single input row and an empty batch", () => {
     const next = random(99);
     const pattern = BsrPattern.random([64, 96], { blockShape: [32, 32], density: 0.5, seed: 3 });
