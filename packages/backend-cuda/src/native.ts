@@ -3,6 +3,7 @@
  * handles are plain numbers, dtypes and operations are the numeric codes below (mirroring
  * kernels-cuda/src/common.h and ops.h). Every function validates its arguments before any launch and
  * throws a `NativeError` (an Error with a `code`) on a bad argument or a CUDA failure.
+ * test/native_interface.test.ts checks the codes and NATIVE_FUNCTIONS against the C++ sources.
  */
 import type { DType } from "@blocksparse/core";
 
