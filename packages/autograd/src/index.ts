@@ -17,4 +17,4 @@ export {
   listGradients,
   registerGradient,
 } from "./registry";
-export { CLONE, NON_DIFFERENTIABLE_KERNELS, detach, isRecording, noGrad, tracksGrad } from "./tape";
+export { detach, isRecording, noGrad, tracksGrad } from "./tape";

@@ -4,27 +4,10 @@
  * graph lifetime, with dispose() in place of reference counting); its saved tensors are
  * buffer-sharing clones, disposed when the node is freed.
  */
-import { Clone, type DisposeRecord, type KernelRecord, type Tensor, keep } from "@blocksparse/core";
+import { type DisposeRecord, type KernelRecord, type Tensor, keep, kernelDeclaration } from "@blocksparse/core";
 import { AutogradError } from "./errors";
 import type { TensorMeta } from "./registry";
 import { getGradient } from "./registry";
-
-/** Kernels whose outputs never carry a gradient (integer results, creation, optimizer steps). */
-export const NON_DIFFERENTIABLE_KERNELS: ReadonlySet<string> = new Set([
-  "Fill",
-  "OneHot",
-  "Argmax",
-  "Equal",
-  "NotEqual",
-  "Less",
-  "LessEqual",
-  "Greater",
-  "GreaterEqual",
-  "AdamUpdate",
-]);
-
-/** Name of the node a differentiable `clone()` records: core's engine kernel `Clone`. */
-export const CLONE: typeof Clone = Clone;
 
 /** One differentiable input of a node: where its gradient goes. */
 export interface Edge {
@@ -130,7 +113,7 @@ export function record(
   attrs: Record<string, unknown>,
   outputs: Tensor[],
 ): void {
-  if (disabledDepth > 0 || NON_DIFFERENTIABLE_KERNELS.has(kernelName)) return;
+  if (disabledDepth > 0 || kernelDeclaration(kernelName)?.gradient === "none") return;
   const edges: Edge[] = [];
   const inputMeta: Record<string, TensorMeta | TensorMeta[]> = {};
   for (const [key, value] of Object.entries(inputs)) {

@@ -7,6 +7,7 @@ import {
   type DataId,
   type DType,
   type KernelTable,
+  POISON_BITS,
   type TensorInfo,
   ValueError,
   allocStorage,
@@ -33,14 +34,6 @@ export class CudaBuffer {
 /** How sampledMatmul may use the dense GEMM (see CudaBackend.setDenseSampledMode); index = the addon's code. */
 export const DENSE_SAMPLED_MODES = ["auto", "never", "always"] as const;
 export type DenseSampledMode = (typeof DENSE_SAMPLED_MODES)[number];
-
-/** Poison bit patterns: NaN for float dtypes, 0x7fffffff for int32. */
-const POISON_BITS: Readonly<Record<DType, number>> = {
-  float32: 0x7fc00000,
-  float16: 0x7e00,
-  bfloat16: 0x7fc0,
-  int32: 0x7fffffff,
-};
 
 /** Memory figures of the cuda backend. */
 export interface CudaMemory extends BackendMemory {

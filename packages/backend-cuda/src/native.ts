@@ -3,6 +3,7 @@
  * handles are plain numbers, dtypes and operations are the numeric codes below (mirroring
  * kernels-cuda/src/common.h and ops.h). Every function validates its arguments before any launch and
  * throws a `NativeError` (an Error with a `code`) on a bad argument or a CUDA failure.
+ * test/native_interface.test.ts checks the codes and NATIVE_FUNCTIONS against the C++ sources.
  */
 import type { DType } from "@blocksparse/core";
 
@@ -265,42 +266,45 @@ export interface NativeAddon {
   ): void;
 }
 
+// Keyed by the interface so that a function added to NativeAddon and left out here fails typecheck.
+const NATIVE_FUNCTION_SET = {
+  init: true,
+  buildInfo: true,
+  alloc: true,
+  free: true,
+  write: true,
+  read: true,
+  memory: true,
+  releaseCache: true,
+  synchronize: true,
+  setCublasEnabled: true,
+  setAllowTf32: true,
+  allowTf32: true,
+  setDenseSampledMode: true,
+  createPattern: true,
+  freePattern: true,
+  fillBits: true,
+  unary: true,
+  binary: true,
+  where: true,
+  cast: true,
+  copyStrided: true,
+  reduce: true,
+  softmax: true,
+  layerNorm: true,
+  layerNormBackward: true,
+  crossEntropy: true,
+  crossEntropyBackward: true,
+  gather: true,
+  scatterAdd: true,
+  oneHot: true,
+  matmul: true,
+  bsrLinear: true,
+  bsrMatmul: true,
+  sampledMatmul: true,
+  blockNorms: true,
+  adamUpdate: true,
+} satisfies Record<keyof NativeAddon, true>;
+
 /** The functions every addon build exports; the loader checks them before trusting the module. */
-export const NATIVE_FUNCTIONS: readonly (keyof NativeAddon)[] = [
-  "init",
-  "buildInfo",
-  "alloc",
-  "free",
-  "write",
-  "read",
-  "memory",
-  "releaseCache",
-  "synchronize",
-  "setCublasEnabled",
-  "setAllowTf32",
-  "allowTf32",
-  "setDenseSampledMode",
-  "createPattern",
-  "freePattern",
-  "fillBits",
-  "unary",
-  "binary",
-  "where",
-  "cast",
-  "copyStrided",
-  "reduce",
-  "softmax",
-  "layerNorm",
-  "layerNormBackward",
-  "crossEntropy",
-  "crossEntropyBackward",
-  "gather",
-  "scatterAdd",
-  "oneHot",
-  "matmul",
-  "bsrLinear",
-  "bsrMatmul",
-  "sampledMatmul",
-  "blockNorms",
-  "adamUpdate",
-];
+export const NATIVE_FUNCTIONS = Object.keys(NATIVE_FUNCTION_SET) as readonly (keyof NativeAddon)[];

@@ -1,5 +1,5 @@
 import type { BackendValues, DType } from "./dtypes";
-import type { KernelAttrs, KernelInputs, KernelName, KernelOutputs } from "./kernel_names";
+import type { BackendKernelName, KernelAttrs, KernelInputs, KernelName, KernelOutputs } from "./kernel_names";
 
 /**
  * An opaque handle to one buffer a backend owns. The engine uses it only as a Map key;
@@ -45,6 +45,14 @@ export type KernelFunc<K extends KernelName, B extends Backend = Backend> = {
 export type KernelTable<B extends Backend = Backend> = { [K in KernelName]?: KernelFunc<K, B> };
 
 /**
+ * A table holding every backend kernel: write a backend's table as
+ * `{ ... } satisfies CompleteKernelTable<MyBackend>` so that a kernel it forgets (or one
+ * added to the catalogue later) fails typecheck. A kernel it does not implement itself
+ * is an explicit `delegateToJs("Name")` entry.
+ */
+export type CompleteKernelTable<B extends Backend = Backend> = { [K in BackendKernelName]: KernelFunc<K, B> };
+
+/**
  * A kernel backend: memory plus a table of kernels. Everything is synchronous except
  * `read`, so a native addon can implement it over N-API without threads.
  */
@@ -54,9 +62,10 @@ export interface Backend {
   /** Its kernels keyed by kernel name (see kernel_names.ts). */
   readonly kernels: KernelTable;
   /**
-   * When true, every buffer `allocate` returns (fresh or reused) is filled with a
-   * poison value: NaN bits for float dtypes, 0x7fffffff for int32, so an output element
-   * a kernel forgets to write shows up. The conformance suite turns it on.
+   * When true, every buffer `allocate` returns (fresh or reused) is filled with the
+   * dtype's POISON_BITS (a quiet NaN for float dtypes: 0x7fc00000 float32, 0x7e00 float16,
+   * 0x7fc0 bfloat16; 0x7fffffff for int32), so an output element a kernel forgets to write
+   * shows up. The conformance suite turns it on.
    */
   poisonAllocations: boolean;
   /** A new buffer for `size` elements of `dtype`; its contents are unspecified unless poisoned. */

@@ -21,6 +21,17 @@ export type BackendValues = Float32Array | Uint16Array | Int32Array;
 /** What `Tensor.data()` returns: half types are widened to Float32Array. */
 export type TensorValues = Float32Array | Int32Array;
 
+/**
+ * What a poisoned allocation holds (see Backend.poisonAllocations), as the bits of one element:
+ * a quiet NaN for each float dtype, int32's largest value.
+ */
+export const POISON_BITS: Readonly<Record<DType, number>> = {
+  float32: 0x7fc00000,
+  float16: 0x7e00,
+  bfloat16: 0x7fc0,
+  int32: 0x7fffffff,
+};
+
 export function isDType(value: unknown): value is DType {
   return typeof value === "string" && (DTYPES as readonly string[]).includes(value);
 }

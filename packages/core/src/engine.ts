@@ -9,7 +9,7 @@ import {
   ValueError,
 } from "./errors";
 import { bfloat16BitsToFloat32Array, float16BitsToFloat32Array } from "./half";
-import type { KernelAttrs, KernelInputs, KernelName, KernelOutputs } from "./kernel_names";
+import { KERNEL_CATALOGUE, type KernelAttrs, type KernelInputs, type KernelName, type KernelOutputs } from "./kernel_names";
 import { formatShape, sizeOf } from "./shape";
 import { Tensor, type TensorStorage } from "./tensor";
 
@@ -423,10 +423,8 @@ export class Engine {
   }
 }
 
-const MULTI_OUTPUT: ReadonlySet<string> = new Set(["LayerNorm", "LayerNormBackward", "AdamUpdate"]);
-
-function isMultiOutput(kernelName: string): boolean {
-  return MULTI_OUTPUT.has(kernelName);
+function isMultiOutput(kernelName: KernelName): boolean {
+  return KERNEL_CATALOGUE[kernelName].outputs > 1;
 }
 
 function collectTensors(value: unknown, into: Set<Tensor>, depth = 0): void {

@@ -1,6 +1,16 @@
 export const version = "0.1.0";
 
-export type { Backend, BackendFactory, BackendMemory, DataId, KernelArgs, KernelFunc, KernelTable, TensorInfo } from "./backend";
+export type {
+  Backend,
+  BackendFactory,
+  BackendMemory,
+  CompleteKernelTable,
+  DataId,
+  KernelArgs,
+  KernelFunc,
+  KernelTable,
+  TensorInfo,
+} from "./backend";
 export * from "./dtypes";
 export * from "./errors";
 export {
@@ -49,4 +59,5 @@ export * from "./ops/sparse";
 import { JsBackend } from "./backends/js";
 import { registerBackend as registerBackendForJs } from "./engine";
 export { JsBackend } from "./backends/js";
+export { type DelegatedKernel, delegateToJs, delegatedKernels } from "./backends/js/delegate";
 registerBackendForJs("js", () => new JsBackend(), 1);

@@ -309,36 +309,173 @@ export type KernelInputs<K extends KernelName> = KernelSpecs[K]["inputs"];
 export type KernelAttrs<K extends KernelName> = KernelSpecs[K]["attrs"];
 export type KernelOutputs<K extends KernelName> = KernelSpecs[K]["outputs"];
 
+// ---------------------------------------------------------------- the catalogue
+
+/**
+ * How a kernel's outputs get gradients: "rule" (autograd registers a gradient for it),
+ * "none" (its outputs never carry one: integer results, creation, optimizer steps),
+ * "backward-only" (it only runs inside other kernels' gradients).
+ */
+export type GradientKind = "rule" | "none" | "backward-only";
+
+/** Where a kernel is documented, tested and implemented (one file per family in each place). */
+export type KernelFamily = "shape" | "elementwise" | "reduction" | "nn" | "products" | "optimizer";
+
+/**
+ * Kernels of one uniform signature that a backend can implement with one parameterised
+ * function: "unary" {x} no attrs, "binary" {a, b} broadcasting, "comparison" {a, b} -> int32 0/1.
+ */
+export type KernelForm = "unary" | "binary" | "comparison";
+
+/** How many tensors a kernel returns: 1 for a single output, the tuple's length otherwise. */
+export type OutputCount<K extends KernelName> = K extends KernelName
+  ? KernelOutputs<K> extends readonly TensorInfo[]
+    ? KernelOutputs<K>["length"]
+    : 1
+  : never;
+
+/** One kernel's declaration: everything but its typed inputs/attributes (those are in KernelSpecs). */
+export interface KernelDeclaration<K extends KernelName = KernelName> {
+  readonly family: KernelFamily;
+  readonly form?: KernelForm;
+  /** Tensors returned; more than one means the op receives an array. */
+  readonly outputs: OutputCount<K>;
+  readonly gradient: GradientKind;
+  /** The dtypes the kernel's main (first float-or-any) input takes; its ops reject the others. */
+  readonly dtypes: readonly DType[];
+  /** "engine": the engine runs it itself (metadata only); backends leave it out of their table. */
+  readonly implementedBy: "engine" | "backend";
+}
+
+const ANY: readonly DType[] = ["float32", "float16", "bfloat16", "int32"];
+const FLOAT: readonly DType[] = ["float32", "float16", "bfloat16"];
+
+const shape = (gradient: GradientKind, dtypes = ANY) =>
+  ({ family: "shape", outputs: 1, gradient, dtypes, implementedBy: "backend" }) as const;
+const unary = (dtypes: readonly DType[]) =>
+  ({ family: "elementwise", form: "unary", outputs: 1, gradient: "rule", dtypes, implementedBy: "backend" }) as const;
+const binary = (dtypes: readonly DType[]) =>
+  ({ family: "elementwise", form: "binary", outputs: 1, gradient: "rule", dtypes, implementedBy: "backend" }) as const;
+const comparison = { family: "elementwise", form: "comparison", outputs: 1, gradient: "none", dtypes: ANY, implementedBy: "backend" } as const;
+const reduction = (gradient: GradientKind, dtypes: readonly DType[]) =>
+  ({ family: "reduction", outputs: 1, gradient, dtypes, implementedBy: "backend" }) as const;
+const nn = <N extends 1 | 3>(outputs: N, gradient: GradientKind) =>
+  ({ family: "nn", outputs, gradient, dtypes: FLOAT, implementedBy: "backend" }) as const;
+const product = { family: "products", outputs: 1, gradient: "rule", dtypes: FLOAT, implementedBy: "backend" } as const;
+
+/**
+ * Every kernel, declared once, in declaration order. Every list of kernels (the backend
+ * table's keys, multi-output kernels, autograd's non-differentiable and backward-only sets,
+ * the uniform forms) is derived from it; `satisfies` makes a kernel added to KernelSpecs
+ * without an entry here (or with the wrong output count) a compile error.
+ */
+export const KERNEL_CATALOGUE = {
+  Fill: shape("none"),
+  Cast: shape("rule"),
+  Reshape: { ...shape("rule"), implementedBy: "engine" },
+  Clone: { ...shape("rule"), implementedBy: "engine" },
+  BroadcastTo: shape("rule"),
+  Transpose: shape("rule"),
+  Slice: shape("rule"),
+  Concat: shape("rule"),
+  Gather: shape("rule"),
+  ScatterAdd: shape("rule"),
+  OneHot: shape("none"),
+
+  Neg: unary(ANY),
+  Abs: unary(ANY),
+  Exp: unary(FLOAT),
+  Log: unary(FLOAT),
+  Sqrt: unary(FLOAT),
+  Rsqrt: unary(FLOAT),
+  Tanh: unary(FLOAT),
+  Sigmoid: unary(FLOAT),
+  Relu: unary(ANY),
+  Square: unary(ANY),
+  Gelu: { family: "elementwise", outputs: 1, gradient: "rule", dtypes: FLOAT, implementedBy: "backend" },
+  GeluBackward: { family: "elementwise", outputs: 1, gradient: "backward-only", dtypes: FLOAT, implementedBy: "backend" },
+
+  Add: binary(ANY),
+  Sub: binary(ANY),
+  Mul: binary(ANY),
+  Div: binary(FLOAT),
+  Maximum: binary(ANY),
+  Minimum: binary(ANY),
+  Pow: binary(FLOAT),
+  Equal: comparison,
+  NotEqual: comparison,
+  Less: comparison,
+  LessEqual: comparison,
+  Greater: comparison,
+  GreaterEqual: comparison,
+  Where: { family: "elementwise", outputs: 1, gradient: "rule", dtypes: ANY, implementedBy: "backend" },
+
+  Sum: reduction("rule", ANY),
+  Mean: reduction("rule", FLOAT),
+  Max: reduction("rule", ANY),
+  Min: reduction("rule", ANY),
+  Argmax: reduction("none", ANY),
+
+  Softmax: nn(1, "rule"),
+  LogSoftmax: nn(1, "rule"),
+  LayerNorm: nn(3, "rule"),
+  LayerNormBackward: nn(3, "backward-only"),
+  CrossEntropy: nn(1, "rule"),
+  CrossEntropyBackward: nn(1, "backward-only"),
+
+  MatMul: product,
+  BsrLinear: product,
+  BsrMatmul: product,
+  SampledMatmul: product,
+  BlockNorms: product,
+
+  AdamUpdate: { family: "optimizer", outputs: 3, gradient: "none", dtypes: FLOAT, implementedBy: "backend" },
+} as const satisfies { readonly [K in KernelName]: KernelDeclaration<K> };
+
+type Catalogue = typeof KERNEL_CATALOGUE;
+type NamesWhere<P> = { [K in KernelName]: Catalogue[K] extends P ? K : never }[KernelName];
+
+/** Kernels the engine implements itself (Reshape, Clone). */
+export type EngineKernelName = NamesWhere<{ implementedBy: "engine" }>;
+/** Kernels every backend's table holds: all of them but the engine's own. */
+export type BackendKernelName = Exclude<KernelName, EngineKernelName>;
+export type UnaryKernelName = NamesWhere<{ form: "unary" }>;
+export type BinaryKernelName = NamesWhere<{ form: "binary" }>;
+export type ComparisonKernelName = NamesWhere<{ form: "comparison" }>;
+
+/** The kernel's declaration, or undefined for a name that is not a kernel. */
+export function kernelDeclaration(kernelName: string): KernelDeclaration | undefined {
+  return Object.hasOwn(KERNEL_CATALOGUE, kernelName) ? KERNEL_CATALOGUE[kernelName as KernelName] : undefined;
+}
+
 /** Every kernel name, in declaration order. */
-export const KERNEL_NAMES: readonly KernelName[] = [
-  Fill, Cast, Reshape, Clone, BroadcastTo, Transpose, Slice, Concat, Gather, ScatterAdd, OneHot,
-  Neg, Abs, Exp, Log, Sqrt, Rsqrt, Tanh, Sigmoid, Relu, Square, Gelu, GeluBackward,
-  Add, Sub, Mul, Div, Maximum, Minimum, Pow,
-  Equal, NotEqual, Less, LessEqual, Greater, GreaterEqual, Where,
-  Sum, Mean, Max, Min, Argmax,
-  Softmax, LogSoftmax, LayerNorm, LayerNormBackward, CrossEntropy, CrossEntropyBackward,
-  MatMul, BsrLinear, BsrMatmul, SampledMatmul, BlockNorms,
-  AdamUpdate,
-];
+export const KERNEL_NAMES = Object.keys(KERNEL_CATALOGUE) as readonly KernelName[];
+
+function kernelsWhere<N extends KernelName>(test: (declaration: KernelDeclaration) => boolean): readonly N[] {
+  return KERNEL_NAMES.filter((name) => test(KERNEL_CATALOGUE[name])) as N[];
+}
 
 /** Kernels the engine implements itself; a backend's table leaves them out. */
-export const ENGINE_KERNELS: readonly KernelName[] = [Reshape, Clone];
-
+export const ENGINE_KERNELS = kernelsWhere<EngineKernelName>((k) => k.implementedBy === "engine");
 /** Kernels every backend must implement: all of them but the engine's own. */
-export const BACKEND_KERNELS: readonly KernelName[] = KERNEL_NAMES.filter((k) => !ENGINE_KERNELS.includes(k));
-
+export const BACKEND_KERNELS = kernelsWhere<BackendKernelName>((k) => k.implementedBy === "backend");
 /** The unary elementwise kernels taking {x} and no attrs. */
-export const UNARY_KERNELS = [Neg, Abs, Exp, Log, Sqrt, Rsqrt, Tanh, Sigmoid, Relu, Square] as const;
+export const UNARY_KERNELS = kernelsWhere<UnaryKernelName>((k) => k.form === "unary");
 /** The arithmetic binary kernels taking {a, b} (broadcasting) and no attrs. */
-export const BINARY_KERNELS = [Add, Sub, Mul, Div, Maximum, Minimum, Pow] as const;
+export const BINARY_KERNELS = kernelsWhere<BinaryKernelName>((k) => k.form === "binary");
 /** The comparison kernels taking {a, b} (broadcasting) and returning int32 0/1. */
-export const COMPARISON_KERNELS = [Equal, NotEqual, Less, LessEqual, Greater, GreaterEqual] as const;
-
-export type UnaryKernelName = (typeof UNARY_KERNELS)[number];
-export type BinaryKernelName = (typeof BINARY_KERNELS)[number];
-export type ComparisonKernelName = (typeof COMPARISON_KERNELS)[number];
-
+export const COMPARISON_KERNELS = kernelsWhere<ComparisonKernelName>((k) => k.form === "comparison");
 /** Unary and binary kernels that also accept int32 (the rest are float only). */
-export const INT32_ELEMENTWISE: readonly KernelName[] = [Neg, Abs, Relu, Square, Add, Sub, Mul, Maximum, Minimum];
+export const INT32_ELEMENTWISE = kernelsWhere(
+  (k) => (k.form === "unary" || k.form === "binary") && k.dtypes.includes("int32"),
+);
+/** Kernels returning more than one tensor (the op receives an array). */
+export const MULTI_OUTPUT_KERNELS = kernelsWhere((k) => k.outputs > 1);
+/** Kernels whose outputs never carry a gradient (integer results, creation, optimizer steps). */
+export const NON_DIFFERENTIABLE_KERNELS = kernelsWhere((k) => k.gradient === "none");
+/** Kernels that only run inside other kernels' gradients (they need no gradient of their own). */
+export const BACKWARD_ONLY_KERNELS = kernelsWhere((k) => k.gradient === "backward-only");
+/** Kernels autograd must hold a gradient rule for. */
+export const DIFFERENTIABLE_KERNELS = kernelsWhere((k) => k.gradient === "rule");
 
 export type { FloatDType };

@@ -5,13 +5,17 @@ import {
   type DataId,
   type DType,
   type KernelTable,
+  POISON_BITS,
   allocStorage,
   broadcastShapes,
   bytesPerElement,
   sizeOf,
 } from "@blocksparse/core";
 
-/** A minimal backend for engine tests: float32 Fill and same-shape Add, plus an optional leaky kernel. */
+/**
+ * A minimal backend for engine tests: host memory of its own, float32 Fill and same-shape Add,
+ * plus an optional leaky kernel, or a table given by the test.
+ */
 export class ToyBackend implements Backend {
   readonly kernels: KernelTable<ToyBackend>;
   poisonAllocations = false;
@@ -19,9 +23,9 @@ export class ToyBackend implements Backend {
 
   constructor(
     readonly name: string,
-    options: { leakyNeg?: boolean } = {},
+    options: { leakyNeg?: boolean; kernels?: KernelTable<ToyBackend> } = {},
   ) {
-    this.kernels = {
+    this.kernels = options.kernels ?? {
       Fill: ({ attrs, backend }) => {
         const dataId = backend.allocate(attrs.dtype, sizeOf(attrs.shape));
         backend.values(dataId).fill(attrs.value);
@@ -57,7 +61,9 @@ export class ToyBackend implements Backend {
 
   allocate(dtype: DType, size: number): DataId {
     const dataId = {};
-    this.buffers.set(dataId, { values: allocStorage(dtype, size), dtype });
+    const values = allocStorage(dtype, size);
+    if (this.poisonAllocations) values.fill(dtype === "float32" ? Number.NaN : POISON_BITS[dtype]);
+    this.buffers.set(dataId, { values, dtype });
     return dataId;
   }
 

@@ -1,12 +1,4 @@
-import {
-  BINARY_KERNELS,
-  COMPARISON_KERNELS,
-  type KernelArgs,
-  type KernelName,
-  type KernelOutputs,
-  type KernelTable,
-  UNARY_KERNELS,
-} from "@blocksparse/core";
+import type { CompleteKernelTable } from "@blocksparse/core";
 import type { CudaBackend } from "../backend";
 import { binaryKernel, geluBackwardKernel, geluKernel, unaryKernel, whereKernel } from "./elementwise";
 import { adamUpdateKernel, crossEntropyBackwardKernel, crossEntropyKernel, layerNormBackwardKernel, layerNormKernel } from "./nn";
@@ -24,49 +16,69 @@ import {
   transposeKernel,
 } from "./shape";
 
-type Kernel<K extends KernelName> = (args: KernelArgs<K, CudaBackend>) => KernelOutputs<K>;
-
 /** Each kernel runs through backend.runKernel: typed errors, and no output left behind if it throws. */
-function guarded<K extends KernelName>(kernel: Kernel<K>): Kernel<K> {
+function guarded<A extends { backend: CudaBackend }, R>(kernel: (args: A) => R): (args: A) => R {
   return (args) => args.backend.runKernel(() => kernel(args));
 }
 
-const table: { [K in KernelName]?: Kernel<K> } = {
-  Fill: fillKernel,
-  Cast: castKernel,
-  BroadcastTo: broadcastToKernel,
-  Transpose: transposeKernel,
-  Slice: sliceKernel,
-  Concat: concatKernel,
-  Gather: gatherKernel,
-  ScatterAdd: scatterAddKernel,
-  OneHot: oneHotKernel,
-  Gelu: geluKernel,
-  GeluBackward: geluBackwardKernel,
-  Where: whereKernel,
-  Sum: reduceKernel("Sum"),
-  Mean: reduceKernel("Mean"),
-  Max: reduceKernel("Max"),
-  Min: reduceKernel("Min"),
-  Argmax: argmaxKernel,
-  Softmax: softmaxKernel,
-  LogSoftmax: logSoftmaxKernel,
-  LayerNorm: layerNormKernel,
-  LayerNormBackward: layerNormBackwardKernel,
-  CrossEntropy: crossEntropyKernel,
-  CrossEntropyBackward: crossEntropyBackwardKernel,
-  MatMul: matmulKernel,
-  BsrLinear: bsrLinearKernel,
-  BsrMatmul: bsrMatmulKernel,
-  SampledMatmul: sampledMatmulKernel,
-  BlockNorms: blockNormsKernel,
-  AdamUpdate: adamUpdateKernel,
-};
-for (const name of UNARY_KERNELS) table[name] = unaryKernel(name);
-for (const name of BINARY_KERNELS) table[name] = binaryKernel(name, false);
-for (const name of COMPARISON_KERNELS) table[name] = binaryKernel(name, true);
+/** Every kernel the cuda backend implements: all of core's backend kernels (a missing one fails typecheck). */
+export const cudaKernels = {
+  Fill: guarded(fillKernel),
+  Cast: guarded(castKernel),
+  BroadcastTo: guarded(broadcastToKernel),
+  Transpose: guarded(transposeKernel),
+  Slice: guarded(sliceKernel),
+  Concat: guarded(concatKernel),
+  Gather: guarded(gatherKernel),
+  ScatterAdd: guarded(scatterAddKernel),
+  OneHot: guarded(oneHotKernel),
 
-/** Every kernel the cuda backend implements (all of core's BACKEND_KERNELS). */
-export const cudaKernels: KernelTable<CudaBackend> = Object.fromEntries(
-  Object.entries(table).map(([name, kernel]) => [name, guarded(kernel as Kernel<KernelName>)]),
-) as KernelTable<CudaBackend>;
+  Neg: guarded(unaryKernel("Neg")),
+  Abs: guarded(unaryKernel("Abs")),
+  Exp: guarded(unaryKernel("Exp")),
+  Log: guarded(unaryKernel("Log")),
+  Sqrt: guarded(unaryKernel("Sqrt")),
+  Rsqrt: guarded(unaryKernel("Rsqrt")),
+  Tanh: guarded(unaryKernel("Tanh")),
+  Sigmoid: guarded(unaryKernel("Sigmoid")),
+  Relu: guarded(unaryKernel("Relu")),
+  Square: guarded(unaryKernel("Square")),
+  Gelu: guarded(geluKernel),
+  GeluBackward: guarded(geluBackwardKernel),
+
+  Add: guarded(binaryKernel("Add", false)),
+  Sub: guarded(binaryKernel("Sub", false)),
+  Mul: guarded(binaryKernel("Mul", false)),
+  Div: guarded(binaryKernel("Div", false)),
+  Maximum: guarded(binaryKernel("Maximum", false)),
+  Minimum: guarded(binaryKernel("Minimum", false)),
+  Pow: guarded(binaryKernel("Pow", false)),
+  Equal: guarded(binaryKernel("Equal", true)),
+  NotEqual: guarded(binaryKernel("NotEqual", true)),
+  Less: guarded(binaryKernel("Less", true)),
+  LessEqual: guarded(binaryKernel("LessEqual", true)),
+  Greater: guarded(binaryKernel("Greater", true)),
+  GreaterEqual: guarded(binaryKernel("GreaterEqual", true)),
+  Where: guarded(whereKernel),
+
+  Sum: guarded(reduceKernel("Sum")),
+  Mean: guarded(reduceKernel("Mean")),
+  Max: guarded(reduceKernel("Max")),
+  Min: guarded(reduceKernel("Min")),
+  Argmax: guarded(argmaxKernel),
+
+  Softmax: guarded(softmaxKernel),
+  LogSoftmax: guarded(logSoftmaxKernel),
+  LayerNorm: guarded(layerNormKernel),
+  LayerNormBackward: guarded(layerNormBackwardKernel),
+  CrossEntropy: guarded(crossEntropyKernel),
+  CrossEntropyBackward: guarded(crossEntropyBackwardKernel),
+
+  MatMul: guarded(matmulKernel),
+  BsrLinear: guarded(bsrLinearKernel),
+  BsrMatmul: guarded(bsrMatmulKernel),
+  SampledMatmul: guarded(sampledMatmulKernel),
+  BlockNorms: guarded(blockNormsKernel),
+
+  AdamUpdate: guarded(adamUpdateKernel),
+} satisfies CompleteKernelTable<CudaBackend>;

@@ -1,5 +1,5 @@
 import type { Backend, BackendMemory, DataId, KernelTable, TensorInfo } from "../../backend";
-import { type BackendValues, type DType, allocStorage, bytesPerElement, isStorageOf } from "../../dtypes";
+import { type BackendValues, type DType, POISON_BITS, allocStorage, bytesPerElement, isStorageOf } from "../../dtypes";
 import { BackendError, ValueError } from "../../errors";
 import {
   bfloat16BitsToFloat32Array,
@@ -19,14 +19,9 @@ export class JsBuffer {
   ) {}
 }
 
-const NAN_F16 = 0x7e00;
-const NAN_BF16 = 0x7fc0;
-const INT32_POISON = 0x7fffffff;
-
 function poison(values: BackendValues, dtype: DType): void {
   if (dtype === "float32") values.fill(Number.NaN);
-  else if (dtype === "int32") values.fill(INT32_POISON);
-  else values.fill(dtype === "float16" ? NAN_F16 : NAN_BF16);
+  else values.fill(POISON_BITS[dtype]);
 }
 
 /** A float32 view of an output: for float32 the buffer itself, for halves a scratch array stored on `commit`. */

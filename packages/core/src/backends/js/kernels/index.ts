@@ -1,4 +1,4 @@
-import type { KernelTable } from "../../../backend";
+import type { CompleteKernelTable } from "../../../backend";
 import type { JsBackend } from "../backend";
 import { binaryKernel, geluBackwardKernel, geluKernel, unaryKernel, whereKernel } from "./elementwise";
 import {
@@ -25,7 +25,7 @@ import {
 } from "./shape";
 
 /** Every kernel of the js backend, keyed by kernel name (Reshape is the engine's). */
-export const jsKernels: KernelTable<JsBackend> = {
+export const jsKernels = {
   Fill: fillKernel,
   Cast: castKernel,
   BroadcastTo: broadcastToKernel,
@@ -84,4 +84,4 @@ export const jsKernels: KernelTable<JsBackend> = {
   BlockNorms: blockNormsKernel,
 
   AdamUpdate: adamUpdateKernel,
-};
+} satisfies CompleteKernelTable<JsBackend>;
