@@ -6,13 +6,15 @@ import { PIXELS } from "./data";
 import { FIRST_LAYER_BLOCK, HIDDEN_LAYER_BLOCK } from "./model";
 import { progressHooks } from "./progress";
 import { formatTable, percent } from "./report";
-import { DEFAULT_OPTIONS, type MnistOptions, type PatchFrom, trainMnist } from "./train";
+import { DEFAULT_OPTIONS, type MnistOptions, type PatchFrom, computeDtype, trainMnist } from "./train";
 
 const USAGE = `Train an MLP on MNIST dense and block-sparse, and compare them.
 
   --epochs N          epochs per model (default ${DEFAULT_OPTIONS.epochs})
   --density LIST      densities of the block-sparse models, comma-separated (default ${DEFAULT_OPTIONS.densities.join(",")})
   --backend NAME      js or cuda (default: cuda when it starts here, else js)
+  --dtype TYPE        auto, float32, bfloat16 or float16 (default auto: bfloat16 mixed precision on cuda,
+                      float32 on js)
   --batch-size N      (default ${DEFAULT_OPTIONS.batchSize})
   --hidden N          hidden width, a multiple of 32 (default ${DEFAULT_OPTIONS.hidden})
   --seed N            (default ${DEFAULT_OPTIONS.seed})
@@ -30,6 +32,7 @@ function parseOptions(argv: string[]): Partial<MnistOptions> | null {
       epochs: { type: "string" },
       density: { type: "string", multiple: true },
       backend: { type: "string" },
+      dtype: { type: "string" },
       "batch-size": { type: "string" },
       hidden: { type: "string" },
       seed: { type: "string" },
@@ -60,6 +63,7 @@ function parseOptions(argv: string[]): Partial<MnistOptions> | null {
     options.densities = values.density.flatMap((list) => list.split(",")).filter((item) => item.trim() !== "").map(Number);
   }
   if (values.backend !== undefined) options.backend = values.backend;
+  if (values.dtype !== undefined) options.dtype = values.dtype as MnistOptions["dtype"];
   if (values["patch-from"] !== undefined) options.patchFrom = values["patch-from"] as PatchFrom;
   return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined));
 }
@@ -78,7 +82,7 @@ async function main(): Promise<void> {
   // Starting the backend here puts the cuda fallback warning (if any) above the header.
   const backend = getBackendInstance().name;
   console.log(
-    `MNIST MLP ${PIXELS}-${options.hidden}-${options.hidden}-10 on '${backend}': ${options.trainSize} training and ` +
+    `MNIST MLP ${PIXELS}-${options.hidden}-${options.hidden}-10 on '${backend}' in ${computeDtype(options.dtype ?? "auto")}: ${options.trainSize} training and ` +
       `${options.testSize} test digits, ${options.epochs} epochs, batch ${options.batchSize}, Adam lr ${options.learningRate}.`,
   );
   console.log(

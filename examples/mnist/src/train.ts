@@ -1,5 +1,5 @@
 import { backward, noGrad } from "@blocksparse/autograd";
-import { type Tensor, argmax, getBackend, setBackend, tensor, tidy } from "@blocksparse/core";
+import { type FloatDType, type Tensor, argmax, cast, getBackend, setBackend, tensor, tidy } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
 import { Adam, type Module, crossEntropy, disposeStateDict, parameterCount, weightBytes } from "@blocksparse/nn";
 import type { PatchReport } from "@blocksparse/patcher";
@@ -24,6 +24,11 @@ export interface MnistOptions {
   patchFrom: PatchFrom;
   /** A registered backend to run on ("js", "cuda"); default: the engine's choice. */
   backend?: string;
+  /**
+   * The dtype the models compute in: "auto" (default) is bfloat16 mixed precision on cuda (the tensor
+   * cores; Adam keeps float32 master weights and state) and float32 elsewhere.
+   */
+  dtype: "auto" | FloatDType;
 }
 
 export const DEFAULT_OPTIONS: MnistOptions = {
@@ -36,7 +41,14 @@ export const DEFAULT_OPTIONS: MnistOptions = {
   trainSize: 8000,
   testSize: 2000,
   patchFrom: "init",
+  dtype: "auto",
 };
+
+/** The dtype "auto" stands for on the active backend: bfloat16 on a GPU, float32 on a CPU. */
+export function computeDtype(requested: "auto" | FloatDType): FloatDType {
+  if (requested !== "auto") return requested;
+  return getBackend() === "cuda" ? "bfloat16" : "float32";
+}
 
 export interface ModelResult {
   name: string;
@@ -57,6 +69,8 @@ export interface ModelResult {
 export interface MnistReport {
   options: MnistOptions;
   backend: string;
+  /** The dtype the models computed in (options.dtype resolved). */
+  dtype: FloatDType;
   trainSize: number;
   testSize: number;
   models: ModelResult[];
@@ -91,11 +105,14 @@ export async function trainMnist(partial: Partial<MnistOptions> = {}, hooks: Tra
   const options: MnistOptions = { ...DEFAULT_OPTIONS, ...partial };
   checkOptions(options);
   if (options.backend !== undefined) setBackend(options.backend);
+  const dtype = computeDtype(options.dtype);
   const data = loadMnist(options);
 
   const dense = new Mlp(options.hidden, options.seed);
   const denseResult = emptyResult("dense", 1);
+  // The sparse models start from the float32 initialisation, as the dense one does.
   let patchSource = options.patchFrom === "init" ? dense.stateDict() : null;
+  dense.to(dtype);
   trainEpochs(dense, denseResult, data, options, hooks, 0, (epoch) => {
     if (epoch === 1 && options.patchFrom === "trained") patchSource = dense.stateDict();
   });
@@ -108,9 +125,10 @@ export async function trainMnist(partial: Partial<MnistOptions> = {}, hooks: Tra
     const model = new Mlp(options.hidden, options.seed);
     model.loadStateDict(patchSource);
     const report = patchAndRelease(model, density);
+    model.to(dtype);
     const result = emptyResult(sparseName(density), density);
     result.patchReport = report;
-    result.accuracyAfterPatch = evaluate(model, data.test, options.batchSize);
+    result.accuracyAfterPatch = evaluate(model, data.test, options.batchSize, dtype);
     hooks.onPatched?.(result.name, report, result.accuracyAfterPatch);
     const firstEpoch = options.patchFrom === "trained" ? 1 : 0;
     trainEpochs(model, result, data, options, hooks, firstEpoch);
@@ -119,7 +137,7 @@ export async function trainMnist(partial: Partial<MnistOptions> = {}, hooks: Tra
     models.push(result);
   }
   disposeStateDict(patchSource);
-  return { options, backend: getBackend(), trainSize: data.train.count, testSize: data.test.count, models };
+  return { options, backend: getBackend(), dtype, trainSize: data.train.count, testSize: data.test.count, models };
 }
 
 function checkOptions(options: MnistOptions): void {
@@ -132,6 +150,9 @@ function checkOptions(options: MnistOptions): void {
     if (!(density > 0 && density <= 1)) throw new RangeError(`density: expected numbers in (0, 1], got ${density}`);
   }
   if (!(options.learningRate > 0)) throw new RangeError(`learningRate: expected a positive number, got ${options.learningRate}`);
+  if (options.dtype !== "auto" && options.dtype !== "float32" && options.dtype !== "bfloat16" && options.dtype !== "float16") {
+    throw new RangeError(`dtype: expected auto, float32, bfloat16 or float16, got ${String(options.dtype)}`);
+  }
   if (options.patchFrom !== "trained" && options.patchFrom !== "init") {
     throw new RangeError(`patchFrom: expected "trained" or "init", got ${String(options.patchFrom)}`);
   }
@@ -167,7 +188,7 @@ function trainEpochs(
     for (let step = 0; step < steps; step++) {
       const batch = order.subarray(step * options.batchSize, (step + 1) * options.batchSize);
       const loss = tidy(() => {
-        const [images, labels] = batchTensors(train, batch);
+        const [images, labels] = batchTensors(train, batch, computeDtype(options.dtype));
         const lossTensor = crossEntropy(model.forward(images), labels);
         backward(lossTensor);
         return lossTensor.item();
@@ -189,23 +210,25 @@ function trainEpochs(
 }
 
 function finishResult(result: ModelResult, model: Mlp, test: MnistSplit, options: MnistOptions): void {
-  result.testAccuracy = evaluate(model, test, options.batchSize);
+  result.testAccuracy = evaluate(model, test, options.batchSize, computeDtype(options.dtype));
   result.parameters = parameterCount(model);
   result.weightBytes = weightBytes(model);
 }
 
-function batchTensors(split: MnistSplit, batch: Int32Array): [Tensor, Tensor] {
+/** Images [batch, PIXELS] in the model's dtype and int32 labels. */
+function batchTensors(split: MnistSplit, batch: Int32Array, dtype: FloatDType): [Tensor, Tensor] {
   const images = new Float32Array(batch.length * PIXELS);
   const labels = new Int32Array(batch.length);
   for (let i = 0; i < batch.length; i++) {
     images.set(split.images.subarray(batch[i] * PIXELS, (batch[i] + 1) * PIXELS), i * PIXELS);
     labels[i] = split.labels[batch[i]];
   }
-  return [tensor(images, [batch.length, PIXELS]), tensor(labels, [batch.length], "int32")];
+  const pixels = tensor(images, [batch.length, PIXELS]);
+  return [dtype === "float32" ? pixels : cast(pixels, dtype), tensor(labels, [batch.length], "int32")];
 }
 
 /** Fraction of `split` the model classifies correctly. */
-export function evaluate(model: Mlp, split: MnistSplit, batchSize: number): number {
+export function evaluate(model: Mlp, split: MnistSplit, batchSize: number, dtype: FloatDType = model.dtype ?? "float32"): number {
   model.eval();
   let correct = 0;
   const evalBatch = Math.max(batchSize, 500);
@@ -213,7 +236,7 @@ export function evaluate(model: Mlp, split: MnistSplit, batchSize: number): numb
     const indices = Int32Array.from({ length: Math.min(evalBatch, split.count - start) }, (_, i) => start + i);
     const predicted = noGrad(() =>
       tidy(() => {
-        const [images] = batchTensors(split, indices);
+        const [images] = batchTensors(split, indices, dtype);
         return argmax(model.forward(images), -1).dataSync();
       }),
     );

@@ -99,7 +99,23 @@ describe("trainMnist", () => {
     expect(mean(sparse.stepLosses.slice(-3))).toBeLessThan(mean(sparse.stepLosses.slice(0, 3)));
   });
 
+  it("trains in bfloat16 mixed precision when asked, as the cuda default does, close to float32", async () => {
+    const options = { ...TINY, epochs: 1, densities: [0.5], patchFrom: "init" as const };
+    const single = await trainMnist({ ...options, dtype: "float32" });
+    const mixed = await trainMnist({ ...options, dtype: "bfloat16" });
+    expect(single.dtype).toBe("float32");
+    expect(mixed.dtype).toBe("bfloat16");
+    // Half the bytes per stored weight, the same parameters.
+    expect(mixed.models[0].weightBytes).toBe(single.models[0].weightBytes / 2);
+    mixed.models.forEach((model, i) => {
+      expect(model.parameters).toBe(single.models[i].parameters);
+      expect(mean(model.stepLosses.slice(-3))).toBeLessThan(mean(model.stepLosses.slice(0, 3)));
+      expect(Math.abs(model.testAccuracy - single.models[i].testAccuracy)).toBeLessThan(0.1);
+    });
+  });
+
   it("rejects bad options with the option's name", async () => {
+    await expect(trainMnist({ ...TINY, dtype: "float64" as "float32" })).rejects.toThrow(/dtype: expected auto/);
     await expect(trainMnist({ ...TINY, densities: [0] })).rejects.toThrow(/density: expected numbers in \(0, 1\], got 0/);
     await expect(trainMnist({ ...TINY, epochs: 0 })).rejects.toThrow(/epochs: expected a positive integer/);
     await expect(trainMnist({ ...TINY, hidden: 48 })).rejects.toThrow(/hidden/);

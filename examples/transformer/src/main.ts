@@ -5,13 +5,15 @@ import { getBackendInstance, setBackend } from "@blocksparse/core";
 import { Presets, SingleBar } from "cli-progress";
 import { FEED_FORWARD_PATTERN } from "./model";
 import { formatTable } from "./report";
-import { DEFAULT_OPTIONS, type TransformerHooks, type TransformerOptions, trainTransformer } from "./train";
+import { DEFAULT_OPTIONS, type TransformerHooks, type TransformerOptions, computeDtype, trainTransformer } from "./train";
 
 const USAGE = `Train a small character-level transformer on Moby Dick, dense and with block-sparse feed-forward layers.
 
   --steps N           training steps per model (default ${DEFAULT_OPTIONS.steps}; a GPU run wants thousands)
   --density LIST      densities of the block-sparse models, comma-separated (default ${DEFAULT_OPTIONS.densities.join(",")})
   --backend NAME      js or cuda (default: cuda when it starts here, else js)
+  --dtype TYPE        auto, float32, bfloat16 or float16 (default auto: bfloat16 mixed precision on cuda,
+                      float32 on js)
   --batch-size N      (default ${DEFAULT_OPTIONS.batchSize})
   --context N         characters of context (default ${DEFAULT_OPTIONS.context})
   --d-model N         width, a multiple of the block size (default ${DEFAULT_OPTIONS.dModel})
@@ -30,6 +32,7 @@ function parseOptions(argv: string[]): Partial<TransformerOptions> | null {
       steps: { type: "string" },
       density: { type: "string", multiple: true },
       backend: { type: "string" },
+      dtype: { type: "string" },
       "batch-size": { type: "string" },
       context: { type: "string" },
       "d-model": { type: "string" },
@@ -61,6 +64,7 @@ function parseOptions(argv: string[]): Partial<TransformerOptions> | null {
     seed: integer("seed", values.seed),
     learningRate: values.lr === undefined ? undefined : Number(values.lr),
     backend: values.backend,
+    dtype: values.dtype as TransformerOptions["dtype"] | undefined,
   };
   if (values.density !== undefined) {
     options.densities = values.density.flatMap((list) => list.split(",")).filter((item) => item.trim() !== "").map(Number);
@@ -111,7 +115,7 @@ function main(): void {
   // Starting the backend here puts the cuda fallback warning (if any) above the header.
   const backend = getBackendInstance().name;
   console.log(
-    `Character transformer on Moby Dick on '${backend}': ${options.layers} blocks, dModel ${options.dModel}, ${options.nHeads} heads, ` +
+    `Character transformer on Moby Dick on '${backend}' in ${computeDtype(options.dtype)}: ${options.layers} blocks, dModel ${options.dModel}, ${options.nHeads} heads, ` +
       `context ${options.context}, batch ${options.batchSize}, ${options.steps} steps per model, Adam lr ${options.learningRate}.`,
   );
   console.log(

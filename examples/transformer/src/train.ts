@@ -1,5 +1,5 @@
 import { backward, noGrad } from "@blocksparse/autograd";
-import { type Tensor, div, getBackend, setBackend, softmax, tensor, tidy } from "@blocksparse/core";
+import { type FloatDType, type Tensor, div, getBackend, setBackend, softmax, tensor, tidy } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
 import { Adam, crossEntropy, parameterCount, weightBytes } from "@blocksparse/nn";
 import type { PatchReport } from "@blocksparse/patcher";
@@ -30,6 +30,14 @@ export interface TransformerOptions {
   textLimit?: number;
   /** A registered backend to run on ("js", "cuda"); default: the engine's choice. */
   backend?: string;
+  /** The dtype the models compute in: "auto" (default) is bfloat16 mixed precision on cuda, float32 elsewhere. */
+  dtype: "auto" | FloatDType;
+}
+
+/** The dtype "auto" stands for on the active backend: bfloat16 on a GPU, float32 on a CPU. */
+export function computeDtype(requested: "auto" | FloatDType): FloatDType {
+  if (requested !== "auto") return requested;
+  return getBackend() === "cuda" ? "bfloat16" : "float32";
 }
 
 export const DEFAULT_OPTIONS: TransformerOptions = {
@@ -47,6 +55,7 @@ export const DEFAULT_OPTIONS: TransformerOptions = {
   sampleLength: 120,
   temperature: 0.8,
   prompt: "Call me Ishmael. ",
+  dtype: "auto",
 };
 
 export interface TransformerResult {
@@ -113,6 +122,8 @@ export function trainTransformer(partial: Partial<TransformerOptions> = {}, hook
     const model = new CharTransformer({ vocabSize: corpus.vocabulary.size, ...options });
     const name = density === null ? "dense" : sparseName(density);
     const patchReport = density === null ? undefined : patchAndRelease(model, density, options.blockShape);
+    // Mixed precision: the weights compute in this dtype, Adam keeps float32 master copies.
+    model.to(computeDtype(options.dtype));
     const result = trainOne(name, density ?? 1, model, corpus, validation, options, hooks);
     result.patchReport = patchReport;
     // Device memory is not garbage-collected: a finished model gives its buffers back.
@@ -225,6 +236,9 @@ function pick(probabilities: ArrayLike<number>, u: number): number {
 }
 
 function checkOptions(options: TransformerOptions): void {
+  if (!["auto", "float32", "bfloat16", "float16"].includes(options.dtype)) {
+    throw new RangeError(`dtype: expected auto, float32, bfloat16 or float16, got ${String(options.dtype)}`);
+  }
   for (const name of ["steps", "batchSize", "context", "dModel", "nHeads", "layers", "evalBatches"] as const) {
     const value = options[name];
     if (!Number.isInteger(value) || value < 1) throw new RangeError(`${name}: expected a positive integer, got ${value}`);
