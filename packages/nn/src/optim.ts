@@ -1,6 +1,6 @@
 import { noGrad } from "@blocksparse/autograd";
-import { adamUpdate, add, type BsrPattern, type DType, engine, full, keep, mul, shapesEqual, sub, type Tensor, tidy, ValueError } from "@blocksparse/core";
-import { remapBlocks, uploadLike } from "./blocks";
+import { adamUpdate, add, type BsrPattern, type DType, fullOn, keep, mul, shapesEqual, sub, type Tensor, tidy, ValueError } from "@blocksparse/core";
+import { remapBlocks } from "./blocks";
 import { Parameter } from "./parameter";
 
 /** One parameter's optimizer state: named tensors of the parameter's shape, and its step count. */
@@ -19,12 +19,6 @@ function checkNumber(where: string, name: string, value: unknown, low: number, h
     throw new ValueError(`${where}: ${name} must be a finite number ${range}, got ${String(value)}`);
   }
   return value as number;
-}
-
-function zerosLikeOn(parameter: Parameter, dtype: DType): Tensor {
-  const value = parameter.value;
-  if (engine.activeBackend() === value.backend) return full(value.shape, 0, dtype);
-  return uploadLike(new Float32Array(value.size), value.shape, value, dtype);
 }
 
 /**
@@ -135,7 +129,7 @@ export abstract class Optimizer {
     }
     const { names, dtype } = this.stateSpec(parameter);
     const state: ParameterState = {
-      tensors: Object.fromEntries(names.map((name) => [name, keep(zerosLikeOn(parameter, dtype))])),
+      tensors: Object.fromEntries(names.map((name) => [name, keep(fullOn(parameter.value.backend, parameter.value.shape, 0, dtype))])),
       step: 0,
       pattern: parameter.pattern,
     };
