@@ -1,5 +1,5 @@
 // Operation codes of the generic elementwise and reduction kernels; the numbering is part of the
-// JS interface (packages/backend-cuda/src/native.ts mirrors it; test/native_interface.test.ts checks both agree).
+// JS interface (packages/backend-cuda/src/native.ts mirrors it; its test/native_interface.test.ts checks they agree).
 #pragma once
 
 #include <cstdint>
@@ -8,11 +8,11 @@ namespace bs {
 
 enum class UnaryOp : int32_t { Neg = 0, Abs, Exp, Log, Sqrt, Rsqrt, Tanh, Sigmoid, Relu, Square, Gelu, GeluTanh, Count };
 
-// GeluGrad / GeluTanhGrad take a = dy, b = x.
+// GeluBackward / GeluTanhBackward take a = dy, b = x.
 enum class BinaryOp : int32_t {
   Add = 0, Sub, Mul, Div, Maximum, Minimum, Pow,
   Equal, NotEqual, Less, LessEqual, Greater, GreaterEqual,
-  GeluGrad, GeluTanhGrad,
+  GeluBackward, GeluTanhBackward,
   Count
 };
 
