@@ -261,6 +261,15 @@ async function main(): Promise<void> {
     },
     profile: values.profile };
   const rows: FfnCase[] = [];
+  const outDir = resolve(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "ffn"));
+  mkdirSync(outDir, { recursive: true });
+  const machine = describeMachine(started.gpuName ? { name: started.gpuName } : undefined).name;
+  const meta = { machine, commit: gitState().commit, dtype, torch: values.torch };
+  // Written after every case, so that a run cut short keeps what it measured.
+  const save = () => {
+    writeFileSync(join(outDir, "ffn.json"), `${JSON.stringify({ ...meta, date: new Date().toISOString(), rows }, null, 1)}\n`);
+    writeFileSync(join(outDir, "ffn.md"), markdown(rows, meta));
+  };
   for (const model of models) {
     for (const [dModel, hidden] of widths(values.widths)) {
       for (const tokens of numbers(values.tokens, "tokens")) {
@@ -268,20 +277,20 @@ async function main(): Promise<void> {
         const dense = runCase(model, dModel, hidden, tokens, 0, 1, dtype, options);
         dense.speedupVsDense = 1;
         rows.push(dense);
+        save();
         process.stderr.write(`${model} ${dModel}x${hidden} tokens ${tokens} dense: ${dense.medianMs.toFixed(3)} ms\n`);
         for (const block of numbers(values.blocks, "blocks")) {
           for (const density of numbers(values.densities, "densities")) {
             const row = runCase(model, dModel, hidden, tokens, block, density, dtype, options);
             row.speedupVsDense = dense.medianMs / row.medianMs;
             rows.push(row);
+            save();
             process.stderr.write(`  ${block}x${block} d=${density}: ${row.medianMs.toFixed(3)} ms (${row.speedupVsDense.toFixed(2)}x dense), live tensors ${memory().numTensors}\n`);
           }
         }
       }
     }
   }
-  const outDir = resolve(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "ffn"));
-  mkdirSync(outDir, { recursive: true });
   if (values.torch) {
     const keys = [...new Map(rows.map((r) => [`${r.model}/${r.dModel}/${r.hidden}/${r.tokens}`, { model: r.model, dModel: r.dModel, hidden: r.hidden, tokens: r.tokens }])).values()];
     const torchRows = runTorch(keys, dtype, context, heads, join(outDir, "torch.json"));
@@ -290,12 +299,8 @@ async function main(): Promise<void> {
       if (t) r.vsTorchDense = t.medianMs / r.medianMs;
     }
   }
-  const machine = describeMachine(started.gpuName ? { name: started.gpuName } : undefined).name;
-  const meta = { machine, commit: gitState().commit, dtype, torch: values.torch };
-  writeFileSync(join(outDir, "ffn.json"), `${JSON.stringify({ ...meta, date: new Date().toISOString(), rows }, null, 1)}\n`);
-  const report = markdown(rows, meta);
-  writeFileSync(join(outDir, "ffn.md"), report);
-  process.stdout.write(report);
+  save();
+  process.stdout.write(markdown(rows, meta));
 }
 
 main().catch((error: unknown) => {

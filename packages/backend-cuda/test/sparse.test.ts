@@ -149,7 +149,8 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
       } finally {
         backend.setDenseSampledMode(previous);
       }
-    });
+      // The float64 reference loops dominate: give them room on a busy host.
+    }, 120_000);
   }
 
   test("setDenseSampledMode refuses an unknown mode", () => {
