@@ -122,7 +122,7 @@ TcPath resolvePath(const DeviceInfo& device, TcPath requested) {
 
 bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias, void* out, int64_t m,
          const BsrPatternView& pattern, cudaStream_t stream, const TcOptions& options) {
-  if (!supported(dtype, pattern, m)) return false;
+  if (options.path == TcPath::Decode || !supported(dtype, pattern, m)) return false;
   if (!aligned16(a) || !aligned16(b) || !aligned16(out) || (bias && (reinterpret_cast<uintptr_t>(bias) & 3)))
     return false;
   const DeviceInfo& device = currentDevice();
@@ -181,6 +181,13 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
 
 bool tcBsrLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
                  const BsrPatternView& pattern, cudaStream_t stream, const TcOptions& options) {
+  const bool decode = options.path == TcPath::Decode || (options.path == TcPath::Auto && options.variant < 0);
+  if (decode && m <= kDecodeMaxTokens && currentDevice().major >= 8 &&
+      tc::decodeSupported(dtype, x, values, bias, y, m, pattern)) {
+    tc::launchDecodeLinear(dtype, x, values, bias, y, m, pattern, stream);
+    return true;
+  }
+  if (options.path == TcPath::Decode) return false;
   return run(tc::Op::Linear, dtype, x, values, bias, y, m, pattern, stream, options);
 }
 

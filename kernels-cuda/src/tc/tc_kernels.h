@@ -65,6 +65,15 @@ bool launchMma(Op op, DType dtype, const KernelArgs& args, int blockSize, int va
                cudaStream_t stream);
 bool launchWgmma(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                  cudaStream_t stream);
+// Decoding path of Linear (bsr_decode.cu): whether it covers the dtype, block shape, token count and
+// alignments, and its launch (pointers already validated).
+bool decodeSupported(DType dtype, const void* x, const void* values, const void* bias, const void* y, int64_t m,
+                     const BsrPatternView& pattern);
+void launchDecodeLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
+                        const BsrPatternView& pattern, cudaStream_t stream);
+// Warps per CTA of the decoding kernel for this pattern (reported by the bench).
+int decodeWarps(DType dtype, const BsrPatternView& pattern);
+
 // Whether this build holds sm_90a code the current device can run.
 bool wgmmaAvailable();
 
