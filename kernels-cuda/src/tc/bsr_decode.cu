@@ -153,7 +153,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) bsrDecodeLinearKernel(const ty
                                                                        const typename K::T* __restrict__ bias,
                                                                        typename K::T* __restrict__ y, DecodeArgs args) {
   using T = typename K::T;
-  __shared__ float partial[kMaxWarps][kSliceRows][K::kTokens];
+  extern __shared__ float partial[];  // [warps][kSliceRows][kTokens]
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   const int g = lane / 4, q = lane % 4;
   const int slicesPerRow = args.blockRowsSize / kSliceRows;
@@ -177,7 +177,8 @@ __global__ void __launch_bounds__(32 * kMaxWarps) bsrDecodeLinearKernel(const ty
     for (int tile = 0; tile < K::kTokenTiles; ++tile)
 #pragma unroll
       for (int i = 0; i < 4; ++i)
-        partial[warp][g + 8 * (i / 2)][tile * kTokenTile + 2 * q + i % 2] = acc.value[tile][i];
+        partial[(warp * kSliceRows + g + 8 * (i / 2)) * K::kTokens + tile * kTokenTile + 2 * q + i % 2] =
+            acc.value[tile][i];
   } else {
     // The four lanes of a row hold partials over different columns: sum them, then each stores a quarter.
 #pragma unroll
@@ -187,7 +188,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) bsrDecodeLinearKernel(const ty
         float v = acc.value[half][token];
         v += __shfl_xor_sync(0xffffffffu, v, 1);
         v += __shfl_xor_sync(0xffffffffu, v, 2);
-        if (token % 4 == q) partial[warp][g + 8 * half][token] = v;
+        if (token % 4 == q) partial[(warp * kSliceRows + g + 8 * half) * K::kTokens + token] = v;
       }
   }
   __syncthreads();
@@ -195,7 +196,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) bsrDecodeLinearKernel(const ty
   for (int i = threadIdx.x; i < kSliceRows * args.m; i += blockDim.x) {
     const int row = i % kSliceRows, token = i / kSliceRows;
     float sum = 0.0f;
-    for (int w = 0; w < warps; ++w) sum += partial[w][row][token];
+    for (int w = 0; w < warps; ++w) sum += partial[(w * kSliceRows + row) * K::kTokens + token];
     if (bias) sum += static_cast<float>(bias[rowBase + row]);
     y[token * args.rows + rowBase + row] = static_cast<T>(sum);
   }
@@ -205,7 +206,8 @@ template <typename T, int C, int kTokens>
 void launchShape(const void* x, const void* values, const void* bias, void* y, const DecodeArgs& args, int warps,
                  unsigned ctas, cudaStream_t stream) {
   using K = DecodeTraits<T, C, kTokens>;
-  bsrDecodeLinearKernel<K><<<ctas, 32 * warps, 0, stream>>>(static_cast<const T*>(x), static_cast<const T*>(values),
+  const size_t partialBytes = size_t(warps) * kSliceRows * kTokens * sizeof(float);
+  bsrDecodeLinearKernel<K><<<ctas, 32 * warps, partialBytes, stream>>>(static_cast<const T*>(x), static_cast<const T*>(values),
                                                            static_cast<const T*>(bias), static_cast<T*>(y), args);
   BS_LAUNCH_CHECK("bsrDecodeLinearKernel");
 }
