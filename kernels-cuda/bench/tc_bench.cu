@@ -40,6 +40,7 @@
 #include "../src/kernels.h"
 #include "../src/tc/tc.h"
 #include "../src/tc/tc_kernels.h"
+#include "../dev/dev_variants.h"
 
 namespace {
 
@@ -311,6 +312,7 @@ struct Problem {
     bs::TcOptions options;
     options.path = v.path;
     options.variant = v.variant;
+    options.devVariants = bs::tc::launchDevVariant;
     switch (product) {
       case Product::Linear:
         return bs::tcBsrLinear(dtype, a[set], b[set], bias, target, m, device.view, 0, options);

@@ -132,16 +132,17 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   int variant = options.variant;
   if (dtype == DType::Float32) {
     // TF32 has one kernel per block size, on the mma.sync path on every sm_80+ device.
-    if (options.path == TcPath::Wgmma || variant > 0) return false;
+    if (options.path == TcPath::Wgmma || variant > tc::kDefaultTile) return false;
     path = TcPath::Mma;
-    variant = 0;
+    variant = tc::kDefaultTile;
   } else if (options.path == TcPath::Auto && variant < 0) {
     // Measured on an H100 (docs/kernels.md): with 32x32 blocks mma.sync beats wgmma, whose n32 tiles
     // wait on shared memory; with 128x128 blocks and many tokens the 256-token wgmma tile wins.
     if (block == 32) path = TcPath::Mma;
-    variant = path == TcPath::Wgmma && block == 128 && op != tc::Op::Sampled && m >= 4096 ? 1 : 0;
+    const bool wide = path == TcPath::Wgmma && block == 128 && op != tc::Op::Sampled && m >= tc::kWideTileMinTokens;
+    variant = wide ? tc::kWideTile : tc::kDefaultTile;
   }
-  variant = std::max(variant, 0);
+  variant = std::max(variant, int{tc::kDefaultTile});
   tc::KernelArgs args = tc::makeArgs(op, a, b, bias, out, m, pattern);
 
   // dW: each CTA reduces all tokens for up to 128 rows of blocks; when that leaves SMs idle, split the
@@ -167,6 +168,8 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   try {
     launched = path == TcPath::Wgmma ? tc::launchWgmma(op, dtype, args, block, variant, device.sms, stream)
                                      : tc::launchMma(op, dtype, args, block, variant, device.sms, stream);
+    if (!launched && options.devVariants)
+      launched = options.devVariants(path, op, dtype, args, block, variant, device.sms, stream);
     if (launched && splits > 1)
       tc::launchReducePartials(dtype, args.partials, static_cast<int>(splits), valueCount, out, stream);
   } catch (...) {

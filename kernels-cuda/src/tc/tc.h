@@ -24,9 +24,20 @@ enum class TcPath : int { Auto = 0, Mma = 1, Wgmma = 2, Decode = 3 };
 // costs no more than streaming the weight (docs/kernels.md, "Decoding").
 constexpr int64_t kDecodeMaxTokens = 16;
 
+namespace tc {
+enum class Op : int;
+struct KernelArgs;
+}  // namespace tc
+
+// Launches a variant kept only for measurement (kernels-cuda/dev/); false when it has none for the case.
+using DevVariantLauncher = bool (*)(TcPath path, tc::Op op, DType dtype, const tc::KernelArgs& args, int blockSize,
+                                    int variant, int numSms, cudaStream_t stream);
+
 struct TcOptions {
   TcPath path = TcPath::Auto;
   int variant = -1;  // tile-shape variant within the path; -1: the measured best for the shape
+  // Tried when the shipped kernels have no such variant: the bench passes dev's launcher, the addon none.
+  DevVariantLauncher devVariants = nullptr;
 };
 
 // Y = X W^T + bias (bias may be null). x [m, cols], y [m, rows].

@@ -37,6 +37,11 @@ struct KernelArgs {
   int64_t tokensPerSplit;          // Sampled: tokens each split reduces (a multiple of the step)
 };
 
+// Tile variants the dispatch names (TcOptions::variant): each path's default tile, and on the wgmma path
+// the 256-token tile for Linear/Matmul with 128x128 blocks, which wins from kWideTileMinTokens tokens on.
+enum TileVariant : int { kDefaultTile = 0, kWideTile = 1 };
+constexpr int64_t kWideTileMinTokens = 4096;
+
 // Block row (column) entries whose offsets a CTA keeps in shared memory; longer rows read the rest
 // from global memory.
 constexpr int kIndexCapacity = 1024;
