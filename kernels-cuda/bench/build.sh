@@ -9,9 +9,14 @@ dev="$here/../dev"
 out="${1:-$here/build}"
 arch="${ARCH:--gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_80,code=sm_80}"
 flags="-O3 -std=c++17 --expt-relaxed-constexpr $arch -Xptxas -v"
-cuda_root="$(dirname "$(dirname "$(command -v nvcc)")")"
+cuda_root="$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")"
 libs="-lcublas"
-if ! ls "$cuda_root"/include/cublas_v2.h "$cuda_root"/targets/*/include/cublas_v2.h >/dev/null 2>&1; then
+have_cublas=0
+for header in "$cuda_root"/include/cublas_v2.h "$cuda_root"/targets/*/include/cublas_v2.h \
+  /usr/local/cuda/include/cublas_v2.h /usr/local/cuda/targets/*/include/cublas_v2.h /usr/include/cublas_v2.h; do
+  [ -f "$header" ] && have_cublas=1
+done
+if [ "$have_cublas" -eq 0 ]; then
   echo "cuBLAS not found under $cuda_root: building without dense timings"
   flags="$flags -DTC_BENCH_NO_CUBLAS"
   libs=""

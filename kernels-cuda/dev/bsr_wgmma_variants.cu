@@ -1,5 +1,6 @@
 // wgmma variants kept only for measurement (docs/kernels.md, "Versions: prediction, measurement, why"):
-// linked into tc_bench, never into the addon. tc_bench reaches them through TcOptions::devVariants.
+// linked into tc_bench, never into the addon. tc_bench reaches them (and dev's mma.sync variant) through
+// TcOptions::devVariants = launchDevVariant.
 //   1: 128-token tiles at 32 and 64 blocks (the dispatched tiles hold 256 tokens there)
 //   2, 3: the tiles of variants 0 and 1, persistent (one CTA per SM walks its tiles)
 //   4, 5: grouped tiles, 8 and 4 block rows (columns) of 32, 4 and 2 of 64, sharing each dense slice
@@ -445,6 +446,7 @@ bool launchTyped(Op op, DType dtype, const KernelArgs& args, int blockSize, int 
 
 bool launchDevVariant(TcPath path, Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                       cudaStream_t stream) {
+  if (path == TcPath::Mma) return launchMmaDevVariant(op, dtype, args, blockSize, variant, stream);
   if (path != TcPath::Wgmma) return false;
   if (dtype == DType::BFloat16) return launchTyped<__nv_bfloat16>(op, dtype, args, blockSize, variant, numSms, stream);
   if (dtype == DType::Float16) return launchTyped<__half>(op, dtype, args, blockSize, variant, numSms, stream);

@@ -22,7 +22,7 @@ template <typename T, Op kOp>
 bool launchBlock(DType dtype, const KernelArgs& args, int blockSize, int variant, cudaStream_t stream) {
   using sm90::launch;
   if constexpr (kOp == Op::Sampled) {
-    if (variant != kDefaultTile && variant != kWideTile) return false;  // one dW tile per block size
+    if (variant != kDefaultTile) return false;
     switch (blockSize) {
       case 32: return launch<SampledTile32<T>>(dtype, args, stream);
       case 64: return launch<SampledTile64<T>>(dtype, args, stream);
