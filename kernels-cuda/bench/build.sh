@@ -2,6 +2,8 @@
 # Builds tc_bench with nvcc, one object per source compiled in parallel, and keeps each ptxas report
 # (registers, spills) beside its object. ARCH overrides the targets (default sm_90a and sm_80).
 # Without cuBLAS in the toolkit it still builds, with the dense timings reading n/a (TC_BENCH_NO_CUBLAS).
+# DEV=0 leaves out the variants kept for measurement (kernels-cuda/dev/, TC_BENCH_NO_DEV): a faster build
+# that checks and times only what the entry points dispatch to.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 src="$here/../src"
@@ -21,10 +23,16 @@ if [ "$have_cublas" -eq 0 ]; then
   flags="$flags -DTC_BENCH_NO_CUBLAS"
   libs=""
 fi
+dev_sources=("$dev"/*.cu)
+if [ "${DEV:-1}" = 0 ]; then
+  flags="$flags -DTC_BENCH_NO_DEV"
+  dev_sources=()
+fi
 mkdir -p "$out"
+rm -f "$out"/*.o
 pids=()
 for file in "$here/tc_bench.cu" "$src/tc/dispatch.cu" "$src/tc/bsr_mma.cu" "$src/tc/bsr_wgmma.cu" \
-  "$src/tc/bsr_decode.cu" "$src/kernels/bsr.cu" "$src/kernels/elementwise.cu" "$dev"/*.cu; do
+  "$src/tc/bsr_decode.cu" "$src/kernels/bsr.cu" "$src/kernels/elementwise.cu" "${dev_sources[@]}"; do
   [ -f "$file" ] || continue
   name="$(basename "$file" .cu)"
   nvcc $flags -I"$src" -c "$file" -o "$out/$name.o" 2>"$out/$name.ptxas.log" &

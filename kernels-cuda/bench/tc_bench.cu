@@ -17,7 +17,9 @@
 //                 [--shapes 4096x4096,4096x16384 (K x N)] [--densities 0.25,0.5]
 // --dtype f32 allows TF32 (bs::setAllowTf32) in check and time, so float32 runs on the TF32 mma.sync
 // kernels; decode keeps float32 exact (its kernel and cuBLAS both run plain float32).
-// Built without cuBLAS (TC_BENCH_NO_CUBLAS, bench/build.sh when the toolkit has none) the dense times read n/a.
+// Built without cuBLAS (TC_BENCH_NO_CUBLAS, bench/build.sh when the toolkit has none) the dense times read n/a;
+// built without kernels-cuda/dev/ (TC_BENCH_NO_DEV, bench/build.sh with DEV=0) variants kept only for
+// measurement decline.
 #ifndef TC_BENCH_NO_CUBLAS
 #include <cublas_v2.h>
 #endif
@@ -40,7 +42,9 @@
 #include "../src/kernels.h"
 #include "../src/tc/tc.h"
 #include "../src/tc/tc_kernels.h"
+#ifndef TC_BENCH_NO_DEV
 #include "../dev/dev_variants.h"
+#endif
 
 namespace {
 
@@ -312,7 +316,9 @@ struct Problem {
     bs::TcOptions options;
     options.path = v.path;
     options.variant = v.variant;
+#ifndef TC_BENCH_NO_DEV
     options.devVariants = bs::tc::launchDevVariant;
+#endif
     switch (product) {
       case Product::Linear:
         return bs::tcBsrLinear(dtype, a[set], b[set], bias, target, m, device.view, 0, options);
