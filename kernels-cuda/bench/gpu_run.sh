@@ -130,9 +130,10 @@ stage_time() {
 # Decoding against cuBLAS dense and the copy bandwidth; what bsrLinear dispatches to (auto), checked first.
 stage_decode() {
   for dtype in bf16 f16 f32; do
-    local tokens=()
-    [ $dtype = bf16 ] || tokens=(--tokens 1,16)
-    timeout "$(cap 100)" "$bin" --mode decode --paths auto --dtype $dtype "${tokens[@]}" $TIME_ARGS \
+    # bf16: every case, with the decoding kernel's alternative warps per CTA beside what is dispatched.
+    local args=(--paths auto,decode --variants 1,2,3)
+    [ $dtype = bf16 ] || args=(--paths auto --tokens 1,16)
+    timeout "$(cap 100)" "$bin" --mode decode --dtype $dtype "${args[@]}" $TIME_ARGS \
       >"$LOG/decode-$dtype.log" 2>&1
     summary+=("decode timing $dtype: exit $? at ${SECONDS}s; $(checks "$LOG/decode-$dtype.log")")
   done
@@ -200,9 +201,19 @@ if [ -n "$decode_logs" ]; then
   # the copy bandwidth), the measured time, cuBLAS dense, the speedup and the fraction of the copy bandwidth.
   grep -h "^copy bandwidth" $decode_logs | head -1
   awk 'FNR == 1 {table = 0} /^\| dtype/ {table = 1} table' $decode_logs >"$LOG/decode-tables.md"
+  echo "== decode paths, over all cases: path cases mean-speedup-vs-dense mean-fraction-of-copy-bw min..max FAIL"
+  awk -F'|' '/^\| (bf16|f16|f32) \| [0-9]/ {
+      for (i = 2; i <= 18; i++) gsub(/ /, "", $i)
+      key = $2 " " $8; if (!(key in n)) { order[++count] = key; lo[key] = $16; hi[key] = $16 }
+      n[key]++; s[key] += $13; f[key] += $16; if ($16 < lo[key]) lo[key] = $16; if ($16 > hi[key]) hi[key] = $16
+      if ($18 != "PASS") bad[key]++
+    }
+    END { for (i = 1; i <= count; i++) { k = order[i]; printf "%s %d %.2f %.2f %.2f..%.2f %d\n", k, n[k], s[k] / n[k], f[k] / n[k], lo[k], hi[k], bad[k] } }' \
+    "$LOG/decode-tables.md"
   echo "== decode (auto = what bsrLinear dispatches): dtype block density M KxN | model us | us | dense us | speedup | fraction of copy bw | check"
   awk -F'|' '/^\| (bf16|f16|f32) \| [0-9]/ {
       for (i = 2; i <= 18; i++) gsub(/ /, "", $i)
-      printf "%-4s %3s %s M=%-2s %sx%-5s | %6s | %6s | %6s | %5sx | %s | %s\n", $2, $3, $4, $5, $6, $7, $10, $11, $12, $13, $16, $18
+      if ($8 == "auto")
+        printf "%-4s %3s %s M=%-2s %sx%-5s | %6s | %6s | %6s | %5sx | %s | %s\n", $2, $3, $4, $5, $6, $7, $10, $11, $12, $13, $16, $18
     }' "$LOG/decode-tables.md"
 fi

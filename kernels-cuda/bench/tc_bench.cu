@@ -83,7 +83,7 @@ struct Variant {
   int variant;
   std::string name() const {
     if (path == bs::TcPath::Auto) return "auto";
-    if (path == bs::TcPath::Decode) return "decode";
+    if (path == bs::TcPath::Decode) return variant == 0 ? "decode" : "decode/v" + std::to_string(variant);
     return std::string(path == bs::TcPath::Wgmma ? "wgmma" : "mma") + "/v" + std::to_string(variant);
   }
 };
@@ -538,7 +538,7 @@ struct Options {
   std::vector<Variant> variants;
   std::vector<int> blocks = {32, 64, 128};
   bool quick = false;
-  bool blocksGiven = false, productsGiven = false, pathsGiven = false;
+  bool blocksGiven = false, productsGiven = false, pathsGiven = false, variantsGiven = false;
   DType dtype = DType::BFloat16;
   std::vector<int64_t> tokens;                        // empty: the mode's defaults
   std::vector<std::pair<int64_t, int64_t>> shapes;    // (K, N); empty: the mode's defaults
@@ -587,7 +587,10 @@ Options parse(int argc, char** argv) {
     } else if (arg == "--paths") {
       paths = split(value());
       o.pathsGiven = true;
-    } else if (arg == "--variants") variantIds = split(value());
+    } else if (arg == "--variants") {
+      variantIds = split(value());
+      o.variantsGiven = true;
+    }
     else if (arg == "--dtype") {
       std::string name = value();
       if (name != "f32" && name != "f16" && name != "bf16") usageError("--dtype is bf16, f16 or f32, got " + name);
@@ -614,8 +617,11 @@ Options parse(int argc, char** argv) {
   for (auto& p : paths) {
     if (p == "auto") {  // what the product entry points dispatch to by default
       o.variants.push_back({bs::TcPath::Auto, -1});
-    } else if (p == "decode") {
+    } else if (p == "decode") {  // the default warps per CTA, and with --variants the alternatives 1-3 too
       o.variants.push_back({bs::TcPath::Decode, 0});
+      if (o.variantsGiven)
+        for (auto& v : variantIds)
+          if (std::atoi(v.c_str()) > 0) o.variants.push_back({bs::TcPath::Decode, std::atoi(v.c_str())});
     } else if (p == "wgmma" || p == "mma") {
       for (auto& v : variantIds)
         o.variants.push_back({p == "wgmma" ? bs::TcPath::Wgmma : bs::TcPath::Mma, std::atoi(v.c_str())});
@@ -808,7 +814,8 @@ int runDecode(const Options& o) {
                           "| %s | %d | %.2f | %ld | %ld | %ld | %s | %d | %.2f | %.2f | %.2f | %.1f | %.2f | %.0f | "
                           "%.2f | %.2e | %s |",
                           dtypeLabel(o.dtype), block, density, long(m), long(k), long(n), v.name().c_str(),
-                          bs::tc::decodeWarps(o.dtype, problem.device.view), weightBytes / bandwidth * 1e6, us,
+                          bs::tc::decodeWarps(o.dtype, problem.device.view, std::max(v.variant, 0)),
+                          weightBytes / bandwidth * 1e6, us,
                           denseUs, denseUs / us, weightBytes / 1e6, rate / 1e9, rate / bandwidth,
                           std::max(c.result.relSimple, c.result.relHost), c.ok ? "PASS" : "FAIL");
             std::printf("%s\n", line);

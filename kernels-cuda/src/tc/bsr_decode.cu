@@ -21,7 +21,9 @@ constexpr int kSliceRows = 16;           // W rows per CTA: the m of one mma til
 constexpr int kTokenTile = 8;            // tokens per mma tile (its n)
 constexpr int kMaxWarps = 16;            // warps splitting one slice's blocks
 constexpr int kVectorsInFlight = 8;      // W vectors per lane loaded before any is used
-constexpr int kBytesPerWarp = 4096;      // W bytes each warp should stream, sets the warps per CTA
+// W bytes each warp should stream, which sets the warps per CTA: TcOptions::variant 0 (the default) and the
+// alternatives kept for measurement, 1-3.
+constexpr int kBytesPerWarp[] = {4096, 2048, 8192, 16384};
 
 template <int kWords>
 struct Vec {
@@ -257,18 +259,21 @@ bool decodeSupported(DType dtype, const void* x, const void* values, const void*
   return alignedTo(y, element) && (!bias || alignedTo(bias, element));
 }
 
-int decodeWarps(DType dtype, const BsrPatternView& pattern) {
+bool decodeVariant(int variant) { return variant >= 0 && variant < kDecodeVariants; }
+
+int decodeWarps(DType dtype, const BsrPatternView& pattern, int variant) {
   const double blocksPerRow = pattern.blockRows > 0 ? double(pattern.nnzBlocks) / pattern.blockRows : 0.0;
   const double sliceBytes = blocksPerRow * kSliceRows * pattern.blockColsSize * dtypeSize(dtype);
-  return static_cast<int>(std::clamp(std::ceil(sliceBytes / kBytesPerWarp), 1.0, double(kMaxWarps)));
+  const int bytesPerWarp = kBytesPerWarp[decodeVariant(variant) ? variant : 0];
+  return static_cast<int>(std::clamp(std::ceil(sliceBytes / bytesPerWarp), 1.0, double(kMaxWarps)));
 }
 
 void launchDecodeLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
-                        const BsrPatternView& pattern, cudaStream_t stream) {
+                        const BsrPatternView& pattern, int variant, cudaStream_t stream) {
   const DecodeArgs args{m, pattern.rows, pattern.cols, pattern.blockRowsSize, pattern.blockRowPtr,
                         pattern.blockColIdx};
   const unsigned ctas = static_cast<unsigned>(pattern.rows / kSliceRows);
-  const int warps = decodeWarps(dtype, pattern);
+  const int warps = decodeWarps(dtype, pattern, variant);
   if (dtype == DType::BFloat16)
     launchTyped<__nv_bfloat16>(x, values, bias, y, args, pattern.blockColsSize, warps, ctas, stream);
   else if (dtype == DType::Float16)

@@ -184,10 +184,11 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
 
 bool tcBsrLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
                  const BsrPatternView& pattern, cudaStream_t stream, const TcOptions& options) {
-  const bool decode = options.path == TcPath::Decode || (options.path == TcPath::Auto && options.variant < 0);
+  const bool decode = options.path == TcPath::Auto ? options.variant < 0
+                                                   : options.path == TcPath::Decode && tc::decodeVariant(options.variant);
   if (decode && m <= kDecodeMaxTokens && currentDevice().major >= 8 &&
       tc::decodeSupported(dtype, x, values, bias, y, m, pattern)) {
-    tc::launchDecodeLinear(dtype, x, values, bias, y, m, pattern, stream);
+    tc::launchDecodeLinear(dtype, x, values, bias, y, m, pattern, std::max(options.variant, 0), stream);
     return true;
   }
   if (options.path == TcPath::Decode) return false;

@@ -74,10 +74,13 @@ bool launchWgmma(Op op, DType dtype, const KernelArgs& args, int blockSize, int 
 // alignments, and its launch (pointers already validated).
 bool decodeSupported(DType dtype, const void* x, const void* values, const void* bias, const void* y, int64_t m,
                      const BsrPatternView& pattern);
+// `variant` (TcOptions::variant, kDecodeVariants of them) picks the W bytes per warp: 0 is the default.
+constexpr int kDecodeVariants = 4;
+bool decodeVariant(int variant);
 void launchDecodeLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
-                        const BsrPatternView& pattern, cudaStream_t stream);
-// Warps per CTA of the decoding kernel for this pattern (reported by the bench).
-int decodeWarps(DType dtype, const BsrPatternView& pattern);
+                        const BsrPatternView& pattern, int variant, cudaStream_t stream);
+// Warps per CTA of the decoding kernel for this pattern and variant (reported by the bench).
+int decodeWarps(DType dtype, const BsrPatternView& pattern, int variant);
 
 // Whether this build holds sm_90a code the current device can run.
 bool wgmmaAvailable();
