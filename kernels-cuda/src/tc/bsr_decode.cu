@@ -81,7 +81,7 @@ struct DecodeTraits {
 
 struct DecodeArgs {
   int64_t m, rows, cols;
-  int32_t blockRowsSize;
+  int32_t blockHeight;
   const int32_t* blockRowPtr;
   const int32_t* blockColIdx;
 };
@@ -101,7 +101,7 @@ __device__ __forceinline__ void addBlocks(Accumulator<K>& acc, const DecodeArgs&
                                           int lane) {
   using T = typename K::T;
   const int g = lane / 4, q = lane % 4;
-  const int64_t blockElements = static_cast<int64_t>(args.blockRowsSize) * K::C;
+  const int64_t blockElements = static_cast<int64_t>(args.blockHeight) * K::C;
   int64_t column[kBlocks];
 #pragma unroll
   for (int b = 0; b < kBlocks; ++b) column[b] = static_cast<int64_t>(__ldg(colIdx + e + b * stride)) * K::C + q * K::kVec;
@@ -158,13 +158,13 @@ __global__ void __launch_bounds__(32 * kMaxWarps) bsrDecodeLinearKernel(const ty
   extern __shared__ float partial[];  // [warps][kSliceRows][kTokens]
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   const int g = lane / 4, q = lane % 4;
-  const int slicesPerRow = args.blockRowsSize / kSliceRows;
+  const int slicesPerRow = args.blockHeight / kSliceRows;
   const int blockRow = blockIdx.x / slicesPerRow, slice = blockIdx.x % slicesPerRow;
   const int32_t first = args.blockRowPtr[blockRow];
   const int count = args.blockRowPtr[blockRow + 1] - first;
   const int32_t* colIdx = args.blockColIdx + first;
   // This lane's first element: row g of the slice in the row's first block, its columns in each chunk.
-  const T* laneW = values + (static_cast<int64_t>(first) * args.blockRowsSize + slice * kSliceRows + g) * K::C +
+  const T* laneW = values + (static_cast<int64_t>(first) * args.blockHeight + slice * kSliceRows + g) * K::C +
                    q * K::kVec;
 
   Accumulator<K> acc{};
@@ -194,7 +194,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) bsrDecodeLinearKernel(const ty
       }
   }
   __syncthreads();
-  const int64_t rowBase = static_cast<int64_t>(blockRow) * args.blockRowsSize + slice * kSliceRows;
+  const int64_t rowBase = static_cast<int64_t>(blockRow) * args.blockHeight + slice * kSliceRows;
   for (int i = threadIdx.x; i < kSliceRows * args.m; i += blockDim.x) {
     const int row = i % kSliceRows, token = i / kSliceRows;
     float sum = 0.0f;
@@ -250,11 +250,11 @@ bool alignedTo(const void* pointer, uintptr_t bytes) { return (reinterpret_cast<
 bool decodeSupported(DType dtype, const void* x, const void* values, const void* bias, const void* y, int64_t m,
                      const BsrPatternView& pattern) {
   if (!isFloat(dtype) || m < 1 || m > kDecodeMaxTokens) return false;
-  if (!decodeBlockSide(pattern.blockRowsSize) || !decodeBlockSide(pattern.blockColsSize)) return false;
+  if (!decodeBlockSide(pattern.blockHeight) || !decodeBlockSide(pattern.blockWidth)) return false;
   if (pattern.rows <= 0 || pattern.rows / kSliceRows > INT32_MAX || pattern.cols <= 0) return false;
   // Each lane reads 8 or 16 bytes of a row of X and of W: their starts and X's row stride must be aligned.
   const size_t element = dtypeSize(dtype);
-  const uintptr_t vector = pattern.blockColsSize * element / 4 < 16 ? 8 : 16;
+  const uintptr_t vector = pattern.blockWidth * element / 4 < 16 ? 8 : 16;
   if ((pattern.cols * element) % vector != 0 || !alignedTo(x, vector) || !alignedTo(values, vector)) return false;
   return alignedTo(y, element) && (!bias || alignedTo(bias, element));
 }
@@ -263,23 +263,23 @@ bool decodeVariant(int variant) { return variant >= 0 && variant < kDecodeVarian
 
 int decodeWarps(DType dtype, const BsrPatternView& pattern, int variant) {
   const double blocksPerRow = pattern.blockRows > 0 ? double(pattern.nnzBlocks) / pattern.blockRows : 0.0;
-  const double sliceBytes = blocksPerRow * kSliceRows * pattern.blockColsSize * dtypeSize(dtype);
+  const double sliceBytes = blocksPerRow * kSliceRows * pattern.blockWidth * dtypeSize(dtype);
   const int bytesPerWarp = kBytesPerWarp[decodeVariant(variant) ? variant : 0];
   return static_cast<int>(std::clamp(std::ceil(sliceBytes / bytesPerWarp), 1.0, double(kMaxWarps)));
 }
 
 void launchDecodeLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
                         const BsrPatternView& pattern, int variant, cudaStream_t stream) {
-  const DecodeArgs args{m, pattern.rows, pattern.cols, pattern.blockRowsSize, pattern.blockRowPtr,
+  const DecodeArgs args{m, pattern.rows, pattern.cols, pattern.blockHeight, pattern.blockRowPtr,
                         pattern.blockColIdx};
   const unsigned ctas = static_cast<unsigned>(pattern.rows / kSliceRows);
   const int warps = decodeWarps(dtype, pattern, variant);
   if (dtype == DType::BFloat16)
-    launchTyped<__nv_bfloat16>(x, values, bias, y, args, pattern.blockColsSize, warps, ctas, stream);
+    launchTyped<__nv_bfloat16>(x, values, bias, y, args, pattern.blockWidth, warps, ctas, stream);
   else if (dtype == DType::Float16)
-    launchTyped<__half>(x, values, bias, y, args, pattern.blockColsSize, warps, ctas, stream);
+    launchTyped<__half>(x, values, bias, y, args, pattern.blockWidth, warps, ctas, stream);
   else
-    launchTyped<float>(x, values, bias, y, args, pattern.blockColsSize, warps, ctas, stream);
+    launchTyped<float>(x, values, bias, y, args, pattern.blockWidth, warps, ctas, stream);
 }
 
 }  // namespace bs::tc
