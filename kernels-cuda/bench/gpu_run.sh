@@ -1,53 +1,124 @@
 #!/usr/bin/env bash
-# For a machine with an NVIDIA GPU (sm_90a by default): builds tc_bench, counts the tensor-core
-# instructions in the SASS, runs the quick checks (also under compute-sanitizer memcheck), the full
-# checks one product per process, and the timings, in the order STAGES names them. Each stage gets
-# what is left of BUDGET seconds.
-# Logs go to $LOG (default bench/build/tc-logs); a short summary prints last.
+# For a machine with an NVIDIA GPU, run from anywhere in the repository:
+#   bash kernels-cuda/bench/gpu_run.sh decode   the decoding path: builds the addon and tc_bench (sm_90a + sm_80);
+#                                               checks it in bf16/f16/f32 (also under compute-sanitizer memcheck)
+#                                               and quick-checks the tile kernels while the backend-cuda suite
+#                                               runs; then, alone on the GPU, times decoding against cuBLAS and
+#                                               the copy bandwidth (bf16 in full, f16/f32 at 1 and 16 tokens)
+#   bash kernels-cuda/bench/gpu_run.sh tc       the tensor-core kernels: build, SASS counts, quick checks,
+#                                               memcheck, full checks per product, timings
+# STAGES overrides the stage list; each stage gets what is left of BUDGET seconds (a stage cut short
+# reports exit 124). Logs and tables go to $LOG (default $OUT/gpu-logs when $OUT is set, else
+# bench/build/gpu-logs); a short summary prints last.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-LOG=${LOG:-$here/build/tc-logs}
+root="$(cd "$here/../.." && pwd)"
+mode=${1:-tc}
+LOG=${LOG:-${OUT:+$OUT/gpu-logs}}
+LOG=${LOG:-$here/build/gpu-logs}
 BUILD=${BUILD:-/tmp/tc_bench_build}
-BUDGET=${BUDGET:-400}
-STAGES=${STAGES-"build quick memcheck check time"}
+case "$mode" in
+  decode) BUDGET=${BUDGET:-450}; STAGES=${STAGES-"build checks decode"} ;;
+  tc) BUDGET=${BUDGET:-400}; STAGES=${STAGES-"bench quick memcheck check time"} ;;
+  *) echo "usage: gpu_run.sh decode|tc" >&2; exit 2 ;;
+esac
 TIME_ARGS=${TIME_ARGS:-}
 CHECK_ARGS=${CHECK_ARGS:-}
 mkdir -p "$LOG"
 bin="$BUILD/tc_bench"
 export PATH="/usr/local/cuda/bin:$PATH"
+if command -v pnpm >/dev/null 2>&1; then pnpm=(pnpm); else pnpm=(npx -y pnpm@10.34.9); fi
 left() { echo $((BUDGET - SECONDS > 5 ? BUDGET - SECONDS : 5)); }
 # At most $1 seconds, and no more than what is left.
 cap() { local l; l=$(left); echo $((l < $1 ? l : $1)); }
 summary=()
+checks() { grep -hE "^(decode )?checks:" "$@" | tr '\n' ' '; }
+
+# tc_bench for sm_90a and sm_80, with the tensor-core instruction counts of each object's SASS; in decode
+# mode without the variants kept for measurement (a faster build).
+build_bench() {
+  local dev=1
+  [ "$mode" = decode ] && dev=0
+  DEV=$dev "$here/build.sh" "$BUILD" >"$LOG/build-bench.log" 2>&1
+  local status=$?
+  for object in bsr_wgmma bsr_mma bsr_decode; do
+    echo "== $object SASS instructions" >>"$LOG/build-bench.log"
+    cuobjdump -sass "$BUILD/$object.o" 2>/dev/null | grep -oE "(HGMMA|HMMA|UTMALDG|LDSM|LDG\.E\.128|LDG\.E\.64)[.A-Z0-9_]*" |
+      sort | uniq -c >>"$LOG/build-bench.log"
+  done
+  return $status
+}
+
+# The addon from scratch (no cache from another checkout), sm_80 and sm_90a, and the package's JS.
+build_addon() {
+  rm -rf "$root/kernels-cuda/build"
+  (cd "$root" && CMAKE_CUDA_ARCHITECTURES="80;90a" "${pnpm[@]}" -F "@blocksparse/backend-cuda..." build) \
+    >"$LOG/build-addon.log" 2>&1
+}
 
 stage_build() {
-  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv,noheader >"$LOG/build.log" 2>&1
-  "$here/build.sh" "$BUILD" >>"$LOG/build.log" 2>&1
-  summary+=("build: exit $? at ${SECONDS}s")
-  cat "$BUILD"/*.ptxas.log >>"$LOG/build.log" 2>/dev/null
-  for object in bsr_wgmma bsr_mma; do
-    echo "== $object SASS tensor-core instructions" >>"$LOG/build.log"
-    cuobjdump -sass "$BUILD/$object.o" 2>/dev/null | grep -oE "(HGMMA|HMMA|UTMALDG|LDSM)[.A-Z0-9_]*" | sort | uniq -c >>"$LOG/build.log"
+  {
+    nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.total,temperature.gpu --format=csv,noheader
+    nvcc --version | tail -2
+    node --version
+  } >"$LOG/env.log" 2>&1
+  build_addon &
+  local addon=$!
+  build_bench
+  local bench=$?
+  wait $addon
+  local status=$?
+  summary+=("build: addon exit $status, tc_bench exit $bench at ${SECONDS}s")
+  [ $status -eq 0 ] || tail -30 "$LOG/build-addon.log"
+  [ $bench -eq 0 ] || tail -30 "$LOG/build-bench.log"
+}
+
+stage_bench() {
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv,noheader >"$LOG/env.log" 2>&1
+  build_bench
+  summary+=("build: tc_bench exit $? at ${SECONDS}s")
+}
+
+# The decoding kernel against the simple kernel and float64 in every dtype: token counts on both sides of
+# the mma tiles (8, 16), every block side, small and real widths, sparse to dense.
+stage_decode_check() {
+  : >"$LOG/decode-check.log"
+  for dtype in bf16 f16 f32; do
+    timeout "$(cap 60)" "$bin" --mode check --ops linear --paths auto,decode --dtype $dtype --tokens 1,3,8,9,16 \
+      --blocks 16,32,64,128 --shapes 256x384,512x256,4096x4096 --densities 0.1,1 $CHECK_ARGS \
+      >>"$LOG/decode-check.log" 2>&1
+    summary+=("decode check $dtype: exit $? at ${SECONDS}s")
   done
+  summary+=("decode checks: $(checks "$LOG/decode-check.log"); $(grep -c FAIL "$LOG/decode-check.log") FAIL lines")
 }
 
 stage_quick() {
-  timeout "$(cap 60)" "$bin" --mode check --quick $CHECK_ARGS >"$LOG/quick.log" 2>&1
-  q1=$?
-  timeout "$(cap 40)" "$bin" --mode check --quick --dtype f16 --blocks 32,64,128 $CHECK_ARGS >>"$LOG/quick.log" 2>&1
-  summary+=("quick checks: bf16 exit $q1, f16 exit $? at ${SECONDS}s; $(grep -c FAIL "$LOG/quick.log") FAIL lines")
+  local paths=()
+  [ "$mode" = decode ] && paths=(--paths auto)  # the bench is built without dev/ there: what is dispatched
+  timeout "$(cap 60)" "$bin" --mode check --quick "${paths[@]}" $CHECK_ARGS >"$LOG/quick.log" 2>&1
+  local q1=$?
+  timeout "$(cap 40)" "$bin" --mode check --quick --dtype f16 --blocks 32,64,128 "${paths[@]}" $CHECK_ARGS \
+    >>"$LOG/quick.log" 2>&1
+  summary+=("quick checks: bf16 exit $q1, f16 exit $? at ${SECONDS}s; $(checks "$LOG/quick.log"); $(grep -c FAIL "$LOG/quick.log") FAIL lines")
 }
 
 stage_memcheck() {
-  timeout "$(cap 90)" compute-sanitizer --tool memcheck --error-exitcode 86 --print-limit 20 \
-    "$bin" --mode check --quick --blocks 32,128 $CHECK_ARGS >"$LOG/memcheck.log" 2>&1
-  summary+=("memcheck: exit $? at ${SECONDS}s; $(grep -E 'ERROR SUMMARY' "$LOG/memcheck.log" | tail -1)")
+  local args=(--mode check --quick --blocks 32,128 $CHECK_ARGS)
+  [ "$mode" = decode ] && args=(--mode check --ops linear --paths decode --tokens 1,9,16 --blocks 16,32,128
+    --shapes 256x384 --densities 0.1,1 $CHECK_ARGS)
+  : >"$LOG/memcheck.log"
+  for dtype in bf16 f32; do
+    timeout "$(cap 60)" compute-sanitizer --tool memcheck --error-exitcode 86 --print-limit 20 \
+      "$bin" "${args[@]}" --dtype $dtype >>"$LOG/memcheck.log" 2>&1
+    summary+=("memcheck $dtype: exit $? at ${SECONDS}s; $(grep -E 'ERROR SUMMARY' "$LOG/memcheck.log" | tail -1)")
+    [ "$mode" = decode ] || break
+  done
 }
 
 stage_check() {
   for op in linear matmul sampled; do
     timeout "$(cap ${CHECK_CAP:-90})" "$bin" --mode check --ops "$op" $CHECK_ARGS >"$LOG/check-$op.log" 2>&1
-    summary+=("check $op: exit $? at ${SECONDS}s; $(grep -E '^checks:' "$LOG/check-$op.log")")
+    summary+=("check $op: exit $? at ${SECONDS}s; $(checks "$LOG/check-$op.log")")
   done
 }
 
@@ -56,17 +127,61 @@ stage_time() {
   summary+=("time: exit $? at ${SECONDS}s")
 }
 
+# Decoding against cuBLAS dense and the copy bandwidth; what bsrLinear dispatches to (auto), checked first.
+stage_decode() {
+  for dtype in bf16 f16 f32; do
+    # bf16: every case, with the decoding kernel's alternative warps per CTA beside what is dispatched.
+    local args=(--paths auto,decode --variants 1,2,3)
+    [ $dtype = bf16 ] || args=(--paths auto --tokens 1,16)
+    timeout "$(cap 100)" "$bin" --mode decode --dtype $dtype "${args[@]}" $TIME_ARGS \
+      >"$LOG/decode-$dtype.log" 2>&1
+    summary+=("decode timing $dtype: exit $? at ${SECONDS}s; $(checks "$LOG/decode-$dtype.log")")
+  done
+}
+
+vitest_run() {
+  (cd "$root" && BLOCKSPARSE_REQUIRE_CUDA=1 timeout "$(cap 200)" "${pnpm[@]}" -F @blocksparse/backend-cuda test) \
+    >"$LOG/vitest.log" 2>&1
+}
+vitest_summary() {
+  summary+=("backend-cuda vitest: exit $1 at ${SECONDS}s; $(grep -E "Tests +[0-9]" "$LOG/vitest.log" | tail -1 | tr -s ' ')")
+}
+
+stage_vitest() {
+  vitest_run
+  vitest_summary $?
+}
+
+# Correctness only, so they share the GPU: the backend-cuda suite beside the bench's checks.
+stage_checks() {
+  vitest_run &
+  local vitest=$!
+  stage_decode_check
+  stage_memcheck
+  stage_quick
+  wait $vitest
+  vitest_summary $?
+}
+
 for stage in $STAGES; do "stage_$stage"; done
 
-echo "== tensor-core instructions"
-grep -A6 "SASS tensor-core" "$LOG/build.log" 2>/dev/null | grep -vE "^--" | head -20
-for f in "$LOG"/quick.log "$LOG"/check-*.log; do
+if [ -f "$LOG/build-bench.log" ]; then
+  echo "== registers and spills (tc_bench objects)"
+  grep -h "spill stores" "$LOG/build-bench.log" | sort | uniq -c | sort -rn | head -4
+  grep -A8 "bsr_decode SASS" "$LOG/build-bench.log" | head -9
+fi
+for f in "$LOG"/quick.log "$LOG"/check-*.log "$LOG"/decode-check.log; do
   [ -f "$f" ] || continue
   echo "== $(basename "$f"): worst errors and failures"
   grep -E "^\| [a-z]" "$f" | head -40
-  grep -E "FAIL|CUDA error|declined" "$f" | head -8
-  grep -E "^checks:" "$f"
+  grep -E "FAIL|CUDA error" "$f" | head -8
+  checks "$f"; echo
 done
+[ -f "$LOG/memcheck.log" ] && grep -E "Invalid|ERROR SUMMARY|out of bounds" "$LOG/memcheck.log" | head -8
+if [ -f "$LOG/vitest.log" ]; then
+  echo "== backend-cuda vitest"
+  grep -E "FAIL|Test Files|Tests  |AssertionError|Error:" "$LOG/vitest.log" | head -20
+fi
 if [ -f "$LOG/time.log" ]; then
   echo "== timing: mean ratio to cuBLAS over densities and shapes (product block M variant ratio min..max)"
   awk -F'|' '/^\| (linear|matmul|sampled) \| [0-9]/ {
@@ -79,5 +194,26 @@ if [ -f "$LOG/time.log" ]; then
     <(awk '/^\| product/ {table = 1} table' "$LOG/time.log")
   grep -E "^cuBLAS" "$LOG/time.log" | head -20
 fi
-[ -f "$LOG/memcheck.log" ] && grep -E "Invalid|ERROR SUMMARY|out of bounds" "$LOG/memcheck.log" | head -8
 printf '%s\n' "${summary[@]}"
+decode_logs=$(ls "$LOG"/decode-{bf16,f16,f32}.log 2>/dev/null)
+if [ -n "$decode_logs" ]; then
+  # Full tables: decode-<dtype>.log and decode-tables.md. The short form, last: the model (weight bytes at
+  # the copy bandwidth), the measured time, cuBLAS dense, the speedup and the fraction of the copy bandwidth.
+  grep -h "^copy bandwidth" $decode_logs | head -1
+  awk 'FNR == 1 {table = 0} /^\| dtype/ {table = 1} table' $decode_logs >"$LOG/decode-tables.md"
+  echo "== decode paths, over all cases: path cases mean-speedup-vs-dense mean-fraction-of-copy-bw min..max FAIL"
+  awk -F'|' '/^\| (bf16|f16|f32) \| [0-9]/ {
+      for (i = 2; i <= 18; i++) gsub(/ /, "", $i)
+      key = $2 " " $8; if (!(key in n)) { order[++count] = key; lo[key] = $16; hi[key] = $16 }
+      n[key]++; s[key] += $13; f[key] += $16; if ($16 < lo[key]) lo[key] = $16; if ($16 > hi[key]) hi[key] = $16
+      if ($18 != "PASS") bad[key]++
+    }
+    END { for (i = 1; i <= count; i++) { k = order[i]; printf "%s %d %.2f %.2f %.2f..%.2f %d\n", k, n[k], s[k] / n[k], f[k] / n[k], lo[k], hi[k], bad[k] } }' \
+    "$LOG/decode-tables.md"
+  echo "== decode (auto = what bsrLinear dispatches): dtype block density M KxN | model us | us | dense us | speedup | fraction of copy bw | check"
+  awk -F'|' '/^\| (bf16|f16|f32) \| [0-9]/ {
+      for (i = 2; i <= 18; i++) gsub(/ /, "", $i)
+      if ($8 == "auto")
+        printf "%-4s %3s %s M=%-2s %sx%-5s | %6s | %6s | %6s | %5sx | %s | %s\n", $2, $3, $4, $5, $6, $7, $10, $11, $12, $13, $16, $18
+    }' "$LOG/decode-tables.md"
+fi

@@ -1,16 +1,28 @@
 // tc_bench: checks and times the tensor-core block-sparse kernels (src/tc).
 //
-// check: for each product, block size, density, token count and (K, N) shape, on fresh random inputs
-//        with poisoned outputs, compares every tensor-core variant with the simple kernel
-//        (src/kernels/bsr.cu, every element) and with float64 host math (a random sample of elements).
-// time:  median time of each variant and of cuBLAS dense (cublasGemmEx, bf16/f16 in with float32
-//        compute, or float32 in with CUBLAS_COMPUTE_32F_FAST_TF32) on the same shape in the same run, with CUDA events over batches that rotate input sets;
-//        throughput is counted on the non-zero work (2 * M * nnzBlocks * R * C).
+// check:  for each product, block size, density, token count and (K, N) shape, on fresh random inputs
+//         with poisoned outputs, compares every variant with the simple kernel (src/kernels/bsr.cu, every
+//         element) and with float64 host math (every element of small outputs, else a random sample).
+// time:   median time of each variant and of cuBLAS dense (cublasGemmEx, bf16/f16 in with float32
+//         compute, or float32 in with CUBLAS_COMPUTE_32F_FAST_TF32) on the same shape in the same run, with
+//         CUDA events over batches that rotate input sets; throughput is counted on the non-zero work
+//         (2 * M * nnzBlocks * R * C).
+// decode: bsrLinear with few tokens: measures the device's copy bandwidth (a device-to-device cudaMemcpy,
+//         read + write counted), then per case checks each path as `check` does and times it against
+//         cuBLAS dense, reporting the weight's bytes per second and its fraction of the copy bandwidth.
+//         Input sets rotate through more than twice the L2 cache, so the weight comes from memory.
 //
-// Usage: tc_bench [--mode check|time] [--ops linear,matmul,sampled] [--paths auto,wgmma,mma]
+// Usage: tc_bench [--mode check|time|decode] [--ops linear,matmul,sampled] [--paths auto,decode,wgmma,mma]
 //                 [--blocks 32,64,128] [--quick] [--dtype bf16|f16|f32] [--variants 0,1] [--tokens 8192,512]
-// --dtype f32 allows TF32 (bs::setAllowTf32), so float32 runs on the TF32 mma.sync kernels.
+//                 [--shapes 4096x4096,4096x16384 (K x N)] [--densities 0.25,0.5]
+// --dtype f32 allows TF32 (bs::setAllowTf32) in check and time, so float32 runs on the TF32 mma.sync
+// kernels; decode keeps float32 exact (its kernel and cuBLAS both run plain float32).
+// Built without cuBLAS (TC_BENCH_NO_CUBLAS, bench/build.sh when the toolkit has none) the dense times read n/a;
+// built without kernels-cuda/dev/ (TC_BENCH_NO_DEV, bench/build.sh with DEV=0) variants kept only for
+// measurement decline.
+#ifndef TC_BENCH_NO_CUBLAS
 #include <cublas_v2.h>
+#endif
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -29,6 +41,10 @@
 
 #include "../src/kernels.h"
 #include "../src/tc/tc.h"
+#include "../src/tc/tc_kernels.h"
+#ifndef TC_BENCH_NO_DEV
+#include "../dev/dev_variants.h"
+#endif
 
 namespace {
 
@@ -44,6 +60,7 @@ using bs::DType;
     }                                                                                                   \
   } while (0)
 
+#ifndef TC_BENCH_NO_CUBLAS
 #define CHECK_CUBLAS(call)                                                                   \
   do {                                                                                       \
     cublasStatus_t status_ = (call);                                                         \
@@ -52,6 +69,9 @@ using bs::DType;
       std::exit(2);                                                                          \
     }                                                                                        \
   } while (0)
+#else
+using cublasHandle_t = void*;
+#endif
 
 enum class Product { Linear, Matmul, Sampled };
 const char* productName(Product p) {
@@ -63,6 +83,7 @@ struct Variant {
   int variant;
   std::string name() const {
     if (path == bs::TcPath::Auto) return "auto";
+    if (path == bs::TcPath::Decode) return variant == 0 ? "decode" : "decode/v" + std::to_string(variant);
     return std::string(path == bs::TcPath::Wgmma ? "wgmma" : "mma") + "/v" + std::to_string(variant);
   }
 };
@@ -295,6 +316,9 @@ struct Problem {
     bs::TcOptions options;
     options.path = v.path;
     options.variant = v.variant;
+#ifndef TC_BENCH_NO_DEV
+    options.devVariants = bs::tc::launchDevVariant;
+#endif
     switch (product) {
       case Product::Linear:
         return bs::tcBsrLinear(dtype, a[set], b[set], bias, target, m, device.view, 0, options);
@@ -439,10 +463,11 @@ struct DenseProblem {
   DType dtype;
   int64_t m, cols, rows;
   int sets;
+  bool fastTf32;  // float32: CUBLAS_COMPUTE_32F_FAST_TF32 (else plain float32)
   std::vector<void*> a, b;
   void* c = nullptr;
-  DenseProblem(Product product, DType dtype, int64_t m, int64_t cols, int64_t rows, int sets)
-      : product(product), dtype(dtype), m(m), cols(cols), rows(rows), sets(sets) {
+  DenseProblem(Product product, DType dtype, int64_t m, int64_t cols, int64_t rows, int sets, bool fastTf32 = true)
+      : product(product), dtype(dtype), m(m), cols(cols), rows(rows), sets(sets), fastTf32(fastTf32) {
     const size_t bytes = bs::dtypeSize(dtype);
     // linear: A = X [m, cols], B = W [rows, cols], C = Y [m, rows]
     // matmul: A = dY [m, rows], B = W, C = dX [m, cols];  sampled: A = dY, B = X [m, cols], C = dW [rows, cols]
@@ -466,9 +491,12 @@ struct DenseProblem {
     cudaFree(c);
   }
   void run(cublasHandle_t handle, int set) const {
+#ifdef TC_BENCH_NO_CUBLAS
+    (void)handle, (void)set;
+#else
     const float one = 1.0f, zero = 0.0f;
     const auto bf = dtype == DType::Float32 ? CUDA_R_32F : dtype == DType::Float16 ? CUDA_R_16F : CUDA_R_16BF;
-    const auto compute = dtype == DType::Float32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    const auto compute = dtype == DType::Float32 && fastTf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     if (product == Product::Linear)  // Y^T [rows, m] = W [rows, cols] . X^T
       CHECK_CUBLAS(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, rows, m, cols, &one, b[set], bf, cols, a[set], bf,
                                 cols, &zero, c, bf, rows, compute, CUBLAS_GEMM_DEFAULT));
@@ -478,8 +506,29 @@ struct DenseProblem {
     else  // dW^T [cols, rows] = X^T . dY
       CHECK_CUBLAS(cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_T, cols, rows, m, &one, b[set], bf, cols, a[set], bf,
                                 rows, &zero, c, bf, cols, compute, CUBLAS_GEMM_DEFAULT));
+#endif
   }
 };
+
+#ifdef TC_BENCH_NO_CUBLAS
+constexpr bool kHaveBlas = false;
+cublasHandle_t createBlas() { return nullptr; }
+void destroyBlas(cublasHandle_t) {}
+#else
+constexpr bool kHaveBlas = true;
+cublasHandle_t createBlas() {
+  cublasHandle_t handle;
+  CHECK_CUBLAS(cublasCreate(&handle));
+  return handle;
+}
+void destroyBlas(cublasHandle_t handle) { cublasDestroy(handle); }
+#endif
+
+// Median time of the dense product on cuBLAS, ms (NaN without cuBLAS).
+double denseMs(cublasHandle_t handle, const DenseProblem& dense, int batch) {
+  if (!kHaveBlas) return NAN;
+  return medianMs([&](int set) { dense.run(handle, set); }, dense.sets, batch, 15);
+}
 
 // ------------------------------------------------------------------------------------------ driver
 
@@ -489,8 +538,11 @@ struct Options {
   std::vector<Variant> variants;
   std::vector<int> blocks = {32, 64, 128};
   bool quick = false;
+  bool blocksGiven = false, productsGiven = false, pathsGiven = false, variantsGiven = false;
   DType dtype = DType::BFloat16;
-  std::vector<int64_t> tokens;  // token counts to time; empty: the defaults
+  std::vector<int64_t> tokens;                        // empty: the mode's defaults
+  std::vector<std::pair<int64_t, int64_t>> shapes;    // (K, N); empty: the mode's defaults
+  std::vector<double> densities;                      // empty: the mode's defaults
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -505,66 +557,154 @@ std::vector<std::string> split(const std::string& s) {
   return parts;
 }
 
+[[noreturn]] void usageError(const std::string& message) {
+  std::fprintf(stderr, "%s\n", message.c_str());
+  std::exit(1);
+}
+
 Options parse(int argc, char** argv) {
   Options o;
   std::vector<std::string> paths = {"auto", "wgmma", "mma"}, variantIds = {"0", "1"};
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", arg.c_str());
-        std::exit(1);
-      }
+      if (i + 1 >= argc) usageError(arg + " needs a value");
       return argv[++i];
     };
     if (arg == "--mode") o.mode = value();
     else if (arg == "--quick") o.quick = true;
     else if (arg == "--tokens") {
       for (auto& t : split(value())) o.tokens.push_back(std::atoll(t.c_str()));
+    } else if (arg == "--shapes") {
+      for (auto& shape : split(value())) {
+        long long k = 0, n = 0;
+        if (std::sscanf(shape.c_str(), "%lldx%lld", &k, &n) != 2 || k <= 0 || n <= 0)
+          usageError("--shapes takes KxN pairs (W is N x K), got " + shape);
+        o.shapes.push_back({k, n});
+      }
+    } else if (arg == "--densities") {
+      for (auto& d : split(value())) o.densities.push_back(std::atof(d.c_str()));
+    } else if (arg == "--paths") {
+      paths = split(value());
+      o.pathsGiven = true;
+    } else if (arg == "--variants") {
+      variantIds = split(value());
+      o.variantsGiven = true;
     }
-    else if (arg == "--paths") paths = split(value());
-    else if (arg == "--variants") variantIds = split(value());
     else if (arg == "--dtype") {
       std::string name = value();
+      if (name != "f32" && name != "f16" && name != "bf16") usageError("--dtype is bf16, f16 or f32, got " + name);
       o.dtype = name == "f32" ? DType::Float32 : name == "f16" ? DType::Float16 : DType::BFloat16;
-    }
-    else if (arg == "--blocks") {
+    } else if (arg == "--blocks") {
       o.blocks.clear();
+      o.blocksGiven = true;
       for (auto& b : split(value())) o.blocks.push_back(std::atoi(b.c_str()));
     } else if (arg == "--ops") {
       o.products.clear();
+      o.productsGiven = true;
       for (auto& p : split(value()))
         o.products.push_back(p == "linear" ? Product::Linear : p == "matmul" ? Product::Matmul : Product::Sampled);
     } else {
-      std::fprintf(stderr, "unknown argument %s\n", arg.c_str());
-      std::exit(1);
+      usageError("unknown argument " + arg);
     }
+  }
+  // decode: bsrLinear only, what it dispatches to and the decoding kernel itself, 32 and 64 blocks.
+  if (o.mode == "decode") {
+    if (!o.pathsGiven) paths = {"auto", "decode"};
+    if (!o.blocksGiven) o.blocks = {32, 64};
+    o.products = {Product::Linear};
   }
   for (auto& p : paths) {
     if (p == "auto") {  // what the product entry points dispatch to by default
       o.variants.push_back({bs::TcPath::Auto, -1});
-      continue;
+    } else if (p == "decode") {  // the default warps per CTA, and with --variants the alternatives 1-3 too
+      o.variants.push_back({bs::TcPath::Decode, 0});
+      if (o.variantsGiven)
+        for (auto& v : variantIds)
+          if (std::atoi(v.c_str()) > 0) o.variants.push_back({bs::TcPath::Decode, std::atoi(v.c_str())});
+    } else if (p == "wgmma" || p == "mma") {
+      for (auto& v : variantIds)
+        o.variants.push_back({p == "wgmma" ? bs::TcPath::Wgmma : bs::TcPath::Mma, std::atoi(v.c_str())});
+    } else {
+      usageError("--paths takes auto, decode, wgmma, mma; got " + p);
     }
-    for (auto& v : variantIds)
-      o.variants.push_back({p == "wgmma" ? bs::TcPath::Wgmma : bs::TcPath::Mma, std::atoi(v.c_str())});
   }
   return o;
+}
+
+const char* dtypeLabel(DType dtype) {
+  return dtype == DType::Float32 ? "f32" : dtype == DType::Float16 ? "f16" : "bf16";
 }
 
 struct ShapeCase {
   int64_t m, cols, rows;
 };
 
+// One variant's check on one problem.
+struct VariantCheck {
+  bool ran = false;  // false: the entry point declined (nothing launched)
+  bool ok = false;
+  CheckResult result{};
+};
+
+// Runs each variant on set 0 of `problem` into a NaN-poisoned output and compares it with the simple
+// kernel (every element) and float64 host math (every element of outputs up to 2^18, else a sample).
+// Exits with a message on a CUDA error.
+std::vector<VariantCheck> checkProblem(const Problem& problem, const std::vector<Variant>& variants, Rng& rng) {
+  const DType dtype = problem.dtype;
+  void* simpleOut;
+  CHECK_CUDA(cudaMalloc(&simpleOut, problem.outCount * bs::dtypeSize(dtype)));
+  poison(dtype, simpleOut, problem.outCount);
+  problem.runSimple(0, simpleOut);
+  CHECK_CUDA(cudaDeviceSynchronize());
+  HostArray simple = download(dtype, simpleOut, problem.outCount);
+  cudaFree(simpleOut);
+  HostReference host(problem);
+  std::vector<int64_t> samples;
+  if (problem.outCount <= (int64_t{1} << 18)) {
+    for (int64_t i = 0; i < problem.outCount; ++i) samples.push_back(i);
+  } else {
+    const int count = problem.product == Product::Sampled ? 512 : 2048;
+    for (int i = 0; i < count; ++i) samples.push_back(static_cast<int64_t>(rng.next() % problem.outCount));
+  }
+  std::vector<double> exact(samples.size());
+  parallelFor(static_cast<int64_t>(samples.size()), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) exact[i] = host.at(samples[i]);
+  });
+  std::vector<VariantCheck> checks;
+  for (const Variant& v : variants) {
+    VariantCheck check;
+    poison(dtype, problem.out, problem.outCount);
+    check.ran = problem.runFast(0, v, problem.out);
+    cudaError_t status = cudaDeviceSynchronize();
+    if (status != cudaSuccess) {
+      std::printf("CHECK %s %s R=%d M=%ld K=%ld N=%ld: CUDA error %s\n", productName(problem.product),
+                  v.name().c_str(), problem.pattern->block, long(problem.m), long(problem.cols), long(problem.rows),
+                  cudaGetErrorString(status));
+      std::fflush(stdout);
+      std::exit(3);
+    }
+    if (check.ran) {
+      check.result = compare(download(dtype, problem.out, problem.outCount), simple, samples, exact);
+      check.ok = check.result.finite && check.result.relSimple < 1e-2 && check.result.relHost < 1e-2;
+    }
+    checks.push_back(check);
+  }
+  return checks;
+}
+
 int runChecks(const Options& o) {
   std::vector<ShapeCase> shapes;
-  std::vector<int64_t> tokens = o.quick ? std::vector<int64_t>{64, 200, 1000} : std::vector<int64_t>{512, 1000, 8192};
-  std::vector<std::pair<int64_t, int64_t>> kn = o.quick
-                                                    ? std::vector<std::pair<int64_t, int64_t>>{{256, 384}, {512, 256}}
-                                                    : std::vector<std::pair<int64_t, int64_t>>{
-                                                          {4096, 4096}, {4096, 16384}, {16384, 4096}};
+  std::vector<int64_t> tokens = !o.tokens.empty() ? o.tokens
+                                : o.quick       ? std::vector<int64_t>{64, 200, 1000}
+                                                : std::vector<int64_t>{512, 1000, 8192};
+  std::vector<std::pair<int64_t, int64_t>> kn = !o.shapes.empty() ? o.shapes
+                                                : o.quick ? std::vector<std::pair<int64_t, int64_t>>{{256, 384}, {512, 256}}
+                                                          : std::vector<std::pair<int64_t, int64_t>>{
+                                                                {4096, 4096}, {4096, 16384}, {16384, 4096}};
   for (auto m : tokens)
     for (auto [k, n] : kn) shapes.push_back({m, k, n});
-  const std::vector<double> densities = {0.1, 0.25, 0.5, 1.0};
+  const std::vector<double> densities = !o.densities.empty() ? o.densities : std::vector<double>{0.1, 0.25, 0.5, 1.0};
   Rng rng{12345};
   int pass = 0, fail = 0, declined = 0;
   std::map<std::string, double> worst;
@@ -572,51 +712,27 @@ int runChecks(const Options& o) {
     for (int block : o.blocks)
       for (double density : densities)
         for (const ShapeCase& s : shapes) {
+          if (s.rows % block != 0 || s.cols % block != 0) continue;
           HostPattern pattern = makePattern(s.rows, s.cols, block, density, rng);
           if (pattern.nnz == 0) continue;
           Problem problem(product, o.dtype, s.m, s.cols, s.rows, pattern, 1, rng.next());
-          void* simpleOut;
-          CHECK_CUDA(cudaMalloc(&simpleOut, problem.outCount * bs::dtypeSize(o.dtype)));
-          poison(o.dtype, simpleOut, problem.outCount);
-          problem.runSimple(0, simpleOut);
-          CHECK_CUDA(cudaDeviceSynchronize());
-          HostArray simple = download(o.dtype, simpleOut, problem.outCount);
-          cudaFree(simpleOut);
-          HostReference host(problem);
-          std::vector<int64_t> samples;
-          std::vector<double> exact;
-          const int count = product == Product::Sampled ? 512 : 2048;
-          for (int i = 0; i < count; ++i) samples.push_back(static_cast<int64_t>(rng.next() % problem.outCount));
-          exact.resize(samples.size());
-          parallelFor(static_cast<int64_t>(samples.size()), [&](int64_t begin, int64_t end) {
-            for (int64_t i = begin; i < end; ++i) exact[i] = host.at(samples[i]);
-          });
-          for (const Variant& v : o.variants) {
-            poison(o.dtype, problem.out, problem.outCount);
-            bool ran = problem.runFast(0, v, problem.out);
-            cudaError_t status = cudaDeviceSynchronize();
-            if (status != cudaSuccess) {
-              std::printf("CHECK %s %s R=%d d=%.2f M=%ld K=%ld N=%ld: CUDA error %s\n", productName(product),
-                          v.name().c_str(), block, density, long(s.m), long(s.cols), long(s.rows),
-                          cudaGetErrorString(status));
-              std::fflush(stdout);
-              return 3;
-            }
-            if (!ran) {
+          std::vector<VariantCheck> checks = checkProblem(problem, o.variants, rng);
+          for (size_t i = 0; i < checks.size(); ++i) {
+            const Variant& v = o.variants[i];
+            const VariantCheck& c = checks[i];
+            if (!c.ran) {
               ++declined;
               std::printf("CHECK %-7s %-8s R=%-3d d=%.2f M=%-5ld K=%-5ld N=%-5ld declined\n", productName(product),
                           v.name().c_str(), block, density, long(s.m), long(s.cols), long(s.rows));
               continue;
             }
-            CheckResult r = compare(download(o.dtype, problem.out, problem.outCount), simple, samples, exact);
-            bool ok = r.finite && r.relSimple < 1e-2 && r.relHost < 1e-2;
-            ok ? ++pass : ++fail;
+            c.ok ? ++pass : ++fail;
             std::string key = std::string(productName(product)) + " " + v.name() + " R=" + std::to_string(block);
-            double w = std::isfinite(r.relHost) ? std::max(r.relSimple, r.relHost) : 1e9;
+            double w = std::isfinite(c.result.relHost) ? std::max(c.result.relSimple, c.result.relHost) : 1e9;
             worst[key] = std::max(worst[key], w);
             std::printf("CHECK %-7s %-8s R=%-3d d=%.2f M=%-5ld K=%-5ld N=%-5ld nnzb=%-6d vs simple %.2e  vs f64 %.2e  %s\n",
                         productName(product), v.name().c_str(), block, density, long(s.m), long(s.cols),
-                        long(s.rows), pattern.nnz, r.relSimple, r.relHost, ok ? "PASS" : "FAIL");
+                        long(s.rows), pattern.nnz, c.result.relSimple, c.result.relHost, c.ok ? "PASS" : "FAIL");
             std::fflush(stdout);
           }
         }
@@ -630,9 +746,97 @@ int runChecks(const Options& o) {
   return fail == 0 ? 0 : 1;
 }
 
+// Device copy bandwidth, bytes/s: a device-to-device cudaMemcpy of 1 GiB (or what fits), read + write.
+double copyBandwidth() {
+  size_t freeBytes = 0, totalBytes = 0;
+  CHECK_CUDA(cudaMemGetInfo(&freeBytes, &totalBytes));
+  const size_t bytes = std::min<size_t>(size_t{1} << 30, freeBytes / 4);
+  void *from, *to;
+  CHECK_CUDA(cudaMalloc(&from, bytes));
+  CHECK_CUDA(cudaMalloc(&to, bytes));
+  CHECK_CUDA(cudaMemset(from, 1, bytes));
+  const double ms =
+      medianMs([&](int) { CHECK_CUDA(cudaMemcpyAsync(to, from, bytes, cudaMemcpyDeviceToDevice)); }, 1, 3, 9);
+  cudaFree(from);
+  cudaFree(to);
+  return 2.0 * bytes / (ms * 1e-3);
+}
+
+// Input sets whose weights together exceed twice the L2 cache, so each launch reads its weight from memory.
+int setsBeyondL2(double bytesPerSet, int l2Bytes) {
+  return static_cast<int>(std::clamp(std::ceil(2.0 * l2Bytes / std::max(bytesPerSet, 1.0)), 2.0, 64.0));
+}
+
+// bsrLinear with few tokens against cuBLAS dense, every case checked before it is timed.
+int runDecode(const Options& o) {
+  cudaDeviceProp prop;
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  const double bandwidth = copyBandwidth();
+  std::printf("copy bandwidth (device-to-device cudaMemcpy of 1 GiB, read + write): %.0f GB/s; L2 %d MB\n",
+              bandwidth / 1e9, prop.l2CacheSize >> 20);
+  cublasHandle_t handle = createBlas();
+  const std::vector<int64_t> tokens = !o.tokens.empty() ? o.tokens : std::vector<int64_t>{1, 2, 4, 8, 16};
+  const std::vector<std::pair<int64_t, int64_t>> kn =
+      !o.shapes.empty() ? o.shapes : std::vector<std::pair<int64_t, int64_t>>{{4096, 4096}, {4096, 16384}};
+  const std::vector<double> densities = !o.densities.empty() ? o.densities : std::vector<double>{0.25, 0.5};
+  const size_t element = bs::dtypeSize(o.dtype);
+  Rng rng{4242};
+  int pass = 0, fail = 0, declined = 0;
+  std::vector<std::string> rows;
+  for (auto [k, n] : kn)
+    for (int64_t m : tokens) {
+      const double denseBytes = double(n) * k * element;
+      DenseProblem dense(Product::Linear, o.dtype, m, k, n, setsBeyondL2(denseBytes, prop.l2CacheSize), false);
+      const double denseUs = denseMs(handle, dense, 20) * 1e3;
+      for (int block : o.blocks)
+        for (double density : densities) {
+          if (n % block != 0 || k % block != 0) continue;
+          HostPattern pattern = makePattern(n, k, block, density, rng);
+          const double weightBytes = double(pattern.nnz) * block * block * element;
+          Problem problem(Product::Linear, o.dtype, m, k, n, pattern, setsBeyondL2(weightBytes, prop.l2CacheSize),
+                          rng.next());
+          std::vector<VariantCheck> checks = checkProblem(problem, o.variants, rng);
+          for (size_t i = 0; i < checks.size(); ++i) {
+            const Variant& v = o.variants[i];
+            const VariantCheck& c = checks[i];
+            if (!c.ran) {
+              ++declined;
+              std::printf("DECODE %-4s R=%-3d d=%.2f M=%-2ld K=%-5ld N=%-5ld %-7s declined\n", dtypeLabel(o.dtype),
+                          block, density, long(m), long(k), long(n), v.name().c_str());
+              continue;
+            }
+            c.ok ? ++pass : ++fail;
+            const double us =
+                medianMs([&](int set) { problem.runFast(set, v, problem.out); }, problem.sets, 20, 15) * 1e3;
+            const double rate = weightBytes / (us * 1e-6);
+            char line[320];
+            std::snprintf(line, sizeof line,
+                          "| %s | %d | %.2f | %ld | %ld | %ld | %s | %d | %.2f | %.2f | %.2f | %.1f | %.2f | %.0f | "
+                          "%.2f | %.2e | %s |",
+                          dtypeLabel(o.dtype), block, density, long(m), long(k), long(n), v.name().c_str(),
+                          bs::tc::decodeWarps(o.dtype, problem.device.view, std::max(v.variant, 0)),
+                          weightBytes / bandwidth * 1e6, us,
+                          denseUs, denseUs / us, weightBytes / 1e6, rate / 1e9, rate / bandwidth,
+                          std::max(c.result.relSimple, c.result.relHost), c.ok ? "PASS" : "FAIL");
+            std::printf("%s\n", line);
+            std::fflush(stdout);
+            rows.push_back(line);
+          }
+        }
+    }
+  std::printf("\n| dtype | block | density | M | K | N | path | warps/CTA | model us (weight / copy bw) | us | "
+              "cuBLAS dense us | speedup vs dense | weight MB | weight GB/s | fraction of copy bw | worst rel. error | "
+              "check |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  for (auto& r : rows) std::printf("%s\n", r.c_str());
+  std::printf("\ndecode checks: %d pass, %d fail, %d declined; copy bandwidth %.0f GB/s\n", pass, fail, declined,
+              bandwidth / 1e9);
+  destroyBlas(handle);
+  return fail == 0 ? 0 : 1;
+}
+
 int runTiming(const Options& o) {
-  cublasHandle_t handle;
-  CHECK_CUBLAS(cublasCreate(&handle));
+  cublasHandle_t handle = createBlas();
   std::vector<int64_t> tokens = !o.tokens.empty() ? o.tokens
                                 : o.quick      ? std::vector<int64_t>{512}
                                                : std::vector<int64_t>{8192, 512};
@@ -646,15 +850,14 @@ int runTiming(const Options& o) {
   for (Product product : o.products)
     for (int64_t m : tokens)
       for (auto [k, n] : kn) {
-        double denseMs;
+        double dense;
         {
-          DenseProblem dense(product, o.dtype, m, k, n, sets);
-          int batch = m >= 4096 ? 5 : 20;
-          denseMs = medianMs([&](int set) { dense.run(handle, set); }, sets, batch, 15);
+          DenseProblem problem(product, o.dtype, m, k, n, sets);
+          dense = denseMs(handle, problem, m >= 4096 ? 5 : 20);
         }
-        const double denseTflops = 2.0 * m * k * n / denseMs / 1e9;
+        const double denseTflops = 2.0 * m * k * n / dense / 1e9;
         std::printf("cuBLAS %-7s M=%-5ld K=%-5ld N=%-5ld %.4f ms  %.1f TFLOP/s\n", productName(product), long(m),
-                    long(k), long(n), denseMs, denseTflops);
+                    long(k), long(n), dense, denseTflops);
         for (int block : o.blocks)
           for (double density : densities) {
             HostPattern pattern = makePattern(n, k, block, density, rng);
@@ -679,7 +882,7 @@ int runTiming(const Options& o) {
   std::printf("\n| product | block | density | M | K | N | variant | ms | TFLOP/s (non-zero) | cuBLAS dense TFLOP/s | ratio |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (auto& r : rows) std::printf("%s\n", r.c_str());
-  cublasDestroy(handle);
+  destroyBlas(handle);
   return 0;
 }
 
@@ -687,7 +890,7 @@ int runTiming(const Options& o) {
 
 int main(int argc, char** argv) {
   Options o = parse(argc, argv);
-  if (o.dtype == DType::Float32) bs::setAllowTf32(true);
+  if (o.dtype == DType::Float32 && o.mode != "decode") bs::setAllowTf32(true);
   cudaDeviceProp prop;
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs, cc %d.%d; path for 32x32 blocks: %d (1 = mma, 2 = wgmma); dtype %s\n", prop.name,
@@ -696,6 +899,7 @@ int main(int argc, char** argv) {
               o.dtype == DType::Float32 ? "f32 (TF32 allowed)" : o.dtype == DType::Float16 ? "f16" : "bf16");
   if (o.mode == "check") return runChecks(o);
   if (o.mode == "time") return runTiming(o);
+  if (o.mode == "decode") return runDecode(o);
   std::fprintf(stderr, "unknown mode %s\n", o.mode.c_str());
   return 1;
 }

@@ -1,312 +1,42 @@
-// sm_80+ path: mma.sync m16n8k16 with float32 accumulators, operands staged through a multi-stage
-// cp.async pipeline into swizzled shared memory and read with ldmatrix (.trans for MN-major operands).
-// float32 storage (only when TF32 is allowed): mma.sync m16n8k8 .tf32 from padded float32 tiles.
-// One kernel template serves the three products; see tc_kernels.h for how each maps onto A and B.
-#include "ptx.cuh"
-#include "tc_kernels.h"
-#include "tile_work.cuh"
+// sm_80+ path: the dispatched mma.sync tiles (bsr_mma.cuh holds the kernel; the variant kept only for
+// measurement is in kernels-cuda/dev/), and float32 storage (only when TF32 is allowed): mma.sync m16n8k8
+// .tf32 from padded float32 tiles.
+#include "bsr_mma.cuh"
 
 namespace bs::tc {
 
 namespace {
 
-constexpr int cmin(int a, int b) { return a < b ? a : b; }
+using sm80::cmin;
+using sm80::MmaTraits;
 
-template <typename T_, Op kOp_, int kBlock_, int kTileM_, int kWarpsM_, int kWarpsN_, int kStages_>
-struct MmaTraits {
-  using T = T_;
-  static constexpr Op kOp = kOp_;
-  static constexpr int R = kBlock_, C = kBlock_;
-  static constexpr int kTileM = kTileM_;  // Linear/Matmul: tokens; Sampled: G * R output rows
-  static constexpr int kTileN = kOp == Op::Linear ? R : C;
-  // Depth of one pipeline step: a slice of a block (Linear/Matmul) or of the tokens (Sampled).
-  static constexpr int kStep = kOp == Op::Linear ? cmin(C, 64) : kOp == Op::Matmul ? cmin(R, 64) : 32;
-  static constexpr int kGroup = kOp == Op::Sampled ? kTileM / R : 1;
-  static constexpr bool kAKMajor = kOp != Op::Sampled;
-  static constexpr bool kBKMajor = kOp == Op::Linear;
-  // Panel widths (elements per swizzled row): K-major operands are one panel kStep wide.
-  static constexpr int kPanelA = kAKMajor ? kStep : cmin(R, 64);
-  static constexpr int kPanelB = kBKMajor ? kStep : cmin(C, 64);
-  static constexpr int kWarpsM = kWarpsM_, kWarpsN = kWarpsN_, kStages = kStages_;
-  static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
-  static constexpr int kWarpM = kTileM / kWarpsM, kWarpN = kTileN / kWarpsN;
-  static constexpr int kMmaM = kWarpM / 16, kMmaN = kWarpN / 8;
-  static constexpr int kABytes = kTileM * kStep * 2, kBBytes = kTileN * kStep * 2;
-  static constexpr int kStageBytes = kABytes + kBBytes;
-  static constexpr int kSmemBytes = 1024 + kStages * kStageBytes + 2 * kIndexCapacity * 4;
+// The dispatched tiles per block size: MmaTraits<T, op, block, tokens (dW: rows) per tile, warps along
+// tokens, warps along features, pipeline stages>, measured best on an H100 (docs/kernels.md).
+template <typename T, Op kOp> using Tile32 = MmaTraits<T, kOp, 32, 128, 4, 1, 4>;
+template <typename T, Op kOp> using Tile64 = MmaTraits<T, kOp, 64, 128, 2, 2, 4>;
+template <typename T, Op kOp> using Tile128 = MmaTraits<T, kOp, 128, 128, 2, 4, 3>;
+template <typename T> using SampledTile128 = MmaTraits<T, Op::Sampled, 128, 128, 2, 4, 4>;
 
-  static_assert(kOp != Op::Sampled || kTileM % R == 0, "a Sampled tile holds whole blocks");
-  static_assert(kWarpM % 16 == 0 && kWarpN % 16 == 0, "warp tiles are multiples of 16");
-  static_assert((kTileM * kStep / 8) % kThreads == 0 && (kTileN * kStep / 8) % kThreads == 0,
-                "every thread copies the same number of chunks");
-};
-
-// Loads the A and B tiles of pipeline step `step` into one stage.
-template <class K>
-struct StepLoader {
-  using T = typename K::T;
-  const KernelArgs& args;
-  const TileWork& work;
-  const int32_t* indexA;
-  const int32_t* indexB;
-
-  __device__ __forceinline__ void operator()(int step, uint8_t* stage, int tid) const {
-    const T* a = static_cast<const T*>(args.a);
-    const T* b = static_cast<const T*>(args.b);
-    const uint32_t aSmem = smemAddress(stage), bSmem = aSmem + K::kABytes;
-    if constexpr (K::kOp == Op::Linear || K::kOp == Op::Matmul) {
-      constexpr int kStepsPerBlock = (K::kOp == Op::Linear ? K::C : K::R) / K::kStep;
-      const int entry = step / kStepsPerBlock, slice = (step % kStepsPerBlock) * K::kStep;
-      const int64_t aColumn = entryColumn<K::kOp, K::R, K::C>(args, work, indexA, entry) + slice;
-      const int64_t lda = K::kOp == Op::Linear ? args.cols : args.rows;
-      // A: tokens x kStep, K-major.
-      constexpr int kChunksPerRow = K::kStep / 8;
-#pragma unroll
-      for (int it = 0; it < K::kTileM * kChunksPerRow / K::kThreads; ++it) {
-        int id = tid + it * K::kThreads, row = id / kChunksPerRow, chunk = id % kChunksPerRow;
-        int64_t token = work.tokenBase + row;
-        bool valid = token < args.m;
-        const T* src = a + (valid ? token * lda + aColumn + chunk * 8 : 0);
-        cpAsync16(aSmem + panelOffset<K::kPanelA>(row, chunk), src, valid);
-      }
-      if constexpr (K::kOp == Op::Linear) {
-        // B: the R x kStep slice of block (first + entry), K-major.
-        const T* block = b + static_cast<int64_t>(work.first + entry) * K::R * K::C + slice;
-#pragma unroll
-        for (int it = 0; it < K::R * kChunksPerRow / K::kThreads; ++it) {
-          int id = tid + it * K::kThreads, row = id / kChunksPerRow, chunk = id % kChunksPerRow;
-          cpAsync16(bSmem + panelOffset<K::kPanelB>(row, chunk), block + row * K::C + chunk * 8, true);
-        }
-      } else {
-        // B: rows [slice, slice + kStep) of the entry's value block, all C columns, N-major panels.
-        const int64_t valueBlock = entryValue(args, work, indexB, entry);
-        const T* block = b + (valueBlock * K::R + slice) * K::C;
-        constexpr int kChunksPerK = K::C / 8, kPanelChunks = K::kPanelB / 8;
-#pragma unroll
-        for (int it = 0; it < K::kStep * kChunksPerK / K::kThreads; ++it) {
-          int id = tid + it * K::kThreads, krow = id / kChunksPerK, chunk = id % kChunksPerK;
-          uint32_t offset = (chunk / kPanelChunks) * (K::kStep * K::kPanelB * 2) +
-                            panelOffset<K::kPanelB>(krow, chunk % kPanelChunks);
-          cpAsync16(bSmem + offset, block + krow * K::C + chunk * 8, true);
-        }
-      }
-    } else {
-      // Sampled: A = dY^T (G*R rows, M-major), B = X (C columns, N-major), kStep tokens deep.
-      const int64_t token0 = work.tokenBase + static_cast<int64_t>(step) * K::kStep;
-      constexpr int kChunksPerKA = K::kTileM / 8, kPanelChunksA = K::kPanelA / 8;
-#pragma unroll
-      for (int it = 0; it < K::kStep * kChunksPerKA / K::kThreads; ++it) {
-        int id = tid + it * K::kThreads, krow = id / kChunksPerKA, chunk = id % kChunksPerKA;
-        int member = chunk * 8 / K::R, within = chunk * 8 % K::R;
-        int64_t token = token0 + krow;
-        bool valid = token < work.tokenEnd && member < work.count;
-        const T* src = a + (valid ? token * args.rows + indexA[member] + within : 0);
-        uint32_t offset = (chunk / kPanelChunksA) * (K::kStep * K::kPanelA * 2) +
-                          panelOffset<K::kPanelA>(krow, chunk % kPanelChunksA);
-        cpAsync16(aSmem + offset, src, valid);
-      }
-      constexpr int kChunksPerKB = K::C / 8, kPanelChunksB = K::kPanelB / 8;
-      const int64_t bColumn = static_cast<int64_t>(work.line) * K::C;
-#pragma unroll
-      for (int it = 0; it < K::kStep * kChunksPerKB / K::kThreads; ++it) {
-        int id = tid + it * K::kThreads, krow = id / kChunksPerKB, chunk = id % kChunksPerKB;
-        int64_t token = token0 + krow;
-        bool valid = token < work.tokenEnd;
-        const T* src = b + (valid ? token * args.cols + bColumn + chunk * 8 : 0);
-        uint32_t offset = (chunk / kPanelChunksB) * (K::kStep * K::kPanelB * 2) +
-                          panelOffset<K::kPanelB>(krow, chunk % kPanelChunksB);
-        cpAsync16(bSmem + offset, src, valid);
-      }
-    }
-  }
-};
-
-// One warp's share of a stage: ldmatrix the fragments of each k16 slice, then the mma grid.
-template <class K>
-__device__ __forceinline__ void computeStage(uint32_t aSmem, uint32_t bSmem, int warpM, int warpN, int lane,
-                                             float (&acc)[K::kMmaM][K::kMmaN][4]) {
-  const int quad = lane >> 3, r8 = lane & 7;
-#pragma unroll
-  for (int kk = 0; kk < K::kStep / 16; ++kk) {
-    uint32_t af[K::kMmaM][4], bf[K::kMmaN][2];
-#pragma unroll
-    for (int mt = 0; mt < K::kMmaM; ++mt) {
-      const int m0 = warpM * K::kWarpM + mt * 16;
-      if constexpr (K::kAKMajor) {
-        ldmatrixX4(af[mt], aSmem + panelOffset<K::kPanelA>(m0 + (lane & 15), kk * 2 + (lane >> 4)));
-      } else {
-        constexpr int kPanelChunks = K::kPanelA / 8;
-        int k = kk * 16 + r8 + (quad >> 1) * 8, chunk = m0 / 8 + (quad & 1);
-        ldmatrixX4Trans(af[mt], aSmem + (chunk / kPanelChunks) * (K::kStep * K::kPanelA * 2) +
-                                    panelOffset<K::kPanelA>(k, chunk % kPanelChunks));
-      }
-    }
-#pragma unroll
-    for (int np = 0; np < K::kMmaN / 2; ++np) {
-      const int n0 = warpN * K::kWarpN + np * 16;
-      uint32_t r[4];
-      if constexpr (K::kBKMajor) {
-        ldmatrixX4(r, bSmem + panelOffset<K::kPanelB>(n0 + r8 + (quad >> 1) * 8, kk * 2 + (quad & 1)));
-      } else {
-        constexpr int kPanelChunks = K::kPanelB / 8;
-        int k = kk * 16 + r8 + (quad & 1) * 8, chunk = n0 / 8 + (quad >> 1);
-        ldmatrixX4Trans(r, bSmem + (chunk / kPanelChunks) * (K::kStep * K::kPanelB * 2) +
-                               panelOffset<K::kPanelB>(k, chunk % kPanelChunks));
-      }
-      bf[2 * np][0] = r[0];
-      bf[2 * np][1] = r[1];
-      bf[2 * np + 1][0] = r[2];
-      bf[2 * np + 1][1] = r[3];
-    }
-#pragma unroll
-    for (int mt = 0; mt < K::kMmaM; ++mt)
-#pragma unroll
-      for (int nt = 0; nt < K::kMmaN; ++nt) mma16816<typename K::T>(acc[mt][nt], af[mt], bf[nt]);
-  }
-}
-
-template <class K>
-__global__ void __launch_bounds__(K::kThreads) bsrMmaKernel(const KernelArgs args) {
-  using T = typename K::T;
-  extern __shared__ uint8_t smemRaw[];
-  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smemRaw) + 1023) & ~uintptr_t(1023));
-  int32_t* indexA = reinterpret_cast<int32_t*>(smem + K::kStages * K::kStageBytes);
-  int32_t* indexB = indexA + kIndexCapacity;
-  const int tid = threadIdx.x;
-
-  TileWork work;
-  if (!tileWork<K::kOp, K::R, K::C, K::kTileM, K::kStep, K::kGroup>(args, work)) return;
-  fillIndex<K::kOp, K::R, K::C>(args, work, indexA, indexB, tid, K::kThreads);
-  __syncthreads();
-  const StepLoader<K> load{args, work, indexA, indexB};
-  const int steps = work.steps;
-
-  const int warp = tid / 32, lane = tid % 32;
-  const int warpM = warp % K::kWarpsM, warpN = warp / K::kWarpsM;
-  float acc[K::kMmaM][K::kMmaN][4];
-#pragma unroll
-  for (int i = 0; i < K::kMmaM; ++i)
-#pragma unroll
-    for (int j = 0; j < K::kMmaN; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
-
-#pragma unroll
-  for (int s = 0; s < K::kStages - 1; ++s) {
-    if (s < steps) load(s, smem + s * K::kStageBytes, tid);
-    cpAsyncCommit();
-  }
-  for (int step = 0; step < steps; ++step) {
-    cpAsyncWait<K::kStages - 2>();
-    __syncthreads();  // stage `step` landed for every thread; stage `step - 1` is free again
-    const int next = step + K::kStages - 1;
-    if (next < steps) load(next, smem + (next % K::kStages) * K::kStageBytes, tid);
-    cpAsyncCommit();
-    uint8_t* stage = smem + (step % K::kStages) * K::kStageBytes;
-    computeStage<K>(smemAddress(stage), smemAddress(stage) + K::kABytes, warpM, warpN, lane, acc);
-  }
-  cpAsyncWait<0>();
-
-  // Epilogue: each thread holds rows g and g+8 of every m16n8 tile, two adjacent columns each.
-  const int g = lane >> 2, c2 = (lane & 3) * 2;
-#pragma unroll
-  for (int mt = 0; mt < K::kMmaM; ++mt) {
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int row = warpM * K::kWarpM + mt * 16 + g + half * 8;
-#pragma unroll
-      for (int nt = 0; nt < K::kMmaN; ++nt) {
-        const int col = warpN * K::kWarpN + nt * 8 + c2;
-        float v0 = acc[mt][nt][half * 2], v1 = acc[mt][nt][half * 2 + 1];
-        if constexpr (K::kOp == Op::Sampled) {
-          const int member = row / K::R;
-          if (member >= work.count) continue;
-          const int64_t at = (static_cast<int64_t>(indexB[member]) * K::R + row % K::R) * K::C + col;
-          if (args.partials) {
-            float* dst = args.partials + static_cast<int64_t>(blockIdx.z) * args.nnzBlocks * K::R * K::C + at;
-            *reinterpret_cast<float2*>(dst) = make_float2(v0, v1);
-          } else {
-            *reinterpret_cast<uint32_t*>(static_cast<T*>(args.out) + at) = packPair<T>(v0, v1);
-          }
-        } else {
-          const int64_t token = work.tokenBase + row;
-          if (token >= args.m) continue;
-          if constexpr (K::kOp == Op::Linear) {
-            const int64_t feature = static_cast<int64_t>(work.line) * K::R + col;
-            if (args.bias) {
-              float2 bias = unpackPair<T>(*reinterpret_cast<const uint32_t*>(static_cast<const T*>(args.bias) + feature));
-              v0 += bias.x;
-              v1 += bias.y;
-            }
-            *reinterpret_cast<uint32_t*>(static_cast<T*>(args.out) + token * args.rows + feature) = packPair<T>(v0, v1);
-          } else {
-            const int64_t feature = static_cast<int64_t>(work.line) * K::C + col;
-            *reinterpret_cast<uint32_t*>(static_cast<T*>(args.out) + token * args.cols + feature) = packPair<T>(v0, v1);
-          }
-        }
-      }
-    }
-  }
-}
-
-template <class K>
-bool launch(const KernelArgs& argsIn, int numSms, cudaStream_t stream) {
-  KernelArgs args = argsIn;
-  dim3 grid;
-  if constexpr (K::kOp == Op::Sampled) {
-    const int64_t splits = (args.m + args.tokensPerSplit - 1) / args.tokensPerSplit;
-    const int64_t groups = (args.blockRows + K::kGroup - 1) / K::kGroup;
-    if (groups > 65535 || splits > 65535) return false;
-    grid = dim3(static_cast<unsigned>(args.blockCols), static_cast<unsigned>(groups), static_cast<unsigned>(splits));
-  } else {
-    const int64_t tilesM = (args.m + K::kTileM - 1) / K::kTileM;
-    const int64_t tilesN = K::kOp == Op::Linear ? args.blockRows : args.blockCols;
-    if (tilesM * tilesN > INT32_MAX) return false;
-    args.tilesM = static_cast<int32_t>(tilesM);
-    args.tilesN = static_cast<int32_t>(tilesN);
-    args.groupM = rasterGroup(args.tilesM, K::kTileM, K::kOp == Op::Linear ? args.cols : args.rows);
-    grid = dim3(static_cast<unsigned>(tilesM * tilesN));
-  }
-  (void)numSms;
-  auto kernel = bsrMmaKernel<K>;
-  BS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, K::kSmemBytes));
-  kernel<<<grid, K::kThreads, K::kSmemBytes, stream>>>(args);
-  BS_LAUNCH_CHECK("bsrMmaKernel");
-  return true;
-}
-
-// Tile shapes per block size; variant 1 is an alternative kept for measurement.
 template <typename T, Op kOp>
-bool launchBlock(const KernelArgs& args, int blockSize, int variant, int numSms, cudaStream_t stream) {
-  if (variant > 1) return false;  // variants 2+ exist on the wgmma path only
-  if constexpr (kOp == Op::Sampled) {
-    switch (blockSize) {
-      case 32: return launch<MmaTraits<T, kOp, 32, 128, 4, 1, 4>>(args, numSms, stream);
-      case 64: return launch<MmaTraits<T, kOp, 64, 128, 2, 2, 4>>(args, numSms, stream);
-      case 128: return launch<MmaTraits<T, kOp, 128, 128, 2, 4, 4>>(args, numSms, stream);
-    }
-  } else {
-    switch (blockSize) {
-      case 32:
-        if (variant == 1) return launch<MmaTraits<T, kOp, 32, 256, 4, 1, 4>>(args, numSms, stream);
-        return launch<MmaTraits<T, kOp, 32, 128, 4, 1, 4>>(args, numSms, stream);
-      case 64:
-        if (variant == 1) return launch<MmaTraits<T, kOp, 64, 256, 4, 2, 3>>(args, numSms, stream);
-        return launch<MmaTraits<T, kOp, 64, 128, 2, 2, 4>>(args, numSms, stream);
-      case 128:
-        if (variant == 1) return launch<MmaTraits<T, kOp, 128, 128, 2, 2, 4>>(args, numSms, stream);
-        return launch<MmaTraits<T, kOp, 128, 128, 2, 4, 3>>(args, numSms, stream);
-    }
+bool launchBlock(const KernelArgs& args, int blockSize, int variant, cudaStream_t stream) {
+  using sm80::launch;
+  if (variant != kDefaultTile) return false;
+  switch (blockSize) {
+    case 32: return launch<Tile32<T, kOp>>(args, stream);
+    case 64: return launch<Tile64<T, kOp>>(args, stream);
+    case 128:
+      if constexpr (kOp == Op::Sampled) return launch<SampledTile128<T>>(args, stream);
+      else return launch<Tile128<T, kOp>>(args, stream);
   }
   return false;
 }
 
 template <typename T>
-bool launchTyped(Op op, const KernelArgs& args, int blockSize, int variant, int numSms, cudaStream_t stream) {
+bool launchTyped(Op op, const KernelArgs& args, int blockSize, int variant, cudaStream_t stream) {
   switch (op) {
-    case Op::Linear: return launchBlock<T, Op::Linear>(args, blockSize, variant, numSms, stream);
-    case Op::Matmul: return launchBlock<T, Op::Matmul>(args, blockSize, variant, numSms, stream);
-    case Op::Sampled: return launchBlock<T, Op::Sampled>(args, blockSize, variant, numSms, stream);
+    case Op::Linear: return launchBlock<T, Op::Linear>(args, blockSize, variant, stream);
+    case Op::Matmul: return launchBlock<T, Op::Matmul>(args, blockSize, variant, stream);
+    case Op::Sampled: return launchBlock<T, Op::Sampled>(args, blockSize, variant, stream);
   }
   return false;
 }
@@ -574,13 +304,14 @@ bool launchTf32(Op op, const KernelArgs& args, int blockSize, cudaStream_t strea
   return false;
 }
 
+
 }  // namespace
 
-bool launchMma(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
+bool launchMma(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int /*numSms*/,
                cudaStream_t stream) {
-  if (dtype == DType::BFloat16) return launchTyped<__nv_bfloat16>(op, args, blockSize, variant, numSms, stream);
-  if (dtype == DType::Float16) return launchTyped<__half>(op, args, blockSize, variant, numSms, stream);
-  if (dtype == DType::Float32) return variant == 0 && launchTf32(op, args, blockSize, stream);
+  if (dtype == DType::BFloat16) return launchTyped<__nv_bfloat16>(op, args, blockSize, variant, stream);
+  if (dtype == DType::Float16) return launchTyped<__half>(op, args, blockSize, variant, stream);
+  if (dtype == DType::Float32) return variant == kDefaultTile && launchTf32(op, args, blockSize, stream);
   return false;
 }
 

@@ -122,7 +122,7 @@ TcPath resolvePath(const DeviceInfo& device, TcPath requested) {
 
 bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias, void* out, int64_t m,
          const BsrPatternView& pattern, cudaStream_t stream, const TcOptions& options) {
-  if (!supported(dtype, pattern, m)) return false;
+  if (options.path == TcPath::Decode || !supported(dtype, pattern, m)) return false;
   if (!aligned16(a) || !aligned16(b) || !aligned16(out) || (bias && (reinterpret_cast<uintptr_t>(bias) & 3)))
     return false;
   const DeviceInfo& device = currentDevice();
@@ -132,16 +132,17 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   int variant = options.variant;
   if (dtype == DType::Float32) {
     // TF32 has one kernel per block size, on the mma.sync path on every sm_80+ device.
-    if (options.path == TcPath::Wgmma || variant > 0) return false;
+    if (options.path == TcPath::Wgmma || variant > tc::kDefaultTile) return false;
     path = TcPath::Mma;
-    variant = 0;
+    variant = tc::kDefaultTile;
   } else if (options.path == TcPath::Auto && variant < 0) {
     // Measured on an H100 (docs/kernels.md): with 32x32 blocks mma.sync beats wgmma, whose n32 tiles
     // wait on shared memory; with 128x128 blocks and many tokens the 256-token wgmma tile wins.
     if (block == 32) path = TcPath::Mma;
-    variant = path == TcPath::Wgmma && block == 128 && op != tc::Op::Sampled && m >= 4096 ? 1 : 0;
+    const bool wide = path == TcPath::Wgmma && block == 128 && op != tc::Op::Sampled && m >= tc::kWideTileMinTokens;
+    variant = wide ? tc::kWideTile : tc::kDefaultTile;
   }
-  variant = std::max(variant, 0);
+  variant = std::max(variant, int{tc::kDefaultTile});
   tc::KernelArgs args = tc::makeArgs(op, a, b, bias, out, m, pattern);
 
   // dW: each CTA reduces all tokens for up to 128 rows of blocks; when that leaves SMs idle, split the
@@ -167,6 +168,8 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   try {
     launched = path == TcPath::Wgmma ? tc::launchWgmma(op, dtype, args, block, variant, device.sms, stream)
                                      : tc::launchMma(op, dtype, args, block, variant, device.sms, stream);
+    if (!launched && options.devVariants)
+      launched = options.devVariants(path, op, dtype, args, block, variant, device.sms, stream);
     if (launched && splits > 1)
       tc::launchReducePartials(dtype, args.partials, static_cast<int>(splits), valueCount, out, stream);
   } catch (...) {
@@ -181,6 +184,14 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
 
 bool tcBsrLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
                  const BsrPatternView& pattern, cudaStream_t stream, const TcOptions& options) {
+  const bool decode = options.path == TcPath::Auto ? options.variant < 0
+                                                   : options.path == TcPath::Decode && tc::decodeVariant(options.variant);
+  if (decode && m <= kDecodeMaxTokens && currentDevice().major >= 8 &&
+      tc::decodeSupported(dtype, x, values, bias, y, m, pattern)) {
+    tc::launchDecodeLinear(dtype, x, values, bias, y, m, pattern, std::max(options.variant, 0), stream);
+    return true;
+  }
+  if (options.path == TcPath::Decode) return false;
   return run(tc::Op::Linear, dtype, x, values, bias, y, m, pattern, stream, options);
 }
 

@@ -1,5 +1,6 @@
 // Tensor-core kernels for the block-sparse products (bfloat16 and float16 storage, float32 accumulation;
-// float32 storage in TF32 only when allowed).
+// float32 storage in TF32 only when allowed), and the decoding path of bsrLinear (1-16 tokens, every
+// float dtype, float32 exact).
 // Each entry point returns false, having launched nothing, when it has no kernel for the dtype, block
 // shape, alignment or device; the caller then runs the simple kernel. Arguments are the same device
 // pointers, already validated, that the simple launchers in kernels/bsr.cu take.
@@ -14,12 +15,29 @@
 
 namespace bs {
 
-// Which tensor-core path runs: Auto picks wgmma on sm_90a and mma.sync on other sm_80+ devices.
-enum class TcPath : int { Auto = 0, Mma = 1, Wgmma = 2 };
+// Which path runs: Auto picks the decoding kernel for bsrLinear with at most kDecodeMaxTokens tokens,
+// else wgmma on sm_90a and mma.sync on other sm_80+ devices. Decode forces the decoding kernel (bsrLinear
+// only; it declines what it cannot run).
+enum class TcPath : int { Auto = 0, Mma = 1, Wgmma = 2, Decode = 3 };
+
+// Token counts up to which bsrLinear reads W once with the decoding kernel: up to 16 tokens the product
+// costs no more than streaming the weight (docs/kernels.md, "Decoding").
+constexpr int64_t kDecodeMaxTokens = 16;
+
+namespace tc {
+enum class Op : int;
+struct KernelArgs;
+}  // namespace tc
+
+// Launches a variant kept only for measurement (kernels-cuda/dev/); false when it has none for the case.
+using DevVariantLauncher = bool (*)(TcPath path, tc::Op op, DType dtype, const tc::KernelArgs& args, int blockSize,
+                                    int variant, int numSms, cudaStream_t stream);
 
 struct TcOptions {
   TcPath path = TcPath::Auto;
   int variant = -1;  // tile-shape variant within the path; -1: the measured best for the shape
+  // Tried when the shipped kernels have no such variant: the bench passes dev's launcher, the addon none.
+  DevVariantLauncher devVariants = nullptr;
 };
 
 // Y = X W^T + bias (bias may be null). x [m, cols], y [m, rows].

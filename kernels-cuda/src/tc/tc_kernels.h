@@ -37,6 +37,11 @@ struct KernelArgs {
   int64_t tokensPerSplit;          // Sampled: tokens each split reduces (a multiple of the step)
 };
 
+// Tile variants the dispatch names (TcOptions::variant): each path's default tile, and on the wgmma path
+// the 256-token tile for Linear/Matmul with 128x128 blocks, which wins from kWideTileMinTokens tokens on.
+enum TileVariant : int { kDefaultTile = 0, kWideTile = 1 };
+constexpr int64_t kWideTileMinTokens = 4096;
+
 // Block row (column) entries whose offsets a CTA keeps in shared memory; longer rows read the rest
 // from global memory.
 constexpr int kIndexCapacity = 1024;
@@ -65,6 +70,18 @@ bool launchMma(Op op, DType dtype, const KernelArgs& args, int blockSize, int va
                cudaStream_t stream);
 bool launchWgmma(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                  cudaStream_t stream);
+// Decoding path of Linear (bsr_decode.cu): whether it covers the dtype, block shape, token count and
+// alignments, and its launch (pointers already validated).
+bool decodeSupported(DType dtype, const void* x, const void* values, const void* bias, const void* y, int64_t m,
+                     const BsrPatternView& pattern);
+// `variant` (TcOptions::variant, kDecodeVariants of them) picks the W bytes per warp: 0 is the default.
+constexpr int kDecodeVariants = 4;
+bool decodeVariant(int variant);
+void launchDecodeLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
+                        const BsrPatternView& pattern, int variant, cudaStream_t stream);
+// Warps per CTA of the decoding kernel for this pattern and variant (reported by the bench).
+int decodeWarps(DType dtype, const BsrPatternView& pattern, int variant);
+
 // Whether this build holds sm_90a code the current device can run.
 bool wgmmaAvailable();
 

@@ -1,0 +1,456 @@
+// wgmma variants kept only for measurement (docs/kernels.md, "Versions: prediction, measurement, why"):
+// linked into tc_bench, never into the addon. tc_bench reaches them (and dev's mma.sync variant) through
+// TcOptions::devVariants = launchDevVariant.
+//   1: 128-token tiles at 32 and 64 blocks (the dispatched tiles hold 256 tokens there)
+//   2, 3: the tiles of variants 0 and 1, persistent (one CTA per SM walks its tiles)
+//   4, 5: grouped tiles, 8 and 4 block rows (columns) of 32, 4 and 2 of 64, sharing each dense slice
+#include "dev_variants.h"
+#include "tc/bsr_wgmma.cuh"
+
+namespace bs::tc {
+
+namespace sm90 {
+
+// Grouped Linear/Matmul tile: 128 tokens x kGroup consecutive block rows (Linear) or block columns
+// (Matmul) of kBlock (32 or 64). The CTA walks the union of its members' block columns (rows) in order:
+// each step loads the dense operand's slice for one such column once and the block of every member
+// that has it, side by side, so one wgmma of N = kGroup * kBlock covers all members (a member without
+// the column has zeros in its place) and each slice read from L2 feeds every member that uses it.
+template <typename T_, Op kOp_, int kBlock_, int kGroup_, int kStages_>
+struct GroupedTraits {
+  using T = T_;
+  static constexpr Op kOp = kOp_;
+  static constexpr int R = kBlock_, C = kBlock_;
+  static constexpr int kBlock = kBlock_;
+  static constexpr int kGroup = kGroup_;
+  static constexpr int kTileM = 128;
+  static constexpr int kTileN = kGroup * kBlock;  // the wgmma's N
+  static constexpr int kStep = kBlock_;          // one union entry per step
+  static constexpr bool kBKMajor = kOp == Op::Linear;
+  static constexpr int kStages = kStages_;
+  static constexpr int kConsumers = 2;  // consumer warpgroups, 64 tokens each
+  static constexpr int kThreads = 128 * (kConsumers + 1);
+  static constexpr int kABytes = kTileM * kStep * 2;
+  static constexpr int kSlotBytes = kBlock * kStep * 2;  // one member's block
+  static constexpr int kStageBytes = kABytes + kGroup * kSlotBytes;
+  static constexpr int kIndexCap = kBlock == 32 ? 4096 : 2048;  // group entries whose indices stay in smem
+  static constexpr int kIndexArrays = kOp == Op::Matmul ? 2 : 1;
+  static constexpr int kSmemBytes =
+      1024 + kStages * kStageBytes + 2 * kStages * 8 + kStages * 4 + kIndexArrays * kIndexCap * 4;
+  static constexpr uint32_t kSwizzle = kStep * 2 == 128 ? 1 : 2;  // descriptor codes: 1 = 128B, 2 = 64B
+
+  static_assert(kBlock == 32 || kBlock == 64, "one step per block");
+  static_assert(kTileN == 64 || kTileN == 128 || kTileN == 256, "a wgmma N with generated ops");
+  static_assert(kStages * kGroup <= 64, "a dirty bit per stage and member");
+  static_assert(kSmemBytes <= 227 * 1024, "fits an H100's shared memory");
+};
+
+// Linear/Matmul, persistent: one CTA per SM walks tiles blockIdx.x, + gridDim.x, ... with one pipeline
+// that runs on across tiles, so the producer loads the next tile while the consumers store this one.
+// The producer warp reads each tile's block offsets itself, 32 at a time, one per lane.
+template <class K>
+__global__ void __launch_bounds__(K::kThreads, 1)
+    bsrWgmmaPersistentKernel(const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapB,
+                             const KernelArgs args) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  static_assert(K::kOp != Op::Sampled, "Sampled tiles are not persistent");
+  extern __shared__ uint8_t smemRaw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smemRaw) + 1023) & ~uintptr_t(1023));
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + K::kStages * K::kStageBytes);
+  uint64_t* empty = full + K::kStages;
+  const int tid = threadIdx.x;
+  const int tiles = args.tilesM * args.tilesN;
+  constexpr int kStepsPerBlock = (K::kOp == Op::Linear ? K::C : K::R) / K::kStep;
+  if (tid == 0) {
+    prefetchTensorMap(&mapA);
+    prefetchTensorMap(&mapB);
+    for (int s = 0; s < K::kStages; ++s) {
+      mbarrierInit(&full[s], 1);
+      mbarrierInit(&empty[s], 4 * K::kConsumers);
+    }
+    fenceBarrierInit();
+  }
+  __syncthreads();
+
+  const int warpGroup = tid / 128;
+  if (warpGroup == 0) {
+    setMaxRegistersDecrease<40>();
+    if (tid >= 32) return;
+    const int lane = tid;
+    const int32_t* index = K::kOp == Op::Linear ? args.blockColIdx : args.blockRowIdx;
+    constexpr int kScale = K::kOp == Op::Linear ? K::C : K::R;
+    int it = 0;
+    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+      TileWork work;
+      tileAt<K::kOp, K::R, K::C, K::kTileM, K::kStep>(args, tile, work);
+      const int32_t tokenBase = static_cast<int32_t>(work.tokenBase);
+      for (int e0 = 0; e0 < work.count; e0 += 32) {
+        int32_t columnMine = 0, valueMine = 0;
+        if (e0 + lane < work.count) {
+          columnMine = index[work.first + e0 + lane] * kScale;
+          if constexpr (K::kOp == Op::Matmul) valueMine = args.valueIndex[work.first + e0 + lane];
+        }
+        const int n = min(32, work.count - e0);
+        for (int j = 0; j < n; ++j) {
+          const int32_t column = __shfl_sync(0xffffffffu, columnMine, j);
+          const int32_t value = __shfl_sync(0xffffffffu, valueMine, j);
+          for (int part = 0; part < kStepsPerBlock; ++part, ++it) {
+            const int s = it % K::kStages;
+            if (it >= K::kStages) mbarrierWait(&empty[s], ((it / K::kStages) + 1) & 1);
+            if (lane == 0) {
+              uint8_t* stageA = smem + s * K::kStageBytes;
+              uint8_t* stageB = stageA + K::kABytes;
+              const int slice = part * K::kStep;
+              mbarrierArriveExpectTx(&full[s], K::kStageBytes);
+              tmaLoad2d(stageA, &mapA, column + slice, tokenBase, &full[s]);
+              if constexpr (K::kOp == Op::Linear) {
+                tmaLoad2d(stageB, &mapB, slice, (work.first + e0 + j) * K::R, &full[s]);
+              } else {
+#pragma unroll
+                for (int p = 0; p < K::C / K::kPanelB; ++p)
+                  tmaLoad2d(stageB + p * K::kStep * K::kPanelB * 2, &mapB, p * K::kPanelB, value * K::R + slice,
+                            &full[s]);
+              }
+            }
+            __syncwarp();
+          }
+        }
+      }
+    }
+    return;
+  }
+
+  setMaxRegistersIncrease<232>();
+  const int consumer = warpGroup - 1;
+  const int lane = tid % 32, warpInGroup = (tid % 128) / 32;
+  float acc[K::kMmaM][K::kTileN / 2];
+  int it = 0;
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    TileWork work;
+    tileAt<K::kOp, K::R, K::C, K::kTileM, K::kStep>(args, tile, work);
+#pragma unroll
+    for (int i = 0; i < K::kMmaM; ++i)
+#pragma unroll
+      for (int j = 0; j < K::kTileN / 2; ++j) acc[i][j] = 0.0f;
+    for (int step = 0; step < work.steps; ++step, ++it) {
+      const int s = it % K::kStages;
+      mbarrierWait(&full[s], (it / K::kStages) & 1);
+      const uint32_t stageA = smemAddress(smem + s * K::kStageBytes), stageB = stageA + K::kABytes;
+#pragma unroll
+      for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
+      wgmmaFence();
+      mmaStage<K>(acc, stageA, stageB, consumer);
+      wgmmaCommit();
+#pragma unroll
+      for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
+      wgmmaWait<1>();
+      if (step > 0 && lane == 0) mbarrierArrive(&empty[(it - 1) % K::kStages]);
+    }
+    wgmmaWait<0>();
+#pragma unroll
+    for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
+    // This tile's last stage is free once its products are done.
+    if (work.steps > 0 && lane == 0) mbarrierArrive(&empty[(it - 1) % K::kStages]);
+    storeTile<K>(acc, args, work, nullptr, consumer, lane, warpInGroup);
+  }
+#endif
+}
+
+// Member `member`'s 64 tokens x kBlock outputs of a grouped tile (accumulator layout as in storeTile).
+template <class K>
+__device__ __forceinline__ void storeMember(const float (&acc)[K::kTileN / 2], int member, const KernelArgs& args,
+                                            int64_t tokenBase, int line, int consumer, int lane, int warpInGroup) {
+  using T = typename K::T;
+  const int g = lane >> 2, c2 = (lane & 3) * 2;
+  const int64_t width = K::kOp == Op::Linear ? args.rows : args.cols;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int64_t token = tokenBase + consumer * 64 + warpInGroup * 16 + g + half * 8;
+    if (token >= args.m) continue;
+#pragma unroll
+    for (int j = 0; j < K::kBlock / 8; ++j) {
+      const int64_t feature = static_cast<int64_t>(line) * K::kBlock + j * 8 + c2;
+      const int at = 4 * (member * K::kBlock / 8 + j) + half * 2;
+      float v0 = acc[at], v1 = acc[at + 1];
+      if (K::kOp == Op::Linear && args.bias) {
+        float2 bias = unpackPair<T>(*reinterpret_cast<const uint32_t*>(static_cast<const T*>(args.bias) + feature));
+        v0 += bias.x;
+        v1 += bias.y;
+      }
+      *reinterpret_cast<uint32_t*>(static_cast<T*>(args.out) + token * width + feature) = packPair<T>(v0, v1);
+    }
+  }
+}
+
+template <class K>
+__global__ void __launch_bounds__(K::kThreads, 1)
+    bsrWgmmaGroupedKernel(const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapB,
+                          const KernelArgs args) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ uint8_t smemRaw[];
+  // Aligned by pointer arithmetic on the shared array itself, so the compiler keeps the address space and
+  // every access below is a shared-memory instruction rather than a generic one.
+  uint8_t* smem = smemRaw + ((1024 - (smemAddress(smemRaw) & 1023)) & 1023);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + K::kStages * K::kStageBytes);
+  uint64_t* empty = full + K::kStages;
+  volatile uint32_t* meta = reinterpret_cast<uint32_t*>(empty + K::kStages);  // per stage: the members' mask
+  int32_t* indexA = reinterpret_cast<int32_t*>(const_cast<uint32_t*>(meta) + K::kStages);
+  int32_t* indexB = indexA + K::kIndexCap;
+  const int tid = threadIdx.x;
+
+  int tileM, tileN;
+  rasterTile(blockIdx.x, args.tilesM, args.tilesN, args.groupM, tileM, tileN);
+  const int32_t* ptr = K::kOp == Op::Linear ? args.blockRowPtr : args.blockColPtr;
+  const int32_t* index = K::kOp == Op::Linear ? args.blockColIdx : args.blockRowIdx;
+  const int lines = K::kOp == Op::Linear ? args.blockRows : args.blockCols;
+  const int lineFirst = tileN * K::kGroup;
+  const int lineEnd = min(lines, lineFirst + K::kGroup);
+  const int32_t first = ptr[lineFirst];
+  const int32_t count = ptr[lineEnd] - first;
+  const int64_t tokenBase = static_cast<int64_t>(tileM) * K::kTileM;
+  for (int e = tid; e < min(count, K::kIndexCap); e += K::kThreads) {
+    indexA[e] = index[first + e];
+    if constexpr (K::kOp == Op::Matmul) indexB[e] = args.valueIndex[first + e];
+  }
+  // Every member slot starts as zeros; afterwards the producer re-zeroes a slot only when a step leaves
+  // it out after an earlier step in that stage filled it.
+  for (int s = 0; s < K::kStages; ++s) {
+    uint4* slots = reinterpret_cast<uint4*>(smem + s * K::kStageBytes + K::kABytes);
+    for (int i = tid; i < K::kGroup * K::kSlotBytes / 16; i += K::kThreads) slots[i] = make_uint4(0, 0, 0, 0);
+  }
+  fenceProxyAsync();  // written by threads, read by wgmma
+  if (tid == 0) {
+    prefetchTensorMap(&mapA);
+    prefetchTensorMap(&mapB);
+    for (int s = 0; s < K::kStages; ++s) {
+      mbarrierInit(&full[s], 1);
+      mbarrierInit(&empty[s], 4 * K::kConsumers);  // one arrival per consumer warp
+    }
+    fenceBarrierInit();
+  }
+  __syncthreads();
+
+  const int warpGroup = tid / 128;
+  if (warpGroup == 0) {
+    setMaxRegistersDecrease<56>();  // the merge keeps three values per member
+    if (tid >= 32) return;
+    // Producer warp: a kGroup-way merge of the members' sorted index lists, run by every lane alike.
+    // Each step names one column (row) of the union and the members that have it; a mask of 0 tells the
+    // consumers to stop. The lanes zero the slots that step leaves out; lane 0 issues the copies.
+    const int lane = tid;
+    auto lineOf = [&](int32_t entry) {
+      const int32_t local = entry - first;
+      return local < K::kIndexCap ? indexA[local] : index[entry];
+    };
+    int32_t cursor[K::kGroup], stop[K::kGroup], at[K::kGroup];
+#pragma unroll
+    for (int r = 0; r < K::kGroup; ++r) {
+      const bool member = lineFirst + r < lineEnd;
+      cursor[r] = member ? ptr[lineFirst + r] : 0;
+      stop[r] = member ? ptr[lineFirst + r + 1] : 0;
+      at[r] = cursor[r] < stop[r] ? lineOf(cursor[r]) : INT32_MAX;
+    }
+    uint64_t dirty = 0;  // bit s * kGroup + r: stage s's slot r holds a block
+    const int32_t tokens = static_cast<int32_t>(tokenBase);
+    for (int step = 0;; ++step) {
+      int32_t next = INT32_MAX;
+#pragma unroll
+      for (int r = 0; r < K::kGroup; ++r) next = min(next, at[r]);
+      const int s = step % K::kStages;
+      if (step >= K::kStages) mbarrierWait(&empty[s], ((step / K::kStages) + 1) & 1);
+      if (next == INT32_MAX) {
+        if (lane == 0) {
+          meta[s] = 0;
+          mbarrierArrive(&full[s]);
+        }
+        break;
+      }
+      uint32_t mask = 0;
+#pragma unroll
+      for (int r = 0; r < K::kGroup; ++r) mask |= at[r] == next ? 1u << r : 0u;
+      uint8_t* stageA = smem + s * K::kStageBytes;
+      uint8_t* stageB = stageA + K::kABytes;
+      const uint32_t stale = static_cast<uint32_t>(dirty >> (s * K::kGroup)) & ~mask & ((1u << K::kGroup) - 1);
+      if (stale) {
+#pragma unroll
+        for (int r = 0; r < K::kGroup; ++r) {
+          if (!(stale & (1u << r))) continue;
+          uint4* slot = reinterpret_cast<uint4*>(stageB + r * K::kSlotBytes);
+#pragma unroll
+          for (int i = lane; i < K::kSlotBytes / 16; i += 32) slot[i] = make_uint4(0, 0, 0, 0);
+        }
+        fenceProxyAsync();
+        __syncwarp();
+      }
+      dirty = (dirty & ~(uint64_t((1u << K::kGroup) - 1) << (s * K::kGroup))) | (uint64_t(mask) << (s * K::kGroup));
+      if (lane == 0) {
+        meta[s] = mask;
+        mbarrierArriveExpectTx(&full[s], K::kABytes + __popc(mask) * K::kSlotBytes);
+        tmaLoad2d(stageA, &mapA, next * K::kBlock, tokens, &full[s]);
+      }
+#pragma unroll
+      for (int r = 0; r < K::kGroup; ++r) {
+        if (!(mask & (1u << r))) continue;
+        const int32_t entry = cursor[r]++;
+        if (lane == 0) {
+          int32_t value = entry;
+          if constexpr (K::kOp == Op::Matmul) {
+            const int32_t local = entry - first;
+            value = local < K::kIndexCap ? indexB[local] : args.valueIndex[entry];
+          }
+          tmaLoad2d(stageB + r * K::kSlotBytes, &mapB, 0, value * K::kBlock, &full[s]);
+        }
+        at[r] = cursor[r] < stop[r] ? lineOf(cursor[r]) : INT32_MAX;
+      }
+      __syncwarp();
+    }
+    return;
+  }
+
+  setMaxRegistersIncrease<224>();
+  using T = typename K::T;
+  const int consumer = warpGroup - 1;
+  const int lane = tid % 32, warpInGroup = (tid % 128) / 32;
+  float acc[K::kTileN / 2];
+#pragma unroll
+  for (int j = 0; j < K::kTileN / 2; ++j) acc[j] = 0.0f;
+
+  // This warp's 16 rows of the A tile are read once per step into registers (ldmatrix, undoing the copy's
+  // swizzle). Two register sets alternate between steps: a set is reloaded only after the wgmmas reading
+  // it are done.
+  constexpr int kK16 = K::kStep / 16;
+  uint32_t aFirst[kK16][4], aSecond[kK16][4];
+  const int aRow = consumer * 64 + warpInGroup * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+  const int swizzle = K::kSwizzle == 1 ? (aRow & 7) : ((aRow >> 1) & 3);
+  // One step into the accumulators with A in `a`; false at the end marker.
+  auto runStep = [&](int step, uint32_t(&a)[kK16][4]) -> bool {
+    const int s = step % K::kStages;
+    mbarrierWait(&full[s], (step / K::kStages) & 1);
+    if (meta[s] == 0) return false;
+    const uint32_t stageA = smemAddress(smem + s * K::kStageBytes), stageB = stageA + K::kABytes;
+#pragma unroll
+    for (int kk = 0; kk < kK16; ++kk)
+      ldmatrixX4(a[kk], stageA + aRow * K::kStep * 2 + (((kk * 2 + (lane >> 4)) ^ swizzle) << 4));
+    fenceRegisters(acc);
+    wgmmaFence();
+#pragma unroll
+    for (int kk = 0; kk < kK16; ++kk) {
+      uint64_t descB;
+      if constexpr (K::kBKMajor)
+        descB = matrixDescriptor(stageB + kk * 32, 16, 8 * K::kStep * 2, K::kSwizzle);
+      else  // kGroup panels of kBlock columns, one per member slot
+        descB = matrixDescriptor(stageB + kk * 16 * K::kBlock * 2, K::kSlotBytes, 8 * K::kBlock * 2, K::kSwizzle);
+      Wgmma<T, K::kTileN, 0, K::kBKMajor ? 0 : 1>::runRegA(acc, a[kk], descB);
+    }
+    wgmmaCommit();
+    fenceRegisters(acc);
+    // The previous step's products are done once at most this step's group is pending: free its stage.
+    wgmmaWait<1>();
+    if (step > 0 && lane == 0) mbarrierArrive(&empty[(step - 1) % K::kStages]);
+    return true;
+  };
+  for (int step = 0;; step += 2) {
+    if (!runStep(step, aFirst) || !runStep(step + 1, aSecond)) break;
+  }
+  wgmmaWait<0>();
+  fenceRegisters(acc);
+#pragma unroll
+  for (int r = 0; r < K::kGroup; ++r)
+    if (lineFirst + r < lineEnd) storeMember<K>(acc, r, args, tokenBase, lineFirst + r, consumer, lane, warpInGroup);
+#endif
+}
+
+}  // namespace sm90
+
+namespace {
+
+using sm90::GroupedTraits;
+using sm90::WgmmaTraits;
+
+template <class K>
+bool launchPersistent(DType dtype, const KernelArgs& argsIn, cudaStream_t stream, int numSms) {
+  KernelArgs args = argsIn;
+  CUtensorMap mapA, mapB;
+  dim3 grid;
+  if (numSms <= 0 || !sm90::prepareLaunch<K>(dtype, args, mapA, mapB, grid)) return false;
+  grid.x = std::min<unsigned>(grid.x, static_cast<unsigned>(numSms));
+  sm90::launchKernel<K>(sm90::bsrWgmmaPersistentKernel<K>, grid, mapA, mapB, args, stream);
+  return true;
+}
+
+template <class K>
+bool launchGrouped(DType dtype, const KernelArgs& argsIn, cudaStream_t stream) {
+  KernelArgs args = argsIn;
+  CUtensorMap mapA, mapB;
+  const int64_t valueRows = static_cast<int64_t>(args.nnzBlocks) * K::R;
+  const int64_t depth = K::kOp == Op::Linear ? args.cols : args.rows;
+  if (!sm90::encodeMap(&mapA, dtype, args.a, depth, args.m, K::kStep, K::kTileM) ||
+      !sm90::encodeMap(&mapB, dtype, args.b, K::C, valueRows, K::kStep, K::R))
+    return false;
+  const int64_t lines = K::kOp == Op::Linear ? args.blockRows : args.blockCols;
+  const int64_t tilesM = (args.m + K::kTileM - 1) / K::kTileM;
+  const int64_t tilesN = (lines + K::kGroup - 1) / K::kGroup;
+  if (tilesM * tilesN > INT32_MAX) return false;
+  args.tilesM = static_cast<int32_t>(tilesM);
+  args.tilesN = static_cast<int32_t>(tilesN);
+  args.groupM = rasterGroup(args.tilesM, K::kTileM, depth);
+  BS_CUDA_CHECK(cudaFuncSetAttribute(sm90::bsrWgmmaGroupedKernel<K>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     K::kSmemBytes));
+  sm90::bsrWgmmaGroupedKernel<K><<<static_cast<unsigned>(tilesM * tilesN), K::kThreads, K::kSmemBytes, stream>>>(
+      mapA, mapB, args);
+  BS_LAUNCH_CHECK("bsrWgmmaGroupedKernel");
+  return true;
+}
+
+template <typename T, Op kOp>
+bool launchBlock(DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms, cudaStream_t stream) {
+  using sm90::launch;
+  if (kOp == Op::Sampled) return false;
+  switch (variant) {
+    case 1:
+      if (blockSize == 32) return launch<WgmmaTraits<T, kOp, 32, 128, 8>>(dtype, args, stream);
+      if (blockSize == 64) return launch<WgmmaTraits<T, kOp, 64, 128, 6>>(dtype, args, stream);
+      return false;
+    case 2:
+      if (blockSize == 32) return launchPersistent<WgmmaTraits<T, kOp, 32, 256, 8>>(dtype, args, stream, numSms);
+      if (blockSize == 64) return launchPersistent<WgmmaTraits<T, kOp, 64, 256, 5>>(dtype, args, stream, numSms);
+      return launchPersistent<WgmmaTraits<T, kOp, 128, 128, 6>>(dtype, args, stream, numSms);
+    case 3:
+      if (blockSize == 32) return launchPersistent<WgmmaTraits<T, kOp, 32, 128, 8>>(dtype, args, stream, numSms);
+      if (blockSize == 64) return launchPersistent<WgmmaTraits<T, kOp, 64, 128, 6>>(dtype, args, stream, numSms);
+      return launchPersistent<WgmmaTraits<T, kOp, 128, 256, 4>>(dtype, args, stream, numSms);
+    case 4:
+      if (blockSize == 32) return launchGrouped<GroupedTraits<T, kOp, 32, 8, 7>>(dtype, args, stream);
+      if (blockSize == 64) return launchGrouped<GroupedTraits<T, kOp, 64, 4, 4>>(dtype, args, stream);
+      return false;
+    case 5:
+      if (blockSize == 32) return launchGrouped<GroupedTraits<T, kOp, 32, 4, 8>>(dtype, args, stream);
+      if (blockSize == 64) return launchGrouped<GroupedTraits<T, kOp, 64, 2, 5>>(dtype, args, stream);
+      return false;
+  }
+  return false;
+}
+
+template <typename T>
+bool launchTyped(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
+                 cudaStream_t stream) {
+  switch (op) {
+    case Op::Linear: return launchBlock<T, Op::Linear>(dtype, args, blockSize, variant, numSms, stream);
+    case Op::Matmul: return launchBlock<T, Op::Matmul>(dtype, args, blockSize, variant, numSms, stream);
+    case Op::Sampled: return false;
+  }
+  return false;
+}
+
+}  // namespace
+
+bool launchDevVariant(TcPath path, Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
+                      cudaStream_t stream) {
+  if (path == TcPath::Mma) return launchMmaDevVariant(op, dtype, args, blockSize, variant, stream);
+  if (path != TcPath::Wgmma) return false;
+  if (dtype == DType::BFloat16) return launchTyped<__nv_bfloat16>(op, dtype, args, blockSize, variant, numSms, stream);
+  if (dtype == DType::Float16) return launchTyped<__half>(op, dtype, args, blockSize, variant, numSms, stream);
+  return false;
+}
+
+}  // namespace bs::tc

@@ -1,0 +1,17 @@
+// Kernel variants kept only for measurement, linked into tc_bench and never into the addon.
+#pragma once
+
+#include "tc/tc_kernels.h"
+
+namespace bs::tc {
+
+// A TcOptions::devVariants launcher: the wgmma variants of dev/bsr_wgmma_variants.cu (1 at 32 and 64
+// blocks, 2-5) and the mma.sync variant of dev/bsr_mma_variants.cu (1); false, having launched nothing,
+// for any other path, product or variant.
+bool launchDevVariant(TcPath path, Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
+                      cudaStream_t stream);
+
+// The mma.sync variant alone (dev/bsr_mma_variants.cu).
+bool launchMmaDevVariant(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, cudaStream_t stream);
+
+}  // namespace bs::tc

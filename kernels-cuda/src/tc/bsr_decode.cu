@@ -1,0 +1,285 @@
+// Decoding path of bsrLinear (Y = X W^T + b with 1-16 tokens): the product is bound by reading W once,
+// so each stored block is streamed once with 16-byte loads and nothing else of note moves.
+//
+// A CTA owns one 16-row slice of one block row; its warps split that row's blocks (warp w takes blocks
+// w, w + warps, ...), so every warp reads whole 16 x C slabs, contiguous in values. Lane (g, q) =
+// (lane / 4, lane % 4) holds rows g and g + 8 of the slab, the kVec columns at q * kVec of each chunk.
+// The sum over a chunk's columns does not care how they are ordered, so the lane's W and X vectors
+// are used as mma.sync m16n8k16 fragments as loaded (W as A: 16 rows, X^T as B: 8 tokens per tile),
+// with no shuffles or shared memory; float32 runs exactly on the CUDA cores with the same layout.
+// Warps reduce their float32 partials through shared memory in a fixed order, then add the bias.
+#include <algorithm>
+
+#include "ptx.cuh"
+#include "tc_kernels.h"
+
+namespace bs::tc {
+
+namespace {
+
+constexpr int kSliceRows = 16;           // W rows per CTA: the m of one mma tile
+constexpr int kTokenTile = 8;            // tokens per mma tile (its n)
+constexpr int kMaxWarps = 16;            // warps splitting one slice's blocks
+constexpr int kVectorsInFlight = 8;      // W vectors per lane loaded before any is used
+// W bytes each warp should stream, which sets the warps per CTA: TcOptions::variant 0 (the default) and the
+// alternatives kept for measurement, 1-3.
+constexpr int kBytesPerWarp[] = {4096, 2048, 8192, 16384};
+
+template <int kWords>
+struct Vec {
+  uint32_t word[kWords];
+};
+
+// W is read once: skip L1, and let L2 fetch the rest of the 256-byte segment for the next lanes.
+template <int kWords>
+__device__ __forceinline__ Vec<kWords> loadStreaming(const void* pointer) {
+  Vec<kWords> v;
+  if constexpr (kWords == 4) {
+    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(v.word[0]), "=r"(v.word[1]), "=r"(v.word[2]), "=r"(v.word[3])
+                 : "l"(pointer));
+  } else {
+    static_assert(kWords == 2, "8- or 16-byte vectors");
+    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v2.u32 {%0, %1}, [%2];\n"
+                 : "=r"(v.word[0]), "=r"(v.word[1])
+                 : "l"(pointer));
+  }
+  return v;
+}
+
+// X is small and read by every CTA: keep it in L1.
+template <int kWords>
+__device__ __forceinline__ Vec<kWords> loadCached(const void* pointer) {
+  Vec<kWords> v;
+  if constexpr (kWords == 4) {
+    const uint4 raw = __ldg(static_cast<const uint4*>(pointer));
+    v.word[0] = raw.x, v.word[1] = raw.y, v.word[2] = raw.z, v.word[3] = raw.w;
+  } else {
+    const uint2 raw = __ldg(static_cast<const uint2*>(pointer));
+    v.word[0] = raw.x, v.word[1] = raw.y;
+  }
+  return v;
+}
+
+template <typename T_, int kC_, int kTokens_>
+struct DecodeTraits {
+  using T = T_;
+  static constexpr int C = kC_;
+  static constexpr bool kTensorCores = sizeof(T) == 2;  // bf16/f16 on mma.sync, float32 exact on FMA
+  static constexpr int kTokens = kTokens_;              // tokens covered: a multiple of 8 on the mma path
+  static constexpr int kTokenTiles = kTokens / kTokenTile;
+  static constexpr int kVecBytes = C * static_cast<int>(sizeof(T)) / 4 < 16 ? 8 : 16;
+  static constexpr int kVec = kVecBytes / static_cast<int>(sizeof(T));  // elements per lane per row
+  static constexpr int kWords = kVecBytes / 4;
+  static constexpr int kChunk = 4 * kVec;  // columns the four lanes of a row cover
+  static constexpr int kChunksPerBlock = C / kChunk;
+  static constexpr int kBlocksPerStep =
+      2 * kChunksPerBlock >= kVectorsInFlight ? 1 : kVectorsInFlight / (2 * kChunksPerBlock);
+  static_assert(C % kChunk == 0, "a block is whole chunks");
+  static_assert(!kTensorCores || (kTokens % kTokenTile == 0 && kVec % 4 == 0), "mma fragments");
+};
+
+struct DecodeArgs {
+  int64_t m, rows, cols;
+  int32_t blockHeight;
+  const int32_t* blockRowPtr;
+  const int32_t* blockColIdx;
+};
+
+// Partial sums of one warp: rows {g, g + 8} of the slice x the tokens it covers.
+template <class K>
+struct Accumulator {
+  // mma: [token tile][c0..c3] = (row g, tokens 2q, 2q+1), (row g + 8, tokens 2q, 2q+1) of the tile.
+  // FMA: [row g / g + 8][token], each lane's partial over its columns.
+  float value[K::kTensorCores ? K::kTokenTiles : 2][K::kTensorCores ? 4 : K::kTokens];
+};
+
+// Adds `kBlocks` blocks (entries e, e + stride, ...) of the slice to the warp's sums.
+template <class K, int kBlocks>
+__device__ __forceinline__ void addBlocks(Accumulator<K>& acc, const DecodeArgs& args, const typename K::T* x,
+                                          const typename K::T* laneW, const int32_t* colIdx, int e, int stride,
+                                          int lane) {
+  using T = typename K::T;
+  const int g = lane / 4, q = lane % 4;
+  const int64_t blockElements = static_cast<int64_t>(args.blockHeight) * K::C;
+  int64_t column[kBlocks];
+#pragma unroll
+  for (int b = 0; b < kBlocks; ++b) column[b] = static_cast<int64_t>(__ldg(colIdx + e + b * stride)) * K::C + q * K::kVec;
+  Vec<K::kWords> wLow[kBlocks][K::kChunksPerBlock], wHigh[kBlocks][K::kChunksPerBlock];
+#pragma unroll
+  for (int b = 0; b < kBlocks; ++b)
+#pragma unroll
+    for (int c = 0; c < K::kChunksPerBlock; ++c) {
+      const T* row = laneW + static_cast<int64_t>(e + b * stride) * blockElements + c * K::kChunk;
+      wLow[b][c] = loadStreaming<K::kWords>(row);
+      wHigh[b][c] = loadStreaming<K::kWords>(row + 8 * K::C);
+    }
+#pragma unroll
+  for (int b = 0; b < kBlocks; ++b)
+#pragma unroll
+    for (int c = 0; c < K::kChunksPerBlock; ++c) {
+      const T* xColumn = x + column[b] + c * K::kChunk;
+      if constexpr (K::kTensorCores) {
+#pragma unroll
+        for (int tile = 0; tile < K::kTokenTiles; ++tile) {
+          const int token = tile * kTokenTile + g;
+          Vec<K::kWords> xv{};
+          if (token < args.m) xv = loadCached<K::kWords>(xColumn + token * args.cols);
+#pragma unroll
+          for (int j = 0; j < K::kVec / 4; ++j) {
+            const uint32_t a[4] = {wLow[b][c].word[2 * j], wHigh[b][c].word[2 * j], wLow[b][c].word[2 * j + 1],
+                                   wHigh[b][c].word[2 * j + 1]};
+            const uint32_t bFragment[2] = {xv.word[2 * j], xv.word[2 * j + 1]};
+            mma16816<T>(acc.value[tile], a, bFragment);
+          }
+        }
+      } else {
+#pragma unroll
+        for (int token = 0; token < K::kTokens; ++token) {
+          if (token >= args.m) break;
+          const Vec<K::kWords> xv = loadCached<K::kWords>(xColumn + token * args.cols);
+#pragma unroll
+          for (int i = 0; i < K::kVec; ++i) {
+            const float xi = __uint_as_float(xv.word[i]);
+            acc.value[0][token] = fmaf(__uint_as_float(wLow[b][c].word[i]), xi, acc.value[0][token]);
+            acc.value[1][token] = fmaf(__uint_as_float(wHigh[b][c].word[i]), xi, acc.value[1][token]);
+          }
+        }
+      }
+    }
+}
+
+template <class K>
+__global__ void __launch_bounds__(32 * kMaxWarps) bsrDecodeLinearKernel(const typename K::T* __restrict__ x,
+                                                                       const typename K::T* __restrict__ values,
+                                                                       const typename K::T* __restrict__ bias,
+                                                                       typename K::T* __restrict__ y, DecodeArgs args) {
+  using T = typename K::T;
+  extern __shared__ float partial[];  // [warps][kSliceRows][kTokens]
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  const int g = lane / 4, q = lane % 4;
+  const int slicesPerRow = args.blockHeight / kSliceRows;
+  const int blockRow = blockIdx.x / slicesPerRow, slice = blockIdx.x % slicesPerRow;
+  const int32_t first = args.blockRowPtr[blockRow];
+  const int count = args.blockRowPtr[blockRow + 1] - first;
+  const int32_t* colIdx = args.blockColIdx + first;
+  // This lane's first element: row g of the slice in the row's first block, its columns in each chunk.
+  const T* laneW = values + (static_cast<int64_t>(first) * args.blockHeight + slice * kSliceRows + g) * K::C +
+                   q * K::kVec;
+
+  Accumulator<K> acc{};
+  int e = warp;
+  for (; e + (K::kBlocksPerStep - 1) * warps < count; e += K::kBlocksPerStep * warps)
+    addBlocks<K, K::kBlocksPerStep>(acc, args, x, laneW, colIdx, e, warps, lane);
+  if constexpr (K::kBlocksPerStep > 1)
+    for (; e < count; e += warps) addBlocks<K, 1>(acc, args, x, laneW, colIdx, e, warps, lane);
+
+  if constexpr (K::kTensorCores) {
+#pragma unroll
+    for (int tile = 0; tile < K::kTokenTiles; ++tile)
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        partial[(warp * kSliceRows + g + 8 * (i / 2)) * K::kTokens + tile * kTokenTile + 2 * q + i % 2] =
+            acc.value[tile][i];
+  } else {
+    // The four lanes of a row hold partials over different columns: sum them, then each stores a quarter.
+#pragma unroll
+    for (int half = 0; half < 2; ++half)
+#pragma unroll
+      for (int token = 0; token < K::kTokens; ++token) {
+        float v = acc.value[half][token];
+        v += __shfl_xor_sync(0xffffffffu, v, 1);
+        v += __shfl_xor_sync(0xffffffffu, v, 2);
+        if (token % 4 == q) partial[(warp * kSliceRows + g + 8 * half) * K::kTokens + token] = v;
+      }
+  }
+  __syncthreads();
+  const int64_t rowBase = static_cast<int64_t>(blockRow) * args.blockHeight + slice * kSliceRows;
+  for (int i = threadIdx.x; i < kSliceRows * args.m; i += blockDim.x) {
+    const int row = i % kSliceRows, token = i / kSliceRows;
+    float sum = 0.0f;
+    for (int w = 0; w < warps; ++w) sum += partial[(w * kSliceRows + row) * K::kTokens + token];
+    if (bias) sum += static_cast<float>(bias[rowBase + row]);
+    y[token * args.rows + rowBase + row] = static_cast<T>(sum);
+  }
+}
+
+template <typename T, int C, int kTokens>
+void launchShape(const void* x, const void* values, const void* bias, void* y, const DecodeArgs& args, int warps,
+                 unsigned ctas, cudaStream_t stream) {
+  using K = DecodeTraits<T, C, kTokens>;
+  const size_t partialBytes = size_t(warps) * kSliceRows * kTokens * sizeof(float);
+  bsrDecodeLinearKernel<K><<<ctas, 32 * warps, partialBytes, stream>>>(static_cast<const T*>(x), static_cast<const T*>(values),
+                                                           static_cast<const T*>(bias), static_cast<T*>(y), args);
+  BS_LAUNCH_CHECK("bsrDecodeLinearKernel");
+}
+
+// Tokens rounded up to what the kernel covers: 8 or 16 on the mma path, a power of two for float32.
+template <typename T, int C>
+void launchTokens(const void* x, const void* values, const void* bias, void* y, const DecodeArgs& args, int warps,
+                  unsigned ctas, cudaStream_t stream) {
+  if constexpr (sizeof(T) == 2) {
+    if (args.m <= 8) launchShape<T, C, 8>(x, values, bias, y, args, warps, ctas, stream);
+    else launchShape<T, C, 16>(x, values, bias, y, args, warps, ctas, stream);
+  } else {
+    if (args.m <= 1) launchShape<T, C, 1>(x, values, bias, y, args, warps, ctas, stream);
+    else if (args.m <= 2) launchShape<T, C, 2>(x, values, bias, y, args, warps, ctas, stream);
+    else if (args.m <= 4) launchShape<T, C, 4>(x, values, bias, y, args, warps, ctas, stream);
+    else if (args.m <= 8) launchShape<T, C, 8>(x, values, bias, y, args, warps, ctas, stream);
+    else launchShape<T, C, 16>(x, values, bias, y, args, warps, ctas, stream);
+  }
+}
+
+template <typename T>
+void launchTyped(const void* x, const void* values, const void* bias, void* y, const DecodeArgs& args, int blockCols,
+                 int warps, unsigned ctas, cudaStream_t stream) {
+  switch (blockCols) {
+    case 16: return launchTokens<T, 16>(x, values, bias, y, args, warps, ctas, stream);
+    case 32: return launchTokens<T, 32>(x, values, bias, y, args, warps, ctas, stream);
+    case 64: return launchTokens<T, 64>(x, values, bias, y, args, warps, ctas, stream);
+    default: return launchTokens<T, 128>(x, values, bias, y, args, warps, ctas, stream);
+  }
+}
+
+bool decodeBlockSide(int side) { return side == 16 || side == 32 || side == 64 || side == 128; }
+
+bool alignedTo(const void* pointer, uintptr_t bytes) { return (reinterpret_cast<uintptr_t>(pointer) % bytes) == 0; }
+
+}  // namespace
+
+bool decodeSupported(DType dtype, const void* x, const void* values, const void* bias, const void* y, int64_t m,
+                     const BsrPatternView& pattern) {
+  if (!isFloat(dtype) || m < 1 || m > kDecodeMaxTokens) return false;
+  if (!decodeBlockSide(pattern.blockHeight) || !decodeBlockSide(pattern.blockWidth)) return false;
+  if (pattern.rows <= 0 || pattern.rows / kSliceRows > INT32_MAX || pattern.cols <= 0) return false;
+  // Each lane reads 8 or 16 bytes of a row of X and of W: their starts and X's row stride must be aligned.
+  const size_t element = dtypeSize(dtype);
+  const uintptr_t vector = pattern.blockWidth * element / 4 < 16 ? 8 : 16;
+  if ((pattern.cols * element) % vector != 0 || !alignedTo(x, vector) || !alignedTo(values, vector)) return false;
+  return alignedTo(y, element) && (!bias || alignedTo(bias, element));
+}
+
+bool decodeVariant(int variant) { return variant >= 0 && variant < kDecodeVariants; }
+
+int decodeWarps(DType dtype, const BsrPatternView& pattern, int variant) {
+  const double blocksPerRow = pattern.blockRows > 0 ? double(pattern.nnzBlocks) / pattern.blockRows : 0.0;
+  const double sliceBytes = blocksPerRow * kSliceRows * pattern.blockWidth * dtypeSize(dtype);
+  const int bytesPerWarp = kBytesPerWarp[decodeVariant(variant) ? variant : 0];
+  return static_cast<int>(std::clamp(std::ceil(sliceBytes / bytesPerWarp), 1.0, double(kMaxWarps)));
+}
+
+void launchDecodeLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
+                        const BsrPatternView& pattern, int variant, cudaStream_t stream) {
+  const DecodeArgs args{m, pattern.rows, pattern.cols, pattern.blockHeight, pattern.blockRowPtr,
+                        pattern.blockColIdx};
+  const unsigned ctas = static_cast<unsigned>(pattern.rows / kSliceRows);
+  const int warps = decodeWarps(dtype, pattern, variant);
+  if (dtype == DType::BFloat16)
+    launchTyped<__nv_bfloat16>(x, values, bias, y, args, pattern.blockWidth, warps, ctas, stream);
+  else if (dtype == DType::Float16)
+    launchTyped<__half>(x, values, bias, y, args, pattern.blockWidth, warps, ctas, stream);
+  else
+    launchTyped<float>(x, values, bias, y, args, pattern.blockWidth, warps, ctas, stream);
+}
+
+}  // namespace bs::tc

@@ -1,0 +1,313 @@
+// The sm_90a path's parts shared by the dispatched tiles (bsr_wgmma.cu) and the variants kept for
+// measurement (kernels-cuda/dev/): tile traits, the tile kernel, tensor maps and the launch.
+//
+// wgmma with both operands in shared memory, staged by the bulk tensor copy engine (TMA) through a
+// multi-stage mbarrier pipeline. One producer warpgroup issues the copies (one thread), two consumer
+// warpgroups each own half of the tile's rows. The gather through the pattern is just the coordinate of
+// each copy: a block's slice of the dense operand is a box at a column the index names.
+// (A named namespace: the sm_80 pass compiles the kernels empty and would warn of unused members.)
+#pragma once
+
+#include <cudaTypedefs.h>
+
+#include <algorithm>
+
+#include "ptx.cuh"
+#include "tc_kernels.h"
+#include "tile_work.cuh"
+
+namespace bs::tc::sm90 {
+
+constexpr int cmin(int a, int b) { return a < b ? a : b; }
+
+template <typename T_, Op kOp_, int kBlock_, int kTileM_, int kStages_>
+struct WgmmaTraits {
+  using T = T_;
+  static constexpr Op kOp = kOp_;
+  static constexpr int R = kBlock_, C = kBlock_;
+  static constexpr int kTileM = kTileM_;  // Linear/Matmul: tokens; Sampled: G * R output rows
+  static constexpr int kTileN = kOp == Op::Linear ? R : C;
+  static constexpr int kStep = kOp == Op::Linear ? cmin(C, 64) : kOp == Op::Matmul ? cmin(R, 64) : 64;
+  static constexpr int kGroup = kOp == Op::Sampled ? kTileM / R : 1;
+  static constexpr bool kAKMajor = kOp != Op::Sampled;
+  static constexpr bool kBKMajor = kOp == Op::Linear;
+  static constexpr int kPanelA = kAKMajor ? kStep : cmin(R, 64);
+  static constexpr int kPanelB = kBKMajor ? kStep : cmin(C, 64);
+  static constexpr int kStages = kStages_;
+  static constexpr int kConsumers = 2;                          // consumer warpgroups
+  static constexpr int kThreads = 128 * (kConsumers + 1);
+  static constexpr int kMmaM = kTileM / (64 * kConsumers);      // m64 tiles per consumer
+  static constexpr int kABytes = kTileM * kStep * 2, kBBytes = kTileN * kStep * 2;
+  static constexpr int kStageBytes = kABytes + kBBytes;
+  static constexpr int kSmemBytes = 1024 + kStages * kStageBytes + 2 * kStages * 8 + 2 * kIndexCapacity * 4;
+  static constexpr uint32_t kSwizzleA = kPanelA == 64 ? 1 : 2;  // descriptor codes: 1 = 128B, 2 = 64B
+  static constexpr uint32_t kSwizzleB = kPanelB == 64 ? 1 : 2;
+
+  static_assert(kMmaM >= 1 && kTileM == 64 * kConsumers * kMmaM, "each consumer owns whole m64 tiles");
+  static_assert(kSmemBytes <= 227 * 1024, "fits an H100's shared memory");
+};
+
+// One pipeline stage's products into this consumer warpgroup's accumulators.
+template <class K>
+__device__ __forceinline__ void mmaStage(float (&acc)[K::kMmaM][K::kTileN / 2], uint32_t stageA, uint32_t stageB,
+                                         int consumer) {
+  using T = typename K::T;
+#pragma unroll
+  for (int kk = 0; kk < K::kStep / 16; ++kk) {
+    uint64_t descB;
+    if constexpr (K::kBKMajor)
+      descB = matrixDescriptor(stageB + kk * 32, 16, 8 * K::kStep * 2, K::kSwizzleB);
+    else
+      descB = matrixDescriptor(stageB + kk * 16 * K::kPanelB * 2, K::kStep * K::kPanelB * 2, 8 * K::kPanelB * 2,
+                               K::kSwizzleB);
+#pragma unroll
+    for (int mi = 0; mi < K::kMmaM; ++mi) {
+      uint64_t descA;
+      if constexpr (K::kAKMajor) {
+        descA = matrixDescriptor(stageA + (consumer * K::kMmaM + mi) * 64 * K::kStep * 2 + kk * 32, 16,
+                                 8 * K::kStep * 2, K::kSwizzleA);
+      } else {
+        const int panel = (consumer * K::kMmaM + mi) * 64 / K::kPanelA;
+        descA = matrixDescriptor(stageA + panel * K::kStep * K::kPanelA * 2 + kk * 16 * K::kPanelA * 2,
+                                 K::kStep * K::kPanelA * 2, 8 * K::kPanelA * 2, K::kSwizzleA);
+      }
+      Wgmma<T, K::kTileN, K::kAKMajor ? 0 : 1, K::kBKMajor ? 0 : 1>::run(acc[mi], descA, descB);
+    }
+  }
+}
+
+// Writes this consumer's rows of the tile: per m64 tile, warp w of the group holds rows 16w + lane/4 (+8),
+// two columns per 8.
+template <class K>
+__device__ __forceinline__ void storeTile(float (&acc)[K::kMmaM][K::kTileN / 2], const KernelArgs& args,
+                                          const TileWork& work, const int32_t* indexB, int consumer, int lane,
+                                          int warpInGroup) {
+  using T = typename K::T;
+  const int g = lane >> 2, c2 = (lane & 3) * 2;
+#pragma unroll
+  for (int mi = 0; mi < K::kMmaM; ++mi) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int row = (consumer * K::kMmaM + mi) * 64 + warpInGroup * 16 + g + half * 8;
+#pragma unroll
+      for (int j = 0; j < K::kTileN / 8; ++j) {
+        const int col = j * 8 + c2;
+        float v0 = acc[mi][4 * j + half * 2], v1 = acc[mi][4 * j + half * 2 + 1];
+        if constexpr (K::kOp == Op::Sampled) {
+          const int member = row / K::R;
+          if (member >= work.count) continue;
+          const int64_t at = (static_cast<int64_t>(indexB[member]) * K::R + row % K::R) * K::C + col;
+          if (args.partials) {
+            float* dst = args.partials + static_cast<int64_t>(blockIdx.z) * args.nnzBlocks * K::R * K::C + at;
+            *reinterpret_cast<float2*>(dst) = make_float2(v0, v1);
+          } else {
+            *reinterpret_cast<uint32_t*>(static_cast<T*>(args.out) + at) = packPair<T>(v0, v1);
+          }
+        } else {
+          const int64_t token = work.tokenBase + row;
+          if (token >= args.m) continue;
+          if constexpr (K::kOp == Op::Linear) {
+            const int64_t feature = static_cast<int64_t>(work.line) * K::R + col;
+            if (args.bias) {
+              float2 bias = unpackPair<T>(*reinterpret_cast<const uint32_t*>(static_cast<const T*>(args.bias) + feature));
+              v0 += bias.x;
+              v1 += bias.y;
+            }
+            *reinterpret_cast<uint32_t*>(static_cast<T*>(args.out) + token * args.rows + feature) = packPair<T>(v0, v1);
+          } else {
+            const int64_t feature = static_cast<int64_t>(work.line) * K::C + col;
+            *reinterpret_cast<uint32_t*>(static_cast<T*>(args.out) + token * args.cols + feature) = packPair<T>(v0, v1);
+          }
+        }
+      }
+    }
+  }
+}
+
+template <class K>
+__global__ void __launch_bounds__(K::kThreads, 1)
+    bsrWgmmaKernel(const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapB,
+                   const KernelArgs args) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ uint8_t smemRaw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smemRaw) + 1023) & ~uintptr_t(1023));
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + K::kStages * K::kStageBytes);
+  uint64_t* empty = full + K::kStages;
+  int32_t* indexA = reinterpret_cast<int32_t*>(empty + K::kStages);
+  int32_t* indexB = indexA + kIndexCapacity;
+  const int tid = threadIdx.x;
+
+  TileWork work;
+  if (!tileWork<K::kOp, K::R, K::C, K::kTileM, K::kStep, K::kGroup>(args, work)) return;
+  fillIndex<K::kOp, K::R, K::C>(args, work, indexA, indexB, tid, K::kThreads);
+  if (tid == 0) {
+    prefetchTensorMap(&mapA);
+    prefetchTensorMap(&mapB);
+    for (int s = 0; s < K::kStages; ++s) {
+      mbarrierInit(&full[s], 1);
+      mbarrierInit(&empty[s], 4 * K::kConsumers);  // one arrival per consumer warp
+    }
+    fenceBarrierInit();
+  }
+  __syncthreads();
+
+  const int warpGroup = tid / 128;
+  if (warpGroup == 0) {
+    setMaxRegistersDecrease<40>();
+    if (tid != 0) return;
+    // Producer: one thread issues every copy, up to kStages steps ahead of the consumers.
+    for (int step = 0; step < work.steps; ++step) {
+      const int s = step % K::kStages;
+      if (step >= K::kStages) mbarrierWait(&empty[s], ((step / K::kStages) + 1) & 1);
+      uint8_t* stageA = smem + s * K::kStageBytes;
+      uint8_t* stageB = stageA + K::kABytes;
+      const int32_t tokenBase = static_cast<int32_t>(work.tokenBase);
+      if constexpr (K::kOp == Op::Linear || K::kOp == Op::Matmul) {
+        constexpr int kStepsPerBlock = (K::kOp == Op::Linear ? K::C : K::R) / K::kStep;
+        const int entry = step / kStepsPerBlock, slice = (step % kStepsPerBlock) * K::kStep;
+        const int32_t aColumn = entryColumn<K::kOp, K::R, K::C>(args, work, indexA, entry) + slice;
+        mbarrierArriveExpectTx(&full[s], K::kStageBytes);
+        tmaLoad2d(stageA, &mapA, aColumn, tokenBase, &full[s]);
+        if constexpr (K::kOp == Op::Linear) {
+          tmaLoad2d(stageB, &mapB, slice, (work.first + entry) * K::R, &full[s]);
+        } else {
+          const int32_t valueRow = entryValue(args, work, indexB, entry) * K::R + slice;
+#pragma unroll
+          for (int p = 0; p < K::C / K::kPanelB; ++p)
+            tmaLoad2d(stageB + p * K::kStep * K::kPanelB * 2, &mapB, p * K::kPanelB, valueRow, &full[s]);
+        }
+      } else {
+        const int32_t token0 = tokenBase + step * K::kStep;
+        constexpr int kPanelsPerBlock = K::R / K::kPanelA;
+        mbarrierArriveExpectTx(&full[s], work.count * K::R * K::kStep * 2 + K::kBBytes);
+        for (int member = 0; member < work.count; ++member) {
+#pragma unroll
+          for (int p = 0; p < kPanelsPerBlock; ++p)
+            tmaLoad2d(stageA + (member * kPanelsPerBlock + p) * K::kStep * K::kPanelA * 2, &mapA,
+                      indexA[member] + p * K::kPanelA, token0, &full[s]);
+        }
+#pragma unroll
+        for (int p = 0; p < K::C / K::kPanelB; ++p)
+          tmaLoad2d(stageB + p * K::kStep * K::kPanelB * 2, &mapB, work.line * K::C + p * K::kPanelB, token0,
+                    &full[s]);
+      }
+    }
+    return;
+  }
+
+  setMaxRegistersIncrease<232>();
+  const int consumer = warpGroup - 1;
+  const int lane = tid % 32, warpInGroup = (tid % 128) / 32;
+  float acc[K::kMmaM][K::kTileN / 2];
+#pragma unroll
+  for (int i = 0; i < K::kMmaM; ++i)
+#pragma unroll
+    for (int j = 0; j < K::kTileN / 2; ++j) acc[i][j] = 0.0f;
+
+  for (int step = 0; step < work.steps; ++step) {
+    const int s = step % K::kStages;
+    mbarrierWait(&full[s], (step / K::kStages) & 1);
+    const uint32_t stageA = smemAddress(smem + s * K::kStageBytes), stageB = stageA + K::kABytes;
+#pragma unroll
+    for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
+    wgmmaFence();
+    mmaStage<K>(acc, stageA, stageB, consumer);
+    wgmmaCommit();
+#pragma unroll
+    for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
+    // The previous step's products are done once at most this step's group is pending: free its stage.
+    wgmmaWait<1>();
+    if (step > 0 && lane == 0) mbarrierArrive(&empty[(step - 1) % K::kStages]);
+  }
+  wgmmaWait<0>();
+#pragma unroll
+  for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
+
+  storeTile<K>(acc, args, work, indexB, consumer, lane, warpInGroup);
+#endif
+}
+
+// cuTensorMapEncodeTiled through the runtime, so the addon needs no link to the driver library.
+inline PFN_cuTensorMapEncodeTiled_v12000 encodeTiled() {
+  static PFN_cuTensorMapEncodeTiled_v12000 function = [] {
+    void* pointer = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &pointer, 12000, cudaEnableDefault, &found) !=
+            cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      return static_cast<PFN_cuTensorMapEncodeTiled_v12000>(nullptr);
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(pointer);
+  }();
+  return function;
+}
+
+// A row-major [outer, inner] tensor of 2-byte elements, copied in boxes of boxOuter rows x boxInner
+// elements, swizzled as wide as a box row (64 or 128 bytes).
+inline bool encodeMap(CUtensorMap* map, DType dtype, const void* base, int64_t inner, int64_t outer, int boxInner,
+               int boxOuter) {
+  auto encode = encodeTiled();
+  if (!encode) return false;
+  cuuint64_t dims[2] = {static_cast<cuuint64_t>(inner), static_cast<cuuint64_t>(outer)};
+  cuuint64_t strides[1] = {static_cast<cuuint64_t>(inner) * 2};
+  cuuint32_t box[2] = {static_cast<cuuint32_t>(boxInner), static_cast<cuuint32_t>(boxOuter)};
+  cuuint32_t elementStrides[2] = {1, 1};
+  CUresult status = encode(map, dtype == DType::BFloat16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+                           2, const_cast<void*>(base), dims, strides, box, elementStrides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                           boxInner * 2 == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B,
+                           CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return status == CUDA_SUCCESS;
+}
+
+// Encodes both tensor maps and sets the tile fields of `args` for a tile kernel of traits K; `grid` gets one
+// CTA per tile. False when a map cannot be encoded or the grid is too large.
+template <class K>
+bool prepareLaunch(DType dtype, KernelArgs& args, CUtensorMap& mapA, CUtensorMap& mapB, dim3& grid) {
+  const int64_t valueRows = static_cast<int64_t>(args.nnzBlocks) * K::R;
+  if constexpr (K::kOp == Op::Sampled) {
+    if (!encodeMap(&mapA, dtype, args.a, args.rows, args.m, K::kPanelA, K::kStep) ||
+        !encodeMap(&mapB, dtype, args.b, args.cols, args.m, K::kPanelB, K::kStep))
+      return false;
+    const int64_t splits = (args.m + args.tokensPerSplit - 1) / args.tokensPerSplit;
+    const int64_t groups = (args.blockRows + K::kGroup - 1) / K::kGroup;
+    if (groups > 65535 || splits > 65535) return false;
+    grid = dim3(static_cast<unsigned>(args.blockCols), static_cast<unsigned>(groups), static_cast<unsigned>(splits));
+  } else {
+    const int64_t depth = K::kOp == Op::Linear ? args.cols : args.rows;
+    if (!encodeMap(&mapA, dtype, args.a, depth, args.m, K::kStep, K::kTileM)) return false;
+    if (K::kOp == Op::Linear ? !encodeMap(&mapB, dtype, args.b, K::C, valueRows, K::kStep, K::R)
+                             : !encodeMap(&mapB, dtype, args.b, K::C, valueRows, K::kPanelB, K::kStep))
+      return false;
+    const int64_t tilesM = (args.m + K::kTileM - 1) / K::kTileM;
+    const int64_t tilesN = K::kOp == Op::Linear ? args.blockRows : args.blockCols;
+    if (tilesM * tilesN > INT32_MAX) return false;
+    args.tilesM = static_cast<int32_t>(tilesM);
+    args.tilesN = static_cast<int32_t>(tilesN);
+    args.groupM = rasterGroup(args.tilesM, K::kTileM, depth);
+    grid = dim3(static_cast<unsigned>(tilesM * tilesN));
+  }
+  return true;
+}
+
+// Launches `kernel`, a tile kernel of traits K, with its dynamic shared memory.
+template <class K, class Kernel>
+void launchKernel(Kernel kernel, dim3 grid, const CUtensorMap& mapA, const CUtensorMap& mapB, const KernelArgs& args,
+                  cudaStream_t stream) {
+  BS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, K::kSmemBytes));
+  kernel<<<grid, K::kThreads, K::kSmemBytes, stream>>>(mapA, mapB, args);
+  BS_LAUNCH_CHECK("bsrWgmmaKernel");
+}
+
+// One CTA per tile of bsrWgmmaKernel.
+template <class K>
+bool launch(DType dtype, const KernelArgs& argsIn, cudaStream_t stream) {
+  KernelArgs args = argsIn;
+  CUtensorMap mapA, mapB;
+  dim3 grid;
+  if (!prepareLaunch<K>(dtype, args, mapA, mapB, grid)) return false;
+  launchKernel<K>(bsrWgmmaKernel<K>, grid, mapA, mapB, args, stream);
+  return true;
+}
+
+}  // namespace bs::tc::sm90

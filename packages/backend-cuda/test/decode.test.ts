@@ -1,0 +1,136 @@
+/**
+ * bsrLinear with 1-16 tokens, where the cuda backend dispatches to its decoding kernel (each stored block
+ * read once): every token count, block shapes 16-128 wide (square and not), with and without bias, in
+ * every float dtype, on random patterns with empty block rows. Checked against the js backend's result
+ * and float64 math; outputs are poisoned, so an element the kernel skips fails.
+ */
+import { BsrPattern, type DType, bsrLinear, setBackend, tensor, tidy } from "@blocksparse/core";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { FLOAT_DTYPES, cudaMissing, expectClose, random, randomTensor, reportCudaAvailability, useCuda } from "./cuda";
+
+reportCudaAvailability("decode.test.ts");
+
+/** A pattern with each block present with probability `density`, and block rows 0 and 2 left empty. */
+function patternWithEmptyRows(shape: [number, number], block: [number, number], density: number, next: () => number): BsrPattern {
+  const blockRows = shape[0] / block[0];
+  const blockCols = shape[1] / block[1];
+  const mask = new Uint8Array(blockRows * blockCols);
+  for (let row = 0; row < blockRows; row++) {
+    if (row === 0 || row === 2) continue;
+    for (let col = 0; col < blockCols; col++) mask[row * blockCols + col] = next() < density ? 1 : 0;
+  }
+  return BsrPattern.fromMask(shape, block, mask);
+}
+
+/** Y = X W^T + b in float64 from the values the tensors hold. */
+function linearReference(pattern: BsrPattern, x: Float64Array, values: Float64Array, bias: Float64Array | undefined, m: number): Float64Array {
+  const [rows, cols] = pattern.shape;
+  const [R, C] = pattern.blockShape;
+  const { blockRow, blockCol } = pattern.coordinates;
+  const y = new Float64Array(m * rows);
+  if (bias) for (let i = 0; i < m; i++) for (let o = 0; o < rows; o++) y[i * rows + o] = bias[o];
+  for (let p = 0; p < pattern.nnzBlocks; p++)
+    for (let r = 0; r < R; r++) {
+      const row = blockRow[p] * R + r;
+      for (let c = 0; c < C; c++) {
+        const w = values[(p * R + r) * C + c];
+        const col = blockCol[p] * C + c;
+        for (let i = 0; i < m; i++) y[i * rows + row] += x[i * cols + col] * w;
+      }
+    }
+  return y;
+}
+
+/** The js backend's bsrLinear on the same values. */
+function jsLinear(pattern: BsrPattern, dtype: DType, x: Float64Array, xShape: number[], values: Float64Array, bias: Float64Array | undefined): Float64Array {
+  setBackend("js");
+  try {
+    return tidy(() => {
+      const [R, C] = pattern.blockShape;
+      const out = bsrLinear(
+        tensor(x, xShape, dtype),
+        tensor(values, [pattern.nnzBlocks, R, C], dtype),
+        pattern,
+        bias ? tensor(bias, [pattern.shape[0]], dtype) : undefined,
+      );
+      return Float64Array.from(out.dataSync());
+    });
+  } finally {
+    setBackend("cuda");
+  }
+}
+
+const BLOCKS: [number, number][] = [
+  [16, 16],
+  [32, 32],
+  [64, 64],
+  [128, 128],
+  [16, 64],
+  [64, 32],
+  [128, 16],
+];
+const TOKENS = [1, 2, 3, 8, 9, 16];
+// The js backend is slow on large blocks: it is the second reference on two token counts (float64 on all).
+const JS_TOKENS = [1, 9];
+const TIMEOUT_MS = 120_000;
+
+describe.skipIf(cudaMissing)("bsrLinear with few tokens on cuda (the decoding path)", () => {
+  beforeAll(() => {
+    useCuda();
+  });
+  afterAll(() => {
+    setBackend("cuda");
+  });
+
+  for (const block of BLOCKS) {
+    test(`${block.join("x")} blocks, 1-16 tokens, every float dtype, with and without bias`, () => {
+      const next = random(block[0] * 131 + block[1]);
+      // Four block rows (two empty) and enough columns for several blocks per row.
+      const shape: [number, number] = [4 * block[0], Math.max(4 * block[1], 192)];
+      const pattern = patternWithEmptyRows(shape, block, 0.6, next);
+      const [rows, cols] = shape;
+      for (const dtype of FLOAT_DTYPES) {
+        for (const m of TOKENS) {
+          tidy(() => {
+            const x = randomTensor(next, [m, cols], dtype);
+            const values = randomTensor(next, [pattern.nnzBlocks, ...block], dtype);
+            const bias = randomTensor(next, [rows], dtype);
+            for (const withBias of [true, false]) {
+              const what = `${dtype} M=${m} ${withBias ? "with" : "without"} bias`;
+              const y = bsrLinear(x.t, values.t, pattern, withBias ? bias.t : undefined);
+              expect(y.shape).toEqual([m, rows]);
+              const out = y.dataSync();
+              const biasValues = withBias ? bias.values : undefined;
+              expectClose(out, linearReference(pattern, x.values, values.values, biasValues, m), dtype, `${what} vs float64`);
+              if (withBias && JS_TOKENS.includes(m)) expectClose(out, jsLinear(pattern, dtype, x.values, [m, cols], values.values, biasValues), dtype, `${what} vs js`);
+            }
+          });
+        }
+      }
+    }, TIMEOUT_MS);
+  }
+
+  test("leading dims, 17 tokens (past the decoding path) and an empty pattern", () => {
+    const next = random(7);
+    const pattern = patternWithEmptyRows([128, 256], [32, 32], 0.5, next);
+    for (const dtype of FLOAT_DTYPES) {
+      tidy(() => {
+        const values = randomTensor(next, [pattern.nnzBlocks, 32, 32], dtype);
+        const bias = randomTensor(next, [128], dtype);
+        for (const lead of [[2, 3], [17]]) {
+          const m = lead.reduce((a, b) => a * b, 1);
+          const x = randomTensor(next, [...lead, 256], dtype);
+          const y = bsrLinear(x.t, values.t, pattern, bias.t);
+          expect(y.shape).toEqual([...lead, 128]);
+          expectClose(y.dataSync(), linearReference(pattern, x.values, values.values, bias.values, m), dtype, `${dtype} [${lead}] tokens`);
+        }
+        // No stored block: Y is the bias alone.
+        const empty = BsrPattern.fromMask([64, 96], [16, 16], new Uint8Array(24));
+        const x = randomTensor(next, [4, 96], dtype);
+        const emptyBias = randomTensor(next, [64], dtype);
+        const y = bsrLinear(x.t, randomTensor(next, [0, 16, 16], dtype).t, empty, emptyBias.t);
+        expectClose(y.dataSync(), linearReference(empty, x.values, new Float64Array(0), emptyBias.values, 4), dtype, `${dtype} empty pattern`);
+      });
+    }
+  }, TIMEOUT_MS);
+});
