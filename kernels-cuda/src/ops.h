@@ -1,5 +1,5 @@
 // Operation codes of the generic elementwise and reduction kernels; the numbering is part of the
-// JS interface (packages/backend-cuda/src/native.ts mirrors it; test/native_interface.test.ts checks both agree).
+// JS interface (packages/backend-cuda/src/native.ts mirrors it; its test/native_interface.test.ts checks they agree).
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-import { type Backend, type DType, Tensor, add, encodeStorage, engine, formatShape, full, keep, shapesEqual, sizeOf, tidy } from "@blocksparse/core";
+import { type Backend, Tensor, add, formatShape, fullOn, keep, shapesEqual, tidy } from "@blocksparse/core";
 import { AutogradError, GradientNotRegisteredError } from "./errors";
 import { type GradContext, type TensorMeta, getGradient } from "./registry";
 import { type Edge, type TapeNode, detach, freeIfUnused, freeNode, gradFnOf, noGrad } from "./tape";
@@ -6,12 +6,6 @@ import { type Edge, type TapeNode, detach, freeIfUnused, freeNode, gradFnOf, noG
 export interface BackwardOptions {
   /** Keep the graph (and its saved tensors) for another backward through it. Default false: freed as the walk goes. */
   retainGraph?: boolean;
-}
-
-/** A tensor of `shape` filled with `value` on `backend` (creation ops use the active backend). */
-export function fullOn(backend: Backend, shape: readonly number[], value: number, dtype: DType): Tensor {
-  if (engine.activeBackend() === backend) return full(shape, value, dtype);
-  return engine.upload(encodeStorage("autograd", new Float64Array(sizeOf(shape)).fill(value), dtype), shape, dtype, backend);
 }
 
 const describe = (meta: TensorMeta): string => `${formatShape(meta.shape)} ${meta.dtype}`;

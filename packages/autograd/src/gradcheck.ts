@@ -1,5 +1,5 @@
 import { SeededRandom } from "@blocksparse/format";
-import { Tensor, ValueError, engine, formatShape, tidy } from "@blocksparse/core";
+import { Tensor, ValueError, formatShape, tensorOn, tidy } from "@blocksparse/core";
 import { backward } from "./backward";
 import { noGrad, tracksGrad } from "./tape";
 
@@ -114,7 +114,7 @@ export function gradcheck(
     for (let j = 0; j < base.length; j++) {
       const evalAt = (value: number): number => {
         perturbed[j] = value;
-        const moved = engine.upload(Float32Array.from(perturbed), input.shape, "float32", input.backend);
+        const moved = tensorOn(input.backend, perturbed, input.shape, "float32");
         try {
           return project(inputs.map((t, i) => (i === inputIndex ? moved : t)));
         } finally {
@@ -155,7 +155,7 @@ function analyticGradients(
       if (out.shape.length !== outShape.length || out.shape.some((d, i) => d !== outShape[i])) {
         throw new ValueError(`gradcheck: fn returned ${formatShape(out.shape)}, then ${formatShape(outShape)}; it must be deterministic`);
       }
-      backward(out, engine.upload(Float32Array.from(r), out.shape, "float32", out.backend));
+      backward(out, tensorOn(out.backend, r, out.shape, "float32"));
     });
     return checked.map((i) => {
       const grad = inputs[i].grad;

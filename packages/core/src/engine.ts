@@ -180,8 +180,17 @@ export class Engine {
 
   // ------------------------------------------------------------------ kernels
 
-  runKernel<K extends KernelName>(kernelName: K, inputs: TensorInputs<K>, attrs: KernelAttrs<K>): TensorOutputs<K> {
-    const backend = this.backendOfInputs(kernelName, inputs as Record<string, Tensor | Tensor[] | undefined>);
+  /**
+   * Runs a kernel on the backend holding its inputs; a kernel without tensor inputs (Fill) runs on
+   * `backend` when given, else on the active backend.
+   */
+  runKernel<K extends KernelName>(
+    kernelName: K,
+    inputs: TensorInputs<K>,
+    attrs: KernelAttrs<K>,
+    backend: Backend = this.activeBackend(),
+  ): TensorOutputs<K> {
+    backend = this.backendOfInputs(kernelName, inputs as Record<string, Tensor | Tensor[] | undefined>, backend);
     let outputs: Tensor[];
     if (kernelName === "Reshape") {
       const x = (inputs as unknown as { x: Tensor }).x;
@@ -234,7 +243,7 @@ export class Engine {
     for (const observer of [...this.disposeObservers]) observer(record);
   }
 
-  private backendOfInputs(kernelName: string, inputs: Record<string, Tensor | Tensor[] | undefined>): Backend {
+  private backendOfInputs(kernelName: string, inputs: Record<string, Tensor | Tensor[] | undefined>, none: Backend): Backend {
     let found: Tensor | undefined;
     let foundName = "";
     for (const [name, value] of Object.entries(inputs)) {
@@ -255,7 +264,7 @@ export class Engine {
         }
       });
     }
-    return found === undefined ? this.activeBackend() : found.backend;
+    return found === undefined ? none : found.backend;
   }
 
   private inputInfos(inputs: Record<string, Tensor | Tensor[] | undefined>): object {

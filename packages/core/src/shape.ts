@@ -91,6 +91,11 @@ export function reduceShape(shape: readonly number[], axes: readonly number[], k
 }
 
 /** Output shape of MatMul with transpose flags, batch dims broadcast. */
+/** [outer, size, inner]: the element counts before, along and after `axis` of `shape`. */
+export function splitAt(shape: readonly number[], axis: number): [number, number, number] {
+  return [sizeOf(shape.slice(0, axis)), shape[axis], sizeOf(shape.slice(axis + 1))];
+}
+
 export function matmulShape(
   a: readonly number[],
   b: readonly number[],

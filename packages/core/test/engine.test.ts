@@ -23,6 +23,8 @@ import {
   tensor,
   exp,
   dispose,
+  fullOn,
+  tensorOn,
 } from "@blocksparse/core";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { ToyBackend } from "./toy_backend";
@@ -106,6 +108,20 @@ describe("backend registry", () => {
     expect(Array.from(onToy.dataSync())).toEqual([1, 2, 3]);
     expect(() => add(onJs, onToy)).toThrow("add: b is on backend 'toy' but a is on 'js'; move one with tensor.to(name)");
     dispose([onJs, onToy]);
+  });
+
+  it("fullOn and tensorOn make tensors on the given backend while js stays active", () => {
+    registerBackend("toy", () => new ToyBackend("toy"));
+    const toy = getBackendInstance("toy");
+    const filled = fullOn(toy, [2, 2], 3);
+    const made = tensorOn(toy, [1.5, -2], [2]);
+    expect(getBackend()).toBe("js");
+    expect([filled.backend.name, made.backend.name]).toEqual(["toy", "toy"]);
+    expect(Array.from(filled.dataSync())).toEqual([3, 3, 3, 3]);
+    expect(Array.from(made.dataSync())).toEqual([1.5, -2]);
+    expect(() => tensorOn(toy, [1, 2, 3], [2])).toThrow("3 values do not fill shape [2]");
+    expect(() => fullOn(toy, [2], 0.5, "int32")).toThrow("fullOn: value 0.5 is not an integer (dtype int32)");
+    dispose([filled, made]);
   });
 
   it("the leak check fails a kernel that leaves a scratch buffer allocated", () => {

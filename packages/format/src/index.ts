@@ -22,6 +22,7 @@ export {
   BsrPattern,
   type BsrPatternInit,
   type Shape2,
+  divisors,
 } from "./pattern.js";
 export {
   BsrMatrix,

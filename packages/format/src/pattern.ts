@@ -217,7 +217,8 @@ function sameInts(a: Int32Array, b: Int32Array): boolean {
   return true;
 }
 
-function divisors(n: number): number[] {
+/** The divisors of `n` in increasing order (at most the first 64): the block sizes that tile a dimension of n. */
+export function divisors(n: number): number[] {
   const found: number[] = [];
   for (let d = 1; d <= n && found.length < 64; d++) if (n % d === 0) found.push(d);
   return found;

@@ -1,7 +1,7 @@
 import { detach, noGrad } from "@blocksparse/autograd";
-import { BsrPattern, bsrLinear, cast, shapesEqual, type Tensor, tidy, ValueError } from "@blocksparse/core";
-import { BsrMatrix } from "@blocksparse/format";
-import { blockCountFor, blockSources, randomPattern, remapBlocks, uploadLike } from "./blocks";
+import { BsrPattern, bsrLinear, cast, shapesEqual, type Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
+import { BsrMatrix, divisors } from "@blocksparse/format";
+import { blockCountFor, blockSources, randomPattern, remapBlocks } from "./blocks";
 import { childSeeds, uniform } from "./init";
 import { checkFeatures, checkInput, Linear } from "./linear";
 import { denseOn, Module } from "./module";
@@ -34,16 +34,11 @@ export interface SetPatternOptions {
   optimizer?: Optimizer;
 }
 
-/** Parameters handed from fromLinear to the constructor, so that it draws no random values. */
-let prebuilt: { weight: Parameter; bias: Parameter | null } | null = null;
+/** The option key under which fromLinear hands its parameters to the constructor (so that it draws no random values). */
+const PREBUILT = Symbol("prebuilt parameters");
+type ConstructorOptions = BlockSparseLinearOptions & { [PREBUILT]?: { weight: Parameter; bias: Parameter | null } };
 
 export const DEFAULT_BLOCK_SHAPE: BlockShape = [32, 32];
-
-function divisors(n: number): number[] {
-  const found: number[] = [];
-  for (let d = 1; d <= n; d++) if (n % d === 0) found.push(d);
-  return found;
-}
 
 /** Checks density and block shape for a [outFeatures, inFeatures] weight; the message says what would work. */
 export function checkBlockSparseOptions(where: string, inFeatures: number, outFeatures: number, density: number, blockShape: BlockShape): void {
@@ -81,8 +76,6 @@ export class BlockSparseLinear extends Module {
 
   constructor(inFeatures: number, outFeatures: number, options: BlockSparseLinearOptions) {
     super();
-    const parts = prebuilt;
-    prebuilt = null;
     checkFeatures("BlockSparseLinear", "inFeatures", inFeatures);
     checkFeatures("BlockSparseLinear", "outFeatures", outFeatures);
     if (options === null || typeof options !== "object") throw new ValueError("BlockSparseLinear: options { density } are required");
@@ -90,7 +83,8 @@ export class BlockSparseLinear extends Module {
     checkBlockSparseOptions("BlockSparseLinear", inFeatures, outFeatures, options.density, blockShape);
     this.inFeatures = inFeatures;
     this.outFeatures = outFeatures;
-    if (parts !== null) {
+    const parts = (options as ConstructorOptions)[PREBUILT];
+    if (parts !== undefined) {
       this.weight = parts.weight;
       this.bias = parts.bias;
       return;
@@ -122,14 +116,15 @@ export class BlockSparseLinear extends Module {
       blockShape: [blockShape[0], blockShape[1]],
       density: kept / total,
     });
-    prebuilt = {
-      weight: new Parameter(uploadLike(matrix.values as Float32Array, [matrix.nnzBlocks, blockShape[0], blockShape[1]], weight), {
+    const parts = {
+      weight: new Parameter(tensorOn(weight.backend, matrix.values as Float32Array, [matrix.nnzBlocks, blockShape[0], blockShape[1]], weight.dtype), {
         pattern: matrix.pattern,
         requiresGrad: linear.weight.requiresGrad,
       }),
       bias: linear.bias ? new Parameter(noGrad(() => detach(linear.bias!.value)), { requiresGrad: linear.bias.requiresGrad }) : null,
     };
-    return new BlockSparseLinear(inFeatures, outFeatures, { density: matrix.density, blockShape });
+    const constructorOptions: ConstructorOptions = { density: matrix.density, blockShape, [PREBUILT]: parts };
+    return new BlockSparseLinear(inFeatures, outFeatures, constructorOptions);
   }
 
   /** Which blocks are stored. */
@@ -159,7 +154,7 @@ export class BlockSparseLinear extends Module {
   toDense(): Tensor {
     const values = this.weight.value;
     const dense = BsrMatrix.fromPattern(this.pattern, Float32Array.from(values.dataSync())).toDense();
-    return uploadLike(dense, [this.outFeatures, this.inFeatures], values);
+    return tensorOn(values.backend, dense, [this.outFeatures, this.inFeatures], values.dtype);
   }
 
   /**
@@ -206,7 +201,7 @@ export class BlockSparseLinear extends Module {
     if (!(entry instanceof BlockSparseWeight)) {
       const dense = tidy(() => denseOn(entry, current).dataSync());
       const matrix = BsrMatrix.fromDense(dense, this.pattern.shape, { blockShape: this.pattern.blockShape, mask: this.pattern.blockMask() });
-      const values = tidy(() => cast(uploadLike(matrix.values as Float32Array, current.shape, current, "float32"), current.dtype));
+      const values = tidy(() => cast(tensorOn(current.backend, matrix.values as Float32Array, current.shape, "float32"), current.dtype));
       this.weight.assign(values);
       values.dispose();
       return;

@@ -1,9 +1,4 @@
-import { BsrPattern, concat, type DType, encodeStorage, engine, gather, type Tensor, tidy, ValueError, zeros } from "@blocksparse/core";
-
-/** A float tensor from host numbers on `like`'s backend, in `dtype` (default: like's). */
-export function uploadLike(values: ArrayLike<number>, shape: readonly number[], like: Tensor, dtype: DType = like.dtype): Tensor {
-  return engine.upload(encodeStorage("nn", values, dtype), shape, dtype, like.backend);
-}
+import { BsrPattern, concat, fullOn, gather, type Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
 
 /**
  * For each block of `next`, its index in `previous` (same block row and column), or -1
@@ -38,15 +33,10 @@ export function remapBlocks(values: Tensor, sources: Int32Array, fresh?: Tensor)
     const indices = new Int32Array(sources.length);
     let next = count;
     for (let k = 0; k < sources.length; k++) indices[k] = sources[k] >= 0 ? sources[k] : next++;
-    const extra = newBlocks === 0 ? null : (fresh ?? zerosOn(values, [newBlocks, blockHeight, blockWidth]));
+    const extra = newBlocks === 0 ? null : (fresh ?? fullOn(values.backend, [newBlocks, blockHeight, blockWidth], 0, values.dtype));
     const pool = extra ? concat([values, extra], 0) : values;
-    return gather(pool, engine.upload(indices, [indices.length], "int32", values.backend), 0);
+    return gather(pool, tensorOn(values.backend, indices, [indices.length], "int32"), 0);
   });
-}
-
-function zerosOn(like: Tensor, shape: number[]): Tensor {
-  if (engine.activeBackend() === like.backend) return zeros(shape, like.dtype);
-  return uploadLike(new Float32Array(shape.reduce((a, b) => a * b, 1)), shape, like);
 }
 
 /** A pattern of exactly max(1, round(density * blocks)) blocks chosen uniformly (seeded). */

@@ -10,7 +10,7 @@ export {
   type FromLinearOptions,
   type SetPatternOptions,
 } from "./block_sparse_linear";
-export { blockSources, remapBlocks } from "./blocks";
+export { blockCountFor, blockSources, remapBlocks } from "./blocks";
 export { clipGradNorm } from "./clip";
 export { NnError, StateDictError, type StateDictMismatch } from "./errors";
 export { Dropout, Embedding, GELU, LayerNorm, type LayerNormOptions, ModuleList, ReLU, Sequential } from "./layers";

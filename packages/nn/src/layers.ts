@@ -10,11 +10,11 @@ import {
   relu,
   ShapeError,
   type Tensor,
+  tensorOn,
   ValueError,
   zeros,
 } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
-import { uploadLike } from "./blocks";
 import { childSeeds } from "./init";
 import { checkFeatures } from "./linear";
 import { Module } from "./module";
@@ -104,7 +104,7 @@ export class Dropout extends Module {
     const scale = 1 / (1 - this.p);
     const mask = new Float32Array(x.size);
     for (let i = 0; i < mask.length; i++) mask[i] = this.#random.next() < this.p ? 0 : scale;
-    const maskTensor = uploadLike(mask, x.shape, x);
+    const maskTensor = tensorOn(x.backend, mask, x.shape, x.dtype);
     try {
       return mul(x, maskTensor);
     } finally {

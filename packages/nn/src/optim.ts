@@ -6,18 +6,18 @@ import {
   cast,
   type DataId,
   type DType,
-  engine,
-  full,
+  fullOn,
   gather,
   keep,
   mul,
   shapesEqual,
   sub,
   type Tensor,
+  tensorOn,
   tidy,
   ValueError,
 } from "@blocksparse/core";
-import { remapBlocks, uploadLike } from "./blocks";
+import { remapBlocks } from "./blocks";
 import { Parameter } from "./parameter";
 
 /** One parameter's optimizer state: named tensors of the parameter's shape, and its step count. */
@@ -52,12 +52,6 @@ function checkNumber(where: string, name: string, value: unknown, low: number, h
     throw new ValueError(`${where}: ${name} must be a finite number ${range}, got ${String(value)}`);
   }
   return value as number;
-}
-
-function zerosLikeOn(parameter: Parameter, dtype: DType): Tensor {
-  const value = parameter.value;
-  if (engine.activeBackend() === value.backend) return full(value.shape, 0, dtype);
-  return uploadLike(new Float32Array(value.size), value.shape, value, dtype);
 }
 
 /**
@@ -177,7 +171,7 @@ export abstract class Optimizer {
         state.master = keep(
           tidy(() => {
             const value = parameter.value;
-            const fresh = added.length === 0 ? undefined : cast(gather(value, uploadLike(added, [added.length], value, "int32"), 0), master.dtype);
+            const fresh = added.length === 0 ? undefined : cast(gather(value, tensorOn(value.backend, added, [added.length], "int32"), 0), master.dtype);
             return remapBlocks(master, sources, fresh);
           }),
         );
@@ -228,7 +222,7 @@ export abstract class Optimizer {
     }
     const { names, dtype } = this.stateSpec(wantsMaster ? "float32" : parameter.dtype);
     const state: ParameterState = {
-      tensors: Object.fromEntries(names.map((name) => [name, keep(zerosLikeOn(parameter, dtype))])),
+      tensors: Object.fromEntries(names.map((name) => [name, keep(fullOn(parameter.value.backend, parameter.value.shape, 0, dtype))])),
       step: 0,
       pattern: parameter.pattern,
       master: wantsMaster ? keep(noGrad(() => tidy(() => cast(value, "float32")))) : null,

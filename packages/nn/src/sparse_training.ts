@@ -1,8 +1,7 @@
 import { noGrad } from "@blocksparse/autograd";
-import { BsrPattern, blockNorms, type Tensor, tidy, ValueError } from "@blocksparse/core";
+import { BsrPattern, blockNorms, type Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
 import { BlockSparseLinear } from "./block_sparse_linear";
-import { uploadLike } from "./blocks";
 import { childSeeds } from "./init";
 import { Module } from "./module";
 import type { Optimizer } from "./optim";
@@ -86,7 +85,7 @@ function normalBlocks(layer: BlockSparseLinear, pruned: Set<number>, count: numb
   }
   const std = n > 1 ? Math.sqrt(Math.max(0, (sumSquares - (sum * sum) / n) / (n - 1))) : 0;
   const fresh = random.fillNormal(new Float32Array(count * blockSize), 0, scale * std);
-  return uploadLike(fresh, [count, blockHeight, blockWidth], layer.weight.value);
+  return tensorOn(layer.weight.value.backend, fresh, [count, blockHeight, blockWidth], layer.weight.value.dtype);
 }
 
 export interface SparseOptimizerOptions {

@@ -1,5 +1,4 @@
-import { add, expandDims, matmul, mul, permute, reshape, ShapeError, slice, softmax, squeeze, type Tensor, tidy, ValueError } from "@blocksparse/core";
-import { uploadLike } from "./blocks";
+import { add, expandDims, matmul, mul, permute, reshape, ShapeError, slice, softmax, squeeze, type Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
 import { childSeeds } from "./init";
 import { Dropout, GELU, LayerNorm } from "./layers";
 import { checkFeatures, Linear } from "./linear";
@@ -22,7 +21,7 @@ export interface TransformerBlockOptions {
 function causalMask(length: number, like: Tensor): Tensor {
   const mask = new Float32Array(length * length);
   for (let i = 0; i < length; i++) mask.fill(Number.NEGATIVE_INFINITY, i * length + i + 1, (i + 1) * length);
-  return uploadLike(mask, [length, length], like);
+  return tensorOn(like.backend, mask, [length, length], like.dtype);
 }
 
 /** Multi-head causal self-attention: x [B, T, dModel] (or [T, dModel]) -> same shape. */

@@ -1,4 +1,5 @@
-import { BlockSparseLinear, DEFAULT_BLOCK_SHAPE, Linear, Module, type Parameter, parameterCount } from "@blocksparse/nn";
+import { divisors } from "@blocksparse/format";
+import { BlockSparseLinear, DEFAULT_BLOCK_SHAPE, Linear, Module, type Parameter, blockCountFor, parameterCount } from "@blocksparse/nn";
 import { PatchError } from "./errors";
 import { type PatchOptions, PatchOptionsSchema, type PatternOptions, PatternOptionsSchema, parseOptions } from "./options";
 import { type PatchedLayer, PatchReport } from "./report";
@@ -151,12 +152,6 @@ function checkModel(where: string, model: unknown): asserts model is Module {
   }
 }
 
-function divisors(n: number): number[] {
-  const found: number[] = [];
-  for (let d = 1; d <= n; d++) if (n % d === 0) found.push(d);
-  return found;
-}
-
 /** null when `blockShape` tiles the layer's weight; else a message naming what would. */
 function divisibilityProblem(name: string, linear: Linear, [blockHeight, blockWidth]: [number, number]): string | null {
   const { outFeatures, inFeatures } = linear;
@@ -177,8 +172,7 @@ function plannedLayer(name: string, linear: Linear, pattern: NamePattern): Patch
   const { outFeatures, inFeatures } = linear;
   const [blockHeight, blockWidth] = pattern.blockShape;
   const totalBlocks = (outFeatures / blockHeight) * (inFeatures / blockWidth);
-  // The count BlockSparseLinear.fromLinear keeps: round(density * blocks), at least one.
-  const keptBlocks = Math.min(totalBlocks, Math.max(1, Math.round(pattern.density * totalBlocks)));
+  const keptBlocks = blockCountFor(pattern.density, totalBlocks);
   const bias = linear.bias !== null ? outFeatures : 0;
   return {
     name,

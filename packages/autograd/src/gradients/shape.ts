@@ -1,5 +1,6 @@
 import {
   type Tensor,
+  fullOn,
   cast,
   concat,
   gather,
@@ -8,7 +9,6 @@ import {
   slice,
   transpose,
 } from "@blocksparse/core";
-import { fullOn } from "../backward";
 import { registerGradient } from "../registry";
 import { reduceToShape } from "./helpers";
 

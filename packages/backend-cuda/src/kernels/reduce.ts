@@ -1,7 +1,7 @@
-import { type KernelArgs, type TensorInfo, reduceShape, sizeOf, stridesOf } from "@blocksparse/core";
+import { type KernelArgs, type TensorInfo, reduceShape, sizeOf, splitAt, stridesOf } from "@blocksparse/core";
 import type { CudaBackend } from "../backend";
 import { ReduceOp, type ReduceOpCode } from "../native";
-import { collapseDims, splitAt } from "./util";
+import { collapseDims } from "./util";
 
 type ReduceName = "Sum" | "Mean" | "Max" | "Min";
 

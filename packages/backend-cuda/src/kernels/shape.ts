@@ -6,10 +6,11 @@ import {
   float32ToBfloat16Bits,
   float32ToFloat16Bits,
   sizeOf,
+  splitAt,
   stridesOf,
 } from "@blocksparse/core";
 import type { CudaBackend } from "../backend";
-import { collapseDims, splitAt } from "./util";
+import { collapseDims } from "./util";
 
 /** The storage bits of `value` in `dtype`, rounded the way the js backend stores it. */
 function storageBits(dtype: DType, value: number): number {

@@ -33,13 +33,3 @@ export function collapseDims(
   }
   return { shape: outShape, strides: outStrides };
 }
-
-/** [outer, size, inner] of a tensor split around `axis`. */
-export function splitAt(shape: readonly number[], axis: number): [number, number, number] {
-  let outer = 1;
-  let inner = 1;
-  for (let i = 0; i < axis; i++) outer *= shape[i];
-  for (let i = axis + 1; i < shape.length; i++) inner *= shape[i];
-  return [outer, shape[axis], inner];
-}
-

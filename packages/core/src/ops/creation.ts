@@ -1,4 +1,5 @@
 import { SeededRandom } from "@blocksparse/format";
+import type { Backend } from "../backend";
 import { type BackendValues, type DType, allocStorage, isDType } from "../dtypes";
 import { engine } from "../engine";
 import { DTypeError, ShapeError, ValueError } from "../errors";
@@ -111,13 +112,35 @@ export function scalar(value: number, dtype: DType = "float32"): Tensor {
   return tensor(value, [], dtype);
 }
 
+function fill(op: string, backend: Backend, shape: readonly number[], value: number, dtype: DType): Tensor {
+  assertShapeArg(op, "shape", shape);
+  checkDType(op, dtype);
+  if (typeof value !== "number") throw new ValueError(`${op}: value must be a number, got ${typeof value}`);
+  if (dtype === "int32" && !Number.isInteger(value)) throw new ValueError(`${op}: value ${value} is not an integer (dtype int32)`);
+  return engine.runKernel(Fill, {}, { shape: [...shape], dtype, value }, backend);
+}
+
 /** A tensor of `shape` filled with `value`. */
 export function full(shape: readonly number[], value: number, dtype: DType = "float32"): Tensor {
-  assertShapeArg("full", "shape", shape);
-  checkDType("full", dtype);
-  if (typeof value !== "number") throw new ValueError(`full: value must be a number, got ${typeof value}`);
-  if (dtype === "int32" && !Number.isInteger(value)) throw new ValueError(`full: value ${value} is not an integer (dtype int32)`);
-  return engine.runKernel(Fill, {}, { shape: [...shape], dtype, value });
+  return fill("full", engine.activeBackend(), shape, value, dtype);
+}
+
+/**
+ * `full` on `backend` whatever the active backend (the Fill kernel runs there): how code that
+ * follows its inputs' backend (gradients, optimizer state) makes a filled tensor.
+ */
+export function fullOn(backend: Backend, shape: readonly number[], value: number, dtype: DType = "float32"): Tensor {
+  return fill("fullOn", backend, shape, value, dtype);
+}
+
+/**
+ * A tensor of `shape` from host numbers on `backend` whatever the active backend, stored as
+ * `dtype` (halves rounded to nearest even, int32 checked to be integers).
+ */
+export function tensorOn(backend: Backend, values: ArrayLike<number>, shape: readonly number[], dtype: DType = "float32"): Tensor {
+  assertShapeArg("tensorOn", "shape", shape);
+  checkDType("tensorOn", dtype);
+  return engine.upload(encodeStorage("tensorOn", values, dtype), shape, dtype, backend);
 }
 
 export function zeros(shape: readonly number[], dtype: DType = "float32"): Tensor {

@@ -35,7 +35,7 @@ import {
 } from "../kernel_names";
 import { broadcastShapes } from "../shape";
 import { Tensor } from "../tensor";
-import { encodeStorage } from "./creation";
+import { tensorOn } from "./creation";
 import { assertDType, assertFloat, assertSameBackend, assertSameDType, assertShape, assertTensor } from "./validate";
 
 /** A tensor, or a number taken as a scalar of the other operand's dtype. */
@@ -103,7 +103,7 @@ function operands(op: string, a: TensorLike, b: TensorLike): [Tensor, Tensor, Te
       throw new DTypeError(`${op}: ${name} = ${value} is not an integer, but the other operand is int32`);
     }
     // Scalars follow the other operand onto its backend.
-    const t = engine.upload(encodeStorage(op, [value], dtype), [], dtype, other.backend);
+    const t = tensorOn(other.backend, [value], [], dtype);
     temporaries.push(t);
     return t;
   };

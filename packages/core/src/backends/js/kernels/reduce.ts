@@ -1,7 +1,6 @@
 import type { KernelArgs, TensorInfo } from "../../../backend";
-import { reduceShape, sizeOf, stridesOf } from "../../../shape";
+import { reduceShape, sizeOf, splitAt, stridesOf } from "../../../shape";
 import type { JsBackend } from "../backend";
-import { splitAt } from "./util";
 
 type ReduceName = "Sum" | "Mean" | "Max" | "Min";
 

@@ -1,9 +1,9 @@
 import type { KernelArgs, TensorInfo } from "../../../backend";
 import { IndexError } from "../../../errors";
 import { float32ToBfloat16Bits, float32ToFloat16Bits } from "../../../half";
-import { sizeOf, stridesOf } from "../../../shape";
+import { sizeOf, splitAt, stridesOf } from "../../../shape";
 import type { JsBackend } from "../backend";
-import { broadcastOffsets, splitAt } from "./util";
+import { broadcastOffsets } from "./util";
 
 export function fillKernel({ attrs: { shape, dtype, value }, backend }: KernelArgs<"Fill", JsBackend>): TensorInfo {
   const { info, values } = backend.output(shape, dtype);

@@ -25,11 +25,6 @@ export function broadcastOffsets(shape: readonly number[], outShape: readonly nu
   return offsets;
 }
 
-/** [outer, middle, inner] sizes around `axis`. */
-export function splitAt(shape: readonly number[], axis: number): [number, number, number] {
-  return [sizeOf(shape.slice(0, axis)), shape[axis], sizeOf(shape.slice(axis + 1))];
-}
-
 /** erf(x) with about 1e-7 absolute error (float32 precision is all kernels need). */
 export function erf(x: number): number {
   const z = Math.abs(x);
