@@ -230,7 +230,7 @@ void upload(const HostPattern& p, DevicePattern& d) {
   BsrPatternView& v = d.view;
   v.rows = p.rows;
   v.cols = p.cols;
-  v.blockRowsSize = v.blockColsSize = p.block;
+  v.blockHeight = v.blockWidth = p.block;
   v.blockRows = p.blockRows;
   v.blockCols = p.blockCols;
   v.nnzBlocks = p.nnz;

@@ -324,7 +324,7 @@ void checkPointers(const int32_t* ptr, int64_t segments, int64_t nnz, const char
                                     std::to_string(nnz) + "), ends at " + std::to_string(ptr[segments]));
 }
 
-// createPattern({rows, cols, blockRowsSize, blockColsSize, blockRows, blockCols, nnzBlocks, blockRowPtr,
+// createPattern({rows, cols, blockHeight, blockWidth, blockRows, blockCols, nnzBlocks, blockRowPtr,
 // blockColIdx, blockColPtr, blockRowIdx, valueIndex, coordBlockRow, coordBlockCol}): validates every index
 // on the host and uploads them once; the returned id is what the block-sparse kernels take.
 Napi::Value createPattern(const Napi::CallbackInfo& info) {
@@ -333,7 +333,7 @@ Napi::Value createPattern(const Napi::CallbackInfo& info) {
   BS_REQUIRE(info[0].IsObject(), "createPattern: argument 0 must be an object");
   Napi::Object desc = info[0].As<Napi::Object>();
   int64_t rows = intField(desc, "rows"), cols = intField(desc, "cols");
-  int64_t R = intField(desc, "blockRowsSize"), C = intField(desc, "blockColsSize");
+  int64_t R = intField(desc, "blockHeight"), C = intField(desc, "blockWidth");
   int64_t blockRows = intField(desc, "blockRows"), blockCols = intField(desc, "blockCols");
   int64_t nnz = intField(desc, "nnzBlocks");
   BS_REQUIRE(R >= 1 && C >= 1, "createPattern: block shape must be at least 1x1");
@@ -402,8 +402,8 @@ Napi::Value createPattern(const Napi::CallbackInfo& info) {
   BsrPatternView view{};
   view.rows = rows;
   view.cols = cols;
-  view.blockRowsSize = static_cast<int32_t>(R);
-  view.blockColsSize = static_cast<int32_t>(C);
+  view.blockHeight = static_cast<int32_t>(R);
+  view.blockWidth = static_cast<int32_t>(C);
   view.blockRows = static_cast<int32_t>(blockRows);
   view.blockCols = static_cast<int32_t>(blockCols);
   view.nnzBlocks = static_cast<int32_t>(nnz);
@@ -634,7 +634,7 @@ Napi::Value layerNormBackward(const Napi::CallbackInfo& info) {
   requireElements(args.buffer(6), dtype, n, "layerNormBackward dx");
   requireElements(args.buffer(7), dtype, width, "layerNormBackward dgamma");
   requireElements(args.buffer(8), dtype, width, "layerNormBackward dbeta");
-  launchLayerNormGrad(dtype, args.buffer(1).data, args.buffer(2).data, static_cast<const float*>(args.buffer(3).data),
+  launchLayerNormBackward(dtype, args.buffer(1).data, args.buffer(2).data, static_cast<const float*>(args.buffer(3).data),
                       static_cast<const float*>(args.buffer(4).data), gamma, args.buffer(6).data, args.buffer(7).data,
                       args.buffer(8).data, rows, width, stream());
   return undefinedOf(info);
@@ -665,7 +665,7 @@ Napi::Value crossEntropyBackward(const Napi::CallbackInfo& info) {
   requireElements(args.buffer(2), DType::Int32, rows, "crossEntropyBackward targets");
   requireElements(args.buffer(3), dtype, rows, "crossEntropyBackward dy");
   requireElements(args.buffer(4), dtype, n, "crossEntropyBackward dlogits");
-  launchCrossEntropyGrad(dtype, args.buffer(1).data, static_cast<const int32_t*>(args.buffer(2).data),
+  launchCrossEntropyBackward(dtype, args.buffer(1).data, static_cast<const int32_t*>(args.buffer(2).data),
                          args.buffer(3).data, args.buffer(4).data, rows, classes, stream());
   return undefinedOf(info);
 }
@@ -733,7 +733,7 @@ Napi::Value matmul(const Napi::CallbackInfo& info) {
 }
 
 int64_t valuesLength(const BsrPatternView& p) {
-  return static_cast<int64_t>(p.nnzBlocks) * p.blockRowsSize * p.blockColsSize;
+  return static_cast<int64_t>(p.nnzBlocks) * p.blockHeight * p.blockWidth;
 }
 
 // bsrLinear(dtype, pattern, x, values, bias|null, y, m)

@@ -7,8 +7,8 @@ namespace bs {
 
 struct BsrPatternView {
   int64_t rows, cols;            // dense shape of the matrix
-  int32_t blockRowsSize;         // R: rows of one block
-  int32_t blockColsSize;         // C: columns of one block
+  int32_t blockHeight;           // R: rows of one block
+  int32_t blockWidth;            // C: columns of one block
   int32_t blockRows, blockCols;  // rows / R, cols / C
   int32_t nnzBlocks;
   // Row-wise index (CSR over blocks).

@@ -33,7 +33,7 @@ void launchSoftmax(bool log, DType dtype, const void* x, void* y, int64_t rows, 
 // ---- layer norm (layer_norm.cu)
 void launchLayerNorm(DType dtype, const void* x, const void* gamma, const void* beta, void* y, float* mean, float* rstd,
                      int64_t rows, int64_t width, float eps, cudaStream_t stream);
-void launchLayerNormGrad(DType dtype, const void* dy, const void* x, const float* mean, const float* rstd,
+void launchLayerNormBackward(DType dtype, const void* dy, const void* x, const float* mean, const float* rstd,
                          const void* gamma, void* dx, void* dgamma, void* dbeta, int64_t rows, int64_t width,
                          cudaStream_t stream);
 
@@ -45,7 +45,7 @@ void launchScatterAdd(DType dtype, const void* updates, const int32_t* indices, 
 void launchOneHot(DType dtype, const int32_t* indices, void* y, int64_t count, int64_t depth, cudaStream_t stream);
 void launchCrossEntropy(DType dtype, const void* logits, const int32_t* targets, void* loss, int64_t rows,
                         int64_t classes, cudaStream_t stream);
-void launchCrossEntropyGrad(DType dtype, const void* logits, const int32_t* targets, const void* dy, void* dlogits,
+void launchCrossEntropyBackward(DType dtype, const void* logits, const int32_t* targets, const void* dy, void* dlogits,
                             int64_t rows, int64_t classes, cudaStream_t stream);
 
 // ---- dense matmul (matmul.cu): c is contiguous [batch, m, n]; strideA/B 0 broadcasts an operand

@@ -8,11 +8,11 @@ namespace bs {
 
 enum class UnaryOp : int32_t { Neg = 0, Abs, Exp, Log, Sqrt, Rsqrt, Tanh, Sigmoid, Relu, Square, Gelu, GeluTanh, Count };
 
-// GeluGrad / GeluTanhGrad take a = dy, b = x.
+// GeluBackward / GeluTanhBackward take a = dy, b = x.
 enum class BinaryOp : int32_t {
   Add = 0, Sub, Mul, Div, Maximum, Minimum, Pow,
   Equal, NotEqual, Less, LessEqual, Greater, GreaterEqual,
-  GeluGrad, GeluTanhGrad,
+  GeluBackward, GeluTanhBackward,
   Count
 };
 

@@ -20,7 +20,7 @@ __global__ void __launch_bounds__(256) bsrLinearKernel(const T* __restrict__ x, 
   __shared__ float tileW[kTN][kTK + 1];
   __shared__ int64_t columnOfK[kTK];
   __shared__ int64_t valueOfK[kTK];
-  const int R = pattern.blockRowsSize, C = pattern.blockColsSize;
+  const int R = pattern.blockHeight, C = pattern.blockWidth;
   const int chunksPerRow = (R + kTN - 1) / kTN;
   const int blockRow = blockIdx.x / chunksPerRow;
   const int r0 = (blockIdx.x % chunksPerRow) * kTN;
@@ -88,7 +88,7 @@ __global__ void __launch_bounds__(256) bsrMatmulKernel(const T* __restrict__ dy,
   __shared__ float tileW[kTN][kTK + 1];
   __shared__ int64_t columnOfK[kTK];
   __shared__ int64_t valueOfK[kTK];
-  const int R = pattern.blockRowsSize, C = pattern.blockColsSize;
+  const int R = pattern.blockHeight, C = pattern.blockWidth;
   const int chunksPerCol = (C + kTN - 1) / kTN;
   const int blockCol = blockIdx.x / chunksPerCol;
   const int c0 = (blockIdx.x % chunksPerCol) * kTN;
@@ -154,7 +154,7 @@ __global__ void __launch_bounds__(256) sampledMatmulKernel(const T* __restrict__
                                                            T* __restrict__ dw, int64_t m, BsrPatternView pattern) {
   __shared__ float tileA[kSK][kSR];
   __shared__ float tileB[kSK][kSC];
-  const int R = pattern.blockRowsSize, C = pattern.blockColsSize;
+  const int R = pattern.blockHeight, C = pattern.blockWidth;
   const int tilesR = (R + kSR - 1) / kSR, tilesC = (C + kSC - 1) / kSC;
   const int64_t tile = blockIdx.x;
   const int64_t p = tile / (tilesR * tilesC);
@@ -223,7 +223,7 @@ __global__ void blockNormsKernel(const T* __restrict__ values, float* __restrict
 void launchBsrLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
                      const BsrPatternView& pattern, cudaStream_t stream) {
   if (m == 0 || pattern.rows == 0) return;
-  int64_t chunks = static_cast<int64_t>(pattern.blockRows) * ((pattern.blockRowsSize + kTN - 1) / kTN);
+  int64_t chunks = static_cast<int64_t>(pattern.blockRows) * ((pattern.blockHeight + kTN - 1) / kTN);
   int64_t tilesM = (m + kTM - 1) / kTM;
   BS_REQUIRE(tilesM <= 65535, "bsrLinear: too many input rows for one launch (at most 4194240)");
   BS_REQUIRE(chunks <= INT32_MAX, "bsrLinear: too many output tiles");
@@ -237,7 +237,7 @@ void launchBsrLinear(DType dtype, const void* x, const void* values, const void*
 void launchBsrMatmul(DType dtype, const void* dy, const void* values, void* dx, int64_t m,
                      const BsrPatternView& pattern, cudaStream_t stream) {
   if (m == 0 || pattern.cols == 0) return;
-  int64_t chunks = static_cast<int64_t>(pattern.blockCols) * ((pattern.blockColsSize + kTN - 1) / kTN);
+  int64_t chunks = static_cast<int64_t>(pattern.blockCols) * ((pattern.blockWidth + kTN - 1) / kTN);
   int64_t tilesM = (m + kTM - 1) / kTM;
   BS_REQUIRE(tilesM <= 65535, "bsrMatmul: too many input rows for one launch (at most 4194240)");
   BS_REQUIRE(chunks <= INT32_MAX, "bsrMatmul: too many output tiles");
@@ -250,14 +250,14 @@ void launchBsrMatmul(DType dtype, const void* dy, const void* values, void* dx, 
 
 void launchSampledMatmul(DType dtype, const void* dy, const void* x, void* dw, int64_t m,
                          const BsrPatternView& pattern, cudaStream_t stream) {
-  int64_t blockSize = static_cast<int64_t>(pattern.blockRowsSize) * pattern.blockColsSize;
+  int64_t blockSize = static_cast<int64_t>(pattern.blockHeight) * pattern.blockWidth;
   if (pattern.nnzBlocks == 0) return;
   if (m == 0) {
     launchZero(dtype, dw, pattern.nnzBlocks * blockSize, stream);
     return;
   }
-  int64_t tiles = static_cast<int64_t>(pattern.nnzBlocks) * ((pattern.blockRowsSize + kSR - 1) / kSR) *
-                  ((pattern.blockColsSize + kSC - 1) / kSC);
+  int64_t tiles = static_cast<int64_t>(pattern.nnzBlocks) * ((pattern.blockHeight + kSR - 1) / kSR) *
+                  ((pattern.blockWidth + kSC - 1) / kSC);
   BS_REQUIRE(tiles <= INT32_MAX, "sampledMatmul: too many output tiles");
   BS_DISPATCH_FLOAT(dtype, T, sampledMatmulKernel<T><<<static_cast<unsigned>(tiles), 256, 0, stream>>>(
                                   static_cast<const T*>(dy), static_cast<const T*>(x), static_cast<T*>(dw), m, pattern));
@@ -269,7 +269,7 @@ namespace {
 // values[k] = the R x C block of dense [rows, cols] at the k-th stored block's place.
 template <typename T>
 __global__ void sampleBlocksKernel(const T* __restrict__ dense, T* __restrict__ values, BsrPatternView pattern) {
-  const int64_t R = pattern.blockRowsSize, C = pattern.blockColsSize, blockSize = R * C;
+  const int64_t R = pattern.blockHeight, C = pattern.blockWidth, blockSize = R * C;
   const int64_t total = static_cast<int64_t>(pattern.nnzBlocks) * blockSize;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -283,7 +283,7 @@ DenseSampledMode denseSampledMode = DenseSampledMode::Auto;
 }  // namespace
 
 void launchSampleBlocks(DType dtype, const void* dense, void* values, const BsrPatternView& pattern, cudaStream_t stream) {
-  const int64_t total = static_cast<int64_t>(pattern.nnzBlocks) * pattern.blockRowsSize * pattern.blockColsSize;
+  const int64_t total = static_cast<int64_t>(pattern.nnzBlocks) * pattern.blockHeight * pattern.blockWidth;
   if (total == 0) return;
   BS_DISPATCH_FLOAT(dtype, T, sampleBlocksKernel<T><<<gridFor(total), kThreads, 0, stream>>>(
                                   static_cast<const T*>(dense), static_cast<T*>(values), pattern));
@@ -308,8 +308,8 @@ bool denseSampledWins(DType dtype, const BsrPatternView& pattern, int64_t m, boo
   // (128x128) of it, and far less for other block shapes (the simple kernel). Dense wins above that density.
   const double density =
       static_cast<double>(pattern.nnzBlocks) / (static_cast<double>(pattern.blockRows) * pattern.blockCols);
-  const bool square = pattern.blockRowsSize == pattern.blockColsSize;
-  const int block = pattern.blockRowsSize;
+  const bool square = pattern.blockHeight == pattern.blockWidth;
+  const int block = pattern.blockHeight;
   const double breakEven = !square ? 0.05 : block == 32 ? 0.12 : block == 64 ? 0.25 : block == 128 ? 0.4 : 0.05;
   return density >= breakEven;
 }

@@ -61,13 +61,13 @@ __device__ __forceinline__ float applyBinary(BinaryOp op, float a, float b) {
     case BinaryOp::LessEqual: return a <= b;
     case BinaryOp::Greater: return a > b;
     case BinaryOp::GreaterEqual: return a >= b;
-    case BinaryOp::GeluGrad: {
+    case BinaryOp::GeluBackward: {
       // d/dx x Phi(x) = Phi(x) + x phi(x)
       float cdf = 0.5f * (1.0f + erff(b * 0.70710678118654752f));
       float pdf = 0.3989422804014327f * expf(-0.5f * b * b);
       return a * (cdf + b * pdf);
     }
-    case BinaryOp::GeluTanhGrad: {
+    case BinaryOp::GeluTanhBackward: {
       float inner = 0.7978845608028654f * (b + 0.044715f * b * b * b);
       float t = tanhf(inner);
       float dInner = 0.7978845608028654f * (1.0f + 3.0f * 0.044715f * b * b);

@@ -102,7 +102,7 @@ __global__ void crossEntropyKernel(const T* __restrict__ logits, const int32_t* 
 
 // dlogits[n, c] = (softmax(logits[n])[c] - [c == targets[n]]) * dy[n].
 template <typename T>
-__global__ void crossEntropyGradKernel(const T* __restrict__ logits, const int32_t* __restrict__ targets,
+__global__ void crossEntropyBackwardKernel(const T* __restrict__ logits, const int32_t* __restrict__ targets,
                                        const T* __restrict__ dy, T* __restrict__ dlogits, int64_t rows,
                                        int64_t classes) {
   __shared__ float scratch[32];
@@ -188,13 +188,13 @@ void launchCrossEntropy(DType dtype, const void* logits, const int32_t* targets,
   BS_LAUNCH_CHECK("crossEntropyKernel");
 }
 
-void launchCrossEntropyGrad(DType dtype, const void* logits, const int32_t* targets, const void* dy, void* dlogits,
+void launchCrossEntropyBackward(DType dtype, const void* logits, const int32_t* targets, const void* dy, void* dlogits,
                             int64_t rows, int64_t classes, cudaStream_t stream) {
   if (rows * classes == 0) return;
-  BS_DISPATCH_FLOAT(dtype, T, crossEntropyGradKernel<T><<<rowGrid(rows), kThreads, 0, stream>>>(
+  BS_DISPATCH_FLOAT(dtype, T, crossEntropyBackwardKernel<T><<<rowGrid(rows), kThreads, 0, stream>>>(
                                   static_cast<const T*>(logits), targets, static_cast<const T*>(dy),
                                   static_cast<T*>(dlogits), rows, classes));
-  BS_LAUNCH_CHECK("crossEntropyGradKernel");
+  BS_LAUNCH_CHECK("crossEntropyBackwardKernel");
 }
 
 }  // namespace bs

@@ -128,7 +128,7 @@ void launchLayerNorm(DType dtype, const void* x, const void* gamma, const void* 
   BS_LAUNCH_CHECK("layerNormForwardKernel");
 }
 
-void launchLayerNormGrad(DType dtype, const void* dy, const void* x, const float* mean, const float* rstd,
+void launchLayerNormBackward(DType dtype, const void* dy, const void* x, const float* mean, const float* rstd,
                          const void* gamma, void* dx, void* dgamma, void* dbeta, int64_t rows, int64_t width,
                          cudaStream_t stream) {
   if (width == 0) return;

@@ -105,8 +105,8 @@ bool aligned16(const void* pointer) { return (reinterpret_cast<uintptr_t>(pointe
 bool supported(DType dtype, const BsrPatternView& pattern, int64_t m) {
   const bool tf32 = dtype == DType::Float32 && tf32Allowed.load(std::memory_order_relaxed);
   if (dtype != DType::BFloat16 && dtype != DType::Float16 && !tf32) return false;
-  const int block = pattern.blockRowsSize;
-  if (pattern.blockColsSize != block || (block != 32 && block != 64 && block != 128)) return false;
+  const int block = pattern.blockHeight;
+  if (pattern.blockWidth != block || (block != 32 && block != 64 && block != 128)) return false;
   // Bulk-copy coordinates are int32: tokens and rows of the values viewed as [nnzBlocks * R, C].
   if (m <= 0 || m > INT32_MAX || pattern.nnzBlocks <= 0) return false;
   if (static_cast<int64_t>(pattern.nnzBlocks) * block > INT32_MAX) return false;
@@ -128,7 +128,7 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   const DeviceInfo& device = currentDevice();
   TcPath path = resolvePath(device, options.path);
   if (path == TcPath::Auto) return false;
-  const int block = pattern.blockRowsSize;
+  const int block = pattern.blockHeight;
   int variant = options.variant;
   if (dtype == DType::Float32) {
     // TF32 has one kernel per block size, on the mma.sync path on every sm_80+ device.
@@ -197,7 +197,7 @@ bool tcSampledMatmul(DType dtype, const void* dy, const void* x, void* dw, int64
 TcPath tcPathFor(DType dtype, const BsrPatternView& pattern) {
   if (!supported(dtype, pattern, 1)) return TcPath::Auto;
   const TcPath path = resolvePath(currentDevice(), TcPath::Auto);
-  return path != TcPath::Auto && (pattern.blockRowsSize == 32 || dtype == DType::Float32) ? TcPath::Mma : path;
+  return path != TcPath::Auto && (pattern.blockHeight == 32 || dtype == DType::Float32) ? TcPath::Mma : path;
 }
 
 void setAllowTf32(bool allow) { tf32Allowed.store(allow, std::memory_order_relaxed); }

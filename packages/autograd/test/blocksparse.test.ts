@@ -116,7 +116,7 @@ describe("bsrLinear backward uses the sparse kernels only", () => {
     const names = kernels.map((k) => k.kernelName);
     expect(names).toContain("BsrMatmul");
     expect(names).toContain("SampledMatmul");
-    expect(names).not.toContain("MatMul");
+    expect(names).not.toContain("Matmul");
     const denseSize = rows * cols;
     expect(kernels.flatMap((k) => k.outputs).filter((t) => t.size >= denseSize)).toEqual([]);
 

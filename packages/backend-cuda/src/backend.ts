@@ -242,8 +242,8 @@ export class CudaBackend implements Backend {
       this.addon.createPattern({
         rows: pattern.shape[0],
         cols: pattern.shape[1],
-        blockRowsSize: pattern.blockShape[0],
-        blockColsSize: pattern.blockShape[1],
+        blockHeight: pattern.blockShape[0],
+        blockWidth: pattern.blockShape[1],
         blockRows: pattern.blockRows,
         blockCols: pattern.blockCols,
         nnzBlocks: pattern.nnzBlocks,

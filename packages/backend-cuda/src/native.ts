@@ -31,7 +31,7 @@ export const UnaryOp = {
   GeluTanh: 11,
 } as const;
 
-/** Binary operation codes (ops.h `BinaryOp`); comparisons write int32. GeluGrad* take (dy, x). */
+/** Binary operation codes (ops.h `BinaryOp`); comparisons write int32. GeluBackward* take (dy, x). */
 export const BinaryOp = {
   Add: 0,
   Sub: 1,
@@ -46,8 +46,8 @@ export const BinaryOp = {
   LessEqual: 10,
   Greater: 11,
   GreaterEqual: 12,
-  GeluGrad: 13,
-  GeluTanhGrad: 14,
+  GeluBackward: 13,
+  GeluTanhBackward: 14,
 } as const;
 
 /** Reduction codes (ops.h `ReduceOp`); Argmax writes int32. */
@@ -96,8 +96,8 @@ export interface NativeMemory {
 export interface PatternDescription {
   rows: number;
   cols: number;
-  blockRowsSize: number;
-  blockColsSize: number;
+  blockHeight: number;
+  blockWidth: number;
   blockRows: number;
   blockCols: number;
   nnzBlocks: number;

@@ -74,8 +74,8 @@ describe.skipIf(cudaMissing)("cuda memory: caching allocator, out of memory, bad
     const good = {
       rows: 4,
       cols: 4,
-      blockRowsSize: 2,
-      blockColsSize: 2,
+      blockHeight: 2,
+      blockWidth: 2,
       blockRows: 2,
       blockCols: 2,
       nnzBlocks: 4,

@@ -165,7 +165,7 @@ export const CrossEntropyBackward = "CrossEntropyBackward";
  * {a [...A, M, K], b [...B, K, N]} -> [...broadcast(A, B), M, N]; with transposeA a is
  * [..., K, M], with transposeB b is [..., N, K]. Rank >= 2 both, same float dtype.
  */
-export const MatMul = "MatMul";
+export const Matmul = "Matmul";
 /**
  * {x [..., cols], values [nnzBlocks, R, C], bias? [rows]} -> y [..., rows] = x W^T + bias,
  * W the [rows, cols] block-sparse matrix of attrs.pattern (blocks row-major). Same float dtype.
@@ -219,7 +219,7 @@ export type GeluAttrs = { approximate: GeluApproximate };
 export type ReduceAttrs = Reduce;
 export type ArgmaxAttrs = { axis: number; keepDims: boolean };
 export type LayerNormAttrs = { epsilon: number };
-export type MatMulAttrs = { transposeA: boolean; transposeB: boolean };
+export type MatmulAttrs = { transposeA: boolean; transposeB: boolean };
 /** The BsrPattern object itself: never a copy of its arrays. */
 export type PatternAttrs = { pattern: BsrPattern };
 export type AdamUpdateAttrs = {
@@ -291,7 +291,7 @@ export interface KernelSpecs {
   CrossEntropy: Spec<{ logits: TensorInfo; targets: TensorInfo }, NoAttrs, One>;
   CrossEntropyBackward: Spec<{ logits: TensorInfo; targets: TensorInfo; dy: TensorInfo }, NoAttrs, One>;
 
-  MatMul: Spec<Binary, MatMulAttrs, One>;
+  Matmul: Spec<Binary, MatmulAttrs, One>;
   BsrLinear: Spec<{ x: TensorInfo; values: TensorInfo; bias?: TensorInfo }, PatternAttrs, One>;
   BsrMatmul: Spec<{ dy: TensorInfo; values: TensorInfo }, PatternAttrs, One>;
   SampledMatmul: Spec<{ dy: TensorInfo; x: TensorInfo }, PatternAttrs, One>;
@@ -423,7 +423,7 @@ export const KERNEL_CATALOGUE = {
   CrossEntropy: nn(1, "rule"),
   CrossEntropyBackward: nn(1, "backward-only"),
 
-  MatMul: product,
+  Matmul: product,
   BsrLinear: product,
   BsrMatmul: product,
   SampledMatmul: product,

@@ -90,7 +90,7 @@ export function reduceShape(shape: readonly number[], axes: readonly number[], k
   return out;
 }
 
-/** Output shape of MatMul with transpose flags, batch dims broadcast. */
+/** Output shape of Matmul with transpose flags, batch dims broadcast. */
 /** [outer, size, inner]: the element counts before, along and after `axis` of `shape`. */
 export function splitAt(shape: readonly number[], axis: number): [number, number, number] {
   return [sizeOf(shape.slice(0, axis)), shape[axis], sizeOf(shape.slice(axis + 1))];

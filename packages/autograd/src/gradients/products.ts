@@ -16,7 +16,7 @@ import { reduceToShape } from "./helpers";
 
 export function registerProductGradients(): void {
   // C = op(A) op(B): each case's adjoint is again one matmul with transpose flags (no explicit transposes).
-  registerGradient("MatMul", {
+  registerGradient("Matmul", {
     inputsToSave: ["a", "b"],
     gradFunc: ([dc], { attrs, saved, inputs }) => {
       const { a, b } = saved as { a: Tensor; b: Tensor };

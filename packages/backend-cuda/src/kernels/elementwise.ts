@@ -81,7 +81,7 @@ export function geluKernel({ inputs: { x }, attrs, backend }: KernelArgs<"Gelu",
 }
 
 export function geluBackwardKernel({ inputs: { dy, x }, attrs, backend }: KernelArgs<"GeluBackward", CudaBackend>): TensorInfo {
-  return runBinary(backend, attrs.approximate === "tanh" ? BinaryOp.GeluTanhGrad : BinaryOp.GeluGrad, dy, x, false);
+  return runBinary(backend, attrs.approximate === "tanh" ? BinaryOp.GeluTanhBackward : BinaryOp.GeluBackward, dy, x, false);
 }
 
 export function whereKernel({ inputs: { condition, a, b }, backend }: KernelArgs<"Where", CudaBackend>): TensorInfo {

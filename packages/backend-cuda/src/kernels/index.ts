@@ -74,7 +74,7 @@ export const cudaKernels = {
   CrossEntropy: guarded(crossEntropyKernel),
   CrossEntropyBackward: guarded(crossEntropyBackwardKernel),
 
-  MatMul: guarded(matmulKernel),
+  Matmul: guarded(matmulKernel),
   BsrLinear: guarded(bsrLinearKernel),
   BsrMatmul: guarded(bsrMatmulKernel),
   SampledMatmul: guarded(sampledMatmulKernel),

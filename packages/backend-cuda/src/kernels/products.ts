@@ -42,7 +42,7 @@ function batchedOperand(
   return { handle: copy.handle, stride: matrixSize };
 }
 
-export function matmulKernel({ inputs: { a, b }, attrs: { transposeA, transposeB }, backend }: KernelArgs<"MatMul", CudaBackend>): TensorInfo {
+export function matmulKernel({ inputs: { a, b }, attrs: { transposeA, transposeB }, backend }: KernelArgs<"Matmul", CudaBackend>): TensorInfo {
   const shape = matmulShape(a.shape, b.shape, transposeA, transposeB);
   const out = backend.output(shape, a.dtype);
   if (sizeOf(shape) === 0) return out;

@@ -1,6 +1,6 @@
 import { engine } from "../engine";
 import { ShapeError } from "../errors";
-import { MatMul } from "../kernel_names";
+import { Matmul } from "../kernel_names";
 import { broadcastShapes, formatShape } from "../shape";
 import type { Tensor } from "../tensor";
 import { assertFloat, assertMinRank, assertSameBackend, assertSameDType, assertTensor } from "./validate";
@@ -32,5 +32,5 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
     );
   }
   broadcastShapes(a.shape.slice(0, -2), b.shape.slice(0, -2), `${op} (batch dims)`);
-  return engine.runKernel(MatMul, { a, b }, { transposeA, transposeB });
+  return engine.runKernel(Matmul, { a, b }, { transposeA, transposeB });
 }

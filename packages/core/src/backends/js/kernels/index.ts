@@ -77,7 +77,7 @@ export const jsKernels = {
   CrossEntropy: crossEntropyKernel,
   CrossEntropyBackward: crossEntropyBackwardKernel,
 
-  MatMul: matmulKernel,
+  Matmul: matmulKernel,
   BsrLinear: bsrLinearKernel,
   BsrMatmul: bsrMatmulKernel,
   SampledMatmul: sampledMatmulKernel,

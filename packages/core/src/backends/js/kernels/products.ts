@@ -1,10 +1,18 @@
+/** The product kernels: each widens its inputs to float32 (backend.floats) and calls one compute function. */
 import type { KernelArgs, TensorInfo } from "../../../backend";
 import { matmulShape, sizeOf } from "../../../shape";
 import type { JsBackend } from "../backend";
-import { bsrLinearF32, bsrMatmulF32, blockNormsF32, matmulF32, sampledMatmulF32 } from "./products_compute";
+import type { BsrPattern } from "@blocksparse/format";
+import * as compute from "../compute";
 import { broadcastOffsets } from "./util";
 
-export function matmulKernel({ inputs: { a, b }, attrs: { transposeA, transposeB }, backend }: KernelArgs<"MatMul", JsBackend>): TensorInfo {
+function sizes(pattern: BsrPattern): compute.BsrSizes {
+  const [rows, cols] = pattern.shape;
+  const [blockHeight, blockWidth] = pattern.blockShape;
+  return { rows, cols, blockHeight, blockWidth };
+}
+
+export function matmulKernel({ inputs: { a, b }, attrs: { transposeA, transposeB }, backend }: KernelArgs<"Matmul", JsBackend>): TensorInfo {
   const outShape = matmulShape(a.shape, b.shape, transposeA, transposeB);
   const rank = outShape.length;
   const m = outShape[rank - 2];
@@ -17,7 +25,8 @@ export function matmulKernel({ inputs: { a, b }, attrs: { transposeA, transposeB
   const bv = backend.floats(b);
   const out = backend.floatOutput(outShape, a.dtype);
   for (let batch = 0; batch < aBatch.length; batch++) {
-    matmulF32(av, aBatch[batch] * m * k, bv, bBatch[batch] * k * n, out.data, batch * m * n, m, n, k, transposeA, transposeB);
+    const [aOffset, bOffset, cOffset] = [aBatch[batch] * m * k, bBatch[batch] * k * n, batch * m * n];
+    compute.matmulF32({ a: av, aOffset, b: bv, bOffset, c: out.data, cOffset, m, n, k, transposeA, transposeB });
   }
   return out.commit();
 }
@@ -27,7 +36,17 @@ export function bsrLinearKernel({ inputs: { x, values, bias }, attrs: { pattern 
   const tokens = cols === 0 ? sizeOf(x.shape.slice(0, -1)) : sizeOf(x.shape) / cols;
   const outShape = [...x.shape.slice(0, -1), rows];
   const out = backend.floatOutput(outShape, x.dtype);
-  bsrLinearF32(backend.floats(x), backend.floats(values), bias ? backend.floats(bias) : null, out.data, tokens, pattern);
+  const { blockRowPtr, blockColIdx } = pattern;
+  compute.bsrLinearF32({
+    ...sizes(pattern),
+    x: backend.floats(x),
+    values: backend.floats(values),
+    bias: bias ? backend.floats(bias) : null,
+    y: out.data,
+    tokens,
+    blockRowPtr,
+    blockColIdx,
+  });
   return out.commit();
 }
 
@@ -35,21 +54,32 @@ export function bsrMatmulKernel({ inputs: { dy, values }, attrs: { pattern }, ba
   const [rows, cols] = pattern.shape;
   const tokens = rows === 0 ? sizeOf(dy.shape.slice(0, -1)) : sizeOf(dy.shape) / rows;
   const out = backend.floatOutput([...dy.shape.slice(0, -1), cols], dy.dtype);
-  bsrMatmulF32(backend.floats(dy), backend.floats(values), out.data, tokens, pattern);
+  const { blockColPtr, blockRowIdx, valueIndex } = pattern.columnIndex;
+  compute.bsrMatmulF32({
+    ...sizes(pattern),
+    dy: backend.floats(dy),
+    values: backend.floats(values),
+    dx: out.data,
+    tokens,
+    blockColPtr,
+    blockRowIdx,
+    valueIndex,
+  });
   return out.commit();
 }
 
 export function sampledMatmulKernel({ inputs: { dy, x }, attrs: { pattern }, backend }: KernelArgs<"SampledMatmul", JsBackend>): TensorInfo {
   const tokens = sizeOf(dy.shape.slice(0, -1));
-  const [r, c] = pattern.blockShape;
-  const out = backend.floatOutput([pattern.nnzBlocks, r, c], dy.dtype);
-  sampledMatmulF32(backend.floats(dy), backend.floats(x), out.data, tokens, pattern);
+  const [blockHeight, blockWidth] = pattern.blockShape;
+  const out = backend.floatOutput([pattern.nnzBlocks, blockHeight, blockWidth], dy.dtype);
+  const { blockRowPtr, blockColIdx } = pattern;
+  compute.sampledMatmulF32({ ...sizes(pattern), dy: backend.floats(dy), x: backend.floats(x), dw: out.data, tokens, blockRowPtr, blockColIdx });
   return out.commit();
 }
 
 export function blockNormsKernel({ inputs: { values }, backend }: KernelArgs<"BlockNorms", JsBackend>): TensorInfo {
-  const [nnz, r, c] = values.shape;
-  const out = backend.floatOutput([nnz], "float32");
-  blockNormsF32(backend.floats(values), out.data, nnz, r * c);
+  const [nnzBlocks, blockHeight, blockWidth] = values.shape;
+  const out = backend.floatOutput([nnzBlocks], "float32");
+  compute.blockNormsF32({ values: backend.floats(values), norms: out.data, blockCount: nnzBlocks, blockSize: blockHeight * blockWidth });
   return out.commit();
 }
