@@ -4,7 +4,7 @@
  * as JSON plus a markdown report with SVG charts under results/<machine>/.
  */
 import { parseArgs } from "node:util";
-import { getBackend, getBackendInstance, setBackend } from "@blocksparse/core";
+import { getBackend, getBackendInstance, importBackendModules, setBackend } from "@blocksparse/core";
 import { describeMachine, gitState, packageVersions, repoRoot } from "./machine";
 import type { TimingPlan } from "./measure";
 import { Progress } from "./progress";
@@ -20,7 +20,9 @@ import { join, resolve } from "node:path";
 const SUITES: Suite[] = [formatSuite, kernelsSuite, trainSuite];
 const DTYPES: BenchDType[] = ["float32", "float16", "bfloat16"];
 
-const USAGE = `usage: pnpm bench [--quick] [--backend auto|js|cuda] [--suites format,kernels,train] [--dtypes float32,...] [--out DIR]`;
+const USAGE = `usage: pnpm bench [--quick] [--backend auto|js|cuda|NAME] [--backend-module SPECIFIER ...] [--suites format,kernels,train] [--dtypes float32,...] [--out DIR]
+
+  --backend-module imports a backend package (name or path; repeatable); --backend NAME then picks one it registered.`;
 
 function list<T extends string>(value: string | undefined, allowed: readonly T[], what: string): T[] | undefined {
   if (value === undefined) return undefined;
@@ -33,9 +35,9 @@ function list<T extends string>(value: string | undefined, allowed: readonly T[]
 
 /** Starts the requested backend; "auto" takes CUDA when its addon loads, else js. */
 async function startBackend(requested: string): Promise<{ backend: string; gpu?: GpuInfo; synchronize: () => void }> {
-  if (requested === "js") {
-    setBackend("js");
-    return { backend: "js", synchronize: () => {} };
+  if (requested !== "auto" && requested !== "cuda") {
+    setBackend(requested);
+    return { backend: requested, synchronize: () => {} };
   }
   const cuda = await import("@blocksparse/backend-cuda");
   const availability = cuda.cudaAvailability();
@@ -60,6 +62,7 @@ async function main(): Promise<void> {
     options: {
       quick: { type: "boolean", default: false },
       backend: { type: "string", default: "auto" },
+      "backend-module": { type: "string", multiple: true },
       suites: { type: "string" },
       dtypes: { type: "string" },
       out: { type: "string" },
@@ -70,7 +73,9 @@ async function main(): Promise<void> {
     process.stdout.write(`${USAGE}\n`);
     return;
   }
-  if (!["auto", "js", "cuda"].includes(values.backend)) throw new Error(`--backend: expected auto, js or cuda, got "${values.backend}"`);
+  const added = await importBackendModules(values["backend-module"] ?? [], (specifier) => import(specifier));
+  const known = ["auto", "js", "cuda", ...added];
+  if (!known.includes(values.backend)) throw new Error(`--backend: expected ${known.join(", ")}, got "${values.backend}"`);
   const quick = values.quick;
   const suiteNames = list(values.suites, SUITES.map((s) => s.name), "suites") ?? SUITES.map((s) => s.name);
   const started = await startBackend(values.backend);

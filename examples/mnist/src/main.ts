@@ -1,7 +1,7 @@
 // Registers the cuda backend when its addon loads here; otherwise the engine warns once and runs on js.
 import "@blocksparse/backend-cuda";
 import { parseArgs } from "node:util";
-import { getBackendInstance, setBackend } from "@blocksparse/core";
+import { getBackendInstance, importBackendModules, setBackend } from "@blocksparse/core";
 import { PIXELS } from "./data";
 import { FIRST_LAYER_BLOCK, HIDDEN_LAYER_BLOCK } from "./model";
 import { progressHooks } from "./progress";
@@ -15,6 +15,7 @@ const USAGE = `Train an MLP on MNIST dense and block-sparse, and compare them.
   --backend NAME      js or cuda (default: cuda when it starts here, else js)
   --dtype TYPE        auto, float32, bfloat16 or float16 (default auto: bfloat16 mixed precision on cuda,
                       float32 on js)
+  --backend-module M  import a backend package (name or path; repeatable) first, so --backend can pick it
   --batch-size N      (default ${DEFAULT_OPTIONS.batchSize})
   --hidden N          hidden width, a multiple of 32 (default ${DEFAULT_OPTIONS.hidden})
   --seed N            (default ${DEFAULT_OPTIONS.seed})
@@ -25,7 +26,9 @@ const USAGE = `Train an MLP on MNIST dense and block-sparse, and compare them.
                       sparse (default); trained: prune the dense model after its first epoch
   --help`;
 
-function parseOptions(argv: string[]): Partial<MnistOptions> | null {
+type ParsedOptions = Partial<MnistOptions> & { backendModules?: string[] };
+
+function parseOptions(argv: string[]): ParsedOptions | null {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -33,6 +36,7 @@ function parseOptions(argv: string[]): Partial<MnistOptions> | null {
       density: { type: "string", multiple: true },
       backend: { type: "string" },
       dtype: { type: "string" },
+      "backend-module": { type: "string", multiple: true },
       "batch-size": { type: "string" },
       hidden: { type: "string" },
       seed: { type: "string" },
@@ -65,7 +69,8 @@ function parseOptions(argv: string[]): Partial<MnistOptions> | null {
   if (values.backend !== undefined) options.backend = values.backend;
   if (values.dtype !== undefined) options.dtype = values.dtype as MnistOptions["dtype"];
   if (values["patch-from"] !== undefined) options.patchFrom = values["patch-from"] as PatchFrom;
-  return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined));
+  const parsed: ParsedOptions = { ...options, backendModules: values["backend-module"] };
+  return Object.fromEntries(Object.entries(parsed).filter(([, value]) => value !== undefined));
 }
 
 async function main(): Promise<void> {
@@ -76,7 +81,9 @@ async function main(): Promise<void> {
     console.log(USAGE);
     return;
   }
-  const options = { ...DEFAULT_OPTIONS, ...parsed };
+  const { backendModules = [], ...chosen } = parsed;
+  await importBackendModules(backendModules, (specifier) => import(specifier));
+  const options = { ...DEFAULT_OPTIONS, ...chosen };
   const startedAt = performance.now();
   if (options.backend !== undefined) setBackend(options.backend);
   // Starting the backend here puts the cuda fallback warning (if any) above the header.

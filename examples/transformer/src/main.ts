@@ -1,7 +1,7 @@
 // Registers the cuda backend when its addon loads here; otherwise the engine warns once and runs on js.
 import "@blocksparse/backend-cuda";
 import { parseArgs } from "node:util";
-import { getBackendInstance, setBackend } from "@blocksparse/core";
+import { getBackendInstance, importBackendModules, setBackend } from "@blocksparse/core";
 import { Presets, SingleBar } from "cli-progress";
 import { FEED_FORWARD_PATTERN } from "./model";
 import { formatTable } from "./report";
@@ -14,6 +14,7 @@ const USAGE = `Train a small character-level transformer on Moby Dick, dense and
   --backend NAME      js or cuda (default: cuda when it starts here, else js)
   --dtype TYPE        auto, float32, bfloat16 or float16 (default auto: bfloat16 mixed precision on cuda,
                       float32 on js)
+  --backend-module M  import a backend package (name or path; repeatable) first, so --backend can pick it
   --batch-size N      (default ${DEFAULT_OPTIONS.batchSize})
   --context N         characters of context (default ${DEFAULT_OPTIONS.context})
   --d-model N         width, a multiple of the block size (default ${DEFAULT_OPTIONS.dModel})
@@ -25,7 +26,9 @@ const USAGE = `Train a small character-level transformer on Moby Dick, dense and
   --seed N            (default ${DEFAULT_OPTIONS.seed})
   --help`;
 
-function parseOptions(argv: string[]): Partial<TransformerOptions> | null {
+type ParsedOptions = Partial<TransformerOptions> & { backendModules?: string[] };
+
+function parseOptions(argv: string[]): ParsedOptions | null {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -33,6 +36,7 @@ function parseOptions(argv: string[]): Partial<TransformerOptions> | null {
       density: { type: "string", multiple: true },
       backend: { type: "string" },
       dtype: { type: "string" },
+      "backend-module": { type: "string", multiple: true },
       "batch-size": { type: "string" },
       context: { type: "string" },
       "d-model": { type: "string" },
@@ -74,7 +78,8 @@ function parseOptions(argv: string[]): Partial<TransformerOptions> | null {
     if (match === null) throw new RangeError(`--block: expected ROWSxCOLS such as 32x32, got '${values.block}'`);
     options.blockShape = [Number(match[1]), Number(match[2])];
   }
-  return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined));
+  const parsed: ParsedOptions = { ...options, backendModules: values["backend-module"] };
+  return Object.fromEntries(Object.entries(parsed).filter(([, value]) => value !== undefined));
 }
 
 /** A progress bar per model on a terminal; a line every tenth of the run otherwise. */
@@ -102,7 +107,7 @@ function progressHooks(stream: NodeJS.WriteStream = process.stdout): Transformer
   };
 }
 
-function main(): void {
+async function main(): Promise<void> {
   // `pnpm demo -- --flag` hands the script a literal "--" first.
   const argv = process.argv.slice(2);
   const parsed = parseOptions(argv[0] === "--" ? argv.slice(1) : argv);
@@ -110,7 +115,9 @@ function main(): void {
     console.log(USAGE);
     return;
   }
-  const options = { ...DEFAULT_OPTIONS, ...parsed };
+  const { backendModules = [], ...chosen } = parsed;
+  await importBackendModules(backendModules, (specifier) => import(specifier));
+  const options = { ...DEFAULT_OPTIONS, ...chosen };
   if (options.backend !== undefined) setBackend(options.backend);
   // Starting the backend here puts the cuda fallback warning (if any) above the header.
   const backend = getBackendInstance().name;
@@ -128,9 +135,7 @@ function main(): void {
   if (options.steps < 1000) console.log(`\n(${options.steps} steps is a smoke run; on a GPU try --steps 3000 --d-model 256 --layers 4 --context 128.)`);
 }
 
-try {
-  main();
-} catch (error: unknown) {
+main().catch((error: unknown) => {
   console.error(error instanceof Error ? `${error.name}: ${error.message}` : String(error));
   process.exitCode = 1;
-}
+});

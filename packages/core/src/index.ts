@@ -11,6 +11,7 @@ export type {
   KernelTable,
   TensorInfo,
 } from "./backend";
+export { importBackendModules } from "./backend_modules";
 export * from "./dtypes";
 export * from "./errors";
 export {

@@ -2,12 +2,11 @@ import {
   BACKEND_KERNELS,
   type BackendKernelName,
   type KernelTable,
-  delegateToJs,
-  delegatedKernels,
   getBackendInstance,
   registerBackend,
   removeBackend,
 } from "@blocksparse/core";
+import { delegateToJs, delegatedKernels } from "@blocksparse/core/js-kernels";
 import { runBackendConformance } from "@blocksparse/core/testing";
 import { afterAll, describe, expect, it } from "vitest";
 import { ToyBackend } from "./toy_backend";

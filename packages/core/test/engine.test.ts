@@ -24,6 +24,7 @@ import {
   exp,
   dispose,
   fullOn,
+  importBackendModules,
   tensorOn,
 } from "@blocksparse/core";
 import { afterEach, describe, expect, it, vi } from "vitest";
@@ -122,6 +123,21 @@ describe("backend registry", () => {
     expect(() => tensorOn(toy, [1, 2, 3], [2])).toThrow("3 values do not fill shape [2]");
     expect(() => fullOn(toy, [2], 0.5, "int32")).toThrow("fullOn: value 0.5 is not an integer (dtype int32)");
     dispose([filled, made]);
+  });
+
+  it("importBackendModules returns what each module registered, and names a module that fails or registers nothing", async () => {
+    const loaded: string[] = [];
+    const load = async (specifier: string) => {
+      loaded.push(specifier);
+      if (specifier === "@example/backend-toy") registerBackend("toy", () => new ToyBackend("toy"));
+      if (specifier === "missing") throw new Error("Cannot find package 'missing'");
+    };
+    expect(await importBackendModules(["@example/backend-toy"], load)).toEqual(["toy"]);
+    await expect(importBackendModules(["missing"], load)).rejects.toThrow("backend module 'missing' could not be imported: Cannot find package 'missing'");
+    await expect(importBackendModules(["./inert.js"], load)).rejects.toThrow(BackendError);
+    await expect(importBackendModules(["./inert.js"], load)).rejects.toThrow("backend module './inert.js' was imported but registered no backend");
+    // A path is resolved from the working directory before it is loaded.
+    expect(loaded.at(-1)).toBe(new URL("./inert.js", `file://${process.cwd()}/`).href);
   });
 
   it("the leak check fails a kernel that leaves a scratch buffer allocated", () => {

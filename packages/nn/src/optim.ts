@@ -14,6 +14,7 @@ import {
   shapesEqual,
   sub,
   type Tensor,
+  tensorOn,
   tidy,
   ValueError,
 } from "@blocksparse/core";

@@ -123,8 +123,8 @@ export function sampledMatmulKernel({ inputs: { dy, x }, attrs: { pattern }, bac
 }
 
 export function blockNormsKernel({ inputs: { values }, backend }: KernelArgs<"BlockNorms", CudaBackend>): TensorInfo {
-  const [nnzBlocks, r, c] = values.shape;
+  const [nnzBlocks, blockHeight, blockWidth] = values.shape;
   const out = backend.output([nnzBlocks], "float32");
-  backend.addon.blockNorms(backend.code(values.dtype), backend.handle(values), backend.handle(out), nnzBlocks, r * c);
+  backend.addon.blockNorms(backend.code(values.dtype), backend.handle(values), backend.handle(out), nnzBlocks, blockHeight * blockWidth);
   return out;
 }

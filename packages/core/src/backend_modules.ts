@@ -1,0 +1,34 @@
+import { listBackends } from "./engine";
+import { BackendError } from "./errors";
+
+/**
+ * Imports backend packages by specifier (each registers its backend on import) and returns
+ * the names of the backends they registered, for `--backend-module <specifier>` flags.
+ * A specifier starting with "." or "/" is a file path from the working directory; anything
+ * else is a package name, resolved by `load`, which callers pass as `(s) => import(s)` so
+ * that it resolves from their own package. Throws BackendError naming the specifier when
+ * the import fails or registers no backend.
+ */
+export async function importBackendModules(
+  specifiers: readonly string[],
+  load: (specifier: string) => Promise<unknown>,
+): Promise<string[]> {
+  const added: string[] = [];
+  for (const specifier of specifiers) {
+    const before = new Set(listBackends());
+    const target = /^\.{0,2}\//.test(specifier) ? new URL(specifier, `file://${process.cwd()}/`).href : specifier;
+    try {
+      await load(target);
+    } catch (error) {
+      throw new BackendError(
+        `backend module '${specifier}' could not be imported: ${error instanceof Error ? error.message : String(error)}`,
+      );
+    }
+    const registered = listBackends().filter((name) => !before.has(name));
+    if (registered.length === 0) {
+      throw new BackendError(`backend module '${specifier}' was imported but registered no backend (it must call registerBackend on import)`);
+    }
+    added.push(...registered);
+  }
+  return added;
+}

@@ -1,0 +1,134 @@
+/** Ops reject bad arguments with typed errors naming the op, the argument and what was expected, on every backend. */
+import {
+  BackendError,
+  BsrPattern,
+  CoreError,
+  DTypeError,
+  type DType,
+  DisposedTensorError,
+  IndexError,
+  ShapeError,
+  ValueError,
+  adamUpdate,
+  add,
+  blockNorms,
+  bsrLinear,
+  bsrMatmul,
+  cast,
+  concat,
+  crossEntropy,
+  div,
+  exp,
+  gather,
+  layerNorm,
+  matmul,
+  max,
+  neg,
+  oneHot,
+  ones,
+  reshape,
+  sampledMatmul,
+  scatterAdd,
+  slice,
+  sum,
+  tensor,
+  tidy,
+  transpose,
+  where,
+  zeros,
+} from "@blocksparse/core";
+import { describe, it } from "vitest";
+import { type Conformance, expectThrows, inCase } from "./harness";
+
+export function declareErrorTests(suite: Conformance): void {
+  const { check } = suite;
+
+  describe("errors name the op, the argument and what was expected", () => {
+    const cases: { name: string; run: () => unknown; type: new (...args: never[]) => Error; message: string }[] = [
+      { name: "Add: shape mismatch", run: () => add(zeros([2, 3]), zeros([4])), type: ShapeError, message: "add: shapes [2, 3] and [4] cannot be broadcast" },
+      { name: "Add: dtype mismatch", run: () => add(zeros([2]), zeros([2], "float16")), type: DTypeError, message: "add: a has dtype float32 but b has float16" },
+      { name: "Exp: int32 input", run: () => exp(zeros([2], "int32")), type: DTypeError, message: "exp: x has dtype int32" },
+      { name: "Div: int32 inputs", run: () => div(zeros([2], "int32"), ones([2], "int32")), type: DTypeError, message: "div: a has dtype int32" },
+      { name: "Where: condition dtype", run: () => where(zeros([2]), zeros([2]), zeros([2])), type: DTypeError, message: "where: condition has dtype float32, expected int32" },
+      { name: "Sum: axis out of range", run: () => sum(zeros([2, 3]), 2), type: IndexError, message: "sum: axis 2 is out of range for rank 2" },
+      { name: "Max: over empty axis", run: () => max(zeros([2, 0]), 1), type: ShapeError, message: "max: cannot reduce over axis 1 of size 0" },
+      { name: "Reshape: size mismatch", run: () => reshape(zeros([2, 3]), [4, 2]), type: ShapeError, message: "reshape: cannot view [2, 3]" },
+      { name: "Transpose: bad perm", run: () => transpose(zeros([2, 3]), [0, 0]), type: ShapeError, message: "transpose: perm [0,0]" },
+      { name: "Slice: out of range", run: () => slice(zeros([2, 3]), [0, 2], [1, 2]), type: IndexError, message: "slice: size[1] = 2 from 2 exceeds dim 3" },
+      { name: "Concat: dims differ", run: () => concat([zeros([2, 3]), zeros([3, 3])], 1), type: ShapeError, message: "concat: tensors[1] has shape [3, 3]" },
+      { name: "Gather: float indices", run: () => gather(zeros([3, 2]), zeros([2])), type: DTypeError, message: "gather: indices has dtype float32, expected int32" },
+      { name: "ScatterAdd: updates shape", run: () => scatterAdd(tensor([0, 1], [2], "int32"), zeros([3, 4]), [5, 4]), type: ShapeError, message: "scatterAdd: updates has shape [3, 4], expected [2, 4]" },
+      { name: "Matmul: inner dims", run: () => matmul(zeros([2, 3]), zeros([4, 5])), type: ShapeError, message: "matmul: inner dims differ" },
+      { name: "Matmul: rank 1", run: () => matmul(zeros([3]), zeros([3, 2])), type: ShapeError, message: "matmul: a must have rank >= 2" },
+      { name: "LayerNorm: gamma size", run: () => layerNorm(zeros([2, 4]), ones([3])), type: ShapeError, message: "layerNorm: gamma has shape [3], expected [4]" },
+      { name: "CrossEntropy: targets shape", run: () => crossEntropy(zeros([4, 3]), zeros([3], "int32")), type: ShapeError, message: "crossEntropy: targets has shape [3], expected [4]" },
+      { name: "CrossEntropy: targets dtype", run: () => crossEntropy(zeros([4, 3]), zeros([4])), type: DTypeError, message: "crossEntropy: targets has dtype float32, expected int32" },
+      { name: "OneHot: depth", run: () => oneHot(zeros([2], "int32"), 0), type: ValueError, message: "oneHot: depth must be a positive integer" },
+      { name: "Cast: unknown dtype", run: () => cast(zeros([2]), "float64" as DType), type: DTypeError, message: "cast: unknown dtype" },
+      {
+        name: "BsrLinear: features",
+        run: () => {
+          const pattern = BsrPattern.dense([32, 32], [16, 16]);
+          return bsrLinear(zeros([2, 30]), zeros([4, 16, 16]), pattern);
+        },
+        type: ShapeError,
+        message: "bsrLinear: x has 30 features, the weight expects 32",
+      },
+      {
+        name: "BsrLinear: values shape",
+        run: () => bsrLinear(zeros([2, 32]), zeros([3, 16, 16]), BsrPattern.dense([32, 32], [16, 16])),
+        type: ShapeError,
+        message: "bsrLinear: values has shape [3, 16, 16], the pattern expects [4, 16, 16]",
+      },
+      {
+        name: "BsrLinear: pattern type",
+        run: () => bsrLinear(zeros([2, 32]), zeros([4, 16, 16]), {} as BsrPattern),
+        type: ValueError,
+        message: "bsrLinear: pattern must be a BsrPattern",
+      },
+      {
+        name: "BsrMatmul: dtype",
+        run: () => bsrMatmul(zeros([2, 32], "float16"), zeros([4, 16, 16]), BsrPattern.dense([32, 32], [16, 16])),
+        type: DTypeError,
+        message: "bsrMatmul: dy has dtype float16 but values has float32",
+      },
+      {
+        name: "SampledMatmul: leading dims",
+        run: () => sampledMatmul(zeros([2, 32]), zeros([3, 32]), BsrPattern.dense([32, 32], [16, 16])),
+        type: ShapeError,
+        message: "sampledMatmul: dy [2, 32] and x [3, 32] must have the same leading dims",
+      },
+      { name: "BlockNorms: rank", run: () => blockNorms(zeros([4, 16])), type: ShapeError, message: "blockNorms: values must be [nnzBlocks, R, C]" },
+      { name: "AdamUpdate: shapes", run: () => adamUpdate(zeros([3]), zeros([3]), zeros([4]), zeros([3]), { lr: 0.1, step: 1 }), type: ShapeError, message: "adamUpdate: m has shape [4], expected [3]" },
+      { name: "AdamUpdate: step", run: () => adamUpdate(zeros([3]), zeros([3]), zeros([3]), zeros([3]), { lr: 0.1, step: 0 }), type: IndexError, message: "adamUpdate: step must be an integer >= 1" },
+      {
+        name: "Neg: disposed input",
+        run: () => {
+          const t = zeros([2]);
+          t.dispose();
+          return neg(t);
+        },
+        type: DisposedTensorError,
+        message: "was disposed",
+      },
+    ];
+    for (const c of cases) {
+      check(c.name, () => {
+        inCase(c.name, () => expectThrows(c.run, c.type, c.message));
+      });
+    }
+    check("every error is a CoreError (or the format's own)", () => {
+      expectThrows(() => add(zeros([2]), zeros([3])), CoreError);
+    });
+    it.skipIf(suite.backendName === "js")("mixing backends is refused (needs a second backend: skipped on js itself)", () => {
+      const here = zeros([2]);
+      const onJs = tidy(() => zeros([2]).to("js"));
+      try {
+        expectThrows(() => add(here, onJs), BackendError, `add: b is on backend 'js' but a is on '${suite.backend.name}'`);
+      } finally {
+        here.dispose();
+        onJs.dispose();
+      }
+    });
+  });
+}

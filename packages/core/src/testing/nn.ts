@@ -1,0 +1,113 @@
+/** The nn family: Softmax, LogSoftmax, LayerNorm, LayerNormBackward, CrossEntropy, CrossEntropyBackward. */
+import {
+  FLOAT_DTYPES,
+  IndexError,
+  type Tensor,
+  crossEntropy,
+  crossEntropyBackward,
+  formatShape,
+  layerNorm,
+  layerNormBackward,
+  layerNormWithStats,
+  logSoftmax,
+  mul,
+  softmax,
+  tensor,
+  zeros,
+} from "@blocksparse/core";
+import { describe, expect } from "vitest";
+import { type Conformance, expectValues, inCase, makeInput, round } from "./harness";
+import * as R from "./reference";
+
+export function declareNnTests(suite: Conformance): void {
+  const { check, rng } = suite;
+
+  describe("softmax, layerNorm, crossEntropy", () => {
+    for (const dtype of FLOAT_DTYPES) {
+      check(`Softmax and LogSoftmax ${dtype}`, () => {
+        for (const shape of [[1, 1], [4, 7], [2, 3, 33], [0, 5]]) {
+          const x = makeInput(rng(), shape, dtype);
+          inCase(`Softmax ${dtype} x ${formatShape(shape)}`, () => expectValues(softmax(x.t), R.softmax(x.ref, false), dtype, "elementwise", 2));
+          inCase(`LogSoftmax ${dtype} x ${formatShape(shape)}`, () => expectValues(logSoftmax(x.t), R.softmax(x.ref, true), dtype, "scaled"));
+        }
+        // Large logits must not overflow: the max is subtracted first.
+        const big = makeInput(rng(), [3, 8], dtype);
+        const scaled = mul(big.t, 60);
+        const scaledRef = R.map(big.ref, (v) => round(dtype, v * 60));
+        inCase(`Softmax ${dtype} x [3, 8] large logits`, () => expectValues(softmax(scaled), R.softmax(scaledRef, false), dtype, "scaled"));
+        inCase(`LogSoftmax ${dtype} x [3, 8] large logits`, () => expectValues(logSoftmax(scaled), R.softmax(scaledRef, true), dtype, "scaled"));
+        // Along an inner axis (the op moves it last).
+        const inner = makeInput(rng(), [3, 4, 2], dtype);
+        const moved = R.transpose(R.softmax(R.transpose(inner.ref, [0, 2, 1]), false), [0, 2, 1]);
+        inCase(`Softmax ${dtype} x [3, 4, 2] axis 1`, () => expectValues(softmax(inner.t, 1), moved, dtype, "elementwise", 2));
+      });
+
+      check(`LayerNorm with saved statistics, and LayerNormBackward, ${dtype}`, () => {
+        for (const [shape, affine] of [[[3, 8], true], [[2, 2, 16], false], [[1, 1], true], [[4, 33], true], [[0, 4], true]] as [number[], boolean][]) {
+          const label = `${dtype} x ${formatShape(shape)} ${affine ? "with" : "without"} gamma/beta`;
+          const d = shape[shape.length - 1];
+          const x = makeInput(rng(), shape, dtype);
+          const gamma = affine ? makeInput(rng(), [d], dtype) : undefined;
+          const beta = affine ? makeInput(rng(), [d], dtype) : undefined;
+          const eps = 1e-5;
+          const want = R.layerNorm(x.ref, gamma?.ref ?? null, beta?.ref ?? null, eps);
+          const { y, mean: mu, rstd } = layerNormWithStats(x.t, gamma?.t, beta?.t, eps);
+          inCase(`LayerNorm ${label}: y`, () => expectValues(y, want.y, dtype, "scaled", 2));
+          inCase(`LayerNorm ${label}: mean`, () => expectValues(mu, want.mean, "float32", "scaled"));
+          inCase(`LayerNorm ${label}: rstd`, () => expectValues(rstd, want.rstd, "float32", "elementwise", 2));
+          inCase(`LayerNorm ${label}: layerNorm's y`, () => expectValues(layerNorm(x.t, gamma?.t, beta?.t, eps), want.y, dtype, "scaled", 2));
+          const dy = makeInput(rng(), shape, dtype);
+          const grads = R.layerNormBackward(dy.ref, x.ref, gamma?.ref ?? null, eps);
+          const got = layerNormBackward(dy.t, x.t, mu, rstd, gamma?.t);
+          inCase(`LayerNormBackward ${label}: dx`, () => expectValues(got.dx, grads.dx, dtype, "scaled", 4));
+          inCase(`LayerNormBackward ${label}: dgamma`, () => expectValues(got.dgamma, grads.dgamma, dtype, "scaled", 2));
+          inCase(`LayerNormBackward ${label}: dbeta`, () => expectValues(got.dbeta, grads.dbeta, dtype, "scaled", 2));
+        }
+      });
+
+      check(`CrossEntropy and CrossEntropyBackward ${dtype}`, () => {
+        for (const [n, classes] of [[5, 7], [1, 1], [3, 130], [0, 4]]) {
+          const label = `${dtype} logits [${n}, ${classes}]`;
+          const logits = makeInput(rng(), [n, classes], dtype);
+          const pick = rng();
+          const t = R.ref([n], () => pick.nextInt(classes));
+          const targetTensor = tensor(t.data, [n], "int32");
+          const rows = R.crossEntropy(logits.ref, t.data);
+          inCase(`CrossEntropy ${label} reduction none`, () => expectValues(crossEntropy(logits.t, targetTensor, "none"), rows, dtype, "scaled"));
+          if (n > 0) {
+            const total = rows.data.reduce((s, v) => s + v, 0);
+            inCase(`CrossEntropy ${label} reduction sum`, () =>
+              expectValues(crossEntropy(logits.t, targetTensor, "sum"), R.ref([], () => total), dtype, "scaled"),
+            );
+            inCase(`CrossEntropy ${label} reduction mean`, () =>
+              expectValues(crossEntropy(logits.t, targetTensor), R.ref([], () => total / n), dtype, "scaled"),
+            );
+          }
+          const dy = makeInput(rng(), [n], dtype);
+          inCase(`CrossEntropyBackward ${label}`, () =>
+            expectValues(crossEntropyBackward(logits.t, targetTensor, dy.t), R.crossEntropyBackward(logits.ref, t.data, dy.ref), dtype, "scaled"),
+          );
+        }
+        // Leading dims are flattened by the op.
+        const logits3 = makeInput(rng(), [2, 3, 5], dtype);
+        const targets3 = tensor([0, 4, 2, 1, 3, 4], [2, 3], "int32");
+        const rows3 = R.crossEntropy(R.reshape(logits3.ref, [6, 5]), [0, 4, 2, 1, 3, 4]);
+        inCase(`CrossEntropy ${dtype} logits [2, 3, 5]`, () =>
+          expectValues(crossEntropy(logits3.t, targets3, "none"), R.reshape(rows3, [2, 3]), dtype, "scaled"),
+        );
+      });
+    }
+    check("CrossEntropy with out-of-range targets throws IndexError or reads nothing out of bounds", () => {
+      const logits = zeros([2, 3]);
+      const targets = tensor([1, 3], [2], "int32");
+      let result: Tensor | undefined;
+      try {
+        result = crossEntropy(logits, targets, "none");
+      } catch (error) {
+        expect(error).toBeInstanceOf(IndexError);
+      }
+      // A device backend that cannot throw still returns a finite first row.
+      if (result) expect(Number.isFinite(result.dataSync()[0]), "CrossEntropy float32 logits [2, 3] targets [1, 3]: row 0").toBe(true);
+    });
+  });
+}

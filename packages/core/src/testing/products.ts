@@ -1,0 +1,164 @@
+/** The products family: Matmul, BsrLinear, BsrMatmul, SampledMatmul, BlockNorms. */
+import {
+  BsrPattern,
+  type FloatDType,
+  FLOAT_DTYPES,
+  blockNorms,
+  bsrLinear,
+  bsrMatmul,
+  formatShape,
+  matmul,
+  sampledMatmul,
+} from "@blocksparse/core";
+import { describe } from "vitest";
+import { type Conformance, type Input, expectValues, inCase, makeInput } from "./harness";
+import * as R from "./reference";
+import type { Ref } from "./reference";
+
+const MATMUL_SHAPES: { a: number[]; b: number[] }[] = [
+  { a: [3, 5], b: [5, 4] },
+  { a: [1, 1], b: [1, 1] },
+  { a: [1, 7], b: [7, 1] },
+  { a: [4, 0], b: [0, 3] },
+  { a: [0, 3], b: [3, 2] },
+  { a: [17, 33], b: [33, 9] },
+  { a: [2, 3, 4], b: [2, 4, 5] },
+  { a: [2, 1, 3, 4], b: [3, 4, 2] },
+  { a: [3, 4], b: [2, 4, 6] },
+];
+
+/** Block shapes: square 16/32/64, rectangular, and small odd ones. */
+const BLOCK_SHAPES: [number, number][] = [
+  [16, 16],
+  [32, 32],
+  [64, 64],
+  [16, 32],
+  [32, 8],
+  [2, 3],
+];
+const DENSITIES = [0, 0.25, 0.5, 1];
+/** Leading dims of x and dy: batched, one token, none, and no leading dims at all. */
+const LEADING_DIMS = [[2, 3], [1], [0], []];
+
+/** One block-sparse weight: its pattern, stored values and the dense W they make. */
+interface SparseWeight {
+  pattern: BsrPattern;
+  values: Input;
+  dense: Ref;
+}
+
+export function declareProductTests(suite: Conformance): void {
+  const { check, rng } = suite;
+
+  describe("matmul", () => {
+    for (const dtype of FLOAT_DTYPES) {
+      check(`Matmul ${dtype}, batched, broadcast and transposed`, () => {
+        for (const { a: sa, b: sb } of MATMUL_SHAPES) {
+          for (const transposeA of [false, true]) {
+            for (const transposeB of [false, true]) {
+              const swap = (s: number[], flag: boolean) => (flag ? [...s.slice(0, -2), s[s.length - 1], s[s.length - 2]] : s);
+              const a = makeInput(rng(), swap(sa, transposeA), dtype);
+              const b = makeInput(rng(), swap(sb, transposeB), dtype);
+              inCase(`Matmul ${dtype} a ${formatShape(a.t.shape)} b ${formatShape(b.t.shape)} transposeA ${transposeA} transposeB ${transposeB}`, () => {
+                const want = R.matmul(a.ref, b.ref, transposeA, transposeB);
+                expectValues(matmul(a.t, b.t, { transposeA, transposeB }), want, dtype, "scaled", 2);
+              });
+            }
+          }
+        }
+      });
+    }
+  });
+
+  describe("block-sparse", () => {
+    const weight = (shape: [number, number], blockShape: [number, number], density: number, dtype: FloatDType): SparseWeight => {
+      const pattern = BsrPattern.random(shape, { blockShape, density, seed: suite.nextSeed() });
+      const values = makeInput(rng(), [pattern.nnzBlocks, ...blockShape], dtype);
+      return { pattern, values, dense: R.denseWeight(pattern, values.ref) };
+    };
+
+    for (const [blockHeight, blockWidth] of BLOCK_SHAPES) {
+      const blockRows = blockHeight >= 64 ? 2 : 3;
+      const blockCols = blockWidth >= 64 ? 2 : blockHeight === 2 ? 4 : 2;
+      const shape: [number, number] = [blockHeight * blockRows, blockWidth * blockCols];
+      const [rows, cols] = shape;
+      for (const density of DENSITIES) {
+        for (const dtype of FLOAT_DTYPES) {
+          const where = `${dtype}, block ${blockHeight}x${blockWidth}, density ${density}, W [${rows}, ${cols}]`;
+
+          check(`BsrLinear ${where}`, () => {
+            const { pattern, values, dense } = weight(shape, [blockHeight, blockWidth], density, dtype);
+            const bias = makeInput(rng(), [rows], dtype);
+            for (const lead of LEADING_DIMS) {
+              const x = makeInput(rng(), [...lead, cols], dtype);
+              const tokens = R.size(lead);
+              const yRef = R.matmul(R.reshape(x.ref, [tokens, cols]), dense, false, true);
+              inCase(`BsrLinear ${where}, x ${formatShape(x.t.shape)}, no bias`, () =>
+                expectValues(bsrLinear(x.t, values.t, pattern), R.reshape(yRef, [...lead, rows]), dtype, "scaled", 2),
+              );
+              inCase(`BsrLinear ${where}, x ${formatShape(x.t.shape)}, with bias`, () => {
+                const yBias = R.zip([yRef, bias.ref], (y, b) => y + b);
+                expectValues(bsrLinear(x.t, values.t, pattern, bias.t), R.reshape(yBias, [...lead, rows]), dtype, "scaled", 2);
+              });
+            }
+          });
+
+          check(`BsrMatmul ${where}`, () => {
+            const { pattern, values, dense } = weight(shape, [blockHeight, blockWidth], density, dtype);
+            for (const lead of LEADING_DIMS) {
+              const dy = makeInput(rng(), [...lead, rows], dtype);
+              inCase(`BsrMatmul ${where}, dy ${formatShape(dy.t.shape)}`, () => {
+                const dxRef = R.matmul(R.reshape(dy.ref, [R.size(lead), rows]), dense, false, false);
+                expectValues(bsrMatmul(dy.t, values.t, pattern), R.reshape(dxRef, [...lead, cols]), dtype, "scaled", 2);
+              });
+            }
+          });
+
+          check(`SampledMatmul ${where}`, () => {
+            const { pattern } = weight(shape, [blockHeight, blockWidth], density, dtype);
+            const { blockRow, blockCol } = pattern.coordinates;
+            for (const lead of LEADING_DIMS) {
+              const x = makeInput(rng(), [...lead, cols], dtype);
+              const dy = makeInput(rng(), [...lead, rows], dtype);
+              inCase(`SampledMatmul ${where}, dy ${formatShape(dy.t.shape)}, x ${formatShape(x.t.shape)}`, () => {
+                const tokens = R.size(lead);
+                const dwDense = R.matmul(R.reshape(dy.ref, [tokens, rows]), R.reshape(x.ref, [tokens, cols]), true, false);
+                const dwRef = R.ref([pattern.nnzBlocks, blockHeight, blockWidth], (i) => {
+                  const k = Math.floor(i / (blockHeight * blockWidth));
+                  const r = Math.floor(i / blockWidth) % blockHeight;
+                  const c = i % blockWidth;
+                  return dwDense.data[(blockRow[k] * blockHeight + r) * cols + blockCol[k] * blockWidth + c];
+                });
+                expectValues(sampledMatmul(dy.t, x.t, pattern), dwRef, dtype, "scaled", 2);
+              });
+            }
+          });
+
+          check(`BlockNorms ${where}`, () => {
+            const { pattern, values } = weight(shape, [blockHeight, blockWidth], density, dtype);
+            const blockSize = blockHeight * blockWidth;
+            const normsRef = R.ref([pattern.nnzBlocks], (k) => {
+              let s = 0;
+              for (let i = 0; i < blockSize; i++) s += values.ref.data[k * blockSize + i] ** 2;
+              return Math.sqrt(s);
+            });
+            inCase(`BlockNorms ${where}, values ${formatShape(values.t.shape)}`, () => expectValues(blockNorms(values.t), normsRef, "float32", "elementwise"));
+          });
+        }
+      }
+    }
+    check("BsrLinear and BsrMatmul float32 on a pattern with empty block rows and columns", () => {
+      const pattern = BsrPattern.fromMask([48, 64], [16, 16], [0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1]);
+      const values = makeInput(rng(), [pattern.nnzBlocks, 16, 16], "float32");
+      const w = R.denseWeight(pattern, values.ref);
+      const x = makeInput(rng(), [5, 64], "float32");
+      inCase("BsrLinear float32, block 16x16, W [48, 64] with empty rows, x [5, 64]", () =>
+        expectValues(bsrLinear(x.t, values.t, pattern), R.matmul(x.ref, w, false, true), "float32", "scaled"),
+      );
+      const dy = makeInput(rng(), [5, 48], "float32");
+      inCase("BsrMatmul float32, block 16x16, W [48, 64] with empty columns, dy [5, 48]", () =>
+        expectValues(bsrMatmul(dy.t, values.t, pattern), R.matmul(dy.ref, w, false, false), "float32", "scaled"),
+      );
+    });
+  });
+}
