@@ -34,19 +34,25 @@ const BSR_DTYPE_OF: Partial<Record<SafetensorsDType, BsrDType>> = { F32: "float3
 
 const pairSchema = z.string().regex(/^\s*\d+\s*,\s*\d+\s*$/, { error: 'expected "<integer>,<integer>"' });
 
-/** Adds matrix `name` (three tensors and its metadata) to `content`, replacing one of that name. */
+/**
+ * Adds matrix `name` (three tensors and its metadata) to `content`, replacing one of that
+ * name. The values tensor shares the matrix's values (no copy, so a checkpoint is never held
+ * twice); the small index tensors are copies, so editing them never touches the shared pattern.
+ */
 export function putBsrMatrix(content: SafetensorsContent, name: string, matrix: BsrMatrix): SafetensorsContent {
+  if (content === null || typeof content !== "object" || !(content.tensors instanceof Map)) {
+    throw new BsrFormatError("content", "expected { tensors: Map, metadata }");
+  }
   if (typeof name !== "string" || name === "") throw new BsrFormatError("name", "expected a non-empty string");
   if (!(matrix instanceof BsrMatrix)) throw new BsrFormatError(name, "expected a BsrMatrix");
   matrix.validate();
-  const torch = matrix.toTorch();
   const [blockHeight, blockWidth] = matrix.blockShape;
-  content.tensors.set(`${name}.crow_indices`, { dtype: "I32", shape: [torch.crowIndices.length], data: torch.crowIndices });
-  content.tensors.set(`${name}.col_indices`, { dtype: "I32", shape: [torch.colIndices.length], data: torch.colIndices });
+  content.tensors.set(`${name}.crow_indices`, { dtype: "I32", shape: [matrix.blockRows + 1], data: matrix.blockRowPtr.slice() });
+  content.tensors.set(`${name}.col_indices`, { dtype: "I32", shape: [matrix.nnzBlocks], data: matrix.blockColIdx.slice() });
   content.tensors.set(`${name}.values`, {
     dtype: VALUE_DTYPES[matrix.dtype],
-    shape: [...torch.valuesShape],
-    data: torch.values,
+    shape: [matrix.nnzBlocks, blockHeight, blockWidth],
+    data: matrix.values,
   } as SafetensorsTensor);
   Object.assign(content.metadata, {
     [`${name}.layout`]: BSR_LAYOUT,
