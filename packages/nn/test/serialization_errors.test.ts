@@ -42,17 +42,21 @@ function contentWith(last: [string, SafetensorsTensor]): SafetensorsContent {
   return content;
 }
 
+/** The error `action` throws, as a BsrFormatError (undefined when it does not throw). */
+function thrownBy(action: () => unknown): BsrFormatError | undefined {
+  try {
+    action();
+  } catch (error) {
+    return error as BsrFormatError;
+  }
+  return undefined;
+}
+
 describe("loading never leaks", () => {
   it("stateDictFromSafetensors disposes what it built when a later entry fails", () => {
     const before = memory().numTensors;
     const content = contentWith(["z", { dtype: "F64", shape: [1], data: Float64Array.from([1]) }]);
-    const error = (() => {
-      try {
-        stateDictFromSafetensors(content);
-      } catch (e) {
-        return e as BsrFormatError;
-      }
-    })();
+    const error = thrownBy(() => stateDictFromSafetensors(content));
     expect(error).toBeInstanceOf(BsrFormatError);
     expect(error?.field).toBe("z");
     expect(memory().numTensors).toBe(before);
@@ -81,13 +85,7 @@ describe("nothing malformed accepted", () => {
   it("a dense tensor named like a block-sparse matrix is an error, not a silent replacement", () => {
     const before = memory().numTensors;
     const content = contentWith(["w", f32([9, 9, 9])]);
-    const error = (() => {
-      try {
-        stateDictFromSafetensors(content);
-      } catch (e) {
-        return e as BsrFormatError;
-      }
-    })();
+    const error = thrownBy(() => stateDictFromSafetensors(content));
     expect(error).toBeInstanceOf(BsrFormatError);
     expect(error?.field).toBe("w");
     expect(memory().numTensors).toBe(before);

@@ -2,7 +2,7 @@ import { ValueError } from "@blocksparse/core";
 import { BlockSparseLinear, Linear, Module, Sequential, parameterCount } from "@blocksparse/nn";
 import { BlockSparseModelPatcher, PatchError, PatchReport } from "@blocksparse/patcher";
 import { describe, expect, it } from "vitest";
-import { TinyNet } from "./helpers";
+import { Tied, TinyNet } from "./helpers";
 
 const linearNames = ["blocks.0.fc1", "blocks.0.fc2", "blocks.1.fc1", "blocks.1.fc2", "head"];
 
@@ -182,17 +182,6 @@ describe("patchModel: refusals leave the model untouched", () => {
   });
 
   it("refuses to untie a weight shared with a module that stays dense", () => {
-    class Tied extends Module {
-      a = new Linear(8, 8, { seed: 1 });
-      b = new Linear(8, 8, { seed: 2 });
-      constructor() {
-        super();
-        this.b.weight = this.a.weight;
-      }
-      forward(): never {
-        throw new Error("not called");
-      }
-    }
     const model = new Tied();
     expect(() => new BlockSparseModelPatcher().addPattern("a", { density: 0.5, blockShape: [4, 4] }).patchModel(model)).toThrow(
       /'a\.weight' is shared with b\.weight/,
@@ -316,18 +305,6 @@ describe("reliability of patterns and ties", () => {
     expect(model.fc1).toBeInstanceOf(BlockSparseLinear);
     expect(model.fc10).toBeInstanceOf(Linear);
   });
-
-  class Tied extends Module {
-    a = new Linear(8, 8, { seed: 1 });
-    b = new Linear(8, 8, { seed: 2 });
-    constructor() {
-      super();
-      this.b.weight = this.a.weight;
-    }
-    forward(): never {
-      throw new Error("not called");
-    }
-  }
 
   it("a weight tied between two patched layers stays one parameter", () => {
     const model = new Tied();
