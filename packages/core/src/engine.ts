@@ -98,6 +98,8 @@ export class Engine {
   kernelLeakCheck = false;
   /** Tensors freed by the finalizer because nobody disposed them. */
   collectedTensors = 0;
+  /** Debug hooks (the leak guard): each new tensor, and each exit of an outermost tidy scope. */
+  debugHooks: { tensorCreated(tensor: Tensor): void; outermostScopeExited(): void } | null = null;
 
   // ------------------------------------------------------------------ registry
 
@@ -291,6 +293,7 @@ export class Engine {
     this.tensorCounts.set(backend, (this.tensorCounts.get(backend) ?? 0) + 1);
     this.finalizer.register(tensor, tensor.storage, tensor.storage);
     this.scopes.at(-1)?.tensors.add(tensor);
+    this.debugHooks?.tensorCreated(tensor);
     return tensor;
   }
 
@@ -384,6 +387,7 @@ export class Engine {
       throw new ValueError("tidy: the function returned a Promise; tidy only tracks synchronous code");
     }
     this.endScope(result);
+    if (this.scopes.length === 0) this.debugHooks?.outermostScopeExited();
     return result;
   }
 

@@ -43,6 +43,7 @@ export type {
   TensorOutputs,
 } from "./engine";
 export * from "./half";
+export { disableLeakGuard, enableLeakGuard, type LeakGuardOptions, type LeakReport, type LeakSite, leakGuard } from "./leak_guard";
 export * from "./kernel_names";
 export { BsrPattern } from "./pattern";
 export * from "./shape";

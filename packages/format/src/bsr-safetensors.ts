@@ -34,19 +34,25 @@ const BSR_DTYPE_OF: Partial<Record<SafetensorsDType, BsrDType>> = { F32: "float3
 
 const pairSchema = z.string().regex(/^\s*\d+\s*,\s*\d+\s*$/, { error: 'expected "<integer>,<integer>"' });
 
-/** Adds matrix `name` (three tensors and its metadata) to `content`, replacing one of that name. */
+/**
+ * Adds matrix `name` (three tensors and its metadata) to `content`, replacing one of that
+ * name. The values tensor shares the matrix's values (no copy, so a checkpoint is never held
+ * twice); the small index tensors are copies, so editing them never touches the shared pattern.
+ */
 export function putBsrMatrix(content: SafetensorsContent, name: string, matrix: BsrMatrix): SafetensorsContent {
+  if (content === null || typeof content !== "object" || !(content.tensors instanceof Map)) {
+    throw new BsrFormatError("content", "expected { tensors: Map, metadata }");
+  }
   if (typeof name !== "string" || name === "") throw new BsrFormatError("name", "expected a non-empty string");
   if (!(matrix instanceof BsrMatrix)) throw new BsrFormatError(name, "expected a BsrMatrix");
   matrix.validate();
-  const torch = matrix.toTorch();
   const [blockHeight, blockWidth] = matrix.blockShape;
-  content.tensors.set(`${name}.crow_indices`, { dtype: "I32", shape: [torch.crowIndices.length], data: torch.crowIndices });
-  content.tensors.set(`${name}.col_indices`, { dtype: "I32", shape: [torch.colIndices.length], data: torch.colIndices });
+  content.tensors.set(`${name}.crow_indices`, { dtype: "I32", shape: [matrix.blockRows + 1], data: matrix.blockRowPtr.slice() });
+  content.tensors.set(`${name}.col_indices`, { dtype: "I32", shape: [matrix.nnzBlocks], data: matrix.blockColIdx.slice() });
   content.tensors.set(`${name}.values`, {
     dtype: VALUE_DTYPES[matrix.dtype],
-    shape: [...torch.valuesShape],
-    data: torch.values,
+    shape: [matrix.nnzBlocks, blockHeight, blockWidth],
+    data: matrix.values,
   } as SafetensorsTensor);
   Object.assign(content.metadata, {
     [`${name}.layout`]: BSR_LAYOUT,
@@ -74,8 +80,11 @@ export function bsrMatricesToSafetensors(
 
 /** Names of the BSR matrices in `content`: those with `.layout` metadata or a `.crow_indices` tensor. */
 export function bsrMatrixNames(content: SafetensorsContent): string[] {
+  if (content === null || typeof content !== "object" || !(content.tensors instanceof Map)) {
+    throw new BsrFormatError("content", "expected { tensors: Map, metadata }");
+  }
   const names = new Set<string>();
-  for (const [key, value] of Object.entries(content.metadata)) {
+  for (const [key, value] of Object.entries(content.metadata ?? {})) {
     if (key.endsWith(BSR_METADATA_SUFFIXES.layout) && value === BSR_LAYOUT) names.add(key.slice(0, -".layout".length));
   }
   for (const key of content.tensors.keys()) {
@@ -108,7 +117,13 @@ function parsePair(text: string | undefined, key: string): [number, number] | un
 
 /** Matrix `name` from `content`, validated (and checked against its metadata). */
 export function getBsrMatrix(content: SafetensorsContent, name: string): BsrMatrix {
-  const meta = (suffix: string): string | undefined => content.metadata[`${name}${suffix}`];
+  if (content === null || typeof content !== "object" || !(content.tensors instanceof Map)) {
+    throw new BsrFormatError("content", `expected { tensors: Map, metadata }, got ${content === null ? "null" : typeof content}`);
+  }
+  if (typeof name !== "string" || name === "") throw new BsrFormatError("name", `expected a matrix name, got ${String(name)}`);
+  const metadata = content.metadata ?? {};
+  const meta = (suffix: string): string | undefined =>
+    Object.hasOwn(metadata, `${name}${suffix}`) ? metadata[`${name}${suffix}`] : undefined;
   const layout = meta(".layout");
   if (layout !== undefined && layout !== BSR_LAYOUT) {
     throw new BsrFormatError(`${name}.layout`, `expected "${BSR_LAYOUT}", got ${JSON.stringify(layout)}`);
@@ -148,13 +163,16 @@ export function getBsrMatrix(content: SafetensorsContent, name: string): BsrMatr
       `metadata says ${blockShape.join(",")} but the values tensor has blocks of ${values.shape[1]},${values.shape[2]}`,
     );
   }
+  // Errors name the file key they come from, never an argument of fromTorch.
   const fields: Record<string, string> = {
     crowIndices: crowName,
     colIndices: colName,
     values: valuesName,
     valuesShape: valuesName,
     "torch.valuesShape": valuesName,
+    blockShape: valuesName,
     "torch.size": `${name}.shape`,
+    shape: `${name}.shape`,
   };
   try {
     return BsrMatrix.fromTorch({
@@ -166,8 +184,10 @@ export function getBsrMatrix(content: SafetensorsContent, name: string): BsrMatr
       dtype,
     });
   } catch (error) {
-    if (error instanceof BsrFormatError && fields[error.field] !== undefined) {
-      throw new BsrFormatError(fields[error.field], error.detail, error.position);
+    if (error instanceof BsrFormatError) {
+      const field = fields[error.field];
+      if (field !== undefined) throw new BsrFormatError(field, error.detail, error.position);
+      throw new BsrFormatError(name, `${error.field}: ${error.detail}`, error.position);
     }
     throw error;
   }

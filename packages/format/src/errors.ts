@@ -35,3 +35,21 @@ export function parseWith<T>(schema: z.ZodType<T>, input: unknown, field: string
 function raise(field: string, message: string, position?: number): never {
   throw new BsrFormatError(field, message, position);
 }
+
+/**
+ * A file could not be read or written. `path` is the file the caller named (never a
+ * temporary file); `code` is the system error code when there is one (ENOENT, ENOSPC...).
+ */
+export class BsrIoError extends Error {
+  override readonly name = "BsrIoError";
+  readonly path: string;
+  readonly operation: "read" | "write";
+  readonly code?: string;
+
+  constructor(operation: "read" | "write", path: string, message: string, options: { code?: string; cause?: unknown } = {}) {
+    super(`${operation} ${path}: ${message}`, { cause: options.cause });
+    this.operation = operation;
+    this.path = path;
+    if (options.code !== undefined) this.code = options.code;
+  }
+}

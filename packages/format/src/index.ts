@@ -1,4 +1,4 @@
-export { BsrFormatError } from "./errors.js";
+export { BsrFormatError, BsrIoError } from "./errors.js";
 export {
   BSR_DTYPES,
   type BsrDType,
@@ -38,12 +38,16 @@ export {
 export {
   decodeSafetensors,
   encodeSafetensors,
+  encodeSafetensorsHeader,
   MAX_HEADER_BYTES,
+  parseSafetensorsHeader,
   SAFETENSORS_DTYPES,
   type SafetensorsContent,
   type SafetensorsData,
   type SafetensorsDataTypes,
   type SafetensorsDType,
+  type SafetensorsEntry,
+  type SafetensorsLayout,
   type SafetensorsTensor,
   safetensorsDTypeSize,
 } from "./safetensors.js";

@@ -1,7 +1,6 @@
 import { type BsrDType, type BsrValues, decodeValues, encodeValues, isBsrDType } from "./dtype.js";
 import { BsrFormatError, parseWith } from "./errors.js";
-import { BsrPattern, checkDensity, checkShapes, type Shape2 } from "./pattern.js";
-import { SeededRandom } from "./random.js";
+import { BsrPattern, checkArrayLike, checkDensity, checkShapes, type Shape2, seededRandom } from "./pattern.js";
 import { scipyBsrInputSchema, torchBsrInputSchema } from "./schema.js";
 
 export interface FromDenseOptions {
@@ -141,8 +140,12 @@ export class BsrMatrix {
    * non-zero. A NaN block counts as the strongest, so it is never silently dropped.
    */
   static fromDense(dense: ArrayLike<number>, shape: Shape2, options: FromDenseOptions): BsrMatrix {
+    if (options === null || typeof options !== "object") {
+      throw new BsrFormatError("options", "expected { blockShape, mask?, density?, dtype? } after the shape");
+    }
     const { blockShape, mask, density } = options;
     const { blockRows, blockCols } = checkShapes(shape, blockShape);
+    checkArrayLike(dense, "dense", "an array of numbers (rows * cols, row-major)");
     const [rows, cols] = shape;
     const [blockHeight, blockWidth] = blockShape;
     if (dense.length !== rows * cols) {
@@ -185,7 +188,10 @@ export class BsrMatrix {
 
   /** Random pattern (exact block count) and normal values; the same seed gives the same matrix everywhere. */
   static random(shape: Shape2, options: RandomMatrixOptions): BsrMatrix {
-    const random = new SeededRandom(options.seed);
+    if (options === null || typeof options !== "object") {
+      throw new BsrFormatError("options", "expected { blockShape, density, seed, dtype?, std? } after the shape");
+    }
+    const random = seededRandom(options.seed);
     const pattern = BsrPattern.random(shape, { blockShape: options.blockShape, density: options.density, seed: random });
     const values = new Float32Array(pattern.nnzBlocks * pattern.blockShape[0] * pattern.blockShape[1]);
     random.fillNormal(values, 0, options.std ?? 1);

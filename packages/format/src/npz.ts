@@ -1,5 +1,6 @@
 import { unzipSync, zipSync } from "fflate";
 import { z } from "zod";
+import { crc32 } from "./crc32.js";
 import { BsrFormatError, parseWith } from "./errors.js";
 import { BsrMatrix } from "./matrix.js";
 
@@ -166,6 +167,45 @@ function npyString(array: NpyArray, field: string): string {
  * A matrix from a `scipy.sparse.save_npz` file holding a BSR matrix (or a CSR one, read
  * as 1 x 1 blocks). float32 and float16 data keep their dtype; float64 is rounded to float32.
  */
+/**
+ * The CRC-32 the zip's central directory records for each member (zip64 included).
+ * NumPy streams members with data descriptors, so the local headers hold no CRC.
+ */
+function centralDirectoryCrcs(bytes: Uint8Array): Map<string, number> {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const fail = (why: string): never => {
+    throw new BsrFormatError("npz", `not a readable zip archive (${why})`);
+  };
+  let end = -1;
+  for (let at = bytes.length - 22; at >= Math.max(0, bytes.length - 22 - 0xffff); at--) {
+    if (view.getUint32(at, true) === 0x06054b50) {
+      end = at;
+      break;
+    }
+  }
+  if (end < 0) fail("no end of central directory record");
+  let count = view.getUint16(end + 10, true);
+  let offset = view.getUint32(end + 16, true);
+  if ((count === 0xffff || offset === 0xffffffff) && end >= 20 && view.getUint32(end - 20, true) === 0x07064b50) {
+    const zip64End = Number(view.getBigUint64(end - 12, true));
+    if (zip64End + 56 > bytes.length || view.getUint32(zip64End, true) !== 0x06064b50) fail("bad zip64 end record");
+    count = Number(view.getBigUint64(zip64End + 32, true));
+    offset = Number(view.getBigUint64(zip64End + 48, true));
+  }
+  const crcs = new Map<string, number>();
+  const decoder = new TextDecoder();
+  for (let entry = 0; entry < count; entry++) {
+    if (offset + 46 > bytes.length || view.getUint32(offset, true) !== 0x02014b50) fail(`central directory entry ${entry} is damaged`);
+    const nameLength = view.getUint16(offset + 28, true);
+    const extraLength = view.getUint16(offset + 30, true);
+    const commentLength = view.getUint16(offset + 32, true);
+    if (offset + 46 + nameLength > bytes.length) fail(`central directory entry ${entry} runs past the end`);
+    crcs.set(decoder.decode(bytes.subarray(offset + 46, offset + 46 + nameLength)), view.getUint32(offset + 16, true));
+    offset += 46 + nameLength + extraLength + commentLength;
+  }
+  return crcs;
+}
+
 export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
   if (!(bytes instanceof Uint8Array)) throw new BsrFormatError("bytes", "expected a Uint8Array");
   const wanted = new Set(["data.npy", "indices.npy", "indptr.npy", "shape.npy", "format.npy"]);
@@ -176,6 +216,18 @@ export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
     throw new BsrFormatError("npz", `not a readable zip archive (${(error as Error).message})`);
   }
   for (const name of wanted) if (files[name] === undefined) throw new BsrFormatError(name, "missing from the archive");
+  const crcs = centralDirectoryCrcs(bytes);
+  for (const name of wanted) {
+    const recorded = crcs.get(name);
+    const actual = crc32(files[name]);
+    if (recorded !== actual) {
+      const hex = (n: number) => n.toString(16).padStart(8, "0");
+      throw new BsrFormatError(
+        name,
+        recorded === undefined ? "has no central directory entry" : `CRC-32 ${hex(actual)} differs from the ${hex(recorded)} the archive records (the file is corrupt)`,
+      );
+    }
+  }
   const read = (name: string) => readNpy(files[name], name);
 
   const format = npyString(read("format.npy"), "format.npy");

@@ -70,6 +70,7 @@ export class BsrPattern {
   /** Blocks where `mask` (blockRows * blockCols, row-major) is truthy. */
   static fromMask(shape: Shape2, blockShape: Shape2, mask: ArrayLike<boolean | number>): BsrPattern {
     const { blockRows, blockCols } = checkShapes(shape, blockShape);
+    checkArrayLike(mask, "mask", "an array of booleans or 0/1 numbers");
     if (mask.length !== blockRows * blockCols) {
       throw new BsrFormatError(
         "mask",
@@ -102,26 +103,40 @@ export class BsrPattern {
     shape: Shape2,
     options: { blockShape: Shape2; density: number; seed: number | SeededRandom },
   ): BsrPattern {
+    if (options === null || typeof options !== "object") {
+      throw new BsrFormatError("options", "expected { blockShape, density, seed } after the shape");
+    }
     const { blockShape, density } = options;
     const { blockRows, blockCols } = checkShapes(shape, blockShape);
     checkDensity(density);
-    const random = typeof options.seed === "number" ? new SeededRandom(options.seed) : options.seed;
+    const random = seededRandom(options.seed);
     const total = blockRows * blockCols;
     const chosen = random.sample(total, Math.round(density * total));
     return BsrPattern.fromFlatBlocks(shape, blockShape, chosen);
   }
 
-  /** Blocks at the given flat positions (row * blockCols + col), ascending and unique. */
+  /** Blocks at the given flat positions (row * blockCols + col): integers, strictly ascending. */
   static fromFlatBlocks(shape: Shape2, blockShape: Shape2, flatBlocks: ArrayLike<number>): BsrPattern {
     const { blockRows, blockCols } = checkShapes(shape, blockShape);
+    checkArrayLike(flatBlocks, "flatBlocks", "an array of block positions");
     const blockRowPtr = new Int32Array(blockRows + 1);
     const blockColIdx = new Int32Array(flatBlocks.length);
+    const total = blockRows * blockCols;
     for (let k = 0; k < flatBlocks.length; k++) {
       const flat = flatBlocks[k];
+      if (typeof flat !== "number" || !Number.isInteger(flat)) {
+        throw new BsrFormatError("flatBlocks", `expected an integer block position, got ${String(flat)}`, k);
+      }
+      if (flat < 0 || flat >= total) {
+        throw new BsrFormatError("flatBlocks", `block ${flat} is outside ${blockRows} x ${blockCols} blocks`, k);
+      }
+      if (k > 0 && flat <= flatBlocks[k - 1]) {
+        const why = flat === flatBlocks[k - 1] ? "repeats the previous entry" : `follows ${flatBlocks[k - 1]}`;
+        throw new BsrFormatError("flatBlocks", `block ${flat} ${why}: positions must be strictly ascending`, k);
+      }
       const row = Math.floor(flat / blockCols);
       blockColIdx[k] = flat - row * blockCols;
-      if (row >= 0 && row < blockRows) blockRowPtr[row + 1]++;
-      else throw new BsrFormatError("flatBlocks", `block ${flat} is outside ${blockRows} x ${blockCols} blocks`, k);
+      blockRowPtr[row + 1]++;
     }
     for (let row = 0; row < blockRows; row++) blockRowPtr[row + 1] += blockRowPtr[row];
     return new BsrPattern({ shape, blockShape, blockRowPtr, blockColIdx });
@@ -263,6 +278,24 @@ export function checkShapes(shape: Shape2, blockShape: Shape2): { blockRows: num
     throw new BsrFormatError("shape", `the block grid ${blockRows} x ${blockCols} does not fit int32 indices`);
   }
   return { blockRows, blockCols };
+}
+
+/** `value` must be an array or typed array (null, a number or a string are named in the error). */
+export function checkArrayLike(value: unknown, field: string, expected: string): asserts value is ArrayLike<unknown> {
+  const isArrayLike = Array.isArray(value) || (ArrayBuffer.isView(value) && !(value instanceof DataView));
+  if (!isArrayLike) {
+    const got = value === null || value === undefined ? String(value) : typeof value === "object" ? value.constructor?.name : typeof value;
+    throw new BsrFormatError(field, `expected ${expected}, got ${got}`);
+  }
+}
+
+/** The generator behind a seed: required, so that a pattern is always reproducible. */
+export function seededRandom(seed: unknown): SeededRandom {
+  if (seed instanceof SeededRandom) return seed;
+  if (typeof seed !== "number" || !Number.isFinite(seed)) {
+    throw new BsrFormatError("seed", `expected a number or a SeededRandom (the same seed gives the same blocks), got ${String(seed)}`);
+  }
+  return new SeededRandom(seed);
 }
 
 export function checkDensity(density: number): void {

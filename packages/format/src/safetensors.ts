@@ -94,9 +94,21 @@ const METADATA_KEY = "__metadata__";
 
 const littleEndianHost = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
-const metadataSchema = z.record(z.string(), z.string({ error: "metadata values must be strings" }), {
-  error: "expected an object of string to string",
-});
+/**
+ * String-to-string metadata as a null-prototype object (so a key "__proto__" stays a key).
+ * Not a zod record: its output would set such a key as the prototype and lose it.
+ */
+export function checkMetadata(value: unknown, field: string): Record<string, string> {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new BsrFormatError(field, "expected an object of string to string");
+  }
+  const out: Record<string, string> = Object.create(null);
+  for (const [key, text] of Object.entries(value)) {
+    if (typeof text !== "string") throw new BsrFormatError(`${field}.${key}`, "metadata values must be strings");
+    out[key] = text;
+  }
+  return out;
+}
 
 const shapeSchema = z.array(
   z.number().int({ error: "expected a non-negative integer" }).nonnegative({ error: "expected a non-negative integer" }),
@@ -116,7 +128,6 @@ const tensorInfoSchema = z.object(
   { error: "expected { dtype, shape, data_offsets }" },
 );
 
-const headerSchema = z.record(z.string(), z.unknown(), { error: "the header must be a JSON object" });
 
 function elementCount(shape: readonly number[], field: string): number {
   let count = 1;
@@ -158,7 +169,7 @@ function checkTensor(name: string, tensor: SafetensorsTensor): void {
 }
 
 /** The bytes of a typed array, little-endian, as a view or (on big-endian hosts) a swapped copy. */
-function littleEndianBytes(data: SafetensorsData): Uint8Array {
+export function safetensorsBytes(data: SafetensorsData): Uint8Array {
   const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   return littleEndianHost || data.BYTES_PER_ELEMENT === 1 ? bytes : swapBytes(bytes.slice(), data.BYTES_PER_ELEMENT);
 }
@@ -168,88 +179,130 @@ function swapBytes(bytes: Uint8Array, width: number): Uint8Array {
   return bytes;
 }
 
+/** Where one tensor's bytes sit in a file's data buffer (after the 8-byte length and the header). */
+export interface SafetensorsEntry {
+  name: string;
+  dtype: SafetensorsDType;
+  shape: number[];
+  /** Byte offsets into the data buffer: [begin, end). */
+  begin: number;
+  end: number;
+}
+
+/** A file's header, validated: its entries in data order, metadata, and where the data starts. */
+export interface SafetensorsLayout {
+  entries: SafetensorsEntry[];
+  metadata: Record<string, string>;
+  /** 8 + header length: the file offset of data byte 0. */
+  dataStart: number;
+  /** Bytes of the data buffer (the file's size less dataStart). */
+  dataLength: number;
+}
+
 /**
- * A safetensors file. Tensors are laid out contiguously, the widest dtypes first, then
- * by name (as the reference writer does); `__metadata__` is written when non-empty.
+ * The first 8 + N bytes of a safetensors file for these tensors, and where each tensor goes.
+ * Tensors are laid out contiguously, the widest dtypes first, then by name (as the reference
+ * writer does); `__metadata__` is written when non-empty. Checks every tensor first.
  */
+export function encodeSafetensorsHeader(
+  tensors: Map<string, SafetensorsTensor> | Record<string, SafetensorsTensor>,
+  metadata: Record<string, string> = {},
+): { header: Uint8Array; ordered: [string, SafetensorsTensor][]; dataLength: number } {
+  const ordered = entriesOf(tensors);
+  for (const [name, tensor] of ordered) checkTensor(name, tensor);
+  const checkedMetadata = checkMetadata(metadata, "metadata");
+  ordered.sort(
+    ([nameA, a], [nameB, b]) =>
+      safetensorsDTypeSize(b.dtype) - safetensorsDTypeSize(a.dtype) || (nameA < nameB ? -1 : nameA > nameB ? 1 : 0),
+  );
+  // A null-prototype object keeps a tensor named "__proto__" as an own key.
+  const headerObject: Record<string, unknown> = Object.create(null);
+  if (Object.keys(checkedMetadata).length > 0) headerObject[METADATA_KEY] = checkedMetadata;
+  let offset = 0;
+  for (const [name, tensor] of ordered) {
+    headerObject[name] = { dtype: tensor.dtype, shape: tensor.shape, data_offsets: [offset, offset + tensor.data.byteLength] };
+    offset += tensor.data.byteLength;
+  }
+  const json = new TextEncoder().encode(JSON.stringify(headerObject));
+  const headerLength = Math.ceil(json.length / 8) * 8;
+  const header = new Uint8Array(8 + headerLength);
+  const view = new DataView(header.buffer);
+  view.setUint32(0, headerLength, true);
+  view.setUint32(4, Math.floor(headerLength / 2 ** 32), true);
+  header.set(json, 8);
+  header.fill(0x20, 8 + json.length);
+  return { header, ordered, dataLength: offset };
+}
+
+/** A safetensors file in one buffer (see encodeSafetensorsHeader for the layout). */
 export function encodeSafetensors(
   tensors: Map<string, SafetensorsTensor> | Record<string, SafetensorsTensor>,
   metadata: Record<string, string> = {},
 ): Uint8Array {
-  const entries = entriesOf(tensors);
-  for (const [name, tensor] of entries) checkTensor(name, tensor);
-  const checkedMetadata = parseWith(metadataSchema, metadata, "metadata");
-  entries.sort(
-    ([nameA, a], [nameB, b]) =>
-      safetensorsDTypeSize(b.dtype) - safetensorsDTypeSize(a.dtype) || (nameA < nameB ? -1 : nameA > nameB ? 1 : 0),
-  );
-  const header: Record<string, unknown> = {};
-  if (Object.keys(checkedMetadata).length > 0) header[METADATA_KEY] = checkedMetadata;
-  let offset = 0;
-  for (const [name, tensor] of entries) {
-    header[name] = { dtype: tensor.dtype, shape: tensor.shape, data_offsets: [offset, offset + tensor.data.byteLength] };
-    offset += tensor.data.byteLength;
-  }
-  const json = new TextEncoder().encode(JSON.stringify(header));
-  const headerLength = Math.ceil(json.length / 8) * 8;
-  const out = new Uint8Array(8 + headerLength + offset);
-  const view = new DataView(out.buffer);
-  view.setUint32(0, headerLength, true);
-  view.setUint32(4, Math.floor(headerLength / 2 ** 32), true);
-  out.set(json, 8);
-  out.fill(0x20, 8 + json.length, 8 + headerLength);
-  let at = 8 + headerLength;
-  for (const [, tensor] of entries) {
-    out.set(littleEndianBytes(tensor.data), at);
+  const { header, ordered, dataLength } = encodeSafetensorsHeader(tensors, metadata);
+  const out = new Uint8Array(header.length + dataLength);
+  out.set(header);
+  let at = header.length;
+  for (const [, tensor] of ordered) {
+    out.set(safetensorsBytes(tensor.data), at);
     at += tensor.data.byteLength;
   }
   return out;
 }
 
 /**
- * Reads a safetensors file. Checks the header length against the file, the JSON, every
- * dtype, shape and byte range (inside the buffer, the right size, no overlap, no gap)
- * before copying each tensor into its own aligned typed array. Tensors come in file order.
+ * The header length a file's first 8 bytes declare, checked against the file's size and
+ * MAX_HEADER_BYTES before anything that large is read.
  */
-export function decodeSafetensors(bytes: Uint8Array): SafetensorsContent {
-  if (!(bytes instanceof Uint8Array)) throw new BsrFormatError("bytes", "expected a Uint8Array");
-  if (bytes.length < 8) {
-    throw new BsrFormatError("header", `the file has ${bytes.length} bytes; safetensors starts with an 8-byte header length`);
+export function safetensorsHeaderLength(prefix: Uint8Array, fileSize: number): number {
+  if (fileSize < 8 || prefix.length < 8) {
+    throw new BsrFormatError("header", `the file has ${fileSize} bytes; safetensors starts with an 8-byte header length`);
   }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const view = new DataView(prefix.buffer, prefix.byteOffset, 8);
   const headerLength = view.getUint32(0, true) + view.getUint32(4, true) * 2 ** 32;
-  if (headerLength > bytes.length - 8) {
+  if (headerLength > fileSize - 8) {
     throw new BsrFormatError(
       "header",
-      `the header claims ${headerLength} bytes but only ${bytes.length - 8} follow the length field (truncated or not safetensors)`,
+      `the header claims ${headerLength} bytes but only ${fileSize - 8} follow the length field (truncated or not safetensors)`,
     );
   }
   if (headerLength > MAX_HEADER_BYTES) {
     throw new BsrFormatError("header", `the header claims ${headerLength} bytes, more than the ${MAX_HEADER_BYTES} allowed`);
   }
+  return headerLength;
+}
+
+/**
+ * Validates a header (the JSON bytes after the length field) against a file of `fileSize`
+ * bytes: the JSON, every dtype, shape and byte range (inside the data buffer, the right
+ * size, no overlap, no gap). Entries come in data order.
+ */
+export function parseSafetensorsHeader(json: Uint8Array, fileSize: number): SafetensorsLayout {
+  const dataStart = 8 + json.length;
+  const dataLength = fileSize - dataStart;
   let parsed: unknown;
   try {
-    parsed = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, 8 + headerLength)));
+    parsed = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(json));
   } catch (error) {
     throw new BsrFormatError("header", `not valid UTF-8 JSON (${(error as Error).message})`);
   }
-  const header = parseWith(headerSchema, parsed, "header");
-  const bufferStart = 8 + headerLength;
-  const bufferLength = bytes.length - bufferStart;
-
-  let metadata: Record<string, string> = {};
-  const infos: { name: string; info: z.infer<typeof tensorInfoSchema> }[] = [];
-  for (const [name, value] of Object.entries(header)) {
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+    throw new BsrFormatError("header", "the header must be a JSON object");
+  }
+  let metadata: Record<string, string> = Object.create(null);
+  const entries: SafetensorsEntry[] = [];
+  // JSON.parse keeps "__proto__" as an own key; Object.entries sees it.
+  for (const [name, value] of Object.entries(parsed)) {
     if (name === METADATA_KEY) {
-      metadata = parseWith(metadataSchema, value, METADATA_KEY);
+      metadata = checkMetadata(value, METADATA_KEY);
       continue;
     }
     const info = parseWith(tensorInfoSchema, value, name);
     const [begin, end] = info.data_offsets;
     const expected = elementCount(info.shape, name) * safetensorsDTypeSize(info.dtype);
     if (end < begin) throw new BsrFormatError(name, `data_offsets [${begin}, ${end}] end before they begin`);
-    if (end > bufferLength) {
-      throw new BsrFormatError(name, `data_offsets end at byte ${end}, past the ${bufferLength}-byte data buffer`);
+    if (end > dataLength) {
+      throw new BsrFormatError(name, `data_offsets end at byte ${end}, past the ${dataLength}-byte data buffer`);
     }
     if (end - begin !== expected) {
       throw new BsrFormatError(
@@ -257,31 +310,45 @@ export function decodeSafetensors(bytes: Uint8Array): SafetensorsContent {
         `data_offsets span ${end - begin} bytes but ${info.dtype} ${JSON.stringify(info.shape)} needs ${expected}`,
       );
     }
-    infos.push({ name, info });
+    entries.push({ name, dtype: info.dtype, shape: info.shape, begin, end });
   }
 
-  infos.sort((a, b) => a.info.data_offsets[0] - b.info.data_offsets[0] || a.info.data_offsets[1] - b.info.data_offsets[1]);
+  entries.sort((a, b) => a.begin - b.begin || a.end - b.end);
   let expectedBegin = 0;
-  for (const { name, info } of infos) {
-    const [begin, end] = info.data_offsets;
+  for (const { name, begin, end } of entries) {
     if (begin < expectedBegin) throw new BsrFormatError(name, `data_offsets [${begin}, ${end}] overlap the previous tensor`);
     if (begin > expectedBegin) throw new BsrFormatError(name, `data_offsets leave bytes [${expectedBegin}, ${begin}) unused`);
     expectedBegin = end;
   }
-  if (expectedBegin !== bufferLength) {
-    throw new BsrFormatError("header", `the tensors cover ${expectedBegin} bytes but the data buffer has ${bufferLength}`);
+  if (expectedBegin !== dataLength) {
+    throw new BsrFormatError("header", `the tensors cover ${expectedBegin} bytes but the data buffer has ${dataLength}`);
   }
+  return { entries, metadata, dataStart, dataLength };
+}
 
+/** A tensor over `bytes` (its own aligned buffer, little-endian file order), swapped in place on big-endian hosts. */
+export function safetensorsTensorFromBytes(entry: SafetensorsEntry, bytes: Uint8Array<ArrayBuffer>): SafetensorsTensor {
+  const arrayType = ARRAY_TYPES[entry.dtype];
+  if (!littleEndianHost) swapBytes(bytes, arrayType.BYTES_PER_ELEMENT);
+  const data = new arrayType(bytes.buffer);
+  return { dtype: entry.dtype, shape: entry.shape, data } as SafetensorsTensor;
+}
+
+/**
+ * Reads a safetensors file held in memory: checks the header length against the buffer,
+ * then the header (see parseSafetensorsHeader), before copying each tensor into its own
+ * aligned typed array. Tensors come in file order.
+ */
+export function decodeSafetensors(bytes: Uint8Array): SafetensorsContent {
+  if (!(bytes instanceof Uint8Array)) throw new BsrFormatError("bytes", "expected a Uint8Array");
+  const headerLength = safetensorsHeaderLength(bytes, bytes.length);
+  const layout = parseSafetensorsHeader(bytes.subarray(8, 8 + headerLength), bytes.length);
   const tensors = new Map<string, SafetensorsTensor>();
-  for (const { name, info } of infos) {
-    const [begin, end] = info.data_offsets;
+  for (const entry of layout.entries) {
     // A fresh buffer (not `slice`, which is a view on Node's Buffer) gives aligned, owned data.
-    const copy = new Uint8Array(end - begin);
-    copy.set(bytes.subarray(bufferStart + begin, bufferStart + end));
-    const arrayType = ARRAY_TYPES[info.dtype];
-    if (!littleEndianHost) swapBytes(copy, arrayType.BYTES_PER_ELEMENT);
-    const data = new arrayType(copy.buffer);
-    tensors.set(name, { dtype: info.dtype, shape: info.shape, data } as SafetensorsTensor);
+    const copy = new Uint8Array(entry.end - entry.begin);
+    copy.set(bytes.subarray(layout.dataStart + entry.begin, layout.dataStart + entry.end));
+    tensors.set(entry.name, safetensorsTensorFromBytes(entry, copy));
   }
-  return { tensors, metadata };
+  return { tensors, metadata: layout.metadata };
 }

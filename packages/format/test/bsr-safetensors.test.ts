@@ -150,7 +150,7 @@ describe("BSR matrices in safetensors", () => {
       expect(fieldOf(() => getBsrMatrix(blockCount, "w"))).toBe("w.values");
       const mismatchedShape = fresh();
       mismatchedShape.metadata["w.shape"] = "8,13";
-      expect(fieldOf(() => getBsrMatrix(mismatchedShape, "w"))).toBe("blockShape");
+      expect(fieldOf(() => getBsrMatrix(mismatchedShape, "w"))).toBe("w.values");
     });
   });
 });
@@ -188,5 +188,22 @@ describe("@blocksparse/format/node", () => {
     const bytes = await readFile(path);
     await writeFile(path, bytes.subarray(0, 40));
     await expect(loadSafetensors(path)).rejects.toThrow(/header claims \d+ bytes but only 32 follow/);
+  });
+});
+
+describe("errors name the file key and the matrix", () => {
+  it("a block shape that does not tile the matrix names the values tensor, not an argument", () => {
+    const matrix = BsrMatrix.random([8, 12], { blockShape: [2, 3], density: 0.5, seed: 4 });
+    const content = putBsrMatrix({ tensors: new Map(), metadata: {} }, "fc.weight", matrix);
+    content.metadata["fc.weight.shape"] = "8,13";
+    const error = thrown(() => getBsrMatrix(content, "fc.weight")) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.field).toBe("fc.weight.values");
+    expect(error.message).not.toMatch(/^blockShape/);
+  });
+
+  it("null content or name is a BsrFormatError", () => {
+    expect(fieldOf(() => getBsrMatrix(null as never, "w"))).toBe("content");
+    expect(fieldOf(() => getBsrMatrix({ tensors: new Map(), metadata: {} }, undefined as never))).toBe("name");
   });
 });

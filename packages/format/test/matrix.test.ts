@@ -276,3 +276,17 @@ describe("PyTorch and SciPy layouts", () => {
     expectFormatError(() => BsrMatrix.fromScipy({ indptr: [0, 1, 1], indices: [0], data: [1, 2], dataShape: [1, 1, 2], shape: [1, 2] }), "indptr");
   });
 });
+
+describe("null or missing arguments", () => {
+  it("fromDense and random name the argument", () => {
+    const field = (action: () => unknown) => {
+      const error = thrown(action);
+      expect(error).toBeInstanceOf(BsrFormatError);
+      return (error as BsrFormatError).field;
+    };
+    expect(field(() => BsrMatrix.fromDense(null as never, [2, 2], { blockShape: [1, 1] }))).toBe("dense");
+    expect(field(() => BsrMatrix.fromDense([1, 2, 3, 4], [2, 2], null as never))).toBe("options");
+    expect(field(() => BsrMatrix.fromDense([1, 2, 3, 4], null as never, { blockShape: [1, 1] }))).toBe("shape");
+    expect(field(() => BsrMatrix.random([2, 2], { blockShape: [1, 1], density: 1 } as never))).toBe("seed");
+  });
+});

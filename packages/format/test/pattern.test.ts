@@ -217,3 +217,34 @@ describe("BsrPattern indices", () => {
     expect(a.equals(BsrPattern.fromMask([8, 4], [4, 2], [1, 0, 0, 1]))).toBe(false);
   });
 });
+
+describe("BsrPattern factories refuse what they cannot build exactly", () => {
+  it("fromFlatBlocks rejects unsorted, repeated and non-integer positions, naming the entry", () => {
+    const unsorted = thrown(() => BsrPattern.fromFlatBlocks([4, 4], [2, 2], [3, 0])) as BsrFormatError;
+    expect(unsorted).toBeInstanceOf(BsrFormatError);
+    expect([unsorted.field, unsorted.position]).toEqual(["flatBlocks", 1]);
+    expect(unsorted.message).toMatch(/strictly ascending/);
+    const repeated = thrown(() => BsrPattern.fromFlatBlocks([4, 4], [2, 2], [1, 1])) as BsrFormatError;
+    expect([repeated.field, repeated.position]).toEqual(["flatBlocks", 1]);
+    expect(repeated.message).toMatch(/repeats/);
+    const fraction = thrown(() => BsrPattern.fromFlatBlocks([4, 4], [2, 2], [2.7])) as BsrFormatError;
+    expect([fraction.field, fraction.position]).toEqual(["flatBlocks", 0]);
+    expect(fraction.message).toMatch(/integer/);
+    expect(thrown(() => BsrPattern.fromFlatBlocks([4, 4], [2, 2], [Number.NaN])).message).toMatch(/integer/);
+    expect(BsrPattern.fromFlatBlocks([4, 4], [2, 2], [0, 3]).blockMask()).toEqual(Uint8Array.from([1, 0, 0, 1]));
+  });
+
+  it("null or missing arguments are BsrFormatErrors naming the argument", () => {
+    const field = (action: () => unknown) => {
+      const error = thrown(action);
+      expect(error).toBeInstanceOf(BsrFormatError);
+      return (error as BsrFormatError).field;
+    };
+    expect(field(() => BsrPattern.fromMask([4, 4], [2, 2], null as never))).toBe("mask");
+    expect(field(() => BsrPattern.fromMask(null as never, [2, 2], [1]))).toBe("shape");
+    expect(field(() => BsrPattern.fromFlatBlocks([4, 4], [2, 2], null as never))).toBe("flatBlocks");
+    expect(field(() => BsrPattern.fromFlatBlocks([4, 4], undefined as never, [0]))).toBe("blockShape");
+    expect(field(() => BsrPattern.random([4, 4], undefined as never))).toBe("options");
+    expect(field(() => BsrPattern.random([4, 4], { blockShape: [2, 2], density: 0.5 } as never))).toBe("seed");
+  });
+});

@@ -16,7 +16,7 @@ import {
 } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
 import { childSeeds } from "./init";
-import { checkFeatures } from "./linear";
+import { checkFeatures, checkTensorInput } from "./linear";
 import { Module } from "./module";
 import { Parameter } from "./parameter";
 
@@ -37,6 +37,7 @@ export class Embedding extends Module {
   }
 
   forward(indices: Tensor): Tensor {
+    checkTensorInput(this.label, indices);
     if (indices.dtype !== "int32") throw new DTypeError(`${this.label}: indices have dtype ${indices.dtype}, expected int32`);
     return gather(this.weight.value, indices, 0);
   }
@@ -72,6 +73,7 @@ export class LayerNorm extends Module {
   }
 
   forward(x: Tensor): Tensor {
+    checkTensorInput(this.label, x);
     if (x.rank === 0 || x.shape[x.rank - 1] !== this.normalizedShape) {
       throw new ShapeError(`${this.label}: input has shape [${x.shape}], expected a last dim of ${this.normalizedShape}`);
     }
@@ -100,6 +102,7 @@ export class Dropout extends Module {
   }
 
   forward(x: Tensor): Tensor {
+    checkTensorInput(this.label, x);
     if (!this.training || this.p === 0) return x.clone();
     const scale = 1 / (1 - this.p);
     const mask = new Float32Array(x.size);
@@ -119,6 +122,7 @@ export class Dropout extends Module {
 
 export class ReLU extends Module {
   forward(x: Tensor): Tensor {
+    checkTensorInput(this.label, x);
     return relu(x);
   }
 }
@@ -130,6 +134,7 @@ export class GELU extends Module {
   }
 
   forward(x: Tensor): Tensor {
+    checkTensorInput(this.label, x);
     return gelu(x, this.approximate);
   }
 
@@ -161,6 +166,7 @@ export class Sequential extends Module {
   }
 
   forward(x: Tensor): Tensor {
+    checkTensorInput(this.label, x);
     let out = x;
     for (const module of this.children()) {
       const next = module.forward(out);

@@ -1,4 +1,4 @@
-import { add, matmul, reshape, ShapeError, type Tensor, tidy, ValueError } from "@blocksparse/core";
+import { add, matmul, reshape, ShapeError, Tensor, tidy, ValueError } from "@blocksparse/core";
 import { childSeeds, uniform } from "./init";
 import { Module } from "./module";
 import { Parameter } from "./parameter";
@@ -15,7 +15,16 @@ export function checkFeatures(where: string, name: string, value: number): void 
 }
 
 /** Throws "Linear(encoder.fc1): input has 1000 features, expected 1024" for a wrong last dim. */
+/** A forward's input must be a Tensor: null or an array is a ValueError naming the layer. */
+export function checkTensorInput(label: string, x: unknown): asserts x is Tensor {
+  if (!(x instanceof Tensor)) {
+    const got = x === null || x === undefined ? String(x) : typeof x === "object" ? (x.constructor?.name ?? "an object") : `a ${typeof x}`;
+    throw new ValueError(`${label}.forward: input must be a Tensor, got ${got}`);
+  }
+}
+
 export function checkInput(label: string, x: Tensor, inFeatures: number): void {
+  checkTensorInput(label, x);
   if (x.rank === 0) throw new ShapeError(`${label}: input is a scalar, expected [..., ${inFeatures}]`);
   const got = x.shape[x.rank - 1];
   if (got !== inFeatures) throw new ShapeError(`${label}: input has ${got} features, expected ${inFeatures}`);

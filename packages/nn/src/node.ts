@@ -1,33 +1,74 @@
-import { loadSafetensors, saveSafetensors } from "@blocksparse/format/node";
-import type { LoadStateDictOptions, LoadStateDictResult, Module } from "./module";
-import { stateDictFromSafetensors, stateDictToSafetensors } from "./serialization";
+import { loadSafetensors, saveSafetensors, saveShardedSafetensors } from "@blocksparse/format/node";
+import { NnError } from "./errors";
+import { type LoadStateDictOptions, type LoadStateDictResult, Module } from "./module";
+import { describeValue, stateDictFromSafetensors, stateDictToSafetensors } from "./serialization";
 import { disposeStateDict, type StateDict } from "./state_dict";
 
 /** Node.js file helpers; the main entry stays free of `node:` imports. */
 
-/** Writes a state dict as a safetensors file (atomically: a crash never leaves half a file). */
-export async function saveSafetensorsFile(stateDict: StateDict, path: string, metadata: Record<string, string> = {}): Promise<void> {
+export interface SaveOptions {
+  /**
+   * Write a sharded checkpoint of at most this many tensor bytes per shard into the
+   * directory `path` (`model-00001-of-0000N.safetensors` + `model.safetensors.index.json`,
+   * as transformers does) instead of one file.
+   */
+  maxShardSize?: number;
+}
+
+function checkPath(where: string, path: unknown): asserts path is string {
+  if (typeof path !== "string" || path === "") throw new NnError(`${where}: path must be a non-empty string, got ${describeValue(path)}`);
+}
+
+function checkModel(where: string, model: unknown): asserts model is Module {
+  if (!(model instanceof Module)) throw new NnError(`${where}: model must be a Module, got ${describeValue(model)}`);
+}
+
+/**
+ * Writes a state dict as a safetensors file, or a sharded checkpoint with `maxShardSize`
+ * (atomically and durably: a crash leaves the old file or the new one). File errors are
+ * format's BsrIoError naming `path`.
+ */
+export async function saveSafetensorsFile(
+  stateDict: StateDict,
+  path: string,
+  metadata: Record<string, string> = {},
+  options: SaveOptions = {},
+): Promise<void> {
+  checkPath("saveSafetensorsFile", path);
   const content = stateDictToSafetensors(stateDict, metadata);
-  await saveSafetensors(path, content.tensors, content.metadata);
+  if (options.maxShardSize === undefined) await saveSafetensors(path, content.tensors, content.metadata);
+  else await saveShardedSafetensors(path, content.tensors, content.metadata, { maxShardSize: options.maxShardSize });
 }
 
-/** Reads a safetensors file into a state dict (tensors on the active backend; dispose them when done). */
+/**
+ * Reads a checkpoint into a state dict (tensors on the active backend; dispose them when
+ * done): a `.safetensors` file, a sharded checkpoint's index file, or a directory holding
+ * either. Nothing stays allocated when it throws.
+ */
 export async function loadSafetensorsFile(path: string): Promise<StateDict> {
-  return stateDictFromSafetensors(await loadSafetensors(path));
+  checkPath("loadSafetensorsFile", path);
+  return stateDictFromSafetensors(await loadSafetensors(path), { consume: true });
 }
 
-/** Saves `model.stateDict()` to `path`. */
-export async function save(model: Module, path: string, metadata: Record<string, string> = {}): Promise<void> {
+/** Saves `model.stateDict()` to `path` (a directory of shards with `maxShardSize`). */
+export async function save(model: Module, path: string, metadata: Record<string, string> = {}, options: SaveOptions = {}): Promise<void> {
+  checkModel("save", model);
+  checkPath("save", path);
   const stateDict = model.stateDict();
   try {
-    await saveSafetensorsFile(stateDict, path, metadata);
+    await saveSafetensorsFile(stateDict, path, metadata, options);
   } finally {
     disposeStateDict(stateDict);
   }
 }
 
-/** Loads the file at `path` into `model` (strict by default; block-sparse layers adopt the file's patterns). */
+/**
+ * Loads the checkpoint at `path` (a file, a sharded checkpoint's index, or a directory)
+ * into `model` (strict by default; block-sparse layers adopt the file's patterns). A
+ * refused load leaves the model unchanged and nothing allocated.
+ */
 export async function load(model: Module, path: string, options: LoadStateDictOptions = {}): Promise<LoadStateDictResult> {
+  checkModel("load", model);
   const stateDict = await loadSafetensorsFile(path);
   try {
     return model.loadStateDict(stateDict, options);

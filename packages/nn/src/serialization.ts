@@ -1,6 +1,7 @@
 import { type BsrPattern, type DType, fromStorage, Tensor } from "@blocksparse/core";
 import {
   BSR_TENSOR_SUFFIXES,
+  BsrFormatError,
   BsrMatrix,
   bsrMatrixNames,
   decodeSafetensors,
@@ -11,10 +12,16 @@ import {
   type SafetensorsTensor,
 } from "@blocksparse/format";
 import { NnError } from "./errors";
-import { BlockSparseWeight, type StateDict, type StateDictEntry } from "./state_dict";
+import { BlockSparseWeight, disposeStateDict, type StateDict, type StateDictEntry } from "./state_dict";
 
 const FILE_DTYPE = { float32: "F32", float16: "F16", bfloat16: "BF16", int32: "I32" } as const satisfies Record<DType, string>;
 const TENSOR_DTYPE: Record<string, DType> = { F32: "float32", F16: "float16", BF16: "bfloat16", I32: "int32" };
+
+/** "null", "a number", "Array": what a wrong argument was, for messages. */
+export function describeValue(value: unknown): string {
+  if (value === null || value === undefined) return String(value);
+  return typeof value === "object" ? (value.constructor?.name ?? "an object") : `a ${typeof value}`;
+}
 
 /** The tensor's storage as it sits on its backend (raw bits for the 16-bit floats). */
 function rawValues(t: Tensor) {
@@ -29,7 +36,9 @@ function rawValues(t: Tensor) {
  * `torch.sparse_bsr_tensor` rebuilds in Python.
  */
 export function stateDictToSafetensors(stateDict: StateDict, metadata: Record<string, string> = {}): SafetensorsContent {
-  const content: SafetensorsContent = { tensors: new Map(), metadata: { ...metadata } };
+  if (!(stateDict instanceof Map)) throw new NnError(`saveStateDict: expected a state dict (a Map of name to entry), got ${describeValue(stateDict)}`);
+  if (metadata === null || typeof metadata !== "object") throw new NnError(`saveStateDict: metadata must be an object of strings, got ${describeValue(metadata)}`);
+  const content: SafetensorsContent = { tensors: new Map(), metadata: Object.assign(Object.create(null), metadata) };
   const claimed = new Map<string, string>();
   const claim = (fileKey: string, owner: string) => {
     const previous = claimed.get(fileKey);
@@ -52,25 +61,42 @@ export function stateDictToSafetensors(stateDict: StateDict, metadata: Record<st
   return content;
 }
 
-/** The state dict held by safetensors content (tensors on the active backend). */
-export function stateDictFromSafetensors(content: SafetensorsContent): StateDict {
-  const stateDict: StateDict = new Map();
-  const bsrParts = new Set<string>();
-  for (const name of bsrMatrixNames(content)) {
-    const matrix = getBsrMatrix(content, name);
-    for (const suffix of Object.values(BSR_TENSOR_SUFFIXES)) bsrParts.add(`${name}${suffix}`);
-    const [blockHeight, blockWidth] = matrix.blockShape;
-    const values = fromStorage(matrix.values, [matrix.nnzBlocks, blockHeight, blockWidth], matrix.dtype);
-    stateDict.set(name, new BlockSparseWeight(matrix.pattern as BsrPattern, values));
+/**
+ * The state dict held by safetensors content (tensors on the active backend). Nothing is
+ * left allocated when it throws. With `consume`, each file tensor is dropped from
+ * `content` once uploaded, so a checkpoint is never held twice on the host.
+ */
+export function stateDictFromSafetensors(content: SafetensorsContent, options: { consume?: boolean } = {}): StateDict {
+  if (content === null || typeof content !== "object" || !(content.tensors instanceof Map)) {
+    throw new NnError("loadStateDict: expected safetensors content { tensors: Map, metadata }");
   }
-  for (const [key, tensor] of content.tensors) {
-    if (bsrParts.has(key)) continue;
-    const dtype = TENSOR_DTYPE[tensor.dtype];
-    if (dtype === undefined) {
-      for (const entry of stateDict.values()) entry.dispose();
-      throw new NnError(`loadStateDict: '${key}' has dtype ${tensor.dtype}; entries must be F32, F16, BF16 or I32`);
+  const stateDict: StateDict = new Map();
+  try {
+    const bsrParts = new Set<string>();
+    for (const name of bsrMatrixNames(content)) {
+      if (content.tensors.has(name)) {
+        throw new BsrFormatError(name, `a dense tensor has the name of the block-sparse matrix whose parts are ${name}.values...; rename one of them`);
+      }
+      const matrix = getBsrMatrix(content, name);
+      const parts = Object.values(BSR_TENSOR_SUFFIXES).map((suffix) => `${name}${suffix}`);
+      for (const part of parts) bsrParts.add(part);
+      const [blockHeight, blockWidth] = matrix.blockShape;
+      const values = fromStorage(matrix.values, [matrix.nnzBlocks, blockHeight, blockWidth], matrix.dtype);
+      stateDict.set(name, new BlockSparseWeight(matrix.pattern as BsrPattern, values));
+      if (options.consume) for (const part of parts) content.tensors.delete(part);
     }
-    stateDict.set(key, fromStorage(tensor.data as Float32Array | Uint16Array | Int32Array, tensor.shape, dtype));
+    for (const [key, tensor] of [...content.tensors]) {
+      if (bsrParts.has(key)) continue;
+      const dtype = TENSOR_DTYPE[tensor.dtype];
+      if (dtype === undefined) {
+        throw new BsrFormatError(key, `dtype ${tensor.dtype} cannot be loaded; state dict entries are F32, F16, BF16 or I32`);
+      }
+      stateDict.set(key, fromStorage(tensor.data as Float32Array | Uint16Array | Int32Array, tensor.shape, dtype));
+      if (options.consume) content.tensors.delete(key);
+    }
+  } catch (error) {
+    disposeStateDict(stateDict);
+    throw error;
   }
   return stateDict;
 }
@@ -83,5 +109,5 @@ export function saveStateDict(stateDict: StateDict, metadata: Record<string, str
 
 /** The state dict in safetensors bytes, validated (malformed files throw BsrFormatError naming the field). */
 export function loadStateDict(bytes: Uint8Array): StateDict {
-  return stateDictFromSafetensors(decodeSafetensors(bytes));
+  return stateDictFromSafetensors(decodeSafetensors(bytes), { consume: true });
 }

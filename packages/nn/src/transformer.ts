@@ -1,7 +1,7 @@
 import { add, expandDims, matmul, mul, permute, reshape, ShapeError, slice, softmax, squeeze, type Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
 import { childSeeds } from "./init";
 import { Dropout, GELU, LayerNorm } from "./layers";
-import { checkFeatures, Linear } from "./linear";
+import { checkFeatures, checkTensorInput, Linear } from "./linear";
 import { Module } from "./module";
 
 export interface TransformerBlockOptions {
@@ -51,6 +51,7 @@ export class CausalSelfAttention extends Module {
   }
 
   forward(x: Tensor): Tensor {
+    checkTensorInput(this.label, x);
     if ((x.rank !== 2 && x.rank !== 3) || x.shape[x.rank - 1] !== this.dModel) {
       throw new ShapeError(`${this.label}: input has shape [${x.shape}], expected [B, T, ${this.dModel}] or [T, ${this.dModel}]`);
     }
@@ -93,6 +94,7 @@ export class MLP extends Module {
   }
 
   forward(x: Tensor): Tensor {
+    checkTensorInput(this.label, x);
     return tidy(() => this.dropout.forward(this.fc2.forward(this.act.forward(this.fc1.forward(x)))));
   }
 }
@@ -125,6 +127,7 @@ export class TransformerBlock extends Module {
   }
 
   forward(x: Tensor): Tensor {
+    checkTensorInput(this.label, x);
     return tidy(() => {
       const afterAttention = add(x, this.attn.forward(this.ln1.forward(x)));
       return add(afterAttention, this.mlp.forward(this.ln2.forward(afterAttention)));

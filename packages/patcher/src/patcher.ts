@@ -53,6 +53,8 @@ export class BlockSparseModelPatcher {
       label = String(pattern);
     } else if (typeof pattern === "string" && pattern !== "") {
       try {
+        // Compiled alone first: "fc1)|(x" is invalid alone but valid once wrapped, where it would escape the anchors.
+        new RegExp(pattern);
         regex = new RegExp(`^(?:${pattern})$`);
       } catch (error) {
         throw new PatchError(where, [`pattern ${JSON.stringify(pattern)} is not a valid regular expression (${(error as Error).message})`]);
@@ -115,7 +117,7 @@ export class BlockSparseModelPatcher {
         else plans.push({ linear: module, layer: plannedLayer(name, module, winner) });
       }
     }
-    problems.push(...sharingProblems(modules, plans));
+    problems.push(...sharingProblems(modules, plans), ...tyingProblems(plans));
     if (problems.length > 0) throw new PatchError(where, problems);
     const unmatchedPatterns = this.#patterns.filter((p) => !matched.has(p)).map((p) => p.label);
     const shadowedPatterns = this.#patterns.filter((p) => matched.has(p) && !claimed.has(p)).map((p) => p.label);
@@ -210,11 +212,53 @@ function sharingProblems(modules: [string, Module][], plans: Plan[]): string[] {
   return problems;
 }
 
-/** Builds every replacement first, then swaps them in: every slot that holds a patched Linear gets its replacement. */
+/**
+ * A weight tied between two patched layers stays one parameter only when both get the same
+ * pattern, which needs the same density and block shape.
+ */
+function tyingProblems(plans: Plan[]): string[] {
+  const first = new Map<Parameter, Plan>();
+  const problems: string[] = [];
+  for (const plan of plans) {
+    const earlier = first.get(plan.linear.weight);
+    if (earlier === undefined) {
+      first.set(plan.linear.weight, plan);
+      continue;
+    }
+    const [a, b] = [earlier.layer, plan.layer];
+    if (earlier.linear !== plan.linear && (a.density !== b.density || a.blockShape[0] !== b.blockShape[0] || a.blockShape[1] !== b.blockShape[1])) {
+      problems.push(
+        `'${b.name}.weight' is tied to '${a.name}.weight' but they would be patched with different settings ` +
+          `(density ${b.density} vs ${a.density}, blocks ${b.blockShape.join("x")} vs ${a.blockShape.join("x")}); match both with one pattern to keep the tie`,
+      );
+    }
+  }
+  return problems;
+}
+
+/**
+ * Builds every replacement first, then swaps them in: every slot that holds a patched
+ * Linear gets its replacement. Parameters tied between patched layers (weight or bias)
+ * stay tied: later replacements reuse the first one's new parameter.
+ */
 function replaceLayers(modules: [string, Module][], plans: Plan[]): void {
   const replacements = new Map<Module, BlockSparseLinear>();
+  const replacedParameters = new Map<Parameter, Parameter>();
   for (const { linear, layer } of plans) {
-    replacements.set(linear, BlockSparseLinear.fromLinear(linear, { density: layer.density, blockShape: layer.blockShape }));
+    if (replacements.has(linear)) continue;
+    const replacement = BlockSparseLinear.fromLinear(linear, { density: layer.density, blockShape: layer.blockShape });
+    for (const name of ["weight", "bias"] as const) {
+      const original = linear[name];
+      const made = replacement[name];
+      if (original === null || made === null) continue;
+      const tied = replacedParameters.get(original);
+      if (tied === undefined) replacedParameters.set(original, made);
+      else {
+        replacement.registerParameter(name, tied);
+        made.dispose();
+      }
+    }
+    replacements.set(linear, replacement);
   }
   for (const [, parent] of modules) {
     for (const [childName, child] of parent.namedChildren()) {

@@ -107,3 +107,16 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   }
   return worst;
 }
+
+/** Two Linear layers "a" and "b" sharing one weight Parameter (a tie). */
+export class Tied extends Module {
+  a = new Linear(8, 8, { seed: 1 });
+  b = new Linear(8, 8, { seed: 2 });
+  constructor() {
+    super();
+    this.b.weight = this.a.weight;
+  }
+  forward(): never {
+    throw new Error("not called");
+  }
+}

@@ -2,7 +2,7 @@ import { ValueError } from "@blocksparse/core";
 import { BlockSparseLinear, Linear, Module, Sequential, parameterCount } from "@blocksparse/nn";
 import { BlockSparseModelPatcher, PatchError, PatchReport } from "@blocksparse/patcher";
 import { describe, expect, it } from "vitest";
-import { TinyNet } from "./helpers";
+import { Tied, TinyNet } from "./helpers";
 
 const linearNames = ["blocks.0.fc1", "blocks.0.fc2", "blocks.1.fc1", "blocks.1.fc2", "head"];
 
@@ -182,17 +182,6 @@ describe("patchModel: refusals leave the model untouched", () => {
   });
 
   it("refuses to untie a weight shared with a module that stays dense", () => {
-    class Tied extends Module {
-      a = new Linear(8, 8, { seed: 1 });
-      b = new Linear(8, 8, { seed: 2 });
-      constructor() {
-        super();
-        this.b.weight = this.a.weight;
-      }
-      forward(): never {
-        throw new Error("not called");
-      }
-    }
     const model = new Tied();
     expect(() => new BlockSparseModelPatcher().addPattern("a", { density: 0.5, blockShape: [4, 4] }).patchModel(model)).toThrow(
       /'a\.weight' is shared with b\.weight/,
@@ -297,5 +286,41 @@ describe("the report", () => {
     expect(lines[4]).toMatch(/^total\s+1,088\s+320$/);
     expect(lines[5]).toMatch(/^model parameters: [\d,]+ -> [\d,]+ \(\d+\.\d% of before\)$/);
     expect(report.toRows()).toHaveLength(3);
+  });
+});
+
+describe("reliability of patterns and ties", () => {
+  it("a string pattern cannot escape its anchoring", () => {
+    expect(() => new BlockSparseModelPatcher().addPattern("fc1)|(x", { density: 0.5 })).toThrow(PatchError);
+    expect(() => new BlockSparseModelPatcher().addPattern("fc1)|(x", { density: 0.5 })).toThrow(/not a valid regular expression/);
+    class Named extends Module {
+      fc1 = new Linear(8, 8, { seed: 1 });
+      fc10 = new Linear(8, 8, { seed: 2 });
+      forward(): never {
+        throw new Error("not called");
+      }
+    }
+    const model = new Named();
+    new BlockSparseModelPatcher().addPattern("fc1|x", { density: 0.5, blockShape: [4, 4] }).patchModel(model);
+    expect(model.fc1).toBeInstanceOf(BlockSparseLinear);
+    expect(model.fc10).toBeInstanceOf(Linear);
+  });
+
+  it("a weight tied between two patched layers stays one parameter", () => {
+    const model = new Tied();
+    const before = model.parameters().length;
+    new BlockSparseModelPatcher().addPattern("a|b", { density: 0.5, blockShape: [4, 4] }).patchModel(model);
+    const a = model.a as unknown as BlockSparseLinear;
+    const b = model.b as unknown as BlockSparseLinear;
+    expect(a.weight).toBe(b.weight);
+    expect(a.bias).not.toBe(b.bias);
+    expect(model.parameters().length).toBe(before);
+  });
+
+  it("a tie patched with two different settings is refused before anything changes", () => {
+    const model = new Tied();
+    const patcher = new BlockSparseModelPatcher().addPattern("a", { density: 0.5, blockShape: [4, 4] }).addPattern("b", { density: 0.25, blockShape: [4, 4] });
+    expect(() => patcher.patchModel(model)).toThrow(/'b\.weight' is tied to 'a\.weight'/);
+    expect(model.a).toBeInstanceOf(Linear);
   });
 });

@@ -1,0 +1,240 @@
+import { spawn } from "node:child_process";
+import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, describe, expect, it } from "vitest";
+import { BsrFormatError, BsrIoError, BsrMatrix, decodeSafetensors, encodeSafetensors, type SafetensorsTensor } from "../src/index.js";
+import {
+  loadBsrMatrices,
+  loadSafetensors,
+  saveBsrMatrices,
+  saveSafetensors,
+  saveShardedSafetensors,
+  shardFileName,
+} from "../src/node.js";
+
+const root = mkdtemp(join(tmpdir(), "format-files-"));
+afterAll(async () => rm(await root, { recursive: true, force: true }));
+let counter = 0;
+const freshDir = async () => {
+  const dir = join(await root, `case${counter++}`);
+  await mkdir(dir);
+  return dir;
+};
+
+const f32 = (values: number[], shape = [values.length]): SafetensorsTensor => ({ dtype: "F32", shape, data: Float32Array.from(values) });
+const sample = (seed: number) =>
+  new Map<string, SafetensorsTensor>([
+    ["a", f32([seed, 2, 3, 4], [2, 2])],
+    ["b", { dtype: "I64", shape: [2], data: BigInt64Array.from([BigInt(seed), -1n]) }],
+    ["c", { dtype: "F16", shape: [3], data: Uint16Array.from([0x3c00, 0x4000, seed]) }],
+  ]);
+
+describe("streaming safetensors files", () => {
+  it("writes the same bytes as encodeSafetensors and reads them back", async () => {
+    const path = join(await freshDir(), "x.safetensors");
+    await saveSafetensors(path, sample(1), { note: "n" });
+    expect(new Uint8Array(await readFile(path))).toEqual(encodeSafetensors(sample(1), { note: "n" }));
+    const loaded = await loadSafetensors(path);
+    expect(loaded.tensors).toEqual(sample(1));
+    expect({ ...loaded.metadata }).toEqual({ note: "n" });
+  });
+
+  it("reads every tensor into its own aligned buffer", async () => {
+    const path = join(await freshDir(), "x.safetensors");
+    await saveSafetensors(path, sample(2));
+    const loaded = await loadSafetensors(path);
+    const buffers = new Set([...loaded.tensors.values()].map((t) => t.data.buffer));
+    expect(buffers.size).toBe(3);
+    for (const tensor of loaded.tensors.values()) expect(tensor.data.byteOffset).toBe(0);
+  });
+
+  it("keeps a tensor and a metadata key named __proto__", async () => {
+    const path = join(await freshDir(), "x.safetensors");
+    const tensors = new Map([["__proto__", f32([1, 2])], ["x", f32([3])]]);
+    const metadata = JSON.parse('{"__proto__": "kept", "other": "v"}');
+    await saveSafetensors(path, tensors, metadata);
+    const loaded = await loadSafetensors(path);
+    expect([...loaded.tensors.keys()].sort()).toEqual(["__proto__", "x"]);
+    expect(Array.from(loaded.tensors.get("__proto__")!.data as Float32Array)).toEqual([1, 2]);
+    expect(Object.keys(loaded.metadata).sort()).toEqual(["__proto__", "other"]);
+    expect(decodeSafetensors(encodeSafetensors(tensors, metadata)).tensors.has("__proto__")).toBe(true);
+  });
+
+  it("refuses a truncated file or a huge header before allocating, naming the path", async () => {
+    const dir = await freshDir();
+    const path = join(dir, "x.safetensors");
+    const bytes = encodeSafetensors(sample(3));
+    await writeFile(path, bytes.subarray(0, bytes.length - 2));
+    await expect(loadSafetensors(path)).rejects.toThrow(BsrFormatError);
+    await expect(loadSafetensors(path)).rejects.toThrow(path);
+    const huge = new Uint8Array(64);
+    new DataView(huge.buffer).setBigUint64(0, 100n * 2n ** 30n, true);
+    await writeFile(path, huge);
+    const error = await loadSafetensors(path).catch((e) => e);
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.field).toBe("header");
+  });
+
+  it("turns a missing file or directory into a BsrIoError naming the path the caller gave", async () => {
+    const dir = await freshDir();
+    const missing = join(dir, "nope.safetensors");
+    const readError = await loadSafetensors(missing).catch((e) => e);
+    expect(readError).toBeInstanceOf(BsrIoError);
+    expect(readError.path).toBe(missing);
+    expect(readError.code).toBe("ENOENT");
+    const target = join(dir, "no-such-dir", "x.safetensors");
+    const writeError = await saveSafetensors(target, sample(1)).catch((e) => e);
+    expect(writeError).toBeInstanceOf(BsrIoError);
+    expect(writeError.path).toBe(target);
+    expect(writeError.message).toContain(target);
+    expect(writeError.message).not.toMatch(/\.tmp/);
+    await expect(loadSafetensors(dir)).rejects.toThrow(/neither model.safetensors.index.json nor model.safetensors/);
+  });
+
+  it("refuses bad tensors before touching the file", async () => {
+    const path = join(await freshDir(), "x.safetensors");
+    await saveSafetensors(path, sample(1));
+    const bad = new Map([["a", { dtype: "F32", shape: [3], data: new Float32Array(2) } as SafetensorsTensor]]);
+    await expect(saveSafetensors(path, bad)).rejects.toThrow(BsrFormatError);
+    expect((await loadSafetensors(path)).tensors).toEqual(sample(1));
+    expect(await readdir(dirname(path))).toEqual(["x.safetensors"]);
+  });
+});
+
+describe("atomic, durable saves", () => {
+  it("keeps the mode of the file it replaces", async () => {
+    const path = join(await freshDir(), "x.safetensors");
+    await saveSafetensors(path, sample(1));
+    await chmod(path, 0o600);
+    await saveSafetensors(path, sample(2));
+    expect((await stat(path)).mode & 0o777).toBe(0o600);
+    expect((await loadSafetensors(path)).tensors).toEqual(sample(2));
+  });
+
+  it("writes through a symbolic link: the link stays, its target changes", async () => {
+    const dir = await freshDir();
+    await mkdir(join(dir, "real"));
+    const target = join(dir, "real", "x.safetensors");
+    await saveSafetensors(target, sample(1));
+    const link = join(dir, "link.safetensors");
+    await symlink(join("real", "x.safetensors"), link);
+    await saveSafetensors(link, sample(2));
+    expect((await lstat(link)).isSymbolicLink()).toBe(true);
+    expect(await readlink(link)).toBe(join("real", "x.safetensors"));
+    expect((await loadSafetensors(target)).tensors).toEqual(sample(2));
+    expect((await readdir(dir)).sort()).toEqual(["link.safetensors", "real"]);
+  });
+
+  it("a killed save leaves the previous file intact, and the next save removes its temporary file", async () => {
+    const dir = await freshDir();
+    const path = join(dir, "model.safetensors");
+    await saveSafetensors(path, sample(7));
+    const before = await readFile(path);
+    const child = spawn(process.execPath, ["--import", "tsx", join("test", "children", "slow-save.ts"), path], {
+      cwd: fileURLToPath(new URL("..", import.meta.url)),
+      stdio: "ignore",
+    });
+    const exited = new Promise((done) => child.on("exit", done));
+    // Kill it once its temporary file holds some bytes (mid-write).
+    const deadline = Date.now() + 60_000;
+    let killed = false;
+    while (Date.now() < deadline && !killed) {
+      const temporaries = (await readdir(dir)).filter((name) => name.endsWith(".tmp"));
+      const size = temporaries.length === 0 ? 0 : await stat(join(dir, temporaries[0])).then((s) => s.size, () => 0);
+      if (size > 1024) {
+        child.kill("SIGKILL");
+        killed = true;
+      } else await new Promise((done) => setTimeout(done, 5));
+    }
+    await exited;
+    expect(killed).toBe(true);
+    expect(await readFile(path)).toEqual(before);
+    expect((await readdir(dir)).filter((name) => name.endsWith(".tmp"))).toHaveLength(1);
+    await saveSafetensors(path, sample(8));
+    expect(await readdir(dir)).toEqual(["model.safetensors"]);
+    expect((await loadSafetensors(path)).tensors).toEqual(sample(8));
+  }, 90_000);
+
+  it("leaves the temporary files of a live writer alone", async () => {
+    const dir = await freshDir();
+    const path = join(dir, "x.safetensors");
+    const live = join(dir, `x.safetensors.${process.pid}.0123456789ab.tmp`);
+    await writeFile(live, "in progress");
+    await saveSafetensors(path, sample(1));
+    expect((await readdir(dir)).sort()).toEqual([`x.safetensors.${process.pid}.0123456789ab.tmp`, "x.safetensors"].sort());
+  });
+});
+
+describe("sharded checkpoints", () => {
+  const many = () =>
+    new Map<string, SafetensorsTensor>(Array.from({ length: 7 }, (_, i) => [`layer${i}.weight`, f32(Array.from({ length: 10 }, (_, j) => i * 10 + j))]));
+
+  it("splits by maxShardSize, writes the Hugging Face index, and loads from the directory or the index", async () => {
+    const dir = await freshDir();
+    const { index, shards } = await saveShardedSafetensors(dir, many(), { note: "x" }, { maxShardSize: 100 });
+    expect(shards.map((s) => s.slice(dir.length + 1))).toEqual([1, 2, 3, 4].map((i) => shardFileName("model", i, 4)));
+    expect(shardFileName("model", 1, 3)).toBe("model-00001-of-00003.safetensors");
+    const json = JSON.parse(await readFile(index, "utf8"));
+    expect(json.metadata.total_size).toBe(7 * 40);
+    expect(json.weight_map["layer0.weight"]).toBe("model-00001-of-00004.safetensors");
+    expect(json.weight_map["layer6.weight"]).toBe("model-00004-of-00004.safetensors");
+    for (const from of [dir, index]) {
+      const loaded = await loadSafetensors(from);
+      expect(loaded.tensors).toEqual(many());
+      expect(loaded.metadata.note).toBe("x");
+    }
+  });
+
+  it("a later save with fewer shards removes the old ones", async () => {
+    const dir = await freshDir();
+    await saveShardedSafetensors(dir, many(), {}, { maxShardSize: 40 });
+    expect((await readdir(dir)).length).toBe(8);
+    await saveShardedSafetensors(dir, many(), {}, { maxShardSize: 1000 });
+    expect((await readdir(dir)).sort()).toEqual(["model-00001-of-00001.safetensors", "model.safetensors.index.json"]);
+  });
+
+  it("keeps a BSR matrix's parts in one shard, each shard readable alone", async () => {
+    const dir = await freshDir();
+    const a = BsrMatrix.random([8, 8], { blockShape: [2, 2], density: 0.5, seed: 1 });
+    const b = BsrMatrix.random([8, 8], { blockShape: [2, 2], density: 0.5, seed: 2 });
+    await saveBsrMatrices(dir, { a, b }, {}, { maxShardSize: 1 });
+    const loaded = await loadBsrMatrices(dir);
+    expect(loaded.get("a")!.toDense()).toEqual(a.toDense());
+    expect(loaded.get("b")!.toDense()).toEqual(b.toDense());
+    const first = await loadBsrMatrices(join(dir, "model-00001-of-00002.safetensors"));
+    expect([...first.keys()]).toEqual(["a"]);
+  });
+
+  it("refuses an index that disagrees with its shards or points outside its directory", async () => {
+    const dir = await freshDir();
+    const { index } = await saveShardedSafetensors(dir, many(), {}, { maxShardSize: 100 });
+    const original = JSON.parse(await readFile(index, "utf8"));
+    const rewrite = async (change: (json: typeof original) => void) => {
+      const json = structuredClone(original);
+      change(json);
+      await writeFile(index, JSON.stringify(json));
+      return loadSafetensors(dir).catch((e) => e);
+    };
+    const wrongSize = await rewrite((j) => (j.metadata.total_size = 1));
+    expect(wrongSize.field).toBe("metadata.total_size");
+    const unlisted = await rewrite((j) => delete j.weight_map["layer0.weight"]);
+    expect(unlisted.field).toBe("layer0.weight");
+    const ghost = await rewrite((j) => (j.weight_map.ghost = "model-00001-of-00004.safetensors"));
+    expect(ghost.field).toBe("ghost");
+    const climbing = await rewrite((j) => (j.weight_map["layer0.weight"] = "../x.safetensors"));
+    expect(climbing).toBeInstanceOf(BsrFormatError);
+    expect(climbing.field).toBe("weight_map.layer0.weight");
+    const missingShard = await rewrite((j) => (j.weight_map["layer0.weight"] = "gone.safetensors"));
+    expect(missingShard).toBeInstanceOf(BsrIoError);
+    await writeFile(index, "{not json");
+    await expect(loadSafetensors(dir)).rejects.toThrow(BsrFormatError);
+  });
+
+  it("checks its options", async () => {
+    const dir = await freshDir();
+    await expect(saveShardedSafetensors(dir, many(), {}, { maxShardSize: 0 })).rejects.toThrow(/maxShardSize/);
+    await expect(saveShardedSafetensors(dir, many(), {}, { maxShardSize: 10, prefix: "../x" })).rejects.toThrow(/prefix/);
+  });
+});
