@@ -22,9 +22,12 @@ export { Adam, type AdamOptions, AdamW, type MasterWeights, Optimizer, type Opti
 export { Parameter } from "./parameter";
 export { loadStateDict, saveStateDict, stateDictFromSafetensors, stateDictToSafetensors } from "./serialization";
 export {
+  type LayerGradient,
+  type LossClosure,
   type PatternMove,
   type PruneAndRegrowOptions,
   pruneAndRegrow,
+  type Regrowth,
   SparseOptimizer,
   type SparseOptimizerOptions,
 } from "./sparse_training";
