@@ -5,6 +5,11 @@ import { type BertConfig, parseBertConfig } from "./config";
 import type { ModelOptions } from "./gpt2";
 import { activationModule, attention, checkTokenIds, normalInit, paddingMask, seedStream, splitHeads, uploadOn } from "./layers";
 
+/** BertModel / RobertaModel feed-forward layers, for the patcher: encoder.layer.N.intermediate.dense and .output.dense. */
+export const BERT_FFN_LAYERS = /^encoder\.layer\.\d+\.(intermediate|output)\.dense$/;
+/** Their attention projections: attention.self.query / key / value and attention.output.dense. */
+export const BERT_ATTENTION_LAYERS = /^encoder\.layer\.\d+\.attention\.(self\.(query|key|value)|output\.dense)$/;
+
 /** Optional inputs of an encoder beside the token ids, all int32 [B, T]. */
 export interface EncoderInputs {
   /** 1 where a token is attended to, 0 for padding (default: all ones). */

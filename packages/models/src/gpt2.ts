@@ -4,6 +4,11 @@ import type { CheckpointRules } from "./checkpoint";
 import { type Gpt2Config, parseGpt2Config } from "./config";
 import { activationModule, attention, causalMask, checkTokenIds, normalInit, seedStream, splitHeads, uploadOn } from "./layers";
 
+/** GPT2LMHeadModel's feed-forward layers, for the patcher: transformer.h.N.mlp.c_fc and .c_proj. */
+export const GPT2_FFN_LAYERS = /^transformer\.h\.\d+\.mlp\.c_(fc|proj)$/;
+/** GPT2LMHeadModel's attention projections: transformer.h.N.attn.c_attn (q, k, v) and .c_proj. */
+export const GPT2_ATTENTION_LAYERS = /^transformer\.h\.\d+\.attn\.c_(attn|proj)$/;
+
 export interface ModelOptions {
   /** Seed of the initial values (default: core's global generator). */
   seed?: number;

@@ -1,6 +1,8 @@
 export const version = "0.1.0";
 
 export {
+  BERT_ATTENTION_LAYERS,
+  BERT_FFN_LAYERS,
   BertAttention,
   BertEmbeddings,
   BertEncoder,
@@ -26,4 +28,4 @@ export {
 } from "./checkpoint";
 export { type Activation, type BertConfig, type Gpt2Config, parseBertConfig, parseGpt2Config } from "./config";
 export { CheckpointError, ConfigError, ModelsError } from "./errors";
-export { GPT2Attention, GPT2Block, GPT2LMHeadModel, GPT2MLP, GPT2Model, type ModelOptions } from "./gpt2";
+export { GPT2_ATTENTION_LAYERS, GPT2_FFN_LAYERS, GPT2Attention, GPT2Block, GPT2LMHeadModel, GPT2MLP, GPT2Model, type ModelOptions } from "./gpt2";
