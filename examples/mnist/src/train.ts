@@ -27,9 +27,9 @@ export interface MnistOptions {
   patchFrom: PatchFrom;
   /** Pattern moves of the block-sparse models (default "none": the patched pattern stays). */
   regrow: RegrowMode;
-  /** Steps between pattern updates (default 25). */
+  /** Steps between pattern updates (default 50). */
   regrowEvery: number;
-  /** Fraction of each layer's blocks moved at the first update, decayed by a cosine to 0 at 3/4 of training (default 0.3). */
+  /** Fraction of each layer's blocks moved at the first update, decayed by a cosine to 0 at 3/4 of training (default 0.5). */
   regrowFraction: number;
   /** A registered backend to run on ("js", "cuda"); default: the engine's choice. */
   backend?: string;
@@ -52,8 +52,8 @@ export const DEFAULT_OPTIONS: MnistOptions = {
   patchFrom: "init",
   dtype: "auto",
   regrow: "none",
-  regrowEvery: 25,
-  regrowFraction: 0.3,
+  regrowEvery: 50,
+  regrowFraction: 0.5,
 };
 
 /** The dtype "auto" stands for on the active backend: bfloat16 on a GPU, float32 on a CPU. */
