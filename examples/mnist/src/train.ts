@@ -214,7 +214,7 @@ function trainEpochs(
       optimizer.zeroGrad();
       // RigL's extra forward/backward (update steps only) sees the batch just trained on.
       sparse?.step(() => {
-        const [images, labels] = batchTensors(train, batch);
+        const [images, labels] = batchTensors(train, batch, computeDtype(options.dtype));
         return crossEntropy(model.forward(images), labels);
       });
       lossSum += loss;
