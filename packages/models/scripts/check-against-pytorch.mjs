@@ -15,6 +15,7 @@ import { parseArgs } from "node:util";
 import { noGrad } from "@blocksparse/autograd";
 import { cast, fromStorage, getBackend, getBackendInstance, setBackend } from "@blocksparse/core";
 import { loadSafetensors } from "@blocksparse/format/node";
+import { maxRelativeError as relativeError } from "../dist/index.js";
 import { fromPretrained } from "../dist/node.js";
 
 const FLOAT32_LIMIT = 1e-4;
@@ -29,19 +30,6 @@ await import("@blocksparse/backend-cuda").catch((error) => console.warn(`@blocks
 if (values.backend !== undefined) setBackend(values.backend);
 getBackendInstance();
 const backend = getBackend();
-
-function relativeError(got, want) {
-  const a = got.dataSync();
-  const b = want.dataSync();
-  if (a.length !== b.length) throw new Error(`${a.length} values against ${b.length}`);
-  let error = 0;
-  let scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    error = Math.max(error, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return error / scale;
-}
 
 async function readReference(name) {
   const content = await loadSafetensors(join(dir, name, "reference.safetensors"));

@@ -3,7 +3,7 @@ import { Dropout, Embedding, LayerNorm, Linear, Module, ModuleList } from "@bloc
 import type { CheckpointRules } from "./checkpoint";
 import { type BertConfig, parseBertConfig } from "./config";
 import type { ModelOptions } from "./gpt2";
-import { activationModule, attention, checkTokenIds, normalInit, paddingMask, seedStream, splitHeads, uploadOn } from "./layers";
+import { activationModule, attention, checkTokenIds, initLikeHuggingFace, paddingMask, seedStream, splitHeads, uploadOn } from "./layers";
 
 /** BertModel / RobertaModel feed-forward layers, for the patcher: encoder.layer.N.intermediate.dense and .output.dense. */
 export const BERT_FFN_LAYERS = /^encoder\.layer\.\d+\.(intermediate|output)\.dense$/;
@@ -201,7 +201,7 @@ export class BertModel extends Module {
     this.embeddings = new BertEmbeddings(this.config, nextSeed);
     this.encoder = new BertEncoder(this.config, nextSeed);
     this.pooler = new BertPooler(this.config, nextSeed);
-    this.initWeights(nextSeed);
+    initLikeHuggingFace(this, this.config.initializer_range, nextSeed);
   }
 
   /** Token ids [B, T] (int32) -> the last hidden state [B, T, hidden_size]. */
@@ -254,19 +254,6 @@ export class BertModel extends Module {
   /** The longest input the position embeddings cover. */
   protected maxLength(): number {
     return this.config.max_position_embeddings;
-  }
-
-  /** Hugging Face's _init_weights for BERT: N(0, initializer_range) weights, zero biases, padding row zero. */
-  private initWeights(nextSeed: () => number): void {
-    const std = this.config.initializer_range;
-    for (const module of this.modules()) {
-      if (module instanceof Linear) {
-        normalInit(module.weight, std, nextSeed());
-        if (module.bias) normalInit(module.bias, 0, nextSeed());
-      } else if (module instanceof Embedding) {
-        normalInit(module.weight, std, nextSeed());
-      }
-    }
   }
 }
 

@@ -2,7 +2,7 @@ import { add, slice, type Tensor, tidy } from "@blocksparse/core";
 import { Dropout, Embedding, LayerNorm, Linear, Module, ModuleList } from "@blocksparse/nn";
 import type { CheckpointRules } from "./checkpoint";
 import { type Gpt2Config, parseGpt2Config } from "./config";
-import { activationModule, attention, causalMask, checkTokenIds, normalInit, seedStream, splitHeads, uploadOn } from "./layers";
+import { activationModule, attention, causalMask, checkTokenIds, initLikeHuggingFace, seedStream, splitHeads, uploadOn } from "./layers";
 
 /** GPT2LMHeadModel's feed-forward layers, for the patcher: transformer.h.N.mlp.c_fc and .c_proj. */
 export const GPT2_FFN_LAYERS = /^transformer\.h\.\d+\.mlp\.c_(fc|proj)$/;
@@ -148,7 +148,8 @@ export class GPT2LMHeadModel extends Module {
     const nextSeed = seedStream(options.seed);
     this.transformer = new GPT2Model(this.config, nextSeed);
     this.lm_head = new Linear(this.config.n_embd, this.config.vocab_size, { bias: false, seed: nextSeed() });
-    this.initWeights(nextSeed);
+    const std = this.config.initializer_range;
+    initLikeHuggingFace(this.transformer, std, nextSeed, (name) => (name.endsWith("c_proj") ? std / Math.sqrt(2 * this.config.n_layer) : std));
     this.lm_head.weight.dispose();
     this.lm_head.weight = this.transformer.wte.weight;
   }
@@ -172,19 +173,5 @@ export class GPT2LMHeadModel extends Module {
       },
       transposed: (modelKey) => /\.(c_attn|c_proj|c_fc)\.weight$/.test(modelKey),
     };
-  }
-
-  /** Hugging Face's _init_weights for GPT-2. */
-  private initWeights(nextSeed: () => number): void {
-    const std = this.config.initializer_range;
-    for (const [name, module] of this.transformer.namedModules()) {
-      if (module instanceof Linear) {
-        const scaled = name.endsWith("c_proj") ? std / Math.sqrt(2 * this.config.n_layer) : std;
-        normalInit(module.weight, scaled, nextSeed());
-        if (module.bias) normalInit(module.bias, 0, nextSeed());
-      } else if (module instanceof Embedding) {
-        normalInit(module.weight, std, nextSeed());
-      }
-    }
   }
 }

@@ -1,5 +1,5 @@
 import { add, DTypeError, encodeStorage, engine, matmul, mul, permute, randint, randn, reshape, ShapeError, softmax, type Tensor, tidy } from "@blocksparse/core";
-import { GELU, type Module, type Parameter, ReLU } from "@blocksparse/nn";
+import { Embedding, GELU, Linear, type Module, type Parameter, ReLU } from "@blocksparse/nn";
 import { SeededRandom } from "@blocksparse/format";
 import type { Activation } from "./config";
 
@@ -63,8 +63,37 @@ export function paddingMask(label: string, attentionMask: Tensor, batch: number,
 }
 
 /** Hugging Face's initialisation: N(0, std), seeded. */
-export function normalInit(parameter: Parameter, std: number, seed: number): void {
+function normalInit(parameter: Parameter, std: number, seed: number): void {
   parameter.value = tidy(() => mul(randn(parameter.shape, { seed }), std));
+}
+
+/**
+ * Hugging Face's _init_weights over a tree: Linear weights and embeddings N(0, std) (a
+ * Linear's std as `linearStd` gives it by name), biases zero; LayerNorms keep ones and zeros.
+ */
+export function initLikeHuggingFace(root: Module, std: number, nextSeed: () => number, linearStd: (name: string) => number = () => std): void {
+  for (const [name, module] of root.namedModules()) {
+    if (module instanceof Linear) {
+      normalInit(module.weight, linearStd(name), nextSeed());
+      if (module.bias) normalInit(module.bias, 0, nextSeed());
+    } else if (module instanceof Embedding) {
+      normalInit(module.weight, std, nextSeed());
+    }
+  }
+}
+
+/** max |got - want| / max |want|: the normwise relative error the PyTorch comparisons report (elementwise ones blow up near zero). */
+export function maxRelativeError(got: Tensor, want: Tensor): number {
+  const a = got.dataSync();
+  const b = want.dataSync();
+  if (a.length !== b.length) throw new ShapeError(`maxRelativeError: ${a.length} values against ${b.length}`);
+  let error = 0;
+  let scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    error = Math.max(error, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return error / scale;
 }
 
 /** A stream of seeds: from `seed` when given, else from core's global generator (so manualSeed makes models reproducible). */

@@ -1,6 +1,7 @@
 import { fileURLToPath } from "node:url";
 import { fromStorage, type Tensor } from "@blocksparse/core";
 import { loadSafetensors } from "@blocksparse/format/node";
+import { maxRelativeError } from "@blocksparse/models";
 
 export const fixtures = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
 
@@ -12,16 +13,5 @@ export async function readReference(name: string): Promise<Map<string, Tensor>> 
   return out;
 }
 
-/** max |got - want| / max |want|: a normwise relative error (elementwise ones blow up near zero). */
-export function relativeError(got: Tensor, want: Tensor): number {
-  const a = got.dataSync();
-  const b = want.dataSync();
-  if (a.length !== b.length) throw new Error(`relativeError: ${a.length} values against ${b.length}`);
-  let error = 0;
-  let scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    error = Math.max(error, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return error / scale;
-}
+/** The comparison the PyTorch checks use (max |got - want| / max |want|). */
+export const relativeError = maxRelativeError;
