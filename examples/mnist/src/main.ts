@@ -6,7 +6,7 @@ import { PIXELS } from "./data";
 import { FIRST_LAYER_BLOCK, HIDDEN_LAYER_BLOCK } from "./model";
 import { progressHooks } from "./progress";
 import { formatTable, percent } from "./report";
-import { DEFAULT_OPTIONS, type MnistOptions, type PatchFrom, computeDtype, trainMnist } from "./train";
+import { DEFAULT_OPTIONS, type MnistOptions, type PatchFrom, type RegrowMode, computeDtype, trainMnist } from "./train";
 
 const USAGE = `Train an MLP on MNIST dense and block-sparse, and compare them.
 
@@ -24,6 +24,11 @@ const USAGE = `Train an MLP on MNIST dense and block-sparse, and compare them.
   --test-size N       test digits (default ${DEFAULT_OPTIONS.testSize}; train + test <= 10000)
   --patch-from WHAT   init: prune the dense model's fresh initialisation and train every epoch
                       sparse (default); trained: prune the dense model after its first epoch
+  --regrow MODE       how block-sparse models move their patterns: none (default), random (drop the
+                      weakest blocks, grow random ones) or rigl (grow where the gradient is largest)
+  --regrow-every N    steps between pattern updates (default ${DEFAULT_OPTIONS.regrowEvery})
+  --regrow-fraction X fraction of blocks moved at the first update, cosine-decayed to 0 at 3/4 of
+                      training (default ${DEFAULT_OPTIONS.regrowFraction})
   --help`;
 
 type ParsedOptions = Partial<MnistOptions> & { backendModules?: string[] };
@@ -44,6 +49,9 @@ function parseOptions(argv: string[]): ParsedOptions | null {
       "train-size": { type: "string" },
       "test-size": { type: "string" },
       "patch-from": { type: "string" },
+      regrow: { type: "string" },
+      "regrow-every": { type: "string" },
+      "regrow-fraction": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
     strict: true,
@@ -69,6 +77,9 @@ function parseOptions(argv: string[]): ParsedOptions | null {
   if (values.backend !== undefined) options.backend = values.backend;
   if (values.dtype !== undefined) options.dtype = values.dtype as MnistOptions["dtype"];
   if (values["patch-from"] !== undefined) options.patchFrom = values["patch-from"] as PatchFrom;
+  if (values.regrow !== undefined) options.regrow = values.regrow as RegrowMode;
+  options.regrowEvery = integer("regrow-every", values["regrow-every"]);
+  if (values["regrow-fraction"] !== undefined) options.regrowFraction = Number(values["regrow-fraction"]);
   const parsed: ParsedOptions = { ...options, backendModules: values["backend-module"] };
   return Object.fromEntries(Object.entries(parsed).filter(([, value]) => value !== undefined));
 }
@@ -96,9 +107,15 @@ async function main(): Promise<void> {
     `Block-sparse models: fc1 in ${FIRST_LAYER_BLOCK.join("x")} blocks (32 units x one image row), fc2 in ` +
       `${HIDDEN_LAYER_BLOCK.join("x")} blocks, fc3 (10 outputs) dense; ` +
       (options.patchFrom === "trained"
-        ? "each keeps the strongest blocks of the dense model after its first epoch, then trains the remaining epochs sparse.\n"
+        ? "each keeps the strongest blocks of the dense model after its first epoch, then trains the remaining epochs sparse."
         : "each keeps the strongest blocks of the dense model's initialisation (close to a random choice of blocks) and " +
-          "trains every epoch sparse (at the defaults this ends closer to dense than --patch-from trained).\n"),
+          "trains every epoch sparse (at the defaults this ends closer to dense than --patch-from trained)."),
+  );
+  console.log(
+    options.regrow === "none"
+      ? "Patterns stay as patched (--regrow random|rigl moves them).\n"
+      : `Patterns move every ${options.regrowEvery} steps (${options.regrow === "rigl" ? "RigL: grow where the gradient is largest" : "random regrowth"}), ` +
+          `${options.regrowFraction} of the blocks at first, cosine-decayed to 0 at 3/4 of training.\n`,
   );
   const report = await trainMnist(options, {
     ...progressHooks(),

@@ -1,13 +1,16 @@
 import { backward, noGrad } from "@blocksparse/autograd";
 import { type FloatDType, type Tensor, argmax, cast, getBackend, setBackend, tensor, tidy } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
-import { Adam, type Module, crossEntropy, disposeStateDict, parameterCount, weightBytes } from "@blocksparse/nn";
+import { Adam, type Module, SparseOptimizer, crossEntropy, disposeStateDict, parameterCount, weightBytes } from "@blocksparse/nn";
 import type { PatchReport } from "@blocksparse/patcher";
 import { type MnistData, type MnistSplit, PIXELS, loadMnist, shuffleInPlace } from "./data";
 import { Mlp, checkHidden, mlpPatcher } from "./model";
 
 /** Where the block-sparse models start: the dense model's fresh initialisation, or the dense model after its first epoch. */
 export type PatchFrom = "trained" | "init";
+
+/** How the block-sparse models move their patterns while training: not at all, random regrowth, or RigL (gradient regrowth). */
+export type RegrowMode = "none" | "random" | "rigl";
 
 export interface MnistOptions {
   /** Epochs per model, the same total for every model (default 8). */
@@ -22,6 +25,12 @@ export interface MnistOptions {
   trainSize: number;
   testSize: number;
   patchFrom: PatchFrom;
+  /** Pattern moves of the block-sparse models (default "none": the patched pattern stays). */
+  regrow: RegrowMode;
+  /** Steps between pattern updates (default 50). */
+  regrowEvery: number;
+  /** Fraction of each layer's blocks moved at the first update, decayed by a cosine to 0 at 3/4 of training (default 0.5). */
+  regrowFraction: number;
   /** A registered backend to run on ("js", "cuda"); default: the engine's choice. */
   backend?: string;
   /**
@@ -42,6 +51,9 @@ export const DEFAULT_OPTIONS: MnistOptions = {
   testSize: 2000,
   patchFrom: "init",
   dtype: "auto",
+  regrow: "none",
+  regrowEvery: 50,
+  regrowFraction: 0.5,
 };
 
 /** The dtype "auto" stands for on the active backend: bfloat16 on a GPU, float32 on a CPU. */
@@ -131,7 +143,7 @@ export async function trainMnist(partial: Partial<MnistOptions> = {}, hooks: Tra
     result.accuracyAfterPatch = evaluate(model, data.test, options.batchSize, dtype);
     hooks.onPatched?.(result.name, report, result.accuracyAfterPatch);
     const firstEpoch = options.patchFrom === "trained" ? 1 : 0;
-    trainEpochs(model, result, data, options, hooks, firstEpoch);
+    trainEpochs(model, result, data, options, hooks, firstEpoch, undefined, patternMover(model, data, options, firstEpoch));
     finishResult(result, model, data.test, options);
     disposeParameters(model);
     models.push(result);
@@ -156,6 +168,9 @@ function checkOptions(options: MnistOptions): void {
   if (options.patchFrom !== "trained" && options.patchFrom !== "init") {
     throw new RangeError(`patchFrom: expected "trained" or "init", got ${String(options.patchFrom)}`);
   }
+  if (!["none", "random", "rigl"].includes(options.regrow)) throw new RangeError(`regrow: expected "none", "random" or "rigl", got ${String(options.regrow)}`);
+  if (!Number.isInteger(options.regrowEvery) || options.regrowEvery < 1) throw new RangeError(`regrowEvery: expected a positive integer, got ${options.regrowEvery}`);
+  if (!(options.regrowFraction >= 0 && options.regrowFraction <= 1)) throw new RangeError(`regrowFraction: expected a number in [0, 1], got ${options.regrowFraction}`);
 }
 
 function emptyResult(name: string, density: number): ModelResult {
@@ -171,8 +186,10 @@ function trainEpochs(
   hooks: TrainHooks,
   firstEpoch: number,
   afterEpoch?: (epochsDone: number) => void,
+  sparse?: SparseOptimizer,
 ): void {
   const optimizer = new Adam(model.parameters(), { lr: options.learningRate });
+  sparse?.attachOptimizer(optimizer);
   const { train } = data;
   const steps = Math.ceil(train.count / options.batchSize);
   const order = Int32Array.from({ length: train.count }, (_, i) => i);
@@ -195,6 +212,11 @@ function trainEpochs(
       });
       optimizer.step();
       optimizer.zeroGrad();
+      // RigL's extra forward/backward (update steps only) sees the batch just trained on.
+      sparse?.step(() => {
+        const [images, labels] = batchTensors(train, batch, computeDtype(options.dtype));
+        return crossEntropy(model.forward(images), labels);
+      });
       lossSum += loss;
       result.stepLosses.push(loss);
       hooks.onStep?.({ ...info, step: step + 1, loss });
@@ -207,6 +229,20 @@ function trainEpochs(
   optimizer.dispose();
   const epochsTrained = options.epochs - firstEpoch;
   result.secondsPerEpoch = epochsTrained > 0 ? seconds / epochsTrained : null;
+}
+
+/** The SparseOptimizer for `regrow` (none: undefined): updates every regrowEvery steps, cosine-decayed to 0 at 3/4 of the sparse steps. */
+function patternMover(model: Mlp, data: MnistData, options: MnistOptions, firstEpoch: number): SparseOptimizer | undefined {
+  if (options.regrow === "none") return undefined;
+  const steps = Math.ceil(data.train.count / options.batchSize) * (options.epochs - firstEpoch);
+  return new SparseOptimizer(model, {
+    regrow: options.regrow === "rigl" ? "gradient" : "random",
+    fraction: options.regrowFraction,
+    every: options.regrowEvery,
+    schedule: "cosine",
+    totalSteps: Math.max(1, Math.floor(0.75 * steps)),
+    seed: options.seed,
+  });
 }
 
 function finishResult(result: ModelResult, model: Mlp, test: MnistSplit, options: MnistOptions): void {

@@ -114,6 +114,20 @@ describe("trainMnist", () => {
     });
   });
 
+  it("moves the sparse model's patterns with --regrow rigl or random, keeping its size", async () => {
+    const { patchFrom: _, ...rest } = TINY;
+    const base = { ...rest, epochs: 1, densities: [0.25], regrowEvery: 3, regrowFraction: 0.5 };
+    const [none, rigl, random] = await Promise.all(
+      (["none", "rigl", "random"] as const).map((regrow) => trainMnist({ ...base, regrow }).then((report) => report.models[1])),
+    );
+    // Identical until the first update (after step 3), different after it.
+    expect(rigl.stepLosses.slice(0, 3)).toEqual(none.stepLosses.slice(0, 3));
+    expect(rigl.stepLosses.slice(3)).not.toEqual(none.stepLosses.slice(3));
+    expect(random.stepLosses.slice(3)).not.toEqual(rigl.stepLosses.slice(3));
+    expect([rigl.parameters, random.parameters]).toEqual([none.parameters, none.parameters]);
+    await expect(trainMnist({ ...base, regrow: "magnitude" as "rigl" })).rejects.toThrow(/regrow: expected "none", "random" or "rigl"/);
+  }, 60_000);
+
   it("rejects bad options with the option's name", async () => {
     await expect(trainMnist({ ...TINY, dtype: "float64" as "float32" })).rejects.toThrow(/dtype: expected auto/);
     await expect(trainMnist({ ...TINY, densities: [0] })).rejects.toThrow(/density: expected numbers in \(0, 1\], got 0/);

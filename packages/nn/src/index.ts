@@ -15,16 +15,19 @@ export { clipGradNorm } from "./clip";
 export { NnError, StateDictError, type StateDictMismatch } from "./errors";
 export { Dropout, Embedding, GELU, LayerNorm, type LayerNormOptions, ModuleList, ReLU, Sequential } from "./layers";
 export { Linear, type LinearOptions } from "./linear";
-export { crossEntropy, mseLoss } from "./losses";
+export { crossEntropy, type DistillationOptions, distillationLoss, type KlDivergenceOptions, klDivergence, mseLoss } from "./losses";
 export { allFinite, GradScaler, type GradScalerOptions, type GradScalerState } from "./grad_scaler";
 export { functionalCall, type LoadStateDictOptions, type LoadStateDictResult, Module, type ModuleTarget } from "./module";
 export { Adam, type AdamOptions, AdamW, type MasterWeights, Optimizer, type OptimizerOptions, SGD, type SGDOptions } from "./optim";
 export { Parameter } from "./parameter";
 export { loadStateDict, saveStateDict, stateDictFromSafetensors, stateDictToSafetensors } from "./serialization";
 export {
+  type LayerGradient,
+  type LossClosure,
   type PatternMove,
   type PruneAndRegrowOptions,
   pruneAndRegrow,
+  type Regrowth,
   SparseOptimizer,
   type SparseOptimizerOptions,
 } from "./sparse_training";

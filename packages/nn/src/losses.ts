@@ -1,4 +1,22 @@
-import { cast, crossEntropy as coreCrossEntropy, mean, type Reduction, ShapeError, square, sub, sum, Tensor, tidy, ValueError } from "@blocksparse/core";
+import { noGrad } from "@blocksparse/autograd";
+import {
+  add,
+  cast,
+  crossEntropy as coreCrossEntropy,
+  div,
+  exp,
+  logSoftmax,
+  mean,
+  mul,
+  type Reduction,
+  ShapeError,
+  square,
+  sub,
+  sum,
+  Tensor,
+  tidy,
+  ValueError,
+} from "@blocksparse/core";
 
 /** float16/bfloat16 widened to float32 (differentiably), so that losses reduce and return in float32 as under autocast. */
 function widened(x: Tensor): Tensor {
@@ -26,5 +44,71 @@ export function mseLoss(pred: Tensor, target: Tensor, reduction: Reduction = "me
     const errors = square(sub(widened(pred), widened(target)));
     if (reduction === "none") return errors;
     return reduction === "sum" ? sum(errors) : mean(errors);
+  });
+}
+
+export interface KlDivergenceOptions {
+  /** Softens both distributions: softmax(logits / T) (default 1). */
+  temperature?: number;
+  /** "mean" (default): the KL of each row (summed over the classes), averaged over rows, as torch's "batchmean"; "sum"; "none": [...]. */
+  reduction?: Reduction;
+}
+
+function checkLogits(where: string, student: Tensor, teacher: Tensor): void {
+  if (!(student instanceof Tensor) || !(teacher instanceof Tensor)) throw new ValueError(`${where}: studentLogits and teacherLogits must be Tensors`);
+  if (student.rank === 0 || student.shape.length !== teacher.shape.length || student.shape.some((d, i) => d !== teacher.shape[i])) {
+    throw new ShapeError(`${where}: studentLogits [${student.shape}] and teacherLogits [${teacher.shape}] must have one shape [..., classes]`);
+  }
+}
+
+function checkTemperature(where: string, temperature: number): void {
+  if (typeof temperature !== "number" || !(temperature > 0) || !Number.isFinite(temperature)) {
+    throw new ValueError(`${where}: temperature must be a finite number > 0, got ${String(temperature)}`);
+  }
+}
+
+/**
+ * KL(teacher || student) between the softmax distributions of two logit tensors [..., C]
+ * at a temperature: sum p_t (log p_t - log p_s) over the classes, with p = softmax(logits / T).
+ * The gradient reaches `studentLogits` only (the teacher is a target). float32 result.
+ */
+export function klDivergence(studentLogits: Tensor, teacherLogits: Tensor, options: KlDivergenceOptions = {}): Tensor {
+  const { temperature = 1, reduction = "mean" } = options;
+  checkLogits("klDivergence", studentLogits, teacherLogits);
+  checkTemperature("klDivergence", temperature);
+  if (reduction !== "mean" && reduction !== "sum" && reduction !== "none") {
+    throw new ValueError(`klDivergence: reduction must be "mean", "sum" or "none", got ${JSON.stringify(reduction)}`);
+  }
+  return tidy(() => {
+    const teacherLogProbs = noGrad(() => logSoftmax(div(widened(teacherLogits), temperature), -1));
+    const studentLogProbs = logSoftmax(div(widened(studentLogits), temperature), -1);
+    const perRow = sum(mul(exp(teacherLogProbs), sub(teacherLogProbs, studentLogProbs)), -1);
+    if (reduction === "none") return perRow;
+    return reduction === "sum" ? sum(perRow) : mean(perRow);
+  });
+}
+
+export interface DistillationOptions {
+  /** Softening of both distributions (default 2). */
+  temperature?: number;
+  /** Weight of the distillation term; the task loss gets 1 - alpha (default 0.5). */
+  alpha?: number;
+}
+
+/**
+ * Knowledge distillation (Hinton et al.): alpha * T^2 * KL(teacher || student) at
+ * temperature T, plus (1 - alpha) * cross-entropy against the labels. T^2 keeps the soft
+ * term's gradients at the scale of the hard one's as T grows. `targets` are int32 class
+ * indices [...] for logits [..., C]; averaged over rows.
+ */
+export function distillationLoss(studentLogits: Tensor, teacherLogits: Tensor, targets: Tensor, options: DistillationOptions = {}): Tensor {
+  const { temperature = 2, alpha = 0.5 } = options;
+  checkLogits("distillationLoss", studentLogits, teacherLogits);
+  checkTemperature("distillationLoss", temperature);
+  if (typeof alpha !== "number" || !(alpha >= 0 && alpha <= 1)) throw new ValueError(`distillationLoss: alpha must be in [0, 1], got ${String(alpha)}`);
+  return tidy(() => {
+    const soft = mul(klDivergence(studentLogits, teacherLogits, { temperature }), alpha * temperature * temperature);
+    if (alpha === 1) return soft;
+    return add(soft, mul(crossEntropy(studentLogits, targets), 1 - alpha));
   });
 }

@@ -1,5 +1,5 @@
-import { noGrad } from "@blocksparse/autograd";
-import { BsrPattern, blockNorms, type Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
+import { backward, noGrad } from "@blocksparse/autograd";
+import { add, BsrPattern, blockNorms, keep, sampledMatmul, Tensor, tensorOn, tidy, ValueError, zerosLike } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
 import { BlockSparseLinear } from "./block_sparse_linear";
 import { childSeeds } from "./init";
@@ -17,6 +17,19 @@ export interface PruneAndRegrowOptions {
   scale?: number;
   /** Its state for the weight follows: kept blocks keep theirs, regrown blocks start from zero. */
   optimizer?: Optimizer;
+  /** How the new blocks are chosen: "random" (default) or "gradient" (RigL: the largest gradient norms; needs `gradient`). */
+  regrow?: Regrowth;
+  /** For "gradient": the layer's input x [..., in] and output gradient dy [..., out] over a batch (several pairs are summed). */
+  gradient?: LayerGradient | readonly LayerGradient[];
+}
+
+/** "random": uniformly among the blocks a layer lacks; "gradient": those whose dense gradient dL/dW has the largest L2 norm (RigL). */
+export type Regrowth = "random" | "gradient";
+
+/** What a layer saw in one forward and backward: its input and the gradient of its output, from which dW = dy^T x. */
+export interface LayerGradient {
+  x: Tensor;
+  dy: Tensor;
 }
 
 export interface PatternMove {
@@ -28,18 +41,23 @@ export interface PatternMove {
 
 /**
  * Drops the `fraction` of `layer`'s blocks with the lowest L2 norm (ties: lower position
- * first) and grows as many at random among the positions it did not hold (the pruned ones
- * too when nothing else is left), keeping the density. Surviving blocks keep their values.
+ * first) and grows as many among the positions it did not hold (the pruned ones too when
+ * nothing else is left), keeping the density: at random, or (regrow "gradient", RigL)
+ * those where the dense gradient dW = dy^T x has the largest L2 norm (ties: lower position
+ * first), dW computed with sampledMatmul on the candidate blocks only. Surviving blocks
+ * keep their values.
  */
 export function pruneAndRegrow(layer: BlockSparseLinear, options: PruneAndRegrowOptions): PatternMove {
   if (!(layer instanceof BlockSparseLinear)) throw new ValueError("pruneAndRegrow: layer must be a BlockSparseLinear");
-  const { fraction, newBlocks = "zeros", scale = 0.1 } = options;
+  const { fraction, newBlocks = "zeros", scale = 0.1, regrow = "random" } = options;
   if (typeof fraction !== "number" || !(fraction >= 0 && fraction <= 1)) {
     throw new ValueError(`pruneAndRegrow: fraction must be in [0, 1], got ${String(fraction)}`);
   }
   if (newBlocks !== "zeros" && newBlocks !== "normal") {
     throw new ValueError(`pruneAndRegrow: newBlocks must be "zeros" or "normal", got ${JSON.stringify(newBlocks)}`);
   }
+  if (regrow !== "random" && regrow !== "gradient") throw new ValueError(`pruneAndRegrow: regrow must be "random" or "gradient", got ${JSON.stringify(regrow)}`);
+  const gradients = regrow === "gradient" ? checkGradients(options.gradient) : [];
   const random = options.random instanceof SeededRandom ? options.random : new SeededRandom(options.random ?? childSeeds(undefined, 1)[0]);
   const pattern = layer.pattern;
   const count = Math.round(fraction * pattern.nnzBlocks);
@@ -54,8 +72,11 @@ export function pruneAndRegrow(layer: BlockSparseLinear, options: PruneAndRegrow
   const total = held.length;
   let candidates: number[] = [];
   for (let flat = 0; flat < total; flat++) if (!held[flat]) candidates.push(flat);
-  if (candidates.length < count) candidates = candidates.concat([...prunedBlocks].map(flatOf));
-  const regrown = Int32Array.from(random.sample(candidates.length, count), (i) => candidates[i]).sort();
+  if (candidates.length < count) candidates = candidates.concat([...prunedBlocks].map(flatOf).sort((a, b) => a - b));
+  const regrown =
+    regrow === "gradient"
+      ? largestGradients(layer, gradients, candidates, count)
+      : Int32Array.from(random.sample(candidates.length, count), (i) => candidates[i]).sort();
   const kept: number[] = [];
   for (let k = 0; k < pattern.nnzBlocks; k++) if (!prunedBlocks.has(k)) kept.push(flatOf(k));
   const next = BsrPattern.fromFlatBlocks(pattern.shape, pattern.blockShape, Int32Array.from([...kept, ...regrown]).sort());
@@ -66,6 +87,38 @@ export function pruneAndRegrow(layer: BlockSparseLinear, options: PruneAndRegrow
     newValues?.dispose();
   }
   return { pruned: Int32Array.from([...prunedBlocks].map(flatOf)).sort(), regrown };
+}
+
+function checkGradients(gradient: PruneAndRegrowOptions["gradient"]): readonly LayerGradient[] {
+  const pairs = gradient === undefined ? [] : Array.isArray(gradient) ? gradient : [gradient as LayerGradient];
+  if (pairs.length === 0) throw new ValueError('pruneAndRegrow: regrow "gradient" needs gradient { x, dy } (the layer\'s input and output gradient)');
+  for (const pair of pairs) {
+    if (!(pair?.x instanceof Tensor) || !(pair?.dy instanceof Tensor)) throw new ValueError("pruneAndRegrow: gradient must be { x, dy } of Tensors");
+  }
+  return pairs;
+}
+
+/**
+ * The `count` candidate positions whose block of dW = sum dy^T x has the largest L2 norm
+ * (ties and NaN norms: lower position first), ascending. dW is computed on the candidate
+ * blocks only (SDDMM), never densely.
+ */
+function largestGradients(layer: BlockSparseLinear, gradients: readonly LayerGradient[], candidates: number[], count: number): Int32Array {
+  if (count === 0) return new Int32Array(0);
+  const pattern = layer.pattern;
+  const sampled = BsrPattern.fromFlatBlocks(pattern.shape, pattern.blockShape, Int32Array.from(candidates).sort());
+  const norms = noGrad(() =>
+    tidy(() => {
+      let dW = sampledMatmul(gradients[0].dy, gradients[0].x, sampled);
+      for (const { dy, x } of gradients.slice(1)) dW = add(dW, sampledMatmul(dy, x, sampled));
+      return blockNorms(dW).dataSync();
+    }),
+  );
+  const { blockRow, blockCol } = sampled.coordinates;
+  const flatOf = (k: number) => blockRow[k] * pattern.blockCols + blockCol[k];
+  const strength = (k: number) => (Number.isNaN(norms[k]) ? Number.NEGATIVE_INFINITY : norms[k]);
+  const order = Array.from({ length: sampled.nnzBlocks }, (_, k) => k).sort((a, b) => strength(b) - strength(a) || flatOf(a) - flatOf(b));
+  return Int32Array.from(order.slice(0, count), flatOf).sort();
 }
 
 function normalBlocks(layer: BlockSparseLinear, pruned: Set<number>, count: number, scale: number, random: SeededRandom): Tensor {
@@ -89,7 +142,7 @@ function normalBlocks(layer: BlockSparseLinear, pruned: Set<number>, count: numb
 }
 
 export interface SparseOptimizerOptions {
-  /** Fraction of each layer's blocks moved per pattern update (default 0.1). */
+  /** Fraction of each layer's blocks moved per pattern update (default 0.1); with the cosine schedule, the fraction at step 0. */
   fraction?: number;
   /** Update the patterns every `every` calls of step() (default 1). */
   every?: number;
@@ -97,19 +150,35 @@ export interface SparseOptimizerOptions {
   seed?: number;
   newBlocks?: "zeros" | "normal";
   scale?: number;
+  /** "random" (default) or "gradient" (RigL: step() then needs a closure computing the loss). */
+  regrow?: Regrowth;
+  /** "constant" (default) or "cosine": fraction / 2 * (1 + cos(pi * t / totalSteps)) at call t, as RigL. */
+  schedule?: "constant" | "cosine";
+  /** For "cosine" (required): the call after which the patterns stop moving. Optional for "constant" (default: never stop). */
+  totalSteps?: number;
 }
+
+/** A function that runs the forward pass on a batch and returns the scalar loss (the caller's usual loss computation). */
+export type LossClosure = () => Tensor;
 
 /**
  * Moves the patterns of a model's BlockSparseLinear layers during training, as
- * pytorch_block_sparse's SparseOptimizer: each update prunes the weakest blocks of every
- * layer and regrows as many at random, resetting their state in the attached optimizer.
- * Call step() after the optimizer's step.
+ * pytorch_block_sparse's SparseOptimizer or RigL: each update prunes the weakest blocks of
+ * every layer (by L2 norm) and regrows as many, at random or where the gradient is largest,
+ * resetting their state in the attached optimizer. Call step() after the optimizer's step;
+ * with regrow "gradient", pass it a closure computing the loss on a batch: on update steps
+ * it runs one extra forward and backward that only records each layer's input and output
+ * gradient (no parameter gradient is accumulated), and grows the blocks of dW = dy^T x with
+ * the largest norms, computed on the absent blocks only.
  */
 export class SparseOptimizer {
   readonly fraction: number;
   readonly every: number;
   readonly newBlocks: "zeros" | "normal";
   readonly scale: number;
+  readonly regrow: Regrowth;
+  readonly schedule: "constant" | "cosine";
+  readonly totalSteps: number;
   #target: Module | readonly BlockSparseLinear[];
   #optimizer: Optimizer | undefined;
   #random: SeededRandom;
@@ -119,13 +188,23 @@ export class SparseOptimizer {
     if (!(target instanceof Module) && !(Array.isArray(target) && target.every((l) => l instanceof BlockSparseLinear))) {
       throw new ValueError("SparseOptimizer: target must be a Module or an array of BlockSparseLinear layers");
     }
-    const { fraction = 0.1, every = 1, newBlocks = "zeros", scale = 0.1 } = options;
+    const { fraction = 0.1, every = 1, newBlocks = "zeros", scale = 0.1, regrow = "random", schedule = "constant" } = options;
     if (typeof fraction !== "number" || !(fraction >= 0 && fraction <= 1)) throw new ValueError(`SparseOptimizer: fraction must be in [0, 1], got ${String(fraction)}`);
     if (!Number.isInteger(every) || every < 1) throw new ValueError(`SparseOptimizer: every must be a positive integer, got ${String(every)}`);
+    if (regrow !== "random" && regrow !== "gradient") throw new ValueError(`SparseOptimizer: regrow must be "random" or "gradient", got ${JSON.stringify(regrow)}`);
+    if (schedule !== "constant" && schedule !== "cosine") throw new ValueError(`SparseOptimizer: schedule must be "constant" or "cosine", got ${JSON.stringify(schedule)}`);
+    const totalSteps = options.totalSteps ?? Number.POSITIVE_INFINITY;
+    if (schedule === "cosine" && options.totalSteps === undefined) throw new ValueError('SparseOptimizer: schedule "cosine" needs totalSteps (the call after which patterns stop moving)');
+    if (!(totalSteps === Number.POSITIVE_INFINITY || (Number.isInteger(totalSteps) && totalSteps >= 1))) {
+      throw new ValueError(`SparseOptimizer: totalSteps must be a positive integer, got ${String(options.totalSteps)}`);
+    }
     this.fraction = fraction;
     this.every = every;
     this.newBlocks = newBlocks;
     this.scale = scale;
+    this.regrow = regrow;
+    this.schedule = schedule;
+    this.totalSteps = totalSteps;
     this.#target = target;
     this.#random = new SeededRandom(childSeeds(options.seed, 1)[0]);
   }
@@ -143,23 +222,127 @@ export class SparseOptimizer {
     return [...target];
   }
 
-  /** Counts a call; every `every` calls, moves each layer's pattern. Returns the moves made (empty when it waited). */
-  step(): Map<BlockSparseLinear, PatternMove> {
+  /** Calls of step() so far. */
+  get calls(): number {
+    return this.#calls;
+  }
+
+  /** The fraction moved by an update at call `t` (1-based, as step() counts): 0 from totalSteps on. */
+  fractionAt(t: number): number {
+    if (t >= this.totalSteps) return 0;
+    if (this.schedule === "constant") return this.fraction;
+    return (this.fraction / 2) * (1 + Math.cos((Math.PI * t) / this.totalSteps));
+  }
+
+  /** Whether the next call of step() moves the patterns. */
+  willUpdate(): boolean {
+    const t = this.#calls + 1;
+    return t % this.every === 0 && t < this.totalSteps;
+  }
+
+  /**
+   * Counts a call; every `every` calls (before totalSteps), moves each layer's pattern.
+   * `loss` (required with regrow "gradient" on update steps) computes the loss on a batch.
+   * Returns the moves made (empty when it waited).
+   */
+  step(loss?: LossClosure): Map<BlockSparseLinear, PatternMove> {
     const moves = new Map<BlockSparseLinear, PatternMove>();
+    const update = this.willUpdate();
     this.#calls++;
-    if (this.#calls % this.every !== 0) return moves;
-    for (const layer of this.layers()) {
-      moves.set(
-        layer,
-        pruneAndRegrow(layer, {
-          fraction: this.fraction,
-          random: this.#random,
-          newBlocks: this.newBlocks,
-          scale: this.scale,
-          optimizer: this.#optimizer,
-        }),
-      );
+    if (!update) return moves;
+    const fraction = this.fractionAt(this.#calls);
+    const layers = this.layers();
+    let gradients = new Map<BlockSparseLinear, LayerGradient[]>();
+    if (this.regrow === "gradient") {
+      if (typeof loss !== "function") throw new ValueError('SparseOptimizer.step: regrow "gradient" needs a closure computing the loss, step(() => loss)');
+      gradients = recordLayerGradients(this.#target instanceof Module ? this.#target : layers, layers, loss);
+    }
+    try {
+      for (const layer of layers) {
+        moves.set(
+          layer,
+          pruneAndRegrow(layer, {
+            fraction,
+            random: this.#random,
+            newBlocks: this.newBlocks,
+            scale: this.scale,
+            optimizer: this.#optimizer,
+            regrow: this.regrow,
+            gradient: gradients.get(layer),
+          }),
+        );
+      }
+    } finally {
+      for (const pairs of gradients.values()) disposeGradients(pairs);
     }
     return moves;
+  }
+}
+
+/**
+ * Runs `loss` once with every layer's forward wrapped so that its input is kept and a zero
+ * "probe" is added to its output: after backward, the probe's gradient is the layer's output
+ * gradient dy. Parameters stop requiring gradients meanwhile, so none is accumulated (and no
+ * weight gradient is computed).
+ */
+function recordLayerGradients(owner: Module | readonly BlockSparseLinear[], layers: readonly BlockSparseLinear[], loss: LossClosure): Map<BlockSparseLinear, LayerGradient[]> {
+  const records = new Map<BlockSparseLinear, { x: Tensor; probe: Tensor }[]>(layers.map((layer) => [layer, []]));
+  const parameters = owner instanceof Module ? owner.parameters() : layers.flatMap((layer) => layer.parameters());
+  const requiresGrad = parameters.map((p) => p.requiresGrad);
+  for (const p of parameters) p.requiresGrad = false;
+  for (const layer of layers) {
+    const forward = layer.forward;
+    // An own property shadows the class's forward for this one pass; deleted in finally.
+    Object.defineProperty(layer, "forward", {
+      configurable: true,
+      value: (x: Tensor) => {
+        const y = forward.call(layer, x);
+        const probe = keep(zerosLike(y));
+        probe.requiresGrad = true;
+        records.get(layer)?.push({ x: keep(noGrad(() => x.clone())), probe });
+        return add(y, probe);
+      },
+    });
+  }
+  try {
+    tidy(() => {
+      const value = loss();
+      if (!(value instanceof Tensor) || value.size !== 1) throw new ValueError("SparseOptimizer.step: the loss closure must return a scalar Tensor");
+      backward(value);
+    });
+  } catch (error) {
+    for (const pairs of records.values()) disposeGradients(pairs.map(({ x, probe }) => ({ x, dy: probe })));
+    throw error;
+  } finally {
+    for (const layer of layers) delete (layer as { forward?: unknown }).forward;
+    parameters.forEach((p, i) => {
+      p.requiresGrad = requiresGrad[i];
+    });
+  }
+  const out = new Map<BlockSparseLinear, LayerGradient[]>();
+  for (const [layer, pairs] of records) {
+    const gradients: LayerGradient[] = [];
+    for (const { x, probe } of pairs) {
+      // An output that did not reach the loss has a zero gradient.
+      const dy = probe.grad ?? keep(zerosLike(probe));
+      probe.grad = null;
+      probe.dispose();
+      gradients.push({ x, dy });
+    }
+    out.set(layer, gradients);
+  }
+  const unused = layers.filter((layer) => out.get(layer)?.length === 0);
+  if (unused.length > 0) {
+    for (const pairs of out.values()) disposeGradients(pairs);
+    const names = owner instanceof Module ? new Map(owner.namedModules().map(([name, m]) => [m, name])) : new Map();
+    throw new ValueError(`SparseOptimizer.step: the loss closure did not run ${unused.map((l, i) => names.get(l) ?? `layer ${i}`).join(", ")}; gradient regrowth needs every layer it moves`);
+  }
+  return out;
+}
+
+function disposeGradients(pairs: readonly LayerGradient[]): void {
+  for (const { x, dy } of pairs) {
+    x.dispose();
+    dy.dispose();
   }
 }

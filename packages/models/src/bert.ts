@@ -1,0 +1,290 @@
+import { add, reshape, ShapeError, slice, type Tensor, tanh, tidy } from "@blocksparse/core";
+import { Dropout, Embedding, LayerNorm, Linear, Module, ModuleList } from "@blocksparse/nn";
+import type { CheckpointRules } from "./checkpoint";
+import { type BertConfig, parseBertConfig } from "./config";
+import type { ModelOptions } from "./gpt2";
+import { activationModule, attention, checkTokenIds, initLikeHuggingFace, paddingMask, seedStream, splitHeads, uploadOn } from "./layers";
+
+/** BertModel / RobertaModel feed-forward layers, for the patcher: encoder.layer.N.intermediate.dense and .output.dense. */
+export const BERT_FFN_LAYERS = /^encoder\.layer\.\d+\.(intermediate|output)\.dense$/;
+/** Their attention projections: attention.self.query / key / value and attention.output.dense. */
+export const BERT_ATTENTION_LAYERS = /^encoder\.layer\.\d+\.attention\.(self\.(query|key|value)|output\.dense)$/;
+
+/** Optional inputs of an encoder beside the token ids, all int32 [B, T]. */
+export interface EncoderInputs {
+  /** 1 where a token is attended to, 0 for padding (default: all ones). */
+  attentionMask?: Tensor;
+  /** Segment of each token (default: all zeros). */
+  tokenTypeIds?: Tensor;
+}
+
+/** What BertModel / RobertaModel return, as Hugging Face's BaseModelOutputWithPooling. */
+export interface EncoderOutput {
+  /** [B, T, hidden_size]. */
+  lastHiddenState: Tensor;
+  /** tanh(dense(first token's state)): [B, hidden_size]. */
+  poolerOutput: Tensor;
+}
+
+/** Word, position and token-type embeddings, summed, then LayerNorm and dropout. */
+export class BertEmbeddings extends Module {
+  word_embeddings: Embedding;
+  position_embeddings: Embedding;
+  token_type_embeddings: Embedding;
+  LayerNorm: LayerNorm;
+  dropout: Dropout;
+
+  constructor(config: BertConfig, nextSeed: () => number) {
+    super();
+    this.word_embeddings = new Embedding(config.vocab_size, config.hidden_size, { seed: nextSeed() });
+    this.position_embeddings = new Embedding(config.max_position_embeddings, config.hidden_size, { seed: nextSeed() });
+    this.token_type_embeddings = new Embedding(config.type_vocab_size, config.hidden_size, { seed: nextSeed() });
+    this.LayerNorm = new LayerNorm(config.hidden_size, { eps: config.layer_norm_eps });
+    this.dropout = new Dropout(config.hidden_dropout_prob, { seed: nextSeed() });
+  }
+
+  /** ids, positions and token types int32 [B, T] -> [B, T, hidden_size]. */
+  forward(ids: Tensor, positions: Tensor, tokenTypes: Tensor): Tensor {
+    return tidy(() => {
+      const summed = add(add(this.word_embeddings.forward(ids), this.position_embeddings.forward(positions)), this.token_type_embeddings.forward(tokenTypes));
+      return this.dropout.forward(this.LayerNorm.forward(summed));
+    });
+  }
+}
+
+export class BertSelfAttention extends Module {
+  readonly heads: number;
+  query: Linear;
+  key: Linear;
+  value: Linear;
+  dropout: Dropout;
+
+  constructor(config: BertConfig, nextSeed: () => number) {
+    super();
+    const width = config.hidden_size;
+    this.heads = config.num_attention_heads;
+    this.query = new Linear(width, width, { seed: nextSeed() });
+    this.key = new Linear(width, width, { seed: nextSeed() });
+    this.value = new Linear(width, width, { seed: nextSeed() });
+    this.dropout = new Dropout(config.attention_probs_dropout_prob, { seed: nextSeed() });
+  }
+
+  /** x [B, T, width], an additive mask [B, 1, 1, T] or null -> [B, T, width]. */
+  forward(x: Tensor, mask: Tensor | null): Tensor {
+    return tidy(() => {
+      const project = (linear: Linear) => splitHeads(linear.forward(x), this.heads);
+      const scale = 1 / Math.sqrt(x.shape[2] / this.heads);
+      return attention(project(this.query), project(this.key), project(this.value), scale, mask, this.dropout);
+    });
+  }
+}
+
+/** dense, dropout, then LayerNorm of the sum with the residual (post-norm); Hugging Face's BertSelfOutput and BertOutput. */
+export class BertResidualOutput extends Module {
+  dense: Linear;
+  LayerNorm: LayerNorm;
+  dropout: Dropout;
+
+  constructor(config: BertConfig, inFeatures: number, nextSeed: () => number) {
+    super();
+    this.dense = new Linear(inFeatures, config.hidden_size, { seed: nextSeed() });
+    this.LayerNorm = new LayerNorm(config.hidden_size, { eps: config.layer_norm_eps });
+    this.dropout = new Dropout(config.hidden_dropout_prob, { seed: nextSeed() });
+  }
+
+  forward(x: Tensor, residual: Tensor): Tensor {
+    return tidy(() => this.LayerNorm.forward(add(this.dropout.forward(this.dense.forward(x)), residual)));
+  }
+}
+
+export class BertAttention extends Module {
+  self: BertSelfAttention;
+  output: BertResidualOutput;
+
+  constructor(config: BertConfig, nextSeed: () => number) {
+    super();
+    this.self = new BertSelfAttention(config, nextSeed);
+    this.output = new BertResidualOutput(config, config.hidden_size, nextSeed);
+  }
+
+  forward(x: Tensor, mask: Tensor | null): Tensor {
+    return tidy(() => this.output.forward(this.self.forward(x, mask), x));
+  }
+}
+
+/** The feed-forward up-projection and its activation. */
+export class BertIntermediate extends Module {
+  dense: Linear;
+  intermediate_act_fn: Module;
+
+  constructor(config: BertConfig, nextSeed: () => number) {
+    super();
+    this.dense = new Linear(config.hidden_size, config.intermediate_size, { seed: nextSeed() });
+    this.intermediate_act_fn = activationModule(config.hidden_act);
+  }
+
+  forward(x: Tensor): Tensor {
+    return tidy(() => this.intermediate_act_fn.forward(this.dense.forward(x)));
+  }
+}
+
+/** One post-norm encoder layer: attention, then intermediate + output (the FFN). */
+export class BertLayer extends Module {
+  attention: BertAttention;
+  intermediate: BertIntermediate;
+  output: BertResidualOutput;
+
+  constructor(config: BertConfig, nextSeed: () => number) {
+    super();
+    this.attention = new BertAttention(config, nextSeed);
+    this.intermediate = new BertIntermediate(config, nextSeed);
+    this.output = new BertResidualOutput(config, config.intermediate_size, nextSeed);
+  }
+
+  forward(x: Tensor, mask: Tensor | null): Tensor {
+    return tidy(() => {
+      const attended = this.attention.forward(x, mask);
+      return this.output.forward(this.intermediate.forward(attended), attended);
+    });
+  }
+}
+
+export class BertEncoder extends Module {
+  layer: ModuleList;
+
+  constructor(config: BertConfig, nextSeed: () => number) {
+    super();
+    this.layer = new ModuleList(Array.from({ length: config.num_hidden_layers }, () => new BertLayer(config, nextSeed)));
+  }
+
+  forward(x: Tensor, mask: Tensor | null): Tensor {
+    return tidy(() => {
+      let hidden = x;
+      for (const layer of this.layer) hidden = (layer as BertLayer).forward(hidden, mask);
+      return hidden;
+    });
+  }
+}
+
+/** tanh(dense(hidden state of the first token)). */
+export class BertPooler extends Module {
+  dense: Linear;
+
+  constructor(config: BertConfig, nextSeed: () => number) {
+    super();
+    this.dense = new Linear(config.hidden_size, config.hidden_size, { seed: nextSeed() });
+  }
+
+  forward(hidden: Tensor): Tensor {
+    return tidy(() => {
+      const [batch, , width] = hidden.shape;
+      return tanh(this.dense.forward(reshape(slice(hidden, [0, 0, 0], [batch, 1, width]), [batch, width])));
+    });
+  }
+}
+
+/**
+ * Hugging Face's BertModel with its pooler and its parameter names (embeddings.*,
+ * encoder.layer.N.attention.self.query, ..., pooler.dense), built from config.json's
+ * contents. forward() gives the last hidden state; encode() gives the pooler output too.
+ */
+export class BertModel extends Module {
+  readonly config: BertConfig;
+  embeddings: BertEmbeddings;
+  encoder: BertEncoder;
+  pooler: BertPooler;
+
+  constructor(config: unknown, options: ModelOptions = {}) {
+    super();
+    this.config = parseBertConfig(config);
+    const nextSeed = seedStream(options.seed);
+    this.embeddings = new BertEmbeddings(this.config, nextSeed);
+    this.encoder = new BertEncoder(this.config, nextSeed);
+    this.pooler = new BertPooler(this.config, nextSeed);
+    initLikeHuggingFace(this, this.config.initializer_range, nextSeed);
+  }
+
+  /** Token ids [B, T] (int32) -> the last hidden state [B, T, hidden_size]. */
+  forward(inputIds: Tensor, inputs: EncoderInputs = {}): Tensor {
+    const { lastHiddenState, poolerOutput } = this.encode(inputIds, inputs);
+    poolerOutput.dispose();
+    return lastHiddenState;
+  }
+
+  /** Token ids [B, T] (int32) -> the last hidden state and the pooler output. */
+  encode(inputIds: Tensor, inputs: EncoderInputs = {}): EncoderOutput {
+    const [lastHiddenState, poolerOutput] = tidy(() => {
+      const ids = checkTokenIds(this.label, "inputIds", inputIds, this.maxLength());
+      const [batch, length] = ids.shape;
+      if (inputs.tokenTypeIds !== undefined) checkSameShape(this.label, "tokenTypeIds", inputs.tokenTypeIds, ids);
+      const weights = this.embeddings.word_embeddings.weight.value;
+      const tokenTypes = inputs.tokenTypeIds ?? uploadOn(new Int32Array(batch * length), [batch, length], ids, "int32");
+      const positions = uploadOn(this.positionIds(ids), [batch, length], ids, "int32");
+      const mask = inputs.attentionMask === undefined ? null : paddingMask(this.label, inputs.attentionMask, batch, length, weights);
+      const hidden = this.encoder.forward(this.embeddings.forward(ids, positions, tokenTypes), mask);
+      return [hidden, this.pooler.forward(hidden)];
+    });
+    return { lastHiddenState, poolerOutput };
+  }
+
+  /**
+   * Checkpoint names: as the model's, or under "bert." / "roberta." (files of the task
+   * models); the position_ids buffer is skipped; LayerNorm.gamma / .beta of older files
+   * are LayerNorm.weight / .bias.
+   */
+  checkpointRules(): CheckpointRules {
+    return {
+      modelKey: (fileKey) => {
+        if (fileKey.endsWith("embeddings.position_ids")) return null;
+        return fileKey
+          .replace(/^(bert|roberta)\./, "")
+          .replace(/\.LayerNorm\.gamma$/, ".LayerNorm.weight")
+          .replace(/\.LayerNorm\.beta$/, ".LayerNorm.bias");
+      },
+      transposed: () => false,
+    };
+  }
+
+  /** The position of each token, [B * T] row-major: 0, 1, 2, ... for BERT. */
+  protected positionIds(ids: Tensor): Int32Array {
+    const [batch, length] = ids.shape;
+    return Int32Array.from({ length: batch * length }, (_, i) => i % length);
+  }
+
+  /** The longest input the position embeddings cover. */
+  protected maxLength(): number {
+    return this.config.max_position_embeddings;
+  }
+}
+
+/**
+ * Hugging Face's RobertaModel: BERT's tree with positions counted from padding_idx + 1
+ * over the non-padding tokens (padding tokens sit at padding_idx).
+ */
+export class RobertaModel extends BertModel {
+  protected override positionIds(ids: Tensor): Int32Array {
+    const [batch, length] = ids.shape;
+    const padding = this.config.pad_token_id ?? 1;
+    const tokens = ids.dataSync();
+    const positions = new Int32Array(batch * length);
+    for (let b = 0; b < batch; b++) {
+      let count = 0;
+      for (let t = 0; t < length; t++) {
+        const i = b * length + t;
+        if (tokens[i] !== padding) count++;
+        positions[i] = tokens[i] === padding ? padding : count + padding;
+      }
+    }
+    return positions;
+  }
+
+  protected override maxLength(): number {
+    return this.config.max_position_embeddings - (this.config.pad_token_id ?? 1) - 1;
+  }
+}
+
+function checkSameShape(label: string, name: string, t: Tensor, ids: Tensor): void {
+  if (t.dtype !== "int32" || t.rank !== 2 || t.shape[0] !== ids.shape[0] || t.shape[1] !== ids.shape[1]) {
+    throw new ShapeError(`${label}: ${name} is [${t.shape}] ${t.dtype}, expected int32 [${ids.shape}] like the token ids`);
+  }
+}

@@ -1,0 +1,124 @@
+import { noGrad } from "@blocksparse/autograd";
+import { type DType, fromStorage, type Tensor, tidy, transpose } from "@blocksparse/core";
+import type { SafetensorsTensor } from "@blocksparse/format";
+import { disposeStateDict, type Module, type StateDict, type StateDictMismatch } from "@blocksparse/nn";
+import { CheckpointError } from "./errors";
+
+/** How a model's Hugging Face checkpoints name and lay out its parameters. */
+export interface CheckpointRules {
+  /** The model's own name for a file key (prefixes such as "transformer." or "bert." resolved), or null to skip the key (buffers, tied copies). */
+  modelKey(fileKey: string): string | null;
+  /** Keys stored transposed in the file (GPT-2's Conv1D weights are [in, out]). */
+  transposed(modelKey: string): boolean;
+}
+
+/** A model this package can load Hugging Face checkpoints into. */
+export interface HuggingFaceModel extends Module {
+  checkpointRules(): CheckpointRules;
+}
+
+/** What a file says about one tensor, from its header. */
+export interface TensorHeader {
+  dtype: string;
+  shape: readonly number[];
+}
+
+export interface CheckpointOptions {
+  /** Refuse missing and unexpected keys (default true). Mis-shaped keys are refused either way. */
+  strict?: boolean;
+}
+
+export interface CheckpointPlan {
+  /** File key -> the model key it loads into, for every key that loads. */
+  load: Map<string, { modelKey: string; transposed: boolean }>;
+  /** Model keys the checkpoint lacks (only when not strict). */
+  missingKeys: string[];
+  /** File keys the model has no place for (only when not strict). */
+  unexpectedKeys: string[];
+}
+
+const FLOAT_FILE_DTYPES: Record<string, DType> = { F32: "float32", F16: "float16", BF16: "bfloat16" };
+
+const format = (shape: readonly number[]) => `[${shape.join(", ")}]`;
+
+/**
+ * Checks a checkpoint's headers (every file's keys with dtype and shape) against `model`
+ * before anything loads: missing keys, unexpected keys, shapes that differ (in the file's
+ * layout) and non-float dtypes are all listed in one CheckpointError.
+ */
+export function planCheckpoint(model: HuggingFaceModel, headers: Map<string, TensorHeader>, options: CheckpointOptions = {}): CheckpointPlan {
+  const strict = options.strict ?? true;
+  const rules = model.checkpointRules();
+  const parameters = new Map(model.namedParameters());
+  const load: CheckpointPlan["load"] = new Map();
+  const unexpectedKeys: string[] = [];
+  const mismatches: StateDictMismatch[] = [];
+  const loadedBy = new Map<string, string>();
+  const problems: string[] = [];
+  for (const [fileKey, header] of headers) {
+    const modelKey = rules.modelKey(fileKey);
+    if (modelKey === null) continue;
+    const parameter = parameters.get(modelKey);
+    if (parameter === undefined) {
+      unexpectedKeys.push(fileKey);
+      continue;
+    }
+    const previous = loadedBy.get(modelKey);
+    if (previous !== undefined) {
+      problems.push(`'${previous}' and '${fileKey}' both name the parameter '${modelKey}'`);
+      continue;
+    }
+    loadedBy.set(modelKey, fileKey);
+    const transposed = rules.transposed(modelKey);
+    const shape = parameter.pattern === null ? parameter.shape : parameter.pattern.shape;
+    const expected = transposed ? [shape[1], shape[0]] : shape;
+    const dtypeOk = header.dtype in FLOAT_FILE_DTYPES;
+    if (!dtypeOk || header.shape.length !== expected.length || header.shape.some((d, i) => d !== expected[i])) {
+      mismatches.push({
+        key: fileKey,
+        expected: `${format(expected)} F32, F16 or BF16${transposed ? " (Conv1D layout [in, out])" : ""}`,
+        got: `${format(header.shape)} ${header.dtype}`,
+      });
+      continue;
+    }
+    load.set(fileKey, { modelKey, transposed });
+  }
+  const missingKeys = [...parameters.keys()].filter((key) => !loadedBy.has(key));
+  if (problems.length > 0 || mismatches.length > 0 || (strict && (missingKeys.length > 0 || unexpectedKeys.length > 0))) {
+    throw new CheckpointError("loadCheckpoint", strict ? missingKeys : [], strict ? unexpectedKeys : [], mismatches, problems);
+  }
+  return { load, missingKeys, unexpectedKeys };
+}
+
+/** Loads the planned tensors among `tensors` (one file's contents) into the model; the others are left for their own files. */
+export function loadPlannedTensors(model: Module, plan: CheckpointPlan, tensors: Map<string, SafetensorsTensor>): void {
+  const stateDict: StateDict = new Map();
+  try {
+    for (const [fileKey, tensor] of tensors) {
+      const target = plan.load.get(fileKey);
+      if (target === undefined) continue;
+      const dtype = FLOAT_FILE_DTYPES[tensor.dtype];
+      const stored = fromStorage(tensor.data as Float32Array | Uint16Array, tensor.shape, dtype);
+      stateDict.set(target.modelKey, target.transposed ? transposedCopy(stored) : stored);
+    }
+    noGrad(() => model.loadStateDict(stateDict, { strict: false }));
+  } finally {
+    disposeStateDict(stateDict);
+  }
+}
+
+function transposedCopy(stored: Tensor): Tensor {
+  try {
+    return tidy(() => transpose(stored));
+  } finally {
+    stored.dispose();
+  }
+}
+
+/** Loads one file's contents (the whole checkpoint) into `model`, checked first as planCheckpoint does. */
+export function loadCheckpointTensors(model: HuggingFaceModel, tensors: Map<string, SafetensorsTensor>, options: CheckpointOptions = {}): CheckpointPlan {
+  const headers = new Map<string, TensorHeader>([...tensors].map(([key, t]) => [key, { dtype: t.dtype, shape: t.shape }]));
+  const plan = planCheckpoint(model, headers, options);
+  loadPlannedTensors(model, plan, tensors);
+  return plan;
+}

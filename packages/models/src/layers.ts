@@ -1,0 +1,109 @@
+import { add, DTypeError, encodeStorage, engine, matmul, mul, permute, randint, randn, reshape, ShapeError, softmax, type Tensor, tidy } from "@blocksparse/core";
+import { Embedding, GELU, Linear, type Module, type Parameter, ReLU } from "@blocksparse/nn";
+import { SeededRandom } from "@blocksparse/format";
+import type { Activation } from "./config";
+
+/** Host numbers as a tensor on `like`'s backend, in `dtype` (default: like's). */
+export function uploadOn(values: ArrayLike<number>, shape: readonly number[], like: Tensor, dtype = like.dtype): Tensor {
+  return engine.upload(encodeStorage("models", values, dtype), shape, dtype, like.backend);
+}
+
+/** The activation module a config names: gelu (erf), gelu_new / gelu_pytorch_tanh (tanh approximation), relu. */
+export function activationModule(name: Activation): Module {
+  if (name === "relu") return new ReLU();
+  return new GELU(name === "gelu" ? "none" : "tanh");
+}
+
+/** Token ids [B, T] (or [T]) as int32 [B, T]; names the model in the error. */
+export function checkTokenIds(label: string, name: string, ids: Tensor, maxLength: number): Tensor {
+  if (ids.dtype !== "int32") throw new DTypeError(`${label}: ${name} has dtype ${ids.dtype}, expected int32`);
+  if (ids.rank !== 1 && ids.rank !== 2) throw new ShapeError(`${label}: ${name} has shape [${ids.shape}], expected [batch, length] or [length]`);
+  const length = ids.shape[ids.rank - 1];
+  if (length < 1 || length > maxLength) throw new ShapeError(`${label}: ${name} has length ${length}, the model takes 1 to ${maxLength} positions`);
+  return ids.rank === 1 ? reshape(ids, [1, length]) : ids;
+}
+
+/** [B, T, H * hd] -> [B, H, T, hd]. */
+export function splitHeads(x: Tensor, heads: number): Tensor {
+  const [batch, length, width] = x.shape;
+  return permute(reshape(x, [batch, length, heads, width / heads]), [0, 2, 1, 3]);
+}
+
+/**
+ * softmax(q k^T * scale + mask) v per head, heads merged back: q, k, v [B, H, T, hd], an
+ * additive mask broadcasting to [B, H, T, T] -> [B, T, H * hd]. `dropout` acts on the weights.
+ */
+export function attention(q: Tensor, k: Tensor, v: Tensor, scale: number, mask: Tensor | null, dropout: Module): Tensor {
+  return tidy(() => {
+    const [batch, heads, length, headDim] = q.shape;
+    const scores = mul(matmul(q, k, { transposeB: true }), scale);
+    const weights = dropout.forward(softmax(mask === null ? scores : add(scores, mask), -1));
+    return reshape(permute(matmul(weights, v), [0, 2, 1, 3]), [batch, length, heads * headDim]);
+  });
+}
+
+/** The most negative float32, as Hugging Face masks with: exp of it is 0 without the NaN of a fully masked row. */
+export const MASKED = -3.4028234663852886e38;
+
+/** Causal additive mask [T, T]: 0 on and below the diagonal, MASKED above. */
+export function causalMask(length: number, like: Tensor): Tensor {
+  const mask = new Float32Array(length * length);
+  for (let i = 0; i < length; i++) mask.fill(MASKED, i * length + i + 1, (i + 1) * length);
+  return uploadOn(mask, [length, length], like);
+}
+
+/** A padding mask (1 = attend, 0 = padding) [B, T] as the additive mask [B, 1, 1, T] on `like`. */
+export function paddingMask(label: string, attentionMask: Tensor, batch: number, length: number, like: Tensor): Tensor {
+  if (attentionMask.rank !== 2 || attentionMask.shape[0] !== batch || attentionMask.shape[1] !== length) {
+    throw new ShapeError(`${label}: attentionMask has shape [${attentionMask.shape}], expected [${batch}, ${length}] like the token ids`);
+  }
+  const flags = attentionMask.dataSync();
+  const additive = Float32Array.from(flags, (flag) => (flag === 0 ? MASKED : 0));
+  return uploadOn(additive, [batch, 1, 1, length], like);
+}
+
+/** Hugging Face's initialisation: N(0, std), seeded. */
+function normalInit(parameter: Parameter, std: number, seed: number): void {
+  parameter.value = tidy(() => mul(randn(parameter.shape, { seed }), std));
+}
+
+/**
+ * Hugging Face's _init_weights over a tree: Linear weights and embeddings N(0, std) (a
+ * Linear's std as `linearStd` gives it by name), biases zero; LayerNorms keep ones and zeros.
+ */
+export function initLikeHuggingFace(root: Module, std: number, nextSeed: () => number, linearStd: (name: string) => number = () => std): void {
+  for (const [name, module] of root.namedModules()) {
+    if (module instanceof Linear) {
+      normalInit(module.weight, linearStd(name), nextSeed());
+      if (module.bias) normalInit(module.bias, 0, nextSeed());
+    } else if (module instanceof Embedding) {
+      normalInit(module.weight, std, nextSeed());
+    }
+  }
+}
+
+/** max |got - want| / max |want|: the normwise relative error the PyTorch comparisons report (elementwise ones blow up near zero). */
+export function maxRelativeError(got: Tensor, want: Tensor): number {
+  const a = got.dataSync();
+  const b = want.dataSync();
+  if (a.length !== b.length) throw new ShapeError(`maxRelativeError: ${a.length} values against ${b.length}`);
+  let error = 0;
+  let scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    error = Math.max(error, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return error / scale;
+}
+
+/** A stream of seeds: from `seed` when given, else from core's global generator (so manualSeed makes models reproducible). */
+export function seedStream(seed: number | undefined): () => number {
+  let start = seed;
+  if (start === undefined) {
+    const drawn = randint(0, 2 ** 31 - 1, [1]);
+    start = drawn.toArray()[0] as number;
+    drawn.dispose();
+  }
+  const random = new SeededRandom(start);
+  return () => random.nextUint32();
+}

@@ -1,0 +1,188 @@
+import { open, readFile, stat } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import type { FloatDType } from "@blocksparse/core";
+import { MAX_HEADER_BYTES } from "@blocksparse/format";
+import { loadSafetensors } from "@blocksparse/format/node";
+import { Tokenizer } from "@huggingface/tokenizers";
+import { BertModel, RobertaModel } from "./bert";
+import { type CheckpointOptions, type HuggingFaceModel, loadPlannedTensors, planCheckpoint, type TensorHeader } from "./checkpoint";
+import { CheckpointError, ConfigError } from "./errors";
+import { GPT2LMHeadModel } from "./gpt2";
+
+/** Node.js file helpers: checkpoint folders, sharded indexes, tokenizers. The main entry stays free of `node:` imports. */
+
+export interface LoadCheckpointResult {
+  /** The safetensors files read, in order. */
+  files: string[];
+  /** Parameters the checkpoint lacked (only with strict: false). */
+  missingKeys: string[];
+  /** Checkpoint keys the model has no place for (only with strict: false). */
+  unexpectedKeys: string[];
+}
+
+const SINGLE_FILE = "model.safetensors";
+const SHARDED_INDEX = "model.safetensors.index.json";
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** The dtype and shape of every tensor of a safetensors file, from its header alone. */
+export async function readSafetensorsHeader(path: string): Promise<Map<string, TensorHeader>> {
+  const fail = (why: string) => new CheckpointError("readSafetensorsHeader", [], [], [], [`${path}: ${why}`]);
+  const file = await open(path, "r").catch((error: Error) => {
+    throw fail(`cannot be opened (${error.message})`);
+  });
+  try {
+    const { size } = await file.stat();
+    const prefix = Buffer.alloc(8);
+    if (size < 8 || (await file.read(prefix, 0, 8, 0)).bytesRead !== 8) throw fail("is shorter than a safetensors header");
+    const length = Number(prefix.readBigUInt64LE(0));
+    if (length > MAX_HEADER_BYTES || 8 + length > size) throw fail(`declares a header of ${length} bytes in a file of ${size} bytes`);
+    const bytes = Buffer.alloc(length);
+    await file.read(bytes, 0, length, 8);
+    let header: unknown;
+    try {
+      header = JSON.parse(bytes.toString("utf8"));
+    } catch {
+      throw fail("has a header that is not JSON");
+    }
+    if (header === null || typeof header !== "object" || Array.isArray(header)) throw fail("has a header that is not a JSON object");
+    const out = new Map<string, TensorHeader>();
+    for (const [key, value] of Object.entries(header as Record<string, { dtype?: unknown; shape?: unknown }>)) {
+      if (key === "__metadata__") continue;
+      const { dtype, shape } = value ?? {};
+      if (typeof dtype !== "string" || !Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+        throw fail(`entry '${key}' has no valid dtype and shape`);
+      }
+      out.set(key, { dtype, shape: shape as number[] });
+    }
+    return out;
+  } finally {
+    await file.close();
+  }
+}
+
+/** file -> the keys it holds, from model.safetensors.index.json; checked against the shards' own headers. */
+async function readShardedIndex(indexPath: string): Promise<{ files: string[]; headers: Map<string, TensorHeader> }> {
+  const fail = (why: string) => new CheckpointError("loadCheckpoint", [], [], [], [`${indexPath}: ${why}`]);
+  let index: unknown;
+  try {
+    index = JSON.parse(await readFile(indexPath, "utf8"));
+  } catch (error) {
+    throw fail(`cannot be read as JSON (${(error as Error).message})`);
+  }
+  const weightMap = (index as { weight_map?: unknown } | null)?.weight_map;
+  if (weightMap === null || typeof weightMap !== "object" || Array.isArray(weightMap)) throw fail("has no weight_map object");
+  const entries = Object.entries(weightMap as Record<string, unknown>);
+  const files = [...new Set(entries.map(([, file]) => file))];
+  const bad = files.filter((file) => typeof file !== "string" || file === "" || basename(file) !== file);
+  if (bad.length > 0) throw fail(`weight_map names files that are not plain file names: ${bad.map(String).join(", ")}`);
+  const headers = new Map<string, TensorHeader>();
+  const problems: string[] = [];
+  for (const file of files as string[]) {
+    const path = join(dirname(indexPath), file);
+    if (!(await exists(path))) {
+      problems.push(`shard ${file} (named by ${SHARDED_INDEX}) does not exist`);
+      continue;
+    }
+    const shard = await readSafetensorsHeader(path);
+    for (const [key, owner] of entries) {
+      if (owner === file && !shard.has(key)) problems.push(`${SHARDED_INDEX} puts '${key}' in ${file}, which does not hold it`);
+    }
+    for (const [key, header] of shard) {
+      if ((weightMap as Record<string, unknown>)[key] !== file) problems.push(`${file} holds '${key}', which ${SHARDED_INDEX} does not place there`);
+      else headers.set(key, header);
+    }
+  }
+  if (problems.length > 0) throw new CheckpointError("loadCheckpoint", [], [], [], problems);
+  return { files: (files as string[]).map((file) => join(dirname(indexPath), file)), headers };
+}
+
+/** The safetensors files of a checkpoint folder or path, and every tensor's header. */
+async function checkpointFiles(path: string): Promise<{ files: string[]; headers: Map<string, TensorHeader> }> {
+  const info = await stat(path).catch(() => null);
+  if (info === null) throw new CheckpointError("loadCheckpoint", [], [], [], [`${path} does not exist`]);
+  if (info.isDirectory()) {
+    if (await exists(join(path, SINGLE_FILE))) return checkpointFiles(join(path, SINGLE_FILE));
+    if (await exists(join(path, SHARDED_INDEX))) return readShardedIndex(join(path, SHARDED_INDEX));
+    throw new CheckpointError("loadCheckpoint", [], [], [], [`${path} holds neither ${SINGLE_FILE} nor ${SHARDED_INDEX}`]);
+  }
+  if (path.endsWith(".index.json")) return readShardedIndex(path);
+  return { files: [path], headers: await readSafetensorsHeader(path) };
+}
+
+/**
+ * Loads a Hugging Face checkpoint into `model` by name: a folder (model.safetensors, or the
+ * shards of model.safetensors.index.json), a .safetensors file or an index file. Every
+ * header is checked against the model first (CheckpointError lists missing, unexpected
+ * and mis-shaped keys); then the files are read one at a time.
+ */
+export async function loadCheckpoint(model: HuggingFaceModel, path: string, options: CheckpointOptions = {}): Promise<LoadCheckpointResult> {
+  const { files, headers } = await checkpointFiles(path);
+  const plan = planCheckpoint(model, headers, options);
+  for (const file of files) loadPlannedTensors(model, plan, (await loadSafetensors(file)).tensors);
+  return { files, missingKeys: plan.missingKeys, unexpectedKeys: plan.unexpectedKeys };
+}
+
+/** config.json of a checkpoint folder, parsed. */
+export async function readConfig(dir: string): Promise<Record<string, unknown>> {
+  const path = join(dir, "config.json");
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (error) {
+    throw new ConfigError(`readConfig: cannot read ${path} (${(error as Error).message})`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new ConfigError(`readConfig: ${path} is not JSON (${(error as Error).message})`);
+  }
+}
+
+export type PretrainedModel = GPT2LMHeadModel | BertModel | RobertaModel;
+
+export interface FromPretrainedOptions extends CheckpointOptions {
+  /** Cast the loaded model to this dtype (default: float32). */
+  dtype?: FloatDType;
+}
+
+/**
+ * The model a Hugging Face folder holds, built from its config.json (model_type gpt2,
+ * bert or roberta) and loaded from its safetensors checkpoint, in eval mode.
+ */
+export async function fromPretrained(dir: string, options: FromPretrainedOptions = {}): Promise<PretrainedModel> {
+  const config = await readConfig(dir);
+  const builders: Record<string, (c: unknown) => PretrainedModel> = {
+    gpt2: (c) => new GPT2LMHeadModel(c),
+    bert: (c) => new BertModel(c),
+    roberta: (c) => new RobertaModel(c),
+  };
+  const modelType = config.model_type;
+  const build = typeof modelType === "string" ? builders[modelType] : undefined;
+  if (build === undefined) {
+    throw new ConfigError(`fromPretrained: ${join(dir, "config.json")} has model_type ${JSON.stringify(modelType)}; supported: ${Object.keys(builders).join(", ")}`);
+  }
+  const model = build(config);
+  await loadCheckpoint(model, dir, options);
+  if (options.dtype !== undefined && options.dtype !== "float32") model.to(options.dtype);
+  return model.eval();
+}
+
+/** The tokenizer of tokenizer.json (and tokenizer_config.json when present) in `dir`, read from local files only. */
+export async function loadTokenizer(dir: string): Promise<Tokenizer> {
+  const read = async (name: string, required: boolean): Promise<object> => {
+    const path = join(dir, name);
+    if (!required && !(await exists(path))) return {};
+    try {
+      return JSON.parse(await readFile(path, "utf8"));
+    } catch (error) {
+      throw new ConfigError(`loadTokenizer: cannot read ${path} (${(error as Error).message})`);
+    }
+  };
+  return new Tokenizer(await read("tokenizer.json", true), await read("tokenizer_config.json", false));
+}

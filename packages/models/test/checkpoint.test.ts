@@ -1,0 +1,130 @@
+import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { SafetensorsTensor } from "@blocksparse/format";
+import { loadSafetensors, saveSafetensors } from "@blocksparse/format/node";
+import { BertModel, CheckpointError, ConfigError, GPT2LMHeadModel } from "@blocksparse/models";
+import { fromPretrained, loadCheckpoint, readConfig } from "@blocksparse/models/node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { fixtures, readReference, relativeError } from "./helpers";
+
+let scratch: string;
+beforeAll(async () => {
+  scratch = await mkdtemp(join(tmpdir(), "models-checkpoint-"));
+});
+afterAll(async () => {
+  await rm(scratch, { recursive: true, force: true });
+});
+
+/** A copy of a fixture folder whose model.safetensors tensors went through `edit`. */
+async function editedCopy(name: string, edit: (tensors: Map<string, SafetensorsTensor>) => void): Promise<string> {
+  const dir = await mkdtemp(join(scratch, `${name}-`));
+  await copyFile(fixtures(`${name}/config.json`), join(dir, "config.json"));
+  const content = await loadSafetensors(fixtures(`${name}/model.safetensors`));
+  edit(content.tensors);
+  await saveSafetensors(join(dir, "model.safetensors"), content.tensors, content.metadata);
+  return dir;
+}
+
+async function gpt2Config(): Promise<Record<string, unknown>> {
+  return readConfig(fixtures("gpt2"));
+}
+
+describe("loadCheckpoint", () => {
+  it("accepts hub GPT-2 names (no 'transformer.' prefix, attn.bias buffers, a stored lm_head.weight) with the same logits", async () => {
+    const dir = await editedCopy("gpt2", (tensors) => {
+      for (const [key, t] of [...tensors]) {
+        tensors.delete(key);
+        tensors.set(key.replace(/^transformer\./, ""), t);
+      }
+      tensors.set("h.0.attn.bias", { dtype: "F32", shape: [1, 1, 32, 32], data: new Float32Array(32 * 32) });
+      tensors.set("lm_head.weight", tensors.get("wte.weight")!);
+    });
+    const reference = await readReference("gpt2");
+    const model = await fromPretrained(dir);
+    expect(relativeError(model.forward(reference.get("input_ids")!), reference.get("logits")!)).toBeLessThanOrEqual(1e-4);
+  });
+
+  it("lists every missing, unexpected and mis-shaped key by its file name, and loads nothing", async () => {
+    const dir = await editedCopy("gpt2", (tensors) => {
+      tensors.delete("transformer.h.1.mlp.c_fc.bias");
+      tensors.delete("transformer.ln_f.weight");
+      tensors.set("transformer.h.9.attn.c_attn.weight", tensors.get("transformer.h.0.attn.c_attn.weight")!);
+      tensors.set("transformer.h.0.attn.c_proj.weight", { dtype: "F32", shape: [32, 16], data: new Float32Array(512) });
+    });
+    const model = new GPT2LMHeadModel(await gpt2Config(), { seed: 1 });
+    const before = model.transformer.wte.weight.value.dataSync().slice();
+    const error = await loadCheckpoint(model, dir).catch((e) => e);
+    expect(error).toBeInstanceOf(CheckpointError);
+    expect(error.missingKeys).toEqual(["transformer.ln_f.weight", "transformer.h.1.mlp.c_fc.bias"].sort((a, b) => keyOrder(model, a) - keyOrder(model, b)));
+    expect(error.unexpectedKeys).toEqual(["transformer.h.9.attn.c_attn.weight"]);
+    expect(error.mismatches).toEqual([
+      { key: "transformer.h.0.attn.c_proj.weight", expected: "[32, 32] F32, F16 or BF16 (Conv1D layout [in, out])", got: "[32, 16] F32" },
+    ]);
+    expect(error.message).toMatch(/missing keys: .*transformer\.ln_f\.weight/);
+    expect(model.transformer.wte.weight.value.dataSync()).toEqual(before);
+  });
+
+  it("with strict: false, loads what fits and reports the rest", async () => {
+    const dir = await editedCopy("bert", (tensors) => {
+      tensors.delete("pooler.dense.bias");
+      tensors.set("cls.predictions.bias", { dtype: "F32", shape: [96], data: new Float32Array(96) });
+    });
+    const model = new BertModel(await readConfig(fixtures("bert")), { seed: 1 });
+    const result = await loadCheckpoint(model, dir, { strict: false });
+    expect(result.missingKeys).toEqual(["pooler.dense.bias"]);
+    expect(result.unexpectedKeys).toEqual(["cls.predictions.bias"]);
+  });
+
+  it("refuses non-float tensors as mismatches", async () => {
+    const dir = await editedCopy("bert", (tensors) => {
+      tensors.set("pooler.dense.bias", { dtype: "I32", shape: [32], data: new Int32Array(32) });
+    });
+    const model = new BertModel(await readConfig(fixtures("bert")), { seed: 1 });
+    await expect(loadCheckpoint(model, dir)).rejects.toThrow(/pooler\.dense\.bias: the checkpoint has \[32\] I32, the model expects \[32\] F32, F16 or BF16/);
+  });
+
+  it("checks a sharded index against its shards", async () => {
+    const dir = await mkdtemp(join(scratch, "sharded-"));
+    for (const file of ["config.json", "model-00001-of-00004.safetensors", "model-00002-of-00004.safetensors", "model-00003-of-00004.safetensors"]) {
+      await copyFile(fixtures(`gpt2-sharded/${file}`), join(dir, file));
+    }
+    const index = JSON.parse(await readFile(fixtures("gpt2-sharded/model.safetensors.index.json"), "utf8"));
+    index.weight_map["transformer.ln_f.bias"] = "model-00001-of-00004.safetensors";
+    await writeFile(join(dir, "model.safetensors.index.json"), JSON.stringify(index));
+    const model = new GPT2LMHeadModel(await gpt2Config(), { seed: 1 });
+    const error = await loadCheckpoint(model, dir).catch((e) => e);
+    expect(error).toBeInstanceOf(CheckpointError);
+    expect(error.message).toContain("shard model-00004-of-00004.safetensors (named by model.safetensors.index.json) does not exist");
+    expect(error.message).toContain("puts 'transformer.ln_f.bias' in model-00001-of-00004.safetensors, which does not hold it");
+  });
+
+  it("names a folder without a checkpoint and a truncated file", async () => {
+    const empty = await mkdtemp(join(scratch, "empty-"));
+    const model = new GPT2LMHeadModel(await gpt2Config(), { seed: 1 });
+    await expect(loadCheckpoint(model, empty)).rejects.toThrow(/holds neither model\.safetensors nor model\.safetensors\.index\.json/);
+    const truncated = join(empty, "model.safetensors");
+    await writeFile(truncated, (await readFile(fixtures("gpt2/model.safetensors"))).subarray(0, 100));
+    await expect(loadCheckpoint(model, truncated)).rejects.toThrow(CheckpointError);
+  });
+});
+
+describe("configs", () => {
+  it("refuses a config that does not describe the model, naming the field", async () => {
+    const config = { ...(await gpt2Config()), n_head: 5 };
+    expect(() => new GPT2LMHeadModel(config)).toThrow(/n_head=5 does not divide n_embd=32/);
+    expect(() => new GPT2LMHeadModel({ ...config, n_head: 4, activation_function: "swish" })).toThrow(ConfigError);
+    expect(() => new BertModel({ position_embedding_type: "relative_key" })).toThrow(/position_embedding_type/);
+  });
+
+  it("fromPretrained names an unsupported model_type", async () => {
+    const dir = await mkdtemp(join(scratch, "llama-"));
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, "config.json"), JSON.stringify({ model_type: "llama" }));
+    await expect(fromPretrained(dir)).rejects.toThrow(/model_type "llama"; supported: gpt2, bert, roberta/);
+  });
+});
+
+function keyOrder(model: GPT2LMHeadModel, key: string): number {
+  return model.namedParameters().findIndex(([name]) => name === key);
+}

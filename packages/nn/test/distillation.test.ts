@@ -1,0 +1,71 @@
+import { backward, gradcheck } from "@blocksparse/autograd";
+import { randn, ShapeError, tensor, tidy, ValueError } from "@blocksparse/core";
+import { crossEntropy, distillationLoss, klDivergence } from "@blocksparse/nn";
+import { describe, expect, it } from "vitest";
+import { host } from "./helpers";
+
+/** Float64 KL(softmax(t / T) || softmax(s / T)) per row of [rows, classes]. */
+function klRows(student: Float64Array, teacher: Float64Array, classes: number, temperature: number): number[] {
+  const logSoftmax = (row: number[]) => {
+    const top = Math.max(...row);
+    const logSum = Math.log(row.reduce((acc, v) => acc + Math.exp(v - top), 0)) + top;
+    return row.map((v) => v - logSum);
+  };
+  const rows: number[] = [];
+  for (let r = 0; r < student.length / classes; r++) {
+    const s = logSoftmax(Array.from(student.subarray(r * classes, (r + 1) * classes), (v) => v / temperature));
+    const t = logSoftmax(Array.from(teacher.subarray(r * classes, (r + 1) * classes), (v) => v / temperature));
+    rows.push(t.reduce((acc, lt, c) => acc + Math.exp(lt) * (lt - s[c]), 0));
+  }
+  return rows;
+}
+
+describe("klDivergence", () => {
+  it("matches a float64 oracle for each reduction and temperature, and is 0 for equal logits", () => {
+    const student = randn([2, 3, 5], { seed: 1 });
+    const teacher = randn([2, 3, 5], { seed: 2 });
+    for (const temperature of [1, 2.5]) {
+      const rows = klRows(host(student), host(teacher), 5, temperature);
+      const none = host(klDivergence(student, teacher, { temperature, reduction: "none" }));
+      expect(none.length).toBe(6);
+      for (const [i, v] of none.entries()) expect(v).toBeCloseTo(rows[i], 5);
+      expect(klDivergence(student, teacher, { temperature, reduction: "sum" }).item()).toBeCloseTo(rows.reduce((a, b) => a + b), 5);
+      expect(klDivergence(student, teacher, { temperature }).item()).toBeCloseTo(rows.reduce((a, b) => a + b) / 6, 5);
+    }
+    expect(Math.abs(klDivergence(student, student).item())).toBeLessThan(1e-6);
+  });
+
+  it("has the gradient of finite differences in the student's logits, and none in the teacher's", () => {
+    const student = randn([4, 6], { seed: 3 });
+    const teacher = randn([4, 6], { seed: 4 });
+    const result = gradcheck((s, t) => klDivergence(s, t, { temperature: 2 }), [student, teacher], { wrt: [0] });
+    expect(result.ok, `abs ${result.maxAbsError} rel ${result.maxRelError}`).toBe(true);
+    const s = tensor(host(student), [4, 6]);
+    const t = tensor(host(teacher), [4, 6]);
+    s.requiresGrad = true;
+    t.requiresGrad = true;
+    tidy(() => backward(klDivergence(s, t)));
+    expect(s.grad).not.toBeNull();
+    expect(t.grad ?? null).toBeNull();
+  });
+
+  it("refuses mismatched shapes and bad temperatures, naming them", () => {
+    expect(() => klDivergence(randn([2, 3]), randn([2, 4]))).toThrow(ShapeError);
+    expect(() => klDivergence(randn([2, 3]), randn([2, 3]), { temperature: 0 })).toThrow(/temperature must be/);
+    expect(() => klDivergence(randn([2, 3]), randn([2, 3]), { reduction: "batchmean" as "mean" })).toThrow(ValueError);
+  });
+});
+
+describe("distillationLoss", () => {
+  it("is alpha T^2 KL + (1 - alpha) cross-entropy, with finite-difference gradients", () => {
+    const student = randn([5, 4], { seed: 5 });
+    const teacher = randn([5, 4], { seed: 6 });
+    const labels = tensor(Int32Array.from([0, 3, 1, 2, 3]), [5], "int32");
+    const expected = 0.7 * 9 * klDivergence(student, teacher, { temperature: 3 }).item() + 0.3 * crossEntropy(student, labels).item();
+    expect(distillationLoss(student, teacher, labels, { temperature: 3, alpha: 0.7 }).item()).toBeCloseTo(expected, 5);
+    expect(distillationLoss(student, teacher, labels, { alpha: 0 }).item()).toBeCloseTo(crossEntropy(student, labels).item(), 6);
+    const result = gradcheck((s) => distillationLoss(s, teacher, labels, { temperature: 2, alpha: 0.5 }), [student]);
+    expect(result.ok, `abs ${result.maxAbsError} rel ${result.maxRelError}`).toBe(true);
+    expect(() => distillationLoss(student, teacher, labels, { alpha: 1.5 })).toThrow(/alpha must be in \[0, 1\]/);
+  });
+});
