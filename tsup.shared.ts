@@ -11,6 +11,9 @@ export function packageBuild(entry: Record<string, string>, overrides: Partial<O
     target: "node20",
     splitting: false,
     treeshake: true,
+    // Keep `node:fs` as written: a bundler meeting a Node-only entry then says "Node built-in"
+    // instead of suggesting a polyfill for `fs`.
+    removeNodeProtocol: false,
     ...overrides,
   };
 }
