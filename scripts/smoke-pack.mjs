@@ -8,7 +8,7 @@
 //   node scripts/smoke-pack.mjs [--keep]     (--keep leaves the scratch folder for a look)
 // Needs the npm registry for typescript, esbuild and @types/node (the app's own dev tools).
 import { spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -54,9 +54,12 @@ function readTarball(path) {
   return files;
 }
 
+// A platform package is packed only with its prebuilt binary (scripts/build-prebuilt.mjs); without it npm
+// skips the optional dependency, as it does on other platforms.
 const publicPackages = readdirSync(join(root, "packages"))
   .map((dir) => ({ dir, manifest: JSON.parse(readFileSync(join(root, "packages", dir, "package.json"), "utf8")) }))
-  .filter(({ manifest }) => !manifest.private);
+  .filter(({ manifest }) => !manifest.private)
+  .filter(({ dir, manifest }) => manifest.os === undefined || existsSync(join(root, "packages", dir, manifest.main)));
 
 const scratch = mkdtempSync(join(tmpdir(), "blocksparse-smoke-"));
 const tarballDir = join(scratch, "tarballs");
@@ -69,7 +72,8 @@ process.on("exit", () => {
 
 // 1. Pack (pnpm pack turns workspace:* into versions and runs prepack/postpack).
 say(`packing ${publicPackages.length} packages`);
-run(PNPM[0], [...PNPM.slice(1), "-r", "--filter", "./packages/*", "pack", "--pack-destination", tarballDir], { cwd: root });
+const filters = publicPackages.flatMap(({ dir }) => ["--filter", `./packages/${dir}`]);
+run(PNPM[0], [...PNPM.slice(1), "-r", ...filters, "pack", "--pack-destination", tarballDir], { cwd: root });
 const tarballs = readdirSync(tarballDir).filter((file) => file.endsWith(".tgz"));
 
 // 2. What every tarball must carry (docs/packaging.md).
