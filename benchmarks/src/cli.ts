@@ -1,7 +1,8 @@
 /**
  * The bench pipeline: `pnpm bench` (all suites on the best backend found), `--quick` for CI.
  * Every benchmark is validated against a float64 reference, then timed; the run is written
- * as JSON plus a markdown report with SVG charts under results/<machine>/.
+ * as JSON plus a markdown report with SVG charts under out/<machine>/ (ignored by git), or
+ * under the committed results/<machine>/ with --update-results (or BENCH_UPDATE=1).
  */
 import { parseArgs } from "node:util";
 import { getBackend, getBackendInstance, importBackendModules, setBackend } from "@blocksparse/core";
@@ -20,9 +21,9 @@ import { join, resolve } from "node:path";
 const SUITES: Suite[] = [formatSuite, kernelsSuite, trainSuite];
 const DTYPES: BenchDType[] = ["float32", "float16", "bfloat16"];
 
-const USAGE = `usage: pnpm bench [--quick] [--backend auto|js|cuda|NAME] [--backend-module SPECIFIER ...] [--suites format,kernels,train] [--dtypes float32,...] [--out DIR]
-
-  --backend-module imports a backend package (name or path; repeatable); --backend NAME then picks one it registered.`;
+const USAGE = `usage: pnpm bench [--quick] [--backend auto|js|cuda|NAME] [--backend-module SPECIFIER ...] [--suites format,kernels,train] [--dtypes float32,...] [--out DIR | --update-results]
+  --backend-module imports a backend package (name or path; repeatable); --backend NAME then picks one it registered.
+  writes to benchmarks/out/ (not committed) unless --out is given; --update-results (or BENCH_UPDATE=1) writes the committed benchmarks/results/`;
 
 function list<T extends string>(value: string | undefined, allowed: readonly T[], what: string): T[] | undefined {
   if (value === undefined) return undefined;
@@ -66,6 +67,7 @@ async function main(): Promise<void> {
       suites: { type: "string" },
       dtypes: { type: "string" },
       out: { type: "string" },
+      "update-results": { type: "boolean", default: process.env.BENCH_UPDATE === "1" },
       help: { type: "boolean", default: false },
     },
   });
@@ -101,7 +103,8 @@ async function main(): Promise<void> {
   };
 
   const machine = describeMachine(started.gpu);
-  const outDir = resolve(values.out ?? join(repoRoot, "benchmarks", "results"));
+  if (values.out !== undefined && values["update-results"]) throw new Error("--out and --update-results: pick one");
+  const outDir = resolve(values.out ?? join(repoRoot, "benchmarks", values["update-results"] ? "results" : "out"));
   const suites = SUITES.filter((s) => suiteNames.includes(s.name));
   const groups = suites.flatMap((suite) => suite.plan(config));
   const total = groups.reduce((n, g) => n + g.cases.length, 0);

@@ -182,6 +182,7 @@ Napi::Value init(const Napi::CallbackInfo& info) {
 Napi::Value buildInfo(const Napi::CallbackInfo& info) {
   Napi::Object out = Napi::Object::New(info.Env());
   out.Set("cublas", haveCublas());
+  out.Set("cublasLibrary", cublasLibrary());
   out.Set("cudaVersion", CUDART_VERSION);
   out.Set("architectures", BLOCKSPARSE_CUDA_ARCHITECTURES);
   return out;

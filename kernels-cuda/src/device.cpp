@@ -1,8 +1,6 @@
 #include "device.h"
 
-#ifdef BLOCKSPARSE_HAVE_CUBLAS
-#include <cublas_v2.h>
-#endif
+#include "cublas.h"
 
 namespace bs {
 
@@ -11,9 +9,7 @@ bool ready = false;
 DeviceInfo info{};
 cudaStream_t theStream = nullptr;
 bool useCublas = true;
-#ifdef BLOCKSPARSE_HAVE_CUBLAS
-cublasHandle_t theCublas = nullptr;
-#endif
+cublas::Handle theCublas = nullptr;
 
 std::string unavailableReason(cudaError_t status) {
   switch (status) {
@@ -54,14 +50,14 @@ void initDevice(int index) {
   BS_CUDA_CHECK(cudaRuntimeGetVersion(&info.runtimeVersion));
   BS_CUDA_CHECK(cudaDriverGetVersion(&info.driverVersion));
   BS_CUDA_CHECK(cudaStreamCreateWithFlags(&theStream, cudaStreamNonBlocking));
-#ifdef BLOCKSPARSE_HAVE_CUBLAS
-  cublasStatus_t blas = cublasCreate(&theCublas);
-  if (blas != CUBLAS_STATUS_SUCCESS)
-    throw Error(ErrorKind::Cuda, std::string("cublasCreate failed: ") + cublasGetStatusString(blas));
-  blas = cublasSetStream(theCublas, theStream);
-  if (blas != CUBLAS_STATUS_SUCCESS)
-    throw Error(ErrorKind::Cuda, std::string("cublasSetStream failed: ") + cublasGetStatusString(blas));
-#endif
+  if (cublas::load()) {
+    cublas::Status blas = cublas::create(&theCublas);
+    if (blas != cublas::kSuccess)
+      throw Error(ErrorKind::Cuda, "cublasCreate failed: " + cublas::statusString(blas));
+    blas = cublas::setStream(theCublas, theStream);
+    if (blas != cublas::kSuccess)
+      throw Error(ErrorKind::Cuda, "cublasSetStream failed: " + cublas::statusString(blas));
+  }
   ready = true;
 }
 
@@ -79,32 +75,23 @@ cudaStream_t stream() {
 
 void synchronize() { BS_CUDA_CHECK(cudaStreamSynchronize(stream())); }
 
-bool haveCublas() {
-#ifdef BLOCKSPARSE_HAVE_CUBLAS
-  return true;
-#else
-  return false;
-#endif
+bool haveCublas() { return cublas::load(); }
+
+const std::string& cublasLibrary() {
+  cublas::load();
+  return cublas::describe();
 }
 
 void setCublasEnabled(bool enabled) { useCublas = enabled; }
 bool cublasEnabled() { return haveCublas() && useCublas; }
 
-void* cublasHandle() {
-#ifdef BLOCKSPARSE_HAVE_CUBLAS
-  return theCublas;
-#else
-  return nullptr;
-#endif
-}
+void* cublasHandle() { return theCublas; }
 
 void shutdownDevice() {
   if (!ready) return;
   cudaStreamSynchronize(theStream);
-#ifdef BLOCKSPARSE_HAVE_CUBLAS
-  cublasDestroy(theCublas);
+  if (theCublas != nullptr) cublas::destroy(theCublas);
   theCublas = nullptr;
-#endif
   cudaStreamDestroy(theStream);
   theStream = nullptr;
   ready = false;

@@ -25,7 +25,9 @@ const DeviceInfo& deviceInfo();
 // The single stream: every kernel, copy and cuBLAS call is ordered on it.
 cudaStream_t stream();
 void synchronize();
+// Whether cuBLAS was found at run time (dlopen), and which file or why not.
 bool haveCublas();
+const std::string& cublasLibrary();
 // Lets tests exercise the built-in matmul kernel where cuBLAS is present.
 void setCublasEnabled(bool enabled);
 bool cublasEnabled();

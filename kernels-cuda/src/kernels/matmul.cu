@@ -1,12 +1,10 @@
-// Dense batched matmul C[b] = op(A[b]) op(B[b]): cuBLAS where the build has it, else a shared-memory
+// Dense batched matmul C[b] = op(A[b]) op(B[b]): cuBLAS where it is installed (loaded at run time), else a shared-memory
 // tiled kernel (also used when cuBLAS is switched off, so both paths stay tested).
 #include "../device.h"
 #include "../kernels.h"
 #include "dtype.cuh"
 
-#ifdef BLOCKSPARSE_HAVE_CUBLAS
-#include <cublas_v2.h>
-#endif
+#include "../cublas.h"
 
 namespace bs {
 
@@ -74,7 +72,6 @@ __global__ void __launch_bounds__(256) matmulTiledKernel(const T* __restrict__ a
   }
 }
 
-#ifdef BLOCKSPARSE_HAVE_CUBLAS
 cudaDataType_t cudaType(DType dtype) {
   switch (dtype) {
     case DType::Float16: return CUDA_R_16F;
@@ -83,10 +80,10 @@ cudaDataType_t cudaType(DType dtype) {
   }
 }
 
-void checkCublas(cublasStatus_t status, const char* call) {
-  if (status != CUBLAS_STATUS_SUCCESS)
-    throw Error(status == CUBLAS_STATUS_ALLOC_FAILED ? ErrorKind::OutOfMemory : ErrorKind::Cuda,
-                std::string(call) + " failed: " + cublasGetStatusString(status));
+void checkCublas(cublas::Status status, const char* call) {
+  if (status != cublas::kSuccess)
+    throw Error(status == cublas::kAllocFailed ? ErrorKind::OutOfMemory : ErrorKind::Cuda,
+                std::string(call) + " failed: " + cublas::statusString(status));
 }
 
 // Row-major C = A B is column-major C^T = B^T A^T: swap the operands and the roles of m and n.
@@ -98,14 +95,13 @@ void matmulCublas(DType dtype, const void* a, const void* b, void* c, int64_t ba
   cudaDataType_t type = cudaType(dtype);
   int lda = static_cast<int>(transA ? m : k);
   int ldb = static_cast<int>(transB ? k : n);
-  checkCublas(cublasGemmStridedBatchedEx(static_cast<cublasHandle_t>(cublasHandle()), transB ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                         transA ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
-                                         static_cast<int>(k), &alpha, b, type, ldb, strideB, a, type, lda, strideA, &beta,
-                                         c, type, static_cast<int>(n), strideC, static_cast<int>(batch),
-                                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+  checkCublas(cublas::gemmStridedBatchedEx(cublasHandle(), transB ? cublas::kOpT : cublas::kOpN,
+                                           transA ? cublas::kOpT : cublas::kOpN, static_cast<int>(n), static_cast<int>(m),
+                                           static_cast<int>(k), &alpha, b, type, ldb, strideB, a, type, lda, strideA, &beta,
+                                           c, type, static_cast<int>(n), strideC, static_cast<int>(batch),
+                                           cublas::kCompute32F, cublas::kGemmDefault),
               "cublasGemmStridedBatchedEx");
 }
-#endif
 
 }  // namespace
 
@@ -117,12 +113,10 @@ void launchMatmul(DType dtype, const void* a, const void* b, void* c, int64_t ba
     launchZero(dtype, c, batch * m * n, stream);  // an empty sum
     return;
   }
-#ifdef BLOCKSPARSE_HAVE_CUBLAS
   if (cublasEnabled()) {
     matmulCublas(dtype, a, b, c, batch, m, n, k, transA, transB, strideA, strideB, strideC);
     return;
   }
-#endif
   BS_REQUIRE(batch <= 65535, "matmul: batch count above 65535 is not supported by the tiled kernel");
   dim3 grid(static_cast<unsigned>((n + kTileN - 1) / kTileN), static_cast<unsigned>((m + kTileM - 1) / kTileM),
             static_cast<unsigned>(batch));

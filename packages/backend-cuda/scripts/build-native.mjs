@@ -1,10 +1,14 @@
 #!/usr/bin/env node
 // Builds the CUDA addon (kernels-cuda/) with cmake-js when nvcc is available; never downloads anything.
 //   node scripts/build-native.mjs            build: skips without nvcc, FAILS if nvcc is there and the build fails
-//   node scripts/build-native.mjs --install  install: skips without nvcc, and a failed build only warns
-// BLOCKSPARSE_SKIP_CUDA_BUILD=1 skips it; CUDAARCHS / CMAKE_CUDA_ARCHITECTURES pick the GPU architectures.
+//   node scripts/build-native.mjs --build-dir DIR   build in DIR (kept) instead of <sources>/build
+//   node scripts/build-native.mjs --install  install: skips when the prebuilt platform package is there, without
+//                                            nvcc, or without an NVIDIA driver; a failed build only warns
+// BLOCKSPARSE_SKIP_CUDA_BUILD=1 skips it; BLOCKSPARSE_FORCE_CUDA_BUILD=1 builds on install even with a prebuilt
+// binary or no driver; CUDAARCHS / CMAKE_CUDA_ARCHITECTURES pick the GPU architectures.
+// An installed package builds in native/build, keeps native/blocksparse_cuda.node and removes the build folder.
 import { spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { copyFileSync, existsSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
 import { delimiter, dirname, join, resolve } from "node:path";
@@ -16,7 +20,10 @@ const projectDir = [resolve(packageDir, "../../kernels-cuda"), join(packageDir, 
   existsSync(join(dir, "CMakeLists.txt")),
 );
 const installMode = process.argv.includes("--install");
+const forced = process.env.BLOCKSPARSE_FORCE_CUDA_BUILD === "1";
 const prefix = "@blocksparse/backend-cuda:";
+const ADDON_FILE = "blocksparse_cuda.node";
+const PLATFORM_PACKAGE = `@blocksparse/backend-cuda-${process.platform}-${process.arch}`;
 
 function say(line) {
   console.log(`${prefix} ${line}`);
@@ -39,9 +46,35 @@ function findNvcc() {
   return null;
 }
 
+/** Whether an NVIDIA driver is installed: its tool, its kernel module or libcuda. */
+function driverPresent() {
+  if (onPath("nvidia-smi") || existsSync("/proc/driver/nvidia/version")) return true;
+  const libraryDirs = [...(process.env.LD_LIBRARY_PATH ?? "").split(delimiter), "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/lib/wsl/lib"];
+  return libraryDirs.some((dir) => dir && existsSync(join(dir, "libcuda.so.1")));
+}
+
+/** The prebuilt binary of the optional platform package, when npm or pnpm installed it. */
+function prebuiltBinary() {
+  try {
+    const manifest = createRequire(join(packageDir, "package.json")).resolve(`${PLATFORM_PACKAGE}/package.json`);
+    const binary = join(dirname(manifest), ADDON_FILE);
+    return existsSync(binary) ? binary : null;
+  } catch {
+    return null;
+  }
+}
+
 function main() {
   if (process.env.BLOCKSPARSE_SKIP_CUDA_BUILD === "1") {
     say("BLOCKSPARSE_SKIP_CUDA_BUILD=1, CUDA addon not built (the js backend will be used)");
+    return 0;
+  }
+  if (installMode && !forced && prebuiltBinary()) {
+    say(`using the prebuilt binary from ${PLATFORM_PACKAGE}; nothing to compile (BLOCKSPARSE_FORCE_CUDA_BUILD=1 builds from source)`);
+    return 0;
+  }
+  if (installMode && !forced && !driverPresent()) {
+    say("no NVIDIA driver here (no nvidia-smi, no libcuda): CUDA addon not built, the js backend will be used (BLOCKSPARSE_FORCE_CUDA_BUILD=1 builds anyway)");
     return 0;
   }
   const nvcc = findNvcc();
@@ -60,26 +93,39 @@ function main() {
   const require = createRequire(join(packageDir, "package.json"));
   const cmakeJs = join(dirname(require.resolve("cmake-js/package.json")), "bin", "cmake-js");
   const nodeAddonApi = dirname(require.resolve("node-addon-api/package.json"));
+  const buildDirFlag = process.argv.indexOf("--build-dir");
+  const buildDir = buildDirFlag > 0 ? resolve(process.argv[buildDirFlag + 1]) : join(projectDir, "build");
+  // A published package keeps only the binary: the build folder is tens of megabytes.
+  const vendored = projectDir === join(packageDir, "native") && buildDirFlag < 0;
   const common = [
     "--log-level",
     "warn",
     "--directory",
     projectDir,
     "--out",
-    join(projectDir, "build"),
+    buildDir,
     `--CDNODE_ADDON_API_DIR=${nodeAddonApi}`,
     `--CDCMAKE_CUDA_COMPILER=${nvcc}`,
   ];
   if (process.env.CMAKE_CUDA_ARCHITECTURES) common.push(`--CDCMAKE_CUDA_ARCHITECTURES=${process.env.CMAKE_CUDA_ARCHITECTURES}`);
-  say(`building the CUDA addon with ${nvcc}`);
+  say(`compiling the CUDA addon with ${nvcc} for ${process.env.CMAKE_CUDA_ARCHITECTURES ?? process.env.CUDAARCHS ?? "sm_80 and sm_90a"}; about a minute, progress below`);
   // Configure every time (fast when nothing changed) so that changed options reach the cache; the
   // build itself is incremental.
   const run = (command, extra = []) =>
     spawnSync(process.execPath, [cmakeJs, command, ...common, ...extra], { stdio: "inherit" }).status;
+  const started = Date.now();
   const status = run("configure") || run("build", ["--parallel", String(availableParallelism())]);
-  if (status === 0) return 0;
+  if (status === 0) {
+    if (vendored) {
+      copyFileSync(join(buildDir, "Release", ADDON_FILE), join(projectDir, ADDON_FILE));
+      rmSync(buildDir, { recursive: true, force: true });
+    }
+    say(`CUDA addon built in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    return 0;
+  }
+  if (vendored) rmSync(buildDir, { recursive: true, force: true });
   if (installMode) {
-    say("the CUDA addon failed to build (see above); the js backend will be used. `pnpm build` retries and fails loudly");
+    say("the CUDA addon failed to build (see above); the js backend will be used. `npm rebuild @blocksparse/backend-cuda --foreground-scripts` retries and shows why");
     return 0;
   }
   say("the CUDA addon failed to build");

@@ -85,6 +85,12 @@ export class CudaBackend implements Backend {
     this.addonPath = start.path;
     this.build = this.addon.buildInfo();
     applyTf32Setting(this.addon);
+    // Said once per process (one backend instance): dense matmul is slower without cuBLAS, never wrong.
+    if (!this.build.cublas) {
+      process.emitWarning(`${this.build.cublasLibrary}; dense matmul runs on the built-in tiled kernel (install cuBLAS for faster dense layers)`, {
+        code: "BLOCKSPARSE_CUDA_NO_CUBLAS",
+      });
+    }
   }
 
   // ---------------------------------------------------------------- Backend

@@ -4,25 +4,44 @@
  */
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
-import { delimiter, dirname, join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type DeviceInfo, NATIVE_FUNCTIONS, type NativeAddon } from "./native";
 
 const ADDON_FILE = "blocksparse_cuda.node";
 
-/** Where the addon may be, in the order tried. */
-export function addonCandidates(): string[] {
-  const here = dirname(fileURLToPath(import.meta.url)); // src/ in tests, dist/ when built
-  const candidates: string[] = [];
-  if (process.env.BLOCKSPARSE_CUDA_ADDON) candidates.push(resolve(process.env.BLOCKSPARSE_CUDA_ADDON));
-  candidates.push(resolve(here, "../../../kernels-cuda/build/Release", ADDON_FILE));
-  candidates.push(resolve(here, "../native/build/Release", ADDON_FILE)); // a published package builds here
-  return candidates;
+/** The optional package that holds the prebuilt binary for this platform (npm installs only the matching one). */
+export const PLATFORM_PACKAGE = `@blocksparse/backend-cuda-${process.platform}-${process.arch}`;
+
+/** How an app builds the addon from source, for npm and for pnpm (which runs install scripts only once approved). */
+export const BUILD_FROM_SOURCE =
+  "to build it from source (needs an NVIDIA driver, the CUDA toolkit's nvcc and CMake >= 3.24): with npm, `npm rebuild @blocksparse/backend-cuda --foreground-scripts`; " +
+  "with pnpm, `pnpm approve-builds` (approve @blocksparse/backend-cuda), then `pnpm rebuild @blocksparse/backend-cuda`";
+
+export interface AddonCandidate {
+  /** What it is, in words a user knows. */
+  source: string;
+  path: string | null;
 }
 
-function nvccOnPath(): boolean {
-  const dirs = (process.env.PATH ?? "").split(delimiter).filter(Boolean);
-  return [...dirs, "/usr/local/cuda/bin"].some((dir) => existsSync(join(dir, "nvcc")));
+function platformBinary(): string | null {
+  try {
+    const manifest = createRequire(import.meta.url).resolve(`${PLATFORM_PACKAGE}/package.json`);
+    return join(dirname(manifest), ADDON_FILE);
+  } catch {
+    return null;
+  }
+}
+
+/** Where the addon may be, in the order tried: the override, the prebuilt binary, then builds from source. */
+export function addonCandidates(): AddonCandidate[] {
+  const here = dirname(fileURLToPath(import.meta.url)); // src/ in tests, dist/ when built
+  const candidates: AddonCandidate[] = [];
+  if (process.env.BLOCKSPARSE_CUDA_ADDON) candidates.push({ source: "BLOCKSPARSE_CUDA_ADDON", path: resolve(process.env.BLOCKSPARSE_CUDA_ADDON) });
+  candidates.push({ source: `the prebuilt binary (${PLATFORM_PACKAGE})`, path: platformBinary() });
+  candidates.push({ source: "a build from source at install", path: resolve(here, "../native", ADDON_FILE) });
+  candidates.push({ source: "a build from source in this repository", path: resolve(here, "../../../kernels-cuda/build/Release", ADDON_FILE) });
+  return candidates;
 }
 
 function isNativeAddon(value: unknown): value is NativeAddon {
@@ -38,31 +57,28 @@ let loaded: AddonLoad | undefined;
 /** Loads the addon once (the result, success or reason, is kept). */
 export function loadAddon(): AddonLoad {
   if (loaded) return loaded;
-  const candidates = addonCandidates();
-  const present = candidates.filter((path) => existsSync(path));
+  const present = addonCandidates().filter((candidate): candidate is { source: string; path: string } => candidate.path !== null && existsSync(candidate.path));
   if (present.length === 0) {
-    const why = nvccOnPath()
-      ? "nvcc is on PATH: run `pnpm build` (or `pnpm install`) to build it, and read the build output if it fails"
-      : "nvcc was not found when it was installed: install the CUDA toolkit (nvcc, CMake >= 3.24), then run `pnpm build`";
-    loaded = { addon: null, reason: `the CUDA addon is not built (looked for ${candidates.join(", ")}); ${why}` };
+    const platform = process.platform === "linux" && process.arch === "x64" ? `${PLATFORM_PACKAGE} is not installed (an optional dependency: was it omitted?)` : `no prebuilt binary for ${process.platform}-${process.arch}`;
+    loaded = { addon: null, reason: `the CUDA addon is not installed: ${platform}, and it was not built from source; ${BUILD_FROM_SOURCE}` };
     return loaded;
   }
   const require = createRequire(import.meta.url);
   const errors: string[] = [];
-  for (const path of present) {
+  for (const { source, path } of present) {
     try {
       const module: unknown = require(path);
       if (!isNativeAddon(module)) {
-        errors.push(`${path} is not a compatible build (missing functions); rebuild it with \`pnpm build\``);
+        errors.push(`${source} is not a compatible build (functions are missing)`);
         continue;
       }
       loaded = { addon: module, path };
       return loaded;
     } catch (error) {
-      errors.push(`${path} failed to load: ${error instanceof Error ? error.message : String(error)}`);
+      errors.push(`${source} failed to load (${error instanceof Error ? error.message : String(error)})`);
     }
   }
-  loaded = { addon: null, reason: `the CUDA addon could not be loaded: ${errors.join("; ")}` };
+  loaded = { addon: null, reason: `the CUDA addon could not be loaded: ${errors.join("; ")}; reinstall @blocksparse/backend-cuda, or ${BUILD_FROM_SOURCE}` };
   return loaded;
 }
 

@@ -72,8 +72,10 @@ export interface DeviceInfo {
 
 /** How the addon was built. */
 export interface BuildInfo {
-  /** Dense matmul goes through cuBLAS (else the addon's own tiled kernel). */
+  /** Dense matmul goes through cuBLAS, opened at run time (else the addon's own tiled kernel). */
   cublas: boolean;
+  /** The cuBLAS library opened (libcublas.so.13, ...), or why none was. */
+  cublasLibrary: string;
   cudaVersion: number;
   /** The CUDA architectures compiled in, e.g. "80,90a". */
   architectures: string;

@@ -105,7 +105,7 @@ describe.skipIf(cudaMissing)("dense kernels on cuda against float64 math", () =>
   ];
 
   for (const cublas of [true, false]) {
-    test(`matmul (${cublas ? "cuBLAS when built with it" : "built-in tiled kernel"}): transposes and broadcast batches`, () => {
+    test(`matmul (${cublas ? "cuBLAS when it is installed" : "built-in tiled kernel"}): transposes and broadcast batches`, () => {
       backend.setCublasEnabled(cublas);
       const next = random(cublas ? 1 : 2);
       for (const dtype of FLOAT_DTYPES) {

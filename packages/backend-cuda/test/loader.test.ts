@@ -1,5 +1,6 @@
 import { getBackend, listBackends, removeBackend, setBackend } from "@blocksparse/core";
 import { CUDA_PRIORITY, addonCandidates, cudaAvailability } from "../src/index";
+import { BUILD_FROM_SOURCE, PLATFORM_PACKAGE } from "../src/loader";
 import { describe, expect, test, vi } from "vitest";
 
 describe("loading the addon and registering the backend", () => {
@@ -8,8 +9,24 @@ describe("loading the addon and registering the backend", () => {
     expect(listBackends().slice(0, 2)).toEqual(["cuda", "js"]);
   });
 
-  test("the addon is looked for in the kernels-cuda build", () => {
-    expect(addonCandidates().some((path) => path.endsWith("kernels-cuda/build/Release/blocksparse_cuda.node"))).toBe(true);
+  test("the addon is looked for in the prebuilt platform package first, then in builds from source", () => {
+    const candidates = addonCandidates().filter((candidate) => candidate.source !== "BLOCKSPARSE_CUDA_ADDON");
+    expect(candidates.map((candidate) => candidate.source)).toEqual([
+      `the prebuilt binary (${PLATFORM_PACKAGE})`,
+      "a build from source at install",
+      "a build from source in this repository",
+    ]);
+    expect(candidates[2]!.path).toMatch(/kernels-cuda\/build\/Release\/blocksparse_cuda\.node$/);
+  });
+
+  test("without any binary the reason speaks to an app: the npm and pnpm commands, no repository paths", () => {
+    expect(BUILD_FROM_SOURCE).toContain("npm rebuild @blocksparse/backend-cuda");
+    expect(BUILD_FROM_SOURCE).toContain("pnpm approve-builds");
+    const availability = cudaAvailability();
+    if (!availability.available && /not installed/.test(availability.reason ?? "")) {
+      expect(availability.reason).toContain(BUILD_FROM_SOURCE);
+      expect(availability.reason).not.toMatch(/kernels-cuda|pnpm build|(^|[\s(])\/\w/); // no path on this machine
+    }
   });
 
   test("availability is one answer: cuda active with a device, or js active after one warning giving the reason", () => {

@@ -48,3 +48,8 @@ export class KernelNotRegisteredError extends BackendError {
 export class KernelLeakError extends CoreError {
   override name = "KernelLeakError";
 }
+
+/** A second copy of @blocksparse/core was loaded in this process; tensors and backends of one are invisible to the other. */
+export class DuplicateCoreError extends CoreError {
+  override name = "DuplicateCoreError";
+}

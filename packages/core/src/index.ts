@@ -1,4 +1,7 @@
+import { claimSingleCopy } from "./single_copy";
+
 export const version = "0.1.0";
+claimSingleCopy(version);
 
 export type {
   Backend,

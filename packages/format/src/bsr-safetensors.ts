@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod/mini";
 import type { BsrDType } from "./dtype.js";
 import { BsrFormatError, parseWith } from "./errors.js";
 import { BsrMatrix } from "./matrix.js";
@@ -32,7 +32,7 @@ export const BSR_METADATA_SUFFIXES = {
 const VALUE_DTYPES: Record<BsrDType, SafetensorsDType> = { float32: "F32", float16: "F16", bfloat16: "BF16" };
 const BSR_DTYPE_OF: Partial<Record<SafetensorsDType, BsrDType>> = { F32: "float32", F16: "float16", BF16: "bfloat16" };
 
-const pairSchema = z.string().regex(/^\s*\d+\s*,\s*\d+\s*$/, { error: 'expected "<integer>,<integer>"' });
+const pairSchema = z.string().check(z.regex(/^\s*\d+\s*,\s*\d+\s*$/, { error: 'expected "<integer>,<integer>"' }));
 
 /**
  * Adds matrix `name` (three tensors and its metadata) to `content`, replacing one of that

@@ -1,4 +1,4 @@
-import type { z } from "zod";
+import type * as z from "zod/mini";
 
 /**
  * A malformed block-sparse matrix, file or argument. `field` names what was wrong
@@ -21,7 +21,7 @@ export class BsrFormatError extends Error {
 }
 
 /** Parses `input` with a zod schema, turning the first issue into a BsrFormatError. */
-export function parseWith<T>(schema: z.ZodType<T>, input: unknown, field: string): T {
+export function parseWith<T>(schema: z.ZodMiniType<T>, input: unknown, field: string): T {
   const result = schema.safeParse(input);
   if (result.success) return result.data;
   const issue = result.error.issues[0]!;

@@ -1,5 +1,5 @@
 import { unzipSync, zipSync } from "fflate";
-import { z } from "zod";
+import * as z from "zod/mini";
 import { crc32 } from "./crc32.js";
 import { BsrFormatError, parseWith } from "./errors.js";
 import { BsrMatrix } from "./matrix.js";
@@ -22,9 +22,9 @@ const NPY_MAGIC = [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]; // "\x93NUMPY"
 const littleEndianHost = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 const npyHeaderSchema = z.object({
-  descr: z.string().regex(/^[<>|=][fiubSU]\d+$/, { error: "only plain numeric and string dtypes are supported" }),
+  descr: z.string().check(z.regex(/^[<>|=][fiubSU]\d+$/, { error: "only plain numeric and string dtypes are supported" })),
   fortranOrder: z.boolean(),
-  shape: z.array(z.number().int().nonnegative()),
+  shape: z.array(z.int().check(z.nonnegative())),
 });
 
 function itemSize(kind: string): number {

@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod/mini";
 import { BsrFormatError, parseWith } from "./errors.js";
 
 /**
@@ -111,7 +111,7 @@ export function checkMetadata(value: unknown, field: string): Record<string, str
 }
 
 const shapeSchema = z.array(
-  z.number().int({ error: "expected a non-negative integer" }).nonnegative({ error: "expected a non-negative integer" }),
+  z.int({ error: "expected a non-negative integer" }).check(z.nonnegative({ error: "expected a non-negative integer" })),
   { error: "expected an array of non-negative integers" },
 );
 
@@ -121,7 +121,7 @@ const tensorInfoSchema = z.object(
       error: (issue) => `unsupported dtype ${JSON.stringify(issue.input)}; supported: ${SAFETENSORS_DTYPES.join(", ")}`,
     }),
     shape: shapeSchema,
-    data_offsets: z.tuple([z.number().int().nonnegative(), z.number().int().nonnegative()], {
+    data_offsets: z.tuple([z.int().check(z.nonnegative()), z.int().check(z.nonnegative())], {
       error: "expected [begin, end] byte offsets",
     }),
   },

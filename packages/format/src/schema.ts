@@ -1,17 +1,17 @@
-import { z } from "zod";
+import * as z from "zod/mini";
 import { BSR_DTYPES } from "./dtype.js";
 
-/** zod schemas for plain objects that arrive from outside (users, files). */
+/**
+ * zod schemas for plain objects that arrive from outside (users, files). `zod/mini`: its
+ * functions tree-shake, and its objects parse without the `new Function` fast path (and
+ * without probing for it), so a browser bundle stays small and a strict CSP stays quiet.
+ */
 
-export const dimensionSchema = z
-  .number({ error: "expected a positive integer" })
-  .int({ error: "expected a positive integer" })
-  .positive({ error: "expected a positive integer" });
+const positiveInteger = { error: "expected a positive integer" };
+export const dimensionSchema = z.int(positiveInteger).check(z.positive(positiveInteger));
 
-export const countSchema = z
-  .number({ error: "expected a non-negative integer" })
-  .int({ error: "expected a non-negative integer" })
-  .nonnegative({ error: "expected a non-negative integer" });
+const nonNegativeInteger = { error: "expected a non-negative integer" };
+export const countSchema = z.int(nonNegativeInteger).check(z.nonnegative(nonNegativeInteger));
 
 export const shapeSchema = z.tuple([dimensionSchema, dimensionSchema], {
   error: "expected [rows, cols] of positive integers",
@@ -45,7 +45,7 @@ export const torchBsrInputSchema = z.object({
   values: valuesArraySchema,
   valuesShape: blocksShapeSchema,
   size: shapeSchema,
-  dtype: bsrDTypeSchema.optional(),
+  dtype: z.optional(bsrDTypeSchema),
 });
 
 export const scipyBsrInputSchema = z.object({
@@ -54,5 +54,5 @@ export const scipyBsrInputSchema = z.object({
   data: valuesArraySchema,
   dataShape: blocksShapeSchema,
   shape: shapeSchema,
-  dtype: bsrDTypeSchema.optional(),
+  dtype: z.optional(bsrDTypeSchema),
 });

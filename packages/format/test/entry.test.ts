@@ -25,7 +25,7 @@ describe("entry points", () => {
     expect(graph.size).toBeGreaterThan(5);
     const external = [...graph.values()].flat().filter((specifier) => !specifier.startsWith("./"));
     // Only browser-safe libraries: zod (schemas) and fflate (zip, for SciPy .npz files).
-    expect(new Set(external)).toEqual(new Set(["zod", "fflate"]));
+    expect(new Set(external)).toEqual(new Set(["zod/mini", "fflate"]));
   });
 
   it("only the node entry uses node: modules", () => {

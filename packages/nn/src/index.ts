@@ -2,6 +2,37 @@ import "@blocksparse/autograd";
 
 export const version = "0.1.0";
 
+// What an app needs beside the layers (tensors, scopes, backends, backward), so that it can
+// depend on @blocksparse/nn alone; the full set of ops stays in @blocksparse/core.
+export { backward, detach, noGrad } from "@blocksparse/autograd";
+export {
+  BsrPattern,
+  CoreError,
+  type DType,
+  DTypeError,
+  ShapeError,
+  Tensor,
+  ValueError,
+  arange,
+  argmax,
+  dispose,
+  full,
+  getBackend,
+  keep,
+  listBackends,
+  manualSeed,
+  memory,
+  ones,
+  rand,
+  randint,
+  randn,
+  scalar,
+  setBackend,
+  tensor,
+  tidy,
+  zeros,
+} from "@blocksparse/core";
+
 export {
   type BlockShape,
   BlockSparseLinear,

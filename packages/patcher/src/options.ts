@@ -1,27 +1,29 @@
-import { z } from "zod";
+import * as z from "zod/mini";
 import { PatchError } from "./errors";
 
-const blockSize = z.number().refine((size) => Number.isSafeInteger(size) && size >= 1, {
-  error: (issue) => `must be a positive integer, got ${describe(issue.input)}`,
-});
+const blockSize = z.number().check(
+  z.refine((size) => Number.isSafeInteger(size) && size >= 1, {
+    error: (issue) => `must be a positive integer, got ${describe(issue.input)}`,
+  }),
+);
 
 export const PatternOptionsSchema = z.strictObject({
   density: z
     .number({ error: (issue) => `must be a number in (0, 1], got ${describe(issue.input)}` })
-    .refine((density) => density > 0 && density <= 1, { error: (issue) => `must be in (0, 1], got ${describe(issue.input)}` }),
-  blockShape: z
-    .tuple([blockSize, blockSize], { error: (issue) => `must be [R, C] of positive integers, got ${describe(issue.input)}` })
-    .optional(),
+    .check(z.refine((density) => density > 0 && density <= 1, { error: (issue) => `must be in (0, 1], got ${describe(issue.input)}` })),
+  blockShape: z.optional(
+    z.tuple([blockSize, blockSize], { error: (issue) => `must be [R, C] of positive integers, got ${describe(issue.input)}` }),
+  ),
 });
 
-export const PatchOptionsSchema = z
-  .strictObject({
+export const PatchOptionsSchema = z.optional(
+  z.strictObject({
     /** Report what would change without changing the model. */
-    dryRun: z.boolean().optional(),
+    dryRun: z.optional(z.boolean()),
     /** Return an empty report instead of throwing when no layer matches. */
-    allowNoMatch: z.boolean().optional(),
-  })
-  .optional();
+    allowNoMatch: z.optional(z.boolean()),
+  }),
+);
 
 export interface PatternOptions {
   /** Fraction of blocks kept, in (0, 1]. */
@@ -46,9 +48,18 @@ function describe(value: unknown): string {
   }
 }
 
+/** zod/mini carries no locale: the messages for the issues these schemas leave to zod. */
+function defaultMessage(issue: z.core.$ZodRawIssue): string | undefined {
+  if (issue.code === "unrecognized_keys") {
+    return `Unrecognized key${issue.keys.length > 1 ? "s" : ""}: ${issue.keys.map((key) => JSON.stringify(key)).join(", ")}`;
+  }
+  if (issue.code === "invalid_type") return `Invalid input: expected ${issue.expected}, received ${describe(issue.input)}`;
+  return undefined;
+}
+
 /** Parses `value` with `schema`, or throws a PatchError listing each problem with its path. */
-export function parseOptions<T>(where: string, schema: z.ZodType<T>, value: unknown): T {
-  const result = schema.safeParse(value);
+export function parseOptions<T>(where: string, schema: z.ZodMiniType<T>, value: unknown): T {
+  const result = schema.safeParse(value, { error: defaultMessage });
   if (result.success) return result.data;
   const problems = result.error.issues.map((issue) => {
     const path = issue.path.length > 0 ? `${issue.path.join(".")}: ` : "";

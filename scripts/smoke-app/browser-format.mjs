@@ -1,0 +1,3 @@
+import { BsrMatrix, encodeSafetensors } from "@blocksparse/format";
+
+console.log(BsrMatrix, encodeSafetensors);

@@ -1,0 +1,3 @@
+import { save } from "@blocksparse/nn/node";
+
+console.log(save);
