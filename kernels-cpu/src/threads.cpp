@@ -44,8 +44,10 @@ class ThreadPool {
 
  private:
   void start(int threads) {
+    std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = false;
-    for (int i = 1; i < threads; i++) workers_.emplace_back([this] { workerLoop(); });
+    // A worker must know the generation it was started in: a job posted before it first runs is still its job.
+    for (int i = 1; i < threads; i++) workers_.emplace_back([this, seen = generation_] { workerLoop(seen); });
   }
 
   void stop() {
@@ -66,8 +68,7 @@ class ThreadPool {
     }
   }
 
-  void workerLoop() {
-    uint64_t seen = generation_;
+  void workerLoop(uint64_t seen) {
     for (;;) {
       {
         std::unique_lock<std::mutex> lock(mutex_);
