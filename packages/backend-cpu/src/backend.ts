@@ -1,4 +1,4 @@
-import { BackendError, JsBackend, type KernelTable, jsKernels, productKernels } from "@blocksparse/core";
+import { BackendError, type CompleteKernelTable, JsBackend, jsKernels, productKernels } from "@blocksparse/core";
 import { nativeCompute } from "./compute";
 import { loadAddon } from "./loader";
 import type { BuildInfo, NativeAddon } from "./native";
@@ -13,7 +13,7 @@ import { applyEnvironmentSettings } from "./settings";
  */
 export class CpuBackend extends JsBackend {
   override readonly name: string = "cpu";
-  override readonly kernels: KernelTable<JsBackend>;
+  override readonly kernels: CompleteKernelTable<JsBackend>;
   readonly addon: NativeAddon;
   /** Where the addon was loaded from. */
   readonly addonPath: string;
@@ -26,7 +26,9 @@ export class CpuBackend extends JsBackend {
     this.addon = load.addon;
     this.addonPath = load.path;
     applyEnvironmentSettings();
-    this.kernels = { ...jsKernels, ...productKernels(nativeCompute(this.addon)) };
+    // The js kernels run on this backend's buffers directly (same storage), so no kernel needs
+    // delegateToJs's copies; the products are replaced by native ones.
+    this.kernels = { ...jsKernels, ...productKernels(nativeCompute(this.addon)) } satisfies CompleteKernelTable<JsBackend>;
   }
 
   /** The micro-kernel, its tile and the thread count in use. */
