@@ -20,7 +20,7 @@ import { join, resolve } from "node:path";
 const SUITES: Suite[] = [formatSuite, kernelsSuite, trainSuite];
 const DTYPES: BenchDType[] = ["float32", "float16", "bfloat16"];
 
-const USAGE = `usage: pnpm bench [--quick] [--backend auto|js|cuda] [--suites format,kernels,train] [--dtypes float32,...] [--out DIR]`;
+const USAGE = `usage: pnpm bench [--quick] [--backend auto|js|cpu|cuda] [--suites format,kernels,train] [--dtypes float32,...] [--out DIR]`;
 
 function list<T extends string>(value: string | undefined, allowed: readonly T[], what: string): T[] | undefined {
   if (value === undefined) return undefined;
@@ -31,19 +31,33 @@ function list<T extends string>(value: string | undefined, allowed: readonly T[]
   return items as T[];
 }
 
-/** Starts the requested backend; "auto" takes CUDA when its addon loads, else js. */
+/** The native cpu backend when its addon loads (null otherwise, with the reason on stderr unless asked for). */
+async function startCpu(requested: string): Promise<{ backend: string; synchronize: () => void } | null> {
+  const cpu = await import("@blocksparse/backend-cpu");
+  const availability = cpu.cpuAvailability();
+  if (!availability.available) {
+    if (requested === "cpu") throw new Error(`--backend cpu: the CPU addon is unavailable: ${availability.reason ?? "no reason given"}`);
+    process.stderr.write(`native cpu backend unavailable (${availability.reason ?? "no reason given"})\n`);
+    return null;
+  }
+  setBackend("cpu");
+  return { backend: "cpu", synchronize: () => {} };
+}
+
+/** Starts the requested backend; "auto" takes CUDA when its addon loads, else the native cpu backend, else js. */
 async function startBackend(requested: string): Promise<{ backend: string; gpu?: GpuInfo; synchronize: () => void }> {
-  if (requested === "js") {
+  const js = () => {
     setBackend("js");
     return { backend: "js", synchronize: () => {} };
-  }
+  };
+  if (requested === "js") return js();
+  if (requested === "cpu") return (await startCpu(requested)) ?? js();
   const cuda = await import("@blocksparse/backend-cuda");
   const availability = cuda.cudaAvailability();
   if (!availability.available) {
     if (requested === "cuda") throw new Error(`--backend cuda: CUDA is unavailable: ${availability.reason ?? "no reason given"}`);
-    process.stderr.write(`CUDA unavailable (${availability.reason ?? "no reason given"}); benchmarking the js backend\n`);
-    setBackend("js");
-    return { backend: "js", synchronize: () => {} };
+    process.stderr.write(`CUDA unavailable (${availability.reason ?? "no reason given"}); trying the native cpu backend\n`);
+    return (await startCpu(requested)) ?? js();
   }
   setBackend("cuda");
   const instance = cuda.cudaBackend();
@@ -70,11 +84,11 @@ async function main(): Promise<void> {
     process.stdout.write(`${USAGE}\n`);
     return;
   }
-  if (!["auto", "js", "cuda"].includes(values.backend)) throw new Error(`--backend: expected auto, js or cuda, got "${values.backend}"`);
+  if (!["auto", "js", "cpu", "cuda"].includes(values.backend)) throw new Error(`--backend: expected auto, js, cpu or cuda, got "${values.backend}"`);
   const quick = values.quick;
   const suiteNames = list(values.suites, SUITES.map((s) => s.name), "suites") ?? SUITES.map((s) => s.name);
   const started = await startBackend(values.backend);
-  const large = started.backend !== "js";
+  const large = started.backend === "cuda";
   // On a CPU the half types are emulated: float32 tells the story in a fraction of the time.
   const dtypes = list(values.dtypes, DTYPES, "dtypes") ?? (large ? (quick ? ["bfloat16"] : ["bfloat16", "float16", "float32"]) : ["float32"]);
   const plan: TimingPlan = large
