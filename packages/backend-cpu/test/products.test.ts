@@ -6,25 +6,14 @@
  */
 import { BsrPattern, type Tensor, bsrLinear, bsrMatmul, getBackendInstance, matmul, sampledMatmul, setBackend, tensor, tidy } from "@blocksparse/core";
 import { type NativeIsa, cpuIsa, cpuThreads, setCpuIsa, setCpuThreads } from "../src/index";
+import { SeededRandom, reference } from "@blocksparse/core/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cpuMissing, reportCpuAvailability } from "./cpu";
 
 reportCpuAvailability("products.test.ts");
 
-/** mulberry32: small, seeded, the same on every machine. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function randomTensor(next: () => number, shape: number[]): { t: Tensor; values: Float32Array } {
-  const values = Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => next() * 2 - 1);
+function randomTensor(rng: SeededRandom, shape: number[]): { t: Tensor; values: Float32Array } {
+  const values = Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.uniform(-1, 1));
   return { t: tensor(values, shape, "float32"), values };
 }
 
@@ -43,6 +32,7 @@ function expectClose(out: Float32Array, ref: Float64Array, what: string): void {
 
 /** C = op(A) op(B) in float64; A is [m, k] (or [k, m] when transposed), B is [k, n] (or [n, k]). */
 function matmulRef(a: Float32Array, b: Float32Array, m: number, n: number, k: number, transposeA: boolean, transposeB: boolean): Float64Array {
+  // Direct index loops: core's general reference (any rank, broadcast) is too slow at these sizes.
   const c = new Float64Array(m * n);
   for (let i = 0; i < m; i++) {
     for (let j = 0; j < n; j++) {
@@ -52,20 +42,6 @@ function matmulRef(a: Float32Array, b: Float32Array, m: number, n: number, k: nu
     }
   }
   return c;
-}
-
-/** W as a dense [rows, cols] float64 matrix. */
-function denseWeight(pattern: BsrPattern, values: Float32Array): Float64Array {
-  const [rows, cols] = pattern.shape;
-  const [R, C] = pattern.blockShape;
-  const w = new Float64Array(rows * cols);
-  for (let br = 0; br < pattern.blockRows; br++) {
-    for (let p = pattern.blockRowPtr[br]; p < pattern.blockRowPtr[br + 1]; p++) {
-      const bc = pattern.blockColIdx[p];
-      for (let r = 0; r < R; r++) for (let c = 0; c < C; c++) w[(br * R + r) * cols + bc * C + c] = values[(p * R + r) * C + c];
-    }
-  }
-  return w;
 }
 
 const ISAS: NativeIsa[] = ["avx512", "avx2", "scalar"];
@@ -99,9 +75,9 @@ describe.skipIf(cpuMissing)("native products against float64", () => {
           return true;
         };
 
-        it("matmul: few rows, edge tiles, several K slices and row chunks, every transpose", () => {
+        it("matmul: few rows, edge tiles, several K slices and row chunks, every transpose", { timeout: 120_000 }, () => {
           if (!runs()) return;
-          const next = random(11 + threads);
+          const next = new SeededRandom(11 + threads);
           const shapes: [number, number, number][] = [[1, 1, 1], [3, 70, 5], [8, 600, 300], [9, 33, 47], [130, 257, 70], [2100, 3, 5], [17, 0, 5]];
           tidy(() => {
             for (const [m, k, n] of shapes) {
@@ -117,9 +93,9 @@ describe.skipIf(cpuMissing)("native products against float64", () => {
           });
         });
 
-        it("bsrLinear, bsrMatmul and sampledMatmul: every block shape class, few and many tokens, several chunks", () => {
+        it("bsrLinear, bsrMatmul and sampledMatmul: every block shape class, few and many tokens, several chunks", { timeout: 120_000 }, () => {
           if (!runs()) return;
-          const next = random(23 + threads);
+          const next = new SeededRandom(23 + threads);
           const cases: { shape: [number, number]; block: [number, number]; density: number; tokens: number[] }[] = [
             { shape: [64, 96], block: [32, 32], density: 0.5, tokens: [1, 3, 8, 9, 77] },
             { shape: [48, 64], block: [16, 16], density: 0.4, tokens: [2, 40] },
@@ -132,11 +108,10 @@ describe.skipIf(cpuMissing)("native products against float64", () => {
           ];
           for (const { shape, block, density, tokens: tokenCounts } of cases) {
             const [rows, cols] = shape;
-            const pattern = BsrPattern.random(shape, { blockShape: block, density, seed: Math.floor(next() * 1e6) });
+            const pattern = BsrPattern.random(shape, { blockShape: block, density, seed: next.nextInt(1e6) });
             tidy(() => {
               const values = randomTensor(next, [pattern.nnzBlocks, block[0], block[1]]);
-              const dense = denseWeight(pattern, values.values);
-              const dense32 = Float32Array.from(dense);
+              const dense32 = Float32Array.from(reference.denseWeight(pattern, { shape: [pattern.nnzBlocks, ...block], data: Float64Array.from(values.values) }).data);
               const bias = randomTensor(next, [rows]);
               for (const tokens of tokenCounts) {
                 const what = `${rows}x${cols} b${block.join("x")} d${density} tokens ${tokens}`;

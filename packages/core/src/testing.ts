@@ -99,6 +99,10 @@ import * as R from "./testing/reference";
 import type { Ref } from "./testing/reference";
 
 /** Relative tolerance of each dtype: a few units in the last place of its output rounding. */
+/** The suite's float64 reference math (dense W of a pattern, matmul, ...), for a backend's own tests. */
+export * as reference from "./testing/reference";
+export { SeededRandom } from "@blocksparse/format";
+
 export const TOLERANCES: Readonly<Record<FloatDType, number>> = { float32: 2e-5, float16: 2e-3, bfloat16: 1.6e-2 };
 
 /**
