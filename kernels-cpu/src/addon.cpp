@@ -96,7 +96,7 @@ int64_t checkCompressed(Napi::Env env, const char* fn, const char* ptrName, cons
   return nnz;
 }
 
-// The pattern's sizes and, as asked, its row-wise and column-wise indices, all checked.
+// The pattern's sizes and its row-wise (or, for bsrMatmul, column-wise) indices, all checked.
 struct CheckedPattern {
   BsrView view{};
   int64_t nnz = 0;
@@ -117,19 +117,19 @@ CheckedPattern checkPattern(Napi::Env env, const Napi::Value& value, const char*
   }
   const int64_t blockRows = w.rows / w.blockHeight;
   const int64_t blockCols = w.cols / w.blockWidth;
-  // Row-wise indices are always needed: they give the number of blocks.
-  const Napi::Int32Array rowPtr = indexField(env, pattern, fn, "blockRowPtr");
-  const Napi::Int32Array colIdx = indexField(env, pattern, fn, "blockColIdx");
-  checked.nnz = checkCompressed(env, fn, "blockRowPtr", rowPtr, "blockColIdx", colIdx, blockRows, blockCols);
-  w.blockRowPtr = rowPtr.Data();
-  w.blockColIdx = colIdx.Data();
+  if (!columnWise) {
+    const Napi::Int32Array rowPtr = indexField(env, pattern, fn, "blockRowPtr");
+    const Napi::Int32Array colIdx = indexField(env, pattern, fn, "blockColIdx");
+    checked.nnz = checkCompressed(env, fn, "blockRowPtr", rowPtr, "blockColIdx", colIdx, blockRows, blockCols);
+    w.blockRowPtr = rowPtr.Data();
+    w.blockColIdx = colIdx.Data();
+  }
   if (columnWise) {
     const Napi::Int32Array colPtr = indexField(env, pattern, fn, "blockColPtr");
     const Napi::Int32Array rowIdx = indexField(env, pattern, fn, "blockRowIdx");
     const Napi::Int32Array valueIndexArray = indexField(env, pattern, fn, "valueIndex");
     const int32_t* valueIndex = valueIndexArray.Data();
-    const int64_t columnNnz = checkCompressed(env, fn, "blockColPtr", colPtr, "blockRowIdx", rowIdx, blockCols, blockRows);
-    if (columnNnz != checked.nnz) fail(env, "ERR_CPU_INDEX", std::string(fn) + ": blockColPtr counts a different number of blocks than blockRowPtr");
+    checked.nnz = checkCompressed(env, fn, "blockColPtr", colPtr, "blockRowIdx", rowIdx, blockCols, blockRows);
     if (static_cast<int64_t>(valueIndexArray.ElementLength()) < checked.nnz) fail(env, "ERR_CPU_SHAPE", std::string(fn) + ": valueIndex is shorter than the block count");
     for (int64_t p = 0; p < checked.nnz; p++) {
       if (valueIndex[p] < 0 || valueIndex[p] >= checked.nnz) {

@@ -8,7 +8,7 @@ import { applyEnvironmentSettings } from "./settings";
  * The native CPU backend. Tensors live in host memory exactly as the js backend stores them (a
  * Float32Array, Uint16Array of half bits or Int32Array per buffer), so every kernel without a native
  * version is the js backend's own, running on cpu tensors with no copy, and the native products read
- * and write the same arrays in place. MatMul, BsrLinear, BsrMatmul and SampledMatmul run in the addon:
+ * and write the same arrays in place. Matmul, BsrLinear, BsrMatmul and SampledMatmul run in the addon:
  * packed SIMD micro-kernels on a thread pool, float32 compute (half inputs widened, outputs rounded).
  */
 export class CpuBackend extends JsBackend {

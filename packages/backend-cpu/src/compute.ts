@@ -1,25 +1,11 @@
 /**
  * The native float32 compute behind the cpu backend's product kernels: core's kernel layer (shapes,
- * batching, half widening) calls these instead of the js backend's TypeScript loops.
+ * batching, half widening) calls these instead of the js backend's TypeScript loops. The arguments
+ * are the js compute functions' own; offsets become zero-copy subarrays.
  */
-import type { BsrPattern, ProductCompute } from "@blocksparse/core";
+import { type ProductCompute, ValueError } from "@blocksparse/core";
 import { translateNativeError } from "./errors";
-import type { NativeAddon, NativePattern } from "./native";
-
-const nativePatterns = new WeakMap<BsrPattern, NativePattern>();
-
-/** The pattern's sizes and index arrays (both orientations), built once per pattern. */
-export function nativePattern(pattern: BsrPattern): NativePattern {
-  let described = nativePatterns.get(pattern);
-  if (described === undefined) {
-    const [rows, cols] = pattern.shape;
-    const [blockHeight, blockWidth] = pattern.blockShape;
-    const { blockColPtr, blockRowIdx, valueIndex } = pattern.columnIndex;
-    described = { rows, cols, blockHeight, blockWidth, blockRowPtr: pattern.blockRowPtr, blockColIdx: pattern.blockColIdx, blockColPtr, blockRowIdx, valueIndex };
-    nativePatterns.set(pattern, described);
-  }
-  return described;
-}
+import type { NativeAddon } from "./native";
 
 function native(call: () => void): void {
   try {
@@ -29,13 +15,43 @@ function native(call: () => void): void {
   }
 }
 
+/** The array from `offset` on (no copy). */
+function from(array: Float32Array, offset = 0): Float32Array {
+  return offset === 0 ? array : array.subarray(offset);
+}
+
+/** The kernel layer never asks for these; a direct caller gets a clear error, not a wrong answer. */
+function unsupported(fn: string, what: string): never {
+  throw new ValueError(`cpu: ${fn} runs natively without ${what}; use the js compute functions for it`);
+}
+
 /** ProductCompute over the addon. */
 export function nativeCompute(addon: NativeAddon): ProductCompute {
   return {
-    matmulF32: (a, aOffset, b, bOffset, c, cOffset, m, n, k, transposeA, transposeB) =>
-      native(() => addon.matmul(a, aOffset, b, bOffset, c, cOffset, m, n, k, transposeA, transposeB)),
-    bsrLinearF32: (x, values, bias, y, tokens, pattern) => native(() => addon.bsrLinear(x, values, bias, y, tokens, nativePattern(pattern))),
-    bsrMatmulF32: (dy, values, dx, tokens, pattern) => native(() => addon.bsrMatmul(dy, values, dx, tokens, nativePattern(pattern))),
-    sampledMatmulF32: (dy, x, dw, tokens, pattern) => native(() => addon.sampledMatmul(dy, x, dw, tokens, nativePattern(pattern))),
+    matmulF32: (args) => {
+      const { a, b, c, m, n, k, aOffset = 0, bOffset = 0, cOffset = 0, batch = 1 } = args;
+      if (args.accumulate) unsupported("matmulF32", "accumulate");
+      if (batch !== 1) unsupported("matmulF32", "batch");
+      native(() => addon.matmul(a, aOffset, b, bOffset, c, cOffset, m, n, k, args.transposeA ?? false, args.transposeB ?? false));
+    },
+    bsrLinearF32: (args) =>
+      native(() =>
+        addon.bsrLinear(
+          from(args.x, args.xOffset),
+          from(args.values, args.valuesOffset),
+          args.bias ? from(args.bias, args.biasOffset) : null,
+          from(args.y, args.yOffset),
+          args.tokens,
+          args,
+        ),
+      ),
+    bsrMatmulF32: (args) => {
+      if (args.accumulate) unsupported("bsrMatmulF32", "accumulate");
+      native(() => addon.bsrMatmul(from(args.dy, args.dyOffset), from(args.values, args.valuesOffset), from(args.dx, args.dxOffset), args.tokens, args));
+    },
+    sampledMatmulF32: (args) => {
+      if (args.accumulate) unsupported("sampledMatmulF32", "accumulate");
+      native(() => addon.sampledMatmul(from(args.dy, args.dyOffset), from(args.x, args.xOffset), from(args.dw, args.dwOffset), args.tokens, args));
+    },
   };
 }

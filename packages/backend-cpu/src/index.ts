@@ -23,5 +23,5 @@ export { CpuBackend } from "./backend";
 export { nativeCompute } from "./compute";
 export { CpuOutOfMemoryError } from "./errors";
 export { addonCandidates, cpuAvailability } from "./loader";
-export type { BuildInfo, NativeAddon, NativeIsa, NativePattern } from "./native";
+export type { BuildInfo, NativeAddon, NativeBsrSizes, NativeColumnIndex, NativeIsa, NativeRowIndex } from "./native";
 export { cpuIsa, cpuThreads, defaultCpuThreads, setCpuIsa, setCpuThreads } from "./settings";

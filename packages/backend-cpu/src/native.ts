@@ -20,18 +20,25 @@ export interface BuildInfo {
 
 export type NativeIsa = "avx512" | "avx2" | "scalar";
 
-/** The block-sparse pattern's sizes and index arrays, as the addon reads them. */
-export interface NativePattern {
+/** A block-sparse matrix's sizes, as the addon reads them. */
+export interface NativeBsrSizes {
   rows: number;
   cols: number;
   blockHeight: number;
   blockWidth: number;
+}
+
+/** The row-wise index (CSR of blocks): bsrLinear and sampledMatmul. */
+export interface NativeRowIndex extends NativeBsrSizes {
   blockRowPtr: Int32Array;
   blockColIdx: Int32Array;
-  /** Column-wise index: needed by bsrMatmul only. */
-  blockColPtr?: Int32Array;
-  blockRowIdx?: Int32Array;
-  valueIndex?: Int32Array;
+}
+
+/** The column-wise index and each entry's block: bsrMatmul. */
+export interface NativeColumnIndex extends NativeBsrSizes {
+  blockColPtr: Int32Array;
+  blockRowIdx: Int32Array;
+  valueIndex: Int32Array;
 }
 
 /** An error thrown by the addon. */
@@ -60,11 +67,11 @@ export interface NativeAddon {
     transposeB: boolean,
   ): void;
   /** Y [tokens, rows] = X [tokens, cols] W^T (+ bias). */
-  bsrLinear(x: Float32Array, values: Float32Array, bias: Float32Array | null, y: Float32Array, tokens: number, pattern: NativePattern): void;
+  bsrLinear(x: Float32Array, values: Float32Array, bias: Float32Array | null, y: Float32Array, tokens: number, pattern: NativeRowIndex): void;
   /** dX [tokens, cols] = dY [tokens, rows] W. */
-  bsrMatmul(dy: Float32Array, values: Float32Array, dx: Float32Array, tokens: number, pattern: NativePattern): void;
+  bsrMatmul(dy: Float32Array, values: Float32Array, dx: Float32Array, tokens: number, pattern: NativeColumnIndex): void;
   /** dW [nnz, R, C] = (dY^T X) on W's blocks. */
-  sampledMatmul(dy: Float32Array, x: Float32Array, dw: Float32Array, tokens: number, pattern: NativePattern): void;
+  sampledMatmul(dy: Float32Array, x: Float32Array, dw: Float32Array, tokens: number, pattern: NativeRowIndex): void;
 }
 
 /** Every function the addon must export (checked when it is loaded). */

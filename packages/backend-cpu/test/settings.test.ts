@@ -41,38 +41,32 @@ describe.skipIf(cpuMissing)("thread count and instruction set", () => {
 });
 
 describe.skipIf(cpuMissing)("the addon checks its arguments before any kernel runs", () => {
+  const index = { rows: 64, cols: 64, blockHeight: 32, blockWidth: 32 };
   const pattern = BsrPattern.random([64, 64], { blockShape: [32, 32], density: 1, seed: 1 });
+  const rowWise = { ...index, blockRowPtr: pattern.blockRowPtr, blockColIdx: pattern.blockColIdx };
   const compute = () => nativeCompute(cpuBackend().addon);
 
   it("short arrays are a ShapeError naming the argument", () => {
     const a = new Float32Array(6);
-    expect(() => compute().matmulF32(a, 0, new Float32Array(5), 0, new Float32Array(4), 0, 2, 2, 3, false, false)).toThrow(ShapeError);
-    expect(() => compute().matmulF32(a, 0, new Float32Array(6), 0, new Float32Array(4), 1, 2, 2, 3, false, false)).toThrow(/c has 4 elements, needs 5/);
+    expect(() => compute().matmulF32({ a, b: new Float32Array(5), c: new Float32Array(4), m: 2, n: 2, k: 3 })).toThrow(ShapeError);
+    expect(() => compute().matmulF32({ a, b: new Float32Array(6), c: new Float32Array(4), cOffset: 1, m: 2, n: 2, k: 3 })).toThrow(/c has 4 elements, needs 5/);
     const values = new Float32Array(4 * 32 * 32);
-    expect(() => compute().bsrLinearF32(new Float32Array(64), values, null, new Float32Array(63), 1, pattern)).toThrow(/y has 63 elements/);
-    expect(() => compute().bsrMatmulF32(new Float32Array(64), values.subarray(1), new Float32Array(64), 1, pattern)).toThrow(/values/);
-    expect(() => compute().sampledMatmulF32(new Float32Array(64), new Float32Array(64), new Float32Array(10), 1, pattern)).toThrow(/dw/);
+    expect(() => compute().bsrLinearF32({ ...rowWise, x: new Float32Array(64), values, y: new Float32Array(63), tokens: 1 })).toThrow(/y has 63 elements/);
+    expect(() =>
+      compute().bsrMatmulF32({ ...index, ...pattern.columnIndex, dy: new Float32Array(64), values: values.subarray(1), dx: new Float32Array(64), tokens: 1 }),
+    ).toThrow(/values/);
+    expect(() => compute().sampledMatmulF32({ ...rowWise, dy: new Float32Array(64), x: new Float32Array(64), dw: new Float32Array(10), tokens: 1 })).toThrow(/dw/);
   });
 
-  it("an index out of range is an IndexError, a wrong type a ValueError", () => {
-    const { addon } = cpuBackend();
-    // A pattern object as a corrupted one would look (BsrPattern itself refuses to build it).
-    const corrupt = {
-      shape: [64, 64],
-      blockShape: [32, 32],
-      blockRowPtr: Int32Array.of(0, 1, 2),
-      blockColIdx: Int32Array.of(0, 2),
-      columnIndex: { blockColPtr: Int32Array.of(0, 1, 2), blockRowIdx: Int32Array.of(0, 1), valueIndex: Int32Array.of(0, 1) },
-    } as unknown as BsrPattern;
-    expect(() => nativeCompute(addon).bsrLinearF32(new Float32Array(64), new Float32Array(2048), null, new Float32Array(64), 1, corrupt)).toThrow(IndexError);
-    expect(() => nativeCompute(addon).bsrLinearF32(new Float32Array(64), new Float32Array(2048), null, new Float32Array(64), 1, corrupt)).toThrow(
-      /blockColIdx\[1\] = 2 is outside \[0, 2\)/,
-    );
-    expect(() => addon.matmul(new Float64Array(4) as unknown as Float32Array, 0, new Float32Array(4), 0, new Float32Array(4), 0, 2, 2, 2, false, false)).toThrow(
-      /a must be a Float32Array/,
-    );
-    expect(() => nativeCompute(addon).matmulF32(new Float64Array(4) as unknown as Float32Array, 0, new Float32Array(4), 0, new Float32Array(4), 0, 2, 2, 2, false, false)).toThrow(
-      ValueError,
-    );
+  it("an index out of range is an IndexError, a wrong type or an unsupported option a ValueError", () => {
+    // Index arrays as a corrupted pattern would hold them (BsrPattern itself refuses to build one).
+    const corrupt = { ...index, blockRowPtr: Int32Array.of(0, 1, 2), blockColIdx: Int32Array.of(0, 2) };
+    const linear = () => compute().bsrLinearF32({ ...corrupt, x: new Float32Array(64), values: new Float32Array(2048), y: new Float32Array(64), tokens: 1 });
+    expect(linear).toThrow(IndexError);
+    expect(linear).toThrow(/blockColIdx\[1\] = 2 is outside \[0, 2\)/);
+    const wrongType = new Float64Array(4) as unknown as Float32Array;
+    expect(() => compute().matmulF32({ a: wrongType, b: new Float32Array(4), c: new Float32Array(4), m: 2, n: 2, k: 2 })).toThrow(ValueError);
+    expect(() => compute().matmulF32({ a: wrongType, b: new Float32Array(4), c: new Float32Array(4), m: 2, n: 2, k: 2 })).toThrow(/a must be a Float32Array/);
+    expect(() => compute().matmulF32({ a: new Float32Array(4), b: new Float32Array(4), c: new Float32Array(4), m: 2, n: 2, k: 2, accumulate: true })).toThrow(/accumulate/);
   });
 });
