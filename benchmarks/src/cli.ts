@@ -21,7 +21,7 @@ import { join, resolve } from "node:path";
 const SUITES: Suite[] = [formatSuite, kernelsSuite, trainSuite];
 const DTYPES: BenchDType[] = ["float32", "float16", "bfloat16"];
 
-const USAGE = `usage: pnpm bench [--quick] [--backend auto|js|cuda|NAME] [--backend-module SPECIFIER ...] [--suites format,kernels,train] [--dtypes float32,...] [--out DIR | --update-results]
+const USAGE = `usage: pnpm bench [--quick] [--backend auto|js|cpu|cuda|NAME] [--backend-module SPECIFIER ...] [--suites format,kernels,train] [--dtypes float32,...] [--out DIR | --update-results]
   --backend-module imports a backend package (name or path; repeatable); --backend NAME then picks one it registered.
   writes to benchmarks/out/ (not committed) unless --out is given; --update-results (or BENCH_UPDATE=1) writes the committed benchmarks/results/`;
 
@@ -34,8 +34,27 @@ function list<T extends string>(value: string | undefined, allowed: readonly T[]
   return items as T[];
 }
 
-/** Starts the requested backend; "auto" takes CUDA when its addon loads, else js. */
+/** The native cpu backend when its addon loads (null otherwise, with the reason on stderr unless asked for). */
+async function startCpu(requested: string): Promise<{ backend: string; synchronize: () => void } | null> {
+  const cpu = await import("@blocksparse/backend-cpu");
+  const availability = cpu.cpuAvailability();
+  if (!availability.available) {
+    if (requested === "cpu") throw new Error(`--backend cpu: the CPU addon is unavailable: ${availability.reason ?? "no reason given"}`);
+    process.stderr.write(`native cpu backend unavailable (${availability.reason ?? "no reason given"})\n`);
+    return null;
+  }
+  setBackend("cpu");
+  return { backend: "cpu", synchronize: () => {} };
+}
+
+/** Starts the requested backend; "auto" takes CUDA when its addon loads, else the native cpu backend, else js. */
 async function startBackend(requested: string): Promise<{ backend: string; gpu?: GpuInfo; synchronize: () => void }> {
+  const js = () => {
+    setBackend("js");
+    return { backend: "js", synchronize: () => {} };
+  };
+  if (requested === "js") return js();
+  if (requested === "cpu") return (await startCpu(requested)) ?? js();
   if (requested !== "auto" && requested !== "cuda") {
     setBackend(requested);
     return { backend: requested, synchronize: () => {} };
@@ -44,9 +63,8 @@ async function startBackend(requested: string): Promise<{ backend: string; gpu?:
   const availability = cuda.cudaAvailability();
   if (!availability.available) {
     if (requested === "cuda") throw new Error(`--backend cuda: CUDA is unavailable: ${availability.reason ?? "no reason given"}`);
-    process.stderr.write(`CUDA unavailable (${availability.reason ?? "no reason given"}); benchmarking the js backend\n`);
-    setBackend("js");
-    return { backend: "js", synchronize: () => {} };
+    process.stderr.write(`CUDA unavailable (${availability.reason ?? "no reason given"}); trying the native cpu backend\n`);
+    return (await startCpu(requested)) ?? js();
   }
   setBackend("cuda");
   const instance = cuda.cudaBackend();
@@ -76,12 +94,12 @@ async function main(): Promise<void> {
     return;
   }
   const added = await importBackendModules(values["backend-module"] ?? [], (specifier) => import(specifier));
-  const known = ["auto", "js", "cuda", ...added];
+  const known = ["auto", "js", "cpu", "cuda", ...added];
   if (!known.includes(values.backend)) throw new Error(`--backend: expected ${known.join(", ")}, got "${values.backend}"`);
   const quick = values.quick;
   const suiteNames = list(values.suites, SUITES.map((s) => s.name), "suites") ?? SUITES.map((s) => s.name);
   const started = await startBackend(values.backend);
-  const large = started.backend !== "js";
+  const large = started.backend === "cuda";
   // On a CPU the half types are emulated: float32 tells the story in a fraction of the time.
   const dtypes = list(values.dtypes, DTYPES, "dtypes") ?? (large ? (quick ? ["bfloat16"] : ["bfloat16", "float16", "float32"]) : ["float32"]);
   const plan: TimingPlan = large

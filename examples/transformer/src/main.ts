@@ -1,4 +1,6 @@
-// Registers the cuda backend when its addon loads here; otherwise the engine warns once and runs on js.
+// Register the cuda and native cpu backends; the engine starts the first that loads here (cuda, then
+// cpu), warning once for each that does not, and runs on js when neither does.
+import "@blocksparse/backend-cpu";
 import "@blocksparse/backend-cuda";
 import { parseArgs } from "node:util";
 import { getBackendInstance, importBackendModules, setBackend } from "@blocksparse/core";
@@ -11,9 +13,9 @@ const USAGE = `Train a small character-level transformer on Moby Dick, dense and
 
   --steps N           training steps per model (default ${DEFAULT_OPTIONS.steps}; a GPU run wants thousands)
   --density LIST      densities of the block-sparse models, comma-separated (default ${DEFAULT_OPTIONS.densities.join(",")})
-  --backend NAME      js or cuda (default: cuda when it starts here, else js)
+  --backend NAME      js, cpu or cuda (default: cuda when it starts here, else cpu, else js)
   --dtype TYPE        auto, float32, bfloat16 or float16 (default auto: bfloat16 mixed precision on cuda,
-                      float32 on js)
+                      float32 on js and cpu)
   --backend-module M  import a backend package (name or path; repeatable) first, so --backend can pick it
   --batch-size N      (default ${DEFAULT_OPTIONS.batchSize})
   --context N         characters of context (default ${DEFAULT_OPTIONS.context})

@@ -20,6 +20,9 @@ import { declareReductionTests } from "./testing/reduction";
 import { declareShapeTests } from "./testing/shape";
 
 export { TOLERANCES } from "./testing/harness";
+/** The suite's float64 reference math (dense W of a pattern, matmul, ...), for a backend's own tests. */
+export * as reference from "./testing/reference";
+export { SeededRandom } from "@blocksparse/format";
 
 /**
  * Declares the conformance tests for backend `backendName` (registered beforehand, e.g. by

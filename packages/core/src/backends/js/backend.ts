@@ -44,7 +44,7 @@ export class JsBackend implements Backend {
   private buffers = 0;
 
   allocate(dtype: DType, size: number): DataId {
-    if (!Number.isInteger(size) || size < 0) throw new ValueError(`js: cannot allocate ${size} elements`);
+    if (!Number.isInteger(size) || size < 0) throw new ValueError(`${this.name}: cannot allocate ${size} elements`);
     const values = allocStorage(dtype, size);
     if (this.poisonAllocations) poison(values, dtype);
     this.bytesInUse += size * bytesPerElement(dtype);
@@ -56,7 +56,7 @@ export class JsBackend implements Backend {
     const buffer = this.buffer(dataId);
     if (!isStorageOf(buffer.dtype, values) || values.length !== buffer.values.length) {
       throw new ValueError(
-        `js: write expects the ${buffer.dtype} storage array of ${buffer.values.length} elements, got ${values.constructor.name}(${values.length})`,
+        `${this.name}: write expects the ${buffer.dtype} storage array of ${buffer.values.length} elements, got ${values.constructor.name}(${values.length})`,
       );
     }
     buffer.values.set(values);
@@ -85,8 +85,8 @@ export class JsBackend implements Backend {
 
   /** The buffer behind a handle (throws on a foreign or freed handle). */
   buffer(dataId: DataId): JsBuffer {
-    if (!(dataId instanceof JsBuffer)) throw new BackendError("js: the handle does not belong to the js backend");
-    if (dataId.freed) throw new BackendError("js: the buffer was freed");
+    if (!(dataId instanceof JsBuffer)) throw new BackendError(`${this.name}: the handle does not belong to the ${this.name} backend`);
+    if (dataId.freed) throw new BackendError(`${this.name}: the buffer was freed`);
     return dataId;
   }
 
@@ -130,7 +130,7 @@ export class JsBackend implements Backend {
   floatOutput(shape: readonly number[], dtype: DType): FloatOutput {
     const { info, values } = this.output(shape, dtype);
     if (dtype === "float32") return { info, data: values as Float32Array, commit: () => info };
-    if (dtype === "int32") throw new ValueError("js: floatOutput needs a float dtype");
+    if (dtype === "int32") throw new ValueError(`${this.name}: floatOutput needs a float dtype`);
     const data = new Float32Array(values.length);
     if (this.poisonAllocations) data.fill(Number.NaN);
     const bits = values as Uint16Array;

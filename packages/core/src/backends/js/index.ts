@@ -1,2 +1,3 @@
 export { JsBackend, JsBuffer, type FloatOutput } from "./backend";
 export { jsKernels } from "./kernels";
+export { type ProductCompute, productKernels } from "./kernels/products";

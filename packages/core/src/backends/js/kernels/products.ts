@@ -1,5 +1,5 @@
 /** The product kernels: each widens its inputs to float32 (backend.floats) and calls one compute function. */
-import type { KernelArgs, TensorInfo } from "../../../backend";
+import type { KernelArgs, KernelTable, TensorInfo } from "../../../backend";
 import { matmulShape, sizeOf } from "../../../shape";
 import type { JsBackend } from "../backend";
 import type { BsrPattern } from "@blocksparse/format";
@@ -12,70 +12,91 @@ function sizes(pattern: BsrPattern): compute.BsrSizes {
   return { rows, cols, blockHeight, blockWidth };
 }
 
-export function matmulKernel({ inputs: { a, b }, attrs: { transposeA, transposeB }, backend }: KernelArgs<"Matmul", JsBackend>): TensorInfo {
-  const outShape = matmulShape(a.shape, b.shape, transposeA, transposeB);
-  const rank = outShape.length;
-  const m = outShape[rank - 2];
-  const n = outShape[rank - 1];
-  const k = transposeA ? a.shape[a.shape.length - 2] : a.shape[a.shape.length - 1];
-  const batchShape = outShape.slice(0, -2);
-  const aBatch = broadcastOffsets(a.shape.slice(0, -2), batchShape);
-  const bBatch = broadcastOffsets(b.shape.slice(0, -2), batchShape);
-  const av = backend.floats(a);
-  const bv = backend.floats(b);
-  const out = backend.floatOutput(outShape, a.dtype);
-  for (let batch = 0; batch < aBatch.length; batch++) {
-    const [aOffset, bOffset, cOffset] = [aBatch[batch] * m * k, bBatch[batch] * k * n, batch * m * n];
-    compute.matmulF32({ a: av, aOffset, b: bv, bOffset, c: out.data, cOffset, m, n, k, transposeA, transposeB });
-  }
-  return out.commit();
+/**
+ * The float32 compute behind the product kernels. The kernel layer (output shapes, batch
+ * broadcasting, half widening and rounding) is shared; a host backend with faster compute
+ * (the native `cpu` backend) passes its own functions to {@link productKernels}.
+ */
+export type ProductCompute = Pick<typeof compute, "matmulF32" | "bsrLinearF32" | "bsrMatmulF32" | "sampledMatmulF32">;
+
+/** Matmul, BsrLinear, BsrMatmul and SampledMatmul over typed-array storage, computed by `products`. */
+export function productKernels(
+  products: ProductCompute,
+): Required<Pick<KernelTable<JsBackend>, "Matmul" | "BsrLinear" | "BsrMatmul" | "SampledMatmul">> {
+  return {
+    Matmul({ inputs: { a, b }, attrs: { transposeA, transposeB }, backend }: KernelArgs<"Matmul", JsBackend>): TensorInfo {
+      const outShape = matmulShape(a.shape, b.shape, transposeA, transposeB);
+      const rank = outShape.length;
+      const m = outShape[rank - 2];
+      const n = outShape[rank - 1];
+      const k = transposeA ? a.shape[a.shape.length - 2] : a.shape[a.shape.length - 1];
+      const batchShape = outShape.slice(0, -2);
+      const aBatch = broadcastOffsets(a.shape.slice(0, -2), batchShape);
+      const bBatch = broadcastOffsets(b.shape.slice(0, -2), batchShape);
+      const av = backend.floats(a);
+      const bv = backend.floats(b);
+      const out = backend.floatOutput(outShape, a.dtype);
+      for (let batch = 0; batch < aBatch.length; batch++) {
+        const [aOffset, bOffset, cOffset] = [aBatch[batch] * m * k, bBatch[batch] * k * n, batch * m * n];
+        products.matmulF32({ a: av, aOffset, b: bv, bOffset, c: out.data, cOffset, m, n, k, transposeA, transposeB });
+      }
+      return out.commit();
+    },
+
+    BsrLinear({ inputs: { x, values, bias }, attrs: { pattern }, backend }: KernelArgs<"BsrLinear", JsBackend>): TensorInfo {
+      const [rows, cols] = pattern.shape;
+      const tokens = cols === 0 ? sizeOf(x.shape.slice(0, -1)) : sizeOf(x.shape) / cols;
+      const outShape = [...x.shape.slice(0, -1), rows];
+      const out = backend.floatOutput(outShape, x.dtype);
+      const { blockRowPtr, blockColIdx } = pattern;
+      products.bsrLinearF32({
+        ...sizes(pattern),
+        x: backend.floats(x),
+        values: backend.floats(values),
+        bias: bias ? backend.floats(bias) : null,
+        y: out.data,
+        tokens,
+        blockRowPtr,
+        blockColIdx,
+      });
+      return out.commit();
+    },
+
+    BsrMatmul({ inputs: { dy, values }, attrs: { pattern }, backend }: KernelArgs<"BsrMatmul", JsBackend>): TensorInfo {
+      const [rows, cols] = pattern.shape;
+      const tokens = rows === 0 ? sizeOf(dy.shape.slice(0, -1)) : sizeOf(dy.shape) / rows;
+      const out = backend.floatOutput([...dy.shape.slice(0, -1), cols], dy.dtype);
+      const { blockColPtr, blockRowIdx, valueIndex } = pattern.columnIndex;
+      products.bsrMatmulF32({
+        ...sizes(pattern),
+        dy: backend.floats(dy),
+        values: backend.floats(values),
+        dx: out.data,
+        tokens,
+        blockColPtr,
+        blockRowIdx,
+        valueIndex,
+      });
+      return out.commit();
+    },
+
+    SampledMatmul({ inputs: { dy, x }, attrs: { pattern }, backend }: KernelArgs<"SampledMatmul", JsBackend>): TensorInfo {
+      const tokens = sizeOf(dy.shape.slice(0, -1));
+      const [blockHeight, blockWidth] = pattern.blockShape;
+      const out = backend.floatOutput([pattern.nnzBlocks, blockHeight, blockWidth], dy.dtype);
+      const { blockRowPtr, blockColIdx } = pattern;
+      products.sampledMatmulF32({ ...sizes(pattern), dy: backend.floats(dy), x: backend.floats(x), dw: out.data, tokens, blockRowPtr, blockColIdx });
+      return out.commit();
+    },
+  };
 }
 
-export function bsrLinearKernel({ inputs: { x, values, bias }, attrs: { pattern }, backend }: KernelArgs<"BsrLinear", JsBackend>): TensorInfo {
-  const [rows, cols] = pattern.shape;
-  const tokens = cols === 0 ? sizeOf(x.shape.slice(0, -1)) : sizeOf(x.shape) / cols;
-  const outShape = [...x.shape.slice(0, -1), rows];
-  const out = backend.floatOutput(outShape, x.dtype);
-  const { blockRowPtr, blockColIdx } = pattern;
-  compute.bsrLinearF32({
-    ...sizes(pattern),
-    x: backend.floats(x),
-    values: backend.floats(values),
-    bias: bias ? backend.floats(bias) : null,
-    y: out.data,
-    tokens,
-    blockRowPtr,
-    blockColIdx,
-  });
-  return out.commit();
-}
-
-export function bsrMatmulKernel({ inputs: { dy, values }, attrs: { pattern }, backend }: KernelArgs<"BsrMatmul", JsBackend>): TensorInfo {
-  const [rows, cols] = pattern.shape;
-  const tokens = rows === 0 ? sizeOf(dy.shape.slice(0, -1)) : sizeOf(dy.shape) / rows;
-  const out = backend.floatOutput([...dy.shape.slice(0, -1), cols], dy.dtype);
-  const { blockColPtr, blockRowIdx, valueIndex } = pattern.columnIndex;
-  compute.bsrMatmulF32({
-    ...sizes(pattern),
-    dy: backend.floats(dy),
-    values: backend.floats(values),
-    dx: out.data,
-    tokens,
-    blockColPtr,
-    blockRowIdx,
-    valueIndex,
-  });
-  return out.commit();
-}
-
-export function sampledMatmulKernel({ inputs: { dy, x }, attrs: { pattern }, backend }: KernelArgs<"SampledMatmul", JsBackend>): TensorInfo {
-  const tokens = sizeOf(dy.shape.slice(0, -1));
-  const [blockHeight, blockWidth] = pattern.blockShape;
-  const out = backend.floatOutput([pattern.nnzBlocks, blockHeight, blockWidth], dy.dtype);
-  const { blockRowPtr, blockColIdx } = pattern;
-  compute.sampledMatmulF32({ ...sizes(pattern), dy: backend.floats(dy), x: backend.floats(x), dw: out.data, tokens, blockRowPtr, blockColIdx });
-  return out.commit();
-}
+export const {
+  Matmul: matmulKernel,
+  BsrLinear: bsrLinearKernel,
+  BsrMatmul: bsrMatmulKernel,
+  SampledMatmul: sampledMatmulKernel,
+} = productKernels(compute);
 
 export function blockNormsKernel({ inputs: { values }, backend }: KernelArgs<"BlockNorms", JsBackend>): TensorInfo {
   const [nnzBlocks, blockHeight, blockWidth] = values.shape;

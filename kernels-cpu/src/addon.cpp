@@ -1,0 +1,295 @@
+// N-API binding of the CPU kernels. Every function checks its arguments (types, sizes against the
+// arrays' lengths, index ranges) before any kernel runs, and throws an Error with a `code`:
+// ERR_CPU_INVALID_ARGUMENT, ERR_CPU_SHAPE, ERR_CPU_INDEX or ERR_CPU_OUT_OF_MEMORY.
+#include <napi.h>
+
+#include <cstdint>
+#include <new>
+#include <string>
+
+#include "microkernel.h"
+#include "products.h"
+#include "threads.h"
+
+namespace {
+
+using bsk::BsrView;
+using bsk::MatrixView;
+
+[[noreturn]] void fail(Napi::Env env, const char* code, const std::string& message) {
+  Napi::Error error = Napi::Error::New(env, message);
+  error.Set("code", Napi::String::New(env, code));
+  throw error;
+}
+
+int64_t integerArg(const Napi::CallbackInfo& info, size_t index, const char* fn, const char* name) {
+  if (!info[index].IsNumber()) fail(info.Env(), "ERR_CPU_INVALID_ARGUMENT", std::string(fn) + ": " + name + " must be a number");
+  const double value = info[index].As<Napi::Number>().DoubleValue();
+  if (!(value >= 0) || value > 9007199254740991.0 || value != static_cast<double>(static_cast<int64_t>(value))) {
+    fail(info.Env(), "ERR_CPU_SHAPE", std::string(fn) + ": " + name + " must be a non-negative integer, got " + std::to_string(value));
+  }
+  return static_cast<int64_t>(value);
+}
+
+bool boolArg(const Napi::CallbackInfo& info, size_t index, const char* fn, const char* name) {
+  if (!info[index].IsBoolean()) fail(info.Env(), "ERR_CPU_INVALID_ARGUMENT", std::string(fn) + ": " + name + " must be a boolean");
+  return info[index].As<Napi::Boolean>().Value();
+}
+
+template <typename T, napi_typedarray_type Type>
+Napi::TypedArrayOf<T> typedArray(Napi::Env env, const Napi::Value& value, const char* fn, const char* name, const char* typeName) {
+  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != Type) {
+    fail(env, "ERR_CPU_INVALID_ARGUMENT", std::string(fn) + ": " + name + " must be a " + typeName);
+  }
+  return value.As<Napi::TypedArrayOf<T>>();
+}
+
+Napi::Float32Array floatArg(const Napi::CallbackInfo& info, size_t index, const char* fn, const char* name) {
+  return typedArray<float, napi_float32_array>(info.Env(), info[index], fn, name, "Float32Array");
+}
+
+// Throws unless `array` holds `needed` elements from `offset`.
+void checkSpan(Napi::Env env, const char* fn, const char* name, size_t length, int64_t offset, int64_t needed) {
+  if (needed > 0 && static_cast<uint64_t>(offset + needed) > length) {
+    fail(env, "ERR_CPU_SHAPE", std::string(fn) + ": " + name + " has " + std::to_string(length) + " elements, needs " +
+                                   std::to_string(offset + needed) + " (" + std::to_string(needed) + " from offset " + std::to_string(offset) + ")");
+  }
+}
+
+Napi::Int32Array indexField(Napi::Env env, const Napi::Object& pattern, const char* fn, const char* name) {
+  return typedArray<int32_t, napi_int32_array>(env, pattern.Get(name), fn, name, "Int32Array");
+}
+
+int64_t sizeField(Napi::Env env, const Napi::Object& pattern, const char* fn, const char* name) {
+  const Napi::Value value = pattern.Get(name);
+  const double number = value.IsNumber() ? value.As<Napi::Number>().DoubleValue() : -1;
+  if (!(number >= 0) || number > 2147483647.0 || number != static_cast<double>(static_cast<int64_t>(number))) {
+    fail(env, "ERR_CPU_SHAPE", std::string(fn) + ": pattern." + name + " must be a non-negative integer");
+  }
+  return static_cast<int64_t>(number);
+}
+
+// ptr has outer + 1 non-decreasing offsets from 0; every idx entry below ptr[outer] is in [0, inner).
+int64_t checkCompressed(Napi::Env env, const char* fn, const char* ptrName, const Napi::Int32Array& ptrArray, const char* idxName,
+                        const Napi::Int32Array& idxArray, int64_t outer, int64_t inner) {
+  const int32_t* ptr = ptrArray.Data();
+  const int32_t* idx = idxArray.Data();
+  if (static_cast<int64_t>(ptrArray.ElementLength()) != outer + 1) {
+    fail(env, "ERR_CPU_SHAPE", std::string(fn) + ": " + ptrName + " must have " + std::to_string(outer + 1) + " entries, got " +
+                                   std::to_string(ptrArray.ElementLength()));
+  }
+  if (ptr[0] != 0) fail(env, "ERR_CPU_INDEX", std::string(fn) + ": " + ptrName + "[0] must be 0");
+  for (int64_t i = 0; i < outer; i++) {
+    if (ptr[i + 1] < ptr[i]) fail(env, "ERR_CPU_INDEX", std::string(fn) + ": " + ptrName + " decreases at " + std::to_string(i + 1));
+  }
+  const int64_t nnz = ptr[outer];
+  if (static_cast<int64_t>(idxArray.ElementLength()) < nnz) {
+    fail(env, "ERR_CPU_SHAPE", std::string(fn) + ": " + idxName + " has " + std::to_string(idxArray.ElementLength()) + " entries, " + ptrName +
+                                   " says " + std::to_string(nnz));
+  }
+  for (int64_t q = 0; q < nnz; q++) {
+    if (idx[q] < 0 || idx[q] >= inner) {
+      fail(env, "ERR_CPU_INDEX", std::string(fn) + ": " + idxName + "[" + std::to_string(q) + "] = " + std::to_string(idx[q]) +
+                                     " is outside [0, " + std::to_string(inner) + ")");
+    }
+  }
+  return nnz;
+}
+
+// The pattern's sizes and its row-wise (or, for bsrMatmul, column-wise) indices, all checked.
+struct CheckedPattern {
+  BsrView view{};
+  int64_t nnz = 0;
+};
+
+CheckedPattern checkPattern(Napi::Env env, const Napi::Value& value, const char* fn, bool columnWise) {
+  if (!value.IsObject()) fail(env, "ERR_CPU_INVALID_ARGUMENT", std::string(fn) + ": pattern must be an object");
+  const Napi::Object pattern = value.As<Napi::Object>();
+  CheckedPattern checked;
+  BsrView& w = checked.view;
+  w.rows = sizeField(env, pattern, fn, "rows");
+  w.cols = sizeField(env, pattern, fn, "cols");
+  w.blockHeight = sizeField(env, pattern, fn, "blockHeight");
+  w.blockWidth = sizeField(env, pattern, fn, "blockWidth");
+  if (w.blockHeight == 0 || w.blockWidth == 0 || w.rows % w.blockHeight != 0 || w.cols % w.blockWidth != 0) {
+    fail(env, "ERR_CPU_SHAPE", std::string(fn) + ": shape " + std::to_string(w.rows) + "x" + std::to_string(w.cols) +
+                                   " is not a whole number of " + std::to_string(w.blockHeight) + "x" + std::to_string(w.blockWidth) + " blocks");
+  }
+  const int64_t blockRows = w.rows / w.blockHeight;
+  const int64_t blockCols = w.cols / w.blockWidth;
+  if (!columnWise) {
+    const Napi::Int32Array rowPtr = indexField(env, pattern, fn, "blockRowPtr");
+    const Napi::Int32Array colIdx = indexField(env, pattern, fn, "blockColIdx");
+    checked.nnz = checkCompressed(env, fn, "blockRowPtr", rowPtr, "blockColIdx", colIdx, blockRows, blockCols);
+    w.blockRowPtr = rowPtr.Data();
+    w.blockColIdx = colIdx.Data();
+  }
+  if (columnWise) {
+    const Napi::Int32Array colPtr = indexField(env, pattern, fn, "blockColPtr");
+    const Napi::Int32Array rowIdx = indexField(env, pattern, fn, "blockRowIdx");
+    const Napi::Int32Array valueIndexArray = indexField(env, pattern, fn, "valueIndex");
+    const int32_t* valueIndex = valueIndexArray.Data();
+    checked.nnz = checkCompressed(env, fn, "blockColPtr", colPtr, "blockRowIdx", rowIdx, blockCols, blockRows);
+    if (static_cast<int64_t>(valueIndexArray.ElementLength()) < checked.nnz) fail(env, "ERR_CPU_SHAPE", std::string(fn) + ": valueIndex is shorter than the block count");
+    for (int64_t p = 0; p < checked.nnz; p++) {
+      if (valueIndex[p] < 0 || valueIndex[p] >= checked.nnz) {
+        fail(env, "ERR_CPU_INDEX", std::string(fn) + ": valueIndex[" + std::to_string(p) + "] = " + std::to_string(valueIndex[p]) + " is outside [0, " +
+                                       std::to_string(checked.nnz) + ")");
+      }
+    }
+    w.blockColPtr = colPtr.Data();
+    w.blockRowIdx = rowIdx.Data();
+    w.valueIndex = valueIndex;
+  }
+  return checked;
+}
+
+// Runs a kernel, turning an allocation failure into a typed error.
+template <typename Body>
+void runKernel(Napi::Env env, const char* fn, Body body) {
+  try {
+    body();
+  } catch (const std::bad_alloc&) {
+    fail(env, "ERR_CPU_OUT_OF_MEMORY", std::string(fn) + ": out of memory for the packed operands");
+  }
+}
+
+void expectArgs(const Napi::CallbackInfo& info, size_t count, const char* fn) {
+  if (info.Length() != count) {
+    fail(info.Env(), "ERR_CPU_INVALID_ARGUMENT", std::string(fn) + ": expected " + std::to_string(count) + " arguments, got " + std::to_string(info.Length()));
+  }
+}
+
+// matmul(a, aOffset, b, bOffset, c, cOffset, m, n, k, transposeA, transposeB): C = op(A) op(B).
+Napi::Value Matmul(const Napi::CallbackInfo& info) {
+  const char* fn = "matmul";
+  expectArgs(info, 11, fn);
+  Napi::Env env = info.Env();
+  const Napi::Float32Array a = floatArg(info, 0, fn, "a");
+  const int64_t aOffset = integerArg(info, 1, fn, "aOffset");
+  const Napi::Float32Array b = floatArg(info, 2, fn, "b");
+  const int64_t bOffset = integerArg(info, 3, fn, "bOffset");
+  Napi::Float32Array c = floatArg(info, 4, fn, "c");
+  const int64_t cOffset = integerArg(info, 5, fn, "cOffset");
+  const int64_t m = integerArg(info, 6, fn, "m");
+  const int64_t n = integerArg(info, 7, fn, "n");
+  const int64_t k = integerArg(info, 8, fn, "k");
+  const bool transposeA = boolArg(info, 9, fn, "transposeA");
+  const bool transposeB = boolArg(info, 10, fn, "transposeB");
+  checkSpan(env, fn, "a", a.ElementLength(), aOffset, m * k);
+  checkSpan(env, fn, "b", b.ElementLength(), bOffset, k * n);
+  checkSpan(env, fn, "c", c.ElementLength(), cOffset, m * n);
+  const MatrixView av = transposeA ? MatrixView{a.Data() + aOffset, 1, m} : MatrixView{a.Data() + aOffset, k, 1};
+  const MatrixView bv = transposeB ? MatrixView{b.Data() + bOffset, 1, k} : MatrixView{b.Data() + bOffset, n, 1};
+  runKernel(env, fn, [&] { bsk::gemm(av, bv, c.Data() + cOffset, n, m, n, k, false); });
+  return env.Undefined();
+}
+
+// bsrLinear(x, values, bias | null, y, tokens, pattern): Y = X W^T (+ bias).
+Napi::Value BsrLinear(const Napi::CallbackInfo& info) {
+  const char* fn = "bsrLinear";
+  expectArgs(info, 6, fn);
+  Napi::Env env = info.Env();
+  const Napi::Float32Array x = floatArg(info, 0, fn, "x");
+  const Napi::Float32Array values = floatArg(info, 1, fn, "values");
+  const bool hasBias = !info[2].IsNull() && !info[2].IsUndefined();
+  const Napi::Float32Array bias = hasBias ? floatArg(info, 2, fn, "bias") : Napi::Float32Array();
+  Napi::Float32Array y = floatArg(info, 3, fn, "y");
+  const int64_t tokens = integerArg(info, 4, fn, "tokens");
+  CheckedPattern pattern = checkPattern(env, info[5], fn, false);
+  BsrView& w = pattern.view;
+  checkSpan(env, fn, "x", x.ElementLength(), 0, tokens * w.cols);
+  checkSpan(env, fn, "values", values.ElementLength(), 0, pattern.nnz * w.blockHeight * w.blockWidth);
+  if (hasBias) checkSpan(env, fn, "bias", bias.ElementLength(), 0, w.rows);
+  checkSpan(env, fn, "y", y.ElementLength(), 0, tokens * w.rows);
+  w.values = values.Data();
+  runKernel(env, fn, [&] { bsk::bsrLinear(x.Data(), w, hasBias ? bias.Data() : nullptr, y.Data(), tokens); });
+  return env.Undefined();
+}
+
+// bsrMatmul(dy, values, dx, tokens, pattern): dX = dY W.
+Napi::Value BsrMatmul(const Napi::CallbackInfo& info) {
+  const char* fn = "bsrMatmul";
+  expectArgs(info, 5, fn);
+  Napi::Env env = info.Env();
+  const Napi::Float32Array dy = floatArg(info, 0, fn, "dy");
+  const Napi::Float32Array values = floatArg(info, 1, fn, "values");
+  Napi::Float32Array dx = floatArg(info, 2, fn, "dx");
+  const int64_t tokens = integerArg(info, 3, fn, "tokens");
+  CheckedPattern pattern = checkPattern(env, info[4], fn, true);
+  BsrView& w = pattern.view;
+  checkSpan(env, fn, "dy", dy.ElementLength(), 0, tokens * w.rows);
+  checkSpan(env, fn, "values", values.ElementLength(), 0, pattern.nnz * w.blockHeight * w.blockWidth);
+  checkSpan(env, fn, "dx", dx.ElementLength(), 0, tokens * w.cols);
+  w.values = values.Data();
+  runKernel(env, fn, [&] { bsk::bsrMatmul(dy.Data(), w, dx.Data(), tokens); });
+  return env.Undefined();
+}
+
+// sampledMatmul(dy, x, dw, tokens, pattern): dW = (dY^T X) on W's blocks.
+Napi::Value SampledMatmul(const Napi::CallbackInfo& info) {
+  const char* fn = "sampledMatmul";
+  expectArgs(info, 5, fn);
+  Napi::Env env = info.Env();
+  const Napi::Float32Array dy = floatArg(info, 0, fn, "dy");
+  const Napi::Float32Array x = floatArg(info, 1, fn, "x");
+  Napi::Float32Array dw = floatArg(info, 2, fn, "dw");
+  const int64_t tokens = integerArg(info, 3, fn, "tokens");
+  CheckedPattern pattern = checkPattern(env, info[4], fn, false);
+  BsrView& w = pattern.view;
+  checkSpan(env, fn, "dy", dy.ElementLength(), 0, tokens * w.rows);
+  checkSpan(env, fn, "x", x.ElementLength(), 0, tokens * w.cols);
+  checkSpan(env, fn, "dw", dw.ElementLength(), 0, pattern.nnz * w.blockHeight * w.blockWidth);
+  runKernel(env, fn, [&] { bsk::sampledMatmul(dy.Data(), x.Data(), w, dw.Data(), tokens); });
+  return env.Undefined();
+}
+
+Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  const bsk::MicroKernel& kernel = bsk::activeKernel();
+  out.Set("isa", kernel.name);
+  out.Set("tileRows", kernel.mr);
+  out.Set("tileCols", kernel.nr);
+  out.Set("threads", bsk::threadCount());
+  out.Set("hardwareThreads", bsk::hardwareThreads());
+#if defined(__x86_64__) || defined(_M_X64)
+  out.Set("arch", "x64");
+#elif defined(__aarch64__)
+  out.Set("arch", "arm64");
+#else
+  out.Set("arch", "other");
+#endif
+  return out;
+}
+
+// setThreads(n): resizes the pool (n < 1: the hardware's count); returns the count in use.
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  expectArgs(info, 1, "setThreads");
+  const int64_t n = integerArg(info, 0, "setThreads", "n");
+  bsk::setThreadCount(static_cast<int>(n > 4096 ? 4096 : n));
+  return Napi::Number::New(info.Env(), bsk::threadCount());
+}
+
+// setIsa(name): picks the micro-kernel ("avx512", "avx2", "scalar"); false when this CPU lacks it.
+Napi::Value SetIsa(const Napi::CallbackInfo& info) {
+  expectArgs(info, 1, "setIsa");
+  if (!info[0].IsString()) fail(info.Env(), "ERR_CPU_INVALID_ARGUMENT", "setIsa: name must be a string");
+  const std::string name = info[0].As<Napi::String>().Utf8Value();
+  return Napi::Boolean::New(info.Env(), bsk::setActiveKernel(name.c_str()));
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("buildInfo", Napi::Function::New(env, BuildInfo, "buildInfo"));
+  exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
+  exports.Set("setIsa", Napi::Function::New(env, SetIsa, "setIsa"));
+  exports.Set("matmul", Napi::Function::New(env, Matmul, "matmul"));
+  exports.Set("bsrLinear", Napi::Function::New(env, BsrLinear, "bsrLinear"));
+  exports.Set("bsrMatmul", Napi::Function::New(env, BsrMatmul, "bsrMatmul"));
+  exports.Set("sampledMatmul", Napi::Function::New(env, SampledMatmul, "sampledMatmul"));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(blocksparse_cpu, Init)

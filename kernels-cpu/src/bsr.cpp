@@ -1,0 +1,244 @@
+// The three block-sparse products on the packed micro-kernel, plus streaming paths for few tokens.
+//
+// Y = X W^T and dX = dY W are one shape of work: the output's columns come in groups (a block row
+// of W for Y, a block column for dX), and each group is a dense product whose K dimension runs
+// over the group's blocks. The token operand is packed once per chunk of tokens, each group's
+// blocks once per call, so a block's K segment is a contiguous slice of both.
+#include <algorithm>
+#include <vector>
+
+#include "microkernel.h"
+#include "pack.h"
+#include "products.h"
+#include "scratch.h"
+#include "stream.h"
+#include "threads.h"
+
+namespace bsk {
+namespace {
+
+int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Floats of packed token operand per chunk (2 MiB): the chunk stays in L2/L3 while groups reuse it.
+constexpr int64_t kPackedTokenFloats = int64_t(1) << 19;
+// Token strips per work item (with an 8-row kernel, 64 tokens).
+constexpr int64_t kStripsPerItem = 8;
+// Tokens per chunk of the sampled product (K of its tiles).
+constexpr int64_t kSampledTokenChunk = 256;
+
+// Column groups of one product: group g is output columns [g * width, (g + 1) * width) and sums
+// the blocks at positions [groupPtr[g], groupPtr[g + 1]); the block at position p multiplies the
+// token operand's K slice [segmentIndex[p] * segmentLength, ... + segmentLength).
+struct ColumnGroups {
+  int64_t groups;
+  int64_t width;
+  int64_t segmentLength;
+  const int32_t* groupPtr;
+  const int32_t* segmentIndex;
+  // The block at position p is values[valueIndex[p]] (null: values[p]).
+  const int32_t* valueIndex;
+  // B(k, n) = block(n, k) when true (Y = X W^T), block(k, n) otherwise (dX = dY W).
+  bool transposeBlock;
+};
+
+void groupedProduct(const float* a, int64_t tokens, int64_t depth, const float* values, int64_t blockHeight,
+                    int64_t blockWidth, const ColumnGroups& groups, const float* bias, float* out) {
+  const int64_t ldOut = groups.groups * groups.width;
+  const MicroKernel& kernel = activeKernel();
+  const int mr = kernel.mr;
+  const int nr = kernel.nr;
+  const int64_t nnz = groups.groupPtr[groups.groups];
+  const int64_t strips = ceilDiv(groups.width, nr);  // B strips per group
+  const int64_t seg = groups.segmentLength;
+  static Scratch packedBlocks;
+  static Scratch packedTokens;
+  float* pb = packedBlocks.floats(static_cast<size_t>(std::max<int64_t>(1, nnz * strips * seg * nr)));
+  // Group g's strip s: [position][k][nr] for the group's positions, at blockBase(g, s).
+  auto blockBase = [&](int64_t g, int64_t s) {
+    const int64_t first = groups.groupPtr[g];
+    const int64_t count = groups.groupPtr[g + 1] - first;
+    return pb + first * strips * seg * nr + s * count * seg * nr;
+  };
+  parallelFor(groups.groups, [&](int64_t g) {
+    for (int64_t s = 0; s < strips; s++) {
+      float* dst = blockBase(g, s);
+      const int64_t n0 = s * nr;
+      const int64_t lines = std::min<int64_t>(nr, groups.width - n0);
+      for (int64_t p = groups.groupPtr[g]; p < groups.groupPtr[g + 1]; p++, dst += seg * nr) {
+        const int64_t block = groups.valueIndex != nullptr ? groups.valueIndex[p] : p;
+        const float* w = values + block * blockHeight * blockWidth;
+        // The B operand's "rows" (n) as lines over k.
+        const MatrixView lineView = groups.transposeBlock ? MatrixView{w, blockWidth, 1} : MatrixView{w, 1, blockWidth};
+        packRows(lineView, n0, lines, 0, seg, nr, dst);
+      }
+    }
+  });
+
+  const int64_t chunk = std::max<int64_t>(mr, kPackedTokenFloats / std::max<int64_t>(depth, 1) / mr * mr);
+  const MatrixView tokenRows{a, depth, 1};
+  for (int64_t t0 = 0; t0 < tokens; t0 += chunk) {
+    const int64_t chunkTokens = std::min(chunk, tokens - t0);
+    const int64_t tokenStrips = ceilDiv(chunkTokens, mr);
+    float* pa = packedTokens.floats(static_cast<size_t>(std::max<int64_t>(1, tokenStrips * mr * depth)));
+    parallelFor(tokenStrips, [&](int64_t strip) {
+      const int64_t i0 = strip * mr;
+      packRows(tokenRows, t0 + i0, std::min<int64_t>(mr, chunkTokens - i0), 0, depth, mr, pa + strip * mr * depth);
+    });
+    const int64_t itemsPerGroup = ceilDiv(tokenStrips, kStripsPerItem);
+    parallelFor(groups.groups * itemsPerGroup, [&](int64_t item) {
+      const int64_t g = item / itemsPerGroup;
+      const int64_t firstStrip = (item % itemsPerGroup) * kStripsPerItem;
+      const int64_t lastStrip = std::min(tokenStrips, firstStrip + kStripsPerItem);
+      const int64_t first = groups.groupPtr[g];
+      const int64_t count = groups.groupPtr[g + 1] - first;
+      thread_local std::vector<Segment> segments;
+      segments.resize(static_cast<size_t>(count));
+      for (int64_t s = 0; s < strips; s++) {
+        const float* blocks = blockBase(g, s);
+        const int64_t n0 = g * groups.width + s * nr;
+        const int cols = static_cast<int>(std::min<int64_t>(nr, groups.width - s * nr));
+        for (int64_t strip = firstStrip; strip < lastStrip; strip++) {
+          const float* tokenStrip = pa + strip * mr * depth;
+          for (int64_t q = 0; q < count; q++) {
+            segments[q] = {tokenStrip + groups.segmentIndex[first + q] * seg * mr, blocks + q * seg * nr, seg};
+          }
+          const int64_t i0 = t0 + strip * mr;
+          const int rows = static_cast<int>(std::min<int64_t>(mr, tokens - i0));
+          float* c = out + i0 * ldOut + n0;
+          kernel.run(Tile{segments.data(), count, c, ldOut, rows, cols, false});
+          if (bias != nullptr) {
+            for (int i = 0; i < rows; i++) {
+              for (int j = 0; j < cols; j++) c[i * ldOut + j] += bias[n0 + j];
+            }
+          }
+        }
+      }
+    });
+  }
+}
+
+// Few tokens: each block is read once, in stored order, and multiplied into every token.
+void bsrLinearFewTokens(const float* x, const BsrView& w, const float* bias, float* y, int64_t tokens) {
+  const int64_t R = w.blockHeight;
+  const int64_t C = w.blockWidth;
+  const int64_t blockRows = w.rows / R;
+  parallelFor(blockRows, [&](int64_t br) {
+    thread_local std::vector<float> sums;
+    sums.assign(static_cast<size_t>(tokens * R), 0.0f);
+    for (int64_t p = w.blockRowPtr[br]; p < w.blockRowPtr[br + 1]; p++) {
+      const float* block = w.values + p * R * C;
+      const float* xs = x + int64_t(w.blockColIdx[p]) * C;
+      for (int64_t r = 0; r < R; r++) {
+        for (int64_t t = 0; t < tokens; t++) sums[t * R + r] += dot(block + r * C, xs + t * w.cols, C);
+      }
+    }
+    for (int64_t t = 0; t < tokens; t++) {
+      float* out = y + t * w.rows + br * R;
+      for (int64_t r = 0; r < R; r++) out[r] = sums[t * R + r] + (bias != nullptr ? bias[br * R + r] : 0.0f);
+    }
+  });
+}
+
+void bsrMatmulFewTokens(const float* dy, const BsrView& w, float* dx, int64_t tokens) {
+  const int64_t R = w.blockHeight;
+  const int64_t C = w.blockWidth;
+  const int64_t blockCols = w.cols / C;
+  parallelFor(blockCols, [&](int64_t bc) {
+    thread_local std::vector<float> sums;
+    sums.assign(static_cast<size_t>(tokens * C), 0.0f);
+    for (int64_t p = w.blockColPtr[bc]; p < w.blockColPtr[bc + 1]; p++) {
+      const float* block = w.values + int64_t(w.valueIndex[p]) * R * C;
+      const float* dys = dy + int64_t(w.blockRowIdx[p]) * R;
+      for (int64_t r = 0; r < R; r++) {
+        for (int64_t t = 0; t < tokens; t++) axpy(dys[t * w.rows + r], block + r * C, sums.data() + t * C, C);
+      }
+    }
+    for (int64_t t = 0; t < tokens; t++) std::copy(sums.begin() + t * C, sums.begin() + (t + 1) * C, dx + t * w.cols + bc * C);
+  });
+}
+
+}  // namespace
+
+void bsrLinear(const float* x, const BsrView& w, const float* bias, float* y, int64_t tokens) {
+  if (tokens == 0 || w.rows == 0) return;
+  if (tokens <= kDecodeMaxRows) {
+    bsrLinearFewTokens(x, w, bias, y, tokens);
+    return;
+  }
+  const ColumnGroups groups{w.rows / w.blockHeight, w.blockHeight, w.blockWidth, w.blockRowPtr, w.blockColIdx, nullptr, true};
+  groupedProduct(x, tokens, w.cols, w.values, w.blockHeight, w.blockWidth, groups, bias, y);
+}
+
+void bsrMatmul(const float* dy, const BsrView& w, float* dx, int64_t tokens) {
+  if (tokens == 0 || w.cols == 0) return;
+  if (tokens <= kDecodeMaxRows) {
+    bsrMatmulFewTokens(dy, w, dx, tokens);
+    return;
+  }
+  const ColumnGroups groups{w.cols / w.blockWidth, w.blockWidth, w.blockHeight, w.blockColPtr, w.blockRowIdx, w.valueIndex, false};
+  groupedProduct(dy, tokens, w.rows, w.values, w.blockHeight, w.blockWidth, groups, nullptr, dx);
+}
+
+// dW_q = dY[:, block row]^T X[:, block col]: per chunk of tokens, every block row of dY^T and
+// block column of X is packed once (zero-padded to whole strips), then each block is a few
+// tiles whose K runs over the chunk's tokens.
+void sampledMatmul(const float* dy, const float* x, const BsrView& w, float* dw, int64_t tokens) {
+  const int64_t R = w.blockHeight;
+  const int64_t C = w.blockWidth;
+  const int64_t blockRows = w.rows / R;
+  const int64_t blockCols = w.cols / C;
+  const int64_t nnz = w.blockRowPtr[blockRows];
+  if (nnz == 0) return;
+  if (tokens == 0) {
+    std::fill(dw, dw + nnz * R * C, 0.0f);
+    return;
+  }
+  const MicroKernel& kernel = activeKernel();
+  const int mr = kernel.mr;
+  const int nr = kernel.nr;
+  const int64_t rowStrips = ceilDiv(R, mr);
+  const int64_t colStrips = ceilDiv(C, nr);
+  std::vector<int32_t> blockRowOf(static_cast<size_t>(nnz));
+  for (int64_t br = 0; br < blockRows; br++) {
+    for (int64_t p = w.blockRowPtr[br]; p < w.blockRowPtr[br + 1]; p++) blockRowOf[p] = static_cast<int32_t>(br);
+  }
+  static Scratch packedDy;
+  static Scratch packedX;
+  const int64_t chunk = kSampledTokenChunk;
+  float* pdy = packedDy.floats(static_cast<size_t>(blockRows * rowStrips * mr * std::min(chunk, tokens)));
+  float* px = packedX.floats(static_cast<size_t>(blockCols * colStrips * nr * std::min(chunk, tokens)));
+  // dY^T's rows are dY's columns.
+  const MatrixView dyColumns{dy, 1, w.rows};
+  const MatrixView xColumns{x, 1, w.cols};
+  for (int64_t t0 = 0; t0 < tokens; t0 += chunk) {
+    const int64_t depth = std::min(chunk, tokens - t0);
+    const int64_t dyStrips = blockRows * rowStrips;
+    parallelFor(dyStrips + blockCols * colStrips, [&](int64_t strip) {
+      if (strip < dyStrips) {
+        const int64_t r0 = (strip / rowStrips) * R + (strip % rowStrips) * mr;
+        const int64_t lines = std::min<int64_t>(mr, R - (strip % rowStrips) * mr);
+        packRows(dyColumns, r0, lines, t0, depth, mr, pdy + strip * mr * depth);
+      } else {
+        const int64_t s = strip - dyStrips;
+        const int64_t c0 = (s / colStrips) * C + (s % colStrips) * nr;
+        const int64_t lines = std::min<int64_t>(nr, C - (s % colStrips) * nr);
+        packRows(xColumns, c0, lines, t0, depth, nr, px + s * nr * depth);
+      }
+    });
+    const bool add = t0 > 0;
+    parallelFor(nnz, [&](int64_t q) {
+      const int64_t br = blockRowOf[q];
+      const int64_t bc = w.blockColIdx[q];
+      float* block = dw + q * R * C;
+      for (int64_t cs = 0; cs < colStrips; cs++) {
+        for (int64_t rs = 0; rs < rowStrips; rs++) {
+          const Segment segment{pdy + (br * rowStrips + rs) * mr * depth, px + (bc * colStrips + cs) * nr * depth, depth};
+          kernel.run(Tile{&segment, 1, block + rs * mr * C + cs * nr, C, static_cast<int>(std::min<int64_t>(mr, R - rs * mr)),
+                          static_cast<int>(std::min<int64_t>(nr, C - cs * nr)), add});
+        }
+      }
+    });
+  }
+}
+
+}  // namespace bsk

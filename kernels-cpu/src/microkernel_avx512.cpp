@@ -1,0 +1,48 @@
+// AVX-512 micro-kernel, 8x32: sixteen zmm accumulators, masked stores at the edges
+// (this file is built with -mavx512f -mfma).
+#include <immintrin.h>
+
+#include "microkernel.h"
+
+namespace bsk {
+namespace {
+
+constexpr int MR = 8;
+constexpr int NR = 32;
+
+void runAvx512(const Tile& tile) {
+  __m512 acc[MR][2];
+  for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t s = 0; s < tile.segmentCount; s++) {
+    const float* a = tile.segments[s].a;
+    const float* b = tile.segments[s].b;
+    int64_t k = tile.segments[s].k;
+    for (; k > 0; k--, a += MR, b += NR) {
+      const __m512 b0 = _mm512_loadu_ps(b);
+      const __m512 b1 = _mm512_loadu_ps(b + 16);
+      for (int i = 0; i < MR; i++) {
+        const __m512 ai = _mm512_set1_ps(a[i]);
+        acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+        acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+      }
+    }
+  }
+  const int cols = tile.cols;
+  const __mmask16 mask0 = cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1);
+  const __mmask16 mask1 = cols >= 32 ? __mmask16(0xffff) : cols <= 16 ? __mmask16(0) : __mmask16((1u << (cols - 16)) - 1);
+  for (int i = 0; i < tile.rows; i++) {
+    float* c = tile.c + i * tile.ldc;
+    if (tile.accumulate) {
+      acc[i][0] = _mm512_add_ps(acc[i][0], _mm512_maskz_loadu_ps(mask0, c));
+      acc[i][1] = _mm512_add_ps(acc[i][1], _mm512_maskz_loadu_ps(mask1, c + 16));
+    }
+    _mm512_mask_storeu_ps(c, mask0, acc[i][0]);
+    _mm512_mask_storeu_ps(c + 16, mask1, acc[i][1]);
+  }
+}
+
+}  // namespace
+
+MicroKernel avx512Kernel() { return {"avx512", MR, NR, runAvx512}; }
+
+}  // namespace bsk

@@ -1,0 +1,35 @@
+// Portable micro-kernel: plain loops the compiler vectorizes for the baseline target (SSE2, NEON).
+#include "microkernel.h"
+
+namespace bsk {
+namespace {
+
+constexpr int MR = 4;
+constexpr int NR = 16;
+
+void runScalar(const Tile& tile) {
+  float acc[MR][NR] = {};
+  for (int64_t s = 0; s < tile.segmentCount; s++) {
+    const float* a = tile.segments[s].a;
+    const float* b = tile.segments[s].b;
+    for (int64_t k = 0; k < tile.segments[s].k; k++, a += MR, b += NR) {
+      for (int i = 0; i < MR; i++) {
+        for (int j = 0; j < NR; j++) acc[i][j] += a[i] * b[j];
+      }
+    }
+  }
+  for (int i = 0; i < tile.rows; i++) {
+    float* c = tile.c + i * tile.ldc;
+    if (tile.accumulate) {
+      for (int j = 0; j < tile.cols; j++) c[j] += acc[i][j];
+    } else {
+      for (int j = 0; j < tile.cols; j++) c[j] = acc[i][j];
+    }
+  }
+}
+
+}  // namespace
+
+MicroKernel scalarKernel() { return {"scalar", MR, NR, runScalar}; }
+
+}  // namespace bsk

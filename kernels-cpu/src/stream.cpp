@@ -1,0 +1,28 @@
+#include "stream.h"
+
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
+#define BSK_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define BSK_CLONES
+#endif
+
+namespace bsk {
+
+// 16 partial sums, so the loop vectorizes without reassociating floating-point adds.
+BSK_CLONES float dot(const float* a, const float* b, int64_t n) {
+  float lanes[16] = {};
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16) {
+    for (int l = 0; l < 16; l++) lanes[l] += a[k + l] * b[k + l];
+  }
+  float sum = 0.0f;
+  for (; k < n; k++) sum += a[k] * b[k];
+  for (int l = 0; l < 16; l++) sum += lanes[l];
+  return sum;
+}
+
+BSK_CLONES void axpy(float alpha, const float* x, float* y, int64_t n) {
+  for (int64_t k = 0; k < n; k++) y[k] += alpha * x[k];
+}
+
+}  // namespace bsk

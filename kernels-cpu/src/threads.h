@@ -1,0 +1,20 @@
+// A small persistent thread pool: kernels split their work into independent items and run them
+// on the pool's workers and the calling thread together.
+#pragma once
+#include <cstdint>
+#include <functional>
+
+namespace bsk {
+
+// Runs body(i) for every i in [0, count), spread over the pool; returns when all are done.
+// Items are handed out one at a time (dynamic scheduling), so uneven items balance.
+void parallelFor(int64_t count, const std::function<void(int64_t)>& body);
+
+// Threads the pool runs on, the calling thread included (at least 1).
+int threadCount();
+// Resizes the pool; n < 1 means the hardware's thread count.
+void setThreadCount(int n);
+// The hardware's thread count (std::thread::hardware_concurrency, at least 1).
+int hardwareThreads();
+
+}  // namespace bsk

@@ -1,0 +1,78 @@
+/**
+ * The native addon's interface (kernels-cpu/src/addon.cpp), typed end to end. Every function checks
+ * its arguments (types, sizes against the arrays' lengths, index ranges) before any kernel runs and
+ * throws a `NativeError` (an Error with a `code`) when one is wrong. Products are float32; the
+ * backend widens half inputs and rounds half outputs around them.
+ */
+
+/** How the addon was built and what it runs on. */
+export interface BuildInfo {
+  /** The micro-kernel in use: "avx512", "avx2" or "scalar". */
+  isa: NativeIsa;
+  /** Its register tile, rows x columns of C. */
+  tileRows: number;
+  tileCols: number;
+  /** Threads the pool runs on (the calling thread included). */
+  threads: number;
+  hardwareThreads: number;
+  arch: "x64" | "arm64" | "other";
+}
+
+export type NativeIsa = "avx512" | "avx2" | "scalar";
+
+/** A block-sparse matrix's sizes, as the addon reads them. */
+export interface NativeBsrSizes {
+  rows: number;
+  cols: number;
+  blockHeight: number;
+  blockWidth: number;
+}
+
+/** The row-wise index (CSR of blocks): bsrLinear and sampledMatmul. */
+export interface NativeRowIndex extends NativeBsrSizes {
+  blockRowPtr: Int32Array;
+  blockColIdx: Int32Array;
+}
+
+/** The column-wise index and each entry's block: bsrMatmul. */
+export interface NativeColumnIndex extends NativeBsrSizes {
+  blockColPtr: Int32Array;
+  blockRowIdx: Int32Array;
+  valueIndex: Int32Array;
+}
+
+/** An error thrown by the addon. */
+export interface NativeError extends Error {
+  code: "ERR_CPU_INVALID_ARGUMENT" | "ERR_CPU_SHAPE" | "ERR_CPU_INDEX" | "ERR_CPU_OUT_OF_MEMORY";
+}
+
+export interface NativeAddon {
+  buildInfo(): BuildInfo;
+  /** Resizes the thread pool (n < 1: the hardware's thread count); returns the count in use. */
+  setThreads(n: number): number;
+  /** Picks the micro-kernel; false when this CPU cannot run it. */
+  setIsa(isa: NativeIsa): boolean;
+  /** C[cOffset..] (m x n) = op(A[aOffset..]) op(B[bOffset..]), row-major. */
+  matmul(
+    a: Float32Array,
+    aOffset: number,
+    b: Float32Array,
+    bOffset: number,
+    c: Float32Array,
+    cOffset: number,
+    m: number,
+    n: number,
+    k: number,
+    transposeA: boolean,
+    transposeB: boolean,
+  ): void;
+  /** Y [tokens, rows] = X [tokens, cols] W^T (+ bias). */
+  bsrLinear(x: Float32Array, values: Float32Array, bias: Float32Array | null, y: Float32Array, tokens: number, pattern: NativeRowIndex): void;
+  /** dX [tokens, cols] = dY [tokens, rows] W. */
+  bsrMatmul(dy: Float32Array, values: Float32Array, dx: Float32Array, tokens: number, pattern: NativeColumnIndex): void;
+  /** dW [nnz, R, C] = (dY^T X) on W's blocks. */
+  sampledMatmul(dy: Float32Array, x: Float32Array, dw: Float32Array, tokens: number, pattern: NativeRowIndex): void;
+}
+
+/** Every function the addon must export (checked when it is loaded). */
+export const NATIVE_FUNCTIONS = ["buildInfo", "setThreads", "setIsa", "matmul", "bsrLinear", "bsrMatmul", "sampledMatmul"] as const satisfies readonly (keyof NativeAddon)[];

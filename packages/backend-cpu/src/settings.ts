@@ -1,0 +1,57 @@
+/**
+ * Process-wide settings of the native CPU kernels: the thread count (BLOCKSPARSE_CPU_THREADS, default
+ * the cores this process may use) and the micro-kernel's instruction set (BLOCKSPARSE_CPU_ISA, default
+ * the fastest this CPU runs).
+ */
+import { availableParallelism } from "node:os";
+import { BackendError, ValueError } from "@blocksparse/core";
+import { loadAddon } from "./loader";
+import type { NativeAddon, NativeIsa } from "./native";
+
+const ISAS: readonly NativeIsa[] = ["avx512", "avx2", "scalar"];
+
+function addon(): NativeAddon {
+  const load = loadAddon();
+  if (load.addon === null) throw new BackendError(`cpu: ${load.reason}`);
+  return load.addon;
+}
+
+/** The thread count BLOCKSPARSE_CPU_THREADS asks for, else the cores available to this process. */
+export function defaultCpuThreads(): number {
+  const text = process.env.BLOCKSPARSE_CPU_THREADS;
+  if (text === undefined || text === "") return availableParallelism();
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new ValueError(`BLOCKSPARSE_CPU_THREADS must be a positive integer, got '${text}'`);
+  return n;
+}
+
+/** Sets the threads the native kernels run on (the calling thread included); no argument restores the default. Returns the count in use. */
+export function setCpuThreads(threads: number = defaultCpuThreads()): number {
+  if (!Number.isInteger(threads) || threads < 1 || threads > 4096) {
+    throw new ValueError(`setCpuThreads: threads must be an integer in [1, 4096], got ${threads}`);
+  }
+  return addon().setThreads(threads);
+}
+
+/** The threads the native kernels run on. */
+export function cpuThreads(): number {
+  return addon().buildInfo().threads;
+}
+
+/** The micro-kernel's instruction set in use. */
+export function cpuIsa(): NativeIsa {
+  return addon().buildInfo().isa;
+}
+
+/** Picks the micro-kernel ("avx512", "avx2", "scalar"); throws ValueError for one this CPU cannot run. */
+export function setCpuIsa(isa: NativeIsa): void {
+  if (!ISAS.includes(isa)) throw new ValueError(`setCpuIsa: isa must be one of ${ISAS.join(", ")}, got '${String(isa)}'`);
+  if (!addon().setIsa(isa)) throw new ValueError(`setCpuIsa: this CPU cannot run '${isa}' (still using '${cpuIsa()}')`);
+}
+
+/** Applies BLOCKSPARSE_CPU_THREADS and BLOCKSPARSE_CPU_ISA (when set); throws ValueError on a bad value. */
+export function applyEnvironmentSettings(): void {
+  setCpuThreads(defaultCpuThreads());
+  const isa = process.env.BLOCKSPARSE_CPU_ISA;
+  if (isa !== undefined && isa !== "") setCpuIsa(isa as NativeIsa);
+}
