@@ -140,7 +140,9 @@ stage_decode() {
 }
 
 vitest_run() {
-  (cd "$root" && BLOCKSPARSE_REQUIRE_CUDA=1 timeout "$(cap 200)" "${pnpm[@]}" -F @blocksparse/backend-cuda test) \
+  # The addon just built, not a prebuilt binary the loader would try first.
+  (cd "$root" && BLOCKSPARSE_REQUIRE_CUDA=1 BLOCKSPARSE_CUDA_ADDON="$root/kernels-cuda/build/Release/blocksparse_cuda.node" \
+    timeout "$(cap 200)" "${pnpm[@]}" -F @blocksparse/backend-cuda test) \
     >"$LOG/vitest.log" 2>&1
 }
 vitest_summary() {
