@@ -8,7 +8,6 @@ import {
   type DType,
   fullOn,
   gather,
-  tensorOn,
   keep,
   mul,
   shapesEqual,
