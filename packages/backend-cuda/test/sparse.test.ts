@@ -24,6 +24,22 @@ function denseWeight(pattern: BsrPattern, values: Float64Array): Float64Array {
   return w;
 }
 
+/** dW = dY^T X on the pattern's blocks, in float64: [nnzBlocks, R, C]. */
+function sampledReference(pattern: BsrPattern, dy: ArrayLike<number>, x: ArrayLike<number>, m: number): Float64Array {
+  const [rows, cols] = pattern.shape;
+  const [R, C] = pattern.blockShape;
+  const { blockRow, blockCol } = pattern.coordinates;
+  const dw = new Float64Array(pattern.nnzBlocks * R * C);
+  for (let p = 0; p < pattern.nnzBlocks; p++)
+    for (let r = 0; r < R; r++)
+      for (let c = 0; c < C; c++) {
+        let sum = 0;
+        for (let i = 0; i < m; i++) sum += dy[i * rows + blockRow[p] * R + r] * x[i * cols + blockCol[p] * C + c];
+        dw[(p * R + r) * C + c] = sum;
+      }
+  return dw;
+}
+
 // Block shapes of every kind: 1x1, odd, rectangular both ways, larger than one 32-wide tile, 64x64.
 const CASES: { shape: [number, number]; block: [number, number] }[] = [
   { shape: [5, 7], block: [1, 1] },
@@ -88,15 +104,7 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
 
             const dw = sampledMatmul(dy.t, x.t, pattern);
             expect(dw.shape).toEqual([pattern.nnzBlocks, R, C]);
-            const { blockRow, blockCol } = pattern.coordinates;
-            const dwRef = new Float64Array(pattern.nnzBlocks * R * C);
-            for (let p = 0; p < pattern.nnzBlocks; p++)
-              for (let r = 0; r < R; r++)
-                for (let c = 0; c < C; c++) {
-                  let sum = 0;
-                  for (let i = 0; i < m; i++) sum += dy.values[i * rows + blockRow[p] * R + r] * x.values[i * cols + blockCol[p] * C + c];
-                  dwRef[(p * R + r) * C + c] = sum;
-                }
+            const dwRef = sampledReference(pattern, dy.values, x.values, m);
             expectClose(dw.dataSync(), dwRef, dtype, `sampledMatmul ${dtype}`);
 
             const norms = blockNorms(values.t);
@@ -125,22 +133,13 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
           for (const density of [0.15, 0.6]) {
             const pattern = BsrPattern.random(shape, { blockShape: block, density, seed: shape[0] + block[1] });
             const [rows, cols] = shape;
-            const [R, C] = block;
             for (const dtype of FLOAT_DTYPES) {
               tidy(() => {
                 const m = 77;
                 const x = randomTensor(next, [m, cols], dtype);
                 const dy = randomTensor(next, [m, rows], dtype);
                 const dw = sampledMatmul(dy.t, x.t, pattern);
-                const { blockRow, blockCol } = pattern.coordinates;
-                const dwRef = new Float64Array(pattern.nnzBlocks * R * C);
-                for (let p = 0; p < pattern.nnzBlocks; p++)
-                  for (let r = 0; r < R; r++)
-                    for (let c = 0; c < C; c++) {
-                      let sum = 0;
-                      for (let i = 0; i < m; i++) sum += dy.values[i * rows + blockRow[p] * R + r] * x.values[i * cols + blockCol[p] * C + c];
-                      dwRef[(p * R + r) * C + c] = sum;
-                    }
+                const dwRef = sampledReference(pattern, dy.values, x.values, m);
                 expectClose(dw.dataSync(), dwRef, dtype, `sampledMatmul (${mode}) ${shape.join("x")} ${block.join("x")} d=${density} ${dtype}`);
               });
             }
