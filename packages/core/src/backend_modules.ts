@@ -16,7 +16,9 @@ export async function importBackendModules(
   const added: string[] = [];
   for (const specifier of specifiers) {
     const before = new Set(listBackends());
-    const target = /^\.{0,2}\//.test(specifier) ? new URL(specifier, `file://${process.cwd()}/`).href : specifier;
+    const cwd = (globalThis as { process?: { cwd(): string } }).process?.cwd();
+    // A path is resolved from the working directory where there is one (Node); elsewhere it is passed as written.
+    const target = cwd !== undefined && /^\.{0,2}\//.test(specifier) ? new URL(specifier, `file://${cwd}/`).href : specifier;
     try {
       await load(target);
     } catch (error) {

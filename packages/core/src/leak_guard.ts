@@ -61,11 +61,14 @@ let state: GuardState | null = null;
 const CORE_FRAME = /[\\/](?:packages[\\/]core[\\/](?:src|dist)|@blocksparse[\\/]core)[\\/]/;
 const BLOCKSPARSE_FRAME = /[\\/](?:packages[\\/](?:core|autograd|nn|patcher|format)[\\/](?:src|dist)|@blocksparse[\\/][a-z-]+)[\\/]/;
 
+/** V8's Error.stackTraceLimit (absent from the standard lib; other engines ignore it). */
+const V8Error = Error as ErrorConstructor & { stackTraceLimit?: number };
+
 function creationSite(): string {
-  const previousLimit = Error.stackTraceLimit;
-  Error.stackTraceLimit = 40;
+  const previousLimit = V8Error.stackTraceLimit;
+  V8Error.stackTraceLimit = 40;
   const stack = new Error().stack ?? "";
-  Error.stackTraceLimit = previousLimit;
+  V8Error.stackTraceLimit = previousLimit;
   const frames = stack
     .split("\n")
     .slice(1)
