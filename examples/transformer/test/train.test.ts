@@ -75,7 +75,8 @@ describe("trainTransformer", () => {
     expect(rows.map((row) => row[0])).toEqual(["dense", "ffn block-sparse 0.5", "ffn block-sparse 0.25"]);
     expect(rows[0][4]).toBe(dense.toLocaleString("en-US"));
     for (const head of TABLE_HEAD) expect(formatTable(report)).toContain(head);
-  });
+    // Training two small models takes a few seconds; room for a loaded machine.
+  }, 30_000);
 
   it("gives every tensor back when it is done (models, optimizer state, the replaced dense layers)", () => {
     const before = memory().numTensors;

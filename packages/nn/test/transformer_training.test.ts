@@ -57,5 +57,6 @@ describe("a tiny causal language model", () => {
       expect(losses[24], `sparse=${sparse}: ${losses[0]} -> ${losses[24]}`).toBeLessThan(losses[0] * 0.3);
       optimizer.dispose();
     }
-  });
+    // Training two small models takes a few seconds; room for a loaded machine.
+  }, 30_000);
 });
