@@ -6,6 +6,7 @@
  * inputs, checks the outputs agree and prints the table.
  *
  *   tsx src/compare.ts --out DIR [--backend cuda|js] [--small]
+ *     [--shape MxKxN] [--dtypes bfloat16,float16] [--blocks 32,64,128] [--densities 0.5,0.25,0.1]
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -36,8 +37,44 @@ export interface CompareCase {
 const f32 = (data: ArrayLike<number>, shape: number[]): SafetensorsTensor => ({ dtype: "F32", shape, data: Float32Array.from(data) });
 const i32 = (data: ArrayLike<number>, shape: number[]): SafetensorsTensor => ({ dtype: "I32", shape, data: Int32Array.from(data) });
 
+/** "MxKxN" (tokens x in x out) -> [M, K, N]. */
+function parseShape(text: string): [number, number, number] {
+  const match = /^(\d+)x(\d+)x(\d+)$/.exec(text);
+  if (!match) throw new Error(`--shape: expected MxKxN (tokens x in x out), e.g. 2048x1024x4096, got "${text}"`);
+  const dims = [Number(match[1]), Number(match[2]), Number(match[3])] as [number, number, number];
+  if (dims.some((d) => d < 1)) throw new Error(`--shape: every dim must be positive, got "${text}"`);
+  return dims;
+}
+
+function parseDtypes(text: string): BenchDType[] {
+  const items = text.split(",").map((s) => s.trim()).filter(Boolean);
+  for (const item of items) {
+    if (!(item in TOLERANCE)) throw new Error(`--dtypes: unknown "${item}", expected float32, float16 or bfloat16`);
+  }
+  if (items.length === 0) throw new Error("--dtypes: empty list");
+  return items as BenchDType[];
+}
+
+function parseNumbers(flag: string, text: string, integers: boolean): number[] {
+  const items = text.split(",").map((s) => s.trim()).filter(Boolean).map(Number);
+  if (items.length === 0 || items.some((n) => !Number.isFinite(n) || n <= 0 || (integers ? !Number.isInteger(n) : n > 1))) {
+    throw new Error(`--${flag}: expected ${integers ? "positive integers" : "numbers in (0, 1]"}, got "${text}"`);
+  }
+  return items;
+}
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { out: { type: "string" }, backend: { type: "string", default: "cuda" }, small: { type: "boolean", default: false } } });
+  const { values } = parseArgs({
+    options: {
+      out: { type: "string" },
+      backend: { type: "string", default: "cuda" },
+      small: { type: "boolean", default: false },
+      shape: { type: "string" },
+      dtypes: { type: "string" },
+      blocks: { type: "string" },
+      densities: { type: "string" },
+    },
+  });
   if (!values.out) throw new Error("--out DIR is required");
   const outDir = resolve(values.out);
   mkdirSync(outDir, { recursive: true });
@@ -58,10 +95,13 @@ async function main(): Promise<void> {
   const setPoison = (enabled: boolean) => {
     backend.poisonAllocations = enabled;
   };
-  const [M, K, N] = values.small ? [64, 256, 256] : [8192, 4096, 4096];
-  const dtypes: BenchDType[] = values.small ? ["float32"] : ["bfloat16", "float16"];
-  const blockSizes = values.small ? [32, 64] : [32, 64, 128];
-  const densities = values.small ? [0.25] : [0.5, 0.25, 0.1];
+  const [M, K, N] = values.shape !== undefined ? parseShape(values.shape) : values.small ? [64, 256, 256] : [8192, 4096, 4096];
+  const dtypes = values.dtypes !== undefined ? parseDtypes(values.dtypes) : values.small ? ["float32" as const] : (["bfloat16", "float16"] as BenchDType[]);
+  const blockSizes = values.blocks !== undefined ? parseNumbers("blocks", values.blocks, true) : values.small ? [32, 64] : [32, 64, 128];
+  const densities = values.densities !== undefined ? parseNumbers("densities", values.densities, false) : values.small ? [0.25] : [0.5, 0.25, 0.1];
+  for (const block of blockSizes) {
+    if (K % block !== 0 || N % block !== 0) throw new Error(`--blocks: ${block} does not divide K=${K} and N=${N}`);
+  }
   const plan: TimingPlan = values.small
     ? { warmup: 1, minRepeats: 3, maxRepeats: 5, budgetMs: 100, minSampleMs: 5 }
     : { warmup: 3, minRepeats: 10, maxRepeats: 50, budgetMs: 150, minSampleMs: 5 };
