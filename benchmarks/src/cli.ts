@@ -5,12 +5,13 @@
  * under the committed results/<machine>/ with --update-results (or BENCH_UPDATE=1).
  */
 import { parseArgs } from "node:util";
-import { getBackend, getBackendInstance, importBackendModules, setBackend } from "@blocksparse/core";
+import { getBackend, getBackendInstance, importBackendModules, } from "@blocksparse/core";
 import { describeMachine, gitState, packageVersions, repoRoot } from "./machine";
 import type { TimingPlan } from "./measure";
 import { Progress } from "./progress";
-import type { BenchRecord, FailureRecord, GpuInfo, RunRecord } from "./record";
+import type { BenchRecord, FailureRecord, RunRecord } from "./record";
 import { writeIndex, writeRun } from "./report";
+import { startBackend } from "./start_backend";
 import { formatSuite } from "./suites/format";
 import { kernelsSuite } from "./suites/kernels";
 import { trainSuite } from "./suites/train";
@@ -34,47 +35,6 @@ function list<T extends string>(value: string | undefined, allowed: readonly T[]
   return items as T[];
 }
 
-/** The native cpu backend when its addon loads (null otherwise, with the reason on stderr unless asked for). */
-async function startCpu(requested: string): Promise<{ backend: string; synchronize: () => void } | null> {
-  const cpu = await import("@blocksparse/backend-cpu");
-  const availability = cpu.cpuAvailability();
-  if (!availability.available) {
-    if (requested === "cpu") throw new Error(`--backend cpu: the CPU addon is unavailable: ${availability.reason ?? "no reason given"}`);
-    process.stderr.write(`native cpu backend unavailable (${availability.reason ?? "no reason given"})\n`);
-    return null;
-  }
-  setBackend("cpu");
-  return { backend: "cpu", synchronize: () => {} };
-}
-
-/** Starts the requested backend; "auto" takes CUDA when its addon loads, else the native cpu backend, else js. */
-async function startBackend(requested: string): Promise<{ backend: string; gpu?: GpuInfo; synchronize: () => void }> {
-  const js = () => {
-    setBackend("js");
-    return { backend: "js", synchronize: () => {} };
-  };
-  if (requested === "js") return js();
-  if (requested === "cpu") return (await startCpu(requested)) ?? js();
-  if (requested !== "auto" && requested !== "cuda") {
-    setBackend(requested);
-    return { backend: requested, synchronize: () => {} };
-  }
-  const cuda = await import("@blocksparse/backend-cuda");
-  const availability = cuda.cudaAvailability();
-  if (!availability.available) {
-    if (requested === "cuda") throw new Error(`--backend cuda: CUDA is unavailable: ${availability.reason ?? "no reason given"}`);
-    process.stderr.write(`CUDA unavailable (${availability.reason ?? "no reason given"}); trying the native cpu backend\n`);
-    return (await startCpu(requested)) ?? js();
-  }
-  setBackend("cuda");
-  const instance = cuda.cudaBackend();
-  const { device, build } = instance;
-  return {
-    backend: "cuda",
-    gpu: { name: device.name, computeCapability: device.computeCapability, totalMemoryBytes: device.totalMemory, cudaVersion: String(build.cudaVersion), cublas: build.cublas },
-    synchronize: () => instance.synchronize(),
-  };
-}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({

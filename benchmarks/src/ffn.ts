@@ -18,10 +18,11 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { backward } from "@blocksparse/autograd";
-import { type FloatDType, cast, getBackendInstance, memory, randn, setBackend, type Tensor, tensor, tidy } from "@blocksparse/core";
+import { type FloatDType, cast, getBackendInstance, memory, randn, type Tensor, tensor, tidy } from "@blocksparse/core";
 import { AdamW, BlockSparseLinear, GELU, Linear, type Module, Sequential, TransformerBlock, parameterCount } from "@blocksparse/nn";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
 import { describeMachine, gitState, repoRoot } from "./machine";
+import { startBackend } from "./start_backend";
 import { profileKernels, profileTable } from "./kernel_profile";
 import { type TimingPlan, measure } from "./measure";
 import { pickRows } from "./reference";
@@ -178,19 +179,6 @@ function roundTo(values: Float32Array, dtype: BenchDType): Float32Array {
   return tidy(() => Float32Array.from(cast(cast(tensor(values, [values.length]), dtype), "float32").dataSync()));
 }
 
-async function startBackend(requested: string): Promise<{ synchronize: () => void; gpuName?: string }> {
-  if (requested === "js") {
-    setBackend("js");
-    return { synchronize: () => {} };
-  }
-  const cuda = await import("@blocksparse/backend-cuda");
-  const availability = cuda.cudaAvailability();
-  if (!availability.available) throw new Error(`--backend cuda: CUDA is unavailable: ${availability.reason ?? "no reason given"}`);
-  setBackend("cuda");
-  const instance = cuda.cudaBackend();
-  return { synchronize: () => instance.synchronize(), gpuName: instance.device.name };
-}
-
 interface TorchRow {
   model: "ffn" | "block";
   dModel: number;
@@ -263,7 +251,7 @@ async function main(): Promise<void> {
   const rows: FfnCase[] = [];
   const outDir = resolve(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "ffn"));
   mkdirSync(outDir, { recursive: true });
-  const machine = describeMachine(started.gpuName ? { name: started.gpuName } : undefined).name;
+  const machine = describeMachine(started.gpu).name;
   const meta = { machine, commit: gitState().commit, dtype, torch: values.torch };
   // Written after every case, so that a run cut short keeps what it measured.
   const save = () => {

@@ -23,27 +23,16 @@ import {
   matmul,
   randn,
   sampledMatmul,
-  setBackend,
   type Tensor,
   tidy,
 } from "@blocksparse/core";
 import { Linear } from "@blocksparse/nn";
 import { repoRoot } from "./machine";
+import { startBackend } from "./start_backend";
 
 interface Row {
   what: string;
   microseconds: number;
-}
-
-async function start(backend: string): Promise<() => void> {
-  if (backend === "js") {
-    setBackend("js");
-    return () => {};
-  }
-  const cuda = await import("@blocksparse/backend-cuda");
-  setBackend("cuda");
-  const instance = cuda.cudaBackend();
-  return () => instance.synchronize();
 }
 
 /** Microseconds per call of `op`, run `count` times after a warm-up, with one synchronize at the end. */
@@ -143,7 +132,7 @@ function firstCalls(dtype: FloatDType, synchronize: () => void): Row[] {
 
 async function child(backend: string, dtype: FloatDType): Promise<void> {
   const t0 = performance.now();
-  const synchronize = await start(backend);
+  const { synchronize } = await startBackend(backend);
   const startMs = performance.now() - t0;
   const rows = [{ what: "backend start (ms)", microseconds: startMs * 1000 }, ...firstCalls(dtype, synchronize)];
   process.stdout.write(JSON.stringify(rows));
@@ -162,7 +151,7 @@ async function main(): Promise<void> {
   });
   if (fresh.status !== 0) throw new Error(`the fresh-process start measurement failed (exit ${fresh.status})`);
   const startRows = JSON.parse(fresh.stdout) as Row[];
-  const synchronize = await start(values.backend);
+  const { synchronize } = await startBackend(values.backend);
   const rows = [...tinyOps(dtype, synchronize), ...startRows];
   const lines = [`| ${values.backend} ${dtype} | µs per op (ms where marked) |`, "| --- | --- |"];
   for (const r of rows) lines.push(`| ${r.what} | ${r.what.includes("(ms)") ? (r.microseconds / 1000).toFixed(3) : r.microseconds.toFixed(2)} |`);

@@ -1,0 +1,44 @@
+import { setBackend } from "@blocksparse/core";
+import type { GpuInfo } from "./record";
+
+/** The native cpu backend when its addon loads (null otherwise, with the reason on stderr unless asked for). */
+export async function startCpu(requested: string): Promise<{ backend: string; synchronize: () => void } | null> {
+  const cpu = await import("@blocksparse/backend-cpu");
+  const availability = cpu.cpuAvailability();
+  if (!availability.available) {
+    if (requested === "cpu") throw new Error(`--backend cpu: the CPU addon is unavailable: ${availability.reason ?? "no reason given"}`);
+    process.stderr.write(`native cpu backend unavailable (${availability.reason ?? "no reason given"})\n`);
+    return null;
+  }
+  setBackend("cpu");
+  return { backend: "cpu", synchronize: () => {} };
+}
+
+/** Starts the requested backend; "auto" takes CUDA when its addon loads, else the native cpu backend, else js. */
+export async function startBackend(requested: string): Promise<{ backend: string; gpu?: GpuInfo; synchronize: () => void }> {
+  const js = () => {
+    setBackend("js");
+    return { backend: "js", synchronize: () => {} };
+  };
+  if (requested === "js") return js();
+  if (requested === "cpu") return (await startCpu(requested)) ?? js();
+  if (requested !== "auto" && requested !== "cuda") {
+    setBackend(requested);
+    return { backend: requested, synchronize: () => {} };
+  }
+  const cuda = await import("@blocksparse/backend-cuda");
+  const availability = cuda.cudaAvailability();
+  if (!availability.available) {
+    if (requested === "cuda") throw new Error(`--backend cuda: CUDA is unavailable: ${availability.reason ?? "no reason given"}`);
+    process.stderr.write(`CUDA unavailable (${availability.reason ?? "no reason given"}); trying the native cpu backend\n`);
+    return (await startCpu(requested)) ?? js();
+  }
+  setBackend("cuda");
+  const instance = cuda.cudaBackend();
+  const { device, build } = instance;
+  return {
+    backend: "cuda",
+    gpu: { name: device.name, computeCapability: device.computeCapability, totalMemoryBytes: device.totalMemory, cudaVersion: String(build.cudaVersion), cublas: build.cublas },
+    synchronize: () => instance.synchronize(),
+  };
+}
