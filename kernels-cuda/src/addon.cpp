@@ -106,6 +106,22 @@ struct Args {
     return out;
   }
 
+  // A Float64Array of non-negative integers below 2^53, read in place (no per-element N-API call).
+  std::vector<int64_t> integers(size_t i) const {
+    BS_REQUIRE(info[i].IsTypedArray() && info[i].As<Napi::TypedArray>().TypedArrayType() == napi_float64_array,
+               where(i) + " must be a Float64Array");
+    Napi::Float64Array array = info[i].As<Napi::Float64Array>();
+    std::vector<int64_t> out(array.ElementLength());
+    const double* data = array.Data();
+    for (size_t k = 0; k < out.size(); ++k) {
+      const double d = data[k];
+      BS_REQUIRE(std::isfinite(d) && d >= 0 && std::floor(d) == d && d <= 9007199254740991.0,
+                 where(i) + "[" + std::to_string(k) + "] must be a non-negative integer, got " + std::to_string(d));
+      out[k] = static_cast<int64_t>(d);
+    }
+    return out;
+  }
+
   Napi::TypedArray typedArray(size_t i) const {
     BS_REQUIRE(info[i].IsTypedArray(), where(i) + " must be a typed array");
     return info[i].As<Napi::TypedArray>();
@@ -810,6 +826,32 @@ Napi::Value blockNorms(const Napi::CallbackInfo& info) {
   return undefinedOf(info);
 }
 
+// The hyperparameters object {lr, beta1, beta2, epsilon, weightDecay, decoupledWeightDecay} at argument i,
+// checked; the bias corrections are left to the caller (they depend on each tensor's step).
+AdamParams adamParams(const Args& args, size_t i) {
+  BS_REQUIRE(args.info[i].IsObject(), args.where(i) + " must be an object of hyperparameters");
+  Napi::Object h = args.info[i].As<Napi::Object>();
+  auto field = [&](const char* name) {
+    Napi::Value v = h.Get(name);
+    BS_REQUIRE(v.IsNumber(), std::string(args.fn) + ": " + name + " must be a number");
+    double d = v.As<Napi::Number>().DoubleValue();
+    BS_REQUIRE(std::isfinite(d), std::string(args.fn) + ": " + name + " must be finite");
+    return d;
+  };
+  AdamParams params{};
+  params.lr = field("lr");
+  params.beta1 = field("beta1");
+  params.beta2 = field("beta2");
+  params.eps = field("epsilon");
+  params.weightDecay = field("weightDecay");
+  BS_REQUIRE(params.beta1 >= 0 && params.beta1 < 1 && params.beta2 >= 0 && params.beta2 < 1,
+             std::string(args.fn) + ": beta1 and beta2 must be in [0, 1)");
+  Napi::Value decoupled = h.Get("decoupledWeightDecay");
+  BS_REQUIRE(decoupled.IsBoolean(), std::string(args.fn) + ": decoupledWeightDecay must be a boolean");
+  params.decoupledWeightDecay = decoupled.As<Napi::Boolean>().Value();
+  return params;
+}
+
 // adamUpdate(dtype, param, grad, mDtype, m, vDtype, v, paramOut, mOut, vOut, n, {lr, beta1, beta2, epsilon,
 // weightDecay, decoupledWeightDecay, step})
 Napi::Value adamUpdate(const Napi::CallbackInfo& info) {
@@ -825,28 +867,70 @@ Napi::Value adamUpdate(const Napi::CallbackInfo& info) {
   requireElements(args.buffer(7), dtype, n, "adamUpdate paramOut");
   requireElements(args.buffer(8), mDtype, n, "adamUpdate mOut");
   requireElements(args.buffer(9), vDtype, n, "adamUpdate vOut");
-  BS_REQUIRE(info[11].IsObject(), "adamUpdate: argument 11 must be an object of hyperparameters");
-  Napi::Object h = info[11].As<Napi::Object>();
-  auto field = [&h](const char* name) {
-    Napi::Value v = h.Get(name);
-    BS_REQUIRE(v.IsNumber(), std::string("adamUpdate: ") + name + " must be a number");
-    return v.As<Napi::Number>().DoubleValue();
-  };
-  double beta1 = field("beta1"), beta2 = field("beta2"), step = field("step");
+  AdamParams params = adamParams(args, 11);
+  Napi::Value stepValue = info[11].As<Napi::Object>().Get("step");
+  BS_REQUIRE(stepValue.IsNumber(), "adamUpdate: step must be a number");
+  double step = stepValue.As<Napi::Number>().DoubleValue();
   BS_REQUIRE(step >= 1, "adamUpdate: step counts from 1");
-  Napi::Value decoupled = h.Get("decoupledWeightDecay");
-  BS_REQUIRE(decoupled.IsBoolean(), "adamUpdate: decoupledWeightDecay must be a boolean");
-  AdamParams params{};
-  params.lr = field("lr");
-  params.beta1 = beta1;
-  params.beta2 = beta2;
-  params.eps = field("epsilon");
-  params.weightDecay = field("weightDecay");
-  params.biasCorrection1 = 1.0 - std::pow(beta1, step);
-  params.biasCorrection2 = 1.0 - std::pow(beta2, step);
-  params.decoupledWeightDecay = decoupled.As<Napi::Boolean>().Value();
+  params.biasCorrection1 = 1.0 - std::pow(params.beta1, step);
+  params.biasCorrection2 = 1.0 - std::pow(params.beta2, step);
   launchAdam(dtype, args.buffer(1).data, args.buffer(2).data, args.buffer(4).data, args.buffer(6).data,
              args.buffer(7).data, args.buffer(8).data, args.buffer(9).data, mDtype, vDtype, n, params, stream());
+  return undefinedOf(info);
+}
+
+// multiTensorAdamUpdate(table, copyDtype | null, {lr, beta1, beta2, epsilon, weightDecay, decoupledWeightDecay}):
+// table holds kAdamEntry numbers per tensor: n, step, param/grad/m/v dtypes, then the buffers param, grad, m,
+// v, paramOut, mOut, vOut and copyOut (0 when copyDtype is null). Every buffer is checked before any launch.
+constexpr size_t kAdamEntry = 14;
+Napi::Value multiTensorAdamUpdate(const Napi::CallbackInfo& info) {
+  Args args{info, "multiTensorAdamUpdate"};
+  args.count(3);
+  std::vector<int64_t> table = args.integers(0);
+  BS_REQUIRE(table.size() % kAdamEntry == 0, "multiTensorAdamUpdate: the table's length " +
+                                                  std::to_string(table.size()) + " is not a multiple of " +
+                                                  std::to_string(kAdamEntry));
+  const bool copies = !args.isAbsent(1);
+  const DType copyDtype = copies ? args.floatDtype(1) : DType::Float32;
+  AdamParams params = adamParams(args, 2);
+  const size_t count = table.size() / kAdamEntry;
+  std::vector<AdamTensor> tensors(count);
+  for (size_t k = 0; k < count; ++k) {
+    const int64_t* e = table.data() + k * kAdamEntry;
+    // Messages are built only on failure: this runs for every parameter of every step.
+    auto at = [k]() { return "multiTensorAdamUpdate: tensor " + std::to_string(k); };
+    auto floatDtype = [&](int64_t code, const char* what) {
+      BS_REQUIRE(code <= static_cast<int64_t>(DType::Int32) && isFloat(static_cast<DType>(code)),
+                 at() + " " + what + ": expected a float dtype code, got " + std::to_string(code));
+      return static_cast<DType>(code);
+    };
+    auto buffer = [&](int64_t id, DType dtype, int64_t n, const char* what) -> void* {
+      const BufferId bufferId = static_cast<BufferId>(id);
+      if (!isLive(bufferId)) lookup(bufferId, (at() + " " + what).c_str());  // throws, naming the argument
+      const Buffer& b = lookup(bufferId, "multiTensorAdamUpdate");
+      if (b.byteLength < static_cast<size_t>(n) * dtypeSize(dtype)) requireElements(b, dtype, n, (at() + " " + what).c_str());
+      return b.data;
+    };
+    AdamTensor& t = tensors[k];
+    t.n = e[0];
+    BS_REQUIRE(e[1] >= 1, at() + ": step counts from 1");
+    t.biasCorrection1 = 1.0 - std::pow(params.beta1, static_cast<double>(e[1]));
+    t.biasCorrection2 = 1.0 - std::pow(params.beta2, static_cast<double>(e[1]));
+    t.paramDtype = floatDtype(e[2], "param");
+    t.gradDtype = floatDtype(e[3], "grad");
+    t.mDtype = floatDtype(e[4], "m");
+    t.vDtype = floatDtype(e[5], "v");
+    t.param = buffer(e[6], t.paramDtype, t.n, "param");
+    t.grad = buffer(e[7], t.gradDtype, t.n, "grad");
+    t.m = buffer(e[8], t.mDtype, t.n, "m");
+    t.v = buffer(e[9], t.vDtype, t.n, "v");
+    t.paramOut = buffer(e[10], t.paramDtype, t.n, "paramOut");
+    t.mOut = buffer(e[11], t.mDtype, t.n, "mOut");
+    t.vOut = buffer(e[12], t.vDtype, t.n, "vOut");
+    BS_REQUIRE(copies == (e[13] != 0), at() + ": copyOut must be given exactly when copyDtype is");
+    t.copy = copies ? buffer(e[13], copyDtype, t.n, "copyOut") : nullptr;
+  }
+  launchMultiTensorAdam(tensors.data(), static_cast<int>(count), copyDtype, params, stream());
   return undefinedOf(info);
 }
 
@@ -891,6 +975,7 @@ Napi::Object initModule(Napi::Env env, Napi::Object exports) {
   BS_EXPORT("sampledMatmul", sampledMatmul);
   BS_EXPORT("blockNorms", blockNorms);
   BS_EXPORT("adamUpdate", adamUpdate);
+  BS_EXPORT("multiTensorAdamUpdate", multiTensorAdamUpdate);
 #undef BS_EXPORT
   return exports;
 }

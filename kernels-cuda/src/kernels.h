@@ -78,4 +78,24 @@ void launchAdam(DType dtype, const void* param, const void* grad, const void* m,
                 void* mOut, void* vOut, DType mDtype, DType vDtype, int64_t n, const AdamParams& params,
                 cudaStream_t stream);
 
+// One tensor of a multi-tensor Adam step: its buffers, dtypes, size and bias corrections (1 - beta^step).
+// copy (may be null) receives the new param rounded to the launch's copy dtype.
+struct AdamTensor {
+  const void* param;
+  const void* grad;
+  const void* m;
+  const void* v;
+  void* paramOut;
+  void* mOut;
+  void* vOut;
+  void* copy;
+  int64_t n;
+  double biasCorrection1, biasCorrection2;
+  DType paramDtype, gradDtype, mDtype, vDtype;
+};
+// Every tensor's step in as few launches as the kernel parameter space allows (kAdamTensorsPerLaunch each).
+// params.biasCorrection1/2 are unused (each tensor has its own).
+void launchMultiTensorAdam(const AdamTensor* tensors, int count, DType copyDtype, const AdamParams& params,
+                           cudaStream_t stream);
+
 }  // namespace bs

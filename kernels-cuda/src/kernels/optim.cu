@@ -43,7 +43,68 @@ __global__ void adamKernel(const T* __restrict__ param, const T* __restrict__ gr
   }
 }
 
+// The multi-tensor step: the tensors of one launch travel in the kernel's parameters, each given a run
+// of CTAs (blockStart) in proportion to its size; a CTA finds its tensor by a scan of those starts.
+constexpr int kAdamTensorsPerLaunch = 24;
+constexpr int kAdamElementsPerCta = kThreads * 8;
+constexpr int kAdamMaxCtasPerTensor = 2048;
+
+struct AdamBatch {
+  AdamTensor tensor[kAdamTensorsPerLaunch];
+  int32_t blockStart[kAdamTensorsPerLaunch + 1];
+  int32_t count;
+  DType copyDtype;
+};
+
+__global__ void multiTensorAdamKernel(const __grid_constant__ AdamBatch batch, const AdamParams h) {
+  int t = 0;
+  while (t + 1 < batch.count && static_cast<int32_t>(blockIdx.x) >= batch.blockStart[t + 1]) ++t;
+  const AdamTensor& x = batch.tensor[t];
+  const int64_t ctas = batch.blockStart[t + 1] - batch.blockStart[t];
+  const int64_t first = (blockIdx.x - batch.blockStart[t]) * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  for (int64_t i = first; i < x.n; i += ctas * blockDim.x) {
+    double p = loadAs(x.paramDtype, x.param, i);
+    double g = loadAs(x.gradDtype, x.grad, i);
+    if (h.decoupledWeightDecay) p *= 1.0 - h.lr * h.weightDecay;
+    else g += h.weightDecay * p;
+    double mi = h.beta1 * loadAs(x.mDtype, x.m, i) + (1.0 - h.beta1) * g;
+    double vi = h.beta2 * loadAs(x.vDtype, x.v, i) + (1.0 - h.beta2) * g * g;
+    double update = (mi / x.biasCorrection1) / (sqrt(vi / x.biasCorrection2) + h.eps);
+    const float next = static_cast<float>(p - h.lr * update);
+    storeAs(x.paramDtype, x.paramOut, i, next);
+    storeAs(x.mDtype, x.mOut, i, static_cast<float>(mi));
+    storeAs(x.vDtype, x.vOut, i, static_cast<float>(vi));
+    // The copy rounds the stored param, as a cast of it would (a float16 param widened exactly first).
+    if (x.copy != nullptr) storeAs(batch.copyDtype, x.copy, i, loadAs(x.paramDtype, x.paramOut, i));
+  }
+}
+
 }  // namespace
+
+void launchMultiTensorAdam(const AdamTensor* tensors, int count, DType copyDtype, const AdamParams& params,
+                           cudaStream_t stream) {
+  AdamBatch batch{};
+  int32_t ctas = 0;
+  auto flush = [&]() {
+    if (batch.count > 0) {
+      batch.blockStart[batch.count] = ctas;
+      batch.copyDtype = copyDtype;
+      multiTensorAdamKernel<<<ctas, kThreads, 0, stream>>>(batch, params);
+      BS_LAUNCH_CHECK("multiTensorAdamKernel");
+    }
+    batch = AdamBatch{};
+    ctas = 0;
+  };
+  for (int k = 0; k < count; ++k) {
+    if (tensors[k].n == 0) continue;
+    const int64_t wanted = (tensors[k].n + kAdamElementsPerCta - 1) / kAdamElementsPerCta;
+    batch.tensor[batch.count] = tensors[k];
+    batch.blockStart[batch.count] = ctas;
+    ctas += static_cast<int32_t>(wanted < kAdamMaxCtasPerTensor ? wanted : kAdamMaxCtasPerTensor);
+    if (++batch.count == kAdamTensorsPerLaunch) flush();
+  }
+  flush();
+}
 
 void launchAdam(DType dtype, const void* param, const void* grad, const void* m, const void* v, void* paramOut,
                 void* mOut, void* vOut, DType mDtype, DType vDtype, int64_t n, const AdamParams& params,

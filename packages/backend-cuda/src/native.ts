@@ -266,7 +266,16 @@ export interface NativeAddon {
     n: number,
     hyperparameters: AdamHyperparameters,
   ): void;
+  /**
+   * One Adam step on many tensors: `table` holds ADAM_TABLE_ENTRY numbers per tensor (n, step, the
+   * param/grad/m/v dtype codes, then the buffers param, grad, m, v, paramOut, mOut, vOut, copyOut: 0
+   * when copyDtype is null).
+   */
+  multiTensorAdamUpdate(table: Float64Array, copyDtype: Dt | null, hyperparameters: Omit<AdamHyperparameters, "step">): void;
 }
+
+/** Numbers per tensor in multiTensorAdamUpdate's table. */
+export const ADAM_TABLE_ENTRY = 14;
 
 // Keyed by the interface so that a function added to NativeAddon and left out here fails typecheck.
 const NATIVE_FUNCTION_SET = {
@@ -306,6 +315,7 @@ const NATIVE_FUNCTION_SET = {
   sampledMatmul: true,
   blockNorms: true,
   adamUpdate: true,
+  multiTensorAdamUpdate: true,
 } satisfies Record<keyof NativeAddon, true>;
 
 /** The functions every addon build exports; the loader checks them before trusting the module. */

@@ -437,7 +437,8 @@ export class Engine {
 }
 
 function isMultiOutput(kernelName: KernelName): boolean {
-  return KERNEL_CATALOGUE[kernelName].outputs > 1;
+  const { outputs } = KERNEL_CATALOGUE[kernelName];
+  return outputs === "list" || outputs > 1;
 }
 
 function collectTensors(value: unknown, into: Set<Tensor>, depth = 0): void {

@@ -195,6 +195,15 @@ export const BlockNorms = "BlockNorms";
  * All four of one shape; grad has param's dtype; m and v are any float dtype (kept).
  */
 export const AdamUpdate = "AdamUpdate";
+/**
+ * {params[], grads[], m[], v[]} (n tensors each) -> [params'..., m'..., v'..., copies'...]:
+ * AdamUpdate on every tensor of a list in one call (one launch on a GPU), tensor i at step
+ * attrs.steps[i]. grads[i] has params[i]'s shape and any float dtype (widened inside), so a
+ * half-precision gradient needs no cast; each tensor keeps its own dtypes. When attrs.copyDType
+ * is set, the kernel also returns every new param rounded to it (the half-precision weights of
+ * float32 masters), n more outputs.
+ */
+export const MultiTensorAdamUpdate = "MultiTensorAdamUpdate";
 
 // ---------------------------------------------------------------- typed inputs and attributes
 
@@ -230,6 +239,12 @@ export type AdamUpdateAttrs = {
   weightDecay: number;
   decoupledWeightDecay: boolean;
   step: number;
+};
+export type MultiTensorAdamUpdateAttrs = Omit<AdamUpdateAttrs, "step"> & {
+  /** Each tensor's step, counted from 1 (parameters skipped at some step count their own). */
+  steps: number[];
+  /** A float dtype to also return every new param in, or null. */
+  copyDType: DType | null;
 };
 
 /** Inputs, attributes and outputs of every kernel, keyed by kernel name. */
@@ -302,6 +317,11 @@ export interface KernelSpecs {
     AdamUpdateAttrs,
     Three
   >;
+  MultiTensorAdamUpdate: Spec<
+    { params: TensorInfo[]; grads: TensorInfo[]; m: TensorInfo[]; v: TensorInfo[] },
+    MultiTensorAdamUpdateAttrs,
+    TensorInfo[]
+  >;
 }
 
 export type KernelName = keyof KernelSpecs;
@@ -327,10 +347,15 @@ export type KernelFamily = "shape" | "elementwise" | "reduction" | "nn" | "produ
  */
 export type KernelForm = "unary" | "binary" | "comparison";
 
-/** How many tensors a kernel returns: 1 for a single output, the tuple's length otherwise. */
+/**
+ * How many tensors a kernel returns: 1 for a single output, the tuple's length otherwise, or
+ * "list" for a kernel whose output count follows its inputs (always returned as an array).
+ */
 export type OutputCount<K extends KernelName> = K extends KernelName
   ? KernelOutputs<K> extends readonly TensorInfo[]
-    ? KernelOutputs<K>["length"]
+    ? number extends KernelOutputs<K>["length"]
+      ? "list"
+      : KernelOutputs<K>["length"]
     : 1
   : never;
 
@@ -430,6 +455,7 @@ export const KERNEL_CATALOGUE = {
   BlockNorms: product,
 
   AdamUpdate: { family: "optimizer", outputs: 3, gradient: "none", dtypes: FLOAT, implementedBy: "backend" },
+  MultiTensorAdamUpdate: { family: "optimizer", outputs: "list", gradient: "none", dtypes: FLOAT, implementedBy: "backend" },
 } as const satisfies { readonly [K in KernelName]: KernelDeclaration<K> };
 
 type Catalogue = typeof KERNEL_CATALOGUE;
@@ -470,7 +496,7 @@ export const INT32_ELEMENTWISE = kernelsWhere(
   (k) => (k.form === "unary" || k.form === "binary") && k.dtypes.includes("int32"),
 );
 /** Kernels returning more than one tensor (the op receives an array). */
-export const MULTI_OUTPUT_KERNELS = kernelsWhere((k) => k.outputs > 1);
+export const MULTI_OUTPUT_KERNELS = kernelsWhere((k) => k.outputs === "list" || k.outputs > 1);
 /** Kernels whose outputs never carry a gradient (integer results, creation, optimizer steps). */
 export const NON_DIFFERENTIABLE_KERNELS = kernelsWhere((k) => k.gradient === "none");
 /** Kernels that only run inside other kernels' gradients (they need no gradient of their own). */

@@ -10,6 +10,7 @@ import {
   gather,
   keep,
   mul,
+  multiTensorAdamUpdate,
   shapesEqual,
   sub,
   type Tensor,
@@ -31,6 +32,19 @@ interface ParameterState {
   master: Tensor | null;
   /** The parameter's buffer as the last step left it: another buffer means the weights were replaced (loaded, cast), so the master is taken again from them. */
   syncedDataId: DataId | null;
+}
+
+/** One parameter's part of a step, as `updateAll` receives it. */
+export interface ParameterUpdate {
+  parameter: Parameter;
+  /** Its gradient, in any float dtype. */
+  grad: Tensor;
+  /** This update's number, counted from 1. */
+  step: number;
+  /** The float32 master copy to update (then round into the parameter), or null to update the parameter itself. */
+  master: Tensor | null;
+  /** The optimizer's state tensors for it (assign to update them). */
+  state: Readonly<Record<string, Tensor>>;
 }
 
 /**
@@ -93,35 +107,47 @@ export abstract class Optimizer {
 
   /**
    * One update: the new value of `param` (same shape and dtype) from `grad` (param's dtype),
-   * writing `state.tensors` with assign. `param` is the master copy when there is one.
+   * writing `state`'s tensors with assign; `step` counts from 1. `param` is the master copy when there is one.
    */
-  protected abstract update(param: Tensor, grad: Tensor, state: ParameterState): Tensor;
+  protected abstract update(param: Tensor, grad: Tensor, state: Readonly<Record<string, Tensor>>, step: number): Tensor;
 
   /**
    * Applies one update to every parameter that has a gradient. A float16/bfloat16 parameter
-   * with a master copy is updated in float32 (its gradient widened first) and then takes
-   * the rounded master values.
+   * with a master copy is updated in float32 and then takes the rounded master values.
    */
   step(): void {
     noGrad(() => {
+      const updates: ParameterUpdate[] = [];
       for (const parameter of this.params) {
         const grad = parameter.grad;
         if (grad === null) continue;
         const state = this.stateFor(parameter);
         state.step++;
-        tidy(() => {
-          const master = state.master;
-          if (master === null) {
-            const value = parameter.value;
-            parameter.assign(this.update(value, grad.dtype === value.dtype ? grad : cast(grad, value.dtype), state));
-          } else {
-            master.assign(this.update(master, cast(grad, master.dtype), state));
-            parameter.assign(cast(master, parameter.dtype));
-          }
-        });
-        state.syncedDataId = parameter.value.dataId;
+        updates.push({ parameter, grad, step: state.step, master: state.master, state: state.tensors });
+      }
+      tidy(() => this.updateAll(updates));
+      for (const { parameter } of updates) {
+        const state = this.#state.get(parameter);
+        if (state) state.syncedDataId = parameter.value.dataId;
       }
     });
+  }
+
+  /**
+   * Updates every parameter of one step. The default runs `update` per parameter (the master
+   * copy from the gradient widened to float32, then the parameter from the rounded master);
+   * an optimizer with a multi-tensor kernel overrides it to update them all in one call.
+   */
+  protected updateAll(updates: readonly ParameterUpdate[]): void {
+    for (const { parameter, grad, step, master, state } of updates) {
+      if (master === null) {
+        const value = parameter.value;
+        parameter.assign(this.update(value, grad.dtype === value.dtype ? grad : cast(grad, value.dtype), state, step));
+      } else {
+        master.assign(this.update(master, cast(grad, master.dtype), state, step));
+        parameter.assign(cast(master, parameter.dtype));
+      }
+    }
   }
 
   /** The float32 master copy of `parameter` (undefined when it has none, or before its first step). */
@@ -277,11 +303,11 @@ export class SGD extends Optimizer {
     return { names: this.momentum === 0 ? [] : ["momentumBuffer"], dtype };
   }
 
-  protected update(p: Tensor, grad: Tensor, state: ParameterState): Tensor {
+  protected update(p: Tensor, grad: Tensor, state: Readonly<Record<string, Tensor>>, step: number): Tensor {
     let g = this.weightDecay === 0 ? grad : add(grad, mul(p, this.weightDecay));
     if (this.momentum !== 0) {
-      const previous = state.tensors.momentumBuffer;
-      const buffer = state.step === 1 ? g : add(mul(previous, this.momentum), this.dampening === 0 ? g : mul(g, 1 - this.dampening));
+      const previous = state.momentumBuffer;
+      const buffer = step === 1 ? g : add(mul(previous, this.momentum), this.dampening === 0 ? g : mul(g, 1 - this.dampening));
       previous.assign(buffer);
       g = this.nesterov ? add(g, mul(buffer, this.momentum)) : buffer;
     }
@@ -300,7 +326,7 @@ export interface AdamOptions extends OptimizerOptions {
   weightDecay?: number;
 }
 
-/** Adam (torch.optim.Adam), one fused `adamUpdate` kernel per parameter per step; m and v in float32. */
+/** Adam (torch.optim.Adam): one multi-tensor kernel call updates every parameter of a step; m and v in float32. */
 export class Adam extends Optimizer {
   betas: readonly [number, number];
   eps: number;
@@ -322,20 +348,51 @@ export class Adam extends Optimizer {
     return { names: ["m", "v"], dtype: "float32" };
   }
 
-  protected update(param: Tensor, grad: Tensor, state: ParameterState): Tensor {
-    const { m, v } = state.tensors;
-    const next = adamUpdate(param, grad, m, v, {
-      lr: this.lr,
-      beta1: this.betas[0],
-      beta2: this.betas[1],
-      epsilon: this.eps,
-      weightDecay: this.weightDecay,
-      decoupledWeightDecay: this.decoupled,
-      step: state.step,
-    });
+  /** The hyperparameters of this step (lr may have changed since the last). */
+  private hyperparameters() {
+    return { lr: this.lr, beta1: this.betas[0], beta2: this.betas[1], epsilon: this.eps, weightDecay: this.weightDecay, decoupledWeightDecay: this.decoupled };
+  }
+
+  protected update(param: Tensor, grad: Tensor, state: Readonly<Record<string, Tensor>>, step: number): Tensor {
+    const { m, v } = state;
+    const next = adamUpdate(param, grad, m, v, { ...this.hyperparameters(), step });
     m.assign(next.m);
     v.assign(next.v);
     return next.param;
+  }
+
+  /**
+   * Every parameter in one multi-tensor kernel call per kind (one launch on a GPU): master copies
+   * updated from their half-precision gradients and rounded back into the parameters inside the
+   * kernel, with no cast of their own; parameters without a master updated directly.
+   */
+  protected override updateAll(updates: readonly ParameterUpdate[]): void {
+    const groups = new Map<DType | null, ParameterUpdate[]>();
+    for (const u of updates) {
+      const key = u.master === null ? null : u.parameter.dtype;
+      const group = groups.get(key);
+      if (group) group.push(u);
+      else groups.set(key, [u]);
+    }
+    for (const [copyDType, group] of groups) {
+      const next = multiTensorAdamUpdate(
+        group.map((u) => u.master ?? u.parameter.value),
+        group.map((u) => u.grad),
+        group.map((u) => u.state.m),
+        group.map((u) => u.state.v),
+        { ...this.hyperparameters(), steps: group.map((u) => u.step), copyDType },
+      );
+      group.forEach((u, i) => {
+        u.state.m.assign(next.m[i]);
+        u.state.v.assign(next.v[i]);
+        if (u.master === null) {
+          u.parameter.assign(next.params[i]);
+        } else {
+          u.master.assign(next.params[i]);
+          u.parameter.assign((next.copies as Tensor[])[i]);
+        }
+      });
+    }
   }
 }
 

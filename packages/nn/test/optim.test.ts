@@ -1,4 +1,4 @@
-import { type BsrPattern, randn, tensor, ValueError } from "@blocksparse/core";
+import { adamUpdate, addKernelObserver, type BsrPattern, cast, keep, randn, type Tensor, tensor, tidy, ValueError, zeros } from "@blocksparse/core";
 import { Adam, AdamW, BlockSparseLinear, clipGradNorm, Linear, Parameter, pruneAndRegrow, SGD, SparseOptimizer } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
 import { host, maxAbsDiff } from "./helpers";
@@ -177,5 +177,63 @@ describe("clipGradNorm", () => {
     expect(maxAbsDiff(host(layer.bias!.grad!), grads[1].map((v) => v * scale))).toBeLessThan(1e-6);
     expect(other.grad).toBeNull();
     expect(() => clipGradNorm(params, -1)).toThrow(ValueError);
+  });
+});
+
+describe("Adam's multi-tensor step", () => {
+  it("updates parameters of every dtype in one kernel call per kind, each exactly as adamUpdate on its own would", () => {
+    // float32 (updated directly), bfloat16 and float16 (float32 masters, rounded back inside the kernel),
+    // with one parameter skipping a step so that the steps differ.
+    const dtypes = ["float32", "bfloat16", "float16", "bfloat16"] as const;
+    const options = { lr: 1e-2, weightDecay: 0.05 };
+    const params = dtypes.map((dtype, i) => new Parameter(tidy(() => cast(randn([3 + 5 * i, 7], { seed: 40 + i }), dtype))));
+    // The reference: per parameter, adamUpdate on a float32 copy, then the rounding to the parameter's dtype.
+    const reference = params.map((p) => {
+      const master = keep(tidy(() => cast(p.value, "float32")));
+      return { master, m: keep(zeros(p.shape)), v: keep(zeros(p.shape)), steps: 0 };
+    });
+    const optimizer = new AdamW(params, options);
+    const calls: string[] = [];
+    const stop = addKernelObserver((record) => calls.push(record.kernelName));
+    for (let step = 0; step < 3; step++) {
+      for (const [i, p] of params.entries()) {
+        p.zeroGrad();
+        if (step === 1 && i === 3) continue;
+        p.grad = tidy(() => cast(randn(p.shape, { seed: 100 * step + i }), p.dtype));
+        const r = reference[i];
+        r.steps++;
+        const next = tidy(() =>
+          adamUpdate(r.master, cast(p.grad as Tensor, "float32"), r.m, r.v, { ...options, decoupledWeightDecay: true, step: r.steps }),
+        );
+        for (const key of ["m", "v"] as const) {
+          r[key].dispose();
+          r[key] = keep(next[key]);
+        }
+        r.master.dispose();
+        r.master = keep(next.param);
+      }
+      calls.length = 0;
+      optimizer.step();
+      // One call for the float32 parameter and one per half dtype with masters; no cast once the
+      // masters exist (the first step takes them from the parameters).
+      expect(calls.filter((k) => k === "MultiTensorAdamUpdate")).toHaveLength(3);
+      expect(calls.filter((k) => k === "AdamUpdate" || (step > 0 && k === "Cast"))).toEqual([]);
+    }
+    stop();
+    for (const [i, p] of params.entries()) {
+      const r = reference[i];
+      expect(p.dtype).toBe(dtypes[i]);
+      expect(optimizer.stepsOf(p)).toBe(r.steps);
+      const rounded = tidy(() => cast(r.master, dtypes[i]));
+      expect(maxAbsDiff(host(p.value), host(rounded))).toBe(0);
+      rounded.dispose();
+      if (dtypes[i] !== "float32") expect(maxAbsDiff(host(optimizer.masterOf(p) as Tensor), host(r.master))).toBe(0);
+      const state = optimizer.stateOf(p) ?? {};
+      expect(maxAbsDiff(host(state.m), host(r.m))).toBe(0);
+      expect(maxAbsDiff(host(state.v), host(r.v))).toBe(0);
+    }
+    optimizer.dispose();
+    for (const r of reference) for (const t of [r.master, r.m, r.v]) t.dispose();
+    for (const p of params) p.dispose();
   });
 });

@@ -1,7 +1,14 @@
 import type { CompleteKernelTable } from "@blocksparse/core";
 import type { CudaBackend } from "../backend";
 import { binaryKernel, geluBackwardKernel, geluKernel, unaryKernel, whereKernel } from "./elementwise";
-import { adamUpdateKernel, crossEntropyBackwardKernel, crossEntropyKernel, layerNormBackwardKernel, layerNormKernel } from "./nn";
+import {
+  adamUpdateKernel,
+  crossEntropyBackwardKernel,
+  crossEntropyKernel,
+  layerNormBackwardKernel,
+  layerNormKernel,
+  multiTensorAdamUpdateKernel,
+} from "./nn";
 import { blockNormsKernel, bsrLinearKernel, bsrMatmulKernel, matmulKernel, sampledMatmulKernel } from "./products";
 import { argmaxKernel, logSoftmaxKernel, reduceKernel, softmaxKernel } from "./reduce";
 import {
@@ -81,4 +88,5 @@ export const cudaKernels = {
   BlockNorms: guarded(blockNormsKernel),
 
   AdamUpdate: guarded(adamUpdateKernel),
+  MultiTensorAdamUpdate: guarded(multiTensorAdamUpdateKernel),
 } satisfies CompleteKernelTable<CudaBackend>;

@@ -1,5 +1,6 @@
 import { type KernelArgs, type TensorInfo, sizeOf } from "@blocksparse/core";
 import type { CudaBackend } from "../backend";
+import { ADAM_TABLE_ENTRY } from "../native";
 
 /** [rows, width] of a tensor normalised over its last axis. */
 function rowsOf(shape: readonly number[]): [number, number] {
@@ -118,4 +119,53 @@ export function adamUpdateKernel({
     },
   );
   return [paramOut, mOut, vOut];
+}
+
+export function multiTensorAdamUpdateKernel({ inputs, attrs, backend }: KernelArgs<"MultiTensorAdamUpdate", CudaBackend>): TensorInfo[] {
+  const n = inputs.params.length;
+  const outputs: TensorInfo[] = new Array(attrs.copyDType === null ? 3 * n : 4 * n);
+  const table = new Float64Array(n * ADAM_TABLE_ENTRY);
+  for (let i = 0; i < n; i++) {
+    const param = inputs.params[i];
+    const grad = inputs.grads[i];
+    const m = inputs.m[i];
+    const v = inputs.v[i];
+    const paramOut = backend.output(param.shape, param.dtype);
+    const mOut = backend.output(m.shape, m.dtype);
+    const vOut = backend.output(v.shape, v.dtype);
+    const copy = attrs.copyDType === null ? null : backend.output(param.shape, attrs.copyDType);
+    outputs[i] = paramOut;
+    outputs[n + i] = mOut;
+    outputs[2 * n + i] = vOut;
+    if (copy !== null) outputs[3 * n + i] = copy;
+    table.set(
+      [
+        sizeOf(param.shape),
+        attrs.steps[i],
+        backend.code(param.dtype),
+        backend.code(grad.dtype),
+        backend.code(m.dtype),
+        backend.code(v.dtype),
+        backend.handle(param),
+        backend.handle(grad),
+        backend.handle(m),
+        backend.handle(v),
+        backend.handle(paramOut),
+        backend.handle(mOut),
+        backend.handle(vOut),
+        copy === null ? 0 : backend.handle(copy),
+      ],
+      i * ADAM_TABLE_ENTRY,
+    );
+  }
+  const { lr, beta1, beta2, epsilon, weightDecay, decoupledWeightDecay } = attrs;
+  backend.addon.multiTensorAdamUpdate(table, attrs.copyDType === null ? null : backend.code(attrs.copyDType), {
+    lr,
+    beta1,
+    beta2,
+    epsilon,
+    weightDecay,
+    decoupledWeightDecay,
+  });
+  return outputs;
 }

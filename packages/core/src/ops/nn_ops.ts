@@ -7,8 +7,10 @@ import {
   LayerNorm,
   LayerNormBackward,
   LogSoftmax,
+  MultiTensorAdamUpdate,
   Softmax,
 } from "../kernel_names";
+import { type DType, isDType, isFloatDType } from "../dtypes";
 import { formatShape } from "../shape";
 import type { Tensor } from "../tensor";
 import { mean, sum } from "./reduce";
@@ -180,6 +182,24 @@ export interface AdamState {
   v: Tensor;
 }
 
+type AdamHyperparameters = Required<Omit<AdamOptions, "step">>;
+
+/** The hyperparameters with their defaults, checked (finite, betas in [0, 1)). */
+function adamHyperparameters(op: string, options: Omit<AdamOptions, "step">): AdamHyperparameters {
+  const { lr, beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8, weightDecay = 0, decoupledWeightDecay = false } = options;
+  for (const [name, value] of [["lr", lr], ["beta1", beta1], ["beta2", beta2], ["epsilon", epsilon], ["weightDecay", weightDecay]] as const) {
+    assertFiniteNumber(op, name, value);
+  }
+  if (beta1 < 0 || beta1 >= 1 || beta2 < 0 || beta2 >= 1) {
+    throw new ValueError(`${op}: beta1 and beta2 must be in [0, 1), got ${beta1} and ${beta2}`);
+  }
+  return { lr, beta1, beta2, epsilon, weightDecay, decoupledWeightDecay: Boolean(decoupledWeightDecay) };
+}
+
+function assertStep(op: string, name: string, step: number): void {
+  if (!Number.isInteger(step) || step < 1) throw new IndexError(`${op}: ${name} must be an integer >= 1, got ${step}`);
+}
+
 /** One fused Adam/AdamW step: new param, m and v (the inputs are unchanged; assign them). */
 export function adamUpdate(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, options: AdamOptions): AdamState {
   const op = "adamUpdate";
@@ -190,18 +210,74 @@ export function adamUpdate(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, op
   }
   assertSameBackend(op, [["param", param], ["grad", grad], ["m", m], ["v", v]]);
   assertSameDType(op, ["grad", "param"], grad, param);
-  const { lr, beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8, weightDecay = 0, decoupledWeightDecay = false, step } = options;
-  for (const [name, value] of [["lr", lr], ["beta1", beta1], ["beta2", beta2], ["epsilon", epsilon], ["weightDecay", weightDecay]] as const) {
-    assertFiniteNumber(op, name, value);
-  }
-  if (beta1 < 0 || beta1 >= 1 || beta2 < 0 || beta2 >= 1) {
-    throw new ValueError(`${op}: beta1 and beta2 must be in [0, 1), got ${beta1} and ${beta2}`);
-  }
-  if (!Number.isInteger(step) || step < 1) throw new IndexError(`${op}: step must be an integer >= 1, got ${step}`);
-  const [p, mNew, vNew] = engine.runKernel(
-    AdamUpdate,
-    { param, grad, m, v },
-    { lr, beta1, beta2, epsilon, weightDecay, decoupledWeightDecay: Boolean(decoupledWeightDecay), step },
-  );
+  const hyperparameters = adamHyperparameters(op, options);
+  assertStep(op, "step", options.step);
+  const [p, mNew, vNew] = engine.runKernel(AdamUpdate, { param, grad, m, v }, { ...hyperparameters, step: options.step });
   return { param: p, m: mNew, v: vNew };
+}
+
+export interface MultiTensorAdamOptions extends Omit<AdamOptions, "step"> {
+  /** Each tensor's step, counted from 1. */
+  steps: readonly number[];
+  /** Also return every new param rounded to this float dtype (the half-precision weights of float32 masters). */
+  copyDType?: DType | null;
+}
+
+export interface MultiTensorAdamState {
+  params: Tensor[];
+  m: Tensor[];
+  v: Tensor[];
+  /** The new params in `copyDType`, or null when none was asked for. */
+  copies: Tensor[] | null;
+}
+
+/**
+ * One Adam/AdamW step on every tensor of a list in one kernel call (one launch on a GPU):
+ * tensor i exactly as `adamUpdate(params[i], grads[i], m[i], v[i], { step: steps[i] })`, except
+ * that a gradient may have any float dtype (a bfloat16 gradient of a float32 master needs no
+ * cast), and with `copyDType` the new params also come back rounded to it. The inputs are
+ * unchanged; assign the results.
+ */
+export function multiTensorAdamUpdate(
+  params: readonly Tensor[],
+  grads: readonly Tensor[],
+  m: readonly Tensor[],
+  v: readonly Tensor[],
+  options: MultiTensorAdamOptions,
+): MultiTensorAdamState {
+  const op = "multiTensorAdamUpdate";
+  const lists = { params, grads, m, v, steps: options?.steps } as const;
+  for (const [name, list] of Object.entries(lists)) {
+    if (!Array.isArray(list)) throw new ValueError(`${op}: ${name} must be an array`);
+    if (list.length !== params.length) throw new ValueError(`${op}: ${name} has ${list.length} entries, params has ${params.length}`);
+  }
+  const hyperparameters = adamHyperparameters(op, options);
+  const copyDType = options.copyDType ?? null;
+  if (copyDType !== null && !(isDType(copyDType) && isFloatDType(copyDType))) {
+    throw new ValueError(`${op}: copyDType must be a float dtype (float32, float16, bfloat16) or null, got ${JSON.stringify(copyDType)}`);
+  }
+  const entries: [string, Tensor][] = [];
+  params.forEach((param, i) => {
+    for (const [name, t] of [["params", param], ["grads", grads[i]], ["m", m[i]], ["v", v[i]]] as const) {
+      assertTensor(op, `${name}[${i}]`, t);
+      assertFloat(op, `${name}[${i}]`, t);
+      assertShape(op, `${name}[${i}]`, t, param.shape);
+      entries.push([`${name}[${i}]`, t]);
+    }
+    assertStep(op, `steps[${i}]`, options.steps[i]);
+  });
+  assertSameBackend(op, entries);
+  if (params.length === 0) return { params: [], m: [], v: [], copies: copyDType === null ? null : [] };
+  const outputs = engine.runKernel(
+    MultiTensorAdamUpdate,
+    { params: [...params], grads: [...grads], m: [...m], v: [...v] },
+    { ...hyperparameters, steps: [...options.steps], copyDType },
+  );
+  const n = params.length;
+  return {
+    params: outputs.slice(0, n),
+    m: outputs.slice(n, 2 * n),
+    v: outputs.slice(2 * n, 3 * n),
+    copies: copyDType === null ? null : outputs.slice(3 * n, 4 * n),
+  };
 }

@@ -10,6 +10,7 @@ import {
   ShapeError,
   ValueError,
   adamUpdate,
+  multiTensorAdamUpdate,
   add,
   blockNorms,
   bsrLinear,
@@ -101,6 +102,30 @@ export function declareErrorTests(suite: Conformance): void {
       { name: "BlockNorms: rank", run: () => blockNorms(zeros([4, 16])), type: ShapeError, message: "blockNorms: values must be [nnzBlocks, R, C]" },
       { name: "AdamUpdate: shapes", run: () => adamUpdate(zeros([3]), zeros([3]), zeros([4]), zeros([3]), { lr: 0.1, step: 1 }), type: ShapeError, message: "adamUpdate: m has shape [4], expected [3]" },
       { name: "AdamUpdate: step", run: () => adamUpdate(zeros([3]), zeros([3]), zeros([3]), zeros([3]), { lr: 0.1, step: 0 }), type: IndexError, message: "adamUpdate: step must be an integer >= 1" },
+      {
+        name: "MultiTensorAdamUpdate: list lengths",
+        run: () => multiTensorAdamUpdate([zeros([3])], [zeros([3])], [], [zeros([3])], { lr: 0.1, steps: [1] }),
+        type: ValueError,
+        message: "multiTensorAdamUpdate: m has 0 entries, params has 1",
+      },
+      {
+        name: "MultiTensorAdamUpdate: shapes",
+        run: () => multiTensorAdamUpdate([zeros([3]), zeros([2])], [zeros([3]), zeros([3])], [zeros([3]), zeros([2])], [zeros([3]), zeros([2])], { lr: 0.1, steps: [1, 1] }),
+        type: ShapeError,
+        message: "multiTensorAdamUpdate: grads[1] has shape [3], expected [2]",
+      },
+      {
+        name: "MultiTensorAdamUpdate: step",
+        run: () => multiTensorAdamUpdate([zeros([3])], [zeros([3])], [zeros([3])], [zeros([3])], { lr: 0.1, steps: [1.5] }),
+        type: IndexError,
+        message: "multiTensorAdamUpdate: steps[0] must be an integer >= 1",
+      },
+      {
+        name: "MultiTensorAdamUpdate: copyDType",
+        run: () => multiTensorAdamUpdate([zeros([3])], [zeros([3])], [zeros([3])], [zeros([3])], { lr: 0.1, steps: [1], copyDType: "int32" }),
+        type: ValueError,
+        message: "multiTensorAdamUpdate: copyDType must be a float dtype",
+      },
       {
         name: "Neg: disposed input",
         run: () => {

@@ -8,6 +8,7 @@ import {
   layerNormBackwardKernel,
   layerNormKernel,
   logSoftmaxKernel,
+  multiTensorAdamUpdateKernel,
   softmaxKernel,
 } from "./nn";
 import { blockNormsKernel, bsrLinearKernel, bsrMatmulKernel, matmulKernel, sampledMatmulKernel } from "./products";
@@ -84,4 +85,5 @@ export const jsKernels = {
   BlockNorms: blockNormsKernel,
 
   AdamUpdate: adamUpdateKernel,
+  MultiTensorAdamUpdate: multiTensorAdamUpdateKernel,
 } satisfies CompleteKernelTable<JsBackend>;

@@ -147,8 +147,11 @@ export function crossEntropyBackwardKernel({ inputs: { logits, targets, dy }, ba
   return out.commit();
 }
 
-export function adamUpdateKernel({ inputs: { param, grad, m, v }, attrs, backend }: KernelArgs<"AdamUpdate", JsBackend>): [TensorInfo, TensorInfo, TensorInfo] {
-  const { lr, beta1, beta2, epsilon, weightDecay, decoupledWeightDecay, step } = attrs;
+type AdamHyperparameters = Omit<KernelArgs<"AdamUpdate", JsBackend>["attrs"], "step">;
+
+/** One Adam/AdamW step over one tensor (float64 math on the widened values), into fresh outputs of the inputs' dtypes. */
+function adamStep(backend: JsBackend, param: TensorInfo, grad: TensorInfo, m: TensorInfo, v: TensorInfo, h: AdamHyperparameters, step: number) {
+  const { lr, beta1, beta2, epsilon, weightDecay, decoupledWeightDecay } = h;
   const p = backend.floats(param);
   const g = backend.floats(grad);
   const m0 = backend.floats(m);
@@ -169,5 +172,34 @@ export function adamUpdateKernel({ inputs: { param, grad, m, v }, attrs, backend
     vOut.data[i] = vi;
     pOut.data[i] = pi - (lr * (mi / correction1)) / (Math.sqrt(vi / correction2) + epsilon);
   }
+  return { pOut, mOut, vOut };
+}
+
+export function adamUpdateKernel({ inputs: { param, grad, m, v }, attrs, backend }: KernelArgs<"AdamUpdate", JsBackend>): [TensorInfo, TensorInfo, TensorInfo] {
+  const { pOut, mOut, vOut } = adamStep(backend, param, grad, m, v, attrs, attrs.step);
   return [pOut.commit(), mOut.commit(), vOut.commit()];
+}
+
+export function multiTensorAdamUpdateKernel({ inputs, attrs, backend }: KernelArgs<"MultiTensorAdamUpdate", JsBackend>): TensorInfo[] {
+  const n = inputs.params.length;
+  const params: TensorInfo[] = [];
+  const ms: TensorInfo[] = [];
+  const vs: TensorInfo[] = [];
+  const copies: TensorInfo[] = [];
+  for (let i = 0; i < n; i++) {
+    const { pOut, mOut, vOut } = adamStep(backend, inputs.params[i], inputs.grads[i], inputs.m[i], inputs.v[i], attrs, attrs.steps[i]);
+    if (attrs.copyDType !== null) {
+      // The copy rounds the stored param (already rounded to its own dtype), as a cast of it would.
+      const copy = backend.floatOutput(inputs.params[i].shape, attrs.copyDType);
+      const stored = pOut.commit();
+      copy.data.set(backend.floats(stored));
+      copies.push(copy.commit());
+      params.push(stored);
+    } else {
+      params.push(pOut.commit());
+    }
+    ms.push(mOut.commit());
+    vs.push(vOut.commit());
+  }
+  return [...params, ...ms, ...vs, ...copies];
 }
