@@ -20,6 +20,7 @@ import { cudaKernels } from "./kernels";
 import { startCuda } from "./loader";
 import { type BuildInfo, DTYPE_CODE, type DeviceInfo, type NativeAddon, type PatternHandle } from "./native";
 import { applyTf32Setting } from "./tf32";
+import { warmUp } from "./warmup";
 
 /** One device buffer of the cuda backend (the engine's DataId). */
 export class CudaBuffer {
@@ -75,6 +76,11 @@ export class CudaBackend implements Backend {
   /** Buffers allocated by the kernel now running, freed if it throws. */
   private kernelAllocations: CudaBuffer[] | null = null;
   private disposed = false;
+  /**
+   * Milliseconds the start-up warm-up took (it runs the step's kernels once so that no first call pays
+   * for lazy loading), or null when BLOCKSPARSE_CUDA_WARMUP=0 turned it off.
+   */
+  readonly warmUpMs: number | null = null;
 
   /** Throws a CudaError with the one-line reason when CUDA cannot run here. */
   constructor() {
@@ -91,6 +97,16 @@ export class CudaBackend implements Backend {
         code: "BLOCKSPARSE_CUDA_NO_CUBLAS",
       });
     }
+    if (process.env.BLOCKSPARSE_CUDA_WARMUP !== "0") this.warmUpMs = warmUp(this);
+  }
+
+  /**
+   * Runs each kernel of a training or inference step once on small inputs, so that its first real call
+   * does not pay for loading it (done at start unless BLOCKSPARSE_CUDA_WARMUP=0). Returns milliseconds.
+   */
+  warmUp(): number {
+    this.checkAlive();
+    return warmUp(this);
   }
 
   // ---------------------------------------------------------------- Backend

@@ -24,6 +24,17 @@ describe.skipIf(cudaMissing)("cuda memory: caching allocator, out of memory, bad
     backend = useCuda();
   });
 
+  test("the start-up warm-up ran (unless turned off) and leaves no buffer behind", () => {
+    if (process.env.BLOCKSPARSE_CUDA_WARMUP === "0") expect(backend.warmUpMs).toBeNull();
+    else expect(backend.warmUpMs).toBeGreaterThan(0);
+    const before = backend.memory();
+    expect(backend.warmUp()).toBeGreaterThan(0);
+    const after = backend.memory();
+    expect(after.buffers).toBe(before.buffers);
+    expect(after.bytesInUse).toBe(before.bytesInUse);
+    expect(after.deviceBytesInUse).toBe(before.deviceBytesInUse);
+  });
+
   test("a freed buffer is reused from the cache without cudaMalloc, and releaseCache gives memory back", () => {
     const bytes = 256 * 1024 * 1024;
     const first = backend.allocate("float32", bytes / 4);

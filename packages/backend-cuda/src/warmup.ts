@@ -1,0 +1,76 @@
+import { BsrPattern, type FloatDType, type KernelArgs, type KernelName, type TensorInfo } from "@blocksparse/core";
+import type { CudaBackend } from "./backend";
+
+type Kernel<K extends KernelName> = (args: KernelArgs<K, CudaBackend>) => TensorInfo | TensorInfo[];
+
+/**
+ * Runs, once, the kernels a training or inference step calls, on small inputs, so that their first real
+ * call does not pay for what CUDA and cuBLAS load lazily (cuBLAS's handle and kernels, each of this
+ * addon's kernels, the stream-ordered pool behind split-K scratch). Inputs hold whatever the allocator
+ * gives: only the loading matters, never the values. Returns the milliseconds it took.
+ */
+export function warmUp(backend: CudaBackend): number {
+  const started = performance.now();
+  const made: TensorInfo[] = [];
+  const input = (shape: number[], dtype: FloatDType | "int32"): TensorInfo => {
+    const info = backend.output(shape, dtype);
+    made.push(info);
+    return info;
+  };
+  const run = <K extends KernelName>(name: K, inputs: KernelArgs<K, CudaBackend>["inputs"], attrs: KernelArgs<K, CudaBackend>["attrs"]) => {
+    const kernel = backend.kernels[name] as unknown as Kernel<K>;
+    const out = kernel({ inputs, attrs, backend });
+    made.push(...(Array.isArray(out) ? out : [out]));
+  };
+  try {
+  for (const dtype of ["bfloat16", "float16", "float32"] as const) {
+    // Dense products as Linear runs them: x W^T forward, dY W and dY^T X backward, at two sizes (cuBLAS
+    // picks its kernels by shape).
+    for (const n of [256, 2048]) {
+      const a = input([n, n], dtype);
+      const b = input([n, n], dtype);
+      for (const [transposeA, transposeB] of [[false, true], [false, false], [true, false]]) run("Matmul", { a, b }, { transposeA, transposeB });
+    }
+    // Block-sparse products at the block sizes the tensor-core kernels cover: many tokens, a decoding batch,
+    // and a weight gradient long enough to be split.
+    for (const block of [32, 64, 128]) {
+      const pattern = BsrPattern.random([256, 256], { blockShape: [block, block], density: 0.5, seed: block });
+      const values = input([pattern.nnzBlocks, block, block], dtype);
+      const bias = input([256], dtype);
+      for (const tokens of [8, 512]) {
+        const x = input([tokens, 256], dtype);
+        run("BsrLinear", { x, values, bias }, { pattern });
+        run("BsrMatmul", { dy: x, values }, { pattern });
+      }
+      const long = input([4096, 256], dtype);
+      run("SampledMatmul", { dy: long, x: long }, { pattern });
+    }
+    // The elementwise and reduction kernels of a step, over a vector width and a bias-shaped broadcast.
+    const x = input([64, 256], dtype);
+    const row = input([256], dtype);
+    run("Add", { a: x, b: row }, {});
+    run("Mul", { a: x, b: x }, {});
+    run("Gelu", { x }, { approximate: "none" });
+    run("GeluBackward", { dy: x, x }, { approximate: "none" });
+    run("Sum", { x }, { axes: [0], keepDims: false });
+    run("LayerNorm", { x, gamma: row, beta: row }, { epsilon: 1e-5 });
+    run("Softmax", { x }, {});
+    for (const to of ["bfloat16", "float16", "float32"] as const) if (to !== dtype) run("Cast", { x }, { dtype: to });
+  }
+  const p = input([4096], "float32");
+  run("MultiTensorAdamUpdate", { params: [p], grads: [input([4096], "bfloat16")], m: [p], v: [p] }, {
+    lr: 0,
+    beta1: 0.9,
+    beta2: 0.999,
+    epsilon: 1e-8,
+    weightDecay: 0,
+    decoupledWeightDecay: false,
+    steps: [1],
+    copyDType: "bfloat16",
+  });
+  backend.synchronize();
+  } finally {
+    for (const info of made) backend.free(info.dataId);
+  }
+  return performance.now() - started;
+}
