@@ -284,6 +284,15 @@ export class CudaBackend implements Backend {
     return handle;
   }
 
+  /** Frees a pattern's device indices now, instead of when the pattern is collected (a later use uploads them again). */
+  releasePattern(pattern: BsrPattern): void {
+    const handle = this.patternHandles.get(pattern);
+    if (handle === undefined) return;
+    this.patternHandles.delete(pattern);
+    this.patternFinalizer.unregister(this.unregisterToken(handle));
+    this.freePattern(handle);
+  }
+
   /** Runs a kernel: native errors become typed errors, and outputs it allocated are freed if it throws. */
   runKernel<T>(run: () => T): T {
     const outer = this.kernelAllocations;

@@ -12,6 +12,7 @@ type Kernel<K extends KernelName> = (args: KernelArgs<K, CudaBackend>) => Tensor
 export function warmUp(backend: CudaBackend): number {
   const started = performance.now();
   const made: TensorInfo[] = [];
+  const patterns: BsrPattern[] = [];
   const input = (shape: number[], dtype: FloatDType | "int32"): TensorInfo => {
     const info = backend.output(shape, dtype);
     made.push(info);
@@ -24,9 +25,9 @@ export function warmUp(backend: CudaBackend): number {
   };
   try {
   for (const dtype of ["bfloat16", "float16", "float32"] as const) {
-    // Dense products as Linear runs them: x W^T forward, dY W and dY^T X backward, at two sizes (cuBLAS
-    // picks its kernels by shape).
-    for (const n of [256, 2048]) {
+    // Dense products as Linear runs them: x W^T forward, dY W and dY^T X backward. cuBLAS creates its
+    // handle here; it still loads a kernel (a few ms) the first time a new shape picks one.
+    for (const n of [256]) {
       const a = input([n, n], dtype);
       const b = input([n, n], dtype);
       for (const [transposeA, transposeB] of [[false, true], [false, false], [true, false]]) run("Matmul", { a, b }, { transposeA, transposeB });
@@ -35,6 +36,7 @@ export function warmUp(backend: CudaBackend): number {
     // and a weight gradient long enough to be split.
     for (const block of [32, 64, 128]) {
       const pattern = BsrPattern.random([256, 256], { blockShape: [block, block], density: 0.5, seed: block });
+      patterns.push(pattern);
       const values = input([pattern.nnzBlocks, block, block], dtype);
       const bias = input([256], dtype);
       for (const tokens of [8, 512]) {
@@ -71,6 +73,7 @@ export function warmUp(backend: CudaBackend): number {
   backend.synchronize();
   } finally {
     for (const info of made) backend.free(info.dataId);
+    for (const pattern of patterns) backend.releasePattern(pattern);
   }
   return performance.now() - started;
 }
