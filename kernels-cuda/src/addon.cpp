@@ -826,6 +826,53 @@ Napi::Value blockNorms(const Napi::CallbackInfo& info) {
   return undefinedOf(info);
 }
 
+Activation activationArg(const Args& args, size_t i) {
+  const int64_t code = args.size(i);
+  BS_REQUIRE(code < static_cast<int64_t>(Activation::Count), args.where(i) + ": unknown activation code " + std::to_string(code));
+  return static_cast<Activation>(code);
+}
+
+// biasActivation(activation, dtype, x, bias | null, y, rows, width)
+Napi::Value biasActivation(const Napi::CallbackInfo& info) {
+  Args args{info, "biasActivation"};
+  args.count(7);
+  const Activation activation = activationArg(args, 0);
+  const DType dtype = args.floatDtype(1);
+  const int64_t rows = args.size(5), width = args.size(6);
+  const int64_t n = product({rows, width}, "biasActivation");
+  requireElements(args.buffer(2), dtype, n, "biasActivation x");
+  const void* bias = nullptr;
+  if (!args.isAbsent(3)) {
+    requireElements(args.buffer(3), dtype, width, "biasActivation bias");
+    bias = args.buffer(3).data;
+  }
+  requireElements(args.buffer(4), dtype, n, "biasActivation y");
+  launchBiasActivation(activation, dtype, args.buffer(2).data, bias, args.buffer(4).data, rows, width, stream());
+  return undefinedOf(info);
+}
+
+// biasActivationBackward(activation, dtype, dy, x, bias | null, dx, dbias, rows, width)
+Napi::Value biasActivationBackward(const Napi::CallbackInfo& info) {
+  Args args{info, "biasActivationBackward"};
+  args.count(9);
+  const Activation activation = activationArg(args, 0);
+  const DType dtype = args.floatDtype(1);
+  const int64_t rows = args.size(7), width = args.size(8);
+  const int64_t n = product({rows, width}, "biasActivationBackward");
+  requireElements(args.buffer(2), dtype, n, "biasActivationBackward dy");
+  requireElements(args.buffer(3), dtype, n, "biasActivationBackward x");
+  const void* bias = nullptr;
+  if (!args.isAbsent(4)) {
+    requireElements(args.buffer(4), dtype, width, "biasActivationBackward bias");
+    bias = args.buffer(4).data;
+  }
+  requireElements(args.buffer(5), dtype, n, "biasActivationBackward dx");
+  requireElements(args.buffer(6), dtype, width, "biasActivationBackward dbias");
+  launchBiasActivationBackward(activation, dtype, args.buffer(2).data, args.buffer(3).data, bias, args.buffer(5).data,
+                               args.buffer(6).data, rows, width, stream());
+  return undefinedOf(info);
+}
+
 // The hyperparameters object {lr, beta1, beta2, epsilon, weightDecay, decoupledWeightDecay} at argument i,
 // checked; the bias corrections are left to the caller (they depend on each tensor's step).
 AdamParams adamParams(const Args& args, size_t i) {
@@ -974,6 +1021,8 @@ Napi::Object initModule(Napi::Env env, Napi::Object exports) {
   BS_EXPORT("bsrMatmul", bsrMatmul);
   BS_EXPORT("sampledMatmul", sampledMatmul);
   BS_EXPORT("blockNorms", blockNorms);
+  BS_EXPORT("biasActivation", biasActivation);
+  BS_EXPORT("biasActivationBackward", biasActivationBackward);
   BS_EXPORT("adamUpdate", adamUpdate);
   BS_EXPORT("multiTensorAdamUpdate", multiTensorAdamUpdate);
 #undef BS_EXPORT

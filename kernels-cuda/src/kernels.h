@@ -68,6 +68,14 @@ void launchSampledMatmul(DType dtype, const void* dy, const void* x, void* dw, i
 void launchBlockNorms(DType dtype, const void* values, float* norms, int64_t nnzBlocks, int64_t blockSize,
                       cudaStream_t stream);
 
+// ---- bias + activation (activation.cu)
+// y = act(x + bias) over [rows, width], bias [width] or null.
+void launchBiasActivation(Activation activation, DType dtype, const void* x, const void* bias, void* y, int64_t rows,
+                          int64_t width, cudaStream_t stream);
+// dx = dy * act'(x + bias); dbias [width] = dx summed over the rows (float32 sums, fixed order).
+void launchBiasActivationBackward(Activation activation, DType dtype, const void* dy, const void* x, const void* bias,
+                                  void* dx, void* dbias, int64_t rows, int64_t width, cudaStream_t stream);
+
 // ---- optimizer (optim.cu)
 struct AdamParams {
   double lr, beta1, beta2, eps, weightDecay;

@@ -18,6 +18,9 @@ enum class BinaryOp : int32_t {
 
 enum class ReduceOp : int32_t { Sum = 0, Mean, Max, Min, Argmax, Count };
 
+// The activations of biasActivation / biasActivationBackward.
+enum class Activation : int32_t { Relu = 0, Gelu, GeluTanh, Count };
+
 constexpr int kMaxRank = 8;
 
 // The iteration shape of a strided or broadcast elementwise operation.

@@ -1,6 +1,7 @@
 import {
   type Tensor,
   abs,
+  biasActivation,
   add,
   broadcastTo,
   cast,
@@ -60,6 +61,15 @@ describe("unary elementwise", () => {
 
   it("abs and relu, away from their kink at 0", () => {
     for (const fn of [abs, relu]) expectGradients(fn, [randomTensor([3, 4], 12, { gap: 0.1 })]);
+  });
+
+  it("biasActivation: x and bias, with each activation, rank 2 and 3 (relu away from its kink)", () => {
+    for (const activation of ["gelu", "gelu_tanh"] as const) {
+      expectGradients((x, b) => biasActivation(x, b, activation), [x34(), randomTensor([4], 14)]);
+      expectGradients((x) => biasActivation(x, null, activation), [randomTensor([2, 3, 4], 15)]);
+    }
+    // x + b away from 0: x spaced off zero, a bias far smaller than that gap.
+    expectGradients((x, b) => biasActivation(x, b, "relu"), [randomTensor([3, 4], 16, { gap: 0.2 }), uniformTensor([4], 17, -0.05, 0.05)]);
   });
 
   it("log, sqrt and rsqrt on positive inputs", () => {

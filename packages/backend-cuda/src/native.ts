@@ -52,6 +52,9 @@ export const BinaryOp = {
 
 /** Reduction codes (ops.h `ReduceOp`); Argmax writes int32. */
 export const ReduceOp = { Sum: 0, Mean: 1, Max: 2, Min: 3, Argmax: 4 } as const;
+/** The activation codes of biasActivation (core's names: "relu", "gelu", "gelu_tanh"). */
+export const ActivationOp = { Relu: 0, Gelu: 1, GeluTanh: 2 } as const;
+export type ActivationOpCode = (typeof ActivationOp)[keyof typeof ActivationOp];
 
 export type UnaryOpCode = (typeof UnaryOp)[keyof typeof UnaryOp];
 export type BinaryOpCode = (typeof BinaryOp)[keyof typeof BinaryOp];
@@ -271,6 +274,18 @@ export interface NativeAddon {
    * param/grad/m/v dtype codes, then the buffers param, grad, m, v, paramOut, mOut, vOut, copyOut: 0
    * when copyDtype is null).
    */
+  biasActivation(activation: ActivationOpCode, dtype: Dt, x: Buf, bias: Buf | null, y: Buf, rows: number, width: number): void;
+  biasActivationBackward(
+    activation: ActivationOpCode,
+    dtype: Dt,
+    dy: Buf,
+    x: Buf,
+    bias: Buf | null,
+    dx: Buf,
+    dbias: Buf,
+    rows: number,
+    width: number,
+  ): void;
   multiTensorAdamUpdate(table: Float64Array, copyDtype: Dt | null, hyperparameters: Omit<AdamHyperparameters, "step">): void;
 }
 
@@ -316,6 +331,8 @@ const NATIVE_FUNCTION_SET = {
   blockNorms: true,
   adamUpdate: true,
   multiTensorAdamUpdate: true,
+  biasActivation: true,
+  biasActivationBackward: true,
 } satisfies Record<keyof NativeAddon, true>;
 
 /** The functions every addon build exports; the loader checks them before trusting the module. */

@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { describe, expect, it } from "vitest";
 import { loadAddon } from "../src/loader";
-import { BinaryOp, DTYPE_CODE, NATIVE_FUNCTIONS, ReduceOp, UnaryOp } from "../src/native";
+import { ActivationOp, BinaryOp, DTYPE_CODE, NATIVE_FUNCTIONS, ReduceOp, UnaryOp } from "../src/native";
 
 const SOURCES = resolve(import.meta.dirname, "../../../kernels-cuda/src");
 
@@ -46,6 +46,7 @@ describe("native interface: src/native.ts against kernels-cuda/src", () => {
     ["UnaryOp", UnaryOp],
     ["BinaryOp", BinaryOp],
     ["ReduceOp", ReduceOp],
+    ["Activation", ActivationOp],
   ] as const) {
     it(`${name} codes are ops.h's ${name} (every enumerator but Count, same values)`, () => {
       const { Count, ...cpp } = cppEnum("ops.h", name);

@@ -84,6 +84,18 @@ export const Square = "Square";
 export const Gelu = "Gelu";
 /** {dy, x} -> dy * GELU'(x), same approximate attr as Gelu. float dtypes. */
 export const GeluBackward = "GeluBackward";
+/**
+ * {x [..., N], bias? [N]} -> act(x + bias), the bias broadcast along the last axis and the sum kept
+ * in float32 (not rounded) before the activation; attrs.activation "relu", "gelu" (erf) or
+ * "gelu_tanh". The epilogue of a Linear layer and its activation in one pass. float dtypes.
+ */
+export const BiasActivation = "BiasActivation";
+/**
+ * {dy, x [..., N], bias? [N]} -> [dx = dy * act'(x + bias), dbias [N] = dx summed over every axis
+ * but the last (float32 sums, in x's dtype)]: BiasActivation's gradients in one pass over dy and
+ * x. ReLU's derivative at 0 is 0. float dtypes.
+ */
+export const BiasActivationBackward = "BiasActivationBackward";
 
 // ---------------------------------------------------------------- elementwise binary (broadcasting)
 
@@ -216,6 +228,9 @@ type Three = [TensorInfo, TensorInfo, TensorInfo];
 type Spec<I, A, O> = { inputs: I; attrs: A; outputs: O };
 
 export type GeluApproximate = "none" | "tanh";
+/** The activations BiasActivation fuses: ReLU, GELU (erf) and GELU's tanh approximation. */
+export type Activation = "relu" | "gelu" | "gelu_tanh";
+export type BiasActivationAttrs = { activation: Activation };
 export type FillAttrs = { shape: number[]; dtype: DType; value: number };
 export type CastAttrs = { dtype: DType };
 export type ShapeAttrs = { shape: number[] };
@@ -273,6 +288,8 @@ export interface KernelSpecs {
   Square: Spec<Unary, NoAttrs, One>;
   Gelu: Spec<Unary, GeluAttrs, One>;
   GeluBackward: Spec<{ dy: TensorInfo; x: TensorInfo }, GeluAttrs, One>;
+  BiasActivation: Spec<{ x: TensorInfo; bias?: TensorInfo }, BiasActivationAttrs, One>;
+  BiasActivationBackward: Spec<{ dy: TensorInfo; x: TensorInfo; bias?: TensorInfo }, BiasActivationAttrs, [TensorInfo, TensorInfo]>;
 
   Add: Spec<Binary, NoAttrs, One>;
   Sub: Spec<Binary, NoAttrs, One>;
@@ -419,6 +436,8 @@ export const KERNEL_CATALOGUE = {
   Square: unary(ANY),
   Gelu: { family: "elementwise", outputs: 1, gradient: "rule", dtypes: FLOAT, implementedBy: "backend" },
   GeluBackward: { family: "elementwise", outputs: 1, gradient: "backward-only", dtypes: FLOAT, implementedBy: "backend" },
+  BiasActivation: { family: "elementwise", outputs: 1, gradient: "rule", dtypes: FLOAT, implementedBy: "backend" },
+  BiasActivationBackward: { family: "elementwise", outputs: 2, gradient: "backward-only", dtypes: FLOAT, implementedBy: "backend" },
 
   Add: binary(ANY),
   Sub: binary(ANY),

@@ -1,5 +1,5 @@
 import { add, reshape, ShapeError, slice, type Tensor, tanh, tidy } from "@blocksparse/core";
-import { Dropout, Embedding, LayerNorm, Linear, Module, ModuleList } from "@blocksparse/nn";
+import { Dropout, Embedding, forwardLinearActivation, LayerNorm, Linear, Module, ModuleList } from "@blocksparse/nn";
 import type { CheckpointRules } from "./checkpoint";
 import { type BertConfig, parseBertConfig } from "./config";
 import type { ModelOptions } from "./gpt2";
@@ -124,7 +124,7 @@ export class BertIntermediate extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    return tidy(() => this.intermediate_act_fn.forward(this.dense.forward(x)));
+    return forwardLinearActivation(this.dense, this.intermediate_act_fn, x);
   }
 }
 

@@ -1,5 +1,5 @@
 import { add, slice, type Tensor, tidy } from "@blocksparse/core";
-import { Dropout, Embedding, LayerNorm, Linear, Module, ModuleList } from "@blocksparse/nn";
+import { Dropout, Embedding, forwardLinearActivation, LayerNorm, Linear, Module, ModuleList } from "@blocksparse/nn";
 import type { CheckpointRules } from "./checkpoint";
 import { type Gpt2Config, parseGpt2Config } from "./config";
 import { activationModule, attention, causalMask, checkTokenIds, initLikeHuggingFace, seedStream, splitHeads, uploadOn } from "./layers";
@@ -68,7 +68,7 @@ export class GPT2MLP extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    return tidy(() => this.dropout.forward(this.c_proj.forward(this.act.forward(this.c_fc.forward(x)))));
+    return tidy(() => this.dropout.forward(this.c_proj.forward(forwardLinearActivation(this.c_fc, this.act, x))));
   }
 }
 

@@ -1,5 +1,5 @@
 import { detach, noGrad } from "@blocksparse/autograd";
-import { BsrPattern, bsrLinear, cast, shapesEqual, type Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
+import { type Activation, BsrPattern, biasActivation, bsrLinear, cast, shapesEqual, type Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
 import { BsrMatrix, divisors } from "@blocksparse/format";
 import { blockCountFor, blockSources, randomPattern, remapBlocks } from "./blocks";
 import { childSeeds, uniform } from "./init";
@@ -148,6 +148,12 @@ export class BlockSparseLinear extends Module {
   forward(x: Tensor): Tensor {
     checkInput(this.label, x, this.inFeatures);
     return bsrLinear(x, this.weight.value, this.pattern, this.bias?.value);
+  }
+
+  /** `activation(forward(x))`, the bias and the activation in one fused pass (see Linear.forwardActivation). */
+  forwardActivation(x: Tensor, activation: Activation): Tensor {
+    checkInput(this.label, x, this.inFeatures);
+    return tidy(() => biasActivation(bsrLinear(x, this.weight.value, this.pattern), this.bias?.value ?? null, activation));
   }
 
   /** The weight as a dense [outFeatures, inFeatures] tensor (zeros outside the blocks; not differentiable). */

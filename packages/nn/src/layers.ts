@@ -1,4 +1,5 @@
 import {
+  type Activation,
   DTypeError,
   type GeluApproximate,
   gather,
@@ -10,6 +11,7 @@ import {
   relu,
   ShapeError,
   type Tensor,
+  tidy,
   tensorOn,
   ValueError,
   zeros,
@@ -121,6 +123,9 @@ export class Dropout extends Module {
 }
 
 export class ReLU extends Module {
+  /** The fused kernels' name for it. */
+  readonly activation: Activation = "relu";
+
   forward(x: Tensor): Tensor {
     checkTensorInput(this.label, x);
     return relu(x);
@@ -133,6 +138,11 @@ export class GELU extends Module {
     super();
   }
 
+  /** The fused kernels' name for it. */
+  get activation(): Activation {
+    return this.approximate === "tanh" ? "gelu_tanh" : "gelu";
+  }
+
   forward(x: Tensor): Tensor {
     checkTensorInput(this.label, x);
     return gelu(x, this.approximate);
@@ -143,7 +153,37 @@ export class GELU extends Module {
   }
 }
 
-/** Runs its modules in order, each on the previous one's output. Children are named "0", "1", ... */
+/** A layer that can apply an activation in its own epilogue (Linear, BlockSparseLinear). */
+interface FusesActivation {
+  forwardActivation(x: Tensor, activation: Activation): Tensor;
+}
+
+// Only a class that defines forwardActivation itself: a subclass that changes forward and inherits it is not fused.
+function fusesActivation(module: Module): module is Module & FusesActivation {
+  return Object.hasOwn(Object.getPrototypeOf(module), "forwardActivation");
+}
+
+/** The activation a GELU or ReLU module applies (not a subclass, whose forward may differ), or null. */
+function activationOf(module: Module): Activation | null {
+  return module.constructor === GELU || module.constructor === ReLU ? (module as GELU | ReLU).activation : null;
+}
+
+/**
+ * `activation.forward(layer.forward(x))`, fused when `layer` is a Linear or BlockSparseLinear and
+ * `activation` a GELU or ReLU: the bias and the activation then run as one kernel, and their
+ * gradients as one more (no separate bias-add, activation or bias-gradient pass). Any other pair
+ * runs as written.
+ */
+export function forwardLinearActivation(layer: Module, activation: Module, x: Tensor): Tensor {
+  const fused = activationOf(activation);
+  if (fused !== null && fusesActivation(layer)) return layer.forwardActivation(x, fused);
+  return tidy(() => activation.forward(layer.forward(x)));
+}
+
+/**
+ * Runs its modules in order, each on the previous one's output. Children are named "0", "1", ...
+ * A Linear or BlockSparseLinear followed by GELU or ReLU runs fused (forwardLinearActivation).
+ */
 export class Sequential extends Module {
   constructor(...modules: Module[]) {
     super();
@@ -168,8 +208,13 @@ export class Sequential extends Module {
   forward(x: Tensor): Tensor {
     checkTensorInput(this.label, x);
     let out = x;
-    for (const module of this.children()) {
-      const next = module.forward(out);
+    const children = this.children();
+    for (let i = 0; i < children.length; i++) {
+      const module = children[i];
+      const following = children[i + 1];
+      const fuse = following !== undefined && activationOf(following) !== null && fusesActivation(module);
+      const next = fuse ? forwardLinearActivation(module, following, out) : module.forward(out);
+      if (fuse) i++;
       if (out !== x && next !== out) out.dispose();
       out = next;
     }

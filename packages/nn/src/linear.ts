@@ -1,4 +1,4 @@
-import { add, matmul, reshape, ShapeError, Tensor, tidy, ValueError } from "@blocksparse/core";
+import { type Activation, add, biasActivation, matmul, reshape, ShapeError, Tensor, tidy, ValueError } from "@blocksparse/core";
 import { childSeeds, uniform } from "./init";
 import { Module } from "./module";
 import { Parameter } from "./parameter";
@@ -59,6 +59,20 @@ export class Linear extends Module {
     return tidy(() => {
       const y = matmul(reshape(x, [-1, this.inFeatures]), this.weight.value, { transposeB: true });
       return reshape(this.bias ? add(y, this.bias.value) : y, outShape);
+    });
+  }
+
+  /**
+   * `activation(forward(x))` with the bias and the activation in one fused pass, and one fused pass
+   * for both their gradients (core's biasActivation). Sequential and the MLPs call it when this layer
+   * is followed by GELU or ReLU.
+   */
+  forwardActivation(x: Tensor, activation: Activation): Tensor {
+    checkInput(this.label, x, this.inFeatures);
+    const outShape = [...x.shape.slice(0, -1), this.outFeatures];
+    return tidy(() => {
+      const y = matmul(reshape(x, [-1, this.inFeatures]), this.weight.value, { transposeB: true });
+      return reshape(biasActivation(y, this.bias?.value ?? null, activation), outShape);
     });
   }
 

@@ -1,6 +1,6 @@
 import { add, expandDims, matmul, mul, permute, reshape, ShapeError, slice, softmax, squeeze, type Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
 import { childSeeds } from "./init";
-import { Dropout, GELU, LayerNorm } from "./layers";
+import { Dropout, forwardLinearActivation, GELU, LayerNorm } from "./layers";
 import { checkFeatures, checkTensorInput, Linear } from "./linear";
 import { Module } from "./module";
 
@@ -95,7 +95,7 @@ export class MLP extends Module {
 
   forward(x: Tensor): Tensor {
     checkTensorInput(this.label, x);
-    return tidy(() => this.dropout.forward(this.fc2.forward(this.act.forward(this.fc1.forward(x)))));
+    return tidy(() => this.dropout.forward(this.fc2.forward(forwardLinearActivation(this.fc1, this.act, x))));
   }
 }
 

@@ -2,6 +2,7 @@ import {
   type BinaryKernelName,
   type Tensor,
   add,
+  biasActivationBackward,
   cast,
   div,
   equal,
@@ -78,6 +79,19 @@ export function registerElementwiseGradients(): void {
   registerGradient("Gelu", {
     inputsToSave: ["x"],
     gradFunc: ([dy], { saved, attrs }) => ({ x: () => geluBackward(dy, saved.x!, attrs.approximate) }),
+  });
+
+  // One fused kernel gives both gradients; the thunks share its call.
+  registerGradient("BiasActivation", {
+    inputsToSave: ["x", "bias"],
+    gradFunc: ([dy], { saved, attrs }) => {
+      let both: [Tensor, Tensor] | undefined;
+      const grads = () => {
+        both ??= biasActivationBackward(dy, saved.x!, saved.bias ?? null, attrs.activation);
+        return both;
+      };
+      return { x: () => grads()[0], bias: () => grads()[1] };
+    },
   });
 
   registerGradient("Add", { gradFunc: ([dy], c) => binaryGrads(c, () => dy, () => dy) });

@@ -1,4 +1,5 @@
 import {
+  type Activation,
   type BinaryKernelName,
   type ComparisonKernelName,
   type KernelArgs,
@@ -9,7 +10,7 @@ import {
   sizeOf,
 } from "@blocksparse/core";
 import type { CudaBackend } from "../backend";
-import { BinaryOp, type BinaryOpCode, UnaryOp, type UnaryOpCode } from "../native";
+import { ActivationOp, type ActivationOpCode, BinaryOp, type BinaryOpCode, UnaryOp, type UnaryOpCode } from "../native";
 import { collapseDims } from "./util";
 
 const UNARY_CODES: Record<UnaryKernelName, UnaryOpCode> = {
@@ -105,4 +106,53 @@ export function whereKernel({ inputs: { condition, a, b }, backend }: KernelArgs
     merged.shape,
   );
   return out;
+}
+
+const ACTIVATION_CODES: Record<Activation, ActivationOpCode> = {
+  relu: ActivationOp.Relu,
+  gelu: ActivationOp.Gelu,
+  gelu_tanh: ActivationOp.GeluTanh,
+};
+
+/** [rows, width] of a tensor viewed along its last axis. */
+function rowsAndWidth(shape: readonly number[]): [number, number] {
+  const width = shape[shape.length - 1];
+  return [width === 0 ? 0 : sizeOf(shape) / width, width];
+}
+
+export function biasActivationKernel({ inputs: { x, bias }, attrs, backend }: KernelArgs<"BiasActivation", CudaBackend>): TensorInfo {
+  const [rows, width] = rowsAndWidth(x.shape);
+  const y = backend.output(x.shape, x.dtype);
+  backend.addon.biasActivation(
+    ACTIVATION_CODES[attrs.activation],
+    backend.code(x.dtype),
+    backend.handle(x),
+    bias ? backend.handle(bias) : null,
+    backend.handle(y),
+    rows,
+    width,
+  );
+  return y;
+}
+
+export function biasActivationBackwardKernel({
+  inputs: { dy, x, bias },
+  attrs,
+  backend,
+}: KernelArgs<"BiasActivationBackward", CudaBackend>): [TensorInfo, TensorInfo] {
+  const [rows, width] = rowsAndWidth(x.shape);
+  const dx = backend.output(x.shape, x.dtype);
+  const dbias = backend.output([width], x.dtype);
+  backend.addon.biasActivationBackward(
+    ACTIVATION_CODES[attrs.activation],
+    backend.code(x.dtype),
+    backend.handle(dy),
+    backend.handle(x),
+    bias ? backend.handle(bias) : null,
+    backend.handle(dx),
+    backend.handle(dbias),
+    rows,
+    width,
+  );
+  return [dx, dbias];
 }

@@ -1,6 +1,14 @@
 import type { CompleteKernelTable } from "@blocksparse/core";
 import type { CudaBackend } from "../backend";
-import { binaryKernel, geluBackwardKernel, geluKernel, unaryKernel, whereKernel } from "./elementwise";
+import {
+  biasActivationBackwardKernel,
+  biasActivationKernel,
+  binaryKernel,
+  geluBackwardKernel,
+  geluKernel,
+  unaryKernel,
+  whereKernel,
+} from "./elementwise";
 import {
   adamUpdateKernel,
   crossEntropyBackwardKernel,
@@ -52,6 +60,8 @@ export const cudaKernels = {
   Square: guarded(unaryKernel("Square")),
   Gelu: guarded(geluKernel),
   GeluBackward: guarded(geluBackwardKernel),
+  BiasActivation: guarded(biasActivationKernel),
+  BiasActivationBackward: guarded(biasActivationBackwardKernel),
 
   Add: guarded(binaryKernel("Add", false)),
   Sub: guarded(binaryKernel("Sub", false)),

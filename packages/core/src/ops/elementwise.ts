@@ -2,7 +2,10 @@ import { engine } from "../engine";
 import { DTypeError, ValueError } from "../errors";
 import {
   Abs,
+  type Activation,
   Add,
+  BiasActivation,
+  BiasActivationBackward,
   type BinaryKernelName,
   type ComparisonKernelName,
   Div,
@@ -36,7 +39,7 @@ import {
 import { broadcastShapes } from "../shape";
 import { Tensor } from "../tensor";
 import { tensorOn } from "./creation";
-import { assertDType, assertFloat, assertSameBackend, assertSameDType, assertShape, assertTensor } from "./validate";
+import { assertDType, assertFloat, assertMinRank, assertSameBackend, assertSameDType, assertShape, assertTensor } from "./validate";
 
 /** A tensor, or a number taken as a scalar of the other operand's dtype. */
 export type TensorLike = Tensor | number;
@@ -85,6 +88,43 @@ export function geluBackward(dy: Tensor, x: Tensor, approximate: GeluApproximate
   assertShape("geluBackward", "dy", dy, x.shape);
   checkApproximate("geluBackward", approximate);
   return engine.runKernel(GeluBackward, { dy, x }, { approximate });
+}
+
+const ACTIVATIONS: readonly Activation[] = ["relu", "gelu", "gelu_tanh"];
+
+/** x's and bias's checks shared by biasActivation and its backward. */
+function checkBiasActivation(op: string, x: Tensor, bias: Tensor | null | undefined, activation: Activation): void {
+  assertTensor(op, "x", x);
+  assertFloat(op, "x", x);
+  assertMinRank(op, "x", x, 1);
+  if (!ACTIVATIONS.includes(activation)) {
+    throw new ValueError(`${op}: activation must be one of ${ACTIVATIONS.map((a) => JSON.stringify(a)).join(", ")}, got ${JSON.stringify(activation)}`);
+  }
+  if (bias === null || bias === undefined) return;
+  assertTensor(op, "bias", bias);
+  assertSameBackend(op, [["x", x], ["bias", bias]]);
+  assertSameDType(op, ["bias", "x"], bias, x);
+  assertShape(op, "bias", bias, [x.shape[x.rank - 1]]);
+}
+
+/**
+ * act(x + bias) in one pass (bias along the last axis, optional): a Linear layer's bias and its
+ * activation ("relu", "gelu" or "gelu_tanh") fused, as `nn` layers with an `activation` run them.
+ */
+export function biasActivation(x: Tensor, bias: Tensor | null, activation: Activation): Tensor {
+  checkBiasActivation("biasActivation", x, bias, activation);
+  return engine.runKernel(BiasActivation, bias ? { x, bias } : { x }, { activation });
+}
+
+/** biasActivation's gradients in one pass: [dx = dy * act'(x + bias), dbias = dx summed over all axes but the last]. */
+export function biasActivationBackward(dy: Tensor, x: Tensor, bias: Tensor | null, activation: Activation): [Tensor, Tensor] {
+  const op = "biasActivationBackward";
+  checkBiasActivation(op, x, bias, activation);
+  assertTensor(op, "dy", dy);
+  assertSameBackend(op, [["dy", dy], ["x", x]]);
+  assertSameDType(op, ["dy", "x"], dy, x);
+  assertShape(op, "dy", dy, x.shape);
+  return engine.runKernel(BiasActivationBackward, bias ? { dy, x, bias } : { dy, x }, { activation });
 }
 
 /** Turns numbers into scalars of the other operand's dtype; returns the temporaries to dispose. */

@@ -8,6 +8,8 @@ import {
   equal,
   exp,
   formatShape,
+  biasActivation,
+  biasActivationBackward,
   gelu,
   geluBackward,
   greater,
@@ -116,6 +118,45 @@ export function declareElementwiseTests(suite: Conformance): void {
             const tails = tensor([-30, -8, 8, 30], [4], dtype);
             expectValues(gelu(tails, approximate), R.map(R.ref([4], (i) => [-30, -8, 8, 30][i]), (v) => R.gelu(v, approximate)), dtype, "scaled");
           });
+        });
+      }
+    }
+  });
+
+  describe("biasActivation", () => {
+    // Against float64 math on the unrounded sum x + bias; shapes with and without rows, odd widths,
+    // rank 3, and enough rows for a GPU to split the bias sum.
+    const activations = { relu: R.relu, gelu: (v: number) => R.gelu(v, "none"), gelu_tanh: (v: number) => R.gelu(v, "tanh") };
+    const derivatives = {
+      relu: (v: number) => (v > 0 ? 1 : 0),
+      gelu: (v: number) => R.geluGrad(v, "none"),
+      gelu_tanh: (v: number) => R.geluGrad(v, "tanh"),
+    };
+    for (const activation of ["relu", "gelu", "gelu_tanh"] as const) {
+      for (const dtype of FLOAT_DTYPES) {
+        check(`BiasActivation and BiasActivationBackward (${activation}) ${dtype}`, () => {
+          for (const shape of [[0, 5], [1, 7], [33, 65], [2, 3, 40], [4100, 24]]) {
+            for (const withBias of [true, false]) {
+              const width = shape[shape.length - 1];
+              const x = makeInput(rng(), shape, dtype);
+              const dy = makeInput(rng(), shape, dtype);
+              const bias = withBias ? makeInput(rng(), [width], dtype) : null;
+              const pre = R.ref(shape, (i) => x.ref.data[i] + (bias ? bias.ref.data[i % width] : 0));
+              const label = `${activation} ${dtype} x ${formatShape(shape)}${withBias ? " + bias" : ""}`;
+              inCase(`BiasActivation ${label}`, () => expectValues(biasActivation(x.t, bias?.t ?? null, activation), R.map(pre, activations[activation]), dtype, "scaled"));
+              inCase(`BiasActivationBackward ${label}`, () => {
+                const dx = R.zip([dy.ref, pre], (g, v) => g * derivatives[activation](v));
+                const dbias = R.ref([width], (j) => {
+                  let total = 0;
+                  for (let i = j; i < dx.data.length; i += width) total += dx.data[i];
+                  return total;
+                });
+                const [gotDx, gotDbias] = biasActivationBackward(dy.t, x.t, bias?.t ?? null, activation);
+                expectValues(gotDx, dx, dtype, "scaled");
+                expectValues(gotDbias, dbias, dtype, "scaled");
+              });
+            }
+          }
         });
       }
     }

@@ -10,6 +10,7 @@ import {
   ShapeError,
   ValueError,
   adamUpdate,
+  biasActivation,
   multiTensorAdamUpdate,
   add,
   blockNorms,
@@ -102,6 +103,18 @@ export function declareErrorTests(suite: Conformance): void {
       { name: "BlockNorms: rank", run: () => blockNorms(zeros([4, 16])), type: ShapeError, message: "blockNorms: values must be [nnzBlocks, R, C]" },
       { name: "AdamUpdate: shapes", run: () => adamUpdate(zeros([3]), zeros([3]), zeros([4]), zeros([3]), { lr: 0.1, step: 1 }), type: ShapeError, message: "adamUpdate: m has shape [4], expected [3]" },
       { name: "AdamUpdate: step", run: () => adamUpdate(zeros([3]), zeros([3]), zeros([3]), zeros([3]), { lr: 0.1, step: 0 }), type: IndexError, message: "adamUpdate: step must be an integer >= 1" },
+      {
+        name: "BiasActivation: bias shape",
+        run: () => biasActivation(zeros([2, 4]), zeros([3]), "gelu"),
+        type: ShapeError,
+        message: "biasActivation: bias has shape [3], expected [4]",
+      },
+      {
+        name: "BiasActivation: activation",
+        run: () => biasActivation(zeros([2, 4]), null, "swish" as "gelu"),
+        type: ValueError,
+        message: 'biasActivation: activation must be one of "relu", "gelu", "gelu_tanh", got "swish"',
+      },
       {
         name: "MultiTensorAdamUpdate: list lengths",
         run: () => multiTensorAdamUpdate([zeros([3])], [zeros([3])], [], [zeros([3])], { lr: 0.1, steps: [1] }),

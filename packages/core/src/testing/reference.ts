@@ -99,6 +99,10 @@ export function erf(x: number): number {
   return x < 0 ? -result : result;
 }
 
+export function relu(x: number): number {
+  return x > 0 ? x : x === x ? 0 : x;
+}
+
 export function gelu(x: number, approximate: "none" | "tanh"): number {
   if (approximate === "tanh") return 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
   return 0.5 * x * (1 + erf(x / Math.SQRT2));

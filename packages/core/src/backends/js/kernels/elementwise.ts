@@ -1,7 +1,7 @@
 import type { TensorInfo } from "../../../backend";
 import type { DType } from "../../../dtypes";
 import type { KernelArgs } from "../../../backend";
-import type { BinaryKernelName, ComparisonKernelName, GeluApproximate, UnaryKernelName } from "../../../kernel_names";
+import type { Activation, BinaryKernelName, ComparisonKernelName, GeluApproximate, UnaryKernelName } from "../../../kernel_names";
 import { broadcastShapes, shapesEqual, sizeOf } from "../../../shape";
 import type { JsBackend } from "../backend";
 import { broadcastOffsets, erf } from "./util";
@@ -124,6 +124,55 @@ function geluDerivative(x: number, approximate: GeluApproximate): number {
     return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * GELU_C * x * x);
   }
   return 0.5 * (1 + erf(x * INV_SQRT_2)) + x * INV_SQRT_2PI * Math.exp(-0.5 * x * x);
+}
+
+/** An activation and its derivative at a float64 input. */
+function activationOf(activation: Activation): { value: (x: number) => number; derivative: (x: number) => number } {
+  switch (activation) {
+    case "relu":
+      return { value: (x) => (x > 0 ? x : x === x ? 0 : x), derivative: (x) => (x > 0 ? 1 : 0) };
+    case "gelu":
+      return { value: (x) => geluValue(x, "none"), derivative: (x) => geluDerivative(x, "none") };
+    case "gelu_tanh":
+      return { value: (x) => geluValue(x, "tanh"), derivative: (x) => geluDerivative(x, "tanh") };
+  }
+}
+
+/** The bias values along the last axis (zeros without one) and the width of that axis. */
+function biasOf(backend: JsBackend, x: TensorInfo, bias: TensorInfo | undefined): { b: Float32Array; width: number } {
+  const width = x.shape[x.shape.length - 1];
+  return { b: bias ? backend.floats(bias) : new Float32Array(width), width };
+}
+
+export function biasActivationKernel({ inputs: { x, bias }, attrs, backend }: KernelArgs<"BiasActivation", JsBackend>): TensorInfo {
+  const input = backend.floats(x);
+  const { b, width } = biasOf(backend, x, bias);
+  const { value } = activationOf(attrs.activation);
+  const out = backend.floatOutput(x.shape, x.dtype);
+  // The sum stays a float64 number, as the kernels keep it in float32 registers: it is not rounded to x's dtype.
+  for (let i = 0; i < input.length; i++) out.data[i] = value(input[i] + b[i % width]);
+  return out.commit();
+}
+
+export function biasActivationBackwardKernel({
+  inputs: { dy, x, bias },
+  attrs,
+  backend,
+}: KernelArgs<"BiasActivationBackward", JsBackend>): [TensorInfo, TensorInfo] {
+  const input = backend.floats(x);
+  const grad = backend.floats(dy);
+  const { b, width } = biasOf(backend, x, bias);
+  const { derivative } = activationOf(attrs.activation);
+  const dx = backend.floatOutput(x.shape, x.dtype);
+  const dbias = backend.floatOutput([width], x.dtype);
+  const sums = new Float64Array(width);
+  for (let i = 0; i < input.length; i++) {
+    const g = grad[i] * derivative(input[i] + b[i % width]);
+    dx.data[i] = g;
+    sums[i % width] += g;
+  }
+  dbias.data.set(sums);
+  return [dx.commit(), dbias.commit()];
 }
 
 export function geluKernel({ inputs: { x }, attrs, backend }: KernelArgs<"Gelu", JsBackend>): TensorInfo {

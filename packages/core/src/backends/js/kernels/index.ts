@@ -1,6 +1,14 @@
 import type { CompleteKernelTable } from "../../../backend";
 import type { JsBackend } from "../backend";
-import { binaryKernel, geluBackwardKernel, geluKernel, unaryKernel, whereKernel } from "./elementwise";
+import {
+  biasActivationBackwardKernel,
+  biasActivationKernel,
+  binaryKernel,
+  geluBackwardKernel,
+  geluKernel,
+  unaryKernel,
+  whereKernel,
+} from "./elementwise";
 import {
   adamUpdateKernel,
   crossEntropyBackwardKernel,
@@ -49,6 +57,8 @@ export const jsKernels = {
   Square: unaryKernel("Square"),
   Gelu: geluKernel,
   GeluBackward: geluBackwardKernel,
+  BiasActivation: biasActivationKernel,
+  BiasActivationBackward: biasActivationBackwardKernel,
 
   Add: binaryKernel("Add", false),
   Sub: binaryKernel("Sub", false),

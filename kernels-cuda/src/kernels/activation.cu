@@ -1,0 +1,178 @@
+// A Linear layer's bias and activation in one pass (BiasActivation), and both their gradients in one pass
+// over dy and x (BiasActivationBackward: dx and the bias gradient's column sums, split over rows and summed
+// in a fixed order, so the result is deterministic).
+#include <algorithm>
+
+#include "../device.h"
+#include "../kernels.h"
+#include "../memory.h"
+#include "dtype.cuh"
+
+namespace bs {
+
+namespace {
+
+constexpr float kInvSqrt2 = 0.70710678118654752f;
+constexpr float kInvSqrt2Pi = 0.3989422804014327f;
+constexpr float kSqrt2OverPi = 0.7978845608028654f;
+constexpr float kGeluC = 0.044715f;
+
+template <Activation kAct>
+__device__ __forceinline__ float activate(float x) {
+  if constexpr (kAct == Activation::Relu) return x > 0.0f ? x : (x != x ? x : 0.0f);
+  else if constexpr (kAct == Activation::Gelu) return 0.5f * x * (1.0f + erff(x * kInvSqrt2));
+  else return 0.5f * x * (1.0f + tanhf(kSqrt2OverPi * (x + kGeluC * x * x * x)));
+}
+
+template <Activation kAct>
+__device__ __forceinline__ float derivative(float x) {
+  if constexpr (kAct == Activation::Relu) {
+    return x > 0.0f ? 1.0f : 0.0f;
+  } else if constexpr (kAct == Activation::Gelu) {
+    return 0.5f * (1.0f + erff(x * kInvSqrt2)) + x * kInvSqrt2Pi * expf(-0.5f * x * x);
+  } else {
+    const float t = tanhf(kSqrt2OverPi * (x + kGeluC * x * x * x));
+    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * kSqrt2OverPi * (1.0f + 3.0f * kGeluC * x * x);
+  }
+}
+
+// 16-byte vectors when the width allows (every row starts aligned), else one element per step.
+template <typename T, Activation kAct, int kVec>
+__global__ void biasActivationKernel(const T* __restrict__ x, const T* __restrict__ bias, T* __restrict__ y, int64_t n,
+                                     int64_t width) {
+  const int64_t vectors = n / kVec;
+  for (int64_t v = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; v < vectors;
+       v += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t i = v * kVec;
+    T in[kVec], b[kVec], out[kVec];
+    if constexpr (kVec > 1) {
+      *reinterpret_cast<uint4*>(in) = *reinterpret_cast<const uint4*>(x + i);
+      if (bias) *reinterpret_cast<uint4*>(b) = *reinterpret_cast<const uint4*>(bias + i % width);
+    } else {
+      in[0] = x[i];
+      if (bias) b[0] = bias[i % width];
+    }
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) out[k] = fromFloat<T>(activate<kAct>(toFloat<T>(in[k]) + (bias ? toFloat<T>(b[k]) : 0.0f)));
+    if constexpr (kVec > 1) *reinterpret_cast<uint4*>(y + i) = *reinterpret_cast<const uint4*>(out);
+    else y[i] = out[0];
+  }
+}
+
+constexpr int kTileColumns = 32;  // columns per CTA: a warp reads one row's slice
+constexpr int kTileRows = 8;      // warps per CTA, each over its own rows
+
+// One CTA: kTileColumns columns over rows [begin, end) of its split. Writes dx and the split's column sums.
+template <typename T, Activation kAct>
+__global__ void biasActivationBackwardKernel(const T* __restrict__ dy, const T* __restrict__ x,
+                                             const T* __restrict__ bias, T* __restrict__ dx, float* __restrict__ partials,
+                                             T* __restrict__ dbias, int64_t rows, int64_t width, int64_t rowsPerSplit) {
+  __shared__ float sums[kTileRows][kTileColumns + 1];
+  const int64_t column = blockIdx.x * static_cast<int64_t>(kTileColumns) + threadIdx.x;
+  const int64_t begin = blockIdx.y * rowsPerSplit;
+  const int64_t end = begin + rowsPerSplit < rows ? begin + rowsPerSplit : rows;
+  float acc = 0.0f;
+  if (column < width) {
+    const float b = bias ? toFloat<T>(bias[column]) : 0.0f;
+    for (int64_t r = begin + threadIdx.y; r < end; r += kTileRows) {
+      const int64_t i = r * width + column;
+      const float g = toFloat<T>(dy[i]) * derivative<kAct>(toFloat<T>(x[i]) + b);
+      dx[i] = fromFloat<T>(g);
+      acc += g;
+    }
+  }
+  sums[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y != 0 || column >= width) return;
+  float total = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kTileRows; ++k) total += sums[k][threadIdx.x];
+  if (partials != nullptr) partials[blockIdx.y * width + column] = total;
+  else dbias[column] = fromFloat<T>(total);
+}
+
+template <typename T>
+__global__ void sumPartialsKernel(const float* __restrict__ partials, int splits, int64_t width, T* __restrict__ dbias) {
+  for (int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; c < width;
+       c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float total = 0.0f;
+    for (int s = 0; s < splits; ++s) total += partials[s * width + c];
+    dbias[c] = fromFloat<T>(total);
+  }
+}
+
+template <Activation kAct>
+void forward(DType dtype, const void* x, const void* bias, void* y, int64_t rows, int64_t width, cudaStream_t stream) {
+  const int64_t n = rows * width;
+  BS_DISPATCH_FLOAT(dtype, T, {
+    constexpr int kVec = 16 / sizeof(T);
+    const bool vectors = width % kVec == 0 && (reinterpret_cast<uintptr_t>(x) & 15) == 0 &&
+                         (reinterpret_cast<uintptr_t>(y) & 15) == 0 && (!bias || (reinterpret_cast<uintptr_t>(bias) & 15) == 0);
+    const T* in = static_cast<const T*>(x);
+    const T* b = static_cast<const T*>(bias);
+    T* out = static_cast<T*>(y);
+    if (vectors) biasActivationKernel<T, kAct, kVec><<<gridFor(n / kVec), kThreads, 0, stream>>>(in, b, out, n, width);
+    else biasActivationKernel<T, kAct, 1><<<gridFor(n), kThreads, 0, stream>>>(in, b, out, n, width);
+  });
+  BS_LAUNCH_CHECK("biasActivationKernel");
+}
+
+template <Activation kAct>
+void backward(DType dtype, const void* dy, const void* x, const void* bias, void* dx, void* dbias, int64_t rows,
+              int64_t width, cudaStream_t stream) {
+  const int64_t tiles = (width + kTileColumns - 1) / kTileColumns;
+  // Enough CTAs to fill the device a few times over: split the rows when the columns alone are too few.
+  const int64_t wanted = (4 * static_cast<int64_t>(deviceInfo().multiprocessors) + tiles - 1) / tiles;
+  int64_t splits = std::max<int64_t>(1, std::min<int64_t>({wanted, rows / 64, 65535}));
+  const int64_t rowsPerSplit = std::max<int64_t>(1, (rows + splits - 1) / splits);
+  splits = std::max<int64_t>(1, (rows + rowsPerSplit - 1) / rowsPerSplit);
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(splits));
+  const dim3 block(kTileColumns, kTileRows);
+  BS_DISPATCH_FLOAT(dtype, T, {
+    const T* g = static_cast<const T*>(dy);
+    const T* in = static_cast<const T*>(x);
+    const T* b = static_cast<const T*>(bias);
+    if (splits == 1) {
+      biasActivationBackwardKernel<T, kAct><<<grid, block, 0, stream>>>(g, in, b, static_cast<T*>(dx), nullptr,
+                                                                        static_cast<T*>(dbias), rows, width, rowsPerSplit);
+    } else {
+      Scratch partials(static_cast<size_t>(splits * width) * sizeof(float));
+      biasActivationBackwardKernel<T, kAct><<<grid, block, 0, stream>>>(
+          g, in, b, static_cast<T*>(dx), partials.as<float>(), nullptr, rows, width, rowsPerSplit);
+      sumPartialsKernel<T><<<gridFor(width), kThreads, 0, stream>>>(partials.as<float>(), static_cast<int>(splits), width,
+                                                                    static_cast<T*>(dbias));
+    }
+  });
+  BS_LAUNCH_CHECK("biasActivationBackwardKernel");
+}
+
+}  // namespace
+
+void launchBiasActivation(Activation activation, DType dtype, const void* x, const void* bias, void* y, int64_t rows,
+                          int64_t width, cudaStream_t stream) {
+  if (rows * width == 0) return;
+  switch (activation) {
+    case Activation::Relu: return forward<Activation::Relu>(dtype, x, bias, y, rows, width, stream);
+    case Activation::Gelu: return forward<Activation::Gelu>(dtype, x, bias, y, rows, width, stream);
+    case Activation::GeluTanh: return forward<Activation::GeluTanh>(dtype, x, bias, y, rows, width, stream);
+    default: BS_REQUIRE(false, "biasActivation: unknown activation");
+  }
+}
+
+void launchBiasActivationBackward(Activation activation, DType dtype, const void* dy, const void* x, const void* bias,
+                                  void* dx, void* dbias, int64_t rows, int64_t width, cudaStream_t stream) {
+  if (width == 0) return;
+  if (rows == 0) {
+    // No rows: the bias gradient is all zeros (dx is empty).
+    BS_CUDA_CHECK(cudaMemsetAsync(dbias, 0, static_cast<size_t>(width) * dtypeSize(dtype), stream));
+    return;
+  }
+  switch (activation) {
+    case Activation::Relu: return backward<Activation::Relu>(dtype, dy, x, bias, dx, dbias, rows, width, stream);
+    case Activation::Gelu: return backward<Activation::Gelu>(dtype, dy, x, bias, dx, dbias, rows, width, stream);
+    case Activation::GeluTanh: return backward<Activation::GeluTanh>(dtype, dy, x, bias, dx, dbias, rows, width, stream);
+    default: BS_REQUIRE(false, "biasActivationBackward: unknown activation");
+  }
+}
+
+}  // namespace bs
