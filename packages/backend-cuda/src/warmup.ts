@@ -55,6 +55,8 @@ export function warmUp(backend: CudaBackend): number {
     run("Gelu", { x }, { approximate: "none" });
     run("GeluBackward", { dy: x, x }, { approximate: "none" });
     run("Sum", { x }, { axes: [0], keepDims: false });
+    run("BiasActivation", { x, bias: row }, { activation: "gelu" });
+    run("BiasActivationBackward", { dy: x, x, bias: row }, { activation: "gelu" });
     run("LayerNorm", { x, gamma: row, beta: row }, { epsilon: 1e-5 });
     run("Softmax", { x }, {});
     for (const to of ["bfloat16", "float16", "float32"] as const) if (to !== dtype) run("Cast", { x }, { dtype: to });
