@@ -75,6 +75,7 @@ export function targetLines(rows: ResultRow[]): string[] {
     else lines.push(`- density ${density}: RigL closes ${(share * 100).toFixed(0)}% of the static model's gap to dense (target at least 50%): ${share >= 0.5 ? "met" : "not met"}.`);
   }
   const distilled = rows.find((r) => r.experiment === "distil" && r.model.endsWith(" distil"));
+  if (distilled === undefined && rows.some((r) => r.experiment === "distil")) lines.push("- distillation: the dense model did not complete; no verdict.");
   if (distilled !== undefined) {
     const gap = gapToDense(rows, distilled);
     const dense = denseOf(rows, "distil");
