@@ -13,8 +13,9 @@
 #                                                    (a) and (b) in bfloat16 mixed precision on cuda
 #   bash benchmarks/scripts/gpu-quality.sh --quick   anywhere: tiny models on the js backend, 10 steps
 #                                                    each: the same pipeline end to end
-# DEADLINE (seconds, default 420) bounds everything, the build included; after the build the rest
-# is shared 4:3 between (a) and (b).
+# DEADLINE (seconds, default 400: 7 minutes less the unpacking before and the exit after) bounds
+# everything, the build included: after the build, (a) gets 4/7 of what is left and (b) the rest
+# (SPARSE_BUDGET / DISTIL_BUDGET set them instead).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -27,7 +28,7 @@ case "${1:-}" in
   *) echo "usage: bash benchmarks/scripts/gpu-quality.sh [--quick]" >&2; exit 2 ;;
 esac
 tsx="$root/examples/distil/node_modules/.bin/tsx"
-DEADLINE=${DEADLINE:-420}
+DEADLINE=${DEADLINE:-400}
 
 if [ "$quick" = 1 ]; then
   backend=(--backend js --dtype bfloat16 --max-chars 30000 --context 16 --batch-size 4 --eval-batches 1 --curve-points 2)
@@ -57,21 +58,20 @@ else
   steps=(--steps auto)
   sparse_args=(--size small --eval-batches 16 --curve-points 4)
   distil_args=(--size gpt2 --eval-batches 8 --curve-points 4)
-  # What is left after the build, less 20 s for the two processes' start and exit, shared 4:3.
-  left=$((DEADLINE - SECONDS - 20))
-  sparse_budget=${SPARSE_BUDGET:-$((left * 4 / 7))}
-  distil_budget=${DISTIL_BUDGET:-$((left - left * 4 / 7))}
+  # 4/7 of what is left after the build, less the 10 s margin each part keeps for its exit.
+  sparse_budget=${SPARSE_BUDGET:-$(((DEADLINE - SECONDS - 20) * 4 / 7))}
 fi
 
-# One part: its own process, its budget, a hard stop 15 s after it (the process stops its own runs
-# at the budget; the margin is for the last validation loss and writing the files).
+# One part: its own process with its budget (counted from the process's start), killed 10 s after
+# it if still there (it stops its own runs at the budget; the margin is for the last validation
+# loss and writing the files).
 part() {
   local name=$1 budget=$2
   shift 2
   if [ "$budget" -le 10 ]; then echo "== $name: skipped, ${budget} s left"; return 1; fi
   echo "== $name: budget $budget s"
   local start=$SECONDS
-  (cd examples/distil && timeout --kill-after=5 $((budget + 15)) "$tsx" src/main.ts "${backend[@]}" "${steps[@]}" --budget "$budget" --out "$OUT" "$@") 2>&1 | tee "$OUT/quality-$name.log"
+  (cd examples/distil && timeout --kill-after=5 $((budget + 10)) "$tsx" src/main.ts "${backend[@]}" "${steps[@]}" --budget "$budget" --out "$OUT" "$@") 2>&1 | tee "$OUT/quality-$name.log"
   local rc=${PIPESTATUS[0]}
   echo "== $name: exit $rc in $((SECONDS - start)) s"
   return "$rc"
@@ -79,6 +79,8 @@ part() {
 
 part sparse "$sparse_budget" "${sparse_args[@]}" --mode sparse --density 0.25,0.1
 sparse_rc=$?
+# (b) gets what (a) left, so that the total holds whatever (a) took.
+[ "$quick" = 1 ] || distil_budget=${DISTIL_BUDGET:-$((DEADLINE - SECONDS - 15))}
 part distil "$distil_budget" "${distil_args[@]}" --mode distil --distil-density 0.5 --patch ffn
 distil_rc=$?
 echo

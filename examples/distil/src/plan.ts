@@ -29,7 +29,7 @@ function msPerStep(model: GPT2LMHeadModel, setup: ExperimentContext, run: Partia
 }
 
 /** Times each kind of step the experiments of `options.mode` will run (a few seconds on a GPU). */
-export function measureStepTimes(setup: ExperimentContext, options: ExperimentOptions, warmup = 3, timed = 5): StepTimes {
+export function measureStepTimes(setup: ExperimentContext, options: ExperimentOptions, warmup = 5, timed = 5): StepTimes {
   const dense = new GPT2LMHeadModel(setup.config, { seed: options.seed + 1 }).to(options.dtype);
   const times: StepTimes = { dense: msPerStep(dense, setup, {}, warmup, timed), sparse: {}, evalBatch: 0, setup: 0 };
   const evalStart = performance.now();
