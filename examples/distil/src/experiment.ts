@@ -42,7 +42,7 @@ export interface ExperimentOptions {
   seed: number;
 }
 
-export type RunStatus = "done" | "stopped" | "skipped";
+export type RunStatus = "done" | "stopped" | "skipped" | "failed";
 
 export interface CurvePoint {
   step: number;
@@ -57,7 +57,9 @@ export interface ResultRow {
   steps: number;
   /** Steps it ran: fewer when the budget stopped it ("stopped"), 0 when it did not start ("skipped"). */
   completedSteps: number;
+  /** "failed": the run threw, or its validation loss is not finite; `error` says which. */
   status: RunStatus;
+  error?: string;
   /** The validation loss after its last step (null when skipped). */
   validationLoss: number | null;
   curve: CurvePoint[];
@@ -144,30 +146,33 @@ export function train(model: GPT2LMHeadModel, corpus: TokenCorpus, run: TrainRun
   };
   let step = 0;
   model.train();
-  for (; step < run.steps && !(run.deadline !== undefined && performance.now() > run.deadline); step++) {
-    const progress = step < warmup ? (step + 1) / warmup : 0.1 + 0.45 * (1 + Math.cos((Math.PI * (step - warmup)) / Math.max(1, run.steps - warmup)));
-    optimizer.lr = run.learningRate * Math.min(1, progress);
-    const { inputs, targets } = sampler.next();
-    const [x, y] = [tensor(inputs, shape), tensor(targets, shape)];
-    const readLoss = (step + 1) % lossEvery === 0 || step + 1 === run.steps;
+  try {
+    for (; step < run.steps && !(run.deadline !== undefined && performance.now() > run.deadline); step++) {
+      const progress = step < warmup ? (step + 1) / warmup : 0.1 + 0.45 * (1 + Math.cos((Math.PI * (step - warmup)) / Math.max(1, run.steps - warmup)));
+      optimizer.lr = run.learningRate * Math.min(1, progress);
+      const { inputs, targets } = sampler.next();
+      const [x, y] = [tensor(inputs, shape), tensor(targets, shape)];
+      const readLoss = (step + 1) % lossEvery === 0 || step + 1 === run.steps;
+      optimizer.zeroGrad();
+      const loss = tidy(() => {
+        const logits = model.forward(x);
+        const teacher = run.teacher;
+        const value = teacher ? distillationLoss(logits, noGrad(() => teacher.forward(x)), y, { temperature: 2, alpha: 0.5 }) : crossEntropy(logits, y);
+        backward(value);
+        return readLoss ? value.item() : Number.NaN;
+      });
+      optimizer.step();
+      run.sparse?.step(() => crossEntropy(model.forward(x), y));
+      disposeAll([x, y]);
+      if (readLoss) run.onStep?.(run.name, step + 1, run.steps, loss);
+      if (run.evaluateAt?.has(step + 1)) evaluate(step + 1);
+    }
+    // A run stopped early, or one of no steps (a patched model as it is), ends with a validation loss too.
+    if (curve.at(-1)?.step !== step && (step > 0 || run.steps === 0)) evaluate(step);
+  } finally {
     optimizer.zeroGrad();
-    const loss = tidy(() => {
-      const logits = model.forward(x);
-      const teacher = run.teacher;
-      const value = teacher ? distillationLoss(logits, noGrad(() => teacher.forward(x)), y, { temperature: 2, alpha: 0.5 }) : crossEntropy(logits, y);
-      backward(value);
-      return readLoss ? value.item() : Number.NaN;
-    });
-    optimizer.step();
-    run.sparse?.step(() => crossEntropy(model.forward(x), y));
-    disposeAll([x, y]);
-    if (readLoss) run.onStep?.(run.name, step + 1, run.steps, loss);
-    if (run.evaluateAt?.has(step + 1)) evaluate(step + 1);
+    optimizer.dispose();
   }
-  // A run stopped early, or one of no steps (a patched model as it is), ends with a validation loss too.
-  if (curve.at(-1)?.step !== step && (step > 0 || run.steps === 0)) evaluate(step);
-  optimizer.zeroGrad();
-  optimizer.dispose();
   return { completedSteps: step, curve, trainingMs: performance.now() - started - evaluationMs };
 }
 
@@ -267,29 +272,40 @@ export function runExperiments(setup: ExperimentContext, options: ExperimentOpti
     const estimate = hooks.estimateSeconds?.(spec.run, spec.steps);
     if (deadline !== undefined && estimate !== undefined && performance.now() + 1000 * estimate > deadline) return { row: record(row) };
     const start = performance.now();
-    const model = spec.make();
-    const result = train(model, corpus, {
-      learningRate: options.learningRate,
-      context,
-      batchSize,
-      seed: options.seed,
-      deadline,
-      lossEvery: 25,
-      onStep: hooks.onStep,
-      ...spec.with?.(model),
-      name: spec.name,
-      steps: spec.steps,
-      evaluate: () => validationLoss(model, corpus, context, batchSize, options.evalBatches, options.seed),
-      evaluateAt: curveSteps(spec.steps, options.curvePoints),
-    });
-    Object.assign(row, {
-      completedSteps: result.completedSteps,
-      status: result.completedSteps === spec.steps ? "done" : result.completedSteps > 0 ? "stopped" : "skipped",
-      validationLoss: result.curve.at(-1)?.validationLoss ?? null,
-      curve: result.curve,
-      seconds: (performance.now() - start) / 1000,
-      msPerStep: result.completedSteps > 0 ? result.trainingMs / result.completedSteps : null,
-    });
+    let model: GPT2LMHeadModel | undefined;
+    try {
+      const trained = spec.make();
+      model = trained;
+      const result = train(trained, corpus, {
+        learningRate: options.learningRate,
+        context,
+        batchSize,
+        seed: options.seed,
+        deadline,
+        lossEvery: 25,
+        onStep: hooks.onStep,
+        ...spec.with?.(trained),
+        name: spec.name,
+        steps: spec.steps,
+        evaluate: () => validationLoss(trained, corpus, context, batchSize, options.evalBatches, options.seed),
+        evaluateAt: curveSteps(spec.steps, options.curvePoints),
+      });
+      const validation = result.curve.at(-1)?.validationLoss ?? null;
+      Object.assign(row, {
+        completedSteps: result.completedSteps,
+        status: result.completedSteps === spec.steps ? "done" : result.completedSteps > 0 ? "stopped" : "skipped",
+        validationLoss: validation,
+        curve: result.curve,
+        msPerStep: result.completedSteps > 0 ? result.trainingMs / result.completedSteps : null,
+      });
+      if (validation !== null && !Number.isFinite(validation)) Object.assign(row, { status: "failed", error: `validation loss ${validation}: training diverged` });
+    } catch (error) {
+      // One failed run (a kernel error, memory) leaves the others to run; its row carries the error.
+      Object.assign(row, { status: "failed", error: error instanceof Error ? `${error.name}: ${error.message}` : String(error) });
+      if (model !== undefined) disposeModel(model);
+      model = undefined;
+    }
+    row.seconds = (performance.now() - start) / 1000;
     return { row: record(row), model };
   };
   const initial = new GPT2LMHeadModel(config, { seed: options.seed });
@@ -323,7 +339,7 @@ export function runExperiments(setup: ExperimentContext, options: ExperimentOpti
     }
   }
   disposeModel(initial);
-  if (options.mode !== "sparse" && dense !== undefined && denseRow.status === "done") {
+  if (options.mode !== "sparse" && dense !== undefined && denseRow.status !== "skipped" && denseRow.status !== "failed") {
     if (options.mode === "all") record({ ...denseRow, experiment: "distil" });
     const recoverySteps = options.recoverySteps ?? Math.max(1, Math.round(steps / 10));
     const density = options.distilDensity;

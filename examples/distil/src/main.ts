@@ -128,6 +128,8 @@ function markdownReport(rows: ResultRow[], setup: string[], mode: string): strin
     const part = rows.filter((r) => r.experiment === experiment);
     if (part.length > 0) parts.push("", `## ${EXPERIMENT_TITLES[experiment]}`, "", formatMarkdown(part));
   }
+  const failed = rows.filter((r) => r.error !== undefined);
+  if (failed.length > 0) parts.push("", "Failed runs:", "", ...failed.map((r) => `- ${r.experiment}: ${r.model}: ${r.error}`));
   parts.push("", "Targets:", "", ...targetLines(rows), "", "## Validation loss along training", "", "| model | step: validation loss |", "| --- | --- |");
   for (const row of rows) if (row.curve.length > 0) parts.push(`| ${row.experiment}: ${row.model} | ${row.curve.map((p) => `${p.step}: ${p.validationLoss.toFixed(4)}`).join(", ")} |`);
   return `${parts.join("\n")}\n`;
@@ -165,6 +167,19 @@ async function main(): Promise<void> {
     `${steps} steps per model trained from scratch${options.steps === "auto" ? ` (the most that fit the ${budget} s budget, from the measured step times)` : ""}; 32x32 blocks`,
   ];
   console.log(setupLines.join("\n"));
+  const name = `gpt2-moby-dick-${options.mode}`;
+  /** The markdown page and the JSON, rewritten after every run so that a run cut short still leaves what was done. */
+  const write = (rows: ResultRow[], finished: boolean) => {
+    if (parsed.out === undefined) return;
+    const seconds = (performance.now() - startedAt) / 1000;
+    const lines = [...setupLines, `${finished ? "total" : "so far (still running)"} ${seconds.toFixed(0)} s${budget === undefined ? "" : ` of a ${budget} s budget`}`];
+    mkdirSync(parsed.out, { recursive: true });
+    writeFileSync(join(parsed.out, `${name}.md`), markdownReport(rows, lines, options.mode));
+    const { corpus: _, ...shapes } = setup;
+    const json = { options, backend, steps, seconds, finished, stepTimesMs: times ?? null, setup: { ...shapes, trainTokens: corpus.train.length, validationTokens: corpus.validation.length, vocabSize: corpus.vocabSize }, rows };
+    writeFileSync(join(parsed.out, `${name}.json`), `${JSON.stringify(json, null, 2)}\n`);
+  };
+  const done: ResultRow[] = [];
   let last = 0;
   const rows = runExperiments(setup, options, steps, startedAt, {
     onStep: (model, step, total, loss) => {
@@ -174,12 +189,15 @@ async function main(): Promise<void> {
         console.log(`${model.padEnd(28)} step ${String(step).padStart(6)}/${total}  loss ${loss.toFixed(4)}`);
       }
     },
-    onRow: (row) =>
+    onRow: (row) => {
       console.log(
         `${row.model.padEnd(28)} ${row.status === "stopped" ? `stopped at ${row.completedSteps}/${row.steps}` : row.status}: ` +
           `${row.validationLoss === null ? "no validation loss" : `validation loss ${row.validationLoss.toFixed(4)}`}, ${row.seconds.toFixed(1)} s` +
-          `${row.msPerStep === null ? "" : `, ${row.msPerStep.toFixed(1)} ms/step`}`,
-      ),
+          `${row.msPerStep === null ? "" : `, ${row.msPerStep.toFixed(1)} ms/step`}${row.error === undefined ? "" : `; ${row.error}`}`,
+      );
+      done.push(row);
+      write(done, false);
+    },
     estimateSeconds: times === undefined ? undefined : (run, runSteps) => estimateSeconds(times, options, run, runSteps),
   });
   const seconds = (performance.now() - startedAt) / 1000;
@@ -187,14 +205,10 @@ async function main(): Promise<void> {
   console.log(targetLines(rows).join("\n"));
   console.log(`Total ${seconds.toFixed(0)} s on '${backend}'${budget === undefined ? "" : ` (budget ${budget} s)`}.`);
   if (parsed.out !== undefined) {
-    mkdirSync(parsed.out, { recursive: true });
-    const name = `gpt2-moby-dick-${options.mode}`;
-    setupLines.push(`total ${seconds.toFixed(0)} s${budget === undefined ? "" : ` of a ${budget} s budget`}`);
-    writeFileSync(join(parsed.out, `${name}.md`), markdownReport(rows, setupLines, options.mode));
-    const json = { options, backend, steps, seconds, stepTimesMs: times ?? null, setup: { ...setup, corpus: undefined, trainTokens: corpus.train.length, validationTokens: corpus.validation.length, vocabSize: corpus.vocabSize }, rows };
-    writeFileSync(join(parsed.out, `${name}.json`), `${JSON.stringify(json, null, 2)}\n`);
+    write(rows, true);
     console.log(`Wrote ${join(parsed.out, `${name}.md`)} and .json`);
   }
+  if (rows.some((row) => row.status === "failed")) process.exitCode = 1;
 }
 
 main().catch((error: unknown) => {

@@ -112,6 +112,17 @@ describe("a time budget", () => {
   }, 60_000);
 });
 
+describe("a run that throws", () => {
+  it("is recorded as failed with its error, and the others still run", () => {
+    const options = { ...tinyOptions, mode: "distil" as const, distilDensity: 1.5 };
+    const rows = runExperiments(experimentContext(corpus, options), options, 2, performance.now());
+    expect(rows.map((r) => `${r.model} ${r.status}`)).toEqual(["dense done", "FFN 1.5 patched failed", "FFN 1.5 distil failed", "FFN 1.5 fine-tune failed"]);
+    expect(rows[1].error).toMatch(/density/);
+    expect(rows[1].validationLoss).toBeNull();
+    expect(targetLines(rows)).toEqual(["- distillation: the recovery run did not complete; no verdict."]);
+  }, 60_000);
+});
+
 describe("the report", () => {
   const row = (experiment: ResultRow["experiment"], model: string, density: number, validationLoss: number, steps = 100): ResultRow => ({
     experiment,
