@@ -97,10 +97,10 @@ export function plannedRuns(options: ExperimentOptions, steps: number): { run: R
  * with `margin` of it left over (the estimates are per-step averages of a few steps);
  * at least 10.
  */
-export function planSteps(times: StepTimes, options: ExperimentOptions, seconds: number, margin = 0.1): number {
+export function planSteps(times: StepTimes, options: ExperimentOptions, seconds: number, margin = 0.15): number {
   const total = (steps: number) => plannedRuns(options, steps).reduce((sum, { run, steps: s }) => sum + estimateSeconds(times, options, run, s), 0);
   const target = seconds * (1 - margin);
   let steps = 10;
-  for (let step = 1 << 20; step >= 10; step = Math.floor(step / 2)) while (total(steps + step) <= target) steps += step;
+  for (let step = 1 << 20; step >= 1; step = Math.floor(step / 2)) while (total(steps + step) <= target) steps += step;
   return Math.max(10, Math.floor(steps / 10) * 10);
 }
