@@ -1,5 +1,5 @@
 import { backward, noGrad } from "@blocksparse/autograd";
-import { type Tensor, tensor, tidy } from "@blocksparse/core";
+import { type FloatDType, type Tensor, tensor, tidy } from "@blocksparse/core";
 import { GPT2_ATTENTION_LAYERS, GPT2_FFN_LAYERS, GPT2LMHeadModel } from "@blocksparse/models";
 import { AdamW, crossEntropy, distillationLoss, type Module, SparseOptimizer } from "@blocksparse/nn";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
@@ -17,8 +17,8 @@ export type Mode = "sparse" | "distil" | "all";
 
 export interface ExperimentOptions {
   size: Size;
-  /** Training steps of every model trained from scratch. */
-  steps: number;
+  /** Training steps of every model trained from scratch; "auto" fills `budgetSeconds` (see plan.ts). */
+  steps: number | "auto";
   /** Densities of the static / RigL comparison. */
   densities: number[];
   /** Density of the model patched from the trained dense one and recovered. */
@@ -33,15 +33,40 @@ export interface ExperimentOptions {
   batchSize?: number;
   /** Validation windows averaged for each validation loss. */
   evalBatches: number;
+  /** Validation losses taken along each run (evenly spaced, the last at its end): the curve shows over-fitting. */
+  curvePoints: number;
+  /** The models' parameters: bfloat16 is mixed precision (AdamW keeps float32 master weights and moments). */
+  dtype: FloatDType;
+  /** Wall-clock seconds for everything from `startedAt`: a run that would not fit is skipped, one that reaches the end stops. */
+  budgetSeconds?: number;
   seed: number;
+}
+
+export type RunStatus = "done" | "stopped" | "skipped" | "failed";
+
+export interface CurvePoint {
+  step: number;
+  validationLoss: number;
 }
 
 export interface ResultRow {
   experiment: "sparse" | "distil";
   model: string;
   density: number;
+  /** Steps the run was planned for. */
   steps: number;
-  validationLoss: number;
+  /** Steps it ran: fewer when the budget stopped it ("stopped"), 0 when it did not start ("skipped"). */
+  completedSteps: number;
+  /** "failed": the run threw, or its validation loss is not finite; `error` says which. */
+  status: RunStatus;
+  error?: string;
+  /** The validation loss after its last step (null when skipped). */
+  validationLoss: number | null;
+  curve: CurvePoint[];
+  /** Wall-clock seconds of the run, validation included. */
+  seconds: number;
+  /** Milliseconds per training step, validation excluded (null without steps). */
+  msPerStep: number | null;
 }
 
 export type Progress = (model: string, step: number, steps: number, loss: number) => void;
@@ -85,108 +110,253 @@ export interface TrainRun {
   sparse?: SparseOptimizer;
   /** Distils from this model's logits instead of the labels alone. */
   teacher?: GPT2LMHeadModel;
+  /** performance.now() after which no step starts (the run then ends early, stopped). */
+  deadline?: number;
+  /** Steps after which `evaluate` runs (the last step's is added when the run stops early). */
+  evaluateAt?: ReadonlySet<number>;
+  evaluate?: () => number;
+  /** The training loss is read (a device synchronisation) every this many steps and on the last (default 1). */
+  lossEvery?: number;
   onStep?: Progress;
 }
 
+export interface TrainResult {
+  completedSteps: number;
+  curve: CurvePoint[];
+  /** Milliseconds of the training steps alone (validation excluded). */
+  trainingMs: number;
+}
+
 /** Trains with AdamW (linear warm-up over 5% of the steps, cosine decay to a tenth); every run with the same seed sees the same batches. */
-export function train(model: GPT2LMHeadModel, corpus: TokenCorpus, run: TrainRun): void {
+export function train(model: GPT2LMHeadModel, corpus: TokenCorpus, run: TrainRun): TrainResult {
   const optimizer = new AdamW(model.parameters(), { lr: run.learningRate, weightDecay: 0.01 });
   run.sparse?.attachOptimizer(optimizer);
   const sampler = new WindowSampler(corpus.train, run.batchSize, run.context, run.seed);
   const warmup = Math.max(1, Math.round(0.05 * run.steps));
   const shape = [run.batchSize, run.context];
+  const lossEvery = run.lossEvery ?? 1;
+  const curve: CurvePoint[] = [];
+  const started = performance.now();
+  let evaluationMs = 0;
+  const evaluate = (step: number) => {
+    if (run.evaluate === undefined) return;
+    const start = performance.now();
+    curve.push({ step, validationLoss: run.evaluate() });
+    evaluationMs += performance.now() - start;
+  };
+  let step = 0;
   model.train();
-  for (let step = 0; step < run.steps; step++) {
-    const progress = step < warmup ? (step + 1) / warmup : 0.1 + 0.45 * (1 + Math.cos((Math.PI * (step - warmup)) / Math.max(1, run.steps - warmup)));
-    optimizer.lr = run.learningRate * Math.min(1, progress);
-    const { inputs, targets } = sampler.next();
-    const [x, y] = [tensor(inputs, shape), tensor(targets, shape)];
+  try {
+    for (; step < run.steps && !(run.deadline !== undefined && performance.now() > run.deadline); step++) {
+      const progress = step < warmup ? (step + 1) / warmup : 0.1 + 0.45 * (1 + Math.cos((Math.PI * (step - warmup)) / Math.max(1, run.steps - warmup)));
+      optimizer.lr = run.learningRate * Math.min(1, progress);
+      const { inputs, targets } = sampler.next();
+      const [x, y] = [tensor(inputs, shape), tensor(targets, shape)];
+      const readLoss = (step + 1) % lossEvery === 0 || step + 1 === run.steps;
+      optimizer.zeroGrad();
+      const loss = tidy(() => {
+        const logits = model.forward(x);
+        const teacher = run.teacher;
+        const value = teacher ? distillationLoss(logits, noGrad(() => teacher.forward(x)), y, { temperature: 2, alpha: 0.5 }) : crossEntropy(logits, y);
+        backward(value);
+        return readLoss ? value.item() : Number.NaN;
+      });
+      optimizer.step();
+      run.sparse?.step(() => crossEntropy(model.forward(x), y));
+      disposeAll([x, y]);
+      if (readLoss) run.onStep?.(run.name, step + 1, run.steps, loss);
+      if (run.evaluateAt?.has(step + 1)) evaluate(step + 1);
+    }
+    // A run stopped early, or one of no steps (a patched model as it is), ends with a validation loss too.
+    if (curve.at(-1)?.step !== step && (step > 0 || run.steps === 0)) evaluate(step);
+  } finally {
     optimizer.zeroGrad();
-    const loss = tidy(() => {
-      const logits = model.forward(x);
-      const teacher = run.teacher;
-      const value = teacher ? distillationLoss(logits, noGrad(() => teacher.forward(x)), y, { temperature: 2, alpha: 0.5 }) : crossEntropy(logits, y);
-      backward(value);
-      return value.item();
-    });
-    optimizer.step();
-    run.sparse?.step(() => crossEntropy(model.forward(x), y));
-    disposeAll([x, y]);
-    run.onStep?.(run.name, step + 1, run.steps, loss);
+    optimizer.dispose();
   }
-  optimizer.zeroGrad();
-  optimizer.dispose();
+  return { completedSteps: step, curve, trainingMs: performance.now() - started - evaluationMs };
 }
 
 function disposeAll(tensors: Tensor[]): void {
   for (const t of tensors) t.dispose();
 }
 
-function copyOf(model: GPT2LMHeadModel): GPT2LMHeadModel {
-  const copy = new GPT2LMHeadModel(model.config, { seed: 0 });
+/** A new model with `model`'s config and values, in `dtype`. */
+export function copyOf(model: GPT2LMHeadModel, dtype: FloatDType): GPT2LMHeadModel {
+  const copy = new GPT2LMHeadModel(model.config, { seed: 0 }).to(dtype);
   const state = model.stateDict();
   copy.loadStateDict(state);
   for (const entry of state.values()) entry.dispose();
   return copy;
 }
 
+/** Steps after which a run of `steps` takes its validation losses: `points` of them, evenly spaced, the last at the end. */
+export function curveSteps(steps: number, points: number): Set<number> {
+  const count = Math.max(1, Math.min(points, steps));
+  return new Set(Array.from({ length: count }, (_, i) => Math.round(((i + 1) * steps) / count)));
+}
+
+/** The RigL schedule of the comparison: 30% of the blocks moved every steps/40 steps, cosine-decayed to 0 at 3/4 of training. */
+export function riglOptimizer(model: Module, steps: number, seed: number): SparseOptimizer {
+  return new SparseOptimizer(model, {
+    regrow: "gradient",
+    fraction: 0.3,
+    every: Math.max(1, Math.round(steps / 40)),
+    schedule: "cosine",
+    totalSteps: Math.max(1, Math.floor(0.75 * steps)),
+    seed,
+  });
+}
+
+/** Frees every parameter of `model` (a tied parameter once). */
+export function disposeModel(model: Module): void {
+  for (const parameter of new Set(model.parameters())) parameter.dispose();
+}
+
+/** What one experiment needs besides the options: the data, its shapes and the models' config. */
+export interface ExperimentContext {
+  corpus: TokenCorpus;
+  config: Record<string, unknown>;
+  context: number;
+  batchSize: number;
+}
+
+export function experimentContext(corpus: TokenCorpus, options: ExperimentOptions): ExperimentContext {
+  const size = SIZES[options.size];
+  const context = options.context ?? size.context;
+  return { corpus, context, batchSize: options.batchSize ?? size.batchSize, config: gpt2Config(options.size, corpus.vocabSize, context) };
+}
+
+/** The kinds of run whose step times differ. */
+export type RunKind = { kind: "dense" } | { kind: "static" | "rigl" | "fine-tune" | "distil"; density: number };
+
+export interface RunHooks {
+  onStep?: Progress;
+  /** Called with each row as soon as it is known (a skipped run too). */
+  onRow?: (row: ResultRow) => void;
+  /** Estimated seconds of a run, validation included (plan.ts): with a budget, a run that would end past it is skipped. */
+  estimateSeconds?: (run: RunKind, steps: number) => number;
+}
+
+/** One run to make: its row's labels, the model it trains (built only if it starts) and what it trains with. */
+interface RunSpec {
+  experiment: ResultRow["experiment"];
+  name: string;
+  run: RunKind;
+  steps: number;
+  make: () => GPT2LMHeadModel;
+  with?: (model: GPT2LMHeadModel) => Partial<TrainRun>;
+}
+
 /**
- * Runs the experiments of `options.mode` and returns one row per model:
+ * Runs the experiments of `options.mode` for `steps` steps and returns one row per model:
  * - sparse: dense, then per density the feed-forward layers patched at initialisation and
  *   trained the same steps with a static pattern and with RigL;
  * - distil: the trained dense model patched at distilDensity, then recovered for a tenth of
- *   its steps by fine-tuning (labels only) and by distillation from the dense model.
+ *   its steps by distillation from the dense model and by fine-tuning (labels only).
+ * With a budget (from `startedAt`, a performance.now() time), a run whose estimate would end
+ * past it is skipped and one still running at the end stops there; its row says which.
  */
-export function runExperiments(corpus: TokenCorpus, options: ExperimentOptions, onStep?: Progress): ResultRow[] {
-  const size = SIZES[options.size];
-  const context = options.context ?? size.context;
-  const batchSize = options.batchSize ?? size.batchSize;
-  const config = gpt2Config(options.size, corpus.vocabSize, context);
-  const base = { learningRate: options.learningRate, context, batchSize, seed: options.seed, onStep };
-  const evaluate = (model: GPT2LMHeadModel) => validationLoss(model, corpus, context, batchSize, options.evalBatches, options.seed);
+export function runExperiments(setup: ExperimentContext, options: ExperimentOptions, steps: number, startedAt: number, hooks: RunHooks = {}): ResultRow[] {
+  const { corpus, config, context, batchSize } = setup;
+  const deadline = options.budgetSeconds === undefined ? undefined : startedAt + options.budgetSeconds * 1000;
   const rows: ResultRow[] = [];
+  const record = (row: ResultRow) => {
+    rows.push(row);
+    hooks.onRow?.(row);
+    return row;
+  };
+  /** Trains the spec's model and records its row; returns the model when the run started (the caller disposes it). */
+  const runOne = (spec: RunSpec): { row: ResultRow; model?: GPT2LMHeadModel } => {
+    const density = spec.run.kind === "dense" ? 1 : spec.run.density;
+    const row: ResultRow = { experiment: spec.experiment, model: spec.name, density, steps: spec.steps, completedSteps: 0, status: "skipped", validationLoss: null, curve: [], seconds: 0, msPerStep: null };
+    const estimate = hooks.estimateSeconds?.(spec.run, spec.steps);
+    if (deadline !== undefined && estimate !== undefined && performance.now() + 1000 * estimate > deadline) return { row: record(row) };
+    const start = performance.now();
+    let model: GPT2LMHeadModel | undefined;
+    try {
+      const trained = spec.make();
+      model = trained;
+      const result = train(trained, corpus, {
+        learningRate: options.learningRate,
+        context,
+        batchSize,
+        seed: options.seed,
+        deadline,
+        lossEvery: 25,
+        onStep: hooks.onStep,
+        ...spec.with?.(trained),
+        name: spec.name,
+        steps: spec.steps,
+        evaluate: () => validationLoss(trained, corpus, context, batchSize, options.evalBatches, options.seed),
+        evaluateAt: curveSteps(spec.steps, options.curvePoints),
+      });
+      const validation = result.curve.at(-1)?.validationLoss ?? null;
+      Object.assign(row, {
+        completedSteps: result.completedSteps,
+        status: result.completedSteps === spec.steps ? "done" : result.completedSteps > 0 ? "stopped" : "skipped",
+        validationLoss: validation,
+        curve: result.curve,
+        msPerStep: result.completedSteps > 0 ? result.trainingMs / result.completedSteps : null,
+      });
+      if (validation !== null && !Number.isFinite(validation)) Object.assign(row, { status: "failed", error: `validation loss ${validation}: training diverged` });
+    } catch (error) {
+      // One failed run (a kernel error, memory) leaves the others to run; its row carries the error.
+      Object.assign(row, { status: "failed", error: error instanceof Error ? `${error.name}: ${error.message}` : String(error) });
+      if (model !== undefined) disposeModel(model);
+      model = undefined;
+    }
+    row.seconds = (performance.now() - start) / 1000;
+    return { row: record(row), model };
+  };
   const initial = new GPT2LMHeadModel(config, { seed: options.seed });
-  const dense = copyOf(initial);
-  train(dense, corpus, { ...base, name: "dense", steps: options.steps });
-  const denseRow = { model: "dense", density: 1, steps: options.steps, validationLoss: evaluate(dense) };
+  /** A copy of `from` with `patterns` patched at `density` (strongest blocks kept), in the run's dtype. */
+  const patchedCopy = (from: GPT2LMHeadModel, density: number, patterns: RegExp[]) => () => {
+    const model = copyOf(from, "float32");
+    sparsify(model, density, patterns);
+    return model.to(options.dtype);
+  };
+
+  const { row: denseRow, model: dense } = runOne({
+    experiment: options.mode === "distil" ? "distil" : "sparse",
+    name: "dense",
+    run: { kind: "dense" },
+    steps,
+    make: () => copyOf(initial, options.dtype),
+  });
   if (options.mode !== "distil") {
-    rows.push({ experiment: "sparse", ...denseRow });
     for (const density of options.densities) {
-      for (const regrow of ["static", "rigl"] as const) {
-        const model = copyOf(initial);
-        sparsify(model, density, [GPT2_FFN_LAYERS]);
-        const sparse =
-          regrow === "rigl"
-            ? new SparseOptimizer(model, {
-                regrow: "gradient",
-                fraction: 0.3,
-                every: Math.max(1, Math.round(options.steps / 40)),
-                schedule: "cosine",
-                totalSteps: Math.max(1, Math.floor(0.75 * options.steps)),
-                seed: options.seed,
-              })
-            : undefined;
-        const name = `FFN ${density} ${regrow}`;
-        train(model, corpus, { ...base, name, steps: options.steps, sparse });
-        rows.push({ experiment: "sparse", model: name, density, steps: options.steps, validationLoss: evaluate(model) });
+      for (const kind of ["static", "rigl"] as const) {
+        const { model } = runOne({
+          experiment: "sparse",
+          name: `FFN ${density} ${kind}`,
+          run: { kind, density },
+          steps,
+          make: patchedCopy(initial, density, [GPT2_FFN_LAYERS]),
+          with: (model) => (kind === "rigl" ? { sparse: riglOptimizer(model, steps, options.seed) } : {}),
+        });
+        if (model !== undefined) disposeModel(model);
       }
     }
   }
-  if (options.mode !== "sparse") {
-    const recoverySteps = options.recoverySteps ?? Math.max(1, Math.round(options.steps / 10));
-    const patterns = options.patch === "ffn" ? [GPT2_FFN_LAYERS] : [GPT2_FFN_LAYERS, GPT2_ATTENTION_LAYERS];
+  disposeModel(initial);
+  if (options.mode !== "sparse" && dense !== undefined && denseRow.status !== "skipped" && denseRow.status !== "failed") {
+    if (options.mode === "all") record({ ...denseRow, experiment: "distil" });
+    const recoverySteps = options.recoverySteps ?? Math.max(1, Math.round(steps / 10));
     const density = options.distilDensity;
-    rows.push({ experiment: "distil", ...denseRow, model: "dense (teacher)" });
+    const patch = patchedCopy(dense, density, options.patch === "ffn" ? [GPT2_FFN_LAYERS] : [GPT2_FFN_LAYERS, GPT2_ATTENTION_LAYERS]);
+    const label = `${options.patch === "ffn" ? "FFN" : "FFN+attn"} ${density}`;
     dense.eval();
-    for (const recovery of ["none", "fine-tune", "distil"] as const) {
-      const model = copyOf(dense);
-      sparsify(model, density, patterns);
-      const label = options.patch === "ffn" ? "FFN" : "FFN+attn";
-      const name = recovery === "none" ? `${label} ${density} patched` : `${label} ${density} ${recovery}`;
-      const steps = recovery === "none" ? 0 : recoverySteps;
-      if (steps > 0) train(model, corpus, { ...base, name, steps, teacher: recovery === "distil" ? dense : undefined });
-      rows.push({ experiment: "distil", model: name, density, steps, validationLoss: evaluate(model) });
+    // Distillation before fine-tuning: the row the target is about comes first when the budget is short.
+    const recoveries: RunSpec[] = [
+      { experiment: "distil", name: `${label} patched`, run: { kind: "fine-tune", density }, steps: 0, make: patch },
+      { experiment: "distil", name: `${label} distil`, run: { kind: "distil", density }, steps: recoverySteps, make: patch, with: () => ({ teacher: dense }) },
+      { experiment: "distil", name: `${label} fine-tune`, run: { kind: "fine-tune", density }, steps: recoverySteps, make: patch },
+    ];
+    for (const spec of recoveries) {
+      const { model } = runOne(spec);
+      if (model !== undefined) disposeModel(model);
     }
   }
+  if (dense !== undefined) disposeModel(dense);
   return rows;
 }

@@ -1,12 +1,15 @@
 // Registers the cuda backend when its addon loads here; otherwise the engine warns once and runs on js.
 import "@blocksparse/backend-cuda";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { getBackendInstance, setBackend } from "@blocksparse/core";
+import { type FloatDType, getBackendInstance, setBackend } from "@blocksparse/core";
 import { BUNDLED_TOKENIZER, loadCorpus } from "./data";
-import { type ExperimentOptions, runExperiments, SIZES, type Size } from "./experiment";
-import { formatTable } from "./report";
+import { type ExperimentOptions, experimentContext, type ResultRow, runExperiments, SIZES, type Size } from "./experiment";
+import { estimateSeconds, measureStepTimes, planSteps, type StepTimes } from "./plan";
+import { formatMarkdown, formatTable, targetLines } from "./report";
 
-const DEFAULTS: ExperimentOptions = {
+const DEFAULTS: Omit<ExperimentOptions, "dtype"> = {
   size: "tiny",
   steps: 20,
   densities: [0.25, 0.1],
@@ -15,6 +18,7 @@ const DEFAULTS: ExperimentOptions = {
   mode: "all",
   learningRate: 1e-3,
   evalBatches: 4,
+  curvePoints: 4,
   seed: 0,
 };
 
@@ -24,7 +28,10 @@ layers, static or RigL; and a trained dense model patched and recovered by fine-
   --size NAME          ${Object.entries(SIZES)
     .map(([name, s]) => `${name} (${s.n_layer} layers, width ${s.n_embd}, context ${s.context}, batch ${s.batchSize})`)
     .join(",\n                       ")} (default ${DEFAULTS.size})
-  --steps N            training steps of each model trained from scratch (default ${DEFAULTS.steps})
+  --steps N|auto       training steps of each model trained from scratch (default ${DEFAULTS.steps});
+                       auto: the most that fit --budget, from step times measured first
+  --budget SECONDS     wall-clock budget from the start: runs that would not fit are skipped,
+                       a run still going at the end stops there (the table says which)
   --density LIST       densities of the static / RigL comparison (default ${DEFAULTS.densities.join(",")})
   --distil-density X   density of the patched-and-recovered model (default ${DEFAULTS.distilDensity})
   --recovery-steps N   recovery steps (default: steps / 10)
@@ -33,13 +40,29 @@ layers, static or RigL; and a trained dense model patched and recovered by fine-
   --lr X               AdamW peak learning rate (default ${DEFAULTS.learningRate})
   --context N, --batch-size N   override the size's
   --eval-batches N     validation windows per loss (default ${DEFAULTS.evalBatches})
+  --curve-points N     validation losses along each run, the last at its end (default ${DEFAULTS.curvePoints})
+  --dtype TYPE         float32 or bfloat16 (mixed precision: float32 master weights in AdamW);
+                       default bfloat16 on cuda, float32 elsewhere
+  --out DIR            also write the table as markdown and every figure as JSON there
   --tokenizer DIR      a folder with tokenizer.json (default: the bundled 512-token BPE)
   --max-chars N        use only the text's first N characters
   --backend NAME       js or cuda (default: cuda when it starts here, else js)
   --seed N             (default ${DEFAULTS.seed})`;
 
-function parse(argv: string[]): { options: ExperimentOptions; tokenizer: string; maxChars?: number; backend?: string } | null {
-  const flags = ["size", "steps", "density", "distil-density", "recovery-steps", "patch", "mode", "lr", "context", "batch-size", "eval-batches", "tokenizer", "max-chars", "backend", "seed"];
+interface Parsed {
+  options: Omit<ExperimentOptions, "dtype">;
+  dtype?: FloatDType;
+  tokenizer: string;
+  maxChars?: number;
+  backend?: string;
+  out?: string;
+}
+
+function parse(argv: string[]): Parsed | null {
+  const flags = [
+    "size", "steps", "budget", "density", "distil-density", "recovery-steps", "patch", "mode", "lr", "context", "batch-size",
+    "eval-batches", "curve-points", "dtype", "out", "tokenizer", "max-chars", "backend", "seed",
+  ];
   const flagTypes: Record<string, { type: "string" | "boolean" }> = Object.fromEntries(flags.map((name) => [name, { type: "string" }]));
   flagTypes.help = { type: "boolean" };
   const { values } = parseArgs({ args: argv, strict: true, options: flagTypes }) as { values: Record<string, string | boolean | undefined> };
@@ -52,7 +75,7 @@ function parse(argv: string[]): { options: ExperimentOptions; tokenizer: string;
     if (!Number.isFinite(value) || (integer && !(Number.isInteger(value) && value >= 1))) throw new RangeError(`--${name}: expected ${integer ? "a positive integer" : "a number"}, got '${raw}'`);
     return value;
   };
-  const options: ExperimentOptions = { ...DEFAULTS };
+  const options: Omit<ExperimentOptions, "dtype"> = { ...DEFAULTS };
   const size = text("size");
   if (size !== undefined) {
     if (!(size in SIZES)) throw new RangeError(`--size: expected one of ${Object.keys(SIZES).join(", ")}, got '${size}'`);
@@ -64,6 +87,12 @@ function parse(argv: string[]): { options: ExperimentOptions; tokenizer: string;
   if (patch !== undefined && patch !== "ffn" && patch !== "ffn+attn") throw new RangeError(`--patch: expected ffn or ffn+attn, got '${patch}'`);
   const densities = text("density")?.split(",").map(Number);
   if (densities?.some((d) => !(d > 0 && d <= 1))) throw new RangeError(`--density: expected numbers in (0, 1], got '${text("density")}'`);
+  const dtype = text("dtype");
+  if (dtype !== undefined && dtype !== "float32" && dtype !== "bfloat16") throw new RangeError(`--dtype: expected float32 or bfloat16, got '${dtype}'`);
+  const budget = number("budget", false);
+  if (budget !== undefined && !(budget > 0)) throw new RangeError(`--budget: expected a positive number of seconds, got '${text("budget")}'`);
+  const steps = text("steps") === "auto" ? "auto" : number("steps", true);
+  if (steps === "auto" && budget === undefined) throw new RangeError("--steps auto: needs --budget SECONDS (the steps are those that fit it)");
   Object.assign(
     options,
     Object.fromEntries(
@@ -71,18 +100,39 @@ function parse(argv: string[]): { options: ExperimentOptions; tokenizer: string;
         mode: mode as ExperimentOptions["mode"] | undefined,
         patch,
         densities,
-        steps: number("steps", true),
+        steps,
+        budgetSeconds: budget,
         distilDensity: number("distil-density", false),
         recoverySteps: number("recovery-steps", true),
         learningRate: number("lr", false),
         context: number("context", true),
         batchSize: number("batch-size", true),
         evalBatches: number("eval-batches", true),
+        curvePoints: number("curve-points", true),
         seed: number("seed", false),
       }).filter(([, value]) => value !== undefined),
     ),
   );
-  return { options, tokenizer: text("tokenizer") ?? BUNDLED_TOKENIZER, maxChars: number("max-chars", true), backend: text("backend") };
+  return { options, dtype: dtype as FloatDType | undefined, tokenizer: text("tokenizer") ?? BUNDLED_TOKENIZER, maxChars: number("max-chars", true), backend: text("backend"), out: text("out") };
+}
+
+const EXPERIMENT_TITLES: Record<ResultRow["experiment"], string> = {
+  sparse: "Dense vs block-sparse feed-forward layers, static vs RigL (same initialisation, batches and steps)",
+  distil: "Dense, then patched and recovered for a tenth of its steps: distillation vs fine-tuning",
+};
+
+/** The markdown page of a run: its setup, one table per experiment, the targets, the validation curves. */
+function markdownReport(rows: ResultRow[], setup: string[], mode: string): string {
+  const parts = [`# GPT-2 on Moby Dick: ${mode}`, "", ...setup.map((line) => `- ${line}`)];
+  for (const experiment of ["sparse", "distil"] as const) {
+    const part = rows.filter((r) => r.experiment === experiment);
+    if (part.length > 0) parts.push("", `## ${EXPERIMENT_TITLES[experiment]}`, "", formatMarkdown(part));
+  }
+  const failed = rows.filter((r) => r.error !== undefined);
+  if (failed.length > 0) parts.push("", "Failed runs:", "", ...failed.map((r) => `- ${r.experiment}: ${r.model}: ${r.error}`));
+  parts.push("", "Targets:", "", ...targetLines(rows), "", "## Validation loss along training", "", "| model | step: validation loss |", "| --- | --- |");
+  for (const row of rows) if (row.curve.length > 0) parts.push(`| ${row.experiment}: ${row.model} | ${row.curve.map((p) => `${p.step}: ${p.validationLoss.toFixed(4)}`).join(", ")} |`);
+  return `${parts.join("\n")}\n`;
 }
 
 async function main(): Promise<void> {
@@ -92,25 +142,73 @@ async function main(): Promise<void> {
     console.log(USAGE);
     return;
   }
-  const { options } = parsed;
+  // The budget counts from the process's start (performance.now() is 0 there).
+  const startedAt = 0;
   if (parsed.backend !== undefined) setBackend(parsed.backend);
   const backend = getBackendInstance().name;
-  const started = performance.now();
+  const options: ExperimentOptions = { ...parsed.options, dtype: parsed.dtype ?? (backend === "cuda" ? "bfloat16" : "float32") };
   const corpus = await loadCorpus(parsed.tokenizer, parsed.maxChars);
-  console.log(
-    `GPT-2 '${options.size}' on Moby Dick on '${backend}': ${corpus.train.length} training and ${corpus.validation.length} validation tokens ` +
-      `(vocabulary ${corpus.vocabSize}), ${options.steps} steps, mode ${options.mode}.`,
-  );
+  const setup = experimentContext(corpus, options);
+  const { n_embd, n_layer, n_head } = SIZES[options.size];
+  const budget = options.budgetSeconds;
+  let times: StepTimes | undefined;
+  let steps = options.steps === "auto" ? 0 : options.steps;
+  if (budget !== undefined) {
+    times = measureStepTimes(setup, options);
+    const timing = [`dense ${times.dense.toFixed(1)}`, ...Object.entries(times.sparse).map(([d, t]) => `FFN ${d} ${t.step.toFixed(1)} (+${t.update.toFixed(1)} per RigL update)`)];
+    if (times.distil !== undefined) timing.push(`distil ${times.distil.toFixed(1)}`, `fine-tune ${times.fineTune?.toFixed(1)}`);
+    console.log(`Measured ms per step: ${timing.join(", ")}; ${times.evalBatch.toFixed(1)} per validation batch.`);
+    if (options.steps === "auto") steps = planSteps(times, options, budget - (performance.now() - startedAt) / 1000);
+  }
+  const setupLines = [
+    `GPT-2 '${options.size}': ${n_layer} layers, width ${n_embd}, ${n_head} heads, context ${setup.context}, batch ${setup.batchSize}, vocabulary ${corpus.vocabSize} (byte-level BPE)`,
+    `Moby Dick: ${corpus.train.length} training and ${corpus.validation.length} validation tokens; validation loss = mean cross-entropy (nats per token) over ${options.evalBatches} fixed validation windows of ${setup.batchSize} x ${setup.context}`,
+    `backend '${backend}', ${options.dtype}${options.dtype === "float32" ? "" : " mixed precision (float32 master weights and moments)"}; AdamW lr ${options.learningRate}, 5% warm-up, cosine to a tenth; seed ${options.seed}`,
+    `${steps} steps per model trained from scratch${options.steps === "auto" ? ` (the most that fit the ${budget} s budget, from the measured step times)` : ""}; 32x32 blocks`,
+  ];
+  console.log(setupLines.join("\n"));
+  const name = `gpt2-moby-dick-${options.mode}`;
+  /** The markdown page and the JSON, rewritten after every run so that a run cut short still leaves what was done. */
+  const write = (rows: ResultRow[], finished: boolean) => {
+    if (parsed.out === undefined) return;
+    const seconds = (performance.now() - startedAt) / 1000;
+    const lines = [...setupLines, `${finished ? "total" : "so far (still running)"} ${seconds.toFixed(0)} s${budget === undefined ? "" : ` of a ${budget} s budget`}`];
+    mkdirSync(parsed.out, { recursive: true });
+    writeFileSync(join(parsed.out, `${name}.md`), markdownReport(rows, lines, options.mode));
+    const { corpus: _, ...shapes } = setup;
+    const json = { options, backend, steps, seconds, finished, stepTimesMs: times ?? null, setup: { ...shapes, trainTokens: corpus.train.length, validationTokens: corpus.validation.length, vocabSize: corpus.vocabSize }, rows };
+    writeFileSync(join(parsed.out, `${name}.json`), `${JSON.stringify(json, null, 2)}\n`);
+  };
+  const done: ResultRow[] = [];
   let last = 0;
-  const rows = runExperiments(corpus, options, (model, step, steps, loss) => {
-    const now = performance.now();
-    if (step === steps || now - last > 5000) {
-      last = now;
-      console.log(`${model.padEnd(28)} step ${String(step).padStart(6)}/${steps}  loss ${loss.toFixed(4)}`);
-    }
+  const rows = runExperiments(setup, options, steps, startedAt, {
+    onStep: (model, step, total, loss) => {
+      const now = performance.now();
+      if (step === total || now - last > 5000) {
+        last = now;
+        console.log(`${model.padEnd(28)} step ${String(step).padStart(6)}/${total}  loss ${loss.toFixed(4)}`);
+      }
+    },
+    onRow: (row) => {
+      console.log(
+        `${row.model.padEnd(28)} ${row.status === "stopped" ? `stopped at ${row.completedSteps}/${row.steps}` : row.status}: ` +
+          `${row.validationLoss === null ? "no validation loss" : `validation loss ${row.validationLoss.toFixed(4)}`}, ${row.seconds.toFixed(1)} s` +
+          `${row.msPerStep === null ? "" : `, ${row.msPerStep.toFixed(1)} ms/step`}${row.error === undefined ? "" : `; ${row.error}`}`,
+      );
+      done.push(row);
+      write(done, false);
+    },
+    estimateSeconds: times === undefined ? undefined : (run, runSteps) => estimateSeconds(times, options, run, runSteps),
   });
+  const seconds = (performance.now() - startedAt) / 1000;
   console.log(`\n${formatTable(rows)}`);
-  console.log(`Validation loss: mean cross-entropy (nats per token) over ${options.evalBatches} fixed validation batches. Total ${((performance.now() - started) / 1000).toFixed(0)} s on '${backend}'.`);
+  console.log(targetLines(rows).join("\n"));
+  console.log(`Total ${seconds.toFixed(0)} s on '${backend}'${budget === undefined ? "" : ` (budget ${budget} s)`}.`);
+  if (parsed.out !== undefined) {
+    write(rows, true);
+    console.log(`Wrote ${join(parsed.out, `${name}.md`)} and .json`);
+  }
+  if (rows.some((row) => row.status === "failed")) process.exitCode = 1;
 }
 
 main().catch((error: unknown) => {

@@ -3,8 +3,9 @@ import { GPT2_FFN_LAYERS, GPT2LMHeadModel } from "@blocksparse/models";
 import { BlockSparseLinear, SparseOptimizer } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
 import { BUNDLED_TOKENIZER, loadCorpus, WindowSampler } from "../src/data";
-import { gpt2Config, runExperiments, sparsify, train, validationLoss } from "../src/experiment";
-import { formatTable } from "../src/report";
+import { curveSteps, type ExperimentOptions, experimentContext, gpt2Config, type ResultRow, runExperiments, sparsify, train, validationLoss } from "../src/experiment";
+import { estimateSeconds, plannedRuns, planSteps, type StepTimes } from "../src/plan";
+import { formatMarkdown, formatTable, riglClosedShare, targetLines } from "../src/report";
 
 const corpus = await loadCorpus(BUNDLED_TOKENIZER, 20_000);
 
@@ -18,8 +19,24 @@ describe("the Moby Dick corpus", () => {
   });
 });
 
+const run = { learningRate: 3e-3, context: 16, batchSize: 4, seed: 0 };
+const tinyOptions: ExperimentOptions = {
+  size: "tiny",
+  steps: 4,
+  densities: [0.25, 0.1],
+  distilDensity: 0.5,
+  patch: "ffn",
+  mode: "all",
+  learningRate: 3e-3,
+  context: 16,
+  batchSize: 4,
+  evalBatches: 1,
+  curvePoints: 2,
+  dtype: "float32",
+  seed: 0,
+};
+
 describe("training GPT-2 on it", () => {
-  const run = { learningRate: 3e-3, context: 16, batchSize: 4, seed: 0 };
 
   it("lowers the validation loss of a tiny dense model, and RigL moves the feed-forward patterns while it trains", () => {
     const config = gpt2Config("tiny", corpus.vocabSize, 16);
@@ -40,18 +57,129 @@ describe("training GPT-2 on it", () => {
     expect(Number.isFinite(sparse.forward(tensor(corpus.validation.slice(0, 16), [1, 16])).dataSync()[0])).toBe(true);
   }, 120_000);
 
-  it("runs every experiment and prints one row per model", () => {
-    const rows = runExperiments(corpus, { size: "tiny", steps: 4, densities: [0.25], distilDensity: 0.5, patch: "ffn+attn", mode: "all", learningRate: 3e-3, context: 16, batchSize: 4, evalBatches: 1, seed: 0 });
-    expect(rows.map((r) => `${r.experiment}: ${r.model} (${r.steps})`)).toEqual([
-      "sparse: dense (4)",
-      "sparse: FFN 0.25 static (4)",
-      "sparse: FFN 0.25 rigl (4)",
-      "distil: dense (teacher) (4)",
-      "distil: FFN+attn 0.5 patched (0)",
-      "distil: FFN+attn 0.5 fine-tune (1)",
-      "distil: FFN+attn 0.5 distil (1)",
+  it("runs every experiment and prints one row per model, with a validation curve and its times", () => {
+    const options = { ...tinyOptions, densities: [0.25], patch: "ffn+attn" as const };
+    const rows = runExperiments(experimentContext(corpus, options), options, 4, performance.now());
+    expect(rows.map((r) => `${r.experiment}: ${r.model} (${r.steps}) ${r.status}`)).toEqual([
+      "sparse: dense (4) done",
+      "sparse: FFN 0.25 static (4) done",
+      "sparse: FFN 0.25 rigl (4) done",
+      "distil: dense (4) done",
+      "distil: FFN+attn 0.5 patched (0) done",
+      "distil: FFN+attn 0.5 distil (1) done",
+      "distil: FFN+attn 0.5 fine-tune (1) done",
     ]);
-    for (const row of rows) expect(row.validationLoss).toBeGreaterThan(0);
+    for (const row of rows) {
+      expect(row.validationLoss).toBeGreaterThan(0);
+      expect(row.curve.at(-1)).toEqual({ step: row.steps, validationLoss: row.validationLoss });
+    }
+    expect(rows[0].curve.map((p) => p.step)).toEqual([2, 4]);
+    expect(rows[0].msPerStep).toBeGreaterThan(0);
     expect(formatTable(rows)).toContain("FFN+attn 0.5 distil");
+    expect(formatMarkdown(rows.slice(0, 3)).split("\n")).toHaveLength(5);
+    expect(targetLines(rows)).toEqual([
+      expect.stringMatching(/^- density 0\.25: (RigL closes -?\d+% of the static model's gap to dense \(target at least 50%\): (met|not met)\.|the static model is not worse than dense here.*)$/),
+      expect.stringMatching(/^- distillation: -?\d+\.\d% from the dense model's validation loss after 1 steps \(target within 3%\): (met|not met)\.$/),
+    ]);
   }, 120_000);
+});
+
+describe("a time budget", () => {
+  it("stops a run at its deadline, with the validation loss where it stopped", () => {
+    const model = new GPT2LMHeadModel(gpt2Config("tiny", corpus.vocabSize, 16), { seed: 2 });
+    let evaluations = 0;
+    const started = performance.now();
+    const result = train(model, corpus, {
+      ...run,
+      name: "dense",
+      steps: 1000,
+      deadline: started + 300,
+      evaluateAt: curveSteps(1000, 4),
+      evaluate: () => ++evaluations,
+    });
+    expect(result.completedSteps).toBeGreaterThan(0);
+    expect(result.completedSteps).toBeLessThan(1000);
+    expect(result.curve).toEqual([{ step: result.completedSteps, validationLoss: 1 }]);
+  }, 60_000);
+
+  it("skips the runs whose estimate does not fit what is left, and says so", () => {
+    const rows = runExperiments(experimentContext(corpus, tinyOptions), { ...tinyOptions, mode: "sparse", budgetSeconds: 60 }, 4, performance.now(), {
+      estimateSeconds: (kind) => (kind.kind === "dense" ? 1 : 3600),
+    });
+    expect(rows.map((r) => `${r.model} ${r.status} ${r.completedSteps}`)).toEqual(["dense done 4", "FFN 0.25 static skipped 0", "FFN 0.25 rigl skipped 0", "FFN 0.1 static skipped 0", "FFN 0.1 rigl skipped 0"]);
+    expect(rows[1].validationLoss).toBeNull();
+    expect(targetLines(rows)[0]).toBe("- density 0.25: static and RigL did not both complete; no verdict.");
+  }, 60_000);
+});
+
+describe("a run that throws", () => {
+  it("is recorded as failed with its error, and the others still run", () => {
+    const options = { ...tinyOptions, mode: "distil" as const, distilDensity: 1.5 };
+    const rows = runExperiments(experimentContext(corpus, options), options, 2, performance.now());
+    expect(rows.map((r) => `${r.model} ${r.status}`)).toEqual(["dense done", "FFN 1.5 patched failed", "FFN 1.5 distil failed", "FFN 1.5 fine-tune failed"]);
+    expect(rows[1].error).toMatch(/density/);
+    expect(rows[1].validationLoss).toBeNull();
+    expect(targetLines(rows)).toEqual(["- distillation: the recovery run did not complete; no verdict."]);
+  }, 60_000);
+});
+
+describe("the report", () => {
+  const row = (experiment: ResultRow["experiment"], model: string, density: number, validationLoss: number, steps = 100): ResultRow => ({
+    experiment,
+    model,
+    density,
+    steps,
+    completedSteps: steps,
+    status: "done",
+    validationLoss,
+    curve: [{ step: steps, validationLoss }],
+    seconds: 1,
+    msPerStep: 10,
+  });
+
+  it("says which share of the static gap RigL closes and whether the distilled model is within 3% of dense", () => {
+    const rows = [
+      row("sparse", "dense", 1, 2.0),
+      row("sparse", "FFN 0.25 static", 0.25, 2.2),
+      row("sparse", "FFN 0.25 rigl", 0.25, 2.05),
+      row("sparse", "FFN 0.1 static", 0.1, 2.4),
+      row("sparse", "FFN 0.1 rigl", 0.1, 2.3),
+      row("distil", "dense", 1, 3.0),
+      row("distil", "FFN 0.5 patched", 0.5, 4.0, 0),
+      row("distil", "FFN 0.5 distil", 0.5, 3.06, 10),
+    ];
+    expect(riglClosedShare(rows, 0.25)).toBeCloseTo(0.75, 12);
+    expect(targetLines(rows)).toEqual([
+      "- density 0.25: RigL closes 75% of the static model's gap to dense (target at least 50%): met.",
+      "- density 0.1: RigL closes 25% of the static model's gap to dense (target at least 50%): not met.",
+      "- distillation: 2.0% from the dense model's validation loss after 10 steps (target within 3%): met.",
+    ]);
+    const markdown = formatMarkdown(rows.slice(0, 3)).split("\n");
+    expect(markdown[2]).toBe("| dense | 100 | 2.0000 |  |  | 1.0 | 10.0 | done |");
+    expect(markdown[4]).toBe("| FFN 0.25 rigl | 100 | 2.0500 | +0.0500 (2.5%) | 75% | 1.0 | 10.0 | done |");
+  });
+});
+
+describe("planning the steps for a budget", () => {
+  const times: StepTimes = { dense: 20, sparse: { "0.25": { step: 15, update: 10 }, "0.1": { step: 12, update: 8 } }, evalBatch: 5, setup: 100 };
+
+  it("takes the most steps whose runs all fit the budget less its margin", () => {
+    const options = { ...tinyOptions, mode: "sparse" as const, evalBatches: 16, curvePoints: 4 };
+    const steps = planSteps(times, options, 240);
+    const total = (s: number) => plannedRuns(options, s).reduce((sum, r) => sum + estimateSeconds(times, options, r.run, r.steps), 0);
+    expect(steps % 10).toBe(0);
+    expect(total(steps)).toBeLessThanOrEqual(240 * 0.85);
+    expect(total(steps + 10)).toBeGreaterThan(240 * 0.85);
+    // dense 20 + 2 x (15 + 12) ms per step, 30 updates of 10 and 8 ms, 5 x 4 x 16 validation batches of 5 ms, 5 setups of 100 ms.
+    expect(estimateSeconds(times, options, { kind: "rigl", density: 0.25 }, 1000)).toBeCloseTo((1000 * 15 + 30 * 10 + 4 * 16 * 5 + 100) / 1000, 9);
+  });
+
+  it("plans the recovery runs at a tenth of the steps, distillation before fine-tuning", () => {
+    expect(plannedRuns({ ...tinyOptions, mode: "distil" }, 300)).toEqual([
+      { run: { kind: "dense" }, steps: 300 },
+      { run: { kind: "fine-tune", density: 0.5 }, steps: 0 },
+      { run: { kind: "distil", density: 0.5 }, steps: 30 },
+      { run: { kind: "fine-tune", density: 0.5 }, steps: 30 },
+    ]);
+  });
 });

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The quality tables of GPT-2 on Moby Dick (examples/distil), within one wall-clock budget:
+#   (a) dense vs FFN block-sparse at densities 0.25 and 0.1, static vs RigL, same steps and seed
+#       (GPT-2 'small': 4 layers, width 256);
+#   (b) GPT-2 small's shape (12 layers, width 768) trained dense, patched at density 0.5 and
+#       recovered for a tenth of its steps by distillation (and by fine-tuning, if time is left).
+# Each part measures its step times first and takes the most steps that fit its share of the
+# budget; a run that would not fit is skipped and one still going at the end stops (the tables
+# say which). Tables (markdown) and every figure (JSON) go to $OUT, and are printed.
+#
+#   bash benchmarks/scripts/gpu-quality.sh           on a GPU, from a built checkout: builds the CUDA
+#                                                    addon (SKIP_BUILD=1: use the one built), then
+#                                                    (a) and (b) in bfloat16 mixed precision on cuda
+#   bash benchmarks/scripts/gpu-quality.sh --quick   anywhere: tiny models on the js backend, 10 steps
+#                                                    each: the same pipeline end to end
+# DEADLINE (seconds, default 400: 7 minutes less the unpacking before and the exit after) bounds
+# everything, the build included: after the build, (a) gets 4/7 of what is left and (b) the rest
+# (SPARSE_BUDGET / DISTIL_BUDGET set them instead).
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+OUT=${OUT:-$root/gpu-results}
+mkdir -p "$OUT"
+quick=0
+case "${1:-}" in
+  --quick) quick=1 ;;
+  "") ;;
+  *) echo "usage: bash benchmarks/scripts/gpu-quality.sh [--quick]" >&2; exit 2 ;;
+esac
+tsx="$root/examples/distil/node_modules/.bin/tsx"
+DEADLINE=${DEADLINE:-400}
+
+if [ "$quick" = 1 ]; then
+  backend=(--backend js --dtype bfloat16 --max-chars 30000 --context 16 --batch-size 4 --eval-batches 1 --curve-points 2)
+  # Fixed steps: the step times are still measured and every run checked against the budget.
+  steps=(--steps 10)
+  sparse_args=(--size tiny)
+  distil_args=(--size tiny)
+  sparse_budget=${SPARSE_BUDGET:-60}
+  distil_budget=${DISTIL_BUDGET:-60}
+else
+  # Only the architecture of the GPU present, to keep the build short.
+  if [ -z "${CUDAARCHS:-}" ]; then
+    cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d '.')
+    case "$cap" in 90) export CUDAARCHS=90a ;; "") ;; *) export CUDAARCHS=$cap ;; esac
+  fi
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/quality-env.log"
+  echo "commit ${BENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}" | tee -a "$OUT/quality-env.log"
+  if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    start=$SECONDS
+    (cd packages/backend-cuda && timeout "${BUILD_CAP:-150}" node scripts/build-native.mjs) >"$OUT/quality-build.log" 2>&1 || { tail -30 "$OUT/quality-build.log"; exit 1; }
+    echo "== addon built in $((SECONDS - start)) s"
+  fi
+  # The addon just built, not a prebuilt binary the loader would try first.
+  addon="$root/kernels-cuda/build/Release/blocksparse_cuda.node"
+  [ -f "$addon" ] && export BLOCKSPARSE_CUDA_ADDON="$addon"
+  backend=(--backend cuda --dtype bfloat16)
+  steps=(--steps auto)
+  sparse_args=(--size small --eval-batches 16 --curve-points 4)
+  # GPT-2 small's usual peak learning rate (the example's 1e-3 suits the 4 x 256 model).
+  distil_args=(--size gpt2 --lr 6e-4 --eval-batches 8 --curve-points 4)
+  # 4/7 of what is left after the build, less the 10 s margin each part keeps for its exit.
+  sparse_budget=${SPARSE_BUDGET:-$(((DEADLINE - SECONDS - 20) * 4 / 7))}
+fi
+
+# One part: its own process with its budget (counted from the process's start), killed 10 s after
+# it if still there (it stops its own runs at the budget; the margin is for the last validation
+# loss and writing the files).
+part() {
+  local name=$1 budget=$2
+  shift 2
+  if [ "$budget" -le 10 ]; then echo "== $name: skipped, ${budget} s left"; return 1; fi
+  echo "== $name: budget $budget s"
+  local start=$SECONDS
+  (cd examples/distil && timeout --kill-after=5 $((budget + 10)) "$tsx" src/main.ts "${backend[@]}" "${steps[@]}" --budget "$budget" --out "$OUT" "$@") 2>&1 | tee "$OUT/quality-$name.log"
+  local rc=${PIPESTATUS[0]}
+  echo "== $name: exit $rc in $((SECONDS - start)) s"
+  return "$rc"
+}
+
+part sparse "$sparse_budget" "${sparse_args[@]}" --mode sparse --density 0.25,0.1
+sparse_rc=$?
+# (b) gets what (a) left, so that the total holds whatever (a) took.
+[ "$quick" = 1 ] || distil_budget=${DISTIL_BUDGET:-$((DEADLINE - SECONDS - 15))}
+part distil "$distil_budget" "${distil_args[@]}" --mode distil --distil-density 0.5 --patch ffn
+distil_rc=$?
+echo
+for page in "$OUT/gpt2-moby-dick-sparse.md" "$OUT/gpt2-moby-dick-distil.md"; do
+  [ -f "$page" ] && { cat "$page"; echo; }
+done
+echo "== total $SECONDS s (deadline $DEADLINE s); tables and JSON in $OUT"
+[ "$sparse_rc" = 0 ] && [ "$distil_rc" = 0 ]

@@ -1,0 +1,106 @@
+import { GPT2_ATTENTION_LAYERS, GPT2_FFN_LAYERS, GPT2LMHeadModel } from "@blocksparse/models";
+import { SparseOptimizer } from "@blocksparse/nn";
+import { copyOf, disposeModel, type ExperimentContext, type ExperimentOptions, type RunKind, sparsify, type TrainRun, train, validationLoss } from "./experiment";
+
+/** Milliseconds measured on throwaway models of the experiment's shape, after a few warm-up steps (first calls compile and allocate). */
+export interface StepTimes {
+  /** One dense training step. */
+  dense: number;
+  /** One training step with the feed-forward layers at a density, and one RigL pattern update on top of it. */
+  sparse: Record<string, { step: number; update: number }>;
+  /** One distillation step (student step + teacher forward) and one fine-tuning step at the recovery's density. */
+  distil?: number;
+  fineTune?: number;
+  /** One validation batch. */
+  evalBatch: number;
+  /** Making one model (a copy, patched and cast). */
+  setup: number;
+}
+
+/** Pattern updates of one RigL run (every steps/40 steps until 3/4 of training). */
+const RIGL_UPDATES = 30;
+
+function msPerStep(model: GPT2LMHeadModel, setup: ExperimentContext, run: Partial<TrainRun>, warmup: number, timed: number): number {
+  const base = { name: "timing", learningRate: 1e-4, context: setup.context, batchSize: setup.batchSize, seed: 1, ...run };
+  train(model, setup.corpus, { ...base, steps: warmup });
+  const start = performance.now();
+  train(model, setup.corpus, { ...base, steps: timed }); // the last step reads the loss: the device has finished
+  return (performance.now() - start) / timed;
+}
+
+/** Times each kind of step the experiments of `options.mode` will run (a few seconds on a GPU). */
+export function measureStepTimes(setup: ExperimentContext, options: ExperimentOptions, warmup = 5, timed = 5): StepTimes {
+  const dense = new GPT2LMHeadModel(setup.config, { seed: options.seed + 1 }).to(options.dtype);
+  const times: StepTimes = { dense: msPerStep(dense, setup, {}, warmup, timed), sparse: {}, evalBatch: 0, setup: 0 };
+  const evalStart = performance.now();
+  validationLoss(dense, setup.corpus, setup.context, setup.batchSize, 2, options.seed);
+  times.evalBatch = (performance.now() - evalStart) / 2;
+  const patched = (density: number, patterns: RegExp[]) => {
+    const start = performance.now();
+    const model = copyOf(dense, "float32");
+    sparsify(model, density, patterns);
+    model.to(options.dtype);
+    times.setup = Math.max(times.setup, performance.now() - start);
+    return model;
+  };
+  if (options.mode !== "distil") {
+    for (const density of options.densities) {
+      const model = patched(density, [GPT2_FFN_LAYERS]);
+      const step = msPerStep(model, setup, {}, warmup, timed);
+      const sparse = new SparseOptimizer(model, { regrow: "gradient", fraction: 0.3, every: 1, seed: options.seed });
+      const withUpdates = msPerStep(model, setup, { sparse }, 1, timed);
+      times.sparse[String(density)] = { step, update: Math.max(0, withUpdates - step) };
+      disposeModel(model);
+    }
+  }
+  if (options.mode !== "sparse") {
+    const model = patched(options.distilDensity, options.patch === "ffn" ? [GPT2_FFN_LAYERS] : [GPT2_FFN_LAYERS, GPT2_ATTENTION_LAYERS]);
+    dense.eval();
+    times.fineTune = msPerStep(model, setup, {}, warmup, timed);
+    times.distil = msPerStep(model, setup, { teacher: dense }, warmup, timed);
+    disposeModel(model);
+  }
+  disposeModel(dense);
+  return times;
+}
+
+/** Estimated seconds of one run of `steps` steps, its validation losses and its setup included. */
+export function estimateSeconds(times: StepTimes, options: ExperimentOptions, run: RunKind, steps: number): number {
+  const evaluations = Math.min(options.curvePoints, Math.max(1, steps)) * options.evalBatches * times.evalBatch;
+  const sparse = run.kind === "dense" ? undefined : times.sparse[String(run.density)];
+  const perStep =
+    run.kind === "dense"
+      ? times.dense
+      : run.kind === "distil"
+        ? (times.distil ?? times.dense)
+        : run.kind === "fine-tune"
+          ? (times.fineTune ?? times.dense)
+          : (sparse?.step ?? times.dense);
+  const updates = run.kind === "rigl" ? Math.min(RIGL_UPDATES, steps) * (sparse?.update ?? times.dense) : 0;
+  return (steps * perStep + updates + evaluations + times.setup) / 1000;
+}
+
+/** The runs of `options.mode` in the order runExperiments makes them, with their steps for `steps` training steps. */
+export function plannedRuns(options: ExperimentOptions, steps: number): { run: RunKind; steps: number }[] {
+  const recovery = options.recoverySteps ?? Math.max(1, Math.round(steps / 10));
+  const density = options.distilDensity;
+  const runs: { run: RunKind; steps: number }[] = [{ run: { kind: "dense" }, steps }];
+  if (options.mode !== "distil") for (const d of options.densities) runs.push({ run: { kind: "static", density: d }, steps }, { run: { kind: "rigl", density: d }, steps });
+  if (options.mode !== "sparse") {
+    runs.push({ run: { kind: "fine-tune", density }, steps: 0 }, { run: { kind: "distil", density }, steps: recovery }, { run: { kind: "fine-tune", density }, steps: recovery });
+  }
+  return runs;
+}
+
+/**
+ * The most training steps (a multiple of 10) for which every planned run fits `seconds`
+ * with `margin` of it left over (the estimates are per-step averages of a few steps);
+ * at least 10.
+ */
+export function planSteps(times: StepTimes, options: ExperimentOptions, seconds: number, margin = 0.15): number {
+  const total = (steps: number) => plannedRuns(options, steps).reduce((sum, { run, steps: s }) => sum + estimateSeconds(times, options, run, s), 0);
+  const target = seconds * (1 - margin);
+  let steps = 10;
+  for (let step = 1 << 20; step >= 1; step = Math.floor(step / 2)) while (total(steps + step) <= target) steps += step;
+  return Math.max(10, Math.floor(steps / 10) * 10);
+}
