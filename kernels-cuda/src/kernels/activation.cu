@@ -91,6 +91,56 @@ __global__ void biasActivationBackwardKernel(const T* __restrict__ dy, const T* 
   else dbias[column] = fromFloat<T>(total);
 }
 
+// The same with kVec adjacent columns per lane (16-byte loads and stores): a warp covers 32 * kVec columns of a
+// row, 512 contiguous bytes for half types; the CTA's warps take every kTileRows-th row of its split.
+template <typename T, Activation kAct, int kVec>
+__global__ void biasActivationBackwardVectorKernel(const T* __restrict__ dy, const T* __restrict__ x,
+                                                   const T* __restrict__ bias, T* __restrict__ dx,
+                                                   float* __restrict__ partials, T* __restrict__ dbias, int64_t rows,
+                                                   int64_t width, int64_t rowsPerSplit) {
+  constexpr int kColumns = 32 * kVec;
+  __shared__ float sums[kTileRows][kColumns];
+  const int64_t first = blockIdx.x * static_cast<int64_t>(kColumns) + threadIdx.x * kVec;
+  const int64_t begin = blockIdx.y * rowsPerSplit;
+  const int64_t end = begin + rowsPerSplit < rows ? begin + rowsPerSplit : rows;
+  float acc[kVec] = {};
+  if (first < width) {
+    float b[kVec] = {};
+    if (bias) {
+      T raw[kVec];
+      *reinterpret_cast<uint4*>(raw) = *reinterpret_cast<const uint4*>(bias + first);
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) b[k] = toFloat<T>(raw[k]);
+    }
+    for (int64_t r = begin + threadIdx.y; r < end; r += kTileRows) {
+      const int64_t i = r * width + first;
+      T g[kVec], in[kVec], out[kVec];
+      *reinterpret_cast<uint4*>(g) = *reinterpret_cast<const uint4*>(dy + i);
+      *reinterpret_cast<uint4*>(in) = *reinterpret_cast<const uint4*>(x + i);
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) {
+        const float d = toFloat<T>(g[k]) * derivative<kAct>(toFloat<T>(in[k]) + b[k]);
+        out[k] = fromFloat<T>(d);
+        acc[k] += d;
+      }
+      *reinterpret_cast<uint4*>(dx + i) = *reinterpret_cast<const uint4*>(out);
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < kVec; ++k) sums[threadIdx.y][threadIdx.x * kVec + k] = acc[k];
+  __syncthreads();
+  // kTileRows * 32 threads sum the kColumns columns over the warps, in a fixed order.
+  for (int c = threadIdx.y * 32 + threadIdx.x; c < kColumns; c += kTileRows * 32) {
+    const int64_t column = blockIdx.x * static_cast<int64_t>(kColumns) + c;
+    if (column >= width) continue;
+    float total = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kTileRows; ++w) total += sums[w][c];
+    if (partials != nullptr) partials[blockIdx.y * width + column] = total;
+    else dbias[column] = fromFloat<T>(total);
+  }
+}
+
 template <typename T>
 __global__ void sumPartialsKernel(const float* __restrict__ partials, int splits, int64_t width, T* __restrict__ dbias) {
   for (int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; c < width;
@@ -120,25 +170,36 @@ void forward(DType dtype, const void* x, const void* bias, void* y, int64_t rows
 template <Activation kAct>
 void backward(DType dtype, const void* dy, const void* x, const void* bias, void* dx, void* dbias, int64_t rows,
               int64_t width, cudaStream_t stream) {
-  const int64_t tiles = (width + kTileColumns - 1) / kTileColumns;
-  // Enough CTAs to fill the device a few times over: split the rows when the columns alone are too few.
-  const int64_t wanted = (4 * static_cast<int64_t>(deviceInfo().multiprocessors) + tiles - 1) / tiles;
-  int64_t splits = std::max<int64_t>(1, std::min<int64_t>({wanted, rows / 64, 65535}));
-  const int64_t rowsPerSplit = std::max<int64_t>(1, (rows + splits - 1) / splits);
-  splits = std::max<int64_t>(1, (rows + rowsPerSplit - 1) / rowsPerSplit);
-  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(splits));
-  const dim3 block(kTileColumns, kTileRows);
   BS_DISPATCH_FLOAT(dtype, T, {
+    constexpr int kVec = 16 / sizeof(T);
+    auto aligned = [](const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; };
+    const bool vectors = width % kVec == 0 && aligned(dy) && aligned(x) && aligned(dx) && (!bias || aligned(bias));
+    const int64_t columnsPerCta = vectors ? 32 * kVec : kTileColumns;
+    const int64_t tiles = (width + columnsPerCta - 1) / columnsPerCta;
+    // Enough CTAs to fill the device a few times over: split the rows when the columns alone are too few.
+    const int64_t wanted = (4 * static_cast<int64_t>(deviceInfo().multiprocessors) + tiles - 1) / tiles;
+    int64_t splits = std::max<int64_t>(1, std::min<int64_t>({wanted, rows / 64, 65535}));
+    const int64_t rowsPerSplit = std::max<int64_t>(1, (rows + splits - 1) / splits);
+    splits = std::max<int64_t>(1, (rows + rowsPerSplit - 1) / rowsPerSplit);
+    const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(splits));
+    const dim3 block(32, kTileRows);
     const T* g = static_cast<const T*>(dy);
     const T* in = static_cast<const T*>(x);
     const T* b = static_cast<const T*>(bias);
+    T* out = static_cast<T*>(dx);
+    auto launch = [&](float* partials, T* sums) {
+      if (vectors)
+        biasActivationBackwardVectorKernel<T, kAct, kVec>
+            <<<grid, block, 0, stream>>>(g, in, b, out, partials, sums, rows, width, rowsPerSplit);
+      else
+        biasActivationBackwardKernel<T, kAct><<<grid, block, 0, stream>>>(g, in, b, out, partials, sums, rows, width,
+                                                                          rowsPerSplit);
+    };
     if (splits == 1) {
-      biasActivationBackwardKernel<T, kAct><<<grid, block, 0, stream>>>(g, in, b, static_cast<T*>(dx), nullptr,
-                                                                        static_cast<T*>(dbias), rows, width, rowsPerSplit);
+      launch(nullptr, static_cast<T*>(dbias));
     } else {
       Scratch partials(static_cast<size_t>(splits * width) * sizeof(float));
-      biasActivationBackwardKernel<T, kAct><<<grid, block, 0, stream>>>(
-          g, in, b, static_cast<T*>(dx), partials.as<float>(), nullptr, rows, width, rowsPerSplit);
+      launch(partials.as<float>(), nullptr);
       sumPartialsKernel<T><<<gridFor(width), kThreads, 0, stream>>>(partials.as<float>(), static_cast<int>(splits), width,
                                                                     static_cast<T*>(dbias));
     }
