@@ -1,6 +1,6 @@
 import { backward } from "@blocksparse/autograd";
 import { addKernelObserver, randn, type Tensor, tidy } from "@blocksparse/core";
-import { BlockSparseLinear, GELU, Linear, type Module, ReLU, Sequential } from "@blocksparse/nn";
+import { BlockSparseLinear, GELU, Linear, type Module, mseLoss, ReLU, Sequential, SparseOptimizer } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
 import { host, maxAbsDiff } from "./helpers";
 
@@ -56,4 +56,30 @@ describe("fused bias + activation in Sequential", () => {
       for (const p of [...fused.parameters(), ...written.parameters()]) p.dispose();
     });
   }
+});
+
+describe("fusion and layers wrapped on the instance", () => {
+  it("RigL's gradient recording sees every layer of a fused Sequential, and moves the same blocks as the unfused model", () => {
+    const make = (act: () => Module) =>
+      new Sequential(
+        new BlockSparseLinear(16, 32, { density: 0.25, blockShape: [4, 4], seed: 30 }),
+        act(),
+        new BlockSparseLinear(32, 8, { density: 0.5, blockShape: [4, 4], seed: 31 }),
+      );
+    const x = randn([6, 16], { seed: 32 });
+    const target = randn([6, 8], { seed: 33 });
+    const moved = (model: Sequential) => {
+      const loss = () => mseLoss(model.forward(x), target);
+      const sparse = new SparseOptimizer(model, { fraction: 0.5, regrow: "gradient", every: 1 });
+      const moves = sparse.step(loss);
+      return [0, 2].map((i) => Array.from(moves.get(model.at(i) as BlockSparseLinear)?.regrown ?? []));
+    };
+    const fused = make(() => new GELU());
+    const unfused = make(() => new LoggedGELU());
+    const regrown = moved(fused);
+    expect(regrown[0].length).toBeGreaterThan(0);
+    expect(regrown).toEqual(moved(unfused));
+    for (const t of [x, target]) t.dispose();
+    for (const p of [...fused.parameters(), ...unfused.parameters()]) p.dispose();
+  });
 });
