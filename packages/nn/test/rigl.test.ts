@@ -203,4 +203,19 @@ describe("SparseOptimizer schedule", () => {
     expect(moved).toEqual([1, 2, 3].map((t) => Math.round(sparse.fractionAt(t) * 8)));
     expect(moved).toEqual([3, 2, 1]);
   });
+
+  it("skipStep counts a call without moving, so a replica's schedule keeps pace with the deciding rank's", () => {
+    const layer = new BlockSparseLinear(16, 16, { density: 0.5, blockShape: [4, 4], seed: 5 });
+    const sparse = new SparseOptimizer([layer], { fraction: 0.5, every: 2, seed: 1 });
+    const before = layer.pattern;
+    sparse.skipStep();
+    expect(sparse.calls).toBe(1);
+    expect(sparse.willUpdate()).toBe(true);
+    sparse.skipStep();
+    expect(sparse.calls).toBe(2);
+    expect(layer.pattern).toBe(before);
+    expect(sparse.optimizer).toBeUndefined();
+    const adam = new Adam(layer.parameters());
+    expect(sparse.attachOptimizer(adam).optimizer).toBe(adam);
+  });
 });
