@@ -8,3 +8,4 @@ export { LAUNCHER_USAGE, type LaunchOptions, launch, parseLauncherArgs } from ".
 export type { ProcessGroup, ReduceOp } from "./process_group";
 export { DEFAULT_TIMEOUT_MS, Rendezvous } from "./rendezvous";
 export { type StoreConnectOptions, TcpStore, TcpStoreServer } from "./store";
+export { DistributedDataParallel, type DistributedDataParallelOptions } from "./ddp";
