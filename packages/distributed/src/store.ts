@@ -176,8 +176,12 @@ export class TcpStore {
     });
     // An idle connection does not keep the process alive; a pending request does.
     socket.unref();
-    socket.on("error", (error) => this.#fail(`the connection to the store at ${host}:${port} failed: ${error.message}`));
-    socket.on("close", () => this.#fail(`the store at ${host}:${port} closed the connection (the process hosting it, rank 0 or the launcher, may have exited)`));
+    const closed = `the store at ${host}:${port} closed the connection (the process hosting it, rank 0 or the launcher, may have exited)`;
+    socket.on("error", (error: NodeJS.ErrnoException) => {
+      const reset = error.code === "ECONNRESET" || error.code === "EPIPE";
+      this.#fail(reset ? closed : `the connection to the store at ${host}:${port} failed: ${error.message}`);
+    });
+    socket.on("close", () => this.#fail(closed));
   }
 
   /** Connects to host:port, retrying while the server is not listening yet, up to `timeoutMs`. */
