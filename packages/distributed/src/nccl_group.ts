@@ -58,15 +58,19 @@ export class NcclProcessGroup implements ProcessGroup {
    */
   static async create(env: DistributedEnv, options: { timeoutMs?: number } = {}): Promise<NcclProcessGroup> {
     process.env.BLOCKSPARSE_CUDA_DEVICE ??= String(env.localRank);
-    let cuda: CudaBackend;
-    let codes: CudaCodes;
+    let module: typeof import("@blocksparse/backend-cuda");
     try {
       // Imported here, so that the package loads (and the CPU group runs) where the cuda backend is not installed.
-      const module = await import("@blocksparse/backend-cuda");
-      codes = { dtype: module.DTYPE_CODE, reduce: module.NcclReduceOp };
+      module = await import("@blocksparse/backend-cuda");
+    } catch (error) {
+      throw new NcclError(`the NCCL process group needs @blocksparse/backend-cuda, which could not be loaded (${error instanceof Error ? error.message : String(error)}); install it, or use backend "cpu"`);
+    }
+    const codes: CudaCodes = { dtype: module.DTYPE_CODE, reduce: module.NcclReduceOp };
+    let cuda: CudaBackend;
+    try {
       cuda = module.cudaBackend();
     } catch (error) {
-      throw new NcclError(`the NCCL process group needs the cuda backend: ${error instanceof Error ? error.message : String(error)} (install @blocksparse/backend-cuda, or use backend "cpu")`);
+      throw new NcclError(`the NCCL process group needs the cuda backend: ${error instanceof Error ? error.message : String(error)}`);
     }
     const info = cuda.addon.ncclInfo();
     if (!info.available) throw new NcclError(`the NCCL process group cannot start: ${info.library}`);
@@ -160,6 +164,11 @@ export class NcclProcessGroup implements ProcessGroup {
     await this.#rendezvous.shutdown();
     this.#communicator = null;
     native("ncclCommDestroy", () => this.#cuda.addon.ncclCommDestroy(communicator));
+  }
+
+  /** The addon's communicator handle: for calling NCCL through the addon directly (the bench measures it in place). */
+  get communicator(): number {
+    return this.#comm("communicator");
   }
 
   #comm(where: string): number {
