@@ -22,10 +22,13 @@ export async function runJob(nproc: number, script: string, args: string[] = [],
   return { ...result, out };
 }
 
-/** `node <args>` in the package folder, ranks resolving workspace packages to their sources. */
-export function runNode(args: string[], options: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<JobResult> {
+/** The launcher's entry, from source (run it with `--import tsx`). */
+export const LAUNCHER_SOURCE = join(PACKAGE, "src", "cli.ts");
+
+/** `node <args>` in the package folder (or `cwd`), workspace packages resolving to their sources. */
+export function runNode(args: string[], options: { timeoutMs?: number; env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<JobResult> {
   const child = spawn(process.execPath, args, {
-    cwd: PACKAGE,
+    cwd: options.cwd ?? PACKAGE,
     env: { ...process.env, ...options.env, TSX_TSCONFIG_PATH: join(PACKAGE, "test", "children", "tsconfig.json") },
     stdio: ["ignore", "pipe", "pipe"],
   });
