@@ -32,9 +32,15 @@ if [ -z "${CUDAARCHS:-}" ]; then
   cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d '.')
   case "$cap" in 90) export CUDAARCHS=90a ;; "") ;; *) export CUDAARCHS=$cap ;; esac
 fi
+# NCCL from the system, else the one PyTorch's wheels carry (nvidia-nccl-*). NVLink multicast stays off.
+export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0}
+if ! ldconfig -p | grep -q libnccl.so.2; then
+  wheel_lib=$(python3 -c "import nvidia.nccl as m; print(list(m.__path__)[0] + '/lib')" 2>/dev/null)
+  [ -n "$wheel_lib" ] && [ -e "$wheel_lib/libnccl.so.2" ] && export LD_LIBRARY_PATH="$wheel_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-  ldconfig -p | grep -m1 libnccl.so.2 || echo "libnccl.so.2 not in the linker cache"
+  ldconfig -p | grep -m1 libnccl.so.2 || echo "libnccl.so.2 not in the linker cache; LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
 } | tee "$OUT/env.log"
 
 TAIL_LINES=5 stage build 200 node packages/backend-cuda/scripts/build-native.mjs || exit 1
