@@ -14,8 +14,8 @@ export interface DistributedEnv {
   masterAddr: string;
   /** Port of the rendezvous store. MASTER_PORT. */
   masterPort: number;
-  /** The launcher hosts the store itself (rank 0 then connects to it like every rank). BLOCKSPARSE_AGENT_STORE=1. */
-  agentStore: boolean;
+  /** The launcher hosts the store itself (rank 0 then connects to it like every rank). BLOCKSPARSE_LAUNCHER_STORE=1. */
+  launcherStore: boolean;
 }
 
 function integer(env: NodeJS.ProcessEnv, name: string, fallback: number | undefined, min: number): number {
@@ -46,5 +46,5 @@ export function readDistributedEnv(env: NodeJS.ProcessEnv = process.env): Distri
   const masterPort = integer(env, "MASTER_PORT", undefined, 1);
   if (masterPort > 65535) throw new DistributedEnvError(`MASTER_PORT must be a TCP port (1 to 65535), got ${masterPort}`);
   const masterAddr = env.MASTER_ADDR === undefined || env.MASTER_ADDR === "" ? "127.0.0.1" : env.MASTER_ADDR;
-  return { rank, worldSize, localRank, localWorldSize, masterAddr, masterPort, agentStore: env.BLOCKSPARSE_AGENT_STORE === "1" };
+  return { rank, worldSize, localRank, localWorldSize, masterAddr, masterPort, launcherStore: env.BLOCKSPARSE_LAUNCHER_STORE === "1" };
 }

@@ -142,7 +142,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
           GROUP_RANK: String(nodeRank),
           MASTER_ADDR: masterAddr,
           MASTER_PORT: String(masterPort),
-          BLOCKSPARSE_AGENT_STORE: "1",
+          BLOCKSPARSE_LAUNCHER_STORE: "1",
         },
       });
       const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {

@@ -28,7 +28,7 @@ export class Rendezvous {
   static async join(env: DistributedEnv, options: { timeoutMs?: number } = {}): Promise<Rendezvous> {
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) throw new ValueError(`timeoutMs must be a positive number of milliseconds, got ${String(timeoutMs)}`);
-    const server = env.rank === 0 && !env.agentStore ? await TcpStoreServer.listen(env.masterAddr, env.masterPort) : null;
+    const server = env.rank === 0 && !env.launcherStore ? await TcpStoreServer.listen(env.masterAddr, env.masterPort) : null;
     let store: TcpStore;
     try {
       store = await TcpStore.connect(env.masterAddr, env.masterPort, { timeoutMs });

@@ -18,7 +18,7 @@ if (cuda.available) console.log("[nccl.test.ts] CUDA is available here: the unav
 describe("the NCCL process group without CUDA", () => {
   it.skipIf(cuda.available)("rejects with an NcclError that gives CUDA's reason, before any rendezvous", async () => {
     // Port 1 on loopback: nothing listens there, so reaching the rendezvous would fail differently.
-    const env = { rank: 0, worldSize: 2, localRank: 0, localWorldSize: 2, masterAddr: "127.0.0.1", masterPort: 1, agentStore: true };
+    const env = { rank: 0, worldSize: 2, localRank: 0, localWorldSize: 2, masterAddr: "127.0.0.1", masterPort: 1, launcherStore: true };
     const failure = initProcessGroup({ backend: "nccl", env, timeoutMs: 1000 });
     await expect(failure).rejects.toThrow(NcclError);
     await expect(failure).rejects.toThrow(new RegExp(`the NCCL process group needs the cuda backend: .*${escapeRegExp(cuda.reason ?? "")}`));

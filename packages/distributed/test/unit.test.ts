@@ -37,7 +37,7 @@ describe("readDistributedEnv", () => {
       localWorldSize: 2,
       masterAddr: "10.0.0.1",
       masterPort: 29500,
-      agentStore: false,
+      launcherStore: false,
     });
     expect(readDistributedEnv({ RANK: "0", WORLD_SIZE: "1", MASTER_PORT: "1" }).masterAddr).toBe("127.0.0.1");
   });
@@ -87,7 +87,7 @@ describe("CpuProcessGroup arguments", () => {
   async function singleRankGroup(): Promise<CpuProcessGroup> {
     const server = await TcpStoreServer.listen("127.0.0.1", 0);
     cleanups.push(() => server.close());
-    const env = { rank: 0, worldSize: 1, localRank: 0, localWorldSize: 1, masterAddr: "127.0.0.1", masterPort: server.port, agentStore: true };
+    const env = { rank: 0, worldSize: 1, localRank: 0, localWorldSize: 1, masterAddr: "127.0.0.1", masterPort: server.port, launcherStore: true };
     const group = new CpuProcessGroup(await Rendezvous.join(env, { timeoutMs: 10_000 }));
     cleanups.push(() => group.destroy());
     return group;
