@@ -12,6 +12,7 @@
 #include "device.h"
 #include "kernels.h"
 #include "memory.h"
+#include "nccl.h"
 #include "tc/tc.h"
 
 namespace bs {
@@ -23,6 +24,7 @@ const char* errorCode(ErrorKind kind) {
   switch (kind) {
     case ErrorKind::OutOfMemory: return "ERR_CUDA_OUT_OF_MEMORY";
     case ErrorKind::InvalidArgument: return "ERR_CUDA_INVALID_ARGUMENT";
+    case ErrorKind::Nccl: return "ERR_NCCL";
     default: return "ERR_CUDA";
   }
 }
@@ -981,6 +983,132 @@ Napi::Value multiTensorAdamUpdate(const Napi::CallbackInfo& info) {
   return undefinedOf(info);
 }
 
+// ------------------------------------------------------------------ NCCL communicators
+
+// Collectives of data-parallel training, on the backend's stream. NCCL is opened at run time (nccl.cpp).
+struct Communicator {
+  nccl::Comm comm;
+  int64_t worldSize;
+  int64_t rank;
+};
+std::unordered_map<uint64_t, Communicator> communicators;
+uint64_t nextCommunicatorId = 1;
+
+const Communicator& communicatorArg(const Args& args, size_t i) {
+  const uint64_t id = static_cast<uint64_t>(args.size(i));
+  auto found = communicators.find(id);
+  BS_REQUIRE(found != communicators.end(), args.where(i) + ": no live NCCL communicator " + std::to_string(id));
+  return found->second;
+}
+
+// ncclInfo(): whether NCCL can be opened here, and which library or why not.
+Napi::Value ncclInfo(const Napi::CallbackInfo& info) {
+  Args{info, "ncclInfo"}.count(0);
+  Napi::Object out = Napi::Object::New(info.Env());
+  out.Set("available", nccl::load());
+  out.Set("library", nccl::describe());
+  return out;
+}
+
+// ncclGetUniqueId(): the 128 bytes rank 0 hands to every rank (through the rendezvous store).
+Napi::Value ncclGetUniqueId(const Napi::CallbackInfo& info) {
+  Args{info, "ncclGetUniqueId"}.count(0);
+  nccl::UniqueId id = nccl::getUniqueId();
+  Napi::Uint8Array out = Napi::Uint8Array::New(info.Env(), nccl::kUniqueIdBytes);
+  std::memcpy(out.Data(), id.internal, nccl::kUniqueIdBytes);
+  return out;
+}
+
+// ncclCommInitRank(worldSize, uniqueId, rank): blocks until every rank has called it; returns the communicator id.
+Napi::Value ncclCommInitRank(const Napi::CallbackInfo& info) {
+  Args args{info, "ncclCommInitRank"};
+  args.count(3);
+  const int64_t worldSize = args.size(0), rank = args.size(2);
+  BS_REQUIRE(worldSize >= 1 && worldSize <= 65536, "ncclCommInitRank: worldSize must be in [1, 65536], got " + std::to_string(worldSize));
+  BS_REQUIRE(rank < worldSize, "ncclCommInitRank: rank " + std::to_string(rank) + " is out of range for worldSize " + std::to_string(worldSize));
+  Napi::TypedArray bytes = args.typedArray(1);
+  BS_REQUIRE(bytes.TypedArrayType() == napi_uint8_array && bytes.ByteLength() == nccl::kUniqueIdBytes,
+             "ncclCommInitRank: uniqueId must be the Uint8Array of " + std::to_string(nccl::kUniqueIdBytes) + " bytes ncclGetUniqueId gave");
+  BS_REQUIRE(deviceReady(), "ncclCommInitRank: the CUDA device is not initialised (start the cuda backend first)");
+  nccl::UniqueId id{};
+  std::memcpy(id.internal, bytesOf(bytes), nccl::kUniqueIdBytes);
+  nccl::Comm comm = nccl::commInitRank(static_cast<int>(worldSize), id, static_cast<int>(rank));
+  const uint64_t handle = nextCommunicatorId++;
+  communicators.emplace(handle, Communicator{comm, worldSize, rank});
+  return Napi::Number::New(info.Env(), static_cast<double>(handle));
+}
+
+// ncclCommDestroy(comm): waits for the stream, then frees the communicator.
+Napi::Value ncclCommDestroy(const Napi::CallbackInfo& info) {
+  Args args{info, "ncclCommDestroy"};
+  args.count(1);
+  const Communicator& communicator = communicatorArg(args, 0);
+  const uint64_t handle = static_cast<uint64_t>(args.size(0));
+  BS_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  nccl::Comm comm = communicator.comm;
+  communicators.erase(handle);
+  nccl::commDestroy(comm);
+  return undefinedOf(info);
+}
+
+// ncclAllReduce(comm, dtype, send, receive, count, op): op 0 sums, 4 averages (NCCL's codes).
+Napi::Value ncclAllReduce(const Napi::CallbackInfo& info) {
+  Args args{info, "ncclAllReduce"};
+  args.count(6);
+  const Communicator& communicator = communicatorArg(args, 0);
+  DType dtype = args.floatDtype(1);
+  const int64_t count = args.size(4), op = args.size(5);
+  BS_REQUIRE(op == static_cast<int64_t>(nccl::ReduceOp::Sum) || op == static_cast<int64_t>(nccl::ReduceOp::Avg),
+             "ncclAllReduce: op must be 0 (sum) or 4 (avg), got " + std::to_string(op));
+  requireElements(args.buffer(2), dtype, count, "ncclAllReduce send");
+  requireElements(args.buffer(3), dtype, count, "ncclAllReduce receive");
+  nccl::allReduce(args.buffer(2).data, args.buffer(3).data, static_cast<size_t>(count), dtype, static_cast<nccl::ReduceOp>(op),
+                  communicator.comm, stream());
+  return undefinedOf(info);
+}
+
+// ncclBroadcast(comm, dtype, send, receive, count, root): send is read on the root only.
+Napi::Value ncclBroadcast(const Napi::CallbackInfo& info) {
+  Args args{info, "ncclBroadcast"};
+  args.count(6);
+  const Communicator& communicator = communicatorArg(args, 0);
+  DType dtype = args.dtype(1);
+  const int64_t count = args.size(4), root = args.size(5);
+  BS_REQUIRE(root < communicator.worldSize, "ncclBroadcast: root " + std::to_string(root) + " is out of range for worldSize " +
+                                                std::to_string(communicator.worldSize));
+  requireElements(args.buffer(2), dtype, count, "ncclBroadcast send");
+  requireElements(args.buffer(3), dtype, count, "ncclBroadcast receive");
+  nccl::broadcast(args.buffer(2).data, args.buffer(3).data, static_cast<size_t>(count), dtype, static_cast<int>(root),
+                  communicator.comm, stream());
+  return undefinedOf(info);
+}
+
+// ncclAllGather(comm, dtype, send, receive, sendCount): receive holds worldSize x sendCount, in rank order.
+Napi::Value ncclAllGather(const Napi::CallbackInfo& info) {
+  Args args{info, "ncclAllGather"};
+  args.count(5);
+  const Communicator& communicator = communicatorArg(args, 0);
+  DType dtype = args.dtype(1);
+  const int64_t sendCount = args.size(4);
+  requireElements(args.buffer(2), dtype, sendCount, "ncclAllGather send");
+  requireElements(args.buffer(3), dtype, product({sendCount, communicator.worldSize}, "ncclAllGather"), "ncclAllGather receive");
+  nccl::allGather(args.buffer(2).data, args.buffer(3).data, static_cast<size_t>(sendCount), dtype, communicator.comm, stream());
+  return undefinedOf(info);
+}
+
+// ncclGroupStart() / ncclGroupEnd(): collectives between them are launched together.
+Napi::Value ncclGroupStart(const Napi::CallbackInfo& info) {
+  Args{info, "ncclGroupStart"}.count(0);
+  nccl::groupStart();
+  return undefinedOf(info);
+}
+
+Napi::Value ncclGroupEnd(const Napi::CallbackInfo& info) {
+  Args{info, "ncclGroupEnd"}.count(0);
+  nccl::groupEnd();
+  return undefinedOf(info);
+}
+
 // ------------------------------------------------------------------ module
 
 Napi::Object initModule(Napi::Env env, Napi::Object exports) {
@@ -1025,6 +1153,15 @@ Napi::Object initModule(Napi::Env env, Napi::Object exports) {
   BS_EXPORT("biasActivationBackward", biasActivationBackward);
   BS_EXPORT("adamUpdate", adamUpdate);
   BS_EXPORT("multiTensorAdamUpdate", multiTensorAdamUpdate);
+  BS_EXPORT("ncclInfo", ncclInfo);
+  BS_EXPORT("ncclGetUniqueId", ncclGetUniqueId);
+  BS_EXPORT("ncclCommInitRank", ncclCommInitRank);
+  BS_EXPORT("ncclCommDestroy", ncclCommDestroy);
+  BS_EXPORT("ncclAllReduce", ncclAllReduce);
+  BS_EXPORT("ncclBroadcast", ncclBroadcast);
+  BS_EXPORT("ncclAllGather", ncclAllGather);
+  BS_EXPORT("ncclGroupStart", ncclGroupStart);
+  BS_EXPORT("ncclGroupEnd", ncclGroupEnd);
 #undef BS_EXPORT
   return exports;
 }

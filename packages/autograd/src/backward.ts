@@ -10,6 +10,37 @@ export interface BackwardOptions {
 
 const describe = (meta: TensorMeta): string => `${formatShape(meta.shape)} ${meta.dtype}`;
 
+/** Told of a leaf whose `.grad` is final for the backward now running (every contribution added). */
+export type GradReadyObserver = (leaf: Tensor) => void;
+
+const gradReadyObservers = new Set<GradReadyObserver>();
+
+/**
+ * Calls `observer` during every backward, once per leaf that received a gradient, as soon as
+ * the walk has added the leaf's last contribution to `.grad` (leaves nearer the loss come
+ * first): what data-parallel training uses to start reducing gradients before backward ends.
+ * Returns the function that removes it. An observer must not change the graph; its error
+ * stops the backward.
+ */
+export function addGradReadyObserver(observer: GradReadyObserver): () => void {
+  if (typeof observer !== "function") throw new AutogradError("addGradReadyObserver: observer must be a function");
+  gradReadyObservers.add(observer);
+  return () => {
+    gradReadyObservers.delete(observer);
+  };
+}
+
+/** For each leaf, the index in `order` of the last node that sends it a gradient. */
+function lastUses(order: readonly TapeNode[]): Map<number, Tensor[]> {
+  const last = new Map<Tensor, number>();
+  order.forEach((node, i) => {
+    for (const edge of node.edges) if (edge.leaf) last.set(edge.leaf, i);
+  });
+  const byNode = new Map<number, Tensor[]>();
+  for (const [leaf, i] of last) byNode.set(i, [...(byNode.get(i) ?? []), leaf]);
+  return byNode;
+}
+
 /** Nodes reachable from `root`, each before the nodes that produced its inputs. */
 function reverseTopologicalOrder(root: TapeNode): TapeNode[] {
   const order: TapeNode[] = [];
@@ -166,6 +197,7 @@ export function backward(loss: Tensor, grad?: Tensor, options: BackwardOptions =
     return;
   }
   const order = reverseTopologicalOrder(origin.node);
+  const leavesDoneAt = lastUses(order);
   const retainGraph = options.retainGraph === true;
   const pending = new Map<TapeNode, (Tensor | null)[]>();
   const leafGrads = new Map<Tensor, Tensor>();
@@ -205,10 +237,14 @@ export function backward(loss: Tensor, grad?: Tensor, options: BackwardOptions =
         node.pins--;
         freeIfUnused(node);
         done++;
-      }
-      for (const [leaf, leafGrad] of leafGrads) {
-        leafGrads.delete(leaf);
-        accumulateLeaf(leaf, leafGrad);
+        // A leaf's gradient is complete after the last node that feeds it: add it to .grad now.
+        for (const leaf of leavesDoneAt.get(done - 1) ?? []) {
+          const leafGrad = leafGrads.get(leaf);
+          if (leafGrad === undefined) continue;
+          leafGrads.delete(leaf);
+          accumulateLeaf(leaf, leafGrad);
+          for (const observer of gradReadyObservers) observer(leaf);
+        }
       }
     });
   } finally {

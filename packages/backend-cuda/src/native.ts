@@ -127,7 +127,21 @@ export interface AdamHyperparameters {
 
 /** An error thrown by the addon. */
 export interface NativeError extends Error {
-  code: "ERR_CUDA" | "ERR_CUDA_OUT_OF_MEMORY" | "ERR_CUDA_INVALID_ARGUMENT";
+  code: "ERR_CUDA" | "ERR_CUDA_OUT_OF_MEMORY" | "ERR_CUDA_INVALID_ARGUMENT" | "ERR_NCCL";
+}
+
+/** An NCCL communicator of the addon. */
+export type CommunicatorHandle = number;
+
+/** NCCL's reduction codes (ncclRedOp_t) the addon accepts. */
+export const NcclReduceOp = { Sum: 0, Avg: 4 } as const;
+export type NcclReduceOpCode = (typeof NcclReduceOp)[keyof typeof NcclReduceOp];
+
+/** Whether NCCL (opened at run time, libnccl.so.2) can be used here. */
+export interface NcclInfo {
+  available: boolean;
+  /** The library opened, with NCCL's version ("libnccl.so.2 (NCCL 2.28.3)"), or why none was. */
+  library: string;
 }
 
 type Buf = BufferHandle;
@@ -287,6 +301,23 @@ export interface NativeAddon {
     width: number,
   ): void;
   multiTensorAdamUpdate(table: Float64Array, copyDtype: Dt | null, hyperparameters: Omit<AdamHyperparameters, "step">): void;
+
+  /** NCCL, opened at run time: whether it is there (never throws). */
+  ncclInfo(): NcclInfo;
+  /** The 128-byte id rank 0 creates and every rank passes to ncclCommInitRank. */
+  ncclGetUniqueId(): Uint8Array;
+  /** Joins the communicator (blocks until every rank has called it); on the initialised device. */
+  ncclCommInitRank(worldSize: number, uniqueId: Uint8Array, rank: number): CommunicatorHandle;
+  /** Waits for the stream, then frees the communicator. */
+  ncclCommDestroy(comm: CommunicatorHandle): void;
+  /** Enqueued on the backend's stream; `send` and `receive` may be the same buffer. */
+  ncclAllReduce(comm: CommunicatorHandle, dtype: Dt, send: Buf, receive: Buf, count: number, op: NcclReduceOpCode): void;
+  /** `send` is read on the root only; `receive` is written on every rank. */
+  ncclBroadcast(comm: CommunicatorHandle, dtype: Dt, send: Buf, receive: Buf, count: number, root: number): void;
+  /** `receive` holds worldSize x sendCount elements, in rank order. */
+  ncclAllGather(comm: CommunicatorHandle, dtype: Dt, send: Buf, receive: Buf, sendCount: number): void;
+  ncclGroupStart(): void;
+  ncclGroupEnd(): void;
 }
 
 /** Numbers per tensor in multiTensorAdamUpdate's table. */
@@ -333,6 +364,15 @@ const NATIVE_FUNCTION_SET = {
   multiTensorAdamUpdate: true,
   biasActivation: true,
   biasActivationBackward: true,
+  ncclInfo: true,
+  ncclGetUniqueId: true,
+  ncclCommInitRank: true,
+  ncclCommDestroy: true,
+  ncclAllReduce: true,
+  ncclBroadcast: true,
+  ncclAllGather: true,
+  ncclGroupStart: true,
+  ncclGroupEnd: true,
 } satisfies Record<keyof NativeAddon, true>;
 
 /** The functions every addon build exports; the loader checks them before trusting the module. */

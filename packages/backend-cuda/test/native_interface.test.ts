@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { describe, expect, it } from "vitest";
 import { loadAddon } from "../src/loader";
-import { ActivationOp, BinaryOp, DTYPE_CODE, NATIVE_FUNCTIONS, ReduceOp, UnaryOp } from "../src/native";
+import { ActivationOp, BinaryOp, DTYPE_CODE, NATIVE_FUNCTIONS, NcclReduceOp, ReduceOp, UnaryOp } from "../src/native";
 
 const SOURCES = resolve(import.meta.dirname, "../../../kernels-cuda/src");
 
@@ -58,6 +58,10 @@ describe("native interface: src/native.ts against kernels-cuda/src", () => {
   it("DTYPE_CODE is common.h's DType", () => {
     const cpp = cppEnum("common.h", "DType");
     expect(Object.fromEntries(Object.entries(cpp).map(([k, v]) => [k.toLowerCase(), v]))).toEqual(DTYPE_CODE);
+  });
+
+  it("NcclReduceOp is nccl.h's ReduceOp (NCCL's ncclSum and ncclAvg)", () => {
+    expect(NcclReduceOp).toEqual(cppEnum("nccl.h", "ReduceOp"));
   });
 
   it("NATIVE_FUNCTIONS are exactly the functions addon.cpp exports", () => {

@@ -158,9 +158,10 @@ interface FusesActivation {
   forwardActivation(x: Tensor, activation: Activation): Tensor;
 }
 
-// Only a class that defines forwardActivation itself: a subclass that changes forward and inherits it is not fused.
+// Only a class that defines forwardActivation itself: a subclass that changes forward and inherits it is not
+// fused, nor an instance whose forward was replaced on it (SparseOptimizer's gradient recording, a user's hook).
 function fusesActivation(module: Module): module is Module & FusesActivation {
-  return Object.hasOwn(Object.getPrototypeOf(module), "forwardActivation");
+  return Object.hasOwn(Object.getPrototypeOf(module), "forwardActivation") && !Object.hasOwn(module, "forward");
 }
 
 /** The activation a GELU or ReLU module applies (not a subclass, whose forward may differ), or null. */

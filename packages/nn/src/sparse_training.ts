@@ -215,6 +215,11 @@ export class SparseOptimizer {
     return this;
   }
 
+  /** The attached optimizer (undefined when none is). */
+  get optimizer(): Optimizer | undefined {
+    return this.#optimizer;
+  }
+
   /** The layers it moves (found again at each update, so patched models are covered). */
   layers(): BlockSparseLinear[] {
     const target = this.#target;
@@ -238,6 +243,15 @@ export class SparseOptimizer {
   willUpdate(): boolean {
     const t = this.#calls + 1;
     return t % this.every === 0 && t < this.totalSteps;
+  }
+
+  /**
+   * Counts a call of step() without moving any pattern: for a replica whose patterns are moved
+   * by another process (data-parallel training, where one rank decides), so that its schedule
+   * (every, the cosine fraction, totalSteps) stays in step with the deciding rank's.
+   */
+  skipStep(): void {
+    this.#calls++;
   }
 
   /**

@@ -49,7 +49,9 @@ describe("fused bias + activation in Sequential", () => {
       const count = (kernels: string[], name: string) => kernels.filter((k) => k === name).length;
       expect(count(a.kernels, "Sum")).toBe(count(b.kernels, "Sum") - 1);
       expect(maxAbsDiff(a.out, b.out)).toBeLessThan(1e-5);
-      a.grads.forEach((g, i) => expect(maxAbsDiff(g, b.grads[i]), `gradient ${i}`).toBeLessThan(1e-5));
+      a.grads.forEach((g, i) => {
+        expect(maxAbsDiff(g, b.grads[i]), `gradient ${i}`).toBeLessThan(1e-5);
+      });
       // A subclass of GELU is run as written.
       expect(step(written, x, dy).kernels).not.toContain("BiasActivation");
       for (const t of [x, dy]) t.dispose();

@@ -1,7 +1,7 @@
 import { backward } from "@blocksparse/autograd";
 import { BsrPattern, mean, randn, relu, sum, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
-import { Adam, BlockSparseLinear, crossEntropy, Linear, Module, pruneAndRegrow, SparseOptimizer } from "@blocksparse/nn";
+import { Adam, BlockSparseLinear, crossEntropy, Linear, Module, pruneAndRegrow, ReLU, Sequential, SparseOptimizer } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
 import { host, syntheticClassification } from "./helpers";
 
@@ -202,5 +202,32 @@ describe("SparseOptimizer schedule", () => {
     const moved = [1, 2, 3].map(() => sparse.step().get(layer)!.regrown.length);
     expect(moved).toEqual([1, 2, 3].map((t) => Math.round(sparse.fractionAt(t) * 8)));
     expect(moved).toEqual([3, 2, 1]);
+  });
+
+  it("skipStep counts a call without moving, so a replica's schedule keeps pace with the deciding rank's", () => {
+    const layer = new BlockSparseLinear(16, 16, { density: 0.5, blockShape: [4, 4], seed: 5 });
+    const sparse = new SparseOptimizer([layer], { fraction: 0.5, every: 2, seed: 1 });
+    const before = layer.pattern;
+    sparse.skipStep();
+    expect(sparse.calls).toBe(1);
+    expect(sparse.willUpdate()).toBe(true);
+    sparse.skipStep();
+    expect(sparse.calls).toBe(2);
+    expect(layer.pattern).toBe(before);
+    expect(sparse.optimizer).toBeUndefined();
+    const adam = new Adam(layer.parameters());
+    expect(sparse.attachOptimizer(adam).optimizer).toBe(adam);
+  });
+
+  it("gradient regrowth sees a layer that Sequential would fuse with its activation (BlockSparseLinear then ReLU)", () => {
+    const layer = new BlockSparseLinear(16, 16, { density: 0.5, blockShape: [4, 4], seed: 11 });
+    const model = new Sequential(layer, new ReLU(), new Linear(16, 3, { seed: 12 }));
+    const sparse = new SparseOptimizer(model, { fraction: 0.25, regrow: "gradient", seed: 2 });
+    const x = randn([6, 16], { seed: 13 });
+    const y = tensor([0, 1, 2, 0, 1, 2], [6], "int32");
+    const moves = sparse.step(() => crossEntropy(model.forward(x), y));
+    expect(moves.get(layer)?.regrown.length).toBe(2);
+    x.dispose();
+    y.dispose();
   });
 });

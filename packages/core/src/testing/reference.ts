@@ -100,7 +100,7 @@ export function erf(x: number): number {
 }
 
 export function relu(x: number): number {
-  return x > 0 ? x : x === x ? 0 : x;
+  return x > 0 ? x : Number.isNaN(x) ? x : 0;
 }
 
 export function gelu(x: number, approximate: "none" | "tanh"): number {

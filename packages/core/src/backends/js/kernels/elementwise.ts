@@ -130,7 +130,7 @@ function geluDerivative(x: number, approximate: GeluApproximate): number {
 function activationOf(activation: Activation): { value: (x: number) => number; derivative: (x: number) => number } {
   switch (activation) {
     case "relu":
-      return { value: (x) => (x > 0 ? x : x === x ? 0 : x), derivative: (x) => (x > 0 ? 1 : 0) };
+      return { value: (x) => (x > 0 ? x : Number.isNaN(x) ? x : 0), derivative: (x) => (x > 0 ? 1 : 0) };
     case "gelu":
       return { value: (x) => geluValue(x, "none"), derivative: (x) => geluDerivative(x, "none") };
     case "gelu_tanh":

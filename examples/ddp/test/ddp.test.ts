@@ -1,0 +1,20 @@
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { afterAll, expect, it } from "vitest";
+import { LAUNCHER_SOURCE, runNode } from "../../../packages/distributed/test/helpers";
+
+const out = mkdtempSync(join(tmpdir(), "blocksparse-ddp-example-"));
+afterAll(() => rmSync(out, { recursive: true, force: true }));
+
+it("the example trains on two ranks through the launcher: replicas identical, the clusters learned, a checkpoint from rank 0", async () => {
+  const checkpoint = join(out, "model.safetensors");
+  const result = await runNode(["--import", "tsx", LAUNCHER_SOURCE, "--nproc-per-node", "2", "src/train.mjs", "--steps", "30", "--save", checkpoint], {
+    cwd: resolve(import.meta.dirname, ".."),
+  });
+  expect(result.code, result.stderr).toBe(0);
+  expect(result.stdout).toMatch(/2 replicas identical/);
+  const accuracy = Number(/accuracy on 256 held-out points: ([\d.]+)%/.exec(result.stdout)?.[1]);
+  expect(accuracy).toBeGreaterThan(90);
+  expect(existsSync(checkpoint)).toBe(true);
+});

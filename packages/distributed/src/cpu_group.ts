@@ -1,0 +1,143 @@
+import { type DType, type Tensor, tensorOn } from "@blocksparse/core";
+import { CollectiveError } from "./errors";
+import { checkReduceOp, checkRoot, checkTensor, type ProcessGroup, type ReduceOp } from "./process_group";
+import { explainStoreFailure, type Rendezvous } from "./rendezvous";
+import { packMessage, unpackMessage } from "./wire";
+
+/** What a rank says it is calling; every rank must say the same for the same collective. */
+interface CallDescription {
+  kind: "allReduce" | "broadcast" | "allGather" | "barrier";
+  dtype?: DType;
+  shape?: readonly number[];
+  op?: ReduceOp;
+  root?: number;
+}
+
+function describeCall(call: CallDescription): string {
+  const parts = [call.dtype === undefined ? "" : `${call.dtype} [${call.shape?.join(", ")}]`, call.op ?? "", call.root === undefined ? "" : `root ${call.root}`].filter(Boolean);
+  return parts.length === 0 ? call.kind : `${call.kind} (${parts.join(", ")})`;
+}
+
+function sameCall(a: CallDescription, b: CallDescription): boolean {
+  return describeCall(a) === describeCall(b);
+}
+
+/** The values of a tensor as sent: float32 for the float dtypes (exact for float16/bfloat16), int32 for int32. */
+function valuesOf(tensor: Tensor): Float32Array | Int32Array {
+  const values = tensor.dataSync();
+  return values instanceof Int32Array ? values : Float32Array.from(values);
+}
+
+function bytesOf(values: Float32Array | Int32Array): Uint8Array {
+  return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+}
+
+function valuesFrom(payload: Uint8Array, dtype: DType): Float32Array | Int32Array {
+  return dtype === "int32" ? new Int32Array(payload.buffer, payload.byteOffset, payload.byteLength / 4) : new Float32Array(payload.buffer, payload.byteOffset, payload.byteLength / 4);
+}
+
+/** Puts `values` into `tensor` in place (a new buffer on the tensor's backend, rounded once to its dtype). */
+function replaceContents(tensor: Tensor, values: ArrayLike<number>): void {
+  const result = tensorOn(tensor.backend, values, tensor.shape, tensor.dtype);
+  try {
+    tensor.assign(result);
+  } finally {
+    result.dispose();
+  }
+}
+
+/**
+ * The process group on the CPU: every collective goes through the rendezvous store (each rank
+ * publishes its values, the others read them), which is simple and exact rather than fast. It
+ * is what the tests run on, with the same interface as the NCCL group. allReduce sums in rank
+ * order in float64 and rounds once to the tensor's dtype, so every rank gets the same bits.
+ */
+export class CpuProcessGroup implements ProcessGroup {
+  readonly backend = "cpu" as const;
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly #rendezvous: Rendezvous;
+  #sequence = 0;
+
+  constructor(rendezvous: Rendezvous) {
+    this.#rendezvous = rendezvous;
+    this.rank = rendezvous.rank;
+    this.worldSize = rendezvous.worldSize;
+  }
+
+  async allReduce(tensor: Tensor, op: ReduceOp = "sum"): Promise<void> {
+    checkTensor("allReduce", tensor, true);
+    checkReduceOp("allReduce", op);
+    const call: CallDescription = { kind: "allReduce", dtype: tensor.dtype, shape: tensor.shape, op };
+    const own = valuesOf(tensor);
+    const received = await this.#exchange(call, bytesOf(own), "all");
+    const total = new Float64Array(own.length);
+    for (let r = 0; r < this.worldSize; r++) {
+      const values = r === this.rank ? own : valuesFrom(received.get(r) as Uint8Array, tensor.dtype);
+      for (let i = 0; i < total.length; i++) total[i] += values[i];
+    }
+    if (op === "avg") for (let i = 0; i < total.length; i++) total[i] /= this.worldSize;
+    if (this.worldSize > 1 || op === "avg") replaceContents(tensor, total);
+  }
+
+  async broadcast(tensor: Tensor, root = 0): Promise<void> {
+    checkTensor("broadcast", tensor, false);
+    checkRoot("broadcast", root, this.worldSize);
+    const call: CallDescription = { kind: "broadcast", dtype: tensor.dtype, shape: tensor.shape, root };
+    const received = await this.#exchange(call, this.rank === root ? bytesOf(valuesOf(tensor)) : new Uint8Array(0), root);
+    if (this.rank !== root) replaceContents(tensor, valuesFrom(received.get(root) as Uint8Array, tensor.dtype));
+  }
+
+  async allGather(tensor: Tensor): Promise<Tensor> {
+    checkTensor("allGather", tensor, false);
+    const call: CallDescription = { kind: "allGather", dtype: tensor.dtype, shape: tensor.shape };
+    const own = valuesOf(tensor);
+    const received = await this.#exchange(call, bytesOf(own), "all");
+    const all = tensor.dtype === "int32" ? new Int32Array(own.length * this.worldSize) : new Float32Array(own.length * this.worldSize);
+    for (let r = 0; r < this.worldSize; r++) all.set(r === this.rank ? own : valuesFrom(received.get(r) as Uint8Array, tensor.dtype), r * own.length);
+    return tensorOn(tensor.backend, all, [this.worldSize, ...tensor.shape], tensor.dtype);
+  }
+
+  async barrier(): Promise<void> {
+    await this.#exchange({ kind: "barrier" }, new Uint8Array(0), "all");
+  }
+
+  async destroy(): Promise<void> {
+    await this.#rendezvous.shutdown();
+  }
+
+  /**
+   * One collective through the store: publishes this rank's call and payload (when it has one
+   * to give) and collects those of `from` ("all": every other rank; a rank: that one), checking
+   * that each called the same collective.
+   */
+  async #exchange(call: CallDescription, payload: Uint8Array, from: "all" | number): Promise<Map<number, Uint8Array>> {
+    const sequence = this.#sequence++;
+    const label = `${describeCall(call)}, collective #${sequence} of rank ${this.rank}`;
+    const key = `cpu/${sequence}`;
+    const others = this.#rendezvous.others();
+    const sources = from === "all" ? others : from === this.rank ? [] : [from];
+    const readers = from === "all" || from === this.rank ? others.length : 0;
+    let messages: Map<number, Uint8Array>;
+    try {
+      await this.#rendezvous.publish(key, packMessage({ ...call }, payload), readers);
+      messages = await this.#rendezvous.collect(key, sources);
+    } catch (error) {
+      throw explainStoreFailure(
+        error,
+        (message) => new CollectiveError(`${message} (a peer may have exited, hung, or skipped this collective: every rank must call the same collectives in the same order)`),
+        label,
+      );
+    }
+    const payloads = new Map<number, Uint8Array>();
+    for (const [peer, bytes] of messages) {
+      const { header, payload: theirs } = unpackMessage(bytes);
+      const theirCall = header as unknown as CallDescription;
+      if (!sameCall(theirCall, call)) {
+        throw new CollectiveError(`${label}: rank ${peer} called ${describeCall(theirCall)} instead; every rank must call the same collectives, on tensors of the same shape and dtype, in the same order`);
+      }
+      payloads.set(peer, theirs);
+    }
+    return payloads;
+  }
+}

@@ -1,0 +1,311 @@
+import { createHash } from "node:crypto";
+import { addGradReadyObserver, backward, noGrad } from "@blocksparse/autograd";
+import { type Backend, BsrPattern, bytesPerElement, concat, fullOn, gather, keep, reshape, slice, type Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
+import { BlockSparseLinear, blockSources, type LossClosure, Module, type Parameter, type PatternMove, SparseOptimizer } from "@blocksparse/nn";
+import { type SaveOptions, save } from "@blocksparse/nn/node";
+import { ReplicaDivergenceError } from "./errors";
+import type { ProcessGroup } from "./process_group";
+
+export interface DistributedDataParallelOptions {
+  /** Gradient bytes per all-reduce (default 25 MiB, as PyTorch): fewer, larger collectives. */
+  bucketBytes?: number;
+  /** Start every bucket's all-reduce as soon as backward has its gradients (default true); false reduces after backward. */
+  overlap?: boolean;
+  /** Copy rank 0's patterns and parameters to every rank at creation (default true). */
+  broadcastParameters?: boolean;
+}
+
+/** A run of parameters whose gradients are reduced together (one dtype). */
+interface Bucket {
+  parameters: Parameter[];
+  /** Parameters whose gradient backward has completed. */
+  ready: number;
+}
+
+const DEFAULT_BUCKET_BYTES = 25 * 1024 * 1024;
+
+/** The flat block positions (blockRow * blockCols + blockCol) a pattern holds, in its block order. */
+function flatBlocks(pattern: BsrPattern): Int32Array {
+  const { blockRow, blockCol } = pattern.coordinates;
+  return Int32Array.from(blockRow, (row, k) => row * pattern.blockCols + blockCol[k]);
+}
+
+function difference(a: Int32Array, b: Int32Array): Int32Array {
+  const inB = new Set(b);
+  return a.filter((flat) => !inB.has(flat)).sort();
+}
+
+/**
+ * Data-parallel training: every rank holds a replica of `module`, runs it on its own part of
+ * the batch, and gets the gradients averaged over all ranks, so that each optimizer step is
+ * the step of one model on the combined batch. At creation, rank 0's block-sparse patterns
+ * and parameters are copied to every rank. Gradients are all-reduced in buckets of about
+ * `bucketBytes`, each started from a gradient-ready hook of autograd as soon as backward has
+ * finished its parameters (in a fixed bucket order, so that every rank calls the same
+ * collectives). Pattern moves are decided by rank 0 and copied to the others
+ * (`movePatterns`), so the replicas never diverge; `save` writes a checkpoint from rank 0.
+ *
+ * Create it with `await DistributedDataParallel.create(model, group)`, before the optimizer.
+ */
+export class DistributedDataParallel extends Module {
+  /** The wrapped model (its state dict has no "module." prefix). */
+  readonly module: Module;
+  readonly #group: ProcessGroup;
+  readonly #bucketBytes: number;
+  readonly #overlap: boolean;
+
+  private constructor(module: Module, group: ProcessGroup, bucketBytes: number, overlap: boolean) {
+    super();
+    this.module = module;
+    this.#group = group;
+    this.#bucketBytes = bucketBytes;
+    this.#overlap = overlap;
+  }
+
+  /** Wraps `module` for training over `group`; every rank must call it (it copies rank 0's parameters unless told not to). */
+  static async create(module: Module, group: ProcessGroup, options: DistributedDataParallelOptions = {}): Promise<DistributedDataParallel> {
+    if (!(module instanceof Module)) throw new ValueError(`DistributedDataParallel: module must be a Module, got ${module === null ? "null" : typeof module}`);
+    if (group === null || typeof group !== "object" || typeof group.allReduce !== "function" || typeof group.broadcast !== "function") {
+      throw new ValueError("DistributedDataParallel: group must be a ProcessGroup (from initProcessGroup)");
+    }
+    if (options === null || typeof options !== "object") throw new ValueError("DistributedDataParallel: options must be an object");
+    const bucketBytes = options.bucketBytes ?? DEFAULT_BUCKET_BYTES;
+    if (!(Number.isFinite(bucketBytes) && bucketBytes > 0)) throw new ValueError(`DistributedDataParallel: bucketBytes must be a positive number, got ${String(bucketBytes)}`);
+    if (module.parameters().length === 0) throw new ValueError("DistributedDataParallel: the module has no parameters");
+    const ddp = new DistributedDataParallel(module, group, bucketBytes, options.overlap ?? true);
+    if (options.broadcastParameters ?? true) await ddp.broadcastParameters();
+    return ddp;
+  }
+
+  get group(): ProcessGroup {
+    return this.#group;
+  }
+
+  forward(...inputs: unknown[]): Tensor {
+    return this.module.forward(...inputs);
+  }
+
+  /**
+   * Backward from `loss` (this rank's loss on its part of the batch), then every gradient
+   * averaged over the ranks. With `overlap` (default), buckets are all-reduced while backward
+   * runs. A parameter that got no gradient on this rank counts as a zero gradient, so that
+   * every rank reduces the same buckets. Gradients accumulated by earlier plain `backward`
+   * calls (micro-batches) are included: only this call communicates.
+   */
+  async backward(loss: Tensor, grad?: Tensor): Promise<void> {
+    const buckets = this.#planBuckets();
+    if (!this.#overlap) {
+      backward(loss, grad);
+      await Promise.all(buckets.map((bucket) => this.#reduceBucket(bucket)));
+      return;
+    }
+    const bucketOf = new Map<Tensor, Bucket>();
+    for (const bucket of buckets) for (const parameter of bucket.parameters) bucketOf.set(parameter.value, bucket);
+    const launched: Promise<void>[] = [];
+    // Buckets start in index order only: every rank then calls the same collectives in the same order.
+    const launchReady = () => {
+      while (launched.length < buckets.length && buckets[launched.length].ready === buckets[launched.length].parameters.length) {
+        launched.push(this.#reduceBucket(buckets[launched.length]));
+      }
+    };
+    const stop = addGradReadyObserver((leaf) => {
+      const bucket = bucketOf.get(leaf);
+      if (bucket === undefined) return;
+      bucket.ready++;
+      launchReady();
+    });
+    try {
+      backward(loss, grad);
+    } catch (error) {
+      for (const pending of launched) pending.catch(() => {});
+      throw error;
+    } finally {
+      stop();
+    }
+    while (launched.length < buckets.length) launched.push(this.#reduceBucket(buckets[launched.length]));
+    await Promise.all(launched);
+  }
+
+  /** Averages the gradients already computed (by plain `backward` calls) over the ranks. */
+  async allReduceGradients(): Promise<void> {
+    await Promise.all(this.#planBuckets().map((bucket) => this.#reduceBucket(bucket)));
+  }
+
+  /** Copies rank 0's block-sparse patterns, then its parameters, to every rank. */
+  async broadcastParameters(): Promise<void> {
+    const patterns = await this.#broadcastPatterns();
+    noGrad(() => {
+      for (const [layer, pattern] of patterns) if (!pattern.equals(layer.pattern)) layer.setPattern(pattern);
+    });
+    await Promise.all(this.module.parameters().map((parameter) => this.#group.broadcast(parameter.value, 0)));
+  }
+
+  /**
+   * One call of `sparse.step(loss)`, decided by rank 0 and copied to every rank: rank 0 moves
+   * its patterns (with `loss`, its closure for gradient regrowth), the others count the call
+   * and take rank 0's patterns and the values of the blocks they add; the attached
+   * optimizer's state follows on every rank. Every rank must call it where it would call
+   * `sparse.step`. Returns the moves, the same on every rank.
+   */
+  async movePatterns(sparse: SparseOptimizer, loss?: LossClosure): Promise<Map<BlockSparseLinear, PatternMove>> {
+    if (!(sparse instanceof SparseOptimizer)) throw new ValueError("DistributedDataParallel.movePatterns: sparse must be a SparseOptimizer");
+    const own = new Set(this.#blockSparseLayers());
+    const layers = sparse.layers();
+    if (!layers.every((layer) => own.has(layer))) throw new ValueError("DistributedDataParallel.movePatterns: the SparseOptimizer moves layers that are not in this model");
+    if (!sparse.willUpdate()) {
+      sparse.skipStep();
+      return new Map();
+    }
+    const before = new Map(layers.map((layer) => [layer, layer.pattern]));
+    if (this.#group.rank === 0) sparse.step(loss);
+    else sparse.skipStep();
+    const patterns = await this.#broadcastPatterns();
+    const values = new Map<BlockSparseLinear, Tensor>();
+    for (const [layer, pattern] of patterns) {
+      const weight = layer.weight.value;
+      values.set(layer, this.#group.rank === 0 ? weight : keep(fullOn(weight.backend, [pattern.nnzBlocks, ...pattern.blockShape], 0, weight.dtype)));
+    }
+    await Promise.all([...values.values()].map((t) => this.#group.broadcast(t, 0)));
+    if (this.#group.rank !== 0) {
+      noGrad(() => {
+        for (const [layer, pattern] of patterns) {
+          const received = values.get(layer) as Tensor;
+          if (!pattern.equals(layer.pattern)) {
+            const sources = blockSources(layer.pattern, pattern);
+            const added = Int32Array.from(sources.keys()).filter((k) => sources[k] < 0);
+            const newValues = added.length === 0 ? undefined : tidy(() => gather(received, tensorOn(received.backend, added, [added.length], "int32"), 0));
+            try {
+              layer.setPattern(pattern, { newValues, optimizer: sparse.optimizer });
+            } finally {
+              newValues?.dispose();
+            }
+          }
+          received.dispose();
+        }
+      });
+    }
+    const moves = new Map<BlockSparseLinear, PatternMove>();
+    for (const [layer, previous] of before) {
+      const [was, is] = [flatBlocks(previous), flatBlocks(layer.pattern)];
+      moves.set(layer, { pruned: difference(was, is), regrown: difference(is, was) });
+    }
+    return moves;
+  }
+
+  /**
+   * Checks that every rank holds the same parameters (bit for bit) and patterns, by comparing
+   * digests; throws a ReplicaDivergenceError naming what differs and where.
+   */
+  async checkReplicas(): Promise<void> {
+    const entries: [string, Uint8Array][] = [];
+    for (const [name, parameter] of this.module.namedParameters()) {
+      const raw = parameter.value.backend.readSync(parameter.value.dataId);
+      entries.push([name, new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength)]);
+      if (parameter.pattern !== null) entries.push([`${name} (pattern)`, new Uint8Array(flatBlocks(parameter.pattern).buffer)]);
+    }
+    const digests = Int32Array.from(entries, ([, bytes]) => createHash("sha256").update(bytes).digest().readInt32LE(0));
+    const gathered = await this.#group.allGather(tensorOn(this.#backend(), digests, [digests.length], "int32"));
+    const all = gathered.dataSync();
+    gathered.dispose();
+    const differences: string[] = [];
+    entries.forEach(([name], i) => {
+      const ranks = Array.from({ length: this.#group.worldSize }, (_, r) => r).filter((r) => all[r * entries.length + i] !== all[i]);
+      if (ranks.length > 0) differences.push(`${name} differs from rank 0's on rank(s) ${ranks.join(", ")}`);
+    });
+    if (differences.length > 0) throw new ReplicaDivergenceError(`the replicas diverged: ${differences.join("; ")}`);
+  }
+
+  /** Saves the wrapped model's checkpoint from rank 0 only (nn's `save`), then waits for every rank. */
+  async save(path: string, metadata: Record<string, string> = {}, options: SaveOptions = {}): Promise<void> {
+    if (this.#group.rank === 0) await save(this.module, path, metadata, options);
+    await this.#group.barrier();
+  }
+
+  #blockSparseLayers(): BlockSparseLinear[] {
+    return this.module.modules().filter((m): m is BlockSparseLinear => m instanceof BlockSparseLinear);
+  }
+
+  #backend(): Backend {
+    return this.module.parameters()[0].value.backend;
+  }
+
+  /** Rank 0's pattern of every block-sparse layer (two broadcasts: the block counts, then all the block positions). */
+  async #broadcastPatterns(): Promise<Map<BlockSparseLinear, BsrPattern>> {
+    const layers = this.#blockSparseLayers();
+    if (layers.length === 0) return new Map();
+    const backend = this.#backend();
+    const counts = tensorOn(backend, layers.map((layer) => layer.nnzBlocks), [layers.length], "int32");
+    await this.#group.broadcast(counts, 0);
+    const nnz = Array.from(counts.dataSync());
+    counts.dispose();
+    const all = new Int32Array(nnz.reduce((a, b) => a + b, 0));
+    if (this.#group.rank === 0) {
+      let offset = 0;
+      for (const layer of layers) {
+        all.set(flatBlocks(layer.pattern), offset);
+        offset += layer.nnzBlocks;
+      }
+    }
+    const positions = tensorOn(backend, all, [all.length], "int32");
+    await this.#group.broadcast(positions, 0);
+    const received = positions.dataSync() as Int32Array;
+    positions.dispose();
+    const patterns = new Map<BlockSparseLinear, BsrPattern>();
+    let offset = 0;
+    layers.forEach((layer, i) => {
+      const own = layer.pattern;
+      patterns.set(layer, this.#group.rank === 0 ? own : BsrPattern.fromFlatBlocks(own.shape, own.blockShape, received.subarray(offset, offset + nnz[i])));
+      offset += nnz[i];
+    });
+    return patterns;
+  }
+
+  /** Parameters that take gradients, in reverse order (backward reaches the last layers first), cut into buckets of one dtype. */
+  #planBuckets(): Bucket[] {
+    const buckets: Bucket[] = [];
+    let bytes = 0;
+    for (const parameter of [...this.module.parameters()].reverse()) {
+      if (!parameter.requiresGrad) continue;
+      const last = buckets[buckets.length - 1];
+      const size = parameter.size * bytesPerElement(parameter.dtype);
+      if (last === undefined || bytes >= this.#bucketBytes || last.parameters[0].dtype !== parameter.dtype) {
+        buckets.push({ parameters: [parameter], ready: 0 });
+        bytes = size;
+      } else {
+        last.parameters.push(parameter);
+        bytes += size;
+      }
+    }
+    return buckets;
+  }
+
+  /** Averages one bucket's gradients over the ranks: flattened into one tensor, all-reduced, copied back. */
+  async #reduceBucket(bucket: Bucket): Promise<void> {
+    const flat = noGrad(() =>
+      keep(
+        tidy(() => {
+          const grads = bucket.parameters.map((parameter) => {
+            if (parameter.grad === null) parameter.grad = keep(fullOn(parameter.value.backend, parameter.shape, 0, parameter.dtype));
+            return reshape(parameter.grad as Tensor, [parameter.size]);
+          });
+          return grads.length === 1 ? grads[0] : concat(grads, 0);
+        }),
+      ),
+    );
+    try {
+      await this.#group.allReduce(flat, "avg");
+      noGrad(() =>
+        tidy(() => {
+          let offset = 0;
+          for (const parameter of bucket.parameters) {
+            const grad = parameter.grad as Tensor;
+            grad.assign(reshape(slice(flat, [offset], [grad.size]), grad.shape));
+            offset += grad.size;
+          }
+        }),
+      );
+    } finally {
+      flat.dispose();
+    }
+  }
+}

@@ -1,0 +1,50 @@
+import { DistributedEnvError } from "./errors";
+
+/** What a launcher (blocksparse-run, torchrun, a cluster's job script) tells each rank through its environment. */
+export interface DistributedEnv {
+  /** This process's rank in [0, worldSize). RANK. */
+  rank: number;
+  /** The number of processes of the job. WORLD_SIZE. */
+  worldSize: number;
+  /** The rank among the processes of this host (picks the GPU). LOCAL_RANK, default 0. */
+  localRank: number;
+  /** Processes on this host. LOCAL_WORLD_SIZE, default worldSize. */
+  localWorldSize: number;
+  /** Host of the rendezvous store (rank 0's host). MASTER_ADDR, default 127.0.0.1. */
+  masterAddr: string;
+  /** Port of the rendezvous store. MASTER_PORT. */
+  masterPort: number;
+  /** The launcher hosts the store itself (rank 0 then connects to it like every rank). BLOCKSPARSE_LAUNCHER_STORE=1. */
+  launcherStore: boolean;
+}
+
+function integer(env: NodeJS.ProcessEnv, name: string, fallback: number | undefined, min: number): number {
+  const text = env[name];
+  if (text === undefined || text === "") {
+    if (fallback !== undefined) return fallback;
+    throw new DistributedEnvError(
+      `${name} is not set: run the script through a launcher (blocksparse-run --nproc-per-node N script.js) or set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT`,
+    );
+  }
+  const value = Number(text);
+  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(value) || value < min) {
+    throw new DistributedEnvError(`${name} must be an integer >= ${min}, got '${text}'`);
+  }
+  return value;
+}
+
+/** Reads and checks the launcher's variables (default: this process's environment). */
+export function readDistributedEnv(env: NodeJS.ProcessEnv = process.env): DistributedEnv {
+  const worldSize = integer(env, "WORLD_SIZE", undefined, 1);
+  const rank = integer(env, "RANK", undefined, 0);
+  if (rank >= worldSize) throw new DistributedEnvError(`RANK=${rank} is out of range for WORLD_SIZE=${worldSize} (ranks are 0 to ${worldSize - 1})`);
+  const localWorldSize = integer(env, "LOCAL_WORLD_SIZE", worldSize, 1);
+  const localRank = integer(env, "LOCAL_RANK", 0, 0);
+  if (localRank >= localWorldSize) {
+    throw new DistributedEnvError(`LOCAL_RANK=${localRank} is out of range for LOCAL_WORLD_SIZE=${localWorldSize}`);
+  }
+  const masterPort = integer(env, "MASTER_PORT", undefined, 1);
+  if (masterPort > 65535) throw new DistributedEnvError(`MASTER_PORT must be a TCP port (1 to 65535), got ${masterPort}`);
+  const masterAddr = env.MASTER_ADDR === undefined || env.MASTER_ADDR === "" ? "127.0.0.1" : env.MASTER_ADDR;
+  return { rank, worldSize, localRank, localWorldSize, masterAddr, masterPort, launcherStore: env.BLOCKSPARSE_LAUNCHER_STORE === "1" };
+}

@@ -1,0 +1,31 @@
+import { CoreError } from "@blocksparse/core";
+
+/** Base class of the errors @blocksparse/distributed throws itself (bad arguments use core's ValueError, DTypeError, ShapeError). */
+export class DistributedError extends CoreError {
+  override name = "DistributedError";
+}
+
+/** The launcher's environment is missing or malformed (RANK, WORLD_SIZE, MASTER_ADDR, ...): the message names the variable. */
+export class DistributedEnvError extends DistributedError {
+  override name = "DistributedEnvError";
+}
+
+/** The rendezvous store could not be reached, refused a request, or closed (its host process exited). */
+export class StoreError extends DistributedError {
+  override name = "StoreError";
+}
+
+/** A collective failed: a peer did not take part in time, called a different collective, or the transport broke. */
+export class CollectiveError extends DistributedError {
+  override name = "CollectiveError";
+}
+
+/** An NCCL call failed or NCCL is unavailable; the message names the call and NCCL's reason. */
+export class NcclError extends DistributedError {
+  override name = "NcclError";
+}
+
+/** The replicas of a data-parallel model no longer hold the same parameters or patterns. */
+export class ReplicaDivergenceError extends DistributedError {
+  override name = "ReplicaDivergenceError";
+}

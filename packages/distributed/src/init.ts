@@ -1,0 +1,29 @@
+import { ValueError } from "@blocksparse/core";
+import { CpuProcessGroup } from "./cpu_group";
+import { type DistributedEnv, readDistributedEnv } from "./env";
+import { NcclProcessGroup } from "./nccl_group";
+import type { ProcessGroup } from "./process_group";
+import { Rendezvous } from "./rendezvous";
+
+export interface InitProcessGroupOptions {
+  /** "cpu" (through the TCP store) or "nccl" (GPUs; needs @blocksparse/backend-cuda and libnccl.so.2). Default "cpu". */
+  backend?: "cpu" | "nccl";
+  /** How long a rank waits for its peers at the rendezvous and in each collective (default 5 minutes). */
+  timeoutMs?: number;
+  /** The launcher's variables (default: read from process.env with readDistributedEnv). */
+  env?: DistributedEnv;
+}
+
+/**
+ * Joins the job the launcher started (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT)
+ * and returns this rank's process group. Every rank of the job must call it; it resolves once
+ * all have joined.
+ */
+export async function initProcessGroup(options: InitProcessGroupOptions = {}): Promise<ProcessGroup> {
+  if (options === null || typeof options !== "object") throw new ValueError("initProcessGroup: options must be an object");
+  const backend = options.backend ?? "cpu";
+  if (backend !== "cpu" && backend !== "nccl") throw new ValueError(`initProcessGroup: backend must be "cpu" or "nccl", got ${JSON.stringify(backend)}`);
+  const env = options.env ?? readDistributedEnv();
+  if (backend === "nccl") return NcclProcessGroup.create(env, { timeoutMs: options.timeoutMs });
+  return new CpuProcessGroup(await Rendezvous.join(env, { timeoutMs: options.timeoutMs }));
+}

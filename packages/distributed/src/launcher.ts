@@ -1,0 +1,177 @@
+/**
+ * blocksparse-run: starts the ranks of a data-parallel job on this host, like torchrun. Each rank
+ * is `node <script> <args>` with RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR and
+ * MASTER_PORT set; the launcher of node 0 hosts the rendezvous store. Signals go to every rank;
+ * when one rank fails, the others are stopped and the launcher exits with its code.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { constants } from "node:os";
+import { ValueError } from "@blocksparse/core";
+import { TcpStoreServer } from "./store";
+
+export interface LaunchOptions {
+  /** Processes started on this host (one per GPU, usually). */
+  nprocPerNode: number;
+  /** Hosts in the job (default 1). */
+  nnodes?: number;
+  /** This host's index in [0, nnodes) (default 0); node 0 hosts the store. */
+  nodeRank?: number;
+  /** Address of node 0, where the store listens (default 127.0.0.1). */
+  masterAddr?: string;
+  /** Port of the store (default: a free port on one host; required with several hosts). */
+  masterPort?: number;
+  /** The script every rank runs, and its arguments. */
+  script: string;
+  args?: readonly string[];
+  /** Node options for every rank (default: this process's, e.g. --import tsx or --enable-source-maps). */
+  nodeOptions?: readonly string[];
+  /** Extra environment for every rank. */
+  env?: NodeJS.ProcessEnv;
+  /** How long ranks get to exit after SIGTERM before SIGKILL, when the job is stopped (default 5 s). */
+  killGraceMs?: number;
+  /** Where the launcher's own messages go (default: stderr). */
+  log?: (line: string) => void;
+}
+
+export const LAUNCHER_USAGE = `usage: blocksparse-run --nproc-per-node N [--nnodes M --node-rank K --master-addr ADDR --master-port PORT] script.js [script args]
+
+  --nproc-per-node N   processes to start on this host (one per GPU)
+  --nnodes M           hosts in the job (default 1)
+  --node-rank K        this host's index, 0 to M-1 (default 0); node 0 hosts the rendezvous store
+  --master-addr ADDR   address of node 0 that every host can reach (default 127.0.0.1)
+  --master-port PORT   port of the store on node 0 (default: a free port; required when M > 1)
+
+Each rank runs \`node script.js args\` with RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT set.`;
+
+const OPTION_NAMES: Record<string, keyof LaunchOptions> = {
+  "nproc-per-node": "nprocPerNode",
+  nnodes: "nnodes",
+  "node-rank": "nodeRank",
+  "master-addr": "masterAddr",
+  "master-port": "masterPort",
+};
+
+/** The launcher's options from its command line: options up to the script, then the script's own arguments untouched. */
+export function parseLauncherArgs(argv: readonly string[]): LaunchOptions {
+  const values: Record<string, string> = {};
+  let i = 0;
+  while (i < argv.length && argv[i].startsWith("--")) {
+    const [flag, inline] = argv[i].slice(2).split(/=(.*)/s, 2);
+    const name = flag.replaceAll("_", "-");
+    if (!(name in OPTION_NAMES)) throw new ValueError(`blocksparse-run: unknown option --${flag}\n${LAUNCHER_USAGE}`);
+    const value = inline ?? argv[++i];
+    if (value === undefined) throw new ValueError(`blocksparse-run: --${flag} needs a value\n${LAUNCHER_USAGE}`);
+    values[name] = value;
+    i++;
+  }
+  if (i >= argv.length) throw new ValueError(`blocksparse-run: no script given\n${LAUNCHER_USAGE}`);
+  const integer = (name: string): number | undefined => {
+    const text = values[name];
+    if (text === undefined) return undefined;
+    if (!/^\d+$/.test(text)) throw new ValueError(`blocksparse-run: --${name} must be a non-negative integer, got '${text}'`);
+    return Number(text);
+  };
+  const nprocPerNode = integer("nproc-per-node");
+  if (nprocPerNode === undefined) throw new ValueError(`blocksparse-run: --nproc-per-node is required\n${LAUNCHER_USAGE}`);
+  return {
+    nprocPerNode,
+    nnodes: integer("nnodes"),
+    nodeRank: integer("node-rank"),
+    masterAddr: values["master-addr"],
+    masterPort: integer("master-port"),
+    script: argv[i],
+    args: argv.slice(i + 1),
+  };
+}
+
+function checkLaunchOptions(options: LaunchOptions): Required<Pick<LaunchOptions, "nprocPerNode" | "nnodes" | "nodeRank" | "masterAddr">> {
+  const { nprocPerNode, nnodes = 1, nodeRank = 0, masterAddr = "127.0.0.1", masterPort } = options;
+  if (!Number.isInteger(nprocPerNode) || nprocPerNode < 1) throw new ValueError(`blocksparse-run: --nproc-per-node must be at least 1, got ${nprocPerNode}`);
+  if (!Number.isInteger(nnodes) || nnodes < 1) throw new ValueError(`blocksparse-run: --nnodes must be at least 1, got ${nnodes}`);
+  if (!Number.isInteger(nodeRank) || nodeRank >= nnodes) throw new ValueError(`blocksparse-run: --node-rank must be in [0, ${nnodes - 1}], got ${nodeRank}`);
+  if (nnodes > 1 && masterPort === undefined) throw new ValueError("blocksparse-run: --master-port is required with --nnodes > 1 (every host must name the same port)");
+  if (masterPort !== undefined && !(Number.isInteger(masterPort) && masterPort >= 1 && masterPort <= 65535)) {
+    throw new ValueError(`blocksparse-run: --master-port must be a TCP port (1 to 65535), got ${masterPort}`);
+  }
+  if (typeof options.script !== "string" || options.script === "") throw new ValueError("blocksparse-run: no script given");
+  return { nprocPerNode, nnodes, nodeRank, masterAddr };
+}
+
+/** Runs the job's ranks of this host to the end; resolves with the exit code the launcher should exit with. */
+export async function launch(options: LaunchOptions): Promise<number> {
+  const { nprocPerNode, nnodes, nodeRank, masterAddr } = checkLaunchOptions(options);
+  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const killGraceMs = options.killGraceMs ?? 5000;
+  // Node 0's launcher hosts the store: it lives as long as the job, whichever rank exits first.
+  const store = nodeRank === 0 ? await TcpStoreServer.listen(masterAddr, options.masterPort ?? 0) : null;
+  const masterPort = store?.port ?? (options.masterPort as number);
+  const worldSize = nnodes * nprocPerNode;
+  const children: { rank: number; child: ChildProcess; exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> }[] = [];
+  let stopping = false;
+  let failure: { rank: number; code: number; reason: string } | null = null;
+
+  const stopAll = (signal: NodeJS.Signals) => {
+    for (const { child } of children) if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    const timer = setTimeout(() => {
+      for (const { child } of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    }, killGraceMs);
+    timer.unref();
+  };
+  const forward = (signal: NodeJS.Signals) => {
+    if (failure === null) failure = { rank: -1, code: 128 + (constants.signals[signal] ?? 15), reason: `received ${signal}` };
+    stopping = true;
+    stopAll(signal);
+  };
+  const onSigint = () => forward("SIGINT");
+  const onSigterm = () => forward("SIGTERM");
+  process.on("SIGINT", onSigint);
+  process.on("SIGTERM", onSigterm);
+
+  try {
+    for (let localRank = 0; localRank < nprocPerNode; localRank++) {
+      const rank = nodeRank * nprocPerNode + localRank;
+      const child = spawn(process.execPath, [...(options.nodeOptions ?? process.execArgv), options.script, ...(options.args ?? [])], {
+        stdio: "inherit",
+        env: {
+          ...process.env,
+          ...options.env,
+          RANK: String(rank),
+          WORLD_SIZE: String(worldSize),
+          LOCAL_RANK: String(localRank),
+          LOCAL_WORLD_SIZE: String(nprocPerNode),
+          GROUP_RANK: String(nodeRank),
+          MASTER_ADDR: masterAddr,
+          MASTER_PORT: String(masterPort),
+          BLOCKSPARSE_LAUNCHER_STORE: "1",
+        },
+      });
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+        child.once("error", (error) => {
+          log(`blocksparse-run: rank ${rank} could not start: ${error.message}`);
+          resolve({ code: 1, signal: null });
+        });
+        child.once("exit", (code, signal) => resolve({ code, signal }));
+      });
+      children.push({ rank, child, exited });
+      exited.then(({ code, signal }) => {
+        if (code === 0 || stopping) return;
+        const reason = signal !== null ? `was killed by ${signal}` : `exited with code ${code}`;
+        failure = { rank, code: signal !== null ? 128 + (constants.signals[signal] ?? 1) : (code ?? 1), reason };
+        stopping = true;
+        log(
+          `blocksparse-run: rank ${rank} (pid ${child.pid}) ${reason}; stopping the other ${worldSize > 1 ? `${children.length - 1} rank(s) of this host` : "ranks"}`,
+        );
+        stopAll("SIGTERM");
+      });
+    }
+    await Promise.all(children.map(({ exited }) => exited));
+  } finally {
+    process.off("SIGINT", onSigint);
+    process.off("SIGTERM", onSigterm);
+    await store?.close();
+  }
+  const failed = failure as { rank: number; code: number; reason: string } | null;
+  if (failed === null) return 0;
+  if (failed.rank >= 0) log(`blocksparse-run: the job failed: rank ${failed.rank} ${failed.reason}`);
+  return failed.code === 0 ? 1 : failed.code;
+}

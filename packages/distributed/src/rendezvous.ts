@@ -1,0 +1,108 @@
+import { ValueError } from "@blocksparse/core";
+import type { DistributedEnv } from "./env";
+import { DistributedEnvError, StoreError } from "./errors";
+import { TcpStore, TcpStoreServer } from "./store";
+
+/** Default time a rank waits for its peers in a rendezvous or a collective: 5 minutes. */
+export const DEFAULT_TIMEOUT_MS = 300_000;
+
+/**
+ * One rank's place in the job: its connection to the store (and the store itself on the rank
+ * that hosts it), and the two moves every exchange is made of: publish bytes under a key for
+ * a number of readers, and collect what other ranks published under a key.
+ */
+export class Rendezvous {
+  private constructor(
+    readonly store: TcpStore,
+    readonly rank: number,
+    readonly worldSize: number,
+    readonly timeoutMs: number,
+    private readonly server: TcpStoreServer | null,
+  ) {}
+
+  /**
+   * Joins the job described by `env`: rank 0 starts the store on MASTER_ADDR:MASTER_PORT (unless
+   * the launcher hosts it), every rank connects, and the ranks check that they agree on the world
+   * size and that no rank number is taken twice.
+   */
+  static async join(env: DistributedEnv, options: { timeoutMs?: number } = {}): Promise<Rendezvous> {
+    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) throw new ValueError(`timeoutMs must be a positive number of milliseconds, got ${String(timeoutMs)}`);
+    const server = env.rank === 0 && !env.launcherStore ? await TcpStoreServer.listen(env.masterAddr, env.masterPort) : null;
+    let store: TcpStore;
+    try {
+      store = await TcpStore.connect(env.masterAddr, env.masterPort, { timeoutMs });
+    } catch (error) {
+      await server?.close();
+      throw error;
+    }
+    const rendezvous = new Rendezvous(store, env.rank, env.worldSize, timeoutMs, server);
+    try {
+      if ((await store.add(`rendezvous/rank/${env.rank}`, 1)) > 1) {
+        throw new DistributedEnvError(`RANK=${env.rank} is used by two processes of this job: each process needs its own RANK in [0, ${env.worldSize - 1}]`);
+      }
+      const sizes = await rendezvous.exchange("rendezvous/world", new TextEncoder().encode(String(env.worldSize)));
+      for (const [peer, bytes] of sizes) {
+        const theirs = new TextDecoder().decode(bytes);
+        if (theirs !== String(env.worldSize)) {
+          throw new DistributedEnvError(`rank ${peer} has WORLD_SIZE=${theirs} but rank ${env.rank} has WORLD_SIZE=${env.worldSize}: every rank must be started with the same WORLD_SIZE`);
+        }
+      }
+    } catch (error) {
+      await rendezvous.close();
+      throw error;
+    }
+    return rendezvous;
+  }
+
+  /** Sets `key/<rank>` to `value`, dropped once `readers` ranks have read it. */
+  async publish(key: string, value: Uint8Array, readers: number): Promise<void> {
+    if (readers > 0) await this.store.set(`${key}/${this.rank}`, value, { reads: readers });
+  }
+
+  /** What each of `ranks` published under `key`, waiting up to the timeout for each. */
+  async collect(key: string, ranks: readonly number[]): Promise<Map<number, Uint8Array>> {
+    const values = await Promise.all(ranks.map((peer) => this.store.get(`${key}/${peer}`, this.timeoutMs)));
+    return new Map(ranks.map((peer, i) => [peer, values[i]]));
+  }
+
+  /** Every other rank's `value` under `key` (each rank publishes its own and reads the rest). */
+  async exchange(key: string, value: Uint8Array): Promise<Map<number, Uint8Array>> {
+    const others = this.others();
+    await this.publish(key, value, others.length);
+    return this.collect(key, others);
+  }
+
+  /** The ranks other than this one, ascending. */
+  others(): number[] {
+    return Array.from({ length: this.worldSize }, (_, r) => r).filter((r) => r !== this.rank);
+  }
+
+  /**
+   * Leaves the job: waits until every rank is leaving, then each closes its connection; the rank
+   * hosting the store closes it last, once every other rank said it is done with it.
+   */
+  async shutdown(): Promise<void> {
+    try {
+      await this.exchange("shutdown/arrived", new Uint8Array(0));
+      if (this.server !== null) await this.collect("shutdown/left", this.others());
+      else await this.publish("shutdown/left", new Uint8Array(0), 1);
+    } finally {
+      await this.close();
+    }
+  }
+
+  /** Closes at once (no handshake): for a failed start. */
+  async close(): Promise<void> {
+    this.store.close();
+    await this.server?.close();
+  }
+}
+
+/** Wraps a store failure met during `what` as the error type the caller throws, keeping the cause. */
+export function explainStoreFailure(error: unknown, make: (message: string) => Error, what: string): unknown {
+  if (!(error instanceof StoreError)) return error;
+  const wrapped = make(`${what}: ${error.message}`);
+  (wrapped as Error & { cause?: unknown }).cause = error;
+  return wrapped;
+}

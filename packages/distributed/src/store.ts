@@ -1,0 +1,272 @@
+/**
+ * The rendezvous store: a small key/value server (run by rank 0, or by the launcher) that every
+ * rank reaches over TCP. Ranks publish and fetch bytes under string keys; `get` waits until the
+ * key exists. A value set with `reads: n` is dropped after n gets, so data exchanged through the
+ * store does not pile up over a long run.
+ */
+import { createServer, type Server, type Socket, connect as connectSocket } from "node:net";
+import { ValueError } from "@blocksparse/core";
+import { StoreError } from "./errors";
+import { encodeFrame, type Frame, FrameReader } from "./wire";
+
+interface StoredValue {
+  value: Uint8Array;
+  /** Gets left before the value is dropped (null: kept until the store closes). */
+  readsLeft: number | null;
+}
+
+interface Waiter {
+  socket: Socket;
+  id: number;
+}
+
+function send(socket: Socket, header: Record<string, unknown>, payload?: Uint8Array): void {
+  if (socket.destroyed) return;
+  for (const part of encodeFrame(header, payload)) socket.write(part);
+}
+
+/** The server side: holds the keys in memory for as long as it runs. */
+export class TcpStoreServer {
+  readonly #server: Server;
+  readonly #values = new Map<string, StoredValue>();
+  readonly #counters = new Map<string, number>();
+  readonly #waiters = new Map<string, Waiter[]>();
+  readonly #sockets = new Set<Socket>();
+
+  private constructor(server: Server) {
+    this.#server = server;
+    // The store lives as long as its host wants it: it never keeps the process alive by itself.
+    server.unref();
+    server.on("connection", (socket) => this.#serve(socket));
+  }
+
+  /** Listens on host:port (port 0 picks a free port; read it from `port`). */
+  static listen(host: string, port: number): Promise<TcpStoreServer> {
+    if (typeof host !== "string" || host === "") throw new ValueError(`TcpStoreServer.listen: host must be a host name or address, got ${String(host)}`);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ValueError(`TcpStoreServer.listen: port must be in [0, 65535], got ${String(port)}`);
+    const server = createServer({ noDelay: true });
+    return new Promise((resolve, reject) => {
+      server.once("error", (error: NodeJS.ErrnoException) => {
+        reject(new StoreError(`the store could not listen on ${host}:${port}: ${error.code === "EADDRINUSE" ? "the port is in use (choose another MASTER_PORT)" : error.message}`));
+      });
+      server.listen(port, host, () => resolve(new TcpStoreServer(server)));
+    });
+  }
+
+  /** The port it listens on. */
+  get port(): number {
+    const address = this.#server.address();
+    return typeof address === "object" && address !== null ? address.port : 0;
+  }
+
+  /** Stops listening and drops every connection. */
+  close(): Promise<void> {
+    for (const socket of this.#sockets) socket.destroy();
+    return new Promise((resolve) => this.#server.close(() => resolve()));
+  }
+
+  #serve(socket: Socket): void {
+    this.#sockets.add(socket);
+    socket.unref();
+    const reader = new FrameReader();
+    socket.on("data", (chunk: Buffer) => {
+      let frames: Frame[];
+      try {
+        frames = reader.push(chunk);
+      } catch {
+        socket.destroy();
+        return;
+      }
+      for (const frame of frames) this.#handle(socket, frame);
+    });
+    socket.on("error", () => socket.destroy());
+    socket.on("close", () => {
+      this.#sockets.delete(socket);
+      for (const [key, waiters] of this.#waiters) {
+        const left = waiters.filter((w) => w.socket !== socket);
+        if (left.length === 0) this.#waiters.delete(key);
+        else this.#waiters.set(key, left);
+      }
+    });
+  }
+
+  #handle(socket: Socket, { header, payload }: Frame): void {
+    const id = Number(header.id);
+    const key = String(header.key);
+    switch (header.op) {
+      case "set": {
+        const reads = header.reads === undefined ? null : Number(header.reads);
+        this.#values.set(key, { value: payload, readsLeft: reads });
+        send(socket, { id, ok: true });
+        const waiters = this.#waiters.get(key) ?? [];
+        this.#waiters.delete(key);
+        for (const waiter of waiters) this.#answerGet(waiter, key);
+        return;
+      }
+      case "get":
+        if (this.#values.has(key)) this.#answerGet({ socket, id }, key);
+        else this.#waiters.set(key, [...(this.#waiters.get(key) ?? []), { socket, id }]);
+        return;
+      case "add": {
+        const value = (this.#counters.get(key) ?? 0) + Number(header.delta);
+        this.#counters.set(key, value);
+        send(socket, { id, ok: true, value });
+        return;
+      }
+      default:
+        send(socket, { id, ok: false, error: `unknown operation ${JSON.stringify(header.op)}` });
+    }
+  }
+
+  #answerGet(waiter: Waiter, key: string): void {
+    const stored = this.#values.get(key);
+    if (stored === undefined) {
+      // An earlier waiter took the last read: this one waits for the next set.
+      this.#waiters.set(key, [...(this.#waiters.get(key) ?? []), waiter]);
+      return;
+    }
+    send(waiter.socket, { id: waiter.id, ok: true }, stored.value);
+    if (stored.readsLeft !== null && --stored.readsLeft <= 0) this.#values.delete(key);
+  }
+}
+
+interface Pending {
+  resolve: (frame: Frame) => void;
+  reject: (error: Error) => void;
+  timer: NodeJS.Timeout | undefined;
+  what: string;
+}
+
+export interface StoreConnectOptions {
+  /** How long to keep trying while the server is not up yet (default 60 s). */
+  timeoutMs?: number;
+}
+
+/** A connection to the store. Requests may overlap; each resolves with its own answer. */
+export class TcpStore {
+  readonly host: string;
+  readonly port: number;
+  readonly #socket: Socket;
+  readonly #pending = new Map<number, Pending>();
+  #nextId = 1;
+  #closedReason: string | null = null;
+
+  private constructor(socket: Socket, host: string, port: number) {
+    this.#socket = socket;
+    this.host = host;
+    this.port = port;
+    const reader = new FrameReader();
+    socket.on("data", (chunk: Buffer) => {
+      let frames: Frame[];
+      try {
+        frames = reader.push(chunk);
+      } catch (error) {
+        this.#fail(`the store at ${host}:${port} sent a malformed answer (${(error as Error).message})`);
+        return;
+      }
+      for (const frame of frames) {
+        const pending = this.#pending.get(Number(frame.header.id));
+        if (pending === undefined) continue;
+        this.#pending.delete(Number(frame.header.id));
+        if (this.#pending.size === 0) socket.unref();
+        clearTimeout(pending.timer);
+        if (frame.header.ok === true) pending.resolve(frame);
+        else pending.reject(new StoreError(`store ${pending.what}: ${String(frame.header.error)}`));
+      }
+    });
+    // An idle connection does not keep the process alive; a pending request does.
+    socket.unref();
+    const closed = `the store at ${host}:${port} closed the connection (the process hosting it, rank 0 or the launcher, may have exited)`;
+    socket.on("error", (error: NodeJS.ErrnoException) => {
+      const reset = error.code === "ECONNRESET" || error.code === "EPIPE";
+      this.#fail(reset ? closed : `the connection to the store at ${host}:${port} failed: ${error.message}`);
+    });
+    socket.on("close", () => this.#fail(closed));
+  }
+
+  /** Connects to host:port, retrying while the server is not listening yet, up to `timeoutMs`. */
+  static async connect(host: string, port: number, options: StoreConnectOptions = {}): Promise<TcpStore> {
+    if (typeof host !== "string" || host === "") throw new ValueError(`TcpStore.connect: host must be a host name or address, got ${String(host)}`);
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new ValueError(`TcpStore.connect: port must be in [1, 65535], got ${String(port)}`);
+    const timeoutMs = options.timeoutMs ?? 60_000;
+    const deadline = Date.now() + timeoutMs;
+    let last = "";
+    while (Date.now() < deadline) {
+      try {
+        const socket = await new Promise<Socket>((resolve, reject) => {
+          const socket = connectSocket({ host, port, noDelay: true });
+          socket.once("connect", () => {
+            socket.removeAllListeners("error");
+            resolve(socket);
+          });
+          socket.once("error", reject);
+        });
+        return new TcpStore(socket, host, port);
+      } catch (error) {
+        last = (error as Error).message;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+    throw new StoreError(`could not reach the store at ${host}:${port} within ${timeoutMs / 1000} s (last error: ${last}); is rank 0 running, and are MASTER_ADDR and MASTER_PORT the same on every rank?`);
+  }
+
+  /** Stores `value` under `key` (replacing any); with `reads`, it is dropped after that many gets. */
+  async set(key: string, value: Uint8Array, options: { reads?: number } = {}): Promise<void> {
+    checkKey("set", key);
+    if (!(value instanceof Uint8Array)) throw new ValueError(`TcpStore.set: value must be a Uint8Array, got ${String(value)}`);
+    if (options.reads !== undefined && !(Number.isInteger(options.reads) && options.reads >= 1)) {
+      throw new ValueError(`TcpStore.set: reads must be a positive integer, got ${String(options.reads)}`);
+    }
+    await this.#request({ op: "set", key, ...(options.reads === undefined ? {} : { reads: options.reads }) }, value, `set '${key}'`);
+  }
+
+  /** The value under `key`, waiting until some rank sets it; a StoreError after `timeoutMs` (default: wait forever). */
+  async get(key: string, timeoutMs?: number): Promise<Uint8Array> {
+    checkKey("get", key);
+    return (await this.#request({ op: "get", key }, undefined, `get '${key}'`, timeoutMs)).payload;
+  }
+
+  /** Adds `delta` to the counter `key` (starting from 0) and returns the new value. */
+  async add(key: string, delta: number): Promise<number> {
+    checkKey("add", key);
+    if (!Number.isSafeInteger(delta)) throw new ValueError(`TcpStore.add: delta must be an integer, got ${String(delta)}`);
+    return Number((await this.#request({ op: "add", key, delta }, undefined, `add '${key}'`)).header.value);
+  }
+
+  /** Closes the connection; pending requests fail. */
+  close(): void {
+    this.#fail("the store connection was closed");
+    this.#socket.destroy();
+  }
+
+  #request(header: Record<string, unknown>, payload: Uint8Array | undefined, what: string, timeoutMs?: number): Promise<Frame> {
+    if (this.#closedReason !== null) return Promise.reject(new StoreError(`store ${what}: ${this.#closedReason}`));
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      const timer =
+        timeoutMs === undefined
+          ? undefined
+          : setTimeout(() => {
+              this.#pending.delete(id);
+              if (this.#pending.size === 0) this.#socket.unref();
+              reject(new StoreError(`store ${what}: no rank set it within ${timeoutMs / 1000} s`));
+            }, timeoutMs);
+      this.#pending.set(id, { resolve, reject, timer, what });
+      this.#socket.ref();
+      send(this.#socket, { ...header, id }, payload);
+    });
+  }
+
+  #fail(reason: string): void {
+    if (this.#closedReason === null) this.#closedReason = reason;
+    for (const [id, pending] of this.#pending) {
+      this.#pending.delete(id);
+      clearTimeout(pending.timer);
+      pending.reject(new StoreError(`store ${pending.what}: ${reason}`));
+    }
+  }
+}
+
+function checkKey(where: string, key: unknown): void {
+  if (typeof key !== "string" || key === "") throw new ValueError(`TcpStore.${where}: key must be a non-empty string, got ${String(key)}`);
+}

@@ -1,0 +1,71 @@
+/**
+ * The framing of the store's TCP protocol: each message is a JSON header and a binary payload,
+ * [u32 header bytes][u32 payload bytes][header][payload], big-endian lengths.
+ */
+
+/** Headers are small JSON objects; a longer one means the peer speaks another protocol. */
+const MAX_HEADER_BYTES = 64 * 1024;
+
+export interface Frame {
+  header: Record<string, unknown>;
+  payload: Uint8Array;
+}
+
+export function encodeFrame(header: Record<string, unknown>, payload: Uint8Array = new Uint8Array(0)): Buffer[] {
+  const headerBytes = Buffer.from(JSON.stringify(header), "utf8");
+  const lengths = Buffer.alloc(8);
+  lengths.writeUInt32BE(headerBytes.length, 0);
+  lengths.writeUInt32BE(payload.byteLength, 4);
+  return [lengths, headerBytes, Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength)];
+}
+
+/** Collects the chunks of a socket and hands out whole frames. */
+export class FrameReader {
+  #chunks: Buffer[] = [];
+  #buffered = 0;
+
+  /** Adds a chunk; returns the frames it completed. Throws on a frame this protocol cannot hold. */
+  push(chunk: Buffer): Frame[] {
+    this.#chunks.push(chunk);
+    this.#buffered += chunk.length;
+    const frames: Frame[] = [];
+    for (;;) {
+      if (this.#buffered < 8) return frames;
+      const head = this.#peek(8);
+      const headerBytes = head.readUInt32BE(0);
+      const payloadBytes = head.readUInt32BE(4);
+      if (headerBytes > MAX_HEADER_BYTES) throw new Error(`a frame header of ${headerBytes} bytes (at most ${MAX_HEADER_BYTES}): not this store's protocol`);
+      if (this.#buffered < 8 + headerBytes + payloadBytes) return frames;
+      const whole = this.#take(8 + headerBytes + payloadBytes);
+      const header = JSON.parse(whole.subarray(8, 8 + headerBytes).toString("utf8")) as unknown;
+      if (header === null || typeof header !== "object" || Array.isArray(header)) throw new Error("a frame header that is not a JSON object");
+      // Copied out, so that the payload does not pin the socket's chunk and is aligned for typed arrays.
+      frames.push({ header: header as Record<string, unknown>, payload: new Uint8Array(whole.subarray(8 + headerBytes)) });
+    }
+  }
+
+  #peek(bytes: number): Buffer {
+    if (this.#chunks[0].length < bytes) this.#chunks = [Buffer.concat(this.#chunks)];
+    return this.#chunks[0];
+  }
+
+  #take(bytes: number): Buffer {
+    const all = this.#chunks.length === 1 ? this.#chunks[0] : Buffer.concat(this.#chunks);
+    const rest = all.subarray(bytes);
+    this.#chunks = rest.length > 0 ? [rest] : [];
+    this.#buffered = rest.length;
+    return all.subarray(0, bytes);
+  }
+}
+
+/** One header and payload as a single byte array (the frame layout), for values kept in the store. */
+export function packMessage(header: Record<string, unknown>, payload: Uint8Array = new Uint8Array(0)): Uint8Array {
+  return new Uint8Array(Buffer.concat(encodeFrame(header, payload)));
+}
+
+/** The header and payload of packMessage's bytes; the payload is copied, so it is aligned for any typed array. */
+export function unpackMessage(bytes: Uint8Array): Frame {
+  const frames = new FrameReader().push(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+  if (frames.length !== 1) throw new Error(`expected one message, found ${frames.length}`);
+  return { header: frames[0].header, payload: frames[0].payload.slice() };
+}

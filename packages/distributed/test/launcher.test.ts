@@ -1,0 +1,42 @@
+import { ValueError } from "@blocksparse/core";
+import { afterAll, describe, expect, it } from "vitest";
+import { parseLauncherArgs } from "../src/launcher";
+import { removeOutput, runJob, runNode } from "./helpers";
+
+const outputs: string[] = [];
+afterAll(() => outputs.forEach(removeOutput));
+
+describe("blocksparse-run", () => {
+  it("parses its options up to the script and leaves the script's arguments alone", () => {
+    expect(parseLauncherArgs(["--nproc-per-node", "2", "--master_port=1234", "train.js", "--nproc-per-node", "9", "x"])).toEqual({
+      nprocPerNode: 2,
+      nnodes: undefined,
+      nodeRank: undefined,
+      masterAddr: undefined,
+      masterPort: 1234,
+      script: "train.js",
+      args: ["--nproc-per-node", "9", "x"],
+    });
+  });
+
+  it("refuses a missing script, an unknown option, a non-integer count, each with the usage", () => {
+    expect(() => parseLauncherArgs(["--nproc-per-node", "2"])).toThrow(/no script given[\s\S]*usage: blocksparse-run/);
+    expect(() => parseLauncherArgs(["--nprocs", "2", "a.js"])).toThrow(/unknown option --nprocs/);
+    expect(() => parseLauncherArgs(["--nproc-per-node", "two", "a.js"])).toThrow(ValueError);
+    expect(() => parseLauncherArgs(["a.js"])).toThrow(/--nproc-per-node is required/);
+  });
+
+  it("asks for --master-port when the job spans several hosts", async () => {
+    const result = await runNode(["--import", "tsx", "src/cli.ts", "--nproc-per-node", "1", "--nnodes", "2", "x.js"]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/--master-port is required with --nnodes > 1/);
+  });
+
+  it("when one rank dies, stops the others and exits non-zero, naming the rank and its exit code", async () => {
+    const job = await runJob(3, "misuse.ts", ["crash"]);
+    outputs.push(job.out);
+    expect(job.code).toBe(3);
+    expect(job.stderr).toMatch(/blocksparse-run: rank 1 \(pid \d+\) exited with code 3; stopping the other 2 rank\(s\) of this host/);
+    expect(job.stderr).toMatch(/blocksparse-run: the job failed: rank 1 exited with code 3/);
+  });
+});

@@ -1,0 +1,169 @@
+import { addGradReadyObserver } from "@blocksparse/autograd";
+import { DTypeError, reshape, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
+import { crossEntropy, Linear, Sequential } from "@blocksparse/nn";
+import { afterEach, describe, expect, it } from "vitest";
+import {
+  CpuProcessGroup,
+  DistributedDataParallel,
+  DistributedEnvError,
+  type ProcessGroup,
+  Rendezvous,
+  readDistributedEnv,
+  StoreError,
+  TcpStore,
+  TcpStoreServer,
+} from "../src/index";
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function storePair(): Promise<{ server: TcpStoreServer; store: TcpStore }> {
+  const server = await TcpStoreServer.listen("127.0.0.1", 0);
+  const store = await TcpStore.connect("127.0.0.1", server.port, { timeoutMs: 10_000 });
+  cleanups.push(() => server.close(), () => store.close());
+  return { server, store };
+}
+
+describe("readDistributedEnv", () => {
+  const base = { RANK: "1", WORLD_SIZE: "2", MASTER_ADDR: "10.0.0.1", MASTER_PORT: "29500" };
+
+  it("reads the launcher's variables, with LOCAL_RANK 0 and MASTER_ADDR 127.0.0.1 by default", () => {
+    expect(readDistributedEnv({ ...base, LOCAL_RANK: "1" })).toEqual({
+      rank: 1,
+      worldSize: 2,
+      localRank: 1,
+      localWorldSize: 2,
+      masterAddr: "10.0.0.1",
+      masterPort: 29500,
+      launcherStore: false,
+    });
+    expect(readDistributedEnv({ RANK: "0", WORLD_SIZE: "1", MASTER_PORT: "1" }).masterAddr).toBe("127.0.0.1");
+  });
+
+  it("names the variable that is missing or wrong", () => {
+    expect(() => readDistributedEnv({ ...base, WORLD_SIZE: undefined })).toThrow(/WORLD_SIZE is not set: run the script through a launcher/);
+    expect(() => readDistributedEnv({ ...base, RANK: "2" })).toThrow(/RANK=2 is out of range for WORLD_SIZE=2/);
+    expect(() => readDistributedEnv({ ...base, RANK: "-1" })).toThrow(DistributedEnvError);
+    expect(() => readDistributedEnv({ ...base, MASTER_PORT: "70000" })).toThrow(/MASTER_PORT must be a TCP port/);
+    expect(() => readDistributedEnv({ ...base, MASTER_PORT: "http" })).toThrow(/MASTER_PORT must be an integer/);
+  });
+});
+
+describe("the TCP store", () => {
+  it("get waits for a later set; a value set with reads: n goes after n gets; add counts", async () => {
+    const { store } = await storePair();
+    const pending = store.get("late", 10_000);
+    await store.set("late", Uint8Array.from([1, 2, 3]), { reads: 1 });
+    expect(Array.from(await pending)).toEqual([1, 2, 3]);
+    // Read once already: the next get waits, and times out with the key named.
+    await expect(store.get("late", 200)).rejects.toThrow(/store get 'late': no rank set it within 0.2 s/);
+    expect(await store.add("n", 2)).toBe(2);
+    expect(await store.add("n", 3)).toBe(5);
+  });
+
+  it("fails pending requests with a StoreError saying the store closed", async () => {
+    const { server, store } = await storePair();
+    const pending = store.get("never");
+    await server.close();
+    await expect(pending).rejects.toThrow(StoreError);
+    await expect(store.get("x")).rejects.toThrow(/closed the connection/);
+  });
+
+  it("says which address could not be reached, and refuses bad arguments before connecting", async () => {
+    const server = await TcpStoreServer.listen("127.0.0.1", 0);
+    const port = server.port;
+    await server.close();
+    await expect(TcpStore.connect("127.0.0.1", port, { timeoutMs: 300 })).rejects.toThrow(new RegExp(`could not reach the store at 127.0.0.1:${port}`));
+    await expect(TcpStore.connect("127.0.0.1", 0)).rejects.toThrow(ValueError);
+    const { store } = await storePair();
+    await expect(store.set("", new Uint8Array(1))).rejects.toThrow(ValueError);
+    await expect(store.set("k", new Uint8Array(1), { reads: 0 })).rejects.toThrow(/reads must be a positive integer/);
+  });
+});
+
+describe("CpuProcessGroup arguments", () => {
+  async function singleRankGroup(): Promise<CpuProcessGroup> {
+    const server = await TcpStoreServer.listen("127.0.0.1", 0);
+    cleanups.push(() => server.close());
+    const env = { rank: 0, worldSize: 1, localRank: 0, localWorldSize: 1, masterAddr: "127.0.0.1", masterPort: server.port, launcherStore: true };
+    const group = new CpuProcessGroup(await Rendezvous.join(env, { timeoutMs: 10_000 }));
+    cleanups.push(() => group.destroy());
+    return group;
+  }
+
+  it("checks every argument before anything is sent: dtype, op, root, a disposed tensor", async () => {
+    const group = await singleRankGroup();
+    await expect(group.allReduce(tensor([1, 2], [2], "int32"))).rejects.toThrow(DTypeError);
+    await expect(group.allReduce(tensor([1, 2]), "max" as never)).rejects.toThrow(/op must be "sum" or "avg", got "max"/);
+    await expect(group.broadcast(tensor([1]), 1)).rejects.toThrow(/root must be a rank in \[0, 0\], got 1/);
+    const gone = tensor([1]);
+    gone.dispose();
+    await expect(group.allReduce(gone)).rejects.toThrow(/allReduce: tensor \d+ \(\[1\] float32\) was disposed/);
+    await expect(group.allGather("x" as never)).rejects.toThrow(/allGather: expected a Tensor/);
+    // A group of one: the collectives are identities.
+    const t = tensor([1.5, -2]);
+    await group.allReduce(t, "avg");
+    expect(Array.from(t.dataSync())).toEqual([1.5, -2]);
+    const gathered = await group.allGather(t);
+    expect(gathered.shape).toEqual([1, 2]);
+  });
+});
+
+/** A group of one rank that records, in `log`, each all-reduce as it is called. */
+function recordingGroup(log: string[]): ProcessGroup {
+  return {
+    backend: "cpu",
+    rank: 0,
+    worldSize: 1,
+    allReduce: async (t: Tensor) => {
+      log.push(`reduce ${t.size}`);
+    },
+    broadcast: async () => {},
+    allGather: async (t: Tensor) => reshape(t, [1, ...t.shape]),
+    barrier: async () => {},
+    destroy: async () => {},
+  };
+}
+
+describe("DistributedDataParallel buckets", () => {
+  // Parameters in order: 0.weight (6x4=24), 0.bias (6), 1.weight (3x6=18), 1.bias (3); float32.
+  const model = () => new Sequential(new Linear(4, 6, { seed: 1 }), new Linear(6, 3, { seed: 2 }));
+
+  async function stepLog(overlap: boolean): Promise<string[]> {
+    const log: string[] = [];
+    const net = model();
+    const names = new Map(net.namedParameters().map(([name, p]) => [p.value, name]));
+    // Buckets of at least 80 bytes: [1.bias, 1.weight] (84 bytes), then [0.bias, 0.weight].
+    const ddp = await DistributedDataParallel.create(net, recordingGroup(log), { bucketBytes: 80, overlap });
+    const stop = addGradReadyObserver((leaf) => log.push(`ready ${names.get(leaf)}`));
+    try {
+      const loss = tidy(() => crossEntropy(ddp.forward(tensor([1, 2, 3, 4, 0, 1, 0, 1], [2, 4])), tensor([0, 2], [2], "int32")));
+      await ddp.backward(loss);
+      loss.dispose();
+    } finally {
+      stop();
+    }
+    return log;
+  }
+
+  it("with overlap, reduces each bucket as soon as backward completes its gradients, last layers first", async () => {
+    const log = await stepLog(true);
+    expect(log.indexOf("reduce 21")).toBeGreaterThan(log.indexOf("ready 1.weight"));
+    expect(log.indexOf("reduce 21")).toBeGreaterThan(log.indexOf("ready 1.bias"));
+    expect(log.indexOf("reduce 21")).toBeLessThan(log.indexOf("ready 0.weight"));
+    expect(log.filter((line) => line.startsWith("reduce"))).toEqual(["reduce 21", "reduce 30"]);
+  });
+
+  it("without overlap, reduces the same buckets after backward", async () => {
+    const log = await stepLog(false);
+    expect(log.slice(-2)).toEqual(["reduce 21", "reduce 30"]);
+  });
+
+  it("refuses what is not a model or a group", async () => {
+    await expect(DistributedDataParallel.create({} as never, recordingGroup([]))).rejects.toThrow(/module must be a Module/);
+    await expect(DistributedDataParallel.create(model(), {} as never)).rejects.toThrow(/group must be a ProcessGroup/);
+    await expect(DistributedDataParallel.create(model(), recordingGroup([]), { bucketBytes: 0 })).rejects.toThrow(/bucketBytes must be a positive number/);
+  });
+});
