@@ -68,6 +68,10 @@ void launchSampledMatmul(DType dtype, const void* dy, const void* x, void* dw, i
 void launchBlockNorms(DType dtype, const void* values, float* norms, int64_t nnzBlocks, int64_t blockSize,
                       cudaStream_t stream);
 
+// out[i] = sum over s of partials[s * n + i] (float32 sums in split order, rounded to dtype): the second,
+// deterministic pass of every kernel that splits a reduction (reduce.cu).
+void launchSumSplits(DType dtype, const float* partials, int splits, int64_t n, void* out, cudaStream_t stream);
+
 // ---- bias + activation (activation.cu)
 // y = act(x + bias) over [rows, width], bias [width] or null.
 void launchBiasActivation(Activation activation, DType dtype, const void* x, const void* bias, void* y, int64_t rows,

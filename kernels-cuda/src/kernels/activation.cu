@@ -141,16 +141,6 @@ __global__ void biasActivationBackwardVectorKernel(const T* __restrict__ dy, con
   }
 }
 
-template <typename T>
-__global__ void sumPartialsKernel(const float* __restrict__ partials, int splits, int64_t width, T* __restrict__ dbias) {
-  for (int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; c < width;
-       c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    float total = 0.0f;
-    for (int s = 0; s < splits; ++s) total += partials[s * width + c];
-    dbias[c] = fromFloat<T>(total);
-  }
-}
-
 template <Activation kAct>
 void forward(DType dtype, const void* x, const void* bias, void* y, int64_t rows, int64_t width, cudaStream_t stream) {
   const int64_t n = rows * width;
@@ -200,8 +190,7 @@ void backward(DType dtype, const void* dy, const void* x, const void* bias, void
     } else {
       Scratch partials(static_cast<size_t>(splits * width) * sizeof(float));
       launch(partials.as<float>(), nullptr);
-      sumPartialsKernel<T><<<gridFor(width), kThreads, 0, stream>>>(partials.as<float>(), static_cast<int>(splits), width,
-                                                                    static_cast<T*>(dbias));
+      launchSumSplits(dtype, partials.as<float>(), static_cast<int>(splits), width, dbias, stream);
     }
   });
   BS_LAUNCH_CHECK("biasActivationBackwardKernel");

@@ -197,6 +197,12 @@ unsigned rowGrid(int64_t outer) { return static_cast<unsigned>(outer < 65535 * 8
 
 }  // namespace
 
+void launchSumSplits(DType dtype, const float* partials, int splits, int64_t n, void* out, cudaStream_t stream) {
+  if (n == 0) return;
+  BS_DISPATCH_FLOAT(dtype, T, columnFinishKernel<T><<<gridFor(n), kThreads, 0, stream>>>(ReduceOp::Sum, partials, splits, n, 0, static_cast<T*>(out)));
+  BS_LAUNCH_CHECK("columnFinishKernel");
+}
+
 void launchReduce(ReduceOp op, DType dtype, const void* x, void* y, int64_t outer, int64_t size, int64_t inner,
                   cudaStream_t stream) {
   if (outer * inner == 0) return;

@@ -4,6 +4,7 @@
 
 #include "ptx.cuh"
 #include "tc_kernels.h"
+#include "../kernels.h"
 
 namespace bs {
 
@@ -39,28 +40,8 @@ int rasterGroup(int tilesM, int64_t tileRows, int64_t depth) {
 
 namespace {
 
-template <typename T>
-__global__ void reducePartialsKernel(const float* __restrict__ partials, int splits, int64_t n, T* __restrict__ out) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    float sum = 0.0f;
-    for (int s = 0; s < splits; ++s) sum += partials[s * n + i];
-    out[i] = static_cast<T>(sum);
-  }
-}
-
 }  // namespace
 
-void launchReducePartials(DType dtype, const float* partials, int splits, int64_t n, void* out, cudaStream_t stream) {
-  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 65535));
-  if (dtype == DType::Float32)
-    reducePartialsKernel<<<blocks, 256, 0, stream>>>(partials, splits, n, static_cast<float*>(out));
-  else if (dtype == DType::BFloat16)
-    reducePartialsKernel<<<blocks, 256, 0, stream>>>(partials, splits, n, static_cast<__nv_bfloat16*>(out));
-  else
-    reducePartialsKernel<<<blocks, 256, 0, stream>>>(partials, splits, n, static_cast<__half*>(out));
-  BS_LAUNCH_CHECK("reducePartialsKernel");
-}
 
 }  // namespace tc
 
@@ -171,7 +152,7 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
     if (!launched && options.devVariants)
       launched = options.devVariants(path, op, dtype, args, block, variant, device.sms, stream);
     if (launched && splits > 1)
-      tc::launchReducePartials(dtype, args.partials, static_cast<int>(splits), valueCount, out, stream);
+      launchSumSplits(dtype, args.partials, static_cast<int>(splits), valueCount, out, stream);
   } catch (...) {
     if (args.partials) cudaFreeAsync(args.partials, stream);
     throw;

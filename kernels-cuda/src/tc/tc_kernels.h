@@ -86,6 +86,5 @@ int decodeWarps(DType dtype, const BsrPatternView& pattern, int variant);
 bool wgmmaAvailable();
 
 // Sums [splits][n] float32 partials into n values of dtype, in split order (deterministic).
-void launchReducePartials(DType dtype, const float* partials, int splits, int64_t n, void* out, cudaStream_t stream);
 
 }  // namespace bs::tc
