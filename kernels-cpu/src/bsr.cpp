@@ -11,7 +11,6 @@
 #include "pack.h"
 #include "products.h"
 #include "scratch.h"
-#include "stream.h"
 #include "threads.h"
 
 namespace bsk {
@@ -117,24 +116,34 @@ void groupedProduct(const float* a, int64_t tokens, int64_t depth, const float* 
   }
 }
 
-// Few tokens: each block is read once, in stored order, and multiplied into every token.
+// Few tokens: each block is read once, in stored order, and multiplied into every token; the dot
+// products stay as vector lanes until the block row's last block. The tokens' columns are first
+// regrouped by block column ([block column][token][C]), so a block's slice of x is contiguous.
 void bsrLinearFewTokens(const float* x, const BsrView& w, const float* bias, float* y, int64_t tokens) {
   const int64_t R = w.blockHeight;
   const int64_t C = w.blockWidth;
   const int64_t blockRows = w.rows / R;
+  const int64_t blockCols = w.cols / C;
+  const DecodeKernels decode = activeKernel().decode;
+  static Scratch packedX;
+  float* px = packedX.floats(static_cast<size_t>(std::max<int64_t>(1, tokens * w.cols)));
+  for (int64_t bc = 0; bc < blockCols; bc++) {
+    for (int64_t t = 0; t < tokens; t++) std::copy(x + t * w.cols + bc * C, x + t * w.cols + (bc + 1) * C, px + (bc * tokens + t) * C);
+  }
   parallelFor(blockRows, [&](int64_t br) {
-    thread_local std::vector<float> sums;
-    sums.assign(static_cast<size_t>(tokens * R), 0.0f);
+    thread_local std::vector<float> lanes;
+    lanes.assign(static_cast<size_t>(tokens * R * kDotLanes), 0.0f);
     for (int64_t p = w.blockRowPtr[br]; p < w.blockRowPtr[br + 1]; p++) {
-      const float* block = w.values + p * R * C;
-      const float* xs = x + int64_t(w.blockColIdx[p]) * C;
-      for (int64_t r = 0; r < R; r++) {
-        for (int64_t t = 0; t < tokens; t++) sums[t * R + r] += dot(block + r * C, xs + t * w.cols, C);
-      }
+      decode.blockDot(w.values + p * R * C, R, C, px + int64_t(w.blockColIdx[p]) * tokens * C, C, tokens, lanes.data());
     }
     for (int64_t t = 0; t < tokens; t++) {
       float* out = y + t * w.rows + br * R;
-      for (int64_t r = 0; r < R; r++) out[r] = sums[t * R + r] + (bias != nullptr ? bias[br * R + r] : 0.0f);
+      for (int64_t r = 0; r < R; r++) {
+        const float* acc = lanes.data() + (r * tokens + t) * kDotLanes;
+        float sum = bias != nullptr ? bias[br * R + r] : 0.0f;
+        for (int l = 0; l < kDotLanes; l++) sum += acc[l];
+        out[r] = sum;
+      }
     }
   });
 }
@@ -143,15 +152,12 @@ void bsrMatmulFewTokens(const float* dy, const BsrView& w, float* dx, int64_t to
   const int64_t R = w.blockHeight;
   const int64_t C = w.blockWidth;
   const int64_t blockCols = w.cols / C;
+  const DecodeKernels decode = activeKernel().decode;
   parallelFor(blockCols, [&](int64_t bc) {
     thread_local std::vector<float> sums;
     sums.assign(static_cast<size_t>(tokens * C), 0.0f);
     for (int64_t p = w.blockColPtr[bc]; p < w.blockColPtr[bc + 1]; p++) {
-      const float* block = w.values + int64_t(w.valueIndex[p]) * R * C;
-      const float* dys = dy + int64_t(w.blockRowIdx[p]) * R;
-      for (int64_t r = 0; r < R; r++) {
-        for (int64_t t = 0; t < tokens; t++) axpy(dys[t * w.rows + r], block + r * C, sums.data() + t * C, C);
-      }
+      decode.blockAxpy(w.values + int64_t(w.valueIndex[p]) * R * C, R, C, dy + int64_t(w.blockRowIdx[p]) * R, w.rows, tokens, sums.data());
     }
     for (int64_t t = 0; t < tokens; t++) std::copy(sums.begin() + t * C, sums.begin() + (t + 1) * C, dx + t * w.cols + bc * C);
   });
