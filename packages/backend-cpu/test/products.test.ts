@@ -90,6 +90,11 @@ describe.skipIf(cpuMissing)("native products against float64", () => {
                 }
               }
             }
+            // Two B panels (K x columns over 4 MiB), a partial K slice, a 2-row last row block, a partial last strip.
+            const [m, k, n] = [130, 1100, 1000];
+            const a = randomTensor(next, [m, k]);
+            const b = randomTensor(next, [k, n]);
+            expectClose(matmul(a.t, b.t).dataSync() as Float32Array, matmulRef(a.values, b.values, m, n, k, false, false), `${m}x${k}x${n}`);
           });
         });
 
