@@ -24,6 +24,8 @@ constexpr int64_t kPackedTokenFloats = int64_t(1) << 19;
 constexpr int64_t kStripsPerItem = 8;
 // Tokens per chunk of the sampled product (K of its tiles).
 constexpr int64_t kSampledTokenChunk = 256;
+// Blocks of one block row per work item of the sampled product.
+constexpr int64_t kSampledRun = 8;
 
 // Column groups of one product: group g is output columns [g * width, (g + 1) * width) and sums
 // the blocks at positions [groupPtr[g], groupPtr[g + 1]); the block at position p multiplies the
@@ -208,6 +210,12 @@ void sampledMatmul(const float* dy, const float* x, const BsrView& w, float* dw,
   for (int64_t br = 0; br < blockRows; br++) {
     for (int64_t p = w.blockRowPtr[br]; p < w.blockRowPtr[br + 1]; p++) blockRowOf[p] = static_cast<int32_t>(br);
   }
+  // Work items are runs of up to kSampledRun blocks of one block row: a run's dY^T strips stay in
+  // L1/L2 while its blocks' X strips pass.
+  std::vector<int64_t> runs{0};
+  for (int64_t br = 0; br < blockRows; br++) {
+    for (int64_t q = w.blockRowPtr[br]; q < w.blockRowPtr[br + 1]; q += kSampledRun) runs.push_back(std::min<int64_t>(q + kSampledRun, w.blockRowPtr[br + 1]));
+  }
   static Scratch packedDy;
   static Scratch packedX;
   const int64_t chunk = kSampledTokenChunk;
@@ -232,15 +240,17 @@ void sampledMatmul(const float* dy, const float* x, const BsrView& w, float* dw,
       }
     });
     const bool add = t0 > 0;
-    parallelFor(nnz, [&](int64_t q) {
-      const int64_t br = blockRowOf[q];
-      const int64_t bc = w.blockColIdx[q];
-      float* block = dw + q * R * C;
-      for (int64_t cs = 0; cs < colStrips; cs++) {
-        for (int64_t rs = 0; rs < rowStrips; rs++) {
-          const Segment segment{pdy + (br * rowStrips + rs) * mr * depth, px + (bc * colStrips + cs) * nr * depth, depth};
-          kernel.run(Tile{&segment, 1, block + rs * mr * C + cs * nr, C, static_cast<int>(std::min<int64_t>(mr, R - rs * mr)),
-                          static_cast<int>(std::min<int64_t>(nr, C - cs * nr)), add});
+    parallelFor(static_cast<int64_t>(runs.size()) - 1, [&](int64_t run) {
+      for (int64_t q = runs[run]; q < runs[run + 1]; q++) {
+        const int64_t br = blockRowOf[q];
+        const int64_t bc = w.blockColIdx[q];
+        float* block = dw + q * R * C;
+        for (int64_t cs = 0; cs < colStrips; cs++) {
+          for (int64_t rs = 0; rs < rowStrips; rs++) {
+            const Segment segment{pdy + (br * rowStrips + rs) * mr * depth, px + (bc * colStrips + cs) * nr * depth, depth};
+            kernel.run(Tile{&segment, 1, block + rs * mr * C + cs * nr, C, static_cast<int>(std::min<int64_t>(mr, R - rs * mr)),
+                            static_cast<int>(std::min<int64_t>(nr, C - cs * nr)), add});
+          }
         }
       }
     });
