@@ -48,6 +48,7 @@ function best(run: () => void): Timing {
 }
 
 // GFLOP/s per CPU-second: what one core does while it runs, however much other load shares the machine.
+// Exact with --threads 1 only: Linux adds the time of the process's other running threads at scheduler ticks.
 function report(what: string, flop: number, { ms, cpuMs }: Timing): void {
   if (args.only && !what.includes(args.only)) return;
   const perCore = flop / (cpuMs * 1e6);
