@@ -8,6 +8,7 @@
 import { parseArgs } from "node:util";
 import { cpuBackend, setCpuThreads } from "@blocksparse/backend-cpu";
 import { BsrPattern, setBackend } from "@blocksparse/core";
+import { SeededRandom } from "@blocksparse/format";
 
 const { values: args } = parseArgs({
   options: { repeats: { type: "string", default: "9" }, threads: { type: "string" }, only: { type: "string" } },
@@ -18,13 +19,7 @@ if (args.threads) setCpuThreads(Number(args.threads));
 const addon = cpuBackend().addon;
 
 function random(length: number, seed: number): Float32Array {
-  const out = new Float32Array(length);
-  let state = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
-    out[i] = state / 2 ** 31 - 1;
-  }
-  return out;
+  return new SeededRandom(seed).fillNormal(new Float32Array(length));
 }
 
 /** Best wall time of N calls, and the best CPU time (all threads of this process) of one call. */
