@@ -11,7 +11,6 @@
 #include "pack.h"
 #include "products.h"
 #include "scratch.h"
-#include "stream.h"
 #include "threads.h"
 
 namespace bsk {
@@ -25,6 +24,8 @@ constexpr int64_t kPackedTokenFloats = int64_t(1) << 19;
 constexpr int64_t kStripsPerItem = 8;
 // Tokens per chunk of the sampled product (K of its tiles).
 constexpr int64_t kSampledTokenChunk = 256;
+// Blocks of one block row per work item of the sampled product.
+constexpr int64_t kSampledRun = 8;
 
 // Column groups of one product: group g is output columns [g * width, (g + 1) * width) and sums
 // the blocks at positions [groupPtr[g], groupPtr[g + 1]); the block at position p multiplies the
@@ -117,24 +118,34 @@ void groupedProduct(const float* a, int64_t tokens, int64_t depth, const float* 
   }
 }
 
-// Few tokens: each block is read once, in stored order, and multiplied into every token.
+// Few tokens: each block is read once, in stored order, and multiplied into every token; the dot
+// products stay as vector lanes until the block row's last block. The tokens' columns are first
+// regrouped by block column ([block column][token][C]), so a block's slice of x is contiguous.
 void bsrLinearFewTokens(const float* x, const BsrView& w, const float* bias, float* y, int64_t tokens) {
   const int64_t R = w.blockHeight;
   const int64_t C = w.blockWidth;
   const int64_t blockRows = w.rows / R;
+  const int64_t blockCols = w.cols / C;
+  const DecodeKernels decode = activeKernel().decode;
+  static Scratch packedX;
+  float* px = packedX.floats(static_cast<size_t>(std::max<int64_t>(1, tokens * w.cols)));
+  for (int64_t bc = 0; bc < blockCols; bc++) {
+    for (int64_t t = 0; t < tokens; t++) std::copy(x + t * w.cols + bc * C, x + t * w.cols + (bc + 1) * C, px + (bc * tokens + t) * C);
+  }
   parallelFor(blockRows, [&](int64_t br) {
-    thread_local std::vector<float> sums;
-    sums.assign(static_cast<size_t>(tokens * R), 0.0f);
+    thread_local std::vector<float> lanes;
+    lanes.assign(static_cast<size_t>(tokens * R * kDotLanes), 0.0f);
     for (int64_t p = w.blockRowPtr[br]; p < w.blockRowPtr[br + 1]; p++) {
-      const float* block = w.values + p * R * C;
-      const float* xs = x + int64_t(w.blockColIdx[p]) * C;
-      for (int64_t r = 0; r < R; r++) {
-        for (int64_t t = 0; t < tokens; t++) sums[t * R + r] += dot(block + r * C, xs + t * w.cols, C);
-      }
+      decode.blockDot(w.values + p * R * C, R, C, px + int64_t(w.blockColIdx[p]) * tokens * C, C, tokens, lanes.data());
     }
     for (int64_t t = 0; t < tokens; t++) {
       float* out = y + t * w.rows + br * R;
-      for (int64_t r = 0; r < R; r++) out[r] = sums[t * R + r] + (bias != nullptr ? bias[br * R + r] : 0.0f);
+      for (int64_t r = 0; r < R; r++) {
+        const float* acc = lanes.data() + (r * tokens + t) * kDotLanes;
+        float sum = bias != nullptr ? bias[br * R + r] : 0.0f;
+        for (int l = 0; l < kDotLanes; l++) sum += acc[l];
+        out[r] = sum;
+      }
     }
   });
 }
@@ -143,15 +154,12 @@ void bsrMatmulFewTokens(const float* dy, const BsrView& w, float* dx, int64_t to
   const int64_t R = w.blockHeight;
   const int64_t C = w.blockWidth;
   const int64_t blockCols = w.cols / C;
+  const DecodeKernels decode = activeKernel().decode;
   parallelFor(blockCols, [&](int64_t bc) {
     thread_local std::vector<float> sums;
     sums.assign(static_cast<size_t>(tokens * C), 0.0f);
     for (int64_t p = w.blockColPtr[bc]; p < w.blockColPtr[bc + 1]; p++) {
-      const float* block = w.values + int64_t(w.valueIndex[p]) * R * C;
-      const float* dys = dy + int64_t(w.blockRowIdx[p]) * R;
-      for (int64_t r = 0; r < R; r++) {
-        for (int64_t t = 0; t < tokens; t++) axpy(dys[t * w.rows + r], block + r * C, sums.data() + t * C, C);
-      }
+      decode.blockAxpy(w.values + int64_t(w.valueIndex[p]) * R * C, R, C, dy + int64_t(w.blockRowIdx[p]) * R, w.rows, tokens, sums.data());
     }
     for (int64_t t = 0; t < tokens; t++) std::copy(sums.begin() + t * C, sums.begin() + (t + 1) * C, dx + t * w.cols + bc * C);
   });
@@ -202,6 +210,12 @@ void sampledMatmul(const float* dy, const float* x, const BsrView& w, float* dw,
   for (int64_t br = 0; br < blockRows; br++) {
     for (int64_t p = w.blockRowPtr[br]; p < w.blockRowPtr[br + 1]; p++) blockRowOf[p] = static_cast<int32_t>(br);
   }
+  // Work items are runs of up to kSampledRun blocks of one block row: a run's dY^T strips stay in
+  // L1/L2 while its blocks' X strips pass.
+  std::vector<int64_t> runs{0};
+  for (int64_t br = 0; br < blockRows; br++) {
+    for (int64_t q = w.blockRowPtr[br]; q < w.blockRowPtr[br + 1]; q += kSampledRun) runs.push_back(std::min<int64_t>(q + kSampledRun, w.blockRowPtr[br + 1]));
+  }
   static Scratch packedDy;
   static Scratch packedX;
   const int64_t chunk = kSampledTokenChunk;
@@ -226,15 +240,17 @@ void sampledMatmul(const float* dy, const float* x, const BsrView& w, float* dw,
       }
     });
     const bool add = t0 > 0;
-    parallelFor(nnz, [&](int64_t q) {
-      const int64_t br = blockRowOf[q];
-      const int64_t bc = w.blockColIdx[q];
-      float* block = dw + q * R * C;
-      for (int64_t cs = 0; cs < colStrips; cs++) {
-        for (int64_t rs = 0; rs < rowStrips; rs++) {
-          const Segment segment{pdy + (br * rowStrips + rs) * mr * depth, px + (bc * colStrips + cs) * nr * depth, depth};
-          kernel.run(Tile{&segment, 1, block + rs * mr * C + cs * nr, C, static_cast<int>(std::min<int64_t>(mr, R - rs * mr)),
-                          static_cast<int>(std::min<int64_t>(nr, C - cs * nr)), add});
+    parallelFor(static_cast<int64_t>(runs.size()) - 1, [&](int64_t run) {
+      for (int64_t q = runs[run]; q < runs[run + 1]; q++) {
+        const int64_t br = blockRowOf[q];
+        const int64_t bc = w.blockColIdx[q];
+        float* block = dw + q * R * C;
+        for (int64_t cs = 0; cs < colStrips; cs++) {
+          for (int64_t rs = 0; rs < rowStrips; rs++) {
+            const Segment segment{pdy + (br * rowStrips + rs) * mr * depth, px + (bc * colStrips + cs) * nr * depth, depth};
+            kernel.run(Tile{&segment, 1, block + rs * mr * C + cs * nr, C, static_cast<int>(std::min<int64_t>(mr, R - rs * mr)),
+                            static_cast<int>(std::min<int64_t>(nr, C - cs * nr)), add});
+          }
         }
       }
     });

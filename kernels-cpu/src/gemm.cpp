@@ -1,6 +1,8 @@
-// Dense C = A B: GotoBLAS-style blocking over packed panels (K in slices of kKc, B packed per
-// slice, A per slice and row chunk), tiles of kMc x kNc spread over the thread pool; the
-// micro-kernel keeps a B strip in L1 while A strips stream from L2.
+// Dense C = A B, BLIS-style: B is packed once per panel of columns (all of K, kept in L3), then
+// each work item packs its own block of A rows one K slice at a time (in its core's L2) and runs
+// the micro-kernel over its columns of the panel, a B micro-panel (kKc x nr) staying in L1 while the
+// A strips pass. Items are row blocks, split by columns too when there are few rows, so every
+// thread has work; one barrier per B panel.
 #include <algorithm>
 #include <vector>
 
@@ -14,10 +16,14 @@
 namespace bsk {
 namespace {
 
+// K slice: a packed B micro-panel (kKc x nr floats, 32 KiB with nr = 32) fits L1.
 constexpr int64_t kKc = 256;
+// Rows per A block: kMc x kKc floats (128 KiB) stay in L2.
 constexpr int64_t kMc = 128;
-constexpr int64_t kNc = 512;
-constexpr int64_t kRowChunk = 2048;
+// Floats of one packed B panel (K x columns): 4 MiB, shared by all threads from L3.
+constexpr int64_t kPanelFloats = int64_t(1) << 20;
+// Columns per work item at least, when row blocks are split by columns.
+constexpr int64_t kMinItemColumns = 128;
 // Columns per work item of the few-row path.
 constexpr int64_t kStreamColumns = 256;
 
@@ -87,45 +93,53 @@ void gemm(MatrixView a, MatrixView b, float* c, int64_t ldc, int64_t m, int64_t 
   const int mr = kernel.mr;
   const int nr = kernel.nr;
   const int64_t mc = std::max<int64_t>(mr, kMc / mr * mr);
-  const int64_t nc = std::max<int64_t>(nr, kNc / nr * nr);
-  static Scratch packedA;
+  const int64_t mBlocks = ceilDiv(m, mc);
+  const int64_t kSlices = ceilDiv(k, kKc);
+  const int64_t panelColumns = std::min(ceilDiv(n, nr) * nr, std::max<int64_t>(nr, kPanelFloats / k / nr * nr));
   static Scratch packedB;
+  float* pb = packedB.floats(static_cast<size_t>(ceilDiv(panelColumns, nr) * nr * k));
   const MatrixView bColumns{b.data, b.colStride, b.rowStride};  // B^T: its rows are B's columns
-  const int64_t bStrips = ceilDiv(n, nr);
-  for (int64_t row0 = 0; row0 < m; row0 += kRowChunk) {
-    const int64_t rows = std::min(kRowChunk, m - row0);
-    const int64_t aStrips = ceilDiv(rows, mr);
-    for (int64_t k0 = 0; k0 < k; k0 += kKc) {
-      const int64_t depth = std::min(kKc, k - k0);
-      float* pa = packedA.floats(static_cast<size_t>(aStrips * mr * depth));
-      float* pb = packedB.floats(static_cast<size_t>(bStrips * nr * depth));
-      parallelFor(aStrips + bStrips, [&](int64_t strip) {
-        if (strip < aStrips) {
-          const int64_t i0 = strip * mr;
-          packRows(a, row0 + i0, std::min<int64_t>(mr, rows - i0), k0, depth, mr, pa + strip * mr * depth);
-        } else {
-          const int64_t j0 = (strip - aStrips) * nr;
-          packRows(bColumns, j0, std::min<int64_t>(nr, n - j0), k0, depth, nr, pb + (strip - aStrips) * nr * depth);
+  for (int64_t j0 = 0; j0 < n; j0 += panelColumns) {
+    const int64_t strips = ceilDiv(std::min(panelColumns, n - j0), nr);
+    // Slice s of strip js: depth x nr floats at pb + s * kKc * strips * nr + js * depth * nr.
+    parallelFor(strips, [&](int64_t js) {
+      const int64_t first = j0 + js * nr;
+      const int64_t lines = std::min<int64_t>(nr, n - first);
+      for (int64_t k0 = 0; k0 < k; k0 += kKc) {
+        const int64_t depth = std::min(kKc, k - k0);
+        packRows(bColumns, first, lines, k0, depth, nr, pb + k0 * strips * nr + js * depth * nr);
+      }
+    });
+    const int64_t wantedParts = ceilDiv(2 * threadCount(), mBlocks);
+    const int64_t maxParts = std::max<int64_t>(1, strips * nr / kMinItemColumns);
+    const int64_t stripsPerPart = ceilDiv(strips, std::min(wantedParts, maxParts));
+    const int64_t parts = ceilDiv(strips, stripsPerPart);
+    parallelFor(mBlocks * parts, [&](int64_t item) {
+      const int64_t i0 = (item / parts) * mc;
+      const int64_t rows = std::min(mc, m - i0);
+      const int64_t aStrips = ceilDiv(rows, mr);
+      const int64_t js0 = (item % parts) * stripsPerPart;
+      const int64_t js1 = std::min(strips, js0 + stripsPerPart);
+      thread_local Scratch packedA;
+      float* pa = packedA.floats(static_cast<size_t>(aStrips * mr * kKc));
+      for (int64_t slice = 0; slice < kSlices; slice++) {
+        const int64_t k0 = slice * kKc;
+        const int64_t depth = std::min(kKc, k - k0);
+        for (int64_t s = 0; s < aStrips; s++) {
+          packRows(a, i0 + s * mr, std::min<int64_t>(mr, rows - s * mr), k0, depth, mr, pa + s * mr * depth);
         }
-      });
-      const int64_t rowBlocks = ceilDiv(rows, mc);
-      const int64_t columnBlocks = ceilDiv(n, nc);
-      const bool add = accumulate || k0 > 0;
-      parallelFor(rowBlocks * columnBlocks, [&](int64_t item) {
-        const int64_t i0 = (item % rowBlocks) * mc;
-        const int64_t j0 = (item / rowBlocks) * nc;
-        const int64_t i1 = std::min(rows, i0 + mc);
-        const int64_t j1 = std::min(n, j0 + nc);
-        for (int64_t j = j0; j < j1; j += nr) {
-          for (int64_t i = i0; i < i1; i += mr) {
-            const Segment segment{pa + (i / mr) * mr * depth, pb + (j / nr) * nr * depth, depth};
-            const Tile tile{&segment, 1, c + (row0 + i) * ldc + j, ldc, static_cast<int>(std::min<int64_t>(mr, i1 - i)),
-                            static_cast<int>(std::min<int64_t>(nr, j1 - j)), add};
-            kernel.run(tile);
+        const bool add = accumulate || slice > 0;
+        for (int64_t js = js0; js < js1; js++) {
+          const float* bStrip = pb + k0 * strips * nr + js * depth * nr;
+          const int64_t column = j0 + js * nr;
+          const int cols = static_cast<int>(std::min<int64_t>(nr, n - column));
+          for (int64_t s = 0; s < aStrips; s++) {
+            const Segment segment{pa + s * mr * depth, bStrip, depth};
+            kernel.run(Tile{&segment, 1, c + (i0 + s * mr) * ldc + column, ldc, static_cast<int>(std::min<int64_t>(mr, rows - s * mr)), cols, add});
           }
         }
-      });
-    }
+      }
+    });
   }
 }
 

@@ -1,6 +1,8 @@
 // The register-tile micro-kernels every product runs on, one per instruction set, picked at runtime.
 #pragma once
+#include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 namespace bsk {
 
@@ -22,11 +24,45 @@ struct Tile {
   bool accumulate;
 };
 
+// Lanes of the partial sums DecodeKernels::blockDot keeps per output (one AVX-512 register).
+constexpr int64_t kDotLanes = 16;
+
+// The few-token (decode) loops: each multiplies one R x C block, read once, into up to 8 tokens.
+struct DecodeKernels {
+  // For every token t and block row r, without reducing:
+  // lanes[(r * tokens + t) * kDotLanes + l] += sum over c = l (mod kDotLanes) of w[r * C + c] x[t * ldx + c].
+  void (*blockDot)(const float* w, int64_t R, int64_t C, const float* x, int64_t ldx, int64_t tokens, float* lanes);
+  // out[t * C + c] += sum_r dy[t * lddy + r] w[r * C + c].
+  void (*blockAxpy)(const float* w, int64_t R, int64_t C, const float* dy, int64_t lddy, int64_t tokens, float* out);
+};
+
+// Token counts the decode kernels take at once (more run in groups of this many).
+constexpr int64_t kDecodeTokens = 8;
+
+// Runs run(std::integral_constant<int, T>{}, t0) for tokens [t0, t0 + T) in groups of at most
+// kDecodeTokens, so each ISA's decode loops are compiled for a fixed token count (accumulators in registers).
+template <typename Run>
+inline void forTokenGroups(int64_t tokens, Run run) {
+  for (int64_t t0 = 0; t0 < tokens; t0 += kDecodeTokens) {
+    switch (std::min(kDecodeTokens, tokens - t0)) {
+      case 1: run(std::integral_constant<int, 1>{}, t0); break;
+      case 2: run(std::integral_constant<int, 2>{}, t0); break;
+      case 3: run(std::integral_constant<int, 3>{}, t0); break;
+      case 4: run(std::integral_constant<int, 4>{}, t0); break;
+      case 5: run(std::integral_constant<int, 5>{}, t0); break;
+      case 6: run(std::integral_constant<int, 6>{}, t0); break;
+      case 7: run(std::integral_constant<int, 7>{}, t0); break;
+      default: run(std::integral_constant<int, 8>{}, t0); break;
+    }
+  }
+}
+
 struct MicroKernel {
   const char* name;
   int mr;
   int nr;
   void (*run)(const Tile& tile);
+  DecodeKernels decode;
 };
 
 MicroKernel scalarKernel();

@@ -28,8 +28,26 @@ void runScalar(const Tile& tile) {
   }
 }
 
+void blockDotScalar(const float* w, int64_t R, int64_t C, const float* x, int64_t ldx, int64_t tokens, float* lanes) {
+  for (int64_t r = 0; r < R; r++) {
+    for (int64_t t = 0; t < tokens; t++) {
+      float* acc = lanes + (r * tokens + t) * kDotLanes;
+      for (int64_t c = 0; c < C; c++) acc[c % kDotLanes] += w[r * C + c] * x[t * ldx + c];
+    }
+  }
+}
+
+void blockAxpyScalar(const float* w, int64_t R, int64_t C, const float* dy, int64_t lddy, int64_t tokens, float* out) {
+  for (int64_t r = 0; r < R; r++) {
+    for (int64_t t = 0; t < tokens; t++) {
+      const float alpha = dy[t * lddy + r];
+      for (int64_t c = 0; c < C; c++) out[t * C + c] += alpha * w[r * C + c];
+    }
+  }
+}
+
 }  // namespace
 
-MicroKernel scalarKernel() { return {"scalar", MR, NR, runScalar}; }
+MicroKernel scalarKernel() { return {"scalar", MR, NR, runScalar, {blockDotScalar, blockAxpyScalar}}; }
 
 }  // namespace bsk

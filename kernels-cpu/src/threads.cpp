@@ -1,6 +1,7 @@
 #include "threads.h"
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -33,10 +34,15 @@ class ThreadPool {
       count_ = count;
       next_.store(0);
       busyWorkers_ = static_cast<int>(workers_.size());
+      unfinished_.store(busyWorkers_, std::memory_order_relaxed);
       generation_++;
+      postedGeneration_.store(generation_, std::memory_order_release);
     }
     wake_.notify_all();
     runItems();
+    // The last items are usually finishing on the other threads right now: poll before sleeping.
+    const auto until = std::chrono::steady_clock::now() + kSpin;
+    while (unfinished_.load(std::memory_order_acquire) > 0 && std::chrono::steady_clock::now() < until) pause();
     std::unique_lock<std::mutex> lock(mutex_);
     done_.wait(lock, [this] { return busyWorkers_ == 0; });
     body_ = nullptr;
@@ -68,8 +74,27 @@ class ThreadPool {
     }
   }
 
+  // After a job a worker polls for the next one for a short while before sleeping: a product is a
+  // few jobs back to back (packing, then tiles), and a sleeping worker on a busy machine may wait
+  // a scheduler slice to be woken, leaving the job to the calling thread alone.
+  void spinForNextJob(uint64_t seen) const {
+    const auto until = std::chrono::steady_clock::now() + kSpin;
+    while (postedGeneration_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < until) {
+      for (int i = 0; i < 64; i++) pause();
+    }
+  }
+
+  static void pause() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+  }
+
   void workerLoop(uint64_t seen) {
     for (;;) {
+      spinForNextJob(seen);
       {
         std::unique_lock<std::mutex> lock(mutex_);
         wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
@@ -78,7 +103,8 @@ class ThreadPool {
       }
       runItems();
       std::lock_guard<std::mutex> lock(mutex_);
-      if (--busyWorkers_ == 0) done_.notify_one();
+      unfinished_.store(--busyWorkers_, std::memory_order_release);
+      if (busyWorkers_ == 0) done_.notify_one();
     }
   }
 
@@ -90,8 +116,13 @@ class ThreadPool {
   int64_t count_ = 0;
   std::atomic<int64_t> next_{0};
   int busyWorkers_ = 0;
+  // busyWorkers_, readable without the lock by the polling caller.
+  std::atomic<int> unfinished_{0};
   uint64_t generation_ = 0;
+  // generation_, readable without the lock by spinning workers.
+  std::atomic<uint64_t> postedGeneration_{0};
   bool stopping_ = false;
+  static constexpr std::chrono::microseconds kSpin{200};
 };
 
 ThreadPool& pool() {

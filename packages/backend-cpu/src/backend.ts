@@ -1,8 +1,39 @@
-import { BackendError, type CompleteKernelTable, JsBackend, jsKernels, productKernels } from "@blocksparse/core";
+import {
+  BackendError,
+  type BackendMemory,
+  type BackendValues,
+  type CompleteKernelTable,
+  type DType,
+  type DataId,
+  JsBackend,
+  bytesPerElement,
+  jsKernels,
+  productKernels,
+} from "@blocksparse/core";
+import { BufferCache, type BufferCacheStats } from "./buffer_cache";
 import { nativeCompute } from "./compute";
+import { CpuOutOfMemoryError } from "./errors";
 import { loadAddon } from "./loader";
 import type { BuildInfo, NativeAddon } from "./native";
 import { applyEnvironmentSettings } from "./settings";
+
+/** Buffers of at least this many bytes are advised to use huge pages (a first touch then faults once per 2 MiB). */
+const HUGE_PAGE_MIN_BYTES = 4 * 2 ** 20;
+
+/** A typed array of the dtype's storage type over the first `length` elements of `buffer`. */
+function storageOver(dtype: DType, buffer: ArrayBuffer, length: number): BackendValues {
+  switch (dtype) {
+    case "float32":
+      return new Float32Array(buffer, 0, length);
+    case "int32":
+      return new Int32Array(buffer, 0, length);
+    default:
+      return new Uint16Array(buffer, 0, length);
+  }
+}
+
+/** The cpu backend's memory figures: the live buffers, plus the caching allocator's. */
+export interface CpuMemory extends BackendMemory, BufferCacheStats {}
 
 /**
  * The native CPU backend. Tensors live in host memory exactly as the js backend stores them (a
@@ -17,6 +48,8 @@ export class CpuBackend extends JsBackend {
   readonly addon: NativeAddon;
   /** Where the addon was loaded from. */
   readonly addonPath: string;
+  /** Freed buffers kept for reuse by size class (see buffer_cache.ts); `releaseCache()` drops them. */
+  readonly cache: BufferCache;
 
   /** Throws a BackendError with the one-line reason when the addon is not here. */
   constructor() {
@@ -25,14 +58,63 @@ export class CpuBackend extends JsBackend {
     if (load.addon === null) throw new BackendError(`the native CPU backend is unavailable: ${load.reason}`);
     this.addon = load.addon;
     this.addonPath = load.path;
+    this.cache = new BufferCache((bytes) => this.newArrayBuffer(bytes));
     applyEnvironmentSettings();
     // The js kernels run on this backend's buffers directly (same storage), so no kernel needs
     // delegateToJs's copies; the products are replaced by native ones.
     this.kernels = { ...jsKernels, ...productKernels(nativeCompute(this.addon)) } satisfies CompleteKernelTable<JsBackend>;
   }
 
+  protected override createStorage(dtype: DType, size: number): BackendValues {
+    return storageOver(dtype, this.cache.take(size * bytesPerElement(dtype)), size);
+  }
+
+  protected override releaseStorage(values: BackendValues): void {
+    this.cache.give(values.buffer as ArrayBuffer);
+  }
+
+  /** A copy of the buffer in new memory (huge pages when large, so the copy does not fault per 4 KiB page). */
+  override readSync(dataId: DataId): BackendValues {
+    const { values, dtype } = this.buffer(dataId);
+    const out = storageOver(dtype, this.newArrayBuffer(values.byteLength), values.length);
+    out.set(values);
+    return out;
+  }
+
+  override memory(): CpuMemory {
+    return { ...super.memory(), ...this.cache.stats() };
+  }
+
+  /** Drops the freed buffers the allocator keeps for reuse (the garbage collector returns their memory). */
+  releaseCache(): void {
+    this.cache.release();
+  }
+
+  dispose(): void {
+    this.cache.release();
+  }
+
   /** The micro-kernel, its tile and the thread count in use. */
   get build(): BuildInfo {
     return this.addon.buildInfo();
+  }
+
+  /** New zeroed memory; when the allocation fails the cache is released and it is tried once more. */
+  private newArrayBuffer(bytes: number): ArrayBuffer {
+    let buffer: ArrayBuffer;
+    try {
+      buffer = new ArrayBuffer(bytes);
+    } catch (first) {
+      if (!(first instanceof RangeError)) throw first;
+      this.cache.release();
+      try {
+        buffer = new ArrayBuffer(bytes);
+      } catch (error) {
+        const cause = error instanceof Error ? error.message : String(error);
+        throw new CpuOutOfMemoryError(`cpu: cannot allocate ${bytes} bytes after releasing the cache (${cause}); ${this.memory().bytesInUse} bytes in use by live tensors`);
+      }
+    }
+    if (bytes >= HUGE_PAGE_MIN_BYTES) this.addon.adviseHugePages(buffer);
+    return buffer;
   }
 }

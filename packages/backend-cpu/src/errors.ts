@@ -1,6 +1,6 @@
 import { BackendError, IndexError, ShapeError, ValueError } from "@blocksparse/core";
 
-/** The native addon could not allocate its packed operands. */
+/** Memory for a tensor or the native addon's packed operands could not be allocated. */
 export class CpuOutOfMemoryError extends BackendError {
   override name = "CpuOutOfMemoryError";
 }

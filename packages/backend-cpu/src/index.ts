@@ -19,7 +19,8 @@ export function cpuBackend(): CpuBackend {
   return getBackendInstance("cpu") as CpuBackend;
 }
 
-export { CpuBackend } from "./backend";
+export { CpuBackend, type CpuMemory } from "./backend";
+export { BufferCache, type BufferCacheStats, DEFAULT_CACHE_LIMIT_BYTES, sizeClass } from "./buffer_cache";
 export { nativeCompute } from "./compute";
 export { CpuOutOfMemoryError } from "./errors";
 export { addonCandidates, cpuAvailability } from "./loader";

@@ -52,6 +52,8 @@ export interface NativeAddon {
   setThreads(n: number): number;
   /** Picks the micro-kernel; false when this CPU cannot run it. */
   setIsa(isa: NativeIsa): boolean;
+  /** Asks Linux to back the buffer's untouched whole 2 MiB pages with huge pages; returns the bytes advised (0 where unsupported). */
+  adviseHugePages(buffer: ArrayBuffer): number;
   /** C[cOffset..] (m x n) = op(A[aOffset..]) op(B[bOffset..]), row-major. */
   matmul(
     a: Float32Array,
@@ -75,4 +77,4 @@ export interface NativeAddon {
 }
 
 /** Every function the addon must export (checked when it is loaded). */
-export const NATIVE_FUNCTIONS = ["buildInfo", "setThreads", "setIsa", "matmul", "bsrLinear", "bsrMatmul", "sampledMatmul"] as const satisfies readonly (keyof NativeAddon)[];
+export const NATIVE_FUNCTIONS = ["buildInfo", "setThreads", "setIsa", "adviseHugePages", "matmul", "bsrLinear", "bsrMatmul", "sampledMatmul"] as const satisfies readonly (keyof NativeAddon)[];

@@ -90,6 +90,11 @@ describe.skipIf(cpuMissing)("native products against float64", () => {
                 }
               }
             }
+            // Two B panels (K x columns over 4 MiB), a partial K slice, a 2-row last row block, a partial last strip.
+            const [m, k, n] = [130, 1100, 1000];
+            const a = randomTensor(next, [m, k]);
+            const b = randomTensor(next, [k, n]);
+            expectClose(matmul(a.t, b.t).dataSync() as Float32Array, matmulRef(a.values, b.values, m, n, k, false, false), `${m}x${k}x${n}`);
           });
         });
 
@@ -105,6 +110,10 @@ describe.skipIf(cpuMissing)("native products against float64", () => {
             { shape: [32, 48], block: [32, 48], density: 1, tokens: [1, 260] },
             { shape: [64, 2048], block: [32, 32], density: 0.2, tokens: [300] },
             { shape: [96, 64], block: [32, 32], density: 0, tokens: [2, 12] },
+            // Non-square 16/32/64 blocks through the decode loops (every token count 1-8) and the tiles.
+            { shape: [128, 192], block: [16, 64], density: 0.5, tokens: [1, 2, 4, 5, 6, 7, 8, 70] },
+            { shape: [192, 96], block: [64, 32], density: 0.5, tokens: [1, 7, 8, 41] },
+            { shape: [96, 160], block: [32, 16], density: 0.6, tokens: [3, 8, 9] },
           ];
           for (const { shape, block, density, tokens: tokenCounts } of cases) {
             const [rows, cols] = shape;

@@ -45,7 +45,7 @@ export class JsBackend implements Backend {
 
   allocate(dtype: DType, size: number): DataId {
     if (!Number.isInteger(size) || size < 0) throw new ValueError(`${this.name}: cannot allocate ${size} elements`);
-    const values = allocStorage(dtype, size);
+    const values = this.createStorage(dtype, size);
     if (this.poisonAllocations) poison(values, dtype);
     this.bytesInUse += size * bytesPerElement(dtype);
     this.buffers++;
@@ -75,7 +75,16 @@ export class JsBackend implements Backend {
     buffer.freed = true;
     this.bytesInUse -= buffer.values.length * bytesPerElement(buffer.dtype);
     this.buffers--;
+    this.releaseStorage(buffer.values);
   }
+
+  /** The storage array of a new buffer: zeroed here; a subclass may hand out reused memory (contents unspecified). */
+  protected createStorage(dtype: DType, size: number): BackendValues {
+    return allocStorage(dtype, size);
+  }
+
+  /** Called once per freed buffer with its storage, which no tensor uses any more: a subclass may keep it for reuse. */
+  protected releaseStorage(_values: BackendValues): void {}
 
   memory(): BackendMemory {
     return { bytesInUse: this.bytesInUse, buffers: this.buffers };

@@ -1,0 +1,93 @@
+/**
+ * The cpu addon's products called directly on preallocated arrays (no op layer, no allocation):
+ * what the kernels themselves reach on this machine, best of N calls. Separates kernel speed from
+ * the op layer's costs (allocation, first-touch page faults) that cpu_compare.ts includes.
+ *
+ *   tsx src/cpu_addon.ts [--repeats N] [--threads T] [--only NAME]
+ */
+import { parseArgs } from "node:util";
+import { cpuBackend, setCpuThreads } from "@blocksparse/backend-cpu";
+import { BsrPattern, setBackend } from "@blocksparse/core";
+import { SeededRandom } from "@blocksparse/format";
+
+const { values: args } = parseArgs({
+  options: { repeats: { type: "string", default: "9" }, threads: { type: "string" }, only: { type: "string" } },
+});
+const repeats = Number(args.repeats);
+setBackend("cpu");
+if (args.threads) setCpuThreads(Number(args.threads));
+const addon = cpuBackend().addon;
+
+function random(length: number, seed: number): Float32Array {
+  return new SeededRandom(seed).fillNormal(new Float32Array(length));
+}
+
+/** Best wall time of N calls, and the best CPU time (all threads of this process) of one call. */
+interface Timing {
+  ms: number;
+  cpuMs: number;
+}
+
+function best(run: () => void): Timing {
+  run();
+  const timing = { ms: Number.POSITIVE_INFINITY, cpuMs: Number.POSITIVE_INFINITY };
+  for (let i = 0; i < repeats; i++) {
+    const cpuStart = process.cpuUsage();
+    const start = performance.now();
+    run();
+    timing.ms = Math.min(timing.ms, performance.now() - start);
+    const cpu = process.cpuUsage(cpuStart);
+    timing.cpuMs = Math.min(timing.cpuMs, (cpu.user + cpu.system) / 1e3);
+  }
+  return timing;
+}
+
+// GFLOP/s per CPU-second: what one core does while it runs, however much other load shares the machine.
+// Exact with --threads 1 only: Linux adds the time of the process's other running threads at scheduler ticks.
+function report(what: string, flop: number, { ms, cpuMs }: Timing): void {
+  if (args.only && !what.includes(args.only)) return;
+  const perCore = flop / (cpuMs * 1e6);
+  console.log(`${what.padEnd(44)} ${ms.toFixed(3).padStart(10)} ms ${(flop / (ms * 1e6)).toFixed(1).padStart(8)} GFLOP/s wall ${perCore.toFixed(1).padStart(8)} GFLOP/s per CPU-second`);
+}
+
+const wanted = (what: string) => !args.only || what.includes(args.only);
+const build = cpuBackend().build;
+console.log(`micro-kernel ${build.isa} (${build.tileRows}x${build.tileCols}), ${build.threads} threads, best of ${repeats}`);
+for (const [M, K, N] of [
+  [256, 1024, 1024],
+  [2048, 1024, 4096],
+]) {
+  const a = random(M * K, 1);
+  const b = random(K * N, 2);
+  const c = new Float32Array(M * N);
+  const shape = `${M}x${K}x${N}`;
+  if (wanted(`dense ${shape}`)) report(`dense ${shape}`, 2 * M * N * K, best(() => addon.matmul(a, 0, b, 0, c, 0, M, N, K, false, false)));
+  const pattern = BsrPattern.random([N, K], { blockShape: [32, 32], density: 0.25, seed: 3 });
+  const values = random(pattern.nnzBlocks * 1024, 4);
+  const dy = random(M * N, 5);
+  const y = new Float32Array(M * N);
+  const dx = new Float32Array(M * K);
+  const dw = new Float32Array(pattern.nnzBlocks * 1024);
+  const sizes = { rows: N, cols: K, blockHeight: 32, blockWidth: 32 };
+  const rowIndex = { ...sizes, blockRowPtr: pattern.blockRowPtr, blockColIdx: pattern.blockColIdx };
+  const columnIndex = { ...sizes, ...pattern.columnIndex };
+  const flop = 2 * M * pattern.nnzBlocks * 1024;
+  if (wanted(`bsrLinear ${shape}`)) report(`bsrLinear b32 d0.25 ${shape}`, flop, best(() => addon.bsrLinear(a, values, null, y, M, rowIndex)));
+  if (wanted(`bsrMatmul ${shape}`)) report(`bsrMatmul b32 d0.25 ${shape}`, flop, best(() => addon.bsrMatmul(dy, values, dx, M, columnIndex)));
+  if (wanted(`sampledMatmul ${shape}`)) report(`sampledMatmul b32 d0.25 ${shape}`, flop, best(() => addon.sampledMatmul(dy, a, dw, M, rowIndex)));
+}
+const D = 4096;
+for (const batch of [1, 4, 8]) {
+  const x = random(batch * D, 6);
+  const w = random(D * D, 7);
+  const y = new Float32Array(batch * D);
+  if (wanted(`decode dense b${batch}`)) report(`decode dense x·Wᵀ batch ${batch}`, 2 * batch * D * D, best(() => addon.matmul(x, 0, w, 0, y, 0, batch, D, D, false, true)));
+  const pattern = BsrPattern.random([D, D], { blockShape: [32, 32], density: 0.25, seed: 8 });
+  const values = random(pattern.nnzBlocks * 1024, 9);
+  const rowIndex = { rows: D, cols: D, blockHeight: 32, blockWidth: 32, blockRowPtr: pattern.blockRowPtr, blockColIdx: pattern.blockColIdx };
+  const timing = best(() => addon.bsrLinear(x, values, null, y, batch, rowIndex));
+  if (wanted(`decode bsrLinear b${batch}`)) {
+    report(`decode bsrLinear d0.25 batch ${batch}`, 2 * batch * pattern.nnzBlocks * 1024, timing);
+    console.log(`  weights ${(values.byteLength / 2 ** 20).toFixed(1)} MiB read at ${(values.byteLength / (timing.ms * 1e6)).toFixed(1)} GB/s`);
+  }
+}

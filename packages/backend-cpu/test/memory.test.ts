@@ -1,0 +1,185 @@
+/**
+ * The cpu backend's caching allocator: freed buffers are reused by size class, reused memory never
+ * shows through (outputs and zeros stay right), live counts return to where they were (no leak),
+ * releaseCache/dispose drop the cache, the limit holds, and running out of memory is a typed error.
+ */
+import { BsrPattern, bsrLinear, getBackendInstance, matmul, randn, setBackend, sum, tensor, tidy, zeros } from "@blocksparse/core";
+import { BufferCache, CpuBackend, CpuOutOfMemoryError, sizeClass } from "../src/index";
+import type { JsBuffer } from "@blocksparse/core/js-kernels";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { cpuMissing, reportCpuAvailability } from "./cpu";
+
+reportCpuAvailability("memory.test.ts");
+
+describe("sizeClass", () => {
+  it("reserves 256 bytes at least, then at most 25% more than asked, and a class is its own class", () => {
+    expect(sizeClass(0)).toBe(256);
+    expect(sizeClass(1)).toBe(256);
+    expect(sizeClass(256)).toBe(256);
+    expect(sizeClass(257)).toBe(320);
+    expect(sizeClass(4 * 2 ** 20)).toBe(4 * 2 ** 20);
+    let previous = 0;
+    for (let bytes = 1; bytes < 2 ** 26; bytes = Math.ceil(bytes * 1.37) + 3) {
+      const reserved = sizeClass(bytes);
+      expect(reserved).toBeGreaterThanOrEqual(bytes);
+      expect(reserved).toBeLessThanOrEqual(Math.max(256, bytes * 1.25));
+      expect(reserved).toBeGreaterThanOrEqual(previous);
+      expect(sizeClass(reserved)).toBe(reserved);
+      previous = reserved;
+    }
+  });
+
+  it("BufferCache keeps freed buffers up to its limit and hands them back by class", () => {
+    let made = 0;
+    const cache = new BufferCache((bytes) => {
+      made++;
+      return new ArrayBuffer(bytes);
+    }, 1024);
+    const a = cache.take(300);
+    expect(a.byteLength).toBe(320);
+    cache.give(a);
+    expect(cache.take(310)).toBe(a); // same class
+    expect(cache.take(310)).not.toBe(a); // taken already: a new one
+    expect(made).toBe(2);
+    const big = cache.take(1000);
+    cache.give(big); // 1024 bytes: exactly the limit
+    cache.give(cache.take(300)); // would go over: dropped
+    expect(cache.stats()).toEqual({ cachedBytes: 1024, cachedBuffers: 1, cacheHits: 1, cacheMisses: 4 });
+    cache.release();
+    expect(cache.stats().cachedBytes).toBe(0);
+    expect(cache.take(1000)).not.toBe(big);
+  });
+});
+
+describe.skipIf(cpuMissing)("cpu memory: caching allocator, no leaks, out of memory", () => {
+  let backend: CpuBackend;
+  beforeAll(() => {
+    setBackend("cpu");
+    backend = getBackendInstance("cpu") as CpuBackend;
+  });
+  afterEach(() => {
+    backend.poisonAllocations = false;
+  });
+
+  const storageOf = (dataId: object) => (dataId as JsBuffer).values;
+
+  it("a freed buffer's memory serves the next allocation of its class, whatever the dtype", () => {
+    const first = backend.allocate("float32", 1 << 20);
+    const memory = storageOf(first).buffer;
+    backend.free(first);
+    const cached = backend.memory();
+    expect(cached.cachedBytes).toBeGreaterThanOrEqual(4 << 20);
+    const second = backend.allocate("float16", 2 << 20); // same bytes, another dtype
+    const reused = backend.memory();
+    expect(storageOf(second).buffer).toBe(memory);
+    expect(storageOf(second)).toBeInstanceOf(Uint16Array);
+    expect(storageOf(second).length).toBe(2 << 20);
+    expect(reused.cacheHits).toBe(cached.cacheHits + 1);
+    expect(reused.cacheMisses).toBe(cached.cacheMisses);
+    expect(reused.cachedBytes).toBe(cached.cachedBytes - (4 << 20));
+    backend.free(second);
+  });
+
+  it("repeated products allocate nothing new after the first call, and live buffers and bytes return to the start", () => {
+    const pattern = BsrPattern.random([256, 192], { blockShape: [32, 32], density: 0.5, seed: 1 });
+    const x = randn([300, 192], { seed: 2 });
+    const w = randn([192, 256], { seed: 3 });
+    const values = randn([pattern.nnzBlocks, 32, 32], { seed: 4 });
+    const step = () =>
+      tidy(() => {
+        const y = bsrLinear(x, values, pattern);
+        return sum(matmul(y, w, { transposeB: true })).dataSync()[0];
+      });
+    const start = backend.memory();
+    const expected = step();
+    const misses = backend.memory().cacheMisses;
+    for (let i = 0; i < 5; i++) expect(step()).toBe(expected);
+    const end = backend.memory();
+    expect(end.cacheMisses).toBe(misses);
+    expect(end.cacheHits).toBeGreaterThan(start.cacheHits);
+    expect(end.buffers).toBe(start.buffers);
+    expect(end.bytesInUse).toBe(start.bytesInUse);
+    for (const t of [x, w, values]) t.dispose();
+  });
+
+  it("reused memory never shows through: zeros are zeros and a product's output is all written", () => {
+    const litter = (size: number) => {
+      const id = backend.allocate("float32", size);
+      storageOf(id).fill(1e30);
+      backend.free(id);
+    };
+    litter(3000);
+    let hits = backend.memory().cacheHits;
+    const z = zeros([3000]);
+    expect(backend.memory().cacheHits).toBe(hits + 1);
+    expect(Array.from(z.dataSync()).every((v) => v === 0)).toBe(true);
+    z.dispose();
+    const a = randn([50, 70], { seed: 5 });
+    const b = randn([70, 60], { seed: 6 });
+    const reference = matmul(a.to("js"), b.to("js")).dataSync();
+    litter(50 * 60);
+    hits = backend.memory().cacheHits;
+    const out = matmul(a, b);
+    expect(backend.memory().cacheHits).toBe(hits + 1);
+    const values = out.dataSync();
+    for (let i = 0; i < reference.length; i++) expect(Math.abs(values[i] - reference[i])).toBeLessThan(1e-4);
+    for (const t of [a, b, out]) t.dispose();
+  });
+
+  it("a read is a copy the cache never hands out again", () => {
+    const t = tensor([1, 2, 3, 4], [4]);
+    const read = t.dataSync();
+    t.dispose();
+    const next = tensor([9, 9, 9, 9], [4]);
+    expect(Array.from(read)).toEqual([1, 2, 3, 4]);
+    next.dispose();
+  });
+
+  it("releaseCache and dispose drop the cache; the limit caps it", () => {
+    backend.free(backend.allocate("float32", 1 << 16));
+    expect(backend.memory().cachedBytes).toBeGreaterThan(0);
+    backend.releaseCache();
+    expect(backend.memory()).toMatchObject({ cachedBytes: 0, cachedBuffers: 0 });
+    const limit = backend.cache.limitBytes;
+    try {
+      backend.cache.limitBytes = 1 << 20;
+      backend.free(backend.allocate("float32", 1 << 19)); // 2 MiB: over the limit, dropped
+      expect(backend.memory().cachedBytes).toBe(0);
+      backend.free(backend.allocate("float32", 1 << 17)); // 512 KiB: kept
+      expect(backend.memory().cachedBytes).toBe(1 << 19);
+    } finally {
+      backend.cache.limitBytes = limit;
+    }
+    const own = new CpuBackend();
+    own.free(own.allocate("int32", 1000));
+    expect(own.memory().cachedBuffers).toBe(1);
+    own.dispose();
+    expect(own.memory()).toMatchObject({ cachedBytes: 0, cachedBuffers: 0, buffers: 0, bytesInUse: 0 });
+  });
+
+  it("poisons reused buffers too", () => {
+    backend.free(backend.allocate("float32", 4096));
+    backend.poisonAllocations = true;
+    const id = backend.allocate("float32", 4096);
+    expect(backend.memory().cacheHits).toBeGreaterThan(0);
+    expect(Number.isNaN(storageOf(id)[4095])).toBe(true);
+    backend.free(id);
+  });
+
+  it("running out of memory throws CpuOutOfMemoryError and leaves the backend usable", () => {
+    const before = backend.memory();
+    expect(() => backend.allocate("float32", 2 ** 44)).toThrow(CpuOutOfMemoryError);
+    expect(backend.memory().buffers).toBe(before.buffers);
+    const t = tensor([1, 2, 3], [3]);
+    expect(Array.from(t.dataSync())).toEqual([1, 2, 3]);
+    t.dispose();
+  });
+
+  it("huge-page advice covers whole 2 MiB pages inside the buffer, or nothing where unsupported", () => {
+    const buffer = new ArrayBuffer(9 * 2 ** 20);
+    const advised = backend.addon.adviseHugePages(buffer);
+    expect(advised % 2 ** 21).toBe(0);
+    expect(advised).toBeLessThanOrEqual(buffer.byteLength);
+    expect(() => backend.addon.adviseHugePages(new Float32Array(4) as unknown as ArrayBuffer)).toThrow(/must be an ArrayBuffer/);
+  });
+});
