@@ -1,3 +1,4 @@
 import { BsrMatrix, encodeSafetensors } from "@blocksparse/format";
+import { decodeScipyNpz } from "@blocksparse/format/npz";
 
-console.log(BsrMatrix, encodeSafetensors);
+console.log(BsrMatrix, encodeSafetensors, decodeScipyNpz);

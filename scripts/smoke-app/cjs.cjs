@@ -1,6 +1,7 @@
 // A CommonJS app: every package by its require entry.
 const assert = require("node:assert/strict");
 const { BsrMatrix } = require("@blocksparse/format");
+const { decodeScipyNpz, encodeScipyNpz } = require("@blocksparse/format/npz");
 const core = require("@blocksparse/core");
 const { gradcheck } = require("@blocksparse/autograd");
 const { BlockSparseLinear, tidy, randn } = require("@blocksparse/nn");
@@ -10,6 +11,8 @@ const { cudaAvailability } = require("@blocksparse/backend-cuda");
 
 const m = BsrMatrix.random([32, 32], { blockShape: [8, 8], density: 0.5, seed: 1 });
 assert.equal(m.pattern.nnzBlocks, 8);
+// The npz subpath shares the main entry's classes (one BsrMatrix).
+assert.ok(decodeScipyNpz(encodeScipyNpz(m)) instanceof BsrMatrix);
 const layer = new BlockSparseLinear(32, 16, { density: 0.5, blockShape: [8, 8], seed: 1 });
 const shape = tidy(() => layer.forward(randn([2, 32], { seed: 2 })).shape);
 assert.deepEqual(shape, [2, 16]);

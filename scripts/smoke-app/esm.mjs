@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { cudaAvailability } from "@blocksparse/backend-cuda";
 import { BsrMatrix, decodeSafetensors, encodeSafetensors, getBsrMatrix, bsrMatricesToSafetensors } from "@blocksparse/format";
+import { decodeScipyNpz, encodeScipyNpz } from "@blocksparse/format/npz";
 import { Adam, BlockSparseLinear, Linear, ReLU, Sequential, backward, crossEntropy, getBackend, randn, tensor, tidy } from "@blocksparse/nn";
 import { load, save } from "@blocksparse/nn/node";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
@@ -13,6 +14,7 @@ const w = BsrMatrix.random([64, 128], { blockShape: [16, 32], density: 0.5, seed
 const content = bsrMatricesToSafetensors({ "fc.weight": w });
 const back = getBsrMatrix(decodeSafetensors(encodeSafetensors(content.tensors, content.metadata)), "fc.weight");
 assert.deepEqual(back.toDense(), w.toDense());
+assert.deepEqual(decodeScipyNpz(encodeScipyNpz(w, { compressed: true })).toDense(), w.toDense());
 
 const model = new Sequential(new Linear(32, 64, { seed: 1 }), new ReLU(), new Linear(64, 4, { seed: 2 }));
 const report = new BlockSparseModelPatcher().addPattern(/^0$/, { density: 0.5, blockShape: [16, 16] }).patchModel(model);

@@ -54,14 +54,15 @@ export type AddonLoad = { addon: NativeAddon; path: string } | { addon: null; re
 
 let loaded: AddonLoad | undefined;
 
-/** Loads the addon once (the result, success or reason, is kept). */
-export function loadAddon(): AddonLoad {
-  if (loaded) return loaded;
-  const present = addonCandidates().filter((candidate): candidate is { source: string; path: string } => candidate.path !== null && existsSync(candidate.path));
+/**
+ * Loads the first candidate that is present and loads as a compatible addon; when none does, one
+ * reason that lists every failure (or says none is installed) and how to build from source.
+ */
+export function loadFirstAddon(candidates: AddonCandidate[]): AddonLoad {
+  const present = candidates.filter((candidate): candidate is { source: string; path: string } => candidate.path !== null && existsSync(candidate.path));
   if (present.length === 0) {
     const platform = process.platform === "linux" && process.arch === "x64" ? `${PLATFORM_PACKAGE} is not installed (an optional dependency: was it omitted?)` : `no prebuilt binary for ${process.platform}-${process.arch}`;
-    loaded = { addon: null, reason: `the CUDA addon is not installed: ${platform}, and it was not built from source; ${BUILD_FROM_SOURCE}` };
-    return loaded;
+    return { addon: null, reason: `the CUDA addon is not installed: ${platform}, and it was not built from source; ${BUILD_FROM_SOURCE}` };
   }
   const require = createRequire(import.meta.url);
   const errors: string[] = [];
@@ -72,13 +73,17 @@ export function loadAddon(): AddonLoad {
         errors.push(`${source} is not a compatible build (functions are missing)`);
         continue;
       }
-      loaded = { addon: module, path };
-      return loaded;
+      return { addon: module, path };
     } catch (error) {
       errors.push(`${source} failed to load (${error instanceof Error ? error.message : String(error)})`);
     }
   }
-  loaded = { addon: null, reason: `the CUDA addon could not be loaded: ${errors.join("; ")}; reinstall @blocksparse/backend-cuda, or ${BUILD_FROM_SOURCE}` };
+  return { addon: null, reason: `the CUDA addon could not be loaded: ${errors.join("; ")}; reinstall @blocksparse/backend-cuda, or ${BUILD_FROM_SOURCE}` };
+}
+
+/** Loads the addon once (the result, success or reason, is kept). */
+export function loadAddon(): AddonLoad {
+  loaded ??= loadFirstAddon(addonCandidates());
   return loaded;
 }
 

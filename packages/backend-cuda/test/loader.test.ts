@@ -1,7 +1,24 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { getBackend, listBackends, removeBackend, setBackend } from "@blocksparse/core";
 import { CUDA_PRIORITY, addonCandidates, cudaAvailability } from "../src/index";
-import { BUILD_FROM_SOURCE, PLATFORM_PACKAGE } from "../src/loader";
-import { describe, expect, test, vi } from "vitest";
+import { type AddonCandidate, BUILD_FROM_SOURCE, loadFirstAddon, PLATFORM_PACKAGE } from "../src/loader";
+import { NATIVE_FUNCTIONS } from "../src/native";
+import { afterAll, describe, expect, test, vi } from "vitest";
+
+/** Stand-ins for binaries, as CommonJS modules `require` loads like a .node file. */
+const fakes = mkdtempSync(join(tmpdir(), "blocksparse-loader-"));
+afterAll(() => rmSync(fakes, { recursive: true, force: true }));
+function fakeAddon(name: string, body: "addon" | "incomplete" | "throws"): string {
+  const path = join(fakes, `${name}.cjs`);
+  const exports = `{ ${NATIVE_FUNCTIONS.map((fn) => `${fn}() {}`).join(", ")}, which: ${JSON.stringify(name)} }`;
+  const text = { addon: `module.exports = ${exports};`, incomplete: "module.exports = { init() {} };", throws: 'throw new Error("invalid ELF header");' }[body];
+  writeFileSync(path, text);
+  return path;
+}
+const platform = (path: string | null): AddonCandidate => ({ source: `the prebuilt binary (${PLATFORM_PACKAGE})`, path });
+const local = (path: string | null): AddonCandidate => ({ source: "a build from source at install", path });
 
 describe("loading the addon and registering the backend", () => {
   test("importing the package registers cuda above js", () => {
@@ -17,6 +34,35 @@ describe("loading the addon and registering the backend", () => {
       "a build from source in this repository",
     ]);
     expect(candidates[2]!.path).toMatch(/kernels-cuda\/build\/Release\/blocksparse_cuda\.node$/);
+  });
+
+  test("the prebuilt binary wins over a build from source when both are there", () => {
+    const load = loadFirstAddon([platform(fakeAddon("prebuilt", "addon")), local(fakeAddon("local", "addon"))]);
+    expect(load.addon === null ? load.reason : load.path).toBe(join(fakes, "prebuilt.cjs"));
+  });
+
+  test("a prebuilt binary that fails to load or lacks functions falls through to the build from source", () => {
+    for (const broken of ["throws", "incomplete"] as const) {
+      const load = loadFirstAddon([platform(fakeAddon(`prebuilt-${broken}`, broken)), local(fakeAddon("local", "addon"))]);
+      expect(load.addon === null ? load.reason : load.path).toBe(join(fakes, "local.cjs"));
+    }
+    const absent = loadFirstAddon([platform(null), platform(join(fakes, "missing.node")), local(fakeAddon("local", "addon"))]);
+    expect(absent.addon === null ? absent.reason : absent.path).toBe(join(fakes, "local.cjs"));
+  });
+
+  test("when every binary fails, one reason names each one and why, and how to build from source", () => {
+    const load = loadFirstAddon([platform(fakeAddon("bad-prebuilt", "throws")), local(fakeAddon("bad-local", "incomplete"))]);
+    expect(load.addon).toBeNull();
+    const reason = load.addon === null ? load.reason : "";
+    expect(reason).toContain(`the prebuilt binary (${PLATFORM_PACKAGE}) failed to load (invalid ELF header)`);
+    expect(reason).toContain("a build from source at install is not a compatible build (functions are missing)");
+    expect(reason).toContain(BUILD_FROM_SOURCE);
+    expect(reason).not.toMatch(/\n/);
+  });
+
+  test("with no binary at all the reason says the platform package is not installed", () => {
+    const load = loadFirstAddon([platform(null), local(join(fakes, "missing.node"))]);
+    expect(load.addon === null ? load.reason : load.path).toMatch(/^the CUDA addon is not installed: /);
   });
 
   test("without any binary the reason speaks to an app: the npm and pnpm commands, no repository paths", () => {

@@ -62,4 +62,4 @@ export {
   getBsrMatrix,
   putBsrMatrix,
 } from "./bsr-safetensors.js";
-export { decodeScipyNpz, encodeScipyNpz } from "./npz.js";
+// SciPy .npz files: the subpath @blocksparse/format/npz, so that a bundle without them leaves the zip code out.

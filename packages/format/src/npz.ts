@@ -6,7 +6,8 @@ import { BsrMatrix } from "./matrix.js";
 
 /**
  * SciPy's `scipy.sparse.save_npz` / `load_npz` files for BSR (and CSR, read as 1 x 1 blocks):
- * a zip of `.npy` arrays `data`, `indices`, `indptr`, `shape` and `format`.
+ * a zip of `.npy` arrays `data`, `indices`, `indptr`, `shape` and `format`. The entry
+ * `@blocksparse/format/npz` (browser-safe), apart from the main one because of its zip library.
  */
 
 /** An array read from a `.npy` file: raw little-endian contents plus its NumPy dtype. */

@@ -5,13 +5,12 @@ import {
   BsrMatrix,
   BsrPattern,
   decodeSafetensors,
-  decodeScipyNpz,
   encodeSafetensors,
-  encodeScipyNpz,
   getBsrMatrix,
   putBsrMatrix,
   type SafetensorsTensor,
 } from "../src/index.js";
+import { decodeScipyNpz, encodeScipyNpz } from "../src/npz.js";
 
 /** A grid shape and block shape that divide evenly, small enough to be quick. */
 const shapes = fc

@@ -1,58 +1,69 @@
-import { z } from "zod";
+import * as z from "zod/mini";
 import { ConfigError } from "./errors";
 
-const positiveInt = z.number().int().positive();
-const probability = z.number().min(0).max(1);
+// zod/mini (tree-shakes, no `new Function`, as format's schemas): each schema says what it expects.
+const positive = { error: "expected a positive integer" };
+const positiveInt = z.int(positive).check(z.positive(positive));
+const nonNegative = { error: "expected a non-negative number" };
+const nonNegativeNumber = z.number(nonNegative).check(z.nonnegative(nonNegative));
+const nonNegativeIntOrNull = { error: "expected a non-negative integer or null" };
+const probabilityRange = { error: "expected a probability in [0, 1]" };
+const probability = z.number(probabilityRange).check(z.minimum(0, probabilityRange), z.maximum(1, probabilityRange));
+/** The one value a field may hold here (other values describe models this package does not build). */
+const only = <const T extends string | boolean>(value: T) => z.literal(value, { error: `expected ${JSON.stringify(value)}` });
+/** `schema`, or `value` when the field is absent. */
+const orDefault = <S extends z.ZodMiniType>(schema: S, value: z.output<S>) => z._default(schema, value as z.core.util.NoUndefined<z.output<S>>);
 
 /** The activations Hugging Face names in configs, as core's gelu approximations (or relu). */
 export type Activation = "gelu" | "gelu_new" | "gelu_pytorch_tanh" | "relu";
-const activation = z.enum(["gelu", "gelu_new", "gelu_pytorch_tanh", "relu"]);
+const ACTIVATIONS = ["gelu", "gelu_new", "gelu_pytorch_tanh", "relu"] as const;
+const activation = z.enum(ACTIVATIONS, { error: `expected one of ${ACTIVATIONS.map((name) => `"${name}"`).join(", ")}` });
 
 /** The fields of GPT2Config that shape the model (other fields of config.json are ignored). */
 const Gpt2ConfigSchema = z.object({
-  model_type: z.literal("gpt2").optional(),
-  vocab_size: positiveInt.default(50257),
-  n_positions: positiveInt.default(1024),
-  n_embd: positiveInt.default(768),
-  n_layer: positiveInt.default(12),
-  n_head: positiveInt.default(12),
-  n_inner: positiveInt.nullable().default(null),
-  activation_function: activation.default("gelu_new"),
-  resid_pdrop: probability.default(0.1),
-  embd_pdrop: probability.default(0.1),
-  attn_pdrop: probability.default(0.1),
-  layer_norm_epsilon: z.number().nonnegative().default(1e-5),
-  initializer_range: z.number().nonnegative().default(0.02),
-  scale_attn_weights: z.boolean().default(true),
-  scale_attn_by_inverse_layer_idx: z.boolean().default(false),
-  tie_word_embeddings: z.literal(true).default(true),
-  add_cross_attention: z.literal(false).default(false),
+  model_type: z.optional(only("gpt2")),
+  vocab_size: orDefault(positiveInt, 50257),
+  n_positions: orDefault(positiveInt, 1024),
+  n_embd: orDefault(positiveInt, 768),
+  n_layer: orDefault(positiveInt, 12),
+  n_head: orDefault(positiveInt, 12),
+  n_inner: orDefault(z.nullable(positiveInt), null),
+  activation_function: orDefault(activation, "gelu_new"),
+  resid_pdrop: orDefault(probability, 0.1),
+  embd_pdrop: orDefault(probability, 0.1),
+  attn_pdrop: orDefault(probability, 0.1),
+  layer_norm_epsilon: orDefault(nonNegativeNumber, 1e-5),
+  initializer_range: orDefault(nonNegativeNumber, 0.02),
+  scale_attn_weights: orDefault(z.boolean({ error: "expected true or false" }), true),
+  scale_attn_by_inverse_layer_idx: orDefault(z.boolean({ error: "expected true or false" }), false),
+  tie_word_embeddings: orDefault(only(true), true),
+  add_cross_attention: orDefault(only(false), false),
 });
 export type Gpt2Config = z.output<typeof Gpt2ConfigSchema>;
 
 /** The fields of BertConfig / RobertaConfig that shape the model. */
 const BertConfigSchema = z.object({
-  model_type: z.enum(["bert", "roberta"]).optional(),
-  vocab_size: positiveInt.default(30522),
-  hidden_size: positiveInt.default(768),
-  num_hidden_layers: positiveInt.default(12),
-  num_attention_heads: positiveInt.default(12),
-  intermediate_size: positiveInt.default(3072),
-  hidden_act: activation.default("gelu"),
-  hidden_dropout_prob: probability.default(0.1),
-  attention_probs_dropout_prob: probability.default(0.1),
-  max_position_embeddings: positiveInt.default(512),
-  type_vocab_size: positiveInt.default(2),
-  layer_norm_eps: z.number().nonnegative().default(1e-12),
-  initializer_range: z.number().nonnegative().default(0.02),
-  pad_token_id: z.number().int().nonnegative().nullable().default(0),
-  position_embedding_type: z.literal("absolute").default("absolute"),
-  is_decoder: z.literal(false).default(false),
-  add_cross_attention: z.literal(false).default(false),
+  model_type: z.optional(z.enum(["bert", "roberta"], { error: 'expected "bert" or "roberta"' })),
+  vocab_size: orDefault(positiveInt, 30522),
+  hidden_size: orDefault(positiveInt, 768),
+  num_hidden_layers: orDefault(positiveInt, 12),
+  num_attention_heads: orDefault(positiveInt, 12),
+  intermediate_size: orDefault(positiveInt, 3072),
+  hidden_act: orDefault(activation, "gelu"),
+  hidden_dropout_prob: orDefault(probability, 0.1),
+  attention_probs_dropout_prob: orDefault(probability, 0.1),
+  max_position_embeddings: orDefault(positiveInt, 512),
+  type_vocab_size: orDefault(positiveInt, 2),
+  layer_norm_eps: orDefault(nonNegativeNumber, 1e-12),
+  initializer_range: orDefault(nonNegativeNumber, 0.02),
+  pad_token_id: orDefault(z.nullable(z.int(nonNegativeIntOrNull).check(z.nonnegative(nonNegativeIntOrNull))), 0),
+  position_embedding_type: orDefault(only("absolute"), "absolute"),
+  is_decoder: orDefault(only(false), false),
+  add_cross_attention: orDefault(only(false), false),
 });
 export type BertConfig = z.output<typeof BertConfigSchema>;
 
-function parse<S extends z.ZodType>(where: string, schema: S, config: unknown): z.output<S> {
+function parse<S extends z.ZodMiniType>(where: string, schema: S, config: unknown): z.output<S> {
   if (config === null || typeof config !== "object" || Array.isArray(config)) throw new ConfigError(`${where}: config must be an object (config.json's contents)`);
   const result = schema.safeParse(config);
   if (result.success) return result.data;

@@ -1,6 +1,7 @@
 import type { KernelArgs, TensorInfo } from "../../../backend";
 import { reduceShape, sizeOf, splitAt, stridesOf } from "../../../shape";
 import type { JsBackend } from "../backend";
+import { stridedOffsets } from "./util";
 
 type ReduceName = "Sum" | "Mean" | "Max" | "Min";
 
@@ -8,21 +9,7 @@ type ReduceName = "Sum" | "Mean" | "Max" | "Min";
 function reduceOffsets(shape: readonly number[], axes: readonly number[]): Int32Array {
   const keptStrides = stridesOf(reduceShape(shape, axes, true));
   const strides = shape.map((_, d) => (axes.includes(d) ? 0 : keptStrides[d]));
-  const size = sizeOf(shape);
-  const offsets = new Int32Array(size);
-  const counter = new Array<number>(shape.length).fill(0);
-  let offset = 0;
-  for (let i = 0; i < size; i++) {
-    offsets[i] = offset;
-    for (let d = shape.length - 1; d >= 0; d--) {
-      counter[d]++;
-      offset += strides[d];
-      if (counter[d] < shape[d]) break;
-      offset -= strides[d] * shape[d];
-      counter[d] = 0;
-    }
-  }
-  return offsets;
+  return stridedOffsets(shape, strides);
 }
 
 export function reduceKernel(name: ReduceName) {

@@ -3,7 +3,7 @@ import { IndexError } from "../../../errors";
 import { float32ToBfloat16Bits, float32ToFloat16Bits } from "../../../half";
 import { sizeOf, splitAt, stridesOf } from "../../../shape";
 import type { JsBackend } from "../backend";
-import { broadcastOffsets } from "./util";
+import { broadcastOffsets, stridedOffsets } from "./util";
 
 export function fillKernel({ attrs: { shape, dtype, value }, backend }: KernelArgs<"Fill", JsBackend>): TensorInfo {
   const { info, values } = backend.output(shape, dtype);
@@ -38,36 +38,17 @@ export function transposeKernel({ inputs: { x }, attrs: { perm }, backend }: Ker
   const outShape = perm.map((axis) => x.shape[axis]);
   const inStrides = stridesOf(x.shape);
   // Reading input with permuted strides walks the output in row-major order.
-  const offsets = broadcastOffsetsWithStrides(outShape, perm.map((axis) => inStrides[axis]));
+  const offsets = stridedOffsets(outShape, perm.map((axis) => inStrides[axis]));
   const input = backend.storage(x);
   const { info, values } = backend.output(outShape, x.dtype);
   for (let i = 0; i < offsets.length; i++) values[i] = input[offsets[i]];
   return info;
 }
 
-function broadcastOffsetsWithStrides(shape: readonly number[], strides: readonly number[]): Int32Array {
-  const size = sizeOf(shape);
-  const offsets = new Int32Array(size);
-  const rank = shape.length;
-  const counter = new Array<number>(rank).fill(0);
-  let offset = 0;
-  for (let i = 0; i < size; i++) {
-    offsets[i] = offset;
-    for (let d = rank - 1; d >= 0; d--) {
-      counter[d]++;
-      offset += strides[d];
-      if (counter[d] < shape[d]) break;
-      offset -= strides[d] * shape[d];
-      counter[d] = 0;
-    }
-  }
-  return offsets;
-}
-
 export function sliceKernel({ inputs: { x }, attrs: { begin, size }, backend }: KernelArgs<"Slice", JsBackend>): TensorInfo {
   const strides = stridesOf(x.shape);
   const base = begin.reduce((sum, b, i) => sum + b * strides[i], 0);
-  const offsets = broadcastOffsetsWithStrides(size, strides);
+  const offsets = stridedOffsets(size, strides);
   const input = backend.storage(x);
   const { info, values } = backend.output(size, x.dtype);
   for (let i = 0; i < offsets.length; i++) values[i] = input[base + offsets[i]];

@@ -1,15 +1,13 @@
 import { broadcastStrides, sizeOf } from "../../../shape";
 
 /**
- * For each element of `outShape` (row-major), the offset of the input element it reads
- * when an input of `shape` is broadcast to it.
+ * For each element of `shape` (row-major), the offset `sum(index[d] * strides[d])`: the element it
+ * reads (broadcast, permuted or sliced input) or the one it reduces into.
  */
-export function broadcastOffsets(shape: readonly number[], outShape: readonly number[]): Int32Array {
-  const size = sizeOf(outShape);
+export function stridedOffsets(shape: readonly number[], strides: readonly number[]): Int32Array {
+  const size = sizeOf(shape);
   const offsets = new Int32Array(size);
-  const rank = outShape.length;
-  if (size === 0) return offsets;
-  const strides = broadcastStrides(shape, outShape);
+  const rank = shape.length;
   const counter = new Array<number>(rank).fill(0);
   let offset = 0;
   for (let i = 0; i < size; i++) {
@@ -17,12 +15,21 @@ export function broadcastOffsets(shape: readonly number[], outShape: readonly nu
     for (let d = rank - 1; d >= 0; d--) {
       counter[d]++;
       offset += strides[d];
-      if (counter[d] < outShape[d]) break;
-      offset -= strides[d] * outShape[d];
+      if (counter[d] < shape[d]) break;
+      offset -= strides[d] * shape[d];
       counter[d] = 0;
     }
   }
   return offsets;
+}
+
+/**
+ * For each element of `outShape` (row-major), the offset of the input element it reads
+ * when an input of `shape` is broadcast to it.
+ */
+export function broadcastOffsets(shape: readonly number[], outShape: readonly number[]): Int32Array {
+  if (sizeOf(outShape) === 0) return new Int32Array(0);
+  return stridedOffsets(outShape, broadcastStrides(shape, outShape));
 }
 
 /** erf(x) with about 1e-7 absolute error (float32 precision is all kernels need). */
