@@ -1,5 +1,5 @@
 import Table from "cli-table3";
-import type { ResultRow } from "./experiment";
+import type { CurvePoint, ResultRow } from "./experiment";
 
 const HEAD = ["experiment", "model", "steps", "validation loss", "vs dense", "RigL closes", "seconds", "ms/step", "status"];
 
@@ -63,6 +63,29 @@ export function formatMarkdown(rows: ResultRow[]): string {
   return lines.join("\n");
 }
 
+/** A run's lowest validation loss along its curve (its end included), or null without one. */
+function bestPoint(row: ResultRow): CurvePoint | null {
+  if (row.curve.length === 0) return null;
+  return row.curve.reduce((a, b) => (b.validationLoss < a.validationLoss ? b : a));
+}
+
+/**
+ * Where the dense model of `experiment` over-fitted: its best point when its final validation loss is
+ * more than 2% above it (the baseline was getting worse when it stopped), else null.
+ */
+export function overfitted(rows: ResultRow[], experiment: ResultRow["experiment"]): CurvePoint | null {
+  const dense = denseOf(rows, experiment);
+  const best = dense === undefined ? null : bestPoint(dense);
+  if (dense?.validationLoss == null || best === null) return null;
+  return dense.validationLoss > best.validationLoss * 1.02 ? best : null;
+}
+
+/** riglClosedShare with every model taken at its best checkpoint (early stopping). */
+export function riglClosedShareAtBest(rows: ResultRow[], density: number): number | null {
+  const atBest = rows.map((r) => ({ ...r, validationLoss: bestPoint(r)?.validationLoss ?? r.validationLoss }));
+  return riglClosedShare(atBest, density);
+}
+
 /** One line per quality target the rows can speak to: RigL closing half the static gap at each density, the distilled model within 3% of dense. */
 export function targetLines(rows: ResultRow[]): string[] {
   const lines: string[] = [];
@@ -74,6 +97,17 @@ export function targetLines(rows: ResultRow[]): string[] {
     else if (share === null) lines.push(`- density ${density}: the static model is not worse than dense here; RigL has no gap to close.`);
     else lines.push(`- density ${density}: RigL closes ${(share * 100).toFixed(0)}% of the static model's gap to dense (target at least 50%): ${share >= 0.5 ? "met" : "not met"}.`);
   }
+  const sparseDense = overfitted(rows, "sparse");
+  if (sparseDense !== null) {
+    const dense = denseOf(rows, "sparse") as ResultRow;
+    const verdicts = densities.map((density) => {
+      const share = riglClosedShareAtBest(rows, density);
+      return share === null ? `density ${density}: no gap to close` : `density ${density}: RigL closes ${(share * 100).toFixed(0)}% (${share >= 0.5 ? "met" : "not met"})`;
+    });
+    lines.push(
+      `- the dense model over-fitted (validation loss ${sparseDense.validationLoss.toFixed(4)} at step ${sparseDense.step}, ${(dense.validationLoss as number).toFixed(4)} at its end), so the lines above compare with a degrading baseline; with every model at its best checkpoint: ${verdicts.join("; ")}.`,
+    );
+  }
   const distilled = rows.find((r) => r.experiment === "distil" && r.model.endsWith(" distil"));
   if (distilled === undefined && rows.some((r) => r.experiment === "distil")) lines.push("- distillation: the dense model did not complete; no verdict.");
   if (distilled !== undefined) {
@@ -83,6 +117,12 @@ export function targetLines(rows: ResultRow[]): string[] {
     else {
       const relative = gap / dense.validationLoss;
       lines.push(`- distillation: ${(relative * 100).toFixed(1)}% from the dense model's validation loss after ${distilled.steps} steps (target within 3%): ${relative <= 0.03 ? "met" : "not met"}.`);
+    }
+    const teacher = overfitted(rows, "distil");
+    if (teacher !== null) {
+      lines.push(
+        `- the dense teacher over-fitted (validation loss ${teacher.validationLoss.toFixed(4)} at step ${teacher.step}, higher at its end): the distillation line is no evidence of recovery; train the dense model to its best checkpoint (fewer steps or more text) and run again.`,
+      );
     }
   }
   return lines;

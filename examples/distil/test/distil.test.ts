@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { BUNDLED_TOKENIZER, loadCorpus, WindowSampler } from "../src/data";
 import { curveSteps, type ExperimentOptions, experimentContext, gpt2Config, type ResultRow, runExperiments, sparsify, train, validationLoss } from "../src/experiment";
 import { estimateSeconds, plannedRuns, planSteps, type StepTimes } from "../src/plan";
-import { formatMarkdown, formatTable, riglClosedShare, targetLines } from "../src/report";
+import { formatMarkdown, formatTable, overfitted, riglClosedShare, riglClosedShareAtBest, targetLines } from "../src/report";
 
 const corpus = await loadCorpus(BUNDLED_TOKENIZER, 20_000);
 
@@ -135,6 +135,29 @@ describe("the report", () => {
     curve: [{ step: steps, validationLoss }],
     seconds: 1,
     msPerStep: 10,
+  });
+
+  it("says when the dense model over-fitted, and judges every model at its best checkpoint then (the H200 run's figures)", () => {
+    const curve = (points: [number, number][]) => points.map(([step, validationLoss]) => ({ step, validationLoss }));
+    const withCurve = (r: ResultRow, points: [number, number][]): ResultRow => ({ ...r, curve: curve(points), validationLoss: points.at(-1)?.[1] ?? null });
+    const rows = [
+      withCurve(row("sparse", "dense", 1, 0, 2220), [[555, 3.2533], [1110, 3.0156], [1665, 3.0533], [2220, 3.214]]),
+      withCurve(row("sparse", "FFN 0.25 static", 0.25, 0, 2220), [[1110, 3.1871], [2220, 3.0342]]),
+      withCurve(row("sparse", "FFN 0.25 rigl", 0.25, 0, 2220), [[1110, 3.352], [2220, 3.0528]]),
+      withCurve(row("sparse", "FFN 0.1 static", 0.1, 0, 2220), [[1110, 3.2083], [2220, 3.0824]]),
+      withCurve(row("sparse", "FFN 0.1 rigl", 0.1, 0, 2220), [[1110, 3.2022], [2220, 3.0391]]),
+      withCurve(row("distil", "dense", 1, 0, 8190), [[2048, 3.263], [8190, 6.2622]]),
+      row("distil", "FFN 0.5 distil", 0.5, 6.3716, 819),
+    ];
+    expect(overfitted(rows, "sparse")).toEqual({ step: 1110, validationLoss: 3.0156 });
+    expect(riglClosedShareAtBest(rows, 0.1)).toBeCloseTo((3.0824 - 3.0391) / (3.0824 - 3.0156), 12);
+    expect(targetLines(rows)).toEqual([
+      "- density 0.25: the static model is not worse than dense here; RigL has no gap to close.",
+      "- density 0.1: the static model is not worse than dense here; RigL has no gap to close.",
+      "- the dense model over-fitted (validation loss 3.0156 at step 1110, 3.2140 at its end), so the lines above compare with a degrading baseline; with every model at its best checkpoint: density 0.25: RigL closes -100% (not met); density 0.1: RigL closes 65% (met).",
+      "- distillation: 1.7% from the dense model's validation loss after 819 steps (target within 3%): met.",
+      "- the dense teacher over-fitted (validation loss 3.2630 at step 2048, higher at its end): the distillation line is no evidence of recovery; train the dense model to its best checkpoint (fewer steps or more text) and run again.",
+    ]);
   });
 
   it("says which share of the static gap RigL closes and whether the distilled model is within 3% of dense", () => {
