@@ -18,7 +18,7 @@ function walk(dir: string): string[] {
 
 // A published package has no kernels-cuda/ beside it: prepack copies the CMake project into native/.
 describe("the published package's native sources", () => {
-  execFileSync(process.execPath, [join(packageDir, "scripts/vendor-native.mjs"), outDir], { stdio: "pipe" });
+  execFileSync(process.execPath, [join(packageDir, "../../scripts/vendor-native.mjs"), "kernels-cuda", outDir], { cwd: packageDir, stdio: "pipe" });
   const cmake = readFileSync(join(outDir, "CMakeLists.txt"), "utf8");
 
   it("hold every source the addon target lists", () => {
@@ -38,6 +38,11 @@ describe("the published package's native sources", () => {
         expect(found, `${file} includes ${header}`).toBe(true);
       }
     }
+  });
+
+  it("declare the addon Node-API only, so cmake-js builds it without downloading Node's headers", () => {
+    const manifest = JSON.parse(readFileSync(join(outDir, "package.json"), "utf8")) as { binary?: { napi_versions?: number[] } };
+    expect(manifest.binary?.napi_versions?.length).toBeGreaterThan(0);
   });
 
   it("are listed in the package's files", () => {
