@@ -14,24 +14,10 @@ OUT=${OUT:-$root/gpu-results}
 mkdir -p "$OUT"
 NPROC=${NPROC:-2}
 DEADLINE=${DEADLINE:-560}
-stage() {
-  local name=$1 cap=$2
-  shift 2
-  local left=$((DEADLINE - SECONDS))
-  [ "$left" -lt "$cap" ] && cap=$left
-  if [ "$cap" -le 5 ]; then echo "== $name: skipped, no time left"; return 1; fi
-  local start=$SECONDS
-  timeout --kill-after=10 "$cap" "$@" >"$OUT/$name.log" 2>&1
-  local rc=$?
-  echo "== $name: exit $rc in $((SECONDS - start)) s (cap $cap s)"
-  tail -n "${TAIL_LINES:-30}" "$OUT/$name.log"
-  return $rc
-}
+# shellcheck source=gpu-lib.sh
+source "$root/benchmarks/scripts/gpu-lib.sh"
 
-if [ -z "${CUDAARCHS:-}" ]; then
-  cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d '.')
-  case "$cap" in 90) export CUDAARCHS=90a ;; "") ;; *) export CUDAARCHS=$cap ;; esac
-fi
+build_for_this_gpu
 # NCCL from the system, else the one PyTorch's wheels carry (nvidia-nccl-*). NVLink multicast stays off.
 export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0}
 if ! ldconfig -p | grep -q libnccl.so.2; then
@@ -60,10 +46,10 @@ run_ranks() {
   cd "$root/benchmarks" && node --import tsx ../packages/distributed/dist/cli.js --nproc-per-node "$1" src/ddp_nccl.ts "$OUT"
 }
 export -f run_ranks
-if ! stage "ddp-${NPROC}ranks" 150 bash -c 'run_ranks "$0"' "$NPROC"; then
+if ! TAIL_LINES=30 stage "ddp-${NPROC}ranks" 150 bash -c 'run_ranks "$0"' "$NPROC"; then
   if grep -q "Duplicate GPU" "$OUT/ddp-${NPROC}ranks.log"; then
     echo "== NCCL refused ${NPROC} ranks on one GPU (Duplicate GPU detected); running 1 rank instead"
-    stage ddp-1rank 120 bash -c 'run_ranks 1'
+    TAIL_LINES=30 stage ddp-1rank 120 bash -c 'run_ranks 1'
   fi
 fi
 tar -C "$OUT" -czf "$OUT/gpu-ddp-results.tar.gz" --exclude=gpu-ddp-results.tar.gz . && echo "results: $OUT/gpu-ddp-results.tar.gz"

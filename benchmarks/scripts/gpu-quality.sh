@@ -39,11 +39,9 @@ if [ "$quick" = 1 ]; then
   sparse_budget=${SPARSE_BUDGET:-60}
   distil_budget=${DISTIL_BUDGET:-60}
 else
-  # Only the architecture of the GPU present, to keep the build short.
-  if [ -z "${CUDAARCHS:-}" ]; then
-    cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d '.')
-    case "$cap" in 90) export CUDAARCHS=90a ;; "") ;; *) export CUDAARCHS=$cap ;; esac
-  fi
+  # shellcheck source=gpu-lib.sh
+  source "$root/benchmarks/scripts/gpu-lib.sh"
+  build_for_this_gpu
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/quality-env.log"
   echo "commit ${BENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}" | tee -a "$OUT/quality-env.log"
   if [ "${SKIP_BUILD:-0}" != 1 ]; then

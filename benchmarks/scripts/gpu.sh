@@ -14,25 +14,10 @@ tsx="$root/benchmarks/node_modules/.bin/tsx"
 
 # Every stage also ends by DEADLINE seconds after the start (default 320).
 DEADLINE=${DEADLINE:-320}
-stage() {
-  local name=$1 cap=$2
-  shift 2
-  local left=$((DEADLINE - SECONDS))
-  [ "$left" -lt "$cap" ] && cap=$left
-  if [ "$cap" -le 5 ]; then echo "== $name: skipped, no time left"; return 1; fi
-  local start=$SECONDS
-  timeout --kill-after=10 "$cap" "$@" >"$OUT/$name.log" 2>&1
-  local rc=$?
-  echo "== $name: exit $rc in $((SECONDS - start)) s (cap $cap s)"
-  tail -n "${TAIL_LINES:-4}" "$OUT/$name.log"
-  return $rc
-}
+# shellcheck source=gpu-lib.sh
+source "$root/benchmarks/scripts/gpu-lib.sh"
 
-# Only the architecture of the GPU present, to keep the build short.
-if [ -z "${CUDAARCHS:-}" ]; then
-  cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d '.')
-  case "$cap" in 90) export CUDAARCHS=90a ;; "") ;; *) export CUDAARCHS=$cap ;; esac
-fi
+build_for_this_gpu
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/env.log"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" 2>&1 | tee -a "$OUT/env.log"
 

@@ -1,0 +1,27 @@
+# Sourced by the GPU scripts (gpu.sh, gpu-ddp.sh, gpu-quality.sh): what they share.
+
+# stage NAME CAP COMMAND...: runs COMMAND with its output in $OUT/NAME.log, capped at CAP seconds and at
+# DEADLINE seconds after the script's start (so one slow stage cannot eat the others' time); prints its
+# exit status and the log's last TAIL_LINES lines (default 4); returns COMMAND's status.
+stage() {
+  local name=$1 cap=$2
+  shift 2
+  local left=$((DEADLINE - SECONDS))
+  [ "$left" -lt "$cap" ] && cap=$left
+  if [ "$cap" -le 5 ]; then echo "== $name: skipped, no time left"; return 1; fi
+  local start=$SECONDS
+  timeout --kill-after=10 "$cap" "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "== $name: exit $rc in $((SECONDS - start)) s (cap $cap s)"
+  tail -n "${TAIL_LINES:-4}" "$OUT/$name.log"
+  return $rc
+}
+
+# Builds the addon for the architecture of the GPU present only (keeps the build short), unless
+# CUDAARCHS says otherwise.
+build_for_this_gpu() {
+  [ -n "${CUDAARCHS:-}" ] && return
+  local cap
+  cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d '.')
+  case "$cap" in 90) export CUDAARCHS=90a ;; "") ;; *) export CUDAARCHS=$cap ;; esac
+}
