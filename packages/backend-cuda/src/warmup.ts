@@ -27,11 +27,9 @@ export function warmUp(backend: CudaBackend): number {
   for (const dtype of ["bfloat16", "float16", "float32"] as const) {
     // Dense products as Linear runs them: x W^T forward, dY W and dY^T X backward. cuBLAS creates its
     // handle here; it still loads a kernel (a few ms) the first time a new shape picks one.
-    for (const n of [256]) {
-      const a = input([n, n], dtype);
-      const b = input([n, n], dtype);
-      for (const [transposeA, transposeB] of [[false, true], [false, false], [true, false]]) run("Matmul", { a, b }, { transposeA, transposeB });
-    }
+    const a = input([256, 256], dtype);
+    const b = input([256, 256], dtype);
+    for (const [transposeA, transposeB] of [[false, true], [false, false], [true, false]]) run("Matmul", { a, b }, { transposeA, transposeB });
     // Block-sparse products at the block sizes the tensor-core kernels cover: many tokens, a decoding batch,
     // and a weight gradient long enough to be split.
     for (const block of [32, 64, 128]) {

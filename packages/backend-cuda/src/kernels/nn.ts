@@ -138,25 +138,22 @@ export function multiTensorAdamUpdateKernel({ inputs, attrs, backend }: KernelAr
     outputs[n + i] = mOut;
     outputs[2 * n + i] = vOut;
     if (copy !== null) outputs[3 * n + i] = copy;
-    table.set(
-      [
-        sizeOf(param.shape),
-        attrs.steps[i],
-        backend.code(param.dtype),
-        backend.code(grad.dtype),
-        backend.code(m.dtype),
-        backend.code(v.dtype),
-        backend.handle(param),
-        backend.handle(grad),
-        backend.handle(m),
-        backend.handle(v),
-        backend.handle(paramOut),
-        backend.handle(mOut),
-        backend.handle(vOut),
-        copy === null ? 0 : backend.handle(copy),
-      ],
-      i * ADAM_TABLE_ENTRY,
-    );
+    // Written in place: this runs for every parameter of every step.
+    const at = i * ADAM_TABLE_ENTRY;
+    table[at] = sizeOf(param.shape);
+    table[at + 1] = attrs.steps[i];
+    table[at + 2] = backend.code(param.dtype);
+    table[at + 3] = backend.code(grad.dtype);
+    table[at + 4] = backend.code(m.dtype);
+    table[at + 5] = backend.code(v.dtype);
+    table[at + 6] = backend.handle(param);
+    table[at + 7] = backend.handle(grad);
+    table[at + 8] = backend.handle(m);
+    table[at + 9] = backend.handle(v);
+    table[at + 10] = backend.handle(paramOut);
+    table[at + 11] = backend.handle(mOut);
+    table[at + 12] = backend.handle(vOut);
+    table[at + 13] = copy === null ? 0 : backend.handle(copy);
   }
   const { lr, beta1, beta2, epsilon, weightDecay, decoupledWeightDecay } = attrs;
   backend.addon.multiTensorAdamUpdate(table, attrs.copyDType === null ? null : backend.code(attrs.copyDType), {
