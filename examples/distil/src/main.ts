@@ -6,7 +6,7 @@ import { parseArgs } from "node:util";
 import { type FloatDType, getBackendInstance, setBackend } from "@blocksparse/core";
 import { BUNDLED_TOKENIZER, loadCorpus } from "./data";
 import { type ExperimentOptions, experimentContext, type ResultRow, runExperiments, SIZES, type Size } from "./experiment";
-import { estimateSeconds, measureStepTimes, planSteps, type StepTimes } from "./plan";
+import { estimateSeconds, maxStepsForEpochs, measureStepTimes, planSteps, type StepTimes } from "./plan";
 import { formatMarkdown, formatTable, targetLines } from "./report";
 
 const DEFAULTS: Omit<ExperimentOptions, "dtype"> = {
@@ -30,6 +30,8 @@ layers, static or RigL; and a trained dense model patched and recovered by fine-
     .join(",\n                       ")} (default ${DEFAULTS.size})
   --steps N|auto       training steps of each model trained from scratch (default ${DEFAULTS.steps});
                        auto: the most that fit --budget, from step times measured first
+  --max-epochs E       at most E passes over the training tokens per model (steps capped, auto or not):
+                       a model this size over-fits the book's 510k tokens in a few passes
   --budget SECONDS     wall-clock budget from the start: runs that would not fit are skipped,
                        a run still going at the end stops there (the table says which)
   --density LIST       densities of the static / RigL comparison (default ${DEFAULTS.densities.join(",")})
@@ -54,13 +56,14 @@ interface Parsed {
   dtype?: FloatDType;
   tokenizer: string;
   maxChars?: number;
+  maxEpochs?: number;
   backend?: string;
   out?: string;
 }
 
 function parse(argv: string[]): Parsed | null {
   const flags = [
-    "size", "steps", "budget", "density", "distil-density", "recovery-steps", "patch", "mode", "lr", "context", "batch-size",
+    "size", "steps", "max-epochs", "budget", "density", "distil-density", "recovery-steps", "patch", "mode", "lr", "context", "batch-size",
     "eval-batches", "curve-points", "dtype", "out", "tokenizer", "max-chars", "backend", "seed",
   ];
   const flagTypes: Record<string, { type: "string" | "boolean" }> = Object.fromEntries(flags.map((name) => [name, { type: "string" }]));
@@ -73,6 +76,11 @@ function parse(argv: string[]): Parsed | null {
     if (raw === undefined) return undefined;
     const value = Number(raw);
     if (!Number.isFinite(value) || (integer && !(Number.isInteger(value) && value >= 1))) throw new RangeError(`--${name}: expected ${integer ? "a positive integer" : "a number"}, got '${raw}'`);
+    return value;
+  };
+  const positive = (name: string): number | undefined => {
+    const value = number(name, false);
+    if (value !== undefined && !(value > 0)) throw new RangeError(`--${name}: expected a positive number, got '${text(name)}'`);
     return value;
   };
   const options: Omit<ExperimentOptions, "dtype"> = { ...DEFAULTS };
@@ -113,7 +121,7 @@ function parse(argv: string[]): Parsed | null {
       }).filter(([, value]) => value !== undefined),
     ),
   );
-  return { options, dtype: dtype as FloatDType | undefined, tokenizer: text("tokenizer") ?? BUNDLED_TOKENIZER, maxChars: number("max-chars", true), backend: text("backend"), out: text("out") };
+  return { options, dtype: dtype as FloatDType | undefined, tokenizer: text("tokenizer") ?? BUNDLED_TOKENIZER, maxChars: number("max-chars", true), maxEpochs: positive("max-epochs"), backend: text("backend"), out: text("out") };
 }
 
 const EXPERIMENT_TITLES: Record<ResultRow["experiment"], string> = {
@@ -160,11 +168,13 @@ async function main(): Promise<void> {
     console.log(`Measured ms per step: ${timing.join(", ")}; ${times.evalBatch.toFixed(1)} per validation batch.`);
     if (options.steps === "auto") steps = planSteps(times, options, budget - (performance.now() - startedAt) / 1000);
   }
+  const epochCap = parsed.maxEpochs === undefined ? undefined : maxStepsForEpochs(parsed.maxEpochs, corpus.train.length, setup.batchSize * setup.context);
+  if (epochCap !== undefined && steps > epochCap) steps = epochCap;
   const setupLines = [
     `GPT-2 '${options.size}': ${n_layer} layers, width ${n_embd}, ${n_head} heads, context ${setup.context}, batch ${setup.batchSize}, vocabulary ${corpus.vocabSize} (byte-level BPE)`,
     `Moby Dick: ${corpus.train.length} training and ${corpus.validation.length} validation tokens; validation loss = mean cross-entropy (nats per token) over ${options.evalBatches} fixed validation windows of ${setup.batchSize} x ${setup.context}`,
     `backend '${backend}', ${options.dtype}${options.dtype === "float32" ? "" : " mixed precision (float32 master weights and moments)"}; AdamW lr ${options.learningRate}, 5% warm-up, cosine to a tenth; seed ${options.seed}`,
-    `${steps} steps per model trained from scratch${options.steps === "auto" ? ` (the most that fit the ${budget} s budget, from the measured step times)` : ""}; 32x32 blocks`,
+    `${steps} steps per model trained from scratch${steps === epochCap ? ` (capped at ${parsed.maxEpochs} passes over the training tokens)` : options.steps === "auto" ? ` (the most that fit the ${budget} s budget, from the measured step times)` : ""}; 32x32 blocks`,
   ];
   console.log(setupLines.join("\n"));
   const name = `gpt2-moby-dick-${options.mode}`;

@@ -104,3 +104,8 @@ export function planSteps(times: StepTimes, options: ExperimentOptions, seconds:
   for (let step = 1 << 20; step >= 1; step = Math.floor(step / 2)) while (total(steps + step) <= target) steps += step;
   return Math.max(10, Math.floor(steps / 10) * 10);
 }
+
+/** The most steps (a multiple of 10, at least 10) in which a model sees its `trainTokens` at most `epochs` times, `tokensPerStep` per step. */
+export function maxStepsForEpochs(epochs: number, trainTokens: number, tokensPerStep: number): number {
+  return Math.max(10, Math.floor((epochs * trainTokens) / tokensPerStep / 10) * 10);
+}

@@ -127,3 +127,53 @@ export function targetLines(rows: ResultRow[]): string[] {
   }
   return lines;
 }
+
+/**
+ * The sparse experiment over several seeds (one list of rows per seed): each model's final validation
+ * loss per seed and their mean, the gap of the means to dense, and the share of the static model's
+ * gap RigL closes on the means (and per seed, which shows how much a single seed can say).
+ */
+export function seedSummary(runs: ResultRow[][], labels: string[] = runs.map((_, i) => `seed ${i}`)): string {
+  const sparseRuns = runs.map((rows) => rows.filter((r) => r.experiment === "sparse"));
+  const models = [...new Set(sparseRuns.flatMap((rows) => rows.map((r) => r.model)))];
+  const done = (rows: ResultRow[], model: string) => rows.find((r) => r.model === model && r.status === "done" && r.validationLoss !== null);
+  const means = new Map<string, ResultRow>();
+  const lines = [
+    `| model | ${labels.join(" | ")} | mean | vs dense | RigL closes (mean; per seed) |`,
+    `| --- | ${runs.map(() => "---").join(" | ")} | --- | --- | --- |`,
+  ];
+  for (const model of models) {
+    const losses = sparseRuns.map((rows) => done(rows, model)?.validationLoss ?? null);
+    const complete = losses.every((l) => l !== null);
+    const template = sparseRuns.map((rows) => rows.find((r) => r.model === model)).find((r) => r !== undefined) as ResultRow;
+    if (complete) means.set(model, { ...template, validationLoss: (losses as number[]).reduce((a, b) => a + b, 0) / losses.length, status: "done" });
+  }
+  const meanRows = [...means.values()];
+  for (const model of models) {
+    const losses = sparseRuns.map((rows) => done(rows, model)?.validationLoss ?? null);
+    const mean = means.get(model);
+    const gap = mean === undefined ? null : gapToDense(meanRows, mean);
+    let closes = "";
+    if (mean !== undefined && model.endsWith("rigl")) {
+      const share = riglClosedShare(meanRows, mean.density);
+      const perSeed = sparseRuns.map((rows) => riglClosedShare(rows, mean.density));
+      const percent = (s: number | null) => (s === null ? "n/a" : `${(s * 100).toFixed(0)}%`);
+      closes = `${percent(share)}; ${perSeed.map(percent).join(", ")}`;
+    }
+    lines.push(
+      `| ${model} | ${losses.map((l) => (l === null ? "-" : l.toFixed(4))).join(" | ")} | ${mean?.validationLoss?.toFixed(4) ?? "-"} | ${gap === null ? "" : `${gap >= 0 ? "+" : ""}${gap.toFixed(4)}`} | ${closes} |`,
+    );
+  }
+  const verdicts: string[] = [];
+  for (const density of [...new Set(meanRows.filter((r) => r.density < 1).map((r) => r.density))]) {
+    const share = riglClosedShare(meanRows, density);
+    verdicts.push(
+      share === null
+        ? `- density ${density}: static and RigL not both complete in every seed, or the static model is not worse than dense on the mean; no verdict.`
+        : `- density ${density}, mean of ${runs.length} seeds: RigL closes ${(share * 100).toFixed(0)}% of the static model's gap to dense (target at least 50%): ${share >= 0.5 ? "met" : "not met"}.`,
+    );
+  }
+  const overfit = sparseRuns.map((rows, i) => ({ label: labels[i], point: overfitted(rows, "sparse") })).filter((o) => o.point !== null);
+  if (overfit.length > 0) verdicts.push(`- the dense model over-fitted in ${overfit.map((o) => o.label).join(", ")}: the comparison there is with a degrading baseline.`);
+  return `${lines.join("\n")}\n\n${verdicts.join("\n")}\n`;
+}

@@ -4,8 +4,8 @@ import { BlockSparseLinear, SparseOptimizer } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
 import { BUNDLED_TOKENIZER, loadCorpus, WindowSampler } from "../src/data";
 import { curveSteps, type ExperimentOptions, experimentContext, gpt2Config, type ResultRow, runExperiments, sparsify, train, validationLoss } from "../src/experiment";
-import { estimateSeconds, plannedRuns, planSteps, type StepTimes } from "../src/plan";
-import { formatMarkdown, formatTable, overfitted, riglClosedShare, riglClosedShareAtBest, targetLines } from "../src/report";
+import { estimateSeconds, maxStepsForEpochs, plannedRuns, planSteps, type StepTimes } from "../src/plan";
+import { formatMarkdown, formatTable, overfitted, riglClosedShare, riglClosedShareAtBest, seedSummary, targetLines } from "../src/report";
 
 const corpus = await loadCorpus(BUNDLED_TOKENIZER, 20_000);
 
@@ -180,6 +180,36 @@ describe("the report", () => {
     const markdown = formatMarkdown(rows.slice(0, 3)).split("\n");
     expect(markdown[2]).toBe("| dense | 100 | 2.0000 |  |  | 1.0 | 10.0 | done |");
     expect(markdown[4]).toBe("| FFN 0.25 rigl | 100 | 2.0500 | +0.0500 (2.5%) | 75% | 1.0 | 10.0 | done |");
+  });
+  it("averages several seeds: RigL's share on the mean losses, each seed's beside it, a missing run leaves its model unjudged", () => {
+    const seed = (dense: number, s25: number, r25: number, s10: number, r10: number) => [
+      row("sparse", "dense", 1, dense),
+      row("sparse", "FFN 0.25 static", 0.25, s25),
+      row("sparse", "FFN 0.25 rigl", 0.25, r25),
+      row("sparse", "FFN 0.1 static", 0.1, s10),
+      row("sparse", "FFN 0.1 rigl", 0.1, r10),
+    ];
+    // Means: dense 2.0, 0.25 static 2.2 / rigl 2.1 (50%), 0.1 static 2.4 / rigl 2.36 (10%).
+    const runs = [seed(1.9, 2.1, 2.05, 2.3, 2.22), seed(2.1, 2.3, 2.15, 2.5, 2.5)];
+    const lines = seedSummary(runs, ["seed 0", "seed 1"]).trim().split("\n");
+    expect(lines[0]).toBe("| model | seed 0 | seed 1 | mean | vs dense | RigL closes (mean; per seed) |");
+    expect(lines[4]).toBe("| FFN 0.25 rigl | 2.0500 | 2.1500 | 2.1000 | +0.1000 | 50%; 25%, 75% |");
+    expect(lines.slice(-2)).toEqual([
+      "- density 0.25, mean of 2 seeds: RigL closes 50% of the static model's gap to dense (target at least 50%): met.",
+      "- density 0.1, mean of 2 seeds: RigL closes 10% of the static model's gap to dense (target at least 50%): not met.",
+    ]);
+    const missing = [runs[0], runs[1].map((r) => (r.model === "FFN 0.1 rigl" ? { ...r, status: "stopped" as const } : r))];
+    const partial = seedSummary(missing).trim().split("\n");
+    expect(partial.find((l) => l.startsWith("| FFN 0.1 rigl"))).toBe("| FFN 0.1 rigl | 2.2200 | - | - |  |  |");
+    expect(partial.at(-1)).toContain("density 0.1: static and RigL not both complete in every seed");
+  });
+});
+
+describe("capping the steps at a number of passes over the text", () => {
+  it("takes the most steps (a multiple of 10) that see the training tokens at most that many times", () => {
+    expect(maxStepsForEpochs(8, 510_827, 32 * 128)).toBe(990);
+    expect(maxStepsForEpochs(0.5, 510_827, 4096)).toBe(60);
+    expect(maxStepsForEpochs(0.01, 1000, 4096)).toBe(10);
   });
 });
 
