@@ -31,10 +31,13 @@ fi
 mkdir -p "$out"
 rm -f "$out"/*.o
 pids=()
+# reduce.cu holds the split-sum pass of dW; it allocates through memory.cpp, which reports through device.cpp
+# and cublas.cpp (cuBLAS opened at run time, so no link to it).
 for file in "$here/tc_bench.cu" "$src/tc/dispatch.cu" "$src/tc/bsr_mma.cu" "$src/tc/bsr_wgmma.cu" \
-  "$src/tc/bsr_decode.cu" "$src/kernels/bsr.cu" "$src/kernels/elementwise.cu" "${dev_sources[@]}"; do
+  "$src/tc/bsr_decode.cu" "$src/kernels/bsr.cu" "$src/kernels/elementwise.cu" "$src/kernels/reduce.cu" \
+  "$src/memory.cpp" "$src/device.cpp" "$src/cublas.cpp" "${dev_sources[@]}"; do
   [ -f "$file" ] || continue
-  name="$(basename "$file" .cu)"
+  name="$(basename "${file%.*}")"
   nvcc $flags -I"$src" -c "$file" -o "$out/$name.o" 2>"$out/$name.ptxas.log" &
   pids+=($!)
 done
@@ -44,6 +47,6 @@ if [ "$status" -ne 0 ]; then
   grep -h -B2 -A8 "error" "$out"/*.ptxas.log | head -60
   exit 1
 fi
-nvcc $arch "$out"/*.o $libs -o "$out/tc_bench"
+nvcc $arch "$out"/*.o $libs -ldl -o "$out/tc_bench"
 grep -h "spill stores" "$out"/*.ptxas.log | sort | uniq -c
 echo "built $out/tc_bench"

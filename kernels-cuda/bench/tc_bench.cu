@@ -15,6 +15,8 @@
 // Usage: tc_bench [--mode check|time|decode] [--ops linear,matmul,sampled] [--paths auto,decode,wgmma,mma]
 //                 [--blocks 32,64,128] [--quick] [--dtype bf16|f16|f32] [--variants 0,1] [--tokens 8192,512]
 //                 [--shapes 4096x4096,4096x16384 (K x N)] [--densities 0.25,0.5]
+// --variants applies to each of the wgmma and mma paths named (wgmma/v6 is dev's X-resident bsrLinear);
+// --tokens, --shapes and --densities replace each mode's defaults.
 // --dtype f32 allows TF32 (bs::setAllowTf32) in check and time, so float32 runs on the TF32 mma.sync
 // kernels; decode keeps float32 exact (its kernel and cuBLAS both run plain float32).
 // Built without cuBLAS (TC_BENCH_NO_CUBLAS, bench/build.sh when the toolkit has none) the dense times read n/a;
@@ -840,10 +842,11 @@ int runTiming(const Options& o) {
   std::vector<int64_t> tokens = !o.tokens.empty() ? o.tokens
                                 : o.quick      ? std::vector<int64_t>{512}
                                                : std::vector<int64_t>{8192, 512};
-  std::vector<std::pair<int64_t, int64_t>> kn = o.quick ? std::vector<std::pair<int64_t, int64_t>>{{4096, 4096}}
-                                                        : std::vector<std::pair<int64_t, int64_t>>{
-                                                              {4096, 4096}, {4096, 16384}, {16384, 4096}};
-  const std::vector<double> densities = {0.5, 0.25, 0.1};
+  std::vector<std::pair<int64_t, int64_t>> kn = !o.shapes.empty() ? o.shapes
+                                                : o.quick ? std::vector<std::pair<int64_t, int64_t>>{{4096, 4096}}
+                                                          : std::vector<std::pair<int64_t, int64_t>>{
+                                                                {4096, 4096}, {4096, 16384}, {16384, 4096}};
+  const std::vector<double> densities = !o.densities.empty() ? o.densities : std::vector<double>{0.5, 0.25, 0.1};
   const int sets = 3;
   Rng rng{777};
   std::vector<std::string> rows;
@@ -860,6 +863,7 @@ int runTiming(const Options& o) {
                     long(k), long(n), dense, denseTflops);
         for (int block : o.blocks)
           for (double density : densities) {
+            if (n % block != 0 || k % block != 0) continue;
             HostPattern pattern = makePattern(n, k, block, density, rng);
             Problem problem(product, o.dtype, m, k, n, pattern, sets, rng.next());
             for (const Variant& v : o.variants) {
