@@ -4,7 +4,8 @@
  * launch), the backend's start time and the first call of each product against its
  * steady time, each start measured in a fresh process.
  *
- *   tsx src/overhead.ts [--backend cuda|js] [--dtype bfloat16] [--out DIR]
+ *   tsx src/overhead.ts [--backend cuda|js] [--dtype bfloat16] [--out DIR] [--torch]
+ * --torch also times PyTorch on the same tiny tensors (python/overhead_torch.py; a CUDA PyTorch).
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -20,6 +21,7 @@ import {
   bsrMatmul,
   cast,
   gelu,
+  getBackendInstance,
   matmul,
   randn,
   sampledMatmul,
@@ -97,6 +99,9 @@ function tinyOps(dtype: FloatDType, synchronize: () => void): Row[] {
       500,
     ),
   ];
+  // The bare crossing into the addon (a getter: no launch, no allocation), to split an op's time between N-API and the rest.
+  const addon = (getBackendInstance() as { addon?: { allowTf32(): boolean } }).addon;
+  if (addon !== undefined) rows.push(perOp("N-API call alone (a native getter, no launch)", () => void addon.allowTf32(), synchronize, 20_000));
   for (const t of [a, b, x, w, values, dy, p, g, m, v]) t.dispose();
   for (const q of linear.parameters()) q.dispose();
   return rows;
@@ -138,6 +143,15 @@ function firstCalls(dtype: FloatDType, synchronize: () => void): Row[] {
   return rows;
 }
 
+/** PyTorch's time per op on the same tiny tensors (python/overhead_torch.py), for scale: what an eager framework's host path costs on this machine. */
+function torchOverhead(dtype: FloatDType): { version: string; rows: { what: string; microseconds: number }[] } {
+  const script = join(repoRoot, "benchmarks", "python", "overhead_torch.py");
+  const result = spawnSync("python3", [script, "--dtype", dtype], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
+  if (result.status !== 0) throw new Error(`overhead_torch.py failed (exit ${result.status})`);
+  const parsed = JSON.parse(result.stdout) as { torch: string; rows: { what: string; microseconds: number }[] };
+  return { version: parsed.torch, rows: parsed.rows };
+}
+
 async function child(backend: string, dtype: FloatDType): Promise<void> {
   const t0 = performance.now();
   const { synchronize } = await startBackend(backend);
@@ -148,7 +162,13 @@ async function child(backend: string, dtype: FloatDType): Promise<void> {
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { backend: { type: "string", default: "cuda" }, dtype: { type: "string", default: "bfloat16" }, out: { type: "string" }, child: { type: "boolean", default: false } },
+    options: {
+      backend: { type: "string", default: "cuda" },
+      dtype: { type: "string", default: "bfloat16" },
+      out: { type: "string" },
+      child: { type: "boolean", default: false },
+      torch: { type: "boolean", default: false },
+    },
   });
   const dtype = values.dtype as FloatDType;
   if (values.child) return child(values.backend, dtype);
@@ -161,18 +181,20 @@ async function main(): Promise<void> {
   const startRows = JSON.parse(fresh.stdout) as Row[];
   const { synchronize } = await startBackend(values.backend);
   const rows = [...tinyOps(dtype, synchronize), ...startRows];
+  const torch = values.torch ? torchOverhead(dtype) : null;
   const lines = [
-    `| ${values.backend} ${dtype} | µs per op, steady (ms where marked) | µs per op, first 2,000 calls |`,
-    "| --- | --- | --- |",
+    `| ${values.backend} ${dtype} | µs per op, steady (ms where marked) | µs per op, first 2,000 calls |${torch ? ` PyTorch ${torch.version}, µs per op, steady |` : ""}`,
+    `| --- | --- | --- |${torch ? " --- |" : ""}`,
   ];
   for (const r of rows) {
     const value = r.what.includes("(ms)") ? (r.microseconds / 1000).toFixed(3) : r.microseconds.toFixed(2);
-    lines.push(`| ${r.what} | ${value} | ${r.coldMicroseconds?.toFixed(2) ?? ""} |`);
+    const theirs = torch?.rows.find((t) => t.what === r.what);
+    lines.push(`| ${r.what} | ${value} | ${r.coldMicroseconds?.toFixed(2) ?? ""} |${torch ? ` ${theirs?.microseconds.toFixed(2) ?? ""} |` : ""}`);
   }
   const report = `${lines.join("\n")}\n`;
   const outDir = resolve(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "overhead"));
   mkdirSync(outDir, { recursive: true });
-  writeFileSync(join(outDir, `overhead-${values.backend}.json`), `${JSON.stringify({ backend: values.backend, dtype, date: new Date().toISOString(), rows }, null, 1)}\n`);
+  writeFileSync(join(outDir, `overhead-${values.backend}.json`), `${JSON.stringify({ backend: values.backend, dtype, date: new Date().toISOString(), rows, torch }, null, 1)}\n`);
   writeFileSync(join(outDir, `overhead-${values.backend}.md`), report);
   process.stdout.write(report);
 }
