@@ -118,13 +118,8 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
     variant = tc::kDefaultTile;
   } else if (options.path == TcPath::Auto && variant < 0) {
     // Measured on an H100 (docs/kernels.md): with 32x32 blocks mma.sync beats wgmma, whose n32 tiles
-    // wait on shared memory; with 128x128 blocks and many tokens the 256-token wgmma tile wins. On an
-    // H200, 64x64 blocks with short reduction lines run faster on mma.sync (kShortLineBlocks).
+    // wait on shared memory; with 128x128 blocks and many tokens the 256-token wgmma tile wins.
     if (block == 32) path = TcPath::Mma;
-    if (block == 64 && op != tc::Op::Sampled) {
-      const int32_t lines = op == tc::Op::Linear ? pattern.blockRows : pattern.blockCols;
-      if (lines > 0 && static_cast<double>(pattern.nnzBlocks) / lines < tc::kShortLineBlocks) path = TcPath::Mma;
-    }
     const bool wide = path == TcPath::Wgmma && block == 128 && op != tc::Op::Sampled && m >= tc::kWideTileMinTokens;
     variant = wide ? tc::kWideTile : tc::kDefaultTile;
   }

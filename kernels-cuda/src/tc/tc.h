@@ -55,8 +55,7 @@ bool tcSampledMatmul(DType dtype, const void* dy, const void* x, void* dw, int64
 void setAllowTf32(bool allow);
 bool allowTf32();
 
-// The path the default options take on the current device for this dtype and block shape (Auto when none);
-// with 64x64 blocks a product whose reduction lines are short takes mma.sync instead (kShortLineBlocks).
+// The path the default options take on the current device for this dtype and block shape (Auto when none).
 TcPath tcPathFor(DType dtype, const BsrPatternView& pattern);
 
 }  // namespace bs

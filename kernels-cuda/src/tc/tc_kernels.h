@@ -41,11 +41,6 @@ struct KernelArgs {
 // the 256-token tile for Linear/Matmul with 128x128 blocks, which wins from kWideTileMinTokens tokens on.
 enum TileVariant : int { kDefaultTile = 0, kWideTile = 1 };
 constexpr int64_t kWideTileMinTokens = 4096;
-// With 64x64 blocks, bsrLinear / bsrMatmul take mma.sync's 128-token tile instead of wgmma's 256-token one
-// when the reduction runs over fewer stored blocks than this on average (a block row for Linear, a block
-// column for Matmul): each CTA then does one or two steps, and the smaller tile's shorter prologue and
-// epilogue win (H200, 8192 and 2048 tokens, density 0.1 at K or N = 1024: 1.1-1.36x; docs/kernels.md).
-constexpr double kShortLineBlocks = 2.5;
 
 // Block row (column) entries whose offsets a CTA keeps in shared memory; longer rows read the rest
 // from global memory.
