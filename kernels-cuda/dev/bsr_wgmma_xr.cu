@@ -1,0 +1,346 @@
+// wgmma variant 6, kept for measurement: bsrLinear with the dense operand resident in shared memory
+// ("X-resident", docs/kernels.md). A CTA owns 64 tokens x a contiguous group of block rows. Its producer
+// loads the CTA's whole X slab [64 x K] once (TMA boxes of 64 tokens x 64 columns, 128-byte swizzle, one
+// mbarrier per box), then streams the group's W blocks in storage order through two rings of stages, one
+// per consumer warpgroup; the consumers take alternate block rows, so one stores a row's outputs while
+// the other computes. Each W element read from L2 then feeds 64 tokens and X is read once per CTA:
+// ~64 FLOP per L2 byte at every block size, against T R / (T + R) for the tile kernels.
+#include "dev_variants.h"
+#include "tc/bsr_wgmma.cuh"
+
+namespace bs::tc {
+
+namespace sm90 {
+
+// What the producer tells a consumer about one stage, written before the stage's full barrier arrives.
+template <int kStageBlocks>
+struct XrStage {
+  int32_t blocks;  // W blocks in the stage: 0 for an empty row (its outputs are the bias alone)
+  int32_t last;    // the stage ends its block row
+  uint32_t slabOffset[kStageBlocks];  // byte offset in the slab of each block's first X column
+};
+
+template <typename T_, int kBlock_>
+struct XrTraits {
+  using T = T_;
+  // storeTile's view of the tile: Linear, one m64 tile of tokens x one block row per consumer.
+  static constexpr Op kOp = Op::Linear;
+  static constexpr int R = kBlock_, C = kBlock_;
+  static constexpr int kTileM = 64;  // tokens per CTA: the M of one wgmma
+  static constexpr int kTileN = R;
+  static constexpr int kMmaM = 1;
+  static constexpr int kConsumers = 2;  // consumer warpgroups, alternate block rows
+  static constexpr int kThreads = 128 * (kConsumers + 1);
+  static constexpr int kConsumerWarps = 4;  // arrivals on a stage's empty barrier
+
+  // The slab: boxes of 64 tokens x 64 columns, 128-byte rows with the 128-byte swizzle; a 32-column block
+  // starts half-way into a box row.
+  static constexpr int kBoxColumns = 64;
+  static constexpr int kBoxBytes = kTileM * kBoxColumns * 2;
+  static constexpr uint32_t kSwizzleX = 1;  // descriptor code: 128B
+  static constexpr uint32_t kRowBytesX = kBoxColumns * 2;
+
+  // W stages: 8 KB, whole blocks of one row (4 of 32x32, 1 of 64x64), rows C elements wide.
+  static constexpr int kBlockBytes = R * C * 2;
+  static constexpr int kStageTargetBytes = 8192;
+  static constexpr int kStageBlocks = kStageTargetBytes / kBlockBytes;
+  static constexpr int kStageBytes = kStageBlocks * kBlockBytes;
+  static constexpr uint32_t kSwizzleW = C == 64 ? 1 : 2;  // 128B or 64B, as wide as a block row
+  static constexpr int kMinStages = 2, kMaxStages = 4;    // per consumer ring; fewer than 2 would serialize
+  using Stage = XrStage<kStageBlocks>;
+
+  // Dynamic shared memory: alignment slack, then the fixed part (barriers, stage records) padded to 1 KB
+  // so the slab and the rings start 1 KB-aligned (the 128-byte swizzle's period).
+  static constexpr int kSmemLimit = 227 * 1024;
+  static constexpr int kAlignSlack = 1024;
+  static constexpr int kFixedBytes = 1024;
+  static constexpr int kMaxBoxes =
+      (kSmemLimit - kAlignSlack - kFixedBytes - kConsumers * kMinStages * kStageBytes) / kBoxBytes;
+  static constexpr int kRingSlots = kConsumers * kMaxStages;
+  static constexpr int kBarrierBytes = (kMaxBoxes + 2 * kRingSlots) * 8;
+
+  static_assert(kBlock_ == 32 || kBlock_ == 64, "one wgmma N per block row; 128 would need a 64 KB ring minimum");
+  static_assert(kStageBlocks >= 1 && kStageBytes % 1024 == 0, "stages keep the slots 1 KB-aligned");
+  static_assert(kMaxBoxes <= 32, "slab readiness is a 32-bit mask");
+  static_assert(kBarrierBytes + kRingSlots * sizeof(Stage) <= kFixedBytes, "barriers and stage records fit");
+};
+
+// Run-time shape of one launch: slab boxes, stages per consumer ring, the block-row groups.
+struct XrLayout {
+  int32_t boxes;      // ceil(K / 64)
+  int32_t stages;     // per consumer, kMinStages..kMaxStages
+  int32_t groupRows;  // block rows per CTA
+  int32_t groups;     // block-row groups; CTA b owns token tile b / groups, group b % groups
+};
+
+// 32 consecutive int32 values of an index array, one per lane, with the next 32 already requested, read
+// at non-decreasing positions by the whole warp alike: one global latency per 32 entries, overlapped.
+struct WarpWindow {
+  const int32_t* data;
+  int32_t end, base, mine, next;
+  __device__ __forceinline__ void start(const int32_t* from, int32_t first, int32_t stop, int lane) {
+    data = from;
+    end = stop;
+    base = first;
+    mine = first + lane < stop ? from[first + lane] : 0;
+    next = first + 32 + lane < stop ? from[first + 32 + lane] : 0;
+  }
+  __device__ __forceinline__ int32_t at(int32_t position, int lane) {
+    while (position >= base + 32) {
+      base += 32;
+      mine = next;
+      next = base + 32 + lane < end ? data[base + 32 + lane] : 0;
+    }
+    return __shfl_sync(0xffffffffu, mine, position - base);
+  }
+};
+
+// One consumer's ring position: the slot and the parity of the phase that fills it this round.
+struct RingCursor {
+  int32_t slot = 0;
+  uint32_t phase = 0;
+  bool wrapped = false;  // a full round issued: the producer waits for a slot to be emptied first
+  __device__ __forceinline__ void advance(int stages) {
+    if (++slot == stages) {
+      slot = 0;
+      phase ^= 1;
+      wrapped = true;
+    }
+  }
+};
+
+template <class K>
+__global__ void __launch_bounds__(K::kThreads, 1)
+    bsrXrKernel(const __grid_constant__ CUtensorMap mapX, const __grid_constant__ CUtensorMap mapStage,
+                const __grid_constant__ CUtensorMap mapBlock, const KernelArgs args, const XrLayout layout) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Stage = typename K::Stage;
+  extern __shared__ uint8_t smemRaw[];
+  // Aligned by pointer arithmetic on the shared array itself, so accesses stay shared-memory instructions.
+  uint8_t* smem = smemRaw + ((1024 - (smemAddress(smemRaw) & 1023)) & 1023);
+  uint64_t* slabFull = reinterpret_cast<uint64_t*>(smem);
+  uint64_t* full = slabFull + K::kMaxBoxes;  // [consumer][stage]
+  uint64_t* empty = full + K::kRingSlots;
+  Stage* records = reinterpret_cast<Stage*>(empty + K::kRingSlots);
+  uint8_t* slab = smem + K::kFixedBytes;
+  uint8_t* rings = slab + layout.boxes * K::kBoxBytes;  // [consumer][stage] of kStageBytes
+  const int tid = threadIdx.x;
+
+  const int tileM = static_cast<int>(blockIdx.x / layout.groups);
+  const int group = static_cast<int>(blockIdx.x % layout.groups);
+  const int rowFirst = group * layout.groupRows;
+  const int rowEnd = min(args.blockRows, rowFirst + layout.groupRows);
+  const int32_t tokenBase = tileM * K::kTileM;
+
+  if (tid == 0) {
+    prefetchTensorMap(&mapX);
+    prefetchTensorMap(&mapStage);
+    prefetchTensorMap(&mapBlock);
+    for (int b = 0; b < layout.boxes; ++b) mbarrierInit(&slabFull[b], 1);
+    for (int s = 0; s < K::kRingSlots; ++s) {
+      mbarrierInit(&full[s], 1);
+      mbarrierInit(&empty[s], K::kConsumerWarps);
+    }
+    fenceBarrierInit();
+  }
+  __syncthreads();
+
+  const int warpGroup = tid / 128;
+  const int lane = tid % 32;
+  if (warpGroup == 0) {
+    if (tid >= 32) return;
+    // Producer warp: lane 0 issues every copy; all lanes read the pattern's indices (WarpWindow).
+    if (lane == 0) {
+      for (int b = 0; b < layout.boxes; ++b) {
+        mbarrierArriveExpectTx(&slabFull[b], K::kBoxBytes);
+        tmaLoad2d(slab + b * K::kBoxBytes, &mapX, b * K::kBoxColumns, tokenBase, &slabFull[b]);
+      }
+    }
+    const int32_t entryFirst = args.blockRowPtr[rowFirst], entryEnd = args.blockRowPtr[rowEnd];
+    WarpWindow rowEnds, columns;
+    rowEnds.start(args.blockRowPtr, rowFirst + 1, rowEnd + 1, lane);
+    columns.start(args.blockColIdx, entryFirst, entryEnd, lane);
+    RingCursor mine, other;  // the ring of this row's consumer, and of the next row's
+    int32_t entry = entryFirst;
+    for (int row = rowFirst; row < rowEnd; ++row) {
+      const int consumer = (row - rowFirst) & 1;
+      const int32_t end = rowEnds.at(row + 1, lane);
+      do {
+        const int32_t blocks = min(K::kStageBlocks, end - entry);
+        const int ringSlot = consumer * K::kMaxStages + mine.slot;
+        if (mine.wrapped) mbarrierWait(&empty[ringSlot], mine.phase ^ 1);
+        uint32_t offsets[K::kStageBlocks];
+#pragma unroll
+        for (int j = 0; j < K::kStageBlocks; ++j) {
+          const int32_t column = j < blocks ? columns.at(entry + j, lane) * K::C : 0;
+          offsets[j] = (column / K::kBoxColumns) * K::kBoxBytes + (column % K::kBoxColumns) * 2;
+        }
+        if (lane == 0) {
+          Stage& record = records[ringSlot];
+          record.blocks = blocks;
+          record.last = entry + blocks >= end;
+#pragma unroll
+          for (int j = 0; j < K::kStageBlocks; ++j) record.slabOffset[j] = offsets[j];
+          uint64_t* bar = &full[ringSlot];
+          uint8_t* stage = rings + (consumer * layout.stages + mine.slot) * K::kStageBytes;
+          if (blocks == 0) {
+            mbarrierArrive(bar);  // an empty row: the record alone
+          } else {
+            mbarrierArriveExpectTx(bar, blocks * K::kBlockBytes);
+            if (blocks == K::kStageBlocks) {
+              tmaLoad2d(stage, &mapStage, 0, entry * K::R, bar);
+            } else {
+              for (int j = 0; j < blocks; ++j)
+                tmaLoad2d(stage + j * K::kBlockBytes, &mapBlock, 0, (entry + j) * K::R, bar);
+            }
+          }
+        }
+        __syncwarp();
+        entry += blocks;
+        mine.advance(layout.stages);
+      } while (entry < end);
+      const RingCursor next = other;
+      other = mine;
+      mine = next;
+    }
+    return;
+  }
+
+  // Consumers: warpgroup 1 takes the group's rows 0, 2, 4, ..., warpgroup 2 rows 1, 3, 5, ...
+  using T = typename K::T;
+  const int consumer = warpGroup - 1;
+  const int warpInGroup = (tid % 128) / 32;
+  const uint32_t slabAddress = smemAddress(slab);
+  const uint32_t ringAddress = smemAddress(rings) + consumer * layout.stages * K::kStageBytes;
+  float acc[K::kMmaM][K::kTileN / 2];
+#pragma unroll
+  for (int j = 0; j < K::kTileN / 2; ++j) acc[0][j] = 0.0f;
+  uint32_t boxesReady = 0;
+  RingCursor ring;
+  int pending = -1;  // the ring slot whose products may still be running
+  for (int row = rowFirst + consumer; row < rowEnd; row += K::kConsumers) {
+    for (;;) {
+      const int ringSlot = consumer * K::kMaxStages + ring.slot;
+      mbarrierWait(&full[ringSlot], ring.phase);
+      const Stage& record = records[ringSlot];
+      // Read through lane 0 so that ptxas knows them warp-uniform: a wgmma loop bound it cannot prove
+      // uniform serializes every wgmma of the kernel (C7520).
+      const int blocks = __shfl_sync(0xffffffffu, record.blocks, 0);
+      const bool last = __shfl_sync(0xffffffffu, record.last, 0) != 0;
+      for (int j = 0; j < blocks; ++j) {
+        const uint32_t box = record.slabOffset[j] / K::kBoxBytes;
+        if (!((boxesReady >> box) & 1u)) {
+          mbarrierWait(&slabFull[box], 0);
+          boxesReady |= 1u << box;
+        }
+      }
+      const uint32_t stageAddress = ringAddress + ring.slot * K::kStageBytes;
+      // One commit group per block, fenced and issued straight-line as the tile kernels' steps are: with a
+      // loop or a branch between the fence and a wgmma, ptxas injects fences (C7519) or serializes (C7520).
+      for (int j = 0; j < blocks; ++j) {
+        const uint32_t a = slabAddress + record.slabOffset[j], b = stageAddress + j * K::kBlockBytes;
+        fenceRegisters(acc[0]);
+        wgmmaFence();
+#pragma unroll
+        for (int kk = 0; kk < K::C / 16; ++kk) {
+          const uint64_t descA = matrixDescriptor(a + kk * 32, 16, 8 * K::kRowBytesX, K::kSwizzleX);
+          const uint64_t descB = matrixDescriptor(b + kk * 32, 16, 8 * K::C * 2, K::kSwizzleW);
+          Wgmma<T, K::R, 0, 0>::run(acc[0], descA, descB);
+        }
+        wgmmaCommit();
+        fenceRegisters(acc[0]);
+        // Every group but this one is done: the previous stage, if still held, is free.
+        wgmmaWait<1>();
+        if (pending >= 0) {
+          if (lane == 0) mbarrierArrive(&empty[pending]);
+          pending = -1;
+        }
+      }
+      if (blocks > 0) {
+        pending = ringSlot;
+      } else if (lane == 0) {
+        mbarrierArrive(&empty[ringSlot]);  // an empty row's stage: nothing reads it
+      }
+      ring.advance(layout.stages);
+      if (last) break;
+    }
+    wgmmaWait<0>();
+    fenceRegisters(acc[0]);
+    if (pending >= 0) {
+      if (lane == 0) mbarrierArrive(&empty[pending]);
+      pending = -1;
+    }
+    TileWork work{};
+    work.tokenBase = tokenBase;
+    work.line = row;
+    storeTile<K>(acc, args, work, nullptr, 0, lane, warpInGroup);
+#pragma unroll
+    for (int j = 0; j < K::kTileN / 2; ++j) acc[0][j] = 0.0f;
+  }
+  // Every slab copy must land before the CTA exits, including boxes no block of this consumer read.
+  for (int b = 0; b < layout.boxes; ++b)
+    if (!((boxesReady >> b) & 1u)) mbarrierWait(&slabFull[b], 0);
+#endif
+}
+
+// Block rows per CTA so that token tiles x groups gives about kXrCtasPerSm CTAs per SM; even when more
+// than one, so both consumers get as many rows.
+constexpr int kXrCtasPerSm = 2;
+
+template <class K>
+bool launchXr(DType dtype, const KernelArgs& argsIn, int numSms, cudaStream_t stream) {
+  KernelArgs args = argsIn;
+  if (numSms <= 0 || args.cols < K::kBoxColumns || args.blockRows <= 0) return false;
+  const int64_t boxes = (args.cols + K::kBoxColumns - 1) / K::kBoxColumns;
+  if (boxes > K::kMaxBoxes) return false;  // the slab does not fit: K above 1536
+  const int64_t fixed = K::kAlignSlack + K::kFixedBytes + boxes * K::kBoxBytes;
+  const int64_t stages =
+      std::min<int64_t>(K::kMaxStages, (K::kSmemLimit - fixed) / (K::kConsumers * K::kStageBytes));
+  if (stages < K::kMinStages) return false;
+  const int64_t smemBytes = fixed + stages * K::kConsumers * K::kStageBytes;
+
+  const int64_t tilesM = (args.m + K::kTileM - 1) / K::kTileM;
+  const int64_t wantedGroups = std::max<int64_t>(1, (int64_t{kXrCtasPerSm} * numSms + tilesM - 1) / tilesM);
+  int64_t groupRows = (args.blockRows + wantedGroups - 1) / wantedGroups;
+  if (groupRows > 1 && groupRows % 2 == 1) ++groupRows;
+  const int64_t groups = (args.blockRows + groupRows - 1) / groupRows;
+  if (tilesM * groups > INT32_MAX) return false;
+  const XrLayout layout{static_cast<int32_t>(boxes), static_cast<int32_t>(stages), static_cast<int32_t>(groupRows),
+                        static_cast<int32_t>(groups)};
+
+  CUtensorMap mapX, mapStage, mapBlock;
+  const int64_t valueRows = static_cast<int64_t>(args.nnzBlocks) * K::R;
+  if (!encodeMap(&mapX, dtype, args.a, args.cols, args.m, K::kBoxColumns, K::kTileM) ||
+      !encodeMap(&mapBlock, dtype, args.b, K::C, valueRows, K::C, K::R))
+    return false;
+  // A whole-stage copy needs a row of kStageBlocks blocks, so fewer stored blocks never use it.
+  if (args.nnzBlocks >= K::kStageBlocks) {
+    if (!encodeMap(&mapStage, dtype, args.b, K::C, valueRows, K::C, K::kStageBlocks * K::R)) return false;
+  } else {
+    mapStage = mapBlock;
+  }
+  BS_CUDA_CHECK(cudaFuncSetAttribute(bsrXrKernel<K>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(smemBytes)));
+  bsrXrKernel<K><<<static_cast<unsigned>(tilesM * groups), K::kThreads, static_cast<size_t>(smemBytes), stream>>>(
+      mapX, mapStage, mapBlock, args, layout);
+  BS_LAUNCH_CHECK("bsrXrKernel");
+  return true;
+}
+
+}  // namespace sm90
+
+bool launchXrVariant(Op op, DType dtype, const KernelArgs& args, int blockSize, int numSms, cudaStream_t stream) {
+  using sm90::launchXr;
+  using sm90::XrTraits;
+  if (op != Op::Linear) return false;
+  if (dtype == DType::BFloat16) {
+    if (blockSize == 32) return launchXr<XrTraits<__nv_bfloat16, 32>>(dtype, args, numSms, stream);
+    if (blockSize == 64) return launchXr<XrTraits<__nv_bfloat16, 64>>(dtype, args, numSms, stream);
+  } else if (dtype == DType::Float16) {
+    if (blockSize == 32) return launchXr<XrTraits<__half, 32>>(dtype, args, numSms, stream);
+    if (blockSize == 64) return launchXr<XrTraits<__half, 64>>(dtype, args, numSms, stream);
+  }
+  return false;
+}
+
+}  // namespace bs::tc
