@@ -7,10 +7,10 @@
 #                                               the copy bandwidth (bf16 in full, f16/f32 at 1 and 16 tokens)
 #   bash kernels-cuda/bench/gpu_run.sh tc       the tensor-core kernels: build, SASS counts, quick checks,
 #                                               memcheck, full checks per product, timings
-#   bash kernels-cuda/bench/gpu_run.sh xr       dev's X-resident bsrLinear (wgmma variant 6, also gpu_xr.sh):
-#                                               tc_bench for sm_90a alone, quick and edge checks in bf16/f16,
-#                                               memcheck, checks at the shapes it is timed on, then timings
-#                                               against what is dispatched (auto) and cuBLAS
+#   bash kernels-cuda/bench/gpu_run.sh xr       dev's X-resident bsrLinear/bsrMatmul (wgmma variant 6, also
+#                                               gpu_xr.sh): tc_bench for sm_90a alone, quick and edge checks in
+#                                               bf16/f16, memcheck, timings against what is dispatched (auto)
+#                                               and cuBLAS, then checks at the timed shapes
 # STAGES overrides the stage list; each stage gets what is left of BUDGET seconds (a stage cut short
 # reports exit 124). Logs and tables go to $LOG (default $OUT/gpu-logs when $OUT is set, else
 # bench/build/gpu-logs); a short summary prints last.
@@ -135,21 +135,24 @@ stage_time() {
   summary+=("time: exit $? at ${SECONDS}s")
 }
 
-# X-resident bsrLinear (wgmma/v6) beside what is dispatched (auto): K up to 1536, 32 and 64 blocks.
-XR_SHAPES=${XR_SHAPES:-768x1024,768x3072,768x4096,1024x1024,1024x3072,1024x4096,1536x1024,1536x3072,1536x4096}
+# X-resident products (wgmma/v6) beside what is dispatched (auto), 32 and 64 blocks. The slab is K wide for
+# bsrLinear and N wide for bsrMatmul, up to 1536 each: bsrLinear at K in {768, 1024, 1536} x N in {1024, 3072,
+# 4096}, bsrMatmul at the transposed shapes (the layer whose forward pass cannot keep its slab, its backward can).
+XR_LINEAR_SHAPES=${XR_LINEAR_SHAPES:-768x1024,768x3072,768x4096,1024x1024,1024x3072,1024x4096,1536x1024,1536x3072,1536x4096}
+XR_MATMUL_SHAPES=${XR_MATMUL_SHAPES:-1024x768,3072x768,4096x768,1024x1024,3072x1024,4096x1024,1024x1536,3072x1536,4096x1536}
 XR_TOKENS=${XR_TOKENS:-512,2048,8192}
-xr_args=(--ops linear --blocks 32,64)
+xr_args=(--blocks 32,64 --paths wgmma --variants 6)
 
-# Small shapes and the edges: 1 and 65 tokens (a partial 64-token tile), K = 96 (half a slab box), 1536 (the
-# largest slab), single block rows and columns, empty rows (density 0.1 over 3 block columns).
+# Small shapes and the edges: 1 and 65 tokens (a partial 64-token tile), a slab 96 wide (half a box) and 1536
+# wide (the largest), single block lines, empty lines (density 0.1 over 3 blocks).
 stage_xr_quick() {
   : >"$LOG/quick.log"
   for dtype in bf16 f16; do
-    timeout "$(cap 40)" "$bin" --mode check --quick "${xr_args[@]}" --paths auto,wgmma --variants 6 --dtype $dtype \
-      >>"$LOG/quick.log" 2>&1
+    timeout "$(cap 40)" "$bin" --mode check --quick --ops linear,matmul "${xr_args[@]}" --paths auto,wgmma \
+      --dtype $dtype >>"$LOG/quick.log" 2>&1
     local q=$?
-    timeout "$(cap 40)" "$bin" --mode check "${xr_args[@]}" --paths wgmma --variants 6 --dtype $dtype \
-      --tokens 1,65,130 --shapes 96x160,64x64,1536x192,128x32 --densities 0.1,0.5,1 >>"$LOG/quick.log" 2>&1
+    timeout "$(cap 40)" "$bin" --mode check --ops linear,matmul "${xr_args[@]}" --dtype $dtype --tokens 1,65,130 \
+      --shapes 96x160,160x96,64x64,1536x192,192x1536,128x32,32x128 --densities 0.1,0.5,1 >>"$LOG/quick.log" 2>&1
     summary+=("xr quick + edge checks $dtype: exit $q, $? at ${SECONDS}s")
   done
   summary+=("xr quick: $(checks "$LOG/quick.log"); $(grep -c FAIL "$LOG/quick.log") FAIL lines")
@@ -157,24 +160,36 @@ stage_xr_quick() {
 
 stage_xr_memcheck() {
   timeout "$(cap 60)" compute-sanitizer --tool memcheck --error-exitcode 86 --print-limit 20 \
-    "$bin" --mode check "${xr_args[@]}" --paths wgmma --variants 6 --tokens 1,65,200 --shapes 96x160,512x256,1536x192 \
-    --densities 0.1,1 >"$LOG/memcheck.log" 2>&1
+    "$bin" --mode check --ops linear,matmul "${xr_args[@]}" --tokens 1,65,200 \
+    --shapes 96x160,160x96,512x256,1536x192,192x1536 --densities 0.1,1 >"$LOG/memcheck.log" 2>&1
   summary+=("xr memcheck: exit $? at ${SECONDS}s; $(grep -E 'ERROR SUMMARY' "$LOG/memcheck.log" | tail -1)")
 }
 
-stage_xr_check() {
-  : >"$LOG/check-linear.log"
-  for dtype in bf16 f16; do
-    timeout "$(cap 60)" "$bin" --mode check "${xr_args[@]}" --paths wgmma --variants 6 --dtype $dtype \
-      --tokens "$XR_TOKENS" --shapes "$XR_SHAPES" --densities 0.5,0.25,0.1 >>"$LOG/check-linear.log" 2>&1
-    summary+=("xr check $dtype: exit $? at ${SECONDS}s")
-  done
+stage_xr_time() {
+  : >"$LOG/time.log"
+  timeout "$(cap 60)" "$bin" --mode time --ops linear "${xr_args[@]}" --paths auto,wgmma --tokens "$XR_TOKENS" \
+    --shapes "$XR_LINEAR_SHAPES" --densities 0.5,0.25,0.1 $TIME_ARGS >>"$LOG/time.log" 2>&1
+  local linear=$?
+  timeout "$(cap 50)" "$bin" --mode time --ops matmul "${xr_args[@]}" --paths auto,wgmma --tokens "$XR_TOKENS" \
+    --shapes "$XR_MATMUL_SHAPES" --densities 0.5,0.25,0.1 $TIME_ARGS >>"$LOG/time.log" 2>&1
+  summary+=("xr time: linear exit $linear, matmul exit $? at ${SECONDS}s")
 }
 
-stage_xr_time() {
-  timeout "$(cap 90)" "$bin" --mode time "${xr_args[@]}" --paths auto,wgmma --variants 6 --tokens "$XR_TOKENS" \
-    --shapes "$XR_SHAPES" --densities 0.5,0.25,0.1 $TIME_ARGS >"$LOG/time.log" 2>&1
-  summary+=("xr time: exit $? at ${SECONDS}s")
+# The timed shapes in bf16 (f16 at the smaller token counts): last, so a short budget cuts these first.
+stage_xr_check() {
+  : >"$LOG/check-xr.log"
+  local dtype op shapes tokens
+  for dtype in bf16 f16; do
+    tokens=$XR_TOKENS
+    [ $dtype = f16 ] && tokens=512,2048
+    for op in linear matmul; do
+      shapes=$XR_LINEAR_SHAPES
+      [ $op = matmul ] && shapes=$XR_MATMUL_SHAPES
+      timeout "$(cap 40)" "$bin" --mode check --ops $op "${xr_args[@]}" --dtype $dtype --tokens "$tokens" \
+        --shapes "$shapes" --densities 0.5,0.25,0.1 >>"$LOG/check-xr.log" 2>&1
+      summary+=("xr check $op $dtype: exit $? at ${SECONDS}s")
+    done
+  done
 }
 
 # Decoding against cuBLAS dense and the copy bandwidth; what bsrLinear dispatches to (auto), checked first.
@@ -246,10 +261,10 @@ if [ -f "$LOG/time.log" ]; then
     <(awk '/^\| product/ {table = 1} table' "$LOG/time.log")
   grep -E "^cuBLAS" "$LOG/time.log" | head -20
   if [ "$mode" = xr ]; then
-    echo "== xr: block density M KxN | auto TFLOP/s | v6 TFLOP/s | cuBLAS TFLOP/s | v6/auto | v6/cuBLAS"
-    awk -F'|' '/^\| linear \| [0-9]/ {
+    echo "== xr: product block density M KxN | auto TFLOP/s | v6 TFLOP/s | cuBLAS TFLOP/s | v6/auto | v6/cuBLAS"
+    awk -F'|' '/^\| (linear|matmul) \| [0-9]/ {
         for (i = 2; i <= 12; i++) gsub(/ /, "", $i)
-        key = $3 " " $4 " " $5 " " $6 "x" $7
+        key = $2 " " $3 " " $4 " " $5 " " $6 "x" $7
         if (!(key in seen)) { seen[key] = 1; order[++count] = key }
         tf[key, $8] = $10; dense[key] = $11
       }

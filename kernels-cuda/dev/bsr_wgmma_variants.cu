@@ -4,7 +4,8 @@
 //   1: 128-token tiles at 32 and 64 blocks (the dispatched tiles hold 256 tokens there)
 //   2, 3: the tiles of variants 0 and 1, persistent (one CTA per SM walks its tiles)
 //   4, 5: grouped tiles, 8 and 4 block rows (columns) of 32, 4 and 2 of 64, sharing each dense slice
-//   6 (kXrVariant): bsrLinear with X resident in shared memory, in its own file (bsr_wgmma_xr.cu)
+//   6 (kXrVariant): bsrLinear and bsrMatmul with the dense operand resident in shared memory, in its own
+//      file (bsr_wgmma_xr.cu)
 #include "dev_variants.h"
 #include "tc/bsr_wgmma.cuh"
 

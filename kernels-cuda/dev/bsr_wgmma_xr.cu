@@ -1,10 +1,12 @@
-// wgmma variant 6, kept for measurement: bsrLinear with the dense operand resident in shared memory
-// ("X-resident", docs/kernels.md). A CTA owns 64 tokens x a contiguous group of block rows. Its producer
-// loads the CTA's whole X slab [64 x K] once (TMA boxes of 64 tokens x 64 columns, 128-byte swizzle, one
-// mbarrier per box), then streams the group's W blocks in storage order through two rings of stages, one
-// per consumer warpgroup; the consumers take alternate block rows, so one stores a row's outputs while
-// the other computes. Each W element read from L2 then feeds 64 tokens and X is read once per CTA:
-// ~64 FLOP per L2 byte at every block size, against T R / (T + R) for the tile kernels.
+// wgmma variant 6, kept for measurement: bsrLinear and bsrMatmul with the dense operand resident in shared
+// memory ("X-resident", docs/kernels.md). For bsrLinear a CTA owns 64 tokens x a contiguous group of block
+// rows. Its producer loads the CTA's whole X slab [64 x K] once (TMA boxes of 64 tokens x 64 columns,
+// 128-byte swizzle, one mbarrier per box), then streams the group's W blocks in storage order through two
+// rings of stages, one per consumer warpgroup; the consumers take alternate block rows, so one stores a
+// row's outputs while the other computes. Each W element read from L2 then feeds 64 tokens and X is read
+// once per CTA: ~64 FLOP per L2 byte at every block size, against T R / (T + R) for the tile kernels.
+// bsrMatmul (dX = dY W) is the same over block columns: the slab is dY [64 x N], a column's blocks come
+// through the column-wise index (one copy per block, fed transposed: MN-major B).
 #include "dev_variants.h"
 #include "tc/bsr_wgmma.cuh"
 
@@ -15,21 +17,22 @@ namespace sm90 {
 // What the producer tells a consumer about one stage, written before the stage's full barrier arrives.
 template <int kStageBlocks>
 struct XrStage {
-  int32_t blocks;  // W blocks in the stage: 0 for an empty row (its outputs are the bias alone)
-  int32_t last;    // the stage ends its block row
-  uint32_t slabOffset[kStageBlocks];  // byte offset in the slab of each block's first X column
+  int32_t blocks;  // W blocks in the stage: 0 for an empty line (its outputs are the bias alone, or zeros)
+  int32_t last;    // the stage ends its line
+  uint32_t slabOffset[kStageBlocks];  // byte offset in the slab of the first column each block multiplies
 };
 
-template <typename T_, int kBlock_>
+template <typename T_, Op kOp_, int kBlock_>
 struct XrTraits {
   using T = T_;
-  // storeTile's view of the tile: Linear, one m64 tile of tokens x one block row per consumer.
-  static constexpr Op kOp = Op::Linear;
+  // storeTile's view of the tile: one m64 tile of tokens x one block row (Linear) or column (Matmul) per
+  // consumer. A "line" below is that row or column.
+  static constexpr Op kOp = kOp_;
   static constexpr int R = kBlock_, C = kBlock_;
   static constexpr int kTileM = 64;  // tokens per CTA: the M of one wgmma
   static constexpr int kTileN = R;
   static constexpr int kMmaM = 1;
-  static constexpr int kConsumers = 2;  // consumer warpgroups, alternate block rows
+  static constexpr int kConsumers = 2;  // consumer warpgroups, alternate lines
   static constexpr int kThreads = 128 * (kConsumers + 1);
   static constexpr int kConsumerWarps = 4;  // arrivals on a stage's empty barrier
 
@@ -40,12 +43,14 @@ struct XrTraits {
   static constexpr uint32_t kSwizzleX = 1;  // descriptor code: 128B
   static constexpr uint32_t kRowBytesX = kBoxColumns * 2;
 
-  // W stages: 8 KB, whole blocks of one row (4 of 32x32, 1 of 64x64), rows C elements wide.
+  // W stages: 8 KB, whole blocks of one line (4 of 32x32, 1 of 64x64), rows C elements wide: K-major for
+  // Linear (W's rows are Y's features), MN-major for Matmul (W's columns are dX's).
+  static constexpr bool kBKMajor = kOp == Op::Linear;
   static constexpr int kBlockBytes = R * C * 2;
   static constexpr int kStageTargetBytes = 8192;
   static constexpr int kStageBlocks = kStageTargetBytes / kBlockBytes;
   static constexpr int kStageBytes = kStageBlocks * kBlockBytes;
-  static constexpr uint32_t kSwizzleW = C == 64 ? 1 : 2;  // 128B or 64B, as wide as a block row
+  static constexpr uint32_t kSwizzleW = C == 64 ? 1 : 2;  // 128B or 64B, as wide as a block's row
   static constexpr int kMinStages = 2, kMaxStages = 4;    // per consumer ring; fewer than 2 would serialize
   using Stage = XrStage<kStageBlocks>;
 
@@ -59,18 +64,19 @@ struct XrTraits {
   static constexpr int kRingSlots = kConsumers * kMaxStages;
   static constexpr int kBarrierBytes = (kMaxBoxes + 2 * kRingSlots) * 8;
 
-  static_assert(kBlock_ == 32 || kBlock_ == 64, "one wgmma N per block row; 128 would need a 64 KB ring minimum");
+  static_assert(kOp != Op::Sampled, "dW reduces over tokens: no slab to keep");
+  static_assert(kBlock_ == 32 || kBlock_ == 64, "one wgmma N per block line; 128 would need a 64 KB ring minimum");
   static_assert(kStageBlocks >= 1 && kStageBytes % 1024 == 0, "stages keep the slots 1 KB-aligned");
   static_assert(kMaxBoxes <= 32, "slab readiness is a 32-bit mask");
   static_assert(kBarrierBytes + kRingSlots * sizeof(Stage) <= kFixedBytes, "barriers and stage records fit");
 };
 
-// Run-time shape of one launch: slab boxes, stages per consumer ring, the block-row groups.
+// Run-time shape of one launch: slab boxes, stages per consumer ring, the line groups.
 struct XrLayout {
-  int32_t boxes;      // ceil(K / 64)
-  int32_t stages;     // per consumer, kMinStages..kMaxStages
-  int32_t groupRows;  // block rows per CTA
-  int32_t groups;     // block-row groups; CTA b owns token tile b / groups, group b % groups
+  int32_t boxes;       // ceil(slab width / 64): K for Linear, N for Matmul
+  int32_t stages;      // per consumer, kMinStages..kMaxStages
+  int32_t groupLines;  // block rows (columns) per CTA
+  int32_t groups;      // line groups; CTA b owns token tile b / groups, group b % groups
 };
 
 // 32 consecutive int32 values of an index array, one per lane, with the next 32 already requested, read
@@ -128,8 +134,9 @@ __global__ void __launch_bounds__(K::kThreads, 1)
 
   const int tileM = static_cast<int>(blockIdx.x / layout.groups);
   const int group = static_cast<int>(blockIdx.x % layout.groups);
-  const int rowFirst = group * layout.groupRows;
-  const int rowEnd = min(args.blockRows, rowFirst + layout.groupRows);
+  const int lines = K::kOp == Op::Linear ? args.blockRows : args.blockCols;
+  const int lineFirst = group * layout.groupLines;
+  const int lineEnd = min(lines, lineFirst + layout.groupLines);
   const int32_t tokenBase = tileM * K::kTileM;
 
   if (tid == 0) {
@@ -156,24 +163,35 @@ __global__ void __launch_bounds__(K::kThreads, 1)
         tmaLoad2d(slab + b * K::kBoxBytes, &mapX, b * K::kBoxColumns, tokenBase, &slabFull[b]);
       }
     }
-    const int32_t entryFirst = args.blockRowPtr[rowFirst], entryEnd = args.blockRowPtr[rowEnd];
-    WarpWindow rowEnds, columns;
-    rowEnds.start(args.blockRowPtr, rowFirst + 1, rowEnd + 1, lane);
-    columns.start(args.blockColIdx, entryFirst, entryEnd, lane);
-    RingCursor mine, other;  // the ring of this row's consumer, and of the next row's
+    // Per entry of the group's lines in index order: the slab column its block multiplies and where the
+    // block is stored (Linear: the entry itself, a row's blocks being consecutive in values).
+    const int32_t* ptr = K::kOp == Op::Linear ? args.blockRowPtr : args.blockColPtr;
+    const int32_t* slabIndex = K::kOp == Op::Linear ? args.blockColIdx : args.blockRowIdx;
+    const int32_t entryFirst = ptr[lineFirst], entryEnd = ptr[lineEnd];
+    WarpWindow lineEnds, slabColumns, values;
+    lineEnds.start(ptr, lineFirst + 1, lineEnd + 1, lane);
+    slabColumns.start(slabIndex, entryFirst, entryEnd, lane);
+    if constexpr (K::kOp == Op::Matmul) values.start(args.valueIndex, entryFirst, entryEnd, lane);
+    RingCursor mine, other;  // the ring of this line's consumer, and of the next line's
     int32_t entry = entryFirst;
-    for (int row = rowFirst; row < rowEnd; ++row) {
-      const int consumer = (row - rowFirst) & 1;
-      const int32_t end = rowEnds.at(row + 1, lane);
+    for (int line = lineFirst; line < lineEnd; ++line) {
+      const int consumer = (line - lineFirst) & 1;
+      const int32_t end = lineEnds.at(line + 1, lane);
       do {
         const int32_t blocks = min(K::kStageBlocks, end - entry);
         const int ringSlot = consumer * K::kMaxStages + mine.slot;
         if (mine.wrapped) mbarrierWait(&empty[ringSlot], mine.phase ^ 1);
         uint32_t offsets[K::kStageBlocks];
+        int32_t valueRows[K::kStageBlocks];
 #pragma unroll
         for (int j = 0; j < K::kStageBlocks; ++j) {
-          const int32_t column = j < blocks ? columns.at(entry + j, lane) * K::C : 0;
+          int32_t column = 0, value = entry + j;
+          if (j < blocks) {
+            column = slabColumns.at(entry + j, lane) * (K::kOp == Op::Linear ? K::C : K::R);
+            if constexpr (K::kOp == Op::Matmul) value = values.at(entry + j, lane);
+          }
           offsets[j] = (column / K::kBoxColumns) * K::kBoxBytes + (column % K::kBoxColumns) * 2;
+          valueRows[j] = value * K::R;
         }
         if (lane == 0) {
           Stage& record = records[ringSlot];
@@ -184,14 +202,15 @@ __global__ void __launch_bounds__(K::kThreads, 1)
           uint64_t* bar = &full[ringSlot];
           uint8_t* stage = rings + (consumer * layout.stages + mine.slot) * K::kStageBytes;
           if (blocks == 0) {
-            mbarrierArrive(bar);  // an empty row: the record alone
+            mbarrierArrive(bar);  // an empty line: the record alone
           } else {
             mbarrierArriveExpectTx(bar, blocks * K::kBlockBytes);
-            if (blocks == K::kStageBlocks) {
-              tmaLoad2d(stage, &mapStage, 0, entry * K::R, bar);
+            if (K::kOp == Op::Linear && blocks == K::kStageBlocks) {
+              tmaLoad2d(stage, &mapStage, 0, valueRows[0], bar);
             } else {
-              for (int j = 0; j < blocks; ++j)
-                tmaLoad2d(stage + j * K::kBlockBytes, &mapBlock, 0, (entry + j) * K::R, bar);
+#pragma unroll
+              for (int j = 0; j < K::kStageBlocks; ++j)
+                if (j < blocks) tmaLoad2d(stage + j * K::kBlockBytes, &mapBlock, 0, valueRows[j], bar);
             }
           }
         }
@@ -206,7 +225,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
     return;
   }
 
-  // Consumers: warpgroup 1 takes the group's rows 0, 2, 4, ..., warpgroup 2 rows 1, 3, 5, ...
+  // Consumers: warpgroup 1 takes the group's lines 0, 2, 4, ..., warpgroup 2 lines 1, 3, 5, ...
   using T = typename K::T;
   const int consumer = warpGroup - 1;
   const int warpInGroup = (tid % 128) / 32;
@@ -218,7 +237,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   uint32_t boxesReady = 0;
   RingCursor ring;
   int pending = -1;  // the ring slot whose products may still be running
-  for (int row = rowFirst + consumer; row < rowEnd; row += K::kConsumers) {
+  for (int line = lineFirst + consumer; line < lineEnd; line += K::kConsumers) {
     for (;;) {
       const int ringSlot = consumer * K::kMaxStages + ring.slot;
       mbarrierWait(&full[ringSlot], ring.phase);
@@ -244,8 +263,11 @@ __global__ void __launch_bounds__(K::kThreads, 1)
 #pragma unroll
         for (int kk = 0; kk < K::C / 16; ++kk) {
           const uint64_t descA = matrixDescriptor(a + kk * 32, 16, 8 * K::kRowBytesX, K::kSwizzleX);
-          const uint64_t descB = matrixDescriptor(b + kk * 32, 16, 8 * K::C * 2, K::kSwizzleW);
-          Wgmma<T, K::R, 0, 0>::run(acc[0], descA, descB);
+          // B as the tile kernels read it: K-major rows of C, or MN-major with K = the block's rows.
+          const uint64_t descB = K::kBKMajor
+                                     ? matrixDescriptor(b + kk * 32, 16, 8 * K::C * 2, K::kSwizzleW)
+                                     : matrixDescriptor(b + kk * 16 * K::C * 2, K::kBlockBytes, 8 * K::C * 2, K::kSwizzleW);
+          Wgmma<T, K::kTileN, 0, K::kBKMajor ? 0 : 1>::run(acc[0], descA, descB);
         }
         wgmmaCommit();
         fenceRegisters(acc[0]);
@@ -259,7 +281,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
       if (blocks > 0) {
         pending = ringSlot;
       } else if (lane == 0) {
-        mbarrierArrive(&empty[ringSlot]);  // an empty row's stage: nothing reads it
+        mbarrierArrive(&empty[ringSlot]);  // an empty line's stage: nothing reads it
       }
       ring.advance(layout.stages);
       if (last) break;
@@ -272,7 +294,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
     }
     TileWork work{};
     work.tokenBase = tokenBase;
-    work.line = row;
+    work.line = line;
     storeTile<K>(acc, args, work, nullptr, 0, lane, warpInGroup);
 #pragma unroll
     for (int j = 0; j < K::kTileN / 2; ++j) acc[0][j] = 0.0f;
@@ -283,16 +305,18 @@ __global__ void __launch_bounds__(K::kThreads, 1)
 #endif
 }
 
-// Block rows per CTA so that token tiles x groups gives about kXrCtasPerSm CTAs per SM; even when more
-// than one, so both consumers get as many rows.
+// Lines per CTA so that token tiles x groups gives about kXrCtasPerSm CTAs per SM; even when more than
+// one, so both consumers get as many lines.
 constexpr int kXrCtasPerSm = 2;
 
 template <class K>
 bool launchXr(DType dtype, const KernelArgs& argsIn, int numSms, cudaStream_t stream) {
   KernelArgs args = argsIn;
-  if (numSms <= 0 || args.cols < K::kBoxColumns || args.blockRows <= 0) return false;
-  const int64_t boxes = (args.cols + K::kBoxColumns - 1) / K::kBoxColumns;
-  if (boxes > K::kMaxBoxes) return false;  // the slab does not fit: K above 1536
+  const int64_t depth = K::kOp == Op::Linear ? args.cols : args.rows;  // the slab's width
+  const int64_t lines = K::kOp == Op::Linear ? args.blockRows : args.blockCols;
+  if (numSms <= 0 || depth < K::kBoxColumns || lines <= 0) return false;
+  const int64_t boxes = (depth + K::kBoxColumns - 1) / K::kBoxColumns;
+  if (boxes > K::kMaxBoxes) return false;  // the slab does not fit: K (N for Matmul) above 1536
   const int64_t fixed = K::kAlignSlack + K::kFixedBytes + boxes * K::kBoxBytes;
   const int64_t stages =
       std::min<int64_t>(K::kMaxStages, (K::kSmemLimit - fixed) / (K::kConsumers * K::kStageBytes));
@@ -301,20 +325,20 @@ bool launchXr(DType dtype, const KernelArgs& argsIn, int numSms, cudaStream_t st
 
   const int64_t tilesM = (args.m + K::kTileM - 1) / K::kTileM;
   const int64_t wantedGroups = std::max<int64_t>(1, (int64_t{kXrCtasPerSm} * numSms + tilesM - 1) / tilesM);
-  int64_t groupRows = (args.blockRows + wantedGroups - 1) / wantedGroups;
-  if (groupRows > 1 && groupRows % 2 == 1) ++groupRows;
-  const int64_t groups = (args.blockRows + groupRows - 1) / groupRows;
+  int64_t groupLines = (lines + wantedGroups - 1) / wantedGroups;
+  if (groupLines > 1 && groupLines % 2 == 1) ++groupLines;
+  const int64_t groups = (lines + groupLines - 1) / groupLines;
   if (tilesM * groups > INT32_MAX) return false;
-  const XrLayout layout{static_cast<int32_t>(boxes), static_cast<int32_t>(stages), static_cast<int32_t>(groupRows),
-                        static_cast<int32_t>(groups)};
+  const XrLayout layout{static_cast<int32_t>(boxes), static_cast<int32_t>(stages),
+                        static_cast<int32_t>(groupLines), static_cast<int32_t>(groups)};
 
   CUtensorMap mapX, mapStage, mapBlock;
   const int64_t valueRows = static_cast<int64_t>(args.nnzBlocks) * K::R;
-  if (!encodeMap(&mapX, dtype, args.a, args.cols, args.m, K::kBoxColumns, K::kTileM) ||
+  if (!encodeMap(&mapX, dtype, args.a, depth, args.m, K::kBoxColumns, K::kTileM) ||
       !encodeMap(&mapBlock, dtype, args.b, K::C, valueRows, K::C, K::R))
     return false;
-  // A whole-stage copy needs a row of kStageBlocks blocks, so fewer stored blocks never use it.
-  if (args.nnzBlocks >= K::kStageBlocks) {
+  // A whole-stage copy (Linear) needs a row of kStageBlocks blocks, so fewer stored blocks never use it.
+  if (K::kOp == Op::Linear && args.nnzBlocks >= K::kStageBlocks) {
     if (!encodeMap(&mapStage, dtype, args.b, K::C, valueRows, K::C, K::kStageBlocks * K::R)) return false;
   } else {
     mapStage = mapBlock;
@@ -327,19 +351,25 @@ bool launchXr(DType dtype, const KernelArgs& argsIn, int numSms, cudaStream_t st
   return true;
 }
 
+template <typename T, Op kOp>
+bool launchXrBlock(DType dtype, const KernelArgs& args, int blockSize, int numSms, cudaStream_t stream) {
+  if (blockSize == 32) return launchXr<XrTraits<T, kOp, 32>>(dtype, args, numSms, stream);
+  if (blockSize == 64) return launchXr<XrTraits<T, kOp, 64>>(dtype, args, numSms, stream);
+  return false;
+}
+
+template <typename T>
+bool launchXrTyped(Op op, DType dtype, const KernelArgs& args, int blockSize, int numSms, cudaStream_t stream) {
+  if (op == Op::Linear) return launchXrBlock<T, Op::Linear>(dtype, args, blockSize, numSms, stream);
+  if (op == Op::Matmul) return launchXrBlock<T, Op::Matmul>(dtype, args, blockSize, numSms, stream);
+  return false;
+}
+
 }  // namespace sm90
 
 bool launchXrVariant(Op op, DType dtype, const KernelArgs& args, int blockSize, int numSms, cudaStream_t stream) {
-  using sm90::launchXr;
-  using sm90::XrTraits;
-  if (op != Op::Linear) return false;
-  if (dtype == DType::BFloat16) {
-    if (blockSize == 32) return launchXr<XrTraits<__nv_bfloat16, 32>>(dtype, args, numSms, stream);
-    if (blockSize == 64) return launchXr<XrTraits<__nv_bfloat16, 64>>(dtype, args, numSms, stream);
-  } else if (dtype == DType::Float16) {
-    if (blockSize == 32) return launchXr<XrTraits<__half, 32>>(dtype, args, numSms, stream);
-    if (blockSize == 64) return launchXr<XrTraits<__half, 64>>(dtype, args, numSms, stream);
-  }
+  if (dtype == DType::BFloat16) return sm90::launchXrTyped<__nv_bfloat16>(op, dtype, args, blockSize, numSms, stream);
+  if (dtype == DType::Float16) return sm90::launchXrTyped<__half>(op, dtype, args, blockSize, numSms, stream);
   return false;
 }
 

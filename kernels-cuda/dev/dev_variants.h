@@ -11,8 +11,8 @@ namespace bs::tc {
 bool launchDevVariant(TcPath path, Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                       cudaStream_t stream);
 
-// The wgmma variant that keeps X resident in shared memory (dev/bsr_wgmma_xr.cu): bsrLinear with 32x32 or
-// 64x64 blocks and K up to 1536; false for anything else.
+// The wgmma variant that keeps the dense operand resident in shared memory (dev/bsr_wgmma_xr.cu): bsrLinear
+// with K up to 1536 and bsrMatmul with N up to 1536, 32x32 or 64x64 blocks; false for anything else.
 constexpr int kXrVariant = 6;
 bool launchXrVariant(Op op, DType dtype, const KernelArgs& args, int blockSize, int numSms, cudaStream_t stream);
 
