@@ -8,6 +8,9 @@
 // bsrMatmul (dX = dY W) is the same over block columns: the slab is dY [64 x N], a column's blocks come
 // through the column-wise index (one copy per block, fed transposed: MN-major B).
 #include "dev_variants.h"
+
+#include <type_traits>
+
 #include "tc/bsr_wgmma.cuh"
 
 namespace bs::tc {
@@ -52,6 +55,9 @@ struct XrTraits {
   static constexpr int kStageBytes = kStageBlocks * kBlockBytes;
   static constexpr uint32_t kSwizzleW = C == 64 ? 1 : 2;  // 128B or 64B, as wide as a block's row
   static constexpr int kMinStages = 2, kMaxStages = 4;    // per consumer ring; fewer than 2 would serialize
+  // Blocks per wgmma commit group where a stage has them: 4 wgmmas of k16 per group at both sizes, as the
+  // tile kernels' steps, so that the one group left in flight while the next is issued covers its latency.
+  static constexpr int kGroupBlocks = cmin(kStageBlocks, 64 / C);
   using Stage = XrStage<kStageBlocks>;
 
   // Dynamic shared memory: alignment slack, then the fixed part (barriers, stage records) padded to 1 KB
@@ -254,20 +260,24 @@ __global__ void __launch_bounds__(K::kThreads, 1)
         }
       }
       const uint32_t stageAddress = ringAddress + ring.slot * K::kStageBytes;
-      // One commit group per block, fenced and issued straight-line as the tile kernels' steps are: with a
-      // loop or a branch between the fence and a wgmma, ptxas injects fences (C7519) or serializes (C7520).
-      for (int j = 0; j < blocks; ++j) {
-        const uint32_t a = slabAddress + record.slabOffset[j], b = stageAddress + j * K::kBlockBytes;
+      // kGroupBlocks blocks per commit group, then one at a time for the rest, each group fenced and
+      // issued straight-line as the tile kernels' steps are: with a loop or a branch between the fence and
+      // a wgmma, ptxas injects fences (C7519) or serializes (C7520).
+      auto issue = [&](auto count, int first) {
         fenceRegisters(acc[0]);
         wgmmaFence();
 #pragma unroll
-        for (int kk = 0; kk < K::C / 16; ++kk) {
-          const uint64_t descA = matrixDescriptor(a + kk * 32, 16, 8 * K::kRowBytesX, K::kSwizzleX);
-          // B as the tile kernels read it: K-major rows of C, or MN-major with K = the block's rows.
-          const uint64_t descB = K::kBKMajor
-                                     ? matrixDescriptor(b + kk * 32, 16, 8 * K::C * 2, K::kSwizzleW)
-                                     : matrixDescriptor(b + kk * 16 * K::C * 2, K::kBlockBytes, 8 * K::C * 2, K::kSwizzleW);
-          Wgmma<T, K::kTileN, 0, K::kBKMajor ? 0 : 1>::run(acc[0], descA, descB);
+        for (int j = first; j < first + decltype(count)::value; ++j) {
+          const uint32_t a = slabAddress + record.slabOffset[j], b = stageAddress + j * K::kBlockBytes;
+#pragma unroll
+          for (int kk = 0; kk < K::C / 16; ++kk) {
+            const uint64_t descA = matrixDescriptor(a + kk * 32, 16, 8 * K::kRowBytesX, K::kSwizzleX);
+            // B as the tile kernels read it: K-major rows of C, or MN-major with K = the block's rows.
+            const uint64_t descB =
+                K::kBKMajor ? matrixDescriptor(b + kk * 32, 16, 8 * K::C * 2, K::kSwizzleW)
+                            : matrixDescriptor(b + kk * 16 * K::C * 2, K::kBlockBytes, 8 * K::C * 2, K::kSwizzleW);
+            Wgmma<T, K::kTileN, 0, K::kBKMajor ? 0 : 1>::run(acc[0], descA, descB);
+          }
         }
         wgmmaCommit();
         fenceRegisters(acc[0]);
@@ -277,7 +287,11 @@ __global__ void __launch_bounds__(K::kThreads, 1)
           if (lane == 0) mbarrierArrive(&empty[pending]);
           pending = -1;
         }
-      }
+      };
+      int j = 0;
+      for (; j + K::kGroupBlocks <= blocks; j += K::kGroupBlocks)
+        issue(std::integral_constant<int, K::kGroupBlocks>{}, j);
+      for (; j < blocks; ++j) issue(std::integral_constant<int, 1>{}, j);
       if (blocks > 0) {
         pending = ringSlot;
       } else if (lane == 0) {
