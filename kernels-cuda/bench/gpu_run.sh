@@ -161,7 +161,7 @@ stage_xr_quick() {
 stage_xr_memcheck() {
   timeout "$(cap 60)" compute-sanitizer --tool memcheck --error-exitcode 86 --print-limit 20 \
     "$bin" --mode check --ops linear,matmul "${xr_args[@]}" --tokens 1,65,200 \
-    --shapes 96x160,160x96,512x256,1536x192,192x1536 --densities 0.1,1 >"$LOG/memcheck.log" 2>&1
+    --shapes 96x160,160x96,1536x192,192x1536 --densities 0.1,1 >"$LOG/memcheck.log" 2>&1
   summary+=("xr memcheck: exit $? at ${SECONDS}s; $(grep -E 'ERROR SUMMARY' "$LOG/memcheck.log" | tail -1)")
 }
 
@@ -175,21 +175,22 @@ stage_xr_time() {
   summary+=("xr time: linear exit $linear, matmul exit $? at ${SECONDS}s")
 }
 
-# The timed shapes in bf16 (f16 at the smaller token counts): last, so a short budget cuts these first.
+# The timed shapes, last so that a short budget cuts these first: bf16 at 512 and 2048 tokens, f16 at 2048,
+# and 8192 tokens at the largest slab (1536 wide, N or K 4096).
 stage_xr_check() {
   : >"$LOG/check-xr.log"
-  local dtype op shapes tokens
-  for dtype in bf16 f16; do
-    tokens=$XR_TOKENS
-    [ $dtype = f16 ] && tokens=512,2048
-    for op in linear matmul; do
-      shapes=$XR_LINEAR_SHAPES
-      [ $op = matmul ] && shapes=$XR_MATMUL_SHAPES
-      timeout "$(cap 40)" "$bin" --mode check --ops $op "${xr_args[@]}" --dtype $dtype --tokens "$tokens" \
-        --shapes "$shapes" --densities 0.5,0.25,0.1 >>"$LOG/check-xr.log" 2>&1
-      summary+=("xr check $op $dtype: exit $? at ${SECONDS}s")
+  local op shapes
+  for op in linear matmul; do
+    shapes=$XR_LINEAR_SHAPES
+    [ $op = matmul ] && shapes=$XR_MATMUL_SHAPES
+    for run in "bf16 512,2048 $shapes" "f16 2048 $shapes" "bf16 8192 ${shapes##*,}"; do
+      set -- $run
+      timeout "$(cap 40)" "$bin" --mode check --ops $op "${xr_args[@]}" --dtype "$1" --tokens "$2" --shapes "$3" \
+        --densities 0.5,0.25,0.1 >>"$LOG/check-xr.log" 2>&1
+      summary+=("xr check $op $1 M=$2: exit $? at ${SECONDS}s")
     done
   done
+  summary+=("xr checks: $(checks "$LOG/check-xr.log"); $(grep -c FAIL "$LOG/check-xr.log") FAIL lines")
 }
 
 # Decoding against cuBLAS dense and the copy bandwidth; what bsrLinear dispatches to (auto), checked first.
