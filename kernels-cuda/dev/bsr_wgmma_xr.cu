@@ -191,9 +191,10 @@ __global__ void __launch_bounds__(K::kThreads, 1)
         int32_t valueRows[K::kStageBlocks];
 #pragma unroll
         for (int j = 0; j < K::kStageBlocks; ++j) {
-          int32_t column = 0, value = entry + j;
+          int32_t column = 0, value = 0;
           if (j < blocks) {
             column = slabColumns.at(entry + j, lane) * (K::kOp == Op::Linear ? K::C : K::R);
+            value = entry + j;
             if constexpr (K::kOp == Op::Matmul) value = values.at(entry + j, lane);
           }
           offsets[j] = (column / K::kBoxColumns) * K::kBoxBytes + (column % K::kBoxColumns) * 2;
