@@ -167,10 +167,11 @@ stage_xr_memcheck() {
 
 stage_xr_time() {
   : >"$LOG/time.log"
-  timeout "$(cap 60)" "$bin" --mode time --ops linear "${xr_args[@]}" --paths auto,wgmma --tokens "$XR_TOKENS" \
+  # TC_BENCH_XR_LAYOUT: each problem's slab boxes, stages, lines per CTA and CTAs, in the log.
+  TC_BENCH_XR_LAYOUT=1 timeout "$(cap 60)" "$bin" --mode time --ops linear "${xr_args[@]}" --paths auto,wgmma --tokens "$XR_TOKENS" \
     --shapes "$XR_LINEAR_SHAPES" --densities 0.5,0.25,0.1 $TIME_ARGS >>"$LOG/time.log" 2>&1
   local linear=$?
-  timeout "$(cap 50)" "$bin" --mode time --ops matmul "${xr_args[@]}" --paths auto,wgmma --tokens "$XR_TOKENS" \
+  TC_BENCH_XR_LAYOUT=1 timeout "$(cap 50)" "$bin" --mode time --ops matmul "${xr_args[@]}" --paths auto,wgmma --tokens "$XR_TOKENS" \
     --shapes "$XR_MATMUL_SHAPES" --densities 0.5,0.25,0.1 $TIME_ARGS >>"$LOG/time.log" 2>&1
   summary+=("xr time: linear exit $linear, matmul exit $? at ${SECONDS}s")
 }

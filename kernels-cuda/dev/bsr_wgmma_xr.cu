@@ -9,6 +9,9 @@
 // through the column-wise index (one copy per block, fed transposed: MN-major B).
 #include "dev_variants.h"
 
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <type_traits>
 
 #include "tc/bsr_wgmma.cuh"
@@ -347,6 +350,17 @@ bool launchXr(DType dtype, const KernelArgs& argsIn, int numSms, cudaStream_t st
   const XrLayout layout{static_cast<int32_t>(boxes), static_cast<int32_t>(stages),
                         static_cast<int32_t>(groupLines), static_cast<int32_t>(groups)};
 
+  if (std::getenv("TC_BENCH_XR_LAYOUT")) {
+    // What the launch chose, once per change (tc_bench repeats each problem), for reading timings.
+    static XrLayout printed{};
+    if (std::memcmp(&printed, &layout, sizeof layout) != 0) {
+      printed = layout;
+      std::printf("xr layout: %s R=%d M=%lld slab boxes %d, %d stages per ring, %d lines per CTA, %lld CTAs, %lld B smem\n",
+                  K::kOp == Op::Linear ? "linear" : "matmul", K::R, static_cast<long long>(args.m), layout.boxes,
+                  layout.stages, layout.groupLines, static_cast<long long>(tilesM * groups),
+                  static_cast<long long>(smemBytes));
+    }
+  }
   CUtensorMap mapX, mapStage, mapBlock;
   const int64_t valueRows = static_cast<int64_t>(args.nnzBlocks) * K::R;
   if (!encodeMap(&mapX, dtype, args.a, depth, args.m, K::kBoxColumns, K::kTileM) ||
