@@ -7,6 +7,10 @@
 #                                               the copy bandwidth (bf16 in full, f16/f32 at 1 and 16 tokens)
 #   bash kernels-cuda/bench/gpu_run.sh tc       the tensor-core kernels: build, SASS counts, quick checks,
 #                                               memcheck, full checks per product, timings
+#   bash kernels-cuda/bench/gpu_run.sh xr       dev's X-resident bsrLinear/bsrMatmul (wgmma variant 6, also
+#                                               gpu_xr.sh): tc_bench for sm_90a alone, quick and edge checks in
+#                                               bf16/f16, memcheck, timings against what is dispatched (auto)
+#                                               and cuBLAS, then checks at the timed shapes
 # STAGES overrides the stage list; each stage gets what is left of BUDGET seconds (a stage cut short
 # reports exit 124). Logs and tables go to $LOG (default $OUT/gpu-logs when $OUT is set, else
 # bench/build/gpu-logs); a short summary prints last.
@@ -20,7 +24,8 @@ BUILD=${BUILD:-/tmp/tc_bench_build}
 case "$mode" in
   decode) BUDGET=${BUDGET:-450}; STAGES=${STAGES-"build checks decode"} ;;
   tc) BUDGET=${BUDGET:-400}; STAGES=${STAGES-"bench quick memcheck check time"} ;;
-  *) echo "usage: gpu_run.sh decode|tc" >&2; exit 2 ;;
+  xr) BUDGET=${BUDGET:-235}; STAGES=${STAGES-"bench xr_quick xr_memcheck xr_time xr_check"} ;;
+  *) echo "usage: gpu_run.sh decode|tc|xr" >&2; exit 2 ;;
 esac
 TIME_ARGS=${TIME_ARGS:-}
 CHECK_ARGS=${CHECK_ARGS:-}
@@ -37,11 +42,14 @@ checks() { grep -hE "^(decode )?checks:" "$@" | tr '\n' ' '; }
 # tc_bench for sm_90a and sm_80, with the tensor-core instruction counts of each object's SASS; in decode
 # mode without the variants kept for measurement (a faster build).
 build_bench() {
-  local dev=1
+  local dev=1 arch=${ARCH:-}
   [ "$mode" = decode ] && dev=0
-  DEV=$dev "$here/build.sh" "$BUILD" >"$LOG/build-bench.log" 2>&1
+  [ "$mode" = xr ] && arch=${ARCH:-"-gencode=arch=compute_90a,code=sm_90a"}
+  ARCH=$arch DEV=$dev "$here/build.sh" "$BUILD" >"$LOG/build-bench.log" 2>&1
   local status=$?
-  for object in bsr_wgmma bsr_mma bsr_decode; do
+  # wgmma serialized by ptxas (C7520) or fences it injected (C7519): each costs the kernel its overlap.
+  grep -h "C75[12][0-9]" "$BUILD"/*.ptxas.log >>"$LOG/build-bench.log" 2>/dev/null
+  for object in bsr_wgmma bsr_mma bsr_decode bsr_wgmma_xr; do
     echo "== $object SASS instructions" >>"$LOG/build-bench.log"
     cuobjdump -sass "$BUILD/$object.o" 2>/dev/null | grep -oE "(HGMMA|HMMA|UTMALDG|LDSM|LDG\.E\.128|LDG\.E\.64)[.A-Z0-9_]*" |
       sort | uniq -c >>"$LOG/build-bench.log"
@@ -127,6 +135,65 @@ stage_time() {
   summary+=("time: exit $? at ${SECONDS}s")
 }
 
+# X-resident products (wgmma/v6) beside what is dispatched (auto), 32 and 64 blocks. The slab is K wide for
+# bsrLinear and N wide for bsrMatmul, up to 1536 each: bsrLinear at K in {768, 1024, 1536} x N in {1024, 3072,
+# 4096}, bsrMatmul at the transposed shapes (the layer whose forward pass cannot keep its slab, its backward can).
+XR_LINEAR_SHAPES=${XR_LINEAR_SHAPES:-768x1024,768x3072,768x4096,1024x1024,1024x3072,1024x4096,1536x1024,1536x3072,1536x4096}
+XR_MATMUL_SHAPES=${XR_MATMUL_SHAPES:-1024x768,3072x768,4096x768,1024x1024,3072x1024,4096x1024,1024x1536,3072x1536,4096x1536}
+XR_TOKENS=${XR_TOKENS:-512,2048,8192}
+xr_args=(--blocks 32,64 --paths wgmma --variants 6)
+
+# Small shapes and the edges: 1 and 65 tokens (a partial 64-token tile), a slab 96 wide (half a box) and 1536
+# wide (the largest), single block lines, empty lines (density 0.1 over 3 blocks).
+stage_xr_quick() {
+  : >"$LOG/quick.log"
+  for dtype in bf16 f16; do
+    timeout "$(cap 40)" "$bin" --mode check --quick --ops linear,matmul "${xr_args[@]}" --paths auto,wgmma \
+      --dtype $dtype >>"$LOG/quick.log" 2>&1
+    local q=$?
+    timeout "$(cap 40)" "$bin" --mode check --ops linear,matmul "${xr_args[@]}" --dtype $dtype --tokens 1,65,130 \
+      --shapes 96x160,160x96,64x64,1536x192,192x1536,128x32,32x128 --densities 0.1,0.5,1 >>"$LOG/quick.log" 2>&1
+    summary+=("xr quick + edge checks $dtype: exit $q, $? at ${SECONDS}s")
+  done
+  summary+=("xr quick: $(checks "$LOG/quick.log"); $(grep -c FAIL "$LOG/quick.log") FAIL lines")
+}
+
+stage_xr_memcheck() {
+  timeout "$(cap 60)" compute-sanitizer --tool memcheck --error-exitcode 86 --print-limit 20 \
+    "$bin" --mode check --ops linear,matmul "${xr_args[@]}" --tokens 1,65,200 \
+    --shapes 96x160,160x96,1536x192,192x1536 --densities 0.1,1 >"$LOG/memcheck.log" 2>&1
+  summary+=("xr memcheck: exit $? at ${SECONDS}s; $(grep -E 'ERROR SUMMARY' "$LOG/memcheck.log" | tail -1)")
+}
+
+stage_xr_time() {
+  : >"$LOG/time.log"
+  # TC_BENCH_XR_LAYOUT: each problem's slab boxes, stages, lines per CTA and CTAs, in the log.
+  TC_BENCH_XR_LAYOUT=1 timeout "$(cap 60)" "$bin" --mode time --ops linear "${xr_args[@]}" --paths auto,wgmma --tokens "$XR_TOKENS" \
+    --shapes "$XR_LINEAR_SHAPES" --densities 0.5,0.25,0.1 $TIME_ARGS >>"$LOG/time.log" 2>&1
+  local linear=$?
+  TC_BENCH_XR_LAYOUT=1 timeout "$(cap 50)" "$bin" --mode time --ops matmul "${xr_args[@]}" --paths auto,wgmma --tokens "$XR_TOKENS" \
+    --shapes "$XR_MATMUL_SHAPES" --densities 0.5,0.25,0.1 $TIME_ARGS >>"$LOG/time.log" 2>&1
+  summary+=("xr time: linear exit $linear, matmul exit $? at ${SECONDS}s")
+}
+
+# The timed shapes, last so that a short budget cuts these first: bf16 at 512 and 2048 tokens, f16 at 2048,
+# and 8192 tokens at the largest slab (1536 wide, N or K 4096).
+stage_xr_check() {
+  : >"$LOG/check-xr.log"
+  local op shapes
+  for op in linear matmul; do
+    shapes=$XR_LINEAR_SHAPES
+    [ $op = matmul ] && shapes=$XR_MATMUL_SHAPES
+    for run in "bf16 512,2048 $shapes" "f16 2048 $shapes" "bf16 8192 ${shapes##*,}"; do
+      set -- $run
+      timeout "$(cap 40)" "$bin" --mode check --ops $op "${xr_args[@]}" --dtype "$1" --tokens "$2" --shapes "$3" \
+        --densities 0.5,0.25,0.1 >>"$LOG/check-xr.log" 2>&1
+      summary+=("xr check $op $1 M=$2: exit $? at ${SECONDS}s")
+    done
+  done
+  summary+=("xr checks: $(checks "$LOG/check-xr.log"); $(grep -c FAIL "$LOG/check-xr.log") FAIL lines")
+}
+
 # Decoding against cuBLAS dense and the copy bandwidth; what bsrLinear dispatches to (auto), checked first.
 stage_decode() {
   for dtype in bf16 f16 f32; do
@@ -195,6 +262,18 @@ if [ -f "$LOG/time.log" ]; then
     END { for (i = 1; i <= count; i++) { k = order[i]; printf "%s %.2f %.2f..%.2f\n", k, sum[k] / n[k], lo[k], hi[k] } }' \
     <(awk '/^\| product/ {table = 1} table' "$LOG/time.log")
   grep -E "^cuBLAS" "$LOG/time.log" | head -20
+  if [ "$mode" = xr ]; then
+    echo "== xr: product block density M KxN | auto TFLOP/s | v6 TFLOP/s | cuBLAS TFLOP/s | v6/auto | v6/cuBLAS"
+    awk -F'|' '/^\| (linear|matmul) \| [0-9]/ {
+        for (i = 2; i <= 12; i++) gsub(/ /, "", $i)
+        key = $2 " " $3 " " $4 " " $5 " " $6 "x" $7
+        if (!(key in seen)) { seen[key] = 1; order[++count] = key }
+        tf[key, $8] = $10; dense[key] = $11
+      }
+      END { for (i = 1; i <= count; i++) { k = order[i]; a = tf[k, "auto"]; v = tf[k, "wgmma/v6"]
+        printf "%s | %s | %s | %s | %.2f | %.2f\n", k, a, v, dense[k], (a > 0 ? v / a : 0), (dense[k] > 0 ? v / dense[k] : 0) } }' \
+      <(awk '/^\| product/ {table = 1} table' "$LOG/time.log")
+  fi
 fi
 printf '%s\n' "${summary[@]}"
 decode_logs=$(ls "$LOG"/decode-{bf16,f16,f32}.log 2>/dev/null)

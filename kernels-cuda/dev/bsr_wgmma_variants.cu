@@ -4,6 +4,8 @@
 //   1: 128-token tiles at 32 and 64 blocks (the dispatched tiles hold 256 tokens there)
 //   2, 3: the tiles of variants 0 and 1, persistent (one CTA per SM walks its tiles)
 //   4, 5: grouped tiles, 8 and 4 block rows (columns) of 32, 4 and 2 of 64, sharing each dense slice
+//   6 (kXrVariant): bsrLinear and bsrMatmul with the dense operand resident in shared memory, in its own
+//      file (bsr_wgmma_xr.cu)
 #include "dev_variants.h"
 #include "tc/bsr_wgmma.cuh"
 
@@ -448,6 +450,7 @@ bool launchDevVariant(TcPath path, Op op, DType dtype, const KernelArgs& args, i
                       cudaStream_t stream) {
   if (path == TcPath::Mma) return launchMmaDevVariant(op, dtype, args, blockSize, variant, stream);
   if (path != TcPath::Wgmma) return false;
+  if (variant == kXrVariant) return launchXrVariant(op, dtype, args, blockSize, numSms, stream);
   if (dtype == DType::BFloat16) return launchTyped<__nv_bfloat16>(op, dtype, args, blockSize, variant, numSms, stream);
   if (dtype == DType::Float16) return launchTyped<__half>(op, dtype, args, blockSize, variant, numSms, stream);
   return false;
