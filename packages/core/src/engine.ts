@@ -207,14 +207,15 @@ export class Engine {
       const buffersBefore = this.kernelLeakCheck ? backend.memory().buffers : 0;
       const result = (kernel as (args: object) => TensorInfo | TensorInfo[])({ inputs: infos, attrs, backend });
       const infosOut = Array.isArray(result) ? result : [result];
-      const fresh = new Set(infosOut.filter((info) => !this.buffers.has(info.dataId)).map((info) => info.dataId));
+      // Counted before makeTensor registers them; only the leak check needs it.
+      const freshCount = this.kernelLeakCheck ? new Set(infosOut.filter((info) => !this.buffers.has(info.dataId)).map((info) => info.dataId)).size : 0;
       outputs = infosOut.map((info) => this.makeTensor(info, backend));
       if (this.kernelLeakCheck) {
-        const leaked = backend.memory().buffers - buffersBefore - fresh.size;
+        const leaked = backend.memory().buffers - buffersBefore - freshCount;
         if (leaked !== 0) {
           for (const t of outputs) t.dispose();
           throw new KernelLeakError(
-            `Kernel '${kernelName}' on backend '${backend.name}' left ${leaked} buffer(s) allocated beyond its ${fresh.size} new output(s)`,
+            `Kernel '${kernelName}' on backend '${backend.name}' left ${leaked} buffer(s) allocated beyond its ${freshCount} new output(s)`,
           );
         }
       }
@@ -246,32 +247,48 @@ export class Engine {
   }
 
   private backendOfInputs(kernelName: string, inputs: Record<string, Tensor | Tensor[] | undefined>, none: Backend): Backend {
+    // The hot path of every op: plain loops, no per-call arrays or closures; labels are built only for an error.
     let found: Tensor | undefined;
     let foundName = "";
-    for (const [name, value] of Object.entries(inputs)) {
-      const list = value === undefined ? [] : Array.isArray(value) ? value : [value];
-      list.forEach((t, i) => {
-        const label = Array.isArray(value) ? `${name}[${i}]` : name;
-        if (!(t instanceof Tensor)) throw new ValueError(`${kernelName}: ${label} is not a Tensor`);
-        if (t.isDisposed) {
-          throw new DisposedTensorError(`${kernelName}: ${label} (tensor ${t.id}, ${formatShape(t.shape)}) was disposed`);
+    for (const name in inputs) {
+      const value = inputs[name];
+      if (value === undefined) continue;
+      if (Array.isArray(value)) {
+        for (let i = 0; i < value.length; i++) {
+          this.checkInput(kernelName, value[i], name, i, found, foundName);
+          if (found === undefined) {
+            found = value[i];
+            foundName = `${name}[${i}]`;
+          }
         }
+      } else {
+        this.checkInput(kernelName, value, name, -1, found, foundName);
         if (found === undefined) {
-          found = t;
-          foundName = label;
-        } else if (t.backend !== found.backend) {
-          throw new BackendError(
-            `${kernelName}: ${label} is on backend '${t.backend.name}' but ${foundName} is on '${found.backend.name}'; move one with tensor.to(name)`,
-          );
+          found = value;
+          foundName = name;
         }
-      });
+      }
     }
     return found === undefined ? none : found.backend;
   }
 
+  /** Throws unless `t` is a live Tensor on `found`'s backend (when there is one). `index` < 0: not in a list. */
+  private checkInput(kernelName: string, t: unknown, name: string, index: number, found: Tensor | undefined, foundName: string): void {
+    if (!(t instanceof Tensor)) throw new ValueError(`${kernelName}: ${index < 0 ? name : `${name}[${index}]`} is not a Tensor`);
+    if (t.isDisposed) {
+      throw new DisposedTensorError(`${kernelName}: ${index < 0 ? name : `${name}[${index}]`} (tensor ${t.id}, ${formatShape(t.shape)}) was disposed`);
+    }
+    if (found !== undefined && t.backend !== found.backend) {
+      throw new BackendError(
+        `${kernelName}: ${index < 0 ? name : `${name}[${index}]`} is on backend '${t.backend.name}' but ${foundName} is on '${found.backend.name}'; move one with tensor.to(name)`,
+      );
+    }
+  }
+
   private inputInfos(inputs: Record<string, Tensor | Tensor[] | undefined>): object {
     const infos: Record<string, TensorInfo | TensorInfo[]> = {};
-    for (const [name, value] of Object.entries(inputs)) {
+    for (const name in inputs) {
+      const value = inputs[name];
       if (value === undefined) continue;
       infos[name] = Array.isArray(value) ? value.map((t) => t.info) : value.info;
     }
@@ -291,8 +308,11 @@ export class Engine {
     }
     const tensor = new Tensor(info, backend);
     this.tensorCounts.set(backend, (this.tensorCounts.get(backend) ?? 0) + 1);
-    this.finalizer.register(tensor, tensor.storage, tensor.storage);
-    this.scopes.at(-1)?.tensors.add(tensor);
+    // A tensor made inside a scope is disposed when the scope ends unless it escapes (returned or kept):
+    // the finalizer starts watching it then, which spares the hot path of every op a weak registration.
+    const scope = this.scopes.at(-1);
+    if (scope) scope.tensors.add(tensor);
+    else this.watch(tensor);
     this.debugHooks?.tensorCreated(tensor);
     return tensor;
   }
@@ -316,10 +336,17 @@ export class Engine {
     return this.makeTensor({ dataId: source.dataId, shape, dtype: source.dtype }, source.backend);
   }
 
+  /** The finalizer frees `tensor`'s buffer if it is collected undisposed (a safety net, once per tensor). */
+  private watch(tensor: Tensor): void {
+    if (tensor.storage.finalized || tensor.storage.disposed) return;
+    tensor.storage.finalized = true;
+    this.finalizer.register(tensor, tensor.storage, tensor.storage);
+  }
+
   disposeTensor(tensor: Tensor): void {
     const storage = tensor.storage;
     if (storage.disposed) return;
-    this.finalizer.unregister(storage);
+    if (storage.finalized) this.finalizer.unregister(storage);
     this.release(storage);
     const count = this.tensorCounts.get(storage.backend);
     if (count !== undefined) this.tensorCounts.set(storage.backend, count - 1);
@@ -400,14 +427,16 @@ export class Engine {
     const parent = this.scopes.at(-1);
     for (const tensor of scope.tensors) {
       if (tensor.kept) continue;
-      if (survivors.has(tensor)) parent?.tensors.add(tensor);
-      else tensor.dispose();
+      if (!survivors.has(tensor)) tensor.dispose();
+      else if (parent) parent.tensors.add(tensor);
+      else this.watch(tensor);
     }
   }
 
   keep<T extends Tensor>(tensor: T): T {
     tensor.kept = true;
     for (const scope of this.scopes) scope.tensors.delete(tensor);
+    this.watch(tensor);
     return tensor;
   }
 

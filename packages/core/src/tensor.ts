@@ -16,6 +16,8 @@ export interface TensorStorage {
   dataId: DataId;
   backend: Backend;
   disposed: boolean;
+  /** Whether the engine's finalizer watches the tensor (it is not until it can outlive every scope). */
+  finalized?: boolean;
 }
 
 let nextTensorId = 0;

@@ -5,7 +5,9 @@ import {
   KernelNotRegisteredError,
   type KernelRecord,
   add,
+  addDisposeObserver,
   addKernelObserver,
+  type DisposeRecord,
   getBackend,
   getBackendInstance,
   keep,
@@ -27,6 +29,8 @@ import {
   importBackendModules,
   tensorOn,
 } from "@blocksparse/core";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { ToyBackend } from "./toy_backend";
 
@@ -260,6 +264,50 @@ describe("tidy, keep and reference-counted buffers", () => {
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
     expect(backend.memory().buffers).toBe(buffers);
+  });
+});
+
+describe("the finalizer watches a tensor once it can outlive every scope", () => {
+  const collect = async (done: () => boolean) => {
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    for (let i = 0; i < 20 && !done(); i++) {
+      gc();
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  };
+
+  it("frees a tensor returned from tidy, or kept inside it, then dropped undisposed", async () => {
+    const backend = getBackendInstance("js");
+    const buffers = backend.memory().buffers;
+    (() => {
+      tidy(() => ones([1000]));
+      tidy(() => {
+        keep(ones([1000]));
+      });
+      tidy(() => tidy(() => ones([1000])));
+    })();
+    expect(backend.memory().buffers).toBe(buffers + 3);
+    await collect(() => backend.memory().buffers === buffers);
+    expect(backend.memory().buffers).toBe(buffers);
+  });
+
+  it("leaves a tensor disposed by its scope alone (reported once, by the scope)", async () => {
+    const backend = getBackendInstance("js");
+    const buffers = backend.memory().buffers;
+    const records: DisposeRecord[] = [];
+    const stop = addDisposeObserver((record) => records.push(record));
+    let id = -1;
+    try {
+      tidy(() => {
+        id = ones([1000]).id;
+      });
+      expect(backend.memory().buffers).toBe(buffers);
+      await collect(() => false);
+    } finally {
+      stop();
+    }
+    expect(records.filter((r) => r.id === id).map((r) => r.tensor === null)).toEqual([false]);
   });
 });
 
