@@ -14,9 +14,10 @@
 //
 // Usage: tc_bench [--mode check|time|decode] [--ops linear,matmul,sampled] [--paths auto,decode,wgmma,mma]
 //                 [--blocks 32,64,128] [--quick] [--dtype bf16|f16|f32] [--variants 0,1] [--tokens 8192,512]
-//                 [--shapes 4096x4096,4096x16384 (K x N)] [--densities 0.25,0.5]
+//                 [--shapes 4096x4096,4096x16384 (K x N)] [--densities 0.25,0.5] [--sets 3]
 // --variants applies to each of the wgmma and mma paths named (wgmma/v6 is dev's X-resident bsrLinear);
-// --tokens, --shapes and --densities replace each mode's defaults.
+// --tokens, --shapes and --densities replace each mode's defaults. --sets (time mode, default 3) is how many input
+// sets the launches rotate through: 1 keeps the inputs in L2 between launches, as in a training step.
 // --dtype f32 allows TF32 (bs::setAllowTf32) in check and time, so float32 runs on the TF32 mma.sync
 // kernels; decode keeps float32 exact (its kernel and cuBLAS both run plain float32).
 // Built without cuBLAS (TC_BENCH_NO_CUBLAS, bench/build.sh when the toolkit has none) the dense times read n/a;
@@ -540,6 +541,9 @@ struct Options {
   std::vector<Variant> variants;
   std::vector<int> blocks = {32, 64, 128};
   bool quick = false;
+  // time mode: input sets the launches rotate through (1: the inputs stay in L2 between launches, as an
+  // operand just written by the previous op of a training step does).
+  int sets = 3;
   bool blocksGiven = false, productsGiven = false, pathsGiven = false, variantsGiven = false;
   DType dtype = DType::BFloat16;
   std::vector<int64_t> tokens;                        // empty: the mode's defaults
@@ -575,6 +579,10 @@ Options parse(int argc, char** argv) {
     };
     if (arg == "--mode") o.mode = value();
     else if (arg == "--quick") o.quick = true;
+    else if (arg == "--sets") {
+      o.sets = std::atoi(value().c_str());
+      if (o.sets < 1 || o.sets > 16) usageError("--sets takes 1 to 16 input sets");
+    }
     else if (arg == "--tokens") {
       for (auto& t : split(value())) o.tokens.push_back(std::atoll(t.c_str()));
     } else if (arg == "--shapes") {
@@ -847,7 +855,7 @@ int runTiming(const Options& o) {
                                                           : std::vector<std::pair<int64_t, int64_t>>{
                                                                 {4096, 4096}, {4096, 16384}, {16384, 4096}};
   const std::vector<double> densities = !o.densities.empty() ? o.densities : std::vector<double>{0.5, 0.25, 0.1};
-  const int sets = 3;
+  const int sets = o.sets;
   Rng rng{777};
   std::vector<std::string> rows;
   for (Product product : o.products)
