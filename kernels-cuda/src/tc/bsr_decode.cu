@@ -24,6 +24,10 @@ constexpr int kVectorsInFlight = 8;      // W vectors per lane loaded before any
 // W bytes each warp should stream, which sets the warps per CTA: TcOptions::variant 0 (the default) and the
 // alternatives kept for measurement, 1-3.
 constexpr int kBytesPerWarp[] = {4096, 2048, 8192, 16384};
+// The default also gives each SM at least this many warps when there are few CTAs (few W rows), so that
+// enough loads are in flight: on an H200, 4096 rows (256 CTAs) ran 5-11% faster with 16 warps per CTA than
+// with the 8-9 that 4 KB per warp gives, and 16384 rows (1024 CTAs) 13% slower (decode.md, variant 1).
+constexpr int kWarpsPerSm = 32;
 
 template <int kWords>
 struct Vec {
@@ -261,19 +265,23 @@ bool decodeSupported(DType dtype, const void* x, const void* values, const void*
 
 bool decodeVariant(int variant) { return variant >= 0 && variant < kDecodeVariants; }
 
-int decodeWarps(DType dtype, const BsrPatternView& pattern, int variant) {
+int decodeWarps(DType dtype, const BsrPatternView& pattern, int variant, int numSms) {
   const double blocksPerRow = pattern.blockRows > 0 ? double(pattern.nnzBlocks) / pattern.blockRows : 0.0;
   const double sliceBytes = blocksPerRow * kSliceRows * pattern.blockWidth * dtypeSize(dtype);
-  const int bytesPerWarp = kBytesPerWarp[decodeVariant(variant) ? variant : 0];
-  return static_cast<int>(std::clamp(std::ceil(sliceBytes / bytesPerWarp), 1.0, double(kMaxWarps)));
+  const int v = decodeVariant(variant) ? variant : 0;
+  double warps = std::ceil(sliceBytes / kBytesPerWarp[v]);
+  // Never more warps than the slice has 16-row slabs to stream, whatever the occupancy floor asks.
+  const double ctas = std::max(1.0, double(pattern.rows / kSliceRows));
+  if (v == 0 && numSms > 0) warps = std::max(warps, std::min(std::ceil(kWarpsPerSm * double(numSms) / ctas), std::max(1.0, blocksPerRow)));
+  return static_cast<int>(std::clamp(warps, 1.0, double(kMaxWarps)));
 }
 
 void launchDecodeLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
-                        const BsrPatternView& pattern, int variant, cudaStream_t stream) {
+                        const BsrPatternView& pattern, int variant, int numSms, cudaStream_t stream) {
   const DecodeArgs args{m, pattern.rows, pattern.cols, pattern.blockHeight, pattern.blockRowPtr,
                         pattern.blockColIdx};
   const unsigned ctas = static_cast<unsigned>(pattern.rows / kSliceRows);
-  const int warps = decodeWarps(dtype, pattern, variant);
+  const int warps = decodeWarps(dtype, pattern, variant, numSms);
   if (dtype == DType::BFloat16)
     launchTyped<__nv_bfloat16>(x, values, bias, y, args, pattern.blockWidth, warps, ctas, stream);
   else if (dtype == DType::Float16)

@@ -169,7 +169,8 @@ bool tcBsrLinear(DType dtype, const void* x, const void* values, const void* bia
                                                    : options.path == TcPath::Decode && tc::decodeVariant(options.variant);
   if (decode && m <= kDecodeMaxTokens && currentDevice().major >= 8 &&
       tc::decodeSupported(dtype, x, values, bias, y, m, pattern)) {
-    tc::launchDecodeLinear(dtype, x, values, bias, y, m, pattern, std::max(options.variant, 0), stream);
+    tc::launchDecodeLinear(dtype, x, values, bias, y, m, pattern, std::max(options.variant, 0), currentDevice().sms,
+                           stream);
     return true;
   }
   if (options.path == TcPath::Decode) return false;
