@@ -63,6 +63,9 @@ struct MicroKernel {
   int nr;
   void (*run)(const Tile& tile);
   DecodeKernels decode;
+  // Packs K-contiguous lines into the [k][width] layout: dst[k * width + i] = lines[i * lineStride + k]
+  // for i < rows <= width (the rest of each width untouched).
+  void (*packTransposed)(const float* lines, int64_t lineStride, int64_t rows, int64_t depth, int width, float* dst);
 };
 
 MicroKernel scalarKernel();

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "microkernel.h"
+#include "pack.h"
 
 namespace bsk {
 namespace {
@@ -14,6 +15,11 @@ constexpr int NR = 16;
 void runAvx2(const Tile& tile) {
   __m256 acc[MR][2];
   for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+  // C's rows lie a row stride apart (a page or more): fetch them while the tile is computed.
+  for (int i = 0; i < tile.rows; i++) {
+    _mm_prefetch(reinterpret_cast<const char*>(tile.c + i * tile.ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(tile.c + i * tile.ldc + NR - 1), _MM_HINT_T0);
+  }
   for (int64_t s = 0; s < tile.segmentCount; s++) {
     const float* a = tile.segments[s].a;
     const float* b = tile.segments[s].b;
@@ -120,6 +126,6 @@ void blockAxpyAvx2(const float* w, int64_t R, int64_t C, const float* dy, int64_
 
 }  // namespace
 
-MicroKernel avx2Kernel() { return {"avx2", MR, NR, runAvx2, {blockDotAvx2, blockAxpyAvx2}}; }
+MicroKernel avx2Kernel() { return {"avx2", MR, NR, runAvx2, {blockDotAvx2, blockAxpyAvx2}, packTransposedAvx2}; }
 
 }  // namespace bsk

@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include "microkernel.h"
+#include "pack.h"
 
 namespace bsk {
 namespace {
@@ -13,6 +14,11 @@ constexpr int NR = 32;
 void runAvx512(const Tile& tile) {
   __m512 acc[MR][2];
   for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  // C's rows lie a row stride apart (a page or more): fetch them while the tile is computed.
+  for (int i = 0; i < tile.rows; i++) {
+    _mm_prefetch(reinterpret_cast<const char*>(tile.c + i * tile.ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(tile.c + i * tile.ldc + NR - 1), _MM_HINT_T0);
+  }
   for (int64_t s = 0; s < tile.segmentCount; s++) {
     const float* a = tile.segments[s].a;
     const float* b = tile.segments[s].b;
@@ -87,6 +93,6 @@ void blockAxpyAvx512(const float* w, int64_t R, int64_t C, const float* dy, int6
 
 }  // namespace
 
-MicroKernel avx512Kernel() { return {"avx512", MR, NR, runAvx512, {blockDotAvx512, blockAxpyAvx512}}; }
+MicroKernel avx512Kernel() { return {"avx512", MR, NR, runAvx512, {blockDotAvx512, blockAxpyAvx512}, packTransposedAvx2}; }
 
 }  // namespace bsk

@@ -1,5 +1,6 @@
 // Portable micro-kernel: plain loops the compiler vectorizes for the baseline target (SSE2, NEON).
 #include "microkernel.h"
+#include "pack.h"
 
 namespace bsk {
 namespace {
@@ -48,6 +49,6 @@ void blockAxpyScalar(const float* w, int64_t R, int64_t C, const float* dy, int6
 
 }  // namespace
 
-MicroKernel scalarKernel() { return {"scalar", MR, NR, runScalar, {blockDotScalar, blockAxpyScalar}}; }
+MicroKernel scalarKernel() { return {"scalar", MR, NR, runScalar, {blockDotScalar, blockAxpyScalar}, packTransposedPortable}; }
 
 }  // namespace bsk

@@ -10,4 +10,9 @@ namespace bsk {
 // dst[k * width + i] = a(row0 + i, k0 + k), zero for i >= rows.
 void packRows(MatrixView a, int64_t row0, int64_t rows, int64_t k0, int64_t depth, int width, float* dst);
 
+// MicroKernel::packTransposed, as plain loops (any CPU) and with 8 x 8 tiles transposed in AVX
+// registers (reads and writes both whole vectors).
+void packTransposedPortable(const float* lines, int64_t lineStride, int64_t rows, int64_t depth, int width, float* dst);
+void packTransposedAvx2(const float* lines, int64_t lineStride, int64_t rows, int64_t depth, int width, float* dst);
+
 }  // namespace bsk
