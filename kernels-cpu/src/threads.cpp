@@ -10,6 +10,11 @@
 namespace bsk {
 namespace {
 
+// A job's items are claimed from one word, (generation << kIndexBits) | next index, so a worker that
+// wakes after its job ended can never claim an item of it, nor of the next job by mistake.
+constexpr int kIndexBits = 40;
+constexpr uint64_t kIndexMask = (uint64_t(1) << kIndexBits) - 1;
+
 class ThreadPool {
  public:
   explicit ThreadPool(int threads) { start(threads); }
@@ -22,38 +27,42 @@ class ThreadPool {
     start(threads);
   }
 
+  // The caller runs items too and returns once every item is done: it never waits for a worker that
+  // has not started (on a busy machine a sleeping worker can take a scheduler slice to wake).
   void run(int64_t count, const std::function<void(int64_t)>& body) {
     if (count <= 0) return;
     if (workers_.empty() || count == 1) {
       for (int64_t i = 0; i < count; i++) body(i);
       return;
     }
+    const uint64_t generation = (posted_.load(std::memory_order_relaxed) + 1) & ((uint64_t(1) << (64 - kIndexBits)) - 1);
+    body_ = &body;
+    done_.store(0, std::memory_order_relaxed);
+    job_.store(generation << kIndexBits | static_cast<uint64_t>(count), std::memory_order_release);
+    next_.store(generation << kIndexBits, std::memory_order_release);
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      body_ = &body;
-      count_ = count;
-      next_.store(0);
-      busyWorkers_ = static_cast<int>(workers_.size());
-      unfinished_.store(busyWorkers_, std::memory_order_relaxed);
-      generation_++;
-      postedGeneration_.store(generation_, std::memory_order_release);
+      posted_.store(generation, std::memory_order_release);
     }
     wake_.notify_all();
     runItems();
     // The last items are usually finishing on the other threads right now: poll before sleeping.
+    const uint64_t total = static_cast<uint64_t>(count);
     const auto until = std::chrono::steady_clock::now() + kSpin;
-    while (unfinished_.load(std::memory_order_acquire) > 0 && std::chrono::steady_clock::now() < until) pause();
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [this] { return busyWorkers_ == 0; });
-    body_ = nullptr;
+    while (done_.load(std::memory_order_acquire) != total && std::chrono::steady_clock::now() < until) pause();
+    if (done_.load(std::memory_order_acquire) != total) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      finished_.wait(lock, [&] { return done_.load(std::memory_order_acquire) == total; });
+    }
   }
 
  private:
   void start(int threads) {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = false;
-    // A worker must know the generation it was started in: a job posted before it first runs is still its job.
-    for (int i = 1; i < threads; i++) workers_.emplace_back([this, seen = generation_] { workerLoop(seen); });
+    // A worker must know the job posted when it was started: a job posted before it first runs is still its job.
+    const uint64_t seen = posted_.load(std::memory_order_relaxed);
+    for (int i = 1; i < threads; i++) workers_.emplace_back([this, seen] { workerLoop(seen); });
   }
 
   void stop() {
@@ -68,9 +77,16 @@ class ThreadPool {
 
   void runItems() {
     for (;;) {
-      const int64_t i = next_.fetch_add(1);
-      if (i >= count_) return;
-      (*body_)(i);
+      uint64_t claim = next_.load(std::memory_order_acquire);
+      const uint64_t job = job_.load(std::memory_order_acquire);
+      if ((claim >> kIndexBits) != (job >> kIndexBits) || (claim & kIndexMask) >= (job & kIndexMask)) return;
+      if (!next_.compare_exchange_weak(claim, claim + 1, std::memory_order_acq_rel)) continue;
+      // Item claimed: the job cannot end (nor body_ change) before this item is counted done.
+      (*body_)(static_cast<int64_t>(claim & kIndexMask));
+      if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == (job & kIndexMask)) {
+        { std::lock_guard<std::mutex> lock(mutex_); }
+        finished_.notify_one();
+      }
     }
   }
 
@@ -79,7 +95,7 @@ class ThreadPool {
   // a scheduler slice to be woken, leaving the job to the calling thread alone.
   void spinForNextJob(uint64_t seen) const {
     const auto until = std::chrono::steady_clock::now() + kSpin;
-    while (postedGeneration_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < until) {
+    while (posted_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < until) {
       for (int i = 0; i < 64; i++) pause();
     }
   }
@@ -97,30 +113,27 @@ class ThreadPool {
       spinForNextJob(seen);
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+        wake_.wait(lock, [&] { return stopping_ || posted_.load(std::memory_order_relaxed) != seen; });
         if (stopping_) return;
-        seen = generation_;
+        seen = posted_.load(std::memory_order_relaxed);
       }
       runItems();
-      std::lock_guard<std::mutex> lock(mutex_);
-      unfinished_.store(--busyWorkers_, std::memory_order_release);
-      if (busyWorkers_ == 0) done_.notify_one();
     }
   }
 
   std::vector<std::thread> workers_;
   std::mutex mutex_;
   std::condition_variable wake_;
-  std::condition_variable done_;
+  std::condition_variable finished_;
+  // The running job's body; written by the caller before it publishes the job in next_.
   const std::function<void(int64_t)>* body_ = nullptr;
-  int64_t count_ = 0;
-  std::atomic<int64_t> next_{0};
-  int busyWorkers_ = 0;
-  // busyWorkers_, readable without the lock by the polling caller.
-  std::atomic<int> unfinished_{0};
-  uint64_t generation_ = 0;
-  // generation_, readable without the lock by spinning workers.
-  std::atomic<uint64_t> postedGeneration_{0};
+  // (generation << kIndexBits) | item count, and | next unclaimed item, of the latest job.
+  std::atomic<uint64_t> job_{0};
+  std::atomic<uint64_t> next_{0};
+  // Items of the latest job done.
+  std::atomic<uint64_t> done_{0};
+  // The latest job's generation, polled by spinning workers.
+  std::atomic<uint64_t> posted_{0};
   bool stopping_ = false;
   static constexpr std::chrono::microseconds kSpin{200};
 };
