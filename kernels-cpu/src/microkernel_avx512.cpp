@@ -2,6 +2,8 @@
 // (this file is built with -mavx512f -mfma).
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "microkernel.h"
 #include "pack.h"
 
@@ -19,19 +21,29 @@ void runAvx512(const Tile& tile) {
     _mm_prefetch(reinterpret_cast<const char*>(tile.c + i * tile.ldc), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(tile.c + i * tile.ldc + NR - 1), _MM_HINT_T0);
   }
+  auto step = [&](const float* a, const float* b) {
+    const __m512 b0 = _mm512_loadu_ps(b);
+    const __m512 b1 = _mm512_loadu_ps(b + 16);
+    for (int i = 0; i < MR; i++) {
+      const __m512 ai = _mm512_set1_ps(a[i]);
+      acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+    }
+  };
   for (int64_t s = 0; s < tile.segmentCount; s++) {
     const float* a = tile.segments[s].a;
     const float* b = tile.segments[s].b;
     int64_t k = tile.segments[s].k;
-    for (; k > 0; k--, a += MR, b += NR) {
-      const __m512 b0 = _mm512_loadu_ps(b);
-      const __m512 b1 = _mm512_loadu_ps(b + 16);
-      for (int i = 0; i < MR; i++) {
-        const __m512 ai = _mm512_set1_ps(a[i]);
-        acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
-        acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+    // The next segment's A lies elsewhere (another block's slice): fetch one line of it per step.
+    if (s + 1 < tile.segmentCount) {
+      const char* next = reinterpret_cast<const char*>(tile.segments[s + 1].a);
+      const int64_t lines = std::min(k, (tile.segments[s + 1].k * MR * int64_t(sizeof(float)) + 63) / 64);
+      for (int64_t line = 0; line < lines; line++, k--, a += MR, b += NR) {
+        _mm_prefetch(next + line * 64, _MM_HINT_T0);
+        step(a, b);
       }
     }
+    for (; k > 0; k--, a += MR, b += NR) step(a, b);
   }
   const int cols = tile.cols;
   const __mmask16 mask0 = cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1);
