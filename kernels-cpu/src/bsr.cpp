@@ -26,6 +26,22 @@ constexpr int64_t kStripsPerItem = 8;
 constexpr int64_t kSampledTokenChunk = 256;
 // Blocks of one block row per work item of the sampled product.
 constexpr int64_t kSampledRun = 8;
+// Work items per thread of the few-token products (contiguous stretches of the values).
+constexpr int64_t kDecodeRunsPerThread = 4;
+
+// Splits [0, outer) into at most `parts` runs [runs[i], runs[i + 1]) of about equal ptr counts.
+std::vector<int64_t> balancedRuns(const int32_t* ptr, int64_t outer, int64_t parts) {
+  std::vector<int64_t> runs{0};
+  const int64_t total = ptr[outer];
+  for (int64_t part = 1; part < parts; part++) {
+    const int64_t target = total * part / parts;
+    int64_t at = runs.back();
+    while (at < outer && ptr[at] < target) at++;
+    if (at > runs.back()) runs.push_back(at);
+  }
+  if (runs.back() < outer) runs.push_back(outer);
+  return runs;
+}
 
 // Column groups of one product: group g is output columns [g * width, (g + 1) * width) and sums
 // the blocks at positions [groupPtr[g], groupPtr[g + 1]); the block at position p multiplies the
@@ -121,6 +137,8 @@ void groupedProduct(const float* a, int64_t tokens, int64_t depth, const float* 
 // Few tokens: each block is read once, in stored order, and multiplied into every token; the dot
 // products stay as vector lanes until the block row's last block. The tokens' columns are first
 // regrouped by block column ([block column][token][C]), so a block's slice of x is contiguous.
+// Work items are runs of whole block rows with about equal blocks, so each thread streams a long
+// contiguous stretch of the values (the hardware prefetcher follows it; software prefetch measured slower).
 void bsrLinearFewTokens(const float* x, const BsrView& w, const float* bias, float* y, int64_t tokens) {
   const int64_t R = w.blockHeight;
   const int64_t C = w.blockWidth;
@@ -132,19 +150,23 @@ void bsrLinearFewTokens(const float* x, const BsrView& w, const float* bias, flo
   for (int64_t bc = 0; bc < blockCols; bc++) {
     for (int64_t t = 0; t < tokens; t++) std::copy(x + t * w.cols + bc * C, x + t * w.cols + (bc + 1) * C, px + (bc * tokens + t) * C);
   }
-  parallelFor(blockRows, [&](int64_t br) {
+  const std::vector<int64_t> runs = balancedRuns(w.blockRowPtr, blockRows, kDecodeRunsPerThread * threadCount());
+  const int64_t blockFloats = R * C;
+  parallelFor(static_cast<int64_t>(runs.size()) - 1, [&](int64_t run) {
     thread_local std::vector<float> lanes;
-    lanes.assign(static_cast<size_t>(tokens * R * kDotLanes), 0.0f);
-    for (int64_t p = w.blockRowPtr[br]; p < w.blockRowPtr[br + 1]; p++) {
-      decode.blockDot(w.values + p * R * C, R, C, px + int64_t(w.blockColIdx[p]) * tokens * C, C, tokens, lanes.data());
-    }
-    for (int64_t t = 0; t < tokens; t++) {
-      float* out = y + t * w.rows + br * R;
-      for (int64_t r = 0; r < R; r++) {
-        const float* acc = lanes.data() + (r * tokens + t) * kDotLanes;
-        float sum = bias != nullptr ? bias[br * R + r] : 0.0f;
-        for (int l = 0; l < kDotLanes; l++) sum += acc[l];
-        out[r] = sum;
+    for (int64_t br = runs[run]; br < runs[run + 1]; br++) {
+      lanes.assign(static_cast<size_t>(tokens * R * kDotLanes), 0.0f);
+      for (int64_t p = w.blockRowPtr[br]; p < w.blockRowPtr[br + 1]; p++) {
+        decode.blockDot(w.values + p * blockFloats, R, C, px + int64_t(w.blockColIdx[p]) * tokens * C, C, tokens, lanes.data());
+      }
+      for (int64_t t = 0; t < tokens; t++) {
+        float* out = y + t * w.rows + br * R;
+        for (int64_t r = 0; r < R; r++) {
+          const float* acc = lanes.data() + (r * tokens + t) * kDotLanes;
+          float sum = bias != nullptr ? bias[br * R + r] : 0.0f;
+          for (int l = 0; l < kDotLanes; l++) sum += acc[l];
+          out[r] = sum;
+        }
       }
     }
   });
