@@ -114,6 +114,8 @@ describe.skipIf(cpuMissing)("native products against float64", () => {
             { shape: [128, 192], block: [16, 64], density: 0.5, tokens: [1, 2, 4, 5, 6, 7, 8, 70] },
             { shape: [192, 96], block: [64, 32], density: 0.5, tokens: [1, 7, 8, 41] },
             { shape: [96, 160], block: [32, 16], density: 0.6, tokens: [3, 8, 9] },
+            // Many block rows, some empty: the decode loop's work items span several block rows.
+            { shape: [640, 64], block: [16, 16], density: 0.15, tokens: [1, 3] },
           ];
           for (const { shape, block, density, tokens: tokenCounts } of cases) {
             const [rows, cols] = shape;
