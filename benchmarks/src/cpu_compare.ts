@@ -1,12 +1,14 @@
 /**
- * The native cpu backend against the machine's BLAS, in one run: dense matmul against NumPy
+ * The native cpu backend against the machine's BLAS, side by side: dense matmul against NumPy
  * (OpenBLAS), the three block-sparse products against that dense rate and SciPy's BSR product,
  * batch-1 bsrLinear against dense batch 1 and against the time to read its weights at the memory
- * bandwidth measured here. Times are the best of N calls (the machine is shared); each of our
- * products is first checked against the js backend on the same inputs. NumPy and SciPy run when
- * `python3 -c "import numpy, scipy"` works, else a line says they were skipped.
+ * bandwidth measured here. The machine may be shared, so ours and NumPy's calls alternate in
+ * rounds (ours, then NumPy's, R times): a figure is the best of its rounds, each round's best is
+ * kept, and "ours ÷ theirs" is also given round by round (two figures from the same minute). Each
+ * of our products is first checked against the js backend on the same inputs. NumPy and SciPy run
+ * when `python3 -c "import numpy, scipy"` works, else a line says they were skipped.
  *
- *   tsx src/cpu_compare.ts [--repeats N] [--out DIR]   (writes DIR/<machine>/cpu-comparison.{json,md})
+ *   tsx src/cpu_compare.ts [--repeats N] [--rounds R] [--out DIR]   (writes DIR/<machine>/cpu-comparison.{json,md})
  */
 import "@blocksparse/backend-cpu";
 import { spawnSync } from "node:child_process";
@@ -17,8 +19,9 @@ import { cpuBackend } from "@blocksparse/backend-cpu";
 import { BsrPattern, type Tensor, bsrLinear, bsrMatmul, matmul, randn, sampledMatmul, setBackend, tidy } from "@blocksparse/core";
 import { describeMachine, gitState, repoRoot } from "./machine";
 
-const { values: args } = parseArgs({ options: { repeats: { type: "string", default: "7" }, out: { type: "string" } } });
+const { values: args } = parseArgs({ options: { repeats: { type: "string", default: "7" }, rounds: { type: "string", default: "3" }, out: { type: "string" } } });
 const repeats = Number(args.repeats);
+const rounds = Number(args.rounds);
 const DENSE_SHAPES: [number, number, number][] = [
   [256, 1024, 1024],
   [2048, 1024, 4096],
@@ -26,6 +29,9 @@ const DENSE_SHAPES: [number, number, number][] = [
 const BLOCK = 32;
 const DENSITY = 0.25;
 const DECODE = 4096;
+// Layers of the batch-1 stack: their weights (8 x 16 MiB block-sparse, 8 x 64 MiB dense) are more
+// than the last-level cache, so each layer reads its weights from memory, as in a model's decode step.
+const LAYERS = 8;
 
 // Written between calls of a cold-cache measurement, so the weights come from memory: more than the
 // last-level cache (cpuid reports 508 MiB of L3 on the 2-core cloud machine these figures come from).
@@ -43,6 +49,19 @@ function bestMs(run: () => Tensor, cold = false): number {
     const out = run();
     best = Math.min(best, performance.now() - start);
     out.dispose();
+  }
+  return best;
+}
+
+/** Best of N passes through every layer back to back, per layer. */
+function bestLayerMs(layers: (() => Tensor)[]): number {
+  let best = Number.POSITIVE_INFINITY;
+  for (let i = 0; i <= repeats; i++) {
+    const start = performance.now();
+    const outs = layers.map((layer) => layer());
+    const ms = (performance.now() - start) / layers.length;
+    if (i > 0) best = Math.min(best, ms);
+    for (const out of outs) out.dispose();
   }
   return best;
 }
@@ -93,16 +112,27 @@ interface Row {
   K: number;
   N: number;
   flop: number;
+  /** Best over every round. */
   ms: number;
   gflops: number;
+  /** Each round's best. */
+  roundMs: number[];
   checkError?: number;
 }
 
 function row(what: string, [M, K, N]: [number, number, number], flop: number, ms: number, checkError?: number): Row {
-  return { what, M, K, N, flop, ms, gflops: flop / (ms * 1e6), ...(checkError === undefined ? {} : { checkError }) };
+  return { what, M, K, N, flop, ms, gflops: flop / (ms * 1e6), roundMs: [ms], ...(checkError === undefined ? {} : { checkError }) };
 }
 
-function python(spec: object): { result?: Record<string, unknown>; skipped?: string } {
+interface PythonResult {
+  numpy?: string;
+  scipy?: string;
+  blas?: string;
+  dense: { M: number; K: number; N: number; ms: number }[];
+  bsr: { M: number; K: number; N: number; ms: number; nnzBlocks: number }[];
+}
+
+function python(spec: object): { result?: PythonResult; skipped?: string } {
   const probe = spawnSync("python3", ["-c", "import numpy, scipy"], { encoding: "utf8" });
   if (probe.error || probe.status !== 0) return { skipped: `python3 with numpy and scipy not found (${probe.error?.message ?? probe.stderr.trim().split("\n").pop()})` };
   const env = { ...process.env };
@@ -111,104 +141,179 @@ function python(spec: object): { result?: Record<string, unknown>; skipped?: str
   delete env.OPENBLAS_L2_SIZE;
   const run = spawnSync("python3", [join(repoRoot, "benchmarks", "cpu_compare.py"), JSON.stringify(spec)], { encoding: "utf8", env, maxBuffer: 1 << 24 });
   if (run.status !== 0) return { skipped: `cpu_compare.py failed: ${run.stderr.trim().split("\n").pop()}` };
-  return { result: JSON.parse(run.stdout) as Record<string, unknown> };
+  return { result: JSON.parse(run.stdout) as PythonResult };
 }
 
-function main(): void {
-  setBackend("cpu");
-  const build = cpuBackend().build;
+/** The batch-1 inputs, made once for every round. */
+interface DecodeInputs {
+  x: Tensor;
+  w: Tensor;
+  pattern: BsrPattern;
+  values: Tensor;
+  denseLayers: Tensor[];
+  sparseLayers: { pattern: BsrPattern; values: Tensor }[];
+}
+
+function decodeInputs(): DecodeInputs {
+  const pattern = BsrPattern.random([DECODE, DECODE], { blockShape: [BLOCK, BLOCK], density: DENSITY, seed: 8 });
+  const sparseLayers = Array.from({ length: LAYERS }, (_, i) => {
+    const layerPattern = BsrPattern.random([DECODE, DECODE], { blockShape: [BLOCK, BLOCK], density: DENSITY, seed: 20 + i });
+    return { pattern: layerPattern, values: randn([layerPattern.nnzBlocks, BLOCK, BLOCK], { seed: 40 + i }) };
+  });
+  return {
+    x: randn([1, DECODE], { seed: 6 }),
+    w: randn([DECODE, DECODE], { seed: 7 }),
+    pattern,
+    values: randn([pattern.nnzBlocks, BLOCK, BLOCK], { seed: 9 }),
+    denseLayers: Array.from({ length: LAYERS }, (_, i) => randn([DECODE, DECODE], { seed: 60 + i })),
+    sparseLayers,
+  };
+}
+
+/** One round of our products; the first round also checks them against js and times read-backs. */
+function measureOurs(first: boolean, decode: DecodeInputs, readBacks: { shape: [number, number]; ms: number }[]): Row[] {
   const rows: Row[] = [];
-  const readBacks: { shape: [number, number]; ms: number }[] = [];
   for (const shape of DENSE_SHAPES) {
     const [M, K, N] = shape;
     tidy(() => {
       const x = randn([M, K], { seed: 1 });
       const wDense = randn([K, N], { seed: 2 });
-      const check = M <= 256 ? checkAgainstJs(() => matmul(x, wDense), [x, wDense], ([a, b]) => matmul(a, b)) : undefined;
+      const small = first && M <= 256;
+      const check = small ? checkAgainstJs(() => matmul(x, wDense), [x, wDense], ([a, b]) => matmul(a, b)) : undefined;
       rows.push(row("dense matmul", shape, 2 * M * N * K, bestMs(() => matmul(x, wDense)), check));
-      readBacks.push({ shape: [M, N], ms: readBackMs(matmul(x, wDense)) });
+      if (first) readBacks.push({ shape: [M, N], ms: readBackMs(matmul(x, wDense)) });
       const pattern = BsrPattern.random([N, K], { blockShape: [BLOCK, BLOCK], density: DENSITY, seed: 3 });
       const values = randn([pattern.nnzBlocks, BLOCK, BLOCK], { seed: 4 });
       const dy = randn([M, N], { seed: 5 });
       const flop = 2 * M * pattern.nnzBlocks * BLOCK * BLOCK;
-      const small = M <= 256;
       rows.push(row(`bsrLinear b${BLOCK} d${DENSITY}`, shape, flop, bestMs(() => bsrLinear(x, values, pattern)), small ? checkAgainstJs(() => bsrLinear(x, values, pattern), [x, values], ([a, v]) => bsrLinear(a, v, pattern)) : undefined));
       rows.push(row(`bsrMatmul b${BLOCK} d${DENSITY}`, shape, flop, bestMs(() => bsrMatmul(dy, values, pattern)), small ? checkAgainstJs(() => bsrMatmul(dy, values, pattern), [dy, values], ([d, v]) => bsrMatmul(d, v, pattern)) : undefined));
       rows.push(row(`sampledMatmul b${BLOCK} d${DENSITY}`, shape, flop, bestMs(() => sampledMatmul(dy, x, pattern)), small ? checkAgainstJs(() => sampledMatmul(dy, x, pattern), [dy, x], ([d, a]) => sampledMatmul(d, a, pattern)) : undefined));
     });
   }
   // Batch 1: y = x W^T with W [4096, 4096], dense and at density 0.25.
+  const { x, w, pattern, values, denseLayers, sparseLayers } = decode;
   const decodeShape: [number, number, number] = [1, DECODE, DECODE];
-  let weightBytes = 0;
-  tidy(() => {
-    const x = randn([1, DECODE], { seed: 6 });
-    const w = randn([DECODE, DECODE], { seed: 7 });
-    rows.push(row("dense x·Wᵀ, batch 1", decodeShape, 2 * DECODE * DECODE, bestMs(() => matmul(x, w, { transposeB: true }))));
-    rows.push(row("dense x·Wᵀ, batch 1, cold cache", decodeShape, 2 * DECODE * DECODE, bestMs(() => matmul(x, w, { transposeB: true }), true)));
-    const pattern = BsrPattern.random([DECODE, DECODE], { blockShape: [BLOCK, BLOCK], density: DENSITY, seed: 8 });
-    const values = randn([pattern.nnzBlocks, BLOCK, BLOCK], { seed: 9 });
-    weightBytes = pattern.nnzBlocks * BLOCK * BLOCK * 4;
-    const check = checkAgainstJs(() => bsrLinear(x, values, pattern), [x, values], ([a, v]) => bsrLinear(a, v, pattern));
-    const flop = 2 * pattern.nnzBlocks * BLOCK * BLOCK;
-    rows.push(row(`bsrLinear b${BLOCK} d${DENSITY}, batch 1`, decodeShape, flop, bestMs(() => bsrLinear(x, values, pattern)), check));
-    rows.push(row(`bsrLinear b${BLOCK} d${DENSITY}, batch 1, cold cache`, decodeShape, flop, bestMs(() => bsrLinear(x, values, pattern), true)));
+  const denseFlop = 2 * DECODE * DECODE;
+  const sparseFlop = 2 * pattern.nnzBlocks * BLOCK * BLOCK;
+  rows.push(row("dense x·Wᵀ, batch 1", decodeShape, denseFlop, bestMs(() => matmul(x, w, { transposeB: true }))));
+  rows.push(row("dense x·Wᵀ, batch 1, cold cache", decodeShape, denseFlop, bestMs(() => matmul(x, w, { transposeB: true }), true)));
+  rows.push(row(`dense x·Wᵀ, batch 1, ${LAYERS}-layer stack`, decodeShape, denseFlop, bestLayerMs(denseLayers.map((layer) => () => matmul(x, layer, { transposeB: true })))));
+  const check = first ? checkAgainstJs(() => bsrLinear(x, values, pattern), [x, values], ([a, v]) => bsrLinear(a, v, pattern)) : undefined;
+  rows.push(row(`bsrLinear b${BLOCK} d${DENSITY}, batch 1`, decodeShape, sparseFlop, bestMs(() => bsrLinear(x, values, pattern)), check));
+  rows.push(row(`bsrLinear b${BLOCK} d${DENSITY}, batch 1, cold cache`, decodeShape, sparseFlop, bestMs(() => bsrLinear(x, values, pattern), true)));
+  rows.push(
+    row(
+      `bsrLinear b${BLOCK} d${DENSITY}, batch 1, ${LAYERS}-layer stack`,
+      decodeShape,
+      sparseFlop,
+      bestLayerMs(sparseLayers.map((layer) => () => bsrLinear(x, layer.values, layer.pattern))),
+    ),
+  );
+  return rows;
+}
+
+/** Folds a later round into the first: best over rounds, each round's best kept. */
+function mergeRound(into: Row[], round: Row[]): void {
+  round.forEach((r, i) => {
+    const kept = into[i];
+    kept.roundMs.push(r.ms);
+    if (r.ms < kept.ms) {
+      kept.ms = r.ms;
+      kept.gflops = r.gflops;
+    }
   });
+}
+
+function main(): void {
+  setBackend("cpu");
+  const build = cpuBackend().build;
+  const readBacks: { shape: [number, number]; ms: number }[] = [];
+  const decode = decodeInputs();
+  const pythonRounds: PythonResult[] = [];
+  let skipped: string | undefined;
+  let rows: Row[] = [];
+  for (let round = 0; round < rounds; round++) {
+    const ours = measureOurs(round === 0, decode, readBacks);
+    if (round === 0) rows = ours;
+    else mergeRound(rows, ours);
+    // SciPy's BSR product takes seconds a call and trails ours by far more than the noise: first round only.
+    const reference = python({
+      repeats,
+      dense: [...DENSE_SHAPES, [1, DECODE, DECODE]],
+      bsr: round === 0 ? DENSE_SHAPES.map(([M, K, N]) => [M, K, N, BLOCK, DENSITY]) : [],
+    });
+    if (reference.result) pythonRounds.push(reference.result);
+    else skipped = reference.skipped;
+    console.error(`round ${round + 1}/${rounds} done`);
+  }
   const bandwidth = copyBandwidth();
-  const reference = python({
-    repeats,
-    dense: [...DENSE_SHAPES, [1, DECODE, DECODE]],
-    bsr: DENSE_SHAPES.map(([M, K, N]) => [M, K, N, BLOCK, DENSITY]),
-  });
+  const weightBytes = decode.pattern.nnzBlocks * BLOCK * BLOCK * 4;
 
   const machine = describeMachine();
   const { commit, dirty } = gitState();
   const outDir = join(resolve(args.out ?? join(repoRoot, "benchmarks", "results")), machine.name);
   mkdirSync(outDir, { recursive: true });
-  const record = { date: new Date().toISOString(), commit, dirty, machine, build, repeats, copyBandwidthBytesPerSecond: bandwidth, weightBytes, rows, readBacks, reference };
+  const record = { date: new Date().toISOString(), commit, dirty, machine, build, repeats, rounds, copyBandwidthBytesPerSecond: bandwidth, weightBytes, rows, readBacks, reference: { skipped, rounds: pythonRounds } };
   writeFileSync(join(outDir, "cpu-comparison.json"), `${JSON.stringify(record, null, 2)}\n`);
 
-  const numpyDense = (reference.result?.dense ?? []) as { M: number; K: number; N: number; ms: number }[];
-  const scipyBsr = (reference.result?.bsr ?? []) as { M: number; K: number; N: number; ms: number; nnzBlocks: number }[];
-  const find = <T extends { M: number; K: number; N: number }>(list: T[], r: Row) => list.find((e) => e.M === r.M && e.K === r.K && e.N === r.N);
-  const cold = (r: Row) => r.what.endsWith("cold cache");
-  const denseOf = (r: Row) => rows.find((d) => d.what.startsWith("dense") && d.M === r.M && d.K === r.K && d.N === r.N && cold(d) === cold(r));
+  type Shaped = { M: number; K: number; N: number; ms: number };
+  const matches = (e: Shaped, r: Row) => e.M === r.M && e.K === r.K && e.N === r.N;
+  // NumPy's dense time for a row, round by round (undefined where none).
+  const numpyRounds = (r: Row) => pythonRounds.map((p) => p.dense.find((e) => matches(e, r))?.ms);
+  const scipyBsr = (r: Row) => pythonRounds[0]?.bsr.find((e) => matches(e, r));
+  const cold = (r: Row) => r.what.endsWith("cold cache") || r.what.endsWith("stack");
+  const condition = (r: Row) => (r.what.endsWith("cold cache") ? "cold" : r.what.endsWith("stack") ? "stack" : "warm");
+  const denseOf = (r: Row) => rows.find((d) => d.what.startsWith("dense") && d.M === r.M && d.K === r.K && d.N === r.N && condition(d) === condition(r));
+  const ms = (value: number) => value.toFixed(3);
+  const versions = pythonRounds[0];
   const lines = [
     `# The native cpu backend against NumPy and SciPy (${machine.cpuModel}, ${machine.cpuCores} cores)`,
     "",
     `${record.date}, commit ${commit.slice(0, 12)}${dirty ? " (dirty)" : ""}; micro-kernel ${build.isa} (${build.tileRows}x${build.tileCols}), ${build.threads} threads; float32.`,
-    `Best of ${repeats} calls per figure, in one run (\`pnpm -F @blocksparse/benchmarks exec tsx src/cpu_compare.ts\`); the machine is shared, so best-of is the figure least disturbed by other load.`,
+    `${rounds} rounds, each ours then NumPy's, best of ${repeats} calls per figure per round (\`pnpm -F @blocksparse/benchmarks exec tsx src/cpu_compare.ts --rounds ${rounds} --repeats ${repeats}\`); the machine is shared, so a figure is the best of its rounds, and each round's best is listed beside it.`,
     "Times are the product alone (the cpu backend is synchronous, so its output is complete when the op returns), like NumPy's `x @ w`; reading a result back is measured apart, below.",
-    `GFLOP/s count the non-zero work (2·M·nnz·R·C for the block-sparse products). "vs js" is max |ours − js| / max |js| on the same inputs.`,
-    reference.skipped ? `NumPy/SciPy skipped: ${reference.skipped}.` : `NumPy ${reference.result?.numpy} (${reference.result?.blas}), SciPy ${reference.result?.scipy}, OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset.`,
+    `GFLOP/s count the non-zero work (2·M·nnz·R·C for the block-sparse products). "ours ÷ theirs" is best against best, then round by round (the same minute). "vs js" is max |ours − js| / max |js| on the same inputs.`,
+    skipped && !versions ? `NumPy/SciPy skipped: ${skipped}.` : `NumPy ${versions?.numpy} (${versions?.blas}), SciPy ${versions?.scipy}, OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset; SciPy's BSR product in the first round only.`,
     "",
-    "| product | M×K×N | ms | GFLOP/s | vs our dense | NumPy / SciPy ms | NumPy / SciPy GFLOP/s | ours ÷ theirs (speed) | vs js |",
-    "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    "| product | M×K×N | ms | ms, each round | GFLOP/s | vs our dense | NumPy / SciPy ms | NumPy ms, each round | NumPy / SciPy GFLOP/s | ours ÷ theirs (speed) | each round | vs js |",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ];
   for (const r of rows) {
-    const theirs = cold(r) ? undefined : r.what.startsWith("dense") ? find(numpyDense, r) : r.what.startsWith("bsrLinear b") && r.M > 1 ? find(scipyBsr, r) : undefined;
+    const numpy = r.what.startsWith("dense") && !cold(r) ? numpyRounds(r) : [];
+    const numpyBest = numpy.some((v) => v !== undefined) ? Math.min(...numpy.filter((v): v is number => v !== undefined)) : undefined;
+    const scipy = r.what.startsWith("bsrLinear b") && r.M > 1 ? scipyBsr(r) : undefined;
+    const theirMs = numpyBest ?? scipy?.ms;
     const dense = denseOf(r);
     const relative = r.what.startsWith("dense") || !dense ? "" : `${(r.gflops / dense.gflops).toFixed(2)}x`;
-    const theirGflops = theirs ? r.flop / (theirs.ms * 1e6) : undefined;
+    const perRound = numpyBest === undefined ? "-" : r.roundMs.map((ours, i) => (numpy[i] === undefined ? "-" : `${((numpy[i] as number) / ours).toFixed(2)}x`)).join(" / ");
     lines.push(
-      `| ${r.what} | ${r.M}×${r.K}×${r.N} | ${r.ms.toFixed(3)} | ${r.gflops.toFixed(1)} | ${relative} | ${theirs ? theirs.ms.toFixed(3) : "-"} | ${theirGflops ? theirGflops.toFixed(1) : "-"} | ${theirs ? `${(theirs.ms / r.ms).toFixed(2)}x` : "-"} | ${r.checkError === undefined ? "-" : r.checkError.toExponential(1)} |`,
+      `| ${r.what} | ${r.M}×${r.K}×${r.N} | ${ms(r.ms)} | ${r.roundMs.map(ms).join(" / ")} | ${r.gflops.toFixed(1)} | ${relative} | ${theirMs === undefined ? "-" : ms(theirMs)} | ${numpyBest === undefined ? "-" : numpy.map((v) => (v === undefined ? "-" : ms(v))).join(" / ")} | ${theirMs === undefined ? "-" : (r.flop / (theirMs * 1e6)).toFixed(1)} | ${theirMs === undefined ? "-" : `${(theirMs / r.ms).toFixed(2)}x`} | ${perRound} | ${r.checkError === undefined ? "-" : r.checkError.toExponential(1)} |`,
     );
   }
-  // The cold-cache rows: a 16 MiB weight fits the last-level cache, so warm calls read it from there.
-  const decodeSparse = rows.find((r) => r.what.startsWith("bsrLinear") && r.M === 1 && r.what.endsWith("cold cache"));
-  const decodeDense = rows.find((r) => r.what.startsWith("dense") && r.M === 1 && r.what.endsWith("cold cache"));
+  const decodeRow = (sparse: boolean, how: string) => rows.find((r) => r.M === 1 && r.what.startsWith(sparse ? "bsrLinear" : "dense") && r.what.endsWith(how));
   const readMs = (weightBytes / bandwidth) * 1e3;
   lines.push(
     "",
-    `Reading a result back (\`dataSync()\`, a copy into new memory): ${readBacks.map(({ shape: [m, n], ms }) => `${m}×${n} float32 in ${ms.toFixed(3)} ms`).join(", ")}.`,
-    `Memory bandwidth (a 256 MiB Float32Array copy, read + write bytes): ${(bandwidth / 1e9).toFixed(1)} GB/s. Reading the batch-1 block-sparse weights (${(weightBytes / 2 ** 20).toFixed(1)} MiB) at that rate takes ${readMs.toFixed(3)} ms.`,
+    `Reading a result back (\`dataSync()\`, a copy into new memory): ${readBacks.map(({ shape: [m, n], ms: t }) => `${m}×${n} float32 in ${ms(t)} ms`).join(", ")}.`,
+    `Memory bandwidth (a 256 MiB Float32Array copy, read + write bytes): ${(bandwidth / 1e9).toFixed(1)} GB/s. Reading the batch-1 block-sparse weights (${(weightBytes / 2 ** 20).toFixed(1)} MiB) at that rate takes ${ms(readMs)} ms.`,
   );
-  if (decodeSparse && decodeDense) {
-    lines.push(
-      `Batch 1, 4096×4096, caches flushed before each call: bsrLinear at density ${DENSITY} takes ${decodeSparse.ms.toFixed(3)} ms, ${(decodeDense.ms / decodeSparse.ms).toFixed(2)}x faster than dense x·Wᵀ (${decodeDense.ms.toFixed(3)} ms), ${(decodeSparse.ms / readMs).toFixed(2)}x the time to read its weights.`,
-    );
+  // A 16 MiB weight fits the last-level cache, so warm calls read it from there: two ways to read it from memory.
+  for (const [how, label] of [
+    ["cold cache", "caches flushed before each call (the thread pool idle meanwhile)"],
+    ["stack", `${LAYERS} layers run back to back (${LAYERS} × ${(weightBytes / 2 ** 20).toFixed(0)} MiB block-sparse, ${LAYERS} × 64 MiB dense: more than the caches), per layer`],
+  ]) {
+    const sparse = decodeRow(true, how);
+    const dense = decodeRow(false, how);
+    if (sparse && dense) {
+      lines.push(
+        `Batch 1, 4096×4096, ${label}: bsrLinear at density ${DENSITY} takes ${ms(sparse.ms)} ms, ${(dense.ms / sparse.ms).toFixed(2)}x faster than dense x·Wᵀ (${ms(dense.ms)} ms), ${(sparse.ms / readMs).toFixed(2)}x the time to read its weights.`,
+      );
+    }
   }
   writeFileSync(join(outDir, "cpu-comparison.md"), `${lines.join("\n")}\n`);
   process.stdout.write(`${lines.join("\n")}\n`);
+  for (const t of [decode.x, decode.w, decode.values, ...decode.denseLayers, ...decode.sparseLayers.map((l) => l.values)]) t.dispose();
 }
 
 main();
