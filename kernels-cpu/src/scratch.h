@@ -4,6 +4,10 @@
 #include <cstdlib>
 #include <new>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 namespace bsk {
 
 class Scratch {
@@ -17,18 +21,24 @@ class Scratch {
   float* floats(size_t count) {
     if (count > capacity_) {
       std::free(data_);
-      const size_t bytes = ((count * sizeof(float) + 63) / 64) * 64;
-      data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
+      // A buffer of 2 MiB or more (a packed panel) is placed on whole huge pages: fewer TLB misses.
+      const size_t align = count * sizeof(float) >= kHugePage ? kHugePage : 64;
+      const size_t bytes = ((count * sizeof(float) + align - 1) / align) * align;
+      data_ = static_cast<float*>(std::aligned_alloc(align, bytes));
       if (data_ == nullptr) {
         capacity_ = 0;
         throw std::bad_alloc();
       }
+#if defined(__linux__)
+      if (align == kHugePage) madvise(data_, bytes, MADV_HUGEPAGE);
+#endif
       capacity_ = count;
     }
     return data_;
   }
 
  private:
+  static constexpr size_t kHugePage = size_t(2) << 20;
   float* data_ = nullptr;
   size_t capacity_ = 0;
 };
