@@ -130,6 +130,7 @@ interface PythonResult {
   blas?: string;
   dense: { M: number; K: number; N: number; ms: number }[];
   bsr: { M: number; K: number; N: number; ms: number; nnzBlocks: number }[];
+  stack: { M: number; K: number; N: number; layers: number; ms: number }[];
 }
 
 function python(spec: object): { result?: PythonResult; skipped?: string } {
@@ -242,6 +243,7 @@ function main(): void {
       repeats,
       dense: [...DENSE_SHAPES, [1, DECODE, DECODE]],
       bsr: round === 0 ? DENSE_SHAPES.map(([M, K, N]) => [M, K, N, BLOCK, DENSITY]) : [],
+      stack: [[1, DECODE, DECODE, LAYERS]],
     });
     if (reference.result) pythonRounds.push(reference.result);
     else skipped = reference.skipped;
@@ -260,9 +262,8 @@ function main(): void {
   type Shaped = { M: number; K: number; N: number; ms: number };
   const matches = (e: Shaped, r: Row) => e.M === r.M && e.K === r.K && e.N === r.N;
   // NumPy's dense time for a row, round by round (undefined where none).
-  const numpyRounds = (r: Row) => pythonRounds.map((p) => p.dense.find((e) => matches(e, r))?.ms);
+  const numpyRounds = (r: Row) => pythonRounds.map((p) => (r.what.endsWith("stack") ? p.stack : p.dense).find((e) => matches(e, r))?.ms);
   const scipyBsr = (r: Row) => pythonRounds[0]?.bsr.find((e) => matches(e, r));
-  const cold = (r: Row) => r.what.endsWith("cold cache") || r.what.endsWith("stack");
   const condition = (r: Row) => (r.what.endsWith("cold cache") ? "cold" : r.what.endsWith("stack") ? "stack" : "warm");
   const denseOf = (r: Row) => rows.find((d) => d.what.startsWith("dense") && d.M === r.M && d.K === r.K && d.N === r.N && condition(d) === condition(r));
   const ms = (value: number) => value.toFixed(3);
@@ -280,7 +281,7 @@ function main(): void {
     "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ];
   for (const r of rows) {
-    const numpy = r.what.startsWith("dense") && !cold(r) ? numpyRounds(r) : [];
+    const numpy = r.what.startsWith("dense") && condition(r) !== "cold" ? numpyRounds(r) : [];
     const numpyBest = numpy.some((v) => v !== undefined) ? Math.min(...numpy.filter((v): v is number => v !== undefined)) : undefined;
     const scipy = r.what.startsWith("bsrLinear b") && r.M > 1 ? scipyBsr(r) : undefined;
     const theirMs = numpyBest ?? scipy?.ms;
