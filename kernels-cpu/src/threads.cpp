@@ -11,7 +11,8 @@ namespace bsk {
 namespace {
 
 // A job's items are claimed from one word, (generation << kIndexBits) | next index, so a worker that
-// wakes after its job ended can never claim an item of it, nor of the next job by mistake.
+// wakes after its job ended cannot claim an item of it, nor one of a later job with a stale count
+// (short of 2^24 jobs passing between its two reads, when the 24-bit generation wraps).
 constexpr int kIndexBits = 40;
 constexpr uint64_t kIndexMask = (uint64_t(1) << kIndexBits) - 1;
 
