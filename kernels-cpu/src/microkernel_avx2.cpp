@@ -15,7 +15,7 @@ constexpr int NR = 16;
 void runAvx2(const Tile& tile) {
   __m256 acc[MR][2];
   for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-  // C's rows lie a row stride apart (a page or more): fetch them while the tile is computed.
+  // C's rows lie a row stride apart (in a large output, a page or more): fetch them while the tile is computed.
   for (int i = 0; i < tile.rows; i++) {
     _mm_prefetch(reinterpret_cast<const char*>(tile.c + i * tile.ldc), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(tile.c + i * tile.ldc + NR - 1), _MM_HINT_T0);
