@@ -20,15 +20,18 @@ import { applyEnvironmentSettings } from "./settings";
 /** Buffers of at least this many bytes are advised to use huge pages (a first touch then faults once per 2 MiB). */
 const HUGE_PAGE_MIN_BYTES = 4 * 2 ** 20;
 
-/** A typed array of the dtype's storage type over the first `length` elements of `buffer`. */
-function storageOver(dtype: DType, buffer: ArrayBuffer, length: number): BackendValues {
+/** Bytes a buffer holds beyond its storage, so the storage can start on a cache line. */
+const CACHE_LINE_BYTES = 64;
+
+/** A typed array of the dtype's storage type over `length` elements of `buffer` from `byteOffset`. */
+function storageOver(dtype: DType, buffer: ArrayBuffer, byteOffset: number, length: number): BackendValues {
   switch (dtype) {
     case "float32":
-      return new Float32Array(buffer, 0, length);
+      return new Float32Array(buffer, byteOffset, length);
     case "int32":
-      return new Int32Array(buffer, 0, length);
+      return new Int32Array(buffer, byteOffset, length);
     default:
-      return new Uint16Array(buffer, 0, length);
+      return new Uint16Array(buffer, byteOffset, length);
   }
 }
 
@@ -58,15 +61,17 @@ export class CpuBackend extends JsBackend {
     if (load.addon === null) throw new BackendError(`the native CPU backend is unavailable: ${load.reason}`);
     this.addon = load.addon;
     this.addonPath = load.path;
-    this.cache = new BufferCache((bytes) => this.newArrayBuffer(bytes));
+    this.cache = new BufferCache((bytes) => this.newArrayBuffer(bytes), undefined, CACHE_LINE_BYTES);
     applyEnvironmentSettings();
     // The js kernels run on this backend's buffers directly (same storage), so no kernel needs
     // delegateToJs's copies; the products are replaced by native ones.
     this.kernels = { ...jsKernels, ...productKernels(nativeCompute(this.addon)) } satisfies CompleteKernelTable<JsBackend>;
   }
 
+  /** Storage starts on a cache line (an ArrayBuffer's data is only 16-byte aligned), so the kernels' vector loads never straddle two lines. */
   protected override createStorage(dtype: DType, size: number): BackendValues {
-    return storageOver(dtype, this.cache.take(size * bytesPerElement(dtype)), size);
+    const buffer = this.cache.take(size * bytesPerElement(dtype));
+    return storageOver(dtype, buffer, this.addon.alignmentOffset(buffer), size);
   }
 
   protected override releaseStorage(values: BackendValues): void {
@@ -76,7 +81,7 @@ export class CpuBackend extends JsBackend {
   /** A copy of the buffer in new memory (huge pages when large, so the copy does not fault per 4 KiB page). */
   override readSync(dataId: DataId): BackendValues {
     const { values, dtype } = this.buffer(dataId);
-    const out = storageOver(dtype, this.newArrayBuffer(values.byteLength), values.length);
+    const out = storageOver(dtype, this.newArrayBuffer(values.byteLength), 0, values.length);
     out.set(values);
     return out;
   }

@@ -39,13 +39,16 @@ export class BufferCache {
   /**
    * @param newBuffer makes the memory of a size class when the cache has none (a plain ArrayBuffer,
    *   or one the backend prepares, e.g. advised to use huge pages)
+   * @param padBytes bytes every buffer holds beyond its class (room to start the storage on a cache
+   *   line); the figures and the limit count the classes
    */
   constructor(
     private readonly newBuffer: (bytes: number) => ArrayBuffer,
     public limitBytes = DEFAULT_CACHE_LIMIT_BYTES,
+    private readonly padBytes = 0,
   ) {}
 
-  /** An ArrayBuffer of sizeClass(byteLength) bytes: a cached one when there is one (contents unspecified), else a new zeroed one. */
+  /** An ArrayBuffer of sizeClass(byteLength) + padBytes bytes: a cached one when there is one (contents unspecified), else a new zeroed one. */
   take(byteLength: number): ArrayBuffer {
     const bytes = sizeClass(byteLength);
     const cached = this.free.get(bytes)?.pop();
@@ -56,12 +59,12 @@ export class BufferCache {
       return cached;
     }
     this.cacheMisses++;
-    return this.newBuffer(bytes);
+    return this.newBuffer(bytes + this.padBytes);
   }
 
   /** Keeps a buffer `take` returned, once nothing uses it, for the next request of its class (unless over the limit). */
   give(buffer: ArrayBuffer): void {
-    const bytes = buffer.byteLength;
+    const bytes = buffer.byteLength - this.padBytes;
     if (bytes !== sizeClass(bytes) || this.cachedBytes + bytes > this.limitBytes) return;
     let list = this.free.get(bytes);
     if (list === undefined) {

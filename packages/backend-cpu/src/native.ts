@@ -54,6 +54,8 @@ export interface NativeAddon {
   setIsa(isa: NativeIsa): boolean;
   /** Asks Linux to back the buffer's untouched whole 2 MiB pages with huge pages; returns the bytes advised (0 where unsupported). */
   adviseHugePages(buffer: ArrayBuffer): number;
+  /** Bytes from the buffer's start to its first 64-byte boundary (a multiple of 4, below 64), where storage starts. */
+  alignmentOffset(buffer: ArrayBuffer): number;
   /** C[cOffset..] (m x n) = op(A[aOffset..]) op(B[bOffset..]), row-major. */
   matmul(
     a: Float32Array,
@@ -77,4 +79,4 @@ export interface NativeAddon {
 }
 
 /** Every function the addon must export (checked when it is loaded). */
-export const NATIVE_FUNCTIONS = ["buildInfo", "setThreads", "setIsa", "adviseHugePages", "matmul", "bsrLinear", "bsrMatmul", "sampledMatmul"] as const satisfies readonly (keyof NativeAddon)[];
+export const NATIVE_FUNCTIONS = ["buildInfo", "setThreads", "setIsa", "adviseHugePages", "alignmentOffset", "matmul", "bsrLinear", "bsrMatmul", "sampledMatmul"] as const satisfies readonly (keyof NativeAddon)[];

@@ -49,6 +49,17 @@ describe("sizeClass", () => {
     expect(cache.stats().cachedBytes).toBe(0);
     expect(cache.take(1000)).not.toBe(big);
   });
+
+  it("a padded BufferCache makes each buffer its class plus the pad and counts classes", () => {
+    const cache = new BufferCache((bytes) => new ArrayBuffer(bytes), 1024, 64);
+    const a = cache.take(300);
+    expect(a.byteLength).toBe(320 + 64);
+    cache.give(a);
+    expect(cache.stats().cachedBytes).toBe(320);
+    expect(cache.take(310)).toBe(a);
+    cache.give(new ArrayBuffer(300)); // not a class plus the pad: not kept
+    expect(cache.stats().cachedBuffers).toBe(0);
+  });
 });
 
 describe.skipIf(cpuMissing)("cpu memory: caching allocator, no leaks, out of memory", () => {
@@ -173,6 +184,28 @@ describe.skipIf(cpuMissing)("cpu memory: caching allocator, no leaks, out of mem
     const t = tensor([1, 2, 3], [3]);
     expect(Array.from(t.dataSync())).toEqual([1, 2, 3]);
     t.dispose();
+  });
+
+  it("storage starts on a cache line: at the buffer's alignment offset, a multiple of 4 below 64, for every dtype and for reused memory", () => {
+    for (const bytes of [8, 1000, 4096, 3 << 20]) {
+      const offset = backend.addon.alignmentOffset(new ArrayBuffer(bytes));
+      expect(offset % 4).toBe(0);
+      expect(offset).toBeGreaterThanOrEqual(0);
+      expect(offset).toBeLessThan(64);
+    }
+    for (const dtype of ["float32", "float16", "bfloat16", "int32"] as const) {
+      const first = backend.allocate(dtype, 1000);
+      const values = storageOf(first);
+      expect(values.byteOffset).toBe(backend.addon.alignmentOffset(values.buffer as ArrayBuffer));
+      expect(values.length).toBe(1000);
+      expect(values.byteOffset + values.byteLength).toBeLessThanOrEqual(values.buffer.byteLength);
+      backend.free(first);
+      const second = backend.allocate(dtype, 1000);
+      expect(storageOf(second).buffer).toBe(values.buffer);
+      expect(storageOf(second).byteOffset).toBe(values.byteOffset);
+      backend.free(second);
+    }
+    expect(() => backend.addon.alignmentOffset(new Float32Array(4) as unknown as ArrayBuffer)).toThrow(/must be an ArrayBuffer/);
   });
 
   it("huge-page advice covers whole 2 MiB pages inside the buffer, or nothing where unsupported", () => {
