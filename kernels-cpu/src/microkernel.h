@@ -57,6 +57,32 @@ inline void forTokenGroups(int64_t tokens, Run run) {
   }
 }
 
+// The K loop every SIMD micro-kernel shares: step(a, b) for each of the tile's K steps, segment
+// by segment (a advances MR floats a step, b NR). It fetches C's rows first (a row stride apart: in
+// a large output a page or more) and, during each segment, the next segment's A slice (another
+// block's columns) one cache line per step.
+template <int MR, int NR, typename Step>
+inline void forEachStep(const Tile& tile, Step step) {
+  for (int i = 0; i < tile.rows; i++) {
+    __builtin_prefetch(tile.c + i * tile.ldc);
+    __builtin_prefetch(tile.c + i * tile.ldc + NR - 1);
+  }
+  for (int64_t s = 0; s < tile.segmentCount; s++) {
+    const float* a = tile.segments[s].a;
+    const float* b = tile.segments[s].b;
+    int64_t k = tile.segments[s].k;
+    if (s + 1 < tile.segmentCount) {
+      const char* next = reinterpret_cast<const char*>(tile.segments[s + 1].a);
+      const int64_t lines = std::min(k, (tile.segments[s + 1].k * MR * int64_t(sizeof(float)) + 63) / 64);
+      for (int64_t line = 0; line < lines; line++, k--, a += MR, b += NR) {
+        __builtin_prefetch(next + line * 64);
+        step(a, b);
+      }
+    }
+    for (; k > 0; k--, a += MR, b += NR) step(a, b);
+  }
+}
+
 struct MicroKernel {
   const char* name;
   int mr;

@@ -16,12 +16,7 @@ constexpr int NR = 32;
 void runAvx512(const Tile& tile) {
   __m512 acc[MR][2];
   for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-  // C's rows lie a row stride apart (in a large output, a page or more): fetch them while the tile is computed.
-  for (int i = 0; i < tile.rows; i++) {
-    _mm_prefetch(reinterpret_cast<const char*>(tile.c + i * tile.ldc), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(tile.c + i * tile.ldc + NR - 1), _MM_HINT_T0);
-  }
-  auto step = [&](const float* a, const float* b) {
+  forEachStep<MR, NR>(tile, [&](const float* a, const float* b) {
     const __m512 b0 = _mm512_loadu_ps(b);
     const __m512 b1 = _mm512_loadu_ps(b + 16);
     for (int i = 0; i < MR; i++) {
@@ -29,22 +24,7 @@ void runAvx512(const Tile& tile) {
       acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
       acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
     }
-  };
-  for (int64_t s = 0; s < tile.segmentCount; s++) {
-    const float* a = tile.segments[s].a;
-    const float* b = tile.segments[s].b;
-    int64_t k = tile.segments[s].k;
-    // The next segment's A lies elsewhere (another block's slice): fetch one line of it per step.
-    if (s + 1 < tile.segmentCount) {
-      const char* next = reinterpret_cast<const char*>(tile.segments[s + 1].a);
-      const int64_t lines = std::min(k, (tile.segments[s + 1].k * MR * int64_t(sizeof(float)) + 63) / 64);
-      for (int64_t line = 0; line < lines; line++, k--, a += MR, b += NR) {
-        _mm_prefetch(next + line * 64, _MM_HINT_T0);
-        step(a, b);
-      }
-    }
-    for (; k > 0; k--, a += MR, b += NR) step(a, b);
-  }
+  });
   const int cols = tile.cols;
   const __mmask16 mask0 = cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1);
   const __mmask16 mask1 = cols >= 32 ? __mmask16(0xffff) : cols <= 16 ? __mmask16(0) : __mmask16((1u << (cols - 16)) - 1);
