@@ -18,8 +18,14 @@ setBackend("cpu");
 if (args.threads) setCpuThreads(Number(args.threads));
 const addon = cpuBackend().addon;
 
+/** A Float32Array starting on a cache line, as the backend's tensors do (an ArrayBuffer's data is only 16-byte aligned). */
+function aligned(length: number): Float32Array {
+  const buffer = new ArrayBuffer(length * 4 + 64);
+  return new Float32Array(buffer, addon.alignmentOffset(buffer), length);
+}
+
 function random(length: number, seed: number): Float32Array {
-  return new SeededRandom(seed).fillNormal(new Float32Array(length));
+  return new SeededRandom(seed).fillNormal(aligned(length));
 }
 
 /** Best wall time of N calls, and the best CPU time (all threads of this process) of one call. */
@@ -59,15 +65,15 @@ for (const [M, K, N] of [
 ]) {
   const a = random(M * K, 1);
   const b = random(K * N, 2);
-  const c = new Float32Array(M * N);
+  const c = aligned(M * N);
   const shape = `${M}x${K}x${N}`;
   if (wanted(`dense ${shape}`)) report(`dense ${shape}`, 2 * M * N * K, best(() => addon.matmul(a, 0, b, 0, c, 0, M, N, K, false, false)));
   const pattern = BsrPattern.random([N, K], { blockShape: [32, 32], density: 0.25, seed: 3 });
   const values = random(pattern.nnzBlocks * 1024, 4);
   const dy = random(M * N, 5);
-  const y = new Float32Array(M * N);
-  const dx = new Float32Array(M * K);
-  const dw = new Float32Array(pattern.nnzBlocks * 1024);
+  const y = aligned(M * N);
+  const dx = aligned(M * K);
+  const dw = aligned(pattern.nnzBlocks * 1024);
   const sizes = { rows: N, cols: K, blockHeight: 32, blockWidth: 32 };
   const rowIndex = { ...sizes, blockRowPtr: pattern.blockRowPtr, blockColIdx: pattern.blockColIdx };
   const columnIndex = { ...sizes, ...pattern.columnIndex };
@@ -80,7 +86,7 @@ const D = 4096;
 for (const batch of [1, 4, 8]) {
   const x = random(batch * D, 6);
   const w = random(D * D, 7);
-  const y = new Float32Array(batch * D);
+  const y = aligned(batch * D);
   if (wanted(`decode dense b${batch}`)) report(`decode dense x·Wᵀ batch ${batch}`, 2 * batch * D * D, best(() => addon.matmul(x, 0, w, 0, y, 0, batch, D, D, false, true)));
   const pattern = BsrPattern.random([D, D], { blockShape: [32, 32], density: 0.25, seed: 8 });
   const values = random(pattern.nnzBlocks * 1024, 9);
