@@ -41,27 +41,44 @@ void runAvx512(const Tile& tile) {
 
 __mmask16 firstLanes(int64_t count) { return count >= 16 ? __mmask16(0xffff) : __mmask16((1u << count) - 1); }
 
+// Columns [c0, c0 + 16 V) of a block into T tokens: the tokens' slice of x stays in registers
+// across the block's rows, so each row loads only its weights and its T partial sums (at T = 8,
+// reloading x for every row made the loads, not the FMAs, the bound). The last vector is masked.
+template <int T, int V>
+void blockDotColumns(const float* w, int64_t R, int64_t C, int64_t c0, __mmask16 last, const float* x, int64_t ldx, int64_t tokens, float* lanes) {
+  __m512 xv[T][V];
+  for (int t = 0; t < T; t++) {
+    for (int v = 0; v < V; v++) xv[t][v] = _mm512_maskz_loadu_ps(v == V - 1 ? last : __mmask16(0xffff), x + t * ldx + c0 + v * 16);
+  }
+  for (int64_t r = 0; r < R; r++) {
+    const float* row = w + r * C + c0;
+    float* out = lanes + r * tokens * kDotLanes;
+    __m512 acc[T];
+    for (int t = 0; t < T; t++) acc[t] = _mm512_loadu_ps(out + t * kDotLanes);
+    for (int v = 0; v < V; v++) {
+      const __m512 wv = _mm512_maskz_loadu_ps(v == V - 1 ? last : __mmask16(0xffff), row + v * 16);
+      for (int t = 0; t < T; t++) acc[t] = _mm512_fmadd_ps(wv, xv[t][v], acc[t]);
+    }
+    for (int t = 0; t < T; t++) _mm512_storeu_ps(out + t * kDotLanes, acc[t]);
+  }
+}
+
 void blockDotAvx512(const float* w, int64_t R, int64_t C, const float* x, int64_t ldx, int64_t tokens, float* lanes) {
   forTokenGroups(tokens, [&](auto group, int64_t t0) {
     constexpr int T = decltype(group)::value;
+    // x in T x V registers beside T accumulators; V <= 4 keeps each row's FMA chain short.
+    constexpr int V = T <= 4 ? 4 : 2;
     const float* xs = x + t0 * ldx;
     float* out = lanes + t0 * kDotLanes;
-    const int64_t full = C / 16 * 16;
-    const __mmask16 tail = firstLanes(C - full);
-    for (int64_t r = 0; r < R; r++) {
-      const float* row = w + r * C;
-      __m512 acc[T];
-      for (int t = 0; t < T; t++) acc[t] = _mm512_loadu_ps(out + (r * tokens + t) * kDotLanes);
-      for (int64_t c = 0; c < full; c += 16) {
-        const __m512 wv = _mm512_loadu_ps(row + c);
-        for (int t = 0; t < T; t++) acc[t] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(xs + t * ldx + c), acc[t]);
+    int64_t c = 0;
+    for (; c + 16 * V <= C; c += 16 * V) blockDotColumns<T, V>(w, R, C, c, __mmask16(0xffff), xs, ldx, tokens, out);
+    if constexpr (V > 2) {
+      if (c + 32 <= C) {
+        blockDotColumns<T, 2>(w, R, C, c, __mmask16(0xffff), xs, ldx, tokens, out);
+        c += 32;
       }
-      if (full < C) {
-        const __m512 wv = _mm512_maskz_loadu_ps(tail, row + full);
-        for (int t = 0; t < T; t++) acc[t] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(tail, xs + t * ldx + full), acc[t]);
-      }
-      for (int t = 0; t < T; t++) _mm512_storeu_ps(out + (r * tokens + t) * kDotLanes, acc[t]);
     }
+    for (; c < C; c += 16) blockDotColumns<T, 1>(w, R, C, c, firstLanes(C - c), xs, ldx, tokens, out);
   });
 }
 
