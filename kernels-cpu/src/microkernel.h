@@ -36,24 +36,29 @@ struct DecodeKernels {
   void (*blockAxpy)(const float* w, int64_t R, int64_t C, const float* dy, int64_t lddy, int64_t tokens, float* out);
 };
 
-// Token counts the decode kernels take at once (more run in groups of this many).
+// Token counts the decode kernels take at once (more run in groups of at most this many).
 constexpr int64_t kDecodeTokens = 8;
 
-// Runs run(std::integral_constant<int, T>{}, t0) for tokens [t0, t0 + T) in groups of at most
-// kDecodeTokens, so each ISA's decode loops are compiled for a fixed token count (accumulators in registers).
-template <typename Run>
+// Runs run(std::integral_constant<int, T>{}, t0) for tokens [t0, t0 + T) in groups of about equal
+// size, at most maxTokens (<= kDecodeTokens) each, so each ISA's decode loops are compiled for a fixed
+// token count whose accumulators fit its registers (9 tokens: 5 + 4, not 8 + 1).
+template <int maxTokens = kDecodeTokens, typename Run>
 inline void forTokenGroups(int64_t tokens, Run run) {
-  for (int64_t t0 = 0; t0 < tokens; t0 += kDecodeTokens) {
-    switch (std::min(kDecodeTokens, tokens - t0)) {
+  static_assert(maxTokens >= 1 && maxTokens <= kDecodeTokens);
+  const int64_t groups = (tokens + maxTokens - 1) / maxTokens;
+  for (int64_t g = 0, t0 = 0; g < groups; g++) {
+    const int64_t size = (tokens - t0) / (groups - g) + ((tokens - t0) % (groups - g) != 0 ? 1 : 0);
+    switch (size) {
       case 1: run(std::integral_constant<int, 1>{}, t0); break;
       case 2: run(std::integral_constant<int, 2>{}, t0); break;
       case 3: run(std::integral_constant<int, 3>{}, t0); break;
       case 4: run(std::integral_constant<int, 4>{}, t0); break;
-      case 5: run(std::integral_constant<int, 5>{}, t0); break;
-      case 6: run(std::integral_constant<int, 6>{}, t0); break;
-      case 7: run(std::integral_constant<int, 7>{}, t0); break;
-      default: run(std::integral_constant<int, 8>{}, t0); break;
+      case 5: if constexpr (maxTokens >= 5) run(std::integral_constant<int, 5>{}, t0); break;
+      case 6: if constexpr (maxTokens >= 6) run(std::integral_constant<int, 6>{}, t0); break;
+      case 7: if constexpr (maxTokens >= 7) run(std::integral_constant<int, 7>{}, t0); break;
+      default: if constexpr (maxTokens >= 8) run(std::integral_constant<int, 8>{}, t0); break;
     }
+    t0 += size;
   }
 }
 

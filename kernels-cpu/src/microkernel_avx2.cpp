@@ -53,45 +53,56 @@ __m256i firstLanes(int64_t count) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::min<int64_t>(count, 8))), index);
 }
 
-// kDotLanes = 16 lanes as two ymm halves.
+// Eight columns a chunk: chunk j adds into half j % 2 of the kDotLanes = 16 lanes (two ymm halves).
+// V chunks of one half, j0, j0 + 2, ..., into T tokens: the tokens' slice of x stays in registers
+// across the block's rows, so each row loads only its weights and its T partial sums (reloading x
+// for every row made the loads, not the FMAs, the bound). With maskedLast, the last chunk is C's tail.
+template <int T, int V, bool maskedLast>
+void blockDotChunks(const float* w, int64_t R, int64_t C, int64_t j0, __m256i tail, const float* x, int64_t ldx, int64_t tokens, float* lanes) {
+  const auto load = [&](const float* p, int v) { return maskedLast && v == V - 1 ? _mm256_maskload_ps(p, tail) : _mm256_loadu_ps(p); };
+  __m256 xv[T][V];
+  for (int t = 0; t < T; t++) {
+    for (int v = 0; v < V; v++) xv[t][v] = load(x + t * ldx + (j0 + 2 * v) * 8, v);
+  }
+  const int64_t half = (j0 % 2) * 8;
+  for (int64_t r = 0; r < R; r++) {
+    const float* row = w + r * C + j0 * 8;
+    float* out = lanes + r * tokens * kDotLanes + half;
+    __m256 acc[T];
+    for (int t = 0; t < T; t++) acc[t] = _mm256_loadu_ps(out + t * kDotLanes);
+    for (int v = 0; v < V; v++) {
+      const __m256 wv = load(row + v * 16, v);
+      for (int t = 0; t < T; t++) acc[t] = _mm256_fmadd_ps(wv, xv[t][v], acc[t]);
+    }
+    for (int t = 0; t < T; t++) _mm256_storeu_ps(out + t * kDotLanes, acc[t]);
+  }
+}
+
+// At most 4 tokens at once: T x V registers of x, T accumulators and a weight vector fit the 16 ymm registers.
 void blockDotAvx2(const float* w, int64_t R, int64_t C, const float* x, int64_t ldx, int64_t tokens, float* lanes) {
-  forTokenGroups(tokens, [&](auto group, int64_t t0) {
+  forTokenGroups<4>(tokens, [&](auto group, int64_t t0) {
     constexpr int T = decltype(group)::value;
+    constexpr int V = T <= 2 ? 4 : 2;
     const float* xs = x + t0 * ldx;
     float* out = lanes + t0 * kDotLanes;
-    const int64_t full = C / 8 * 8;
-    const __m256i tail = firstLanes(C - full);
-    // Full 8-wide chunks alternate between the two halves; the tail lands in the half that comes next.
-    const int tailHalf = static_cast<int>((full / 8) % 2);
-    for (int64_t r = 0; r < R; r++) {
-      const float* row = w + r * C;
-      __m256 acc[T][2];
-      for (int t = 0; t < T; t++) {
-        acc[t][0] = _mm256_loadu_ps(out + (r * tokens + t) * kDotLanes);
-        acc[t][1] = _mm256_loadu_ps(out + (r * tokens + t) * kDotLanes + 8);
-      }
-      int64_t c = 0;
-      for (; c + 16 <= full; c += 16) {
-        const __m256 w0 = _mm256_loadu_ps(row + c);
-        const __m256 w1 = _mm256_loadu_ps(row + c + 8);
-        for (int t = 0; t < T; t++) {
-          acc[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xs + t * ldx + c), acc[t][0]);
-          acc[t][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xs + t * ldx + c + 8), acc[t][1]);
+    const int64_t chunks = (C + 7) / 8;
+    const __m256i tail = firstLanes(C - (chunks - 1) * 8);
+    const bool ragged = C % 8 != 0;
+    for (int64_t j0 = 0; j0 < 2; j0++) {
+      int64_t j = j0;
+      for (; j + 2 * (V - 1) < chunks; j += 2 * V) {
+        if (ragged && j + 2 * (V - 1) == chunks - 1) {
+          blockDotChunks<T, V, true>(w, R, C, j, tail, xs, ldx, tokens, out);
+        } else {
+          blockDotChunks<T, V, false>(w, R, C, j, tail, xs, ldx, tokens, out);
         }
       }
-      if (c < full) {
-        const __m256 w0 = _mm256_loadu_ps(row + c);
-        for (int t = 0; t < T; t++) acc[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xs + t * ldx + c), acc[t][0]);
-      }
-      if (full < C) {
-        const __m256 wv = _mm256_maskload_ps(row + full, tail);
-        for (int t = 0; t < T; t++) {
-          acc[t][tailHalf] = _mm256_fmadd_ps(wv, _mm256_maskload_ps(xs + t * ldx + full, tail), acc[t][tailHalf]);
+      for (; j < chunks; j += 2) {
+        if (ragged && j == chunks - 1) {
+          blockDotChunks<T, 1, true>(w, R, C, j, tail, xs, ldx, tokens, out);
+        } else {
+          blockDotChunks<T, 1, false>(w, R, C, j, tail, xs, ldx, tokens, out);
         }
-      }
-      for (int t = 0; t < T; t++) {
-        _mm256_storeu_ps(out + (r * tokens + t) * kDotLanes, acc[t][0]);
-        _mm256_storeu_ps(out + (r * tokens + t) * kDotLanes + 8, acc[t][1]);
       }
     }
   });
