@@ -142,15 +142,13 @@ export function seedSummary(runs: ResultRow[][], labels: string[] = runs.map((_,
     `| model | ${labels.join(" | ")} | mean | vs dense | RigL closes (mean; per seed) |`,
     `| --- | ${runs.map(() => "---").join(" | ")} | --- | --- | --- |`,
   ];
-  for (const model of models) {
-    const losses = sparseRuns.map((rows) => done(rows, model)?.validationLoss ?? null);
-    const complete = losses.every((l) => l !== null);
+  const lossesOf = new Map(models.map((model) => [model, sparseRuns.map((rows) => done(rows, model)?.validationLoss ?? null)]));
+  for (const [model, losses] of lossesOf) {
     const template = sparseRuns.map((rows) => rows.find((r) => r.model === model)).find((r) => r !== undefined) as ResultRow;
-    if (complete) means.set(model, { ...template, validationLoss: (losses as number[]).reduce((a, b) => a + b, 0) / losses.length, status: "done" });
+    if (losses.every((l) => l !== null)) means.set(model, { ...template, validationLoss: (losses as number[]).reduce((a, b) => a + b, 0) / losses.length, status: "done" });
   }
   const meanRows = [...means.values()];
-  for (const model of models) {
-    const losses = sparseRuns.map((rows) => done(rows, model)?.validationLoss ?? null);
+  for (const [model, losses] of lossesOf) {
     const mean = means.get(model);
     const gap = mean === undefined ? null : gapToDense(meanRows, mean);
     let closes = "";

@@ -270,9 +270,12 @@ int decodeWarps(DType dtype, const BsrPatternView& pattern, int variant, int num
   const double sliceBytes = blocksPerRow * kSliceRows * pattern.blockWidth * dtypeSize(dtype);
   const int v = decodeVariant(variant) ? variant : 0;
   double warps = std::ceil(sliceBytes / kBytesPerWarp[v]);
-  // Never more warps than the slice has 16-row slabs to stream, whatever the occupancy floor asks.
-  const double ctas = std::max(1.0, double(pattern.rows / kSliceRows));
-  if (v == 0 && numSms > 0) warps = std::max(warps, std::min(std::ceil(kWarpsPerSm * double(numSms) / ctas), std::max(1.0, blocksPerRow)));
+  if (v == 0 && numSms > 0) {
+    // The occupancy floor, never above one warp per block of the row (a warp streams whole blocks).
+    const double ctas = std::max(1.0, double(pattern.rows / kSliceRows));
+    const double occupancyFloor = std::min(std::ceil(kWarpsPerSm * double(numSms) / ctas), std::max(1.0, blocksPerRow));
+    warps = std::max(warps, occupancyFloor);
+  }
   return static_cast<int>(std::clamp(warps, 1.0, double(kMaxWarps)));
 }
 

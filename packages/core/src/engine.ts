@@ -83,6 +83,11 @@ interface Scope {
  * The single engine: backend registry, kernel dispatch, tensor bookkeeping (reference
  * counts per buffer, scopes), kernel observers. Exported functions below wrap it.
  */
+/** How an error names a kernel input: `name`, or `name[index]` for an entry of a list input (index >= 0). */
+function inputLabel(name: string, index: number): string {
+  return index < 0 ? name : `${name}[${index}]`;
+}
+
 export class Engine {
   private readonly registry = new Map<string, Registration>();
   private readonly instances = new Map<string, Backend>();
@@ -258,7 +263,7 @@ export class Engine {
           this.checkInput(kernelName, value[i], name, i, found, foundName);
           if (found === undefined) {
             found = value[i];
-            foundName = `${name}[${i}]`;
+            foundName = inputLabel(name, i);
           }
         }
       } else {
@@ -274,13 +279,13 @@ export class Engine {
 
   /** Throws unless `t` is a live Tensor on `found`'s backend (when there is one). `index` < 0: not in a list. */
   private checkInput(kernelName: string, t: unknown, name: string, index: number, found: Tensor | undefined, foundName: string): void {
-    if (!(t instanceof Tensor)) throw new ValueError(`${kernelName}: ${index < 0 ? name : `${name}[${index}]`} is not a Tensor`);
+    if (!(t instanceof Tensor)) throw new ValueError(`${kernelName}: ${inputLabel(name, index)} is not a Tensor`);
     if (t.isDisposed) {
-      throw new DisposedTensorError(`${kernelName}: ${index < 0 ? name : `${name}[${index}]`} (tensor ${t.id}, ${formatShape(t.shape)}) was disposed`);
+      throw new DisposedTensorError(`${kernelName}: ${inputLabel(name, index)} (tensor ${t.id}, ${formatShape(t.shape)}) was disposed`);
     }
     if (found !== undefined && t.backend !== found.backend) {
       throw new BackendError(
-        `${kernelName}: ${index < 0 ? name : `${name}[${index}]`} is on backend '${t.backend.name}' but ${foundName} is on '${found.backend.name}'; move one with tensor.to(name)`,
+        `${kernelName}: ${inputLabel(name, index)} is on backend '${t.backend.name}' but ${foundName} is on '${found.backend.name}'; move one with tensor.to(name)`,
       );
     }
   }
