@@ -169,6 +169,9 @@ template <class K>
 __global__ void __launch_bounds__(K::kThreads) bsrMmaKernel(const KernelArgs args) {
   using T = typename K::T;
   extern __shared__ uint8_t smemRaw[];
+  // Aligned through an integer, which makes the accesses below generic rather than shared-memory ones. The
+  // shared-space form (offsetting smemRaw itself, as the wgmma kernel does) measured 2-7% slower here on an
+  // H200 (docs/kernels.md), so this kernel keeps the form it was tuned with.
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smemRaw) + 1023) & ~uintptr_t(1023));
   int32_t* indexA = reinterpret_cast<int32_t*>(smem + K::kStages * K::kStageBytes);
   int32_t* indexB = indexA + kIndexCapacity;
@@ -209,43 +212,56 @@ __global__ void __launch_bounds__(K::kThreads) bsrMmaKernel(const KernelArgs arg
 
   // Epilogue: each thread holds rows g and g+8 of every m16n8 tile, two adjacent columns each.
   const int g = lane >> 2, c2 = (lane & 3) * 2;
+  // Linear stages its tile (StagedTile); dX (Matmul) and dW store from registers: on an H200 the staged
+  // epilogue made this kernel's Linear 1.02-1.29x faster at densities 0.1-0.25 but its Matmul 2-13% slower
+  // (docs/kernels.md), and dW's rows are whole blocks of the values, written by the fragment layout below.
+  if constexpr (K::kOp != Op::Linear) {
 #pragma unroll
-  for (int mt = 0; mt < K::kMmaM; ++mt) {
+    for (int mt = 0; mt < K::kMmaM; ++mt) {
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int row = warpM * K::kWarpM + mt * 16 + g + half * 8;
+      for (int half = 0; half < 2; ++half) {
+        const int row = warpM * K::kWarpM + mt * 16 + g + half * 8;
 #pragma unroll
-      for (int nt = 0; nt < K::kMmaN; ++nt) {
-        const int col = warpN * K::kWarpN + nt * 8 + c2;
-        float v0 = acc[mt][nt][half * 2], v1 = acc[mt][nt][half * 2 + 1];
-        if constexpr (K::kOp == Op::Sampled) {
-          const int member = row / K::R;
-          if (member >= work.count) continue;
-          const int64_t at = (static_cast<int64_t>(indexB[member]) * K::R + row % K::R) * K::C + col;
-          if (args.partials) {
-            float* dst = args.partials + static_cast<int64_t>(blockIdx.z) * args.nnzBlocks * K::R * K::C + at;
-            *reinterpret_cast<float2*>(dst) = make_float2(v0, v1);
-          } else {
-            *reinterpret_cast<uint32_t*>(static_cast<T*>(args.out) + at) = packPair<T>(v0, v1);
-          }
-        } else {
-          const int64_t token = work.tokenBase + row;
-          if (token >= args.m) continue;
-          if constexpr (K::kOp == Op::Linear) {
-            const int64_t feature = static_cast<int64_t>(work.line) * K::R + col;
-            if (args.bias) {
-              float2 bias = unpackPair<T>(*reinterpret_cast<const uint32_t*>(static_cast<const T*>(args.bias) + feature));
-              v0 += bias.x;
-              v1 += bias.y;
+        for (int nt = 0; nt < K::kMmaN; ++nt) {
+          const int col = warpN * K::kWarpN + nt * 8 + c2;
+          const float v0 = acc[mt][nt][half * 2], v1 = acc[mt][nt][half * 2 + 1];
+          if constexpr (K::kOp == Op::Sampled) {
+            const int member = row / K::R;
+            if (member >= work.count) continue;
+            const int64_t at = (static_cast<int64_t>(indexB[member]) * K::R + row % K::R) * K::C + col;
+            if (args.partials) {
+              float* dst = args.partials + static_cast<int64_t>(blockIdx.z) * args.nnzBlocks * K::R * K::C + at;
+              *reinterpret_cast<float2*>(dst) = make_float2(v0, v1);
+            } else {
+              *reinterpret_cast<uint32_t*>(static_cast<T*>(args.out) + at) = packPair<T>(v0, v1);
             }
-            *reinterpret_cast<uint32_t*>(static_cast<T*>(args.out) + token * args.rows + feature) = packPair<T>(v0, v1);
           } else {
+            const int64_t token = work.tokenBase + row;
+            if (token >= args.m) continue;
             const int64_t feature = static_cast<int64_t>(work.line) * K::C + col;
             *reinterpret_cast<uint32_t*>(static_cast<T*>(args.out) + token * args.cols + feature) = packPair<T>(v0, v1);
           }
         }
       }
     }
+  } else {
+    using Staged = StagedTile<T, K::kTileN>;
+    static_assert(Staged::bytes(K::kTileM) <= K::kStages * K::kStageBytes, "the staged tile fits the stages");
+    __syncthreads();  // every warp is done reading the stages
+    const Staged staged{reinterpret_cast<T*>(smem)};
+#pragma unroll
+    for (int nt = 0; nt < K::kMmaN; ++nt) {
+      const int col = warpN * K::kWarpN + nt * 8 + c2;
+      const float2 bias = tileBias<T, K::kOp, K::kTileN>(args, work.line, col);
+#pragma unroll
+      for (int mt = 0; mt < K::kMmaM; ++mt)
+#pragma unroll
+        for (int half = 0; half < 2; ++half)
+          staged.put(warpM * K::kWarpM + mt * 16 + g + half * 8, col, acc[mt][nt][half * 2],
+                     acc[mt][nt][half * 2 + 1], bias);
+    }
+    __syncthreads();
+    staged.template store<K::kOp>(K::kTileM, args, work.tokenBase, work.line, tid, K::kThreads);
   }
 }
 

@@ -124,13 +124,43 @@ __device__ __forceinline__ void storeTile(float (&acc)[K::kMmaM][K::kTileN / 2],
   }
 }
 
+// Linear/Matmul: this consumer's rows of the tile through shared memory (StagedTile), once both consumers
+// are past their last product (both read every stage).
+template <class K>
+__device__ __forceinline__ void storeTileStaged(float (&acc)[K::kMmaM][K::kTileN / 2], const KernelArgs& args,
+                                                const TileWork& work, uint8_t* smem, int consumer, int lane,
+                                                int warpInGroup) {
+  using T = typename K::T;
+  using Staged = StagedTile<T, K::kTileN>;
+  constexpr int kRows = K::kMmaM * 64;  // this consumer's rows (tokens)
+  static_assert(Staged::bytes(K::kTileM) <= K::kStages * K::kStageBytes, "the staged tile fits the pipeline buffers");
+  namedBarrierSync(1, 128 * K::kConsumers);
+  const Staged staged{reinterpret_cast<T*>(smem) + consumer * kRows * Staged::kPitch};
+  const int g = lane >> 2, c2 = (lane & 3) * 2;
+#pragma unroll
+  for (int j = 0; j < K::kTileN / 8; ++j) {
+    const int col = j * 8 + c2;
+    const float2 bias = tileBias<T, K::kOp, K::kTileN>(args, work.line, col);
+#pragma unroll
+    for (int mi = 0; mi < K::kMmaM; ++mi)
+#pragma unroll
+      for (int half = 0; half < 2; ++half)
+        staged.put(mi * 64 + warpInGroup * 16 + g + half * 8, col, acc[mi][4 * j + half * 2],
+                   acc[mi][4 * j + half * 2 + 1], bias);
+  }
+  namedBarrierSync(2 + consumer, 128);
+  staged.template store<K::kOp>(kRows, args, work.tokenBase + consumer * kRows, work.line, threadIdx.x % 128, 128);
+}
+
 template <class K>
 __global__ void __launch_bounds__(K::kThreads, 1)
     bsrWgmmaKernel(const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapB,
                    const KernelArgs args) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ uint8_t smemRaw[];
-  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smemRaw) + 1023) & ~uintptr_t(1023));
+  // Aligned by offsetting the shared array itself: the compiler keeps the shared address space, so the
+  // accesses below are shared-memory instructions, not generic ones.
+  uint8_t* smem = smemRaw + ((1024 - (smemAddress(smemRaw) & 1023)) & 1023);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + K::kStages * K::kStageBytes);
   uint64_t* empty = full + K::kStages;
   int32_t* indexA = reinterpret_cast<int32_t*>(empty + K::kStages);
@@ -223,7 +253,8 @@ __global__ void __launch_bounds__(K::kThreads, 1)
 #pragma unroll
   for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
 
-  storeTile<K>(acc, args, work, indexB, consumer, lane, warpInGroup);
+  if constexpr (K::kOp == Op::Sampled) storeTile<K>(acc, args, work, indexB, consumer, lane, warpInGroup);
+  else storeTileStaged<K>(acc, args, work, smem, consumer, lane, warpInGroup);
 #endif
 }
 

@@ -2,6 +2,7 @@
 // Shared by the mma.sync and wgmma kernels so both walk the pattern the same way.
 #pragma once
 
+#include "ptx.cuh"
 #include "tc_kernels.h"
 
 namespace bs::tc {
@@ -73,6 +74,49 @@ __device__ __forceinline__ int32_t entryColumn(const KernelArgs& args, const Til
 __device__ __forceinline__ int32_t entryValue(const KernelArgs& args, const TileWork& work, const int32_t* indexB,
                                               int entry) {
   return entry < kIndexCapacity ? indexB[entry] : args.valueIndex[work.first + entry];
+}
+
+// The epilogue of Linear/Matmul tiles, shared by the mma.sync and wgmma kernels. A tile row (one block of
+// features of one token) is 64-256 contiguous bytes of the output, but the accumulator layouts give a warp 16
+// bytes of a row per store: stored directly, every 32-byte sector of the output is written twice and the
+// stores queue behind each other. So the tile is staged in shared memory (the pipeline buffers, idle by then)
+// as pairs, then copied out in 16-byte chunks, consecutive threads taking consecutive chunks of a row.
+template <typename T, int kTileN>
+struct StagedTile {
+  static constexpr int kPitch = kTileN + 8;  // elements per staged row: 16 bytes of padding spread the banks
+  static constexpr int kChunks = kTileN * 2 / 16;
+  static_assert((kPitch * 2) % 16 == 0, "16-byte aligned staged rows");
+  static constexpr int bytes(int rows) { return rows * kPitch * 2; }
+
+  T* rows;
+
+  // Outputs (row, col) and (row, col + 1) of the tile, plus the bias of their features (Linear).
+  __device__ __forceinline__ void put(int row, int col, float v0, float v1, float2 bias) const {
+    *reinterpret_cast<uint32_t*>(rows + row * kPitch + col) = packPair<T>(v0 + bias.x, v1 + bias.y);
+  }
+
+  // Copies `count` staged rows, the tokens from tokenBase on, to the output; `thread` of `threads` take part.
+  template <Op kOp>
+  __device__ __forceinline__ void store(int count, const KernelArgs& args, int64_t tokenBase, int line, int thread,
+                                        int threads) const {
+    const int64_t width = kOp == Op::Linear ? args.rows : args.cols;
+    T* out = static_cast<T*>(args.out) + static_cast<int64_t>(line) * kTileN;
+    for (int i = thread; i < count * kChunks; i += threads) {
+      const int row = i / kChunks, chunk = i % kChunks;
+      const int64_t token = tokenBase + row;
+      if (token < args.m)
+        *reinterpret_cast<uint4*>(out + token * width + chunk * 8) =
+            *reinterpret_cast<const uint4*>(rows + row * kPitch + chunk * 8);
+    }
+  }
+};
+
+// The bias of features (col, col + 1) of the tile's block row (Linear with a bias), else zeros.
+template <typename T, Op kOp, int kTileN>
+__device__ __forceinline__ float2 tileBias(const KernelArgs& args, int line, int col) {
+  if (kOp != Op::Linear || !args.bias) return make_float2(0.0f, 0.0f);
+  const T* bias = static_cast<const T*>(args.bias) + static_cast<int64_t>(line) * kTileN + col;
+  return unpackPair<T>(*reinterpret_cast<const uint32_t*>(bias));
 }
 
 }  // namespace bs::tc
