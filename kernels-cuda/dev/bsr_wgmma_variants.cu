@@ -4,6 +4,7 @@
 //   1: 128-token tiles at 32 and 64 blocks (the dispatched tiles hold 256 tokens there)
 //   2, 3: the tiles of variants 0 and 1, persistent (one CTA per SM walks its tiles)
 //   4, 5: grouped tiles, 8 and 4 block rows (columns) of 32, 4 and 2 of 64, sharing each dense slice
+//   dW (Sampled) 1: 256-row tiles (8 blocks of 32, 4 of 64) instead of the dispatched 128
 //   6 (kXrVariant): bsrLinear and bsrMatmul with the dense operand resident in shared memory, in its own
 //      file (bsr_wgmma_xr.cu)
 #include "dev_variants.h"
@@ -57,7 +58,9 @@ __global__ void __launch_bounds__(K::kThreads, 1)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   static_assert(K::kOp != Op::Sampled, "Sampled tiles are not persistent");
   extern __shared__ uint8_t smemRaw[];
-  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smemRaw) + 1023) & ~uintptr_t(1023));
+  // Aligned by offsetting the shared array itself: the compiler keeps the shared address space, so the
+  // accesses below are shared-memory instructions, not generic ones.
+  uint8_t* smem = smemRaw + ((1024 - (smemAddress(smemRaw) & 1023)) & 1023);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + K::kStages * K::kStageBytes);
   uint64_t* empty = full + K::kStages;
   const int tid = threadIdx.x;
@@ -407,28 +410,35 @@ bool launchGrouped(DType dtype, const KernelArgs& argsIn, cudaStream_t stream) {
 template <typename T, Op kOp>
 bool launchBlock(DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms, cudaStream_t stream) {
   using sm90::launch;
-  if (kOp == Op::Sampled) return false;
-  switch (variant) {
-    case 1:
-      if (blockSize == 32) return launch<WgmmaTraits<T, kOp, 32, 128, 8>>(dtype, args, stream);
-      if (blockSize == 64) return launch<WgmmaTraits<T, kOp, 64, 128, 6>>(dtype, args, stream);
-      return false;
-    case 2:
-      if (blockSize == 32) return launchPersistent<WgmmaTraits<T, kOp, 32, 256, 8>>(dtype, args, stream, numSms);
-      if (blockSize == 64) return launchPersistent<WgmmaTraits<T, kOp, 64, 256, 5>>(dtype, args, stream, numSms);
-      return launchPersistent<WgmmaTraits<T, kOp, 128, 128, 6>>(dtype, args, stream, numSms);
-    case 3:
-      if (blockSize == 32) return launchPersistent<WgmmaTraits<T, kOp, 32, 128, 8>>(dtype, args, stream, numSms);
-      if (blockSize == 64) return launchPersistent<WgmmaTraits<T, kOp, 64, 128, 6>>(dtype, args, stream, numSms);
-      return launchPersistent<WgmmaTraits<T, kOp, 128, 256, 4>>(dtype, args, stream, numSms);
-    case 4:
-      if (blockSize == 32) return launchGrouped<GroupedTraits<T, kOp, 32, 8, 7>>(dtype, args, stream);
-      if (blockSize == 64) return launchGrouped<GroupedTraits<T, kOp, 64, 4, 4>>(dtype, args, stream);
-      return false;
-    case 5:
-      if (blockSize == 32) return launchGrouped<GroupedTraits<T, kOp, 32, 4, 8>>(dtype, args, stream);
-      if (blockSize == 64) return launchGrouped<GroupedTraits<T, kOp, 64, 2, 5>>(dtype, args, stream);
-      return false;
+  if constexpr (kOp == Op::Sampled) {
+    // 1: dW tiles of 256 rows (8 blocks of 32, 4 of 64) sharing each X slice, against the dispatched 128.
+    if (variant != kWideTile) return false;
+    if (blockSize == 32) return launch<WgmmaTraits<T, kOp, 32, 256, 6>>(dtype, args, stream);
+    if (blockSize == 64) return launch<WgmmaTraits<T, kOp, 64, 256, 5>>(dtype, args, stream);
+    return false;
+  } else {
+    switch (variant) {
+      case 1:
+        if (blockSize == 32) return launch<WgmmaTraits<T, kOp, 32, 128, 8>>(dtype, args, stream);
+        if (blockSize == 64) return launch<WgmmaTraits<T, kOp, 64, 128, 6>>(dtype, args, stream);
+        return false;
+      case 2:
+        if (blockSize == 32) return launchPersistent<WgmmaTraits<T, kOp, 32, 256, 8>>(dtype, args, stream, numSms);
+        if (blockSize == 64) return launchPersistent<WgmmaTraits<T, kOp, 64, 256, 5>>(dtype, args, stream, numSms);
+        return launchPersistent<WgmmaTraits<T, kOp, 128, 128, 6>>(dtype, args, stream, numSms);
+      case 3:
+        if (blockSize == 32) return launchPersistent<WgmmaTraits<T, kOp, 32, 128, 8>>(dtype, args, stream, numSms);
+        if (blockSize == 64) return launchPersistent<WgmmaTraits<T, kOp, 64, 128, 6>>(dtype, args, stream, numSms);
+        return launchPersistent<WgmmaTraits<T, kOp, 128, 256, 4>>(dtype, args, stream, numSms);
+      case 4:
+        if (blockSize == 32) return launchGrouped<GroupedTraits<T, kOp, 32, 8, 7>>(dtype, args, stream);
+        if (blockSize == 64) return launchGrouped<GroupedTraits<T, kOp, 64, 4, 4>>(dtype, args, stream);
+        return false;
+      case 5:
+        if (blockSize == 32) return launchGrouped<GroupedTraits<T, kOp, 32, 4, 8>>(dtype, args, stream);
+        if (blockSize == 64) return launchGrouped<GroupedTraits<T, kOp, 64, 2, 5>>(dtype, args, stream);
+        return false;
+    }
   }
   return false;
 }
@@ -439,7 +449,7 @@ bool launchTyped(Op op, DType dtype, const KernelArgs& args, int blockSize, int 
   switch (op) {
     case Op::Linear: return launchBlock<T, Op::Linear>(dtype, args, blockSize, variant, numSms, stream);
     case Op::Matmul: return launchBlock<T, Op::Matmul>(dtype, args, blockSize, variant, numSms, stream);
-    case Op::Sampled: return false;
+    case Op::Sampled: return launchBlock<T, Op::Sampled>(dtype, args, blockSize, variant, numSms, stream);
   }
   return false;
 }

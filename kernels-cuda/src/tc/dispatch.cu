@@ -130,7 +130,9 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   // tokens and sum the float32 partials in a second, deterministic pass.
   int64_t splits = 1;
   if (op == tc::Op::Sampled) {
-    const int64_t groups = std::max<int64_t>(1, pattern.nnzBlocks / (128 / block));
+    // Rows of blocks per CTA: 128, or 256 for the wide dW tile (a variant kept for measurement).
+    const int64_t tileRows = variant == tc::kWideTile ? 256 : 128;
+    const int64_t groups = std::max<int64_t>(1, pattern.nnzBlocks / std::max<int64_t>(1, tileRows / block));
     const int64_t wanted = (2 * int64_t{device.sms} + groups - 1) / groups;
     splits = std::max<int64_t>(1, std::min<int64_t>(wanted, m / 1024));
     const int64_t perSplit = ((m + splits - 1) / splits + 63) / 64 * 64;
