@@ -3,6 +3,7 @@
 // TcOptions::devVariants = launchDevVariant.
 //   1: 128-token tiles at 32 and 64 blocks (the dispatched tiles hold 256 tokens there)
 //   2, 3: the tiles of variants 0 and 1, persistent (one CTA per SM walks its tiles)
+//   (7, the persistent tile with a staged epilogue, is dispatched: bsr_wgmma.cu, kPersistentTile)
 //   4, 5: grouped tiles, 8 and 4 block rows (columns) of 32, 4 and 2 of 64, sharing each dense slice
 //   dW (Sampled) 1: 256-row tiles (8 blocks of 32, 4 of 64) instead of the dispatched 128
 //   6 (kXrVariant): bsrLinear and bsrMatmul with the dense operand resident in shared memory, in its own
@@ -47,119 +48,6 @@ struct GroupedTraits {
   static_assert(kStages * kGroup <= 64, "a dirty bit per stage and member");
   static_assert(kSmemBytes <= 227 * 1024, "fits an H100's shared memory");
 };
-
-// Linear/Matmul, persistent: one CTA per SM walks tiles blockIdx.x, + gridDim.x, ... with one pipeline
-// that runs on across tiles, so the producer loads the next tile while the consumers store this one.
-// The producer warp reads each tile's block offsets itself, 32 at a time, one per lane.
-template <class K>
-__global__ void __launch_bounds__(K::kThreads, 1)
-    bsrWgmmaPersistentKernel(const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapB,
-                             const KernelArgs args) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  static_assert(K::kOp != Op::Sampled, "Sampled tiles are not persistent");
-  extern __shared__ uint8_t smemRaw[];
-  // Aligned by offsetting the shared array itself: the compiler keeps the shared address space, so the
-  // accesses below are shared-memory instructions, not generic ones.
-  uint8_t* smem = smemRaw + ((1024 - (smemAddress(smemRaw) & 1023)) & 1023);
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + K::kStages * K::kStageBytes);
-  uint64_t* empty = full + K::kStages;
-  const int tid = threadIdx.x;
-  const int tiles = args.tilesM * args.tilesN;
-  constexpr int kStepsPerBlock = (K::kOp == Op::Linear ? K::C : K::R) / K::kStep;
-  if (tid == 0) {
-    prefetchTensorMap(&mapA);
-    prefetchTensorMap(&mapB);
-    for (int s = 0; s < K::kStages; ++s) {
-      mbarrierInit(&full[s], 1);
-      mbarrierInit(&empty[s], 4 * K::kConsumers);
-    }
-    fenceBarrierInit();
-  }
-  __syncthreads();
-
-  const int warpGroup = tid / 128;
-  if (warpGroup == 0) {
-    setMaxRegistersDecrease<40>();
-    if (tid >= 32) return;
-    const int lane = tid;
-    const int32_t* index = K::kOp == Op::Linear ? args.blockColIdx : args.blockRowIdx;
-    constexpr int kScale = K::kOp == Op::Linear ? K::C : K::R;
-    int it = 0;
-    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-      TileWork work;
-      tileAt<K::kOp, K::R, K::C, K::kTileM, K::kStep>(args, tile, work);
-      const int32_t tokenBase = static_cast<int32_t>(work.tokenBase);
-      for (int e0 = 0; e0 < work.count; e0 += 32) {
-        int32_t columnMine = 0, valueMine = 0;
-        if (e0 + lane < work.count) {
-          columnMine = index[work.first + e0 + lane] * kScale;
-          if constexpr (K::kOp == Op::Matmul) valueMine = args.valueIndex[work.first + e0 + lane];
-        }
-        const int n = min(32, work.count - e0);
-        for (int j = 0; j < n; ++j) {
-          const int32_t column = __shfl_sync(0xffffffffu, columnMine, j);
-          const int32_t value = __shfl_sync(0xffffffffu, valueMine, j);
-          for (int part = 0; part < kStepsPerBlock; ++part, ++it) {
-            const int s = it % K::kStages;
-            if (it >= K::kStages) mbarrierWait(&empty[s], ((it / K::kStages) + 1) & 1);
-            if (lane == 0) {
-              uint8_t* stageA = smem + s * K::kStageBytes;
-              uint8_t* stageB = stageA + K::kABytes;
-              const int slice = part * K::kStep;
-              mbarrierArriveExpectTx(&full[s], K::kStageBytes);
-              tmaLoad2d(stageA, &mapA, column + slice, tokenBase, &full[s]);
-              if constexpr (K::kOp == Op::Linear) {
-                tmaLoad2d(stageB, &mapB, slice, (work.first + e0 + j) * K::R, &full[s]);
-              } else {
-#pragma unroll
-                for (int p = 0; p < K::C / K::kPanelB; ++p)
-                  tmaLoad2d(stageB + p * K::kStep * K::kPanelB * 2, &mapB, p * K::kPanelB, value * K::R + slice,
-                            &full[s]);
-              }
-            }
-            __syncwarp();
-          }
-        }
-      }
-    }
-    return;
-  }
-
-  setMaxRegistersIncrease<232>();
-  const int consumer = warpGroup - 1;
-  const int lane = tid % 32, warpInGroup = (tid % 128) / 32;
-  float acc[K::kMmaM][K::kTileN / 2];
-  int it = 0;
-  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-    TileWork work;
-    tileAt<K::kOp, K::R, K::C, K::kTileM, K::kStep>(args, tile, work);
-#pragma unroll
-    for (int i = 0; i < K::kMmaM; ++i)
-#pragma unroll
-      for (int j = 0; j < K::kTileN / 2; ++j) acc[i][j] = 0.0f;
-    for (int step = 0; step < work.steps; ++step, ++it) {
-      const int s = it % K::kStages;
-      mbarrierWait(&full[s], (it / K::kStages) & 1);
-      const uint32_t stageA = smemAddress(smem + s * K::kStageBytes), stageB = stageA + K::kABytes;
-#pragma unroll
-      for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
-      wgmmaFence();
-      mmaStage<K>(acc, stageA, stageB, consumer);
-      wgmmaCommit();
-#pragma unroll
-      for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
-      wgmmaWait<1>();
-      if (step > 0 && lane == 0) mbarrierArrive(&empty[(it - 1) % K::kStages]);
-    }
-    wgmmaWait<0>();
-#pragma unroll
-    for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
-    // This tile's last stage is free once its products are done.
-    if (work.steps > 0 && lane == 0) mbarrierArrive(&empty[(it - 1) % K::kStages]);
-    storeTile<K>(acc, args, work, nullptr, consumer, lane, warpInGroup);
-  }
-#endif
-}
 
 // Member `member`'s 64 tokens x kBlock outputs of a grouped tile (accumulator layout as in storeTile).
 template <class K>
@@ -373,17 +261,6 @@ using sm90::GroupedTraits;
 using sm90::WgmmaTraits;
 
 template <class K>
-bool launchPersistent(DType dtype, const KernelArgs& argsIn, cudaStream_t stream, int numSms) {
-  KernelArgs args = argsIn;
-  CUtensorMap mapA, mapB;
-  dim3 grid;
-  if (numSms <= 0 || !sm90::prepareLaunch<K>(dtype, args, mapA, mapB, grid)) return false;
-  grid.x = std::min<unsigned>(grid.x, static_cast<unsigned>(numSms));
-  sm90::launchKernel<K>(sm90::bsrWgmmaPersistentKernel<K>, grid, mapA, mapB, args, stream);
-  return true;
-}
-
-template <class K>
 bool launchGrouped(DType dtype, const KernelArgs& argsIn, cudaStream_t stream) {
   KernelArgs args = argsIn;
   CUtensorMap mapA, mapB;
@@ -423,13 +300,13 @@ bool launchBlock(DType dtype, const KernelArgs& args, int blockSize, int variant
         if (blockSize == 64) return launch<WgmmaTraits<T, kOp, 64, 128, 6>>(dtype, args, stream);
         return false;
       case 2:
-        if (blockSize == 32) return launchPersistent<WgmmaTraits<T, kOp, 32, 256, 8>>(dtype, args, stream, numSms);
-        if (blockSize == 64) return launchPersistent<WgmmaTraits<T, kOp, 64, 256, 5>>(dtype, args, stream, numSms);
-        return launchPersistent<WgmmaTraits<T, kOp, 128, 128, 6>>(dtype, args, stream, numSms);
+        if (blockSize == 32) return sm90::launchPersistent<WgmmaTraits<T, kOp, 32, 256, 8>>(dtype, args, stream, numSms);
+        if (blockSize == 64) return sm90::launchPersistent<WgmmaTraits<T, kOp, 64, 256, 5>>(dtype, args, stream, numSms);
+        return sm90::launchPersistent<WgmmaTraits<T, kOp, 128, 128, 6>>(dtype, args, stream, numSms);
       case 3:
-        if (blockSize == 32) return launchPersistent<WgmmaTraits<T, kOp, 32, 128, 8>>(dtype, args, stream, numSms);
-        if (blockSize == 64) return launchPersistent<WgmmaTraits<T, kOp, 64, 128, 6>>(dtype, args, stream, numSms);
-        return launchPersistent<WgmmaTraits<T, kOp, 128, 256, 4>>(dtype, args, stream, numSms);
+        if (blockSize == 32) return sm90::launchPersistent<WgmmaTraits<T, kOp, 32, 128, 8>>(dtype, args, stream, numSms);
+        if (blockSize == 64) return sm90::launchPersistent<WgmmaTraits<T, kOp, 64, 128, 6>>(dtype, args, stream, numSms);
+        return sm90::launchPersistent<WgmmaTraits<T, kOp, 128, 256, 4>>(dtype, args, stream, numSms);
       case 4:
         if (blockSize == 32) return launchGrouped<GroupedTraits<T, kOp, 32, 8, 7>>(dtype, args, stream);
         if (blockSize == 64) return launchGrouped<GroupedTraits<T, kOp, 64, 4, 4>>(dtype, args, stream);

@@ -9,7 +9,8 @@ namespace {
 using sm90::WgmmaTraits;
 
 // The dispatched tiles per block size (tokens or dW rows per tile, pipeline stages), measured best on an
-// H100 (docs/kernels.md): Linear/Matmul 256 tokens at 32 and 64, 128 or (kWideTile) 256 at 128; dW 128 rows.
+// H100 (docs/kernels.md): Linear/Matmul 256 tokens at 32 and 64 (persistent with kPersistentTile), 128 or
+// (kWideTile) 256 at 128; dW 128 rows.
 template <typename T, Op kOp> using Tile32 = WgmmaTraits<T, kOp, 32, 256, 8>;
 template <typename T, Op kOp> using Tile64 = WgmmaTraits<T, kOp, 64, 256, 5>;
 template <typename T, Op kOp> using Tile128 = WgmmaTraits<T, kOp, 128, 128, 6>;
@@ -18,8 +19,11 @@ template <typename T> using SampledTile32 = WgmmaTraits<T, Op::Sampled, 32, 128,
 template <typename T> using SampledTile64 = WgmmaTraits<T, Op::Sampled, 64, 128, 7>;
 template <typename T> using SampledTile128 = WgmmaTraits<T, Op::Sampled, 128, 128, 6>;
 
+// The persistent tile at 64x64 blocks: variant 0's tile with a stage fewer, for the staged rows' buffer.
+template <typename T, Op kOp> using PersistentTile64 = WgmmaTraits<T, kOp, 64, 256, 4>;
+
 template <typename T, Op kOp>
-bool launchBlock(DType dtype, const KernelArgs& args, int blockSize, int variant, cudaStream_t stream) {
+bool launchBlock(DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms, cudaStream_t stream) {
   using sm90::launch;
   if constexpr (kOp == Op::Sampled) {
     if (variant != kDefaultTile) return false;
@@ -31,7 +35,10 @@ bool launchBlock(DType dtype, const KernelArgs& args, int blockSize, int variant
   } else {
     switch (blockSize) {
       case 32: return variant == kDefaultTile && launch<Tile32<T, kOp>>(dtype, args, stream);
-      case 64: return variant == kDefaultTile && launch<Tile64<T, kOp>>(dtype, args, stream);
+      case 64:
+        if (variant == kPersistentTile)
+          return sm90::launchPersistent<PersistentTile64<T, kOp>, true>(dtype, args, stream, numSms);
+        return variant == kDefaultTile && launch<Tile64<T, kOp>>(dtype, args, stream);
       case 128:
         if (variant == kDefaultTile) return launch<Tile128<T, kOp>>(dtype, args, stream);
         return variant == kWideTile && launch<WideTile128<T, kOp>>(dtype, args, stream);
@@ -41,11 +48,12 @@ bool launchBlock(DType dtype, const KernelArgs& args, int blockSize, int variant
 }
 
 template <typename T>
-bool launchTyped(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, cudaStream_t stream) {
+bool launchTyped(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
+                 cudaStream_t stream) {
   switch (op) {
-    case Op::Linear: return launchBlock<T, Op::Linear>(dtype, args, blockSize, variant, stream);
-    case Op::Matmul: return launchBlock<T, Op::Matmul>(dtype, args, blockSize, variant, stream);
-    case Op::Sampled: return launchBlock<T, Op::Sampled>(dtype, args, blockSize, variant, stream);
+    case Op::Linear: return launchBlock<T, Op::Linear>(dtype, args, blockSize, variant, numSms, stream);
+    case Op::Matmul: return launchBlock<T, Op::Matmul>(dtype, args, blockSize, variant, numSms, stream);
+    case Op::Sampled: return launchBlock<T, Op::Sampled>(dtype, args, blockSize, variant, numSms, stream);
   }
   return false;
 }
@@ -62,10 +70,10 @@ bool wgmmaAvailable() {
   return attributes.ptxVersion >= 90 && attributes.binaryVersion == 90;
 }
 
-bool launchWgmma(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int /*numSms*/,
+bool launchWgmma(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                  cudaStream_t stream) {
-  if (dtype == DType::BFloat16) return launchTyped<__nv_bfloat16>(op, dtype, args, blockSize, variant, stream);
-  if (dtype == DType::Float16) return launchTyped<__half>(op, dtype, args, blockSize, variant, stream);
+  if (dtype == DType::BFloat16) return launchTyped<__nv_bfloat16>(op, dtype, args, blockSize, variant, numSms, stream);
+  if (dtype == DType::Float16) return launchTyped<__half>(op, dtype, args, blockSize, variant, numSms, stream);
   return false;
 }
 

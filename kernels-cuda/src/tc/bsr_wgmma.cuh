@@ -124,8 +124,27 @@ __device__ __forceinline__ void storeTile(float (&acc)[K::kMmaM][K::kTileN / 2],
   }
 }
 
-// Linear/Matmul: this consumer's rows of the tile through shared memory (StagedTile), once both consumers
-// are past their last product (both read every stage).
+// Puts this consumer's accumulators (plus the bias, Linear) into its staged rows.
+template <class K>
+__device__ __forceinline__ void stageAccumulators(float (&acc)[K::kMmaM][K::kTileN / 2],
+                                                  const StagedTile<typename K::T, K::kTileN>& staged,
+                                                  const KernelArgs& args, int line, int lane, int warpInGroup) {
+  const int g = lane >> 2, c2 = (lane & 3) * 2;
+#pragma unroll
+  for (int j = 0; j < K::kTileN / 8; ++j) {
+    const int col = j * 8 + c2;
+    const float2 bias = tileBias<typename K::T, K::kOp, K::kTileN>(args, line, col);
+#pragma unroll
+    for (int mi = 0; mi < K::kMmaM; ++mi)
+#pragma unroll
+      for (int half = 0; half < 2; ++half)
+        staged.put(mi * 64 + warpInGroup * 16 + g + half * 8, col, acc[mi][4 * j + half * 2],
+                   acc[mi][4 * j + half * 2 + 1], bias);
+  }
+}
+
+// Linear/Matmul: this consumer's rows of the tile through shared memory (StagedTile), in the pipeline
+// buffers once both consumers are past their last product (both read every stage).
 template <class K>
 __device__ __forceinline__ void storeTileStaged(float (&acc)[K::kMmaM][K::kTileN / 2], const KernelArgs& args,
                                                 const TileWork& work, uint8_t* smem, int consumer, int lane,
@@ -136,18 +155,7 @@ __device__ __forceinline__ void storeTileStaged(float (&acc)[K::kMmaM][K::kTileN
   static_assert(Staged::bytes(K::kTileM) <= K::kStages * K::kStageBytes, "the staged tile fits the pipeline buffers");
   namedBarrierSync(1, 128 * K::kConsumers);
   const Staged staged{reinterpret_cast<T*>(smem) + consumer * kRows * Staged::kPitch};
-  const int g = lane >> 2, c2 = (lane & 3) * 2;
-#pragma unroll
-  for (int j = 0; j < K::kTileN / 8; ++j) {
-    const int col = j * 8 + c2;
-    const float2 bias = tileBias<T, K::kOp, K::kTileN>(args, work.line, col);
-#pragma unroll
-    for (int mi = 0; mi < K::kMmaM; ++mi)
-#pragma unroll
-      for (int half = 0; half < 2; ++half)
-        staged.put(mi * 64 + warpInGroup * 16 + g + half * 8, col, acc[mi][4 * j + half * 2],
-                   acc[mi][4 * j + half * 2 + 1], bias);
-  }
+  stageAccumulators<K>(acc, staged, args, work.line, lane, warpInGroup);
   namedBarrierSync(2 + consumer, 128);
   staged.template store<K::kOp>(kRows, args, work.tokenBase + consumer * kRows, work.line, threadIdx.x % 128, 128);
 }
@@ -338,6 +346,156 @@ bool launch(DType dtype, const KernelArgs& argsIn, cudaStream_t stream) {
   dim3 grid;
   if (!prepareLaunch<K>(dtype, args, mapA, mapB, grid)) return false;
   launchKernel<K>(bsrWgmmaKernel<K>, grid, mapA, mapB, args, stream);
+  return true;
+}
+
+// Linear/Matmul, persistent: one CTA per SM walks tiles blockIdx.x, + gridDim.x, ... with one pipeline
+// that runs on across tiles, so the producer loads the next tile while the consumers store this one.
+// kStaged: the consumers store through StagedTile in a buffer of their own past the barriers (the pipeline
+// buffers are taking the next tile's loads); otherwise from registers (storeTile), kept for measurement.
+// The producer warp reads each tile's block offsets itself, 32 at a time, one per lane.
+template <class K, bool kStaged>
+__global__ void __launch_bounds__(K::kThreads, 1)
+    bsrWgmmaPersistentKernel(const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapB,
+                             const KernelArgs args) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  static_assert(K::kOp != Op::Sampled, "Sampled tiles are not persistent");
+  extern __shared__ uint8_t smemRaw[];
+  // Aligned by offsetting the shared array itself: the compiler keeps the shared address space, so the
+  // accesses below are shared-memory instructions, not generic ones.
+  uint8_t* smem = smemRaw + ((1024 - (smemAddress(smemRaw) & 1023)) & 1023);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + K::kStages * K::kStageBytes);
+  uint64_t* empty = full + K::kStages;
+  const int tid = threadIdx.x;
+  const int tiles = args.tilesM * args.tilesN;
+  constexpr int kStepsPerBlock = (K::kOp == Op::Linear ? K::C : K::R) / K::kStep;
+  if (tid == 0) {
+    prefetchTensorMap(&mapA);
+    prefetchTensorMap(&mapB);
+    for (int s = 0; s < K::kStages; ++s) {
+      mbarrierInit(&full[s], 1);
+      mbarrierInit(&empty[s], 4 * K::kConsumers);
+    }
+    fenceBarrierInit();
+  }
+  __syncthreads();
+
+  const int warpGroup = tid / 128;
+  if (warpGroup == 0) {
+    setMaxRegistersDecrease<40>();
+    if (tid >= 32) return;
+    const int lane = tid;
+    const int32_t* index = K::kOp == Op::Linear ? args.blockColIdx : args.blockRowIdx;
+    constexpr int kScale = K::kOp == Op::Linear ? K::C : K::R;
+    int it = 0;
+    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+      TileWork work;
+      tileAt<K::kOp, K::R, K::C, K::kTileM, K::kStep>(args, tile, work);
+      const int32_t tokenBase = static_cast<int32_t>(work.tokenBase);
+      for (int e0 = 0; e0 < work.count; e0 += 32) {
+        int32_t columnMine = 0, valueMine = 0;
+        if (e0 + lane < work.count) {
+          columnMine = index[work.first + e0 + lane] * kScale;
+          if constexpr (K::kOp == Op::Matmul) valueMine = args.valueIndex[work.first + e0 + lane];
+        }
+        const int n = min(32, work.count - e0);
+        for (int j = 0; j < n; ++j) {
+          const int32_t column = __shfl_sync(0xffffffffu, columnMine, j);
+          const int32_t value = __shfl_sync(0xffffffffu, valueMine, j);
+          for (int part = 0; part < kStepsPerBlock; ++part, ++it) {
+            const int s = it % K::kStages;
+            if (it >= K::kStages) mbarrierWait(&empty[s], ((it / K::kStages) + 1) & 1);
+            if (lane == 0) {
+              uint8_t* stageA = smem + s * K::kStageBytes;
+              uint8_t* stageB = stageA + K::kABytes;
+              const int slice = part * K::kStep;
+              mbarrierArriveExpectTx(&full[s], K::kStageBytes);
+              tmaLoad2d(stageA, &mapA, column + slice, tokenBase, &full[s]);
+              if constexpr (K::kOp == Op::Linear) {
+                tmaLoad2d(stageB, &mapB, slice, (work.first + e0 + j) * K::R, &full[s]);
+              } else {
+#pragma unroll
+                for (int p = 0; p < K::C / K::kPanelB; ++p)
+                  tmaLoad2d(stageB + p * K::kStep * K::kPanelB * 2, &mapB, p * K::kPanelB, value * K::R + slice,
+                            &full[s]);
+              }
+            }
+            __syncwarp();
+          }
+        }
+      }
+    }
+    return;
+  }
+
+  setMaxRegistersIncrease<232>();
+  const int consumer = warpGroup - 1;
+  const int lane = tid % 32, warpInGroup = (tid % 128) / 32;
+  float acc[K::kMmaM][K::kTileN / 2];
+  int it = 0;
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    TileWork work;
+    tileAt<K::kOp, K::R, K::C, K::kTileM, K::kStep>(args, tile, work);
+#pragma unroll
+    for (int i = 0; i < K::kMmaM; ++i)
+#pragma unroll
+      for (int j = 0; j < K::kTileN / 2; ++j) acc[i][j] = 0.0f;
+    for (int step = 0; step < work.steps; ++step, ++it) {
+      const int s = it % K::kStages;
+      mbarrierWait(&full[s], (it / K::kStages) & 1);
+      const uint32_t stageA = smemAddress(smem + s * K::kStageBytes), stageB = stageA + K::kABytes;
+#pragma unroll
+      for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
+      wgmmaFence();
+      mmaStage<K>(acc, stageA, stageB, consumer);
+      wgmmaCommit();
+#pragma unroll
+      for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
+      wgmmaWait<1>();
+      if (step > 0 && lane == 0) mbarrierArrive(&empty[(it - 1) % K::kStages]);
+    }
+    wgmmaWait<0>();
+#pragma unroll
+    for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
+    // This tile's last stage is free once its products are done.
+    if (work.steps > 0 && lane == 0) mbarrierArrive(&empty[(it - 1) % K::kStages]);
+    if constexpr (kStaged) {
+      // Each consumer stages its rows in its own buffer past the barriers (the pipeline buffers are already
+      // taking the next tile's loads), then stores whole rows.
+      using Staged = StagedTile<typename K::T, K::kTileN>;
+      constexpr int kRows = K::kMmaM * 64;
+      const Staged staged{reinterpret_cast<typename K::T*>(empty + K::kStages) + consumer * kRows * Staged::kPitch};
+      namedBarrierSync(2 + consumer, 128);  // the previous tile's rows are out
+      stageAccumulators<K>(acc, staged, args, work.line, lane, warpInGroup);
+      namedBarrierSync(2 + consumer, 128);
+      staged.template store<K::kOp>(kRows, args, work.tokenBase + consumer * kRows, work.line, threadIdx.x % 128,
+                                    128);
+    } else {
+      storeTile<K>(acc, args, work, nullptr, consumer, lane, warpInGroup);
+    }
+  }
+#endif
+}
+
+// A persistent launch: one CTA per SM (or per tile, when there are fewer).
+template <class K, bool kStaged = false>
+bool launchPersistent(DType dtype, const KernelArgs& argsIn, cudaStream_t stream, int numSms) {
+  KernelArgs args = argsIn;
+  CUtensorMap mapA, mapB;
+  dim3 grid;
+  if (numSms <= 0 || !prepareLaunch<K>(dtype, args, mapA, mapB, grid)) return false;
+  grid.x = std::min<unsigned>(grid.x, static_cast<unsigned>(numSms));
+  if constexpr (kStaged) {
+    // The staged rows take the place of the (unused) index arrays and more.
+    constexpr int kBytes = K::kSmemBytes + StagedTile<typename K::T, K::kTileN>::bytes(K::kTileM);
+    static_assert(kBytes <= 227 * 1024, "fits an H100's shared memory");
+    auto kernel = bsrWgmmaPersistentKernel<K, true>;
+    BS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes));
+    kernel<<<grid, K::kThreads, kBytes, stream>>>(mapA, mapB, args);
+    BS_LAUNCH_CHECK("bsrWgmmaPersistentKernel");
+  } else {
+    launchKernel<K>(bsrWgmmaPersistentKernel<K, false>, grid, mapA, mapB, args, stream);
+  }
   return true;
 }
 

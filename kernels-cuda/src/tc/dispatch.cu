@@ -122,6 +122,15 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
     if (block == 32) path = TcPath::Mma;
     const bool wide = path == TcPath::Wgmma && block == 128 && op != tc::Op::Sampled && m >= tc::kWideTileMinTokens;
     variant = wide ? tc::kWideTile : tc::kDefaultTile;
+    // With 64x64 blocks, many tiles with short lines go to the persistent tile (measured on an H200:
+    // docs/kernels.md, "The staged epilogue and the persistent tile").
+    if (path == TcPath::Wgmma && block == 64 && op != tc::Op::Sampled && device.sms > 0) {
+      const int64_t lines = op == tc::Op::Linear ? pattern.blockRows : pattern.blockCols;
+      const int64_t tiles = (m + 255) / 256 * lines;
+      const double line = lines > 0 ? double(pattern.nnzBlocks) / double(lines) : 0.0;
+      if (tiles >= tc::kPersistentMinTilesPerSm * device.sms && line <= tc::kPersistentMaxLine)
+        variant = tc::kPersistentTile;
+    }
   }
   variant = std::max(variant, int{tc::kDefaultTile});
   tc::KernelArgs args = tc::makeArgs(op, a, b, bias, out, m, pattern);

@@ -37,10 +37,16 @@ struct KernelArgs {
   int64_t tokensPerSplit;          // Sampled: tokens each split reduces (a multiple of the step)
 };
 
-// Tile variants the dispatch names (TcOptions::variant): each path's default tile, and on the wgmma path
-// the 256-token tile for Linear/Matmul with 128x128 blocks, which wins from kWideTileMinTokens tokens on.
-enum TileVariant : int { kDefaultTile = 0, kWideTile = 1 };
+// Tile variants the dispatch names (TcOptions::variant): each path's default tile; on the wgmma path the
+// 256-token tile for Linear/Matmul with 128x128 blocks, which wins from kWideTileMinTokens tokens on, and the
+// persistent 256-token tile with 64x64 blocks (one CTA per SM walking many tiles, its epilogue overlapping
+// the next tile's loads), which wins when there are many tiles with short reduction lines:
+// at least kPersistentMinTilesPerSm tiles per SM and at most kPersistentMaxLine blocks per line on average.
+// (Numbers 2-6 are variants kept for measurement in kernels-cuda/dev/.)
+enum TileVariant : int { kDefaultTile = 0, kWideTile = 1, kPersistentTile = 7 };
 constexpr int64_t kWideTileMinTokens = 4096;
+constexpr int64_t kPersistentMinTilesPerSm = 3;
+constexpr double kPersistentMaxLine = 16.0;
 
 // Block row (column) entries whose offsets a CTA keeps in shared memory; longer rows read the rest
 // from global memory.

@@ -152,6 +152,50 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
     }, 120_000);
   }
 
+  // Many tiles with short reduction lines, where 64x64 products in half precision go to the persistent tile on
+  // sm_90 (at least 3 tiles per SM, a few blocks per line): 4 token tiles (the last one ragged) x 128 block rows
+  // (columns) = 512 tiles, one or two blocks per line, some lines empty. Elsewhere these shapes take the other
+  // tiles, checked the same way.
+  test("64x64 blocks over many tiles with short lines (the persistent tile), half precision, against float64", () => {
+    const next = random(4242);
+    const m = 1000;
+    for (const dtype of ["bfloat16", "float16"] as const) {
+      for (const [rows, cols] of [[8192, 128], [128, 8192]] as const) {
+        const pattern = BsrPattern.random([rows, cols], { blockShape: [64, 64], density: 0.5, seed: rows + 7 });
+        const { blockRow, blockCol } = pattern.coordinates;
+        tidy(() => {
+          const values = randomTensor(next, [pattern.nnzBlocks, 64, 64], dtype);
+          const bias = randomTensor(next, [rows], dtype);
+          const x = randomTensor(next, [m, cols], dtype);
+          const dy = randomTensor(next, [m, rows], dtype);
+          // Token by token, so each token's rows of x, dy and the references stay in cache.
+          const yRef = new Float64Array(m * rows);
+          const dxRef = new Float64Array(m * cols);
+          for (let i = 0; i < m; i++) {
+            yRef.set(bias.values, i * rows);
+            for (let p = 0; p < pattern.nnzBlocks; p++) {
+              const rowBase = i * rows + blockRow[p] * 64;
+              const colBase = i * cols + blockCol[p] * 64;
+              for (let r = 0; r < 64; r++) {
+                const wRow = (p * 64 + r) * 64;
+                let y = 0;
+                const g = dy.values[rowBase + r];
+                for (let c = 0; c < 64; c++) {
+                  const w = values.values[wRow + c];
+                  y += x.values[colBase + c] * w;
+                  dxRef[colBase + c] += g * w;
+                }
+                yRef[rowBase + r] += y;
+              }
+            }
+          }
+          expectClose(bsrLinear(x.t, values.t, pattern, bias.t).dataSync(), yRef, dtype, `bsrLinear ${rows}x${cols} ${dtype}`);
+          expectClose(bsrMatmul(dy.t, values.t, pattern).dataSync(), dxRef, dtype, `bsrMatmul ${rows}x${cols} ${dtype}`);
+        });
+      }
+    }
+  }, 120_000);
+
   test("setDenseSampledMode refuses an unknown mode", () => {
     const backend = useCuda();
     expect(() => backend.setDenseSampledMode("sometimes" as "auto")).toThrow(/setDenseSampledMode/);
