@@ -20,7 +20,7 @@ template <typename T> using SampledTile64 = WgmmaTraits<T, Op::Sampled, 64, 128,
 template <typename T> using SampledTile128 = WgmmaTraits<T, Op::Sampled, 128, 128, 6>;
 
 // The persistent tile at 64x64 blocks: variant 0's tile with a stage fewer, for the staged rows' buffer.
-template <typename T, Op kOp> using PersistentTile64 = WgmmaTraits<T, kOp, 64, 256, 4>;
+template <typename T, Op kOp> using PersistentTile64 = WgmmaTraits<T, kOp, 64, kPersistentTileTokens, 4>;
 
 template <typename T, Op kOp>
 bool launchBlock(DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms, cudaStream_t stream) {

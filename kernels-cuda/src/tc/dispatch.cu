@@ -126,7 +126,7 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
     // docs/kernels.md, "The staged epilogue and the persistent tile").
     if (path == TcPath::Wgmma && block == 64 && op != tc::Op::Sampled && device.sms > 0) {
       const int64_t lines = op == tc::Op::Linear ? pattern.blockRows : pattern.blockCols;
-      const int64_t tiles = (m + 255) / 256 * lines;
+      const int64_t tiles = (m + tc::kPersistentTileTokens - 1) / tc::kPersistentTileTokens * lines;
       const double line = lines > 0 ? double(pattern.nnzBlocks) / double(lines) : 0.0;
       if (tiles >= tc::kPersistentMinTilesPerSm * device.sms && line <= tc::kPersistentMaxLine)
         variant = tc::kPersistentTile;

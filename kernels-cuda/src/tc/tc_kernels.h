@@ -45,6 +45,7 @@ struct KernelArgs {
 // (Numbers 2-6 are variants kept for measurement in kernels-cuda/dev/.)
 enum TileVariant : int { kDefaultTile = 0, kWideTile = 1, kPersistentTile = 7 };
 constexpr int64_t kWideTileMinTokens = 4096;
+constexpr int kPersistentTileTokens = 256;
 constexpr int64_t kPersistentMinTilesPerSm = 3;
 constexpr double kPersistentMaxLine = 16.0;
 
