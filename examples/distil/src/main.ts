@@ -1,4 +1,6 @@
-// Registers the cuda backend when its addon loads here; otherwise the engine warns once and runs on js.
+// Registers the cuda and native cpu backends; the engine starts the first that loads here (cuda, then cpu),
+// warning once for each that does not, and runs on js when neither does.
+import "@blocksparse/backend-cpu";
 import "@blocksparse/backend-cuda";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -48,7 +50,7 @@ layers, static or RigL; and a trained dense model patched and recovered by fine-
   --out DIR            also write the table as markdown and every figure as JSON there
   --tokenizer DIR      a folder with tokenizer.json (default: the bundled 512-token BPE)
   --max-chars N        use only the text's first N characters
-  --backend NAME       js or cuda (default: cuda when it starts here, else js)
+  --backend NAME       js, cpu or cuda (default: cuda when it starts here, else cpu, else js)
   --seed N             (default ${DEFAULTS.seed})`;
 
 interface Parsed {
