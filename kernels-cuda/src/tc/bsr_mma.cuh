@@ -226,15 +226,7 @@ __global__ void __launch_bounds__(K::kThreads) bsrMmaKernel(const KernelArgs arg
           const int col = warpN * K::kWarpN + nt * 8 + c2;
           const float v0 = acc[mt][nt][half * 2], v1 = acc[mt][nt][half * 2 + 1];
           if constexpr (K::kOp == Op::Sampled) {
-            const int member = row / K::R;
-            if (member >= work.count) continue;
-            const int64_t at = (static_cast<int64_t>(indexB[member]) * K::R + row % K::R) * K::C + col;
-            if (args.partials) {
-              float* dst = args.partials + static_cast<int64_t>(blockIdx.z) * args.nnzBlocks * K::R * K::C + at;
-              *reinterpret_cast<float2*>(dst) = make_float2(v0, v1);
-            } else {
-              *reinterpret_cast<uint32_t*>(static_cast<T*>(args.out) + at) = packPair<T>(v0, v1);
-            }
+            storeBlockPair<T, K::R, K::C>(args, work, indexB, row, col, v0, v1);
           } else {
             const int64_t token = work.tokenBase + row;
             if (token >= args.m) continue;

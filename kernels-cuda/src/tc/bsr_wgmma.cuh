@@ -76,6 +76,37 @@ __device__ __forceinline__ void mmaStage(float (&acc)[K::kMmaM][K::kTileN / 2], 
   }
 }
 
+// A consumer warpgroup's products for one tile: zeroes `acc`, then runs `steps` pipeline steps, the first
+// being the pipeline's step `first` (0 for a tile per CTA; a persistent CTA's steps run on across tiles).
+// Each step's stage is released once the next step's products are issued; the last one is left to the caller.
+template <class K>
+__device__ __forceinline__ void consumeSteps(float (&acc)[K::kMmaM][K::kTileN / 2], uint8_t* smem, uint64_t* full,
+                                             uint64_t* empty, int first, int steps, int consumer, int lane) {
+#pragma unroll
+  for (int i = 0; i < K::kMmaM; ++i)
+#pragma unroll
+    for (int j = 0; j < K::kTileN / 2; ++j) acc[i][j] = 0.0f;
+  for (int step = 0; step < steps; ++step) {
+    const int it = first + step;
+    const int s = it % K::kStages;
+    mbarrierWait(&full[s], (it / K::kStages) & 1);
+    const uint32_t stageA = smemAddress(smem + s * K::kStageBytes), stageB = stageA + K::kABytes;
+#pragma unroll
+    for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
+    wgmmaFence();
+    mmaStage<K>(acc, stageA, stageB, consumer);
+    wgmmaCommit();
+#pragma unroll
+    for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
+    // The previous step's products are done once at most this step's group is pending: free its stage.
+    wgmmaWait<1>();
+    if (step > 0 && lane == 0) mbarrierArrive(&empty[(it - 1) % K::kStages]);
+  }
+  wgmmaWait<0>();
+#pragma unroll
+  for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
+}
+
 // Writes this consumer's rows of the tile: per m64 tile, warp w of the group holds rows 16w + lane/4 (+8),
 // two columns per 8.
 template <class K>
@@ -94,15 +125,7 @@ __device__ __forceinline__ void storeTile(float (&acc)[K::kMmaM][K::kTileN / 2],
         const int col = j * 8 + c2;
         float v0 = acc[mi][4 * j + half * 2], v1 = acc[mi][4 * j + half * 2 + 1];
         if constexpr (K::kOp == Op::Sampled) {
-          const int member = row / K::R;
-          if (member >= work.count) continue;
-          const int64_t at = (static_cast<int64_t>(indexB[member]) * K::R + row % K::R) * K::C + col;
-          if (args.partials) {
-            float* dst = args.partials + static_cast<int64_t>(blockIdx.z) * args.nnzBlocks * K::R * K::C + at;
-            *reinterpret_cast<float2*>(dst) = make_float2(v0, v1);
-          } else {
-            *reinterpret_cast<uint32_t*>(static_cast<T*>(args.out) + at) = packPair<T>(v0, v1);
-          }
+          storeBlockPair<T, K::R, K::C>(args, work, indexB, row, col, v0, v1);
         } else {
           const int64_t token = work.tokenBase + row;
           if (token >= args.m) continue;
@@ -237,29 +260,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   const int consumer = warpGroup - 1;
   const int lane = tid % 32, warpInGroup = (tid % 128) / 32;
   float acc[K::kMmaM][K::kTileN / 2];
-#pragma unroll
-  for (int i = 0; i < K::kMmaM; ++i)
-#pragma unroll
-    for (int j = 0; j < K::kTileN / 2; ++j) acc[i][j] = 0.0f;
-
-  for (int step = 0; step < work.steps; ++step) {
-    const int s = step % K::kStages;
-    mbarrierWait(&full[s], (step / K::kStages) & 1);
-    const uint32_t stageA = smemAddress(smem + s * K::kStageBytes), stageB = stageA + K::kABytes;
-#pragma unroll
-    for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
-    wgmmaFence();
-    mmaStage<K>(acc, stageA, stageB, consumer);
-    wgmmaCommit();
-#pragma unroll
-    for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
-    // The previous step's products are done once at most this step's group is pending: free its stage.
-    wgmmaWait<1>();
-    if (step > 0 && lane == 0) mbarrierArrive(&empty[(step - 1) % K::kStages]);
-  }
-  wgmmaWait<0>();
-#pragma unroll
-  for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
+  consumeSteps<K>(acc, smem, full, empty, 0, work.steps, consumer, lane);
 
   if constexpr (K::kOp == Op::Sampled) storeTile<K>(acc, args, work, indexB, consumer, lane, warpInGroup);
   else storeTileStaged<K>(acc, args, work, smem, consumer, lane, warpInGroup);
@@ -436,27 +437,8 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
     TileWork work;
     tileAt<K::kOp, K::R, K::C, K::kTileM, K::kStep>(args, tile, work);
-#pragma unroll
-    for (int i = 0; i < K::kMmaM; ++i)
-#pragma unroll
-      for (int j = 0; j < K::kTileN / 2; ++j) acc[i][j] = 0.0f;
-    for (int step = 0; step < work.steps; ++step, ++it) {
-      const int s = it % K::kStages;
-      mbarrierWait(&full[s], (it / K::kStages) & 1);
-      const uint32_t stageA = smemAddress(smem + s * K::kStageBytes), stageB = stageA + K::kABytes;
-#pragma unroll
-      for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
-      wgmmaFence();
-      mmaStage<K>(acc, stageA, stageB, consumer);
-      wgmmaCommit();
-#pragma unroll
-      for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
-      wgmmaWait<1>();
-      if (step > 0 && lane == 0) mbarrierArrive(&empty[(it - 1) % K::kStages]);
-    }
-    wgmmaWait<0>();
-#pragma unroll
-    for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
+    consumeSteps<K>(acc, smem, full, empty, it, work.steps, consumer, lane);
+    it += work.steps;
     // This tile's last stage is free once its products are done.
     if (work.steps > 0 && lane == 0) mbarrierArrive(&empty[(it - 1) % K::kStages]);
     if constexpr (kStaged) {

@@ -76,6 +76,22 @@ __device__ __forceinline__ int32_t entryValue(const KernelArgs& args, const Tile
   return entry < kIndexCapacity ? indexB[entry] : args.valueIndex[work.first + entry];
 }
 
+// dW: outputs (row, col) and (row, col + 1) of a tile of G blocks stacked by rows: into the member's block of
+// the values, or as float32 into this split's partials when the tokens are split (none past work.count).
+template <typename T, int R, int C>
+__device__ __forceinline__ void storeBlockPair(const KernelArgs& args, const TileWork& work, const int32_t* indexB,
+                                               int row, int col, float v0, float v1) {
+  const int member = row / R;
+  if (member >= work.count) return;
+  const int64_t at = (static_cast<int64_t>(indexB[member]) * R + row % R) * C + col;
+  if (args.partials) {
+    float* dst = args.partials + static_cast<int64_t>(blockIdx.z) * args.nnzBlocks * R * C + at;
+    *reinterpret_cast<float2*>(dst) = make_float2(v0, v1);
+  } else {
+    *reinterpret_cast<uint32_t*>(static_cast<T*>(args.out) + at) = packPair<T>(v0, v1);
+  }
+}
+
 // The epilogue of Linear/Matmul tiles, shared by the mma.sync and wgmma kernels. A tile row (one block of
 // features of one token) is 64-256 contiguous bytes of the output, but the accumulator layouts give a warp 16
 // bytes of a row per store: stored directly, every 32-byte sector of the output is written twice and the
