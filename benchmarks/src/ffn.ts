@@ -11,7 +11,10 @@
  *   tsx src/ffn.ts [--backend cuda|js] [--models ffn,block] [--widths 1024x4096,4096x4096]
  *     [--tokens 2048,8192] [--blocks 32,64] [--densities 0.5,0.25,0.1] [--dtype bfloat16]
  *     [--context 512] [--heads 16] [--torch] [--profile] [--out results/ffn] [--quick]
+ *     [--dense-sampled auto|never|always]
  * --profile prints, per case, where a step's time goes kernel by kernel (synchronized).
+ * --dense-sampled forces the route of the weight gradient on cuda (the block kernels, or cuBLAS's
+ * dense product with the blocks sampled from it); auto is the backend's own choice.
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -197,11 +200,11 @@ function runTorch(cases: { model: string; dModel: number; hidden: number; tokens
   return JSON.parse(result.stdout) as TorchRow[];
 }
 
-function markdown(rows: FfnCase[], meta: { machine: string; commit: string; dtype: string; torch: boolean }): string {
+function markdown(rows: FfnCase[], meta: { machine: string; commit: string; dtype: string; torch: boolean; denseSampled: string }): string {
   const lines = [
     `# FFN and TransformerBlock training steps (${meta.dtype} mixed precision)`,
     "",
-    `Machine: ${meta.machine}. Commit ${meta.commit}. Step = forward + backward + AdamW (float32 master weights and state).`,
+    `Machine: ${meta.machine}. Commit ${meta.commit}. Step = forward + backward + AdamW (float32 master weights and state).${meta.denseSampled === "auto" ? "" : ` Weight gradients forced to the ${meta.denseSampled === "always" ? "dense-product" : "block-kernel"} route.`}`,
     "speed-up = our dense step / this step (> 1: faster than dense); vs PyTorch = PyTorch's dense step (autocast) / this step.",
     "",
     "| model | dModel x hidden | tokens | block | density | parameters | ms (median) | speed-up vs our dense | vs PyTorch dense |",
@@ -230,6 +233,7 @@ async function main(): Promise<void> {
       torch: { type: "boolean", default: false },
       profile: { type: "boolean", default: false },
       quick: { type: "boolean", default: false },
+      "dense-sampled": { type: "string", default: "auto" },
       out: { type: "string" },
     },
   });
@@ -241,6 +245,13 @@ async function main(): Promise<void> {
   const heads = Number(values.heads);
   const started = await startBackend(values.backend);
   const backend = getBackendInstance();
+  const route = values["dense-sampled"];
+  if (route !== "auto" && route !== "never" && route !== "always") throw new Error(`--dense-sampled: expected auto, never or always, got "${route}"`);
+  if (route !== "auto") {
+    const setMode = (backend as { setDenseSampledMode?: (mode: string) => string }).setDenseSampledMode;
+    if (typeof setMode !== "function") throw new Error(`--dense-sampled ${route}: the ${backend.name} backend has one route for the weight gradient`);
+    setMode.call(backend, route);
+  }
   const plan: TimingPlan = values.quick
     ? { warmup: 2, minRepeats: 3, maxRepeats: 10, budgetMs: 100, minSampleMs: 5 }
     : { warmup: 3, minRepeats: 10, maxRepeats: 40, budgetMs: 400, minSampleMs: 10 };
@@ -252,7 +263,7 @@ async function main(): Promise<void> {
   const outDir = resolve(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "ffn"));
   mkdirSync(outDir, { recursive: true });
   const machine = describeMachine(started.gpu).name;
-  const meta = { machine, commit: gitState().commit, dtype, torch: values.torch };
+  const meta = { machine, commit: gitState().commit, dtype, torch: values.torch, denseSampled: route };
   // Written after every case, so that a run cut short keeps what it measured.
   const save = () => {
     writeFileSync(join(outDir, "ffn.json"), `${JSON.stringify({ ...meta, date: new Date().toISOString(), rows }, null, 1)}\n`);

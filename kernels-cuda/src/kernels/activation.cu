@@ -112,6 +112,8 @@ __global__ void biasActivationBackwardVectorKernel(const T* __restrict__ dy, con
 #pragma unroll
       for (int k = 0; k < kVec; ++k) b[k] = toFloat<T>(raw[k]);
     }
+    // Unrolled: several rows' loads in flight per lane (dx never aliases dy or x).
+#pragma unroll 4
     for (int64_t r = begin + threadIdx.y; r < end; r += kTileRows) {
       const int64_t i = r * width + first;
       T g[kVec], in[kVec], out[kVec];

@@ -303,14 +303,21 @@ bool denseSampledWins(DType dtype, const BsrPatternView& pattern, int64_t m, boo
   if (dtype == DType::Float32) return false;
   // The dense scratch [rows, cols] must stay modest next to the tensors themselves.
   if (pattern.rows * pattern.cols * static_cast<int64_t>(dtypeSize(dtype)) > (int64_t{512} << 20)) return false;
-  // Dense GEMM work is 1/density times the sampled work, at the GEMM's rate; the block kernels' rate on the
-  // non-zero work, measured on H100 and H200 (docs/kernels.md), is about 0.12 (32x32), 0.25 (64x64) and 0.4
-  // (128x128) of it, and far less for other block shapes (the simple kernel). Dense wins above that density.
+  // Dense GEMM work is 1/density times the sampled work, at the GEMM's rate, so the block kernels win while the
+  // density is below their rate on the non-zero work as a fraction of the GEMM's. That fraction grows with the
+  // block and with the tokens (fewer token splits, longer reductions per block); measured on an H200 at layer
+  // widths 1024-8192 (docs/kernels.md, "The weight gradient through the dense GEMM"): 0.11-0.18 at 32x32,
+  // 0.17-0.18 at 64x64 with 2048 tokens and 0.26-0.40 with 4096 or more, 0.3-0.4 at 128x128 with 2048 tokens and
+  // 0.42-0.74 with more. Other block shapes run the simple kernel, far slower: dense wins above 0.05.
   const double density =
       static_cast<double>(pattern.nnzBlocks) / (static_cast<double>(pattern.blockRows) * pattern.blockCols);
   const bool square = pattern.blockHeight == pattern.blockWidth;
   const int block = pattern.blockHeight;
-  const double breakEven = !square ? 0.05 : block == 32 ? 0.12 : block == 64 ? 0.25 : block == 128 ? 0.4 : 0.05;
+  const bool manyTokens = m >= 4096;
+  double breakEven = 0.05;
+  if (square && block == 32) breakEven = manyTokens ? 0.18 : 0.12;
+  if (square && block == 64) breakEven = manyTokens ? 0.33 : 0.18;
+  if (square && block == 128) breakEven = manyTokens ? 0.5 : 0.35;
   return density >= breakEven;
 }
 

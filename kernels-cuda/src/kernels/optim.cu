@@ -1,4 +1,7 @@
 // The fused Adam / AdamW step: reads param, grad and both moments once, writes the three new tensors.
+#include <cstdint>
+#include <vector>
+
 #include "../kernels.h"
 #include "dtype.cuh"
 
@@ -91,31 +94,132 @@ __global__ void multiTensorAdamKernel(const __grid_constant__ AdamBatch batch, c
   }
 }
 
+// The mixed-precision fast path: float32 params and moments, gradients and copies of one dtype each (TG, TC;
+// TC float with no copy), every buffer aligned for four elements at once. Four elements per thread and step,
+// in 16-byte loads and stores (8-byte for half gradients and copies), so each thread keeps five loads in flight
+// where the general kernel keeps one element's. The moments are still formed in float64 (see adamKernel); the
+// step m^ / (sqrt(v^) + eps) is one float32 square root and division, as PyTorch's fused Adam takes it, and the
+// new param is p - lr * step in float64, rounded once.
+constexpr int kAdamVector = 4;
+
+template <typename T>
+struct alignas(sizeof(T) * kAdamVector) Vec4 {
+  T v[kAdamVector];
+};
+
+template <typename TG>
+__device__ __forceinline__ float adamElement(float param, TG grad, float& m, float& v, const AdamParams& h,
+                                             double decay, double correct1, double correct2) {
+  double p = param, g = toFloat<TG>(grad);
+  if (h.decoupledWeightDecay) p *= decay;
+  else g += h.weightDecay * p;
+  const double mi = h.beta1 * m + (1.0 - h.beta1) * g;
+  const double vi = h.beta2 * v + (1.0 - h.beta2) * g * g;
+  m = static_cast<float>(mi);
+  v = static_cast<float>(vi);
+  const float step = static_cast<float>(mi * correct1) / (sqrtf(static_cast<float>(vi * correct2)) + static_cast<float>(h.eps));
+  return static_cast<float>(p - h.lr * static_cast<double>(step));
+}
+
+template <typename TG, typename TC>
+__global__ void multiTensorAdamVectorKernel(const __grid_constant__ AdamBatch batch, const AdamParams h) {
+  int t = 0;
+  while (t + 1 < batch.count && static_cast<int32_t>(blockIdx.x) >= batch.blockStart[t + 1]) ++t;
+  const AdamTensor& x = batch.tensor[t];
+  const int64_t ctas = batch.blockStart[t + 1] - batch.blockStart[t];
+  const int64_t cta = blockIdx.x - batch.blockStart[t];
+  const double correct1 = 1.0 / x.biasCorrection1, correct2 = 1.0 / x.biasCorrection2;
+  const double decay = 1.0 - h.lr * h.weightDecay;
+  const int64_t vectors = x.n / kAdamVector;
+  const auto* param = static_cast<const Vec4<float>*>(x.param);
+  const auto* grad = static_cast<const Vec4<TG>*>(x.grad);
+  const auto* mIn = static_cast<const Vec4<float>*>(x.m);
+  const auto* vIn = static_cast<const Vec4<float>*>(x.v);
+  for (int64_t i = cta * blockDim.x + threadIdx.x; i < vectors; i += ctas * blockDim.x) {
+    const Vec4<float> p = param[i], m = mIn[i], v = vIn[i];
+    const Vec4<TG> g = grad[i];
+    Vec4<float> pOut, mOut = m, vOut = v;
+    Vec4<TC> copy;
+#pragma unroll
+    for (int k = 0; k < kAdamVector; ++k) {
+      pOut.v[k] = adamElement<TG>(p.v[k], g.v[k], mOut.v[k], vOut.v[k], h, decay, correct1, correct2);
+      copy.v[k] = fromFloat<TC>(pOut.v[k]);
+    }
+    static_cast<Vec4<float>*>(x.paramOut)[i] = pOut;
+    static_cast<Vec4<float>*>(x.mOut)[i] = mOut;
+    static_cast<Vec4<float>*>(x.vOut)[i] = vOut;
+    if (x.copy != nullptr) static_cast<Vec4<TC>*>(x.copy)[i] = copy;
+  }
+  // The last n % 4 elements: the tensor's first CTA, one thread each.
+  const int64_t tail = vectors * kAdamVector + threadIdx.x;
+  if (cta == 0 && tail < x.n) {
+    float m = static_cast<const float*>(x.m)[tail], v = static_cast<const float*>(x.v)[tail];
+    const float next = adamElement<TG>(static_cast<const float*>(x.param)[tail], static_cast<const TG*>(x.grad)[tail], m,
+                                       v, h, decay, correct1, correct2);
+    static_cast<float*>(x.paramOut)[tail] = next;
+    static_cast<float*>(x.mOut)[tail] = m;
+    static_cast<float*>(x.vOut)[tail] = v;
+    if (x.copy != nullptr) static_cast<TC*>(x.copy)[tail] = fromFloat<TC>(next);
+  }
+}
+
+bool alignedFor(const void* p, size_t bytes) { return p == nullptr || reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+// The fast path's kernel for a tensor, or null when the tensor needs the general one.
+using AdamKernel = void (*)(const AdamBatch, const AdamParams);
+
+AdamKernel vectorKernelFor(const AdamTensor& x, DType copyDtype) {
+  if (x.paramDtype != DType::Float32 || x.mDtype != DType::Float32 || x.vDtype != DType::Float32) return nullptr;
+  for (const void* p : {x.param, x.m, x.v, static_cast<const void*>(x.paramOut), static_cast<const void*>(x.mOut),
+                        static_cast<const void*>(x.vOut)})
+    if (!alignedFor(p, 16)) return nullptr;
+  if (!alignedFor(x.grad, dtypeSize(x.gradDtype) * kAdamVector)) return nullptr;
+  if (x.copy != nullptr && !alignedFor(x.copy, dtypeSize(copyDtype) * kAdamVector)) return nullptr;
+  const DType copy = x.copy != nullptr ? copyDtype : DType::Float32;
+  if (copy == DType::Int32 || x.gradDtype == DType::Int32) return nullptr;
+  AdamKernel kernel = nullptr;
+  BS_DISPATCH_FLOAT(x.gradDtype, TG, BS_DISPATCH_FLOAT(copy, TC, kernel = multiTensorAdamVectorKernel<TG, TC>));
+  return kernel;
+}
+
 }  // namespace
 
 void launchMultiTensorAdam(const AdamTensor* tensors, int count, DType copyDtype, const AdamParams& params,
                            cudaStream_t stream) {
-  AdamBatch batch{};
-  int32_t ctas = 0;
-  auto flush = [&]() {
-    if (batch.count > 0) {
-      batch.blockStart[batch.count] = ctas;
-      batch.copyDtype = copyDtype;
-      multiTensorAdamKernel<<<ctas, kThreads, 0, stream>>>(batch, params);
+  // Tensors go to launches of one kernel each: the fast path's kernel for their dtypes, or the general one.
+  // The order within a kernel's launches is the input order; the updates are independent, so launch order
+  // does not change any result.
+  struct Pending {
+    AdamKernel kernel;
+    AdamBatch batch;
+    int32_t ctas;
+  };
+  std::vector<Pending> pending;
+  auto flush = [&](Pending& p) {
+    if (p.batch.count > 0) {
+      p.batch.blockStart[p.batch.count] = p.ctas;
+      p.batch.copyDtype = copyDtype;
+      p.kernel<<<p.ctas, kThreads, 0, stream>>>(p.batch, params);
       BS_LAUNCH_CHECK("multiTensorAdamKernel");
     }
-    batch = AdamBatch{};
-    ctas = 0;
+    p.batch = AdamBatch{};
+    p.ctas = 0;
   };
   for (int k = 0; k < count; ++k) {
     if (tensors[k].n == 0) continue;
+    AdamKernel kernel = vectorKernelFor(tensors[k], copyDtype);
+    if (kernel == nullptr) kernel = multiTensorAdamKernel;
+    Pending* p = nullptr;
+    for (Pending& q : pending)
+      if (q.kernel == kernel) p = &q;
+    if (p == nullptr) p = &pending.emplace_back(Pending{kernel, AdamBatch{}, 0});
     const int64_t wanted = (tensors[k].n + kAdamElementsPerCta - 1) / kAdamElementsPerCta;
-    batch.tensor[batch.count] = tensors[k];
-    batch.blockStart[batch.count] = ctas;
-    ctas += static_cast<int32_t>(wanted < kAdamMaxCtasPerTensor ? wanted : kAdamMaxCtasPerTensor);
-    if (++batch.count == kAdamTensorsPerLaunch) flush();
+    p->batch.tensor[p->batch.count] = tensors[k];
+    p->batch.blockStart[p->batch.count] = p->ctas;
+    p->ctas += static_cast<int32_t>(wanted < kAdamMaxCtasPerTensor ? wanted : kAdamMaxCtasPerTensor);
+    if (++p->batch.count == kAdamTensorsPerLaunch) flush(*p);
   }
-  flush();
+  for (Pending& p : pending) flush(p);
 }
 
 void launchAdam(DType dtype, const void* param, const void* grad, const void* m, const void* v, void* paramOut,

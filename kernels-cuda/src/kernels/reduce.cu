@@ -1,5 +1,7 @@
 // Reductions over the middle axis of an [outer, size, inner] view, and softmax / logSoftmax over rows.
 #include <algorithm>
+#include <cstdint>
+#include <optional>
 #include <type_traits>
 
 #include "../kernels.h"
@@ -151,12 +153,64 @@ __global__ void columnSumKernel(ReduceOp op, const T* __restrict__ x, void* __re
   }
 }
 
+// The same over packs of eight adjacent outputs (16-byte loads of half types, two of float32) when inner is a
+// multiple of eight and x is aligned: a block covers 256 adjacent outputs, each thread eight of them, with up to
+// four rows' loads in flight. Each output's rows are added in the order of columnSumKernel.
+constexpr int kColumnPack = 8;
+constexpr int kColumnPackTile = kColumnTile * kColumnPack;
+
+template <typename T>
+struct alignas(sizeof(T) * kColumnPack) ColumnPack {
+  T v[kColumnPack];
+};
+
+template <typename T>
+__global__ void columnSumPackedKernel(ReduceOp op, const T* __restrict__ x, void* __restrict__ y,
+                                      float* __restrict__ partials, int64_t outer, int64_t size, int64_t inner,
+                                      int64_t rowsPerSplit) {
+  __shared__ float sums[kColumnRows][kColumnPackTile + 4];
+  const int64_t tiles = (inner + kColumnPackTile - 1) / kColumnPackTile;
+  const int64_t outerIndex = blockIdx.x / tiles;
+  const int64_t tileColumn = (blockIdx.x % tiles) * kColumnPackTile;
+  const int64_t column = tileColumn + threadIdx.x * kColumnPack;
+  const int64_t begin = blockIdx.y * rowsPerSplit;
+  const int64_t end = begin + rowsPerSplit < size ? begin + rowsPerSplit : size;
+  float acc[kColumnPack] = {};
+  if (column < inner) {
+    const T* base = x + outerIndex * size * inner + column;
+#pragma unroll 4
+    for (int64_t j = begin + threadIdx.y; j < end; j += kColumnRows) {
+      const ColumnPack<T> pack = *reinterpret_cast<const ColumnPack<T>*>(base + j * inner);
+#pragma unroll
+      for (int k = 0; k < kColumnPack; ++k) acc[k] += toFloat<T>(pack.v[k]);
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < kColumnPack; ++k) sums[threadIdx.y][threadIdx.x * kColumnPack + k] = acc[k];
+  __syncthreads();
+  const int mine = threadIdx.y * kColumnTile + threadIdx.x;
+  const int64_t outColumn = tileColumn + mine;
+  if (outColumn >= inner) return;
+  float total = 0.0f;
+#pragma unroll
+  for (int r = 0; r < kColumnRows; ++r) total += sums[r][mine];
+  const int64_t out = outerIndex * inner + outColumn;
+  if (partials != nullptr) {
+    partials[blockIdx.y * outer * inner + out] = total;
+  } else {
+    if (op == ReduceOp::Mean) total = size > 0 ? total / static_cast<float>(size) : __builtin_nanf("");
+    static_cast<T*>(y)[out] = fromFloat<T>(total);
+  }
+}
+
 template <typename T>
 __global__ void columnFinishKernel(ReduceOp op, const float* __restrict__ partials, int splits, int64_t outputs,
                                    int64_t size, T* __restrict__ y) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < outputs;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     float total = 0.0f;
+    // Unrolled so that several loads are in flight; the sum keeps split order.
+#pragma unroll 8
     for (int s = 0; s < splits; ++s) total += partials[s * outputs + i];
     if (op == ReduceOp::Mean) total = total / static_cast<float>(size);
     y[i] = fromFloat<T>(total);
@@ -207,27 +261,36 @@ void launchReduce(ReduceOp op, DType dtype, const void* x, void* y, int64_t oute
                   cudaStream_t stream) {
   if (outer * inner == 0) return;
   if (inner > 1 && dtype != DType::Int32 && (op == ReduceOp::Sum || op == ReduceOp::Mean) && size >= 64) {
-    // Enough blocks to fill the device a few times over: split the reduced axis when outputs alone are too few.
-    const int64_t tiles = outer * ((inner + kColumnTile - 1) / kColumnTile);
-    const int64_t wanted = (4 * static_cast<int64_t>(multiprocessors()) + tiles - 1) / tiles;
-    int64_t splits = std::max<int64_t>(1, std::min<int64_t>({wanted, size / 64, 65535}));
+    // Packed when every row's start is aligned for eight outputs at once.
+    const bool packed = inner % kColumnPack == 0 && reinterpret_cast<uintptr_t>(x) % (dtypeSize(dtype) * kColumnPack) == 0;
+    const int64_t tileWidth = packed ? kColumnPackTile : kColumnTile;
+    // Enough blocks to fill the device twice (packed: each thread keeps several loads in flight) or four times,
+    // splitting the reduced axis when the outputs alone are too few; a split covers at least 64 rows (128 packed)
+    // so that the partials stay small next to x.
+    const int64_t tiles = outer * ((inner + tileWidth - 1) / tileWidth);
+    const int64_t perSm = packed ? 2 : 4;
+    const int64_t wanted = (perSm * static_cast<int64_t>(multiprocessors()) + tiles - 1) / tiles;
+    int64_t splits = std::max<int64_t>(1, std::min<int64_t>({wanted, size / (packed ? 128 : 64), 65535}));
     const int64_t rowsPerSplit = (size + splits - 1) / splits;
     splits = (size + rowsPerSplit - 1) / rowsPerSplit;
     const dim3 block(kColumnTile, kColumnRows);
     const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(splits));
-    if (splits == 1) {
-      BS_DISPATCH_FLOAT(dtype, T, columnSumKernel<T><<<grid, block, 0, stream>>>(
-                                      op, static_cast<const T*>(x), y, nullptr, outer, size, inner, rowsPerSplit));
-    } else {
-      Scratch partials(static_cast<size_t>(splits * outer * inner) * sizeof(float));
-      BS_DISPATCH_FLOAT(dtype, T, {
-        columnSumKernel<T><<<grid, block, 0, stream>>>(op, static_cast<const T*>(x), y, partials.as<float>(), outer,
-                                                       size, inner, rowsPerSplit);
+    std::optional<Scratch> partials;
+    if (splits > 1) partials.emplace(static_cast<size_t>(splits * outer * inner) * sizeof(float));
+    float* partial = splits > 1 ? partials->as<float>() : nullptr;
+    BS_DISPATCH_FLOAT(dtype, T, {
+      if (packed)
+        columnSumPackedKernel<T><<<grid, block, 0, stream>>>(op, static_cast<const T*>(x), y, partial, outer, size,
+                                                             inner, rowsPerSplit);
+      else
+        columnSumKernel<T><<<grid, block, 0, stream>>>(op, static_cast<const T*>(x), y, partial, outer, size, inner,
+                                                       rowsPerSplit);
+      BS_LAUNCH_CHECK("columnSumKernel");
+      if (splits > 1)
         columnFinishKernel<T><<<gridFor(outer * inner), kThreads, 0, stream>>>(
-            op, partials.as<float>(), static_cast<int>(splits), outer * inner, size, static_cast<T*>(y));
-      });
-    }
-    BS_LAUNCH_CHECK("columnSumKernel");
+            op, partial, static_cast<int>(splits), outer * inner, size, static_cast<T*>(y));
+    });
+    BS_LAUNCH_CHECK("columnFinishKernel");
     return;
   }
   BS_DISPATCH_ANY(dtype, T, {

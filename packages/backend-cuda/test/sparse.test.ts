@@ -168,22 +168,24 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
           const bias = randomTensor(next, [rows], dtype);
           const x = randomTensor(next, [m, cols], dtype);
           const dy = randomTensor(next, [m, rows], dtype);
-          // Token by token, so each token's rows of x, dy and the references stay in cache.
+          // Block by block, then token by token: the block's 64x64 values stay in cache while every token's
+          // 64-wide slices of x, dy and the references pass over them.
+          const w = values.values, xs = x.values, gs = dy.values;
           const yRef = new Float64Array(m * rows);
           const dxRef = new Float64Array(m * cols);
-          for (let i = 0; i < m; i++) {
-            yRef.set(bias.values, i * rows);
-            for (let p = 0; p < pattern.nnzBlocks; p++) {
+          for (let i = 0; i < m; i++) yRef.set(bias.values, i * rows);
+          for (let p = 0; p < pattern.nnzBlocks; p++) {
+            for (let i = 0; i < m; i++) {
               const rowBase = i * rows + blockRow[p] * 64;
               const colBase = i * cols + blockCol[p] * 64;
               for (let r = 0; r < 64; r++) {
                 const wRow = (p * 64 + r) * 64;
+                const g = gs[rowBase + r];
                 let y = 0;
-                const g = dy.values[rowBase + r];
                 for (let c = 0; c < 64; c++) {
-                  const w = values.values[wRow + c];
-                  y += x.values[colBase + c] * w;
-                  dxRef[colBase + c] += g * w;
+                  const wv = w[wRow + c];
+                  y += xs[colBase + c] * wv;
+                  dxRef[colBase + c] += g * wv;
                 }
                 yRef[rowBase + r] += y;
               }

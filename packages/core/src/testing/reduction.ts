@@ -12,6 +12,12 @@ const CASES: { shape: number[]; axes: number[] | undefined }[] = [
   { shape: [5, 1], axes: [1] },
   { shape: [7], axes: [0] },
   { shape: [3, 70], axes: [-1] },
+  // Long axes with outputs side by side (a bias gradient): device backends split these and read the outputs
+  // in packs, with a ragged last pack tile (264 outputs), several outer slices, and outputs that do not pack (13).
+  { shape: [1200, 264], axes: [0] },
+  { shape: [3, 700, 40], axes: [1] },
+  { shape: [900, 13], axes: [0] },
+  { shape: [256, 24], axes: [0] },
 ];
 
 const REDUCTIONS = [
