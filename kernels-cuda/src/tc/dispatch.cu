@@ -137,13 +137,33 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
 
   // dW: each CTA reduces all tokens for up to 128 rows of blocks; when that leaves SMs idle, split the
   // tokens and sum the float32 partials in a second, deterministic pass.
+  // - mma.sync (several CTAs resident per SM): about two CTAs per SM.
+  // - wgmma: only as many splits as still fit in one wave of two CTAs per SM, and among those the count that
+  //   minimises 1/s of the product's time plus the splits' cost, about 600/m of it per split (float32
+  //   partials written and read again, a prologue and an epilogue per CTA). Measured on an H200
+  //   (docs/kernels.md, "Splitting the weight gradient's tokens"): with 2048 tokens no split beats two even
+  //   with 51 CTAs on 132 SMs; with 8192, two splits of 128 groups beat one.
+  // Each split keeps at least 1024 tokens.
   int64_t splits = 1;
   if (op == tc::Op::Sampled) {
     // Rows of blocks per CTA: 128, or 256 for the wide dW tile (a variant kept for measurement).
     const int64_t tileRows = variant == tc::kWideTile ? 256 : 128;
     const int64_t groups = std::max<int64_t>(1, pattern.nnzBlocks / std::max<int64_t>(1, tileRows / block));
-    const int64_t wanted = (2 * int64_t{device.sms} + groups - 1) / groups;
-    splits = std::max<int64_t>(1, std::min<int64_t>(wanted, m / 1024));
+    const int64_t slots = std::max<int64_t>(1, 2 * int64_t{device.sms});
+    const int64_t most = std::max<int64_t>(1, std::min<int64_t>(m / 1024, 64));
+    if (path != TcPath::Wgmma) {
+      splits = std::min<int64_t>((slots + groups - 1) / groups, most);
+    } else {
+      const int64_t fit = std::min<int64_t>(most, std::max<int64_t>(1, slots / groups));
+      double best = 1.0;
+      for (int64_t s = 2; s <= fit; ++s) {
+        const double cost = 1.0 / static_cast<double>(s) + static_cast<double>(s) * 600.0 / static_cast<double>(m);
+        if (cost < best - 1e-9) {
+          best = cost;
+          splits = s;
+        }
+      }
+    }
     const int64_t perSplit = ((m + splits - 1) / splits + 63) / 64 * 64;
     splits = (m + perSplit - 1) / perSplit;
     args.tokensPerSplit = perSplit;
