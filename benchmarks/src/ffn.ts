@@ -11,10 +11,12 @@
  *   tsx src/ffn.ts [--backend cuda|js] [--models ffn,block] [--widths 1024x4096,4096x4096]
  *     [--tokens 2048,8192] [--blocks 32,64] [--densities 0.5,0.25,0.1] [--dtype bfloat16]
  *     [--context 512] [--heads 16] [--torch] [--profile] [--out results/ffn] [--quick]
- *     [--dense-sampled auto|never|always]
+ *     [--dense-sampled auto|never|always] [--autotune]
  * --profile prints, per case, where a step's time goes kernel by kernel (synchronized).
  * --dense-sampled forces the route of the weight gradient on cuda (the block kernels, or cuBLAS's
  * dense product with the blocks sampled from it); auto is the backend's own choice.
+ * --autotune turns on the cuda backend's first-use autotuning of the block-sparse products (the
+ * validation step, untimed, tunes each shape; the records are printed to stderr at the end).
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -200,11 +202,11 @@ function runTorch(cases: { model: string; dModel: number; hidden: number; tokens
   return JSON.parse(result.stdout) as TorchRow[];
 }
 
-function markdown(rows: FfnCase[], meta: { machine: string; commit: string; dtype: string; torch: boolean; denseSampled: string }): string {
+function markdown(rows: FfnCase[], meta: { machine: string; commit: string; dtype: string; torch: boolean; denseSampled: string; autotune: boolean }): string {
   const lines = [
     `# FFN and TransformerBlock training steps (${meta.dtype} mixed precision)`,
     "",
-    `Machine: ${meta.machine}. Commit ${meta.commit}. Step = forward + backward + AdamW (float32 master weights and state).${meta.denseSampled === "auto" ? "" : ` Weight gradients forced to the ${meta.denseSampled === "always" ? "dense-product" : "block-kernel"} route.`}`,
+    `Machine: ${meta.machine}. Commit ${meta.commit}. Step = forward + backward + AdamW (float32 master weights and state).${meta.denseSampled === "auto" ? "" : ` Weight gradients forced to the ${meta.denseSampled === "always" ? "dense-product" : "block-kernel"} route.`}${meta.autotune ? " Block-sparse products autotuned on first use." : ""}`,
     "speed-up = our dense step / this step (> 1: faster than dense); vs PyTorch = PyTorch's dense step (autocast) / this step.",
     "",
     "| model | dModel x hidden | tokens | block | density | parameters | ms (median) | speed-up vs our dense | vs PyTorch dense |",
@@ -234,6 +236,7 @@ async function main(): Promise<void> {
       profile: { type: "boolean", default: false },
       quick: { type: "boolean", default: false },
       "dense-sampled": { type: "string", default: "auto" },
+      autotune: { type: "boolean", default: false },
       out: { type: "string" },
     },
   });
@@ -247,6 +250,11 @@ async function main(): Promise<void> {
   const backend = getBackendInstance();
   const route = values["dense-sampled"];
   if (route !== "auto" && route !== "never" && route !== "always") throw new Error(`--dense-sampled: expected auto, never or always, got "${route}"`);
+  const tuning = backend as { setAutotune?: (on: boolean) => boolean; autotuneRecords?: () => { product: string; m: number; rows: number; cols: number; blockShape: number[]; route: string; timings: { route: string; ms: number }[] }[] };
+  if (values.autotune) {
+    if (typeof tuning.setAutotune !== "function") throw new Error(`--autotune: the ${backend.name} backend does not tune its products`);
+    tuning.setAutotune.call(backend, true);
+  }
   if (route !== "auto") {
     const setMode = (backend as { setDenseSampledMode?: (mode: string) => string }).setDenseSampledMode;
     if (typeof setMode !== "function") throw new Error(`--dense-sampled ${route}: the ${backend.name} backend has one route for the weight gradient`);
@@ -263,7 +271,7 @@ async function main(): Promise<void> {
   const outDir = resolve(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "ffn"));
   mkdirSync(outDir, { recursive: true });
   const machine = describeMachine(started.gpu).name;
-  const meta = { machine, commit: gitState().commit, dtype, torch: values.torch, denseSampled: route };
+  const meta = { machine, commit: gitState().commit, dtype, torch: values.torch, denseSampled: route, autotune: values.autotune };
   // Written after every case, so that a run cut short keeps what it measured.
   const save = () => {
     writeFileSync(join(outDir, "ffn.json"), `${JSON.stringify({ ...meta, date: new Date().toISOString(), rows }, null, 1)}\n`);
@@ -299,6 +307,12 @@ async function main(): Promise<void> {
     }
   }
   save();
+  if (values.autotune && typeof tuning.autotuneRecords === "function") {
+    for (const r of tuning.autotuneRecords.call(backend)) {
+      const timings = r.timings.map((t) => `${t.route} ${(t.ms * 1000).toFixed(1)} us`).join("; ");
+      process.stderr.write(`autotune ${r.product} ${r.rows}x${r.cols} ${r.blockShape.join("x")} m=${r.m}: ${r.route} (${timings})\n`);
+    }
+  }
   process.stdout.write(markdown(rows, meta));
 }
 

@@ -9,6 +9,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "autotune.h"
 #include "device.h"
 #include "kernels.h"
 #include "memory.h"
@@ -303,6 +304,62 @@ Napi::Value setAllowTf32Fn(const Napi::CallbackInfo& info) {
 Napi::Value allowTf32Fn(const Napi::CallbackInfo& info) {
   Args{info, "allowTf32"}.count(0);
   return Napi::Boolean::New(info.Env(), allowTf32());
+}
+
+// ------------------------------------------------------------------ autotuning (autotune.h)
+
+std::vector<TunedRoute> tcRoutes(TcProduct product, DType dtype, const BsrPatternView& pattern, int64_t m) {
+  std::vector<TunedRoute> routes;
+  for (const TcOptions& options : tcTuneCandidates(product, dtype, pattern, m)) routes.push_back(TunedRoute{false, options});
+  return routes;
+}
+
+// setAutotune(on): first-use autotuning of the block-sparse products; returns the previous setting.
+Napi::Value setAutotuneFn(const Napi::CallbackInfo& info) {
+  Args args{info, "setAutotune"};
+  args.count(1);
+  return Napi::Boolean::New(info.Env(), setAutotune(args.boolean(0)));
+}
+
+Napi::Value clearAutotuneFn(const Napi::CallbackInfo& info) {
+  Args{info, "clearAutotune"}.count(0);
+  clearAutotune();
+  return undefinedOf(info);
+}
+
+// autotuneRecords(): [{product, dtype, blockShape, m, rows, cols, nnzBlocks, bias, route, timings: [{route, ms}]}]
+Napi::Value autotuneRecordsFn(const Napi::CallbackInfo& info) {
+  Args{info, "autotuneRecords"}.count(0);
+  Napi::Env env = info.Env();
+  const std::vector<TuneRecord> records = autotuneRecords();
+  Napi::Array out = Napi::Array::New(env, records.size());
+  static const char* const kProducts[] = {"bsrLinear", "bsrMatmul", "sampledMatmul"};
+  for (size_t i = 0; i < records.size(); ++i) {
+    const TuneRecord& r = records[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("product", kProducts[static_cast<int>(r.product)]);
+    o.Set("dtype", dtypeName(r.dtype));
+    Napi::Array block = Napi::Array::New(env, 2);
+    block.Set(uint32_t{0}, r.blockHeight);
+    block.Set(uint32_t{1}, r.blockWidth);
+    o.Set("blockShape", block);
+    o.Set("m", static_cast<double>(r.m));
+    o.Set("rows", static_cast<double>(r.rows));
+    o.Set("cols", static_cast<double>(r.cols));
+    o.Set("nnzBlocks", r.nnzBlocks);
+    o.Set("bias", r.bias);
+    o.Set("route", tunedRouteName(r.chosen));
+    Napi::Array timings = Napi::Array::New(env, r.timings.size());
+    for (size_t k = 0; k < r.timings.size(); ++k) {
+      Napi::Object t = Napi::Object::New(env);
+      t.Set("route", tunedRouteName(r.timings[k].first));
+      t.Set("ms", r.timings[k].second);
+      timings.Set(static_cast<uint32_t>(k), t);
+    }
+    o.Set("timings", timings);
+    out.Set(static_cast<uint32_t>(i), o);
+  }
+  return out;
 }
 
 // ------------------------------------------------------------------ block-sparse patterns
@@ -770,6 +827,15 @@ Napi::Value bsrLinear(const Napi::CallbackInfo& info) {
     bias = args.buffer(4).data;
   }
   requireElements(args.buffer(5), dtype, product({m, pattern.rows}, "bsrLinear"), "bsrLinear y");
+  if (autotuneEnabled()) {
+    const void* x = args.buffer(2).data;
+    const void* values = args.buffer(3).data;
+    void* y = args.buffer(5).data;
+    if (runTuned(TcProduct::Linear, dtype, pattern, m, bias != nullptr, tcRoutes(TcProduct::Linear, dtype, pattern, m),
+                 [&](const TunedRoute& route) { return tcBsrLinear(dtype, x, values, bias, y, m, pattern, stream(), route.tc); },
+                 stream()))
+      return undefinedOf(info);
+  }
   // Tensor-core kernels (src/tc) first; the simple kernel when they decline the shape.
   if (!tcBsrLinear(dtype, args.buffer(2).data, args.buffer(3).data, bias, args.buffer(5).data, m, pattern, stream()))
     launchBsrLinear(dtype, args.buffer(2).data, args.buffer(3).data, bias, args.buffer(5).data, m, pattern, stream());
@@ -786,6 +852,15 @@ Napi::Value bsrMatmul(const Napi::CallbackInfo& info) {
   requireElements(args.buffer(2), dtype, product({m, pattern.rows}, "bsrMatmul"), "bsrMatmul dy");
   requireElements(args.buffer(3), dtype, valuesLength(pattern), "bsrMatmul values");
   requireElements(args.buffer(4), dtype, product({m, pattern.cols}, "bsrMatmul"), "bsrMatmul dx");
+  if (autotuneEnabled()) {
+    const void* dy = args.buffer(2).data;
+    const void* values = args.buffer(3).data;
+    void* dx = args.buffer(4).data;
+    if (runTuned(TcProduct::Matmul, dtype, pattern, m, false, tcRoutes(TcProduct::Matmul, dtype, pattern, m),
+                 [&](const TunedRoute& route) { return tcBsrMatmul(dtype, dy, values, dx, m, pattern, stream(), route.tc); },
+                 stream()))
+      return undefinedOf(info);
+  }
   // Tensor-core kernels (src/tc) first; the simple kernel when they decline the shape.
   if (!tcBsrMatmul(dtype, args.buffer(2).data, args.buffer(3).data, args.buffer(4).data, m, pattern, stream()))
     launchBsrMatmul(dtype, args.buffer(2).data, args.buffer(3).data, args.buffer(4).data, m, pattern, stream());
@@ -802,17 +877,34 @@ Napi::Value sampledMatmul(const Napi::CallbackInfo& info) {
   requireElements(args.buffer(2), dtype, product({m, pattern.rows}, "sampledMatmul"), "sampledMatmul dy");
   requireElements(args.buffer(3), dtype, product({m, pattern.cols}, "sampledMatmul"), "sampledMatmul x");
   requireElements(args.buffer(4), dtype, valuesLength(pattern), "sampledMatmul dw");
-  if (denseSampledWins(dtype, pattern, m, cublasEnabled())) {
-    // Dense dY^T X [rows, cols] through cuBLAS, then the pattern's blocks copied out.
+  const void* dy = args.buffer(2).data;
+  const void* x = args.buffer(3).data;
+  void* dw = args.buffer(4).data;
+  // Dense dY^T X [rows, cols] through cuBLAS, then the pattern's blocks copied out.
+  auto denseRoute = [&]() {
     Scratch dense(static_cast<size_t>(pattern.rows * pattern.cols) * dtypeSize(dtype));
-    launchMatmul(dtype, args.buffer(2).data, args.buffer(3).data, dense.as<void>(), 1, pattern.rows, pattern.cols, m,
-                 true, false, 0, 0, stream());
-    launchSampleBlocks(dtype, dense.as<void>(), args.buffer(4).data, pattern, stream());
+    launchMatmul(dtype, dy, x, dense.as<void>(), 1, pattern.rows, pattern.cols, m, true, false, 0, 0, stream());
+    launchSampleBlocks(dtype, dense.as<void>(), dw, pattern, stream());
+  };
+  // Autotuned when on and the route is not forced: the tensor-core routes, and the dense one where it may run.
+  if (autotuneEnabled() && getDenseSampledMode() == DenseSampledMode::Auto) {
+    std::vector<TunedRoute> routes = tcRoutes(TcProduct::Sampled, dtype, pattern, m);
+    if (!routes.empty() && cublasEnabled() && denseSampledFits(dtype, pattern)) routes.push_back(TunedRoute{true, {}});
+    if (runTuned(TcProduct::Sampled, dtype, pattern, m, false, routes,
+                 [&](const TunedRoute& route) {
+                   if (!route.dense) return tcSampledMatmul(dtype, dy, x, dw, m, pattern, stream(), route.tc);
+                   denseRoute();
+                   return true;
+                 },
+                 stream()))
+      return undefinedOf(info);
+  }
+  if (denseSampledWins(dtype, pattern, m, cublasEnabled())) {
+    denseRoute();
     return undefinedOf(info);
   }
   // Tensor-core kernels (src/tc) first; the simple kernel when they decline the shape.
-  if (!tcSampledMatmul(dtype, args.buffer(2).data, args.buffer(3).data, args.buffer(4).data, m, pattern, stream()))
-    launchSampledMatmul(dtype, args.buffer(2).data, args.buffer(3).data, args.buffer(4).data, m, pattern, stream());
+  if (!tcSampledMatmul(dtype, dy, x, dw, m, pattern, stream())) launchSampledMatmul(dtype, dy, x, dw, m, pattern, stream());
   return undefinedOf(info);
 }
 
@@ -1126,6 +1218,9 @@ Napi::Object initModule(Napi::Env env, Napi::Object exports) {
   BS_EXPORT("setCublasEnabled", setCublasEnabledFn);
   BS_EXPORT("setAllowTf32", setAllowTf32Fn);
   BS_EXPORT("setDenseSampledMode", setDenseSampledModeFn);
+  BS_EXPORT("setAutotune", setAutotuneFn);
+  BS_EXPORT("clearAutotune", clearAutotuneFn);
+  BS_EXPORT("autotuneRecords", autotuneRecordsFn);
   BS_EXPORT("allowTf32", allowTf32Fn);
   BS_EXPORT("createPattern", createPattern);
   BS_EXPORT("freePattern", freePattern);

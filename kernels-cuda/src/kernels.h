@@ -61,6 +61,9 @@ void launchBsrMatmul(DType dtype, const void* dy, const void* values, void* dx, 
 // runs dY^T X into scratch and copies the pattern's blocks out.
 enum class DenseSampledMode : int32_t { Auto = 0, Never = 1, Always = 2 };
 DenseSampledMode setDenseSampledMode(DenseSampledMode mode);
+DenseSampledMode getDenseSampledMode();
+// Whether the dense route's scratch [rows, cols] is small enough to take (at most 512 MiB).
+bool denseSampledFits(DType dtype, const BsrPatternView& pattern);
 bool denseSampledWins(DType dtype, const BsrPatternView& pattern, int64_t m, bool haveDenseGemm);
 void launchSampleBlocks(DType dtype, const void* dense, void* values, const BsrPatternView& pattern, cudaStream_t stream);
 void launchSampledMatmul(DType dtype, const void* dy, const void* x, void* dw, int64_t m,

@@ -296,13 +296,19 @@ DenseSampledMode setDenseSampledMode(DenseSampledMode mode) {
   return previous;
 }
 
+DenseSampledMode getDenseSampledMode() { return denseSampledMode; }
+
+bool denseSampledFits(DType dtype, const BsrPatternView& pattern) {
+  // The dense scratch [rows, cols] must stay modest next to the tensors themselves.
+  return pattern.rows * pattern.cols * static_cast<int64_t>(dtypeSize(dtype)) <= (int64_t{512} << 20);
+}
+
 bool denseSampledWins(DType dtype, const BsrPatternView& pattern, int64_t m, bool haveDenseGemm) {
   if (!haveDenseGemm || m == 0 || pattern.nnzBlocks == 0) return false;
   if (denseSampledMode != DenseSampledMode::Auto) return denseSampledMode == DenseSampledMode::Always;
   // float32 stays on the exact block kernels (TF32 only when the user allows it there).
   if (dtype == DType::Float32) return false;
-  // The dense scratch [rows, cols] must stay modest next to the tensors themselves.
-  if (pattern.rows * pattern.cols * static_cast<int64_t>(dtypeSize(dtype)) > (int64_t{512} << 20)) return false;
+  if (!denseSampledFits(dtype, pattern)) return false;
   // Dense GEMM work is 1/density times the sampled work, at the GEMM's rate, so the block kernels win while the
   // density is below their rate on the non-zero work as a fraction of the GEMM's. That fraction grows with the
   // block and with the tokens (fewer token splits, longer reductions per block); measured on an H200 at layer

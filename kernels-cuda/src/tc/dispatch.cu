@@ -101,6 +101,36 @@ TcPath resolvePath(const DeviceInfo& device, TcPath requested) {
   return requested;
 }
 
+// dW: each CTA reduces all tokens for up to 128 rows of blocks; when that leaves SMs idle, split the
+// tokens and sum the float32 partials in a second, deterministic pass.
+// - mma.sync (several CTAs resident per SM): about two CTAs per SM.
+// - wgmma: only as many splits as still fit in one wave of two CTAs per SM, and among those the count that
+//   minimises 1/s of the product's time plus the splits' cost, about 600/m of it per split (float32
+//   partials written and read again, a prologue and an epilogue per CTA). Measured on an H200
+//   (docs/kernels.md, "Splitting the weight gradient's tokens"): with 2048 tokens no split beats two even
+//   with 51 CTAs on 132 SMs; with 8192, two splits of 128 groups beat one.
+// Each split keeps at least 1024 tokens.
+int64_t ruleSplits(TcPath path, const BsrPatternView& pattern, int64_t m, int variant, int sms) {
+  const int block = pattern.blockHeight;
+  // Rows of blocks per CTA: 128, or 256 for the wide dW tile (a variant kept for measurement).
+  const int64_t tileRows = variant == tc::kWideTile ? 256 : 128;
+  const int64_t groups = std::max<int64_t>(1, pattern.nnzBlocks / std::max<int64_t>(1, tileRows / block));
+  const int64_t slots = std::max<int64_t>(1, 2 * int64_t{sms});
+  const int64_t most = std::max<int64_t>(1, std::min<int64_t>(m / 1024, 64));
+  if (path != TcPath::Wgmma) return std::min<int64_t>((slots + groups - 1) / groups, most);
+  const int64_t fit = std::min<int64_t>(most, std::max<int64_t>(1, slots / groups));
+  int64_t splits = 1;
+  double best = 1.0;
+  for (int64_t s = 2; s <= fit; ++s) {
+    const double cost = 1.0 / static_cast<double>(s) + static_cast<double>(s) * 600.0 / static_cast<double>(m);
+    if (cost < best - 1e-9) {
+      best = cost;
+      splits = s;
+    }
+  }
+  return splits;
+}
+
 bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias, void* out, int64_t m,
          const BsrPatternView& pattern, cudaStream_t stream, const TcOptions& options) {
   if (options.path == TcPath::Decode || !supported(dtype, pattern, m)) return false;
@@ -135,35 +165,12 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   variant = std::max(variant, int{tc::kDefaultTile});
   tc::KernelArgs args = tc::makeArgs(op, a, b, bias, out, m, pattern);
 
-  // dW: each CTA reduces all tokens for up to 128 rows of blocks; when that leaves SMs idle, split the
-  // tokens and sum the float32 partials in a second, deterministic pass.
-  // - mma.sync (several CTAs resident per SM): about two CTAs per SM.
-  // - wgmma: only as many splits as still fit in one wave of two CTAs per SM, and among those the count that
-  //   minimises 1/s of the product's time plus the splits' cost, about 600/m of it per split (float32
-  //   partials written and read again, a prologue and an epilogue per CTA). Measured on an H200
-  //   (docs/kernels.md, "Splitting the weight gradient's tokens"): with 2048 tokens no split beats two even
-  //   with 51 CTAs on 132 SMs; with 8192, two splits of 128 groups beat one.
-  // Each split keeps at least 1024 tokens.
+  // dW: the token splits (see ruleSplits) unless the options name a count; each split's tokens a multiple of
+  // the 64-token step.
   int64_t splits = 1;
   if (op == tc::Op::Sampled) {
-    // Rows of blocks per CTA: 128, or 256 for the wide dW tile (a variant kept for measurement).
-    const int64_t tileRows = variant == tc::kWideTile ? 256 : 128;
-    const int64_t groups = std::max<int64_t>(1, pattern.nnzBlocks / std::max<int64_t>(1, tileRows / block));
-    const int64_t slots = std::max<int64_t>(1, 2 * int64_t{device.sms});
-    const int64_t most = std::max<int64_t>(1, std::min<int64_t>(m / 1024, 64));
-    if (path != TcPath::Wgmma) {
-      splits = std::min<int64_t>((slots + groups - 1) / groups, most);
-    } else {
-      const int64_t fit = std::min<int64_t>(most, std::max<int64_t>(1, slots / groups));
-      double best = 1.0;
-      for (int64_t s = 2; s <= fit; ++s) {
-        const double cost = 1.0 / static_cast<double>(s) + static_cast<double>(s) * 600.0 / static_cast<double>(m);
-        if (cost < best - 1e-9) {
-          best = cost;
-          splits = s;
-        }
-      }
-    }
+    splits = options.splits > 0 ? std::min<int64_t>(options.splits, std::max<int64_t>(1, (m + 63) / 64))
+                                : ruleSplits(path, pattern, m, variant, device.sms);
     const int64_t perSplit = ((m + splits - 1) / splits + 63) / 64 * 64;
     splits = (m + perSplit - 1) / perSplit;
     args.tokensPerSplit = perSplit;
@@ -222,6 +229,47 @@ TcPath tcPathFor(DType dtype, const BsrPatternView& pattern) {
   if (!supported(dtype, pattern, 1)) return TcPath::Auto;
   const TcPath path = resolvePath(currentDevice(), TcPath::Auto);
   return path != TcPath::Auto && (pattern.blockHeight == 32 || dtype == DType::Float32) ? TcPath::Mma : path;
+}
+
+std::vector<TcOptions> tcTuneCandidates(TcProduct product, DType dtype, const BsrPatternView& pattern, int64_t m) {
+  std::vector<TcOptions> out;
+  if ((dtype != DType::BFloat16 && dtype != DType::Float16) || !supported(dtype, pattern, m)) return out;
+  if (product == TcProduct::Linear && m <= kDecodeMaxTokens) return out;
+  const DeviceInfo& device = currentDevice();
+  if (device.major < 8) return out;
+  const int block = pattern.blockHeight;
+  std::vector<TcPath> paths{TcPath::Mma};
+  if (device.wgmma) paths.push_back(TcPath::Wgmma);
+  for (TcPath path : paths) {
+    if (product != TcProduct::Sampled) {
+      out.push_back({path, tc::kDefaultTile});
+      if (path == TcPath::Wgmma && block == 128) out.push_back({path, tc::kWideTile});
+      if (path == TcPath::Wgmma && block == 64) out.push_back({path, tc::kPersistentTile});
+      continue;
+    }
+    // dW: the rule's split count and a few others, each split keeping at least 1024 tokens.
+    const int64_t most = std::max<int64_t>(1, std::min<int64_t>(m / 1024, 64));
+    std::vector<int64_t> counts{ruleSplits(path, pattern, m, tc::kDefaultTile, device.sms), 1, 2, 4};
+    std::vector<int64_t> seen;
+    for (int64_t count : counts) {
+      if (count > most || std::find(seen.begin(), seen.end(), count) != seen.end()) continue;
+      seen.push_back(count);
+      TcOptions options{path, tc::kDefaultTile};
+      options.splits = static_cast<int>(count);
+      out.push_back(options);
+    }
+  }
+  return out;
+}
+
+std::string tcRouteName(const TcOptions& options) {
+  std::string name = options.path == TcPath::Wgmma ? "wgmma" : options.path == TcPath::Mma ? "mma" : options.path == TcPath::Decode ? "decode" : "auto";
+  if (options.variant == tc::kDefaultTile) name += " tile";
+  else if (options.variant == tc::kWideTile) name += " wide tile";
+  else if (options.variant == tc::kPersistentTile) name += " persistent";
+  else if (options.variant > 0) name += " variant " + std::to_string(options.variant);
+  if (options.splits > 0) name += ", " + std::to_string(options.splits) + (options.splits == 1 ? " split" : " splits");
+  return name;
 }
 
 void setAllowTf32(bool allow) { tf32Allowed.store(allow, std::memory_order_relaxed); }

@@ -9,6 +9,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "../bsr_pattern.h"
 #include "../common.h"
@@ -36,6 +38,8 @@ using DevVariantLauncher = bool (*)(TcPath path, tc::Op op, DType dtype, const t
 struct TcOptions {
   TcPath path = TcPath::Auto;
   int variant = -1;  // tile-shape variant within the path; -1: the measured best for the shape
+  // dW only: the number of token splits (each at least one 64-token step); 0: the dispatch's rule.
+  int splits = 0;
   // Tried when the shipped kernels have no such variant: the bench passes dev's launcher, the addon none.
   DevVariantLauncher devVariants = nullptr;
 };
@@ -57,5 +61,13 @@ bool allowTf32();
 
 // The path the default options take on the current device for this dtype and block shape (Auto when none).
 TcPath tcPathFor(DType dtype, const BsrPatternView& pattern);
+
+// The tensor-core routes worth timing for a product on the current device, for first-use autotuning
+// (src/autotune.h): each path's tiles, and for dW a few token splits beside the dispatch's own count. Empty for
+// float32, for shapes without tensor-core kernels, and for bsrLinear with at most kDecodeMaxTokens tokens.
+enum class TcProduct : int { Linear = 0, Matmul = 1, Sampled = 2 };
+std::vector<TcOptions> tcTuneCandidates(TcProduct product, DType dtype, const BsrPatternView& pattern, int64_t m);
+// A route's name as the tuning records report it, e.g. "wgmma persistent" or "mma tile, 2 splits".
+std::string tcRouteName(const TcOptions& options);
 
 }  // namespace bs

@@ -18,7 +18,7 @@ import {
 import { CudaError, translateNativeError } from "./errors";
 import { cudaKernels } from "./kernels";
 import { startCuda } from "./loader";
-import { type BuildInfo, DTYPE_CODE, type DeviceInfo, type NativeAddon, type PatternHandle } from "./native";
+import { type AutotuneRecord, type BuildInfo, DTYPE_CODE, type DeviceInfo, type NativeAddon, type PatternHandle } from "./native";
 import { applyTf32Setting } from "./tf32";
 import { warmUp } from "./warmup";
 
@@ -91,6 +91,7 @@ export class CudaBackend implements Backend {
     this.addonPath = start.path;
     this.build = this.addon.buildInfo();
     applyTf32Setting(this.addon);
+    if (process.env.BLOCKSPARSE_CUDA_AUTOTUNE === "1") this.addon.setAutotune(true);
     // Said once per process (one backend instance): dense matmul is slower without cuBLAS, never wrong.
     if (!this.build.cublas) {
       process.emitWarning(`${this.build.cublasLibrary}; dense matmul runs on the built-in tiled kernel (install cuBLAS for faster dense layers)`, {
@@ -213,6 +214,33 @@ export class CudaBackend implements Backend {
     const code = DENSE_SAMPLED_MODES.indexOf(mode);
     if (code < 0) throw new ValueError(`setDenseSampledMode: mode must be one of ${DENSE_SAMPLED_MODES.join(", ")}, got ${JSON.stringify(mode)}`);
     return DENSE_SAMPLED_MODES[this.native(() => this.addon.setDenseSampledMode(code as 0 | 1 | 2))] ?? "auto";
+  }
+
+  /**
+   * First-use autotuning of the block-sparse products (off by default; `BLOCKSPARSE_CUDA_AUTOTUNE=1` turns it
+   * on at start). When on, the first bsrLinear, bsrMatmul or sampledMatmul call with a given shape (dtype, block
+   * shape, tokens, W's shape, stored blocks) in bfloat16 or float16 times every route it can take on this GPU
+   * (each tensor-core tile; for the weight gradient a few token splits and the dense product) and keeps the
+   * fastest for every later call of that shape. That first call synchronizes the device once and costs a few
+   * milliseconds; its output, like every later one, comes from the chosen route. A setDenseSampledMode other than
+   * "auto" still decides the weight gradient's route. Returns the previous setting (process-wide).
+   */
+  setAutotune(on: boolean): boolean {
+    if (typeof on !== "boolean") throw new ValueError(`setAutotune: on must be a boolean, got ${typeof on}`);
+    this.checkAlive();
+    return this.native(() => this.addon.setAutotune(on));
+  }
+
+  /** What autotuning chose so far: one record per shape, with each candidate route's time per call. */
+  autotuneRecords(): AutotuneRecord[] {
+    this.checkAlive();
+    return this.native(() => this.addon.autotuneRecords());
+  }
+
+  /** Forgets every autotuning choice: the next call of each shape tunes again (after a GPU clock change, say). */
+  clearAutotune(): void {
+    this.checkAlive();
+    this.native(() => this.addon.clearAutotune());
   }
 
   /** Dense matmul through cuBLAS (when built with it) or the built-in kernel. Returns whether cuBLAS is used. */

@@ -148,6 +148,22 @@ type Buf = BufferHandle;
 type Dt = number;
 type Dims = readonly number[];
 
+/** One shape's autotuning: the route chosen for it and each candidate's time per call. */
+export interface AutotuneRecord {
+  product: "bsrLinear" | "bsrMatmul" | "sampledMatmul";
+  dtype: string;
+  blockShape: [number, number];
+  /** Tokens (rows of x or dy). */
+  m: number;
+  /** W's shape. */
+  rows: number;
+  cols: number;
+  nnzBlocks: number;
+  bias: boolean;
+  route: string;
+  timings: { route: string; ms: number }[];
+}
+
 export interface NativeAddon {
   /** Starts CUDA on a device; throws the reason (no driver, no GPU, ...) when it cannot. */
   init(deviceIndex: number): DeviceInfo;
@@ -170,6 +186,12 @@ export interface NativeAddon {
   allowTf32(): boolean;
   /** How sampledMatmul may run through the dense GEMM: 0 auto (when it is faster), 1 never, 2 always; returns the previous mode. */
   setDenseSampledMode(mode: 0 | 1 | 2): number;
+  /** First-use autotuning of the block-sparse products (process-wide); returns the previous setting. */
+  setAutotune(on: boolean): boolean;
+  /** Forgets every autotuning record. */
+  clearAutotune(): void;
+  /** What autotuning chose for each shape so far, with every candidate's time. */
+  autotuneRecords(): AutotuneRecord[];
 
   createPattern(description: PatternDescription): PatternHandle;
   freePattern(pattern: PatternHandle): void;
@@ -338,6 +360,9 @@ const NATIVE_FUNCTION_SET = {
   setAllowTf32: true,
   allowTf32: true,
   setDenseSampledMode: true,
+  setAutotune: true,
+  clearAutotune: true,
+  autotuneRecords: true,
   createPattern: true,
   freePattern: true,
   fillBits: true,

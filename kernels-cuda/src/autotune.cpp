@@ -1,0 +1,143 @@
+// First-use autotuning of the block-sparse products: see autotune.h.
+#include "autotune.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <limits>
+#include <mutex>
+#include <unordered_map>
+
+#include "device.h"
+
+namespace bs {
+
+namespace {
+
+constexpr int kTimedRuns = 3;
+
+struct Key {
+  int product, dtype, blockHeight, blockWidth;
+  int64_t m, rows, cols;
+  int32_t nnzBlocks;
+  bool bias;
+  int device;
+  bool operator==(const Key& o) const {
+    return product == o.product && dtype == o.dtype && blockHeight == o.blockHeight && blockWidth == o.blockWidth &&
+           m == o.m && rows == o.rows && cols == o.cols && nnzBlocks == o.nnzBlocks && bias == o.bias &&
+           device == o.device;
+  }
+};
+
+struct KeyHash {
+  size_t operator()(const Key& k) const {
+    uint64_t h = 1469598103934665603ull;
+    auto mix = [&h](uint64_t v) { h = (h ^ v) * 1099511628211ull; };
+    mix(static_cast<uint64_t>(k.product));
+    mix(static_cast<uint64_t>(k.dtype));
+    mix(static_cast<uint64_t>(k.blockHeight));
+    mix(static_cast<uint64_t>(k.blockWidth));
+    mix(static_cast<uint64_t>(k.m));
+    mix(static_cast<uint64_t>(k.rows));
+    mix(static_cast<uint64_t>(k.cols));
+    mix(static_cast<uint64_t>(k.nnzBlocks));
+    mix(static_cast<uint64_t>(k.bias));
+    mix(static_cast<uint64_t>(k.device));
+    return static_cast<size_t>(h);
+  }
+};
+
+std::atomic<bool> enabled{false};
+std::mutex mutex;
+std::unordered_map<Key, TuneRecord, KeyHash> records;
+
+// Two events for the timing, made on first use (on the device current then: one device per process).
+struct Events {
+  cudaEvent_t start = nullptr, stop = nullptr;
+};
+Events& events() {
+  static Events e;
+  if (e.start == nullptr) {
+    BS_CUDA_CHECK(cudaEventCreate(&e.start));
+    BS_CUDA_CHECK(cudaEventCreate(&e.stop));
+  }
+  return e;
+}
+
+// Runs one candidate; an out-of-memory failure (the dense route's scratch, the split partials) skips it.
+bool tryRun(const std::function<bool(const TunedRoute&)>& run, const TunedRoute& route) {
+  try {
+    return run(route);
+  } catch (const Error& error) {
+    if (error.kind != ErrorKind::OutOfMemory) throw;
+    cudaGetLastError();
+    return false;
+  }
+}
+
+}  // namespace
+
+std::string tunedRouteName(const TunedRoute& route) { return route.dense ? "dense product, sampled" : tcRouteName(route.tc); }
+
+bool setAutotune(bool on) { return enabled.exchange(on); }
+
+bool autotuneEnabled() { return enabled.load(std::memory_order_relaxed); }
+
+void clearAutotune() {
+  std::lock_guard<std::mutex> lock(mutex);
+  records.clear();
+}
+
+std::vector<TuneRecord> autotuneRecords() {
+  std::lock_guard<std::mutex> lock(mutex);
+  std::vector<TuneRecord> out;
+  out.reserve(records.size());
+  for (const auto& entry : records) out.push_back(entry.second);
+  return out;
+}
+
+bool runTuned(TcProduct product, DType dtype, const BsrPatternView& pattern, int64_t m, bool bias,
+              const std::vector<TunedRoute>& candidates, const std::function<bool(const TunedRoute&)>& run,
+              cudaStream_t stream) {
+  if (candidates.empty()) return false;
+  const Key key{static_cast<int>(product), static_cast<int>(dtype), pattern.blockHeight, pattern.blockWidth, m,
+                pattern.rows, pattern.cols, pattern.nnzBlocks, bias, deviceInfo().index};
+  {
+    std::unique_lock<std::mutex> lock(mutex);
+    auto found = records.find(key);
+    if (found != records.end()) {
+      const TunedRoute chosen = found->second.chosen;
+      lock.unlock();
+      if (run(chosen)) return true;
+      lock.lock();
+      records.erase(key);
+      return false;
+    }
+  }
+  TuneRecord record{product, dtype, pattern.blockHeight, pattern.blockWidth, m, pattern.rows, pattern.cols,
+                    pattern.nnzBlocks, bias, key.device, {}, {}};
+  Events& timer = events();
+  double best = std::numeric_limits<double>::infinity();
+  for (const TunedRoute& route : candidates) {
+    if (!tryRun(run, route)) continue;  // declined (or out of memory): not a candidate here
+    BS_CUDA_CHECK(cudaEventRecord(timer.start, stream));
+    for (int i = 0; i < kTimedRuns; ++i) run(route);
+    BS_CUDA_CHECK(cudaEventRecord(timer.stop, stream));
+    BS_CUDA_CHECK(cudaEventSynchronize(timer.stop));
+    float ms = 0.0f;
+    BS_CUDA_CHECK(cudaEventElapsedTime(&ms, timer.start, timer.stop));
+    const double perCall = static_cast<double>(ms) / kTimedRuns;
+    record.timings.emplace_back(route, perCall);
+    if (perCall < best) {
+      best = perCall;
+      record.chosen = route;
+    }
+  }
+  if (record.timings.empty()) return false;
+  // This call's output comes from the chosen route, as every later call's will.
+  if (!run(record.chosen)) return false;
+  std::lock_guard<std::mutex> lock(mutex);
+  records.emplace(key, std::move(record));
+  return true;
+}
+
+}  // namespace bs

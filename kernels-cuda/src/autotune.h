@@ -1,0 +1,59 @@
+// First-use autotuning of the block-sparse products (opt in: setAutotune, or BLOCKSPARSE_CUDA_AUTOTUNE=1 in the
+// TypeScript backend). The dispatch picks a route from rules measured on a few GPUs and shapes; a training run
+// calls the same products with the same shapes thousands of times, so timing every route once, on the user's own
+// shapes, patterns and GPU, and keeping the fastest costs a few milliseconds once and follows no rule's error.
+//
+// The first call with a key (product, dtype, block shape, tokens, W's shape, stored blocks, bias, device) runs
+// each candidate once to warm it, then three times between two events, and keeps the fastest; it then runs the
+// chosen route once more, so that the output of that call, like every later one, is the chosen route's. The
+// timing synchronizes the stream once per key. Records live in memory for the process (clearAutotune drops
+// them); a route that later declines (an alignment that changed) drops its record and the default path runs.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "bsr_pattern.h"
+#include "common.h"
+#include "tc/tc.h"
+
+namespace bs {
+
+// One way to run a product: cuBLAS's dense product with the blocks sampled out (dW only), or the tensor-core
+// kernels with these options.
+struct TunedRoute {
+  bool dense = false;
+  TcOptions tc;
+};
+std::string tunedRouteName(const TunedRoute& route);
+
+struct TuneRecord {
+  TcProduct product;
+  DType dtype;
+  int blockHeight, blockWidth;
+  int64_t m, rows, cols;
+  int32_t nnzBlocks;
+  bool bias;
+  int device;
+  TunedRoute chosen;
+  std::vector<std::pair<TunedRoute, double>> timings;  // milliseconds per call of each candidate that ran
+};
+
+// Turns autotuning on or off (process-wide); returns the previous setting. Off by default.
+bool setAutotune(bool on);
+bool autotuneEnabled();
+// Forgets every record (the next call of each shape tunes again).
+void clearAutotune();
+std::vector<TuneRecord> autotuneRecords();
+
+// Runs the product by its tuned route (see above). `run` runs one route and returns false when it declines.
+// Returns false, having left the output to the caller, when no candidate ran or the recorded route declines.
+bool runTuned(TcProduct product, DType dtype, const BsrPatternView& pattern, int64_t m, bool bias,
+              const std::vector<TunedRoute>& candidates, const std::function<bool(const TunedRoute&)>& run,
+              cudaStream_t stream);
+
+}  // namespace bs

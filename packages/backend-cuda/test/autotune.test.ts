@@ -1,0 +1,135 @@
+import { BsrPattern, bsrLinear, bsrMatmul, sampledMatmul, tidy } from "@blocksparse/core";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { cudaMissing, expectClose, random, randomTensor, reportCudaAvailability, useCuda } from "./cuda";
+
+reportCudaAvailability("autotune.test.ts");
+
+/** y = x W^T + bias, dx = dy W and dW = dy^T x on W's blocks, in float64 from the values the tensors hold. */
+function references(pattern: BsrPattern, values: Float64Array, x: Float64Array, dy: Float64Array, bias: Float64Array, m: number) {
+  const [rows, cols] = pattern.shape;
+  const [R, C] = pattern.blockShape;
+  const { blockRow, blockCol } = pattern.coordinates;
+  const y = new Float64Array(m * rows);
+  const dx = new Float64Array(m * cols);
+  const dw = new Float64Array(pattern.nnzBlocks * R * C);
+  for (let i = 0; i < m; i++) y.set(bias, i * rows);
+  for (let p = 0; p < pattern.nnzBlocks; p++) {
+    for (let i = 0; i < m; i++) {
+      const rowBase = i * rows + blockRow[p] * R;
+      const colBase = i * cols + blockCol[p] * C;
+      for (let r = 0; r < R; r++) {
+        const g = dy[rowBase + r];
+        let sum = 0;
+        for (let c = 0; c < C; c++) {
+          const w = values[(p * R + r) * C + c];
+          sum += x[colBase + c] * w;
+          dx[colBase + c] += g * w;
+          dw[(p * R + r) * C + c] += g * x[colBase + c];
+        }
+        y[rowBase + r] += sum;
+      }
+    }
+  }
+  return { y, dx, dw };
+}
+
+describe.skipIf(cudaMissing)("first-use autotuning of the block-sparse products", () => {
+  beforeAll(() => {
+    const backend = useCuda();
+    backend.clearAutotune();
+    backend.setAutotune(true);
+  });
+  afterAll(() => {
+    const backend = useCuda();
+    backend.setAutotune(false);
+    backend.clearAutotune();
+  });
+
+  // 64x64 blocks with ragged token counts (1000, 2100: the weight gradient then has token splits to try) and
+  // 32x32 blocks; every output poisoned (NaN) before it is written.
+  const CASES = [
+    { shape: [512, 256] as [number, number], block: 64, m: 1000 },
+    { shape: [256, 512] as [number, number], block: 64, m: 2100 },
+    { shape: [256, 384] as [number, number], block: 32, m: 300 },
+  ];
+  for (const dtype of ["bfloat16", "float16"] as const) {
+    for (const { shape, block, m } of CASES) {
+      test(`W ${shape.join("x")} in ${block}x${block} blocks, ${m} tokens, ${dtype}: tuned once, matches float64, repeats exactly`, () => {
+        const backend = useCuda(); // outputs poisoned (NaN) until written
+        const next = random(block * 31 + m);
+        const pattern = BsrPattern.random(shape, { blockShape: [block, block], density: 0.5, seed: m });
+        tidy(() => {
+            const values = randomTensor(next, [pattern.nnzBlocks, block, block], dtype);
+            const bias = randomTensor(next, [shape[0]], dtype);
+            const x = randomTensor(next, [m, shape[1]], dtype);
+            const dy = randomTensor(next, [m, shape[0]], dtype);
+            const before = backend.autotuneRecords().length;
+            const run = () => ({
+              y: bsrLinear(x.t, values.t, pattern, bias.t).dataSync(),
+              dx: bsrMatmul(dy.t, values.t, pattern).dataSync(),
+              dw: sampledMatmul(dy.t, x.t, pattern).dataSync(),
+            });
+            const first = run();
+            const ref = references(pattern, values.values, x.values, dy.values, bias.values, m);
+            const label = `${shape.join("x")} ${block}x${block} ${m} tokens ${dtype}`;
+            expectClose(first.y, ref.y, dtype, `bsrLinear ${label}`);
+            expectClose(first.dx, ref.dx, dtype, `bsrMatmul ${label}`);
+            expectClose(first.dw, ref.dw, dtype, `sampledMatmul ${label}`);
+            // One record per product, each naming a route that was timed.
+            const records = backend.autotuneRecords().filter((r) => r.m === m && r.rows === shape[0] && r.cols === shape[1] && r.dtype === dtype);
+            expect(records.map((r) => r.product).sort()).toEqual(["bsrLinear", "bsrMatmul", "sampledMatmul"]);
+            for (const record of records) {
+              expect(record.blockShape).toEqual([block, block]);
+              expect(record.nnzBlocks).toBe(pattern.nnzBlocks);
+              expect(record.timings.length, `${record.product}: candidates timed`).toBeGreaterThan(0);
+              expect(record.timings.map((t) => t.route)).toContain(record.route);
+              for (const t of record.timings) expect(t.ms).toBeGreaterThan(0);
+              const fastest = Math.min(...record.timings.map((t) => t.ms));
+              expect(record.timings.find((t) => t.route === record.route)?.ms).toBe(fastest);
+            }
+            expect(records.find((r) => r.product === "bsrLinear")?.bias).toBe(true);
+            // The second call reuses the records and gives the same bits.
+            const second = run();
+            expect(backend.autotuneRecords().length).toBe(before + 3);
+            for (const key of ["y", "dx", "dw"] as const) {
+              const a = first[key];
+              const b = second[key];
+              let same = a.length === b.length;
+              for (let i = 0; same && i < a.length; i++) same = Object.is(a[i], b[i]);
+              expect(same, `${key}: the second call repeats the first exactly`).toBe(true);
+            }
+        });
+      });
+    }
+  }
+
+  test("decoding-size bsrLinear and float32 products keep their fixed routes (no records) and stay exact", () => {
+    const backend = useCuda();
+    const next = random(5);
+    const pattern = BsrPattern.random([256, 128], { blockShape: [64, 64], density: 0.5, seed: 5 });
+    tidy(() => {
+      const before = backend.autotuneRecords().length;
+      const values = randomTensor(next, [pattern.nnzBlocks, 64, 64], "bfloat16");
+      const bias = randomTensor(next, [256], "bfloat16");
+      const x = randomTensor(next, [8, 128], "bfloat16");
+      const dy = randomTensor(next, [8, 256], "bfloat16");
+      const ref = references(pattern, values.values, x.values, dy.values, bias.values, 8);
+      expectClose(bsrLinear(x.t, values.t, pattern, bias.t).dataSync(), ref.y, "bfloat16", "bsrLinear, 8 tokens");
+      expect(backend.autotuneRecords().length).toBe(before);
+      const values32 = randomTensor(next, [pattern.nnzBlocks, 64, 64], "float32");
+      const x32 = randomTensor(next, [300, 128], "float32");
+      const dy32 = randomTensor(next, [300, 256], "float32");
+      const bias32 = randomTensor(next, [256], "float32");
+      const ref32 = references(pattern, values32.values, x32.values, dy32.values, bias32.values, 300);
+      expectClose(bsrLinear(x32.t, values32.t, pattern, bias32.t).dataSync(), ref32.y, "float32", "bsrLinear float32");
+      expectClose(sampledMatmul(dy32.t, x32.t, pattern).dataSync(), ref32.dw, "float32", "sampledMatmul float32");
+      expect(backend.autotuneRecords().length).toBe(before);
+    });
+  });
+
+  test("setAutotune refuses a non-boolean and reports the previous setting", () => {
+    const backend = useCuda();
+    expect(() => backend.setAutotune("yes" as unknown as boolean)).toThrow(/setAutotune/);
+    expect(backend.setAutotune(true)).toBe(true);
+  });
+});
