@@ -19,7 +19,8 @@
 # Over-fitting: models this size over-fit the book's 510k training tokens in a few passes (a dense
 # 4 x 256 model was best after ~9, GPT-2 small's shape before ~16), so every model is capped at
 # EPOCHS passes over the training tokens (default 8); (a) runs once per seed in SEEDS (default
-# "0 1 2") and src/summary.ts judges RigL on the mean losses.
+# "0 1 2") and src/summary.ts judges RigL on the mean losses. RIGL (default empty) passes RigL's schedule
+# to (a), e.g. RIGL="--rigl-fraction 0.1 --rigl-every 50 --rigl-end 0.5".
 # Files: the summary and the two parts' pages in $OUT, every run's page, JSON and log in
 # $OUT/quality-runs.tar.gz.
 set -uo pipefail
@@ -92,7 +93,8 @@ sparse_start=$SECONDS
 for i in "${!seeds[@]}"; do
   # Each seed gets an equal share of what (a) has left.
   left=$((sparse_budget - (SECONDS - sparse_start)))
-  part "sparse-seed${seeds[$i]}" $((left / (${#seeds[@]} - i))) "${sparse_args[@]}" --mode sparse --density 0.25,0.1 --seed "${seeds[$i]}" || sparse_rc=1
+  read -r -a rigl_args <<<"${RIGL:-}"
+  part "sparse-seed${seeds[$i]}" $((left / (${#seeds[@]} - i))) "${sparse_args[@]}" "${rigl_args[@]}" --mode sparse --density 0.25,0.1 --seed "${seeds[$i]}" || sparse_rc=1
 done
 summary="$OUT/quality-sparse-summary.md"
 jsons=()

@@ -39,8 +39,22 @@ export interface ExperimentOptions {
   dtype: FloatDType;
   /** Wall-clock seconds for everything from `startedAt`: a run that would not fit is skipped, one that reaches the end stops. */
   budgetSeconds?: number;
+  /** RigL's schedule (default DEFAULT_RIGL; see riglOptimizer). */
+  rigl?: RiglSchedule;
   seed: number;
 }
+
+/**
+ * How RigL moves the patterns: `fraction` of each layer's blocks at the first update, cosine-decayed to 0 at
+ * `end` of the training steps, an update every `every` steps (undefined: steps / 40).
+ */
+export interface RiglSchedule {
+  fraction: number;
+  every?: number;
+  end: number;
+}
+
+export const DEFAULT_RIGL: RiglSchedule = { fraction: 0.3, end: 0.75 };
 
 export type RunStatus = "done" | "stopped" | "skipped" | "failed";
 
@@ -196,13 +210,13 @@ export function curveSteps(steps: number, points: number): Set<number> {
 }
 
 /** The RigL schedule of the comparison: 30% of the blocks moved every steps/40 steps, cosine-decayed to 0 at 3/4 of training. */
-export function riglOptimizer(model: Module, steps: number, seed: number): SparseOptimizer {
+export function riglOptimizer(model: Module, steps: number, seed: number, schedule: RiglSchedule = DEFAULT_RIGL): SparseOptimizer {
   return new SparseOptimizer(model, {
     regrow: "gradient",
-    fraction: 0.3,
-    every: Math.max(1, Math.round(steps / 40)),
+    fraction: schedule.fraction,
+    every: schedule.every ?? Math.max(1, Math.round(steps / 40)),
     schedule: "cosine",
-    totalSteps: Math.max(1, Math.floor(0.75 * steps)),
+    totalSteps: Math.max(1, Math.floor(schedule.end * steps)),
     seed,
   });
 }
@@ -332,7 +346,7 @@ export function runExperiments(setup: ExperimentContext, options: ExperimentOpti
           run: { kind, density },
           steps,
           make: patchedCopy(initial, density, [GPT2_FFN_LAYERS]),
-          with: (model) => (kind === "rigl" ? { sparse: riglOptimizer(model, steps, options.seed) } : {}),
+          with: (model) => (kind === "rigl" ? { sparse: riglOptimizer(model, steps, options.seed, options.rigl) } : {}),
         });
         if (model !== undefined) disposeModel(model);
       }

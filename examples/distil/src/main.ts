@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { type FloatDType, getBackendInstance, setBackend } from "@blocksparse/core";
 import { BUNDLED_TOKENIZER, loadCorpus } from "./data";
-import { type ExperimentOptions, experimentContext, type ResultRow, runExperiments, SIZES, type Size } from "./experiment";
+import { DEFAULT_RIGL, type ExperimentOptions, experimentContext, type ResultRow, runExperiments, SIZES, type Size } from "./experiment";
 import { estimateSeconds, maxStepsForEpochs, measureStepTimes, planSteps, type StepTimes } from "./plan";
 import { formatMarkdown, formatTable, targetLines } from "./report";
 
@@ -21,6 +21,7 @@ const DEFAULTS: Omit<ExperimentOptions, "dtype"> = {
   learningRate: 1e-3,
   evalBatches: 4,
   curvePoints: 4,
+  rigl: DEFAULT_RIGL,
   seed: 0,
 };
 
@@ -37,6 +38,9 @@ layers, static or RigL; and a trained dense model patched and recovered by fine-
   --budget SECONDS     wall-clock budget from the start: runs that would not fit are skipped,
                        a run still going at the end stops there (the table says which)
   --density LIST       densities of the static / RigL comparison (default ${DEFAULTS.densities.join(",")})
+  --rigl-fraction X    share of each layer's blocks RigL moves at its first update (default ${DEFAULT_RIGL.fraction})
+  --rigl-every N       steps between RigL updates (default: steps / 40)
+  --rigl-end F         share of the steps after which the patterns stop moving (default ${DEFAULT_RIGL.end})
   --distil-density X   density of the patched-and-recovered model (default ${DEFAULTS.distilDensity})
   --recovery-steps N   recovery steps (default: steps / 10)
   --patch WHAT         layers patched for the recovery: ffn or ffn+attn (default ${DEFAULTS.patch})
@@ -66,7 +70,7 @@ interface Parsed {
 function parse(argv: string[]): Parsed | null {
   const flags = [
     "size", "steps", "max-epochs", "budget", "density", "distil-density", "recovery-steps", "patch", "mode", "lr", "context", "batch-size",
-    "eval-batches", "curve-points", "dtype", "out", "tokenizer", "max-chars", "backend", "seed",
+    "eval-batches", "curve-points", "dtype", "out", "tokenizer", "max-chars", "backend", "seed", "rigl-fraction", "rigl-every", "rigl-end",
   ];
   const flagTypes: Record<string, { type: "string" | "boolean" }> = Object.fromEntries(flags.map((name) => [name, { type: "string" }]));
   flagTypes.help = { type: "boolean" };
@@ -102,6 +106,12 @@ function parse(argv: string[]): Parsed | null {
   const budget = number("budget", false);
   if (budget !== undefined && !(budget > 0)) throw new RangeError(`--budget: expected a positive number of seconds, got '${text("budget")}'`);
   const steps = text("steps") === "auto" ? "auto" : number("steps", true);
+  const riglFraction = number("rigl-fraction", false);
+  if (riglFraction !== undefined && !(riglFraction > 0 && riglFraction <= 1)) throw new RangeError(`--rigl-fraction: expected a number in (0, 1], got '${text("rigl-fraction")}'`);
+  const riglEnd = number("rigl-end", false);
+  if (riglEnd !== undefined && !(riglEnd > 0 && riglEnd <= 1)) throw new RangeError(`--rigl-end: expected a number in (0, 1], got '${text("rigl-end")}'`);
+  const riglEvery = number("rigl-every", true);
+  options.rigl = { fraction: riglFraction ?? DEFAULT_RIGL.fraction, end: riglEnd ?? DEFAULT_RIGL.end, ...(riglEvery === undefined ? {} : { every: riglEvery }) };
   if (steps === "auto" && budget === undefined) throw new RangeError("--steps auto: needs --budget SECONDS (the steps are those that fit it)");
   Object.assign(
     options,
@@ -172,11 +182,13 @@ async function main(): Promise<void> {
   }
   const epochCap = parsed.maxEpochs === undefined ? undefined : maxStepsForEpochs(parsed.maxEpochs, corpus.train.length, setup.batchSize * setup.context);
   if (epochCap !== undefined && steps > epochCap) steps = epochCap;
+  const rigl = options.rigl ?? DEFAULT_RIGL;
   const setupLines = [
     `GPT-2 '${options.size}': ${n_layer} layers, width ${n_embd}, ${n_head} heads, context ${setup.context}, batch ${setup.batchSize}, vocabulary ${corpus.vocabSize} (byte-level BPE)`,
     `Moby Dick: ${corpus.train.length} training and ${corpus.validation.length} validation tokens; validation loss = mean cross-entropy (nats per token) over ${options.evalBatches} fixed validation windows of ${setup.batchSize} x ${setup.context}`,
     `backend '${backend}', ${options.dtype}${options.dtype === "float32" ? "" : " mixed precision (float32 master weights and moments)"}; AdamW lr ${options.learningRate}, 5% warm-up, cosine to a tenth; seed ${options.seed}`,
     `${steps} steps per model trained from scratch${steps === epochCap ? ` (capped at ${parsed.maxEpochs} passes over the training tokens)` : options.steps === "auto" ? ` (the most that fit the ${budget} s budget, from the measured step times)` : ""}; 32x32 blocks`,
+    `RigL: ${rigl.fraction} of each layer's blocks moved at the first update, every ${rigl.every ?? Math.max(1, Math.round(steps / 40))} steps, cosine-decayed to 0 at ${rigl.end} of the steps; grown where the gradient is largest, at zero`,
   ];
   console.log(setupLines.join("\n"));
   const name = `gpt2-moby-dick-${options.mode}`;

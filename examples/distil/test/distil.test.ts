@@ -3,7 +3,7 @@ import { GPT2_FFN_LAYERS, GPT2LMHeadModel } from "@blocksparse/models";
 import { BlockSparseLinear, SparseOptimizer } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
 import { BUNDLED_TOKENIZER, loadCorpus, WindowSampler } from "../src/data";
-import { curveSteps, type ExperimentOptions, experimentContext, gpt2Config, type ResultRow, runExperiments, sparsify, train, validationLoss } from "../src/experiment";
+import { curveSteps, DEFAULT_RIGL, type ExperimentOptions, experimentContext, gpt2Config, type ResultRow, riglOptimizer, runExperiments, sparsify, train, validationLoss } from "../src/experiment";
 import { estimateSeconds, maxStepsForEpochs, plannedRuns, planSteps, type StepTimes } from "../src/plan";
 import { formatMarkdown, formatTable, overfitted, riglClosedShare, riglClosedShareAtBest, seedSummary, targetLines } from "../src/report";
 
@@ -82,6 +82,21 @@ describe("training GPT-2 on it", () => {
       expect.stringMatching(/^- distillation: -?\d+\.\d% from the dense model's validation loss after 1 steps \(target within 3%\): (met|not met)\.$/),
     ]);
   }, 120_000);
+});
+
+describe("RigL's schedule", () => {
+  it("moves the given share every given steps and stops at the given share of training; by default 0.3, steps / 40, 3/4", () => {
+    const model = new GPT2LMHeadModel(gpt2Config("tiny", corpus.vocabSize, 16), { seed: 1 });
+    sparsify(model, 0.25, [GPT2_FFN_LAYERS]);
+    const byDefault = riglOptimizer(model, 400, 0);
+    expect([byDefault.fraction, byDefault.every, byDefault.totalSteps]).toEqual([DEFAULT_RIGL.fraction, 10, 300]);
+    const custom = riglOptimizer(model, 400, 0, { fraction: 0.1, every: 50, end: 0.5 });
+    expect([custom.fraction, custom.every, custom.totalSteps, custom.regrow, custom.schedule]).toEqual([0.1, 50, 200, "gradient", "cosine"]);
+    // The cosine decay reaches zero at the end: no update moves anything from there on.
+    expect(custom.fractionAt(199)).toBeGreaterThan(0);
+    expect(custom.fractionAt(200)).toBe(0);
+    for (const p of new Set(model.parameters())) p.dispose();
+  });
 });
 
 describe("a time budget", () => {
