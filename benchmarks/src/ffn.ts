@@ -11,10 +11,12 @@
  *   tsx src/ffn.ts [--backend cuda|js] [--models ffn,block] [--widths 1024x4096,4096x4096]
  *     [--tokens 2048,8192] [--blocks 32,64] [--densities 0.5,0.25,0.1] [--dtype bfloat16]
  *     [--context 512] [--heads 16] [--torch] [--profile] [--out results/ffn] [--quick]
- *     [--dense-sampled auto|never|always] [--autotune]
+ *     [--dense-sampled auto|never|always] [--autotune] [--only both|dense|sparse]
  * --profile prints, per case, where a step's time goes kernel by kernel (synchronized).
  * --dense-sampled forces the route of the weight gradient on cuda (the block kernels, or cuBLAS's
  * dense product with the blocks sampled from it); auto is the backend's own choice.
+ * --only runs the dense model or the block-sparse ones alone (no speed-up column without the dense one;
+ * for profilers: scripts/gpu-step-kernels.sh).
  * --autotune turns on the cuda backend's first-use autotuning of the block-sparse products (the
  * validation step, untimed, tunes each shape; the records are printed to stderr at the end).
  */
@@ -237,6 +239,7 @@ async function main(): Promise<void> {
       quick: { type: "boolean", default: false },
       "dense-sampled": { type: "string", default: "auto" },
       autotune: { type: "boolean", default: false },
+      only: { type: "string", default: "both" },
       out: { type: "string" },
     },
   });
@@ -248,6 +251,8 @@ async function main(): Promise<void> {
   const heads = Number(values.heads);
   const started = await startBackend(values.backend);
   const backend = getBackendInstance();
+  const only = values.only;
+  if (only !== "both" && only !== "dense" && only !== "sparse") throw new Error(`--only: expected both, dense or sparse, got "${only}"`);
   const route = values["dense-sampled"];
   if (route !== "auto" && route !== "never" && route !== "always") throw new Error(`--dense-sampled: expected auto, never or always, got "${route}"`);
   const tuning = backend as { setAutotune?: (on: boolean) => boolean; autotuneRecords?: () => { product: string; m: number; rows: number; cols: number; blockShape: number[]; route: string; timings: { route: string; ms: number }[] }[] };
@@ -281,18 +286,22 @@ async function main(): Promise<void> {
     for (const [dModel, hidden] of widths(values.widths)) {
       for (const tokens of numbers(values.tokens, "tokens")) {
         if (model === "block" && tokens % context !== 0) throw new Error(`--tokens ${tokens} is not a multiple of --context ${context}`);
-        const dense = runCase(model, dModel, hidden, tokens, 0, 1, dtype, options);
-        dense.speedupVsDense = 1;
-        rows.push(dense);
-        save();
-        process.stderr.write(`${model} ${dModel}x${hidden} tokens ${tokens} dense: ${dense.medianMs.toFixed(3)} ms\n`);
+        let dense: FfnCase | undefined;
+        if (only !== "sparse") {
+          dense = runCase(model, dModel, hidden, tokens, 0, 1, dtype, options);
+          dense.speedupVsDense = 1;
+          rows.push(dense);
+          save();
+          process.stderr.write(`${model} ${dModel}x${hidden} tokens ${tokens} dense: ${dense.medianMs.toFixed(3)} ms\n`);
+        }
+        if (only === "dense") continue;
         for (const block of numbers(values.blocks, "blocks")) {
           for (const density of numbers(values.densities, "densities")) {
             const row = runCase(model, dModel, hidden, tokens, block, density, dtype, options);
-            row.speedupVsDense = dense.medianMs / row.medianMs;
+            if (dense) row.speedupVsDense = dense.medianMs / row.medianMs;
             rows.push(row);
             save();
-            process.stderr.write(`  ${block}x${block} d=${density}: ${row.medianMs.toFixed(3)} ms (${row.speedupVsDense.toFixed(2)}x dense), live tensors ${memory().numTensors}\n`);
+            process.stderr.write(`  ${block}x${block} d=${density}: ${row.medianMs.toFixed(3)} ms${row.speedupVsDense === undefined ? "" : ` (${row.speedupVsDense.toFixed(2)}x dense)`}, live tensors ${memory().numTensors}\n`);
           }
         }
       }
