@@ -18,6 +18,9 @@
 // --variants applies to each of the wgmma and mma paths named (wgmma/v6 is dev's X-resident bsrLinear);
 // --tokens, --shapes and --densities replace each mode's defaults. --sets (time mode, default 3) is how many input
 // sets the launches rotate through: 1 keeps the inputs in L2 between launches, as in a training step.
+// --activation relu|gelu|gelu_tanh (linear only) runs bsrLinear with the activation fused into the tile's epilogue
+// (tcBsrLinearActivation: Z and activation(Z) both written): check compares both outputs, time puts each variant
+// fused beside the same variant followed by the separate biasActivation pass (the unfused path).
 // --dtype f32 allows TF32 (bs::setAllowTf32) in check and time, so float32 runs on the TF32 mma.sync
 // kernels; decode keeps float32 exact (its kernel and cuBLAS both run plain float32).
 // Built without cuBLAS (TC_BENCH_NO_CUBLAS, bench/build.sh when the toolkit has none) the dense times read n/a;
@@ -281,6 +284,9 @@ struct Problem {
   void* bias = nullptr;
   void* out = nullptr;
   int64_t aCount = 0, bCount = 0, outCount = 0;
+  // Linear with --activation: the fused epilogue also writes activation(out) here.
+  void* activated = nullptr;
+  bs::Activation activation = bs::Activation::Gelu;
 
   Problem(Product product, DType dtype, int64_t m, int64_t cols, int64_t rows, const HostPattern& pattern, int sets,
           uint64_t seed)
@@ -310,12 +316,19 @@ struct Problem {
     for (void* p : b) cudaFree(p);
     cudaFree(bias);
     cudaFree(out);
+    cudaFree(activated);
+  }
+  void enableActivation(bs::Activation act) {
+    if (product != Product::Linear) return;
+    activation = act;
+    CHECK_CUDA(cudaMalloc(&activated, std::max<int64_t>(outCount, 1) * bs::dtypeSize(dtype)));
   }
   double nonzeroFlops() const {
     return 2.0 * m * double(pattern->nnz) * pattern->block * pattern->block;
   }
 
-  bool runFast(int set, const Variant& v, void* target) const {
+  // fuse: with an activation, the fused entry point (false: bsrLinear alone, as the unfused path's first pass).
+  bool runFast(int set, const Variant& v, void* target, bool fuse = true) const {
     bs::TcOptions options;
     options.path = v.path;
     options.variant = v.variant;
@@ -324,6 +337,9 @@ struct Problem {
 #endif
     switch (product) {
       case Product::Linear:
+        if (activated != nullptr && fuse)
+          return bs::tcBsrLinearActivation(dtype, a[set], b[set], bias, target, activated, activation, m, device.view, 0,
+                                           options);
         return bs::tcBsrLinear(dtype, a[set], b[set], bias, target, m, device.view, 0, options);
       case Product::Matmul:
         return bs::tcBsrMatmul(dtype, a[set], b[set], target, m, device.view, 0, options);
@@ -549,6 +565,8 @@ struct Options {
   std::vector<int64_t> tokens;                        // empty: the mode's defaults
   std::vector<std::pair<int64_t, int64_t>> shapes;    // (K, N); empty: the mode's defaults
   std::vector<double> densities;                      // empty: the mode's defaults
+  bool activate = false;                              // --activation given (linear only)
+  bs::Activation activation = bs::Activation::Gelu;
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -609,6 +627,11 @@ Options parse(int argc, char** argv) {
       o.blocks.clear();
       o.blocksGiven = true;
       for (auto& b : split(value())) o.blocks.push_back(std::atoi(b.c_str()));
+    } else if (arg == "--activation") {
+      std::string name = value();
+      if (name != "relu" && name != "gelu" && name != "gelu_tanh") usageError("--activation is relu, gelu or gelu_tanh, got " + name);
+      o.activate = true;
+      o.activation = name == "relu" ? bs::Activation::Relu : name == "gelu" ? bs::Activation::Gelu : bs::Activation::GeluTanh;
     } else if (arg == "--ops") {
       o.products.clear();
       o.productsGiven = true;
@@ -655,7 +678,27 @@ struct VariantCheck {
   bool ran = false;  // false: the entry point declined (nothing launched)
   bool ok = false;
   CheckResult result{};
+  double relActivated = 0;  // with --activation: activated vs the activation of the simple kernel's output
 };
+
+double hostActivation(bs::Activation activation, double x) {
+  if (activation == bs::Activation::Relu) return x > 0 ? x : 0;
+  if (activation == bs::Activation::Gelu) return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
+  return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+}
+
+// ||activated - activation(simple)|| / ||activation(simple)|| over every element (inf if any is not finite).
+double compareActivated(const HostArray& activated, const HostArray& simple, bs::Activation activation) {
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < simple.size(); ++i) {
+    const double want = hostActivation(activation, simple[static_cast<int64_t>(i)]);
+    const double got = activated[static_cast<int64_t>(i)];
+    if (!std::isfinite(got)) return INFINITY;
+    diff += (got - want) * (got - want);
+    norm += want * want;
+  }
+  return norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+}
 
 // Runs each variant on set 0 of `problem` into a NaN-poisoned output and compares it with the simple
 // kernel (every element) and float64 host math (every element of outputs up to 2^18, else a sample).
@@ -685,6 +728,7 @@ std::vector<VariantCheck> checkProblem(const Problem& problem, const std::vector
   for (const Variant& v : variants) {
     VariantCheck check;
     poison(dtype, problem.out, problem.outCount);
+    if (problem.activated) poison(dtype, problem.activated, problem.outCount);
     check.ran = problem.runFast(0, v, problem.out);
     cudaError_t status = cudaDeviceSynchronize();
     if (status != cudaSuccess) {
@@ -697,6 +741,10 @@ std::vector<VariantCheck> checkProblem(const Problem& problem, const std::vector
     if (check.ran) {
       check.result = compare(download(dtype, problem.out, problem.outCount), simple, samples, exact);
       check.ok = check.result.finite && check.result.relSimple < 1e-2 && check.result.relHost < 1e-2;
+      if (problem.activated) {
+        check.relActivated = compareActivated(download(dtype, problem.activated, problem.outCount), simple, problem.activation);
+        check.ok = check.ok && check.relActivated < 1e-2;
+      }
     }
     checks.push_back(check);
   }
@@ -726,6 +774,7 @@ int runChecks(const Options& o) {
           HostPattern pattern = makePattern(s.rows, s.cols, block, density, rng);
           if (pattern.nnz == 0) continue;
           Problem problem(product, o.dtype, s.m, s.cols, s.rows, pattern, 1, rng.next());
+          if (o.activate) problem.enableActivation(o.activation);
           std::vector<VariantCheck> checks = checkProblem(problem, o.variants, rng);
           for (size_t i = 0; i < checks.size(); ++i) {
             const Variant& v = o.variants[i];
@@ -740,9 +789,11 @@ int runChecks(const Options& o) {
             std::string key = std::string(productName(product)) + " " + v.name() + " R=" + std::to_string(block);
             double w = std::isfinite(c.result.relHost) ? std::max(c.result.relSimple, c.result.relHost) : 1e9;
             worst[key] = std::max(worst[key], w);
-            std::printf("CHECK %-7s %-8s R=%-3d d=%.2f M=%-5ld K=%-5ld N=%-5ld nnzb=%-6d vs simple %.2e  vs f64 %.2e  %s\n",
+            std::printf("CHECK %-7s %-8s R=%-3d d=%.2f M=%-5ld K=%-5ld N=%-5ld nnzb=%-6d vs simple %.2e  vs f64 %.2e%s  %s\n",
                         productName(product), v.name().c_str(), block, density, long(s.m), long(s.cols),
-                        long(s.rows), pattern.nnz, c.result.relSimple, c.result.relHost, c.ok ? "PASS" : "FAIL");
+                        long(s.rows), pattern.nnz, c.result.relSimple, c.result.relHost,
+                        problem.activated ? ("  activated " + std::to_string(c.relActivated)).c_str() : "",
+                        c.ok ? "PASS" : "FAIL");
             std::fflush(stdout);
           }
         }
@@ -874,20 +925,33 @@ int runTiming(const Options& o) {
             if (n % block != 0 || k % block != 0) continue;
             HostPattern pattern = makePattern(n, k, block, density, rng);
             Problem problem(product, o.dtype, m, k, n, pattern, sets, rng.next());
+            if (o.activate) problem.enableActivation(o.activation);
             for (const Variant& v : o.variants) {
               if (!problem.runFast(0, v, problem.out)) continue;
               CHECK_CUDA(cudaDeviceSynchronize());
               double work = problem.nonzeroFlops();
               int batch = work > 2e10 ? 5 : 20;
-              double ms = medianMs([&](int set) { problem.runFast(set, v, problem.out); }, sets, batch, 15);
-              double tflops = work / ms / 1e9;
-              char line[256];
-              std::snprintf(line, sizeof line, "| %s | %d | %.2f | %ld | %ld | %ld | %s | %.4f | %.1f | %.1f | %.2f |",
-                            productName(product), block, density, long(m), long(k), long(n), v.name().c_str(), ms,
-                            tflops, denseTflops, tflops / denseTflops);
-              std::printf("%s\n", line);
-              std::fflush(stdout);
-              rows.push_back(line);
+              auto report = [&](const std::string& name, double ms) {
+                double tflops = work / ms / 1e9;
+                char line[256];
+                std::snprintf(line, sizeof line, "| %s | %d | %.2f | %ld | %ld | %ld | %s | %.4f | %.1f | %.1f | %.2f |",
+                              productName(product), block, density, long(m), long(k), long(n), name.c_str(), ms,
+                              tflops, denseTflops, tflops / denseTflops);
+                std::printf("%s\n", line);
+                std::fflush(stdout);
+                rows.push_back(line);
+              };
+              if (problem.activated) {
+                report(v.name() + " fused activation",
+                       medianMs([&](int set) { problem.runFast(set, v, problem.out); }, sets, batch, 15));
+                report(v.name() + " then biasActivation", medianMs([&](int set) {
+                         problem.runFast(set, v, problem.out, false);
+                         bs::launchBiasActivation(problem.activation, problem.dtype, problem.out, nullptr,
+                                                  problem.activated, problem.m, problem.rows, 0);
+                       }, sets, batch, 15));
+              } else {
+                report(v.name(), medianMs([&](int set) { problem.runFast(set, v, problem.out); }, sets, batch, 15));
+              }
             }
           }
       }

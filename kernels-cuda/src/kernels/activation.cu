@@ -6,35 +6,12 @@
 #include "../device.h"
 #include "../kernels.h"
 #include "../memory.h"
+#include "activation_math.cuh"
 #include "dtype.cuh"
 
 namespace bs {
 
 namespace {
-
-constexpr float kInvSqrt2 = 0.70710678118654752f;
-constexpr float kInvSqrt2Pi = 0.3989422804014327f;
-constexpr float kSqrt2OverPi = 0.7978845608028654f;
-constexpr float kGeluC = 0.044715f;
-
-template <Activation kAct>
-__device__ __forceinline__ float activate(float x) {
-  if constexpr (kAct == Activation::Relu) return x > 0.0f ? x : (x != x ? x : 0.0f);
-  else if constexpr (kAct == Activation::Gelu) return 0.5f * x * (1.0f + erff(x * kInvSqrt2));
-  else return 0.5f * x * (1.0f + tanhf(kSqrt2OverPi * (x + kGeluC * x * x * x)));
-}
-
-template <Activation kAct>
-__device__ __forceinline__ float derivative(float x) {
-  if constexpr (kAct == Activation::Relu) {
-    return x > 0.0f ? 1.0f : 0.0f;
-  } else if constexpr (kAct == Activation::Gelu) {
-    return 0.5f * (1.0f + erff(x * kInvSqrt2)) + x * kInvSqrt2Pi * expf(-0.5f * x * x);
-  } else {
-    const float t = tanhf(kSqrt2OverPi * (x + kGeluC * x * x * x));
-    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * kSqrt2OverPi * (1.0f + 3.0f * kGeluC * x * x);
-  }
-}
 
 // 16-byte vectors when the width allows (every row starts aligned), else one element per step.
 template <typename T, Activation kAct, int kVec>

@@ -29,6 +29,8 @@ KernelArgs makeArgs(Op /*op*/, const void* a, const void* b, const void* bias, v
   args.blockRowIdx = pattern.blockRowIdx;
   args.valueIndex = pattern.valueIndex;
   args.tokensPerSplit = m;
+  args.activated = nullptr;
+  args.activation = Activation::Gelu;
   return args;
 }
 
@@ -132,8 +134,11 @@ int64_t ruleSplits(TcPath path, const BsrPatternView& pattern, int64_t m, int va
 }
 
 bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias, void* out, int64_t m,
-         const BsrPatternView& pattern, cudaStream_t stream, const TcOptions& options) {
+         const BsrPatternView& pattern, cudaStream_t stream, const TcOptions& options, void* activated = nullptr,
+         Activation activation = Activation::Gelu) {
   if (options.path == TcPath::Decode || !supported(dtype, pattern, m)) return false;
+  // The fused activation: half-precision Linear on the shipped tiles only (their staged epilogue writes it).
+  if (activated != nullptr && (op != tc::Op::Linear || dtype == DType::Float32 || !aligned16(activated))) return false;
   if (!aligned16(a) || !aligned16(b) || !aligned16(out) || (bias && (reinterpret_cast<uintptr_t>(bias) & 3)))
     return false;
   const DeviceInfo& device = currentDevice();
@@ -163,7 +168,11 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
     }
   }
   variant = std::max(variant, int{tc::kDefaultTile});
+  if (activated != nullptr && variant != tc::kDefaultTile && variant != tc::kWideTile && variant != tc::kPersistentTile)
+    return false;
   tc::KernelArgs args = tc::makeArgs(op, a, b, bias, out, m, pattern);
+  args.activated = activated;
+  args.activation = activation;
 
   // dW: the token splits (see ruleSplits) unless the options name a count; each split's tokens a multiple of
   // the 64-token step.
@@ -213,6 +222,13 @@ bool tcBsrLinear(DType dtype, const void* x, const void* values, const void* bia
   }
   if (options.path == TcPath::Decode) return false;
   return run(tc::Op::Linear, dtype, x, values, bias, y, m, pattern, stream, options);
+}
+
+bool tcBsrLinearActivation(DType dtype, const void* x, const void* values, const void* bias, void* z, void* a,
+                           Activation activation, int64_t m, const BsrPatternView& pattern, cudaStream_t stream,
+                           const TcOptions& options) {
+  if (a == nullptr || m <= kDecodeMaxTokens || options.path == TcPath::Decode) return false;
+  return run(tc::Op::Linear, dtype, x, values, bias, z, m, pattern, stream, options, a, activation);
 }
 
 bool tcBsrMatmul(DType dtype, const void* dy, const void* values, void* dx, int64_t m, const BsrPatternView& pattern,

@@ -14,6 +14,7 @@
 
 #include "../bsr_pattern.h"
 #include "../common.h"
+#include "../ops.h"
 
 namespace bs {
 
@@ -47,6 +48,12 @@ struct TcOptions {
 // Y = X W^T + bias (bias may be null). x [m, cols], y [m, rows].
 bool tcBsrLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
                  const BsrPatternView& pattern, cudaStream_t stream, const TcOptions& options = {});
+// Z = X W^T + bias and A = activation(Z) in one pass: the tile's epilogue writes both (A from Z as stored, in
+// float32). bfloat16/float16 with more than kDecodeMaxTokens tokens on the shipped tiles; false, having launched
+// nothing, otherwise (the caller then runs tcBsrLinear and the activation apart). z and a [m, rows].
+bool tcBsrLinearActivation(DType dtype, const void* x, const void* values, const void* bias, void* z, void* a,
+                           Activation activation, int64_t m, const BsrPatternView& pattern, cudaStream_t stream,
+                           const TcOptions& options = {});
 // dX = dY W. dy [m, rows], dx [m, cols].
 bool tcBsrMatmul(DType dtype, const void* dy, const void* values, void* dx, int64_t m, const BsrPatternView& pattern,
                  cudaStream_t stream, const TcOptions& options = {});

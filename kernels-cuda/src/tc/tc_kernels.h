@@ -8,6 +8,7 @@
 
 #include "../bsr_pattern.h"
 #include "../common.h"
+#include "../ops.h"
 #include "tc.h"
 
 namespace bs::tc {
@@ -35,6 +36,9 @@ struct KernelArgs {
   const int32_t* valueIndex;
   int32_t tilesM, tilesN, groupM;  // Linear/Matmul: token tiles x block rows (columns), raster group
   int64_t tokensPerSplit;          // Sampled: tokens each split reduces (a multiple of the step)
+  // Linear only, may be null: also write activation(out) here (the staged epilogue; out keeps the pre-activation).
+  void* activated;
+  Activation activation;
 };
 
 // Tile variants the dispatch names (TcOptions::variant): each path's default tile; on the wgmma path the

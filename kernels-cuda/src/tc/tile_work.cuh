@@ -2,6 +2,7 @@
 // Shared by the mma.sync and wgmma kernels so both walk the pattern the same way.
 #pragma once
 
+#include "../kernels/activation_math.cuh"
 #include "ptx.cuh"
 #include "tc_kernels.h"
 
@@ -112,18 +113,34 @@ struct StagedTile {
   }
 
   // Copies `count` staged rows, the tokens from tokenBase on, to the output; `thread` of `threads` take part.
+  // Linear with args.activated also writes the activation of each chunk there (computed in float32 from the
+  // stored, rounded pre-activation, as a separate biasActivation pass over `out` would).
   template <Op kOp>
   __device__ __forceinline__ void store(int count, const KernelArgs& args, int64_t tokenBase, int line, int thread,
                                         int threads) const {
     const int64_t width = kOp == Op::Linear ? args.rows : args.cols;
-    T* out = static_cast<T*>(args.out) + static_cast<int64_t>(line) * kTileN;
+    const int64_t offset = static_cast<int64_t>(line) * kTileN;
+    T* out = static_cast<T*>(args.out) + offset;
+    T* activated = kOp == Op::Linear && args.activated ? static_cast<T*>(args.activated) + offset : nullptr;
     for (int i = thread; i < count * kChunks; i += threads) {
       const int row = i / kChunks, chunk = i % kChunks;
       const int64_t token = tokenBase + row;
-      if (token < args.m)
-        *reinterpret_cast<uint4*>(out + token * width + chunk * 8) =
-            *reinterpret_cast<const uint4*>(rows + row * kPitch + chunk * 8);
+      if (token >= args.m) continue;
+      const uint4 staged = *reinterpret_cast<const uint4*>(rows + row * kPitch + chunk * 8);
+      *reinterpret_cast<uint4*>(out + token * width + chunk * 8) = staged;
+      if (activated) *reinterpret_cast<uint4*>(activated + token * width + chunk * 8) = activateChunk(staged, args.activation);
     }
+  }
+
+  // Eight staged elements (four pairs) through the activation.
+  __device__ __forceinline__ static uint4 activateChunk(uint4 chunk, Activation activation) {
+    uint32_t words[4] = {chunk.x, chunk.y, chunk.z, chunk.w};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const float2 pair = unpackPair<T>(words[k]);
+      words[k] = packPair<T>(activateAs(activation, pair.x), activateAs(activation, pair.y));
+    }
+    return make_uint4(words[0], words[1], words[2], words[3]);
   }
 };
 
