@@ -5,6 +5,7 @@ import {
   addKernelObserver,
   blockNorms,
   bsrLinear,
+  bsrLinearActivation,
   bsrMatmul,
   gelu,
   sampledMatmul,
@@ -54,6 +55,27 @@ describe("bsrLinear gradients (gradcheck with respect to x, values and bias)", (
     const w2 = randomTensor([second.nnzBlocks, 2, 3], 11);
     expectGradients((a, v1, v2) => bsrLinear(gelu(bsrLinear(a, v1, pattern)), v2, second), [x, w1, w2]);
   });
+});
+
+// ReLU shares the gradient's code; finite differences across its kink would not check it (the conformance
+// suite checks its derivative through BiasActivationBackward).
+describe("bsrLinearActivation gradients (gradcheck with respect to x, values and bias)", () => {
+  for (const activation of ["gelu", "gelu_tanh"] as const) {
+    for (const [k, c] of cases.slice(0, 4).entries()) {
+      it(`${activation}, ${label(c)}`, () => {
+        const pattern = patternOf(c, 500 + k);
+        const [rows, cols] = c.shape;
+        const x = randomTensor([2, 3, cols], 600 + k);
+        const values = randomTensor([pattern.nnzBlocks, ...c.blockShape], 700 + k);
+        const bias = randomTensor([rows], 800 + k);
+        expectGradients((a, v, b) => bsrLinearActivation(a, v, pattern, b, activation), [x, values, bias]);
+        // Without a bias, and feeding a second layer.
+        const second = BsrPattern.random([cols, rows], { blockShape: [c.blockShape[1], c.blockShape[0]], density: 0.5, seed: 900 + k });
+        const w2 = randomTensor([second.nnzBlocks, c.blockShape[1], c.blockShape[0]], 1000 + k);
+        expectGradients((a, v, v2) => bsrLinear(bsrLinearActivation(a, v, pattern, null, activation), v2, second), [x, values, w2]);
+      });
+    }
+  }
 });
 
 /** Dense float64 references: W from the pattern, then dX = dY W, dW = dY^T X on the blocks, db = sum dY. */

@@ -184,6 +184,13 @@ export const Matmul = "Matmul";
  */
 export const BsrLinear = "BsrLinear";
 /**
+ * {x [..., cols], values [nnzBlocks, R, C], bias? [rows]} -> [y = act(z), z = x W^T + bias], both [..., rows]:
+ * BsrLinear and BiasActivation (attrs.activation) in one kernel, z kept for the gradient. y is the activation
+ * of z as stored (rounded to the dtype), in float32, as BiasActivation over BsrLinear's output computes it.
+ * Same float dtype.
+ */
+export const BsrLinearActivation = "BsrLinearActivation";
+/**
  * {dy [..., rows], values [nnzBlocks, R, C]} -> dx [..., cols] = dy W. Same float dtype.
  * Backends typically walk pattern.columnIndex.
  */
@@ -325,6 +332,7 @@ export interface KernelSpecs {
 
   Matmul: Spec<Binary, MatmulAttrs, One>;
   BsrLinear: Spec<{ x: TensorInfo; values: TensorInfo; bias?: TensorInfo }, PatternAttrs, One>;
+  BsrLinearActivation: Spec<{ x: TensorInfo; values: TensorInfo; bias?: TensorInfo }, PatternAttrs & BiasActivationAttrs, [TensorInfo, TensorInfo]>;
   BsrMatmul: Spec<{ dy: TensorInfo; values: TensorInfo }, PatternAttrs, One>;
   SampledMatmul: Spec<{ dy: TensorInfo; x: TensorInfo }, PatternAttrs, One>;
   BlockNorms: Spec<{ values: TensorInfo }, NoAttrs, One>;
@@ -469,6 +477,7 @@ export const KERNEL_CATALOGUE = {
 
   Matmul: product,
   BsrLinear: product,
+  BsrLinearActivation: { ...product, outputs: 2 },
   BsrMatmul: product,
   SampledMatmul: product,
   BlockNorms: product,

@@ -1,5 +1,5 @@
 import { detach, noGrad } from "@blocksparse/autograd";
-import { type Activation, BsrPattern, biasActivation, bsrLinear, cast, shapesEqual, type Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
+import { type Activation, BsrPattern, bsrLinear, bsrLinearActivation, cast, shapesEqual, type Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
 import { BsrMatrix, divisors } from "@blocksparse/format";
 import { blockCountFor, blockSources, randomPattern, remapBlocks } from "./blocks";
 import { childSeeds, uniform } from "./init";
@@ -150,10 +150,14 @@ export class BlockSparseLinear extends Module {
     return bsrLinear(x, this.weight.value, this.pattern, this.bias?.value);
   }
 
-  /** `activation(forward(x))`, the bias and the activation in one fused pass (see Linear.forwardActivation). */
+  /**
+   * `activation(forward(x))` as one kernel (core's bsrLinearActivation: the product, its bias and the activation;
+   * backends that fuse it write both from one tile), with one fused pass for the gradients (see
+   * Linear.forwardActivation).
+   */
   forwardActivation(x: Tensor, activation: Activation): Tensor {
     checkInput(this.label, x, this.inFeatures);
-    return tidy(() => biasActivation(bsrLinear(x, this.weight.value, this.pattern), this.bias?.value ?? null, activation));
+    return bsrLinearActivation(x, this.weight.value, this.pattern, this.bias?.value ?? null, activation);
   }
 
   /** The weight as a dense [outFeatures, inFeatures] tensor (zeros outside the blocks; not differentiable). */

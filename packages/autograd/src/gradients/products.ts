@@ -1,5 +1,7 @@
 import {
   type Tensor,
+  add,
+  biasActivationBackward,
   bsrLinear,
   bsrMatmul,
   cast,
@@ -40,6 +42,27 @@ export function registerProductGradients(): void {
       values: () => sampledMatmul(dy, saved.x!, pattern),
       bias: () => reduceToShape(dy, inputs.bias!.shape),
     }),
+  });
+  // Y = act(Z), Z = X W^T + b: dZ = dY act'(Z) from the saved Z (one BiasActivationBackward, which also sums
+  // db), then BsrLinear's gradients from dZ. A gradient reaching Z itself (its output 1) adds to dZ.
+  registerGradient("BsrLinearActivation", {
+    inputsToSave: ["x", "values"],
+    outputsToSave: [1],
+    gradFunc: ([dy, dz], { attrs: { pattern, activation }, saved, savedOutputs, inputs, outputHasGrad }) => {
+      let both: [Tensor, Tensor] | undefined;
+      const grads = (): [Tensor, Tensor] => {
+        if (both === undefined) {
+          const [dPre, dBias] = biasActivationBackward(dy, savedOutputs[1]!, null, activation);
+          both = outputHasGrad[1] ? [add(dPre, dz), add(dBias, reduceToShape(dz, [pattern.shape[0]]))] : [dPre, dBias];
+        }
+        return both;
+      };
+      return {
+        x: () => bsrMatmul(grads()[0], saved.values!, pattern),
+        values: () => sampledMatmul(grads()[0], saved.x!, pattern),
+        bias: () => reduceToShape(grads()[1], inputs.bias!.shape),
+      };
+    },
   });
   // dX = dY W is linear in dY and in W: d(dY) = G W^T applied as bsrLinear, dW = dY^T G on the blocks.
   registerGradient("BsrMatmul", {

@@ -17,7 +17,7 @@ import {
   layerNormKernel,
   multiTensorAdamUpdateKernel,
 } from "./nn";
-import { blockNormsKernel, bsrLinearKernel, bsrMatmulKernel, matmulKernel, sampledMatmulKernel } from "./products";
+import { blockNormsKernel, bsrLinearActivationKernel, bsrLinearKernel, bsrMatmulKernel, matmulKernel, sampledMatmulKernel } from "./products";
 import { argmaxKernel, logSoftmaxKernel, reduceKernel, softmaxKernel } from "./reduce";
 import {
   broadcastToKernel,
@@ -93,6 +93,7 @@ export const cudaKernels = {
 
   Matmul: guarded(matmulKernel),
   BsrLinear: guarded(bsrLinearKernel),
+  BsrLinearActivation: guarded(bsrLinearActivationKernel),
   BsrMatmul: guarded(bsrMatmulKernel),
   SampledMatmul: guarded(sampledMatmulKernel),
   BlockNorms: guarded(blockNormsKernel),

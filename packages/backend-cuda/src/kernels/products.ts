@@ -7,6 +7,7 @@ import {
   stridesOf,
 } from "@blocksparse/core";
 import type { CudaBackend, CudaBuffer } from "../backend";
+import { biasActivationKernel } from "./elementwise";
 import { collapseDims } from "./util";
 
 /**
@@ -93,6 +94,20 @@ export function bsrLinearKernel({ inputs: { x, values, bias }, attrs: { pattern 
     rowsOf(x),
   );
   return out;
+}
+
+/**
+ * activation(x W^T + bias): bsrLinear, then the activation pass over its output (the outputs are [y, z]). The
+ * tile kernels can write both in one epilogue (tcBsrLinearActivation in kernels-cuda); the backend takes that
+ * route once it has been measured on a GPU.
+ */
+export function bsrLinearActivationKernel({
+  inputs: { x, values, bias },
+  attrs: { pattern, activation },
+  backend,
+}: KernelArgs<"BsrLinearActivation", CudaBackend>): [TensorInfo, TensorInfo] {
+  const z = bsrLinearKernel({ inputs: { x, values, bias }, attrs: { pattern }, backend });
+  return [biasActivationKernel({ inputs: { x: z }, attrs: { activation }, backend }), z];
 }
 
 export function bsrMatmulKernel({ inputs: { dy, values }, attrs: { pattern }, backend }: KernelArgs<"BsrMatmul", CudaBackend>): TensorInfo {

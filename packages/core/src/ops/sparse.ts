@@ -1,7 +1,7 @@
 import { BsrPattern } from "@blocksparse/format";
 import { engine } from "../engine";
 import { ShapeError, ValueError } from "../errors";
-import { BlockNorms, BsrLinear, BsrMatmul, SampledMatmul } from "../kernel_names";
+import { type Activation, BlockNorms, BsrLinear, BsrLinearActivation, BsrMatmul, SampledMatmul } from "../kernel_names";
 import { formatShape, shapesEqual } from "../shape";
 import type { Tensor } from "../tensor";
 import { assertFloat, assertMinRank, assertSameBackend, assertSameDType, assertTensor } from "./validate";
@@ -31,7 +31,11 @@ function assertFeatures(op: string, name: string, t: Tensor, expected: number, w
  * x [..., cols] -> [..., rows].
  */
 export function bsrLinear(x: Tensor, values: Tensor, pattern: BsrPattern, bias?: Tensor): Tensor {
-  const op = "bsrLinear";
+  checkLinear("bsrLinear", x, values, pattern, bias);
+  return engine.runKernel(BsrLinear, { x, values, bias }, { pattern });
+}
+
+function checkLinear(op: string, x: Tensor, values: Tensor, pattern: BsrPattern, bias: Tensor | undefined): void {
   assertPattern(op, pattern);
   const [rows, cols] = pattern.shape;
   assertFeatures(op, "x", x, cols, "its columns");
@@ -43,7 +47,26 @@ export function bsrLinear(x: Tensor, values: Tensor, pattern: BsrPattern, bias?:
     assertSameDType(op, ["bias", "x"], bias, x);
     if (!shapesEqual(bias.shape, [rows])) throw new ShapeError(`${op}: bias has shape ${formatShape(bias.shape)}, expected [${rows}]`);
   }
-  return engine.runKernel(BsrLinear, { x, values, bias }, { pattern });
+}
+
+const ACTIVATIONS: readonly Activation[] = ["relu", "gelu", "gelu_tanh"];
+
+/**
+ * activation(x W^T + bias) in one kernel (a Linear layer and its activation, as a transformer's FFN runs them):
+ * x [..., cols] -> [..., rows]. The same values as biasActivation(bsrLinear(x, values, pattern, bias), null,
+ * activation); backends that fuse it write the pre-activation and the activation from one tile, and the gradient
+ * reuses the saved pre-activation.
+ */
+export function bsrLinearActivation(x: Tensor, values: Tensor, pattern: BsrPattern, bias: Tensor | null | undefined, activation: Activation): Tensor {
+  const op = "bsrLinearActivation";
+  checkLinear(op, x, values, pattern, bias ?? undefined);
+  if (!ACTIVATIONS.includes(activation)) {
+    throw new ValueError(`${op}: activation must be one of ${ACTIVATIONS.map((a) => JSON.stringify(a)).join(", ")}, got ${JSON.stringify(activation)}`);
+  }
+  const [y, preActivation] = engine.runKernel(BsrLinearActivation, { x, values, bias: bias ?? undefined }, { pattern, activation });
+  // Kept by autograd's tape when it records (the gradient needs it), else not needed.
+  preActivation.dispose();
+  return y;
 }
 
 /** dX = dY W: dy [..., rows] -> [..., cols] (the input gradient of bsrLinear). */

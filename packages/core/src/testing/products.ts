@@ -1,10 +1,12 @@
-/** The products family: Matmul, BsrLinear, BsrMatmul, SampledMatmul, BlockNorms. */
+/** The products family: Matmul, BsrLinear, BsrLinearActivation, BsrMatmul, SampledMatmul, BlockNorms. */
 import {
   BsrPattern,
   type FloatDType,
   FLOAT_DTYPES,
+  biasActivation,
   blockNorms,
   bsrLinear,
+  bsrLinearActivation,
   bsrMatmul,
   formatShape,
   matmul,
@@ -102,6 +104,34 @@ export function declareProductTests(suite: Conformance): void {
               });
             }
           });
+
+          // The fused Linear + activation: against float64 math and against the unfused pair on this backend.
+          if (density === 0.5 || density === 1) {
+            check(`BsrLinearActivation ${where}`, () => {
+              const { pattern, values, dense } = weight(shape, [blockHeight, blockWidth], density, dtype);
+              const bias = makeInput(rng(), [rows], dtype);
+              const activations = { relu: R.relu, gelu: (v: number) => R.gelu(v, "none"), gelu_tanh: (v: number) => R.gelu(v, "tanh") };
+              for (const lead of [[2, 3], [0]]) {
+                const x = makeInput(rng(), [...lead, cols], dtype);
+                const zRef = R.matmul(R.reshape(x.ref, [R.size(lead), cols]), dense, false, true);
+                for (const activation of ["relu", "gelu", "gelu_tanh"] as const) {
+                  for (const withBias of [false, true]) {
+                    const label = `BsrLinearActivation ${where}, ${activation}, x ${formatShape(x.t.shape)}${withBias ? " + bias" : ""}`;
+                    inCase(label, () => {
+                      const pre = withBias ? R.zip([zRef, bias.ref], (z, b) => z + b) : zRef;
+                      const want = R.reshape(R.map(pre, activations[activation]), [...lead, rows]);
+                      const got = bsrLinearActivation(x.t, values.t, pattern, withBias ? bias.t : null, activation);
+                      expectValues(got, want, dtype, "scaled", 2);
+                      const z = bsrLinear(x.t, values.t, pattern, withBias ? bias.t : undefined);
+                      const unfused = biasActivation(z, null, activation);
+                      expectValues(got, { shape: [...unfused.shape], data: Float64Array.from(unfused.dataSync()) }, dtype, "scaled", 2);
+                      for (const t of [got, z, unfused]) t.dispose();
+                    });
+                  }
+                }
+              }
+            });
+          }
 
           check(`BsrMatmul ${where}`, () => {
             const { pattern, values, dense } = weight(shape, [blockHeight, blockWidth], density, dtype);

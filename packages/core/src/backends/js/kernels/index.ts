@@ -19,7 +19,7 @@ import {
   multiTensorAdamUpdateKernel,
   softmaxKernel,
 } from "./nn";
-import { blockNormsKernel, bsrLinearKernel, bsrMatmulKernel, matmulKernel, sampledMatmulKernel } from "./products";
+import { blockNormsKernel, bsrLinearActivationKernel, bsrLinearKernel, bsrMatmulKernel, matmulKernel, sampledMatmulKernel } from "./products";
 import { argmaxKernel, reduceKernel } from "./reduce";
 import {
   broadcastToKernel,
@@ -90,6 +90,7 @@ export const jsKernels = {
 
   Matmul: matmulKernel,
   BsrLinear: bsrLinearKernel,
+  BsrLinearActivation: bsrLinearActivationKernel,
   BsrMatmul: bsrMatmulKernel,
   SampledMatmul: sampledMatmulKernel,
   BlockNorms: blockNormsKernel,

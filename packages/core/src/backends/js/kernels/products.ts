@@ -4,6 +4,7 @@ import { matmulShape, sizeOf } from "../../../shape";
 import type { JsBackend } from "../backend";
 import type { BsrPattern } from "@blocksparse/format";
 import * as compute from "../compute";
+import { biasActivationKernel } from "./elementwise";
 import { broadcastOffsets } from "./util";
 
 function sizes(pattern: BsrPattern): compute.BsrSizes {
@@ -19,11 +20,14 @@ function sizes(pattern: BsrPattern): compute.BsrSizes {
  */
 export type ProductCompute = Pick<typeof compute, "matmulF32" | "bsrLinearF32" | "bsrMatmulF32" | "sampledMatmulF32">;
 
-/** Matmul, BsrLinear, BsrMatmul and SampledMatmul over typed-array storage, computed by `products`. */
+/**
+ * Matmul, BsrLinear (and BsrLinearActivation: BsrLinear, then the activation of its stored output), BsrMatmul and
+ * SampledMatmul over typed-array storage, computed by `products`.
+ */
 export function productKernels(
   products: ProductCompute,
-): Required<Pick<KernelTable<JsBackend>, "Matmul" | "BsrLinear" | "BsrMatmul" | "SampledMatmul">> {
-  return {
+): Required<Pick<KernelTable<JsBackend>, "Matmul" | "BsrLinear" | "BsrLinearActivation" | "BsrMatmul" | "SampledMatmul">> {
+  const table = {
     Matmul({ inputs: { a, b }, attrs: { transposeA, transposeB }, backend }: KernelArgs<"Matmul", JsBackend>): TensorInfo {
       const outShape = matmulShape(a.shape, b.shape, transposeA, transposeB);
       const rank = outShape.length;
@@ -89,11 +93,19 @@ export function productKernels(
       return out.commit();
     },
   };
+  return {
+    ...table,
+    BsrLinearActivation({ inputs: { x, values, bias }, attrs: { pattern, activation }, backend }: KernelArgs<"BsrLinearActivation", JsBackend>): [TensorInfo, TensorInfo] {
+      const z = table.BsrLinear({ inputs: { x, values, bias }, attrs: { pattern }, backend });
+      return [biasActivationKernel({ inputs: { x: z }, attrs: { activation }, backend }), z];
+    },
+  };
 }
 
 export const {
   Matmul: matmulKernel,
   BsrLinear: bsrLinearKernel,
+  BsrLinearActivation: bsrLinearActivationKernel,
   BsrMatmul: bsrMatmulKernel,
   SampledMatmul: sampledMatmulKernel,
 } = productKernels(compute);
