@@ -12,7 +12,9 @@
  *     [--tokens 2048,8192] [--blocks 32,64] [--densities 0.5,0.25,0.1] [--dtype bfloat16]
  *     [--context 512] [--heads 16] [--torch] [--profile] [--out results/ffn] [--quick]
  *     [--dense-sampled auto|never|always] [--autotune] [--only both|dense|sparse]
- * --profile prints, per case, where a step's time goes kernel by kernel (synchronized).
+ * --profile prints, per case, where a step's time goes kernel by kernel (synchronized: each entry includes
+ * the host's launch and a round trip, ~20 us on an H200, so small kernels read high; for device times use
+ * scripts/gpu-step-kernels.sh, which runs this script under Nsight Compute).
  * --dense-sampled forces the route of the weight gradient on cuda (the block kernels, or cuBLAS's
  * dense product with the blocks sampled from it); auto is the backend's own choice.
  * --only runs the dense model or the block-sparse ones alone (no speed-up column without the dense one;
