@@ -11,6 +11,11 @@
 #                                               gpu_xr.sh): tc_bench for sm_90a alone, quick and edge checks in
 #                                               bf16/f16, memcheck, timings against what is dispatched (auto)
 #                                               and cuBLAS, then checks at the timed shapes
+#   bash kernels-cuda/bench/gpu_run.sh fused    the forward tile with its activation fused into the epilogue
+#                                               (tcBsrLinearActivation): builds tc_bench, checks Z and
+#                                               activation(Z) for every activation in bf16/f16 (also under
+#                                               memcheck), then times each dispatched route fused beside the same
+#                                               route followed by the separate biasActivation pass
 # STAGES overrides the stage list; each stage gets what is left of BUDGET seconds (a stage cut short
 # reports exit 124). Logs and tables go to $LOG (default $OUT/gpu-logs when $OUT is set, else
 # bench/build/gpu-logs); a short summary prints last.
@@ -25,7 +30,8 @@ case "$mode" in
   decode) BUDGET=${BUDGET:-450}; STAGES=${STAGES-"build checks decode"} ;;
   tc) BUDGET=${BUDGET:-400}; STAGES=${STAGES-"bench quick memcheck check time"} ;;
   xr) BUDGET=${BUDGET:-235}; STAGES=${STAGES-"bench xr_quick xr_memcheck xr_time xr_check"} ;;
-  *) echo "usage: gpu_run.sh decode|tc|xr" >&2; exit 2 ;;
+  fused) BUDGET=${BUDGET:-300}; STAGES=${STAGES-"bench fused_check fused_memcheck fused_time"} ;;
+  *) echo "usage: gpu_run.sh decode|tc|xr|fused" >&2; exit 2 ;;
 esac
 TIME_ARGS=${TIME_ARGS:-}
 CHECK_ARGS=${CHECK_ARGS:-}
@@ -230,6 +236,35 @@ stage_checks() {
   stage_quick
   wait $vitest
   vitest_summary $?
+}
+
+# The fused activation: every activation on the quick shapes, GELU at the FFN's shapes (ragged token counts
+# included), on what is dispatched and on each path's tiles.
+stage_fused_check() {
+  : >"$LOG/check-fused.log"
+  for dtype in bf16 f16; do
+    for act in gelu gelu_tanh relu; do
+      timeout "$(cap 40)" "$bin" --mode check --quick --ops linear --paths auto,mma,wgmma --variants 0,1,7 --dtype $dtype \
+        --activation $act $CHECK_ARGS >>"$LOG/check-fused.log" 2>&1
+    done
+    timeout "$(cap 90)" "$bin" --mode check --ops linear --paths auto --dtype $dtype --activation gelu --blocks 32,64,128 \
+      --tokens 1000,2048,8192 --shapes 1024x4096,4096x1024,768x3072 --densities 0.5,0.25,0.1 $CHECK_ARGS \
+      >>"$LOG/check-fused.log" 2>&1
+    summary+=("fused check $dtype: exit $? at ${SECONDS}s")
+  done
+  summary+=("fused checks: $(checks "$LOG/check-fused.log"); $(grep -c FAIL "$LOG/check-fused.log") FAIL lines")
+}
+
+stage_fused_memcheck() {
+  timeout "$(cap 60)" compute-sanitizer --tool memcheck --error-exitcode 86 --print-limit 20 "$bin" --mode check --quick \
+    --ops linear --paths auto,mma,wgmma --variants 0,1,7 --activation gelu $CHECK_ARGS >"$LOG/memcheck.log" 2>&1
+  summary+=("fused memcheck: exit $? at ${SECONDS}s; $(grep -E 'ERROR SUMMARY' "$LOG/memcheck.log" | tail -1)")
+}
+
+stage_fused_time() {
+  timeout "$(left)" "$bin" --mode time --ops linear --paths auto --activation gelu --blocks 32,64,128 --tokens 2048,8192 \
+    --shapes 1024x4096,4096x1024,768x3072 --densities 0.5,0.25,0.1 $TIME_ARGS >"$LOG/time.log" 2>&1
+  summary+=("fused time: exit $? at ${SECONDS}s")
 }
 
 for stage in $STAGES; do "stage_$stage"; done

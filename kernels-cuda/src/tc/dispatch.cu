@@ -196,7 +196,8 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   try {
     launched = path == TcPath::Wgmma ? tc::launchWgmma(op, dtype, args, block, variant, device.sms, stream)
                                      : tc::launchMma(op, dtype, args, block, variant, device.sms, stream);
-    if (!launched && options.devVariants)
+    // Dev's variants have no fused activation: they never stand in for a shipped tile that declined one.
+    if (!launched && options.devVariants && activated == nullptr)
       launched = options.devVariants(path, op, dtype, args, block, variant, device.sms, stream);
     if (launched && splits > 1)
       launchSumSplits(dtype, args.partials, static_cast<int>(splits), valueCount, out, stream);
