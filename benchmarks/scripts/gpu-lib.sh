@@ -25,3 +25,11 @@ build_for_this_gpu() {
   cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d '.')
   case "$cap" in 90) export CUDAARCHS=90a ;; "") ;; *) export CUDAARCHS=$cap ;; esac
 }
+
+# Builds the CUDA addon in the checkout at $root unless SKIP_BUILD=1; the log goes to $OUT/build.log and its last
+# lines print when the build fails (then returns 1).
+build_addon_unless_skipped() {
+  [ "${SKIP_BUILD:-0}" = 1 ] && return 0
+  (cd "$root/packages/backend-cuda" && node scripts/build-native.mjs) >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; return 1; }
+  echo "== addon built"
+}

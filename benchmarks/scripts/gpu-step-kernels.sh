@@ -12,10 +12,9 @@ cd "$root"
 OUT=${OUT:-$root/gpu-results}
 mkdir -p "$OUT"
 tsx="$root/benchmarks/node_modules/.bin/tsx"
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  (cd packages/backend-cuda && node scripts/build-native.mjs) >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-  echo "== addon built"
-fi
+# shellcheck source=gpu-lib.sh
+source "$root/benchmarks/scripts/gpu-lib.sh"
+build_addon_unless_skipped || exit 1
 read -r -a step_args <<<"${STEP_ARGS:---models ffn --widths 1024x4096 --tokens 8192}"
 read -r -a cases <<<"${CASES:-64:0.25 32:0.25}"
 cd benchmarks

@@ -10,10 +10,9 @@ cd "$root"
 OUT=${OUT:-$root/gpu-results}
 mkdir -p "$OUT"
 tsx="$root/benchmarks/node_modules/.bin/tsx"
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  (cd packages/backend-cuda && node scripts/build-native.mjs) >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-  echo "== addon built"
-fi
+# shellcheck source=gpu-lib.sh
+source "$root/benchmarks/scripts/gpu-lib.sh"
+build_addon_unless_skipped || exit 1
 cd benchmarks
 timeout 120 "$tsx" src/overhead.ts --backend cuda --dtype bfloat16 --out "$OUT" 2>&1 | tee "$OUT/overhead.log" | tail -25
 CUDA_MODULE_LOADING=EAGER timeout 60 "$tsx" src/overhead.ts --backend cuda --dtype bfloat16 --out "$OUT/eager" >"$OUT/overhead-eager.log" 2>&1 && tail -9 "$OUT/eager/overhead-cuda.md"

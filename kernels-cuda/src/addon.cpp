@@ -308,7 +308,7 @@ Napi::Value allowTf32Fn(const Napi::CallbackInfo& info) {
 
 // ------------------------------------------------------------------ autotuning (autotune.h)
 
-std::vector<TunedRoute> tcRoutes(TcProduct product, DType dtype, const BsrPatternView& pattern, int64_t m) {
+std::vector<TunedRoute> tcRoutes(tc::Op product, DType dtype, const BsrPatternView& pattern, int64_t m) {
   std::vector<TunedRoute> routes;
   for (const TcOptions& options : tcTuneCandidates(product, dtype, pattern, m)) routes.push_back(TunedRoute{false, options});
   return routes;
@@ -831,7 +831,7 @@ Napi::Value bsrLinear(const Napi::CallbackInfo& info) {
     const void* x = args.buffer(2).data;
     const void* values = args.buffer(3).data;
     void* y = args.buffer(5).data;
-    if (runTuned(TcProduct::Linear, dtype, pattern, m, bias != nullptr, tcRoutes(TcProduct::Linear, dtype, pattern, m),
+    if (runTuned(tc::Op::Linear, dtype, pattern, m, bias != nullptr, [&] { return tcRoutes(tc::Op::Linear, dtype, pattern, m); },
                  [&](const TunedRoute& route) { return tcBsrLinear(dtype, x, values, bias, y, m, pattern, stream(), route.tc); },
                  stream()))
       return undefinedOf(info);
@@ -856,7 +856,7 @@ Napi::Value bsrMatmul(const Napi::CallbackInfo& info) {
     const void* dy = args.buffer(2).data;
     const void* values = args.buffer(3).data;
     void* dx = args.buffer(4).data;
-    if (runTuned(TcProduct::Matmul, dtype, pattern, m, false, tcRoutes(TcProduct::Matmul, dtype, pattern, m),
+    if (runTuned(tc::Op::Matmul, dtype, pattern, m, false, [&] { return tcRoutes(tc::Op::Matmul, dtype, pattern, m); },
                  [&](const TunedRoute& route) { return tcBsrMatmul(dtype, dy, values, dx, m, pattern, stream(), route.tc); },
                  stream()))
       return undefinedOf(info);
@@ -888,9 +888,12 @@ Napi::Value sampledMatmul(const Napi::CallbackInfo& info) {
   };
   // Autotuned when on and the route is not forced: the tensor-core routes, and the dense one where it may run.
   if (autotuneEnabled() && getDenseSampledMode() == DenseSampledMode::Auto) {
-    std::vector<TunedRoute> routes = tcRoutes(TcProduct::Sampled, dtype, pattern, m);
-    if (!routes.empty() && cublasEnabled() && denseSampledFits(dtype, pattern)) routes.push_back(TunedRoute{true, {}});
-    if (runTuned(TcProduct::Sampled, dtype, pattern, m, false, routes,
+    auto routes = [&] {
+      std::vector<TunedRoute> list = tcRoutes(tc::Op::Sampled, dtype, pattern, m);
+      if (!list.empty() && cublasEnabled() && denseSampledFits(dtype, pattern)) list.push_back(TunedRoute{true, {}});
+      return list;
+    };
+    if (runTuned(tc::Op::Sampled, dtype, pattern, m, false, routes,
                  [&](const TunedRoute& route) {
                    if (!route.dense) return tcSampledMatmul(dtype, dy, x, dw, m, pattern, stream(), route.tc);
                    denseRoute();

@@ -95,10 +95,9 @@ std::vector<TuneRecord> autotuneRecords() {
   return out;
 }
 
-bool runTuned(TcProduct product, DType dtype, const BsrPatternView& pattern, int64_t m, bool bias,
-              const std::vector<TunedRoute>& candidates, const std::function<bool(const TunedRoute&)>& run,
-              cudaStream_t stream) {
-  if (candidates.empty()) return false;
+bool runTuned(tc::Op product, DType dtype, const BsrPatternView& pattern, int64_t m, bool bias,
+              const std::function<std::vector<TunedRoute>()>& candidates,
+              const std::function<bool(const TunedRoute&)>& run, cudaStream_t stream) {
   const Key key{static_cast<int>(product), static_cast<int>(dtype), pattern.blockHeight, pattern.blockWidth, m,
                 pattern.rows, pattern.cols, pattern.nnzBlocks, bias, deviceInfo().index};
   {
@@ -113,11 +112,13 @@ bool runTuned(TcProduct product, DType dtype, const BsrPatternView& pattern, int
       return false;
     }
   }
+  const std::vector<TunedRoute> routes = candidates();
+  if (routes.empty()) return false;
   TuneRecord record{product, dtype, pattern.blockHeight, pattern.blockWidth, m, pattern.rows, pattern.cols,
                     pattern.nnzBlocks, bias, key.device, {}, {}};
   Events& timer = events();
   double best = std::numeric_limits<double>::infinity();
-  for (const TunedRoute& route : candidates) {
+  for (const TunedRoute& route : routes) {
     if (!tryRun(run, route)) continue;  // declined (or out of memory): not a candidate here
     BS_CUDA_CHECK(cudaEventRecord(timer.start, stream));
     for (int i = 0; i < kTimedRuns; ++i) run(route);

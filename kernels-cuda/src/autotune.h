@@ -32,7 +32,7 @@ struct TunedRoute {
 std::string tunedRouteName(const TunedRoute& route);
 
 struct TuneRecord {
-  TcProduct product;
+  tc::Op product;
   DType dtype;
   int blockHeight, blockWidth;
   int64_t m, rows, cols;
@@ -50,10 +50,11 @@ bool autotuneEnabled();
 void clearAutotune();
 std::vector<TuneRecord> autotuneRecords();
 
-// Runs the product by its tuned route (see above). `run` runs one route and returns false when it declines.
+// Runs the product by its tuned route (see above). `candidates` lists the routes to time; it is called only on a
+// key's first call, so later calls cost one lookup. `run` runs one route and returns false when it declines.
 // Returns false, having left the output to the caller, when no candidate ran or the recorded route declines.
-bool runTuned(TcProduct product, DType dtype, const BsrPatternView& pattern, int64_t m, bool bias,
-              const std::vector<TunedRoute>& candidates, const std::function<bool(const TunedRoute&)>& run,
-              cudaStream_t stream);
+bool runTuned(tc::Op product, DType dtype, const BsrPatternView& pattern, int64_t m, bool bias,
+              const std::function<std::vector<TunedRoute>()>& candidates,
+              const std::function<bool(const TunedRoute&)>& run, cudaStream_t stream);
 
 }  // namespace bs

@@ -36,6 +36,12 @@ __device__ __forceinline__ int32_t fromFloat<int32_t>(float value) {
   return static_cast<int32_t>(static_cast<uint32_t>(wrapped));
 }
 
+// N adjacent elements moved as one aligned vector (16-byte loads and stores for eight half or four float values).
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Packed {
+  T v[N];
+};
+
 constexpr int kThreads = 256;
 
 inline unsigned gridFor(int64_t n, int threads = kThreads) {

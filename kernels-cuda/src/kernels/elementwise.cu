@@ -190,9 +190,7 @@ __global__ void copyStridedKernel(const T* __restrict__ src, T* __restrict__ dst
 constexpr int kPack = 8;
 
 template <typename T>
-struct alignas(sizeof(T) * kPack) Pack {
-  T v[kPack];
-};
+using Pack = Packed<T, kPack>;
 
 bool packAligned(const void* p) { return (reinterpret_cast<uintptr_t>(p) % 32) == 0; }
 

@@ -103,9 +103,7 @@ __global__ void multiTensorAdamKernel(const __grid_constant__ AdamBatch batch, c
 constexpr int kAdamVector = 4;
 
 template <typename T>
-struct alignas(sizeof(T) * kAdamVector) Vec4 {
-  T v[kAdamVector];
-};
+using Vec4 = Packed<T, kAdamVector>;
 
 template <typename TG>
 __device__ __forceinline__ float adamElement(float param, TG grad, float& m, float& v, const AdamParams& h,

@@ -124,6 +124,18 @@ __global__ void reduceStridedKernel(ReduceOp op, const T* __restrict__ x, void* 
 constexpr int kColumnTile = 32;
 constexpr int kColumnRows = 8;
 
+// One output's sum over this block's split: into the split's float32 partials, or (one split) the output itself.
+template <typename T>
+__device__ __forceinline__ void writeColumnTotal(ReduceOp op, float total, void* y, float* partials, int64_t out,
+                                                 int64_t outputs, int64_t size) {
+  if (partials != nullptr) {
+    partials[blockIdx.y * outputs + out] = total;
+  } else {
+    if (op == ReduceOp::Mean) total = size > 0 ? total / static_cast<float>(size) : __builtin_nanf("");
+    static_cast<T*>(y)[out] = fromFloat<T>(total);
+  }
+}
+
 template <typename T>
 __global__ void columnSumKernel(ReduceOp op, const T* __restrict__ x, void* __restrict__ y, float* __restrict__ partials,
                                 int64_t outer, int64_t size, int64_t inner, int64_t rowsPerSplit) {
@@ -144,13 +156,7 @@ __global__ void columnSumKernel(ReduceOp op, const T* __restrict__ x, void* __re
   float total = 0.0f;
 #pragma unroll
   for (int r = 0; r < kColumnRows; ++r) total += sums[r][threadIdx.x];
-  const int64_t out = outerIndex * inner + column;
-  if (partials != nullptr) {
-    partials[blockIdx.y * outer * inner + out] = total;
-  } else {
-    if (op == ReduceOp::Mean) total = size > 0 ? total / static_cast<float>(size) : __builtin_nanf("");
-    static_cast<T*>(y)[out] = fromFloat<T>(total);
-  }
+  writeColumnTotal<T>(op, total, y, partials, outerIndex * inner + column, outer * inner, size);
 }
 
 // The same over packs of eight adjacent outputs (16-byte loads of half types, two of float32) when inner is a
@@ -159,10 +165,6 @@ __global__ void columnSumKernel(ReduceOp op, const T* __restrict__ x, void* __re
 constexpr int kColumnPack = 8;
 constexpr int kColumnPackTile = kColumnTile * kColumnPack;
 
-template <typename T>
-struct alignas(sizeof(T) * kColumnPack) ColumnPack {
-  T v[kColumnPack];
-};
 
 template <typename T>
 __global__ void columnSumPackedKernel(ReduceOp op, const T* __restrict__ x, void* __restrict__ y,
@@ -180,7 +182,7 @@ __global__ void columnSumPackedKernel(ReduceOp op, const T* __restrict__ x, void
     const T* base = x + outerIndex * size * inner + column;
 #pragma unroll 4
     for (int64_t j = begin + threadIdx.y; j < end; j += kColumnRows) {
-      const ColumnPack<T> pack = *reinterpret_cast<const ColumnPack<T>*>(base + j * inner);
+      const Packed<T, kColumnPack> pack = *reinterpret_cast<const Packed<T, kColumnPack>*>(base + j * inner);
 #pragma unroll
       for (int k = 0; k < kColumnPack; ++k) acc[k] += toFloat<T>(pack.v[k]);
     }
@@ -194,13 +196,7 @@ __global__ void columnSumPackedKernel(ReduceOp op, const T* __restrict__ x, void
   float total = 0.0f;
 #pragma unroll
   for (int r = 0; r < kColumnRows; ++r) total += sums[r][mine];
-  const int64_t out = outerIndex * inner + outColumn;
-  if (partials != nullptr) {
-    partials[blockIdx.y * outer * inner + out] = total;
-  } else {
-    if (op == ReduceOp::Mean) total = size > 0 ? total / static_cast<float>(size) : __builtin_nanf("");
-    static_cast<T*>(y)[out] = fromFloat<T>(total);
-  }
+  writeColumnTotal<T>(op, total, y, partials, outerIndex * inner + outColumn, outer * inner, size);
 }
 
 template <typename T>

@@ -109,7 +109,7 @@ TcPath resolvePath(const DeviceInfo& device, TcPath requested) {
 // - wgmma: only as many splits as still fit in one wave of two CTAs per SM, and among those the count that
 //   minimises 1/s of the product's time plus the splits' cost, about 600/m of it per split (float32
 //   partials written and read again, a prologue and an epilogue per CTA). Measured on an H200
-//   (docs/kernels.md, "Splitting the weight gradient's tokens"): with 2048 tokens no split beats two even
+//   (benchmarks/results/gpu-nvidia-h200/step-kernels.md): with 2048 tokens no split beats two even
 //   with 51 CTAs on 132 SMs; with 8192, two splits of 128 groups beat one.
 // Each split keeps at least 1024 tokens.
 int64_t ruleSplits(TcPath path, const BsrPatternView& pattern, int64_t m, int variant, int sms) {
@@ -248,17 +248,17 @@ TcPath tcPathFor(DType dtype, const BsrPatternView& pattern) {
   return path != TcPath::Auto && (pattern.blockHeight == 32 || dtype == DType::Float32) ? TcPath::Mma : path;
 }
 
-std::vector<TcOptions> tcTuneCandidates(TcProduct product, DType dtype, const BsrPatternView& pattern, int64_t m) {
+std::vector<TcOptions> tcTuneCandidates(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m) {
   std::vector<TcOptions> out;
   if ((dtype != DType::BFloat16 && dtype != DType::Float16) || !supported(dtype, pattern, m)) return out;
-  if (product == TcProduct::Linear && m <= kDecodeMaxTokens) return out;
+  if (op == tc::Op::Linear && m <= kDecodeMaxTokens) return out;
   const DeviceInfo& device = currentDevice();
   if (device.major < 8) return out;
   const int block = pattern.blockHeight;
   std::vector<TcPath> paths{TcPath::Mma};
   if (device.wgmma) paths.push_back(TcPath::Wgmma);
   for (TcPath path : paths) {
-    if (product != TcProduct::Sampled) {
+    if (op != tc::Op::Sampled) {
       out.push_back({path, tc::kDefaultTile});
       if (path == TcPath::Wgmma && block == 128) out.push_back({path, tc::kWideTile});
       if (path == TcPath::Wgmma && block == 64) out.push_back({path, tc::kPersistentTile});
@@ -267,10 +267,10 @@ std::vector<TcOptions> tcTuneCandidates(TcProduct product, DType dtype, const Bs
     // dW: the rule's split count and a few others, each split keeping at least 1024 tokens.
     const int64_t most = std::max<int64_t>(1, std::min<int64_t>(m / 1024, 64));
     std::vector<int64_t> counts{ruleSplits(path, pattern, m, tc::kDefaultTile, device.sms), 1, 2, 4};
-    std::vector<int64_t> seen;
+    std::sort(counts.begin(), counts.end());
+    counts.erase(std::unique(counts.begin(), counts.end()), counts.end());
     for (int64_t count : counts) {
-      if (count > most || std::find(seen.begin(), seen.end(), count) != seen.end()) continue;
-      seen.push_back(count);
+      if (count > most) continue;
       TcOptions options{path, tc::kDefaultTile};
       options.splits = static_cast<int>(count);
       out.push_back(options);

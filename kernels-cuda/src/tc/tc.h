@@ -28,7 +28,8 @@ enum class TcPath : int { Auto = 0, Mma = 1, Wgmma = 2, Decode = 3 };
 constexpr int64_t kDecodeMaxTokens = 16;
 
 namespace tc {
-enum class Op : int;
+// The three products (tc_kernels.h says how each maps onto one gathered GEMM).
+enum class Op : int { Linear = 0, Matmul = 1, Sampled = 2 };
 struct KernelArgs;
 }  // namespace tc
 
@@ -72,8 +73,7 @@ TcPath tcPathFor(DType dtype, const BsrPatternView& pattern);
 // The tensor-core routes worth timing for a product on the current device, for first-use autotuning
 // (src/autotune.h): each path's tiles, and for dW a few token splits beside the dispatch's own count. Empty for
 // float32, for shapes without tensor-core kernels, and for bsrLinear with at most kDecodeMaxTokens tokens.
-enum class TcProduct : int { Linear = 0, Matmul = 1, Sampled = 2 };
-std::vector<TcOptions> tcTuneCandidates(TcProduct product, DType dtype, const BsrPatternView& pattern, int64_t m);
+std::vector<TcOptions> tcTuneCandidates(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m);
 // A route's name as the tuning records report it, e.g. "wgmma persistent" or "mma tile, 2 splits".
 std::string tcRouteName(const TcOptions& options);
 

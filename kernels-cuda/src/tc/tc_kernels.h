@@ -18,7 +18,7 @@ namespace bs::tc {
 //   Matmul  dX [M, cols] = dY[M, rows] * W           (a = dY, b = values; tile = tokens x one block column)
 //   Sampled dW [blocks]  = dY^T X on W's blocks      (a = dY, b = X; tile = G blocks of one block column,
 //                                                     reduced over tokens)
-enum class Op : int { Linear = 0, Matmul = 1, Sampled = 2 };
+// (Op itself is declared in tc.h.)
 
 struct KernelArgs {
   const void* a;

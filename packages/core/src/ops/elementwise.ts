@@ -39,7 +39,7 @@ import {
 import { broadcastShapes } from "../shape";
 import { Tensor } from "../tensor";
 import { tensorOn } from "./creation";
-import { assertDType, assertFloat, assertMinRank, assertSameBackend, assertSameDType, assertShape, assertTensor } from "./validate";
+import { assertActivation, assertDType, assertFloat, assertMinRank, assertSameBackend, assertSameDType, assertShape, assertTensor } from "./validate";
 
 /** A tensor, or a number taken as a scalar of the other operand's dtype. */
 export type TensorLike = Tensor | number;
@@ -90,16 +90,12 @@ export function geluBackward(dy: Tensor, x: Tensor, approximate: GeluApproximate
   return engine.runKernel(GeluBackward, { dy, x }, { approximate });
 }
 
-const ACTIVATIONS: readonly Activation[] = ["relu", "gelu", "gelu_tanh"];
-
 /** x's and bias's checks shared by biasActivation and its backward. */
 function checkBiasActivation(op: string, x: Tensor, bias: Tensor | null | undefined, activation: Activation): void {
   assertTensor(op, "x", x);
   assertFloat(op, "x", x);
   assertMinRank(op, "x", x, 1);
-  if (!ACTIVATIONS.includes(activation)) {
-    throw new ValueError(`${op}: activation must be one of ${ACTIVATIONS.map((a) => JSON.stringify(a)).join(", ")}, got ${JSON.stringify(activation)}`);
-  }
+  assertActivation(op, activation);
   if (bias === null || bias === undefined) return;
   assertTensor(op, "bias", bias);
   assertSameBackend(op, [["x", x], ["bias", bias]]);

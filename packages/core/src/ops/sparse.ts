@@ -4,7 +4,7 @@ import { ShapeError, ValueError } from "../errors";
 import { type Activation, BlockNorms, BsrLinear, BsrLinearActivation, BsrMatmul, SampledMatmul } from "../kernel_names";
 import { formatShape, shapesEqual } from "../shape";
 import type { Tensor } from "../tensor";
-import { assertFloat, assertMinRank, assertSameBackend, assertSameDType, assertTensor } from "./validate";
+import { assertActivation, assertFloat, assertMinRank, assertSameBackend, assertSameDType, assertTensor } from "./validate";
 
 function assertPattern(op: string, pattern: unknown): asserts pattern is BsrPattern {
   if (!(pattern instanceof BsrPattern)) throw new ValueError(`${op}: pattern must be a BsrPattern from @blocksparse/format`);
@@ -49,8 +49,6 @@ function checkLinear(op: string, x: Tensor, values: Tensor, pattern: BsrPattern,
   }
 }
 
-const ACTIVATIONS: readonly Activation[] = ["relu", "gelu", "gelu_tanh"];
-
 /**
  * activation(x W^T + bias) in one kernel (a Linear layer and its activation, as a transformer's FFN runs them):
  * x [..., cols] -> [..., rows]. The same values as biasActivation(bsrLinear(x, values, pattern, bias), null,
@@ -60,9 +58,7 @@ const ACTIVATIONS: readonly Activation[] = ["relu", "gelu", "gelu_tanh"];
 export function bsrLinearActivation(x: Tensor, values: Tensor, pattern: BsrPattern, bias: Tensor | null | undefined, activation: Activation): Tensor {
   const op = "bsrLinearActivation";
   checkLinear(op, x, values, pattern, bias ?? undefined);
-  if (!ACTIVATIONS.includes(activation)) {
-    throw new ValueError(`${op}: activation must be one of ${ACTIVATIONS.map((a) => JSON.stringify(a)).join(", ")}, got ${JSON.stringify(activation)}`);
-  }
+  assertActivation(op, activation);
   const [y, preActivation] = engine.runKernel(BsrLinearActivation, { x, values, bias: bias ?? undefined }, { pattern, activation });
   // Kept by autograd's tape when it records (the gradient needs it), else not needed.
   preActivation.dispose();

@@ -1,5 +1,6 @@
 /** Argument checks shared by ops: each throws a typed error naming the op and the argument. */
 import type { DType } from "../dtypes";
+import type { Activation } from "../kernel_names";
 import { BackendError, DTypeError, IndexError, ShapeError, ValueError } from "../errors";
 import { formatShape, normalizeAxis } from "../shape";
 import { Tensor } from "../tensor";
@@ -71,4 +72,13 @@ export function assertPositiveInt(op: string, name: string, value: number): void
 export function axisArg(op: string, axis: number, rank: number): number {
   if (!Number.isInteger(axis)) throw new IndexError(`${op}: axis must be an integer, got ${axis}`);
   return normalizeAxis(axis, rank, op);
+}
+
+const ACTIVATIONS: readonly Activation[] = ["relu", "gelu", "gelu_tanh"];
+
+/** Throws ValueError unless `activation` is one the fused bias + activation kernels know. */
+export function assertActivation(op: string, activation: Activation): void {
+  if (!ACTIVATIONS.includes(activation)) {
+    throw new ValueError(`${op}: activation must be one of ${ACTIVATIONS.map((a) => JSON.stringify(a)).join(", ")}, got ${JSON.stringify(activation)}`);
+  }
 }
