@@ -93,6 +93,30 @@ function checkGrad(node: TapeNode, edge: Edge, grad: unknown): Tensor {
   return grad;
 }
 
+/**
+ * `dys` for a gradient function: an output no gradient reached reads as zeros of its shape, made the first time
+ * the entry is read (inside the node's scope). A multi-output kernel whose other outputs are only kept for the
+ * backward (BsrLinearActivation's pre-activation, LayerNorm's statistics) pays nothing for them.
+ */
+function lazyZeros(dys: (Tensor | null)[], node: TapeNode, backend: Backend): Tensor[] {
+  const filled: Tensor[] = [];
+  dys.forEach((dy, i) => {
+    if (dy !== null) {
+      filled[i] = dy;
+      return;
+    }
+    let zeros: Tensor | undefined;
+    Object.defineProperty(filled, i, {
+      enumerable: true,
+      get: () => {
+        zeros ??= fullOn(backend, node.outputMeta[i].shape, 0, node.outputMeta[i].dtype);
+        return zeros;
+      },
+    });
+  });
+  return filled;
+}
+
 /** Runs one node's gradient; returns each edge's gradient, in edge order. */
 function nodeGradients(node: TapeNode, dys: (Tensor | null)[], backend: Backend): Tensor[] {
   const config = getGradient(node.kernelName);
@@ -100,7 +124,7 @@ function nodeGradients(node: TapeNode, dys: (Tensor | null)[], backend: Backend)
   const keys = [...new Set(node.edges.map((edge) => edge.key))];
   // One scope for the whole node: thunks may share work (LayerNorm's three gradients come from one kernel).
   const results = tidy(() => {
-    const filled = dys.map((dy, i) => dy ?? fullOn(backend, node.outputMeta[i].shape, 0, node.outputMeta[i].dtype));
+    const filled = lazyZeros(dys, node, backend);
     const context: GradContext = {
       attrs: node.attrs,
       saved: node.saved,

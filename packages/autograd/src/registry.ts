@@ -25,7 +25,10 @@ export interface GradContext<K extends string = string> {
   inputs: { [P in keyof InputsOf<K>]: MetaOf<InputsOf<K>[P]> };
   /** Shape and dtype of every output. */
   outputs: TensorMeta[];
-  /** False for outputs no gradient reached (their `dys` entry is zeros). */
+  /**
+   * False for outputs no gradient reached: their `dys` entry reads as zeros, made on first read (so read it only
+   * when this is true, and do not destructure it).
+   */
   outputHasGrad: boolean[];
 }
 

@@ -78,6 +78,35 @@ describe("bsrLinearActivation gradients (gradcheck with respect to x, values and
   }
 });
 
+describe("bsrLinearActivation backward", () => {
+  it("runs one activation backward and the two products, and makes no zeros for the unread pre-activation", () => {
+    const pattern = BsrPattern.random([16, 24], { blockShape: [4, 4], density: 0.5, seed: 5 });
+    const x = randomTensor([2, 5, 24], 41);
+    const values = randomTensor([pattern.nnzBlocks, 4, 4], 42);
+    const bias = randomTensor([16], 43);
+    for (const t of [x, values, bias]) t.requiresGrad = true;
+    const records: KernelRecord[] = [];
+    tidy(() => {
+      const y = bsrLinearActivation(x, values, pattern, bias, "gelu");
+      const stop = addKernelObserver((record) => records.push(record));
+      try {
+        backward(sum(y));
+      } finally {
+        stop();
+      }
+    });
+    const count = (name: string) => records.filter((r) => r.kernelName === name).length;
+    expect(count("BiasActivationBackward")).toBe(1);
+    expect(count("BsrMatmul")).toBe(1);
+    expect(count("SampledMatmul")).toBe(1);
+    // The pre-activation output [2, 5, 16] gets no gradient: a Fill of its shape would be a wasted pass.
+    const fills = records.filter((r) => r.kernelName === "Fill").flatMap((r) => r.outputs.map((t) => t.shape));
+    expect(fills).not.toContainEqual([2, 5, 16]);
+    expect(x.grad?.shape).toEqual([2, 5, 24]);
+    expect(bias.grad?.shape).toEqual([16]);
+  });
+});
+
 /** Dense float64 references: W from the pattern, then dX = dY W, dW = dY^T X on the blocks, db = sum dY. */
 function denseReference(pattern: BsrPattern, values: Float32Array, x: Float32Array, dy: Float32Array, n: number) {
   const [rows, cols] = pattern.shape;

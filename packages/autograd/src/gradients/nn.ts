@@ -48,7 +48,9 @@ export function registerNnGradients(): void {
   registerGradient("LayerNorm", {
     inputsToSave: ["x", "gamma"],
     outputsToSave: [1, 2],
-    gradFunc: ([dy, dmean, drstd], { saved, savedOutputs, outputHasGrad }) => {
+    // dys[1] and dys[2] (mean, rstd) read only when a gradient reached them: unread, they cost nothing.
+    gradFunc: (dys, { saved, savedOutputs, outputHasGrad }) => {
+      const dy = dys[0];
       const x = saved.x as Tensor;
       const mean = savedOutputs[1]!;
       const rstd = savedOutputs[2]!;
@@ -61,7 +63,7 @@ export function registerNnGradients(): void {
         x: () => {
           const dx = kernelGrads().dx;
           if (!outputHasGrad[1] && !outputHasGrad[2]) return dx;
-          return add(dx, statisticsGrad(x, mean, rstd, outputHasGrad[1] ? dmean : null, outputHasGrad[2] ? drstd : null));
+          return add(dx, statisticsGrad(x, mean, rstd, outputHasGrad[1] ? dys[1] : null, outputHasGrad[2] ? dys[2] : null));
         },
         gamma: () => kernelGrads().dgamma,
         beta: () => kernelGrads().dbeta,

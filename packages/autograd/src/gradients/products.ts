@@ -48,12 +48,19 @@ export function registerProductGradients(): void {
   registerGradient("BsrLinearActivation", {
     inputsToSave: ["x", "values"],
     outputsToSave: [1],
-    gradFunc: ([dy, dz], { attrs: { pattern, activation }, saved, savedOutputs, inputs, outputHasGrad }) => {
+    // dys[1] (Z) is read only when a gradient reached Z: unread, no zeros are made for it.
+    gradFunc: (dys, { attrs: { pattern, activation }, saved, savedOutputs, inputs, outputHasGrad }) => {
+      const dy = dys[0];
       let both: [Tensor, Tensor] | undefined;
       const grads = (): [Tensor, Tensor] => {
         if (both === undefined) {
           const [dPre, dBias] = biasActivationBackward(dy, savedOutputs[1]!, null, activation);
-          both = outputHasGrad[1] ? [add(dPre, dz), add(dBias, reduceToShape(dz, [pattern.shape[0]]))] : [dPre, dBias];
+          if (outputHasGrad[1]) {
+            const dz = dys[1];
+            both = [add(dPre, dz), add(dBias, reduceToShape(dz, [pattern.shape[0]]))];
+          } else {
+            both = [dPre, dBias];
+          }
         }
         return both;
       };
