@@ -11,7 +11,7 @@
  *   tsx src/ffn.ts [--backend cuda|js] [--models ffn,block] [--widths 1024x4096,4096x4096]
  *     [--tokens 2048,8192] [--blocks 32,64] [--densities 0.5,0.25,0.1] [--dtype bfloat16]
  *     [--context 512] [--heads 16] [--torch] [--profile] [--out results/ffn] [--quick]
- *     [--dense-sampled auto|never|always] [--autotune] [--only both|dense|sparse]
+ *     [--dense-sampled auto|never|always] [--autotune] [--only both|dense|sparse] [--graph]
  * --profile prints, per case, where a step's time goes kernel by kernel (synchronized: each entry includes
  * the host's launch and a round trip, ~20 us on an H200, so small kernels read high; for device times use
  * scripts/gpu-step-kernels.sh, which runs this script under Nsight Compute).
@@ -21,13 +21,15 @@
  * for profilers: scripts/gpu-step-kernels.sh).
  * --autotune turns on the cuda backend's first-use autotuning of the block-sparse products (the
  * validation step, untimed, tunes each shape; the records are printed to stderr at the end).
+ * --graph records each model's forward and backward once with captureGraph (after its first, eager step) and
+ * times replay() + optimizer.step(): one launch instead of a host call per kernel (cuda's CUDA graphs).
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { backward } from "@blocksparse/autograd";
-import { type FloatDType, cast, getBackendInstance, memory, randn, type Tensor, tensor, tidy } from "@blocksparse/core";
+import { type CapturedGraph, type FloatDType, captureGraph, cast, getBackendInstance, memory, randn, type Tensor, tensor, tidy } from "@blocksparse/core";
 import { AdamW, BlockSparseLinear, GELU, Linear, type Module, Sequential, TransformerBlock, parameterCount } from "@blocksparse/nn";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
 import { describeMachine, gitState, repoRoot } from "./machine";
@@ -130,7 +132,7 @@ function runCase(
   block: number,
   density: number,
   dtype: BenchDType,
-  options: { heads: number; context: number; plan: TimingPlan; synchronize: () => void; setPoison: (on: boolean) => void; profile: boolean },
+  options: { heads: number; context: number; plan: TimingPlan; synchronize: () => void; setPoison: (on: boolean) => void; profile: boolean; graph: boolean },
 ): FfnCase {
   const model = buildModel(kind, dModel, hidden, block, density, options.heads);
   const shape = kind === "ffn" ? [tokens, dModel] : [tokens / options.context, options.context, dModel];
@@ -144,17 +146,45 @@ function runCase(
   const x = tidy(() => cast(tensor(xHost, shape), dtype as FloatDType));
   const dy = tidy(() => cast(randn(shape, { seed: SEED + 7, std: 1 / Math.sqrt(tokens) }), dtype as FloatDType));
   const optimizer = new AdamW(model.parameters(), { lr: 1e-4, weightDecay: 0 });
+  let graph: CapturedGraph<Tensor> | undefined;
   try {
-    const run = (): Tensor => {
+    const forwardBackward = (): Tensor => {
       optimizer.zeroGrad();
-      const y = tidy(() => {
-        const out = model.forward(x);
-        backward(out, dy);
-        return out;
-      });
+      const out = model.forward(x);
+      backward(out, dy);
+      return out;
+    };
+    const eager = (): Tensor => {
+      const y = tidy(forwardBackward);
       optimizer.step();
       return y;
     };
+    // With --graph, forward and backward are recorded after one eager pass (kernels load, patterns upload; no
+    // update, so the weights are still the ones the reference used). The checked first step is a replay of a
+    // graph recorded with poisoned allocations (its fills inside), then dropped; the timed steps replay a graph
+    // recorded without them. Each step returns the graph's output shared, so the caller may dispose its handle.
+    let checked = false;
+    const replayStep = (g: CapturedGraph<Tensor>): Tensor => {
+      const y = g.replay().clone();
+      optimizer.step();
+      return y;
+    };
+    const run = !options.graph
+      ? eager
+      : (): Tensor => {
+          if (!checked) {
+            checked = true;
+            tidy(forwardBackward).dispose();
+            const first = captureGraph(forwardBackward);
+            try {
+              return replayStep(first);
+            } finally {
+              first.dispose();
+            }
+          }
+          graph ??= captureGraph(forwardBackward);
+          return replayStep(graph);
+        };
     const validate = (y: Tensor): Check[] => {
       const got = y.dataSync();
       if (reference) return [compareToReference(`FFN output rows ${rows.join(", ")}`, pickRows(got, dModel, rows), reference, TOLERANCE[dtype] * 2)];
@@ -175,6 +205,7 @@ function runCase(
     const s = measured.summary;
     return { model: kind, dModel, hidden, tokens, dtype, block, density: block === 0 ? 1 : density, parameters: parameterCount(model), medianMs: s.median, q1Ms: s.q1, q3Ms: s.q3, checks: measured.checks };
   } finally {
+    graph?.dispose();
     optimizer.dispose();
     for (const p of model.parameters()) p.dispose();
     x.dispose();
@@ -206,11 +237,11 @@ function runTorch(cases: { model: string; dModel: number; hidden: number; tokens
   return JSON.parse(result.stdout) as TorchRow[];
 }
 
-function markdown(rows: FfnCase[], meta: { machine: string; commit: string; dtype: string; torch: boolean; denseSampled: string; autotune: boolean }): string {
+function markdown(rows: FfnCase[], meta: { machine: string; commit: string; dtype: string; torch: boolean; denseSampled: string; autotune: boolean; graph: boolean }): string {
   const lines = [
     `# FFN and TransformerBlock training steps (${meta.dtype} mixed precision)`,
     "",
-    `Machine: ${meta.machine}. Commit ${meta.commit}. Step = forward + backward + AdamW (float32 master weights and state).${meta.denseSampled === "auto" ? "" : ` Weight gradients forced to the ${meta.denseSampled === "always" ? "dense-product" : "block-kernel"} route.`}${meta.autotune ? " Block-sparse products autotuned on first use." : ""}`,
+    `Machine: ${meta.machine}. Commit ${meta.commit}. Step = forward + backward + AdamW (float32 master weights and state).${meta.denseSampled === "auto" ? "" : ` Weight gradients forced to the ${meta.denseSampled === "always" ? "dense-product" : "block-kernel"} route.`}${meta.autotune ? " Block-sparse products autotuned on first use." : ""}${meta.graph ? " Forward and backward replayed as one captured graph (captureGraph), AdamW after each replay." : ""}`,
     "speed-up = our dense step / this step (> 1: faster than dense); vs PyTorch = PyTorch's dense step (autocast) / this step.",
     "",
     "| model | dModel x hidden | tokens | block | density | parameters | ms (median) | speed-up vs our dense | vs PyTorch dense |",
@@ -242,9 +273,11 @@ async function main(): Promise<void> {
       "dense-sampled": { type: "string", default: "auto" },
       autotune: { type: "boolean", default: false },
       only: { type: "string", default: "both" },
+      graph: { type: "boolean", default: false },
       out: { type: "string" },
     },
   });
+  if (values.graph && values.profile) throw new Error("--graph and --profile: a replay runs no kernel through the host, so there is nothing to profile per kernel");
   const dtype = values.dtype as BenchDType;
   if (!(dtype in TOLERANCE)) throw new Error(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
   const models = list(values.models, "models") as ("ffn" | "block")[];
@@ -273,12 +306,12 @@ async function main(): Promise<void> {
   const options = { heads, context, plan, synchronize: started.synchronize, setPoison: (on: boolean) => {
       backend.poisonAllocations = on;
     },
-    profile: values.profile };
+    profile: values.profile, graph: values.graph };
   const rows: FfnCase[] = [];
   const outDir = resolve(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "ffn"));
   mkdirSync(outDir, { recursive: true });
   const machine = describeMachine(started.gpu).name;
-  const meta = { machine, commit: gitState().commit, dtype, torch: values.torch, denseSampled: route, autotune: values.autotune };
+  const meta = { machine, commit: gitState().commit, dtype, torch: values.torch, denseSampled: route, autotune: values.autotune, graph: values.graph };
   // Written after every case, so that a run cut short keeps what it measured.
   const save = () => {
     writeFileSync(join(outDir, "ffn.json"), `${JSON.stringify({ ...meta, date: new Date().toISOString(), rows }, null, 1)}\n`);

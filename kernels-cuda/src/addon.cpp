@@ -258,6 +258,7 @@ Napi::Value memory(const Napi::CallbackInfo& info) {
   out.Set("buffersCached", static_cast<double>(stats.buffersCached));
   out.Set("cudaMallocCalls", static_cast<double>(stats.cudaMallocCalls));
   out.Set("cacheHits", static_cast<double>(stats.cacheHits));
+  out.Set("bytesInGraphPools", static_cast<double>(pooledBytes()));
   if (deviceReady()) {
     size_t freeBytes = 0, totalBytes = 0;
     BS_CUDA_CHECK(cudaMemGetInfo(&freeBytes, &totalBytes));
@@ -1204,6 +1205,121 @@ Napi::Value ncclGroupEnd(const Napi::CallbackInfo& info) {
   return undefinedOf(info);
 }
 
+// ------------------------------------------------------------------ CUDA graphs
+// One capture at a time, on the backend's stream: every launch between beginCapture and endCapture is recorded
+// into a graph instead of running, and the allocations made meanwhile come from the graph's own pool (memory.h),
+// which keeps them out of every other tensor's reach for as long as the graph lives. Relaxed mode: an allocation
+// that misses the caches may still cudaMalloc during the capture (it is not part of the graph).
+
+struct GraphRecord {
+  cudaGraphExec_t exec;
+  uint32_t pool;
+};
+std::unordered_map<uint64_t, GraphRecord> graphs;
+uint64_t nextGraphId = 1;
+uint32_t capturePool = 0;
+
+// Ends a capture that failed or was abandoned: drops what was recorded and the pool's memory.
+void endFailedCapture() {
+  cudaGraph_t graph = nullptr;
+  cudaStreamEndCapture(stream(), &graph);
+  if (graph != nullptr) cudaGraphDestroy(graph);
+  cudaGetLastError();
+  setCurrentPool(0);
+  destroyPool(capturePool);
+  capturePool = 0;
+}
+
+// beginCapture(): starts recording the stream's work into a graph.
+Napi::Value beginCapture(const Napi::CallbackInfo& info) {
+  Args{info, "beginCapture"}.count(0);
+  BS_REQUIRE(capturePool == 0, "beginCapture: a capture is already in progress");
+  uint32_t pool = createPool();
+  cudaError_t status = cudaStreamBeginCapture(stream(), cudaStreamCaptureModeRelaxed);
+  if (status != cudaSuccess) {
+    cudaGetLastError();
+    destroyPool(pool);
+    throwCuda(status, "cudaStreamBeginCapture");
+  }
+  capturePool = pool;
+  setCurrentPool(pool);
+  return undefinedOf(info);
+}
+
+// endCapture() -> graph id: stops recording and instantiates the graph. A capture that something invalidated
+// (a host read or a synchronisation while recording) throws and leaves nothing behind.
+Napi::Value endCapture(const Napi::CallbackInfo& info) {
+  Args{info, "endCapture"}.count(0);
+  BS_REQUIRE(capturePool != 0, "endCapture: no capture in progress");
+  cudaGraph_t graph = nullptr;
+  cudaError_t status = cudaStreamEndCapture(stream(), &graph);
+  setCurrentPool(0);
+  if (status == cudaSuccess && graph != nullptr) {
+    cudaGraphExec_t exec = nullptr;
+    status = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (status == cudaSuccess) {
+      uint64_t id = nextGraphId++;
+      graphs.emplace(id, GraphRecord{exec, capturePool});
+      capturePool = 0;
+      return Napi::Number::New(info.Env(), static_cast<double>(id));
+    }
+  } else if (graph != nullptr) {
+    cudaGraphDestroy(graph);
+  }
+  cudaGetLastError();
+  destroyPool(capturePool);
+  capturePool = 0;
+  throwCuda(status == cudaSuccess ? cudaErrorStreamCaptureInvalidated : status, "endCapture");
+}
+
+// abortCapture(): ends a capture in progress without a graph (after an error in the captured work); no-op if none.
+Napi::Value abortCapture(const Napi::CallbackInfo& info) {
+  Args{info, "abortCapture"}.count(0);
+  if (capturePool != 0) endFailedCapture();
+  return undefinedOf(info);
+}
+
+const GraphRecord& graphRecord(const Args& args, int index, const char* what) {
+  auto found = graphs.find(static_cast<uint64_t>(args.size(index)));
+  if (found == graphs.end()) throwInvalid(std::string(what) + ": unknown or destroyed graph");
+  return found->second;
+}
+
+// launchGraph(id): queues one replay of the graph on the stream.
+Napi::Value launchGraph(const Napi::CallbackInfo& info) {
+  Args args{info, "launchGraph"};
+  args.count(1);
+  BS_REQUIRE(capturePool == 0, "launchGraph: not while a capture is in progress");
+  BS_CUDA_CHECK(cudaGraphLaunch(graphRecord(args, 0, "launchGraph").exec, stream()));
+  return undefinedOf(info);
+}
+
+// destroyGraph(id): frees the graph; its pool's memory returns to the shared cache (later work on the stream is
+// ordered after any replay still queued).
+Napi::Value destroyGraph(const Napi::CallbackInfo& info) {
+  Args args{info, "destroyGraph"};
+  args.count(1);
+  const GraphRecord record = graphRecord(args, 0, "destroyGraph");
+  graphs.erase(static_cast<uint64_t>(args.size(0)));
+  BS_CUDA_CHECK(cudaGraphExecDestroy(record.exec));
+  destroyPool(record.pool);
+  return undefinedOf(info);
+}
+
+// copyBuffer(src, dst): dst's bytes = src's (same length), ordered on the stream.
+Napi::Value copyBuffer(const Napi::CallbackInfo& info) {
+  Args args{info, "copyBuffer"};
+  args.count(2);
+  const Buffer& src = args.buffer(0);
+  const Buffer& dst = args.buffer(1);
+  BS_REQUIRE(src.byteLength == dst.byteLength, "copyBuffer: " + std::to_string(src.byteLength) + " bytes into a buffer of " +
+                                                   std::to_string(dst.byteLength));
+  if (src.byteLength > 0)
+    BS_CUDA_CHECK(cudaMemcpyAsync(dst.data, src.data, src.byteLength, cudaMemcpyDeviceToDevice, stream()));
+  return undefinedOf(info);
+}
+
 // ------------------------------------------------------------------ module
 
 Napi::Object initModule(Napi::Env env, Napi::Object exports) {
@@ -1228,6 +1344,12 @@ Napi::Object initModule(Napi::Env env, Napi::Object exports) {
   BS_EXPORT("createPattern", createPattern);
   BS_EXPORT("freePattern", freePattern);
   BS_EXPORT("fillBits", fillBits);
+  BS_EXPORT("beginCapture", beginCapture);
+  BS_EXPORT("endCapture", endCapture);
+  BS_EXPORT("abortCapture", abortCapture);
+  BS_EXPORT("launchGraph", launchGraph);
+  BS_EXPORT("destroyGraph", destroyGraph);
+  BS_EXPORT("copyBuffer", copyBuffer);
   BS_EXPORT("unary", unary);
   BS_EXPORT("binary", binary);
   BS_EXPORT("where", where);

@@ -12,6 +12,20 @@ std::unordered_map<BufferId, Buffer> live;
 std::unordered_map<size_t, std::vector<void*>> cache;
 BufferId nextId = 1;
 MemoryStats stats{};
+// Live graph pools and their free lists; currentPool takes the allocations (0: none).
+std::unordered_map<uint32_t, std::unordered_map<size_t, std::vector<void*>>> pools;
+uint32_t nextPool = 1;
+uint32_t currentPool = 0;
+size_t pooled = 0;
+
+// A free buffer of `bytes` from a free list, or nullptr.
+void* takeFrom(std::unordered_map<size_t, std::vector<void*>>& lists, size_t bytes) {
+  auto found = lists.find(bytes);
+  if (found == lists.end() || found->second.empty()) return nullptr;
+  void* ptr = found->second.back();
+  found->second.pop_back();
+  return ptr;
+}
 
 void* mallocOrNull(size_t bytes) {
   void* ptr = nullptr;
@@ -39,16 +53,16 @@ size_t sizeClass(size_t byteLength) {
 BufferId allocate(size_t byteLength) {
   BufferId id = nextId++;
   if (byteLength == 0) {
-    live.emplace(id, Buffer{nullptr, 0, 0});
+    live.emplace(id, Buffer{nullptr, 0, 0, 0});
     stats.buffersInUse++;
     return id;
   }
   size_t bytes = sizeClass(byteLength);
-  void* ptr = nullptr;
-  auto cached = cache.find(bytes);
-  if (cached != cache.end() && !cached->second.empty()) {
-    ptr = cached->second.back();
-    cached->second.pop_back();
+  void* ptr = currentPool != 0 ? takeFrom(pools[currentPool], bytes) : nullptr;
+  if (ptr != nullptr) {
+    pooled -= bytes;
+    stats.cacheHits++;
+  } else if ((ptr = takeFrom(cache, bytes)) != nullptr) {
     stats.bytesCached -= bytes;
     stats.buffersCached--;
     stats.cacheHits++;
@@ -69,7 +83,7 @@ BufferId allocate(size_t byteLength) {
                       " of " + std::to_string(totalBytes) + " bytes free on the device)");
     }
   }
-  live.emplace(id, Buffer{ptr, byteLength, bytes});
+  live.emplace(id, Buffer{ptr, byteLength, bytes, currentPool});
   stats.bytesInUse += bytes;
   stats.buffersInUse++;
   return id;
@@ -83,10 +97,44 @@ void release(BufferId id) {
   stats.buffersInUse--;
   if (buffer.data == nullptr) return;
   stats.bytesInUse -= buffer.classBytes;
+  auto pool = buffer.pool != 0 ? pools.find(buffer.pool) : pools.end();
+  if (pool != pools.end()) {
+    pool->second[buffer.classBytes].push_back(buffer.data);
+    pooled += buffer.classBytes;
+    return;
+  }
   cache[buffer.classBytes].push_back(buffer.data);
   stats.bytesCached += buffer.classBytes;
   stats.buffersCached++;
 }
+
+uint32_t createPool() {
+  uint32_t pool = nextPool++;
+  pools[pool];
+  return pool;
+}
+
+void setCurrentPool(uint32_t pool) {
+  BS_REQUIRE(pool == 0 || pools.count(pool) != 0, "setCurrentPool: unknown pool " + std::to_string(pool));
+  currentPool = pool;
+}
+
+void destroyPool(uint32_t pool) {
+  auto found = pools.find(pool);
+  if (found == pools.end()) return;
+  if (currentPool == pool) currentPool = 0;
+  for (auto& entry : found->second) {
+    for (void* ptr : entry.second) {
+      cache[entry.first].push_back(ptr);
+      pooled -= entry.first;
+      stats.bytesCached += entry.first;
+      stats.buffersCached++;
+    }
+  }
+  pools.erase(found);
+}
+
+size_t pooledBytes() { return pooled; }
 
 const Buffer& lookup(BufferId id, const char* what) {
   auto it = live.find(id);

@@ -14,6 +14,7 @@ struct Buffer {
   void* data;
   size_t byteLength;  // what was asked for
   size_t classBytes;  // what the allocation holds
+  uint32_t pool;      // the graph pool it was allocated for, 0 for none
 };
 
 struct MemoryStats {
@@ -36,6 +37,17 @@ bool isLive(BufferId id);
 void releaseCache();
 MemoryStats memoryStats();
 size_t sizeClass(size_t byteLength);
+
+// Graph pools. A captured CUDA graph keeps the addresses it was captured with, so memory it touched must never
+// be handed to another tensor while it lives. While a pool is current (during a capture), allocations are taken
+// for it (its own free list first, then the shared cache, then cudaMalloc); a buffer of a live pool goes back to
+// that pool's free list when released, where only a later allocation for the same pool finds it (so a capture
+// reuses its own temporaries, in stream order, as eager execution does). Destroying the pool moves its free list
+// to the shared cache; its buffers still live go there when released.
+uint32_t createPool();
+void setCurrentPool(uint32_t pool);  // 0: none
+void destroyPool(uint32_t pool);
+size_t pooledBytes();  // size-class bytes on the free lists of live pools
 
 // Scratch space for one call: freed when it goes out of scope, ordered on the stream like all else.
 class Scratch {

@@ -4,6 +4,7 @@ import {
   type BackendMemory,
   type BackendValues,
   type BsrPattern,
+  type BackendGraphs,
   type DataId,
   type DType,
   type KernelTable,
@@ -18,7 +19,7 @@ import {
 import { CudaError, translateNativeError } from "./errors";
 import { cudaKernels } from "./kernels";
 import { startCuda } from "./loader";
-import { type AutotuneRecord, type BuildInfo, DTYPE_CODE, type DeviceInfo, type NativeAddon, type PatternHandle } from "./native";
+import { type AutotuneRecord, type BuildInfo, DTYPE_CODE, type DeviceInfo, type GraphHandle, type NativeAddon, type PatternHandle } from "./native";
 import { applyTf32Setting } from "./tf32";
 import { warmUp } from "./warmup";
 
@@ -51,8 +52,18 @@ export interface CudaMemory extends BackendMemory {
   patterns: number;
   cudaMallocCalls: number;
   cacheHits: number;
+  /** Freed memory kept for live captured graphs (their own temporaries, reused only by them). */
+  graphPoolBytes: number;
+  /** Captured graphs not yet disposed. */
+  graphs: number;
   deviceFreeBytes: number;
   deviceTotalBytes: number;
+}
+
+/** A CUDA graph of this backend (captureGraph). */
+class CudaGraph {
+  destroyed = false;
+  constructor(readonly handle: GraphHandle) {}
 }
 
 /**
@@ -167,14 +178,61 @@ export class CudaBackend implements Backend {
       patterns: this.livePatterns.size,
       cudaMallocCalls: native?.cudaMallocCalls ?? 0,
       cacheHits: native?.cacheHits ?? 0,
+      graphPoolBytes: native?.bytesInGraphPools ?? 0,
+      graphs: this.liveGraphs.size,
       deviceFreeBytes: native?.deviceFreeBytes ?? 0,
       deviceTotalBytes: native?.deviceTotalBytes ?? 0,
     };
   }
 
+  /**
+   * CUDA graphs for core's captureGraph: one capture at a time on the backend's stream (relaxed mode), the
+   * allocations made meanwhile from the graph's own pool, a replay queued with one cudaGraphLaunch.
+   */
+  readonly graphs: BackendGraphs = {
+    beginCapture: () => {
+      this.checkAlive();
+      this.native(() => this.addon.beginCapture());
+    },
+    endCapture: () => {
+      this.checkAlive();
+      const graph = new CudaGraph(this.native(() => this.addon.endCapture()));
+      this.liveGraphs.add(graph);
+      return graph;
+    },
+    abortCapture: () => {
+      if (!this.disposed) this.native(() => this.addon.abortCapture());
+    },
+    launch: (graph: object) => {
+      this.checkAlive();
+      this.native(() => this.addon.launchGraph(this.graph(graph).handle));
+    },
+    destroy: (graph: object) => {
+      const g = this.graph(graph);
+      g.destroyed = true;
+      this.liveGraphs.delete(g);
+      if (!this.disposed) this.native(() => this.addon.destroyGraph(g.handle));
+    },
+    copy: (src: DataId, dst: DataId) => {
+      this.native(() => this.addon.copyBuffer(this.buffer(src).handle, this.buffer(dst).handle));
+    },
+  };
+  private readonly liveGraphs = new Set<CudaGraph>();
+
+  private graph(graph: object): CudaGraph {
+    if (!(graph instanceof CudaGraph)) throw new BackendError("cuda: not a graph of the cuda backend");
+    if (graph.destroyed) throw new BackendError("cuda: the graph was destroyed");
+    return graph;
+  }
+
   /** Frees every buffer and pattern index still held and releases the allocator's cache. */
   dispose(): void {
     if (this.disposed) return;
+    for (const graph of this.liveGraphs) {
+      graph.destroyed = true;
+      this.addon.destroyGraph(graph.handle);
+    }
+    this.liveGraphs.clear();
     for (const buffer of this.live) {
       buffer.freed = true;
       this.addon.free(buffer.handle);

@@ -11,6 +11,8 @@ import type { DType } from "@blocksparse/core";
 export type BufferHandle = number;
 /** An uploaded, validated block-sparse pattern. */
 export type PatternHandle = number;
+/** An instantiated CUDA graph. */
+export type GraphHandle = number;
 
 /** Element type codes (common.h `DType`). */
 export const DTYPE_CODE: Readonly<Record<DType, number>> = { float32: 0, float16: 1, bfloat16: 2, int32: 3 };
@@ -92,6 +94,8 @@ export interface NativeMemory {
   buffersCached: number;
   cudaMallocCalls: number;
   cacheHits: number;
+  /** Size-class bytes freed into the pools of live graphs (kept for them). */
+  bytesInGraphPools: number;
   /** cudaMemGetInfo, once the device is initialised. */
   deviceFreeBytes?: number;
   deviceTotalBytes?: number;
@@ -197,6 +201,16 @@ export interface NativeAddon {
   freePattern(pattern: PatternHandle): void;
 
   fillBits(elementBytes: 2 | 4, out: Buf, n: number, bits: number): void;
+  /** Starts recording the stream's work into a CUDA graph; allocations meanwhile come from the graph's pool. */
+  beginCapture(): void;
+  /** Stops recording and instantiates the graph (throws when the capture was invalidated). */
+  endCapture(): GraphHandle;
+  /** Ends a capture in progress without a graph; no-op if none. */
+  abortCapture(): void;
+  launchGraph(graph: GraphHandle): void;
+  destroyGraph(graph: GraphHandle): void;
+  /** dst's bytes = src's (same length), ordered on the stream. */
+  copyBuffer(src: Buf, dst: Buf): void;
   unary(op: UnaryOpCode, dtype: Dt, x: Buf, y: Buf, n: number): void;
   binary(op: BinaryOpCode, dtype: Dt, a: Buf, aStrides: Dims, b: Buf, bStrides: Dims, y: Buf, shape: Dims): void;
   where(
@@ -366,6 +380,12 @@ const NATIVE_FUNCTION_SET = {
   createPattern: true,
   freePattern: true,
   fillBits: true,
+  beginCapture: true,
+  endCapture: true,
+  abortCapture: true,
+  launchGraph: true,
+  destroyGraph: true,
+  copyBuffer: true,
   unary: true,
   binary: true,
   where: true,

@@ -82,6 +82,27 @@ export interface Backend {
   memory(): BackendMemory;
   /** Releases everything the backend holds (caches, device context). Optional. */
   dispose?(): void;
+  /** Recording kernels once and replaying them with one launch (captureGraph); absent where unsupported. */
+  readonly graphs?: BackendGraphs;
+}
+
+/**
+ * What captureGraph needs of a backend (CUDA graphs on cuda). Between `beginCapture` and `endCapture` kernels
+ * are recorded for later replay, and buffers allocated meanwhile belong to the graph: the backend never hands
+ * them to another allocation while the graph lives (the graph writes them on every replay).
+ */
+export interface BackendGraphs {
+  beginCapture(): void;
+  /** Stops recording; returns the replayable graph, or throws when the recorded work cannot be replayed. */
+  endCapture(): object;
+  /** Stops a capture after an error, keeping nothing. */
+  abortCapture(): void;
+  /** Queues one replay of the recorded kernels, in order with every other kernel. */
+  launch(graph: object): void;
+  /** Frees the graph; its buffers' memory returns to the backend once no tensor holds them. */
+  destroy(graph: object): void;
+  /** Queues a copy of `src`'s contents into `dst` (same dtype and size). */
+  copy(src: DataId, dst: DataId): void;
 }
 
 /** Creates a backend; throws (with the reason) when it cannot start here. */

@@ -2,6 +2,7 @@ import type { Backend, BackendFactory, BackendMemory, DataId, TensorInfo } from 
 import { type BackendValues, type DType, type TensorValues, bytesPerElement, isStorageOf } from "./dtypes";
 import {
   BackendError,
+  GraphError,
   DisposedTensorError,
   KernelLeakError,
   KernelNotRegisteredError,
@@ -103,6 +104,9 @@ export class Engine {
   kernelLeakCheck = false;
   /** Tensors freed by the finalizer because nobody disposed them. */
   collectedTensors = 0;
+  /** The capture in progress (captureGraph), told of every kernel's inputs and outputs. */
+  capture: { backend: Backend; kernel(kernelName: string, inputs: Record<string, Tensor | Tensor[] | undefined>): void; made(outputs: Tensor[]): void } | null =
+    null;
   /** Debug hooks (the leak guard): each new tensor, and each exit of an outermost tidy scope. */
   debugHooks: { tensorCreated(tensor: Tensor): void; outermostScopeExited(): void } | null = null;
 
@@ -198,6 +202,13 @@ export class Engine {
     backend: Backend = this.activeBackend(),
   ): TensorOutputs<K> {
     backend = this.backendOfInputs(kernelName, inputs as Record<string, Tensor | Tensor[] | undefined>, backend);
+    const capture = this.capture;
+    if (capture) {
+      if (backend !== capture.backend) {
+        throw new GraphError(`captureGraph: kernel '${kernelName}' runs on backend '${backend.name}', the capture is on '${capture.backend.name}'`);
+      }
+      capture.kernel(kernelName, inputs as Record<string, Tensor | Tensor[] | undefined>);
+    }
     let outputs: Tensor[];
     if (kernelName === "Reshape") {
       const x = (inputs as unknown as { x: Tensor }).x;
@@ -225,6 +236,7 @@ export class Engine {
         }
       }
     }
+    if (capture) capture.made(outputs);
     if (this.observers.size > 0) {
       const record = { kernelName, inputs, attrs, outputs } as KernelRecord;
       for (const observer of [...this.observers]) observer(record);
@@ -328,6 +340,7 @@ export class Engine {
     if (values.length !== sizeOf(shape)) {
       throw new ShapeError(`upload: ${values.length} values do not fill shape ${formatShape(shape)}`);
     }
+    this.checkHostTransfer("upload");
     const dataId = backend.allocate(dtype, values.length);
     backend.write(dataId, values);
     return this.makeTensor({ dataId, shape, dtype }, backend);
@@ -370,6 +383,34 @@ export class Engine {
     const target = this.backendInstance(backendName);
     if (target === tensor.backend) return tensor.clone();
     return this.upload(tensor.backend.readSync(tensor.dataId), tensor.shape, tensor.dtype, target);
+  }
+
+  /** Host reads and uploads cannot be recorded into a graph: a replay would not repeat them. */
+  checkHostTransfer(what: string): void {
+    if (this.capture) {
+      throw new GraphError(
+        `captureGraph: ${what} moves data between host and device inside the captured step, which a replay cannot repeat; make inputs before capturing and read results after replay()`,
+      );
+    }
+  }
+
+  /** One more reference on a buffer (a captured graph keeping what it reads alive). */
+  retainBuffer(dataId: DataId): void {
+    const record = this.buffers.get(dataId);
+    if (record) record.refCount++;
+  }
+
+  /** Points `target` at a buffer of its backend that another reference keeps alive (as `assign` does). */
+  pointAt(target: Tensor, dataId: DataId): void {
+    if (target.dataId === dataId) return;
+    this.retainBuffer(dataId);
+    this.releaseBuffer(target.storage.dataId, target.storage.backend);
+    target.storage.dataId = dataId;
+  }
+
+  /** Drops a reference taken with retainBuffer. */
+  releaseRetained(dataId: DataId, backend: Backend): void {
+    this.releaseBuffer(dataId, backend);
   }
 
   /** Storage values as the user-facing array: half types widened to float32. */

@@ -28,6 +28,14 @@ export class DisposedTensorError extends CoreError {
   override name = "DisposedTensorError";
 }
 
+/**
+ * captureGraph / CapturedGraph: the step does something a replay cannot repeat (a host read or upload, an
+ * optimizer update), the backend cannot capture, or a replay's inputs are gone.
+ */
+export class GraphError extends CoreError {
+  override name = "GraphError";
+}
+
 /** Backend registry problems: unknown backend, failed start, mixed backends. */
 export class BackendError extends CoreError {
   override name = "BackendError";

@@ -6,6 +6,7 @@ claimSingleCopy(version);
 export type {
   Backend,
   BackendFactory,
+  BackendGraphs,
   BackendMemory,
   CompleteKernelTable,
   DataId,
@@ -15,6 +16,7 @@ export type {
   TensorInfo,
 } from "./backend";
 export { importBackendModules } from "./backend_modules";
+export { type CapturedGraph, captureGraph } from "./graph";
 export * from "./dtypes";
 export * from "./errors";
 export {

@@ -77,12 +77,14 @@ export class Tensor {
   /** The values, half types widened to float32. */
   async data(): Promise<TensorValues> {
     this.throwIfDisposed("data");
+    engine.checkHostTransfer("data");
     return engine.readValues(this, await this.backend.read(this.dataId));
   }
 
   /** As `data()`, blocking. */
   dataSync(): TensorValues {
     this.throwIfDisposed("dataSync");
+    engine.checkHostTransfer("dataSync");
     return engine.readValues(this, this.backend.readSync(this.dataId));
   }
 

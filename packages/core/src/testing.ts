@@ -20,6 +20,8 @@ import { declareReductionTests } from "./testing/reduction";
 import { declareShapeTests } from "./testing/shape";
 
 export { TOLERANCES } from "./testing/harness";
+export { declareGraphTests, declareNoGraphTests } from "./testing/graphs";
+export { GraphRecordingBackend, registerGraphRecordingBackend } from "./testing/graph_backend";
 /** The suite's float64 reference math (dense W of a pattern, matmul, ...), for a backend's own tests. */
 export * as reference from "./testing/reference";
 export { SeededRandom } from "@blocksparse/format";

@@ -38,7 +38,7 @@ import {
 } from "../kernel_names";
 import { broadcastShapes } from "../shape";
 import { Tensor } from "../tensor";
-import { tensorOn } from "./creation";
+import { fullOn } from "./creation";
 import { assertActivation, assertDType, assertFloat, assertMinRank, assertSameBackend, assertSameDType, assertShape, assertTensor } from "./validate";
 
 /** A tensor, or a number taken as a scalar of the other operand's dtype. */
@@ -138,8 +138,9 @@ function operands(op: string, a: TensorLike, b: TensorLike): [Tensor, Tensor, Te
     if (dtype === "int32" && !Number.isInteger(value)) {
       throw new DTypeError(`${op}: ${name} = ${value} is not an integer, but the other operand is int32`);
     }
-    // Scalars follow the other operand onto its backend.
-    const t = tensorOn(other.backend, [value], [], dtype);
+    // Scalars follow the other operand onto its backend, made by a Fill kernel (no host transfer: a captured
+    // graph records it, the number being a constant of the graph).
+    const t = fullOn(other.backend, [], value, dtype);
     temporaries.push(t);
     return t;
   };

@@ -1,0 +1,180 @@
+/**
+ * captureGraph on a backend with graphs: replays against eager execution of the same ops on fresh random inputs
+ * (outputs poisoned), inputs refreshed by assign between replays, an input re-pointed inside the step (a running
+ * sum), the memory a graph holds, and every refusal as a typed error.
+ */
+import {
+  type CapturedGraph,
+  type FloatDType,
+  GraphError,
+  type Tensor,
+  adamUpdate,
+  add,
+  BackendError,
+  BsrPattern,
+  bsrLinear,
+  captureGraph,
+  cast,
+  gelu,
+  getBackend,
+  getBackendInstance,
+  matmul,
+  memory,
+  mul,
+  randn,
+  setBackend,
+  sum,
+  tensor,
+  tidy,
+} from "@blocksparse/core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+/** Declares the graph tests for `backendName` (registered beforehand; it must have graphs). */
+export function declareGraphTests(backendName: string, dtypes: readonly FloatDType[] = ["float32", "bfloat16"]): void {
+  describe(`captureGraph on ${backendName}`, () => {
+    let previous: string;
+    let poisonBefore = false;
+    beforeAll(() => {
+      previous = getBackend();
+      setBackend(backendName);
+      poisonBefore = getBackendInstance().poisonAllocations;
+      getBackendInstance().poisonAllocations = true;
+    });
+    afterAll(() => {
+      getBackendInstance().poisonAllocations = poisonBefore;
+      setBackend(previous);
+    });
+
+    let seed = 1000;
+    const random = (shape: number[], dtype: FloatDType) => tidy(() => cast(randn(shape, { seed: seed++ }), dtype));
+    const values = (t: Tensor) => Array.from(t.dataSync());
+
+    for (const dtype of dtypes) {
+      it(`${dtype}: each replay equals the same ops run eagerly on the inputs' new values`, () => {
+        const pattern = BsrPattern.random([64, 96], { blockShape: [32, 32], density: 0.5, seed: 7 });
+        const x = random([40, 96], dtype);
+        const w = random([pattern.nnzBlocks, 32, 32], dtype);
+        const bias = random([64], dtype);
+        const d = random([64, 48], dtype);
+        const step = () => {
+          const h = gelu(bsrLinear(x, w, pattern, bias));
+          const y = matmul(h, d);
+          return { y, total: sum(mul(y, 0.5)) };
+        };
+        // Eager once (kernels load, the pattern uploads), then record.
+        tidy(() => void step().total.dataSync());
+        const graph = captureGraph(step);
+        try {
+          expect(graph.inputCount).toBe(4);
+          for (let k = 0; k < 3; k++) {
+            tidy(() => {
+              x.assign(random([40, 96], dtype));
+              if (k === 2) w.assign(random([pattern.nnzBlocks, 32, 32], dtype));
+            });
+            const out = graph.replay();
+            const expected = tidy(() => {
+              const e = step();
+              return { y: values(e.y), total: values(e.total) };
+            });
+            expect(values(out.y)).toEqual(expected.y);
+            expect(values(out.total)).toEqual(expected.total);
+          }
+        } finally {
+          graph.dispose();
+          for (const t of [x, w, bias, d]) t.dispose();
+        }
+      });
+    }
+
+    it("an input given new storage inside the step starts each replay from its current value (a running sum)", () => {
+      const acc = tensor([1, 2, 3, 4]);
+      const x = tensor([10, 20, 30, 40]);
+      tidy(() => void add(acc, x).dataSync());
+      const graph = captureGraph(() => {
+        const next = add(acc, x);
+        acc.assign(next);
+        next.dispose();
+      });
+      try {
+        // Recording ran nothing: acc still reads its value.
+        expect(values(acc)).toEqual([1, 2, 3, 4]);
+        graph.replay();
+        expect(values(acc)).toEqual([11, 22, 33, 44]);
+        graph.replay();
+        graph.replay();
+        expect(values(acc)).toEqual([31, 62, 93, 124]);
+        tidy(() => acc.assign(tensor([0, 0, 0, 1])));
+        graph.replay();
+        expect(values(acc)).toEqual([10, 20, 30, 41]);
+      } finally {
+        graph.dispose();
+        acc.dispose();
+        x.dispose();
+      }
+    });
+
+    it("keeps what it reads alive until disposed, and leaves no buffer behind", () => {
+      const before = memory().numBuffers;
+      const x = tensor([1, 2, 3]);
+      tidy(() => void mul(x, x).dataSync());
+      const graph = captureGraph(() => mul(x, x));
+      const y = graph.replay();
+      expect(values(y)).toEqual([1, 4, 9]);
+      // The graph holds x's buffer: disposing the tensor keeps it, a replay then says why it cannot run.
+      x.dispose();
+      expect(() => graph.replay()).toThrow(GraphError);
+      expect(() => graph.replay()).toThrow(/input of the captured step \(\[3\] float32\) was disposed/);
+      graph.dispose();
+      expect(() => graph.replay()).toThrow(/disposed/);
+      y.dispose();
+      expect(memory().numBuffers).toBe(before);
+    });
+
+    it("refuses host transfers, optimizer updates and nested captures, keeping nothing of the failed capture", () => {
+      const before = memory().numBuffers;
+      const x = tensor([1, 2, 3, 4]);
+      const grad = tensor([0.1, 0.2, 0.3, 0.4]);
+      const m = tensor([0, 0, 0, 0]);
+      const v = tensor([0, 0, 0, 0]);
+      const attempts: [() => unknown, RegExp][] = [
+        [() => mul(x, x).dataSync(), /dataSync moves data between host and device/],
+        [() => add(x, tensor([1, 1, 1, 1])), /upload moves data between host and device/],
+        [() => adamUpdate(x, grad, m, v, { lr: 0.1, step: 1 }), /AdamUpdate \(an optimizer update\) cannot be captured/],
+        [() => captureGraph(() => mul(x, 2)), /captures do not nest/],
+      ];
+      for (const [fn, message] of attempts) {
+        expect(() => captureGraph(fn)).toThrow(GraphError);
+        // The same step once more, to check the message (and that a failed capture leaves the next one possible).
+        expect(() => captureGraph(fn)).toThrow(message);
+      }
+      // A capture after the failures works.
+      const graph: CapturedGraph<Tensor> = captureGraph(() => mul(x, 2));
+      expect(values(graph.replay())).toEqual([2, 4, 6, 8]);
+      graph.replay().dispose();
+      graph.dispose();
+      for (const t of [x, grad, m, v]) t.dispose();
+      expect(memory().numBuffers).toBe(before);
+    });
+
+    it("a returned tensor disposed after capture stops replays with a GraphError", () => {
+      const x = tensor([1, 2]);
+      const graph = captureGraph(() => add(x, x));
+      try {
+        graph.replay().dispose();
+        expect(() => graph.replay()).toThrow(/the step returned \(\[2\] float32\) was disposed/);
+      } finally {
+        graph.dispose();
+        x.dispose();
+      }
+    });
+  });
+}
+
+/** captureGraph where the backend has no graphs: a BackendError that names it. */
+export function declareNoGraphTests(backendName: string): void {
+  it(`captureGraph on ${backendName} (no graphs) throws a BackendError`, () => {
+    const backend = getBackendInstance(backendName);
+    expect(() => captureGraph(() => undefined, { backend })).toThrow(BackendError);
+    expect(() => captureGraph(() => undefined, { backend })).toThrow(`backend '${backendName}' cannot record graphs`);
+  });
+}
