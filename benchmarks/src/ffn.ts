@@ -162,7 +162,7 @@ function runCase(
     // With --graph, forward and backward are recorded after one eager pass (kernels load, patterns upload; no
     // update, so the weights are still the ones the reference used). The checked first step is a replay of a
     // graph recorded with poisoned allocations (its fills inside), then dropped; the timed steps replay a graph
-    // recorded without them. Each step returns the graph's output shared, so the caller may dispose its handle.
+    // recorded without them. A step returns the graph's output shared, so the caller may dispose its handle.
     let checked = false;
     const replayStep = (g: CapturedGraph<Tensor>): Tensor => {
       const y = g.replay().clone();
@@ -176,11 +176,10 @@ function runCase(
             checked = true;
             tidy(forwardBackward).dispose();
             const first = captureGraph(forwardBackward);
-            try {
-              return replayStep(first);
-            } finally {
-              first.dispose();
-            }
+            const y = replayStep(first);
+            first.dispose();
+            first.result.dispose();
+            return y;
           }
           graph ??= captureGraph(forwardBackward);
           return replayStep(graph);
@@ -205,7 +204,10 @@ function runCase(
     const s = measured.summary;
     return { model: kind, dModel, hidden, tokens, dtype, block, density: block === 0 ? 1 : density, parameters: parameterCount(model), medianMs: s.median, q1Ms: s.q1, q3Ms: s.q3, checks: measured.checks };
   } finally {
-    graph?.dispose();
+    if (graph) {
+      graph.dispose();
+      graph.result.dispose();
+    }
     optimizer.dispose();
     for (const p of model.parameters()) p.dispose();
     x.dispose();

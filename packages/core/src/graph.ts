@@ -18,7 +18,12 @@ export interface CapturedGraph<T> {
    * what the captured function returned, its tensors now holding this replay's values. Queued like any kernel.
    */
   replay(): T;
-  /** Frees the graph. The tensors it made (returned values, gradients it left on parameters) stay valid. */
+  /** What the captured function returned: the same tensors every replay writes (and returns). */
+  readonly result: T;
+  /**
+   * Frees the graph. The tensors it made stay valid and stay yours to dispose: `result`'s, and those the step left
+   * elsewhere (gradients on parameters).
+   */
   dispose(): void;
   readonly disposed: boolean;
   /** Tensors made before the capture that the step reads (refreshed on each replay). */
@@ -148,6 +153,7 @@ export function captureGraph<T>(fn: () => T, options: { backend?: Backend } = {}
     get inputCount() {
       return inputs.length;
     },
+    result,
     replay(): T {
       if (disposed) throw new GraphError("replay: the graph was disposed");
       if (engine.capture) throw new GraphError("replay: not inside a capture");

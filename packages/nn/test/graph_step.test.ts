@@ -1,5 +1,5 @@
 import { backward } from "@blocksparse/autograd";
-import { type FloatDType, type Tensor, captureGraph, cast, getBackend, randn, setBackend, tidy } from "@blocksparse/core";
+import { type FloatDType, type Tensor, captureGraph, cast, getBackend, memory, randn, setBackend, tidy } from "@blocksparse/core";
 import { registerGraphRecordingBackend } from "@blocksparse/core/testing";
 import { AdamW, BlockSparseLinear, GELU, Sequential } from "@blocksparse/nn";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -53,6 +53,7 @@ describe("a captured training step", () => {
       const warm = recorded();
       optCaptured.step();
       warm.dispose();
+      const tensorsBefore = memory().numTensors;
       const graph = captureGraph(recorded);
       try {
         for (let k = 0; k < 4; k++) {
@@ -69,6 +70,10 @@ describe("a captured training step", () => {
           const pe = eager.parameters();
           captured.parameters().forEach((p, i) => expect(Array.from(p.value.dataSync())).toEqual(Array.from(pe[i].value.dataSync())));
         }
+        // What the graph made and the step left behind: its output (yours to dispose) and the gradients.
+        graph.dispose();
+        graph.result.dispose();
+        expect(memory().numTensors).toBe(tensorsBefore);
       } finally {
         graph.dispose();
         x.dispose();
