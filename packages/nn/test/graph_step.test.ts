@@ -68,7 +68,7 @@ describe("a captured training step", () => {
           expect(Array.from(got.dataSync())).toEqual(Array.from(expected.dataSync()));
           expected.dispose();
           const pe = eager.parameters();
-          captured.parameters().forEach((p, i) => expect(Array.from(p.value.dataSync())).toEqual(Array.from(pe[i].value.dataSync())));
+          for (const [i, p] of captured.parameters().entries()) expect(Array.from(p.value.dataSync())).toEqual(Array.from(pe[i].value.dataSync()));
         }
         // What the graph made and the step left behind: its output (yours to dispose) and the gradients.
         graph.dispose();

@@ -3,7 +3,7 @@ import {
   type DataId,
   type DType,
   JsBackend,
-  JsBuffer,
+  type JsBuffer,
   jsKernels,
   type KernelTable,
   listBackends,
