@@ -208,6 +208,7 @@ export class CudaBackend implements Backend {
       this.native(() => this.addon.launchGraph(this.graph(graph).handle));
     },
     destroy: (graph: object) => {
+      if (graph instanceof CudaGraph && graph.destroyed) return; // already gone with the backend's dispose()
       const g = this.graph(graph);
       g.destroyed = true;
       this.liveGraphs.delete(g);
