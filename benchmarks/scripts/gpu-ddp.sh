@@ -10,8 +10,6 @@
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
-OUT=${OUT:-$root/gpu-results}
-mkdir -p "$OUT"
 NPROC=${NPROC:-2}
 DEADLINE=${DEADLINE:-560}
 # shellcheck source=gpu-lib.sh

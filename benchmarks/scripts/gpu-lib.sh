@@ -1,4 +1,9 @@
-# Sourced by the GPU scripts (gpu.sh, gpu-ddp.sh, gpu-quality.sh): what they share.
+# Sourced by the GPU scripts (gpu.sh, gpu-ddp.sh, gpu-quality.sh, gpu-user-level.sh, gpu-step-kernels.sh), with
+# $root set to the checkout: what they share. Sourcing sets OUT (default $root/gpu-results, created) and tsx
+# (benchmarks' tsx unless the script set its own).
+OUT=${OUT:-$root/gpu-results}
+mkdir -p "$OUT"
+tsx=${tsx:-$root/benchmarks/node_modules/.bin/tsx}
 
 # stage NAME CAP COMMAND...: runs COMMAND with its output in $OUT/NAME.log, capped at CAP seconds and at
 # DEADLINE seconds after the script's start (so one slow stage cannot eat the others' time); prints its

@@ -9,9 +9,6 @@
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
-OUT=${OUT:-$root/gpu-results}
-mkdir -p "$OUT"
-tsx="$root/benchmarks/node_modules/.bin/tsx"
 # shellcheck source=gpu-lib.sh
 source "$root/benchmarks/scripts/gpu-lib.sh"
 build_addon_unless_skipped || exit 1

@@ -8,9 +8,6 @@
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
-OUT=${OUT:-$root/gpu-results}
-mkdir -p "$OUT"
-tsx="$root/benchmarks/node_modules/.bin/tsx"
 
 # Every stage also ends by DEADLINE seconds after the start (default 320).
 DEADLINE=${DEADLINE:-320}
