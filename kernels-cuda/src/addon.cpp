@@ -651,17 +651,21 @@ Napi::Value reduce(const Napi::CallbackInfo& info) {
   return undefinedOf(info);
 }
 
-// softmax(log, dtype, x, y, rows, size)
+// softmax(log, dtype, x, y, rows, size, causalRows): causalRows 0, or m (dividing rows, at most size) for causal
+// masking over each trailing [m, size] matrix.
 Napi::Value softmax(const Napi::CallbackInfo& info) {
   Args args{info, "softmax"};
-  args.count(6);
+  args.count(7);
   bool log = args.boolean(0);
   DType dtype = args.floatDtype(1);
-  int64_t rows = args.size(4), size = args.size(5);
+  int64_t rows = args.size(4), size = args.size(5), causalRows = args.size(6);
   int64_t n = product({rows, size}, "softmax");
+  BS_REQUIRE(causalRows == 0 || (causalRows <= size && rows % causalRows == 0),
+             "softmax: causal rows " + std::to_string(causalRows) + " must divide the " + std::to_string(rows) +
+                 " rows and be at most the row length " + std::to_string(size));
   requireElements(args.buffer(2), dtype, n, "softmax x");
   requireElements(args.buffer(3), dtype, n, "softmax y");
-  launchSoftmax(log, dtype, args.buffer(2).data, args.buffer(3).data, rows, size, stream());
+  launchSoftmax(log, dtype, args.buffer(2).data, args.buffer(3).data, rows, size, causalRows, stream());
   return undefinedOf(info);
 }
 

@@ -28,7 +28,9 @@ void launchCopyStrided(DType dtype, const void* src, const Strides& srcStrides, 
 // Reduces the middle axis of an [outer, size, inner] view; Argmax writes int32.
 void launchReduce(ReduceOp op, DType dtype, const void* x, void* y, int64_t outer, int64_t size, int64_t inner,
                   cudaStream_t stream);
-void launchSoftmax(bool log, DType dtype, const void* x, void* y, int64_t rows, int64_t size, cudaStream_t stream);
+// causalRows m > 0: causal masking over each trailing [m, size] matrix (row r keeps entries j <= r mod m + size - m).
+void launchSoftmax(bool log, DType dtype, const void* x, void* y, int64_t rows, int64_t size, int64_t causalRows,
+                   cudaStream_t stream);
 
 // ---- layer norm (layer_norm.cu)
 void launchLayerNorm(DType dtype, const void* x, const void* gamma, const void* beta, void* y, float* mean, float* rstd,

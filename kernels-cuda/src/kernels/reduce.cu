@@ -223,23 +223,28 @@ int multiprocessors() {
   return counts[device];
 }
 
+// causalRows m > 0: row r keeps its first (r mod m) + size - m + 1 entries, the rest read as -inf (written as 0,
+// or -inf for log-softmax) and are never loaded.
 template <typename T, bool Log>
-__global__ void softmaxRowsKernel(const T* __restrict__ x, T* __restrict__ y, int64_t outer, int64_t size) {
+__global__ void softmaxRowsKernel(const T* __restrict__ x, T* __restrict__ y, int64_t outer, int64_t size,
+                                  int64_t causalRows) {
   __shared__ float scratch[32];
   for (int64_t row = blockIdx.x; row < outer; row += gridDim.x) {
     const T* in = x + row * size;
     T* out = y + row * size;
+    const int64_t kept = causalRows > 0 ? row % causalRows + size - causalRows + 1 : size;
     float localMax = -INFINITY;
-    for (int64_t j = threadIdx.x; j < size; j += blockDim.x) localMax = fmaxf(localMax, toFloat<T>(in[j]));
+    for (int64_t j = threadIdx.x; j < kept; j += blockDim.x) localMax = fmaxf(localMax, toFloat<T>(in[j]));
     float rowMax = blockMax(localMax, scratch);
     float localSum = 0.0f;
-    for (int64_t j = threadIdx.x; j < size; j += blockDim.x) localSum += expf(toFloat<T>(in[j]) - rowMax);
+    for (int64_t j = threadIdx.x; j < kept; j += blockDim.x) localSum += expf(toFloat<T>(in[j]) - rowMax);
     float rowSum = blockSum(localSum, scratch);
     float logSum = logf(rowSum);
-    for (int64_t j = threadIdx.x; j < size; j += blockDim.x) {
+    for (int64_t j = threadIdx.x; j < kept; j += blockDim.x) {
       float shifted = toFloat<T>(in[j]) - rowMax;
       out[j] = fromFloat<T>(Log ? shifted - logSum : expf(shifted) / rowSum);
     }
+    for (int64_t j = kept + threadIdx.x; j < size; j += blockDim.x) out[j] = fromFloat<T>(Log ? -INFINITY : 0.0f);
   }
 }
 
@@ -299,13 +304,14 @@ void launchReduce(ReduceOp op, DType dtype, const void* x, void* y, int64_t oute
   BS_LAUNCH_CHECK("reduceKernel");
 }
 
-void launchSoftmax(bool log, DType dtype, const void* x, void* y, int64_t rows, int64_t size, cudaStream_t stream) {
+void launchSoftmax(bool log, DType dtype, const void* x, void* y, int64_t rows, int64_t size, int64_t causalRows,
+                   cudaStream_t stream) {
   if (rows * size == 0) return;
   BS_DISPATCH_FLOAT(dtype, T, {
     const T* in = static_cast<const T*>(x);
     T* out = static_cast<T*>(y);
-    if (log) softmaxRowsKernel<T, true><<<rowGrid(rows), kThreads, 0, stream>>>(in, out, rows, size);
-    else softmaxRowsKernel<T, false><<<rowGrid(rows), kThreads, 0, stream>>>(in, out, rows, size);
+    if (log) softmaxRowsKernel<T, true><<<rowGrid(rows), kThreads, 0, stream>>>(in, out, rows, size, causalRows);
+    else softmaxRowsKernel<T, false><<<rowGrid(rows), kThreads, 0, stream>>>(in, out, rows, size, causalRows);
   });
   BS_LAUNCH_CHECK("softmaxKernel");
 }

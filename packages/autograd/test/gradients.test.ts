@@ -155,6 +155,11 @@ describe("softmax, logSoftmax, layerNorm, crossEntropy", () => {
     }
   });
 
+  it("causal softmax: the masked entries get no gradient, the kept ones softmax's", () => {
+    expectGradients((t) => softmax(t, -1, { causal: true }), [randomTensor([4, 4], 61)]);
+    expectGradients((t) => softmax(t, -1, { causal: true }), [randomTensor([2, 3, 5], 62)]);
+  });
+
   it("layerNorm with respect to x, gamma and beta, and without them", () => {
     const x = () => randomTensor([2, 3, 8], 54, { scale: 2 });
     expectGradients((t, g, b) => layerNorm(t, g, b), [x(), randomTensor([8], 55), randomTensor([8], 56)]);

@@ -237,7 +237,8 @@ export interface NativeAddon {
   ): void;
 
   reduce(op: ReduceOpCode, dtype: Dt, x: Buf, y: Buf, outer: number, size: number, inner: number): void;
-  softmax(log: boolean, dtype: Dt, x: Buf, y: Buf, rows: number, size: number): void;
+  /** causalRows: 0, or m for causal masking over each trailing [m, size] matrix. */
+  softmax(log: boolean, dtype: Dt, x: Buf, y: Buf, rows: number, size: number, causalRows: number): void;
   layerNorm(
     dtype: Dt,
     x: Buf,

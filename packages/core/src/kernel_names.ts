@@ -144,9 +144,14 @@ export const Argmax = "Argmax";
 
 // ---------------------------------------------------------------- normalisation, losses
 
-/** {x} -> softmax along the LAST axis (max-subtracted). float dtypes. */
+/**
+ * {x} -> softmax along the LAST axis (max-subtracted). float dtypes. attrs.causal (x of rank >= 2,
+ * x.shape[-2] = m <= x.shape[-1] = n): row i of each trailing [m, n] matrix keeps only the entries
+ * j <= i + n - m (the queries are the last m of n positions, as when decoding with a cache) and
+ * writes exactly 0 (log-softmax: -Infinity) at the others, as if they held -Infinity.
+ */
 export const Softmax = "Softmax";
-/** {x} -> log-softmax along the LAST axis (max-subtracted, log-sum-exp). float dtypes. */
+/** {x} -> log-softmax along the LAST axis (max-subtracted, log-sum-exp). float dtypes. attrs.causal as Softmax. */
 export const LogSoftmax = "LogSoftmax";
 /**
  * {x [..., D], gamma? [D], beta? [D]} -> [y, mean, rstd]: y = (x - mean) * rstd * gamma + beta
@@ -250,6 +255,7 @@ export type GeluAttrs = { approximate: GeluApproximate };
 export type ReduceAttrs = Reduce;
 export type ArgmaxAttrs = { axis: number; keepDims: boolean };
 export type LayerNormAttrs = { epsilon: number };
+export type SoftmaxAttrs = { causal: boolean };
 export type MatmulAttrs = { transposeA: boolean; transposeB: boolean };
 /** The BsrPattern object itself: never a copy of its arrays. */
 export type PatternAttrs = { pattern: BsrPattern };
@@ -319,8 +325,8 @@ export interface KernelSpecs {
   Min: Spec<Unary, Reduce, One>;
   Argmax: Spec<Unary, ArgmaxAttrs, One>;
 
-  Softmax: Spec<Unary, NoAttrs, One>;
-  LogSoftmax: Spec<Unary, NoAttrs, One>;
+  Softmax: Spec<Unary, SoftmaxAttrs, One>;
+  LogSoftmax: Spec<Unary, SoftmaxAttrs, One>;
   LayerNorm: Spec<{ x: TensorInfo; gamma?: TensorInfo; beta?: TensorInfo }, LayerNormAttrs, Three>;
   LayerNormBackward: Spec<
     { dy: TensorInfo; x: TensorInfo; mean: TensorInfo; rstd: TensorInfo; gamma?: TensorInfo },

@@ -2,7 +2,7 @@ import { add, slice, type Tensor, tidy } from "@blocksparse/core";
 import { Dropout, Embedding, forwardLinearActivation, LayerNorm, Linear, Module, ModuleList } from "@blocksparse/nn";
 import type { CheckpointRules } from "./checkpoint";
 import { type Gpt2Config, parseGpt2Config } from "./config";
-import { activationModule, attention, causalMask, checkTokenIds, initLikeHuggingFace, seedStream, splitHeads, uploadOn } from "./layers";
+import { activationModule, attention, checkTokenIds, initLikeHuggingFace, seedStream, splitHeads, uploadOn } from "./layers";
 
 /** GPT2LMHeadModel's feed-forward layers, for the patcher: transformer.h.N.mlp.c_fc and .c_proj. */
 export const GPT2_FFN_LAYERS = /^transformer\.h\.\d+\.mlp\.c_(fc|proj)$/;
@@ -42,10 +42,10 @@ export class GPT2Attention extends Module {
 
   forward(x: Tensor): Tensor {
     return tidy(() => {
-      const [, length, width] = x.shape;
+      const width = x.shape[2];
       const qkv = this.c_attn.forward(x);
       const part = (i: number) => splitHeads(slice(qkv, [0, 0, i * width], [-1, -1, width]), this.nHead);
-      const merged = attention(part(0), part(1), part(2), this.scale, causalMask(length, x), this.attn_dropout);
+      const merged = attention(part(0), part(1), part(2), this.scale, null, this.attn_dropout, true);
       return this.resid_dropout.forward(this.c_proj.forward(merged));
     });
   }

@@ -31,26 +31,21 @@ export function splitHeads(x: Tensor, heads: number): Tensor {
 
 /**
  * softmax(q k^T * scale + mask) v per head, heads merged back: q, k, v [B, H, T, hd], an
- * additive mask broadcasting to [B, H, T, T] -> [B, T, H * hd]. `dropout` acts on the weights.
+ * additive mask broadcasting to [B, H, T, T] -> [B, T, H * hd]. `causal`: each position also sees
+ * only itself and the positions before it, masked inside the softmax (no mask tensor). `dropout`
+ * acts on the weights.
  */
-export function attention(q: Tensor, k: Tensor, v: Tensor, scale: number, mask: Tensor | null, dropout: Module): Tensor {
+export function attention(q: Tensor, k: Tensor, v: Tensor, scale: number, mask: Tensor | null, dropout: Module, causal = false): Tensor {
   return tidy(() => {
     const [batch, heads, length, headDim] = q.shape;
     const scores = mul(matmul(q, k, { transposeB: true }), scale);
-    const weights = dropout.forward(softmax(mask === null ? scores : add(scores, mask), -1));
+    const weights = dropout.forward(softmax(mask === null ? scores : add(scores, mask), -1, { causal }));
     return reshape(permute(matmul(weights, v), [0, 2, 1, 3]), [batch, length, heads * headDim]);
   });
 }
 
 /** The most negative float32, as Hugging Face masks with: exp of it is 0 without the NaN of a fully masked row. */
 export const MASKED = -3.4028234663852886e38;
-
-/** Causal additive mask [T, T]: 0 on and below the diagonal, MASKED above. */
-export function causalMask(length: number, like: Tensor): Tensor {
-  const mask = new Float32Array(length * length);
-  for (let i = 0; i < length; i++) mask.fill(MASKED, i * length + i + 1, (i + 1) * length);
-  return uploadOn(mask, [length, length], like);
-}
 
 /** A padding mask (1 = attend, 0 = padding) [B, T] as the additive mask [B, 1, 1, T] on `like`. */
 export function paddingMask(label: string, attentionMask: Tensor, batch: number, length: number, like: Tensor): Tensor {

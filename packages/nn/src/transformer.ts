@@ -17,13 +17,6 @@ export interface TransformerBlockOptions {
   seed?: number;
 }
 
-/** An additive mask [T, T]: 0 on and below the diagonal, -Infinity above (a token sees only its past). */
-function causalMask(length: number, like: Tensor): Tensor {
-  const mask = new Float32Array(length * length);
-  for (let i = 0; i < length; i++) mask.fill(Number.NEGATIVE_INFINITY, i * length + i + 1, (i + 1) * length);
-  return tensorOn(like.backend, mask, [length, length], like.dtype);
-}
-
 /** Multi-head causal self-attention: x [B, T, dModel] (or [T, dModel]) -> same shape. */
 export class CausalSelfAttention extends Module {
   readonly dModel: number;
@@ -64,8 +57,9 @@ export class CausalSelfAttention extends Module {
       const qkv = permute(reshape(this.qkv.forward(input), [batch, length, 3, heads, headDim]), [2, 0, 3, 1, 4]);
       const part = (i: number) => reshape(slice(qkv, [i], [1]), [batch, heads, length, headDim]);
       const [q, k, v] = [part(0), part(1), part(2)];
-      const scores = add(mul(matmul(q, k, { transposeB: true }), 1 / Math.sqrt(headDim)), causalMask(length, x));
-      const weights = this.attnDropout.forward(softmax(scores, -1));
+      // The causal mask is applied inside the softmax: no [T, T] mask is made, uploaded or added.
+      const scores = mul(matmul(q, k, { transposeB: true }), 1 / Math.sqrt(headDim));
+      const weights = this.attnDropout.forward(softmax(scores, -1, { causal: true }));
       const merged = reshape(permute(matmul(weights, v), [0, 2, 1, 3]), [batch, length, this.dModel]);
       const out = this.residDropout.forward(this.proj.forward(merged));
       return x.rank === 2 ? squeeze(out, 0) : out;

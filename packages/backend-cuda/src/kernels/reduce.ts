@@ -78,11 +78,13 @@ export function argmaxKernel({ inputs: { x }, attrs: { axis, keepDims }, backend
 }
 
 function softmaxLike(log: boolean) {
-  return ({ inputs: { x }, backend }: KernelArgs<"Softmax" | "LogSoftmax", CudaBackend>): TensorInfo => {
+  return ({ inputs: { x }, attrs: { causal }, backend }: KernelArgs<"Softmax" | "LogSoftmax", CudaBackend>): TensorInfo => {
     const out = backend.output(x.shape, x.dtype);
     const size = x.shape.length === 0 ? 1 : x.shape[x.shape.length - 1];
     const rows = size === 0 ? 0 : sizeOf(x.shape) / size;
-    backend.addon.softmax(log, backend.code(x.dtype), backend.handle(x), backend.handle(out), rows, size);
+    // Causal masking over each trailing [m, size] matrix (the op checked m <= size); rows = 0 when m = 0.
+    const causalRows = causal && rows > 0 ? x.shape[x.shape.length - 2] : 0;
+    backend.addon.softmax(log, backend.code(x.dtype), backend.handle(x), backend.handle(out), rows, size, causalRows);
     return out;
   };
 }

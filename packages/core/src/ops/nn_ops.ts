@@ -27,27 +27,47 @@ import {
   axisArg,
 } from "./validate";
 
-function alongAxis(kernel: typeof Softmax | typeof LogSoftmax, op: string, x: Tensor, axis: number): Tensor {
+/** Options of softmax and logSoftmax. */
+export interface SoftmaxOptions {
+  /**
+   * Causal masking over x's last two axes [m, n] (m <= n, `axis` the last): row i keeps only the
+   * entries j <= i + n - m and gives exactly 0 (logSoftmax: -Infinity) at the others, as if they held
+   * -Infinity. With m = n that is attention's causal mask; with m < n the m queries are the last m of
+   * n positions (decoding with a cache). One pass: no mask tensor is made or added.
+   */
+  causal?: boolean;
+}
+
+function alongAxis(kernel: typeof Softmax | typeof LogSoftmax, op: string, x: Tensor, axis: number, options: SoftmaxOptions): Tensor {
   assertTensor(op, "x", x);
   assertFloat(op, "x", x);
   assertMinRank(op, "x", x, 1);
   const ax = axisArg(op, axis, x.rank);
-  if (ax === x.rank - 1) return engine.runKernel(kernel, { x }, {});
+  const causal = options.causal ?? false;
+  if (typeof causal !== "boolean") throw new ValueError(`${op}: causal must be a boolean, got ${String(causal)}`);
+  if (causal) {
+    if (ax !== x.rank - 1) throw new ValueError(`${op}: causal masking works along the last axis, got axis=${axis} for x ${formatShape(x.shape)}`);
+    assertMinRank(op, "x", x, 2);
+    const m = x.shape[x.rank - 2];
+    const n = x.shape[x.rank - 1];
+    if (m > n) throw new ShapeError(`${op}: causal masking needs no more rows than columns in x's last two axes, got x ${formatShape(x.shape)} (${m} > ${n})`);
+  }
+  if (ax === x.rank - 1) return engine.runKernel(kernel, { x }, { causal });
   // Kernels work on the last axis: move `axis` there and back.
   const perm = x.shape.map((_, i) => i);
   perm[ax] = x.rank - 1;
   perm[x.rank - 1] = ax;
-  return engine.tidy(() => transpose(engine.runKernel(kernel, { x: transpose(x, perm) }, {}), perm));
+  return engine.tidy(() => transpose(engine.runKernel(kernel, { x: transpose(x, perm) }, { causal: false }), perm));
 }
 
-/** softmax along `axis` (default: the last), numerically stable. */
-export function softmax(x: Tensor, axis = -1): Tensor {
-  return alongAxis(Softmax, "softmax", x, axis);
+/** softmax along `axis` (default: the last), numerically stable; `options.causal` masks causally in the same pass. */
+export function softmax(x: Tensor, axis = -1, options: SoftmaxOptions = {}): Tensor {
+  return alongAxis(Softmax, "softmax", x, axis, options);
 }
 
-/** log(softmax(x)) along `axis`, computed as x - max - log(sum(exp(x - max))). */
-export function logSoftmax(x: Tensor, axis = -1): Tensor {
-  return alongAxis(LogSoftmax, "logSoftmax", x, axis);
+/** log(softmax(x)) along `axis`, computed as x - max - log(sum(exp(x - max))); `options.causal` as softmax's. */
+export function logSoftmax(x: Tensor, axis = -1, options: SoftmaxOptions = {}): Tensor {
+  return alongAxis(LogSoftmax, "logSoftmax", x, axis, options);
 }
 
 export interface LayerNormResult {

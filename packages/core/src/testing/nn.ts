@@ -42,6 +42,25 @@ export function declareNnTests(suite: Conformance): void {
         inCase(`Softmax ${dtype} x [3, 4, 2] axis 1`, () => expectValues(softmax(inner.t, 1), moved, dtype, "elementwise", 2));
       });
 
+      check(`causal Softmax and LogSoftmax ${dtype}, against the explicit -Infinity mask`, () => {
+        // Square (attention), fewer queries than keys (decoding with a cache: m = 1 and m < n), a batch
+        // of heads, and rows longer than a CUDA block. The masked entries of the input hold +Infinity,
+        // NaN or large values: the kernel must not read them.
+        for (const shape of [[5, 5], [1, 9], [2, 3, 4, 7], [2, 70, 300], [1, 1], [0, 3, 3]]) {
+          const m = shape[shape.length - 2];
+          const n = shape[shape.length - 1];
+          const masked = (i: number) => (i % n) > (Math.floor(i / n) % m) + n - m;
+          const x = makeInput(rng(), shape, dtype);
+          const poisoned = x.ref.data.map((v, i) => (masked(i) ? [Number.POSITIVE_INFINITY, Number.NaN, 1e4][i % 3] : v));
+          const input = tensor(poisoned, shape, dtype);
+          const ref = { shape: [...shape], data: x.ref.data.map((v, i) => (masked(i) ? Number.NEGATIVE_INFINITY : v)) };
+          inCase(`causal Softmax ${dtype} x ${formatShape(shape)}`, () => expectValues(softmax(input, -1, { causal: true }), R.softmax(ref, false), dtype, "elementwise", 2));
+          inCase(`causal LogSoftmax ${dtype} x ${formatShape(shape)}`, () =>
+            expectValues(logSoftmax(input, -1, { causal: true }), R.softmax(ref, true), dtype, "scaled"),
+          );
+        }
+      });
+
       check(`LayerNorm with saved statistics, and LayerNormBackward, ${dtype}`, () => {
         for (const [shape, affine] of [[[3, 8], true], [[2, 2, 16], false], [[1, 1], true], [[4, 33], true], [[0, 4], true]] as [number[], boolean][]) {
           const label = `${dtype} x ${formatShape(shape)} ${affine ? "with" : "without"} gamma/beta`;

@@ -3,29 +3,34 @@ import { IndexError } from "../../../errors";
 import { sizeOf } from "../../../shape";
 import type { JsBackend } from "../backend";
 
-/** Softmax or log-softmax of each row of length `n` (max-subtracted, float64 sums). */
-function rowSoftmax(input: Float32Array, out: Float32Array, rows: number, n: number, log: boolean): void {
+/**
+ * Softmax or log-softmax of each row of length `n` (max-subtracted, float64 sums). `causalRows` m > 0:
+ * row r keeps its first (r mod m) + n - m + 1 entries and the rest read as -Infinity.
+ */
+function rowSoftmax(input: Float32Array, out: Float32Array, rows: number, n: number, log: boolean, causalRows: number): void {
   for (let r = 0; r < rows; r++) {
     const base = r * n;
+    const kept = causalRows > 0 ? (r % causalRows) + n - causalRows + 1 : n;
     let max = Number.NEGATIVE_INFINITY;
-    for (let j = 0; j < n; j++) if (input[base + j] > max || Number.isNaN(input[base + j])) max = input[base + j];
+    for (let j = 0; j < kept; j++) if (input[base + j] > max || Number.isNaN(input[base + j])) max = input[base + j];
     let sum = 0;
-    for (let j = 0; j < n; j++) sum += Math.exp(input[base + j] - max);
+    for (let j = 0; j < kept; j++) sum += Math.exp(input[base + j] - max);
     if (log) {
       const logSum = Math.log(sum) + max;
-      for (let j = 0; j < n; j++) out[base + j] = input[base + j] - logSum;
+      for (let j = 0; j < kept; j++) out[base + j] = input[base + j] - logSum;
     } else {
-      for (let j = 0; j < n; j++) out[base + j] = Math.exp(input[base + j] - max) / sum;
+      for (let j = 0; j < kept; j++) out[base + j] = Math.exp(input[base + j] - max) / sum;
     }
+    out.fill(log ? Number.NEGATIVE_INFINITY : 0, base + kept, base + n);
   }
 }
 
 function softmaxLike(log: boolean) {
-  return ({ inputs: { x }, backend }: KernelArgs<"Softmax" | "LogSoftmax", JsBackend>): TensorInfo => {
+  return ({ inputs: { x }, attrs: { causal }, backend }: KernelArgs<"Softmax" | "LogSoftmax", JsBackend>): TensorInfo => {
     const n = x.shape[x.shape.length - 1];
     const rows = n === 0 ? 0 : sizeOf(x.shape) / n;
     const out = backend.floatOutput(x.shape, x.dtype);
-    rowSoftmax(backend.floats(x), out.data, rows, n, log);
+    rowSoftmax(backend.floats(x), out.data, rows, n, log, causal ? x.shape[x.shape.length - 2] : 0);
     return out.commit();
   };
 }
