@@ -40,7 +40,11 @@ class Block(nn.Module):
 
 
 def time_step(model, x, dy, dtype, repeats=30):
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
+    # The fused CUDA AdamW (one kernel for all parameters), as ours: the strongest eager baseline.
+    try:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0, fused=True)
+    except (RuntimeError, TypeError):
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
 
     def step():
         opt.zero_grad(set_to_none=True)

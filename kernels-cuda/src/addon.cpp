@@ -669,6 +669,25 @@ Napi::Value softmax(const Napi::CallbackInfo& info) {
   return undefinedOf(info);
 }
 
+// softmaxBackward(log, dtype, dy, y, dx, rows, size, causalRows): causalRows as softmax's.
+Napi::Value softmaxBackward(const Napi::CallbackInfo& info) {
+  Args args{info, "softmaxBackward"};
+  args.count(8);
+  bool log = args.boolean(0);
+  DType dtype = args.floatDtype(1);
+  int64_t rows = args.size(5), size = args.size(6), causalRows = args.size(7);
+  int64_t n = product({rows, size}, "softmaxBackward");
+  BS_REQUIRE(causalRows == 0 || (causalRows <= size && rows % causalRows == 0),
+             "softmaxBackward: causal rows " + std::to_string(causalRows) + " must divide the " + std::to_string(rows) +
+                 " rows and be at most the row length " + std::to_string(size));
+  requireElements(args.buffer(2), dtype, n, "softmaxBackward dy");
+  requireElements(args.buffer(3), dtype, n, "softmaxBackward y");
+  requireElements(args.buffer(4), dtype, n, "softmaxBackward dx");
+  launchSoftmaxBackward(log, dtype, args.buffer(2).data, args.buffer(3).data, args.buffer(4).data, rows, size, causalRows,
+                        stream());
+  return undefinedOf(info);
+}
+
 // layerNorm(dtype, x, gamma|null, beta|null, y, mean, rstd, rows, width, epsilon)
 Napi::Value layerNorm(const Napi::CallbackInfo& info) {
   Args args{info, "layerNorm"};
@@ -1361,6 +1380,7 @@ Napi::Object initModule(Napi::Env env, Napi::Object exports) {
   BS_EXPORT("copyStrided", copyStrided);
   BS_EXPORT("reduce", reduce);
   BS_EXPORT("softmax", softmax);
+  BS_EXPORT("softmaxBackward", softmaxBackward);
   BS_EXPORT("layerNorm", layerNorm);
   BS_EXPORT("layerNormBackward", layerNormBackward);
   BS_EXPORT("crossEntropy", crossEntropy);

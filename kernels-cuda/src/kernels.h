@@ -31,6 +31,10 @@ void launchReduce(ReduceOp op, DType dtype, const void* x, void* y, int64_t oute
 // causalRows m > 0: causal masking over each trailing [m, size] matrix (row r keeps entries j <= r mod m + size - m).
 void launchSoftmax(bool log, DType dtype, const void* x, void* y, int64_t rows, int64_t size, int64_t causalRows,
                    cudaStream_t stream);
+// dx from a softmax's (log false) or log-softmax's (log true) output y and its gradient dy, rows of `size`, causal
+// masking as launchSoftmax's (masked entries get 0, unread).
+void launchSoftmaxBackward(bool log, DType dtype, const void* dy, const void* y, void* dx, int64_t rows, int64_t size,
+                           int64_t causalRows, cudaStream_t stream);
 
 // ---- layer norm (layer_norm.cu)
 void launchLayerNorm(DType dtype, const void* x, const void* gamma, const void* beta, void* y, float* mean, float* rstd,

@@ -96,17 +96,65 @@ __device__ __forceinline__ int32_t applyBinaryInt(BinaryOp op, int32_t a, int32_
 }
 
 // Maps an output element's linear index to the element offsets of up to three operands.
-struct OperandIndex {
-  int32_t rank;
+// The iteration shape and each operand's strides, simplified on the host: size-1 dims dropped and neighbours
+// merged where every operand (and the row-major output) steps through them as one dim, so a broadcast or a
+// permutation is indexed over the fewest dims. An out-of-place elementwise result is row-major over the shape.
+struct Layout {
+  int rank;
   int64_t shape[kMaxRank];
   int64_t stride[3][kMaxRank];
+};
+
+Layout simplify(const StridedShape& shape, const Strides* strides, int operands) {
+  Layout out{};
+  for (int d = 0; d < shape.rank; ++d) {
+    if (shape.shape[d] == 1) continue;
+    if (out.rank > 0) {
+      const int last = out.rank - 1;
+      bool merge = true;
+      for (int k = 0; k < operands; ++k) merge = merge && out.stride[k][last] == strides[k].stride[d] * shape.shape[d];
+      if (merge) {
+        out.shape[last] *= shape.shape[d];
+        for (int k = 0; k < operands; ++k) out.stride[k][last] = strides[k].stride[d];
+        continue;
+      }
+    }
+    out.shape[out.rank] = shape.shape[d];
+    for (int k = 0; k < operands; ++k) out.stride[k][out.rank] = strides[k].stride[d];
+    ++out.rank;
+  }
+  if (out.rank == 0) {  // every dim of size 1: one element
+    out.rank = 1;
+    out.shape[0] = 1;
+  }
+  return out;
+}
+
+// Whether every index (n elements) and every operand's offsets fit 32 bits: the kernels then divide in 32 bits,
+// several times cheaper than 64-bit division on the GPU.
+bool fits32(const Layout& layout, int operands, int64_t n) {
+  if (n >= (int64_t{1} << 31)) return false;
+  for (int k = 0; k < operands; ++k) {
+    int64_t extent = 0;
+    for (int d = 0; d < layout.rank; ++d) extent += (layout.shape[d] - 1) * (layout.stride[k][d] < 0 ? -layout.stride[k][d] : layout.stride[k][d]);
+    if (extent >= (int64_t{1} << 31)) return false;
+  }
+  return true;
+}
+
+// The device view of a Layout, in I (uint32_t when fits32, else int64_t) arithmetic.
+template <typename I>
+struct OperandIndex {
+  int32_t rank;
+  I shape[kMaxRank];
+  I stride[3][kMaxRank];
 
   template <int Operands>
-  __device__ __forceinline__ void offsets(int64_t i, int64_t* out) const {
+  __device__ __forceinline__ void offsets(I i, I* out) const {
 #pragma unroll
     for (int k = 0; k < Operands; ++k) out[k] = 0;
     for (int d = rank - 1; d >= 0; --d) {
-      int64_t coord = i % shape[d];
+      const I coord = i % shape[d];
       i /= shape[d];
 #pragma unroll
       for (int k = 0; k < Operands; ++k) out[k] += coord * stride[k][d];
@@ -114,12 +162,13 @@ struct OperandIndex {
   }
 };
 
-OperandIndex makeIndex(const StridedShape& shape, const Strides* strides, int operands) {
-  OperandIndex index{};
-  index.rank = shape.rank;
-  for (int d = 0; d < shape.rank; ++d) {
-    index.shape[d] = shape.shape[d];
-    for (int k = 0; k < operands; ++k) index.stride[k][d] = strides[k].stride[d];
+template <typename I>
+OperandIndex<I> makeIndex(const Layout& layout, int operands) {
+  OperandIndex<I> index{};
+  index.rank = layout.rank;
+  for (int d = 0; d < layout.rank; ++d) {
+    index.shape[d] = static_cast<I>(layout.shape[d]);
+    for (int k = 0; k < operands; ++k) index.stride[k][d] = static_cast<I>(layout.stride[k][d]);
   }
   return index;
 }
@@ -135,13 +184,13 @@ __global__ void unaryKernel(UnaryOp op, const T* __restrict__ x, T* __restrict__
   }
 }
 
-// TOut is T, or int32 for comparisons.
-template <typename T, typename TOut>
+// TOut is T, or int32 for comparisons. I: the index arithmetic's type (see fits32).
+template <typename T, typename TOut, typename I>
 __global__ void binaryKernel(BinaryOp op, const T* __restrict__ a, const T* __restrict__ b, TOut* __restrict__ y,
-                             int64_t n, OperandIndex index, bool contiguous) {
+                             int64_t n, OperandIndex<I> index, bool contiguous) {
   BS_GRID_STRIDE(i, n) {
-    int64_t off[2] = {i, i};
-    if (!contiguous) index.offsets<2>(i, off);
+    I off[2] = {static_cast<I>(i), static_cast<I>(i)};
+    if (!contiguous) index.template offsets<2>(static_cast<I>(i), off);
     if constexpr (std::is_same<T, int32_t>::value) {
       y[i] = applyBinaryInt(op, a[off[0]], b[off[1]]);
     } else {
@@ -152,12 +201,12 @@ __global__ void binaryKernel(BinaryOp op, const T* __restrict__ a, const T* __re
   }
 }
 
-template <typename T>
+template <typename T, typename I>
 __global__ void whereKernel(const int32_t* __restrict__ cond, const T* __restrict__ a, const T* __restrict__ b,
-                            T* __restrict__ y, int64_t n, OperandIndex index) {
+                            T* __restrict__ y, int64_t n, OperandIndex<I> index) {
   BS_GRID_STRIDE(i, n) {
-    int64_t off[3];
-    index.offsets<3>(i, off);
+    I off[3];
+    index.template offsets<3>(static_cast<I>(i), off);
     y[i] = cond[off[0]] != 0 ? a[off[1]] : b[off[2]];
   }
 }
@@ -176,12 +225,13 @@ __global__ void fillKernel(T* __restrict__ y, int64_t n, T value) {
   BS_GRID_STRIDE(i, n) y[i] = value;
 }
 
-// A copy moves elements as unsigned integers of their width.
-template <typename T>
-__global__ void copyStridedKernel(const T* __restrict__ src, T* __restrict__ dst, int64_t n, OperandIndex index) {
+// A copy moves elements as unsigned integers of their width, or as vectors of several elements (uint2, uint4)
+// when the innermost dim is contiguous on both sides (see launchCopyStrided).
+template <typename T, typename I>
+__global__ void copyStridedKernel(const T* __restrict__ src, T* __restrict__ dst, int64_t n, OperandIndex<I> index) {
   BS_GRID_STRIDE(i, n) {
-    int64_t off[2];
-    index.offsets<2>(i, off);
+    I off[2];
+    index.template offsets<2>(static_cast<I>(i), off);
     dst[off[1]] = src[off[0]];
   }
 }
@@ -215,20 +265,30 @@ __global__ void unaryPackedKernel(UnaryOp op, const T* __restrict__ x, T* __rest
   }
 }
 
-// y = op(a, b) with a contiguous [rows, cols] and b either contiguous too (rowBroadcast false) or one row of
-// `cols` repeated on every row (a bias); cols % kPack == 0 when b is broadcast.
+// How the packed binary kernel reads its second operand against the contiguous first one, viewed as
+// [rows, cols]: the same shape, one row of `cols` repeated on every row (a bias), one value (a scalar), or one
+// value per row (a row statistic such as a softmax's sum, cols % kPack == 0 so that a pack lies in one row).
+enum class Broadcast : int { None = 0, Row, Scalar, Column };
+
+// y = op(a, b) with a contiguous and b read as `mode` says; bIsA: the broadcast operand is the left one (b holds
+// it, a holds the full tensor). cols % kPack == 0 for Row and Column.
 template <typename T, typename TOut>
 __global__ void binaryPackedKernel(BinaryOp op, const T* __restrict__ a, const T* __restrict__ b, TOut* __restrict__ y,
-                                   int64_t n, int64_t cols, bool rowBroadcast, bool bIsA) {
+                                   int64_t n, int64_t cols, Broadcast mode, bool bIsA) {
   const int64_t packs = n / kPack;
   BS_GRID_STRIDE(p, packs) {
     const Pack<T> pa = reinterpret_cast<const Pack<T>*>(a)[p];
-    const int64_t bPack = rowBroadcast ? (p * kPack % cols) / kPack : p;
-    const Pack<T> pb = reinterpret_cast<const Pack<T>*>(b)[bPack];
+    Pack<T> pb;
+    if (mode == Broadcast::None || mode == Broadcast::Row) {
+      pb = reinterpret_cast<const Pack<T>*>(b)[mode == Broadcast::Row ? (p * kPack % cols) / kPack : p];
+    } else {
+      const T value = b[mode == Broadcast::Scalar ? 0 : p * kPack / cols];
+#pragma unroll
+      for (int k = 0; k < kPack; ++k) pb.v[k] = value;
+    }
     Pack<TOut> r;
 #pragma unroll
     for (int k = 0; k < kPack; ++k) {
-      // bIsA: the broadcast operand is the left one (b holds a's row, a holds the full tensor).
       const float left = toFloat<T>(bIsA ? pb.v[k] : pa.v[k]);
       const float right = toFloat<T>(bIsA ? pa.v[k] : pb.v[k]);
       const float value = applyBinary(op, left, right);
@@ -239,7 +299,7 @@ __global__ void binaryPackedKernel(BinaryOp op, const T* __restrict__ a, const T
   }
   BS_GRID_STRIDE(i, n - packs * kPack) {
     const int64_t j = packs * kPack + i;
-    const int64_t jb = rowBroadcast ? j % cols : j;
+    const int64_t jb = mode == Broadcast::None ? j : mode == Broadcast::Row ? j % cols : mode == Broadcast::Scalar ? 0 : j / cols;
     const float left = toFloat<T>(bIsA ? b[jb] : a[j]);
     const float right = toFloat<T>(bIsA ? a[j] : b[jb]);
     const float value = applyBinary(op, left, right);
@@ -278,56 +338,84 @@ void launchUnary(UnaryOp op, DType dtype, const void* x, void* y, int64_t n, cud
   BS_LAUNCH_CHECK("unaryKernel");
 }
 
+namespace {
+
+// The packed binary path for a simplified layout, if one applies: `full` is the contiguous operand (0 = a, 1 = b),
+// the other is read as `mode` says.
+struct PackedPlan {
+  bool ok = false;
+  Broadcast mode = Broadcast::None;
+  int full = 0;
+  int64_t cols = 1;
+};
+
+PackedPlan packedPlan(const Layout& l) {
+  PackedPlan plan;
+  if (l.rank == 1) {
+    const int64_t sa = l.stride[0][0], sb = l.stride[1][0];
+    if (sa == 1 && sb == 1) plan = {true, Broadcast::None, 0, l.shape[0]};
+    else if (sa == 1 && sb == 0) plan = {true, Broadcast::Scalar, 0, l.shape[0]};
+    else if (sa == 0 && sb == 1) plan = {true, Broadcast::Scalar, 1, l.shape[0]};
+    return plan;
+  }
+  if (l.rank != 2 || l.shape[1] % kPack != 0) return plan;
+  const int64_t cols = l.shape[1];
+  for (int full = 0; full < 2; ++full) {
+    const int64_t* f = l.stride[full];
+    const int64_t* o = l.stride[1 - full];
+    if (f[0] != cols || f[1] != 1) continue;
+    if (o[0] == 0 && o[1] == 1) return {true, Broadcast::Row, full, cols};
+    if (o[0] == 1 && o[1] == 0) return {true, Broadcast::Column, full, cols};
+  }
+  return plan;
+}
+
+}  // namespace
+
 void launchBinary(BinaryOp op, DType dtype, const void* a, const Strides& aStrides, const void* b,
                   const Strides& bStrides, void* y, const StridedShape& shape, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
   Strides strides[2] = {aStrides, bStrides};
-  OperandIndex index = makeIndex(shape, strides, 2);
-  // Same-shape contiguous operands skip the index arithmetic.
-  bool contiguous = true;
-  int64_t expected = 1;
-  for (int d = shape.rank - 1; d >= 0; --d) {
-    if (shape.shape[d] != 1 && (aStrides.stride[d] != expected || bStrides.stride[d] != expected)) contiguous = false;
-    expected *= shape.shape[d];
-  }
-  bool comparison = op >= BinaryOp::Equal && op <= BinaryOp::GreaterEqual;
-  // Packed paths: same-shape contiguous operands, or a contiguous [rows, cols] operand with one row of the
-  // other repeated on every row (a bias add, its gradient's scaling...).
-  const bool aligned = packAligned(a) && packAligned(b) && packAligned(y);
-  const bool bRow = shape.rank == 2 && aStrides.stride[0] == shape.shape[1] && aStrides.stride[1] == 1 &&
-                    bStrides.stride[0] == 0 && bStrides.stride[1] == 1 && shape.shape[1] % kPack == 0;
-  const bool aRow = shape.rank == 2 && bStrides.stride[0] == shape.shape[1] && bStrides.stride[1] == 1 &&
-                    aStrides.stride[0] == 0 && aStrides.stride[1] == 1 && shape.shape[1] % kPack == 0;
-  if (dtype != DType::Int32 && aligned && (contiguous || bRow || aRow)) {
-    const int64_t cols = contiguous ? n : shape.shape[1];
-    // With aRow the broadcast row is a: pass the full tensor first and flag the swap.
-    const void* full = aRow ? b : a;
-    const void* row = aRow ? a : b;
+  const Layout layout = simplify(shape, strides, 2);
+  const bool comparison = op >= BinaryOp::Equal && op <= BinaryOp::GreaterEqual;
+  // Packed paths: a contiguous operand read in aligned packs of eight, the other the same shape, a repeated row
+  // (a bias), a scalar or one value per row (a row statistic).
+  const PackedPlan plan = packedPlan(layout);
+  const void* full = plan.full == 0 ? a : b;
+  const void* other = plan.full == 0 ? b : a;
+  const bool otherPacked = plan.mode == Broadcast::None || plan.mode == Broadcast::Row;
+  if (dtype != DType::Int32 && plan.ok && packAligned(full) && packAligned(y) && (!otherPacked || packAligned(other))) {
+    const bool bIsA = plan.full == 1;
     if (comparison) {
       BS_DISPATCH_FLOAT(dtype, T, binaryPackedKernel<T, int32_t><<<packGrid(n / kPack), kThreads, 0, stream>>>(
-                                      op, static_cast<const T*>(full), static_cast<const T*>(row),
-                                      static_cast<int32_t*>(y), n, cols, !contiguous, aRow));
+                                      op, static_cast<const T*>(full), static_cast<const T*>(other),
+                                      static_cast<int32_t*>(y), n, plan.cols, plan.mode, bIsA));
     } else {
       BS_DISPATCH_FLOAT(dtype, T, binaryPackedKernel<T, T><<<packGrid(n / kPack), kThreads, 0, stream>>>(
-                                      op, static_cast<const T*>(full), static_cast<const T*>(row), static_cast<T*>(y),
-                                      n, cols, !contiguous, aRow));
+                                      op, static_cast<const T*>(full), static_cast<const T*>(other), static_cast<T*>(y),
+                                      n, plan.cols, plan.mode, bIsA));
     }
     BS_LAUNCH_CHECK("binaryKernel");
     return;
   }
-  if (dtype == DType::Int32) {
-    binaryKernel<int32_t, int32_t><<<gridFor(n), kThreads, 0, stream>>>(
-        op, static_cast<const int32_t*>(a), static_cast<const int32_t*>(b), static_cast<int32_t*>(y), n, index,
-        contiguous);
-  } else if (comparison) {
-    BS_DISPATCH_FLOAT(dtype, T, binaryKernel<T, int32_t><<<gridFor(n), kThreads, 0, stream>>>(
-                                    op, static_cast<const T*>(a), static_cast<const T*>(b), static_cast<int32_t*>(y), n,
-                                    index, contiguous));
-  } else {
-    BS_DISPATCH_FLOAT(dtype, T, binaryKernel<T, T><<<gridFor(n), kThreads, 0, stream>>>(
-                                    op, static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(y), n,
-                                    index, contiguous));
-  }
+  // Same-shape contiguous operands skip the index arithmetic.
+  const bool contiguous = layout.rank == 1 && layout.stride[0][0] == 1 && layout.stride[1][0] == 1;
+  auto run = [&](auto index) {
+    if (dtype == DType::Int32) {
+      binaryKernel<<<gridFor(n), kThreads, 0, stream>>>(op, static_cast<const int32_t*>(a), static_cast<const int32_t*>(b),
+                                                        static_cast<int32_t*>(y), n, index, contiguous);
+    } else if (comparison) {
+      BS_DISPATCH_FLOAT(dtype, T, binaryKernel<<<gridFor(n), kThreads, 0, stream>>>(
+                                      op, static_cast<const T*>(a), static_cast<const T*>(b), static_cast<int32_t*>(y), n,
+                                      index, contiguous));
+    } else {
+      BS_DISPATCH_FLOAT(dtype, T, binaryKernel<<<gridFor(n), kThreads, 0, stream>>>(
+                                      op, static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(y), n,
+                                      index, contiguous));
+    }
+  };
+  if (fits32(layout, 2, n)) run(makeIndex<uint32_t>(layout, 2));
+  else run(makeIndex<int64_t>(layout, 2));
   BS_LAUNCH_CHECK("binaryKernel");
 }
 
@@ -336,18 +424,19 @@ void launchWhere(DType dtype, const int32_t* cond, const Strides& condStrides, c
                  cudaStream_t stream) {
   if (n == 0) return;
   Strides strides[3] = {condStrides, aStrides, bStrides};
-  OperandIndex index = makeIndex(shape, strides, 3);
-  switch (dtypeSize(dtype)) {
-    case 4:
-      whereKernel<uint32_t><<<gridFor(n), kThreads, 0, stream>>>(cond, static_cast<const uint32_t*>(a),
-                                                                 static_cast<const uint32_t*>(b),
-                                                                 static_cast<uint32_t*>(y), n, index);
-      break;
-    default:
-      whereKernel<uint16_t><<<gridFor(n), kThreads, 0, stream>>>(cond, static_cast<const uint16_t*>(a),
-                                                                 static_cast<const uint16_t*>(b),
-                                                                 static_cast<uint16_t*>(y), n, index);
-  }
+  const Layout layout = simplify(shape, strides, 3);
+  auto run = [&](auto index) {
+    if (dtypeSize(dtype) == 4)
+      whereKernel<<<gridFor(n), kThreads, 0, stream>>>(cond, static_cast<const uint32_t*>(a),
+                                                       static_cast<const uint32_t*>(b), static_cast<uint32_t*>(y), n,
+                                                       index);
+    else
+      whereKernel<<<gridFor(n), kThreads, 0, stream>>>(cond, static_cast<const uint16_t*>(a),
+                                                       static_cast<const uint16_t*>(b), static_cast<uint16_t*>(y), n,
+                                                       index);
+  };
+  if (fits32(layout, 3, n)) run(makeIndex<uint32_t>(layout, 3));
+  else run(makeIndex<int64_t>(layout, 3));
   BS_LAUNCH_CHECK("whereKernel");
 }
 
@@ -378,13 +467,52 @@ void launchCopyStrided(DType dtype, const void* src, const Strides& srcStrides, 
                        const StridedShape& shape, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
   Strides strides[2] = {srcStrides, dstStrides};
-  OperandIndex index = makeIndex(shape, strides, 2);
-  if (dtypeSize(dtype) == 4)
-    copyStridedKernel<uint32_t><<<gridFor(n), kThreads, 0, stream>>>(static_cast<const uint32_t*>(src),
-                                                                     static_cast<uint32_t*>(dst), n, index);
-  else
-    copyStridedKernel<uint16_t><<<gridFor(n), kThreads, 0, stream>>>(static_cast<const uint16_t*>(src),
-                                                                     static_cast<uint16_t*>(dst), n, index);
+  Layout layout = simplify(shape, strides, 2);
+  // Move several elements per thread as one 16-, 8- or 4-byte word when the innermost dim is contiguous on both
+  // sides, its length and every other stride are multiples of the word and both pointers are aligned to it: a
+  // permutation that keeps the last dim (attention's head split and merge) then copies in 16-byte transactions.
+  const int64_t width = dtypeSize(dtype);
+  const int last = layout.rank - 1;
+  int64_t word = width;
+  if (layout.stride[0][last] == 1 && layout.stride[1][last] == 1) {
+    for (int64_t bytes : {int64_t{16}, int64_t{8}, int64_t{4}}) {
+      const int64_t k = bytes / width;
+      if (k <= 1) break;
+      bool ok = layout.shape[last] % k == 0 && reinterpret_cast<uintptr_t>(src) % bytes == 0 &&
+                reinterpret_cast<uintptr_t>(dst) % bytes == 0;
+      for (int d = 0; d < last && ok; ++d) ok = layout.stride[0][d] % k == 0 && layout.stride[1][d] % k == 0;
+      if (ok) {
+        word = bytes;
+        break;
+      }
+    }
+  }
+  const int64_t k = word / width;
+  if (k > 1) {
+    layout.shape[last] /= k;
+    for (int d = 0; d < last; ++d) {
+      layout.stride[0][d] /= k;
+      layout.stride[1][d] /= k;
+    }
+  }
+  const int64_t words = n / k;
+  auto run = [&](auto index) {
+    switch (word) {
+      case 16:
+        copyStridedKernel<<<gridFor(words), kThreads, 0, stream>>>(static_cast<const uint4*>(src), static_cast<uint4*>(dst), words, index);
+        break;
+      case 8:
+        copyStridedKernel<<<gridFor(words), kThreads, 0, stream>>>(static_cast<const uint2*>(src), static_cast<uint2*>(dst), words, index);
+        break;
+      case 4:
+        copyStridedKernel<<<gridFor(words), kThreads, 0, stream>>>(static_cast<const uint32_t*>(src), static_cast<uint32_t*>(dst), words, index);
+        break;
+      default:
+        copyStridedKernel<<<gridFor(words), kThreads, 0, stream>>>(static_cast<const uint16_t*>(src), static_cast<uint16_t*>(dst), words, index);
+    }
+  };
+  if (fits32(layout, 2, words)) run(makeIndex<uint32_t>(layout, 2));
+  else run(makeIndex<int64_t>(layout, 2));
   BS_LAUNCH_CHECK("copyStridedKernel");
 }
 

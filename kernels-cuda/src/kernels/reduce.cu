@@ -248,6 +248,118 @@ __global__ void softmaxRowsKernel(const T* __restrict__ x, T* __restrict__ y, in
   }
 }
 
+// Rows of at most 32 * PerLane elements: one warp per row, the row held in registers (one read, one write),
+// lane l holding elements l, l + 32, ... so that each load instruction of the warp is coalesced. Attention's
+// rows (the keys of a context) are this short; the block kernels above take longer rows.
+template <typename T, bool Log, int PerLane>
+__global__ void softmaxWarpKernel(const T* __restrict__ x, T* __restrict__ y, int64_t outer, int size,
+                                  int64_t causalRows) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
+  for (int64_t row = blockIdx.x * static_cast<int64_t>(blockDim.x >> 5) + (threadIdx.x >> 5); row < outer; row += warps) {
+    const T* in = x + row * size;
+    T* out = y + row * size;
+    const int kept = causalRows > 0 ? static_cast<int>(row % causalRows) + size - static_cast<int>(causalRows) + 1 : size;
+    float v[PerLane];
+    float rowMax = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < PerLane; ++k) {
+      const int j = lane + 32 * k;
+      v[k] = j < kept ? toFloat<T>(in[j]) : -INFINITY;
+      rowMax = fmaxf(rowMax, v[k]);
+    }
+    rowMax = warpMax(rowMax);
+    float rowSum = 0.0f;
+#pragma unroll
+    for (int k = 0; k < PerLane; ++k) {
+      const int j = lane + 32 * k;
+      v[k] -= rowMax;
+      if (j < kept) rowSum += expf(v[k]);
+    }
+    rowSum = warpSum(rowSum);
+    const float logSum = logf(rowSum);
+#pragma unroll
+    for (int k = 0; k < PerLane; ++k) {
+      const int j = lane + 32 * k;
+      if (j < kept) out[j] = fromFloat<T>(Log ? v[k] - logSum : expf(v[k]) / rowSum);
+      else if (j < size) out[j] = fromFloat<T>(Log ? -INFINITY : 0.0f);
+    }
+  }
+}
+
+// dx from a softmax's (Log false) or log-softmax's (Log true) output y and its gradient dy, for rows of at most
+// 32 * PerLane elements: one warp per row, dy and y held in registers.
+template <typename T, bool Log, int PerLane>
+__global__ void softmaxBackwardWarpKernel(const T* __restrict__ dy, const T* __restrict__ y, T* __restrict__ dx,
+                                          int64_t outer, int size, int64_t causalRows) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
+  for (int64_t row = blockIdx.x * static_cast<int64_t>(blockDim.x >> 5) + (threadIdx.x >> 5); row < outer; row += warps) {
+    const int64_t base = row * size;
+    const int kept = causalRows > 0 ? static_cast<int>(row % causalRows) + size - static_cast<int>(causalRows) + 1 : size;
+    float g[PerLane], o[PerLane];
+    float total = 0.0f;
+#pragma unroll
+    for (int k = 0; k < PerLane; ++k) {
+      const int j = lane + 32 * k;
+      g[k] = j < kept ? toFloat<T>(dy[base + j]) : 0.0f;
+      o[k] = j < kept ? toFloat<T>(y[base + j]) : 0.0f;
+      total += Log ? g[k] : g[k] * o[k];
+    }
+    total = warpSum(total);
+#pragma unroll
+    for (int k = 0; k < PerLane; ++k) {
+      const int j = lane + 32 * k;
+      if (j < kept) dx[base + j] = fromFloat<T>(Log ? g[k] - expf(o[k]) * total : o[k] * (g[k] - total));
+      else if (j < size) dx[base + j] = fromFloat<T>(0.0f);
+    }
+  }
+}
+
+// The same for rows of any length: one block per row, two passes over dy and y.
+template <typename T, bool Log>
+__global__ void softmaxBackwardRowsKernel(const T* __restrict__ dy, const T* __restrict__ y, T* __restrict__ dx,
+                                          int64_t outer, int64_t size, int64_t causalRows) {
+  __shared__ float scratch[32];
+  for (int64_t row = blockIdx.x; row < outer; row += gridDim.x) {
+    const int64_t base = row * size;
+    const int64_t kept = causalRows > 0 ? row % causalRows + size - causalRows + 1 : size;
+    float local = 0.0f;
+    for (int64_t j = threadIdx.x; j < kept; j += blockDim.x) {
+      const float g = toFloat<T>(dy[base + j]);
+      local += Log ? g : g * toFloat<T>(y[base + j]);
+    }
+    const float total = blockSum(local, scratch);
+    for (int64_t j = threadIdx.x; j < kept; j += blockDim.x) {
+      const float g = toFloat<T>(dy[base + j]);
+      const float o = toFloat<T>(y[base + j]);
+      dx[base + j] = fromFloat<T>(Log ? g - expf(o) * total : o * (g - total));
+    }
+    for (int64_t j = kept + threadIdx.x; j < size; j += blockDim.x) dx[base + j] = fromFloat<T>(0.0f);
+  }
+}
+
+// Calls fn(std::integral_constant<int, PerLane>) with the smallest PerLane (1 to 32, powers of two) whose warp
+// covers `size`; false when the row is longer than 1024.
+template <typename Fn>
+bool withPerLane(int64_t size, Fn&& fn) {
+  if (size <= 32) fn(std::integral_constant<int, 1>{});
+  else if (size <= 64) fn(std::integral_constant<int, 2>{});
+  else if (size <= 128) fn(std::integral_constant<int, 4>{});
+  else if (size <= 256) fn(std::integral_constant<int, 8>{});
+  else if (size <= 512) fn(std::integral_constant<int, 16>{});
+  else if (size <= 1024) fn(std::integral_constant<int, 32>{});
+  else return false;
+  return true;
+}
+
+// Blocks of kThreads / 32 rows, a few waves at most.
+unsigned warpRowGrid(int64_t outer) {
+  const int64_t rowsPerBlock = kThreads / 32;
+  const int64_t blocks = (outer + rowsPerBlock - 1) / rowsPerBlock;
+  return static_cast<unsigned>(blocks < 65535 * 8 ? blocks : 65535 * 8);
+}
+
 unsigned rowGrid(int64_t outer) { return static_cast<unsigned>(outer < 65535 * 8 ? outer : 65535 * 8); }
 
 }  // namespace
@@ -310,10 +422,39 @@ void launchSoftmax(bool log, DType dtype, const void* x, void* y, int64_t rows, 
   BS_DISPATCH_FLOAT(dtype, T, {
     const T* in = static_cast<const T*>(x);
     T* out = static_cast<T*>(y);
-    if (log) softmaxRowsKernel<T, true><<<rowGrid(rows), kThreads, 0, stream>>>(in, out, rows, size, causalRows);
-    else softmaxRowsKernel<T, false><<<rowGrid(rows), kThreads, 0, stream>>>(in, out, rows, size, causalRows);
+    const bool short_ = withPerLane(size, [&](auto perLane) {
+      constexpr int P = decltype(perLane)::value;
+      const int n = static_cast<int>(size);
+      if (log) softmaxWarpKernel<T, true, P><<<warpRowGrid(rows), kThreads, 0, stream>>>(in, out, rows, n, causalRows);
+      else softmaxWarpKernel<T, false, P><<<warpRowGrid(rows), kThreads, 0, stream>>>(in, out, rows, n, causalRows);
+    });
+    if (!short_) {
+      if (log) softmaxRowsKernel<T, true><<<rowGrid(rows), kThreads, 0, stream>>>(in, out, rows, size, causalRows);
+      else softmaxRowsKernel<T, false><<<rowGrid(rows), kThreads, 0, stream>>>(in, out, rows, size, causalRows);
+    }
   });
   BS_LAUNCH_CHECK("softmaxKernel");
+}
+
+void launchSoftmaxBackward(bool log, DType dtype, const void* dy, const void* y, void* dx, int64_t rows, int64_t size,
+                           int64_t causalRows, cudaStream_t stream) {
+  if (rows * size == 0) return;
+  BS_DISPATCH_FLOAT(dtype, T, {
+    const T* g = static_cast<const T*>(dy);
+    const T* o = static_cast<const T*>(y);
+    T* out = static_cast<T*>(dx);
+    const bool short_ = withPerLane(size, [&](auto perLane) {
+      constexpr int P = decltype(perLane)::value;
+      const int n = static_cast<int>(size);
+      if (log) softmaxBackwardWarpKernel<T, true, P><<<warpRowGrid(rows), kThreads, 0, stream>>>(g, o, out, rows, n, causalRows);
+      else softmaxBackwardWarpKernel<T, false, P><<<warpRowGrid(rows), kThreads, 0, stream>>>(g, o, out, rows, n, causalRows);
+    });
+    if (!short_) {
+      if (log) softmaxBackwardRowsKernel<T, true><<<rowGrid(rows), kThreads, 0, stream>>>(g, o, out, rows, size, causalRows);
+      else softmaxBackwardRowsKernel<T, false><<<rowGrid(rows), kThreads, 0, stream>>>(g, o, out, rows, size, causalRows);
+    }
+  });
+  BS_LAUNCH_CHECK("softmaxBackwardKernel");
 }
 
 }  // namespace bs

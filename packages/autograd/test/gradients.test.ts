@@ -44,6 +44,7 @@ import {
   tensor,
   transpose,
   where,
+  zeros,
 } from "@blocksparse/core";
 import { describe, it } from "vitest";
 import { distinctTensor, expectGradients, poisonAllocations, randomTensor, uniformTensor } from "./helpers";
@@ -158,6 +159,12 @@ describe("softmax, logSoftmax, layerNorm, crossEntropy", () => {
   it("causal softmax: the masked entries get no gradient, the kept ones softmax's", () => {
     expectGradients((t) => softmax(t, -1, { causal: true }), [randomTensor([4, 4], 61)]);
     expectGradients((t) => softmax(t, -1, { causal: true }), [randomTensor([2, 3, 5], 62)]);
+  });
+
+  it("causal logSoftmax: the masked outputs (-Infinity) are constants, the kept ones logSoftmax's", () => {
+    // The loss reads the kept outputs only (a -Infinity output cannot enter a finite loss).
+    const kept = tensor([1, 1, 0, 0, 1, 1, 1, 0, 1, 1, 1, 1], [3, 4], "int32");
+    expectGradients((t) => where(kept, logSoftmax(t, -1, { causal: true }), zeros([3, 4])), [randomTensor([2, 3, 4], 63)]);
   });
 
   it("layerNorm with respect to x, gamma and beta, and without them", () => {

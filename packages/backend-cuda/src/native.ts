@@ -239,6 +239,8 @@ export interface NativeAddon {
   reduce(op: ReduceOpCode, dtype: Dt, x: Buf, y: Buf, outer: number, size: number, inner: number): void;
   /** causalRows: 0, or m for causal masking over each trailing [m, size] matrix. */
   softmax(log: boolean, dtype: Dt, x: Buf, y: Buf, rows: number, size: number, causalRows: number): void;
+  /** dx from a softmax's (log false) or log-softmax's output y and its gradient dy; causalRows as softmax's. */
+  softmaxBackward(log: boolean, dtype: Dt, dy: Buf, y: Buf, dx: Buf, rows: number, size: number, causalRows: number): void;
   layerNorm(
     dtype: Dt,
     x: Buf,
@@ -394,6 +396,7 @@ const NATIVE_FUNCTION_SET = {
   copyStrided: true,
   reduce: true,
   softmax: true,
+  softmaxBackward: true,
   layerNorm: true,
   layerNormBackward: true,
   crossEntropy: true,

@@ -57,6 +57,7 @@ export function warmUp(backend: CudaBackend): number {
     run("BiasActivationBackward", { dy: x, x, bias: row }, { activation: "gelu" });
     run("LayerNorm", { x, gamma: row, beta: row }, { epsilon: 1e-5 });
     run("Softmax", { x }, { causal: false });
+    run("SoftmaxBackward", { dy: x, y: x }, { log: false, causal: false });
     for (const to of ["bfloat16", "float16", "float32"] as const) if (to !== dtype) run("Cast", { x }, { dtype: to });
   }
   const p = input([4096], "float32");

@@ -154,6 +154,12 @@ export const Softmax = "Softmax";
 /** {x} -> log-softmax along the LAST axis (max-subtracted, log-sum-exp). float dtypes. attrs.causal as Softmax. */
 export const LogSoftmax = "LogSoftmax";
 /**
+ * {dy, y} -> dx from the output y of Softmax (attrs.log false: dx = y * (dy - sum(dy * y))) or LogSoftmax (log
+ * true: dx = dy - exp(y) * sum(dy)) along the LAST axis, sums in float32, in one pass over each row. attrs.causal
+ * as the forward's: the masked entries get dx = 0, and neither their dy nor their y is read. float dtypes.
+ */
+export const SoftmaxBackward = "SoftmaxBackward";
+/**
  * {x [..., D], gamma? [D], beta? [D]} -> [y, mean, rstd]: y = (x - mean) * rstd * gamma + beta
  * over the last axis, rstd = 1 / sqrt(var + epsilon) (biased variance). mean and rstd have
  * shape x.shape[:-1] and dtype float32. gamma/beta, when given, have x's dtype.
@@ -256,6 +262,7 @@ export type ReduceAttrs = Reduce;
 export type ArgmaxAttrs = { axis: number; keepDims: boolean };
 export type LayerNormAttrs = { epsilon: number };
 export type SoftmaxAttrs = { causal: boolean };
+export type SoftmaxBackwardAttrs = { log: boolean; causal: boolean };
 export type MatmulAttrs = { transposeA: boolean; transposeB: boolean };
 /** The BsrPattern object itself: never a copy of its arrays. */
 export type PatternAttrs = { pattern: BsrPattern };
@@ -327,6 +334,7 @@ export interface KernelSpecs {
 
   Softmax: Spec<Unary, SoftmaxAttrs, One>;
   LogSoftmax: Spec<Unary, SoftmaxAttrs, One>;
+  SoftmaxBackward: Spec<{ dy: TensorInfo; y: TensorInfo }, SoftmaxBackwardAttrs, One>;
   LayerNorm: Spec<{ x: TensorInfo; gamma?: TensorInfo; beta?: TensorInfo }, LayerNormAttrs, Three>;
   LayerNormBackward: Spec<
     { dy: TensorInfo; x: TensorInfo; mean: TensorInfo; rstd: TensorInfo; gamma?: TensorInfo },
@@ -476,6 +484,7 @@ export const KERNEL_CATALOGUE = {
 
   Softmax: nn(1, "rule"),
   LogSoftmax: nn(1, "rule"),
+  SoftmaxBackward: nn(1, "backward-only"),
   LayerNorm: nn(3, "rule"),
   LayerNormBackward: nn(3, "backward-only"),
   CrossEntropy: nn(1, "rule"),

@@ -6,14 +6,13 @@ import {
   cast,
   crossEntropyBackward,
   div,
-  exp,
   expandDims,
   layerNormBackward,
   mul,
   neg,
   pow,
+  softmaxBackward,
   sub,
-  sum,
 } from "@blocksparse/core";
 import { registerGradient } from "../registry";
 
@@ -38,11 +37,11 @@ export function registerNnGradients(): void {
   // Kernels work on the last axis; other axes arrive as Transpose nodes around them.
   registerGradient("Softmax", {
     outputsToSave: [0],
-    gradFunc: ([dy], { savedOutputs: [y] }) => ({ x: () => mul(y!, sub(dy, sum(mul(dy, y!), -1, true))) }),
+    gradFunc: ([dy], { savedOutputs: [y], attrs }) => ({ x: () => softmaxBackward(dy, y!, { causal: attrs.causal }) }),
   });
   registerGradient("LogSoftmax", {
     outputsToSave: [0],
-    gradFunc: ([dy], { savedOutputs: [y] }) => ({ x: () => sub(dy, mul(exp(y!), sum(dy, -1, true))) }),
+    gradFunc: ([dy], { savedOutputs: [y], attrs }) => ({ x: () => softmaxBackward(dy, y!, { log: true, causal: attrs.causal }) }),
   });
   // One LayerNormBackward kernel from the saved statistics gives all three gradients.
   registerGradient("LayerNorm", {

@@ -18,7 +18,7 @@ import {
   multiTensorAdamUpdateKernel,
 } from "./nn";
 import { blockNormsKernel, bsrLinearActivationKernel, bsrLinearKernel, bsrMatmulKernel, matmulKernel, sampledMatmulKernel } from "./products";
-import { argmaxKernel, logSoftmaxKernel, reduceKernel, softmaxKernel } from "./reduce";
+import { argmaxKernel, logSoftmaxKernel, reduceKernel, softmaxBackwardKernel, softmaxKernel } from "./reduce";
 import {
   broadcastToKernel,
   castKernel,
@@ -85,6 +85,7 @@ export const cudaKernels = {
   Argmax: guarded(argmaxKernel),
 
   Softmax: guarded(softmaxKernel),
+  SoftmaxBackward: guarded(softmaxBackwardKernel),
   LogSoftmax: guarded(logSoftmaxKernel),
   LayerNorm: guarded(layerNormKernel),
   LayerNormBackward: guarded(layerNormBackwardKernel),

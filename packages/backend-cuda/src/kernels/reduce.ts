@@ -91,3 +91,12 @@ function softmaxLike(log: boolean) {
 
 export const softmaxKernel = softmaxLike(false);
 export const logSoftmaxKernel = softmaxLike(true);
+
+export function softmaxBackwardKernel({ inputs: { dy, y }, attrs: { log, causal }, backend }: KernelArgs<"SoftmaxBackward", CudaBackend>): TensorInfo {
+  const out = backend.output(y.shape, y.dtype);
+  const size = y.shape[y.shape.length - 1];
+  const rows = size === 0 ? 0 : sizeOf(y.shape) / size;
+  const causalRows = causal && rows > 0 ? y.shape[y.shape.length - 2] : 0;
+  backend.addon.softmaxBackward(log, backend.code(y.dtype), backend.handle(dy), backend.handle(y), backend.handle(out), rows, size, causalRows);
+  return out;
+}

@@ -9,6 +9,7 @@ import {
   LogSoftmax,
   MultiTensorAdamUpdate,
   Softmax,
+  SoftmaxBackward,
 } from "../kernel_names";
 import { type DType, isDType, isFloatDType } from "../dtypes";
 import { formatShape } from "../shape";
@@ -68,6 +69,33 @@ export function softmax(x: Tensor, axis = -1, options: SoftmaxOptions = {}): Ten
 /** log(softmax(x)) along `axis`, computed as x - max - log(sum(exp(x - max))); `options.causal` as softmax's. */
 export function logSoftmax(x: Tensor, axis = -1, options: SoftmaxOptions = {}): Tensor {
   return alongAxis(LogSoftmax, "logSoftmax", x, axis, options);
+}
+
+/**
+ * The gradient of softmax (or, with `options.log`, of logSoftmax) along the last axis from its output y and the
+ * output's gradient dy, in one kernel: y * (dy - sum(dy * y)) (log: dy - exp(y) * sum(dy)), sums in float32.
+ * `options.causal` as the forward's: the masked entries get 0. What autograd runs for softmax's gradient.
+ */
+export function softmaxBackward(dy: Tensor, y: Tensor, options: { log?: boolean; causal?: boolean } = {}): Tensor {
+  const op = "softmaxBackward";
+  assertTensor(op, "dy", dy);
+  assertTensor(op, "y", y);
+  assertFloat(op, "y", y);
+  assertMinRank(op, "y", y, 1);
+  assertSameBackend(op, [["dy", dy], ["y", y]]);
+  assertSameDType(op, ["dy", "y"], dy, y);
+  assertShape(op, "dy", dy, y.shape);
+  const log = options.log ?? false;
+  const causal = options.causal ?? false;
+  if (typeof log !== "boolean") throw new ValueError(`${op}: log must be a boolean, got ${String(log)}`);
+  if (typeof causal !== "boolean") throw new ValueError(`${op}: causal must be a boolean, got ${String(causal)}`);
+  if (causal) {
+    assertMinRank(op, "y", y, 2);
+    if (y.shape[y.rank - 2] > y.shape[y.rank - 1]) {
+      throw new ShapeError(`${op}: causal masking needs no more rows than columns in y's last two axes, got y ${formatShape(y.shape)}`);
+    }
+  }
+  return engine.runKernel(SoftmaxBackward, { dy, y }, { log, causal });
 }
 
 export interface LayerNormResult {

@@ -80,6 +80,15 @@ const BROADCAST_PAIRS: [number[], number[]][] = [
   [[2, 1, 4], [3, 1]],
   [[0, 3], [1, 3]],
   [[1], [5]],
+  // Shapes that take a device backend's packed paths (a row, a scalar or one value per row against a contiguous
+  // operand, with tails) and its strided path over dims it cannot merge.
+  [[5, 16], [5, 1]],
+  [[3, 1], [3, 24]],
+  [[2, 3, 8], [2, 3, 1]],
+  [[37], []],
+  [[], [2, 40]],
+  [[2, 3, 16], [16]],
+  [[4, 2, 8], [4, 1, 8]],
 ];
 
 export function declareElementwiseTests(suite: Conformance): void {

@@ -38,6 +38,7 @@ import {
   transpose,
   where,
   softmax,
+  softmaxBackward,
   logSoftmax,
   zeros,
 } from "@blocksparse/core";
@@ -67,6 +68,7 @@ export function declareErrorTests(suite: Conformance): void {
       { name: "Softmax: causal with more rows than columns", run: () => softmax(zeros([3, 2]), -1, { causal: true }), type: ShapeError, message: "softmax: causal masking needs no more rows than columns in x's last two axes, got x [3, 2]" },
       { name: "Softmax: causal along an inner axis", run: () => softmax(zeros([3, 3]), 0, { causal: true }), type: ValueError, message: "softmax: causal masking works along the last axis" },
       { name: "LogSoftmax: causal on rank 1", run: () => logSoftmax(zeros([3]), -1, { causal: true }), type: ShapeError, message: "logSoftmax: x" },
+      { name: "SoftmaxBackward: dy shape", run: () => softmaxBackward(zeros([2, 4]), zeros([2, 3])), type: ShapeError, message: "softmaxBackward: dy has shape [2, 4], expected [2, 3]" },
       { name: "LayerNorm: gamma size", run: () => layerNorm(zeros([2, 4]), ones([3])), type: ShapeError, message: "layerNorm: gamma has shape [3], expected [4]" },
       { name: "CrossEntropy: targets shape", run: () => crossEntropy(zeros([4, 3]), zeros([3], "int32")), type: ShapeError, message: "crossEntropy: targets has shape [3], expected [4]" },
       { name: "CrossEntropy: targets dtype", run: () => crossEntropy(zeros([4, 3]), zeros([4])), type: DTypeError, message: "crossEntropy: targets has dtype float32, expected int32" },

@@ -12,6 +12,7 @@ import {
   logSoftmax,
   mul,
   softmax,
+  softmaxBackward,
   tensor,
   zeros,
 } from "@blocksparse/core";
@@ -58,6 +59,40 @@ export function declareNnTests(suite: Conformance): void {
           inCase(`causal LogSoftmax ${dtype} x ${formatShape(shape)}`, () =>
             expectValues(logSoftmax(input, -1, { causal: true }), R.softmax(ref, true), dtype, "scaled"),
           );
+        }
+      });
+
+      check(`SoftmaxBackward ${dtype}, plain and log, plain and causal`, () => {
+        // The causal cases hold NaN and +Infinity in the masked entries of dy and y: the kernel must not read them.
+        for (const [shape, causal] of [[[4, 7], false], [[2, 3, 33], false], [[2, 70, 300], false], [[0, 5], false], [[5, 5], true], [[2, 3, 4, 7], true], [[2, 70, 300], true], [[1, 9], true]] as [number[], boolean][]) {
+          const m = shape[shape.length - 2];
+          const n = shape[shape.length - 1];
+          const masked = (i: number) => causal && (i % n) > (Math.floor(i / n) % m) + n - m;
+          for (const log of [false, true]) {
+            const y = makeInput(rng(), shape, dtype, log ? "normal" : "uniform");
+            const dy = makeInput(rng(), shape, dtype);
+            const poison = (v: number, i: number) => (masked(i) ? [Number.NaN, Number.POSITIVE_INFINITY][i % 2] : v);
+            const rowsOf = n === 0 ? 0 : y.ref.data.length / n;
+            const want = R.ref(shape);
+            for (let r = 0; r < rowsOf; r++) {
+              let total = 0;
+              for (let j = 0; j < n; j++) if (!masked(r * n + j)) total += log ? dy.ref.data[r * n + j] : dy.ref.data[r * n + j] * y.ref.data[r * n + j];
+              for (let j = 0; j < n; j++) {
+                const i = r * n + j;
+                want.data[i] = masked(i) ? 0 : log ? dy.ref.data[i] - Math.exp(y.ref.data[i]) * total : y.ref.data[i] * (dy.ref.data[i] - total);
+              }
+            }
+            const label = `SoftmaxBackward ${dtype} ${formatShape(shape)}${log ? " log" : ""}${causal ? " causal" : ""}`;
+            inCase(label, () =>
+              expectValues(
+                softmaxBackward(tensor(dy.ref.data.map(poison), shape, dtype), tensor(y.ref.data.map(poison), shape, dtype), { log, causal }),
+                want,
+                dtype,
+                "scaled",
+                2,
+              ),
+            );
+          }
         }
       });
 

@@ -68,6 +68,13 @@ export function declareShapeTests(suite: Conformance): void {
         for (const perm of [[2, 0, 1], [1, 0, 2], [0, 2, 1], [2, 1, 0]]) {
           inCase(`Transpose ${dtype} [2, 3, 4] perm [${perm}]`, () => expectExact(transpose(x.t, perm), R.transpose(x.ref, perm), dtype));
         }
+        // Permutations that keep the last dim (attention's head split and merge), which a device backend may
+        // copy several elements at a time, and one whose last dim allows only pairs.
+        const heads = makeInput(rng(), [2, 3, 2, 16], dtype, kind);
+        inCase(`Transpose ${dtype} [2, 3, 2, 16] perm [2, 0, 1, 3]`, () => expectExact(transpose(heads.t, [2, 0, 1, 3]), R.transpose(heads.ref, [2, 0, 1, 3]), dtype));
+        inCase(`Transpose ${dtype} [2, 3, 2, 16] perm [0, 2, 1, 3]`, () => expectExact(transpose(heads.t, [0, 2, 1, 3]), R.transpose(heads.ref, [0, 2, 1, 3]), dtype));
+        const pairs = makeInput(rng(), [3, 5, 6], dtype, kind);
+        inCase(`Transpose ${dtype} [3, 5, 6] perm [1, 0, 2]`, () => expectExact(transpose(pairs.t, [1, 0, 2]), R.transpose(pairs.ref, [1, 0, 2]), dtype));
         const m = makeInput(rng(), [5, 1], dtype, kind);
         inCase(`Transpose ${dtype} [5, 1]`, () => expectExact(transpose(m.t), R.transpose(m.ref, [1, 0]), dtype));
         const empty = makeInput(rng(), [0, 3], dtype, kind);
@@ -81,6 +88,11 @@ export function declareShapeTests(suite: Conformance): void {
           [[0, 0, 4], [2, 3, 0], [0, 0, 4], [2, 3, 0]],
           [[0, -1, 1], undefined, [0, 2, 1], [2, 1, 3]],
         ];
+        // Rows of 16 from an aligned and from an unaligned start (a device backend copies words only when aligned).
+        const wide = makeInput(rng(), [4, 24], dtype, kind);
+        for (const [begin, size] of [[[1, 8], [3, 16]], [[0, 3], [4, 16]]]) {
+          inCase(`Slice ${dtype} [4, 24] begin [${begin}] size [${size}]`, () => expectExact(slice(wide.t, begin, size), R.slice(wide.ref, begin, size), dtype));
+        }
         for (const [begin, size, refBegin, refSize] of cases) {
           inCase(`Slice ${dtype} [2, 3, 4] begin [${begin}] size [${size ?? "to the end"}]`, () =>
             expectExact(slice(x.t, begin, size), R.slice(x.ref, refBegin, refSize), dtype),

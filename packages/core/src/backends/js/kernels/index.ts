@@ -16,6 +16,7 @@ import {
   layerNormBackwardKernel,
   layerNormKernel,
   logSoftmaxKernel,
+  softmaxBackwardKernel,
   multiTensorAdamUpdateKernel,
   softmaxKernel,
 } from "./nn";
@@ -82,6 +83,7 @@ export const jsKernels = {
   Argmax: argmaxKernel,
 
   Softmax: softmaxKernel,
+  SoftmaxBackward: softmaxBackwardKernel,
   LogSoftmax: logSoftmaxKernel,
   LayerNorm: layerNormKernel,
   LayerNormBackward: layerNormBackwardKernel,

@@ -35,6 +35,24 @@ function softmaxLike(log: boolean) {
   };
 }
 
+export function softmaxBackwardKernel({ inputs: { dy, y }, attrs: { log, causal }, backend }: KernelArgs<"SoftmaxBackward", JsBackend>): TensorInfo {
+  const n = y.shape[y.shape.length - 1];
+  const rows = n === 0 ? 0 : sizeOf(y.shape) / n;
+  const m = causal ? y.shape[y.shape.length - 2] : 0;
+  const g = backend.floats(dy);
+  const out = backend.floats(y);
+  const dx = backend.floatOutput(y.shape, y.dtype);
+  for (let r = 0; r < rows; r++) {
+    const base = r * n;
+    const kept = m > 0 ? (r % m) + n - m + 1 : n;
+    let sum = 0;
+    for (let j = 0; j < kept; j++) sum += log ? g[base + j] : g[base + j] * out[base + j];
+    for (let j = 0; j < kept; j++) dx.data[base + j] = log ? g[base + j] - Math.exp(out[base + j]) * sum : out[base + j] * (g[base + j] - sum);
+    dx.data.fill(0, base + kept, base + n);
+  }
+  return dx.commit();
+}
+
 export const softmaxKernel = softmaxLike(false);
 export const logSoftmaxKernel = softmaxLike(true);
 
