@@ -38,7 +38,8 @@ export function splitHeads(x: Tensor, heads: number): Tensor {
 export function attention(q: Tensor, k: Tensor, v: Tensor, scale: number, mask: Tensor | null, dropout: Module, causal = false): Tensor {
   return tidy(() => {
     const [batch, heads, length, headDim] = q.shape;
-    const scores = mul(matmul(q, k, { transposeB: true }), scale);
+    // Scaling the queries ([T, hd] per head) costs a pass over far less than scaling the scores ([T, T]).
+    const scores = matmul(scale === 1 ? q : mul(q, scale), k, { transposeB: true });
     const weights = dropout.forward(softmax(mask === null ? scores : add(scores, mask), -1, { causal }));
     return reshape(permute(matmul(weights, v), [0, 2, 1, 3]), [batch, length, heads * headDim]);
   });

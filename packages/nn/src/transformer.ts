@@ -1,4 +1,4 @@
-import { add, expandDims, matmul, mul, permute, reshape, ShapeError, slice, softmax, squeeze, type Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
+import { add, expandDims, matmul, mul, permute, reshape, ShapeError, slice, softmax, squeeze, type Tensor, tidy, ValueError } from "@blocksparse/core";
 import { childSeeds } from "./init";
 import { Dropout, forwardLinearActivation, GELU, LayerNorm } from "./layers";
 import { checkFeatures, checkTensorInput, Linear } from "./linear";
@@ -57,8 +57,9 @@ export class CausalSelfAttention extends Module {
       const qkv = permute(reshape(this.qkv.forward(input), [batch, length, 3, heads, headDim]), [2, 0, 3, 1, 4]);
       const part = (i: number) => reshape(slice(qkv, [i], [1]), [batch, heads, length, headDim]);
       const [q, k, v] = [part(0), part(1), part(2)];
-      // The causal mask is applied inside the softmax: no [T, T] mask is made, uploaded or added.
-      const scores = mul(matmul(q, k, { transposeB: true }), 1 / Math.sqrt(headDim));
+      // The scale multiplies the queries ([T, hd] per head) rather than the scores ([T, T]), and the causal mask
+      // is applied inside the softmax: no [T, T] mask is made, uploaded or added, and no [T, T] pass is spent.
+      const scores = matmul(mul(q, 1 / Math.sqrt(headDim)), k, { transposeB: true });
       const weights = this.attnDropout.forward(softmax(scores, -1, { causal: true }));
       const merged = reshape(permute(matmul(weights, v), [0, 2, 1, 3]), [batch, length, this.dModel]);
       const out = this.residDropout.forward(this.proj.forward(merged));
