@@ -20,7 +20,8 @@
 # 4 x 256 model was best after ~9, GPT-2 small's shape before ~16), so every model is capped at
 # EPOCHS passes over the training tokens (default 8); (a) runs once per seed in SEEDS (default
 # "0 1 2") and src/summary.ts judges RigL on the mean losses. RIGL (default empty) passes RigL's schedule
-# to (a), e.g. RIGL="--rigl-fraction 0.1 --rigl-every 50 --rigl-end 0.5".
+# to (a), e.g. RIGL="--rigl-fraction 0.1 --rigl-every 50 --rigl-end 0.5". SPARSE_LR (default same) is the
+# block-sparse weights' learning rate in both parts: same, or inverse-density (lr / density).
 # Files: the summary and the two parts' pages in $OUT, every run's page, JSON and log in
 # $OUT/quality-runs.tar.gz.
 set -uo pipefail
@@ -94,7 +95,7 @@ for i in "${!seeds[@]}"; do
   # Each seed gets an equal share of what (a) has left.
   left=$((sparse_budget - (SECONDS - sparse_start)))
   read -r -a rigl_args <<<"${RIGL:-}"
-  part "sparse-seed${seeds[$i]}" $((left / (${#seeds[@]} - i))) "${sparse_args[@]}" "${rigl_args[@]}" --mode sparse --density 0.25,0.1 --seed "${seeds[$i]}" || sparse_rc=1
+  part "sparse-seed${seeds[$i]}" $((left / (${#seeds[@]} - i))) "${sparse_args[@]}" "${rigl_args[@]}" --sparse-lr "${SPARSE_LR:-same}" --mode sparse --density 0.25,0.1 --seed "${seeds[$i]}" || sparse_rc=1
 done
 summary="$OUT/quality-sparse-summary.md"
 jsons=()
@@ -111,7 +112,7 @@ else
 fi
 # (b) gets what (a) left, so that the total holds whatever (a) took.
 [ "$quick" = 1 ] || distil_budget=${DISTIL_BUDGET:-$((DEADLINE - SECONDS - 15))}
-part distil "$distil_budget" "${distil_args[@]}" --mode distil --distil-density 0.5 --patch ffn
+part distil "$distil_budget" "${distil_args[@]}" --sparse-lr "${SPARSE_LR:-same}" --mode distil --distil-density 0.5 --patch ffn
 distil_rc=$?
 echo
 for seed in "${seeds[@]}"; do

@@ -1,7 +1,7 @@
 import { backward, noGrad } from "@blocksparse/autograd";
 import { type FloatDType, type Tensor, tensor, tidy } from "@blocksparse/core";
 import { GPT2_ATTENTION_LAYERS, GPT2_FFN_LAYERS, GPT2LMHeadModel } from "@blocksparse/models";
-import { AdamW, crossEntropy, distillationLoss, type Module, SparseOptimizer } from "@blocksparse/nn";
+import { AdamW, BlockSparseLinear, crossEntropy, distillationLoss, type Module, type Parameter, SparseOptimizer } from "@blocksparse/nn";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
 import { type TokenCorpus, WindowSampler } from "./data";
 
@@ -41,8 +41,18 @@ export interface ExperimentOptions {
   budgetSeconds?: number;
   /** RigL's schedule (default DEFAULT_RIGL; see riglOptimizer). */
   rigl?: RiglSchedule;
+  /** The block-sparse layers' learning rate: the same as the others', or it divided by their density (see SparseLr). */
+  sparseLr: SparseLr;
   seed: number;
 }
+
+/**
+ * "same": one AdamW for every parameter. "inverse-density": each block-sparse weight learns at lr / density.
+ * Adam moves every weight by about lr per step, so a layer's output moves with the fan-in each output sees; a
+ * layer at density d sees d of it, and with the same lr its function changes d times as fast (the fan-in rule
+ * that makes Adam's learning rate carry across widths, applied to the fan-in sparsity removes).
+ */
+export type SparseLr = "same" | "inverse-density";
 
 /**
  * How RigL moves the patterns: `fraction` of each layer's blocks at the first update, cosine-decayed to 0 at
@@ -122,6 +132,8 @@ export interface TrainRun {
   seed: number;
   /** Moves the patterns (RigL) after each step. */
   sparse?: SparseOptimizer;
+  /** The block-sparse weights' learning rate (default "same"). */
+  sparseLr?: SparseLr;
   /** Distils from this model's logits instead of the labels alone. */
   teacher?: GPT2LMHeadModel;
   /** performance.now() after which no step starts (the run then ends early, stopped). */
@@ -143,8 +155,14 @@ export interface TrainResult {
 
 /** Trains with AdamW (linear warm-up over 5% of the steps, cosine decay to a tenth); every run with the same seed sees the same batches. */
 export function train(model: GPT2LMHeadModel, corpus: TokenCorpus, run: TrainRun): TrainResult {
-  const optimizer = new AdamW(model.parameters(), { lr: run.learningRate, weightDecay: 0.01 });
-  run.sparse?.attachOptimizer(optimizer);
+  const groups = parameterGroups(model, run.sparseLr ?? "same");
+  const optimizers = groups.map((group) => new AdamW(group.parameters, { lr: run.learningRate * group.lrScale, weightDecay: 0.01 }));
+  if (run.sparse !== undefined) {
+    // The pattern moves reset the moments of the blocks they move in the optimizer that holds them.
+    const holding = groups.filter((group) => group.sparse);
+    if (holding.length > 1) throw new Error("train: RigL with block-sparse layers of several densities needs one optimizer for them (use --sparse-lr same)");
+    run.sparse.attachOptimizer(optimizers[holding.length === 1 ? groups.indexOf(holding[0]) : 0]);
+  }
   const sampler = new WindowSampler(corpus.train, run.batchSize, run.context, run.seed);
   const warmup = Math.max(1, Math.round(0.05 * run.steps));
   const shape = [run.batchSize, run.context];
@@ -163,11 +181,13 @@ export function train(model: GPT2LMHeadModel, corpus: TokenCorpus, run: TrainRun
   try {
     for (; step < run.steps && !(run.deadline !== undefined && performance.now() > run.deadline); step++) {
       const progress = step < warmup ? (step + 1) / warmup : 0.1 + 0.45 * (1 + Math.cos((Math.PI * (step - warmup)) / Math.max(1, run.steps - warmup)));
-      optimizer.lr = run.learningRate * Math.min(1, progress);
+      groups.forEach((group, i) => {
+        optimizers[i].lr = run.learningRate * group.lrScale * Math.min(1, progress);
+      });
       const { inputs, targets } = sampler.next();
       const [x, y] = [tensor(inputs, shape), tensor(targets, shape)];
       const readLoss = (step + 1) % lossEvery === 0 || step + 1 === run.steps;
-      optimizer.zeroGrad();
+      for (const optimizer of optimizers) optimizer.zeroGrad();
       const loss = tidy(() => {
         const logits = model.forward(x);
         const teacher = run.teacher;
@@ -175,7 +195,7 @@ export function train(model: GPT2LMHeadModel, corpus: TokenCorpus, run: TrainRun
         backward(value);
         return readLoss ? value.item() : Number.NaN;
       });
-      optimizer.step();
+      for (const optimizer of optimizers) optimizer.step();
       run.sparse?.step(() => crossEntropy(model.forward(x), y));
       disposeAll([x, y]);
       if (readLoss) run.onStep?.(run.name, step + 1, run.steps, loss);
@@ -184,10 +204,37 @@ export function train(model: GPT2LMHeadModel, corpus: TokenCorpus, run: TrainRun
     // A run stopped early, or one of no steps (a patched model as it is), ends with a validation loss too.
     if (curve.at(-1)?.step !== step && (step > 0 || run.steps === 0)) evaluate(step);
   } finally {
-    optimizer.zeroGrad();
-    optimizer.dispose();
+    for (const optimizer of optimizers) {
+      optimizer.zeroGrad();
+      optimizer.dispose();
+    }
   }
   return { completedSteps: step, curve, trainingMs: performance.now() - started - evaluationMs };
+}
+
+/** The parameters of one AdamW: its learning rate is the run's times lrScale. */
+export interface ParameterGroup {
+  parameters: Parameter[];
+  lrScale: number;
+  /** Whether it holds block-sparse weights. */
+  sparse: boolean;
+}
+
+/** One group for every parameter ("same"), or the block-sparse weights grouped by density at lr / density and the rest at lr. */
+export function parameterGroups(model: Module, sparseLr: SparseLr): ParameterGroup[] {
+  const all = [...new Set(model.parameters())];
+  const layers = model.modules().filter((m): m is BlockSparseLinear => m instanceof BlockSparseLinear);
+  if (sparseLr === "same" || layers.length === 0) return [{ parameters: all, lrScale: 1, sparse: layers.length > 0 }];
+  const byScale = new Map<number, Parameter[]>();
+  for (const layer of layers) {
+    const scale = 1 / layer.weight.pattern!.density;
+    byScale.set(scale, [...(byScale.get(scale) ?? []), layer.weight]);
+  }
+  const sparseWeights = new Set(layers.map((layer) => layer.weight));
+  return [
+    { parameters: all.filter((p) => !sparseWeights.has(p)), lrScale: 1, sparse: false },
+    ...[...byScale].map(([lrScale, parameters]) => ({ parameters, lrScale, sparse: true })),
+  ];
 }
 
 function disposeAll(tensors: Tensor[]): void {
@@ -292,6 +339,7 @@ export function runExperiments(setup: ExperimentContext, options: ExperimentOpti
       model = trained;
       const result = train(trained, corpus, {
         learningRate: options.learningRate,
+        sparseLr: options.sparseLr,
         context,
         batchSize,
         seed: options.seed,

@@ -22,6 +22,7 @@ const DEFAULTS: Omit<ExperimentOptions, "dtype"> = {
   evalBatches: 4,
   curvePoints: 4,
   rigl: DEFAULT_RIGL,
+  sparseLr: "same",
   seed: 0,
 };
 
@@ -46,6 +47,9 @@ layers, static or RigL; and a trained dense model patched and recovered by fine-
   --patch WHAT         layers patched for the recovery: ffn or ffn+attn (default ${DEFAULTS.patch})
   --mode MODE          sparse, distil or all (default ${DEFAULTS.mode})
   --lr X               AdamW peak learning rate (default ${DEFAULTS.learningRate})
+  --sparse-lr RULE     the block-sparse weights' learning rate: same (as the others') or
+                       inverse-density (lr / density: the same change of each output per step as
+                       a dense layer's under Adam) (default ${DEFAULTS.sparseLr})
   --context N, --batch-size N   override the size's
   --eval-batches N     validation windows per loss (default ${DEFAULTS.evalBatches})
   --curve-points N     validation losses along each run, the last at its end (default ${DEFAULTS.curvePoints})
@@ -70,7 +74,7 @@ interface Parsed {
 function parse(argv: string[]): Parsed | null {
   const flags = [
     "size", "steps", "max-epochs", "budget", "density", "distil-density", "recovery-steps", "patch", "mode", "lr", "context", "batch-size",
-    "eval-batches", "curve-points", "dtype", "out", "tokenizer", "max-chars", "backend", "seed", "rigl-fraction", "rigl-every", "rigl-end",
+    "eval-batches", "curve-points", "dtype", "out", "tokenizer", "max-chars", "backend", "seed", "rigl-fraction", "rigl-every", "rigl-end", "sparse-lr",
   ];
   const flagTypes: Record<string, { type: "string" | "boolean" }> = Object.fromEntries(flags.map((name) => [name, { type: "string" }]));
   flagTypes.help = { type: "boolean" };
@@ -101,6 +105,8 @@ function parse(argv: string[]): Parsed | null {
   if (patch !== undefined && patch !== "ffn" && patch !== "ffn+attn") throw new RangeError(`--patch: expected ffn or ffn+attn, got '${patch}'`);
   const densities = text("density")?.split(",").map(Number);
   if (densities?.some((d) => !(d > 0 && d <= 1))) throw new RangeError(`--density: expected numbers in (0, 1], got '${text("density")}'`);
+  const sparseLr = text("sparse-lr");
+  if (sparseLr !== undefined && sparseLr !== "same" && sparseLr !== "inverse-density") throw new RangeError(`--sparse-lr: expected same or inverse-density, got '${sparseLr}'`);
   const dtype = text("dtype");
   if (dtype !== undefined && dtype !== "float32" && dtype !== "bfloat16") throw new RangeError(`--dtype: expected float32 or bfloat16, got '${dtype}'`);
   const budget = number("budget", false);
@@ -119,6 +125,7 @@ function parse(argv: string[]): Parsed | null {
       Object.entries({
         mode: mode as ExperimentOptions["mode"] | undefined,
         patch,
+        sparseLr,
         densities,
         steps,
         budgetSeconds: budget,
@@ -186,7 +193,7 @@ async function main(): Promise<void> {
   const setupLines = [
     `GPT-2 '${options.size}': ${n_layer} layers, width ${n_embd}, ${n_head} heads, context ${setup.context}, batch ${setup.batchSize}, vocabulary ${corpus.vocabSize} (byte-level BPE)`,
     `Moby Dick: ${corpus.train.length} training and ${corpus.validation.length} validation tokens; validation loss = mean cross-entropy (nats per token) over ${options.evalBatches} fixed validation windows of ${setup.batchSize} x ${setup.context}`,
-    `backend '${backend}', ${options.dtype}${options.dtype === "float32" ? "" : " mixed precision (float32 master weights and moments)"}; AdamW lr ${options.learningRate}, 5% warm-up, cosine to a tenth; seed ${options.seed}`,
+    `backend '${backend}', ${options.dtype}${options.dtype === "float32" ? "" : " mixed precision (float32 master weights and moments)"}; AdamW lr ${options.learningRate}${options.sparseLr === "same" ? "" : " (block-sparse weights: lr / density)"}, 5% warm-up, cosine to a tenth; seed ${options.seed}`,
     `${steps} steps per model trained from scratch${steps === epochCap ? ` (capped at ${parsed.maxEpochs} passes over the training tokens)` : options.steps === "auto" ? ` (the most that fit the ${budget} s budget, from the measured step times)` : ""}; 32x32 blocks`,
     `RigL: ${rigl.fraction} of each layer's blocks moved at the first update, every ${rigl.every ?? Math.max(1, Math.round(steps / 40))} steps, cosine-decayed to 0 at ${rigl.end} of the steps; grown where the gradient is largest, at zero`,
   ];

@@ -3,7 +3,20 @@ import { GPT2_FFN_LAYERS, GPT2LMHeadModel } from "@blocksparse/models";
 import { BlockSparseLinear, SparseOptimizer } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
 import { BUNDLED_TOKENIZER, loadCorpus, WindowSampler } from "../src/data";
-import { curveSteps, DEFAULT_RIGL, type ExperimentOptions, experimentContext, gpt2Config, type ResultRow, riglOptimizer, runExperiments, sparsify, train, validationLoss } from "../src/experiment";
+import {
+  curveSteps,
+  DEFAULT_RIGL,
+  type ExperimentOptions,
+  experimentContext,
+  gpt2Config,
+  parameterGroups,
+  type ResultRow,
+  riglOptimizer,
+  runExperiments,
+  sparsify,
+  train,
+  validationLoss,
+} from "../src/experiment";
 import { estimateSeconds, maxStepsForEpochs, plannedRuns, planSteps, type StepTimes } from "../src/plan";
 import { formatMarkdown, formatTable, overfitted, riglClosedShare, riglClosedShareAtBest, seedSummary, targetLines } from "../src/report";
 
@@ -33,6 +46,7 @@ const tinyOptions: ExperimentOptions = {
   evalBatches: 1,
   curvePoints: 2,
   dtype: "float32",
+  sparseLr: "same",
   seed: 0,
 };
 
@@ -56,6 +70,39 @@ describe("training GPT-2 on it", () => {
     expect(layers.map((layer) => layer.nnzBlocks)).toEqual(patterns.map((p) => p.nnzBlocks));
     expect(Number.isFinite(sparse.forward(tensor(corpus.validation.slice(0, 16), [1, 16])).dataSync()[0])).toBe(true);
   }, 120_000);
+
+  it("--sparse-lr inverse-density: the block-sparse weights learn at lr / density, everything else at lr", () => {
+    const config = gpt2Config("tiny", corpus.vocabSize, 16);
+    const model = new GPT2LMHeadModel(config, { seed: 2 });
+    expect(parameterGroups(model, "inverse-density")).toEqual([{ parameters: [...new Set(model.parameters())], lrScale: 1, sparse: false }]);
+    sparsify(model, 0.25, [GPT2_FFN_LAYERS]);
+    const layers = model.modules().filter((m): m is BlockSparseLinear => m instanceof BlockSparseLinear);
+    const same = parameterGroups(model, "same");
+    expect(same).toHaveLength(1);
+    expect(same[0].lrScale).toBe(1);
+    const groups = parameterGroups(model, "inverse-density");
+    const all = new Set(model.parameters());
+    expect(groups.flatMap((g) => g.parameters).sort()).toEqual([...all].sort());
+    expect(new Set(groups.flatMap((g) => g.parameters)).size).toBe(all.size);
+    for (const layer of layers) {
+      const group = groups.find((g) => g.parameters.includes(layer.weight))!;
+      expect(group.sparse).toBe(true);
+      expect(group.lrScale).toBeCloseTo(1 / layer.pattern.density, 12);
+      expect(group.lrScale).toBeGreaterThan(1);
+      // The layer's bias has no fan-in to make up for: it stays at lr.
+      expect(groups.find((g) => g.parameters.includes(layer.bias!))!.lrScale).toBe(1);
+    }
+    // Adam's first step moves each weight with a gradient by about its learning rate: the largest move of a
+    // sparse weight is 1/density times the largest move of the (dense) embedding.
+    const before = layers[0].weight.value.dataSync().slice();
+    const embedding = [...all].find((p) => p.value.rank === 2 && p.value.shape[0] === corpus.vocabSize)!;
+    const embeddingBefore = embedding.value.dataSync().slice();
+    train(model, corpus, { ...run, learningRate: 1e-3, name: "scaled", steps: 1, sparseLr: "inverse-density" });
+    const largest = (a: ArrayLike<number>, b: ArrayLike<number>) => Array.from(a).reduce((t, v, i) => Math.max(t, Math.abs(v - b[i])), 0);
+    const ratio = largest(layers[0].weight.value.dataSync(), before) / largest(embedding.value.dataSync(), embeddingBefore);
+    expect(ratio).toBeGreaterThan(0.9 / layers[0].pattern.density);
+    expect(ratio).toBeLessThan(1.1 / layers[0].pattern.density);
+  }, 60_000);
 
   it("runs every experiment and prints one row per model, with a validation curve and its times", () => {
     const options = { ...tinyOptions, densities: [0.25], patch: "ffn+attn" as const };
