@@ -1,7 +1,7 @@
 import { backward, noGrad } from "@blocksparse/autograd";
 import { type FloatDType, type Tensor, tensor, tidy } from "@blocksparse/core";
 import { GPT2_ATTENTION_LAYERS, GPT2_FFN_LAYERS, GPT2LMHeadModel } from "@blocksparse/models";
-import { AdamW, BlockSparseLinear, crossEntropy, distillationLoss, type Module, type Parameter, SparseOptimizer } from "@blocksparse/nn";
+import { AdamW, crossEntropy, distillationLoss, inverseDensity, type Module, SparseOptimizer } from "@blocksparse/nn";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
 import { type TokenCorpus, WindowSampler } from "./data";
 
@@ -46,12 +46,7 @@ export interface ExperimentOptions {
   seed: number;
 }
 
-/**
- * "same": one AdamW for every parameter. "inverse-density": each block-sparse weight learns at lr / density.
- * Adam moves every weight by about lr per step, so a layer's output moves with the fan-in each output sees; a
- * layer at density d sees d of it, and with the same lr its function changes d times as fast (the fan-in rule
- * that makes Adam's learning rate carry across widths, applied to the fan-in sparsity removes).
- */
+/** "same": every parameter at lr. "inverse-density": each block-sparse weight at lr / density (nn's `inverseDensity`). */
 export type SparseLr = "same" | "inverse-density";
 
 /**
@@ -155,14 +150,9 @@ export interface TrainResult {
 
 /** Trains with AdamW (linear warm-up over 5% of the steps, cosine decay to a tenth); every run with the same seed sees the same batches. */
 export function train(model: GPT2LMHeadModel, corpus: TokenCorpus, run: TrainRun): TrainResult {
-  const groups = parameterGroups(model, run.sparseLr ?? "same");
-  const optimizers = groups.map((group) => new AdamW(group.parameters, { lr: run.learningRate * group.lrScale, weightDecay: 0.01 }));
-  if (run.sparse !== undefined) {
-    // The pattern moves reset the moments of the blocks they move in the optimizer that holds them.
-    const holding = groups.filter((group) => group.sparse);
-    if (holding.length > 1) throw new Error("train: RigL with block-sparse layers of several densities needs one optimizer for them (use --sparse-lr same)");
-    run.sparse.attachOptimizer(optimizers[holding.length === 1 ? groups.indexOf(holding[0]) : 0]);
-  }
+  const lrScale = (run.sparseLr ?? "same") === "inverse-density" ? inverseDensity : undefined;
+  const optimizer = new AdamW(model.parameters(), { lr: run.learningRate, weightDecay: 0.01, lrScale });
+  run.sparse?.attachOptimizer(optimizer);
   const sampler = new WindowSampler(corpus.train, run.batchSize, run.context, run.seed);
   const warmup = Math.max(1, Math.round(0.05 * run.steps));
   const shape = [run.batchSize, run.context];
@@ -181,13 +171,11 @@ export function train(model: GPT2LMHeadModel, corpus: TokenCorpus, run: TrainRun
   try {
     for (; step < run.steps && !(run.deadline !== undefined && performance.now() > run.deadline); step++) {
       const progress = step < warmup ? (step + 1) / warmup : 0.1 + 0.45 * (1 + Math.cos((Math.PI * (step - warmup)) / Math.max(1, run.steps - warmup)));
-      groups.forEach((group, i) => {
-        optimizers[i].lr = run.learningRate * group.lrScale * Math.min(1, progress);
-      });
+      optimizer.lr = run.learningRate * Math.min(1, progress);
       const { inputs, targets } = sampler.next();
       const [x, y] = [tensor(inputs, shape), tensor(targets, shape)];
       const readLoss = (step + 1) % lossEvery === 0 || step + 1 === run.steps;
-      for (const optimizer of optimizers) optimizer.zeroGrad();
+      optimizer.zeroGrad();
       const loss = tidy(() => {
         const logits = model.forward(x);
         const teacher = run.teacher;
@@ -195,7 +183,7 @@ export function train(model: GPT2LMHeadModel, corpus: TokenCorpus, run: TrainRun
         backward(value);
         return readLoss ? value.item() : Number.NaN;
       });
-      for (const optimizer of optimizers) optimizer.step();
+      optimizer.step();
       run.sparse?.step(() => crossEntropy(model.forward(x), y));
       disposeAll([x, y]);
       if (readLoss) run.onStep?.(run.name, step + 1, run.steps, loss);
@@ -204,37 +192,10 @@ export function train(model: GPT2LMHeadModel, corpus: TokenCorpus, run: TrainRun
     // A run stopped early, or one of no steps (a patched model as it is), ends with a validation loss too.
     if (curve.at(-1)?.step !== step && (step > 0 || run.steps === 0)) evaluate(step);
   } finally {
-    for (const optimizer of optimizers) {
-      optimizer.zeroGrad();
-      optimizer.dispose();
-    }
+    optimizer.zeroGrad();
+    optimizer.dispose();
   }
   return { completedSteps: step, curve, trainingMs: performance.now() - started - evaluationMs };
-}
-
-/** The parameters of one AdamW: its learning rate is the run's times lrScale. */
-export interface ParameterGroup {
-  parameters: Parameter[];
-  lrScale: number;
-  /** Whether it holds block-sparse weights. */
-  sparse: boolean;
-}
-
-/** One group for every parameter ("same"), or the block-sparse weights grouped by density at lr / density and the rest at lr. */
-export function parameterGroups(model: Module, sparseLr: SparseLr): ParameterGroup[] {
-  const all = [...new Set(model.parameters())];
-  const layers = model.modules().filter((m): m is BlockSparseLinear => m instanceof BlockSparseLinear);
-  if (sparseLr === "same" || layers.length === 0) return [{ parameters: all, lrScale: 1, sparse: layers.length > 0 }];
-  const byScale = new Map<number, Parameter[]>();
-  for (const layer of layers) {
-    const scale = 1 / layer.weight.pattern!.density;
-    byScale.set(scale, [...(byScale.get(scale) ?? []), layer.weight]);
-  }
-  const sparseWeights = new Set(layers.map((layer) => layer.weight));
-  return [
-    { parameters: all.filter((p) => !sparseWeights.has(p)), lrScale: 1, sparse: false },
-    ...[...byScale].map(([lrScale, parameters]) => ({ parameters, lrScale, sparse: true })),
-  ];
 }
 
 function disposeAll(tensors: Tensor[]): void {

@@ -1,5 +1,5 @@
 import { adamUpdate, addKernelObserver, type BsrPattern, cast, keep, randn, type Tensor, tensor, tidy, ValueError, zeros } from "@blocksparse/core";
-import { Adam, AdamW, BlockSparseLinear, clipGradNorm, Linear, Parameter, pruneAndRegrow, SGD, SparseOptimizer } from "@blocksparse/nn";
+import { Adam, AdamW, BlockSparseLinear, clipGradNorm, inverseDensity, Linear, Parameter, pruneAndRegrow, SGD, SparseOptimizer } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
 import { host, maxAbsDiff } from "./helpers";
 
@@ -235,5 +235,68 @@ describe("Adam's multi-tensor step", () => {
     optimizer.dispose();
     for (const r of reference) for (const t of [r.master, r.m, r.v]) t.dispose();
     for (const p of params) p.dispose();
+  });
+});
+
+describe("lrScale: a learning rate per parameter", () => {
+  // Each parameter trained by one optimizer with lrScale must end exactly where separate optimizers at
+  // lr * scale leave it (PyTorch's parameter groups), for AdamW (one launch per learning rate) and SGD.
+  const model = () => {
+    const sparse = new BlockSparseLinear(16, 8, { density: 0.25, blockShape: [4, 4], seed: 3 });
+    const dense = new Linear(16, 8, { seed: 4 });
+    return { sparse, dense, params: [sparse.weight, sparse.bias!, dense.weight, dense.bias!] };
+  };
+  const makers = {
+    AdamW: (params: Parameter[], lr: number, lrScale?: (p: Parameter) => number) => new AdamW(params, { lr, weightDecay: 0.1, lrScale }),
+    SGD: (params: Parameter[], lr: number, lrScale?: (p: Parameter) => number) => new SGD(params, { lr, momentum: 0.9, lrScale }),
+  };
+  for (const [name, make] of Object.entries(makers)) {
+    it(`${name} with inverseDensity equals a separate optimizer at lr / density for the block-sparse weight`, () => {
+      const a = model();
+      const b = model();
+      expect(inverseDensity(a.sparse.weight)).toBeCloseTo(1 / a.sparse.pattern.density, 12);
+      expect(inverseDensity(a.sparse.weight)).toBe(4);
+      expect(inverseDensity(a.dense.weight)).toBe(1);
+      const scaled = make(a.params, 1e-2, inverseDensity);
+      const others = make(b.params.filter((p) => p !== b.sparse.weight), 1e-2);
+      const sparseOnly = make([b.sparse.weight], 4e-2);
+      const calls: string[] = [];
+      const stop = addKernelObserver((record) => calls.push(record.kernelName));
+      for (let step = 0; step < 3; step++) {
+        for (const [i, p] of a.params.entries()) {
+          p.grad = randn(p.shape, { seed: 10 * step + i });
+          b.params[i].grad = randn(p.shape, { seed: 10 * step + i });
+        }
+        calls.length = 0;
+        scaled.step();
+        if (name === "AdamW") expect(calls.filter((k) => k === "MultiTensorAdamUpdate")).toHaveLength(2);
+        others.step();
+        sparseOnly.step();
+      }
+      stop();
+      for (const [i, p] of a.params.entries()) expect(maxAbsDiff(host(p.value), host(b.params[i].value))).toBe(0);
+      // The block-sparse weight really moved further than with lr alone.
+      const plain = model();
+      const unscaled = make(plain.params, 1e-2);
+      for (let step = 0; step < 3; step++) {
+        for (const [i, p] of plain.params.entries()) p.grad = randn(p.shape, { seed: 10 * step + i });
+        unscaled.step();
+      }
+      const start = model().sparse.weight.value;
+      expect(maxAbsDiff(host(a.sparse.weight.value), host(start))).toBeGreaterThan(2 * maxAbsDiff(host(plain.sparse.weight.value), host(start)));
+      for (const o of [scaled, others, sparseOnly, unscaled]) o.dispose();
+    });
+  }
+
+  it("rejects an lrScale that is not a function, or that gives a negative or non-finite scale, naming the parameter", () => {
+    const { params } = model();
+    expect(() => new AdamW(params, { lrScale: 2 as unknown as (p: Parameter) => number })).toThrow(ValueError);
+    expect(() => new AdamW(params, { lrScale: 2 as unknown as (p: Parameter) => number })).toThrow("AdamW: lrScale must be a function");
+    const optimizer = new AdamW(params, { lrScale: (p) => (p === params[2] ? Number.NaN : 1) });
+    for (const p of params) p.grad = zeros(p.shape);
+    expect(() => optimizer.step()).toThrow("AdamW: lrScale gave NaN for params[2] (shape [8,16])");
+    // Nothing was updated or counted.
+    for (const p of params) expect(optimizer.stepsOf(p)).toBe(0);
+    optimizer.dispose();
   });
 });
