@@ -34,6 +34,7 @@ import {
   sigmoid,
   slice,
   softmax,
+  split,
   sqrt,
   square,
   squeeze,
@@ -144,6 +145,19 @@ describe("reductions", () => {
       expectGradients((t) => fn(t, 1), [distinctTensor([2, 3, 4], 43)]);
       expectGradients((t) => fn(t, [0, 2], true), [distinctTensor([2, 3, 4], 44)]);
     }
+  });
+});
+
+describe("split", () => {
+  it("every part used, and a part no gradient reaches (zeros in the joined gradient)", () => {
+    expectGradients((t) => {
+      const [a, b, c] = split(t, [1, 2, 1], 1);
+      return add(mul(a, c), sum(b, 1, true));
+    }, [randomTensor([2, 4, 3], 64)]);
+    expectGradients((t) => {
+      const [a, , c] = split(t, 3, -1);
+      return mul(a, c);
+    }, [randomTensor([2, 6], 65)]);
   });
 });
 

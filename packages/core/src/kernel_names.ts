@@ -40,6 +40,12 @@ export const Slice = "Slice";
 /** {tensors: [...]} -> concatenation along attrs.axis (all same dtype, same other dims). */
 export const Concat = "Concat";
 /**
+ * {x} -> [parts]: x cut along attrs.axis into consecutive parts of attrs.sizes (summing to x.shape[axis]),
+ * each a new contiguous tensor. The inverse of Concat; its gradient is one Concat of the parts' gradients
+ * (where Slices would each pad theirs to x's size).
+ */
+export const Split = "Split";
+/**
  * {x, indices: int32} -> out[..pre, ...idx, ..post] = x[..pre, indices[...idx], ..post]
  * along attrs.axis. out.shape = x.shape[:axis] + indices.shape + x.shape[axis+1:].
  * An index outside [0, x.shape[axis]) throws IndexError on backends that can check on
@@ -254,6 +260,7 @@ export type CastAttrs = { dtype: DType };
 export type ShapeAttrs = { shape: number[] };
 export type TransposeAttrs = { perm: number[] };
 export type SliceAttrs = { begin: number[]; size: number[] };
+export type SplitAttrs = { axis: number; sizes: number[] };
 export type AxisAttrs = { axis: number };
 export type ScatterAddAttrs = { axis: number; shape: number[] };
 export type OneHotAttrs = { depth: number; dtype: DType };
@@ -291,6 +298,7 @@ export interface KernelSpecs {
   BroadcastTo: Spec<Unary, ShapeAttrs, One>;
   Transpose: Spec<Unary, TransposeAttrs, One>;
   Slice: Spec<Unary, SliceAttrs, One>;
+  Split: Spec<Unary, SplitAttrs, TensorInfo[]>;
   Concat: Spec<{ tensors: TensorInfo[] }, AxisAttrs, One>;
   Gather: Spec<{ x: TensorInfo; indices: TensorInfo }, AxisAttrs, One>;
   ScatterAdd: Spec<{ indices: TensorInfo; updates: TensorInfo }, ScatterAddAttrs, One>;
@@ -442,6 +450,7 @@ export const KERNEL_CATALOGUE = {
   Transpose: shape("rule"),
   Slice: shape("rule"),
   Concat: shape("rule"),
+  Split: { family: "shape", outputs: "list", gradient: "rule", dtypes: ANY, implementedBy: "backend" },
   Gather: shape("rule"),
   ScatterAdd: shape("rule"),
   OneHot: shape("none"),

@@ -1,4 +1,4 @@
-import { add, slice, type Tensor, tidy } from "@blocksparse/core";
+import { add, split, type Tensor, tidy } from "@blocksparse/core";
 import { Dropout, Embedding, forwardLinearActivation, LayerNorm, Linear, Module, ModuleList } from "@blocksparse/nn";
 import type { CheckpointRules } from "./checkpoint";
 import { type Gpt2Config, parseGpt2Config } from "./config";
@@ -42,10 +42,9 @@ export class GPT2Attention extends Module {
 
   forward(x: Tensor): Tensor {
     return tidy(() => {
-      const width = x.shape[2];
       const qkv = this.c_attn.forward(x);
-      const part = (i: number) => splitHeads(slice(qkv, [0, 0, i * width], [-1, -1, width]), this.nHead);
-      const merged = attention(part(0), part(1), part(2), this.scale, null, this.attn_dropout, true);
+      const [q, k, v] = split(qkv, 3, 2).map((part) => splitHeads(part, this.nHead));
+      const merged = attention(q, k, v, this.scale, null, this.attn_dropout, true);
       return this.resid_dropout.forward(this.c_proj.forward(merged));
     });
   }

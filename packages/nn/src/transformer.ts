@@ -1,4 +1,4 @@
-import { add, expandDims, matmul, mul, permute, reshape, ShapeError, slice, softmax, squeeze, type Tensor, tidy, ValueError } from "@blocksparse/core";
+import { add, expandDims, matmul, mul, permute, reshape, ShapeError, softmax, split, squeeze, type Tensor, tidy, ValueError } from "@blocksparse/core";
 import { childSeeds } from "./init";
 import { Dropout, forwardLinearActivation, GELU, LayerNorm } from "./layers";
 import { checkFeatures, checkTensorInput, Linear } from "./linear";
@@ -55,8 +55,8 @@ export class CausalSelfAttention extends Module {
       const headDim = this.dModel / heads;
       // [B, T, 3, H, hd] -> [3, B, H, T, hd]: queries, keys and values per head.
       const qkv = permute(reshape(this.qkv.forward(input), [batch, length, 3, heads, headDim]), [2, 0, 3, 1, 4]);
-      const part = (i: number) => reshape(slice(qkv, [i], [1]), [batch, heads, length, headDim]);
-      const [q, k, v] = [part(0), part(1), part(2)];
+      // One split (its gradient is one concat), not three slices (whose gradients would each be padded to qkv's size).
+      const [q, k, v] = split(qkv, 3, 0).map((part) => reshape(part, [batch, heads, length, headDim]));
       // The scale multiplies the queries ([T, hd] per head) rather than the scores ([T, T]), and the causal mask
       // is applied inside the softmax: no [T, T] mask is made, uploaded or added, and no [T, T] pass is spent.
       const scores = matmul(mul(q, 1 / Math.sqrt(headDim)), k, { transposeB: true });

@@ -46,6 +46,8 @@ export function registerShapeGradients(): void {
     }),
   });
   registerGradient("Slice", { gradFunc: ([dy], { attrs, inputs }) => ({ x: () => padInto(dy, attrs.begin, inputs.x.shape) }) });
+  // The parts' gradients (zeros for a part no gradient reached) joined once, where Slices would pad each.
+  registerGradient("Split", { gradFunc: (dys, { attrs }) => ({ x: () => concat([...dys] as Tensor[], attrs.axis) }) });
   registerGradient("Concat", {
     gradFunc: ([dy], { attrs, inputs }) => ({
       tensors: () => {

@@ -28,6 +28,7 @@ import {
   oneHotKernel,
   scatterAddKernel,
   sliceKernel,
+  splitKernel,
   transposeKernel,
 } from "./shape";
 
@@ -43,6 +44,7 @@ export const cudaKernels = {
   BroadcastTo: guarded(broadcastToKernel),
   Transpose: guarded(transposeKernel),
   Slice: guarded(sliceKernel),
+  Split: guarded(splitKernel),
   Concat: guarded(concatKernel),
   Gather: guarded(gatherKernel),
   ScatterAdd: guarded(scatterAddKernel),

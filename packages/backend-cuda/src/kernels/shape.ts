@@ -90,6 +90,16 @@ export function sliceKernel({ inputs: { x }, attrs: { begin, size }, backend }: 
   return out;
 }
 
+export function splitKernel({ inputs: { x }, attrs: { axis, sizes }, backend }: KernelArgs<"Split", CudaBackend>): TensorInfo[] {
+  // One strided copy per part, as Slice makes it.
+  let at = 0;
+  return sizes.map((size) => {
+    const begin = x.shape.map((_, i) => (i === axis ? at : 0));
+    at += size;
+    return sliceKernel({ inputs: { x }, attrs: { begin, size: x.shape.map((d, i) => (i === axis ? size : d)) }, backend } as KernelArgs<"Slice", CudaBackend>);
+  });
+}
+
 export function concatKernel({ inputs: { tensors }, attrs: { axis }, backend }: KernelArgs<"Concat", CudaBackend>): TensorInfo {
   const shape = [...tensors[0].shape];
   shape[axis] = tensors.reduce((sum, t) => sum + t.shape[axis], 0);

@@ -1,7 +1,7 @@
 import { type DType, isDType } from "../dtypes";
 import { engine } from "../engine";
 import { DTypeError, IndexError, ShapeError, ValueError } from "../errors";
-import { BroadcastTo, Cast, Concat, Gather, OneHot, Reshape, ScatterAdd, Slice, Transpose } from "../kernel_names";
+import { BroadcastTo, Cast, Concat, Gather, OneHot, Reshape, ScatterAdd, Slice, Split, Transpose } from "../kernel_names";
 import { broadcastShapes, formatShape, shapesEqual, sizeOf } from "../shape";
 import type { Tensor } from "../tensor";
 import { assertDType, assertPositiveInt, assertSameBackend, assertShapeArg, assertTensor, axisArg } from "./validate";
@@ -98,6 +98,34 @@ export function slice(x: Tensor, begin: readonly number[], size?: readonly numbe
   }
   if (shapesEqual(sizes, x.shape)) return x.clone();
   return engine.runKernel(Slice, { x }, { begin: starts, size: sizes });
+}
+
+/**
+ * Cuts x along `axis` into consecutive parts: `sizes` gives each part's length (they sum to x.shape[axis]), or a
+ * number of equal parts that divides it. Each part is a new tensor. Its gradient is one concatenation of the
+ * parts' gradients, where slicing the parts one by one would pad each gradient to x's size and add them.
+ */
+export function split(x: Tensor, sizes: number | readonly number[], axis = 0): Tensor[] {
+  assertTensor("split", "x", x);
+  const ax = axisArg("split", axis, x.rank);
+  const dim = x.shape[ax];
+  let parts: number[];
+  if (typeof sizes === "number") {
+    if (!Number.isInteger(sizes) || sizes < 1 || dim % sizes !== 0) {
+      throw new ValueError(`split: ${sizes} equal parts do not divide dim ${ax} of x ${formatShape(x.shape)} (size ${dim})`);
+    }
+    parts = new Array<number>(sizes).fill(dim / sizes);
+  } else {
+    if (!Array.isArray(sizes) || sizes.length === 0) throw new ValueError("split: sizes must be a number of parts or a non-empty array of sizes");
+    sizes.forEach((size, i) => {
+      if (!Number.isInteger(size) || size < 0) throw new ValueError(`split: sizes[${i}] = ${size} is not a non-negative integer`);
+    });
+    const total = sizes.reduce((sum, size) => sum + size, 0);
+    if (total !== dim) throw new ShapeError(`split: sizes [${sizes.join(", ")}] sum to ${total}, but dim ${ax} of x ${formatShape(x.shape)} is ${dim}`);
+    parts = [...sizes];
+  }
+  if (parts.length === 1) return [x.clone()];
+  return engine.runKernel(Split, { x }, { axis: ax, sizes: parts });
 }
 
 /** Joins tensors along an existing axis. */

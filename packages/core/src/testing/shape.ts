@@ -17,6 +17,7 @@ import {
   reshape,
   scatterAdd,
   slice,
+  split,
   stack,
   tensor,
   transpose,
@@ -97,6 +98,32 @@ export function declareShapeTests(suite: Conformance): void {
           inCase(`Slice ${dtype} [2, 3, 4] begin [${begin}] size [${size ?? "to the end"}]`, () =>
             expectExact(slice(x.t, begin, size), R.slice(x.ref, refBegin, refSize), dtype),
           );
+        }
+      });
+      check(`Split ${dtype}`, () => {
+        const x = makeInput(rng(), [3, 4, 6], dtype, kind);
+        const cases: [number | number[], number][] = [
+          [3, 0],
+          [[1, 0, 3], 1],
+          [2, -1],
+          [[5, 1], 2],
+        ];
+        for (const [sizes, axis] of cases) {
+          const ax = axis < 0 ? axis + 3 : axis;
+          const lengths = typeof sizes === "number" ? new Array<number>(sizes).fill(x.t.shape[ax] / sizes) : sizes;
+          inCase(`Split ${dtype} [3, 4, 6] into ${JSON.stringify(sizes)} along ${axis}`, () => {
+            const parts = split(x.t, sizes, axis);
+            expect(parts).toHaveLength(lengths.length);
+            let at = 0;
+            parts.forEach((part, i) => {
+              const begin = [0, 0, 0];
+              const size = [...x.t.shape];
+              begin[ax] = at;
+              size[ax] = lengths[i];
+              at += lengths[i];
+              expectExact(part, R.slice(x.ref, begin, size), dtype);
+            });
+          });
         }
       });
       check(`Concat ${dtype} (and stack)`, () => {

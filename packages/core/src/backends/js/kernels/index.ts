@@ -31,6 +31,7 @@ import {
   oneHotKernel,
   scatterAddKernel,
   sliceKernel,
+  splitKernel,
   transposeKernel,
 } from "./shape";
 
@@ -41,6 +42,7 @@ export const jsKernels = {
   BroadcastTo: broadcastToKernel,
   Transpose: transposeKernel,
   Slice: sliceKernel,
+  Split: splitKernel,
   Concat: concatKernel,
   Gather: gatherKernel,
   ScatterAdd: scatterAddKernel,

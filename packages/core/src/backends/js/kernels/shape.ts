@@ -55,6 +55,15 @@ export function sliceKernel({ inputs: { x }, attrs: { begin, size }, backend }: 
   return info;
 }
 
+export function splitKernel({ inputs: { x }, attrs: { axis, sizes }, backend }: KernelArgs<"Split", JsBackend>): TensorInfo[] {
+  let at = 0;
+  return sizes.map((size) => {
+    const begin = x.shape.map((_, i) => (i === axis ? at : 0));
+    at += size;
+    return sliceKernel({ inputs: { x }, attrs: { begin, size: x.shape.map((d, i) => (i === axis ? size : d)) }, backend } as KernelArgs<"Slice", JsBackend>);
+  });
+}
+
 export function concatKernel({ inputs: { tensors }, attrs: { axis }, backend }: KernelArgs<"Concat", JsBackend>): TensorInfo {
   const first = tensors[0];
   const total = tensors.reduce((sum, t) => sum + t.shape[axis], 0);
