@@ -1,5 +1,5 @@
 import { backward } from "@blocksparse/autograd";
-import { add, arange, type Tensor, tensor, tidy } from "@blocksparse/core";
+import { add, addKernelObserver, arange, matmul, mul, permute, randn, reshape, slice, softmax, type Tensor, tensor, tidy } from "@blocksparse/core";
 import { AdamW, BlockSparseLinear, crossEntropy, Embedding, LayerNorm, Linear, Module, TransformerBlock } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
 
@@ -59,4 +59,41 @@ describe("a tiny causal language model", () => {
     }
     // Training two small models takes a few seconds; room for a loaded machine.
   }, 30_000);
+});
+
+describe("CausalSelfAttention", () => {
+  it("equals attention written out with an explicit -Infinity mask, scores scaled after the product", () => {
+    const block = new TransformerBlock({ dModel: 16, nHeads: 4, seed: 7 });
+    const attn = block.attn;
+    const x = randn([2, 5, 16], { seed: 8 });
+    const got = attn.forward(x);
+    const want = tidy(() => {
+      const [batch, length] = [2, 5];
+      const qkv = permute(reshape(attn.qkv.forward(x), [batch, length, 3, 4, 4]), [2, 0, 3, 1, 4]);
+      const part = (i: number) => reshape(slice(qkv, [i], [1]), [batch, 4, length, 4]);
+      const mask = tensor(Float32Array.from({ length: 25 }, (_, i) => (i % 5 > Math.floor(i / 5) ? Number.NEGATIVE_INFINITY : 0)), [5, 5]);
+      const scores = add(mul(matmul(part(0), part(1), { transposeB: true }), 0.5), mask);
+      const merged = reshape(permute(matmul(softmax(scores, -1), part(2)), [0, 2, 1, 3]), [batch, length, 16]);
+      return attn.proj.forward(merged);
+    });
+    const a = got.dataSync();
+    const b = want.dataSync();
+    for (let i = 0; i < a.length; i++) expect(Math.abs(a[i] - b[i])).toBeLessThan(1e-5);
+  });
+
+  it("takes q, k and v with one Split, whose gradient is one Concat (no Slice padded to the qkv tensor)", () => {
+    const block = new TransformerBlock({ dModel: 16, nHeads: 4, seed: 9 });
+    const x = randn([2, 5, 16], { seed: 10 });
+    x.requiresGrad = true;
+    const kernels: string[] = [];
+    const stop = addKernelObserver((record) => kernels.push(record.kernelName));
+    const out = block.attn.forward(x);
+    backward(out, randn([2, 5, 16], { seed: 11 }));
+    stop();
+    const count = (name: string) => kernels.filter((k) => k === name).length;
+    expect(count("Split")).toBe(1);
+    expect(count("Slice")).toBe(0);
+    expect(count("Concat")).toBe(1);
+    expect(count("SoftmaxBackward")).toBe(1);
+  });
 });
