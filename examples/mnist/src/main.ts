@@ -22,6 +22,8 @@ const USAGE = `Train an MLP on MNIST dense and block-sparse, and compare them.
   --hidden N          hidden width, a multiple of 32 (default ${DEFAULT_OPTIONS.hidden})
   --seed N            (default ${DEFAULT_OPTIONS.seed})
   --lr X              Adam learning rate (default ${DEFAULT_OPTIONS.learningRate})
+  --sparse-lr RULE    the block-sparse weights' learning rate: same (as the others', default) or
+                      inverse-density (lr / density: a dense layer's step per output under Adam)
   --train-size N      training digits (default ${DEFAULT_OPTIONS.trainSize})
   --test-size N       test digits (default ${DEFAULT_OPTIONS.testSize}; train + test <= 10000)
   --patch-from WHAT   init: prune the dense model's fresh initialisation and train every epoch
@@ -54,6 +56,7 @@ function parseOptions(argv: string[]): ParsedOptions | null {
       regrow: { type: "string" },
       "regrow-every": { type: "string" },
       "regrow-fraction": { type: "string" },
+      "sparse-lr": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
     strict: true,
@@ -82,6 +85,9 @@ function parseOptions(argv: string[]): ParsedOptions | null {
   if (values.regrow !== undefined) options.regrow = values.regrow as RegrowMode;
   options.regrowEvery = integer("regrow-every", values["regrow-every"]);
   if (values["regrow-fraction"] !== undefined) options.regrowFraction = Number(values["regrow-fraction"]);
+  const sparseLr = values["sparse-lr"];
+  if (sparseLr !== undefined && sparseLr !== "same" && sparseLr !== "inverse-density") throw new RangeError(`--sparse-lr: expected same or inverse-density, got '${sparseLr}'`);
+  if (sparseLr !== undefined) options.sparseLr = sparseLr;
   const parsed: ParsedOptions = { ...options, backendModules: values["backend-module"] };
   return Object.fromEntries(Object.entries(parsed).filter(([, value]) => value !== undefined));
 }
@@ -103,7 +109,7 @@ async function main(): Promise<void> {
   const backend = getBackendInstance().name;
   console.log(
     `MNIST MLP ${PIXELS}-${options.hidden}-${options.hidden}-10 on '${backend}' in ${computeDtype(options.dtype ?? "auto")}: ${options.trainSize} training and ` +
-      `${options.testSize} test digits, ${options.epochs} epochs, batch ${options.batchSize}, Adam lr ${options.learningRate}.`,
+      `${options.testSize} test digits, ${options.epochs} epochs, batch ${options.batchSize}, Adam lr ${options.learningRate}${options.sparseLr === "inverse-density" ? " (block-sparse weights: lr / density)" : ""}.`,
   );
   console.log(
     `Block-sparse models: fc1 in ${FIRST_LAYER_BLOCK.join("x")} blocks (32 units x one image row), fc2 in ` +

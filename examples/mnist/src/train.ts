@@ -1,7 +1,7 @@
 import { backward, noGrad } from "@blocksparse/autograd";
 import { type FloatDType, type Tensor, argmax, cast, getBackend, setBackend, tensor, tidy } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
-import { Adam, type Module, SparseOptimizer, crossEntropy, disposeStateDict, parameterCount, weightBytes } from "@blocksparse/nn";
+import { Adam, type Module, SparseOptimizer, crossEntropy, inverseDensity, disposeStateDict, parameterCount, weightBytes } from "@blocksparse/nn";
 import type { PatchReport } from "@blocksparse/patcher";
 import { type MnistData, type MnistSplit, PIXELS, loadMnist, shuffleInPlace } from "./data";
 import { Mlp, checkHidden, mlpPatcher } from "./model";
@@ -38,6 +38,11 @@ export interface MnistOptions {
    * cores; Adam keeps float32 master weights and state) and float32 elsewhere.
    */
   dtype: "auto" | FloatDType;
+  /**
+   * The block-sparse weights' learning rate: "same" as the others' (default), or "inverse-density": lr / density
+   * (nn's `inverseDensity` as Adam's `lrScale`: the same step per output as a dense layer's).
+   */
+  sparseLr?: "same" | "inverse-density";
 }
 
 export const DEFAULT_OPTIONS: MnistOptions = {
@@ -188,7 +193,7 @@ function trainEpochs(
   afterEpoch?: (epochsDone: number) => void,
   sparse?: SparseOptimizer,
 ): void {
-  const optimizer = new Adam(model.parameters(), { lr: options.learningRate });
+  const optimizer = new Adam(model.parameters(), { lr: options.learningRate, lrScale: options.sparseLr === "inverse-density" ? inverseDensity : undefined });
   sparse?.attachOptimizer(optimizer);
   const { train } = data;
   const steps = Math.ceil(train.count / options.batchSize);
