@@ -651,6 +651,13 @@ Napi::Value reduce(const Napi::CallbackInfo& info) {
   return undefinedOf(info);
 }
 
+// Causal masking over trailing [causalRows, size] matrices: 0 (none), or a row count dividing `rows`, at most `size`.
+void requireCausalRows(const char* op, int64_t causalRows, int64_t rows, int64_t size) {
+  BS_REQUIRE(causalRows == 0 || (causalRows <= size && rows % causalRows == 0),
+             std::string(op) + ": causal rows " + std::to_string(causalRows) + " must divide the " +
+                 std::to_string(rows) + " rows and be at most the row length " + std::to_string(size));
+}
+
 // softmax(log, dtype, x, y, rows, size, causalRows): causalRows 0, or m (dividing rows, at most size) for causal
 // masking over each trailing [m, size] matrix.
 Napi::Value softmax(const Napi::CallbackInfo& info) {
@@ -660,9 +667,7 @@ Napi::Value softmax(const Napi::CallbackInfo& info) {
   DType dtype = args.floatDtype(1);
   int64_t rows = args.size(4), size = args.size(5), causalRows = args.size(6);
   int64_t n = product({rows, size}, "softmax");
-  BS_REQUIRE(causalRows == 0 || (causalRows <= size && rows % causalRows == 0),
-             "softmax: causal rows " + std::to_string(causalRows) + " must divide the " + std::to_string(rows) +
-                 " rows and be at most the row length " + std::to_string(size));
+  requireCausalRows("softmax", causalRows, rows, size);
   requireElements(args.buffer(2), dtype, n, "softmax x");
   requireElements(args.buffer(3), dtype, n, "softmax y");
   launchSoftmax(log, dtype, args.buffer(2).data, args.buffer(3).data, rows, size, causalRows, stream());
@@ -677,9 +682,7 @@ Napi::Value softmaxBackward(const Napi::CallbackInfo& info) {
   DType dtype = args.floatDtype(1);
   int64_t rows = args.size(5), size = args.size(6), causalRows = args.size(7);
   int64_t n = product({rows, size}, "softmaxBackward");
-  BS_REQUIRE(causalRows == 0 || (causalRows <= size && rows % causalRows == 0),
-             "softmaxBackward: causal rows " + std::to_string(causalRows) + " must divide the " + std::to_string(rows) +
-                 " rows and be at most the row length " + std::to_string(size));
+  requireCausalRows("softmaxBackward", causalRows, rows, size);
   requireElements(args.buffer(2), dtype, n, "softmaxBackward dy");
   requireElements(args.buffer(3), dtype, n, "softmaxBackward y");
   requireElements(args.buffer(4), dtype, n, "softmaxBackward dx");

@@ -90,6 +90,16 @@ export function reduceShape(shape: readonly number[], axes: readonly number[], k
   return out;
 }
 
+/** The parts of Split as Slice attributes: x of `shape` cut along `axis` into consecutive lengths `sizes`. */
+export function splitParts(shape: readonly number[], axis: number, sizes: readonly number[]): { begin: number[]; size: number[] }[] {
+  let at = 0;
+  return sizes.map((length) => {
+    const begin = shape.map((_, i) => (i === axis ? at : 0));
+    at += length;
+    return { begin, size: shape.map((d, i) => (i === axis ? length : d)) };
+  });
+}
+
 /** Output shape of Matmul with transpose flags, batch dims broadcast. */
 /** [outer, size, inner]: the element counts before, along and after `axis` of `shape`. */
 export function splitAt(shape: readonly number[], axis: number): [number, number, number] {

@@ -77,13 +77,20 @@ export function argmaxKernel({ inputs: { x }, attrs: { axis, keepDims }, backend
   return out;
 }
 
+/**
+ * The softmax kernels' rows of the last axis, and causalRows: 0, or m for causal masking over each trailing
+ * [m, size] matrix (the op checked m <= size; 0 when there are no rows).
+ */
+function softmaxRows(shape: readonly number[], causal: boolean): { rows: number; size: number; causalRows: number } {
+  const size = shape.length === 0 ? 1 : shape[shape.length - 1];
+  const rows = size === 0 ? 0 : sizeOf(shape) / size;
+  return { rows, size, causalRows: causal && rows > 0 ? shape[shape.length - 2] : 0 };
+}
+
 function softmaxLike(log: boolean) {
   return ({ inputs: { x }, attrs: { causal }, backend }: KernelArgs<"Softmax" | "LogSoftmax", CudaBackend>): TensorInfo => {
     const out = backend.output(x.shape, x.dtype);
-    const size = x.shape.length === 0 ? 1 : x.shape[x.shape.length - 1];
-    const rows = size === 0 ? 0 : sizeOf(x.shape) / size;
-    // Causal masking over each trailing [m, size] matrix (the op checked m <= size); rows = 0 when m = 0.
-    const causalRows = causal && rows > 0 ? x.shape[x.shape.length - 2] : 0;
+    const { rows, size, causalRows } = softmaxRows(x.shape, causal);
     backend.addon.softmax(log, backend.code(x.dtype), backend.handle(x), backend.handle(out), rows, size, causalRows);
     return out;
   };
@@ -94,9 +101,7 @@ export const logSoftmaxKernel = softmaxLike(true);
 
 export function softmaxBackwardKernel({ inputs: { dy, y }, attrs: { log, causal }, backend }: KernelArgs<"SoftmaxBackward", CudaBackend>): TensorInfo {
   const out = backend.output(y.shape, y.dtype);
-  const size = y.shape[y.shape.length - 1];
-  const rows = size === 0 ? 0 : sizeOf(y.shape) / size;
-  const causalRows = causal && rows > 0 ? y.shape[y.shape.length - 2] : 0;
+  const { rows, size, causalRows } = softmaxRows(y.shape, causal);
   backend.addon.softmaxBackward(log, backend.code(y.dtype), backend.handle(dy), backend.handle(y), backend.handle(out), rows, size, causalRows);
   return out;
 }

@@ -7,6 +7,7 @@ import {
   float32ToFloat16Bits,
   sizeOf,
   splitAt,
+  splitParts,
   stridesOf,
 } from "@blocksparse/core";
 import type { CudaBackend } from "../backend";
@@ -92,12 +93,7 @@ export function sliceKernel({ inputs: { x }, attrs: { begin, size }, backend }: 
 
 export function splitKernel({ inputs: { x }, attrs: { axis, sizes }, backend }: KernelArgs<"Split", CudaBackend>): TensorInfo[] {
   // One strided copy per part, as Slice makes it.
-  let at = 0;
-  return sizes.map((size) => {
-    const begin = x.shape.map((_, i) => (i === axis ? at : 0));
-    at += size;
-    return sliceKernel({ inputs: { x }, attrs: { begin, size: x.shape.map((d, i) => (i === axis ? size : d)) }, backend } as KernelArgs<"Slice", CudaBackend>);
-  });
+  return splitParts(x.shape, axis, sizes).map((attrs) => sliceKernel({ inputs: { x }, attrs, backend } as KernelArgs<"Slice", CudaBackend>));
 }
 
 export function concatKernel({ inputs: { tensors }, attrs: { axis }, backend }: KernelArgs<"Concat", CudaBackend>): TensorInfo {

@@ -39,6 +39,16 @@ export interface SoftmaxOptions {
   causal?: boolean;
 }
 
+/** Causal masking's shape rule: rank >= 2 and no more rows than columns in the last two axes. */
+function checkCausalShape(op: string, name: string, t: Tensor): void {
+  assertMinRank(op, name, t, 2);
+  const m = t.shape[t.rank - 2];
+  const n = t.shape[t.rank - 1];
+  if (m > n) {
+    throw new ShapeError(`${op}: causal masking needs no more rows than columns in ${name}'s last two axes, got ${name} ${formatShape(t.shape)} (${m} > ${n})`);
+  }
+}
+
 function alongAxis(kernel: typeof Softmax | typeof LogSoftmax, op: string, x: Tensor, axis: number, options: SoftmaxOptions): Tensor {
   assertTensor(op, "x", x);
   assertFloat(op, "x", x);
@@ -48,10 +58,7 @@ function alongAxis(kernel: typeof Softmax | typeof LogSoftmax, op: string, x: Te
   if (typeof causal !== "boolean") throw new ValueError(`${op}: causal must be a boolean, got ${String(causal)}`);
   if (causal) {
     if (ax !== x.rank - 1) throw new ValueError(`${op}: causal masking works along the last axis, got axis=${axis} for x ${formatShape(x.shape)}`);
-    assertMinRank(op, "x", x, 2);
-    const m = x.shape[x.rank - 2];
-    const n = x.shape[x.rank - 1];
-    if (m > n) throw new ShapeError(`${op}: causal masking needs no more rows than columns in x's last two axes, got x ${formatShape(x.shape)} (${m} > ${n})`);
+    checkCausalShape(op, "x", x);
   }
   if (ax === x.rank - 1) return engine.runKernel(kernel, { x }, { causal });
   // Kernels work on the last axis: move `axis` there and back.
@@ -89,12 +96,7 @@ export function softmaxBackward(dy: Tensor, y: Tensor, options: { log?: boolean;
   const causal = options.causal ?? false;
   if (typeof log !== "boolean") throw new ValueError(`${op}: log must be a boolean, got ${String(log)}`);
   if (typeof causal !== "boolean") throw new ValueError(`${op}: causal must be a boolean, got ${String(causal)}`);
-  if (causal) {
-    assertMinRank(op, "y", y, 2);
-    if (y.shape[y.rank - 2] > y.shape[y.rank - 1]) {
-      throw new ShapeError(`${op}: causal masking needs no more rows than columns in y's last two axes, got y ${formatShape(y.shape)}`);
-    }
-  }
+  if (causal) checkCausalShape(op, "y", y);
   return engine.runKernel(SoftmaxBackward, { dy, y }, { log, causal });
 }
 

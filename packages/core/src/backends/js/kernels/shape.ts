@@ -1,7 +1,7 @@
 import type { KernelArgs, TensorInfo } from "../../../backend";
 import { IndexError } from "../../../errors";
 import { float32ToBfloat16Bits, float32ToFloat16Bits } from "../../../half";
-import { sizeOf, splitAt, stridesOf } from "../../../shape";
+import { sizeOf, splitAt, splitParts, stridesOf } from "../../../shape";
 import type { JsBackend } from "../backend";
 import { broadcastOffsets, stridedOffsets } from "./util";
 
@@ -56,12 +56,7 @@ export function sliceKernel({ inputs: { x }, attrs: { begin, size }, backend }: 
 }
 
 export function splitKernel({ inputs: { x }, attrs: { axis, sizes }, backend }: KernelArgs<"Split", JsBackend>): TensorInfo[] {
-  let at = 0;
-  return sizes.map((size) => {
-    const begin = x.shape.map((_, i) => (i === axis ? at : 0));
-    at += size;
-    return sliceKernel({ inputs: { x }, attrs: { begin, size: x.shape.map((d, i) => (i === axis ? size : d)) }, backend } as KernelArgs<"Slice", JsBackend>);
-  });
+  return splitParts(x.shape, axis, sizes).map((attrs) => sliceKernel({ inputs: { x }, attrs, backend } as KernelArgs<"Slice", JsBackend>));
 }
 
 export function concatKernel({ inputs: { tensors }, attrs: { axis }, backend }: KernelArgs<"Concat", JsBackend>): TensorInfo {
