@@ -30,7 +30,7 @@ export interface FromLinearOptions {
 export interface SetPatternOptions {
   /** Values of the blocks `pattern` adds, [added, R, C] in the pattern's order (default: zeros). */
   newValues?: Tensor;
-  /** An optimizer whose state for the weight follows the move: kept blocks keep it, added blocks start from zero. */
+  /** An optimizer whose state for the weight follows the move: kept blocks keep it, added blocks start fresh (Optimizer.freshBlocks). */
   optimizer?: Optimizer;
 }
 

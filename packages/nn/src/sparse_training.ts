@@ -15,7 +15,7 @@ export interface PruneAndRegrowOptions {
   newBlocks?: "zeros" | "normal";
   /** For "normal" (default 0.1). */
   scale?: number;
-  /** Its state for the weight follows: kept blocks keep theirs, regrown blocks start from zero. */
+  /** Its state for the weight follows: kept blocks keep theirs, regrown blocks start fresh (Optimizer.freshBlocks). */
   optimizer?: Optimizer;
   /** How the new blocks are chosen: "random" (default) or "gradient" (RigL: the largest gradient norms; needs `gradient`). */
   regrow?: Regrowth;

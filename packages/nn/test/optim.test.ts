@@ -107,6 +107,7 @@ describe("optimizer state of block-sparse weights", () => {
     const before = layer.pattern;
     const values = host(layer.weight.value);
     const m = host(optimizer.stateOf(layer.weight)!.m);
+    const v = host(optimizer.stateOf(layer.weight)!.v);
     const norms = Array.from({ length: before.nnzBlocks }, (_, k) => Math.hypot(...values.subarray(k * 16, (k + 1) * 16)));
     const flatOf = (pattern: BsrPattern, k: number) => pattern.coordinates.blockRow[k] * 4 + pattern.coordinates.blockCol[k];
     const weakest = norms
@@ -125,6 +126,9 @@ describe("optimizer state of block-sparse weights", () => {
     expect(after.nnzBlocks).toBe(before.nnzBlocks);
     const newValues = host(layer.weight.value);
     const newM = host(optimizer.stateOf(layer.weight)!.m);
+    const newV = host(optimizer.stateOf(layer.weight)!.v);
+    const meanV = v.reduce((a, b) => a + b, 0) / v.length;
+    expect(meanV).toBeGreaterThan(0);
     expect(newM.length).toBe(newValues.length);
     for (let k = 0; k < after.nnzBlocks; k++) {
       const flat = flatOf(after, k);
@@ -133,11 +137,50 @@ describe("optimizer state of block-sparse weights", () => {
       if (old === undefined) {
         expect(block(newValues, k)).toEqual(new Array(16).fill(0));
         expect(block(newM, k)).toEqual(new Array(16).fill(0));
+        for (const x of block(newV, k)) expect(x).toBeCloseTo(meanV, 6);
       } else {
         expect(block(newValues, k)).toEqual(block(values, old));
         expect(block(newM, k)).toEqual(block(m, old));
+        expect(block(newV, k)).toEqual(block(v, old));
       }
     }
+  });
+
+  it("a block grown late in training takes Adam steps of at most about lr, not the 3-6x lr that zero moments give", () => {
+    // Many steps first, so that Adam's bias correction is about 1 when the pattern moves.
+    const lr = 0.01;
+    const run = (fresh: "adam" | "zeros") => {
+      const layer = new BlockSparseLinear(16, 16, { density: 0.5, blockShape: [4, 4], seed: 6 });
+      const optimizer = new Adam(layer.parameters(), { lr });
+      for (let i = 0; i < 1500; i++) {
+        layer.weight.grad = randn(layer.weight.shape as number[], { seed: 100 + i });
+        optimizer.step();
+      }
+      const move = pruneAndRegrow(layer, { fraction: 0.25, random: 8, optimizer });
+      if (fresh === "zeros") optimizer.stateOf(layer.weight)!.v.assign(tidy(() => cast(zeros(layer.weight.shape as number[]), "float32")));
+      const grown = Array.from({ length: layer.nnzBlocks }, (_, k) => k).filter((k) => {
+        const flat = layer.pattern.coordinates.blockRow[k] * 4 + layer.pattern.coordinates.blockCol[k];
+        return move.regrown.includes(flat);
+      });
+      expect(grown).toHaveLength(2);
+      // The same gradient each step (unit variance, like the ones before): the worst case for a fresh m.
+      const g = randn(layer.weight.shape as number[], { seed: 999 });
+      let largest = 0;
+      for (let i = 0; i < 20; i++) {
+        const before = host(layer.weight.value);
+        layer.weight.grad = g.clone();
+        optimizer.step();
+        const after = host(layer.weight.value);
+        for (const k of grown) for (let e = k * 16; e < (k + 1) * 16; e++) largest = Math.max(largest, Math.abs(after[e] - before[e]));
+      }
+      g.dispose();
+      optimizer.dispose();
+      return largest / lr;
+    };
+    // From zero moments the steps reach (1 - 0.9^k) / sqrt(1 - 0.999^k) lr (6.5x near k = 10).
+    expect(run("zeros")).toBeGreaterThan(4);
+    // From the layer's mean v: a unit gradient against a mean v near 1 gives steps up to about lr.
+    expect(run("adam")).toBeLessThan(2);
   });
 
   it("SparseOptimizer moves every BlockSparseLinear of a model every `every` steps, keeping the density", () => {
