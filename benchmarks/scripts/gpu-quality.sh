@@ -22,7 +22,8 @@
 # "0 1 2") and src/summary.ts judges RigL on the mean losses. RIGL (default empty) passes RigL's schedule
 # to (a), e.g. RIGL="--rigl-fraction 0.1 --rigl-every 50 --rigl-end 0.5". SPARSE_LR (default same) is the
 # block-sparse weights' learning rate in (a): same, or inverse-density (lr / density); DISTIL_SPARSE_LR (default
-# same: a patched trained model recovers best at one learning rate) is (b)'s.
+# same: a patched trained model recovers best at one learning rate) is (b)'s. RECOVERY_LR (default empty: (b)'s
+# --lr) is the peak learning rate of (b)'s recovery runs.
 # Files: the summary and the two parts' pages in $OUT, every run's page, JSON and log in
 # $OUT/quality-runs.tar.gz.
 set -uo pipefail
@@ -113,7 +114,9 @@ else
 fi
 # (b) gets what (a) left, so that the total holds whatever (a) took.
 [ "$quick" = 1 ] || distil_budget=${DISTIL_BUDGET:-$((DEADLINE - SECONDS - 15))}
-part distil "$distil_budget" "${distil_args[@]}" --sparse-lr "${DISTIL_SPARSE_LR:-same}" --mode distil --distil-density 0.5 --patch ffn
+recovery_args=()
+[ -n "${RECOVERY_LR:-}" ] && recovery_args=(--recovery-lr "$RECOVERY_LR")
+part distil "$distil_budget" "${distil_args[@]}" "${recovery_args[@]}" --sparse-lr "${DISTIL_SPARSE_LR:-same}" --mode distil --distil-density 0.5 --patch ffn
 distil_rc=$?
 echo
 for seed in "${seeds[@]}"; do

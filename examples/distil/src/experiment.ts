@@ -29,6 +29,8 @@ export interface ExperimentOptions {
   patch: "ffn" | "ffn+attn";
   mode: Mode;
   learningRate: number;
+  /** Peak learning rate of the recovery runs (distillation and fine-tuning; default: learningRate). */
+  recoveryLearningRate?: number;
   context?: number;
   batchSize?: number;
   /** Validation windows averaged for each validation loss. */
@@ -265,6 +267,8 @@ interface RunSpec {
   name: string;
   run: RunKind;
   steps: number;
+  /** Its peak learning rate (default: options.learningRate). */
+  learningRate?: number;
   make: () => GPT2LMHeadModel;
   with?: (model: GPT2LMHeadModel) => Partial<TrainRun>;
 }
@@ -299,7 +303,7 @@ export function runExperiments(setup: ExperimentContext, options: ExperimentOpti
       const trained = spec.make();
       model = trained;
       const result = train(trained, corpus, {
-        learningRate: options.learningRate,
+        learningRate: spec.learningRate ?? options.learningRate,
         sparseLr: options.sparseLr,
         context,
         batchSize,
@@ -365,6 +369,7 @@ export function runExperiments(setup: ExperimentContext, options: ExperimentOpti
   if (options.mode !== "sparse" && dense !== undefined && denseRow.status !== "skipped" && denseRow.status !== "failed") {
     if (options.mode === "all") record({ ...denseRow, experiment: "distil" });
     const recoverySteps = options.recoverySteps ?? Math.max(1, Math.round(steps / 10));
+    const learningRate = options.recoveryLearningRate;
     const density = options.distilDensity;
     const patch = patchedCopy(dense, density, options.patch === "ffn" ? [GPT2_FFN_LAYERS] : [GPT2_FFN_LAYERS, GPT2_ATTENTION_LAYERS]);
     const label = `${options.patch === "ffn" ? "FFN" : "FFN+attn"} ${density}`;
@@ -372,8 +377,8 @@ export function runExperiments(setup: ExperimentContext, options: ExperimentOpti
     // Distillation before fine-tuning: the row the target is about comes first when the budget is short.
     const recoveries: RunSpec[] = [
       { experiment: "distil", name: `${label} patched`, run: { kind: "fine-tune", density }, steps: 0, make: patch },
-      { experiment: "distil", name: `${label} distil`, run: { kind: "distil", density }, steps: recoverySteps, make: patch, with: () => ({ teacher: dense }) },
-      { experiment: "distil", name: `${label} fine-tune`, run: { kind: "fine-tune", density }, steps: recoverySteps, make: patch },
+      { experiment: "distil", name: `${label} distil`, run: { kind: "distil", density }, steps: recoverySteps, learningRate, make: patch, with: () => ({ teacher: dense }) },
+      { experiment: "distil", name: `${label} fine-tune`, run: { kind: "fine-tune", density }, steps: recoverySteps, learningRate, make: patch },
     ];
     for (const spec of recoveries) {
       const { model } = runOne(spec);

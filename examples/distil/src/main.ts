@@ -47,6 +47,9 @@ layers, static or RigL; and a trained dense model patched and recovered by fine-
   --patch WHAT         layers patched for the recovery: ffn or ffn+attn (default ${DEFAULTS.patch})
   --mode MODE          sparse, distil or all (default ${DEFAULTS.mode})
   --lr X               AdamW peak learning rate (default ${DEFAULTS.learningRate})
+  --recovery-lr X      peak learning rate of the recovery runs (default: --lr); a trained model
+                       patched to block-sparse is already near a minimum, and the pre-training
+                       peak can move it further than the recovery brings it back
   --sparse-lr RULE     the block-sparse weights' learning rate: same (as the others') or
                        inverse-density (lr / density: the same change of each output per step as
                        a dense layer's under Adam) (default ${DEFAULTS.sparseLr})
@@ -73,7 +76,7 @@ interface Parsed {
 
 function parse(argv: string[]): Parsed | null {
   const flags = [
-    "size", "steps", "max-epochs", "budget", "density", "distil-density", "recovery-steps", "patch", "mode", "lr", "context", "batch-size",
+    "size", "steps", "max-epochs", "budget", "density", "distil-density", "recovery-steps", "patch", "mode", "lr", "recovery-lr", "context", "batch-size",
     "eval-batches", "curve-points", "dtype", "out", "tokenizer", "max-chars", "backend", "seed", "rigl-fraction", "rigl-every", "rigl-end", "sparse-lr",
   ];
   const flagTypes: Record<string, { type: "string" | "boolean" }> = Object.fromEntries(flags.map((name) => [name, { type: "string" }]));
@@ -132,6 +135,7 @@ function parse(argv: string[]): Parsed | null {
         distilDensity: number("distil-density", false),
         recoverySteps: number("recovery-steps", true),
         learningRate: number("lr", false),
+        recoveryLearningRate: positive("recovery-lr"),
         context: number("context", true),
         batchSize: number("batch-size", true),
         evalBatches: number("eval-batches", true),
@@ -195,6 +199,7 @@ async function main(): Promise<void> {
     `Moby Dick: ${corpus.train.length} training and ${corpus.validation.length} validation tokens; validation loss = mean cross-entropy (nats per token) over ${options.evalBatches} fixed validation windows of ${setup.batchSize} x ${setup.context}`,
     `backend '${backend}', ${options.dtype}${options.dtype === "float32" ? "" : " mixed precision (float32 master weights and moments)"}; AdamW lr ${options.learningRate}${options.sparseLr === "same" ? "" : " (block-sparse weights: lr / density)"}, 5% warm-up, cosine to a tenth; seed ${options.seed}`,
     `${steps} steps per model trained from scratch${steps === epochCap ? ` (capped at ${parsed.maxEpochs} passes over the training tokens)` : options.steps === "auto" ? ` (the most that fit the ${budget} s budget, from the measured step times)` : ""}; 32x32 blocks`,
+    ...(options.mode !== "sparse" && options.recoveryLearningRate !== undefined ? [`recovery runs (distillation, fine-tuning): peak lr ${options.recoveryLearningRate}`] : []),
     `RigL: ${rigl.fraction} of each layer's blocks moved at the first update, every ${rigl.every ?? Math.max(1, Math.round(steps / 40))} steps, cosine-decayed to 0 at ${rigl.end} of the steps; grown where the gradient is largest, at zero`,
   ];
   console.log(setupLines.join("\n"));

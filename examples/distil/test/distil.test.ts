@@ -88,6 +88,19 @@ describe("training GPT-2 on it", () => {
     expect(ratio).toBeLessThan(1.1 / layers[0].pattern.density);
   }, 60_000);
 
+  it("--recovery-lr sets the recovery runs' learning rate only: at 0 they leave the patched model as it was", () => {
+    const options = { ...tinyOptions, mode: "distil" as const, recoveryLearningRate: 0 };
+    const rows = runExperiments(experimentContext(corpus, options), options, 4, performance.now());
+    const loss = (suffix: string) => rows.find((r) => r.model.endsWith(suffix))?.validationLoss;
+    expect(rows.map((r) => r.model)).toEqual(["dense", "FFN 0.5 patched", "FFN 0.5 distil", "FFN 0.5 fine-tune"]);
+    expect(loss(" distil")).toBe(loss(" patched"));
+    expect(loss(" fine-tune")).toBe(loss(" patched"));
+    // The dense model trained at the usual lr (its loss moved from the initial model's).
+    const moved = runExperiments(experimentContext(corpus, tinyOptions), { ...tinyOptions, mode: "distil" }, 4, performance.now());
+    expect(moved.find((r) => r.model === "dense")?.validationLoss).toBe(rows[0].validationLoss);
+    expect(moved.find((r) => r.model.endsWith(" distil"))?.validationLoss).not.toBe(loss(" patched"));
+  }, 120_000);
+
   it("runs every experiment and prints one row per model, with a validation curve and its times", () => {
     const options = { ...tinyOptions, densities: [0.25], patch: "ffn+attn" as const };
     const rows = runExperiments(experimentContext(corpus, options), options, 4, performance.now());
