@@ -875,7 +875,7 @@ int runDecode(const Options& o) {
                           "| %s | %d | %.2f | %ld | %ld | %ld | %s | %d | %.2f | %.2f | %.2f | %.1f | %.2f | %.0f | "
                           "%.2f | %.2e | %s |",
                           dtypeLabel(o.dtype), block, density, long(m), long(k), long(n), v.name().c_str(),
-                          bs::tc::decodeWarps(o.dtype, problem.device.view, std::max(v.variant, 0), prop.multiProcessorCount),
+                          bs::tc::decodeWarps(o.dtype, problem.device.view, m, std::max(v.variant, 0), prop.multiProcessorCount),
                           weightBytes / bandwidth * 1e6, us,
                           denseUs, denseUs / us, weightBytes / 1e6, rate / 1e9, rate / bandwidth,
                           std::max(c.result.relSimple, c.result.relHost), c.ok ? "PASS" : "FAIL");

@@ -24,10 +24,10 @@ constexpr int kVectorsInFlight = 8;      // W vectors per lane loaded before any
 // W bytes each warp should stream, which sets the warps per CTA: TcOptions::variant 0 (the default) and the
 // alternatives kept for measurement, 1-3.
 constexpr int kBytesPerWarp[] = {4096, 2048, 8192, 16384};
-// The default also gives each SM at least this many warps when there are few CTAs (few W rows), so that
-// enough loads are in flight: on an H200, 4096 rows (256 CTAs) ran 5-11% faster with 16 warps per CTA than
-// with the 8-9 that 4 KB per warp gives, and 16384 rows (1024 CTAs) 13% slower (decode.md, variant 1).
-constexpr int kWarpsPerSm = 32;
+// The default's widths: the widest CTA whose grid fits one wave, each warp streaming at most this much (four rounds
+// of loads). On an H200 (decode.md), 4096 rows (256 CTAs) ran 5-11% faster at 16 warps than at the 8-9 of 4 KB per
+// warp, and 16384 rows (1024 CTAs) fastest at 4-5 warps, the widest that fit one wave there (8-9: two, 16: four).
+constexpr int kMostBytesPerWarp = 16384;
 
 template <int kWords>
 struct Vec {
@@ -208,41 +208,85 @@ __global__ void __launch_bounds__(32 * kMaxWarps) bsrDecodeLinearKernel(const ty
   }
 }
 
-template <typename T, int C, int kTokens>
-void launchShape(const void* x, const void* values, const void* bias, void* y, const DecodeArgs& args, int warps,
-                 unsigned ctas, cudaStream_t stream) {
-  using K = DecodeTraits<T, C, kTokens>;
-  const size_t partialBytes = size_t(warps) * kSliceRows * kTokens * sizeof(float);
-  bsrDecodeLinearKernel<K><<<ctas, 32 * warps, partialBytes, stream>>>(static_cast<const T*>(x), static_cast<const T*>(values),
-                                                           static_cast<const T*>(bias), static_cast<T*>(y), args);
-  BS_LAUNCH_CHECK("bsrDecodeLinearKernel");
-}
-
-// Tokens rounded up to what the kernel covers: 8 or 16 on the mma path, a power of two for float32.
-template <typename T, int C>
-void launchTokens(const void* x, const void* values, const void* bias, void* y, const DecodeArgs& args, int warps,
-                  unsigned ctas, cudaStream_t stream) {
+// Calls f(DecodeTraits<...>{}) for the kernel that runs `dtype`, `blockCols` and `m` tokens: the tokens rounded up
+// to what it covers (8 or 16 on the mma path, a power of two for float32).
+template <typename T, int C, class F>
+void visitTokens(int64_t m, F&& f) {
   if constexpr (sizeof(T) == 2) {
-    if (args.m <= 8) launchShape<T, C, 8>(x, values, bias, y, args, warps, ctas, stream);
-    else launchShape<T, C, 16>(x, values, bias, y, args, warps, ctas, stream);
+    if (m <= 8) f(DecodeTraits<T, C, 8>{});
+    else f(DecodeTraits<T, C, 16>{});
   } else {
-    if (args.m <= 1) launchShape<T, C, 1>(x, values, bias, y, args, warps, ctas, stream);
-    else if (args.m <= 2) launchShape<T, C, 2>(x, values, bias, y, args, warps, ctas, stream);
-    else if (args.m <= 4) launchShape<T, C, 4>(x, values, bias, y, args, warps, ctas, stream);
-    else if (args.m <= 8) launchShape<T, C, 8>(x, values, bias, y, args, warps, ctas, stream);
-    else launchShape<T, C, 16>(x, values, bias, y, args, warps, ctas, stream);
+    if (m <= 1) f(DecodeTraits<T, C, 1>{});
+    else if (m <= 2) f(DecodeTraits<T, C, 2>{});
+    else if (m <= 4) f(DecodeTraits<T, C, 4>{});
+    else if (m <= 8) f(DecodeTraits<T, C, 8>{});
+    else f(DecodeTraits<T, C, 16>{});
   }
 }
 
-template <typename T>
-void launchTyped(const void* x, const void* values, const void* bias, void* y, const DecodeArgs& args, int blockCols,
-                 int warps, unsigned ctas, cudaStream_t stream) {
+template <typename T, class F>
+void visitColumns(int blockCols, int64_t m, F&& f) {
   switch (blockCols) {
-    case 16: return launchTokens<T, 16>(x, values, bias, y, args, warps, ctas, stream);
-    case 32: return launchTokens<T, 32>(x, values, bias, y, args, warps, ctas, stream);
-    case 64: return launchTokens<T, 64>(x, values, bias, y, args, warps, ctas, stream);
-    default: return launchTokens<T, 128>(x, values, bias, y, args, warps, ctas, stream);
+    case 16: return visitTokens<T, 16>(m, f);
+    case 32: return visitTokens<T, 32>(m, f);
+    case 64: return visitTokens<T, 64>(m, f);
+    default: return visitTokens<T, 128>(m, f);
   }
+}
+
+template <class F>
+void visitTraits(DType dtype, int blockCols, int64_t m, F&& f) {
+  if (dtype == DType::BFloat16) visitColumns<__nv_bfloat16>(blockCols, m, f);
+  else if (dtype == DType::Float16) visitColumns<__half>(blockCols, m, f);
+  else visitColumns<float>(blockCols, m, f);
+}
+
+template <class K>
+size_t partialBytes(int warps) {
+  return size_t(warps) * kSliceRows * K::kTokens * sizeof(float);
+}
+
+// CTAs of `warps` warps that one SM of the current device holds at once (registers, threads, shared memory),
+// asked once per device and width; 0 when the runtime cannot say.
+template <class K>
+int residentCtas(int warps) {
+  constexpr int kDevices = 64;
+  static int cache[kDevices][kMaxWarps + 1] = {};  // 0: not asked yet, -1: asked, none
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kDevices) {
+    cudaGetLastError();
+    return 0;
+  }
+  int& entry = cache[device][warps];
+  if (entry == 0) {
+    int count = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&count, bsrDecodeLinearKernel<K>, 32 * warps,
+                                                      partialBytes<K>(warps)) != cudaSuccess) {
+      cudaGetLastError();
+      count = 0;
+    }
+    entry = count > 0 ? count : -1;
+  }
+  return std::max(entry, 0);
+}
+
+// Warps per CTA. The measurement variants (1-3) aim at kBytesPerWarp[v] of W per warp. The default takes the widest
+// CTA (at most one warp per block of the row: a warp streams whole blocks) whose grid the GPU holds in one wave, with
+// each warp streaming at most kMostBytesPerWarp; when no width fits one wave, about kBytesPerWarp[0] per warp.
+template <class K>
+int chooseWarps(const BsrPatternView& pattern, int variant, int numSms) {
+  const double blocksPerRow = pattern.blockRows > 0 ? double(pattern.nnzBlocks) / pattern.blockRows : 0.0;
+  const double sliceBytes = blocksPerRow * kSliceRows * K::C * sizeof(typename K::T);
+  const int v = decodeVariant(variant) ? variant : 0;
+  const auto clampWarps = [](double warps, int most) { return static_cast<int>(std::clamp(warps, 1.0, double(most))); };
+  if (v != 0) return clampWarps(std::ceil(sliceBytes / kBytesPerWarp[v]), kMaxWarps);
+  const int most = clampWarps(std::ceil(blocksPerRow), kMaxWarps);
+  const int fewest = clampWarps(std::ceil(sliceBytes / kMostBytesPerWarp), most);
+  const int64_t ctas = pattern.rows / kSliceRows;
+  if (numSms > 0)
+    for (int warps = most; warps >= fewest; --warps)
+      if (ctas <= int64_t(numSms) * residentCtas<K>(warps)) return warps;
+  return std::clamp(clampWarps(std::ceil(sliceBytes / kBytesPerWarp[0]), most), fewest, most);
 }
 
 bool decodeBlockSide(int side) { return side == 16 || side == 32 || side == 64 || side == 128; }
@@ -265,18 +309,10 @@ bool decodeSupported(DType dtype, const void* x, const void* values, const void*
 
 bool decodeVariant(int variant) { return variant >= 0 && variant < kDecodeVariants; }
 
-int decodeWarps(DType dtype, const BsrPatternView& pattern, int variant, int numSms) {
-  const double blocksPerRow = pattern.blockRows > 0 ? double(pattern.nnzBlocks) / pattern.blockRows : 0.0;
-  const double sliceBytes = blocksPerRow * kSliceRows * pattern.blockWidth * dtypeSize(dtype);
-  const int v = decodeVariant(variant) ? variant : 0;
-  double warps = std::ceil(sliceBytes / kBytesPerWarp[v]);
-  if (v == 0 && numSms > 0) {
-    // The occupancy floor, never above one warp per block of the row (a warp streams whole blocks).
-    const double ctas = std::max(1.0, double(pattern.rows / kSliceRows));
-    const double occupancyFloor = std::min(std::ceil(kWarpsPerSm * double(numSms) / ctas), std::max(1.0, blocksPerRow));
-    warps = std::max(warps, occupancyFloor);
-  }
-  return static_cast<int>(std::clamp(warps, 1.0, double(kMaxWarps)));
+int decodeWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int variant, int numSms) {
+  int warps = 1;
+  visitTraits(dtype, pattern.blockWidth, m, [&](auto traits) { warps = chooseWarps<decltype(traits)>(pattern, variant, numSms); });
+  return warps;
 }
 
 void launchDecodeLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
@@ -284,13 +320,14 @@ void launchDecodeLinear(DType dtype, const void* x, const void* values, const vo
   const DecodeArgs args{m, pattern.rows, pattern.cols, pattern.blockHeight, pattern.blockRowPtr,
                         pattern.blockColIdx};
   const unsigned ctas = static_cast<unsigned>(pattern.rows / kSliceRows);
-  const int warps = decodeWarps(dtype, pattern, variant, numSms);
-  if (dtype == DType::BFloat16)
-    launchTyped<__nv_bfloat16>(x, values, bias, y, args, pattern.blockWidth, warps, ctas, stream);
-  else if (dtype == DType::Float16)
-    launchTyped<__half>(x, values, bias, y, args, pattern.blockWidth, warps, ctas, stream);
-  else
-    launchTyped<float>(x, values, bias, y, args, pattern.blockWidth, warps, ctas, stream);
+  visitTraits(dtype, pattern.blockWidth, m, [&](auto traits) {
+    using K = decltype(traits);
+    using T = typename K::T;
+    const int warps = chooseWarps<K>(pattern, variant, numSms);
+    bsrDecodeLinearKernel<K><<<ctas, 32 * warps, partialBytes<K>(warps), stream>>>(
+        static_cast<const T*>(x), static_cast<const T*>(values), static_cast<const T*>(bias), static_cast<T*>(y), args);
+    BS_LAUNCH_CHECK("bsrDecodeLinearKernel");
+  });
 }
 
 }  // namespace bs::tc

@@ -90,9 +90,9 @@ constexpr int kDecodeVariants = 4;
 bool decodeVariant(int variant);
 void launchDecodeLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
                         const BsrPatternView& pattern, int variant, int numSms, cudaStream_t stream);
-// Warps per CTA of the decoding kernel for this pattern and variant on a device of `numSms` SMs (reported by
-// the bench).
-int decodeWarps(DType dtype, const BsrPatternView& pattern, int variant, int numSms);
+// Warps per CTA of the decoding kernel for this pattern, token count and variant on the current device, of
+// `numSms` SMs (reported by the bench).
+int decodeWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int variant, int numSms);
 
 // Whether this build holds sm_90a code the current device can run.
 bool wgmmaAvailable();
