@@ -64,9 +64,10 @@ build_bench() {
 }
 
 # The addon from scratch (no cache from another checkout), sm_80 and sm_90a, and the package's JS.
+# The native addon alone: the TypeScript packages come built (a GPU machine may have no TypeScript toolchain).
 build_addon() {
   rm -rf "$root/kernels-cuda/build"
-  (cd "$root" && CMAKE_CUDA_ARCHITECTURES="80;90a" "${pnpm[@]}" -F "@blocksparse/backend-cuda..." build) \
+  (cd "$root/packages/backend-cuda" && CMAKE_CUDA_ARCHITECTURES="80;90a" node scripts/build-native.mjs) \
     >"$LOG/build-addon.log" 2>&1
 }
 

@@ -24,9 +24,9 @@ constexpr int kVectorsInFlight = 8;      // W vectors per lane loaded before any
 // W bytes each warp should stream, which sets the warps per CTA: TcOptions::variant 0 (the default) and the
 // alternatives kept for measurement, 1-3.
 constexpr int kBytesPerWarp[] = {4096, 2048, 8192, 16384};
-// The default's widths: the widest CTA whose grid fits one wave, each warp streaming at most this much (four rounds
-// of loads). On an H200 (decode.md), 4096 rows (256 CTAs) ran 5-11% faster at 16 warps than at the 8-9 of 4 KB per
-// warp, and 16384 rows (1024 CTAs) fastest at 4-5 warps, the widest that fit one wave there (8-9: two, 16: four).
+// The default's widths: the grid in the fewest waves, each warp streaming at most this much (four rounds of loads).
+// On an H200 (decode.md), 4096 rows (256 CTAs) ran 5-11% faster at 16 warps than at the 8-9 of 4 KB per warp, and
+// 16384 rows (1024 CTAs) fastest at 4-5 warps, the widest that fit one wave there (8-9: two waves, 16: four).
 constexpr int kMostBytesPerWarp = 16384;
 
 template <int kWords>
@@ -270,9 +270,10 @@ int residentCtas(int warps) {
   return std::max(entry, 0);
 }
 
-// Warps per CTA. The measurement variants (1-3) aim at kBytesPerWarp[v] of W per warp. The default takes the widest
-// CTA (at most one warp per block of the row: a warp streams whole blocks) whose grid the GPU holds in one wave, with
-// each warp streaming at most kMostBytesPerWarp; when no width fits one wave, about kBytesPerWarp[0] per warp.
+// Warps per CTA. The measurement variants (1-3) aim at kBytesPerWarp[v] of W per warp. The default takes, among the
+// widths where each warp streams at most kMostBytesPerWarp and no more warps than the row has blocks (a warp streams
+// whole blocks), the one whose grid runs in the fewest waves of resident CTAs, the widest of those (one wave when
+// any width gives one); about kBytesPerWarp[0] per warp when the runtime cannot say what is resident.
 template <class K>
 int chooseWarps(const BsrPatternView& pattern, int variant, int numSms) {
   const double blocksPerRow = pattern.blockRows > 0 ? double(pattern.nnzBlocks) / pattern.blockRows : 0.0;
@@ -283,9 +284,15 @@ int chooseWarps(const BsrPatternView& pattern, int variant, int numSms) {
   const int most = clampWarps(std::ceil(blocksPerRow), kMaxWarps);
   const int fewest = clampWarps(std::ceil(sliceBytes / kMostBytesPerWarp), most);
   const int64_t ctas = pattern.rows / kSliceRows;
-  if (numSms > 0)
-    for (int warps = most; warps >= fewest; --warps)
-      if (ctas <= int64_t(numSms) * residentCtas<K>(warps)) return warps;
+  int best = 0;
+  int64_t bestWaves = 0;
+  for (int warps = most; numSms > 0 && warps >= fewest; --warps) {
+    const int64_t perWave = int64_t(numSms) * residentCtas<K>(warps);
+    if (perWave <= 0) continue;
+    const int64_t waves = (ctas + perWave - 1) / perWave;
+    if (best == 0 || waves < bestWaves) best = warps, bestWaves = waves;
+  }
+  if (best > 0) return best;
   return std::clamp(clampWarps(std::ceil(sliceBytes / kBytesPerWarp[0]), most), fewest, most);
 }
 
