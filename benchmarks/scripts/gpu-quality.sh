@@ -20,8 +20,9 @@
 # 4 x 256 model was best after ~9, GPT-2 small's shape before ~16), so every model is capped at
 # EPOCHS passes over the training tokens (default 8); (a) runs once per seed in SEEDS (default
 # "0 1 2") and src/summary.ts judges RigL on the mean losses. RIGL (default empty) passes RigL's schedule
-# to (a), e.g. RIGL="--rigl-fraction 0.1 --rigl-every 50 --rigl-end 0.5". SPARSE_LR (default same) is the
-# block-sparse weights' learning rate in (a): same, or inverse-density (lr / density); DISTIL_SPARSE_LR (default
+# to (a), e.g. RIGL="--rigl-fraction 0.1 --rigl-every 50 --rigl-end 0.5". SPARSE_LR (default inverse-density, the
+# rule for layers trained from their initialisation) is the block-sparse weights' learning rate in (a): same, or
+# inverse-density (lr / density); DISTIL_SPARSE_LR (default
 # same: a patched trained model recovers best at one learning rate) is (b)'s. RECOVERY_LR (default empty: (b)'s
 # --lr) is the peak learning rate of (b)'s recovery runs.
 # Files: the summary and the two parts' pages in $OUT, every run's page, JSON and log in
@@ -97,7 +98,7 @@ for i in "${!seeds[@]}"; do
   # Each seed gets an equal share of what (a) has left.
   left=$((sparse_budget - (SECONDS - sparse_start)))
   read -r -a rigl_args <<<"${RIGL:-}"
-  part "sparse-seed${seeds[$i]}" $((left / (${#seeds[@]} - i))) "${sparse_args[@]}" "${rigl_args[@]}" --sparse-lr "${SPARSE_LR:-same}" --mode sparse --density 0.25,0.1 --seed "${seeds[$i]}" || sparse_rc=1
+  part "sparse-seed${seeds[$i]}" $((left / (${#seeds[@]} - i))) "${sparse_args[@]}" "${rigl_args[@]}" --sparse-lr "${SPARSE_LR:-inverse-density}" --mode sparse --density 0.25,0.1 --seed "${seeds[$i]}" || sparse_rc=1
 done
 summary="$OUT/quality-sparse-summary.md"
 jsons=()
