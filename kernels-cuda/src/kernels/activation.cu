@@ -30,7 +30,7 @@ __global__ void biasActivationKernel(const T* __restrict__ x, const T* __restric
       if (bias) b[0] = bias[i % width];
     }
 #pragma unroll
-    for (int k = 0; k < kVec; ++k) out[k] = fromFloat<T>(activate<kAct>(toFloat<T>(in[k]) + (bias ? toFloat<T>(b[k]) : 0.0f)));
+    for (int k = 0; k < kVec; ++k) out[k] = fromFloat<T>(activate<kAct, sizeof(T) == 2>(toFloat<T>(in[k]) + (bias ? toFloat<T>(b[k]) : 0.0f)));
     if constexpr (kVec > 1) *reinterpret_cast<uint4*>(y + i) = *reinterpret_cast<const uint4*>(out);
     else y[i] = out[0];
   }
@@ -53,7 +53,7 @@ __global__ void biasActivationBackwardKernel(const T* __restrict__ dy, const T* 
     const float b = bias ? toFloat<T>(bias[column]) : 0.0f;
     for (int64_t r = begin + threadIdx.y; r < end; r += kTileRows) {
       const int64_t i = r * width + column;
-      const float g = toFloat<T>(dy[i]) * derivative<kAct>(toFloat<T>(x[i]) + b);
+      const float g = toFloat<T>(dy[i]) * derivative<kAct, sizeof(T) == 2>(toFloat<T>(x[i]) + b);
       dx[i] = fromFloat<T>(g);
       acc += g;
     }
@@ -98,7 +98,7 @@ __global__ void biasActivationBackwardVectorKernel(const T* __restrict__ dy, con
       *reinterpret_cast<uint4*>(in) = *reinterpret_cast<const uint4*>(x + i);
 #pragma unroll
       for (int k = 0; k < kVec; ++k) {
-        const float d = toFloat<T>(g[k]) * derivative<kAct>(toFloat<T>(in[k]) + b[k]);
+        const float d = toFloat<T>(g[k]) * derivative<kAct, sizeof(T) == 2>(toFloat<T>(in[k]) + b[k]);
         out[k] = fromFloat<T>(d);
         acc[k] += d;
       }

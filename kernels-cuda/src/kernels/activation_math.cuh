@@ -11,31 +11,73 @@ constexpr float kInvSqrt2Pi = 0.3989422804014327f;
 constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kGeluC = 0.044715f;
 
-template <Activation kAct>
-__device__ __forceinline__ float activate(float x) {
-  if constexpr (kAct == Activation::Relu) return x > 0.0f ? x : (x != x ? x : 0.0f);
-  else if constexpr (kAct == Activation::Gelu) return 0.5f * x * (1.0f + erff(x * kInvSqrt2));
-  else return 0.5f * x * (1.0f + tanhf(kSqrt2OverPi * (x + kGeluC * x * x * x)));
+// The exponential: expf for float32 results; for float16/bfloat16 results (kFast) the MUFU's __expf, whose error
+// (a few units of float32's last place) is far below their rounding.
+template <bool kFast>
+__device__ __forceinline__ float expOf(float x) {
+  if constexpr (kFast) return __expf(x);
+  else return expf(x);
 }
 
-template <Activation kAct>
+// 1 / (1 + e) through the MUFU's reciprocal for kFast (0 for e = inf, as the exact quotient).
+template <bool kFast>
+__device__ __forceinline__ float reciprocalOnePlus(float e) {
+  if constexpr (kFast) return __fdividef(1.0f, 1.0f + e);
+  else return 1.0f / (1.0f + e);
+}
+
+// erf for float16/bfloat16 results: Abramowitz and Stegun 7.1.26 (absolute error below 1.5e-7) with the MUFU's
+// reciprocal and exponential, a dozen instructions where erff takes about thirty.
+__device__ __forceinline__ float erfFast(float x) {
+  const float a = fabsf(x);
+  const float t = __fdividef(1.0f, fmaf(0.3275911f, a, 1.0f));
+  const float p = t * fmaf(t, fmaf(t, fmaf(t, fmaf(t, 1.061405429f, -1.453152027f), 1.421413741f), -0.284496736f),
+                           0.254829592f);
+  return copysignf(1.0f - p * __expf(-a * a), x);
+}
+
+template <bool kFast>
+__device__ __forceinline__ float erfOf(float x) {
+  if constexpr (kFast) return erfFast(x);
+  else return erff(x);
+}
+
+// GELU(tanh)'s 0.5 (1 + tanh(u)) at u = sqrt(2 / pi) (x + 0.044715 x^3), written as the logistic 1 / (1 + exp(-2u)):
+// one exponential and one reciprocal, and no cancellation where tanh(u) is near -1 (large negative x).
+template <bool kFast>
+__device__ __forceinline__ float geluTanhGate(float x) {
+  return reciprocalOnePlus<kFast>(expOf<kFast>(-2.0f * kSqrt2OverPi * fmaf(kGeluC * x, x * x, x)));
+}
+
+// kFast: the result is rounded to float16/bfloat16 (biasActivation in those dtypes, the tile kernels' fused
+// epilogue), so the MUFU's exponential, reciprocal and erfFast stand in for the accurate float32 functions.
+template <Activation kAct, bool kFast = false>
+__device__ __forceinline__ float activate(float x) {
+  if constexpr (kAct == Activation::Relu) return x > 0.0f ? x : (x != x ? x : 0.0f);
+  else if constexpr (kAct == Activation::Gelu) return 0.5f * x * (1.0f + erfOf<kFast>(x * kInvSqrt2));
+  else return x * geluTanhGate<kFast>(x);
+}
+
+template <Activation kAct, bool kFast = false>
 __device__ __forceinline__ float derivative(float x) {
   if constexpr (kAct == Activation::Relu) {
     return x > 0.0f ? 1.0f : 0.0f;
   } else if constexpr (kAct == Activation::Gelu) {
-    return 0.5f * (1.0f + erff(x * kInvSqrt2)) + x * kInvSqrt2Pi * expf(-0.5f * x * x);
+    return 0.5f * (1.0f + erfOf<kFast>(x * kInvSqrt2)) + x * kInvSqrt2Pi * expOf<kFast>(-0.5f * x * x);
   } else {
-    const float t = tanhf(kSqrt2OverPi * (x + kGeluC * x * x * x));
-    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * kSqrt2OverPi * (1.0f + 3.0f * kGeluC * x * x);
+    // d/dx x s(x), s the gate: s + x s (1 - s) 2 du/dx.
+    const float s = geluTanhGate<kFast>(x);
+    return s + x * s * (1.0f - s) * 2.0f * kSqrt2OverPi * fmaf(3.0f * kGeluC * x, x, 1.0f);
   }
 }
 
 // The activation chosen at run time (uniform across a launch): for epilogues shared by every activation.
+template <bool kFast = false>
 __device__ __forceinline__ float activateAs(Activation activation, float x) {
   switch (activation) {
-    case Activation::Relu: return activate<Activation::Relu>(x);
-    case Activation::Gelu: return activate<Activation::Gelu>(x);
-    default: return activate<Activation::GeluTanh>(x);
+    case Activation::Relu: return activate<Activation::Relu, kFast>(x);
+    case Activation::Gelu: return activate<Activation::Gelu, kFast>(x);
+    default: return activate<Activation::GeluTanh, kFast>(x);
   }
 }
 

@@ -138,7 +138,7 @@ struct StagedTile {
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
       const float2 pair = unpackPair<T>(words[k]);
-      words[k] = packPair<T>(activateAs(activation, pair.x), activateAs(activation, pair.y));
+      words[k] = packPair<T>(activateAs<true>(activation, pair.x), activateAs<true>(activation, pair.y));
     }
     return make_uint4(words[0], words[1], words[2], words[3]);
   }

@@ -1,4 +1,5 @@
-import { BsrPattern, blockNorms, bsrLinear, bsrMatmul, sampledMatmul, tidy } from "@blocksparse/core";
+import { BsrPattern, biasActivation, blockNorms, bsrLinear, bsrMatmul, runKernel, sampledMatmul, tidy } from "@blocksparse/core";
+import { reference } from "@blocksparse/core/testing";
 import { beforeAll, describe, expect, test } from "vitest";
 import {
   FLOAT_DTYPES,
@@ -120,6 +121,60 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
         }
       });
     }
+  }
+
+  // bsrLinearActivation: with more than 16 tokens in float16/bfloat16 the tensor-core tile writes z and
+  // activation(z) from one epilogue (the MUFU's exp, reciprocal and a fast erf there); float32 and the shapes the
+  // tiles decline run bsrLinear and the activation pass. Both outputs against float64 math and against the unfused
+  // pair, every element written (outputs poisoned).
+  const ACTIVATIONS = {
+    relu: reference.relu,
+    gelu: (v: number) => reference.gelu(v, "none"),
+    gelu_tanh: (v: number) => reference.gelu(v, "tanh"),
+  } as const;
+  for (const { shape, block } of [
+    { shape: [96, 128] as [number, number], block: [32, 32] as [number, number] },
+    { shape: [128, 192] as [number, number], block: [64, 64] as [number, number] },
+    { shape: [256, 384] as [number, number], block: [128, 128] as [number, number] },
+    { shape: [48, 64] as [number, number], block: [16, 16] as [number, number] },
+  ]) {
+    test(`bsrLinearActivation, W ${shape.join("x")} in ${block.join("x")} blocks: z and activation(z) against float64 and the unfused pair`, () => {
+      useCuda();
+      const next = random(shape[0] * 31 + block[0]);
+      const [rows, cols] = shape;
+      for (const density of [0.4, 1]) {
+        const pattern = BsrPattern.random(shape, { blockShape: block, density, seed: shape[1] + block[0] + density * 10 });
+        for (const dtype of FLOAT_DTYPES) {
+          tidy(() => {
+            const m = 150;
+            // Inputs of scale 0.25: pre-activations of order 1-3, where the GELUs bend and their tails are small.
+            const x = randomTensor(next, [3, 50, cols], dtype, 0.25);
+            const values = randomTensor(next, [pattern.nnzBlocks, ...block], dtype, 0.25);
+            const bias = randomTensor(next, [rows], dtype);
+            const w = denseWeight(pattern, values.values);
+            for (const withBias of [false, true]) {
+              const zRef = new Float64Array(m * rows);
+              for (let i = 0; i < m; i++)
+                for (let o = 0; o < rows; o++) {
+                  let sum = withBias ? bias.values[o] : 0;
+                  for (let j = 0; j < cols; j++) sum += x.values[i * cols + j] * w[o * cols + j];
+                  zRef[i * rows + o] = sum;
+                }
+              for (const activation of ["relu", "gelu", "gelu_tanh"] as const) {
+                const what = `${dtype} density ${density} ${activation}${withBias ? " + bias" : ""}`;
+                const [a, z] = runKernel("BsrLinearActivation", { x: x.t, values: values.t, bias: withBias ? bias.t : undefined }, { pattern, activation });
+                expect(a.shape).toEqual([3, 50, rows]);
+                expectClose(z.dataSync(), zRef, dtype, `z ${what}`);
+                expectClose(a.dataSync(), zRef.map(ACTIVATIONS[activation]), dtype, `activation ${what}`);
+                // The activation of the rounded z, as the separate pass computes it.
+                const unfused = biasActivation(bsrLinear(x.t, values.t, pattern, withBias ? bias.t : undefined), null, activation);
+                expectClose(a.dataSync(), Float64Array.from(unfused.dataSync()), dtype, `fused vs unfused ${what}`);
+              }
+            }
+          });
+        }
+      }
+    });
   }
 
   // sampledMatmul may run as a dense GEMM plus a copy of the blocks: both routes must give the same function.
