@@ -997,36 +997,6 @@ Napi::Value biasActivationBackward(const Napi::CallbackInfo& info) {
   return undefinedOf(info);
 }
 
-// bsrLinearActivation(activation, dtype, pattern, x, values, bias | null, z, a, m): z = x W^T + bias and
-// a = activation(z). The tensor-core tiles write both from one epilogue (float16/bfloat16, more than 16 tokens);
-// elsewhere bsrLinear, then the activation pass over z.
-Napi::Value bsrLinearActivation(const Napi::CallbackInfo& info) {
-  Args args{info, "bsrLinearActivation"};
-  args.count(9);
-  const Activation activation = activationArg(args, 0);
-  DType dtype = args.floatDtype(1);
-  const BsrPatternView& pattern = patternArg(args, 2);
-  int64_t m = args.size(8);
-  const int64_t outputs = product({m, pattern.rows}, "bsrLinearActivation");
-  requireElements(args.buffer(3), dtype, product({m, pattern.cols}, "bsrLinearActivation"), "bsrLinearActivation x");
-  requireElements(args.buffer(4), dtype, valuesLength(pattern), "bsrLinearActivation values");
-  const void* bias = nullptr;
-  if (!args.isAbsent(5)) {
-    requireElements(args.buffer(5), dtype, pattern.rows, "bsrLinearActivation bias");
-    bias = args.buffer(5).data;
-  }
-  requireElements(args.buffer(6), dtype, outputs, "bsrLinearActivation z");
-  requireElements(args.buffer(7), dtype, outputs, "bsrLinearActivation a");
-  const void* x = args.buffer(3).data;
-  const void* values = args.buffer(4).data;
-  void* z = args.buffer(6).data;
-  void* a = args.buffer(7).data;
-  if (tcBsrLinearActivation(dtype, x, values, bias, z, a, activation, m, pattern, stream())) return undefinedOf(info);
-  if (!tcBsrLinear(dtype, x, values, bias, z, m, pattern, stream())) launchBsrLinear(dtype, x, values, bias, z, m, pattern, stream());
-  launchBiasActivation(activation, dtype, z, nullptr, a, m, pattern.rows, stream());
-  return undefinedOf(info);
-}
-
 // The hyperparameters object {lr, beta1, beta2, epsilon, weightDecay, decoupledWeightDecay} at argument i,
 // checked; the bias corrections are left to the caller (they depend on each tensor's step).
 AdamParams adamParams(const Args& args, size_t i) {
@@ -1428,7 +1398,6 @@ Napi::Object initModule(Napi::Env env, Napi::Object exports) {
   BS_EXPORT("blockNorms", blockNorms);
   BS_EXPORT("biasActivation", biasActivation);
   BS_EXPORT("biasActivationBackward", biasActivationBackward);
-  BS_EXPORT("bsrLinearActivation", bsrLinearActivation);
   BS_EXPORT("adamUpdate", adamUpdate);
   BS_EXPORT("multiTensorAdamUpdate", multiTensorAdamUpdate);
   BS_EXPORT("ncclInfo", ncclInfo);

@@ -305,8 +305,6 @@ export interface NativeAddon {
     strideB: number,
   ): void;
   bsrLinear(dtype: Dt, pattern: PatternHandle, x: Buf, values: Buf, bias: Buf | null, y: Buf, m: number): void;
-  /** z = x W^T + bias and a = activation(z): one tile epilogue writes both where the tensor-core kernels run. */
-  bsrLinearActivation(activation: ActivationOpCode, dtype: Dt, pattern: PatternHandle, x: Buf, values: Buf, bias: Buf | null, z: Buf, a: Buf, m: number): void;
   bsrMatmul(dtype: Dt, pattern: PatternHandle, dy: Buf, values: Buf, dx: Buf, m: number): void;
   sampledMatmul(dtype: Dt, pattern: PatternHandle, dy: Buf, x: Buf, dw: Buf, m: number): void;
   blockNorms(dtype: Dt, values: Buf, norms: Buf, nnzBlocks: number, blockSize: number): void;
@@ -408,7 +406,6 @@ const NATIVE_FUNCTION_SET = {
   oneHot: true,
   matmul: true,
   bsrLinear: true,
-  bsrLinearActivation: true,
   bsrMatmul: true,
   sampledMatmul: true,
   blockNorms: true,

@@ -123,10 +123,9 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
     }
   }
 
-  // bsrLinearActivation: with more than 16 tokens in float16/bfloat16 the tensor-core tile writes z and
-  // activation(z) from one epilogue (the MUFU's exp, reciprocal and a fast erf there); float32 and the shapes the
-  // tiles decline run bsrLinear and the activation pass. Both outputs against float64 math and against the unfused
-  // pair, every element written (outputs poisoned).
+  // BsrLinearActivation at tile-kernel sizes (more than 16 tokens): z and activation(z) against float64 math and
+  // against bsrLinear then biasActivation, every element written (outputs poisoned). In float16/bfloat16 the
+  // activation runs on the MUFU's exponential and reciprocal (erf by Abramowitz-Stegun), float32 on expf/erff.
   const ACTIVATIONS = {
     relu: reference.relu,
     gelu: (v: number) => reference.gelu(v, "none"),

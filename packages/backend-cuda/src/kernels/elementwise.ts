@@ -108,7 +108,7 @@ export function whereKernel({ inputs: { condition, a, b }, backend }: KernelArgs
   return out;
 }
 
-export const ACTIVATION_CODES: Record<Activation, ActivationOpCode> = {
+const ACTIVATION_CODES: Record<Activation, ActivationOpCode> = {
   relu: ActivationOp.Relu,
   gelu: ActivationOp.Gelu,
   gelu_tanh: ActivationOp.GeluTanh,

@@ -7,7 +7,7 @@ import {
   stridesOf,
 } from "@blocksparse/core";
 import type { CudaBackend, CudaBuffer } from "../backend";
-import { ACTIVATION_CODES } from "./elementwise";
+import { biasActivationKernel } from "./elementwise";
 import { collapseDims } from "./util";
 
 /**
@@ -97,31 +97,18 @@ export function bsrLinearKernel({ inputs: { x, values, bias }, attrs: { pattern 
 }
 
 /**
- * activation(x W^T + bias) and x W^T + bias (the outputs are [a, z]) in one call: the tensor-core tiles write both
- * from one epilogue (float16/bfloat16, more than 16 tokens), each 16-byte chunk of the staged tile stored to z and,
- * through the activation in float32, to a; elsewhere (float32, decoding, the simple kernel) the addon runs
- * bsrLinear and then the activation pass over z. docs/kernels.md, "A fused activation in the forward's epilogue".
+ * activation(x W^T + bias): bsrLinear, then the activation pass over its output (the outputs are [y, z]). The tile
+ * kernels can write both from one epilogue (tcBsrLinearActivation in kernels-cuda), but on an H200 that was
+ * 0.70-0.77x the two passes at 64x64/128x128 with 1024 -> 4096 outputs and 8192 tokens, whatever the activation's
+ * cost (docs/kernels.md), so it is not used.
  */
 export function bsrLinearActivationKernel({
   inputs: { x, values, bias },
   attrs: { pattern, activation },
   backend,
 }: KernelArgs<"BsrLinearActivation", CudaBackend>): [TensorInfo, TensorInfo] {
-  const shape = [...x.shape.slice(0, -1), pattern.shape[0]];
-  const z = backend.output(shape, x.dtype);
-  const a = backend.output(shape, x.dtype);
-  backend.addon.bsrLinearActivation(
-    ACTIVATION_CODES[activation],
-    backend.code(x.dtype),
-    backend.pattern(pattern),
-    backend.handle(x),
-    backend.handle(values),
-    bias ? backend.handle(bias) : null,
-    backend.handle(z),
-    backend.handle(a),
-    rowsOf(x),
-  );
-  return [a, z];
+  const z = bsrLinearKernel({ inputs: { x, values, bias }, attrs: { pattern }, backend });
+  return [biasActivationKernel({ inputs: { x: z }, attrs: { activation }, backend }), z];
 }
 
 export function bsrMatmulKernel({ inputs: { dy, values }, attrs: { pattern }, backend }: KernelArgs<"BsrMatmul", CudaBackend>): TensorInfo {
