@@ -19,13 +19,6 @@ __device__ __forceinline__ float expOf(float x) {
   else return expf(x);
 }
 
-// 1 / (1 + e) through the MUFU's reciprocal for kFast (0 for e = inf, as the exact quotient).
-template <bool kFast>
-__device__ __forceinline__ float reciprocalOnePlus(float e) {
-  if constexpr (kFast) return __fdividef(1.0f, 1.0f + e);
-  else return 1.0f / (1.0f + e);
-}
-
 // erf for float16/bfloat16 results: Abramowitz and Stegun 7.1.26 (absolute error below 1.5e-7) with the MUFU's
 // reciprocal and exponential, a dozen instructions where erff takes about thirty.
 __device__ __forceinline__ float erfFast(float x) {
@@ -42,11 +35,13 @@ __device__ __forceinline__ float erfOf(float x) {
   else return erff(x);
 }
 
-// GELU(tanh)'s 0.5 (1 + tanh(u)) at u = sqrt(2 / pi) (x + 0.044715 x^3), written as the logistic 1 / (1 + exp(-2u)):
-// one exponential and one reciprocal, and no cancellation where tanh(u) is near -1 (large negative x).
+// GELU(tanh)'s gate 0.5 (1 + tanh(u)) at u = sqrt(2 / pi) (x + 0.044715 x^3). float32: through tanhf. kFast: as the
+// logistic 1 / (1 + exp(-2u)), one MUFU exponential and one reciprocal, and no cancellation where tanh(u) is near -1.
 template <bool kFast>
 __device__ __forceinline__ float geluTanhGate(float x) {
-  return reciprocalOnePlus<kFast>(expOf<kFast>(-2.0f * kSqrt2OverPi * fmaf(kGeluC * x, x * x, x)));
+  const float u = kSqrt2OverPi * fmaf(kGeluC * x, x * x, x);
+  if constexpr (kFast) return __fdividef(1.0f, 1.0f + __expf(-2.0f * u));
+  else return 0.5f * (1.0f + tanhf(u));
 }
 
 // kFast: the result is rounded to float16/bfloat16 (biasActivation in those dtypes, the tile kernels' fused
