@@ -89,6 +89,9 @@ function inputLabel(name: string, index: number): string {
   return index < 0 ? name : `${name}[${index}]`;
 }
 
+/** Tensors waiting to be registered with the finalizer before they are registered at once (see Engine.nursery). */
+const kNurseryLimit = 256;
+
 export class Engine {
   private readonly registry = new Map<string, Registration>();
   private readonly instances = new Map<string, Backend>();
@@ -100,6 +103,14 @@ export class Engine {
   private readonly observers = new Set<KernelObserver>();
   private readonly disposeObservers = new Set<DisposeObserver>();
   private readonly finalizer = new FinalizationRegistry<TensorStorage>((storage) => this.releaseCollected(storage));
+  /**
+   * Tensors that can outlive every scope, not yet registered with the finalizer: registration and unregistration
+   * cost more than the rest of a small op, and most such tensors are disposed right after they are made. They are
+   * registered at the end of the current task (a microtask) or when kNurseryLimit of them wait, whichever comes
+   * first; one disposed before then never is. A tensor dropped undisposed is collectable once registered.
+   */
+  private readonly nursery = new Set<Tensor>();
+  private nurseryFlushQueued = false;
   /** When true, each kernel must leave exactly its new outputs allocated (see setKernelLeakCheck). */
   kernelLeakCheck = false;
   /** Tensors freed by the finalizer because nobody disposed them. */
@@ -354,17 +365,37 @@ export class Engine {
     return this.makeTensor({ dataId: source.dataId, shape, dtype: source.dtype }, source.backend);
   }
 
-  /** The finalizer frees `tensor`'s buffer if it is collected undisposed (a safety net, once per tensor). */
+  /**
+   * The finalizer frees `tensor`'s buffer if it is collected undisposed (a safety net, once per tensor), from
+   * the end of the current task on (see `nursery`).
+   */
   private watch(tensor: Tensor): void {
     if (tensor.storage.finalized || tensor.storage.disposed) return;
-    tensor.storage.finalized = true;
-    this.finalizer.register(tensor, tensor.storage, tensor.storage);
+    this.nursery.add(tensor);
+    if (this.nursery.size >= kNurseryLimit) this.flushNursery();
+    else if (!this.nurseryFlushQueued) {
+      this.nurseryFlushQueued = true;
+      queueMicrotask(() => this.flushNursery());
+    }
+  }
+
+  /** Registers every waiting tensor that is still alive with the finalizer. */
+  private flushNursery(): void {
+    this.nurseryFlushQueued = false;
+    for (const tensor of this.nursery) {
+      const storage = tensor.storage;
+      if (storage.finalized || storage.disposed) continue;
+      storage.finalized = true;
+      this.finalizer.register(tensor, storage, storage);
+    }
+    this.nursery.clear();
   }
 
   disposeTensor(tensor: Tensor): void {
     const storage = tensor.storage;
     if (storage.disposed) return;
     if (storage.finalized) this.finalizer.unregister(storage);
+    else this.nursery.delete(tensor);
     this.release(storage);
     const count = this.tensorCounts.get(storage.backend);
     if (count !== undefined) this.tensorCounts.set(storage.backend, count - 1);

@@ -309,6 +309,35 @@ describe("the finalizer watches a tensor once it can outlive every scope", () =>
     }
     expect(records.filter((r) => r.id === id).map((r) => r.tensor === null)).toEqual([false]);
   });
+
+  it("registers a tensor that outlives every scope at the end of the task, or at once when many wait; never one disposed before", async () => {
+    const backend = getBackendInstance("js");
+    const buffers = backend.memory().buffers;
+    // Made and disposed within the task: never registered (the registration is what a small op would pay for).
+    const brief = ones([4]);
+    brief.dispose();
+    const kept = ones([4]);
+    expect(kept.storage.finalized).toBeFalsy();
+    await Promise.resolve();
+    expect(brief.storage.finalized).toBeFalsy();
+    expect(kept.storage.finalized).toBe(true);
+    kept.dispose();
+    // More than the nursery holds, made synchronously: the first ones are registered before the task ends.
+    const many = Array.from({ length: 300 }, () => ones([4]));
+    expect(many[0].storage.finalized).toBe(true);
+    expect(many.at(-1)?.storage.finalized).toBeFalsy();
+    dispose(many);
+    await Promise.resolve();
+    expect(many.some((t) => t.storage.finalized && !t.storage.disposed)).toBe(false);
+    expect(backend.memory().buffers).toBe(buffers);
+    // Dropped undisposed, a tensor is still freed by the finalizer once its task ended.
+    (() => {
+      for (let i = 0; i < 3; i++) ones([1000]);
+    })();
+    expect(backend.memory().buffers).toBe(buffers + 3);
+    await collect(() => backend.memory().buffers === buffers);
+    expect(backend.memory().buffers).toBe(buffers);
+  });
 });
 
 describe("kernel observers (the autograd hook)", () => {
