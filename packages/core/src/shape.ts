@@ -90,6 +90,17 @@ export function reduceShape(shape: readonly number[], axes: readonly number[], k
   return out;
 }
 
+/**
+ * Softmax's rows of x's `shape` along its last axis: `rows` of `size`, and for causal masking the row count m of
+ * each trailing [m, size] matrix (`causalRows`, 0 without it); row r then keeps its first (r mod m) + size - m + 1
+ * entries.
+ */
+export function softmaxRows(shape: readonly number[], causal: boolean): { rows: number; size: number; causalRows: number } {
+  const size = shape.length === 0 ? 1 : shape[shape.length - 1];
+  const rows = size === 0 ? 0 : sizeOf(shape) / size;
+  return { rows, size, causalRows: causal && rows > 0 ? shape[shape.length - 2] : 0 };
+}
+
 /** The parts of Split as Slice attributes: x of `shape` cut along `axis` into consecutive lengths `sizes`. */
 export function splitParts(shape: readonly number[], axis: number, sizes: readonly number[]): { begin: number[]; size: number[] }[] {
   let at = 0;

@@ -1,4 +1,4 @@
-import { type KernelArgs, type TensorInfo, reduceShape, sizeOf, splitAt, stridesOf } from "@blocksparse/core";
+import { type KernelArgs, type TensorInfo, reduceShape, sizeOf, softmaxRows, splitAt, stridesOf } from "@blocksparse/core";
 import type { CudaBackend } from "../backend";
 import { ReduceOp, type ReduceOpCode } from "../native";
 import { collapseDims } from "./util";
@@ -75,16 +75,6 @@ export function argmaxKernel({ inputs: { x }, attrs: { axis, keepDims }, backend
   const [outer, size, inner] = splitAt(x.shape, axis);
   backend.addon.reduce(ReduceOp.Argmax, backend.code(x.dtype), backend.handle(x), backend.handle(out), outer, size, inner);
   return out;
-}
-
-/**
- * The softmax kernels' rows of the last axis, and causalRows: 0, or m for causal masking over each trailing
- * [m, size] matrix (the op checked m <= size; 0 when there are no rows).
- */
-function softmaxRows(shape: readonly number[], causal: boolean): { rows: number; size: number; causalRows: number } {
-  const size = shape.length === 0 ? 1 : shape[shape.length - 1];
-  const rows = size === 0 ? 0 : sizeOf(shape) / size;
-  return { rows, size, causalRows: causal && rows > 0 ? shape[shape.length - 2] : 0 };
 }
 
 function softmaxLike(log: boolean) {

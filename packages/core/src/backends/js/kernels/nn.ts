@@ -1,6 +1,6 @@
 import type { KernelArgs, TensorInfo } from "../../../backend";
 import { IndexError } from "../../../errors";
-import { sizeOf } from "../../../shape";
+import { sizeOf, softmaxRows } from "../../../shape";
 import type { JsBackend } from "../backend";
 
 /**
@@ -27,18 +27,15 @@ function rowSoftmax(input: Float32Array, out: Float32Array, rows: number, n: num
 
 function softmaxLike(log: boolean) {
   return ({ inputs: { x }, attrs: { causal }, backend }: KernelArgs<"Softmax" | "LogSoftmax", JsBackend>): TensorInfo => {
-    const n = x.shape[x.shape.length - 1];
-    const rows = n === 0 ? 0 : sizeOf(x.shape) / n;
+    const { rows, size, causalRows } = softmaxRows(x.shape, causal);
     const out = backend.floatOutput(x.shape, x.dtype);
-    rowSoftmax(backend.floats(x), out.data, rows, n, log, causal ? x.shape[x.shape.length - 2] : 0);
+    rowSoftmax(backend.floats(x), out.data, rows, size, log, causalRows);
     return out.commit();
   };
 }
 
 export function softmaxBackwardKernel({ inputs: { dy, y }, attrs: { log, causal }, backend }: KernelArgs<"SoftmaxBackward", JsBackend>): TensorInfo {
-  const n = y.shape[y.shape.length - 1];
-  const rows = n === 0 ? 0 : sizeOf(y.shape) / n;
-  const m = causal ? y.shape[y.shape.length - 2] : 0;
+  const { rows, size: n, causalRows: m } = softmaxRows(y.shape, causal);
   const g = backend.floats(dy);
   const out = backend.floats(y);
   const dx = backend.floatOutput(y.shape, y.dtype);
