@@ -370,7 +370,9 @@ export class Engine {
    * the end of the current task on (see `nursery`).
    */
   private watch(tensor: Tensor): void {
-    if (tensor.storage.finalized || tensor.storage.disposed) return;
+    const storage = tensor.storage;
+    if (storage.finalized || storage.waiting || storage.disposed) return;
+    storage.waiting = true;
     this.nursery.add(tensor);
     if (this.nursery.size >= kNurseryLimit) this.flushNursery();
     else if (!this.nurseryFlushQueued) {
@@ -384,6 +386,7 @@ export class Engine {
     this.nurseryFlushQueued = false;
     for (const tensor of this.nursery) {
       const storage = tensor.storage;
+      storage.waiting = false;
       if (storage.finalized || storage.disposed) continue;
       storage.finalized = true;
       this.finalizer.register(tensor, storage, storage);
@@ -395,7 +398,10 @@ export class Engine {
     const storage = tensor.storage;
     if (storage.disposed) return;
     if (storage.finalized) this.finalizer.unregister(storage);
-    else this.nursery.delete(tensor);
+    else if (storage.waiting) {
+      storage.waiting = false;
+      this.nursery.delete(tensor);
+    }
     this.release(storage);
     const count = this.tensorCounts.get(storage.backend);
     if (count !== undefined) this.tensorCounts.set(storage.backend, count - 1);

@@ -18,6 +18,8 @@ export interface TensorStorage {
   disposed: boolean;
   /** Whether the engine's finalizer watches the tensor (it is not until it can outlive every scope). */
   finalized?: boolean;
+  /** Whether the tensor waits in the engine's nursery to be registered with the finalizer. */
+  waiting?: boolean;
 }
 
 let nextTensorId = 0;
