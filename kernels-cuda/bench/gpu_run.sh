@@ -204,8 +204,8 @@ stage_xr_check() {
 # Decoding against cuBLAS dense and the copy bandwidth; what bsrLinear dispatches to (auto), checked first.
 stage_decode() {
   for dtype in bf16 f16 f32; do
-    # bf16: every case, with the decoding kernel's alternative warps per CTA beside what is dispatched.
-    local args=(--paths auto,decode --variants 1,2,3)
+    # bf16: every case, with the decoding kernel's alternatives (warps per CTA, no overlap) beside what is dispatched.
+    local args=(--paths auto,decode --variants 1,2,3,4)
     [ $dtype = bf16 ] || args=(--paths auto --tokens 1,16)
     timeout "$(cap 100)" "$bin" --mode decode --dtype $dtype "${args[@]}" $TIME_ARGS \
       >"$LOG/decode-$dtype.log" 2>&1

@@ -650,7 +650,7 @@ Options parse(int argc, char** argv) {
   for (auto& p : paths) {
     if (p == "auto") {  // what the product entry points dispatch to by default
       o.variants.push_back({bs::TcPath::Auto, -1});
-    } else if (p == "decode") {  // the default warps per CTA, and with --variants the alternatives 1-3 too
+    } else if (p == "decode") {  // the default, and with --variants the alternatives 1-4 too (tc_kernels.h)
       o.variants.push_back({bs::TcPath::Decode, 0});
       if (o.variantsGiven)
         for (auto& v : variantIds)

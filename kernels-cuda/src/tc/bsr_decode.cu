@@ -21,9 +21,22 @@ constexpr int kSliceRows = 16;           // W rows per CTA: the m of one mma til
 constexpr int kTokenTile = 8;            // tokens per mma tile (its n)
 constexpr int kMaxWarps = 16;            // warps splitting one slice's blocks
 constexpr int kVectorsInFlight = 8;      // W vectors per lane loaded before any is used
-// W bytes each warp should stream, which sets the warps per CTA: TcOptions::variant 0 (the default) and the
-// alternatives kept for measurement, 1-3.
-constexpr int kBytesPerWarp[] = {4096, 2048, 8192, 16384};
+// TcOptions::variant: 0 is the default; the others are kept for measurement. `bytesPerWarp` is the W each warp
+// should stream, which sets the warps per CTA (0: the default's widths, below). `overlap`: the kernel may start while
+// the one before it in the stream ends (programmatic dependent launch, sm_90+), and before it waits for that
+// kernel's results it asks L2 for the start of W, at most kPrefetchShareOfL2 of L2 in all.
+struct DecodeVariantSpec {
+  int bytesPerWarp;
+  bool overlap;
+};
+constexpr DecodeVariantSpec kDecodeVariantSpecs[kDecodeVariants] = {
+    {0, true}, {2048, true}, {8192, true}, {16384, true}, {0, false}};
+// On an H200 (decode.md, 32 shapes of 2048-16384 rows and columns), an eighth of L2 (6 MB) and a sixteenth were
+// best, 1.11x the launch without overlap on the geometric mean (1.03-1.21x); the launch alone 1.08x; half of L2
+// 0.76-1.24x (a large W's prefetch evicted before it was read); the prefetch without the programmatic launch 1.00x.
+constexpr double kPrefetchShareOfL2 = 1.0 / 8;
+// The fallback width when the runtime cannot say what is resident: about this much W per warp.
+constexpr int kFallbackBytesPerWarp = 4096;
 // The default's widths: the grid in the fewest waves, each warp streaming at most this much (four rounds of loads).
 // On an H200 (decode.md), 4096 rows (256 CTAs) ran 5-11% faster at 16 warps than at the 8-9 of 4 KB per warp, and
 // 16384 rows (1024 CTAs) fastest at 4-5 warps, the widest that fit one wave there (8-9: two waves, 16: four).
@@ -88,7 +101,32 @@ struct DecodeArgs {
   int32_t blockHeight;
   const int32_t* blockRowPtr;
   const int32_t* blockColIdx;
+  // CTA i asks L2 for bytes [i * prefetchStride, + prefetchBytes) of prefetchBase (16-byte aligned, clipped to
+  // prefetchEnd); prefetchBytes 0: none.
+  const char* prefetchBase;
+  const char* prefetchEnd;
+  int64_t prefetchStride;
+  uint32_t prefetchBytes;
 };
+
+// Before the kernel reads anything another kernel may write (X, the pattern) or writes Y, it lets the next kernel
+// in the stream launch, asks L2 for its share of W (a hint: L2 is where the device's writes land, so what it holds
+// is current whatever the kernel before wrote), and waits for the kernel before it to finish and flush. Without a
+// programmatic launch the wait returns at once.
+__device__ __forceinline__ void overlapWithNeighbours(const DecodeArgs& args) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+  if (threadIdx.x == 0 && args.prefetchBytes > 0) {
+    const char* from = args.prefetchBase + blockIdx.x * args.prefetchStride;
+    if (from < args.prefetchEnd) {
+      const int64_t left = args.prefetchEnd - from;
+      const uint32_t bytes = left < args.prefetchBytes ? static_cast<uint32_t>(left) : args.prefetchBytes;
+      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(from), "r"(bytes) : "memory");
+    }
+  }
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
 
 // Partial sums of one warp: rows {g, g + 8} of the slice x the tokens it covers.
 template <class K>
@@ -162,6 +200,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) bsrDecodeLinearKernel(const ty
   extern __shared__ float partial[];  // [warps][kSliceRows][kTokens]
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   const int g = lane / 4, q = lane % 4;
+  overlapWithNeighbours(args);
   const int slicesPerRow = args.blockHeight / kSliceRows;
   const int blockRow = blockIdx.x / slicesPerRow, slice = blockIdx.x % slicesPerRow;
   const int32_t first = args.blockRowPtr[blockRow];
@@ -246,28 +285,35 @@ size_t partialBytes(int warps) {
   return size_t(warps) * kSliceRows * K::kTokens * sizeof(float);
 }
 
-// CTAs of `warps` warps that one SM of the current device holds at once (registers, threads, shared memory),
-// asked once per device and width; 0 when the runtime cannot say.
-template <class K>
-int residentCtas(int warps) {
-  constexpr int kDevices = 64;
-  static int cache[kDevices][kMaxWarps + 1] = {};  // 0: not asked yet, -1: asked, none
+constexpr int kDevices = 64;
+
+// ask(device) for the current device, asked once per device (a negative answer counts as 0): `cache` holds each
+// device's answer + 1, 0 until asked. 0 when the current device cannot be read.
+template <class F>
+int oncePerDevice(int (&cache)[kDevices], F&& ask) {
   int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kDevices) {
     cudaGetLastError();
     return 0;
   }
-  int& entry = cache[device][warps];
-  if (entry == 0) {
+  if (cache[device] == 0) cache[device] = std::max(ask(device), 0) + 1;
+  return cache[device] - 1;
+}
+
+// CTAs of `warps` warps that one SM of the current device holds at once (registers, threads, shared memory); 0 when
+// the runtime cannot say.
+template <class K>
+int residentCtas(int warps) {
+  static int cache[kMaxWarps + 1][kDevices] = {};
+  return oncePerDevice(cache[warps], [&](int) {
     int count = 0;
     if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&count, bsrDecodeLinearKernel<K>, 32 * warps,
                                                       partialBytes<K>(warps)) != cudaSuccess) {
       cudaGetLastError();
-      count = 0;
+      return 0;
     }
-    entry = count > 0 ? count : -1;
-  }
-  return std::max(entry, 0);
+    return count;
+  });
 }
 
 // Warps per CTA. The measurement variants (1-3) aim at kBytesPerWarp[v] of W per warp. The default takes, among the
@@ -278,9 +324,9 @@ template <class K>
 int chooseWarps(const BsrPatternView& pattern, int variant, int numSms) {
   const double blocksPerRow = pattern.blockRows > 0 ? double(pattern.nnzBlocks) / pattern.blockRows : 0.0;
   const double sliceBytes = blocksPerRow * kSliceRows * K::C * sizeof(typename K::T);
-  const int v = decodeVariant(variant) ? variant : 0;
+  const DecodeVariantSpec& spec = kDecodeVariantSpecs[decodeVariant(variant) ? variant : 0];
   const auto clampWarps = [](double warps, int most) { return static_cast<int>(std::clamp(warps, 1.0, double(most))); };
-  if (v != 0) return clampWarps(std::ceil(sliceBytes / kBytesPerWarp[v]), kMaxWarps);
+  if (spec.bytesPerWarp != 0) return clampWarps(std::ceil(sliceBytes / spec.bytesPerWarp), kMaxWarps);
   const int most = clampWarps(std::ceil(blocksPerRow), kMaxWarps);
   const int fewest = clampWarps(std::ceil(sliceBytes / kMostBytesPerWarp), most);
   const int64_t ctas = pattern.rows / kSliceRows;
@@ -293,7 +339,53 @@ int chooseWarps(const BsrPatternView& pattern, int variant, int numSms) {
     if (best == 0 || waves < bestWaves) best = warps, bestWaves = waves;
   }
   if (best > 0) return best;
-  return std::clamp(clampWarps(std::ceil(sliceBytes / kBytesPerWarp[0]), most), fewest, most);
+  return std::clamp(clampWarps(std::ceil(sliceBytes / kFallbackBytesPerWarp), most), fewest, most);
+}
+
+int l2Bytes() {
+  static int cache[kDevices] = {};
+  return oncePerDevice(cache, [](int device) {
+    int bytes = 0;
+    if (cudaDeviceGetAttribute(&bytes, cudaDevAttrL2CacheSize, device) != cudaSuccess) {
+      cudaGetLastError();
+      return 0;
+    }
+    return bytes;
+  });
+}
+
+// Whether the code the current device runs for this kernel was built for sm_90+, and so waits in
+// overlapWithNeighbours before it reads another kernel's results: a programmatic launch of a kernel without that
+// wait would race with the kernel before it.
+template <class K>
+bool overlapBuilt() {
+  static int cache[kDevices] = {};
+  return oncePerDevice(cache, [](int) {
+    cudaFuncAttributes attributes{};
+    if (cudaFuncGetAttributes(&attributes, bsrDecodeLinearKernel<K>) != cudaSuccess) {
+      cudaGetLastError();
+      return 0;
+    }
+    return attributes.binaryVersion >= 90 ? 1 : 0;
+  }) > 0;
+}
+
+// CTA i of `ctas` asks L2 for the i-th share of W's bytes, all of them asking together for at most `shareOfL2` of
+// L2, so a share may be cut short at its end.
+void planPrefetch(DecodeArgs& args, const void* values, int64_t valueBytes, int64_t ctas, int l2Bytes,
+                  double shareOfL2) {
+  const auto base = (reinterpret_cast<uintptr_t>(values) + 15) & ~uintptr_t{15};
+  const auto end = (reinterpret_cast<uintptr_t>(values) + static_cast<uintptr_t>(valueBytes)) & ~uintptr_t{15};
+  if (end <= base || ctas <= 0 || l2Bytes <= 0) return;
+  const int64_t bytes = static_cast<int64_t>(end - base);
+  const int64_t stride = ((bytes + ctas - 1) / ctas + 15) & ~int64_t{15};
+  const int64_t most = static_cast<int64_t>(shareOfL2 * l2Bytes / ctas) & ~int64_t{15};
+  const int64_t share = std::min<int64_t>({stride, most, int64_t{1} << 30});
+  if (share <= 0) return;
+  args.prefetchBase = reinterpret_cast<const char*>(base);
+  args.prefetchEnd = reinterpret_cast<const char*>(end);
+  args.prefetchStride = stride;
+  args.prefetchBytes = static_cast<uint32_t>(share);
 }
 
 bool decodeBlockSide(int side) { return side == 16 || side == 32 || side == 64 || side == 128; }
@@ -324,15 +416,36 @@ int decodeWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int varia
 
 void launchDecodeLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
                         const BsrPatternView& pattern, int variant, int numSms, cudaStream_t stream) {
-  const DecodeArgs args{m, pattern.rows, pattern.cols, pattern.blockHeight, pattern.blockRowPtr,
-                        pattern.blockColIdx};
+  DecodeArgs args{m, pattern.rows, pattern.cols, pattern.blockHeight, pattern.blockRowPtr, pattern.blockColIdx,
+                  nullptr, nullptr, 0, 0};
   const unsigned ctas = static_cast<unsigned>(pattern.rows / kSliceRows);
+  const DecodeVariantSpec& spec = kDecodeVariantSpecs[decodeVariant(variant) ? variant : 0];
   visitTraits(dtype, pattern.blockWidth, m, [&](auto traits) {
     using K = decltype(traits);
     using T = typename K::T;
     const int warps = chooseWarps<K>(pattern, variant, numSms);
-    bsrDecodeLinearKernel<K><<<ctas, 32 * warps, partialBytes<K>(warps), stream>>>(
-        static_cast<const T*>(x), static_cast<const T*>(values), static_cast<const T*>(bias), static_cast<T*>(y), args);
+    const bool overlap = spec.overlap && overlapBuilt<K>();
+    if (overlap) {
+      const int64_t valueBytes = static_cast<int64_t>(pattern.nnzBlocks) * pattern.blockHeight * K::C * sizeof(T);
+      planPrefetch(args, values, valueBytes, ctas, l2Bytes(), kPrefetchShareOfL2);
+    }
+    cudaLaunchAttribute attribute{};
+    attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t config{};
+    config.gridDim = dim3(ctas);
+    config.blockDim = dim3(32 * warps);
+    config.dynamicSmemBytes = partialBytes<K>(warps);
+    config.stream = stream;
+    config.attrs = overlap ? &attribute : nullptr;
+    config.numAttrs = overlap ? 1 : 0;
+    const cudaError_t launched =
+        cudaLaunchKernelEx(&config, bsrDecodeLinearKernel<K>, static_cast<const T*>(x),
+                           static_cast<const T*>(values), static_cast<const T*>(bias), static_cast<T*>(y), args);
+    if (launched != cudaSuccess) {
+      cudaGetLastError();
+      throwCuda(launched, "launch of bsrDecodeLinearKernel");
+    }
     BS_LAUNCH_CHECK("bsrDecodeLinearKernel");
   });
 }

@@ -85,8 +85,9 @@ bool launchWgmma(Op op, DType dtype, const KernelArgs& args, int blockSize, int 
 // alignments, and its launch (pointers already validated).
 bool decodeSupported(DType dtype, const void* x, const void* values, const void* bias, const void* y, int64_t m,
                      const BsrPatternView& pattern);
-// `variant` (TcOptions::variant, kDecodeVariants of them) picks the W bytes per warp: 0 is the default.
-constexpr int kDecodeVariants = 4;
+// `variant` (TcOptions::variant, kDecodeVariants of them): 0 is the default; 1-3 aim at 2, 8 or 16 KB of W per warp;
+// 4 is the default's widths without the overlap with the kernel before (no programmatic launch, no L2 prefetch).
+constexpr int kDecodeVariants = 5;
 bool decodeVariant(int variant);
 void launchDecodeLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
                         const BsrPatternView& pattern, int variant, int numSms, cudaStream_t stream);

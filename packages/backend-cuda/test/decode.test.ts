@@ -2,9 +2,11 @@
  * bsrLinear with 1-16 tokens, where the cuda backend dispatches to its decoding kernel (each stored block
  * read once): every token count, block shapes 16-128 wide (square and not), with and without bias, in
  * every float dtype, on random patterns with empty block rows. Checked against the js backend's result
- * and float64 math; outputs are poisoned, so an element the kernel skips fails.
+ * and float64 math; outputs are poisoned, so an element the kernel skips fails. On sm_90+ the kernel may start
+ * before the kernel ahead of it in the stream ends (programmatic dependent launch): a chain of layers whose inputs
+ * and weights other kernels have just written checks that it never reads them early.
  */
-import { BsrPattern, type DType, bsrLinear, setBackend, tensor, tidy } from "@blocksparse/core";
+import { BsrPattern, type DType, type Tensor, bsrLinear, gelu, mul, setBackend, tensor, tidy } from "@blocksparse/core";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { FLOAT_DTYPES, cudaMissing, expectClose, random, randomTensor, reportCudaAvailability, useCuda } from "./cuda";
 
@@ -109,6 +111,44 @@ describe.skipIf(cudaMissing)("bsrLinear with few tokens on cuda (the decoding pa
       }
     }, TIMEOUT_MS);
   }
+
+  test("a chain of layers, each input and some weights written by the kernel just before, no sync between", () => {
+    const next = random(2024);
+    const width = 1024;
+    const layers = 8;
+    const patterns = Array.from({ length: layers }, () => patternWithEmptyRows([width, width], [32, 32], 0.5, next));
+    for (const dtype of FLOAT_DTYPES) {
+      for (const m of [1, 8, 16]) {
+        tidy(() => {
+          // Values scaled so that a layer keeps its input's size (uniform, variance scale^2 / 3, over the ~0.5 width
+          // stored columns of a row).
+          const scale = Math.sqrt(3 / (0.5 * width));
+          const stored = patterns.map((p) => randomTensor(next, [p.nnzBlocks, 32, 32], dtype, scale));
+          const biases = patterns.map(() => randomTensor(next, [width], dtype, 0.1));
+          const inputs: Tensor[] = [randomTensor(next, [m, width], dtype).t];
+          const weights: Tensor[] = [];
+          const outputs: Tensor[] = [];
+          // Three passes over the stack, so that launches queue up behind each other; every other layer's
+          // weights come fresh from a kernel (a scale by 1), every other output goes through a GELU.
+          for (let pass = 0; pass < 3; pass++)
+            for (let i = 0; i < layers; i++) {
+              const w = i % 2 === 0 ? mul(stored[i].t, 1) : stored[i].t;
+              const y = bsrLinear(inputs[inputs.length - 1], w, patterns[i], biases[i].t);
+              weights.push(w);
+              outputs.push(y);
+              inputs.push(i % 2 === 1 ? gelu(y) : y);
+            }
+          for (let k = 0; k < outputs.length; k++) {
+            const i = k % layers;
+            const x = Float64Array.from(inputs[k].dataSync());
+            const values = Float64Array.from(weights[k].dataSync());
+            const want = linearReference(patterns[i], x, values, biases[i].values, m);
+            expectClose(outputs[k].dataSync(), want, dtype, `${dtype} M=${m} layer ${k} of the chain`);
+          }
+        });
+      }
+    }
+  }, TIMEOUT_MS);
 
   test("leading dims, 17 tokens (past the decoding path) and an empty pattern", () => {
     const next = random(7);
