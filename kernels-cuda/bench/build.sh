@@ -23,7 +23,7 @@ if [ "$have_cublas" -eq 0 ]; then
   flags="$flags -DTC_BENCH_NO_CUBLAS"
   libs=""
 fi
-dev_sources=("$dev"/*.cu)
+dev_sources=("$dev"/*.cu "$dev"/*.cpp)
 if [ "${DEV:-1}" = 0 ]; then
   flags="$flags -DTC_BENCH_NO_DEV"
   dev_sources=()

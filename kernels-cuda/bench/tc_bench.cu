@@ -50,6 +50,7 @@
 #include "../src/tc/tc_kernels.h"
 #ifndef TC_BENCH_NO_DEV
 #include "../dev/dev_variants.h"
+#include "../dev/group_schedule.h"
 #endif
 
 namespace {
@@ -252,6 +253,14 @@ void upload(const HostPattern& p, DevicePattern& d) {
     at.push_back(packed.size());
     packed.insert(packed.end(), part->begin(), part->end());
   }
+#ifndef TC_BENCH_NO_DEV
+  // The schedules of dev's grouped tile (variants 8 and 9 on the mma path).
+  const bool scheduled = bs::tc::wantsGroupSchedules(p.block, p.block);
+  bs::tc::GroupScheduleOffsets schedules;
+  if (scheduled)
+    schedules = bs::tc::appendGroupSchedules(packed, p.blockRows, p.blockCols, p.rowPtr.data(), p.colIdx.data(),
+                                             p.colPtr.data(), p.rowIdx.data(), p.valueIndex.data());
+#endif
   CHECK_CUDA(cudaMalloc(&d.buffer, std::max<size_t>(packed.size(), 1) * 4));
   CHECK_CUDA(cudaMemcpy(d.buffer, packed.data(), packed.size() * 4, cudaMemcpyHostToDevice));
   BsrPatternView& v = d.view;
@@ -268,6 +277,9 @@ void upload(const HostPattern& p, DevicePattern& d) {
   v.valueIndex = d.buffer + at[4];
   v.coordBlockRow = d.buffer + at[5];
   v.coordBlockCol = d.buffer + at[6];
+#ifndef TC_BENCH_NO_DEV
+  if (scheduled) bs::tc::bindGroupSchedules(v, d.buffer, schedules);
+#endif
 }
 
 // ------------------------------------------------------------------------------------------ one problem

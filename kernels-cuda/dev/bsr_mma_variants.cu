@@ -34,6 +34,8 @@ bool launchTyped(Op op, const KernelArgs& args, int blockSize, int variant, cuda
 }  // namespace
 
 bool launchMmaDevVariant(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, cudaStream_t stream) {
+  if (variant == kGroupedVariant || variant == kGroupedSmallVariant)
+    return blockSize == 32 && launchGroupedVariant(op, dtype, args, variant, stream);
   if (dtype == DType::BFloat16) return launchTyped<__nv_bfloat16>(op, args, blockSize, variant, stream);
   if (dtype == DType::Float16) return launchTyped<__half>(op, args, blockSize, variant, stream);
   return false;

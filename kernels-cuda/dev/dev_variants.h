@@ -6,8 +6,8 @@
 namespace bs::tc {
 
 // A TcOptions::devVariants launcher: the wgmma variants of dev/bsr_wgmma_variants.cu (1 at 32 and 64
-// blocks, 2-5) and dev/bsr_wgmma_xr.cu (kXrVariant) and the mma.sync variant of dev/bsr_mma_variants.cu
-// (1); false, having launched nothing, for any other path, product or variant.
+// blocks, 2-5) and dev/bsr_wgmma_xr.cu (kXrVariant) and the mma.sync variants of dev/bsr_mma_variants.cu
+// (1) and dev/bsr_mma_grouped.cu (8, 9); false, having launched nothing, for any other path, product or variant.
 bool launchDevVariant(TcPath path, Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                       cudaStream_t stream);
 
@@ -18,5 +18,13 @@ bool launchXrVariant(Op op, DType dtype, const KernelArgs& args, int blockSize, 
 
 // The mma.sync variant alone (dev/bsr_mma_variants.cu).
 bool launchMmaDevVariant(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, cudaStream_t stream);
+
+// The grouped mma.sync tiles of 32x32 blocks (dev/bsr_mma_grouped.cu), bsrLinear and bsrMatmul: 128 tokens x a group
+// of kScheduleGroup block rows (columns) walking their merged schedule (dev/group_schedule.h), 8 warps of 16 tokens
+// (kGroupedVariant) or 4 warps of 32 (kGroupedSmallVariant). False without a schedule, for other blocks or dtypes,
+// or when the groups do not tile the output's features.
+constexpr int kGroupedVariant = 8;
+constexpr int kGroupedSmallVariant = 9;
+bool launchGroupedVariant(Op op, DType dtype, const KernelArgs& args, int variant, cudaStream_t stream);
 
 }  // namespace bs::tc

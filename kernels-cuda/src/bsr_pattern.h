@@ -21,6 +21,12 @@ struct BsrPatternView {
   // Coordinates of each stored block, in values order.
   const int32_t* coordBlockRow;  // [nnzBlocks]
   const int32_t* coordBlockCol;  // [nnzBlocks]
+  // Merged schedules of groups of block rows and of block columns for the grouped tile kept for measurement
+  // (kernels-cuda/dev/group_schedule.h): tc_bench builds them; null in the addon.
+  const int32_t* rowGroupPtr;
+  const int32_t* rowGroupSteps;
+  const int32_t* colGroupPtr;
+  const int32_t* colGroupSteps;
 };
 
 }  // namespace bs

@@ -10,7 +10,7 @@ namespace bs {
 
 namespace tc {
 
-KernelArgs makeArgs(Op /*op*/, const void* a, const void* b, const void* bias, void* out, int64_t m,
+KernelArgs makeArgs(Op op, const void* a, const void* b, const void* bias, void* out, int64_t m,
                     const BsrPatternView& pattern) {
   KernelArgs args{};
   args.a = a;
@@ -31,6 +31,8 @@ KernelArgs makeArgs(Op /*op*/, const void* a, const void* b, const void* bias, v
   args.tokensPerSplit = m;
   args.activated = nullptr;
   args.activation = Activation::Gelu;
+  args.groupPtr = op == Op::Linear ? pattern.rowGroupPtr : op == Op::Matmul ? pattern.colGroupPtr : nullptr;
+  args.groupSteps = op == Op::Linear ? pattern.rowGroupSteps : op == Op::Matmul ? pattern.colGroupSteps : nullptr;
   return args;
 }
 

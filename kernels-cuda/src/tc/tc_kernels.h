@@ -39,6 +39,9 @@ struct KernelArgs {
   // Linear only, may be null: also write activation(out) here (the staged epilogue; out keeps the pre-activation).
   void* activated;
   Activation activation;
+  // dev's grouped tile (Linear: row groups, Matmul: column groups; dev/group_schedule.h); null without a schedule.
+  const int32_t* groupPtr;
+  const int32_t* groupSteps;
 };
 
 // Tile variants the dispatch names (TcOptions::variant): each path's default tile; on the wgmma path the
@@ -46,7 +49,7 @@ struct KernelArgs {
 // persistent 256-token tile with 64x64 blocks (one CTA per SM walking many tiles, its epilogue overlapping
 // the next tile's loads), which wins when there are many tiles with short reduction lines:
 // at least kPersistentMinTilesPerSm tiles per SM and at most kPersistentMaxLine blocks per line on average.
-// (Numbers 2-6 are variants kept for measurement in kernels-cuda/dev/.)
+// (Numbers 2-6, 8 and 9 are variants kept for measurement in kernels-cuda/dev/.)
 enum TileVariant : int { kDefaultTile = 0, kWideTile = 1, kPersistentTile = 7 };
 constexpr int64_t kWideTileMinTokens = 4096;
 constexpr int kPersistentTileTokens = 256;
