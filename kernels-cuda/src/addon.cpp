@@ -328,7 +328,10 @@ Napi::Value clearAutotuneFn(const Napi::CallbackInfo& info) {
   return undefinedOf(info);
 }
 
-// autotuneRecords(): [{product, dtype, blockShape, m, rows, cols, nnzBlocks, bias, route, timings: [{route, ms}]}]
+const char* const kTcPathNames[] = {"auto", "mma", "wgmma", "decode"};
+
+// autotuneRecords(): [{product, dtype, blockShape, m, rows, cols, nnzBlocks, bias, route, choice, timings: [{route, ms}]}],
+// choice = {dense, path, variant, splits}: the chosen route as importAutotune takes it back.
 Napi::Value autotuneRecordsFn(const Napi::CallbackInfo& info) {
   Args{info, "autotuneRecords"}.count(0);
   Napi::Env env = info.Env();
@@ -350,6 +353,12 @@ Napi::Value autotuneRecordsFn(const Napi::CallbackInfo& info) {
     o.Set("nnzBlocks", r.nnzBlocks);
     o.Set("bias", r.bias);
     o.Set("route", tunedRouteName(r.chosen));
+    Napi::Object choice = Napi::Object::New(env);
+    choice.Set("dense", r.chosen.dense);
+    choice.Set("path", kTcPathNames[static_cast<int>(r.chosen.tc.path)]);
+    choice.Set("variant", r.chosen.tc.variant);
+    choice.Set("splits", r.chosen.tc.splits);
+    o.Set("choice", choice);
     Napi::Array timings = Napi::Array::New(env, r.timings.size());
     for (size_t k = 0; k < r.timings.size(); ++k) {
       Napi::Object t = Napi::Object::New(env);
@@ -361,6 +370,40 @@ Napi::Value autotuneRecordsFn(const Napi::CallbackInfo& info) {
     out.Set(static_cast<uint32_t>(i), o);
   }
   return out;
+}
+
+// importAutotune(product, dtype, blockHeight, blockWidth, m, rows, cols, nnzBlocks, bias, dense, path, variant + 1,
+// splits): one choice saved by an earlier process (autotune.h: importAutotuneRecord), for the current device.
+// product 0-2 (bsrLinear, bsrMatmul, sampledMatmul), path 0-3 (kTcPathNames). Returns whether it was added.
+Napi::Value importAutotuneFn(const Napi::CallbackInfo& info) {
+  Args args{info, "importAutotune"};
+  args.count(13);
+  const int64_t product = args.size(0);
+  BS_REQUIRE(product <= 2, "importAutotune: product must be 0-2, got " + std::to_string(product));
+  const DType dtype = args.floatDtype(1);
+  const int64_t blockHeight = args.size(2), blockWidth = args.size(3);
+  BS_REQUIRE(blockHeight >= 1 && blockWidth >= 1 && blockHeight <= 65536 && blockWidth <= 65536,
+             "importAutotune: block shape must be 1-65536 on each side");
+  const int64_t nnzBlocks = args.size(7);
+  BS_REQUIRE(nnzBlocks <= INT32_MAX, "importAutotune: nnzBlocks must fit int32");
+  const int64_t path = args.size(10), variant = args.size(11) - 1, splits = args.size(12);
+  BS_REQUIRE(path <= 3, "importAutotune: path must be 0-3, got " + std::to_string(path));
+  BS_REQUIRE(variant <= 255 && splits <= 65535, "importAutotune: variant must be -1-255 and splits 0-65535");
+  TuneRecord record{};
+  record.product = static_cast<tc::Op>(product);
+  record.dtype = dtype;
+  record.blockHeight = static_cast<int>(blockHeight);
+  record.blockWidth = static_cast<int>(blockWidth);
+  record.m = args.size(4);
+  record.rows = args.size(5);
+  record.cols = args.size(6);
+  record.nnzBlocks = static_cast<int32_t>(nnzBlocks);
+  record.bias = args.boolean(8);
+  record.chosen.dense = args.boolean(9);
+  record.chosen.tc.path = static_cast<TcPath>(path);
+  record.chosen.tc.variant = static_cast<int>(variant);
+  record.chosen.tc.splits = static_cast<int>(splits);
+  return Napi::Boolean::New(info.Env(), importAutotuneRecord(std::move(record)));
 }
 
 // ------------------------------------------------------------------ block-sparse patterns
@@ -1366,6 +1409,7 @@ Napi::Object initModule(Napi::Env env, Napi::Object exports) {
   BS_EXPORT("setAutotune", setAutotuneFn);
   BS_EXPORT("clearAutotune", clearAutotuneFn);
   BS_EXPORT("autotuneRecords", autotuneRecordsFn);
+  BS_EXPORT("importAutotune", importAutotuneFn);
   BS_EXPORT("allowTf32", allowTf32Fn);
   BS_EXPORT("createPattern", createPattern);
   BS_EXPORT("freePattern", freePattern);

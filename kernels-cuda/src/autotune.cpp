@@ -95,6 +95,15 @@ std::vector<TuneRecord> autotuneRecords() {
   return out;
 }
 
+bool importAutotuneRecord(TuneRecord record) {
+  record.device = deviceInfo().index;
+  record.timings.clear();
+  const Key key{static_cast<int>(record.product), static_cast<int>(record.dtype), record.blockHeight, record.blockWidth,
+                record.m, record.rows, record.cols, record.nnzBlocks, record.bias, record.device};
+  std::lock_guard<std::mutex> lock(mutex);
+  return records.emplace(key, std::move(record)).second;
+}
+
 bool runTuned(tc::Op product, DType dtype, const BsrPatternView& pattern, int64_t m, bool bias,
               const std::function<std::vector<TunedRoute>()>& candidates,
               const std::function<bool(const TunedRoute&)>& run, cudaStream_t stream) {

@@ -7,7 +7,8 @@
 // each candidate once to warm it, then three times between two events, and keeps the fastest; it then runs the
 // chosen route once more, so that the output of that call, like every later one, is the chosen route's. The
 // timing synchronizes the stream once per key. Records live in memory for the process (clearAutotune drops
-// them); a route that later declines (an alignment that changed) drops its record and the default path runs.
+// them; importAutotuneRecord takes those an earlier process saved); a route that later declines (an alignment that
+// changed) drops its record and the default path runs.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -49,6 +50,10 @@ bool autotuneEnabled();
 // Forgets every record (the next call of each shape tunes again).
 void clearAutotune();
 std::vector<TuneRecord> autotuneRecords();
+// Adds a choice made by an earlier process (a saved cache) for the current device, its timings empty; a key this
+// process has already tuned keeps its own record. Returns whether it was added. Like a tuned route, an imported one
+// that declines on a later call is dropped and the default path runs.
+bool importAutotuneRecord(TuneRecord record);
 
 // Runs the product by its tuned route (see above). `candidates` lists the routes to time; it is called only on a
 // key's first call, so later calls cost one lookup. `run` runs one route and returns false when it declines.

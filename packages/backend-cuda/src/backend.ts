@@ -1,3 +1,4 @@
+import { existsSync } from "node:fs";
 import {
   type Backend,
   BackendError,
@@ -16,6 +17,7 @@ import {
   isStorageOf,
   sizeOf,
 } from "@blocksparse/core";
+import { PRODUCTS, TC_PATHS, readAutotuneCache, sameDevice, serializeAutotuneCache, writeAutotuneCache } from "./autotune_cache";
 import { CudaError, translateNativeError } from "./errors";
 import { cudaKernels } from "./kernels";
 import { startCuda } from "./loader";
@@ -103,6 +105,8 @@ export class CudaBackend implements Backend {
     this.build = this.addon.buildInfo();
     applyTf32Setting(this.addon);
     if (process.env.BLOCKSPARSE_CUDA_AUTOTUNE === "1") this.addon.setAutotune(true);
+    const cacheFile = process.env.BLOCKSPARSE_CUDA_AUTOTUNE_CACHE;
+    if (cacheFile) this.useAutotuneCache(cacheFile);
     // Said once per process (one backend instance): dense matmul is slower without cuBLAS, never wrong.
     if (!this.build.cublas) {
       process.emitWarning(`${this.build.cublasLibrary}; dense matmul runs on the built-in tiled kernel (install cuBLAS for faster dense layers)`, {
@@ -294,6 +298,77 @@ export class CudaBackend implements Backend {
   autotuneRecords(): AutotuneRecord[] {
     this.checkAlive();
     return this.native(() => this.addon.autotuneRecords());
+  }
+
+  /**
+   * Writes every autotuning choice so far to `file` (JSON, written whole: a reader never sees half of it), with
+   * the GPU they were measured on. Returns the number of shapes written.
+   */
+  saveAutotune(file: string): number {
+    if (typeof file !== "string" || file.length === 0) throw new ValueError("saveAutotune: file must be a non-empty path");
+    const records = this.autotuneRecords();
+    writeAutotuneCache(file, serializeAutotuneCache(this.device, records));
+    return records.length;
+  }
+
+  /**
+   * Takes the choices a saveAutotune file holds, so that those shapes run their chosen route without timing
+   * anything; a shape this process has already tuned keeps its own choice. A file measured on another kind of GPU
+   * (name or compute capability) is left out whole: `sameDevice` false, nothing imported. Throws
+   * AutotuneCacheError when the file cannot be read or is not such a file (the message names the field). Does not
+   * turn autotuning on: shapes the file lacks tune only when it is on.
+   */
+  loadAutotune(file: string): { imported: number; records: number; sameDevice: boolean } {
+    if (typeof file !== "string" || file.length === 0) throw new ValueError("loadAutotune: file must be a non-empty path");
+    this.checkAlive();
+    const cache = readAutotuneCache(file);
+    if (!sameDevice(cache, this.device)) return { imported: 0, records: cache.records.length, sameDevice: false };
+    let imported = 0;
+    for (const r of cache.records) {
+      const added = this.native(() =>
+        this.addon.importAutotune(
+          PRODUCTS.indexOf(r.product),
+          DTYPE_CODE[r.dtype],
+          r.blockShape[0],
+          r.blockShape[1],
+          r.m,
+          r.rows,
+          r.cols,
+          r.nnzBlocks,
+          r.bias,
+          r.choice.dense,
+          TC_PATHS.indexOf(r.choice.path),
+          r.choice.variant + 1,
+          r.choice.splits,
+        ),
+      );
+      if (added) imported++;
+    }
+    return { imported, records: cache.records.length, sameDevice: true };
+  }
+
+  /**
+   * What BLOCKSPARSE_CUDA_AUTOTUNE_CACHE=file does at start: autotuning on, the file's choices taken when it exists,
+   * and every choice written back to it when the process exits. A file that cannot be used is reported as a
+   * warning (code BLOCKSPARSE_CUDA_AUTOTUNE_CACHE), not thrown: the cache only saves time.
+   */
+  useAutotuneCache(file: string): void {
+    if (typeof file !== "string" || file.length === 0) throw new ValueError("useAutotuneCache: file must be a non-empty path");
+    this.checkAlive();
+    this.addon.setAutotune(true);
+    try {
+      if (existsSync(file)) this.loadAutotune(file);
+    } catch (error) {
+      process.emitWarning(`${(error as Error).message}; tuning from scratch`, { code: "BLOCKSPARSE_CUDA_AUTOTUNE_CACHE" });
+    }
+    process.once("exit", () => {
+      try {
+        // The records are the addon's, process-wide: they outlive a disposed backend.
+        writeAutotuneCache(file, serializeAutotuneCache(this.device, this.addon.autotuneRecords()));
+      } catch (error) {
+        process.emitWarning((error as Error).message, { code: "BLOCKSPARSE_CUDA_AUTOTUNE_CACHE" });
+      }
+    });
   }
 
   /** Forgets every autotuning choice: the next call of each shape tunes again (after a GPU clock change, say). */

@@ -21,6 +21,7 @@ export function cudaBackend(): CudaBackend {
 export { CudaBackend, CudaBuffer, type CudaMemory, DENSE_SAMPLED_MODES, type DenseSampledMode } from "./backend";
 export { CudaError, CudaOutOfMemoryError } from "./errors";
 export { addonCandidates, cudaAvailability } from "./loader";
-export type { AutotuneRecord, BuildInfo, CommunicatorHandle, DeviceInfo, NativeAddon, NcclInfo, NcclReduceOpCode } from "./native";
+export { AUTOTUNE_CACHE_FORMAT, AutotuneCacheError } from "./autotune_cache";
+export type { AutotuneChoice, AutotuneRecord, BuildInfo, CommunicatorHandle, DeviceInfo, NativeAddon, NcclInfo, NcclReduceOpCode } from "./native";
 export { DTYPE_CODE, NcclReduceOp } from "./native";
 export { allowTf32, setAllowTf32 } from "./tf32";

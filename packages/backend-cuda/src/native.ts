@@ -165,7 +165,19 @@ export interface AutotuneRecord {
   nnzBlocks: number;
   bias: boolean;
   route: string;
+  /** The chosen route as importAutotune takes it back (what an autotune cache file stores). */
+  choice: AutotuneChoice;
   timings: { route: string; ms: number }[];
+}
+
+/** A route: the dense product with the blocks sampled out (dW only), or a tensor-core path, tile variant and token splits. */
+export interface AutotuneChoice {
+  dense: boolean;
+  path: "auto" | "mma" | "wgmma" | "decode";
+  /** The tile variant; -1: the path's default for the shape. */
+  variant: number;
+  /** dW's token splits; 0: the dispatch's rule. */
+  splits: number;
 }
 
 export interface NativeAddon {
@@ -196,6 +208,25 @@ export interface NativeAddon {
   clearAutotune(): void;
   /** What autotuning chose for each shape so far, with every candidate's time. */
   autotuneRecords(): AutotuneRecord[];
+  /**
+   * One choice an earlier process saved, for the current device (kept unless this process already tuned the shape);
+   * product 0-2 (bsrLinear, bsrMatmul, sampledMatmul), path 0-3 (auto, mma, wgmma, decode). Returns whether it was added.
+   */
+  importAutotune(
+    product: number,
+    dtype: Dt,
+    blockHeight: number,
+    blockWidth: number,
+    m: number,
+    rows: number,
+    cols: number,
+    nnzBlocks: number,
+    bias: boolean,
+    dense: boolean,
+    path: number,
+    variantPlusOne: number,
+    splits: number,
+  ): boolean;
 
   createPattern(description: PatternDescription): PatternHandle;
   freePattern(pattern: PatternHandle): void;
@@ -380,6 +411,7 @@ const NATIVE_FUNCTION_SET = {
   setAutotune: true,
   clearAutotune: true,
   autotuneRecords: true,
+  importAutotune: true,
   createPattern: true,
   freePattern: true,
   fillBits: true,

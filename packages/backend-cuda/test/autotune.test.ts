@@ -1,5 +1,9 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { BsrPattern, bsrLinear, bsrMatmul, sampledMatmul, tidy } from "@blocksparse/core";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { AutotuneCacheError } from "../src/autotune_cache";
 import { cudaMissing, expectClose, random, randomTensor, reportCudaAvailability, useCuda } from "./cuda";
 
 reportCudaAvailability("autotune.test.ts");
@@ -125,6 +129,122 @@ describe.skipIf(cudaMissing)("first-use autotuning of the block-sparse products"
       expectClose(sampledMatmul(dy32.t, x32.t, pattern).dataSync(), ref32.dw, "float32", "sampledMatmul float32");
       expect(backend.autotuneRecords().length).toBe(before);
     });
+  });
+
+  test("saveAutotune / loadAutotune: a later process starts with the saved choices and times nothing", () => {
+    const backend = useCuda();
+    const dir = mkdtempSync(join(tmpdir(), "blocksparse-autotune-"));
+    try {
+      const file = join(dir, "autotune.json");
+      const next = random(77);
+      const pattern = BsrPattern.random([256, 512], { blockShape: [64, 64], density: 0.5, seed: 77 });
+      tidy(() => {
+        const values = randomTensor(next, [pattern.nnzBlocks, 64, 64], "bfloat16");
+        const bias = randomTensor(next, [256], "bfloat16");
+        const x = randomTensor(next, [700, 512], "bfloat16");
+        const dy = randomTensor(next, [700, 256], "bfloat16");
+        const ref = references(pattern, values.values, x.values, dy.values, bias.values, 700);
+        const run = () => ({
+          y: bsrLinear(x.t, values.t, pattern, bias.t).dataSync(),
+          dw: sampledMatmul(dy.t, x.t, pattern).dataSync(),
+        });
+        run();
+        const tuned = backend.autotuneRecords();
+        expect(tuned.length).toBeGreaterThanOrEqual(2);
+        expect(backend.saveAutotune(file)).toBe(tuned.length);
+        const saved = JSON.parse(readFileSync(file, "utf8"));
+        expect(saved.device.name).toBe(backend.device.name);
+        expect(saved.records.length).toBe(tuned.length);
+
+        // As a new process would: nothing tuned, then the file's choices, no timing on the next calls.
+        backend.clearAutotune();
+        expect(backend.loadAutotune(file)).toEqual({ imported: tuned.length, records: tuned.length, sameDevice: true });
+        const loaded = backend.autotuneRecords();
+        const key = (r: (typeof tuned)[number]) => `${r.product} ${r.dtype} ${r.m} ${r.rows} ${r.cols} ${r.nnzBlocks} ${r.bias}`;
+        const byKey = new Map(loaded.map((r) => [key(r), r]));
+        for (const r of tuned) {
+          const again = byKey.get(key(r));
+          expect(again?.choice, `${r.product}: the saved choice`).toEqual(r.choice);
+          expect(again?.route).toBe(r.route);
+          expect(again?.timings).toEqual([]);
+        }
+        const out = run();
+        expectClose(out.y, ref.y, "bfloat16", "bsrLinear on the loaded route");
+        expectClose(out.dw, ref.dw, "bfloat16", "sampledMatmul on the loaded route");
+        expect(backend.autotuneRecords().length, "no shape tuned again").toBe(tuned.length);
+        // Loading again adds nothing: each shape already has its record.
+        expect(backend.loadAutotune(file).imported).toBe(0);
+
+        // Measured on another kind of GPU: left out whole.
+        const other = join(dir, "other.json");
+        writeFileSync(other, JSON.stringify({ ...saved, device: { ...saved.device, name: "another GPU" } }));
+        backend.clearAutotune();
+        expect(backend.loadAutotune(other)).toEqual({ imported: 0, records: tuned.length, sameDevice: false });
+        expect(backend.autotuneRecords()).toEqual([]);
+
+        // A record out of range names its field; a missing file names itself.
+        const bad = join(dir, "bad.json");
+        writeFileSync(bad, JSON.stringify({ ...saved, records: [{ ...saved.records[0], choice: { ...saved.records[0].choice, path: "tiles" } }] }));
+        expect(() => backend.loadAutotune(bad)).toThrow(AutotuneCacheError);
+        expect(() => backend.loadAutotune(bad)).toThrow(/records\.0\.choice\.path/);
+        expect(() => backend.loadAutotune(join(dir, "missing.json"))).toThrow(/missing\.json: cannot read it/);
+        expect(backend.autotuneRecords()).toEqual([]);
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("useAutotuneCache (BLOCKSPARSE_CUDA_AUTOTUNE_CACHE): loads the file, tunes what it lacks, writes all back at exit", () => {
+    const backend = useCuda();
+    const dir = mkdtempSync(join(tmpdir(), "blocksparse-autotune-env-"));
+    const exitBefore = process.listeners("exit");
+    try {
+      const file = join(dir, "cache.json");
+      const next = random(91);
+      const pattern = BsrPattern.random([256, 256], { blockShape: [32, 32], density: 0.5, seed: 91 });
+      tidy(() => {
+        const values = randomTensor(next, [pattern.nnzBlocks, 32, 32], "float16");
+        const x = randomTensor(next, [500, 256], "float16");
+        const dy = randomTensor(next, [500, 256], "float16");
+        backend.clearAutotune();
+        bsrLinear(x.t, values.t, pattern).dataSync();
+        backend.saveAutotune(file);
+        backend.clearAutotune();
+        backend.setAutotune(false);
+        backend.useAutotuneCache(file);
+        expect(backend.setAutotune(true), "autotuning was turned on").toBe(true);
+        expect(backend.autotuneRecords().map((r) => r.product)).toEqual(["bsrLinear"]);
+        // A shape the file lacks tunes now; both are written back when the process exits.
+        bsrMatmul(dy.t, values.t, pattern).dataSync();
+        const added = process.listeners("exit").filter((l) => !exitBefore.includes(l));
+        expect(added.length).toBe(1);
+        (added[0] as () => void)();
+        process.removeListener("exit", added[0]);
+        const written = JSON.parse(readFileSync(file, "utf8"));
+        expect(written.records.map((r: { product: string }) => r.product).sort()).toEqual(["bsrLinear", "bsrMatmul"]);
+      });
+      // A broken file warns and starts from scratch.
+      const broken = join(dir, "broken.json");
+      writeFileSync(broken, "not json");
+      const warnings: string[] = [];
+      const onWarning = (w: Error) => warnings.push(w.message);
+      process.on("warning", onWarning);
+      try {
+        backend.useAutotuneCache(broken);
+      } finally {
+        for (const l of process.listeners("exit").filter((l) => !exitBefore.includes(l))) process.removeListener("exit", l);
+      }
+      return new Promise<void>((resolve) => {
+        setImmediate(() => {
+          process.removeListener("warning", onWarning);
+          expect(warnings.some((m) => /broken\.json: not JSON.*tuning from scratch/.test(m))).toBe(true);
+          resolve();
+        });
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("setAutotune refuses a non-boolean and reports the previous setting", () => {

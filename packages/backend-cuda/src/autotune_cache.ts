@@ -1,0 +1,129 @@
+/**
+ * The on-disk form of autotuning's choices (CudaBackend.saveAutotune / loadAutotune, and
+ * BLOCKSPARSE_CUDA_AUTOTUNE_CACHE): a JSON file naming the GPU it was measured on and, per shape, the chosen
+ * route. A training run's first call of each shape times every route once; with the cache, later runs on the
+ * same kind of GPU start with those choices and time nothing.
+ */
+import { readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
+import { ValueError } from "@blocksparse/core";
+import * as z from "zod/mini";
+import type { AutotuneRecord, DeviceInfo } from "./native";
+
+export const AUTOTUNE_CACHE_FORMAT = "blocksparse-cuda-autotune";
+export const AUTOTUNE_CACHE_VERSION = 1;
+
+/** A cache file that cannot be read as one (not JSON, another format or version, a record out of range), or written. */
+export class AutotuneCacheError extends ValueError {
+  override name = "AutotuneCacheError";
+}
+
+export const PRODUCTS = ["bsrLinear", "bsrMatmul", "sampledMatmul"] as const;
+export const TC_PATHS = ["auto", "mma", "wgmma", "decode"] as const;
+const DTYPES = ["float32", "float16", "bfloat16"] as const;
+
+const count = z.int().check(z.nonnegative());
+const side = z.int().check(z.positive(), z.lte(65536));
+
+const choiceSchema = z.object({
+  dense: z.boolean(),
+  path: z.enum(TC_PATHS),
+  variant: z.int().check(z.gte(-1), z.lte(255)),
+  splits: z.int().check(z.nonnegative(), z.lte(65535)),
+});
+
+const recordSchema = z.object({
+  product: z.enum(PRODUCTS),
+  dtype: z.enum(DTYPES),
+  blockShape: z.tuple([side, side]),
+  m: count,
+  rows: count,
+  cols: count,
+  nnzBlocks: count.check(z.lte(2 ** 31 - 1)),
+  bias: z.boolean(),
+  choice: choiceSchema,
+  /** Informational: what autotuneRecords reported. */
+  route: z.optional(z.string()),
+  timings: z.optional(z.array(z.object({ route: z.string(), ms: z.number() }))),
+});
+
+const cacheSchema = z.object({
+  format: z.literal(AUTOTUNE_CACHE_FORMAT),
+  version: z.literal(AUTOTUNE_CACHE_VERSION),
+  device: z.object({ name: z.string(), computeCapability: z.string() }),
+  records: z.array(recordSchema),
+});
+
+export type AutotuneCache = z.infer<typeof cacheSchema>;
+export type AutotuneCacheRecord = AutotuneCache["records"][number];
+
+/** Parses a cache file's text; throws AutotuneCacheError naming the file and the first field that is wrong. */
+export function parseAutotuneCache(text: string, file: string): AutotuneCache {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    throw new AutotuneCacheError(`autotune cache ${file}: not JSON (${(error as Error).message})`);
+  }
+  const parsed = cacheSchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const where = issue.path.length > 0 ? issue.path.join(".") : "the file";
+    throw new AutotuneCacheError(`autotune cache ${file}: ${where}: ${issue.message}`);
+  }
+  return parsed.data;
+}
+
+/** The cache of `records` measured on `device`, as JSON text. */
+export function serializeAutotuneCache(device: Pick<DeviceInfo, "name" | "computeCapability">, records: readonly AutotuneRecord[]): string {
+  const cache: AutotuneCache = {
+    format: AUTOTUNE_CACHE_FORMAT,
+    version: AUTOTUNE_CACHE_VERSION,
+    device: { name: device.name, computeCapability: device.computeCapability },
+    records: records.map((r) => ({
+      product: r.product,
+      dtype: r.dtype as AutotuneCacheRecord["dtype"],
+      blockShape: [r.blockShape[0], r.blockShape[1]],
+      m: r.m,
+      rows: r.rows,
+      cols: r.cols,
+      nnzBlocks: r.nnzBlocks,
+      bias: r.bias,
+      choice: { ...r.choice },
+      route: r.route,
+      timings: r.timings.map((t) => ({ route: t.route, ms: t.ms })),
+    })),
+  };
+  return `${JSON.stringify(cache, null, 2)}\n`;
+}
+
+/** Whether a cache was measured on this kind of GPU (same name and compute capability). */
+export function sameDevice(cache: AutotuneCache, device: Pick<DeviceInfo, "name" | "computeCapability">): boolean {
+  return cache.device.name === device.name && cache.device.computeCapability === device.computeCapability;
+}
+
+/** Reads and parses a cache file (errors reading it name the file). */
+export function readAutotuneCache(file: string): AutotuneCache {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (error) {
+    throw new AutotuneCacheError(`autotune cache ${file}: cannot read it (${(error as Error).message})`);
+  }
+  return parseAutotuneCache(text, file);
+}
+
+/** Writes the text next to the file, then renames it over the file: a reader never sees half a cache. */
+export function writeAutotuneCache(file: string, text: string): void {
+  const temporary = `${file}.${process.pid}.tmp`;
+  try {
+    writeFileSync(temporary, text);
+    renameSync(temporary, file);
+  } catch (error) {
+    try {
+      unlinkSync(temporary);
+    } catch {
+      // nothing was written
+    }
+    throw new AutotuneCacheError(`autotune cache ${file}: cannot write it (${(error as Error).message})`);
+  }
+}
