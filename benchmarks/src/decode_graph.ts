@@ -1,18 +1,21 @@
 /**
- * Decoding through a stack of layers, eager and captured: `--layers` width x width layers (BlockSparseLinear, or
- * Linear for the dense row) applied in turn to [tokens, width], the per-token work of a language model's
- * generation loop. Each case is timed as eager calls and as one captureGraph replay of the whole stack; the
- * replay's output is first checked equal, bit for bit, to the eager one. Prints microseconds per layer.
+ * Decoding through a stack of layers, eager and captured, applied in turn to [tokens, width]: the per-token work
+ * of a language model's generation loop. `--model linear`: `--layers` width x width layers (BlockSparseLinear, or
+ * Linear for the dense row). `--model ffn`: `--layers` pre-norm feed-forward blocks, h + fc2(GELU(fc1(LayerNorm(h))))
+ * with fc1 width -> `--hidden` and fc2 back (both block-sparse, or both Linear), so the products alternate with the
+ * small kernels of a transformer (LayerNorm, bias + GELU, the residual add). Each case is timed as eager calls and
+ * as one captureGraph replay of the whole stack; the replay's output is first checked equal, bit for bit, to the
+ * eager one. Prints microseconds per layer (per block for ffn).
  *
- *   tsx src/decode_graph.ts [--backend cuda] [--width 4096] [--layers 16] [--tokens 1,8] [--blocks 32,64]
- *     [--densities 0.25,0.1] [--dtype bfloat16] [--iterations 200] [--out DIR]
+ *   tsx src/decode_graph.ts [--backend cuda] [--model linear|ffn] [--width 4096] [--hidden 16384] [--layers 16]
+ *     [--tokens 1,8] [--blocks 32,64] [--densities 0.25,0.1] [--dtype bfloat16] [--iterations 200] [--out DIR]
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { noGrad } from "@blocksparse/autograd";
-import { captureGraph, cast, type FloatDType, randn, type Tensor, tidy } from "@blocksparse/core";
-import { BlockSparseLinear, Linear, type Module } from "@blocksparse/nn";
+import { add, captureGraph, cast, type FloatDType, randn, type Tensor, tidy } from "@blocksparse/core";
+import { BlockSparseLinear, forwardLinearActivation, GELU, LayerNorm, Linear, Module } from "@blocksparse/nn";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
 
@@ -31,6 +34,23 @@ const numbers = (value: string, flag: string): number[] =>
     return n;
   });
 
+/** A pre-norm feed-forward block with its residual: h + fc2(GELU(fc1(LayerNorm(h)))). */
+class FeedForwardBlock extends Module {
+  ln: LayerNorm;
+  fc1: Module;
+  act = new GELU();
+  fc2: Module;
+  constructor(width: number, fc1: Module, fc2: Module) {
+    super();
+    this.ln = new LayerNorm(width);
+    this.fc1 = fc1;
+    this.fc2 = fc2;
+  }
+  forward(h: Tensor): Tensor {
+    return tidy(() => add(h, this.fc2.forward(forwardLinearActivation(this.fc1, this.act, this.ln.forward(h)))));
+  }
+}
+
 function timeUs(run: () => void, synchronize: () => void, iterations: number): number {
   for (let i = 0; i < 5; i++) run();
   synchronize();
@@ -44,7 +64,9 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       backend: { type: "string", default: "cuda" },
+      model: { type: "string", default: "linear" },
       width: { type: "string", default: "4096" },
+      hidden: { type: "string", default: "16384" },
       layers: { type: "string", default: "16" },
       tokens: { type: "string", default: "1,8" },
       blocks: { type: "string", default: "32,64" },
@@ -56,7 +78,10 @@ async function main(): Promise<void> {
   });
   const dtype = values.dtype as FloatDType;
   if (!["float32", "float16", "bfloat16"].includes(dtype)) throw new Error(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
+  const model = values.model;
+  if (model !== "linear" && model !== "ffn") throw new Error(`--model: expected linear or ffn, got "${model}"`);
   const [width] = numbers(values.width, "width");
+  const [hidden] = numbers(values.hidden, "hidden");
   const [layerCount] = numbers(values.layers, "layers");
   const [iterations] = numbers(values.iterations, "iterations");
   const started = await startBackend(values.backend);
@@ -65,10 +90,14 @@ async function main(): Promise<void> {
   for (const block of numbers(values.blocks, "blocks")) for (const density of numbers(values.densities, "densities")) cases.push([block, density]);
   for (const tokens of numbers(values.tokens, "tokens")) {
     for (const [block, density] of cases) {
+      const linear = (inFeatures: number, outFeatures: number, seed: number): Module =>
+        block === 0
+          ? new Linear(inFeatures, outFeatures, { seed })
+          : new BlockSparseLinear(inFeatures, outFeatures, { density, blockShape: [block, block], seed });
       const layers: Module[] = Array.from({ length: layerCount }, (_, i) =>
-        (block === 0
-          ? new Linear(width, width, { seed: 100 + i })
-          : new BlockSparseLinear(width, width, { density, blockShape: [block, block], seed: 100 + i })
+        (model === "linear"
+          ? linear(width, width, 100 + i)
+          : new FeedForwardBlock(width, linear(width, hidden, 100 + 2 * i), linear(hidden, width, 101 + 2 * i))
         ).to(dtype),
       );
       const x = tidy(() => cast(randn([tokens, width], { seed: 7, std: 0.05 }), dtype));
@@ -99,12 +128,17 @@ async function main(): Promise<void> {
     }
   }
   const machine = describeMachine(started.gpu).name;
+  const what =
+    model === "linear"
+      ? `${layerCount} layers of ${width} x ${width}`
+      : `${layerCount} feed-forward blocks (LayerNorm, ${width} -> ${hidden}, GELU, ${hidden} -> ${width}, residual)`;
+  const unit = model === "linear" ? "layer" : "block";
   const lines = [
-    `# Decoding through ${layerCount} layers of ${width} x ${width}, eager and captured (${dtype})`,
+    `# Decoding through ${what}, eager and captured (${dtype})`,
     "",
-    `Machine: ${machine}. Commit ${gitState().commit}. Microseconds per layer (the stack's time / ${layerCount}); the captured stack is one captureGraph replay, checked equal to the eager one first.`,
+    `Machine: ${machine}. Commit ${gitState().commit}. Microseconds per ${unit} (the stack's time / ${layerCount}); the captured stack is one captureGraph replay, checked equal to the eager one first.`,
     "",
-    "| tokens | layer | density | eager (us/layer) | captured (us/layer) | eager / captured |",
+    `| tokens | layer | density | eager (us/${unit}) | captured (us/${unit}) | eager / captured |`,
     "| --- | --- | --- | --- | --- | --- |",
     ...rows.map(
       (r) =>
@@ -115,7 +149,7 @@ async function main(): Promise<void> {
   const outDir = resolve(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "decode-graph"));
   mkdirSync(outDir, { recursive: true });
   writeFileSync(join(outDir, "decode-graph.md"), lines.join("\n"));
-  writeFileSync(join(outDir, "decode-graph.json"), `${JSON.stringify({ machine, width, layers: layerCount, dtype, rows }, null, 1)}\n`);
+  writeFileSync(join(outDir, "decode-graph.json"), `${JSON.stringify({ machine, model, width, hidden: model === "ffn" ? hidden : undefined, layers: layerCount, dtype, rows }, null, 1)}\n`);
   process.stdout.write(lines.join("\n"));
 }
 

@@ -8,6 +8,7 @@
 #include "../memory.h"
 #include "activation_math.cuh"
 #include "dtype.cuh"
+#include "overlap.cuh"
 
 namespace bs {
 
@@ -17,6 +18,7 @@ namespace {
 template <typename T, Activation kAct, int kVec>
 __global__ void biasActivationKernel(const T* __restrict__ x, const T* __restrict__ bias, T* __restrict__ y, int64_t n,
                                      int64_t width) {
+  allowDependentLaunch();
   const int64_t vectors = n / kVec;
   for (int64_t v = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; v < vectors;
        v += static_cast<int64_t>(gridDim.x) * blockDim.x) {

@@ -4,6 +4,7 @@
 
 #include "../kernels.h"
 #include "dtype.cuh"
+#include "overlap.cuh"
 
 namespace bs {
 
@@ -178,6 +179,7 @@ OperandIndex<I> makeIndex(const Layout& layout, int operands) {
 
 template <typename T>
 __global__ void unaryKernel(UnaryOp op, const T* __restrict__ x, T* __restrict__ y, int64_t n) {
+  allowDependentLaunch();
   BS_GRID_STRIDE(i, n) {
     if constexpr (std::is_same<T, int32_t>::value) y[i] = applyUnaryInt(op, x[i]);
     else y[i] = fromFloat<T>(applyUnary(op, toFloat<T>(x[i])));
@@ -188,6 +190,7 @@ __global__ void unaryKernel(UnaryOp op, const T* __restrict__ x, T* __restrict__
 template <typename T, typename TOut, typename I>
 __global__ void binaryKernel(BinaryOp op, const T* __restrict__ a, const T* __restrict__ b, TOut* __restrict__ y,
                              int64_t n, OperandIndex<I> index, bool contiguous) {
+  allowDependentLaunch();
   BS_GRID_STRIDE(i, n) {
     I off[2] = {static_cast<I>(i), static_cast<I>(i)};
     if (!contiguous) index.template offsets<2>(static_cast<I>(i), off);
@@ -213,6 +216,7 @@ __global__ void whereKernel(const int32_t* __restrict__ cond, const T* __restric
 
 template <typename TIn, typename TOut>
 __global__ void castKernel(const TIn* __restrict__ x, TOut* __restrict__ y, int64_t n) {
+  allowDependentLaunch();
   BS_GRID_STRIDE(i, n) {
     if constexpr (std::is_same<TIn, int32_t>::value && std::is_same<TOut, int32_t>::value) y[i] = x[i];
     else if constexpr (std::is_same<TIn, int32_t>::value) y[i] = fromFloat<TOut>(static_cast<float>(x[i]));
@@ -229,6 +233,7 @@ __global__ void fillKernel(T* __restrict__ y, int64_t n, T value) {
 // when the innermost dim is contiguous on both sides (see launchCopyStrided).
 template <typename T, typename I>
 __global__ void copyStridedKernel(const T* __restrict__ src, T* __restrict__ dst, int64_t n, OperandIndex<I> index) {
+  allowDependentLaunch();
   BS_GRID_STRIDE(i, n) {
     I off[2];
     index.template offsets<2>(static_cast<I>(i), off);
@@ -250,6 +255,7 @@ unsigned packGrid(int64_t packs) { return gridFor(packs > 0 ? packs : 1); }
 // y = op(x) over n contiguous elements: packs of eight, then the tail one by one.
 template <typename T>
 __global__ void unaryPackedKernel(UnaryOp op, const T* __restrict__ x, T* __restrict__ y, int64_t n) {
+  allowDependentLaunch();
   const int64_t packs = n / kPack;
   const Pack<T>* in = reinterpret_cast<const Pack<T>*>(x);
   Pack<T>* out = reinterpret_cast<Pack<T>*>(y);
@@ -275,6 +281,7 @@ enum class Broadcast : int { None = 0, Row, Scalar, Column };
 template <typename T, typename TOut>
 __global__ void binaryPackedKernel(BinaryOp op, const T* __restrict__ a, const T* __restrict__ b, TOut* __restrict__ y,
                                    int64_t n, int64_t cols, Broadcast mode, bool bIsA) {
+  allowDependentLaunch();
   const int64_t packs = n / kPack;
   BS_GRID_STRIDE(p, packs) {
     const Pack<T> pa = reinterpret_cast<const Pack<T>*>(a)[p];
@@ -310,6 +317,7 @@ __global__ void binaryPackedKernel(BinaryOp op, const T* __restrict__ a, const T
 
 template <typename TIn, typename TOut>
 __global__ void castPackedKernel(const TIn* __restrict__ x, TOut* __restrict__ y, int64_t n) {
+  allowDependentLaunch();
   const int64_t packs = n / kPack;
   BS_GRID_STRIDE(p, packs) {
     const Pack<TIn> a = reinterpret_cast<const Pack<TIn>*>(x)[p];

@@ -4,6 +4,7 @@
 #include "../memory.h"
 #include "block_reduce.cuh"
 #include "dtype.cuh"
+#include "overlap.cuh"
 
 namespace bs {
 
@@ -14,6 +15,7 @@ template <typename T>
 __global__ void layerNormForwardKernel(const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta,
                                        T* __restrict__ y, float* __restrict__ meanOut, float* __restrict__ rstdOut,
                                        int64_t rows, int64_t width, float eps) {
+  allowDependentLaunch();
   __shared__ float scratch[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* row = x + r * width;

@@ -10,6 +10,7 @@
 // Warps reduce their float32 partials through shared memory in a fixed order, then add the bias.
 #include <algorithm>
 
+#include "../kernels/overlap.cuh"
 #include "ptx.cuh"
 #include "tc_kernels.h"
 
@@ -115,7 +116,7 @@ struct DecodeArgs {
 // programmatic launch the wait returns at once.
 __device__ __forceinline__ void overlapWithNeighbours(const DecodeArgs& args) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+  allowDependentLaunch();
   if (threadIdx.x == 0 && args.prefetchBytes > 0) {
     const char* from = args.prefetchBase + blockIdx.x * args.prefetchStride;
     if (from < args.prefetchEnd) {
