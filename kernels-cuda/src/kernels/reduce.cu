@@ -224,7 +224,11 @@ int multiprocessors() {
 }
 
 // causalRows m > 0: row r keeps its first (r mod m) + size - m + 1 entries, the rest read as -inf (written as 0,
-// or -inf for log-softmax) and are never loaded.
+// or -inf for log-softmax) and are never loaded. m = 0: every entry.
+__device__ __forceinline__ int64_t causalKept(int64_t row, int64_t size, int64_t causalRows) {
+  return causalRows > 0 ? row % causalRows + size - causalRows + 1 : size;
+}
+
 template <typename T, bool Log>
 __global__ void softmaxRowsKernel(const T* __restrict__ x, T* __restrict__ y, int64_t outer, int64_t size,
                                   int64_t causalRows) {
@@ -232,7 +236,7 @@ __global__ void softmaxRowsKernel(const T* __restrict__ x, T* __restrict__ y, in
   for (int64_t row = blockIdx.x; row < outer; row += gridDim.x) {
     const T* in = x + row * size;
     T* out = y + row * size;
-    const int64_t kept = causalRows > 0 ? row % causalRows + size - causalRows + 1 : size;
+    const int64_t kept = causalKept(row, size, causalRows);
     float localMax = -INFINITY;
     for (int64_t j = threadIdx.x; j < kept; j += blockDim.x) localMax = fmaxf(localMax, toFloat<T>(in[j]));
     float rowMax = blockMax(localMax, scratch);
@@ -259,7 +263,7 @@ __global__ void softmaxWarpKernel(const T* __restrict__ x, T* __restrict__ y, in
   for (int64_t row = blockIdx.x * static_cast<int64_t>(blockDim.x >> 5) + (threadIdx.x >> 5); row < outer; row += warps) {
     const T* in = x + row * size;
     T* out = y + row * size;
-    const int kept = causalRows > 0 ? static_cast<int>(row % causalRows) + size - static_cast<int>(causalRows) + 1 : size;
+    const int kept = static_cast<int>(causalKept(row, size, causalRows));
     float v[PerLane];
     float rowMax = -INFINITY;
 #pragma unroll
@@ -296,7 +300,7 @@ __global__ void softmaxBackwardWarpKernel(const T* __restrict__ dy, const T* __r
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
   for (int64_t row = blockIdx.x * static_cast<int64_t>(blockDim.x >> 5) + (threadIdx.x >> 5); row < outer; row += warps) {
     const int64_t base = row * size;
-    const int kept = causalRows > 0 ? static_cast<int>(row % causalRows) + size - static_cast<int>(causalRows) + 1 : size;
+    const int kept = static_cast<int>(causalKept(row, size, causalRows));
     float g[PerLane], o[PerLane];
     float total = 0.0f;
 #pragma unroll
@@ -323,7 +327,7 @@ __global__ void softmaxBackwardRowsKernel(const T* __restrict__ dy, const T* __r
   __shared__ float scratch[32];
   for (int64_t row = blockIdx.x; row < outer; row += gridDim.x) {
     const int64_t base = row * size;
-    const int64_t kept = causalRows > 0 ? row % causalRows + size - causalRows + 1 : size;
+    const int64_t kept = causalKept(row, size, causalRows);
     float local = 0.0f;
     for (int64_t j = threadIdx.x; j < kept; j += blockDim.x) {
       const float g = toFloat<T>(dy[base + j]);
