@@ -32,7 +32,7 @@ struct DecodeVariantSpec {
 };
 constexpr DecodeVariantSpec kDecodeVariantSpecs[kDecodeVariants] = {
     {0, true}, {2048, true}, {8192, true}, {16384, true}, {0, false}};
-// On an H200 (decode.md, 32 shapes of 2048-16384 rows and columns), an eighth of L2 (6 MB) and a sixteenth were
+// On an H200 (decode.md, 32 shapes of 2048-16384 rows and columns), an eighth of L2 (7.5 MB of 60) and a sixteenth were
 // best, 1.11x the launch without overlap on the geometric mean (1.03-1.21x); the launch alone 1.08x; half of L2
 // 0.76-1.24x (a large W's prefetch evicted before it was read); the prefetch without the programmatic launch 1.00x.
 constexpr double kPrefetchShareOfL2 = 1.0 / 8;
@@ -317,10 +317,10 @@ int residentCtas(int warps) {
   });
 }
 
-// Warps per CTA. The measurement variants (1-3) aim at kBytesPerWarp[v] of W per warp. The default takes, among the
+// Warps per CTA. The measurement variants 1-3 aim at their bytesPerWarp of W per warp. The default takes, among the
 // widths where each warp streams at most kMostBytesPerWarp and no more warps than the row has blocks (a warp streams
 // whole blocks), the one whose grid runs in the fewest waves of resident CTAs, the widest of those (one wave when
-// any width gives one); about kBytesPerWarp[0] per warp when the runtime cannot say what is resident.
+// any width gives one); about kFallbackBytesPerWarp per warp when the runtime cannot say what is resident.
 template <class K>
 int chooseWarps(const BsrPatternView& pattern, int variant, int numSms) {
   const double blocksPerRow = pattern.blockRows > 0 ? double(pattern.nnzBlocks) / pattern.blockRows : 0.0;
