@@ -213,6 +213,90 @@ __global__ void columnFinishKernel(ReduceOp op, const float* __restrict__ partia
   }
 }
 
+// The same for kColumnPack adjacent outputs per thread: two 16-byte loads per split, of two splits at a time, and
+// one 16-byte store (two for float32), for many outputs (a dW's partials: 5.1 against 7.4 us for 1 M bfloat16 outputs
+// of 2 splits on an H200). Sums in split order, as above.
+template <typename T>
+__global__ void columnFinishPackedKernel(ReduceOp op, const float* __restrict__ partials, int splits, int64_t outputs,
+                                         int64_t size, T* __restrict__ y) {
+  const int64_t packs = outputs / kColumnPack;
+  for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; p < packs;
+       p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float4* from = reinterpret_cast<const float4*>(partials) + 2 * p;
+    const int64_t stride = outputs / 4;  // float4s per split
+    float total[kColumnPack] = {};
+    int s = 0;
+    for (; s + 1 < splits; s += 2) {
+      const float4 a0 = from[s * stride], a1 = from[s * stride + 1];
+      const float4 b0 = from[(s + 1) * stride], b1 = from[(s + 1) * stride + 1];
+      const float a[kColumnPack] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+      const float b[kColumnPack] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+      for (int k = 0; k < kColumnPack; ++k) total[k] = (total[k] + a[k]) + b[k];
+    }
+    if (s < splits) {
+      const float4 a0 = from[s * stride], a1 = from[s * stride + 1];
+      const float a[kColumnPack] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+#pragma unroll
+      for (int k = 0; k < kColumnPack; ++k) total[k] += a[k];
+    }
+    Packed<T, kColumnPack> out;
+#pragma unroll
+    for (int k = 0; k < kColumnPack; ++k)
+      out.v[k] = fromFloat<T>(op == ReduceOp::Mean ? total[k] / static_cast<float>(size) : total[k]);
+    reinterpret_cast<Packed<T, kColumnPack>*>(y)[p] = out;
+  }
+}
+
+// Few outputs of many splits (a bias gradient: 1024-4096 outputs of 30-70 splits): kFinishLanes threads per output
+// each sum every kFinishLanes-th split, in order, and the first adds the lanes' sums in lane order, so the result is
+// fixed for a given split count. One thread per output left each thread a chain of dependent loads over all splits,
+// and a pack of eight per thread left most SMs idle (16 us against 4.6 for 4096 outputs of 33 splits).
+constexpr int kFinishLanes = 8;
+
+int multiprocessors();
+
+template <typename T>
+__global__ void columnFinishLanesKernel(ReduceOp op, const float* __restrict__ partials, int splits, int64_t outputs,
+                                        int64_t size, T* __restrict__ y) {
+  __shared__ float sums[kFinishLanes][kColumnTile + 1];
+  const int64_t out = blockIdx.x * static_cast<int64_t>(kColumnTile) + threadIdx.x;
+  float total = 0.0f;
+  if (out < outputs) {
+#pragma unroll 4
+    for (int s = threadIdx.y; s < splits; s += kFinishLanes) total += partials[s * outputs + out];
+  }
+  sums[threadIdx.y][threadIdx.x] = total;
+  __syncthreads();
+  if (threadIdx.y != 0 || out >= outputs) return;
+  total = 0.0f;
+#pragma unroll
+  for (int lane = 0; lane < kFinishLanes; ++lane) total += sums[lane][threadIdx.x];
+  if (op == ReduceOp::Mean) total = total / static_cast<float>(size);
+  y[out] = fromFloat<T>(total);
+}
+
+// Sums `splits` float32 partials of `outputs` values each into y (divided by size for Mean), in an order fixed by
+// the split count: packs of eight per thread when there are enough packs to give every SM 512 threads, lanes over the
+// splits when the outputs are fewer than 1024 per SM, one thread per output otherwise.
+template <typename T>
+void finishSplits(ReduceOp op, const float* partials, int splits, int64_t outputs, int64_t size, T* y,
+                  cudaStream_t stream) {
+  const int64_t sms = multiprocessors();
+  const bool aligned = outputs % kColumnPack == 0 && (reinterpret_cast<uintptr_t>(partials) & 15) == 0 &&
+                       (reinterpret_cast<uintptr_t>(y) & (sizeof(T) * kColumnPack - 1)) == 0;
+  if (aligned && outputs / kColumnPack >= 512 * sms) {
+    columnFinishPackedKernel<T><<<gridFor(outputs / kColumnPack), kThreads, 0, stream>>>(op, partials, splits, outputs,
+                                                                                          size, y);
+  } else if (splits >= kFinishLanes / 2 && outputs < 1024 * sms) {
+    const unsigned grid = static_cast<unsigned>((outputs + kColumnTile - 1) / kColumnTile);
+    columnFinishLanesKernel<T><<<grid, dim3(kColumnTile, kFinishLanes), 0, stream>>>(op, partials, splits, outputs,
+                                                                                     size, y);
+  } else {
+    columnFinishKernel<T><<<gridFor(outputs), kThreads, 0, stream>>>(op, partials, splits, outputs, size, y);
+  }
+}
+
 int multiprocessors() {
   constexpr int kMaxDevices = 64;
   static int counts[kMaxDevices] = {};
@@ -370,7 +454,7 @@ unsigned rowGrid(int64_t outer) { return static_cast<unsigned>(outer < 65535 * 8
 
 void launchSumSplits(DType dtype, const float* partials, int splits, int64_t n, void* out, cudaStream_t stream) {
   if (n == 0) return;
-  BS_DISPATCH_FLOAT(dtype, T, columnFinishKernel<T><<<gridFor(n), kThreads, 0, stream>>>(ReduceOp::Sum, partials, splits, n, 0, static_cast<T*>(out)));
+  BS_DISPATCH_FLOAT(dtype, T, finishSplits<T>(ReduceOp::Sum, partials, splits, n, 0, static_cast<T*>(out), stream));
   BS_LAUNCH_CHECK("columnFinishKernel");
 }
 
@@ -404,8 +488,7 @@ void launchReduce(ReduceOp op, DType dtype, const void* x, void* y, int64_t oute
                                                        rowsPerSplit);
       BS_LAUNCH_CHECK("columnSumKernel");
       if (splits > 1)
-        columnFinishKernel<T><<<gridFor(outer * inner), kThreads, 0, stream>>>(
-            op, partial, static_cast<int>(splits), outer * inner, size, static_cast<T*>(y));
+        finishSplits<T>(op, partial, static_cast<int>(splits), outer * inner, size, static_cast<T*>(y), stream);
     });
     BS_LAUNCH_CHECK("columnFinishKernel");
     return;

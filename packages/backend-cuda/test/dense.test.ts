@@ -160,6 +160,52 @@ describe.skipIf(cudaMissing)("dense kernels on cuda against float64 math", () =>
     }
   });
 
+  // Long reduced axes split into float32 partials that a second kernel sums (lanes over the splits when they are
+  // many, one thread per output when they are two or three); odd and even split counts; every output within its
+  // own bound.
+  test("column sums and means over long axes (split partials, packed and scalar finish)", () => {
+    const next = random(11);
+    const cases: { shape: number[]; axis: number }[] = [
+      { shape: [3001, 40], axis: 0 },
+      { shape: [2, 2048, 24], axis: 1 },
+      { shape: [5000, 13], axis: 0 },
+      { shape: [3, 700, 9], axis: 1 },
+      { shape: [4, 150, 5], axis: 1 },
+    ];
+    for (const dtype of FLOAT_DTYPES) {
+      for (const { shape, axis } of cases) {
+        tidy(() => {
+          const x = randomTensor(next, shape, dtype);
+          const outer = shape.slice(0, axis).reduce((p, d) => p * d, 1);
+          const size = shape[axis];
+          const inner = shape.slice(axis + 1).reduce((p, d) => p * d, 1);
+          const ref = new Float64Array(outer * inner);
+          const magnitude = new Float64Array(outer * inner);
+          for (let o = 0; o < outer; o++)
+            for (let r = 0; r < size; r++)
+              for (let c = 0; c < inner; c++) {
+                const v = x.values[(o * size + r) * inner + c];
+                ref[o * inner + c] += v;
+                magnitude[o * inner + c] += Math.abs(v);
+              }
+          const got = { sum: sum(x.t, [axis]).dataSync(), mean: mean(x.t, [axis]).dataSync() };
+          // float32 accumulation over the axis (at most size x 2^-24 of the magnitudes), then one rounding to the dtype.
+          const rounding = dtype === "float32" ? 2 ** -23 : dtype === "float16" ? 2 ** -10 : 2 ** -7;
+          for (const [what, scale] of [["sum", 1], ["mean", 1 / size]] as const) {
+            const out = got[what];
+            expect(out.length).toBe(ref.length);
+            for (let i = 0; i < ref.length; i++) {
+              const expected = ref[i] * scale;
+              const bound = (magnitude[i] * size * 2 ** -24 + Math.abs(ref[i]) * rounding) * scale + 1e-30;
+              if (!(Math.abs(out[i] - expected) <= bound))
+                expect.fail(`${what} ${dtype} [${shape}] axis ${axis}: output ${i} is ${out[i]}, expected ${expected}`);
+            }
+          }
+        });
+      }
+    }
+  });
+
   test("int32 sums, maxima and argmax (first of equal maxima)", () => {
     tidy(() => {
       const values = [3, -7, 3, 12, 0, 12, 5, 5, -1, 2, 2, 2];

@@ -203,6 +203,53 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
     }, 120_000);
   }
 
+  // Enough tokens that the tensor-core dW splits them (two splits at these sizes) over enough blocks (1 M values)
+  // that the float32 partials are summed eight outputs per thread: 4096 sampled outputs against float64 dot
+  // products over all tokens, every output finite, on the block kernels.
+  test("sampledMatmul with split tokens over a million values, half precision, against float64", () => {
+    const backend = useCuda();
+    const previous = backend.setDenseSampledMode("never");
+    try {
+      const next = random(9001);
+      const m = 4096;
+      const [rows, cols] = [2048, 1024];
+      for (const block of [32, 64]) {
+        const pattern = BsrPattern.random([rows, cols], { blockShape: [block, block], density: 0.5, seed: block });
+        const { blockRow, blockCol } = pattern.coordinates;
+        for (const dtype of ["bfloat16", "float16"] as const) {
+          tidy(() => {
+            const x = randomTensor(next, [m, cols], dtype);
+            const dy = randomTensor(next, [m, rows], dtype);
+            const dw = sampledMatmul(dy.t, x.t, pattern).dataSync();
+            expect(dw.length).toBe(pattern.nnzBlocks * block * block);
+            for (let i = 0; i < dw.length; i++) if (!Number.isFinite(dw[i])) expect.fail(`${dtype} ${block}: dW[${i}] is ${dw[i]}`);
+            const rounding = dtype === "float16" ? 2 ** -10 : 2 ** -7;
+            for (let k = 0; k < 4096; k++) {
+              const index = Math.floor(next() * dw.length);
+              const p = Math.floor(index / (block * block));
+              const r = Math.floor(index / block) % block;
+              const c = index % block;
+              const row = blockRow[p] * block + r;
+              const col = blockCol[p] * block + c;
+              let ref = 0;
+              let magnitude = 0;
+              for (let t = 0; t < m; t++) {
+                const term = dy.values[t * rows + row] * x.values[t * cols + col];
+                ref += term;
+                magnitude += Math.abs(term);
+              }
+              const bound = Math.abs(ref) * rounding + magnitude * 2 ** -16;
+              if (!(Math.abs(dw[index] - ref) <= bound))
+                expect.fail(`${dtype} ${block}x${block}: dW[${index}] (block ${p}, ${r}, ${c}) is ${dw[index]}, expected ${ref}`);
+            }
+          });
+        }
+      }
+    } finally {
+      backend.setDenseSampledMode(previous);
+    }
+  }, 120_000);
+
   // Many tiles with short reduction lines, where 64x64 products in half precision go to the persistent tile on
   // sm_90 (at least 3 tiles per SM, a few blocks per line): 4 token tiles (the last one ragged) x 128 block rows
   // (columns) = 512 tiles, one or two blocks per line, some lines empty. Elsewhere these shapes take the other
