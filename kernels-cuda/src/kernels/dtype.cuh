@@ -1,6 +1,8 @@
 // Loading and storing each element type through float32, and dispatch over the float types.
 #pragma once
 
+#include <type_traits>
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -41,6 +43,37 @@ template <typename T, int N>
 struct alignas(sizeof(T) * N) Packed {
   T v[N];
 };
+
+// 16 bytes of T (4 float32 or 8 half values) rounded from float32 values (as fromFloat does) into one word, which
+// stores as one 16-byte access: a T[N] or Packed<T, N> built element by element was stored in 2- and 4-byte pieces.
+template <typename T>
+__device__ __forceinline__ uint4 packWord(const float (&f)[16 / sizeof(T)]) {
+  uint4 word;
+  if constexpr (sizeof(T) == 4) {
+    word = make_uint4(__float_as_uint(f[0]), __float_as_uint(f[1]), __float_as_uint(f[2]), __float_as_uint(f[3]));
+  } else {
+    uint32_t w[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      if constexpr (std::is_same_v<T, __half>) {
+        const __half2 pair = __floats2half2_rn(f[2 * k], f[2 * k + 1]);
+        w[k] = *reinterpret_cast<const uint32_t*>(&pair);
+      } else {
+        const __nv_bfloat162 pair = __floats2bfloat162_rn(f[2 * k], f[2 * k + 1]);
+        w[k] = *reinterpret_cast<const uint32_t*>(&pair);
+      }
+    }
+    word = make_uint4(w[0], w[1], w[2], w[3]);
+  }
+  return word;
+}
+
+// One 16-byte global store (p 16-byte aligned). Plain uint4 stores through a T* were split into 4-byte stores in
+// some loops (the compiler's view of the pointer's alignment), a quarter of the store width.
+__device__ __forceinline__ void store16(void* p, uint4 word) {
+  asm volatile("st.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(word.x), "r"(word.y), "r"(word.z), "r"(word.w)
+               : "memory");
+}
 
 constexpr int kThreads = 256;
 
