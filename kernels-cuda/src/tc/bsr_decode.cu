@@ -343,18 +343,6 @@ int chooseWarps(const BsrPatternView& pattern, int variant, int numSms) {
   return std::clamp(clampWarps(std::ceil(sliceBytes / kFallbackBytesPerWarp), most), fewest, most);
 }
 
-int l2Bytes() {
-  static int cache[kDevices] = {};
-  return oncePerDevice(cache, [](int device) {
-    int bytes = 0;
-    if (cudaDeviceGetAttribute(&bytes, cudaDevAttrL2CacheSize, device) != cudaSuccess) {
-      cudaGetLastError();
-      return 0;
-    }
-    return bytes;
-  });
-}
-
 // Whether the code the current device runs for this kernel was built for sm_90+, and so waits in
 // overlapWithNeighbours before it reads another kernel's results: a programmatic launch of a kernel without that
 // wait would race with the kernel before it.
@@ -416,7 +404,7 @@ int decodeWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int varia
 }
 
 void launchDecodeLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
-                        const BsrPatternView& pattern, int variant, int numSms, cudaStream_t stream) {
+                        const BsrPatternView& pattern, int variant, int numSms, int l2Bytes, cudaStream_t stream) {
   DecodeArgs args{m, pattern.rows, pattern.cols, pattern.blockHeight, pattern.blockRowPtr, pattern.blockColIdx,
                   nullptr, nullptr, 0, 0};
   const unsigned ctas = static_cast<unsigned>(pattern.rows / kSliceRows);
@@ -428,7 +416,7 @@ void launchDecodeLinear(DType dtype, const void* x, const void* values, const vo
     const bool overlap = spec.overlap && overlapBuilt<K>();
     if (overlap) {
       const int64_t valueBytes = static_cast<int64_t>(pattern.nnzBlocks) * pattern.blockHeight * K::C * sizeof(T);
-      planPrefetch(args, values, valueBytes, ctas, l2Bytes(), kPrefetchShareOfL2);
+      planPrefetch(args, values, valueBytes, ctas, l2Bytes, kPrefetchShareOfL2);
     }
     cudaLaunchAttribute attribute{};
     attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;

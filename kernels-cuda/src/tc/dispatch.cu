@@ -57,6 +57,7 @@ std::atomic<bool> tf32Allowed{false};
 struct DeviceInfo {
   int major = 0;
   int sms = 0;
+  int l2Bytes = 0;  // 0 when the runtime cannot say
   bool wgmma = false;
 };
 
@@ -77,6 +78,10 @@ const DeviceInfo& currentDevice() {
     int minor = 0;
     BS_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
     BS_CUDA_CHECK(cudaDeviceGetAttribute(&info.sms, cudaDevAttrMultiProcessorCount, device));
+    if (cudaDeviceGetAttribute(&info.l2Bytes, cudaDevAttrL2CacheSize, device) != cudaSuccess) {
+      cudaGetLastError();
+      info.l2Bytes = 0;
+    }
     info.wgmma = info.major == 9 && minor == 0 && tc::wgmmaAvailable();
     infos[device] = info;
     known[device] = true;
@@ -217,10 +222,10 @@ bool tcBsrLinear(DType dtype, const void* x, const void* values, const void* bia
                  const BsrPatternView& pattern, cudaStream_t stream, const TcOptions& options) {
   const bool decode = options.path == TcPath::Auto ? options.variant < 0
                                                    : options.path == TcPath::Decode && tc::decodeVariant(options.variant);
-  if (decode && m <= kDecodeMaxTokens && currentDevice().major >= 8 &&
-      tc::decodeSupported(dtype, x, values, bias, y, m, pattern)) {
-    tc::launchDecodeLinear(dtype, x, values, bias, y, m, pattern, std::max(options.variant, 0), currentDevice().sms,
-                           stream);
+  const DeviceInfo& device = currentDevice();
+  if (decode && m <= kDecodeMaxTokens && device.major >= 8 && tc::decodeSupported(dtype, x, values, bias, y, m, pattern)) {
+    tc::launchDecodeLinear(dtype, x, values, bias, y, m, pattern, std::max(options.variant, 0), device.sms,
+                           device.l2Bytes, stream);
     return true;
   }
   if (options.path == TcPath::Decode) return false;

@@ -92,8 +92,9 @@ bool decodeSupported(DType dtype, const void* x, const void* values, const void*
 // 4 is the default's widths without the overlap with the kernel before (no programmatic launch, no L2 prefetch).
 constexpr int kDecodeVariants = 5;
 bool decodeVariant(int variant);
+// `numSms` and `l2Bytes` describe the current device (0: unknown; no L2 prefetch then).
 void launchDecodeLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
-                        const BsrPatternView& pattern, int variant, int numSms, cudaStream_t stream);
+                        const BsrPatternView& pattern, int variant, int numSms, int l2Bytes, cudaStream_t stream);
 // Warps per CTA of the decoding kernel for this pattern, token count and variant on the current device, of
 // `numSms` SMs (reported by the bench).
 int decodeWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int variant, int numSms);
