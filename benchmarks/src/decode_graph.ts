@@ -5,11 +5,15 @@
  * with fc1 width -> `--hidden` and fc2 back (both block-sparse, or both Linear), so the products alternate with the
  * small kernels of a transformer (LayerNorm, bias + GELU, the residual add). Each case is timed as eager calls and
  * as one captureGraph replay of the whole stack; the replay's output is first checked equal, bit for bit, to the
- * eager one. Prints microseconds per layer (per block for ffn).
+ * eager one. Prints microseconds per layer (per block for ffn). With --torch, PyTorch's dense stack of the same
+ * shapes (python/decode_torch.py: parameters in the dtype, inference_mode, eager and one CUDA graph replay) is
+ * timed in the same run and set beside each row.
  *
  *   tsx src/decode_graph.ts [--backend cuda] [--model linear|ffn] [--width 4096] [--hidden 16384] [--layers 16]
- *     [--tokens 1,8] [--blocks 32,64] [--densities 0.25,0.1] [--dtype bfloat16] [--iterations 200] [--out DIR]
+ *     [--tokens 1,8] [--blocks 32,64] [--densities 0.25,0.1] [--dtype bfloat16] [--iterations 200] [--torch]
+ *     [--out DIR]
  */
+import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -51,6 +55,21 @@ class FeedForwardBlock extends Module {
   }
 }
 
+interface TorchRow {
+  tokens: number;
+  eagerUsPerLayer: number;
+  capturedUsPerLayer: number;
+}
+
+function runTorch(args: { model: string; width: number; hidden: number; layers: number; tokens: number[]; dtype: string; iterations: number }): TorchRow[] {
+  const script = join(repoRoot, "benchmarks", "python", "decode_torch.py");
+  const flags = ["--model", args.model, "--width", String(args.width), "--hidden", String(args.hidden), "--layers", String(args.layers)];
+  flags.push("--tokens", args.tokens.join(","), "--dtype", args.dtype, "--iterations", String(args.iterations));
+  const result = spawnSync("python3", [script, ...flags], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
+  if (result.status !== 0) throw new Error(`decode_torch.py failed (exit ${result.status}): ${result.stdout}`);
+  return JSON.parse(result.stdout) as TorchRow[];
+}
+
 function timeUs(run: () => void, synchronize: () => void, iterations: number): number {
   for (let i = 0; i < 5; i++) run();
   synchronize();
@@ -73,6 +92,7 @@ async function main(): Promise<void> {
       densities: { type: "string", default: "0.25,0.1" },
       dtype: { type: "string", default: "bfloat16" },
       iterations: { type: "string", default: "200" },
+      torch: { type: "boolean", default: false },
       out: { type: "string" },
     },
   });
@@ -86,9 +106,10 @@ async function main(): Promise<void> {
   const [iterations] = numbers(values.iterations, "iterations");
   const started = await startBackend(values.backend);
   const rows: Row[] = [];
+  const tokenCounts = numbers(values.tokens, "tokens");
   const cases: [number, number][] = [[0, 1]];
   for (const block of numbers(values.blocks, "blocks")) for (const density of numbers(values.densities, "densities")) cases.push([block, density]);
-  for (const tokens of numbers(values.tokens, "tokens")) {
+  for (const tokens of tokenCounts) {
     for (const [block, density] of cases) {
       const linear = (inFeatures: number, outFeatures: number, seed: number): Module =>
         block === 0
@@ -133,23 +154,36 @@ async function main(): Promise<void> {
       ? `${layerCount} layers of ${width} x ${width}`
       : `${layerCount} feed-forward blocks (LayerNorm, ${width} -> ${hidden}, GELU, ${hidden} -> ${width}, residual)`;
   const unit = model === "linear" ? "layer" : "block";
+  const torchRows = values.torch
+    ? runTorch({ model, width, hidden, layers: layerCount, tokens: tokenCounts, dtype, iterations })
+    : [];
+  const torchOf = (tokens: number): TorchRow | undefined => torchRows.find((t) => t.tokens === tokens);
+  const torchHeader = values.torch ? ` PyTorch dense captured (us/${unit}) | PyTorch captured / ours captured |` : "";
+  const torchCells = (r: Row): string => {
+    const t = torchOf(r.tokens);
+    return values.torch && t ? ` ${t.capturedUsPerLayer.toFixed(2)} | ${(t.capturedUsPerLayer / r.capturedUsPerLayer).toFixed(2)} |` : "";
+  };
+  const torchLines = torchRows.map(
+    (t) => `- PyTorch, ${t.tokens} token(s), dense: eager ${t.eagerUsPerLayer.toFixed(2)} us/${unit}, captured ${t.capturedUsPerLayer.toFixed(2)} us/${unit}.`,
+  );
   const lines = [
     `# Decoding through ${what}, eager and captured (${dtype})`,
     "",
     `Machine: ${machine}. Commit ${gitState().commit}. Microseconds per ${unit} (the stack's time / ${layerCount}); the captured stack is one captureGraph replay, checked equal to the eager one first.`,
     "",
-    `| tokens | layer | density | eager (us/${unit}) | captured (us/${unit}) | eager / captured |`,
-    "| --- | --- | --- | --- | --- | --- |",
+    `| tokens | layer | density | eager (us/${unit}) | captured (us/${unit}) | eager / captured |${torchHeader}`,
+    `| --- | --- | --- | --- | --- | --- |${values.torch ? " --- | --- |" : ""}`,
     ...rows.map(
       (r) =>
-        `| ${r.tokens} | ${r.block === 0 ? "dense Linear" : `${r.block}x${r.block} blocks`} | ${r.density} | ${r.eagerUsPerLayer.toFixed(2)} | ${r.capturedUsPerLayer.toFixed(2)} | ${(r.eagerUsPerLayer / r.capturedUsPerLayer).toFixed(2)} |`,
+        `| ${r.tokens} | ${r.block === 0 ? "dense Linear" : `${r.block}x${r.block} blocks`} | ${r.density} | ${r.eagerUsPerLayer.toFixed(2)} | ${r.capturedUsPerLayer.toFixed(2)} | ${(r.eagerUsPerLayer / r.capturedUsPerLayer).toFixed(2)} |${torchCells(r)}`,
     ),
     "",
+    ...(torchLines.length > 0 ? [...torchLines, ""] : []),
   ];
   const outDir = resolve(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "decode-graph"));
   mkdirSync(outDir, { recursive: true });
   writeFileSync(join(outDir, "decode-graph.md"), lines.join("\n"));
-  writeFileSync(join(outDir, "decode-graph.json"), `${JSON.stringify({ machine, model, width, hidden: model === "ffn" ? hidden : undefined, layers: layerCount, dtype, rows }, null, 1)}\n`);
+  writeFileSync(join(outDir, "decode-graph.json"), `${JSON.stringify({ machine, model, width, hidden: model === "ffn" ? hidden : undefined, layers: layerCount, dtype, rows, torch: values.torch ? torchRows : undefined }, null, 1)}\n`);
   process.stdout.write(lines.join("\n"));
 }
 
