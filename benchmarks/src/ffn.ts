@@ -92,7 +92,7 @@ function buildModel(kind: "ffn" | "block", dModel: number, hidden: number, block
   }
   const model = new TransformerBlock({ dModel, nHeads: heads, mlpRatio: hidden / dModel, seed: SEED + 3 });
   if (block !== 0) {
-    new BlockSparseModelPatcher().addPattern(/^mlp\.fc[12]$/, { density, blockShape: [block, block] }).patchModel(model);
+    new BlockSparseModelPatcher().addPattern(/^mlp\.fc[12]$/, { density, blockShape: [block, block] }).patchModel(model, { disposeReplaced: true });
   }
   return model;
 }

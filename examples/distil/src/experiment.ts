@@ -100,11 +100,9 @@ export function gpt2Config(size: Size, vocabSize: number, context: number): Reco
 
 /** Replaces the matching Linear layers by block-sparse ones (32x32 blocks, strongest kept) and frees the dense weights. */
 export function sparsify(model: Module, density: number, patterns: RegExp[]): void {
-  const before = new Map(model.namedModules());
   const patcher = new BlockSparseModelPatcher();
   for (const pattern of patterns) patcher.addPattern(pattern, { density });
-  const report = patcher.patchModel(model);
-  for (const layer of report.layers) for (const [name, parameter] of before.get(layer.name)?.namedParameters() ?? []) if (name === "weight") parameter.dispose();
+  patcher.patchModel(model, { disposeReplaced: true });
 }
 
 /** Mean cross-entropy over `batches` validation windows (the same windows for every model). */

@@ -141,7 +141,7 @@ export async function trainMnist(partial: Partial<MnistOptions> = {}, hooks: Tra
   for (const density of options.densities) {
     const model = new Mlp(options.hidden, options.seed);
     model.loadStateDict(patchSource);
-    const report = patchAndRelease(model, density);
+    const report = mlpPatcher(density).patchModel(model, { disposeReplaced: true });
     model.to(dtype);
     const result = emptyResult(sparseName(density), density);
     result.patchReport = report;
@@ -292,10 +292,3 @@ function disposeParameters(model: Module): void {
   for (const parameter of model.parameters()) parameter.dispose();
 }
 
-/** Patches fc1 and fc2, then frees the dense layers the patcher replaced (it leaves them to their owner). */
-function patchAndRelease(model: Mlp, density: number): PatchReport {
-  const before = new Map(model.namedModules());
-  const report = mlpPatcher(density).patchModel(model);
-  for (const layer of report.layers) for (const parameter of before.get(layer.name)?.parameters() ?? []) parameter.dispose();
-  return report;
-}

@@ -121,7 +121,7 @@ export function trainTransformer(partial: Partial<TransformerOptions> = {}, hook
   for (const density of [null, ...options.densities]) {
     const model = new CharTransformer({ vocabSize: corpus.vocabulary.size, ...options });
     const name = density === null ? "dense" : sparseName(density);
-    const patchReport = density === null ? undefined : patchAndRelease(model, density, options.blockShape);
+    const patchReport = density === null ? undefined : feedForwardPatcher(density, options.blockShape).patchModel(model, { disposeReplaced: true });
     // Mixed precision: the weights compute in this dtype, Adam keeps float32 master copies.
     model.to(computeDtype(options.dtype));
     const result = trainOne(name, density ?? 1, model, corpus, validation, options, hooks);
@@ -134,13 +134,6 @@ export function trainTransformer(partial: Partial<TransformerOptions> = {}, hook
   return { options, backend: getBackend(), vocabularySize: corpus.vocabulary.size, trainCharacters: corpus.train.length, models };
 }
 
-/** Patches the feed-forward layers, then frees the dense layers the patcher replaced (it leaves them to their owner). */
-function patchAndRelease(model: CharTransformer, density: number, blockShape: [number, number]): PatchReport {
-  const before = new Map(model.namedModules());
-  const report = feedForwardPatcher(density, blockShape).patchModel(model);
-  for (const layer of report.layers) for (const parameter of before.get(layer.name)?.parameters() ?? []) parameter.dispose();
-  return report;
-}
 
 type Batch = { inputs: Int32Array; targets: Int32Array };
 

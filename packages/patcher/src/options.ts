@@ -22,6 +22,8 @@ export const PatchOptionsSchema = z.optional(
     dryRun: z.optional(z.boolean()),
     /** Return an empty report instead of throwing when no layer matches. */
     allowNoMatch: z.optional(z.boolean()),
+    /** Dispose the parameters of the Linear layers replaced. */
+    disposeReplaced: z.optional(z.boolean()),
   }),
 );
 
@@ -37,6 +39,13 @@ export interface PatchOptions {
   dryRun?: boolean;
   /** Return an empty report instead of throwing when no layer matches (default false). */
   allowNoMatch?: boolean;
+  /**
+   * Dispose the parameters of the Linear layers that were replaced (default false: they are left to their owner).
+   * Their dense weights are no longer the model's, and device memory is not garbage-collected: without this, or a
+   * dispose of your own, patching a model on a GPU keeps every patched layer's dense weight alive. The new layers'
+   * biases share the old ones' buffers, which stay alive through them. Nothing is disposed in a dry run.
+   */
+  disposeReplaced?: boolean;
 }
 
 function describe(value: unknown): string {

@@ -89,12 +89,13 @@ export class BlockSparseModelPatcher {
    * Everything is checked first, so a refused patch leaves the model untouched: a match
    * that is not a Linear, a block shape that does not divide a layer, a weight shared with
    * a module that stays, or no match at all (unless `allowNoMatch`) throw a PatchError.
-   * With `dryRun`, returns the same report without changing the model.
+   * With `dryRun`, returns the same report without changing the model. With `disposeReplaced`, the
+   * replaced Linear layers' parameters are disposed once the new layers are in place.
    */
   patchModel(model: Module, options: PatchOptions = {}): PatchReport {
     const where = "BlockSparseModelPatcher.patchModel";
     checkModel(where, model);
-    const { dryRun = false, allowNoMatch = false } = parseOptions(where, PatchOptionsSchema, options) ?? {};
+    const { dryRun = false, allowNoMatch = false, disposeReplaced = false } = parseOptions(where, PatchOptionsSchema, options) ?? {};
     const modules = model.namedModules();
     const plans: Plan[] = [];
     const problems: string[] = [];
@@ -129,7 +130,10 @@ export class BlockSparseModelPatcher {
     const modelParamsBefore = parameterCount(model);
     const paramsBefore = sum(plans.map((p) => p.layer.paramsBefore));
     const paramsAfter = sum(plans.map((p) => p.layer.paramsAfter));
-    if (!dryRun) replaceLayers(modules, plans);
+    if (!dryRun) {
+      replaceLayers(modules, plans);
+      if (disposeReplaced) disposeParameters(plans);
+    }
     const totals = {
       layers: plans.length,
       paramsBefore,
@@ -266,6 +270,13 @@ function replaceLayers(modules: [string, Module][], plans: Plan[]): void {
       if (replacement) parent.registerModule(childName, replacement);
     }
   }
+}
+
+/** Disposes each replaced Linear's parameters once (a Linear or a parameter may appear in several plans). */
+function disposeParameters(plans: Plan[]): void {
+  const parameters = new Set<Parameter>();
+  for (const { linear } of plans) for (const parameter of linear.parameters()) parameters.add(parameter);
+  for (const parameter of parameters) parameter.dispose();
 }
 
 function sum(values: number[]): number {

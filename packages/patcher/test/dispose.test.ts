@@ -1,19 +1,75 @@
-import { tensor } from "@blocksparse/core";
+import { memory, tensor } from "@blocksparse/core";
 import { Linear, Sequential } from "@blocksparse/nn";
-import { BlockSparseModelPatcher } from "@blocksparse/patcher";
+import { BlockSparseModelPatcher, PatchError } from "@blocksparse/patcher";
 import { describe, expect, it } from "vitest";
+import { Tied, TinyNet } from "./helpers";
+
+const input = () => tensor(new Float32Array(2 * 64).map((_, i) => Math.sin(i)), [2, 64]);
+
+function replacedLayers(model: Sequential): Linear[] {
+  return model
+    .namedModules()
+    .filter(([name]) => name !== "")
+    .map(([, module]) => module as Linear);
+}
 
 describe("after patching", () => {
   it("the replaced Linear layers can be disposed: the patched model's outputs do not change", () => {
     const model = new Sequential(new Linear(64, 64, { seed: 1 }), new Linear(64, 32, { seed: 2 }));
-    const replaced = model
-      .namedModules()
-      .filter(([name]) => name !== "")
-      .map(([, module]) => module);
-    const x = tensor(new Float32Array(2 * 64).map((_, i) => Math.sin(i)), [2, 64]);
+    const replaced = replacedLayers(model);
+    const x = input();
     new BlockSparseModelPatcher().addPattern(".*", { density: 0.5 }).patchModel(model);
     const before = Array.from(model.forward(x).dataSync());
     for (const module of replaced) for (const parameter of module.parameters()) parameter.value.dispose();
     expect(Array.from(model.forward(x).dataSync())).toEqual(before);
+  });
+
+  it("disposeReplaced frees the dense weights itself, and the model computes what the same patch without it does", () => {
+    const x = input();
+    const kept = new Sequential(new Linear(64, 64, { seed: 1 }), new Linear(64, 32, { seed: 2 }));
+    new BlockSparseModelPatcher().addPattern(".*", { density: 0.5 }).patchModel(kept);
+    const want = Array.from(kept.forward(x).dataSync());
+
+    const model = new Sequential(new Linear(64, 64, { seed: 1 }), new Linear(64, 32, { seed: 2 }));
+    const replaced = replacedLayers(model);
+    const tensorsBefore = memory().numTensors;
+    new BlockSparseModelPatcher().addPattern(".*", { density: 0.5 }).patchModel(model, { disposeReplaced: true });
+    for (const linear of replaced) {
+      expect(linear.weight.value.isDisposed).toBe(true);
+      expect(linear.bias?.value.isDisposed).toBe(true);
+    }
+    // Two dense weights and two biases gone, two block-value tensors and two bias views made.
+    expect(memory().numTensors).toBe(tensorsBefore);
+    expect(Array.from(model.forward(x).dataSync())).toEqual(want);
+  });
+
+  it("disposeReplaced disposes a weight tied between two patched layers once, and leaves the tie", () => {
+    const model = new Tied();
+    const [a, b] = [model.a, model.b];
+    new BlockSparseModelPatcher().addPattern("a|b", { density: 0.5, blockShape: [4, 4] }).patchModel(model, { disposeReplaced: true });
+    expect(a.weight.value.isDisposed).toBe(true);
+    expect(b.bias?.value.isDisposed).toBe(true);
+    expect(model.a.parameters()[0]).toBe(model.b.parameters()[0]);
+    expect(model.a.parameters().every((p) => !p.value.isDisposed)).toBe(true);
+  });
+
+  it("a dry run disposes nothing, and a layer no pattern matches keeps its weights", () => {
+    const model = new TinyNet();
+    const head = model.head as Linear;
+    const fc1 = model.namedModules().find(([name]) => name === "blocks.0.fc1")?.[1] as Linear;
+    const patcher = new BlockSparseModelPatcher().addPattern(/\.fc1$/, { density: 0.5, blockShape: [8, 8] });
+    patcher.patchModel(model, { dryRun: true, disposeReplaced: true });
+    expect(fc1.weight.value.isDisposed).toBe(false);
+    patcher.patchModel(model, { disposeReplaced: true });
+    expect(fc1.weight.value.isDisposed).toBe(true);
+    expect(head.weight.value.isDisposed).toBe(false);
+  });
+
+  it("refuses a disposeReplaced that is not a boolean, naming it", () => {
+    const model = new TinyNet();
+    const patcher = new BlockSparseModelPatcher().addPattern(/\.fc1$/, { density: 0.5, blockShape: [8, 8] });
+    const attempt = () => patcher.patchModel(model, { disposeReplaced: "yes" as unknown as boolean });
+    expect(attempt).toThrow(PatchError);
+    expect(attempt).toThrow(/disposeReplaced/);
   });
 });
