@@ -32,6 +32,7 @@ import { backward } from "@blocksparse/autograd";
 import { type CapturedGraph, type FloatDType, captureGraph, cast, getBackendInstance, memory, randn, type Tensor, tensor, tidy } from "@blocksparse/core";
 import { AdamW, BlockSparseLinear, GELU, Linear, type Module, Sequential, TransformerBlock, parameterCount } from "@blocksparse/nn";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
+import { writeStepCharts } from "./ffn_chart";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
 import { profileKernels, profileTable } from "./kernel_profile";
@@ -239,7 +240,7 @@ function runTorch(cases: { model: string; dModel: number; hidden: number; tokens
   return JSON.parse(result.stdout) as TorchRow[];
 }
 
-function markdown(rows: FfnCase[], meta: { machine: string; commit: string; dtype: string; torch: boolean; denseSampled: string; autotune: boolean; graph: boolean }): string {
+function markdown(rows: FfnCase[], meta: { machine: string; commit: string; dtype: string; torch: boolean; denseSampled: string; autotune: boolean; graph: boolean }, charts: string[] = []): string {
   const lines = [
     `# FFN and TransformerBlock training steps (${meta.dtype} mixed precision)`,
     "",
@@ -254,6 +255,7 @@ function markdown(rows: FfnCase[], meta: { machine: string; commit: string; dtyp
       `| ${r.model} | ${r.dModel}x${r.hidden} | ${r.tokens} | ${r.block === 0 ? "dense" : `${r.block}x${r.block}`} | ${r.density} | ${r.parameters.toLocaleString("en-US")} | ${r.medianMs.toFixed(3)} | ${r.speedupVsDense?.toFixed(2) ?? ""} | ${r.vsTorchDense?.toFixed(2) ?? ""} |`,
     );
   }
+  if (charts.length > 0) lines.push("", ...charts.map((file) => `![${file}](charts/${file})`));
   return `${lines.join("\n")}\n`;
 }
 
@@ -317,7 +319,8 @@ async function main(): Promise<void> {
   // Written after every case, so that a run cut short keeps what it measured.
   const save = () => {
     writeFileSync(join(outDir, "ffn.json"), `${JSON.stringify({ ...meta, date: new Date().toISOString(), rows }, null, 1)}\n`);
-    writeFileSync(join(outDir, "ffn.md"), markdown(rows, meta));
+    const charts = writeStepCharts(rows, join(outDir, "charts"), values.graph ? "captured" : "");
+    writeFileSync(join(outDir, "ffn.md"), markdown(rows, meta, charts));
   };
   for (const model of models) {
     for (const [dModel, hidden] of widths(values.widths)) {

@@ -1,0 +1,95 @@
+/**
+ * Charts of training-step results (ffn.ts's ffn.json): one SVG per model, width pair and token count, the speed-up
+ * over our dense step against density, one line per block size, with our dense step (1.0) and, when measured,
+ * PyTorch's dense step as reference lines.
+ *
+ *   tsx src/ffn_chart.ts results/gpu-nvidia-h200/ffn-step.json [more.json ...] --out results/gpu-nvidia-h200/charts
+ */
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { basename, join } from "node:path";
+import { parseArgs } from "node:util";
+import { lineChart, type ReferenceLine, type Series } from "./chart";
+
+/** The fields of an ffn.ts row the charts read. */
+export interface StepRow {
+  model: string;
+  dModel: number;
+  hidden: number;
+  tokens: number;
+  dtype?: string;
+  block: number;
+  density: number;
+  medianMs: number;
+  vsTorchDense?: number;
+}
+
+export interface StepChart {
+  /** File name, e.g. "ffn-1024x4096-8192-speedup.svg". */
+  file: string;
+  title: string;
+  svg: string;
+}
+
+/**
+ * One chart per (model, dModel x hidden, tokens) that has a dense row and at least one block-sparse row. `label`
+ * (e.g. "captured") goes into the titles and file names.
+ */
+export function stepCharts(rows: readonly StepRow[], label = ""): StepChart[] {
+  const groups = new Map<string, StepRow[]>();
+  for (const row of rows) {
+    const key = `${row.model}-${row.dModel}x${row.hidden}-${row.tokens}`;
+    groups.set(key, [...(groups.get(key) ?? []), row]);
+  }
+  const charts: StepChart[] = [];
+  for (const [key, group] of groups) {
+    const dense = group.find((r) => r.block === 0);
+    const sparse = group.filter((r) => r.block !== 0);
+    if (!dense || sparse.length === 0 || !(dense.medianMs > 0)) continue;
+    const series: Series[] = [...new Set(sparse.map((r) => r.block))]
+      .sort((a, b) => a - b)
+      .map((block) => ({
+        name: `${block}x${block} blocks`,
+        points: sparse
+          .filter((r) => r.block === block && r.medianMs > 0)
+          .map((r): [number, number] => [r.density, dense.medianMs / r.medianMs])
+          .sort((a, b) => a[0] - b[0]),
+      }))
+      .filter((s) => s.points.length > 0);
+    const references: ReferenceLine[] = [{ name: "our dense step", y: 1 }];
+    // vsTorchDense = PyTorch's step / ours, so PyTorch's speed relative to our dense step is its inverse.
+    if (dense.vsTorchDense !== undefined && dense.vsTorchDense > 0) references.push({ name: "PyTorch dense step", y: 1 / dense.vsTorchDense });
+    const what = label === "" ? "" : `, ${label}`;
+    const title = `${dense.model} ${dense.dModel}<->${dense.hidden}, ${dense.tokens} tokens${dense.dtype ? `, ${dense.dtype}` : ""}${what}: speed-up over dense`;
+    const file = `${key}${label === "" ? "" : `-${label.replace(/[^A-Za-z0-9]+/g, "-")}`}-speedup.svg`;
+    charts.push({ file, title, svg: lineChart({ title, xLabel: "density", yLabel: "dense step time / this step", series, references }) });
+  }
+  return charts;
+}
+
+/** Writes each chart into `dir` (created); returns the file names. */
+export function writeStepCharts(rows: readonly StepRow[], dir: string, label = ""): string[] {
+  const charts = stepCharts(rows, label);
+  if (charts.length > 0) mkdirSync(dir, { recursive: true });
+  for (const chart of charts) writeFileSync(join(dir, chart.file), chart.svg);
+  return charts.map((c) => c.file);
+}
+
+function main(): void {
+  const { values, positionals } = parseArgs({ allowPositionals: true, options: { out: { type: "string" } } });
+  if (positionals.length === 0 || !values.out) throw new Error("usage: tsx src/ffn_chart.ts FILE.json [...] --out DIR");
+  for (const file of positionals) {
+    const parsed = JSON.parse(readFileSync(file, "utf8")) as { rows?: StepRow[]; graph?: boolean };
+    if (!Array.isArray(parsed.rows)) throw new Error(`${file}: no "rows" array (expected ffn.ts's ffn.json)`);
+    const written = writeStepCharts(parsed.rows, values.out, parsed.graph ? "captured" : "");
+    process.stdout.write(`${basename(file)}: ${written.length > 0 ? written.join(", ") : "no dense + block-sparse group"}\n`);
+  }
+}
+
+if (process.argv[1] && basename(process.argv[1]).startsWith("ffn_chart")) {
+  try {
+    main();
+  } catch (error) {
+    process.stderr.write(`${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(1);
+  }
+}

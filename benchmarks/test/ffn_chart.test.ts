@@ -1,0 +1,69 @@
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { XMLValidator } from "fast-xml-parser";
+import { describe, expect, it } from "vitest";
+import { type StepRow, stepCharts, writeStepCharts } from "../src/ffn_chart";
+
+const row = (tokens: number, block: number, density: number, medianMs: number, vsTorchDense?: number): StepRow => ({
+  model: "ffn",
+  dModel: 1024,
+  hidden: 4096,
+  tokens,
+  dtype: "bfloat16",
+  block,
+  density,
+  medianMs,
+  vsTorchDense,
+});
+
+describe("stepCharts", () => {
+  const rows = [
+    row(8192, 0, 1, 0.7, 1.9),
+    row(8192, 64, 0.25, 0.35),
+    row(8192, 64, 0.5, 0.7),
+    row(8192, 32, 0.25, 0.7),
+    row(2048, 0, 1, 0.25),
+    row(2048, 64, 0.1, 0.125),
+    // No dense row for this token count: no chart.
+    row(512, 64, 0.25, 0.1),
+  ];
+
+  it("draws one chart per model, widths and tokens with a dense row, one line per block size", () => {
+    const charts = stepCharts(rows, "captured");
+    expect(charts.map((c) => c.file)).toEqual(["ffn-1024x4096-8192-captured-speedup.svg", "ffn-1024x4096-2048-captured-speedup.svg"]);
+    for (const chart of charts) expect(XMLValidator.validate(chart.svg)).toBe(true);
+    const [big] = charts;
+    expect(big.title).toContain("8192 tokens");
+    expect(big.title).toContain("captured");
+    expect(big.svg).toContain("32x32 blocks");
+    expect(big.svg).toContain("64x64 blocks");
+    // PyTorch's step took 1.9x ours, so it sits at 1/1.9 of our dense step's speed; the 2048-token group has no PyTorch row.
+    expect(big.svg).toContain("PyTorch dense step");
+    expect(charts[1].svg).not.toContain("PyTorch dense step");
+  });
+
+  it("plots the speed-up over dense, densities left to right", () => {
+    const [big] = stepCharts(rows);
+    const path = /<path d="([^"]+)"/.exec(big.svg);
+    expect(path).not.toBeNull();
+    // The first line is 32x32 (one point); the 64x64 line has two, and its points are ordered by density.
+    const lines = [...big.svg.matchAll(/<path d="([^"]+)"/g)].map((m) => m[1].split(" ").map((step) => step.slice(1).split(",").map(Number)));
+    expect(lines).toHaveLength(2);
+    const [[x1, y1], [x2, y2]] = lines[1];
+    expect(x1).toBeLessThan(x2);
+    // Speed-up 2.0 at d=0.25 is drawn higher (smaller y) than 1.0 at d=0.5.
+    expect(y1).toBeLessThan(y2);
+  });
+
+  it("writes the files, and nothing for rows without a dense step", () => {
+    const dir = mkdtempSync(join(tmpdir(), "ffn-chart-"));
+    try {
+      expect(writeStepCharts([row(512, 64, 0.25, 0.1)], join(dir, "none"))).toEqual([]);
+      const written = writeStepCharts(rows, join(dir, "charts"));
+      expect(readdirSync(join(dir, "charts")).sort()).toEqual([...written].sort());
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
