@@ -4,6 +4,8 @@
 //   1: 128-token tiles at 32 and 64 blocks (the dispatched tiles hold 256 tokens there)
 //   2, 3: the tiles of variants 0 and 1, persistent (one CTA per SM walks its tiles)
 //   (7, the persistent tile with a staged epilogue, is dispatched: bsr_wgmma.cu, kPersistentTile)
+//   10 (kStoreHelpersVariant): that tile with store helpers (three warps of the producer warpgroup) copying the
+//      staged rows out instead of the consumers; measured no faster, and 2.8x slower with a fused activation
 //   4, 5: grouped tiles, 8 and 4 block rows (columns) of 32, 4 and 2 of 64, sharing each dense slice
 //   dW (Sampled) 1: 256-row tiles (8 blocks of 32, 4 of 64) instead of the dispatched 128
 //   6 (kXrVariant): bsrLinear and bsrMatmul with the dense operand resident in shared memory, in its own
@@ -307,6 +309,12 @@ bool launchBlock(DType dtype, const KernelArgs& args, int blockSize, int variant
         if (blockSize == 32) return sm90::launchPersistent<WgmmaTraits<T, kOp, 32, 128, 8>>(dtype, args, stream, numSms);
         if (blockSize == 64) return sm90::launchPersistent<WgmmaTraits<T, kOp, 64, 128, 6>>(dtype, args, stream, numSms);
         return sm90::launchPersistent<WgmmaTraits<T, kOp, 128, 256, 4>>(dtype, args, stream, numSms);
+      case kStoreHelpersVariant:
+        // The dispatched persistent 64x64 tile with the producer warpgroup's idle warps copying the staged rows
+        // out (and writing a fused activation), the consumers going straight on to the next tile.
+        if (blockSize != 64) return false;
+        return sm90::launchPersistent<WgmmaTraits<T, kOp, 64, kPersistentTileTokens, 4>,
+                                      sm90::PersistentStore::Helpers>(dtype, args, stream, numSms);
       case 4:
         if (blockSize == 32) return launchGrouped<GroupedTraits<T, kOp, 32, 8, 7>>(dtype, args, stream);
         if (blockSize == 64) return launchGrouped<GroupedTraits<T, kOp, 64, 4, 4>>(dtype, args, stream);

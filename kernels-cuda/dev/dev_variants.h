@@ -5,8 +5,13 @@
 
 namespace bs::tc {
 
+// The persistent 64x64 wgmma tile with store helpers: the producer warpgroup's three idle warps copy the staged
+// rows out (and write a fused activation) while the consumers go on to the next tile; Linear and Matmul. Measured
+// on an H200 (docs/kernels.md): no faster than the dispatched tile, whose consumers store their own rows.
+constexpr int kStoreHelpersVariant = 10;
+
 // A TcOptions::devVariants launcher: the wgmma variants of dev/bsr_wgmma_variants.cu (1 at 32 and 64
-// blocks, 2-5) and dev/bsr_wgmma_xr.cu (kXrVariant) and the mma.sync variants of dev/bsr_mma_variants.cu
+// blocks, 2-5, kStoreHelpersVariant) and dev/bsr_wgmma_xr.cu (kXrVariant) and the mma.sync variants of dev/bsr_mma_variants.cu
 // (1) and dev/bsr_mma_grouped.cu (8, 9); false, having launched nothing, for any other path, product or variant.
 bool launchDevVariant(TcPath path, Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                       cudaStream_t stream);

@@ -883,6 +883,27 @@ int64_t valuesLength(const BsrPatternView& p) {
 }
 
 // bsrLinear(dtype, pattern, x, values, bias|null, y, m)
+Activation activationArg(const Args& args, size_t i);
+
+// Y = X W^T + bias on the tuned route when autotuning, else the tensor-core kernels (src/tc) first and the simple
+// kernel when they decline the shape. Arguments already validated.
+void runBsrLinear(DType dtype, const BsrPatternView& pattern, const void* x, const void* values, const void* bias,
+                  void* y, int64_t m) {
+  if (autotuneEnabled() &&
+      runTuned(tc::Op::Linear, dtype, pattern, m, bias != nullptr, [&] { return tcRoutes(tc::Op::Linear, dtype, pattern, m); },
+               [&](const TunedRoute& route) { return tcBsrLinear(dtype, x, values, bias, y, m, pattern, stream(), route.tc); },
+               stream()))
+    return;
+  if (!tcBsrLinear(dtype, x, values, bias, y, m, pattern, stream())) launchBsrLinear(dtype, x, values, bias, y, m, pattern, stream());
+}
+
+// The bias argument at `index` of a product over `pattern`: null, or validated as [rows] of the dtype.
+const void* biasArg(Args& args, size_t index, DType dtype, const BsrPatternView& pattern, const char* what) {
+  if (args.isAbsent(index)) return nullptr;
+  requireElements(args.buffer(index), dtype, pattern.rows, what);
+  return args.buffer(index).data;
+}
+
 Napi::Value bsrLinear(const Napi::CallbackInfo& info) {
   Args args{info, "bsrLinear"};
   args.count(7);
@@ -891,24 +912,35 @@ Napi::Value bsrLinear(const Napi::CallbackInfo& info) {
   int64_t m = args.size(6);
   requireElements(args.buffer(2), dtype, product({m, pattern.cols}, "bsrLinear"), "bsrLinear x");
   requireElements(args.buffer(3), dtype, valuesLength(pattern), "bsrLinear values");
-  const void* bias = nullptr;
-  if (!args.isAbsent(4)) {
-    requireElements(args.buffer(4), dtype, pattern.rows, "bsrLinear bias");
-    bias = args.buffer(4).data;
-  }
+  const void* bias = biasArg(args, 4, dtype, pattern, "bsrLinear bias");
   requireElements(args.buffer(5), dtype, product({m, pattern.rows}, "bsrLinear"), "bsrLinear y");
-  if (autotuneEnabled()) {
-    const void* x = args.buffer(2).data;
-    const void* values = args.buffer(3).data;
-    void* y = args.buffer(5).data;
-    if (runTuned(tc::Op::Linear, dtype, pattern, m, bias != nullptr, [&] { return tcRoutes(tc::Op::Linear, dtype, pattern, m); },
-                 [&](const TunedRoute& route) { return tcBsrLinear(dtype, x, values, bias, y, m, pattern, stream(), route.tc); },
-                 stream()))
-      return undefinedOf(info);
-  }
-  // Tensor-core kernels (src/tc) first; the simple kernel when they decline the shape.
-  if (!tcBsrLinear(dtype, args.buffer(2).data, args.buffer(3).data, bias, args.buffer(5).data, m, pattern, stream()))
-    launchBsrLinear(dtype, args.buffer(2).data, args.buffer(3).data, bias, args.buffer(5).data, m, pattern, stream());
+  runBsrLinear(dtype, pattern, args.buffer(2).data, args.buffer(3).data, bias, args.buffer(5).data, m);
+  return undefinedOf(info);
+}
+
+// bsrLinearActivation(activation, dtype, pattern, x, values, bias | null, z, a, m): z = x W^T + bias (bsrLinear's
+// route), then a = activation(z) by the activation pass, in one call. The tiles that write both from one epilogue
+// (tcBsrLinearActivation, tc_bench --activation) were measured slower than the two passes (docs/kernels.md).
+Napi::Value bsrLinearActivation(const Napi::CallbackInfo& info) {
+  Args args{info, "bsrLinearActivation"};
+  args.count(9);
+  const Activation activation = activationArg(args, 0);
+  DType dtype = args.floatDtype(1);
+  const BsrPatternView& pattern = patternArg(args, 2);
+  int64_t m = args.size(8);
+  requireElements(args.buffer(3), dtype, product({m, pattern.cols}, "bsrLinearActivation"), "bsrLinearActivation x");
+  requireElements(args.buffer(4), dtype, valuesLength(pattern), "bsrLinearActivation values");
+  const void* bias = biasArg(args, 5, dtype, pattern, "bsrLinearActivation bias");
+  const int64_t outputs = product({m, pattern.rows}, "bsrLinearActivation");
+  requireElements(args.buffer(6), dtype, outputs, "bsrLinearActivation z");
+  requireElements(args.buffer(7), dtype, outputs, "bsrLinearActivation a");
+  BS_REQUIRE(args.buffer(6).data != args.buffer(7).data || outputs == 0, "bsrLinearActivation: z and a must be different buffers");
+  const void* x = args.buffer(3).data;
+  const void* values = args.buffer(4).data;
+  void* z = args.buffer(6).data;
+  void* a = args.buffer(7).data;
+  runBsrLinear(dtype, pattern, x, values, bias, z, m);
+  launchBiasActivation(activation, dtype, z, nullptr, a, m, pattern.rows, stream());
   return undefinedOf(info);
 }
 
@@ -1437,6 +1469,7 @@ Napi::Object initModule(Napi::Env env, Napi::Object exports) {
   BS_EXPORT("oneHot", oneHot);
   BS_EXPORT("matmul", matmul);
   BS_EXPORT("bsrLinear", bsrLinear);
+  BS_EXPORT("bsrLinearActivation", bsrLinearActivation);
   BS_EXPORT("bsrMatmul", bsrMatmul);
   BS_EXPORT("sampledMatmul", sampledMatmul);
   BS_EXPORT("blockNorms", blockNorms);

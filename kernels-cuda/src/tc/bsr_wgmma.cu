@@ -37,7 +37,8 @@ bool launchBlock(DType dtype, const KernelArgs& args, int blockSize, int variant
       case 32: return variant == kDefaultTile && launch<Tile32<T, kOp>>(dtype, args, stream);
       case 64:
         if (variant == kPersistentTile)
-          return sm90::launchPersistent<PersistentTile64<T, kOp>, true>(dtype, args, stream, numSms);
+          return sm90::launchPersistent<PersistentTile64<T, kOp>, sm90::PersistentStore::Consumers>(dtype, args, stream,
+                                                                                                     numSms);
         return variant == kDefaultTile && launch<Tile64<T, kOp>>(dtype, args, stream);
       case 128:
         if (variant == kDefaultTile) return launch<Tile128<T, kOp>>(dtype, args, stream);

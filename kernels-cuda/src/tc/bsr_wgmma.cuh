@@ -350,17 +350,32 @@ bool launch(DType dtype, const KernelArgs& argsIn, cudaStream_t stream) {
   return true;
 }
 
+// How a persistent CTA's tiles leave it: from the consumers' registers (storeTile), staged in shared memory and
+// copied out by the consumers, or staged by the consumers and copied out by the producer warpgroup's three idle
+// warps (the store helpers) while the consumers go on to the next tile's products.
+enum class PersistentStore { Registers, Consumers, Helpers };
+
+// Named barriers of the helpers' hand-over, per consumer: its rows are staged (the consumer arrives, the helpers
+// wait), and its buffer is free again (the helpers arrive, the consumer waits before staging the next tile).
+constexpr int kStagedBarrier = 4, kFreeBarrier = 6;
+constexpr int kHelperThreads = 96;
+
 // Linear/Matmul, persistent: one CTA per SM walks tiles blockIdx.x, + gridDim.x, ... with one pipeline
-// that runs on across tiles, so the producer loads the next tile while the consumers store this one.
-// kStaged: the consumers store through StagedTile in a buffer of their own past the barriers (the pipeline
-// buffers are taking the next tile's loads); otherwise from registers (storeTile), kept for measurement.
+// that runs on across tiles, so the producer loads the next tile while this one is stored. With a staged store
+// each consumer stages its rows in a buffer of its own past the barriers (the pipeline buffers are taking the
+// next tile's loads); the Helpers store hands that buffer to the store helpers, so the copy out of it (and, for
+// Linear with args.activated, the activation's second output) is off the consumers' path.
 // The producer warp reads each tile's block offsets itself, 32 at a time, one per lane.
-template <class K, bool kStaged>
+template <class K, PersistentStore kStore>
 __global__ void __launch_bounds__(K::kThreads, 1)
     bsrWgmmaPersistentKernel(const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapB,
                              const KernelArgs args) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   static_assert(K::kOp != Op::Sampled, "Sampled tiles are not persistent");
+  static_assert(K::kConsumers == 2, "the helpers' barriers are laid out for two consumers");
+  constexpr bool kStaged = kStore != PersistentStore::Registers;
+  using Staged = StagedTile<typename K::T, K::kTileN>;
+  constexpr int kRows = K::kMmaM * 64;  // one consumer's rows (tokens) of a tile
   extern __shared__ uint8_t smemRaw[];
   // Aligned by offsetting the shared array itself: the compiler keeps the shared address space, so the
   // accesses below are shared-memory instructions, not generic ones.
@@ -381,10 +396,31 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   }
   __syncthreads();
 
+  // Consumer c's staged rows: past the barriers, in place of the (unused) index arrays and more.
+  auto stagedRows = [&](int c) {
+    return Staged{reinterpret_cast<typename K::T*>(empty + K::kStages) + c * kRows * Staged::kPitch};
+  };
   const int warpGroup = tid / 128;
   if (warpGroup == 0) {
     setMaxRegistersDecrease<40>();
-    if (tid >= 32) return;
+    if (tid >= 32) {
+      if constexpr (kStore == PersistentStore::Helpers) {
+        // The store helpers: for each tile, each consumer's rows once staged, then its buffer handed back (but
+        // for the CTA's last tile, whose buffer no one takes again).
+        for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+          TileWork work;
+          tileAt<K::kOp, K::R, K::C, K::kTileM, K::kStep>(args, tile, work);
+#pragma unroll 1
+          for (int c = 0; c < K::kConsumers; ++c) {
+            namedBarrierSync(kStagedBarrier + c, 128 + kHelperThreads);
+            stagedRows(c).template store<K::kOp>(kRows, args, work.tokenBase + c * kRows, work.line, tid - 32,
+                                                 kHelperThreads);
+            if (tile + static_cast<int>(gridDim.x) < tiles) namedBarrierArrive(kFreeBarrier + c, 128 + kHelperThreads);
+          }
+        }
+      }
+      return;
+    }
     const int lane = tid;
     const int32_t* index = K::kOp == Op::Linear ? args.blockColIdx : args.blockRowIdx;
     constexpr int kScale = K::kOp == Op::Linear ? K::C : K::R;
@@ -441,12 +477,16 @@ __global__ void __launch_bounds__(K::kThreads, 1)
     it += work.steps;
     // This tile's last stage is free once its products are done.
     if (work.steps > 0 && lane == 0) mbarrierArrive(&empty[(it - 1) % K::kStages]);
-    if constexpr (kStaged) {
-      // Each consumer stages its rows in its own buffer past the barriers (the pipeline buffers are already
-      // taking the next tile's loads), then stores whole rows.
-      using Staged = StagedTile<typename K::T, K::kTileN>;
-      constexpr int kRows = K::kMmaM * 64;
-      const Staged staged{reinterpret_cast<typename K::T*>(empty + K::kStages) + consumer * kRows * Staged::kPitch};
+    if constexpr (kStore == PersistentStore::Helpers) {
+      // The helpers copied the previous tile's rows out of this buffer (none before the first tile), then take
+      // this tile's once all 128 threads have staged theirs.
+      const Staged staged = stagedRows(consumer);
+      if (tile != static_cast<int>(blockIdx.x)) namedBarrierSync(kFreeBarrier + consumer, 128 + kHelperThreads);
+      stageAccumulators<K>(acc, staged, args, work.line, lane, warpInGroup);
+      namedBarrierArrive(kStagedBarrier + consumer, 128 + kHelperThreads);
+    } else if constexpr (kStaged) {
+      // Each consumer stages its rows in its own buffer, then stores whole rows.
+      const Staged staged = stagedRows(consumer);
       namedBarrierSync(2 + consumer, 128);  // the previous tile's rows are out
       stageAccumulators<K>(acc, staged, args, work.line, lane, warpInGroup);
       namedBarrierSync(2 + consumer, 128);
@@ -460,23 +500,23 @@ __global__ void __launch_bounds__(K::kThreads, 1)
 }
 
 // A persistent launch: one CTA per SM (or per tile, when there are fewer).
-template <class K, bool kStaged = false>
+template <class K, PersistentStore kStore = PersistentStore::Registers>
 bool launchPersistent(DType dtype, const KernelArgs& argsIn, cudaStream_t stream, int numSms) {
   KernelArgs args = argsIn;
   CUtensorMap mapA, mapB;
   dim3 grid;
   if (numSms <= 0 || !prepareLaunch<K>(dtype, args, mapA, mapB, grid)) return false;
   grid.x = std::min<unsigned>(grid.x, static_cast<unsigned>(numSms));
-  if constexpr (kStaged) {
+  if constexpr (kStore != PersistentStore::Registers) {
     // The staged rows take the place of the (unused) index arrays and more.
     constexpr int kBytes = K::kSmemBytes + StagedTile<typename K::T, K::kTileN>::bytes(K::kTileM);
     static_assert(kBytes <= 227 * 1024, "fits an H100's shared memory");
-    auto kernel = bsrWgmmaPersistentKernel<K, true>;
+    auto kernel = bsrWgmmaPersistentKernel<K, kStore>;
     BS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes));
     kernel<<<grid, K::kThreads, kBytes, stream>>>(mapA, mapB, args);
     BS_LAUNCH_CHECK("bsrWgmmaPersistentKernel");
   } else {
-    launchKernel<K>(bsrWgmmaPersistentKernel<K, false>, grid, mapA, mapB, args, stream);
+    launchKernel<K>(bsrWgmmaPersistentKernel<K, PersistentStore::Registers>, grid, mapA, mapB, args, stream);
   }
   return true;
 }

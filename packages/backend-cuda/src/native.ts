@@ -336,6 +336,18 @@ export interface NativeAddon {
     strideB: number,
   ): void;
   bsrLinear(dtype: Dt, pattern: PatternHandle, x: Buf, values: Buf, bias: Buf | null, y: Buf, m: number): void;
+  /** z = x W^T + bias (bsrLinear's route) and a = activation(z) (the activation pass), in one call. */
+  bsrLinearActivation(
+    activation: ActivationOpCode,
+    dtype: Dt,
+    pattern: PatternHandle,
+    x: Buf,
+    values: Buf,
+    bias: Buf | null,
+    z: Buf,
+    a: Buf,
+    m: number,
+  ): void;
   bsrMatmul(dtype: Dt, pattern: PatternHandle, dy: Buf, values: Buf, dx: Buf, m: number): void;
   sampledMatmul(dtype: Dt, pattern: PatternHandle, dy: Buf, x: Buf, dw: Buf, m: number): void;
   blockNorms(dtype: Dt, values: Buf, norms: Buf, nnzBlocks: number, blockSize: number): void;
@@ -438,6 +450,7 @@ const NATIVE_FUNCTION_SET = {
   oneHot: true,
   matmul: true,
   bsrLinear: true,
+  bsrLinearActivation: true,
   bsrMatmul: true,
   sampledMatmul: true,
   blockNorms: true,

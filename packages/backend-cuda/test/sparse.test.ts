@@ -1,4 +1,4 @@
-import { BsrPattern, blockNorms, bsrLinear, bsrMatmul, runKernel, sampledMatmul, tidy } from "@blocksparse/core";
+import { BsrPattern, biasActivation, blockNorms, bsrLinear, bsrMatmul, runKernel, sampledMatmul, tidy } from "@blocksparse/core";
 import { reference } from "@blocksparse/core/testing";
 import { beforeAll, describe, expect, test } from "vitest";
 import {
@@ -289,8 +289,21 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
               }
             }
           }
-          expectClose(bsrLinear(x.t, values.t, pattern, bias.t).dataSync(), yRef, dtype, `bsrLinear ${rows}x${cols} ${dtype}`);
+          const y = bsrLinear(x.t, values.t, pattern, bias.t).dataSync();
+          expectClose(y, yRef, dtype, `bsrLinear ${rows}x${cols} ${dtype}`);
           expectClose(bsrMatmul(dy.t, values.t, pattern).dataSync(), dxRef, dtype, `bsrMatmul ${rows}x${cols} ${dtype}`);
+          // With an activation (one addon call): the pre-activation is bsrLinear's output bit for bit, the activation
+          // the activation pass's over it, and both match float64.
+          for (const activation of ["relu", "gelu", "gelu_tanh"] as const) {
+            const what = `bsrLinearActivation ${rows}x${cols} ${dtype} ${activation}`;
+            const [a, z] = runKernel("BsrLinearActivation", { x: x.t, values: values.t, bias: bias.t }, { pattern, activation });
+            const zs = z.dataSync();
+            const as = a.dataSync();
+            for (let i = 0; i < y.length; i++) if (zs[i] !== y[i]) expect.fail(`${what}: z[${i}] is ${zs[i]}, bsrLinear gave ${y[i]}`);
+            const pass = biasActivation(z, null, activation).dataSync();
+            for (let i = 0; i < pass.length; i++) if (as[i] !== pass[i]) expect.fail(`${what}: a[${i}] is ${as[i]}, the activation pass gave ${pass[i]}`);
+            expectClose(as, yRef.map(ACTIVATIONS[activation]), dtype, what);
+          }
         });
       }
     }

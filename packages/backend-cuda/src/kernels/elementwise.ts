@@ -108,7 +108,7 @@ export function whereKernel({ inputs: { condition, a, b }, backend }: KernelArgs
   return out;
 }
 
-const ACTIVATION_CODES: Record<Activation, ActivationOpCode> = {
+export const ACTIVATION_CODES: Record<Activation, ActivationOpCode> = {
   relu: ActivationOp.Relu,
   gelu: ActivationOp.Gelu,
   gelu_tanh: ActivationOp.GeluTanh,

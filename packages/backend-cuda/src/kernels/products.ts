@@ -7,7 +7,7 @@ import {
   stridesOf,
 } from "@blocksparse/core";
 import type { CudaBackend, CudaBuffer } from "../backend";
-import { biasActivationKernel } from "./elementwise";
+import { ACTIVATION_CODES } from "./elementwise";
 import { collapseDims } from "./util";
 
 /**
@@ -97,18 +97,31 @@ export function bsrLinearKernel({ inputs: { x, values, bias }, attrs: { pattern 
 }
 
 /**
- * activation(x W^T + bias): bsrLinear, then the activation pass over its output (the outputs are [y, z]). The tile
- * kernels can write both from one epilogue (tcBsrLinearActivation in kernels-cuda), but on an H200 that was
- * 0.70-0.77x the two passes at 64x64/128x128 with 1024 -> 4096 outputs and 8192 tokens, whatever the activation's
- * cost (docs/kernels.md), so it is not used.
+ * activation(x W^T + bias), the outputs [activation, pre-activation]: bsrLinear, then the activation pass over its
+ * output, in one addon call. The tile kernels can write both from one epilogue (tcBsrLinearActivation in
+ * kernels-cuda), but on an H200 that was slower than the two passes, whether the tile's consumers or three idle
+ * warps of its producer warpgroup store the second output (docs/kernels.md), so it is not used.
  */
 export function bsrLinearActivationKernel({
   inputs: { x, values, bias },
   attrs: { pattern, activation },
   backend,
 }: KernelArgs<"BsrLinearActivation", CudaBackend>): [TensorInfo, TensorInfo] {
-  const z = bsrLinearKernel({ inputs: { x, values, bias }, attrs: { pattern }, backend });
-  return [biasActivationKernel({ inputs: { x: z }, attrs: { activation }, backend }), z];
+  const shape = [...x.shape.slice(0, -1), pattern.shape[0]];
+  const z = backend.output(shape, x.dtype);
+  const a = backend.output(shape, x.dtype);
+  backend.addon.bsrLinearActivation(
+    ACTIVATION_CODES[activation],
+    backend.code(x.dtype),
+    backend.pattern(pattern),
+    backend.handle(x),
+    backend.handle(values),
+    bias ? backend.handle(bias) : null,
+    backend.handle(z),
+    backend.handle(a),
+    rowsOf(x),
+  );
+  return [a, z];
 }
 
 export function bsrMatmulKernel({ inputs: { dy, values }, attrs: { pattern }, backend }: KernelArgs<"BsrMatmul", CudaBackend>): TensorInfo {
