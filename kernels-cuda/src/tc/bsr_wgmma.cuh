@@ -351,8 +351,9 @@ bool launch(DType dtype, const KernelArgs& argsIn, cudaStream_t stream) {
 }
 
 // How a persistent CTA's tiles leave it: from the consumers' registers (storeTile), staged in shared memory and
-// copied out by the consumers, or staged by the consumers and copied out by the producer warpgroup's three idle
-// warps (the store helpers) while the consumers go on to the next tile's products.
+// copied out by the consumers (the dispatched tile), or staged by the consumers and copied out by the producer
+// warpgroup's three idle warps (the store helpers) while the consumers go on to the next tile's products. The
+// other two are kept for measurement (dev variants 2, 3 and 10): on an H200 neither was faster (docs/kernels.md).
 enum class PersistentStore { Registers, Consumers, Helpers };
 
 // Named barriers of the helpers' hand-over, per consumer: its rows are staged (the consumer arrives, the helpers
