@@ -254,12 +254,13 @@ void upload(const HostPattern& p, DevicePattern& d) {
     packed.insert(packed.end(), part->begin(), part->end());
   }
 #ifndef TC_BENCH_NO_DEV
-  // The schedules of dev's grouped tile (variants 8 and 9 on the mma path).
+  // The schedules of dev's grouped tiles (variants 8 and 9 on the mma path, 11 and 12 on wgmma).
   const bool scheduled = bs::tc::wantsGroupSchedules(p.block, p.block);
   bs::tc::GroupScheduleOffsets schedules;
   if (scheduled)
     schedules = bs::tc::appendGroupSchedules(packed, p.blockRows, p.blockCols, p.rowPtr.data(), p.colIdx.data(),
-                                             p.colPtr.data(), p.rowIdx.data(), p.valueIndex.data());
+                                             p.colPtr.data(), p.rowIdx.data(), p.valueIndex.data(),
+                                             bs::tc::multicastStages(p.block));
 #endif
   CHECK_CUDA(cudaMalloc(&d.buffer, std::max<size_t>(packed.size(), 1) * 4));
   CHECK_CUDA(cudaMemcpy(d.buffer, packed.data(), packed.size() * 4, cudaMemcpyHostToDevice));

@@ -10,6 +10,8 @@
 //   dW (Sampled) 1: 256-row tiles (8 blocks of 32, 4 of 64) instead of the dispatched 128
 //   6 (kXrVariant): bsrLinear and bsrMatmul with the dense operand resident in shared memory, in its own
 //      file (bsr_wgmma_xr.cu)
+//   11 (kMulticastVariant): clusters of four tiles sharing each dense slice by TMA multicast (bsr_wgmma_multicast.cu);
+//      12 the same clusters without the sharing
 #include "dev_variants.h"
 #include "tc/bsr_wgmma.cuh"
 
@@ -346,6 +348,8 @@ bool launchDevVariant(TcPath path, Op op, DType dtype, const KernelArgs& args, i
   if (path == TcPath::Mma) return launchMmaDevVariant(op, dtype, args, blockSize, variant, stream);
   if (path != TcPath::Wgmma) return false;
   if (variant == kXrVariant) return launchXrVariant(op, dtype, args, blockSize, numSms, stream);
+  if (variant == kMulticastVariant || variant == kMulticastVariant + 1)
+    return launchMulticastVariant(op, dtype, args, blockSize, variant, stream);
   if (dtype == DType::BFloat16) return launchTyped<__nv_bfloat16>(op, dtype, args, blockSize, variant, numSms, stream);
   if (dtype == DType::Float16) return launchTyped<__half>(op, dtype, args, blockSize, variant, numSms, stream);
   return false;

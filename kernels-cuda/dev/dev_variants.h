@@ -32,4 +32,14 @@ constexpr int kGroupedVariant = 8;
 constexpr int kGroupedSmallVariant = 9;
 bool launchGroupedVariant(Op op, DType dtype, const KernelArgs& args, int variant, cudaStream_t stream);
 
+// bsrLinear and bsrMatmul tiles of 32x32 or 64x64 blocks in clusters of kScheduleGroup CTAs (one token tile, a row
+// or column group) that load each slice of the dense operand once for every member holding it, by TMA multicast
+// (dev/bsr_wgmma_multicast.cu); kMulticastVariant + 1 is the same without the sharing, for measurement. False
+// without a schedule, for other blocks or dtypes.
+constexpr int kMulticastVariant = 11;
+// Pipeline slots of the multicast tiles (the schedule's slot field is colored for them): 10 at 32x32, 5 at 64x64.
+constexpr int multicastStages(int blockSize) { return blockSize == 32 ? 10 : blockSize == 64 ? 5 : 0; }
+bool launchMulticastVariant(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant,
+                            cudaStream_t stream);
+
 }  // namespace bs::tc

@@ -12,7 +12,7 @@ namespace {
 // exactly one record, so the products are right even where a line's entries are not sorted.
 template <class Value>
 void appendSchedule(std::vector<int32_t>& packed, int64_t lines, const int32_t* ptr, const int32_t* other,
-                    Value value, size_t& ptrAt, size_t& stepsAt) {
+                    Value value, int slots, size_t& ptrAt, size_t& stepsAt) {
   const int64_t groups = (lines + kScheduleGroup - 1) / kScheduleGroup;
   std::vector<int32_t> steps;
   std::vector<int32_t> groupPtr(static_cast<size_t>(groups) + 1, 0);
@@ -24,6 +24,9 @@ void appendSchedule(std::vector<int32_t>& packed, int64_t lines, const int32_t* 
       end[k] = line < lines ? ptr[line + 1] : 0;
     }
     int32_t count = 0;
+    // Per member: own steps so far, and the own step at which it last used each slot.
+    int64_t ownSteps[kScheduleGroup] = {};
+    std::vector<int64_t> lastUse(static_cast<size_t>(kScheduleGroup) * std::max(slots, 1), -1);
     for (;;) {
       int32_t next = std::numeric_limits<int32_t>::max();
       for (int k = 0; k < kScheduleGroup; ++k)
@@ -39,6 +42,24 @@ void appendSchedule(std::vector<int32_t>& packed, int64_t lines, const int32_t* 
           record[2 + k] = value(cursor[k]++);
         }
       }
+      record[kScheduleSlotField] = 0;
+      if (slots > 1) {
+        int64_t best = -1;
+        for (int slot = 0; slot < slots; ++slot) {
+          int64_t distance = std::numeric_limits<int64_t>::max();
+          for (int k = 0; k < kScheduleGroup; ++k)
+            if ((record[1] >> k) & 1) {
+              const int64_t last = lastUse[static_cast<size_t>(k) * slots + slot];
+              if (last >= 0) distance = std::min(distance, ownSteps[k] - last);
+            }
+          if (distance > best) {
+            best = distance;
+            record[kScheduleSlotField] = slot;
+          }
+        }
+        for (int k = 0; k < kScheduleGroup; ++k)
+          if ((record[1] >> k) & 1) lastUse[static_cast<size_t>(k) * slots + record[kScheduleSlotField]] = ownSteps[k]++;
+      }
       steps.insert(steps.end(), record, record + kScheduleRecord);
       ++count;
     }
@@ -52,16 +73,18 @@ void appendSchedule(std::vector<int32_t>& packed, int64_t lines, const int32_t* 
 
 }  // namespace
 
-bool wantsGroupSchedules(int64_t blockHeight, int64_t blockWidth) { return blockHeight == 32 && blockWidth == 32; }
+bool wantsGroupSchedules(int64_t blockHeight, int64_t blockWidth) {
+  return blockHeight == blockWidth && (blockHeight == 32 || blockHeight == 64);
+}
 
 GroupScheduleOffsets appendGroupSchedules(std::vector<int32_t>& packed, int64_t blockRows, int64_t blockCols,
                                           const int32_t* rowPtr, const int32_t* colIdx, const int32_t* colPtr,
-                                          const int32_t* rowIdx, const int32_t* valueIndex) {
+                                          const int32_t* rowIdx, const int32_t* valueIndex, int slots) {
   GroupScheduleOffsets at;
   // Row groups: the row-wise entries are the value blocks themselves.
-  appendSchedule(packed, blockRows, rowPtr, colIdx, [](int64_t e) { return static_cast<int32_t>(e); },
+  appendSchedule(packed, blockRows, rowPtr, colIdx, [](int64_t e) { return static_cast<int32_t>(e); }, slots,
                  at.rowGroupPtr, at.rowGroupSteps);
-  appendSchedule(packed, blockCols, colPtr, rowIdx, [valueIndex](int64_t e) { return valueIndex[e]; },
+  appendSchedule(packed, blockCols, colPtr, rowIdx, [valueIndex](int64_t e) { return valueIndex[e]; }, slots,
                  at.colGroupPtr, at.colGroupSteps);
   return at;
 }
