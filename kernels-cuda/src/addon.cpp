@@ -904,17 +904,31 @@ const void* biasArg(Args& args, size_t index, DType dtype, const BsrPatternView&
   return args.buffer(index).data;
 }
 
+// A Linear product's operands at args first..first+3: x [m, cols], the pattern's values, bias (null or [rows]) and
+// the output [m, rows], named `output` in errors; validated.
+struct LinearOperands {
+  const void* x;
+  const void* values;
+  const void* bias;
+  void* y;
+};
+LinearOperands linearOperands(Args& args, size_t first, DType dtype, const BsrPatternView& pattern, int64_t m,
+                              const std::string& name, const char* output) {
+  requireElements(args.buffer(first), dtype, product({m, pattern.cols}, name), (name + " x").c_str());
+  requireElements(args.buffer(first + 1), dtype, valuesLength(pattern), (name + " values").c_str());
+  const void* bias = biasArg(args, first + 2, dtype, pattern, (name + " bias").c_str());
+  requireElements(args.buffer(first + 3), dtype, product({m, pattern.rows}, name), (name + " " + output).c_str());
+  return {args.buffer(first).data, args.buffer(first + 1).data, bias, args.buffer(first + 3).data};
+}
+
 Napi::Value bsrLinear(const Napi::CallbackInfo& info) {
   Args args{info, "bsrLinear"};
   args.count(7);
   DType dtype = args.floatDtype(0);
   const BsrPatternView& pattern = patternArg(args, 1);
   int64_t m = args.size(6);
-  requireElements(args.buffer(2), dtype, product({m, pattern.cols}, "bsrLinear"), "bsrLinear x");
-  requireElements(args.buffer(3), dtype, valuesLength(pattern), "bsrLinear values");
-  const void* bias = biasArg(args, 4, dtype, pattern, "bsrLinear bias");
-  requireElements(args.buffer(5), dtype, product({m, pattern.rows}, "bsrLinear"), "bsrLinear y");
-  runBsrLinear(dtype, pattern, args.buffer(2).data, args.buffer(3).data, bias, args.buffer(5).data, m);
+  const LinearOperands o = linearOperands(args, 2, dtype, pattern, m, "bsrLinear", "y");
+  runBsrLinear(dtype, pattern, o.x, o.values, o.bias, o.y, m);
   return undefinedOf(info);
 }
 
@@ -928,19 +942,12 @@ Napi::Value bsrLinearActivation(const Napi::CallbackInfo& info) {
   DType dtype = args.floatDtype(1);
   const BsrPatternView& pattern = patternArg(args, 2);
   int64_t m = args.size(8);
-  requireElements(args.buffer(3), dtype, product({m, pattern.cols}, "bsrLinearActivation"), "bsrLinearActivation x");
-  requireElements(args.buffer(4), dtype, valuesLength(pattern), "bsrLinearActivation values");
-  const void* bias = biasArg(args, 5, dtype, pattern, "bsrLinearActivation bias");
-  const int64_t outputs = product({m, pattern.rows}, "bsrLinearActivation");
-  requireElements(args.buffer(6), dtype, outputs, "bsrLinearActivation z");
+  const LinearOperands o = linearOperands(args, 3, dtype, pattern, m, "bsrLinearActivation", "z");
+  const int64_t outputs = m * pattern.rows;
   requireElements(args.buffer(7), dtype, outputs, "bsrLinearActivation a");
-  BS_REQUIRE(args.buffer(6).data != args.buffer(7).data || outputs == 0, "bsrLinearActivation: z and a must be different buffers");
-  const void* x = args.buffer(3).data;
-  const void* values = args.buffer(4).data;
-  void* z = args.buffer(6).data;
-  void* a = args.buffer(7).data;
-  runBsrLinear(dtype, pattern, x, values, bias, z, m);
-  launchBiasActivation(activation, dtype, z, nullptr, a, m, pattern.rows, stream());
+  BS_REQUIRE(o.y != args.buffer(7).data || outputs == 0, "bsrLinearActivation: z and a must be different buffers");
+  runBsrLinear(dtype, pattern, o.x, o.values, o.bias, o.y, m);
+  launchBiasActivation(activation, dtype, o.y, nullptr, args.buffer(7).data, m, pattern.rows, stream());
   return undefinedOf(info);
 }
 
