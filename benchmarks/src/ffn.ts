@@ -11,12 +11,14 @@
  *   tsx src/ffn.ts [--backend cuda|js] [--models ffn,block] [--widths 1024x4096,4096x4096]
  *     [--tokens 2048,8192] [--blocks 32,64] [--densities 0.5,0.25,0.1] [--dtype bfloat16]
  *     [--context 512] [--heads 16] [--torch] [--profile] [--out results/ffn] [--quick]
- *     [--dense-sampled auto|never|always] [--autotune] [--only both|dense|sparse] [--graph]
+ *     [--dense-sampled auto|never|always] [--dense-products auto|never|always] [--autotune] [--only both|dense|sparse]
+ *     [--graph]
  * --profile prints, per case, where a step's time goes kernel by kernel (synchronized: each entry includes
  * the host's launch and a round trip, ~20 us on an H200, so small kernels read high; for device times use
  * scripts/gpu-step-kernels.sh, which runs this script under Nsight Compute).
  * --dense-sampled forces the route of the weight gradient on cuda (the block kernels, or cuBLAS's
- * dense product with the blocks sampled from it); auto is the backend's own choice.
+ * dense product with the blocks sampled from it); auto is the backend's own choice. --dense-products does the
+ * same for bsrLinear and bsrMatmul (the block kernels, or cuBLAS over W's blocks scattered into a dense scratch).
  * --only runs the dense model or the block-sparse ones alone (no speed-up column without the dense one;
  * for profilers: scripts/gpu-step-kernels.sh).
  * --autotune turns on the cuda backend's first-use autotuning of the block-sparse products (the
@@ -240,11 +242,15 @@ function runTorch(cases: { model: string; dModel: number; hidden: number; tokens
   return JSON.parse(result.stdout) as TorchRow[];
 }
 
-function markdown(rows: FfnCase[], meta: { machine: string; commit: string; dtype: string; torch: boolean; denseSampled: string; autotune: boolean; graph: boolean }, charts: string[] = []): string {
+function markdown(
+  rows: FfnCase[],
+  meta: { machine: string; commit: string; dtype: string; torch: boolean; denseSampled: string; denseProducts: string; autotune: boolean; graph: boolean },
+  charts: string[] = [],
+): string {
   const lines = [
     `# FFN and TransformerBlock training steps (${meta.dtype} mixed precision)`,
     "",
-    `Machine: ${meta.machine}. Commit ${meta.commit}. Step = forward + backward + AdamW (float32 master weights and state).${meta.denseSampled === "auto" ? "" : ` Weight gradients forced to the ${meta.denseSampled === "always" ? "dense-product" : "block-kernel"} route.`}${meta.autotune ? " Block-sparse products autotuned on first use." : ""}${meta.graph ? " Forward and backward replayed as one captured graph (captureGraph), AdamW after each replay." : ""}`,
+    `Machine: ${meta.machine}. Commit ${meta.commit}. Step = forward + backward + AdamW (float32 master weights and state).${meta.denseSampled === "auto" ? "" : ` Weight gradients forced to the ${meta.denseSampled === "always" ? "dense-product" : "block-kernel"} route.`}${meta.denseProducts === "auto" ? "" : ` bsrLinear and bsrMatmul forced to the ${meta.denseProducts === "always" ? "dense-product" : "block-kernel"} route.`}${meta.autotune ? " Block-sparse products autotuned on first use." : ""}${meta.graph ? " Forward and backward replayed as one captured graph (captureGraph), AdamW after each replay." : ""}`,
     "speed-up = our dense step / this step (> 1: faster than dense); vs PyTorch = PyTorch's dense step (autocast) / this step.",
     "",
     "| model | dModel x hidden | tokens | block | density | parameters | ms (median) | speed-up vs our dense | vs PyTorch dense |",
@@ -275,6 +281,7 @@ async function main(): Promise<void> {
       profile: { type: "boolean", default: false },
       quick: { type: "boolean", default: false },
       "dense-sampled": { type: "string", default: "auto" },
+      "dense-products": { type: "string", default: "auto" },
       autotune: { type: "boolean", default: false },
       only: { type: "string", default: "both" },
       graph: { type: "boolean", default: false },
@@ -304,6 +311,14 @@ async function main(): Promise<void> {
     if (typeof setMode !== "function") throw new Error(`--dense-sampled ${route}: the ${backend.name} backend has one route for the weight gradient`);
     setMode.call(backend, route);
   }
+  const productRoute = values["dense-products"];
+  if (productRoute !== "auto" && productRoute !== "never" && productRoute !== "always")
+    throw new Error(`--dense-products: expected auto, never or always, got "${productRoute}"`);
+  if (productRoute !== "auto") {
+    const setMode = (backend as { setDenseProductMode?: (mode: string) => string }).setDenseProductMode;
+    if (typeof setMode !== "function") throw new Error(`--dense-products ${productRoute}: the ${backend.name} backend has one route for bsrLinear and bsrMatmul`);
+    setMode.call(backend, productRoute);
+  }
   const plan: TimingPlan = values.quick
     ? { warmup: 2, minRepeats: 3, maxRepeats: 10, budgetMs: 100, minSampleMs: 5 }
     : { warmup: 3, minRepeats: 10, maxRepeats: 40, budgetMs: 400, minSampleMs: 10 };
@@ -315,7 +330,7 @@ async function main(): Promise<void> {
   const outDir = resolve(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "ffn"));
   mkdirSync(outDir, { recursive: true });
   const machine = describeMachine(started.gpu).name;
-  const meta = { machine, commit: gitState().commit, dtype, torch: values.torch, denseSampled: route, autotune: values.autotune, graph: values.graph };
+  const meta = { machine, commit: gitState().commit, dtype, torch: values.torch, denseSampled: route, denseProducts: productRoute, autotune: values.autotune, graph: values.graph };
   // Written after every case, so that a run cut short keeps what it measured.
   const save = () => {
     writeFileSync(join(outDir, "ffn.json"), `${JSON.stringify({ ...meta, date: new Date().toISOString(), rows }, null, 1)}\n`);

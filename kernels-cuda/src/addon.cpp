@@ -294,6 +294,16 @@ Napi::Value setDenseSampledModeFn(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(setDenseSampledMode(static_cast<DenseSampledMode>(mode))));
 }
 
+// setDenseProductMode(mode): 0 auto, 1 never, 2 always take bsrLinear and bsrMatmul through the dense GEMM; returns
+// the previous mode.
+Napi::Value setDenseProductModeFn(const Napi::CallbackInfo& info) {
+  Args args{info, "setDenseProductMode"};
+  args.count(1);
+  const int64_t mode = args.size(0);
+  BS_REQUIRE(mode <= 2, "setDenseProductMode: mode must be 0 (auto), 1 (never) or 2 (always), got " + std::to_string(mode));
+  return Napi::Number::New(info.Env(), static_cast<double>(setDenseProductMode(static_cast<DenseProductMode>(mode))));
+}
+
 // setAllowTf32(allow): float32 block-sparse products may use TF32 tensor cores; returns the setting.
 Napi::Value setAllowTf32Fn(const Napi::CallbackInfo& info) {
   Args args{info, "setAllowTf32"};
@@ -885,10 +895,44 @@ int64_t valuesLength(const BsrPatternView& p) {
 // bsrLinear(dtype, pattern, x, values, bias|null, y, m)
 Activation activationArg(const Args& args, size_t i);
 
-// Y = X W^T + bias on the tuned route when autotuning, else the tensor-core kernels (src/tc) first and the simple
-// kernel when they decline the shape. Arguments already validated.
+// Whether bsrLinear / bsrMatmul take the dense GEMM (denseProductWins): in auto mode only when not autotuning, whose
+// routes are the tensor-core kernels'.
+bool denseProductRoute(DType dtype, const BsrPatternView& pattern, int64_t m) {
+  if (autotuneEnabled() && getDenseProductMode() == DenseProductMode::Auto) return false;
+  return denseProductWins(dtype, pattern, m, cublasEnabled());
+}
+
+// Y = X W^T + bias through the dense GEMM: W's blocks into a dense [rows, cols] scratch, then cuBLAS, then the bias.
+void denseBsrLinear(DType dtype, const BsrPatternView& pattern, const void* x, const void* values, const void* bias,
+                    void* y, int64_t m) {
+  Scratch dense(static_cast<size_t>(pattern.rows * pattern.cols) * dtypeSize(dtype));
+  launchScatterBlocks(dtype, values, dense.as<void>(), pattern, stream());
+  if (bias == nullptr || m == 0) {
+    launchMatmul(dtype, x, dense.as<void>(), y, 1, m, pattern.rows, pattern.cols, false, true, 0, 0, stream());
+    return;
+  }
+  // The product into scratch, then y = product + bias (the elementwise kernels do not take y aliasing an input).
+  Scratch product(static_cast<size_t>(m * pattern.rows) * dtypeSize(dtype));
+  launchMatmul(dtype, x, dense.as<void>(), product.as<void>(), 1, m, pattern.rows, pattern.cols, false, true, 0, 0, stream());
+  StridedShape shape{};
+  shape.rank = 2;
+  shape.shape[0] = m;
+  shape.shape[1] = pattern.rows;
+  Strides rowMajor{}, broadcast{};
+  rowMajor.stride[0] = pattern.rows;
+  rowMajor.stride[1] = 1;
+  broadcast.stride[1] = 1;
+  launchBinary(BinaryOp::Add, dtype, product.as<void>(), rowMajor, bias, broadcast, y, shape, m * pattern.rows, stream());
+}
+
+// Y = X W^T + bias on the tuned route when autotuning, else through the dense GEMM where it wins, else the tensor-core
+// kernels (src/tc) first and the simple kernel when they decline the shape. Arguments already validated.
 void runBsrLinear(DType dtype, const BsrPatternView& pattern, const void* x, const void* values, const void* bias,
                   void* y, int64_t m) {
+  if (denseProductRoute(dtype, pattern, m)) {
+    denseBsrLinear(dtype, pattern, x, values, bias, y, m);
+    return;
+  }
   if (autotuneEnabled() &&
       runTuned(tc::Op::Linear, dtype, pattern, m, bias != nullptr, [&] { return tcRoutes(tc::Op::Linear, dtype, pattern, m); },
                [&](const TunedRoute& route) { return tcBsrLinear(dtype, x, values, bias, y, m, pattern, stream(), route.tc); },
@@ -961,6 +1005,14 @@ Napi::Value bsrMatmul(const Napi::CallbackInfo& info) {
   requireElements(args.buffer(2), dtype, product({m, pattern.rows}, "bsrMatmul"), "bsrMatmul dy");
   requireElements(args.buffer(3), dtype, valuesLength(pattern), "bsrMatmul values");
   requireElements(args.buffer(4), dtype, product({m, pattern.cols}, "bsrMatmul"), "bsrMatmul dx");
+  if (denseProductRoute(dtype, pattern, m)) {
+    // dX = dY W with W's blocks in a dense [rows, cols] scratch.
+    Scratch dense(static_cast<size_t>(pattern.rows * pattern.cols) * dtypeSize(dtype));
+    launchScatterBlocks(dtype, args.buffer(3).data, dense.as<void>(), pattern, stream());
+    launchMatmul(dtype, args.buffer(2).data, dense.as<void>(), args.buffer(4).data, 1, m, pattern.cols, pattern.rows,
+                 false, false, 0, 0, stream());
+    return undefinedOf(info);
+  }
   if (autotuneEnabled()) {
     const void* dy = args.buffer(2).data;
     const void* values = args.buffer(3).data;
@@ -1445,6 +1497,7 @@ Napi::Object initModule(Napi::Env env, Napi::Object exports) {
   BS_EXPORT("setCublasEnabled", setCublasEnabledFn);
   BS_EXPORT("setAllowTf32", setAllowTf32Fn);
   BS_EXPORT("setDenseSampledMode", setDenseSampledModeFn);
+  BS_EXPORT("setDenseProductMode", setDenseProductModeFn);
   BS_EXPORT("setAutotune", setAutotuneFn);
   BS_EXPORT("clearAutotune", clearAutotuneFn);
   BS_EXPORT("autotuneRecords", autotuneRecordsFn);

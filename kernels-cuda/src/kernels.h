@@ -72,6 +72,15 @@ DenseSampledMode getDenseSampledMode();
 bool denseSampledFits(DType dtype, const BsrPatternView& pattern);
 bool denseSampledWins(DType dtype, const BsrPatternView& pattern, int64_t m, bool haveDenseGemm);
 void launchSampleBlocks(DType dtype, const void* dense, void* values, const BsrPatternView& pattern, cudaStream_t stream);
+// bsrLinear and bsrMatmul through the dense GEMM: where the block kernels lose to cuBLAS (32x32 blocks from density
+// 0.4, with at least kDenseProductMinTokens tokens; see denseProductWins) the addon writes the pattern's blocks into a
+// dense [rows, cols] scratch, zeros elsewhere, and runs the dense product. At 2048 tokens it measured slower.
+enum class DenseProductMode : int32_t { Auto = 0, Never = 1, Always = 2 };
+constexpr int64_t kDenseProductMinTokens = 8192;
+DenseProductMode setDenseProductMode(DenseProductMode mode);
+DenseProductMode getDenseProductMode();
+bool denseProductWins(DType dtype, const BsrPatternView& pattern, int64_t m, bool haveDenseGemm);
+void launchScatterBlocks(DType dtype, const void* values, void* dense, const BsrPatternView& pattern, cudaStream_t stream);
 void launchSampledMatmul(DType dtype, const void* dy, const void* x, void* dw, int64_t m,
                          const BsrPatternView& pattern, cudaStream_t stream);
 void launchBlockNorms(DType dtype, const void* values, float* norms, int64_t nnzBlocks, int64_t blockSize,

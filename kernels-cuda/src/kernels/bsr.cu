@@ -278,7 +278,31 @@ __global__ void sampleBlocksKernel(const T* __restrict__ dense, T* __restrict__ 
   }
 }
 
+// dense[k-th stored block's place] = values[k]: the inverse of sampleBlocksKernel (the rest of dense is zeroed first).
+template <typename T>
+__global__ void scatterBlocksKernel(const T* __restrict__ values, T* __restrict__ dense, BsrPatternView pattern) {
+  const int64_t R = pattern.blockHeight, C = pattern.blockWidth, blockSize = R * C;
+  const int64_t total = static_cast<int64_t>(pattern.nnzBlocks) * blockSize;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t k = i / blockSize, r = (i % blockSize) / C, c = i % C;
+    dense[(pattern.coordBlockRow[k] * R + r) * pattern.cols + pattern.coordBlockCol[k] * C + c] = values[i];
+  }
+}
+
 DenseSampledMode denseSampledMode = DenseSampledMode::Auto;
+DenseProductMode denseProductMode = DenseProductMode::Auto;
+
+// The density from which a product of `block` x `block` blocks is faster through the dense GEMM, or a value above 1
+// where it was not measured (the route is then never taken in auto mode). Measured on an H200 at the user level (the
+// FFN step, 1024 <-> 4096, bf16, captured; docs/kernels.md, "bsrLinear and bsrMatmul through the dense GEMM"): 32x32
+// at density 0.5 and 8192 tokens, 0.901 -> 0.779 ms a step; at 0.25 the block kernels are as fast. The route costs
+// the GEMM, the scatter of the blocks and, with a bias, a pass over the output (a third of the GEMM's time at 1024
+// inputs), so at 64x64 and 128x128, whose kernels reach half of cuBLAS's rate and more, it is not taken.
+double denseProductBreakEven(const BsrPatternView& pattern) {
+  if (pattern.blockHeight != pattern.blockWidth) return 2.0;
+  return pattern.blockHeight == 32 ? 0.4 : 2.0;
+}
 
 }  // namespace
 
@@ -297,6 +321,34 @@ DenseSampledMode setDenseSampledMode(DenseSampledMode mode) {
 }
 
 DenseSampledMode getDenseSampledMode() { return denseSampledMode; }
+
+void launchScatterBlocks(DType dtype, const void* values, void* dense, const BsrPatternView& pattern, cudaStream_t stream) {
+  launchZero(dtype, dense, pattern.rows * pattern.cols, stream);
+  const int64_t total = static_cast<int64_t>(pattern.nnzBlocks) * pattern.blockHeight * pattern.blockWidth;
+  if (total == 0) return;
+  BS_DISPATCH_FLOAT(dtype, T, scatterBlocksKernel<T><<<gridFor(total), kThreads, 0, stream>>>(
+                                  static_cast<const T*>(values), static_cast<T*>(dense), pattern));
+  BS_LAUNCH_CHECK("scatterBlocksKernel");
+}
+
+DenseProductMode setDenseProductMode(DenseProductMode mode) {
+  const DenseProductMode previous = denseProductMode;
+  denseProductMode = mode;
+  return previous;
+}
+
+DenseProductMode getDenseProductMode() { return denseProductMode; }
+
+bool denseProductWins(DType dtype, const BsrPatternView& pattern, int64_t m, bool haveDenseGemm) {
+  if (!haveDenseGemm || m == 0 || pattern.nnzBlocks == 0) return false;
+  if (denseProductMode != DenseProductMode::Auto) return denseProductMode == DenseProductMode::Always;
+  // float32 stays on the exact block kernels; few tokens stay on the decoding and tile kernels, which read only the
+  // stored blocks where the dense GEMM would read all of W.
+  if (dtype == DType::Float32 || m < kDenseProductMinTokens || !denseSampledFits(dtype, pattern)) return false;
+  const double density =
+      static_cast<double>(pattern.nnzBlocks) / (static_cast<double>(pattern.blockRows) * pattern.blockCols);
+  return density >= denseProductBreakEven(pattern);
+}
 
 bool denseSampledFits(DType dtype, const BsrPatternView& pattern) {
   // The dense scratch [rows, cols] must stay modest next to the tensors themselves.

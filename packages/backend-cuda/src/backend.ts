@@ -280,6 +280,19 @@ export class CudaBackend implements Backend {
   }
 
   /**
+   * How bsrLinear (also fused with an activation) and bsrMatmul run: "auto" (default) takes the dense GEMM over W's
+   * blocks scattered into a dense scratch where that is faster than the block kernels (float16/bfloat16, 32x32
+   * blocks at density 0.4 or more, at least 8192 tokens, cuBLAS present, not autotuning; see docs/kernels.md);
+   * "never" always runs the block kernels; "always" takes the dense GEMM whenever cuBLAS is there. The scratch is W's
+   * dense size, for the call. Returns the previous mode (process-wide).
+   */
+  setDenseProductMode(mode: DenseSampledMode): DenseSampledMode {
+    const code = DENSE_SAMPLED_MODES.indexOf(mode);
+    if (code < 0) throw new ValueError(`setDenseProductMode: mode must be one of ${DENSE_SAMPLED_MODES.join(", ")}, got ${JSON.stringify(mode)}`);
+    return DENSE_SAMPLED_MODES[this.native(() => this.addon.setDenseProductMode(code as 0 | 1 | 2))] ?? "auto";
+  }
+
+  /**
    * First-use autotuning of the block-sparse products (off by default; `BLOCKSPARSE_CUDA_AUTOTUNE=1` turns it
    * on at start). When on, the first bsrLinear, bsrMatmul or sampledMatmul call with a given shape (dtype, block
    * shape, tokens, W's shape, stored blocks) in bfloat16 or float16 times every route it can take on this GPU

@@ -202,6 +202,7 @@ export interface NativeAddon {
   allowTf32(): boolean;
   /** How sampledMatmul may run through the dense GEMM: 0 auto (when it is faster), 1 never, 2 always; returns the previous mode. */
   setDenseSampledMode(mode: 0 | 1 | 2): number;
+  setDenseProductMode(mode: 0 | 1 | 2): number;
   /** First-use autotuning of the block-sparse products (process-wide); returns the previous setting. */
   setAutotune(on: boolean): boolean;
   /** Forgets every autotuning record. */
@@ -420,6 +421,7 @@ const NATIVE_FUNCTION_SET = {
   setAllowTf32: true,
   allowTf32: true,
   setDenseSampledMode: true,
+  setDenseProductMode: true,
   setAutotune: true,
   clearAutotune: true,
   autotuneRecords: true,

@@ -203,6 +203,65 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
     }, 120_000);
   }
 
+  // bsrLinear (with and without a bias, and fused with an activation) and bsrMatmul may run as a dense GEMM over W's
+  // blocks scattered into a dense scratch: both routes must give the same function, float32 included when forced.
+  for (const mode of ["never", "always"] as const) {
+    test(`bsrLinear, bsrLinearActivation and bsrMatmul with the dense route ${mode}: every block shape and dtype against float64`, () => {
+      const backend = useCuda();
+      const previous = backend.setDenseProductMode(mode);
+      try {
+        const next = random(mode.length * 104729);
+        for (const { shape, block } of [...CASES.slice(3), { shape: [256, 384] as [number, number], block: [128, 128] as [number, number] }]) {
+          for (const density of [0.15, 0.6]) {
+            const pattern = BsrPattern.random(shape, { blockShape: block, density, seed: shape[1] + block[0] * 3 });
+            const [rows, cols] = shape;
+            const [R, C] = block;
+            for (const dtype of FLOAT_DTYPES) {
+              tidy(() => {
+                const m = 77;
+                const what = `(${mode}) ${shape.join("x")} ${block.join("x")} d=${density} ${dtype}`;
+                const x = randomTensor(next, [m, cols], dtype);
+                const dy = randomTensor(next, [m, rows], dtype);
+                const values = randomTensor(next, [pattern.nnzBlocks, R, C], dtype);
+                const bias = randomTensor(next, [rows], dtype);
+                const w = denseWeight(pattern, values.values);
+                const zRef = new Float64Array(m * rows);
+                for (let i = 0; i < m; i++)
+                  for (let o = 0; o < rows; o++) {
+                    let sum = 0;
+                    for (let j = 0; j < cols; j++) sum += x.values[i * cols + j] * w[o * cols + j];
+                    zRef[i * rows + o] = sum;
+                  }
+                const withBias = zRef.map((v, i) => v + bias.values[i % rows]);
+                expectClose(bsrLinear(x.t, values.t, pattern).dataSync(), zRef, dtype, `bsrLinear ${what}`);
+                expectClose(bsrLinear(x.t, values.t, pattern, bias.t).dataSync(), withBias, dtype, `bsrLinear + bias ${what}`);
+                const [a, z] = runKernel("BsrLinearActivation", { x: x.t, values: values.t, bias: bias.t }, { pattern, activation: "gelu" });
+                expectClose(z.dataSync(), withBias, dtype, `bsrLinearActivation z ${what}`);
+                expectClose(a.dataSync(), withBias.map(ACTIVATIONS.gelu), dtype, `bsrLinearActivation a ${what}`);
+                const dxRef = new Float64Array(m * cols);
+                for (let i = 0; i < m; i++)
+                  for (let j = 0; j < cols; j++) {
+                    let sum = 0;
+                    for (let o = 0; o < rows; o++) sum += dy.values[i * rows + o] * w[o * cols + j];
+                    dxRef[i * cols + j] = sum;
+                  }
+                expectClose(bsrMatmul(dy.t, values.t, pattern).dataSync(), dxRef, dtype, `bsrMatmul ${what}`);
+              });
+            }
+          }
+        }
+      } finally {
+        backend.setDenseProductMode(previous);
+      }
+    }, 120_000);
+  }
+
+  test("setDenseProductMode refuses an unknown mode", () => {
+    const backend = useCuda();
+    expect(() => backend.setDenseProductMode("sometimes" as "auto")).toThrow(/setDenseProductMode/);
+    expect(backend.setDenseProductMode("auto")).toBe("auto");
+  });
+
   // Enough tokens that the tensor-core dW splits them (two splits at these sizes) over enough blocks (1 M values)
   // that the float32 partials are summed eight outputs per thread: 4096 sampled outputs against float64 dot
   // products over all tokens, every output finite, on the block kernels.
