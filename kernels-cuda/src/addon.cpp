@@ -892,7 +892,6 @@ int64_t valuesLength(const BsrPatternView& p) {
   return static_cast<int64_t>(p.nnzBlocks) * p.blockHeight * p.blockWidth;
 }
 
-// bsrLinear(dtype, pattern, x, values, bias|null, y, m)
 Activation activationArg(const Args& args, size_t i);
 
 // Whether bsrLinear / bsrMatmul take the dense GEMM (denseProductWins): in auto mode only when not autotuning, whose
@@ -965,6 +964,7 @@ LinearOperands linearOperands(Args& args, size_t first, DType dtype, const BsrPa
   return {args.buffer(first).data, args.buffer(first + 1).data, bias, args.buffer(first + 3).data};
 }
 
+// bsrLinear(dtype, pattern, x, values, bias|null, y, m)
 Napi::Value bsrLinear(const Napi::CallbackInfo& info) {
   Args args{info, "bsrLinear"};
   args.count(7);

@@ -35,7 +35,10 @@ export class CudaBuffer {
   ) {}
 }
 
-/** How sampledMatmul may use the dense GEMM (see CudaBackend.setDenseSampledMode); index = the addon's code. */
+/**
+ * How a block-sparse product may use the dense GEMM: sampledMatmul (CudaBackend.setDenseSampledMode), bsrLinear and
+ * bsrMatmul (setDenseProductMode); index = the addon's code.
+ */
 export const DENSE_SAMPLED_MODES = ["auto", "never", "always"] as const;
 export type DenseSampledMode = (typeof DENSE_SAMPLED_MODES)[number];
 
@@ -274,9 +277,7 @@ export class CudaBackend implements Backend {
    * "always" takes the dense GEMM whenever cuBLAS is there. Returns the previous mode (process-wide).
    */
   setDenseSampledMode(mode: DenseSampledMode): DenseSampledMode {
-    const code = DENSE_SAMPLED_MODES.indexOf(mode);
-    if (code < 0) throw new ValueError(`setDenseSampledMode: mode must be one of ${DENSE_SAMPLED_MODES.join(", ")}, got ${JSON.stringify(mode)}`);
-    return DENSE_SAMPLED_MODES[this.native(() => this.addon.setDenseSampledMode(code as 0 | 1 | 2))] ?? "auto";
+    return this.setDenseMode("setDenseSampledMode", mode, (code) => this.addon.setDenseSampledMode(code));
   }
 
   /**
@@ -287,9 +288,14 @@ export class CudaBackend implements Backend {
    * dense size, for the call. Returns the previous mode (process-wide).
    */
   setDenseProductMode(mode: DenseSampledMode): DenseSampledMode {
+    return this.setDenseMode("setDenseProductMode", mode, (code) => this.addon.setDenseProductMode(code));
+  }
+
+  /** Checks `mode`, hands its code to the addon's setter, returns the previous mode. */
+  private setDenseMode(what: string, mode: DenseSampledMode, set: (code: 0 | 1 | 2) => number): DenseSampledMode {
     const code = DENSE_SAMPLED_MODES.indexOf(mode);
-    if (code < 0) throw new ValueError(`setDenseProductMode: mode must be one of ${DENSE_SAMPLED_MODES.join(", ")}, got ${JSON.stringify(mode)}`);
-    return DENSE_SAMPLED_MODES[this.native(() => this.addon.setDenseProductMode(code as 0 | 1 | 2))] ?? "auto";
+    if (code < 0) throw new ValueError(`${what}: mode must be one of ${DENSE_SAMPLED_MODES.join(", ")}, got ${JSON.stringify(mode)}`);
+    return DENSE_SAMPLED_MODES[this.native(() => set(code as 0 | 1 | 2))] ?? "auto";
   }
 
   /**

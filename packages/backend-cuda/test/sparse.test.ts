@@ -173,6 +173,9 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
     });
   }
 
+  // The block shapes both dense routes are checked on: every shape of CASES from 16x16 on, and 128x128.
+  const ROUTE_CASES = [...CASES.slice(3), { shape: [256, 384] as [number, number], block: [128, 128] as [number, number] }];
+
   // sampledMatmul may run as a dense GEMM plus a copy of the blocks: both routes must give the same function.
   for (const mode of ["never", "always", "auto"] as const) {
     test(`sampledMatmul with the dense route ${mode}: every block shape, density and dtype against float64`, () => {
@@ -180,7 +183,7 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
       const previous = backend.setDenseSampledMode(mode);
       try {
         const next = random(mode.length * 7919);
-        for (const { shape, block } of [...CASES.slice(3), { shape: [256, 384] as [number, number], block: [128, 128] as [number, number] }]) {
+        for (const { shape, block } of ROUTE_CASES) {
           for (const density of [0.15, 0.6]) {
             const pattern = BsrPattern.random(shape, { blockShape: block, density, seed: shape[0] + block[1] });
             const [rows, cols] = shape;
@@ -211,7 +214,7 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
       const previous = backend.setDenseProductMode(mode);
       try {
         const next = random(mode.length * 104729);
-        for (const { shape, block } of [...CASES.slice(3), { shape: [256, 384] as [number, number], block: [128, 128] as [number, number] }]) {
+        for (const { shape, block } of ROUTE_CASES) {
           for (const density of [0.15, 0.6]) {
             const pattern = BsrPattern.random(shape, { blockShape: block, density, seed: shape[1] + block[0] * 3 });
             const [rows, cols] = shape;
@@ -255,12 +258,6 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
       }
     }, 120_000);
   }
-
-  test("setDenseProductMode refuses an unknown mode", () => {
-    const backend = useCuda();
-    expect(() => backend.setDenseProductMode("sometimes" as "auto")).toThrow(/setDenseProductMode/);
-    expect(backend.setDenseProductMode("auto")).toBe("auto");
-  });
 
   // Enough tokens that the tensor-core dW splits them (two splits at these sizes) over enough blocks (1 M values)
   // that the float32 partials are summed eight outputs per thread: 4096 sampled outputs against float64 dot
@@ -368,10 +365,12 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
     }
   }, 120_000);
 
-  test("setDenseSampledMode refuses an unknown mode", () => {
+  test("setDenseSampledMode and setDenseProductMode refuse an unknown mode", () => {
     const backend = useCuda();
     expect(() => backend.setDenseSampledMode("sometimes" as "auto")).toThrow(/setDenseSampledMode/);
     expect(backend.setDenseSampledMode("auto")).toBe("auto");
+    expect(() => backend.setDenseProductMode("sometimes" as "auto")).toThrow(/setDenseProductMode/);
+    expect(backend.setDenseProductMode("auto")).toBe("auto");
   });
 
   test("a single input row and an empty batch", () => {
