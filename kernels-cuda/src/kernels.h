@@ -77,6 +77,7 @@ void launchSampleBlocks(DType dtype, const void* dense, void* values, const BsrP
 // dense [rows, cols] scratch, zeros elsewhere, and runs the dense product. At 2048 tokens it measured slower.
 enum class DenseProductMode : int32_t { Auto = 0, Never = 1, Always = 2 };
 constexpr int64_t kDenseProductMinTokens = 8192;
+constexpr double kDenseProductMinDensity32 = 0.4;
 DenseProductMode setDenseProductMode(DenseProductMode mode);
 DenseProductMode getDenseProductMode();
 bool denseProductWins(DType dtype, const BsrPatternView& pattern, int64_t m, bool haveDenseGemm);

@@ -293,17 +293,6 @@ __global__ void scatterBlocksKernel(const T* __restrict__ values, T* __restrict_
 DenseSampledMode denseSampledMode = DenseSampledMode::Auto;
 DenseProductMode denseProductMode = DenseProductMode::Auto;
 
-// The density from which a product of `block` x `block` blocks is faster through the dense GEMM, or a value above 1
-// where it was not measured (the route is then never taken in auto mode). Measured on an H200 at the user level (the
-// FFN step, 1024 <-> 4096, bf16, captured; docs/kernels.md, "bsrLinear and bsrMatmul through the dense GEMM"): 32x32
-// at density 0.5 and 8192 tokens, 0.901 -> 0.779 ms a step; at 0.25 the block kernels are as fast. The route costs
-// the GEMM, the scatter of the blocks and, with a bias, a pass over the output (a third of the GEMM's time at 1024
-// inputs), so at 64x64 and 128x128, whose kernels reach half of cuBLAS's rate and more, it is not taken.
-double denseProductBreakEven(const BsrPatternView& pattern) {
-  if (pattern.blockHeight != pattern.blockWidth) return 2.0;
-  return pattern.blockHeight == 32 ? 0.4 : 2.0;
-}
-
 }  // namespace
 
 void launchSampleBlocks(DType dtype, const void* dense, void* values, const BsrPatternView& pattern, cudaStream_t stream) {
@@ -345,9 +334,15 @@ bool denseProductWins(DType dtype, const BsrPatternView& pattern, int64_t m, boo
   // float32 stays on the exact block kernels; few tokens stay on the decoding and tile kernels, which read only the
   // stored blocks where the dense GEMM would read all of W.
   if (dtype == DType::Float32 || m < kDenseProductMinTokens || !denseSampledFits(dtype, pattern)) return false;
+  // Only 32x32 was measured to gain, at the user level (the FFN step, 1024 <-> 4096, bf16, captured, H200;
+  // docs/kernels.md, "bsrLinear and bsrMatmul through the dense GEMM"): density 0.5 at 8192 tokens, 0.901 -> 0.779 ms a
+  // step; at 0.25 the block kernels are as fast, at 2048 tokens they are faster. The route costs the GEMM, the scatter
+  // and, with a bias, a pass over the output (a third of the GEMM's time at 1024 inputs), so 64x64 and 128x128, whose
+  // kernels reach half of cuBLAS's rate and more, keep their kernels.
+  if (pattern.blockHeight != 32 || pattern.blockWidth != 32) return false;
   const double density =
       static_cast<double>(pattern.nnzBlocks) / (static_cast<double>(pattern.blockRows) * pattern.blockCols);
-  return density >= denseProductBreakEven(pattern);
+  return density >= kDenseProductMinDensity32;
 }
 
 bool denseSampledFits(DType dtype, const BsrPatternView& pattern) {
