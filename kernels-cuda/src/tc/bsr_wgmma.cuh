@@ -166,6 +166,37 @@ __device__ __forceinline__ void stageAccumulators(float (&acc)[K::kMmaM][K::kTil
   }
 }
 
+// Puts this consumer's accumulators (plus the bias, Linear) into its rows for a bulk tensor store: kTileN = 64
+// elements (128 bytes) per row, 16-byte chunk c of row r at chunk c ^ (r % 8) (the 128-byte swizzle of the store's
+// tensor map; the eight rows of a warp's store then fall in different banks). With `activated`, activation(Z) too,
+// from Z as rounded to T (as a separate biasActivation pass over Z would compute it).
+template <class K>
+__device__ __forceinline__ void stageSwizzled(float (&acc)[K::kMmaM][K::kTileN / 2], typename K::T* z,
+                                              typename K::T* activated, const KernelArgs& args, int line, int lane,
+                                              int warpInGroup) {
+  using T = typename K::T;
+  static_assert(K::kTileN * 2 == 128, "rows of one 128-byte swizzle span");
+  const int g = lane >> 2, c2 = (lane & 3) * 2;
+#pragma unroll
+  for (int j = 0; j < K::kTileN / 8; ++j) {
+    const float2 bias = tileBias<T, K::kOp, K::kTileN>(args, line, j * 8 + c2);
+#pragma unroll
+    for (int mi = 0; mi < K::kMmaM; ++mi)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int row = mi * 64 + warpInGroup * 16 + g + half * 8;
+        const int at = row * K::kTileN + ((j ^ (row & 7)) * 8) + c2;
+        const uint32_t word = packPair<T>(acc[mi][4 * j + half * 2] + bias.x, acc[mi][4 * j + half * 2 + 1] + bias.y);
+        *reinterpret_cast<uint32_t*>(z + at) = word;
+        if (activated != nullptr) {
+          const float2 pair = unpackPair<T>(word);
+          *reinterpret_cast<uint32_t*>(activated + at) =
+              packPair<T>(activateAs<true>(args.activation, pair.x), activateAs<true>(args.activation, pair.y));
+        }
+      }
+  }
+}
+
 // Linear/Matmul: this consumer's rows of the tile through shared memory (StagedTile), in the pipeline
 // buffers once both consumers are past their last product (both read every stage).
 template <class K>
@@ -351,10 +382,19 @@ bool launch(DType dtype, const KernelArgs& argsIn, cudaStream_t stream) {
 }
 
 // How a persistent CTA's tiles leave it: from the consumers' registers (storeTile), staged in shared memory and
-// copied out by the consumers (the dispatched tile), or staged by the consumers and copied out by the producer
-// warpgroup's three idle warps (the store helpers) while the consumers go on to the next tile's products. The
-// other two are kept for measurement (dev variants 2, 3 and 10): on an H200 neither was faster (docs/kernels.md).
-enum class PersistentStore { Registers, Consumers, Helpers };
+// copied out by the consumers (the dispatched tile), staged by the consumers and copied out by the producer
+// warpgroup's three idle warps (the store helpers) while the consumers go on to the next tile's products, or
+// staged by the consumers (swizzled, with a fused activation's second output beside) and written by bulk tensor
+// stores that one thread per consumer issues (Bulk: the copy engine takes both output streams off the consumers'
+// path; 64x64 blocks). Registers and Helpers are kept for measurement (dev variants 2, 3 and 10): on an H200
+// neither was faster (docs/kernels.md).
+enum class PersistentStore { Registers, Consumers, Helpers, Bulk };
+
+// The output's tensor maps of a Bulk store (Z, and activation(Z) when args.activated is set); unused otherwise.
+struct StoreMaps {
+  CUtensorMap out;
+  CUtensorMap activated;
+};
 
 // Named barriers of the helpers' hand-over, per consumer: its rows are staged (the consumer arrives, the helpers
 // wait), and its buffer is free again (the helpers arrive, the consumer waits before staging the next tile).
@@ -370,11 +410,11 @@ constexpr int kHelperThreads = 96;
 template <class K, PersistentStore kStore>
 __global__ void __launch_bounds__(K::kThreads, 1)
     bsrWgmmaPersistentKernel(const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapB,
-                             const KernelArgs args) {
+                             const KernelArgs args, const __grid_constant__ StoreMaps storeMaps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   static_assert(K::kOp != Op::Sampled, "Sampled tiles are not persistent");
   static_assert(K::kConsumers == 2, "the helpers' barriers are laid out for two consumers");
-  constexpr bool kStaged = kStore != PersistentStore::Registers;
+  constexpr bool kStaged = kStore == PersistentStore::Consumers || kStore == PersistentStore::Helpers;
   using Staged = StagedTile<typename K::T, K::kTileN>;
   constexpr int kRows = K::kMmaM * 64;  // one consumer's rows (tokens) of a tile
   extern __shared__ uint8_t smemRaw[];
@@ -400,6 +440,11 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   // Consumer c's staged rows: past the barriers, in place of the (unused) index arrays and more.
   auto stagedRows = [&](int c) {
     return Staged{reinterpret_cast<typename K::T*>(empty + K::kStages) + c * kRows * Staged::kPitch};
+  };
+  // Bulk: consumer c's rows of Z (which = 0) and of the activation (1), 1024-byte aligned past the barriers.
+  auto bulkRows = [&](int c, int which) {
+    return reinterpret_cast<typename K::T*>(smem + K::kStages * K::kStageBytes + 1024) +
+           (2 * c + which) * kRows * K::kTileN;
   };
   const int warpGroup = tid / 128;
   if (warpGroup == 0) {
@@ -485,6 +530,24 @@ __global__ void __launch_bounds__(K::kThreads, 1)
       if (tile != static_cast<int>(blockIdx.x)) namedBarrierSync(kFreeBarrier + consumer, 128 + kHelperThreads);
       stageAccumulators<K>(acc, staged, args, work.line, lane, warpInGroup);
       namedBarrierArrive(kStagedBarrier + consumer, 128 + kHelperThreads);
+    } else if constexpr (kStore == PersistentStore::Bulk) {
+      // One thread per consumer issues its bulk stores; its buffers are free once the previous tile's stores
+      // have read them (long done by now: a tile's products ran since).
+      const bool leader = threadIdx.x % 128 == 0;
+      typename K::T* z = bulkRows(consumer, 0);
+      typename K::T* activated = args.activated ? bulkRows(consumer, 1) : nullptr;
+      if (leader) bulkWaitRead<0>();
+      namedBarrierSync(2 + consumer, 128);
+      stageSwizzled<K>(acc, z, activated, args, work.line, lane, warpInGroup);
+      fenceProxyAsync();
+      namedBarrierSync(2 + consumer, 128);
+      const int64_t token0 = work.tokenBase + consumer * kRows;
+      if (leader && token0 < args.m) {
+        const int32_t feature = work.line * K::kTileN;
+        tmaStore2d(&storeMaps.out, z, feature, static_cast<int32_t>(token0));
+        if (activated != nullptr) tmaStore2d(&storeMaps.activated, activated, feature, static_cast<int32_t>(token0));
+        bulkCommit();
+      }
     } else if constexpr (kStaged) {
       // Each consumer stages its rows in its own buffer, then stores whole rows.
       const Staged staged = stagedRows(consumer);
@@ -497,6 +560,9 @@ __global__ void __launch_bounds__(K::kThreads, 1)
       storeTile<K>(acc, args, work, nullptr, consumer, lane, warpInGroup);
     }
   }
+  // The CTA's shared memory must outlive its last bulk stores.
+  if constexpr (kStore == PersistentStore::Bulk)
+    if (threadIdx.x % 128 == 0) bulkWait<0>();
 #endif
 }
 
@@ -508,17 +574,27 @@ bool launchPersistent(DType dtype, const KernelArgs& argsIn, cudaStream_t stream
   dim3 grid;
   if (numSms <= 0 || !prepareLaunch<K>(dtype, args, mapA, mapB, grid)) return false;
   grid.x = std::min<unsigned>(grid.x, static_cast<unsigned>(numSms));
-  if constexpr (kStore != PersistentStore::Registers) {
-    // The staged rows take the place of the (unused) index arrays and more.
-    constexpr int kBytes = K::kSmemBytes + StagedTile<typename K::T, K::kTileN>::bytes(K::kTileM);
-    static_assert(kBytes <= 227 * 1024, "fits an H100's shared memory");
-    auto kernel = bsrWgmmaPersistentKernel<K, kStore>;
-    BS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes));
-    kernel<<<grid, K::kThreads, kBytes, stream>>>(mapA, mapB, args);
-    BS_LAUNCH_CHECK("bsrWgmmaPersistentKernel");
-  } else {
-    launchKernel<K>(bsrWgmmaPersistentKernel<K, PersistentStore::Registers>, grid, mapA, mapB, args, stream);
+  StoreMaps storeMaps{};
+  constexpr int kRows = K::kMmaM * 64;
+  if constexpr (kStore == PersistentStore::Bulk) {
+    // Each consumer's rows as one box of the output: kRows tokens x the tile's 64 features (columns).
+    const int64_t width = K::kOp == Op::Linear ? args.rows : args.cols;
+    if (!encodeMap(&storeMaps.out, dtype, args.out, width, args.m, K::kTileN, kRows)) return false;
+    if (args.activated && !encodeMap(&storeMaps.activated, dtype, args.activated, width, args.m, K::kTileN, kRows))
+      return false;
   }
+  // Registers: the pipeline and index arrays alone. Staged rows take the place of the (unused) index arrays and
+  // more; Bulk's rows (Z and the activation, per consumer) start at the next 1024 bytes past the barriers.
+  constexpr int kBytes =
+      kStore == PersistentStore::Registers ? K::kSmemBytes
+      : kStore == PersistentStore::Bulk    ? 1024 + K::kStages * K::kStageBytes + 1024 + 2 * K::kConsumers * kRows * K::kTileN * 2
+                                           : K::kSmemBytes + StagedTile<typename K::T, K::kTileN>::bytes(K::kTileM);
+  static_assert(kBytes <= 227 * 1024, "fits an H100's shared memory");
+  static_assert(2 * K::kStages * 8 <= 1024, "the barriers fit before the bulk rows");
+  auto kernel = bsrWgmmaPersistentKernel<K, kStore>;
+  BS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes));
+  kernel<<<grid, K::kThreads, kBytes, stream>>>(mapA, mapB, args, storeMaps);
+  BS_LAUNCH_CHECK("bsrWgmmaPersistentKernel");
   return true;
 }
 
