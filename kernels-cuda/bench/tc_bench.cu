@@ -14,10 +14,12 @@
 //
 // Usage: tc_bench [--mode check|time|decode] [--ops linear,matmul,sampled] [--paths auto,decode,wgmma,mma]
 //                 [--blocks 32,64,128] [--quick] [--dtype bf16|f16|f32] [--variants 0,1] [--tokens 8192,512]
-//                 [--shapes 4096x4096,4096x16384 (K x N)] [--densities 0.25,0.5] [--sets 3]
+//                 [--shapes 4096x4096,4096x16384 (K x N)] [--densities 0.25,0.5] [--sets 3] [--rows random|equal]
 // --variants applies to each of the wgmma and mma paths named (wgmma/v6 is dev's X-resident bsrLinear);
 // --tokens, --shapes and --densities replace each mode's defaults. --sets (time mode, default 3) is how many input
 // sets the launches rotate through: 1 keeps the inputs in L2 between launches, as in a training step.
+// --rows equal gives every block row the same number of blocks (round(density x block columns)) instead of each
+// block present with probability density (random, the default): what a row-balanced schedule could reach.
 // --activation relu|gelu|gelu_tanh (linear only) runs bsrLinear with the activation fused into the tile's epilogue
 // (tcBsrLinearActivation: Z and activation(Z) both written): check compares both outputs, time puts each variant
 // fused beside the same variant followed by the separate biasActivation pass (the unfused path).
@@ -202,8 +204,9 @@ struct HostPattern {
   std::vector<int32_t> rowPtr, colIdx, colPtr, rowIdx, valueIndex, coordRow, coordCol;
 };
 
-// Each block present with probability `density` (rows of unequal length, as in real patterns).
-HostPattern makePattern(int64_t rows, int64_t cols, int block, double density, Rng& rng) {
+// Each block present with probability `density` (rows of unequal length, as in real patterns), or with `equalRows`
+// round(density x block columns) blocks at random columns in every block row (rows of equal length).
+HostPattern makePattern(int64_t rows, int64_t cols, int block, double density, Rng& rng, bool equalRows = false) {
   HostPattern p;
   p.rows = rows;
   p.cols = cols;
@@ -211,9 +214,22 @@ HostPattern makePattern(int64_t rows, int64_t cols, int block, double density, R
   p.blockRows = static_cast<int>(rows / block);
   p.blockCols = static_cast<int>(cols / block);
   p.rowPtr.push_back(0);
+  const int perRow = std::max(1, static_cast<int>(std::lround(std::min(density, 1.0) * p.blockCols)));
+  std::vector<int32_t> columns(p.blockCols);
   for (int br = 0; br < p.blockRows; ++br) {
-    for (int bc = 0; bc < p.blockCols; ++bc)
-      if (density >= 1.0 || rng.uniform() < density) p.colIdx.push_back(bc);
+    if (equalRows) {
+      // The first perRow of a partial Fisher-Yates shuffle, in column order.
+      for (int bc = 0; bc < p.blockCols; ++bc) columns[bc] = bc;
+      for (int i = 0; i < perRow; ++i) {
+        const int j = i + std::min(p.blockCols - 1 - i, static_cast<int>(rng.uniform() * (p.blockCols - i)));
+        std::swap(columns[i], columns[j]);
+      }
+      std::sort(columns.begin(), columns.begin() + perRow);
+      p.colIdx.insert(p.colIdx.end(), columns.begin(), columns.begin() + perRow);
+    } else {
+      for (int bc = 0; bc < p.blockCols; ++bc)
+        if (density >= 1.0 || rng.uniform() < density) p.colIdx.push_back(bc);
+    }
     p.rowPtr.push_back(static_cast<int32_t>(p.colIdx.size()));
   }
   p.nnz = static_cast<int>(p.colIdx.size());
@@ -579,6 +595,7 @@ struct Options {
   std::vector<std::pair<int64_t, int64_t>> shapes;    // (K, N); empty: the mode's defaults
   std::vector<double> densities;                      // empty: the mode's defaults
   bool activate = false;                              // --activation given (linear only)
+  bool equalRows = false;                             // --rows equal: every block row as long as the others
   bs::Activation activation = bs::Activation::Gelu;
 };
 
@@ -610,7 +627,11 @@ Options parse(int argc, char** argv) {
     };
     if (arg == "--mode") o.mode = value();
     else if (arg == "--quick") o.quick = true;
-    else if (arg == "--sets") {
+    else if (arg == "--rows") {
+      const std::string kind = value();
+      if (kind != "random" && kind != "equal") usageError("--rows is random or equal, got " + kind);
+      o.equalRows = kind == "equal";
+    } else if (arg == "--sets") {
       o.sets = std::atoi(value().c_str());
       if (o.sets < 1 || o.sets > 16) usageError("--sets takes 1 to 16 input sets");
     }
@@ -784,7 +805,7 @@ int runChecks(const Options& o) {
       for (double density : densities)
         for (const ShapeCase& s : shapes) {
           if (s.rows % block != 0 || s.cols % block != 0) continue;
-          HostPattern pattern = makePattern(s.rows, s.cols, block, density, rng);
+          HostPattern pattern = makePattern(s.rows, s.cols, block, density, rng, o.equalRows);
           if (pattern.nnz == 0) continue;
           Problem problem(product, o.dtype, s.m, s.cols, s.rows, pattern, 1, rng.next());
           if (o.activate) problem.enableActivation(o.activation);
@@ -865,7 +886,7 @@ int runDecode(const Options& o) {
       for (int block : o.blocks)
         for (double density : densities) {
           if (n % block != 0 || k % block != 0) continue;
-          HostPattern pattern = makePattern(n, k, block, density, rng);
+          HostPattern pattern = makePattern(n, k, block, density, rng, o.equalRows);
           const double weightBytes = double(pattern.nnz) * block * block * element;
           Problem problem(Product::Linear, o.dtype, m, k, n, pattern, setsBeyondL2(weightBytes, prop.l2CacheSize),
                           rng.next());
@@ -936,7 +957,7 @@ int runTiming(const Options& o) {
         for (int block : o.blocks)
           for (double density : densities) {
             if (n % block != 0 || k % block != 0) continue;
-            HostPattern pattern = makePattern(n, k, block, density, rng);
+            HostPattern pattern = makePattern(n, k, block, density, rng, o.equalRows);
             Problem problem(product, o.dtype, m, k, n, pattern, sets, rng.next());
             if (o.activate) problem.enableActivation(o.activation);
             for (const Variant& v : o.variants) {
