@@ -317,6 +317,18 @@ bool launchBlock(DType dtype, const KernelArgs& args, int blockSize, int variant
         if (blockSize != 64) return false;
         return sm90::launchPersistent<WgmmaTraits<T, kOp, 64, kPersistentTileTokens, 4>,
                                       sm90::PersistentStore::Helpers>(dtype, args, stream, numSms);
+      case kPingPongVariant:
+        if (blockSize == 32) return sm90::launchPingPong<WgmmaTraits<T, kOp, 32, 128, 16, true>>(dtype, args, stream, numSms);
+        if (blockSize == 64) return sm90::launchPingPong<WgmmaTraits<T, kOp, 64, 128, 7, true>>(dtype, args, stream, numSms);
+        return sm90::launchPingPong<WgmmaTraits<T, kOp, 128, 128, 4, true>>(dtype, args, stream, numSms);
+      case kPingPongVariant + 1:
+        if (blockSize != 64) return false;
+        return sm90::launchPingPong<WgmmaTraits<T, kOp, 64, 256, 3, true>>(dtype, args, stream, numSms);
+      case kBulkStoreVariant:
+        // The dispatched persistent 64x64 tile with its staged rows written by bulk tensor stores.
+        if (blockSize != 64) return false;
+        return sm90::launchPersistent<WgmmaTraits<T, kOp, 64, kPersistentTileTokens, 4>, sm90::PersistentStore::Bulk>(
+            dtype, args, stream, numSms);
       case 4:
         if (blockSize == 32) return launchGrouped<GroupedTraits<T, kOp, 32, 8, 7>>(dtype, args, stream);
         if (blockSize == 64) return launchGrouped<GroupedTraits<T, kOp, 64, 4, 4>>(dtype, args, stream);

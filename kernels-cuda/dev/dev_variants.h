@@ -10,8 +10,19 @@ namespace bs::tc {
 // on an H200 (docs/kernels.md): no faster than the dispatched tile, whose consumers store their own rows.
 constexpr int kStoreHelpersVariant = 10;
 
+// The persistent 64x64 wgmma tile whose tiles leave by bulk tensor stores: each consumer stages its rows swizzled for
+// the output's tensor map (with a fused activation's rows beside them) and one of its threads issues the stores;
+// Linear and Matmul. Measured on an H200 (docs/kernels.md, tc-bulk-store.md): 1.18x slower than the dispatched tile
+// (geometric mean), the fused activation 1.09x slower than the dispatched tile's fused epilogue.
+constexpr int kBulkStoreVariant = 13;
+
+// The persistent wgmma tiles with the consumers in turn (bsrWgmmaPingPongKernel): each consumer warpgroup takes
+// whole tiles, its epilogue running during the other's main loop; Linear and Matmul. kPingPongVariant: 128-token
+// tiles at 32x32, 64x64 and 128x128 blocks; kPingPongVariant + 1: 256-token tiles at 64x64.
+constexpr int kPingPongVariant = 14;
+
 // A TcOptions::devVariants launcher: the wgmma variants of dev/bsr_wgmma_variants.cu (1 at 32 and 64
-// blocks, 2-5, kStoreHelpersVariant) and dev/bsr_wgmma_xr.cu (kXrVariant) and the mma.sync variants of dev/bsr_mma_variants.cu
+// blocks, 2-5, kStoreHelpersVariant, kBulkStoreVariant, kPingPongVariant and the next) and dev/bsr_wgmma_xr.cu (kXrVariant) and the mma.sync variants of dev/bsr_mma_variants.cu
 // (1) and dev/bsr_mma_grouped.cu (8, 9); false, having launched nothing, for any other path, product or variant.
 bool launchDevVariant(TcPath path, Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                       cudaStream_t stream);

@@ -39,9 +39,6 @@ bool launchBlock(DType dtype, const KernelArgs& args, int blockSize, int variant
         if (variant == kPersistentTile)
           return sm90::launchPersistent<PersistentTile64<T, kOp>, sm90::PersistentStore::Consumers>(dtype, args, stream,
                                                                                                      numSms);
-        if (variant == kPersistentBulkTile)
-          return sm90::launchPersistent<PersistentTile64<T, kOp>, sm90::PersistentStore::Bulk>(dtype, args, stream,
-                                                                                                numSms);
         return variant == kDefaultTile && launch<Tile64<T, kOp>>(dtype, args, stream);
       case 128:
         if (variant == kDefaultTile) return launch<Tile128<T, kOp>>(dtype, args, stream);

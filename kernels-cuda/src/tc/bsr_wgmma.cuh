@@ -20,7 +20,8 @@ namespace bs::tc::sm90 {
 
 constexpr int cmin(int a, int b) { return a < b ? a : b; }
 
-template <typename T_, Op kOp_, int kBlock_, int kTileM_, int kStages_>
+// kPingPong_: the consumers take whole tiles in turn (bsrWgmmaPingPongKernel) instead of half the rows of each.
+template <typename T_, Op kOp_, int kBlock_, int kTileM_, int kStages_, bool kPingPong_ = false>
 struct WgmmaTraits {
   using T = T_;
   static constexpr Op kOp = kOp_;
@@ -36,14 +37,17 @@ struct WgmmaTraits {
   static constexpr int kStages = kStages_;
   static constexpr int kConsumers = 2;                          // consumer warpgroups
   static constexpr int kThreads = 128 * (kConsumers + 1);
-  static constexpr int kMmaM = kTileM / (64 * kConsumers);      // m64 tiles per consumer
+  static constexpr bool kPingPong = kPingPong_;
+  static constexpr int kTileConsumers = kPingPong ? 1 : kConsumers;  // consumers sharing one tile's rows
+  static constexpr int kMmaM = kTileM / (64 * kTileConsumers);  // m64 tiles per consumer
+  static constexpr int kEmptyArrivals = 4 * kTileConsumers;     // arrivals that free a stage: its consumers' warps
   static constexpr int kABytes = kTileM * kStep * 2, kBBytes = kTileN * kStep * 2;
   static constexpr int kStageBytes = kABytes + kBBytes;
   static constexpr int kSmemBytes = 1024 + kStages * kStageBytes + 2 * kStages * 8 + 2 * kIndexCapacity * 4;
   static constexpr uint32_t kSwizzleA = kPanelA == 64 ? 1 : 2;  // descriptor codes: 1 = 128B, 2 = 64B
   static constexpr uint32_t kSwizzleB = kPanelB == 64 ? 1 : 2;
 
-  static_assert(kMmaM >= 1 && kTileM == 64 * kConsumers * kMmaM, "each consumer owns whole m64 tiles");
+  static_assert(kMmaM >= 1 && kTileM == 64 * kTileConsumers * kMmaM, "each consumer owns whole m64 tiles");
   static_assert(kSmemBytes <= 227 * 1024, "fits an H100's shared memory");
 };
 
@@ -386,8 +390,8 @@ bool launch(DType dtype, const KernelArgs& argsIn, cudaStream_t stream) {
 // warpgroup's three idle warps (the store helpers) while the consumers go on to the next tile's products, or
 // staged by the consumers (swizzled, with a fused activation's second output beside) and written by bulk tensor
 // stores that one thread per consumer issues (Bulk: the copy engine takes both output streams off the consumers'
-// path; 64x64 blocks). Registers and Helpers are kept for measurement (dev variants 2, 3 and 10): on an H200
-// neither was faster (docs/kernels.md).
+// path; 64x64 blocks). The last three are kept for measurement (dev variants 2, 3, 10 and 13): on an H200 none was
+// faster (docs/kernels.md).
 enum class PersistentStore { Registers, Consumers, Helpers, Bulk };
 
 // The output's tensor maps of a Bulk store (Z, and activation(Z) when args.activated is set); unused otherwise.
@@ -401,12 +405,63 @@ struct StoreMaps {
 constexpr int kStagedBarrier = 4, kFreeBarrier = 6;
 constexpr int kHelperThreads = 96;
 
+// The producer warp of the persistent kernels: for each of this CTA's tiles (blockIdx.x, + gridDim.x, ...) in turn,
+// every step's copies into the ring of stages, once the stage is free. It reads each tile's block offsets itself,
+// 32 at a time, one per lane; lane 0 issues the copies.
+template <class K>
+__device__ __forceinline__ void persistentProducer(const CUtensorMap& mapA, const CUtensorMap& mapB,
+                                                   const KernelArgs& args, uint8_t* smem, uint64_t* full,
+                                                   uint64_t* empty, int lane) {
+  const int tiles = args.tilesM * args.tilesN;
+  constexpr int kStepsPerBlock = (K::kOp == Op::Linear ? K::C : K::R) / K::kStep;
+  const int32_t* index = K::kOp == Op::Linear ? args.blockColIdx : args.blockRowIdx;
+  constexpr int kScale = K::kOp == Op::Linear ? K::C : K::R;
+  int it = 0;
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    TileWork work;
+    tileAt<K::kOp, K::R, K::C, K::kTileM, K::kStep>(args, tile, work);
+    const int32_t tokenBase = static_cast<int32_t>(work.tokenBase);
+    for (int e0 = 0; e0 < work.count; e0 += 32) {
+      int32_t columnMine = 0, valueMine = 0;
+      if (e0 + lane < work.count) {
+        columnMine = index[work.first + e0 + lane] * kScale;
+        if constexpr (K::kOp == Op::Matmul) valueMine = args.valueIndex[work.first + e0 + lane];
+      }
+      const int n = min(32, work.count - e0);
+      for (int j = 0; j < n; ++j) {
+        const int32_t column = __shfl_sync(0xffffffffu, columnMine, j);
+        const int32_t value = __shfl_sync(0xffffffffu, valueMine, j);
+        for (int part = 0; part < kStepsPerBlock; ++part, ++it) {
+          const int s = it % K::kStages;
+          if (it >= K::kStages) mbarrierWait(&empty[s], ((it / K::kStages) + 1) & 1);
+          if (lane == 0) {
+            uint8_t* stageA = smem + s * K::kStageBytes;
+            uint8_t* stageB = stageA + K::kABytes;
+            const int slice = part * K::kStep;
+            mbarrierArriveExpectTx(&full[s], K::kStageBytes);
+            tmaLoad2d(stageA, &mapA, column + slice, tokenBase, &full[s]);
+            if constexpr (K::kOp == Op::Linear) {
+              tmaLoad2d(stageB, &mapB, slice, (work.first + e0 + j) * K::R, &full[s]);
+            } else {
+#pragma unroll
+              for (int p = 0; p < K::C / K::kPanelB; ++p)
+                tmaLoad2d(stageB + p * K::kStep * K::kPanelB * 2, &mapB, p * K::kPanelB, value * K::R + slice,
+                          &full[s]);
+            }
+          }
+          __syncwarp();
+        }
+      }
+    }
+  }
+}
+
 // Linear/Matmul, persistent: one CTA per SM walks tiles blockIdx.x, + gridDim.x, ... with one pipeline
 // that runs on across tiles, so the producer loads the next tile while this one is stored. With a staged store
 // each consumer stages its rows in a buffer of its own past the barriers (the pipeline buffers are taking the
 // next tile's loads); the Helpers store hands that buffer to the store helpers, so the copy out of it (and, for
 // Linear with args.activated, the activation's second output) is off the consumers' path.
-// The producer warp reads each tile's block offsets itself, 32 at a time, one per lane.
+// The producer warp is persistentProducer.
 template <class K, PersistentStore kStore>
 __global__ void __launch_bounds__(K::kThreads, 1)
     bsrWgmmaPersistentKernel(const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapB,
@@ -425,13 +480,12 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   uint64_t* empty = full + K::kStages;
   const int tid = threadIdx.x;
   const int tiles = args.tilesM * args.tilesN;
-  constexpr int kStepsPerBlock = (K::kOp == Op::Linear ? K::C : K::R) / K::kStep;
   if (tid == 0) {
     prefetchTensorMap(&mapA);
     prefetchTensorMap(&mapB);
     for (int s = 0; s < K::kStages; ++s) {
       mbarrierInit(&full[s], 1);
-      mbarrierInit(&empty[s], 4 * K::kConsumers);
+      mbarrierInit(&empty[s], K::kEmptyArrivals);
     }
     fenceBarrierInit();
   }
@@ -467,47 +521,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
       }
       return;
     }
-    const int lane = tid;
-    const int32_t* index = K::kOp == Op::Linear ? args.blockColIdx : args.blockRowIdx;
-    constexpr int kScale = K::kOp == Op::Linear ? K::C : K::R;
-    int it = 0;
-    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-      TileWork work;
-      tileAt<K::kOp, K::R, K::C, K::kTileM, K::kStep>(args, tile, work);
-      const int32_t tokenBase = static_cast<int32_t>(work.tokenBase);
-      for (int e0 = 0; e0 < work.count; e0 += 32) {
-        int32_t columnMine = 0, valueMine = 0;
-        if (e0 + lane < work.count) {
-          columnMine = index[work.first + e0 + lane] * kScale;
-          if constexpr (K::kOp == Op::Matmul) valueMine = args.valueIndex[work.first + e0 + lane];
-        }
-        const int n = min(32, work.count - e0);
-        for (int j = 0; j < n; ++j) {
-          const int32_t column = __shfl_sync(0xffffffffu, columnMine, j);
-          const int32_t value = __shfl_sync(0xffffffffu, valueMine, j);
-          for (int part = 0; part < kStepsPerBlock; ++part, ++it) {
-            const int s = it % K::kStages;
-            if (it >= K::kStages) mbarrierWait(&empty[s], ((it / K::kStages) + 1) & 1);
-            if (lane == 0) {
-              uint8_t* stageA = smem + s * K::kStageBytes;
-              uint8_t* stageB = stageA + K::kABytes;
-              const int slice = part * K::kStep;
-              mbarrierArriveExpectTx(&full[s], K::kStageBytes);
-              tmaLoad2d(stageA, &mapA, column + slice, tokenBase, &full[s]);
-              if constexpr (K::kOp == Op::Linear) {
-                tmaLoad2d(stageB, &mapB, slice, (work.first + e0 + j) * K::R, &full[s]);
-              } else {
-#pragma unroll
-                for (int p = 0; p < K::C / K::kPanelB; ++p)
-                  tmaLoad2d(stageB + p * K::kStep * K::kPanelB * 2, &mapB, p * K::kPanelB, value * K::R + slice,
-                            &full[s]);
-              }
-            }
-            __syncwarp();
-          }
-        }
-      }
-    }
+    persistentProducer<K>(mapA, mapB, args, smem, full, empty, tid);
     return;
   }
 
@@ -564,6 +578,96 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   if constexpr (kStore == PersistentStore::Bulk)
     if (threadIdx.x % 128 == 0) bulkWait<0>();
 #endif
+}
+
+// Named barriers that order the ping-pong consumers' main loops: consumer c waits on kOrderBarrier + c for the other
+// consumer's arrival.
+constexpr int kOrderBarrier = 8;
+
+// Linear/Matmul, persistent, with the consumers in turn ("ping-pong"): one CTA per SM walks tiles blockIdx.x,
+// + gridDim.x, ... as bsrWgmmaPersistentKernel does, but each tile of kTileM tokens belongs to one consumer
+// warpgroup, the CTA's tiles alternating between the two. A consumer's main loop starts once the other's previous
+// one is done, so the tensor cores serve one consumer at a time and each consumer's epilogue (staging and storing its
+// rows) runs during the other's main loop: the stages keep draining and the producer keeps loading while a tile is
+// stored. The order also keeps every stage a consumer waits on in the phase it expects (the steps of the other's
+// tiles before it have been consumed). Traits with kPingPong.
+template <class K>
+__global__ void __launch_bounds__(K::kThreads, 1)
+    bsrWgmmaPingPongKernel(const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapB,
+                           const KernelArgs args) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  static_assert(K::kPingPong && K::kOp != Op::Sampled && K::kConsumers == 2, "two consumers taking whole tiles");
+  using T = typename K::T;
+  using Staged = StagedTile<T, K::kTileN>;
+  extern __shared__ uint8_t smemRaw[];
+  uint8_t* smem = smemRaw + ((1024 - (smemAddress(smemRaw) & 1023)) & 1023);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + K::kStages * K::kStageBytes);
+  uint64_t* empty = full + K::kStages;
+  const int tid = threadIdx.x;
+  const int tiles = args.tilesM * args.tilesN;
+  if (tid == 0) {
+    prefetchTensorMap(&mapA);
+    prefetchTensorMap(&mapB);
+    for (int s = 0; s < K::kStages; ++s) {
+      mbarrierInit(&full[s], 1);
+      mbarrierInit(&empty[s], K::kEmptyArrivals);
+    }
+    fenceBarrierInit();
+  }
+  __syncthreads();
+
+  const int warpGroup = tid / 128;
+  if (warpGroup == 0) {
+    setMaxRegistersDecrease<40>();
+    if (tid < 32) persistentProducer<K>(mapA, mapB, args, smem, full, empty, tid);
+    return;
+  }
+
+  setMaxRegistersIncrease<232>();
+  const int consumer = warpGroup - 1;
+  const int lane = tid % 32, warpInGroup = (tid % 128) / 32;
+  // This consumer's staged rows, past the barriers.
+  const Staged staged{reinterpret_cast<T*>(empty + K::kStages) + consumer * K::kTileM * Staged::kPitch};
+  float acc[K::kMmaM][K::kTileN / 2];
+  int it = 0, local = 0;
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ++local) {
+    TileWork work;
+    tileAt<K::kOp, K::R, K::C, K::kTileM, K::kStep>(args, tile, work);
+    if ((local & 1) != consumer) {
+      it += work.steps;
+      continue;
+    }
+    if (local > 0) namedBarrierSync(kOrderBarrier + consumer, 256);
+    consumeSteps<K>(acc, smem, full, empty, it, work.steps, 0, lane);
+    it += work.steps;
+    if (tile + static_cast<int>(gridDim.x) < tiles) namedBarrierArrive(kOrderBarrier + (consumer ^ 1), 256);
+    // This tile's last stage is free once its products are done.
+    if (work.steps > 0 && lane == 0) mbarrierArrive(&empty[(it - 1) % K::kStages]);
+    namedBarrierSync(2 + consumer, 128);  // this consumer's previous rows are out
+    stageAccumulators<K>(acc, staged, args, work.line, lane, warpInGroup);
+    namedBarrierSync(2 + consumer, 128);
+    staged.template store<K::kOp>(K::kTileM, args, work.tokenBase, work.line, tid % 128, 128);
+  }
+#endif
+}
+
+// A ping-pong launch: one CTA per SM (or per tile, when there are fewer).
+template <class K>
+bool launchPingPong(DType dtype, const KernelArgs& argsIn, cudaStream_t stream, int numSms) {
+  KernelArgs args = argsIn;
+  CUtensorMap mapA, mapB;
+  dim3 grid;
+  if (numSms <= 0 || !prepareLaunch<K>(dtype, args, mapA, mapB, grid)) return false;
+  grid.x = std::min<unsigned>(grid.x, static_cast<unsigned>(numSms));
+  // The stages, their barriers, then each consumer's staged rows.
+  constexpr int kBytes = 1024 + K::kStages * (K::kStageBytes + 16) +
+                         K::kConsumers * StagedTile<typename K::T, K::kTileN>::bytes(K::kTileM);
+  static_assert(kBytes <= 227 * 1024, "fits an H100's shared memory");
+  auto kernel = bsrWgmmaPingPongKernel<K>;
+  BS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes));
+  kernel<<<grid, K::kThreads, kBytes, stream>>>(mapA, mapB, args);
+  BS_LAUNCH_CHECK("bsrWgmmaPingPongKernel");
+  return true;
 }
 
 // A persistent launch: one CTA per SM (or per tile, when there are fewer).

@@ -175,8 +175,7 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
     }
   }
   variant = std::max(variant, int{tc::kDefaultTile});
-  if (activated != nullptr && variant != tc::kDefaultTile && variant != tc::kWideTile && variant != tc::kPersistentTile &&
-      variant != tc::kPersistentBulkTile)
+  if (activated != nullptr && variant != tc::kDefaultTile && variant != tc::kWideTile && variant != tc::kPersistentTile)
     return false;
   tc::KernelArgs args = tc::makeArgs(op, a, b, bias, out, m, pattern);
   args.activated = activated;
@@ -292,7 +291,6 @@ std::string tcRouteName(const TcOptions& options) {
   if (options.variant == tc::kDefaultTile) name += " tile";
   else if (options.variant == tc::kWideTile) name += " wide tile";
   else if (options.variant == tc::kPersistentTile) name += " persistent";
-  else if (options.variant == tc::kPersistentBulkTile) name += " persistent, bulk stores";
   else if (options.variant > 0) name += " variant " + std::to_string(options.variant);
   if (options.splits > 0) name += ", " + std::to_string(options.splits) + (options.splits == 1 ? " split" : " splits");
   return name;

@@ -49,10 +49,8 @@ struct KernelArgs {
 // persistent 256-token tile with 64x64 blocks (one CTA per SM walking many tiles, its epilogue overlapping
 // the next tile's loads), which wins when there are many tiles with short reduction lines:
 // at least kPersistentMinTilesPerSm tiles per SM and at most kPersistentMaxLine blocks per line on average.
-// kPersistentBulkTile is the persistent tile whose consumers stage each tile for bulk tensor stores, one thread
-// per consumer issuing them (and a fused activation's second output beside the first).
-// (Numbers 2-6 and 8-12 are variants kept for measurement in kernels-cuda/dev/.)
-enum TileVariant : int { kDefaultTile = 0, kWideTile = 1, kPersistentTile = 7, kPersistentBulkTile = 13 };
+// (Numbers 2-6 and 8-13 are variants kept for measurement in kernels-cuda/dev/.)
+enum TileVariant : int { kDefaultTile = 0, kWideTile = 1, kPersistentTile = 7 };
 constexpr int64_t kWideTileMinTokens = 4096;
 constexpr int kPersistentTileTokens = 256;
 constexpr int64_t kPersistentMinTilesPerSm = 3;
