@@ -318,9 +318,10 @@ bool launchBlock(DType dtype, const KernelArgs& args, int blockSize, int variant
         return sm90::launchPersistent<WgmmaTraits<T, kOp, 64, kPersistentTileTokens, 4>,
                                       sm90::PersistentStore::Helpers>(dtype, args, stream, numSms);
       case kPingPongVariant:
+        // At 128x128 blocks the addon's kPingPongTile (the same number) runs first.
         if (blockSize == 32) return sm90::launchPingPong<WgmmaTraits<T, kOp, 32, 128, 16, true>>(dtype, args, stream, numSms);
         if (blockSize == 64) return sm90::launchPingPong<WgmmaTraits<T, kOp, 64, 128, 7, true>>(dtype, args, stream, numSms);
-        return sm90::launchPingPong<WgmmaTraits<T, kOp, 128, 128, 4, true>>(dtype, args, stream, numSms);
+        return false;
       case kPingPongVariant + 1:
         if (blockSize != 64) return false;
         return sm90::launchPingPong<WgmmaTraits<T, kOp, 64, 256, 3, true>>(dtype, args, stream, numSms);

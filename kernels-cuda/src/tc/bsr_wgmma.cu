@@ -10,7 +10,7 @@ using sm90::WgmmaTraits;
 
 // The dispatched tiles per block size (tokens or dW rows per tile, pipeline stages), measured best on an
 // H100 (docs/kernels.md): Linear/Matmul 256 tokens at 32 and 64 (persistent with kPersistentTile), 128 or
-// (kWideTile) 256 at 128; dW 128 rows.
+// (kWideTile) 256 at 128 (persistent, ping-pong, with kPingPongTile); dW 128 rows.
 template <typename T, Op kOp> using Tile32 = WgmmaTraits<T, kOp, 32, 256, 8>;
 template <typename T, Op kOp> using Tile64 = WgmmaTraits<T, kOp, 64, 256, 5>;
 template <typename T, Op kOp> using Tile128 = WgmmaTraits<T, kOp, 128, 128, 6>;
@@ -21,6 +21,8 @@ template <typename T> using SampledTile128 = WgmmaTraits<T, Op::Sampled, 128, 12
 
 // The persistent tile at 64x64 blocks: variant 0's tile with a stage fewer, for the staged rows' buffer.
 template <typename T, Op kOp> using PersistentTile64 = WgmmaTraits<T, kOp, 64, kPersistentTileTokens, 4>;
+// The ping-pong tile at 128x128 blocks: 128 tokens per consumer, four stages of 32 KB beside each consumer's staged rows.
+template <typename T, Op kOp> using PingPongTile128 = WgmmaTraits<T, kOp, 128, kPingPongTileTokens, 4, true>;
 
 template <typename T, Op kOp>
 bool launchBlock(DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms, cudaStream_t stream) {
@@ -42,6 +44,7 @@ bool launchBlock(DType dtype, const KernelArgs& args, int blockSize, int variant
         return variant == kDefaultTile && launch<Tile64<T, kOp>>(dtype, args, stream);
       case 128:
         if (variant == kDefaultTile) return launch<Tile128<T, kOp>>(dtype, args, stream);
+        if (variant == kPingPongTile) return sm90::launchPingPong<PingPongTile128<T, kOp>>(dtype, args, stream, numSms);
         return variant == kWideTile && launch<WideTile128<T, kOp>>(dtype, args, stream);
     }
   }

@@ -164,18 +164,23 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
     if (block == 32) path = TcPath::Mma;
     const bool wide = path == TcPath::Wgmma && block == 128 && op != tc::Op::Sampled && m >= tc::kWideTileMinTokens;
     variant = wide ? tc::kWideTile : tc::kDefaultTile;
-    // With 64x64 blocks, many tiles with short lines go to the persistent tile (measured on an H200:
-    // docs/kernels.md, "The staged epilogue and the persistent tile").
-    if (path == TcPath::Wgmma && block == 64 && op != tc::Op::Sampled && device.sms > 0) {
+    // With 64x64 blocks, many tiles with short lines go to the persistent tile, with 128x128 blocks to the
+    // ping-pong tile (measured on an H200: docs/kernels.md, "The staged epilogue and the persistent tile" and
+    // "Consumers in turn").
+    if (path == TcPath::Wgmma && (block == 64 || block == 128) && op != tc::Op::Sampled && device.sms > 0) {
       const int64_t lines = op == tc::Op::Linear ? pattern.blockRows : pattern.blockCols;
-      const int64_t tiles = (m + tc::kPersistentTileTokens - 1) / tc::kPersistentTileTokens * lines;
       const double line = lines > 0 ? double(pattern.nnzBlocks) / double(lines) : 0.0;
-      if (tiles >= tc::kPersistentMinTilesPerSm * device.sms && line <= tc::kPersistentMaxLine)
+      const int64_t tileTokens = block == 64 ? tc::kPersistentTileTokens : tc::kPingPongTileTokens;
+      const int64_t tiles = (m + tileTokens - 1) / tileTokens * lines;
+      if (block == 64 && tiles >= tc::kPersistentMinTilesPerSm * device.sms && line <= tc::kPersistentMaxLine)
         variant = tc::kPersistentTile;
+      if (block == 128 && tiles >= tc::kPingPongMinTilesPerSm * device.sms && line <= tc::kPingPongMaxLine)
+        variant = tc::kPingPongTile;
     }
   }
   variant = std::max(variant, int{tc::kDefaultTile});
-  if (activated != nullptr && variant != tc::kDefaultTile && variant != tc::kWideTile && variant != tc::kPersistentTile)
+  if (activated != nullptr && variant != tc::kDefaultTile && variant != tc::kWideTile && variant != tc::kPersistentTile &&
+      variant != tc::kPingPongTile)
     return false;
   tc::KernelArgs args = tc::makeArgs(op, a, b, bias, out, m, pattern);
   args.activated = activated;
@@ -268,6 +273,7 @@ std::vector<TcOptions> tcTuneCandidates(tc::Op op, DType dtype, const BsrPattern
     if (op != tc::Op::Sampled) {
       out.push_back({path, tc::kDefaultTile});
       if (path == TcPath::Wgmma && block == 128) out.push_back({path, tc::kWideTile});
+      if (path == TcPath::Wgmma && block == 128) out.push_back({path, tc::kPingPongTile});
       if (path == TcPath::Wgmma && block == 64) out.push_back({path, tc::kPersistentTile});
       continue;
     }
@@ -291,6 +297,7 @@ std::string tcRouteName(const TcOptions& options) {
   if (options.variant == tc::kDefaultTile) name += " tile";
   else if (options.variant == tc::kWideTile) name += " wide tile";
   else if (options.variant == tc::kPersistentTile) name += " persistent";
+  else if (options.variant == tc::kPingPongTile) name += " ping-pong";
   else if (options.variant > 0) name += " variant " + std::to_string(options.variant);
   if (options.splits > 0) name += ", " + std::to_string(options.splits) + (options.splits == 1 ? " split" : " splits");
   return name;

@@ -49,12 +49,18 @@ struct KernelArgs {
 // persistent 256-token tile with 64x64 blocks (one CTA per SM walking many tiles, its epilogue overlapping
 // the next tile's loads), which wins when there are many tiles with short reduction lines:
 // at least kPersistentMinTilesPerSm tiles per SM and at most kPersistentMaxLine blocks per line on average.
-// (Numbers 2-6 and 8-13 are variants kept for measurement in kernels-cuda/dev/.)
-enum TileVariant : int { kDefaultTile = 0, kWideTile = 1, kPersistentTile = 7 };
+// With 128x128 blocks, the persistent 128-token tile whose two consumer warpgroups take whole tiles in turn (each
+// one's epilogue during the other's products: bsrWgmmaPingPongKernel) wins when there are many tiles with short
+// reduction lines: at least kPingPongMinTilesPerSm tiles per SM and at most kPingPongMaxLine blocks per line on average.
+// (Numbers 2-6, 8-13 and 15 are variants kept for measurement in kernels-cuda/dev/; 14 there at 32x32 and 64x64.)
+enum TileVariant : int { kDefaultTile = 0, kWideTile = 1, kPersistentTile = 7, kPingPongTile = 14 };
 constexpr int64_t kWideTileMinTokens = 4096;
 constexpr int kPersistentTileTokens = 256;
 constexpr int64_t kPersistentMinTilesPerSm = 3;
 constexpr double kPersistentMaxLine = 16.0;
+constexpr int kPingPongTileTokens = 128;
+constexpr int64_t kPingPongMinTilesPerSm = 2;
+constexpr double kPingPongMaxLine = 4.0;
 
 // Block row (column) entries whose offsets a CTA keeps in shared memory; longer rows read the rest
 // from global memory.

@@ -306,64 +306,71 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
     }
   }, 120_000);
 
-  // Many tiles with short reduction lines, where 64x64 products in half precision go to the persistent tile on
-  // sm_90 (at least 3 tiles per SM, a few blocks per line): 4 token tiles (the last one ragged) x 128 block rows
-  // (columns) = 512 tiles, one or two blocks per line, some lines empty. Elsewhere these shapes take the other
-  // tiles, checked the same way.
-  test("64x64 blocks over many tiles with short lines (the persistent tile), half precision, against float64", () => {
+  // Many tiles with short reduction lines, where half-precision products go to the persistent tile at 64x64 blocks
+  // (at least 3 tiles of 256 tokens per SM, at most 16 blocks per line) and to the ping-pong tile at 128x128 (at
+  // least 2 tiles of 128 tokens per SM, at most 4 blocks per line) on sm_90: 1000 tokens (the last tile ragged) x 128
+  // block rows (columns) of 64, or 64 of 128, one or two blocks per line, some lines empty. Elsewhere these shapes
+  // take the other tiles, checked the same way.
+  const SHORT_LINES = [
+    { block: 64, shapes: [[8192, 128], [128, 8192]] },
+    { block: 128, shapes: [[8192, 256], [256, 8192]] },
+  ] as const;
+  test("64x64 and 128x128 blocks over many tiles with short lines (the persistent and ping-pong tiles), half precision, against float64", () => {
     const next = random(4242);
     const m = 1000;
     for (const dtype of ["bfloat16", "float16"] as const) {
-      for (const [rows, cols] of [[8192, 128], [128, 8192]] as const) {
-        const pattern = BsrPattern.random([rows, cols], { blockShape: [64, 64], density: 0.5, seed: rows + 7 });
-        const { blockRow, blockCol } = pattern.coordinates;
-        tidy(() => {
-          const values = randomTensor(next, [pattern.nnzBlocks, 64, 64], dtype);
-          const bias = randomTensor(next, [rows], dtype);
-          const x = randomTensor(next, [m, cols], dtype);
-          const dy = randomTensor(next, [m, rows], dtype);
-          // Block by block, then token by token: the block's 64x64 values stay in cache while every token's
-          // 64-wide slices of x, dy and the references pass over them.
-          const w = values.values, xs = x.values, gs = dy.values;
-          const yRef = new Float64Array(m * rows);
-          const dxRef = new Float64Array(m * cols);
-          for (let i = 0; i < m; i++) yRef.set(bias.values, i * rows);
-          for (let p = 0; p < pattern.nnzBlocks; p++) {
-            for (let i = 0; i < m; i++) {
-              const rowBase = i * rows + blockRow[p] * 64;
-              const colBase = i * cols + blockCol[p] * 64;
-              for (let r = 0; r < 64; r++) {
-                const wRow = (p * 64 + r) * 64;
-                const g = gs[rowBase + r];
-                let y = 0;
-                for (let c = 0; c < 64; c++) {
-                  const wv = w[wRow + c];
-                  y += xs[colBase + c] * wv;
-                  dxRef[colBase + c] += g * wv;
+      for (const { block: b, shapes } of SHORT_LINES) {
+        for (const [rows, cols] of shapes) {
+          const pattern = BsrPattern.random([rows, cols], { blockShape: [b, b], density: 0.5, seed: rows + b + 7 });
+          const { blockRow, blockCol } = pattern.coordinates;
+          tidy(() => {
+            const values = randomTensor(next, [pattern.nnzBlocks, b, b], dtype);
+            const bias = randomTensor(next, [rows], dtype);
+            const x = randomTensor(next, [m, cols], dtype);
+            const dy = randomTensor(next, [m, rows], dtype);
+            // Block by block, then token by token: the block's values stay in cache while every token's
+            // b-wide slices of x, dy and the references pass over them.
+            const w = values.values, xs = x.values, gs = dy.values;
+            const yRef = new Float64Array(m * rows);
+            const dxRef = new Float64Array(m * cols);
+            for (let i = 0; i < m; i++) yRef.set(bias.values, i * rows);
+            for (let p = 0; p < pattern.nnzBlocks; p++) {
+              for (let i = 0; i < m; i++) {
+                const rowBase = i * rows + blockRow[p] * b;
+                const colBase = i * cols + blockCol[p] * b;
+                for (let r = 0; r < b; r++) {
+                  const wRow = (p * b + r) * b;
+                  const g = gs[rowBase + r];
+                  let y = 0;
+                  for (let c = 0; c < b; c++) {
+                    const wv = w[wRow + c];
+                    y += xs[colBase + c] * wv;
+                    dxRef[colBase + c] += g * wv;
+                  }
+                  yRef[rowBase + r] += y;
                 }
-                yRef[rowBase + r] += y;
               }
             }
-          }
-          const y = bsrLinear(x.t, values.t, pattern, bias.t).dataSync();
-          expectClose(y, yRef, dtype, `bsrLinear ${rows}x${cols} ${dtype}`);
-          expectClose(bsrMatmul(dy.t, values.t, pattern).dataSync(), dxRef, dtype, `bsrMatmul ${rows}x${cols} ${dtype}`);
-          // With an activation (one addon call): the pre-activation is bsrLinear's output bit for bit, the activation
-          // the activation pass's over it, and both match float64.
-          for (const activation of ["relu", "gelu", "gelu_tanh"] as const) {
-            const what = `bsrLinearActivation ${rows}x${cols} ${dtype} ${activation}`;
-            const [a, z] = runKernel("BsrLinearActivation", { x: x.t, values: values.t, bias: bias.t }, { pattern, activation });
-            const zs = z.dataSync();
-            const as = a.dataSync();
-            for (let i = 0; i < y.length; i++) if (zs[i] !== y[i]) expect.fail(`${what}: z[${i}] is ${zs[i]}, bsrLinear gave ${y[i]}`);
-            const pass = biasActivation(z, null, activation).dataSync();
-            for (let i = 0; i < pass.length; i++) if (as[i] !== pass[i]) expect.fail(`${what}: a[${i}] is ${as[i]}, the activation pass gave ${pass[i]}`);
-            expectClose(as, yRef.map(ACTIVATIONS[activation]), dtype, what);
-          }
-        });
+            const y = bsrLinear(x.t, values.t, pattern, bias.t).dataSync();
+            expectClose(y, yRef, dtype, `bsrLinear ${rows}x${cols} ${dtype}`);
+            expectClose(bsrMatmul(dy.t, values.t, pattern).dataSync(), dxRef, dtype, `bsrMatmul ${rows}x${cols} ${dtype}`);
+            // With an activation (one addon call): the pre-activation is bsrLinear's output bit for bit, the activation
+            // the activation pass's over it, and both match float64.
+            for (const activation of ["relu", "gelu", "gelu_tanh"] as const) {
+              const what = `bsrLinearActivation ${rows}x${cols} ${dtype} ${activation}`;
+              const [a, z] = runKernel("BsrLinearActivation", { x: x.t, values: values.t, bias: bias.t }, { pattern, activation });
+              const zs = z.dataSync();
+              const as = a.dataSync();
+              for (let i = 0; i < y.length; i++) if (zs[i] !== y[i]) expect.fail(`${what}: z[${i}] is ${zs[i]}, bsrLinear gave ${y[i]}`);
+              const pass = biasActivation(z, null, activation).dataSync();
+              for (let i = 0; i < pass.length; i++) if (as[i] !== pass[i]) expect.fail(`${what}: a[${i}] is ${as[i]}, the activation pass gave ${pass[i]}`);
+              expectClose(as, yRef.map(ACTIVATIONS[activation]), dtype, what);
+            }
+          });
+        }
       }
     }
-  }, 120_000);
+  }, 240_000);
 
   test("setDenseSampledMode and setDenseProductMode refuse an unknown mode", () => {
     const backend = useCuda();
