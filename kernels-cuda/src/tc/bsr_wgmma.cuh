@@ -51,6 +51,24 @@ struct WgmmaTraits {
   static_assert(kSmemBytes <= 227 * 1024, "fits an H100's shared memory");
 };
 
+// Thread 0 prefetches both tensor maps and initializes the ring's barriers: a full barrier completes on the
+// producer's arrival and its copies' bytes, an empty one on K::kEmptyArrivals (one per warp of the consumers that read
+// the stage). The CTA then waits for it.
+template <class K>
+__device__ __forceinline__ void initPipeline(const CUtensorMap& mapA, const CUtensorMap& mapB, uint64_t* full,
+                                             uint64_t* empty) {
+  if (threadIdx.x == 0) {
+    prefetchTensorMap(&mapA);
+    prefetchTensorMap(&mapB);
+    for (int s = 0; s < K::kStages; ++s) {
+      mbarrierInit(&full[s], 1);
+      mbarrierInit(&empty[s], K::kEmptyArrivals);
+    }
+    fenceBarrierInit();
+  }
+  __syncthreads();
+}
+
 // One pipeline stage's products into this consumer warpgroup's accumulators.
 template <class K>
 __device__ __forceinline__ void mmaStage(float (&acc)[K::kMmaM][K::kTileN / 2], uint32_t stageA, uint32_t stageB,
@@ -236,16 +254,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   TileWork work;
   if (!tileWork<K::kOp, K::R, K::C, K::kTileM, K::kStep, K::kGroup>(args, work)) return;
   fillIndex<K::kOp, K::R, K::C>(args, work, indexA, indexB, tid, K::kThreads);
-  if (tid == 0) {
-    prefetchTensorMap(&mapA);
-    prefetchTensorMap(&mapB);
-    for (int s = 0; s < K::kStages; ++s) {
-      mbarrierInit(&full[s], 1);
-      mbarrierInit(&empty[s], 4 * K::kConsumers);  // one arrival per consumer warp
-    }
-    fenceBarrierInit();
-  }
-  __syncthreads();
+  initPipeline<K>(mapA, mapB, full, empty);
 
   const int warpGroup = tid / 128;
   if (warpGroup == 0) {
@@ -480,16 +489,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   uint64_t* empty = full + K::kStages;
   const int tid = threadIdx.x;
   const int tiles = args.tilesM * args.tilesN;
-  if (tid == 0) {
-    prefetchTensorMap(&mapA);
-    prefetchTensorMap(&mapB);
-    for (int s = 0; s < K::kStages; ++s) {
-      mbarrierInit(&full[s], 1);
-      mbarrierInit(&empty[s], K::kEmptyArrivals);
-    }
-    fenceBarrierInit();
-  }
-  __syncthreads();
+  initPipeline<K>(mapA, mapB, full, empty);
 
   // Consumer c's staged rows: past the barriers, in place of the (unused) index arrays and more.
   auto stagedRows = [&](int c) {
@@ -605,16 +605,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   uint64_t* empty = full + K::kStages;
   const int tid = threadIdx.x;
   const int tiles = args.tilesM * args.tilesN;
-  if (tid == 0) {
-    prefetchTensorMap(&mapA);
-    prefetchTensorMap(&mapB);
-    for (int s = 0; s < K::kStages; ++s) {
-      mbarrierInit(&full[s], 1);
-      mbarrierInit(&empty[s], K::kEmptyArrivals);
-    }
-    fenceBarrierInit();
-  }
-  __syncthreads();
+  initPipeline<K>(mapA, mapB, full, empty);
 
   const int warpGroup = tid / 128;
   if (warpGroup == 0) {
