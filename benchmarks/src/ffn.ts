@@ -9,7 +9,7 @@
  * python/ffn_torch.py.
  *
  *   tsx src/ffn.ts [--backend cuda|js] [--models ffn,block] [--widths 1024x4096,4096x4096]
- *     [--tokens 2048,8192] [--blocks 32,64] [--densities 0.5,0.25,0.1] [--dtype bfloat16]
+ *     [--tokens 2048,8192] [--blocks 32,64,128] [--densities 0.5,0.25,0.1] [--dtype bfloat16]
  *     [--context 512] [--heads 16] [--torch] [--profile] [--out results/ffn] [--quick]
  *     [--dense-sampled auto|never|always] [--dense-products auto|never|always] [--autotune] [--only both|dense|sparse]
  *     [--graph]
@@ -272,7 +272,7 @@ async function main(): Promise<void> {
       models: { type: "string", default: "ffn,block" },
       widths: { type: "string", default: "1024x4096,4096x4096" },
       tokens: { type: "string", default: "2048,8192,16384" },
-      blocks: { type: "string", default: "32,64" },
+      blocks: { type: "string", default: "32,64,128" },
       densities: { type: "string", default: "0.5,0.25,0.1" },
       dtype: { type: "string", default: "bfloat16" },
       context: { type: "string", default: "512" },
