@@ -338,8 +338,6 @@ Napi::Value clearAutotuneFn(const Napi::CallbackInfo& info) {
   return undefinedOf(info);
 }
 
-const char* const kTcPathNames[] = {"auto", "mma", "wgmma", "decode"};
-
 // autotuneRecords(): [{product, dtype, blockShape, m, rows, cols, nnzBlocks, bias, route, choice, timings: [{route, ms}]}],
 // choice = {dense, path, variant, splits}: the chosen route as importAutotune takes it back.
 Napi::Value autotuneRecordsFn(const Napi::CallbackInfo& info) {
@@ -365,7 +363,7 @@ Napi::Value autotuneRecordsFn(const Napi::CallbackInfo& info) {
     o.Set("route", tunedRouteName(r.chosen));
     Napi::Object choice = Napi::Object::New(env);
     choice.Set("dense", r.chosen.dense);
-    choice.Set("path", kTcPathNames[static_cast<int>(r.chosen.tc.path)]);
+    choice.Set("path", tcPathName(r.chosen.tc.path));
     choice.Set("variant", r.chosen.tc.variant);
     choice.Set("splits", r.chosen.tc.splits);
     o.Set("choice", choice);
@@ -384,7 +382,8 @@ Napi::Value autotuneRecordsFn(const Napi::CallbackInfo& info) {
 
 // importAutotune(product, dtype, blockHeight, blockWidth, m, rows, cols, nnzBlocks, bias, dense, path, variant + 1,
 // splits): one choice saved by an earlier process (autotune.h: importAutotuneRecord), for the current device.
-// product 0-2 (bsrLinear, bsrMatmul, sampledMatmul), path 0-3 (kTcPathNames). Returns whether it was added.
+// product 0-2 (bsrLinear, bsrMatmul, sampledMatmul), path 0-3 (TcPath: auto, mma, wgmma, decode). Returns whether it
+// was added.
 Napi::Value importAutotuneFn(const Napi::CallbackInfo& info) {
   Args args{info, "importAutotune"};
   args.count(13);

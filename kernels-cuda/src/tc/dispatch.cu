@@ -292,8 +292,17 @@ std::vector<TcOptions> tcTuneCandidates(tc::Op op, DType dtype, const BsrPattern
   return out;
 }
 
+const char* tcPathName(TcPath path) {
+  switch (path) {
+    case TcPath::Mma: return "mma";
+    case TcPath::Wgmma: return "wgmma";
+    case TcPath::Decode: return "decode";
+    default: return "auto";
+  }
+}
+
 std::string tcRouteName(const TcOptions& options) {
-  std::string name = options.path == TcPath::Wgmma ? "wgmma" : options.path == TcPath::Mma ? "mma" : options.path == TcPath::Decode ? "decode" : "auto";
+  std::string name = tcPathName(options.path);
   if (options.variant == tc::kDefaultTile) name += " tile";
   else if (options.variant == tc::kWideTile) name += " wide tile";
   else if (options.variant == tc::kPersistentTile) name += " persistent";

@@ -76,5 +76,7 @@ TcPath tcPathFor(DType dtype, const BsrPatternView& pattern);
 std::vector<TcOptions> tcTuneCandidates(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m);
 // A route's name as the tuning records report it, e.g. "wgmma persistent" or "mma tile, 2 splits".
 std::string tcRouteName(const TcOptions& options);
+// A path's name: "auto", "mma", "wgmma" or "decode" (what the tuning records' choice names).
+const char* tcPathName(TcPath path);
 
 }  // namespace bs
