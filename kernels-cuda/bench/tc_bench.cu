@@ -20,9 +20,11 @@
 // sets the launches rotate through: 1 keeps the inputs in L2 between launches, as in a training step.
 // --rows equal gives every block row the same number of blocks (round(density x block columns)) instead of each
 // block present with probability density (random, the default): what a row-balanced schedule could reach.
-// --activation relu|gelu|gelu_tanh (linear only) runs bsrLinear with the activation fused into the tile's epilogue
-// (tcBsrLinearActivation: Z and activation(Z) both written): check compares both outputs, time puts each variant
-// fused beside the same variant followed by the separate biasActivation pass (the unfused path).
+// --activation relu|gelu|gelu_tanh runs bsrLinear with the activation fused into the tile's epilogue
+// (tcBsrLinearActivation: Z and activation(Z) both written), and bsrMatmul with the activation's backward fused into
+// dX's epilogue (tcBsrMatmulActivationBackward: dZ = dX act'(Z) for a random Z, and the column sums of dZ): check
+// compares both outputs, time puts each variant fused beside the same variant followed by the separate pass
+// (biasActivation, biasActivationBackward: the unfused path).
 // --dtype f32 allows TF32 (bs::setAllowTf32) in check and time, so float32 runs on the TF32 mma.sync
 // kernels; decode keeps float32 exact (its kernel and cuBLAS both run plain float32).
 // Built without cuBLAS (TC_BENCH_NO_CUBLAS, bench/build.sh when the toolkit has none) the dense times read n/a;
@@ -47,6 +49,7 @@
 #include <tuple>
 #include <vector>
 
+#include "../src/device.h"
 #include "../src/kernels.h"
 #include "../src/tc/tc.h"
 #include "../src/tc/tc_kernels.h"
@@ -313,8 +316,11 @@ struct Problem {
   void* bias = nullptr;
   void* out = nullptr;
   int64_t aCount = 0, bCount = 0, outCount = 0;
-  // Linear with --activation: the fused epilogue also writes activation(out) here.
+  // Linear with --activation: the fused epilogue also writes activation(out) here. Matmul with --activation: out is
+  // dZ for the pre-activation `pre` [m, cols], dbias its column sums, and `activated` the unfused pass's dZ.
   void* activated = nullptr;
+  void* pre = nullptr;
+  void* dbias = nullptr;
   bs::Activation activation = bs::Activation::Gelu;
 
   Problem(Product product, DType dtype, int64_t m, int64_t cols, int64_t rows, const HostPattern& pattern, int sets,
@@ -346,11 +352,25 @@ struct Problem {
     cudaFree(bias);
     cudaFree(out);
     cudaFree(activated);
+    cudaFree(pre);
+    cudaFree(dbias);
   }
   void enableActivation(bs::Activation act) {
-    if (product != Product::Linear) return;
+    if (product == Product::Sampled) return;
     activation = act;
     CHECK_CUDA(cudaMalloc(&activated, std::max<int64_t>(outCount, 1) * bs::dtypeSize(dtype)));
+    if (product == Product::Matmul) {
+      CHECK_CUDA(cudaMalloc(&pre, std::max<int64_t>(outCount, 1) * bs::dtypeSize(dtype)));
+      fillUniform(dtype, pre, outCount, 99);
+      CHECK_CUDA(cudaMalloc(&dbias, cols * bs::dtypeSize(dtype)));
+    }
+  }
+  // The unfused path after runFast(..., fuse = false) into out: the separate activation (backward) pass.
+  void runUnfusedPass() const {
+    if (product == Product::Linear)
+      bs::launchBiasActivation(activation, dtype, out, nullptr, activated, m, rows, 0);
+    else
+      bs::launchBiasActivationBackward(activation, dtype, out, pre, nullptr, activated, dbias, m, cols, 0);
   }
   double nonzeroFlops() const {
     return 2.0 * m * double(pattern->nnz) * pattern->block * pattern->block;
@@ -371,6 +391,9 @@ struct Problem {
                                            options);
         return bs::tcBsrLinear(dtype, a[set], b[set], bias, target, m, device.view, 0, options);
       case Product::Matmul:
+        if (pre != nullptr && fuse)
+          return bs::tcBsrMatmulActivationBackward(dtype, a[set], b[set], pre, target, dbias, activation, m, device.view,
+                                                   0, options);
         return bs::tcBsrMatmul(dtype, a[set], b[set], target, m, device.view, 0, options);
       case Product::Sampled:
         return bs::tcSampledMatmul(dtype, a[set], b[set], target, m, device.view, 0, options);
@@ -594,7 +617,7 @@ struct Options {
   std::vector<int64_t> tokens;                        // empty: the mode's defaults
   std::vector<std::pair<int64_t, int64_t>> shapes;    // (K, N); empty: the mode's defaults
   std::vector<double> densities;                      // empty: the mode's defaults
-  bool activate = false;                              // --activation given (linear only)
+  bool activate = false;                              // --activation given (linear and matmul)
   bool equalRows = false;                             // --rows equal: every block row as long as the others
   bs::Activation activation = bs::Activation::Gelu;
 };
@@ -721,6 +744,26 @@ double hostActivation(bs::Activation activation, double x) {
   return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
 }
 
+double hostDerivative(bs::Activation activation, double x) {
+  if (activation == bs::Activation::Relu) return x > 0 ? 1 : 0;
+  if (activation == bs::Activation::Gelu)
+    return 0.5 * (1.0 + std::erf(x / std::sqrt(2.0))) + x * std::exp(-0.5 * x * x) / std::sqrt(2.0 * M_PI);
+  const double k = std::sqrt(2.0 / M_PI), u = k * (x + 0.044715 * x * x * x), t = std::tanh(u);
+  return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * 0.044715 * x * x);
+}
+
+// ||got - want|| / ||want|| (inf if any of got is not finite).
+double relativeError(const HostArray& got, const std::vector<double>& want) {
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double g = got[static_cast<int64_t>(i)];
+    if (!std::isfinite(g)) return INFINITY;
+    diff += (g - want[i]) * (g - want[i]);
+    norm += want[i] * want[i];
+  }
+  return norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+}
+
 // ||activated - activation(simple)|| / ||activation(simple)|| over every element (inf if any is not finite).
 double compareActivated(const HostArray& activated, const HostArray& simple, bs::Activation activation) {
   double diff = 0, norm = 0;
@@ -747,6 +790,22 @@ std::vector<VariantCheck> checkProblem(const Problem& problem, const std::vector
   HostArray simple = download(dtype, simpleOut, problem.outCount);
   cudaFree(simpleOut);
   HostReference host(problem);
+  // Matmul with --activation: the simple kernel's dX (as stored) through act'(Z), and the column sums of that.
+  HostArray pre;
+  std::vector<double> wantBias;
+  if (problem.pre != nullptr) {
+    pre = download(dtype, problem.pre, problem.outCount);
+    wantBias.assign(static_cast<size_t>(problem.cols), 0.0);
+    HostArray dz;
+    dz.dtype = DType::Float32;
+    dz.singles.resize(static_cast<size_t>(problem.outCount));
+    for (int64_t i = 0; i < problem.outCount; ++i) {
+      const double d = simple[i] * hostDerivative(problem.activation, pre[i]);
+      dz.singles[static_cast<size_t>(i)] = static_cast<float>(d);
+      wantBias[static_cast<size_t>(i % problem.cols)] += d;
+    }
+    simple = std::move(dz);
+  }
   std::vector<int64_t> samples;
   if (problem.outCount <= (int64_t{1} << 18)) {
     for (int64_t i = 0; i < problem.outCount; ++i) samples.push_back(i);
@@ -756,13 +815,15 @@ std::vector<VariantCheck> checkProblem(const Problem& problem, const std::vector
   }
   std::vector<double> exact(samples.size());
   parallelFor(static_cast<int64_t>(samples.size()), [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) exact[i] = host.at(samples[i]);
+    for (int64_t i = begin; i < end; ++i)
+      exact[i] = host.at(samples[i]) * (problem.pre != nullptr ? hostDerivative(problem.activation, pre[samples[i]]) : 1.0);
   });
   std::vector<VariantCheck> checks;
   for (const Variant& v : variants) {
     VariantCheck check;
     poison(dtype, problem.out, problem.outCount);
     if (problem.activated) poison(dtype, problem.activated, problem.outCount);
+    if (problem.dbias) poison(dtype, problem.dbias, problem.cols);
     check.ran = problem.runFast(0, v, problem.out);
     cudaError_t status = cudaDeviceSynchronize();
     if (status != cudaSuccess) {
@@ -775,7 +836,10 @@ std::vector<VariantCheck> checkProblem(const Problem& problem, const std::vector
     if (check.ran) {
       check.result = compare(download(dtype, problem.out, problem.outCount), simple, samples, exact);
       check.ok = check.result.finite && check.result.relSimple < 1e-2 && check.result.relHost < 1e-2;
-      if (problem.activated) {
+      if (problem.pre != nullptr) {
+        check.relActivated = relativeError(download(dtype, problem.dbias, problem.cols), wantBias);
+        check.ok = check.ok && check.relActivated < 1e-2;
+      } else if (problem.activated) {
         check.relActivated = compareActivated(download(dtype, problem.activated, problem.outCount), simple, problem.activation);
         check.ok = check.ok && check.relActivated < 1e-2;
       }
@@ -826,7 +890,7 @@ int runChecks(const Options& o) {
             std::printf("CHECK %-7s %-8s R=%-3d d=%.2f M=%-5ld K=%-5ld N=%-5ld nnzb=%-6d vs simple %.2e  vs f64 %.2e%s  %s\n",
                         productName(product), v.name().c_str(), block, density, long(s.m), long(s.cols),
                         long(s.rows), pattern.nnz, c.result.relSimple, c.result.relHost,
-                        problem.activated ? ("  activated " + std::to_string(c.relActivated)).c_str() : "",
+                        problem.activated ? ((problem.pre ? "  dbias " : "  activated ") + std::to_string(c.relActivated)).c_str() : "",
                         c.ok ? "PASS" : "FAIL");
             std::fflush(stdout);
           }
@@ -976,12 +1040,12 @@ int runTiming(const Options& o) {
                 rows.push_back(line);
               };
               if (problem.activated) {
-                report(v.name() + " fused activation",
+                report(v.name() + (product == Product::Linear ? " fused activation" : " fused backward"),
                        medianMs([&](int set) { problem.runFast(set, v, problem.out); }, sets, batch, 15));
-                report(v.name() + " then biasActivation", medianMs([&](int set) {
+                report(v.name() + (product == Product::Linear ? " then biasActivation" : " then its backward"),
+                       medianMs([&](int set) {
                          problem.runFast(set, v, problem.out, false);
-                         bs::launchBiasActivation(problem.activation, problem.dtype, problem.out, nullptr,
-                                                  problem.activated, problem.m, problem.rows, 0);
+                         problem.runUnfusedPass();
                        }, sets, batch, 15));
               } else {
                 report(v.name(), medianMs([&](int set) { problem.runFast(set, v, problem.out); }, sets, batch, 15));
@@ -1000,6 +1064,9 @@ int runTiming(const Options& o) {
 
 int main(int argc, char** argv) {
   Options o = parse(argc, argv);
+  // The unfused activation backward (--activation with matmul) takes scratch from the addon's allocator, which
+  // needs the device started; every launch here still goes to the legacy stream 0.
+  bs::initDevice(0);
   if (o.dtype == DType::Float32 && o.mode != "decode") bs::setAllowTf32(true);
   cudaDeviceProp prop;
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));

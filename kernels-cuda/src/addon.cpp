@@ -3,6 +3,7 @@
 // element the kernel will touch, so a malformed call cannot reach memory outside its buffers.
 #include <napi.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -994,6 +995,24 @@ Napi::Value bsrLinearActivation(const Napi::CallbackInfo& info) {
   return undefinedOf(info);
 }
 
+// dX = dY W through the dense GEMM where it wins, else on the tuned route when autotuning, else the tensor-core
+// kernels (src/tc) first and the simple kernel when they decline the shape. Arguments already validated.
+void runBsrMatmul(DType dtype, const BsrPatternView& pattern, const void* dy, const void* values, void* dx, int64_t m) {
+  if (denseProductRoute(dtype, pattern, m)) {
+    // dX = dY W with W's blocks in a dense [rows, cols] scratch.
+    Scratch dense(static_cast<size_t>(pattern.rows * pattern.cols) * dtypeSize(dtype));
+    launchScatterBlocks(dtype, values, dense.as<void>(), pattern, stream());
+    launchMatmul(dtype, dy, dense.as<void>(), dx, 1, m, pattern.cols, pattern.rows, false, false, 0, 0, stream());
+    return;
+  }
+  if (autotuneEnabled() &&
+      runTuned(tc::Op::Matmul, dtype, pattern, m, false, [&] { return tcRoutes(tc::Op::Matmul, dtype, pattern, m); },
+               [&](const TunedRoute& route) { return tcBsrMatmul(dtype, dy, values, dx, m, pattern, stream(), route.tc); },
+               stream()))
+    return;
+  if (!tcBsrMatmul(dtype, dy, values, dx, m, pattern, stream())) launchBsrMatmul(dtype, dy, values, dx, m, pattern, stream());
+}
+
 // bsrMatmul(dtype, pattern, dy, values, dx, m)
 Napi::Value bsrMatmul(const Napi::CallbackInfo& info) {
   Args args{info, "bsrMatmul"};
@@ -1004,26 +1023,41 @@ Napi::Value bsrMatmul(const Napi::CallbackInfo& info) {
   requireElements(args.buffer(2), dtype, product({m, pattern.rows}, "bsrMatmul"), "bsrMatmul dy");
   requireElements(args.buffer(3), dtype, valuesLength(pattern), "bsrMatmul values");
   requireElements(args.buffer(4), dtype, product({m, pattern.cols}, "bsrMatmul"), "bsrMatmul dx");
-  if (denseProductRoute(dtype, pattern, m)) {
-    // dX = dY W with W's blocks in a dense [rows, cols] scratch.
-    Scratch dense(static_cast<size_t>(pattern.rows * pattern.cols) * dtypeSize(dtype));
-    launchScatterBlocks(dtype, args.buffer(3).data, dense.as<void>(), pattern, stream());
-    launchMatmul(dtype, args.buffer(2).data, dense.as<void>(), args.buffer(4).data, 1, m, pattern.cols, pattern.rows,
-                 false, false, 0, 0, stream());
+  runBsrMatmul(dtype, pattern, args.buffer(2).data, args.buffer(3).data, args.buffer(4).data, m);
+  return undefinedOf(info);
+}
+
+// bsrMatmulActivationBackward(activation, dtype, pattern, dy, values, pre, dpre, dbias, m): the input gradient of a
+// layer whose input was act(pre), taken on through the activation: dpre = (dy W) act'(pre) and dbias = the column
+// sums of dpre (float32, in the dtype), as bsrMatmul then biasActivationBackward(dx, pre) compute them. The wgmma
+// tiles do it in dX's epilogue (tcBsrMatmulActivationBackward: dX is never stored); elsewhere (mma.sync, float32,
+// the dense-GEMM route) bsrMatmul's route into a scratch, then the backward pass.
+Napi::Value bsrMatmulActivationBackward(const Napi::CallbackInfo& info) {
+  Args args{info, "bsrMatmulActivationBackward"};
+  args.count(9);
+  const Activation activation = activationArg(args, 0);
+  const DType dtype = args.floatDtype(1);
+  const BsrPatternView& pattern = patternArg(args, 2);
+  const int64_t m = args.size(8);
+  const char* name = "bsrMatmulActivationBackward";
+  const int64_t inputs = product({m, pattern.cols}, name);
+  requireElements(args.buffer(3), dtype, product({m, pattern.rows}, name), "bsrMatmulActivationBackward dy");
+  requireElements(args.buffer(4), dtype, valuesLength(pattern), "bsrMatmulActivationBackward values");
+  requireElements(args.buffer(5), dtype, inputs, "bsrMatmulActivationBackward pre");
+  requireElements(args.buffer(6), dtype, inputs, "bsrMatmulActivationBackward dpre");
+  requireElements(args.buffer(7), dtype, pattern.cols, "bsrMatmulActivationBackward dbias");
+  const void* dy = args.buffer(3).data;
+  const void* values = args.buffer(4).data;
+  const void* pre = args.buffer(5).data;
+  void* dpre = args.buffer(6).data;
+  void* dbias = args.buffer(7).data;
+  BS_REQUIRE(inputs == 0 || (dpre != pre && dpre != dy), "bsrMatmulActivationBackward: dpre must not share a buffer with pre or dy");
+  if (m > 0 && !denseProductRoute(dtype, pattern, m) &&
+      tcBsrMatmulActivationBackward(dtype, dy, values, pre, dpre, dbias, activation, m, pattern, stream()))
     return undefinedOf(info);
-  }
-  if (autotuneEnabled()) {
-    const void* dy = args.buffer(2).data;
-    const void* values = args.buffer(3).data;
-    void* dx = args.buffer(4).data;
-    if (runTuned(tc::Op::Matmul, dtype, pattern, m, false, [&] { return tcRoutes(tc::Op::Matmul, dtype, pattern, m); },
-                 [&](const TunedRoute& route) { return tcBsrMatmul(dtype, dy, values, dx, m, pattern, stream(), route.tc); },
-                 stream()))
-      return undefinedOf(info);
-  }
-  // Tensor-core kernels (src/tc) first; the simple kernel when they decline the shape.
-  if (!tcBsrMatmul(dtype, args.buffer(2).data, args.buffer(3).data, args.buffer(4).data, m, pattern, stream()))
-    launchBsrMatmul(dtype, args.buffer(2).data, args.buffer(3).data, args.buffer(4).data, m, pattern, stream());
+  Scratch dx(static_cast<size_t>(std::max<int64_t>(inputs, 1)) * dtypeSize(dtype));
+  if (m > 0) runBsrMatmul(dtype, pattern, dy, values, dx.as<void>(), m);
+  launchBiasActivationBackward(activation, dtype, dx.as<void>(), pre, nullptr, dpre, dbias, m, pattern.cols, stream());
   return undefinedOf(info);
 }
 
@@ -1530,6 +1564,7 @@ Napi::Object initModule(Napi::Env env, Napi::Object exports) {
   BS_EXPORT("bsrLinear", bsrLinear);
   BS_EXPORT("bsrLinearActivation", bsrLinearActivation);
   BS_EXPORT("bsrMatmul", bsrMatmul);
+  BS_EXPORT("bsrMatmulActivationBackward", bsrMatmulActivationBackward);
   BS_EXPORT("sampledMatmul", sampledMatmul);
   BS_EXPORT("blockNorms", blockNorms);
   BS_EXPORT("biasActivation", biasActivation);

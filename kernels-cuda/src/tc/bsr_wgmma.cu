@@ -74,6 +74,22 @@ bool wgmmaAvailable() {
   return attributes.ptxVersion >= 90 && attributes.binaryVersion == 90;
 }
 
+int wgmmaStoreRows(int blockSize, int variant) {
+  using T = __nv_bfloat16;
+  auto rows = [](auto traits) { return decltype(traits)::kTileM / decltype(traits)::kTileConsumers; };
+  switch (blockSize) {
+    case 32: return variant == kDefaultTile ? rows(Tile32<T, Op::Matmul>{}) : 0;
+    case 64:
+      if (variant == kPersistentTile) return rows(PersistentTile64<T, Op::Matmul>{});
+      return variant == kDefaultTile ? rows(Tile64<T, Op::Matmul>{}) : 0;
+    case 128:
+      if (variant == kDefaultTile) return rows(Tile128<T, Op::Matmul>{});
+      if (variant == kPingPongTile) return rows(PingPongTile128<T, Op::Matmul>{});
+      return variant == kWideTile ? rows(WideTile128<T, Op::Matmul>{}) : 0;
+  }
+  return 0;
+}
+
 bool launchWgmma(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                  cudaStream_t stream) {
   if (dtype == DType::BFloat16) return launchTyped<__nv_bfloat16>(op, dtype, args, blockSize, variant, numSms, stream);

@@ -513,8 +513,8 @@ __global__ void __launch_bounds__(K::kThreads, 1)
 #pragma unroll 1
           for (int c = 0; c < K::kConsumers; ++c) {
             namedBarrierSync(kStagedBarrier + c, 128 + kHelperThreads);
-            stagedRows(c).template store<K::kOp>(kRows, args, work.tokenBase + c * kRows, work.line, tid - 32,
-                                                 kHelperThreads);
+            stagedRows(c).template store<K::kOp, false>(kRows, args, work.tokenBase + c * kRows, work.line, tid - 32,
+                                                        kHelperThreads);
             if (tile + static_cast<int>(gridDim.x) < tiles) namedBarrierArrive(kFreeBarrier + c, 128 + kHelperThreads);
           }
         }

@@ -31,6 +31,8 @@ KernelArgs makeArgs(Op op, const void* a, const void* b, const void* bias, void*
   args.tokensPerSplit = m;
   args.activated = nullptr;
   args.activation = Activation::Gelu;
+  args.pre = nullptr;
+  args.columnPartials = nullptr;
   args.groupPtr = op == Op::Linear ? pattern.rowGroupPtr : op == Op::Matmul ? pattern.colGroupPtr : nullptr;
   args.groupSteps = op == Op::Linear ? pattern.rowGroupSteps : op == Op::Matmul ? pattern.colGroupSteps : nullptr;
   return args;
@@ -140,12 +142,27 @@ int64_t ruleSplits(TcPath path, const BsrPatternView& pattern, int64_t m, int va
   return splits;
 }
 
+// What a product fuses into its staged epilogue, beside its output: Linear the activation's second output
+// (`activated`), Matmul the activation's backward through the next layer's pre-activation (`pre`, with the bias
+// gradient's column sums into `dbias`).
+struct Fused {
+  void* activated = nullptr;
+  const void* pre = nullptr;
+  void* dbias = nullptr;
+  Activation activation = Activation::Gelu;
+};
+
 bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias, void* out, int64_t m,
-         const BsrPatternView& pattern, cudaStream_t stream, const TcOptions& options, void* activated = nullptr,
-         Activation activation = Activation::Gelu) {
+         const BsrPatternView& pattern, cudaStream_t stream, const TcOptions& options, const Fused& fused = {}) {
   if (options.path == TcPath::Decode || !supported(dtype, pattern, m)) return false;
   // The fused activation: half-precision Linear on the shipped tiles only (their staged epilogue writes it).
+  void* activated = fused.activated;
   if (activated != nullptr && (op != tc::Op::Linear || dtype == DType::Float32 || !aligned16(activated))) return false;
+  // The fused activation backward: half-precision Matmul on the shipped wgmma tiles only (mma.sync's dX stores from
+  // its registers).
+  const bool backward = fused.pre != nullptr;
+  if (backward && (op != tc::Op::Matmul || dtype == DType::Float32 || !aligned16(fused.pre) || fused.dbias == nullptr))
+    return false;
   if (!aligned16(a) || !aligned16(b) || !aligned16(out) || (bias && (reinterpret_cast<uintptr_t>(bias) & 3)))
     return false;
   const DeviceInfo& device = currentDevice();
@@ -179,12 +196,19 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
     }
   }
   variant = std::max(variant, int{tc::kDefaultTile});
-  if (activated != nullptr && variant != tc::kDefaultTile && variant != tc::kWideTile && variant != tc::kPersistentTile &&
-      variant != tc::kPingPongTile)
+  if ((activated != nullptr || backward) && variant != tc::kDefaultTile && variant != tc::kWideTile &&
+      variant != tc::kPersistentTile && variant != tc::kPingPongTile)
     return false;
+  // The default options take the fused backward only where it measured faster (tc_kernels.h); options that name a
+  // path or tile (tc_bench) take it on any shipped wgmma tile.
+  const bool named = options.path != TcPath::Auto || options.variant >= 0;
+  if (backward && !named && (variant != tc::kPingPongTile || m > tc::kFusedBackwardMaxTokens)) return false;
+  const int storeRows = backward && path == TcPath::Wgmma ? tc::wgmmaStoreRows(block, variant) : 0;
+  if (backward && storeRows == 0) return false;
   tc::KernelArgs args = tc::makeArgs(op, a, b, bias, out, m, pattern);
   args.activated = activated;
-  args.activation = activation;
+  args.activation = fused.activation;
+  args.pre = fused.pre;
 
   // dW: the token splits (see ruleSplits) unless the options name a count; each split's tokens a multiple of
   // the 64-token step.
@@ -204,20 +228,35 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
       return false;
     }
   }
+  // The activation backward's column partials: four rows (one per warp) per store call of storeRows tokens.
+  const int64_t partialRows = backward ? (m + storeRows - 1) / storeRows * 4 : 0;
+  if (backward && cudaMallocAsync(reinterpret_cast<void**>(&args.columnPartials),
+                                  partialRows * pattern.cols * sizeof(float), stream) != cudaSuccess) {
+    cudaGetLastError();
+    if (args.partials) cudaFreeAsync(args.partials, stream);
+    return false;
+  }
+  auto release = [&] {
+    if (args.partials) BS_CUDA_CHECK(cudaFreeAsync(args.partials, stream));
+    if (args.columnPartials) BS_CUDA_CHECK(cudaFreeAsync(args.columnPartials, stream));
+  };
   bool launched = false;
   try {
     launched = path == TcPath::Wgmma ? tc::launchWgmma(op, dtype, args, block, variant, device.sms, stream)
                                      : tc::launchMma(op, dtype, args, block, variant, device.sms, stream);
-    // Dev's variants have no fused activation: they never stand in for a shipped tile that declined one.
-    if (!launched && options.devVariants && activated == nullptr)
+    // Dev's variants fuse nothing: they never stand in for a shipped tile that declined a fused epilogue.
+    if (!launched && options.devVariants && activated == nullptr && !backward)
       launched = options.devVariants(path, op, dtype, args, block, variant, device.sms, stream);
     if (launched && splits > 1)
       launchSumSplits(dtype, args.partials, static_cast<int>(splits), valueCount, out, stream);
+    if (launched && backward)
+      launchSumSplits(dtype, args.columnPartials, static_cast<int>(partialRows), pattern.cols, fused.dbias, stream);
   } catch (...) {
     if (args.partials) cudaFreeAsync(args.partials, stream);
+    if (args.columnPartials) cudaFreeAsync(args.columnPartials, stream);
     throw;
   }
-  if (args.partials) BS_CUDA_CHECK(cudaFreeAsync(args.partials, stream));
+  release();
   return launched;
 }
 
@@ -241,7 +280,21 @@ bool tcBsrLinearActivation(DType dtype, const void* x, const void* values, const
                            Activation activation, int64_t m, const BsrPatternView& pattern, cudaStream_t stream,
                            const TcOptions& options) {
   if (a == nullptr || m <= kDecodeMaxTokens || options.path == TcPath::Decode) return false;
-  return run(tc::Op::Linear, dtype, x, values, bias, z, m, pattern, stream, options, a, activation);
+  Fused fused;
+  fused.activated = a;
+  fused.activation = activation;
+  return run(tc::Op::Linear, dtype, x, values, bias, z, m, pattern, stream, options, fused);
+}
+
+bool tcBsrMatmulActivationBackward(DType dtype, const void* dy, const void* values, const void* pre, void* dpre,
+                                   void* dbias, Activation activation, int64_t m, const BsrPatternView& pattern,
+                                   cudaStream_t stream, const TcOptions& options) {
+  if (pre == nullptr || dbias == nullptr) return false;
+  Fused fused;
+  fused.pre = pre;
+  fused.dbias = dbias;
+  fused.activation = activation;
+  return run(tc::Op::Matmul, dtype, dy, values, nullptr, dpre, m, pattern, stream, options, fused);
 }
 
 bool tcBsrMatmul(DType dtype, const void* dy, const void* values, void* dx, int64_t m, const BsrPatternView& pattern,

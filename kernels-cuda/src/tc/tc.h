@@ -55,6 +55,14 @@ bool tcBsrLinear(DType dtype, const void* x, const void* values, const void* bia
 bool tcBsrLinearActivation(DType dtype, const void* x, const void* values, const void* bias, void* z, void* a,
                            Activation activation, int64_t m, const BsrPatternView& pattern, cudaStream_t stream,
                            const TcOptions& options = {});
+// dZ = (dY W) act'(Z) and dbias = the column sums of dZ, in one pass: dX's tile epilogue reads the pre-activation Z
+// of the layer before (whose output act(Z) was this product's input) and writes dZ in place of dX, as
+// tcBsrMatmul followed by biasActivationBackward(dX, Z) computes them (dX rounded to the dtype first; the sums in
+// float32, in a fixed order). bfloat16/float16 on the shipped wgmma tiles; false, having launched nothing,
+// otherwise (the caller then runs the two apart). dy [m, rows], pre and dpre [m, cols], dbias [cols].
+bool tcBsrMatmulActivationBackward(DType dtype, const void* dy, const void* values, const void* pre, void* dpre,
+                                   void* dbias, Activation activation, int64_t m, const BsrPatternView& pattern,
+                                   cudaStream_t stream, const TcOptions& options = {});
 // dX = dY W. dy [m, rows], dx [m, cols].
 bool tcBsrMatmul(DType dtype, const void* dy, const void* values, void* dx, int64_t m, const BsrPatternView& pattern,
                  cudaStream_t stream, const TcOptions& options = {});

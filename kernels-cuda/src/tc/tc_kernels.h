@@ -39,6 +39,13 @@ struct KernelArgs {
   // Linear only, may be null: also write activation(out) here (the staged epilogue; out keeps the pre-activation).
   void* activated;
   Activation activation;
+  // Matmul only, may be null: the pre-activation Z [m, cols] of the layer whose input gradient dX is. The staged
+  // epilogue then writes dZ = dX act'(Z) (args.activation, dX rounded to the dtype first, as a separate
+  // biasActivationBackward pass over a stored dX computes it) in place of dX, and each store call's column sums of dZ
+  // (float32) into columnPartials: one row of `cols` per warp of the call, row (tokenBase / rows) * warps + warp
+  // (wgmmaStoreRows gives the rows of a call).
+  const void* pre;
+  float* columnPartials;
   // dev's grouped tile (Linear: row groups, Matmul: column groups; dev/group_schedule.h); null without a schedule.
   const int32_t* groupPtr;
   const int32_t* groupSteps;
@@ -61,6 +68,11 @@ constexpr double kPersistentMaxLine = 16.0;
 constexpr int kPingPongTileTokens = 128;
 constexpr int64_t kPingPongMinTilesPerSm = 2;
 constexpr double kPingPongMaxLine = 4.0;
+// dX with the activation's backward in its epilogue (tcBsrMatmulActivationBackward) under the default options: only
+// on the ping-pong tile (whose epilogue runs during the other consumer's products) and up to this many tokens, where
+// it measured faster than dX followed by the separate pass on an H200; the other tiles' consumers wait on the
+// pre-activation's loads and lose (docs/kernels.md, "The activation's backward in dX's epilogue").
+constexpr int64_t kFusedBackwardMaxTokens = 4096;
 
 // Block row (column) entries whose offsets a CTA keeps in shared memory; longer rows read the rest
 // from global memory.
@@ -107,6 +119,10 @@ int decodeWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int varia
 
 // Whether this build holds sm_90a code the current device can run.
 bool wgmmaAvailable();
+// Rows (tokens) of one staged store call of the dispatched wgmma Matmul tile `variant` at this block size (one
+// consumer's rows, or a ping-pong consumer's whole tile), each call's four warps writing a row of column partials
+// with args.pre; 0 for a tile that has none.
+int wgmmaStoreRows(int blockSize, int variant);
 
 // Sums [splits][n] float32 partials into n values of dtype, in split order (deterministic).
 

@@ -115,9 +115,19 @@ struct StagedTile {
   // Copies `count` staged rows, the tokens from tokenBase on, to the output; `thread` of `threads` take part.
   // Linear with args.activated also writes the activation of each chunk there (computed in float32 from the
   // stored, rounded pre-activation, as a separate biasActivation pass over `out` would).
-  template <Op kOp>
+  // kPre false leaves out the activation backward (callers that never take it: dev's store helpers).
+  template <Op kOp, bool kPre = true>
   __device__ __forceinline__ void store(int count, const KernelArgs& args, int64_t tokenBase, int line, int thread,
                                         int threads) const {
+    if constexpr (kOp == Op::Matmul && kPre) {
+      if (args.pre != nullptr) {
+        switch (args.activation) {
+          case Activation::Relu: return storeActivationGrad<Activation::Relu>(count, args, tokenBase, line, thread, threads);
+          case Activation::Gelu: return storeActivationGrad<Activation::Gelu>(count, args, tokenBase, line, thread, threads);
+          default: return storeActivationGrad<Activation::GeluTanh>(count, args, tokenBase, line, thread, threads);
+        }
+      }
+    }
     const int64_t width = kOp == Op::Linear ? args.rows : args.cols;
     const int64_t offset = static_cast<int64_t>(line) * kTileN;
     T* out = static_cast<T*>(args.out) + offset;
@@ -130,6 +140,83 @@ struct StagedTile {
       *reinterpret_cast<uint4*>(out + token * width + chunk * 8) = staged;
       if (activated) *reinterpret_cast<uint4*>(activated + token * width + chunk * 8) = activateChunk(staged, args.activation);
     }
+  }
+
+  // Matmul with args.pre: the staged rows are dX; writes dZ = dX act'(Z) for the same elements, and this call's
+  // column sums of dZ into args.columnPartials (KernelArgs::pre). `threads` is a multiple of 32 (so of kChunks):
+  // each thread keeps one chunk of columns and takes rows thread / kChunks + u * (threads / kChunks), loading the Z
+  // chunks of kPreBatch rows before their math; the lanes of a warp holding the same chunk then add their sums in a
+  // fixed order, and each warp writes one row of partials. (Loading all of a call's Z chunks into registers before
+  // the tile's products instead was measured no faster on an H200: docs/kernels.md.)
+  static constexpr int kPreBatch = 8;
+
+  // The Z chunks of kLoads of this thread's rows from row `first` on (rows past the call or the tokens left alone).
+  template <int kLoads>
+  __device__ __forceinline__ void loadPreRows(uint4 (&z)[kLoads], int first, int count, const KernelArgs& args,
+                                              int64_t tokenBase, int line, int thread, int threads) const {
+    const int rowStep = threads / kChunks;
+    const T* pre = static_cast<const T*>(args.pre) + static_cast<int64_t>(line) * kTileN + (thread % kChunks) * 8;
+#pragma unroll
+    for (int u = 0; u < kLoads; ++u) {
+      const int row = first + u * rowStep;
+      const int64_t token = tokenBase + row;
+      if (row < count && token < args.m) z[u] = *reinterpret_cast<const uint4*>(pre + token * args.cols);
+    }
+  }
+
+  // dZ for kLoads of this thread's rows from row `first` on, their Z chunks in z; adds them to sums.
+  template <Activation kAct, int kLoads>
+  __device__ __forceinline__ void storeGradRows(const uint4 (&z)[kLoads], int first, int count, const KernelArgs& args,
+                                                int64_t tokenBase, int line, int thread, int threads,
+                                                float (&sums)[8]) const {
+    const int rowStep = threads / kChunks, chunk = thread % kChunks;
+    T* out = static_cast<T*>(args.out) + static_cast<int64_t>(line) * kTileN + chunk * 8;
+#pragma unroll
+    for (int u = 0; u < kLoads; ++u) {
+      const int row = first + u * rowStep;
+      const int64_t token = tokenBase + row;
+      if (row >= count || token >= args.m) continue;
+      const uint4 staged = *reinterpret_cast<const uint4*>(rows + row * kPitch + chunk * 8);
+      const uint32_t g[4] = {staged.x, staged.y, staged.z, staged.w}, zw[4] = {z[u].x, z[u].y, z[u].z, z[u].w};
+      uint32_t d[4];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const float2 gk = unpackPair<T>(g[k]), zk = unpackPair<T>(zw[k]);
+        const float d0 = gk.x * derivative<kAct, true>(zk.x), d1 = gk.y * derivative<kAct, true>(zk.y);
+        sums[2 * k] += d0;
+        sums[2 * k + 1] += d1;
+        d[k] = packPair<T>(d0, d1);
+      }
+      *reinterpret_cast<uint4*>(out + token * args.cols) = make_uint4(d[0], d[1], d[2], d[3]);
+    }
+  }
+
+  // The call's column sums: the lanes holding the same chunk add theirs, then lanes 0..kChunks-1 write the warp's row.
+  __device__ __forceinline__ void storeColumnSums(float (&sums)[8], int count, const KernelArgs& args,
+                                                  int64_t tokenBase, int line, int thread, int threads) const {
+    static_assert(32 % kChunks == 0, "a warp holds whole rows of chunks");
+#pragma unroll
+    for (int o = kChunks; o < 32; o <<= 1)
+#pragma unroll
+      for (int k = 0; k < 8; ++k) sums[k] += __shfl_xor_sync(0xffffffffu, sums[k], o);
+    if (thread % 32 >= kChunks || tokenBase >= args.m) return;
+    const int64_t partialRow = tokenBase / count * (threads / 32) + thread / 32;
+    float4* dst = reinterpret_cast<float4*>(args.columnPartials + partialRow * args.cols +
+                                            static_cast<int64_t>(line) * kTileN + (thread % kChunks) * 8);
+    dst[0] = make_float4(sums[0], sums[1], sums[2], sums[3]);
+    dst[1] = make_float4(sums[4], sums[5], sums[6], sums[7]);
+  }
+
+  template <Activation kAct>
+  __device__ __forceinline__ void storeActivationGrad(int count, const KernelArgs& args, int64_t tokenBase, int line,
+                                                      int thread, int threads) const {
+    float sums[8] = {};
+    for (int first = thread / kChunks; first < count; first += threads / kChunks * kPreBatch) {
+      uint4 z[kPreBatch];
+      loadPreRows(z, first, count, args, tokenBase, line, thread, threads);
+      storeGradRows<kAct>(z, first, count, args, tokenBase, line, thread, threads, sums);
+    }
+    storeColumnSums(sums, count, args, tokenBase, line, thread, threads);
   }
 
   // Eight staged elements (four pairs) through the activation.
