@@ -350,6 +350,21 @@ export interface NativeAddon {
     m: number,
   ): void;
   bsrMatmul(dtype: Dt, pattern: PatternHandle, dy: Buf, values: Buf, dx: Buf, m: number): void;
+  /**
+   * dpre = (dy W) act'(pre) and dbias = its column sums, in one call: fused into dX's epilogue on the wgmma tiles, else
+   * bsrMatmul's route into a scratch and the activation's backward pass.
+   */
+  bsrMatmulActivationBackward(
+    activation: ActivationOpCode,
+    dtype: Dt,
+    pattern: PatternHandle,
+    dy: Buf,
+    values: Buf,
+    pre: Buf,
+    dpre: Buf,
+    dbias: Buf,
+    m: number,
+  ): void;
   sampledMatmul(dtype: Dt, pattern: PatternHandle, dy: Buf, x: Buf, dw: Buf, m: number): void;
   blockNorms(dtype: Dt, values: Buf, norms: Buf, nnzBlocks: number, blockSize: number): void;
   adamUpdate(
@@ -454,6 +469,7 @@ const NATIVE_FUNCTION_SET = {
   bsrLinear: true,
   bsrLinearActivation: true,
   bsrMatmul: true,
+  bsrMatmulActivationBackward: true,
   sampledMatmul: true,
   blockNorms: true,
   adamUpdate: true,

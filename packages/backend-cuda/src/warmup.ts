@@ -41,6 +41,7 @@ export function warmUp(backend: CudaBackend): number {
         const x = input([tokens, 256], dtype);
         run("BsrLinear", { x, values, bias }, { pattern });
         run("BsrMatmul", { dy: x, values }, { pattern });
+        run("BsrMatmulActivationBackward", { dy: x, values, pre: x }, { pattern, activation: "gelu" });
       }
       const long = input([4096, 256], dtype);
       run("SampledMatmul", { dy: long, x: long }, { pattern });

@@ -1,4 +1,15 @@
-import { BsrPattern, biasActivation, blockNorms, bsrLinear, bsrMatmul, runKernel, sampledMatmul, tidy } from "@blocksparse/core";
+import {
+  BsrPattern,
+  biasActivation,
+  biasActivationBackward,
+  blockNorms,
+  bsrLinear,
+  bsrMatmul,
+  bsrMatmulActivationBackward,
+  runKernel,
+  sampledMatmul,
+  tidy,
+} from "@blocksparse/core";
 import { reference } from "@blocksparse/core/testing";
 import { beforeAll, describe, expect, test } from "vitest";
 import {
@@ -311,6 +322,11 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
   // least 2 tiles of 128 tokens per SM, at most 4 blocks per line) on sm_90: 1000 tokens (the last tile ragged) x 128
   // block rows (columns) of 64, or 64 of 128, one or two blocks per line, some lines empty. Elsewhere these shapes
   // take the other tiles, checked the same way.
+  const DERIVATIVES = {
+    relu: (v: number) => (v > 0 ? 1 : 0),
+    gelu: (v: number) => reference.geluGrad(v, "none"),
+    gelu_tanh: (v: number) => reference.geluGrad(v, "tanh"),
+  };
   const SHORT_LINES = [
     { block: 64, shapes: [[8192, 128], [128, 8192]] },
     { block: 128, shapes: [[8192, 256], [256, 8192]] },
@@ -365,6 +381,20 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
               const pass = biasActivation(z, null, activation).dataSync();
               for (let i = 0; i < pass.length; i++) if (as[i] !== pass[i]) expect.fail(`${what}: a[${i}] is ${as[i]}, the activation pass gave ${pass[i]}`);
               expectClose(as, yRef.map(ACTIVATIONS[activation]), dtype, what);
+            }
+            // dX taken on through the activation of the layer before (dX's epilogue on these tiles): dpre against
+            // float64 and the unfused pair (bsrMatmul, then the activation backward), dbias against float64.
+            const pre = randomTensor(next, [m, cols], dtype);
+            for (const activation of ["relu", "gelu", "gelu_tanh"] as const) {
+              const what = `bsrMatmulActivationBackward ${rows}x${cols} ${dtype} ${activation}`;
+              const [dpre, dbias] = bsrMatmulActivationBackward(dy.t, values.t, pattern, pre.t, activation);
+              const dpreRef = dxRef.map((g, i) => g * DERIVATIVES[activation](pre.values[i]));
+              const dbiasRef = new Float64Array(cols);
+              for (let i = 0; i < dpreRef.length; i++) dbiasRef[i % cols] += dpreRef[i];
+              expectClose(dpre.dataSync(), dpreRef, dtype, what);
+              expectClose(dbias.dataSync(), dbiasRef, dtype, `${what} dbias`);
+              const [unfused] = biasActivationBackward(bsrMatmul(dy.t, values.t, pattern), pre.t, null, activation);
+              expectClose(dpre.dataSync(), unfused.dataSync(), dtype, `${what} against the unfused pair`);
             }
           });
         }

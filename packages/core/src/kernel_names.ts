@@ -213,6 +213,15 @@ export const BsrLinearActivation = "BsrLinearActivation";
  */
 export const BsrMatmul = "BsrMatmul";
 /**
+ * {dy [..., rows], values [nnzBlocks, R, C], pre [..., cols]} -> [dpre [..., cols], dbias [cols]]: the input
+ * gradient of a BsrLinear whose input was act(pre) (attrs.activation), taken on through the activation:
+ * dpre = (dy W) act'(pre) and dbias = dpre summed over the leading dims (float32 sums, in the dtype), the same
+ * values as BiasActivationBackward(BsrMatmul(dy, values), pre) with no bias: dy W rounded to the dtype first.
+ * Backends that fuse it never store dy W. Backward-only (autograd runs it for a BsrLinear fed by a
+ * BsrLinearActivation). Same float dtype.
+ */
+export const BsrMatmulActivationBackward = "BsrMatmulActivationBackward";
+/**
  * {dy [..., rows], x [..., cols]} -> dW [nnzBlocks, R, C] = (dy^T x) on W's blocks only
  * (leading dims of dy and x flattened together and summed over). Same float dtype.
  */
@@ -356,6 +365,11 @@ export interface KernelSpecs {
   BsrLinear: Spec<{ x: TensorInfo; values: TensorInfo; bias?: TensorInfo }, PatternAttrs, One>;
   BsrLinearActivation: Spec<{ x: TensorInfo; values: TensorInfo; bias?: TensorInfo }, PatternAttrs & BiasActivationAttrs, [TensorInfo, TensorInfo]>;
   BsrMatmul: Spec<{ dy: TensorInfo; values: TensorInfo }, PatternAttrs, One>;
+  BsrMatmulActivationBackward: Spec<
+    { dy: TensorInfo; values: TensorInfo; pre: TensorInfo },
+    PatternAttrs & BiasActivationAttrs,
+    [TensorInfo, TensorInfo]
+  >;
   SampledMatmul: Spec<{ dy: TensorInfo; x: TensorInfo }, PatternAttrs, One>;
   BlockNorms: Spec<{ values: TensorInfo }, NoAttrs, One>;
 
@@ -503,6 +517,7 @@ export const KERNEL_CATALOGUE = {
   BsrLinear: product,
   BsrLinearActivation: { ...product, outputs: 2 },
   BsrMatmul: product,
+  BsrMatmulActivationBackward: { ...product, outputs: 2, gradient: "backward-only" },
   SampledMatmul: product,
   BlockNorms: product,
 

@@ -17,7 +17,15 @@ import {
   layerNormKernel,
   multiTensorAdamUpdateKernel,
 } from "./nn";
-import { blockNormsKernel, bsrLinearActivationKernel, bsrLinearKernel, bsrMatmulKernel, matmulKernel, sampledMatmulKernel } from "./products";
+import {
+  blockNormsKernel,
+  bsrLinearActivationKernel,
+  bsrLinearKernel,
+  bsrMatmulActivationBackwardKernel,
+  bsrMatmulKernel,
+  matmulKernel,
+  sampledMatmulKernel,
+} from "./products";
 import { argmaxKernel, logSoftmaxKernel, reduceKernel, softmaxBackwardKernel, softmaxKernel } from "./reduce";
 import {
   broadcastToKernel,
@@ -97,6 +105,7 @@ export const cudaKernels = {
   Matmul: guarded(matmulKernel),
   BsrLinear: guarded(bsrLinearKernel),
   BsrLinearActivation: guarded(bsrLinearActivationKernel),
+  BsrMatmulActivationBackward: guarded(bsrMatmulActivationBackwardKernel),
   BsrMatmul: guarded(bsrMatmulKernel),
   SampledMatmul: guarded(sampledMatmulKernel),
   BlockNorms: guarded(blockNormsKernel),

@@ -137,6 +137,31 @@ export function bsrMatmulKernel({ inputs: { dy, values }, attrs: { pattern }, ba
   return out;
 }
 
+/**
+ * dX taken on through the activation of the layer before, [dpre, dbias]: one addon call, which the wgmma tiles run
+ * in dX's epilogue (dX never stored) and other routes as bsrMatmul then the activation's backward pass.
+ */
+export function bsrMatmulActivationBackwardKernel({
+  inputs: { dy, values, pre },
+  attrs: { pattern, activation },
+  backend,
+}: KernelArgs<"BsrMatmulActivationBackward", CudaBackend>): [TensorInfo, TensorInfo] {
+  const dpre = backend.output(pre.shape, pre.dtype);
+  const dbias = backend.output([pattern.shape[1]], pre.dtype);
+  backend.addon.bsrMatmulActivationBackward(
+    ACTIVATION_CODES[activation],
+    backend.code(dy.dtype),
+    backend.pattern(pattern),
+    backend.handle(dy),
+    backend.handle(values),
+    backend.handle(pre),
+    backend.handle(dpre),
+    backend.handle(dbias),
+    rowsOf(dy),
+  );
+  return [dpre, dbias];
+}
+
 export function sampledMatmulKernel({ inputs: { dy, x }, attrs: { pattern }, backend }: KernelArgs<"SampledMatmul", CudaBackend>): TensorInfo {
   const [r, c] = pattern.blockShape;
   const out = backend.output([pattern.nnzBlocks, r, c], dy.dtype);

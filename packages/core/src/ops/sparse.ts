@@ -1,7 +1,15 @@
 import { BsrPattern } from "@blocksparse/format";
 import { engine } from "../engine";
 import { ShapeError, ValueError } from "../errors";
-import { type Activation, BlockNorms, BsrLinear, BsrLinearActivation, BsrMatmul, SampledMatmul } from "../kernel_names";
+import {
+  type Activation,
+  BlockNorms,
+  BsrLinear,
+  BsrLinearActivation,
+  BsrMatmul,
+  BsrMatmulActivationBackward,
+  SampledMatmul,
+} from "../kernel_names";
 import { formatShape, shapesEqual } from "../shape";
 import type { Tensor } from "../tensor";
 import { assertActivation, assertFloat, assertMinRank, assertSameBackend, assertSameDType, assertTensor } from "./validate";
@@ -16,6 +24,12 @@ function assertValues(op: string, values: Tensor, pattern: BsrPattern): void {
   const expected = [pattern.nnzBlocks, pattern.blockShape[0], pattern.blockShape[1]];
   if (!shapesEqual(values.shape, expected)) {
     throw new ShapeError(`${op}: values has shape ${formatShape(values.shape)}, the pattern expects ${formatShape(expected)} ([nnzBlocks, R, C])`);
+  }
+}
+
+function assertSameLeadingDims(op: string, [aName, a]: [string, Tensor], [bName, b]: [string, Tensor]): void {
+  if (!shapesEqual(a.shape.slice(0, -1), b.shape.slice(0, -1))) {
+    throw new ShapeError(`${op}: ${aName} ${formatShape(a.shape)} and ${bName} ${formatShape(b.shape)} must have the same leading dims`);
   }
 }
 
@@ -77,6 +91,27 @@ export function bsrMatmul(dy: Tensor, values: Tensor, pattern: BsrPattern): Tens
 }
 
 /**
+ * The input gradient of `bsrLinear(activation(pre), values, pattern)` taken on through the activation, in one kernel:
+ * [dpre = bsrMatmul(dy, values, pattern) * activation'(pre), dbias = dpre summed over the leading dims]. dy [..., rows],
+ * pre [..., cols] -> [dpre [..., cols], dbias [cols]]: the same values as biasActivationBackward(bsrMatmul(dy, values,
+ * pattern), pre, null, activation), which backends that fuse it compute without storing bsrMatmul's output (autograd
+ * runs it for a block-sparse layer fed by bsrLinearActivation's output).
+ */
+export function bsrMatmulActivationBackward(dy: Tensor, values: Tensor, pattern: BsrPattern, pre: Tensor, activation: Activation): [Tensor, Tensor] {
+  const op = "bsrMatmulActivationBackward";
+  assertPattern(op, pattern);
+  assertFeatures(op, "dy", dy, pattern.shape[0], "its rows");
+  assertValues(op, values, pattern);
+  assertFeatures(op, "pre", pre, pattern.shape[1], "its columns");
+  assertActivation(op, activation);
+  assertSameBackend(op, [["dy", dy], ["values", values], ["pre", pre]]);
+  assertSameDType(op, ["dy", "values"], dy, values);
+  assertSameDType(op, ["pre", "dy"], pre, dy);
+  assertSameLeadingDims(op, ["dy", dy], ["pre", pre]);
+  return engine.runKernel(BsrMatmulActivationBackward, { dy, values, pre }, { pattern, activation });
+}
+
+/**
  * dW = dY^T X on W's blocks only (SDDMM): dy [..., rows], x [..., cols] with the same
  * leading dims -> [nnzBlocks, R, C], laid out like W's values.
  */
@@ -88,9 +123,7 @@ export function sampledMatmul(dy: Tensor, x: Tensor, pattern: BsrPattern): Tenso
   assertFloat(op, "dy", dy);
   assertSameBackend(op, [["dy", dy], ["x", x]]);
   assertSameDType(op, ["dy", "x"], dy, x);
-  if (!shapesEqual(dy.shape.slice(0, -1), x.shape.slice(0, -1))) {
-    throw new ShapeError(`${op}: dy ${formatShape(dy.shape)} and x ${formatShape(x.shape)} must have the same leading dims`);
-  }
+  assertSameLeadingDims(op, ["dy", dy], ["x", x]);
   return engine.runKernel(SampledMatmul, { dy, x }, { pattern });
 }
 

@@ -1,13 +1,15 @@
-/** The products family: Matmul, BsrLinear, BsrLinearActivation, BsrMatmul, SampledMatmul, BlockNorms. */
+/** The products family: Matmul, BsrLinear, BsrLinearActivation, BsrMatmul, BsrMatmulActivationBackward, SampledMatmul, BlockNorms. */
 import {
   BsrPattern,
   type FloatDType,
   FLOAT_DTYPES,
   biasActivation,
+  biasActivationBackward,
   blockNorms,
   bsrLinear,
   bsrLinearActivation,
   bsrMatmul,
+  bsrMatmulActivationBackward,
   formatShape,
   matmul,
   sampledMatmul,
@@ -143,6 +145,38 @@ export function declareProductTests(suite: Conformance): void {
               });
             }
           });
+
+          // dX taken on through the activation of the layer before: against float64 math and the unfused pair.
+          if (density === 0.5 || density === 1) {
+            check(`BsrMatmulActivationBackward ${where}`, () => {
+              const { pattern, values, dense } = weight(shape, [blockHeight, blockWidth], density, dtype);
+              const derivatives = { relu: (v: number) => (v > 0 ? 1 : 0), gelu: (v: number) => R.geluGrad(v, "none"), gelu_tanh: (v: number) => R.geluGrad(v, "tanh") };
+              for (const lead of [[2, 3], [0], []]) {
+                const dy = makeInput(rng(), [...lead, rows], dtype);
+                const pre = makeInput(rng(), [...lead, cols], dtype);
+                const dx = R.reshape(R.matmul(R.reshape(dy.ref, [R.size(lead), rows]), dense, false, false), [...lead, cols]);
+                for (const activation of ["relu", "gelu", "gelu_tanh"] as const) {
+                  inCase(`BsrMatmulActivationBackward ${where}, ${activation}, dy ${formatShape(dy.t.shape)}`, () => {
+                    const dpre = R.zip([dx, pre.ref], (g, v) => g * derivatives[activation](v));
+                    const dbias = R.ref([cols], (j) => {
+                      let total = 0;
+                      for (let i = j; i < dpre.data.length; i += cols) total += dpre.data[i];
+                      return total;
+                    });
+                    const [gotPre, gotBias] = bsrMatmulActivationBackward(dy.t, values.t, pattern, pre.t, activation);
+                    expectValues(gotPre, dpre, dtype, "scaled", 2);
+                    expectValues(gotBias, dbias, dtype, "scaled", 2);
+                    const unfusedDx = bsrMatmul(dy.t, values.t, pattern);
+                    const [wantPre, wantBias] = biasActivationBackward(unfusedDx, pre.t, null, activation);
+                    for (const [got, want] of [[gotPre, wantPre], [gotBias, wantBias]] as const) {
+                      expectValues(got, { shape: [...want.shape], data: Float64Array.from(want.dataSync()) }, dtype, "scaled", 2);
+                    }
+                    for (const t of [gotPre, gotBias, unfusedDx, wantPre, wantBias]) t.dispose();
+                  });
+                }
+              }
+            });
+          }
 
           check(`SampledMatmul ${where}`, () => {
             const { pattern } = weight(shape, [blockHeight, blockWidth], density, dtype);

@@ -20,7 +20,15 @@ import {
   multiTensorAdamUpdateKernel,
   softmaxKernel,
 } from "./nn";
-import { blockNormsKernel, bsrLinearActivationKernel, bsrLinearKernel, bsrMatmulKernel, matmulKernel, sampledMatmulKernel } from "./products";
+import {
+  blockNormsKernel,
+  bsrLinearActivationKernel,
+  bsrLinearKernel,
+  bsrMatmulActivationBackwardKernel,
+  bsrMatmulKernel,
+  matmulKernel,
+  sampledMatmulKernel,
+} from "./products";
 import { argmaxKernel, reduceKernel } from "./reduce";
 import {
   broadcastToKernel,
@@ -95,6 +103,7 @@ export const jsKernels = {
   Matmul: matmulKernel,
   BsrLinear: bsrLinearKernel,
   BsrLinearActivation: bsrLinearActivationKernel,
+  BsrMatmulActivationBackward: bsrMatmulActivationBackwardKernel,
   BsrMatmul: bsrMatmulKernel,
   SampledMatmul: sampledMatmulKernel,
   BlockNorms: blockNormsKernel,

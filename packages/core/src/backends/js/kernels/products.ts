@@ -4,7 +4,7 @@ import { matmulShape, sizeOf } from "../../../shape";
 import type { JsBackend } from "../backend";
 import type { BsrPattern } from "@blocksparse/format";
 import * as compute from "../compute";
-import { biasActivationKernel } from "./elementwise";
+import { biasActivationBackwardKernel, biasActivationKernel } from "./elementwise";
 import { broadcastOffsets } from "./util";
 
 function sizes(pattern: BsrPattern): compute.BsrSizes {
@@ -21,12 +21,15 @@ function sizes(pattern: BsrPattern): compute.BsrSizes {
 export type ProductCompute = Pick<typeof compute, "matmulF32" | "bsrLinearF32" | "bsrMatmulF32" | "sampledMatmulF32">;
 
 /**
- * Matmul, BsrLinear (and BsrLinearActivation: BsrLinear, then the activation of its stored output), BsrMatmul and
- * SampledMatmul over typed-array storage, computed by `products`.
+ * Matmul, BsrLinear (and BsrLinearActivation: BsrLinear, then the activation of its stored output), BsrMatmul (and
+ * BsrMatmulActivationBackward: BsrMatmul, then the activation's backward over its stored output) and SampledMatmul
+ * over typed-array storage, computed by `products`.
  */
 export function productKernels(
   products: ProductCompute,
-): Required<Pick<KernelTable<JsBackend>, "Matmul" | "BsrLinear" | "BsrLinearActivation" | "BsrMatmul" | "SampledMatmul">> {
+): Required<
+  Pick<KernelTable<JsBackend>, "Matmul" | "BsrLinear" | "BsrLinearActivation" | "BsrMatmul" | "BsrMatmulActivationBackward" | "SampledMatmul">
+> {
   const table = {
     Matmul({ inputs: { a, b }, attrs: { transposeA, transposeB }, backend }: KernelArgs<"Matmul", JsBackend>): TensorInfo {
       const outShape = matmulShape(a.shape, b.shape, transposeA, transposeB);
@@ -99,6 +102,18 @@ export function productKernels(
       const z = table.BsrLinear({ inputs: { x, values, bias }, attrs: { pattern }, backend });
       return [biasActivationKernel({ inputs: { x: z }, attrs: { activation }, backend }), z];
     },
+    BsrMatmulActivationBackward({
+      inputs: { dy, values, pre },
+      attrs: { pattern, activation },
+      backend,
+    }: KernelArgs<"BsrMatmulActivationBackward", JsBackend>): [TensorInfo, TensorInfo] {
+      const dx = table.BsrMatmul({ inputs: { dy, values }, attrs: { pattern }, backend });
+      try {
+        return biasActivationBackwardKernel({ inputs: { dy: dx, x: pre }, attrs: { activation }, backend });
+      } finally {
+        backend.free(dx.dataId);
+      }
+    },
   };
 }
 
@@ -107,6 +122,7 @@ export const {
   BsrLinear: bsrLinearKernel,
   BsrLinearActivation: bsrLinearActivationKernel,
   BsrMatmul: bsrMatmulKernel,
+  BsrMatmulActivationBackward: bsrMatmulActivationBackwardKernel,
   SampledMatmul: sampledMatmulKernel,
 } = productKernels(compute);
 
