@@ -1,4 +1,4 @@
-import { type Backend, Tensor, add, formatShape, fullOn, keep, shapesEqual, tidy } from "@blocksparse/core";
+import { type Activation, type Backend, Tensor, add, formatShape, fullOn, keep, shapesEqual, tidy } from "@blocksparse/core";
 import { AutogradError, GradientNotRegisteredError } from "./errors";
 import { type GradContext, type TensorMeta, getGradient } from "./registry";
 import { type Edge, type TapeNode, detach, freeIfUnused, freeNode, gradFnOf, noGrad } from "./tape";
@@ -117,13 +117,70 @@ function lazyZeros(dys: (Tensor | null)[], node: TapeNode, backend: Backend): Te
   return filled;
 }
 
-/** Runs one node's gradient; returns each edge's gradient, in edge order. */
-function nodeGradients(node: TapeNode, dys: (Tensor | null)[], backend: Backend): Tensor[] {
+/** A pre-activation's gradient and its sums over all axes but the last (GradContext.preActivationGrad). */
+interface PreActivationGrad {
+  grad: Tensor;
+  sums: Tensor;
+}
+
+/** An edge whose gradient backward takes on through its producer's activation (GradConfig.throughActivation). */
+interface Fusion {
+  edge: number;
+  producer: TapeNode;
+  pre: Tensor;
+  activation: Activation;
+}
+
+/**
+ * How many edges of the walk's nodes (and the seed) send a gradient to each output of each node, counted before the
+ * walk frees any node's edges.
+ */
+function gradientSenders(order: readonly TapeNode[], origin: { node: TapeNode; outputIndex: number }): Map<TapeNode, number[]> {
+  const senders = new Map<TapeNode, number[]>();
+  const count = (node: TapeNode, output: number): void => {
+    const counts = senders.get(node) ?? node.outputMeta.map(() => 0);
+    counts[output]++;
+    senders.set(node, counts);
+  };
+  count(origin.node, origin.outputIndex);
+  for (const node of order) for (const edge of node.edges) if (edge.producer) count(edge.producer, edge.outputIndex);
+  return senders;
+}
+
+/**
+ * The edge of `node` whose gradient goes through its producer's activation in one step: the node has a
+ * throughActivation for the input, the producer declares that output an activation of a saved pre-activation, and
+ * this edge is the only sender of that output's gradient. Null otherwise.
+ */
+function fusionOf(node: TapeNode, senders: Map<TapeNode, number[]>): Fusion | null {
+  const through = getGradient(node.kernelName)?.throughActivation;
+  const edge = through ? node.edges.findIndex((e) => e.key === through.input && e.index === -1) : -1;
+  const producer = edge >= 0 ? node.edges[edge].producer : null;
+  const output = producer && getGradient(producer.kernelName)?.activationOutput;
+  const outputIndex = node.edges[edge]?.outputIndex;
+  if (!producer || !output || output.output !== outputIndex || senders.get(producer)?.[outputIndex] !== 1) return null;
+  const pre = producer.savedOutputs[output.pre];
+  if (!pre || pre.isDisposed) return null;
+  return { edge, producer, pre, activation: output.activation(producer.attrs) };
+}
+
+/**
+ * Runs one node's gradient; returns each edge's gradient, in edge order (null for the fused edge), and the fused
+ * edge's pre-activation gradient.
+ */
+function nodeGradients(
+  node: TapeNode,
+  dys: (Tensor | null)[],
+  backend: Backend,
+  fusion: Fusion | null,
+  preActivationGrad: PreActivationGrad | undefined,
+): { grads: (Tensor | null)[]; fused: PreActivationGrad | null } {
   const config = getGradient(node.kernelName);
   if (!config) throw new GradientNotRegisteredError(node.kernelName);
-  const keys = [...new Set(node.edges.map((edge) => edge.key))];
+  const fusedKey = fusion ? node.edges[fusion.edge].key : null;
+  const keys = [...new Set(node.edges.map((edge) => edge.key))].filter((key) => key !== fusedKey);
   // One scope for the whole node: thunks may share work (LayerNorm's three gradients come from one kernel).
-  const results = tidy(() => {
+  const { results, fused } = tidy(() => {
     const filled = lazyZeros(dys, node, backend);
     const context: GradContext = {
       attrs: node.attrs,
@@ -132,7 +189,14 @@ function nodeGradients(node: TapeNode, dys: (Tensor | null)[], backend: Backend)
       inputs: node.inputMeta,
       outputs: node.outputMeta,
       outputHasGrad: dys.map((dy) => dy !== null),
+      ...(preActivationGrad ? { preActivationGrad } : {}),
     };
+    let fusedGrad: PreActivationGrad | null = null;
+    if (fusion) {
+      // Of the pre-activation's shape and dtype (the same as the input's): the fused kernels' op checks them.
+      const [grad, sums] = config.throughActivation!.gradFunc(filled, context, fusion.pre, fusion.activation);
+      fusedGrad = { grad: detach(grad), sums: detach(sums) };
+    }
     const thunks = config.gradFunc(filled, context);
     const out = new Map<string, Tensor | Tensor[]>();
     for (const key of keys) {
@@ -144,11 +208,13 @@ function nodeGradients(node: TapeNode, dys: (Tensor | null)[], backend: Backend)
       // Clones survive the scope whether the thunk made its result or passed a tensor through.
       out.set(key, Array.isArray(value) ? value.map((t) => detach(t)) : detach(value));
     }
-    return out;
+    // The clones (and the fused gradient's) survive the scope as its result.
+    return { results: out, fused: fusedGrad };
   });
   const used = new Set<Tensor>();
   try {
-    return node.edges.map((edge) => {
+    const grads = node.edges.map((edge, i) => {
+      if (i === fusion?.edge) return null;
       const value = results.get(edge.key);
       const grad = checkGrad(node, edge, Array.isArray(value) ? value[edge.index] : value);
       // The same tensor may feed two edges (mul(x, x)); each edge gets its own handle.
@@ -156,6 +222,10 @@ function nodeGradients(node: TapeNode, dys: (Tensor | null)[], backend: Backend)
       used.add(grad);
       return own;
     });
+    return { grads, fused };
+  } catch (error) {
+    if (fused) for (const t of [fused.grad, fused.sums]) t.dispose();
+    throw error;
   } finally {
     for (const value of results.values()) {
       for (const t of Array.isArray(value) ? value : [value]) if (!used.has(t)) t.dispose();
@@ -222,8 +292,10 @@ export function backward(loss: Tensor, grad?: Tensor, options: BackwardOptions =
   }
   const order = reverseTopologicalOrder(origin.node);
   const leavesDoneAt = lastUses(order);
+  const senders = gradientSenders(order, origin);
   const retainGraph = options.retainGraph === true;
   const pending = new Map<TapeNode, (Tensor | null)[]>();
+  const preActivationGrads = new Map<TapeNode, PreActivationGrad>();
   const leafGrads = new Map<Tensor, Tensor>();
   for (const node of order) node.pins++;
   let done = 0;
@@ -235,26 +307,33 @@ export function backward(loss: Tensor, grad?: Tensor, options: BackwardOptions =
       pending.set(origin.node, rootGrads);
       for (const node of order) {
         const dys = pending.get(node);
+        const preActivationGrad = preActivationGrads.get(node);
         pending.delete(node);
-        if (dys) {
+        preActivationGrads.delete(node);
+        if (dys || preActivationGrad) {
           try {
-            const grads = nodeGradients(node, dys, loss.backend);
+            const fusion = fusionOf(node, senders);
+            const { grads, fused } = nodeGradients(node, dys ?? node.outputMeta.map(() => null), loss.backend, fusion, preActivationGrad);
+            if (fusion && fused) preActivationGrads.set(fusion.producer, fused);
             node.edges.forEach((edge, i) => {
+              const grad = grads[i];
+              if (grad === null) return;
               if (edge.leaf) {
-                accumulate(leafGrads, edge.leaf, grads[i]);
+                accumulate(leafGrads, edge.leaf, grad);
               } else if (edge.producer) {
                 const slots = pending.get(edge.producer) ?? edge.producer.outputMeta.map(() => null);
                 const existing = slots[edge.outputIndex];
-                slots[edge.outputIndex] = existing ? add(existing, grads[i]) : grads[i];
+                slots[edge.outputIndex] = existing ? add(existing, grad) : grad;
                 if (existing) {
                   existing.dispose();
-                  grads[i].dispose();
+                  grad.dispose();
                 }
                 pending.set(edge.producer, slots);
               }
             });
           } finally {
-            for (const dy of dys) if (dy) dy.dispose();
+            for (const dy of dys ?? []) if (dy) dy.dispose();
+            if (preActivationGrad) for (const t of [preActivationGrad.grad, preActivationGrad.sums]) t.dispose();
           }
         }
         if (!retainGraph) freeNode(node);
@@ -273,6 +352,7 @@ export function backward(loss: Tensor, grad?: Tensor, options: BackwardOptions =
     });
   } finally {
     for (const slots of pending.values()) for (const t of slots) if (t) t.dispose();
+    for (const { grad, sums } of preActivationGrads.values()) for (const t of [grad, sums]) t.dispose();
     for (const t of leafGrads.values()) t.dispose();
     for (const node of order.slice(done)) {
       node.pins--;

@@ -1,4 +1,4 @@
-import { type DType, type KernelAttrs, type KernelName, type Tensor, type TensorInputs, ValueError } from "@blocksparse/core";
+import { type Activation, type DType, type KernelAttrs, type KernelName, type Tensor, type TensorInputs, ValueError } from "@blocksparse/core";
 
 /** Shape and dtype of a tensor, recorded for every input and output (no data kept). */
 export interface TensorMeta {
@@ -30,6 +30,30 @@ export interface GradContext<K extends string = string> {
    * when this is true, and do not destructure it).
    */
   outputHasGrad: boolean[];
+  /**
+   * With `activationOutput`: the gradient of the pre-activation output and its sums over all axes but the last, which
+   * the one consumer of the activation output computed through the activation (its `throughActivation`); the
+   * activation output's own `dys` entry then holds only what other consumers sent (none: `outputHasGrad` false).
+   */
+  preActivationGrad?: { grad: Tensor; sums: Tensor };
+}
+
+/** A kernel output that is an activation of another output of the same call (BsrLinearActivation's y = act(z)). */
+export interface ActivationOutput<K extends string = string> {
+  /** The activation's output index. */
+  output: number;
+  /** The pre-activation's output index (it must be in `outputsToSave`). */
+  pre: number;
+  activation(attrs: AttrsOf<K>): Activation;
+}
+
+/**
+ * A consumer's gradient for an input taken on through the activation that produced it, in one step (a fused
+ * kernel): returns [dpre, dpre summed over all axes but the last] for the producer's pre-activation `pre`.
+ */
+export interface ThroughActivation<K extends string = string> {
+  input: keyof InputsOf<K> & string;
+  gradFunc(dys: Tensor[], context: GradContext<K>, pre: Tensor, activation: Activation): [Tensor, Tensor];
 }
 
 /**
@@ -49,6 +73,14 @@ export interface GradConfig<K extends string = string> {
    * with recording off inside a scope: temporaries are freed, only the returned tensors survive.
    */
   gradFunc(dys: Tensor[], context: GradContext<K>): GradFuncs<K>;
+  /**
+   * This kernel's output `activationOutput.output` is an activation of its output `activationOutput.pre`. When the only
+   * node that sends that output a gradient has a `throughActivation` for the input it feeds, backward runs that
+   * instead, never making the activation output's gradient, and passes its result here as `preActivationGrad`.
+   */
+  activationOutput?: ActivationOutput<K>;
+  /** How this kernel's gradient for one input is taken on through an activation output that feeds it (above). */
+  throughActivation?: ThroughActivation<K>;
 }
 
 const registry = new Map<string, GradConfig>();

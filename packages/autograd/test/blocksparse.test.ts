@@ -2,12 +2,15 @@ import {
   BsrPattern,
   type KernelRecord,
   type Tensor,
+  add,
   addKernelObserver,
+  biasActivation,
   blockNorms,
   bsrLinear,
   bsrLinearActivation,
   bsrMatmul,
   gelu,
+  mul,
   sampledMatmul,
   sum,
   tensor,
@@ -104,6 +107,62 @@ describe("bsrLinearActivation backward", () => {
     expect(fills).not.toContainEqual([2, 5, 16]);
     expect(x.grad?.shape).toEqual([2, 5, 24]);
     expect(bias.grad?.shape).toEqual([16]);
+  });
+});
+
+describe("a block-sparse layer fed by bsrLinearActivation", () => {
+  const pattern = BsrPattern.random([16, 24], { blockShape: [4, 4], density: 0.5, seed: 15 });
+  const second = BsrPattern.random([8, 16], { blockShape: [4, 4], density: 0.5, seed: 16 });
+  const inputs = () => {
+    const x = randomTensor([2, 5, 24], 51);
+    const values = randomTensor([pattern.nnzBlocks, 4, 4], 52);
+    const bias = randomTensor([16], 53);
+    const w2 = randomTensor([second.nnzBlocks, 4, 4], 54);
+    for (const t of [x, values, bias, w2]) t.requiresGrad = true;
+    return [x, values, bias, w2];
+  };
+  /** Runs backward of `fn` over fresh inputs; returns the kernels backward ran and the inputs' gradients. */
+  const run = (fn: (x: Tensor, values: Tensor, bias: Tensor, w2: Tensor) => Tensor) => {
+    const [x, values, bias, w2] = inputs();
+    const records: KernelRecord[] = [];
+    tidy(() => {
+      const y = fn(x, values, bias, w2);
+      const stop = addKernelObserver((record) => records.push(record));
+      try {
+        backward(sum(y));
+      } finally {
+        stop();
+      }
+    });
+    const count = (name: string) => records.filter((r) => r.kernelName === name).length;
+    return { count, grads: [x, values, bias, w2].map((t) => Float64Array.from(t.grad!.dataSync())) };
+  };
+
+  it("takes its input gradient on through the activation in one kernel, with the same gradients as the unfused layers", () => {
+    const fused = run((x, v, b, w2) => bsrLinear(bsrLinearActivation(x, v, pattern, b, "gelu"), w2, second));
+    expect(fused.count("BsrMatmulActivationBackward")).toBe(1);
+    expect(fused.count("BiasActivationBackward")).toBe(0);
+    expect(fused.count("BsrMatmul")).toBe(1);
+    const unfused = run((x, v, b, w2) => bsrLinear(biasActivation(bsrLinear(x, v, pattern, b), null, "gelu"), w2, second));
+    expect(unfused.count("BsrMatmulActivationBackward")).toBe(0);
+    for (const [i, grad] of fused.grads.entries()) expectClose(tensor(grad), unfused.grads[i], 1e-5);
+  });
+
+  it("leaves the activation output's gradient to the activation backward when another op reads it too", () => {
+    const shared = run((x, v, b, w2) => {
+      const h = bsrLinearActivation(x, v, pattern, b, "gelu");
+      return add(sum(bsrLinear(h, w2, second)), sum(mul(h, h)));
+    });
+    expect(shared.count("BsrMatmulActivationBackward")).toBe(0);
+    expect(shared.count("BiasActivationBackward")).toBe(1);
+    const [x, values, bias, w2] = inputs();
+    expectGradients(
+      (a, v, b, v2) => {
+        const h = bsrLinearActivation(a, v, pattern, b, "gelu");
+        return add(sum(bsrLinear(h, v2, second)), sum(mul(h, h)));
+      },
+      [x, values, bias, w2],
+    );
   });
 });
 

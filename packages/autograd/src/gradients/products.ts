@@ -4,6 +4,7 @@ import {
   biasActivationBackward,
   bsrLinear,
   bsrMatmul,
+  bsrMatmulActivationBackward,
   cast,
   div,
   greater,
@@ -34,7 +35,9 @@ export function registerProductGradients(): void {
       return { a: () => reduceToShape(da(), inputs.a.shape), b: () => reduceToShape(db(), inputs.b.shape) };
     },
   });
-  // Y = X W^T + b: dX = dY W, dW = dY^T X on W's blocks only, db = dY summed over leading dims.
+  // Y = X W^T + b: dX = dY W, dW = dY^T X on W's blocks only, db = dY summed over leading dims. When X is the
+  // activation output of a BsrLinearActivation and this is its only consumer, backward takes dX on through the
+  // activation in one kernel (bsrMatmulActivationBackward: dZ and its sums, dX never stored).
   registerGradient("BsrLinear", {
     inputsToSave: ["x", "values"],
     gradFunc: ([dy], { attrs: { pattern }, saved, inputs }) => ({
@@ -42,25 +45,28 @@ export function registerProductGradients(): void {
       values: () => sampledMatmul(dy, saved.x!, pattern),
       bias: () => reduceToShape(dy, inputs.bias!.shape),
     }),
+    throughActivation: {
+      input: "x",
+      gradFunc: ([dy], { attrs: { pattern }, saved }, pre, activation) => bsrMatmulActivationBackward(dy, saved.values!, pattern, pre, activation),
+    },
   });
   // Y = act(Z), Z = X W^T + b: dZ = dY act'(Z) from the saved Z (one BiasActivationBackward, which also sums
-  // db), then BsrLinear's gradients from dZ. A gradient reaching Z itself (its output 1) adds to dZ.
+  // db), then BsrLinear's gradients from dZ. A gradient reaching Z itself (its output 1) adds to dZ, and so does
+  // one that the consumer of Y took on through the activation itself (preActivationGrad, with its sums).
   registerGradient("BsrLinearActivation", {
     inputsToSave: ["x", "values"],
     outputsToSave: [1],
-    // dys[1] (Z) is read only when a gradient reached Z: unread, no zeros are made for it.
-    gradFunc: (dys, { attrs: { pattern, activation }, saved, savedOutputs, inputs, outputHasGrad }) => {
-      const dy = dys[0];
+    activationOutput: { output: 0, pre: 1, activation: (attrs) => attrs.activation },
+    // dys[0] and dys[1] are read only when a gradient reached them: unread, no zeros are made for them.
+    gradFunc: (dys, { attrs: { pattern, activation }, saved, savedOutputs, inputs, outputHasGrad, preActivationGrad }) => {
       let both: [Tensor, Tensor] | undefined;
       const grads = (): [Tensor, Tensor] => {
         if (both === undefined) {
-          const [dPre, dBias] = biasActivationBackward(dy, savedOutputs[1]!, null, activation);
-          if (outputHasGrad[1]) {
-            const dz = dys[1];
-            both = [add(dPre, dz), add(dBias, reduceToShape(dz, [pattern.shape[0]]))];
-          } else {
-            both = [dPre, dBias];
-          }
+          const parts: [Tensor, Tensor][] = [];
+          if (preActivationGrad) parts.push([preActivationGrad.grad, preActivationGrad.sums]);
+          if (outputHasGrad[0] || !preActivationGrad) parts.push(biasActivationBackward(dys[0], savedOutputs[1]!, null, activation));
+          if (outputHasGrad[1]) parts.push([dys[1], reduceToShape(dys[1], [pattern.shape[0]])]);
+          both = parts.reduce((sum, part): [Tensor, Tensor] => [add(sum[0], part[0]), add(sum[1], part[1])]);
         }
         return both;
       };
