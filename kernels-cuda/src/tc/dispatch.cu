@@ -202,7 +202,7 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   // The default options take the fused backward only where it measured faster (tc_kernels.h); options that name a
   // path or tile (tc_bench) take it on any shipped wgmma tile.
   const bool named = options.path != TcPath::Auto || options.variant >= 0;
-  if (backward && !named && (variant != tc::kPingPongTile || m > tc::kFusedBackwardMaxTokens)) return false;
+  if (backward && !named && variant != tc::kPingPongTile) return false;
   const int storeRows = backward && path == TcPath::Wgmma ? tc::wgmmaStoreRows(block, variant) : 0;
   if (backward && storeRows == 0) return false;
   tc::KernelArgs args = tc::makeArgs(op, a, b, bias, out, m, pattern);
