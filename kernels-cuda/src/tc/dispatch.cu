@@ -199,8 +199,11 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   if ((activated != nullptr || backward) && variant != tc::kDefaultTile && variant != tc::kWideTile &&
       variant != tc::kPersistentTile && variant != tc::kPingPongTile)
     return false;
-  // The default options take the fused backward only where it measured faster (tc_kernels.h); options that name a
-  // path or tile (tc_bench) take it on any shipped wgmma tile.
+  // The default options take the fused backward on the ping-pong tile only, whose epilogue runs during the other
+  // consumer's products: on an H200 it measured 0.89-0.98x dX and the separate pass at 2048-4096 tokens (one case of
+  // 12 at 1.08x) and 0.97-1.02x at 8192-16384, while the other tiles' consumers wait on the pre-activation's loads and
+  // lose (1.04-1.11x at 8192 tokens; docs/kernels.md, "The activation's backward in dX's epilogue"). Options that name
+  // a path or tile (tc_bench) take it on any shipped wgmma tile.
   const bool named = options.path != TcPath::Auto || options.variant >= 0;
   if (backward && !named && variant != tc::kPingPongTile) return false;
   const int storeRows = backward && path == TcPath::Wgmma ? tc::wgmmaStoreRows(block, variant) : 0;

@@ -68,10 +68,6 @@ constexpr double kPersistentMaxLine = 16.0;
 constexpr int kPingPongTileTokens = 128;
 constexpr int64_t kPingPongMinTilesPerSm = 2;
 constexpr double kPingPongMaxLine = 4.0;
-// dX with the activation's backward in its epilogue (tcBsrMatmulActivationBackward) under the default options: only
-// on the ping-pong tile, whose epilogue runs during the other consumer's products, where it measured faster than dX
-// followed by the separate pass on an H200; the other tiles' consumers wait on the pre-activation's loads and lose
-// at 8192 tokens and more (docs/kernels.md, "The activation's backward in dX's epilogue").
 
 // Block row (column) entries whose offsets a CTA keeps in shared memory; longer rows read the rest
 // from global memory.
