@@ -81,6 +81,21 @@ describe("bsrLinearActivation gradients (gradcheck with respect to x, values and
   }
 });
 
+/** Runs `forward` in a scope, then backward of its sum: the kernels backward ran, and how many times each. */
+function backwardKernels(forward: () => Tensor): { records: KernelRecord[]; count: (name: string) => number } {
+  const records: KernelRecord[] = [];
+  tidy(() => {
+    const y = forward();
+    const stop = addKernelObserver((record) => records.push(record));
+    try {
+      backward(sum(y));
+    } finally {
+      stop();
+    }
+  });
+  return { records, count: (name) => records.filter((r) => r.kernelName === name).length };
+}
+
 describe("bsrLinearActivation backward", () => {
   it("runs one activation backward and the two products, and makes no zeros for the unread pre-activation", () => {
     const pattern = BsrPattern.random([16, 24], { blockShape: [4, 4], density: 0.5, seed: 5 });
@@ -88,17 +103,7 @@ describe("bsrLinearActivation backward", () => {
     const values = randomTensor([pattern.nnzBlocks, 4, 4], 42);
     const bias = randomTensor([16], 43);
     for (const t of [x, values, bias]) t.requiresGrad = true;
-    const records: KernelRecord[] = [];
-    tidy(() => {
-      const y = bsrLinearActivation(x, values, pattern, bias, "gelu");
-      const stop = addKernelObserver((record) => records.push(record));
-      try {
-        backward(sum(y));
-      } finally {
-        stop();
-      }
-    });
-    const count = (name: string) => records.filter((r) => r.kernelName === name).length;
+    const { records, count } = backwardKernels(() => bsrLinearActivation(x, values, pattern, bias, "gelu"));
     expect(count("BiasActivationBackward")).toBe(1);
     expect(count("BsrMatmul")).toBe(1);
     expect(count("SampledMatmul")).toBe(1);
@@ -124,17 +129,7 @@ describe("a block-sparse layer fed by bsrLinearActivation", () => {
   /** Runs backward of `fn` over fresh inputs; returns the kernels backward ran and the inputs' gradients. */
   const run = (fn: (x: Tensor, values: Tensor, bias: Tensor, w2: Tensor) => Tensor) => {
     const [x, values, bias, w2] = inputs();
-    const records: KernelRecord[] = [];
-    tidy(() => {
-      const y = fn(x, values, bias, w2);
-      const stop = addKernelObserver((record) => records.push(record));
-      try {
-        backward(sum(y));
-      } finally {
-        stop();
-      }
-    });
-    const count = (name: string) => records.filter((r) => r.kernelName === name).length;
+    const { count } = backwardKernels(() => fn(x, values, bias, w2));
     return { count, grads: [x, values, bias, w2].map((t) => Float64Array.from(t.grad!.dataSync())) };
   };
 
