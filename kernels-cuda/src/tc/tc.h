@@ -58,7 +58,8 @@ bool tcBsrLinearActivation(DType dtype, const void* x, const void* values, const
 // dZ = (dY W) act'(Z) and dbias = the column sums of dZ, in one pass: dX's tile epilogue reads the pre-activation Z
 // of the layer before (whose output act(Z) was this product's input) and writes dZ in place of dX, as
 // tcBsrMatmul followed by biasActivationBackward(dX, Z) computes them (dX rounded to the dtype first; the sums in
-// float32, in a fixed order). bfloat16/float16 on the shipped wgmma tiles; false, having launched nothing,
+// float32, in a fixed order). bfloat16/float16 on the shipped wgmma tiles that the options name, and under the
+// default options on the ping-pong tile only (where it measured faster: dispatch.cu); false, having launched nothing,
 // otherwise (the caller then runs the two apart). dy [m, rows], pre and dpre [m, cols], dbias [cols].
 bool tcBsrMatmulActivationBackward(DType dtype, const void* dy, const void* values, const void* pre, void* dpre,
                                    void* dbias, Activation activation, int64_t m, const BsrPatternView& pattern,
