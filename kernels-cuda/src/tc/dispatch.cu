@@ -231,18 +231,24 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
       return false;
     }
   }
+  // Frees the float32 scratch (dW's split partials, the column partials); `check` throws on a failed free, which the
+  // error paths leave unchecked so as not to hide their own error.
+  auto release = [&](bool check) {
+    for (float* scratch : {args.partials, args.columnPartials}) {
+      if (scratch == nullptr) continue;
+      const cudaError_t status = cudaFreeAsync(scratch, stream);
+      if (check) BS_CUDA_CHECK(status);
+    }
+  };
   // The activation backward's column partials: four rows (one per warp) per store call of storeRows tokens.
   const int64_t partialRows = backward ? (m + storeRows - 1) / storeRows * 4 : 0;
   if (backward && cudaMallocAsync(reinterpret_cast<void**>(&args.columnPartials),
                                   partialRows * pattern.cols * sizeof(float), stream) != cudaSuccess) {
     cudaGetLastError();
-    if (args.partials) cudaFreeAsync(args.partials, stream);
+    args.columnPartials = nullptr;
+    release(false);
     return false;
   }
-  auto release = [&] {
-    if (args.partials) BS_CUDA_CHECK(cudaFreeAsync(args.partials, stream));
-    if (args.columnPartials) BS_CUDA_CHECK(cudaFreeAsync(args.columnPartials, stream));
-  };
   bool launched = false;
   try {
     launched = path == TcPath::Wgmma ? tc::launchWgmma(op, dtype, args, block, variant, device.sms, stream)
@@ -255,11 +261,10 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
     if (launched && backward)
       launchSumSplits(dtype, args.columnPartials, static_cast<int>(partialRows), pattern.cols, fused.dbias, stream);
   } catch (...) {
-    if (args.partials) cudaFreeAsync(args.partials, stream);
-    if (args.columnPartials) cudaFreeAsync(args.columnPartials, stream);
+    release(false);
     throw;
   }
-  release();
+  release(true);
   return launched;
 }
 

@@ -150,29 +150,28 @@ struct StagedTile {
   // the tile's products instead was measured no faster on an H200: docs/kernels.md.)
   static constexpr int kPreBatch = 8;
 
-  // The Z chunks of kLoads of this thread's rows from row `first` on (rows past the call or the tokens left alone).
-  template <int kLoads>
-  __device__ __forceinline__ void loadPreRows(uint4 (&z)[kLoads], int first, int count, const KernelArgs& args,
+  // The Z chunks of kPreBatch of this thread's rows from row `first` on (rows past the call or the tokens left alone).
+  __device__ __forceinline__ void loadPreRows(uint4 (&z)[kPreBatch], int first, int count, const KernelArgs& args,
                                               int64_t tokenBase, int line, int thread, int threads) const {
     const int rowStep = threads / kChunks;
     const T* pre = static_cast<const T*>(args.pre) + static_cast<int64_t>(line) * kTileN + (thread % kChunks) * 8;
 #pragma unroll
-    for (int u = 0; u < kLoads; ++u) {
+    for (int u = 0; u < kPreBatch; ++u) {
       const int row = first + u * rowStep;
       const int64_t token = tokenBase + row;
       if (row < count && token < args.m) z[u] = *reinterpret_cast<const uint4*>(pre + token * args.cols);
     }
   }
 
-  // dZ for kLoads of this thread's rows from row `first` on, their Z chunks in z; adds them to sums.
-  template <Activation kAct, int kLoads>
-  __device__ __forceinline__ void storeGradRows(const uint4 (&z)[kLoads], int first, int count, const KernelArgs& args,
-                                                int64_t tokenBase, int line, int thread, int threads,
-                                                float (&sums)[8]) const {
+  // dZ for kPreBatch of this thread's rows from row `first` on, their Z chunks in z; adds them to sums.
+  template <Activation kAct>
+  __device__ __forceinline__ void storeGradRows(const uint4 (&z)[kPreBatch], int first, int count,
+                                                const KernelArgs& args, int64_t tokenBase, int line, int thread,
+                                                int threads, float (&sums)[8]) const {
     const int rowStep = threads / kChunks, chunk = thread % kChunks;
     T* out = static_cast<T*>(args.out) + static_cast<int64_t>(line) * kTileN + chunk * 8;
 #pragma unroll
-    for (int u = 0; u < kLoads; ++u) {
+    for (int u = 0; u < kPreBatch; ++u) {
       const int row = first + u * rowStep;
       const int64_t token = tokenBase + row;
       if (row >= count || token >= args.m) continue;
