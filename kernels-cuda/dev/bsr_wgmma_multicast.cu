@@ -197,7 +197,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
     setMaxRegistersIncrease<232>();
     const int consumer = warpGroup - 1;
     const int lane = tid % 32, warpInGroup = (tid % 128) / 32;
-    float acc[K::kMmaM][K::kTileN / 2];
+    typename K::Acc acc;
 #pragma unroll
     for (int i = 0; i < K::kMmaM; ++i)
 #pragma unroll

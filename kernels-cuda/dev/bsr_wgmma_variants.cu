@@ -311,22 +311,27 @@ bool launchBlock(DType dtype, const KernelArgs& args, int blockSize, int variant
         if (blockSize == 32) return sm90::launchPersistent<WgmmaTraits<T, kOp, 32, 128, 8>>(dtype, args, stream, numSms);
         if (blockSize == 64) return sm90::launchPersistent<WgmmaTraits<T, kOp, 64, 128, 6>>(dtype, args, stream, numSms);
         return sm90::launchPersistent<WgmmaTraits<T, kOp, 128, 256, 4>>(dtype, args, stream, numSms);
+      case kTokenMajorPersistentVariant:
+        // The persistent 64x64 tile as dispatched before it became feature-major.
+        if (blockSize != 64) return false;
+        return sm90::launchPersistent<WgmmaTraits<T, kOp, 64, kPersistentTileTokens, 4>,
+                                      sm90::PersistentStore::Consumers>(dtype, args, stream, numSms);
       case kStoreHelpersVariant:
-        // The dispatched persistent 64x64 tile with the producer warpgroup's idle warps copying the staged rows
+        // The token-major persistent 64x64 tile with the producer warpgroup's idle warps copying the staged rows
         // out (and writing a fused activation), the consumers going straight on to the next tile.
         if (blockSize != 64) return false;
         return sm90::launchPersistent<WgmmaTraits<T, kOp, 64, kPersistentTileTokens, 4>,
                                       sm90::PersistentStore::Helpers>(dtype, args, stream, numSms);
       case kPingPongVariant:
-        // At 128x128 blocks the addon's kPingPongTile (the same number) runs first.
+        // At 64x64 and 128x128 blocks the addon's kPingPongTile (the same number) runs first.
         if (blockSize == 32) return sm90::launchPingPong<WgmmaTraits<T, kOp, 32, 128, 16, true>>(dtype, args, stream, numSms);
-        if (blockSize == 64) return sm90::launchPingPong<WgmmaTraits<T, kOp, 64, 128, 7, true>>(dtype, args, stream, numSms);
         return false;
       case kPingPongVariant + 1:
+        // Token-major, 256 tokens per consumer (the addon's 64x64 ping-pong tile is the same, feature-major).
         if (blockSize != 64) return false;
         return sm90::launchPingPong<WgmmaTraits<T, kOp, 64, 256, 3, true>>(dtype, args, stream, numSms);
       case kBulkStoreVariant:
-        // The dispatched persistent 64x64 tile with its staged rows written by bulk tensor stores.
+        // The token-major persistent 64x64 tile with its staged rows written by bulk tensor stores.
         if (blockSize != 64) return false;
         return sm90::launchPersistent<WgmmaTraits<T, kOp, 64, kPersistentTileTokens, 4>, sm90::PersistentStore::Bulk>(
             dtype, args, stream, numSms);

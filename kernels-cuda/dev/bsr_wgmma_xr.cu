@@ -38,6 +38,8 @@ struct XrTraits {
   static constexpr int kTileM = 64;  // tokens per CTA: the M of one wgmma
   static constexpr int kTileN = R;
   static constexpr int kMmaM = 1;
+  static constexpr bool kFeatureMajor = false;
+  using Acc = float[kMmaM][kTileN / 2];
   static constexpr int kConsumers = 2;  // consumer warpgroups, alternate lines
   static constexpr int kThreads = 128 * (kConsumers + 1);
   static constexpr int kConsumerWarps = 4;  // arrivals on a stage's empty barrier
@@ -241,7 +243,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   const int warpInGroup = (tid % 128) / 32;
   const uint32_t slabAddress = smemAddress(slab);
   const uint32_t ringAddress = smemAddress(rings) + consumer * layout.stages * K::kStageBytes;
-  float acc[K::kMmaM][K::kTileN / 2];
+  typename K::Acc acc;
 #pragma unroll
   for (int j = 0; j < K::kTileN / 2; ++j) acc[0][j] = 0.0f;
   uint32_t boxesReady = 0;

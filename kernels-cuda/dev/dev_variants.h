@@ -18,14 +18,18 @@ constexpr int kBulkStoreVariant = 13;
 
 // The persistent wgmma tiles with the consumers in turn (bsrWgmmaPingPongKernel): each consumer warpgroup takes
 // whole tiles, its epilogue running during the other's main loop; Linear and Matmul. kPingPongVariant: 128-token
-// tiles at 32x32 and 64x64 blocks (at 128x128 the addon dispatches it: tc_kernels.h's kPingPongTile, the same number);
-// kPingPongVariant + 1: 256-token tiles at 64x64. Measured on an H200 (docs/kernels.md): slower than the dispatched
-// tiles at 32x32 (1.42x) and 64x64 (1.1x).
+// tiles at 32x32 blocks (at 64x64 and 128x128 the addon has its own: tc_kernels.h's kPingPongTile, the same number);
+// kPingPongVariant + 1: 256-token tiles at 64x64, token-major (the addon's 64x64 ping-pong tile is feature-major).
+// Measured on an H200 (docs/kernels.md): slower than the dispatched tiles at 32x32 (1.42x) and 64x64 (1.07x).
 constexpr int kPingPongVariant = 14;
 static_assert(kPingPongVariant == kPingPongTile, "dev's ping-pong tiles share the addon's variant number");
 
+// The persistent 64x64 wgmma tile token-major (wgmma's M the tokens: two m64n64 products per consumer and k16 step),
+// as dispatched before the feature-major tile replaced it (1-6% slower on an H200: docs/kernels.md).
+constexpr int kTokenMajorPersistentVariant = 17;
+
 // A TcOptions::devVariants launcher: the wgmma variants of dev/bsr_wgmma_variants.cu (1 at 32 and 64
-// blocks, 2-5, kStoreHelpersVariant, kBulkStoreVariant, kPingPongVariant and the next) and dev/bsr_wgmma_xr.cu (kXrVariant) and the mma.sync variants of dev/bsr_mma_variants.cu
+// blocks, 2-5, kTokenMajorPersistentVariant, kStoreHelpersVariant, kBulkStoreVariant, kPingPongVariant and the next) and dev/bsr_wgmma_xr.cu (kXrVariant) and the mma.sync variants of dev/bsr_mma_variants.cu
 // (1) and dev/bsr_mma_grouped.cu (8, 9); false, having launched nothing, for any other path, product or variant.
 bool launchDevVariant(TcPath path, Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                       cudaStream_t stream);

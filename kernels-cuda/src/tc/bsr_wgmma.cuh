@@ -21,7 +21,12 @@ namespace bs::tc::sm90 {
 constexpr int cmin(int a, int b) { return a < b ? a : b; }
 
 // kPingPong_: the consumers take whole tiles in turn (bsrWgmmaPingPongKernel) instead of half the rows of each.
-template <typename T_, Op kOp_, int kBlock_, int kTileM_, int kStages_, bool kPingPong_ = false>
+// kFeatureMajor_ (Linear/Matmul, 64-wide blocks): wgmma's M is the tile's 64 features and its N the consumer's
+// tokens (one m64nN product per k16 step, reading the block once and each token row once) instead of M = tokens,
+// N = features (kMmaM m64n64 products, each reading the block again). The accumulators then hold the tile
+// transposed; stageAccumulators writes it back token-major with stmatrix.trans.
+template <typename T_, Op kOp_, int kBlock_, int kTileM_, int kStages_, bool kPingPong_ = false,
+          bool kFeatureMajor_ = false>
 struct WgmmaTraits {
   using T = T_;
   static constexpr Op kOp = kOp_;
@@ -40,6 +45,13 @@ struct WgmmaTraits {
   static constexpr bool kPingPong = kPingPong_;
   static constexpr int kTileConsumers = kPingPong ? 1 : kConsumers;  // consumers sharing one tile's rows
   static constexpr int kMmaM = kTileM / (64 * kTileConsumers);  // m64 tiles per consumer
+  static constexpr int kConsumerTokens = kTileM / kTileConsumers;
+  static constexpr bool kFeatureMajor = kFeatureMajor_;
+  // A consumer's accumulators: kMmaM tiles of m64 tokens x kTileN features, or (kFeatureMajor) one tile of m64
+  // features x kConsumerTokens tokens.
+  static constexpr int kAccTiles = kFeatureMajor ? 1 : kMmaM;
+  static constexpr int kAccRegs = kFeatureMajor ? kConsumerTokens / 2 : kTileN / 2;
+  using Acc = float[kAccTiles][kAccRegs];
   static constexpr int kEmptyArrivals = 4 * kTileConsumers;     // arrivals that free a stage: its consumers' warps
   static constexpr int kABytes = kTileM * kStep * 2, kBBytes = kTileN * kStep * 2;
   static constexpr int kStageBytes = kABytes + kBBytes;
@@ -49,6 +61,9 @@ struct WgmmaTraits {
 
   static_assert(kMmaM >= 1 && kTileM == 64 * kTileConsumers * kMmaM, "each consumer owns whole m64 tiles");
   static_assert(kSmemBytes <= 227 * 1024, "fits an H100's shared memory");
+  static_assert(!kFeatureMajor || (kOp != Op::Sampled && kTileN == 64 && kStep == 64 &&
+                                   (kConsumerTokens == 64 || kConsumerTokens == 128 || kConsumerTokens == 256)),
+                "feature-major tiles: Linear/Matmul, 64 features, tokens an m64nN width");
 };
 
 // Thread 0 prefetches both tensor maps and initializes the ring's barriers: a full barrier completes on the
@@ -71,29 +86,43 @@ __device__ __forceinline__ void initPipeline(const CUtensorMap& mapA, const CUte
 
 // One pipeline stage's products into this consumer warpgroup's accumulators.
 template <class K>
-__device__ __forceinline__ void mmaStage(float (&acc)[K::kMmaM][K::kTileN / 2], uint32_t stageA, uint32_t stageB,
-                                         int consumer) {
+__device__ __forceinline__ void mmaStage(typename K::Acc& acc, uint32_t stageA, uint32_t stageB, int consumer) {
   using T = typename K::T;
+  if constexpr (K::kFeatureMajor) {
+    // A: the block's 64 features x the step, as the stage holds it (K-major for Linear; for Matmul the step's rows
+    // of the block, features contiguous: MN-major). B: this consumer's token rows of the dense slice (K-major).
+    const uint32_t tokens = stageA + consumer * K::kConsumerTokens * K::kStep * 2;
 #pragma unroll
-  for (int kk = 0; kk < K::kStep / 16; ++kk) {
-    uint64_t descB;
-    if constexpr (K::kBKMajor)
-      descB = matrixDescriptor(stageB + kk * 32, 16, 8 * K::kStep * 2, K::kSwizzleB);
-    else
-      descB = matrixDescriptor(stageB + kk * 16 * K::kPanelB * 2, K::kStep * K::kPanelB * 2, 8 * K::kPanelB * 2,
-                               K::kSwizzleB);
+    for (int kk = 0; kk < K::kStep / 16; ++kk) {
+      const uint64_t descA =
+          K::kBKMajor ? matrixDescriptor(stageB + kk * 32, 16, 8 * K::kStep * 2, K::kSwizzleB)
+                      : matrixDescriptor(stageB + kk * 16 * K::kPanelB * 2, K::kStep * K::kPanelB * 2, 8 * K::kPanelB * 2,
+                                         K::kSwizzleB);
+      const uint64_t descB = matrixDescriptor(tokens + kk * 32, 16, 8 * K::kStep * 2, K::kSwizzleA);
+      Wgmma<T, K::kConsumerTokens, K::kBKMajor ? 0 : 1, 0>::run(acc[0], descA, descB);
+    }
+  } else {
 #pragma unroll
-    for (int mi = 0; mi < K::kMmaM; ++mi) {
-      uint64_t descA;
-      if constexpr (K::kAKMajor) {
-        descA = matrixDescriptor(stageA + (consumer * K::kMmaM + mi) * 64 * K::kStep * 2 + kk * 32, 16,
-                                 8 * K::kStep * 2, K::kSwizzleA);
-      } else {
-        const int panel = (consumer * K::kMmaM + mi) * 64 / K::kPanelA;
-        descA = matrixDescriptor(stageA + panel * K::kStep * K::kPanelA * 2 + kk * 16 * K::kPanelA * 2,
-                                 K::kStep * K::kPanelA * 2, 8 * K::kPanelA * 2, K::kSwizzleA);
+    for (int kk = 0; kk < K::kStep / 16; ++kk) {
+      uint64_t descB;
+      if constexpr (K::kBKMajor)
+        descB = matrixDescriptor(stageB + kk * 32, 16, 8 * K::kStep * 2, K::kSwizzleB);
+      else
+        descB = matrixDescriptor(stageB + kk * 16 * K::kPanelB * 2, K::kStep * K::kPanelB * 2, 8 * K::kPanelB * 2,
+                                 K::kSwizzleB);
+#pragma unroll
+      for (int mi = 0; mi < K::kMmaM; ++mi) {
+        uint64_t descA;
+        if constexpr (K::kAKMajor) {
+          descA = matrixDescriptor(stageA + (consumer * K::kMmaM + mi) * 64 * K::kStep * 2 + kk * 32, 16,
+                                   8 * K::kStep * 2, K::kSwizzleA);
+        } else {
+          const int panel = (consumer * K::kMmaM + mi) * 64 / K::kPanelA;
+          descA = matrixDescriptor(stageA + panel * K::kStep * K::kPanelA * 2 + kk * 16 * K::kPanelA * 2,
+                                   K::kStep * K::kPanelA * 2, 8 * K::kPanelA * 2, K::kSwizzleA);
+        }
+        Wgmma<T, K::kTileN, K::kAKMajor ? 0 : 1, K::kBKMajor ? 0 : 1>::run(acc[mi], descA, descB);
       }
-      Wgmma<T, K::kTileN, K::kAKMajor ? 0 : 1, K::kBKMajor ? 0 : 1>::run(acc[mi], descA, descB);
     }
   }
 }
@@ -102,40 +131,41 @@ __device__ __forceinline__ void mmaStage(float (&acc)[K::kMmaM][K::kTileN / 2], 
 // being the pipeline's step `first` (0 for a tile per CTA; a persistent CTA's steps run on across tiles).
 // Each step's stage is released once the next step's products are issued; the last one is left to the caller.
 template <class K>
-__device__ __forceinline__ void consumeSteps(float (&acc)[K::kMmaM][K::kTileN / 2], uint8_t* smem, uint64_t* full,
-                                             uint64_t* empty, int first, int steps, int consumer, int lane) {
+__device__ __forceinline__ void consumeSteps(typename K::Acc& acc, uint8_t* smem, uint64_t* full, uint64_t* empty,
+                                             int first, int steps, int consumer, int lane) {
 #pragma unroll
-  for (int i = 0; i < K::kMmaM; ++i)
+  for (int i = 0; i < K::kAccTiles; ++i)
 #pragma unroll
-    for (int j = 0; j < K::kTileN / 2; ++j) acc[i][j] = 0.0f;
+    for (int j = 0; j < K::kAccRegs; ++j) acc[i][j] = 0.0f;
   for (int step = 0; step < steps; ++step) {
     const int it = first + step;
     const int s = it % K::kStages;
     mbarrierWait(&full[s], (it / K::kStages) & 1);
     const uint32_t stageA = smemAddress(smem + s * K::kStageBytes), stageB = stageA + K::kABytes;
 #pragma unroll
-    for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
+    for (int i = 0; i < K::kAccTiles; ++i) fenceRegisters(acc[i]);
     wgmmaFence();
     mmaStage<K>(acc, stageA, stageB, consumer);
     wgmmaCommit();
 #pragma unroll
-    for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
+    for (int i = 0; i < K::kAccTiles; ++i) fenceRegisters(acc[i]);
     // The previous step's products are done once at most this step's group is pending: free its stage.
     wgmmaWait<1>();
     if (step > 0 && lane == 0) mbarrierArrive(&empty[(it - 1) % K::kStages]);
   }
   wgmmaWait<0>();
 #pragma unroll
-  for (int i = 0; i < K::kMmaM; ++i) fenceRegisters(acc[i]);
+  for (int i = 0; i < K::kAccTiles; ++i) fenceRegisters(acc[i]);
 }
 
 // Writes this consumer's rows of the tile: per m64 tile, warp w of the group holds rows 16w + lane/4 (+8),
 // two columns per 8.
 template <class K>
-__device__ __forceinline__ void storeTile(float (&acc)[K::kMmaM][K::kTileN / 2], const KernelArgs& args,
+__device__ __forceinline__ void storeTile(typename K::Acc& acc, const KernelArgs& args,
                                           const TileWork& work, const int32_t* indexB, int consumer, int lane,
                                           int warpInGroup) {
   using T = typename K::T;
+  static_assert(!K::kFeatureMajor, "feature-major tiles are staged");
   const int g = lane >> 2, c2 = (lane & 3) * 2;
 #pragma unroll
   for (int mi = 0; mi < K::kMmaM; ++mi) {
@@ -171,20 +201,45 @@ __device__ __forceinline__ void storeTile(float (&acc)[K::kMmaM][K::kTileN / 2],
 
 // Puts this consumer's accumulators (plus the bias, Linear) into its staged rows.
 template <class K>
-__device__ __forceinline__ void stageAccumulators(float (&acc)[K::kMmaM][K::kTileN / 2],
+__device__ __forceinline__ void stageAccumulators(typename K::Acc& acc,
                                                   const StagedTile<typename K::T, K::kTileN>& staged,
                                                   const KernelArgs& args, int line, int lane, int warpInGroup) {
+  using T = typename K::T;
   const int g = lane >> 2, c2 = (lane & 3) * 2;
+  if constexpr (K::kFeatureMajor) {
+    // This thread holds features f and f + 8 (f = 16 warpInGroup + g) of tokens 8j + c2 and + 1: per pair of j, four
+    // 8x8 matrices ((j, f), (j, f + 8), (j + 1, f), (j + 1, f + 8)) that stmatrix.trans writes as token rows of 8
+    // features, lane 8q + i giving row i of matrix q (8 rows 144 bytes apart fall in 32 different banks).
+    const int f = warpInGroup * 16 + g;
+    float bias0 = 0.0f, bias8 = 0.0f;
+    if (K::kOp == Op::Linear && args.bias) {
+      const T* bias = static_cast<const T*>(args.bias) + static_cast<int64_t>(line) * K::kTileN;
+      bias0 = static_cast<float>(bias[f]);
+      bias8 = static_cast<float>(bias[f + 8]);
+    }
+    const int q = lane >> 3;
+    constexpr int kPitch = StagedTile<T, K::kTileN>::kPitch;
+    const uint32_t base =
+        smemAddress(staged.rows) + (((q >> 1) * 8 + (lane & 7)) * kPitch + warpInGroup * 16 + (q & 1) * 8) * 2;
+    auto pair = [&](int j, int half) {
+      const float bias = half ? bias8 : bias0;
+      return packPair<T>(acc[0][4 * j + 2 * half] + bias, acc[0][4 * j + 2 * half + 1] + bias);
+    };
 #pragma unroll
-  for (int j = 0; j < K::kTileN / 8; ++j) {
-    const int col = j * 8 + c2;
-    const float2 bias = tileBias<typename K::T, K::kOp, K::kTileN>(args, line, col);
+    for (int j = 0; j < K::kConsumerTokens / 8; j += 2)
+      stmatrixX4Trans(base + j * 8 * kPitch * 2, pair(j, 0), pair(j, 1), pair(j + 1, 0), pair(j + 1, 1));
+  } else {
 #pragma unroll
-    for (int mi = 0; mi < K::kMmaM; ++mi)
+    for (int j = 0; j < K::kTileN / 8; ++j) {
+      const int col = j * 8 + c2;
+      const float2 bias = tileBias<T, K::kOp, K::kTileN>(args, line, col);
 #pragma unroll
-      for (int half = 0; half < 2; ++half)
-        staged.put(mi * 64 + warpInGroup * 16 + g + half * 8, col, acc[mi][4 * j + half * 2],
-                   acc[mi][4 * j + half * 2 + 1], bias);
+      for (int mi = 0; mi < K::kMmaM; ++mi)
+#pragma unroll
+        for (int half = 0; half < 2; ++half)
+          staged.put(mi * 64 + warpInGroup * 16 + g + half * 8, col, acc[mi][4 * j + half * 2],
+                     acc[mi][4 * j + half * 2 + 1], bias);
+    }
   }
 }
 
@@ -193,11 +248,12 @@ __device__ __forceinline__ void stageAccumulators(float (&acc)[K::kMmaM][K::kTil
 // tensor map; the eight rows of a warp's store then fall in different banks). With `activated`, activation(Z) too,
 // from Z as rounded to T (as a separate biasActivation pass over Z would compute it).
 template <class K>
-__device__ __forceinline__ void stageSwizzled(float (&acc)[K::kMmaM][K::kTileN / 2], typename K::T* z,
+__device__ __forceinline__ void stageSwizzled(typename K::Acc& acc, typename K::T* z,
                                               typename K::T* activated, const KernelArgs& args, int line, int lane,
                                               int warpInGroup) {
   using T = typename K::T;
   static_assert(K::kTileN * 2 == 128, "rows of one 128-byte swizzle span");
+  static_assert(!K::kFeatureMajor, "token-major accumulators");
   const int g = lane >> 2, c2 = (lane & 3) * 2;
 #pragma unroll
   for (int j = 0; j < K::kTileN / 8; ++j) {
@@ -222,7 +278,7 @@ __device__ __forceinline__ void stageSwizzled(float (&acc)[K::kMmaM][K::kTileN /
 // Linear/Matmul: this consumer's rows of the tile through shared memory (StagedTile), in the pipeline
 // buffers once both consumers are past their last product (both read every stage).
 template <class K>
-__device__ __forceinline__ void storeTileStaged(float (&acc)[K::kMmaM][K::kTileN / 2], const KernelArgs& args,
+__device__ __forceinline__ void storeTileStaged(typename K::Acc& acc, const KernelArgs& args,
                                                 const TileWork& work, uint8_t* smem, int consumer, int lane,
                                                 int warpInGroup) {
   using T = typename K::T;
@@ -303,7 +359,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   setMaxRegistersIncrease<232>();
   const int consumer = warpGroup - 1;
   const int lane = tid % 32, warpInGroup = (tid % 128) / 32;
-  float acc[K::kMmaM][K::kTileN / 2];
+  typename K::Acc acc;
   consumeSteps<K>(acc, smem, full, empty, 0, work.steps, consumer, lane);
 
   if constexpr (K::kOp == Op::Sampled) storeTile<K>(acc, args, work, indexB, consumer, lane, warpInGroup);
@@ -528,7 +584,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   setMaxRegistersIncrease<232>();
   const int consumer = warpGroup - 1;
   const int lane = tid % 32, warpInGroup = (tid % 128) / 32;
-  float acc[K::kMmaM][K::kTileN / 2];
+  typename K::Acc acc;
   int it = 0;
   for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
     TileWork work;
@@ -619,7 +675,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   const int lane = tid % 32, warpInGroup = (tid % 128) / 32;
   // This consumer's staged rows, past the barriers.
   const Staged staged{reinterpret_cast<T*>(empty + K::kStages) + consumer * K::kTileM * Staged::kPitch};
-  float acc[K::kMmaM][K::kTileN / 2];
+  typename K::Acc acc;
   int it = 0, local = 0;
   for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ++local) {
     TileWork work;

@@ -183,15 +183,20 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
     variant = wide ? tc::kWideTile : tc::kDefaultTile;
     // With 64x64 blocks, many tiles with short lines go to the persistent tile, with 128x128 blocks to the
     // ping-pong tile (measured on an H200: docs/kernels.md, "The staged epilogue and the persistent tile" and
-    // "Consumers in turn").
+    // "Consumers in turn"). dX with the activation's backward in its epilogue goes to the ping-pong tile at 64x64
+    // too, by its own rule ("The activation's backward in dX's epilogue").
     if (path == TcPath::Wgmma && (block == 64 || block == 128) && op != tc::Op::Sampled && device.sms > 0) {
       const int64_t lines = op == tc::Op::Linear ? pattern.blockRows : pattern.blockCols;
       const double line = lines > 0 ? double(pattern.nnzBlocks) / double(lines) : 0.0;
-      const int64_t tileTokens = block == 64 ? tc::kPersistentTileTokens : tc::kPingPongTileTokens;
-      const int64_t tiles = (m + tileTokens - 1) / tileTokens * lines;
-      if (block == 64 && tiles >= tc::kPersistentMinTilesPerSm * device.sms && line <= tc::kPersistentMaxLine)
+      auto tiles = [&](int64_t tileTokens) { return (m + tileTokens - 1) / tileTokens * lines; };
+      if (block == 64 && tiles(tc::kPersistentTileTokens) >= tc::kPersistentMinTilesPerSm * device.sms &&
+          line <= tc::kPersistentMaxLine)
         variant = tc::kPersistentTile;
-      if (block == 128 && tiles >= tc::kPingPongMinTilesPerSm * device.sms && line <= tc::kPingPongMaxLine)
+      if (block == 64 && backward && tiles(tc::kPingPongTile64Tokens) >= tc::kPingPongMinTilesPerSm * device.sms &&
+          line <= tc::kPingPongBackwardMaxLine64)
+        variant = tc::kPingPongTile;
+      if (block == 128 && tiles(tc::kPingPongTileTokens) >= tc::kPingPongMinTilesPerSm * device.sms &&
+          line <= tc::kPingPongMaxLine)
         variant = tc::kPingPongTile;
     }
   }
@@ -199,11 +204,12 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   if ((activated != nullptr || backward) && variant != tc::kDefaultTile && variant != tc::kWideTile &&
       variant != tc::kPersistentTile && variant != tc::kPingPongTile)
     return false;
-  // The default options take the fused backward on the ping-pong tile only, whose epilogue runs during the other
-  // consumer's products: on an H200 it measured 0.89-0.98x dX and the separate pass at 2048-4096 tokens (one case of
-  // 12 at 1.08x) and 0.97-1.02x at 8192-16384, while the other tiles' consumers wait on the pre-activation's loads and
-  // lose (1.04-1.11x at 8192 tokens; docs/kernels.md, "The activation's backward in dX's epilogue"). Options that name
-  // a path or tile (tc_bench) take it on any shipped wgmma tile.
+  // The default options take the fused backward on the ping-pong tiles only, whose epilogue runs during the other
+  // consumer's products: on an H200 it measured 0.89-0.98x dX and the separate pass at 128x128 and 2048-4096 tokens
+  // (one case of 12 at 1.08x), 0.97-1.02x at 8192-16384, and 0.92-0.97x at 64x64 where the rule above takes it, while
+  // the other tiles' consumers wait on the pre-activation's loads and lose (1.04-1.11x at 8192 tokens;
+  // docs/kernels.md, "The activation's backward in dX's epilogue"). Options that name a path or tile (tc_bench) take
+  // it on any shipped wgmma tile.
   const bool named = options.path != TcPath::Auto || options.variant >= 0;
   if (backward && !named && variant != tc::kPingPongTile) return false;
   const int storeRows = backward && path == TcPath::Wgmma ? tc::wgmmaStoreRows(block, variant) : 0;

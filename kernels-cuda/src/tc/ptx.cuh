@@ -48,6 +48,15 @@ __device__ __forceinline__ void ldmatrixX4Trans(uint32_t (&r)[4], uint32_t addre
                : "r"(address));
 }
 
+// Stores four 8x8 matrices of 2-byte elements held in the mma accumulator layout (a thread's register q: row
+// lane / 4, columns 2 (lane % 4) and + 1 of matrix q) transposed: row i of matrix q (column i as held) goes to
+// the 16 bytes at the address lane 8q + i gives. sm_90.
+__device__ __forceinline__ void stmatrixX4Trans(uint32_t address, uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(address), "r"(r0),
+               "r"(r1), "r"(r2), "r"(r3)
+               : "memory");
+}
+
 // D += A * B for one m16n8k16 tile, float32 accumulators.
 template <typename T>
 __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]);

@@ -59,7 +59,10 @@ struct KernelArgs {
 // With 128x128 blocks, the persistent 128-token tile whose two consumer warpgroups take whole tiles in turn (each
 // one's epilogue during the other's products: bsrWgmmaPingPongKernel) wins when there are many tiles with short
 // reduction lines: at least kPingPongMinTilesPerSm tiles per SM and at most kPingPongMaxLine blocks per line on average.
-// (Numbers 2-6, 8-13 and 15 are variants kept for measurement in kernels-cuda/dev/; 14 there at 32x32 and 64x64.)
+// With 64x64 blocks the ping-pong tile (kPingPongTile64Tokens per consumer) takes dX with the activation's backward in
+// its epilogue: at least kPingPongMinTilesPerSm tiles per SM, at most kPingPongBackwardMaxLine64 blocks per line.
+// The 64x64 persistent and ping-pong tiles are feature-major (WgmmaTraits::kFeatureMajor).
+// (Numbers 2-6, 8-13, 15 and 17 are variants kept for measurement in kernels-cuda/dev/; 14 there at 32x32.)
 enum TileVariant : int { kDefaultTile = 0, kWideTile = 1, kPersistentTile = 7, kPingPongTile = 14 };
 constexpr int64_t kWideTileMinTokens = 4096;
 constexpr int kPersistentTileTokens = 256;
@@ -68,6 +71,8 @@ constexpr double kPersistentMaxLine = 16.0;
 constexpr int kPingPongTileTokens = 128;
 constexpr int64_t kPingPongMinTilesPerSm = 2;
 constexpr double kPingPongMaxLine = 4.0;
+constexpr int kPingPongTile64Tokens = 256;
+constexpr double kPingPongBackwardMaxLine64 = 8.0;
 
 // Block row (column) entries whose offsets a CTA keeps in shared memory; longer rows read the rest
 // from global memory.

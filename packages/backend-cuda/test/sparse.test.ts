@@ -217,10 +217,11 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
     }, 120_000);
   }
 
-  // bsrLinear (with and without a bias, and fused with an activation) and bsrMatmul may run as a dense GEMM over W's
-  // blocks scattered into a dense scratch: both routes must give the same function, float32 included when forced.
+  // bsrLinear (with and without a bias, and fused with an activation), bsrMatmul and bsrMatmulActivationBackward may run
+  // as a dense GEMM over W's blocks scattered into a dense scratch: both routes must give the same function, float32
+  // included when forced.
   for (const mode of ["never", "always"] as const) {
-    test(`bsrLinear, bsrLinearActivation and bsrMatmul with the dense route ${mode}: every block shape and dtype against float64`, () => {
+    test(`bsrLinear, bsrLinearActivation, bsrMatmul and bsrMatmulActivationBackward with the dense route ${mode}: every block shape and dtype against float64`, () => {
       const backend = useCuda();
       const previous = backend.setDenseProductMode(mode);
       try {
@@ -260,6 +261,14 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
                     dxRef[i * cols + j] = sum;
                   }
                 expectClose(bsrMatmul(dy.t, values.t, pattern).dataSync(), dxRef, dtype, `bsrMatmul ${what}`);
+                // dX through the activation of the layer before: dX by the route, then the activation backward.
+                const pre = randomTensor(next, [m, cols], dtype);
+                const [dpre, dbias] = bsrMatmulActivationBackward(dy.t, values.t, pattern, pre.t, "gelu");
+                const dpreRef = dxRef.map((g, i) => g * reference.geluGrad(pre.values[i], "none"));
+                const dbiasRef = new Float64Array(cols);
+                for (let i = 0; i < dpreRef.length; i++) dbiasRef[i % cols] += dpreRef[i];
+                expectClose(dpre.dataSync(), dpreRef, dtype, `bsrMatmulActivationBackward ${what}`);
+                expectClose(dbias.dataSync(), dbiasRef, dtype, `bsrMatmulActivationBackward dbias ${what}`);
               });
             }
           }
@@ -319,9 +328,10 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
 
   // Many tiles with short reduction lines, where half-precision products go to the persistent tile at 64x64 blocks
   // (at least 3 tiles of 256 tokens per SM, at most 16 blocks per line) and to the ping-pong tile at 128x128 (at
-  // least 2 tiles of 128 tokens per SM, at most 4 blocks per line) on sm_90: 1000 tokens (the last tile ragged) x 128
-  // block rows (columns) of 64, or 64 of 128, one or two blocks per line, some lines empty. Elsewhere these shapes
-  // take the other tiles, checked the same way.
+  // least 2 tiles of 128 tokens per SM, at most 4 blocks per line) on sm_90, and dX with the activation's backward to
+  // the ping-pong tile at both (at 64x64: 2 tiles of 256 tokens per SM, at most 8 blocks per line): 1000 tokens (the
+  // last tile ragged) x 128 block rows (columns) of 64, or 64 of 128, one or two blocks per line, some lines empty.
+  // Elsewhere these shapes take the other tiles, checked the same way.
   const DERIVATIVES = {
     relu: (v: number) => (v > 0 ? 1 : 0),
     gelu: (v: number) => reference.geluGrad(v, "none"),
