@@ -15,7 +15,9 @@
 // Usage: tc_bench [--mode check|time|decode] [--ops linear,matmul,sampled] [--paths auto,decode,wgmma,mma]
 //                 [--blocks 32,64,128] [--quick] [--dtype bf16|f16|f32] [--variants 0,1] [--tokens 8192,512]
 //                 [--shapes 4096x4096,4096x16384 (K x N)] [--densities 0.25,0.5] [--sets 3] [--rows random|equal]
-// --variants applies to each of the wgmma and mma paths named (wgmma/v6 is dev's X-resident bsrLinear);
+// --variants applies to each of the wgmma and mma paths named (wgmma/v6 is dev's X-resident bsrLinear); a variant
+// written with a trailing c (0c) sums dW's token splits in thread-block clusters instead of the float32 partial pass
+// (TcOptions::splitCluster, kept for measurement);
 // --tokens, --shapes and --densities replace each mode's defaults. --sets (time mode, default 3) is how many input
 // sets the launches rotate through: 1 keeps the inputs in L2 between launches, as in a training step.
 // --rows equal gives every block row the same number of blocks (round(density x block columns)) instead of each
@@ -93,10 +95,12 @@ const char* productName(Product p) {
 struct Variant {
   bs::TcPath path;
   int variant;
+  bool cluster = false;  // TcOptions::splitCluster
   std::string name() const {
     if (path == bs::TcPath::Auto) return "auto";
     if (path == bs::TcPath::Decode) return variant == 0 ? "decode" : "decode/v" + std::to_string(variant);
-    return std::string(path == bs::TcPath::Wgmma ? "wgmma" : "mma") + "/v" + std::to_string(variant);
+    return std::string(path == bs::TcPath::Wgmma ? "wgmma" : "mma") + "/v" + std::to_string(variant) +
+           (cluster ? " cluster" : "");
   }
 };
 
@@ -381,6 +385,7 @@ struct Problem {
     bs::TcOptions options;
     options.path = v.path;
     options.variant = v.variant;
+    options.splitCluster = v.cluster;
 #ifndef TC_BENCH_NO_DEV
     options.devVariants = bs::tc::launchDevVariant;
 #endif
@@ -714,7 +719,8 @@ Options parse(int argc, char** argv) {
           if (std::atoi(v.c_str()) > 0) o.variants.push_back({bs::TcPath::Decode, std::atoi(v.c_str())});
     } else if (p == "wgmma" || p == "mma") {
       for (auto& v : variantIds)
-        o.variants.push_back({p == "wgmma" ? bs::TcPath::Wgmma : bs::TcPath::Mma, std::atoi(v.c_str())});
+        o.variants.push_back({p == "wgmma" ? bs::TcPath::Wgmma : bs::TcPath::Mma, std::atoi(v.c_str()),
+                              !v.empty() && v.back() == 'c'});
     } else {
       usageError("--paths takes auto, decode, wgmma, mma; got " + p);
     }

@@ -30,22 +30,6 @@ namespace bs::tc {
 
 namespace sm90 {
 
-__device__ __forceinline__ uint32_t clusterRank() {
-  uint32_t rank;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(rank));
-  return rank;
-}
-// Every thread of every CTA of the cluster: writes before it are visible to reads after it, cluster-wide.
-// Relaxed: a release here is a MEMBAR.ALL.GPU, which at the end of a CTA waits for its output stores to drain.
-__device__ __forceinline__ void clusterSync() {
-  asm volatile("barrier.cluster.arrive.relaxed;\nbarrier.cluster.wait;\n" ::: "memory");
-}
-// The address of the same shared-memory word in CTA `rank` of the cluster.
-__device__ __forceinline__ uint32_t mapShared(uint32_t address, uint32_t rank) {
-  uint32_t mapped;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(mapped) : "r"(address), "r"(rank));
-  return mapped;
-}
 // Arrives on the barrier at `bar`'s offset in CTA `rank` of the cluster. The default semantics (release at CTA
 // scope), as multicast pipelines use for a consumer's release: a .release.cluster arrive and the matching
 // .acquire.cluster wait put a MEMBAR.ALL.GPU on the producer's path at every step, which measured 1.45x slower.

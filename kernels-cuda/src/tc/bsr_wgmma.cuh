@@ -292,6 +292,64 @@ __device__ __forceinline__ void storeTileStaged(typename K::Acc& acc, const Kern
   staged.template store<K::kOp>(kRows, args, work.tokenBase + consumer * kRows, work.line, threadIdx.x % 128, 128);
 }
 
+// dW with the tokens split over a cluster: this CTA's float32 sums of the tile (G blocks stacked by rows), rows of
+// C + 4 floats in its pipeline buffers (kSplitPitch: 16-byte aligned rows, the float2 writes of a warp's 8 rows
+// spread over the banks).
+template <class K>
+constexpr int kSplitPitch = K::C + 4;
+
+template <class K>
+__device__ __forceinline__ void stageSplitSums(typename K::Acc& acc, uint8_t* smem, int consumer, int lane,
+                                               int warpInGroup) {
+  static_assert(K::kOp == Op::Sampled && !K::kFeatureMajor, "dW tiles, token-major layout");
+  static_assert(K::kTileM * kSplitPitch<K> * 4 <= K::kStages * K::kStageBytes, "the sums fit the pipeline buffers");
+  float* sums = reinterpret_cast<float*>(smem);
+  const int g = lane >> 2, c2 = (lane & 3) * 2;
+#pragma unroll
+  for (int mi = 0; mi < K::kMmaM; ++mi)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int row = (consumer * K::kMmaM + mi) * 64 + warpInGroup * 16 + g + half * 8;
+#pragma unroll
+      for (int j = 0; j < K::kTileN / 8; ++j)
+        *reinterpret_cast<float2*>(sums + row * kSplitPitch<K> + j * 8 + c2) =
+            make_float2(acc[mi][4 * j + half * 2], acc[mi][4 * j + half * 2 + 1]);
+    }
+}
+
+// Every thread of every CTA of the cluster (the split's CTAs of one group): once all have staged their sums, each CTA
+// adds up its share of the tile's 16-byte chunks (chunk i goes to rank i % splits) over the cluster's CTAs in rank
+// order, the split order of the float32 partial pass, and writes them to the group's blocks (none past work.count);
+// then waits until no CTA reads its sums any more.
+template <class K>
+__device__ __forceinline__ void sumSplitsInCluster(const KernelArgs& args, const TileWork& work, uint8_t* smem,
+                                                   const int32_t* indexB) {
+  using T = typename K::T;
+  constexpr int kChunksPerRow = K::C / 4;
+  clusterSyncShared();
+  const int splits = args.clusterSplits;
+  const int rank = static_cast<int>(clusterRank());
+  const uint32_t base = smemAddress(smem);
+  for (int i = rank + splits * static_cast<int>(threadIdx.x); i < K::kTileM * kChunksPerRow;
+       i += splits * K::kThreads) {
+    const int row = i / kChunksPerRow, col = (i % kChunksPerRow) * 4;
+    const int member = row / K::R;
+    if (member >= work.count) continue;
+    const uint32_t at = base + (row * kSplitPitch<K> + col) * 4;
+    float4 sum = loadSharedCluster4(mapShared(at, 0));
+    for (int q = 1; q < splits; ++q) {
+      const float4 part = loadSharedCluster4(mapShared(at, q));
+      sum.x += part.x;
+      sum.y += part.y;
+      sum.z += part.z;
+      sum.w += part.w;
+    }
+    T* out = static_cast<T*>(args.out) + (static_cast<int64_t>(indexB[member]) * K::R + row % K::R) * K::C + col;
+    *reinterpret_cast<uint2*>(out) = make_uint2(packPair<T>(sum.x, sum.y), packPair<T>(sum.z, sum.w));
+  }
+  clusterSyncShared();
+}
+
 template <class K>
 __global__ void __launch_bounds__(K::kThreads, 1)
     bsrWgmmaKernel(const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapB,
@@ -312,10 +370,16 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   fillIndex<K::kOp, K::R, K::C>(args, work, indexA, indexB, tid, K::kThreads);
   initPipeline<K>(mapA, mapB, full, empty);
 
+  // Sampled with the splits in a cluster: every thread of the CTA takes part in the sum through the cluster.
+  const bool clusterSum = K::kOp == Op::Sampled && args.clusterSplits > 1;
   const int warpGroup = tid / 128;
   if (warpGroup == 0) {
     setMaxRegistersDecrease<40>();
-    if (tid != 0) return;
+    if (tid != 0) {
+      if constexpr (K::kOp == Op::Sampled)
+        if (clusterSum) sumSplitsInCluster<K>(args, work, smem, indexB);
+      return;
+    }
     // Producer: one thread issues every copy, up to kStages steps ahead of the consumers.
     for (int step = 0; step < work.steps; ++step) {
       const int s = step % K::kStages;
@@ -353,6 +417,8 @@ __global__ void __launch_bounds__(K::kThreads, 1)
                     &full[s]);
       }
     }
+    if constexpr (K::kOp == Op::Sampled)
+      if (clusterSum) sumSplitsInCluster<K>(args, work, smem, indexB);
     return;
   }
 
@@ -362,8 +428,18 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   typename K::Acc acc;
   consumeSteps<K>(acc, smem, full, empty, 0, work.steps, consumer, lane);
 
-  if constexpr (K::kOp == Op::Sampled) storeTile<K>(acc, args, work, indexB, consumer, lane, warpInGroup);
-  else storeTileStaged<K>(acc, args, work, smem, consumer, lane, warpInGroup);
+  if constexpr (K::kOp == Op::Sampled) {
+    if (clusterSum) {
+      // Both consumers are past their last product (both read every stage): the stages take the accumulators.
+      namedBarrierSync(1, 128 * K::kConsumers);
+      stageSplitSums<K>(acc, smem, consumer, lane, warpInGroup);
+      sumSplitsInCluster<K>(args, work, smem, indexB);
+    } else {
+      storeTile<K>(acc, args, work, indexB, consumer, lane, warpInGroup);
+    }
+  } else {
+    storeTileStaged<K>(acc, args, work, smem, consumer, lane, warpInGroup);
+  }
 #endif
 }
 
@@ -412,6 +488,7 @@ bool prepareLaunch(DType dtype, KernelArgs& args, CUtensorMap& mapA, CUtensorMap
     const int64_t splits = (args.m + args.tokensPerSplit - 1) / args.tokensPerSplit;
     const int64_t groups = (args.blockRows + K::kGroup - 1) / K::kGroup;
     if (groups > 65535 || splits > 65535) return false;
+    if (args.clusterSplits > 1 && splits != args.clusterSplits) return false;
     grid = dim3(static_cast<unsigned>(args.blockCols), static_cast<unsigned>(groups), static_cast<unsigned>(splits));
   } else {
     const int64_t depth = K::kOp == Op::Linear ? args.cols : args.rows;
@@ -431,11 +508,28 @@ bool prepareLaunch(DType dtype, KernelArgs& args, CUtensorMap& mapA, CUtensorMap
 }
 
 // Launches `kernel`, a tile kernel of traits K, with its dynamic shared memory.
+// dW's splits in clusters (args.clusterSplits > 1, the grid's z the split count): one cluster per group.
 template <class K, class Kernel>
 void launchKernel(Kernel kernel, dim3 grid, const CUtensorMap& mapA, const CUtensorMap& mapB, const KernelArgs& args,
                   cudaStream_t stream) {
   BS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, K::kSmemBytes));
-  kernel<<<grid, K::kThreads, K::kSmemBytes, stream>>>(mapA, mapB, args);
+  if (K::kOp == Op::Sampled && args.clusterSplits > 1) {
+    cudaLaunchConfig_t config{};
+    config.gridDim = grid;
+    config.blockDim = dim3(K::kThreads);
+    config.dynamicSmemBytes = K::kSmemBytes;
+    config.stream = stream;
+    cudaLaunchAttribute attribute[1];
+    attribute[0].id = cudaLaunchAttributeClusterDimension;
+    attribute[0].val.clusterDim.x = 1;
+    attribute[0].val.clusterDim.y = 1;
+    attribute[0].val.clusterDim.z = static_cast<unsigned>(args.clusterSplits);
+    config.attrs = attribute;
+    config.numAttrs = 1;
+    BS_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, mapA, mapB, args));
+  } else {
+    kernel<<<grid, K::kThreads, K::kSmemBytes, stream>>>(mapA, mapB, args);
+  }
   BS_LAUNCH_CHECK("bsrWgmmaKernel");
 }
 

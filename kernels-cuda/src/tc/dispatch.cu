@@ -230,7 +230,13 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
     args.tokensPerSplit = perSplit;
   }
   const int64_t valueCount = static_cast<int64_t>(pattern.nnzBlocks) * block * block;
-  if (splits > 1) {
+  // With options.splitCluster (wgmma, up to the portable cluster size) a group's splits are one thread-block cluster
+  // that sums its float32 accumulators through distributed shared memory, in split order: no partials written and read
+  // again, no second pass; otherwise the partial pass sums them.
+  const bool clusterSum = op == tc::Op::Sampled && path == TcPath::Wgmma && splits > 1 &&
+                          splits <= tc::kMaxClusterSplits && options.splitCluster;
+  if (clusterSum) args.clusterSplits = static_cast<int32_t>(splits);
+  if (splits > 1 && !clusterSum) {
     if (cudaMallocAsync(reinterpret_cast<void**>(&args.partials), splits * valueCount * sizeof(float), stream) !=
         cudaSuccess) {
       cudaGetLastError();
@@ -262,7 +268,7 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
     // Dev's variants fuse nothing: they never stand in for a shipped tile that declined a fused epilogue.
     if (!launched && options.devVariants && activated == nullptr && !backward)
       launched = options.devVariants(path, op, dtype, args, block, variant, device.sms, stream);
-    if (launched && splits > 1)
+    if (launched && splits > 1 && !clusterSum)
       launchSumSplits(dtype, args.partials, static_cast<int>(splits), valueCount, out, stream);
     if (launched && backward)
       launchSumSplits(dtype, args.columnPartials, static_cast<int>(partialRows), pattern.cols, fused.dbias, stream);

@@ -189,6 +189,35 @@ __device__ __forceinline__ uint64_t matrixDescriptor(uint32_t address, uint32_t 
 // Orders this thread's generic-proxy shared-memory writes before later async-proxy reads (wgmma, TMA).
 __device__ __forceinline__ void fenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 // Named barrier `id` (1-15; 0 is __syncthreads) over `threads` threads, a multiple of 32.
+// Thread-block clusters: this CTA's rank, the address of the same shared-memory word in CTA `rank`, a load from it.
+__device__ __forceinline__ uint32_t clusterRank() {
+  uint32_t rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(rank));
+  return rank;
+}
+__device__ __forceinline__ uint32_t mapShared(uint32_t address, uint32_t rank) {
+  uint32_t mapped;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(mapped) : "r"(address), "r"(rank));
+  return mapped;
+}
+__device__ __forceinline__ float4 loadSharedCluster4(uint32_t address) {
+  float4 v;
+  asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];\n"
+               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+               : "r"(address)
+               : "memory");
+  return v;
+}
+// Every thread of every CTA of the cluster. Relaxed: orders nothing (a release is a MEMBAR.ALL.GPU, which at the end
+// of a CTA waits for its output stores to drain); clusterSyncShared: this thread's shared-memory writes before it are
+// visible to every CTA of the cluster after it.
+__device__ __forceinline__ void clusterSync() {
+  asm volatile("barrier.cluster.arrive.relaxed;\nbarrier.cluster.wait;\n" ::: "memory");
+}
+__device__ __forceinline__ void clusterSyncShared() {
+  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
+}
+
 __device__ __forceinline__ void namedBarrierSync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }

@@ -42,6 +42,10 @@ struct TcOptions {
   int variant = -1;  // tile-shape variant within the path; -1: the measured best for the shape
   // dW only: the number of token splits (each at least one 64-token step); 0: the dispatch's rule.
   int splits = 0;
+  // dW on the wgmma path with 2 to kMaxClusterSplits token splits: the splits of a group as one thread-block cluster
+  // that sums its float32 accumulators through distributed shared memory, instead of writing float32 partials for a
+  // second pass. Kept for measurement: on an H200 it measured 0.67-1.21x the partial pass (docs/kernels.md).
+  bool splitCluster = false;
   // Tried when the shipped kernels have no such variant: the bench passes dev's launcher, the addon none.
   DevVariantLauncher devVariants = nullptr;
 };

@@ -36,6 +36,10 @@ struct KernelArgs {
   const int32_t* valueIndex;
   int32_t tilesM, tilesN, groupM;  // Linear/Matmul: token tiles x block rows (columns), raster group
   int64_t tokensPerSplit;          // Sampled: tokens each split reduces (a multiple of the step)
+  // Sampled with the tokens split on the wgmma path and TcOptions::splitCluster: when above 1, the splits of one group
+  // are a thread-block cluster of this many CTAs that sum their float32 accumulators through distributed shared memory
+  // (no partials).
+  int32_t clusterSplits;
   // Linear only, may be null: also write activation(out) here (the staged epilogue; out keeps the pre-activation).
   void* activated;
   Activation activation;
@@ -65,6 +69,8 @@ struct KernelArgs {
 // (Numbers 2-6, 8-13, 15 and 17 are variants kept for measurement in kernels-cuda/dev/; 14 there at 32x32.)
 enum TileVariant : int { kDefaultTile = 0, kWideTile = 1, kPersistentTile = 7, kPingPongTile = 14 };
 constexpr int64_t kWideTileMinTokens = 4096;
+// The most token splits of a dW group reduced in a cluster (KernelArgs::clusterSplits): the portable cluster size.
+constexpr int kMaxClusterSplits = 8;
 constexpr int kPersistentTileTokens = 256;
 constexpr int64_t kPersistentMinTilesPerSm = 3;
 constexpr double kPersistentMaxLine = 16.0;
