@@ -100,8 +100,10 @@ function tinyOps(dtype: FloatDType, synchronize: () => void): Row[] {
     ),
   ];
   // The bare crossing into the addon (a getter: no launch, no allocation), to split an op's time between N-API and the rest.
-  const addon = (getBackendInstance() as { addon?: { allowTf32(): boolean } }).addon;
-  if (addon !== undefined) rows.push(perOp("N-API call alone (a native getter, no launch)", () => void addon.allowTf32(), synchronize, 20_000));
+  // Only the cuda addon has this getter: other native backends (cpu) leave the row out.
+  const addon = (getBackendInstance() as { addon?: { allowTf32?: () => boolean } }).addon;
+  const getter = addon?.allowTf32?.bind(addon);
+  if (getter !== undefined) rows.push(perOp("N-API call alone (a native getter, no launch)", () => void getter(), synchronize, 20_000));
   for (const t of [a, b, x, w, values, dy, p, g, m, v]) t.dispose();
   for (const q of linear.parameters()) q.dispose();
   return rows;
