@@ -293,6 +293,10 @@ bool launchBlock(DType dtype, const KernelArgs& args, int blockSize, int variant
   using sm90::launch;
   if constexpr (kOp == Op::Sampled) {
     // 1: dW tiles of 256 rows (8 blocks of 32, 4 of 64) sharing each X slice, against the dispatched 128.
+    // kFeatureMajorDwTile: the 64x64 one feature-major (X's 64 columns as wgmma's M, each consumer's two blocks' rows
+    // as N: one m64n128 product per slice).
+    if (variant == kFeatureMajorDwTile && blockSize == 64)
+      return launch<WgmmaTraits<T, kOp, 64, 256, 5, false, true>>(dtype, args, stream);
     if (variant != kWideTile) return false;
     if (blockSize == 32) return launch<WgmmaTraits<T, kOp, 32, 256, 6>>(dtype, args, stream);
     if (blockSize == 64) return launch<WgmmaTraits<T, kOp, 64, 256, 5>>(dtype, args, stream);

@@ -61,9 +61,9 @@ struct WgmmaTraits {
 
   static_assert(kMmaM >= 1 && kTileM == 64 * kTileConsumers * kMmaM, "each consumer owns whole m64 tiles");
   static_assert(kSmemBytes <= 227 * 1024, "fits an H100's shared memory");
-  static_assert(!kFeatureMajor || (kOp != Op::Sampled && kTileN == 64 && kStep == 64 &&
+  static_assert(!kFeatureMajor || (kTileN == 64 && kStep == 64 &&
                                    (kConsumerTokens == 64 || kConsumerTokens == 128 || kConsumerTokens == 256)),
-                "feature-major tiles: Linear/Matmul, 64 features, tokens an m64nN width");
+                "feature-major tiles: 64 features (dW: 64 columns), a consumer's tokens (dW: rows) an m64nN width");
 };
 
 // Thread 0 prefetches both tensor maps and initializes the ring's barriers: a full barrier completes on the
@@ -90,16 +90,21 @@ __device__ __forceinline__ void mmaStage(typename K::Acc& acc, uint32_t stageA, 
   using T = typename K::T;
   if constexpr (K::kFeatureMajor) {
     // A: the block's 64 features x the step, as the stage holds it (K-major for Linear; for Matmul the step's rows
-    // of the block, features contiguous: MN-major). B: this consumer's token rows of the dense slice (K-major).
-    const uint32_t tokens = stageA + consumer * K::kConsumerTokens * K::kStep * 2;
+    // of the block, features contiguous: MN-major; for dW the step's tokens of X's 64 columns, MN-major). B: this
+    // consumer's token rows of the dense slice (K-major), or for dW its members' dY panels side by side (MN-major,
+    // the panels kStep x 64 apart).
+    const uint32_t mine = stageA + consumer * K::kConsumerTokens * K::kStep * 2;
 #pragma unroll
     for (int kk = 0; kk < K::kStep / 16; ++kk) {
       const uint64_t descA =
           K::kBKMajor ? matrixDescriptor(stageB + kk * 32, 16, 8 * K::kStep * 2, K::kSwizzleB)
                       : matrixDescriptor(stageB + kk * 16 * K::kPanelB * 2, K::kStep * K::kPanelB * 2, 8 * K::kPanelB * 2,
                                          K::kSwizzleB);
-      const uint64_t descB = matrixDescriptor(tokens + kk * 32, 16, 8 * K::kStep * 2, K::kSwizzleA);
-      Wgmma<T, K::kConsumerTokens, K::kBKMajor ? 0 : 1, 0>::run(acc[0], descA, descB);
+      const uint64_t descB =
+          K::kAKMajor ? matrixDescriptor(mine + kk * 32, 16, 8 * K::kStep * 2, K::kSwizzleA)
+                      : matrixDescriptor(mine + kk * 16 * K::kPanelA * 2, K::kStep * K::kPanelA * 2, 8 * K::kPanelA * 2,
+                                         K::kSwizzleA);
+      Wgmma<T, K::kConsumerTokens, K::kBKMajor ? 0 : 1, K::kAKMajor ? 0 : 1>::run(acc[0], descA, descB);
     }
   } else {
 #pragma unroll
@@ -165,8 +170,21 @@ __device__ __forceinline__ void storeTile(typename K::Acc& acc, const KernelArgs
                                           const TileWork& work, const int32_t* indexB, int consumer, int lane,
                                           int warpInGroup) {
   using T = typename K::T;
-  static_assert(!K::kFeatureMajor, "feature-major tiles are staged");
   const int g = lane >> 2, c2 = (lane & 3) * 2;
+  if constexpr (K::kFeatureMajor) {
+    // dW feature-major: this thread holds columns c and c + 8 (c = 16 warpInGroup + g) of the consumer's rows
+    // 8j + c2 and + 1 (rows of its members, stacked).
+    static_assert(K::kOp == Op::Sampled, "feature-major Linear/Matmul tiles are staged");
+#pragma unroll
+    for (int j = 0; j < K::kConsumerTokens / 8; ++j)
+#pragma unroll
+      for (int half = 0; half < 2; ++half)
+#pragma unroll
+        for (int e = 0; e < 2; ++e)
+          storeBlockValue<T, K::R, K::C>(args, work, indexB, consumer * K::kConsumerTokens + j * 8 + c2 + e,
+                                         warpInGroup * 16 + g + half * 8, acc[0][4 * j + 2 * half + e]);
+    return;
+  }
 #pragma unroll
   for (int mi = 0; mi < K::kMmaM; ++mi) {
 #pragma unroll
@@ -301,10 +319,21 @@ constexpr int kSplitPitch = K::C + 4;
 template <class K>
 __device__ __forceinline__ void stageSplitSums(typename K::Acc& acc, uint8_t* smem, int consumer, int lane,
                                                int warpInGroup) {
-  static_assert(K::kOp == Op::Sampled && !K::kFeatureMajor, "dW tiles, token-major layout");
+  static_assert(K::kOp == Op::Sampled, "dW tiles");
   static_assert(K::kTileM * kSplitPitch<K> * 4 <= K::kStages * K::kStageBytes, "the sums fit the pipeline buffers");
   float* sums = reinterpret_cast<float*>(smem);
   const int g = lane >> 2, c2 = (lane & 3) * 2;
+  if constexpr (K::kFeatureMajor) {
+#pragma unroll
+    for (int j = 0; j < K::kConsumerTokens / 8; ++j)
+#pragma unroll
+      for (int half = 0; half < 2; ++half)
+#pragma unroll
+        for (int e = 0; e < 2; ++e)
+          sums[(consumer * K::kConsumerTokens + j * 8 + c2 + e) * kSplitPitch<K> + warpInGroup * 16 + g + half * 8] =
+              acc[0][4 * j + 2 * half + e];
+    return;
+  }
 #pragma unroll
   for (int mi = 0; mi < K::kMmaM; ++mi)
 #pragma unroll

@@ -123,8 +123,8 @@ TcPath resolvePath(const DeviceInfo& device, TcPath requested) {
 // Each split keeps at least 1024 tokens.
 int64_t ruleSplits(TcPath path, const BsrPatternView& pattern, int64_t m, int variant, int sms) {
   const int block = pattern.blockHeight;
-  // Rows of blocks per CTA: 128, or 256 for the wide dW tile (a variant kept for measurement).
-  const int64_t tileRows = variant == tc::kWideTile ? 256 : 128;
+  // Rows of blocks per CTA: 128, or 256 for the wide and the feature-major dW tiles (named only).
+  const int64_t tileRows = variant == tc::kWideTile || variant == tc::kFeatureMajorDwTile ? 256 : 128;
   const int64_t groups = std::max<int64_t>(1, pattern.nnzBlocks / std::max<int64_t>(1, tileRows / block));
   const int64_t slots = std::max<int64_t>(1, 2 * int64_t{sms});
   const int64_t most = std::max<int64_t>(1, std::min<int64_t>(m / 1024, 64));

@@ -93,6 +93,17 @@ __device__ __forceinline__ void storeBlockPair(const KernelArgs& args, const Til
   }
 }
 
+// dW, one output (row, col) of the tile (a feature-major tile holds no pairs along a row): as storeBlockPair.
+template <typename T, int R, int C>
+__device__ __forceinline__ void storeBlockValue(const KernelArgs& args, const TileWork& work, const int32_t* indexB,
+                                                int row, int col, float v) {
+  const int member = row / R;
+  if (member >= work.count) return;
+  const int64_t at = (static_cast<int64_t>(indexB[member]) * R + row % R) * C + col;
+  if (args.partials) args.partials[static_cast<int64_t>(blockIdx.z) * args.nnzBlocks * R * C + at] = v;
+  else static_cast<T*>(args.out)[at] = static_cast<T>(v);
+}
+
 // The epilogue of Linear/Matmul tiles, shared by the mma.sync and wgmma kernels. A tile row (one block of
 // features of one token) is 64-256 contiguous bytes of the output, but the accumulator layouts give a warp 16
 // bytes of a row per store: stored directly, every 32-byte sector of the output is written twice and the
