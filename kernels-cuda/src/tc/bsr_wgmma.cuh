@@ -163,6 +163,21 @@ __device__ __forceinline__ void consumeSteps(typename K::Acc& acc, uint8_t* smem
   for (int i = 0; i < K::kAccTiles; ++i) fenceRegisters(acc[i]);
 }
 
+// dW feature-major: fn(row, col, value) for each of this consumer's sums its thread holds, columns c and c + 8
+// (c = 16 warpInGroup + g) of the consumer's rows 8j + c2 and + 1 (its members' rows, stacked).
+template <class K, class Fn>
+__device__ __forceinline__ void forFeatureMajorSums(typename K::Acc& acc, int consumer, int lane, int warpInGroup,
+                                                    Fn&& fn) {
+  const int g = lane >> 2, c2 = (lane & 3) * 2;
+#pragma unroll
+  for (int j = 0; j < K::kConsumerTokens / 8; ++j)
+#pragma unroll
+    for (int half = 0; half < 2; ++half)
+#pragma unroll
+      for (int e = 0; e < 2; ++e)
+        fn(consumer * K::kConsumerTokens + j * 8 + c2 + e, warpInGroup * 16 + g + half * 8, acc[0][4 * j + 2 * half + e]);
+}
+
 // Writes this consumer's rows of the tile: per m64 tile, warp w of the group holds rows 16w + lane/4 (+8),
 // two columns per 8.
 template <class K>
@@ -172,44 +187,37 @@ __device__ __forceinline__ void storeTile(typename K::Acc& acc, const KernelArgs
   using T = typename K::T;
   const int g = lane >> 2, c2 = (lane & 3) * 2;
   if constexpr (K::kFeatureMajor) {
-    // dW feature-major: this thread holds columns c and c + 8 (c = 16 warpInGroup + g) of the consumer's rows
-    // 8j + c2 and + 1 (rows of its members, stacked).
     static_assert(K::kOp == Op::Sampled, "feature-major Linear/Matmul tiles are staged");
+    forFeatureMajorSums<K>(acc, consumer, lane, warpInGroup, [&](int row, int col, float v) {
+      storeBlockValue<T, K::R, K::C>(args, work, indexB, row, col, v);
+    });
+  } else {
 #pragma unroll
-    for (int j = 0; j < K::kConsumerTokens / 8; ++j)
+    for (int mi = 0; mi < K::kMmaM; ++mi) {
 #pragma unroll
-      for (int half = 0; half < 2; ++half)
+      for (int half = 0; half < 2; ++half) {
+        const int row = (consumer * K::kMmaM + mi) * 64 + warpInGroup * 16 + g + half * 8;
 #pragma unroll
-        for (int e = 0; e < 2; ++e)
-          storeBlockValue<T, K::R, K::C>(args, work, indexB, consumer * K::kConsumerTokens + j * 8 + c2 + e,
-                                         warpInGroup * 16 + g + half * 8, acc[0][4 * j + 2 * half + e]);
-    return;
-  }
-#pragma unroll
-  for (int mi = 0; mi < K::kMmaM; ++mi) {
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int row = (consumer * K::kMmaM + mi) * 64 + warpInGroup * 16 + g + half * 8;
-#pragma unroll
-      for (int j = 0; j < K::kTileN / 8; ++j) {
-        const int col = j * 8 + c2;
-        float v0 = acc[mi][4 * j + half * 2], v1 = acc[mi][4 * j + half * 2 + 1];
-        if constexpr (K::kOp == Op::Sampled) {
-          storeBlockPair<T, K::R, K::C>(args, work, indexB, row, col, v0, v1);
-        } else {
-          const int64_t token = work.tokenBase + row;
-          if (token >= args.m) continue;
-          if constexpr (K::kOp == Op::Linear) {
-            const int64_t feature = static_cast<int64_t>(work.line) * K::R + col;
-            if (args.bias) {
-              float2 bias = unpackPair<T>(*reinterpret_cast<const uint32_t*>(static_cast<const T*>(args.bias) + feature));
-              v0 += bias.x;
-              v1 += bias.y;
-            }
-            *reinterpret_cast<uint32_t*>(static_cast<T*>(args.out) + token * args.rows + feature) = packPair<T>(v0, v1);
+        for (int j = 0; j < K::kTileN / 8; ++j) {
+          const int col = j * 8 + c2;
+          float v0 = acc[mi][4 * j + half * 2], v1 = acc[mi][4 * j + half * 2 + 1];
+          if constexpr (K::kOp == Op::Sampled) {
+            storeBlockPair<T, K::R, K::C>(args, work, indexB, row, col, v0, v1);
           } else {
-            const int64_t feature = static_cast<int64_t>(work.line) * K::C + col;
-            *reinterpret_cast<uint32_t*>(static_cast<T*>(args.out) + token * args.cols + feature) = packPair<T>(v0, v1);
+            const int64_t token = work.tokenBase + row;
+            if (token >= args.m) continue;
+            if constexpr (K::kOp == Op::Linear) {
+              const int64_t feature = static_cast<int64_t>(work.line) * K::R + col;
+              if (args.bias) {
+                float2 bias = unpackPair<T>(*reinterpret_cast<const uint32_t*>(static_cast<const T*>(args.bias) + feature));
+                v0 += bias.x;
+                v1 += bias.y;
+              }
+              *reinterpret_cast<uint32_t*>(static_cast<T*>(args.out) + token * args.rows + feature) = packPair<T>(v0, v1);
+            } else {
+              const int64_t feature = static_cast<int64_t>(work.line) * K::C + col;
+              *reinterpret_cast<uint32_t*>(static_cast<T*>(args.out) + token * args.cols + feature) = packPair<T>(v0, v1);
+            }
           }
         }
       }
@@ -324,26 +332,20 @@ __device__ __forceinline__ void stageSplitSums(typename K::Acc& acc, uint8_t* sm
   float* sums = reinterpret_cast<float*>(smem);
   const int g = lane >> 2, c2 = (lane & 3) * 2;
   if constexpr (K::kFeatureMajor) {
+    forFeatureMajorSums<K>(acc, consumer, lane, warpInGroup,
+                           [&](int row, int col, float v) { sums[row * kSplitPitch<K> + col] = v; });
+  } else {
 #pragma unroll
-    for (int j = 0; j < K::kConsumerTokens / 8; ++j)
+    for (int mi = 0; mi < K::kMmaM; ++mi)
 #pragma unroll
-      for (int half = 0; half < 2; ++half)
+      for (int half = 0; half < 2; ++half) {
+        const int row = (consumer * K::kMmaM + mi) * 64 + warpInGroup * 16 + g + half * 8;
 #pragma unroll
-        for (int e = 0; e < 2; ++e)
-          sums[(consumer * K::kConsumerTokens + j * 8 + c2 + e) * kSplitPitch<K> + warpInGroup * 16 + g + half * 8] =
-              acc[0][4 * j + 2 * half + e];
-    return;
+        for (int j = 0; j < K::kTileN / 8; ++j)
+          *reinterpret_cast<float2*>(sums + row * kSplitPitch<K> + j * 8 + c2) =
+              make_float2(acc[mi][4 * j + half * 2], acc[mi][4 * j + half * 2 + 1]);
+      }
   }
-#pragma unroll
-  for (int mi = 0; mi < K::kMmaM; ++mi)
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int row = (consumer * K::kMmaM + mi) * 64 + warpInGroup * 16 + g + half * 8;
-#pragma unroll
-      for (int j = 0; j < K::kTileN / 8; ++j)
-        *reinterpret_cast<float2*>(sums + row * kSplitPitch<K> + j * 8 + c2) =
-            make_float2(acc[mi][4 * j + half * 2], acc[mi][4 * j + half * 2 + 1]);
-    }
 }
 
 // Every thread of every CTA of the cluster (the split's CTAs of one group): once all have staged their sums, each CTA
