@@ -20,7 +20,7 @@ template <typename T> using SampledTile64 = WgmmaTraits<T, Op::Sampled, 64, 128,
 template <typename T> using SampledTile128 = WgmmaTraits<T, Op::Sampled, 128, 128, 6>;
 
 // The persistent tile at 64x64 blocks: 256 tokens, four stages beside the staged rows' buffer, feature-major (one
-// m64n128 product per consumer and k16 step; measured 1-6% faster than the same tile token-major, kept in dev as
+// m64n128 product per consumer and k16 step; measured 1-8% faster than the same tile token-major, kept in dev as
 // variant 17).
 template <typename T, Op kOp> using PersistentTile64 = WgmmaTraits<T, kOp, 64, kPersistentTileTokens, 4, false, true>;
 // The ping-pong tile at 128x128 blocks: 128 tokens per consumer, four stages of 32 KB beside each consumer's staged
