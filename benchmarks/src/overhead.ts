@@ -104,6 +104,17 @@ function tinyOps(dtype: FloatDType, synchronize: () => void): Row[] {
   const addon = (getBackendInstance() as { addon?: { allowTf32?: () => boolean } }).addon;
   const getter = addon?.allowTf32?.bind(addon);
   if (getter !== undefined) rows.push(perOp("N-API call alone (a native getter, no launch)", () => void getter(), synchronize, 20_000));
+  // cuda: the same weight gradient forced through the dense GEMM and the copy of its blocks (auto keeps a product
+  // this small on the block kernel's one launch).
+  const routes = getBackendInstance() as { setDenseSampledMode?: (mode: "auto" | "never" | "always") => "auto" | "never" | "always" };
+  if (routes.setDenseSampledMode !== undefined) {
+    const previous = routes.setDenseSampledMode("always");
+    try {
+      rows.push(perOp("sampledMatmul [8,64], 64x64 32x32 d=0.5, through the dense GEMM", () => dispose(sampledMatmul(dy, x, pattern)), synchronize));
+    } finally {
+      routes.setDenseSampledMode(previous);
+    }
+  }
   for (const t of [a, b, x, w, values, dy, p, g, m, v]) t.dispose();
   for (const q of linear.parameters()) q.dispose();
   return rows;

@@ -70,6 +70,10 @@ DenseSampledMode setDenseSampledMode(DenseSampledMode mode);
 DenseSampledMode getDenseSampledMode();
 // Whether the dense route's scratch [rows, cols] is small enough to take (at most 512 MiB).
 bool denseSampledFits(DType dtype, const BsrPatternView& pattern);
+// Below this many FLOPs in the dense product dY^T X (2 m rows cols), auto mode keeps the block kernel: its one launch
+// costs the host less than the dense route's GEMM call and copy, and the device time either saves is a few
+// microseconds (an H200 runs 2^28 FLOPs of GEMM in about 1 us).
+constexpr double kDenseSampledMinFlops = 268435456.0;  // 2^28
 bool denseSampledWins(DType dtype, const BsrPatternView& pattern, int64_t m, bool haveDenseGemm);
 void launchSampleBlocks(DType dtype, const void* dense, void* values, const BsrPatternView& pattern, cudaStream_t stream);
 // bsrLinear and bsrMatmul through the dense GEMM: where the block kernels lose to cuBLAS (32x32 blocks from density

@@ -356,6 +356,7 @@ bool denseSampledWins(DType dtype, const BsrPatternView& pattern, int64_t m, boo
   // float32 stays on the exact block kernels (TF32 only when the user allows it there).
   if (dtype == DType::Float32) return false;
   if (!denseSampledFits(dtype, pattern)) return false;
+  if (2.0 * static_cast<double>(m) * pattern.rows * pattern.cols < kDenseSampledMinFlops) return false;
   // Dense GEMM work is 1/density times the sampled work, at the GEMM's rate, so the block kernels win while the
   // density is below their rate on the non-zero work as a fraction of the GEMM's. That fraction grows with the
   // block and with the tokens (fewer token splits, longer reductions per block); measured on an H200 at layer
