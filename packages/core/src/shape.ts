@@ -3,8 +3,9 @@ import { IndexError, ShapeError } from "./errors";
 
 /** Number of elements of a shape (1 for a scalar []). */
 export function sizeOf(shape: readonly number[]): number {
+  // Indexed loops here and below: these run several times per op, on arrays of several element kinds.
   let size = 1;
-  for (const dim of shape) size *= dim;
+  for (let i = 0; i < shape.length; i++) size *= shape[i];
   return size;
 }
 
@@ -20,7 +21,10 @@ export function stridesOf(shape: readonly number[]): number[] {
 }
 
 export function shapesEqual(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 export function formatShape(shape: readonly number[]): string {

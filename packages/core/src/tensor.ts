@@ -46,7 +46,8 @@ export class Tensor {
 
   /** @internal Tensors are made by ops and the engine, not with `new`. */
   constructor(info: TensorInfo, backend: Backend) {
-    this.shape = Object.freeze([...info.shape]);
+    // A frozen shape (another tensor's, as most outputs are made) is shared; anything else is copied.
+    this.shape = Object.isFrozen(info.shape) ? info.shape : Object.freeze([...info.shape]);
     this.dtype = info.dtype;
     this.size = sizeOf(info.shape);
     this.storage = { tensorId: this.id, dataId: info.dataId, backend, disposed: false };

@@ -160,18 +160,24 @@ export abstract class Optimizer {
   step(): void {
     noGrad(() => {
       // Every learning rate first: a bad lrScale throws before any state changes.
-      const due = this.params.filter((parameter) => parameter.grad !== null).map((parameter) => ({ parameter, lr: this.lrOf(parameter) }));
+      const due: Parameter[] = [];
+      const lrs: number[] = [];
+      for (const parameter of this.params) {
+        if (parameter.grad === null) continue;
+        due.push(parameter);
+        lrs.push(this.lrOf(parameter));
+      }
       const updates: ParameterUpdate[] = [];
-      for (const { parameter, lr } of due) {
+      const states: ParameterState[] = [];
+      for (let i = 0; i < due.length; i++) {
+        const parameter = due[i];
         const state = this.stateFor(parameter);
         state.step++;
-        updates.push({ parameter, grad: parameter.grad as Tensor, step: state.step, master: state.master, state: state.tensors, lr });
+        states.push(state);
+        updates.push({ parameter, grad: parameter.grad as Tensor, step: state.step, master: state.master, state: state.tensors, lr: lrs[i] });
       }
       tidy(() => this.updateAll(updates));
-      for (const { parameter } of updates) {
-        const state = this.#state.get(parameter);
-        if (state) state.syncedDataId = parameter.value.dataId;
-      }
+      for (let i = 0; i < due.length; i++) states[i].syncedDataId = due[i].value.dataId;
     });
   }
 
@@ -280,15 +286,23 @@ export abstract class Optimizer {
     const value = parameter.value;
     const wantsMaster = this.wantsMaster(parameter);
     if (existing) {
-      const tensors = Object.values(existing.tensors);
-      const fits =
-        existing.pattern === parameter.pattern && (existing.master !== null) === wantsMaster && tensors.every((t) => shapesEqual(t.shape, value.shape));
+      // Every step passes here: plain loops over the state, no arrays made.
+      let fits = existing.pattern === parameter.pattern && (existing.master !== null) === wantsMaster;
+      let elsewhere = false;
+      for (const name in existing.tensors) {
+        if (!fits) break;
+        const t = existing.tensors[name];
+        fits = shapesEqual(t.shape, value.shape);
+        if (t.backend !== value.backend) elsewhere = true;
+      }
       if (fits) {
         const moved = existing.master !== null && existing.master.backend !== value.backend;
-        for (const [name, t] of Object.entries(existing.tensors)) {
-          if (t.backend !== value.backend) {
-            existing.tensors[name] = keep(t.to(value.backend.name));
-            t.dispose();
+        if (elsewhere) {
+          for (const [name, t] of Object.entries(existing.tensors)) {
+            if (t.backend !== value.backend) {
+              existing.tensors[name] = keep(t.to(value.backend.name));
+              t.dispose();
+            }
           }
         }
         if (existing.master !== null && (moved || existing.syncedDataId !== value.dataId)) {
@@ -436,24 +450,30 @@ export class Adam extends Optimizer {
    * kernel, with no cast of their own; parameters without a master updated directly.
    */
   protected override updateAll(updates: readonly ParameterUpdate[]): void {
-    // One launch per kind of copy and learning rate (one in all unless lrScale tells parameters apart).
-    const groups = new Map<string, ParameterUpdate[]>();
+    // One launch per kind of copy and learning rate (one in all unless lrScale tells parameters apart): a few
+    // groups, found by comparing fields (no keys built), each filling its lists as it goes.
+    const groups: AdamGroup[] = [];
     for (const u of updates) {
-      const key = `${u.master === null ? "" : u.parameter.dtype} ${u.lr}`;
-      const group = groups.get(key);
-      if (group) group.push(u);
-      else groups.set(key, [u]);
+      const copyDType = u.master === null ? null : u.parameter.dtype;
+      let group: AdamGroup | undefined;
+      for (const g of groups) if (g.copyDType === copyDType && g.lr === u.lr) group = g;
+      if (group === undefined) {
+        group = { copyDType, lr: u.lr, updates: [], params: [], grads: [], m: [], v: [], steps: [] };
+        groups.push(group);
+      }
+      group.updates.push(u);
+      group.params.push(u.master ?? u.parameter.value);
+      group.grads.push(u.grad);
+      group.m.push(u.state.m);
+      group.v.push(u.state.v);
+      group.steps.push(u.step);
     }
-    for (const group of groups.values()) {
-      const copyDType = group[0].master === null ? null : group[0].parameter.dtype;
-      const next = multiTensorAdamUpdate(
-        group.map((u) => u.master ?? u.parameter.value),
-        group.map((u) => u.grad),
-        group.map((u) => u.state.m),
-        group.map((u) => u.state.v),
-        { ...this.hyperparameters(), lr: group[0].lr, steps: group.map((u) => u.step), copyDType },
-      );
-      group.forEach((u, i) => {
+    const hyperparameters = this.hyperparameters();
+    for (const group of groups) {
+      hyperparameters.lr = group.lr;
+      const next = multiTensorAdamUpdate(group.params, group.grads, group.m, group.v, { ...hyperparameters, steps: group.steps, copyDType: group.copyDType });
+      for (let i = 0; i < group.updates.length; i++) {
+        const u = group.updates[i];
         u.state.m.assign(next.m[i]);
         u.state.v.assign(next.v[i]);
         if (u.master === null) {
@@ -462,9 +482,21 @@ export class Adam extends Optimizer {
           u.master.assign(next.params[i]);
           u.parameter.assign((next.copies as Tensor[])[i]);
         }
-      });
+      }
     }
   }
+}
+
+/** Parameters updated by one multi-tensor launch: the same kind of copy and learning rate. */
+interface AdamGroup {
+  copyDType: DType | null;
+  lr: number;
+  updates: ParameterUpdate[];
+  params: Tensor[];
+  grads: Tensor[];
+  m: Tensor[];
+  v: Tensor[];
+  steps: number[];
 }
 
 /** AdamW (torch.optim.AdamW): Adam with decoupled weight decay, default 0.01. */

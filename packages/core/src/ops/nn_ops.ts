@@ -1,5 +1,5 @@
 import { engine } from "../engine";
-import { IndexError, ShapeError, ValueError } from "../errors";
+import { BackendError, IndexError, ShapeError, ValueError } from "../errors";
 import {
   AdamUpdate,
   CrossEntropy,
@@ -12,8 +12,8 @@ import {
   SoftmaxBackward,
 } from "../kernel_names";
 import { type DType, isDType, isFloatDType } from "../dtypes";
-import { formatShape } from "../shape";
-import type { Tensor } from "../tensor";
+import { formatShape, shapesEqual } from "../shape";
+import { Tensor } from "../tensor";
 import { mean, sum } from "./reduce";
 import { reshape, transpose } from "./shape_ops";
 import {
@@ -237,9 +237,11 @@ type AdamHyperparameters = Required<Omit<AdamOptions, "step">>;
 /** The hyperparameters with their defaults, checked (finite, betas in [0, 1)). */
 function adamHyperparameters(op: string, options: Omit<AdamOptions, "step">): AdamHyperparameters {
   const { lr, beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8, weightDecay = 0, decoupledWeightDecay = false } = options;
-  for (const [name, value] of [["lr", lr], ["beta1", beta1], ["beta2", beta2], ["epsilon", epsilon], ["weightDecay", weightDecay]] as const) {
-    assertFiniteNumber(op, name, value);
-  }
+  assertFiniteNumber(op, "lr", lr);
+  assertFiniteNumber(op, "beta1", beta1);
+  assertFiniteNumber(op, "beta2", beta2);
+  assertFiniteNumber(op, "epsilon", epsilon);
+  assertFiniteNumber(op, "weightDecay", weightDecay);
   if (beta1 < 0 || beta1 >= 1 || beta2 < 0 || beta2 >= 1) {
     throw new ValueError(`${op}: beta1 and beta2 must be in [0, 1), got ${beta1} and ${beta2}`);
   }
@@ -288,6 +290,12 @@ export interface MultiTensorAdamState {
  * cast), and with `copyDType` the new params also come back rounded to it. The inputs are
  * unchanged; assign the results.
  */
+const MULTI_TENSOR_ADAM_LISTS = ["params", "grads", "m", "v", "steps"] as const;
+
+function adamLabel(list: number, index: number): string {
+  return `${MULTI_TENSOR_ADAM_LISTS[list]}[${index}]`;
+}
+
 export function multiTensorAdamUpdate(
   params: readonly Tensor[],
   grads: readonly Tensor[],
@@ -296,34 +304,42 @@ export function multiTensorAdamUpdate(
   options: MultiTensorAdamOptions,
 ): MultiTensorAdamState {
   const op = "multiTensorAdamUpdate";
-  const lists = { params, grads, m, v, steps: options?.steps } as const;
-  for (const [name, list] of Object.entries(lists)) {
+  const n = Array.isArray(params) ? params.length : -1;
+  const lists = [params, grads, m, v, options?.steps] as const;
+  for (let k = 0; k < lists.length; k++) {
+    const list = lists[k];
+    const name = MULTI_TENSOR_ADAM_LISTS[k];
     if (!Array.isArray(list)) throw new ValueError(`${op}: ${name} must be an array`);
-    if (list.length !== params.length) throw new ValueError(`${op}: ${name} has ${list.length} entries, params has ${params.length}`);
+    if (list.length !== n) throw new ValueError(`${op}: ${name} has ${list.length} entries, params has ${n}`);
   }
   const hyperparameters = adamHyperparameters(op, options);
   const copyDType = options.copyDType ?? null;
   if (copyDType !== null && !(isDType(copyDType) && isFloatDType(copyDType))) {
     throw new ValueError(`${op}: copyDType must be a float dtype (float32, float16, bfloat16) or null, got ${JSON.stringify(copyDType)}`);
   }
-  const entries: [string, Tensor][] = [];
-  params.forEach((param, i) => {
-    for (const [name, t] of [["params", param], ["grads", grads[i]], ["m", m[i]], ["v", v[i]]] as const) {
-      assertTensor(op, `${name}[${i}]`, t);
-      assertFloat(op, `${name}[${i}]`, t);
-      assertShape(op, `${name}[${i}]`, t, param.shape);
-      entries.push([`${name}[${i}]`, t]);
+  // Plain loops with the labels built only for an error: this runs for every parameter of every step.
+  let backend: Tensor["backend"] | undefined;
+  for (let i = 0; i < n; i++) {
+    const shape = (params[i] as Tensor | undefined)?.shape;
+    for (let k = 0; k < 4; k++) {
+      const t = lists[k][i] as Tensor;
+      if (!(t instanceof Tensor) || t.storage.disposed) assertTensor(op, adamLabel(k, i), t);
+      if (t.dtype === "int32") assertFloat(op, adamLabel(k, i), t);
+      if (!shapesEqual(t.shape, shape as readonly number[])) assertShape(op, adamLabel(k, i), t, shape as readonly number[]);
+      if (backend === undefined) backend = t.backend;
+      else if (t.backend !== backend) {
+        throw new BackendError(`${op}: ${adamLabel(k, i)} is on backend '${t.backend.name}' but params[0] is on '${backend.name}'; move one with tensor.to(name)`);
+      }
     }
-    assertStep(op, `steps[${i}]`, options.steps[i]);
-  });
-  assertSameBackend(op, entries);
+    const step = options.steps[i];
+    if (!Number.isInteger(step) || step < 1) assertStep(op, `steps[${i}]`, step);
+  }
   if (params.length === 0) return { params: [], m: [], v: [], copies: copyDType === null ? null : [] };
   const outputs = engine.runKernel(
     MultiTensorAdamUpdate,
     { params: [...params], grads: [...grads], m: [...m], v: [...v] },
     { ...hyperparameters, steps: [...options.steps], copyDType },
   );
-  const n = params.length;
   return {
     params: outputs.slice(0, n),
     m: outputs.slice(n, 2 * n),

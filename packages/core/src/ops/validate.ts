@@ -2,7 +2,7 @@
 import type { DType } from "../dtypes";
 import type { Activation } from "../kernel_names";
 import { BackendError, DTypeError, IndexError, ShapeError, ValueError } from "../errors";
-import { formatShape, normalizeAxis } from "../shape";
+import { formatShape, normalizeAxis, shapesEqual } from "../shape";
 import { Tensor } from "../tensor";
 
 export function assertTensor(op: string, name: string, value: unknown): asserts value is Tensor {
@@ -50,7 +50,7 @@ export function assertMinRank(op: string, name: string, t: Tensor, rank: number)
 }
 
 export function assertShape(op: string, name: string, t: Tensor, shape: readonly number[]): void {
-  if (t.rank !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+  if (!shapesEqual(t.shape, shape)) {
     throw new ShapeError(`${op}: ${name} has shape ${formatShape(t.shape)}, expected ${formatShape(shape)}`);
   }
 }

@@ -150,6 +150,22 @@ export function declareErrorTests(suite: Conformance): void {
         message: "multiTensorAdamUpdate: copyDType must be a float dtype",
       },
       {
+        name: "MultiTensorAdamUpdate: int32 gradient",
+        run: () => multiTensorAdamUpdate([zeros([3]), zeros([2])], [zeros([3]), zeros([2], "int32")], [zeros([3]), zeros([2])], [zeros([3]), zeros([2])], { lr: 0.1, steps: [1, 1] }),
+        type: DTypeError,
+        message: "multiTensorAdamUpdate: grads[1] has dtype int32",
+      },
+      {
+        name: "MultiTensorAdamUpdate: disposed state",
+        run: () => {
+          const v = zeros([3]);
+          v.dispose();
+          return multiTensorAdamUpdate([zeros([3])], [zeros([3])], [zeros([3])], [v], { lr: 0.1, steps: [1] });
+        },
+        type: DisposedTensorError,
+        message: "multiTensorAdamUpdate: v[0]",
+      },
+      {
         name: "Neg: disposed input",
         run: () => {
           const t = zeros([2]);
