@@ -99,6 +99,8 @@ function checkGrad(node: TapeNode, edge: Edge, grad: unknown): Tensor {
  * backward (BsrLinearActivation's pre-activation, LayerNorm's statistics) pays nothing for them.
  */
 function lazyZeros(dys: (Tensor | null)[], node: TapeNode, backend: Backend): Tensor[] {
+  // Every output has its gradient (most nodes): a plain array. A getter turns an array's storage into a slow one.
+  if (!dys.includes(null)) return dys as Tensor[];
   const filled: Tensor[] = [];
   dys.forEach((dy, i) => {
     if (dy !== null) {

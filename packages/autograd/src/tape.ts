@@ -114,37 +114,49 @@ export function record(
   outputs: Tensor[],
 ): void {
   if (disabledDepth > 0 || kernelDeclaration(kernelName)?.gradient === "none") return;
+  // Every op of a forward pass runs this: plain loops, no entries arrays or per-element closures.
   const edges: Edge[] = [];
   const inputMeta: Record<string, TensorMeta | TensorMeta[]> = {};
-  for (const [key, value] of Object.entries(inputs)) {
+  for (const key in inputs) {
+    const value = inputs[key];
     if (value === undefined) continue;
     if (Array.isArray(value)) {
-      inputMeta[key] = value.map(metaOf);
-      value.forEach((t, i) => {
-        const edge = edgeTo(key, i, t);
+      const metas: TensorMeta[] = new Array(value.length);
+      for (let i = 0; i < value.length; i++) {
+        metas[i] = metaOf(value[i]);
+        const edge = edgeTo(key, i, value[i]);
         if (edge) edges.push(edge);
-      });
+      }
+      inputMeta[key] = metas;
     } else {
       inputMeta[key] = metaOf(value);
       const edge = edgeTo(key, -1, value);
       if (edge) edges.push(edge);
     }
   }
-  if (edges.length === 0 || !outputs.some((o) => o.dtype !== "int32")) return;
-  const node = new TapeNode(kernelName, attrs, inputMeta, outputs.map(metaOf), edges);
+  if (edges.length === 0) return;
+  let differentiable = false;
+  for (const o of outputs) if (o.dtype !== "int32") differentiable = true;
+  if (!differentiable) return;
+  const outputMeta: TensorMeta[] = new Array(outputs.length);
+  for (let i = 0; i < outputs.length; i++) outputMeta[i] = metaOf(outputs[i]);
+  const node = new TapeNode(kernelName, attrs, inputMeta, outputMeta, edges);
   const config = getGradient(kernelName);
-  for (const key of config?.inputsToSave ?? []) {
-    const value = inputs[key];
-    if (value !== undefined) node.saved[key] = Array.isArray(value) ? value.map(save) : save(value);
+  if (config?.inputsToSave) {
+    for (const key of config.inputsToSave) {
+      const value = inputs[key];
+      if (value !== undefined) node.saved[key] = Array.isArray(value) ? value.map(save) : save(value);
+    }
   }
-  for (const index of config?.outputsToSave ?? []) node.savedOutputs[index] = save(outputs[index]);
+  if (config?.outputsToSave) for (const index of config.outputsToSave) node.savedOutputs[index] = save(outputs[index]);
   for (const edge of edges) if (edge.producer) edge.producer.consumers++;
-  outputs.forEach((output, outputIndex) => {
-    if (output.dtype === "int32") return;
+  for (let outputIndex = 0; outputIndex < outputs.length; outputIndex++) {
+    const output = outputs[outputIndex];
+    if (output.dtype === "int32") continue;
     gradFns.set(output.id, { node, outputIndex });
     output.requiresGrad = true;
     node.liveOutputs++;
-  });
+  }
 }
 
 /** Records a kernel call as core's observers see it. */
