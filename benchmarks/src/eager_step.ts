@@ -1,0 +1,73 @@
+/**
+ * An eager training step as a user's own loop runs it (no captured graph): a transformer FFN (Linear -> GELU ->
+ * Linear, both block-sparse or both dense) in bfloat16 mixed precision with AdamW, timed over many steps. Where
+ * the host sets the pace (few tokens, or a slow host), this is the host's time per step.
+ *
+ *   tsx src/eager_step.ts [--backend cuda] [--widths 1024x4096] [--tokens 2048] [--block 64] [--density 0.25]
+ *     [--steps 1000] [--stand-in]
+ * --block 0 is the dense model. --stand-in runs the cuda backend on src/stand_in_addon.cjs, which launches
+ * nothing: the time is then the host's JavaScript alone, on any machine (no GPU needed).
+ */
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { backward } from "@blocksparse/autograd";
+import { cast, randn, tidy } from "@blocksparse/core";
+import { AdamW, BlockSparseLinear, GELU, Linear, Sequential } from "@blocksparse/nn";
+import { startBackend } from "./start_backend";
+
+const { values } = parseArgs({
+  options: {
+    backend: { type: "string", default: "cuda" },
+    widths: { type: "string", default: "1024x4096" },
+    tokens: { type: "string", default: "2048" },
+    block: { type: "string", default: "64" },
+    density: { type: "string", default: "0.25" },
+    steps: { type: "string", default: "1000" },
+    "stand-in": { type: "boolean", default: false },
+  },
+});
+if (values["stand-in"]) {
+  if (values.backend !== "cuda") throw new Error("--stand-in replaces the CUDA addon: use it with --backend cuda");
+  process.env.BLOCKSPARSE_CUDA_ADDON = fileURLToPath(new URL("./stand_in_addon.cjs", import.meta.url));
+  process.env.BLOCKSPARSE_CUDA_WARMUP = "0";
+}
+const match = /^(\d+)x(\d+)$/.exec(values.widths);
+if (!match) throw new Error(`--widths: "${values.widths}" is not DMODELxHIDDEN`);
+const [dModel, hidden] = [Number(match[1]), Number(match[2])];
+const [tokens, block, density, steps] = [Number(values.tokens), Number(values.block), Number(values.density), Number(values.steps)];
+for (const [name, n] of [["tokens", tokens], ["steps", steps]] as const) {
+  if (!Number.isInteger(n) || n < 5) throw new Error(`--${name} must be an integer >= 5, got ${n}`);
+}
+const { synchronize } = await startBackend(values.backend);
+const layer = (inF: number, outF: number, seed: number) =>
+  block === 0 ? new Linear(inF, outF, { seed }) : new BlockSparseLinear(inF, outF, { density, blockShape: [block, block], seed });
+const model = new Sequential(layer(dModel, hidden, 1), new GELU("tanh"), layer(hidden, dModel, 2));
+model.to("bfloat16");
+const x = tidy(() => cast(randn([tokens, dModel], { seed: 1 }), "bfloat16"));
+const dy = tidy(() => cast(randn([tokens, dModel], { seed: 2, std: 1 / Math.sqrt(tokens) }), "bfloat16"));
+const optimizer = new AdamW(model.parameters(), { lr: 1e-4, weightDecay: 0 });
+const step = () => {
+  tidy(() => {
+    optimizer.zeroGrad();
+    backward(model.forward(x), dy);
+  });
+  optimizer.step();
+};
+for (let i = 0; i < 50; i++) step();
+synchronize();
+// Five runs of steps / 5, each ended by a synchronize: the median run, and the process's CPU time per step.
+const times: number[] = [];
+const cpuBefore = process.cpuUsage();
+for (let r = 0; r < 5; r++) {
+  const start = performance.now();
+  for (let i = 0; i < steps / 5; i++) step();
+  synchronize();
+  times.push(((performance.now() - start) * 1000) / Math.floor(steps / 5));
+}
+const cpu = process.cpuUsage(cpuBefore);
+times.sort((a, b) => a - b);
+const modelName = block === 0 ? "dense" : `${block}x${block} d=${density}`;
+console.log(
+  `${values["stand-in"] ? "stand-in addon" : values.backend} ${values.widths} tokens ${tokens} ${modelName}: ${times[2].toFixed(1)} us/step ` +
+    `(runs ${times.map((t) => t.toFixed(0)).join(" ")}; process CPU ${((cpu.user + cpu.system) / steps).toFixed(1)} us/step)`,
+);
