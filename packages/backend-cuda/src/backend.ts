@@ -273,7 +273,8 @@ export class CudaBackend implements Backend {
   /**
    * How sampledMatmul (the weight gradient) runs: "auto" (default) takes the dense GEMM and copies the
    * pattern's blocks out when that is faster than the block kernels (float16/bfloat16, density above the
-   * block shape's break-even, cuBLAS present; see docs/kernels.md); "never" always runs the block kernels;
+   * block shape's break-even, a dense product of at least 2^28 FLOPs, cuBLAS present; see docs/kernels.md);
+   * "never" always runs the block kernels;
    * "always" takes the dense GEMM whenever cuBLAS is there. Returns the previous mode (process-wide).
    */
   setDenseSampledMode(mode: DenseSampledMode): DenseSampledMode {
