@@ -4,9 +4,10 @@
  * the host sets the pace (few tokens, or a slow host), this is the host's time per step.
  *
  *   tsx src/eager_step.ts [--backend cuda] [--widths 1024x4096] [--tokens 2048] [--block 64] [--density 0.25]
- *     [--steps 1000] [--stand-in]
+ *     [--steps 1000] [--stand-in] [--phases]
  * --block 0 is the dense model. --stand-in runs the cuda backend on src/stand_in_addon.cjs, which launches
- * nothing: the time is then the host's JavaScript alone, on any machine (no GPU needed).
+ * nothing: the time is then the host's JavaScript alone, on any machine (no GPU needed). --phases also splits the
+ * host's time per step between forward, backward and the optimizer's step (clocks read around each).
  */
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -24,6 +25,7 @@ const { values } = parseArgs({
     density: { type: "string", default: "0.25" },
     steps: { type: "string", default: "1000" },
     "stand-in": { type: "boolean", default: false },
+    phases: { type: "boolean", default: false },
   },
 });
 if (values["stand-in"]) {
@@ -46,15 +48,34 @@ model.to("bfloat16");
 const x = tidy(() => cast(randn([tokens, dModel], { seed: 1 }), "bfloat16"));
 const dy = tidy(() => cast(randn([tokens, dModel], { seed: 2, std: 1 / Math.sqrt(tokens) }), "bfloat16"));
 const optimizer = new AdamW(model.parameters(), { lr: 1e-4, weightDecay: 0 });
+const phases = { forward: 0, backward: 0, optimizer: 0 };
 const step = () => {
+  if (!values.phases) {
+    tidy(() => {
+      optimizer.zeroGrad();
+      backward(model.forward(x), dy);
+    });
+    optimizer.step();
+    return;
+  }
+  const t0 = performance.now();
+  let t1 = 0;
   tidy(() => {
     optimizer.zeroGrad();
-    backward(model.forward(x), dy);
+    const y = model.forward(x);
+    t1 = performance.now();
+    backward(y, dy);
   });
+  const t2 = performance.now();
   optimizer.step();
+  const t3 = performance.now();
+  phases.forward += t1 - t0;
+  phases.backward += t2 - t1;
+  phases.optimizer += t3 - t2;
 };
 for (let i = 0; i < 50; i++) step();
 synchronize();
+phases.forward = phases.backward = phases.optimizer = 0;
 // Five runs of steps / 5, each ended by a synchronize: the median run, and the process's CPU time per step.
 const times: number[] = [];
 const cpuBefore = process.cpuUsage();
@@ -69,5 +90,10 @@ times.sort((a, b) => a - b);
 const modelName = block === 0 ? "dense" : `${block}x${block} d=${density}`;
 console.log(
   `${values["stand-in"] ? "stand-in addon" : values.backend} ${values.widths} tokens ${tokens} ${modelName}: ${times[2].toFixed(1)} us/step ` +
-    `(runs ${times.map((t) => t.toFixed(0)).join(" ")}; process CPU ${((cpu.user + cpu.system) / steps).toFixed(1)} us/step)`,
+    `(runs ${times.map((t) => t.toFixed(0)).join(" ")}; process CPU ${((cpu.user + cpu.system) / steps).toFixed(1)} us/step)` +
+    (values.phases ? `; host per step: forward ${us(phases.forward)}, backward ${us(phases.backward)}, optimizer ${us(phases.optimizer)} us` : ""),
 );
+
+function us(ms: number): string {
+  return ((ms * 1000) / (5 * Math.floor(steps / 5))).toFixed(1);
+}

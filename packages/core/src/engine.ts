@@ -431,6 +431,21 @@ export class Engine {
     }
   }
 
+  /**
+   * Whether a kernel may write `written` in place: each is the only reference to its buffer (no clone, reshape or
+   * graph shares it), and no buffer appears twice among `written` and `read`.
+   */
+  canWriteInPlace(written: readonly Tensor[], read: readonly Tensor[]): boolean {
+    const seen = new Set<DataId>();
+    for (const t of written) {
+      const dataId = t.dataId;
+      if (this.buffers.get(dataId)?.refCount !== 1 || seen.has(dataId)) return false;
+      seen.add(dataId);
+    }
+    for (const t of read) if (seen.has(t.dataId)) return false;
+    return true;
+  }
+
   /** One more reference on a buffer (a captured graph keeping what it reads alive). */
   retainBuffer(dataId: DataId): void {
     const record = this.buffers.get(dataId);

@@ -296,6 +296,11 @@ export type MultiTensorAdamUpdateAttrs = Omit<AdamUpdateAttrs, "step"> & {
   steps: number[];
   /** A float dtype to also return every new param in, or null. */
   copyDType: DType | null;
+  /**
+   * Write the new params, m and v into the input buffers (and each param rounded to copyDType into `copies[i]`)
+   * and return nothing. Only for buffers no other tensor shares (multiTensorAdamUpdateInPlace checks).
+   */
+  inPlace?: boolean;
 };
 
 /** Inputs, attributes and outputs of every kernel, keyed by kernel name. */
@@ -379,7 +384,7 @@ export interface KernelSpecs {
     Three
   >;
   MultiTensorAdamUpdate: Spec<
-    { params: TensorInfo[]; grads: TensorInfo[]; m: TensorInfo[]; v: TensorInfo[] },
+    { params: TensorInfo[]; grads: TensorInfo[]; m: TensorInfo[]; v: TensorInfo[]; copies?: TensorInfo[] },
     MultiTensorAdamUpdateAttrs,
     TensorInfo[]
   >;
@@ -431,6 +436,8 @@ export interface KernelDeclaration<K extends KernelName = KernelName> {
   readonly dtypes: readonly DType[];
   /** "engine": the engine runs it itself (metadata only); backends leave it out of their table. */
   readonly implementedBy: "engine" | "backend";
+  /** The inputs the kernel writes when its attrs say `inPlace: true` (it then returns no tensors). */
+  readonly inPlaceInputs?: readonly string[];
 }
 
 const ANY: readonly DType[] = ["float32", "float16", "bfloat16", "int32"];
@@ -522,7 +529,7 @@ export const KERNEL_CATALOGUE = {
   BlockNorms: product,
 
   AdamUpdate: { family: "optimizer", outputs: 3, gradient: "none", dtypes: FLOAT, implementedBy: "backend" },
-  MultiTensorAdamUpdate: { family: "optimizer", outputs: "list", gradient: "none", dtypes: FLOAT, implementedBy: "backend" },
+  MultiTensorAdamUpdate: { family: "optimizer", outputs: "list", gradient: "none", dtypes: FLOAT, implementedBy: "backend", inPlaceInputs: ["params", "m", "v", "copies"] },
 } as const satisfies { readonly [K in KernelName]: KernelDeclaration<K> };
 
 type Catalogue = typeof KERNEL_CATALOGUE;

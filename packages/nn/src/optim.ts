@@ -11,7 +11,7 @@ import {
   keep,
   mean,
   mul,
-  multiTensorAdamUpdate,
+  multiTensorAdamUpdateInPlace,
   shapesEqual,
   sub,
   type Tensor,
@@ -468,21 +468,13 @@ export class Adam extends Optimizer {
       group.v.push(u.state.v);
       group.steps.push(u.step);
     }
+    // In place: each parameter, master and moment is updated in its own buffer (multiTensorAdamUpdateInPlace runs
+    // out of place and assigns where a clone or a captured graph shares one).
     const hyperparameters = this.hyperparameters();
     for (const group of groups) {
       hyperparameters.lr = group.lr;
-      const next = multiTensorAdamUpdate(group.params, group.grads, group.m, group.v, { ...hyperparameters, steps: group.steps, copyDType: group.copyDType });
-      for (let i = 0; i < group.updates.length; i++) {
-        const u = group.updates[i];
-        u.state.m.assign(next.m[i]);
-        u.state.v.assign(next.v[i]);
-        if (u.master === null) {
-          u.parameter.assign(next.params[i]);
-        } else {
-          u.master.assign(next.params[i]);
-          u.parameter.assign((next.copies as Tensor[])[i]);
-        }
-      }
+      const copies = group.copyDType === null ? null : group.updates.map((u) => u.parameter.value);
+      multiTensorAdamUpdateInPlace(group.params, group.grads, group.m, group.v, { ...hyperparameters, steps: group.steps, copyDType: group.copyDType, copies });
     }
   }
 }

@@ -281,6 +281,36 @@ describe("Adam's multi-tensor step", () => {
   });
 });
 
+describe("Adam's step in place", () => {
+  it("keeps every parameter, master and moment in its own buffer, and leaves a clone taken before a step as it was", () => {
+    const params = (["bfloat16", "float32"] as const).map((dtype, i) => new Parameter(tidy(() => cast(randn([6, 5], { seed: 70 + i }), dtype))));
+    const optimizer = new AdamW(params, { lr: 1e-2 });
+    const step = (seed: number) => {
+      for (const [i, p] of params.entries()) {
+        p.zeroGrad();
+        p.grad = tidy(() => cast(randn(p.shape, { seed: seed + i }), p.dtype));
+      }
+      optimizer.step();
+    };
+    step(1); // the first step makes the state and the masters
+    const buffers = () => params.map((p) => [p.value.dataId, optimizer.masterOf(p)?.dataId, optimizer.stateOf(p)?.m.dataId, optimizer.stateOf(p)?.v.dataId]);
+    const before = buffers();
+    const values = params.map((p) => host(p.value));
+    step(2);
+    expect(buffers()).toEqual(before);
+    for (const [i, p] of params.entries()) expect(maxAbsDiff(host(p.value), values[i])).toBeGreaterThan(0);
+    // A clone shares its buffer until one of them changes: the step must not write through it.
+    const clone = params[0].value.clone();
+    const cloned = host(clone);
+    step(3);
+    expect(maxAbsDiff(host(clone), cloned)).toBe(0);
+    expect(maxAbsDiff(host(params[0].value), cloned)).toBeGreaterThan(0);
+    clone.dispose();
+    optimizer.dispose();
+    for (const p of params) p.dispose();
+  });
+});
+
 describe("lrScale: a learning rate per parameter", () => {
   // Each parameter trained by one optimizer with lrScale must end exactly where separate optimizers at
   // lr * scale leave it (PyTorch's parameter groups), for AdamW (one launch per learning rate) and SGD.

@@ -123,21 +123,25 @@ export function adamUpdateKernel({
 
 export function multiTensorAdamUpdateKernel({ inputs, attrs, backend }: KernelArgs<"MultiTensorAdamUpdate", CudaBackend>): TensorInfo[] {
   const n = inputs.params.length;
-  const outputs: TensorInfo[] = new Array(attrs.copyDType === null ? 3 * n : 4 * n);
+  // In place: the kernel reads and writes each element in the same thread, so an output may be its input.
+  const inPlace = attrs.inPlace === true;
+  const outputs: TensorInfo[] = inPlace ? [] : new Array(attrs.copyDType === null ? 3 * n : 4 * n);
   const table = new Float64Array(n * ADAM_TABLE_ENTRY);
   for (let i = 0; i < n; i++) {
     const param = inputs.params[i];
     const grad = inputs.grads[i];
     const m = inputs.m[i];
     const v = inputs.v[i];
-    const paramOut = backend.output(param.shape, param.dtype);
-    const mOut = backend.output(m.shape, m.dtype);
-    const vOut = backend.output(v.shape, v.dtype);
-    const copy = attrs.copyDType === null ? null : backend.output(param.shape, attrs.copyDType);
-    outputs[i] = paramOut;
-    outputs[n + i] = mOut;
-    outputs[2 * n + i] = vOut;
-    if (copy !== null) outputs[3 * n + i] = copy;
+    const paramOut = inPlace ? param : backend.output(param.shape, param.dtype);
+    const mOut = inPlace ? m : backend.output(m.shape, m.dtype);
+    const vOut = inPlace ? v : backend.output(v.shape, v.dtype);
+    const copy = attrs.copyDType === null ? null : inPlace ? (inputs.copies as TensorInfo[])[i] : backend.output(param.shape, attrs.copyDType);
+    if (!inPlace) {
+      outputs[i] = paramOut;
+      outputs[n + i] = mOut;
+      outputs[2 * n + i] = vOut;
+      if (copy !== null) outputs[3 * n + i] = copy;
+    }
     // Written in place: this runs for every parameter of every step.
     const at = i * ADAM_TABLE_ENTRY;
     table[at] = sizeOf(param.shape);

@@ -303,7 +303,85 @@ export function multiTensorAdamUpdate(
   v: readonly Tensor[],
   options: MultiTensorAdamOptions,
 ): MultiTensorAdamState {
-  const op = "multiTensorAdamUpdate";
+  const { n, hyperparameters, copyDType } = checkMultiTensorAdam("multiTensorAdamUpdate", params, grads, m, v, options);
+  if (n === 0) return { params: [], m: [], v: [], copies: copyDType === null ? null : [] };
+  const outputs = engine.runKernel(
+    MultiTensorAdamUpdate,
+    { params: [...params], grads: [...grads], m: [...m], v: [...v] },
+    { ...hyperparameters, steps: [...options.steps], copyDType },
+  );
+  return {
+    params: outputs.slice(0, n),
+    m: outputs.slice(n, 2 * n),
+    v: outputs.slice(2 * n, 3 * n),
+    copies: copyDType === null ? null : outputs.slice(3 * n, 4 * n),
+  };
+}
+
+export interface MultiTensorAdamInPlaceOptions extends MultiTensorAdamOptions {
+  /** With copyDType: tensors of that dtype and each param's shape that take every new param rounded to it. */
+  copies?: readonly Tensor[] | null;
+}
+
+/**
+ * multiTensorAdamUpdate that updates its tensors instead of returning new ones: afterwards params, m and v (and,
+ * with copyDType, `copies`) hold the new values, as if each had been assigned its result. Where no other tensor
+ * shares their buffers (the optimizer's own state and parameters) the kernel writes them in place: no new buffers,
+ * nothing to assign, one call per step. Where one is shared (a clone, a reshape, a captured graph that reads it)
+ * the update runs out of place and is assigned, so whatever shares a buffer keeps the old values.
+ */
+export function multiTensorAdamUpdateInPlace(
+  params: readonly Tensor[],
+  grads: readonly Tensor[],
+  m: readonly Tensor[],
+  v: readonly Tensor[],
+  options: MultiTensorAdamInPlaceOptions,
+): void {
+  const op = "multiTensorAdamUpdateInPlace";
+  const { n, hyperparameters, copyDType } = checkMultiTensorAdam(op, params, grads, m, v, options);
+  const copies = options.copies ?? null;
+  if ((copyDType === null) !== (copies === null)) throw new ValueError(`${op}: copies must be given exactly when copyDType is`);
+  if (copies !== null) {
+    if (!Array.isArray(copies) || copies.length !== n) throw new ValueError(`${op}: copies must be an array of ${n} tensors (one per param)`);
+    for (let i = 0; i < n; i++) {
+      const t = copies[i];
+      assertTensor(op, `copies[${i}]`, t);
+      assertDType(op, `copies[${i}]`, t, copyDType as DType);
+      if (!shapesEqual(t.shape, params[i].shape)) assertShape(op, `copies[${i}]`, t, params[i].shape);
+      if (t.backend !== params[i].backend) assertSameBackend(op, [["params[0]", params[0]], [`copies[${i}]`, t]]);
+    }
+  }
+  if (n === 0) return;
+  const written = copies === null ? [...params, ...m, ...v] : [...params, ...m, ...v, ...copies];
+  if (engine.canWriteInPlace(written, grads)) {
+    engine.runKernel(
+      MultiTensorAdamUpdate,
+      copies === null ? { params: [...params], grads: [...grads], m: [...m], v: [...v] } : { params: [...params], grads: [...grads], m: [...m], v: [...v], copies: [...copies] },
+      { ...hyperparameters, steps: [...options.steps], copyDType, inPlace: true },
+    );
+    return;
+  }
+  const next = multiTensorAdamUpdate(params, grads, m, v, options);
+  const pairs: [Tensor, Tensor][] = [];
+  for (let i = 0; i < n; i++) {
+    pairs.push([params[i], next.params[i]], [m[i], next.m[i]], [v[i], next.v[i]]);
+    if (copies !== null) pairs.push([copies[i], (next.copies as Tensor[])[i]]);
+  }
+  for (const [target, value] of pairs) {
+    target.assign(value);
+    value.dispose();
+  }
+}
+
+/** The checks of both multi-tensor Adam ops; the hyperparameters and copy dtype they run with. */
+function checkMultiTensorAdam(
+  op: string,
+  params: readonly Tensor[],
+  grads: readonly Tensor[],
+  m: readonly Tensor[],
+  v: readonly Tensor[],
+  options: MultiTensorAdamOptions,
+): { n: number; hyperparameters: AdamHyperparameters; copyDType: DType | null } {
   const n = Array.isArray(params) ? params.length : -1;
   const lists = [params, grads, m, v, options?.steps] as const;
   for (let k = 0; k < lists.length; k++) {
@@ -334,16 +412,5 @@ export function multiTensorAdamUpdate(
     const step = options.steps[i];
     if (!Number.isInteger(step) || step < 1) assertStep(op, `steps[${i}]`, step);
   }
-  if (params.length === 0) return { params: [], m: [], v: [], copies: copyDType === null ? null : [] };
-  const outputs = engine.runKernel(
-    MultiTensorAdamUpdate,
-    { params: [...params], grads: [...grads], m: [...m], v: [...v] },
-    { ...hyperparameters, steps: [...options.steps], copyDType },
-  );
-  return {
-    params: outputs.slice(0, n),
-    m: outputs.slice(n, 2 * n),
-    v: outputs.slice(2 * n, 3 * n),
-    copies: copyDType === null ? null : outputs.slice(3 * n, 4 * n),
-  };
+  return { n, hyperparameters, copyDType };
 }

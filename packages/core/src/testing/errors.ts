@@ -12,6 +12,7 @@ import {
   adamUpdate,
   biasActivation,
   multiTensorAdamUpdate,
+  multiTensorAdamUpdateInPlace,
   add,
   blockNorms,
   bsrLinear,
@@ -164,6 +165,18 @@ export function declareErrorTests(suite: Conformance): void {
         },
         type: DisposedTensorError,
         message: "multiTensorAdamUpdate: v[0]",
+      },
+      {
+        name: "MultiTensorAdamUpdateInPlace: copies without copyDType",
+        run: () => multiTensorAdamUpdateInPlace([zeros([3])], [zeros([3])], [zeros([3])], [zeros([3])], { lr: 0.1, steps: [1], copies: [zeros([3])] }),
+        type: ValueError,
+        message: "multiTensorAdamUpdateInPlace: copies must be given exactly when copyDType is",
+      },
+      {
+        name: "MultiTensorAdamUpdateInPlace: copy dtype",
+        run: () => multiTensorAdamUpdateInPlace([zeros([3])], [zeros([3])], [zeros([3])], [zeros([3])], { lr: 0.1, steps: [1], copyDType: "bfloat16", copies: [zeros([3])] }),
+        type: DTypeError,
+        message: "multiTensorAdamUpdateInPlace: copies[0] has dtype float32, expected bfloat16",
       },
       {
         name: "Neg: disposed input",

@@ -1,5 +1,5 @@
 /** The optimizer family: AdamUpdate, MultiTensorAdamUpdate. */
-import { FLOAT_DTYPES, type FloatDType, adamUpdate, cast, formatShape, multiTensorAdamUpdate } from "@blocksparse/core";
+import { FLOAT_DTYPES, type FloatDType, type Tensor, adamUpdate, cast, formatShape, multiTensorAdamUpdate, multiTensorAdamUpdateInPlace, tensor } from "@blocksparse/core";
 import { describe } from "vitest";
 import { type Conformance, expectValues, inCase, makeInput } from "./harness";
 import * as R from "./reference";
@@ -123,6 +123,85 @@ export function declareOptimizerTests(suite: Conformance): void {
           });
         }
       });
+    }
+  });
+
+  describe("multiTensorAdamUpdateInPlace", () => {
+    // The in-place update gives exactly the out-of-place results: written into the tensors' own buffers when
+    // nothing shares them, assigned (sharers keep the old values) when something does.
+    const cases: { param: FloatDType; grad: FloatDType; copy: FloatDType | null }[] = [
+      { param: "float32", grad: "float32", copy: null },
+      { param: "float32", grad: "bfloat16", copy: "bfloat16" },
+      { param: "float32", grad: "float16", copy: "float16" },
+      { param: "bfloat16", grad: "bfloat16", copy: null },
+    ];
+    const shapes = [[33, 65], [0], [4, 32, 32], [1000]];
+    const fresh = (t: Tensor): Tensor => tensor(t.dataSync(), t.shape, t.dtype);
+    const bits = (t: Tensor): number[] => Array.from(t.dataSync());
+    for (const c of cases) {
+      for (const shared of [false, true]) {
+        const name = `MultiTensorAdamUpdateInPlace param ${c.param}, grad ${c.grad}, copy ${c.copy ?? "none"}${shared ? ", a clone of each param kept" : ""}`;
+        check(name, () => {
+          const steps = shapes.map((_, i) => 3 + i);
+          const options = { lr: 3e-3, beta1, beta2, epsilon, weightDecay: 0.01, decoupledWeightDecay: true, steps, copyDType: c.copy };
+          const inputs = shapes.map((shape) => ({
+            param: makeInput(rng(), shape, c.param).t,
+            grad: makeInput(rng(), shape, c.grad).t,
+            m: makeInput(rng(), shape, "float32", "uniform").t,
+            v: makeInput(rng(), shape, "float32", "positive").t,
+            copy: c.copy === null ? null : makeInput(rng(), shape, c.copy).t,
+          }));
+          const want = multiTensorAdamUpdate(
+            inputs.map((x) => x.param),
+            inputs.map((x) => x.grad),
+            inputs.map((x) => x.m),
+            inputs.map((x) => x.v),
+            options,
+          );
+          const targets = inputs.map((x) => ({ param: fresh(x.param), m: fresh(x.m), v: fresh(x.v), copy: x.copy === null ? null : fresh(x.copy) }));
+          const kept = shared ? targets.map((t) => ({ clone: t.param.clone(), before: bits(t.param) })) : [];
+          const buffers = targets.map((t) => [t.param.dataId, t.m.dataId, t.v.dataId, t.copy?.dataId]);
+          multiTensorAdamUpdateInPlace(
+            targets.map((t) => t.param),
+            inputs.map((x) => x.grad),
+            targets.map((t) => t.m),
+            targets.map((t) => t.v),
+            { ...options, copies: c.copy === null ? null : targets.map((t) => t.copy as Tensor) },
+          );
+          targets.forEach((t, i) => {
+            const label = `${name}, tensor ${i} ${formatShape(shapes[i])}`;
+            const pairs: [string, Tensor, Tensor][] = [
+              ["param", t.param, want.params[i]],
+              ["m", t.m, want.m[i]],
+              ["v", t.v, want.v[i]],
+            ];
+            if (t.copy !== null) pairs.push(["copy", t.copy, (want.copies as Tensor[])[i]]);
+            for (const [what, got, expected] of pairs) {
+              inCase(`${label}: ${what}`, () => {
+                const a = bits(got);
+                const b = bits(expected);
+                if (got.dtype !== expected.dtype || a.length !== b.length || a.some((x, k) => !Object.is(x, b[k]))) {
+                  throw new Error(`${what} differs from multiTensorAdamUpdate's result`);
+                }
+              });
+            }
+            inCase(`${label}: buffers`, () => {
+              const [param, m, v, copy] = buffers[i];
+              // Nothing shared: every tensor keeps its buffer. A kept clone: the param moved to a new buffer.
+              if (t.m.dataId !== m || t.v.dataId !== v || (t.copy !== null && t.copy.dataId !== copy)) {
+                if (!shared) throw new Error("a state tensor was given a new buffer although nothing shares it");
+              }
+              if (shared ? t.param.dataId === param : t.param.dataId !== param) {
+                throw new Error(shared ? "the shared param was written in place" : "the param was given a new buffer although nothing shares it");
+              }
+              if (shared) {
+                const after = bits(kept[i].clone);
+                if (after.some((x, k) => !Object.is(x, kept[i].before[k]))) throw new Error("the clone of the param changed");
+              }
+            });
+          });
+        });
+      }
     }
   });
 }

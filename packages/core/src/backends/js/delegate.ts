@@ -1,5 +1,5 @@
 import type { Backend, KernelArgs, KernelFunc, TensorInfo } from "../../backend";
-import type { BackendKernelName, KernelOutputs } from "../../kernel_names";
+import { type BackendKernelName, type KernelOutputs, kernelDeclaration } from "../../kernel_names";
 import { sizeOf } from "../../shape";
 import { JsBackend } from "./backend";
 import { jsKernels } from "./kernels";
@@ -33,6 +33,16 @@ export function delegateToJs<K extends BackendKernelName>(kernelName: K): Delega
       hostInputs[key] = value === undefined ? undefined : Array.isArray(value) ? value.map(toHost) : toHost(value);
     }
     const result: TensorInfo | TensorInfo[] = kernel({ inputs: hostInputs as KernelArgs<K>["inputs"], attrs, backend: host });
+    // An in-place call wrote the host copies of some inputs: they go back to the backend's buffers.
+    if ((attrs as { inPlace?: boolean }).inPlace === true) {
+      for (const key of kernelDeclaration(kernelName)?.inPlaceInputs ?? []) {
+        const device = (inputs as Record<string, TensorInfo | TensorInfo[] | undefined>)[key];
+        const onHost = hostInputs[key];
+        if (device === undefined || onHost === undefined) continue;
+        const pairs: [TensorInfo, TensorInfo][] = Array.isArray(device) ? device.map((d, i) => [d, (onHost as TensorInfo[])[i]]) : [[device, onHost as TensorInfo]];
+        for (const [d, h] of pairs) backend.write(d.dataId, host.readSync(h.dataId));
+      }
+    }
     const written: TensorInfo[] = [];
     try {
       for (const info of Array.isArray(result) ? result : [result]) {

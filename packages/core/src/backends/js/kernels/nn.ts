@@ -202,6 +202,26 @@ export function adamUpdateKernel({ inputs: { param, grad, m, v }, attrs, backend
 
 export function multiTensorAdamUpdateKernel({ inputs, attrs, backend }: KernelArgs<"MultiTensorAdamUpdate", JsBackend>): TensorInfo[] {
   const n = inputs.params.length;
+  if (attrs.inPlace) {
+    // The same results, computed into fresh buffers and stored over the inputs (the copies into inputs.copies).
+    const into = (target: TensorInfo, result: TensorInfo) => {
+      backend.write(target.dataId, backend.readSync(result.dataId));
+      backend.free(result.dataId);
+    };
+    for (let i = 0; i < n; i++) {
+      const { pOut, mOut, vOut } = adamStep(backend, inputs.params[i], inputs.grads[i], inputs.m[i], inputs.v[i], attrs, attrs.steps[i]);
+      const stored = pOut.commit();
+      if (attrs.copyDType !== null) {
+        const copy = backend.floatOutput(inputs.params[i].shape, attrs.copyDType);
+        copy.data.set(backend.floats(stored));
+        into((inputs.copies as TensorInfo[])[i], copy.commit());
+      }
+      into(inputs.params[i], stored);
+      into(inputs.m[i], mOut.commit());
+      into(inputs.v[i], vOut.commit());
+    }
+    return [];
+  }
   const params: TensorInfo[] = [];
   const ms: TensorInfo[] = [];
   const vs: TensorInfo[] = [];
