@@ -102,7 +102,13 @@ export abstract class Module {
 
   /** Direct children, by property name. */
   namedChildren(): [string, Module][] {
-    return Object.entries(this).filter((entry): entry is [string, Module] => entry[1] instanceof Module);
+    // Every forward of a container walks this: no [key, value] pair is made for a property that is not a module.
+    const children: [string, Module][] = [];
+    for (const key of Object.keys(this)) {
+      const value = (this as Record<string, unknown>)[key];
+      if (value instanceof Module) children.push([key, value]);
+    }
+    return children;
   }
 
   children(): Module[] {
