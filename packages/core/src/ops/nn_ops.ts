@@ -8,6 +8,7 @@ import {
   LayerNormBackward,
   LogSoftmax,
   MultiTensorAdamUpdate,
+  type MultiTensorAdamUpdateAttrs,
   Softmax,
   SoftmaxBackward,
 } from "../kernel_names";
@@ -303,13 +304,22 @@ export function multiTensorAdamUpdate(
   v: readonly Tensor[],
   options: MultiTensorAdamOptions,
 ): MultiTensorAdamState {
-  const { n, hyperparameters, copyDType } = checkMultiTensorAdam("multiTensorAdamUpdate", params, grads, m, v, options);
+  const { hyperparameters, copyDType } = checkMultiTensorAdam("multiTensorAdamUpdate", params, grads, m, v, options);
+  return runMultiTensorAdam(params, grads, m, v, { ...hyperparameters, steps: [...options.steps], copyDType });
+}
+
+/** The out-of-place kernel call of multiTensorAdamUpdate, on checked inputs. */
+function runMultiTensorAdam(
+  params: readonly Tensor[],
+  grads: readonly Tensor[],
+  m: readonly Tensor[],
+  v: readonly Tensor[],
+  attrs: MultiTensorAdamUpdateAttrs,
+): MultiTensorAdamState {
+  const n = params.length;
+  const copyDType = attrs.copyDType;
   if (n === 0) return { params: [], m: [], v: [], copies: copyDType === null ? null : [] };
-  const outputs = engine.runKernel(
-    MultiTensorAdamUpdate,
-    { params: [...params], grads: [...grads], m: [...m], v: [...v] },
-    { ...hyperparameters, steps: [...options.steps], copyDType },
-  );
+  const outputs = engine.runKernel(MultiTensorAdamUpdate, { params: [...params], grads: [...grads], m: [...m], v: [...v] }, attrs);
   return {
     params: outputs.slice(0, n),
     m: outputs.slice(n, 2 * n),
@@ -352,16 +362,14 @@ export function multiTensorAdamUpdateInPlace(
     }
   }
   if (n === 0) return;
+  const attrs: MultiTensorAdamUpdateAttrs = { ...hyperparameters, steps: [...options.steps], copyDType };
   const written = copies === null ? [...params, ...m, ...v] : [...params, ...m, ...v, ...copies];
   if (engine.canWriteInPlace(written, grads)) {
-    engine.runKernel(
-      MultiTensorAdamUpdate,
-      copies === null ? { params: [...params], grads: [...grads], m: [...m], v: [...v] } : { params: [...params], grads: [...grads], m: [...m], v: [...v], copies: [...copies] },
-      { ...hyperparameters, steps: [...options.steps], copyDType, inPlace: true },
-    );
+    const inputs = { params: [...params], grads: [...grads], m: [...m], v: [...v], copies: copies === null ? undefined : [...copies] };
+    engine.runKernel(MultiTensorAdamUpdate, inputs, { ...attrs, inPlace: true });
     return;
   }
-  const next = multiTensorAdamUpdate(params, grads, m, v, options);
+  const next = runMultiTensorAdam(params, grads, m, v, attrs);
   const pairs: [Tensor, Tensor][] = [];
   for (let i = 0; i < n; i++) {
     pairs.push([params[i], next.params[i]], [m[i], next.m[i]], [v[i], next.v[i]]);

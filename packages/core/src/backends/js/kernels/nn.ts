@@ -205,7 +205,7 @@ export function multiTensorAdamUpdateKernel({ inputs, attrs, backend }: KernelAr
   if (attrs.inPlace) {
     // The same results, computed into fresh buffers and stored over the inputs (the copies into inputs.copies).
     const into = (target: TensorInfo, result: TensorInfo) => {
-      backend.write(target.dataId, backend.readSync(result.dataId));
+      backend.write(target.dataId, backend.storage(result));
       backend.free(result.dataId);
     };
     for (let i = 0; i < n; i++) {
