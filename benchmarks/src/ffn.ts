@@ -12,7 +12,7 @@
  *     [--tokens 2048,8192] [--blocks 32,64,128] [--densities 0.5,0.25,0.1] [--dtype bfloat16]
  *     [--context 512] [--heads 16] [--torch] [--profile] [--out results/ffn] [--quick]
  *     [--dense-sampled auto|never|always] [--dense-products auto|never|always] [--autotune] [--only both|dense|sparse]
- *     [--graph]
+ *     [--graph] [--graph-eager-optimizer]
  * --profile prints, per case, where a step's time goes kernel by kernel (synchronized: each entry includes
  * the host's launch and a round trip, ~20 us on an H200, so small kernels read high; for device times use
  * scripts/gpu-step-kernels.sh, which runs this script under Nsight Compute).
@@ -23,8 +23,10 @@
  * for profilers: scripts/gpu-step-kernels.sh).
  * --autotune turns on the cuda backend's first-use autotuning of the block-sparse products (the
  * validation step, untimed, tunes each shape; the records are printed to stderr at the end).
- * --graph records each model's forward and backward once with captureGraph (after its first, eager step) and
- * times replay() + optimizer.step(): one launch instead of a host call per kernel (cuda's CUDA graphs).
+ * --graph records each model's whole training step once with captureGraph (forward, backward and AdamW made with
+ * `capturable: true`, after a first eager step at lr 0) and times replay(): one launch instead of a host call per
+ * kernel (cuda's CUDA graphs). With --graph-eager-optimizer only forward and backward are recorded, and AdamW (not
+ * capturable) runs eagerly after each replay, as before the optimizer could be captured.
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -135,7 +137,16 @@ function runCase(
   block: number,
   density: number,
   dtype: BenchDType,
-  options: { heads: number; context: number; plan: TimingPlan; synchronize: () => void; setPoison: (on: boolean) => void; profile: boolean; graph: boolean },
+  options: {
+    heads: number;
+    context: number;
+    plan: TimingPlan;
+    synchronize: () => void;
+    setPoison: (on: boolean) => void;
+    profile: boolean;
+    graph: boolean;
+    graphEagerOptimizer: boolean;
+  },
 ): FfnCase {
   const model = buildModel(kind, dModel, hidden, block, density, options.heads);
   const shape = kind === "ffn" ? [tokens, dModel] : [tokens / options.context, options.context, dModel];
@@ -148,7 +159,9 @@ function runCase(
   model.to(dtype as FloatDType);
   const x = tidy(() => cast(tensor(xHost, shape), dtype as FloatDType));
   const dy = tidy(() => cast(randn(shape, { seed: SEED + 7, std: 1 / Math.sqrt(tokens) }), dtype as FloatDType));
-  const optimizer = new AdamW(model.parameters(), { lr: 1e-4, weightDecay: 0 });
+  const lr = 1e-4;
+  const wholeStep = options.graph && !options.graphEagerOptimizer;
+  const optimizer = new AdamW(model.parameters(), { lr, weightDecay: 0, capturable: wholeStep });
   let graph: CapturedGraph<Tensor> | undefined;
   try {
     const forwardBackward = (): Tensor => {
@@ -162,6 +175,12 @@ function runCase(
       optimizer.step();
       return y;
     };
+    const trainingStep = (): Tensor => {
+      const out = forwardBackward();
+      optimizer.step();
+      return out;
+    };
+    const recorded = wholeStep ? trainingStep : forwardBackward;
     // With --graph, forward and backward are recorded after one eager pass (kernels load, patterns upload; no
     // update, so the weights are still the ones the reference used). The checked first step is a replay of a
     // graph recorded with poisoned allocations (its fills inside), then dropped; the timed steps replay a graph
@@ -169,7 +188,7 @@ function runCase(
     let checked = false;
     const replayStep = (g: CapturedGraph<Tensor>): Tensor => {
       const y = g.replay().clone();
-      optimizer.step();
+      if (!wholeStep) optimizer.step();
       return y;
     };
     const run = !options.graph
@@ -177,14 +196,22 @@ function runCase(
       : (): Tensor => {
           if (!checked) {
             checked = true;
-            tidy(forwardBackward).dispose();
-            const first = captureGraph(forwardBackward);
+            if (wholeStep) {
+              // The optimizer's state is made by an eager step; at lr 0 (no weight decay) it leaves the weights
+              // the reference used.
+              optimizer.lr = 0;
+              tidy(trainingStep).dispose();
+              optimizer.lr = lr;
+            } else {
+              tidy(forwardBackward).dispose();
+            }
+            const first = captureGraph(recorded);
             const y = replayStep(first);
             first.dispose();
             first.result.dispose();
             return y;
           }
-          graph ??= captureGraph(forwardBackward);
+          graph ??= captureGraph(recorded);
           return replayStep(graph);
         };
     const validate = (y: Tensor): Check[] => {
@@ -244,13 +271,13 @@ function runTorch(cases: { model: string; dModel: number; hidden: number; tokens
 
 function markdown(
   rows: FfnCase[],
-  meta: { machine: string; commit: string; dtype: string; torch: boolean; denseSampled: string; denseProducts: string; autotune: boolean; graph: boolean },
+  meta: { machine: string; commit: string; dtype: string; torch: boolean; denseSampled: string; denseProducts: string; autotune: boolean; graph: boolean; graphEagerOptimizer: boolean },
   charts: string[] = [],
 ): string {
   const lines = [
     `# FFN and TransformerBlock training steps (${meta.dtype} mixed precision)`,
     "",
-    `Machine: ${meta.machine}. Commit ${meta.commit}. Step = forward + backward + AdamW (float32 master weights and state).${meta.denseSampled === "auto" ? "" : ` Weight gradients forced to the ${meta.denseSampled === "always" ? "dense-product" : "block-kernel"} route.`}${meta.denseProducts === "auto" ? "" : ` bsrLinear and bsrMatmul forced to the ${meta.denseProducts === "always" ? "dense-product" : "block-kernel"} route.`}${meta.autotune ? " Block-sparse products autotuned on first use." : ""}${meta.graph ? " Forward and backward replayed as one captured graph (captureGraph), AdamW after each replay." : ""}`,
+    `Machine: ${meta.machine}. Commit ${meta.commit}. Step = forward + backward + AdamW (float32 master weights and state).${meta.denseSampled === "auto" ? "" : ` Weight gradients forced to the ${meta.denseSampled === "always" ? "dense-product" : "block-kernel"} route.`}${meta.denseProducts === "auto" ? "" : ` bsrLinear and bsrMatmul forced to the ${meta.denseProducts === "always" ? "dense-product" : "block-kernel"} route.`}${meta.autotune ? " Block-sparse products autotuned on first use." : ""}${meta.graph ? (meta.graphEagerOptimizer ? " Forward and backward replayed as one captured graph (captureGraph), AdamW after each replay." : " The whole step (forward, backward and AdamW with capturable: true) replayed as one captured graph (captureGraph).") : ""}`,
     "speed-up = our dense step / this step (> 1: faster than dense); vs PyTorch = PyTorch's dense step (autocast) / this step.",
     "",
     "| model | dModel x hidden | tokens | block | density | parameters | ms (median) | speed-up vs our dense | vs PyTorch dense |",
@@ -285,6 +312,7 @@ async function main(): Promise<void> {
       autotune: { type: "boolean", default: false },
       only: { type: "string", default: "both" },
       graph: { type: "boolean", default: false },
+      "graph-eager-optimizer": { type: "boolean", default: false },
       out: { type: "string" },
     },
   });
@@ -325,12 +353,12 @@ async function main(): Promise<void> {
   const options = { heads, context, plan, synchronize: started.synchronize, setPoison: (on: boolean) => {
       backend.poisonAllocations = on;
     },
-    profile: values.profile, graph: values.graph };
+    profile: values.profile, graph: values.graph, graphEagerOptimizer: values["graph-eager-optimizer"] };
   const rows: FfnCase[] = [];
   const outDir = resolve(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "ffn"));
   mkdirSync(outDir, { recursive: true });
   const machine = describeMachine(started.gpu).name;
-  const meta = { machine, commit: gitState().commit, dtype, torch: values.torch, denseSampled: route, denseProducts: productRoute, autotune: values.autotune, graph: values.graph };
+  const meta = { machine, commit: gitState().commit, dtype, torch: values.torch, denseSampled: route, denseProducts: productRoute, autotune: values.autotune, graph: values.graph, graphEagerOptimizer: values["graph-eager-optimizer"] };
   // Written after every case, so that a run cut short keeps what it measured.
   const save = () => {
     writeFileSync(join(outDir, "ffn.json"), `${JSON.stringify({ ...meta, date: new Date().toISOString(), rows }, null, 1)}\n`);

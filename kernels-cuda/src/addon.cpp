@@ -1217,13 +1217,15 @@ Napi::Value adamUpdate(const Napi::CallbackInfo& info) {
   return undefinedOf(info);
 }
 
-// multiTensorAdamUpdate(table, copyDtype | null, {lr, beta1, beta2, epsilon, weightDecay, decoupledWeightDecay}):
-// table holds kAdamEntry numbers per tensor: n, step, param/grad/m/v dtypes, then the buffers param, grad, m,
-// v, paramOut, mOut, vOut and copyOut (0 when copyDtype is null). Every buffer is checked before any launch.
-constexpr size_t kAdamEntry = 14;
+// multiTensorAdamUpdate(table, copyDtype | null, {lr, beta1, beta2, epsilon, weightDecay, decoupledWeightDecay},
+// lrValue | null): table holds kAdamEntry numbers per tensor: n, step, param/grad/m/v dtypes, then the buffers
+// param, grad, m, v, paramOut, mOut, vOut and copyOut (0 when copyDtype is null), stepIn and stepOut (float32
+// step counts on the device, 0 when step is given; step is then 0). lrValue: a float32 buffer whose value times
+// lr is the learning rate. Every buffer is checked before any launch.
+constexpr size_t kAdamEntry = 16;
 Napi::Value multiTensorAdamUpdate(const Napi::CallbackInfo& info) {
   Args args{info, "multiTensorAdamUpdate"};
-  args.count(3);
+  args.count(4);
   std::vector<int64_t> table = args.integers(0);
   BS_REQUIRE(table.size() % kAdamEntry == 0, "multiTensorAdamUpdate: the table's length " +
                                                   std::to_string(table.size()) + " is not a multiple of " +
@@ -1231,6 +1233,10 @@ Napi::Value multiTensorAdamUpdate(const Napi::CallbackInfo& info) {
   const bool copies = !args.isAbsent(1);
   const DType copyDtype = copies ? args.floatDtype(1) : DType::Float32;
   AdamParams params = adamParams(args, 2);
+  if (!args.isAbsent(3)) {
+    requireElements(args.buffer(3), DType::Float32, 1, "multiTensorAdamUpdate lrValue");
+    params.lrValue = static_cast<const float*>(args.buffer(3).data);
+  }
   const size_t count = table.size() / kAdamEntry;
   std::vector<AdamTensor> tensors(count);
   for (size_t k = 0; k < count; ++k) {
@@ -1251,9 +1257,17 @@ Napi::Value multiTensorAdamUpdate(const Napi::CallbackInfo& info) {
     };
     AdamTensor& t = tensors[k];
     t.n = e[0];
-    BS_REQUIRE(e[1] >= 1, at() + ": step counts from 1");
-    t.biasCorrection1 = 1.0 - std::pow(params.beta1, static_cast<double>(e[1]));
-    t.biasCorrection2 = 1.0 - std::pow(params.beta2, static_cast<double>(e[1]));
+    const bool counted = e[14] != 0;
+    BS_REQUIRE(counted == (e[15] != 0), at() + ": stepIn and stepOut must be given together");
+    if (counted) {
+      BS_REQUIRE(e[1] == 0, at() + ": step must be 0 when the step count is on the device");
+      t.stepIn = static_cast<const float*>(buffer(e[14], DType::Float32, 1, "stepIn"));
+      t.stepOut = static_cast<float*>(buffer(e[15], DType::Float32, 1, "stepOut"));
+    } else {
+      BS_REQUIRE(e[1] >= 1, at() + ": step counts from 1");
+      t.biasCorrection1 = 1.0 - std::pow(params.beta1, static_cast<double>(e[1]));
+      t.biasCorrection2 = 1.0 - std::pow(params.beta2, static_cast<double>(e[1]));
+    }
     t.paramDtype = floatDtype(e[2], "param");
     t.gradDtype = floatDtype(e[3], "grad");
     t.mDtype = floatDtype(e[4], "m");

@@ -108,13 +108,18 @@ struct AdamParams {
   double lr, beta1, beta2, eps, weightDecay;
   double biasCorrection1, biasCorrection2;  // 1 - beta^step
   bool decoupledWeightDecay;
+  // When set (multi-tensor only): a float32 on the device read when the kernel runs; the learning rate is lr
+  // times its value.
+  const float* lrValue = nullptr;
 };
 void launchAdam(DType dtype, const void* param, const void* grad, const void* m, const void* v, void* paramOut,
                 void* mOut, void* vOut, DType mDtype, DType vDtype, int64_t n, const AdamParams& params,
                 cudaStream_t stream);
 
 // One tensor of a multi-tensor Adam step: its buffers, dtypes, size and bias corrections (1 - beta^step).
-// copy (may be null) receives the new param rounded to the launch's copy dtype.
+// copy (may be null) receives the new param rounded to the launch's copy dtype. With stepIn (a float32 count
+// of the steps taken, on the device) the step is *stepIn + 1, read when the kernel runs, and stepOut (may be
+// stepIn) receives it after every update of the launch; the bias corrections are then unused.
 struct AdamTensor {
   const void* param;
   const void* grad;
@@ -124,6 +129,8 @@ struct AdamTensor {
   void* mOut;
   void* vOut;
   void* copy;
+  const float* stepIn;
+  float* stepOut;
   int64_t n;
   double biasCorrection1, biasCorrection2;
   DType paramDtype, gradDtype, mDtype, vDtype;

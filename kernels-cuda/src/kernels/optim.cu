@@ -68,23 +68,36 @@ __device__ __forceinline__ float roundTo(DType dtype, float value) {
   }
 }
 
+// What a tensor's update reads before its loop: the learning rate and the bias corrections as factors (two
+// float64 divisions fewer per element), from the host's numbers or, for a capturable step, from the device.
+struct AdamSchedule {
+  double lr, correct1, correct2;
+};
+
+__device__ __forceinline__ AdamSchedule scheduleOf(const AdamTensor& x, const AdamParams& h) {
+  const double lr = h.lrValue != nullptr ? h.lr * static_cast<double>(*h.lrValue) : h.lr;
+  if (x.stepIn == nullptr) return {lr, 1.0 / x.biasCorrection1, 1.0 / x.biasCorrection2};
+  const double step = static_cast<double>(*x.stepIn) + 1.0;
+  return {lr, 1.0 / (1.0 - pow(h.beta1, step)), 1.0 / (1.0 - pow(h.beta2, step))};
+}
+
 __global__ void multiTensorAdamKernel(const __grid_constant__ AdamBatch batch, const AdamParams h) {
   int t = 0;
   while (t + 1 < batch.count && static_cast<int32_t>(blockIdx.x) >= batch.blockStart[t + 1]) ++t;
   const AdamTensor& x = batch.tensor[t];
   const int64_t ctas = batch.blockStart[t + 1] - batch.blockStart[t];
   const int64_t first = (blockIdx.x - batch.blockStart[t]) * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  // The bias corrections as factors: two float64 divisions fewer per element.
-  const double correct1 = 1.0 / x.biasCorrection1, correct2 = 1.0 / x.biasCorrection2;
+  const AdamSchedule s = scheduleOf(x, h);
+  const double correct1 = s.correct1, correct2 = s.correct2, lr = s.lr;
   for (int64_t i = first; i < x.n; i += ctas * blockDim.x) {
     double p = loadAs(x.paramDtype, x.param, i);
     double g = loadAs(x.gradDtype, x.grad, i);
-    if (h.decoupledWeightDecay) p *= 1.0 - h.lr * h.weightDecay;
+    if (h.decoupledWeightDecay) p *= 1.0 - lr * h.weightDecay;
     else g += h.weightDecay * p;
     double mi = h.beta1 * loadAs(x.mDtype, x.m, i) + (1.0 - h.beta1) * g;
     double vi = h.beta2 * loadAs(x.vDtype, x.v, i) + (1.0 - h.beta2) * g * g;
     double update = (mi * correct1) / (sqrt(vi * correct2) + h.eps);
-    const float next = static_cast<float>(p - h.lr * update);
+    const float next = static_cast<float>(p - lr * update);
     storeAs(x.paramDtype, x.paramOut, i, next);
     storeAs(x.mDtype, x.mOut, i, static_cast<float>(mi));
     storeAs(x.vDtype, x.vOut, i, static_cast<float>(vi));
@@ -107,7 +120,7 @@ using Vec4 = Packed<T, kAdamVector>;
 
 template <typename TG>
 __device__ __forceinline__ float adamElement(float param, TG grad, float& m, float& v, const AdamParams& h,
-                                             double decay, double correct1, double correct2) {
+                                             double lr, double decay, double correct1, double correct2) {
   double p = param, g = toFloat<TG>(grad);
   if (h.decoupledWeightDecay) p *= decay;
   else g += h.weightDecay * p;
@@ -116,7 +129,7 @@ __device__ __forceinline__ float adamElement(float param, TG grad, float& m, flo
   m = static_cast<float>(mi);
   v = static_cast<float>(vi);
   const float step = static_cast<float>(mi * correct1) / (sqrtf(static_cast<float>(vi * correct2)) + static_cast<float>(h.eps));
-  return static_cast<float>(p - h.lr * static_cast<double>(step));
+  return static_cast<float>(p - lr * static_cast<double>(step));
 }
 
 template <typename TG, typename TC>
@@ -126,8 +139,9 @@ __global__ void multiTensorAdamVectorKernel(const __grid_constant__ AdamBatch ba
   const AdamTensor& x = batch.tensor[t];
   const int64_t ctas = batch.blockStart[t + 1] - batch.blockStart[t];
   const int64_t cta = blockIdx.x - batch.blockStart[t];
-  const double correct1 = 1.0 / x.biasCorrection1, correct2 = 1.0 / x.biasCorrection2;
-  const double decay = 1.0 - h.lr * h.weightDecay;
+  const AdamSchedule s = scheduleOf(x, h);
+  const double correct1 = s.correct1, correct2 = s.correct2, lr = s.lr;
+  const double decay = 1.0 - lr * h.weightDecay;
   const int64_t vectors = x.n / kAdamVector;
   const auto* param = static_cast<const Vec4<float>*>(x.param);
   const auto* grad = static_cast<const Vec4<TG>*>(x.grad);
@@ -140,7 +154,7 @@ __global__ void multiTensorAdamVectorKernel(const __grid_constant__ AdamBatch ba
     Vec4<TC> copy;
 #pragma unroll
     for (int k = 0; k < kAdamVector; ++k) {
-      pOut.v[k] = adamElement<TG>(p.v[k], g.v[k], mOut.v[k], vOut.v[k], h, decay, correct1, correct2);
+      pOut.v[k] = adamElement<TG>(p.v[k], g.v[k], mOut.v[k], vOut.v[k], h, lr, decay, correct1, correct2);
       copy.v[k] = fromFloat<TC>(pOut.v[k]);
     }
     static_cast<Vec4<float>*>(x.paramOut)[i] = pOut;
@@ -153,12 +167,24 @@ __global__ void multiTensorAdamVectorKernel(const __grid_constant__ AdamBatch ba
   if (cta == 0 && tail < x.n) {
     float m = static_cast<const float*>(x.m)[tail], v = static_cast<const float*>(x.v)[tail];
     const float next = adamElement<TG>(static_cast<const float*>(x.param)[tail], static_cast<const TG*>(x.grad)[tail], m,
-                                       v, h, decay, correct1, correct2);
+                                       v, h, lr, decay, correct1, correct2);
     static_cast<float*>(x.paramOut)[tail] = next;
     static_cast<float*>(x.mOut)[tail] = m;
     static_cast<float*>(x.vOut)[tail] = v;
     if (x.copy != nullptr) static_cast<TC*>(x.copy)[tail] = fromFloat<TC>(next);
   }
+}
+
+// The step counts of one launch's tensors, written after every update has read them: stepOut = stepIn + 1.
+struct AdamCounts {
+  const float* in[kAdamTensorsPerLaunch];
+  float* out[kAdamTensorsPerLaunch];
+  int32_t count;
+};
+
+__global__ void adamCountKernel(const __grid_constant__ AdamCounts counts) {
+  const int k = threadIdx.x;
+  if (k < counts.count) *counts.out[k] = *counts.in[k] + 1.0f;
 }
 
 bool alignedFor(const void* p, size_t bytes) { return p == nullptr || reinterpret_cast<uintptr_t>(p) % bytes == 0; }
@@ -218,6 +244,22 @@ void launchMultiTensorAdam(const AdamTensor* tensors, int count, DType copyDtype
     if (++p->batch.count == kAdamTensorsPerLaunch) flush(*p);
   }
   for (Pending& p : pending) flush(p);
+  // Then the step counts of the tensors that keep theirs on the device, in one launch per kAdamTensorsPerLaunch:
+  // after the updates in stream order, so no update reads a count already raised (stepOut may be stepIn).
+  AdamCounts counts{};
+  auto flushCounts = [&]() {
+    if (counts.count == 0) return;
+    adamCountKernel<<<1, kAdamTensorsPerLaunch, 0, stream>>>(counts);
+    BS_LAUNCH_CHECK("adamCountKernel");
+    counts = AdamCounts{};
+  };
+  for (int k = 0; k < count; ++k) {
+    if (tensors[k].stepIn == nullptr) continue;
+    counts.in[counts.count] = tensors[k].stepIn;
+    counts.out[counts.count] = tensors[k].stepOut;
+    if (++counts.count == kAdamTensorsPerLaunch) flushCounts();
+  }
+  flushCounts();
 }
 
 void launchAdam(DType dtype, const void* param, const void* grad, const void* m, const void* v, void* paramOut,

@@ -381,11 +381,6 @@ export interface NativeAddon {
     n: number,
     hyperparameters: AdamHyperparameters,
   ): void;
-  /**
-   * One Adam step on many tensors: `table` holds ADAM_TABLE_ENTRY numbers per tensor (n, step, the
-   * param/grad/m/v dtype codes, then the buffers param, grad, m, v, paramOut, mOut, vOut, copyOut: 0
-   * when copyDtype is null).
-   */
   biasActivation(activation: ActivationOpCode, dtype: Dt, x: Buf, bias: Buf | null, y: Buf, rows: number, width: number): void;
   biasActivationBackward(
     activation: ActivationOpCode,
@@ -398,7 +393,13 @@ export interface NativeAddon {
     rows: number,
     width: number,
   ): void;
-  multiTensorAdamUpdate(table: Float64Array, copyDtype: Dt | null, hyperparameters: Omit<AdamHyperparameters, "step">): void;
+  /**
+   * One Adam step on many tensors: `table` holds ADAM_TABLE_ENTRY numbers per tensor (n, step, the
+   * param/grad/m/v dtype codes, then the buffers param, grad, m, v, paramOut, mOut, vOut, copyOut: 0
+   * when copyDtype is null, then stepIn and stepOut: float32 step counts on the device, 0 when step is given).
+   * With `lrValue` (a float32 scalar buffer) each tensor's learning rate is hyperparameters.lr times its value.
+   */
+  multiTensorAdamUpdate(table: Float64Array, copyDtype: Dt | null, hyperparameters: Omit<AdamHyperparameters, "step">, lrValue: Buf | null): void;
 
   /** NCCL, opened at run time: whether it is there (never throws). */
   ncclInfo(): NcclInfo;
@@ -419,7 +420,7 @@ export interface NativeAddon {
 }
 
 /** Numbers per tensor in multiTensorAdamUpdate's table. */
-export const ADAM_TABLE_ENTRY = 14;
+export const ADAM_TABLE_ENTRY = 16;
 
 // Keyed by the interface so that a function added to NativeAddon and left out here fails typecheck.
 const NATIVE_FUNCTION_SET = {

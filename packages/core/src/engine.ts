@@ -116,8 +116,13 @@ export class Engine {
   /** Tensors freed by the finalizer because nobody disposed them. */
   collectedTensors = 0;
   /** The capture in progress (captureGraph), told of every kernel's inputs and outputs. */
-  capture: { backend: Backend; kernel(kernelName: string, inputs: Record<string, Tensor | Tensor[] | undefined>): void; made(outputs: Tensor[]): void } | null =
-    null;
+  capture: {
+    backend: Backend;
+    kernel(kernelName: string, inputs: Record<string, Tensor | Tensor[] | undefined>): void;
+    made(outputs: Tensor[]): void;
+    /** Whether the capture holds a reference on this buffer (a graph input it keeps alive). */
+    retains(dataId: DataId): boolean;
+  } | null = null;
   /** Debug hooks (the leak guard): each new tensor, and each exit of an outermost tidy scope. */
   debugHooks: { tensorCreated(tensor: Tensor): void; outermostScopeExited(): void } | null = null;
 
@@ -433,13 +438,16 @@ export class Engine {
 
   /**
    * Whether a kernel may write `written` in place: each is the only reference to its buffer (no clone, reshape or
-   * graph shares it), and no buffer appears twice among `written` and `read`.
+   * graph shares it), and no buffer appears twice among `written` and `read`. The reference of the capture in
+   * progress does not count: a graph input written in place is updated where the graph's next replay reads it.
    */
   canWriteInPlace(written: readonly Tensor[], read: readonly Tensor[]): boolean {
     const seen = new Set<DataId>();
+    const capture = this.capture;
     for (const t of written) {
       const dataId = t.dataId;
-      if (this.buffers.get(dataId)?.refCount !== 1 || seen.has(dataId)) return false;
+      const owners = capture !== null && capture.retains(dataId) ? 2 : 1;
+      if (this.buffers.get(dataId)?.refCount !== owners || seen.has(dataId)) return false;
       seen.add(dataId);
     }
     for (const t of read) if (seen.has(t.dataId)) return false;

@@ -5,10 +5,20 @@ import { formatShape } from "./shape";
 import { Tensor } from "./tensor";
 
 /**
- * Kernels whose attributes carry per-call state (an optimizer's step count and learning rate): a replay would
- * repeat the captured values, so they are refused inside a capture. Run the optimizer after each replay.
+ * Whether a kernel call can be replayed: an optimizer update whose step counts are attributes (host numbers) cannot,
+ * since a replay would repeat the captured step; one whose step counts are device tensors (`stepCounts`: an
+ * optimizer made with `capturable: true`) counts its replays on the device.
  */
-const NOT_CAPTURABLE: ReadonlySet<string> = new Set(["AdamUpdate", "MultiTensorAdamUpdate"]);
+function capturable(kernelName: string, inputs: Record<string, Tensor | Tensor[] | undefined>): boolean {
+  if (kernelName === "AdamUpdate") return false;
+  if (kernelName === "MultiTensorAdamUpdate") return inputs.stepCounts !== undefined;
+  return true;
+}
+
+/** Whether a captureGraph recording is in progress (code that must not be recorded, or must be recorded only in a capturable form, checks it). */
+export function isCapturing(): boolean {
+  return engine.capture !== null;
+}
 
 /** A step recorded once and replayed with one launch (see captureGraph). */
 export interface CapturedGraph<T> {
@@ -49,9 +59,9 @@ class Recorder {
   ) {}
 
   kernel(kernelName: string, inputs: Record<string, Tensor | Tensor[] | undefined>): void {
-    if (NOT_CAPTURABLE.has(kernelName)) {
+    if (!capturable(kernelName, inputs)) {
       throw new GraphError(
-        `captureGraph: ${kernelName} (an optimizer update) cannot be captured: its step count and learning rate change every step and a replay would repeat the captured ones; call optimizer.step() after each replay()`,
+        `captureGraph: ${kernelName} (an optimizer update) with its step count and learning rate on the host cannot be captured: a replay would repeat the captured ones; make the optimizer with { capturable: true } (Adam, AdamW) to capture the whole step, or call optimizer.step() after each replay()`,
       );
     }
     for (const value of Object.values(inputs)) {
@@ -64,6 +74,10 @@ class Recorder {
         this.inputs.push({ tensor: t, dataId });
       }
     }
+  }
+
+  retains(dataId: DataId): boolean {
+    return this.seen.has(dataId);
   }
 
   made(outputs: Tensor[]): void {

@@ -292,7 +292,10 @@ export type AdamUpdateAttrs = {
   step: number;
 };
 export type MultiTensorAdamUpdateAttrs = Omit<AdamUpdateAttrs, "step"> & {
-  /** Each tensor's step, counted from 1 (parameters skipped at some step count their own). */
+  /**
+   * Each tensor's step, counted from 1 (parameters skipped at some step count their own); empty when the
+   * `stepCounts` input holds them on the device.
+   */
   steps: number[];
   /** A float dtype to also return every new param in, or null. */
   copyDType: DType | null;
@@ -384,7 +387,20 @@ export interface KernelSpecs {
     Three
   >;
   MultiTensorAdamUpdate: Spec<
-    { params: TensorInfo[]; grads: TensorInfo[]; m: TensorInfo[]; v: TensorInfo[]; copies?: TensorInfo[] },
+    {
+      params: TensorInfo[];
+      grads: TensorInfo[];
+      m: TensorInfo[];
+      v: TensorInfo[];
+      copies?: TensorInfo[];
+      /**
+       * float32 scalars, one per tensor: the steps each has taken. The update takes step = count + 1 and returns
+       * the new counts (in place: writes them), so a captured step counts its replays.
+       */
+      stepCounts?: TensorInfo[];
+      /** A float32 scalar read when the kernel runs: each tensor's learning rate is attrs.lr times its value. */
+      lrValue?: TensorInfo;
+    },
     MultiTensorAdamUpdateAttrs,
     TensorInfo[]
   >;
@@ -529,7 +545,7 @@ export const KERNEL_CATALOGUE = {
   BlockNorms: product,
 
   AdamUpdate: { family: "optimizer", outputs: 3, gradient: "none", dtypes: FLOAT, implementedBy: "backend" },
-  MultiTensorAdamUpdate: { family: "optimizer", outputs: "list", gradient: "none", dtypes: FLOAT, implementedBy: "backend", inPlaceInputs: ["params", "m", "v", "copies"] },
+  MultiTensorAdamUpdate: { family: "optimizer", outputs: "list", gradient: "none", dtypes: FLOAT, implementedBy: "backend", inPlaceInputs: ["params", "m", "v", "copies", "stepCounts"] },
 } as const satisfies { readonly [K in KernelName]: KernelDeclaration<K> };
 
 type Catalogue = typeof KERNEL_CATALOGUE;

@@ -8,6 +8,8 @@ import {
   type DType,
   fullOn,
   gather,
+  GraphError,
+  isCapturing,
   keep,
   mean,
   mul,
@@ -25,8 +27,10 @@ import { Parameter } from "./parameter";
 /** One parameter's optimizer state: named tensors of the parameter's shape, and its step count. */
 interface ParameterState {
   tensors: Record<string, Tensor>;
-  /** Updates applied so far. */
+  /** Updates applied so far (by eager step() calls: a captured step's replays count on the device, in `count`). */
   step: number;
+  /** With steps counted on the device (capturable): a float32 [1] of the updates applied so far, else null. */
+  count: Tensor | null;
   /** The pattern the tensors follow (block-sparse weights), to notice a pattern that moved. */
   pattern: BsrPattern | null;
   /** The float32 master copy of a float16/bfloat16 parameter (null when the parameter is updated directly). */
@@ -48,6 +52,10 @@ export interface ParameterUpdate {
   state: Readonly<Record<string, Tensor>>;
   /** Its learning rate at this step: the optimizer's lr times lrScale(parameter). */
   lr: number;
+  /** lrScale(parameter) (1 without an lrScale). */
+  lrScale: number;
+  /** With steps counted on the device (a capturable optimizer): its float32 [1] count of the updates before this one; else null. */
+  count: Tensor | null;
 }
 
 /**
@@ -98,8 +106,9 @@ function checkNumber(where: string, name: string, value: unknown, low: number, h
  */
 export abstract class Optimizer {
   readonly params: readonly Parameter[];
-  /** Learning rate; may be changed between steps (schedules). */
-  lr: number;
+  #lr: number;
+  /** With steps counted on the device: the learning rate as a float32 [1] on the parameters' backend (made at the first step). */
+  #lrValue: Tensor | null = null;
   readonly #state = new Map<Parameter, ParameterState>();
 
   /** Whether low-precision parameters get float32 master copies (see MasterWeights). */
@@ -119,7 +128,7 @@ export abstract class Optimizer {
     });
     if (list.length === 0) throw new ValueError(`${where}: params is empty`);
     this.params = [...new Set(list)];
-    this.lr = checkNumber(where, "lr", lr, 0);
+    this.#lr = checkNumber(where, "lr", lr, 0);
     const masterWeights = options.masterWeights ?? "auto";
     if (masterWeights !== "auto" && typeof masterWeights !== "boolean") {
       throw new ValueError(`${where}: masterWeights must be "auto", true or false, got ${JSON.stringify(masterWeights)}`);
@@ -132,15 +141,57 @@ export abstract class Optimizer {
     this.#where = where;
   }
 
+  /**
+   * Learning rate; may be changed between steps (schedules). With steps counted on the device (Adam's
+   * `capturable`), setting it also writes it where a captured step reads it, so replays follow the schedule.
+   */
+  get lr(): number {
+    return this.#lr;
+  }
+
+  set lr(value: number) {
+    this.#lr = checkNumber(this.#where, "lr", value, 0);
+    const held = this.#lrValue;
+    if (held !== null) {
+      const next = tensorOn(held.backend, [value], [1], "float32");
+      held.assign(next);
+      next.dispose();
+    }
+  }
+
   /** `parameter`'s learning rate at this step: lr times lrScale(parameter). */
   lrOf(parameter: Parameter): number {
-    if (this.lrScale === null) return this.lr;
+    return this.lr * this.lrScaleOf(parameter);
+  }
+
+  /** lrScale(parameter), checked (1 without an lrScale). */
+  lrScaleOf(parameter: Parameter): number {
+    if (this.lrScale === null) return 1;
     const scale = this.lrScale(parameter);
     if (typeof scale !== "number" || !Number.isFinite(scale) || scale < 0) {
       const index = this.params.indexOf(parameter);
       throw new ValueError(`${this.#where}: lrScale gave ${String(scale)} for params[${index}] (shape [${parameter.shape}]); expected a finite number >= 0`);
     }
-    return this.lr * scale;
+    return scale;
+  }
+
+  /**
+   * Whether this optimizer counts steps and reads its learning rate on the device, so that a captured training
+   * step (captureGraph) can include its update. Adam and AdamW with `capturable: true`.
+   */
+  get capturable(): boolean {
+    return false;
+  }
+
+  /** The learning rate as a float32 [1] on `backend`, for an update that reads it when it runs (capturable optimizers). */
+  protected lrValueOn(backend: Tensor["backend"]): Tensor {
+    const held = this.#lrValue;
+    if (held !== null && held.backend === backend) return held;
+    if (isCapturing()) throw new GraphError(`${this.#where}: run one step eagerly before capturing (the learning rate is not on the device yet)`);
+    const next = keep(tensorOn(backend, [this.#lr], [1], "float32"));
+    held?.dispose();
+    this.#lrValue = next;
+    return next;
   }
 
   /** Names of the state tensors each parameter gets (e.g. ["m", "v"]) and their dtype, given the dtype the update runs in. */
@@ -158,14 +209,19 @@ export abstract class Optimizer {
    * with a master copy is updated in float32 and then takes the rounded master values.
    */
   step(): void {
+    if (!this.capturable && isCapturing()) {
+      throw new GraphError(
+        `${this.#where}.step() inside captureGraph: its step count and learning rate live on the host, so a replay would repeat this step's; make the optimizer with { capturable: true } (Adam, AdamW), or call step() after each replay()`,
+      );
+    }
     noGrad(() => {
       // Every learning rate first: a bad lrScale throws before any state changes.
       const due: Parameter[] = [];
-      const lrs: number[] = [];
+      const scales: number[] = [];
       for (const parameter of this.params) {
         if (parameter.grad === null) continue;
         due.push(parameter);
-        lrs.push(this.lrOf(parameter));
+        scales.push(this.lrScaleOf(parameter));
       }
       const updates: ParameterUpdate[] = [];
       const states: ParameterState[] = [];
@@ -174,7 +230,16 @@ export abstract class Optimizer {
         const state = this.stateFor(parameter);
         state.step++;
         states.push(state);
-        updates.push({ parameter, grad: parameter.grad as Tensor, step: state.step, master: state.master, state: state.tensors, lr: lrs[i] });
+        updates.push({
+          parameter,
+          grad: parameter.grad as Tensor,
+          step: state.step,
+          master: state.master,
+          state: state.tensors,
+          lr: this.#lr * scales[i],
+          lrScale: scales[i],
+          count: state.count,
+        });
       }
       tidy(() => this.updateAll(updates));
       for (let i = 0; i < due.length; i++) states[i].syncedDataId = due[i].value.dataId;
@@ -213,9 +278,11 @@ export abstract class Optimizer {
     return this.#state.get(parameter)?.tensors;
   }
 
-  /** Steps taken for `parameter`. */
+  /** Steps taken for `parameter` (read from the device when they are counted there, so not inside a capture). */
   stepsOf(parameter: Parameter): number {
-    return this.#state.get(parameter)?.step ?? 0;
+    const state = this.#state.get(parameter);
+    if (state === undefined) return 0;
+    return state.count === null ? state.step : state.count.dataSync()[0];
   }
 
   /** Elements held as state for `parameter`, its master copy included (0 before its first step). */
@@ -274,6 +341,8 @@ export abstract class Optimizer {
   dispose(): void {
     for (const state of this.#state.values()) disposeState(state);
     this.#state.clear();
+    this.#lrValue?.dispose();
+    this.#lrValue = null;
   }
 
   /** Whether `parameter` is updated through a float32 master copy. */
@@ -295,8 +364,17 @@ export abstract class Optimizer {
         fits = shapesEqual(t.shape, value.shape);
         if (t.backend !== value.backend) elsewhere = true;
       }
+      if (fits && existing.count !== null && existing.count.backend !== value.backend) elsewhere = true;
       if (fits) {
         const moved = existing.master !== null && existing.master.backend !== value.backend;
+        if ((elsewhere || moved || (existing.master !== null && existing.syncedDataId !== value.dataId)) && isCapturing()) {
+          throw new GraphError(`${this.#where}: a parameter was moved or replaced since the last step; run one step eagerly before capturing`);
+        }
+        if (elsewhere && existing.count !== null && existing.count.backend !== value.backend) {
+          const count = keep(existing.count.to(value.backend.name));
+          existing.count.dispose();
+          existing.count = count;
+        }
         if (elsewhere) {
           for (const [name, t] of Object.entries(existing.tensors)) {
             if (t.backend !== value.backend) {
@@ -314,12 +392,18 @@ export abstract class Optimizer {
         }
         return existing;
       }
+      if (isCapturing()) throw new GraphError(`${this.#where}: a parameter's state no longer fits it (pattern, dtype or shape changed); run one step eagerly before capturing`);
       disposeState(existing);
+    }
+    if (isCapturing()) {
+      // Made inside a capture, the zeros and the master's cast would be recorded and run again by every replay.
+      throw new GraphError(`${this.#where}: run one step eagerly before capturing (params[${this.params.indexOf(parameter)}] has no optimizer state yet)`);
     }
     const { names, dtype } = this.stateSpec(wantsMaster ? "float32" : parameter.dtype);
     const state: ParameterState = {
       tensors: Object.fromEntries(names.map((name) => [name, keep(fullOn(parameter.value.backend, parameter.value.shape, 0, dtype))])),
       step: 0,
+      count: this.capturable ? keep(fullOn(parameter.value.backend, [1], 0, "float32")) : null,
       pattern: parameter.pattern,
       master: wantsMaster ? keep(noGrad(() => tidy(() => cast(value, "float32")))) : null,
       syncedDataId: value.dataId,
@@ -333,6 +417,8 @@ function disposeState(state: ParameterState): void {
   for (const t of Object.values(state.tensors)) t.dispose();
   state.master?.dispose();
   state.master = null;
+  state.count?.dispose();
+  state.count = null;
 }
 
 export interface SGDOptions extends OptimizerOptions {
@@ -394,6 +480,13 @@ export interface AdamOptions extends OptimizerOptions {
   eps?: number;
   /** Adam: L2 added to the gradient; AdamW: decoupled decay of the weights. Default 0 (Adam), 0.01 (AdamW). */
   weightDecay?: number;
+  /**
+   * Count each parameter's steps and read the learning rate on the device (default false), as PyTorch's
+   * `capturable`: then the update can be recorded with the forward and backward in one captureGraph and replayed
+   * as a whole training step. Run one step eagerly first (it makes the state); `optimizer.lr = x` between replays
+   * takes effect at the next one.
+   */
+  capturable?: boolean;
 }
 
 /** Adam (torch.optim.Adam): one multi-tensor kernel call updates every parameter of a step; m and v in float32. */
@@ -402,16 +495,25 @@ export class Adam extends Optimizer {
   eps: number;
   weightDecay: number;
   protected readonly decoupled: boolean;
+  readonly #capturable: boolean;
 
   constructor(params: Iterable<Parameter>, options: AdamOptions = {}, where = "Adam", decoupled = false) {
     if (options === null || typeof options !== "object") throw new ValueError(`${where}: options must be an object`);
     super(where, params, options.lr ?? 1e-3, options);
+    if (options.capturable !== undefined && typeof options.capturable !== "boolean") {
+      throw new ValueError(`${where}: capturable must be true or false, got ${JSON.stringify(options.capturable)}`);
+    }
+    this.#capturable = options.capturable ?? false;
     const betas = options.betas ?? [0.9, 0.999];
     if (!Array.isArray(betas) || betas.length !== 2) throw new ValueError(`${where}: betas must be [beta1, beta2], got ${JSON.stringify(betas)}`);
     this.betas = [checkNumber(where, "betas[0]", betas[0], 0, 1, true), checkNumber(where, "betas[1]", betas[1], 0, 1, true)];
     this.eps = checkNumber(where, "eps", options.eps ?? 1e-8, 0);
     this.weightDecay = checkNumber(where, "weightDecay", options.weightDecay ?? (decoupled ? 1e-2 : 0), 0);
     this.decoupled = decoupled;
+  }
+
+  override get capturable(): boolean {
+    return this.#capturable;
   }
 
   protected stateSpec(): { names: string[]; dtype: DType } {
@@ -452,13 +554,17 @@ export class Adam extends Optimizer {
   protected override updateAll(updates: readonly ParameterUpdate[]): void {
     // One launch per kind of copy and learning rate (one in all unless lrScale tells parameters apart): a few
     // groups, found by comparing fields (no keys built), each filling its lists as it goes.
+    // Capturable: the steps are counted on the device and the learning rate read there (lr x lrScale, the scale a
+    // fixed factor of the launch), so the same launches serve every replay of a captured step.
+    const onDevice = this.#capturable;
     const groups: AdamGroup[] = [];
     for (const u of updates) {
       const copyDType = u.master === null ? null : u.parameter.dtype;
+      const lr = onDevice ? u.lrScale : u.lr;
       let group: AdamGroup | undefined;
-      for (const g of groups) if (g.copyDType === copyDType && g.lr === u.lr) group = g;
+      for (const g of groups) if (g.copyDType === copyDType && g.lr === lr) group = g;
       if (group === undefined) {
-        group = { copyDType, lr: u.lr, updates: [], params: [], grads: [], m: [], v: [], steps: [] };
+        group = { copyDType, lr, updates: [], params: [], grads: [], m: [], v: [], steps: [], counts: [] };
         groups.push(group);
       }
       group.updates.push(u);
@@ -467,14 +573,17 @@ export class Adam extends Optimizer {
       group.m.push(u.state.m);
       group.v.push(u.state.v);
       group.steps.push(u.step);
+      if (onDevice) group.counts.push(u.count as Tensor);
     }
     // In place: each parameter, master and moment is updated in its own buffer (multiTensorAdamUpdateInPlace runs
-    // out of place and assigns where a clone or a captured graph shares one).
+    // out of place and assigns where a clone or a graph not being recorded shares one).
     const hyperparameters = this.hyperparameters();
+    const lrValue = onDevice && groups.length > 0 ? this.lrValueOn(groups[0].params[0].backend) : null;
     for (const group of groups) {
       hyperparameters.lr = group.lr;
       const copies = group.copyDType === null ? null : group.updates.map((u) => u.parameter.value);
-      multiTensorAdamUpdateInPlace(group.params, group.grads, group.m, group.v, { ...hyperparameters, steps: group.steps, copyDType: group.copyDType, copies });
+      const steps = onDevice ? group.counts : group.steps;
+      multiTensorAdamUpdateInPlace(group.params, group.grads, group.m, group.v, { ...hyperparameters, steps, lrValue, copyDType: group.copyDType, copies });
     }
   }
 }
@@ -489,6 +598,8 @@ interface AdamGroup {
   m: Tensor[];
   v: Tensor[];
   steps: number[];
+  /** The device step counts (capturable). */
+  counts: Tensor[];
 }
 
 /** AdamW (torch.optim.AdamW): Adam with decoupled weight decay, default 0.01. */

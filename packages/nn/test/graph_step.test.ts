@@ -1,7 +1,7 @@
 import { backward } from "@blocksparse/autograd";
 import { type Tensor, captureGraph, cast, getBackend, memory, randn, setBackend, tidy } from "@blocksparse/core";
 import { registerGraphRecordingBackend } from "@blocksparse/core/testing";
-import { AdamW, BlockSparseLinear, GELU, type Module, Sequential, TransformerBlock } from "@blocksparse/nn";
+import { AdamW, BlockSparseLinear, GELU, type Module, SGD, Sequential, TransformerBlock } from "@blocksparse/nn";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 // A training step recorded with captureGraph (forward and backward; AdamW after each replay) against the same
@@ -97,4 +97,126 @@ describe("a captured training step", () => {
       });
     }
   }
+});
+
+// The whole step (forward, backward and a capturable AdamW) recorded once: each replay is one training step, the
+// optimizer's step counts and learning rate on the device.
+describe("a whole training step captured with a capturable optimizer", () => {
+  let previous: string;
+  beforeAll(() => {
+    previous = getBackend();
+    setBackend("js-graphs");
+  });
+  afterAll(() => setBackend(previous));
+
+  const makeModel = () =>
+    new Sequential(
+      new BlockSparseLinear(16, 32, { density: 0.5, blockShape: [4, 4], seed: 21 }),
+      new GELU("tanh"),
+      new BlockSparseLinear(32, 16, { density: 0.5, blockShape: [4, 4], seed: 22 }),
+    );
+
+  for (const dtype of ["float32", "bfloat16"] as const) {
+    it(`${dtype}: replays train exactly as eager steps, through a learning-rate schedule, and count their steps`, () => {
+      const eager = makeModel().to(dtype);
+      const captured = makeModel().to(dtype);
+      const options = { lr: 1e-2, weightDecay: 0.01, capturable: true, lrScale: (p: { pattern: unknown }) => (p.pattern === null ? 1 : 2) };
+      const optEager = new AdamW(eager.parameters(), options);
+      const optCaptured = new AdamW(captured.parameters(), options);
+      const batch = (seed: number): [Tensor, Tensor] => tidy(() => [cast(randn([8, 16], { seed }), dtype), cast(randn([8, 16], { seed: seed + 1 }), dtype)]);
+      const [x, dy] = batch(1);
+      const step = (model: Module, optimizer: AdamW) => () => {
+        optimizer.zeroGrad();
+        const out = model.forward(x);
+        backward(out, dy);
+        optimizer.step();
+        return out;
+      };
+      const eagerStep = step(eager, optEager);
+      const wholeStep = step(captured, optCaptured);
+      // The first step eagerly (it makes the optimizer's state), then the whole step recorded.
+      eagerStep().dispose();
+      wholeStep().dispose();
+      const values = captured.parameters().map((p) => Array.from(p.value.dataSync()));
+      const graph = captureGraph(wholeStep);
+      try {
+        // Recording ran nothing.
+        captured.parameters().forEach((p, i) => expect(Array.from(p.value.dataSync())).toEqual(values[i]));
+        for (let k = 0; k < 4; k++) {
+          const [nx, ndy] = batch(10 + 2 * k);
+          x.assign(nx);
+          dy.assign(ndy);
+          nx.dispose();
+          ndy.dispose();
+          // A schedule: the learning rate changes before every step, on both.
+          optEager.lr = 1e-2 * (1 - k / 8);
+          optCaptured.lr = optEager.lr;
+          const expected = eagerStep();
+          const got = graph.replay();
+          expect(Array.from(got.dataSync())).toEqual(Array.from(expected.dataSync()));
+          expected.dispose();
+          const pe = eager.parameters();
+          for (const [i, p] of captured.parameters().entries()) expect(Array.from(p.value.dataSync())).toEqual(Array.from(pe[i].value.dataSync()));
+        }
+        // One eager step and four replays: the recording took none.
+        for (const p of captured.parameters()) expect(optCaptured.stepsOf(p)).toBe(5);
+      } finally {
+        graph.dispose();
+        graph.result.dispose();
+        optEager.dispose();
+        optCaptured.dispose();
+        x.dispose();
+        dy.dispose();
+      }
+    });
+  }
+
+  it("matches the host-counted optimizer's training (the learning rate read as a float32)", () => {
+    const a = makeModel();
+    const b = makeModel();
+    const optA = new AdamW(a.parameters(), { lr: 3e-3 });
+    const optB = new AdamW(b.parameters(), { lr: 3e-3, capturable: true });
+    const x = randn([8, 16], { seed: 5 });
+    for (let k = 0; k < 3; k++) {
+      for (const [model, optimizer] of [[a, optA], [b, optB]] as const) {
+        optimizer.zeroGrad();
+        const out = model.forward(x);
+        backward(out, x);
+        optimizer.step();
+        out.dispose();
+      }
+    }
+    const pb = b.parameters();
+    for (const [i, p] of a.parameters().entries()) {
+      const want = p.value.dataSync();
+      const got = pb[i].value.dataSync();
+      for (let j = 0; j < want.length; j++) expect(Math.abs(got[j] - want[j])).toBeLessThanOrEqual(1e-6 * (1 + Math.abs(want[j])));
+      expect(optB.stepsOf(pb[i])).toBe(3);
+    }
+    optA.dispose();
+    optB.dispose();
+    x.dispose();
+  });
+
+  it("refuses what a replay could not repeat, with a GraphError that says what to do", () => {
+    const model = makeModel();
+    const x = randn([8, 16], { seed: 6 });
+    const stepWith = (optimizer: { zeroGrad(): void; step(): void }) => () => {
+      optimizer.zeroGrad();
+      const out = model.forward(x);
+      backward(out, x);
+      optimizer.step();
+      return out;
+    };
+    const sgd = new SGD(model.parameters(), { lr: 0.1, momentum: 0.9 });
+    expect(() => captureGraph(stepWith(sgd))).toThrow(/SGD\.step\(\) inside captureGraph.*capturable: true/);
+    const plain = new AdamW(model.parameters(), { lr: 1e-3 });
+    expect(() => captureGraph(stepWith(plain))).toThrow(/AdamW\.step\(\) inside captureGraph/);
+    const fresh = new AdamW(model.parameters(), { lr: 1e-3, capturable: true });
+    expect(() => captureGraph(stepWith(fresh))).toThrow(/run one step eagerly before capturing/);
+    expect(() => new AdamW(model.parameters(), { capturable: "yes" as unknown as boolean })).toThrow(/capturable must be true or false/);
+    for (const o of [sgd, plain, fresh]) o.dispose();
+    for (const p of model.parameters()) p.zeroGrad();
+    x.dispose();
+  });
 });

@@ -125,7 +125,9 @@ export function multiTensorAdamUpdateKernel({ inputs, attrs, backend }: KernelAr
   const n = inputs.params.length;
   // In place: the kernel reads and writes each element in the same thread, so an output may be its input.
   const inPlace = attrs.inPlace === true;
-  const outputs: TensorInfo[] = inPlace ? [] : new Array(attrs.copyDType === null ? 3 * n : 4 * n);
+  const counts = inputs.stepCounts;
+  const outputs: TensorInfo[] = inPlace ? [] : new Array((attrs.copyDType === null ? 3 * n : 4 * n) + (counts === undefined ? 0 : n));
+  const countsAt = attrs.copyDType === null ? 3 * n : 4 * n;
   const table = new Float64Array(n * ADAM_TABLE_ENTRY);
   for (let i = 0; i < n; i++) {
     const param = inputs.params[i];
@@ -136,16 +138,19 @@ export function multiTensorAdamUpdateKernel({ inputs, attrs, backend }: KernelAr
     const mOut = inPlace ? m : backend.output(m.shape, m.dtype);
     const vOut = inPlace ? v : backend.output(v.shape, v.dtype);
     const copy = attrs.copyDType === null ? null : inPlace ? (inputs.copies as TensorInfo[])[i] : backend.output(param.shape, attrs.copyDType);
+    const stepIn = counts === undefined ? null : counts[i];
+    const stepOut = stepIn === null ? null : inPlace ? stepIn : backend.output(stepIn.shape, "float32");
     if (!inPlace) {
       outputs[i] = paramOut;
       outputs[n + i] = mOut;
       outputs[2 * n + i] = vOut;
       if (copy !== null) outputs[3 * n + i] = copy;
+      if (stepOut !== null) outputs[countsAt + i] = stepOut;
     }
     // Written in place: this runs for every parameter of every step.
     const at = i * ADAM_TABLE_ENTRY;
     table[at] = sizeOf(param.shape);
-    table[at + 1] = attrs.steps[i];
+    table[at + 1] = stepIn === null ? attrs.steps[i] : 0;
     table[at + 2] = backend.code(param.dtype);
     table[at + 3] = backend.code(grad.dtype);
     table[at + 4] = backend.code(m.dtype);
@@ -158,6 +163,8 @@ export function multiTensorAdamUpdateKernel({ inputs, attrs, backend }: KernelAr
     table[at + 11] = backend.handle(mOut);
     table[at + 12] = backend.handle(vOut);
     table[at + 13] = copy === null ? 0 : backend.handle(copy);
+    table[at + 14] = stepIn === null ? 0 : backend.handle(stepIn);
+    table[at + 15] = stepOut === null ? 0 : backend.handle(stepOut);
   }
   const { lr, beta1, beta2, epsilon, weightDecay, decoupledWeightDecay } = attrs;
   backend.addon.multiTensorAdamUpdate(table, attrs.copyDType === null ? null : backend.code(attrs.copyDType), {
@@ -167,6 +174,6 @@ export function multiTensorAdamUpdateKernel({ inputs, attrs, backend }: KernelAr
     epsilon,
     weightDecay,
     decoupledWeightDecay,
-  });
+  }, inputs.lrValue === undefined ? null : backend.handle(inputs.lrValue));
   return outputs;
 }

@@ -270,8 +270,18 @@ export function adamUpdate(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, op
 }
 
 export interface MultiTensorAdamOptions extends Omit<AdamOptions, "step"> {
-  /** Each tensor's step, counted from 1. */
-  steps: readonly number[];
+  /**
+   * Each tensor's step: numbers counted from 1, or float32 scalar tensors (size 1) holding the steps each has
+   * taken so far, which the update raises by one on the device and uses. With tensors nothing of the step lives
+   * on the host, so a captured training step (captureGraph) counts its replays.
+   */
+  steps: readonly number[] | readonly Tensor[];
+  /**
+   * A float32 scalar (size 1) read by the update when it runs: each tensor's learning rate is then `lr` times its
+   * value (`lr` a fixed factor such as a parameter's lr scale). Write a schedule's learning rate into it with
+   * `assign` between captured steps.
+   */
+  lrValue?: Tensor | null;
   /** Also return every new param rounded to this float dtype (the half-precision weights of float32 masters). */
   copyDType?: DType | null;
 }
@@ -282,6 +292,8 @@ export interface MultiTensorAdamState {
   v: Tensor[];
   /** The new params in `copyDType`, or null when none was asked for. */
   copies: Tensor[] | null;
+  /** The new step counts when `steps` were tensors, else null. */
+  steps: Tensor[] | null;
 }
 
 /**
@@ -304,8 +316,21 @@ export function multiTensorAdamUpdate(
   v: readonly Tensor[],
   options: MultiTensorAdamOptions,
 ): MultiTensorAdamState {
-  const { hyperparameters, copyDType } = checkMultiTensorAdam("multiTensorAdamUpdate", params, grads, m, v, options);
-  return runMultiTensorAdam(params, grads, m, v, { ...hyperparameters, steps: [...options.steps], copyDType });
+  const checked = checkMultiTensorAdam("multiTensorAdamUpdate", params, grads, m, v, options);
+  return runMultiTensorAdam(params, grads, m, v, checked, adamAttrs(checked));
+}
+
+/** The kernel's attributes for checked options: step numbers, or none when the step counts are tensors. */
+function adamAttrs(checked: CheckedAdam): MultiTensorAdamUpdateAttrs {
+  return { ...checked.hyperparameters, steps: checked.stepCounts === null ? [...(checked.steps as readonly number[])] : [], copyDType: checked.copyDType };
+}
+
+/** The device-side inputs (step counts, learning rate) of a kernel call, present only when given. */
+function scheduleInputs(checked: CheckedAdam): { stepCounts?: Tensor[]; lrValue?: Tensor } {
+  const inputs: { stepCounts?: Tensor[]; lrValue?: Tensor } = {};
+  if (checked.stepCounts !== null) inputs.stepCounts = [...checked.stepCounts];
+  if (checked.lrValue !== null) inputs.lrValue = checked.lrValue;
+  return inputs;
 }
 
 /** The out-of-place kernel call of multiTensorAdamUpdate, on checked inputs. */
@@ -314,18 +339,18 @@ function runMultiTensorAdam(
   grads: readonly Tensor[],
   m: readonly Tensor[],
   v: readonly Tensor[],
+  checked: CheckedAdam,
   attrs: MultiTensorAdamUpdateAttrs,
 ): MultiTensorAdamState {
   const n = params.length;
   const copyDType = attrs.copyDType;
-  if (n === 0) return { params: [], m: [], v: [], copies: copyDType === null ? null : [] };
-  const outputs = engine.runKernel(MultiTensorAdamUpdate, { params: [...params], grads: [...grads], m: [...m], v: [...v] }, attrs);
-  return {
-    params: outputs.slice(0, n),
-    m: outputs.slice(n, 2 * n),
-    v: outputs.slice(2 * n, 3 * n),
-    copies: copyDType === null ? null : outputs.slice(3 * n, 4 * n),
-  };
+  const counted = checked.stepCounts !== null;
+  if (n === 0) return { params: [], m: [], v: [], copies: copyDType === null ? null : [], steps: counted ? [] : null };
+  const inputs = { params: [...params], grads: [...grads], m: [...m], v: [...v], ...scheduleInputs(checked) };
+  const outputs = engine.runKernel(MultiTensorAdamUpdate, inputs, attrs);
+  const copies = copyDType === null ? null : outputs.slice(3 * n, 4 * n);
+  const at = copyDType === null ? 3 * n : 4 * n;
+  return { params: outputs.slice(0, n), m: outputs.slice(n, 2 * n), v: outputs.slice(2 * n, 3 * n), copies, steps: counted ? outputs.slice(at, at + n) : null };
 }
 
 export interface MultiTensorAdamInPlaceOptions extends MultiTensorAdamOptions {
@@ -335,10 +360,12 @@ export interface MultiTensorAdamInPlaceOptions extends MultiTensorAdamOptions {
 
 /**
  * multiTensorAdamUpdate that updates its tensors instead of returning new ones: afterwards params, m and v (and,
- * with copyDType, `copies`) hold the new values, as if each had been assigned its result. Where no other tensor
- * shares their buffers (the optimizer's own state and parameters) the kernel writes them in place: no new buffers,
- * nothing to assign, one call per step. Where one is shared (a clone, a reshape, a captured graph that reads it)
- * the update runs out of place and is assigned, so whatever shares a buffer keeps the old values.
+ * with copyDType, `copies`; with step tensors, those) hold the new values, as if each had been assigned its result.
+ * Where no other tensor shares their buffers (the optimizer's own state and parameters) the kernel writes them in
+ * place: no new buffers, nothing to assign, one call per step. Where one is shared (a clone, a reshape, a captured
+ * graph that reads it while it is not being recorded) the update runs out of place and is assigned, so whatever
+ * shares a buffer keeps the old values. Inside a capture, a buffer the graph reads is written in place: each replay
+ * then updates it where the next replay reads it.
  */
 export function multiTensorAdamUpdateInPlace(
   params: readonly Tensor[],
@@ -348,7 +375,8 @@ export function multiTensorAdamUpdateInPlace(
   options: MultiTensorAdamInPlaceOptions,
 ): void {
   const op = "multiTensorAdamUpdateInPlace";
-  const { n, hyperparameters, copyDType } = checkMultiTensorAdam(op, params, grads, m, v, options);
+  const checked = checkMultiTensorAdam(op, params, grads, m, v, options);
+  const { n, copyDType, stepCounts } = checked;
   const copies = options.copies ?? null;
   if ((copyDType === null) !== (copies === null)) throw new ValueError(`${op}: copies must be given exactly when copyDType is`);
   if (copies !== null) {
@@ -362,18 +390,22 @@ export function multiTensorAdamUpdateInPlace(
     }
   }
   if (n === 0) return;
-  const attrs: MultiTensorAdamUpdateAttrs = { ...hyperparameters, steps: [...options.steps], copyDType };
-  const written = copies === null ? [...params, ...m, ...v] : [...params, ...m, ...v, ...copies];
-  if (engine.canWriteInPlace(written, grads)) {
-    const inputs = { params: [...params], grads: [...grads], m: [...m], v: [...v], copies: copies === null ? undefined : [...copies] };
+  const attrs = adamAttrs(checked);
+  const written = [...params, ...m, ...v];
+  if (copies !== null) written.push(...copies);
+  if (stepCounts !== null) written.push(...stepCounts);
+  const read = checked.lrValue === null ? grads : [...grads, checked.lrValue];
+  if (engine.canWriteInPlace(written, read)) {
+    const inputs = { params: [...params], grads: [...grads], m: [...m], v: [...v], copies: copies === null ? undefined : [...copies], ...scheduleInputs(checked) };
     engine.runKernel(MultiTensorAdamUpdate, inputs, { ...attrs, inPlace: true });
     return;
   }
-  const next = runMultiTensorAdam(params, grads, m, v, attrs);
+  const next = runMultiTensorAdam(params, grads, m, v, checked, attrs);
   const pairs: [Tensor, Tensor][] = [];
   for (let i = 0; i < n; i++) {
     pairs.push([params[i], next.params[i]], [m[i], next.m[i]], [v[i], next.v[i]]);
     if (copies !== null) pairs.push([copies[i], (next.copies as Tensor[])[i]]);
+    if (stepCounts !== null) pairs.push([stepCounts[i], (next.steps as Tensor[])[i]]);
   }
   for (const [target, value] of pairs) {
     target.assign(value);
@@ -381,7 +413,17 @@ export function multiTensorAdamUpdateInPlace(
   }
 }
 
-/** The checks of both multi-tensor Adam ops; the hyperparameters and copy dtype they run with. */
+interface CheckedAdam {
+  n: number;
+  hyperparameters: AdamHyperparameters;
+  copyDType: DType | null;
+  steps: readonly number[] | readonly Tensor[];
+  /** The step tensors, or null when the steps are numbers. */
+  stepCounts: readonly Tensor[] | null;
+  lrValue: Tensor | null;
+}
+
+/** The checks of both multi-tensor Adam ops; the hyperparameters, copy dtype and schedule they run with. */
 function checkMultiTensorAdam(
   op: string,
   params: readonly Tensor[],
@@ -389,7 +431,7 @@ function checkMultiTensorAdam(
   m: readonly Tensor[],
   v: readonly Tensor[],
   options: MultiTensorAdamOptions,
-): { n: number; hyperparameters: AdamHyperparameters; copyDType: DType | null } {
+): CheckedAdam {
   const n = Array.isArray(params) ? params.length : -1;
   const lists = [params, grads, m, v, options?.steps] as const;
   for (let k = 0; k < lists.length; k++) {
@@ -403,6 +445,8 @@ function checkMultiTensorAdam(
   if (copyDType !== null && !(isDType(copyDType) && isFloatDType(copyDType))) {
     throw new ValueError(`${op}: copyDType must be a float dtype (float32, float16, bfloat16) or null, got ${JSON.stringify(copyDType)}`);
   }
+  const steps = options.steps;
+  const counted = n > 0 && typeof steps[0] !== "number";
   // Plain loops with the labels built only for an error: this runs for every parameter of every step.
   let backend: Tensor["backend"] | undefined;
   for (let i = 0; i < n; i++) {
@@ -417,8 +461,25 @@ function checkMultiTensorAdam(
         throw new BackendError(`${op}: ${adamLabel(k, i)} is on backend '${t.backend.name}' but params[0] is on '${backend.name}'; move one with tensor.to(name)`);
       }
     }
-    const step = options.steps[i];
-    if (!Number.isInteger(step) || step < 1) assertStep(op, `steps[${i}]`, step);
+    const step = steps[i];
+    if (!counted) {
+      if (!Number.isInteger(step) || (step as number) < 1) assertStep(op, `steps[${i}]`, step as number);
+    } else {
+      checkScalar(op, `steps[${i}]`, step as Tensor, backend as Tensor["backend"], "a step count (float32, one element)");
+    }
   }
-  return { n, hyperparameters, copyDType };
+  const lrValue = options.lrValue ?? null;
+  if (lrValue !== null && n > 0) checkScalar(op, "lrValue", lrValue, backend as Tensor["backend"], "the learning rate (float32, one element)");
+  return { n, hyperparameters, copyDType, steps, stepCounts: counted ? (steps as readonly Tensor[]) : null, lrValue };
+}
+
+/** A float32 tensor of one element on `backend`. */
+function checkScalar(op: string, name: string, t: Tensor, backend: Tensor["backend"], what: string): void {
+  if (!(t instanceof Tensor) || t.storage.disposed) assertTensor(op, name, t);
+  if (t.dtype !== "float32" || t.size !== 1) {
+    throw new ValueError(`${op}: ${name} must be ${what}, got ${t.dtype} ${formatShape(t.shape)}`);
+  }
+  if (t.backend !== backend) {
+    throw new BackendError(`${op}: ${name} is on backend '${t.backend.name}' but params[0] is on '${backend.name}'; move one with tensor.to(name)`);
+  }
 }

@@ -145,6 +145,18 @@ export function declareErrorTests(suite: Conformance): void {
         message: "multiTensorAdamUpdate: steps[0] must be an integer >= 1",
       },
       {
+        name: "MultiTensorAdamUpdate: a step count that is not a float32 scalar",
+        run: () => multiTensorAdamUpdate([zeros([3])], [zeros([3])], [zeros([3])], [zeros([3])], { lr: 0.1, steps: [zeros([2])] }),
+        type: ValueError,
+        message: "multiTensorAdamUpdate: steps[0] must be a step count (float32, one element), got float32 [2]",
+      },
+      {
+        name: "MultiTensorAdamUpdate: an int32 lrValue",
+        run: () => multiTensorAdamUpdate([zeros([3])], [zeros([3])], [zeros([3])], [zeros([3])], { lr: 0.1, steps: [zeros([1])], lrValue: zeros([1], "int32") }),
+        type: ValueError,
+        message: "multiTensorAdamUpdate: lrValue must be the learning rate (float32, one element), got int32 [1]",
+      },
+      {
         name: "MultiTensorAdamUpdate: copyDType",
         run: () => multiTensorAdamUpdate([zeros([3])], [zeros([3])], [zeros([3])], [zeros([3])], { lr: 0.1, steps: [1], copyDType: "int32" }),
         type: ValueError,

@@ -81,8 +81,16 @@ export class GraphRecordingBackend extends JsBackend {
   }
 
   private run(kernel: (args: unknown) => TensorInfo | TensorInfo[], args: unknown): TensorInfo | TensorInfo[] {
-    const result = kernel(args);
     const graph = this.capturing;
+    if (graph && (args as { attrs?: { inPlace?: boolean } }).attrs?.inPlace === true) {
+      // A kernel that writes its inputs (an optimizer's in-place update) is recorded, not run: as with CUDA
+      // graphs, the capture changes nothing; each replay writes them.
+      graph.steps.push(() => {
+        kernel(args);
+      });
+      return [];
+    }
+    const result = kernel(args);
     if (graph) {
       const outputs = Array.isArray(result) ? result : [result];
       graph.steps.push(() => {

@@ -21,6 +21,8 @@ import {
   matmul,
   memory,
   mul,
+  multiTensorAdamUpdate,
+  multiTensorAdamUpdateInPlace,
   randn,
   setBackend,
   sum,
@@ -139,7 +141,11 @@ export function declareGraphTests(backendName: string, dtypes: readonly FloatDTy
       const attempts: [() => unknown, RegExp][] = [
         [() => mul(x, x).dataSync(), /dataSync moves data between host and device/],
         [() => add(x, tensor([1, 1, 1, 1])), /upload moves data between host and device/],
-        [() => adamUpdate(x, grad, m, v, { lr: 0.1, step: 1 }), /AdamUpdate \(an optimizer update\) cannot be captured/],
+        [() => adamUpdate(x, grad, m, v, { lr: 0.1, step: 1 }), /AdamUpdate \(an optimizer update\) with its step count and learning rate on the host cannot be captured/],
+        [
+          () => multiTensorAdamUpdateInPlace([x], [grad], [m], [v], { lr: 0.1, steps: [1] }),
+          /MultiTensorAdamUpdate \(an optimizer update\) with its step count .* \{ capturable: true \}/,
+        ],
         [() => captureGraph(() => mul(x, 2)), /captures do not nest/],
       ];
       for (const [fn, message] of attempts) {
@@ -153,6 +159,61 @@ export function declareGraphTests(backendName: string, dtypes: readonly FloatDTy
       graph.replay().dispose();
       graph.dispose();
       for (const t of [x, grad, m, v]) t.dispose();
+      expect(memory().numBuffers).toBe(before);
+    });
+
+    it("an in-place Adam update with its step counts and learning rate on the device: each replay takes one more step where the next reads", () => {
+      const before = memory().numBuffers;
+      const n = 300;
+      const start = randn([n], { seed: 71 });
+      const grad = randn([n], { seed: 72, std: 0.1 });
+      const param = add(start, 0);
+      const m = mul(start, 0);
+      const v = mul(start, 0);
+      const count = tensor([0], [1]);
+      const lrValue = tensor([0.05], [1]);
+      const options = { lr: 2, beta1: 0.9, beta2: 0.99, epsilon: 1e-8, weightDecay: 0.1, decoupledWeightDecay: true };
+      const buffers = [param.dataId, m.dataId, v.dataId, count.dataId];
+      const graph = captureGraph(() => multiTensorAdamUpdateInPlace([param], [grad], [m], [v], { ...options, steps: [count], lrValue }));
+      try {
+        // Recording ran nothing: the tensors hold what they held.
+        expect(values(param)).toEqual(values(start));
+        expect(values(count)).toEqual([0]);
+        // The same steps eagerly, out of place, with the step numbers and learning rate on the host.
+        const made: Tensor[] = [mul(start, 0), mul(start, 0)];
+        let want = { params: [start], m: [made[0]], v: [made[1]] };
+        const eager = (step: number, lr: number) => {
+          const next = multiTensorAdamUpdate(want.params, [grad], want.m, want.v, { ...options, lr, steps: [step] });
+          made.push(...next.params, ...next.m, ...next.v);
+          want = { params: next.params, m: next.m, v: next.v };
+        };
+        // Within a float32 rounding or two: a device may raise beta to the step in its own way.
+        const expectClose = (got: number[], expected: number[], tolerance: number) => {
+          expect(got.length).toBe(expected.length);
+          for (let i = 0; i < got.length; i++) expect(Math.abs(got[i] - expected[i])).toBeLessThanOrEqual(tolerance * (1 + Math.abs(expected[i])));
+        };
+        for (let step = 1; step <= 3; step++) {
+          graph.replay();
+          eager(step, 2 * Math.fround(0.05));
+          expect(values(count)).toEqual([step]);
+          expectClose(values(param), values(want.params[0]), 1e-6);
+          expectClose(values(v), values(want.v[0]), 1e-6);
+        }
+        // A new learning rate written between replays is the one the next replay uses.
+        const zero = tensor([0], [1]);
+        lrValue.assign(zero);
+        zero.dispose();
+        const held = values(param);
+        graph.replay();
+        expect(values(param)).toEqual(held);
+        expect(values(count)).toEqual([4]);
+        // Everything was written in place: the tensors kept their buffers.
+        expect([param.dataId, m.dataId, v.dataId, count.dataId]).toEqual(buffers);
+        for (const t of made) t.dispose();
+      } finally {
+        graph.dispose();
+        for (const t of [start, grad, param, m, v, count, lrValue]) t.dispose();
+      }
       expect(memory().numBuffers).toBe(before);
     });
 

@@ -204,4 +204,66 @@ export function declareOptimizerTests(suite: Conformance): void {
       }
     }
   });
+
+  describe("multiTensorAdamUpdate with the step counts and learning rate on the device", () => {
+    // Step counts as float32 scalars (the steps taken so far: the update uses count + 1 and returns or writes
+    // the new counts) and the learning rate as lr x a float32 scalar, read when the kernel runs: what a
+    // captured training step needs. Checked against the float64 reference at the same steps and learning rate.
+    const shapes = [[33, 65], [0], [4, 32, 32], [1000]];
+    const scale = 2.5;
+    const base = 3e-3;
+    const lr = scale * Math.fround(base);
+    for (const c of [
+      { param: "float32", grad: "bfloat16", copy: "bfloat16" },
+      { param: "float32", grad: "float32", copy: null },
+      { param: "float16", grad: "float16", copy: null },
+    ] as { param: FloatDType; grad: FloatDType; copy: FloatDType | null }[]) {
+      for (const inPlace of [false, true]) {
+        const name = `MultiTensorAdamUpdate${inPlace ? "InPlace" : ""} with device step counts and lr, param ${c.param}, grad ${c.grad}, copy ${c.copy ?? "none"}`;
+        check(name, () => {
+          const done = shapes.map((_, i) => 6 * i);
+          const inputs = shapes.map((shape) => ({
+            param: makeInput(rng(), shape, c.param),
+            grad: makeInput(rng(), shape, c.grad),
+            m: makeInput(rng(), shape, "float32", "uniform"),
+            v: makeInput(rng(), shape, "float32", "positive"),
+          }));
+          const counts = done.map((k) => tensor([k], [1], "float32"));
+          const lrValue = tensor([base], [], "float32");
+          const options = { lr: scale, lrValue, beta1, beta2, epsilon, weightDecay: 0.01, decoupledWeightDecay: true, steps: counts, copyDType: c.copy };
+          let got: { params: Tensor[]; m: Tensor[]; v: Tensor[]; copies: Tensor[] | null; steps: Tensor[] };
+          if (inPlace) {
+            const params = inputs.map((x) => x.param.t);
+            const m = inputs.map((x) => x.m.t);
+            const v = inputs.map((x) => x.v.t);
+            const copies = c.copy === null ? null : shapes.map((shape) => makeInput(rng(), shape, c.copy as FloatDType).t);
+            multiTensorAdamUpdateInPlace(params, inputs.map((x) => x.grad.t), m, v, { ...options, copies });
+            got = { params, m, v, copies, steps: counts };
+          } else {
+            const out = multiTensorAdamUpdate(inputs.map((x) => x.param.t), inputs.map((x) => x.grad.t), inputs.map((x) => x.m.t), inputs.map((x) => x.v.t), options);
+            inCase(`${name}: the input counts are unchanged`, () => {
+              counts.forEach((t, i) => {
+                if (t.dataSync()[0] !== done[i]) throw new Error(`count ${i} became ${t.dataSync()[0]}, expected ${done[i]} (out of place)`);
+              });
+            });
+            got = { ...out, steps: out.steps ?? [] };
+          }
+          inCase(`${name}: the new counts`, () => {
+            if (got.steps.length !== shapes.length) throw new Error(`expected ${shapes.length} new counts, got ${got.steps.length}`);
+            got.steps.forEach((t, i) => {
+              if (t.dtype !== "float32" || t.dataSync()[0] !== done[i] + 1) throw new Error(`count ${i} is ${t.dtype} ${t.dataSync()[0]}, expected float32 ${done[i] + 1}`);
+            });
+          });
+          inputs.forEach((x, i) => {
+            const label = `${name}, tensor ${i} ${formatShape(shapes[i])}, step ${done[i] + 1}`;
+            const ref = adamReference(x.param.ref, x.grad.ref, x.m.ref, x.v.ref, { lr, weightDecay: 0.01, decoupledWeightDecay: true, step: done[i] + 1 });
+            inCase(`${label}: param`, () => expectValues(got.params[i], ref.p, c.param, "elementwise", 2));
+            inCase(`${label}: m`, () => expectValues(got.m[i], ref.m, "float32", "elementwise", 2));
+            inCase(`${label}: v`, () => expectValues(got.v[i], ref.v, "float32", "elementwise", 2));
+            if (c.copy !== null) inCase(`${label}: copy`, () => expectValues((got.copies as Tensor[])[i], ref.p, c.copy as FloatDType, "elementwise", 2));
+          });
+        });
+      }
+    }
+  });
 }

@@ -202,6 +202,15 @@ export function adamUpdateKernel({ inputs: { param, grad, m, v }, attrs, backend
 
 export function multiTensorAdamUpdateKernel({ inputs, attrs, backend }: KernelArgs<"MultiTensorAdamUpdate", JsBackend>): TensorInfo[] {
   const n = inputs.params.length;
+  // Step counts and the learning rate on the device (capturable): read here, when the kernel runs.
+  const counts = inputs.stepCounts;
+  const stepOf = (i: number) => (counts === undefined ? attrs.steps[i] : backend.floats(counts[i])[0] + 1);
+  const h = inputs.lrValue === undefined ? attrs : { ...attrs, lr: attrs.lr * backend.floats(inputs.lrValue)[0] };
+  const newCount = (i: number): TensorInfo => {
+    const out = backend.floatOutput([...(counts as TensorInfo[])[i].shape], "float32");
+    out.data[0] = stepOf(i);
+    return out.commit();
+  };
   if (attrs.inPlace) {
     // The same results, computed into fresh buffers and stored over the inputs (the copies into inputs.copies).
     const into = (target: TensorInfo, result: TensorInfo) => {
@@ -209,7 +218,7 @@ export function multiTensorAdamUpdateKernel({ inputs, attrs, backend }: KernelAr
       backend.free(result.dataId);
     };
     for (let i = 0; i < n; i++) {
-      const { pOut, mOut, vOut } = adamStep(backend, inputs.params[i], inputs.grads[i], inputs.m[i], inputs.v[i], attrs, attrs.steps[i]);
+      const { pOut, mOut, vOut } = adamStep(backend, inputs.params[i], inputs.grads[i], inputs.m[i], inputs.v[i], h, stepOf(i));
       const stored = pOut.commit();
       if (attrs.copyDType !== null) {
         const copy = backend.floatOutput(inputs.params[i].shape, attrs.copyDType);
@@ -219,6 +228,7 @@ export function multiTensorAdamUpdateKernel({ inputs, attrs, backend }: KernelAr
       into(inputs.params[i], stored);
       into(inputs.m[i], mOut.commit());
       into(inputs.v[i], vOut.commit());
+      if (counts !== undefined) into(counts[i], newCount(i));
     }
     return [];
   }
@@ -226,8 +236,9 @@ export function multiTensorAdamUpdateKernel({ inputs, attrs, backend }: KernelAr
   const ms: TensorInfo[] = [];
   const vs: TensorInfo[] = [];
   const copies: TensorInfo[] = [];
+  const steps: TensorInfo[] = [];
   for (let i = 0; i < n; i++) {
-    const { pOut, mOut, vOut } = adamStep(backend, inputs.params[i], inputs.grads[i], inputs.m[i], inputs.v[i], attrs, attrs.steps[i]);
+    const { pOut, mOut, vOut } = adamStep(backend, inputs.params[i], inputs.grads[i], inputs.m[i], inputs.v[i], h, stepOf(i));
     if (attrs.copyDType !== null) {
       // The copy rounds the stored param (already rounded to its own dtype), as a cast of it would.
       const copy = backend.floatOutput(inputs.params[i].shape, attrs.copyDType);
@@ -240,6 +251,7 @@ export function multiTensorAdamUpdateKernel({ inputs, attrs, backend }: KernelAr
     }
     ms.push(mOut.commit());
     vs.push(vOut.commit());
+    if (counts !== undefined) steps.push(newCount(i));
   }
-  return [...params, ...ms, ...vs, ...copies];
+  return [...params, ...ms, ...vs, ...copies, ...steps];
 }
