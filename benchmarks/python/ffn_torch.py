@@ -4,7 +4,10 @@ fixed output gradient, torch.optim.AdamW (its default implementation). Prints a 
 of {model, dModel, hidden, tokens, medianMs} on stdout.
 
     python3 ffn_torch.py --cases '[{"model":"ffn","dModel":1024,"hidden":4096,"tokens":8192}]'
-        [--dtype bfloat16] [--context 512] [--heads 16] [--out torch.json]
+        [--dtype bfloat16] [--context 512] [--heads 16] [--graph] [--out torch.json]
+
+--graph captures the whole step (forward, backward and AdamW with capturable=True) in one CUDA graph,
+torch.cuda.graph's recipe (warm-up on a side stream, autocast without its cast cache), and times replays.
 """
 import argparse
 import json
@@ -39,19 +42,38 @@ class Block(nn.Module):
         return x + self.fc2(F.gelu(self.fc1(self.ln2(x)), approximate="tanh"))
 
 
-def time_step(model, x, dy, dtype, repeats=30):
-    # The fused CUDA AdamW (one kernel for all parameters), as ours: the strongest eager baseline.
+def time_step(model, x, dy, dtype, graph=False, repeats=30):
+    # The fused CUDA AdamW (one kernel for all parameters), as ours: the strongest eager baseline; captured,
+    # the same with capturable=True (its step count and learning rate on the device).
+    extra = {"capturable": True} if graph else {}
     try:
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0, fused=True)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0, fused=True, **extra)
     except (RuntimeError, TypeError):
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0, **extra)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=dtype):
+        # The cast cache must be off for a captured step (torch.cuda.graph's documentation).
+        with torch.autocast("cuda", dtype=dtype, cache_enabled=not graph):
             y = model(x)
         y.backward(dy)
         opt.step()
+
+    if graph:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        captured = torch.cuda.CUDAGraph()
+        opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(captured):
+            with torch.autocast("cuda", dtype=dtype, cache_enabled=False):
+                y = model(x)
+            y.backward(dy)
+            opt.step()
+        step = captured.replay
 
     for _ in range(5):
         step()
@@ -73,6 +95,7 @@ def main():
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     p.add_argument("--context", type=int, default=512)
     p.add_argument("--heads", type=int, default=16)
+    p.add_argument("--graph", action="store_true")
     p.add_argument("--out")
     a = p.parse_args()
     dtype = getattr(torch, a.dtype)
@@ -88,8 +111,8 @@ def main():
             shape = (tokens // a.context, a.context, d)
         x = torch.randn(shape, device="cuda")
         dy = torch.randn(shape, device="cuda", dtype=dtype if a.dtype != "float32" else torch.float32) / tokens ** 0.5
-        ms = time_step(model, x, dy, dtype)
-        rows.append({**c, "medianMs": ms, "torch": torch.__version__})
+        ms = time_step(model, x, dy, dtype, graph=a.graph)
+        rows.append({**c, "medianMs": ms, "torch": torch.__version__, "graph": a.graph})
         print(f"torch {c['model']} {d}x{h} tokens {tokens}: {ms:.3f} ms", file=sys.stderr)
         del model, x, dy
         torch.cuda.empty_cache()

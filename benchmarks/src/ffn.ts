@@ -259,9 +259,17 @@ interface TorchRow {
   medianMs: number;
 }
 
-function runTorch(cases: { model: string; dModel: number; hidden: number; tokens: number }[], dtype: string, context: number, heads: number, outFile: string): TorchRow[] {
+function runTorch(
+  cases: { model: string; dModel: number; hidden: number; tokens: number }[],
+  dtype: string,
+  context: number,
+  heads: number,
+  graph: boolean,
+  outFile: string,
+): TorchRow[] {
   const script = join(repoRoot, "benchmarks", "python", "ffn_torch.py");
-  const result = spawnSync("python3", [script, "--dtype", dtype, "--context", String(context), "--heads", String(heads), "--out", outFile, "--cases", JSON.stringify(cases)], {
+  const args = [script, "--dtype", dtype, "--context", String(context), "--heads", String(heads), ...(graph ? ["--graph"] : []), "--out", outFile, "--cases", JSON.stringify(cases)];
+  const result = spawnSync("python3", args, {
     encoding: "utf8",
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -278,7 +286,7 @@ function markdown(
     `# FFN and TransformerBlock training steps (${meta.dtype} mixed precision)`,
     "",
     `Machine: ${meta.machine}. Commit ${meta.commit}. Step = forward + backward + AdamW (float32 master weights and state).${meta.denseSampled === "auto" ? "" : ` Weight gradients forced to the ${meta.denseSampled === "always" ? "dense-product" : "block-kernel"} route.`}${meta.denseProducts === "auto" ? "" : ` bsrLinear and bsrMatmul forced to the ${meta.denseProducts === "always" ? "dense-product" : "block-kernel"} route.`}${meta.autotune ? " Block-sparse products autotuned on first use." : ""}${meta.graph ? (meta.graphEagerOptimizer ? " Forward and backward replayed as one captured graph (captureGraph), AdamW after each replay." : " The whole step (forward, backward and AdamW with capturable: true) replayed as one captured graph (captureGraph).") : ""}`,
-    "speed-up = our dense step / this step (> 1: faster than dense); vs PyTorch = PyTorch's dense step (autocast) / this step.",
+    `speed-up = our dense step / this step (> 1: faster than dense); vs PyTorch = PyTorch's dense step (autocast${meta.graph && !meta.graphEagerOptimizer ? ", captured the same way: torch.cuda.graph with AdamW(capturable=True)" : ", eager"}) / this step.`,
     "",
     "| model | dModel x hidden | tokens | block | density | parameters | ms (median) | speed-up vs our dense | vs PyTorch dense |",
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -392,7 +400,9 @@ async function main(): Promise<void> {
   }
   if (values.torch) {
     const keys = [...new Map(rows.map((r) => [`${r.model}/${r.dModel}/${r.hidden}/${r.tokens}`, { model: r.model, dModel: r.dModel, hidden: r.hidden, tokens: r.tokens }])).values()];
-    const torchRows = runTorch(keys, dtype, context, heads, join(outDir, "torch.json"));
+    // PyTorch's step is captured as ours is when the whole step is (its own CUDA graph and capturable AdamW).
+    const torchGraph = values.graph && !values["graph-eager-optimizer"];
+    const torchRows = runTorch(keys, dtype, context, heads, torchGraph, join(outDir, "torch.json"));
     for (const r of rows) {
       const t = torchRows.find((x) => x.model === r.model && x.dModel === r.dModel && x.hidden === r.hidden && x.tokens === r.tokens);
       if (t) r.vsTorchDense = t.medianMs / r.medianMs;

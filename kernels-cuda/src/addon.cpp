@@ -259,6 +259,9 @@ Napi::Value memory(const Napi::CallbackInfo& info) {
   out.Set("buffersCached", static_cast<double>(stats.buffersCached));
   out.Set("cudaMallocCalls", static_cast<double>(stats.cudaMallocCalls));
   out.Set("cacheHits", static_cast<double>(stats.cacheHits));
+  out.Set("bytesReserved", static_cast<double>(stats.bytesReserved));
+  out.Set("segments", static_cast<double>(stats.segments));
+  out.Set("bytesReleasable", static_cast<double>(stats.bytesReleasable));
   out.Set("bytesInGraphPools", static_cast<double>(pooledBytes()));
   if (deviceReady()) {
     size_t freeBytes = 0, totalBytes = 0;

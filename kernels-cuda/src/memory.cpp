@@ -2,29 +2,111 @@
 
 #include "device.h"
 
-#include <unordered_map>
+#include <set>
 #include <vector>
+#include <unordered_map>
+#include <unordered_set>
 
 namespace bs {
 
 namespace {
+
+// Requests up to kSmallRequest bytes take blocks of 2 MiB segments; larger ones take blocks of 20 MiB segments up
+// to kMidRequest, and a segment of their own (rounded to kSegmentRound) above it. Small and large blocks never
+// share a segment, so small allocations do not fragment the large ones' memory.
+constexpr size_t kSmallRequest = size_t{1} << 20;
+constexpr size_t kSmallSegment = size_t{2} << 20;
+constexpr size_t kMidRequest = size_t{10} << 20;
+constexpr size_t kMidSegment = size_t{20} << 20;
+constexpr size_t kSegmentRound = size_t{2} << 20;
+
+// A run of bytes of one segment, live or free; prev and next are its neighbours in the segment.
+struct Block {
+  char* ptr;
+  size_t size;
+  Block* prev;
+  Block* next;
+  bool free;
+  bool small;     // of a small segment
+  uint32_t pool;  // the graph pool that owns it (0: shared)
+};
+
+struct BySizeThenAddress {
+  bool operator()(const Block* a, const Block* b) const { return a->size != b->size ? a->size < b->size : a->ptr < b->ptr; }
+};
+using FreeSet = std::set<Block*, BySizeThenAddress>;
+
+// The free blocks of one owner (the shared cache, or a graph pool), by kind.
+struct FreeBlocks {
+  FreeSet small, large;
+  FreeSet& of(bool small_) { return small_ ? small : large; }
+};
+
 std::unordered_map<BufferId, Buffer> live;
-std::unordered_map<size_t, std::vector<void*>> cache;
+std::unordered_map<BufferId, Block*> liveBlocks;
+std::unordered_map<uint32_t, FreeBlocks> freeBlocks;  // key 0: the shared cache
+std::unordered_set<uint32_t> livePools;
 BufferId nextId = 1;
 MemoryStats stats{};
-// Live graph pools and their free lists; currentPool takes the allocations (0: none).
-std::unordered_map<uint32_t, std::unordered_map<size_t, std::vector<void*>>> pools;
 uint32_t nextPool = 1;
 uint32_t currentPool = 0;
 size_t pooled = 0;
 
-// A free buffer of `bytes` from a free list, or nullptr.
-void* takeFrom(std::unordered_map<size_t, std::vector<void*>>& lists, size_t bytes) {
-  auto found = lists.find(bytes);
-  if (found == lists.end() || found->second.empty()) return nullptr;
-  void* ptr = found->second.back();
-  found->second.pop_back();
-  return ptr;
+size_t roundUp(size_t value, size_t step) { return (value + step - 1) / step * step; }
+
+// Bookkeeping of a block entering or leaving an owner's free blocks.
+void addFree(Block* b) {
+  freeBlocks[b->pool].of(b->small).insert(b);
+  if (b->pool == 0) {
+    stats.bytesCached += b->size;
+    stats.buffersCached++;
+  } else {
+    pooled += b->size;
+  }
+}
+
+void removeFree(Block* b) {
+  freeBlocks[b->pool].of(b->small).erase(b);
+  if (b->pool == 0) {
+    stats.bytesCached -= b->size;
+    stats.buffersCached--;
+  } else {
+    pooled -= b->size;
+  }
+}
+
+// The smallest free block of `owner` of the kind that holds `bytes`, taken out of the free blocks; or null.
+Block* takeFree(uint32_t owner, bool small, size_t bytes) {
+  auto found = freeBlocks.find(owner);
+  if (found == freeBlocks.end()) return nullptr;
+  FreeSet& set = found->second.of(small);
+  Block key{nullptr, bytes, nullptr, nullptr, true, small, owner};
+  auto it = set.lower_bound(&key);
+  if (it == set.end()) return nullptr;
+  Block* b = *it;
+  removeFree(b);
+  return b;
+}
+
+// Joins a free block with free neighbours of the same owner; returns the joined block (not yet in a free set).
+Block* joinNeighbours(Block* b) {
+  for (Block* n : {b->prev, b->next}) {
+    if (n == nullptr || !n->free || n->pool != b->pool) continue;
+    removeFree(n);
+    if (n == b->prev) {
+      n->size += b->size;
+      n->next = b->next;
+      if (b->next != nullptr) b->next->prev = n;
+      delete b;
+      b = n;
+    } else {
+      b->size += n->size;
+      b->next = n->next;
+      if (n->next != nullptr) n->next->prev = b;
+      delete n;
+    }
+  }
+  return b;
 }
 
 void* mallocOrNull(size_t bytes) {
@@ -39,16 +121,31 @@ void* mallocOrNull(size_t bytes) {
   if (status != cudaErrorMemoryAllocation) throwCuda(status, "cudaMalloc");
   return nullptr;
 }
-}  // namespace
 
-size_t sizeClass(size_t byteLength) {
-  // 256-byte minimum, then four classes per power of two: at most 25% slack.
-  if (byteLength <= 256) return 256;
-  size_t power = 256;
-  while (power * 2 < byteLength) power *= 2;
-  size_t step = power / 4;
-  return (byteLength + step - 1) / step * step;
+size_t segmentBytes(size_t bytes) {
+  if (bytes <= kSmallRequest) return kSmallSegment;
+  if (bytes <= kMidRequest) return kMidSegment;
+  return roundUp(bytes, kSegmentRound);
 }
+
+// A new segment for a request of `bytes`, as one free-standing block (in no free set); or null when CUDA has no
+// memory for it even after the cache is released.
+Block* newSegment(size_t bytes, bool small) {
+  stream();  // throws if the device is not initialised
+  const size_t size = segmentBytes(bytes);
+  void* ptr = mallocOrNull(size);
+  if (ptr == nullptr) {
+    releaseCache();
+    ptr = mallocOrNull(size);
+  }
+  if (ptr == nullptr) return nullptr;
+  stats.bytesReserved += size;
+  stats.segments++;
+  return new Block{static_cast<char*>(ptr), size, nullptr, nullptr, true, small, 0};
+}
+
+bool wholeSegment(const Block* b) { return b->prev == nullptr && b->next == nullptr; }
+}  // namespace
 
 BufferId allocate(size_t byteLength) {
   BufferId id = nextId++;
@@ -57,34 +154,42 @@ BufferId allocate(size_t byteLength) {
     stats.buffersInUse++;
     return id;
   }
-  size_t bytes = sizeClass(byteLength);
-  void* ptr = currentPool != 0 ? takeFrom(pools[currentPool], bytes) : nullptr;
-  if (ptr != nullptr) {
-    pooled -= bytes;
-    stats.cacheHits++;
-  } else if ((ptr = takeFrom(cache, bytes)) != nullptr) {
-    stats.bytesCached -= bytes;
-    stats.buffersCached--;
+  const size_t bytes = roundUp(byteLength, kBlockRound);
+  const bool small = bytes <= kSmallRequest;
+  Block* b = currentPool != 0 ? takeFree(currentPool, small, bytes) : nullptr;
+  if (b == nullptr) b = takeFree(0, small, bytes);
+  if (b != nullptr) {
     stats.cacheHits++;
   } else {
-    stream();  // throws if the device is not initialised
-    ptr = mallocOrNull(bytes);
-    if (ptr == nullptr) {
-      releaseCache();
-      ptr = mallocOrNull(bytes);
-    }
-    if (ptr == nullptr) {
+    b = newSegment(bytes, small);
+    if (b == nullptr) {
       size_t freeBytes = 0, totalBytes = 0;
       cudaMemGetInfo(&freeBytes, &totalBytes);
       cudaGetLastError();
       throw Error(ErrorKind::OutOfMemory,
-                  "CUDA out of memory: cudaMalloc of " + std::to_string(bytes) + " bytes failed after releasing the cache (" +
-                      std::to_string(stats.bytesInUse) + " bytes in use by blocksparse, " + std::to_string(freeBytes) +
-                      " of " + std::to_string(totalBytes) + " bytes free on the device)");
+                  "CUDA out of memory: cudaMalloc of " + std::to_string(segmentBytes(bytes)) + " bytes (for " +
+                      std::to_string(byteLength) + ") failed after releasing the cache (" + std::to_string(stats.bytesInUse) +
+                      " bytes in use by blocksparse, " + std::to_string(freeBytes) + " of " + std::to_string(totalBytes) +
+                      " bytes free on the device)");
     }
   }
-  live.emplace(id, Buffer{ptr, byteLength, bytes, currentPool});
-  stats.bytesInUse += bytes;
+  const uint32_t owner = b->pool;
+  b->free = false;
+  b->pool = currentPool;
+  // Split off what the request does not need when it is worth a block of its own (a large block keeps a remainder
+  // of 1 MiB or less rather than leave a sliver that only small requests, which never use it, would fit). The
+  // remainder stays with the owner the block had.
+  const size_t rest = b->size - bytes;
+  if (small ? rest >= kBlockRound : rest > kSmallRequest) {
+    Block* r = new Block{b->ptr + bytes, rest, b, b->next, true, small, owner};
+    if (b->next != nullptr) b->next->prev = r;
+    b->next = r;
+    b->size = bytes;
+    addFree(joinNeighbours(r));
+  }
+  live.emplace(id, Buffer{b->ptr, byteLength, b->size, currentPool});
+  liveBlocks.emplace(id, b);
+  stats.bytesInUse += b->size;
   stats.buffersInUse++;
   return id;
 }
@@ -92,46 +197,54 @@ BufferId allocate(size_t byteLength) {
 void release(BufferId id) {
   auto it = live.find(id);
   BS_REQUIRE(it != live.end(), "free of an unknown or already freed buffer (id " + std::to_string(id) + ")");
-  Buffer buffer = it->second;
   live.erase(it);
   stats.buffersInUse--;
-  if (buffer.data == nullptr) return;
-  stats.bytesInUse -= buffer.classBytes;
-  auto pool = buffer.pool != 0 ? pools.find(buffer.pool) : pools.end();
-  if (pool != pools.end()) {
-    pool->second[buffer.classBytes].push_back(buffer.data);
-    pooled += buffer.classBytes;
-    return;
-  }
-  cache[buffer.classBytes].push_back(buffer.data);
-  stats.bytesCached += buffer.classBytes;
-  stats.buffersCached++;
+  auto found = liveBlocks.find(id);
+  if (found == liveBlocks.end()) return;  // an empty buffer
+  Block* b = found->second;
+  liveBlocks.erase(found);
+  stats.bytesInUse -= b->size;
+  b->free = true;
+  // A block of a destroyed pool is shared from now on.
+  if (b->pool != 0 && livePools.count(b->pool) == 0) b->pool = 0;
+  addFree(joinNeighbours(b));
 }
 
 uint32_t createPool() {
   uint32_t pool = nextPool++;
-  pools[pool];
+  livePools.insert(pool);
   return pool;
 }
 
 void setCurrentPool(uint32_t pool) {
-  BS_REQUIRE(pool == 0 || pools.count(pool) != 0, "setCurrentPool: unknown pool " + std::to_string(pool));
+  BS_REQUIRE(pool == 0 || livePools.count(pool) != 0, "setCurrentPool: unknown pool " + std::to_string(pool));
   currentPool = pool;
 }
 
 void destroyPool(uint32_t pool) {
-  auto found = pools.find(pool);
-  if (found == pools.end()) return;
+  if (livePools.erase(pool) == 0) return;
   if (currentPool == pool) currentPool = 0;
-  for (auto& entry : found->second) {
-    for (void* ptr : entry.second) {
-      cache[entry.first].push_back(ptr);
-      pooled -= entry.first;
-      stats.bytesCached += entry.first;
-      stats.buffersCached++;
-    }
+  auto found = freeBlocks.find(pool);
+  if (found == freeBlocks.end()) return;
+  std::vector<Block*> blocks(found->second.small.begin(), found->second.small.end());
+  blocks.insert(blocks.end(), found->second.large.begin(), found->second.large.end());
+  for (Block* b : blocks) removeFree(b);
+  freeBlocks.erase(found);
+  // Shared now: each joins its free shared neighbours. A block already joined into a neighbour is skipped by
+  // looking it up again after each join.
+  std::unordered_set<Block*> pending(blocks.begin(), blocks.end());
+  for (Block* b : blocks) {
+    if (pending.count(b) == 0) continue;
+    pending.erase(b);
+    b->pool = 0;
+    for (Block* n : {b->prev, b->next})
+      if (n != nullptr && pending.count(n) != 0) {
+        pending.erase(n);
+        n->pool = 0;
+        addFree(n);
+      }
+    addFree(joinNeighbours(b));
   }
-  pools.erase(found);
 }
 
 size_t pooledBytes() { return pooled; }
@@ -146,18 +259,33 @@ const Buffer& lookup(BufferId id, const char* what) {
 bool isLive(BufferId id) { return live.count(id) != 0; }
 
 void releaseCache() {
-  if (stats.buffersCached == 0) return;
+  auto found = freeBlocks.find(0);
+  if (found == freeBlocks.end()) return;
+  std::vector<Block*> whole;
+  for (FreeSet* set : {&found->second.small, &found->second.large})
+    for (Block* b : *set)
+      if (wholeSegment(b)) whole.push_back(b);
+  if (whole.empty()) return;
   // Kernels queued before a free may still use the memory: wait for them.
   BS_CUDA_CHECK(cudaStreamSynchronize(stream()));
-  for (auto& entry : cache) {
-    for (void* ptr : entry.second) BS_CUDA_CHECK(cudaFree(ptr));
-    entry.second.clear();
+  for (Block* b : whole) {
+    removeFree(b);
+    BS_CUDA_CHECK(cudaFree(b->ptr));
+    stats.bytesReserved -= b->size;
+    stats.segments--;
+    delete b;
   }
-  cache.clear();
-  stats.bytesCached = 0;
-  stats.buffersCached = 0;
 }
 
-MemoryStats memoryStats() { return stats; }
+MemoryStats memoryStats() {
+  MemoryStats out = stats;
+  out.bytesReleasable = 0;
+  auto found = freeBlocks.find(0);
+  if (found != freeBlocks.end())
+    for (FreeSet* set : {&found->second.small, &found->second.large})
+      for (Block* b : *set)
+        if (wholeSegment(b)) out.bytesReleasable += b->size;
+  return out;
+}
 
 }  // namespace bs

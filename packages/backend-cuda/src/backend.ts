@@ -48,11 +48,16 @@ export interface CudaMemory extends BackendMemory {
   bytesInUse: number;
   /** Live tensor buffers. */
   buffers: number;
-  /** What the device holds for live buffers, tensors and pattern indices both, in allocator size classes. */
+  /** What the device holds for live buffers, tensors and pattern indices both, in allocator blocks (512-byte multiples). */
   deviceBytesInUse: number;
-  /** Freed allocations the allocator keeps for reuse (`releaseCache()` returns them to CUDA). */
+  /** Freed blocks the allocator keeps for reuse, at any size that fits (not those of graph pools). */
   cachedBytes: number;
   cachedBuffers: number;
+  /** Memory held from CUDA in segments (live, cached and graph pools' blocks). */
+  reservedBytes: number;
+  segments: number;
+  /** Segments wholly free, which `releaseCache()` returns to CUDA. */
+  releasableBytes: number;
   /** Patterns whose indices are on the device. */
   patterns: number;
   cudaMallocCalls: number;
@@ -182,6 +187,9 @@ export class CudaBackend implements Backend {
       deviceBytesInUse: native?.bytesInUse ?? 0,
       cachedBytes: native?.bytesCached ?? 0,
       cachedBuffers: native?.buffersCached ?? 0,
+      reservedBytes: native?.bytesReserved ?? 0,
+      segments: native?.segments ?? 0,
+      releasableBytes: native?.bytesReleasable ?? 0,
       patterns: this.livePatterns.size,
       cudaMallocCalls: native?.cudaMallocCalls ?? 0,
       cacheHits: native?.cacheHits ?? 0,

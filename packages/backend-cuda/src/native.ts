@@ -86,7 +86,7 @@ export interface BuildInfo {
   architectures: string;
 }
 
-/** The caching allocator's figures (size-class bytes: what the device actually holds). */
+/** The caching allocator's figures (block bytes: what the device actually holds). */
 export interface NativeMemory {
   bytesInUse: number;
   bytesCached: number;
@@ -94,7 +94,12 @@ export interface NativeMemory {
   buffersCached: number;
   cudaMallocCalls: number;
   cacheHits: number;
-  /** Size-class bytes freed into the pools of live graphs (kept for them). */
+  /** Segment bytes held from CUDA (in use, cached and in graph pools). */
+  bytesReserved: number;
+  segments: number;
+  /** Bytes of segments wholly free, which releaseCache gives back. */
+  bytesReleasable: number;
+  /** Block bytes freed into the pools of live graphs (kept for them). */
   bytesInGraphPools: number;
   /** cudaMemGetInfo, once the device is initialised. */
   deviceFreeBytes?: number;
