@@ -77,27 +77,29 @@ describe.skipIf(cudaMissing)("cuda memory: caching allocator, out of memory, bad
       return seed / 2147483648;
     };
     const liveBuffers: { t: Tensor; first: number }[] = [];
-    for (let k = 0; k < 300; k++) {
+    const holds = (values: ArrayLike<number>, first: number) => {
+      for (let i = 0; i < values.length; i += 997) if (values[i] !== first + i) return false;
+      return values[values.length - 1] === first + values.length - 1;
+    };
+    for (let k = 0; k < 200; k++) {
       if (liveBuffers.length > 0 && (next() < 0.45 || liveBuffers.length > 24)) {
         const [gone] = liveBuffers.splice(Math.floor(next() * liveBuffers.length), 1);
-        const values = gone.t.dataSync();
-        expect(values[0]).toBe(gone.first);
-        expect(values[values.length - 1]).toBe(gone.first + values.length - 1);
+        expect(holds(gone.t.dataSync(), gone.first)).toBe(true);
         gone.t.dispose();
         continue;
       }
-      const n = 1 + Math.floor(next() ** 3 * 4_000_000);
+      // 4 bytes to 6 MB, most of them small.
+      const n = 1 + Math.floor(next() ** 3 * 1_500_000);
       const first = k * 1000;
       liveBuffers.push({ t: tensor(Float32Array.from({ length: n }, (_, i) => first + i), [n], "float32"), first });
     }
     for (const { t, first } of liveBuffers) {
-      const values = t.dataSync();
-      expect(values.every((v, i) => v === first + i)).toBe(true);
+      expect(holds(t.dataSync(), first)).toBe(true);
       t.dispose();
     }
     const end = backend.memory();
     expect(end.reservedBytes).toBe(end.deviceBytesInUse + end.cachedBytes + end.graphPoolBytes);
-  });
+  }, 60_000);
 
   test("running out of device memory throws a catchable CudaOutOfMemoryError and leaves the backend usable", () => {
     const before = backend.memory();
