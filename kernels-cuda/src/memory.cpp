@@ -44,7 +44,9 @@ struct FreeBlocks {
 
 std::unordered_map<BufferId, Buffer> live;
 std::unordered_map<BufferId, Block*> liveBlocks;
-std::unordered_map<uint32_t, FreeBlocks> freeBlocks;  // key 0: the shared cache
+FreeBlocks shared;                                    // the shared cache's free blocks
+std::unordered_map<uint32_t, FreeBlocks> poolBlocks;  // each live graph pool's
+std::vector<Block*> spare;                            // Block records to reuse (every allocation and free makes or drops one)
 std::unordered_set<uint32_t> livePools;
 BufferId nextId = 1;
 MemoryStats stats{};
@@ -54,9 +56,21 @@ size_t pooled = 0;
 
 size_t roundUp(size_t value, size_t step) { return (value + step - 1) / step * step; }
 
+FreeBlocks& freeBlocksOf(uint32_t owner) { return owner == 0 ? shared : poolBlocks[owner]; }
+
+Block* newBlock(const Block& value) {
+  if (spare.empty()) return new Block(value);
+  Block* b = spare.back();
+  spare.pop_back();
+  *b = value;
+  return b;
+}
+
+void dropBlock(Block* b) { spare.push_back(b); }
+
 // Bookkeeping of a block entering or leaving an owner's free blocks.
 void addFree(Block* b) {
-  freeBlocks[b->pool].of(b->small).insert(b);
+  freeBlocksOf(b->pool).of(b->small).insert(b);
   if (b->pool == 0) {
     stats.bytesCached += b->size;
     stats.buffersCached++;
@@ -66,7 +80,7 @@ void addFree(Block* b) {
 }
 
 void removeFree(Block* b) {
-  freeBlocks[b->pool].of(b->small).erase(b);
+  freeBlocksOf(b->pool).of(b->small).erase(b);
   if (b->pool == 0) {
     stats.bytesCached -= b->size;
     stats.buffersCached--;
@@ -77,9 +91,13 @@ void removeFree(Block* b) {
 
 // The smallest free block of `owner` of the kind that holds `bytes`, taken out of the free blocks; or null.
 Block* takeFree(uint32_t owner, bool small, size_t bytes) {
-  auto found = freeBlocks.find(owner);
-  if (found == freeBlocks.end()) return nullptr;
-  FreeSet& set = found->second.of(small);
+  FreeBlocks* blocks = &shared;
+  if (owner != 0) {
+    auto found = poolBlocks.find(owner);
+    if (found == poolBlocks.end()) return nullptr;
+    blocks = &found->second;
+  }
+  FreeSet& set = blocks->of(small);
   Block key{nullptr, bytes, nullptr, nullptr, true, small, owner};
   auto it = set.lower_bound(&key);
   if (it == set.end()) return nullptr;
@@ -97,13 +115,13 @@ Block* joinNeighbours(Block* b) {
       n->size += b->size;
       n->next = b->next;
       if (b->next != nullptr) b->next->prev = n;
-      delete b;
+      dropBlock(b);
       b = n;
     } else {
       b->size += n->size;
       b->next = n->next;
       if (n->next != nullptr) n->next->prev = b;
-      delete n;
+      dropBlock(n);
     }
   }
   return b;
@@ -141,7 +159,7 @@ Block* newSegment(size_t bytes, bool small) {
   if (ptr == nullptr) return nullptr;
   stats.bytesReserved += size;
   stats.segments++;
-  return new Block{static_cast<char*>(ptr), size, nullptr, nullptr, true, small, 0};
+  return newBlock(Block{static_cast<char*>(ptr), size, nullptr, nullptr, true, small, 0});
 }
 
 bool wholeSegment(const Block* b) { return b->prev == nullptr && b->next == nullptr; }
@@ -181,7 +199,7 @@ BufferId allocate(size_t byteLength) {
   // remainder stays with the owner the block had.
   const size_t rest = b->size - bytes;
   if (small ? rest >= kBlockRound : rest > kSmallRequest) {
-    Block* r = new Block{b->ptr + bytes, rest, b, b->next, true, small, owner};
+    Block* r = newBlock(Block{b->ptr + bytes, rest, b, b->next, true, small, owner});
     if (b->next != nullptr) b->next->prev = r;
     b->next = r;
     b->size = bytes;
@@ -224,12 +242,12 @@ void setCurrentPool(uint32_t pool) {
 void destroyPool(uint32_t pool) {
   if (livePools.erase(pool) == 0) return;
   if (currentPool == pool) currentPool = 0;
-  auto found = freeBlocks.find(pool);
-  if (found == freeBlocks.end()) return;
+  auto found = poolBlocks.find(pool);
+  if (found == poolBlocks.end()) return;
   std::vector<Block*> blocks(found->second.small.begin(), found->second.small.end());
   blocks.insert(blocks.end(), found->second.large.begin(), found->second.large.end());
   for (Block* b : blocks) removeFree(b);
-  freeBlocks.erase(found);
+  poolBlocks.erase(found);
   // Shared now: each joins its free shared neighbours. A block already joined into a neighbour is skipped by
   // looking it up again after each join.
   std::unordered_set<Block*> pending(blocks.begin(), blocks.end());
@@ -259,10 +277,8 @@ const Buffer& lookup(BufferId id, const char* what) {
 bool isLive(BufferId id) { return live.count(id) != 0; }
 
 void releaseCache() {
-  auto found = freeBlocks.find(0);
-  if (found == freeBlocks.end()) return;
   std::vector<Block*> whole;
-  for (FreeSet* set : {&found->second.small, &found->second.large})
+  for (FreeSet* set : {&shared.small, &shared.large})
     for (Block* b : *set)
       if (wholeSegment(b)) whole.push_back(b);
   if (whole.empty()) return;
@@ -273,18 +289,16 @@ void releaseCache() {
     BS_CUDA_CHECK(cudaFree(b->ptr));
     stats.bytesReserved -= b->size;
     stats.segments--;
-    delete b;
+    dropBlock(b);
   }
 }
 
 MemoryStats memoryStats() {
   MemoryStats out = stats;
   out.bytesReleasable = 0;
-  auto found = freeBlocks.find(0);
-  if (found != freeBlocks.end())
-    for (FreeSet* set : {&found->second.small, &found->second.large})
-      for (Block* b : *set)
-        if (wholeSegment(b)) out.bytesReleasable += b->size;
+  for (FreeSet* set : {&shared.small, &shared.large})
+    for (Block* b : *set)
+      if (wholeSegment(b)) out.bytesReleasable += b->size;
   return out;
 }
 
