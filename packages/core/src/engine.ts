@@ -446,7 +446,7 @@ export class Engine {
     const capture = this.capture;
     for (const t of written) {
       const dataId = t.dataId;
-      const owners = capture !== null && capture.retains(dataId) ? 2 : 1;
+      const owners = capture?.retains(dataId) ? 2 : 1;
       if (this.buffers.get(dataId)?.refCount !== owners || seen.has(dataId)) return false;
       seen.add(dataId);
     }

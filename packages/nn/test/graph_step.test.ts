@@ -141,7 +141,7 @@ describe("a whole training step captured with a capturable optimizer", () => {
       const graph = captureGraph(wholeStep);
       try {
         // Recording ran nothing.
-        captured.parameters().forEach((p, i) => expect(Array.from(p.value.dataSync())).toEqual(values[i]));
+        for (const [i, p] of captured.parameters().entries()) expect(Array.from(p.value.dataSync())).toEqual(values[i]);
         for (let k = 0; k < 4; k++) {
           const [nx, ndy] = batch(10 + 2 * k);
           x.assign(nx);
