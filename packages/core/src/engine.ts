@@ -118,7 +118,7 @@ export class Engine {
   /** The capture in progress (captureGraph), told of every kernel's inputs and outputs. */
   capture: {
     backend: Backend;
-    kernel(kernelName: string, inputs: Record<string, Tensor | Tensor[] | undefined>): void;
+    kernel(kernelName: string, inputs: Record<string, Tensor | Tensor[] | undefined>, attrs: object): void;
     made(outputs: Tensor[]): void;
     /** Whether the capture holds a reference on this buffer (a graph input it keeps alive). */
     retains(dataId: DataId): boolean;
@@ -223,7 +223,7 @@ export class Engine {
       if (backend !== capture.backend) {
         throw new GraphError(`captureGraph: kernel '${kernelName}' runs on backend '${backend.name}', the capture is on '${capture.backend.name}'`);
       }
-      capture.kernel(kernelName, inputs as Record<string, Tensor | Tensor[] | undefined>);
+      capture.kernel(kernelName, inputs as Record<string, Tensor | Tensor[] | undefined>, attrs as object);
     }
     let outputs: Tensor[];
     if (kernelName === "Reshape") {

@@ -1,6 +1,7 @@
 import type { Backend, DataId } from "./backend";
 import { type Engine, engine } from "./engine";
 import { BackendError, GraphError } from "./errors";
+import { kernelDeclaration } from "./kernel_names";
 import { formatShape } from "./shape";
 import { Tensor } from "./tensor";
 
@@ -46,6 +47,11 @@ interface Input {
   dataId: DataId;
   /** Where the step left the tensor when it gave it new storage (`acc.assign(add(acc, x))`): the graph writes it. */
   end?: DataId;
+  /**
+   * The step writes this buffer in place (an optimizer's update): after each replay the tensor holds what the replay
+   * wrote there, even if it was given other storage since the capture (`assign`, an eager update).
+   */
+  written?: boolean;
 }
 
 class Recorder {
@@ -58,7 +64,7 @@ class Recorder {
     private readonly owner: Engine,
   ) {}
 
-  kernel(kernelName: string, inputs: Record<string, Tensor | Tensor[] | undefined>): void {
+  kernel(kernelName: string, inputs: Record<string, Tensor | Tensor[] | undefined>, attrs: object): void {
     if (!capturable(kernelName, inputs)) {
       throw new GraphError(
         `captureGraph: ${kernelName} (an optimizer update) with its step count and learning rate on the host cannot be captured: a replay would repeat the captured ones; make the optimizer with { capturable: true } (Adam, AdamW) to capture the whole step, or call optimizer.step() after each replay()`,
@@ -72,6 +78,15 @@ class Recorder {
         // Made before the capture: the graph reads this buffer on every replay, so it keeps it alive.
         this.owner.retainBuffer(dataId);
         this.inputs.push({ tensor: t, dataId });
+      }
+    }
+    if ((attrs as { inPlace?: boolean }).inPlace === true) {
+      for (const key of kernelDeclaration(kernelName)?.inPlaceInputs ?? []) {
+        const value = inputs[key];
+        for (const t of Array.isArray(value) ? value : value === undefined ? [] : [value]) {
+          const input = this.inputs.find((candidate) => candidate.dataId === t.dataId);
+          if (input) input.written = true;
+        }
       }
     }
   }
@@ -183,8 +198,15 @@ export function captureGraph<T>(fn: () => T, options: { backend?: Backend } = {}
         if (t.dataId !== input.dataId) graphs.copy(t.dataId, input.dataId);
       }
       graphs.launch(graph);
-      // A tensor the step gives new storage holds what this replay wrote, wherever it pointed before.
-      for (const input of inputs) if (input.end && input.tensor.dataId !== input.end) engine.pointAt(input.tensor, input.end);
+      // A tensor the step gives new storage, or writes in place, holds what this replay wrote, wherever it pointed
+      // before.
+      for (const input of inputs) {
+        if (input.end) {
+          if (input.tensor.dataId !== input.end) engine.pointAt(input.tensor, input.end);
+        } else if (input.written && !input.tensor.isDisposed && input.tensor.dataId !== input.dataId) {
+          engine.pointAt(input.tensor, input.dataId);
+        }
+      }
       return result;
     },
     dispose(): void {

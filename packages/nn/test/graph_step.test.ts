@@ -171,6 +171,47 @@ describe("a whole training step captured with a capturable optimizer", () => {
     });
   }
 
+  it("an eager optimizer step between replays is kept: the next replay starts from it and the parameters hold the replay's update", () => {
+    const eager = makeModel().to("bfloat16");
+    const captured = makeModel().to("bfloat16");
+    const optEager = new AdamW(eager.parameters(), { lr: 1e-2, capturable: true });
+    const optCaptured = new AdamW(captured.parameters(), { lr: 1e-2, capturable: true });
+    const x = tidy(() => cast(randn([8, 16], { seed: 31 }), "bfloat16"));
+    const step = (model: Module, optimizer: AdamW) => () => {
+      optimizer.zeroGrad();
+      const out = model.forward(x);
+      backward(out, x);
+      optimizer.step();
+      return out;
+    };
+    const eagerStep = step(eager, optEager);
+    const wholeStep = step(captured, optCaptured);
+    eagerStep().dispose();
+    wholeStep().dispose();
+    const graph = captureGraph(wholeStep);
+    try {
+      for (let k = 0; k < 4; k++) {
+        eagerStep().dispose();
+        graph.replay();
+        if (k === 1) {
+          // One more update from the same gradients, outside the graph (it shares the parameters' buffers, so
+          // this one runs out of place and gives them new storage).
+          optEager.step();
+          optCaptured.step();
+        }
+        const pe = eager.parameters();
+        for (const [i, p] of captured.parameters().entries()) expect(Array.from(p.value.dataSync())).toEqual(Array.from(pe[i].value.dataSync()));
+      }
+      for (const p of captured.parameters()) expect(optCaptured.stepsOf(p)).toBe(6);
+    } finally {
+      graph.dispose();
+      graph.result.dispose();
+      optEager.dispose();
+      optCaptured.dispose();
+      x.dispose();
+    }
+  });
+
   it("matches the host-counted optimizer's training (the learning rate read as a float32)", () => {
     const a = makeModel();
     const b = makeModel();

@@ -209,6 +209,21 @@ export function declareGraphTests(backendName: string, dtypes: readonly FloatDTy
         expect(values(count)).toEqual([4]);
         // Everything was written in place: the tensors kept their buffers.
         expect([param.dataId, m.dataId, v.dataId, count.dataId]).toEqual(buffers);
+        // A parameter given new values between replays (loaded weights): the next replay updates those, and the
+        // tensor holds the update afterwards (not the values it was given).
+        const loaded = mul(start, 0.5);
+        param.assign(loaded);
+        loaded.dispose();
+        const lr = tensor([0.05], [1]);
+        lrValue.assign(lr);
+        lr.dispose();
+        const half = mul(start, 0.5);
+        const expectedNext = multiTensorAdamUpdate([half], [grad], [m], [v], { ...options, lr: 2 * Math.fround(0.05), steps: [5] });
+        made.push(half, ...expectedNext.params, ...expectedNext.m, ...expectedNext.v);
+        graph.replay();
+        expect(values(count)).toEqual([5]);
+        expectClose(values(param), values(expectedNext.params[0]), 1e-6);
+        expect(param.dataId).toBe(buffers[0]);
         for (const t of made) t.dispose();
       } finally {
         graph.dispose();
