@@ -121,9 +121,12 @@ function tensorsIn(value: unknown, out: Tensor[] = [], depth = 0): Tensor[] {
  * kernels are small (few tokens, decoding). Nothing runs while recording: call `replay()` for each step.
  *
  * - Run the step eagerly at least once first (kernels load, block-sparse patterns upload, the allocator fills).
- * - Inside `fn`: no host reads or uploads (`dataSync`, `tensor(...)`), no optimizer update, the same shapes on
- *   every replay. Tensors made before the capture are its inputs; give them new values between replays with
- *   `assign` (or let the optimizer update parameters): each replay copies their current contents in.
+ * - Inside `fn`: no host reads or uploads (`dataSync`, `tensor(...)`), the same shapes on every replay, and an
+ *   optimizer update only from an optimizer that keeps its step counts and learning rate on the device (Adam and
+ *   AdamW with `capturable: true`; others are refused). Tensors made before the capture are its inputs; give them
+ *   new values between replays with `assign` (or let an eager optimizer update parameters): each replay copies
+ *   their current contents in. Those the step writes in place (a captured optimizer's parameters and state) hold
+ *   what each replay wrote afterwards.
  * - What `fn` returns (and leaves behind, such as the gradients backward puts on parameters) is written by
  *   every replay: read it after `replay()`; do not dispose it or clear it (`zeroGrad`) while the graph is used.
  *   A captured backward overwrites gradients when `fn` clears them first (`optimizer.zeroGrad()` inside `fn`).
