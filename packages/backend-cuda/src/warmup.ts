@@ -62,29 +62,15 @@ export function warmUp(backend: CudaBackend): number {
     for (const to of ["bfloat16", "float16", "float32"] as const) if (to !== dtype) run("Cast", { x }, { dtype: to });
   }
   const p = input([4096], "float32");
-  run("MultiTensorAdamUpdate", { params: [p], grads: [input([4096], "bfloat16")], m: [p], v: [p] }, {
-    lr: 0,
-    beta1: 0.9,
-    beta2: 0.999,
-    epsilon: 1e-8,
-    weightDecay: 0,
-    decoupledWeightDecay: false,
-    steps: [1],
-    copyDType: "bfloat16",
-  });
+  const adam = { lr: 0, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0, decoupledWeightDecay: false };
+  run("MultiTensorAdamUpdate", { params: [p], grads: [input([4096], "bfloat16")], m: [p], v: [p] }, { ...adam, steps: [1], copyDType: "bfloat16" });
   // The same with the step count and learning rate on the device (a capturable optimizer), in place.
   const count = input([1], "float32");
-  run("MultiTensorAdamUpdate", { params: [p], grads: [input([4096], "float32")], m: [p], v: [p], stepCounts: [count], lrValue: count }, {
-    lr: 0,
-    beta1: 0.9,
-    beta2: 0.999,
-    epsilon: 1e-8,
-    weightDecay: 0,
-    decoupledWeightDecay: false,
-    steps: [],
-    copyDType: null,
-    inPlace: true,
-  });
+  run(
+    "MultiTensorAdamUpdate",
+    { params: [p], grads: [input([4096], "float32")], m: [p], v: [p], stepCounts: [count], lrValue: count },
+    { ...adam, steps: [], copyDType: null, inPlace: true },
+  );
   backend.synchronize();
   } finally {
     for (const info of made) backend.free(info.dataId);

@@ -8,13 +8,18 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 // model trained eagerly: same batches, same updates, on the js backend with recorded graphs (cuda: ffn.ts --graph).
 registerGraphRecordingBackend();
 
-describe("a captured training step", () => {
+/** Runs the enclosing describe's tests on the js backend with recorded graphs, then restores the active backend. */
+function onJsGraphs(): void {
   let previous: string;
   beforeAll(() => {
     previous = getBackend();
     setBackend("js-graphs");
   });
   afterAll(() => setBackend(previous));
+}
+
+describe("a captured training step", () => {
+  onJsGraphs();
 
   // A block-sparse FFN, and a TransformerBlock (causal attention: its mask lives inside the softmax, so
   // nothing is uploaded during the step) whose MLP is block-sparse.
@@ -102,12 +107,7 @@ describe("a captured training step", () => {
 // The whole step (forward, backward and a capturable AdamW) recorded once: each replay is one training step, the
 // optimizer's step counts and learning rate on the device.
 describe("a whole training step captured with a capturable optimizer", () => {
-  let previous: string;
-  beforeAll(() => {
-    previous = getBackend();
-    setBackend("js-graphs");
-  });
-  afterAll(() => setBackend(previous));
+  onJsGraphs();
 
   const makeModel = () =>
     new Sequential(
@@ -115,6 +115,24 @@ describe("a whole training step captured with a capturable optimizer", () => {
       new GELU("tanh"),
       new BlockSparseLinear(32, 16, { density: 0.5, blockShape: [4, 4], seed: 22 }),
     );
+  // One training step of `model` on the batch (x, dy), the update included: what is run eagerly and recorded.
+  const trainingStep = (model: Module, optimizer: AdamW, x: Tensor, dy: Tensor) => () => {
+    optimizer.zeroGrad();
+    const out = model.forward(x);
+    backward(out, dy);
+    optimizer.step();
+    return out;
+  };
+  const release = (graph: { dispose(): void; result: Tensor }, optimizers: AdamW[], tensors: Tensor[]) => {
+    graph.dispose();
+    graph.result.dispose();
+    for (const o of optimizers) o.dispose();
+    for (const t of tensors) t.dispose();
+  };
+  const expectSameParameters = (a: Module, b: Module) => {
+    const pb = b.parameters();
+    for (const [i, p] of a.parameters().entries()) expect(Array.from(p.value.dataSync())).toEqual(Array.from(pb[i].value.dataSync()));
+  };
 
   for (const dtype of ["float32", "bfloat16"] as const) {
     it(`${dtype}: replays train exactly as eager steps, through a learning-rate schedule, and count their steps`, () => {
@@ -125,15 +143,8 @@ describe("a whole training step captured with a capturable optimizer", () => {
       const optCaptured = new AdamW(captured.parameters(), options);
       const batch = (seed: number): [Tensor, Tensor] => tidy(() => [cast(randn([8, 16], { seed }), dtype), cast(randn([8, 16], { seed: seed + 1 }), dtype)]);
       const [x, dy] = batch(1);
-      const step = (model: Module, optimizer: AdamW) => () => {
-        optimizer.zeroGrad();
-        const out = model.forward(x);
-        backward(out, dy);
-        optimizer.step();
-        return out;
-      };
-      const eagerStep = step(eager, optEager);
-      const wholeStep = step(captured, optCaptured);
+      const eagerStep = trainingStep(eager, optEager, x, dy);
+      const wholeStep = trainingStep(captured, optCaptured, x, dy);
       // The first step eagerly (it makes the optimizer's state), then the whole step recorded.
       eagerStep().dispose();
       wholeStep().dispose();
@@ -155,18 +166,12 @@ describe("a whole training step captured with a capturable optimizer", () => {
           const got = graph.replay();
           expect(Array.from(got.dataSync())).toEqual(Array.from(expected.dataSync()));
           expected.dispose();
-          const pe = eager.parameters();
-          for (const [i, p] of captured.parameters().entries()) expect(Array.from(p.value.dataSync())).toEqual(Array.from(pe[i].value.dataSync()));
+          expectSameParameters(captured, eager);
         }
         // One eager step and four replays: the recording took none.
         for (const p of captured.parameters()) expect(optCaptured.stepsOf(p)).toBe(5);
       } finally {
-        graph.dispose();
-        graph.result.dispose();
-        optEager.dispose();
-        optCaptured.dispose();
-        x.dispose();
-        dy.dispose();
+        release(graph, [optEager, optCaptured], [x, dy]);
       }
     });
   }
@@ -177,15 +182,8 @@ describe("a whole training step captured with a capturable optimizer", () => {
     const optEager = new AdamW(eager.parameters(), { lr: 1e-2, capturable: true });
     const optCaptured = new AdamW(captured.parameters(), { lr: 1e-2, capturable: true });
     const x = tidy(() => cast(randn([8, 16], { seed: 31 }), "bfloat16"));
-    const step = (model: Module, optimizer: AdamW) => () => {
-      optimizer.zeroGrad();
-      const out = model.forward(x);
-      backward(out, x);
-      optimizer.step();
-      return out;
-    };
-    const eagerStep = step(eager, optEager);
-    const wholeStep = step(captured, optCaptured);
+    const eagerStep = trainingStep(eager, optEager, x, x);
+    const wholeStep = trainingStep(captured, optCaptured, x, x);
     eagerStep().dispose();
     wholeStep().dispose();
     const graph = captureGraph(wholeStep);
@@ -199,16 +197,11 @@ describe("a whole training step captured with a capturable optimizer", () => {
           optEager.step();
           optCaptured.step();
         }
-        const pe = eager.parameters();
-        for (const [i, p] of captured.parameters().entries()) expect(Array.from(p.value.dataSync())).toEqual(Array.from(pe[i].value.dataSync()));
+        expectSameParameters(captured, eager);
       }
       for (const p of captured.parameters()) expect(optCaptured.stepsOf(p)).toBe(6);
     } finally {
-      graph.dispose();
-      graph.result.dispose();
-      optEager.dispose();
-      optCaptured.dispose();
-      x.dispose();
+      release(graph, [optEager, optCaptured], [x]);
     }
   });
 
