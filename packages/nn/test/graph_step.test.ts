@@ -8,6 +8,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 // model trained eagerly: same batches, same updates, on the js backend with recorded graphs (cuda: ffn.ts --graph).
 registerGraphRecordingBackend();
 
+/** Gives the step's inputs a new batch's values (as a training loop does between replays) and frees the batch. */
+function loadBatch(inputs: Tensor[], batch: Tensor[]): void {
+  inputs.forEach((t, i) => {
+    t.assign(batch[i]);
+    batch[i].dispose();
+  });
+}
+
 /** Runs the enclosing describe's tests on the js backend with recorded graphs, then restores the active backend. */
 function onJsGraphs(): void {
   let previous: string;
@@ -77,11 +85,7 @@ describe("a captured training step", () => {
         const graph = captureGraph(recorded);
         try {
           for (let k = 0; k < 4; k++) {
-            const [nx, ndy] = batch(10 + 2 * k);
-            x.assign(nx);
-            dy.assign(ndy);
-            nx.dispose();
-            ndy.dispose();
+            loadBatch([x, dy], batch(10 + 2 * k));
             const expected = eagerStep();
             const got = graph.replay();
             optCaptured.step();
@@ -154,11 +158,7 @@ describe("a whole training step captured with a capturable optimizer", () => {
         // Recording ran nothing.
         for (const [i, p] of captured.parameters().entries()) expect(Array.from(p.value.dataSync())).toEqual(values[i]);
         for (let k = 0; k < 4; k++) {
-          const [nx, ndy] = batch(10 + 2 * k);
-          x.assign(nx);
-          dy.assign(ndy);
-          nx.dispose();
-          ndy.dispose();
+          loadBatch([x, dy], batch(10 + 2 * k));
           // A schedule: the learning rate changes before every step, on both.
           optEager.lr = 1e-2 * (1 - k / 8);
           optCaptured.lr = optEager.lr;
