@@ -7,6 +7,7 @@ import {
   type UnaryKernelName,
   broadcastShapes,
   broadcastStrides,
+  shapesEqual,
   sizeOf,
 } from "@blocksparse/core";
 import type { CudaBackend } from "../backend";
@@ -48,8 +49,21 @@ function runUnary(backend: CudaBackend, op: UnaryOpCode, x: TensorInfo): TensorI
   return out;
 }
 
+/** The stride of a tensor read contiguously (shared, never written). */
+const UNIT_STRIDE: readonly number[] = Object.freeze([1]);
+
 /** out = op(a, b) broadcast; comparisons write int32. */
 function runBinary(backend: CudaBackend, op: BinaryOpCode, a: TensorInfo, b: TensorInfo, comparison: boolean): TensorInfo {
+  // Operands of one shape (most calls): one contiguous run of n elements, what collapseDims gives for them, with no
+  // stride arrays built.
+  if (shapesEqual(a.shape, b.shape)) {
+    const n = sizeOf(a.shape);
+    if (n > 1) {
+      const out = backend.output(a.shape, comparison ? "int32" : a.dtype);
+      backend.addon.binary(op, backend.code(a.dtype), backend.handle(a), UNIT_STRIDE, backend.handle(b), UNIT_STRIDE, backend.handle(out), [n]);
+      return out;
+    }
+  }
   const shape = broadcastShapes(a.shape, b.shape);
   const out = backend.output(shape, comparison ? "int32" : a.dtype);
   if (sizeOf(shape) === 0) return out;

@@ -44,12 +44,13 @@ import { assertActivation, assertDType, assertFloat, assertMinRank, assertSameBa
 /** A tensor, or a number taken as a scalar of the other operand's dtype. */
 export type TensorLike = Tensor | number;
 
+/** The op's name as users call it ("add" for Add): built only for an error message. */
 const opName = (kernel: string) => kernel.charAt(0).toLowerCase() + kernel.slice(1);
 
 function unary(kernel: UnaryKernelName, x: Tensor): Tensor {
-  const op = opName(kernel);
-  assertTensor(op, "x", x);
-  if (!INT32_ELEMENTWISE.includes(kernel)) assertFloat(op, "x", x);
+  // Checks without building the op's name unless one fails: this runs for every elementwise op.
+  if (!(x instanceof Tensor) || x.storage.disposed) assertTensor(opName(kernel), "x", x);
+  if (x.dtype === "int32" && !INT32_ELEMENTWISE.includes(kernel)) assertFloat(opName(kernel), "x", x);
   return engine.runKernel(kernel, { x }, {});
 }
 
@@ -150,6 +151,20 @@ function operands(op: string, a: TensorLike, b: TensorLike): [Tensor, Tensor, Te
 }
 
 function binary(kernel: BinaryKernelName | ComparisonKernelName, a: TensorLike, b: TensorLike, floatOnly: boolean): Tensor {
+  // Two live tensors of one backend and dtype whose shapes broadcast: checked without allocating (no name, no
+  // lists); anything else takes the full path below, which names what is wrong.
+  if (
+    a instanceof Tensor &&
+    b instanceof Tensor &&
+    !a.storage.disposed &&
+    !b.storage.disposed &&
+    a.backend === b.backend &&
+    a.dtype === b.dtype &&
+    !(floatOnly && a.dtype === "int32") &&
+    broadcasts(a.shape, b.shape)
+  ) {
+    return engine.runKernel(kernel, { a, b }, {});
+  }
   const op = opName(kernel);
   const [ta, tb, temporaries] = operands(op, a, b);
   try {
@@ -161,6 +176,14 @@ function binary(kernel: BinaryKernelName | ComparisonKernelName, a: TensorLike, 
   } finally {
     for (const t of temporaries) t.dispose();
   }
+}
+
+/** Whether two shapes broadcast together (broadcastShapes without the result). */
+function broadcasts(a: readonly number[], b: readonly number[]): boolean {
+  for (let i = a.length - 1, j = b.length - 1; i >= 0 && j >= 0; i--, j--) {
+    if (a[i] !== b[j] && a[i] !== 1 && b[j] !== 1) return false;
+  }
+  return true;
 }
 
 export const add = (a: TensorLike, b: TensorLike): Tensor => binary(Add, a, b, false);
