@@ -73,6 +73,8 @@ interface Registration {
 interface BufferRecord {
   backend: Backend;
   refCount: number;
+  /** Of refCount, the references of captured graphs (their inputs, and what they write): not tensors. */
+  graphRefs: number;
   bytes: number;
 }
 
@@ -120,8 +122,6 @@ export class Engine {
     backend: Backend;
     kernel(kernelName: string, inputs: Record<string, Tensor | Tensor[] | undefined>, attrs: object): void;
     made(outputs: Tensor[]): void;
-    /** Whether the capture holds a reference on this buffer (a graph input it keeps alive). */
-    retains(dataId: DataId): boolean;
   } | null = null;
   /** Debug hooks (the leak guard): each new tensor, and each exit of an outermost tidy scope. */
   debugHooks: { tensorCreated(tensor: Tensor): void; outermostScopeExited(): void } | null = null;
@@ -337,7 +337,7 @@ export class Engine {
       if (record.backend !== backend) throw new BackendError("makeTensor: buffer belongs to another backend");
       record.refCount++;
     } else {
-      this.buffers.set(info.dataId, { backend, refCount: 1, bytes: sizeOf(info.shape) * bytesPerElement(info.dtype) });
+      this.buffers.set(info.dataId, { backend, refCount: 1, graphRefs: 0, bytes: sizeOf(info.shape) * bytesPerElement(info.dtype) });
     }
     const tensor = new Tensor(info, backend);
     this.tensorCounts.set(backend, (this.tensorCounts.get(backend) ?? 0) + 1);
@@ -437,27 +437,29 @@ export class Engine {
   }
 
   /**
-   * Whether a kernel may write `written` in place: each is the only reference to its buffer (no clone, reshape or
-   * graph shares it), and no buffer appears twice among `written` and `read`. The reference of the capture in
-   * progress does not count: a graph input written in place is updated where the graph's next replay reads it.
+   * Whether a kernel may write `written` in place: each is the only tensor on its buffer (no clone or reshape shares
+   * it), and no buffer appears twice among `written` and `read`. Captured graphs' references do not count: a graph
+   * reads its inputs' current contents at each replay, so an input written in place (by a kernel recorded in the
+   * graph, or eagerly between replays) is updated where the next replay reads it.
    */
   canWriteInPlace(written: readonly Tensor[], read: readonly Tensor[]): boolean {
     const seen = new Set<DataId>();
-    const capture = this.capture;
     for (const t of written) {
       const dataId = t.dataId;
-      const owners = capture?.retains(dataId) ? 2 : 1;
-      if (this.buffers.get(dataId)?.refCount !== owners || seen.has(dataId)) return false;
+      const record = this.buffers.get(dataId);
+      if (record === undefined || record.refCount - record.graphRefs !== 1 || seen.has(dataId)) return false;
       seen.add(dataId);
     }
     for (const t of read) if (seen.has(t.dataId)) return false;
     return true;
   }
 
-  /** One more reference on a buffer (a captured graph keeping what it reads alive). */
-  retainBuffer(dataId: DataId): void {
+  /** One more reference on a buffer: a tensor pointed at it, or a captured graph (`forGraph`) keeping it alive. */
+  retainBuffer(dataId: DataId, forGraph = false): void {
     const record = this.buffers.get(dataId);
-    if (record) record.refCount++;
+    if (!record) return;
+    record.refCount++;
+    if (forGraph) record.graphRefs++;
   }
 
   /** Points `target` at a buffer of its backend that another reference keeps alive (as `assign` does). */
@@ -468,8 +470,10 @@ export class Engine {
     target.storage.dataId = dataId;
   }
 
-  /** Drops a reference taken with retainBuffer. */
-  releaseRetained(dataId: DataId, backend: Backend): void {
+  /** Drops a reference taken with retainBuffer (the same `forGraph`). */
+  releaseRetained(dataId: DataId, backend: Backend, forGraph = false): void {
+    const record = this.buffers.get(dataId);
+    if (forGraph && record) record.graphRefs--;
     this.releaseBuffer(dataId, backend);
   }
 

@@ -76,7 +76,7 @@ class Recorder {
         if (this.produced.has(dataId) || this.seen.has(dataId)) continue;
         this.seen.add(dataId);
         // Made before the capture: the graph reads this buffer on every replay, so it keeps it alive.
-        this.owner.retainBuffer(dataId);
+        this.owner.retainBuffer(dataId, true);
         this.inputs.push({ tensor: t, dataId });
       }
     }
@@ -91,18 +91,14 @@ class Recorder {
     }
   }
 
-  retains(dataId: DataId): boolean {
-    return this.seen.has(dataId);
-  }
-
   made(outputs: Tensor[]): void {
     for (const t of outputs) if (!this.seen.has(t.dataId)) this.produced.add(t.dataId);
   }
 
   releaseInputs(): void {
     for (const input of this.inputs) {
-      this.owner.releaseRetained(input.dataId, this.backend);
-      if (input.end) this.owner.releaseRetained(input.end, this.backend);
+      this.owner.releaseRetained(input.dataId, this.backend, true);
+      if (input.end) this.owner.releaseRetained(input.end, this.backend, true);
     }
     this.inputs.length = 0;
   }
@@ -174,7 +170,7 @@ export function captureGraph<T>(fn: () => T, options: { backend?: Backend } = {}
   inputs.forEach((input, i) => {
     if (!liveAtEnd[i] || input.tensor.dataId === input.dataId) return;
     input.end = input.tensor.dataId;
-    engine.retainBuffer(input.end);
+    engine.retainBuffer(input.end, true);
     graphs.copy(input.dataId, input.end);
   });
   let disposed = false;

@@ -83,6 +83,7 @@ describe("a captured training step", () => {
         warm.dispose();
         const tensorsBefore = memory().numTensors;
         const graph = captureGraph(recorded);
+        const buffers = captured.parameters().map((p) => p.value.dataId);
         try {
           for (let k = 0; k < 4; k++) {
             loadBatch([x, dy], batch(10 + 2 * k));
@@ -94,6 +95,8 @@ describe("a captured training step", () => {
             const pe = eager.parameters();
             for (const [i, p] of captured.parameters().entries()) expect(Array.from(p.value.dataSync())).toEqual(Array.from(pe[i].value.dataSync()));
           }
+          // The eager update wrote the parameters where the graph reads them: no new storage, nothing copied in.
+          expect(captured.parameters().map((p) => p.value.dataId)).toEqual(buffers);
           // What the graph made and the step left behind: its output (yours to dispose) and the gradients.
           graph.dispose();
           graph.result.dispose();
@@ -176,7 +179,7 @@ describe("a whole training step captured with a capturable optimizer", () => {
     });
   }
 
-  it("an eager optimizer step between replays is kept: the next replay starts from it and the parameters hold the replay's update", () => {
+  it("an eager optimizer step between replays is kept: it writes where the graph reads, and the next replay starts from it", () => {
     const eager = makeModel().to("bfloat16");
     const captured = makeModel().to("bfloat16");
     const optEager = new AdamW(eager.parameters(), { lr: 1e-2, capturable: true });
@@ -192,10 +195,11 @@ describe("a whole training step captured with a capturable optimizer", () => {
         eagerStep().dispose();
         graph.replay();
         if (k === 1) {
-          // One more update from the same gradients, outside the graph (it shares the parameters' buffers, so
-          // this one runs out of place and gives them new storage).
+          // One more update from the same gradients, outside the graph: in place, in the buffers the graph reads.
+          const buffers = captured.parameters().map((p) => p.value.dataId);
           optEager.step();
           optCaptured.step();
+          expect(captured.parameters().map((p) => p.value.dataId)).toEqual(buffers);
         }
         expectSameParameters(captured, eager);
       }

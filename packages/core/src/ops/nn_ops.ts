@@ -362,10 +362,9 @@ export interface MultiTensorAdamInPlaceOptions extends MultiTensorAdamOptions {
  * multiTensorAdamUpdate that updates its tensors instead of returning new ones: afterwards params, m and v (and,
  * with copyDType, `copies`; with step tensors, those) hold the new values, as if each had been assigned its result.
  * Where no other tensor shares their buffers (the optimizer's own state and parameters) the kernel writes them in
- * place: no new buffers, nothing to assign, one call per step. Where one is shared (a clone, a reshape, a captured
- * graph that reads it while it is not being recorded) the update runs out of place and is assigned, so whatever
- * shares a buffer keeps the old values. Inside a capture, a buffer the graph reads is written in place: each replay
- * then updates it where the next replay reads it.
+ * place: no new buffers, nothing to assign, one call per step. Where one is shared (a clone, a reshape) the update
+ * runs out of place and is assigned, so whatever shares a buffer keeps the old values. A captured
+ * graph's reference is not sharing: a buffer a graph reads is written in place, where its next replay reads it.
  */
 export function multiTensorAdamUpdateInPlace(
   params: readonly Tensor[],
