@@ -1,19 +1,19 @@
 import type { Backend, DataId } from "./backend";
 import { type Engine, engine } from "./engine";
 import { BackendError, GraphError } from "./errors";
-import { kernelDeclaration } from "./kernel_names";
+import { type KernelDeclaration, kernelDeclaration } from "./kernel_names";
 import { formatShape } from "./shape";
 import { Tensor } from "./tensor";
 
 /**
- * Whether a kernel call can be replayed: an optimizer update whose step counts are attributes (host numbers) cannot,
- * since a replay would repeat the captured step; one whose step counts are device tensors (`stepCounts`: an
- * optimizer made with `capturable: true`) counts its replays on the device.
+ * Whether a kernel call can be replayed, as its declaration says: an optimizer update whose step counts are
+ * attributes (host numbers) cannot, since a replay would repeat the captured step; one given its step counts as
+ * device tensors (`stepCounts`: an optimizer made with `capturable: true`) counts its replays on the device.
  */
-function capturable(kernelName: string, inputs: Record<string, Tensor | Tensor[] | undefined>): boolean {
-  if (kernelName === "AdamUpdate") return false;
-  if (kernelName === "MultiTensorAdamUpdate") return inputs.stepCounts !== undefined;
-  return true;
+function capturable(declaration: KernelDeclaration | undefined, inputs: Record<string, Tensor | Tensor[] | undefined>): boolean {
+  const capture = declaration?.capture;
+  if (capture === undefined) return true;
+  return capture !== "never" && inputs[capture.requires] !== undefined;
 }
 
 /** Whether a captureGraph recording is in progress (code that must not be recorded, or must be recorded only in a capturable form, checks it). */
@@ -65,7 +65,8 @@ class Recorder {
   ) {}
 
   kernel(kernelName: string, inputs: Record<string, Tensor | Tensor[] | undefined>, attrs: object): void {
-    if (!capturable(kernelName, inputs)) {
+    const declaration = kernelDeclaration(kernelName);
+    if (!capturable(declaration, inputs)) {
       throw new GraphError(
         `captureGraph: ${kernelName} (an optimizer update) with its step count and learning rate on the host cannot be captured: a replay would repeat the captured ones; make the optimizer with { capturable: true } (Adam, AdamW) to capture the whole step, or call optimizer.step() after each replay()`,
       );
@@ -81,7 +82,7 @@ class Recorder {
       }
     }
     if ((attrs as { inPlace?: boolean }).inPlace === true) {
-      for (const key of kernelDeclaration(kernelName)?.inPlaceInputs ?? []) {
+      for (const key of declaration?.inPlaceInputs ?? []) {
         const value = inputs[key];
         for (const t of Array.isArray(value) ? value : value === undefined ? [] : [value]) {
           const input = this.inputs.find((candidate) => candidate.dataId === t.dataId);

@@ -454,6 +454,12 @@ export interface KernelDeclaration<K extends KernelName = KernelName> {
   readonly implementedBy: "engine" | "backend";
   /** The inputs the kernel writes when its attrs say `inPlace: true` (it then returns no tensors). */
   readonly inPlaceInputs?: readonly string[];
+  /**
+   * Whether captureGraph may record a call (default: always). "never": its attributes carry per-call state (an
+   * optimizer's step count and learning rate) that a replay would repeat; `{ requires }`: only when that input is
+   * given (the state then lives on the device).
+   */
+  readonly capture?: "never" | { readonly requires: string };
 }
 
 const ANY: readonly DType[] = ["float32", "float16", "bfloat16", "int32"];
@@ -544,8 +550,16 @@ export const KERNEL_CATALOGUE = {
   SampledMatmul: product,
   BlockNorms: product,
 
-  AdamUpdate: { family: "optimizer", outputs: 3, gradient: "none", dtypes: FLOAT, implementedBy: "backend" },
-  MultiTensorAdamUpdate: { family: "optimizer", outputs: "list", gradient: "none", dtypes: FLOAT, implementedBy: "backend", inPlaceInputs: ["params", "m", "v", "copies", "stepCounts"] },
+  AdamUpdate: { family: "optimizer", outputs: 3, gradient: "none", dtypes: FLOAT, implementedBy: "backend", capture: "never" },
+  MultiTensorAdamUpdate: {
+    family: "optimizer",
+    outputs: "list",
+    gradient: "none",
+    dtypes: FLOAT,
+    implementedBy: "backend",
+    inPlaceInputs: ["params", "m", "v", "copies", "stepCounts"],
+    capture: { requires: "stepCounts" },
+  },
 } as const satisfies { readonly [K in KernelName]: KernelDeclaration<K> };
 
 type Catalogue = typeof KERNEL_CATALOGUE;

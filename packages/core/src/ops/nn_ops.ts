@@ -296,6 +296,12 @@ export interface MultiTensorAdamState {
   steps: Tensor[] | null;
 }
 
+const MULTI_TENSOR_ADAM_LISTS = ["params", "grads", "m", "v", "steps"] as const;
+
+function adamLabel(list: number, index: number): string {
+  return `${MULTI_TENSOR_ADAM_LISTS[list]}[${index}]`;
+}
+
 /**
  * One Adam/AdamW step on every tensor of a list in one kernel call (one launch on a GPU):
  * tensor i exactly as `adamUpdate(params[i], grads[i], m[i], v[i], { step: steps[i] })`, except
@@ -303,12 +309,6 @@ export interface MultiTensorAdamState {
  * cast), and with `copyDType` the new params also come back rounded to it. The inputs are
  * unchanged; assign the results.
  */
-const MULTI_TENSOR_ADAM_LISTS = ["params", "grads", "m", "v", "steps"] as const;
-
-function adamLabel(list: number, index: number): string {
-  return `${MULTI_TENSOR_ADAM_LISTS[list]}[${index}]`;
-}
-
 export function multiTensorAdamUpdate(
   params: readonly Tensor[],
   grads: readonly Tensor[],
