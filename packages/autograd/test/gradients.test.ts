@@ -30,6 +30,7 @@ import {
   relu,
   reshape,
   rsqrt,
+  scaledDotProductAttention,
   scatterAdd,
   sigmoid,
   slice,
@@ -206,6 +207,15 @@ describe("softmax, logSoftmax, layerNorm, crossEntropy", () => {
     }
     const targets3 = tensor(new Int32Array([1, 3, 0, 2, 2, 4]), [2, 3]);
     expectGradients((l) => crossEntropy(l, targets3), [randomTensor([2, 3, 5], 62)]);
+  });
+});
+
+describe("scaledDotProductAttention", () => {
+  it("with respect to q, k and v: plain, causal, causal with fewer queries than keys, batch dims", () => {
+    const attention = (options: { causal?: boolean; scale?: number }) => (q: Tensor, k: Tensor, v: Tensor) => scaledDotProductAttention(q, k, v, options);
+    expectGradients(attention({}), [randomTensor([4, 3], 71), randomTensor([5, 3], 72), randomTensor([5, 3], 73)]);
+    expectGradients(attention({ causal: true }), [randomTensor([2, 4, 3], 74), randomTensor([2, 4, 3], 75), randomTensor([2, 4, 3], 76)]);
+    expectGradients(attention({ causal: true, scale: 0.8 }), [randomTensor([2, 1, 3, 4], 77), randomTensor([2, 1, 5, 4], 78), randomTensor([2, 1, 5, 4], 79)]);
   });
 });
 

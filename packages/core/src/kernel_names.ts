@@ -9,7 +9,7 @@
  *   valid arguments, except index VALUES held in int32 tensors (see Gather).
  * - float16/bfloat16 kernels accumulate in float32 and round once on store.
  * - Binary and Where kernels broadcast NumPy-style (see `broadcastShapes`).
- * - Saved statistics (LayerNorm's mean/rstd, BlockNorms) are float32 whatever the input dtype.
+ * - Saved statistics (LayerNorm's mean/rstd, Attention's lse, BlockNorms) are float32 whatever the input dtype.
  */
 import type { TensorInfo } from "./backend";
 import type { DType, FloatDType } from "./dtypes";
@@ -187,6 +187,24 @@ export const CrossEntropy = "CrossEntropy";
  * (softmax(logits[n]) - onehot(targets[n])) * dy[n]. dy carries the scale (1/N for a mean).
  */
 export const CrossEntropyBackward = "CrossEntropyBackward";
+/**
+ * {q [...batch, M, D], k [...batch, N, D], v [...batch, N, D]} -> [out [...batch, M, D] in q's dtype, lse float32
+ * [...batch, M]], per [M, D] matrix: out = softmax(attrs.scale * q k^T) v over each row's kept keys, and lse the
+ * natural-log log-sum-exp of row i's kept scores attrs.scale * q_i . k_j (max-subtracted), what the backward reads
+ * instead of the scores. attrs.causal: row i keeps only the keys j <= i + N - M (M <= N; Softmax's causal rule), so
+ * every row keeps key 0; otherwise all N. No [M, N] tensor is returned or needs to be stored (flash attention).
+ * Same float dtype, identical batch dims (none for rank 2), N >= 1, D >= 1; M = 0 gives empty outputs. Half types
+ * compute in float32 and round out once.
+ */
+export const Attention = "Attention";
+/**
+ * {dout, q, k, v, out, lse} -> [dq, dk, dv] (q's, k's and v's shapes, q's dtype): Attention's gradients from its
+ * saved out and lse, the scores recomputed. With P = exp(scale * q k^T - lse) (0 at the masked entries):
+ * dv = P^T dout, dP = dout v^T, Di = sum_d dout[i, d] * out[i, d], dS = P * (dP - Di), dq = scale * dS k,
+ * dk = scale * dS^T q. attrs as the forward's; dout and out have out's shape and dtype, lse is float32. Sums in
+ * float32 (half types). M = 0: dq is empty, dk and dv are zeros.
+ */
+export const AttentionBackward = "AttentionBackward";
 
 // ---------------------------------------------------------------- dense and block-sparse products
 
@@ -279,6 +297,8 @@ export type ArgmaxAttrs = { axis: number; keepDims: boolean };
 export type LayerNormAttrs = { epsilon: number };
 export type SoftmaxAttrs = { causal: boolean };
 export type SoftmaxBackwardAttrs = { log: boolean; causal: boolean };
+/** Attention's and AttentionBackward's: causal masking (Softmax's rule) and the factor of the scores q k^T. */
+export type AttentionAttrs = { causal: boolean; scale: number };
 export type MatmulAttrs = { transposeA: boolean; transposeB: boolean };
 /** The BsrPattern object itself: never a copy of its arrays. */
 export type PatternAttrs = { pattern: BsrPattern };
@@ -368,6 +388,12 @@ export interface KernelSpecs {
   >;
   CrossEntropy: Spec<{ logits: TensorInfo; targets: TensorInfo }, NoAttrs, One>;
   CrossEntropyBackward: Spec<{ logits: TensorInfo; targets: TensorInfo; dy: TensorInfo }, NoAttrs, One>;
+  Attention: Spec<{ q: TensorInfo; k: TensorInfo; v: TensorInfo }, AttentionAttrs, [TensorInfo, TensorInfo]>;
+  AttentionBackward: Spec<
+    { dout: TensorInfo; q: TensorInfo; k: TensorInfo; v: TensorInfo; out: TensorInfo; lse: TensorInfo },
+    AttentionAttrs,
+    Three
+  >;
 
   Matmul: Spec<Binary, MatmulAttrs, One>;
   BsrLinear: Spec<{ x: TensorInfo; values: TensorInfo; bias?: TensorInfo }, PatternAttrs, One>;
@@ -474,7 +500,7 @@ const binary = (dtypes: readonly DType[]) =>
 const comparison = { family: "elementwise", form: "comparison", outputs: 1, gradient: "none", dtypes: ANY, implementedBy: "backend" } as const;
 const reduction = (gradient: GradientKind, dtypes: readonly DType[]) =>
   ({ family: "reduction", outputs: 1, gradient, dtypes, implementedBy: "backend" }) as const;
-const nn = <N extends 1 | 3>(outputs: N, gradient: GradientKind) =>
+const nn = <N extends 1 | 2 | 3>(outputs: N, gradient: GradientKind) =>
   ({ family: "nn", outputs, gradient, dtypes: FLOAT, implementedBy: "backend" }) as const;
 const product = { family: "products", outputs: 1, gradient: "rule", dtypes: FLOAT, implementedBy: "backend" } as const;
 
@@ -541,6 +567,8 @@ export const KERNEL_CATALOGUE = {
   LayerNormBackward: nn(3, "backward-only"),
   CrossEntropy: nn(1, "rule"),
   CrossEntropyBackward: nn(1, "backward-only"),
+  Attention: nn(2, "rule"),
+  AttentionBackward: nn(3, "backward-only"),
 
   Matmul: product,
   BsrLinear: product,

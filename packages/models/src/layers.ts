@@ -1,5 +1,21 @@
-import { add, DTypeError, encodeStorage, engine, matmul, mul, permute, randint, randn, reshape, ShapeError, softmax, type Tensor, tidy } from "@blocksparse/core";
-import { Embedding, GELU, Linear, type Module, type Parameter, ReLU } from "@blocksparse/nn";
+import {
+  add,
+  DTypeError,
+  encodeStorage,
+  engine,
+  matmul,
+  mul,
+  permute,
+  randint,
+  randn,
+  reshape,
+  ShapeError,
+  scaledDotProductAttention,
+  softmax,
+  type Tensor,
+  tidy,
+} from "@blocksparse/core";
+import { Dropout, Embedding, GELU, Linear, type Module, type Parameter, ReLU } from "@blocksparse/nn";
 import { SeededRandom } from "@blocksparse/format";
 import type { Activation } from "./config";
 
@@ -33,15 +49,18 @@ export function splitHeads(x: Tensor, heads: number): Tensor {
  * softmax(q k^T * scale + mask) v per head, heads merged back: q, k, v [B, H, T, hd], an
  * additive mask broadcasting to [B, H, T, T] -> [B, T, H * hd]. `causal`: each position also sees
  * only itself and the positions before it, masked inside the softmax (no mask tensor). `dropout`
- * acts on the weights.
+ * acts on the weights. With no mask and a Dropout that drops nothing (p = 0, or eval mode) it is
+ * core's fused scaledDotProductAttention: no [T, T] tensor is made or kept for the backward.
  */
 export function attention(q: Tensor, k: Tensor, v: Tensor, scale: number, mask: Tensor | null, dropout: Module, causal = false): Tensor {
   return tidy(() => {
     const [batch, heads, length, headDim] = q.shape;
+    const merge = (attended: Tensor) => reshape(permute(attended, [0, 2, 1, 3]), [batch, length, heads * headDim]);
+    if (mask === null && dropout instanceof Dropout && !dropout.active) return merge(scaledDotProductAttention(q, k, v, { causal, scale }));
     // Scaling the queries ([T, hd] per head) costs a pass over far less than scaling the scores ([T, T]).
     const scores = matmul(scale === 1 ? q : mul(q, scale), k, { transposeB: true });
     const weights = dropout.forward(softmax(mask === null ? scores : add(scores, mask), -1, { causal }));
-    return reshape(permute(matmul(weights, v), [0, 2, 1, 3]), [batch, length, heads * headDim]);
+    return merge(matmul(weights, v));
   });
 }
 

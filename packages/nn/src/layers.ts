@@ -103,9 +103,14 @@ export class Dropout extends Module {
     this.#random = new SeededRandom(childSeeds(options.seed, 1)[0]);
   }
 
+  /** Whether forward drops anything: training with p > 0 (otherwise it returns its input unchanged, as a clone). */
+  get active(): boolean {
+    return this.training && this.p > 0;
+  }
+
   forward(x: Tensor): Tensor {
     checkTensorInput(this.label, x);
-    if (!this.training || this.p === 0) return x.clone();
+    if (!this.active) return x.clone();
     const scale = 1 / (1 - this.p);
     const mask = new Float32Array(x.size);
     for (let i = 0; i < mask.length; i++) mask[i] = this.#random.next() < this.p ? 0 : scale;

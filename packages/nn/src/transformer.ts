@@ -1,4 +1,19 @@
-import { add, expandDims, matmul, mul, permute, reshape, ShapeError, softmax, split, squeeze, type Tensor, tidy, ValueError } from "@blocksparse/core";
+import {
+  add,
+  expandDims,
+  matmul,
+  mul,
+  permute,
+  reshape,
+  ShapeError,
+  scaledDotProductAttention,
+  softmax,
+  split,
+  squeeze,
+  type Tensor,
+  tidy,
+  ValueError,
+} from "@blocksparse/core";
 import { childSeeds } from "./init";
 import { Dropout, forwardLinearActivation, GELU, LayerNorm } from "./layers";
 import { checkFeatures, checkTensorInput, Linear } from "./linear";
@@ -17,7 +32,11 @@ export interface TransformerBlockOptions {
   seed?: number;
 }
 
-/** Multi-head causal self-attention: x [B, T, dModel] (or [T, dModel]) -> same shape. */
+/**
+ * Multi-head causal self-attention: x [B, T, dModel] (or [T, dModel]) -> same shape. Runs core's fused
+ * scaledDotProductAttention (no [T, T] tensor kept for the backward) unless its attention dropout is active (training
+ * with p > 0), which needs the attention weights made.
+ */
 export class CausalSelfAttention extends Module {
   readonly dModel: number;
   readonly nHeads: number;
@@ -57,14 +76,22 @@ export class CausalSelfAttention extends Module {
       const qkv = permute(reshape(this.qkv.forward(input), [batch, length, 3, heads, headDim]), [2, 0, 3, 1, 4]);
       // One split (its gradient is one concat), not three slices (whose gradients would each be padded to qkv's size).
       const [q, k, v] = split(qkv, 3, 0).map((part) => reshape(part, [batch, heads, length, headDim]));
-      // The scale multiplies the queries ([T, hd] per head) rather than the scores ([T, T]), and the causal mask
-      // is applied inside the softmax: no [T, T] mask is made, uploaded or added, and no [T, T] pass is spent.
-      const scores = matmul(mul(q, 1 / Math.sqrt(headDim)), k, { transposeB: true });
-      const weights = this.attnDropout.forward(softmax(scores, -1, { causal: true }));
-      const merged = reshape(permute(matmul(weights, v), [0, 2, 1, 3]), [batch, length, this.dModel]);
+      const scale = 1 / Math.sqrt(headDim);
+      const attended = this.attnDropout.active ? this.explicitAttention(q, k, v, scale) : scaledDotProductAttention(q, k, v, { causal: true, scale });
+      const merged = reshape(permute(attended, [0, 2, 1, 3]), [batch, length, this.dModel]);
       const out = this.residDropout.forward(this.proj.forward(merged));
       return x.rank === 2 ? squeeze(out, 0) : out;
     });
+  }
+
+  /**
+   * Attention with its [T, T] weights made, for dropout on them (scaledDotProductAttention never makes them). The scale
+   * multiplies the queries ([T, hd] per head) rather than the scores ([T, T]), and the causal mask is applied inside
+   * the softmax: no [T, T] mask is made, uploaded or added.
+   */
+  private explicitAttention(q: Tensor, k: Tensor, v: Tensor, scale: number): Tensor {
+    const scores = matmul(mul(q, scale), k, { transposeB: true });
+    return matmul(this.attnDropout.forward(softmax(scores, -1, { causal: true })), v);
   }
 
   protected override extraRepr(): string {

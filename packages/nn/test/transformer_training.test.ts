@@ -94,6 +94,25 @@ describe("CausalSelfAttention", () => {
     expect(count("Split")).toBe(1);
     expect(count("Slice")).toBe(0);
     expect(count("Concat")).toBe(1);
-    expect(count("SoftmaxBackward")).toBe(1);
+    expect(count("AttentionBackward")).toBe(1);
+  });
+
+  it("runs the fused attention (no [T, T] weights) unless its attention dropout is active", () => {
+    const kernelsOf = (block: TransformerBlock) => {
+      const x = randn([2, 5, 16], { seed: 13 });
+      x.requiresGrad = true;
+      const kernels: string[] = [];
+      const stop = addKernelObserver((record) => kernels.push(record.kernelName));
+      tidy(() => backward(block.attn.forward(x), randn([2, 5, 16], { seed: 14 })));
+      stop();
+      block.zeroGrad();
+      x.dispose();
+      return ["Attention", "AttentionBackward", "Softmax", "SoftmaxBackward"].map((name) => kernels.filter((k) => k === name).length);
+    };
+    const dropping = new TransformerBlock({ dModel: 16, nHeads: 4, dropout: 0.2, seed: 12 });
+    expect(kernelsOf(dropping), "training with dropout 0.2").toEqual([0, 0, 1, 1]);
+    dropping.eval();
+    expect(kernelsOf(dropping), "dropout 0.2 in eval mode").toEqual([1, 1, 0, 0]);
+    expect(kernelsOf(new TransformerBlock({ dModel: 16, nHeads: 4, seed: 12 })), "no dropout").toEqual([1, 1, 0, 0]);
   });
 });

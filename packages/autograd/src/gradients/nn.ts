@@ -1,7 +1,9 @@
 import {
+  type AttentionGrads,
   type LayerNormGrads,
   type Tensor,
   add,
+  attentionBackward,
   broadcastTo,
   cast,
   crossEntropyBackward,
@@ -14,6 +16,7 @@ import {
   softmaxBackward,
   sub,
 } from "@blocksparse/core";
+import { AutogradError } from "../errors";
 import { registerGradient } from "../registry";
 
 /**
@@ -67,6 +70,26 @@ export function registerNnGradients(): void {
         gamma: () => kernelGrads().dgamma,
         beta: () => kernelGrads().dbeta,
       };
+    },
+  });
+  // One AttentionBackward kernel from the saved out and lse gives all three gradients (the scores recomputed).
+  registerGradient("Attention", {
+    inputsToSave: ["q", "k", "v"],
+    outputsToSave: [0, 1],
+    gradFunc: (dys, { saved, savedOutputs, attrs, outputHasGrad }) => {
+      // lse is not returned by scaledDotProductAttention; attentionWithStats' lse carries no gradient of its own.
+      if (outputHasGrad[1]) {
+        throw new AutogradError(
+          "Attention: a gradient reached its lse output, which has none: detach lse (or compute with it inside noGrad); only out is differentiable",
+        );
+      }
+      const dout = dys[0];
+      let grads: AttentionGrads | undefined;
+      const kernelGrads = () => {
+        grads ??= attentionBackward(dout, saved.q!, saved.k!, saved.v!, savedOutputs[0]!, savedOutputs[1]!, attrs);
+        return grads;
+      };
+      return { q: () => kernelGrads().dq, k: () => kernelGrads().dk, v: () => kernelGrads().dv };
     },
   });
   registerGradient("CrossEntropy", {

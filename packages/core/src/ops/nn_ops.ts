@@ -2,6 +2,9 @@ import { engine } from "../engine";
 import { BackendError, IndexError, ShapeError, ValueError } from "../errors";
 import {
   AdamUpdate,
+  Attention,
+  AttentionBackward,
+  type AttentionAttrs,
   CrossEntropy,
   CrossEntropyBackward,
   LayerNorm,
@@ -213,6 +216,108 @@ export function crossEntropyBackward(logits: Tensor, targets: Tensor, dy: Tensor
   assertSameDType(op, ["dy", "logits"], dy, logits);
   assertShape(op, "dy", dy, targets.shape);
   return engine.runKernel(CrossEntropyBackward, { logits, targets, dy }, {});
+}
+
+/** Options of scaledDotProductAttention (and attentionWithStats, attentionBackward). */
+export interface AttentionOptions {
+  /**
+   * Causal masking, softmax's rule (M <= N): query i of M keeps only the keys j <= i + N - M. With M = N that is a
+   * decoder's mask; with M < N the queries are the last M of N positions (decoding with a cache).
+   */
+  causal?: boolean;
+  /** The factor of the scores q k^T: a finite number > 0 (default 1 / sqrt(D)). */
+  scale?: number;
+}
+
+export interface AttentionResult {
+  /** [...batch, M, D], q's dtype. */
+  out: Tensor;
+  /** float32 [...batch, M]: the natural-log log-sum-exp of each row's kept scores (what the backward reads). */
+  lse: Tensor;
+}
+
+/** The checks of the attention ops on q, k, v and the options; the kernel's attributes. */
+function checkAttention(op: string, q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions): AttentionAttrs {
+  assertTensor(op, "q", q);
+  assertTensor(op, "k", k);
+  assertTensor(op, "v", v);
+  assertFloat(op, "q", q);
+  assertSameDType(op, ["k", "q"], k, q);
+  assertSameDType(op, ["v", "q"], v, q);
+  assertSameBackend(op, [["q", q], ["k", k], ["v", v]]);
+  assertMinRank(op, "q", q, 2);
+  assertMinRank(op, "k", k, 2);
+  assertShape(op, "v", v, k.shape);
+  const batch = q.shape.slice(0, -2);
+  if (!shapesEqual(batch, k.shape.slice(0, -2))) {
+    throw new ShapeError(
+      `${op}: q ${formatShape(q.shape)} and k ${formatShape(k.shape)} must have identical batch dims (all but the last two; no broadcasting), got ${formatShape(batch)} and ${formatShape(k.shape.slice(0, -2))}`,
+    );
+  }
+  const m = q.shape[q.rank - 2];
+  const n = k.shape[k.rank - 2];
+  const d = q.shape[q.rank - 1];
+  if (k.shape[k.rank - 1] !== d) {
+    throw new ShapeError(`${op}: q ${formatShape(q.shape)} and k ${formatShape(k.shape)} must have the same last dim (the head dim D), got ${d} and ${k.shape[k.rank - 1]}`);
+  }
+  if (n === 0) throw new ShapeError(`${op}: k ${formatShape(k.shape)} has no keys: attention needs N >= 1 (k's second-to-last dim)`);
+  if (d === 0) throw new ShapeError(`${op}: q ${formatShape(q.shape)} has head dim 0: attention needs D >= 1 (q's last dim)`);
+  const causal = options.causal ?? false;
+  if (typeof causal !== "boolean") throw new ValueError(`${op}: causal must be a boolean, got ${String(causal)}`);
+  if (causal && m > n) {
+    throw new ShapeError(
+      `${op}: causal masking needs no more queries than keys (rows than columns of the scores), got q ${formatShape(q.shape)} and k ${formatShape(k.shape)} (${m} > ${n})`,
+    );
+  }
+  const scale = options.scale ?? 1 / Math.sqrt(d);
+  assertFiniteNumber(op, "scale", scale);
+  if (scale <= 0) throw new ValueError(`${op}: scale must be > 0, got ${scale}`);
+  return { causal, scale };
+}
+
+/** scaledDotProductAttention with the float32 log-sum-exp of each row's scores (what its gradient reads). */
+export function attentionWithStats(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): AttentionResult {
+  const attrs = checkAttention("scaledDotProductAttention", q, k, v, options);
+  const [out, lse] = engine.runKernel(Attention, { q, k, v }, attrs);
+  return { out, lse };
+}
+
+/**
+ * Attention in one kernel: softmax(scale * q k^T) v for q [...batch, M, D], k and v [...batch, N, D] (identical batch
+ * dims, rank >= 2) -> [...batch, M, D]. `options.causal` masks as softmax's causal option (query i keeps the keys
+ * j <= i + N - M, M <= N); `options.scale` defaults to 1 / sqrt(D). No [M, N] tensor is made: the gradient reads the
+ * output and each row's float32 log-sum-exp and recomputes the scores (flash attention).
+ */
+export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor {
+  const { out, lse } = attentionWithStats(q, k, v, options);
+  lse.dispose();
+  return out;
+}
+
+export interface AttentionGrads {
+  dq: Tensor;
+  dk: Tensor;
+  dv: Tensor;
+}
+
+/**
+ * The gradients of scaledDotProductAttention from its output `out`, the float32 log-sum-exp `lse` (attentionWithStats)
+ * and the output's gradient `dout`, in one kernel that recomputes the scores. What autograd runs for its gradient.
+ */
+export function attentionBackward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, options: AttentionOptions = {}): AttentionGrads {
+  const op = "attentionBackward";
+  const attrs = checkAttention(op, q, k, v, options);
+  for (const [name, t] of [["dout", dout], ["out", out]] as const) {
+    assertTensor(op, name, t);
+    assertSameDType(op, [name, "q"], t, q);
+    assertShape(op, name, t, q.shape);
+  }
+  assertTensor(op, "lse", lse);
+  assertDType(op, "lse", lse, "float32");
+  assertShape(op, "lse", lse, q.shape.slice(0, -1));
+  assertSameBackend(op, [["q", q], ["dout", dout], ["out", out], ["lse", lse]]);
+  const [dq, dk, dv] = engine.runKernel(AttentionBackward, { dout, q, k, v, out, lse }, attrs);
+  return { dq, dk, dv };
 }
 
 export interface AdamOptions {

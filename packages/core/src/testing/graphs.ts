@@ -10,6 +10,8 @@ import {
   type Tensor,
   adamUpdate,
   add,
+  attentionBackward,
+  attentionWithStats,
   BackendError,
   BsrPattern,
   bsrLinear,
@@ -30,6 +32,7 @@ import {
   tidy,
 } from "@blocksparse/core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { TOLERANCES } from "./harness";
 
 /** Declares the graph tests for `backendName` (registered beforehand; it must have graphs). */
 export function declareGraphTests(backendName: string, dtypes: readonly FloatDType[] = ["float32", "bfloat16"]): void {
@@ -84,6 +87,44 @@ export function declareGraphTests(backendName: string, dtypes: readonly FloatDTy
         } finally {
           graph.dispose();
           for (const t of [x, w, bias, d]) t.dispose();
+        }
+      });
+    }
+
+    for (const dtype of dtypes) {
+      it(`${dtype}: fused attention and its backward replay as they run eagerly on the inputs' new values`, () => {
+        const shape = (rows: number) => [1, 2, rows, 64];
+        const [q, k, v, dout] = [shape(65), shape(130), shape(130), shape(65)].map((s) => random(s, dtype));
+        const step = () => {
+          const { out, lse } = attentionWithStats(q, k, v, { causal: true });
+          return { out, lse, ...attentionBackward(dout, q, k, v, out, lse, { causal: true }) };
+        };
+        // A backward may sum dq or dk with atomics (in another order each run): equal up to the dtype's rounding.
+        const expectClose = (got: Tensor, want: number[], name: string) => {
+          const rtol = got.dtype === "float32" ? TOLERANCES.float32 : TOLERANCES[dtype];
+          const scale = want.reduce((most, x) => Math.max(most, Math.abs(x)), 0);
+          const worst = values(got).reduce((most, x, i) => Math.max(most, Math.abs(x - want[i])), 0);
+          expect(worst, name).toBeLessThanOrEqual(rtol * scale);
+        };
+        tidy(() => void step().out.dataSync());
+        const graph = captureGraph(step);
+        try {
+          expect(graph.inputCount).toBe(4);
+          for (let replay = 0; replay < 2; replay++) {
+            tidy(() => {
+              q.assign(random(shape(65), dtype));
+              if (replay === 1) v.assign(random(shape(130), dtype));
+            });
+            const got = graph.replay();
+            const want = tidy(() => {
+              const eager = step();
+              return Object.fromEntries(Object.entries(eager).map(([name, t]) => [name, values(t)]));
+            });
+            for (const [name, t] of Object.entries(got)) expectClose(t, want[name], `replay ${replay}: ${name}`);
+          }
+        } finally {
+          graph.dispose();
+          for (const t of [q, k, v, dout]) t.dispose();
         }
       });
     }

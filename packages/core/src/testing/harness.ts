@@ -158,8 +158,11 @@ function describeValue(v: number): string {
   return Number.isNaN(v) ? "NaN (unwritten or invalid)" : String(v);
 }
 
-/** Asserts shape, dtype and values of `got` against the float64 reference. */
-export function expectValues(got: Tensor, want: Ref, dtype: DType, mode: Mode = "elementwise", scale = 1): void {
+/**
+ * Asserts shape, dtype and values of `got` against the float64 reference. `magnitude` ("scaled" only): the size of the
+ * terms behind the outputs when it exceeds max|want| (sums that cancel to near 0), which the errors then scale with.
+ */
+export function expectValues(got: Tensor, want: Ref, dtype: DType, mode: Mode = "elementwise", scale = 1, magnitude = 0): void {
   expect([...got.shape], "output shape").toEqual(want.shape);
   expect(got.dtype, "output dtype").toBe(dtype);
   const values = got.dataSync();
@@ -174,7 +177,7 @@ export function expectValues(got: Tensor, want: Ref, dtype: DType, mode: Mode = 
   const rtol = TOLERANCES[dtype] * scale;
   let maxAbs = 0;
   for (const w of want.data) if (Number.isFinite(w)) maxAbs = Math.max(maxAbs, Math.abs(w));
-  const floor = mode === "scaled" ? maxAbs : ELEMENTWISE_FLOOR[dtype];
+  const floor = mode === "scaled" ? Math.max(maxAbs, magnitude) : ELEMENTWISE_FLOOR[dtype];
   for (let i = 0; i < values.length; i++) {
     const g = values[i];
     const w = want.data[i];

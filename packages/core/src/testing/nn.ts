@@ -1,8 +1,10 @@
-/** The nn family: Softmax, LogSoftmax, LayerNorm, LayerNormBackward, CrossEntropy, CrossEntropyBackward. */
+/** The nn family: Softmax, LogSoftmax, LayerNorm, LayerNormBackward, CrossEntropy, CrossEntropyBackward, Attention, AttentionBackward. */
 import {
   FLOAT_DTYPES,
   IndexError,
   type Tensor,
+  attentionBackward,
+  attentionWithStats,
   crossEntropy,
   crossEntropyBackward,
   formatShape,
@@ -19,6 +21,43 @@ import {
 import { describe, expect } from "vitest";
 import { type Conformance, expectValues, inCase, makeInput, round } from "./harness";
 import * as R from "./reference";
+
+/** One attention call of the suite: q [...batch, m, d], k and v [...batch, n, d]; scale absent means the default 1 / sqrt(d). */
+interface AttentionCase {
+  batch: number[];
+  m: number;
+  n: number;
+  d: number;
+  causal: boolean;
+  scale?: number;
+}
+
+/**
+ * Tile edges of a GPU kernel (64 rows or keys): M and N below, at and past them, not multiples of 64, one query and
+ * one key, causal with fewer queries than keys (the mask's diagonal off the tiles' corners), head dims 8 to 128 and
+ * ones off the fast paths (40, 5), peaked scores (scale 1: the running max of an online softmax moves), no batch
+ * dims, [1] and [2, 3]. Small enough for the js backend to run in about a second over the three dtypes.
+ */
+const ATTENTION_CASES: readonly AttentionCase[] = [
+  { batch: [], m: 1, n: 1, d: 8, causal: false },
+  { batch: [1], m: 1, n: 1, d: 64, causal: true },
+  { batch: [2, 3], m: 17, n: 17, d: 32, causal: true },
+  { batch: [2, 3], m: 17, n: 65, d: 8, causal: false },
+  { batch: [1], m: 64, n: 64, d: 64, causal: true },
+  { batch: [2], m: 65, n: 130, d: 64, causal: true, scale: 1 },
+  { batch: [], m: 130, n: 130, d: 128, causal: false },
+  { batch: [1], m: 130, n: 130, d: 128, causal: true },
+  { batch: [2], m: 1, n: 130, d: 40, causal: true },
+  { batch: [], m: 130, n: 17, d: 40, causal: false },
+  { batch: [1], m: 65, n: 64, d: 40, causal: false },
+  { batch: [2], m: 17, n: 65, d: 5, causal: true },
+  { batch: [2], m: 0, n: 5, d: 8, causal: true },
+];
+
+function attentionLabel(c: AttentionCase): string {
+  const scale = c.scale === undefined ? "" : `, scale ${c.scale}`;
+  return `q ${formatShape([...c.batch, c.m, c.d])}, k and v ${formatShape([...c.batch, c.n, c.d])}${c.causal ? ", causal" : ""}${scale}`;
+}
 
 export function declareNnTests(suite: Conformance): void {
   const { check, rng } = suite;
@@ -163,5 +202,46 @@ export function declareNnTests(suite: Conformance): void {
       // A device backend that cannot throw still returns a finite first row.
       if (result) expect(Number.isFinite(result.dataSync()[0]), "CrossEntropy float32 logits [2, 3] targets [1, 3]: row 0").toBe(true);
     });
+  });
+
+  describe("scaledDotProductAttention (Attention, AttentionBackward)", () => {
+    for (const dtype of FLOAT_DTYPES) {
+      check(`Attention ${dtype}: out and float32 lse`, () => {
+        for (const c of ATTENTION_CASES) {
+          const q = makeInput(rng(), [...c.batch, c.m, c.d], dtype);
+          const k = makeInput(rng(), [...c.batch, c.n, c.d], dtype);
+          const v = makeInput(rng(), [...c.batch, c.n, c.d], dtype);
+          const want = R.attention(q.ref, k.ref, v.ref, c.causal, c.scale ?? 1 / Math.sqrt(c.d));
+          const { out, lse } = attentionWithStats(q.t, k.t, v.t, { causal: c.causal, scale: c.scale });
+          const label = `Attention ${dtype}, ${attentionLabel(c)}`;
+          inCase(`${label}: out`, () => expectValues(out, want.out, dtype, "scaled", 2, want.magnitudes.out));
+          inCase(`${label}: lse`, () => expectValues(lse, want.lse, "float32", "scaled", 1, want.magnitudes.lse));
+        }
+      });
+
+      check(`AttentionBackward ${dtype}: dq, dk and dv from out and lse`, () => {
+        for (const c of ATTENTION_CASES) {
+          const scale = c.scale ?? 1 / Math.sqrt(c.d);
+          const q = makeInput(rng(), [...c.batch, c.m, c.d], dtype);
+          const k = makeInput(rng(), [...c.batch, c.n, c.d], dtype);
+          const v = makeInput(rng(), [...c.batch, c.n, c.d], dtype);
+          const dout = makeInput(rng(), [...c.batch, c.m, c.d], dtype);
+          // The saved outputs as a forward stores them: out rounded to the dtype, lse to float32.
+          const forward = R.attention(q.ref, k.ref, v.ref, c.causal, scale);
+          const out = R.map(forward.out, (x) => round(dtype, x));
+          const lse = R.map(forward.lse, (x) => round("float32", x));
+          const want = R.attentionBackward(dout.ref, q.ref, k.ref, v.ref, out, lse, c.causal, scale);
+          const got = attentionBackward(dout.t, q.t, k.t, v.t, tensor(out.data, out.shape, dtype), tensor(lse.data, lse.shape, "float32"), {
+            causal: c.causal,
+            scale: c.scale,
+          });
+          const label = `AttentionBackward ${dtype}, ${attentionLabel(c)}`;
+          // Rows that keep one key (N = 1, a causal first row) cancel to dq = dk = 0 but for rounding: errors scale with the terms.
+          inCase(`${label}: dq`, () => expectValues(got.dq, want.dq, dtype, "scaled", 4, want.magnitudes.dq));
+          inCase(`${label}: dk`, () => expectValues(got.dk, want.dk, dtype, "scaled", 4, want.magnitudes.dk));
+          inCase(`${label}: dv`, () => expectValues(got.dv, want.dv, dtype, "scaled", 4, want.magnitudes.dv));
+        }
+      });
+    }
   });
 }

@@ -228,6 +228,118 @@ export function layerNormBackward(dy: Ref, x: Ref, gamma: Ref | null, eps: numbe
   return { dx, dgamma, dbeta };
 }
 
+/** The sizes of an attention call: `heads` [M, D] matrices of q, each against N rows of k and v. */
+function attentionSizes(q: Ref, k: Ref): { heads: number; m: number; n: number; d: number } {
+  const rank = q.shape.length;
+  return { heads: size(q.shape.slice(0, -2)), m: q.shape[rank - 2], n: k.shape[rank - 2], d: q.shape[rank - 1] };
+}
+
+/** Whether query i of m keeps key j of n: all of them, or causally (Softmax's rule) j <= i + n - m. */
+const keeps = (causal: boolean, i: number, j: number, m: number, n: number): boolean => !causal || j <= i + n - m;
+
+/**
+ * Attention per head: out = softmax(scale q k^T, masked) v and lse, each row's natural-log log-sum-exp of its kept
+ * scores. `magnitudes`: the largest sum of absolute terms behind an element of each output (sum_j p_ij |v_jc| for out,
+ * |max_j s_ij| + scale max_j sum_c |q_ic k_jc| + log(kept) for lse), the size its rounding errors scale with where the
+ * terms cancel.
+ */
+export function attention(q: Ref, k: Ref, v: Ref, causal: boolean, scale: number): { out: Ref; lse: Ref; magnitudes: { out: number; lse: number } } {
+  const { heads, m, n, d } = attentionSizes(q, k);
+  const out = ref(q.shape);
+  const lse = ref(q.shape.slice(0, -1));
+  const magnitudes = { out: 0, lse: 0 };
+  for (let h = 0; h < heads; h++) {
+    for (let i = 0; i < m; i++) {
+      const scores: number[] = [];
+      let absScore = 0;
+      for (let j = 0; j < n; j++) {
+        if (!keeps(causal, i, j, m, n)) continue;
+        let dot = 0;
+        let abs = 0;
+        for (let c = 0; c < d; c++) {
+          dot += q.data[(h * m + i) * d + c] * k.data[(h * n + j) * d + c];
+          abs += Math.abs(q.data[(h * m + i) * d + c] * k.data[(h * n + j) * d + c]);
+        }
+        scores.push(scale * dot);
+        absScore = Math.max(absScore, scale * abs);
+      }
+      const max = Math.max(...scores);
+      const logSum = max + Math.log(scores.reduce((total, s) => total + Math.exp(s - max), 0));
+      lse.data[h * m + i] = logSum;
+      magnitudes.lse = Math.max(magnitudes.lse, Math.abs(max) + absScore + Math.log(scores.length));
+      for (let c = 0; c < d; c++) {
+        let abs = 0;
+        scores.forEach((s, j) => {
+          const term = Math.exp(s - logSum) * v.data[(h * n + j) * d + c];
+          out.data[(h * m + i) * d + c] += term;
+          abs += Math.abs(term);
+        });
+        magnitudes.out = Math.max(magnitudes.out, abs);
+      }
+    }
+  }
+  return { out, lse, magnitudes };
+}
+
+/**
+ * Attention's gradients as matrices per head, from the given out and lse: P = exp(scale q k^T - lse) (0 where masked),
+ * dP = dout v^T, dS = P (dP - rowsum(dout * out)), dq = scale dS k, dk = scale dS^T q, dv = P^T dout. `magnitudes`: the
+ * largest sum of absolute terms behind an element of each gradient (dS_ij's terms P_ij |dP_ij| and P_ij |D_i| taken
+ * apart), the size its rounding errors scale with: dS cancels to 0 where a row keeps one key.
+ */
+export function attentionBackward(
+  dout: Ref,
+  q: Ref,
+  k: Ref,
+  v: Ref,
+  out: Ref,
+  lse: Ref,
+  causal: boolean,
+  scale: number,
+): { dq: Ref; dk: Ref; dv: Ref; magnitudes: { dq: number; dk: number; dv: number } } {
+  const { heads, m, n, d } = attentionSizes(q, k);
+  const dq = ref(q.shape);
+  const dk = ref(k.shape);
+  const dv = ref(v.shape);
+  const bounds = { dq: ref(q.shape), dk: ref(k.shape), dv: ref(v.shape) };
+  const dot = (a: Ref, row: number, b: Ref, other: number) => {
+    let total = 0;
+    for (let c = 0; c < d; c++) total += a.data[row * d + c] * b.data[other * d + c];
+    return total;
+  };
+  for (let h = 0; h < heads; h++) {
+    const p = new Float64Array(m * n);
+    const ds = new Float64Array(m * n);
+    const dsAbs = new Float64Array(m * n);
+    for (let i = 0; i < m; i++) {
+      const rowSum = dot(dout, h * m + i, out, h * m + i);
+      for (let j = 0; j < n; j++) {
+        if (!keeps(causal, i, j, m, n)) continue;
+        p[i * n + j] = Math.exp(scale * dot(q, h * m + i, k, h * n + j) - lse.data[h * m + i]);
+        const dp = dot(dout, h * m + i, v, h * n + j);
+        ds[i * n + j] = p[i * n + j] * (dp - rowSum);
+        dsAbs[i * n + j] = p[i * n + j] * (Math.abs(dp) + Math.abs(rowSum));
+      }
+    }
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < n; j++) {
+        for (let c = 0; c < d; c++) {
+          const qi = (h * m + i) * d + c;
+          const kj = (h * n + j) * d + c;
+          dq.data[qi] += scale * ds[i * n + j] * k.data[kj];
+          dk.data[kj] += scale * ds[i * n + j] * q.data[qi];
+          dv.data[kj] += p[i * n + j] * dout.data[qi];
+          bounds.dq.data[qi] += scale * dsAbs[i * n + j] * Math.abs(k.data[kj]);
+          bounds.dk.data[kj] += scale * dsAbs[i * n + j] * Math.abs(q.data[qi]);
+          bounds.dv.data[kj] += p[i * n + j] * Math.abs(dout.data[qi]);
+        }
+      }
+    }
+  }
+  const largest = (a: Ref) => a.data.reduce((most, x) => Math.max(most, x), 0);
+  return { dq, dk, dv, magnitudes: { dq: largest(bounds.dq), dk: largest(bounds.dk), dv: largest(bounds.dv) } };
+}
+
 export function crossEntropy(logits: Ref, targets: ArrayLike<number>): Ref {
   const n = logits.shape[1];
   return ref([logits.shape[0]], (r) => {

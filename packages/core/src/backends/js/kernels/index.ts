@@ -11,6 +11,8 @@ import {
 } from "./elementwise";
 import {
   adamUpdateKernel,
+  attentionBackwardKernel,
+  attentionKernel,
   crossEntropyBackwardKernel,
   crossEntropyKernel,
   layerNormBackwardKernel,
@@ -99,6 +101,8 @@ export const jsKernels = {
   LayerNormBackward: layerNormBackwardKernel,
   CrossEntropy: crossEntropyKernel,
   CrossEntropyBackward: crossEntropyBackwardKernel,
+  Attention: attentionKernel,
+  AttentionBackward: attentionBackwardKernel,
 
   Matmul: matmulKernel,
   BsrLinear: bsrLinearKernel,

@@ -167,6 +167,156 @@ export function crossEntropyBackwardKernel({ inputs: { logits, targets, dy }, ba
   return out.commit();
 }
 
+/** sum_c a[aAt + c] * b[bAt + c] in float64, in four partial sums (independent adds, which the CPU overlaps). */
+function dot(a: Float32Array, aAt: number, b: Float32Array, bAt: number, d: number): number {
+  let s0 = 0;
+  let s1 = 0;
+  let s2 = 0;
+  let s3 = 0;
+  let c = 0;
+  for (; c + 4 <= d; c += 4) {
+    s0 += a[aAt + c] * b[bAt + c];
+    s1 += a[aAt + c + 1] * b[bAt + c + 1];
+    s2 += a[aAt + c + 2] * b[bAt + c + 2];
+    s3 += a[aAt + c + 3] * b[bAt + c + 3];
+  }
+  for (; c < d; c++) s0 += a[aAt + c] * b[bAt + c];
+  return s0 + s1 + (s2 + s3);
+}
+
+/** An attention call's sizes: `heads` [M, D] matrices of queries, each against N keys. */
+function attentionSizes(q: TensorInfo, k: TensorInfo): { heads: number; m: number; n: number; d: number } {
+  const rank = q.shape.length;
+  return { heads: sizeOf(q.shape.slice(0, -2)), m: q.shape[rank - 2], n: k.shape[rank - 2], d: q.shape[rank - 1] };
+}
+
+export function attentionKernel({ inputs: { q, k, v }, attrs: { causal, scale }, backend }: KernelArgs<"Attention", JsBackend>): [TensorInfo, TensorInfo] {
+  const { heads, m, n, d } = attentionSizes(q, k);
+  const qs = backend.floats(q);
+  const ks = backend.floats(k);
+  const vs = backend.floats(v);
+  const out = backend.floatOutput(q.shape, q.dtype);
+  const lse = backend.floatOutput(q.shape.slice(0, -1), "float32");
+  // One row of scores and one row of output at a time, in float64: nothing of size [M, N].
+  const scores = new Float64Array(n);
+  const acc = new Float64Array(d);
+  for (let h = 0; h < heads; h++) {
+    const keyBase = h * n * d;
+    for (let i = 0; i < m; i++) {
+      const row = (h * m + i) * d;
+      const kept = causal ? i + n - m + 1 : n;
+      let max = Number.NEGATIVE_INFINITY;
+      for (let j = 0; j < kept; j++) {
+        const s = scale * dot(qs, row, ks, keyBase + j * d, d);
+        scores[j] = s;
+        if (s > max || Number.isNaN(s)) max = s;
+      }
+      acc.fill(0);
+      let sum = 0;
+      let j = 0;
+      // Two values per pass over the accumulator.
+      for (; j + 2 <= kept; j += 2) {
+        const p0 = Math.exp(scores[j] - max);
+        const p1 = Math.exp(scores[j + 1] - max);
+        sum += p0 + p1;
+        const v0 = keyBase + j * d;
+        const v1 = v0 + d;
+        for (let c = 0; c < d; c++) acc[c] += p0 * vs[v0 + c] + p1 * vs[v1 + c];
+      }
+      if (j < kept) {
+        const p = Math.exp(scores[j] - max);
+        sum += p;
+        const value = keyBase + j * d;
+        for (let c = 0; c < d; c++) acc[c] += p * vs[value + c];
+      }
+      for (let c = 0; c < d; c++) out.data[row + c] = acc[c] / sum;
+      lse.data[h * m + i] = max + Math.log(sum);
+    }
+  }
+  return [out.commit(), lse.commit()];
+}
+
+export function attentionBackwardKernel({
+  inputs: { dout, q, k, v, out, lse },
+  attrs: { causal, scale },
+  backend,
+}: KernelArgs<"AttentionBackward", JsBackend>): [TensorInfo, TensorInfo, TensorInfo] {
+  const { heads, m, n, d } = attentionSizes(q, k);
+  const g = backend.floats(dout);
+  const qs = backend.floats(q);
+  const ks = backend.floats(k);
+  const vs = backend.floats(v);
+  const o = backend.floats(out);
+  const l = backend.floats(lse);
+  const dq = backend.floatOutput(q.shape, q.dtype);
+  const dk = backend.floatOutput(k.shape, q.dtype);
+  const dv = backend.floatOutput(v.shape, q.dtype);
+  // Row by row, each P_ij recomputed from the saved lse; dk and dv summed over the rows of one head in float64.
+  const dqRow = new Float64Array(d);
+  const dkAcc = new Float64Array(n * d);
+  const dvAcc = new Float64Array(n * d);
+  for (let h = 0; h < heads; h++) {
+    const keyBase = h * n * d;
+    dkAcc.fill(0);
+    dvAcc.fill(0);
+    for (let i = 0; i < m; i++) {
+      const row = (h * m + i) * d;
+      const kept = causal ? i + n - m + 1 : n;
+      const rowLse = l[h * m + i];
+      const di = dot(g, row, o, row, d);
+      dqRow.fill(0);
+      let j = 0;
+      // Two keys per pass over the row: each q, dout and dq element is read once for both.
+      for (; j + 2 <= kept; j += 2) {
+        const k0 = keyBase + j * d;
+        const k1 = k0 + d;
+        let s0 = 0;
+        let s1 = 0;
+        let t0 = 0;
+        let t1 = 0;
+        for (let c = 0; c < d; c++) {
+          const qc = qs[row + c];
+          const gc = g[row + c];
+          s0 += qc * ks[k0 + c];
+          s1 += qc * ks[k1 + c];
+          t0 += gc * vs[k0 + c];
+          t1 += gc * vs[k1 + c];
+        }
+        const p0 = Math.exp(scale * s0 - rowLse);
+        const p1 = Math.exp(scale * s1 - rowLse);
+        const ds0 = scale * p0 * (t0 - di);
+        const ds1 = scale * p1 * (t1 - di);
+        const a0 = j * d;
+        const a1 = a0 + d;
+        for (let c = 0; c < d; c++) {
+          const qc = qs[row + c];
+          const gc = g[row + c];
+          dvAcc[a0 + c] += p0 * gc;
+          dvAcc[a1 + c] += p1 * gc;
+          dkAcc[a0 + c] += ds0 * qc;
+          dkAcc[a1 + c] += ds1 * qc;
+          dqRow[c] += ds0 * ks[k0 + c] + ds1 * ks[k1 + c];
+        }
+      }
+      if (j < kept) {
+        const key = keyBase + j * d;
+        const p = Math.exp(scale * dot(qs, row, ks, key, d) - rowLse);
+        const ds = scale * p * (dot(g, row, vs, key, d) - di);
+        const at = j * d;
+        for (let c = 0; c < d; c++) {
+          dvAcc[at + c] += p * g[row + c];
+          dkAcc[at + c] += ds * qs[row + c];
+          dqRow[c] += ds * ks[key + c];
+        }
+      }
+      for (let c = 0; c < d; c++) dq.data[row + c] = dqRow[c];
+    }
+    dk.data.set(dkAcc, keyBase);
+    dv.data.set(dvAcc, keyBase);
+  }
+  return [dq.commit(), dk.commit(), dv.commit()];
+}
+
 type AdamHyperparameters = Omit<KernelArgs<"AdamUpdate", JsBackend>["attrs"], "step">;
 
 /** One Adam/AdamW step over one tensor (float64 math on the widened values), into fresh outputs of the inputs' dtypes. */
