@@ -747,6 +747,65 @@ Napi::Value softmaxBackward(const Napi::CallbackInfo& info) {
   return undefinedOf(info);
 }
 
+// Attention's shapes: batch matrices of q [M, D], k and v [N, D]; causal needs M <= N; a row needs a key.
+void requireAttentionShape(const char* op, int64_t M, int64_t N, int64_t D, bool causal, float scale) {
+  BS_REQUIRE(M <= 2147483647 && N <= 2147483647, std::string(op) + ": query and key counts must be below 2^31, got M=" +
+                                                     std::to_string(M) + " N=" + std::to_string(N));
+  BS_REQUIRE(D >= 1, std::string(op) + ": head dim must be at least 1, got " + std::to_string(D));
+  BS_REQUIRE(M == 0 || N >= 1, std::string(op) + ": " + std::to_string(M) + " queries need at least one key, got N=0");
+  BS_REQUIRE(!causal || M <= N, std::string(op) + ": causal masking needs M <= N, got M=" + std::to_string(M) +
+                                    " N=" + std::to_string(N));
+  BS_REQUIRE(std::isfinite(scale) && scale > 0, std::string(op) + ": scale must be a finite number > 0, got " +
+                                                    std::to_string(scale));
+}
+
+// attention(dtype, q, k, v, out, lse, batch, M, N, D, scale, causal): lse float32 [batch, M].
+Napi::Value attention(const Napi::CallbackInfo& info) {
+  Args args{info, "attention"};
+  args.count(12);
+  DType dtype = args.floatDtype(0);
+  int64_t batch = args.size(6), M = args.size(7), N = args.size(8), D = args.size(9);
+  float scale = static_cast<float>(args.number(10));
+  bool causal = args.boolean(11);
+  requireAttentionShape("attention", M, N, D, causal, scale);
+  int64_t queries = product({batch, M, D}, "attention");
+  int64_t keys = product({batch, N, D}, "attention");
+  requireElements(args.buffer(1), dtype, queries, "attention q");
+  requireElements(args.buffer(2), dtype, keys, "attention k");
+  requireElements(args.buffer(3), dtype, keys, "attention v");
+  requireElements(args.buffer(4), dtype, queries, "attention out");
+  requireElements(args.buffer(5), DType::Float32, batch * M, "attention lse");
+  launchAttention(dtype, args.buffer(1).data, args.buffer(2).data, args.buffer(3).data, args.buffer(4).data,
+                  static_cast<float*>(args.buffer(5).data), batch, M, N, D, scale, causal, stream());
+  return undefinedOf(info);
+}
+
+// attentionBackward(dtype, dout, q, k, v, out, lse, dq, dk, dv, batch, M, N, D, scale, causal)
+Napi::Value attentionBackward(const Napi::CallbackInfo& info) {
+  Args args{info, "attentionBackward"};
+  args.count(16);
+  DType dtype = args.floatDtype(0);
+  int64_t batch = args.size(10), M = args.size(11), N = args.size(12), D = args.size(13);
+  float scale = static_cast<float>(args.number(14));
+  bool causal = args.boolean(15);
+  requireAttentionShape("attentionBackward", M, N, D, causal, scale);
+  int64_t queries = product({batch, M, D}, "attentionBackward");
+  int64_t keys = product({batch, N, D}, "attentionBackward");
+  requireElements(args.buffer(1), dtype, queries, "attentionBackward dout");
+  requireElements(args.buffer(2), dtype, queries, "attentionBackward q");
+  requireElements(args.buffer(3), dtype, keys, "attentionBackward k");
+  requireElements(args.buffer(4), dtype, keys, "attentionBackward v");
+  requireElements(args.buffer(5), dtype, queries, "attentionBackward out");
+  requireElements(args.buffer(6), DType::Float32, batch * M, "attentionBackward lse");
+  requireElements(args.buffer(7), dtype, queries, "attentionBackward dq");
+  requireElements(args.buffer(8), dtype, keys, "attentionBackward dk");
+  requireElements(args.buffer(9), dtype, keys, "attentionBackward dv");
+  launchAttentionBackward(dtype, args.buffer(1).data, args.buffer(2).data, args.buffer(3).data, args.buffer(4).data,
+                          args.buffer(5).data, static_cast<const float*>(args.buffer(6).data), args.buffer(7).data,
+                          args.buffer(8).data, args.buffer(9).data, batch, M, N, D, scale, causal, stream());
+  return undefinedOf(info);
+}
+
 // layerNorm(dtype, x, gamma|null, beta|null, y, mean, rstd, rows, width, epsilon)
 Napi::Value layerNorm(const Napi::CallbackInfo& info) {
   Args args{info, "layerNorm"};
@@ -1570,6 +1629,8 @@ Napi::Object initModule(Napi::Env env, Napi::Object exports) {
   BS_EXPORT("reduce", reduce);
   BS_EXPORT("softmax", softmax);
   BS_EXPORT("softmaxBackward", softmaxBackward);
+  BS_EXPORT("attention", attention);
+  BS_EXPORT("attentionBackward", attentionBackward);
   BS_EXPORT("layerNorm", layerNorm);
   BS_EXPORT("layerNormBackward", layerNormBackward);
   BS_EXPORT("crossEntropy", crossEntropy);

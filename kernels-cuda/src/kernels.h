@@ -36,6 +36,18 @@ void launchSoftmax(bool log, DType dtype, const void* x, void* y, int64_t rows, 
 void launchSoftmaxBackward(bool log, DType dtype, const void* dy, const void* y, void* dx, int64_t rows, int64_t size,
                            int64_t causalRows, cudaStream_t stream);
 
+// ---- attention (attention.cu): per batch matrix, q [M, D], k and v [N, D], out [M, D], lse float32 [M] (natural
+// log-sum-exp of each row's kept scale q k^T); causal keeps keys j <= i + N - M (M <= N). Flash kernels for float16
+// and bfloat16 with D in {32, 64, 128} (attentionUsesFlash), batched products and row kernels otherwise.
+bool attentionUsesFlash(DType dtype, int64_t D);
+void launchAttention(DType dtype, const void* q, const void* k, const void* v, void* out, float* lse, int64_t batch,
+                     int64_t M, int64_t N, int64_t D, float scale, bool causal, cudaStream_t stream);
+// dq, dk, dv from dout and the forward's inputs, out and lse (probabilities recomputed; nothing of size M x N kept
+// on the flash route).
+void launchAttentionBackward(DType dtype, const void* dout, const void* q, const void* k, const void* v,
+                             const void* out, const float* lse, void* dq, void* dk, void* dv, int64_t batch, int64_t M,
+                             int64_t N, int64_t D, float scale, bool causal, cudaStream_t stream);
+
 // ---- layer norm (layer_norm.cu)
 void launchLayerNorm(DType dtype, const void* x, const void* gamma, const void* beta, void* y, float* mean, float* rstd,
                      int64_t rows, int64_t width, float eps, cudaStream_t stream);

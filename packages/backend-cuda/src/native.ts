@@ -278,6 +278,30 @@ export interface NativeAddon {
   softmax(log: boolean, dtype: Dt, x: Buf, y: Buf, rows: number, size: number, causalRows: number): void;
   /** dx from a softmax's (log false) or log-softmax's output y and its gradient dy; causalRows as softmax's. */
   softmaxBackward(log: boolean, dtype: Dt, dy: Buf, y: Buf, dx: Buf, rows: number, size: number, causalRows: number): void;
+  /**
+   * Attention over `batch` matrices: q [M, D], k and v [N, D] -> out [M, D] and lse (float32 [M], each row's
+   * log-sum-exp of scale q k^T over the kept keys); causal keeps keys j <= i + N - M.
+   */
+  attention(dtype: Dt, q: Buf, k: Buf, v: Buf, out: Buf, lse: Buf, batch: number, m: number, n: number, d: number, scale: number, causal: boolean): void;
+  /** dq, dk and dv of attention from dout and the forward's inputs, out and lse. */
+  attentionBackward(
+    dtype: Dt,
+    dout: Buf,
+    q: Buf,
+    k: Buf,
+    v: Buf,
+    out: Buf,
+    lse: Buf,
+    dq: Buf,
+    dk: Buf,
+    dv: Buf,
+    batch: number,
+    m: number,
+    n: number,
+    d: number,
+    scale: number,
+    causal: boolean,
+  ): void;
   layerNorm(
     dtype: Dt,
     x: Buf,
@@ -464,6 +488,8 @@ const NATIVE_FUNCTION_SET = {
   reduce: true,
   softmax: true,
   softmaxBackward: true,
+  attention: true,
+  attentionBackward: true,
   layerNorm: true,
   layerNormBackward: true,
   crossEntropy: true,

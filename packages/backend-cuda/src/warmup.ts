@@ -59,6 +59,13 @@ export function warmUp(backend: CudaBackend): number {
     run("LayerNorm", { x, gamma: row, beta: row }, { epsilon: 1e-5 });
     run("Softmax", { x }, { causal: false });
     run("SoftmaxBackward", { dy: x, y: x }, { log: false, causal: false });
+    // Attention at the head dims of the flash kernels (float32 and other dims run the products above).
+    for (const d of [32, 64, 128]) {
+      const heads = input([2, 64, d], dtype);
+      const [out, lse] = [input([2, 64, d], dtype), input([2, 64], "float32")];
+      run("Attention", { q: heads, k: heads, v: heads }, { causal: true, scale: 0.125 });
+      run("AttentionBackward", { dout: heads, q: heads, k: heads, v: heads, out, lse }, { causal: true, scale: 0.125 });
+    }
     for (const to of ["bfloat16", "float16", "float32"] as const) if (to !== dtype) run("Cast", { x }, { dtype: to });
   }
   const p = input([4096], "float32");

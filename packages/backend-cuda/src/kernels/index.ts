@@ -11,6 +11,8 @@ import {
 } from "./elementwise";
 import {
   adamUpdateKernel,
+  attentionBackwardKernel,
+  attentionKernel,
   crossEntropyBackwardKernel,
   crossEntropyKernel,
   layerNormBackwardKernel,
@@ -99,6 +101,8 @@ export const cudaKernels = {
   LogSoftmax: guarded(logSoftmaxKernel),
   LayerNorm: guarded(layerNormKernel),
   LayerNormBackward: guarded(layerNormBackwardKernel),
+  Attention: guarded(attentionKernel),
+  AttentionBackward: guarded(attentionBackwardKernel),
   CrossEntropy: guarded(crossEntropyKernel),
   CrossEntropyBackward: guarded(crossEntropyBackwardKernel),
 

@@ -177,3 +177,67 @@ export function multiTensorAdamUpdateKernel({ inputs, attrs, backend }: KernelAr
   }, inputs.lrValue === undefined ? null : backend.handle(inputs.lrValue));
   return outputs;
 }
+
+/** [batch, M, N, D] of attention's operands q [..., M, D] and k [..., N, D] (leading dims flattened). */
+function attentionDims(q: TensorInfo, k: TensorInfo): [number, number, number, number] {
+  const rank = q.shape.length;
+  const m = q.shape[rank - 2];
+  const d = q.shape[rank - 1];
+  const n = k.shape[rank - 2];
+  return [sizeOf(q.shape.slice(0, -2)), m, n, d];
+}
+
+export function attentionKernel({
+  inputs: { q, k, v },
+  attrs: { causal, scale },
+  backend,
+}: KernelArgs<"Attention", CudaBackend>): [TensorInfo, TensorInfo] {
+  const [batch, m, n, d] = attentionDims(q, k);
+  const out = backend.output(q.shape, q.dtype);
+  const lse = backend.output(q.shape.slice(0, -1), "float32");
+  backend.addon.attention(
+    backend.code(q.dtype),
+    backend.handle(q),
+    backend.handle(k),
+    backend.handle(v),
+    backend.handle(out),
+    backend.handle(lse),
+    batch,
+    m,
+    n,
+    d,
+    scale,
+    causal,
+  );
+  return [out, lse];
+}
+
+export function attentionBackwardKernel({
+  inputs: { dout, q, k, v, out, lse },
+  attrs: { causal, scale },
+  backend,
+}: KernelArgs<"AttentionBackward", CudaBackend>): [TensorInfo, TensorInfo, TensorInfo] {
+  const [batch, m, n, d] = attentionDims(q, k);
+  const dq = backend.output(q.shape, q.dtype);
+  const dk = backend.output(k.shape, k.dtype);
+  const dv = backend.output(v.shape, v.dtype);
+  backend.addon.attentionBackward(
+    backend.code(q.dtype),
+    backend.handle(dout),
+    backend.handle(q),
+    backend.handle(k),
+    backend.handle(v),
+    backend.handle(out),
+    backend.handle(lse),
+    backend.handle(dq),
+    backend.handle(dk),
+    backend.handle(dv),
+    batch,
+    m,
+    n,
+    d,
+    scale,
+    causal,
+  );
+  return [dq, dk, dv];
+}

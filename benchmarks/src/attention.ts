@@ -1,0 +1,163 @@
+/**
+ * Attention alone, forward and forward + backward, at [batch, heads, length, headDim]: core's
+ * scaledDotProductAttention (the fused kernels: flash on cuda for float16/bfloat16 at head dims 32/64/128) beside
+ * the unfused composition a model ran before it (matmul, softmax with causal masking, matmul, and their
+ * gradients through autograd, the [length, length] probabilities kept between the two). Each case is captured
+ * with captureGraph and timed as replays. With --torch, PyTorch's F.scaled_dot_product_attention (its flash
+ * kernels) on the same shapes in the same run (python/attention_torch.py). Prints microseconds per call and
+ * TFLOP/s on the work the mask keeps.
+ *
+ *   tsx src/attention.ts [--backend cuda] [--shapes 16x16x512x64,4x16x2048x64,4x8x1024x128] [--causal true]
+ *     [--dtype bfloat16] [--iterations 50] [--torch] [--out DIR]
+ */
+import { spawnSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { backward, noGrad } from "@blocksparse/autograd";
+import { captureGraph, type FloatDType, getBackendInstance, matmul, mul, randn, scaledDotProductAttention, softmax, type Tensor, tidy } from "@blocksparse/core";
+import { describeMachine, gitState, repoRoot } from "./machine";
+import { startBackend } from "./start_backend";
+
+interface Shape {
+  batch: number;
+  heads: number;
+  length: number;
+  headDim: number;
+}
+
+interface Row extends Shape {
+  causal: boolean;
+  path: "fused" | "unfused" | "torch";
+  forwardUs: number;
+  trainUs: number;
+}
+
+function parseShapes(value: string): Shape[] {
+  return value.split(",").map((item) => {
+    const dims = item.split("x").map(Number);
+    if (dims.length !== 4 || dims.some((d) => !Number.isInteger(d) || d <= 0)) {
+      throw new Error(`--shapes: "${item}" is not batch x heads x length x headDim (positive integers)`);
+    }
+    const [batch, heads, length, headDim] = dims;
+    return { batch, heads, length, headDim };
+  });
+}
+
+/** Matmul FLOPs of the kept work: 2 products forward, 5 backward (as flash counts them), halved under causal masking. */
+function flops(s: Shape, causal: boolean, train: boolean): number {
+  const product = 2 * s.batch * s.heads * s.length * s.length * s.headDim * (causal ? 0.5 : 1);
+  return product * (train ? 7 : 2);
+}
+
+function unfused(q: Tensor, k: Tensor, v: Tensor, causal: boolean): Tensor {
+  const scores = matmul(mul(q, 1 / Math.sqrt(q.shape[q.rank - 1])), k, { transposeB: true });
+  return matmul(softmax(scores, -1, { causal }), v);
+}
+
+/** A captured graph's replay where the backend records graphs (cuda); the eager call elsewhere (js, cpu). */
+function replayable(fn: () => Tensor, capture: boolean): { run: () => void; dispose: () => void } {
+  if (!capture) return { run: () => tidy(fn).dispose(), dispose: () => {} };
+  const graph = captureGraph(fn);
+  return { run: () => void graph.replay(), dispose: () => graph.dispose() };
+}
+
+function timeUs(run: () => void, synchronize: () => void, iterations: number): number {
+  for (let i = 0; i < 3; i++) run();
+  synchronize();
+  const start = performance.now();
+  for (let i = 0; i < iterations; i++) run();
+  synchronize();
+  return ((performance.now() - start) * 1000) / iterations;
+}
+
+function runTorch(shapes: Shape[], causal: boolean, dtype: string, iterations: number): Row[] {
+  const script = join(repoRoot, "benchmarks", "python", "attention_torch.py");
+  const flags = ["--shapes", shapes.map((s) => `${s.batch}x${s.heads}x${s.length}x${s.headDim}`).join(","), "--dtype", dtype, "--iterations", String(iterations)];
+  if (causal) flags.push("--causal");
+  const result = spawnSync("python3", [script, ...flags], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
+  if (result.status !== 0) throw new Error(`attention_torch.py failed (exit ${result.status}): ${result.stdout}`);
+  return (JSON.parse(result.stdout) as Omit<Row, "path">[]).map((r) => ({ ...r, path: "torch" as const }));
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      backend: { type: "string", default: "cuda" },
+      shapes: { type: "string", default: "16x16x512x64,4x16x2048x64,4x8x1024x128" },
+      causal: { type: "string", default: "true" },
+      dtype: { type: "string", default: "bfloat16" },
+      iterations: { type: "string", default: "50" },
+      torch: { type: "boolean", default: false },
+      out: { type: "string", default: "results/attention" },
+    },
+  });
+  const causal = values.causal !== "false";
+  const dtype = values.dtype as FloatDType;
+  const iterations = Number(values.iterations);
+  const shapes = parseShapes(values.shapes);
+  const started = await startBackend(values.backend);
+  const capture = getBackendInstance(started.backend).graphs !== undefined;
+  const rows: Row[] = [];
+  for (const s of shapes) {
+    const q = randn([s.batch, s.heads, s.length, s.headDim], { dtype, seed: 1 });
+    const k = randn([s.batch, s.heads, s.length, s.headDim], { dtype, seed: 2 });
+    const v = randn([s.batch, s.heads, s.length, s.headDim], { dtype, seed: 3 });
+    const dout = randn([s.batch, s.heads, s.length, s.headDim], { dtype, seed: 4 });
+    for (const path of ["fused", "unfused"] as const) {
+      const attend = (a: Tensor, b: Tensor, c: Tensor) =>
+        path === "fused" ? scaledDotProductAttention(a, b, c, { causal }) : unfused(a, b, c, causal);
+      const forward = replayable(() => noGrad(() => attend(q, k, v)), capture);
+      // forward + backward: the gradients of q, k and v from dout, as a model's step runs them.
+      for (const t of [q, k, v]) t.requiresGrad = true;
+      const train = replayable(
+        () =>
+          tidy(() => {
+            const out = attend(q, k, v);
+            backward(out, dout);
+            return out;
+          }),
+        capture,
+      );
+      const forwardUs = timeUs(forward.run, started.synchronize, iterations);
+      const trainUs = timeUs(train.run, started.synchronize, iterations);
+      rows.push({ ...s, causal, path, forwardUs, trainUs });
+      forward.dispose();
+      train.dispose();
+      for (const t of [q, k, v]) {
+        t.grad?.dispose();
+        t.grad = null;
+        t.requiresGrad = false;
+      }
+    }
+    for (const t of [q, k, v, dout]) t.dispose();
+  }
+  if (values.torch) rows.push(...runTorch(shapes, causal, dtype, iterations));
+
+  const machine = describeMachine(started.gpu).name;
+  const header = [
+    `Attention alone (${dtype}${causal ? ", causal" : ""}). Machine: ${machine}. Commit ${gitState().commit}.`,
+    "Microseconds per call (captured replays where the backend records graphs, eager calls elsewhere). TFLOP/s on the" +
+      " kept work as flash attention counts it: 2 products forward, 7 forward + backward (recomputation not counted)," +
+      " half of them under causal masking. fused: scaledDotProductAttention; unfused: matmul, softmax, matmul and" +
+      " their autograd gradients; torch: F.scaled_dot_product_attention in the same run.",
+    "",
+    "| batch x heads x length x headDim | path | forward (us) | TFLOP/s | forward + backward (us) | TFLOP/s |",
+    "| --- | --- | --- | --- | --- | --- |",
+  ];
+  const lines = rows.map(
+    (r) =>
+      `| ${r.batch}x${r.heads}x${r.length}x${r.headDim} | ${r.path} | ${r.forwardUs.toFixed(1)} | ${(flops(r, causal, false) / r.forwardUs / 1e6).toFixed(0)} | ${r.trainUs.toFixed(1)} | ${(flops(r, causal, true) / r.trainUs / 1e6).toFixed(0)} |`,
+  );
+  const text = [...header, ...lines].join("\n");
+  console.log(text);
+  const outDir = resolve(values.out);
+  mkdirSync(outDir, { recursive: true });
+  writeFileSync(join(outDir, "attention.md"), `${text}\n`);
+  writeFileSync(join(outDir, "attention.json"), `${JSON.stringify({ machine, commit: gitState().commit, dtype, causal, rows }, null, 2)}\n`);
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});

@@ -1,0 +1,692 @@
+// Attention without the scores between forward and backward: out = softmax(scale q k^T, causal mask) v per batch
+// matrix, with each row's log-sum-exp (float32) saved for the backward, which recomputes the probabilities from it.
+//
+// Two routes, the same results up to rounding:
+// - flash (float16 and bfloat16, head dims 32, 64 and 128): tiles of 64 queries x 64 keys on mma.sync m16n8k16
+//   with float32 accumulators, operands in shared memory by cp.async (the next tile's copied while this one is
+//   computed), the softmax online over key tiles. Nothing of size M x N exists. The backward is two kernels that
+//   each recompute the probabilities: dK and dV per 64 keys over query tiles, dQ per 64 queries over key tiles (no
+//   atomics: deterministic), after a pass that computes Di = sum_d dout[i, d] out[i, d].
+// - math (float32, other head dims): the batched products through launchMatmul (cuBLAS where it is) into a scratch
+//   [batch, M, N], and row kernels for the softmax and its gradient.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cmath>
+#include <type_traits>
+
+#include "../kernels.h"
+#include "../memory.h"
+#include "dtype.cuh"
+#include "overlap.cuh"
+
+namespace bs {
+namespace {
+
+constexpr int kTile = 64;             // queries (keys) per CTA and keys (queries) per step
+constexpr int kWarps = kTile / 16;    // each warp owns 16 rows of the CTA's tile
+constexpr int kFlashThreads = kWarps * 32;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+// ---------------------------------------------------------------- PTX helpers (sm_80+)
+
+__device__ __forceinline__ uint32_t sharedAddress(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global -> shared; zero-filled when `valid` is false (rows past the end), reading nothing then.
+__device__ __forceinline__ void copyAsync16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sharedAddress(dst)), "l"(src),
+               "r"(valid ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void copyAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int Pending>
+__device__ __forceinline__ void copyAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending) : "memory");
+}
+
+__device__ __forceinline__ void loadMatrixX4(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(sharedAddress(p)));
+}
+__device__ __forceinline__ void loadMatrixX4Trans(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(sharedAddress(p)));
+}
+
+// c += a (16 x 16, row) * b (16 x 8, col), float32 accumulators.
+template <typename T>
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  if constexpr (std::is_same_v<T, __half>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+// Two float32 values rounded into one 32-bit word of T (the first in the low half, as fragments hold them).
+template <typename T>
+__device__ __forceinline__ uint32_t packPair(float lo, float hi) {
+  if constexpr (std::is_same_v<T, __half>) {
+    const __half2 pair = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&pair);
+  } else {
+    const __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&pair);
+  }
+}
+
+// ---------------------------------------------------------------- tiles in shared memory
+
+// Rows of D elements padded by 16 bytes, so that the 8 row addresses of an ldmatrix hit distinct banks.
+template <int D>
+constexpr int kStride = D + 8;
+
+// Rows [row0, row0 + 64) of a [rows, D] matrix into a [64, kStride<D>] tile; rows past `rows` read as zeros.
+template <typename T, int D>
+__device__ __forceinline__ void loadTile(T* tile, const T* matrix, int row0, int rows) {
+  constexpr int kChunks = D / 8;  // 16-byte chunks per row
+  for (int c = threadIdx.x; c < kTile * kChunks; c += kFlashThreads) {
+    const int r = c / kChunks;
+    const int col = (c % kChunks) * 8;
+    const bool valid = row0 + r < rows;
+    copyAsync16(tile + r * kStride<D> + col, matrix + static_cast<int64_t>(valid ? row0 + r : 0) * D + col, valid);
+  }
+}
+
+// A fragments of rows [row0, row0 + 16) x columns [col0, col0 + 16) of a tile (row-major: the A operand as stored).
+template <int D, typename T>
+__device__ __forceinline__ void loadA(uint32_t (&a)[4], const T* tile, int row0, int col0) {
+  const int lane = threadIdx.x % 32;
+  loadMatrixX4(a, tile + (row0 + lane % 16) * kStride<D> + col0 + (lane / 16) * 8);
+}
+
+// B fragments of two n-tiles (n0, n0 + 8) for k in [k0, k0 + 16) where the tile holds B transposed ([n][k]: keys'
+// rows for q k^T): b[0], b[1] for n0, b[2], b[3] for n0 + 8.
+template <int D, typename T>
+__device__ __forceinline__ void loadBFromRows(uint32_t (&b)[4], const T* tile, int n0, int k0) {
+  const int lane = threadIdx.x % 32;
+  loadMatrixX4(b, tile + (n0 + lane % 8 + (lane / 16) * 8) * kStride<D> + k0 + ((lane / 8) % 2) * 8);
+}
+
+// The same where the tile holds B as stored ([k][n]: v's rows for p v).
+template <int D, typename T>
+__device__ __forceinline__ void loadBFromColumns(uint32_t (&b)[4], const T* tile, int k0, int n0) {
+  const int lane = threadIdx.x % 32;
+  loadMatrixX4Trans(b, tile + (k0 + lane % 8 + ((lane / 8) % 2) * 8) * kStride<D> + n0 + (lane / 16) * 8);
+}
+
+// Accumulators of a 16 x 64 product (8 n-tiles) as the A fragments of the next product over those 64 columns.
+template <typename T>
+__device__ __forceinline__ void accumulatorsAsA(uint32_t (&a)[4], const float (&s)[8][4], int kk) {
+  a[0] = packPair<T>(s[2 * kk][0], s[2 * kk][1]);
+  a[1] = packPair<T>(s[2 * kk][2], s[2 * kk][3]);
+  a[2] = packPair<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+  a[3] = packPair<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+}
+
+// s (16 rows x 64 columns of one warp) = A rows [aRow0, +16) of tileA times the 64 rows of tileB, over D.
+template <typename T, int D>
+__device__ __forceinline__ void productRows(float (&s)[8][4], const T* tileA, int aRow0, const T* tileB) {
+#pragma unroll
+  for (int n = 0; n < 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    uint32_t a[4];
+    loadA<D>(a, tileA, aRow0, kk * 16);
+#pragma unroll
+    for (int n = 0; n < 8; n += 2) {
+      uint32_t b[4];
+      loadBFromRows<D>(b, tileB, n * 8, kk * 16);
+      mma16816<T>(s[n], a, b[0], b[1]);
+      mma16816<T>(s[n + 1], a, b[2], b[3]);
+    }
+  }
+}
+
+// acc (16 x D) += P (16 x 64, accumulators) times the 64 x D tile (rows are the 64 columns of P).
+template <typename T, int D>
+__device__ __forceinline__ void accumulateProduct(float (&acc)[D / 8][4], const float (&p)[8][4], const T* tile) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    uint32_t a[4];
+    accumulatorsAsA<T>(a, p, kk);
+#pragma unroll
+    for (int n = 0; n < D / 8; n += 2) {
+      uint32_t b[4];
+      loadBFromColumns<D>(b, tile, kk * 16, n * 8);
+      mma16816<T>(acc[n], a, b[0], b[1]);
+      mma16816<T>(acc[n + 1], a, b[2], b[3]);
+    }
+  }
+}
+
+// Stores a warp's 16 x D accumulators times `factor` (per row: [0] for row g, [1] for row g + 8) to rows
+// [row0, row0 + 16) of a [rows, D] matrix, skipping rows past `rows`.
+template <typename T, int D>
+__device__ __forceinline__ void storeRows(T* matrix, const float (&acc)[D / 8][4], int row0, int rows, const float (&factor)[2]) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int row = row0 + lane / 4 + half * 8;
+    if (row >= rows) continue;
+    T* out = matrix + static_cast<int64_t>(row) * D + 2 * (lane % 4);
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+      *reinterpret_cast<uint32_t*>(out + n * 8) = packPair<T>(acc[n][2 * half] * factor[half], acc[n][2 * half + 1] * factor[half]);
+    }
+  }
+}
+
+template <typename T, int D>
+constexpr int kForwardSmem = (kTile + 4 * kTile) * kStride<D> * static_cast<int>(sizeof(T));
+template <typename T, int D>
+constexpr int kBackwardKVSmem = 6 * kTile * kStride<D> * static_cast<int>(sizeof(T)) + 4 * kTile * static_cast<int>(sizeof(float));
+
+// ---------------------------------------------------------------- flash forward
+
+// grid (batch, query tiles), the last query tiles (the longest under causal masking) first; 4 warps of 16 queries.
+template <typename T, int D>
+__global__ void __launch_bounds__(kFlashThreads) attentionForwardKernel(const T* __restrict__ q, const T* __restrict__ k,
+                                                                        const T* __restrict__ v, T* __restrict__ out,
+                                                                        float* __restrict__ lse, int M, int N,
+                                                                        float scaleLog2, bool causal) {
+  allowDependentLaunch();
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* sQ = reinterpret_cast<T*>(smem);
+  T* sK = sQ + kTile * kStride<D>;       // two buffers
+  T* sV = sK + 2 * kTile * kStride<D>;   // two buffers
+  const int64_t matrix = blockIdx.x;
+  const int q0 = (gridDim.y - 1 - blockIdx.y) * kTile;
+  const T* qb = q + matrix * M * D;
+  const T* kb = k + matrix * N * D;
+  const T* vb = v + matrix * N * D;
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int offset = N - M;  // causal: query i keeps keys j <= i + offset
+  const int lastRow = min(q0 + kTile, M) - 1;
+  const int keyEnd = causal ? min(N, lastRow + offset + 1) : N;
+  const int tiles = (keyEnd + kTile - 1) / kTile;
+  const int warpRow0 = q0 + warp * 16;
+  const int row[2] = {warpRow0 + lane / 4, warpRow0 + lane / 4 + 8};
+
+  loadTile<T, D>(sQ, qb, q0, M);
+  loadTile<T, D>(sK, kb, 0, N);
+  loadTile<T, D>(sV, vb, 0, N);
+  copyAsyncCommit();
+
+  float acc[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+  float rowMax[2] = {-INFINITY, -INFINITY};
+  float rowSum[2] = {0.f, 0.f};
+
+  for (int t = 0; t < tiles; ++t) {
+    if (t + 1 < tiles) {
+      loadTile<T, D>(sK + ((t + 1) & 1) * kTile * kStride<D>, kb, (t + 1) * kTile, N);
+      loadTile<T, D>(sV + ((t + 1) & 1) * kTile * kStride<D>, vb, (t + 1) * kTile, N);
+    }
+    copyAsyncCommit();
+    copyAsyncWait<1>();
+    __syncthreads();
+    const T* tileK = sK + (t & 1) * kTile * kStride<D>;
+    const T* tileV = sV + (t & 1) * kTile * kStride<D>;
+
+    float s[8][4];
+    productRows<T, D>(s, sQ, warp * 16, tileK);
+    const int key0 = t * kTile;
+    // Masking only where this warp's tile reaches past the keys or the causal diagonal.
+    const bool masked = key0 + kTile > N || (causal && key0 + kTile - 1 > warpRow0 + offset);
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = key0 + n * 8 + 2 * (lane % 4) + (e & 1);
+        const int r = row[e / 2];
+        const bool keep = !masked || (key < N && (!causal || key <= r + offset));
+        s[n][e] = keep ? s[n][e] * scaleLog2 : -INFINITY;
+      }
+    }
+    // Online softmax, base 2: rescale what is accumulated to the new row maxima.
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float m = rowMax[h];
+#pragma unroll
+      for (int n = 0; n < 8; ++n) m = fmaxf(m, fmaxf(s[n][2 * h], s[n][2 * h + 1]));
+      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+      const float base = m == -INFINITY ? 0.f : m;  // a row with nothing kept yet stays at zero
+      const float rescale = exp2f(rowMax[h] - base);
+      rowMax[h] = m;
+      rowSum[h] *= rescale;
+#pragma unroll
+      for (int n = 0; n < D / 8; ++n) {
+        acc[n][2 * h] *= rescale;
+        acc[n][2 * h + 1] *= rescale;
+      }
+#pragma unroll
+      for (int n = 0; n < 8; ++n) {
+        s[n][2 * h] = exp2f(s[n][2 * h] - base);
+        s[n][2 * h + 1] = exp2f(s[n][2 * h + 1] - base);
+        rowSum[h] += s[n][2 * h] + s[n][2 * h + 1];
+      }
+    }
+    accumulateProduct<T, D>(acc, s, tileV);
+    __syncthreads();  // every warp is done with this buffer before the next step's copies refill it
+  }
+
+  float inverse[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float l = rowSum[h];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    inverse[h] = 1.f / l;
+    if (lane % 4 == 0 && row[h] < M) lse[matrix * M + row[h]] = (rowMax[h] + log2f(l)) * kLn2;
+  }
+  storeRows<T, D>(out + matrix * M * D, acc, warpRow0, M, inverse);
+}
+
+// ---------------------------------------------------------------- flash backward
+
+// Di = sum_d dout[i, d] out[i, d] in float32, one warp per row.
+template <typename T>
+__global__ void rowDotKernel(const T* __restrict__ dout, const T* __restrict__ out, float* __restrict__ di, int64_t rows,
+                             int D) {
+  const int64_t r = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (r >= rows) return;
+  float sum = 0.f;
+  for (int d = lane; d < D; d += 32) sum += toFloat(dout[r * D + d]) * toFloat(out[r * D + d]);
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  if (lane == 0) di[r] = sum;
+}
+
+// dK and dV of 64 keys (grid (batch, key tiles)), over the query tiles that see them. Warp w owns keys 16w..16w+15
+// and works on transposed products (keys x queries), so its rows of dK and dV accumulate in registers.
+template <typename T, int D>
+__global__ void __launch_bounds__(kFlashThreads) attentionBackwardKVKernel(
+    const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dout,
+    const float* __restrict__ lse, const float* __restrict__ di, T* __restrict__ dk, T* __restrict__ dv, int M, int N,
+    float scaleLog2, float scale, bool causal) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* sK = reinterpret_cast<T*>(smem);
+  T* sV = sK + kTile * kStride<D>;
+  T* sQ = sV + kTile * kStride<D>;       // two buffers
+  T* sDout = sQ + 2 * kTile * kStride<D>;  // two buffers
+  float* sLse = reinterpret_cast<float*>(sDout + 2 * kTile * kStride<D>);  // two buffers of 64
+  float* sDi = sLse + 2 * kTile;
+  const int64_t matrix = blockIdx.x;
+  const int k0 = (gridDim.y - 1 - blockIdx.y) * kTile;
+  const T* qb = q + matrix * M * D;
+  const T* kb = k + matrix * N * D;
+  const T* vb = v + matrix * N * D;
+  const T* db = dout + matrix * M * D;
+  const float* lb = lse + matrix * M;
+  const float* ib = di + matrix * M;
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int offset = N - M;
+  // Under causal masking, queries below k0 - offset see none of these keys.
+  const int firstTile = causal ? max(0, k0 - offset) / kTile : 0;
+  const int tiles = (M + kTile - 1) / kTile;
+  const int warpKey0 = k0 + warp * 16;
+  const int key[2] = {warpKey0 + lane / 4, warpKey0 + lane / 4 + 8};
+
+  auto loadQueries = [&](int t, int buffer) {
+    loadTile<T, D>(sQ + buffer * kTile * kStride<D>, qb, t * kTile, M);
+    loadTile<T, D>(sDout + buffer * kTile * kStride<D>, db, t * kTile, M);
+    if (threadIdx.x < kTile) {
+      const int r = t * kTile + threadIdx.x;
+      sLse[buffer * kTile + threadIdx.x] = r < M ? lb[r] : 0.f;
+      sDi[buffer * kTile + threadIdx.x] = r < M ? ib[r] : 0.f;
+    }
+  };
+
+  loadTile<T, D>(sK, kb, k0, N);
+  loadTile<T, D>(sV, vb, k0, N);
+  if (firstTile < tiles) loadQueries(firstTile, 0);
+  copyAsyncCommit();
+
+  float accK[D / 8][4];
+  float accV[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) {
+    accK[n][0] = accK[n][1] = accK[n][2] = accK[n][3] = 0.f;
+    accV[n][0] = accV[n][1] = accV[n][2] = accV[n][3] = 0.f;
+  }
+
+  for (int t = firstTile; t < tiles; ++t) {
+    const int buffer = (t - firstTile) & 1;
+    if (t + 1 < tiles) loadQueries(t + 1, buffer ^ 1);
+    copyAsyncCommit();
+    copyAsyncWait<1>();
+    __syncthreads();
+    const T* tileQ = sQ + buffer * kTile * kStride<D>;
+    const T* tileDout = sDout + buffer * kTile * kStride<D>;
+    const float* tileLse = sLse + buffer * kTile;
+    const float* tileDi = sDi + buffer * kTile;
+    const int query0 = t * kTile;
+
+    // P^T (16 keys x 64 queries) = exp2(scale log2e k q^T - log2e lse[query]), 0 where masked. Queries past M hold
+    // zeros (q, dout, lse, Di), so they add nothing to dV or dK; keys past N are never stored.
+    float p[8][4];
+    productRows<T, D>(p, sK, warp * 16, tileQ);
+    const bool masked = causal && warpKey0 + 15 > query0 + offset;
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int c = n * 8 + 2 * (lane % 4) + (e & 1);
+        const bool keep = !masked || key[e / 2] <= query0 + c + offset;
+        p[n][e] = keep ? exp2f(p[n][e] * scaleLog2 - tileLse[c] * kLog2e) : 0.f;
+      }
+    }
+    accumulateProduct<T, D>(accV, p, tileDout);
+    // dP^T = v dout^T, then dS^T = P^T (dP^T - Di[query]).
+    float ds[8][4];
+    productRows<T, D>(ds, sV, warp * 16, tileDout);
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int c = n * 8 + 2 * (lane % 4) + (e & 1);
+        ds[n][e] = p[n][e] * (ds[n][e] - tileDi[c]);
+      }
+    }
+    accumulateProduct<T, D>(accK, ds, tileQ);
+    __syncthreads();
+  }
+  copyAsyncWait<0>();
+
+  const float one[2] = {1.f, 1.f};
+  const float scaled[2] = {scale, scale};
+  storeRows<T, D>(dk + matrix * N * D, accK, warpKey0, N, scaled);
+  storeRows<T, D>(dv + matrix * N * D, accV, warpKey0, N, one);
+  (void)key;
+}
+
+// dQ of 64 queries (grid (batch, query tiles)) over the key tiles they see.
+template <typename T, int D>
+__global__ void __launch_bounds__(kFlashThreads) attentionBackwardQKernel(
+    const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dout,
+    const float* __restrict__ lse, const float* __restrict__ di, T* __restrict__ dq, int M, int N, float scaleLog2,
+    float scale, bool causal) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* sQ = reinterpret_cast<T*>(smem);
+  T* sDout = sQ + kTile * kStride<D>;
+  T* sK = sDout + kTile * kStride<D>;  // two buffers
+  T* sV = sK + 2 * kTile * kStride<D>;  // two buffers
+  const int64_t matrix = blockIdx.x;
+  const int q0 = (gridDim.y - 1 - blockIdx.y) * kTile;
+  const T* kb = k + matrix * N * D;
+  const T* vb = v + matrix * N * D;
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int offset = N - M;
+  const int lastRow = min(q0 + kTile, M) - 1;
+  const int keyEnd = causal ? min(N, lastRow + offset + 1) : N;
+  const int tiles = (keyEnd + kTile - 1) / kTile;
+  const int warpRow0 = q0 + warp * 16;
+  const int row[2] = {warpRow0 + lane / 4, warpRow0 + lane / 4 + 8};
+  float rowLse2[2], rowDi[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    rowLse2[h] = row[h] < M ? lse[matrix * M + row[h]] * kLog2e : 0.f;
+    rowDi[h] = row[h] < M ? di[matrix * M + row[h]] : 0.f;
+  }
+
+  loadTile<T, D>(sQ, q + matrix * M * D, q0, M);
+  loadTile<T, D>(sDout, dout + matrix * M * D, q0, M);
+  loadTile<T, D>(sK, kb, 0, N);
+  loadTile<T, D>(sV, vb, 0, N);
+  copyAsyncCommit();
+
+  float acc[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+
+  for (int t = 0; t < tiles; ++t) {
+    if (t + 1 < tiles) {
+      loadTile<T, D>(sK + ((t + 1) & 1) * kTile * kStride<D>, kb, (t + 1) * kTile, N);
+      loadTile<T, D>(sV + ((t + 1) & 1) * kTile * kStride<D>, vb, (t + 1) * kTile, N);
+    }
+    copyAsyncCommit();
+    copyAsyncWait<1>();
+    __syncthreads();
+    const T* tileK = sK + (t & 1) * kTile * kStride<D>;
+    const T* tileV = sV + (t & 1) * kTile * kStride<D>;
+    const int key0 = t * kTile;
+
+    // Keys past N hold zeros in k and v: their dS multiplies a zero row of k, so only causal masking is needed.
+    float p[8][4];
+    productRows<T, D>(p, sQ, warp * 16, tileK);
+    const bool masked = causal && key0 + kTile - 1 > warpRow0 + offset;
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int keyIndex = key0 + n * 8 + 2 * (lane % 4) + (e & 1);
+        const bool keep = !masked || keyIndex <= row[e / 2] + offset;
+        p[n][e] = keep ? exp2f(p[n][e] * scaleLog2 - rowLse2[e / 2]) : 0.f;
+      }
+    }
+    float ds[8][4];
+    productRows<T, D>(ds, sDout, warp * 16, tileV);
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) ds[n][e] = p[n][e] * (ds[n][e] - rowDi[e / 2]);
+    }
+    accumulateProduct<T, D>(acc, ds, tileK);
+    __syncthreads();
+  }
+  copyAsyncWait<0>();
+  const float scaled[2] = {scale, scale};
+  storeRows<T, D>(dq + matrix * M * D, acc, warpRow0, M, scaled);
+}
+
+// Above 48 KB of shared memory a kernel must opt in (per device: asked at each launch, as the tile kernels do).
+template <typename Kernel>
+void allowSharedMemory(Kernel kernel, int bytes) {
+  BS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+}
+
+template <typename T, int D>
+void flashForward(const void* q, const void* k, const void* v, void* out, float* lse, int64_t batch, int M, int N,
+                  float scale, bool causal, cudaStream_t stream) {
+  constexpr int smem = kForwardSmem<T, D>;
+  allowSharedMemory(attentionForwardKernel<T, D>, smem);
+  const dim3 grid(static_cast<unsigned>(batch), static_cast<unsigned>((M + kTile - 1) / kTile));
+  attentionForwardKernel<T, D><<<grid, kFlashThreads, smem, stream>>>(
+      static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), static_cast<T*>(out), lse, M, N,
+      scale * kLog2e, causal);
+  BS_LAUNCH_CHECK("attentionForwardKernel");
+}
+
+template <typename T, int D>
+void flashBackward(const void* dout, const void* q, const void* k, const void* v, const float* lse, const float* di,
+                   void* dq, void* dk, void* dv, int64_t batch, int M, int N, float scale, bool causal,
+                   cudaStream_t stream) {
+  constexpr int smemKV = kBackwardKVSmem<T, D>;
+  constexpr int smemQ = kForwardSmem<T, D>;
+  allowSharedMemory(attentionBackwardKVKernel<T, D>, smemKV);
+  allowSharedMemory(attentionBackwardQKernel<T, D>, smemQ);
+  const T* tq = static_cast<const T*>(q);
+  const T* tk = static_cast<const T*>(k);
+  const T* tv = static_cast<const T*>(v);
+  const T* tdout = static_cast<const T*>(dout);
+  const dim3 gridKV(static_cast<unsigned>(batch), static_cast<unsigned>((N + kTile - 1) / kTile));
+  attentionBackwardKVKernel<T, D><<<gridKV, kFlashThreads, smemKV, stream>>>(
+      tq, tk, tv, tdout, lse, di, static_cast<T*>(dk), static_cast<T*>(dv), M, N, scale * kLog2e, scale, causal);
+  BS_LAUNCH_CHECK("attentionBackwardKVKernel");
+  if (M == 0) return;
+  const dim3 gridQ(static_cast<unsigned>(batch), static_cast<unsigned>((M + kTile - 1) / kTile));
+  attentionBackwardQKernel<T, D><<<gridQ, kFlashThreads, smemQ, stream>>>(tq, tk, tv, tdout, lse, di,
+                                                                          static_cast<T*>(dq), M, N, scale * kLog2e,
+                                                                          scale, causal);
+  BS_LAUNCH_CHECK("attentionBackwardQKernel");
+}
+
+// Calls f(std::integral_constant<int, D>) for the head dims the flash kernels are built for; false for others.
+template <typename F>
+bool withFlashHeadDim(int64_t D, F&& f) {
+  switch (D) {
+    case 32:
+      f(std::integral_constant<int, 32>{});
+      return true;
+    case 64:
+      f(std::integral_constant<int, 64>{});
+      return true;
+    case 128:
+      f(std::integral_constant<int, 128>{});
+      return true;
+    default:
+      return false;
+  }
+}
+
+// ---------------------------------------------------------------- math route
+
+// The keys row r of a batch matrix keeps: all N, or under causal masking j <= i + N - M.
+__device__ __forceinline__ int keptKeys(int64_t r, int M, int N, bool causal) {
+  return causal ? min(N, static_cast<int>(r % M) + N - M + 1) : N;
+}
+
+// In place over raw scores s = q k^T: p = exp(scale s - lse), 0 where masked; lse computed (forward) or given.
+template <typename T, bool Forward>
+__global__ void probabilitiesKernel(T* __restrict__ s, float* __restrict__ lse, int64_t rows, int M, int N, float scale,
+                                    bool causal) {
+  const int64_t r = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (r >= rows) return;
+  T* row = s + r * N;
+  const int kept = keptKeys(r, M, N, causal);
+  float rowLse;
+  if constexpr (Forward) {
+    float m = -INFINITY;
+    for (int j = lane; j < kept; j += 32) m = fmaxf(m, toFloat(row[j]) * scale);
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    float sum = 0.f;
+    for (int j = lane; j < kept; j += 32) sum += expf(toFloat(row[j]) * scale - m);
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    rowLse = m + logf(sum);
+    if (lane == 0) lse[r] = rowLse;
+  } else {
+    rowLse = lse[r];
+  }
+  for (int j = lane; j < N; j += 32) row[j] = fromFloat<T>(j < kept ? expf(toFloat(row[j]) * scale - rowLse) : 0.f);
+}
+
+// In place over dP = dout v^T: dS scale = P (dP - Di) scale, 0 where masked.
+template <typename T>
+__global__ void scoresGradientKernel(T* __restrict__ dp, const T* __restrict__ p, const float* __restrict__ di,
+                                     int64_t rows, int M, int N, float scale, bool causal) {
+  const int64_t r = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (r >= rows) return;
+  const int kept = keptKeys(r, M, N, causal);
+  const float d = di[r];
+  for (int j = lane; j < N; j += 32) {
+    const int64_t at = r * N + j;
+    dp[at] = fromFloat<T>(j < kept ? toFloat(p[at]) * (toFloat(dp[at]) - d) * scale : 0.f);
+  }
+}
+
+unsigned rowWarpsGrid(int64_t rows) { return static_cast<unsigned>((rows * 32 + kThreads - 1) / kThreads); }
+
+}  // namespace
+
+bool attentionUsesFlash(DType dtype, int64_t D) {
+  return (dtype == DType::Float16 || dtype == DType::BFloat16) && (D == 32 || D == 64 || D == 128);
+}
+
+void launchAttention(DType dtype, const void* q, const void* k, const void* v, void* out, float* lse, int64_t batch,
+                     int64_t M, int64_t N, int64_t D, float scale, bool causal, cudaStream_t stream) {
+  if (batch * M == 0) return;
+  if (attentionUsesFlash(dtype, D)) {
+    BS_REQUIRE((M + kTile - 1) / kTile <= 65535, "attention: more than 4194240 queries in one matrix");
+    const int m = static_cast<int>(M), n = static_cast<int>(N);
+    withFlashHeadDim(D, [&](auto d) {
+      constexpr int kD = decltype(d)::value;
+      if (dtype == DType::Float16) flashForward<__half, kD>(q, k, v, out, lse, batch, m, n, scale, causal, stream);
+      else flashForward<__nv_bfloat16, kD>(q, k, v, out, lse, batch, m, n, scale, causal, stream);
+    });
+    return;
+  }
+  const int64_t rows = batch * M;
+  Scratch scores(static_cast<size_t>(rows * N) * dtypeSize(dtype));
+  launchMatmul(dtype, q, k, scores.as<void>(), batch, M, N, D, false, true, M * D, N * D, stream);
+  BS_DISPATCH_FLOAT(dtype, T, probabilitiesKernel<T, true><<<rowWarpsGrid(rows), kThreads, 0, stream>>>(
+                                  scores.as<T>(), lse, rows, static_cast<int>(M), static_cast<int>(N), scale, causal));
+  BS_LAUNCH_CHECK("probabilitiesKernel");
+  launchMatmul(dtype, scores.as<void>(), v, out, batch, M, D, N, false, false, M * N, N * D, stream);
+}
+
+void launchAttentionBackward(DType dtype, const void* dout, const void* q, const void* k, const void* v,
+                             const void* out, const float* lse, void* dq, void* dk, void* dv, int64_t batch, int64_t M,
+                             int64_t N, int64_t D, float scale, bool causal, cudaStream_t stream) {
+  if (batch * N == 0) return;
+  const int64_t rows = batch * M;
+  if (rows == 0) {
+    // No query: the keys and values get no gradient.
+    launchZero(dtype, dk, batch * N * D, stream);
+    launchZero(dtype, dv, batch * N * D, stream);
+    return;
+  }
+  const bool flash = attentionUsesFlash(dtype, D);
+  BS_REQUIRE(!flash || ((M + kTile - 1) / kTile <= 65535 && (N + kTile - 1) / kTile <= 65535),
+             "attentionBackward: more than 4194240 queries or keys in one matrix");
+  Scratch di(static_cast<size_t>(rows) * sizeof(float));
+  BS_DISPATCH_FLOAT(dtype, T, rowDotKernel<T><<<rowWarpsGrid(rows), kThreads, 0, stream>>>(
+                                  static_cast<const T*>(dout), static_cast<const T*>(out), di.as<float>(), rows,
+                                  static_cast<int>(D)));
+  BS_LAUNCH_CHECK("rowDotKernel");
+  if (flash) {
+    const int m = static_cast<int>(M), n = static_cast<int>(N);
+    withFlashHeadDim(D, [&](auto d) {
+      constexpr int kD = decltype(d)::value;
+      if (dtype == DType::Float16) {
+        flashBackward<__half, kD>(dout, q, k, v, lse, di.as<float>(), dq, dk, dv, batch, m, n, scale, causal, stream);
+      } else {
+        flashBackward<__nv_bfloat16, kD>(dout, q, k, v, lse, di.as<float>(), dq, dk, dv, batch, m, n, scale, causal,
+                                         stream);
+      }
+    });
+    return;
+  }
+  const size_t scoreBytes = static_cast<size_t>(rows * N) * dtypeSize(dtype);
+  Scratch probabilities(scoreBytes);
+  Scratch gradient(scoreBytes);
+  launchMatmul(dtype, q, k, probabilities.as<void>(), batch, M, N, D, false, true, M * D, N * D, stream);
+  BS_DISPATCH_FLOAT(dtype, T, probabilitiesKernel<T, false><<<rowWarpsGrid(rows), kThreads, 0, stream>>>(
+                                  probabilities.as<T>(), const_cast<float*>(lse), rows, static_cast<int>(M),
+                                  static_cast<int>(N), scale, causal));
+  BS_LAUNCH_CHECK("probabilitiesKernel");
+  // dv = P^T dout; dP = dout v^T, then dS scale in place; dq = dS k; dk = dS^T q.
+  launchMatmul(dtype, probabilities.as<void>(), dout, dv, batch, N, D, M, true, false, M * N, M * D, stream);
+  launchMatmul(dtype, dout, v, gradient.as<void>(), batch, M, N, D, false, true, M * D, N * D, stream);
+  BS_DISPATCH_FLOAT(dtype, T, scoresGradientKernel<T><<<rowWarpsGrid(rows), kThreads, 0, stream>>>(
+                                  gradient.as<T>(), probabilities.as<T>(), di.as<float>(), rows, static_cast<int>(M),
+                                  static_cast<int>(N), scale, causal));
+  BS_LAUNCH_CHECK("scoresGradientKernel");
+  launchMatmul(dtype, gradient.as<void>(), k, dq, batch, M, D, N, false, false, M * N, N * D, stream);
+  launchMatmul(dtype, gradient.as<void>(), q, dk, batch, N, D, M, true, false, M * N, M * D, stream);
+}
+
+}  // namespace bs

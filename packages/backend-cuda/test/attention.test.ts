@@ -1,0 +1,128 @@
+import { type DType, attentionBackward, runKernel, scaledDotProductAttention, tidy } from "@blocksparse/core";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import type { CudaBackend } from "../src/index";
+import { cudaMissing, expectClose, random, randomTensor, reportCudaAvailability, useCuda } from "./cuda";
+
+reportCudaAvailability("attention.test.ts");
+
+interface Case {
+  dtype: DType;
+  batch: number[];
+  m: number;
+  n: number;
+  d: number;
+  causal: boolean;
+  /** Input values in [-spread, spread); scale 1 / sqrt(d) unless given. */
+  spread?: number;
+  scale?: number;
+}
+
+/** Float64 attention and its gradients from the values the tensors hold, the rule of core's Attention kernels. */
+function reference(
+  q: Float64Array,
+  k: Float64Array,
+  v: Float64Array,
+  dout: Float64Array,
+  batch: number,
+  m: number,
+  n: number,
+  d: number,
+  scale: number,
+  causal: boolean,
+) {
+  const out = new Float64Array(batch * m * d);
+  const lse = new Float64Array(batch * m);
+  const dq = new Float64Array(batch * m * d);
+  const dk = new Float64Array(batch * n * d);
+  const dv = new Float64Array(batch * n * d);
+  const p = new Float64Array(n);
+  for (let b = 0; b < batch; b++) {
+    for (let i = 0; i < m; i++) {
+      const kept = causal ? Math.min(n, i + n - m + 1) : n;
+      const qi = (b * m + i) * d;
+      let max = -Infinity;
+      for (let j = 0; j < kept; j++) {
+        let s = 0;
+        for (let c = 0; c < d; c++) s += q[qi + c] * k[(b * n + j) * d + c];
+        p[j] = s * scale;
+        max = Math.max(max, p[j]);
+      }
+      let sum = 0;
+      for (let j = 0; j < kept; j++) sum += Math.exp(p[j] - max);
+      lse[b * m + i] = max + Math.log(sum);
+      for (let j = 0; j < kept; j++) p[j] = Math.exp(p[j] - lse[b * m + i]);
+      for (let j = 0; j < kept; j++) for (let c = 0; c < d; c++) out[qi + c] += p[j] * v[(b * n + j) * d + c];
+      let di = 0;
+      for (let c = 0; c < d; c++) di += dout[qi + c] * out[qi + c];
+      for (let j = 0; j < kept; j++) {
+        const kj = (b * n + j) * d;
+        let dp = 0;
+        for (let c = 0; c < d; c++) dp += dout[qi + c] * v[kj + c];
+        const ds = p[j] * (dp - di) * scale;
+        for (let c = 0; c < d; c++) {
+          dv[kj + c] += p[j] * dout[qi + c];
+          dq[qi + c] += ds * k[kj + c];
+          dk[kj + c] += ds * q[qi + c];
+        }
+      }
+    }
+  }
+  return { out, lse, dq, dk, dv };
+}
+
+// The flash route (float16 and bfloat16 at head dims 32, 64, 128) and the products route (float32, other head
+// dims), at tile edges: lengths that are not multiples of the 64-row tiles, one query, fewer queries than keys
+// under causal masking (the last queries of the sequence), batch dims, and large logits (the online softmax's
+// rescaling).
+const CASES: Case[] = [
+  { dtype: "bfloat16", batch: [2, 3], m: 130, n: 130, d: 64, causal: true },
+  { dtype: "float16", batch: [2, 3], m: 130, n: 130, d: 64, causal: true },
+  { dtype: "bfloat16", batch: [3], m: 65, n: 200, d: 128, causal: true },
+  { dtype: "float16", batch: [3], m: 200, n: 77, d: 128, causal: false },
+  { dtype: "bfloat16", batch: [], m: 1, n: 1, d: 32, causal: false },
+  { dtype: "float16", batch: [2], m: 1, n: 190, d: 32, causal: true },
+  { dtype: "float16", batch: [2], m: 64, n: 64, d: 64, causal: false, spread: 3, scale: 1 },
+  { dtype: "bfloat16", batch: [1], m: 300, n: 300, d: 64, causal: true, spread: 3, scale: 1 },
+  { dtype: "float32", batch: [2, 2], m: 70, n: 70, d: 64, causal: true },
+  { dtype: "float32", batch: [2], m: 33, n: 90, d: 40, causal: true },
+  { dtype: "bfloat16", batch: [2], m: 70, n: 70, d: 40, causal: false },
+];
+
+describe.skipIf(cudaMissing)("cuda attention", () => {
+  let backend: CudaBackend;
+  beforeAll(() => {
+    backend = useCuda();
+  });
+  afterAll(() => {
+    backend.poisonAllocations = false;
+  });
+
+  for (const c of CASES) {
+    const name = `${c.dtype} [${c.batch}] M=${c.m} N=${c.n} D=${c.d}${c.causal ? " causal" : ""}${c.spread ? " large logits" : ""}`;
+    test(`forward and backward against float64: ${name}`, () => {
+      const next = random(c.m * 7919 + c.n * 31 + c.d);
+      const spread = c.spread ?? 1;
+      const scale = c.scale ?? 1 / Math.sqrt(c.d);
+      const batch = c.batch.reduce((a, b) => a * b, 1);
+      tidy(() => {
+        const q = randomTensor(next, [...c.batch, c.m, c.d], c.dtype, spread);
+        const k = randomTensor(next, [...c.batch, c.n, c.d], c.dtype, spread);
+        const v = randomTensor(next, [...c.batch, c.n, c.d], c.dtype);
+        const dout = randomTensor(next, [...c.batch, c.m, c.d], c.dtype);
+        const ref = reference(q.values, k.values, v.values, dout.values, batch, c.m, c.n, c.d, scale, c.causal);
+        const out = scaledDotProductAttention(q.t, k.t, v.t, { causal: c.causal, scale });
+        expect(out.shape).toEqual([...c.batch, c.m, c.d]);
+        expectClose(Float64Array.from(out.dataSync()), ref.out, c.dtype, `${name} out`);
+        // The kernel's own outputs, as autograd saves them: out and the float32 lse.
+        const [kernelOut, lse] = runKernel("Attention", { q: q.t, k: k.t, v: v.t }, { causal: c.causal, scale });
+        expect(lse.dtype).toBe("float32");
+        expectClose(Float64Array.from(lse.dataSync()), ref.lse, c.dtype, `${name} lse`);
+        const grads = attentionBackward(dout.t, q.t, k.t, v.t, kernelOut, lse, { causal: c.causal, scale });
+        expectClose(Float64Array.from(grads.dq.dataSync()), ref.dq, c.dtype, `${name} dq`);
+        expectClose(Float64Array.from(grads.dk.dataSync()), ref.dk, c.dtype, `${name} dk`);
+        expectClose(Float64Array.from(grads.dv.dataSync()), ref.dv, c.dtype, `${name} dv`);
+      });
+    });
+  }
+});
+
