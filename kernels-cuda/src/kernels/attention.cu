@@ -190,10 +190,15 @@ __device__ __forceinline__ void storeRows(T* matrix, const float (&acc)[D / 8][4
   }
 }
 
+// Forward: q and two buffers each of k and v.
 template <typename T, int D>
 constexpr int kForwardSmem = (kTile + 4 * kTile) * kStride<D> * static_cast<int>(sizeof(T));
+// dK/dV: k, v and two buffers each of q and dout, then two buffers each of lse and Di. dQ: q, dout and two
+// buffers each of k and v.
 template <typename T, int D>
 constexpr int kBackwardKVSmem = 6 * kTile * kStride<D> * static_cast<int>(sizeof(T)) + 4 * kTile * static_cast<int>(sizeof(float));
+template <typename T, int D>
+constexpr int kBackwardQSmem = 6 * kTile * kStride<D> * static_cast<int>(sizeof(T));
 
 // ---------------------------------------------------------------- flash forward
 
@@ -522,7 +527,7 @@ void flashBackward(const void* dout, const void* q, const void* k, const void* v
                    void* dq, void* dk, void* dv, int64_t batch, int M, int N, float scale, bool causal,
                    cudaStream_t stream) {
   constexpr int smemKV = kBackwardKVSmem<T, D>;
-  constexpr int smemQ = kForwardSmem<T, D>;
+  constexpr int smemQ = kBackwardQSmem<T, D>;
   allowSharedMemory(attentionBackwardKVKernel<T, D>, smemKV);
   allowSharedMemory(attentionBackwardQKernel<T, D>, smemQ);
   const T* tq = static_cast<const T*>(q);
