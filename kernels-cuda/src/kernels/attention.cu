@@ -2,17 +2,18 @@
 // matrix, with each row's log-sum-exp (float32) saved for the backward, which recomputes the probabilities from it.
 //
 // Two routes, the same results up to rounding:
-// - flash (float16 and bfloat16, head dims 32, 64 and 128): tiles of 64 queries x 64 keys on mma.sync m16n8k16
+// - flash (float16 and bfloat16, head dims up to 128 that are multiples of 8, held in tiles 32, 64 or 128 wide): tiles of 64 queries x 64 keys on mma.sync m16n8k16
 //   with float32 accumulators, operands in shared memory by cp.async (the next tile's copied while this one is
 //   computed), the softmax online over key tiles. Nothing of size M x N exists. The backward is two kernels that
 //   each recompute the probabilities: dK and dV per 64 keys over query tiles, dQ per 64 queries over key tiles (no
 //   atomics: deterministic), after a pass that computes Di = sum_d dout[i, d] out[i, d].
-// - math (float32, other head dims): the batched products through launchMatmul (cuBLAS where it is) into a scratch
-//   [batch, M, N], and row kernels for the softmax and its gradient.
+// - math (float32, other head dims): the batched products through launchMatmul (cuBLAS where it is) into a float32
+//   scratch [batch, M, N] (from float32 copies of the operands), and row kernels for the softmax and its gradient.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <cmath>
+#include <memory>
 #include <type_traits>
 
 #include "../kernels.h"
@@ -94,15 +95,16 @@ __device__ __forceinline__ uint32_t packPair(float lo, float hi) {
 template <int D>
 constexpr int kStride = D + 8;
 
-// Rows [row0, row0 + 64) of a [rows, D] matrix into a [64, kStride<D>] tile; rows past `rows` read as zeros.
+// Rows [row0, row0 + 64) of a [rows, width] matrix (width <= D, a multiple of 8) into a [64, kStride<D>] tile;
+// rows past `rows` and columns past `width` read as zeros.
 template <typename T, int D>
-__device__ __forceinline__ void loadTile(T* tile, const T* matrix, int row0, int rows) {
+__device__ __forceinline__ void loadTile(T* tile, const T* matrix, int row0, int rows, int width) {
   constexpr int kChunks = D / 8;  // 16-byte chunks per row
   for (int c = threadIdx.x; c < kTile * kChunks; c += kFlashThreads) {
     const int r = c / kChunks;
     const int col = (c % kChunks) * 8;
-    const bool valid = row0 + r < rows;
-    copyAsync16(tile + r * kStride<D> + col, matrix + static_cast<int64_t>(valid ? row0 + r : 0) * D + col, valid);
+    const bool valid = row0 + r < rows && col < width;
+    copyAsync16(tile + r * kStride<D> + col, matrix + (valid ? static_cast<int64_t>(row0 + r) * width + col : 0), valid);
   }
 }
 
@@ -174,17 +176,19 @@ __device__ __forceinline__ void accumulateProduct(float (&acc)[D / 8][4], const 
 }
 
 // Stores a warp's 16 x D accumulators times `factor` (per row: [0] for row g, [1] for row g + 8) to rows
-// [row0, row0 + 16) of a [rows, D] matrix, skipping rows past `rows`.
+// [row0, row0 + 16) of a [rows, width] matrix, skipping rows past `rows` and columns past `width`.
 template <typename T, int D>
-__device__ __forceinline__ void storeRows(T* matrix, const float (&acc)[D / 8][4], int row0, int rows, const float (&factor)[2]) {
+__device__ __forceinline__ void storeRows(T* matrix, const float (&acc)[D / 8][4], int row0, int rows, int width,
+                                          const float (&factor)[2]) {
   const int lane = threadIdx.x % 32;
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     const int row = row0 + lane / 4 + half * 8;
     if (row >= rows) continue;
-    T* out = matrix + static_cast<int64_t>(row) * D + 2 * (lane % 4);
+    T* out = matrix + static_cast<int64_t>(row) * width + 2 * (lane % 4);
 #pragma unroll
     for (int n = 0; n < D / 8; ++n) {
+      if (n * 8 >= width) break;
       *reinterpret_cast<uint32_t*>(out + n * 8) = packPair<T>(acc[n][2 * half] * factor[half], acc[n][2 * half + 1] * factor[half]);
     }
   }
@@ -207,7 +211,7 @@ template <typename T, int D>
 __global__ void __launch_bounds__(kFlashThreads) attentionForwardKernel(const T* __restrict__ q, const T* __restrict__ k,
                                                                         const T* __restrict__ v, T* __restrict__ out,
                                                                         float* __restrict__ lse, int M, int N,
-                                                                        float scaleLog2, bool causal) {
+                                                                        int width, float scaleLog2, bool causal) {
   allowDependentLaunch();
   extern __shared__ __align__(16) unsigned char smem[];
   T* sQ = reinterpret_cast<T*>(smem);
@@ -215,9 +219,9 @@ __global__ void __launch_bounds__(kFlashThreads) attentionForwardKernel(const T*
   T* sV = sK + 2 * kTile * kStride<D>;   // two buffers
   const int64_t matrix = blockIdx.x;
   const int q0 = (gridDim.y - 1 - blockIdx.y) * kTile;
-  const T* qb = q + matrix * M * D;
-  const T* kb = k + matrix * N * D;
-  const T* vb = v + matrix * N * D;
+  const T* qb = q + matrix * M * width;
+  const T* kb = k + matrix * N * width;
+  const T* vb = v + matrix * N * width;
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int offset = N - M;  // causal: query i keeps keys j <= i + offset
@@ -227,9 +231,9 @@ __global__ void __launch_bounds__(kFlashThreads) attentionForwardKernel(const T*
   const int warpRow0 = q0 + warp * 16;
   const int row[2] = {warpRow0 + lane / 4, warpRow0 + lane / 4 + 8};
 
-  loadTile<T, D>(sQ, qb, q0, M);
-  loadTile<T, D>(sK, kb, 0, N);
-  loadTile<T, D>(sV, vb, 0, N);
+  loadTile<T, D>(sQ, qb, q0, M, width);
+  loadTile<T, D>(sK, kb, 0, N, width);
+  loadTile<T, D>(sV, vb, 0, N, width);
   copyAsyncCommit();
 
   float acc[D / 8][4];
@@ -240,8 +244,8 @@ __global__ void __launch_bounds__(kFlashThreads) attentionForwardKernel(const T*
 
   for (int t = 0; t < tiles; ++t) {
     if (t + 1 < tiles) {
-      loadTile<T, D>(sK + ((t + 1) & 1) * kTile * kStride<D>, kb, (t + 1) * kTile, N);
-      loadTile<T, D>(sV + ((t + 1) & 1) * kTile * kStride<D>, vb, (t + 1) * kTile, N);
+      loadTile<T, D>(sK + ((t + 1) & 1) * kTile * kStride<D>, kb, (t + 1) * kTile, N, width);
+      loadTile<T, D>(sV + ((t + 1) & 1) * kTile * kStride<D>, vb, (t + 1) * kTile, N, width);
     }
     copyAsyncCommit();
     copyAsyncWait<1>();
@@ -301,7 +305,7 @@ __global__ void __launch_bounds__(kFlashThreads) attentionForwardKernel(const T*
     inverse[h] = 1.f / l;
     if (lane % 4 == 0 && row[h] < M) lse[matrix * M + row[h]] = (rowMax[h] + log2f(l)) * kLn2;
   }
-  storeRows<T, D>(out + matrix * M * D, acc, warpRow0, M, inverse);
+  storeRows<T, D>(out + matrix * M * width, acc, warpRow0, M, width, inverse);
 }
 
 // ---------------------------------------------------------------- flash backward
@@ -326,7 +330,7 @@ template <typename T, int D>
 __global__ void __launch_bounds__(kFlashThreads) attentionBackwardKVKernel(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dout,
     const float* __restrict__ lse, const float* __restrict__ di, T* __restrict__ dk, T* __restrict__ dv, int M, int N,
-    float scaleLog2, float scale, bool causal) {
+    int width, float scaleLog2, float scale, bool causal) {
   extern __shared__ __align__(16) unsigned char smem[];
   T* sK = reinterpret_cast<T*>(smem);
   T* sV = sK + kTile * kStride<D>;
@@ -336,10 +340,10 @@ __global__ void __launch_bounds__(kFlashThreads) attentionBackwardKVKernel(
   float* sDi = sLse + 2 * kTile;
   const int64_t matrix = blockIdx.x;
   const int k0 = (gridDim.y - 1 - blockIdx.y) * kTile;
-  const T* qb = q + matrix * M * D;
-  const T* kb = k + matrix * N * D;
-  const T* vb = v + matrix * N * D;
-  const T* db = dout + matrix * M * D;
+  const T* qb = q + matrix * M * width;
+  const T* kb = k + matrix * N * width;
+  const T* vb = v + matrix * N * width;
+  const T* db = dout + matrix * M * width;
   const float* lb = lse + matrix * M;
   const float* ib = di + matrix * M;
   const int warp = threadIdx.x / 32;
@@ -352,8 +356,8 @@ __global__ void __launch_bounds__(kFlashThreads) attentionBackwardKVKernel(
   const int key[2] = {warpKey0 + lane / 4, warpKey0 + lane / 4 + 8};
 
   auto loadQueries = [&](int t, int buffer) {
-    loadTile<T, D>(sQ + buffer * kTile * kStride<D>, qb, t * kTile, M);
-    loadTile<T, D>(sDout + buffer * kTile * kStride<D>, db, t * kTile, M);
+    loadTile<T, D>(sQ + buffer * kTile * kStride<D>, qb, t * kTile, M, width);
+    loadTile<T, D>(sDout + buffer * kTile * kStride<D>, db, t * kTile, M, width);
     if (threadIdx.x < kTile) {
       const int r = t * kTile + threadIdx.x;
       sLse[buffer * kTile + threadIdx.x] = r < M ? lb[r] : 0.f;
@@ -361,8 +365,8 @@ __global__ void __launch_bounds__(kFlashThreads) attentionBackwardKVKernel(
     }
   };
 
-  loadTile<T, D>(sK, kb, k0, N);
-  loadTile<T, D>(sV, vb, k0, N);
+  loadTile<T, D>(sK, kb, k0, N, width);
+  loadTile<T, D>(sV, vb, k0, N, width);
   if (firstTile < tiles) loadQueries(firstTile, 0);
   copyAsyncCommit();
 
@@ -419,8 +423,8 @@ __global__ void __launch_bounds__(kFlashThreads) attentionBackwardKVKernel(
 
   const float one[2] = {1.f, 1.f};
   const float scaled[2] = {scale, scale};
-  storeRows<T, D>(dk + matrix * N * D, accK, warpKey0, N, scaled);
-  storeRows<T, D>(dv + matrix * N * D, accV, warpKey0, N, one);
+  storeRows<T, D>(dk + matrix * N * width, accK, warpKey0, N, width, scaled);
+  storeRows<T, D>(dv + matrix * N * width, accV, warpKey0, N, width, one);
   (void)key;
 }
 
@@ -428,8 +432,8 @@ __global__ void __launch_bounds__(kFlashThreads) attentionBackwardKVKernel(
 template <typename T, int D>
 __global__ void __launch_bounds__(kFlashThreads) attentionBackwardQKernel(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dout,
-    const float* __restrict__ lse, const float* __restrict__ di, T* __restrict__ dq, int M, int N, float scaleLog2,
-    float scale, bool causal) {
+    const float* __restrict__ lse, const float* __restrict__ di, T* __restrict__ dq, int M, int N, int width,
+    float scaleLog2, float scale, bool causal) {
   extern __shared__ __align__(16) unsigned char smem[];
   T* sQ = reinterpret_cast<T*>(smem);
   T* sDout = sQ + kTile * kStride<D>;
@@ -437,8 +441,8 @@ __global__ void __launch_bounds__(kFlashThreads) attentionBackwardQKernel(
   T* sV = sK + 2 * kTile * kStride<D>;  // two buffers
   const int64_t matrix = blockIdx.x;
   const int q0 = (gridDim.y - 1 - blockIdx.y) * kTile;
-  const T* kb = k + matrix * N * D;
-  const T* vb = v + matrix * N * D;
+  const T* kb = k + matrix * N * width;
+  const T* vb = v + matrix * N * width;
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int offset = N - M;
@@ -454,10 +458,10 @@ __global__ void __launch_bounds__(kFlashThreads) attentionBackwardQKernel(
     rowDi[h] = row[h] < M ? di[matrix * M + row[h]] : 0.f;
   }
 
-  loadTile<T, D>(sQ, q + matrix * M * D, q0, M);
-  loadTile<T, D>(sDout, dout + matrix * M * D, q0, M);
-  loadTile<T, D>(sK, kb, 0, N);
-  loadTile<T, D>(sV, vb, 0, N);
+  loadTile<T, D>(sQ, q + matrix * M * width, q0, M, width);
+  loadTile<T, D>(sDout, dout + matrix * M * width, q0, M, width);
+  loadTile<T, D>(sK, kb, 0, N, width);
+  loadTile<T, D>(sV, vb, 0, N, width);
   copyAsyncCommit();
 
   float acc[D / 8][4];
@@ -466,8 +470,8 @@ __global__ void __launch_bounds__(kFlashThreads) attentionBackwardQKernel(
 
   for (int t = 0; t < tiles; ++t) {
     if (t + 1 < tiles) {
-      loadTile<T, D>(sK + ((t + 1) & 1) * kTile * kStride<D>, kb, (t + 1) * kTile, N);
-      loadTile<T, D>(sV + ((t + 1) & 1) * kTile * kStride<D>, vb, (t + 1) * kTile, N);
+      loadTile<T, D>(sK + ((t + 1) & 1) * kTile * kStride<D>, kb, (t + 1) * kTile, N, width);
+      loadTile<T, D>(sV + ((t + 1) & 1) * kTile * kStride<D>, vb, (t + 1) * kTile, N, width);
     }
     copyAsyncCommit();
     copyAsyncWait<1>();
@@ -501,7 +505,7 @@ __global__ void __launch_bounds__(kFlashThreads) attentionBackwardQKernel(
   }
   copyAsyncWait<0>();
   const float scaled[2] = {scale, scale};
-  storeRows<T, D>(dq + matrix * M * D, acc, warpRow0, M, scaled);
+  storeRows<T, D>(dq + matrix * M * width, acc, warpRow0, M, width, scaled);
 }
 
 // Above 48 KB of shared memory a kernel must opt in (per device: asked at each launch, as the tile kernels do).
@@ -512,19 +516,19 @@ void allowSharedMemory(Kernel kernel, int bytes) {
 
 template <typename T, int D>
 void flashForward(const void* q, const void* k, const void* v, void* out, float* lse, int64_t batch, int M, int N,
-                  float scale, bool causal, cudaStream_t stream) {
+                  int width, float scale, bool causal, cudaStream_t stream) {
   constexpr int smem = kForwardSmem<T, D>;
   allowSharedMemory(attentionForwardKernel<T, D>, smem);
   const dim3 grid(static_cast<unsigned>(batch), static_cast<unsigned>((M + kTile - 1) / kTile));
   attentionForwardKernel<T, D><<<grid, kFlashThreads, smem, stream>>>(
       static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), static_cast<T*>(out), lse, M, N,
-      scale * kLog2e, causal);
+      width, scale * kLog2e, causal);
   BS_LAUNCH_CHECK("attentionForwardKernel");
 }
 
 template <typename T, int D>
 void flashBackward(const void* dout, const void* q, const void* k, const void* v, const float* lse, const float* di,
-                   void* dq, void* dk, void* dv, int64_t batch, int M, int N, float scale, bool causal,
+                   void* dq, void* dk, void* dv, int64_t batch, int M, int N, int width, float scale, bool causal,
                    cudaStream_t stream) {
   constexpr int smemKV = kBackwardKVSmem<T, D>;
   constexpr int smemQ = kBackwardQSmem<T, D>;
@@ -536,32 +540,24 @@ void flashBackward(const void* dout, const void* q, const void* k, const void* v
   const T* tdout = static_cast<const T*>(dout);
   const dim3 gridKV(static_cast<unsigned>(batch), static_cast<unsigned>((N + kTile - 1) / kTile));
   attentionBackwardKVKernel<T, D><<<gridKV, kFlashThreads, smemKV, stream>>>(
-      tq, tk, tv, tdout, lse, di, static_cast<T*>(dk), static_cast<T*>(dv), M, N, scale * kLog2e, scale, causal);
+      tq, tk, tv, tdout, lse, di, static_cast<T*>(dk), static_cast<T*>(dv), M, N, width, scale * kLog2e, scale,
+      causal);
   BS_LAUNCH_CHECK("attentionBackwardKVKernel");
   if (M == 0) return;
   const dim3 gridQ(static_cast<unsigned>(batch), static_cast<unsigned>((M + kTile - 1) / kTile));
   attentionBackwardQKernel<T, D><<<gridQ, kFlashThreads, smemQ, stream>>>(tq, tk, tv, tdout, lse, di,
-                                                                          static_cast<T*>(dq), M, N, scale * kLog2e,
-                                                                          scale, causal);
+                                                                          static_cast<T*>(dq), M, N, width,
+                                                                          scale * kLog2e, scale, causal);
   BS_LAUNCH_CHECK("attentionBackwardQKernel");
 }
 
-// Calls f(std::integral_constant<int, D>) for the head dims the flash kernels are built for; false for others.
+// Calls f(std::integral_constant<int, D>) with the tile width D (32, 64 or 128) that holds a head dim of `width`
+// (columns past it read as zeros and are never stored).
 template <typename F>
-bool withFlashHeadDim(int64_t D, F&& f) {
-  switch (D) {
-    case 32:
-      f(std::integral_constant<int, 32>{});
-      return true;
-    case 64:
-      f(std::integral_constant<int, 64>{});
-      return true;
-    case 128:
-      f(std::integral_constant<int, 128>{});
-      return true;
-    default:
-      return false;
-  }
+void withFlashTileWidth(int64_t width, F&& f) {
+  if (width <= 32) f(std::integral_constant<int, 32>{});
+  else if (width <= 64) f(std::integral_constant<int, 64>{});
+  else f(std::integral_constant<int, 128>{});
 }
 
 // ---------------------------------------------------------------- math route
@@ -618,29 +614,69 @@ unsigned rowWarpsGrid(int64_t rows) { return static_cast<unsigned>((rows * 32 + 
 }  // namespace
 
 bool attentionUsesFlash(DType dtype, int64_t D) {
-  return (dtype == DType::Float16 || dtype == DType::BFloat16) && (D == 32 || D == 64 || D == 128);
+  // 16-byte copies of whole rows: D a multiple of 8 elements.
+  return (dtype == DType::Float16 || dtype == DType::BFloat16) && D % 8 == 0 && D <= 128;
 }
+
+namespace {
+
+// A float32 view of a buffer of `dtype`: the buffer itself for float32, else a cast copy held by `keep`.
+const float* asFloat32(DType dtype, const void* x, int64_t n, std::unique_ptr<Scratch>& keep, cudaStream_t stream) {
+  if (dtype == DType::Float32) return static_cast<const float*>(x);
+  keep = std::make_unique<Scratch>(static_cast<size_t>(n) * sizeof(float));
+  launchCast(dtype, DType::Float32, x, keep->as<void>(), n, stream);
+  return keep->as<float>();
+}
+
+// The float32 buffer in `dtype`: itself for float32, else a rounded copy held by `keep`.
+const void* fromFloat32(DType dtype, const float* x, int64_t n, std::unique_ptr<Scratch>& keep, cudaStream_t stream) {
+  if (dtype == DType::Float32) return x;
+  keep = std::make_unique<Scratch>(static_cast<size_t>(n) * dtypeSize(dtype));
+  launchCast(DType::Float32, dtype, x, keep->as<void>(), n, stream);
+  return keep->as<void>();
+}
+
+// The probabilities P = exp(scale q k^T - lse) of every row in float32 (lse computed when `forward`), into `p`
+// [batch, M, N]: the scores from float32 copies of q and k, so lse is float32-accurate in every dtype.
+void mathProbabilities(DType dtype, const void* q, const void* k, float* p, float* lse, int64_t batch, int64_t M,
+                       int64_t N, int64_t D, float scale, bool causal, bool forward, cudaStream_t stream) {
+  std::unique_ptr<Scratch> q32, k32;
+  const float* qf = asFloat32(dtype, q, batch * M * D, q32, stream);
+  const float* kf = asFloat32(dtype, k, batch * N * D, k32, stream);
+  launchMatmul(DType::Float32, qf, kf, p, batch, M, N, D, false, true, M * D, N * D, stream);
+  const int64_t rows = batch * M;
+  if (forward) {
+    probabilitiesKernel<float, true><<<rowWarpsGrid(rows), kThreads, 0, stream>>>(p, lse, rows, static_cast<int>(M),
+                                                                                 static_cast<int>(N), scale, causal);
+  } else {
+    probabilitiesKernel<float, false><<<rowWarpsGrid(rows), kThreads, 0, stream>>>(p, lse, rows, static_cast<int>(M),
+                                                                                  static_cast<int>(N), scale, causal);
+  }
+  BS_LAUNCH_CHECK("probabilitiesKernel");
+}
+
+}  // namespace
 
 void launchAttention(DType dtype, const void* q, const void* k, const void* v, void* out, float* lse, int64_t batch,
                      int64_t M, int64_t N, int64_t D, float scale, bool causal, cudaStream_t stream) {
   if (batch * M == 0) return;
   if (attentionUsesFlash(dtype, D)) {
     BS_REQUIRE((M + kTile - 1) / kTile <= 65535, "attention: more than 4194240 queries in one matrix");
-    const int m = static_cast<int>(M), n = static_cast<int>(N);
-    withFlashHeadDim(D, [&](auto d) {
+    const int m = static_cast<int>(M), n = static_cast<int>(N), width = static_cast<int>(D);
+    withFlashTileWidth(D, [&](auto d) {
       constexpr int kD = decltype(d)::value;
-      if (dtype == DType::Float16) flashForward<__half, kD>(q, k, v, out, lse, batch, m, n, scale, causal, stream);
-      else flashForward<__nv_bfloat16, kD>(q, k, v, out, lse, batch, m, n, scale, causal, stream);
+      if (dtype == DType::Float16) flashForward<__half, kD>(q, k, v, out, lse, batch, m, n, width, scale, causal, stream);
+      else flashForward<__nv_bfloat16, kD>(q, k, v, out, lse, batch, m, n, width, scale, causal, stream);
     });
     return;
   }
-  const int64_t rows = batch * M;
-  Scratch scores(static_cast<size_t>(rows * N) * dtypeSize(dtype));
-  launchMatmul(dtype, q, k, scores.as<void>(), batch, M, N, D, false, true, M * D, N * D, stream);
-  BS_DISPATCH_FLOAT(dtype, T, probabilitiesKernel<T, true><<<rowWarpsGrid(rows), kThreads, 0, stream>>>(
-                                  scores.as<T>(), lse, rows, static_cast<int>(M), static_cast<int>(N), scale, causal));
-  BS_LAUNCH_CHECK("probabilitiesKernel");
-  launchMatmul(dtype, scores.as<void>(), v, out, batch, M, D, N, false, false, M * N, N * D, stream);
+  // Scores and probabilities in float32, the product with v in the dtype (P rounded once, as the flash kernels do).
+  const int64_t scores = batch * M * N;
+  Scratch probabilities(static_cast<size_t>(scores) * sizeof(float));
+  mathProbabilities(dtype, q, k, probabilities.as<float>(), lse, batch, M, N, D, scale, causal, true, stream);
+  std::unique_ptr<Scratch> rounded;
+  const void* p = fromFloat32(dtype, probabilities.as<float>(), scores, rounded, stream);
+  launchMatmul(dtype, p, v, out, batch, M, D, N, false, false, M * N, N * D, stream);
 }
 
 void launchAttentionBackward(DType dtype, const void* dout, const void* q, const void* k, const void* v,
@@ -663,35 +699,44 @@ void launchAttentionBackward(DType dtype, const void* dout, const void* q, const
                                   static_cast<int>(D)));
   BS_LAUNCH_CHECK("rowDotKernel");
   if (flash) {
-    const int m = static_cast<int>(M), n = static_cast<int>(N);
-    withFlashHeadDim(D, [&](auto d) {
+    const int m = static_cast<int>(M), n = static_cast<int>(N), width = static_cast<int>(D);
+    withFlashTileWidth(D, [&](auto d) {
       constexpr int kD = decltype(d)::value;
       if (dtype == DType::Float16) {
-        flashBackward<__half, kD>(dout, q, k, v, lse, di.as<float>(), dq, dk, dv, batch, m, n, scale, causal, stream);
+        flashBackward<__half, kD>(dout, q, k, v, lse, di.as<float>(), dq, dk, dv, batch, m, n, width, scale, causal,
+                                  stream);
       } else {
-        flashBackward<__nv_bfloat16, kD>(dout, q, k, v, lse, di.as<float>(), dq, dk, dv, batch, m, n, scale, causal,
-                                         stream);
+        flashBackward<__nv_bfloat16, kD>(dout, q, k, v, lse, di.as<float>(), dq, dk, dv, batch, m, n, width, scale,
+                                         causal, stream);
       }
     });
     return;
   }
-  const size_t scoreBytes = static_cast<size_t>(rows * N) * dtypeSize(dtype);
-  Scratch probabilities(scoreBytes);
-  Scratch gradient(scoreBytes);
-  launchMatmul(dtype, q, k, probabilities.as<void>(), batch, M, N, D, false, true, M * D, N * D, stream);
-  BS_DISPATCH_FLOAT(dtype, T, probabilitiesKernel<T, false><<<rowWarpsGrid(rows), kThreads, 0, stream>>>(
-                                  probabilities.as<T>(), const_cast<float*>(lse), rows, static_cast<int>(M),
-                                  static_cast<int>(N), scale, causal));
-  BS_LAUNCH_CHECK("probabilitiesKernel");
-  // dv = P^T dout; dP = dout v^T, then dS scale in place; dq = dS k; dk = dS^T q.
-  launchMatmul(dtype, probabilities.as<void>(), dout, dv, batch, N, D, M, true, false, M * N, M * D, stream);
-  launchMatmul(dtype, dout, v, gradient.as<void>(), batch, M, N, D, false, true, M * D, N * D, stream);
-  BS_DISPATCH_FLOAT(dtype, T, scoresGradientKernel<T><<<rowWarpsGrid(rows), kThreads, 0, stream>>>(
-                                  gradient.as<T>(), probabilities.as<T>(), di.as<float>(), rows, static_cast<int>(M),
-                                  static_cast<int>(N), scale, causal));
+  // Probabilities and dS in float32 (P and dS rounded once for the products in the dtype, as the flash kernels do).
+  const int64_t scores = rows * N;
+  Scratch probabilities(static_cast<size_t>(scores) * sizeof(float));
+  mathProbabilities(dtype, q, k, probabilities.as<float>(), const_cast<float*>(lse), batch, M, N, D, scale, causal,
+                    false, stream);
+  {
+    std::unique_ptr<Scratch> rounded;
+    const void* p = fromFloat32(dtype, probabilities.as<float>(), scores, rounded, stream);
+    launchMatmul(dtype, p, dout, dv, batch, N, D, M, true, false, M * N, M * D, stream);  // dv = P^T dout
+  }
+  Scratch gradient(static_cast<size_t>(scores) * sizeof(float));
+  {
+    std::unique_ptr<Scratch> dout32, v32;
+    const float* doutf = asFloat32(dtype, dout, rows * D, dout32, stream);
+    const float* vf = asFloat32(dtype, v, batch * N * D, v32, stream);
+    launchMatmul(DType::Float32, doutf, vf, gradient.as<float>(), batch, M, N, D, false, true, M * D, N * D, stream);
+  }
+  scoresGradientKernel<float><<<rowWarpsGrid(rows), kThreads, 0, stream>>>(
+      gradient.as<float>(), probabilities.as<float>(), di.as<float>(), rows, static_cast<int>(M), static_cast<int>(N),
+      scale, causal);
   BS_LAUNCH_CHECK("scoresGradientKernel");
-  launchMatmul(dtype, gradient.as<void>(), k, dq, batch, M, D, N, false, false, M * N, N * D, stream);
-  launchMatmul(dtype, gradient.as<void>(), q, dk, batch, N, D, M, true, false, M * N, M * D, stream);
+  std::unique_ptr<Scratch> rounded;
+  const void* ds = fromFloat32(dtype, gradient.as<float>(), scores, rounded, stream);
+  launchMatmul(dtype, ds, k, dq, batch, M, D, N, false, false, M * N, N * D, stream);  // dq = dS k
+  launchMatmul(dtype, ds, q, dk, batch, N, D, M, true, false, M * N, M * D, stream);   // dk = dS^T q
 }
 
 }  // namespace bs

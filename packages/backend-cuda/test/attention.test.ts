@@ -70,8 +70,8 @@ function reference(
   return { out, lse, dq, dk, dv };
 }
 
-// The flash route (float16 and bfloat16 at head dims 32, 64, 128) and the products route (float32, other head
-// dims), at tile edges: lengths that are not multiples of the 64-row tiles, one query, fewer queries than keys
+// The flash route (float16 and bfloat16, head dims that are multiples of 8 up to 128: 40 runs in a 64-wide tile) and
+// the products route (float32, other head dims), at tile edges: lengths that are not multiples of the 64-row tiles, one query, fewer queries than keys
 // under causal masking (the last queries of the sequence), batch dims, and large logits (the online softmax's
 // rescaling).
 const CASES: Case[] = [
@@ -86,6 +86,9 @@ const CASES: Case[] = [
   { dtype: "float32", batch: [2, 2], m: 70, n: 70, d: 64, causal: true },
   { dtype: "float32", batch: [2], m: 33, n: 90, d: 40, causal: true },
   { dtype: "bfloat16", batch: [2], m: 70, n: 70, d: 40, causal: false },
+  { dtype: "float16", batch: [2], m: 70, n: 129, d: 88, causal: true },
+  { dtype: "float16", batch: [3], m: 50, n: 70, d: 20, causal: true },
+  { dtype: "bfloat16", batch: [], m: 40, n: 40, d: 136, causal: false },
 ];
 
 describe.skipIf(cudaMissing)("cuda attention", () => {
