@@ -95,12 +95,12 @@ __device__ __forceinline__ uint32_t packPair(float lo, float hi) {
 template <int D>
 constexpr int kStride = D + 8;
 
-// Rows [row0, row0 + Rows) of a [rows, width] matrix (width <= D, a multiple of 8) into a [Rows, kStride<D>] tile;
+// Rows [row0, row0 + 64) of a [rows, width] matrix (width <= D, a multiple of 8) into a [64, kStride<D>] tile;
 // rows past `rows` and columns past `width` read as zeros.
-template <typename T, int D, int Rows = kTile>
+template <typename T, int D>
 __device__ __forceinline__ void loadTile(T* tile, const T* matrix, int row0, int rows, int width) {
   constexpr int kChunks = D / 8;  // 16-byte chunks per row
-  for (int c = threadIdx.x; c < Rows * kChunks; c += kFlashThreads) {
+  for (int c = threadIdx.x; c < kTile * kChunks; c += kFlashThreads) {
     const int r = c / kChunks;
     const int col = (c % kChunks) * 8;
     const bool valid = row0 + r < rows && col < width;
@@ -158,78 +158,6 @@ __device__ __forceinline__ void productRows(float (&s)[8][4], const T* tileA, in
   }
 }
 
-// The A fragments of rows [row0, row0 + 16) of a tile over all D columns, held in registers across key (query) tiles.
-template <typename T, int D>
-__device__ __forceinline__ void loadRowsA(uint32_t (&a)[D / 16][4], const T* tile, int row0) {
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) loadA<D>(a[kk], tile, row0, kk * 16);
-}
-
-// s[mt] (MT x 16 rows x 64 columns of one warp) = the rows whose A fragments are a[mt] times the 64 rows of tileB:
-// each B fragment loaded from shared memory serves MT products.
-template <typename T, int D, int MT>
-__device__ __forceinline__ void productFrags(float (&s)[MT][8][4], const uint32_t (&a)[MT][D / 16][4], const T* tileB) {
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-    for (int n = 0; n < 8; ++n) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.f;
-  }
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-#pragma unroll
-    for (int n = 0; n < 8; n += 2) {
-      uint32_t b[4];
-      loadBFromRows<D>(b, tileB, n * 8, kk * 16);
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        mma16816<T>(s[mt][n], a[mt][kk], b[0], b[1]);
-        mma16816<T>(s[mt][n + 1], a[mt][kk], b[2], b[3]);
-      }
-    }
-  }
-}
-
-// acc[mt] (16 x D each) += P[mt] (16 x 64, accumulators) times the 64 x D tile, each B fragment serving MT products.
-template <typename T, int D, int MT>
-__device__ __forceinline__ void accumulateProducts(float (&acc)[MT][D / 8][4], const float (&p)[MT][8][4], const T* tile) {
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
-    uint32_t a[MT][4];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) accumulatorsAsA<T>(a[mt], p[mt], kk);
-#pragma unroll
-    for (int n = 0; n < D / 8; n += 2) {
-      uint32_t b[4];
-      loadBFromColumns<D>(b, tile, kk * 16, n * 8);
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        mma16816<T>(acc[mt][n], a[mt], b[0], b[1]);
-        mma16816<T>(acc[mt][n + 1], a[mt], b[2], b[3]);
-      }
-    }
-  }
-}
-
-// A warp's 16 rows of a tile as the A operand of its products: their fragments held in registers across the steps up
-// to head dim 64 (hold() once the tile is loaded), else loaded from shared memory at each product (the registers go
-// to the accumulators).
-template <typename T, int D>
-struct WarpRows {
-  static constexpr bool kHeld = D <= 64;
-  const T* tile;
-  int row0;
-  uint32_t a[1][D / 16][4];
-
-  __device__ __forceinline__ void hold() {
-    if constexpr (kHeld) loadRowsA<T, D>(a[0], tile, row0);
-  }
-  // s (16 rows x 64 columns) = these rows times the 64 rows of tileB.
-  __device__ __forceinline__ void product(float (&s)[8][4], const T* tileB) {
-    if constexpr (kHeld) productFrags<T, D, 1>(reinterpret_cast<float(&)[1][8][4]>(s), a, tileB);
-    else productRows<T, D>(s, tile, row0, tileB);
-  }
-};
-
 // acc (16 x D) += P (16 x 64, accumulators) times the 64 x D tile (rows are the 64 columns of P).
 template <typename T, int D>
 __device__ __forceinline__ void accumulateProduct(float (&acc)[D / 8][4], const float (&p)[8][4], const T* tile) {
@@ -266,13 +194,9 @@ __device__ __forceinline__ void storeRows(T* matrix, const float (&acc)[D / 8][4
   }
 }
 
-// Forward: q (64 MT rows) and two buffers each of k and v.
-template <typename T, int D, int MT>
-constexpr int kForwardSmem = (kTile * MT + 4 * kTile) * kStride<D> * static_cast<int>(sizeof(T));
-// Query rows per warp in the forward, 16 MT: 32 up to head dim 64 (each k and v fragment loaded from shared memory
-// then serves two products), 16 above (the accumulators of 32 rows would not fit the registers).
-template <int D>
-constexpr int kForwardMTiles = D <= 64 ? 2 : 1;
+// Forward: q and two buffers each of k and v.
+template <typename T, int D>
+constexpr int kForwardSmem = (kTile + 4 * kTile) * kStride<D> * static_cast<int>(sizeof(T));
 // dK/dV: k, v and two buffers each of q and dout, then two buffers each of lse and Di. dQ: q, dout and two
 // buffers each of k and v.
 template <typename T, int D>
@@ -282,48 +206,41 @@ constexpr int kBackwardQSmem = 6 * kTile * kStride<D> * static_cast<int>(sizeof(
 
 // ---------------------------------------------------------------- flash forward
 
-// grid (batch, query tiles of 64 MT), the last query tiles (the longest under causal masking) first; 4 warps of
-// 16 MT queries, their q fragments in registers.
-template <typename T, int D, int MT>
+// grid (batch, query tiles), the last query tiles (the longest under causal masking) first; 4 warps of 16 queries.
+template <typename T, int D>
 __global__ void __launch_bounds__(kFlashThreads) attentionForwardKernel(const T* __restrict__ q, const T* __restrict__ k,
                                                                         const T* __restrict__ v, T* __restrict__ out,
                                                                         float* __restrict__ lse, int M, int N,
                                                                         int width, float scaleLog2, bool causal) {
-  constexpr int kRows = kTile * MT;
   allowDependentLaunch();
   extern __shared__ __align__(16) unsigned char smem[];
   T* sQ = reinterpret_cast<T*>(smem);
-  T* sK = sQ + kRows * kStride<D>;       // two buffers
+  T* sK = sQ + kTile * kStride<D>;       // two buffers
   T* sV = sK + 2 * kTile * kStride<D>;   // two buffers
   const int64_t matrix = blockIdx.x;
-  const int q0 = (gridDim.y - 1 - blockIdx.y) * kRows;
+  const int q0 = (gridDim.y - 1 - blockIdx.y) * kTile;
   const T* qb = q + matrix * M * width;
   const T* kb = k + matrix * N * width;
   const T* vb = v + matrix * N * width;
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int offset = N - M;  // causal: query i keeps keys j <= i + offset
-  const int lastRow = min(q0 + kRows, M) - 1;
+  const int lastRow = min(q0 + kTile, M) - 1;
   const int keyEnd = causal ? min(N, lastRow + offset + 1) : N;
   const int tiles = (keyEnd + kTile - 1) / kTile;
-  const int warpRow0 = q0 + warp * 16 * MT;
+  const int warpRow0 = q0 + warp * 16;
+  const int row[2] = {warpRow0 + lane / 4, warpRow0 + lane / 4 + 8};
 
-  loadTile<T, D, kRows>(sQ, qb, q0, M, width);
+  loadTile<T, D>(sQ, qb, q0, M, width);
   loadTile<T, D>(sK, kb, 0, N, width);
   loadTile<T, D>(sV, vb, 0, N, width);
   copyAsyncCommit();
 
-  float acc[MT][D / 8][4];
-  float rowMax[MT][2];
-  float rowSum[MT][2];
+  float acc[D / 8][4];
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-    for (int n = 0; n < D / 8; ++n) acc[mt][n][0] = acc[mt][n][1] = acc[mt][n][2] = acc[mt][n][3] = 0.f;
-    rowMax[mt][0] = rowMax[mt][1] = -INFINITY;
-    rowSum[mt][0] = rowSum[mt][1] = 0.f;
-  }
-  uint32_t qa[MT][D / 16][4];
+  for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+  float rowMax[2] = {-INFINITY, -INFINITY};
+  float rowSum[2] = {0.f, 0.f};
 
   for (int t = 0; t < tiles; ++t) {
     if (t + 1 < tiles) {
@@ -333,73 +250,62 @@ __global__ void __launch_bounds__(kFlashThreads) attentionForwardKernel(const T*
     copyAsyncCommit();
     copyAsyncWait<1>();
     __syncthreads();
-    if (t == 0) {
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) loadRowsA<T, D>(qa[mt], sQ, warp * 16 * MT + mt * 16);
-    }
     const T* tileK = sK + (t & 1) * kTile * kStride<D>;
     const T* tileV = sV + (t & 1) * kTile * kStride<D>;
 
-    float s[MT][8][4];
-    productFrags<T, D, MT>(s, qa, tileK);
+    float s[8][4];
+    productRows<T, D>(s, sQ, warp * 16, tileK);
     const int key0 = t * kTile;
     // Masking only where this warp's tile reaches past the keys or the causal diagonal.
     const bool masked = key0 + kTile > N || (causal && key0 + kTile - 1 > warpRow0 + offset);
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
+    for (int n = 0; n < 8; ++n) {
 #pragma unroll
-      for (int n = 0; n < 8; ++n) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int key = key0 + n * 8 + 2 * (lane % 4) + (e & 1);
-          const int r = warpRow0 + mt * 16 + lane / 4 + (e / 2) * 8;
-          const bool keep = !masked || (key < N && (!causal || key <= r + offset));
-          s[mt][n][e] = keep ? s[mt][n][e] * scaleLog2 : -INFINITY;
-        }
-      }
-      // Online softmax, base 2: rescale what is accumulated to the new row maxima.
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        float m = rowMax[mt][h];
-#pragma unroll
-        for (int n = 0; n < 8; ++n) m = fmaxf(m, fmaxf(s[mt][n][2 * h], s[mt][n][2 * h + 1]));
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
-        const float base = m == -INFINITY ? 0.f : m;  // a row with nothing kept yet stays at zero
-        const float rescale = exp2f(rowMax[mt][h] - base);
-        rowMax[mt][h] = m;
-        rowSum[mt][h] *= rescale;
-#pragma unroll
-        for (int n = 0; n < D / 8; ++n) {
-          acc[mt][n][2 * h] *= rescale;
-          acc[mt][n][2 * h + 1] *= rescale;
-        }
-#pragma unroll
-        for (int n = 0; n < 8; ++n) {
-          s[mt][n][2 * h] = exp2f(s[mt][n][2 * h] - base);
-          s[mt][n][2 * h + 1] = exp2f(s[mt][n][2 * h + 1] - base);
-          rowSum[mt][h] += s[mt][n][2 * h] + s[mt][n][2 * h + 1];
-        }
+      for (int e = 0; e < 4; ++e) {
+        const int key = key0 + n * 8 + 2 * (lane % 4) + (e & 1);
+        const int r = row[e / 2];
+        const bool keep = !masked || (key < N && (!causal || key <= r + offset));
+        s[n][e] = keep ? s[n][e] * scaleLog2 : -INFINITY;
       }
     }
-    accumulateProducts<T, D, MT>(acc, s, tileV);
+    // Online softmax, base 2: rescale what is accumulated to the new row maxima.
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float m = rowMax[h];
+#pragma unroll
+      for (int n = 0; n < 8; ++n) m = fmaxf(m, fmaxf(s[n][2 * h], s[n][2 * h + 1]));
+      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+      const float base = m == -INFINITY ? 0.f : m;  // a row with nothing kept yet stays at zero
+      const float rescale = exp2f(rowMax[h] - base);
+      rowMax[h] = m;
+      rowSum[h] *= rescale;
+#pragma unroll
+      for (int n = 0; n < D / 8; ++n) {
+        acc[n][2 * h] *= rescale;
+        acc[n][2 * h + 1] *= rescale;
+      }
+#pragma unroll
+      for (int n = 0; n < 8; ++n) {
+        s[n][2 * h] = exp2f(s[n][2 * h] - base);
+        s[n][2 * h + 1] = exp2f(s[n][2 * h + 1] - base);
+        rowSum[h] += s[n][2 * h] + s[n][2 * h + 1];
+      }
+    }
+    accumulateProduct<T, D>(acc, s, tileV);
     __syncthreads();  // every warp is done with this buffer before the next step's copies refill it
   }
 
+  float inverse[2];
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    float inverse[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float l = rowSum[mt][h];
-      l += __shfl_xor_sync(0xffffffffu, l, 1);
-      l += __shfl_xor_sync(0xffffffffu, l, 2);
-      inverse[h] = 1.f / l;
-      const int r = warpRow0 + mt * 16 + lane / 4 + h * 8;
-      if (lane % 4 == 0 && r < M) lse[matrix * M + r] = (rowMax[mt][h] + log2f(l)) * kLn2;
-    }
-    storeRows<T, D>(out + matrix * M * width, acc[mt], warpRow0 + mt * 16, M, width, inverse);
+  for (int h = 0; h < 2; ++h) {
+    float l = rowSum[h];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    inverse[h] = 1.f / l;
+    if (lane % 4 == 0 && row[h] < M) lse[matrix * M + row[h]] = (rowMax[h] + log2f(l)) * kLn2;
   }
+  storeRows<T, D>(out + matrix * M * width, acc, warpRow0, M, width, inverse);
 }
 
 // ---------------------------------------------------------------- flash backward
@@ -472,18 +378,12 @@ __global__ void __launch_bounds__(kFlashThreads) attentionBackwardKVKernel(
     accV[n][0] = accV[n][1] = accV[n][2] = accV[n][3] = 0.f;
   }
 
-  WarpRows<T, D> keyRows{sK, warp * 16};
-  WarpRows<T, D> valueRows{sV, warp * 16};
   for (int t = firstTile; t < tiles; ++t) {
     const int buffer = (t - firstTile) & 1;
     if (t + 1 < tiles) loadQueries(t + 1, buffer ^ 1);
     copyAsyncCommit();
     copyAsyncWait<1>();
     __syncthreads();
-    if (t == firstTile) {
-      keyRows.hold();
-      valueRows.hold();
-    }
     const T* tileQ = sQ + buffer * kTile * kStride<D>;
     const T* tileDout = sDout + buffer * kTile * kStride<D>;
     const float* tileLse = sLse + buffer * kTile;
@@ -493,7 +393,7 @@ __global__ void __launch_bounds__(kFlashThreads) attentionBackwardKVKernel(
     // P^T (16 keys x 64 queries) = exp2(scale log2e k q^T - log2e lse[query]), 0 where masked. Queries past M hold
     // zeros (q, dout, lse, Di), so they add nothing to dV or dK; keys past N are never stored.
     float p[8][4];
-    keyRows.product(p, tileQ);
+    productRows<T, D>(p, sK, warp * 16, tileQ);
     const bool masked = causal && warpKey0 + 15 > query0 + offset;
 #pragma unroll
     for (int n = 0; n < 8; ++n) {
@@ -507,7 +407,7 @@ __global__ void __launch_bounds__(kFlashThreads) attentionBackwardKVKernel(
     accumulateProduct<T, D>(accV, p, tileDout);
     // dP^T = v dout^T, then dS^T = P^T (dP^T - Di[query]).
     float ds[8][4];
-    valueRows.product(ds, tileDout);
+    productRows<T, D>(ds, sV, warp * 16, tileDout);
 #pragma unroll
     for (int n = 0; n < 8; ++n) {
 #pragma unroll
@@ -568,8 +468,6 @@ __global__ void __launch_bounds__(kFlashThreads) attentionBackwardQKernel(
 #pragma unroll
   for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
 
-  WarpRows<T, D> queryRows{sQ, warp * 16};
-  WarpRows<T, D> gradientRows{sDout, warp * 16};
   for (int t = 0; t < tiles; ++t) {
     if (t + 1 < tiles) {
       loadTile<T, D>(sK + ((t + 1) & 1) * kTile * kStride<D>, kb, (t + 1) * kTile, N, width);
@@ -578,17 +476,13 @@ __global__ void __launch_bounds__(kFlashThreads) attentionBackwardQKernel(
     copyAsyncCommit();
     copyAsyncWait<1>();
     __syncthreads();
-    if (t == 0) {
-      queryRows.hold();
-      gradientRows.hold();
-    }
     const T* tileK = sK + (t & 1) * kTile * kStride<D>;
     const T* tileV = sV + (t & 1) * kTile * kStride<D>;
     const int key0 = t * kTile;
 
     // Keys past N hold zeros in k and v: their dS multiplies a zero row of k, so only causal masking is needed.
     float p[8][4];
-    queryRows.product(p, tileK);
+    productRows<T, D>(p, sQ, warp * 16, tileK);
     const bool masked = causal && key0 + kTile - 1 > warpRow0 + offset;
 #pragma unroll
     for (int n = 0; n < 8; ++n) {
@@ -600,7 +494,7 @@ __global__ void __launch_bounds__(kFlashThreads) attentionBackwardQKernel(
       }
     }
     float ds[8][4];
-    gradientRows.product(ds, tileV);
+    productRows<T, D>(ds, sDout, warp * 16, tileV);
 #pragma unroll
     for (int n = 0; n < 8; ++n) {
 #pragma unroll
@@ -623,11 +517,10 @@ void allowSharedMemory(Kernel kernel, int bytes) {
 template <typename T, int D>
 void flashForward(const void* q, const void* k, const void* v, void* out, float* lse, int64_t batch, int M, int N,
                   int width, float scale, bool causal, cudaStream_t stream) {
-  constexpr int kMT = kForwardMTiles<D>;
-  constexpr int smem = kForwardSmem<T, D, kMT>;
-  allowSharedMemory(attentionForwardKernel<T, D, kMT>, smem);
-  const dim3 grid(static_cast<unsigned>(batch), static_cast<unsigned>((M + kTile * kMT - 1) / (kTile * kMT)));
-  attentionForwardKernel<T, D, kMT><<<grid, kFlashThreads, smem, stream>>>(
+  constexpr int smem = kForwardSmem<T, D>;
+  allowSharedMemory(attentionForwardKernel<T, D>, smem);
+  const dim3 grid(static_cast<unsigned>(batch), static_cast<unsigned>((M + kTile - 1) / kTile));
+  attentionForwardKernel<T, D><<<grid, kFlashThreads, smem, stream>>>(
       static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), static_cast<T*>(out), lse, M, N,
       width, scale * kLog2e, causal);
   BS_LAUNCH_CHECK("attentionForwardKernel");
