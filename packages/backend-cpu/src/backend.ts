@@ -10,6 +10,7 @@ import {
   jsKernels,
   productKernels,
 } from "@blocksparse/core";
+import { attentionKernels } from "./attention";
 import { BufferCache, type BufferCacheStats } from "./buffer_cache";
 import { nativeCompute } from "./compute";
 import { CpuOutOfMemoryError } from "./errors";
@@ -64,8 +65,9 @@ export class CpuBackend extends JsBackend {
     this.cache = new BufferCache((bytes) => this.newArrayBuffer(bytes), undefined, CACHE_LINE_BYTES);
     applyEnvironmentSettings();
     // The js kernels run on this backend's buffers directly (same storage), so no kernel needs
-    // delegateToJs's copies; the products are replaced by native ones.
-    this.kernels = { ...jsKernels, ...productKernels(nativeCompute(this.addon)) } satisfies CompleteKernelTable<JsBackend>;
+    // delegateToJs's copies; the products are replaced by native ones, and attention runs through them.
+    const compute = nativeCompute(this.addon);
+    this.kernels = { ...jsKernels, ...productKernels(compute), ...attentionKernels(compute) } satisfies CompleteKernelTable<JsBackend>;
   }
 
   /** Storage starts on a cache line (an ArrayBuffer's data is only 16-byte aligned), so the kernels' vector loads never straddle two lines. */
