@@ -194,6 +194,20 @@ __device__ __forceinline__ void storeRows(T* matrix, const float (&acc)[D / 8][4
   }
 }
 
+// Step t of a walk over 64-key tiles of k and v in two buffers each: copies tile t + 1 in (when there is one) while
+// tile t is used, then waits for tile t's copies (issued at the step before, or before the walk) and every thread.
+template <typename T, int D>
+__device__ __forceinline__ void advanceKeyTiles(T* sK, T* sV, const T* kb, const T* vb, int t, int tiles, int N,
+                                                int width) {
+  if (t + 1 < tiles) {
+    loadTile<T, D>(sK + ((t + 1) & 1) * kTile * kStride<D>, kb, (t + 1) * kTile, N, width);
+    loadTile<T, D>(sV + ((t + 1) & 1) * kTile * kStride<D>, vb, (t + 1) * kTile, N, width);
+  }
+  copyAsyncCommit();
+  copyAsyncWait<1>();
+  __syncthreads();
+}
+
 // Forward: q and two buffers each of k and v.
 template <typename T, int D>
 constexpr int kForwardSmem = (kTile + 4 * kTile) * kStride<D> * static_cast<int>(sizeof(T));
@@ -243,13 +257,7 @@ __global__ void __launch_bounds__(kFlashThreads) attentionForwardKernel(const T*
   float rowSum[2] = {0.f, 0.f};
 
   for (int t = 0; t < tiles; ++t) {
-    if (t + 1 < tiles) {
-      loadTile<T, D>(sK + ((t + 1) & 1) * kTile * kStride<D>, kb, (t + 1) * kTile, N, width);
-      loadTile<T, D>(sV + ((t + 1) & 1) * kTile * kStride<D>, vb, (t + 1) * kTile, N, width);
-    }
-    copyAsyncCommit();
-    copyAsyncWait<1>();
-    __syncthreads();
+    advanceKeyTiles<T, D>(sK, sV, kb, vb, t, tiles, N, width);
     const T* tileK = sK + (t & 1) * kTile * kStride<D>;
     const T* tileV = sV + (t & 1) * kTile * kStride<D>;
 
@@ -469,13 +477,7 @@ __global__ void __launch_bounds__(kFlashThreads) attentionBackwardQKernel(
   for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
 
   for (int t = 0; t < tiles; ++t) {
-    if (t + 1 < tiles) {
-      loadTile<T, D>(sK + ((t + 1) & 1) * kTile * kStride<D>, kb, (t + 1) * kTile, N, width);
-      loadTile<T, D>(sV + ((t + 1) & 1) * kTile * kStride<D>, vb, (t + 1) * kTile, N, width);
-    }
-    copyAsyncCommit();
-    copyAsyncWait<1>();
-    __syncthreads();
+    advanceKeyTiles<T, D>(sK, sV, kb, vb, t, tiles, N, width);
     const T* tileK = sK + (t & 1) * kTile * kStride<D>;
     const T* tileV = sV + (t & 1) * kTile * kStride<D>;
     const int key0 = t * kTile;
