@@ -95,12 +95,12 @@ __device__ __forceinline__ uint32_t packPair(float lo, float hi) {
 template <int D>
 constexpr int kStride = D + 8;
 
-// Rows [row0, row0 + 64) of a [rows, width] matrix (width <= D, a multiple of 8) into a [64, kStride<D>] tile;
-// rows past `rows` and columns past `width` read as zeros.
-template <typename T, int D>
+// Rows [row0, row0 + 64) of a [rows, width] matrix (width <= D, a multiple of 8) into a [64, kStride<D>] tile by a
+// CTA of `Threads`; rows past `rows` and columns past `width` read as zeros.
+template <typename T, int D, int Threads = kFlashThreads>
 __device__ __forceinline__ void loadTile(T* tile, const T* matrix, int row0, int rows, int width) {
   constexpr int kChunks = D / 8;  // 16-byte chunks per row
-  for (int c = threadIdx.x; c < kTile * kChunks; c += kFlashThreads) {
+  for (int c = threadIdx.x; c < kTile * kChunks; c += Threads) {
     const int r = c / kChunks;
     const int col = (c % kChunks) * 8;
     const bool valid = row0 + r < rows && col < width;
@@ -130,45 +130,47 @@ __device__ __forceinline__ void loadBFromColumns(uint32_t (&b)[4], const T* tile
   loadMatrixX4Trans(b, tile + (k0 + lane % 8 + ((lane / 8) % 2) * 8) * kStride<D> + n0 + (lane / 16) * 8);
 }
 
-// Accumulators of a 16 x 64 product (8 n-tiles) as the A fragments of the next product over those 64 columns.
-template <typename T>
-__device__ __forceinline__ void accumulatorsAsA(uint32_t (&a)[4], const float (&s)[8][4], int kk) {
+// Accumulators of a 16 x 8 NT product (NT n-tiles) as the A fragments of the next product over those columns.
+template <typename T, int NT>
+__device__ __forceinline__ void accumulatorsAsA(uint32_t (&a)[4], const float (&s)[NT][4], int kk) {
   a[0] = packPair<T>(s[2 * kk][0], s[2 * kk][1]);
   a[1] = packPair<T>(s[2 * kk][2], s[2 * kk][3]);
   a[2] = packPair<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
   a[3] = packPair<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
 }
 
-// s (16 rows x 64 columns of one warp) = A rows [aRow0, +16) of tileA times the 64 rows of tileB, over D.
-template <typename T, int D>
-__device__ __forceinline__ void productRows(float (&s)[8][4], const T* tileA, int aRow0, const T* tileB) {
+// s (16 rows x 8 NT columns of one warp) = A rows [aRow0, +16) of tileA times rows [bRow0, bRow0 + 8 NT) of tileB,
+// over D.
+template <typename T, int D, int NT = 8>
+__device__ __forceinline__ void productRows(float (&s)[NT][4], const T* tileA, int aRow0, const T* tileB, int bRow0 = 0) {
 #pragma unroll
-  for (int n = 0; n < 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+  for (int n = 0; n < NT; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
     uint32_t a[4];
     loadA<D>(a, tileA, aRow0, kk * 16);
 #pragma unroll
-    for (int n = 0; n < 8; n += 2) {
+    for (int n = 0; n < NT; n += 2) {
       uint32_t b[4];
-      loadBFromRows<D>(b, tileB, n * 8, kk * 16);
+      loadBFromRows<D>(b, tileB, bRow0 + n * 8, kk * 16);
       mma16816<T>(s[n], a, b[0], b[1]);
       mma16816<T>(s[n + 1], a, b[2], b[3]);
     }
   }
 }
 
-// acc (16 x D) += P (16 x 64, accumulators) times the 64 x D tile (rows are the 64 columns of P).
-template <typename T, int D>
-__device__ __forceinline__ void accumulateProduct(float (&acc)[D / 8][4], const float (&p)[8][4], const T* tile) {
+// acc (16 x D) += P (16 x 8 NT, accumulators) times rows [kRow0, kRow0 + 8 NT) of the tile (the columns of P).
+template <typename T, int D, int NT = 8>
+__device__ __forceinline__ void accumulateProduct(float (&acc)[D / 8][4], const float (&p)[NT][4], const T* tile,
+                                                  int kRow0 = 0) {
 #pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
+  for (int kk = 0; kk < NT / 2; ++kk) {
     uint32_t a[4];
-    accumulatorsAsA<T>(a, p, kk);
+    accumulatorsAsA<T, NT>(a, p, kk);
 #pragma unroll
     for (int n = 0; n < D / 8; n += 2) {
       uint32_t b[4];
-      loadBFromColumns<D>(b, tile, kk * 16, n * 8);
+      loadBFromColumns<D>(b, tile, kRow0 + kk * 16, n * 8);
       mma16816<T>(acc[n], a, b[0], b[1]);
       mma16816<T>(acc[n + 1], a, b[2], b[3]);
     }
@@ -332,15 +334,23 @@ __global__ void rowDotKernel(const T* __restrict__ dout, const T* __restrict__ o
   if (lane == 0) di[r] = sum;
 }
 
-// dK and dV of 64 keys (grid (batch, key tiles)), over the query tiles that see them. Warp w owns keys 16w..16w+15
-// and works on transposed products (keys x queries), so its rows of dK and dV accumulate in registers.
-// Up to head dim 64 its registers are capped for four CTAs per SM (128 per thread, from 168: a few hundred bytes
-// spill to L1): 1.03-1.05x faster forward + backward on an H200 than three CTAs (attention.md).
-template <typename T, int D>
-__global__ void __launch_bounds__(kFlashThreads, D <= 64 ? 4 : 1) attentionBackwardKVKernel(
+// Query tiles split between two warps of each 16 keys in the dK/dV kernel (Halves = 2) up to head dim 64: each warp's
+// scores and dS take half the registers, so nothing spills at two CTAs of 8 warps per SM (one warp of each pair adds
+// its partial dK and dV to the other's through shared memory at the end). Above 64, one warp per 16 keys.
+template <int D>
+constexpr int kKeyHalves = D <= 64 ? 2 : 1;
+
+// dK and dV of 64 keys (grid (batch, key tiles)), over the query tiles that see them. Warp w owns keys
+// 16 (w % 4) .. + 15 and, with Halves = 2, half of each query tile (w / 4); it works on transposed products (keys x
+// queries), so its rows of dK and dV accumulate in registers.
+template <typename T, int D, int Halves>
+__global__ void __launch_bounds__(kFlashThreads * Halves, Halves == 2 ? 2 : 1) attentionBackwardKVKernel(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dout,
     const float* __restrict__ lse, const float* __restrict__ di, T* __restrict__ dk, T* __restrict__ dv, int M, int N,
     int width, float scaleLog2, float scale, bool causal) {
+  constexpr int kThreads = kFlashThreads * Halves;
+  constexpr int NT = 8 / Halves;           // n-tiles of 8 queries per warp and query tile
+  constexpr int kQueries = kTile / Halves;  // queries per warp and query tile
   extern __shared__ __align__(16) unsigned char smem[];
   T* sK = reinterpret_cast<T*>(smem);
   T* sV = sK + kTile * kStride<D>;
@@ -358,16 +368,19 @@ __global__ void __launch_bounds__(kFlashThreads, D <= 64 ? 4 : 1) attentionBackw
   const float* ib = di + matrix * M;
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
+  const int keyWarp = warp % kWarps;
+  const int half = warp / kWarps;
+  const int queryOffset = half * kQueries;  // this warp's queries within each tile
   const int offset = N - M;
   // Under causal masking, queries below k0 - offset see none of these keys.
   const int firstTile = causal ? max(0, k0 - offset) / kTile : 0;
   const int tiles = (M + kTile - 1) / kTile;
-  const int warpKey0 = k0 + warp * 16;
+  const int warpKey0 = k0 + keyWarp * 16;
   const int key[2] = {warpKey0 + lane / 4, warpKey0 + lane / 4 + 8};
 
   auto loadQueries = [&](int t, int buffer) {
-    loadTile<T, D>(sQ + buffer * kTile * kStride<D>, qb, t * kTile, M, width);
-    loadTile<T, D>(sDout + buffer * kTile * kStride<D>, db, t * kTile, M, width);
+    loadTile<T, D, kThreads>(sQ + buffer * kTile * kStride<D>, qb, t * kTile, M, width);
+    loadTile<T, D, kThreads>(sDout + buffer * kTile * kStride<D>, db, t * kTile, M, width);
     if (threadIdx.x < kTile) {
       const int r = t * kTile + threadIdx.x;
       sLse[buffer * kTile + threadIdx.x] = r < M ? lb[r] : 0.f;
@@ -375,8 +388,8 @@ __global__ void __launch_bounds__(kFlashThreads, D <= 64 ? 4 : 1) attentionBackw
     }
   };
 
-  loadTile<T, D>(sK, kb, k0, N, width);
-  loadTile<T, D>(sV, vb, k0, N, width);
+  loadTile<T, D, kThreads>(sK, kb, k0, N, width);
+  loadTile<T, D, kThreads>(sV, vb, k0, N, width);
   if (firstTile < tiles) loadQueries(firstTile, 0);
   copyAsyncCommit();
 
@@ -398,44 +411,71 @@ __global__ void __launch_bounds__(kFlashThreads, D <= 64 ? 4 : 1) attentionBackw
     const T* tileDout = sDout + buffer * kTile * kStride<D>;
     const float* tileLse = sLse + buffer * kTile;
     const float* tileDi = sDi + buffer * kTile;
-    const int query0 = t * kTile;
+    const int query0 = t * kTile + queryOffset;
 
-    // P^T (16 keys x 64 queries) = exp2(scale log2e k q^T - log2e lse[query]), 0 where masked. Queries past M hold
-    // zeros (q, dout, lse, Di), so they add nothing to dV or dK; keys past N are never stored.
-    float p[8][4];
-    productRows<T, D>(p, sK, warp * 16, tileQ);
+    // P^T (16 keys x this warp's queries) = exp2(scale log2e k q^T - log2e lse[query]), 0 where masked. Queries past
+    // M hold zeros (q, dout, lse, Di), so they add nothing to dV or dK; keys past N are never stored.
+    float p[NT][4];
+    productRows<T, D, NT>(p, sK, keyWarp * 16, tileQ, queryOffset);
     const bool masked = causal && warpKey0 + 15 > query0 + offset;
 #pragma unroll
-    for (int n = 0; n < 8; ++n) {
+    for (int n = 0; n < NT; ++n) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int c = n * 8 + 2 * (lane % 4) + (e & 1);
         const bool keep = !masked || key[e / 2] <= query0 + c + offset;
-        p[n][e] = keep ? exp2f(p[n][e] * scaleLog2 - tileLse[c] * kLog2e) : 0.f;
+        p[n][e] = keep ? exp2f(p[n][e] * scaleLog2 - tileLse[queryOffset + c] * kLog2e) : 0.f;
       }
     }
-    accumulateProduct<T, D>(accV, p, tileDout);
+    accumulateProduct<T, D, NT>(accV, p, tileDout, queryOffset);
     // dP^T = v dout^T, then dS^T = P^T (dP^T - Di[query]).
-    float ds[8][4];
-    productRows<T, D>(ds, sV, warp * 16, tileDout);
+    float ds[NT][4];
+    productRows<T, D, NT>(ds, sV, keyWarp * 16, tileDout, queryOffset);
 #pragma unroll
-    for (int n = 0; n < 8; ++n) {
+    for (int n = 0; n < NT; ++n) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int c = n * 8 + 2 * (lane % 4) + (e & 1);
-        ds[n][e] = p[n][e] * (ds[n][e] - tileDi[c]);
+        ds[n][e] = p[n][e] * (ds[n][e] - tileDi[queryOffset + c]);
       }
     }
-    accumulateProduct<T, D>(accK, ds, tileQ);
+    accumulateProduct<T, D, NT>(accK, ds, tileQ, queryOffset);
     __syncthreads();
   }
   copyAsyncWait<0>();
+
+  if constexpr (Halves == 2) {
+    // The second half's partial sums to the first's, through the query buffers (free now): per key warp, accK then
+    // accV, each lane's values side by side across lanes.
+    float* partial = reinterpret_cast<float*>(sQ);
+    constexpr int kValues = D / 8 * 4;
+    __syncthreads();
+    if (half == 1) {
+#pragma unroll
+      for (int n = 0; n < D / 8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          partial[((keyWarp * 2 + 0) * kValues + n * 4 + e) * 32 + lane] = accK[n][e];
+          partial[((keyWarp * 2 + 1) * kValues + n * 4 + e) * 32 + lane] = accV[n][e];
+        }
+      }
+    }
+    __syncthreads();
+    if (half == 1) return;
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        accK[n][e] += partial[((keyWarp * 2 + 0) * kValues + n * 4 + e) * 32 + lane];
+        accV[n][e] += partial[((keyWarp * 2 + 1) * kValues + n * 4 + e) * 32 + lane];
+      }
+    }
+  }
 
   const float one[2] = {1.f, 1.f};
   const float scaled[2] = {scale, scale};
   storeRows<T, D>(dk + matrix * N * width, accK, warpKey0, N, width, scaled);
   storeRows<T, D>(dv + matrix * N * width, accV, warpKey0, N, width, one);
-  (void)key;
 }
 
 // dQ of 64 queries (grid (batch, query tiles)) over the key tiles they see.
@@ -536,14 +576,15 @@ void flashBackward(const void* dout, const void* q, const void* k, const void* v
                    cudaStream_t stream) {
   constexpr int smemKV = kBackwardKVSmem<T, D>;
   constexpr int smemQ = kBackwardQSmem<T, D>;
-  allowSharedMemory(attentionBackwardKVKernel<T, D>, smemKV);
+  constexpr int kHalves = kKeyHalves<D>;
+  allowSharedMemory(attentionBackwardKVKernel<T, D, kHalves>, smemKV);
   allowSharedMemory(attentionBackwardQKernel<T, D>, smemQ);
   const T* tq = static_cast<const T*>(q);
   const T* tk = static_cast<const T*>(k);
   const T* tv = static_cast<const T*>(v);
   const T* tdout = static_cast<const T*>(dout);
   const dim3 gridKV(static_cast<unsigned>(batch), static_cast<unsigned>((N + kTile - 1) / kTile));
-  attentionBackwardKVKernel<T, D><<<gridKV, kFlashThreads, smemKV, stream>>>(
+  attentionBackwardKVKernel<T, D, kHalves><<<gridKV, kFlashThreads * kHalves, smemKV, stream>>>(
       tq, tk, tv, tdout, lse, di, static_cast<T*>(dk), static_cast<T*>(dv), M, N, width, scale * kLog2e, scale,
       causal);
   BS_LAUNCH_CHECK("attentionBackwardKVKernel");
