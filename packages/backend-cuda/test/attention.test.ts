@@ -1,4 +1,5 @@
 import { type DType, attentionBackward, runKernel, scaledDotProductAttention, tidy } from "@blocksparse/core";
+import { reference } from "@blocksparse/core/testing";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { CudaBackend } from "../src/index";
 import { cudaMissing, expectClose, random, randomTensor, reportCudaAvailability, useCuda } from "./cuda";
@@ -15,59 +16,6 @@ interface Case {
   /** Input values in [-spread, spread); scale 1 / sqrt(d) unless given. */
   spread?: number;
   scale?: number;
-}
-
-/** Float64 attention and its gradients from the values the tensors hold, the rule of core's Attention kernels. */
-function reference(
-  q: Float64Array,
-  k: Float64Array,
-  v: Float64Array,
-  dout: Float64Array,
-  batch: number,
-  m: number,
-  n: number,
-  d: number,
-  scale: number,
-  causal: boolean,
-) {
-  const out = new Float64Array(batch * m * d);
-  const lse = new Float64Array(batch * m);
-  const dq = new Float64Array(batch * m * d);
-  const dk = new Float64Array(batch * n * d);
-  const dv = new Float64Array(batch * n * d);
-  const p = new Float64Array(n);
-  for (let b = 0; b < batch; b++) {
-    for (let i = 0; i < m; i++) {
-      const kept = causal ? Math.min(n, i + n - m + 1) : n;
-      const qi = (b * m + i) * d;
-      let max = -Infinity;
-      for (let j = 0; j < kept; j++) {
-        let s = 0;
-        for (let c = 0; c < d; c++) s += q[qi + c] * k[(b * n + j) * d + c];
-        p[j] = s * scale;
-        max = Math.max(max, p[j]);
-      }
-      let sum = 0;
-      for (let j = 0; j < kept; j++) sum += Math.exp(p[j] - max);
-      lse[b * m + i] = max + Math.log(sum);
-      for (let j = 0; j < kept; j++) p[j] = Math.exp(p[j] - lse[b * m + i]);
-      for (let j = 0; j < kept; j++) for (let c = 0; c < d; c++) out[qi + c] += p[j] * v[(b * n + j) * d + c];
-      let di = 0;
-      for (let c = 0; c < d; c++) di += dout[qi + c] * out[qi + c];
-      for (let j = 0; j < kept; j++) {
-        const kj = (b * n + j) * d;
-        let dp = 0;
-        for (let c = 0; c < d; c++) dp += dout[qi + c] * v[kj + c];
-        const ds = p[j] * (dp - di) * scale;
-        for (let c = 0; c < d; c++) {
-          dv[kj + c] += p[j] * dout[qi + c];
-          dq[qi + c] += ds * k[kj + c];
-          dk[kj + c] += ds * q[qi + c];
-        }
-      }
-    }
-  }
-  return { out, lse, dq, dk, dv };
 }
 
 // The flash route (float16 and bfloat16, head dims that are multiples of 8 up to 128: 40 runs in a 64-wide tile) and
@@ -106,13 +54,16 @@ describe.skipIf(cudaMissing)("cuda attention", () => {
       const next = random(c.m * 7919 + c.n * 31 + c.d);
       const spread = c.spread ?? 1;
       const scale = c.scale ?? 1 / Math.sqrt(c.d);
-      const batch = c.batch.reduce((a, b) => a * b, 1);
       tidy(() => {
         const q = randomTensor(next, [...c.batch, c.m, c.d], c.dtype, spread);
         const k = randomTensor(next, [...c.batch, c.n, c.d], c.dtype, spread);
         const v = randomTensor(next, [...c.batch, c.n, c.d], c.dtype);
         const dout = randomTensor(next, [...c.batch, c.m, c.d], c.dtype);
-        const ref = reference(q.values, k.values, v.values, dout.values, batch, c.m, c.n, c.d, scale, c.causal);
+        // core's float64 reference from the values the tensors hold; the gradients from its own out and lse.
+        const held = (t: { t: { shape: readonly number[] }; values: Float64Array }) => ({ shape: [...t.t.shape], data: t.values });
+        const forward = reference.attention(held(q), held(k), held(v), c.causal, scale);
+        const backward = reference.attentionBackward(held(dout), held(q), held(k), held(v), forward.out, forward.lse, c.causal, scale);
+        const ref = { out: forward.out.data, lse: forward.lse.data, dq: backward.dq.data, dk: backward.dk.data, dv: backward.dv.data };
         const out = scaledDotProductAttention(q.t, k.t, v.t, { causal: c.causal, scale });
         expect(out.shape).toEqual([...c.batch, c.m, c.d]);
         expectClose(Float64Array.from(out.dataSync()), ref.out, c.dtype, `${name} out`);
