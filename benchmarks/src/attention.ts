@@ -8,7 +8,7 @@
  * TFLOP/s on the work the mask keeps.
  *
  *   tsx src/attention.ts [--backend cuda] [--shapes 16x16x512x64,4x16x2048x64,4x8x1024x128] [--causal true]
- *     [--dtype bfloat16] [--iterations 50] [--torch] [--out DIR]
+ *     [--dtype bfloat16] [--iterations 50] [--paths fused,unfused] [--torch] [--out DIR]
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -88,6 +88,7 @@ async function main(): Promise<void> {
       causal: { type: "string", default: "true" },
       dtype: { type: "string", default: "bfloat16" },
       iterations: { type: "string", default: "50" },
+      paths: { type: "string", default: "fused,unfused" },
       torch: { type: "boolean", default: false },
       out: { type: "string", default: "results/attention" },
     },
@@ -96,6 +97,10 @@ async function main(): Promise<void> {
   const dtype = values.dtype as FloatDType;
   const iterations = Number(values.iterations);
   const shapes = parseShapes(values.shapes);
+  const paths = values.paths.split(",").map((p) => {
+    if (p !== "fused" && p !== "unfused") throw new Error(`--paths: "${p}" is not fused or unfused`);
+    return p;
+  });
   const started = await startBackend(values.backend);
   const capture = getBackendInstance(started.backend).graphs !== undefined;
   const rows: Row[] = [];
@@ -104,7 +109,7 @@ async function main(): Promise<void> {
     const k = randn([s.batch, s.heads, s.length, s.headDim], { dtype, seed: 2 });
     const v = randn([s.batch, s.heads, s.length, s.headDim], { dtype, seed: 3 });
     const dout = randn([s.batch, s.heads, s.length, s.headDim], { dtype, seed: 4 });
-    for (const path of ["fused", "unfused"] as const) {
+    for (const path of paths) {
       const attend = (a: Tensor, b: Tensor, c: Tensor) =>
         path === "fused" ? scaledDotProductAttention(a, b, c, { causal }) : unfused(a, b, c, causal);
       const forward = replayable(() => noGrad(() => attend(q, k, v)), capture);

@@ -38,8 +38,9 @@ void launchSoftmaxBackward(bool log, DType dtype, const void* dy, const void* y,
 
 // ---- attention (attention.cu): per batch matrix, q [M, D], k and v [N, D], out [M, D], lse float32 [M] (natural
 // log-sum-exp of each row's kept scale q k^T); causal keeps keys j <= i + N - M (M <= N). Flash kernels for float16
-// and bfloat16 with D a multiple of 8 up to 128 (attentionUsesFlash), batched products and row kernels otherwise.
-bool attentionUsesFlash(DType dtype, int64_t D);
+// and bfloat16 with D a multiple of 8 up to 128 and a positive scale (attentionUsesFlash), batched products and row
+// kernels otherwise.
+bool attentionUsesFlash(DType dtype, int64_t D, float scale);
 void launchAttention(DType dtype, const void* q, const void* k, const void* v, void* out, float* lse, int64_t batch,
                      int64_t M, int64_t N, int64_t D, float scale, bool causal, cudaStream_t stream);
 // dq, dk, dv from dout and the forward's inputs, out and lse (probabilities recomputed; nothing of size M x N kept

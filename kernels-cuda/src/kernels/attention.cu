@@ -2,7 +2,8 @@
 // matrix, with each row's log-sum-exp (float32) saved for the backward, which recomputes the probabilities from it.
 //
 // Two routes, the same results up to rounding:
-// - flash (float16 and bfloat16, head dims up to 128 that are multiples of 8, held in tiles 32, 64 or 128 wide): tiles of 64 queries x 64 keys on mma.sync m16n8k16
+// - flash (float16 and bfloat16, head dims up to 128 that are multiples of 8, held in tiles 32, 64 or 128 wide, and a
+//   positive scale): tiles of 64 queries x 64 keys on mma.sync m16n8k16
 //   with float32 accumulators, operands in shared memory by cp.async (the next tile's copied while this one is
 //   computed), the softmax online over key tiles. Nothing of size M x N exists. The backward is two kernels that
 //   each recompute the probabilities: dK and dV per 64 keys over query tiles, dQ per 64 queries over key tiles (no
@@ -89,6 +90,14 @@ __device__ __forceinline__ uint32_t packPair(float lo, float hi) {
   }
 }
 
+// 2^x in one MUFU instruction (exp2f adds a range fix-up for results below 2^-126; these flush to zero, which is
+// nothing to a softmax). -inf gives 0.
+__device__ __forceinline__ float fastExp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // ---------------------------------------------------------------- tiles in shared memory
 
 // Rows of D elements padded by 16 bytes, so that the 8 row addresses of an ldmatrix hit distinct banks.
@@ -97,14 +106,23 @@ constexpr int kStride = D + 8;
 
 // Rows [row0, row0 + 64) of a [rows, width] matrix (width <= D, a multiple of 8) into a [64, kStride<D>] tile by a
 // CTA of `Threads`; rows past `rows` and columns past `width` read as zeros.
+// Each thread copies the same column of rows threadIdx.x / chunks + i * Threads / chunks, i = 0, 1, ...: a fixed,
+// unrolled count with the divisions done once.
 template <typename T, int D, int Threads = kFlashThreads>
 __device__ __forceinline__ void loadTile(T* tile, const T* matrix, int row0, int rows, int width) {
   constexpr int kChunks = D / 8;  // 16-byte chunks per row
-  for (int c = threadIdx.x; c < kTile * kChunks; c += Threads) {
-    const int r = c / kChunks;
-    const int col = (c % kChunks) * 8;
-    const bool valid = row0 + r < rows && col < width;
-    copyAsync16(tile + r * kStride<D> + col, matrix + (valid ? static_cast<int64_t>(row0 + r) * width + col : 0), valid);
+  static_assert(Threads % kChunks == 0 && (kTile * kChunks) % Threads == 0, "whole rows per pass");
+  constexpr int kRowsPerPass = Threads / kChunks;
+  const int col = (threadIdx.x % kChunks) * 8;
+  const int r0 = threadIdx.x / kChunks;
+  const bool columnValid = col < width;
+  const T* source = matrix + static_cast<int64_t>(row0 + r0) * width + col;
+#pragma unroll
+  for (int i = 0; i < kTile / kRowsPerPass; ++i) {
+    const int r = r0 + i * kRowsPerPass;
+    const bool valid = columnValid && row0 + r < rows;
+    copyAsync16(tile + r * kStride<D> + col, valid ? source + static_cast<int64_t>(i) * kRowsPerPass * width : matrix,
+                valid);
   }
 }
 
@@ -263,42 +281,56 @@ __global__ void __launch_bounds__(kFlashThreads) attentionForwardKernel(const T*
     const T* tileK = sK + (t & 1) * kTile * kStride<D>;
     const T* tileV = sV + (t & 1) * kTile * kStride<D>;
 
+    // Raw scores; the scale (> 0, so it keeps the order) goes into each exponent's multiply-add below.
     float s[8][4];
     productRows<T, D>(s, sQ, warp * 16, tileK);
     const int key0 = t * kTile;
-    // Masking only where this warp's tile reaches past the keys or the causal diagonal.
-    const bool masked = key0 + kTile > N || (causal && key0 + kTile - 1 > warpRow0 + offset);
+    // Masking only where this warp's tile reaches past the keys or the causal diagonal (a uniform branch).
+    if (key0 + kTile > N || (causal && key0 + kTile - 1 > warpRow0 + offset)) {
 #pragma unroll
-    for (int n = 0; n < 8; ++n) {
+      for (int n = 0; n < 8; ++n) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int key = key0 + n * 8 + 2 * (lane % 4) + (e & 1);
-        const int r = row[e / 2];
-        const bool keep = !masked || (key < N && (!causal || key <= r + offset));
-        s[n][e] = keep ? s[n][e] * scaleLog2 : -INFINITY;
+        for (int e = 0; e < 4; ++e) {
+          const int key = key0 + n * 8 + 2 * (lane % 4) + (e & 1);
+          if (key >= N || (causal && key > row[e / 2] + offset)) s[n][e] = -INFINITY;
+        }
       }
     }
-    // Online softmax, base 2: rescale what is accumulated to the new row maxima.
+    // Online softmax, base 2 (rowMax in scaled units): rescale what is accumulated to the new row maxima, unless no
+    // row of the warp has a new one (a factor of exactly 1).
+    float newMax[2], base[2];
+    bool moved = false;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      float m = rowMax[h];
+      float m = -INFINITY;
 #pragma unroll
       for (int n = 0; n < 8; ++n) m = fmaxf(m, fmaxf(s[n][2 * h], s[n][2 * h + 1]));
       m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
       m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
-      const float base = m == -INFINITY ? 0.f : m;  // a row with nothing kept yet stays at zero
-      const float rescale = exp2f(rowMax[h] - base);
-      rowMax[h] = m;
-      rowSum[h] *= rescale;
+      newMax[h] = fmaxf(rowMax[h], m * scaleLog2);
+      moved |= newMax[h] != rowMax[h];
+      base[h] = newMax[h] == -INFINITY ? 0.f : newMax[h];  // a row with nothing kept yet stays at zero
+    }
+    if (__any_sync(0xffffffffu, moved)) {
 #pragma unroll
-      for (int n = 0; n < D / 8; ++n) {
-        acc[n][2 * h] *= rescale;
-        acc[n][2 * h + 1] *= rescale;
+      for (int h = 0; h < 2; ++h) {
+        const float rescale = fastExp2(rowMax[h] - base[h]);
+        rowSum[h] *= rescale;
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) {
+          acc[n][2 * h] *= rescale;
+          acc[n][2 * h + 1] *= rescale;
+        }
       }
+    }
+    rowMax[0] = newMax[0];
+    rowMax[1] = newMax[1];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
 #pragma unroll
       for (int n = 0; n < 8; ++n) {
-        s[n][2 * h] = exp2f(s[n][2 * h] - base);
-        s[n][2 * h + 1] = exp2f(s[n][2 * h + 1] - base);
+        s[n][2 * h] = fastExp2(fmaf(s[n][2 * h], scaleLog2, -base[h]));
+        s[n][2 * h + 1] = fastExp2(fmaf(s[n][2 * h + 1], scaleLog2, -base[h]));
         rowSum[h] += s[n][2 * h] + s[n][2 * h + 1];
       }
     }
@@ -383,7 +415,7 @@ __global__ void __launch_bounds__(kFlashThreads * Halves, Halves == 2 ? 2 : 1) a
     loadTile<T, D, kThreads>(sDout + buffer * kTile * kStride<D>, db, t * kTile, M, width);
     if (threadIdx.x < kTile) {
       const int r = t * kTile + threadIdx.x;
-      sLse[buffer * kTile + threadIdx.x] = r < M ? lb[r] : 0.f;
+      sLse[buffer * kTile + threadIdx.x] = r < M ? lb[r] * kLog2e : 0.f;  // base 2
       sDi[buffer * kTile + threadIdx.x] = r < M ? ib[r] : 0.f;
     }
   };
@@ -417,14 +449,21 @@ __global__ void __launch_bounds__(kFlashThreads * Halves, Halves == 2 ? 2 : 1) a
     // M hold zeros (q, dout, lse, Di), so they add nothing to dV or dK; keys past N are never stored.
     float p[NT][4];
     productRows<T, D, NT>(p, sK, keyWarp * 16, tileQ, queryOffset);
-    const bool masked = causal && warpKey0 + 15 > query0 + offset;
 #pragma unroll
     for (int n = 0; n < NT; ++n) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int c = n * 8 + 2 * (lane % 4) + (e & 1);
-        const bool keep = !masked || key[e / 2] <= query0 + c + offset;
-        p[n][e] = keep ? exp2f(p[n][e] * scaleLog2 - tileLse[queryOffset + c] * kLog2e) : 0.f;
+        p[n][e] = fastExp2(fmaf(p[n][e], scaleLog2, -tileLse[queryOffset + c]));
+      }
+    }
+    if (causal && warpKey0 + 15 > query0 + offset) {  // a uniform branch: only tiles the diagonal crosses
+#pragma unroll
+      for (int n = 0; n < NT; ++n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          if (key[e / 2] > query0 + n * 8 + 2 * (lane % 4) + (e & 1) + offset) p[n][e] = 0.f;
+        }
       }
     }
     accumulateProduct<T, D, NT>(accV, p, tileDout, queryOffset);
@@ -527,14 +566,18 @@ __global__ void __launch_bounds__(kFlashThreads) attentionBackwardQKernel(
     // Keys past N hold zeros in k and v: their dS multiplies a zero row of k, so only causal masking is needed.
     float p[8][4];
     productRows<T, D>(p, sQ, warp * 16, tileK);
-    const bool masked = causal && key0 + kTile - 1 > warpRow0 + offset;
 #pragma unroll
     for (int n = 0; n < 8; ++n) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int keyIndex = key0 + n * 8 + 2 * (lane % 4) + (e & 1);
-        const bool keep = !masked || keyIndex <= row[e / 2] + offset;
-        p[n][e] = keep ? exp2f(p[n][e] * scaleLog2 - rowLse2[e / 2]) : 0.f;
+      for (int e = 0; e < 4; ++e) p[n][e] = fastExp2(fmaf(p[n][e], scaleLog2, -rowLse2[e / 2]));
+    }
+    if (causal && key0 + kTile - 1 > warpRow0 + offset) {  // a uniform branch: only tiles the diagonal crosses
+#pragma unroll
+      for (int n = 0; n < 8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          if (key0 + n * 8 + 2 * (lane % 4) + (e & 1) > row[e / 2] + offset) p[n][e] = 0.f;
+        }
       }
     }
     float ds[8][4];
@@ -658,9 +701,11 @@ unsigned rowWarpsGrid(int64_t rows) { return static_cast<unsigned>((rows * 32 + 
 
 }  // namespace
 
-bool attentionUsesFlash(DType dtype, int64_t D) {
-  // 16-byte copies of whole rows: D a multiple of 8 elements.
-  return (dtype == DType::Float16 || dtype == DType::BFloat16) && D % 8 == 0 && D <= 128;
+bool attentionUsesFlash(DType dtype, int64_t D, float scale) {
+  // 16-byte copies of whole rows: D a multiple of 8 elements. The kernels take each row's maximum over raw scores,
+  // which is the maximum of the scaled ones for a positive scale only.
+  return (dtype == DType::Float16 || dtype == DType::BFloat16) && D % 8 == 0 && D <= 128 && scale > 0.f &&
+         std::isfinite(scale);
 }
 
 namespace {
@@ -705,7 +750,7 @@ void mathProbabilities(DType dtype, const void* q, const void* k, float* p, floa
 void launchAttention(DType dtype, const void* q, const void* k, const void* v, void* out, float* lse, int64_t batch,
                      int64_t M, int64_t N, int64_t D, float scale, bool causal, cudaStream_t stream) {
   if (batch * M == 0) return;
-  if (attentionUsesFlash(dtype, D)) {
+  if (attentionUsesFlash(dtype, D, scale)) {
     BS_REQUIRE((M + kTile - 1) / kTile <= 65535, "attention: more than 4194240 queries in one matrix");
     const int m = static_cast<int>(M), n = static_cast<int>(N), width = static_cast<int>(D);
     withFlashTileWidth(D, [&](auto d) {
@@ -735,7 +780,7 @@ void launchAttentionBackward(DType dtype, const void* dout, const void* q, const
     launchZero(dtype, dv, batch * N * D, stream);
     return;
   }
-  const bool flash = attentionUsesFlash(dtype, D);
+  const bool flash = attentionUsesFlash(dtype, D, scale);
   BS_REQUIRE(!flash || ((M + kTile - 1) / kTile <= 65535 && (N + kTile - 1) / kTile <= 65535),
              "attentionBackward: more than 4194240 queries or keys in one matrix");
   Scratch di(static_cast<size_t>(rows) * sizeof(float));
