@@ -43,6 +43,11 @@ __device__ __forceinline__ void copyAsync16(void* dst, const void* src, bool val
                "r"(valid ? 16 : 0)
                : "memory");
 }
+// 4 bytes global -> shared (through L1), zero-filled when `valid` is false.
+__device__ __forceinline__ void copyAsync4(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(sharedAddress(dst)), "l"(src), "r"(valid ? 4 : 0)
+               : "memory");
+}
 __device__ __forceinline__ void copyAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int Pending>
 __device__ __forceinline__ void copyAsyncWait() {
@@ -214,27 +219,29 @@ __device__ __forceinline__ void storeRows(T* matrix, const float (&acc)[D / 8][4
   }
 }
 
-// Step t of a walk over 64-key tiles of k and v in two buffers each: copies tile t + 1 in (when there is one) while
-// tile t is used, then waits for tile t's copies (issued at the step before, or before the walk) and every thread.
+// Step t of a walk over 64-key tiles of k and v in two buffers each: waits for tile t's copies (issued at the step
+// before, or before the walk) and for every warp to be done with step t - 1, then copies tile t + 1 into the buffers
+// step t - 1 used, in flight while tile t is used. One barrier per step.
 template <typename T, int D>
 __device__ __forceinline__ void advanceKeyTiles(T* sK, T* sV, const T* kb, const T* vb, int t, int tiles, int N,
                                                 int width) {
+  copyAsyncWait<0>();
+  __syncthreads();
   if (t + 1 < tiles) {
     loadTile<T, D>(sK + ((t + 1) & 1) * kTile * kStride<D>, kb, (t + 1) * kTile, N, width);
     loadTile<T, D>(sV + ((t + 1) & 1) * kTile * kStride<D>, vb, (t + 1) * kTile, N, width);
   }
   copyAsyncCommit();
-  copyAsyncWait<1>();
-  __syncthreads();
 }
 
 // Forward: q and two buffers each of k and v.
 template <typename T, int D>
 constexpr int kForwardSmem = (kTile + 4 * kTile) * kStride<D> * static_cast<int>(sizeof(T));
-// dK/dV: k, v and two buffers each of q and dout, then two buffers each of lse and Di. dQ: q, dout and two
-// buffers each of k and v.
-template <typename T, int D>
-constexpr int kBackwardKVSmem = 6 * kTile * kStride<D> * static_cast<int>(sizeof(T)) + 4 * kTile * static_cast<int>(sizeof(float));
+// dK/dV: k, v and Stages buffers each of q and dout, then Stages buffers each of lse (base 2) and Di. dQ: q, dout
+// and two buffers each of k and v.
+template <typename T, int D, int Stages>
+constexpr int kBackwardKVSmem = (2 + 2 * Stages) * kTile * kStride<D> * static_cast<int>(sizeof(T)) +
+                                2 * Stages * kTile * static_cast<int>(sizeof(float));
 template <typename T, int D>
 constexpr int kBackwardQSmem = 6 * kTile * kStride<D> * static_cast<int>(sizeof(T));
 
@@ -335,7 +342,6 @@ __global__ void __launch_bounds__(kFlashThreads) attentionForwardKernel(const T*
       }
     }
     accumulateProduct<T, D>(acc, s, tileV);
-    __syncthreads();  // every warp is done with this buffer before the next step's copies refill it
   }
 
   float inverse[2];
@@ -352,10 +358,11 @@ __global__ void __launch_bounds__(kFlashThreads) attentionForwardKernel(const T*
 
 // ---------------------------------------------------------------- flash backward
 
-// Di = sum_d dout[i, d] out[i, d] in float32, one warp per row.
+// Di = sum_d dout[i, d] out[i, d] in float32, one warp per row; with lse, also lse2 = lse log2 e (the flash kernels'
+// base 2).
 template <typename T>
-__global__ void rowDotKernel(const T* __restrict__ dout, const T* __restrict__ out, float* __restrict__ di, int64_t rows,
-                             int D) {
+__global__ void rowDotKernel(const T* __restrict__ dout, const T* __restrict__ out, float* __restrict__ di,
+                             const float* __restrict__ lse, float* __restrict__ lse2, int64_t rows, int D) {
   const int64_t r = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (r >= rows) return;
@@ -363,7 +370,10 @@ __global__ void rowDotKernel(const T* __restrict__ dout, const T* __restrict__ o
   for (int d = lane; d < D; d += 32) sum += toFloat(dout[r * D + d]) * toFloat(out[r * D + d]);
 #pragma unroll
   for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-  if (lane == 0) di[r] = sum;
+  if (lane == 0) {
+    di[r] = sum;
+    if (lse != nullptr) lse2[r] = lse[r] * kLog2e;
+  }
 }
 
 // Query tiles split between two warps of each 16 keys in the dK/dV kernel (Halves = 2) up to head dim 64: each warp's
@@ -372,13 +382,18 @@ __global__ void rowDotKernel(const T* __restrict__ dout, const T* __restrict__ o
 template <int D>
 constexpr int kKeyHalves = D <= 64 ? 2 : 1;
 
+// Query tiles in flight in the dK/dV kernel: three up to head dim 64, where the two CTAs per SM that the registers
+// allow have the shared memory for them (the copies of tile t + 2 run while tile t is used), two above.
+template <int D>
+constexpr int kQueryStages = D <= 64 ? 3 : 2;
+
 // dK and dV of 64 keys (grid (batch, key tiles)), over the query tiles that see them. Warp w owns keys
 // 16 (w % 4) .. + 15 and, with Halves = 2, half of each query tile (w / 4); it works on transposed products (keys x
-// queries), so its rows of dK and dV accumulate in registers.
-template <typename T, int D, int Halves>
+// queries), so its rows of dK and dV accumulate in registers. lse2 is lse in base 2 (lse log2 e).
+template <typename T, int D, int Halves, int Stages>
 __global__ void __launch_bounds__(kFlashThreads * Halves, Halves == 2 ? 2 : 1) attentionBackwardKVKernel(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dout,
-    const float* __restrict__ lse, const float* __restrict__ di, T* __restrict__ dk, T* __restrict__ dv, int M, int N,
+    const float* __restrict__ lse2, const float* __restrict__ di, T* __restrict__ dk, T* __restrict__ dv, int M, int N,
     int width, float scaleLog2, float scale, bool causal) {
   constexpr int kThreads = kFlashThreads * Halves;
   constexpr int NT = 8 / Halves;           // n-tiles of 8 queries per warp and query tile
@@ -386,17 +401,17 @@ __global__ void __launch_bounds__(kFlashThreads * Halves, Halves == 2 ? 2 : 1) a
   extern __shared__ __align__(16) unsigned char smem[];
   T* sK = reinterpret_cast<T*>(smem);
   T* sV = sK + kTile * kStride<D>;
-  T* sQ = sV + kTile * kStride<D>;       // two buffers
-  T* sDout = sQ + 2 * kTile * kStride<D>;  // two buffers
-  float* sLse = reinterpret_cast<float*>(sDout + 2 * kTile * kStride<D>);  // two buffers of 64
-  float* sDi = sLse + 2 * kTile;
+  T* sQ = sV + kTile * kStride<D>;             // Stages buffers
+  T* sDout = sQ + Stages * kTile * kStride<D>;  // Stages buffers
+  float* sLse = reinterpret_cast<float*>(sDout + Stages * kTile * kStride<D>);  // Stages buffers of 64
+  float* sDi = sLse + Stages * kTile;
   const int64_t matrix = blockIdx.x;
   const int k0 = (gridDim.y - 1 - blockIdx.y) * kTile;
   const T* qb = q + matrix * M * width;
   const T* kb = k + matrix * N * width;
   const T* vb = v + matrix * N * width;
   const T* db = dout + matrix * M * width;
-  const float* lb = lse + matrix * M;
+  const float* lb = lse2 + matrix * M;
   const float* ib = di + matrix * M;
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -413,17 +428,26 @@ __global__ void __launch_bounds__(kFlashThreads * Halves, Halves == 2 ? 2 : 1) a
   auto loadQueries = [&](int t, int buffer) {
     loadTile<T, D, kThreads>(sQ + buffer * kTile * kStride<D>, qb, t * kTile, M, width);
     loadTile<T, D, kThreads>(sDout + buffer * kTile * kStride<D>, db, t * kTile, M, width);
-    if (threadIdx.x < kTile) {
-      const int r = t * kTile + threadIdx.x;
-      sLse[buffer * kTile + threadIdx.x] = r < M ? lb[r] * kLog2e : 0.f;  // base 2
-      sDi[buffer * kTile + threadIdx.x] = r < M ? ib[r] : 0.f;
+    static_assert(kThreads >= 2 * kTile, "one thread per lse and Di value");
+    if (threadIdx.x < 2 * kTile) {  // rows past M read as zeros
+      const int j = threadIdx.x % kTile;
+      const bool valid = t * kTile + j < M;
+      const float* source = threadIdx.x < kTile ? lb : ib;
+      float* target = threadIdx.x < kTile ? sLse : sDi;
+      copyAsync4(target + buffer * kTile + j, source + (valid ? t * kTile + j : 0), valid);
     }
   };
 
+  // Copies in flight: k, v and the first query tile, then the next Stages - 2 query tiles, one group each.
   loadTile<T, D, kThreads>(sK, kb, k0, N, width);
   loadTile<T, D, kThreads>(sV, vb, k0, N, width);
   if (firstTile < tiles) loadQueries(firstTile, 0);
   copyAsyncCommit();
+#pragma unroll
+  for (int s = 1; s < Stages - 1; ++s) {
+    if (firstTile + s < tiles) loadQueries(firstTile + s, s);
+    copyAsyncCommit();
+  }
 
   float accK[D / 8][4];
   float accV[D / 8][4];
@@ -434,11 +458,13 @@ __global__ void __launch_bounds__(kFlashThreads * Halves, Halves == 2 ? 2 : 1) a
   }
 
   for (int t = firstTile; t < tiles; ++t) {
-    const int buffer = (t - firstTile) & 1;
-    if (t + 1 < tiles) loadQueries(t + 1, buffer ^ 1);
-    copyAsyncCommit();
-    copyAsyncWait<1>();
+    // Tile t's copies are done and every warp is done with step t - 1, whose buffers take tile t + Stages - 1.
+    const int step = t - firstTile;
+    const int buffer = step % Stages;
+    copyAsyncWait<Stages - 2>();
     __syncthreads();
+    if (t + Stages - 1 < tiles) loadQueries(t + Stages - 1, (step + Stages - 1) % Stages);
+    copyAsyncCommit();
     const T* tileQ = sQ + buffer * kTile * kStride<D>;
     const T* tileDout = sDout + buffer * kTile * kStride<D>;
     const float* tileLse = sLse + buffer * kTile;
@@ -479,7 +505,6 @@ __global__ void __launch_bounds__(kFlashThreads * Halves, Halves == 2 ? 2 : 1) a
       }
     }
     accumulateProduct<T, D, NT>(accK, ds, tileQ, queryOffset);
-    __syncthreads();
   }
   copyAsyncWait<0>();
 
@@ -521,7 +546,7 @@ __global__ void __launch_bounds__(kFlashThreads * Halves, Halves == 2 ? 2 : 1) a
 template <typename T, int D>
 __global__ void __launch_bounds__(kFlashThreads) attentionBackwardQKernel(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dout,
-    const float* __restrict__ lse, const float* __restrict__ di, T* __restrict__ dq, int M, int N, int width,
+    const float* __restrict__ lse2, const float* __restrict__ di, T* __restrict__ dq, int M, int N, int width,
     float scaleLog2, float scale, bool causal) {
   extern __shared__ __align__(16) unsigned char smem[];
   T* sQ = reinterpret_cast<T*>(smem);
@@ -543,7 +568,7 @@ __global__ void __launch_bounds__(kFlashThreads) attentionBackwardQKernel(
   float rowLse2[2], rowDi[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    rowLse2[h] = row[h] < M ? lse[matrix * M + row[h]] * kLog2e : 0.f;
+    rowLse2[h] = row[h] < M ? lse2[matrix * M + row[h]] : 0.f;
     rowDi[h] = row[h] < M ? di[matrix * M + row[h]] : 0.f;
   }
 
@@ -588,7 +613,6 @@ __global__ void __launch_bounds__(kFlashThreads) attentionBackwardQKernel(
       for (int e = 0; e < 4; ++e) ds[n][e] = p[n][e] * (ds[n][e] - rowDi[e / 2]);
     }
     accumulateProduct<T, D>(acc, ds, tileK);
-    __syncthreads();
   }
   copyAsyncWait<0>();
   const float scaled[2] = {scale, scale};
@@ -614,26 +638,27 @@ void flashForward(const void* q, const void* k, const void* v, void* out, float*
 }
 
 template <typename T, int D>
-void flashBackward(const void* dout, const void* q, const void* k, const void* v, const float* lse, const float* di,
+void flashBackward(const void* dout, const void* q, const void* k, const void* v, const float* lse2, const float* di,
                    void* dq, void* dk, void* dv, int64_t batch, int M, int N, int width, float scale, bool causal,
                    cudaStream_t stream) {
-  constexpr int smemKV = kBackwardKVSmem<T, D>;
-  constexpr int smemQ = kBackwardQSmem<T, D>;
   constexpr int kHalves = kKeyHalves<D>;
-  allowSharedMemory(attentionBackwardKVKernel<T, D, kHalves>, smemKV);
+  constexpr int kStages = kQueryStages<D>;
+  constexpr int smemKV = kBackwardKVSmem<T, D, kStages>;
+  constexpr int smemQ = kBackwardQSmem<T, D>;
+  allowSharedMemory(attentionBackwardKVKernel<T, D, kHalves, kStages>, smemKV);
   allowSharedMemory(attentionBackwardQKernel<T, D>, smemQ);
   const T* tq = static_cast<const T*>(q);
   const T* tk = static_cast<const T*>(k);
   const T* tv = static_cast<const T*>(v);
   const T* tdout = static_cast<const T*>(dout);
   const dim3 gridKV(static_cast<unsigned>(batch), static_cast<unsigned>((N + kTile - 1) / kTile));
-  attentionBackwardKVKernel<T, D, kHalves><<<gridKV, kFlashThreads * kHalves, smemKV, stream>>>(
-      tq, tk, tv, tdout, lse, di, static_cast<T*>(dk), static_cast<T*>(dv), M, N, width, scale * kLog2e, scale,
+  attentionBackwardKVKernel<T, D, kHalves, kStages><<<gridKV, kFlashThreads * kHalves, smemKV, stream>>>(
+      tq, tk, tv, tdout, lse2, di, static_cast<T*>(dk), static_cast<T*>(dv), M, N, width, scale * kLog2e, scale,
       causal);
   BS_LAUNCH_CHECK("attentionBackwardKVKernel");
   if (M == 0) return;
   const dim3 gridQ(static_cast<unsigned>(batch), static_cast<unsigned>((M + kTile - 1) / kTile));
-  attentionBackwardQKernel<T, D><<<gridQ, kFlashThreads, smemQ, stream>>>(tq, tk, tv, tdout, lse, di,
+  attentionBackwardQKernel<T, D><<<gridQ, kFlashThreads, smemQ, stream>>>(tq, tk, tv, tdout, lse2, di,
                                                                           static_cast<T*>(dq), M, N, width,
                                                                           scale * kLog2e, scale, causal);
   BS_LAUNCH_CHECK("attentionBackwardQKernel");
@@ -783,20 +808,22 @@ void launchAttentionBackward(DType dtype, const void* dout, const void* q, const
   const bool flash = attentionUsesFlash(dtype, D, scale);
   BS_REQUIRE(!flash || ((M + kTile - 1) / kTile <= 65535 && (N + kTile - 1) / kTile <= 65535),
              "attentionBackward: more than 4194240 queries or keys in one matrix");
-  Scratch di(static_cast<size_t>(rows) * sizeof(float));
+  // Di, and for the flash kernels lse in base 2 after it.
+  Scratch di(static_cast<size_t>(flash ? 2 * rows : rows) * sizeof(float));
+  float* lse2 = flash ? di.as<float>() + rows : nullptr;
   BS_DISPATCH_FLOAT(dtype, T, rowDotKernel<T><<<rowWarpsGrid(rows), kThreads, 0, stream>>>(
-                                  static_cast<const T*>(dout), static_cast<const T*>(out), di.as<float>(), rows,
-                                  static_cast<int>(D)));
+                                  static_cast<const T*>(dout), static_cast<const T*>(out), di.as<float>(),
+                                  flash ? lse : nullptr, lse2, rows, static_cast<int>(D)));
   BS_LAUNCH_CHECK("rowDotKernel");
   if (flash) {
     const int m = static_cast<int>(M), n = static_cast<int>(N), width = static_cast<int>(D);
     withFlashTileWidth(D, [&](auto d) {
       constexpr int kD = decltype(d)::value;
       if (dtype == DType::Float16) {
-        flashBackward<__half, kD>(dout, q, k, v, lse, di.as<float>(), dq, dk, dv, batch, m, n, width, scale, causal,
+        flashBackward<__half, kD>(dout, q, k, v, lse2, di.as<float>(), dq, dk, dv, batch, m, n, width, scale, causal,
                                   stream);
       } else {
-        flashBackward<__nv_bfloat16, kD>(dout, q, k, v, lse, di.as<float>(), dq, dk, dv, batch, m, n, width, scale,
+        flashBackward<__nv_bfloat16, kD>(dout, q, k, v, lse2, di.as<float>(), dq, dk, dv, batch, m, n, width, scale,
                                          causal, stream);
       }
     });
