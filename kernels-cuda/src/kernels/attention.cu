@@ -13,12 +13,16 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <type_traits>
 
 #include "../kernels.h"
 #include "../memory.h"
+#include "../tc/ptx.cuh"
 #include "dtype.cuh"
 #include "overlap.cuh"
 
@@ -247,6 +251,83 @@ constexpr int kBackwardQSmem = 6 * kTile * kStride<D> * static_cast<int>(sizeof(
 
 // ---------------------------------------------------------------- flash forward
 
+// One key tile of the forward's online softmax for a warp's 16 query rows (row[0], row[1] = its lane's two rows):
+// masks raw scores s (16 x 64, accumulator layout) past the keys or the causal diagonal, rescales acc and rowSum to
+// the new row maxima (rowMax in base-2 scaled units), and leaves the probabilities' numerators in s.
+template <int D>
+__device__ __forceinline__ void onlineSoftmax(float (&s)[8][4], float (&acc)[D / 8][4], float (&rowMax)[2],
+                                              float (&rowSum)[2], int key0, int N, bool causal, int warpRow0,
+                                              int offset, const int (&row)[2], float scaleLog2) {
+  const int lane = threadIdx.x % 32;
+  // Masking only where this warp's tile reaches past the keys or the causal diagonal (a uniform branch).
+  if (key0 + kTile > N || (causal && key0 + kTile - 1 > warpRow0 + offset)) {
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = key0 + n * 8 + 2 * (lane % 4) + (e & 1);
+        if (key >= N || (causal && key > row[e / 2] + offset)) s[n][e] = -INFINITY;
+      }
+    }
+  }
+  // Online softmax, base 2 (rowMax in scaled units): rescale what is accumulated to the new row maxima, unless no
+  // row of the warp has a new one (a factor of exactly 1).
+  float newMax[2], base[2];
+  bool moved = false;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float m = -INFINITY;
+#pragma unroll
+    for (int n = 0; n < 8; ++n) m = fmaxf(m, fmaxf(s[n][2 * h], s[n][2 * h + 1]));
+    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+    newMax[h] = fmaxf(rowMax[h], m * scaleLog2);
+    moved |= newMax[h] != rowMax[h];
+    base[h] = newMax[h] == -INFINITY ? 0.f : newMax[h];  // a row with nothing kept yet stays at zero
+  }
+  if (key0 > 0 && __any_sync(0xffffffffu, moved)) {  // at key 0 nothing is accumulated yet
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float rescale = fastExp2(rowMax[h] - base[h]);
+      rowSum[h] *= rescale;
+#pragma unroll
+      for (int n = 0; n < D / 8; ++n) {
+        acc[n][2 * h] *= rescale;
+        acc[n][2 * h + 1] *= rescale;
+      }
+    }
+  }
+  rowMax[0] = newMax[0];
+  rowMax[1] = newMax[1];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+      s[n][2 * h] = fastExp2(fmaf(s[n][2 * h], scaleLog2, -base[h]));
+      s[n][2 * h + 1] = fastExp2(fmaf(s[n][2 * h + 1], scaleLog2, -base[h]));
+      rowSum[h] += s[n][2 * h] + s[n][2 * h + 1];
+    }
+  }
+}
+
+// The forward's end for a warp: out = acc / rowSum and lse (natural log) of its 16 rows.
+template <typename T, int D>
+__device__ __forceinline__ void finishForward(T* out, float* lse, const float (&acc)[D / 8][4], const float (&rowMax)[2],
+                                              const float (&rowSum)[2], int64_t matrix, int M, int width,
+                                              int warpRow0, const int (&row)[2]) {
+  const int lane = threadIdx.x % 32;
+  float inverse[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float l = rowSum[h];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    inverse[h] = 1.f / l;
+    if (lane % 4 == 0 && row[h] < M) lse[matrix * M + row[h]] = (rowMax[h] + log2f(l)) * kLn2;
+  }
+  storeRows<T, D>(out + matrix * M * width, acc, warpRow0, M, width, inverse);
+}
+
 // grid (batch, query tiles), the last query tiles (the longest under causal masking) first; 4 warps of 16 queries.
 template <typename T, int D>
 __global__ void __launch_bounds__(kFlashThreads) attentionForwardKernel(const T* __restrict__ q, const T* __restrict__ k,
@@ -291,69 +372,11 @@ __global__ void __launch_bounds__(kFlashThreads) attentionForwardKernel(const T*
     // Raw scores; the scale (> 0, so it keeps the order) goes into each exponent's multiply-add below.
     float s[8][4];
     productRows<T, D>(s, sQ, warp * 16, tileK);
-    const int key0 = t * kTile;
-    // Masking only where this warp's tile reaches past the keys or the causal diagonal (a uniform branch).
-    if (key0 + kTile > N || (causal && key0 + kTile - 1 > warpRow0 + offset)) {
-#pragma unroll
-      for (int n = 0; n < 8; ++n) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int key = key0 + n * 8 + 2 * (lane % 4) + (e & 1);
-          if (key >= N || (causal && key > row[e / 2] + offset)) s[n][e] = -INFINITY;
-        }
-      }
-    }
-    // Online softmax, base 2 (rowMax in scaled units): rescale what is accumulated to the new row maxima, unless no
-    // row of the warp has a new one (a factor of exactly 1).
-    float newMax[2], base[2];
-    bool moved = false;
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float m = -INFINITY;
-#pragma unroll
-      for (int n = 0; n < 8; ++n) m = fmaxf(m, fmaxf(s[n][2 * h], s[n][2 * h + 1]));
-      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
-      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
-      newMax[h] = fmaxf(rowMax[h], m * scaleLog2);
-      moved |= newMax[h] != rowMax[h];
-      base[h] = newMax[h] == -INFINITY ? 0.f : newMax[h];  // a row with nothing kept yet stays at zero
-    }
-    if (__any_sync(0xffffffffu, moved)) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const float rescale = fastExp2(rowMax[h] - base[h]);
-        rowSum[h] *= rescale;
-#pragma unroll
-        for (int n = 0; n < D / 8; ++n) {
-          acc[n][2 * h] *= rescale;
-          acc[n][2 * h + 1] *= rescale;
-        }
-      }
-    }
-    rowMax[0] = newMax[0];
-    rowMax[1] = newMax[1];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-#pragma unroll
-      for (int n = 0; n < 8; ++n) {
-        s[n][2 * h] = fastExp2(fmaf(s[n][2 * h], scaleLog2, -base[h]));
-        s[n][2 * h + 1] = fastExp2(fmaf(s[n][2 * h + 1], scaleLog2, -base[h]));
-        rowSum[h] += s[n][2 * h] + s[n][2 * h + 1];
-      }
-    }
+    onlineSoftmax<D>(s, acc, rowMax, rowSum, t * kTile, N, causal, warpRow0, offset, row, scaleLog2);
     accumulateProduct<T, D>(acc, s, tileV);
   }
 
-  float inverse[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    float l = rowSum[h];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    inverse[h] = 1.f / l;
-    if (lane % 4 == 0 && row[h] < M) lse[matrix * M + row[h]] = (rowMax[h] + log2f(l)) * kLn2;
-  }
-  storeRows<T, D>(out + matrix * M * width, acc, warpRow0, M, width, inverse);
+  finishForward<T, D>(out, lse, acc, rowMax, rowSum, matrix, M, width, warpRow0, row);
 }
 
 // ---------------------------------------------------------------- flash backward
@@ -373,6 +396,68 @@ __global__ void rowDotKernel(const T* __restrict__ dout, const T* __restrict__ o
   if (lane == 0) {
     di[r] = sum;
     if (lse != nullptr) lse2[r] = lse[r] * kLog2e;
+  }
+}
+
+// The backward's probabilities and score gradients, in registers of the accumulator layout. Rows are keys in the
+// dK/dV kernel (a warp's 16 keys from warpKey0 x 8 NT queries from query0, lse2 and Di of those queries in shared
+// memory) and queries in the dQ kernel (16 queries from warpRow0 x 64 keys from key0, lse2 and Di of the lane's two
+// rows in registers). P = exp2(scale log2e s - lse2), 0 where the causal mask drops it (a uniform branch: only tiles
+// the diagonal crosses); dS = P (dP - Di).
+template <int NT>
+__device__ __forceinline__ void keyProbabilities(float (&p)[NT][4], const float* lse2, int query0, int warpKey0,
+                                                 int offset, bool causal, float scaleLog2) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int n = 0; n < NT; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) p[n][e] = fastExp2(fmaf(p[n][e], scaleLog2, -lse2[n * 8 + 2 * (lane % 4) + (e & 1)]));
+  }
+  if (causal && warpKey0 + 15 > query0 + offset) {
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        if (warpKey0 + lane / 4 + (e / 2) * 8 > query0 + n * 8 + 2 * (lane % 4) + (e & 1) + offset) p[n][e] = 0.f;
+      }
+    }
+  }
+}
+
+template <int NT>
+__device__ __forceinline__ void keyScoreGradients(float (&ds)[NT][4], const float (&p)[NT][4], const float* di) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int n = 0; n < NT; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) ds[n][e] = p[n][e] * (ds[n][e] - di[n * 8 + 2 * (lane % 4) + (e & 1)]);
+  }
+}
+
+__device__ __forceinline__ void queryProbabilities(float (&p)[8][4], const float (&rowLse2)[2], int key0, int warpRow0,
+                                                   const int (&row)[2], int offset, bool causal, float scaleLog2) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) p[n][e] = fastExp2(fmaf(p[n][e], scaleLog2, -rowLse2[e / 2]));
+  }
+  if (causal && key0 + kTile - 1 > warpRow0 + offset) {
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        if (key0 + n * 8 + 2 * (lane % 4) + (e & 1) > row[e / 2] + offset) p[n][e] = 0.f;
+      }
+    }
+  }
+}
+
+__device__ __forceinline__ void queryScoreGradients(float (&ds)[8][4], const float (&p)[8][4], const float (&rowDi)[2]) {
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) ds[n][e] = p[n][e] * (ds[n][e] - rowDi[e / 2]);
   }
 }
 
@@ -423,7 +508,6 @@ __global__ void __launch_bounds__(kFlashThreads * Halves, Halves == 2 ? 2 : 1) a
   const int firstTile = causal ? max(0, k0 - offset) / kTile : 0;
   const int tiles = (M + kTile - 1) / kTile;
   const int warpKey0 = k0 + keyWarp * 16;
-  const int key[2] = {warpKey0 + lane / 4, warpKey0 + lane / 4 + 8};
 
   auto loadQueries = [&](int t, int buffer) {
     loadTile<T, D, kThreads>(sQ + buffer * kTile * kStride<D>, qb, t * kTile, M, width);
@@ -475,35 +559,12 @@ __global__ void __launch_bounds__(kFlashThreads * Halves, Halves == 2 ? 2 : 1) a
     // M hold zeros (q, dout, lse, Di), so they add nothing to dV or dK; keys past N are never stored.
     float p[NT][4];
     productRows<T, D, NT>(p, sK, keyWarp * 16, tileQ, queryOffset);
-#pragma unroll
-    for (int n = 0; n < NT; ++n) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int c = n * 8 + 2 * (lane % 4) + (e & 1);
-        p[n][e] = fastExp2(fmaf(p[n][e], scaleLog2, -tileLse[queryOffset + c]));
-      }
-    }
-    if (causal && warpKey0 + 15 > query0 + offset) {  // a uniform branch: only tiles the diagonal crosses
-#pragma unroll
-      for (int n = 0; n < NT; ++n) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          if (key[e / 2] > query0 + n * 8 + 2 * (lane % 4) + (e & 1) + offset) p[n][e] = 0.f;
-        }
-      }
-    }
+    keyProbabilities<NT>(p, tileLse + queryOffset, query0, warpKey0, offset, causal, scaleLog2);
     accumulateProduct<T, D, NT>(accV, p, tileDout, queryOffset);
     // dP^T = v dout^T, then dS^T = P^T (dP^T - Di[query]).
     float ds[NT][4];
     productRows<T, D, NT>(ds, sV, keyWarp * 16, tileDout, queryOffset);
-#pragma unroll
-    for (int n = 0; n < NT; ++n) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int c = n * 8 + 2 * (lane % 4) + (e & 1);
-        ds[n][e] = p[n][e] * (ds[n][e] - tileDi[queryOffset + c]);
-      }
-    }
+    keyScoreGradients<NT>(ds, p, tileDi + queryOffset);
     accumulateProduct<T, D, NT>(accK, ds, tileQ, queryOffset);
   }
   copyAsyncWait<0>();
@@ -591,32 +652,382 @@ __global__ void __launch_bounds__(kFlashThreads) attentionBackwardQKernel(
     // Keys past N hold zeros in k and v: their dS multiplies a zero row of k, so only causal masking is needed.
     float p[8][4];
     productRows<T, D>(p, sQ, warp * 16, tileK);
-#pragma unroll
-    for (int n = 0; n < 8; ++n) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) p[n][e] = fastExp2(fmaf(p[n][e], scaleLog2, -rowLse2[e / 2]));
-    }
-    if (causal && key0 + kTile - 1 > warpRow0 + offset) {  // a uniform branch: only tiles the diagonal crosses
-#pragma unroll
-      for (int n = 0; n < 8; ++n) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          if (key0 + n * 8 + 2 * (lane % 4) + (e & 1) > row[e / 2] + offset) p[n][e] = 0.f;
-        }
-      }
-    }
+    queryProbabilities(p, rowLse2, key0, warpRow0, row, offset, causal, scaleLog2);
     float ds[8][4];
     productRows<T, D>(ds, sDout, warp * 16, tileV);
-#pragma unroll
-    for (int n = 0; n < 8; ++n) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) ds[n][e] = p[n][e] * (ds[n][e] - rowDi[e / 2]);
-    }
+    queryScoreGradients(ds, p, rowDi);
     accumulateProduct<T, D>(acc, ds, tileK);
   }
   copyAsyncWait<0>();
   const float scaled[2] = {scale, scale};
   storeRows<T, D>(dq + matrix * M * width, acc, warpRow0, M, width, scaled);
+}
+
+// ---------------------------------------------------------------- flash on Hopper (sm_90a: wgmma)
+//
+// The same kernels with the products on wgmma: a warpgroup (4 warps) multiplies a 64-row tile held in shared memory
+// by another, reading both there (no ldmatrix through registers), or takes the probabilities (dS) as its A operand
+// from registers. The accumulators come out in the layout the mma.sync kernels use (warp w of a warpgroup: rows
+// 16 w .. + 15), so the softmax and its gradient are the same functions. Tiles are stored the way wgmma reads them:
+// 64-column panels of 128-byte rows (32-column panels of 64-byte rows at head dim 32), 16-byte chunks XOR-swizzled by
+// the row, 1024-byte aligned. One layout serves every operand: K-major where the product sums over the head dim
+// (q k^T, dout v^T), MN-major where it sums over the tile's rows (p v, dS k, p^T dout, dS^T q).
+
+template <int D>
+constexpr int kPanelWidth = D >= 64 ? 64 : 32;
+template <int D>
+constexpr int kRowBytes = kPanelWidth<D> * 2;
+template <int D>
+constexpr int kPanelBytes = kTile * kRowBytes<D>;
+template <int D>
+constexpr int kTileBytes = kTile * D * 2;
+template <int D>
+constexpr uint32_t kSwizzle = D >= 64 ? 1 : 2;  // 128-byte or 64-byte swizzle
+constexpr int kAlignSlack = 1024;               // dynamic shared memory is aligned up to 1024 bytes in the kernel
+
+// Rows [row0, row0 + 64) of a [rows, width] matrix into a swizzled tile at shared address `tile`; rows past `rows` and
+// columns past `width` read as zeros.
+template <typename T, int D, int Threads>
+__device__ __forceinline__ void loadSwizzled(uint32_t tile, const T* matrix, int row0, int rows, int width) {
+  constexpr int kChunks = D / 8;
+  constexpr int kChunksPerPanel = kPanelWidth<D> / 8;
+  static_assert(Threads % kChunks == 0 && (kTile * kChunks) % Threads == 0, "whole rows per pass");
+  constexpr int kRowsPerPass = Threads / kChunks;
+  const int chunk = threadIdx.x % kChunks;
+  const int r0 = threadIdx.x / kChunks;
+  const bool columnValid = chunk * 8 < width;
+  const T* source = matrix + static_cast<int64_t>(row0 + r0) * width + chunk * 8;
+  const uint32_t panel = tile + (chunk / kChunksPerPanel) * kPanelBytes<D>;
+#pragma unroll
+  for (int i = 0; i < kTile / kRowsPerPass; ++i) {
+    const int r = r0 + i * kRowsPerPass;
+    const bool valid = columnValid && row0 + r < rows;
+    tc::cpAsync16(panel + tc::panelOffset<kPanelWidth<D>>(r, chunk % kChunksPerPanel),
+                  valid ? source + static_cast<int64_t>(i) * kRowsPerPass * width : matrix, valid);
+  }
+}
+
+// Descriptor of a K-major operand: rows from row0 (a multiple of 8) of a tile, head-dim columns [16 kk, 16 kk + 16).
+template <int D>
+__device__ __forceinline__ uint64_t kMajor(uint32_t tile, int row0, int kk) {
+  constexpr int kStepsPerPanel = kPanelWidth<D> / 16;
+  return tc::matrixDescriptor(tile + (kk / kStepsPerPanel) * kPanelBytes<D> + row0 * kRowBytes<D> +
+                                  (kk % kStepsPerPanel) * 32,
+                              16, 8 * kRowBytes<D>, kSwizzle<D>);
+}
+
+// Descriptor of an MN-major operand: tile rows [row0, row0 + 16) (the sum's index), all D columns.
+template <int D>
+__device__ __forceinline__ uint64_t mnMajor(uint32_t tile, int row0) {
+  return tc::matrixDescriptor(tile + row0 * kRowBytes<D>, kPanelBytes<D>, 8 * kRowBytes<D>, kSwizzle<D>);
+}
+
+template <int Rows, int Columns>
+__device__ __forceinline__ float (&flat(float (&x)[Rows][Columns]))[Rows * Columns] {
+  return *reinterpret_cast<float(*)[Rows * Columns]>(&x);
+}
+
+// x (64 rows x 8 NT columns of the warpgroup) = tile a (K-major, its 64 rows) times tile b (K-major, rows from bRow0)
+// over the head dim, issued and committed as one group (the first k-step writes x without reading it).
+template <typename T, int D, int NT>
+__device__ __forceinline__ void issueRowProduct(float (&x)[NT][4], uint32_t a, uint32_t b, int bRow0) {
+  tc::Wgmma<T, 8 * NT, 0, 0>::runFirst(flat(x), kMajor<D>(a, 0, 0), kMajor<D>(b, bRow0, 0));
+#pragma unroll
+  for (int kk = 1; kk < D / 16; ++kk) tc::Wgmma<T, 8 * NT, 0, 0>::run(flat(x), kMajor<D>(a, 0, kk), kMajor<D>(b, bRow0, kk));
+  tc::wgmmaCommit();
+}
+
+// acc (64 x D) += P (64 x 8 NT, accumulators in registers) times tile rows [row0, row0 + 8 NT) (MN-major), one group;
+// acc = the product when `first` (acc is never zeroed: ptxas serializes wgmma whose accumulators other instructions
+// define). P is rounded into A fragments first, then the fence orders those writes (and any to acc) before the
+// products.
+template <typename T, int D, int NT>
+__device__ __forceinline__ void issueColumnProduct(float (&acc)[D / 8][4], const float (&p)[NT][4], uint32_t tile,
+                                                   int row0, bool first) {
+  uint32_t a[NT / 2][4];
+#pragma unroll
+  for (int kk = 0; kk < NT / 2; ++kk) accumulatorsAsA<T, NT>(a[kk], p, kk);
+  tc::wgmmaFence();
+#pragma unroll
+  for (int kk = 0; kk < NT / 2; ++kk) {
+    tc::Wgmma<T, D, 0, 1>::runRegA(flat(acc), a[kk], mnMajor<D>(tile, row0 + kk * 16), first && kk == 0 ? 0 : 1);
+  }
+  tc::wgmmaCommit();
+}
+
+// Waits for the copies of the step (cp.async, all but the newest Pending groups) and for this warp's products of the
+// step before; then every thread (its copies visible to wgmma) and every warp (done with the buffers the next copies
+// take) meet.
+template <int Pending>
+__device__ __forceinline__ void beginStep() {
+  copyAsyncWait<Pending>();
+  tc::fenceProxyAsync();
+  tc::wgmmaWait<0>();
+  __syncthreads();
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kFlashThreads) attentionForwardWgmmaKernel(
+    const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ out,
+    float* __restrict__ lse, int M, int N, int width, float scaleLog2, bool causal) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  allowDependentLaunch();
+  extern __shared__ __align__(16) unsigned char smem[];
+  const uint32_t sQ = (tc::smemAddress(smem) + kAlignSlack - 1) & ~static_cast<uint32_t>(kAlignSlack - 1);
+  const uint32_t sK = sQ + kTileBytes<D>;      // two buffers
+  const uint32_t sV = sK + 2 * kTileBytes<D>;  // two buffers
+  const int64_t matrix = blockIdx.x;
+  const int q0 = (gridDim.y - 1 - blockIdx.y) * kTile;
+  const T* kb = k + matrix * N * width;
+  const T* vb = v + matrix * N * width;
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int offset = N - M;
+  const int lastRow = min(q0 + kTile, M) - 1;
+  const int keyEnd = causal ? min(N, lastRow + offset + 1) : N;
+  const int tiles = (keyEnd + kTile - 1) / kTile;
+  const int warpRow0 = q0 + warp * 16;
+  const int row[2] = {warpRow0 + lane / 4, warpRow0 + lane / 4 + 8};
+
+  loadSwizzled<T, D, kFlashThreads>(sQ, q + matrix * M * width, q0, M, width);
+  loadSwizzled<T, D, kFlashThreads>(sK, kb, 0, N, width);
+  loadSwizzled<T, D, kFlashThreads>(sV, vb, 0, N, width);
+  copyAsyncCommit();
+
+  float acc[D / 8][4];  // written by the first step's product (onlineSoftmax leaves it alone at key 0)
+  float rowMax[2] = {-INFINITY, -INFINITY};
+  float rowSum[2] = {0.f, 0.f};
+  for (int t = 0; t < tiles; ++t) {
+    beginStep<0>();
+    if (t + 1 < tiles) {
+      loadSwizzled<T, D, kFlashThreads>(sK + ((t + 1) & 1) * kTileBytes<D>, kb, (t + 1) * kTile, N, width);
+      loadSwizzled<T, D, kFlashThreads>(sV + ((t + 1) & 1) * kTileBytes<D>, vb, (t + 1) * kTile, N, width);
+    }
+    copyAsyncCommit();
+    const uint32_t tileK = sK + (t & 1) * kTileBytes<D>;
+    const uint32_t tileV = sV + (t & 1) * kTileBytes<D>;
+    float s[8][4];
+    tc::wgmmaFence();
+    issueRowProduct<T, D, 8>(s, sQ, tileK, 0);
+    tc::wgmmaWait<0>();
+    tc::fenceRegisters(flat(s));
+    onlineSoftmax<D>(s, acc, rowMax, rowSum, t * kTile, N, causal, warpRow0, offset, row, scaleLog2);
+    issueColumnProduct<T, D, 8>(acc, s, tileV, 0, t == 0);  // waited for at the next step (or below)
+  }
+  tc::wgmmaWait<0>();
+  tc::fenceRegisters(flat(acc));
+  finishForward<T, D>(out, lse, acc, rowMax, rowSum, matrix, M, width, warpRow0, row);
+#endif
+}
+
+template <typename T, int D, int Halves, int Stages>
+__global__ void __launch_bounds__(kFlashThreads * Halves, Halves == 2 ? 2 : 1) attentionBackwardKVWgmmaKernel(
+    const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dout,
+    const float* __restrict__ lse2, const float* __restrict__ di, T* __restrict__ dk, T* __restrict__ dv, int M, int N,
+    int width, float scaleLog2, float scale, bool causal) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int kThreads = kFlashThreads * Halves;
+  constexpr int NT = 8 / Halves;
+  constexpr int kQueries = kTile / Halves;
+  extern __shared__ __align__(16) unsigned char smem[];
+  const uint32_t sK = (tc::smemAddress(smem) + kAlignSlack - 1) & ~static_cast<uint32_t>(kAlignSlack - 1);
+  const uint32_t sV = sK + kTileBytes<D>;
+  const uint32_t sQ = sV + kTileBytes<D>;                 // Stages buffers
+  const uint32_t sDout = sQ + Stages * kTileBytes<D>;     // Stages buffers
+  unsigned char* aligned = smem + (sK - tc::smemAddress(smem));
+  float* sLse = reinterpret_cast<float*>(aligned + (2 + 2 * Stages) * kTileBytes<D>);  // Stages buffers of 64
+  float* sDi = sLse + Stages * kTile;
+  const int64_t matrix = blockIdx.x;
+  const int k0 = (gridDim.y - 1 - blockIdx.y) * kTile;
+  const T* qb = q + matrix * M * width;
+  const T* db = dout + matrix * M * width;
+  const float* lb = lse2 + matrix * M;
+  const float* ib = di + matrix * M;
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int keyWarp = warp % kWarps;
+  const int half = warp / kWarps;  // this warpgroup's half of each query tile
+  const int queryOffset = half * kQueries;
+  const int offset = N - M;
+  const int firstTile = causal ? max(0, k0 - offset) / kTile : 0;
+  const int tiles = (M + kTile - 1) / kTile;
+  const int warpKey0 = k0 + keyWarp * 16;
+
+  auto loadQueries = [&](int t, int buffer) {
+    loadSwizzled<T, D, kThreads>(sQ + buffer * kTileBytes<D>, qb, t * kTile, M, width);
+    loadSwizzled<T, D, kThreads>(sDout + buffer * kTileBytes<D>, db, t * kTile, M, width);
+    if (threadIdx.x < 2 * kTile) {
+      const int j = threadIdx.x % kTile;
+      const bool valid = t * kTile + j < M;
+      const float* source = threadIdx.x < kTile ? lb : ib;
+      float* target = threadIdx.x < kTile ? sLse : sDi;
+      copyAsync4(target + buffer * kTile + j, source + (valid ? t * kTile + j : 0), valid);
+    }
+  };
+
+  loadSwizzled<T, D, kThreads>(sK, k + matrix * N * width, k0, N, width);
+  loadSwizzled<T, D, kThreads>(sV, v + matrix * N * width, k0, N, width);
+  if (firstTile < tiles) loadQueries(firstTile, 0);
+  copyAsyncCommit();
+#pragma unroll
+  for (int s = 1; s < Stages - 1; ++s) {
+    if (firstTile + s < tiles) loadQueries(firstTile + s, s);
+    copyAsyncCommit();
+  }
+
+  float accK[D / 8][4];  // written by the first step's products; a CTA always has a step (firstTile < tiles)
+  float accV[D / 8][4];
+  for (int t = firstTile; t < tiles; ++t) {
+    const int step = t - firstTile;
+    const int buffer = step % Stages;
+    beginStep<Stages - 2>();
+    if (t + Stages - 1 < tiles) loadQueries(t + Stages - 1, (step + Stages - 1) % Stages);
+    copyAsyncCommit();
+    const uint32_t tileQ = sQ + buffer * kTileBytes<D>;
+    const uint32_t tileDout = sDout + buffer * kTileBytes<D>;
+    const int query0 = t * kTile + queryOffset;
+
+    // P^T = k q^T and dP^T = v dout^T over this warpgroup's queries, as two groups; dV's product runs while dS is
+    // formed.
+    float p[NT][4], ds[NT][4];
+    tc::wgmmaFence();
+    issueRowProduct<T, D, NT>(p, sK, tileQ, queryOffset);
+    issueRowProduct<T, D, NT>(ds, sV, tileDout, queryOffset);
+    tc::wgmmaWait<1>();
+    tc::fenceRegisters(flat(p));
+    keyProbabilities<NT>(p, sLse + buffer * kTile + queryOffset, query0, warpKey0, offset, causal, scaleLog2);
+    issueColumnProduct<T, D, NT>(accV, p, tileDout, queryOffset, step == 0);
+    tc::wgmmaWait<1>();
+    tc::fenceRegisters(flat(ds));
+    keyScoreGradients<NT>(ds, p, sDi + buffer * kTile + queryOffset);
+    issueColumnProduct<T, D, NT>(accK, ds, tileQ, queryOffset, step == 0);
+  }
+  copyAsyncWait<0>();
+  tc::wgmmaWait<0>();
+  tc::fenceRegisters(flat(accK));
+  tc::fenceRegisters(flat(accV));
+
+  if constexpr (Halves == 2) {
+    // The second warpgroup's partial sums to the first's, through the query buffers (free now).
+    float* partial = reinterpret_cast<float*>(aligned + 2 * kTileBytes<D>);
+    constexpr int kValues = D / 8 * 4;
+    __syncthreads();
+    if (half == 1) {
+#pragma unroll
+      for (int n = 0; n < D / 8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          partial[((keyWarp * 2 + 0) * kValues + n * 4 + e) * 32 + lane] = accK[n][e];
+          partial[((keyWarp * 2 + 1) * kValues + n * 4 + e) * 32 + lane] = accV[n][e];
+        }
+      }
+    }
+    __syncthreads();
+    if (half == 1) return;
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        accK[n][e] += partial[((keyWarp * 2 + 0) * kValues + n * 4 + e) * 32 + lane];
+        accV[n][e] += partial[((keyWarp * 2 + 1) * kValues + n * 4 + e) * 32 + lane];
+      }
+    }
+  }
+  const float one[2] = {1.f, 1.f};
+  const float scaled[2] = {scale, scale};
+  storeRows<T, D>(dk + matrix * N * width, accK, warpKey0, N, width, scaled);
+  storeRows<T, D>(dv + matrix * N * width, accV, warpKey0, N, width, one);
+#endif
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kFlashThreads) attentionBackwardQWgmmaKernel(
+    const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dout,
+    const float* __restrict__ lse2, const float* __restrict__ di, T* __restrict__ dq, int M, int N, int width,
+    float scaleLog2, float scale, bool causal) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ __align__(16) unsigned char smem[];
+  const uint32_t sQ = (tc::smemAddress(smem) + kAlignSlack - 1) & ~static_cast<uint32_t>(kAlignSlack - 1);
+  const uint32_t sDout = sQ + kTileBytes<D>;
+  const uint32_t sK = sDout + kTileBytes<D>;   // two buffers
+  const uint32_t sV = sK + 2 * kTileBytes<D>;  // two buffers
+  const int64_t matrix = blockIdx.x;
+  const int q0 = (gridDim.y - 1 - blockIdx.y) * kTile;
+  const T* kb = k + matrix * N * width;
+  const T* vb = v + matrix * N * width;
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int offset = N - M;
+  const int lastRow = min(q0 + kTile, M) - 1;
+  const int keyEnd = causal ? min(N, lastRow + offset + 1) : N;
+  const int tiles = (keyEnd + kTile - 1) / kTile;
+  const int warpRow0 = q0 + warp * 16;
+  const int row[2] = {warpRow0 + lane / 4, warpRow0 + lane / 4 + 8};
+  float rowLse2[2], rowDi[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    rowLse2[h] = row[h] < M ? lse2[matrix * M + row[h]] : 0.f;
+    rowDi[h] = row[h] < M ? di[matrix * M + row[h]] : 0.f;
+  }
+
+  loadSwizzled<T, D, kFlashThreads>(sQ, q + matrix * M * width, q0, M, width);
+  loadSwizzled<T, D, kFlashThreads>(sDout, dout + matrix * M * width, q0, M, width);
+  loadSwizzled<T, D, kFlashThreads>(sK, kb, 0, N, width);
+  loadSwizzled<T, D, kFlashThreads>(sV, vb, 0, N, width);
+  copyAsyncCommit();
+
+  float acc[D / 8][4];  // written by the first step's product
+  for (int t = 0; t < tiles; ++t) {
+    beginStep<0>();
+    if (t + 1 < tiles) {
+      loadSwizzled<T, D, kFlashThreads>(sK + ((t + 1) & 1) * kTileBytes<D>, kb, (t + 1) * kTile, N, width);
+      loadSwizzled<T, D, kFlashThreads>(sV + ((t + 1) & 1) * kTileBytes<D>, vb, (t + 1) * kTile, N, width);
+    }
+    copyAsyncCommit();
+    const uint32_t tileK = sK + (t & 1) * kTileBytes<D>;
+    const uint32_t tileV = sV + (t & 1) * kTileBytes<D>;
+    const int key0 = t * kTile;
+    float p[8][4], ds[8][4];
+    tc::wgmmaFence();
+    issueRowProduct<T, D, 8>(p, sQ, tileK, 0);
+    issueRowProduct<T, D, 8>(ds, sDout, tileV, 0);
+    tc::wgmmaWait<1>();
+    tc::fenceRegisters(flat(p));
+    queryProbabilities(p, rowLse2, key0, warpRow0, row, offset, causal, scaleLog2);
+    tc::wgmmaWait<0>();
+    tc::fenceRegisters(flat(ds));
+    queryScoreGradients(ds, p, rowDi);
+    issueColumnProduct<T, D, 8>(acc, ds, tileK, 0, t == 0);
+  }
+  copyAsyncWait<0>();
+  tc::wgmmaWait<0>();
+  tc::fenceRegisters(flat(acc));
+  const float scaled[2] = {scale, scale};
+  storeRows<T, D>(dq + matrix * M * width, acc, warpRow0, M, width, scaled);
+#endif
+}
+
+// Whether the wgmma kernels run on the current device: an sm_90 device and an sm_90a image of them in this build (a
+// JIT of older PTX would run empty bodies). BLOCKSPARSE_CUDA_ATTENTION=mma picks the mma.sync kernels everywhere (to
+// check them on Hopper).
+bool attentionWgmma() {
+  const char* choice = std::getenv("BLOCKSPARSE_CUDA_ATTENTION");
+  if (choice != nullptr && std::strcmp(choice, "mma") == 0) return false;
+  int device = 0;
+  BS_CUDA_CHECK(cudaGetDevice(&device));
+  static std::atomic<int> known[64];  // 0 unknown, 1 no, 2 yes
+  if (device < 0 || device >= 64) return false;
+  int state = known[device].load(std::memory_order_relaxed);
+  if (state == 0) {
+    cudaFuncAttributes attributes{};
+    const bool ok =
+        cudaFuncGetAttributes(&attributes, attentionForwardWgmmaKernel<__nv_bfloat16, 64>) == cudaSuccess &&
+        attributes.ptxVersion >= 90 && attributes.binaryVersion == 90;
+    if (!ok) cudaGetLastError();
+    state = ok ? 2 : 1;
+    known[device].store(state, std::memory_order_relaxed);
+  }
+  return state == 2;
 }
 
 // Above 48 KB of shared memory a kernel must opt in (per device: asked at each launch, as the tile kernels do).
@@ -628,12 +1039,22 @@ void allowSharedMemory(Kernel kernel, int bytes) {
 template <typename T, int D>
 void flashForward(const void* q, const void* k, const void* v, void* out, float* lse, int64_t batch, int M, int N,
                   int width, float scale, bool causal, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(batch), static_cast<unsigned>((M + kTile - 1) / kTile));
+  const T* tq = static_cast<const T*>(q);
+  const T* tk = static_cast<const T*>(k);
+  const T* tv = static_cast<const T*>(v);
+  if (attentionWgmma()) {
+    constexpr int smem = 5 * kTileBytes<D> + kAlignSlack;
+    allowSharedMemory(attentionForwardWgmmaKernel<T, D>, smem);
+    attentionForwardWgmmaKernel<T, D><<<grid, kFlashThreads, smem, stream>>>(tq, tk, tv, static_cast<T*>(out), lse, M,
+                                                                             N, width, scale * kLog2e, causal);
+    BS_LAUNCH_CHECK("attentionForwardWgmmaKernel");
+    return;
+  }
   constexpr int smem = kForwardSmem<T, D>;
   allowSharedMemory(attentionForwardKernel<T, D>, smem);
-  const dim3 grid(static_cast<unsigned>(batch), static_cast<unsigned>((M + kTile - 1) / kTile));
-  attentionForwardKernel<T, D><<<grid, kFlashThreads, smem, stream>>>(
-      static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), static_cast<T*>(out), lse, M, N,
-      width, scale * kLog2e, causal);
+  attentionForwardKernel<T, D><<<grid, kFlashThreads, smem, stream>>>(tq, tk, tv, static_cast<T*>(out), lse, M, N,
+                                                                      width, scale * kLog2e, causal);
   BS_LAUNCH_CHECK("attentionForwardKernel");
 }
 
@@ -643,21 +1064,37 @@ void flashBackward(const void* dout, const void* q, const void* k, const void* v
                    cudaStream_t stream) {
   constexpr int kHalves = kKeyHalves<D>;
   constexpr int kStages = kQueryStages<D>;
-  constexpr int smemKV = kBackwardKVSmem<T, D, kStages>;
-  constexpr int smemQ = kBackwardQSmem<T, D>;
-  allowSharedMemory(attentionBackwardKVKernel<T, D, kHalves, kStages>, smemKV);
-  allowSharedMemory(attentionBackwardQKernel<T, D>, smemQ);
   const T* tq = static_cast<const T*>(q);
   const T* tk = static_cast<const T*>(k);
   const T* tv = static_cast<const T*>(v);
   const T* tdout = static_cast<const T*>(dout);
   const dim3 gridKV(static_cast<unsigned>(batch), static_cast<unsigned>((N + kTile - 1) / kTile));
+  const dim3 gridQ(static_cast<unsigned>(batch), static_cast<unsigned>((M + kTile - 1) / kTile));
+  if (attentionWgmma()) {
+    constexpr int smemKV =
+        (2 + 2 * kStages) * kTileBytes<D> + 2 * kStages * kTile * static_cast<int>(sizeof(float)) + kAlignSlack;
+    constexpr int smemQ = 6 * kTileBytes<D> + kAlignSlack;
+    allowSharedMemory(attentionBackwardKVWgmmaKernel<T, D, kHalves, kStages>, smemKV);
+    attentionBackwardKVWgmmaKernel<T, D, kHalves, kStages><<<gridKV, kFlashThreads * kHalves, smemKV, stream>>>(
+        tq, tk, tv, tdout, lse2, di, static_cast<T*>(dk), static_cast<T*>(dv), M, N, width, scale * kLog2e, scale,
+        causal);
+    BS_LAUNCH_CHECK("attentionBackwardKVWgmmaKernel");
+    if (M == 0) return;
+    allowSharedMemory(attentionBackwardQWgmmaKernel<T, D>, smemQ);
+    attentionBackwardQWgmmaKernel<T, D><<<gridQ, kFlashThreads, smemQ, stream>>>(
+        tq, tk, tv, tdout, lse2, di, static_cast<T*>(dq), M, N, width, scale * kLog2e, scale, causal);
+    BS_LAUNCH_CHECK("attentionBackwardQWgmmaKernel");
+    return;
+  }
+  constexpr int smemKV = kBackwardKVSmem<T, D, kStages>;
+  constexpr int smemQ = kBackwardQSmem<T, D>;
+  allowSharedMemory(attentionBackwardKVKernel<T, D, kHalves, kStages>, smemKV);
   attentionBackwardKVKernel<T, D, kHalves, kStages><<<gridKV, kFlashThreads * kHalves, smemKV, stream>>>(
       tq, tk, tv, tdout, lse2, di, static_cast<T*>(dk), static_cast<T*>(dv), M, N, width, scale * kLog2e, scale,
       causal);
   BS_LAUNCH_CHECK("attentionBackwardKVKernel");
   if (M == 0) return;
-  const dim3 gridQ(static_cast<unsigned>(batch), static_cast<unsigned>((M + kTile - 1) / kTile));
+  allowSharedMemory(attentionBackwardQKernel<T, D>, smemQ);
   attentionBackwardQKernel<T, D><<<gridQ, kFlashThreads, smemQ, stream>>>(tq, tk, tv, tdout, lse2, di,
                                                                           static_cast<T*>(dq), M, N, width,
                                                                           scale * kLog2e, scale, causal);

@@ -39,12 +39,16 @@ const CASES: Case[] = [
   { dtype: "bfloat16", batch: [], m: 40, n: 40, d: 136, causal: false },
 ];
 
-describe.skipIf(cudaMissing)("cuda attention", () => {
+// Each case through the kernels the device picks (wgmma on Hopper) and through the mma.sync kernels, which Ampere runs
+// (BLOCKSPARSE_CUDA_ATTENTION=mma, read by the addon at each call).
+describe.skipIf(cudaMissing).each(["auto", "mma"])("cuda attention (%s kernels)", (kernels) => {
   let backend: CudaBackend;
   beforeAll(() => {
     backend = useCuda();
+    if (kernels === "mma") process.env.BLOCKSPARSE_CUDA_ATTENTION = "mma";
   });
   afterAll(() => {
+    delete process.env.BLOCKSPARSE_CUDA_ATTENTION;
     backend.poisonAllocations = false;
   });
 
