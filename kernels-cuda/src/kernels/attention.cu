@@ -766,16 +766,23 @@ __device__ __forceinline__ void beginStep() {
   __syncthreads();
 }
 
+// Buffers of v in the forward on wgmma: two (the next tile copied during the whole step) up to head dim 64; one at
+// 128, where four 16 KB tiles instead of five let three CTAs share an SM (v's next tile then copied from the start of
+// a step, once the product with the last one is done, to its middle).
+template <int D>
+constexpr int kValueBuffers = D >= 128 ? 1 : 2;
+
 template <typename T, int D>
 __global__ void __launch_bounds__(kFlashThreads) attentionForwardWgmmaKernel(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ out,
     float* __restrict__ lse, int M, int N, int width, float scaleLog2, bool causal) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int kValues = kValueBuffers<D>;
   allowDependentLaunch();
   extern __shared__ __align__(16) unsigned char smem[];
   const uint32_t sQ = (tc::smemAddress(smem) + kAlignSlack - 1) & ~static_cast<uint32_t>(kAlignSlack - 1);
   const uint32_t sK = sQ + kTileBytes<D>;      // two buffers
-  const uint32_t sV = sK + 2 * kTileBytes<D>;  // two buffers
+  const uint32_t sV = sK + 2 * kTileBytes<D>;  // kValues buffers
   const int64_t matrix = blockIdx.x;
   const int q0 = (gridDim.y - 1 - blockIdx.y) * kTile;
   const T* kb = k + matrix * N * width;
@@ -791,7 +798,7 @@ __global__ void __launch_bounds__(kFlashThreads) attentionForwardWgmmaKernel(
 
   loadSwizzled<T, D, kFlashThreads>(sQ, q + matrix * M * width, q0, M, width);
   loadSwizzled<T, D, kFlashThreads>(sK, kb, 0, N, width);
-  loadSwizzled<T, D, kFlashThreads>(sV, vb, 0, N, width);
+  if constexpr (kValues == 2) loadSwizzled<T, D, kFlashThreads>(sV, vb, 0, N, width);
   copyAsyncCommit();
 
   float acc[D / 8][4];  // written by the first step's product (onlineSoftmax leaves it alone at key 0)
@@ -799,19 +806,30 @@ __global__ void __launch_bounds__(kFlashThreads) attentionForwardWgmmaKernel(
   float rowSum[2] = {0.f, 0.f};
   for (int t = 0; t < tiles; ++t) {
     beginStep<0>();
+    if constexpr (kValues == 1) {  // v's tile t into the buffer the last step's product is done with
+      loadSwizzled<T, D, kFlashThreads>(sV, vb, t * kTile, N, width);
+      copyAsyncCommit();
+    }
     if (t + 1 < tiles) {
       loadSwizzled<T, D, kFlashThreads>(sK + ((t + 1) & 1) * kTileBytes<D>, kb, (t + 1) * kTile, N, width);
-      loadSwizzled<T, D, kFlashThreads>(sV + ((t + 1) & 1) * kTileBytes<D>, vb, (t + 1) * kTile, N, width);
+      if constexpr (kValues == 2) {
+        loadSwizzled<T, D, kFlashThreads>(sV + ((t + 1) & 1) * kTileBytes<D>, vb, (t + 1) * kTile, N, width);
+      }
     }
     copyAsyncCommit();
     const uint32_t tileK = sK + (t & 1) * kTileBytes<D>;
-    const uint32_t tileV = sV + (t & 1) * kTileBytes<D>;
+    const uint32_t tileV = sV + (kValues == 2 ? (t & 1) * kTileBytes<D> : 0);
     float s[8][4];
     tc::wgmmaFence();
     issueRowProduct<T, D, 8>(s, sQ, tileK, 0);
     tc::wgmmaWait<0>();
     tc::fenceRegisters(flat(s));
     onlineSoftmax<D>(s, acc, rowMax, rowSum, t * kTile, N, causal, warpRow0, offset, row, scaleLog2);
+    if constexpr (kValues == 1) {  // v's tile t (every group but k's next one) landed, from every thread
+      copyAsyncWait<1>();
+      tc::fenceProxyAsync();
+      __syncthreads();
+    }
     issueColumnProduct<T, D, 8>(acc, s, tileV, 0, t == 0);  // waited for at the next step (or below)
   }
   tc::wgmmaWait<0>();
@@ -820,15 +838,18 @@ __global__ void __launch_bounds__(kFlashThreads) attentionForwardWgmmaKernel(
 #endif
 }
 
-template <typename T, int D, int Halves, int Stages>
-__global__ void __launch_bounds__(kFlashThreads * Halves, Halves == 2 ? 2 : 1) attentionBackwardKVWgmmaKernel(
+// The dK/dV kernel on wgmma: one warpgroup per 64 keys, its products 64 queries wide (splitting each query tile
+// between two warpgroups, as the mma.sync kernel splits it between warps for its registers, measured 1.08-1.10x slower
+// forward + backward), built for three CTAs per SM up to head dim 64 (at most 170 registers), one above.
+template <int D>
+constexpr int kKVWgmmaBlocks = D <= 64 ? 3 : 1;
+
+template <typename T, int D, int Stages>
+__global__ void __launch_bounds__(kFlashThreads, kKVWgmmaBlocks<D>) attentionBackwardKVWgmmaKernel(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dout,
     const float* __restrict__ lse2, const float* __restrict__ di, T* __restrict__ dk, T* __restrict__ dv, int M, int N,
     int width, float scaleLog2, float scale, bool causal) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr int kThreads = kFlashThreads * Halves;
-  constexpr int NT = 8 / Halves;
-  constexpr int kQueries = kTile / Halves;
   extern __shared__ __align__(16) unsigned char smem[];
   const uint32_t sK = (tc::smemAddress(smem) + kAlignSlack - 1) & ~static_cast<uint32_t>(kAlignSlack - 1);
   const uint32_t sV = sK + kTileBytes<D>;
@@ -844,18 +865,15 @@ __global__ void __launch_bounds__(kFlashThreads * Halves, Halves == 2 ? 2 : 1) a
   const float* lb = lse2 + matrix * M;
   const float* ib = di + matrix * M;
   const int warp = threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  const int keyWarp = warp % kWarps;
-  const int half = warp / kWarps;  // this warpgroup's half of each query tile
-  const int queryOffset = half * kQueries;
   const int offset = N - M;
   const int firstTile = causal ? max(0, k0 - offset) / kTile : 0;
   const int tiles = (M + kTile - 1) / kTile;
-  const int warpKey0 = k0 + keyWarp * 16;
+  const int warpKey0 = k0 + warp * 16;
 
   auto loadQueries = [&](int t, int buffer) {
-    loadSwizzled<T, D, kThreads>(sQ + buffer * kTileBytes<D>, qb, t * kTile, M, width);
-    loadSwizzled<T, D, kThreads>(sDout + buffer * kTileBytes<D>, db, t * kTile, M, width);
+    loadSwizzled<T, D, kFlashThreads>(sQ + buffer * kTileBytes<D>, qb, t * kTile, M, width);
+    loadSwizzled<T, D, kFlashThreads>(sDout + buffer * kTileBytes<D>, db, t * kTile, M, width);
+    static_assert(kFlashThreads >= 2 * kTile, "one thread per lse and Di value");
     if (threadIdx.x < 2 * kTile) {
       const int j = threadIdx.x % kTile;
       const bool valid = t * kTile + j < M;
@@ -865,8 +883,8 @@ __global__ void __launch_bounds__(kFlashThreads * Halves, Halves == 2 ? 2 : 1) a
     }
   };
 
-  loadSwizzled<T, D, kThreads>(sK, k + matrix * N * width, k0, N, width);
-  loadSwizzled<T, D, kThreads>(sV, v + matrix * N * width, k0, N, width);
+  loadSwizzled<T, D, kFlashThreads>(sK, k + matrix * N * width, k0, N, width);
+  loadSwizzled<T, D, kFlashThreads>(sV, v + matrix * N * width, k0, N, width);
   if (firstTile < tiles) loadQueries(firstTile, 0);
   copyAsyncCommit();
 #pragma unroll
@@ -885,54 +903,26 @@ __global__ void __launch_bounds__(kFlashThreads * Halves, Halves == 2 ? 2 : 1) a
     copyAsyncCommit();
     const uint32_t tileQ = sQ + buffer * kTileBytes<D>;
     const uint32_t tileDout = sDout + buffer * kTileBytes<D>;
-    const int query0 = t * kTile + queryOffset;
+    const int query0 = t * kTile;
 
-    // P^T = k q^T and dP^T = v dout^T over this warpgroup's queries, as two groups; dV's product runs while dS is
-    // formed.
-    float p[NT][4], ds[NT][4];
+    // P^T = k q^T and dP^T = v dout^T as two groups; dV's product runs while dS is formed.
+    float p[8][4], ds[8][4];
     tc::wgmmaFence();
-    issueRowProduct<T, D, NT>(p, sK, tileQ, queryOffset);
-    issueRowProduct<T, D, NT>(ds, sV, tileDout, queryOffset);
+    issueRowProduct<T, D, 8>(p, sK, tileQ, 0);
+    issueRowProduct<T, D, 8>(ds, sV, tileDout, 0);
     tc::wgmmaWait<1>();
     tc::fenceRegisters(flat(p));
-    keyProbabilities<NT>(p, sLse + buffer * kTile + queryOffset, query0, warpKey0, offset, causal, scaleLog2);
-    issueColumnProduct<T, D, NT>(accV, p, tileDout, queryOffset, step == 0);
+    keyProbabilities<8>(p, sLse + buffer * kTile, query0, warpKey0, offset, causal, scaleLog2);
+    issueColumnProduct<T, D, 8>(accV, p, tileDout, 0, step == 0);
     tc::wgmmaWait<1>();
     tc::fenceRegisters(flat(ds));
-    keyScoreGradients<NT>(ds, p, sDi + buffer * kTile + queryOffset);
-    issueColumnProduct<T, D, NT>(accK, ds, tileQ, queryOffset, step == 0);
+    keyScoreGradients<8>(ds, p, sDi + buffer * kTile);
+    issueColumnProduct<T, D, 8>(accK, ds, tileQ, 0, step == 0);
   }
   copyAsyncWait<0>();
   tc::wgmmaWait<0>();
   tc::fenceRegisters(flat(accK));
   tc::fenceRegisters(flat(accV));
-
-  if constexpr (Halves == 2) {
-    // The second warpgroup's partial sums to the first's, through the query buffers (free now).
-    float* partial = reinterpret_cast<float*>(aligned + 2 * kTileBytes<D>);
-    constexpr int kValues = D / 8 * 4;
-    __syncthreads();
-    if (half == 1) {
-#pragma unroll
-      for (int n = 0; n < D / 8; ++n) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          partial[((keyWarp * 2 + 0) * kValues + n * 4 + e) * 32 + lane] = accK[n][e];
-          partial[((keyWarp * 2 + 1) * kValues + n * 4 + e) * 32 + lane] = accV[n][e];
-        }
-      }
-    }
-    __syncthreads();
-    if (half == 1) return;
-#pragma unroll
-    for (int n = 0; n < D / 8; ++n) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        accK[n][e] += partial[((keyWarp * 2 + 0) * kValues + n * 4 + e) * 32 + lane];
-        accV[n][e] += partial[((keyWarp * 2 + 1) * kValues + n * 4 + e) * 32 + lane];
-      }
-    }
-  }
   const float one[2] = {1.f, 1.f};
   const float scaled[2] = {scale, scale};
   storeRows<T, D>(dk + matrix * N * width, accK, warpKey0, N, width, scaled);
@@ -1044,7 +1034,7 @@ void flashForward(const void* q, const void* k, const void* v, void* out, float*
   const T* tk = static_cast<const T*>(k);
   const T* tv = static_cast<const T*>(v);
   if (attentionWgmma()) {
-    constexpr int smem = 5 * kTileBytes<D> + kAlignSlack;
+    constexpr int smem = (3 + kValueBuffers<D>) * kTileBytes<D> + kAlignSlack;
     allowSharedMemory(attentionForwardWgmmaKernel<T, D>, smem);
     attentionForwardWgmmaKernel<T, D><<<grid, kFlashThreads, smem, stream>>>(tq, tk, tv, static_cast<T*>(out), lse, M,
                                                                              N, width, scale * kLog2e, causal);
@@ -1074,8 +1064,8 @@ void flashBackward(const void* dout, const void* q, const void* k, const void* v
     constexpr int smemKV =
         (2 + 2 * kStages) * kTileBytes<D> + 2 * kStages * kTile * static_cast<int>(sizeof(float)) + kAlignSlack;
     constexpr int smemQ = 6 * kTileBytes<D> + kAlignSlack;
-    allowSharedMemory(attentionBackwardKVWgmmaKernel<T, D, kHalves, kStages>, smemKV);
-    attentionBackwardKVWgmmaKernel<T, D, kHalves, kStages><<<gridKV, kFlashThreads * kHalves, smemKV, stream>>>(
+    allowSharedMemory(attentionBackwardKVWgmmaKernel<T, D, kStages>, smemKV);
+    attentionBackwardKVWgmmaKernel<T, D, kStages><<<gridKV, kFlashThreads, smemKV, stream>>>(
         tq, tk, tv, tdout, lse2, di, static_cast<T*>(dk), static_cast<T*>(dv), M, N, width, scale * kLog2e, scale,
         causal);
     BS_LAUNCH_CHECK("attentionBackwardKVWgmmaKernel");
