@@ -2,9 +2,9 @@ import type { TensorInfo } from "../../../backend";
 import type { DType } from "../../../dtypes";
 import type { KernelArgs } from "../../../backend";
 import type { Activation, BinaryKernelName, ComparisonKernelName, GeluApproximate, UnaryKernelName } from "../../../kernel_names";
-import { broadcastShapes, shapesEqual, sizeOf } from "../../../shape";
+import { broadcastShapes, broadcastStrides, shapesEqual, sizeOf } from "../../../shape";
 import type { JsBackend } from "../backend";
-import { broadcastOffsets, erf } from "./util";
+import { erf, walkRows } from "./util";
 
 type Fn1 = (x: number) => number;
 type Fn2 = (a: number, b: number) => number;
@@ -75,9 +75,13 @@ function broadcastLoop(
     const av = a[0];
     for (let i = 0; i < n; i++) out[i] = fn(av, b[i]);
   } else {
-    const ia = broadcastOffsets(aShape, outShape);
-    const ib = broadcastOffsets(bShape, outShape);
-    for (let i = 0; i < n; i++) out[i] = fn(a[ia[i]], b[ib[i]]);
+    walkRows(outShape, [broadcastStrides(aShape, outShape), broadcastStrides(bShape, outShape)], (i, o, inner, step) => {
+      const ao = o[0];
+      const bo = o[1];
+      const as = step[0];
+      const bs = step[1];
+      for (let j = 0; j < inner; j++) out[i + j] = fn(a[ao + j * as], b[bo + j * bs]);
+    });
   }
 }
 
@@ -94,16 +98,15 @@ export function binaryKernel(name: BinaryKernelName | ComparisonKernelName, comp
 
 export function whereKernel({ inputs: { condition, a, b }, backend }: KernelArgs<"Where", JsBackend>): TensorInfo {
   const outShape = broadcastShapes(broadcastShapes(condition.shape, a.shape), b.shape);
-  const n = sizeOf(outShape);
   const cond = backend.ints(condition);
   const av = backend.storage(a);
   const bv = backend.storage(b);
-  const ic = broadcastOffsets(condition.shape, outShape);
-  const ia = broadcastOffsets(a.shape, outShape);
-  const ib = broadcastOffsets(b.shape, outShape);
   // A selection copies raw storage: exact for every dtype.
   const { info, values } = backend.output(outShape, a.dtype);
-  for (let i = 0; i < n; i++) values[i] = cond[ic[i]] !== 0 ? av[ia[i]] : bv[ib[i]];
+  const strides = [condition.shape, a.shape, b.shape].map((shape) => broadcastStrides(shape, outShape));
+  walkRows(outShape, strides, (i, o, inner, step) => {
+    for (let j = 0; j < inner; j++) values[i + j] = cond[o[0] + j * step[0]] !== 0 ? av[o[1] + j * step[1]] : bv[o[2] + j * step[2]];
+  });
   return info;
 }
 

@@ -3,19 +3,16 @@ import { IndexError } from "../../../errors";
 import { sizeOf, softmaxRows } from "../../../shape";
 import type { JsBackend } from "../backend";
 
-/** A float64 row of at least n entries, reused across calls (each exponential of a row is taken once and kept there). */
+/** A float64 row reused across calls: each exponential of a softmax row is taken once and kept there. */
 let row64 = new Float64Array(0);
-function rowScratch(n: number): Float64Array {
-  if (row64.length < n) row64 = new Float64Array(n);
-  return row64;
-}
 
 /**
  * Softmax or log-softmax of each row of length `n` (max-subtracted, float64 sums). `causalRows` m > 0:
  * row r keeps its first (r mod m) + n - m + 1 entries and the rest read as -Infinity.
  */
 function rowSoftmax(input: Float32Array, out: Float32Array, rows: number, n: number, log: boolean, causalRows: number): void {
-  const e = rowScratch(n);
+  if (row64.length < n) row64 = new Float64Array(n);
+  const e = row64;
   for (let r = 0; r < rows; r++) {
     const base = r * n;
     const kept = causalRows > 0 ? (r % causalRows) + n - causalRows + 1 : n;
@@ -164,17 +161,16 @@ export function crossEntropyBackwardKernel({ inputs: { logits, targets, dy }, ba
   const input = backend.floats(logits);
   const grad = backend.floats(dy);
   const out = backend.floatOutput(logits.shape, logits.dtype);
-  const e = rowScratch(classes);
   for (let r = 0; r < rows; r++) {
     const base = r * classes;
     let max = Number.NEGATIVE_INFINITY;
     for (let j = 0; j < classes; j++) if (input[base + j] > max) max = input[base + j];
     let sum = 0;
+    for (let j = 0; j < classes; j++) sum += Math.exp(input[base + j] - max);
     for (let j = 0; j < classes; j++) {
-      e[j] = Math.exp(input[base + j] - max);
-      sum += e[j];
+      const p = Math.exp(input[base + j] - max) / sum;
+      out.data[base + j] = (p - (j === t[r] ? 1 : 0)) * grad[r];
     }
-    for (let j = 0; j < classes; j++) out.data[base + j] = (e[j] / sum - (j === t[r] ? 1 : 0)) * grad[r];
   }
   return out.commit();
 }

@@ -1,11 +1,11 @@
 /** The product kernels: each widens its inputs to float32 (backend.floats) and calls one compute function. */
 import type { KernelArgs, KernelTable, TensorInfo } from "../../../backend";
-import { matmulShape, sizeOf } from "../../../shape";
+import { broadcastStrides, matmulShape, sizeOf } from "../../../shape";
 import type { JsBackend } from "../backend";
 import type { BsrPattern } from "@blocksparse/format";
 import * as compute from "../compute";
 import { biasActivationBackwardKernel, biasActivationKernel } from "./elementwise";
-import { broadcastOffsets } from "./util";
+import { stridedOffsets } from "./util";
 
 function sizes(pattern: BsrPattern): compute.BsrSizes {
   const [rows, cols] = pattern.shape;
@@ -38,8 +38,8 @@ export function productKernels(
       const n = outShape[rank - 1];
       const k = transposeA ? a.shape[a.shape.length - 2] : a.shape[a.shape.length - 1];
       const batchShape = outShape.slice(0, -2);
-      const aBatch = broadcastOffsets(a.shape.slice(0, -2), batchShape);
-      const bBatch = broadcastOffsets(b.shape.slice(0, -2), batchShape);
+      const aBatch = stridedOffsets(batchShape, broadcastStrides(a.shape.slice(0, -2), batchShape));
+      const bBatch = stridedOffsets(batchShape, broadcastStrides(b.shape.slice(0, -2), batchShape));
       const av = backend.floats(a);
       const bv = backend.floats(b);
       const out = backend.floatOutput(outShape, a.dtype);

@@ -1,9 +1,9 @@
 import type { KernelArgs, TensorInfo } from "../../../backend";
 import { IndexError } from "../../../errors";
 import { float32ToBfloat16Bits, float32ToFloat16Bits } from "../../../half";
-import { sizeOf, splitAt, splitParts, stridesOf } from "../../../shape";
+import { broadcastStrides, sizeOf, splitAt, splitParts, stridesOf } from "../../../shape";
 import type { JsBackend } from "../backend";
-import { broadcastOffsets, stridedOffsets } from "./util";
+import { stridedCopy } from "./util";
 
 export function fillKernel({ attrs: { shape, dtype, value }, backend }: KernelArgs<"Fill", JsBackend>): TensorInfo {
   const { info, values } = backend.output(shape, dtype);
@@ -28,9 +28,8 @@ export function castKernel({ inputs: { x }, attrs: { dtype }, backend }: KernelA
 
 export function broadcastToKernel({ inputs: { x }, attrs: { shape }, backend }: KernelArgs<"BroadcastTo", JsBackend>): TensorInfo {
   const input = backend.storage(x);
-  const offsets = broadcastOffsets(x.shape, shape);
   const { info, values } = backend.output(shape, x.dtype);
-  for (let i = 0; i < offsets.length; i++) values[i] = input[offsets[i]];
+  stridedCopy(values, input, 0, shape, broadcastStrides(x.shape, shape));
   return info;
 }
 
@@ -38,20 +37,18 @@ export function transposeKernel({ inputs: { x }, attrs: { perm }, backend }: Ker
   const outShape = perm.map((axis) => x.shape[axis]);
   const inStrides = stridesOf(x.shape);
   // Reading input with permuted strides walks the output in row-major order.
-  const offsets = stridedOffsets(outShape, perm.map((axis) => inStrides[axis]));
   const input = backend.storage(x);
   const { info, values } = backend.output(outShape, x.dtype);
-  for (let i = 0; i < offsets.length; i++) values[i] = input[offsets[i]];
+  stridedCopy(values, input, 0, outShape, perm.map((axis) => inStrides[axis]));
   return info;
 }
 
 export function sliceKernel({ inputs: { x }, attrs: { begin, size }, backend }: KernelArgs<"Slice", JsBackend>): TensorInfo {
   const strides = stridesOf(x.shape);
   const base = begin.reduce((sum, b, i) => sum + b * strides[i], 0);
-  const offsets = stridedOffsets(size, strides);
   const input = backend.storage(x);
   const { info, values } = backend.output(size, x.dtype);
-  for (let i = 0; i < offsets.length; i++) values[i] = input[base + offsets[i]];
+  stridedCopy(values, input, base, size, strides);
   return info;
 }
 
