@@ -153,7 +153,9 @@ export function biasActivationKernel({ inputs: { x, bias }, attrs, backend }: Ke
   const { value } = activationOf(attrs.activation);
   const out = backend.floatOutput(x.shape, x.dtype);
   // The sum stays a float64 number, as the kernels keep it in float32 registers: it is not rounded to x's dtype.
-  for (let i = 0; i < input.length; i++) out.data[i] = value(input[i] + b[i % width]);
+  for (let row = 0; row < input.length; row += width) {
+    for (let j = 0; j < width; j++) out.data[row + j] = value(input[row + j] + b[j]);
+  }
   return out.commit();
 }
 
@@ -169,10 +171,12 @@ export function biasActivationBackwardKernel({
   const dx = backend.floatOutput(x.shape, x.dtype);
   const dbias = backend.floatOutput([width], x.dtype);
   const sums = new Float64Array(width);
-  for (let i = 0; i < input.length; i++) {
-    const g = grad[i] * derivative(input[i] + b[i % width]);
-    dx.data[i] = g;
-    sums[i % width] += g;
+  for (let row = 0; row < input.length; row += width) {
+    for (let j = 0; j < width; j++) {
+      const g = grad[row + j] * derivative(input[row + j] + b[j]);
+      dx.data[row + j] = g;
+      sums[j] += g;
+    }
   }
   dbias.data.set(sums);
   return [dx.commit(), dbias.commit()];
