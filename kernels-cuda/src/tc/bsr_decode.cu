@@ -1,5 +1,6 @@
-// Decoding path of bsrLinear (Y = X W^T + b with 1-16 tokens): the product is bound by reading W once,
-// so each stored block is streamed once with 16-byte loads and nothing else of note moves.
+// Decoding path of bsrLinear (Y = X W^T + b with 1-64 tokens, float32 1-16): the product is bound by reading W
+// once, so each stored block is streamed once with 16-byte loads. Up to 16 tokens nothing else of note moves; past
+// that X's columns, read once per block from L2 (M / 16 of W's bytes), and the token tiles' products weigh too.
 //
 // A CTA owns one 16-row slice of one block row; its warps split that row's blocks (warp w takes blocks
 // w, w + warps, ...), so every warp reads whole 16 x C slabs, contiguous in values. Lane (g, q) =
@@ -20,6 +21,7 @@ namespace {
 
 constexpr int kSliceRows = 16;           // W rows per CTA: the m of one mma tile
 constexpr int kTokenTile = 8;            // tokens per mma tile (its n)
+constexpr int kMaxPartialBytes = 48 * 1024;  // the warps' partial sums: at most the default dynamic shared memory
 constexpr int kMaxWarps = 16;            // warps splitting one slice's blocks
 constexpr int kVectorsInFlight = 8;      // W vectors per lane loaded before any is used
 // TcOptions::variant: 0 is the default; the others are kept for measurement. `bytesPerWarp` is the W each warp
@@ -249,12 +251,14 @@ __global__ void __launch_bounds__(32 * kMaxWarps) bsrDecodeLinearKernel(const ty
 }
 
 // Calls f(DecodeTraits<...>{}) for the kernel that runs `dtype`, `blockCols` and `m` tokens: the tokens rounded up
-// to what it covers (8 or 16 on the mma path, a power of two for float32).
+// to what it covers (8, 16, 32 or 64 on the mma path, a power of two up to 16 for float32).
 template <typename T, int C, class F>
 void visitTokens(int64_t m, F&& f) {
   if constexpr (sizeof(T) == 2) {
     if (m <= 8) f(DecodeTraits<T, C, 8>{});
-    else f(DecodeTraits<T, C, 16>{});
+    else if (m <= 16) f(DecodeTraits<T, C, 16>{});
+    else if (m <= 32) f(DecodeTraits<T, C, 32>{});
+    else f(DecodeTraits<T, C, 64>{});
   } else {
     if (m <= 1) f(DecodeTraits<T, C, 1>{});
     else if (m <= 2) f(DecodeTraits<T, C, 2>{});
@@ -327,8 +331,10 @@ int chooseWarps(const BsrPatternView& pattern, int variant, int numSms) {
   const double sliceBytes = blocksPerRow * kSliceRows * K::C * sizeof(typename K::T);
   const DecodeVariantSpec& spec = kDecodeVariantSpecs[decodeVariant(variant) ? variant : 0];
   const auto clampWarps = [](double warps, int most) { return static_cast<int>(std::clamp(warps, 1.0, double(most))); };
-  if (spec.bytesPerWarp != 0) return clampWarps(std::ceil(sliceBytes / spec.bytesPerWarp), kMaxWarps);
-  const int most = clampWarps(std::ceil(blocksPerRow), kMaxWarps);
+  // The warps' partial sums stay within the dynamic shared memory a launch gets without asking (64 tokens: 12 warps).
+  const int widest = std::min<int>(kMaxWarps, static_cast<int>(kMaxPartialBytes / partialBytes<K>(1)));
+  if (spec.bytesPerWarp != 0) return clampWarps(std::ceil(sliceBytes / spec.bytesPerWarp), widest);
+  const int most = clampWarps(std::ceil(blocksPerRow), widest);
   const int fewest = clampWarps(std::ceil(sliceBytes / kMostBytesPerWarp), most);
   const int64_t ctas = pattern.rows / kSliceRows;
   int best = 0;
@@ -385,7 +391,7 @@ bool alignedTo(const void* pointer, uintptr_t bytes) { return (reinterpret_cast<
 
 bool decodeSupported(DType dtype, const void* x, const void* values, const void* bias, const void* y, int64_t m,
                      const BsrPatternView& pattern) {
-  if (!isFloat(dtype) || m < 1 || m > kDecodeMaxTokens) return false;
+  if (!isFloat(dtype) || m < 1 || m > decodeMaxTokens(dtype)) return false;
   if (!decodeBlockSide(pattern.blockHeight) || !decodeBlockSide(pattern.blockWidth)) return false;
   if (pattern.rows <= 0 || pattern.rows / kSliceRows > INT32_MAX || pattern.cols <= 0) return false;
   // Each lane reads 8 or 16 bytes of a row of X and of W: their starts and X's row stride must be aligned.

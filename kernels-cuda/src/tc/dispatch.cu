@@ -287,7 +287,8 @@ bool tcBsrLinear(DType dtype, const void* x, const void* values, const void* bia
   const bool decode = options.path == TcPath::Auto ? options.variant < 0
                                                    : options.path == TcPath::Decode && tc::decodeVariant(options.variant);
   const DeviceInfo& device = currentDevice();
-  if (decode && m <= kDecodeMaxTokens && device.major >= 8 && tc::decodeSupported(dtype, x, values, bias, y, m, pattern)) {
+  if (decode && m <= decodeMaxTokens(dtype) && device.major >= 8 &&
+      tc::decodeSupported(dtype, x, values, bias, y, m, pattern)) {
     tc::launchDecodeLinear(dtype, x, values, bias, y, m, pattern, std::max(options.variant, 0), device.sms,
                            device.l2Bytes, stream);
     return true;
@@ -299,7 +300,7 @@ bool tcBsrLinear(DType dtype, const void* x, const void* values, const void* bia
 bool tcBsrLinearActivation(DType dtype, const void* x, const void* values, const void* bias, void* z, void* a,
                            Activation activation, int64_t m, const BsrPatternView& pattern, cudaStream_t stream,
                            const TcOptions& options) {
-  if (a == nullptr || m <= kDecodeMaxTokens || options.path == TcPath::Decode) return false;
+  if (a == nullptr || m <= decodeMaxTokens(dtype) || options.path == TcPath::Decode) return false;
   Fused fused;
   fused.activated = a;
   fused.activation = activation;
@@ -336,7 +337,7 @@ TcPath tcPathFor(DType dtype, const BsrPatternView& pattern) {
 std::vector<TcOptions> tcTuneCandidates(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m) {
   std::vector<TcOptions> out;
   if ((dtype != DType::BFloat16 && dtype != DType::Float16) || !supported(dtype, pattern, m)) return out;
-  if (op == tc::Op::Linear && m <= kDecodeMaxTokens) return out;
+  if (op == tc::Op::Linear && m <= decodeMaxTokens(dtype)) return out;
   const DeviceInfo& device = currentDevice();
   if (device.major < 8) return out;
   const int block = pattern.blockHeight;

@@ -23,9 +23,15 @@ namespace bs {
 // only; it declines what it cannot run).
 enum class TcPath : int { Auto = 0, Mma = 1, Wgmma = 2, Decode = 3 };
 
-// Token counts up to which bsrLinear reads W once with the decoding kernel: up to 16 tokens the product
-// costs no more than streaming the weight (docs/kernels.md, "Decoding").
-constexpr int64_t kDecodeMaxTokens = 16;
+// Token counts up to which bsrLinear reads W once with the decoding kernel (bfloat16/float16; float32 up to 16): up
+// to 16 tokens the product costs little more than streaming the weight; from 17 to 64 X's columns, read once per
+// block, and the token tiles' products weigh more, but the kernel still beat the tiles, whose few CTAs walk whole
+// block rows, in 30 of 36 cases measured at 40-64 tokens (1.28x on the geometric mean; docs/kernels.md, "Decoding").
+constexpr int64_t kDecodeMaxTokens = 64;
+constexpr int64_t kDecodeMaxTokensFloat32 = 16;
+inline int64_t decodeMaxTokens(DType dtype) {
+  return dtype == DType::Float32 ? kDecodeMaxTokensFloat32 : kDecodeMaxTokens;
+}
 
 namespace tc {
 // The three products (tc_kernels.h says how each maps onto one gathered GEMM).

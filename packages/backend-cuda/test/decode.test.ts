@@ -1,7 +1,7 @@
 /**
- * bsrLinear with 1-16 tokens, where the cuda backend dispatches to its decoding kernel (each stored block
- * read once): every token count, block shapes 16-128 wide (square and not), with and without bias, in
- * every float dtype, on random patterns with empty block rows. Checked against the js backend's result
+ * bsrLinear with few tokens, where the cuda backend dispatches to its decoding kernel (each stored block
+ * read once): 1-16 tokens in every float dtype and up to 64 in bfloat16 and float16, block shapes 16-128 wide
+ * (square and not), with and without bias, on random patterns with empty block rows. Checked against the js backend's result
  * and float64 math; outputs are poisoned, so an element the kernel skips fails. On sm_90+ the kernel may start
  * before the kernel ahead of it in the stream ends (programmatic dependent launch): a chain of layers whose inputs
  * and weights other kernels have just written checks that it never reads them early.
@@ -71,7 +71,8 @@ const BLOCKS: [number, number][] = [
   [64, 32],
   [128, 16],
 ];
-const TOKENS = [1, 2, 3, 8, 9, 16];
+// Past 16 tokens the decoding kernel takes bfloat16 and float16 only (float32 runs the simple kernel there).
+const TOKENS = [1, 2, 3, 8, 9, 16, 17, 24, 32, 33, 48, 64];
 // The js backend is slow on large blocks: it is the second reference on two token counts (float64 on all).
 const JS_TOKENS = [1, 9];
 const TIMEOUT_MS = 120_000;
@@ -85,7 +86,7 @@ describe.skipIf(cudaMissing)("bsrLinear with few tokens on cuda (the decoding pa
   });
 
   for (const block of BLOCKS) {
-    test(`${block.join("x")} blocks, 1-16 tokens, every float dtype, with and without bias`, () => {
+    test(`${block.join("x")} blocks, 1-64 tokens, every float dtype, with and without bias`, () => {
       const next = random(block[0] * 131 + block[1]);
       // Four block rows (two empty) and enough columns for several blocks per row.
       const shape: [number, number] = [4 * block[0], Math.max(4 * block[1], 192)];
@@ -118,7 +119,7 @@ describe.skipIf(cudaMissing)("bsrLinear with few tokens on cuda (the decoding pa
     const layers = 8;
     const patterns = Array.from({ length: layers }, () => patternWithEmptyRows([width, width], [32, 32], 0.5, next));
     for (const dtype of FLOAT_DTYPES) {
-      for (const m of [1, 8, 16]) {
+      for (const m of [1, 8, 16, 40]) {
         tidy(() => {
           // Values scaled so that a layer keeps its input's size (uniform, variance scale^2 / 3, over the ~0.5 width
           // stored columns of a row).
@@ -150,14 +151,14 @@ describe.skipIf(cudaMissing)("bsrLinear with few tokens on cuda (the decoding pa
     }
   }, TIMEOUT_MS);
 
-  test("leading dims, 17 tokens (past the decoding path) and an empty pattern", () => {
+  test("leading dims, 65 tokens (past the decoding path) and an empty pattern", () => {
     const next = random(7);
     const pattern = patternWithEmptyRows([128, 256], [32, 32], 0.5, next);
     for (const dtype of FLOAT_DTYPES) {
       tidy(() => {
         const values = randomTensor(next, [pattern.nnzBlocks, 32, 32], dtype);
         const bias = randomTensor(next, [128], dtype);
-        for (const lead of [[2, 3], [17]]) {
+        for (const lead of [[2, 3], [5, 7], [65]]) {
           const m = lead.reduce((a, b) => a * b, 1);
           const x = randomTensor(next, [...lead, 256], dtype);
           const y = bsrLinear(x.t, values.t, pattern, bias.t);
