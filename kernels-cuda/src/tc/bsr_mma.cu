@@ -12,9 +12,9 @@ using sm80::MmaTraits;
 
 // The dispatched tiles per block size: MmaTraits<T, op, block, tokens (dW: rows) per tile, warps along
 // tokens, warps along features, pipeline stages>, measured best on an H100 (docs/kernels.md).
-template <typename T, Op kOp> using Tile32 = MmaTraits<T, kOp, 32, 128, 4, 1, 4>;
-template <typename T, Op kOp> using Tile64 = MmaTraits<T, kOp, 64, 128, 2, 2, 4>;
-template <typename T, Op kOp> using Tile128 = MmaTraits<T, kOp, 128, 128, 2, 4, 3>;
+template <typename T, Op kOp> using Tile32 = MmaTraits<T, kOp, 32, kMmaTileTokens, 4, 1, 4>;
+template <typename T, Op kOp> using Tile64 = MmaTraits<T, kOp, 64, kMmaTileTokens, 2, 2, 4>;
+template <typename T, Op kOp> using Tile128 = MmaTraits<T, kOp, 128, kMmaTileTokens, 2, 4, 3>;
 template <typename T> using SampledTile128 = MmaTraits<T, Op::Sampled, 128, 128, 2, 4, 4>;
 
 template <typename T, Op kOp>

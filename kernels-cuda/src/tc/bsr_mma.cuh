@@ -4,6 +4,8 @@
 // operands). One kernel template serves the three products; see tc_kernels.h for how each maps onto A and B.
 #pragma once
 
+#include <algorithm>
+
 #include "ptx.cuh"
 #include "tc_kernels.h"
 #include "tile_work.cuh"
@@ -179,6 +181,16 @@ __global__ void __launch_bounds__(K::kThreads) bsrMmaKernel(const KernelArgs arg
 
   TileWork work;
   if (!tileWork<K::kOp, K::R, K::C, K::kTileM, K::kStep, K::kGroup>(args, work)) return;
+  // A split line: this CTA takes the blockIdx.y-th run of the line's blocks (possibly none: it writes zeros).
+  const bool split = K::kOp != Op::Sampled && args.lineSplits > 1;
+  if (split) {
+    const int per = (work.count + args.lineSplits - 1) / args.lineSplits;
+    const int begin = min(work.count, static_cast<int>(blockIdx.y) * per);
+    const int end = min(work.count, begin + per);
+    work.first += begin;
+    work.count = end - begin;
+    work.steps = work.count * ((K::kOp == Op::Linear ? K::C : K::R) / K::kStep);
+  }
   fillIndex<K::kOp, K::R, K::C>(args, work, indexA, indexB, tid, K::kThreads);
   __syncthreads();
   const StepLoader<K> load{args, work, indexA, indexB};
@@ -212,6 +224,29 @@ __global__ void __launch_bounds__(K::kThreads) bsrMmaKernel(const KernelArgs arg
 
   // Epilogue: each thread holds rows g and g+8 of every m16n8 tile, two adjacent columns each.
   const int g = lane >> 2, c2 = (lane & 3) * 2;
+  if constexpr (K::kOp != Op::Sampled) {
+    if (split) {
+      // This split's float32 sums (split 0 with the bias) into its slice of the partials.
+      const int64_t width = K::kOp == Op::Linear ? args.rows : args.cols;
+      float* partial = args.partials + static_cast<int64_t>(blockIdx.y) * args.m * width;
+#pragma unroll
+      for (int nt = 0; nt < K::kMmaN; ++nt) {
+        const int col = warpN * K::kWarpN + nt * 8 + c2;
+        const float2 bias = blockIdx.y == 0 ? tileBias<T, K::kOp, K::kTileN>(args, work.line, col) : make_float2(0.f, 0.f);
+        const int64_t feature = static_cast<int64_t>(work.line) * K::kTileN + col;
+#pragma unroll
+        for (int mt = 0; mt < K::kMmaM; ++mt)
+#pragma unroll
+          for (int half = 0; half < 2; ++half) {
+            const int64_t token = work.tokenBase + warpM * K::kWarpM + mt * 16 + g + half * 8;
+            if (token < args.m)
+              *reinterpret_cast<float2*>(partial + token * width + feature) =
+                  make_float2(acc[mt][nt][half * 2] + bias.x, acc[mt][nt][half * 2 + 1] + bias.y);
+          }
+      }
+      return;
+    }
+  }
   // Linear stages its tile (StagedTile); dX (Matmul) and dW store from registers: on an H200 the staged
   // epilogue made this kernel's Linear 1.02-1.29x faster at densities 0.1-0.25 but its Matmul 2-13% slower
   // (docs/kernels.md), and dW's rows are whole blocks of the values, written by the fragment layout below.
@@ -274,7 +309,8 @@ bool launch(const KernelArgs& argsIn, cudaStream_t stream) {
     args.tilesM = static_cast<int32_t>(tilesM);
     args.tilesN = static_cast<int32_t>(tilesN);
     args.groupM = rasterGroup(args.tilesM, K::kTileM, K::kOp == Op::Linear ? args.cols : args.rows);
-    grid = dim3(static_cast<unsigned>(tilesM * tilesN));
+    if (args.lineSplits > 1 && (args.partials == nullptr || args.lineSplits > 65535)) return false;
+    grid = dim3(static_cast<unsigned>(tilesM * tilesN), static_cast<unsigned>(std::max(args.lineSplits, 1)));
   }
   auto kernel = bsrMmaKernel<K>;
   BS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, K::kSmemBytes));

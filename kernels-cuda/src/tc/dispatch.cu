@@ -35,6 +35,7 @@ KernelArgs makeArgs(Op op, const void* a, const void* b, const void* bias, void*
   args.columnPartials = nullptr;
   args.groupPtr = op == Op::Linear ? pattern.rowGroupPtr : op == Op::Matmul ? pattern.colGroupPtr : nullptr;
   args.groupSteps = op == Op::Linear ? pattern.rowGroupSteps : op == Op::Matmul ? pattern.colGroupSteps : nullptr;
+  args.lineSplits = 1;
   return args;
 }
 
@@ -142,6 +143,32 @@ int64_t ruleSplits(TcPath path, const BsrPatternView& pattern, int64_t m, int va
   return splits;
 }
 
+// Linear/Matmul with 32x32 blocks and too few tiles to fill the GPU (a few hundred tokens or fewer), on lines of at
+// least kLineSplitMinLine blocks: the mma.sync tile with each line split into runs of blocks, one CTA each, and a second
+// pass summing the float32 partials. The split count brings the CTAs to about kLineSplitCtasPerSm per SM, each run
+// keeping at least kLineSplitMinBlocks blocks and the partials under kLineSplitMostBytes; 1 (no split) otherwise.
+// Measured on an H200 (docs/kernels.md, "Few token tiles"): 1.03-1.73x the unsplit tile on lines of 64 blocks at 65-512
+// tokens, but 0.78-1.23x on lines of 32, and 0.27-1.26x (0.76x on the geometric mean with 32x32) where 64x64 and
+// 128x128 blocks left their wgmma tiles for it.
+constexpr int kLineSplitCtasPerSm = 2;
+constexpr double kLineSplitMinLine = 48.0;
+constexpr double kLineSplitMinBlocks = 2.0;
+constexpr int kLineSplitMost = 16;
+constexpr int64_t kLineSplitMostBytes = int64_t{32} << 20;
+int ruleLineSplits(tc::Op op, const BsrPatternView& pattern, int64_t m, int sms) {
+  if (op == tc::Op::Sampled || sms <= 0 || pattern.blockHeight != 32 || pattern.blockWidth != 32) return 1;
+  const int64_t lines = op == tc::Op::Linear ? pattern.blockRows : pattern.blockCols;
+  const int64_t width = op == tc::Op::Linear ? pattern.rows : pattern.cols;
+  if (lines <= 0) return 1;
+  const int64_t tiles = (m + tc::kMmaTileTokens - 1) / tc::kMmaTileTokens * lines;
+  const double line = double(pattern.nnzBlocks) / double(lines);
+  if (tiles >= sms || line < kLineSplitMinLine) return 1;
+  const int64_t wanted = (int64_t{kLineSplitCtasPerSm} * sms + tiles - 1) / tiles;
+  const int64_t byLine = static_cast<int64_t>(line / kLineSplitMinBlocks);
+  const int64_t byBytes = kLineSplitMostBytes / std::max<int64_t>(1, m * width * int64_t{sizeof(float)});
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({wanted, byLine, byBytes, kLineSplitMost})));
+}
+
 // What a product fuses into its staged epilogue, beside its output: Linear the activation's second output
 // (`activated`), Matmul the activation's backward through the next layer's pre-activation (`pre`, with the bias
 // gradient's column sums into `dbias`).
@@ -201,6 +228,15 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
     }
   }
   variant = std::max(variant, int{tc::kDefaultTile});
+  // Too few tiles to fill the GPU (Linear/Matmul, half precision, nothing fused): the mma.sync tile with its lines
+  // split (ruleLineSplits) in auto mode; a named mma.sync default tile takes options.splits (measurement).
+  int lineSplits = 1;
+  if (op != tc::Op::Sampled && activated == nullptr && !backward && dtype != DType::Float32) {
+    if (options.path == TcPath::Auto && options.variant < 0 && path == TcPath::Mma)
+      lineSplits = ruleLineSplits(op, pattern, m, device.sms);
+    else if (path == TcPath::Mma && variant == tc::kDefaultTile && options.splits > 1)
+      lineSplits = options.splits;
+  }
   if ((activated != nullptr || backward) && variant != tc::kDefaultTile && variant != tc::kWideTile &&
       variant != tc::kPersistentTile && variant != tc::kPingPongTile)
     return false;
@@ -243,6 +279,16 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
       return false;
     }
   }
+  // Split lines: float32 partials [lineSplits][m][width] for the sum pass.
+  const int64_t outputs = m * (op == tc::Op::Linear ? pattern.rows : pattern.cols);
+  if (lineSplits > 1) {
+    args.lineSplits = lineSplits;
+    if (cudaMallocAsync(reinterpret_cast<void**>(&args.partials), lineSplits * outputs * sizeof(float), stream) !=
+        cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+  }
   // Frees the float32 scratch (dW's split partials, the column partials); `check` throws on a failed free, which the
   // error paths leave unchecked so as not to hide their own error.
   auto release = [&](bool check) {
@@ -270,6 +316,7 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
       launched = options.devVariants(path, op, dtype, args, block, variant, device.sms, stream);
     if (launched && splits > 1 && !clusterSum)
       launchSumSplits(dtype, args.partials, static_cast<int>(splits), valueCount, out, stream);
+    if (launched && lineSplits > 1) launchSumSplits(dtype, args.partials, lineSplits, outputs, out, stream);
     if (launched && backward)
       launchSumSplits(dtype, args.columnPartials, static_cast<int>(partialRows), pattern.cols, fused.dbias, stream);
   } catch (...) {

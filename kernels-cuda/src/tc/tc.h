@@ -46,7 +46,8 @@ using DevVariantLauncher = bool (*)(TcPath path, tc::Op op, DType dtype, const t
 struct TcOptions {
   TcPath path = TcPath::Auto;
   int variant = -1;  // tile-shape variant within the path; -1: the measured best for the shape
-  // dW only: the number of token splits (each at least one 64-token step); 0: the dispatch's rule.
+  // dW: the number of token splits (each at least one 64-token step); Linear/Matmul on a named mma.sync default tile:
+  // the number of runs each line is split into (KernelArgs::lineSplits). 0: the dispatch's rule.
   int splits = 0;
   // dW on the wgmma path with 2 to kMaxClusterSplits token splits: the splits of a group as one thread-block cluster
   // that sums its float32 accumulators through distributed shared memory, instead of writing float32 partials for a

@@ -53,6 +53,10 @@ struct KernelArgs {
   // dev's grouped tile (Linear: row groups, Matmul: column groups; dev/group_schedule.h); null without a schedule.
   const int32_t* groupPtr;
   const int32_t* groupSteps;
+  // Linear/Matmul on the mma.sync tiles: when above 1, each tile's line (block row or column) is split into this many
+  // runs of blocks, one CTA each (the grid's y), writing float32 partials [lineSplits][m][width] (the bias in split
+  // 0's) into `partials` for a second pass to sum in split order: where the tiles are too few to fill the GPU.
+  int32_t lineSplits;
 };
 
 // Tile variants the dispatch names (TcOptions::variant): each path's default tile; on the wgmma path the
@@ -88,6 +92,8 @@ constexpr int64_t kPingPongMinTilesPerSm = 2;
 constexpr double kPingPongMaxLine = 4.0;
 constexpr int kPingPongTile64Tokens = 256;
 constexpr double kPingPongBackwardMaxLine64 = 8.0;
+// Tokens per tile of the mma.sync Linear/Matmul tiles (bsr_mma.cu), for the line-split rule (dispatch.cu).
+constexpr int kMmaTileTokens = 128;
 
 // Block row (column) entries whose offsets a CTA keeps in shared memory; longer rows read the rest
 // from global memory.
