@@ -1,4 +1,6 @@
-import { add, split, type Tensor, tidy } from "@blocksparse/core";
+import { noGrad } from "@blocksparse/autograd";
+import { add, concat, keep, ShapeError, slice, split, type Tensor, tidy, ValueError } from "@blocksparse/core";
+import { SeededRandom } from "@blocksparse/format";
 import { Dropout, Embedding, forwardLinearActivation, LayerNorm, Linear, Module, ModuleList } from "@blocksparse/nn";
 import type { CheckpointRules } from "./checkpoint";
 import { type Gpt2Config, parseGpt2Config } from "./config";
@@ -12,6 +14,51 @@ export const GPT2_ATTENTION_LAYERS = /^transformer\.h\.\d+\.attn\.c_(attn|proj)$
 export interface ModelOptions {
   /** Seed of the initial values (default: core's global generator). */
   seed?: number;
+}
+
+/** One block's keys and values of the positions seen so far, [batch, heads, positions, headDim] each. */
+export interface KeyValue {
+  key: Tensor;
+  value: Tensor;
+}
+
+/**
+ * The keys and values of the positions a GPT-2 model has seen, one pair per block: pass the same cache to
+ * successive `forward` calls of GPT2Model or GPT2LMHeadModel and each call takes only the new positions, attending
+ * to the cached ones (what `generate` does). The cache owns its tensors: `dispose()` frees them.
+ */
+export class GPT2Cache {
+  readonly layers: (KeyValue | null)[];
+
+  constructor(layers: number) {
+    this.layers = Array.from({ length: layers }, () => null);
+  }
+
+  /** Positions held (0 before the first call). */
+  get length(): number {
+    return this.layers[0]?.key.shape[2] ?? 0;
+  }
+
+  /** Sequences held (0 before the first call). */
+  get batch(): number {
+    return this.layers[0]?.key.shape[0] ?? 0;
+  }
+
+  /** Replaces block `index`'s pair, disposing the one it held. */
+  set(index: number, pair: KeyValue): void {
+    const old = this.layers[index];
+    this.layers[index] = { key: keep(pair.key), value: keep(pair.value) };
+    old?.key.dispose();
+    old?.value.dispose();
+  }
+
+  dispose(): void {
+    for (const pair of this.layers) {
+      pair?.key.dispose();
+      pair?.value.dispose();
+    }
+    this.layers.fill(null);
+  }
 }
 
 /**
@@ -46,6 +93,22 @@ export class GPT2Attention extends Module {
       const [q, k, v] = split(qkv, 3, 2).map((part) => splitHeads(part, this.nHead));
       const merged = attention(q, k, v, this.scale, null, this.attn_dropout, true);
       return this.resid_dropout.forward(this.c_proj.forward(merged));
+    });
+  }
+
+  /**
+   * The forward of new positions x [B, T, width] that follow `past` (the keys and values of the positions before
+   * them, or null): each new position attends to the past ones and to the new ones up to itself. Returns the output
+   * and the keys and values of all the positions, past and new.
+   */
+  forwardCached(x: Tensor, past: KeyValue | null): { out: Tensor } & KeyValue {
+    return tidy(() => {
+      const qkv = this.c_attn.forward(x);
+      const [q, k, v] = split(qkv, 3, 2).map((part) => splitHeads(part, this.nHead));
+      const key = past === null ? k : concat([past.key, k], 2);
+      const value = past === null ? v : concat([past.value, v], 2);
+      const merged = attention(q, key, value, this.scale, null, this.attn_dropout, true);
+      return { out: this.resid_dropout.forward(this.c_proj.forward(merged)), key, value };
     });
   }
 }
@@ -92,6 +155,15 @@ export class GPT2Block extends Module {
       return add(afterAttention, this.mlp.forward(this.ln_2.forward(afterAttention)));
     });
   }
+
+  /** The forward of new positions after `past` (GPT2Attention.forwardCached): the output and all keys and values. */
+  forwardCached(x: Tensor, past: KeyValue | null): { out: Tensor } & KeyValue {
+    return tidy(() => {
+      const attended = this.attn.forwardCached(this.ln_1.forward(x), past);
+      const afterAttention = add(x, attended.out);
+      return { out: add(afterAttention, this.mlp.forward(this.ln_2.forward(afterAttention))), key: attended.key, value: attended.value };
+    });
+  }
 }
 
 /** The GPT-2 trunk (Hugging Face's GPT2Model): token and position embeddings, blocks h.N, ln_f. */
@@ -113,21 +185,81 @@ export class GPT2Model extends Module {
     this.ln_f = new LayerNorm(config.n_embd, { eps: config.layer_norm_epsilon });
   }
 
-  /** Token ids [B, T] (int32) -> hidden states [B, T, n_embd]. */
-  forward(inputIds: Tensor): Tensor {
+  /**
+   * Token ids [B, T] (int32) -> hidden states [B, T, n_embd]. With a `cache`, the ids are the positions after those
+   * the cache holds (positions cache.length to cache.length + T - 1, attending to the cached ones), and the cache
+   * takes the new positions' keys and values.
+   */
+  forward(inputIds: Tensor, cache?: GPT2Cache): Tensor {
     const ids = checkTokenIds(this.label, "inputIds", inputIds, this.config.n_positions);
+    const past = cache?.length ?? 0;
+    const [batch, length] = ids.shape;
+    if (cache !== undefined) {
+      if (!(cache instanceof GPT2Cache) || cache.layers.length !== this.h.length) {
+        throw new ValueError(`${this.label}: cache must be a GPT2Cache of ${this.h.length} blocks`);
+      }
+      if (past > 0 && cache.batch !== batch) {
+        throw new ShapeError(`${this.label}: inputIds has ${batch} sequences, the cache holds ${cache.batch}`);
+      }
+      if (past + length > this.config.n_positions) {
+        throw new ShapeError(`${this.label}: ${past} cached and ${length} new positions exceed the model's ${this.config.n_positions}`);
+      }
+    }
     return tidy(() => {
-      const length = ids.shape[1];
-      const positions = uploadOn(Int32Array.from({ length }, (_, i) => i), [length], ids, "int32");
+      const positions = uploadOn(Int32Array.from({ length }, (_, i) => past + i), [length], ids, "int32");
       let x = this.drop.forward(add(this.wte.forward(ids), this.wpe.forward(positions)));
+      let index = 0;
       for (const block of this.h) {
-        const next = block.forward(x);
+        let next: Tensor;
+        if (cache === undefined) {
+          next = (block as GPT2Block).forward(x);
+        } else {
+          const step = (block as GPT2Block).forwardCached(x, cache.layers[index]);
+          cache.set(index, step);
+          next = step.out;
+        }
         x.dispose();
         x = next;
+        index++;
       }
       return this.ln_f.forward(x);
     });
   }
+}
+
+/** Options of GPT2LMHeadModel.generate. */
+export interface GenerateOptions {
+  /** Tokens added to each sequence (default 20; 0 returns the input). */
+  maxNewTokens?: number;
+  /** 0 (the default): the most likely token at each step. Above 0: a token drawn from softmax(logits / temperature). */
+  temperature?: number;
+  /** When sampling, only among the topK most likely tokens (default 0: all of them). */
+  topK?: number;
+  /** Seed of the draws when sampling (default 0): the same seed gives the same tokens. */
+  seed?: number;
+  /** A sequence that emits this token stops there, and is padded with it while the others go on. */
+  eosTokenId?: number;
+}
+
+function checkCount(label: string, name: string, value: number, least: number): number {
+  if (!Number.isInteger(value) || value < least) throw new ValueError(`${label}: ${name} must be an integer >= ${least}, got ${value}`);
+  return value;
+}
+
+/** The next token from one row of logits: the largest, or a draw from the temperature's softmax over the topK largest. */
+function pickToken(logits: ArrayLike<number>, temperature: number, topK: number, random: () => number): number {
+  let best = 0;
+  for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
+  if (temperature === 0) return best;
+  let candidates = Array.from({ length: logits.length }, (_, i) => i);
+  if (topK > 0 && topK < logits.length) candidates = candidates.sort((a, b) => logits[b] - logits[a]).slice(0, topK);
+  const weights = candidates.map((i) => Math.exp((logits[i] - logits[best]) / temperature));
+  let draw = random() * weights.reduce((a, b) => a + b, 0);
+  for (let i = 0; i < candidates.length; i++) {
+    draw -= weights[i];
+    if (draw < 0) return candidates[i];
+  }
+  return candidates[candidates.length - 1];
 }
 
 /**
@@ -153,9 +285,68 @@ export class GPT2LMHeadModel extends Module {
     this.lm_head.weight = this.transformer.wte.weight;
   }
 
-  /** Token ids [B, T] (int32) -> logits [B, T, vocab_size]. */
-  forward(inputIds: Tensor): Tensor {
-    return tidy(() => this.lm_head.forward(this.transformer.forward(inputIds)));
+  /** Token ids [B, T] (int32) -> logits [B, T, vocab_size]. With a `cache`, as GPT2Model.forward's. */
+  forward(inputIds: Tensor, cache?: GPT2Cache): Tensor {
+    return tidy(() => this.lm_head.forward(this.transformer.forward(inputIds, cache)));
+  }
+
+  /**
+   * Continues each sequence of `inputIds` ([B, T] or [T], int32) by up to `maxNewTokens` tokens, one position per
+   * step, the keys and values of the positions before kept in a GPT2Cache (so a step runs the model on B tokens, the
+   * block-sparse layers' decoding path on a GPU). Runs in eval mode without recording gradients (each module's mode
+   * is restored after). Returns the sequences with their new tokens, [B, T + steps] int32, on the input's backend;
+   * all sequences get the same number of steps (with `eosTokenId`, a finished sequence is padded with it, and the
+   * steps end once every sequence has finished).
+   */
+  generate(inputIds: Tensor, options: GenerateOptions = {}): Tensor {
+    const label = `${this.label}.generate`;
+    const steps = checkCount(label, "maxNewTokens", options.maxNewTokens ?? 20, 0);
+    const topK = checkCount(label, "topK", options.topK ?? 0, 0);
+    const temperature = options.temperature ?? 0;
+    if (!Number.isFinite(temperature) || temperature < 0) throw new ValueError(`${label}: temperature must be a finite number >= 0, got ${temperature}`);
+    const eos = options.eosTokenId;
+    if (eos !== undefined) checkCount(label, "eosTokenId", eos, 0);
+    const ids = checkTokenIds(label, "inputIds", inputIds, this.config.n_positions);
+    const [batch, length] = ids.shape;
+    if (length + steps > this.config.n_positions) {
+      throw new ShapeError(`${label}: ${length} positions and ${steps} new tokens exceed the model's ${this.config.n_positions}`);
+    }
+    const rows = Array.from({ length: batch }, (_, b) => Array.from(ids.dataSync().subarray(b * length, (b + 1) * length)));
+    const modes = [...this.modules()].map((module) => [module, module.training] as const);
+    this.eval();
+    const cache = new GPT2Cache(this.transformer.h.length);
+    const generator = new SeededRandom(options.seed ?? 0);
+    const random = () => generator.next();
+    const done = new Array<boolean>(batch).fill(false);
+    try {
+      noGrad(() => {
+        let next: Tensor = ids;
+        for (let step = 0; step < steps && !done.every(Boolean); step++) {
+          const logits = tidy(() => {
+            const hidden = this.transformer.forward(next, cache);
+            const last = slice(hidden, [0, hidden.shape[1] - 1, 0], [batch, 1, hidden.shape[2]]);
+            return this.lm_head.forward(last);
+          });
+          const values = logits.dataSync();
+          logits.dispose();
+          const vocab = values.length / batch;
+          const tokens = rows.map((row, b) => {
+            const token = done[b] ? (eos as number) : pickToken(values.subarray(b * vocab, (b + 1) * vocab), temperature, topK, random);
+            row.push(token);
+            if (token === eos) done[b] = true;
+            return token;
+          });
+          if (next !== ids) next.dispose();
+          next = uploadOn(tokens, [batch, 1], ids, "int32");
+        }
+        if (next !== ids) next.dispose();
+      });
+    } finally {
+      cache.dispose();
+      for (const [module, training] of modes) module.training = training;
+    }
+    const width = rows[0].length;
+    return uploadOn(rows.flat(), [batch, width], ids, "int32");
   }
 
   /**

@@ -29,4 +29,16 @@ export {
 export { type Activation, type BertConfig, type Gpt2Config, parseBertConfig, parseGpt2Config } from "./config";
 export { CheckpointError, ConfigError, ModelsError } from "./errors";
 export { maxRelativeError } from "./layers";
-export { GPT2_ATTENTION_LAYERS, GPT2_FFN_LAYERS, GPT2Attention, GPT2Block, GPT2LMHeadModel, GPT2MLP, GPT2Model, type ModelOptions } from "./gpt2";
+export {
+  GPT2_ATTENTION_LAYERS,
+  GPT2_FFN_LAYERS,
+  GPT2Attention,
+  GPT2Block,
+  GPT2Cache,
+  GPT2LMHeadModel,
+  GPT2MLP,
+  GPT2Model,
+  type GenerateOptions,
+  type KeyValue,
+  type ModelOptions,
+} from "./gpt2";

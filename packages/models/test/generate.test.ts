@@ -1,0 +1,121 @@
+import { concat, memory, randint, reshape, ShapeError, slice, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
+import { GPT2Cache, type GPT2LMHeadModel } from "@blocksparse/models";
+import { fromPretrained } from "@blocksparse/models/node";
+import { beforeAll, describe, expect, it } from "vitest";
+import { fixtures, relativeError } from "./helpers";
+
+/** Greedy decoding by the full forward, recomputed over all positions at each step (no cache): the rows it ends with. */
+function greedyByFullForward(model: GPT2LMHeadModel, ids: Tensor, steps: number): number[][] {
+  const rows = rowsOf(ids);
+  for (let step = 0; step < steps; step++) {
+    const width = rows[0].length;
+    const values = tidy(() => {
+      const logits = model.forward(tensor(rows.flat(), [rows.length, width], "int32"));
+      const vocab = logits.shape[2];
+      return slice(logits, [0, width - 1, 0], [rows.length, 1, vocab]).dataSync();
+    });
+    const vocab = values.length / rows.length;
+    rows.forEach((row, b) => {
+      let best = 0;
+      for (let v = 1; v < vocab; v++) if (values[b * vocab + v] > values[b * vocab + best]) best = v;
+      row.push(best);
+    });
+  }
+  return rows;
+}
+
+function rowsOf(t: Tensor): number[][] {
+  const values = t.dataSync();
+  const [batch, width] = t.shape;
+  return Array.from({ length: batch }, (_, b) => Array.from(values.subarray(b * width, (b + 1) * width)));
+}
+
+describe("GPT-2 with a key/value cache", () => {
+  let model: GPT2LMHeadModel;
+  beforeAll(async () => {
+    model = (await fromPretrained(fixtures("gpt2"))) as GPT2LMHeadModel;
+    model.eval();
+  });
+
+  it("forward over cached positions gives the logits of the full forward, position by position", () => {
+    const ids = randint(0, 96, [2, 12], { seed: 3 });
+    const full = model.forward(ids);
+    const cache = new GPT2Cache(model.transformer.h.length);
+    try {
+      // A prompt of 7 positions, then 2, then one at a time.
+      const parts: Tensor[] = [];
+      for (const [start, size] of [[0, 7], [7, 2], [9, 1], [10, 1], [11, 1]]) {
+        parts.push(model.forward(slice(ids, [0, start], [2, size]), cache));
+        expect(cache.length).toBe(start + size);
+        expect(cache.batch).toBe(2);
+      }
+      expect(relativeError(concat(parts, 1), full)).toBeLessThanOrEqual(1e-5);
+    } finally {
+      cache.dispose();
+    }
+    expect(cache.length).toBe(0);
+  });
+
+  it("greedy generate continues each sequence as the full forward's most likely tokens do", () => {
+    const ids = randint(0, 96, [3, 5], { seed: 11 });
+    const generated = model.generate(ids, { maxNewTokens: 8 });
+    expect(generated.shape).toEqual([3, 13]);
+    expect(generated.dtype).toBe("int32");
+    const want = greedyByFullForward(model, ids, 8);
+    expect(rowsOf(generated)).toEqual(want);
+    // One sequence given as [T] is a batch of one.
+    const single = model.generate(reshape(slice(ids, [1, 0], [1, 5]), [5]), { maxNewTokens: 8 });
+    expect(rowsOf(single)).toEqual([want[1]]);
+  });
+
+  it("sampling repeats with the seed, top-k 1 is the greedy choice, and a sequence stops at the end token", () => {
+    const ids = randint(0, 96, [2, 4], { seed: 21 });
+    const options = { maxNewTokens: 10, temperature: 0.8, topK: 5, seed: 7 };
+    const first = rowsOf(model.generate(ids, options));
+    expect(rowsOf(model.generate(ids, options))).toEqual(first);
+    expect(rowsOf(model.generate(ids, { ...options, seed: 8 }))).not.toEqual(first);
+    // topK 1 is the greedy choice whatever the temperature.
+    expect(rowsOf(model.generate(ids, { maxNewTokens: 6, temperature: 2, topK: 1, seed: 3 }))).toEqual(rowsOf(model.generate(ids, { maxNewTokens: 6 })));
+    // The greedy run's first new token of sequence 0 as the end token: sequence 0 stops at once and is padded with it.
+    const greedy = rowsOf(model.generate(ids, { maxNewTokens: 6 }));
+    const eos = greedy[0][4];
+    const stopped = rowsOf(model.generate(ids, { maxNewTokens: 6, eosTokenId: eos }));
+    expect(stopped[0].slice(4).every((token) => token === eos)).toBe(true);
+    if (!greedy[1].slice(4).includes(eos)) {
+      expect(stopped[1]).toEqual(greedy[1]);
+    }
+  });
+
+  it("leaves no tensor behind and each module's mode as it was", () => {
+    const ids = randint(0, 96, [2, 6], { seed: 31 });
+    model.train();
+    model.transformer.h.children()[0].eval();
+    const before = memory().numTensors;
+    const out = model.generate(ids, { maxNewTokens: 5, temperature: 1, seed: 1 });
+    out.dispose();
+    expect(memory().numTensors).toBe(before);
+    expect(model.training).toBe(true);
+    expect(model.transformer.h.children()[0].training).toBe(false);
+    expect(model.transformer.h.children()[1].training).toBe(true);
+    model.eval();
+  });
+
+  it("names what was wrong: options, lengths past the model's positions, a cache of another batch", () => {
+    const ids = randint(0, 96, [2, 30], { seed: 41 });
+    expect(() => model.generate(ids, { maxNewTokens: -1 })).toThrow(ValueError);
+    expect(() => model.generate(ids, { maxNewTokens: 1.5 })).toThrow(/maxNewTokens must be an integer/);
+    expect(() => model.generate(ids, { temperature: -1 })).toThrow(/temperature/);
+    expect(() => model.generate(ids, { topK: -2 })).toThrow(/topK/);
+    expect(() => model.generate(ids, { maxNewTokens: 3 })).toThrow(ShapeError);
+    expect(() => model.generate(ids, { maxNewTokens: 3 })).toThrow(/30 positions and 3 new tokens exceed the model's 32/);
+    const cache = new GPT2Cache(model.transformer.h.length);
+    try {
+      model.forward(slice(ids, [0, 0], [2, 30]), cache);
+      expect(() => model.forward(slice(ids, [0, 0], [2, 3]), cache)).toThrow(/30 cached and 3 new positions exceed the model's 32/);
+      expect(() => model.forward(slice(ids, [0, 0], [1, 1]), cache)).toThrow(/inputIds has 1 sequences, the cache holds 2/);
+      expect(() => model.forward(slice(ids, [0, 0], [2, 1]), new GPT2Cache(5))).toThrow(/cache must be a GPT2Cache of 2 blocks/);
+    } finally {
+      cache.dispose();
+    }
+  });
+});
