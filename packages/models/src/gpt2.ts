@@ -88,12 +88,7 @@ export class GPT2Attention extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    return tidy(() => {
-      const qkv = this.c_attn.forward(x);
-      const [q, k, v] = split(qkv, 3, 2).map((part) => splitHeads(part, this.nHead));
-      const merged = attention(q, k, v, this.scale, null, this.attn_dropout, true);
-      return this.resid_dropout.forward(this.c_proj.forward(merged));
-    });
+    return tidy(() => this.forwardCached(x, null).out);
   }
 
   /**
@@ -150,10 +145,7 @@ export class GPT2Block extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    return tidy(() => {
-      const afterAttention = add(x, this.attn.forward(this.ln_1.forward(x)));
-      return add(afterAttention, this.mlp.forward(this.ln_2.forward(afterAttention)));
-    });
+    return tidy(() => this.forwardCached(x, null).out);
   }
 
   /** The forward of new positions after `past` (GPT2Attention.forwardCached): the output and all keys and values. */
@@ -212,7 +204,7 @@ export class GPT2Model extends Module {
       for (const block of this.h) {
         let next: Tensor;
         if (cache === undefined) {
-          next = (block as GPT2Block).forward(x);
+          next = block.forward(x);
         } else {
           const step = (block as GPT2Block).forwardCached(x, cache.layers[index]);
           cache.set(index, step);
