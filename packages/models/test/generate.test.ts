@@ -63,6 +63,7 @@ describe("GPT-2 with a key/value cache", () => {
     expect(generated.dtype).toBe("int32");
     const want = greedyByFullForward(model, ids, 8);
     expect(rowsOf(generated)).toEqual(want);
+    expect(rowsOf(model.generate(ids, { maxNewTokens: 0 }))).toEqual(rowsOf(ids));
     // One sequence given as [T] is a batch of one.
     const single = model.generate(reshape(slice(ids, [1, 0], [1, 5]), [5]), { maxNewTokens: 8 });
     expect(rowsOf(single)).toEqual([want[1]]);
