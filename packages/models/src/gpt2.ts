@@ -244,7 +244,11 @@ function pickToken(logits: ArrayLike<number>, temperature: number, topK: number,
   for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
   if (temperature === 0) return best;
   let candidates = Array.from({ length: logits.length }, (_, i) => i);
-  if (topK > 0 && topK < logits.length) candidates = candidates.sort((a, b) => logits[b] - logits[a]).slice(0, topK);
+  if (topK > 0 && topK < logits.length) {
+    // The k-th largest logit by a numeric typed-array sort, then the first topK tokens at or above it.
+    const threshold = Float64Array.from(logits).sort()[logits.length - topK];
+    candidates = candidates.filter((i) => logits[i] >= threshold).slice(0, topK);
+  }
   const weights = candidates.map((i) => Math.exp((logits[i] - logits[best]) / temperature));
   let draw = random() * weights.reduce((a, b) => a + b, 0);
   for (let i = 0; i < candidates.length; i++) {
@@ -303,7 +307,8 @@ export class GPT2LMHeadModel extends Module {
     if (length + steps > this.config.n_positions) {
       throw new ShapeError(`${label}: ${length} positions and ${steps} new tokens exceed the model's ${this.config.n_positions}`);
     }
-    const rows = Array.from({ length: batch }, (_, b) => Array.from(ids.dataSync().subarray(b * length, (b + 1) * length)));
+    const given = ids.dataSync();
+    const rows = Array.from({ length: batch }, (_, b) => Array.from(given.subarray(b * length, (b + 1) * length)));
     const modes = [...this.modules()].map((module) => [module, module.training] as const);
     this.eval();
     const cache = new GPT2Cache(this.transformer.h.length);
