@@ -918,6 +918,20 @@ Napi::Value scatterAdd(const Napi::CallbackInfo& info) {
   return undefinedOf(info);
 }
 
+// indexCopy(dtype, source, indices, y, outer, axisSize, inner, count): y[o, indices[j], k] = source[o, j, k], in place
+Napi::Value indexCopy(const Napi::CallbackInfo& info) {
+  Args args{info, "indexCopy"};
+  args.count(8);
+  DType dtype = args.dtype(0);
+  int64_t outer = args.size(4), axisSize = args.size(5), inner = args.size(6), count = args.size(7);
+  requireElements(args.buffer(1), dtype, product({outer, count, inner}, "indexCopy"), "indexCopy source");
+  requireElements(args.buffer(2), DType::Int32, count, "indexCopy indices");
+  requireElements(args.buffer(3), dtype, product({outer, axisSize, inner}, "indexCopy"), "indexCopy y");
+  launchIndexCopy(dtype, args.buffer(1).data, static_cast<const int32_t*>(args.buffer(2).data), args.buffer(3).data,
+                  outer, axisSize, inner, count, stream());
+  return undefinedOf(info);
+}
+
 // oneHot(dtype, indices, y, count, depth)
 Napi::Value oneHot(const Napi::CallbackInfo& info) {
   Args args{info, "oneHot"};
@@ -1637,6 +1651,7 @@ Napi::Object initModule(Napi::Env env, Napi::Object exports) {
   BS_EXPORT("crossEntropyBackward", crossEntropyBackward);
   BS_EXPORT("gather", gather);
   BS_EXPORT("scatterAdd", scatterAdd);
+  BS_EXPORT("indexCopy", indexCopy);
   BS_EXPORT("oneHot", oneHot);
   BS_EXPORT("matmul", matmul);
   BS_EXPORT("bsrLinear", bsrLinear);

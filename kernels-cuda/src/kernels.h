@@ -61,6 +61,9 @@ void launchGather(DType dtype, const void* x, const int32_t* indices, void* y, i
                   int64_t inner, int64_t count, cudaStream_t stream);
 void launchScatterAdd(DType dtype, const void* updates, const int32_t* indices, void* y, int64_t outer,
                       int64_t axisSize, int64_t inner, int64_t count, cudaStream_t stream);
+// y[o, indices[j], k] = source[o, j, k] over y's own values (index_copy, in place)
+void launchIndexCopy(DType dtype, const void* source, const int32_t* indices, void* y, int64_t outer,
+                     int64_t axisSize, int64_t inner, int64_t count, cudaStream_t stream);
 void launchOneHot(DType dtype, const int32_t* indices, void* y, int64_t count, int64_t depth, cudaStream_t stream);
 void launchCrossEntropy(DType dtype, const void* logits, const int32_t* targets, void* loss, int64_t rows,
                         int64_t classes, cudaStream_t stream);

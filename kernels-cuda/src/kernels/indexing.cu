@@ -1,4 +1,4 @@
-// Index-driven kernels: gather, scatter-add, oneHot and cross-entropy. Index values live in device
+// Index-driven kernels: gather, scatter-add, index copy, oneHot and cross-entropy. Index values live in device
 // memory and are not checked on the host: each is range-checked here, and an index outside its axis
 // reads nothing (the output is zero) and writes nothing (the update is skipped).
 #include "../kernels.h"
@@ -21,6 +21,18 @@ __global__ void gatherKernel(const T* __restrict__ x, const int32_t* __restrict_
     int64_t k = i % inner, j = (i / inner) % count, o = i / (inner * count);
     int32_t index = indices[j];
     y[i] = inRange(index, axisSize) ? x[(o * axisSize + index) * inner + k] : T(0);
+  }
+}
+
+// y[o, indices[j], k] = source[o, j, k]; y holds the rest already (in place, or a copy of the target).
+template <typename T>
+__global__ void indexCopyKernel(const T* __restrict__ source, const int32_t* __restrict__ indices, T* __restrict__ y,
+                                int64_t outer, int64_t axisSize, int64_t inner, int64_t count) {
+  int64_t total = outer * count * inner;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t k = i % inner, j = (i / inner) % count, o = i / (inner * count);
+    int32_t index = indices[j];
+    if (inRange(index, axisSize)) y[(o * axisSize + index) * inner + k] = source[i];
   }
 }
 
@@ -140,6 +152,20 @@ void launchGather(DType dtype, const void* x, const int32_t* indices, void* y, i
     gatherKernel<uint16_t><<<gridFor(total), kThreads, 0, stream>>>(
         static_cast<const uint16_t*>(x), indices, static_cast<uint16_t*>(y), outer, axisSize, inner, count);
   BS_LAUNCH_CHECK("gatherKernel");
+}
+
+void launchIndexCopy(DType dtype, const void* source, const int32_t* indices, void* y, int64_t outer,
+                     int64_t axisSize, int64_t inner, int64_t count, cudaStream_t stream) {
+  int64_t total = outer * count * inner;
+  if (total == 0) return;
+  // Like gather, a copy of bits.
+  if (dtypeSize(dtype) == 4)
+    indexCopyKernel<uint32_t><<<gridFor(total), kThreads, 0, stream>>>(
+        static_cast<const uint32_t*>(source), indices, static_cast<uint32_t*>(y), outer, axisSize, inner, count);
+  else
+    indexCopyKernel<uint16_t><<<gridFor(total), kThreads, 0, stream>>>(
+        static_cast<const uint16_t*>(source), indices, static_cast<uint16_t*>(y), outer, axisSize, inner, count);
+  BS_LAUNCH_CHECK("indexCopyKernel");
 }
 
 void launchScatterAdd(DType dtype, const void* updates, const int32_t* indices, void* y, int64_t outer,

@@ -349,6 +349,17 @@ export interface NativeAddon {
     inner: number,
     count: number,
   ): void;
+  /** y[o, indices[j], k] = source[o, j, k] in y's own buffer (the rest of y kept). */
+  indexCopy(
+    dtype: Dt,
+    source: Buf,
+    indices: Buf,
+    y: Buf,
+    outer: number,
+    axisSize: number,
+    inner: number,
+    count: number,
+  ): void;
   oneHot(dtype: Dt, indices: Buf, y: Buf, count: number, depth: number): void;
 
   matmul(
@@ -496,6 +507,7 @@ const NATIVE_FUNCTION_SET = {
   crossEntropyBackward: true,
   gather: true,
   scatterAdd: true,
+  indexCopy: true,
   oneHot: true,
   matmul: true,
   bsrLinear: true,

@@ -58,6 +58,14 @@ export const Gather = "Gather";
  * Out-of-range indices: as for Gather (throw, or skip on device backends).
  */
 export const ScatterAdd = "ScatterAdd";
+/**
+ * {target, indices: int32 [n], source} -> target with target[..pre, indices[j], ..post] = source[..pre, j, ..post]
+ * along attrs.axis (PyTorch's index_copy); source.shape is target.shape with n at attrs.axis. With attrs.inPlace the
+ * kernel writes target's buffer and returns nothing (for a buffer no other tensor shares: `indexCopy` checks);
+ * otherwise it returns the result as one new tensor. Out-of-range indices: as Gather's (host backends throw before
+ * writing anything, device backends skip them). Repeated indices: one of their writes lands (the last on the host).
+ */
+export const IndexCopy = "IndexCopy";
 /** {indices: int32} -> [...indices.shape, depth] of attrs.dtype, 1 at the index, 0 elsewhere (a row of zeros for an index outside [0, depth)). */
 export const OneHot = "OneHot";
 
@@ -290,6 +298,7 @@ export type SliceAttrs = { begin: number[]; size: number[] };
 export type SplitAttrs = { axis: number; sizes: number[] };
 export type AxisAttrs = { axis: number };
 export type ScatterAddAttrs = { axis: number; shape: number[] };
+export type IndexCopyAttrs = { axis: number; inPlace?: boolean };
 export type OneHotAttrs = { depth: number; dtype: DType };
 export type GeluAttrs = { approximate: GeluApproximate };
 export type ReduceAttrs = Reduce;
@@ -339,6 +348,7 @@ export interface KernelSpecs {
   Concat: Spec<{ tensors: TensorInfo[] }, AxisAttrs, One>;
   Gather: Spec<{ x: TensorInfo; indices: TensorInfo }, AxisAttrs, One>;
   ScatterAdd: Spec<{ indices: TensorInfo; updates: TensorInfo }, ScatterAddAttrs, One>;
+  IndexCopy: Spec<{ target: TensorInfo; indices: TensorInfo; source: TensorInfo }, IndexCopyAttrs, TensorInfo[]>;
   OneHot: Spec<{ indices: TensorInfo }, OneHotAttrs, One>;
 
   Neg: Spec<Unary, NoAttrs, One>;
@@ -522,6 +532,7 @@ export const KERNEL_CATALOGUE = {
   Split: { family: "shape", outputs: "list", gradient: "rule", dtypes: ANY, implementedBy: "backend" },
   Gather: shape("rule"),
   ScatterAdd: shape("rule"),
+  IndexCopy: { family: "shape", outputs: "list", gradient: "none", dtypes: ANY, implementedBy: "backend", inPlaceInputs: ["target"] },
   OneHot: shape("none"),
 
   Neg: unary(ANY),

@@ -1,10 +1,29 @@
 import { noGrad } from "@blocksparse/autograd";
-import { add, concat, keep, ShapeError, slice, split, type Tensor, tidy, ValueError } from "@blocksparse/core";
+import {
+  add,
+  argmax,
+  BackendError,
+  captureGraph,
+  type CapturedGraph,
+  concat,
+  fullOn,
+  indexCopy,
+  keep,
+  lessEqual,
+  reshape,
+  ShapeError,
+  slice,
+  split,
+  type Tensor,
+  tidy,
+  ValueError,
+  where,
+} from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
 import { Dropout, Embedding, forwardLinearActivation, LayerNorm, Linear, Module, ModuleList } from "@blocksparse/nn";
 import type { CheckpointRules } from "./checkpoint";
 import { type Gpt2Config, parseGpt2Config } from "./config";
-import { activationModule, attention, checkTokenIds, initLikeHuggingFace, seedStream, splitHeads, uploadOn } from "./layers";
+import { activationModule, attention, checkTokenIds, initLikeHuggingFace, MASKED, seedStream, splitHeads, uploadOn } from "./layers";
 
 /** GPT2LMHeadModel's feed-forward layers, for the patcher: transformer.h.N.mlp.c_fc and .c_proj. */
 export const GPT2_FFN_LAYERS = /^transformer\.h\.\d+\.mlp\.c_(fc|proj)$/;
@@ -62,6 +81,60 @@ export class GPT2Cache {
 }
 
 /**
+ * Keys and values of a fixed number of positions, [batch, heads, length, headDim] per block (zeros until written),
+ * for `generate`'s static and captured paths. A forward with it writes its new positions' keys and values in place
+ * (indexCopy) at `position` (an int32 [1] device tensor) and after, attends to the positions up to each of its own
+ * through a mask built on the device, and advances `position` on the device: every decoding step has the same
+ * shapes and reads nothing on the host, so one step can be recorded (captureGraph) and replayed. Writes past
+ * `length` are skipped on a GPU: the caller keeps count.
+ */
+export class GPT2StaticCache {
+  readonly keys: Tensor[] = [];
+  readonly values: Tensor[] = [];
+  /** int32 [1]: the first position the next forward writes. */
+  readonly position: Tensor;
+  /** int32 [1, length]: 0 to length - 1, compared with the queries' positions for the mask. */
+  readonly keyPositions: Tensor;
+  /** int32 [1]: 0, where `position` is written. */
+  readonly #first: Tensor;
+
+  constructor(
+    readonly layers: number,
+    readonly batch: number,
+    readonly length: number,
+    like: Tensor,
+  ) {
+    this.position = keep(uploadOn([0], [1], like, "int32"));
+    this.#first = keep(uploadOn([0], [1], like, "int32"));
+    this.keyPositions = keep(uploadOn(Int32Array.from({ length }, (_, i) => i), [1, length], like, "int32"));
+  }
+
+  /** Block `index`'s keys and values, made (zeros of k's dtype) on first use. */
+  pair(index: number, k: Tensor): KeyValue {
+    if (this.keys[index] === undefined) {
+      const [batch, heads, , headDim] = k.shape;
+      // Made inside a forward's tidy: kept until dispose().
+      this.keys[index] = keep(fullOn(k.backend, [batch, heads, this.length, headDim], 0, k.dtype));
+      this.values[index] = keep(fullOn(k.backend, [batch, heads, this.length, headDim], 0, k.dtype));
+    }
+    return { key: this.keys[index], value: this.values[index] };
+  }
+
+  /** Moves `position` on by `count`, on the device. */
+  advance(count: number): void {
+    const next = add(this.position, count);
+    indexCopy(this.position, this.#first, next);
+    next.dispose();
+  }
+
+  dispose(): void {
+    for (const t of [...this.keys, ...this.values, this.position, this.#first, this.keyPositions]) t.dispose();
+    this.keys.length = 0;
+    this.values.length = 0;
+  }
+}
+
+/**
  * GPT-2's attention with Hugging Face's names: c_attn (queries, keys and values in one
  * product) and c_proj. Hugging Face stores them as Conv1D ([in, out]); here they are
  * Linear layers ([out, in]) so the patcher can replace them, and the checkpoint loader
@@ -104,6 +177,23 @@ export class GPT2Attention extends Module {
       const value = past === null ? v : concat([past.value, v], 2);
       const merged = attention(q, key, value, this.scale, null, this.attn_dropout, true);
       return { out: this.resid_dropout.forward(this.c_proj.forward(merged)), key, value };
+    });
+  }
+
+  /**
+   * The forward of new positions x [B, T, width] at `positions` (int32 [T], on the device) with a static cache: their
+   * keys and values are written into block `index`'s pair, and each attends to the cached positions the additive
+   * `mask` [1, 1, T, length] leaves (those up to its own).
+   */
+  forwardStatic(x: Tensor, cache: GPT2StaticCache, index: number, positions: Tensor, mask: Tensor): Tensor {
+    return tidy(() => {
+      const qkv = this.c_attn.forward(x);
+      const [q, k, v] = split(qkv, 3, 2).map((part) => splitHeads(part, this.nHead));
+      const { key, value } = cache.pair(index, k);
+      indexCopy(key, positions, k, 2);
+      indexCopy(value, positions, v, 2);
+      const merged = attention(q, key, value, this.scale, mask, this.attn_dropout);
+      return this.resid_dropout.forward(this.c_proj.forward(merged));
     });
   }
 }
@@ -154,6 +244,14 @@ export class GPT2Block extends Module {
       const attended = this.attn.forwardCached(this.ln_1.forward(x), past);
       const afterAttention = add(x, attended.out);
       return { out: add(afterAttention, this.mlp.forward(this.ln_2.forward(afterAttention))), key: attended.key, value: attended.value };
+    });
+  }
+
+  /** The forward of new positions with a static cache (GPT2Attention.forwardStatic). */
+  forwardStatic(x: Tensor, cache: GPT2StaticCache, index: number, positions: Tensor, mask: Tensor): Tensor {
+    return tidy(() => {
+      const afterAttention = add(x, this.attn.forwardStatic(this.ln_1.forward(x), cache, index, positions, mask));
+      return add(afterAttention, this.mlp.forward(this.ln_2.forward(afterAttention)));
     });
   }
 }
@@ -217,6 +315,32 @@ export class GPT2Model extends Module {
       return this.ln_f.forward(x);
     });
   }
+
+  /**
+   * Token ids [B, T] at the positions after those `cache` holds (its device `position`): their hidden states
+   * [B, T, n_embd]; the cache takes their keys and values and moves its position on by T. Reads nothing on the
+   * host, so a step of one token can be captured (captureGraph) and replayed.
+   */
+  forwardStatic(ids: Tensor, cache: GPT2StaticCache): Tensor {
+    const [, length] = ids.shape;
+    const out = tidy(() => {
+      const positions = length === 1 ? cache.position : add(cache.position, uploadOn(Int32Array.from({ length }, (_, i) => i), [length], ids, "int32"));
+      let x = this.drop.forward(add(this.wte.forward(ids), this.wpe.forward(positions)));
+      // Query t (at positions[t]) sees the keys at positions <= its own: an additive mask [1, 1, T, cache length].
+      const seen = lessEqual(cache.keyPositions, reshape(positions, [length, 1]));
+      const mask = reshape(where(seen, fullOn(x.backend, [], 0, x.dtype), MASKED), [1, 1, length, cache.length]);
+      let index = 0;
+      for (const block of this.h) {
+        const next = (block as GPT2Block).forwardStatic(x, cache, index, positions, mask);
+        x.dispose();
+        x = next;
+        index++;
+      }
+      return this.ln_f.forward(x);
+    });
+    cache.advance(length);
+    return out;
+  }
 }
 
 /** Options of GPT2LMHeadModel.generate. */
@@ -231,6 +355,17 @@ export interface GenerateOptions {
   seed?: number;
   /** A sequence that emits this token stops there, and is padded with it while the others go on. */
   eosTokenId?: number;
+  /**
+   * Keep the keys and values in a cache of fixed length (the prompt's and maxNewTokens' positions), written in place,
+   * so every step has the same shapes (default false: the cache grows by one position per step).
+   */
+  staticCache?: boolean;
+  /**
+   * Record one decoding step (the model on one token per sequence, with a static cache) as a graph the first time,
+   * and replay it for every later token: one launch per token instead of one per op, which is what bounds small
+   * models on a GPU. Needs a backend that records graphs (cuda); implies `staticCache` (default false).
+   */
+  graph?: boolean;
 }
 
 function checkCount(label: string, name: string, value: number, least: number): number {
@@ -307,38 +442,72 @@ export class GPT2LMHeadModel extends Module {
     if (length + steps > this.config.n_positions) {
       throw new ShapeError(`${label}: ${length} positions and ${steps} new tokens exceed the model's ${this.config.n_positions}`);
     }
+    const graph = options.graph ?? false;
+    const isStatic = graph || (options.staticCache ?? false);
+    if (graph && ids.backend.graphs === undefined) {
+      throw new BackendError(`${label}: graph needs a backend that records graphs (cuda); '${ids.backend.name}' does not (use staticCache, or leave graph off)`);
+    }
     const given = ids.dataSync();
     const rows = Array.from({ length: batch }, (_, b) => Array.from(given.subarray(b * length, (b + 1) * length)));
     const modes = [...this.modules()].map((module) => [module, module.training] as const);
     this.eval();
-    const cache = new GPT2Cache(this.transformer.h.length);
+    const blocks = this.transformer.h.length;
+    const cache = isStatic ? new GPT2StaticCache(blocks, batch, length + steps, ids) : new GPT2Cache(blocks);
     const generator = new SeededRandom(options.seed ?? 0);
     const random = () => generator.next();
     const done = new Array<boolean>(batch).fill(false);
+    const greedy = temperature === 0;
+    const vocab = this.config.vocab_size;
+    // The last position's logits [B, vocab], or with greedy decoding their argmax [B] (int32): what is read back.
+    const scores = (next: Tensor): Tensor =>
+      tidy(() => {
+        const hidden = cache instanceof GPT2StaticCache ? this.transformer.forwardStatic(next, cache) : this.transformer.forward(next, cache);
+        const last = hidden.shape[1] === 1 ? hidden : slice(hidden, [0, hidden.shape[1] - 1, 0], [batch, 1, hidden.shape[2]]);
+        const logits = reshape(this.lm_head.forward(last), [batch, vocab]);
+        return greedy ? argmax(logits, -1) : logits;
+      });
+    let step: CapturedGraph<Tensor> | null = null;
+    let stepInput: Tensor | null = null;
     try {
       noGrad(() => {
         let next: Tensor = ids;
-        for (let step = 0; step < steps && !done.every(Boolean); step++) {
-          const logits = tidy(() => {
-            const hidden = this.transformer.forward(next, cache);
-            const last = slice(hidden, [0, hidden.shape[1] - 1, 0], [batch, 1, hidden.shape[2]]);
-            return this.lm_head.forward(last);
-          });
-          const values = logits.dataSync();
-          logits.dispose();
-          const vocab = values.length / batch;
+        for (let index = 0; index < steps && !done.every(Boolean); index++) {
+          let result: Tensor;
+          // The prompt, then one eager step of one token (kernels load, patterns upload) before it is recorded.
+          if (!graph || index < 2) {
+            result = scores(next);
+          } else {
+            if (step === null) {
+              stepInput = next;
+              const input = stepInput;
+              step = captureGraph(() => scores(input));
+            } else {
+              (stepInput as Tensor).assign(next);
+              next.dispose();
+            }
+            next = stepInput as Tensor;
+            result = step.replay();
+          }
+          const values = result.dataSync();
+          if (result !== step?.result) result.dispose();
           const tokens = rows.map((row, b) => {
-            const token = done[b] ? (eos as number) : pickToken(values.subarray(b * vocab, (b + 1) * vocab), temperature, topK, random);
+            const token = done[b] ? (eos as number) : greedy ? values[b] : pickToken(values.subarray(b * vocab, (b + 1) * vocab), temperature, topK, random);
             row.push(token);
             if (token === eos) done[b] = true;
             return token;
           });
-          if (next !== ids) next.dispose();
+          if (next !== ids && next !== stepInput) next.dispose();
           next = uploadOn(tokens, [batch, 1], ids, "int32");
         }
-        if (next !== ids) next.dispose();
+        if (next !== ids && next !== stepInput) next.dispose();
       });
     } finally {
+      if (step !== null) {
+        const captured = step as CapturedGraph<Tensor>;
+        captured.dispose();
+        captured.result.dispose();
+      }
+      (stepInput as Tensor | null)?.dispose();
       cache.dispose();
       for (const [module, training] of modes) module.training = training;
     }

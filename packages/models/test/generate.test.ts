@@ -1,5 +1,6 @@
-import { concat, memory, randint, reshape, ShapeError, slice, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
+import { BackendError, concat, memory, randint, reshape, ShapeError, slice, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
 import { GPT2Cache, type GPT2LMHeadModel } from "@blocksparse/models";
+import { GPT2StaticCache } from "../src/gpt2";
 import { fromPretrained } from "@blocksparse/models/node";
 import { beforeAll, describe, expect, it } from "vitest";
 import { fixtures, relativeError } from "./helpers";
@@ -99,6 +100,49 @@ describe("GPT-2 with a key/value cache", () => {
     expect(model.transformer.h.children()[0].training).toBe(false);
     expect(model.transformer.h.children()[1].training).toBe(true);
     model.eval();
+  });
+
+  it("a static cache: forward writes positions in place and gives the full forward's logits, position by position", () => {
+    const ids = randint(0, 96, [2, 12], { seed: 5 });
+    const full = model.forward(ids);
+    // Longer than the positions written: the unwritten ones are masked.
+    const cache = new GPT2StaticCache(model.transformer.h.length, 2, 16, ids);
+    try {
+      const parts: Tensor[] = [];
+      for (const [start, size] of [[0, 7], [7, 2], [9, 1], [10, 1], [11, 1]]) {
+        parts.push(model.lm_head.forward(model.transformer.forwardStatic(slice(ids, [0, start], [2, size]), cache)));
+        expect(Array.from(cache.position.dataSync())).toEqual([start + size]);
+      }
+      expect(relativeError(concat(parts, 1), full)).toBeLessThanOrEqual(1e-5);
+      // The keys of positions never written stay zero.
+      const keys = cache.keys[0];
+      expect(Array.from(slice(keys, [0, 0, 12, 0], [2, keys.shape[1], 4, keys.shape[3]]).dataSync()).every((v) => v === 0)).toBe(true);
+    } finally {
+      cache.dispose();
+    }
+  });
+
+  it("generate with a static cache makes the tokens of the growing cache, greedy and sampled", () => {
+    const ids = randint(0, 96, [3, 5], { seed: 13 });
+    const before = memory().numTensors;
+    tidy(() => {
+      expect(rowsOf(model.generate(ids, { maxNewTokens: 8, staticCache: true }))).toEqual(rowsOf(model.generate(ids, { maxNewTokens: 8 })));
+      const sampled = { maxNewTokens: 9, temperature: 0.9, topK: 8, seed: 4 };
+      expect(rowsOf(model.generate(ids, { ...sampled, staticCache: true }))).toEqual(rowsOf(model.generate(ids, sampled)));
+      const greedy = rowsOf(model.generate(ids, { maxNewTokens: 6 }));
+      const eos = greedy[2][5];
+      const stopped = rowsOf(model.generate(ids, { maxNewTokens: 6, eosTokenId: eos, staticCache: true }));
+      expect(stopped[2].slice(5).every((token) => token === eos)).toBe(true);
+      expect(stopped).toEqual(rowsOf(model.generate(ids, { maxNewTokens: 6, eosTokenId: eos })));
+    });
+    // The cache, its positions and masks are all freed.
+    expect(memory().numTensors).toBe(before);
+  });
+
+  it("graph needs a backend that records graphs, and says so", () => {
+    const ids = randint(0, 96, [1, 4], { seed: 51 });
+    expect(() => model.generate(ids, { maxNewTokens: 3, graph: true })).toThrow(BackendError);
+    expect(() => model.generate(ids, { maxNewTokens: 3, graph: true })).toThrow(/graph needs a backend that records graphs \(cuda\); 'js' does not/);
   });
 
   it("names what was wrong: options, lengths past the model's positions, a cache of another batch", () => {

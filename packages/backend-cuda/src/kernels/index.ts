@@ -37,6 +37,7 @@ import {
   gatherKernel,
   oneHotKernel,
   scatterAddKernel,
+  indexCopyKernel,
   sliceKernel,
   splitKernel,
   transposeKernel,
@@ -58,6 +59,7 @@ export const cudaKernels = {
   Concat: guarded(concatKernel),
   Gather: guarded(gatherKernel),
   ScatterAdd: guarded(scatterAddKernel),
+  IndexCopy: guarded(indexCopyKernel),
   OneHot: guarded(oneHotKernel),
 
   Neg: guarded(unaryKernel("Neg")),

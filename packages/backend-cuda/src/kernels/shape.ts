@@ -147,6 +147,32 @@ export function scatterAddKernel({
   return out;
 }
 
+export function indexCopyKernel({
+  inputs: { target, indices, source },
+  attrs: { axis, inPlace },
+  backend,
+}: KernelArgs<"IndexCopy", CudaBackend>): TensorInfo[] {
+  const [outer, axisSize, inner] = splitAt(target.shape, axis);
+  let into = target;
+  const made: TensorInfo[] = [];
+  if (inPlace !== true) {
+    into = backend.output(target.shape, target.dtype);
+    made.push(into);
+    if (sizeOf(target.shape) > 0) backend.addon.copyBuffer(backend.handle(target), backend.handle(into));
+  }
+  backend.addon.indexCopy(
+    backend.code(target.dtype),
+    backend.handle(source),
+    backend.handle(indices),
+    backend.handle(into),
+    outer,
+    axisSize,
+    inner,
+    sizeOf(indices.shape),
+  );
+  return made;
+}
+
 export function oneHotKernel({ inputs: { indices }, attrs: { depth, dtype }, backend }: KernelArgs<"OneHot", CudaBackend>): TensorInfo {
   const out = backend.output([...indices.shape, depth], dtype);
   backend.addon.oneHot(backend.code(dtype), backend.handle(indices), backend.handle(out), sizeOf(indices.shape), depth);

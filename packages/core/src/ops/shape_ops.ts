@@ -1,10 +1,10 @@
 import { type DType, isDType } from "../dtypes";
 import { engine } from "../engine";
 import { DTypeError, IndexError, ShapeError, ValueError } from "../errors";
-import { BroadcastTo, Cast, Concat, Gather, OneHot, Reshape, ScatterAdd, Slice, Split, Transpose } from "../kernel_names";
+import { BroadcastTo, Cast, Concat, Gather, IndexCopy, OneHot, Reshape, ScatterAdd, Slice, Split, Transpose } from "../kernel_names";
 import { broadcastShapes, formatShape, shapesEqual, sizeOf } from "../shape";
 import type { Tensor } from "../tensor";
-import { assertDType, assertPositiveInt, assertSameBackend, assertShapeArg, assertTensor, axisArg } from "./validate";
+import { assertDType, assertPositiveInt, assertRank, assertSameBackend, assertSameDType, assertShapeArg, assertTensor, axisArg } from "./validate";
 
 /** The same data with another shape of the same size; one dim may be -1 (inferred). */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
@@ -203,6 +203,41 @@ export function scatterAdd(indices: Tensor, updates: Tensor, shape: readonly num
     throw new ShapeError(`scatterAdd: updates has shape ${formatShape(updates.shape)}, expected ${formatShape(expected)}`);
   }
   return engine.runKernel(ScatterAdd, { indices, updates }, { axis: ax, shape: [...shape] });
+}
+
+/**
+ * Writes `source` into `target` along `axis` at the positions `indices` names, in place (PyTorch's `index_copy_`):
+ * target[..., indices[j], ...] = source[..., j, ...]. `indices` is int32 [n]; source.shape is target.shape with n at
+ * `axis`; same dtype and backend. A key/value cache of fixed length takes each step's new positions this way, and a
+ * captured graph (captureGraph) records the write, its positions read from the device on every replay.
+ *
+ * The write lands in target's own buffer when no other tensor shares it; otherwise target gets a new buffer (as
+ * `assign`), so tensors sharing the old one keep their values. Not recorded by autograd: use it on tensors no
+ * recorded op still reads (a cache written under `noGrad`). An index outside [0, target.shape[axis]) throws
+ * IndexError before anything is written on host backends (js, cpu); device backends skip it. With repeated indices
+ * one of the writes lands (the last on host backends).
+ */
+export function indexCopy(target: Tensor, indices: Tensor, source: Tensor, axis = 0): void {
+  assertTensor("indexCopy", "target", target);
+  assertTensor("indexCopy", "indices", indices);
+  assertTensor("indexCopy", "source", source);
+  assertDType("indexCopy", "indices", indices, "int32");
+  assertRank("indexCopy", "indices", indices, 1);
+  assertSameDType("indexCopy", ["source", "target"], source, target);
+  assertSameBackend("indexCopy", [["target", target], ["indices", indices], ["source", source]]);
+  if (target.rank === 0) throw new ShapeError("indexCopy: target must have rank >= 1, got a scalar");
+  const ax = axisArg("indexCopy", axis, target.rank);
+  const expected = [...target.shape.slice(0, ax), indices.shape[0], ...target.shape.slice(ax + 1)];
+  if (!shapesEqual(source.shape, expected)) {
+    throw new ShapeError(`indexCopy: source has shape ${formatShape(source.shape)}, expected ${formatShape(expected)} (target ${formatShape(target.shape)} with ${indices.shape[0]} indices along axis ${ax})`);
+  }
+  if (engine.canWriteInPlace([target], [indices, source])) {
+    engine.runKernel(IndexCopy, { target, indices, source }, { axis: ax, inPlace: true });
+    return;
+  }
+  const [out] = engine.runKernel(IndexCopy, { target, indices, source }, { axis: ax });
+  target.assign(out);
+  out.dispose();
 }
 
 /** x converted to `dtype` (float -> int32 truncates toward zero; halves round to nearest even). */

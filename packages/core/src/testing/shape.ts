@@ -1,4 +1,4 @@
-/** The shape family: creation (Fill), Cast, Reshape, Transpose, Slice, Concat, BroadcastTo, Gather, ScatterAdd, OneHot. */
+/** The shape family: creation (Fill), Cast, Reshape, Transpose, Slice, Concat, BroadcastTo, Gather, ScatterAdd, IndexCopy, OneHot. */
 import {
   IndexError,
   type Tensor,
@@ -9,6 +9,7 @@ import {
   fromStorage,
   full,
   gather,
+  indexCopy,
   mul,
   ones,
   oneHot,
@@ -181,6 +182,55 @@ export function declareShapeTests(suite: Conformance): void {
         });
       });
     }
+    for (const dtype of ALL_DTYPES) {
+      const kind = dtype === "int32" ? "smallInt" : "normal";
+      check(`IndexCopy ${dtype}`, () => {
+        for (const axis of [0, 1, 2]) {
+          const shape = [4, 5, 3];
+          const indices = [[3, 0], [4, 1, 2], [2]][axis];
+          const sourceShape = shape.map((d, i) => (i === axis ? indices.length : d));
+          inCase(`IndexCopy ${dtype} [${indices}] into [4, 5, 3] along axis ${axis}`, () => {
+            const target = makeInput(rng(), shape, dtype, kind);
+            const source = makeInput(rng(), sourceShape, dtype, kind);
+            // The same buffer held twice: the write must leave the other tensor's values alone (a new buffer).
+            const shared = target.t.clone();
+            const want = R.ref(shape, (i) => {
+              const at = [Math.floor(i / 15), Math.floor(i / 3) % 5, i % 3];
+              const j = indices.indexOf(at[axis]);
+              if (j < 0) return target.ref.data[i];
+              const from = [...at];
+              from[axis] = j;
+              return source.ref.data[(from[0] * sourceShape[1] + from[1]) * sourceShape[2] + from[2]];
+            });
+            indexCopy(shared, tensor(indices, [indices.length], "int32"), source.t, axis);
+            expectExact(shared, want, dtype);
+            expectExact(target.t, target.ref, dtype);
+            // A buffer of its own: written in place.
+            const owned = mul(target.t, 1);
+            indexCopy(owned, tensor(indices, [indices.length], "int32"), source.t, axis);
+            expectExact(owned, want, dtype);
+          });
+        }
+        inCase(`IndexCopy ${dtype} no indices`, () => {
+          const target = makeInput(rng(), [3, 2], dtype, kind);
+          indexCopy(target.t, tensor([], [0], "int32"), zeros([0, 2], dtype), 0);
+          expectExact(target.t, target.ref, dtype);
+        });
+      });
+    }
+    check("IndexCopy with an out-of-range index throws IndexError first or skips it", () => {
+      const target = mul(zeros([3, 2]), 1);
+      const source = tensor([1, 2, 3, 4], [2, 2]);
+      let threw = false;
+      try {
+        indexCopy(target, tensor([1, 3], [2], "int32"), source, 0);
+      } catch (error) {
+        expect(error).toBeInstanceOf(IndexError);
+        threw = true;
+      }
+      const want = threw ? [0, 0, 0, 0, 0, 0] : [0, 0, 1, 2, 0, 0];
+      expect(Array.from(target.dataSync()), "IndexCopy float32 [1, 3] into [3, 2]: nothing written before the error, or the valid row only").toEqual(want);
+    });
     check("Gather with an out-of-range index throws IndexError or reads nothing out of bounds", () => {
       const table = ones([3, 2]);
       const ids = tensor([0, 3], [2], "int32");

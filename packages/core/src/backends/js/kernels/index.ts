@@ -38,6 +38,7 @@ import {
   concatKernel,
   fillKernel,
   gatherKernel,
+  indexCopyKernel,
   oneHotKernel,
   scatterAddKernel,
   sliceKernel,
@@ -56,6 +57,7 @@ export const jsKernels = {
   Concat: concatKernel,
   Gather: gatherKernel,
   ScatterAdd: scatterAddKernel,
+  IndexCopy: indexCopyKernel,
   OneHot: oneHotKernel,
 
   Neg: unaryKernel("Neg"),

@@ -115,6 +115,29 @@ export function scatterAddKernel({ inputs: { indices, updates }, attrs: { axis, 
   return out.commit();
 }
 
+export function indexCopyKernel({ inputs: { target, indices, source }, attrs: { axis, inPlace }, backend }: KernelArgs<"IndexCopy", JsBackend>): TensorInfo[] {
+  const [outer, dim, inner] = splitAt(target.shape, axis);
+  const idx = backend.ints(indices);
+  const count = idx.length;
+  for (let j = 0; j < count; j++) checkIndex("indexCopy", idx[j], dim, j);
+  const from = backend.storage(source);
+  let into = backend.storage(target);
+  let out: TensorInfo[] = [];
+  if (inPlace !== true) {
+    const made = backend.output(target.shape, target.dtype);
+    made.values.set(into);
+    into = made.values;
+    out = [made.info];
+  }
+  for (let o = 0; o < outer; o++) {
+    for (let j = 0; j < count; j++) {
+      const at = (o * count + j) * inner;
+      into.set(from.subarray(at, at + inner), (o * dim + idx[j]) * inner);
+    }
+  }
+  return out;
+}
+
 export function oneHotKernel({ inputs: { indices }, attrs: { depth, dtype }, backend }: KernelArgs<"OneHot", JsBackend>): TensorInfo {
   const idx = backend.ints(indices);
   const out = backend.numberOutput([...indices.shape, depth], dtype);
