@@ -83,6 +83,21 @@ describe("Clone: clone() as an engine kernel observers see", () => {
     dispose([a, result]);
   });
 
+  it("runs a transpose that only moves axes of size 1 as a reshape (no Transpose kernel), with the same values", () => {
+    const a = tensor([1, 2, 3, 4, 5, 6], [2, 1, 3]);
+    const { result, kernels } = observe(() => [transpose(a, [1, 0, 2]), transpose(a, [0, 2, 1]), transpose(a, [2, 1, 0])]);
+    expect(kernels.map((k) => k.kernelName)).toEqual(["Reshape", "Reshape", "Transpose"]);
+    expect(result.map((t) => t.shape)).toEqual([
+      [1, 2, 3],
+      [2, 3, 1],
+      [3, 1, 2],
+    ]);
+    expect(Array.from(result[0].dataSync())).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(Array.from(result[1].dataSync())).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(Array.from(result[2].dataSync())).toEqual([1, 4, 2, 5, 3, 6]);
+    dispose([a, result]);
+  });
+
   it("works through runKernel on a backend that implements no Clone", () => {
     registerBackend("toy", () => new ToyBackend("toy"), 0);
     const toy = getBackendInstance("toy");

@@ -357,13 +357,14 @@ export interface GenerateOptions {
   eosTokenId?: number;
   /**
    * Keep the keys and values in a cache of fixed length (the prompt's and maxNewTokens' positions), written in place,
-   * so every step has the same shapes (default false: the cache grows by one position per step).
+   * so every step has the same shapes (default: as `graph`; false with graph off grows the cache by a position a step).
    */
   staticCache?: boolean;
   /**
-   * Record one decoding step (the model on one token per sequence, with a static cache) as a graph the first time,
-   * and replay it for every later token: one launch per token instead of one per op, which is what bounds small
-   * models on a GPU. Needs a backend that records graphs (cuda); implies `staticCache` (default false).
+   * Record one decoding step (the model on one token per sequence, over the static cache) as a graph the first time,
+   * and replay it for every later token: one launch per token instead of one per op, which is what bounds a model's
+   * generation on a GPU. Default: on where the backend records graphs (cuda), off elsewhere; true on a backend
+   * without graphs throws.
    */
   graph?: boolean;
 }
@@ -423,8 +424,10 @@ export class GPT2LMHeadModel extends Module {
 
   /**
    * Continues each sequence of `inputIds` ([B, T] or [T], int32) by up to `maxNewTokens` tokens, one position per
-   * step, the keys and values of the positions before kept in a GPT2Cache (so a step runs the model on B tokens, the
-   * block-sparse layers' decoding path on a GPU). Runs in eval mode without recording gradients (each module's mode
+   * step, the keys and values of the positions before kept in a cache (so a step runs the model on B tokens, the
+   * block-sparse layers' decoding path on a GPU). On a backend that records graphs (cuda) the cache has a fixed length
+   * and the one-token step is recorded once and replayed for each token (`graph`); elsewhere the cache grows a
+   * position per step (GPT2Cache). Runs in eval mode without recording gradients (each module's mode
    * is restored after). Returns the sequences with their new tokens, [B, T + steps] int32, on the input's backend;
    * all sequences get the same number of steps (with `eosTokenId`, a finished sequence is padded with it, and the
    * steps end once every sequence has finished).
@@ -442,7 +445,7 @@ export class GPT2LMHeadModel extends Module {
     if (length + steps > this.config.n_positions) {
       throw new ShapeError(`${label}: ${length} positions and ${steps} new tokens exceed the model's ${this.config.n_positions}`);
     }
-    const graph = options.graph ?? false;
+    const graph = options.graph ?? ids.backend.graphs !== undefined;
     const isStatic = graph || (options.staticCache ?? false);
     if (graph && ids.backend.graphs === undefined) {
       throw new BackendError(`${label}: graph needs a backend that records graphs (cuda); '${ids.backend.name}' does not (use staticCache, or leave graph off)`);

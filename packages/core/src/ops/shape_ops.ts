@@ -63,6 +63,10 @@ export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
     throw new ShapeError(`transpose: perm [${perm}] is not a permutation of ${x.rank} axes`);
   }
   if (order.every((a, i) => a === i)) return x.clone();
+  // Axes of size 1 moved among the others, whose order stays: the same elements in the same order, a reshape (no
+  // kernel), as [B, 1, H, D] -> [B, H, 1, D] when a model decodes one token.
+  const kept = order.filter((a) => x.shape[a] !== 1);
+  if (kept.every((a, i) => i === 0 || kept[i - 1] < a)) return reshape(x, order.map((a) => x.shape[a]));
   return engine.runKernel(Transpose, { x }, { perm: order });
 }
 
