@@ -9,7 +9,7 @@
  * and static caches, and its decoding step written out over a static cache and captured in a CUDA graph.
  *
  *   tsx src/generate.ts [--backend cuda] [--sizes small,medium] [--batch 1,8] [--prompt 32] [--new 64]
- *     [--densities 0.25] [--dtype bfloat16] [--repeats 3] [--torch] [--out DIR]
+ *     [--densities 0.25] [--modes eager,static,graph] [--dtype bfloat16] [--repeats 3] [--torch] [--out DIR]
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -73,6 +73,7 @@ async function main(): Promise<void> {
       prompt: { type: "string", default: "32" },
       new: { type: "string", default: "64" },
       densities: { type: "string", default: "0.25" },
+      modes: { type: "string", default: "eager,static,graph" },
       dtype: { type: "string", default: "bfloat16" },
       repeats: { type: "string", default: "3" },
       torch: { type: "boolean", default: false },
@@ -91,7 +92,9 @@ async function main(): Promise<void> {
   const densities = [1, ...numbers(values.densities, "densities")];
   const started = await startBackend(values.backend);
   // The captured step needs a backend that records graphs (cuda); elsewhere its rows stay empty.
-  const modes = (Object.keys(MODES) as Mode[]).filter((mode) => mode !== "graph" || getBackendInstance(started.backend).graphs !== undefined);
+  const asked = values.modes.split(",");
+  for (const mode of asked) if (!(mode in MODES)) throw new Error(`--modes: "${mode}" is not one of ${Object.keys(MODES).join(", ")}`);
+  const modes = (asked as Mode[]).filter((mode) => mode !== "graph" || getBackendInstance(started.backend).graphs !== undefined);
   const results: Row[] = [];
   for (const size of sizes) {
     const config = { model_type: "gpt2", vocab_size: 50257, n_positions: 1024, ...SIZES[size], resid_pdrop: 0, embd_pdrop: 0, attn_pdrop: 0 };

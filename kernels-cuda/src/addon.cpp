@@ -780,6 +780,30 @@ Napi::Value attention(const Napi::CallbackInfo& info) {
   return undefinedOf(info);
 }
 
+// cachedAttention(dtype, q, k, v, positions, out, batch, M, N, D, scale): positions int32 [M].
+Napi::Value cachedAttention(const Napi::CallbackInfo& info) {
+  Args args{info, "cachedAttention"};
+  args.count(11);
+  DType dtype = args.floatDtype(0);
+  int64_t batch = args.size(6), M = args.size(7), N = args.size(8), D = args.size(9);
+  float scale = static_cast<float>(args.number(10));
+  requireAttentionShape("cachedAttention", M, N, D, false, scale);
+  BS_REQUIRE(D <= kMaxCachedHeadDim, "cachedAttention: head dims up to " + std::to_string(kMaxCachedHeadDim) +
+                                         " on cuda, got D=" + std::to_string(D));
+  BS_REQUIRE(batch * M <= 2147483647, "cachedAttention: batch x M must be below 2^31, got " + std::to_string(batch * M));
+  int64_t queries = product({batch, M, D}, "cachedAttention");
+  int64_t keys = product({batch, N, D}, "cachedAttention");
+  requireElements(args.buffer(1), dtype, queries, "cachedAttention q");
+  requireElements(args.buffer(2), dtype, keys, "cachedAttention k");
+  requireElements(args.buffer(3), dtype, keys, "cachedAttention v");
+  requireElements(args.buffer(4), DType::Int32, M, "cachedAttention positions");
+  requireElements(args.buffer(5), dtype, queries, "cachedAttention out");
+  launchCachedAttention(dtype, args.buffer(1).data, args.buffer(2).data, args.buffer(3).data,
+                        static_cast<const int32_t*>(args.buffer(4).data), args.buffer(5).data, batch, M, N, D, scale,
+                        stream());
+  return undefinedOf(info);
+}
+
 // attentionBackward(dtype, dout, q, k, v, out, lse, dq, dk, dv, batch, M, N, D, scale, causal)
 Napi::Value attentionBackward(const Napi::CallbackInfo& info) {
   Args args{info, "attentionBackward"};
@@ -1645,6 +1669,7 @@ Napi::Object initModule(Napi::Env env, Napi::Object exports) {
   BS_EXPORT("softmaxBackward", softmaxBackward);
   BS_EXPORT("attention", attention);
   BS_EXPORT("attentionBackward", attentionBackward);
+  BS_EXPORT("cachedAttention", cachedAttention);
   BS_EXPORT("layerNorm", layerNorm);
   BS_EXPORT("layerNormBackward", layerNormBackward);
   BS_EXPORT("crossEntropy", crossEntropy);

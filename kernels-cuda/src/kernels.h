@@ -43,6 +43,12 @@ void launchSoftmaxBackward(bool log, DType dtype, const void* dy, const void* y,
 bool attentionUsesFlash(DType dtype, int64_t D, float scale);
 void launchAttention(DType dtype, const void* q, const void* k, const void* v, void* out, float* lse, int64_t batch,
                      int64_t M, int64_t N, int64_t D, float scale, bool causal, cudaStream_t stream);
+// Decoding over a key/value cache: row i of each [M, D] matrix attends the keys 0..positions[i] (and < N; none:
+// zeros), softmax(scale q k^T) v in float32. One block per row; head dims up to kMaxCachedHeadDim.
+constexpr int64_t kMaxCachedHeadDim = 1024;
+void launchCachedAttention(DType dtype, const void* q, const void* k, const void* v, const int32_t* positions,
+                           void* out, int64_t batch, int64_t M, int64_t N, int64_t D, float scale,
+                           cudaStream_t stream);
 // dq, dk, dv from dout and the forward's inputs, out and lse (probabilities recomputed; nothing of size M x N kept
 // on the flash route).
 void launchAttentionBackward(DType dtype, const void* dout, const void* q, const void* k, const void* v,

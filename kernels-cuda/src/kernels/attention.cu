@@ -8,6 +8,8 @@
 //   computed), the softmax online over key tiles. Nothing of size M x N exists. The backward is two kernels that
 //   each recompute the probabilities: dK and dV per 64 keys over query tiles, dQ per 64 queries over key tiles (no
 //   atomics: deterministic), after a pass that computes Di = sum_d dout[i, d] out[i, d].
+// - cached (launchCachedAttention): a query over the keys up to a position held on the device, one block per query
+//   row, for decoding over a key/value cache of fixed length.
 // - math (float32, other head dims): the batched products through launchMatmul (cuBLAS where it is) into a float32
 //   scratch [batch, M, N] (from float32 copies of the operands), and row kernels for the softmax and its gradient.
 #include <cuda_bf16.h>
@@ -23,6 +25,7 @@
 #include "../kernels.h"
 #include "../memory.h"
 #include "../tc/ptx.cuh"
+#include "block_reduce.cuh"
 #include "dtype.cuh"
 #include "overlap.cuh"
 
@@ -1281,6 +1284,117 @@ void launchAttentionBackward(DType dtype, const void* dout, const void* q, const
   const void* ds = fromFloat32(dtype, gradient.as<float>(), scores, rounded, stream);
   launchMatmul(dtype, ds, k, dq, batch, M, D, N, false, false, M * N, N * D, stream);  // dq = dS k
   launchMatmul(dtype, ds, q, dk, batch, N, D, M, true, false, M * N, M * D, stream);   // dk = dS^T q
+}
+
+// ------------------------------------------------------------------ cached attention (decoding)
+
+namespace {
+
+constexpr int kCachedThreads = 256;
+// Keys whose probabilities one pass keeps in shared memory; longer caches take several passes, the softmax online.
+constexpr int kCachedChunk = 1024;
+
+// One block per query row (b, i): out = softmax(scale q k^T) v over the keys 0..positions[i] (and < N), in float32.
+// Scores per chunk of keys (a thread per key, q scaled in shared memory), then the weighted sum of v with
+// `groups` sets of D threads each taking every groups-th key (D < 256), or one set striding D (D >= 256, up to
+// kMaxCachedHeadDim).
+template <typename T>
+__global__ void __launch_bounds__(kCachedThreads)
+    cachedAttentionKernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                          const int32_t* __restrict__ positions, T* __restrict__ out, int64_t M, int64_t N, int D,
+                          float scale) {
+  extern __shared__ float shared[];
+  __shared__ float scores[kCachedChunk];
+  __shared__ float scratch[32];
+  float* qs = shared;           // D
+  float* partial = shared + D;  // kCachedThreads
+  const int64_t row = blockIdx.x;
+  const int64_t b = row / M, i = row % M;
+  const int tid = threadIdx.x;
+  T* orow = out + row * D;
+  const int64_t count = min(static_cast<int64_t>(positions[i]) + 1, N);
+  if (count <= 0) {
+    for (int d = tid; d < D; d += kCachedThreads) orow[d] = fromFloat<T>(0.0f);
+    return;
+  }
+  for (int d = tid; d < D; d += kCachedThreads) qs[d] = toFloat<T>(q[row * D + d]) * scale;
+  __syncthreads();
+  const T* kb = k + b * N * D;
+  const T* vb = v + b * N * D;
+  const bool wide = D >= kCachedThreads;
+  const int groups = wide ? 1 : kCachedThreads / D;
+  const int group = wide ? 0 : tid / D;
+  float acc[kMaxCachedHeadDim / kCachedThreads] = {};
+  float runMax = -INFINITY, runSum = 0.0f;
+  for (int64_t c0 = 0; c0 < count; c0 += kCachedChunk) {
+    const int len = static_cast<int>(min(static_cast<int64_t>(kCachedChunk), count - c0));
+    float localMax = -INFINITY;
+    for (int j = tid; j < len; j += kCachedThreads) {
+      const T* key = kb + (c0 + j) * D;
+      float s = 0.0f;
+      for (int d = 0; d < D; ++d) s += qs[d] * toFloat<T>(key[d]);
+      scores[j] = s;
+      localMax = fmaxf(localMax, s);
+    }
+    const float newMax = fmaxf(runMax, blockMax(localMax, scratch));
+    const float factor = expf(runMax - newMax);  // 0 on the first chunk (runMax = -inf)
+    float localSum = 0.0f;
+    for (int j = tid; j < len; j += kCachedThreads) {
+      float p = expf(scores[j] - newMax);
+      scores[j] = p;
+      localSum += p;
+    }
+    runSum = runSum * factor + blockSum(localSum, scratch);  // its barriers publish scores
+    runMax = newMax;
+    for (float& a : acc) a *= factor;
+    if (group < groups) {
+      for (int j = group; j < len; j += groups) {
+        const float p = scores[j];
+        const T* value = vb + (c0 + j) * D;
+        if (wide) {
+#pragma unroll
+          for (int a = 0; a < kMaxCachedHeadDim / kCachedThreads; ++a) {
+            int d = tid + a * kCachedThreads;
+            if (d < D) acc[a] += p * toFloat<T>(value[d]);
+          }
+        } else {
+          acc[0] += p * toFloat<T>(value[tid - group * D]);
+        }
+      }
+    }
+    __syncthreads();  // the next chunk overwrites scores
+  }
+  const float inverse = 1.0f / runSum;
+  if (wide) {
+#pragma unroll
+    for (int a = 0; a < kMaxCachedHeadDim / kCachedThreads; ++a) {
+      int d = tid + a * kCachedThreads;
+      if (d < D) orow[d] = fromFloat<T>(acc[a] * inverse);
+    }
+    return;
+  }
+  partial[tid] = acc[0];
+  __syncthreads();
+  if (tid < D) {
+    float total = 0.0f;
+    for (int g = 0; g < groups; ++g) total += partial[g * D + tid];
+    orow[tid] = fromFloat<T>(total * inverse);
+  }
+}
+
+}  // namespace
+
+void launchCachedAttention(DType dtype, const void* q, const void* k, const void* v, const int32_t* positions,
+                           void* out, int64_t batch, int64_t M, int64_t N, int64_t D, float scale,
+                           cudaStream_t stream) {
+  if (batch * M == 0) return;
+  size_t shared = sizeof(float) * (D + kCachedThreads);
+  BS_DISPATCH_FLOAT(dtype, T, {
+    cachedAttentionKernel<T><<<static_cast<unsigned>(batch * M), kCachedThreads, shared, stream>>>(
+        static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), positions, static_cast<T*>(out),
+        M, N, static_cast<int>(D), scale);
+  });
+  BS_LAUNCH_CHECK("cachedAttentionKernel");
 }
 
 }  // namespace bs

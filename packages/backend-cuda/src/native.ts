@@ -283,6 +283,8 @@ export interface NativeAddon {
    * log-sum-exp of scale q k^T over the kept keys); causal keeps keys j <= i + N - M.
    */
   attention(dtype: Dt, q: Buf, k: Buf, v: Buf, out: Buf, lse: Buf, batch: number, m: number, n: number, d: number, scale: number, causal: boolean): void;
+  /** Each query row i over the keys 0..positions[i] (int32 [m]): decoding over a key/value cache. */
+  cachedAttention(dtype: Dt, q: Buf, k: Buf, v: Buf, positions: Buf, out: Buf, batch: number, m: number, n: number, d: number, scale: number): void;
   /** dq, dk and dv of attention from dout and the forward's inputs, out and lse. */
   attentionBackward(
     dtype: Dt,
@@ -501,6 +503,7 @@ const NATIVE_FUNCTION_SET = {
   softmaxBackward: true,
   attention: true,
   attentionBackward: true,
+  cachedAttention: true,
   layerNorm: true,
   layerNormBackward: true,
   crossEntropy: true,

@@ -1,4 +1,4 @@
-import { type DType, attentionBackward, runKernel, scaledDotProductAttention, tidy } from "@blocksparse/core";
+import { type DType, attentionBackward, cachedAttention, runKernel, scaledDotProductAttention, tensor, tidy } from "@blocksparse/core";
 import { reference } from "@blocksparse/core/testing";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { CudaBackend } from "../src/index";
@@ -84,3 +84,48 @@ describe.skipIf(cudaMissing).each(["auto", "mma"])("cuda attention (%s kernels)"
   }
 });
 
+
+// cachedAttention's kernel (one block per query row) past what the conformance suite's small cases reach: several
+// 1024-key chunks of the online softmax, head dims of one thread set (D >= 256) and of sets that do not divide the
+// block (D = 48, 100), positions past N and below 0 (zeros), outputs poisoned.
+describe.skipIf(cudaMissing)("cuda cachedAttention", () => {
+  let backend: CudaBackend;
+  beforeAll(() => {
+    backend = useCuda();
+  });
+  afterAll(() => {
+    backend.poisonAllocations = false;
+  });
+  const cases: { dtype: DType; batch: number[]; n: number; d: number; positions: number[]; spread?: number }[] = [
+    { dtype: "bfloat16", batch: [2, 3], n: 2500, d: 64, positions: [2499, 1500] },
+    { dtype: "float16", batch: [2], n: 3100, d: 48, positions: [3099, 2047, 5000], spread: 3 },
+    { dtype: "float32", batch: [3], n: 700, d: 320, positions: [699, -1] },
+    { dtype: "bfloat16", batch: [1], n: 1025, d: 1024, positions: [1024] },
+    { dtype: "float16", batch: [4], n: 40, d: 100, positions: [0, 17, 39, 38] },
+  ];
+  for (const c of cases) {
+    const m = c.positions.length;
+    const name = `${c.dtype} [${c.batch}] M=${m} N=${c.n} D=${c.d} positions [${c.positions}]`;
+    test(`against float64: ${name}`, () => {
+      const next = random(c.n * 31 + c.d);
+      const spread = c.spread ?? 1;
+      const scale = 1 / Math.sqrt(c.d);
+      tidy(() => {
+        const q = randomTensor(next, [...c.batch, m, c.d], c.dtype, spread);
+        const k = randomTensor(next, [...c.batch, c.n, c.d], c.dtype, spread);
+        const v = randomTensor(next, [...c.batch, c.n, c.d], c.dtype);
+        const held = (t: { t: { shape: readonly number[] }; values: Float64Array }) => ({ shape: [...t.t.shape], data: t.values });
+        const want = reference.cachedAttention(held(q), held(k), held(v), c.positions, scale);
+        const out = cachedAttention(q.t, k.t, v.t, tensor(c.positions, [m], "int32"), { scale });
+        expect(out.shape).toEqual([...c.batch, m, c.d]);
+        expectClose(Float64Array.from(out.dataSync()), want.out.data, c.dtype, `${name} out`);
+      });
+    });
+  }
+  test("names a head dim past the kernel's 1024", () => {
+    tidy(() => {
+      const q = tensor(new Array(1025).fill(0), [1, 1025], "bfloat16");
+      expect(() => cachedAttention(q, q, q, tensor([0], [1], "int32")).dataSync()).toThrow(/cachedAttention: head dims up to 1024 on cuda, got D=1025/);
+    });
+  });
+});

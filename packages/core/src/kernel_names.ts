@@ -213,6 +213,13 @@ export const Attention = "Attention";
  * float32 (half types). M = 0: dq is empty, dk and dv are zeros.
  */
 export const AttentionBackward = "AttentionBackward";
+/**
+ * {q [...batch, M, D], k [...batch, N, D], v [...batch, N, D], positions int32 [M]} -> out [...batch, M, D] in q's
+ * dtype: row i of every [M, D] matrix is softmax(attrs.scale * q_i k^T) v over the keys j <= positions[i] (and j < N):
+ * attention of new positions over a key/value cache of fixed length whose later entries are not written yet. A row
+ * with no key (positions[i] < 0) is zeros. Sums in float32. No gradient (decoding, not training).
+ */
+export const CachedAttention = "CachedAttention";
 
 // ---------------------------------------------------------------- dense and block-sparse products
 
@@ -308,6 +315,7 @@ export type SoftmaxAttrs = { causal: boolean };
 export type SoftmaxBackwardAttrs = { log: boolean; causal: boolean };
 /** Attention's and AttentionBackward's: causal masking (Softmax's rule) and the factor of the scores q k^T. */
 export type AttentionAttrs = { causal: boolean; scale: number };
+export type CachedAttentionAttrs = { scale: number };
 export type MatmulAttrs = { transposeA: boolean; transposeB: boolean };
 /** The BsrPattern object itself: never a copy of its arrays. */
 export type PatternAttrs = { pattern: BsrPattern };
@@ -404,6 +412,7 @@ export interface KernelSpecs {
     AttentionAttrs,
     Three
   >;
+  CachedAttention: Spec<{ q: TensorInfo; k: TensorInfo; v: TensorInfo; positions: TensorInfo }, CachedAttentionAttrs, One>;
 
   Matmul: Spec<Binary, MatmulAttrs, One>;
   BsrLinear: Spec<{ x: TensorInfo; values: TensorInfo; bias?: TensorInfo }, PatternAttrs, One>;
@@ -580,6 +589,7 @@ export const KERNEL_CATALOGUE = {
   CrossEntropyBackward: nn(1, "backward-only"),
   Attention: nn(2, "rule"),
   AttentionBackward: nn(3, "backward-only"),
+  CachedAttention: nn(1, "none"),
 
   Matmul: product,
   BsrLinear: product,

@@ -3,13 +3,14 @@ import {
   add,
   argmax,
   BackendError,
+  cachedAttention,
   captureGraph,
   type CapturedGraph,
   concat,
   fullOn,
+  permute,
   indexCopy,
   keep,
-  lessEqual,
   reshape,
   ShapeError,
   slice,
@@ -17,13 +18,12 @@ import {
   type Tensor,
   tidy,
   ValueError,
-  where,
 } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
 import { Dropout, Embedding, forwardLinearActivation, LayerNorm, Linear, Module, ModuleList } from "@blocksparse/nn";
 import type { CheckpointRules } from "./checkpoint";
 import { type Gpt2Config, parseGpt2Config } from "./config";
-import { activationModule, attention, checkTokenIds, initLikeHuggingFace, MASKED, seedStream, splitHeads, uploadOn } from "./layers";
+import { activationModule, attention, checkTokenIds, initLikeHuggingFace, seedStream, splitHeads, uploadOn } from "./layers";
 
 /** GPT2LMHeadModel's feed-forward layers, for the patcher: transformer.h.N.mlp.c_fc and .c_proj. */
 export const GPT2_FFN_LAYERS = /^transformer\.h\.\d+\.mlp\.c_(fc|proj)$/;
@@ -84,7 +84,7 @@ export class GPT2Cache {
  * Keys and values of a fixed number of positions, [batch, heads, length, headDim] per block (zeros until written),
  * for `generate`'s static and captured paths. A forward with it writes its new positions' keys and values in place
  * (indexCopy) at `position` (an int32 [1] device tensor) and after, attends to the positions up to each of its own
- * through a mask built on the device, and advances `position` on the device: every decoding step has the same
+ * (cachedAttention), and advances `position` on the device: every decoding step has the same
  * shapes and reads nothing on the host, so one step can be recorded (captureGraph) and replayed. Writes past
  * `length` are skipped on a GPU: the caller keeps count.
  */
@@ -93,8 +93,6 @@ export class GPT2StaticCache {
   readonly values: Tensor[] = [];
   /** int32 [1]: the first position the next forward writes. */
   readonly position: Tensor;
-  /** int32 [1, length]: 0 to length - 1, compared with the queries' positions for the mask. */
-  readonly keyPositions: Tensor;
   /** int32 [1]: 0, where `position` is written. */
   readonly #first: Tensor;
 
@@ -106,7 +104,6 @@ export class GPT2StaticCache {
   ) {
     this.position = keep(uploadOn([0], [1], like, "int32"));
     this.#first = keep(uploadOn([0], [1], like, "int32"));
-    this.keyPositions = keep(uploadOn(Int32Array.from({ length }, (_, i) => i), [1, length], like, "int32"));
   }
 
   /** Block `index`'s keys and values, made (zeros of k's dtype) on first use. */
@@ -128,7 +125,7 @@ export class GPT2StaticCache {
   }
 
   dispose(): void {
-    for (const t of [...this.keys, ...this.values, this.position, this.#first, this.keyPositions]) t.dispose();
+    for (const t of [...this.keys, ...this.values, this.position, this.#first]) t.dispose();
     this.keys.length = 0;
     this.values.length = 0;
   }
@@ -182,17 +179,19 @@ export class GPT2Attention extends Module {
 
   /**
    * The forward of new positions x [B, T, width] at `positions` (int32 [T], on the device) with a static cache: their
-   * keys and values are written into block `index`'s pair, and each attends to the cached positions the additive
-   * `mask` [1, 1, T, length] leaves (those up to its own).
+   * keys and values are written into block `index`'s pair, and each attends to the cached positions up to its own.
+   * No gradient (decoding).
    */
-  forwardStatic(x: Tensor, cache: GPT2StaticCache, index: number, positions: Tensor, mask: Tensor): Tensor {
+  forwardStatic(x: Tensor, cache: GPT2StaticCache, index: number, positions: Tensor): Tensor {
     return tidy(() => {
       const qkv = this.c_attn.forward(x);
       const [q, k, v] = split(qkv, 3, 2).map((part) => splitHeads(part, this.nHead));
       const { key, value } = cache.pair(index, k);
       indexCopy(key, positions, k, 2);
       indexCopy(value, positions, v, 2);
-      const merged = attention(q, key, value, this.scale, mask, this.attn_dropout);
+      const [batch, heads, length, headDim] = q.shape;
+      const attended = cachedAttention(q, key, value, positions, { scale: this.scale });
+      const merged = reshape(permute(attended, [0, 2, 1, 3]), [batch, length, heads * headDim]);
       return this.resid_dropout.forward(this.c_proj.forward(merged));
     });
   }
@@ -248,9 +247,9 @@ export class GPT2Block extends Module {
   }
 
   /** The forward of new positions with a static cache (GPT2Attention.forwardStatic). */
-  forwardStatic(x: Tensor, cache: GPT2StaticCache, index: number, positions: Tensor, mask: Tensor): Tensor {
+  forwardStatic(x: Tensor, cache: GPT2StaticCache, index: number, positions: Tensor): Tensor {
     return tidy(() => {
-      const afterAttention = add(x, this.attn.forwardStatic(this.ln_1.forward(x), cache, index, positions, mask));
+      const afterAttention = add(x, this.attn.forwardStatic(this.ln_1.forward(x), cache, index, positions));
       return add(afterAttention, this.mlp.forward(this.ln_2.forward(afterAttention)));
     });
   }
@@ -326,12 +325,9 @@ export class GPT2Model extends Module {
     const out = tidy(() => {
       const positions = length === 1 ? cache.position : add(cache.position, uploadOn(Int32Array.from({ length }, (_, i) => i), [length], ids, "int32"));
       let x = this.drop.forward(add(this.wte.forward(ids), this.wpe.forward(positions)));
-      // Query t (at positions[t]) sees the keys at positions <= its own: an additive mask [1, 1, T, cache length].
-      const seen = lessEqual(cache.keyPositions, reshape(positions, [length, 1]));
-      const mask = reshape(where(seen, fullOn(x.backend, [], 0, x.dtype), MASKED), [1, 1, length, cache.length]);
       let index = 0;
       for (const block of this.h) {
-        const next = (block as GPT2Block).forwardStatic(x, cache, index, positions, mask);
+        const next = (block as GPT2Block).forwardStatic(x, cache, index, positions);
         x.dispose();
         x = next;
         index++;

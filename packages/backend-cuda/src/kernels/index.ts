@@ -13,6 +13,7 @@ import {
   adamUpdateKernel,
   attentionBackwardKernel,
   attentionKernel,
+  cachedAttentionKernel,
   crossEntropyBackwardKernel,
   crossEntropyKernel,
   layerNormBackwardKernel,
@@ -105,6 +106,7 @@ export const cudaKernels = {
   LayerNormBackward: guarded(layerNormBackwardKernel),
   Attention: guarded(attentionKernel),
   AttentionBackward: guarded(attentionBackwardKernel),
+  CachedAttention: guarded(cachedAttentionKernel),
   CrossEntropy: guarded(crossEntropyKernel),
   CrossEntropyBackward: guarded(crossEntropyBackwardKernel),
 

@@ -212,6 +212,29 @@ export function attentionKernel({
   return [out, lse];
 }
 
+export function cachedAttentionKernel({
+  inputs: { q, k, v, positions },
+  attrs: { scale },
+  backend,
+}: KernelArgs<"CachedAttention", CudaBackend>): TensorInfo {
+  const [batch, m, n, d] = attentionDims(q, k);
+  const out = backend.output(q.shape, q.dtype);
+  backend.addon.cachedAttention(
+    backend.code(q.dtype),
+    backend.handle(q),
+    backend.handle(k),
+    backend.handle(v),
+    backend.handle(positions),
+    backend.handle(out),
+    batch,
+    m,
+    n,
+    d,
+    scale,
+  );
+  return out;
+}
+
 export function attentionBackwardKernel({
   inputs: { dout, q, k, v, out, lse },
   attrs: { causal, scale },

@@ -5,6 +5,7 @@ import {
   Attention,
   AttentionBackward,
   type AttentionAttrs,
+  CachedAttention,
   CrossEntropy,
   CrossEntropyBackward,
   LayerNorm,
@@ -25,6 +26,7 @@ import {
   assertFiniteNumber,
   assertFloat,
   assertMinRank,
+  assertRank,
   assertSameBackend,
   assertSameDType,
   assertShape,
@@ -292,6 +294,28 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, optio
   const { out, lse } = attentionWithStats(q, k, v, options);
   lse.dispose();
   return out;
+}
+
+/**
+ * Attention of new positions over a key/value cache: q [...batch, M, D], k and v [...batch, N, D] (identical batch
+ * dims), `positions` int32 [M] on the same backend: query i attends the keys 0 to positions[i] (those past N - 1 are
+ * ignored, and a query with positions[i] < 0 gets zeros), softmax(scale q_i k^T) v over them, in one kernel. A cache
+ * of fixed length written in place (indexCopy) at the positions, read this way, makes every decoding step the same
+ * shapes with its positions on the device, so a step can be captured (captureGraph). For inference: it has no
+ * gradient (autograd does not record it); train with scaledDotProductAttention. `options.scale` defaults to 1 / sqrt(D).
+ */
+export function cachedAttention(q: Tensor, k: Tensor, v: Tensor, positions: Tensor, options: { scale?: number } = {}): Tensor {
+  const op = "cachedAttention";
+  assertTensor(op, "positions", positions);
+  assertDType(op, "positions", positions, "int32");
+  assertRank(op, "positions", positions, 1);
+  const { scale } = checkAttention(op, q, k, v, { scale: options.scale });
+  assertSameBackend(op, [["q", q], ["positions", positions]]);
+  const m = q.shape[q.rank - 2];
+  if (positions.shape[0] !== m) {
+    throw new ShapeError(`${op}: positions has shape ${formatShape(positions.shape)}, expected [${m}] (one per query of q ${formatShape(q.shape)})`);
+  }
+  return engine.runKernel(CachedAttention, { q, k, v, positions }, { scale });
 }
 
 export interface AttentionGrads {

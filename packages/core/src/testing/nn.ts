@@ -5,6 +5,7 @@ import {
   type Tensor,
   attentionBackward,
   attentionWithStats,
+  cachedAttention,
   crossEntropy,
   crossEntropyBackward,
   formatShape,
@@ -204,7 +205,7 @@ export function declareNnTests(suite: Conformance): void {
     });
   });
 
-  describe("scaledDotProductAttention (Attention, AttentionBackward)", () => {
+  describe("scaledDotProductAttention (Attention, AttentionBackward) and cachedAttention (CachedAttention)", () => {
     for (const dtype of FLOAT_DTYPES) {
       check(`Attention ${dtype}: out and float32 lse`, () => {
         for (const c of ATTENTION_CASES) {
@@ -216,6 +217,26 @@ export function declareNnTests(suite: Conformance): void {
           const label = `Attention ${dtype}, ${attentionLabel(c)}`;
           inCase(`${label}: out`, () => expectValues(out, want.out, dtype, "scaled", 2, want.magnitudes.out));
           inCase(`${label}: lse`, () => expectValues(lse, want.lse, "float32", "scaled", 1, want.magnitudes.lse));
+        }
+      });
+
+      check(`CachedAttention ${dtype}: each query over the keys up to its position`, () => {
+        // [batch..., M, N, D], positions (one past N: the keys end at N - 1; -1: no key, zeros).
+        const cases: [number[], number, number, number, number[]][] = [
+          [[2, 3], 1, 9, 16, [5]],
+          [[2], 3, 7, 8, [0, 3, 6]],
+          [[], 4, 6, 5, [-1, 2, 9, 5]],
+          [[1, 2], 2, 40, 64, [37, 39]],
+        ];
+        for (const [batch, m, n, d, positions] of cases) {
+          const q = makeInput(rng(), [...batch, m, d], dtype);
+          const k = makeInput(rng(), [...batch, n, d], dtype);
+          const v = makeInput(rng(), [...batch, n, d], dtype);
+          const scale = 1 / Math.sqrt(d);
+          const want = R.cachedAttention(q.ref, k.ref, v.ref, positions, scale);
+          inCase(`CachedAttention ${dtype}, batch [${batch}] M ${m} N ${n} D ${d} positions [${positions}]`, () =>
+            expectValues(cachedAttention(q.t, k.t, v.t, tensor(positions, [m], "int32")), want.out, dtype, "scaled", 2, want.magnitudes.out),
+          );
         }
       });
 

@@ -244,6 +244,17 @@ const keeps = (causal: boolean, i: number, j: number, m: number, n: number): boo
  * terms cancel.
  */
 export function attention(q: Ref, k: Ref, v: Ref, causal: boolean, scale: number): { out: Ref; lse: Ref; magnitudes: { out: number; lse: number } } {
+  const { m, n } = attentionSizes(q, k);
+  return attentionKeeping(q, k, v, scale, (i, j) => keeps(causal, i, j, m, n));
+}
+
+/** CachedAttention: query i keeps the keys j <= positions[i]; a row keeping none is zeros. */
+export function cachedAttention(q: Ref, k: Ref, v: Ref, positions: readonly number[], scale: number): { out: Ref; magnitudes: { out: number } } {
+  const { out, magnitudes } = attentionKeeping(q, k, v, scale, (i, j) => j <= positions[i]);
+  return { out, magnitudes: { out: magnitudes.out } };
+}
+
+function attentionKeeping(q: Ref, k: Ref, v: Ref, scale: number, keep: (i: number, j: number) => boolean): { out: Ref; lse: Ref; magnitudes: { out: number; lse: number } } {
   const { heads, m, n, d } = attentionSizes(q, k);
   const out = ref(q.shape);
   const lse = ref(q.shape.slice(0, -1));
@@ -253,7 +264,7 @@ export function attention(q: Ref, k: Ref, v: Ref, causal: boolean, scale: number
       const scores: number[] = [];
       let absScore = 0;
       for (let j = 0; j < n; j++) {
-        if (!keeps(causal, i, j, m, n)) continue;
+        if (!keep(i, j)) continue;
         let dot = 0;
         let abs = 0;
         for (let c = 0; c < d; c++) {
@@ -263,6 +274,7 @@ export function attention(q: Ref, k: Ref, v: Ref, causal: boolean, scale: number
         scores.push(scale * dot);
         absScore = Math.max(absScore, scale * abs);
       }
+      if (scores.length === 0) continue;
       const max = Math.max(...scores);
       const logSum = max + Math.log(scores.reduce((total, s) => total + Math.exp(s - max), 0));
       lse.data[h * m + i] = logSum;

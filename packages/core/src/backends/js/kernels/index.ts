@@ -13,6 +13,7 @@ import {
   adamUpdateKernel,
   attentionBackwardKernel,
   attentionKernel,
+  cachedAttentionKernel,
   crossEntropyBackwardKernel,
   crossEntropyKernel,
   layerNormBackwardKernel,
@@ -104,6 +105,7 @@ export const jsKernels = {
   CrossEntropy: crossEntropyKernel,
   CrossEntropyBackward: crossEntropyBackwardKernel,
   Attention: attentionKernel,
+  CachedAttention: cachedAttentionKernel,
   AttentionBackward: attentionBackwardKernel,
 
   Matmul: matmulKernel,

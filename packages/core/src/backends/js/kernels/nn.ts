@@ -198,6 +198,40 @@ function attentionSizes(q: TensorInfo, k: TensorInfo): { heads: number; m: numbe
   return { heads: sizeOf(q.shape.slice(0, -2)), m: q.shape[rank - 2], n: k.shape[rank - 2], d: q.shape[rank - 1] };
 }
 
+export function cachedAttentionKernel({ inputs: { q, k, v, positions }, attrs: { scale }, backend }: KernelArgs<"CachedAttention", JsBackend>): TensorInfo {
+  const { heads, m, n, d } = attentionSizes(q, k);
+  const qs = backend.floats(q);
+  const ks = backend.floats(k);
+  const vs = backend.floats(v);
+  const last = backend.ints(positions);
+  const out = backend.floatOutput(q.shape, q.dtype);
+  const scores = new Float64Array(n);
+  const acc = new Float64Array(d);
+  for (let h = 0; h < heads; h++) {
+    const keyBase = h * n * d;
+    for (let i = 0; i < m; i++) {
+      const row = (h * m + i) * d;
+      const kept = Math.max(0, Math.min(last[i] + 1, n));
+      let max = Number.NEGATIVE_INFINITY;
+      for (let j = 0; j < kept; j++) {
+        const s = scale * dot(qs, row, ks, keyBase + j * d, d);
+        scores[j] = s;
+        if (s > max || Number.isNaN(s)) max = s;
+      }
+      acc.fill(0);
+      let sum = 0;
+      for (let j = 0; j < kept; j++) {
+        const p = Math.exp(scores[j] - max);
+        sum += p;
+        const value = keyBase + j * d;
+        for (let c = 0; c < d; c++) acc[c] += p * vs[value + c];
+      }
+      for (let c = 0; c < d; c++) out.data[row + c] = kept === 0 ? 0 : acc[c] / sum;
+    }
+  }
+  return out.commit();
+}
+
 export function attentionKernel({ inputs: { q, k, v }, attrs: { causal, scale }, backend }: KernelArgs<"Attention", JsBackend>): [TensorInfo, TensorInfo] {
   const { heads, m, n, d } = attentionSizes(q, k);
   const qs = backend.floats(q);
