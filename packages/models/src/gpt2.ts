@@ -8,9 +8,10 @@ import {
   type CapturedGraph,
   concat,
   fullOn,
-  permute,
+  GraphError,
   indexCopy,
   keep,
+  permute,
   reshape,
   ShapeError,
   slice,
@@ -479,7 +480,12 @@ export class GPT2LMHeadModel extends Module {
             if (step === null) {
               stepInput = next;
               const input = stepInput;
-              step = captureGraph(() => scores(input));
+              try {
+                step = captureGraph(() => scores(input));
+              } catch (error) {
+                const reason = error instanceof Error ? error.message : String(error);
+                throw new GraphError(`${label}: the decoding step could not be recorded (${reason}); pass graph: false to run it eagerly`, { cause: error });
+              }
             } else {
               (stepInput as Tensor).assign(next);
               next.dispose();
