@@ -198,12 +198,24 @@ function attentionSizes(q: TensorInfo, k: TensorInfo): { heads: number; m: numbe
   return { heads: sizeOf(q.shape.slice(0, -2)), m: q.shape[rank - 2], n: k.shape[rank - 2], d: q.shape[rank - 1] };
 }
 
-export function cachedAttentionKernel({ inputs: { q, k, v, positions }, attrs: { scale }, backend }: KernelArgs<"CachedAttention", JsBackend>): TensorInfo {
+/**
+ * Attention of every query row over its first `kept(i)` keys, in float64, one row of scores and one row of output at a
+ * time (nothing of size [M, N]): out_i = softmax(scale q_i k^T) v over them (zeros when a row keeps none), and
+ * `rowDone(index, max, sum)` gets each row's max score and sum of exp(score - max).
+ */
+function attendRows(
+  q: TensorInfo,
+  k: TensorInfo,
+  v: TensorInfo,
+  scale: number,
+  backend: JsBackend,
+  kept: (i: number, m: number, n: number) => number,
+  rowDone?: (index: number, max: number, sum: number) => void,
+): TensorInfo {
   const { heads, m, n, d } = attentionSizes(q, k);
   const qs = backend.floats(q);
   const ks = backend.floats(k);
   const vs = backend.floats(v);
-  const last = backend.ints(positions);
   const out = backend.floatOutput(q.shape, q.dtype);
   const scores = new Float64Array(n);
   const acc = new Float64Array(d);
@@ -211,44 +223,9 @@ export function cachedAttentionKernel({ inputs: { q, k, v, positions }, attrs: {
     const keyBase = h * n * d;
     for (let i = 0; i < m; i++) {
       const row = (h * m + i) * d;
-      const kept = Math.max(0, Math.min(last[i] + 1, n));
+      const keys = kept(i, m, n);
       let max = Number.NEGATIVE_INFINITY;
-      for (let j = 0; j < kept; j++) {
-        const s = scale * dot(qs, row, ks, keyBase + j * d, d);
-        scores[j] = s;
-        if (s > max || Number.isNaN(s)) max = s;
-      }
-      acc.fill(0);
-      let sum = 0;
-      for (let j = 0; j < kept; j++) {
-        const p = Math.exp(scores[j] - max);
-        sum += p;
-        const value = keyBase + j * d;
-        for (let c = 0; c < d; c++) acc[c] += p * vs[value + c];
-      }
-      for (let c = 0; c < d; c++) out.data[row + c] = kept === 0 ? 0 : acc[c] / sum;
-    }
-  }
-  return out.commit();
-}
-
-export function attentionKernel({ inputs: { q, k, v }, attrs: { causal, scale }, backend }: KernelArgs<"Attention", JsBackend>): [TensorInfo, TensorInfo] {
-  const { heads, m, n, d } = attentionSizes(q, k);
-  const qs = backend.floats(q);
-  const ks = backend.floats(k);
-  const vs = backend.floats(v);
-  const out = backend.floatOutput(q.shape, q.dtype);
-  const lse = backend.floatOutput(q.shape.slice(0, -1), "float32");
-  // One row of scores and one row of output at a time, in float64: nothing of size [M, N].
-  const scores = new Float64Array(n);
-  const acc = new Float64Array(d);
-  for (let h = 0; h < heads; h++) {
-    const keyBase = h * n * d;
-    for (let i = 0; i < m; i++) {
-      const row = (h * m + i) * d;
-      const kept = causal ? i + n - m + 1 : n;
-      let max = Number.NEGATIVE_INFINITY;
-      for (let j = 0; j < kept; j++) {
+      for (let j = 0; j < keys; j++) {
         const s = scale * dot(qs, row, ks, keyBase + j * d, d);
         scores[j] = s;
         if (s > max || Number.isNaN(s)) max = s;
@@ -257,7 +234,7 @@ export function attentionKernel({ inputs: { q, k, v }, attrs: { causal, scale },
       let sum = 0;
       let j = 0;
       // Two values per pass over the accumulator.
-      for (; j + 2 <= kept; j += 2) {
+      for (; j + 2 <= keys; j += 2) {
         const p0 = Math.exp(scores[j] - max);
         const p1 = Math.exp(scores[j + 1] - max);
         sum += p0 + p1;
@@ -265,17 +242,38 @@ export function attentionKernel({ inputs: { q, k, v }, attrs: { causal, scale },
         const v1 = v0 + d;
         for (let c = 0; c < d; c++) acc[c] += p0 * vs[v0 + c] + p1 * vs[v1 + c];
       }
-      if (j < kept) {
+      if (j < keys) {
         const p = Math.exp(scores[j] - max);
         sum += p;
         const value = keyBase + j * d;
         for (let c = 0; c < d; c++) acc[c] += p * vs[value + c];
       }
-      for (let c = 0; c < d; c++) out.data[row + c] = acc[c] / sum;
-      lse.data[h * m + i] = max + Math.log(sum);
+      for (let c = 0; c < d; c++) out.data[row + c] = keys === 0 ? 0 : acc[c] / sum;
+      rowDone?.(h * m + i, max, sum);
     }
   }
-  return [out.commit(), lse.commit()];
+  return out.commit();
+}
+
+export function cachedAttentionKernel({ inputs: { q, k, v, positions }, attrs: { scale }, backend }: KernelArgs<"CachedAttention", JsBackend>): TensorInfo {
+  const last = backend.ints(positions);
+  return attendRows(q, k, v, scale, backend, (i, _m, n) => Math.max(0, Math.min(last[i] + 1, n)));
+}
+
+export function attentionKernel({ inputs: { q, k, v }, attrs: { causal, scale }, backend }: KernelArgs<"Attention", JsBackend>): [TensorInfo, TensorInfo] {
+  const lse = backend.floatOutput(q.shape.slice(0, -1), "float32");
+  const out = attendRows(
+    q,
+    k,
+    v,
+    scale,
+    backend,
+    (i, m, n) => (causal ? i + n - m + 1 : n),
+    (index, max, sum) => {
+      lse.data[index] = max + Math.log(sum);
+    },
+  );
+  return [out, lse.commit()];
 }
 
 export function attentionBackwardKernel({
