@@ -468,10 +468,55 @@ export class GPT2LMHeadModel extends Module {
       });
     let step: CapturedGraph<Tensor> | null = null;
     let stepInput: Tensor | null = null;
+    const owned: Tensor[] = [];
+    const record = (fn: () => Tensor): CapturedGraph<Tensor> => {
+      try {
+        return captureGraph(fn);
+      } catch (error) {
+        const reason = error instanceof Error ? error.message : String(error);
+        throw new GraphError(`${label}: the decoding step could not be recorded (${reason}); pass graph: false to run it eagerly`, { cause: error });
+      }
+    };
+    // Sequence b's next token: `chosen` unless it has finished (then the end token, as padding).
+    const push = (b: number, chosen: number): number => {
+      const token = done[b] ? (eos as number) : chosen;
+      rows[b].push(token);
+      if (token === eos) done[b] = true;
+      return token;
+    };
     try {
       noGrad(() => {
         let next: Tensor = ids;
         for (let index = 0; index < steps && !done.every(Boolean); index++) {
+          if (graph && greedy && index >= 2) {
+            // Greedy with a graph: each replay also writes its tokens, on the device, into the next replay's input and
+            // into column `column` of `generated`, so replays queue without a read-back; the host reads the tokens
+            // every few steps with an end token (to stop), once at the end without.
+            const remaining = steps - index;
+            const generated = fullOn(ids.backend, [batch, remaining], 0, "int32");
+            const column = uploadOn([0], [1], ids, "int32");
+            const first = uploadOn([0], [1], ids, "int32");
+            owned.push(generated, column, first);
+            stepInput = next;
+            const input = next;
+            step = record(() => {
+              const tokens = reshape(scores(input), [batch, 1]);
+              indexCopy(input, first, tokens, 1);
+              indexCopy(generated, column, tokens, 1);
+              const moved = add(column, 1);
+              indexCopy(column, first, moved);
+              moved.dispose();
+              return tokens;
+            });
+            const chunk = eos === undefined ? remaining : 8;
+            for (let read = 0; read < remaining && !done.every(Boolean); read += chunk) {
+              const count = Math.min(chunk, remaining - read);
+              for (let i = 0; i < count; i++) step.replay();
+              const values = generated.dataSync();
+              for (let c = read; c < read + count && !done.every(Boolean); c++) for (let b = 0; b < batch; b++) push(b, values[b * remaining + c]);
+            }
+            break;
+          }
           let result: Tensor;
           // The prompt, then one eager step of one token (kernels load, patterns upload) before it is recorded.
           if (!graph || index < 2) {
@@ -480,12 +525,7 @@ export class GPT2LMHeadModel extends Module {
             if (step === null) {
               stepInput = next;
               const input = stepInput;
-              try {
-                step = captureGraph(() => scores(input));
-              } catch (error) {
-                const reason = error instanceof Error ? error.message : String(error);
-                throw new GraphError(`${label}: the decoding step could not be recorded (${reason}); pass graph: false to run it eagerly`, { cause: error });
-              }
+              step = record(() => scores(input));
             } else {
               (stepInput as Tensor).assign(next);
               next.dispose();
@@ -495,12 +535,9 @@ export class GPT2LMHeadModel extends Module {
           }
           const values = result.dataSync();
           if (result !== step?.result) result.dispose();
-          const tokens = rows.map((row, b) => {
-            const token = done[b] ? (eos as number) : greedy ? values[b] : pickToken(values.subarray(b * vocab, (b + 1) * vocab), temperature, topK, random);
-            row.push(token);
-            if (token === eos) done[b] = true;
-            return token;
-          });
+          const tokens = rows.map((_, b) =>
+            push(b, done[b] ? (eos as number) : greedy ? values[b] : pickToken(values.subarray(b * vocab, (b + 1) * vocab), temperature, topK, random)),
+          );
           if (next !== ids && next !== stepInput) next.dispose();
           next = uploadOn(tokens, [batch, 1], ids, "int32");
         }
@@ -513,6 +550,7 @@ export class GPT2LMHeadModel extends Module {
         captured.result.dispose();
       }
       (stepInput as Tensor | null)?.dispose();
+      for (const t of owned) t.dispose();
       cache.dispose();
       for (const [module, training] of modes) module.training = training;
     }
