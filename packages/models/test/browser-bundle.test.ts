@@ -2,12 +2,13 @@ import { describe, expect, it } from "vitest";
 import { browserBundle, evaluatedCode } from "../../../browser-bundle.shared.ts";
 
 describe("browser bundle (esbuild, minified, every export kept)", () => {
-  // 51.5 KiB measured (49.3 before generation's static cache and captured step pulled in core's captureGraph; 48.3
+  // 52.0 KiB measured (51.5 before greedy captured steps fed their tokens back on the device; 49.3 before
+  // generation's static cache and captured step pulled in core's captureGraph; 48.3
   // before GPT-2 generation and its cache); 127 KiB while configs were parsed with classic zod (not tree-shakeable, with its `new Function` probe).
-  it("@blocksparse/models stays within 52 KiB gzipped and evaluates no code", async () => {
+  it("@blocksparse/models stays within 53 KiB gzipped and evaluates no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/models"]);
     console.log(`@blocksparse/models: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(52);
+    expect(gzipKiB).toBeLessThanOrEqual(53);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 });
