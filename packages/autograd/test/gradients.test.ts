@@ -231,6 +231,8 @@ describe("shape ops", () => {
     expectGradients((t) => permute(t, [1, 2, 0]), [randomTensor([2, 3, 4], 74)]);
     expectGradients((t) => transpose(t, [0, 1]), [x34()]);
     expectGradients((t) => transpose(t), [randomTensor([5], 75)]);
+    // Only axes of size 1 move: a reshape, no kernel (one decoded token's heads).
+    expectGradients((t) => permute(t, [0, 2, 1, 3]), [randomTensor([2, 1, 3, 4], 76)]);
   });
 
   it("slice: interior, negative begin, several axes, and the whole tensor", () => {
