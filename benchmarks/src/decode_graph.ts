@@ -20,6 +20,7 @@ import { parseArgs } from "node:util";
 import { noGrad } from "@blocksparse/autograd";
 import { add, captureGraph, cast, type FloatDType, randn, type Tensor, tidy } from "@blocksparse/core";
 import { BlockSparseLinear, forwardLinearActivation, GELU, LayerNorm, Linear, Module } from "@blocksparse/nn";
+import { positiveNumbers as numbers } from "./flags";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
 
@@ -30,13 +31,6 @@ interface Row {
   eagerUsPerLayer: number;
   capturedUsPerLayer: number;
 }
-
-const numbers = (value: string, flag: string): number[] =>
-  value.split(",").map((item) => {
-    const n = Number(item);
-    if (!Number.isFinite(n) || n <= 0) throw new Error(`--${flag}: "${item}" is not a positive number`);
-    return n;
-  });
 
 /** A pre-norm feed-forward block with its residual: h + fc2(GELU(fc1(LayerNorm(h)))). */
 class FeedForwardBlock extends Module {

@@ -18,8 +18,10 @@ import { parseArgs } from "node:util";
 import { type FloatDType, getBackendInstance, randint, type Tensor } from "@blocksparse/core";
 import { type GenerateOptions, GPT2_FFN_LAYERS, GPT2LMHeadModel } from "@blocksparse/models";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
+import { positiveNumbers as numbers } from "./flags";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
+import { summarize } from "./stats";
 
 /** Hugging Face's GPT-2 sizes. */
 const SIZES: Record<string, { n_embd: number; n_layer: number; n_head: number }> = {
@@ -46,18 +48,6 @@ interface TorchRow {
   mode: string;
   msPerToken: number | null;
   error?: string;
-}
-
-const numbers = (value: string, flag: string): number[] =>
-  value.split(",").map((item) => {
-    const n = Number(item);
-    if (!Number.isFinite(n) || n <= 0) throw new Error(`--${flag}: "${item}" is not a positive number`);
-    return n;
-  });
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)];
 }
 
 function rows(t: Tensor): number[] {
@@ -121,8 +111,9 @@ async function main(): Promise<void> {
           const options = MODES[mode];
           time(options, 4); // warm-up: kernels, patterns, the allocator
           const perToken = Array.from({ length: repeats }, () => (time(options, fresh) - time(options, 1)) / (fresh - 1));
-          results.push({ size, batch, density, mode, msPerToken: median(perToken) });
-          process.stderr.write(`${size} batch ${batch} ${density === 1 ? "dense" : `d=${density}`} ${mode}: ${median(perToken).toFixed(3)} ms/token\n`);
+          const msPerToken = summarize(perToken).median;
+          results.push({ size, batch, density, mode, msPerToken });
+          process.stderr.write(`${size} batch ${batch} ${density === 1 ? "dense" : `d=${density}`} ${mode}: ${msPerToken.toFixed(3)} ms/token\n`);
         }
         ids.dispose();
       }
