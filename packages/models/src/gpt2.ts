@@ -97,9 +97,8 @@ export class GPT2StaticCache {
   /** int32 [1]: 0, where `position` is written. */
   readonly #first: Tensor;
 
+  /** `length` positions; the tensors live on `like`'s backend (the blocks' pairs are made at their first write). */
   constructor(
-    readonly layers: number,
-    readonly batch: number,
     readonly length: number,
     like: Tensor,
   ) {
@@ -452,7 +451,7 @@ export class GPT2LMHeadModel extends Module {
     const modes = [...this.modules()].map((module) => [module, module.training] as const);
     this.eval();
     const blocks = this.transformer.h.length;
-    const cache = isStatic ? new GPT2StaticCache(blocks, batch, length + steps, ids) : new GPT2Cache(blocks);
+    const cache = isStatic ? new GPT2StaticCache(length + steps, ids) : new GPT2Cache(blocks);
     const generator = new SeededRandom(options.seed ?? 0);
     const random = () => generator.next();
     const done = new Array<boolean>(batch).fill(false);

@@ -106,7 +106,7 @@ describe("GPT-2 with a key/value cache", () => {
     const ids = randint(0, 96, [2, 12], { seed: 5 });
     const full = model.forward(ids);
     // Longer than the positions written: the unwritten ones are masked.
-    const cache = new GPT2StaticCache(model.transformer.h.length, 2, 16, ids);
+    const cache = new GPT2StaticCache(16, ids);
     try {
       const parts: Tensor[] = [];
       for (const [start, size] of [[0, 7], [7, 2], [9, 1], [10, 1], [11, 1]]) {
