@@ -15,6 +15,7 @@ import {
   gelu,
   layerNorm,
   layerNormWithStats,
+  linear,
   log,
   logSoftmax,
   matmul,
@@ -276,6 +277,21 @@ describe("shape ops", () => {
 
   it("cast to the same dtype (a no-copy clone)", () => {
     expectGradients((t) => cast(t, "float32"), [x34()]);
+  });
+});
+
+describe("linear", () => {
+  it("x, weight, bias and residual, with leading dims", () => {
+    const x = randomTensor([2, 3, 4], 81);
+    const weight = randomTensor([5, 4], 82);
+    const bias = randomTensor([5], 83);
+    const residual = randomTensor([2, 3, 5], 84);
+    expectGradients((p, w, b, r) => linear(p, w, b, { residual: r }), [x, weight, bias, residual]);
+  });
+
+  it("without bias or residual, x of rank 1", () => {
+    expectGradients((p, w) => linear(p, w), [randomTensor([4], 85), randomTensor([3, 4], 86)]);
+    expectGradients((p, w, b) => linear(p, w, b), [randomTensor([6, 4], 87), randomTensor([3, 4], 88), randomTensor([3], 89)]);
   });
 });
 

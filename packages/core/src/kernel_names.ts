@@ -229,6 +229,12 @@ export const CachedAttention = "CachedAttention";
  */
 export const Matmul = "Matmul";
 /**
+ * {x [..., K], weight [N, K], bias? [N], residual? [..., N]} -> y [..., N] = x weight^T + bias + residual: a dense
+ * layer (torch.nn.functional.linear) with an optional addend of the output's shape (a residual connection), in one
+ * kernel where the backend can fuse them (the GEMM's epilogue). Sums in float32. Same float dtype.
+ */
+export const Linear = "Linear";
+/**
  * {x [..., cols], values [nnzBlocks, R, C], bias? [rows]} -> y [..., rows] = x W^T + bias,
  * W the [rows, cols] block-sparse matrix of attrs.pattern (blocks row-major). Same float dtype.
  */
@@ -415,6 +421,7 @@ export interface KernelSpecs {
   CachedAttention: Spec<{ q: TensorInfo; k: TensorInfo; v: TensorInfo; positions: TensorInfo }, CachedAttentionAttrs, One>;
 
   Matmul: Spec<Binary, MatmulAttrs, One>;
+  Linear: Spec<{ x: TensorInfo; weight: TensorInfo; bias?: TensorInfo; residual?: TensorInfo }, NoAttrs, One>;
   BsrLinear: Spec<{ x: TensorInfo; values: TensorInfo; bias?: TensorInfo }, PatternAttrs, One>;
   BsrLinearActivation: Spec<{ x: TensorInfo; values: TensorInfo; bias?: TensorInfo }, PatternAttrs & BiasActivationAttrs, [TensorInfo, TensorInfo]>;
   BsrMatmul: Spec<{ dy: TensorInfo; values: TensorInfo }, PatternAttrs, One>;
@@ -592,6 +599,7 @@ export const KERNEL_CATALOGUE = {
   CachedAttention: nn(1, "none"),
 
   Matmul: product,
+  Linear: product,
   BsrLinear: product,
   BsrLinearActivation: { ...product, outputs: 2 },
   BsrMatmul: product,

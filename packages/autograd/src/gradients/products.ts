@@ -35,6 +35,21 @@ export function registerProductGradients(): void {
       return { a: () => reduceToShape(da(), inputs.a.shape), b: () => reduceToShape(db(), inputs.b.shape) };
     },
   });
+  // Y = X W^T + b + R (dense): dX = dY W, dW = dY^T X over the leading dims flattened, db = dY summed over them, dR = dY.
+  registerGradient("Linear", {
+    inputsToSave: ["x", "weight"],
+    gradFunc: ([dy], { saved, inputs }) => {
+      const x = saved.x!;
+      const weight = saved.weight!;
+      const rows = (t: Tensor): Tensor => reshape(t, [t.shape.slice(0, -1).reduce((n, d) => n * d, 1), t.shape[t.rank - 1]]);
+      return {
+        x: () => reshape(matmul(rows(dy), weight), x.shape),
+        weight: () => matmul(rows(dy), rows(x), { transposeA: true }),
+        bias: () => reduceToShape(dy, inputs.bias!.shape),
+        residual: () => dy,
+      };
+    },
+  });
   // Y = X W^T + b: dX = dY W, dW = dY^T X on W's blocks only, db = dY summed over leading dims. When X is the
   // activation output of a BsrLinearActivation and this is its only consumer, backward takes dX on through the
   // activation in one kernel (bsrMatmulActivationBackward: dZ and its sums, dX never stored).

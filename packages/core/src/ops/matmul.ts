@@ -1,9 +1,9 @@
 import { engine } from "../engine";
 import { ShapeError } from "../errors";
-import { Matmul } from "../kernel_names";
-import { broadcastShapes, formatShape } from "../shape";
+import { Linear, Matmul } from "../kernel_names";
+import { broadcastShapes, formatShape, shapesEqual } from "../shape";
 import type { Tensor } from "../tensor";
-import { assertFloat, assertMinRank, assertSameBackend, assertSameDType, assertTensor } from "./validate";
+import { assertFloat, assertMinRank, assertRank, assertSameBackend, assertSameDType, assertTensor } from "./validate";
 
 export interface MatmulOptions {
   transposeA?: boolean;
@@ -33,4 +33,46 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
   }
   broadcastShapes(a.shape.slice(0, -2), b.shape.slice(0, -2), `${op} (batch dims)`);
   return engine.runKernel(Matmul, { a, b }, { transposeA, transposeB });
+}
+
+export interface LinearOptions {
+  /** Added to the output (a residual connection): a tensor of the output's shape [..., N], in x's dtype. */
+  residual?: Tensor;
+}
+
+/**
+ * A dense layer, as torch.nn.functional.linear: x [..., K], weight [N, K], bias [N] (or null) -> x weight^T + bias,
+ * [..., N], plus `options.residual` when given. One kernel where the backend fuses the bias and the addend into the
+ * product (cuda: cuBLASLt's epilogue), so a layer costs one launch; the same values as matmul, add and add up to
+ * rounding (the fused sum is rounded once). One float dtype for all.
+ */
+export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null, options: LinearOptions = {}): Tensor {
+  const op = "linear";
+  const { residual } = options;
+  assertTensor(op, "x", x);
+  assertTensor(op, "weight", weight);
+  assertMinRank(op, "x", x, 1);
+  assertRank(op, "weight", weight, 2);
+  assertFloat(op, "x", x);
+  if (bias !== null) assertTensor(op, "bias", bias);
+  if (residual !== undefined) assertTensor(op, "options.residual", residual);
+  assertSameBackend(op, [["x", x], ["weight", weight], ["bias", bias ?? undefined], ["residual", residual]]);
+  assertSameDType(op, ["weight", "x"], weight, x);
+  const [outFeatures, inFeatures] = weight.shape;
+  const features = x.shape[x.rank - 1];
+  if (features !== inFeatures) {
+    throw new ShapeError(`${op}: x has ${features} features (shape ${formatShape(x.shape)}), weight ${formatShape(weight.shape)} expects ${inFeatures}`);
+  }
+  if (bias !== null) {
+    assertSameDType(op, ["bias", "x"], bias, x);
+    if (!shapesEqual(bias.shape, [outFeatures])) throw new ShapeError(`${op}: bias has shape ${formatShape(bias.shape)}, expected [${outFeatures}]`);
+  }
+  if (residual !== undefined) {
+    assertSameDType(op, ["residual", "x"], residual, x);
+    const outShape = [...x.shape.slice(0, -1), outFeatures];
+    if (!shapesEqual(residual.shape, outShape)) {
+      throw new ShapeError(`${op}: residual has shape ${formatShape(residual.shape)}, expected the output's ${formatShape(outShape)}`);
+    }
+  }
+  return engine.runKernel(Linear, { x, weight, bias: bias ?? undefined, residual }, {});
 }

@@ -1,4 +1,4 @@
-/** The products family: Matmul, BsrLinear, BsrLinearActivation, BsrMatmul, BsrMatmulActivationBackward, SampledMatmul, BlockNorms. */
+/** The products family: Matmul, Linear, BsrLinear, BsrLinearActivation, BsrMatmul, BsrMatmulActivationBackward, SampledMatmul, BlockNorms. */
 import {
   BsrPattern,
   type FloatDType,
@@ -10,9 +10,13 @@ import {
   bsrLinearActivation,
   bsrMatmul,
   bsrMatmulActivationBackward,
+  add,
   formatShape,
+  linear,
   matmul,
+  reshape,
   sampledMatmul,
+  tidy,
 } from "@blocksparse/core";
 import { describe } from "vitest";
 import { type Conformance, type Input, expectValues, inCase, makeInput } from "./harness";
@@ -67,6 +71,54 @@ export function declareProductTests(suite: Conformance): void {
                 const want = R.matmul(a.ref, b.ref, transposeA, transposeB);
                 expectValues(matmul(a.t, b.t, { transposeA, transposeB }), want, dtype, "scaled", 2);
               });
+            }
+          }
+        }
+      });
+    }
+  });
+
+  describe("linear", () => {
+    // [N, K]: odd widths (operands off the GEMM's vector alignment), one feature, an empty sum (K = 0), wide ones.
+    const WEIGHTS: [number, number][] = [
+      [5, 3],
+      [1, 1],
+      [9, 33],
+      [4, 0],
+      [64, 48],
+      [70, 136],
+    ];
+    for (const dtype of FLOAT_DTYPES) {
+      check(`Linear ${dtype}, with and without bias and residual, against float64 and the unfused ops`, () => {
+        for (const [n, k] of WEIGHTS) {
+          const weight = makeInput(rng(), [n, k], dtype);
+          const bias = makeInput(rng(), [n], dtype);
+          for (const lead of LEADING_DIMS) {
+            const x = makeInput(rng(), [...lead, k], dtype);
+            const residual = makeInput(rng(), [...lead, n], dtype);
+            const product = R.reshape(R.matmul(R.reshape(x.ref, [R.size(lead), k]), weight.ref, false, true), [...lead, n]);
+            // The terms' size, which roundings of the sum before it cancels scale with (fused: once; unfused: per op).
+            const absolute = R.matmul(R.map(R.reshape(x.ref, [R.size(lead), k]), Math.abs), R.map(weight.ref, Math.abs), false, true);
+            const magnitude = Math.max(0, ...absolute.data, ...bias.ref.data.map(Math.abs), ...residual.ref.data.map(Math.abs));
+            for (const withBias of [false, true]) {
+              for (const withResidual of [false, true]) {
+                const label = `Linear ${dtype}, x ${formatShape(x.t.shape)}, weight [${n}, ${k}]${withBias ? " + bias" : ""}${withResidual ? " + residual" : ""}`;
+                inCase(label, () => {
+                  let want = product;
+                  if (withBias) want = { shape: want.shape, data: want.data.map((y, i) => y + bias.ref.data[i % n]) };
+                  if (withResidual) want = R.zip([want, residual.ref], (y, r) => y + r);
+                  const got = linear(x.t, weight.t, withBias ? bias.t : null, withResidual ? { residual: residual.t } : {});
+                  expectValues(got, want, dtype, "scaled", 2, magnitude);
+                  const unfused = tidy(() => {
+                    let y = reshape(matmul(reshape(x.t, [R.size(lead), k]), weight.t, { transposeB: true }), [...lead, n]);
+                    if (withBias) y = add(y, bias.t);
+                    return withResidual ? add(y, residual.t) : y;
+                  });
+                  expectValues(got, { shape: [...unfused.shape], data: Float64Array.from(unfused.dataSync()) }, dtype, "scaled", 4, magnitude);
+                  got.dispose();
+                  unfused.dispose();
+                });
+              }
             }
           }
         }

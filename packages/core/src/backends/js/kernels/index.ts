@@ -29,6 +29,7 @@ import {
   bsrLinearKernel,
   bsrMatmulActivationBackwardKernel,
   bsrMatmulKernel,
+  linearKernel,
   matmulKernel,
   sampledMatmulKernel,
 } from "./products";
@@ -109,6 +110,7 @@ export const jsKernels = {
   AttentionBackward: attentionBackwardKernel,
 
   Matmul: matmulKernel,
+  Linear: linearKernel,
   BsrLinear: bsrLinearKernel,
   BsrLinearActivation: bsrLinearActivationKernel,
   BsrMatmulActivationBackward: bsrMatmulActivationBackwardKernel,

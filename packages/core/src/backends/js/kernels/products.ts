@@ -28,7 +28,7 @@ export type ProductCompute = Pick<typeof compute, "matmulF32" | "bsrLinearF32" |
 export function productKernels(
   products: ProductCompute,
 ): Required<
-  Pick<KernelTable<JsBackend>, "Matmul" | "BsrLinear" | "BsrLinearActivation" | "BsrMatmul" | "BsrMatmulActivationBackward" | "SampledMatmul">
+  Pick<KernelTable<JsBackend>, "Matmul" | "Linear" | "BsrLinear" | "BsrLinearActivation" | "BsrMatmul" | "BsrMatmulActivationBackward" | "SampledMatmul">
 > {
   const table = {
     Matmul({ inputs: { a, b }, attrs: { transposeA, transposeB }, backend }: KernelArgs<"Matmul", JsBackend>): TensorInfo {
@@ -46,6 +46,24 @@ export function productKernels(
       for (let batch = 0; batch < aBatch.length; batch++) {
         const [aOffset, bOffset, cOffset] = [aBatch[batch] * m * k, bBatch[batch] * k * n, batch * m * n];
         products.matmulF32({ a: av, aOffset, b: bv, bOffset, c: out.data, cOffset, m, n, k, transposeA, transposeB });
+      }
+      return out.commit();
+    },
+
+    // The product, then the addends added to its float32 sums: rounded once.
+    Linear({ inputs: { x, weight, bias, residual }, backend }: KernelArgs<"Linear", JsBackend>): TensorInfo {
+      const [n, k] = weight.shape;
+      const m = sizeOf(x.shape.slice(0, -1));
+      const out = backend.floatOutput([...x.shape.slice(0, -1), n], x.dtype);
+      const data = out.data;
+      products.matmulF32({ a: backend.floats(x), b: backend.floats(weight), c: data, m, n, k, transposeB: true });
+      if (bias) {
+        const b = backend.floats(bias);
+        for (let row = 0; row < m; row++) for (let j = 0; j < n; j++) data[row * n + j] += b[j];
+      }
+      if (residual) {
+        const r = backend.floats(residual);
+        for (let i = 0; i < m * n; i++) data[i] += r[i];
       }
       return out.commit();
     },
@@ -119,6 +137,7 @@ export function productKernels(
 
 export const {
   Matmul: matmulKernel,
+  Linear: linearKernel,
   BsrLinear: bsrLinearKernel,
   BsrLinearActivation: bsrLinearActivationKernel,
   BsrMatmul: bsrMatmulKernel,
