@@ -203,6 +203,7 @@ Napi::Value buildInfo(const Napi::CallbackInfo& info) {
   Napi::Object out = Napi::Object::New(info.Env());
   out.Set("cublas", haveCublas());
   out.Set("cublasLibrary", cublasLibrary());
+  out.Set("cublasLtLibrary", cublasLtLibrary());
   out.Set("cudaVersion", CUDART_VERSION);
   out.Set("architectures", BLOCKSPARSE_CUDA_ARCHITECTURES);
   return out;
@@ -994,6 +995,34 @@ int64_t valuesLength(const BsrPatternView& p) {
 
 Activation activationArg(const Args& args, size_t i);
 
+// linear(dtype, x, w, bias | null, residual | null, y, m, n, k) -> whether it ran: y [m, n] = x [m, k] w [n, k]^T
+// + bias [n] + residual [m, n] in one cuBLASLt call (launchLinear). False where cuBLASLt cannot run it, nothing
+// launched: the caller composes matmul and the adds. y must not be x, w, bias or residual.
+Napi::Value linear(const Napi::CallbackInfo& info) {
+  Args args{info, "linear"};
+  args.count(9);
+  DType dtype = args.floatDtype(0);
+  int64_t m = args.size(6), n = args.size(7), k = args.size(8);
+  requireElements(args.buffer(1), dtype, product({m, k}, "linear"), "linear x");
+  requireElements(args.buffer(2), dtype, product({n, k}, "linear"), "linear w");
+  const void* bias = nullptr;
+  if (!args.isAbsent(3)) {
+    requireElements(args.buffer(3), dtype, n, "linear bias");
+    bias = args.buffer(3).data;
+  }
+  const void* residual = nullptr;
+  if (!args.isAbsent(4)) {
+    requireElements(args.buffer(4), dtype, product({m, n}, "linear"), "linear residual");
+    residual = args.buffer(4).data;
+  }
+  requireElements(args.buffer(5), dtype, product({m, n}, "linear"), "linear y");
+  void* y = args.buffer(5).data;
+  BS_REQUIRE(y != args.buffer(1).data && y != args.buffer(2).data && y != bias && y != residual,
+             "linear: y must be a buffer of its own (not x, w, bias or residual)");
+  return Napi::Boolean::New(info.Env(), launchLinear(dtype, args.buffer(1).data, args.buffer(2).data, bias, residual, y,
+                                                     m, n, k, stream()));
+}
+
 // Whether bsrLinear / bsrMatmul take the dense GEMM (denseProductWins): in auto mode only when not autotuning, whose
 // routes are the tensor-core kernels'.
 bool denseProductRoute(DType dtype, const BsrPatternView& pattern, int64_t m) {
@@ -1679,6 +1708,7 @@ Napi::Object initModule(Napi::Env env, Napi::Object exports) {
   BS_EXPORT("indexCopy", indexCopy);
   BS_EXPORT("oneHot", oneHot);
   BS_EXPORT("matmul", matmul);
+  BS_EXPORT("linear", linear);
   BS_EXPORT("bsrLinear", bsrLinear);
   BS_EXPORT("bsrLinearActivation", bsrLinearActivation);
   BS_EXPORT("bsrMatmul", bsrMatmul);

@@ -72,4 +72,98 @@ std::string statusString(Status status) {
   return text ? text : "cuBLAS status " + std::to_string(status);
 }
 
+namespace lt {
+
+namespace {
+struct LtApi {
+  bool tried = false;
+  bool loaded = false;
+  std::string description;
+  Status (*create)(Handle*) = nullptr;
+  Status (*destroy)(Handle) = nullptr;
+  Status (*descCreate)(MatmulDesc*, int, cudaDataType_t) = nullptr;
+  Status (*descSetAttribute)(MatmulDesc, int, const void*, size_t) = nullptr;
+  Status (*descDestroy)(MatmulDesc) = nullptr;
+  Status (*layoutCreate)(MatrixLayout*, cudaDataType_t, uint64_t, uint64_t, int64_t) = nullptr;
+  Status (*layoutDestroy)(MatrixLayout) = nullptr;
+  Status (*preferenceCreate)(Preference*) = nullptr;
+  Status (*preferenceSetAttribute)(Preference, int, const void*, size_t) = nullptr;
+  Status (*preferenceDestroy)(Preference) = nullptr;
+  Status (*algoGetHeuristic)(Handle, MatmulDesc, MatrixLayout, MatrixLayout, MatrixLayout, MatrixLayout, Preference, int,
+                             HeuristicResult*, int*) = nullptr;
+  Status (*matmul)(Handle, MatmulDesc, const void*, const void*, MatrixLayout, const void*, MatrixLayout, const void*,
+                   const void*, MatrixLayout, void*, MatrixLayout, const Algo*, void*, size_t, cudaStream_t) = nullptr;
+  const char* (*statusString)(Status) = nullptr;
+};
+
+LtApi ltApi;
+}  // namespace
+
+bool load() {
+  if (ltApi.tried) return ltApi.loaded;
+  ltApi.tried = true;
+  std::string tried;
+  for (const char* name : {"libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so.11", "libcublasLt.so"}) {
+    tried += std::string(tried.empty() ? "" : ", ") + name;
+    void* library = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+    if (library == nullptr) continue;
+    if (bind(library, "cublasLtCreate", ltApi.create) && bind(library, "cublasLtDestroy", ltApi.destroy) &&
+        bind(library, "cublasLtMatmulDescCreate", ltApi.descCreate) &&
+        bind(library, "cublasLtMatmulDescSetAttribute", ltApi.descSetAttribute) &&
+        bind(library, "cublasLtMatmulDescDestroy", ltApi.descDestroy) &&
+        bind(library, "cublasLtMatrixLayoutCreate", ltApi.layoutCreate) &&
+        bind(library, "cublasLtMatrixLayoutDestroy", ltApi.layoutDestroy) &&
+        bind(library, "cublasLtMatmulPreferenceCreate", ltApi.preferenceCreate) &&
+        bind(library, "cublasLtMatmulPreferenceSetAttribute", ltApi.preferenceSetAttribute) &&
+        bind(library, "cublasLtMatmulPreferenceDestroy", ltApi.preferenceDestroy) &&
+        bind(library, "cublasLtMatmulAlgoGetHeuristic", ltApi.algoGetHeuristic) &&
+        bind(library, "cublasLtMatmul", ltApi.matmul) && bind(library, "cublasLtGetStatusString", ltApi.statusString)) {
+      ltApi.loaded = true;
+      ltApi.description = name;
+      return true;
+    }
+    tried += " (lacks a function the addon calls)";
+    dlclose(library);
+  }
+  ltApi.description = "cuBLASLt not found (tried " + tried + ")";
+  return false;
+}
+
+const std::string& describe() { return ltApi.description; }
+
+Status create(Handle* handle) { return ltApi.create(handle); }
+Status destroy(Handle handle) { return ltApi.destroy(handle); }
+Status descCreate(MatmulDesc* desc, int computeType, cudaDataType_t scaleType) {
+  return ltApi.descCreate(desc, computeType, scaleType);
+}
+Status descSetAttribute(MatmulDesc desc, int attribute, const void* value, size_t size) {
+  return ltApi.descSetAttribute(desc, attribute, value, size);
+}
+Status descDestroy(MatmulDesc desc) { return ltApi.descDestroy(desc); }
+Status layoutCreate(MatrixLayout* layout, cudaDataType_t type, uint64_t rows, uint64_t cols, int64_t ld) {
+  return ltApi.layoutCreate(layout, type, rows, cols, ld);
+}
+Status layoutDestroy(MatrixLayout layout) { return ltApi.layoutDestroy(layout); }
+Status preferenceCreate(Preference* preference) { return ltApi.preferenceCreate(preference); }
+Status preferenceSetAttribute(Preference preference, int attribute, const void* value, size_t size) {
+  return ltApi.preferenceSetAttribute(preference, attribute, value, size);
+}
+Status preferenceDestroy(Preference preference) { return ltApi.preferenceDestroy(preference); }
+Status algoGetHeuristic(Handle handle, MatmulDesc desc, MatrixLayout a, MatrixLayout b, MatrixLayout c, MatrixLayout d,
+                        Preference preference, int requested, HeuristicResult* results, int* returned) {
+  return ltApi.algoGetHeuristic(handle, desc, a, b, c, d, preference, requested, results, returned);
+}
+Status matmul(Handle handle, MatmulDesc desc, const void* alpha, const void* a, MatrixLayout aLayout, const void* b,
+              MatrixLayout bLayout, const void* beta, const void* c, MatrixLayout cLayout, void* d, MatrixLayout dLayout,
+              const Algo* algo, void* workspace, size_t workspaceSize, cudaStream_t stream) {
+  return ltApi.matmul(handle, desc, alpha, a, aLayout, b, bLayout, beta, c, cLayout, d, dLayout, algo, workspace,
+                      workspaceSize, stream);
+}
+std::string statusString(Status status) {
+  const char* text = ltApi.statusString ? ltApi.statusString(status) : nullptr;
+  return text ? text : "cuBLASLt status " + std::to_string(status);
+}
+
+}  // namespace lt
+
 }  // namespace bs::cublas

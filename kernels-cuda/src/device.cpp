@@ -10,6 +10,7 @@ DeviceInfo info{};
 cudaStream_t theStream = nullptr;
 bool useCublas = true;
 cublas::Handle theCublas = nullptr;
+cublas::lt::Handle theCublasLt = nullptr;
 
 std::string unavailableReason(cudaError_t status) {
   switch (status) {
@@ -58,6 +59,11 @@ void initDevice(int index) {
     if (blas != cublas::kSuccess)
       throw Error(ErrorKind::Cuda, "cublasSetStream failed: " + cublas::statusString(blas));
   }
+  if (cublas::lt::load()) {
+    cublas::Status lt = cublas::lt::create(&theCublasLt);
+    if (lt != cublas::kSuccess)
+      throw Error(ErrorKind::Cuda, "cublasLtCreate failed: " + cublas::lt::statusString(lt));
+  }
   ready = true;
 }
 
@@ -87,11 +93,20 @@ bool cublasEnabled() { return haveCublas() && useCublas; }
 
 void* cublasHandle() { return theCublas; }
 
+void* cublasLtHandle() { return useCublas ? theCublasLt : nullptr; }
+
+const std::string& cublasLtLibrary() {
+  cublas::lt::load();
+  return cublas::lt::describe();
+}
+
 void shutdownDevice() {
   if (!ready) return;
   cudaStreamSynchronize(theStream);
   if (theCublas != nullptr) cublas::destroy(theCublas);
   theCublas = nullptr;
+  if (theCublasLt != nullptr) cublas::lt::destroy(theCublasLt);
+  theCublasLt = nullptr;
   cudaStreamDestroy(theStream);
   theStream = nullptr;
   ready = false;

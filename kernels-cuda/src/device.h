@@ -32,6 +32,10 @@ const std::string& cublasLibrary();
 void setCublasEnabled(bool enabled);
 bool cublasEnabled();
 void* cublasHandle();
+// cuBLASLt's handle (its matmul with a fused epilogue), or nullptr where libcublasLt is not found or cuBLAS is
+// switched off (setCublasEnabled(false)).
+void* cublasLtHandle();
+const std::string& cublasLtLibrary();
 void shutdownDevice();
 
 

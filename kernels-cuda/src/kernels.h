@@ -79,6 +79,12 @@ void launchCrossEntropyBackward(DType dtype, const void* logits, const int32_t* 
 // ---- dense matmul (matmul.cu): c is contiguous [batch, m, n]; strideA/B 0 broadcasts an operand
 void launchMatmul(DType dtype, const void* a, const void* b, void* c, int64_t batch, int64_t m, int64_t n, int64_t k,
                   bool transA, bool transB, int64_t strideA, int64_t strideB, cudaStream_t stream);
+// y [m, n] = x [m, k] w [n, k]^T + bias [n] (optional) + residual [m, n] (optional) in one cuBLASLt call, the bias
+// and the residual added in the GEMM's epilogue; all contiguous. Returns false, launching nothing, where cuBLASLt
+// cannot (not installed or switched off, an empty dimension, or no algorithm for the shape and alignments): the
+// caller then composes launchMatmul and the adds.
+bool launchLinear(DType dtype, const void* x, const void* w, const void* bias, const void* residual, void* y,
+                  int64_t m, int64_t n, int64_t k, cudaStream_t stream);
 
 // ---- block-sparse (bsr.cu): m is the number of rows of x / dy (leading dims flattened)
 void launchBsrLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,

@@ -5,6 +5,10 @@
 #include "dtype.cuh"
 
 #include "../cublas.h"
+#include "../memory.h"
+
+#include <map>
+#include <tuple>
 
 namespace bs {
 
@@ -103,7 +107,137 @@ void matmulCublas(DType dtype, const void* a, const void* b, void* c, int64_t ba
               "cublasGemmStridedBatchedEx");
 }
 
+// ---- Linear through cuBLASLt: one plan (descriptor, layouts, the heuristic's algorithm) per shape and alignment
+
+// The largest power of two (up to 256) dividing the address: what the heuristic may assume of an operand.
+uint32_t alignmentOf(const void* pointer) {
+  const auto address = reinterpret_cast<uintptr_t>(pointer);
+  uint32_t alignment = 1;
+  while (alignment < 256 && address % (alignment * 2) == 0) alignment *= 2;
+  return alignment;
+}
+
+struct LinearKey {
+  DType dtype;
+  int64_t m, n, k;
+  bool bias, residual;
+  uint32_t alignX, alignW, alignC, alignY, alignBias;
+  bool operator<(const LinearKey& o) const {
+    return std::tie(dtype, m, n, k, bias, residual, alignX, alignW, alignC, alignY, alignBias) <
+           std::tie(o.dtype, o.m, o.n, o.k, o.bias, o.residual, o.alignX, o.alignW, o.alignC, o.alignY, o.alignBias);
+  }
+};
+
+struct LinearPlan {
+  cublas::lt::MatmulDesc desc = nullptr;
+  cublas::lt::MatrixLayout w = nullptr, x = nullptr, y = nullptr;
+  cublas::lt::HeuristicResult result{};
+  bool found = false;
+};
+
+// Plans live for the process; past this many shapes the cache starts over (a few hundred bytes each).
+constexpr size_t kMaxLinearPlans = 1024;
+// The most workspace an algorithm may ask for (split-K's partial sums); taken from the allocator per call.
+constexpr uint64_t kLinearMaxWorkspace = 32ull << 20;
+
+std::map<LinearKey, LinearPlan>& linearPlans() {
+  static std::map<LinearKey, LinearPlan> plans;
+  return plans;
+}
+
+void destroyPlan(LinearPlan& plan) {
+  if (plan.desc != nullptr) cublas::lt::descDestroy(plan.desc);
+  for (auto layout : {plan.w, plan.x, plan.y})
+    if (layout != nullptr) cublas::lt::layoutDestroy(layout);
+  plan = LinearPlan{};
+}
+
+void checkLt(cublas::Status status, const char* call) {
+  if (status != cublas::kSuccess)
+    throw Error(status == cublas::kAllocFailed ? ErrorKind::OutOfMemory : ErrorKind::Cuda,
+                std::string(call) + " failed: " + cublas::lt::statusString(status));
+}
+
+// Row-major y [m, n] = x [m, k] w^T is column-major y^T [n, m] = (w as k x n)^T (x as k x m): A = w transposed,
+// B = x, C = D = y, the bias along D's rows (n).
+LinearPlan makePlan(cublas::lt::Handle handle, const LinearKey& key, const void* bias) {
+  namespace lt = cublas::lt;
+  LinearPlan plan;
+  const cudaDataType_t type = cudaType(key.dtype);
+  try {
+    checkLt(lt::descCreate(&plan.desc, cublas::kCompute32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
+    const int32_t transA = cublas::kOpT, transB = cublas::kOpN;
+    const uint32_t epilogue = key.bias ? lt::kEpilogueBias : lt::kEpilogueDefault;
+    checkLt(lt::descSetAttribute(plan.desc, lt::kDescTransA, &transA, sizeof transA), "cublasLtMatmulDescSetAttribute");
+    checkLt(lt::descSetAttribute(plan.desc, lt::kDescTransB, &transB, sizeof transB), "cublasLtMatmulDescSetAttribute");
+    checkLt(lt::descSetAttribute(plan.desc, lt::kDescEpilogue, &epilogue, sizeof epilogue), "cublasLtMatmulDescSetAttribute");
+    // The heuristic reads the bias pointer's alignment from it.
+    if (key.bias) checkLt(lt::descSetAttribute(plan.desc, lt::kDescBiasPointer, &bias, sizeof bias), "cublasLtMatmulDescSetAttribute");
+    checkLt(lt::layoutCreate(&plan.w, type, static_cast<uint64_t>(key.k), static_cast<uint64_t>(key.n), key.k), "cublasLtMatrixLayoutCreate");
+    checkLt(lt::layoutCreate(&plan.x, type, static_cast<uint64_t>(key.k), static_cast<uint64_t>(key.m), key.k), "cublasLtMatrixLayoutCreate");
+    checkLt(lt::layoutCreate(&plan.y, type, static_cast<uint64_t>(key.n), static_cast<uint64_t>(key.m), key.n), "cublasLtMatrixLayoutCreate");
+    lt::Preference preference = nullptr;
+    checkLt(lt::preferenceCreate(&preference), "cublasLtMatmulPreferenceCreate");
+    const uint32_t alignments[4] = {key.alignW, key.alignX, key.alignC, key.alignY};
+    const int attributes[4] = {lt::kPrefMinAlignmentA, lt::kPrefMinAlignmentB, lt::kPrefMinAlignmentC, lt::kPrefMinAlignmentD};
+    cublas::Status status = lt::preferenceSetAttribute(preference, lt::kPrefMaxWorkspaceBytes, &kLinearMaxWorkspace,
+                                                       sizeof kLinearMaxWorkspace);
+    for (int i = 0; i < 4 && status == cublas::kSuccess; ++i)
+      status = lt::preferenceSetAttribute(preference, attributes[i], &alignments[i], sizeof alignments[i]);
+    int returned = 0;
+    if (status == cublas::kSuccess)
+      status = lt::algoGetHeuristic(handle, plan.desc, plan.w, plan.x, plan.y, plan.y, preference, 1, &plan.result, &returned);
+    lt::preferenceDestroy(preference);
+    // No algorithm (CUBLAS_STATUS_NOT_SUPPORTED, or none returned) is an answer, not an error: the caller composes.
+    plan.found = status == cublas::kSuccess && returned > 0 && plan.result.state == cublas::kSuccess;
+  } catch (...) {
+    destroyPlan(plan);
+    throw;
+  }
+  return plan;
+}
+
 }  // namespace
+
+bool launchLinear(DType dtype, const void* x, const void* w, const void* bias, const void* residual, void* y, int64_t m,
+                  int64_t n, int64_t k, cudaStream_t stream) {
+  auto handle = static_cast<cublas::lt::Handle>(cublasLtHandle());
+  if (handle == nullptr || m <= 0 || n <= 0 || k <= 0 || m > INT32_MAX || n > INT32_MAX || k > INT32_MAX) return false;
+  const void* c = residual != nullptr ? residual : y;
+  const LinearKey key{dtype,          m,
+                      n,              k,
+                      bias != nullptr, residual != nullptr,
+                      alignmentOf(x), alignmentOf(w),
+                      alignmentOf(c), alignmentOf(y),
+                      bias != nullptr ? alignmentOf(bias) : 0};
+  auto& plans = linearPlans();
+  auto found = plans.find(key);
+  if (found == plans.end()) {
+    if (plans.size() >= kMaxLinearPlans) {
+      for (auto& entry : plans) destroyPlan(entry.second);
+      plans.clear();
+    }
+    found = plans.emplace(key, makePlan(handle, key, bias)).first;
+  }
+  LinearPlan& plan = found->second;
+  if (!plan.found) return false;
+  if (bias != nullptr)
+    checkLt(cublas::lt::descSetAttribute(plan.desc, cublas::lt::kDescBiasPointer, &bias, sizeof bias),
+            "cublasLtMatmulDescSetAttribute");
+  const float alpha = 1.0f, beta = residual != nullptr ? 1.0f : 0.0f;
+  const size_t workspaceBytes = plan.result.workspaceSize;
+  if (workspaceBytes == 0) {
+    checkLt(cublas::lt::matmul(handle, plan.desc, &alpha, w, plan.w, x, plan.x, &beta, c, plan.y, y, plan.y,
+                               &plan.result.algo, nullptr, 0, stream),
+            "cublasLtMatmul");
+  } else {
+    Scratch workspace(workspaceBytes);
+    checkLt(cublas::lt::matmul(handle, plan.desc, &alpha, w, plan.w, x, plan.x, &beta, c, plan.y, y, plan.y,
+                               &plan.result.algo, workspace.as<void>(), workspaceBytes, stream),
+            "cublasLtMatmul");
+  }
+  return true;
+}
 
 void launchMatmul(DType dtype, const void* a, const void* b, void* c, int64_t batch, int64_t m, int64_t n, int64_t k,
                   bool transA, bool transB, int64_t strideA, int64_t strideB, cudaStream_t stream) {

@@ -81,6 +81,8 @@ export interface BuildInfo {
   cublas: boolean;
   /** The cuBLAS library opened (libcublas.so.13, ...), or why none was. */
   cublasLibrary: string;
+  /** The cuBLASLt library opened (Linear's fused bias and residual), or why none was. */
+  cublasLtLibrary: string;
   cudaVersion: number;
   /** The CUDA architectures compiled in, e.g. "80,90a". */
   architectures: string;
@@ -378,6 +380,12 @@ export interface NativeAddon {
     strideA: number,
     strideB: number,
   ): void;
+  /**
+   * y [m, n] = x [m, k] w [n, k]^T + bias [n] + residual [m, n] in one cuBLASLt call (the adds in its epilogue).
+   * Returns false, launching nothing, where cuBLASLt cannot run it (not found, cuBLAS switched off, an empty
+   * dimension, no algorithm for the shape): the caller composes matmul and the adds.
+   */
+  linear(dtype: Dt, x: Buf, w: Buf, bias: Buf | null, residual: Buf | null, y: Buf, m: number, n: number, k: number): boolean;
   bsrLinear(dtype: Dt, pattern: PatternHandle, x: Buf, values: Buf, bias: Buf | null, y: Buf, m: number): void;
   /** z = x W^T + bias (bsrLinear's route) and a = activation(z) (the activation pass), in one call. */
   bsrLinearActivation(
@@ -513,6 +521,7 @@ const NATIVE_FUNCTION_SET = {
   indexCopy: true,
   oneHot: true,
   matmul: true,
+  linear: true,
   bsrLinear: true,
   bsrLinearActivation: true,
   bsrMatmul: true,

@@ -1,10 +1,12 @@
 import {
   add,
   argmax,
+  captureGraph,
   concat,
   crossEntropy,
   crossEntropyBackward,
   gather,
+  linear,
   matmul,
   max,
   mean,
@@ -122,6 +124,71 @@ describe.skipIf(cudaMissing)("dense kernels on cuda against float64 math", () =>
       }
     });
   }
+
+  // Layer shapes past the conformance suite's: decoding (1 and 8 rows), GPT-2's projections, a vocabulary of odd width,
+  // odd K (rows off 16-byte alignment), and a long one; with and without bias and residual.
+  const LINEAR_CASES: { m: number; n: number; k: number }[] = [
+    { m: 1, n: 2304, k: 768 },
+    { m: 8, n: 768, k: 3072 },
+    { m: 64, n: 3072, k: 768 },
+    { m: 2, n: 50257, k: 64 },
+    { m: 37, n: 129, k: 33 },
+    { m: 256, n: 1024, k: 512 },
+  ];
+  for (const cublas of [true, false]) {
+    test(`linear (${cublas ? "cuBLASLt's epilogue when it is installed" : "composed: the tiled matmul and adds"}) at layer shapes`, () => {
+      backend.setCublasEnabled(cublas);
+      const next = random(cublas ? 11 : 12);
+      for (const dtype of FLOAT_DTYPES) {
+        for (const { m, n, k } of LINEAR_CASES) {
+          if (!cublas && m * n * k > 2 ** 28) continue; // the tiled kernel is for correctness, not size
+          tidy(() => {
+            const x = randomTensor(next, [m, k], dtype);
+            const w = randomTensor(next, [n, k], dtype);
+            const b = randomTensor(next, [n], dtype);
+            const r = randomTensor(next, [m, n], dtype);
+            const product = matmulRef(x.values, [m, k], w.values, [n, k], false, true).data;
+            for (const [withBias, withResidual] of [[false, false], [true, false], [true, true], [false, true]]) {
+              const out = linear(x.t, w.t, withBias ? b.t : null, withResidual ? { residual: r.t } : {});
+              const expected = Float64Array.from(product);
+              for (let i = 0; i < m; i++)
+                for (let j = 0; j < n; j++) {
+                  if (withBias) expected[i * n + j] += b.values[j];
+                  if (withResidual) expected[i * n + j] += r.values[i * n + j];
+                }
+              expect(out.shape).toEqual([m, n]);
+              expectClose(out.dataSync(), expected, dtype, `linear ${dtype} [${m}, ${k}] x [${n}, ${k}]^T bias ${withBias} residual ${withResidual}`);
+            }
+          });
+        }
+      }
+    }, 60_000); // the float64 references take seconds
+  }
+
+  test("linear: a captured graph replays the fused product with new inputs", () => {
+    backend.setCublasEnabled(true);
+    const next = random(13);
+    tidy(() => {
+      const [m, n, k] = [4, 768, 768];
+      const x = randomTensor(next, [m, k], "bfloat16");
+      const w = randomTensor(next, [n, k], "bfloat16");
+      const b = randomTensor(next, [n], "bfloat16");
+      const r = randomTensor(next, [m, n], "bfloat16");
+      const graph = captureGraph(() => linear(x.t, w.t, b.t, { residual: r.t }));
+      try {
+        for (let round = 0; round < 2; round++) {
+          const fresh = randomTensor(next, [m, k], "bfloat16");
+          x.t.assign(fresh.t);
+          const out = graph.replay();
+          const expected = matmulRef(fresh.values, [m, k], w.values, [n, k], false, true).data;
+          for (let i = 0; i < m * n; i++) expected[i] += b.values[i % n] + r.values[i];
+          expectClose(out.dataSync(), expected, "bfloat16", `captured linear, replay ${round}`);
+        }
+      } finally {
+        graph.dispose();
+      }
+    });
+  });
 
   test("reductions over adjacent, scattered, all and no axes, with keepDims", () => {
     const next = random(7);

@@ -81,6 +81,11 @@ function runBinary(backend: CudaBackend, op: BinaryOpCode, a: TensorInfo, b: Ten
   return out;
 }
 
+/** a + b (b broadcast to a), a new output: for kernels that compose an add. */
+export function addTensors(backend: CudaBackend, a: TensorInfo, b: TensorInfo): TensorInfo {
+  return runBinary(backend, BINARY_CODES.Add, a, b, false);
+}
+
 export function unaryKernel(name: UnaryKernelName) {
   return ({ inputs: { x }, backend }: KernelArgs<UnaryKernelName, CudaBackend>): TensorInfo =>
     runUnary(backend, UNARY_CODES[name], x);

@@ -26,6 +26,7 @@ import {
   bsrLinearKernel,
   bsrMatmulActivationBackwardKernel,
   bsrMatmulKernel,
+  linearKernel,
   matmulKernel,
   sampledMatmulKernel,
 } from "./products";
@@ -111,6 +112,7 @@ export const cudaKernels = {
   CrossEntropyBackward: guarded(crossEntropyBackwardKernel),
 
   Matmul: guarded(matmulKernel),
+  Linear: guarded(linearKernel),
   BsrLinear: guarded(bsrLinearKernel),
   BsrLinearActivation: guarded(bsrLinearActivationKernel),
   BsrMatmulActivationBackward: guarded(bsrMatmulActivationBackwardKernel),

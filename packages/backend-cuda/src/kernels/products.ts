@@ -7,7 +7,7 @@ import {
   stridesOf,
 } from "@blocksparse/core";
 import type { CudaBackend, CudaBuffer } from "../backend";
-import { ACTIVATION_CODES } from "./elementwise";
+import { ACTIVATION_CODES, addTensors } from "./elementwise";
 import { collapseDims } from "./util";
 
 /**
@@ -74,6 +74,40 @@ export function matmulKernel({ inputs: { a, b }, attrs: { transposeA, transposeB
     for (const buffer of scratch) backend.free(buffer);
   }
   return out;
+}
+
+/**
+ * y = x W^T + bias + residual: one cuBLASLt call with the adds in its epilogue, or, where the addon declines
+ * (no cuBLASLt, cuBLAS switched off, K = 0, no algorithm), the product and then each add as its own kernel.
+ */
+export function linearKernel({ inputs: { x, weight, bias, residual }, backend }: KernelArgs<"Linear", CudaBackend>): TensorInfo {
+  const [n, k] = weight.shape;
+  const m = sizeOf(x.shape.slice(0, -1));
+  const shape = [...x.shape.slice(0, -1), n];
+  const out = backend.output(shape, x.dtype);
+  if (m * n === 0) return out;
+  const dtype = backend.code(x.dtype);
+  const fused = backend.addon.linear(
+    dtype,
+    backend.handle(x),
+    backend.handle(weight),
+    bias ? backend.handle(bias) : null,
+    residual ? backend.handle(residual) : null,
+    backend.handle(out),
+    m,
+    n,
+    k,
+  );
+  if (fused) return out;
+  backend.addon.matmul(dtype, backend.handle(x), backend.handle(weight), backend.handle(out), 1, m, n, k, false, true, 0, 0);
+  let sum = out;
+  for (const addend of [bias, residual]) {
+    if (addend === undefined) continue;
+    const next = addTensors(backend, sum, addend);
+    backend.free(sum.dataId);
+    sum = next;
+  }
+  return sum;
 }
 
 /** Rows of a [..., width] operand (leading dims flattened). */
