@@ -21,7 +21,7 @@ import {
   ValueError,
 } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
-import { Dropout, Embedding, forwardLinearActivation, LayerNorm, Linear, Module, ModuleList } from "@blocksparse/nn";
+import { Dropout, Embedding, forwardLinearActivation, forwardResidual, LayerNorm, Linear, Module, ModuleList } from "@blocksparse/nn";
 import type { CheckpointRules } from "./checkpoint";
 import { type Gpt2Config, parseGpt2Config } from "./config";
 import { activationModule, attention, checkTokenIds, initLikeHuggingFace, seedStream, splitHeads, uploadOn } from "./layers";
@@ -131,6 +131,11 @@ export class GPT2StaticCache {
   }
 }
 
+/** dropout(layer(x)), plus `residual` when given (nn's forwardResidual: one kernel where the layer is a dense Linear). */
+function project(layer: Module, dropout: Dropout, x: Tensor, residual: Tensor | undefined): Tensor {
+  return residual === undefined ? dropout.forward(layer.forward(x)) : forwardResidual(layer, dropout, x, residual);
+}
+
 /**
  * GPT-2's attention with Hugging Face's names: c_attn (queries, keys and values in one
  * product) and c_proj. Hugging Face stores them as Conv1D ([in, out]); here they are
@@ -164,16 +169,16 @@ export class GPT2Attention extends Module {
   /**
    * The forward of new positions x [B, T, width] that follow `past` (the keys and values of the positions before
    * them, or null): each new position attends to the past ones and to the new ones up to itself. Returns the output
-   * and the keys and values of all the positions, past and new.
+   * (plus `residual` when given: the block's connection around it) and the keys and values of all the positions.
    */
-  forwardCached(x: Tensor, past: KeyValue | null): { out: Tensor } & KeyValue {
+  forwardCached(x: Tensor, past: KeyValue | null, residual?: Tensor): { out: Tensor } & KeyValue {
     return tidy(() => {
       const qkv = this.c_attn.forward(x);
       const [q, k, v] = split(qkv, 3, 2).map((part) => splitHeads(part, this.nHead));
       const key = past === null ? k : concat([past.key, k], 2);
       const value = past === null ? v : concat([past.value, v], 2);
       const merged = attention(q, key, value, this.scale, null, this.attn_dropout, true);
-      return { out: this.resid_dropout.forward(this.c_proj.forward(merged)), key, value };
+      return { out: project(this.c_proj, this.resid_dropout, merged, residual), key, value };
     });
   }
 
@@ -182,7 +187,7 @@ export class GPT2Attention extends Module {
    * keys and values are written into block `index`'s pair, and each attends to the cached positions up to its own.
    * No gradient (decoding).
    */
-  forwardStatic(x: Tensor, cache: GPT2StaticCache, index: number, positions: Tensor): Tensor {
+  forwardStatic(x: Tensor, cache: GPT2StaticCache, index: number, positions: Tensor, residual?: Tensor): Tensor {
     return tidy(() => {
       const qkv = this.c_attn.forward(x);
       const [q, k, v] = split(qkv, 3, 2).map((part) => splitHeads(part, this.nHead));
@@ -192,7 +197,7 @@ export class GPT2Attention extends Module {
       const [batch, heads, length, headDim] = q.shape;
       const attended = cachedAttention(q, key, value, positions, { scale: this.scale });
       const merged = reshape(permute(attended, [0, 2, 1, 3]), [batch, length, heads * headDim]);
-      return this.resid_dropout.forward(this.c_proj.forward(merged));
+      return project(this.c_proj, this.resid_dropout, merged, residual);
     });
   }
 }
@@ -213,8 +218,9 @@ export class GPT2MLP extends Module {
     this.dropout = new Dropout(config.resid_pdrop, { seed: nextSeed() });
   }
 
-  forward(x: Tensor): Tensor {
-    return tidy(() => this.dropout.forward(this.c_proj.forward(forwardLinearActivation(this.c_fc, this.act, x))));
+  /** dropout(c_proj(act(c_fc(x)))), plus `residual` when given (GPT2Block's connection around it). */
+  forward(x: Tensor, residual?: Tensor): Tensor {
+    return tidy(() => project(this.c_proj, this.dropout, forwardLinearActivation(this.c_fc, this.act, x), residual));
   }
 }
 
@@ -240,17 +246,17 @@ export class GPT2Block extends Module {
   /** The forward of new positions after `past` (GPT2Attention.forwardCached): the output and all keys and values. */
   forwardCached(x: Tensor, past: KeyValue | null): { out: Tensor } & KeyValue {
     return tidy(() => {
-      const attended = this.attn.forwardCached(this.ln_1.forward(x), past);
-      const afterAttention = add(x, attended.out);
-      return { out: add(afterAttention, this.mlp.forward(this.ln_2.forward(afterAttention))), key: attended.key, value: attended.value };
+      const attended = this.attn.forwardCached(this.ln_1.forward(x), past, x);
+      const afterAttention = attended.out;
+      return { out: this.mlp.forward(this.ln_2.forward(afterAttention), afterAttention), key: attended.key, value: attended.value };
     });
   }
 
   /** The forward of new positions with a static cache (GPT2Attention.forwardStatic). */
   forwardStatic(x: Tensor, cache: GPT2StaticCache, index: number, positions: Tensor): Tensor {
     return tidy(() => {
-      const afterAttention = add(x, this.attn.forwardStatic(this.ln_1.forward(x), cache, index, positions));
-      return add(afterAttention, this.mlp.forward(this.ln_2.forward(afterAttention)));
+      const afterAttention = this.attn.forwardStatic(this.ln_1.forward(x), cache, index, positions, x);
+      return this.mlp.forward(this.ln_2.forward(afterAttention), afterAttention);
     });
   }
 }

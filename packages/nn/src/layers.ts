@@ -1,5 +1,6 @@
 import {
   type Activation,
+  add,
   DTypeError,
   type GeluApproximate,
   gather,
@@ -184,6 +185,24 @@ export function forwardLinearActivation(layer: Module, activation: Module, x: Te
   const fused = activationOf(activation);
   if (fused !== null && fusesActivation(layer)) return layer.forwardActivation(x, fused);
   return tidy(() => activation.forward(layer.forward(x)));
+}
+
+interface FusesResidual {
+  forwardResidual(x: Tensor, residual: Tensor): Tensor;
+}
+
+function fusesResidual(module: Module): module is Module & FusesResidual {
+  return Object.hasOwn(Object.getPrototypeOf(module), "forwardResidual") && !Object.hasOwn(module, "forward");
+}
+
+/**
+ * `residual + dropout(layer(x))`, a residual connection around a layer: one kernel (the addend in the product's
+ * epilogue) where the layer is a Linear and the dropout drops nothing (eval, or p = 0); otherwise the layer, the
+ * dropout and an add.
+ */
+export function forwardResidual(layer: Module, dropout: Dropout, x: Tensor, residual: Tensor): Tensor {
+  if (!dropout.active && fusesResidual(layer)) return layer.forwardResidual(x, residual);
+  return tidy(() => add(residual, dropout.forward(layer.forward(x))));
 }
 
 /**

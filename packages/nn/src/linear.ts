@@ -1,4 +1,4 @@
-import { type Activation, add, biasActivation, matmul, reshape, ShapeError, Tensor, tidy, ValueError } from "@blocksparse/core";
+import { type Activation, biasActivation, linear, matmul, reshape, ShapeError, Tensor, tidy, ValueError } from "@blocksparse/core";
 import { childSeeds, uniform } from "./init";
 import { Module } from "./module";
 import { Parameter } from "./parameter";
@@ -53,13 +53,19 @@ export class Linear extends Module {
     this.bias = options.bias === false ? null : new Parameter(uniform([outFeatures], bound, biasSeed));
   }
 
+  /** x W^T + b: one kernel with the bias in the product's epilogue where the backend fuses it (core's linear). */
   forward(x: Tensor): Tensor {
     checkInput(this.label, x, this.inFeatures);
-    const outShape = [...x.shape.slice(0, -1), this.outFeatures];
-    return tidy(() => {
-      const y = matmul(reshape(x, [-1, this.inFeatures]), this.weight.value, { transposeB: true });
-      return reshape(this.bias ? add(y, this.bias.value) : y, outShape);
-    });
+    return linear(x, this.weight.value, this.bias?.value ?? null);
+  }
+
+  /**
+   * `forward(x) + residual` (a residual connection around this layer) in one kernel where the backend fuses the
+   * addend into the product (cuda: cuBLASLt's epilogue). residual has the output's shape and dtype.
+   */
+  forwardResidual(x: Tensor, residual: Tensor): Tensor {
+    checkInput(this.label, x, this.inFeatures);
+    return linear(x, this.weight.value, this.bias?.value ?? null, { residual });
   }
 
   /**

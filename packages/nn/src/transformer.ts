@@ -1,5 +1,4 @@
 import {
-  add,
   expandDims,
   matmul,
   mul,
@@ -15,7 +14,7 @@ import {
   ValueError,
 } from "@blocksparse/core";
 import { childSeeds } from "./init";
-import { Dropout, forwardLinearActivation, GELU, LayerNorm } from "./layers";
+import { Dropout, forwardLinearActivation, forwardResidual, GELU, LayerNorm } from "./layers";
 import { checkFeatures, checkTensorInput, Linear } from "./linear";
 import { Module } from "./module";
 
@@ -62,7 +61,8 @@ export class CausalSelfAttention extends Module {
     this.residDropout = new Dropout(dropout, { seed: seeds[3] });
   }
 
-  forward(x: Tensor): Tensor {
+  /** Attention over x [B, T, dModel] (or [T, dModel]), plus `residual` (x's shape) when given, fused where it can be. */
+  forward(x: Tensor, residual?: Tensor): Tensor {
     checkTensorInput(this.label, x);
     if ((x.rank !== 2 && x.rank !== 3) || x.shape[x.rank - 1] !== this.dModel) {
       throw new ShapeError(`${this.label}: input has shape [${x.shape}], expected [B, T, ${this.dModel}] or [T, ${this.dModel}]`);
@@ -79,7 +79,10 @@ export class CausalSelfAttention extends Module {
       const scale = 1 / Math.sqrt(headDim);
       const attended = this.attnDropout.active ? this.explicitAttention(q, k, v, scale) : scaledDotProductAttention(q, k, v, { causal: true, scale });
       const merged = reshape(permute(attended, [0, 2, 1, 3]), [batch, length, this.dModel]);
-      const out = this.residDropout.forward(this.proj.forward(merged));
+      const out =
+        residual === undefined
+          ? this.residDropout.forward(this.proj.forward(merged))
+          : forwardResidual(this.proj, this.residDropout, merged, x.rank === 2 ? expandDims(residual, 0) : residual);
       return x.rank === 2 ? squeeze(out, 0) : out;
     });
   }
@@ -115,9 +118,13 @@ export class MLP extends Module {
     this.dropout = new Dropout(options.dropout ?? 0, { seed: seeds[2] });
   }
 
-  forward(x: Tensor): Tensor {
+  /** fc2(act(fc1(x))) with dropout, plus `residual` (the output's shape) when given, fused where it can be. */
+  forward(x: Tensor, residual?: Tensor): Tensor {
     checkTensorInput(this.label, x);
-    return tidy(() => this.dropout.forward(this.fc2.forward(forwardLinearActivation(this.fc1, this.act, x))));
+    return tidy(() => {
+      const hidden = forwardLinearActivation(this.fc1, this.act, x);
+      return residual === undefined ? this.dropout.forward(this.fc2.forward(hidden)) : forwardResidual(this.fc2, this.dropout, hidden, residual);
+    });
   }
 }
 
@@ -151,8 +158,8 @@ export class TransformerBlock extends Module {
   forward(x: Tensor): Tensor {
     checkTensorInput(this.label, x);
     return tidy(() => {
-      const afterAttention = add(x, this.attn.forward(this.ln1.forward(x)));
-      return add(afterAttention, this.mlp.forward(this.ln2.forward(afterAttention)));
+      const afterAttention = this.attn.forward(this.ln1.forward(x), x);
+      return this.mlp.forward(this.ln2.forward(afterAttention), afterAttention);
     });
   }
 }
