@@ -16,6 +16,7 @@ import {
   layerNorm,
   layerNormWithStats,
   linear,
+  linearActivation,
   log,
   logSoftmax,
   matmul,
@@ -287,6 +288,19 @@ describe("linear", () => {
     const bias = randomTensor([5], 83);
     const residual = randomTensor([2, 3, 5], 84);
     expectGradients((p, w, b, r) => linear(p, w, b, { residual: r }), [x, weight, bias, residual]);
+  });
+
+  it("with its activation fused (linearActivation): each activation, with and without bias", () => {
+    for (const activation of ["gelu", "gelu_tanh"] as const) {
+      expectGradients((p, w, b) => linearActivation(p, w, b, activation), [randomTensor([2, 3, 4], 71), randomTensor([5, 4], 72), randomTensor([5], 73)]);
+      expectGradients((p, w) => linearActivation(p, w, null, activation), [randomTensor([3, 4], 74), randomTensor([2, 4], 75)]);
+    }
+    // relu away from its kink: a bias of at least 0.2 in size against products under 0.04.
+    expectGradients((p, w, b) => linearActivation(p, w, b, "relu"), [
+      uniformTensor([2, 3, 4], 76, -0.1, 0.1),
+      uniformTensor([5, 4], 77, -0.1, 0.1),
+      randomTensor([5], 78, { gap: 0.2 }),
+    ]);
   });
 
   it("without bias or residual, x of rank 1", () => {

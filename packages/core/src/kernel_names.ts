@@ -235,6 +235,12 @@ export const Matmul = "Matmul";
  */
 export const Linear = "Linear";
 /**
+ * {x [..., K], weight [N, K], bias? [N]} -> [y = act(z), z = x weight^T + bias], both [..., N]: Linear and
+ * BiasActivation (attrs.activation) in one kernel where the backend fuses them (the GEMM's epilogue), z kept for the
+ * gradient. Sums in float32; y is the activation of z as stored. Same float dtype.
+ */
+export const LinearActivation = "LinearActivation";
+/**
  * {x [..., cols], values [nnzBlocks, R, C], bias? [rows]} -> y [..., rows] = x W^T + bias,
  * W the [rows, cols] block-sparse matrix of attrs.pattern (blocks row-major). Same float dtype.
  */
@@ -422,6 +428,7 @@ export interface KernelSpecs {
 
   Matmul: Spec<Binary, MatmulAttrs, One>;
   Linear: Spec<{ x: TensorInfo; weight: TensorInfo; bias?: TensorInfo; residual?: TensorInfo }, NoAttrs, One>;
+  LinearActivation: Spec<{ x: TensorInfo; weight: TensorInfo; bias?: TensorInfo }, BiasActivationAttrs, [TensorInfo, TensorInfo]>;
   BsrLinear: Spec<{ x: TensorInfo; values: TensorInfo; bias?: TensorInfo }, PatternAttrs, One>;
   BsrLinearActivation: Spec<{ x: TensorInfo; values: TensorInfo; bias?: TensorInfo }, PatternAttrs & BiasActivationAttrs, [TensorInfo, TensorInfo]>;
   BsrMatmul: Spec<{ dy: TensorInfo; values: TensorInfo }, PatternAttrs, One>;
@@ -600,6 +607,7 @@ export const KERNEL_CATALOGUE = {
 
   Matmul: product,
   Linear: product,
+  LinearActivation: { ...product, outputs: 2 },
   BsrLinear: product,
   BsrLinearActivation: { ...product, outputs: 2 },
   BsrMatmul: product,

@@ -50,6 +50,33 @@ export function registerProductGradients(): void {
       };
     },
   });
+  // Y = act(Z), Z = X W^T + b (dense): dZ = dY act'(Z) from the saved Z (one BiasActivationBackward, which also sums
+  // db), then Linear's gradients from dZ. A gradient reaching Z itself (its output 1) adds to dZ.
+  registerGradient("LinearActivation", {
+    inputsToSave: ["x", "weight"],
+    outputsToSave: [1],
+    // dys[0] and dys[1] are read only when a gradient reached them: unread, no zeros are made for them.
+    gradFunc: (dys, { attrs: { activation }, saved, savedOutputs, inputs, outputHasGrad }) => {
+      const x = saved.x!;
+      const weight = saved.weight!;
+      let both: [Tensor, Tensor] | undefined;
+      const grads = (): [Tensor, Tensor] => {
+        if (both === undefined) {
+          const parts: [Tensor, Tensor][] = [];
+          if (outputHasGrad[0]) parts.push(biasActivationBackward(dys[0], savedOutputs[1]!, null, activation));
+          if (outputHasGrad[1]) parts.push([dys[1], reduceToShape(dys[1], [weight.shape[0]])]);
+          both = parts.reduce((sum, part): [Tensor, Tensor] => [add(sum[0], part[0]), add(sum[1], part[1])]);
+        }
+        return both;
+      };
+      const rows = (t: Tensor): Tensor => reshape(t, [t.shape.slice(0, -1).reduce((n, d) => n * d, 1), t.shape[t.rank - 1]]);
+      return {
+        x: () => reshape(matmul(rows(grads()[0]), weight), x.shape),
+        weight: () => matmul(rows(grads()[0]), rows(x), { transposeA: true }),
+        bias: () => reduceToShape(grads()[1], inputs.bias!.shape),
+      };
+    },
+  });
   // Y = X W^T + b: dX = dY W, dW = dY^T X on W's blocks only, db = dY summed over leading dims. When X is the
   // activation output of a BsrLinearActivation and this is its only consumer, backward takes dX on through the
   // activation in one kernel (bsrMatmulActivationBackward: dZ and its sums, dX never stored).

@@ -1,9 +1,9 @@
 import { engine } from "../engine";
 import { ShapeError } from "../errors";
-import { Linear, Matmul } from "../kernel_names";
+import { type Activation, Linear, LinearActivation, Matmul } from "../kernel_names";
 import { broadcastShapes, formatShape, shapesEqual } from "../shape";
 import type { Tensor } from "../tensor";
-import { assertFloat, assertMinRank, assertRank, assertSameBackend, assertSameDType, assertTensor } from "./validate";
+import { assertActivation, assertFloat, assertMinRank, assertRank, assertSameBackend, assertSameDType, assertTensor } from "./validate";
 
 export interface MatmulOptions {
   transposeA?: boolean;
@@ -47,8 +47,28 @@ export interface LinearOptions {
  * rounding (the fused sum is rounded once). One float dtype for all.
  */
 export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null, options: LinearOptions = {}): Tensor {
-  const op = "linear";
   const { residual } = options;
+  checkLinear("linear", x, weight, bias, residual);
+  return engine.runKernel(Linear, { x, weight, bias: bias ?? undefined, residual }, {});
+}
+
+/**
+ * activation(x weight^T + bias) (a dense layer and its activation, as a transformer's FFN runs them): x [..., K] ->
+ * [..., N]. The same values as biasActivation(linear(x, weight, bias), null, activation); backends that fuse it (cuda:
+ * cuBLASLt's GELU epilogue for "gelu_tanh") write the pre-activation and the activation from the product's epilogue,
+ * and the gradient reuses the saved pre-activation.
+ */
+export function linearActivation(x: Tensor, weight: Tensor, bias: Tensor | null, activation: Activation): Tensor {
+  const op = "linearActivation";
+  checkLinear(op, x, weight, bias, undefined);
+  assertActivation(op, activation);
+  const [y, preActivation] = engine.runKernel(LinearActivation, { x, weight, bias: bias ?? undefined }, { activation });
+  // Kept by autograd's tape when it records (the gradient needs it), else not needed.
+  preActivation.dispose();
+  return y;
+}
+
+function checkLinear(op: string, x: Tensor, weight: Tensor, bias: Tensor | null, residual: Tensor | undefined): void {
   assertTensor(op, "x", x);
   assertTensor(op, "weight", weight);
   assertMinRank(op, "x", x, 1);
@@ -74,5 +94,4 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
       throw new ShapeError(`${op}: residual has shape ${formatShape(residual.shape)}, expected the output's ${formatShape(outShape)}`);
     }
   }
-  return engine.runKernel(Linear, { x, weight, bias: bias ?? undefined, residual }, {});
 }

@@ -1,4 +1,4 @@
-/** The products family: Matmul, Linear, BsrLinear, BsrLinearActivation, BsrMatmul, BsrMatmulActivationBackward, SampledMatmul, BlockNorms. */
+/** The products family: Matmul, Linear, LinearActivation, BsrLinear, BsrLinearActivation, BsrMatmul, BsrMatmulActivationBackward, SampledMatmul, BlockNorms. */
 import {
   BsrPattern,
   type FloatDType,
@@ -13,6 +13,7 @@ import {
   add,
   formatShape,
   linear,
+  linearActivation,
   matmul,
   reshape,
   sampledMatmul,
@@ -115,6 +116,43 @@ export function declareProductTests(suite: Conformance): void {
                     return withResidual ? add(y, residual.t) : y;
                   });
                   expectValues(got, { shape: [...unfused.shape], data: Float64Array.from(unfused.dataSync()) }, dtype, "scaled", 4, magnitude);
+                  got.dispose();
+                  unfused.dispose();
+                });
+              }
+            }
+          }
+        }
+      });
+    }
+  });
+
+  describe("linearActivation", () => {
+    // Widths the GEMM's epilogue takes (N a multiple of 8) and ones it does not, one feature, K = 0.
+    const WEIGHTS: [number, number][] = [
+      [64, 48],
+      [24, 33],
+      [9, 16],
+      [1, 1],
+      [8, 0],
+    ];
+    const activations = { relu: R.relu, gelu: (v: number) => R.gelu(v, "none"), gelu_tanh: (v: number) => R.gelu(v, "tanh") };
+    for (const dtype of FLOAT_DTYPES) {
+      check(`LinearActivation ${dtype}: relu, gelu and gelu_tanh, with and without bias, against float64 and the unfused ops`, () => {
+        for (const [n, k] of WEIGHTS) {
+          const weight = makeInput(rng(), [n, k], dtype);
+          const bias = makeInput(rng(), [n], dtype);
+          for (const lead of [[2, 3], [5], [0], []]) {
+            const x = makeInput(rng(), [...lead, k], dtype);
+            const z = R.reshape(R.matmul(R.reshape(x.ref, [R.size(lead), k]), weight.ref, false, true), [...lead, n]);
+            for (const activation of ["relu", "gelu", "gelu_tanh"] as const) {
+              for (const withBias of [false, true]) {
+                inCase(`LinearActivation ${dtype}, ${activation}, x ${formatShape(x.t.shape)}, weight [${n}, ${k}]${withBias ? " + bias" : ""}`, () => {
+                  const pre = withBias ? { shape: z.shape, data: z.data.map((v, i) => v + bias.ref.data[i % n]) } : z;
+                  const got = linearActivation(x.t, weight.t, withBias ? bias.t : null, activation);
+                  expectValues(got, R.map(pre, activations[activation]), dtype, "scaled", 2);
+                  const unfused = tidy(() => biasActivation(linear(x.t, weight.t, withBias ? bias.t : null), null, activation));
+                  expectValues(got, { shape: [...unfused.shape], data: Float64Array.from(unfused.dataSync()) }, dtype, "scaled", 2);
                   got.dispose();
                   unfused.dispose();
                 });

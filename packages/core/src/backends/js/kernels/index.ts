@@ -29,6 +29,7 @@ import {
   bsrLinearKernel,
   bsrMatmulActivationBackwardKernel,
   bsrMatmulKernel,
+  linearActivationKernel,
   linearKernel,
   matmulKernel,
   sampledMatmulKernel,
@@ -111,6 +112,7 @@ export const jsKernels = {
 
   Matmul: matmulKernel,
   Linear: linearKernel,
+  LinearActivation: linearActivationKernel,
   BsrLinear: bsrLinearKernel,
   BsrLinearActivation: bsrLinearActivationKernel,
   BsrMatmulActivationBackward: bsrMatmulActivationBackwardKernel,

@@ -28,7 +28,7 @@ export type ProductCompute = Pick<typeof compute, "matmulF32" | "bsrLinearF32" |
 export function productKernels(
   products: ProductCompute,
 ): Required<
-  Pick<KernelTable<JsBackend>, "Matmul" | "Linear" | "BsrLinear" | "BsrLinearActivation" | "BsrMatmul" | "BsrMatmulActivationBackward" | "SampledMatmul">
+  Pick<KernelTable<JsBackend>, "Matmul" | "Linear" | "LinearActivation" | "BsrLinear" | "BsrLinearActivation" | "BsrMatmul" | "BsrMatmulActivationBackward" | "SampledMatmul">
 > {
   const table = {
     Matmul({ inputs: { a, b }, attrs: { transposeA, transposeB }, backend }: KernelArgs<"Matmul", JsBackend>): TensorInfo {
@@ -116,6 +116,10 @@ export function productKernels(
   };
   return {
     ...table,
+    LinearActivation({ inputs: { x, weight, bias }, attrs: { activation }, backend }: KernelArgs<"LinearActivation", JsBackend>): [TensorInfo, TensorInfo] {
+      const z = table.Linear({ inputs: { x, weight, bias }, attrs: {}, backend });
+      return [biasActivationKernel({ inputs: { x: z }, attrs: { activation }, backend }), z];
+    },
     BsrLinearActivation({ inputs: { x, values, bias }, attrs: { pattern, activation }, backend }: KernelArgs<"BsrLinearActivation", JsBackend>): [TensorInfo, TensorInfo] {
       const z = table.BsrLinear({ inputs: { x, values, bias }, attrs: { pattern }, backend });
       return [biasActivationKernel({ inputs: { x: z }, attrs: { activation }, backend }), z];
@@ -138,6 +142,7 @@ export function productKernels(
 export const {
   Matmul: matmulKernel,
   Linear: linearKernel,
+  LinearActivation: linearActivationKernel,
   BsrLinear: bsrLinearKernel,
   BsrLinearActivation: bsrLinearActivationKernel,
   BsrMatmul: bsrMatmulKernel,
