@@ -1023,6 +1023,33 @@ Napi::Value linear(const Napi::CallbackInfo& info) {
                                                      m, n, k, stream()));
 }
 
+// linearActivation(activation, dtype, x, w, bias | null, y, pre, m, n, k) -> whether it ran: pre = x w^T + bias and
+// y = activation(pre), [m, n] each, from one cuBLASLt call (launchLinearActivation: GELU's tanh form, n a multiple of
+// 8). False where it cannot, nothing launched: the caller composes linear and the activation pass.
+Napi::Value linearActivation(const Napi::CallbackInfo& info) {
+  Args args{info, "linearActivation"};
+  args.count(10);
+  const Activation activation = activationArg(args, 0);
+  DType dtype = args.floatDtype(1);
+  int64_t m = args.size(7), n = args.size(8), k = args.size(9);
+  requireElements(args.buffer(2), dtype, product({m, k}, "linearActivation"), "linearActivation x");
+  requireElements(args.buffer(3), dtype, product({n, k}, "linearActivation"), "linearActivation w");
+  const void* bias = nullptr;
+  if (!args.isAbsent(4)) {
+    requireElements(args.buffer(4), dtype, n, "linearActivation bias");
+    bias = args.buffer(4).data;
+  }
+  requireElements(args.buffer(5), dtype, product({m, n}, "linearActivation"), "linearActivation y");
+  requireElements(args.buffer(6), dtype, product({m, n}, "linearActivation"), "linearActivation pre");
+  void* y = args.buffer(5).data;
+  void* pre = args.buffer(6).data;
+  BS_REQUIRE(y != pre && y != args.buffer(2).data && y != args.buffer(3).data && y != bias && pre != args.buffer(2).data &&
+                 pre != args.buffer(3).data && pre != bias,
+             "linearActivation: y and pre must be buffers of their own (not each other, x, w or bias)");
+  return Napi::Boolean::New(info.Env(), launchLinearActivation(dtype, args.buffer(2).data, args.buffer(3).data, bias, y,
+                                                               pre, m, n, k, activation, stream()));
+}
+
 // Whether bsrLinear / bsrMatmul take the dense GEMM (denseProductWins): in auto mode only when not autotuning, whose
 // routes are the tensor-core kernels'.
 bool denseProductRoute(DType dtype, const BsrPatternView& pattern, int64_t m) {
@@ -1030,11 +1057,14 @@ bool denseProductRoute(DType dtype, const BsrPatternView& pattern, int64_t m) {
   return denseProductWins(dtype, pattern, m, cublasEnabled());
 }
 
-// Y = X W^T + bias through the dense GEMM: W's blocks into a dense [rows, cols] scratch, then cuBLAS, then the bias.
+// Y = X W^T + bias through the dense GEMM: W's blocks into a dense [rows, cols] scratch, then cuBLASLt with the bias in
+// its epilogue (or cuBLAS, then the bias).
 void denseBsrLinear(DType dtype, const BsrPatternView& pattern, const void* x, const void* values, const void* bias,
                     void* y, int64_t m) {
   Scratch dense(static_cast<size_t>(pattern.rows * pattern.cols) * dtypeSize(dtype));
   launchScatterBlocks(dtype, values, dense.as<void>(), pattern, stream());
+  // The bias in cuBLASLt's epilogue where it runs; else the GEMM, then a bias pass.
+  if (launchLinear(dtype, x, dense.as<void>(), bias, nullptr, y, m, pattern.rows, pattern.cols, stream())) return;
   if (bias == nullptr || m == 0) {
     launchMatmul(dtype, x, dense.as<void>(), y, 1, m, pattern.rows, pattern.cols, false, true, 0, 0, stream());
     return;
@@ -1709,6 +1739,7 @@ Napi::Object initModule(Napi::Env env, Napi::Object exports) {
   BS_EXPORT("oneHot", oneHot);
   BS_EXPORT("matmul", matmul);
   BS_EXPORT("linear", linear);
+  BS_EXPORT("linearActivation", linearActivation);
   BS_EXPORT("bsrLinear", bsrLinear);
   BS_EXPORT("bsrLinearActivation", bsrLinearActivation);
   BS_EXPORT("bsrMatmul", bsrMatmul);

@@ -59,8 +59,12 @@ constexpr int kDescTransA = 3;          // CUBLASLT_MATMUL_DESC_TRANSA (int32_t)
 constexpr int kDescTransB = 4;          // CUBLASLT_MATMUL_DESC_TRANSB (int32_t)
 constexpr int kDescEpilogue = 7;        // CUBLASLT_MATMUL_DESC_EPILOGUE (uint32_t)
 constexpr int kDescBiasPointer = 8;     // CUBLASLT_MATMUL_DESC_BIAS_POINTER (const void*)
+constexpr int kDescAuxPointer = 11;     // CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER (void*)
+constexpr int kDescAuxLd = 12;          // CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD (int64_t, a multiple of 8 for GELU)
 constexpr uint32_t kEpilogueDefault = 1;  // CUBLASLT_EPILOGUE_DEFAULT
 constexpr uint32_t kEpilogueBias = 4;     // CUBLASLT_EPILOGUE_BIAS: D = alpha A B + beta C + bias (per row of D)
+constexpr uint32_t kEpilogueGeluAux = 160;      // CUBLASLT_EPILOGUE_GELU_AUX: aux = the product, D = GELU(aux)
+constexpr uint32_t kEpilogueGeluAuxBias = 164;  // CUBLASLT_EPILOGUE_GELU_AUX_BIAS: aux = product + bias, D = GELU(aux)
 constexpr int kPrefMaxWorkspaceBytes = 1;  // CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES (uint64_t)
 constexpr int kPrefMinAlignmentA = 5;      // CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES (uint32_t); B, C, D follow
 constexpr int kPrefMinAlignmentB = 6;

@@ -85,6 +85,10 @@ void launchMatmul(DType dtype, const void* a, const void* b, void* c, int64_t ba
 // caller then composes launchMatmul and the adds.
 bool launchLinear(DType dtype, const void* x, const void* w, const void* bias, const void* residual, void* y,
                   int64_t m, int64_t n, int64_t k, cudaStream_t stream);
+// pre [m, n] = x w^T + bias and y = activation(pre) from one cuBLASLt call (its GELU epilogue writes pre as the
+// auxiliary output). Only GELU's tanh form (cuBLASLt's GELU) with n a multiple of 8; false otherwise, as launchLinear.
+bool launchLinearActivation(DType dtype, const void* x, const void* w, const void* bias, void* y, void* pre, int64_t m,
+                            int64_t n, int64_t k, Activation activation, cudaStream_t stream);
 
 // ---- block-sparse (bsr.cu): m is the number of rows of x / dy (leading dims flattened)
 void launchBsrLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,

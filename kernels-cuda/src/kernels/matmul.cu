@@ -120,11 +120,12 @@ uint32_t alignmentOf(const void* pointer) {
 struct LinearKey {
   DType dtype;
   int64_t m, n, k;
-  bool bias, residual;
-  uint32_t alignX, alignW, alignC, alignY, alignBias;
+  bool bias, residual, gelu;  // gelu: the GELU epilogue, the pre-activation written as its auxiliary output
+  uint32_t alignX, alignW, alignC, alignY, alignBias, alignAux;
   bool operator<(const LinearKey& o) const {
-    return std::tie(dtype, m, n, k, bias, residual, alignX, alignW, alignC, alignY, alignBias) <
-           std::tie(o.dtype, o.m, o.n, o.k, o.bias, o.residual, o.alignX, o.alignW, o.alignC, o.alignY, o.alignBias);
+    return std::tie(dtype, m, n, k, bias, residual, gelu, alignX, alignW, alignC, alignY, alignBias, alignAux) <
+           std::tie(o.dtype, o.m, o.n, o.k, o.bias, o.residual, o.gelu, o.alignX, o.alignW, o.alignC, o.alignY, o.alignBias,
+                    o.alignAux);
   }
 };
 
@@ -160,19 +161,25 @@ void checkLt(cublas::Status status, const char* call) {
 
 // Row-major y [m, n] = x [m, k] w^T is column-major y^T [n, m] = (w as k x n)^T (x as k x m): A = w transposed,
 // B = x, C = D = y, the bias along D's rows (n).
-LinearPlan makePlan(cublas::lt::Handle handle, const LinearKey& key, const void* bias) {
+LinearPlan makePlan(cublas::lt::Handle handle, const LinearKey& key, const void* bias, void* aux) {
   namespace lt = cublas::lt;
   LinearPlan plan;
   const cudaDataType_t type = cudaType(key.dtype);
   try {
     checkLt(lt::descCreate(&plan.desc, cublas::kCompute32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
     const int32_t transA = cublas::kOpT, transB = cublas::kOpN;
-    const uint32_t epilogue = key.bias ? lt::kEpilogueBias : lt::kEpilogueDefault;
+    const uint32_t epilogue = key.gelu ? (key.bias ? lt::kEpilogueGeluAuxBias : lt::kEpilogueGeluAux)
+                                       : (key.bias ? lt::kEpilogueBias : lt::kEpilogueDefault);
     checkLt(lt::descSetAttribute(plan.desc, lt::kDescTransA, &transA, sizeof transA), "cublasLtMatmulDescSetAttribute");
     checkLt(lt::descSetAttribute(plan.desc, lt::kDescTransB, &transB, sizeof transB), "cublasLtMatmulDescSetAttribute");
     checkLt(lt::descSetAttribute(plan.desc, lt::kDescEpilogue, &epilogue, sizeof epilogue), "cublasLtMatmulDescSetAttribute");
     // The heuristic reads the bias pointer's alignment from it.
     if (key.bias) checkLt(lt::descSetAttribute(plan.desc, lt::kDescBiasPointer, &bias, sizeof bias), "cublasLtMatmulDescSetAttribute");
+    if (key.gelu) {
+      const int64_t auxLd = key.n;
+      checkLt(lt::descSetAttribute(plan.desc, lt::kDescAuxPointer, &aux, sizeof aux), "cublasLtMatmulDescSetAttribute");
+      checkLt(lt::descSetAttribute(plan.desc, lt::kDescAuxLd, &auxLd, sizeof auxLd), "cublasLtMatmulDescSetAttribute");
+    }
     checkLt(lt::layoutCreate(&plan.w, type, static_cast<uint64_t>(key.k), static_cast<uint64_t>(key.n), key.k), "cublasLtMatrixLayoutCreate");
     checkLt(lt::layoutCreate(&plan.x, type, static_cast<uint64_t>(key.k), static_cast<uint64_t>(key.m), key.k), "cublasLtMatrixLayoutCreate");
     checkLt(lt::layoutCreate(&plan.y, type, static_cast<uint64_t>(key.n), static_cast<uint64_t>(key.m), key.n), "cublasLtMatrixLayoutCreate");
@@ -199,17 +206,27 @@ LinearPlan makePlan(cublas::lt::Handle handle, const LinearKey& key, const void*
 
 }  // namespace
 
-bool launchLinear(DType dtype, const void* x, const void* w, const void* bias, const void* residual, void* y, int64_t m,
-                  int64_t n, int64_t k, cudaStream_t stream) {
+namespace {
+
+// One cuBLASLt call: y = epilogue(x w^T + bias) + residual, pre = the GELU epilogue's input (gelu only).
+bool runLinear(DType dtype, const void* x, const void* w, const void* bias, const void* residual, void* y, void* pre,
+               int64_t m, int64_t n, int64_t k, cudaStream_t stream) {
   auto handle = static_cast<cublas::lt::Handle>(cublasLtHandle());
   if (handle == nullptr || m <= 0 || n <= 0 || k <= 0 || m > INT32_MAX || n > INT32_MAX || k > INT32_MAX) return false;
   const void* c = residual != nullptr ? residual : y;
-  const LinearKey key{dtype,          m,
-                      n,              k,
-                      bias != nullptr, residual != nullptr,
-                      alignmentOf(x), alignmentOf(w),
-                      alignmentOf(c), alignmentOf(y),
-                      bias != nullptr ? alignmentOf(bias) : 0};
+  const LinearKey key{dtype,
+                      m,
+                      n,
+                      k,
+                      bias != nullptr,
+                      residual != nullptr,
+                      pre != nullptr,
+                      alignmentOf(x),
+                      alignmentOf(w),
+                      alignmentOf(c),
+                      alignmentOf(y),
+                      bias != nullptr ? alignmentOf(bias) : 0,
+                      pre != nullptr ? alignmentOf(pre) : 0};
   auto& plans = linearPlans();
   auto found = plans.find(key);
   if (found == plans.end()) {
@@ -217,26 +234,42 @@ bool launchLinear(DType dtype, const void* x, const void* w, const void* bias, c
       for (auto& entry : plans) destroyPlan(entry.second);
       plans.clear();
     }
-    found = plans.emplace(key, makePlan(handle, key, bias)).first;
+    found = plans.emplace(key, makePlan(handle, key, bias, pre)).first;
   }
   LinearPlan& plan = found->second;
   if (!plan.found) return false;
+  namespace lt = cublas::lt;
   if (bias != nullptr)
-    checkLt(cublas::lt::descSetAttribute(plan.desc, cublas::lt::kDescBiasPointer, &bias, sizeof bias),
-            "cublasLtMatmulDescSetAttribute");
+    checkLt(lt::descSetAttribute(plan.desc, lt::kDescBiasPointer, &bias, sizeof bias), "cublasLtMatmulDescSetAttribute");
+  if (pre != nullptr)
+    checkLt(lt::descSetAttribute(plan.desc, lt::kDescAuxPointer, &pre, sizeof pre), "cublasLtMatmulDescSetAttribute");
   const float alpha = 1.0f, beta = residual != nullptr ? 1.0f : 0.0f;
   const size_t workspaceBytes = plan.result.workspaceSize;
   if (workspaceBytes == 0) {
-    checkLt(cublas::lt::matmul(handle, plan.desc, &alpha, w, plan.w, x, plan.x, &beta, c, plan.y, y, plan.y,
-                               &plan.result.algo, nullptr, 0, stream),
+    checkLt(lt::matmul(handle, plan.desc, &alpha, w, plan.w, x, plan.x, &beta, c, plan.y, y, plan.y, &plan.result.algo,
+                       nullptr, 0, stream),
             "cublasLtMatmul");
   } else {
     Scratch workspace(workspaceBytes);
-    checkLt(cublas::lt::matmul(handle, plan.desc, &alpha, w, plan.w, x, plan.x, &beta, c, plan.y, y, plan.y,
-                               &plan.result.algo, workspace.as<void>(), workspaceBytes, stream),
+    checkLt(lt::matmul(handle, plan.desc, &alpha, w, plan.w, x, plan.x, &beta, c, plan.y, y, plan.y, &plan.result.algo,
+                       workspace.as<void>(), workspaceBytes, stream),
             "cublasLtMatmul");
   }
   return true;
+}
+
+}  // namespace
+
+bool launchLinear(DType dtype, const void* x, const void* w, const void* bias, const void* residual, void* y, int64_t m,
+                  int64_t n, int64_t k, cudaStream_t stream) {
+  return runLinear(dtype, x, w, bias, residual, y, nullptr, m, n, k, stream);
+}
+
+bool launchLinearActivation(DType dtype, const void* x, const void* w, const void* bias, void* y, void* pre, int64_t m,
+                            int64_t n, int64_t k, Activation activation, cudaStream_t stream) {
+  // cuBLASLt's GELU is the tanh form; its auxiliary output's leading dimension must be a multiple of 8.
+  if (activation != Activation::GeluTanh || n % 8 != 0 || pre == nullptr) return false;
+  return runLinear(dtype, x, w, bias, nullptr, y, pre, m, n, k, stream);
 }
 
 void launchMatmul(DType dtype, const void* a, const void* b, void* c, int64_t batch, int64_t m, int64_t n, int64_t k,

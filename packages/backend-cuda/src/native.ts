@@ -386,6 +386,11 @@ export interface NativeAddon {
    * dimension, no algorithm for the shape): the caller composes matmul and the adds.
    */
   linear(dtype: Dt, x: Buf, w: Buf, bias: Buf | null, residual: Buf | null, y: Buf, m: number, n: number, k: number): boolean;
+  /**
+   * pre = x w^T + bias and y = activation(pre), [m, n] each, from one cuBLASLt call (its GELU epilogue: the tanh form,
+   * n a multiple of 8). Returns false, launching nothing, where it cannot: the caller composes linear and the activation.
+   */
+  linearActivation(activation: ActivationOpCode, dtype: Dt, x: Buf, w: Buf, bias: Buf | null, y: Buf, pre: Buf, m: number, n: number, k: number): boolean;
   bsrLinear(dtype: Dt, pattern: PatternHandle, x: Buf, values: Buf, bias: Buf | null, y: Buf, m: number): void;
   /** z = x W^T + bias (bsrLinear's route) and a = activation(z) (the activation pass), in one call. */
   bsrLinearActivation(
@@ -522,6 +527,7 @@ const NATIVE_FUNCTION_SET = {
   oneHot: true,
   matmul: true,
   linear: true,
+  linearActivation: true,
   bsrLinear: true,
   bsrLinearActivation: true,
   bsrMatmul: true,

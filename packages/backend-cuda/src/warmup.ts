@@ -25,11 +25,16 @@ export function warmUp(backend: CudaBackend): number {
   };
   try {
   for (const dtype of ["bfloat16", "float16", "float32"] as const) {
-    // Dense products as Linear runs them: x W^T forward, dY W and dY^T X backward. cuBLAS creates its
+    // Dense products as Linear's gradients run them: x W^T, dY W and dY^T X. cuBLAS creates its
     // handle here; it still loads a kernel (a few ms) the first time a new shape picks one.
     const a = input([256, 256], dtype);
     const b = input([256, 256], dtype);
     for (const [transposeA, transposeB] of [[false, true], [false, false], [true, false]]) run("Matmul", { a, b }, { transposeA, transposeB });
+    // Linear's forward through cuBLASLt (its handle's first matmul), with the bias and with a residual too.
+    const bias = input([256], dtype);
+    run("Linear", { x: a, weight: b, bias }, {});
+    run("Linear", { x: a, weight: b, bias, residual: b }, {});
+    run("LinearActivation", { x: a, weight: b, bias }, { activation: "gelu_tanh" });
     // Block-sparse products at the block sizes the tensor-core kernels cover: many tokens, a decoding batch,
     // and a weight gradient long enough to be split.
     for (const block of [32, 64, 128]) {

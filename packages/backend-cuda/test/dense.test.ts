@@ -7,6 +7,7 @@ import {
   crossEntropyBackward,
   gather,
   linear,
+  linearActivation,
   matmul,
   max,
   mean,
@@ -18,6 +19,7 @@ import {
   tidy,
   transpose,
 } from "@blocksparse/core";
+import { reference } from "@blocksparse/core/testing";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { CudaBackend } from "../src/index";
 import { FLOAT_DTYPES, cudaMissing, expectClose, random, randomTensor, reportCudaAvailability, useCuda } from "./cuda";
@@ -164,6 +166,37 @@ describe.skipIf(cudaMissing)("dense kernels on cuda against float64 math", () =>
       }
     }, 60_000); // the float64 references take seconds
   }
+
+  test("linearActivation at layer shapes: GELU's tanh form in cuBLASLt's epilogue (widths a multiple of 8), the rest composed", () => {
+    backend.setCublasEnabled(true);
+    const next = random(14);
+    for (const dtype of FLOAT_DTYPES) {
+      for (const { m, n, k } of [
+        { m: 1, n: 3072, k: 768 },
+        { m: 8, n: 4096, k: 1024 },
+        { m: 200, n: 1024, k: 256 },
+        { m: 5, n: 36, k: 40 },
+        { m: 3, n: 30, k: 17 },
+      ]) {
+        tidy(() => {
+          const x = randomTensor(next, [m, k], dtype);
+          const w = randomTensor(next, [n, k], dtype, 0.2);
+          const b = randomTensor(next, [n], dtype);
+          const product = matmulRef(x.values, [m, k], w.values, [n, k], false, true).data;
+          for (const activation of ["gelu_tanh", "gelu", "relu"] as const) {
+            for (const withBias of [true, false]) {
+              const out = linearActivation(x.t, w.t, withBias ? b.t : null, activation);
+              const expected = product.map((v, i) => {
+                const pre = v + (withBias ? b.values[i % n] : 0);
+                return activation === "relu" ? reference.relu(pre) : reference.gelu(pre, activation === "gelu_tanh" ? "tanh" : "none");
+              });
+              expectClose(out.dataSync(), expected, dtype, `linearActivation ${dtype} ${activation} [${m}, ${k}] x [${n}, ${k}]^T bias ${withBias}`);
+            }
+          }
+        });
+      }
+    }
+  }, 60_000);
 
   test("linear: a captured graph replays the fused product with new inputs", () => {
     backend.setCublasEnabled(true);

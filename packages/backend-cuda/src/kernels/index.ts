@@ -26,6 +26,7 @@ import {
   bsrLinearKernel,
   bsrMatmulActivationBackwardKernel,
   bsrMatmulKernel,
+  linearActivationKernel,
   linearKernel,
   matmulKernel,
   sampledMatmulKernel,
@@ -113,6 +114,7 @@ export const cudaKernels = {
 
   Matmul: guarded(matmulKernel),
   Linear: guarded(linearKernel),
+  LinearActivation: guarded(linearActivationKernel),
   BsrLinear: guarded(bsrLinearKernel),
   BsrLinearActivation: guarded(bsrLinearActivationKernel),
   BsrMatmulActivationBackward: guarded(bsrMatmulActivationBackwardKernel),

@@ -7,7 +7,7 @@ import {
   stridesOf,
 } from "@blocksparse/core";
 import type { CudaBackend, CudaBuffer } from "../backend";
-import { ACTIVATION_CODES, addTensors } from "./elementwise";
+import { ACTIVATION_CODES, addTensors, biasActivationKernel } from "./elementwise";
 import { collapseDims } from "./util";
 
 /**
@@ -108,6 +108,41 @@ export function linearKernel({ inputs: { x, weight, bias, residual }, backend }:
     sum = next;
   }
   return sum;
+}
+
+/**
+ * [activation(z), z] with z = x W^T + bias: one cuBLASLt call where its GELU epilogue applies (GELU's tanh form, widths
+ * a multiple of 8), else linear (the bias in its epilogue) and the activation pass.
+ */
+export function linearActivationKernel({
+  inputs: { x, weight, bias },
+  attrs: { activation },
+  backend,
+}: KernelArgs<"LinearActivation", CudaBackend>): [TensorInfo, TensorInfo] {
+  const [n, k] = weight.shape;
+  const m = sizeOf(x.shape.slice(0, -1));
+  const shape = [...x.shape.slice(0, -1), n];
+  if (m * n > 0) {
+    const y = backend.output(shape, x.dtype);
+    const pre = backend.output(shape, x.dtype);
+    const fused = backend.addon.linearActivation(
+      ACTIVATION_CODES[activation],
+      backend.code(x.dtype),
+      backend.handle(x),
+      backend.handle(weight),
+      bias ? backend.handle(bias) : null,
+      backend.handle(y),
+      backend.handle(pre),
+      m,
+      n,
+      k,
+    );
+    if (fused) return [y, pre];
+    backend.free(y.dataId);
+    backend.free(pre.dataId);
+  }
+  const z = linearKernel({ inputs: { x, weight, bias }, attrs: {}, backend });
+  return [biasActivationKernel({ inputs: { x: z }, attrs: { activation }, backend }), z];
 }
 
 /** Rows of a [..., width] operand (leading dims flattened). */
