@@ -1,4 +1,4 @@
-import { type Activation, biasActivation, linear, matmul, reshape, ShapeError, Tensor, tidy, ValueError } from "@blocksparse/core";
+import { type Activation, linear, linearActivation, ShapeError, Tensor, ValueError } from "@blocksparse/core";
 import { childSeeds, uniform } from "./init";
 import { Module } from "./module";
 import { Parameter } from "./parameter";
@@ -69,17 +69,14 @@ export class Linear extends Module {
   }
 
   /**
-   * `activation(forward(x))` with the bias and the activation in one fused pass, and one fused pass
-   * for both their gradients (core's biasActivation). Sequential and the MLPs call it when this layer
-   * is followed by GELU or ReLU.
+   * `activation(forward(x))` in one kernel where the backend fuses it (core's linearActivation: on cuda, cuBLASLt's GELU
+   * epilogue for GELU's tanh form), else the product with its bias and one fused activation pass; the gradient takes
+   * the activation's backward and the bias gradient in one pass. Sequential and the MLPs call it when this layer is
+   * followed by GELU or ReLU.
    */
   forwardActivation(x: Tensor, activation: Activation): Tensor {
     checkInput(this.label, x, this.inFeatures);
-    const outShape = [...x.shape.slice(0, -1), this.outFeatures];
-    return tidy(() => {
-      const y = matmul(reshape(x, [-1, this.inFeatures]), this.weight.value, { transposeB: true });
-      return reshape(biasActivation(y, this.bias?.value ?? null, activation), outShape);
-    });
+    return linearActivation(x, this.weight.value, this.bias?.value ?? null, activation);
   }
 
   protected override extraRepr(): string {

@@ -42,11 +42,11 @@ describe("fused bias + activation in Sequential", () => {
       } as unknown as Module;
       const a = step(fused, x, dy);
       const b = step(unfused, x, dy);
-      // A Linear runs its product, then the bias and activation as one kernel; a BlockSparseLinear runs all three
-      // as one (BsrLinearActivation). The gradients take one fused activation backward either way.
+      // A Linear runs its product, bias and activation as one kernel (LinearActivation), a BlockSparseLinear too
+      // (BsrLinearActivation). The gradients take one fused activation backward either way.
       const sparse = fused.at(0) instanceof BlockSparseLinear;
-      expect(a.kernels).toContain(sparse ? "BsrLinearActivation" : "BiasActivation");
-      if (sparse) expect(a.kernels).not.toContain("BiasActivation");
+      expect(a.kernels).toContain(sparse ? "BsrLinearActivation" : "LinearActivation");
+      expect(a.kernels).not.toContain("BiasActivation");
       expect(a.kernels).toContain("BiasActivationBackward");
       for (const k of ["Gelu", "Relu", "GeluBackward", "Where", "Greater"]) expect(a.kernels, k).not.toContain(k);
       // The first layer's bias gradient comes out of the fused backward: one column sum fewer.
