@@ -929,33 +929,30 @@ Napi::Value gather(const Napi::CallbackInfo& info) {
   return undefinedOf(info);
 }
 
-// scatterAdd(dtype, updates, indices, y, outer, axisSize, inner, count)
-Napi::Value scatterAdd(const Napi::CallbackInfo& info) {
-  Args args{info, "scatterAdd"};
+// Rows of source [outer, count, inner] into y [outer, axisSize, inner] at int32 indices [count] along the middle axis,
+// by `launch` (added: scatterAdd; written in place: indexCopy). Args (dtype, source, indices, y, outer, axisSize,
+// inner, count), validated.
+using IndexedRowsLaunch = void (*)(DType, const void*, const int32_t*, void*, int64_t, int64_t, int64_t, int64_t,
+                                   cudaStream_t);
+Napi::Value indexedRows(const Napi::CallbackInfo& info, const std::string& name, const char* sourceName,
+                        IndexedRowsLaunch launch) {
+  Args args{info, name.c_str()};
   args.count(8);
   DType dtype = args.dtype(0);
   int64_t outer = args.size(4), axisSize = args.size(5), inner = args.size(6), count = args.size(7);
-  requireElements(args.buffer(1), dtype, product({outer, count, inner}, "scatterAdd"), "scatterAdd updates");
-  requireElements(args.buffer(2), DType::Int32, count, "scatterAdd indices");
-  requireElements(args.buffer(3), dtype, product({outer, axisSize, inner}, "scatterAdd"), "scatterAdd y");
-  launchScatterAdd(dtype, args.buffer(1).data, static_cast<const int32_t*>(args.buffer(2).data), args.buffer(3).data,
-                   outer, axisSize, inner, count, stream());
+  requireElements(args.buffer(1), dtype, product({outer, count, inner}, name), (name + " " + sourceName).c_str());
+  requireElements(args.buffer(2), DType::Int32, count, (name + " indices").c_str());
+  requireElements(args.buffer(3), dtype, product({outer, axisSize, inner}, name), (name + " y").c_str());
+  launch(dtype, args.buffer(1).data, static_cast<const int32_t*>(args.buffer(2).data), args.buffer(3).data, outer,
+         axisSize, inner, count, stream());
   return undefinedOf(info);
 }
 
+// scatterAdd(dtype, updates, indices, y, outer, axisSize, inner, count): y[o, indices[j], k] += updates[o, j, k]
+Napi::Value scatterAdd(const Napi::CallbackInfo& info) { return indexedRows(info, "scatterAdd", "updates", launchScatterAdd); }
+
 // indexCopy(dtype, source, indices, y, outer, axisSize, inner, count): y[o, indices[j], k] = source[o, j, k], in place
-Napi::Value indexCopy(const Napi::CallbackInfo& info) {
-  Args args{info, "indexCopy"};
-  args.count(8);
-  DType dtype = args.dtype(0);
-  int64_t outer = args.size(4), axisSize = args.size(5), inner = args.size(6), count = args.size(7);
-  requireElements(args.buffer(1), dtype, product({outer, count, inner}, "indexCopy"), "indexCopy source");
-  requireElements(args.buffer(2), DType::Int32, count, "indexCopy indices");
-  requireElements(args.buffer(3), dtype, product({outer, axisSize, inner}, "indexCopy"), "indexCopy y");
-  launchIndexCopy(dtype, args.buffer(1).data, static_cast<const int32_t*>(args.buffer(2).data), args.buffer(3).data,
-                  outer, axisSize, inner, count, stream());
-  return undefinedOf(info);
-}
+Napi::Value indexCopy(const Napi::CallbackInfo& info) { return indexedRows(info, "indexCopy", "source", launchIndexCopy); }
 
 // oneHot(dtype, indices, y, count, depth)
 Napi::Value oneHot(const Napi::CallbackInfo& info) {
@@ -995,6 +992,24 @@ int64_t valuesLength(const BsrPatternView& p) {
 
 Activation activationArg(const Args& args, size_t i);
 
+// A dense layer's inputs at args first..first+2: x [m, k], w [n, k], bias (null or [n]); validated.
+struct DenseOperands {
+  const void* x;
+  const void* w;
+  const void* bias;
+};
+
+DenseOperands denseOperands(Args& args, size_t first, DType dtype, int64_t m, int64_t n, int64_t k, const std::string& name) {
+  requireElements(args.buffer(first), dtype, product({m, k}, name), (name + " x").c_str());
+  requireElements(args.buffer(first + 1), dtype, product({n, k}, name), (name + " w").c_str());
+  const void* bias = nullptr;
+  if (!args.isAbsent(first + 2)) {
+    requireElements(args.buffer(first + 2), dtype, n, (name + " bias").c_str());
+    bias = args.buffer(first + 2).data;
+  }
+  return {args.buffer(first).data, args.buffer(first + 1).data, bias};
+}
+
 // linear(dtype, x, w, bias | null, residual | null, y, m, n, k) -> whether it ran: y [m, n] = x [m, k] w [n, k]^T
 // + bias [n] + residual [m, n] in one cuBLASLt call (launchLinear). False where cuBLASLt cannot run it, nothing
 // launched: the caller composes matmul and the adds. y must not be x, w, bias or residual.
@@ -1003,13 +1018,7 @@ Napi::Value linear(const Napi::CallbackInfo& info) {
   args.count(9);
   DType dtype = args.floatDtype(0);
   int64_t m = args.size(6), n = args.size(7), k = args.size(8);
-  requireElements(args.buffer(1), dtype, product({m, k}, "linear"), "linear x");
-  requireElements(args.buffer(2), dtype, product({n, k}, "linear"), "linear w");
-  const void* bias = nullptr;
-  if (!args.isAbsent(3)) {
-    requireElements(args.buffer(3), dtype, n, "linear bias");
-    bias = args.buffer(3).data;
-  }
+  const DenseOperands o = denseOperands(args, 1, dtype, m, n, k, "linear");
   const void* residual = nullptr;
   if (!args.isAbsent(4)) {
     requireElements(args.buffer(4), dtype, product({m, n}, "linear"), "linear residual");
@@ -1017,10 +1026,9 @@ Napi::Value linear(const Napi::CallbackInfo& info) {
   }
   requireElements(args.buffer(5), dtype, product({m, n}, "linear"), "linear y");
   void* y = args.buffer(5).data;
-  BS_REQUIRE(y != args.buffer(1).data && y != args.buffer(2).data && y != bias && y != residual,
+  BS_REQUIRE(y != o.x && y != o.w && y != o.bias && y != residual,
              "linear: y must be a buffer of its own (not x, w, bias or residual)");
-  return Napi::Boolean::New(info.Env(), launchLinear(dtype, args.buffer(1).data, args.buffer(2).data, bias, residual, y,
-                                                     m, n, k, stream()));
+  return Napi::Boolean::New(info.Env(), launchLinear(dtype, o.x, o.w, o.bias, residual, y, m, n, k, stream()));
 }
 
 // linearActivation(activation, dtype, x, w, bias | null, y, pre, m, n, k) -> whether it ran: pre = x w^T + bias and
@@ -1032,22 +1040,14 @@ Napi::Value linearActivation(const Napi::CallbackInfo& info) {
   const Activation activation = activationArg(args, 0);
   DType dtype = args.floatDtype(1);
   int64_t m = args.size(7), n = args.size(8), k = args.size(9);
-  requireElements(args.buffer(2), dtype, product({m, k}, "linearActivation"), "linearActivation x");
-  requireElements(args.buffer(3), dtype, product({n, k}, "linearActivation"), "linearActivation w");
-  const void* bias = nullptr;
-  if (!args.isAbsent(4)) {
-    requireElements(args.buffer(4), dtype, n, "linearActivation bias");
-    bias = args.buffer(4).data;
-  }
+  const DenseOperands o = denseOperands(args, 2, dtype, m, n, k, "linearActivation");
   requireElements(args.buffer(5), dtype, product({m, n}, "linearActivation"), "linearActivation y");
   requireElements(args.buffer(6), dtype, product({m, n}, "linearActivation"), "linearActivation pre");
   void* y = args.buffer(5).data;
   void* pre = args.buffer(6).data;
-  BS_REQUIRE(y != pre && y != args.buffer(2).data && y != args.buffer(3).data && y != bias && pre != args.buffer(2).data &&
-                 pre != args.buffer(3).data && pre != bias,
+  BS_REQUIRE(y != pre && y != o.x && y != o.w && y != o.bias && pre != o.x && pre != o.w && pre != o.bias,
              "linearActivation: y and pre must be buffers of their own (not each other, x, w or bias)");
-  return Napi::Boolean::New(info.Env(), launchLinearActivation(dtype, args.buffer(2).data, args.buffer(3).data, bias, y,
-                                                               pre, m, n, k, activation, stream()));
+  return Napi::Boolean::New(info.Env(), launchLinearActivation(dtype, o.x, o.w, o.bias, y, pre, m, n, k, activation, stream()));
 }
 
 // Whether bsrLinear / bsrMatmul take the dense GEMM (denseProductWins): in auto mode only when not autotuning, whose

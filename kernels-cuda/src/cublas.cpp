@@ -1,6 +1,6 @@
 #include "cublas.h"
 
-#include <dlfcn.h>
+#include "dynamic_library.h"
 
 namespace bs::cublas {
 
@@ -26,33 +26,24 @@ struct Api {
 
 Api api;
 
-template <typename Fn>
-bool bind(void* library, const char* name, Fn& out) {
-  out = reinterpret_cast<Fn>(dlsym(library, name));
-  return out != nullptr;
-}
 }  // namespace
 
 bool load() {
   if (api.tried) return api.loaded;
   api.tried = true;
   std::string tried;
-  for (const char* name : {"libcublas.so.13", "libcublas.so.12", "libcublas.so.11", "libcublas.so"}) {
-    tried += std::string(tried.empty() ? "" : ", ") + name;
-    void* library = dlopen(name, RTLD_NOW | RTLD_LOCAL);
-    if (library == nullptr) continue;
-    if (bind(library, "cublasCreate_v2", api.create) && bind(library, "cublasDestroy_v2", api.destroy) &&
-        bind(library, "cublasSetStream_v2", api.setStream) && bind(library, "cublasGemmStridedBatchedEx", api.gemm) &&
-        bind(library, "cublasGetStatusString", api.statusString)) {
-      api.loaded = true;
-      api.description = name;
-      return true;
-    }
-    tried += " (lacks a function the addon calls)";
-    dlclose(library);
-  }
-  api.description = "cuBLAS not found (tried " + tried + ")";
-  return false;
+  const OpenedLibrary opened = openFirst(
+      {"libcublas.so.13", "libcublas.so.12", "libcublas.so.11", "libcublas.so"},
+      [](void* library) {
+        return bindSymbol(library, "cublasCreate_v2", api.create) && bindSymbol(library, "cublasDestroy_v2", api.destroy) &&
+               bindSymbol(library, "cublasSetStream_v2", api.setStream) &&
+               bindSymbol(library, "cublasGemmStridedBatchedEx", api.gemm) &&
+               bindSymbol(library, "cublasGetStatusString", api.statusString);
+      },
+      tried);
+  api.loaded = opened.handle != nullptr;
+  api.description = api.loaded ? opened.name : "cuBLAS not found (tried " + tried + ")";
+  return api.loaded;
 }
 
 const std::string& describe() { return api.description; }
@@ -103,30 +94,26 @@ bool load() {
   if (ltApi.tried) return ltApi.loaded;
   ltApi.tried = true;
   std::string tried;
-  for (const char* name : {"libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so.11", "libcublasLt.so"}) {
-    tried += std::string(tried.empty() ? "" : ", ") + name;
-    void* library = dlopen(name, RTLD_NOW | RTLD_LOCAL);
-    if (library == nullptr) continue;
-    if (bind(library, "cublasLtCreate", ltApi.create) && bind(library, "cublasLtDestroy", ltApi.destroy) &&
-        bind(library, "cublasLtMatmulDescCreate", ltApi.descCreate) &&
-        bind(library, "cublasLtMatmulDescSetAttribute", ltApi.descSetAttribute) &&
-        bind(library, "cublasLtMatmulDescDestroy", ltApi.descDestroy) &&
-        bind(library, "cublasLtMatrixLayoutCreate", ltApi.layoutCreate) &&
-        bind(library, "cublasLtMatrixLayoutDestroy", ltApi.layoutDestroy) &&
-        bind(library, "cublasLtMatmulPreferenceCreate", ltApi.preferenceCreate) &&
-        bind(library, "cublasLtMatmulPreferenceSetAttribute", ltApi.preferenceSetAttribute) &&
-        bind(library, "cublasLtMatmulPreferenceDestroy", ltApi.preferenceDestroy) &&
-        bind(library, "cublasLtMatmulAlgoGetHeuristic", ltApi.algoGetHeuristic) &&
-        bind(library, "cublasLtMatmul", ltApi.matmul) && bind(library, "cublasLtGetStatusString", ltApi.statusString)) {
-      ltApi.loaded = true;
-      ltApi.description = name;
-      return true;
-    }
-    tried += " (lacks a function the addon calls)";
-    dlclose(library);
-  }
-  ltApi.description = "cuBLASLt not found (tried " + tried + ")";
-  return false;
+  const OpenedLibrary opened = openFirst(
+      {"libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so.11", "libcublasLt.so"},
+      [](void* library) {
+        return bindSymbol(library, "cublasLtCreate", ltApi.create) && bindSymbol(library, "cublasLtDestroy", ltApi.destroy) &&
+               bindSymbol(library, "cublasLtMatmulDescCreate", ltApi.descCreate) &&
+               bindSymbol(library, "cublasLtMatmulDescSetAttribute", ltApi.descSetAttribute) &&
+               bindSymbol(library, "cublasLtMatmulDescDestroy", ltApi.descDestroy) &&
+               bindSymbol(library, "cublasLtMatrixLayoutCreate", ltApi.layoutCreate) &&
+               bindSymbol(library, "cublasLtMatrixLayoutDestroy", ltApi.layoutDestroy) &&
+               bindSymbol(library, "cublasLtMatmulPreferenceCreate", ltApi.preferenceCreate) &&
+               bindSymbol(library, "cublasLtMatmulPreferenceSetAttribute", ltApi.preferenceSetAttribute) &&
+               bindSymbol(library, "cublasLtMatmulPreferenceDestroy", ltApi.preferenceDestroy) &&
+               bindSymbol(library, "cublasLtMatmulAlgoGetHeuristic", ltApi.algoGetHeuristic) &&
+               bindSymbol(library, "cublasLtMatmul", ltApi.matmul) &&
+               bindSymbol(library, "cublasLtGetStatusString", ltApi.statusString);
+      },
+      tried);
+  ltApi.loaded = opened.handle != nullptr;
+  ltApi.description = ltApi.loaded ? opened.name : "cuBLASLt not found (tried " + tried + ")";
+  return ltApi.loaded;
 }
 
 const std::string& describe() { return ltApi.description; }

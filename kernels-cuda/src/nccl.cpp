@@ -1,6 +1,6 @@
 #include "nccl.h"
 
-#include <dlfcn.h>
+#include "dynamic_library.h"
 
 namespace bs::nccl {
 
@@ -34,11 +34,6 @@ struct Api {
 
 Api api;
 
-template <typename Fn>
-bool bind(void* library, const char* name, Fn& out) {
-  out = reinterpret_cast<Fn>(dlsym(library, name));
-  return out != nullptr;
-}
 
 [[noreturn]] void fail(const char* call, Result result, Comm comm) {
   std::string message = std::string(call) + " failed: " + (api.errorString ? api.errorString(result) : "NCCL error") +
@@ -75,31 +70,31 @@ bool load() {
   if (api.tried) return api.loaded;
   api.tried = true;
   std::string tried;
-  for (const char* name : {"libnccl.so.2", "libnccl.so"}) {
-    tried += std::string(tried.empty() ? "" : ", ") + name;
-    void* library = dlopen(name, RTLD_NOW | RTLD_LOCAL);
-    if (library == nullptr) continue;
-    if (bind(library, "ncclGetUniqueId", api.getUniqueId) && bind(library, "ncclCommInitRank", api.commInitRank) &&
-        bind(library, "ncclCommDestroy", api.commDestroy) && bind(library, "ncclAllReduce", api.allReduce) &&
-        bind(library, "ncclBroadcast", api.broadcast) && bind(library, "ncclAllGather", api.allGather) &&
-        bind(library, "ncclGroupStart", api.groupStart) && bind(library, "ncclGroupEnd", api.groupEnd) &&
-        bind(library, "ncclGetErrorString", api.errorString)) {
-      bind(library, "ncclGetLastError", api.lastError);
-      GetVersionFn getVersion = nullptr;
-      int version = 0;
-      api.description = name;
-      if (bind(library, "ncclGetVersion", getVersion) && getVersion(&version) == kSuccess) {
-        api.description += " (NCCL " + std::to_string(version / 10000) + "." + std::to_string(version / 100 % 100) + "." +
-                           std::to_string(version % 100) + ")";
-      }
-      api.loaded = true;
-      return true;
-    }
-    tried += " (lacks a function the addon calls)";
-    dlclose(library);
+  const OpenedLibrary opened = openFirst(
+      {"libnccl.so.2", "libnccl.so"},
+      [](void* library) {
+        return bindSymbol(library, "ncclGetUniqueId", api.getUniqueId) &&
+               bindSymbol(library, "ncclCommInitRank", api.commInitRank) &&
+               bindSymbol(library, "ncclCommDestroy", api.commDestroy) && bindSymbol(library, "ncclAllReduce", api.allReduce) &&
+               bindSymbol(library, "ncclBroadcast", api.broadcast) && bindSymbol(library, "ncclAllGather", api.allGather) &&
+               bindSymbol(library, "ncclGroupStart", api.groupStart) && bindSymbol(library, "ncclGroupEnd", api.groupEnd) &&
+               bindSymbol(library, "ncclGetErrorString", api.errorString);
+      },
+      tried);
+  if (opened.handle == nullptr) {
+    api.description = "NCCL not found (tried " + tried + "); install NCCL 2 (libnccl2) or add its lib directory to LD_LIBRARY_PATH";
+    return false;
   }
-  api.description = "NCCL not found (tried " + tried + "); install NCCL 2 (libnccl2) or add its lib directory to LD_LIBRARY_PATH";
-  return false;
+  bindSymbol(opened.handle, "ncclGetLastError", api.lastError);
+  GetVersionFn getVersion = nullptr;
+  int version = 0;
+  api.description = opened.name;
+  if (bindSymbol(opened.handle, "ncclGetVersion", getVersion) && getVersion(&version) == kSuccess) {
+    api.description += " (NCCL " + std::to_string(version / 10000) + "." + std::to_string(version / 100 % 100) + "." +
+                       std::to_string(version % 100) + ")";
+  }
+  api.loaded = true;
+  return true;
 }
 
 const std::string& describe() { return api.description; }
