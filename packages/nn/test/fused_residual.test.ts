@@ -36,7 +36,9 @@ describe("a residual connection in the layer's product (forwardResidual)", () =>
     expect(fused.kernels).not.toContain("Add");
     expect(written.kernels).toContain("Add");
     expect(maxAbsDiff(fused.out, written.out)).toBeLessThan(1e-5);
-    fused.grads.forEach((g, i) => expect(maxAbsDiff(g, written.grads[i]), `gradient ${i}`).toBeLessThan(1e-5));
+    fused.grads.forEach((g, i) => {
+      expect(maxAbsDiff(g, written.grads[i]), `gradient ${i}`).toBeLessThan(1e-5);
+    });
   });
 
   it("an active dropout, a block-sparse layer or a replaced forward run unfused: layer, dropout, add", () => {
@@ -81,6 +83,8 @@ describe("a residual connection in the layer's product (forwardResidual)", () =>
     );
     expect(fused.kernels.filter((k) => k === "Add").length).toBe(written.kernels.filter((k) => k === "Add").length - 2);
     expect(maxAbsDiff(fused.out, written.out)).toBeLessThan(1e-5);
-    fused.grads.forEach((g, i) => expect(maxAbsDiff(g, written.grads[i]), `gradient ${i}`).toBeLessThan(1e-4));
+    fused.grads.forEach((g, i) => {
+      expect(maxAbsDiff(g, written.grads[i]), `gradient ${i}`).toBeLessThan(1e-4);
+    });
   });
 });
