@@ -1,5 +1,5 @@
 import { add, reshape, ShapeError, slice, type Tensor, tanh, tidy } from "@blocksparse/core";
-import { Dropout, Embedding, forwardLinearActivation, LayerNorm, Linear, Module, ModuleList } from "@blocksparse/nn";
+import { Dropout, Embedding, forwardLinearActivation, forwardResidual, LayerNorm, Linear, Module, ModuleList } from "@blocksparse/nn";
 import type { CheckpointRules } from "./checkpoint";
 import { type BertConfig, parseBertConfig } from "./config";
 import type { ModelOptions } from "./gpt2";
@@ -79,7 +79,10 @@ export class BertSelfAttention extends Module {
   }
 }
 
-/** dense, dropout, then LayerNorm of the sum with the residual (post-norm); Hugging Face's BertSelfOutput and BertOutput. */
+/**
+ * dense, dropout, then LayerNorm of the sum with the residual (post-norm); Hugging Face's BertSelfOutput and BertOutput.
+ * The residual rides in the dense product where it can (nn's forwardResidual).
+ */
 export class BertResidualOutput extends Module {
   dense: Linear;
   LayerNorm: LayerNorm;
@@ -93,7 +96,7 @@ export class BertResidualOutput extends Module {
   }
 
   forward(x: Tensor, residual: Tensor): Tensor {
-    return tidy(() => this.LayerNorm.forward(add(this.dropout.forward(this.dense.forward(x)), residual)));
+    return tidy(() => this.LayerNorm.forward(forwardResidual(this.dense, this.dropout, x, residual)));
   }
 }
 
