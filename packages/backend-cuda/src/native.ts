@@ -75,6 +75,12 @@ export interface DeviceInfo {
   driverVersion: number;
 }
 
+/**
+ * Rows of source [outer, count, inner] into y [outer, axisSize, inner] at int32 indices [count] along the middle axis
+ * (the addon's one binding for scatterAdd and indexCopy).
+ */
+export type IndexedRows = (dtype: Dt, source: Buf, indices: Buf, y: Buf, outer: number, axisSize: number, inner: number, count: number) => void;
+
 /** How the addon was built. */
 export interface BuildInfo {
   /** Dense matmul goes through cuBLAS, opened at run time (else the addon's own tiled kernel). */
@@ -343,27 +349,10 @@ export interface NativeAddon {
   ): void;
 
   gather(dtype: Dt, x: Buf, indices: Buf, y: Buf, outer: number, axisSize: number, inner: number, count: number): void;
-  scatterAdd(
-    dtype: Dt,
-    updates: Buf,
-    indices: Buf,
-    y: Buf,
-    outer: number,
-    axisSize: number,
-    inner: number,
-    count: number,
-  ): void;
+  /** y[o, indices[j], k] += updates[o, j, k]. */
+  scatterAdd: IndexedRows;
   /** y[o, indices[j], k] = source[o, j, k] in y's own buffer (the rest of y kept). */
-  indexCopy(
-    dtype: Dt,
-    source: Buf,
-    indices: Buf,
-    y: Buf,
-    outer: number,
-    axisSize: number,
-    inner: number,
-    count: number,
-  ): void;
+  indexCopy: IndexedRows;
   oneHot(dtype: Dt, indices: Buf, y: Buf, count: number, depth: number): void;
 
   matmul(

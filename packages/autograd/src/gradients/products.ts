@@ -12,10 +12,16 @@ import {
   mul,
   reshape,
   sampledMatmul,
+  sizeOf,
   where,
 } from "@blocksparse/core";
 import { registerGradient } from "../registry";
 import { reduceToShape } from "./helpers";
+
+/** [..., width] as [rows, width], the leading dims flattened: a dense layer's operands as matrices. */
+function rows(t: Tensor): Tensor {
+  return reshape(t, [sizeOf(t.shape.slice(0, -1)), t.shape[t.rank - 1]]);
+}
 
 export function registerProductGradients(): void {
   // C = op(A) op(B): each case's adjoint is again one matmul with transpose flags (no explicit transposes).
@@ -41,7 +47,6 @@ export function registerProductGradients(): void {
     gradFunc: ([dy], { saved, inputs }) => {
       const x = saved.x!;
       const weight = saved.weight!;
-      const rows = (t: Tensor): Tensor => reshape(t, [t.shape.slice(0, -1).reduce((n, d) => n * d, 1), t.shape[t.rank - 1]]);
       return {
         x: () => reshape(matmul(rows(dy), weight), x.shape),
         weight: () => matmul(rows(dy), rows(x), { transposeA: true }),
@@ -69,7 +74,6 @@ export function registerProductGradients(): void {
         }
         return both;
       };
-      const rows = (t: Tensor): Tensor => reshape(t, [t.shape.slice(0, -1).reduce((n, d) => n * d, 1), t.shape[t.rank - 1]]);
       return {
         x: () => reshape(matmul(rows(grads()[0]), weight), x.shape),
         weight: () => matmul(rows(grads()[0]), rows(x), { transposeA: true }),
