@@ -128,9 +128,15 @@ describe.skipIf(cudaMissing)("dense kernels on cuda against float64 math", () =>
   }
 
   // Layer shapes past the conformance suite's: decoding (1 and 8 rows), GPT-2's projections, a vocabulary of odd width,
-  // odd K (rows off 16-byte alignment), and a long one; with and without bias and residual.
+  // odd K (rows off 16-byte alignment), and a long one; with and without bias and residual. A width that is not a
+  // multiple of 16 bytes runs as two products, its aligned head and its last 1-7 columns: into y for one row
+  // (1 x 1001), into an aligned-pitch scratch copied to y for more (2 x 50257, 37 x 129, 4 x 15), as one product
+  // with a residual or when no aligned head exists (3 x 5).
   const LINEAR_CASES: { m: number; n: number; k: number }[] = [
     { m: 1, n: 2304, k: 768 },
+    { m: 1, n: 1001, k: 40 },
+    { m: 4, n: 15, k: 24 },
+    { m: 3, n: 5, k: 16 },
     { m: 8, n: 768, k: 3072 },
     { m: 64, n: 3072, k: 768 },
     { m: 2, n: 50257, k: 64 },
@@ -219,6 +225,82 @@ describe.skipIf(cudaMissing)("dense kernels on cuda against float64 math", () =>
         }
       } finally {
         graph.dispose();
+      }
+    });
+  });
+
+  test("linear at an odd width: a captured graph replays its aligned head, its last columns and the copy to y", () => {
+    backend.setCublasEnabled(true);
+    const next = random(15);
+    for (const m of [1, 3]) {
+      tidy(() => {
+        const [n, k] = [1001, 64];
+        const x = randomTensor(next, [m, k], "bfloat16");
+        const w = randomTensor(next, [n, k], "bfloat16");
+        const graph = captureGraph(() => linear(x.t, w.t));
+        try {
+          for (let round = 0; round < 2; round++) {
+            const fresh = randomTensor(next, [m, k], "bfloat16");
+            x.t.assign(fresh.t);
+            const out = graph.replay();
+            expect(out.shape).toEqual([m, n]);
+            expectClose(out.dataSync(), matmulRef(fresh.values, [m, k], w.values, [n, k], false, true).data, "bfloat16", `captured linear [${m}, ${k}] x [${n}, ${k}]^T, replay ${round}`);
+          }
+        } finally {
+          graph.dispose();
+        }
+      });
+    }
+  });
+
+  test("reductions along rows of any length and alignment (16-byte loads from each row's first aligned element)", () => {
+    const next = random(16);
+    // A vocabulary's logits (one row and a few, each row starting at another alignment), rows shorter than a vector,
+    // and more rows than SMs.
+    const cases: [number, number][] = [[1, 50257], [3, 50257], [8, 4099], [2, 7], [5, 1], [1, 16], [300, 333]];
+    for (const dtype of FLOAT_DTYPES) {
+      for (const [outer, size] of cases) {
+        tidy(() => {
+          const x = randomTensor(next, [outer, size], dtype);
+          const got = { sum: sum(x.t, [1]).dataSync(), max: max(x.t, [1]).dataSync(), min: min(x.t, [1]).dataSync(), argmax: argmax(x.t, 1).dataSync() };
+          for (let r = 0; r < outer; r++) {
+            const row = x.values.subarray(r * size, (r + 1) * size);
+            let total = 0;
+            let magnitude = 0;
+            let best = 0;
+            let least = Number.POSITIVE_INFINITY;
+            for (let j = 0; j < size; j++) {
+              total += row[j];
+              magnitude += Math.abs(row[j]);
+              if (row[j] > row[best]) best = j; // the first of equal maxima (random half values repeat)
+              least = Math.min(least, row[j]);
+            }
+            const where = `${dtype} [${outer}, ${size}] row ${r}`;
+            if (got.argmax[r] !== best) expect.fail(`argmax ${where}: ${got.argmax[r]}, expected ${best}`);
+            if (got.max[r] !== row[best]) expect.fail(`max ${where}: ${got.max[r]}, expected ${row[best]}`);
+            if (got.min[r] !== least) expect.fail(`min ${where}: ${got.min[r]}, expected ${least}`);
+            const rounding = dtype === "float32" ? 2 ** -23 : dtype === "float16" ? 2 ** -10 : 2 ** -7;
+            const bound = magnitude * size * 2 ** -24 + Math.abs(total) * rounding + 1e-30;
+            if (!(Math.abs(got.sum[r] - total) <= bound)) expect.fail(`sum ${where}: ${got.sum[r]}, expected ${total}`);
+          }
+        });
+      }
+    }
+    tidy(() => {
+      // int32 (four per vector): a row off alignment whose maximum repeats across vectors and at the tail, and a NaN in
+      // a float row that must win over the larger values after it (the first NaN).
+      const size = 1027;
+      const values = Array.from({ length: 2 * size }, (_, i) => ((i * 7919) % 1000) - 500);
+      for (const at of [size + 3, size + 500, 2 * size - 1]) values[at] = 900;
+      const x = tensor(values, [2, size], "int32");
+      expect(Array.from(argmax(x, 1).dataSync())).toEqual([values.slice(0, size).indexOf(Math.max(...values.slice(0, size))), 3]);
+      expect(Array.from(sum(x, [1]).dataSync())).toEqual([0, 1].map((r) => values.slice(r * size, (r + 1) * size).reduce((a, b) => a + b, 0)));
+      for (const dtype of FLOAT_DTYPES) {
+        const row = Array.from({ length: 5000 }, (_, i) => i % 97);
+        row[1234] = Number.NaN;
+        row[4321] = Number.NaN;
+        const argmaxNaN = argmax(tensor(row, [1, 5000], dtype), 1).dataSync()[0];
+        expect(argmaxNaN, `argmax ${dtype} with NaNs`).toBe(1234);
       }
     });
   });
