@@ -760,6 +760,17 @@ void requireAttentionShape(const char* op, int64_t M, int64_t N, int64_t D, bool
                                                     std::to_string(scale));
 }
 
+// q [batch, M, D] at argument `at`, k and v [batch, N, D] the two after it; returns q's element count (the output's).
+int64_t requireQkv(Args& args, const std::string& op, DType dtype, int at, int64_t batch, int64_t M, int64_t N,
+                   int64_t D) {
+  const int64_t queries = product({batch, M, D}, op);
+  const int64_t keys = product({batch, N, D}, op);
+  requireElements(args.buffer(at), dtype, queries, (op + " q").c_str());
+  requireElements(args.buffer(at + 1), dtype, keys, (op + " k").c_str());
+  requireElements(args.buffer(at + 2), dtype, keys, (op + " v").c_str());
+  return queries;
+}
+
 // attention(dtype, q, k, v, out, lse, batch, M, N, D, scale, causal): lse float32 [batch, M].
 Napi::Value attention(const Napi::CallbackInfo& info) {
   Args args{info, "attention"};
@@ -769,11 +780,7 @@ Napi::Value attention(const Napi::CallbackInfo& info) {
   float scale = static_cast<float>(args.number(10));
   bool causal = args.boolean(11);
   requireAttentionShape("attention", M, N, D, causal, scale);
-  int64_t queries = product({batch, M, D}, "attention");
-  int64_t keys = product({batch, N, D}, "attention");
-  requireElements(args.buffer(1), dtype, queries, "attention q");
-  requireElements(args.buffer(2), dtype, keys, "attention k");
-  requireElements(args.buffer(3), dtype, keys, "attention v");
+  const int64_t queries = requireQkv(args, "attention", dtype, 1, batch, M, N, D);
   requireElements(args.buffer(4), dtype, queries, "attention out");
   requireElements(args.buffer(5), DType::Float32, batch * M, "attention lse");
   launchAttention(dtype, args.buffer(1).data, args.buffer(2).data, args.buffer(3).data, args.buffer(4).data,
@@ -792,11 +799,7 @@ Napi::Value cachedAttention(const Napi::CallbackInfo& info) {
   BS_REQUIRE(D <= kMaxCachedHeadDim, "cachedAttention: head dims up to " + std::to_string(kMaxCachedHeadDim) +
                                          " on cuda, got D=" + std::to_string(D));
   BS_REQUIRE(batch * M <= 2147483647, "cachedAttention: batch x M must be below 2^31, got " + std::to_string(batch * M));
-  int64_t queries = product({batch, M, D}, "cachedAttention");
-  int64_t keys = product({batch, N, D}, "cachedAttention");
-  requireElements(args.buffer(1), dtype, queries, "cachedAttention q");
-  requireElements(args.buffer(2), dtype, keys, "cachedAttention k");
-  requireElements(args.buffer(3), dtype, keys, "cachedAttention v");
+  const int64_t queries = requireQkv(args, "cachedAttention", dtype, 1, batch, M, N, D);
   requireElements(args.buffer(4), DType::Int32, M, "cachedAttention positions");
   requireElements(args.buffer(5), dtype, queries, "cachedAttention out");
   launchCachedAttention(dtype, args.buffer(1).data, args.buffer(2).data, args.buffer(3).data,
@@ -814,12 +817,9 @@ Napi::Value attentionBackward(const Napi::CallbackInfo& info) {
   float scale = static_cast<float>(args.number(14));
   bool causal = args.boolean(15);
   requireAttentionShape("attentionBackward", M, N, D, causal, scale);
-  int64_t queries = product({batch, M, D}, "attentionBackward");
-  int64_t keys = product({batch, N, D}, "attentionBackward");
+  const int64_t queries = requireQkv(args, "attentionBackward", dtype, 2, batch, M, N, D);
+  const int64_t keys = product({batch, N, D}, "attentionBackward");
   requireElements(args.buffer(1), dtype, queries, "attentionBackward dout");
-  requireElements(args.buffer(2), dtype, queries, "attentionBackward q");
-  requireElements(args.buffer(3), dtype, keys, "attentionBackward k");
-  requireElements(args.buffer(4), dtype, keys, "attentionBackward v");
   requireElements(args.buffer(5), dtype, queries, "attentionBackward out");
   requireElements(args.buffer(6), DType::Float32, batch * M, "attentionBackward lse");
   requireElements(args.buffer(7), dtype, queries, "attentionBackward dq");
