@@ -788,10 +788,11 @@ Napi::Value attention(const Napi::CallbackInfo& info) {
   return undefinedOf(info);
 }
 
-// cachedAttention(dtype, q, k, v, positions, out, batch, M, N, D, scale): positions int32 [M].
+// cachedAttention(dtype, q, k, v, positions, out, batch, M, N, D, scale, newK | null, newV | null): positions int32
+// [M]; newK and newV [batch, M, D], both or neither, written into k and v at the positions first (k and v in place).
 Napi::Value cachedAttention(const Napi::CallbackInfo& info) {
   Args args{info, "cachedAttention"};
-  args.count(11);
+  args.count(13);
   DType dtype = args.floatDtype(0);
   int64_t batch = args.size(6), M = args.size(7), N = args.size(8), D = args.size(9);
   float scale = static_cast<float>(args.number(10));
@@ -802,9 +803,20 @@ Napi::Value cachedAttention(const Napi::CallbackInfo& info) {
   const int64_t queries = requireQkv(args, "cachedAttention", dtype, 1, batch, M, N, D);
   requireElements(args.buffer(4), DType::Int32, M, "cachedAttention positions");
   requireElements(args.buffer(5), dtype, queries, "cachedAttention out");
+  BS_REQUIRE(args.isAbsent(11) == args.isAbsent(12), "cachedAttention: newK and newV go together, got only one");
+  const void* newK = nullptr;
+  const void* newV = nullptr;
+  if (!args.isAbsent(11)) {
+    requireElements(args.buffer(11), dtype, queries, "cachedAttention newK");
+    requireElements(args.buffer(12), dtype, queries, "cachedAttention newV");
+    newK = args.buffer(11).data;
+    newV = args.buffer(12).data;
+    BS_REQUIRE(args.buffer(2).data != args.buffer(3).data,
+               "cachedAttention: k and v must be buffers of their own when newK and newV are written into them");
+  }
   launchCachedAttention(dtype, args.buffer(1).data, args.buffer(2).data, args.buffer(3).data,
-                        static_cast<const int32_t*>(args.buffer(4).data), args.buffer(5).data, batch, M, N, D, scale,
-                        stream());
+                        static_cast<const int32_t*>(args.buffer(4).data), newK, newV, args.buffer(5).data, batch, M, N,
+                        D, scale, stream());
   return undefinedOf(info);
 }
 

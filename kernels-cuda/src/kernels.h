@@ -44,10 +44,13 @@ bool attentionUsesFlash(DType dtype, int64_t D, float scale);
 void launchAttention(DType dtype, const void* q, const void* k, const void* v, void* out, float* lse, int64_t batch,
                      int64_t M, int64_t N, int64_t D, float scale, bool causal, cudaStream_t stream);
 // Decoding over a key/value cache: row i of each [M, D] matrix attends the keys 0..positions[i] (and < N; none:
-// zeros), softmax(scale q k^T) v in float32. One block per row; head dims up to kMaxCachedHeadDim.
+// zeros), softmax(scale q k^T) v in float32. One block per row; head dims up to kMaxCachedHeadDim. With newK and
+// newV ([batch, M, D] each, or both null) they are first written into k and v at the positions (in place, as
+// launchIndexCopy; out-of-range positions skip the write): in the attention kernel itself for one query row (a
+// decoding step), by launchIndexCopy before it for more.
 constexpr int64_t kMaxCachedHeadDim = 1024;
-void launchCachedAttention(DType dtype, const void* q, const void* k, const void* v, const int32_t* positions,
-                           void* out, int64_t batch, int64_t M, int64_t N, int64_t D, float scale,
+void launchCachedAttention(DType dtype, const void* q, void* k, void* v, const int32_t* positions, const void* newK,
+                           const void* newV, void* out, int64_t batch, int64_t M, int64_t N, int64_t D, float scale,
                            cudaStream_t stream);
 // dq, dk, dv from dout and the forward's inputs, out and lse (probabilities recomputed; nothing of size M x N kept
 // on the flash route).

@@ -1298,11 +1298,14 @@ constexpr int kCachedChunk = 1024;
 // Scores per chunk of keys (a thread per key, q scaled in shared memory), then the weighted sum of v with
 // `groups` sets of D threads each taking every groups-th key (D < 256), or one set striding D (D >= 256, up to
 // kMaxCachedHeadDim).
-template <typename T>
+// Append (one query row, M = 1): the block first writes row b of newK and newV into k and v at positions[0] (when
+// in [0, N)), and reads that key and value from newK and newV, never from the rows it writes. No other block reads
+// batch b's cache, so the writes need no ordering. k and v carry no __restrict__: they are written here too.
+template <typename T, bool Append>
 __global__ void __launch_bounds__(kCachedThreads)
-    cachedAttentionKernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
-                          const int32_t* __restrict__ positions, T* __restrict__ out, int64_t M, int64_t N, int D,
-                          float scale) {
+    cachedAttentionKernel(const T* __restrict__ q, T* k, T* v, const int32_t* __restrict__ positions,
+                          const T* __restrict__ newK, const T* __restrict__ newV, T* __restrict__ out, int64_t M,
+                          int64_t N, int D, float scale) {
   extern __shared__ float shared[];
   __shared__ float scores[kCachedChunk];
   __shared__ float scratch[32];
@@ -1312,7 +1315,20 @@ __global__ void __launch_bounds__(kCachedThreads)
   const int64_t b = row / M, i = row % M;
   const int tid = threadIdx.x;
   T* orow = out + row * D;
-  const int64_t count = min(static_cast<int64_t>(positions[i]) + 1, N);
+  const int64_t position = positions[i];
+  const T* newKey = nullptr;
+  const T* newValue = nullptr;
+  if constexpr (Append) {
+    newKey = newK + row * D;
+    newValue = newV + row * D;
+    if (position >= 0 && position < N) {
+      for (int d = tid; d < D; d += kCachedThreads) {
+        k[(b * N + position) * D + d] = newKey[d];
+        v[(b * N + position) * D + d] = newValue[d];
+      }
+    }
+  }
+  const int64_t count = min(position + 1, N);
   if (count <= 0) {
     for (int d = tid; d < D; d += kCachedThreads) orow[d] = fromFloat<T>(0.0f);
     return;
@@ -1330,7 +1346,7 @@ __global__ void __launch_bounds__(kCachedThreads)
     const int len = static_cast<int>(min(static_cast<int64_t>(kCachedChunk), count - c0));
     float localMax = -INFINITY;
     for (int j = tid; j < len; j += kCachedThreads) {
-      const T* key = kb + (c0 + j) * D;
+      const T* key = Append && c0 + j == position ? newKey : kb + (c0 + j) * D;
       float s = 0.0f;
       for (int d = 0; d < D; ++d) s += qs[d] * toFloat<T>(key[d]);
       scores[j] = s;
@@ -1350,7 +1366,7 @@ __global__ void __launch_bounds__(kCachedThreads)
     if (group < groups) {
       for (int j = group; j < len; j += groups) {
         const float p = scores[j];
-        const T* value = vb + (c0 + j) * D;
+        const T* value = Append && c0 + j == position ? newValue : vb + (c0 + j) * D;
         if (wide) {
 #pragma unroll
           for (int a = 0; a < kMaxCachedHeadDim / kCachedThreads; ++a) {
@@ -1384,15 +1400,27 @@ __global__ void __launch_bounds__(kCachedThreads)
 
 }  // namespace
 
-void launchCachedAttention(DType dtype, const void* q, const void* k, const void* v, const int32_t* positions,
-                           void* out, int64_t batch, int64_t M, int64_t N, int64_t D, float scale,
+void launchCachedAttention(DType dtype, const void* q, void* k, void* v, const int32_t* positions, const void* newK,
+                           const void* newV, void* out, int64_t batch, int64_t M, int64_t N, int64_t D, float scale,
                            cudaStream_t stream) {
   if (batch * M == 0) return;
+  const bool append = newK != nullptr && newV != nullptr;
+  if (append && M > 1) {
+    // Rows of the other queries' keys are read by every block: written first, by their own launches.
+    launchIndexCopy(dtype, newK, positions, k, batch, N, D, M, stream);
+    launchIndexCopy(dtype, newV, positions, v, batch, N, D, M, stream);
+  }
   size_t shared = sizeof(float) * (D + kCachedThreads);
   BS_DISPATCH_FLOAT(dtype, T, {
-    cachedAttentionKernel<T><<<static_cast<unsigned>(batch * M), kCachedThreads, shared, stream>>>(
-        static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), positions, static_cast<T*>(out),
-        M, N, static_cast<int>(D), scale);
+    const unsigned grid = static_cast<unsigned>(batch * M);
+    if (append && M == 1)
+      cachedAttentionKernel<T, true><<<grid, kCachedThreads, shared, stream>>>(
+          static_cast<const T*>(q), static_cast<T*>(k), static_cast<T*>(v), positions, static_cast<const T*>(newK),
+          static_cast<const T*>(newV), static_cast<T*>(out), M, N, static_cast<int>(D), scale);
+    else
+      cachedAttentionKernel<T, false><<<grid, kCachedThreads, shared, stream>>>(
+          static_cast<const T*>(q), static_cast<T*>(k), static_cast<T*>(v), positions, nullptr, nullptr,
+          static_cast<T*>(out), M, N, static_cast<int>(D), scale);
   });
   BS_LAUNCH_CHECK("cachedAttentionKernel");
 }

@@ -292,7 +292,22 @@ export interface NativeAddon {
    */
   attention(dtype: Dt, q: Buf, k: Buf, v: Buf, out: Buf, lse: Buf, batch: number, m: number, n: number, d: number, scale: number, causal: boolean): void;
   /** Each query row i over the keys 0..positions[i] (int32 [m]): decoding over a key/value cache. */
-  cachedAttention(dtype: Dt, q: Buf, k: Buf, v: Buf, positions: Buf, out: Buf, batch: number, m: number, n: number, d: number, scale: number): void;
+  /** newK and newV (both or null): written into k and v at the positions first, in place. */
+  cachedAttention(
+    dtype: Dt,
+    q: Buf,
+    k: Buf,
+    v: Buf,
+    positions: Buf,
+    out: Buf,
+    batch: number,
+    m: number,
+    n: number,
+    d: number,
+    scale: number,
+    newK: Buf | null,
+    newV: Buf | null,
+  ): void;
   /** dq, dk and dv of attention from dout and the forward's inputs, out and lse. */
   attentionBackward(
     dtype: Dt,

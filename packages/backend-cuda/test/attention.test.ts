@@ -122,6 +122,45 @@ describe.skipIf(cudaMissing)("cuda cachedAttention", () => {
       });
     });
   }
+  // newKeys and newValues: written in the attention kernel for one query row (the new key in the third 1024-key chunk,
+  // the wide path's D = 320, the first and the last position), by copies before it for more rows.
+  const appends: { dtype: DType; batch: number[]; n: number; d: number; positions: number[] }[] = [
+    { dtype: "bfloat16", batch: [2, 3], n: 2500, d: 64, positions: [2100] },
+    { dtype: "float32", batch: [3], n: 700, d: 320, positions: [0] },
+    { dtype: "float16", batch: [4], n: 40, d: 100, positions: [39] },
+    { dtype: "bfloat16", batch: [2], n: 50, d: 48, positions: [7, 8, 9] },
+  ];
+  for (const c of appends) {
+    const m = c.positions.length;
+    const name = `${c.dtype} [${c.batch}] M=${m} N=${c.n} D=${c.d} positions [${c.positions}]`;
+    test(`with newKeys and newValues, against float64 and the caches written: ${name}`, () => {
+      const next = random(c.n * 17 + c.d);
+      const scale = 1 / Math.sqrt(c.d);
+      tidy(() => {
+        const q = randomTensor(next, [...c.batch, m, c.d], c.dtype);
+        const k = randomTensor(next, [...c.batch, c.n, c.d], c.dtype);
+        const v = randomTensor(next, [...c.batch, c.n, c.d], c.dtype);
+        const newKeys = randomTensor(next, [...c.batch, m, c.d], c.dtype);
+        const newValues = randomTensor(next, [...c.batch, m, c.d], c.dtype);
+        const written = (cache: Float64Array, rows: Float64Array): Float64Array => {
+          const out = Float64Array.from(cache);
+          const heads = cache.length / (c.n * c.d);
+          for (let h = 0; h < heads; h++)
+            for (let i = 0; i < m; i++) out.set(rows.subarray((h * m + i) * c.d, (h * m + i + 1) * c.d), (h * c.n + c.positions[i]) * c.d);
+          return out;
+        };
+        const keys = written(k.values, newKeys.values);
+        const values = written(v.values, newValues.values);
+        const shape = [...c.batch, c.n, c.d];
+        const want = reference.cachedAttention({ shape: [...c.batch, m, c.d], data: q.values }, { shape, data: keys }, { shape, data: values }, c.positions, scale);
+        const out = cachedAttention(q.t, k.t, v.t, tensor(c.positions, [m], "int32"), { scale, newKeys: newKeys.t, newValues: newValues.t });
+        expectClose(Float64Array.from(out.dataSync()), want.out.data, c.dtype, `${name} out`);
+        expect(Array.from(k.t.dataSync())).toEqual(Array.from(keys));
+        expect(Array.from(v.t.dataSync())).toEqual(Array.from(values));
+      });
+    });
+  }
+
   test("names a head dim past the kernel's 1024", () => {
     tidy(() => {
       const q = tensor(new Array(1025).fill(0), [1, 1025], "bfloat16");

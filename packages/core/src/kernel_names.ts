@@ -217,7 +217,10 @@ export const AttentionBackward = "AttentionBackward";
  * {q [...batch, M, D], k [...batch, N, D], v [...batch, N, D], positions int32 [M]} -> out [...batch, M, D] in q's
  * dtype: row i of every [M, D] matrix is softmax(attrs.scale * q_i k^T) v over the keys j <= positions[i] (and j < N):
  * attention of new positions over a key/value cache of fixed length whose later entries are not written yet. A row
- * with no key (positions[i] < 0) is zeros. Sums in float32. No gradient (decoding, not training).
+ * with no key (positions[i] < 0) is zeros. Sums in float32. No gradient (decoding, not training). With newKeys and
+ * newValues ([...batch, M, D] each, both or neither) the kernel first writes them into k and v in place at the
+ * positions along N, as IndexCopy in place would (positions within [0, N)), then attends: a decoding step's cache
+ * writes and its attention in one launch. Only called so when k and v may be written (cachedAttention checks).
  */
 export const CachedAttention = "CachedAttention";
 
@@ -424,7 +427,11 @@ export interface KernelSpecs {
     AttentionAttrs,
     Three
   >;
-  CachedAttention: Spec<{ q: TensorInfo; k: TensorInfo; v: TensorInfo; positions: TensorInfo }, CachedAttentionAttrs, One>;
+  CachedAttention: Spec<
+    { q: TensorInfo; k: TensorInfo; v: TensorInfo; positions: TensorInfo; newKeys?: TensorInfo; newValues?: TensorInfo },
+    CachedAttentionAttrs,
+    One
+  >;
 
   Matmul: Spec<Binary, MatmulAttrs, One>;
   Linear: Spec<{ x: TensorInfo; weight: TensorInfo; bias?: TensorInfo; residual?: TensorInfo }, NoAttrs, One>;

@@ -2,13 +2,16 @@ import {
   BackendError,
   DisposedTensorError,
   DTypeError,
+  IndexError,
   ShapeError,
   type Tensor,
   ValueError,
   attentionBackward,
   attentionWithStats,
+  cachedAttention,
   cast,
   dispose,
+  indexCopy,
   listBackends,
   logSoftmax,
   matmul,
@@ -22,6 +25,7 @@ import {
   softmax,
   squeeze,
   sub,
+  tensor,
   tidy,
   zeros,
 } from "@blocksparse/core";
@@ -213,5 +217,34 @@ describe("scaledDotProductAttention on js", () => {
     expect(memory().numTensors - before.numTensors).toBe(1);
     expect(memory().numBuffers - before.numBuffers).toBe(1);
     dispose([q, out]);
+  });
+});
+
+describe("cachedAttention with newKeys and newValues on js", () => {
+  it("writes them at the positions and attends as indexCopy then cachedAttention do, nothing else left alive", () => {
+    tidy(() => {
+      const [q, fresh, freshValues] = [randn([2, 1, 4], { seed: 1 }), randn([2, 1, 4], { seed: 2 }), randn([2, 1, 4], { seed: 3 })];
+      const positions = tensor([2], [1], "int32");
+      const [k, v] = [randn([2, 5, 4], { seed: 4 }), randn([2, 5, 4], { seed: 5 })];
+      const [k2, v2] = [randn([2, 5, 4], { seed: 4 }), randn([2, 5, 4], { seed: 5 })]; // the same caches, apart
+      const before = memory();
+      const out = cachedAttention(q, k, v, positions, { newKeys: fresh, newValues: freshValues });
+      expect(memory().numBuffers - before.numBuffers).toBe(1); // out alone: k and v written in place
+      indexCopy(k2, positions, fresh, 1);
+      indexCopy(v2, positions, freshValues, 1);
+      expect(Array.from(k.dataSync())).toEqual(Array.from(k2.dataSync()));
+      expect(Array.from(v.dataSync())).toEqual(Array.from(v2.dataSync()));
+      expectClose(out, cachedAttention(q, k2, v2, positions), 1e-6);
+    });
+  });
+
+  it("rejects a position outside the cache with an IndexError naming it, before writing", () => {
+    tidy(() => {
+      const k = zeros([3, 4]);
+      const write = () => cachedAttention(zeros([1, 4]), k, zeros([3, 4]), tensor([3], [1], "int32"), { newKeys: randn([1, 4], { seed: 1 }), newValues: zeros([1, 4]) });
+      expect(write).toThrow(IndexError);
+      expect(write).toThrow("cachedAttention: position 3 of newKeys row 0 is out of range [0, 3)");
+      expect(Array.from(k.dataSync()).every((x) => x === 0)).toBe(true);
+    });
   });
 });

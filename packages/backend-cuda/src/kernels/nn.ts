@@ -213,7 +213,7 @@ export function attentionKernel({
 }
 
 export function cachedAttentionKernel({
-  inputs: { q, k, v, positions },
+  inputs: { q, k, v, positions, newKeys, newValues },
   attrs: { scale },
   backend,
 }: KernelArgs<"CachedAttention", CudaBackend>): TensorInfo {
@@ -231,6 +231,8 @@ export function cachedAttentionKernel({
     n,
     d,
     scale,
+    newKeys === undefined ? null : backend.handle(newKeys),
+    newValues === undefined ? null : backend.handle(newValues),
   );
   return out;
 }

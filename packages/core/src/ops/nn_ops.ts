@@ -20,7 +20,7 @@ import { type DType, isDType, isFloatDType } from "../dtypes";
 import { formatShape, shapesEqual } from "../shape";
 import { Tensor } from "../tensor";
 import { mean, sum } from "./reduce";
-import { reshape, transpose } from "./shape_ops";
+import { indexCopy, reshape, transpose } from "./shape_ops";
 import {
   assertDType,
   assertFiniteNumber,
@@ -303,8 +303,14 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, optio
  * of fixed length written in place (indexCopy) at the positions, read this way, makes every decoding step the same
  * shapes with its positions on the device, so a step can be captured (captureGraph). For inference: it has no
  * gradient (autograd does not record it); train with scaledDotProductAttention. `options.scale` defaults to 1 / sqrt(D).
+ *
+ * `options.newKeys` and `options.newValues` ([...batch, M, D] each, both or neither) are the new positions' keys and
+ * values: they are written into k and v at `positions` first (as `indexCopy(k, positions, newKeys, -2)` and the same
+ * for v; positions must then lie in [0, N)), and attended with the rest, in one kernel where the backend can write k
+ * and v in place (cuda: the cache writes of a decoding step ride in its attention kernel, like flash-attention's
+ * `flash_attn_with_kvcache`). Otherwise they run as those two indexCopy calls and the attention.
  */
-export function cachedAttention(q: Tensor, k: Tensor, v: Tensor, positions: Tensor, options: { scale?: number } = {}): Tensor {
+export function cachedAttention(q: Tensor, k: Tensor, v: Tensor, positions: Tensor, options: CachedAttentionOptions = {}): Tensor {
   const op = "cachedAttention";
   assertTensor(op, "positions", positions);
   assertDType(op, "positions", positions, "int32");
@@ -315,7 +321,31 @@ export function cachedAttention(q: Tensor, k: Tensor, v: Tensor, positions: Tens
   if (positions.shape[0] !== m) {
     throw new ShapeError(`${op}: positions has shape ${formatShape(positions.shape)}, expected [${m}] (one per query of q ${formatShape(q.shape)})`);
   }
+  const { newKeys, newValues } = options;
+  if (newKeys === undefined && newValues === undefined) return engine.runKernel(CachedAttention, { q, k, v, positions }, { scale });
+  if (newKeys === undefined || newValues === undefined) {
+    throw new ValueError(`${op}: newKeys and newValues go together, got only ${newKeys === undefined ? "newValues" : "newKeys"}`);
+  }
+  const expected = [...k.shape.slice(0, -2), m, k.shape[k.rank - 1]];
+  for (const [name, t] of [["newKeys", newKeys], ["newValues", newValues]] as const) {
+    assertTensor(op, name, t);
+    assertSameDType(op, [name, "k"], t, k);
+    assertShape(op, name, t, expected);
+  }
+  assertSameBackend(op, [["q", q], ["newKeys", newKeys], ["newValues", newValues]]);
+  if (engine.canWriteInPlace([k, v], [q, positions, newKeys, newValues])) {
+    return engine.runKernel(CachedAttention, { q, k, v, positions, newKeys, newValues }, { scale });
+  }
+  indexCopy(k, positions, newKeys, k.rank - 2);
+  indexCopy(v, positions, newValues, v.rank - 2);
   return engine.runKernel(CachedAttention, { q, k, v, positions }, { scale });
+}
+
+/** cachedAttention's options: the scores' factor, and the new positions' keys and values to write first. */
+export interface CachedAttentionOptions {
+  scale?: number;
+  newKeys?: Tensor;
+  newValues?: Tensor;
 }
 
 export interface AttentionGrads {

@@ -240,6 +240,46 @@ export function declareNnTests(suite: Conformance): void {
         }
       });
 
+      check(`CachedAttention ${dtype} with newKeys and newValues: written into the cache at the positions, then attended`, () => {
+        // [batch..., M, N, D], positions within [0, N): a decoding step (M = 1, the last position too), a prompt's
+        // chunk, positions out of order.
+        const cases: [number[], number, number, number, number[]][] = [
+          [[2, 3], 1, 9, 16, [5]],
+          [[1, 2], 1, 40, 64, [39]],
+          [[2], 3, 7, 8, [0, 1, 2]],
+          [[], 2, 6, 5, [4, 1]],
+        ];
+        for (const [index, [batch, m, n, d, positions]] of cases.entries()) {
+          const q = makeInput(rng(), [...batch, m, d], dtype);
+          const k = makeInput(rng(), [...batch, n, d], dtype);
+          const v = makeInput(rng(), [...batch, n, d], dtype);
+          // Once, a second tensor shares k's buffer: k cannot be written in place, so the op copies (indexCopy's way)
+          // and the other tensor keeps the old keys.
+          const held = index === 2 ? zeros(k.t.shape, dtype) : null;
+          held?.assign(k.t);
+          const newKeys = makeInput(rng(), [...batch, m, d], dtype);
+          const newValues = makeInput(rng(), [...batch, m, d], dtype);
+          // The caches as they must be after the call: each new row at its position.
+          const written = (cache: R.Ref, rows: R.Ref): R.Ref => {
+            const data = Float64Array.from(cache.data);
+            const heads = cache.data.length / (n * d);
+            for (let h = 0; h < heads; h++)
+              for (let i = 0; i < m; i++) data.set(rows.data.subarray((h * m + i) * d, (h * m + i + 1) * d), (h * n + positions[i]) * d);
+            return { shape: cache.shape, data };
+          };
+          const keys = written(k.ref, newKeys.ref);
+          const values = written(v.ref, newValues.ref);
+          const scale = 1 / Math.sqrt(d);
+          const want = R.cachedAttention(q.ref, keys, values, positions, scale);
+          const label = `CachedAttention ${dtype} with new keys, batch [${batch}] M ${m} N ${n} D ${d} positions [${positions}]`;
+          const out = cachedAttention(q.t, k.t, v.t, tensor(positions, [m], "int32"), { newKeys: newKeys.t, newValues: newValues.t });
+          inCase(`${label}: out`, () => expectValues(out, want.out, dtype, "scaled", 2, want.magnitudes.out));
+          inCase(`${label}: keys written`, () => expect(Array.from(k.t.dataSync())).toEqual(Array.from(keys.data)));
+          inCase(`${label}: values written`, () => expect(Array.from(v.t.dataSync())).toEqual(Array.from(values.data)));
+          if (held !== null) inCase(`${label}: a tensor sharing k's buffer keeps the old keys`, () => expect(Array.from(held.dataSync())).toEqual(Array.from(k.ref.data)));
+        }
+      });
+
       check(`AttentionBackward ${dtype}: dq, dk and dv from out and lse`, () => {
         for (const c of ATTENTION_CASES) {
           const scale = c.scale ?? 1 / Math.sqrt(c.d);

@@ -2,6 +2,7 @@ import type { KernelArgs, TensorInfo } from "../../../backend";
 import { IndexError } from "../../../errors";
 import { sizeOf, softmaxRows } from "../../../shape";
 import type { JsBackend } from "../backend";
+import { indexCopyKernel } from "./shape";
 
 /** A float64 row reused across calls: each exponential of a softmax row is taken once and kept there. */
 let row64 = new Float64Array(0);
@@ -255,7 +256,17 @@ function attendRows(
   return out.commit();
 }
 
-export function cachedAttentionKernel({ inputs: { q, k, v, positions }, attrs: { scale }, backend }: KernelArgs<"CachedAttention", JsBackend>): TensorInfo {
+export function cachedAttentionKernel({ inputs: { q, k, v, positions, newKeys, newValues }, attrs: { scale }, backend }: KernelArgs<"CachedAttention", JsBackend>): TensorInfo {
+  if (newKeys !== undefined && newValues !== undefined) {
+    // The new positions' keys and values into the cache first, in place (IndexCopy's writes).
+    const axis = k.shape.length - 2;
+    const n = k.shape[axis];
+    for (const [j, p] of backend.ints(positions).entries()) {
+      if (p < 0 || p >= n) throw new IndexError(`cachedAttention: position ${p} of newKeys row ${j} is out of range [0, ${n})`);
+    }
+    indexCopyKernel({ inputs: { target: k, indices: positions, source: newKeys }, attrs: { axis, inPlace: true }, backend });
+    indexCopyKernel({ inputs: { target: v, indices: positions, source: newValues }, attrs: { axis, inPlace: true }, backend });
+  }
   const last = backend.ints(positions);
   return attendRows(q, k, v, scale, backend, (i, _m, n) => Math.max(0, Math.min(last[i] + 1, n)));
 }
