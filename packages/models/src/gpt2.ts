@@ -192,10 +192,9 @@ export class GPT2Attention extends Module {
       const qkv = this.c_attn.forward(x);
       const [q, k, v] = split(qkv, 3, 2).map((part) => splitHeads(part, this.nHead));
       const { key, value } = cache.pair(index, k);
-      indexCopy(key, positions, k, 2);
-      indexCopy(value, positions, v, 2);
       const [batch, heads, length, headDim] = q.shape;
-      const attended = cachedAttention(q, key, value, positions, { scale: this.scale });
+      // The new positions' keys and values go into the cache inside the attention's kernel (one launch on cuda).
+      const attended = cachedAttention(q, key, value, positions, { scale: this.scale, newKeys: k, newValues: v });
       const merged = reshape(permute(attended, [0, 2, 1, 3]), [batch, length, heads * headDim]);
       return project(this.c_proj, this.resid_dropout, merged, residual);
     });
