@@ -220,7 +220,8 @@ export const AttentionBackward = "AttentionBackward";
  * with no key (positions[i] < 0) is zeros. Sums in float32. No gradient (decoding, not training). With newKeys and
  * newValues ([...batch, M, D] each, both or neither) the kernel first writes them into k and v in place at the
  * positions along N, as IndexCopy in place would (positions within [0, N)), then attends: a decoding step's cache
- * writes and its attention in one launch. Only called so when k and v may be written (cachedAttention checks).
+ * writes and its attention in one launch. Called so with attrs.inPlace true, when k and v may be written
+ * (cachedAttention checks).
  */
 export const CachedAttention = "CachedAttention";
 
@@ -330,7 +331,8 @@ export type SoftmaxAttrs = { causal: boolean };
 export type SoftmaxBackwardAttrs = { log: boolean; causal: boolean };
 /** Attention's and AttentionBackward's: causal masking (Softmax's rule) and the factor of the scores q k^T. */
 export type AttentionAttrs = { causal: boolean; scale: number };
-export type CachedAttentionAttrs = { scale: number };
+/** inPlace: newKeys and newValues are given and written into k and v (the op checks they may be). */
+export type CachedAttentionAttrs = { scale: number; inPlace?: boolean };
 export type MatmulAttrs = { transposeA: boolean; transposeB: boolean };
 /** The BsrPattern object itself: never a copy of its arrays. */
 export type PatternAttrs = { pattern: BsrPattern };
@@ -610,7 +612,8 @@ export const KERNEL_CATALOGUE = {
   CrossEntropyBackward: nn(1, "backward-only"),
   Attention: nn(2, "rule"),
   AttentionBackward: nn(3, "backward-only"),
-  CachedAttention: nn(1, "none"),
+  // With newKeys and newValues (attrs.inPlace), k and v are written in place.
+  CachedAttention: { ...nn(1, "none"), inPlaceInputs: ["k", "v"] },
 
   Matmul: product,
   Linear: product,

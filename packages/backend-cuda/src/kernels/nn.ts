@@ -1,4 +1,4 @@
-import { type KernelArgs, type TensorInfo, sizeOf } from "@blocksparse/core";
+import { type KernelArgs, type TensorInfo, ValueError, sizeOf } from "@blocksparse/core";
 import type { CudaBackend } from "../backend";
 import { ADAM_TABLE_ENTRY } from "../native";
 
@@ -214,9 +214,12 @@ export function attentionKernel({
 
 export function cachedAttentionKernel({
   inputs: { q, k, v, positions, newKeys, newValues },
-  attrs: { scale },
+  attrs: { scale, inPlace },
   backend,
 }: KernelArgs<"CachedAttention", CudaBackend>): TensorInfo {
+  if ((newKeys !== undefined || newValues !== undefined) && (inPlace !== true || newKeys === undefined || newValues === undefined)) {
+    throw new ValueError("CachedAttention: newKeys and newValues go together and are written in place (attrs.inPlace)");
+  }
   const [batch, m, n, d] = attentionDims(q, k);
   const out = backend.output(q.shape, q.dtype);
   backend.addon.cachedAttention(

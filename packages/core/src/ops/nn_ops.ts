@@ -334,7 +334,7 @@ export function cachedAttention(q: Tensor, k: Tensor, v: Tensor, positions: Tens
   }
   assertSameBackend(op, [["q", q], ["newKeys", newKeys], ["newValues", newValues]]);
   if (engine.canWriteInPlace([k, v], [q, positions, newKeys, newValues])) {
-    return engine.runKernel(CachedAttention, { q, k, v, positions, newKeys, newValues }, { scale });
+    return engine.runKernel(CachedAttention, { q, k, v, positions, newKeys, newValues }, { scale, inPlace: true });
   }
   indexCopy(k, positions, newKeys, k.rank - 2);
   indexCopy(v, positions, newValues, v.rank - 2);

@@ -82,15 +82,17 @@ export class GraphRecordingBackend extends JsBackend {
 
   private run(kernel: (args: unknown) => TensorInfo | TensorInfo[], args: unknown): TensorInfo | TensorInfo[] {
     const graph = this.capturing;
-    if (graph && (args as { attrs?: { inPlace?: boolean } }).attrs?.inPlace === true) {
-      // A kernel that writes its inputs (an optimizer's in-place update) is recorded, not run: as with CUDA
-      // graphs, the capture changes nothing; each replay writes them.
-      graph.steps.push(() => {
-        kernel(args);
-      });
-      return [];
-    }
+    // A kernel that writes its inputs (an optimizer's in-place update, a cache write) changes nothing at capture, as
+    // with CUDA graphs: it runs on the inputs' values and they are put back; each replay writes them.
+    const written =
+      graph && (args as { attrs?: { inPlace?: boolean } }).attrs?.inPlace === true
+        ? Object.values((args as { inputs: Record<string, TensorInfo | TensorInfo[] | undefined> }).inputs).flatMap((value) =>
+            value === undefined ? [] : Array.isArray(value) ? value : [value],
+          )
+        : [];
+    const saved = written.map((info) => this.buffer(info.dataId).values.slice());
     const result = kernel(args);
+    written.forEach((info, i) => this.buffer(info.dataId).values.set(saved[i]));
     if (graph) {
       const outputs = Array.isArray(result) ? result : [result];
       graph.steps.push(() => {

@@ -15,11 +15,13 @@ import {
   BackendError,
   BsrPattern,
   bsrLinear,
+  cachedAttention,
   captureGraph,
   cast,
   gelu,
   getBackend,
   getBackendInstance,
+  indexCopy,
   matmul,
   memory,
   mul,
@@ -30,6 +32,7 @@ import {
   sum,
   tensor,
   tidy,
+  zeros,
 } from "@blocksparse/core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TOLERANCES } from "./harness";
@@ -153,6 +156,44 @@ export function declareGraphTests(backendName: string, dtypes: readonly FloatDTy
         graph.dispose();
         acc.dispose();
         x.dispose();
+      }
+    });
+
+    it("cachedAttention writing a key/value cache in place: each replay appends at the position on the device and attends; a cache re-pointed between replays is read, then holds the write", () => {
+      const [heads, n, d] = [2, 5, 4];
+      const [k, v] = [random([heads, n, d], "float32"), random([heads, n, d], "float32")];
+      const [q, newKeys, newValues] = [random([heads, 1, d], "float32"), random([heads, 1, d], "float32"), random([heads, 1, d], "float32")];
+      const position = tensor([0], [1], "int32");
+      const first = tensor([0], [1], "int32");
+      const owned = [k, v, q, newKeys, newValues, position, first];
+      const graph = captureGraph(() => {
+        const out = cachedAttention(q, k, v, position, { newKeys, newValues });
+        const next = add(position, 1);
+        indexCopy(position, first, next);
+        next.dispose();
+        return out;
+      });
+      // The cache as it must be after a replay at `step`: row `step` of each head from the new keys or values.
+      const appended = (before: number[], rows: number[], step: number) => {
+        const out = before.slice();
+        for (let h = 0; h < heads; h++) out.splice((h * n + step) * d, d, ...rows.slice(h * d, (h + 1) * d));
+        return out;
+      };
+      try {
+        for (let step = 0; step < 4; step++) {
+          for (const t of [q, newKeys, newValues]) tidy(() => t.assign(random([...t.shape], "float32")));
+          if (step === 3) tidy(() => k.assign(zeros([heads, n, d])));
+          const [keys, vals] = [values(k), values(v)];
+          const out = graph.replay();
+          expect(values(position)).toEqual([step + 1]);
+          expect(values(k)).toEqual(appended(keys, values(newKeys), step));
+          expect(values(v)).toEqual(appended(vals, values(newValues), step));
+          tidy(() => expect(values(out)).toEqual(values(cachedAttention(q, k, v, tensor([step], [1], "int32")))));
+        }
+      } finally {
+        graph.dispose();
+        graph.result.dispose();
+        for (const t of owned) t.dispose();
       }
     });
 

@@ -1,5 +1,5 @@
 import type { KernelArgs, TensorInfo } from "../../../backend";
-import { IndexError } from "../../../errors";
+import { IndexError, ValueError } from "../../../errors";
 import { sizeOf, softmaxRows } from "../../../shape";
 import type { JsBackend } from "../backend";
 import { indexCopyKernel } from "./shape";
@@ -256,8 +256,11 @@ function attendRows(
   return out.commit();
 }
 
-export function cachedAttentionKernel({ inputs: { q, k, v, positions, newKeys, newValues }, attrs: { scale }, backend }: KernelArgs<"CachedAttention", JsBackend>): TensorInfo {
-  if (newKeys !== undefined && newValues !== undefined) {
+export function cachedAttentionKernel({ inputs: { q, k, v, positions, newKeys, newValues }, attrs: { scale, inPlace }, backend }: KernelArgs<"CachedAttention", JsBackend>): TensorInfo {
+  if (newKeys !== undefined || newValues !== undefined) {
+    if (inPlace !== true || newKeys === undefined || newValues === undefined) {
+      throw new ValueError("CachedAttention: newKeys and newValues go together and are written in place (attrs.inPlace)");
+    }
     // The new positions' keys and values into the cache first, in place (IndexCopy's writes).
     const axis = k.shape.length - 2;
     const n = k.shape[axis];
