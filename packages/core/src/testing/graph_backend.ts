@@ -92,7 +92,7 @@ export class GraphRecordingBackend extends JsBackend {
         : [];
     const saved = written.map((info) => this.buffer(info.dataId).values.slice());
     const result = kernel(args);
-    written.forEach((info, i) => this.buffer(info.dataId).values.set(saved[i]));
+    for (const [i, info] of written.entries()) this.buffer(info.dataId).values.set(saved[i]);
     if (graph) {
       const outputs = Array.isArray(result) ? result : [result];
       graph.steps.push(() => {
