@@ -262,7 +262,12 @@ void runPlan(cublas::lt::Handle handle, LinearPlan& plan, const void* x, const v
 // head of the columns, and the last few columns (1 to 7 in half types) apart. With one row both write y directly;
 // with more, y's pitch is not aligned either, so both write an aligned-pitch scratch that one strided copy moves to
 // y, when that scratch is at most kMaxPitchScratch and there is no residual (read at y's pitch); otherwise one call.
+// Only up to kMaxSplitRows rows (decoding), where it was measured: 1.1x faster at one row and 3.2x at eight over
+// GPT-2's vocabulary. At 64-512 rows the aligned head alone measured slower than PyTorch's one call at the odd width
+// at K = 64 and 768 (cuBLASLt's heuristic choice at those shapes, docs/kernels.md "Dense layers"), so more rows keep
+// the one call.
 constexpr int64_t kMaxPitchScratch = 64ll << 20;
+constexpr int64_t kMaxSplitRows = 16;
 
 // One cuBLASLt product, or the two above: y = epilogue(x w^T + bias) + residual, pre = the GELU epilogue's input
 // (gelu only). False, launching nothing, when cuBLASLt is missing or has no algorithm.
@@ -275,7 +280,7 @@ bool runLinear(DType dtype, const void* x, const void* w, const void* bias, cons
   const int64_t vector = 16 / element;
   const int64_t tail = n % vector, head = n - tail;
   const int64_t padded = head + (tail > 0 ? vector : 0);
-  const bool split = pre == nullptr && tail > 0 && head > 0 &&
+  const bool split = pre == nullptr && tail > 0 && head > 0 && m <= kMaxSplitRows &&
                      (m == 1 || (residual == nullptr && m * padded * element <= kMaxPitchScratch));
   if (!split) {
     const void* c = residual != nullptr ? residual : y;

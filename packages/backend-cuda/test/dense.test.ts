@@ -130,8 +130,8 @@ describe.skipIf(cudaMissing)("dense kernels on cuda against float64 math", () =>
   // Layer shapes past the conformance suite's: decoding (1 and 8 rows), GPT-2's projections, a vocabulary of odd width,
   // odd K (rows off 16-byte alignment), and a long one; with and without bias and residual. A width that is not a
   // multiple of 16 bytes runs as two products, its aligned head and its last 1-7 columns: into y for one row
-  // (1 x 1001), into an aligned-pitch scratch copied to y for more (2 x 50257, 37 x 129, 4 x 15), as one product
-  // with a residual or when no aligned head exists (3 x 5).
+  // (1 x 1001), into an aligned-pitch scratch copied to y for up to 16 rows (2 x 50257, 4 x 15); as one product with a
+  // residual, past 16 rows (37 x 129) or when no aligned head exists (3 x 5).
   const LINEAR_CASES: { m: number; n: number; k: number }[] = [
     { m: 1, n: 2304, k: 768 },
     { m: 1, n: 1001, k: 40 },
