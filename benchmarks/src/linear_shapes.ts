@@ -1,0 +1,140 @@
+/**
+ * Dense products as a layer calls them, over a grid of shapes: `linear(x [m, k], w [n, k])` (what nn's Linear runs: one
+ * cuBLASLt call on cuda, the bias in its epilogue) beside `matmul(x, w, { transposeB: true })` (the plain GEMM:
+ * cublasGemmEx on cuda), each checked against the other first, then timed as one captured graph replay per call
+ * (eager calls on a backend without graphs). With --torch, PyTorch's `F.linear` of the same shapes
+ * (python/linear_torch.py, captured the same way) in the same run. Widths off 16-byte alignment (129, 1001, 4097,
+ * 50257) and wide outputs at a few hundred rows are where cuBLASLt's first algorithm was measured far from the GEMM
+ * (results/gpu-nvidia-h200/linear-widths.md): this is the measurement that decides what `linear` should run there.
+ *
+ *   tsx src/linear_shapes.ts [--backend cuda] [--rows 1,8,64,512] [--features 64,768,4096]
+ *     [--widths 129,1001,4097,50257] [--dtype bfloat16] [--bias] [--iterations 100] [--torch] [--out DIR]
+ */
+import { spawnSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { type FloatDType, add, captureGraph, cast, getBackendInstance, linear, matmul, randn, type Tensor, tidy } from "@blocksparse/core";
+import { positiveNumbers as numbers } from "./flags";
+import { describeMachine, gitState, repoRoot } from "./machine";
+import { startBackend } from "./start_backend";
+
+interface Row {
+  m: number;
+  k: number;
+  n: number;
+  linearUs: number;
+  matmulUs: number;
+  torchUs?: number;
+}
+
+/** Microseconds per call: one captured replay per call where the backend records graphs, else eager calls. */
+function timeUs(fn: () => Tensor, synchronize: () => void, iterations: number): number {
+  const graphs = getBackendInstance().graphs !== undefined;
+  const graph = graphs ? captureGraph(fn) : null;
+  const run = graph ? () => void graph.replay() : () => fn().dispose();
+  try {
+    for (let i = 0; i < 5; i++) run();
+    synchronize();
+    const start = performance.now();
+    for (let i = 0; i < iterations; i++) run();
+    synchronize();
+    return ((performance.now() - start) * 1000) / iterations;
+  } finally {
+    graph?.dispose();
+    graph?.result.dispose();
+  }
+}
+
+function runTorch(args: { rows: number[]; features: number[]; widths: number[]; dtype: string; bias: boolean; iterations: number }): Row[] {
+  const script = join(repoRoot, "benchmarks", "python", "linear_torch.py");
+  const flags = ["--rows", args.rows.join(","), "--features", args.features.join(","), "--widths", args.widths.join(",")];
+  flags.push("--dtype", args.dtype, "--iterations", String(args.iterations), ...(args.bias ? ["--bias"] : []));
+  const result = spawnSync("python3", [script, ...flags], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
+  if (result.status !== 0) throw new Error(`linear_torch.py failed (exit ${result.status}): ${result.stdout}`);
+  return JSON.parse(result.stdout) as Row[];
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      backend: { type: "string", default: "cuda" },
+      rows: { type: "string", default: "1,8,64,512" },
+      features: { type: "string", default: "64,768,4096" },
+      widths: { type: "string", default: "129,1001,4097,50257" },
+      dtype: { type: "string", default: "bfloat16" },
+      bias: { type: "boolean", default: false },
+      iterations: { type: "string", default: "100" },
+      torch: { type: "boolean", default: false },
+      out: { type: "string" },
+    },
+  });
+  const dtype = values.dtype as FloatDType;
+  if (!["float32", "float16", "bfloat16"].includes(dtype)) throw new Error(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
+  const [iterations] = numbers(values.iterations, "iterations");
+  const [rowCounts, features, widths] = [numbers(values.rows, "rows"), numbers(values.features, "features"), numbers(values.widths, "widths")];
+  const started = await startBackend(values.backend);
+  const rows: Row[] = [];
+  for (const k of features) {
+    for (const n of widths) {
+      const w = tidy(() => cast(randn([n, k], { seed: 1, std: 0.05 }), dtype));
+      const b = values.bias ? tidy(() => cast(randn([n], { seed: 2 }), dtype)) : null;
+      for (const m of rowCounts) {
+        const x = tidy(() => cast(randn([m, k], { seed: 3 }), dtype));
+        try {
+          const viaLinear = (): Tensor => linear(x, w, b);
+          const viaMatmul = (): Tensor => tidy(() => (b === null ? matmul(x, w, { transposeB: true }) : add(matmul(x, w, { transposeB: true }), b)));
+          // The two routes agree first (float32 sums, rounded once each: within a few units of the dtype's rounding).
+          const [got, want] = [viaLinear(), viaMatmul()];
+          const [g, r] = [got.dataSync(), want.dataSync()];
+          let diff = 0;
+          let norm = 0;
+          for (let i = 0; i < r.length; i++) {
+            diff += (g[i] - r[i]) ** 2;
+            norm += r[i] ** 2;
+          }
+          got.dispose();
+          want.dispose();
+          if (Math.sqrt(diff / Math.max(norm, 1e-30)) > 2e-2) throw new Error(`m ${m} k ${k} n ${n}: linear and matmul differ`);
+          rows.push({ m, k, n, linearUs: timeUs(viaLinear, started.synchronize, iterations), matmulUs: timeUs(viaMatmul, started.synchronize, iterations) });
+          const last = rows[rows.length - 1];
+          process.stderr.write(`m ${m} k ${k} n ${n}: linear ${last.linearUs.toFixed(1)} us, matmul ${last.matmulUs.toFixed(1)} us\n`);
+        } finally {
+          x.dispose();
+        }
+      }
+      w.dispose();
+      b?.dispose();
+    }
+  }
+  if (values.torch) {
+    for (const t of runTorch({ rows: rowCounts, features, widths, dtype, bias: values.bias, iterations })) {
+      const row = rows.find((r) => r.m === t.m && r.k === t.k && r.n === t.n);
+      if (row) row.torchUs = t.torchUs;
+    }
+  }
+  const machine = describeMachine(started.gpu).name;
+  const lines = [
+    `# Dense products by shape: linear (cuBLASLt) and matmul (the GEMM)${values.torch ? " beside PyTorch's F.linear" : ""} (${dtype}${values.bias ? ", with bias" : ""})`,
+    "",
+    `Machine: ${machine}. Commit ${gitState().commit}. Microseconds per call, ${getBackendInstance().graphs !== undefined ? "one captured replay each" : "eager"}; the two routes checked against each other first.`,
+    "",
+    `| m | k | n | linear (us) | matmul${values.bias ? " + bias" : ""} (us) | linear / matmul |${values.torch ? " PyTorch F.linear (us) | linear / PyTorch |" : ""}`,
+    `| --- | --- | --- | --- | --- | --- |${values.torch ? " --- | --- |" : ""}`,
+    ...rows.map(
+      (r) =>
+        `| ${r.m} | ${r.k} | ${r.n} | ${r.linearUs.toFixed(1)} | ${r.matmulUs.toFixed(1)} | ${(r.linearUs / r.matmulUs).toFixed(2)} |${values.torch ? ` ${r.torchUs?.toFixed(1) ?? ""} | ${r.torchUs ? (r.linearUs / r.torchUs).toFixed(2) : ""} |` : ""}`,
+    ),
+    "",
+  ];
+  const outDir = resolve(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "linear-shapes"));
+  mkdirSync(outDir, { recursive: true });
+  writeFileSync(join(outDir, "linear-shapes.md"), lines.join("\n"));
+  writeFileSync(join(outDir, "linear-shapes.json"), `${JSON.stringify({ machine, dtype, bias: values.bias, rows }, null, 1)}\n`);
+  process.stdout.write(lines.join("\n"));
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exit(1);
+});
