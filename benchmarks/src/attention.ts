@@ -15,9 +15,10 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { backward, noGrad } from "@blocksparse/autograd";
-import { captureGraph, type FloatDType, getBackendInstance, matmul, mul, randn, scaledDotProductAttention, softmax, type Tensor, tidy } from "@blocksparse/core";
+import { type FloatDType, getBackendInstance, matmul, mul, randn, scaledDotProductAttention, softmax, type Tensor, tidy } from "@blocksparse/core";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
+import { replayable, timeUs } from "./timing";
 
 interface Shape {
   batch: number;
@@ -53,22 +54,6 @@ function flops(s: Shape, causal: boolean, train: boolean): number {
 function unfused(q: Tensor, k: Tensor, v: Tensor, causal: boolean): Tensor {
   const scores = matmul(mul(q, 1 / Math.sqrt(q.shape[q.rank - 1])), k, { transposeB: true });
   return matmul(softmax(scores, -1, { causal }), v);
-}
-
-/** A captured graph's replay where the backend records graphs (cuda); the eager call elsewhere (js, cpu). */
-function replayable(fn: () => Tensor, capture: boolean): { run: () => void; dispose: () => void } {
-  if (!capture) return { run: () => tidy(fn).dispose(), dispose: () => {} };
-  const graph = captureGraph(fn);
-  return { run: () => void graph.replay(), dispose: () => graph.dispose() };
-}
-
-function timeUs(run: () => void, synchronize: () => void, iterations: number): number {
-  for (let i = 0; i < 3; i++) run();
-  synchronize();
-  const start = performance.now();
-  for (let i = 0; i < iterations; i++) run();
-  synchronize();
-  return ((performance.now() - start) * 1000) / iterations;
 }
 
 function runTorch(shapes: Shape[], causal: boolean, dtype: string, iterations: number): Row[] {
@@ -124,8 +109,8 @@ async function main(): Promise<void> {
           }),
         capture,
       );
-      const forwardUs = timeUs(forward.run, started.synchronize, iterations);
-      const trainUs = timeUs(train.run, started.synchronize, iterations);
+      const forwardUs = timeUs(forward.run, started.synchronize, iterations, 3);
+      const trainUs = timeUs(train.run, started.synchronize, iterations, 3);
       rows.push({ ...s, causal, path, forwardUs, trainUs });
       forward.dispose();
       train.dispose();

@@ -23,6 +23,7 @@ import { BlockSparseLinear, forwardLinearActivation, GELU, LayerNorm, Linear, Mo
 import { positiveNumbers as numbers } from "./flags";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
+import { timeUs } from "./timing";
 
 interface Row {
   tokens: number;
@@ -62,15 +63,6 @@ function runTorch(args: { model: string; width: number; hidden: number; layers: 
   const result = spawnSync("python3", [script, ...flags], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
   if (result.status !== 0) throw new Error(`decode_torch.py failed (exit ${result.status}): ${result.stdout}`);
   return JSON.parse(result.stdout) as TorchRow[];
-}
-
-function timeUs(run: () => void, synchronize: () => void, iterations: number): number {
-  for (let i = 0; i < 5; i++) run();
-  synchronize();
-  const start = performance.now();
-  for (let i = 0; i < iterations; i++) run();
-  synchronize();
-  return ((performance.now() - start) * 1000) / iterations;
 }
 
 async function main(): Promise<void> {

@@ -14,10 +14,11 @@ import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { type FloatDType, add, captureGraph, cast, getBackendInstance, linear, matmul, randn, type Tensor, tidy } from "@blocksparse/core";
+import { type FloatDType, add, cast, getBackendInstance, linear, matmul, randn, type Tensor, tidy } from "@blocksparse/core";
 import { positiveNumbers as numbers } from "./flags";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
+import { replayable, timeUs } from "./timing";
 
 interface Row {
   m: number;
@@ -29,20 +30,12 @@ interface Row {
 }
 
 /** Microseconds per call: one captured replay per call where the backend records graphs, else eager calls. */
-function timeUs(fn: () => Tensor, synchronize: () => void, iterations: number): number {
-  const graphs = getBackendInstance().graphs !== undefined;
-  const graph = graphs ? captureGraph(fn) : null;
-  const run = graph ? () => void graph.replay() : () => fn().dispose();
+function callUs(fn: () => Tensor, synchronize: () => void, iterations: number): number {
+  const call = replayable(fn, getBackendInstance().graphs !== undefined);
   try {
-    for (let i = 0; i < 5; i++) run();
-    synchronize();
-    const start = performance.now();
-    for (let i = 0; i < iterations; i++) run();
-    synchronize();
-    return ((performance.now() - start) * 1000) / iterations;
+    return timeUs(call.run, synchronize, iterations);
   } finally {
-    graph?.dispose();
-    graph?.result.dispose();
+    call.dispose();
   }
 }
 
@@ -96,7 +89,7 @@ async function main(): Promise<void> {
           got.dispose();
           want.dispose();
           if (Math.sqrt(diff / Math.max(norm, 1e-30)) > 2e-2) throw new Error(`m ${m} k ${k} n ${n}: linear and matmul differ`);
-          rows.push({ m, k, n, linearUs: timeUs(viaLinear, started.synchronize, iterations), matmulUs: timeUs(viaMatmul, started.synchronize, iterations) });
+          rows.push({ m, k, n, linearUs: callUs(viaLinear, started.synchronize, iterations), matmulUs: callUs(viaMatmul, started.synchronize, iterations) });
           const last = rows[rows.length - 1];
           process.stderr.write(`m ${m} k ${k} n ${n}: linear ${last.linearUs.toFixed(1)} us, matmul ${last.matmulUs.toFixed(1)} us\n`);
         } finally {
