@@ -7,6 +7,7 @@
 #include "../cublas.h"
 #include "../memory.h"
 
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <tuple>
@@ -257,17 +258,20 @@ void runPlan(cublas::lt::Handle handle, LinearPlan& plan, const void* x, const v
 }
 
 // cuBLASLt's fast kernels want y's width (the rows of y^T, its contiguous dimension) a multiple of 16 bytes. Past
-// that its heuristic falls to slow kernels: [8, 768] x [50257, 768]^T (a vocabulary of 50257) took 116-124 us on an
-// H200 against 28 us at 50304 columns, also with y's pitch padded. So such a product runs as two: the widest aligned
-// head of the columns, and the last few columns (1 to 7 in half types) apart. With one row both write y directly;
-// with more, y's pitch is not aligned either, so both write an aligned-pitch scratch that one strided copy moves to
-// y, when that scratch is at most kMaxPitchScratch and there is no residual (read at y's pitch); otherwise one call.
-// Only up to kMaxSplitRows rows (decoding), where it was measured: 1.1x faster at one row and 3.2x at eight over
-// GPT-2's vocabulary. At 64-512 rows the aligned head alone measured slower than PyTorch's one call at the odd width
-// at K = 64 and 768 (cuBLASLt's heuristic choice at those shapes, docs/kernels.md "Dense layers"), so more rows keep
-// the one call.
+// that it falls to kernels 3-7x slower where the product is bound by its multiply-adds (H200, bf16, captured;
+// results/gpu-nvidia-h200/linear-widths.md): [8, 768] x [50257, 768]^T 107 us against 28 at 50264 columns,
+// [2048, 768] x [50257, 768]^T 1681 against 225, [2048, 4096] x [50257, 4096]^T 8.8 ms against 1.1 (PyTorch's
+// F.linear the same). Padding y's pitch alone does not help (nor does it for cublasGemmEx: bench/lt_probe.cu --gemm).
+// So such a product runs as two: the widest aligned head of the columns, and the last few columns (1 to 7 in half
+// types) apart. With one row both write y directly; with more, y's pitch is not aligned either, so both write an
+// aligned-pitch scratch of at most kMaxPitchScratch and one strided copy moves it to y, a chunk of rows at a time
+// (there is then no residual: it would be read at y's pitch). The copy moves y twice more, so the split pays where
+// the slow kernel's lost multiply-adds cost more than that: K of kMinSplitDepth or more (at K = 64 the product is
+// bound by writing y and the one call measured faster: 234 against 288 us at 2048 x 50257), and kMinSplitWork
+// multiply-adds or more (below, a second launch and the copy cost more than the slow kernel loses).
 constexpr int64_t kMaxPitchScratch = 64ll << 20;
-constexpr int64_t kMaxSplitRows = 16;
+constexpr int64_t kMinSplitWork = 1ll << 25;
+constexpr int64_t kMinSplitDepth = 128;
 
 // One cuBLASLt product, or the two above: y = epilogue(x w^T + bias) + residual, pre = the GELU epilogue's input
 // (gelu only). False, launching nothing, when cuBLASLt is missing or has no algorithm.
@@ -280,8 +284,8 @@ bool runLinear(DType dtype, const void* x, const void* w, const void* bias, cons
   const int64_t vector = 16 / element;
   const int64_t tail = n % vector, head = n - tail;
   const int64_t padded = head + (tail > 0 ? vector : 0);
-  const bool split = pre == nullptr && tail > 0 && head > 0 && m <= kMaxSplitRows &&
-                     (m == 1 || (residual == nullptr && m * padded * element <= kMaxPitchScratch));
+  const bool split = pre == nullptr && tail > 0 && head > 0 && (residual == nullptr || m == 1) && k >= kMinSplitDepth &&
+                     static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) >= kMinSplitWork;
   if (!split) {
     const void* c = residual != nullptr ? residual : y;
     LinearPlan* plan = planFor(handle, dtype, x, w, bias, c, y, pre, residual != nullptr, m, n, k, n);
@@ -289,29 +293,46 @@ bool runLinear(DType dtype, const void* x, const void* w, const void* bias, cons
     runPlan(handle, *plan, x, w, bias, c, y, pre, beta, stream);
     return true;
   }
-  const bool staged = m > 1;
-  std::optional<Scratch> pitched;
-  if (staged) pitched.emplace(static_cast<size_t>(m * padded * element));
-  auto* out = static_cast<char*>(staged ? pitched->as<void>() : y);
-  // One row: each part's pitch is its width (never used). More: both at the padded pitch of the scratch.
-  const int64_t ldHead = staged ? padded : head, ldTail = staged ? padded : tail;
   const auto* w8 = static_cast<const char*>(w);
   const void* wTail = w8 + head * k * element;
   const void* biasTail = bias != nullptr ? static_cast<const char*>(bias) + head * element : nullptr;
-  const void* residualTail = residual != nullptr ? static_cast<const char*>(residual) + head * element : nullptr;
+  if (m == 1) {  // both parts write y directly; each part's pitch is its width (never used)
+    const void* cHead = residual != nullptr ? residual : y;
+    const void* cTail = residual != nullptr ? static_cast<const char*>(residual) + head * element
+                                            : static_cast<const void*>(static_cast<char*>(y) + head * element);
+    void* yTail = static_cast<char*>(y) + head * element;
+    LinearPlan* headPlan = planFor(handle, dtype, x, w, bias, cHead, y, nullptr, residual != nullptr, 1, head, k, head);
+    LinearPlan* tailPlan = planFor(handle, dtype, x, wTail, biasTail, cTail, yTail, nullptr, residual != nullptr, 1, tail, k, tail);
+    if (headPlan == nullptr || tailPlan == nullptr) return false;
+    runPlan(handle, *headPlan, x, w, bias, cHead, y, nullptr, beta, stream);
+    runPlan(handle, *tailPlan, x, wTail, biasTail, cTail, yTail, nullptr, beta, stream);
+    return true;
+  }
+  // Chunks of a multiple of 128 rows start 256-byte multiples into x, so each chunk's x has x's alignment (the plans
+  // checked below are the ones that run).
+  int64_t chunkRows = std::max<int64_t>(1, std::min<int64_t>(m, kMaxPitchScratch / (padded * element)));
+  if (chunkRows < m && chunkRows > 128) chunkRows -= chunkRows % 128;
+  Scratch pitched(static_cast<size_t>(chunkRows * padded * element));
+  auto* out = pitched.as<char>();
   void* outTail = out + head * element;
-  const void* cHead = residual != nullptr ? residual : out;
-  const void* cTail = residual != nullptr ? residualTail : outTail;
-  LinearPlan* headPlan = planFor(handle, dtype, x, w, bias, cHead, out, nullptr, residual != nullptr, m, head, k, ldHead);
-  LinearPlan* tailPlan =
-      planFor(handle, dtype, x, wTail, biasTail, cTail, outTail, nullptr, residual != nullptr, m, tail, k, ldTail);
-  if (headPlan == nullptr || tailPlan == nullptr) return false;
-  runPlan(handle, *headPlan, x, w, bias, cHead, out, nullptr, beta, stream);
-  runPlan(handle, *tailPlan, x, wTail, biasTail, cTail, outTail, nullptr, beta, stream);
-  if (staged)
-    BS_CUDA_CHECK(cudaMemcpy2DAsync(y, static_cast<size_t>(n * element), out, static_cast<size_t>(padded * element),
-                                    static_cast<size_t>(n * element), static_cast<size_t>(m), cudaMemcpyDeviceToDevice,
-                                    stream));
+  // Both plans first (at most two row counts: the full chunk and the last), so that nothing launches if one is missing.
+  const int64_t lastRows = m - (m - 1) / chunkRows * chunkRows;
+  for (const int64_t rows : {chunkRows, lastRows})
+    if (planFor(handle, dtype, x, w, bias, out, out, nullptr, false, rows, head, k, padded) == nullptr ||
+        planFor(handle, dtype, x, wTail, biasTail, outTail, outTail, nullptr, false, rows, tail, k, padded) == nullptr)
+      return false;
+  for (int64_t row = 0; row < m; row += chunkRows) {
+    const int64_t rows = std::min(chunkRows, m - row);
+    const void* xRows = static_cast<const char*>(x) + row * k * element;
+    LinearPlan* headPlan = planFor(handle, dtype, xRows, w, bias, out, out, nullptr, false, rows, head, k, padded);
+    LinearPlan* tailPlan = planFor(handle, dtype, xRows, wTail, biasTail, outTail, outTail, nullptr, false, rows, tail, k, padded);
+    if (headPlan == nullptr || tailPlan == nullptr) return false;  // not reached: the same keys as checked above
+    runPlan(handle, *headPlan, xRows, w, bias, out, out, nullptr, 0.0f, stream);
+    runPlan(handle, *tailPlan, xRows, wTail, biasTail, outTail, outTail, nullptr, 0.0f, stream);
+    BS_CUDA_CHECK(cudaMemcpy2DAsync(static_cast<char*>(y) + row * n * element, static_cast<size_t>(n * element), out,
+                                    static_cast<size_t>(padded * element), static_cast<size_t>(n * element),
+                                    static_cast<size_t>(rows), cudaMemcpyDeviceToDevice, stream));
+  }
   return true;
 }
 
@@ -329,6 +350,81 @@ bool launchLinearActivation(DType dtype, const void* x, const void* w, const voi
   return runLinear(dtype, x, w, bias, nullptr, y, pre, m, n, k, stream);
 }
 
+namespace {
+
+// cublasGemmEx in half types falls to kernels 3-9x slower when a pitch (A's, B's or C's rows) is not a multiple of 16
+// bytes, also with the pitches alone padded (H200, bf16, bench/lt_probe.cu --gemm): a dense layer of GPT-2's 50257
+// outputs at 2048 tokens and 768 inputs took 1671 / 1132 / 1102 us for y, dX and dW against 213 / 185 / 189 at a
+// padded width. So such a product (one matrix, not batched) runs on copies padded to aligned sizes: each operand whose
+// layout changes is copied into an aligned scratch with zeros in the padding (zeros along K add nothing; padded rows
+// of M and N give outputs that are dropped), the GEMM runs there, and C's [m, n] corner is copied back. The copies
+// move the operands and C once more, so this runs where the product's lost multiply-adds outweigh them: at least
+// kMinPadWork multiply-adds, and kPadWorkPerByte per byte copied (the slow kernels ran at 90-180 TFLOP/s against
+// ~700 padded, a copy at ~3 TB/s: break-even near 30 multiply-adds a byte, taken at twice that).
+constexpr double kMinPadWork = static_cast<double>(1ll << 25);
+constexpr double kPadWorkPerByte = 64.0;
+
+struct PaddedOperand {
+  int64_t rows, cols, paddedRows, paddedCols;
+  bool copied() const { return rows != paddedRows || cols != paddedCols; }
+  int64_t bytes(int64_t element) const { return copied() ? paddedRows * paddedCols * element : 0; }
+};
+
+// Copies a [rows, cols] matrix into scratch at [paddedRows, paddedCols], zeros in the padding.
+void copyPadded(const PaddedOperand& shape, const void* from, void* to, int64_t element, cudaStream_t stream) {
+  auto* out = static_cast<char*>(to);
+  const size_t pitch = static_cast<size_t>(shape.paddedCols * element), width = static_cast<size_t>(shape.cols * element);
+  if (shape.paddedCols > shape.cols)
+    BS_CUDA_CHECK(cudaMemset2DAsync(out + width, pitch, 0, pitch - width, static_cast<size_t>(shape.rows), stream));
+  if (shape.paddedRows > shape.rows)
+    BS_CUDA_CHECK(cudaMemsetAsync(out + shape.rows * pitch, 0, (shape.paddedRows - shape.rows) * pitch, stream));
+  BS_CUDA_CHECK(cudaMemcpy2DAsync(out, pitch, from, width, width, static_cast<size_t>(shape.rows), cudaMemcpyDeviceToDevice,
+                                  stream));
+}
+
+// The padded route above; false (nothing launched) where it does not apply or would not pay.
+bool matmulPadded(DType dtype, const void* a, const void* b, void* c, int64_t m, int64_t n, int64_t k, bool transA,
+                  bool transB, cudaStream_t stream) {
+  if (dtype != DType::BFloat16 && dtype != DType::Float16) return false;
+  const int64_t element = static_cast<int64_t>(dtypeSize(dtype)), vector = 16 / element;
+  auto up = [&](int64_t size) { return (size + vector - 1) / vector * vector; };
+  // A dimension is padded where it is some matrix's pitch: M is A's when A is transposed, K A's when it is not and
+  // B's when B is, N C's always (and B's when B is not transposed).
+  const int64_t mp = transA ? up(m) : m, np = up(n), kp = (!transA || transB) ? up(k) : k;
+  const PaddedOperand shapeA = transA ? PaddedOperand{k, m, kp, mp} : PaddedOperand{m, k, mp, kp};
+  const PaddedOperand shapeB = transB ? PaddedOperand{n, k, np, kp} : PaddedOperand{k, n, kp, np};
+  const PaddedOperand shapeC{m, n, mp, np};
+  if (!shapeA.copied() && !shapeB.copied() && !shapeC.copied()) return false;
+  const double work = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  const double copiedBytes = static_cast<double>(shapeA.bytes(element) + shapeB.bytes(element) + shapeC.bytes(element));
+  if (work < kMinPadWork || work < kPadWorkPerByte * copiedBytes) return false;
+  std::optional<Scratch> paddedA, paddedB, paddedC;
+  const void *aUsed = a, *bUsed = b;
+  void* cUsed = c;
+  if (shapeA.copied()) {
+    paddedA.emplace(static_cast<size_t>(shapeA.bytes(element)));
+    copyPadded(shapeA, a, paddedA->as<void>(), element, stream);
+    aUsed = paddedA->as<void>();
+  }
+  if (shapeB.copied()) {
+    paddedB.emplace(static_cast<size_t>(shapeB.bytes(element)));
+    copyPadded(shapeB, b, paddedB->as<void>(), element, stream);
+    bUsed = paddedB->as<void>();
+  }
+  if (shapeC.copied()) {
+    paddedC.emplace(static_cast<size_t>(shapeC.bytes(element)));
+    cUsed = paddedC->as<void>();
+  }
+  matmulCublas(dtype, aUsed, bUsed, cUsed, 1, mp, np, kp, transA, transB, 0, 0, mp * np);
+  if (shapeC.copied())
+    BS_CUDA_CHECK(cudaMemcpy2DAsync(c, static_cast<size_t>(n * element), cUsed, static_cast<size_t>(np * element),
+                                    static_cast<size_t>(n * element), static_cast<size_t>(m), cudaMemcpyDeviceToDevice,
+                                    stream));
+  return true;
+}
+
+}  // namespace
+
 void launchMatmul(DType dtype, const void* a, const void* b, void* c, int64_t batch, int64_t m, int64_t n, int64_t k,
                   bool transA, bool transB, int64_t strideA, int64_t strideB, cudaStream_t stream) {
   const int64_t strideC = m * n;  // the output is contiguous
@@ -338,6 +434,7 @@ void launchMatmul(DType dtype, const void* a, const void* b, void* c, int64_t ba
     return;
   }
   if (cublasEnabled()) {
+    if (batch == 1 && matmulPadded(dtype, a, b, c, m, n, k, transA, transB, stream)) return;
     matmulCublas(dtype, a, b, c, batch, m, n, k, transA, transB, strideA, strideB, strideC);
     return;
   }

@@ -2,6 +2,7 @@ import {
   add,
   argmax,
   captureGraph,
+  cast,
   concat,
   crossEntropy,
   crossEntropyBackward,
@@ -13,6 +14,7 @@ import {
   mean,
   min,
   mul,
+  randn,
   scatterAdd,
   sum,
   tensor,
@@ -127,11 +129,52 @@ describe.skipIf(cudaMissing)("dense kernels on cuda against float64 math", () =>
     });
   }
 
+  // Half-type products with a pitch off 16 bytes and enough work run on zero-padded copies (launchMatmul's padded
+  // route): every transpose pair with each of M, N and K odd in turn (a pitch in some of them, not in others), 600 x
+  // 1001 x 600-sized. Every element of C's first and last rows and columns and 2000 others against float64.
+  test("matmul with a pitch off 16 bytes: padded copies, every transpose pair, each dimension odd in turn", () => {
+    backend.setCublasEnabled(true);
+    const next = random(18);
+    for (const dtype of ["bfloat16", "float16"] as const) {
+      for (const [m, n, k] of [[1001, 600, 600], [600, 1001, 600], [600, 600, 1001]]) {
+        for (const [tA, tB] of [[false, false], [false, true], [true, false], [true, true]]) {
+          tidy(() => {
+            const aShape = tA ? [k, m] : [m, k];
+            const bShape = tB ? [n, k] : [k, n];
+            const a = randomTensor(next, aShape, dtype);
+            const b = randomTensor(next, bShape, dtype);
+            const out = matmul(a.t, b.t, { transposeA: tA, transposeB: tB });
+            expect(out.shape).toEqual([m, n]);
+            const got = out.dataSync();
+            const at = (i: number, p: number): number => (tA ? a.values[p * m + i] : a.values[i * k + p]);
+            const bt = (p: number, j: number): number => (tB ? b.values[j * k + p] : b.values[p * n + j]);
+            const entries: [number, number][] = [];
+            for (let j = 0; j < n; j++) entries.push([0, j], [m - 1, j]);
+            for (let i = 0; i < m; i++) entries.push([i, 0], [i, n - 1]);
+            for (let e = 0; e < 2000; e++) entries.push([Math.floor(next() * m), Math.floor(next() * n)]);
+            const expected = entries.map(([i, j]) => {
+              let sum = 0;
+              for (let p = 0; p < k; p++) sum += at(i, p) * bt(p, j);
+              return sum;
+            });
+            expectClose(
+              entries.map(([i, j]) => got[i * n + j]),
+              expected,
+              dtype,
+              `matmul ${dtype} [${m}, ${n}, ${k}] transposes ${tA}/${tB}`,
+            );
+          });
+        }
+      }
+    }
+  }, 60_000);
+
   // Layer shapes past the conformance suite's: decoding (1 and 8 rows), GPT-2's projections, a vocabulary of odd width,
   // odd K (rows off 16-byte alignment), and a long one; with and without bias and residual. A width that is not a
-  // multiple of 16 bytes runs as two products, its aligned head and its last 1-7 columns: into y for one row
-  // (1 x 1001), into an aligned-pitch scratch copied to y for up to 16 rows (2 x 50257, 4 x 15); as one product with a
-  // residual, past 16 rows (37 x 129) or when no aligned head exists (3 x 5).
+  // multiple of 16 bytes, in a product of at least 2^25 multiply-adds over K >= 128, runs as two products, its aligned
+  // head and its last 1-7 columns: into an aligned-pitch scratch copied to y (40 x 4097; one row, into y directly, in
+  // the tests after this one); as one product with a residual and more rows (40 x 4097), when the product is small
+  // (1 x 1001, 4 x 15, 37 x 129) or when no aligned head exists (3 x 5).
   const LINEAR_CASES: { m: number; n: number; k: number }[] = [
     { m: 1, n: 2304, k: 768 },
     { m: 1, n: 1001, k: 40 },
@@ -139,7 +182,7 @@ describe.skipIf(cudaMissing)("dense kernels on cuda against float64 math", () =>
     { m: 3, n: 5, k: 16 },
     { m: 8, n: 768, k: 3072 },
     { m: 64, n: 3072, k: 768 },
-    { m: 2, n: 50257, k: 64 },
+    { m: 40, n: 4097, k: 256 },
     { m: 37, n: 129, k: 33 },
     { m: 256, n: 1024, k: 512 },
   ];
@@ -229,29 +272,63 @@ describe.skipIf(cudaMissing)("dense kernels on cuda against float64 math", () =>
     });
   });
 
+  // Against the plain GEMM (matmul) on the same inputs (the split route's float64 checks are the tests around this
+  // one); W made on the device: 35M random values from the host took seconds.
   test("linear at an odd width: a captured graph replays its aligned head, its last columns and the copy to y", () => {
     backend.setCublasEnabled(true);
     const next = random(15);
-    for (const m of [1, 3]) {
+    for (const [m, n, k] of [[1, 50257, 704], [64, 4097, 128]]) {
       tidy(() => {
-        const [n, k] = [1001, 64];
         const x = randomTensor(next, [m, k], "bfloat16");
-        const w = randomTensor(next, [n, k], "bfloat16");
-        const graph = captureGraph(() => linear(x.t, w.t));
+        const w = cast(randn([n, k], { seed: 15 + m }), "bfloat16");
+        const graph = captureGraph(() => linear(x.t, w));
         try {
           for (let round = 0; round < 2; round++) {
             const fresh = randomTensor(next, [m, k], "bfloat16");
             x.t.assign(fresh.t);
             const out = graph.replay();
             expect(out.shape).toEqual([m, n]);
-            expectClose(out.dataSync(), matmulRef(fresh.values, [m, k], w.values, [n, k], false, true).data, "bfloat16", `captured linear [${m}, ${k}] x [${n}, ${k}]^T, replay ${round}`);
+            const expected = tidy(() => matmul(fresh.t, w, { transposeB: true }).dataSync());
+            expectClose(out.dataSync(), expected, "bfloat16", `captured linear [${m}, ${k}] x [${n}, ${k}]^T, replay ${round}`);
           }
         } finally {
           graph.dispose();
         }
       });
     }
-  });
+  }, 60_000);
+
+  // One row writes y directly, the residual read in place (1 x 50257); past 64 MiB the aligned-pitch scratch takes the
+  // rows a chunk at a time (1200 x 30001: 1024 + 176 rows in bfloat16, 512 + 512 + 176 in float32, the scratch 30008
+  // and 30004 wide). Every column of the one row, and of the rows at the chunks' edges and a few others, against
+  // float64; W made on the device.
+  test("linear at an odd width past the one-call threshold: one row into y, chunks of rows through the scratch", () => {
+    backend.setCublasEnabled(true);
+    const next = random(17);
+    for (const [m, n, k, withResidual] of [[1, 50257, 704, true], [1200, 30001, 128, false]] as const) {
+      for (const dtype of ["bfloat16", "float32"] as const) {
+        tidy(() => {
+          const x = randomTensor(next, [m, k], dtype);
+          const w = cast(randn([n, k], { seed: 17 + m }), dtype);
+          const wHost = w.dataSync();
+          const b = randomTensor(next, [n], dtype);
+          const r = withResidual ? randomTensor(next, [m, n], dtype) : undefined;
+          const out = linear(x.t, w, b.t, r ? { residual: r.t } : {}).dataSync();
+          expect(out.length).toBe(m * n);
+          const rows = m === 1 ? [0] : [0, 1, 511, 512, 513, 1023, 1024, 1025, 1100, m - 1];
+          for (const row of rows) {
+            const expected = new Float64Array(n);
+            for (let j = 0; j < n; j++) {
+              let sum = b.values[j] + (r ? r.values[row * n + j] : 0);
+              for (let p = 0; p < k; p++) sum += x.values[row * k + p] * wHost[j * k + p];
+              expected[j] = sum;
+            }
+            expectClose(out.subarray(row * n, (row + 1) * n), expected, dtype, `linear ${dtype} [${m}, ${k}] x [${n}, ${k}]^T, row ${row}`);
+          }
+        });
+      }
+    }
+  }, 60_000);
 
   test("reductions along rows of any length and alignment (16-byte loads from each row's first aligned element)", () => {
     const next = random(16);
