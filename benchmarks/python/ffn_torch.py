@@ -1,6 +1,6 @@
 """PyTorch's dense training step for the models of benchmarks/src/ffn.ts, timed the way a
 PyTorch user runs it: float32 parameters, forward under torch.autocast, backward with a
-fixed output gradient, torch.optim.AdamW (its default implementation). Prints a JSON list
+fixed output gradient, torch.optim.AdamW (fused). Models: "ffn", "block" and "head" (one Linear). Prints a JSON list
 of {model, dModel, hidden, tokens, medianMs} on stdout.
 
     python3 ffn_torch.py --cases '[{"model":"ffn","dModel":1024,"hidden":4096,"tokens":8192}]'
@@ -103,14 +103,18 @@ def main():
     rows = []
     for c in json.loads(a.cases):
         d, h, tokens = c["dModel"], c["hidden"], c["tokens"]
+        out_shape = None
         if c["model"] == "ffn":
             model = nn.Sequential(nn.Linear(d, h), nn.GELU(approximate="tanh"), nn.Linear(h, d)).cuda()
             shape = (tokens, d)
+        elif c["model"] == "head":  # a language model's output layer: dModel -> h outputs (the vocabulary)
+            model = nn.Linear(d, h).cuda()
+            shape, out_shape = (tokens, d), (tokens, h)
         else:
             model = Block(d, h, a.heads).cuda()
             shape = (tokens // a.context, a.context, d)
         x = torch.randn(shape, device="cuda")
-        dy = torch.randn(shape, device="cuda", dtype=dtype if a.dtype != "float32" else torch.float32) / tokens ** 0.5
+        dy = torch.randn(out_shape or shape, device="cuda", dtype=dtype if a.dtype != "float32" else torch.float32) / tokens ** 0.5
         ms = time_step(model, x, dy, dtype, graph=a.graph)
         rows.append({**c, "medianMs": ms, "torch": torch.__version__, "graph": a.graph})
         print(f"torch {c['model']} {d}x{h} tokens {tokens}: {ms:.3f} ms", file=sys.stderr)

@@ -1,14 +1,15 @@
 /**
  * The training step a user writes, at realistic shapes: a transformer FFN (Linear -> GELU ->
- * Linear, both block-sparse or both dense) or a whole TransformerBlock with its FFN
- * block-sparse, forward + backward + AdamW, in mixed precision (parameters in the compute
+ * Linear, both block-sparse or both dense), a whole TransformerBlock with its FFN
+ * block-sparse, or a language model's output layer alone ("head": one Linear from dModel to
+ * "hidden" outputs, e.g. 768x50257 for GPT-2's vocabulary), forward + backward + AdamW, in mixed precision (parameters in the compute
  * dtype, float32 master weights and optimizer state). Each model's first step is checked
- * (the FFN's output rows against float64 math on the host; the block's output against the
+ * (the FFN's and the head's output rows against float64 math on the host; the block's output against the
  * same block run in float32), then timed. With --torch, PyTorch's dense step for the same
  * model (nn.Linear + GELU + AdamW under autocast) is timed in the same run by
  * python/ffn_torch.py.
  *
- *   tsx src/ffn.ts [--backend cuda|js] [--models ffn,block] [--widths 1024x4096,4096x4096]
+ *   tsx src/ffn.ts [--backend cuda|js] [--models ffn,block,head] [--widths 1024x4096,4096x4096]
  *     [--tokens 2048,8192] [--blocks 32,64,128] [--densities 0.5,0.25,0.1] [--dtype bfloat16]
  *     [--context 512] [--heads 16] [--torch] [--profile] [--out results/ffn] [--quick]
  *     [--dense-sampled auto|never|always] [--dense-products auto|never|always] [--autotune] [--only both|dense|sparse]
@@ -44,8 +45,10 @@ import { type TimingPlan, measure } from "./measure";
 import { pickRows } from "./reference";
 import { type BenchDType, type Check, TOLERANCE, compareToReference, spreadIndices } from "./validate";
 
+type ModelKind = "ffn" | "block" | "head";
+
 export interface FfnCase {
-  model: "ffn" | "block";
+  model: ModelKind;
   dModel: number;
   hidden: number;
   tokens: number;
@@ -89,12 +92,11 @@ function widths(value: string): [number, number][] {
   });
 }
 
-function buildModel(kind: "ffn" | "block", dModel: number, hidden: number, block: number, density: number, heads: number): Module {
-  if (kind === "ffn") {
-    const layer = (inF: number, outF: number, seed: number): Module =>
-      block === 0 ? new Linear(inF, outF, { seed }) : new BlockSparseLinear(inF, outF, { density, blockShape: [block, block], seed });
-    return new Sequential(layer(dModel, hidden, SEED + 1), new GELU("tanh"), layer(hidden, dModel, SEED + 2));
-  }
+function buildModel(kind: ModelKind, dModel: number, hidden: number, block: number, density: number, heads: number): Module {
+  const layer = (inF: number, outF: number, seed: number): Module =>
+    block === 0 ? new Linear(inF, outF, { seed }) : new BlockSparseLinear(inF, outF, { density, blockShape: [block, block], seed });
+  if (kind === "ffn") return new Sequential(layer(dModel, hidden, SEED + 1), new GELU("tanh"), layer(hidden, dModel, SEED + 2));
+  if (kind === "head") return layer(dModel, hidden, SEED + 4);
   const model = new TransformerBlock({ dModel, nHeads: heads, mlpRatio: hidden / dModel, seed: SEED + 3 });
   if (block !== 0) {
     new BlockSparseModelPatcher().addPattern(/^mlp\.fc[12]$/, { density, blockShape: [block, block] }).patchModel(model, { disposeReplaced: true });
@@ -102,13 +104,30 @@ function buildModel(kind: "ffn" | "block", dModel: number, hidden: number, block
   return model;
 }
 
+/** A layer's weight and bias as dense host arrays. */
+function denseLayer(m: Module): { w: Float32Array; b: Float32Array } {
+  const w = m instanceof BlockSparseLinear ? tidy(() => Float32Array.from(cast(m.toDense(), "float32").dataSync())) : Float32Array.from((m as Linear).weight.value.dataSync());
+  const bias = (m as Linear | BlockSparseLinear).bias;
+  return { w, b: Float32Array.from(bias ? bias.value.dataSync() : new Float32Array()) };
+}
+
+/** float64 rows of one layer: x W^T + b on the host. */
+function headReferenceRows(model: Module, xHost: Float32Array, dModel: number, width: number, rows: number[]): Float64Array {
+  const { w, b } = denseLayer(model);
+  const out = new Float64Array(rows.length * width);
+  rows.forEach((row, r) => {
+    for (let j = 0; j < width; j++) {
+      let s = b[j] ?? 0;
+      for (let k = 0; k < dModel; k++) s += xHost[row * dModel + k] * w[j * dModel + k];
+      out[r * width + j] = s;
+    }
+  });
+  return out;
+}
+
 /** float64 FFN rows: gelu_tanh(x W1^T + b1) W2^T + b2 on the host, from the weights as dense arrays. */
 function ffnReferenceRows(model: Sequential, xHost: Float32Array, dModel: number, hidden: number, rows: number[]): Float64Array {
-  const dense = (m: Module): { w: Float32Array; b: Float32Array } => {
-    const w = m instanceof BlockSparseLinear ? tidy(() => Float32Array.from(cast(m.toDense(), "float32").dataSync())) : Float32Array.from((m as Linear).weight.value.dataSync());
-    const bias = (m as Linear | BlockSparseLinear).bias;
-    return { w, b: Float32Array.from(bias ? bias.value.dataSync() : new Float32Array()) };
-  };
+  const dense = denseLayer;
   const [first, , second] = model.children();
   const l1 = dense(first);
   const l2 = dense(second);
@@ -130,7 +149,7 @@ function ffnReferenceRows(model: Sequential, xHost: Float32Array, dModel: number
 }
 
 function runCase(
-  kind: "ffn" | "block",
+  kind: ModelKind,
   dModel: number,
   hidden: number,
   tokens: number,
@@ -149,16 +168,22 @@ function runCase(
   },
 ): FfnCase {
   const model = buildModel(kind, dModel, hidden, block, density, options.heads);
-  const shape = kind === "ffn" ? [tokens, dModel] : [tokens / options.context, options.context, dModel];
+  const shape = kind === "block" ? [tokens / options.context, options.context, dModel] : [tokens, dModel];
+  const outShape = kind === "head" ? [tokens, hidden] : shape;
+  const outWidth = outShape[outShape.length - 1];
   const xHost = Float32Array.from(tidy(() => randn([tokens * dModel], { seed: SEED }).dataSync()));
   const rows = spreadIndices(tokens, 4);
   // The float64 reference reads the float32 weights as the low-precision model will hold them.
   const reference =
-    kind === "ffn" ? ffnReferenceRows(model.to(dtype as FloatDType).to("float32") as Sequential, roundTo(xHost, dtype), dModel, hidden, rows) : undefined;
+    kind === "ffn"
+      ? ffnReferenceRows(model.to(dtype as FloatDType).to("float32") as Sequential, roundTo(xHost, dtype), dModel, hidden, rows)
+      : kind === "head"
+        ? headReferenceRows(model.to(dtype as FloatDType).to("float32"), roundTo(xHost, dtype), dModel, hidden, rows)
+        : undefined;
   const float32Out = kind === "block" ? tidy(() => Float32Array.from((model as TransformerBlock).forward(tensor(xHost, shape)).dataSync())) : undefined;
   model.to(dtype as FloatDType);
   const x = tidy(() => cast(tensor(xHost, shape), dtype as FloatDType));
-  const dy = tidy(() => cast(randn(shape, { seed: SEED + 7, std: 1 / Math.sqrt(tokens) }), dtype as FloatDType));
+  const dy = tidy(() => cast(randn(outShape, { seed: SEED + 7, std: 1 / Math.sqrt(tokens) }), dtype as FloatDType));
   const lr = 1e-4;
   const wholeStep = options.graph && !options.graphEagerOptimizer;
   const optimizer = new AdamW(model.parameters(), { lr, weightDecay: 0, capturable: wholeStep });
@@ -216,7 +241,7 @@ function runCase(
         };
     const validate = (y: Tensor): Check[] => {
       const got = y.dataSync();
-      if (reference) return [compareToReference(`FFN output rows ${rows.join(", ")}`, pickRows(got, dModel, rows), reference, TOLERANCE[dtype] * 2)];
+      if (reference) return [compareToReference(`${kind === "head" ? "head" : "FFN"} output rows ${rows.join(", ")}`, pickRows(got, outWidth, rows), reference, TOLERANCE[dtype] * 2)];
       return [compareToReference("block output vs the float32 block", got, float32Out as Float32Array, TOLERANCE[dtype] * 2)];
     };
     const measured = measure({ name: `${kind} step`, run, validate, dispose: (y) => y.dispose(), synchronize: options.synchronize, setPoison: options.setPoison }, options.plan);
@@ -252,7 +277,7 @@ function roundTo(values: Float32Array, dtype: BenchDType): Float32Array {
 }
 
 interface TorchRow {
-  model: "ffn" | "block";
+  model: ModelKind;
   dModel: number;
   hidden: number;
   tokens: number;
@@ -283,7 +308,7 @@ function markdown(
   charts: string[] = [],
 ): string {
   const lines = [
-    `# FFN and TransformerBlock training steps (${meta.dtype} mixed precision)`,
+    `# Training steps: ${[...new Set(rows.map((r) => r.model))].join(", ")} (${meta.dtype} mixed precision)`,
     "",
     `Machine: ${meta.machine}. Commit ${meta.commit}. Step = forward + backward + AdamW (float32 master weights and state).${meta.denseSampled === "auto" ? "" : ` Weight gradients forced to the ${meta.denseSampled === "always" ? "dense-product" : "block-kernel"} route.`}${meta.denseProducts === "auto" ? "" : ` bsrLinear and bsrMatmul forced to the ${meta.denseProducts === "always" ? "dense-product" : "block-kernel"} route.`}${meta.autotune ? " Block-sparse products autotuned on first use." : ""}${meta.graph ? (meta.graphEagerOptimizer ? " Forward and backward replayed as one captured graph (captureGraph), AdamW after each replay." : " The whole step (forward, backward and AdamW with capturable: true) replayed as one captured graph (captureGraph).") : ""}`,
     `speed-up = our dense step / this step (> 1: faster than dense); vs PyTorch = PyTorch's dense step (autocast${meta.graph && !meta.graphEagerOptimizer ? ", captured the same way: torch.cuda.graph with AdamW(capturable=True)" : ", eager"}) / this step.`,
@@ -327,8 +352,8 @@ async function main(): Promise<void> {
   if (values.graph && values.profile) throw new Error("--graph and --profile: a replay runs no kernel through the host, so there is nothing to profile per kernel");
   const dtype = values.dtype as BenchDType;
   if (!(dtype in TOLERANCE)) throw new Error(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
-  const models = list(values.models, "models") as ("ffn" | "block")[];
-  for (const m of models) if (m !== "ffn" && m !== "block") throw new Error(`--models: unknown "${m}" (ffn, block)`);
+  const models = list(values.models, "models") as ModelKind[];
+  for (const m of models) if (m !== "ffn" && m !== "block" && m !== "head") throw new Error(`--models: unknown "${m}" (ffn, block, head)`);
   const context = Number(values.context);
   const heads = Number(values.heads);
   const started = await startBackend(values.backend);
