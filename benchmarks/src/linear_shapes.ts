@@ -4,8 +4,9 @@
  * cublasGemmEx on cuda), each checked against the other first, then timed as one captured graph replay per call
  * (eager calls on a backend without graphs). With --torch, PyTorch's `F.linear` of the same shapes
  * (python/linear_torch.py, captured the same way) in the same run. Widths off 16-byte alignment (129, 1001, 4097,
- * 50257) and wide outputs at a few hundred rows are where cuBLASLt's first algorithm was measured far from the GEMM
- * (results/gpu-nvidia-h200/linear-widths.md): this is the measurement that decides what `linear` should run there.
+ * 50257) are where cuBLAS's kernels are 3-9x slower and both routes run aligned shapes instead (linear: its aligned
+ * head and last columns; matmul: zero-padded copies; results/gpu-nvidia-h200/linear-widths.md): this measures those
+ * rules against PyTorch's one call.
  *
  *   tsx src/linear_shapes.ts [--backend cuda] [--rows 1,8,64,512] [--features 64,768,4096]
  *     [--widths 129,1001,4097,50257] [--dtype bfloat16] [--bias] [--iterations 100] [--torch] [--out DIR]
