@@ -278,6 +278,13 @@ Napi::Value releaseCacheFn(const Napi::CallbackInfo& info) {
   return undefinedOf(info);
 }
 
+// setMemoryLimit(bytes): caps the segment bytes the allocator holds (0: none); returns the previous cap.
+Napi::Value setMemoryLimitFn(const Napi::CallbackInfo& info) {
+  Args args{info, "setMemoryLimit"};
+  args.count(1);
+  return Napi::Number::New(info.Env(), static_cast<double>(setMemoryLimit(static_cast<size_t>(args.size(0)))));
+}
+
 Napi::Value synchronizeFn(const Napi::CallbackInfo& info) {
   synchronize();
   return undefinedOf(info);
@@ -1712,6 +1719,7 @@ Napi::Object initModule(Napi::Env env, Napi::Object exports) {
   BS_EXPORT("memory", memory);
   BS_EXPORT("releaseCache", releaseCacheFn);
   BS_EXPORT("synchronize", synchronizeFn);
+  BS_EXPORT("setMemoryLimit", setMemoryLimitFn);
   BS_EXPORT("setCublasEnabled", setCublasEnabledFn);
   BS_EXPORT("setAllowTf32", setAllowTf32Fn);
   BS_EXPORT("setDenseSampledMode", setDenseSampledModeFn);

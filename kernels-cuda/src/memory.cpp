@@ -53,6 +53,7 @@ MemoryStats stats{};
 uint32_t nextPool = 1;
 uint32_t currentPool = 0;
 size_t pooled = 0;
+size_t limitBytes = 0;  // setMemoryLimit's cap on bytesReserved, 0 for none
 
 size_t roundUp(size_t value, size_t step) { return (value + step - 1) / step * step; }
 
@@ -151,10 +152,11 @@ size_t segmentBytes(size_t bytes) {
 Block* newSegment(size_t bytes, bool small) {
   stream();  // throws if the device is not initialised
   const size_t size = segmentBytes(bytes);
-  void* ptr = mallocOrNull(size);
+  auto underLimit = [&] { return limitBytes == 0 || stats.bytesReserved + size <= limitBytes; };
+  void* ptr = underLimit() ? mallocOrNull(size) : nullptr;
   if (ptr == nullptr) {
     releaseCache();
-    ptr = mallocOrNull(size);
+    ptr = underLimit() ? mallocOrNull(size) : nullptr;
   }
   if (ptr == nullptr) return nullptr;
   stats.bytesReserved += size;
@@ -184,11 +186,14 @@ BufferId allocate(size_t byteLength) {
       size_t freeBytes = 0, totalBytes = 0;
       cudaMemGetInfo(&freeBytes, &totalBytes);
       cudaGetLastError();
+      const std::string limit = limitBytes == 0 ? ""
+                                                : ", under a memory limit of " + std::to_string(limitBytes) + " bytes (" +
+                                                      std::to_string(stats.bytesReserved) + " held)";
       throw Error(ErrorKind::OutOfMemory,
                   "CUDA out of memory: cudaMalloc of " + std::to_string(segmentBytes(bytes)) + " bytes (for " +
                       std::to_string(byteLength) + ") failed after releasing the cache (" + std::to_string(stats.bytesInUse) +
                       " bytes in use by blocksparse, " + std::to_string(freeBytes) + " of " + std::to_string(totalBytes) +
-                      " bytes free on the device)");
+                      " bytes free on the device" + limit + ")");
     }
   }
   const uint32_t owner = b->pool;
@@ -292,6 +297,14 @@ void releaseCache() {
     dropBlock(b);
   }
 }
+
+size_t setMemoryLimit(size_t bytes) {
+  const size_t previous = limitBytes;
+  limitBytes = bytes;
+  return previous;
+}
+
+size_t memoryLimit() { return limitBytes; }
 
 MemoryStats memoryStats() {
   MemoryStats out = stats;

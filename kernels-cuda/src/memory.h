@@ -45,6 +45,11 @@ const Buffer& lookup(BufferId id, const char* what);
 bool isLive(BufferId id);
 // Gives every wholly free segment (not a graph pool's) back to CUDA.
 void releaseCache();
+// Caps the segment bytes the allocator holds from CUDA (0: no cap, the default): a request that would take more, after
+// the cache is released, fails as cudaMalloc would, with an OutOfMemory Error. Lowering it below what is held frees
+// nothing; it applies to the next segment. Returns the previous cap.
+size_t setMemoryLimit(size_t bytes);
+size_t memoryLimit();
 MemoryStats memoryStats();
 
 // Graph pools. A captured CUDA graph keeps the addresses it was captured with, so memory it touched must never

@@ -286,13 +286,14 @@ bool runLinear(DType dtype, const void* x, const void* w, const void* bias, cons
   const int64_t padded = head + (tail > 0 ? vector : 0);
   const bool split = pre == nullptr && tail > 0 && head > 0 && (residual == nullptr || m == 1) && k >= kMinSplitDepth &&
                      static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) >= kMinSplitWork;
-  if (!split) {
+  auto oneCall = [&] {
     const void* c = residual != nullptr ? residual : y;
     LinearPlan* plan = planFor(handle, dtype, x, w, bias, c, y, pre, residual != nullptr, m, n, k, n);
     if (plan == nullptr) return false;
     runPlan(handle, *plan, x, w, bias, c, y, pre, beta, stream);
     return true;
-  }
+  };
+  if (!split) return oneCall();
   const auto* w8 = static_cast<const char*>(w);
   const void* wTail = w8 + head * k * element;
   const void* biasTail = bias != nullptr ? static_cast<const char*>(bias) + head * element : nullptr;
@@ -312,8 +313,14 @@ bool runLinear(DType dtype, const void* x, const void* w, const void* bias, cons
   // checked below are the ones that run).
   int64_t chunkRows = std::max<int64_t>(1, std::min<int64_t>(m, kMaxPitchScratch / (padded * element)));
   if (chunkRows < m && chunkRows > 128) chunkRows -= chunkRows % 128;
-  Scratch pitched(static_cast<size_t>(chunkRows * padded * element));
-  auto* out = pitched.as<char>();
+  std::optional<Scratch> pitched;
+  try {
+    pitched.emplace(static_cast<size_t>(chunkRows * padded * element));
+  } catch (const Error& error) {
+    if (error.kind != ErrorKind::OutOfMemory) throw;
+    return oneCall();  // no room for the scratch: the one call, slower, needs none
+  }
+  auto* out = pitched->as<char>();
   void* outTail = out + head * element;
   // Both plans first (at most two row counts: the full chunk and the last), so that nothing launches if one is missing.
   const int64_t lastRows = m - (m - 1) / chunkRows * chunkRows;
@@ -360,7 +367,8 @@ namespace {
 // of M and N give outputs that are dropped), the GEMM runs there, and C's [m, n] corner is copied back. The copies
 // move the operands and C once more, so this runs where the product's lost multiply-adds outweigh them: at least
 // kMinPadWork multiply-adds, and kPadWorkPerByte per byte copied (the slow kernels ran at 90-180 TFLOP/s against
-// ~700 padded, a copy at ~3 TB/s: break-even near 30 multiply-adds a byte, taken at twice that).
+// ~700 padded, a copy at ~3 TB/s: break-even near 30 multiply-adds a byte, taken at twice that). Where the copies do
+// not fit in memory the one call runs.
 constexpr double kMinPadWork = static_cast<double>(1ll << 25);
 constexpr double kPadWorkPerByte = 64.0;
 
@@ -398,25 +406,29 @@ bool matmulPadded(DType dtype, const void* a, const void* b, void* c, int64_t m,
   const double work = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
   const double copiedBytes = static_cast<double>(shapeA.bytes(element) + shapeB.bytes(element) + shapeC.bytes(element));
   if (work < kMinPadWork || work < kPadWorkPerByte * copiedBytes) return false;
+  // All scratch first: where it does not fit, the one call (slower, no memory of its own) runs instead of failing.
   std::optional<Scratch> paddedA, paddedB, paddedC;
+  try {
+    if (shapeA.copied()) paddedA.emplace(static_cast<size_t>(shapeA.bytes(element)));
+    if (shapeB.copied()) paddedB.emplace(static_cast<size_t>(shapeB.bytes(element)));
+    if (shapeC.copied()) paddedC.emplace(static_cast<size_t>(shapeC.bytes(element)));
+  } catch (const Error& error) {
+    if (error.kind != ErrorKind::OutOfMemory) throw;
+    return false;
+  }
   const void *aUsed = a, *bUsed = b;
   void* cUsed = c;
-  if (shapeA.copied()) {
-    paddedA.emplace(static_cast<size_t>(shapeA.bytes(element)));
+  if (paddedA) {
     copyPadded(shapeA, a, paddedA->as<void>(), element, stream);
     aUsed = paddedA->as<void>();
   }
-  if (shapeB.copied()) {
-    paddedB.emplace(static_cast<size_t>(shapeB.bytes(element)));
+  if (paddedB) {
     copyPadded(shapeB, b, paddedB->as<void>(), element, stream);
     bUsed = paddedB->as<void>();
   }
-  if (shapeC.copied()) {
-    paddedC.emplace(static_cast<size_t>(shapeC.bytes(element)));
-    cUsed = paddedC->as<void>();
-  }
+  if (paddedC) cUsed = paddedC->as<void>();
   matmulCublas(dtype, aUsed, bUsed, cUsed, 1, mp, np, kp, transA, transB, 0, 0, mp * np);
-  if (shapeC.copied())
+  if (paddedC)
     BS_CUDA_CHECK(cudaMemcpy2DAsync(c, static_cast<size_t>(n * element), cUsed, static_cast<size_t>(np * element),
                                     static_cast<size_t>(n * element), static_cast<size_t>(m), cudaMemcpyDeviceToDevice,
                                     stream));

@@ -272,6 +272,22 @@ export class CudaBackend implements Backend {
     this.native(() => this.addon.releaseCache());
   }
 
+  /**
+   * Caps the device memory this process's allocator holds from CUDA, in bytes (`null`: no cap, the default), as
+   * PyTorch's `set_per_process_memory_fraction` does: a request that would take the allocator past it, after its cache
+   * is released, throws a CudaOutOfMemoryError naming the cap, as running out of device memory does. Memory already
+   * held is not freed; the cap applies from the next request. Products that would take extra scratch for speed (the
+   * padded copies of a product at an odd width) run their slower route instead when the scratch does not fit. Returns
+   * the previous cap.
+   */
+  setMemoryLimit(bytes: number | null): number | null {
+    this.checkAlive();
+    if (bytes !== null && !(Number.isSafeInteger(bytes) && bytes > 0))
+      throw new ValueError(`setMemoryLimit: expected a positive whole number of bytes or null, got ${bytes}`);
+    const previous = this.native(() => this.addon.setMemoryLimit(bytes ?? 0));
+    return previous === 0 ? null : previous;
+  }
+
   /** Waits until all queued device work has finished. */
   synchronize(): void {
     this.checkAlive();

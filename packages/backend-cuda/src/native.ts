@@ -207,6 +207,8 @@ export interface NativeAddon {
   memory(): NativeMemory;
   /** Gives every cached (freed) allocation back to CUDA. */
   releaseCache(): void;
+  /** Caps the segment bytes the allocator holds from CUDA (0: no cap); returns the previous cap. */
+  setMemoryLimit(bytes: number): number;
   synchronize(): void;
   /** Routes dense matmul through cuBLAS (true) or the built-in kernel; returns whether cuBLAS is now used. */
   setCublasEnabled(enabled: boolean): boolean;
@@ -491,6 +493,7 @@ const NATIVE_FUNCTION_SET = {
   read: true,
   memory: true,
   releaseCache: true,
+  setMemoryLimit: true,
   synchronize: true,
   setCublasEnabled: true,
   setAllowTf32: true,

@@ -17,6 +17,7 @@ import {
   randn,
   scatterAdd,
   sum,
+  type Tensor,
   tensor,
   tidy,
   transpose,
@@ -328,6 +329,33 @@ describe.skipIf(cudaMissing)("dense kernels on cuda against float64 math", () =>
         });
       }
     }
+  }, 60_000);
+
+  // Under a memory limit that leaves no room for their scratch, both routes run their one call: same results (within
+  // bfloat16's rounding: other kernels), no error. dX of a 768 -> 50257 layer at 2048 tokens would copy dY (206 MB)
+  // and W (77 MB); linear's 2048 x 50257 output takes a 198 MiB segment, leaving room for a cuBLASLt workspace (up to
+  // 32 MiB) but not for a 62 MiB chunk of scratch.
+  test("products at an odd width whose scratch does not fit under the memory limit run as one call instead", () => {
+    backend.setCublasEnabled(true);
+    const mib = 2 ** 20;
+    tidy(() => {
+      const [m, n, k] = [2048, 50257, 768];
+      const dy = cast(randn([m, n], { seed: 19, std: 0.05 }), "bfloat16");
+      const w = cast(randn([n, k], { seed: 20, std: 0.05 }), "bfloat16");
+      const x = cast(randn([m, k], { seed: 21 }), "bfloat16");
+      const withRoom = [matmul(dy, w).dataSync(), linear(x, w).dataSync()];
+      const limited = (room: number, product: () => Tensor): Float32Array | Float64Array | Int32Array | Uint8Array => {
+        backend.releaseCache();
+        const previous = backend.setMemoryLimit(backend.memory().reservedBytes + room * mib);
+        try {
+          return product().dataSync();
+        } finally {
+          backend.setMemoryLimit(previous);
+        }
+      };
+      expectClose(limited(40, () => matmul(dy, w)), withRoom[0], "bfloat16", "matmul [2048, 50257] x [50257, 768] without room for padded copies");
+      expectClose(limited(230, () => linear(x, w)), withRoom[1], "bfloat16", "linear [2048, 768] x [50257, 768]^T without room for the scratch");
+    });
   }, 60_000);
 
   test("reductions along rows of any length and alignment (16-byte loads from each row's first aligned element)", () => {

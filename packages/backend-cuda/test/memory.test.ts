@@ -113,6 +113,28 @@ describe.skipIf(cudaMissing)("cuda memory: caching allocator, out of memory, bad
     t.dispose();
   });
 
+  test("a memory limit caps what the allocator holds: past it a CudaOutOfMemoryError naming the limit, then lifted", () => {
+    backend.releaseCache();
+    const held = backend.memory().reservedBytes;
+    const mib = 2 ** 20;
+    expect(backend.setMemoryLimit(held + 64 * mib)).toBeNull();
+    try {
+      const fits = backend.allocate("float32", (32 * mib) / 4); // a 32 MiB segment of its own: under the limit
+      expect(backend.memory().reservedBytes).toBeLessThanOrEqual(held + 64 * mib);
+      expect(() => backend.allocate("float32", (48 * mib) / 4)).toThrow(CudaOutOfMemoryError);
+      expect(() => backend.allocate("float32", (48 * mib) / 4)).toThrow(/memory limit of \d+ bytes/);
+      backend.free(fits);
+      // The cache released on the failed request's retry: the same 48 MiB now fits under the limit.
+      backend.free(backend.allocate("float32", (48 * mib) / 4));
+    } finally {
+      expect(backend.setMemoryLimit(null)).toBe(held + 64 * mib);
+    }
+    backend.free(backend.allocate("float32", (256 * mib) / 4)); // no limit
+    expect(() => backend.setMemoryLimit(-1)).toThrow(/positive whole number of bytes or null/);
+    expect(() => backend.setMemoryLimit(1.5)).toThrow(/positive whole number of bytes or null/);
+    expect(() => backend.setMemoryLimit(0)).toThrow(/positive whole number of bytes or null/);
+  });
+
   test("bad native arguments are clear errors, never crashes, and the backend keeps working", () => {
     const { addon } = backend;
     const call = (fn: () => void) => () => backend.native(fn);
