@@ -126,5 +126,23 @@ int main(int argc, char** argv) {
   bool threw = false;
   try { allocate(size_t(1) << 30); } catch (const Error&) { threw = true; }
   CHECK(threw);
+  // setMemoryLimit: a segment past the cap fails as cudaMalloc would (after the cache is released, which then lets
+  // a request that fits under the cap through); lifting the cap allows again.
+  fakeCap = SIZE_MAX;
+  releaseCache();
+  const size_t held = memoryStats().bytesReserved;
+  CHECK(setMemoryLimit(held + (64 << 20)) == 0 && memoryLimit() == held + (64 << 20));
+  BufferId d = allocate(32 << 20);
+  threw = false;
+  try { allocate(48 << 20); } catch (const Error& e) { threw = e.kind == ErrorKind::OutOfMemory && std::string(e.what()).find("memory limit") != std::string::npos; }
+  CHECK(threw);
+  CHECK(memoryStats().bytesReserved <= held + (64 << 20));
+  release(d);
+  BufferId e = allocate(48 << 20);  // the freed 32 MiB segment released on the way: fits under the cap
+  CHECK(memoryStats().bytesReserved <= held + (64 << 20));
+  release(e);
+  CHECK(setMemoryLimit(0) == held + (64 << 20));
+  release(allocate(256 << 20));
+  releaseCache();
   std::printf("ok: %d steps, %zu segments, %zu cudaMalloc calls, %zu cache hits\n", steps, memoryStats().segments, memoryStats().cudaMallocCalls, memoryStats().cacheHits);
 }
