@@ -17,6 +17,7 @@ import {
   randn,
   scatterAdd,
   sum,
+  type DType,
   type Tensor,
   tensor,
   tidy,
@@ -133,6 +134,36 @@ describe.skipIf(cudaMissing)("dense kernels on cuda against float64 math", () =>
   // Half-type products with a pitch off 16 bytes and enough work run on zero-padded copies (launchMatmul's padded
   // route): every transpose pair with each of M, N and K odd in turn (a pitch in some of them, not in others), 600 x
   // 1001 x 600-sized. Every element of C's first and last rows and columns and 2000 others against float64.
+  /** C = op(A) op(B) against float64 at every element of C's first and last rows and columns and 2000 others. */
+  function expectSampledProduct(
+    next: () => number,
+    got: ArrayLike<number>,
+    a: Float64Array,
+    b: Float64Array,
+    [m, n, k]: number[],
+    [tA, tB]: boolean[],
+    dtype: DType,
+    what: string,
+  ): void {
+    const at = (i: number, p: number): number => (tA ? a[p * m + i] : a[i * k + p]);
+    const bt = (p: number, j: number): number => (tB ? b[j * k + p] : b[p * n + j]);
+    const entries: [number, number][] = [];
+    for (let j = 0; j < n; j++) entries.push([0, j], [m - 1, j]);
+    for (let i = 0; i < m; i++) entries.push([i, 0], [i, n - 1]);
+    for (let e = 0; e < 2000; e++) entries.push([Math.floor(next() * m), Math.floor(next() * n)]);
+    const expected = entries.map(([i, j]) => {
+      let sum = 0;
+      for (let p = 0; p < k; p++) sum += at(i, p) * bt(p, j);
+      return sum;
+    });
+    expectClose(
+      entries.map(([i, j]) => got[i * n + j]),
+      expected,
+      dtype,
+      what,
+    );
+  }
+
   test("matmul with a pitch off 16 bytes: padded copies, every transpose pair, each dimension odd in turn", () => {
     backend.setCublasEnabled(true);
     const next = random(18);
@@ -140,35 +171,38 @@ describe.skipIf(cudaMissing)("dense kernels on cuda against float64 math", () =>
       for (const [m, n, k] of [[1001, 600, 600], [600, 1001, 600], [600, 600, 1001]]) {
         for (const [tA, tB] of [[false, false], [false, true], [true, false], [true, true]]) {
           tidy(() => {
-            const aShape = tA ? [k, m] : [m, k];
-            const bShape = tB ? [n, k] : [k, n];
-            const a = randomTensor(next, aShape, dtype);
-            const b = randomTensor(next, bShape, dtype);
+            const a = randomTensor(next, tA ? [k, m] : [m, k], dtype);
+            const b = randomTensor(next, tB ? [n, k] : [k, n], dtype);
             const out = matmul(a.t, b.t, { transposeA: tA, transposeB: tB });
             expect(out.shape).toEqual([m, n]);
-            const got = out.dataSync();
-            const at = (i: number, p: number): number => (tA ? a.values[p * m + i] : a.values[i * k + p]);
-            const bt = (p: number, j: number): number => (tB ? b.values[j * k + p] : b.values[p * n + j]);
-            const entries: [number, number][] = [];
-            for (let j = 0; j < n; j++) entries.push([0, j], [m - 1, j]);
-            for (let i = 0; i < m; i++) entries.push([i, 0], [i, n - 1]);
-            for (let e = 0; e < 2000; e++) entries.push([Math.floor(next() * m), Math.floor(next() * n)]);
-            const expected = entries.map(([i, j]) => {
-              let sum = 0;
-              for (let p = 0; p < k; p++) sum += at(i, p) * bt(p, j);
-              return sum;
-            });
-            expectClose(
-              entries.map(([i, j]) => got[i * n + j]),
-              expected,
-              dtype,
-              `matmul ${dtype} [${m}, ${n}, ${k}] transposes ${tA}/${tB}`,
-            );
+            expectSampledProduct(next, out.dataSync(), a.values, b.values, [m, n, k], [tA, tB], dtype, `matmul ${dtype} [${m}, ${n}, ${k}] transposes ${tA}/${tB}`);
           });
         }
       }
     }
   }, 60_000);
+
+  test("matmul with a pitch off 16 bytes: a captured graph replays the padded copies with new inputs", () => {
+    backend.setCublasEnabled(true);
+    const next = random(22);
+    // dW of a 600 -> 1001 layer (dY^T x): dY's copy padded, C's rows padded and copied back.
+    const [m, n, k] = [1001, 600, 600];
+    tidy(() => {
+      const a = randomTensor(next, [k, m], "bfloat16");
+      const b = randomTensor(next, [k, n], "bfloat16");
+      const graph = captureGraph(() => matmul(a.t, b.t, { transposeA: true }));
+      try {
+        for (let round = 0; round < 2; round++) {
+          const fresh = randomTensor(next, [k, m], "bfloat16");
+          a.t.assign(fresh.t);
+          const out = graph.replay();
+          expectSampledProduct(next, out.dataSync(), fresh.values, b.values, [m, n, k], [true, false], "bfloat16", `captured matmul, replay ${round}`);
+        }
+      } finally {
+        graph.dispose();
+      }
+    });
+  });
 
   // Layer shapes past the conformance suite's: decoding (1 and 8 rows), GPT-2's projections, a vocabulary of odd width,
   // odd K (rows off 16-byte alignment), and a long one; with and without bias and residual. A width that is not a
