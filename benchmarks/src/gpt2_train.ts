@@ -1,0 +1,234 @@
+/**
+ * A language model's training step as a user writes it: models' GPT2LMHeadModel (random weights, Hugging Face's
+ * initialisation) on a batch of token windows, cross-entropy over the whole vocabulary (50257 by default: an output
+ * width off 16-byte alignment), backward, AdamW, in mixed precision (parameters in --dtype, float32 master weights
+ * and moments in the optimizer). Dense, then with the feed-forward layers (every block's mlp.c_fc and mlp.c_proj)
+ * block-sparse at each density. Before timing, each model's first loss is checked against the same model (the same
+ * weights) run in float32. With --graph the whole step (forward, backward and AdamW made `capturable`) is captured
+ * once and replayed; with --torch, Hugging Face's GPT2LMHeadModel (float32 parameters under autocast, fused AdamW,
+ * the same loss on the same shapes; python/gpt2_train_torch.py) is timed in the same run, captured too with --graph
+ * where PyTorch can capture it.
+ *
+ *   tsx src/gpt2_train.ts [--backend cuda] [--sizes small,medium] [--batch 8] [--context 1024] [--vocab 50257]
+ *     [--densities 0.25] [--blocks 32] [--dtype bfloat16] [--graph] [--torch] [--quick] [--out DIR]
+ */
+import { spawnSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { backward } from "@blocksparse/autograd";
+import { type CapturedGraph, type FloatDType, captureGraph, getBackendInstance, randint, type Tensor, tidy } from "@blocksparse/core";
+import { GPT2LMHeadModel } from "@blocksparse/models";
+import { AdamW, crossEntropy, parameterCount } from "@blocksparse/nn";
+import { BlockSparseModelPatcher } from "@blocksparse/patcher";
+import { positiveNumbers } from "./flags";
+import { describeMachine, gitState, repoRoot } from "./machine";
+import { type TimingPlan, measure } from "./measure";
+import { startBackend } from "./start_backend";
+import { type BenchDType, type Check, TOLERANCE } from "./validate";
+
+const SIZES: Record<string, { n_embd: number; n_layer: number; n_head: number }> = {
+  tiny: { n_embd: 64, n_layer: 2, n_head: 4 },
+  small: { n_embd: 768, n_layer: 12, n_head: 12 },
+  medium: { n_embd: 1024, n_layer: 24, n_head: 16 },
+};
+
+interface Row {
+  size: string;
+  batch: number;
+  context: number;
+  vocab: number;
+  dtype: string;
+  /** 0 for the dense model. */
+  block: number;
+  density: number;
+  parameters: number;
+  medianMs: number;
+  q1Ms: number;
+  q3Ms: number;
+  /** Our dense step / this step. */
+  speedupVsDense?: number;
+  /** PyTorch's step / ours (> 1: ours is faster). */
+  vsTorch?: number;
+  checks: Check[];
+}
+
+interface TorchRow {
+  size: string;
+  batch: number;
+  context: number;
+  vocab: number;
+  medianMs: number;
+  graph: boolean;
+}
+
+function buildModel(size: string, vocab: number, context: number, block: number, density: number): GPT2LMHeadModel {
+  const config = { model_type: "gpt2", vocab_size: vocab, n_positions: context, ...SIZES[size], resid_pdrop: 0, embd_pdrop: 0, attn_pdrop: 0 };
+  const model = new GPT2LMHeadModel(config, { seed: 1 });
+  if (block > 0) {
+    new BlockSparseModelPatcher().addPattern(/\.mlp\.c_(fc|proj)$/, { density, blockShape: [block, block] }).patchModel(model, { disposeReplaced: true });
+  }
+  return model;
+}
+
+function runCase(
+  size: string,
+  shape: { batch: number; context: number; vocab: number },
+  block: number,
+  density: number,
+  dtype: BenchDType,
+  options: { plan: TimingPlan; synchronize: () => void; graph: boolean },
+): Row {
+  const { batch, context, vocab } = shape;
+  const model = buildModel(size, vocab, context, block, density);
+  const ids = randint(0, vocab, [batch, context], { seed: 11 });
+  const targets = randint(0, vocab, [batch, context], { seed: 12 });
+  const lossOf = (): Tensor => crossEntropy(model.forward(ids), targets);
+  // The check: the first loss in the compute dtype against the same weights in float32 (and a sane value at
+  // initialisation: near ln(vocab)).
+  const float32Loss = tidy(() => lossOf().item());
+  model.to(dtype as FloatDType);
+  const lowLoss = tidy(() => lossOf().item());
+  const relError = Math.abs(lowLoss - float32Loss) / Math.abs(float32Loss);
+  const checks: Check[] = [
+    { what: `first loss ${lowLoss.toFixed(4)} against float32's ${float32Loss.toFixed(4)}`, relError, tolerance: TOLERANCE[dtype], ok: relError <= TOLERANCE[dtype] },
+    {
+      what: `first loss near ln(vocab) = ${Math.log(vocab).toFixed(3)}`,
+      relError: Math.abs(float32Loss - Math.log(vocab)) / Math.log(vocab),
+      tolerance: 0.1,
+      ok: Math.abs(float32Loss - Math.log(vocab)) <= 0.1 * Math.log(vocab),
+    },
+  ];
+  const failed = checks.filter((c) => !c.ok);
+  if (failed.length > 0) throw new Error(`gpt2 ${size} ${block === 0 ? "dense" : `${block}x${block} d=${density}`}: ${failed.map((c) => c.what).join("; ")}`);
+  const optimizer = new AdamW(model.parameters(), { lr: 1e-4, weightDecay: 0, capturable: options.graph });
+  let graph: CapturedGraph<Tensor> | undefined;
+  try {
+    const step = (): Tensor => {
+      optimizer.zeroGrad();
+      const loss = lossOf();
+      backward(loss);
+      optimizer.step();
+      return loss;
+    };
+    const eager = (): Tensor => tidy(step);
+    const run = options.graph
+      ? (): Tensor => {
+          if (graph === undefined) {
+            eager().dispose(); // the optimizer's state, then the capture
+            graph = captureGraph(step);
+          }
+          return graph.replay().clone();
+        }
+      : eager;
+    const measured = measure(
+      { name: `gpt2 ${size} step`, run, validate: (loss) => [{ what: "step's loss is finite", relError: 0, tolerance: 0, ok: Number.isFinite(loss.item()) }], dispose: (loss) => loss.dispose(), synchronize: options.synchronize },
+      options.plan,
+    );
+    const s = measured.summary;
+    return { size, batch, context, vocab, dtype, block, density: block === 0 ? 1 : density, parameters: parameterCount(model), medianMs: s.median, q1Ms: s.q1, q3Ms: s.q3, checks: [...checks, ...measured.checks] };
+  } finally {
+    if (graph) {
+      graph.dispose();
+      graph.result.dispose();
+    }
+    optimizer.dispose();
+    for (const p of model.parameters()) p.dispose();
+    ids.dispose();
+    targets.dispose();
+  }
+}
+
+function runTorch(cases: { size: string; batch: number; context: number; vocab: number }[], dtype: string, graph: boolean): TorchRow[] {
+  const script = join(repoRoot, "benchmarks", "python", "gpt2_train_torch.py");
+  const sizes = Object.fromEntries(cases.map((c) => [c.size, SIZES[c.size]]));
+  const args = [script, "--dtype", dtype, ...(graph ? ["--graph"] : []), "--cases", JSON.stringify(cases), "--sizes", JSON.stringify(sizes)];
+  const result = spawnSync("python3", args, { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
+  if (result.status !== 0) throw new Error(`gpt2_train_torch.py failed (exit ${result.status}): ${result.stdout}`);
+  return JSON.parse(result.stdout) as TorchRow[];
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      backend: { type: "string", default: "cuda" },
+      sizes: { type: "string", default: "small" },
+      batch: { type: "string", default: "8" },
+      context: { type: "string", default: "1024" },
+      vocab: { type: "string", default: "50257" },
+      densities: { type: "string", default: "0.25" },
+      blocks: { type: "string", default: "32" },
+      dtype: { type: "string", default: "bfloat16" },
+      graph: { type: "boolean", default: false },
+      torch: { type: "boolean", default: false },
+      quick: { type: "boolean", default: false },
+      out: { type: "string" },
+    },
+  });
+  const dtype = values.dtype as BenchDType;
+  if (!(dtype in TOLERANCE)) throw new Error(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
+  const sizes = values.sizes.split(",").map((s) => s.trim());
+  for (const size of sizes) if (!(size in SIZES)) throw new Error(`--sizes: "${size}" is not one of ${Object.keys(SIZES).join(", ")}`);
+  const [batch] = positiveNumbers(values.batch, "batch");
+  const [context] = positiveNumbers(values.context, "context");
+  const [vocab] = positiveNumbers(values.vocab, "vocab");
+  const densities = positiveNumbers(values.densities, "densities");
+  const blocks = positiveNumbers(values.blocks, "blocks");
+  const started = await startBackend(values.backend);
+  const plan: TimingPlan = values.quick
+    ? { warmup: 2, minRepeats: 3, maxRepeats: 8, budgetMs: 200, minSampleMs: 0 }
+    : { warmup: 3, minRepeats: 8, maxRepeats: 30, budgetMs: 2000, minSampleMs: 0 };
+  const graph = values.graph && getBackendInstance().graphs !== undefined;
+  const rows: Row[] = [];
+  for (const size of sizes) {
+    const shape = { batch, context, vocab };
+    const dense = runCase(size, shape, 0, 1, dtype, { plan, synchronize: started.synchronize, graph });
+    dense.speedupVsDense = 1;
+    rows.push(dense);
+    process.stderr.write(`gpt2 ${size} dense: ${dense.medianMs.toFixed(2)} ms per step\n`);
+    for (const block of blocks) {
+      for (const density of densities) {
+        const row = runCase(size, shape, block, density, dtype, { plan, synchronize: started.synchronize, graph });
+        row.speedupVsDense = dense.medianMs / row.medianMs;
+        rows.push(row);
+        process.stderr.write(`  ${block}x${block} d=${density}: ${row.medianMs.toFixed(2)} ms (${row.speedupVsDense.toFixed(2)}x dense)\n`);
+      }
+    }
+  }
+  let torchGraph = false;
+  if (values.torch) {
+    const torchRows = runTorch(sizes.map((size) => ({ size, batch, context, vocab })), dtype, graph);
+    for (const r of rows) {
+      const t = torchRows.find((x) => x.size === r.size);
+      if (t) {
+        r.vsTorch = t.medianMs / r.medianMs;
+        torchGraph = t.graph;
+      }
+    }
+  }
+  const machine = describeMachine(started.gpu).name;
+  const lines = [
+    `# GPT-2 training steps (${dtype} mixed precision)`,
+    "",
+    `Machine: ${machine}. Commit ${gitState().commit}. Step = forward + cross-entropy over the vocabulary + backward + AdamW (float32 master weights and moments), batch ${batch} x context ${context}, vocabulary ${vocab}; ${graph ? "the whole step captured (captureGraph) and replayed" : "eager"}. Block-sparse rows: every block's mlp.c_fc and mlp.c_proj.`,
+    ...(values.torch ? [`vs PyTorch = Hugging Face GPT2LMHeadModel's step (autocast ${dtype}, fused AdamW, ${torchGraph ? "captured with torch.cuda.graph" : "eager"}) / ours.`] : []),
+    "",
+    "| size | block | density | parameters | ms per step (median) | speed-up vs our dense | vs PyTorch |",
+    "| --- | --- | --- | --- | --- | --- | --- |",
+    ...rows.map(
+      (r) =>
+        `| ${r.size} | ${r.block === 0 ? "dense" : `${r.block}x${r.block}`} | ${r.density} | ${r.parameters.toLocaleString("en-US")} | ${r.medianMs.toFixed(2)} | ${r.speedupVsDense?.toFixed(2) ?? ""} | ${r.vsTorch?.toFixed(2) ?? ""} |`,
+    ),
+    "",
+  ];
+  const outDir = resolve(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "gpt2-train"));
+  mkdirSync(outDir, { recursive: true });
+  writeFileSync(join(outDir, "gpt2-train.md"), lines.join("\n"));
+  writeFileSync(join(outDir, "gpt2-train.json"), `${JSON.stringify({ machine, dtype, batch, context, vocab, graph, rows }, null, 1)}\n`);
+  process.stdout.write(lines.join("\n"));
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,33 @@
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { describe, expect, it } from "vitest";
+
+const script = resolve(__dirname, "../src/gpt2_train.ts");
+
+describe("gpt2_train.ts", () => {
+  it("checks and times a tiny GPT-2's step, dense and block-sparse, on js", () => {
+    const out = mkdtempSync(join(tmpdir(), "gpt2-train-"));
+    try {
+      const flags = ["--backend", "js", "--sizes", "tiny", "--batch", "2", "--context", "16", "--vocab", "1001", "--blocks", "32", "--densities", "0.5", "--quick", "--out", out];
+      execFileSync(process.execPath, ["--import", "tsx", script, ...flags], { cwd: resolve(__dirname, ".."), stdio: "pipe" });
+      const result = JSON.parse(readFileSync(join(out, "gpt2-train.json"), "utf8")) as {
+        rows: { block: number; density: number; medianMs: number; parameters: number; checks: { ok: boolean; what: string }[] }[];
+      };
+      expect(result.rows.map((r) => [r.block, r.density])).toEqual([
+        [0, 1],
+        [32, 0.5],
+      ]);
+      for (const row of result.rows) {
+        expect(row.checks.map((c) => c.what)).toEqual([expect.stringMatching(/^first loss .* against float32/), expect.stringMatching(/^first loss near ln\(vocab\)/), "step's loss is finite"]);
+        expect(row.checks.every((c) => c.ok)).toBe(true);
+        expect(row.medianMs).toBeGreaterThan(0);
+      }
+      // Half the feed-forward weights kept: fewer parameters than the dense model.
+      expect(result.rows[1].parameters).toBeLessThan(result.rows[0].parameters);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
