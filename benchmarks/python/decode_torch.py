@@ -12,6 +12,7 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from cuda_timing import warm_up_on_side_stream
 
 
 class FeedForwardBlock(nn.Module):
@@ -61,12 +62,7 @@ def main():
             x = (torch.randn(tokens, a.width, device="cuda") * 0.05).to(dtype)
             expected = stack(x)
             # Captured on a side stream, as torch.cuda.graphs documents, after warm-up there.
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(3):
-                    stack(x)
-            torch.cuda.current_stream().wait_stream(side)
+            warm_up_on_side_stream(lambda: stack(x))
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 out = stack(x)

@@ -11,12 +11,12 @@ torch.cuda.graph's recipe (warm-up on a side stream, autocast without its cast c
 """
 import argparse
 import json
-import statistics
 import sys
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from cuda_timing import median_event_ms, warm_up_on_side_stream
 
 
 class Block(nn.Module):
@@ -60,12 +60,7 @@ def time_step(model, x, dy, dtype, graph=False, repeats=30):
         opt.step()
 
     if graph:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                step()
-        torch.cuda.current_stream().wait_stream(side)
+        warm_up_on_side_stream(step)
         captured = torch.cuda.CUDAGraph()
         opt.zero_grad(set_to_none=True)
         with torch.cuda.graph(captured):
@@ -75,18 +70,7 @@ def time_step(model, x, dy, dtype, graph=False, repeats=30):
             opt.step()
         step = captured.replay
 
-    for _ in range(5):
-        step()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        step()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return median_event_ms(step, repeats)
 
 
 def main():

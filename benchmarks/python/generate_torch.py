@@ -13,6 +13,7 @@ import sys
 import time
 
 import torch
+from cuda_timing import warm_up_on_side_stream
 from transformers import GPT2Config, GPT2LMHeadModel
 
 SIZES = {
@@ -83,12 +84,7 @@ def captured(model, ids, new, repeats):
     def step():
         return forward(tok, pos)[:, -1, :].argmax(-1)
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
+    warm_up_on_side_stream(step)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         out = step()

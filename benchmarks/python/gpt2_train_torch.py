@@ -12,11 +12,11 @@ a side stream, autocast without its cast cache); where the capture fails, the ea
 """
 import argparse
 import json
-import statistics
 import sys
 
 import torch
 import torch.nn.functional as F
+from cuda_timing import median_event_ms, warm_up_on_side_stream
 from transformers import GPT2Config, GPT2LMHeadModel
 
 
@@ -36,12 +36,7 @@ def time_step(model, ids, targets, dtype, graph, repeats=20):
     run, captured_ok = step, False
     if graph:
         try:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(3):
-                    step()
-            torch.cuda.current_stream().wait_stream(side)
+            warm_up_on_side_stream(step)
             captured = torch.cuda.CUDAGraph()
             opt.zero_grad(set_to_none=True)
             with torch.cuda.graph(captured):
@@ -54,20 +49,10 @@ def time_step(model, ids, targets, dtype, graph, repeats=20):
         except Exception as error:  # noqa: BLE001 - any failure to capture means: time it eagerly
             print(f"gpt2_train_torch: capture failed ({error}); timing the eager step", file=sys.stderr)
             torch.cuda.synchronize()
+            graph = False  # step() reads it: autocast's cast cache back on
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0, fused=True)
             run = step
-    for _ in range(3):
-        run()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        run()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times), captured_ok
+    return median_event_ms(run, repeats, warmup=3), captured_ok
 
 
 def main():

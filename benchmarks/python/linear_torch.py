@@ -10,6 +10,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from cuda_timing import warm_up_on_side_stream
 
 
 def main():
@@ -31,12 +32,7 @@ def main():
                 b = torch.randn(n, device="cuda").to(dtype) if a.bias else None
                 for m in ints(a.rows):
                     x = torch.randn(m, k, device="cuda").to(dtype)
-                    side = torch.cuda.Stream()
-                    side.wait_stream(torch.cuda.current_stream())
-                    with torch.cuda.stream(side):
-                        for _ in range(3):
-                            F.linear(x, w, b)
-                    torch.cuda.current_stream().wait_stream(side)
+                    warm_up_on_side_stream(lambda: F.linear(x, w, b))
                     graph = torch.cuda.CUDAGraph()
                     with torch.cuda.graph(graph):
                         F.linear(x, w, b)
