@@ -23,6 +23,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "python"))
+from cuda_timing import median_event_ms  # noqa: E402 - beside this script, in python/
+
 DEVICE = "cuda"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Relative Frobenius error allowed between two float32-accumulated products of these inputs.
@@ -58,19 +61,7 @@ def median_ms(fn, reps=50, warmup=5):
             return float(do_bench(fn, warmup=10, rep=50, quantiles=[0.5])[0])
     except ImportError:
         pass
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    times.sort()
-    return times[len(times) // 2]
+    return median_event_ms(fn, reps, warmup=warmup)
 
 
 def rel_error(actual, reference):
