@@ -258,7 +258,7 @@ void runPlan(cublas::lt::Handle handle, LinearPlan& plan, const void* x, const v
 }
 
 // cuBLASLt's fast kernels want y's width (the rows of y^T, its contiguous dimension) a multiple of 16 bytes. Past
-// that it falls to kernels 3-7x slower where the product is bound by its multiply-adds (H200, bf16, captured;
+// that it falls to kernels 3-8x slower where the product is bound by its multiply-adds (H200, bf16, captured;
 // results/gpu-nvidia-h200/linear-widths.md): [8, 768] x [50257, 768]^T 107 us against 28 at 50264 columns,
 // [2048, 768] x [50257, 768]^T 1681 against 225, [2048, 4096] x [50257, 4096]^T 8.8 ms against 1.1 (PyTorch's
 // F.linear the same). Padding y's pitch alone does not help (nor does it for cublasGemmEx: bench/lt_probe.cu --gemm).
@@ -309,8 +309,9 @@ bool runLinear(DType dtype, const void* x, const void* w, const void* bias, cons
     runPlan(handle, *tailPlan, x, wTail, biasTail, cTail, yTail, nullptr, beta, stream);
     return true;
   }
-  // Chunks of a multiple of 128 rows start 256-byte multiples into x, so each chunk's x has x's alignment (the plans
-  // checked below are the ones that run).
+  // Chunks of a multiple of 128 rows start 256-byte multiples into x, so each chunk's x has x's alignment and the
+  // plans checked below are the ones that run. (Chunks under 128 rows, for widths past 256K columns, may start at
+  // another alignment; should one find no plan, false makes the caller's composed route write all of y.)
   int64_t chunkRows = std::max<int64_t>(1, std::min<int64_t>(m, kMaxPitchScratch / (padded * element)));
   if (chunkRows < m && chunkRows > 128) chunkRows -= chunkRows % 128;
   std::optional<Scratch> pitched;
@@ -333,7 +334,7 @@ bool runLinear(DType dtype, const void* x, const void* w, const void* bias, cons
     const void* xRows = static_cast<const char*>(x) + row * k * element;
     LinearPlan* headPlan = planFor(handle, dtype, xRows, w, bias, out, out, nullptr, false, rows, head, k, padded);
     LinearPlan* tailPlan = planFor(handle, dtype, xRows, wTail, biasTail, outTail, outTail, nullptr, false, rows, tail, k, padded);
-    if (headPlan == nullptr || tailPlan == nullptr) return false;  // not reached: the same keys as checked above
+    if (headPlan == nullptr || tailPlan == nullptr) return false;  // see above: only for chunks under 128 rows
     runPlan(handle, *headPlan, xRows, w, bias, out, out, nullptr, 0.0f, stream);
     runPlan(handle, *tailPlan, xRows, wTail, biasTail, outTail, outTail, nullptr, 0.0f, stream);
     BS_CUDA_CHECK(cudaMemcpy2DAsync(static_cast<char*>(y) + row * n * element, static_cast<size_t>(n * element), out,
