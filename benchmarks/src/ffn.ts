@@ -127,10 +127,9 @@ function headReferenceRows(model: Module, xHost: Float32Array, dModel: number, w
 
 /** float64 FFN rows: gelu_tanh(x W1^T + b1) W2^T + b2 on the host, from the weights as dense arrays. */
 function ffnReferenceRows(model: Sequential, xHost: Float32Array, dModel: number, hidden: number, rows: number[]): Float64Array {
-  const dense = denseLayer;
   const [first, , second] = model.children();
-  const l1 = dense(first);
-  const l2 = dense(second);
+  const l1 = denseLayer(first);
+  const l2 = denseLayer(second);
   const out = new Float64Array(rows.length * dModel);
   const h = new Float64Array(hidden);
   rows.forEach((row, r) => {
