@@ -70,11 +70,12 @@ def main():
         s = sizes[c["size"]]
         config = GPT2Config(n_embd=s["n_embd"], n_layer=s["n_layer"], n_head=s["n_head"], vocab_size=c["vocab"],
                             n_positions=c["context"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-        model = GPT2LMHeadModel(config, attn_implementation="sdpa").cuda().train()
+        model = GPT2LMHeadModel(config).cuda().train()  # the attention transformers picks (sdpa where it can)
         ids = torch.randint(0, c["vocab"], (c["batch"], c["context"]), device="cuda")
         targets = torch.randint(0, c["vocab"], (c["batch"], c["context"]), device="cuda")
         ms, captured = time_step(model, ids, targets, dtype, a.graph)
-        rows.append({**c, "medianMs": ms, "graph": captured, "torch": torch.__version__})
+        attention = getattr(model.config, "_attn_implementation", None)
+        rows.append({**c, "medianMs": ms, "graph": captured, "torch": torch.__version__, "attention": attention})
         print(f"torch gpt2 {c['size']}: {ms:.2f} ms per step{' (captured)' if captured else ''}", file=sys.stderr)
         del model, ids, targets
         torch.cuda.empty_cache()

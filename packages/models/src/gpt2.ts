@@ -300,8 +300,10 @@ export class GPT2Model extends Module {
       }
     }
     return tidy(() => {
-      const positions = uploadOn(Int32Array.from({ length }, (_, i) => past + i), [length], ids, "int32");
-      let x = this.drop.forward(add(this.wte.forward(ids), this.wpe.forward(positions)));
+      // Positions past .. past + length - 1 are consecutive rows of wpe: a slice, nothing uploaded, so a whole
+      // training step (forward, backward, optimizer) can be captured (captureGraph) and replayed.
+      const positions = slice(this.wpe.weight.value, [past, 0], [length, this.config.n_embd]);
+      let x = this.drop.forward(add(this.wte.forward(ids), positions));
       let index = 0;
       for (const block of this.h) {
         let next: Tensor;
