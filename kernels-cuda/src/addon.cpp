@@ -902,7 +902,7 @@ Napi::Value layerNormBackward(const Napi::CallbackInfo& info) {
   return undefinedOf(info);
 }
 
-// crossEntropy(dtype, logits, targets, loss, rows, classes)
+// crossEntropy(dtype, logits, targets, loss, rows, classes): loss float32 whatever the logits' dtype
 Napi::Value crossEntropy(const Napi::CallbackInfo& info) {
   Args args{info, "crossEntropy"};
   args.count(6);
@@ -910,13 +910,13 @@ Napi::Value crossEntropy(const Napi::CallbackInfo& info) {
   int64_t rows = args.size(4), classes = args.size(5);
   requireElements(args.buffer(1), dtype, product({rows, classes}, "crossEntropy"), "crossEntropy logits");
   requireElements(args.buffer(2), DType::Int32, rows, "crossEntropy targets");
-  requireElements(args.buffer(3), dtype, rows, "crossEntropy loss");
-  launchCrossEntropy(dtype, args.buffer(1).data, static_cast<const int32_t*>(args.buffer(2).data), args.buffer(3).data,
-                     rows, classes, stream());
+  requireElements(args.buffer(3), DType::Float32, rows, "crossEntropy loss");
+  launchCrossEntropy(dtype, args.buffer(1).data, static_cast<const int32_t*>(args.buffer(2).data),
+                     static_cast<float*>(args.buffer(3).data), rows, classes, stream());
   return undefinedOf(info);
 }
 
-// crossEntropyBackward(dtype, logits, targets, dy, dlogits, rows, classes)
+// crossEntropyBackward(dtype, logits, targets, dy, dlogits, rows, classes): dy float32
 Napi::Value crossEntropyBackward(const Napi::CallbackInfo& info) {
   Args args{info, "crossEntropyBackward"};
   args.count(7);
@@ -925,10 +925,10 @@ Napi::Value crossEntropyBackward(const Napi::CallbackInfo& info) {
   int64_t n = product({rows, classes}, "crossEntropyBackward");
   requireElements(args.buffer(1), dtype, n, "crossEntropyBackward logits");
   requireElements(args.buffer(2), DType::Int32, rows, "crossEntropyBackward targets");
-  requireElements(args.buffer(3), dtype, rows, "crossEntropyBackward dy");
+  requireElements(args.buffer(3), DType::Float32, rows, "crossEntropyBackward dy");
   requireElements(args.buffer(4), dtype, n, "crossEntropyBackward dlogits");
   launchCrossEntropyBackward(dtype, args.buffer(1).data, static_cast<const int32_t*>(args.buffer(2).data),
-                         args.buffer(3).data, args.buffer(4).data, rows, classes, stream());
+                         static_cast<const float*>(args.buffer(3).data), args.buffer(4).data, rows, classes, stream());
   return undefinedOf(info);
 }
 

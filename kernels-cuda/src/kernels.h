@@ -74,9 +74,10 @@ void launchScatterAdd(DType dtype, const void* updates, const int32_t* indices, 
 void launchIndexCopy(DType dtype, const void* source, const int32_t* indices, void* y, int64_t outer,
                      int64_t axisSize, int64_t inner, int64_t count, cudaStream_t stream);
 void launchOneHot(DType dtype, const int32_t* indices, void* y, int64_t count, int64_t depth, cudaStream_t stream);
-void launchCrossEntropy(DType dtype, const void* logits, const int32_t* targets, void* loss, int64_t rows,
+// Cross-entropy rows: logits [rows, classes] in dtype, the loss (and its gradient dy) float32 [rows].
+void launchCrossEntropy(DType dtype, const void* logits, const int32_t* targets, float* loss, int64_t rows,
                         int64_t classes, cudaStream_t stream);
-void launchCrossEntropyBackward(DType dtype, const void* logits, const int32_t* targets, const void* dy, void* dlogits,
+void launchCrossEntropyBackward(DType dtype, const void* logits, const int32_t* targets, const float* dy, void* dlogits,
                             int64_t rows, int64_t classes, cudaStream_t stream);
 
 // ---- dense matmul (matmul.cu): c is contiguous [batch, m, n]; strideA/B 0 broadcasts an operand

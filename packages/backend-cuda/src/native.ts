@@ -354,6 +354,7 @@ export interface NativeAddon {
     rows: number,
     width: number,
   ): void;
+  /** loss: float32 [rows] whatever `dtype` (the logits') is; crossEntropyBackward's dy too. */
   crossEntropy(dtype: Dt, logits: Buf, targets: Buf, loss: Buf, rows: number, classes: number): void;
   crossEntropyBackward(
     dtype: Dt,

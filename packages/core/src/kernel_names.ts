@@ -186,12 +186,13 @@ export const LayerNorm = "LayerNorm";
  */
 export const LayerNormBackward = "LayerNormBackward";
 /**
- * {logits [N, C] float, targets [N] int32} -> per-row loss [N] (logits' dtype):
+ * {logits [N, C] float, targets [N] int32} -> per-row loss [N] float32 whatever the logits' dtype (half logits are
+ * read as they are and summed in float32, as torch.autocast runs cross_entropy, with no float32 copy of them):
  * logsumexp(logits[n]) - logits[n, targets[n]]. Targets outside [0, C): as for Gather.
  */
 export const CrossEntropy = "CrossEntropy";
 /**
- * {logits [N, C], targets [N] int32, dy [N]} -> dlogits [N, C] =
+ * {logits [N, C], targets [N] int32, dy [N] float32} -> dlogits [N, C] in the logits' dtype =
  * (softmax(logits[n]) - onehot(targets[n])) * dy[n]. dy carries the scale (1/N for a mean).
  */
 export const CrossEntropyBackward = "CrossEntropyBackward";

@@ -25,11 +25,12 @@ function widened(x: Tensor): Tensor {
 
 /**
  * Cross-entropy of logits [..., C] against int32 class indices [...], averaged by default
- * (torch.nn.functional.cross_entropy with the classes on the last dim). float16/bfloat16
- * logits are widened first: the loss is float32, as under torch.autocast.
+ * (torch.nn.functional.cross_entropy with the classes on the last dim). The loss is float32, as under
+ * torch.autocast; float16/bfloat16 logits are read as they are (summed in float32 inside the kernel, never copied
+ * to float32) and get their gradient in their own dtype.
  */
 export function crossEntropy(logits: Tensor, targets: Tensor, reduction: Reduction = "mean"): Tensor {
-  return tidy(() => coreCrossEntropy(widened(logits), targets, reduction));
+  return coreCrossEntropy(logits, targets, reduction);
 }
 
 /** Mean squared error between same-shape tensors, averaged by default; in float32 for float16/bfloat16 inputs. */

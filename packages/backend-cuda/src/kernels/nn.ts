@@ -58,7 +58,7 @@ export function layerNormBackwardKernel({
 
 export function crossEntropyKernel({ inputs: { logits, targets }, backend }: KernelArgs<"CrossEntropy", CudaBackend>): TensorInfo {
   const [rows, classes] = logits.shape;
-  const loss = backend.output([rows], logits.dtype);
+  const loss = backend.output([rows], "float32");
   backend.addon.crossEntropy(
     backend.code(logits.dtype),
     backend.handle(logits),

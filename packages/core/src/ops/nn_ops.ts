@@ -20,7 +20,7 @@ import { type DType, isDType, isFloatDType } from "../dtypes";
 import { formatShape, shapesEqual } from "../shape";
 import { Tensor } from "../tensor";
 import { mean, sum } from "./reduce";
-import { indexCopy, reshape, transpose } from "./shape_ops";
+import { cast, indexCopy, reshape, transpose } from "./shape_ops";
 import {
   assertDType,
   assertFiniteNumber,
@@ -190,7 +190,9 @@ export type Reduction = "mean" | "sum" | "none";
 
 /**
  * Cross-entropy from logits [..., C] and int32 class targets [...]: per element
- * logsumexp(logits) - logits[target], then averaged ("mean", default), summed, or kept.
+ * logsumexp(logits) - logits[target], then averaged ("mean", default), summed, or kept. The loss is float32 for
+ * every float dtype of the logits: float16/bfloat16 logits are read as they are and summed in float32 (what
+ * torch.autocast does, without a float32 copy of the logits), and the gradient comes back in the logits' dtype.
  */
 export function crossEntropy(logits: Tensor, targets: Tensor, reduction: Reduction = "mean"): Tensor {
   checkCrossEntropy("crossEntropy", logits, targets);
@@ -207,7 +209,8 @@ export function crossEntropy(logits: Tensor, targets: Tensor, reduction: Reducti
 
 /**
  * Gradient of the per-row cross-entropy: (softmax(logits) - onehot(targets)) * dy, with
- * logits [N, C], targets [N] int32, dy [N] (the upstream gradient of each row's loss).
+ * logits [N, C], targets [N] int32, dy [N] (the upstream gradient of each row's loss: float32, as crossEntropy's
+ * rows are, or the logits' dtype, widened first), in the logits' dtype.
  */
 export function crossEntropyBackward(logits: Tensor, targets: Tensor, dy: Tensor): Tensor {
   const op = "crossEntropyBackward";
@@ -215,9 +218,9 @@ export function crossEntropyBackward(logits: Tensor, targets: Tensor, dy: Tensor
   if (logits.rank !== 2) throw new ShapeError(`${op}: logits must be [N, C], got ${formatShape(logits.shape)}`);
   assertTensor(op, "dy", dy);
   assertSameBackend(op, [["logits", logits], ["dy", dy]]);
-  assertSameDType(op, ["dy", "logits"], dy, logits);
+  if (dy.dtype !== "float32") assertSameDType(op, ["dy", "logits"], dy, logits);
   assertShape(op, "dy", dy, targets.shape);
-  return engine.runKernel(CrossEntropyBackward, { logits, targets, dy }, {});
+  return engine.tidy(() => engine.runKernel(CrossEntropyBackward, { logits, targets, dy: dy.dtype === "float32" ? dy : cast(dy, "float32") }, {}));
 }
 
 /** Options of scaledDotProductAttention (and attentionWithStats, attentionBackward). */

@@ -167,27 +167,57 @@ export function declareNnTests(suite: Conformance): void {
           const t = R.ref([n], () => pick.nextInt(classes));
           const targetTensor = tensor(t.data, [n], "int32");
           const rows = R.crossEntropy(logits.ref, t.data);
-          inCase(`CrossEntropy ${label} reduction none`, () => expectValues(crossEntropy(logits.t, targetTensor, "none"), rows, dtype, "scaled"));
+          // The loss is float32 whatever the logits' dtype: only its float32 sums may differ from float64's.
+          inCase(`CrossEntropy ${label} reduction none`, () => expectValues(crossEntropy(logits.t, targetTensor, "none"), rows, "float32", "scaled"));
           if (n > 0) {
             const total = rows.data.reduce((s, v) => s + v, 0);
             inCase(`CrossEntropy ${label} reduction sum`, () =>
-              expectValues(crossEntropy(logits.t, targetTensor, "sum"), R.ref([], () => total), dtype, "scaled"),
+              expectValues(crossEntropy(logits.t, targetTensor, "sum"), R.ref([], () => total), "float32", "scaled"),
             );
             inCase(`CrossEntropy ${label} reduction mean`, () =>
-              expectValues(crossEntropy(logits.t, targetTensor), R.ref([], () => total / n), dtype, "scaled"),
+              expectValues(crossEntropy(logits.t, targetTensor), R.ref([], () => total / n), "float32", "scaled"),
             );
           }
-          const dy = makeInput(rng(), [n], dtype);
+          // dy is float32 (the loss's dtype); one in the logits' dtype is widened first.
+          const dy = makeInput(rng(), [n], "float32");
           inCase(`CrossEntropyBackward ${label}`, () =>
             expectValues(crossEntropyBackward(logits.t, targetTensor, dy.t), R.crossEntropyBackward(logits.ref, t.data, dy.ref), dtype, "scaled"),
           );
+          if (dtype !== "float32") {
+            const dyLow = makeInput(rng(), [n], dtype);
+            inCase(`CrossEntropyBackward ${label}, dy ${dtype}`, () =>
+              expectValues(crossEntropyBackward(logits.t, targetTensor, dyLow.t), R.crossEntropyBackward(logits.ref, t.data, dyLow.ref), dtype, "scaled"),
+            );
+          }
         }
+        // Wide rows (each thread of a device's row sees many classes, rising and falling, so a running maximum moves)
+        // with a spread of +-40, and classes at -inf (masked out) that add nothing: the loss and its gradient.
+        const classes = 2051;
+        const wide = R.map(
+          R.ref([3, classes], (i) => (i % classes === 9 || i % 300 === 1 ? Number.NEGATIVE_INFINITY : 30 * Math.sin(i * 0.37) + (i % 97) * 0.1)),
+          (v) => round(dtype, v),
+        );
+        const wideTargets = [5, 2050, 700];
+        const wideLogits = tensor(wide.data, wide.shape, dtype);
+        const wideTargetTensor = tensor(wideTargets, [3], "int32");
+        inCase(`CrossEntropy ${dtype} logits [3, ${classes}] with -inf classes`, () =>
+          expectValues(crossEntropy(wideLogits, wideTargetTensor, "none"), R.crossEntropy(wide, wideTargets), "float32", "scaled"),
+        );
+        const wideDy = R.ref([3], (i) => [0.5, -1, 2][i]);
+        inCase(`CrossEntropyBackward ${dtype} logits [3, ${classes}] with -inf classes`, () =>
+          expectValues(
+            crossEntropyBackward(wideLogits, wideTargetTensor, tensor(wideDy.data, [3], "float32")),
+            R.crossEntropyBackward(wide, wideTargets, wideDy),
+            dtype,
+            "scaled",
+          ),
+        );
         // Leading dims are flattened by the op.
         const logits3 = makeInput(rng(), [2, 3, 5], dtype);
         const targets3 = tensor([0, 4, 2, 1, 3, 4], [2, 3], "int32");
         const rows3 = R.crossEntropy(R.reshape(logits3.ref, [6, 5]), [0, 4, 2, 1, 3, 4]);
         inCase(`CrossEntropy ${dtype} logits [2, 3, 5]`, () =>
-          expectValues(crossEntropy(logits3.t, targets3, "none"), R.reshape(rows3, [2, 3]), dtype, "scaled"),
+          expectValues(crossEntropy(logits3.t, targets3, "none"), R.reshape(rows3, [2, 3]), "float32", "scaled"),
         );
       });
     }

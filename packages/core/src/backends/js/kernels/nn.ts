@@ -143,7 +143,7 @@ export function crossEntropyKernel({ inputs: { logits, targets }, backend }: Ker
   const t = backend.ints(targets);
   checkTargets("crossEntropy", t, classes);
   const input = backend.floats(logits);
-  const out = backend.floatOutput([rows], logits.dtype);
+  const out = backend.floatOutput([rows], "float32");
   for (let r = 0; r < rows; r++) {
     const base = r * classes;
     let max = Number.NEGATIVE_INFINITY;
