@@ -29,19 +29,23 @@ __device__ __forceinline__ float erfFast(float x) {
   return copysignf(1.0f - p * __expf(-a * a), x);
 }
 
-template <bool kFast>
-__device__ __forceinline__ float erfOf(float x) {
-  if constexpr (kFast) return erfFast(x);
-  else return erff(x);
-}
-
-// GELU(tanh)'s gate 0.5 (1 + tanh(u)) at u = sqrt(2 / pi) (x + 0.044715 x^3). float32: through tanhf. kFast: as the
-// logistic 1 / (1 + exp(-2u)), one MUFU exponential and one reciprocal, and no cancellation where tanh(u) is near -1.
+// GELU(tanh)'s gate 0.5 (1 + tanh(u)) at u = sqrt(2 / pi) (x + 0.044715 x^3), as the logistic 1 / (1 + exp(-2u)):
+// no cancellation where tanh(u) is near -1 (0.5 (1 + tanhf(u)) loses every digit there, x <~ -4). kFast: the
+// MUFU's exponential and reciprocal.
 template <bool kFast>
 __device__ __forceinline__ float geluTanhGate(float x) {
   const float u = kSqrt2OverPi * fmaf(kGeluC * x, x * x, x);
   if constexpr (kFast) return __fdividef(1.0f, 1.0f + __expf(-2.0f * u));
-  else return 0.5f * (1.0f + tanhf(u));
+  else return 1.0f / (1.0f + expf(-2.0f * u));
+}
+
+// GELU's gate, the normal CDF Phi(x) = 0.5 (1 + erf(x / sqrt 2)). float32: as 0.5 erfc(-x / sqrt 2), accurate in the
+// negative tail where 1 + erf(x / sqrt 2) cancels (at x = -4.4 erff's last place is 0.7% of the gate). kFast: erfFast,
+// whose absolute error is far below float16/bfloat16's rounding of x Phi(x).
+template <bool kFast>
+__device__ __forceinline__ float geluGate(float x) {
+  if constexpr (kFast) return 0.5f * (1.0f + erfFast(x * kInvSqrt2));
+  else return 0.5f * erfcf(-x * kInvSqrt2);
 }
 
 // kFast: the result is rounded to float16/bfloat16 (biasActivation in those dtypes, the tile kernels' fused
@@ -49,7 +53,7 @@ __device__ __forceinline__ float geluTanhGate(float x) {
 template <Activation kAct, bool kFast = false>
 __device__ __forceinline__ float activate(float x) {
   if constexpr (kAct == Activation::Relu) return x > 0.0f ? x : (x != x ? x : 0.0f);
-  else if constexpr (kAct == Activation::Gelu) return 0.5f * x * (1.0f + erfOf<kFast>(x * kInvSqrt2));
+  else if constexpr (kAct == Activation::Gelu) return x * geluGate<kFast>(x);
   else return x * geluTanhGate<kFast>(x);
 }
 
@@ -58,7 +62,7 @@ __device__ __forceinline__ float derivative(float x) {
   if constexpr (kAct == Activation::Relu) {
     return x > 0.0f ? 1.0f : 0.0f;
   } else if constexpr (kAct == Activation::Gelu) {
-    return 0.5f * (1.0f + erfOf<kFast>(x * kInvSqrt2)) + x * kInvSqrt2Pi * expOf<kFast>(-0.5f * x * x);
+    return geluGate<kFast>(x) + x * kInvSqrt2Pi * expOf<kFast>(-0.5f * x * x);
   } else {
     // d/dx x s(x), s the gate: s + x s (1 - s) 2 du/dx.
     const float s = geluTanhGate<kFast>(x);

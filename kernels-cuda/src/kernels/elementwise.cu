@@ -3,6 +3,7 @@
 #include <type_traits>
 
 #include "../kernels.h"
+#include "activation_math.cuh"
 #include "dtype.cuh"
 #include "overlap.cuh"
 
@@ -11,8 +12,6 @@ namespace bs {
 namespace {
 
 constexpr float kNaN = __builtin_nanf("");
-
-__device__ __forceinline__ float geluErf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
 
 __device__ __forceinline__ float applyUnary(UnaryOp op, float x) {
   switch (op) {
@@ -26,11 +25,9 @@ __device__ __forceinline__ float applyUnary(UnaryOp op, float x) {
     case UnaryOp::Sigmoid: return 1.0f / (1.0f + expf(-x));
     case UnaryOp::Relu: return x > 0.0f ? x : (x != x ? x : 0.0f);
     case UnaryOp::Square: return x * x;
-    case UnaryOp::Gelu: return geluErf(x);
-    case UnaryOp::GeluTanh: {
-      float inner = 0.7978845608028654f * (x + 0.044715f * x * x * x);
-      return 0.5f * x * (1.0f + tanhf(inner));
-    }
+    // GELU and its derivative: the float32 definitions biasActivation and the fused epilogues use.
+    case UnaryOp::Gelu: return activate<Activation::Gelu>(x);
+    case UnaryOp::GeluTanh: return activate<Activation::GeluTanh>(x);
     default: return kNaN;
   }
 }
@@ -62,18 +59,8 @@ __device__ __forceinline__ float applyBinary(BinaryOp op, float a, float b) {
     case BinaryOp::LessEqual: return a <= b;
     case BinaryOp::Greater: return a > b;
     case BinaryOp::GreaterEqual: return a >= b;
-    case BinaryOp::GeluBackward: {
-      // d/dx x Phi(x) = Phi(x) + x phi(x)
-      float cdf = 0.5f * (1.0f + erff(b * 0.70710678118654752f));
-      float pdf = 0.3989422804014327f * expf(-0.5f * b * b);
-      return a * (cdf + b * pdf);
-    }
-    case BinaryOp::GeluTanhBackward: {
-      float inner = 0.7978845608028654f * (b + 0.044715f * b * b * b);
-      float t = tanhf(inner);
-      float dInner = 0.7978845608028654f * (1.0f + 3.0f * 0.044715f * b * b);
-      return a * (0.5f * (1.0f + t) + 0.5f * b * (1.0f - t * t) * dInner);
-    }
+    case BinaryOp::GeluBackward: return a * derivative<Activation::Gelu>(b);  // d/dx x Phi(x) = Phi(x) + x phi(x)
+    case BinaryOp::GeluTanhBackward: return a * derivative<Activation::GeluTanh>(b);
     default: return kNaN;
   }
 }
