@@ -8,7 +8,8 @@ as ours: every position against a target token), backward, fused AdamW. Prints a
 
 --graph captures the whole step (AdamW with capturable=True) in one CUDA graph, torch.cuda.graph's recipe (warm-up on
 a side stream, autocast without its cast cache); where the capture fails, the eager step is reported
-("graph": false) and why goes to stderr.
+("graph": false) and why goes to stderr. --compile adds a row per case for the same model under torch.compile
+(default mode, eager steps: what nanoGPT-style training scripts run), "compiled": true.
 """
 import argparse
 import json
@@ -16,6 +17,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
+import transformers
 from cuda_timing import median_event_ms, warm_up_on_side_stream
 from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -61,6 +63,7 @@ def main():
     p.add_argument("--sizes", required=True)
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     p.add_argument("--graph", action="store_true")
+    p.add_argument("--compile", action="store_true")
     a = p.parse_args()
     dtype = getattr(torch, a.dtype)
     sizes = json.loads(a.sizes)
@@ -70,15 +73,20 @@ def main():
         s = sizes[c["size"]]
         config = GPT2Config(n_embd=s["n_embd"], n_layer=s["n_layer"], n_head=s["n_head"], vocab_size=c["vocab"],
                             n_positions=c["context"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-        model = GPT2LMHeadModel(config).cuda().train()  # the attention transformers picks (sdpa where it can)
-        ids = torch.randint(0, c["vocab"], (c["batch"], c["context"]), device="cuda")
-        targets = torch.randint(0, c["vocab"], (c["batch"], c["context"]), device="cuda")
-        ms, captured = time_step(model, ids, targets, dtype, a.graph)
-        attention = getattr(model.config, "_attn_implementation", None)
-        rows.append({**c, "medianMs": ms, "graph": captured, "torch": torch.__version__, "attention": attention})
-        print(f"torch gpt2 {c['size']}: {ms:.2f} ms per step{' (captured)' if captured else ''}", file=sys.stderr)
-        del model, ids, targets
-        torch.cuda.empty_cache()
+        for compiled in [False, True] if a.compile else [False]:
+            torch.manual_seed(0)
+            model = GPT2LMHeadModel(config).cuda().train()  # the attention transformers picks (sdpa where it can)
+            attention = getattr(model.config, "_attn_implementation", None)
+            ids = torch.randint(0, c["vocab"], (c["batch"], c["context"]), device="cuda")
+            targets = torch.randint(0, c["vocab"], (c["batch"], c["context"]), device="cuda")
+            # Compiled: eager steps of the compiled model (its own graphs, if any, are torch.compile's choice).
+            ms, captured = time_step(torch.compile(model) if compiled else model, ids, targets, dtype, a.graph and not compiled)
+            rows.append({**c, "medianMs": ms, "graph": captured, "compiled": compiled, "torch": torch.__version__,
+                         "transformers": transformers.__version__, "attention": attention})
+            label = " (torch.compile)" if compiled else (" (captured)" if captured else "")
+            print(f"torch gpt2 {c['size']}{label}: {ms:.2f} ms per step, attention {attention}", file=sys.stderr)
+            del model, ids, targets
+            torch.cuda.empty_cache()
     print(json.dumps(rows))
 
 

@@ -7,10 +7,13 @@
  * weights) run in float32. With --graph the whole step (forward, backward and AdamW made `capturable`) is captured
  * once and replayed; with --torch, Hugging Face's GPT2LMHeadModel (float32 parameters under autocast, fused AdamW,
  * the same loss on the same shapes; python/gpt2_train_torch.py) is timed in the same run, captured too with --graph
- * where PyTorch can capture it.
+ * where PyTorch can capture it. --torch-compile also times the model under torch.compile (eager steps of the compiled
+ * model, what nanoGPT-style scripts run). --profile writes where an eager step's time goes, kernel by kernel
+ * (synchronized after each kernel: for finding costs, not for headline figures), to gpt2-train-profile.md.
  *
  *   tsx src/gpt2_train.ts [--backend cuda] [--sizes small,medium] [--batch 8] [--context 1024] [--vocab 50257]
- *     [--densities 0.25] [--blocks 32] [--dtype bfloat16] [--graph] [--torch] [--quick] [--out DIR]
+ *     [--densities 0.25] [--blocks 32] [--dtype bfloat16] [--graph] [--torch] [--torch-compile] [--profile]
+ *     [--quick] [--out DIR]
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -22,6 +25,7 @@ import { GPT2LMHeadModel } from "@blocksparse/models";
 import { AdamW, crossEntropy, parameterCount } from "@blocksparse/nn";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
 import { positiveNumbers } from "./flags";
+import { profileKernels, profileTable } from "./kernel_profile";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { type TimingPlan, measure } from "./measure";
 import { startBackend } from "./start_backend";
@@ -50,7 +54,11 @@ interface Row {
   speedupVsDense?: number;
   /** PyTorch's step / ours (> 1: ours is faster). */
   vsTorch?: number;
+  /** PyTorch's step under torch.compile / ours. */
+  vsTorchCompiled?: number;
   checks: Check[];
+  /** --profile: the eager step's kernels, a markdown table. */
+  profile?: string;
 }
 
 interface TorchRow {
@@ -60,6 +68,12 @@ interface TorchRow {
   vocab: number;
   medianMs: number;
   graph: boolean;
+  /** Timed under torch.compile. */
+  compiled: boolean;
+  torch: string;
+  transformers: string;
+  /** transformers' attention implementation (sdpa, eager, ...). */
+  attention: string | null;
 }
 
 function buildModel(size: string, vocab: number, context: number, block: number, density: number): GPT2LMHeadModel {
@@ -77,7 +91,7 @@ function runCase(
   block: number,
   density: number,
   dtype: BenchDType,
-  options: { plan: TimingPlan; synchronize: () => void; graph: boolean },
+  options: { plan: TimingPlan; synchronize: () => void; graph: boolean; profile: boolean },
 ): Row {
   const { batch, context, vocab } = shape;
   const model = buildModel(size, vocab, context, block, density);
@@ -125,8 +139,20 @@ function runCase(
       { name: `gpt2 ${size} step`, run, validate: (loss) => [{ what: "step's loss is finite", relError: 0, tolerance: 0, ok: Number.isFinite(loss.item()) }], dispose: (loss) => loss.dispose(), synchronize: options.synchronize },
       options.plan,
     );
+    let profile: string | undefined;
+    if (options.profile) {
+      const steps = 2;
+      const { profile: kernels } = profileKernels(getBackendInstance(), options.synchronize, () => {
+        for (let i = 0; i < steps; i++) eager().dispose();
+      });
+      for (const entry of kernels.values()) {
+        entry.ms /= steps;
+        entry.calls /= steps;
+      }
+      profile = profileTable(kernels, `gpt2 ${size} ${block === 0 ? "dense" : `${block}x${block} d=${density}`}, eager step (synchronized per kernel)`);
+    }
     const s = measured.summary;
-    return { size, batch, context, vocab, dtype, block, density: block === 0 ? 1 : density, parameters: parameterCount(model), medianMs: s.median, q1Ms: s.q1, q3Ms: s.q3, checks: [...checks, ...measured.checks] };
+    return { size, batch, context, vocab, dtype, block, density: block === 0 ? 1 : density, parameters: parameterCount(model), medianMs: s.median, q1Ms: s.q1, q3Ms: s.q3, checks: [...checks, ...measured.checks], profile };
   } finally {
     if (graph) {
       graph.dispose();
@@ -139,10 +165,10 @@ function runCase(
   }
 }
 
-function runTorch(cases: { size: string; batch: number; context: number; vocab: number }[], dtype: string, graph: boolean): TorchRow[] {
+function runTorch(cases: { size: string; batch: number; context: number; vocab: number }[], dtype: string, graph: boolean, compile: boolean): TorchRow[] {
   const script = join(repoRoot, "benchmarks", "python", "gpt2_train_torch.py");
   const sizes = Object.fromEntries(cases.map((c) => [c.size, SIZES[c.size]]));
-  const args = [script, "--dtype", dtype, ...(graph ? ["--graph"] : []), "--cases", JSON.stringify(cases), "--sizes", JSON.stringify(sizes)];
+  const args = [script, "--dtype", dtype, ...(graph ? ["--graph"] : []), ...(compile ? ["--compile"] : []), "--cases", JSON.stringify(cases), "--sizes", JSON.stringify(sizes)];
   const result = spawnSync("python3", args, { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
   if (result.status !== 0) throw new Error(`gpt2_train_torch.py failed (exit ${result.status}): ${result.stdout}`);
   return JSON.parse(result.stdout) as TorchRow[];
@@ -161,6 +187,8 @@ async function main(): Promise<void> {
       dtype: { type: "string", default: "bfloat16" },
       graph: { type: "boolean", default: false },
       torch: { type: "boolean", default: false },
+      "torch-compile": { type: "boolean", default: false },
+      profile: { type: "boolean", default: false },
       quick: { type: "boolean", default: false },
       out: { type: "string" },
     },
@@ -182,13 +210,13 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   for (const size of sizes) {
     const shape = { batch, context, vocab };
-    const dense = runCase(size, shape, 0, 1, dtype, { plan, synchronize: started.synchronize, graph });
+    const dense = runCase(size, shape, 0, 1, dtype, { plan, synchronize: started.synchronize, graph, profile: values.profile });
     dense.speedupVsDense = 1;
     rows.push(dense);
     process.stderr.write(`gpt2 ${size} dense: ${dense.medianMs.toFixed(2)} ms per step\n`);
     for (const block of blocks) {
       for (const density of densities) {
-        const row = runCase(size, shape, block, density, dtype, { plan, synchronize: started.synchronize, graph });
+        const row = runCase(size, shape, block, density, dtype, { plan, synchronize: started.synchronize, graph, profile: values.profile });
         row.speedupVsDense = dense.medianMs / row.medianMs;
         rows.push(row);
         process.stderr.write(`  ${block}x${block} d=${density}: ${row.medianMs.toFixed(2)} ms (${row.speedupVsDense.toFixed(2)}x dense)\n`);
@@ -196,35 +224,47 @@ async function main(): Promise<void> {
     }
   }
   let torchGraph = false;
-  if (values.torch) {
-    const torchRows = runTorch(sizes.map((size) => ({ size, batch, context, vocab })), dtype, graph);
+  let torchRows: TorchRow[] = [];
+  const withCompiled = values["torch-compile"];
+  if (values.torch || withCompiled) {
+    torchRows = runTorch(sizes.map((size) => ({ size, batch, context, vocab })), dtype, graph, withCompiled);
     for (const r of rows) {
-      const t = torchRows.find((x) => x.size === r.size);
+      const t = torchRows.find((x) => x.size === r.size && !x.compiled);
       if (t) {
         r.vsTorch = t.medianMs / r.medianMs;
         torchGraph = t.graph;
       }
+      const c = torchRows.find((x) => x.size === r.size && x.compiled);
+      if (c) r.vsTorchCompiled = c.medianMs / r.medianMs;
     }
   }
+  const torchLine = (t: TorchRow) =>
+    `- PyTorch ${t.torch}, transformers ${t.transformers} (attention: ${t.attention ?? "unknown"}), ${t.size}${t.compiled ? ", torch.compile" : ""}${t.graph ? ", captured" : ""}: ${t.medianMs.toFixed(2)} ms per step`;
   const machine = describeMachine(started.gpu).name;
   const lines = [
     `# GPT-2 training steps (${dtype} mixed precision)`,
     "",
     `Machine: ${machine}. Commit ${gitState().commit}. Step = forward + cross-entropy over the vocabulary + backward + AdamW (float32 master weights and moments), batch ${batch} x context ${context}, vocabulary ${vocab}; ${graph ? "the whole step captured (captureGraph) and replayed" : "eager"}. Block-sparse rows: every block's mlp.c_fc and mlp.c_proj.`,
-    ...(values.torch ? [`vs PyTorch = Hugging Face GPT2LMHeadModel's step (autocast ${dtype}, fused AdamW, ${torchGraph ? "captured with torch.cuda.graph" : "eager"}) / ours.`] : []),
+    ...(torchRows.length > 0 ? [`vs PyTorch = Hugging Face GPT2LMHeadModel's step (autocast ${dtype}, fused AdamW, ${torchGraph ? "captured with torch.cuda.graph" : "eager"}) / ours${withCompiled ? "; vs torch.compile = the same model compiled (torch.compile, default mode, eager steps) / ours" : ""}.`] : []),
     "",
-    "| size | block | density | parameters | ms per step (median) | speed-up vs our dense | vs PyTorch |",
-    "| --- | --- | --- | --- | --- | --- | --- |",
+    `| size | block | density | parameters | ms per step (median) | speed-up vs our dense | vs PyTorch |${withCompiled ? " vs torch.compile |" : ""}`,
+    `| --- | --- | --- | --- | --- | --- | --- |${withCompiled ? " --- |" : ""}`,
     ...rows.map(
       (r) =>
-        `| ${r.size} | ${r.block === 0 ? "dense" : `${r.block}x${r.block}`} | ${r.density} | ${r.parameters.toLocaleString("en-US")} | ${r.medianMs.toFixed(2)} | ${r.speedupVsDense?.toFixed(2) ?? ""} | ${r.vsTorch?.toFixed(2) ?? ""} |`,
+        `| ${r.size} | ${r.block === 0 ? "dense" : `${r.block}x${r.block}`} | ${r.density} | ${r.parameters.toLocaleString("en-US")} | ${r.medianMs.toFixed(2)} | ${r.speedupVsDense?.toFixed(2) ?? ""} | ${r.vsTorch?.toFixed(2) ?? ""} |${withCompiled ? ` ${r.vsTorchCompiled?.toFixed(2) ?? ""} |` : ""}`,
     ),
+    ...(torchRows.length > 0 ? ["", ...torchRows.map(torchLine)] : []),
     "",
   ];
   const outDir = resolve(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "gpt2-train"));
   mkdirSync(outDir, { recursive: true });
   writeFileSync(join(outDir, "gpt2-train.md"), lines.join("\n"));
-  writeFileSync(join(outDir, "gpt2-train.json"), `${JSON.stringify({ machine, dtype, batch, context, vocab, graph, rows }, null, 1)}\n`);
+  const profiles = rows.flatMap((r) => (r.profile === undefined ? [] : [r.profile]));
+  if (profiles.length > 0) writeFileSync(join(outDir, "gpt2-train-profile.md"), `${profiles.join("\n\n")}\n`);
+  writeFileSync(
+    join(outDir, "gpt2-train.json"),
+    `${JSON.stringify({ machine, dtype, batch, context, vocab, graph, rows: rows.map(({ profile, ...r }) => r), torch: torchRows }, null, 1)}\n`,
+  );
   process.stdout.write(lines.join("\n"));
 }
 

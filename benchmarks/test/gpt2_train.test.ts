@@ -10,7 +10,7 @@ describe("gpt2_train.ts", () => {
   it("checks and times a tiny GPT-2's step, dense and block-sparse, on js", () => {
     const out = mkdtempSync(join(tmpdir(), "gpt2-train-"));
     try {
-      const flags = ["--backend", "js", "--sizes", "tiny", "--batch", "2", "--context", "16", "--vocab", "1001", "--blocks", "32", "--densities", "0.5", "--quick", "--out", out];
+      const flags = ["--backend", "js", "--sizes", "tiny", "--batch", "2", "--context", "16", "--vocab", "1001", "--blocks", "32", "--densities", "0.5", "--quick", "--profile", "--out", out];
       execFileSync(process.execPath, ["--import", "tsx", script, ...flags], { cwd: resolve(__dirname, ".."), stdio: "pipe" });
       const result = JSON.parse(readFileSync(join(out, "gpt2-train.json"), "utf8")) as {
         rows: { block: number; density: number; medianMs: number; parameters: number; checks: { ok: boolean; what: string }[] }[];
@@ -24,6 +24,11 @@ describe("gpt2_train.ts", () => {
         expect(row.checks.every((c) => c.ok)).toBe(true);
         expect(row.medianMs).toBeGreaterThan(0);
       }
+      // --profile: each model's eager step, kernel by kernel (the loss's kernel among them).
+      const profile = readFileSync(join(out, "gpt2-train-profile.md"), "utf8");
+      expect(profile).toContain("gpt2 tiny dense, eager step");
+      expect(profile).toContain("gpt2 tiny 32x32 d=0.5, eager step");
+      expect(profile).toContain("CrossEntropy");
       // Half the feed-forward weights kept: fewer parameters than the dense model.
       expect(result.rows[1].parameters).toBeLessThan(result.rows[0].parameters);
     } finally {
