@@ -5,6 +5,7 @@
 #include "block_reduce.cuh"
 #include "dtype.cuh"
 #include "overlap.cuh"
+#include "row_pass.cuh"
 
 namespace bs {
 
@@ -74,6 +75,84 @@ __global__ void layerNormBackwardKernel(const T* __restrict__ dy, const T* __res
   }
 }
 
+// Rows up to this wide take a warp each (kRowsPerBlock to a block of kThreads): at transformer widths (768-8192) a
+// block per row spends its time in __syncthreads and two-byte loads, a warp moves its row in 16-byte vectors and
+// reduces with shuffles. Wider rows keep the block-per-row kernels above.
+constexpr int64_t kWarpRowMaxWidth = 8192;
+constexpr int kRowsPerBlock = kThreads / 32;
+
+// The forward, a warp per row: the same three passes (mean, then the variance about it, then y) as the block kernel.
+template <typename T>
+__global__ void layerNormForwardWarpKernel(const T* __restrict__ x, const T* __restrict__ gamma,
+                                           const T* __restrict__ beta, T* __restrict__ y, float* __restrict__ meanOut,
+                                           float* __restrict__ rstdOut, int64_t rows, int64_t width, float eps) {
+  allowDependentLaunch();
+  const int lane = threadIdx.x & 31;
+  const float invWidth = 1.0f / static_cast<float>(width);
+  for (int64_t r = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + (threadIdx.x >> 5); r < rows;
+       r += static_cast<int64_t>(gridDim.x) * kRowsPerBlock) {
+    const T* in[1] = {x + r * width};
+    float local = 0.0f;
+    rowPass<T, 1, false>(in, nullptr, width, lane, 32, [&](int64_t, const float (&v)[1]) {
+      local += v[0];
+      return 0.0f;
+    });
+    const float mean = warpSum(local) * invWidth;
+    float localVar = 0.0f;
+    rowPass<T, 1, false>(in, nullptr, width, lane, 32, [&](int64_t, const float (&v)[1]) {
+      const float d = v[0] - mean;
+      localVar += d * d;
+      return 0.0f;
+    });
+    const float rstd = rsqrtf(warpSum(localVar) * invWidth + eps);
+    rowPass<T, 1, true>(in, y + r * width, width, lane, 32, [&](int64_t j, const float (&v)[1]) {
+      float value = (v[0] - mean) * rstd;
+      if (gamma) value *= toFloat<T>(gamma[j]);
+      if (beta) value += toFloat<T>(beta[j]);
+      return value;
+    });
+    if (lane == 0) {
+      meanOut[r] = mean;
+      rstdOut[r] = rstd;
+    }
+  }
+}
+
+// dx, a warp per row (layerNormBackwardKernel's math): one pass for the two sums, one for dx.
+template <typename T>
+__global__ void layerNormBackwardWarpKernel(const T* __restrict__ dy, const T* __restrict__ x,
+                                            const float* __restrict__ mean, const float* __restrict__ rstd,
+                                            const T* __restrict__ gamma, T* __restrict__ dx, int64_t rows,
+                                            int64_t width) {
+  const int lane = threadIdx.x & 31;
+  const float invWidth = 1.0f / static_cast<float>(width);
+  for (int64_t r = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + (threadIdx.x >> 5); r < rows;
+       r += static_cast<int64_t>(gridDim.x) * kRowsPerBlock) {
+    const T* in[2] = {dy + r * width, x + r * width};
+    const float mu = mean[r], rs = rstd[r];
+    // g = dy * gamma rounded once (see upstream()).
+    auto gOf = [&](int64_t j, float dyValue) { return gamma ? __fmul_rn(dyValue, toFloat<T>(gamma[j])) : dyValue; };
+    float localG = 0.0f, localGX = 0.0f;
+    rowPass<T, 2, false>(in, nullptr, width, lane, 32, [&](int64_t j, const float (&v)[2]) {
+      const float g = gOf(j, v[0]);
+      localG += g;
+      localGX += g * (v[1] - mu) * rs;
+      return 0.0f;
+    });
+    const float meanG = warpSum(localG) * invWidth;
+    const float meanGX = warpSum(localGX) * invWidth;
+    rowPass<T, 2, true>(in, dx + r * width, width, lane, 32, [&](int64_t j, const float (&v)[2]) {
+      const float xhat = (v[1] - mu) * rs;
+      return rs * (gOf(j, v[0]) - meanG - xhat * meanGX);
+    });
+  }
+}
+
+unsigned warpRowGrid(int64_t rows) {
+  const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
+  return static_cast<unsigned>(blocks < 65535 * 8 ? blocks : 65535 * 8);
+}
+
 constexpr int kRowsPerChunk = 64;
 
 // Column sums of dy * xhat and dy over chunks of rows; a second pass adds the chunks in order, so
@@ -124,6 +203,13 @@ void launchLayerNorm(DType dtype, const void* x, const void* gamma, const void* 
     launchFillBits(4, rstd, rows, 0x7fc00000u, stream);
     return;
   }
+  if (width <= kWarpRowMaxWidth) {
+    BS_DISPATCH_FLOAT(dtype, T, layerNormForwardWarpKernel<T><<<warpRowGrid(rows), kThreads, 0, stream>>>(
+                                    static_cast<const T*>(x), static_cast<const T*>(gamma),
+                                    static_cast<const T*>(beta), static_cast<T*>(y), mean, rstd, rows, width, eps));
+    BS_LAUNCH_CHECK("layerNormForwardWarpKernel");
+    return;
+  }
   BS_DISPATCH_FLOAT(dtype, T, layerNormForwardKernel<T><<<rowGrid(rows), kThreads, 0, stream>>>(
                                   static_cast<const T*>(x), static_cast<const T*>(gamma), static_cast<const T*>(beta),
                                   static_cast<T*>(y), mean, rstd, rows, width, eps));
@@ -139,10 +225,17 @@ void launchLayerNormBackward(DType dtype, const void* dy, const void* x, const f
     launchZero(dtype, dbeta, width, stream);
     return;
   }
-  BS_DISPATCH_FLOAT(dtype, T, layerNormBackwardKernel<T><<<rowGrid(rows), kThreads, 0, stream>>>(
-                                  static_cast<const T*>(dy), static_cast<const T*>(x), mean, rstd,
-                                  static_cast<const T*>(gamma), static_cast<T*>(dx), rows, width));
-  BS_LAUNCH_CHECK("layerNormBackwardKernel");
+  if (width <= kWarpRowMaxWidth) {
+    BS_DISPATCH_FLOAT(dtype, T, layerNormBackwardWarpKernel<T><<<warpRowGrid(rows), kThreads, 0, stream>>>(
+                                    static_cast<const T*>(dy), static_cast<const T*>(x), mean, rstd,
+                                    static_cast<const T*>(gamma), static_cast<T*>(dx), rows, width));
+    BS_LAUNCH_CHECK("layerNormBackwardWarpKernel");
+  } else {
+    BS_DISPATCH_FLOAT(dtype, T, layerNormBackwardKernel<T><<<rowGrid(rows), kThreads, 0, stream>>>(
+                                    static_cast<const T*>(dy), static_cast<const T*>(x), mean, rstd,
+                                    static_cast<const T*>(gamma), static_cast<T*>(dx), rows, width));
+    BS_LAUNCH_CHECK("layerNormBackwardKernel");
+  }
   int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
   BS_REQUIRE(chunks <= 65535, "layerNormBackward: more than 4194240 rows");
   Scratch partial(sizeof(float) * 2 * chunks * width);

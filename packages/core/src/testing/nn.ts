@@ -137,7 +137,11 @@ export function declareNnTests(suite: Conformance): void {
       });
 
       check(`LayerNorm with saved statistics, and LayerNormBackward, ${dtype}`, () => {
-        for (const [shape, affine] of [[[3, 8], true], [[2, 2, 16], false], [[1, 1], true], [[4, 33], true], [[0, 4], true]] as [number[], boolean][]) {
+        // Rows of transformer widths (16-byte vectors on a device: 776), rows whose starts fall between 16-byte
+        // boundaries (1030: a scalar head and tail per row), more rows than a device's block of row-warps (40), and
+        // rows wider than a warp takes (8200).
+        const shapes: [number[], boolean][] = [[[3, 8], true], [[2, 2, 16], false], [[1, 1], true], [[4, 33], true], [[0, 4], true], [[5, 776], true], [[3, 1030], false], [[40, 64], true], [[2, 8200], true]];
+        for (const [shape, affine] of shapes) {
           const label = `${dtype} x ${formatShape(shape)} ${affine ? "with" : "without"} gamma/beta`;
           const d = shape[shape.length - 1];
           const x = makeInput(rng(), shape, dtype);
