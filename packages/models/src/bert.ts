@@ -43,10 +43,18 @@ export class BertEmbeddings extends Module {
     this.dropout = new Dropout(config.hidden_dropout_prob, { seed: nextSeed() });
   }
 
-  /** ids, positions and token types int32 [B, T] -> [B, T, hidden_size]. */
-  forward(ids: Tensor, positions: Tensor, tokenTypes: Tensor): Tensor {
+  /**
+   * ids, positions and token types int32 [B, T] -> [B, T, hidden_size]. Without `positions`, every row's positions
+   * are 0 .. T-1 (the first T rows of position_embeddings); without `tokenTypes`, every token is of type 0. Both
+   * defaults read rows of the tables with nothing uploaded, so a forward and backward can be captured (captureGraph).
+   */
+  forward(ids: Tensor, positions?: Tensor, tokenTypes?: Tensor): Tensor {
     return tidy(() => {
-      const summed = add(add(this.word_embeddings.forward(ids), this.position_embeddings.forward(positions)), this.token_type_embeddings.forward(tokenTypes));
+      const [, length] = ids.shape;
+      const width = this.word_embeddings.weight.value.shape[1];
+      const positionRows = positions === undefined ? slice(this.position_embeddings.weight.value, [0, 0], [length, width]) : this.position_embeddings.forward(positions);
+      const typeRows = tokenTypes === undefined ? slice(this.token_type_embeddings.weight.value, [0, 0], [1, width]) : this.token_type_embeddings.forward(tokenTypes);
+      const summed = add(add(this.word_embeddings.forward(ids), positionRows), typeRows);
       return this.dropout.forward(this.LayerNorm.forward(summed));
     });
   }
@@ -221,10 +229,10 @@ export class BertModel extends Module {
       const [batch, length] = ids.shape;
       if (inputs.tokenTypeIds !== undefined) checkSameShape(this.label, "tokenTypeIds", inputs.tokenTypeIds, ids);
       const weights = this.embeddings.word_embeddings.weight.value;
-      const tokenTypes = inputs.tokenTypeIds ?? uploadOn(new Int32Array(batch * length), [batch, length], ids, "int32");
-      const positions = uploadOn(this.positionIds(ids), [batch, length], ids, "int32");
+      const positionIds = this.positionIds(ids);
+      const positions = positionIds === undefined ? undefined : uploadOn(positionIds, [batch, length], ids, "int32");
       const mask = inputs.attentionMask === undefined ? null : paddingMask(this.label, inputs.attentionMask, batch, length, weights);
-      const hidden = this.encoder.forward(this.embeddings.forward(ids, positions, tokenTypes), mask);
+      const hidden = this.encoder.forward(this.embeddings.forward(ids, positions, inputs.tokenTypeIds), mask);
       return [hidden, this.pooler.forward(hidden)];
     });
     return { lastHiddenState, poolerOutput };
@@ -248,10 +256,12 @@ export class BertModel extends Module {
     };
   }
 
-  /** The position of each token, [B * T] row-major: 0, 1, 2, ... for BERT. */
-  protected positionIds(ids: Tensor): Int32Array {
-    const [batch, length] = ids.shape;
-    return Int32Array.from({ length: batch * length }, (_, i) => i % length);
+  /**
+   * The position of each token, [B * T] row-major, or undefined for 0, 1, 2, ... in every row (BERT's, read as the
+   * first T rows of the position table, nothing uploaded).
+   */
+  protected positionIds(_ids: Tensor): Int32Array | undefined {
+    return undefined;
   }
 
   /** The longest input the position embeddings cover. */

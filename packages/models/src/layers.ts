@@ -3,6 +3,8 @@ import {
   DTypeError,
   encodeStorage,
   engine,
+  equal,
+  fullOn,
   matmul,
   mul,
   permute,
@@ -14,6 +16,7 @@ import {
   softmax,
   type Tensor,
   tidy,
+  where,
 } from "@blocksparse/core";
 import { Dropout, Embedding, GELU, Linear, type Module, type Parameter, ReLU } from "@blocksparse/nn";
 import { SeededRandom } from "@blocksparse/format";
@@ -67,10 +70,20 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, scale: number, mask: 
 /** The most negative float32, as Hugging Face masks with: exp of it is 0 without the NaN of a fully masked row. */
 export const MASKED = -3.4028234663852886e38;
 
-/** A padding mask (1 = attend, 0 = padding) [B, T] as the additive mask [B, 1, 1, T] on `like`. */
+/**
+ * A padding mask (1 = attend, 0 = padding) [B, T] as the additive mask [B, 1, 1, T] in `like`'s dtype. A mask on
+ * `like`'s backend is turned into it there (nothing read back: no wait for the device, and a step can be captured);
+ * one on another backend is read and uploaded.
+ */
 export function paddingMask(label: string, attentionMask: Tensor, batch: number, length: number, like: Tensor): Tensor {
   if (attentionMask.rank !== 2 || attentionMask.shape[0] !== batch || attentionMask.shape[1] !== length) {
     throw new ShapeError(`${label}: attentionMask has shape [${attentionMask.shape}], expected [${batch}, ${length}] like the token ids`);
+  }
+  if (attentionMask.backend === like.backend) {
+    return tidy(() => {
+      const additive = where(equal(attentionMask, 0), fullOn(like.backend, [], MASKED, like.dtype), fullOn(like.backend, [], 0, like.dtype));
+      return reshape(additive, [batch, 1, 1, length]);
+    });
   }
   const flags = attentionMask.dataSync();
   const additive = Float32Array.from(flags, (flag) => (flag === 0 ? MASKED : 0));

@@ -1,7 +1,7 @@
 import { backward } from "@blocksparse/autograd";
-import { type Tensor, captureGraph, getBackend, randint, setBackend, tidy } from "@blocksparse/core";
+import { type Tensor, captureGraph, getBackend, randint, setBackend, tensor, tidy } from "@blocksparse/core";
 import { registerGraphRecordingBackend } from "@blocksparse/core/testing";
-import { GPT2LMHeadModel } from "@blocksparse/models";
+import { BertModel, GPT2LMHeadModel } from "@blocksparse/models";
 import { AdamW, crossEntropy } from "@blocksparse/nn";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
@@ -60,6 +60,47 @@ describe("GPT2LMHeadModel: a captured training step", () => {
       optCaptured.dispose();
       ids.dispose();
       targets.dispose();
+    }
+  });
+
+  it("BertModel with a padding mask: replays train exactly as eager steps (positions, token types and the mask made on the device)", () => {
+    const bert = { model_type: "bert", vocab_size: 41, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32, max_position_embeddings: 16, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 };
+    const eager = new BertModel(bert, { seed: 7 });
+    const captured = new BertModel(bert, { seed: 7 });
+    const optEager = new AdamW(eager.parameters(), { lr: 1e-2, capturable: true });
+    const optCaptured = new AdamW(captured.parameters(), { lr: 1e-2, capturable: true });
+    const ids = randint(0, bert.vocab_size, [3, 9], { seed: 9 });
+    const labels = randint(0, bert.hidden_size, [3], { seed: 10 });
+    // The second sequence is 6 tokens long, padded to 9.
+    const attentionMask = tensor(Array.from({ length: 27 }, (_, i) => (i >= 15 && i < 18 ? 0 : 1)), [3, 9], "int32");
+    const step = (model: BertModel, optimizer: AdamW) => (): Tensor => {
+      optimizer.zeroGrad();
+      const { lastHiddenState, poolerOutput } = model.encode(ids, { attentionMask });
+      lastHiddenState.dispose();
+      const loss = crossEntropy(poolerOutput, labels);
+      backward(loss);
+      optimizer.step();
+      return loss;
+    };
+    tidy(step(eager, optEager)).dispose();
+    tidy(step(captured, optCaptured)).dispose();
+    const graph = captureGraph(step(captured, optCaptured));
+    try {
+      for (let k = 0; k < 2; k++) {
+        const expected = tidy(step(eager, optEager));
+        expect(graph.replay().item()).toBe(expected.item());
+        expected.dispose();
+        const pe = eager.parameters();
+        for (const [i, p] of captured.parameters().entries()) expect(Array.from(p.value.dataSync())).toEqual(Array.from(pe[i].value.dataSync()));
+      }
+    } finally {
+      graph.dispose();
+      graph.result.dispose();
+      optEager.dispose();
+      optCaptured.dispose();
+      ids.dispose();
+      labels.dispose();
+      attentionMask.dispose();
     }
   });
 });
