@@ -40,7 +40,7 @@ import { BlockSparseModelPatcher } from "@blocksparse/patcher";
 import { writeStepCharts } from "./ffn_chart";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
-import { profileKernels, profileTable } from "./kernel_profile";
+import { profilePerRun, profileTable } from "./kernel_profile";
 import { type TimingPlan, measure } from "./measure";
 import { pickRows } from "./reference";
 import { type BenchDType, type Check, TOLERANCE, compareToReference, spreadIndices } from "./validate";
@@ -245,13 +245,7 @@ function runCase(
     };
     const measured = measure({ name: `${kind} step`, run, validate, dispose: (y) => y.dispose(), synchronize: options.synchronize, setPoison: options.setPoison }, options.plan);
     if (options.profile) {
-      const { profile } = profileKernels(getBackendInstance(), options.synchronize, () => {
-        for (let i = 0; i < 3; i++) run().dispose();
-      });
-      for (const entry of profile.values()) {
-        entry.ms /= 3;
-        entry.calls /= 3;
-      }
+      const profile = profilePerRun(getBackendInstance(), options.synchronize, 3, run);
       const label = `${kind} ${dModel}x${hidden} tokens ${tokens} ${block === 0 ? "dense" : `${block}x${block} d=${density}`}, per step`;
       process.stderr.write(`\n${profileTable(profile, label)}\n`);
     }

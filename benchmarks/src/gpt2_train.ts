@@ -25,7 +25,7 @@ import { GPT2LMHeadModel } from "@blocksparse/models";
 import { AdamW, crossEntropy, parameterCount } from "@blocksparse/nn";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
 import { positiveNumbers } from "./flags";
-import { profileKernels, profileTable } from "./kernel_profile";
+import { profilePerRun, profileTable } from "./kernel_profile";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { type TimingPlan, measure } from "./measure";
 import { startBackend } from "./start_backend";
@@ -141,14 +141,7 @@ function runCase(
     );
     let profile: string | undefined;
     if (options.profile) {
-      const steps = 2;
-      const { profile: kernels } = profileKernels(getBackendInstance(), options.synchronize, () => {
-        for (let i = 0; i < steps; i++) eager().dispose();
-      });
-      for (const entry of kernels.values()) {
-        entry.ms /= steps;
-        entry.calls /= steps;
-      }
+      const kernels = profilePerRun(getBackendInstance(), options.synchronize, 2, eager);
       profile = profileTable(kernels, `gpt2 ${size} ${block === 0 ? "dense" : `${block}x${block} d=${density}`}, eager step (synchronized per kernel)`);
     }
     const s = measured.summary;

@@ -34,6 +34,18 @@ export function profileKernels<T>(backend: Backend, synchronize: () => void, fn:
   }
 }
 
+/** `run` called `runs` times under profileKernels (each result disposed): milliseconds and calls per run. */
+export function profilePerRun(backend: Backend, synchronize: () => void, runs: number, run: () => { dispose(): void }): KernelProfile {
+  const { profile } = profileKernels(backend, synchronize, () => {
+    for (let i = 0; i < runs; i++) run().dispose();
+  });
+  for (const entry of profile.values()) {
+    entry.ms /= runs;
+    entry.calls /= runs;
+  }
+  return profile;
+}
+
 /** The profile as a markdown table, heaviest first. */
 export function profileTable(profile: KernelProfile, title: string): string {
   const rows = [...profile.entries()].sort((a, b) => b[1].ms - a[1].ms);
