@@ -3,6 +3,7 @@
 // reads nothing (the output is zero) and writes nothing (the update is skipped).
 #include "../kernels.h"
 #include "../memory.h"
+#include "activation_math.cuh"
 #include "block_reduce.cuh"
 #include "dtype.cuh"
 #include "row_pass.cuh"
@@ -86,13 +87,11 @@ __global__ void oneHotIntKernel(const int32_t* __restrict__ indices, int32_t* __
 }
 
 // The exponential of cross-entropy's rows: expf for float32 logits; the MUFU's __expf for float16/bfloat16 ones
-// (its error, a few units of float32's last place for arguments <= 0, is far below their rounding). Three
-// exponentials per logit (one forward, two backward) over a [8192, 50257] batch would otherwise take as long as
-// reading it.
+// (activation_math.cuh's expOf: its error is far below their rounding). Three exponentials per logit (one forward,
+// two backward) over a [8192, 50257] batch would otherwise take as long as reading it.
 template <typename T>
 __device__ __forceinline__ float rowExp(float x) {
-  if constexpr (sizeof(T) == 2) return __expf(x);
-  else return expf(x);
+  return expOf<sizeof(T) == 2>(x);
 }
 
 // Row r's largest logit and sum of exp(logit - largest), with every thread of the block getting them, in one

@@ -45,8 +45,13 @@ __global__ void layerNormForwardKernel(const T* __restrict__ x, const T* __restr
 // g = dy * gamma, rounded once: an FMA contracting `g - mean(g)` would keep the product's unrounded bits, and
 // a row of one element (where dx is exactly 0) would come out nonzero.
 template <typename T>
+__device__ __forceinline__ float upstreamOf(float dyValue, const T* gamma, int64_t j) {
+  return gamma ? __fmul_rn(dyValue, toFloat<T>(gamma[j])) : dyValue;
+}
+
+template <typename T>
 __device__ __forceinline__ float upstream(const T* dyRow, const T* gamma, int64_t j) {
-  return gamma ? __fmul_rn(toFloat<T>(dyRow[j]), toFloat<T>(gamma[j])) : toFloat<T>(dyRow[j]);
+  return upstreamOf(toFloat<T>(dyRow[j]), gamma, j);
 }
 
 // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with xhat from the saved stats.
@@ -130,11 +135,9 @@ __global__ void layerNormBackwardWarpKernel(const T* __restrict__ dy, const T* _
        r += static_cast<int64_t>(gridDim.x) * kRowsPerBlock) {
     const T* in[2] = {dy + r * width, x + r * width};
     const float mu = mean[r], rs = rstd[r];
-    // g = dy * gamma rounded once (see upstream()).
-    auto gOf = [&](int64_t j, float dyValue) { return gamma ? __fmul_rn(dyValue, toFloat<T>(gamma[j])) : dyValue; };
     float localG = 0.0f, localGX = 0.0f;
     rowPass<T, 2, false>(in, nullptr, width, lane, 32, [&](int64_t j, const float (&v)[2]) {
-      const float g = gOf(j, v[0]);
+      const float g = upstreamOf(v[0], gamma, j);
       localG += g;
       localGX += g * (v[1] - mu) * rs;
       return 0.0f;
@@ -143,7 +146,7 @@ __global__ void layerNormBackwardWarpKernel(const T* __restrict__ dy, const T* _
     const float meanGX = warpSum(localGX) * invWidth;
     rowPass<T, 2, true>(in, dx + r * width, width, lane, 32, [&](int64_t j, const float (&v)[2]) {
       const float xhat = (v[1] - mu) * rs;
-      return rs * (gOf(j, v[0]) - meanG - xhat * meanGX);
+      return rs * (upstreamOf(v[0], gamma, j) - meanG - xhat * meanGX);
     });
   }
 }
