@@ -791,7 +791,50 @@ Napi::Value attention(const Napi::CallbackInfo& info) {
   requireElements(args.buffer(4), dtype, queries, "attention out");
   requireElements(args.buffer(5), DType::Float32, batch * M, "attention lse");
   launchAttention(dtype, args.buffer(1).data, args.buffer(2).data, args.buffer(3).data, args.buffer(4).data,
-                  static_cast<float*>(args.buffer(5).data), batch, M, N, D, scale, causal, stream());
+                  static_cast<float*>(args.buffer(5).data), batch, M, N, D, contiguousAttentionLayout(M, N, D), scale,
+                  causal, stream());
+  return undefinedOf(info);
+}
+
+// q, k and v inside qkv [batch, T, 3, heads, D] (argument `at`): qkv's pointer and those of its k and v parts.
+struct PackedQkv {
+  char* q;
+  char* k;
+  char* v;
+};
+PackedQkv packedParts(Args& args, int at, DType dtype, int64_t heads, int64_t D) {
+  char* q = static_cast<char*>(args.buffer(at).data);
+  const int64_t part = heads * D * static_cast<int64_t>(dtypeSize(dtype));
+  return {q, q + part, q + 2 * part};
+}
+
+// packedAttention's and its backward's checks: batch sequences of T positions, heads of D; returns out's element
+// count ([batch, T, heads, D]; qkv holds three times it).
+int64_t requirePackedAttention(Args& args, const char* op, DType dtype, int qkvAt, int64_t batch, int64_t heads,
+                               int64_t T, int64_t D, bool causal, float scale) {
+  requireAttentionShape(op, T, T, D, causal, scale);
+  BS_REQUIRE(heads >= 1, std::string(op) + ": heads must be at least 1, got " + std::to_string(heads));
+  const int64_t out = product({batch, T, heads, D}, op);
+  requireElements(args.buffer(qkvAt), dtype, product({3, out}, op), (std::string(op) + " qkv").c_str());
+  return out;
+}
+
+// packedAttention(dtype, qkv, out, lse, batch, heads, T, D, scale, causal): self-attention of each sequence's
+// positions, their queries, keys and values side by side in qkv [batch, T, 3, heads, D]; out [batch, T, heads, D],
+// lse float32 [batch, heads, T].
+Napi::Value packedAttention(const Napi::CallbackInfo& info) {
+  Args args{info, "packedAttention"};
+  args.count(10);
+  DType dtype = args.floatDtype(0);
+  int64_t batch = args.size(4), heads = args.size(5), T = args.size(6), D = args.size(7);
+  float scale = static_cast<float>(args.number(8));
+  bool causal = args.boolean(9);
+  const int64_t out = requirePackedAttention(args, "packedAttention", dtype, 1, batch, heads, T, D, causal, scale);
+  requireElements(args.buffer(2), dtype, out, "packedAttention out");
+  requireElements(args.buffer(3), DType::Float32, product({batch, heads, T}, "packedAttention"), "packedAttention lse");
+  const PackedQkv qkv = packedParts(args, 1, dtype, heads, D);
+  launchAttention(dtype, qkv.q, qkv.k, qkv.v, args.buffer(2).data, static_cast<float*>(args.buffer(3).data),
+                  batch * heads, T, T, D, packedAttentionLayout(heads, T, D), scale, causal, stream());
   return undefinedOf(info);
 }
 
@@ -846,7 +889,31 @@ Napi::Value attentionBackward(const Napi::CallbackInfo& info) {
   requireElements(args.buffer(9), dtype, keys, "attentionBackward dv");
   launchAttentionBackward(dtype, args.buffer(1).data, args.buffer(2).data, args.buffer(3).data, args.buffer(4).data,
                           args.buffer(5).data, static_cast<const float*>(args.buffer(6).data), args.buffer(7).data,
-                          args.buffer(8).data, args.buffer(9).data, batch, M, N, D, scale, causal, stream());
+                          args.buffer(8).data, args.buffer(9).data, batch, M, N, D, contiguousAttentionLayout(M, N, D),
+                          scale, causal, stream());
+  return undefinedOf(info);
+}
+
+// packedAttentionBackward(dtype, dout, qkv, out, lse, dqkv, batch, heads, T, D, scale, causal): dqkv [batch, T, 3,
+// heads, D] (every element written) from dout and out [batch, T, heads, D] and lse [batch, heads, T].
+Napi::Value packedAttentionBackward(const Napi::CallbackInfo& info) {
+  Args args{info, "packedAttentionBackward"};
+  args.count(12);
+  DType dtype = args.floatDtype(0);
+  int64_t batch = args.size(6), heads = args.size(7), T = args.size(8), D = args.size(9);
+  float scale = static_cast<float>(args.number(10));
+  bool causal = args.boolean(11);
+  const char* op = "packedAttentionBackward";
+  const int64_t out = requirePackedAttention(args, op, dtype, 2, batch, heads, T, D, causal, scale);
+  requireElements(args.buffer(1), dtype, out, "packedAttentionBackward dout");
+  requireElements(args.buffer(3), dtype, out, "packedAttentionBackward out");
+  requireElements(args.buffer(4), DType::Float32, product({batch, heads, T}, op), "packedAttentionBackward lse");
+  requireElements(args.buffer(5), dtype, product({3, out}, op), "packedAttentionBackward dqkv");
+  const PackedQkv qkv = packedParts(args, 2, dtype, heads, D);
+  const PackedQkv dqkv = packedParts(args, 5, dtype, heads, D);
+  launchAttentionBackward(dtype, args.buffer(1).data, qkv.q, qkv.k, qkv.v, args.buffer(3).data,
+                          static_cast<const float*>(args.buffer(4).data), dqkv.q, dqkv.k, dqkv.v, batch * heads, T, T,
+                          D, packedAttentionLayout(heads, T, D), scale, causal, stream());
   return undefinedOf(info);
 }
 
@@ -1748,6 +1815,8 @@ Napi::Object initModule(Napi::Env env, Napi::Object exports) {
   BS_EXPORT("softmaxBackward", softmaxBackward);
   BS_EXPORT("attention", attention);
   BS_EXPORT("attentionBackward", attentionBackward);
+  BS_EXPORT("packedAttention", packedAttention);
+  BS_EXPORT("packedAttentionBackward", packedAttentionBackward);
   BS_EXPORT("cachedAttention", cachedAttention);
   BS_EXPORT("layerNorm", layerNorm);
   BS_EXPORT("layerNormBackward", layerNormBackward);

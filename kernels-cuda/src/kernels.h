@@ -41,8 +41,27 @@ void launchSoftmaxBackward(bool log, DType dtype, const void* dy, const void* y,
 // and bfloat16 with D a multiple of 8 up to 128 and a positive scale (attentionUsesFlash), batched products and row
 // kernels otherwise.
 bool attentionUsesFlash(DType dtype, int64_t D, float scale);
+// Where an operand's rows lie, in elements: batch matrix m = b * heads + h starts at b * batch + h * head from the
+// operand's pointer, and its rows are `row` apart. A contiguous [matrices, rows, D] operand is {rows * D, 0, D, 1}.
+struct AttentionRows {
+  int64_t batch;
+  int64_t head;
+  int64_t row;
+  int64_t heads;
+};
+// The rows of q (and dq), k (dk), v (dv) and out (dout). The flash kernels read any layout whose strides are
+// multiples of 8 elements from 16-byte aligned pointers; others go through contiguous copies.
+struct AttentionLayout {
+  AttentionRows q, k, v, out;
+};
+// q [batch, M, D], k and v [batch, N, D], out [batch, M, D], each contiguous.
+AttentionLayout contiguousAttentionLayout(int64_t M, int64_t N, int64_t D);
+// q, k and v packed as qkv [B, T, 3, heads, D] (q = qkv, k = qkv + heads D, v = qkv + 2 heads D), out [B, T, heads,
+// D]; batch matrix b * heads + h is head h of sequence b (lse [B, heads, T]).
+AttentionLayout packedAttentionLayout(int64_t heads, int64_t T, int64_t D);
 void launchAttention(DType dtype, const void* q, const void* k, const void* v, void* out, float* lse, int64_t batch,
-                     int64_t M, int64_t N, int64_t D, float scale, bool causal, cudaStream_t stream);
+                     int64_t M, int64_t N, int64_t D, const AttentionLayout& layout, float scale, bool causal,
+                     cudaStream_t stream);
 // Decoding over a key/value cache: row i of each [M, D] matrix attends the keys 0..positions[i] (and < N; none:
 // zeros), softmax(scale q k^T) v in float32. One block per row; head dims up to kMaxCachedHeadDim. With newK and
 // newV ([batch, M, D] each, or both null) they are first written into k and v at the positions (in place, as
@@ -56,7 +75,8 @@ void launchCachedAttention(DType dtype, const void* q, void* k, void* v, const i
 // on the flash route).
 void launchAttentionBackward(DType dtype, const void* dout, const void* q, const void* k, const void* v,
                              const void* out, const float* lse, void* dq, void* dk, void* dv, int64_t batch, int64_t M,
-                             int64_t N, int64_t D, float scale, bool causal, cudaStream_t stream);
+                             int64_t N, int64_t D, const AttentionLayout& layout, float scale, bool causal,
+                             cudaStream_t stream);
 
 // ---- layer norm (layer_norm.cu)
 void launchLayerNorm(DType dtype, const void* x, const void* gamma, const void* beta, void* y, float* mean, float* rstd,

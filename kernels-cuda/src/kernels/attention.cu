@@ -15,10 +15,13 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <memory>
 #include <type_traits>
 
@@ -37,6 +40,12 @@ constexpr int kWarps = kTile / 16;    // each warp owns 16 rows of the CTA's til
 constexpr int kFlashThreads = kWarps * 32;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
+
+// Batch matrix `matrix`'s rows of an operand laid out as `rows` says (its first row; rows are rows.row apart).
+template <typename T>
+__device__ __forceinline__ T* matrixRows(T* base, const AttentionRows& rows, int64_t matrix) {
+  return base + (matrix / rows.heads) * rows.batch + (matrix % rows.heads) * rows.head;
+}
 
 // ---------------------------------------------------------------- PTX helpers (sm_80+)
 
@@ -116,24 +125,24 @@ __device__ __forceinline__ float fastExp2(float x) {
 template <int D>
 constexpr int kStride = D + 8;
 
-// Rows [row0, row0 + 64) of a [rows, width] matrix (width <= D, a multiple of 8) into a [64, kStride<D>] tile by a
-// CTA of `Threads`; rows past `rows` and columns past `width` read as zeros.
+// Rows [row0, row0 + 64) of a [rows, width] matrix whose rows are `ld` elements apart (width <= D, a multiple of 8)
+// into a [64, kStride<D>] tile by a CTA of `Threads`; rows past `rows` and columns past `width` read as zeros.
 // Each thread copies the same column of rows threadIdx.x / chunks + i * Threads / chunks, i = 0, 1, ...: a fixed,
 // unrolled count with the divisions done once.
 template <typename T, int D, int Threads = kFlashThreads>
-__device__ __forceinline__ void loadTile(T* tile, const T* matrix, int row0, int rows, int width) {
+__device__ __forceinline__ void loadTile(T* tile, const T* matrix, int64_t ld, int row0, int rows, int width) {
   constexpr int kChunks = D / 8;  // 16-byte chunks per row
   static_assert(Threads % kChunks == 0 && (kTile * kChunks) % Threads == 0, "whole rows per pass");
   constexpr int kRowsPerPass = Threads / kChunks;
   const int col = (threadIdx.x % kChunks) * 8;
   const int r0 = threadIdx.x / kChunks;
   const bool columnValid = col < width;
-  const T* source = matrix + static_cast<int64_t>(row0 + r0) * width + col;
+  const T* source = matrix + static_cast<int64_t>(row0 + r0) * ld + col;
 #pragma unroll
   for (int i = 0; i < kTile / kRowsPerPass; ++i) {
     const int r = r0 + i * kRowsPerPass;
     const bool valid = columnValid && row0 + r < rows;
-    copyAsync16(tile + r * kStride<D> + col, valid ? source + static_cast<int64_t>(i) * kRowsPerPass * width : matrix,
+    copyAsync16(tile + r * kStride<D> + col, valid ? source + static_cast<int64_t>(i) * kRowsPerPass * ld : matrix,
                 valid);
   }
 }
@@ -208,16 +217,17 @@ __device__ __forceinline__ void accumulateProduct(float (&acc)[D / 8][4], const 
 }
 
 // Stores a warp's 16 x D accumulators times `factor` (per row: [0] for row g, [1] for row g + 8) to rows
-// [row0, row0 + 16) of a [rows, width] matrix, skipping rows past `rows` and columns past `width`.
+// [row0, row0 + 16) of a [rows, width] matrix whose rows are `ld` elements apart, skipping rows past `rows` and
+// columns past `width`.
 template <typename T, int D>
-__device__ __forceinline__ void storeRows(T* matrix, const float (&acc)[D / 8][4], int row0, int rows, int width,
-                                          const float (&factor)[2]) {
+__device__ __forceinline__ void storeRows(T* matrix, int64_t ld, const float (&acc)[D / 8][4], int row0, int rows,
+                                          int width, const float (&factor)[2]) {
   const int lane = threadIdx.x % 32;
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     const int row = row0 + lane / 4 + half * 8;
     if (row >= rows) continue;
-    T* out = matrix + static_cast<int64_t>(row) * width + 2 * (lane % 4);
+    T* out = matrix + static_cast<int64_t>(row) * ld + 2 * (lane % 4);
 #pragma unroll
     for (int n = 0; n < D / 8; ++n) {
       if (n * 8 >= width) break;
@@ -230,13 +240,13 @@ __device__ __forceinline__ void storeRows(T* matrix, const float (&acc)[D / 8][4
 // before, or before the walk) and for every warp to be done with step t - 1, then copies tile t + 1 into the buffers
 // step t - 1 used, in flight while tile t is used. One barrier per step.
 template <typename T, int D>
-__device__ __forceinline__ void advanceKeyTiles(T* sK, T* sV, const T* kb, const T* vb, int t, int tiles, int N,
-                                                int width) {
+__device__ __forceinline__ void advanceKeyTiles(T* sK, T* sV, const T* kb, const T* vb, const AttentionLayout& layout,
+                                                int t, int tiles, int N, int width) {
   copyAsyncWait<0>();
   __syncthreads();
   if (t + 1 < tiles) {
-    loadTile<T, D>(sK + ((t + 1) & 1) * kTile * kStride<D>, kb, (t + 1) * kTile, N, width);
-    loadTile<T, D>(sV + ((t + 1) & 1) * kTile * kStride<D>, vb, (t + 1) * kTile, N, width);
+    loadTile<T, D>(sK + ((t + 1) & 1) * kTile * kStride<D>, kb, layout.k.row, (t + 1) * kTile, N, width);
+    loadTile<T, D>(sV + ((t + 1) & 1) * kTile * kStride<D>, vb, layout.v.row, (t + 1) * kTile, N, width);
   }
   copyAsyncCommit();
 }
@@ -315,7 +325,8 @@ __device__ __forceinline__ void onlineSoftmax(float (&s)[8][4], float (&acc)[D /
 
 // The forward's end for a warp: out = acc / rowSum and lse (natural log) of its 16 rows.
 template <typename T, int D>
-__device__ __forceinline__ void finishForward(T* out, float* lse, const float (&acc)[D / 8][4], const float (&rowMax)[2],
+__device__ __forceinline__ void finishForward(T* out, const AttentionRows& outRows, float* lse,
+                                              const float (&acc)[D / 8][4], const float (&rowMax)[2],
                                               const float (&rowSum)[2], int64_t matrix, int M, int width,
                                               int warpRow0, const int (&row)[2]) {
   const int lane = threadIdx.x % 32;
@@ -328,7 +339,7 @@ __device__ __forceinline__ void finishForward(T* out, float* lse, const float (&
     inverse[h] = 1.f / l;
     if (lane % 4 == 0 && row[h] < M) lse[matrix * M + row[h]] = (rowMax[h] + log2f(l)) * kLn2;
   }
-  storeRows<T, D>(out + matrix * M * width, acc, warpRow0, M, width, inverse);
+  storeRows<T, D>(matrixRows(out, outRows, matrix), outRows.row, acc, warpRow0, M, width, inverse);
 }
 
 // grid (batch, query tiles), the last query tiles (the longest under causal masking) first; 4 warps of 16 queries.
@@ -336,7 +347,8 @@ template <typename T, int D>
 __global__ void __launch_bounds__(kFlashThreads) attentionForwardKernel(const T* __restrict__ q, const T* __restrict__ k,
                                                                         const T* __restrict__ v, T* __restrict__ out,
                                                                         float* __restrict__ lse, int M, int N,
-                                                                        int width, float scaleLog2, bool causal) {
+                                                                        int width, AttentionLayout layout,
+                                                                        float scaleLog2, bool causal) {
   allowDependentLaunch();
   extern __shared__ __align__(16) unsigned char smem[];
   T* sQ = reinterpret_cast<T*>(smem);
@@ -344,9 +356,9 @@ __global__ void __launch_bounds__(kFlashThreads) attentionForwardKernel(const T*
   T* sV = sK + 2 * kTile * kStride<D>;   // two buffers
   const int64_t matrix = blockIdx.x;
   const int q0 = (gridDim.y - 1 - blockIdx.y) * kTile;
-  const T* qb = q + matrix * M * width;
-  const T* kb = k + matrix * N * width;
-  const T* vb = v + matrix * N * width;
+  const T* qb = matrixRows(q, layout.q, matrix);
+  const T* kb = matrixRows(k, layout.k, matrix);
+  const T* vb = matrixRows(v, layout.v, matrix);
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int offset = N - M;  // causal: query i keeps keys j <= i + offset
@@ -356,9 +368,9 @@ __global__ void __launch_bounds__(kFlashThreads) attentionForwardKernel(const T*
   const int warpRow0 = q0 + warp * 16;
   const int row[2] = {warpRow0 + lane / 4, warpRow0 + lane / 4 + 8};
 
-  loadTile<T, D>(sQ, qb, q0, M, width);
-  loadTile<T, D>(sK, kb, 0, N, width);
-  loadTile<T, D>(sV, vb, 0, N, width);
+  loadTile<T, D>(sQ, qb, layout.q.row, q0, M, width);
+  loadTile<T, D>(sK, kb, layout.k.row, 0, N, width);
+  loadTile<T, D>(sV, vb, layout.v.row, 0, N, width);
   copyAsyncCommit();
 
   float acc[D / 8][4];
@@ -368,7 +380,7 @@ __global__ void __launch_bounds__(kFlashThreads) attentionForwardKernel(const T*
   float rowSum[2] = {0.f, 0.f};
 
   for (int t = 0; t < tiles; ++t) {
-    advanceKeyTiles<T, D>(sK, sV, kb, vb, t, tiles, N, width);
+    advanceKeyTiles<T, D>(sK, sV, kb, vb, layout, t, tiles, N, width);
     const T* tileK = sK + (t & 1) * kTile * kStride<D>;
     const T* tileV = sV + (t & 1) * kTile * kStride<D>;
 
@@ -379,7 +391,7 @@ __global__ void __launch_bounds__(kFlashThreads) attentionForwardKernel(const T*
     accumulateProduct<T, D>(acc, s, tileV);
   }
 
-  finishForward<T, D>(out, lse, acc, rowMax, rowSum, matrix, M, width, warpRow0, row);
+  finishForward<T, D>(out, layout.out, lse, acc, rowMax, rowSum, matrix, M, width, warpRow0, row);
 }
 
 // ---------------------------------------------------------------- flash backward
@@ -387,13 +399,15 @@ __global__ void __launch_bounds__(kFlashThreads) attentionForwardKernel(const T*
 // Di = sum_d dout[i, d] out[i, d] in float32, one warp per row; with lse, also lse2 = lse log2 e (the flash kernels'
 // base 2).
 template <typename T>
-__global__ void rowDotKernel(const T* __restrict__ dout, const T* __restrict__ out, float* __restrict__ di,
-                             const float* __restrict__ lse, float* __restrict__ lse2, int64_t rows, int D) {
+__global__ void rowDotKernel(const T* __restrict__ dout, const T* __restrict__ out, AttentionRows outRows,
+                             float* __restrict__ di, const float* __restrict__ lse, float* __restrict__ lse2,
+                             int64_t rows, int M, int D) {
   const int64_t r = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (r >= rows) return;
+  const int64_t at = (matrixRows(out, outRows, r / M) - out) + (r % M) * outRows.row;
   float sum = 0.f;
-  for (int d = lane; d < D; d += 32) sum += toFloat(dout[r * D + d]) * toFloat(out[r * D + d]);
+  for (int d = lane; d < D; d += 32) sum += toFloat(dout[at + d]) * toFloat(out[at + d]);
 #pragma unroll
   for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
   if (lane == 0) {
@@ -482,7 +496,7 @@ template <typename T, int D, int Halves, int Stages>
 __global__ void __launch_bounds__(kFlashThreads * Halves, Halves == 2 ? 2 : 1) attentionBackwardKVKernel(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dout,
     const float* __restrict__ lse2, const float* __restrict__ di, T* __restrict__ dk, T* __restrict__ dv, int M, int N,
-    int width, float scaleLog2, float scale, bool causal) {
+    int width, AttentionLayout layout, float scaleLog2, float scale, bool causal) {
   constexpr int kThreads = kFlashThreads * Halves;
   constexpr int NT = 8 / Halves;           // n-tiles of 8 queries per warp and query tile
   constexpr int kQueries = kTile / Halves;  // queries per warp and query tile
@@ -495,10 +509,10 @@ __global__ void __launch_bounds__(kFlashThreads * Halves, Halves == 2 ? 2 : 1) a
   float* sDi = sLse + Stages * kTile;
   const int64_t matrix = blockIdx.x;
   const int k0 = (gridDim.y - 1 - blockIdx.y) * kTile;
-  const T* qb = q + matrix * M * width;
-  const T* kb = k + matrix * N * width;
-  const T* vb = v + matrix * N * width;
-  const T* db = dout + matrix * M * width;
+  const T* qb = matrixRows(q, layout.q, matrix);
+  const T* kb = matrixRows(k, layout.k, matrix);
+  const T* vb = matrixRows(v, layout.v, matrix);
+  const T* db = matrixRows(dout, layout.out, matrix);
   const float* lb = lse2 + matrix * M;
   const float* ib = di + matrix * M;
   const int warp = threadIdx.x / 32;
@@ -513,8 +527,8 @@ __global__ void __launch_bounds__(kFlashThreads * Halves, Halves == 2 ? 2 : 1) a
   const int warpKey0 = k0 + keyWarp * 16;
 
   auto loadQueries = [&](int t, int buffer) {
-    loadTile<T, D, kThreads>(sQ + buffer * kTile * kStride<D>, qb, t * kTile, M, width);
-    loadTile<T, D, kThreads>(sDout + buffer * kTile * kStride<D>, db, t * kTile, M, width);
+    loadTile<T, D, kThreads>(sQ + buffer * kTile * kStride<D>, qb, layout.q.row, t * kTile, M, width);
+    loadTile<T, D, kThreads>(sDout + buffer * kTile * kStride<D>, db, layout.out.row, t * kTile, M, width);
     static_assert(kThreads >= 2 * kTile, "one thread per lse and Di value");
     if (threadIdx.x < 2 * kTile) {  // rows past M read as zeros
       const int j = threadIdx.x % kTile;
@@ -526,8 +540,8 @@ __global__ void __launch_bounds__(kFlashThreads * Halves, Halves == 2 ? 2 : 1) a
   };
 
   // Copies in flight: k, v and the first query tile, then the next Stages - 2 query tiles, one group each.
-  loadTile<T, D, kThreads>(sK, kb, k0, N, width);
-  loadTile<T, D, kThreads>(sV, vb, k0, N, width);
+  loadTile<T, D, kThreads>(sK, kb, layout.k.row, k0, N, width);
+  loadTile<T, D, kThreads>(sV, vb, layout.v.row, k0, N, width);
   if (firstTile < tiles) loadQueries(firstTile, 0);
   copyAsyncCommit();
 #pragma unroll
@@ -602,8 +616,8 @@ __global__ void __launch_bounds__(kFlashThreads * Halves, Halves == 2 ? 2 : 1) a
 
   const float one[2] = {1.f, 1.f};
   const float scaled[2] = {scale, scale};
-  storeRows<T, D>(dk + matrix * N * width, accK, warpKey0, N, width, scaled);
-  storeRows<T, D>(dv + matrix * N * width, accV, warpKey0, N, width, one);
+  storeRows<T, D>(matrixRows(dk, layout.k, matrix), layout.k.row, accK, warpKey0, N, width, scaled);
+  storeRows<T, D>(matrixRows(dv, layout.v, matrix), layout.v.row, accV, warpKey0, N, width, one);
 }
 
 // dQ of 64 queries (grid (batch, query tiles)) over the key tiles they see.
@@ -611,7 +625,7 @@ template <typename T, int D>
 __global__ void __launch_bounds__(kFlashThreads) attentionBackwardQKernel(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dout,
     const float* __restrict__ lse2, const float* __restrict__ di, T* __restrict__ dq, int M, int N, int width,
-    float scaleLog2, float scale, bool causal) {
+    AttentionLayout layout, float scaleLog2, float scale, bool causal) {
   extern __shared__ __align__(16) unsigned char smem[];
   T* sQ = reinterpret_cast<T*>(smem);
   T* sDout = sQ + kTile * kStride<D>;
@@ -619,8 +633,8 @@ __global__ void __launch_bounds__(kFlashThreads) attentionBackwardQKernel(
   T* sV = sK + 2 * kTile * kStride<D>;  // two buffers
   const int64_t matrix = blockIdx.x;
   const int q0 = (gridDim.y - 1 - blockIdx.y) * kTile;
-  const T* kb = k + matrix * N * width;
-  const T* vb = v + matrix * N * width;
+  const T* kb = matrixRows(k, layout.k, matrix);
+  const T* vb = matrixRows(v, layout.v, matrix);
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int offset = N - M;
@@ -636,10 +650,10 @@ __global__ void __launch_bounds__(kFlashThreads) attentionBackwardQKernel(
     rowDi[h] = row[h] < M ? di[matrix * M + row[h]] : 0.f;
   }
 
-  loadTile<T, D>(sQ, q + matrix * M * width, q0, M, width);
-  loadTile<T, D>(sDout, dout + matrix * M * width, q0, M, width);
-  loadTile<T, D>(sK, kb, 0, N, width);
-  loadTile<T, D>(sV, vb, 0, N, width);
+  loadTile<T, D>(sQ, matrixRows(q, layout.q, matrix), layout.q.row, q0, M, width);
+  loadTile<T, D>(sDout, matrixRows(dout, layout.out, matrix), layout.out.row, q0, M, width);
+  loadTile<T, D>(sK, kb, layout.k.row, 0, N, width);
+  loadTile<T, D>(sV, vb, layout.v.row, 0, N, width);
   copyAsyncCommit();
 
   float acc[D / 8][4];
@@ -647,7 +661,7 @@ __global__ void __launch_bounds__(kFlashThreads) attentionBackwardQKernel(
   for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
 
   for (int t = 0; t < tiles; ++t) {
-    advanceKeyTiles<T, D>(sK, sV, kb, vb, t, tiles, N, width);
+    advanceKeyTiles<T, D>(sK, sV, kb, vb, layout, t, tiles, N, width);
     const T* tileK = sK + (t & 1) * kTile * kStride<D>;
     const T* tileV = sV + (t & 1) * kTile * kStride<D>;
     const int key0 = t * kTile;
@@ -663,7 +677,7 @@ __global__ void __launch_bounds__(kFlashThreads) attentionBackwardQKernel(
   }
   copyAsyncWait<0>();
   const float scaled[2] = {scale, scale};
-  storeRows<T, D>(dq + matrix * M * width, acc, warpRow0, M, width, scaled);
+  storeRows<T, D>(matrixRows(dq, layout.q, matrix), layout.q.row, acc, warpRow0, M, width, scaled);
 }
 
 // ---------------------------------------------------------------- flash on Hopper (sm_90a: wgmma)
@@ -688,10 +702,11 @@ template <int D>
 constexpr uint32_t kSwizzle = D >= 64 ? 1 : 2;  // 128-byte or 64-byte swizzle
 constexpr int kAlignSlack = 1024;               // dynamic shared memory is aligned up to 1024 bytes in the kernel
 
-// Rows [row0, row0 + 64) of a [rows, width] matrix into a swizzled tile at shared address `tile`; rows past `rows` and
-// columns past `width` read as zeros.
+// Rows [row0, row0 + 64) of a [rows, width] matrix whose rows are `ld` elements apart into a swizzled tile at shared
+// address `tile`; rows past `rows` and columns past `width` read as zeros.
 template <typename T, int D, int Threads>
-__device__ __forceinline__ void loadSwizzled(uint32_t tile, const T* matrix, int row0, int rows, int width) {
+__device__ __forceinline__ void loadSwizzled(uint32_t tile, const T* matrix, int64_t ld, int row0, int rows,
+                                             int width) {
   constexpr int kChunks = D / 8;
   constexpr int kChunksPerPanel = kPanelWidth<D> / 8;
   static_assert(Threads % kChunks == 0 && (kTile * kChunks) % Threads == 0, "whole rows per pass");
@@ -699,14 +714,14 @@ __device__ __forceinline__ void loadSwizzled(uint32_t tile, const T* matrix, int
   const int chunk = threadIdx.x % kChunks;
   const int r0 = threadIdx.x / kChunks;
   const bool columnValid = chunk * 8 < width;
-  const T* source = matrix + static_cast<int64_t>(row0 + r0) * width + chunk * 8;
+  const T* source = matrix + static_cast<int64_t>(row0 + r0) * ld + chunk * 8;
   const uint32_t panel = tile + (chunk / kChunksPerPanel) * kPanelBytes<D>;
 #pragma unroll
   for (int i = 0; i < kTile / kRowsPerPass; ++i) {
     const int r = r0 + i * kRowsPerPass;
     const bool valid = columnValid && row0 + r < rows;
     tc::cpAsync16(panel + tc::panelOffset<kPanelWidth<D>>(r, chunk % kChunksPerPanel),
-                  valid ? source + static_cast<int64_t>(i) * kRowsPerPass * width : matrix, valid);
+                  valid ? source + static_cast<int64_t>(i) * kRowsPerPass * ld : matrix, valid);
   }
 }
 
@@ -778,7 +793,7 @@ constexpr int kValueBuffers = D >= 128 ? 1 : 2;
 template <typename T, int D>
 __global__ void __launch_bounds__(kFlashThreads) attentionForwardWgmmaKernel(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ out,
-    float* __restrict__ lse, int M, int N, int width, float scaleLog2, bool causal) {
+    float* __restrict__ lse, int M, int N, int width, AttentionLayout layout, float scaleLog2, bool causal) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int kValues = kValueBuffers<D>;
   allowDependentLaunch();
@@ -788,8 +803,8 @@ __global__ void __launch_bounds__(kFlashThreads) attentionForwardWgmmaKernel(
   const uint32_t sV = sK + 2 * kTileBytes<D>;  // kValues buffers
   const int64_t matrix = blockIdx.x;
   const int q0 = (gridDim.y - 1 - blockIdx.y) * kTile;
-  const T* kb = k + matrix * N * width;
-  const T* vb = v + matrix * N * width;
+  const T* kb = matrixRows(k, layout.k, matrix);
+  const T* vb = matrixRows(v, layout.v, matrix);
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int offset = N - M;
@@ -799,9 +814,9 @@ __global__ void __launch_bounds__(kFlashThreads) attentionForwardWgmmaKernel(
   const int warpRow0 = q0 + warp * 16;
   const int row[2] = {warpRow0 + lane / 4, warpRow0 + lane / 4 + 8};
 
-  loadSwizzled<T, D, kFlashThreads>(sQ, q + matrix * M * width, q0, M, width);
-  loadSwizzled<T, D, kFlashThreads>(sK, kb, 0, N, width);
-  if constexpr (kValues == 2) loadSwizzled<T, D, kFlashThreads>(sV, vb, 0, N, width);
+  loadSwizzled<T, D, kFlashThreads>(sQ, matrixRows(q, layout.q, matrix), layout.q.row, q0, M, width);
+  loadSwizzled<T, D, kFlashThreads>(sK, kb, layout.k.row, 0, N, width);
+  if constexpr (kValues == 2) loadSwizzled<T, D, kFlashThreads>(sV, vb, layout.v.row, 0, N, width);
   copyAsyncCommit();
 
   float acc[D / 8][4];  // written by the first step's product (onlineSoftmax leaves it alone at key 0)
@@ -810,13 +825,15 @@ __global__ void __launch_bounds__(kFlashThreads) attentionForwardWgmmaKernel(
   for (int t = 0; t < tiles; ++t) {
     beginStep<0>();
     if constexpr (kValues == 1) {  // v's tile t into the buffer the last step's product is done with
-      loadSwizzled<T, D, kFlashThreads>(sV, vb, t * kTile, N, width);
+      loadSwizzled<T, D, kFlashThreads>(sV, vb, layout.v.row, t * kTile, N, width);
       copyAsyncCommit();
     }
     if (t + 1 < tiles) {
-      loadSwizzled<T, D, kFlashThreads>(sK + ((t + 1) & 1) * kTileBytes<D>, kb, (t + 1) * kTile, N, width);
+      loadSwizzled<T, D, kFlashThreads>(sK + ((t + 1) & 1) * kTileBytes<D>, kb, layout.k.row, (t + 1) * kTile, N,
+                                        width);
       if constexpr (kValues == 2) {
-        loadSwizzled<T, D, kFlashThreads>(sV + ((t + 1) & 1) * kTileBytes<D>, vb, (t + 1) * kTile, N, width);
+        loadSwizzled<T, D, kFlashThreads>(sV + ((t + 1) & 1) * kTileBytes<D>, vb, layout.v.row, (t + 1) * kTile, N,
+                                          width);
       }
     }
     copyAsyncCommit();
@@ -837,7 +854,7 @@ __global__ void __launch_bounds__(kFlashThreads) attentionForwardWgmmaKernel(
   }
   tc::wgmmaWait<0>();
   tc::fenceRegisters(flat(acc));
-  finishForward<T, D>(out, lse, acc, rowMax, rowSum, matrix, M, width, warpRow0, row);
+  finishForward<T, D>(out, layout.out, lse, acc, rowMax, rowSum, matrix, M, width, warpRow0, row);
 #endif
 }
 
@@ -851,7 +868,7 @@ template <typename T, int D, int Stages>
 __global__ void __launch_bounds__(kFlashThreads, kKVWgmmaBlocks<D>) attentionBackwardKVWgmmaKernel(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dout,
     const float* __restrict__ lse2, const float* __restrict__ di, T* __restrict__ dk, T* __restrict__ dv, int M, int N,
-    int width, float scaleLog2, float scale, bool causal) {
+    int width, AttentionLayout layout, float scaleLog2, float scale, bool causal) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(16) unsigned char smem[];
   const uint32_t sK = (tc::smemAddress(smem) + kAlignSlack - 1) & ~static_cast<uint32_t>(kAlignSlack - 1);
@@ -863,8 +880,8 @@ __global__ void __launch_bounds__(kFlashThreads, kKVWgmmaBlocks<D>) attentionBac
   float* sDi = sLse + Stages * kTile;
   const int64_t matrix = blockIdx.x;
   const int k0 = (gridDim.y - 1 - blockIdx.y) * kTile;
-  const T* qb = q + matrix * M * width;
-  const T* db = dout + matrix * M * width;
+  const T* qb = matrixRows(q, layout.q, matrix);
+  const T* db = matrixRows(dout, layout.out, matrix);
   const float* lb = lse2 + matrix * M;
   const float* ib = di + matrix * M;
   const int warp = threadIdx.x / 32;
@@ -874,8 +891,8 @@ __global__ void __launch_bounds__(kFlashThreads, kKVWgmmaBlocks<D>) attentionBac
   const int warpKey0 = k0 + warp * 16;
 
   auto loadQueries = [&](int t, int buffer) {
-    loadSwizzled<T, D, kFlashThreads>(sQ + buffer * kTileBytes<D>, qb, t * kTile, M, width);
-    loadSwizzled<T, D, kFlashThreads>(sDout + buffer * kTileBytes<D>, db, t * kTile, M, width);
+    loadSwizzled<T, D, kFlashThreads>(sQ + buffer * kTileBytes<D>, qb, layout.q.row, t * kTile, M, width);
+    loadSwizzled<T, D, kFlashThreads>(sDout + buffer * kTileBytes<D>, db, layout.out.row, t * kTile, M, width);
     static_assert(kFlashThreads >= 2 * kTile, "one thread per lse and Di value");
     if (threadIdx.x < 2 * kTile) {
       const int j = threadIdx.x % kTile;
@@ -886,8 +903,8 @@ __global__ void __launch_bounds__(kFlashThreads, kKVWgmmaBlocks<D>) attentionBac
     }
   };
 
-  loadSwizzled<T, D, kFlashThreads>(sK, k + matrix * N * width, k0, N, width);
-  loadSwizzled<T, D, kFlashThreads>(sV, v + matrix * N * width, k0, N, width);
+  loadSwizzled<T, D, kFlashThreads>(sK, matrixRows(k, layout.k, matrix), layout.k.row, k0, N, width);
+  loadSwizzled<T, D, kFlashThreads>(sV, matrixRows(v, layout.v, matrix), layout.v.row, k0, N, width);
   if (firstTile < tiles) loadQueries(firstTile, 0);
   copyAsyncCommit();
 #pragma unroll
@@ -928,8 +945,8 @@ __global__ void __launch_bounds__(kFlashThreads, kKVWgmmaBlocks<D>) attentionBac
   tc::fenceRegisters(flat(accV));
   const float one[2] = {1.f, 1.f};
   const float scaled[2] = {scale, scale};
-  storeRows<T, D>(dk + matrix * N * width, accK, warpKey0, N, width, scaled);
-  storeRows<T, D>(dv + matrix * N * width, accV, warpKey0, N, width, one);
+  storeRows<T, D>(matrixRows(dk, layout.k, matrix), layout.k.row, accK, warpKey0, N, width, scaled);
+  storeRows<T, D>(matrixRows(dv, layout.v, matrix), layout.v.row, accV, warpKey0, N, width, one);
 #endif
 }
 
@@ -937,7 +954,7 @@ template <typename T, int D>
 __global__ void __launch_bounds__(kFlashThreads) attentionBackwardQWgmmaKernel(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dout,
     const float* __restrict__ lse2, const float* __restrict__ di, T* __restrict__ dq, int M, int N, int width,
-    float scaleLog2, float scale, bool causal) {
+    AttentionLayout layout, float scaleLog2, float scale, bool causal) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(16) unsigned char smem[];
   const uint32_t sQ = (tc::smemAddress(smem) + kAlignSlack - 1) & ~static_cast<uint32_t>(kAlignSlack - 1);
@@ -946,8 +963,8 @@ __global__ void __launch_bounds__(kFlashThreads) attentionBackwardQWgmmaKernel(
   const uint32_t sV = sK + 2 * kTileBytes<D>;  // two buffers
   const int64_t matrix = blockIdx.x;
   const int q0 = (gridDim.y - 1 - blockIdx.y) * kTile;
-  const T* kb = k + matrix * N * width;
-  const T* vb = v + matrix * N * width;
+  const T* kb = matrixRows(k, layout.k, matrix);
+  const T* vb = matrixRows(v, layout.v, matrix);
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int offset = N - M;
@@ -963,18 +980,20 @@ __global__ void __launch_bounds__(kFlashThreads) attentionBackwardQWgmmaKernel(
     rowDi[h] = row[h] < M ? di[matrix * M + row[h]] : 0.f;
   }
 
-  loadSwizzled<T, D, kFlashThreads>(sQ, q + matrix * M * width, q0, M, width);
-  loadSwizzled<T, D, kFlashThreads>(sDout, dout + matrix * M * width, q0, M, width);
-  loadSwizzled<T, D, kFlashThreads>(sK, kb, 0, N, width);
-  loadSwizzled<T, D, kFlashThreads>(sV, vb, 0, N, width);
+  loadSwizzled<T, D, kFlashThreads>(sQ, matrixRows(q, layout.q, matrix), layout.q.row, q0, M, width);
+  loadSwizzled<T, D, kFlashThreads>(sDout, matrixRows(dout, layout.out, matrix), layout.out.row, q0, M, width);
+  loadSwizzled<T, D, kFlashThreads>(sK, kb, layout.k.row, 0, N, width);
+  loadSwizzled<T, D, kFlashThreads>(sV, vb, layout.v.row, 0, N, width);
   copyAsyncCommit();
 
   float acc[D / 8][4];  // written by the first step's product
   for (int t = 0; t < tiles; ++t) {
     beginStep<0>();
     if (t + 1 < tiles) {
-      loadSwizzled<T, D, kFlashThreads>(sK + ((t + 1) & 1) * kTileBytes<D>, kb, (t + 1) * kTile, N, width);
-      loadSwizzled<T, D, kFlashThreads>(sV + ((t + 1) & 1) * kTileBytes<D>, vb, (t + 1) * kTile, N, width);
+      loadSwizzled<T, D, kFlashThreads>(sK + ((t + 1) & 1) * kTileBytes<D>, kb, layout.k.row, (t + 1) * kTile, N,
+                                        width);
+      loadSwizzled<T, D, kFlashThreads>(sV + ((t + 1) & 1) * kTileBytes<D>, vb, layout.v.row, (t + 1) * kTile, N,
+                                        width);
     }
     copyAsyncCommit();
     const uint32_t tileK = sK + (t & 1) * kTileBytes<D>;
@@ -996,7 +1015,7 @@ __global__ void __launch_bounds__(kFlashThreads) attentionBackwardQWgmmaKernel(
   tc::wgmmaWait<0>();
   tc::fenceRegisters(flat(acc));
   const float scaled[2] = {scale, scale};
-  storeRows<T, D>(dq + matrix * M * width, acc, warpRow0, M, width, scaled);
+  storeRows<T, D>(matrixRows(dq, layout.q, matrix), layout.q.row, acc, warpRow0, M, width, scaled);
 #endif
 }
 
@@ -1031,7 +1050,7 @@ void allowSharedMemory(Kernel kernel, int bytes) {
 
 template <typename T, int D>
 void flashForward(const void* q, const void* k, const void* v, void* out, float* lse, int64_t batch, int M, int N,
-                  int width, float scale, bool causal, cudaStream_t stream) {
+                  int width, const AttentionLayout& layout, float scale, bool causal, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(batch), static_cast<unsigned>((M + kTile - 1) / kTile));
   const T* tq = static_cast<const T*>(q);
   const T* tk = static_cast<const T*>(k);
@@ -1040,21 +1059,21 @@ void flashForward(const void* q, const void* k, const void* v, void* out, float*
     constexpr int smem = (3 + kValueBuffers<D>) * kTileBytes<D> + kAlignSlack;
     allowSharedMemory(attentionForwardWgmmaKernel<T, D>, smem);
     attentionForwardWgmmaKernel<T, D><<<grid, kFlashThreads, smem, stream>>>(tq, tk, tv, static_cast<T*>(out), lse, M,
-                                                                             N, width, scale * kLog2e, causal);
+                                                                             N, width, layout, scale * kLog2e, causal);
     BS_LAUNCH_CHECK("attentionForwardWgmmaKernel");
     return;
   }
   constexpr int smem = kForwardSmem<T, D>;
   allowSharedMemory(attentionForwardKernel<T, D>, smem);
   attentionForwardKernel<T, D><<<grid, kFlashThreads, smem, stream>>>(tq, tk, tv, static_cast<T*>(out), lse, M, N,
-                                                                      width, scale * kLog2e, causal);
+                                                                      width, layout, scale * kLog2e, causal);
   BS_LAUNCH_CHECK("attentionForwardKernel");
 }
 
 template <typename T, int D>
 void flashBackward(const void* dout, const void* q, const void* k, const void* v, const float* lse2, const float* di,
-                   void* dq, void* dk, void* dv, int64_t batch, int M, int N, int width, float scale, bool causal,
-                   cudaStream_t stream) {
+                   void* dq, void* dk, void* dv, int64_t batch, int M, int N, int width, const AttentionLayout& layout,
+                   float scale, bool causal, cudaStream_t stream) {
   constexpr int kHalves = kKeyHalves<D>;
   constexpr int kStages = kQueryStages<D>;
   const T* tq = static_cast<const T*>(q);
@@ -1069,13 +1088,13 @@ void flashBackward(const void* dout, const void* q, const void* k, const void* v
     constexpr int smemQ = 6 * kTileBytes<D> + kAlignSlack;
     allowSharedMemory(attentionBackwardKVWgmmaKernel<T, D, kStages>, smemKV);
     attentionBackwardKVWgmmaKernel<T, D, kStages><<<gridKV, kFlashThreads, smemKV, stream>>>(
-        tq, tk, tv, tdout, lse2, di, static_cast<T*>(dk), static_cast<T*>(dv), M, N, width, scale * kLog2e, scale,
-        causal);
+        tq, tk, tv, tdout, lse2, di, static_cast<T*>(dk), static_cast<T*>(dv), M, N, width, layout, scale * kLog2e,
+        scale, causal);
     BS_LAUNCH_CHECK("attentionBackwardKVWgmmaKernel");
     if (M == 0) return;
     allowSharedMemory(attentionBackwardQWgmmaKernel<T, D>, smemQ);
     attentionBackwardQWgmmaKernel<T, D><<<gridQ, kFlashThreads, smemQ, stream>>>(
-        tq, tk, tv, tdout, lse2, di, static_cast<T*>(dq), M, N, width, scale * kLog2e, scale, causal);
+        tq, tk, tv, tdout, lse2, di, static_cast<T*>(dq), M, N, width, layout, scale * kLog2e, scale, causal);
     BS_LAUNCH_CHECK("attentionBackwardQWgmmaKernel");
     return;
   }
@@ -1083,13 +1102,13 @@ void flashBackward(const void* dout, const void* q, const void* k, const void* v
   constexpr int smemQ = kBackwardQSmem<T, D>;
   allowSharedMemory(attentionBackwardKVKernel<T, D, kHalves, kStages>, smemKV);
   attentionBackwardKVKernel<T, D, kHalves, kStages><<<gridKV, kFlashThreads * kHalves, smemKV, stream>>>(
-      tq, tk, tv, tdout, lse2, di, static_cast<T*>(dk), static_cast<T*>(dv), M, N, width, scale * kLog2e, scale,
-      causal);
+      tq, tk, tv, tdout, lse2, di, static_cast<T*>(dk), static_cast<T*>(dv), M, N, width, layout, scale * kLog2e,
+      scale, causal);
   BS_LAUNCH_CHECK("attentionBackwardKVKernel");
   if (M == 0) return;
   allowSharedMemory(attentionBackwardQKernel<T, D>, smemQ);
   attentionBackwardQKernel<T, D><<<gridQ, kFlashThreads, smemQ, stream>>>(tq, tk, tv, tdout, lse2, di,
-                                                                          static_cast<T*>(dq), M, N, width,
+                                                                          static_cast<T*>(dq), M, N, width, layout,
                                                                           scale * kLog2e, scale, causal);
   BS_LAUNCH_CHECK("attentionBackwardQKernel");
 }
@@ -1154,7 +1173,62 @@ __global__ void scoresGradientKernel(T* __restrict__ dp, const T* __restrict__ p
 
 unsigned rowWarpsGrid(int64_t rows) { return static_cast<unsigned>((rows * 32 + kThreads - 1) / kThreads); }
 
+// Element i of [batch, rows, D] from src, laid out as `from`, to dst, laid out as `to`.
+template <typename T>
+__global__ void copyRowsKernel(T* __restrict__ dst, AttentionRows to, const T* __restrict__ src, AttentionRows from,
+                               int64_t total, int rows, int D) {
+  const int64_t perMatrix = static_cast<int64_t>(rows) * D;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t matrix = i / perMatrix;
+    const int64_t r = i % perMatrix / D;
+    const int64_t c = i % D;
+    matrixRows(dst, to, matrix)[r * to.row + c] = matrixRows(src, from, matrix)[r * from.row + c];
+  }
+}
+
+void copyRows(DType dtype, void* dst, const AttentionRows& to, const void* src, const AttentionRows& from,
+              int64_t batch, int64_t rows, int64_t D, cudaStream_t stream) {
+  const int64_t total = batch * rows * D;
+  if (total == 0) return;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + kThreads - 1) / kThreads, 65536));
+  BS_DISPATCH_FLOAT(dtype, T, copyRowsKernel<T><<<blocks, kThreads, 0, stream>>>(
+                                  static_cast<T*>(dst), to, static_cast<const T*>(src), from, total,
+                                  static_cast<int>(rows), static_cast<int>(D)));
+  BS_LAUNCH_CHECK("copyRowsKernel");
+}
+
+bool sameRows(const AttentionRows& a, const AttentionRows& b) {
+  return a.batch == b.batch && a.head == b.head && a.row == b.row && a.heads == b.heads;
+}
+bool sameLayout(const AttentionLayout& a, const AttentionLayout& b) {
+  return sameRows(a.q, b.q) && sameRows(a.k, b.k) && sameRows(a.v, b.v) && sameRows(a.out, b.out);
+}
+
+// Whether the flash kernels' 16-byte copies can read every row of operands laid out as `layout` from these pointers.
+bool flashAligned(const AttentionLayout& layout, std::initializer_list<const void*> pointers) {
+  for (const AttentionRows* rows : {&layout.q, &layout.k, &layout.v, &layout.out}) {
+    if (rows->batch % 8 != 0 || rows->head % 8 != 0 || rows->row % 8 != 0) return false;
+  }
+  for (const void* p : pointers) {
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  }
+  return true;
+}
+
 }  // namespace
+
+AttentionLayout contiguousAttentionLayout(int64_t M, int64_t N, int64_t D) {
+  const AttentionRows queries{M * D, 0, D, 1};
+  const AttentionRows keys{N * D, 0, D, 1};
+  return {queries, keys, keys, queries};
+}
+
+AttentionLayout packedAttentionLayout(int64_t heads, int64_t T, int64_t D) {
+  const AttentionRows qkv{T * 3 * heads * D, D, 3 * heads * D, heads};
+  const AttentionRows out{T * heads * D, D, heads * D, heads};
+  return {qkv, qkv, qkv, out};
+}
 
 bool attentionUsesFlash(DType dtype, int64_t D, float scale) {
   // 16-byte copies of whole rows: D a multiple of 8 elements. The kernels take each row's maximum over raw scores,
@@ -1203,16 +1277,34 @@ void mathProbabilities(DType dtype, const void* q, const void* k, float* p, floa
 }  // namespace
 
 void launchAttention(DType dtype, const void* q, const void* k, const void* v, void* out, float* lse, int64_t batch,
-                     int64_t M, int64_t N, int64_t D, float scale, bool causal, cudaStream_t stream) {
+                     int64_t M, int64_t N, int64_t D, const AttentionLayout& layout, float scale, bool causal,
+                     cudaStream_t stream) {
   if (batch * M == 0) return;
-  if (attentionUsesFlash(dtype, D, scale)) {
+  if (attentionUsesFlash(dtype, D, scale) && flashAligned(layout, {q, k, v, out})) {
     BS_REQUIRE((M + kTile - 1) / kTile <= 65535, "attention: more than 4194240 queries in one matrix");
     const int m = static_cast<int>(M), n = static_cast<int>(N), width = static_cast<int>(D);
     withFlashTileWidth(D, [&](auto d) {
       constexpr int kD = decltype(d)::value;
-      if (dtype == DType::Float16) flashForward<__half, kD>(q, k, v, out, lse, batch, m, n, width, scale, causal, stream);
-      else flashForward<__nv_bfloat16, kD>(q, k, v, out, lse, batch, m, n, width, scale, causal, stream);
+      if (dtype == DType::Float16) {
+        flashForward<__half, kD>(q, k, v, out, lse, batch, m, n, width, layout, scale, causal, stream);
+      } else {
+        flashForward<__nv_bfloat16, kD>(q, k, v, out, lse, batch, m, n, width, layout, scale, causal, stream);
+      }
     });
+    return;
+  }
+  const AttentionLayout dense = contiguousAttentionLayout(M, N, D);
+  if (!sameLayout(layout, dense)) {
+    // The math route reads contiguous matrices: copies in, the output copied back.
+    const size_t size = dtypeSize(dtype);
+    Scratch qc(static_cast<size_t>(batch * M * D) * size), kc(static_cast<size_t>(batch * N * D) * size),
+        vc(static_cast<size_t>(batch * N * D) * size), oc(static_cast<size_t>(batch * M * D) * size);
+    copyRows(dtype, qc.as<void>(), dense.q, q, layout.q, batch, M, D, stream);
+    copyRows(dtype, kc.as<void>(), dense.k, k, layout.k, batch, N, D, stream);
+    copyRows(dtype, vc.as<void>(), dense.v, v, layout.v, batch, N, D, stream);
+    launchAttention(dtype, qc.as<void>(), kc.as<void>(), vc.as<void>(), oc.as<void>(), lse, batch, M, N, D, dense,
+                    scale, causal, stream);
+    copyRows(dtype, out, layout.out, oc.as<void>(), dense.out, batch, M, D, stream);
     return;
   }
   // Scores and probabilities in float32, the product with v in the dtype (P rounded once, as the flash kernels do).
@@ -1226,35 +1318,55 @@ void launchAttention(DType dtype, const void* q, const void* k, const void* v, v
 
 void launchAttentionBackward(DType dtype, const void* dout, const void* q, const void* k, const void* v,
                              const void* out, const float* lse, void* dq, void* dk, void* dv, int64_t batch, int64_t M,
-                             int64_t N, int64_t D, float scale, bool causal, cudaStream_t stream) {
+                             int64_t N, int64_t D, const AttentionLayout& layout, float scale, bool causal,
+                             cudaStream_t stream) {
   if (batch * N == 0) return;
   const int64_t rows = batch * M;
+  const AttentionLayout dense = contiguousAttentionLayout(M, N, D);
+  const bool flash = attentionUsesFlash(dtype, D, scale) && flashAligned(layout, {dout, q, k, v, out, dq, dk, dv});
+  if (!flash && !sameLayout(layout, dense)) {
+    // The math route reads and writes contiguous matrices: copies in, the gradients copied back.
+    const size_t size = dtypeSize(dtype);
+    const size_t queries = static_cast<size_t>(batch * M * D) * size, keys = static_cast<size_t>(batch * N * D) * size;
+    Scratch doc(queries), qc(queries), kc(keys), vc(keys), oc(queries), dqc(queries), dkc(keys), dvc(keys);
+    copyRows(dtype, doc.as<void>(), dense.out, dout, layout.out, batch, M, D, stream);
+    copyRows(dtype, qc.as<void>(), dense.q, q, layout.q, batch, M, D, stream);
+    copyRows(dtype, kc.as<void>(), dense.k, k, layout.k, batch, N, D, stream);
+    copyRows(dtype, vc.as<void>(), dense.v, v, layout.v, batch, N, D, stream);
+    copyRows(dtype, oc.as<void>(), dense.out, out, layout.out, batch, M, D, stream);
+    launchAttentionBackward(dtype, doc.as<void>(), qc.as<void>(), kc.as<void>(), vc.as<void>(), oc.as<void>(), lse,
+                            dqc.as<void>(), dkc.as<void>(), dvc.as<void>(), batch, M, N, D, dense, scale, causal,
+                            stream);
+    copyRows(dtype, dq, layout.q, dqc.as<void>(), dense.q, batch, M, D, stream);
+    copyRows(dtype, dk, layout.k, dkc.as<void>(), dense.k, batch, N, D, stream);
+    copyRows(dtype, dv, layout.v, dvc.as<void>(), dense.v, batch, N, D, stream);
+    return;
+  }
   if (rows == 0) {
     // No query: the keys and values get no gradient.
     launchZero(dtype, dk, batch * N * D, stream);
     launchZero(dtype, dv, batch * N * D, stream);
     return;
   }
-  const bool flash = attentionUsesFlash(dtype, D, scale);
   BS_REQUIRE(!flash || ((M + kTile - 1) / kTile <= 65535 && (N + kTile - 1) / kTile <= 65535),
              "attentionBackward: more than 4194240 queries or keys in one matrix");
   // Di, and for the flash kernels lse in base 2 after it.
   Scratch di(static_cast<size_t>(flash ? 2 * rows : rows) * sizeof(float));
   float* lse2 = flash ? di.as<float>() + rows : nullptr;
   BS_DISPATCH_FLOAT(dtype, T, rowDotKernel<T><<<rowWarpsGrid(rows), kThreads, 0, stream>>>(
-                                  static_cast<const T*>(dout), static_cast<const T*>(out), di.as<float>(),
-                                  flash ? lse : nullptr, lse2, rows, static_cast<int>(D)));
+                                  static_cast<const T*>(dout), static_cast<const T*>(out), layout.out, di.as<float>(),
+                                  flash ? lse : nullptr, lse2, rows, static_cast<int>(M), static_cast<int>(D)));
   BS_LAUNCH_CHECK("rowDotKernel");
   if (flash) {
     const int m = static_cast<int>(M), n = static_cast<int>(N), width = static_cast<int>(D);
     withFlashTileWidth(D, [&](auto d) {
       constexpr int kD = decltype(d)::value;
       if (dtype == DType::Float16) {
-        flashBackward<__half, kD>(dout, q, k, v, lse2, di.as<float>(), dq, dk, dv, batch, m, n, width, scale, causal,
-                                  stream);
+        flashBackward<__half, kD>(dout, q, k, v, lse2, di.as<float>(), dq, dk, dv, batch, m, n, width, layout, scale,
+                                  causal, stream);
       } else {
-        flashBackward<__nv_bfloat16, kD>(dout, q, k, v, lse2, di.as<float>(), dq, dk, dv, batch, m, n, width, scale,
-                                         causal, stream);
+        flashBackward<__nv_bfloat16, kD>(dout, q, k, v, lse2, di.as<float>(), dq, dk, dv, batch, m, n, width, layout,
+                                         scale, causal, stream);
       }
     });
     return;

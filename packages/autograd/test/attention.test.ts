@@ -10,9 +10,13 @@ import {
   matmul,
   memory,
   mul,
+  packedAttention,
+  permute,
+  reshape,
   setKernelLeakCheck,
   scaledDotProductAttention,
   softmax,
+  split,
   sum,
   tidy,
 } from "@blocksparse/core";
@@ -127,6 +131,34 @@ describe("scaledDotProductAttention's gradient (one AttentionBackward)", () => {
     expect(memory().numTensors).toBe(before);
     expect([q.grad, k.grad, v.grad]).toEqual([null, null, null]);
     dispose([q, k, v, dout]);
+  });
+});
+
+describe("packedAttention's gradient (one PackedAttentionBackward)", () => {
+  it("equals scaledDotProductAttention's over the heads split out and the output merged back, in one kernel each way", () => {
+    const [batch, t, heads, d] = [2, 7, 3, 4];
+    const qkv = randomTensor([batch, t, 3, heads, d], 400);
+    qkv.requiresGrad = true;
+    const dout = randomTensor([batch, t, heads, d], 401);
+    const kernels: string[] = [];
+    const stop = addKernelObserver((record) => kernels.push(record.kernelName));
+    tidy(() => backward(packedAttention(qkv, { causal: true }), dout));
+    stop();
+    expect(kernels.filter((kernel) => kernel.includes("Attention"))).toEqual(["PackedAttention", "PackedAttentionBackward"]);
+    expect(kernels.filter((kernel) => kernel === "Transpose" || kernel === "Concat" || kernel === "Split")).toEqual([]);
+    const take = (): Tensor => {
+      const grad = qkv.grad as Tensor;
+      qkv.grad = null;
+      return grad;
+    };
+    const packed = take();
+    tidy(() => {
+      const [q, k, v] = split(qkv, 3, 2).map((part) => permute(reshape(part, [batch, t, heads, d]), [0, 2, 1, 3]));
+      backward(permute(scaledDotProductAttention(q, k, v, { causal: true }), [0, 2, 1, 3]), dout);
+    });
+    const split3 = take();
+    expect(maxDifference(packed, split3)).toBeLessThan(1e-5);
+    dispose([qkv, dout, packed, split3]);
   });
 });
 

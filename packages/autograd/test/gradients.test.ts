@@ -32,6 +32,7 @@ import {
   relu,
   reshape,
   rsqrt,
+  packedAttention,
   scaledDotProductAttention,
   scatterAdd,
   sigmoid,
@@ -218,6 +219,11 @@ describe("scaledDotProductAttention", () => {
     expectGradients(attention({}), [randomTensor([4, 3], 71), randomTensor([5, 3], 72), randomTensor([5, 3], 73)]);
     expectGradients(attention({ causal: true }), [randomTensor([2, 4, 3], 74), randomTensor([2, 4, 3], 75), randomTensor([2, 4, 3], 76)]);
     expectGradients(attention({ causal: true, scale: 0.8 }), [randomTensor([2, 1, 3, 4], 77), randomTensor([2, 1, 5, 4], 78), randomTensor([2, 1, 5, 4], 79)]);
+  });
+
+  it("packedAttention with respect to its packed qkv: causal with batch dims, plain without", () => {
+    expectGradients((qkv) => packedAttention(qkv, { causal: true }), [randomTensor([2, 4, 3, 2, 3], 80)]);
+    expectGradients((qkv) => packedAttention(qkv, { scale: 0.7 }), [randomTensor([3, 3, 1, 4], 81)]);
   });
 });
 

@@ -310,6 +310,26 @@ export interface NativeAddon {
     newK: Buf | null,
     newV: Buf | null,
   ): void;
+  /**
+   * Self-attention of `batch` sequences of t positions whose queries, keys and values lie side by side in qkv
+   * [batch, t, 3, heads, d] -> out [batch, t, heads, d] and lse (float32 [batch, heads, t]).
+   */
+  packedAttention(dtype: Dt, qkv: Buf, out: Buf, lse: Buf, batch: number, heads: number, t: number, d: number, scale: number, causal: boolean): void;
+  /** dqkv [batch, t, 3, heads, d] of packedAttention from dout, qkv, out and lse. */
+  packedAttentionBackward(
+    dtype: Dt,
+    dout: Buf,
+    qkv: Buf,
+    out: Buf,
+    lse: Buf,
+    dqkv: Buf,
+    batch: number,
+    heads: number,
+    t: number,
+    d: number,
+    scale: number,
+    causal: boolean,
+  ): void;
   /** dq, dk and dv of attention from dout and the forward's inputs, out and lse. */
   attentionBackward(
     dtype: Dt,
@@ -524,6 +544,8 @@ const NATIVE_FUNCTION_SET = {
   softmaxBackward: true,
   attention: true,
   attentionBackward: true,
+  packedAttention: true,
+  packedAttentionBackward: true,
   cachedAttention: true,
   layerNorm: true,
   layerNormBackward: true,

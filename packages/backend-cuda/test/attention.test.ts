@@ -1,4 +1,4 @@
-import { type DType, attentionBackward, cachedAttention, runKernel, scaledDotProductAttention, tensor, tidy } from "@blocksparse/core";
+import { type DType, attentionBackward, cachedAttention, runKernel, scaledDotProductAttention, split, tensor, tidy } from "@blocksparse/core";
 import { reference } from "@blocksparse/core/testing";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { CudaBackend } from "../src/index";
@@ -79,6 +79,44 @@ describe.skipIf(cudaMissing).each(["auto", "mma"])("cuda attention (%s kernels)"
         expectClose(Float64Array.from(grads.dq.dataSync()), ref.dq, c.dtype, `${name} dq`);
         expectClose(Float64Array.from(grads.dk.dataSync()), ref.dk, c.dtype, `${name} dk`);
         expectClose(Float64Array.from(grads.dv.dataSync()), ref.dv, c.dtype, `${name} dv`);
+      });
+    });
+  }
+
+  // packedAttention: the same kernels reading q, k and v from qkv [B, T, 3, H, D] and writing out [B, T, H, D] and
+  // dqkv in place. Head dims on the flash route (64, 128, 40 in a wider tile) and off it (20: the packed rows are not
+  // 16-byte aligned, so the math route's contiguous copies), float32, lengths off the tiles, large logits.
+  const packedCases: { dtype: DType; batch: number; t: number; h: number; d: number; causal: boolean; spread?: number }[] = [
+    { dtype: "bfloat16", batch: 2, t: 130, h: 3, d: 64, causal: true },
+    { dtype: "float16", batch: 1, t: 200, h: 2, d: 128, causal: true, spread: 3 },
+    { dtype: "bfloat16", batch: 3, t: 70, h: 4, d: 40, causal: false },
+    { dtype: "float16", batch: 2, t: 65, h: 3, d: 20, causal: true },
+    { dtype: "float32", batch: 2, t: 90, h: 2, d: 64, causal: true },
+    { dtype: "bfloat16", batch: 4, t: 1, h: 2, d: 32, causal: true },
+  ];
+  for (const c of packedCases) {
+    const name = `packed ${c.dtype} qkv [${c.batch}, ${c.t}, 3, ${c.h}, ${c.d}]${c.causal ? " causal" : ""}${c.spread ? " large logits" : ""}`;
+    test(`forward and backward against float64: ${name}`, () => {
+      const next = random(c.t * 7907 + c.h * 31 + c.d);
+      const scale = 1 / Math.sqrt(c.d);
+      tidy(() => {
+        const qkv = randomTensor(next, [c.batch, c.t, 3, c.h, c.d], c.dtype, c.spread ?? 1);
+        const dout = randomTensor(next, [c.batch, c.t, c.h, c.d], c.dtype);
+        const packed = { shape: [...qkv.t.shape], data: qkv.values };
+        const [q, k, v] = [0, 1, 2].map((part) => reference.unpackHeads(packed, part));
+        const forward = reference.attention(q, k, v, c.causal, scale);
+        const heldDout = reference.swapHeads({ shape: [...dout.t.shape], data: dout.values });
+        const backward = reference.attentionBackward(heldDout, q, k, v, forward.out, forward.lse, c.causal, scale);
+        const [out, lse] = runKernel("PackedAttention", { qkv: qkv.t }, { causal: c.causal, scale });
+        expect(out.shape).toEqual([c.batch, c.t, c.h, c.d]);
+        expect(lse.shape).toEqual([c.batch, c.h, c.t]);
+        expectClose(Float64Array.from(out.dataSync()), reference.swapHeads(forward.out).data, c.dtype, `${name} out`);
+        expectClose(Float64Array.from(lse.dataSync()), forward.lse.data, c.dtype, `${name} lse`);
+        const dqkv = runKernel("PackedAttentionBackward", { dout: dout.t, qkv: qkv.t, out, lse }, { causal: c.causal, scale });
+        const parts = split(dqkv, 3, 2);
+        for (const [index, grad] of [backward.dq, backward.dk, backward.dv].entries()) {
+          expectClose(Float64Array.from(parts[index].dataSync()), reference.packHeads([grad]).data, c.dtype, `${name} dqkv part ${index}`);
+        }
       });
     });
   }

@@ -215,6 +215,19 @@ export const Attention = "Attention";
  */
 export const AttentionBackward = "AttentionBackward";
 /**
+ * {qkv [...batch, T, 3, H, D]} -> [out [...batch, T, H, D] in qkv's dtype, lse float32 [...batch, H, T]]: Attention
+ * of every sequence and head h with q = qkv[..., 0, h, :], k = qkv[..., 1, h, :], v = qkv[..., 2, h, :] (each
+ * [T, D], M = N = T), read in place from the packed rows a fused query/key/value projection writes, and out written
+ * in the rows an output projection reads: no [...batch, H, T, D] copies either way. attrs, rules and lse as
+ * Attention's (lse per head and position). Float dtypes, T >= 1 unless the batch is empty, H >= 1, D >= 1.
+ */
+export const PackedAttention = "PackedAttention";
+/**
+ * {dout [...batch, T, H, D], qkv, out, lse} -> dqkv (qkv's shape and dtype): PackedAttention's gradients, dq, dk and
+ * dv written into their places of one packed tensor, as AttentionBackward computes them.
+ */
+export const PackedAttentionBackward = "PackedAttentionBackward";
+/**
  * {q [...batch, M, D], k [...batch, N, D], v [...batch, N, D], positions int32 [M]} -> out [...batch, M, D] in q's
  * dtype: row i of every [M, D] matrix is softmax(attrs.scale * q_i k^T) v over the keys j <= positions[i] (and j < N):
  * attention of new positions over a key/value cache of fixed length whose later entries are not written yet. A row
@@ -430,6 +443,8 @@ export interface KernelSpecs {
     AttentionAttrs,
     Three
   >;
+  PackedAttention: Spec<{ qkv: TensorInfo }, AttentionAttrs, [TensorInfo, TensorInfo]>;
+  PackedAttentionBackward: Spec<{ dout: TensorInfo; qkv: TensorInfo; out: TensorInfo; lse: TensorInfo }, AttentionAttrs, One>;
   CachedAttention: Spec<
     { q: TensorInfo; k: TensorInfo; v: TensorInfo; positions: TensorInfo; newKeys?: TensorInfo; newValues?: TensorInfo },
     CachedAttentionAttrs,
@@ -613,6 +628,8 @@ export const KERNEL_CATALOGUE = {
   CrossEntropyBackward: nn(1, "backward-only"),
   Attention: nn(2, "rule"),
   AttentionBackward: nn(3, "backward-only"),
+  PackedAttention: nn(2, "rule"),
+  PackedAttentionBackward: nn(1, "backward-only"),
   // With newKeys and newValues (attrs.inPlace), k and v are written in place.
   CachedAttention: { ...nn(1, "none"), inPlaceInputs: ["k", "v"] },
 

@@ -11,6 +11,7 @@ import {
   GraphError,
   indexCopy,
   keep,
+  packedAttention,
   permute,
   reshape,
   ShapeError,
@@ -162,8 +163,20 @@ export class GPT2Attention extends Module {
     this.resid_dropout = new Dropout(config.resid_pdrop, { seed: nextSeed() });
   }
 
-  forward(x: Tensor): Tensor {
-    return tidy(() => this.forwardCached(x, null).out);
+  /**
+   * Attention over x [B, T, width] (plus `residual` when given). Without attention dropout the heads are read from
+   * c_attn's packed rows and written in the rows c_proj reads (packedAttention): no per-head copies either way.
+   */
+  forward(x: Tensor, residual?: Tensor): Tensor {
+    return tidy(() => {
+      // A dropout that acts (or a module put in its place) needs the attention weights made: the explicit path.
+      const dropout: Module = this.attn_dropout;
+      if (!(dropout instanceof Dropout) || dropout.active) return this.forwardCached(x, null, residual).out;
+      const [batch, length, width] = x.shape;
+      const qkv = reshape(this.c_attn.forward(x), [batch, length, 3, this.nHead, width / this.nHead]);
+      const attended = packedAttention(qkv, { causal: true, scale: this.scale });
+      return project(this.c_proj, this.resid_dropout, reshape(attended, [batch, length, width]), residual);
+    });
   }
 
   /**
@@ -239,7 +252,10 @@ export class GPT2Block extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    return tidy(() => this.forwardCached(x, null).out);
+    return tidy(() => {
+      const afterAttention = this.attn.forward(this.ln_1.forward(x), x);
+      return this.mlp.forward(this.ln_2.forward(afterAttention), afterAttention);
+    });
   }
 
   /** The forward of new positions after `past` (GPT2Attention.forwardCached): the output and all keys and values. */

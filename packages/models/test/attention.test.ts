@@ -12,15 +12,21 @@ class Identity extends Module {
   }
 }
 
-/** The attention kernels a call runs: [Attention, Softmax]. */
-function attentionKernels(run: () => unknown): [number, number] {
+/** The kernels a call runs. */
+function kernelsOf(run: () => unknown): string[] {
   const kernels: string[] = [];
   const stop = addKernelObserver((record) => kernels.push(record.kernelName));
   tidy(() => {
     run();
   });
   stop();
-  return [kernels.filter((k) => k === "Attention").length, kernels.filter((k) => k === "Softmax").length];
+  return kernels;
+}
+
+/** The attention kernels a call runs: [Attention or PackedAttention (the fused kernels), Softmax]. */
+function attentionKernels(run: () => unknown): [number, number] {
+  const kernels = kernelsOf(run);
+  return [kernels.filter((k) => k === "Attention" || k === "PackedAttention").length, kernels.filter((k) => k === "Softmax").length];
 }
 
 describe("the models' attention", () => {
@@ -28,6 +34,10 @@ describe("the models' attention", () => {
     const model = (await fromPretrained(fixtures("gpt2"))) as GPT2LMHeadModel;
     const ids = randint(0, 96, [2, 9], { seed: 5 });
     expect(attentionKernels(() => model.forward(ids))).toEqual([2, 0]);
+    // The heads come from c_attn's packed rows and go out in c_proj's: no per-head copies.
+    const kernels = kernelsOf(() => model.forward(ids));
+    expect(kernels.filter((k) => k === "PackedAttention").length).toBe(2);
+    expect(kernels.filter((k) => k === "Transpose" || k === "Split" || k === "Concat")).toEqual([]);
     const fused = model.forward(ids);
     for (const block of model.transformer.h) block.setSubmodule("attn.attn_dropout", new Identity());
     expect(attentionKernels(() => model.forward(ids))).toEqual([0, 2]);

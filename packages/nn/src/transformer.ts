@@ -2,10 +2,10 @@ import {
   expandDims,
   matmul,
   mul,
+  packedAttention,
   permute,
   reshape,
   ShapeError,
-  scaledDotProductAttention,
   softmax,
   split,
   squeeze,
@@ -33,8 +33,9 @@ export interface TransformerBlockOptions {
 
 /**
  * Multi-head causal self-attention: x [B, T, dModel] (or [T, dModel]) -> same shape. Runs core's fused
- * scaledDotProductAttention (no [T, T] tensor kept for the backward) unless its attention dropout is active (training
- * with p > 0), which needs the attention weights made.
+ * packedAttention (the heads read from the qkv product's rows and the output written in the rows proj reads; no
+ * [T, T] tensor kept for the backward) unless its attention dropout is active (training with p > 0), which needs the
+ * attention weights made.
  */
 export class CausalSelfAttention extends Module {
   readonly dModel: number;
@@ -72,13 +73,13 @@ export class CausalSelfAttention extends Module {
       const [batch, length] = input.shape;
       const heads = this.nHeads;
       const headDim = this.dModel / heads;
-      // [B, T, 3, H, hd] -> [3, B, H, T, hd]: queries, keys and values per head.
-      const qkv = permute(reshape(this.qkv.forward(input), [batch, length, 3, heads, headDim]), [2, 0, 3, 1, 4]);
-      // One split (its gradient is one concat), not three slices (whose gradients would each be padded to qkv's size).
-      const [q, k, v] = split(qkv, 3, 0).map((part) => reshape(part, [batch, heads, length, headDim]));
       const scale = 1 / Math.sqrt(headDim);
-      const attended = this.attnDropout.active ? this.explicitAttention(q, k, v, scale) : scaledDotProductAttention(q, k, v, { causal: true, scale });
-      const merged = reshape(permute(attended, [0, 2, 1, 3]), [batch, length, this.dModel]);
+      // [B, T, 3, H, hd]: each position's queries, keys and values per head, side by side.
+      const packed = reshape(this.qkv.forward(input), [batch, length, 3, heads, headDim]);
+      const merged = reshape(
+        this.fusable() ? packedAttention(packed, { causal: true, scale }) : this.explicitAttention(packed, scale),
+        [batch, length, this.dModel],
+      );
       const out =
         residual === undefined
           ? this.residDropout.forward(this.proj.forward(merged))
@@ -87,14 +88,24 @@ export class CausalSelfAttention extends Module {
     });
   }
 
+  /** Whether attention runs fused: its dropout is a Dropout that drops nothing now (p = 0, or eval mode). */
+  private fusable(): boolean {
+    const dropout: Module = this.attnDropout;
+    return dropout instanceof Dropout && !dropout.active;
+  }
+
   /**
-   * Attention with its [T, T] weights made, for dropout on them (scaledDotProductAttention never makes them). The scale
-   * multiplies the queries ([T, hd] per head) rather than the scores ([T, T]), and the causal mask is applied inside
-   * the softmax: no [T, T] mask is made, uploaded or added.
+   * Attention with its [T, T] weights made, for dropout on them (packedAttention never makes them), from packed
+   * [B, T, 3, H, hd] to [B, T, H, hd]. The scale multiplies the queries ([T, hd] per head) rather than the scores
+   * ([T, T]), and the causal mask is applied inside the softmax: no [T, T] mask is made, uploaded or added.
    */
-  private explicitAttention(q: Tensor, k: Tensor, v: Tensor, scale: number): Tensor {
+  private explicitAttention(packed: Tensor, scale: number): Tensor {
+    const [batch, length, , heads, headDim] = packed.shape;
+    // [B, T, 3, H, hd] -> [3, B, H, T, hd]; one split (its gradient is one concat), not three slices (whose gradients
+    // would each be padded to qkv's size).
+    const [q, k, v] = split(permute(packed, [2, 0, 3, 1, 4]), 3, 0).map((part) => reshape(part, [batch, heads, length, headDim]));
     const scores = matmul(mul(q, scale), k, { transposeB: true });
-    return matmul(this.attnDropout.forward(softmax(scores, -1, { causal: true })), v);
+    return permute(matmul(this.attnDropout.forward(softmax(scores, -1, { causal: true })), v), [0, 2, 1, 3]);
   }
 
   protected override extraRepr(): string {

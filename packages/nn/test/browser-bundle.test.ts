@@ -24,10 +24,10 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // the js kernels' strided reads walked rows instead of per-element offsets (walkRows: transposes and broadcasts
   // 1.35x faster on cpu, +0.3 KiB); 65 KiB until core's indexCopy and cachedAttention (decoding over a cache of
   // fixed length, captured: their ops and js kernels, 65.2 KiB measured).
-  it("format + core + autograd + nn stay within 67 KiB gzipped and evaluate no code", async () => {
+  it("format + core + autograd + nn stay within 68 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(67);
+    expect(gzipKiB).toBeLessThanOrEqual(68);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 

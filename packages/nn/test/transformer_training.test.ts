@@ -1,6 +1,6 @@
 import { backward } from "@blocksparse/autograd";
 import { add, addKernelObserver, arange, matmul, mul, permute, randn, reshape, slice, softmax, type Tensor, tensor, tidy } from "@blocksparse/core";
-import { AdamW, BlockSparseLinear, crossEntropy, Embedding, LayerNorm, Linear, Module, TransformerBlock } from "@blocksparse/nn";
+import { AdamW, BlockSparseLinear, crossEntropy, Dropout, Embedding, LayerNorm, Linear, Module, TransformerBlock } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
 
 class TinyLM extends Module {
@@ -81,7 +81,7 @@ describe("CausalSelfAttention", () => {
     for (let i = 0; i < a.length; i++) expect(Math.abs(a[i] - b[i])).toBeLessThan(1e-5);
   });
 
-  it("takes q, k and v with one Split, whose gradient is one Concat (no Slice padded to the qkv tensor)", () => {
+  it("reads the heads from the qkv product's rows: no Split, Slice, Concat or Transpose either way", () => {
     const block = new TransformerBlock({ dModel: 16, nHeads: 4, seed: 9 });
     const x = randn([2, 5, 16], { seed: 10 });
     x.requiresGrad = true;
@@ -91,10 +91,40 @@ describe("CausalSelfAttention", () => {
     backward(out, randn([2, 5, 16], { seed: 11 }));
     stop();
     const count = (name: string) => kernels.filter((k) => k === name).length;
-    expect(count("Split")).toBe(1);
-    expect(count("Slice")).toBe(0);
-    expect(count("Concat")).toBe(1);
-    expect(count("AttentionBackward")).toBe(1);
+    expect(["Split", "Slice", "Concat", "Transpose"].map(count)).toEqual([0, 0, 0, 0]);
+    expect([count("PackedAttention"), count("PackedAttentionBackward")]).toEqual([1, 1]);
+  });
+
+  it("with attention dropout takes q, k and v with one Split, whose gradient is one Concat (no Slice padded to the qkv tensor)", () => {
+    const block = new TransformerBlock({ dModel: 16, nHeads: 4, dropout: 0.2, seed: 9 });
+    const x = randn([2, 5, 16], { seed: 10 });
+    x.requiresGrad = true;
+    const kernels: string[] = [];
+    const stop = addKernelObserver((record) => kernels.push(record.kernelName));
+    const out = block.attn.forward(x);
+    backward(out, randn([2, 5, 16], { seed: 11 }));
+    stop();
+    const count = (name: string) => kernels.filter((k) => k === name).length;
+    expect([count("Split"), count("Slice"), count("Concat")]).toEqual([1, 0, 1]);
+  });
+
+  it("gives the same output and gradients as the explicit attention whose dropout drops nothing", () => {
+    const fused = new TransformerBlock({ dModel: 16, nHeads: 4, seed: 15 });
+    const explicit = new TransformerBlock({ dModel: 16, nHeads: 4, seed: 15 });
+    // A Dropout with p > 0 in training takes the explicit path; p = 1e-30 drops (almost surely) nothing.
+    explicit.setSubmodule("attn.attnDropout", new Dropout(1e-30, { seed: 1 }));
+    const x = randn([2, 6, 16], { seed: 16 });
+    const dy = randn([2, 6, 16], { seed: 17 });
+    const run = (block: TransformerBlock) => {
+      const out = block.attn.forward(x);
+      backward(out, dy);
+      return [out, block.attn.qkv.weight.grad as Tensor, block.attn.proj.weight.grad as Tensor];
+    };
+    const [a, b] = [run(fused), run(explicit)];
+    for (let i = 0; i < a.length; i++) {
+      const [x0, x1] = [a[i].dataSync(), b[i].dataSync()];
+      for (let j = 0; j < x0.length; j++) expect(Math.abs(x0[j] - x1[j]), `tensor ${i} element ${j}`).toBeLessThan(1e-5);
+    }
   });
 
   it("runs the fused attention (no [T, T] weights) unless its attention dropout is active", () => {
@@ -107,7 +137,7 @@ describe("CausalSelfAttention", () => {
       stop();
       block.zeroGrad();
       x.dispose();
-      return ["Attention", "AttentionBackward", "Softmax", "SoftmaxBackward"].map((name) => kernels.filter((k) => k === name).length);
+      return ["PackedAttention", "PackedAttentionBackward", "Softmax", "SoftmaxBackward"].map((name) => kernels.filter((k) => k === name).length);
     };
     const dropping = new TransformerBlock({ dModel: 16, nHeads: 4, dropout: 0.2, seed: 12 });
     expect(kernelsOf(dropping), "training with dropout 0.2").toEqual([0, 0, 1, 1]);

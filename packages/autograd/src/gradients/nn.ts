@@ -12,6 +12,7 @@ import {
   layerNormBackward,
   mul,
   neg,
+  packedAttentionBackward,
   pow,
   softmaxBackward,
   sub,
@@ -90,6 +91,19 @@ export function registerNnGradients(): void {
         return grads;
       };
       return { q: () => kernelGrads().dq, k: () => kernelGrads().dk, v: () => kernelGrads().dv };
+    },
+  });
+  // PackedAttention: one PackedAttentionBackward kernel writes the packed gradient of qkv.
+  registerGradient("PackedAttention", {
+    inputsToSave: ["qkv"],
+    outputsToSave: [0, 1],
+    gradFunc: (dys, { saved, savedOutputs, attrs, outputHasGrad }) => {
+      if (outputHasGrad[1]) {
+        throw new AutogradError(
+          "PackedAttention: a gradient reached its lse output, which has none: detach lse (or compute with it inside noGrad); only out is differentiable",
+        );
+      }
+      return { qkv: () => packedAttentionBackward(dys[0], saved.qkv!, savedOutputs[0]!, savedOutputs[1]!, attrs) };
     },
   });
   registerGradient("CrossEntropy", {

@@ -212,6 +212,45 @@ export function attentionKernel({
   return [out, lse];
 }
 
+/** [sequences, T, H, D] of packed attention's qkv [...batch, T, 3, H, D] (leading dims flattened). */
+function packedDims(qkv: TensorInfo): [number, number, number, number] {
+  const rank = qkv.shape.length;
+  const [t, , h, d] = qkv.shape.slice(rank - 4);
+  return [sizeOf(qkv.shape.slice(0, rank - 4)), t, h, d];
+}
+
+export function packedAttentionKernel({ inputs: { qkv }, attrs: { causal, scale }, backend }: KernelArgs<"PackedAttention", CudaBackend>): [TensorInfo, TensorInfo] {
+  const [sequences, t, h, d] = packedDims(qkv);
+  const out = backend.output([...qkv.shape.slice(0, -3), h, d], qkv.dtype);
+  const lse = backend.output([...qkv.shape.slice(0, -4), h, t], "float32");
+  backend.addon.packedAttention(backend.code(qkv.dtype), backend.handle(qkv), backend.handle(out), backend.handle(lse), sequences, h, t, d, scale, causal);
+  return [out, lse];
+}
+
+export function packedAttentionBackwardKernel({
+  inputs: { dout, qkv, out, lse },
+  attrs: { causal, scale },
+  backend,
+}: KernelArgs<"PackedAttentionBackward", CudaBackend>): TensorInfo {
+  const [sequences, t, h, d] = packedDims(qkv);
+  const dqkv = backend.output(qkv.shape, qkv.dtype);
+  backend.addon.packedAttentionBackward(
+    backend.code(qkv.dtype),
+    backend.handle(dout),
+    backend.handle(qkv),
+    backend.handle(out),
+    backend.handle(lse),
+    backend.handle(dqkv),
+    sequences,
+    h,
+    t,
+    d,
+    scale,
+    causal,
+  );
+  return dqkv;
+}
+
 export function cachedAttentionKernel({
   inputs: { q, k, v, positions, newKeys, newValues },
   attrs: { scale, inPlace },

@@ -13,6 +13,8 @@ import {
   LogSoftmax,
   MultiTensorAdamUpdate,
   type MultiTensorAdamUpdateAttrs,
+  PackedAttention,
+  PackedAttentionBackward,
   Softmax,
   SoftmaxBackward,
 } from "../kernel_names";
@@ -267,13 +269,19 @@ function checkAttention(op: string, q: Tensor, k: Tensor, v: Tensor, options: At
   }
   if (n === 0) throw new ShapeError(`${op}: k ${formatShape(k.shape)} has no keys: attention needs N >= 1 (k's second-to-last dim)`);
   if (d === 0) throw new ShapeError(`${op}: q ${formatShape(q.shape)} has head dim 0: attention needs D >= 1 (q's last dim)`);
-  const causal = options.causal ?? false;
-  if (typeof causal !== "boolean") throw new ValueError(`${op}: causal must be a boolean, got ${String(causal)}`);
-  if (causal && m > n) {
+  const attrs = attentionAttrs(op, d, options);
+  if (attrs.causal && m > n) {
     throw new ShapeError(
       `${op}: causal masking needs no more queries than keys (rows than columns of the scores), got q ${formatShape(q.shape)} and k ${formatShape(k.shape)} (${m} > ${n})`,
     );
   }
+  return attrs;
+}
+
+/** The attention ops' options, checked, for a head dim of d: the kernel's attributes. */
+function attentionAttrs(op: string, d: number, options: AttentionOptions): AttentionAttrs {
+  const causal = options.causal ?? false;
+  if (typeof causal !== "boolean") throw new ValueError(`${op}: causal must be a boolean, got ${String(causal)}`);
   const scale = options.scale ?? 1 / Math.sqrt(d);
   assertFiniteNumber(op, "scale", scale);
   if (scale <= 0) throw new ValueError(`${op}: scale must be > 0, got ${scale}`);
@@ -297,6 +305,63 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, optio
   const { out, lse } = attentionWithStats(q, k, v, options);
   lse.dispose();
   return out;
+}
+
+/** The checks of the packed attention ops on qkv [...batch, T, 3, H, D] and the options; the kernel's attributes. */
+function checkPackedAttention(op: string, qkv: Tensor, options: AttentionOptions): AttentionAttrs {
+  assertTensor(op, "qkv", qkv);
+  assertFloat(op, "qkv", qkv);
+  assertMinRank(op, "qkv", qkv, 4);
+  const [, parts, heads, d] = qkv.shape.slice(-4);
+  if (parts !== 3) {
+    throw new ShapeError(
+      `${op}: qkv ${formatShape(qkv.shape)} must be [...batch, T, 3, H, D] (each position's queries, keys and values side by side), got ${parts} at dim -3 where 3 belongs`,
+    );
+  }
+  if (heads === 0) throw new ShapeError(`${op}: qkv ${formatShape(qkv.shape)} has no heads: packed attention needs H >= 1 (qkv's dim -2)`);
+  if (d === 0) throw new ShapeError(`${op}: qkv ${formatShape(qkv.shape)} has head dim 0: packed attention needs D >= 1 (qkv's last dim)`);
+  return attentionAttrs(op, d, options);
+}
+
+/** packedAttention with the float32 log-sum-exp of each head's rows, lse [...batch, H, T] (what its gradient reads). */
+export function packedAttentionWithStats(qkv: Tensor, options: AttentionOptions = {}): AttentionResult {
+  const attrs = checkPackedAttention("packedAttention", qkv, options);
+  const [out, lse] = engine.runKernel(PackedAttention, { qkv }, attrs);
+  return { out, lse };
+}
+
+/**
+ * Self-attention from one packed tensor, as flash-attention's `flash_attn_qkvpacked_func`: qkv [...batch, T, 3, H, D]
+ * holds each position's queries, keys and values for H heads of D (what a fused projection to 3 H D features writes,
+ * reshaped) -> out [...batch, T, H, D] (reshape to [...batch, T, H D] for the output projection). Each head attends as
+ * scaledDotProductAttention over its [T, D] queries, keys and values, with the same options (`causal`: position i sees
+ * positions <= i), but no [...batch, H, T, D] copies are made: the kernels read the heads from the packed rows and
+ * write the output in its rows, and the gradient comes back as one packed tensor the same way.
+ */
+export function packedAttention(qkv: Tensor, options: AttentionOptions = {}): Tensor {
+  const { out, lse } = packedAttentionWithStats(qkv, options);
+  lse.dispose();
+  return out;
+}
+
+/**
+ * The gradient of packedAttention, dqkv (qkv's shape), from its output `out`, the float32 lse (packedAttentionWithStats)
+ * and the output's gradient `dout`, in one kernel that recomputes the scores. What autograd runs for its gradient.
+ */
+export function packedAttentionBackward(dout: Tensor, qkv: Tensor, out: Tensor, lse: Tensor, options: AttentionOptions = {}): Tensor {
+  const op = "packedAttentionBackward";
+  const attrs = checkPackedAttention(op, qkv, options);
+  const outShape = [...qkv.shape.slice(0, -3), ...qkv.shape.slice(-2)];
+  for (const [name, t] of [["dout", dout], ["out", out]] as const) {
+    assertTensor(op, name, t);
+    assertSameDType(op, [name, "qkv"], t, qkv);
+    assertShape(op, name, t, outShape);
+  }
+  assertTensor(op, "lse", lse);
+  assertDType(op, "lse", lse, "float32");
+  assertShape(op, "lse", lse, [...qkv.shape.slice(0, -4), qkv.shape[qkv.rank - 2], qkv.shape[qkv.rank - 4]]);
+  assertSameBackend(op, [["qkv", qkv], ["dout", dout], ["out", out], ["lse", lse]]);
+  return engine.runKernel(PackedAttentionBackward, { dout, qkv, out, lse }, attrs);
 }
 
 /**

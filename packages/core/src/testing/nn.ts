@@ -1,4 +1,7 @@
-/** The nn family: Softmax, LogSoftmax, LayerNorm, LayerNormBackward, CrossEntropy, CrossEntropyBackward, Attention, AttentionBackward. */
+/**
+ * The nn family: Softmax, LogSoftmax, LayerNorm, LayerNormBackward, CrossEntropy, CrossEntropyBackward, Attention,
+ * AttentionBackward, PackedAttention, PackedAttentionBackward, CachedAttention.
+ */
 import {
   FLOAT_DTYPES,
   IndexError,
@@ -14,8 +17,11 @@ import {
   layerNormWithStats,
   logSoftmax,
   mul,
+  packedAttentionBackward,
+  packedAttentionWithStats,
   softmax,
   softmaxBackward,
+  split,
   tensor,
   zeros,
 } from "@blocksparse/core";
@@ -53,6 +59,22 @@ const ATTENTION_CASES: readonly AttentionCase[] = [
   { batch: [1], m: 65, n: 64, d: 40, causal: false },
   { batch: [2], m: 17, n: 65, d: 5, causal: true },
   { batch: [2], m: 0, n: 5, d: 8, causal: true },
+];
+
+/**
+ * Packed attention's calls: qkv [...batch, T, 3, H, D]. Lengths off the 64-row tiles, one position, head dims on the
+ * fast paths (8, 64, 128) and off them (40 fast with a wider tile, 5 and 12 through the contiguous copies of the math
+ * route on cuda: 12 is not a multiple of 8, so the packed rows are not 16-byte aligned), no batch dims and [2, 2].
+ */
+const PACKED_CASES: readonly { batch: number[]; t: number; h: number; d: number; causal: boolean; scale?: number }[] = [
+  { batch: [2], t: 70, h: 3, d: 16, causal: true },
+  { batch: [], t: 5, h: 2, d: 8, causal: false },
+  { batch: [1], t: 1, h: 2, d: 64, causal: true },
+  { batch: [2, 2], t: 64, h: 2, d: 64, causal: true, scale: 1 },
+  { batch: [1], t: 130, h: 1, d: 40, causal: true },
+  { batch: [1], t: 9, h: 4, d: 128, causal: false },
+  { batch: [2], t: 33, h: 2, d: 5, causal: true },
+  { batch: [1], t: 20, h: 3, d: 12, causal: true },
 ];
 
 function attentionLabel(c: AttentionCase): string {
@@ -335,6 +357,32 @@ export function declareNnTests(suite: Conformance): void {
           inCase(`${label}: dq`, () => expectValues(got.dq, want.dq, dtype, "scaled", 4, want.magnitudes.dq));
           inCase(`${label}: dk`, () => expectValues(got.dk, want.dk, dtype, "scaled", 4, want.magnitudes.dk));
           inCase(`${label}: dv`, () => expectValues(got.dv, want.dv, dtype, "scaled", 4, want.magnitudes.dv));
+        }
+      });
+
+      check(`PackedAttention and PackedAttentionBackward ${dtype}: each head read from and written to its packed rows`, () => {
+        for (const c of PACKED_CASES) {
+          const scale = c.scale ?? 1 / Math.sqrt(c.d);
+          const qkv = makeInput(rng(), [...c.batch, c.t, 3, c.h, c.d], dtype);
+          const [q, k, v] = [0, 1, 2].map((part) => R.unpackHeads(qkv.ref, part));
+          const want = R.attention(q, k, v, c.causal, scale);
+          const label = `PackedAttention ${dtype}, qkv ${formatShape(qkv.t.shape)}${c.causal ? ", causal" : ""}${c.scale === undefined ? "" : `, scale ${c.scale}`}`;
+          const { out, lse } = packedAttentionWithStats(qkv.t, { causal: c.causal, scale: c.scale });
+          inCase(`${label}: out [...batch, T, H, D]`, () => expectValues(out, R.swapHeads(want.out), dtype, "scaled", 2, want.magnitudes.out));
+          inCase(`${label}: lse [...batch, H, T]`, () => expectValues(lse, want.lse, "float32", "scaled", 1, want.magnitudes.lse));
+
+          const dout = makeInput(rng(), [...c.batch, c.t, c.h, c.d], dtype);
+          const savedOut = R.map(R.swapHeads(want.out), (x) => round(dtype, x));
+          const savedLse = R.map(want.lse, (x) => round("float32", x));
+          const grads = R.attentionBackward(R.swapHeads(dout.ref), q, k, v, R.swapHeads(savedOut), savedLse, c.causal, scale);
+          const dqkv = packedAttentionBackward(dout.t, qkv.t, tensor(savedOut.data, savedOut.shape, dtype), tensor(savedLse.data, savedLse.shape, "float32"), {
+            causal: c.causal,
+            scale: c.scale,
+          });
+          const parts = split(dqkv, 3, dqkv.rank - 3);
+          for (const [index, name] of (["dq", "dk", "dv"] as const).entries()) {
+            inCase(`${label}: dqkv's ${name} part`, () => expectValues(parts[index], R.packHeads([grads[name]]), dtype, "scaled", 4, grads.magnitudes[name]));
+          }
         }
       });
     }

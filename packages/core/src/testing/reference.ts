@@ -352,6 +352,32 @@ export function attentionBackward(
   return { dq, dk, dv, magnitudes: { dq: largest(bounds.dq), dk: largest(bounds.dk), dv: largest(bounds.dv) } };
 }
 
+/** Part `part` (0 queries, 1 keys, 2 values) of packed qkv [...batch, T, 3, H, D] as head-major [...batch, H, T, D]. */
+export function unpackHeads(qkv: Ref, part: number): Ref {
+  const rank = qkv.shape.length;
+  const [t, , h, d] = qkv.shape.slice(rank - 4);
+  const batch = qkv.shape.slice(0, rank - 4);
+  const begin = qkv.shape.map((_, axis) => (axis === rank - 3 ? part : 0));
+  return swapHeads(reshape(slice(qkv, begin, [...batch, t, 1, h, d]), [...batch, t, h, d]));
+}
+
+/** Head-major [...batch, H, T, D] as token-major [...batch, T, H, D] (and back: the same swap). */
+export function swapHeads(x: Ref): Ref {
+  const rank = x.shape.length;
+  return transpose(x, [...x.shape.keys()].map((axis) => (axis === rank - 3 ? rank - 2 : axis === rank - 2 ? rank - 3 : axis)));
+}
+
+/** Head-major q, k and v (or their gradients) [...batch, H, T, D] packed as [...batch, T, 3, H, D]. */
+export function packHeads(parts: Ref[]): Ref {
+  return concat(
+    parts.map((part) => {
+      const rows = swapHeads(part);
+      return reshape(rows, [...rows.shape.slice(0, -2), 1, ...rows.shape.slice(-2)]);
+    }),
+    parts[0].shape.length - 2,
+  );
+}
+
 export function crossEntropy(logits: Ref, targets: ArrayLike<number>): Ref {
   const n = logits.shape[1];
   return ref([logits.shape[0]], (r) => {

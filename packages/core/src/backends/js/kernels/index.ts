@@ -13,6 +13,8 @@ import {
   adamUpdateKernel,
   attentionBackwardKernel,
   attentionKernel,
+  packedAttentionBackwardKernel,
+  packedAttentionKernel,
   cachedAttentionKernel,
   crossEntropyBackwardKernel,
   crossEntropyKernel,
@@ -109,6 +111,8 @@ export const jsKernels = {
   Attention: attentionKernel,
   CachedAttention: cachedAttentionKernel,
   AttentionBackward: attentionBackwardKernel,
+  PackedAttention: packedAttentionKernel,
+  PackedAttentionBackward: packedAttentionBackwardKernel,
 
   Matmul: matmulKernel,
   Linear: linearKernel,

@@ -194,7 +194,14 @@ function dot(a: Float32Array, aAt: number, b: Float32Array, bAt: number, d: numb
 }
 
 /** An attention call's sizes: `heads` [M, D] matrices of queries, each against N keys. */
-function attentionSizes(q: TensorInfo, k: TensorInfo): { heads: number; m: number; n: number; d: number } {
+interface AttentionSizes {
+  heads: number;
+  m: number;
+  n: number;
+  d: number;
+}
+
+function attentionSizes(q: TensorInfo, k: TensorInfo): AttentionSizes {
   const rank = q.shape.length;
   return { heads: sizeOf(q.shape.slice(0, -2)), m: q.shape[rank - 2], n: k.shape[rank - 2], d: q.shape[rank - 1] };
 }
@@ -213,11 +220,22 @@ function attendRows(
   kept: (i: number, m: number, n: number) => number,
   rowDone?: (index: number, max: number, sum: number) => void,
 ): TensorInfo {
-  const { heads, m, n, d } = attentionSizes(q, k);
-  const qs = backend.floats(q);
-  const ks = backend.floats(k);
-  const vs = backend.floats(v);
   const out = backend.floatOutput(q.shape, q.dtype);
+  attendMatrices(backend.floats(q), backend.floats(k), backend.floats(v), out.data, attentionSizes(q, k), scale, kept, rowDone);
+  return out.commit();
+}
+
+/** attendRows over contiguous [heads, m, d] (q, out) and [heads, n, d] (k, v) arrays. */
+function attendMatrices(
+  qs: Float32Array,
+  ks: Float32Array,
+  vs: Float32Array,
+  out: Float32Array,
+  { heads, m, n, d }: AttentionSizes,
+  scale: number,
+  kept: (i: number, m: number, n: number) => number,
+  rowDone?: (index: number, max: number, sum: number) => void,
+): void {
   const scores = new Float64Array(n);
   const acc = new Float64Array(d);
   for (let h = 0; h < heads; h++) {
@@ -249,11 +267,10 @@ function attendRows(
         const value = keyBase + j * d;
         for (let c = 0; c < d; c++) acc[c] += p * vs[value + c];
       }
-      for (let c = 0; c < d; c++) out.data[row + c] = keys === 0 ? 0 : acc[c] / sum;
+      for (let c = 0; c < d; c++) out[row + c] = keys === 0 ? 0 : acc[c] / sum;
       rowDone?.(h * m + i, max, sum);
     }
   }
-  return out.commit();
 }
 
 export function cachedAttentionKernel({ inputs: { q, k, v, positions, newKeys, newValues }, attrs: { scale, inPlace }, backend }: KernelArgs<"CachedAttention", JsBackend>): TensorInfo {
@@ -295,16 +312,25 @@ export function attentionBackwardKernel({
   attrs: { causal, scale },
   backend,
 }: KernelArgs<"AttentionBackward", JsBackend>): [TensorInfo, TensorInfo, TensorInfo] {
-  const { heads, m, n, d } = attentionSizes(q, k);
-  const g = backend.floats(dout);
-  const qs = backend.floats(q);
-  const ks = backend.floats(k);
-  const vs = backend.floats(v);
-  const o = backend.floats(out);
-  const l = backend.floats(lse);
   const dq = backend.floatOutput(q.shape, q.dtype);
   const dk = backend.floatOutput(k.shape, q.dtype);
   const dv = backend.floatOutput(v.shape, q.dtype);
+  const inputs = [dout, q, k, v, out, lse].map((t) => backend.floats(t)) as AttentionBackwardInputs;
+  attentionGradients(inputs, [dq.data, dk.data, dv.data], attentionSizes(q, k), causal, scale);
+  return [dq.commit(), dk.commit(), dv.commit()];
+}
+
+/** dout, q, k, v, out and lse as AttentionBackward reads them (contiguous matrices). */
+type AttentionBackwardInputs = [Float32Array, Float32Array, Float32Array, Float32Array, Float32Array, Float32Array];
+
+/** AttentionBackward over contiguous arrays: dq [heads, m, d], dk and dv [heads, n, d] from dout, q, k, v, out, lse. */
+function attentionGradients(
+  [g, qs, ks, vs, o, l]: AttentionBackwardInputs,
+  [dq, dk, dv]: [Float32Array, Float32Array, Float32Array],
+  { heads, m, n, d }: AttentionSizes,
+  causal: boolean,
+  scale: number,
+): void {
   // Row by row, each P_ij recomputed from the saved lse; dk and dv summed over the rows of one head in float64.
   const dqRow = new Float64Array(d);
   const dkAcc = new Float64Array(n * d);
@@ -363,12 +389,84 @@ export function attentionBackwardKernel({
           dqRow[c] += ds * ks[key + c];
         }
       }
-      for (let c = 0; c < d; c++) dq.data[row + c] = dqRow[c];
+      for (let c = 0; c < d; c++) dq[row + c] = dqRow[c];
     }
-    dk.data.set(dkAcc, keyBase);
-    dv.data.set(dvAcc, keyBase);
+    for (let c = 0; c < n * d; c++) {
+      dk[keyBase + c] = dkAcc[c];
+      dv[keyBase + c] = dvAcc[c];
+    }
   }
-  return [dq.commit(), dk.commit(), dv.commit()];
+}
+
+/**
+ * A packed attention call's sizes: qkv [...batch, T, 3, H, D] as `sequences` x T positions of H heads (batch matrix
+ * b * H + h is head h of sequence b).
+ */
+function packedSizes(qkv: TensorInfo): { sequences: number; t: number; h: number; d: number } {
+  const rank = qkv.shape.length;
+  const [t, , h, d] = qkv.shape.slice(rank - 4);
+  return { sequences: sizeOf(qkv.shape.slice(0, rank - 4)), t, h, d };
+}
+
+/**
+ * Part `part` of `parts` of token-major rows [sequences, t, parts, h, d] as head-major matrices [sequences, h, t, d]
+ * (`toHeads`), or back (`fromHeads`: head-major `heads` into the part's places of `rows`).
+ */
+function packedRows(sequences: number, t: number, parts: number, part: number, h: number, d: number, visit: (rowAt: number, headAt: number) => void): void {
+  for (let b = 0; b < sequences; b++) {
+    for (let i = 0; i < t; i++) {
+      for (let head = 0; head < h; head++) visit((((b * t + i) * parts + part) * h + head) * d, ((b * h + head) * t + i) * d);
+    }
+  }
+}
+
+function toHeads(rows: Float32Array, sequences: number, t: number, parts: number, part: number, h: number, d: number): Float32Array {
+  const heads = new Float32Array(sequences * h * t * d);
+  packedRows(sequences, t, parts, part, h, d, (rowAt, headAt) => heads.set(rows.subarray(rowAt, rowAt + d), headAt));
+  return heads;
+}
+
+function fromHeads(heads: Float32Array, rows: Float32Array, sequences: number, t: number, parts: number, part: number, h: number, d: number): void {
+  packedRows(sequences, t, parts, part, h, d, (rowAt, headAt) => rows.set(heads.subarray(headAt, headAt + d), rowAt));
+}
+
+export function packedAttentionKernel({ inputs: { qkv }, attrs: { causal, scale }, backend }: KernelArgs<"PackedAttention", JsBackend>): [TensorInfo, TensorInfo] {
+  const { sequences, t, h, d } = packedSizes(qkv);
+  const rows = backend.floats(qkv);
+  const [q, k, v] = [0, 1, 2].map((part) => toHeads(rows, sequences, t, 3, part, h, d));
+  const attended = new Float32Array(q.length);
+  const lse = backend.floatOutput([...qkv.shape.slice(0, -4), h, t], "float32");
+  attendMatrices(
+    q,
+    k,
+    v,
+    attended,
+    { heads: sequences * h, m: t, n: t, d },
+    scale,
+    (i, m, n) => (causal ? i + n - m + 1 : n),
+    (index, max, sum) => {
+      lse.data[index] = max + Math.log(sum);
+    },
+  );
+  const out = backend.floatOutput([...qkv.shape.slice(0, -3), h, d], qkv.dtype);
+  fromHeads(attended, out.data, sequences, t, 1, 0, h, d);
+  return [out.commit(), lse.commit()];
+}
+
+export function packedAttentionBackwardKernel({
+  inputs: { dout, qkv, out, lse },
+  attrs: { causal, scale },
+  backend,
+}: KernelArgs<"PackedAttentionBackward", JsBackend>): TensorInfo {
+  const { sequences, t, h, d } = packedSizes(qkv);
+  const rows = backend.floats(qkv);
+  const [q, k, v] = [0, 1, 2].map((part) => toHeads(rows, sequences, t, 3, part, h, d));
+  const [g, o] = [dout, out].map((x) => toHeads(backend.floats(x), sequences, t, 1, 0, h, d));
+  const grads: [Float32Array, Float32Array, Float32Array] = [new Float32Array(q.length), new Float32Array(q.length), new Float32Array(q.length)];
+  attentionGradients([g, q, k, v, o, backend.floats(lse)], grads, { heads: sequences * h, m: t, n: t, d }, causal, scale);
+  const dqkv = backend.floatOutput(qkv.shape, qkv.dtype);
+  for (const [part, grad] of grads.entries()) fromHeads(grad, dqkv.data, sequences, t, 3, part, h, d);
+  return dqkv.commit();
 }
 
 type AdamHyperparameters = Omit<KernelArgs<"AdamUpdate", JsBackend>["attrs"], "step">;
