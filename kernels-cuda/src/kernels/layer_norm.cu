@@ -1,5 +1,8 @@
 // Layer normalisation over the last axis: forward (saving float32 mean and 1/std) and backward from
 // those saved statistics.
+#include <algorithm>
+#include <cstdint>
+
 #include "../kernels.h"
 #include "../memory.h"
 #include "block_reduce.cuh"
@@ -156,38 +159,83 @@ unsigned warpRowGrid(int64_t rows) {
   return static_cast<unsigned>(blocks < 65535 * 8 ? blocks : 65535 * 8);
 }
 
-constexpr int kRowsPerChunk = 64;
+// Rows per chunk of the parameter gradients' partial sums (more where 65535 chunks would not hold the rows).
+constexpr int64_t kRowsPerChunk = 32;
 
-// Column sums of dy * xhat and dy over chunks of rows; a second pass adds the chunks in order, so
-// the result does not depend on scheduling.
-template <typename T>
+// V consecutive elements of T from p: one 16-byte load for V = kRowVector<T> (p 16-byte aligned), else one element.
+template <typename T, int V>
+__device__ __forceinline__ void loadColumns(float (&v)[V], const T* p) {
+  if constexpr (V == 1) {
+    v[0] = toFloat<T>(*p);
+  } else {
+    static_assert(V == kRowVector<T>, "a 16-byte vector");
+    const uint4 raw = *reinterpret_cast<const uint4*>(p);
+#pragma unroll
+    for (int k = 0; k < V; ++k) v[k] = toFloat<T>(reinterpret_cast<const T*>(&raw)[k]);
+  }
+}
+
+// Columns [j0, j0 + V) of one chunk of rows: the sums of dy * xhat (dgamma) and of dy (dbeta) per column, into the
+// chunk's partials; a second pass adds the chunks in order, so the result does not depend on scheduling. V =
+// kRowVector<T> reads each row's columns in 16-byte vectors (every row 16-byte aligned), V = 1 element by element.
+template <typename T, int V>
 __global__ void paramGradPartialKernel(const T* __restrict__ dy, const T* __restrict__ x,
                                        const float* __restrict__ mean, const float* __restrict__ rstd,
                                        float* __restrict__ partialGamma, float* __restrict__ partialBeta, int64_t rows,
-                                       int64_t width) {
-  int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  int64_t chunk = blockIdx.y;
-  if (j >= width) return;
-  int64_t start = chunk * kRowsPerChunk, end = min(rows, start + kRowsPerChunk);
-  float sumGamma = 0.0f, sumBeta = 0.0f;
+                                       int64_t width, int64_t rowsPerChunk) {
+  const int64_t j0 = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) * V;
+  const int64_t chunk = blockIdx.y;
+  if (j0 >= width) return;
+  const int64_t start = chunk * rowsPerChunk, end = min(rows, start + rowsPerChunk);
+  float sumGamma[V], sumBeta[V];
+#pragma unroll
+  for (int k = 0; k < V; ++k) sumGamma[k] = sumBeta[k] = 0.0f;
+#pragma unroll 4
   for (int64_t r = start; r < end; ++r) {
-    float g = toFloat<T>(dy[r * width + j]);
-    sumGamma += g * (toFloat<T>(x[r * width + j]) - mean[r]) * rstd[r];
-    sumBeta += g;
+    float g[V], xs[V];
+    loadColumns<T, V>(g, dy + r * width + j0);
+    loadColumns<T, V>(xs, x + r * width + j0);
+    const float m = mean[r], s = rstd[r];
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      sumGamma[k] += g[k] * (xs[k] - m) * s;
+      sumBeta[k] += g[k];
+    }
   }
-  partialGamma[chunk * width + j] = sumGamma;
-  partialBeta[chunk * width + j] = sumBeta;
+#pragma unroll
+  for (int k = 0; k < V; ++k) {
+    partialGamma[chunk * width + j0 + k] = sumGamma[k];
+    partialBeta[chunk * width + j0 + k] = sumBeta[k];
+  }
 }
 
+// The chunks' partials added per column: a block of kFinalColumns columns x kFinalLanes lanes, lane l summing chunks
+// l, l + kFinalLanes, ... in order, then lane 0 adding the lanes' sums in order (deterministic).
+constexpr int kFinalColumns = 32;
+constexpr int kFinalLanes = 8;
+
 template <typename T>
-__global__ void paramGradFinalKernel(const float* __restrict__ partialGamma, const float* __restrict__ partialBeta,
-                                     T* __restrict__ dgamma, T* __restrict__ dbeta, int64_t chunks, int64_t width) {
-  int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  if (j >= width) return;
+__global__ void __launch_bounds__(kFinalColumns* kFinalLanes)
+    paramGradFinalKernel(const float* __restrict__ partialGamma, const float* __restrict__ partialBeta,
+                         T* __restrict__ dgamma, T* __restrict__ dbeta, int64_t chunks, int64_t width) {
+  __shared__ float laneGamma[kFinalLanes][kFinalColumns];
+  __shared__ float laneBeta[kFinalLanes][kFinalColumns];
+  const int64_t j = blockIdx.x * static_cast<int64_t>(kFinalColumns) + threadIdx.x;
   float sumGamma = 0.0f, sumBeta = 0.0f;
-  for (int64_t c = 0; c < chunks; ++c) {
-    sumGamma += partialGamma[c * width + j];
-    sumBeta += partialBeta[c * width + j];
+  if (j < width) {
+    for (int64_t c = threadIdx.y; c < chunks; c += kFinalLanes) {
+      sumGamma += partialGamma[c * width + j];
+      sumBeta += partialBeta[c * width + j];
+    }
+  }
+  laneGamma[threadIdx.y][threadIdx.x] = sumGamma;
+  laneBeta[threadIdx.y][threadIdx.x] = sumBeta;
+  __syncthreads();
+  if (threadIdx.y != 0 || j >= width) return;
+#pragma unroll
+  for (int l = 1; l < kFinalLanes; ++l) {
+    sumGamma += laneGamma[l][threadIdx.x];
+    sumBeta += laneBeta[l][threadIdx.x];
   }
   dgamma[j] = fromFloat<T>(sumGamma);
   dbeta[j] = fromFloat<T>(sumBeta);
@@ -239,19 +287,31 @@ void launchLayerNormBackward(DType dtype, const void* dy, const void* x, const f
                                     static_cast<const T*>(gamma), static_cast<T*>(dx), rows, width));
     BS_LAUNCH_CHECK("layerNormBackwardKernel");
   }
-  int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
-  BS_REQUIRE(chunks <= 65535, "layerNormBackward: more than 4194240 rows");
+  const int64_t rowsPerChunk = std::max(kRowsPerChunk, (rows + 65534) / 65535);
+  const int64_t chunks = (rows + rowsPerChunk - 1) / rowsPerChunk;
   Scratch partial(sizeof(float) * 2 * chunks * width);
   float* partialGamma = partial.as<float>();
   float* partialBeta = partialGamma + chunks * width;
-  dim3 grid(static_cast<unsigned>((width + kThreads - 1) / kThreads), static_cast<unsigned>(chunks));
-  unsigned finalGrid = static_cast<unsigned>((width + kThreads - 1) / kThreads);
+  const unsigned finalGrid = static_cast<unsigned>((width + kFinalColumns - 1) / kFinalColumns);
   BS_DISPATCH_FLOAT(dtype, T, {
-    paramGradPartialKernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const T*>(dy), static_cast<const T*>(x), mean,
-                                                             rstd, partialGamma, partialBeta, rows, width);
+    // 16-byte vectors when every row of dy and x starts on a 16-byte boundary.
+    constexpr int kV = kRowVector<T>;
+    const bool vectors = width % kV == 0 && reinterpret_cast<uintptr_t>(dy) % 16 == 0 &&
+                         reinterpret_cast<uintptr_t>(x) % 16 == 0;
+    const int64_t perThread = vectors ? kV : 1;
+    const dim3 grid(static_cast<unsigned>((width / perThread + kThreads - 1) / kThreads), static_cast<unsigned>(chunks));
+    if (vectors) {
+      paramGradPartialKernel<T, kV><<<grid, kThreads, 0, stream>>>(static_cast<const T*>(dy), static_cast<const T*>(x),
+                                                                    mean, rstd, partialGamma, partialBeta, rows, width,
+                                                                    rowsPerChunk);
+    } else {
+      paramGradPartialKernel<T, 1><<<grid, kThreads, 0, stream>>>(static_cast<const T*>(dy), static_cast<const T*>(x),
+                                                                   mean, rstd, partialGamma, partialBeta, rows, width,
+                                                                   rowsPerChunk);
+    }
     BS_LAUNCH_CHECK("paramGradPartialKernel");
-    paramGradFinalKernel<T><<<finalGrid, kThreads, 0, stream>>>(partialGamma, partialBeta, static_cast<T*>(dgamma),
-                                                                static_cast<T*>(dbeta), chunks, width);
+    paramGradFinalKernel<T><<<finalGrid, dim3(kFinalColumns, kFinalLanes), 0, stream>>>(
+        partialGamma, partialBeta, static_cast<T*>(dgamma), static_cast<T*>(dbeta), chunks, width);
   });
   BS_LAUNCH_CHECK("paramGradFinalKernel");
 }
