@@ -64,7 +64,8 @@ const ATTENTION_CASES: readonly AttentionCase[] = [
 /**
  * Packed attention's calls: qkv [...batch, T, 3, H, D]. Lengths off the 64-row tiles, one position, head dims on the
  * fast paths (8, 64, 128) and off them (40 fast with a wider tile, 5 and 12 through the contiguous copies of the math
- * route on cuda: 12 is not a multiple of 8, so the packed rows are not 16-byte aligned), no batch dims and [2, 2].
+ * route on cuda: 12 is not a multiple of 8, so the packed rows are not 16-byte aligned), no batch dims and [2, 2],
+ * sequences of no positions (empty outputs and gradient).
  */
 const PACKED_CASES: readonly { batch: number[]; t: number; h: number; d: number; causal: boolean; scale?: number }[] = [
   { batch: [2], t: 70, h: 3, d: 16, causal: true },
@@ -75,6 +76,7 @@ const PACKED_CASES: readonly { batch: number[]; t: number; h: number; d: number;
   { batch: [1], t: 9, h: 4, d: 128, causal: false },
   { batch: [2], t: 33, h: 2, d: 5, causal: true },
   { batch: [1], t: 20, h: 3, d: 12, causal: true },
+  { batch: [2], t: 0, h: 2, d: 8, causal: true },
 ];
 
 function attentionLabel(c: AttentionCase): string {
