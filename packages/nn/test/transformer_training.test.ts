@@ -81,31 +81,28 @@ describe("CausalSelfAttention", () => {
     for (let i = 0; i < a.length; i++) expect(Math.abs(a[i] - b[i])).toBeLessThan(1e-5);
   });
 
-  it("reads the heads from the qkv product's rows: no Split, Slice, Concat or Transpose either way", () => {
-    const block = new TransformerBlock({ dModel: 16, nHeads: 4, seed: 9 });
+  /** How many times each named kernel runs in the attention's forward and backward on x [2, 5, 16]. */
+  const attentionKernelCounts = (block: TransformerBlock, names: string[]): number[] => {
     const x = randn([2, 5, 16], { seed: 10 });
     x.requiresGrad = true;
     const kernels: string[] = [];
     const stop = addKernelObserver((record) => kernels.push(record.kernelName));
-    const out = block.attn.forward(x);
-    backward(out, randn([2, 5, 16], { seed: 11 }));
+    tidy(() => backward(block.attn.forward(x), randn([2, 5, 16], { seed: 11 })));
     stop();
-    const count = (name: string) => kernels.filter((k) => k === name).length;
-    expect(["Split", "Slice", "Concat", "Transpose"].map(count)).toEqual([0, 0, 0, 0]);
-    expect([count("PackedAttention"), count("PackedAttentionBackward")]).toEqual([1, 1]);
+    block.zeroGrad();
+    x.dispose();
+    return names.map((name) => kernels.filter((k) => k === name).length);
+  };
+
+  it("reads the heads from the qkv product's rows: no Split, Slice, Concat or Transpose either way", () => {
+    const block = new TransformerBlock({ dModel: 16, nHeads: 4, seed: 9 });
+    const names = ["Split", "Slice", "Concat", "Transpose", "PackedAttention", "PackedAttentionBackward"];
+    expect(attentionKernelCounts(block, names)).toEqual([0, 0, 0, 0, 1, 1]);
   });
 
   it("with attention dropout takes q, k and v with one Split, whose gradient is one Concat (no Slice padded to the qkv tensor)", () => {
     const block = new TransformerBlock({ dModel: 16, nHeads: 4, dropout: 0.2, seed: 9 });
-    const x = randn([2, 5, 16], { seed: 10 });
-    x.requiresGrad = true;
-    const kernels: string[] = [];
-    const stop = addKernelObserver((record) => kernels.push(record.kernelName));
-    const out = block.attn.forward(x);
-    backward(out, randn([2, 5, 16], { seed: 11 }));
-    stop();
-    const count = (name: string) => kernels.filter((k) => k === name).length;
-    expect([count("Split"), count("Slice"), count("Concat")]).toEqual([1, 0, 1]);
+    expect(attentionKernelCounts(block, ["Split", "Slice", "Concat"])).toEqual([1, 0, 1]);
   });
 
   it("gives the same output and gradients as the explicit attention whose dropout drops nothing", () => {
@@ -128,17 +125,8 @@ describe("CausalSelfAttention", () => {
   });
 
   it("runs the fused attention (no [T, T] weights) unless its attention dropout is active", () => {
-    const kernelsOf = (block: TransformerBlock) => {
-      const x = randn([2, 5, 16], { seed: 13 });
-      x.requiresGrad = true;
-      const kernels: string[] = [];
-      const stop = addKernelObserver((record) => kernels.push(record.kernelName));
-      tidy(() => backward(block.attn.forward(x), randn([2, 5, 16], { seed: 14 })));
-      stop();
-      block.zeroGrad();
-      x.dispose();
-      return ["PackedAttention", "PackedAttentionBackward", "Softmax", "SoftmaxBackward"].map((name) => kernels.filter((k) => k === name).length);
-    };
+    const kernelsOf = (block: TransformerBlock) =>
+      attentionKernelCounts(block, ["PackedAttention", "PackedAttentionBackward", "Softmax", "SoftmaxBackward"]);
     const dropping = new TransformerBlock({ dModel: 16, nHeads: 4, dropout: 0.2, seed: 12 });
     expect(kernelsOf(dropping), "training with dropout 0.2").toEqual([0, 0, 1, 1]);
     dropping.eval();
