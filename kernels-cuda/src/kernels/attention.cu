@@ -12,6 +12,9 @@
 //   row, for decoding over a key/value cache of fixed length.
 // - math (float32, other head dims): the batched products through launchMatmul (cuBLAS where it is) into a float32
 //   scratch [batch, M, N] (from float32 copies of the operands), and row kernels for the softmax and its gradient.
+// Every operand's rows are found through its AttentionLayout (kernels.h): contiguous [batch, rows, D] matrices, or the
+// heads of packed [B, T, 3, H, D] queries, keys and values and of [B, T, H, D] outputs, read and written in place by
+// the flash kernels; the math route takes contiguous copies of other layouts.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -1324,8 +1327,9 @@ void launchAttentionBackward(DType dtype, const void* dout, const void* q, const
   const int64_t rows = batch * M;
   const AttentionLayout dense = contiguousAttentionLayout(M, N, D);
   const bool flash = attentionUsesFlash(dtype, D, scale) && flashAligned(layout, {dout, q, k, v, out, dq, dk, dv});
-  if (!flash && !sameLayout(layout, dense)) {
-    // The math route reads and writes contiguous matrices: copies in, the gradients copied back.
+  if ((!flash || rows == 0) && !sameLayout(layout, dense)) {
+    // The math route (and the zeros of no query) reads and writes contiguous matrices: copies in, the gradients
+    // copied back.
     const size_t size = dtypeSize(dtype);
     const size_t queries = static_cast<size_t>(batch * M * D) * size, keys = static_cast<size_t>(batch * N * D) * size;
     Scratch doc(queries), qc(queries), kc(keys), vc(keys), oc(queries), dqc(queries), dkc(keys), dvc(keys);

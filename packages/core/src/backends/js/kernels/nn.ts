@@ -409,8 +409,9 @@ function packedSizes(qkv: TensorInfo): { sequences: number; t: number; h: number
 }
 
 /**
- * Part `part` of `parts` of token-major rows [sequences, t, parts, h, d] as head-major matrices [sequences, h, t, d]
- * (`toHeads`), or back (`fromHeads`: head-major `heads` into the part's places of `rows`).
+ * Each row of d values of part `part` in token-major rows [sequences, t, parts, h, d]: `visit(rowAt, headAt)` with its
+ * offset there and in head-major matrices [sequences, h, t, d]. `toHeads` gathers a part into head-major matrices,
+ * `fromHeads` writes head-major matrices into the part's places.
  */
 function packedRows(sequences: number, t: number, parts: number, part: number, h: number, d: number, visit: (rowAt: number, headAt: number) => void): void {
   for (let b = 0; b < sequences; b++) {
