@@ -132,3 +132,44 @@ export function matmulShape(
   const batch = broadcastShapes(a.slice(0, -2), b.slice(0, -2), "matmul");
   return [...batch, m, n];
 }
+
+/**
+ * How packed attention's operands hold their heads: `sequences` x `t` positions, each with `parts` rows of `h` heads
+ * of `d` values side by side (qkv [...batch, T, 3, H, D]: parts 3; the output [...batch, T, H, D]: parts 1).
+ */
+export interface PackedHeads {
+  sequences: number;
+  t: number;
+  parts: number;
+  h: number;
+  d: number;
+}
+
+/** Each head row of part `part`: `visit(rowAt, headAt)` with its offset in the packed rows and in head-major matrices. */
+function visitPackedHeads({ sequences, t, parts, h, d }: PackedHeads, part: number, visit: (rowAt: number, headAt: number) => void): void {
+  for (let b = 0; b < sequences; b++) {
+    for (let i = 0; i < t; i++) {
+      for (let head = 0; head < h; head++) visit((((b * t + i) * parts + part) * h + head) * d, ((b * h + head) * t + i) * d);
+    }
+  }
+}
+
+/** Part `part` of packed rows [sequences, t, parts, h, d] as head-major matrices [sequences, h, t, d] (a copy). */
+export function gatherHeads(rows: Float32Array, layout: PackedHeads, part: number): Float32Array {
+  const { sequences, t, h, d } = layout;
+  const heads = new Float32Array(sequences * h * t * d);
+  visitPackedHeads(layout, part, (rowAt, headAt) => heads.set(rows.subarray(rowAt, rowAt + layout.d), headAt));
+  return heads;
+}
+
+/** Head-major matrices [sequences, h, t, d] written into part `part` of packed rows [sequences, t, parts, h, d]. */
+export function scatterHeads(heads: Float32Array, rows: Float32Array, layout: PackedHeads, part: number): void {
+  visitPackedHeads(layout, part, (rowAt, headAt) => rows.set(heads.subarray(headAt, headAt + layout.d), rowAt));
+}
+
+/** The packed layout of attention's qkv [...batch, T, 3, H, D] (parts 3; `parts: 1` for its output and dout). */
+export function packedHeadsOf(qkvShape: readonly number[]): PackedHeads {
+  const rank = qkvShape.length;
+  const [t, parts, h, d] = qkvShape.slice(rank - 4);
+  return { sequences: sizeOf(qkvShape.slice(0, rank - 4)), t, parts, h, d };
+}

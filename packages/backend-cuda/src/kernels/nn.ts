@@ -1,4 +1,4 @@
-import { type KernelArgs, type TensorInfo, ValueError, sizeOf } from "@blocksparse/core";
+import { type KernelArgs, packedHeadsOf, type TensorInfo, ValueError, sizeOf } from "@blocksparse/core";
 import type { CudaBackend } from "../backend";
 import { ADAM_TABLE_ENTRY } from "../native";
 
@@ -214,9 +214,8 @@ export function attentionKernel({
 
 /** [sequences, T, H, D] of packed attention's qkv [...batch, T, 3, H, D] (leading dims flattened). */
 function packedDims(qkv: TensorInfo): [number, number, number, number] {
-  const rank = qkv.shape.length;
-  const [t, , h, d] = qkv.shape.slice(rank - 4);
-  return [sizeOf(qkv.shape.slice(0, rank - 4)), t, h, d];
+  const { sequences, t, h, d } = packedHeadsOf(qkv.shape);
+  return [sequences, t, h, d];
 }
 
 export function packedAttentionKernel({ inputs: { qkv }, attrs: { causal, scale }, backend }: KernelArgs<"PackedAttention", CudaBackend>): [TensorInfo, TensorInfo] {

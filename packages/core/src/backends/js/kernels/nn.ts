@@ -1,6 +1,6 @@
 import type { KernelArgs, TensorInfo } from "../../../backend";
 import { IndexError, ValueError } from "../../../errors";
-import { sizeOf, softmaxRows } from "../../../shape";
+import { gatherHeads, packedHeadsOf, scatterHeads, sizeOf, softmaxRows } from "../../../shape";
 import type { JsBackend } from "../backend";
 import { indexCopyKernel } from "./shape";
 
@@ -398,43 +398,11 @@ function attentionGradients(
   }
 }
 
-/**
- * A packed attention call's sizes: qkv [...batch, T, 3, H, D] as `sequences` x T positions of H heads (batch matrix
- * b * H + h is head h of sequence b).
- */
-function packedSizes(qkv: TensorInfo): { sequences: number; t: number; h: number; d: number } {
-  const rank = qkv.shape.length;
-  const [t, , h, d] = qkv.shape.slice(rank - 4);
-  return { sequences: sizeOf(qkv.shape.slice(0, rank - 4)), t, h, d };
-}
-
-/**
- * Each row of d values of part `part` in token-major rows [sequences, t, parts, h, d]: `visit(rowAt, headAt)` with its
- * offset there and in head-major matrices [sequences, h, t, d]. `toHeads` gathers a part into head-major matrices,
- * `fromHeads` writes head-major matrices into the part's places.
- */
-function packedRows(sequences: number, t: number, parts: number, part: number, h: number, d: number, visit: (rowAt: number, headAt: number) => void): void {
-  for (let b = 0; b < sequences; b++) {
-    for (let i = 0; i < t; i++) {
-      for (let head = 0; head < h; head++) visit((((b * t + i) * parts + part) * h + head) * d, ((b * h + head) * t + i) * d);
-    }
-  }
-}
-
-function toHeads(rows: Float32Array, sequences: number, t: number, parts: number, part: number, h: number, d: number): Float32Array {
-  const heads = new Float32Array(sequences * h * t * d);
-  packedRows(sequences, t, parts, part, h, d, (rowAt, headAt) => heads.set(rows.subarray(rowAt, rowAt + d), headAt));
-  return heads;
-}
-
-function fromHeads(heads: Float32Array, rows: Float32Array, sequences: number, t: number, parts: number, part: number, h: number, d: number): void {
-  packedRows(sequences, t, parts, part, h, d, (rowAt, headAt) => rows.set(heads.subarray(headAt, headAt + d), rowAt));
-}
-
 export function packedAttentionKernel({ inputs: { qkv }, attrs: { causal, scale }, backend }: KernelArgs<"PackedAttention", JsBackend>): [TensorInfo, TensorInfo] {
-  const { sequences, t, h, d } = packedSizes(qkv);
+  const layout = packedHeadsOf(qkv.shape);
+  const { sequences, t, h, d } = layout;
   const rows = backend.floats(qkv);
-  const [q, k, v] = [0, 1, 2].map((part) => toHeads(rows, sequences, t, 3, part, h, d));
+  const [q, k, v] = [0, 1, 2].map((part) => gatherHeads(rows, layout, part));
   const attended = new Float32Array(q.length);
   const lse = backend.floatOutput([...qkv.shape.slice(0, -4), h, t], "float32");
   attendMatrices(
@@ -450,7 +418,7 @@ export function packedAttentionKernel({ inputs: { qkv }, attrs: { causal, scale 
     },
   );
   const out = backend.floatOutput([...qkv.shape.slice(0, -3), h, d], qkv.dtype);
-  fromHeads(attended, out.data, sequences, t, 1, 0, h, d);
+  scatterHeads(attended, out.data, { ...layout, parts: 1 }, 0);
   return [out.commit(), lse.commit()];
 }
 
@@ -459,14 +427,15 @@ export function packedAttentionBackwardKernel({
   attrs: { causal, scale },
   backend,
 }: KernelArgs<"PackedAttentionBackward", JsBackend>): TensorInfo {
-  const { sequences, t, h, d } = packedSizes(qkv);
+  const layout = packedHeadsOf(qkv.shape);
+  const { sequences, t, h, d } = layout;
   const rows = backend.floats(qkv);
-  const [q, k, v] = [0, 1, 2].map((part) => toHeads(rows, sequences, t, 3, part, h, d));
-  const [g, o] = [dout, out].map((x) => toHeads(backend.floats(x), sequences, t, 1, 0, h, d));
+  const [q, k, v] = [0, 1, 2].map((part) => gatherHeads(rows, layout, part));
+  const [g, o] = [dout, out].map((x) => gatherHeads(backend.floats(x), { ...layout, parts: 1 }, 0));
   const grads: [Float32Array, Float32Array, Float32Array] = [new Float32Array(q.length), new Float32Array(q.length), new Float32Array(q.length)];
   attentionGradients([g, q, k, v, o, backend.floats(lse)], grads, { heads: sequences * h, m: t, n: t, d }, causal, scale);
   const dqkv = backend.floatOutput(qkv.shape, qkv.dtype);
-  for (const [part, grad] of grads.entries()) fromHeads(grad, dqkv.data, sequences, t, 3, part, h, d);
+  for (const [part, grad] of grads.entries()) scatterHeads(grad, dqkv.data, layout, part);
   return dqkv.commit();
 }
 
