@@ -1072,6 +1072,23 @@ Napi::Value matmul(const Napi::CallbackInfo& info) {
   return undefinedOf(info);
 }
 
+// linearBackward(dtype, dy, x, w, dx, dw, m, n, k): dx [m, k] = dy [m, n] w [n, k], dw [n, k] = dy^T x [m, k].
+Napi::Value linearBackward(const Napi::CallbackInfo& info) {
+  Args args{info, "linearBackward"};
+  args.count(9);
+  DType dtype = args.floatDtype(0);
+  int64_t m = args.size(6), n = args.size(7), k = args.size(8);
+  const char* name = "linearBackward";
+  requireElements(args.buffer(1), dtype, product({m, n}, name), "linearBackward dy");
+  requireElements(args.buffer(2), dtype, product({m, k}, name), "linearBackward x");
+  requireElements(args.buffer(3), dtype, product({n, k}, name), "linearBackward w");
+  requireElements(args.buffer(4), dtype, product({m, k}, name), "linearBackward dx");
+  requireElements(args.buffer(5), dtype, product({n, k}, name), "linearBackward dw");
+  launchLinearBackward(dtype, args.buffer(1).data, args.buffer(2).data, args.buffer(3).data, args.buffer(4).data,
+                       args.buffer(5).data, m, n, k, stream());
+  return undefinedOf(info);
+}
+
 int64_t valuesLength(const BsrPatternView& p) {
   return static_cast<int64_t>(p.nnzBlocks) * p.blockHeight * p.blockWidth;
 }
@@ -1815,6 +1832,7 @@ Napi::Object initModule(Napi::Env env, Napi::Object exports) {
   BS_EXPORT("softmaxBackward", softmaxBackward);
   BS_EXPORT("attention", attention);
   BS_EXPORT("attentionBackward", attentionBackward);
+  BS_EXPORT("linearBackward", linearBackward);
   BS_EXPORT("packedAttention", packedAttention);
   BS_EXPORT("packedAttentionBackward", packedAttentionBackward);
   BS_EXPORT("cachedAttention", cachedAttention);

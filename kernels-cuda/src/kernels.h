@@ -103,6 +103,11 @@ void launchCrossEntropyBackward(DType dtype, const void* logits, const int32_t* 
 // ---- dense matmul (matmul.cu): c is contiguous [batch, m, n]; strideA/B 0 broadcasts an operand
 void launchMatmul(DType dtype, const void* a, const void* b, void* c, int64_t batch, int64_t m, int64_t n, int64_t k,
                   bool transA, bool transB, int64_t strideA, int64_t strideB, cudaStream_t stream);
+// A dense layer's input and weight gradients: dx [m, k] = dy [m, n] w [n, k] and dw [n, k] = dy^T x [m, k]. Where dy's
+// rows (n wide) are off the 16-byte pitch cuBLAS's fast half-precision kernels need, dy is copied once to an aligned
+// pitch for both products (each alone would copy it).
+void launchLinearBackward(DType dtype, const void* dy, const void* x, const void* w, void* dx, void* dw, int64_t m,
+                          int64_t n, int64_t k, cudaStream_t stream);
 // y [m, n] = x [m, k] w [n, k]^T + bias [n] (optional) + residual [m, n] (optional) in one cuBLASLt call, the bias
 // and the residual added in the GEMM's epilogue; all contiguous. Returns false, launching nothing, where cuBLASLt
 // cannot (not installed or switched off, an empty dimension, or no algorithm for the shape and alignments): the

@@ -461,4 +461,38 @@ void launchMatmul(DType dtype, const void* a, const void* b, void* c, int64_t ba
   BS_LAUNCH_CHECK("matmulTiledKernel");
 }
 
+void launchLinearBackward(DType dtype, const void* dy, const void* x, const void* w, void* dx, void* dw, int64_t m,
+                          int64_t n, int64_t k, cudaStream_t stream) {
+  // dy [m, n] is both products' A: dx = dy w (its rows the reduction) and dw = dy^T x (its rows the output's columns).
+  // With n off the aligned pitch each product alone would copy dy (matmulPadded); here it is copied once, with w's rows
+  // padded to match (zeros: they add nothing to dx), and dw's first n rows taken from an [np, k] product.
+  const int64_t element = static_cast<int64_t>(dtypeSize(dtype)), vector = 16 / element;
+  const int64_t np = (n + vector - 1) / vector * vector;
+  const double work = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  const bool share = cublasEnabled() && (dtype == DType::BFloat16 || dtype == DType::Float16) && np != n && m > 0 &&
+                     k > 0 && work >= kMinPadWork && work >= kPadWorkPerByte * static_cast<double>(m * np * element);
+  if (share) {
+    std::optional<Scratch> paddedDy, paddedW, paddedDw;
+    try {
+      paddedDy.emplace(static_cast<size_t>(m * np * element));
+      paddedW.emplace(static_cast<size_t>(np * k * element));
+      paddedDw.emplace(static_cast<size_t>(np * k * element));
+    } catch (const Error& error) {
+      if (error.kind != ErrorKind::OutOfMemory) throw;
+      paddedDy.reset();
+    }
+    if (paddedDy) {
+      copyPadded(PaddedOperand{m, n, m, np}, dy, paddedDy->as<void>(), element, stream);
+      copyPadded(PaddedOperand{n, k, np, k}, w, paddedW->as<void>(), element, stream);
+      launchMatmul(dtype, paddedDy->as<void>(), paddedW->as<void>(), dx, 1, m, k, np, false, false, 0, 0, stream);
+      launchMatmul(dtype, paddedDy->as<void>(), x, paddedDw->as<void>(), 1, np, k, m, true, false, 0, 0, stream);
+      BS_CUDA_CHECK(cudaMemcpyAsync(dw, paddedDw->as<void>(), static_cast<size_t>(n * k * element),
+                                    cudaMemcpyDeviceToDevice, stream));
+      return;
+    }
+  }
+  launchMatmul(dtype, dy, w, dx, 1, m, k, n, false, false, 0, 0, stream);
+  launchMatmul(dtype, dy, x, dw, 1, n, k, m, true, false, 0, 0, stream);
+}
+
 }  // namespace bs

@@ -186,6 +186,7 @@ function nodeGradients(
       inputs: node.inputMeta,
       outputs: node.outputMeta,
       outputHasGrad: dys.map((dy) => dy !== null),
+      needsGrad: new Set(keys),
       ...(preActivationGrad ? { preActivationGrad } : {}),
     };
     let fusedGrad: PreActivationGrad | null = null;

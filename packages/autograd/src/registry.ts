@@ -31,6 +31,11 @@ export interface GradContext<K extends string = string> {
    */
   outputHasGrad: boolean[];
   /**
+   * The inputs whose gradients backward will ask for (their thunks are called, the others' not): for gradients that
+   * compute several inputs' at once where all of them are wanted (Linear's dx and dweight in one kernel).
+   */
+  needsGrad: ReadonlySet<string>;
+  /**
    * With `activationOutput`: the gradient of the pre-activation output and its sums over all axes but the last, which
    * the one consumer of the activation output computed through the activation (its `throughActivation`); the
    * activation output's own `dys` entry then holds only what other consumers sent (none: `outputHasGrad` false).

@@ -393,6 +393,8 @@ export interface NativeAddon {
   indexCopy: IndexedRows;
   oneHot(dtype: Dt, indices: Buf, y: Buf, count: number, depth: number): void;
 
+  /** dx [m, k] = dy [m, n] w [n, k] and dw [n, k] = dy^T x [m, k]: a dense layer's input and weight gradients. */
+  linearBackward(dtype: Dt, dy: Buf, x: Buf, w: Buf, dx: Buf, dw: Buf, m: number, n: number, k: number): void;
   matmul(
     dtype: Dt,
     a: Buf,
@@ -556,6 +558,7 @@ const NATIVE_FUNCTION_SET = {
   indexCopy: true,
   oneHot: true,
   matmul: true,
+  linearBackward: true,
   linear: true,
   linearActivation: true,
   bsrLinear: true,

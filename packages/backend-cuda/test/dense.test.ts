@@ -9,6 +9,7 @@ import {
   gather,
   linear,
   linearActivation,
+  linearBackward,
   matmul,
   max,
   mean,
@@ -180,6 +181,49 @@ describe.skipIf(cudaMissing)("dense kernels on cuda against float64 math", () =>
         }
       }
     }
+  }, 60_000);
+
+  // linearBackward with dy's width off 16 bytes: dy copied once to an aligned pitch for both products (dx = dy w over
+  // the padded rows of w, dw's first rows from the padded product), an odd K too (the products' own padded copies of x
+  // and dx), and a width that is aligned; a captured graph replays the copies with new inputs.
+  test("linearBackward with dy's width off 16 bytes: one padded copy of dy for dx and dweight", () => {
+    backend.setCublasEnabled(true);
+    const next = random(29);
+    for (const dtype of ["bfloat16", "float16"] as const) {
+      for (const [m, n, k] of [[600, 1001, 600], [700, 1001, 601], [600, 1000, 600]]) {
+        tidy(() => {
+          const dy = randomTensor(next, [m, n], dtype);
+          const x = randomTensor(next, [m, k], dtype);
+          const w = randomTensor(next, [n, k], dtype);
+          const { dx, dweight } = linearBackward(dy.t, x.t, w.t);
+          expect([dx.shape, dweight.shape]).toEqual([[m, k], [n, k]]);
+          const what = `linearBackward ${dtype} dy [${m}, ${n}] x [${m}, ${k}]`;
+          expectSampledProduct(next, dx.dataSync(), dy.values, w.values, [m, k, n], [false, false], dtype, `${what}: dx`);
+          expectSampledProduct(next, dweight.dataSync(), dy.values, x.values, [n, k, m], [true, false], dtype, `${what}: dweight`);
+        });
+      }
+    }
+    tidy(() => {
+      const [m, n, k] = [600, 1001, 600];
+      const dy = randomTensor(next, [m, n], "bfloat16");
+      const x = randomTensor(next, [m, k], "bfloat16");
+      const w = randomTensor(next, [n, k], "bfloat16");
+      const graph = captureGraph(() => {
+        const { dx, dweight } = linearBackward(dy.t, x.t, w.t);
+        return [dx, dweight];
+      });
+      try {
+        for (let round = 0; round < 2; round++) {
+          const fresh = randomTensor(next, [m, n], "bfloat16");
+          dy.t.assign(fresh.t);
+          const [dx, dweight] = graph.replay() as Tensor[];
+          expectSampledProduct(next, dx.dataSync(), fresh.values, w.values, [m, k, n], [false, false], "bfloat16", `captured linearBackward dx, replay ${round}`);
+          expectSampledProduct(next, dweight.dataSync(), fresh.values, x.values, [n, k, m], [true, false], "bfloat16", `captured linearBackward dweight, replay ${round}`);
+        }
+      } finally {
+        graph.dispose();
+      }
+    });
   }, 60_000);
 
   test("matmul with a pitch off 16 bytes: a captured graph replays the padded copies with new inputs", () => {

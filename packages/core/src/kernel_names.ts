@@ -253,6 +253,13 @@ export const Matmul = "Matmul";
  */
 export const Linear = "Linear";
 /**
+ * {dy [..., N], x [..., K], weight [N, K]} -> [dx [..., K] (x's shape) = dy weight, dweight [N, K] = dy^T x summed
+ * over the leading dims]: a dense layer's input and weight gradients in one kernel, which a backend may run as one
+ * (cuda: the output gradient copied once to an aligned pitch for both products, where its width needs it). Sums in
+ * float32. Same float dtype.
+ */
+export const LinearBackward = "LinearBackward";
+/**
  * {x [..., K], weight [N, K], bias? [N]} -> [y = act(z), z = x weight^T + bias], both [..., N]: Linear and
  * BiasActivation (attrs.activation) in one kernel where the backend fuses them (the GEMM's epilogue), z kept for the
  * gradient. Sums in float32; y is the activation of z as stored. Same float dtype.
@@ -454,6 +461,7 @@ export interface KernelSpecs {
   Matmul: Spec<Binary, MatmulAttrs, One>;
   Linear: Spec<{ x: TensorInfo; weight: TensorInfo; bias?: TensorInfo; residual?: TensorInfo }, NoAttrs, One>;
   LinearActivation: Spec<{ x: TensorInfo; weight: TensorInfo; bias?: TensorInfo }, BiasActivationAttrs, [TensorInfo, TensorInfo]>;
+  LinearBackward: Spec<{ dy: TensorInfo; x: TensorInfo; weight: TensorInfo }, NoAttrs, [TensorInfo, TensorInfo]>;
   BsrLinear: Spec<{ x: TensorInfo; values: TensorInfo; bias?: TensorInfo }, PatternAttrs, One>;
   BsrLinearActivation: Spec<{ x: TensorInfo; values: TensorInfo; bias?: TensorInfo }, PatternAttrs & BiasActivationAttrs, [TensorInfo, TensorInfo]>;
   BsrMatmul: Spec<{ dy: TensorInfo; values: TensorInfo }, PatternAttrs, One>;
@@ -636,6 +644,7 @@ export const KERNEL_CATALOGUE = {
   Matmul: product,
   Linear: product,
   LinearActivation: { ...product, outputs: 2 },
+  LinearBackward: { ...product, outputs: 2, gradient: "backward-only" },
   BsrLinear: product,
   BsrLinearActivation: { ...product, outputs: 2 },
   BsrMatmul: product,

@@ -8,6 +8,8 @@ import {
   cast,
   div,
   greater,
+  type LinearGrads,
+  linearBackward,
   matmul,
   mul,
   reshape,
@@ -21,6 +23,23 @@ import { reduceToShape } from "./helpers";
 /** [..., width] as [rows, width], the leading dims flattened: a dense layer's operands as matrices. */
 function rows(t: Tensor): Tensor {
   return reshape(t, [sizeOf(t.shape.slice(0, -1)), t.shape[t.rank - 1]]);
+}
+
+/**
+ * A dense layer's input and weight gradient thunks from its output's gradient `dy` (a tensor, or a thunk for one):
+ * both from one linearBackward kernel when backward wants both, else each from its own matmul.
+ */
+function denseGradients(dy: Tensor | (() => Tensor), x: Tensor, weight: Tensor, needsGrad: ReadonlySet<string>): [() => Tensor, () => Tensor] {
+  const grad = typeof dy === "function" ? dy : () => dy;
+  if (needsGrad.has("x") && needsGrad.has("weight")) {
+    let both: LinearGrads | undefined;
+    const pair = () => {
+      both ??= linearBackward(grad(), x, weight);
+      return both;
+    };
+    return [() => pair().dx, () => pair().dweight];
+  }
+  return [() => reshape(matmul(rows(grad()), weight), x.shape), () => matmul(rows(grad()), rows(x), { transposeA: true })];
 }
 
 export function registerProductGradients(): void {
@@ -44,12 +63,11 @@ export function registerProductGradients(): void {
   // Y = X W^T + b + R (dense): dX = dY W, dW = dY^T X over the leading dims flattened, db = dY summed over them, dR = dY.
   registerGradient("Linear", {
     inputsToSave: ["x", "weight"],
-    gradFunc: ([dy], { saved, inputs }) => {
-      const x = saved.x!;
-      const weight = saved.weight!;
+    gradFunc: ([dy], { saved, inputs, needsGrad }) => {
+      const [dx, dweight] = denseGradients(dy, saved.x!, saved.weight!, needsGrad);
       return {
-        x: () => reshape(matmul(rows(dy), weight), x.shape),
-        weight: () => matmul(rows(dy), rows(x), { transposeA: true }),
+        x: dx,
+        weight: dweight,
         bias: () => reduceToShape(dy, inputs.bias!.shape),
         residual: () => dy,
       };
@@ -61,7 +79,7 @@ export function registerProductGradients(): void {
     inputsToSave: ["x", "weight"],
     outputsToSave: [1],
     // dys[0] and dys[1] are read only when a gradient reached them: unread, no zeros are made for them.
-    gradFunc: (dys, { attrs: { activation }, saved, savedOutputs, inputs, outputHasGrad }) => {
+    gradFunc: (dys, { attrs: { activation }, saved, savedOutputs, inputs, outputHasGrad, needsGrad }) => {
       const x = saved.x!;
       const weight = saved.weight!;
       let both: [Tensor, Tensor] | undefined;
@@ -74,9 +92,10 @@ export function registerProductGradients(): void {
         }
         return both;
       };
+      const [dx, dweight] = denseGradients(() => grads()[0], x, weight, needsGrad);
       return {
-        x: () => reshape(matmul(rows(grads()[0]), weight), x.shape),
-        weight: () => matmul(rows(grads()[0]), rows(x), { transposeA: true }),
+        x: dx,
+        weight: dweight,
         bias: () => reduceToShape(grads()[1], inputs.bias!.shape),
       };
     },

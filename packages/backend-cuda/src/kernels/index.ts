@@ -29,6 +29,7 @@ import {
   bsrMatmulActivationBackwardKernel,
   bsrMatmulKernel,
   linearActivationKernel,
+  linearBackwardKernel,
   linearKernel,
   matmulKernel,
   sampledMatmulKernel,
@@ -118,6 +119,7 @@ export const cudaKernels = {
 
   Matmul: guarded(matmulKernel),
   Linear: guarded(linearKernel),
+  LinearBackward: guarded(linearBackwardKernel),
   LinearActivation: guarded(linearActivationKernel),
   BsrLinear: guarded(bsrLinearKernel),
   BsrLinearActivation: guarded(bsrLinearActivationKernel),

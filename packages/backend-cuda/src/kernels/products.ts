@@ -80,6 +80,15 @@ export function matmulKernel({ inputs: { a, b }, attrs: { transposeA, transposeB
  * y = x W^T + bias + residual: one cuBLASLt call with the adds in its epilogue, or, where the addon declines
  * (no cuBLASLt, cuBLAS switched off, K = 0, no algorithm), the product and then each add as its own kernel.
  */
+export function linearBackwardKernel({ inputs: { dy, x, weight }, backend }: KernelArgs<"LinearBackward", CudaBackend>): [TensorInfo, TensorInfo] {
+  const [n, k] = weight.shape;
+  const m = sizeOf(x.shape.slice(0, -1));
+  const dx = backend.output(x.shape, x.dtype);
+  const dweight = backend.output(weight.shape, weight.dtype);
+  backend.addon.linearBackward(backend.code(x.dtype), backend.handle(dy), backend.handle(x), backend.handle(weight), backend.handle(dx), backend.handle(dweight), m, n, k);
+  return [dx, dweight];
+}
+
 export function linearKernel({ inputs: { x, weight, bias, residual }, backend }: KernelArgs<"Linear", CudaBackend>): TensorInfo {
   const [n, k] = weight.shape;
   const m = sizeOf(x.shape.slice(0, -1));

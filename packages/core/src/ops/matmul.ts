@@ -1,9 +1,9 @@
 import { engine } from "../engine";
 import { ShapeError } from "../errors";
-import { type Activation, Linear, LinearActivation, Matmul } from "../kernel_names";
+import { type Activation, Linear, LinearActivation, LinearBackward, Matmul } from "../kernel_names";
 import { broadcastShapes, formatShape, shapesEqual } from "../shape";
 import type { Tensor } from "../tensor";
-import { assertActivation, assertFloat, assertMinRank, assertRank, assertSameBackend, assertSameDType, assertTensor } from "./validate";
+import { assertActivation, assertFloat, assertMinRank, assertRank, assertSameBackend, assertSameDType, assertShape, assertTensor } from "./validate";
 
 export interface MatmulOptions {
   transposeA?: boolean;
@@ -66,6 +66,30 @@ export function linearActivation(x: Tensor, weight: Tensor, bias: Tensor | null,
   // Kept by autograd's tape when it records (the gradient needs it), else not needed.
   preActivation.dispose();
   return y;
+}
+
+/** linearBackward's result: the input's and the weight's gradients. */
+export interface LinearGrads {
+  dx: Tensor;
+  dweight: Tensor;
+}
+
+/**
+ * A dense layer's input and weight gradients from its output's gradient dy [..., N], its input x [..., K] and weight
+ * [N, K]: dx = dy weight (x's shape) and dweight = dy^T x (summed over the leading dims), in one kernel. The same values
+ * as the two matmuls; a backend may share work between them (cuda copies dy once where its width is off the 16-byte
+ * alignment cuBLAS's fast kernels need, instead of once per product). What autograd runs for a Linear whose input and
+ * weight both need gradients.
+ */
+export function linearBackward(dy: Tensor, x: Tensor, weight: Tensor): LinearGrads {
+  const op = "linearBackward";
+  checkLinear(op, x, weight, null, undefined);
+  assertTensor(op, "dy", dy);
+  assertSameBackend(op, [["x", x], ["dy", dy]]);
+  assertSameDType(op, ["dy", "x"], dy, x);
+  assertShape(op, "dy", dy, [...x.shape.slice(0, -1), weight.shape[0]]);
+  const [dx, dweight] = engine.runKernel(LinearBackward, { dy, x, weight }, {});
+  return { dx, dweight };
 }
 
 function checkLinear(op: string, x: Tensor, weight: Tensor, bias: Tensor | null, residual: Tensor | undefined): void {

@@ -14,6 +14,7 @@ import {
   formatShape,
   linear,
   linearActivation,
+  linearBackward,
   matmul,
   reshape,
   sampledMatmul,
@@ -121,6 +122,45 @@ export function declareProductTests(suite: Conformance): void {
                 });
               }
             }
+          }
+        }
+      });
+    }
+  });
+
+  describe("linearBackward", () => {
+    // [N, K]: widths off the GEMM's vector alignment, one feature, empty sums (K = 0, no rows), aligned ones. (cuda's
+    // one copy of dy for both products, at sizes where it pays, is checked in backend-cuda's dense tests.)
+    const WEIGHTS: [number, number][] = [
+      [5, 3],
+      [1, 1],
+      [4, 0],
+      [64, 48],
+      [33, 40],
+    ];
+    const LEADS: number[][] = [[7], [2, 30], [0]];
+    for (const dtype of FLOAT_DTYPES) {
+      check(`LinearBackward ${dtype}: dx = dy weight and dweight = dy^T x against float64`, () => {
+        for (const [n, k] of WEIGHTS) {
+          const weight = makeInput(rng(), [n, k], dtype);
+          for (const lead of LEADS) {
+            const x = makeInput(rng(), [...lead, k], dtype);
+            const dy = makeInput(rng(), [...lead, n], dtype);
+            const rows = R.size(lead);
+            const dyRows = R.reshape(dy.ref, [rows, n]);
+            const xRows = R.reshape(x.ref, [rows, k]);
+            inCase(`LinearBackward ${dtype}, dy ${formatShape(dy.t.shape)}, x ${formatShape(x.t.shape)}, weight [${n}, ${k}]`, () => {
+              const { dx, dweight } = linearBackward(dy.t, x.t, weight.t);
+              const wantDx = R.reshape(R.matmul(dyRows, weight.ref, false, false), [...lead, k]);
+              const largest = (a: Ref) => a.data.reduce((most, v) => Math.max(most, v), 0);
+              const magnitudeDx = largest(R.matmul(R.map(dyRows, Math.abs), R.map(weight.ref, Math.abs), false, false));
+              expectValues(dx, wantDx, dtype, "scaled", 2, magnitudeDx);
+              const wantDw = R.matmul(dyRows, xRows, true, false);
+              const magnitudeDw = largest(R.matmul(R.map(dyRows, Math.abs), R.map(xRows, Math.abs), true, false));
+              expectValues(dweight, wantDw, dtype, "scaled", 2, magnitudeDw);
+              dx.dispose();
+              dweight.dispose();
+            });
           }
         }
       });

@@ -32,6 +32,7 @@ import {
   bsrMatmulActivationBackwardKernel,
   bsrMatmulKernel,
   linearActivationKernel,
+  linearBackwardKernel,
   linearKernel,
   matmulKernel,
   sampledMatmulKernel,
@@ -116,6 +117,7 @@ export const jsKernels = {
 
   Matmul: matmulKernel,
   Linear: linearKernel,
+  LinearBackward: linearBackwardKernel,
   LinearActivation: linearActivationKernel,
   BsrLinear: bsrLinearKernel,
   BsrLinearActivation: bsrLinearActivationKernel,

@@ -28,7 +28,7 @@ export type ProductCompute = Pick<typeof compute, "matmulF32" | "bsrLinearF32" |
 export function productKernels(
   products: ProductCompute,
 ): Required<
-  Pick<KernelTable<JsBackend>, "Matmul" | "Linear" | "LinearActivation" | "BsrLinear" | "BsrLinearActivation" | "BsrMatmul" | "BsrMatmulActivationBackward" | "SampledMatmul">
+  Pick<KernelTable<JsBackend>, "Matmul" | "Linear" | "LinearActivation" | "LinearBackward" | "BsrLinear" | "BsrLinearActivation" | "BsrMatmul" | "BsrMatmulActivationBackward" | "SampledMatmul">
 > {
   const table = {
     Matmul({ inputs: { a, b }, attrs: { transposeA, transposeB }, backend }: KernelArgs<"Matmul", JsBackend>): TensorInfo {
@@ -66,6 +66,18 @@ export function productKernels(
         for (let i = 0; i < m * n; i++) data[i] += r[i];
       }
       return out.commit();
+    },
+
+    // dx = dy weight and dweight = dy^T x, each through the product of Matmul.
+    LinearBackward({ inputs: { dy, x, weight }, backend }: KernelArgs<"LinearBackward", JsBackend>): [TensorInfo, TensorInfo] {
+      const [n, k] = weight.shape;
+      const m = sizeOf(x.shape.slice(0, -1));
+      const g = backend.floats(dy);
+      const dx = backend.floatOutput(x.shape, x.dtype);
+      const dweight = backend.floatOutput(weight.shape, weight.dtype);
+      products.matmulF32({ a: g, b: backend.floats(weight), c: dx.data, m, n: k, k: n });
+      products.matmulF32({ a: g, b: backend.floats(x), c: dweight.data, m: n, n: k, k: m, transposeA: true });
+      return [dx.commit(), dweight.commit()];
     },
 
     BsrLinear({ inputs: { x, values, bias }, attrs: { pattern }, backend }: KernelArgs<"BsrLinear", JsBackend>): TensorInfo {
@@ -143,6 +155,7 @@ export const {
   Matmul: matmulKernel,
   Linear: linearKernel,
   LinearActivation: linearActivationKernel,
+  LinearBackward: linearBackwardKernel,
   BsrLinear: bsrLinearKernel,
   BsrLinearActivation: bsrLinearActivationKernel,
   BsrMatmul: bsrMatmulKernel,
