@@ -1,4 +1,4 @@
-import { type Activation, type Backend, Tensor, add, formatShape, fullOn, keep, shapesEqual, tidy } from "@blocksparse/core";
+import { type Activation, type Backend, Tensor, add, engine, formatShape, fullOn, keep, shapesEqual, tidy } from "@blocksparse/core";
 import { AutogradError, GradientNotRegisteredError } from "./errors";
 import { type GradContext, type TensorMeta, getGradient } from "./registry";
 import { type Edge, type TapeNode, detach, freeIfUnused, freeNode, gradFnOf, noGrad } from "./tape";
@@ -197,14 +197,21 @@ function nodeGradients(
     }
     const thunks = config.gradFunc(filled, context);
     const out = new Map<string, Tensor | Tensor[]>();
+    // A result the thunks made in this scope survives it as is (once); one passed through from outside (an output's
+    // gradient, a saved tensor) or returned twice is cloned, so that each result is a handle of backward's own.
+    const taken = new Set<Tensor>();
+    const own = (t: Tensor): Tensor => {
+      if (taken.has(t) || !engine.ownedByScope(t)) return detach(t);
+      taken.add(t);
+      return t;
+    };
     for (const key of keys) {
       const thunk = thunks[key];
       if (typeof thunk !== "function") {
         throw new AutogradError(`backward: the gradient of '${node.kernelName}' does not cover input '${key}'`);
       }
       const value = thunk();
-      // Clones survive the scope whether the thunk made its result or passed a tensor through.
-      out.set(key, Array.isArray(value) ? value.map((t) => detach(t)) : detach(value));
+      out.set(key, Array.isArray(value) ? value.map(own) : own(value));
     }
     // The clones (and the fused gradient's) survive the scope as its result.
     return { results: out, fused: fusedGrad };

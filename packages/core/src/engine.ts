@@ -543,6 +543,14 @@ export class Engine {
     }
   }
 
+  /**
+   * Whether `tensor` belongs to the innermost tidy scope: made there (or returned into it by a nested scope) and not
+   * kept. Such a tensor, returned from the scope, is the caller's own handle; one from outside is shared.
+   */
+  ownedByScope(tensor: Tensor): boolean {
+    return this.scopes.at(-1)?.tensors.has(tensor) ?? false;
+  }
+
   keep<T extends Tensor>(tensor: T): T {
     tensor.kept = true;
     for (const scope of this.scopes) scope.tensors.delete(tensor);
