@@ -162,17 +162,12 @@ unsigned warpRowGrid(int64_t rows) {
 // Rows per chunk of the parameter gradients' partial sums (more where 65535 chunks would not hold the rows).
 constexpr int64_t kRowsPerChunk = 32;
 
-// V consecutive elements of T from p: one 16-byte load for V = kRowVector<T> (p 16-byte aligned), else one element.
+// V consecutive elements of T from p as one aligned load (Packed: a 16-byte vector for V = kRowVector<T>).
 template <typename T, int V>
 __device__ __forceinline__ void loadColumns(float (&v)[V], const T* p) {
-  if constexpr (V == 1) {
-    v[0] = toFloat<T>(*p);
-  } else {
-    static_assert(V == kRowVector<T>, "a 16-byte vector");
-    const uint4 raw = *reinterpret_cast<const uint4*>(p);
+  const Packed<T, V> in = *reinterpret_cast<const Packed<T, V>*>(p);
 #pragma unroll
-    for (int k = 0; k < V; ++k) v[k] = toFloat<T>(reinterpret_cast<const T*>(&raw)[k]);
-  }
+  for (int k = 0; k < V; ++k) v[k] = toFloat<T>(in.v[k]);
 }
 
 // Columns [j0, j0 + V) of one chunk of rows: the sums of dy * xhat (dgamma) and of dy (dbeta) per column, into the

@@ -1,5 +1,5 @@
-import type { JsBackend, KernelArgs, KernelTable, ProductCompute, TensorInfo } from "@blocksparse/core";
-import { gatherHeads, packedHeadsOf, scatterHeads, sizeOf } from "@blocksparse/core";
+import type { AttentionBackwardInputs, AttentionOnArrays, AttentionSizes, JsBackend, KernelArgs, KernelTable, ProductCompute, TensorInfo } from "@blocksparse/core";
+import { packedAttentionKernels, sizeOf } from "@blocksparse/core";
 
 /** Row i of a batch matrix keeps keys [0, kept): all n, or under causal masking j <= i + n - m. */
 function keptKeys(i: number, m: number, n: number, causal: boolean): number {
@@ -13,7 +13,7 @@ function keptKeys(i: number, m: number, n: number, causal: boolean): number {
  * but compute every product in JavaScript: on this backend they were 5-10x slower than the unfused matmul and softmax
  * at [2, 8, 256, 64]. These are 2.7x faster than the unfused ops forward and 1.9x forward + backward there (a 2-core
  * Xeon; `benchmarks/src/attention.ts --backend cpu`). PackedAttention and its backward run the same products on
- * contiguous copies of the heads.
+ * contiguous copies of the heads (core's packedAttentionKernels).
  */
 export function attentionKernels(products: ProductCompute): Required<Pick<KernelTable<JsBackend>, "Attention" | "AttentionBackward" | "PackedAttention" | "PackedAttentionBackward">> {
   /**
@@ -48,90 +48,62 @@ export function attentionKernels(products: ProductCompute): Required<Pick<Kernel
       s.fill(0, row + kept, row + n);
     }
   };
-  const sizes = (q: TensorInfo, k: TensorInfo) => {
+  const sizes = (q: TensorInfo, k: TensorInfo): AttentionSizes => {
     const rank = q.shape.length;
-    return { batch: sizeOf(q.shape.slice(0, -2)), m: q.shape[rank - 2], n: k.shape[rank - 2], d: q.shape[rank - 1] };
+    return { heads: sizeOf(q.shape.slice(0, -2)), m: q.shape[rank - 2], n: k.shape[rank - 2], d: q.shape[rank - 1] };
   };
-  type Sizes = ReturnType<typeof sizes>;
-  /** out and lse of contiguous batch matrices q [m, d], k and v [n, d]. */
-  const attend = (qs: Float32Array, ks: Float32Array, vs: Float32Array, out: Float32Array, lse: Float32Array, { batch, m, n, d }: Sizes, scale: number, causal: boolean) => {
-    const s = new Float32Array(m * n);
-    for (let b = 0; b < batch && m > 0; b++) {
-      products.matmulF32({ a: qs, aOffset: b * m * d, b: ks, bOffset: b * n * d, c: s, m, n, k: d, transposeB: true });
-      probabilities(s, lse, b * m, m, n, scale, causal, true);
-      products.matmulF32({ a: s, b: vs, bOffset: b * n * d, c: out, cOffset: b * m * d, m, n: d, k: n });
-    }
-  };
-  /** dq, dk and dv of contiguous batch matrices from dout, q, k, v, out and lse. */
-  const gradients = (
-    [gs, qs, ks, vs, os, ls]: Float32Array[],
-    [dq, dk, dv]: [Float32Array, Float32Array, Float32Array],
-    { batch, m, n, d }: Sizes,
-    scale: number,
-    causal: boolean,
-  ) => {
-    if (m === 0) {
-      // No query: the keys and values get no gradient.
-      dk.fill(0);
-      dv.fill(0);
-    }
-    const p = new Float32Array(m * n);
-    const ds = new Float32Array(m * n);
-    for (let b = 0; b < batch && m > 0; b++) {
-      const [qOffset, kOffset] = [b * m * d, b * n * d];
-      products.matmulF32({ a: qs, aOffset: qOffset, b: ks, bOffset: kOffset, c: p, m, n, k: d, transposeB: true });
-      probabilities(p, ls, b * m, m, n, scale, causal, false);
-      products.matmulF32({ a: p, b: gs, bOffset: qOffset, c: dv, cOffset: kOffset, m: n, n: d, k: m, transposeA: true });
-      products.matmulF32({ a: gs, aOffset: qOffset, b: vs, bOffset: kOffset, c: ds, m, n, k: d, transposeB: true });
-      // dS scale = P (dP - Di) scale, Di = sum_c dout[i, c] out[i, c].
-      for (let i = 0; i < m; i++) {
-        let di = 0;
-        for (let c = 0; c < d; c++) di += gs[qOffset + i * d + c] * os[qOffset + i * d + c];
-        const row = i * n;
-        for (let j = 0; j < n; j++) ds[row + j] = p[row + j] * (ds[row + j] - di) * scale;
+  const onArrays: AttentionOnArrays = {
+    forward(qs, ks, vs, out, lse, { heads, m, n, d }, scale, causal) {
+      const s = new Float32Array(m * n);
+      for (let b = 0; b < heads && m > 0; b++) {
+        products.matmulF32({ a: qs, aOffset: b * m * d, b: ks, bOffset: b * n * d, c: s, m, n, k: d, transposeB: true });
+        probabilities(s, lse, b * m, m, n, scale, causal, true);
+        products.matmulF32({ a: s, b: vs, bOffset: b * n * d, c: out, cOffset: b * m * d, m, n: d, k: n });
       }
-      products.matmulF32({ a: ds, b: ks, bOffset: kOffset, c: dq, cOffset: qOffset, m, n: d, k: n });
-      products.matmulF32({ a: ds, b: qs, bOffset: qOffset, c: dk, cOffset: kOffset, m: n, n: d, k: m, transposeA: true });
-    }
+    },
+    backward([gs, qs, ks, vs, os, ls], [dq, dk, dv], { heads, m, n, d }, scale, causal) {
+      if (m === 0) {
+        // No query: the keys and values get no gradient.
+        dk.fill(0);
+        dv.fill(0);
+      }
+      const p = new Float32Array(m * n);
+      const ds = new Float32Array(m * n);
+      for (let b = 0; b < heads && m > 0; b++) {
+        const [qOffset, kOffset] = [b * m * d, b * n * d];
+        products.matmulF32({ a: qs, aOffset: qOffset, b: ks, bOffset: kOffset, c: p, m, n, k: d, transposeB: true });
+        probabilities(p, ls, b * m, m, n, scale, causal, false);
+        products.matmulF32({ a: p, b: gs, bOffset: qOffset, c: dv, cOffset: kOffset, m: n, n: d, k: m, transposeA: true });
+        products.matmulF32({ a: gs, aOffset: qOffset, b: vs, bOffset: kOffset, c: ds, m, n, k: d, transposeB: true });
+        // dS scale = P (dP - Di) scale, Di = sum_c dout[i, c] out[i, c].
+        for (let i = 0; i < m; i++) {
+          let di = 0;
+          for (let c = 0; c < d; c++) di += gs[qOffset + i * d + c] * os[qOffset + i * d + c];
+          const row = i * n;
+          for (let j = 0; j < n; j++) ds[row + j] = p[row + j] * (ds[row + j] - di) * scale;
+        }
+        products.matmulF32({ a: ds, b: ks, bOffset: kOffset, c: dq, cOffset: qOffset, m, n: d, k: n });
+        products.matmulF32({ a: ds, b: qs, bOffset: qOffset, c: dk, cOffset: kOffset, m: n, n: d, k: m, transposeA: true });
+      }
+    },
   };
   return {
     Attention({ inputs: { q, k, v }, attrs: { causal, scale }, backend }: KernelArgs<"Attention", JsBackend>): [TensorInfo, TensorInfo] {
       const out = backend.floatOutput(q.shape, q.dtype);
       const lse = backend.floatOutput(q.shape.slice(0, -1), "float32");
-      attend(backend.floats(q), backend.floats(k), backend.floats(v), out.data, lse.data, sizes(q, k), scale, causal);
+      onArrays.forward(backend.floats(q), backend.floats(k), backend.floats(v), out.data, lse.data, sizes(q, k), scale, causal);
       return [out.commit(), lse.commit()];
     },
     AttentionBackward({ inputs: { dout, q, k, v, out, lse }, attrs: { causal, scale }, backend }: KernelArgs<"AttentionBackward", JsBackend>): [TensorInfo, TensorInfo, TensorInfo] {
       const dq = backend.floatOutput(q.shape, q.dtype);
       const dk = backend.floatOutput(k.shape, k.dtype);
       const dv = backend.floatOutput(v.shape, v.dtype);
-      gradients([dout, q, k, v, out, lse].map((t) => backend.floats(t)), [dq.data, dk.data, dv.data], sizes(q, k), scale, causal);
+      const inputs = [dout, q, k, v, out, lse].map((t) => backend.floats(t)) as AttentionBackwardInputs;
+      onArrays.backward(inputs, [dq.data, dk.data, dv.data], sizes(q, k), scale, causal);
       return [dq.commit(), dk.commit(), dv.commit()];
     },
-    // Packed q, k and v ([...batch, T, 3, H, D]): gathered into contiguous heads, the same products, the output and
-    // the gradient scattered back into their packed rows.
-    PackedAttention({ inputs: { qkv }, attrs: { causal, scale }, backend }: KernelArgs<"PackedAttention", JsBackend>): [TensorInfo, TensorInfo] {
-      const layout = packedHeadsOf(qkv.shape);
-      const rows = backend.floats(qkv);
-      const [q, k, v] = [0, 1, 2].map((part) => gatherHeads(rows, layout, part));
-      const attended = new Float32Array(q.length);
-      const lse = backend.floatOutput([...qkv.shape.slice(0, -4), layout.h, layout.t], "float32");
-      attend(q, k, v, attended, lse.data, { batch: layout.sequences * layout.h, m: layout.t, n: layout.t, d: layout.d }, scale, causal);
-      const out = backend.floatOutput([...qkv.shape.slice(0, -3), layout.h, layout.d], qkv.dtype);
-      scatterHeads(attended, out.data, { ...layout, parts: 1 }, 0);
-      return [out.commit(), lse.commit()];
-    },
-    PackedAttentionBackward({ inputs: { dout, qkv, out, lse }, attrs: { causal, scale }, backend }: KernelArgs<"PackedAttentionBackward", JsBackend>): TensorInfo {
-      const layout = packedHeadsOf(qkv.shape);
-      const rows = backend.floats(qkv);
-      const heads = (x: TensorInfo) => gatherHeads(backend.floats(x), { ...layout, parts: 1 }, 0);
-      const [q, k, v] = [0, 1, 2].map((part) => gatherHeads(rows, layout, part));
-      const grads: [Float32Array, Float32Array, Float32Array] = [new Float32Array(q.length), new Float32Array(q.length), new Float32Array(q.length)];
-      const sized = { batch: layout.sequences * layout.h, m: layout.t, n: layout.t, d: layout.d };
-      gradients([heads(dout), q, k, v, heads(out), backend.floats(lse)], grads, sized, scale, causal);
-      const dqkv = backend.floatOutput(qkv.shape, qkv.dtype);
-      for (const [part, grad] of grads.entries()) scatterHeads(grad, dqkv.data, layout, part);
-      return dqkv.commit();
-    },
+    // Packed q, k and v ([...batch, T, 3, H, D]): core's wrapper gathers the heads for the same products and scatters
+    // the output and the packed gradient back.
+    ...packedAttentionKernels(onArrays),
   };
 }

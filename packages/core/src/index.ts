@@ -65,6 +65,17 @@ export * from "./ops/sparse";
 // The reference backend ships inside core and is registered by this entry at priority 1.
 import { JsBackend } from "./backends/js";
 import { registerBackend as registerBackendForJs } from "./engine";
-export { type FloatOutput, JsBackend, JsBuffer, type ProductCompute, jsKernels, productKernels } from "./backends/js";
+export {
+  type AttentionBackwardInputs,
+  type AttentionOnArrays,
+  type AttentionSizes,
+  type FloatOutput,
+  JsBackend,
+  JsBuffer,
+  type ProductCompute,
+  jsKernels,
+  packedAttentionKernels,
+  productKernels,
+} from "./backends/js";
 export { type DelegatedKernel, delegateToJs, delegatedKernels } from "./backends/js/delegate";
 registerBackendForJs("js", () => new JsBackend(), 1);

@@ -212,14 +212,8 @@ export function attentionKernel({
   return [out, lse];
 }
 
-/** [sequences, T, H, D] of packed attention's qkv [...batch, T, 3, H, D] (leading dims flattened). */
-function packedDims(qkv: TensorInfo): [number, number, number, number] {
-  const { sequences, t, h, d } = packedHeadsOf(qkv.shape);
-  return [sequences, t, h, d];
-}
-
 export function packedAttentionKernel({ inputs: { qkv }, attrs: { causal, scale }, backend }: KernelArgs<"PackedAttention", CudaBackend>): [TensorInfo, TensorInfo] {
-  const [sequences, t, h, d] = packedDims(qkv);
+  const { sequences, t, h, d } = packedHeadsOf(qkv.shape);
   const out = backend.output([...qkv.shape.slice(0, -3), h, d], qkv.dtype);
   const lse = backend.output([...qkv.shape.slice(0, -4), h, t], "float32");
   backend.addon.packedAttention(backend.code(qkv.dtype), backend.handle(qkv), backend.handle(out), backend.handle(lse), sequences, h, t, d, scale, causal);
@@ -231,7 +225,7 @@ export function packedAttentionBackwardKernel({
   attrs: { causal, scale },
   backend,
 }: KernelArgs<"PackedAttentionBackward", CudaBackend>): TensorInfo {
-  const [sequences, t, h, d] = packedDims(qkv);
+  const { sequences, t, h, d } = packedHeadsOf(qkv.shape);
   const dqkv = backend.output(qkv.shape, qkv.dtype);
   backend.addon.packedAttentionBackward(
     backend.code(qkv.dtype),

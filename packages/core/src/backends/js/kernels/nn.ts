@@ -1,6 +1,6 @@
-import type { KernelArgs, TensorInfo } from "../../../backend";
+import type { KernelArgs, KernelTable, TensorInfo } from "../../../backend";
 import { IndexError, ValueError } from "../../../errors";
-import { gatherHeads, packedHeadsOf, scatterHeads, sizeOf, softmaxRows } from "../../../shape";
+import { gatherHeads, type PackedHeads, packedHeadsOf, scatterHeads, sizeOf, softmaxRows } from "../../../shape";
 import type { JsBackend } from "../backend";
 import { indexCopyKernel } from "./shape";
 
@@ -194,7 +194,7 @@ function dot(a: Float32Array, aAt: number, b: Float32Array, bAt: number, d: numb
 }
 
 /** An attention call's sizes: `heads` [M, D] matrices of queries, each against N keys. */
-interface AttentionSizes {
+export interface AttentionSizes {
   heads: number;
   m: number;
   n: number;
@@ -321,7 +321,7 @@ export function attentionBackwardKernel({
 }
 
 /** dout, q, k, v, out and lse as AttentionBackward reads them (contiguous matrices). */
-type AttentionBackwardInputs = [Float32Array, Float32Array, Float32Array, Float32Array, Float32Array, Float32Array];
+export type AttentionBackwardInputs = [Float32Array, Float32Array, Float32Array, Float32Array, Float32Array, Float32Array];
 
 /** AttentionBackward over contiguous arrays: dq [heads, m, d], dk and dv [heads, n, d] from dout, q, k, v, out, lse. */
 function attentionGradients(
@@ -398,46 +398,63 @@ function attentionGradients(
   }
 }
 
-export function packedAttentionKernel({ inputs: { qkv }, attrs: { causal, scale }, backend }: KernelArgs<"PackedAttention", JsBackend>): [TensorInfo, TensorInfo] {
-  const layout = packedHeadsOf(qkv.shape);
-  const { sequences, t, h, d } = layout;
-  const rows = backend.floats(qkv);
-  const [q, k, v] = [0, 1, 2].map((part) => gatherHeads(rows, layout, part));
-  const attended = new Float32Array(q.length);
-  const lse = backend.floatOutput([...qkv.shape.slice(0, -4), h, t], "float32");
-  attendMatrices(
-    q,
-    k,
-    v,
-    attended,
-    { heads: sequences * h, m: t, n: t, d },
-    scale,
-    (i, m, n) => (causal ? i + n - m + 1 : n),
-    (index, max, sum) => {
-      lse.data[index] = max + Math.log(sum);
-    },
-  );
-  const out = backend.floatOutput([...qkv.shape.slice(0, -3), h, d], qkv.dtype);
-  scatterHeads(attended, out.data, { ...layout, parts: 1 }, 0);
-  return [out.commit(), lse.commit()];
+/** Contiguous attention over arrays: `heads` matrices of q [m, d] against k and v [n, d]. */
+export interface AttentionOnArrays {
+  /** out [heads, m, d] and lse [heads, m] (natural log). */
+  forward(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array, sizes: AttentionSizes, scale: number, causal: boolean): void;
+  /** dq, dk and dv from dout, q, k, v, out and lse. */
+  backward(inputs: AttentionBackwardInputs, grads: [Float32Array, Float32Array, Float32Array], sizes: AttentionSizes, scale: number, causal: boolean): void;
 }
 
-export function packedAttentionBackwardKernel({
-  inputs: { dout, qkv, out, lse },
-  attrs: { causal, scale },
-  backend,
-}: KernelArgs<"PackedAttentionBackward", JsBackend>): TensorInfo {
-  const layout = packedHeadsOf(qkv.shape);
-  const { sequences, t, h, d } = layout;
-  const rows = backend.floats(qkv);
-  const [q, k, v] = [0, 1, 2].map((part) => gatherHeads(rows, layout, part));
-  const [g, o] = [dout, out].map((x) => gatherHeads(backend.floats(x), { ...layout, parts: 1 }, 0));
-  const grads: [Float32Array, Float32Array, Float32Array] = [new Float32Array(q.length), new Float32Array(q.length), new Float32Array(q.length)];
-  attentionGradients([g, q, k, v, o, backend.floats(lse)], grads, { heads: sequences * h, m: t, n: t, d }, causal, scale);
-  const dqkv = backend.floatOutput(qkv.shape, qkv.dtype);
-  for (const [part, grad] of grads.entries()) scatterHeads(grad, dqkv.data, layout, part);
-  return dqkv.commit();
+/**
+ * PackedAttention and PackedAttentionBackward from a backend's contiguous attention: the heads of qkv [...batch, T,
+ * 3, H, D] gathered into [sequences H, T, D] matrices, attended, and the output and the packed gradient scattered back
+ * into their rows. The js backend's kernels, and the cpu backend's over its native products.
+ */
+export function packedAttentionKernels(attention: AttentionOnArrays): Required<Pick<KernelTable<JsBackend>, "PackedAttention" | "PackedAttentionBackward">> {
+  const sizesOf = ({ sequences, t, h, d }: PackedHeads): AttentionSizes => ({ heads: sequences * h, m: t, n: t, d });
+  return {
+    PackedAttention({ inputs: { qkv }, attrs: { causal, scale }, backend }: KernelArgs<"PackedAttention", JsBackend>): [TensorInfo, TensorInfo] {
+      const layout = packedHeadsOf(qkv.shape);
+      const rows = backend.floats(qkv);
+      const [q, k, v] = [0, 1, 2].map((part) => gatherHeads(rows, layout, part));
+      const attended = new Float32Array(q.length);
+      const lse = backend.floatOutput([...qkv.shape.slice(0, -4), layout.h, layout.t], "float32");
+      attention.forward(q, k, v, attended, lse.data, sizesOf(layout), scale, causal);
+      const out = backend.floatOutput([...qkv.shape.slice(0, -3), layout.h, layout.d], qkv.dtype);
+      scatterHeads(attended, out.data, { ...layout, parts: 1 }, 0);
+      return [out.commit(), lse.commit()];
+    },
+    PackedAttentionBackward({ inputs: { dout, qkv, out, lse }, attrs: { causal, scale }, backend }: KernelArgs<"PackedAttentionBackward", JsBackend>): TensorInfo {
+      const layout = packedHeadsOf(qkv.shape);
+      const rows = backend.floats(qkv);
+      const [q, k, v] = [0, 1, 2].map((part) => gatherHeads(rows, layout, part));
+      const [g, o] = [dout, out].map((x) => gatherHeads(backend.floats(x), { ...layout, parts: 1 }, 0));
+      const grads: [Float32Array, Float32Array, Float32Array] = [new Float32Array(q.length), new Float32Array(q.length), new Float32Array(q.length)];
+      attention.backward([g, q, k, v, o, backend.floats(lse)], grads, sizesOf(layout), scale, causal);
+      const dqkv = backend.floatOutput(qkv.shape, qkv.dtype);
+      for (const [part, grad] of grads.entries()) scatterHeads(grad, dqkv.data, layout, part);
+      return dqkv.commit();
+    },
+  };
 }
+
+export const { PackedAttention: packedAttentionKernel, PackedAttentionBackward: packedAttentionBackwardKernel } = packedAttentionKernels({
+  forward: (q, k, v, out, lse, sizes, scale, causal) =>
+    attendMatrices(
+      q,
+      k,
+      v,
+      out,
+      sizes,
+      scale,
+      (i, m, n) => (causal ? i + n - m + 1 : n),
+      (index, max, sum) => {
+        lse[index] = max + Math.log(sum);
+      },
+    ),
+  backward: (inputs, grads, sizes, scale, causal) => attentionGradients(inputs, grads, sizes, causal, scale),
+});
 
 type AdamHyperparameters = Omit<KernelArgs<"AdamUpdate", JsBackend>["attrs"], "step">;
 
