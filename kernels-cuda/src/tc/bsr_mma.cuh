@@ -14,34 +14,61 @@ namespace bs::tc::sm80 {
 
 constexpr int cmin(int a, int b) { return a < b ? a : b; }
 
-template <typename T_, Op kOp_, int kBlock_, int kTileM_, int kWarpsM_, int kWarpsN_, int kStages_>
-struct MmaTraits {
+constexpr int cmax(int a, int b) { return a > b ? a : b; }
+constexpr int roundUp(int a, int b) { return (a + b - 1) / b * b; }
+
+// A tile of R x C blocks: kTileM tokens (dW: G * R output rows) x one block row (Linear) or column (Matmul, dW), a
+// kWarpsM x kWarpsN grid of warps and kStages pipeline stages.
+template <typename T_, Op kOp_, int kR_, int kC_, int kTileM_, int kWarpsM_, int kWarpsN_, int kStages_>
+struct MmaShapeTraits {
   using T = T_;
   static constexpr Op kOp = kOp_;
-  static constexpr int R = kBlock_, C = kBlock_;
+  static constexpr int R = kR_, C = kC_;
   static constexpr int kTileM = kTileM_;  // Linear/Matmul: tokens; Sampled: G * R output rows
   static constexpr int kTileN = kOp == Op::Linear ? R : C;
-  // Depth of one pipeline step: a slice of a block (Linear/Matmul) or of the tokens (Sampled).
-  static constexpr int kStep = kOp == Op::Linear ? cmin(C, 64) : kOp == Op::Matmul ? cmin(R, 64) : 32;
+  // The side of a block the reduction walks: its columns (Linear) or rows (Matmul); dW walks the tokens.
+  static constexpr int kSide = kOp == Op::Linear ? C : kOp == Op::Matmul ? R : 0;
+  // Depth of one pipeline step: a slice of a block (Linear/Matmul) or 32 tokens (Sampled). Blocks narrower than 32
+  // along the reduction share a 32-deep step, kEntries of them (the last step of a line zero-filled past its end).
+  static constexpr int kEntries = kOp != Op::Sampled && kSide < 32 ? 32 / kSide : 1;
+  static constexpr int kStep = kOp == Op::Sampled ? 32 : kSide < 32 ? 32 : cmin(kSide, 64);
   static constexpr int kGroup = kOp == Op::Sampled ? kTileM / R : 1;
   static constexpr bool kAKMajor = kOp != Op::Sampled;
   static constexpr bool kBKMajor = kOp == Op::Linear;
-  // Panel widths (elements per swizzled row): K-major operands are one panel kStep wide.
-  static constexpr int kPanelA = kAKMajor ? kStep : cmin(R, 64);
-  static constexpr int kPanelB = kBKMajor ? kStep : cmin(C, 64);
+  // Panel widths (elements per swizzled row): K-major operands are one panel kStep wide, MN-major ones panels of
+  // 32 or 64 (an operand 16 wide fills half of a 32-wide panel).
+  static constexpr int kPanelA = kAKMajor ? kStep : cmax(cmin(R, 64), 32);
+  static constexpr int kPanelB = kBKMajor ? kStep : cmax(cmin(C, 64), 32);
   static constexpr int kWarpsM = kWarpsM_, kWarpsN = kWarpsN_, kStages = kStages_;
   static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
   static constexpr int kWarpM = kTileM / kWarpsM, kWarpN = kTileN / kWarpsN;
   static constexpr int kMmaM = kWarpM / 16, kMmaN = kWarpN / 8;
-  static constexpr int kABytes = kTileM * kStep * 2, kBBytes = kTileN * kStep * 2;
+  static constexpr int kABytes = (kAKMajor ? kTileM : roundUp(kTileM, kPanelA)) * kStep * 2;
+  static constexpr int kBBytes = (kBKMajor ? kTileN : roundUp(kTileN, kPanelB)) * kStep * 2;
   static constexpr int kStageBytes = kABytes + kBBytes;
   static constexpr int kSmemBytes = 1024 + kStages * kStageBytes + 2 * kIndexCapacity * 4;
 
   static_assert(kOp != Op::Sampled || kTileM % R == 0, "a Sampled tile holds whole blocks");
   static_assert(kWarpM % 16 == 0 && kWarpN % 16 == 0, "warp tiles are multiples of 16");
-  static_assert((kTileM * kStep / 8) % kThreads == 0 && (kTileN * kStep / 8) % kThreads == 0,
-                "every thread copies the same number of chunks");
+  static_assert(kOp == Op::Sampled || kSide % 16 == 0, "blocks are multiples of 16 along the reduction");
+  static_assert(kStageBytes % 1024 == 0, "every stage's panels start on a 1024-byte boundary");
 };
+
+// The square tiles (R = C = kBlock).
+template <typename T, Op kOp, int kBlock, int kTileM, int kWarpsM, int kWarpsN, int kStages>
+using MmaTraits = MmaShapeTraits<T, kOp, kBlock, kBlock, kTileM, kWarpsM, kWarpsN, kStages>;
+
+// Calls body(id) for id = tid, tid + threads, ... below kTotal: each thread's share of a copy of kTotal chunks (the
+// last round partial when kTotal is not a multiple of the threads).
+template <int kTotal, int kThreads, class Body>
+__device__ __forceinline__ void forChunks(int tid, Body&& body) {
+#pragma unroll
+  for (int it = 0; it < (kTotal + kThreads - 1) / kThreads; ++it) {
+    const int id = tid + it * kThreads;
+    if (kTotal % kThreads != 0 && id >= kTotal) break;
+    body(id);
+  }
+}
 
 // Loads the A and B tiles of pipeline step `step` into one stage.
 template <class K>
@@ -57,68 +84,107 @@ struct StepLoader {
     const T* b = static_cast<const T*>(args.b);
     const uint32_t aSmem = smemAddress(stage), bSmem = aSmem + K::kABytes;
     if constexpr (K::kOp == Op::Linear || K::kOp == Op::Matmul) {
-      constexpr int kStepsPerBlock = (K::kOp == Op::Linear ? K::C : K::R) / K::kStep;
-      const int entry = step / kStepsPerBlock, slice = (step % kStepsPerBlock) * K::kStep;
-      const int64_t aColumn = entryColumn<K::kOp, K::R, K::C>(args, work, indexA, entry) + slice;
       const int64_t lda = K::kOp == Op::Linear ? args.cols : args.rows;
-      // A: tokens x kStep, K-major.
       constexpr int kChunksPerRow = K::kStep / 8;
-#pragma unroll
-      for (int it = 0; it < K::kTileM * kChunksPerRow / K::kThreads; ++it) {
-        int id = tid + it * K::kThreads, row = id / kChunksPerRow, chunk = id % kChunksPerRow;
-        int64_t token = work.tokenBase + row;
-        bool valid = token < args.m;
-        const T* src = a + (valid ? token * lda + aColumn + chunk * 8 : 0);
-        cpAsync16(aSmem + panelOffset<K::kPanelA>(row, chunk), src, valid);
-      }
-      if constexpr (K::kOp == Op::Linear) {
-        // B: the R x kStep slice of block (first + entry), K-major.
-        const T* block = b + static_cast<int64_t>(work.first + entry) * K::R * K::C + slice;
-#pragma unroll
-        for (int it = 0; it < K::R * kChunksPerRow / K::kThreads; ++it) {
-          int id = tid + it * K::kThreads, row = id / kChunksPerRow, chunk = id % kChunksPerRow;
-          cpAsync16(bSmem + panelOffset<K::kPanelB>(row, chunk), block + row * K::C + chunk * 8, true);
+      if constexpr (K::kEntries == 1) {
+        constexpr int kStepsPerBlock = K::kSide / K::kStep;
+        const int entry = step / kStepsPerBlock, slice = (step % kStepsPerBlock) * K::kStep;
+        const int64_t aColumn = entryColumn<K::kOp, K::R, K::C>(args, work, indexA, entry) + slice;
+        // A: tokens x kStep, K-major.
+        forChunks<K::kTileM * kChunksPerRow, K::kThreads>(tid, [&](int id) {
+          const int row = id / kChunksPerRow, chunk = id % kChunksPerRow;
+          const int64_t token = work.tokenBase + row;
+          const bool valid = token < args.m;
+          const T* src = a + (valid ? token * lda + aColumn + chunk * 8 : 0);
+          cpAsync16(aSmem + panelOffset<K::kPanelA>(row, chunk), src, valid);
+        });
+        if constexpr (K::kOp == Op::Linear) {
+          // B: the R x kStep slice of block (first + entry), K-major.
+          const T* block = b + static_cast<int64_t>(work.first + entry) * K::R * K::C + slice;
+          forChunks<K::R * kChunksPerRow, K::kThreads>(tid, [&](int id) {
+            const int row = id / kChunksPerRow, chunk = id % kChunksPerRow;
+            cpAsync16(bSmem + panelOffset<K::kPanelB>(row, chunk), block + row * K::C + chunk * 8, true);
+          });
+        } else {
+          // B: rows [slice, slice + kStep) of the entry's value block, all C columns, N-major panels.
+          const int64_t valueBlock = entryValue(args, work, indexB, entry);
+          const T* block = b + (valueBlock * K::R + slice) * K::C;
+          constexpr int kChunksPerK = K::C / 8, kPanelChunks = K::kPanelB / 8;
+          forChunks<K::kStep * kChunksPerK, K::kThreads>(tid, [&](int id) {
+            const int krow = id / kChunksPerK, chunk = id % kChunksPerK;
+            const uint32_t offset = (chunk / kPanelChunks) * (K::kStep * K::kPanelB * 2) +
+                                    panelOffset<K::kPanelB>(krow, chunk % kPanelChunks);
+            cpAsync16(bSmem + offset, block + krow * K::C + chunk * 8, true);
+          });
         }
       } else {
-        // B: rows [slice, slice + kStep) of the entry's value block, all C columns, N-major panels.
-        const int64_t valueBlock = entryValue(args, work, indexB, entry);
-        const T* block = b + (valueBlock * K::R + slice) * K::C;
-        constexpr int kChunksPerK = K::C / 8, kPanelChunks = K::kPanelB / 8;
-#pragma unroll
-        for (int it = 0; it < K::kStep * kChunksPerK / K::kThreads; ++it) {
-          int id = tid + it * K::kThreads, krow = id / kChunksPerK, chunk = id % kChunksPerK;
-          uint32_t offset = (chunk / kPanelChunks) * (K::kStep * K::kPanelB * 2) +
-                            panelOffset<K::kPanelB>(krow, chunk % kPanelChunks);
-          cpAsync16(bSmem + offset, block + krow * K::C + chunk * 8, true);
+        // kEntries blocks per step, kSide deep each: K-major chunk c belongs to entry step * kEntries + c /
+        // kChunksPerSide. Entries past the line's end read as zeros in both operands (a stale stage's value times a
+        // zero could be NaN).
+        constexpr int kChunksPerSide = K::kSide / 8;
+        const int first = step * K::kEntries;
+        // A: tokens x kStep, K-major, each entry's kSide columns (rows of dY) where its block sits.
+        forChunks<K::kTileM * kChunksPerRow, K::kThreads>(tid, [&](int id) {
+          const int row = id / kChunksPerRow, chunk = id % kChunksPerRow, entry = first + chunk / kChunksPerSide;
+          const int64_t token = work.tokenBase + row;
+          const bool valid = token < args.m && entry < work.count;
+          const T* src =
+              a + (valid ? token * lda + entryColumn<K::kOp, K::R, K::C>(args, work, indexA, entry) +
+                               (chunk % kChunksPerSide) * 8
+                         : 0);
+          cpAsync16(aSmem + panelOffset<K::kPanelA>(row, chunk), src, valid);
+        });
+        if constexpr (K::kOp == Op::Linear) {
+          // B: R rows x kStep, K-major; row r's chunks from row r of each entry's block (consecutive in values).
+          forChunks<K::R * kChunksPerRow, K::kThreads>(tid, [&](int id) {
+            const int row = id / kChunksPerRow, chunk = id % kChunksPerRow, entry = first + chunk / kChunksPerSide;
+            const bool valid = entry < work.count;
+            const T* src =
+                b + (valid ? (static_cast<int64_t>(work.first + entry) * K::R + row) * K::C + (chunk % kChunksPerSide) * 8
+                           : 0);
+            cpAsync16(bSmem + panelOffset<K::kPanelB>(row, chunk), src, valid);
+          });
+        } else {
+          // B: kStep rows (the R rows of each entry's value block) x C columns, N-major panels.
+          constexpr int kChunksPerK = K::C / 8, kPanelChunks = K::kPanelB / 8;
+          forChunks<K::kStep * kChunksPerK, K::kThreads>(tid, [&](int id) {
+            const int krow = id / kChunksPerK, chunk = id % kChunksPerK, entry = first + krow / K::R;
+            const bool valid = entry < work.count;
+            const T* src =
+                b + (valid ? (static_cast<int64_t>(entryValue(args, work, indexB, entry)) * K::R + krow % K::R) * K::C +
+                                 chunk * 8
+                           : 0);
+            const uint32_t offset = (chunk / kPanelChunks) * (K::kStep * K::kPanelB * 2) +
+                                    panelOffset<K::kPanelB>(krow, chunk % kPanelChunks);
+            cpAsync16(bSmem + offset, src, valid);
+          });
         }
       }
     } else {
       // Sampled: A = dY^T (G*R rows, M-major), B = X (C columns, N-major), kStep tokens deep.
       const int64_t token0 = work.tokenBase + static_cast<int64_t>(step) * K::kStep;
       constexpr int kChunksPerKA = K::kTileM / 8, kPanelChunksA = K::kPanelA / 8;
-#pragma unroll
-      for (int it = 0; it < K::kStep * kChunksPerKA / K::kThreads; ++it) {
-        int id = tid + it * K::kThreads, krow = id / kChunksPerKA, chunk = id % kChunksPerKA;
-        int member = chunk * 8 / K::R, within = chunk * 8 % K::R;
-        int64_t token = token0 + krow;
-        bool valid = token < work.tokenEnd && member < work.count;
+      forChunks<K::kStep * kChunksPerKA, K::kThreads>(tid, [&](int id) {
+        const int krow = id / kChunksPerKA, chunk = id % kChunksPerKA;
+        const int member = chunk * 8 / K::R, within = chunk * 8 % K::R;
+        const int64_t token = token0 + krow;
+        const bool valid = token < work.tokenEnd && member < work.count;
         const T* src = a + (valid ? token * args.rows + indexA[member] + within : 0);
-        uint32_t offset = (chunk / kPanelChunksA) * (K::kStep * K::kPanelA * 2) +
-                          panelOffset<K::kPanelA>(krow, chunk % kPanelChunksA);
+        const uint32_t offset = (chunk / kPanelChunksA) * (K::kStep * K::kPanelA * 2) +
+                                panelOffset<K::kPanelA>(krow, chunk % kPanelChunksA);
         cpAsync16(aSmem + offset, src, valid);
-      }
+      });
       constexpr int kChunksPerKB = K::C / 8, kPanelChunksB = K::kPanelB / 8;
       const int64_t bColumn = static_cast<int64_t>(work.line) * K::C;
-#pragma unroll
-      for (int it = 0; it < K::kStep * kChunksPerKB / K::kThreads; ++it) {
-        int id = tid + it * K::kThreads, krow = id / kChunksPerKB, chunk = id % kChunksPerKB;
-        int64_t token = token0 + krow;
-        bool valid = token < work.tokenEnd;
+      forChunks<K::kStep * kChunksPerKB, K::kThreads>(tid, [&](int id) {
+        const int krow = id / kChunksPerKB, chunk = id % kChunksPerKB;
+        const int64_t token = token0 + krow;
+        const bool valid = token < work.tokenEnd;
         const T* src = b + (valid ? token * args.cols + bColumn + chunk * 8 : 0);
-        uint32_t offset = (chunk / kPanelChunksB) * (K::kStep * K::kPanelB * 2) +
-                          panelOffset<K::kPanelB>(krow, chunk % kPanelChunksB);
+        const uint32_t offset = (chunk / kPanelChunksB) * (K::kStep * K::kPanelB * 2) +
+                                panelOffset<K::kPanelB>(krow, chunk % kPanelChunksB);
         cpAsync16(bSmem + offset, src, valid);
-      }
+      });
     }
   }
 };
@@ -189,7 +255,7 @@ __global__ void __launch_bounds__(K::kThreads) bsrMmaKernel(const KernelArgs arg
     const int end = min(work.count, begin + per);
     work.first += begin;
     work.count = end - begin;
-    work.steps = work.count * ((K::kOp == Op::Linear ? K::C : K::R) / K::kStep);
+    work.steps = lineSteps<K::kOp, K::R, K::C, K::kStep>(work.count);
   }
   fillIndex<K::kOp, K::R, K::C>(args, work, indexA, indexB, tid, K::kThreads);
   __syncthreads();

@@ -99,11 +99,21 @@ bool supported(DType dtype, const BsrPatternView& pattern, int64_t m) {
   const bool tf32 = dtype == DType::Float32 && tf32Allowed.load(std::memory_order_relaxed);
   if (dtype != DType::BFloat16 && dtype != DType::Float16 && !tf32) return false;
   const int block = pattern.blockHeight;
-  if (pattern.blockWidth != block || (block != 32 && block != 64 && block != 128)) return false;
+  const bool square = pattern.blockWidth == block && (block == 32 || block == 64 || block == 128);
+  // Other shapes: the mma.sync tiles of bsr_mma_shapes.cu, half precision only (TF32 has the squares).
+  if (!square && (dtype == DType::Float32 || !tc::mmaShapeSupported(pattern.blockHeight, pattern.blockWidth)))
+    return false;
   // Bulk-copy coordinates are int32: tokens and rows of the values viewed as [nnzBlocks * R, C].
   if (m <= 0 || m > INT32_MAX || pattern.nnzBlocks <= 0) return false;
   if (static_cast<int64_t>(pattern.nnzBlocks) * block > INT32_MAX) return false;
   return pattern.rows <= INT32_MAX && pattern.cols <= INT32_MAX;
+}
+
+// The squares of 32, 64 and 128, which both paths cover with tiles tuned per product; the other supported shapes
+// (tc::mmaShapeSupported) run the mma.sync default tile alone.
+bool squareBlocks(const BsrPatternView& pattern) {
+  const int block = pattern.blockHeight;
+  return pattern.blockWidth == block && (block == 32 || block == 64 || block == 128);
 }
 
 TcPath resolvePath(const DeviceInfo& device, TcPath requested) {
@@ -196,8 +206,14 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   TcPath path = resolvePath(device, options.path);
   if (path == TcPath::Auto) return false;
   const int block = pattern.blockHeight;
+  const bool square = squareBlocks(pattern);
   int variant = options.variant;
-  if (dtype == DType::Float32) {
+  if (!square) {
+    // One tile per shape, on the mma.sync path (which every sm_80+ device has).
+    if (options.path == TcPath::Wgmma || variant > tc::kDefaultTile) return false;
+    path = TcPath::Mma;
+    variant = tc::kDefaultTile;
+  } else if (dtype == DType::Float32) {
     // TF32 has one kernel per block size, on the mma.sync path on every sm_80+ device.
     if (options.path == TcPath::Wgmma || variant > tc::kDefaultTile) return false;
     path = TcPath::Mma;
@@ -265,7 +281,7 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
     splits = (m + perSplit - 1) / perSplit;
     args.tokensPerSplit = perSplit;
   }
-  const int64_t valueCount = static_cast<int64_t>(pattern.nnzBlocks) * block * block;
+  const int64_t valueCount = static_cast<int64_t>(pattern.nnzBlocks) * pattern.blockHeight * pattern.blockWidth;
   // With options.splitCluster (wgmma, up to the portable cluster size) a group's splits are one thread-block cluster
   // that sums its float32 accumulators through distributed shared memory, in split order: no partials written and read
   // again, no second pass; otherwise the partial pass sums them.
@@ -309,10 +325,11 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   }
   bool launched = false;
   try {
-    launched = path == TcPath::Wgmma ? tc::launchWgmma(op, dtype, args, block, variant, device.sms, stream)
-                                     : tc::launchMma(op, dtype, args, block, variant, device.sms, stream);
+    launched = !square ? tc::launchMmaShape(op, dtype, args, pattern.blockHeight, pattern.blockWidth, stream)
+               : path == TcPath::Wgmma ? tc::launchWgmma(op, dtype, args, block, variant, device.sms, stream)
+                                       : tc::launchMma(op, dtype, args, block, variant, device.sms, stream);
     // Dev's variants fuse nothing: they never stand in for a shipped tile that declined a fused epilogue.
-    if (!launched && options.devVariants && activated == nullptr && !backward)
+    if (!launched && square && options.devVariants && activated == nullptr && !backward)
       launched = options.devVariants(path, op, dtype, args, block, variant, device.sms, stream);
     if (launched && splits > 1 && !clusterSum)
       launchSumSplits(dtype, args.partials, static_cast<int>(splits), valueCount, out, stream);
@@ -378,7 +395,9 @@ bool tcSampledMatmul(DType dtype, const void* dy, const void* x, void* dw, int64
 TcPath tcPathFor(DType dtype, const BsrPatternView& pattern) {
   if (!supported(dtype, pattern, 1)) return TcPath::Auto;
   const TcPath path = resolvePath(currentDevice(), TcPath::Auto);
-  return path != TcPath::Auto && (pattern.blockHeight == 32 || dtype == DType::Float32) ? TcPath::Mma : path;
+  return path != TcPath::Auto && (pattern.blockHeight == 32 || dtype == DType::Float32 || !squareBlocks(pattern))
+             ? TcPath::Mma
+             : path;
 }
 
 std::vector<TcOptions> tcTuneCandidates(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m) {
@@ -389,7 +408,7 @@ std::vector<TcOptions> tcTuneCandidates(tc::Op op, DType dtype, const BsrPattern
   if (device.major < 8) return out;
   const int block = pattern.blockHeight;
   std::vector<TcPath> paths{TcPath::Mma};
-  if (device.wgmma) paths.push_back(TcPath::Wgmma);
+  if (device.wgmma && squareBlocks(pattern)) paths.push_back(TcPath::Wgmma);
   for (TcPath path : paths) {
     if (op != tc::Op::Sampled) {
       out.push_back({path, tc::kDefaultTile});

@@ -123,6 +123,14 @@ bool launchMma(Op op, DType dtype, const KernelArgs& args, int blockSize, int va
                cudaStream_t stream);
 bool launchWgmma(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                  cudaStream_t stream);
+// The block shapes besides the squares of 32, 64 and 128 that the mma.sync path covers in float16/bfloat16
+// (bsr_mma_shapes.cu): 16x16 and the 1:2 and 2:1 rectangles of sides 16-128.
+constexpr bool mmaShapeSupported(int rows, int cols) {
+  return (rows == 16 && (cols == 16 || cols == 32)) || (rows == 32 && (cols == 16 || cols == 64)) ||
+         (rows == 64 && (cols == 32 || cols == 128)) || (rows == 128 && cols == 64);
+}
+// Their launcher: the default tile of an R x C block (mmaShapeSupported), bfloat16 or float16.
+bool launchMmaShape(Op op, DType dtype, const KernelArgs& args, int rows, int cols, cudaStream_t stream);
 // Decoding path of Linear (bsr_decode.cu): whether it covers the dtype, block shape, token count and
 // alignments, and its launch (pointers already validated).
 bool decodeSupported(DType dtype, const void* x, const void* values, const void* bias, const void* y, int64_t m,

@@ -17,6 +17,15 @@ struct TileWork {
   int32_t steps;      // pipeline steps
 };
 
+// Linear/Matmul: pipeline steps over a line of `count` blocks, each kStep deep: a block's side along the reduction (its
+// columns for Linear, rows for Matmul) in kStep slices, or kStep / side blocks per step when the side is narrower.
+template <Op kOp, int R, int C, int kStep>
+__device__ __forceinline__ int32_t lineSteps(int32_t count) {
+  constexpr int kSide = kOp == Op::Linear ? C : R;
+  if constexpr (kSide < kStep) return (count + kStep / kSide - 1) / (kStep / kSide);
+  else return count * (kSide / kStep);
+}
+
 // Linear/Matmul: the tile at raster position `linear` (a CTA index, or a persistent CTA's next tile).
 template <Op kOp, int R, int C, int kTileM, int kStep>
 __device__ __forceinline__ void tileAt(const KernelArgs& args, int linear, TileWork& work) {
@@ -28,7 +37,7 @@ __device__ __forceinline__ void tileAt(const KernelArgs& args, int linear, TileW
   work.count = ptr[tileN + 1] - work.first;
   work.tokenBase = static_cast<int64_t>(tileM) * kTileM;
   work.tokenEnd = min(args.m, work.tokenBase + kTileM);
-  work.steps = work.count * ((kOp == Op::Linear ? C : R) / kStep);
+  work.steps = lineSteps<kOp, R, C, kStep>(work.count);
 }
 
 // Fills `work` for this CTA; false when the CTA has nothing to do (a Sampled group past the column's end).

@@ -52,7 +52,9 @@ function sampledReference(pattern: BsrPattern, dy: ArrayLike<number>, x: ArrayLi
   return dw;
 }
 
-// Block shapes of every kind: 1x1, odd, rectangular both ways, larger than one 32-wide tile, 64x64.
+// Block shapes of every kind: 1x1, odd, rectangular both ways, larger than one 32-wide tile, 64x64, and the shapes
+// besides the squares that the tensor-core tiles take in float16/bfloat16 (16x16 and the 1:2 and 2:1 rectangles),
+// each with lines of several blocks.
 const CASES: { shape: [number, number]; block: [number, number] }[] = [
   { shape: [5, 7], block: [1, 1] },
   { shape: [6, 9], block: [2, 3] },
@@ -63,6 +65,12 @@ const CASES: { shape: [number, number]; block: [number, number] }[] = [
   { shape: [40, 64], block: [8, 32] },
   { shape: [96, 160], block: [48, 80] },
   { shape: [128, 192], block: [64, 64] },
+  { shape: [64, 160], block: [16, 32] },
+  { shape: [96, 80], block: [32, 16] },
+  { shape: [96, 192], block: [32, 64] },
+  { shape: [192, 96], block: [64, 32] },
+  { shape: [128, 384], block: [64, 128] },
+  { shape: [384, 128], block: [128, 64] },
 ];
 
 describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math", () => {

@@ -1,0 +1,59 @@
+// sm_80+ path for the block shapes besides the squares of 32, 64 and 128 (tc_kernels.h's mmaShapeSupported): the
+// mma.sync tile of bsr_mma.cuh with R x C blocks, in a file of its own so that it compiles beside bsr_mma.cu.
+#include "bsr_mma.cuh"
+
+namespace bs::tc {
+
+namespace {
+
+using sm80::MmaShapeTraits;
+
+// The output tile's width: a block row's R features (Linear) or a block column's C (Matmul, dW).
+template <Op kOp, int R, int C>
+constexpr int kShapeTileN = kOp == Op::Linear ? R : C;
+// Warps along the features: one per 32 of them, up to 4 (16- and 32-wide tiles take one, as the 32x32 tile does);
+// along the tokens, 4 warps of 32 tokens, or 2 of 64 beside 2 or 4 along the features (as the 64x64 and 128x128
+// tiles).
+template <Op kOp, int R, int C>
+constexpr int kShapeWarpsN = kShapeTileN<kOp, R, C> >= 128 ? 4 : kShapeTileN<kOp, R, C> >= 64 ? 2 : 1;
+template <Op kOp, int R, int C>
+constexpr int kShapeWarpsM = kShapeWarpsN<kOp, R, C> == 1 ? 4 : 2;
+// 128 tokens (dW: 128 rows of blocks) per tile; four stages, or three where a stage passes 24 KB.
+template <typename T, Op kOp, int R, int C, int kStages>
+using ShapeTileOf = MmaShapeTraits<T, kOp, R, C, 128, kShapeWarpsM<kOp, R, C>, kShapeWarpsN<kOp, R, C>, kStages>;
+template <typename T, Op kOp, int R, int C>
+using ShapeTile = ShapeTileOf<T, kOp, R, C, ShapeTileOf<T, kOp, R, C, 4>::kStageBytes <= 24 * 1024 ? 4 : 3>;
+
+template <typename T, Op kOp>
+bool launchShape(const KernelArgs& args, int rows, int cols, cudaStream_t stream) {
+  using sm80::launch;
+  if (rows == 16 && cols == 16) return launch<ShapeTile<T, kOp, 16, 16>>(args, stream);
+  if (rows == 16 && cols == 32) return launch<ShapeTile<T, kOp, 16, 32>>(args, stream);
+  if (rows == 32 && cols == 16) return launch<ShapeTile<T, kOp, 32, 16>>(args, stream);
+  if (rows == 32 && cols == 64) return launch<ShapeTile<T, kOp, 32, 64>>(args, stream);
+  if (rows == 64 && cols == 32) return launch<ShapeTile<T, kOp, 64, 32>>(args, stream);
+  if (rows == 64 && cols == 128) return launch<ShapeTile<T, kOp, 64, 128>>(args, stream);
+  if (rows == 128 && cols == 64) return launch<ShapeTile<T, kOp, 128, 64>>(args, stream);
+  return false;
+}
+
+template <typename T>
+bool launchShapeTyped(Op op, const KernelArgs& args, int rows, int cols, cudaStream_t stream) {
+  switch (op) {
+    case Op::Linear: return launchShape<T, Op::Linear>(args, rows, cols, stream);
+    case Op::Matmul: return launchShape<T, Op::Matmul>(args, rows, cols, stream);
+    case Op::Sampled: return launchShape<T, Op::Sampled>(args, rows, cols, stream);
+  }
+  return false;
+}
+
+}  // namespace
+
+bool launchMmaShape(Op op, DType dtype, const KernelArgs& args, int rows, int cols, cudaStream_t stream) {
+  if (!mmaShapeSupported(rows, cols)) return false;
+  if (dtype == DType::BFloat16) return launchShapeTyped<__nv_bfloat16>(op, args, rows, cols, stream);
+  if (dtype == DType::Float16) return launchShapeTyped<__half>(op, args, rows, cols, stream);
+  return false;
+}
+
+}  // namespace bs::tc
