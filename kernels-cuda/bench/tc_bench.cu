@@ -12,12 +12,14 @@
 //         cuBLAS dense, reporting the weight's bytes per second and its fraction of the copy bandwidth.
 //         Input sets rotate through more than twice the L2 cache, so the weight comes from memory.
 //
-// Usage: tc_bench [--mode check|time|decode] [--ops linear,matmul,sampled] [--paths auto,decode,wgmma,mma]
-//                 [--blocks 32,64,128] [--quick] [--dtype bf16|f16|f32] [--variants 0,1] [--tokens 8192,512]
+// Usage: tc_bench [--mode check|time|decode] [--ops linear,matmul,sampled] [--paths auto,decode,wgmma,mma,simple]
+//                 [--blocks 32,64,128,16x32] [--quick] [--dtype bf16|f16|f32] [--variants 0,1] [--tokens 8192,512]
 //                 [--shapes 4096x4096,4096x16384 (K x N)] [--densities 0.25,0.5] [--sets 3] [--rows random|equal]
 // --variants applies to each of the wgmma and mma paths named (wgmma/v6 is dev's X-resident bsrLinear); a variant
 // written with a trailing c (0c) sums dW's token splits in thread-block clusters instead of the float32 partial pass
 // (TcOptions::splitCluster, kept for measurement);
+// --paths simple times (and checks) the simple kernel of src/kernels/bsr.cu, which runs where the tensor-core entry
+// points decline. --blocks takes square sides (32) or R x C shapes (16x32: W's blocks 16 rows by 32 columns).
 // --tokens, --shapes and --densities replace each mode's defaults. --sets (time mode, default 3) is how many input
 // sets the launches rotate through: 1 keeps the inputs in L2 between launches, as in a training step.
 // --rows equal gives every block row the same number of blocks (round(density x block columns)) instead of each
@@ -96,7 +98,9 @@ struct Variant {
   bs::TcPath path;
   int variant;
   bool cluster = false;  // TcOptions::splitCluster
+  bool simple = false;   // --paths simple: the simple kernel (src/kernels/bsr.cu), what runs where no tile does
   std::string name() const {
+    if (simple) return "simple";
     if (path == bs::TcPath::Auto) return "auto";
     if (path == bs::TcPath::Decode) return variant == 0 ? "decode" : "decode/v" + std::to_string(variant);
     return std::string(path == bs::TcPath::Wgmma ? "wgmma" : "mma") + "/v" + std::to_string(variant) +
@@ -205,21 +209,28 @@ HostArray download(DType dtype, const void* data, int64_t n) {
 
 // ------------------------------------------------------------------------------------------ pattern
 
+// A block shape R x C (rows x columns of W), written R or RxC.
+struct BlockShape {
+  int r, c;
+  std::string label() const { return r == c ? std::to_string(r) : std::to_string(r) + "x" + std::to_string(c); }
+};
+
 struct HostPattern {
   int64_t rows, cols;
-  int block, blockRows, blockCols, nnz;
+  int r, c, blockRows, blockCols, nnz;
   std::vector<int32_t> rowPtr, colIdx, colPtr, rowIdx, valueIndex, coordRow, coordCol;
 };
 
 // Each block present with probability `density` (rows of unequal length, as in real patterns), or with `equalRows`
 // round(density x block columns) blocks at random columns in every block row (rows of equal length).
-HostPattern makePattern(int64_t rows, int64_t cols, int block, double density, Rng& rng, bool equalRows = false) {
+HostPattern makePattern(int64_t rows, int64_t cols, BlockShape block, double density, Rng& rng, bool equalRows = false) {
   HostPattern p;
   p.rows = rows;
   p.cols = cols;
-  p.block = block;
-  p.blockRows = static_cast<int>(rows / block);
-  p.blockCols = static_cast<int>(cols / block);
+  p.r = block.r;
+  p.c = block.c;
+  p.blockRows = static_cast<int>(rows / block.r);
+  p.blockCols = static_cast<int>(cols / block.c);
   p.rowPtr.push_back(0);
   const int perRow = std::max(1, static_cast<int>(std::lround(std::min(density, 1.0) * p.blockCols)));
   std::vector<int32_t> columns(p.blockCols);
@@ -278,19 +289,20 @@ void upload(const HostPattern& p, DevicePattern& d) {
   }
 #ifndef TC_BENCH_NO_DEV
   // The schedules of dev's grouped tiles (variants 8 and 9 on the mma path, 11 and 12 on wgmma).
-  const bool scheduled = bs::tc::wantsGroupSchedules(p.block, p.block);
+  const bool scheduled = p.r == p.c && bs::tc::wantsGroupSchedules(p.r, p.c);
   bs::tc::GroupScheduleOffsets schedules;
   if (scheduled)
     schedules = bs::tc::appendGroupSchedules(packed, p.blockRows, p.blockCols, p.rowPtr.data(), p.colIdx.data(),
                                              p.colPtr.data(), p.rowIdx.data(), p.valueIndex.data(),
-                                             bs::tc::multicastStages(p.block));
+                                             bs::tc::multicastStages(p.r));
 #endif
   CHECK_CUDA(cudaMalloc(&d.buffer, std::max<size_t>(packed.size(), 1) * 4));
   CHECK_CUDA(cudaMemcpy(d.buffer, packed.data(), packed.size() * 4, cudaMemcpyHostToDevice));
   BsrPatternView& v = d.view;
   v.rows = p.rows;
   v.cols = p.cols;
-  v.blockHeight = v.blockWidth = p.block;
+  v.blockHeight = p.r;
+  v.blockWidth = p.c;
   v.blockRows = p.blockRows;
   v.blockCols = p.blockCols;
   v.nnzBlocks = p.nnz;
@@ -331,7 +343,7 @@ struct Problem {
           uint64_t seed)
       : product(product), dtype(dtype), m(m), cols(cols), rows(rows), pattern(&pattern), sets(sets) {
     upload(pattern, device);
-    const int64_t values = int64_t(pattern.nnz) * pattern.block * pattern.block;
+    const int64_t values = int64_t(pattern.nnz) * pattern.r * pattern.c;
     aCount = m * (product == Product::Linear ? cols : rows);
     bCount = product == Product::Sampled ? m * cols : values;
     outCount = product == Product::Linear ? m * rows : product == Product::Matmul ? m * cols : values;
@@ -377,11 +389,16 @@ struct Problem {
       bs::launchBiasActivationBackward(activation, dtype, out, pre, nullptr, activated, dbias, m, cols, 0);
   }
   double nonzeroFlops() const {
-    return 2.0 * m * double(pattern->nnz) * pattern->block * pattern->block;
+    return 2.0 * m * double(pattern->nnz) * pattern->r * pattern->c;
   }
 
   // fuse: with an activation, the fused entry point (false: bsrLinear alone, as the unfused path's first pass).
   bool runFast(int set, const Variant& v, void* target, bool fuse = true) const {
+    if (v.simple) {
+      if (activated != nullptr && fuse) return false;  // the simple kernel fuses nothing
+      runSimple(set, target);
+      return true;
+    }
     bs::TcOptions options;
     options.path = v.path;
     options.variant = v.variant;
@@ -431,27 +448,27 @@ struct HostReference {
   }
   double at(int64_t index) const {
     const HostPattern& pat = *problem.pattern;
-    const int B = pat.block;
+    const int R = pat.r, C = pat.c;
     double sum = 0.0;
     if (problem.product == Product::Linear) {
       int64_t token = index / problem.rows, feature = index % problem.rows;
-      int br = static_cast<int>(feature / B), r = static_cast<int>(feature % B);
+      int br = static_cast<int>(feature / R), r = static_cast<int>(feature % R);
       for (int e = pat.rowPtr[br]; e < pat.rowPtr[br + 1]; ++e)
-        for (int c = 0; c < B; ++c)
-          sum += a[token * problem.cols + int64_t(pat.colIdx[e]) * B + c] *
-                 b[(int64_t(e) * B + r) * B + c];
+        for (int c = 0; c < C; ++c)
+          sum += a[token * problem.cols + int64_t(pat.colIdx[e]) * C + c] *
+                 b[(int64_t(e) * R + r) * C + c];
       if (!bias.empty()) sum += bias[feature];
     } else if (problem.product == Product::Matmul) {
       int64_t token = index / problem.cols, column = index % problem.cols;
-      int bc = static_cast<int>(column / B), c = static_cast<int>(column % B);
+      int bc = static_cast<int>(column / C), c = static_cast<int>(column % C);
       for (int q = pat.colPtr[bc]; q < pat.colPtr[bc + 1]; ++q)
-        for (int r = 0; r < B; ++r)
-          sum += a[token * problem.rows + int64_t(pat.rowIdx[q]) * B + r] *
-                 b[(int64_t(pat.valueIndex[q]) * B + r) * B + c];
+        for (int r = 0; r < R; ++r)
+          sum += a[token * problem.rows + int64_t(pat.rowIdx[q]) * R + r] *
+                 b[(int64_t(pat.valueIndex[q]) * R + r) * C + c];
     } else {
-      int64_t p = index / (B * B);
-      int r = static_cast<int>(index / B % B), c = static_cast<int>(index % B);
-      int64_t row = int64_t(pat.coordRow[p]) * B + r, column = int64_t(pat.coordCol[p]) * B + c;
+      int64_t p = index / (R * C);
+      int r = static_cast<int>(index / C % R), c = static_cast<int>(index % C);
+      int64_t row = int64_t(pat.coordRow[p]) * R + r, column = int64_t(pat.coordCol[p]) * C + c;
       for (int64_t token = 0; token < problem.m; ++token)
         sum += a[token * problem.rows + row] * b[token * problem.cols + column];
     }
@@ -612,7 +629,7 @@ struct Options {
   std::string mode = "check";
   std::vector<Product> products = {Product::Linear, Product::Matmul, Product::Sampled};
   std::vector<Variant> variants;
-  std::vector<int> blocks = {32, 64, 128};
+  std::vector<BlockShape> blocks = {{32, 32}, {64, 64}, {128, 128}};
   bool quick = false;
   // time mode: input sets the launches rotate through (1: the inputs stay in L2 between launches, as an
   // operand just written by the previous op of a training step does).
@@ -688,7 +705,13 @@ Options parse(int argc, char** argv) {
     } else if (arg == "--blocks") {
       o.blocks.clear();
       o.blocksGiven = true;
-      for (auto& b : split(value())) o.blocks.push_back(std::atoi(b.c_str()));
+      for (auto& b : split(value())) {
+        int r = 0, c = 0;
+        const int read = std::sscanf(b.c_str(), "%dx%d", &r, &c);
+        if (read == 1) c = r;
+        if (read < 1 || r < 1 || c < 1) usageError("--blocks takes block sides R or shapes RxC, got " + b);
+        o.blocks.push_back({r, c});
+      }
     } else if (arg == "--activation") {
       std::string name = value();
       if (name != "relu" && name != "gelu" && name != "gelu_tanh") usageError("--activation is relu, gelu or gelu_tanh, got " + name);
@@ -706,12 +729,16 @@ Options parse(int argc, char** argv) {
   // decode: bsrLinear only, what it dispatches to and the decoding kernel itself, 32 and 64 blocks.
   if (o.mode == "decode") {
     if (!o.pathsGiven) paths = {"auto", "decode"};
-    if (!o.blocksGiven) o.blocks = {32, 64};
+    if (!o.blocksGiven) o.blocks = {{32, 32}, {64, 64}};
     o.products = {Product::Linear};
   }
   for (auto& p : paths) {
     if (p == "auto") {  // what the product entry points dispatch to by default
       o.variants.push_back({bs::TcPath::Auto, -1});
+    } else if (p == "simple") {  // the simple kernel, where the entry points decline
+      Variant simple{bs::TcPath::Auto, -1};
+      simple.simple = true;
+      o.variants.push_back(simple);
     } else if (p == "decode") {  // the default, and with --variants the alternatives 1-4 too (tc_kernels.h)
       o.variants.push_back({bs::TcPath::Decode, 0});
       if (o.variantsGiven)
@@ -722,7 +749,7 @@ Options parse(int argc, char** argv) {
         o.variants.push_back({p == "wgmma" ? bs::TcPath::Wgmma : bs::TcPath::Mma, std::atoi(v.c_str()),
                               !v.empty() && v.back() == 'c'});
     } else {
-      usageError("--paths takes auto, decode, wgmma, mma; got " + p);
+      usageError("--paths takes auto, decode, wgmma, mma, simple; got " + p);
     }
   }
   return o;
@@ -833,8 +860,9 @@ std::vector<VariantCheck> checkProblem(const Problem& problem, const std::vector
     check.ran = problem.runFast(0, v, problem.out);
     cudaError_t status = cudaDeviceSynchronize();
     if (status != cudaSuccess) {
-      std::printf("CHECK %s %s R=%d M=%ld K=%ld N=%ld: CUDA error %s\n", productName(problem.product),
-                  v.name().c_str(), problem.pattern->block, long(problem.m), long(problem.cols), long(problem.rows),
+      std::printf("CHECK %s %s R=%s M=%ld K=%ld N=%ld: CUDA error %s\n", productName(problem.product),
+                  v.name().c_str(), BlockShape{problem.pattern->r, problem.pattern->c}.label().c_str(), long(problem.m),
+                  long(problem.cols), long(problem.rows),
                   cudaGetErrorString(status));
       std::fflush(stdout);
       std::exit(3);
@@ -871,10 +899,10 @@ int runChecks(const Options& o) {
   int pass = 0, fail = 0, declined = 0;
   std::map<std::string, double> worst;
   for (Product product : o.products)
-    for (int block : o.blocks)
+    for (BlockShape block : o.blocks)
       for (double density : densities)
         for (const ShapeCase& s : shapes) {
-          if (s.rows % block != 0 || s.cols % block != 0) continue;
+          if (s.rows % block.r != 0 || s.cols % block.c != 0) continue;
           HostPattern pattern = makePattern(s.rows, s.cols, block, density, rng, o.equalRows);
           if (pattern.nnz == 0) continue;
           Problem problem(product, o.dtype, s.m, s.cols, s.rows, pattern, 1, rng.next());
@@ -885,16 +913,16 @@ int runChecks(const Options& o) {
             const VariantCheck& c = checks[i];
             if (!c.ran) {
               ++declined;
-              std::printf("CHECK %-7s %-8s R=%-3d d=%.2f M=%-5ld K=%-5ld N=%-5ld declined\n", productName(product),
-                          v.name().c_str(), block, density, long(s.m), long(s.cols), long(s.rows));
+              std::printf("CHECK %-7s %-8s R=%-3s d=%.2f M=%-5ld K=%-5ld N=%-5ld declined\n", productName(product),
+                          v.name().c_str(), block.label().c_str(), density, long(s.m), long(s.cols), long(s.rows));
               continue;
             }
             c.ok ? ++pass : ++fail;
-            std::string key = std::string(productName(product)) + " " + v.name() + " R=" + std::to_string(block);
+            std::string key = std::string(productName(product)) + " " + v.name() + " R=" + block.label();
             double w = std::isfinite(c.result.relHost) ? std::max(c.result.relSimple, c.result.relHost) : 1e9;
             worst[key] = std::max(worst[key], w);
-            std::printf("CHECK %-7s %-8s R=%-3d d=%.2f M=%-5ld K=%-5ld N=%-5ld nnzb=%-6d vs simple %.2e  vs f64 %.2e%s  %s\n",
-                        productName(product), v.name().c_str(), block, density, long(s.m), long(s.cols),
+            std::printf("CHECK %-7s %-8s R=%-3s d=%.2f M=%-5ld K=%-5ld N=%-5ld nnzb=%-6d vs simple %.2e  vs f64 %.2e%s  %s\n",
+                        productName(product), v.name().c_str(), block.label().c_str(), density, long(s.m), long(s.cols),
                         long(s.rows), pattern.nnz, c.result.relSimple, c.result.relHost,
                         problem.activated ? ((problem.pre ? "  dbias " : "  activated ") + std::to_string(c.relActivated)).c_str() : "",
                         c.ok ? "PASS" : "FAIL");
@@ -953,11 +981,11 @@ int runDecode(const Options& o) {
       const double denseBytes = double(n) * k * element;
       DenseProblem dense(Product::Linear, o.dtype, m, k, n, setsBeyondL2(denseBytes, prop.l2CacheSize), false);
       const double denseUs = denseMs(handle, dense, 20) * 1e3;
-      for (int block : o.blocks)
+      for (BlockShape block : o.blocks)
         for (double density : densities) {
-          if (n % block != 0 || k % block != 0) continue;
+          if (n % block.r != 0 || k % block.c != 0) continue;
           HostPattern pattern = makePattern(n, k, block, density, rng, o.equalRows);
-          const double weightBytes = double(pattern.nnz) * block * block * element;
+          const double weightBytes = double(pattern.nnz) * block.r * block.c * element;
           Problem problem(Product::Linear, o.dtype, m, k, n, pattern, setsBeyondL2(weightBytes, prop.l2CacheSize),
                           rng.next());
           std::vector<VariantCheck> checks = checkProblem(problem, o.variants, rng);
@@ -966,8 +994,8 @@ int runDecode(const Options& o) {
             const VariantCheck& c = checks[i];
             if (!c.ran) {
               ++declined;
-              std::printf("DECODE %-4s R=%-3d d=%.2f M=%-2ld K=%-5ld N=%-5ld %-7s declined\n", dtypeLabel(o.dtype),
-                          block, density, long(m), long(k), long(n), v.name().c_str());
+              std::printf("DECODE %-4s R=%-3s d=%.2f M=%-2ld K=%-5ld N=%-5ld %-7s declined\n", dtypeLabel(o.dtype),
+                          block.label().c_str(), density, long(m), long(k), long(n), v.name().c_str());
               continue;
             }
             c.ok ? ++pass : ++fail;
@@ -976,9 +1004,9 @@ int runDecode(const Options& o) {
             const double rate = weightBytes / (us * 1e-6);
             char line[320];
             std::snprintf(line, sizeof line,
-                          "| %s | %d | %.2f | %ld | %ld | %ld | %s | %d | %.2f | %.2f | %.2f | %.1f | %.2f | %.0f | "
+                          "| %s | %s | %.2f | %ld | %ld | %ld | %s | %d | %.2f | %.2f | %.2f | %.1f | %.2f | %.0f | "
                           "%.2f | %.2e | %s |",
-                          dtypeLabel(o.dtype), block, density, long(m), long(k), long(n), v.name().c_str(),
+                          dtypeLabel(o.dtype), block.label().c_str(), density, long(m), long(k), long(n), v.name().c_str(),
                           bs::tc::decodeWarps(o.dtype, problem.device.view, m, std::max(v.variant, 0), prop.multiProcessorCount),
                           weightBytes / bandwidth * 1e6, us,
                           denseUs, denseUs / us, weightBytes / 1e6, rate / 1e9, rate / bandwidth,
@@ -1024,9 +1052,9 @@ int runTiming(const Options& o) {
         const double denseTflops = 2.0 * m * k * n / dense / 1e9;
         std::printf("cuBLAS %-7s M=%-5ld K=%-5ld N=%-5ld %.4f ms  %.1f TFLOP/s\n", productName(product), long(m),
                     long(k), long(n), dense, denseTflops);
-        for (int block : o.blocks)
+        for (BlockShape block : o.blocks)
           for (double density : densities) {
-            if (n % block != 0 || k % block != 0) continue;
+            if (n % block.r != 0 || k % block.c != 0) continue;
             HostPattern pattern = makePattern(n, k, block, density, rng, o.equalRows);
             Problem problem(product, o.dtype, m, k, n, pattern, sets, rng.next());
             if (o.activate) problem.enableActivation(o.activation);
@@ -1038,8 +1066,8 @@ int runTiming(const Options& o) {
               auto report = [&](const std::string& name, double ms) {
                 double tflops = work / ms / 1e9;
                 char line[256];
-                std::snprintf(line, sizeof line, "| %s | %d | %.2f | %ld | %ld | %ld | %s | %.4f | %.1f | %.1f | %.2f |",
-                              productName(product), block, density, long(m), long(k), long(n), name.c_str(), ms,
+                std::snprintf(line, sizeof line, "| %s | %s | %.2f | %ld | %ld | %ld | %s | %.4f | %.1f | %.1f | %.2f |",
+                              productName(product), block.label().c_str(), density, long(m), long(k), long(n), name.c_str(), ms,
                               tflops, denseTflops, tflops / denseTflops);
                 std::printf("%s\n", line);
                 std::fflush(stdout);
