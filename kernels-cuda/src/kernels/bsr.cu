@@ -1,6 +1,9 @@
 // Block-sparse kernels for any block shape R x C. W is [rows, cols] stored as values[nnzBlocks, R, C]
 // (blocks row-major). Products are tiled through shared memory with the sparse dimension flattened.
+#include <algorithm>
+
 #include "../kernels.h"
+#include "../tc/tc_kernels.h"
 #include "block_reduce.cuh"
 #include "dtype.cuh"
 
@@ -328,21 +331,48 @@ DenseProductMode setDenseProductMode(DenseProductMode mode) {
 
 DenseProductMode getDenseProductMode() { return denseProductMode; }
 
+namespace {
+
+double patternDensity(const BsrPatternView& pattern) {
+  return static_cast<double>(pattern.nnzBlocks) / (static_cast<double>(pattern.blockRows) * pattern.blockCols);
+}
+
+// The density from which the dense route runs bsrLinear and bsrMatmul faster than the block kernels, in
+// float16/bfloat16 (above 1: never). The route costs the GEMM at cuBLAS's rate plus the scatter (a pass over W's dense
+// size), so it wins where the density is above the block kernels' rate on the non-zero work as a fraction of cuBLAS's,
+// with some margin for the scatter. Measured on an H200 (docs/kernels.md, "bsrLinear and bsrMatmul through the dense
+// GEMM"; `tc_bench --mode time`, the FFN step with `ffn.ts --dense-products`):
+// - 32x32: the kernels reach 0.20-0.27 of cuBLAS, the FFN step gained at density 0.5 and 8192 tokens, lost at 2048.
+// - 64x64, 128x128 (wgmma tiles, half of cuBLAS's rate and more): never.
+// - The other shapes of the mma.sync tiles (tc::mmaShapeSupported) reach 0.07-0.11 of cuBLAS at 16x16, 0.09-0.19 with a
+//   side of 16, 0.10-0.34 with sides 32 and 64, 0.12-0.35 with 64 and 128. The FFN step at 8192 tokens (1024 <-> 4096)
+//   put the break-even between 0.1 and 0.25 with a side of 16 (below 0.1 at 16x16), at 0.25-0.5 with sides 32 and 64
+//   (0.25 even at 32x64, the block kernels 6% faster at 64x32) and 64 and 128 (the route 5% faster at 0.5).
+// - Any other shape runs the simple kernel, 0.01-0.02 of cuBLAS: the dense route from a low density, once the product
+//   is large enough that its device time outweighs a GEMM call's host cost (kDenseSampledMinFlops). At 8x32 and
+//   density 0.1 the FFN step took 0.64 ms through it against 4.96 ms on the simple kernel.
+double denseProductBreakEven(const BsrPatternView& pattern, int64_t m) {
+  const int rows = pattern.blockHeight, cols = pattern.blockWidth;
+  if (rows == cols && rows == 32) return m >= kDenseProductMinTokens ? kDenseProductMinDensity32 : 2.0;
+  if (rows == cols && (rows == 64 || rows == 128)) return 2.0;
+  if (tc::mmaShapeSupported(rows, cols)) {
+    if (m < kDenseProductShapeMinTokens) return 2.0;
+    const int side = std::min(rows, cols);
+    return rows == 16 && cols == 16 ? 0.08 : side == 16 ? 0.15 : side == 32 ? 0.3 : 0.4;
+  }
+  if (2.0 * static_cast<double>(m) * pattern.rows * pattern.cols < kDenseSampledMinFlops) return 2.0;
+  return kDenseProductMinDensitySimple;
+}
+
+}  // namespace
+
 bool denseProductWins(DType dtype, const BsrPatternView& pattern, int64_t m, bool haveDenseGemm) {
   if (!haveDenseGemm || m == 0 || pattern.nnzBlocks == 0) return false;
   if (denseProductMode != DenseProductMode::Auto) return denseProductMode == DenseProductMode::Always;
   // float32 stays on the exact block kernels; few tokens stay on the decoding and tile kernels, which read only the
   // stored blocks where the dense GEMM would read all of W.
-  if (dtype == DType::Float32 || m < kDenseProductMinTokens || !denseSampledFits(dtype, pattern)) return false;
-  // Only 32x32 was measured to gain, at the user level (the FFN step, 1024 <-> 4096, bf16, captured, H200;
-  // docs/kernels.md, "bsrLinear and bsrMatmul through the dense GEMM"): density 0.5 at 8192 tokens, 0.901 -> 0.779 ms a
-  // step; at 0.25 the block kernels are as fast, at 2048 tokens they are faster. The route costs the GEMM, the scatter
-  // and, with a bias, a pass over the output (a third of the GEMM's time at 1024 inputs), so 64x64 and 128x128, whose
-  // kernels reach half of cuBLAS's rate and more, keep their kernels.
-  if (pattern.blockHeight != 32 || pattern.blockWidth != 32) return false;
-  const double density =
-      static_cast<double>(pattern.nnzBlocks) / (static_cast<double>(pattern.blockRows) * pattern.blockCols);
-  return density >= kDenseProductMinDensity32;
+  if (dtype == DType::Float32 || !denseSampledFits(dtype, pattern)) return false;
+  return patternDensity(pattern) >= denseProductBreakEven(pattern, m);
 }
 
 bool denseSampledFits(DType dtype, const BsrPatternView& pattern) {
@@ -362,9 +392,9 @@ bool denseSampledWins(DType dtype, const BsrPatternView& pattern, int64_t m, boo
   // block and with the tokens (fewer token splits, longer reductions per block); measured on an H200 at layer
   // widths 1024-8192 (docs/kernels.md, "The weight gradient through the dense GEMM"): 0.11-0.18 at 32x32,
   // 0.17-0.18 at 64x64 with 2048 tokens and 0.26-0.40 with 4096 or more, 0.3-0.4 at 128x128 with 2048 tokens and
-  // 0.42-0.74 with more. Other block shapes run the simple kernel, far slower: dense wins above 0.05.
-  const double density =
-      static_cast<double>(pattern.nnzBlocks) / (static_cast<double>(pattern.blockRows) * pattern.blockCols);
+  // 0.42-0.74 with more. The other shapes of the mma.sync tiles (tc::mmaShapeSupported) reach 0.05-0.10 at 16x16,
+  // 0.06-0.18 with a side of 16, and 0.06-0.25 with sides of 32 and more, much as 32x32 does. Any other shape runs the
+  // simple kernel, far slower: dense wins above 0.05.
   const bool square = pattern.blockHeight == pattern.blockWidth;
   const int block = pattern.blockHeight;
   const bool manyTokens = m >= 4096;
@@ -372,7 +402,12 @@ bool denseSampledWins(DType dtype, const BsrPatternView& pattern, int64_t m, boo
   if (square && block == 32) breakEven = manyTokens ? 0.18 : 0.12;
   if (square && block == 64) breakEven = manyTokens ? 0.33 : 0.18;
   if (square && block == 128) breakEven = manyTokens ? 0.5 : 0.35;
-  return density >= breakEven;
+  if (!square && tc::mmaShapeSupported(pattern.blockHeight, pattern.blockWidth))
+    breakEven = pattern.blockHeight == 16 && pattern.blockWidth == 16        ? 0.05
+                : std::min(pattern.blockHeight, pattern.blockWidth) == 16 ? 0.1
+                : manyTokens                                              ? 0.18
+                                                                          : 0.12;
+  return patternDensity(pattern) >= breakEven;
 }
 
 void launchBlockNorms(DType dtype, const void* values, float* norms, int64_t nnzBlocks, int64_t blockSize,
