@@ -10,7 +10,7 @@
  * python/ffn_torch.py.
  *
  *   tsx src/ffn.ts [--backend cuda|js] [--models ffn,block,head] [--widths 1024x4096,4096x4096]
- *     [--tokens 2048,8192] [--blocks 32,64,128] [--densities 0.5,0.25,0.1] [--dtype bfloat16]
+ *     [--tokens 2048,8192] [--blocks 32,64,128,32x64] [--densities 0.5,0.25,0.1] [--dtype bfloat16]
  *     [--context 512] [--heads 16] [--torch] [--profile] [--out results/ffn] [--quick]
  *     [--dense-sampled auto|never|always] [--dense-products auto|never|always] [--autotune] [--only both|dense|sparse]
  *     [--graph] [--graph-eager-optimizer]
@@ -53,8 +53,10 @@ export interface FfnCase {
   hidden: number;
   tokens: number;
   dtype: BenchDType;
-  /** 0 for the dense model. */
+  /** The block's rows; 0 for the dense model. */
   block: number;
+  /** The block's columns where they differ from its rows. */
+  blockCols?: number;
   density: number;
   parameters: number;
   medianMs: number;
@@ -83,6 +85,17 @@ function numbers(value: string, what: string): number[] {
   });
 }
 
+/** "16,32x64" -> [[16, 16], [32, 64]]: square sides or R x C block shapes. */
+function blockShapes(value: string): [number, number][] {
+  return list(value, "blocks").map((item) => {
+    const match = /^(\d+)(?:x(\d+))?$/.exec(item);
+    if (!match || Number(match[1]) <= 0 || (match[2] !== undefined && Number(match[2]) <= 0))
+      throw new Error(`--blocks: "${item}" is not a block side (32) or shape (32x64)`);
+    const rows = Number(match[1]);
+    return [rows, match[2] === undefined ? rows : Number(match[2])];
+  });
+}
+
 /** "1024x4096" -> [dModel, hidden]. */
 function widths(value: string): [number, number][] {
   return list(value, "widths").map((item) => {
@@ -92,14 +105,14 @@ function widths(value: string): [number, number][] {
   });
 }
 
-function buildModel(kind: ModelKind, dModel: number, hidden: number, block: number, density: number, heads: number): Module {
+function buildModel(kind: ModelKind, dModel: number, hidden: number, block: [number, number] | null, density: number, heads: number): Module {
   const layer = (inF: number, outF: number, seed: number): Module =>
-    block === 0 ? new Linear(inF, outF, { seed }) : new BlockSparseLinear(inF, outF, { density, blockShape: [block, block], seed });
+    block === null ? new Linear(inF, outF, { seed }) : new BlockSparseLinear(inF, outF, { density, blockShape: block, seed });
   if (kind === "ffn") return new Sequential(layer(dModel, hidden, SEED + 1), new GELU("tanh"), layer(hidden, dModel, SEED + 2));
   if (kind === "head") return layer(dModel, hidden, SEED + 4);
   const model = new TransformerBlock({ dModel, nHeads: heads, mlpRatio: hidden / dModel, seed: SEED + 3 });
-  if (block !== 0) {
-    new BlockSparseModelPatcher().addPattern(/^mlp\.fc[12]$/, { density, blockShape: [block, block] }).patchModel(model, { disposeReplaced: true });
+  if (block !== null) {
+    new BlockSparseModelPatcher().addPattern(/^mlp\.fc[12]$/, { density, blockShape: block }).patchModel(model, { disposeReplaced: true });
   }
   return model;
 }
@@ -152,7 +165,7 @@ function runCase(
   dModel: number,
   hidden: number,
   tokens: number,
-  block: number,
+  block: [number, number] | null,
   density: number,
   dtype: BenchDType,
   options: {
@@ -246,11 +259,11 @@ function runCase(
     const measured = measure({ name: `${kind} step`, run, validate, dispose: (y) => y.dispose(), synchronize: options.synchronize, setPoison: options.setPoison }, options.plan);
     if (options.profile) {
       const profile = profilePerRun(getBackendInstance(), options.synchronize, 3, run);
-      const label = `${kind} ${dModel}x${hidden} tokens ${tokens} ${block === 0 ? "dense" : `${block}x${block} d=${density}`}, per step`;
+      const label = `${kind} ${dModel}x${hidden} tokens ${tokens} ${block === null ? "dense" : `${block.join("x")} d=${density}`}, per step`;
       process.stderr.write(`\n${profileTable(profile, label)}\n`);
     }
     const s = measured.summary;
-    return { model: kind, dModel, hidden, tokens, dtype, block, density: block === 0 ? 1 : density, parameters: parameterCount(model), medianMs: s.median, q1Ms: s.q1, q3Ms: s.q3, checks: measured.checks };
+    return { model: kind, dModel, hidden, tokens, dtype, block: block?.[0] ?? 0, ...(block !== null && block[1] !== block[0] ? { blockCols: block[1] } : {}), density: block === null ? 1 : density, parameters: parameterCount(model), medianMs: s.median, q1Ms: s.q1, q3Ms: s.q3, checks: measured.checks };
   } finally {
     if (graph) {
       graph.dispose();
@@ -311,7 +324,7 @@ function markdown(
   ];
   for (const r of rows) {
     lines.push(
-      `| ${r.model} | ${r.dModel}x${r.hidden} | ${r.tokens} | ${r.block === 0 ? "dense" : `${r.block}x${r.block}`} | ${r.density} | ${r.parameters.toLocaleString("en-US")} | ${r.medianMs.toFixed(3)} | ${r.speedupVsDense?.toFixed(2) ?? ""} | ${r.vsTorchDense?.toFixed(2) ?? ""} |`,
+      `| ${r.model} | ${r.dModel}x${r.hidden} | ${r.tokens} | ${r.block === 0 ? "dense" : `${r.block}x${r.blockCols ?? r.block}`} | ${r.density} | ${r.parameters.toLocaleString("en-US")} | ${r.medianMs.toFixed(3)} | ${r.speedupVsDense?.toFixed(2) ?? ""} | ${r.vsTorchDense?.toFixed(2) ?? ""} |`,
     );
   }
   if (charts.length > 0) lines.push("", ...charts.map((file) => `![${file}](charts/${file})`));
@@ -397,20 +410,20 @@ async function main(): Promise<void> {
         if (model === "block" && tokens % context !== 0) throw new Error(`--tokens ${tokens} is not a multiple of --context ${context}`);
         let dense: FfnCase | undefined;
         if (only !== "sparse") {
-          dense = runCase(model, dModel, hidden, tokens, 0, 1, dtype, options);
+          dense = runCase(model, dModel, hidden, tokens, null, 1, dtype, options);
           dense.speedupVsDense = 1;
           rows.push(dense);
           save();
           process.stderr.write(`${model} ${dModel}x${hidden} tokens ${tokens} dense: ${dense.medianMs.toFixed(3)} ms\n`);
         }
         if (only === "dense") continue;
-        for (const block of numbers(values.blocks, "blocks")) {
+        for (const block of blockShapes(values.blocks)) {
           for (const density of numbers(values.densities, "densities")) {
             const row = runCase(model, dModel, hidden, tokens, block, density, dtype, options);
             if (dense) row.speedupVsDense = dense.medianMs / row.medianMs;
             rows.push(row);
             save();
-            process.stderr.write(`  ${block}x${block} d=${density}: ${row.medianMs.toFixed(3)} ms${row.speedupVsDense === undefined ? "" : ` (${row.speedupVsDense.toFixed(2)}x dense)`}, live tensors ${memory().numTensors}\n`);
+            process.stderr.write(`  ${block.join("x")} d=${density}: ${row.medianMs.toFixed(3)} ms${row.speedupVsDense === undefined ? "" : ` (${row.speedupVsDense.toFixed(2)}x dense)`}, live tensors ${memory().numTensors}\n`);
           }
         }
       }

@@ -18,9 +18,16 @@ export interface StepRow {
   tokens: number;
   dtype?: string;
   block: number;
+  /** The block's columns where they differ from its rows (`block`). */
+  blockCols?: number;
   density: number;
   medianMs: number;
   vsTorchDense?: number;
+}
+
+/** "RxC" of a block-sparse row's blocks. */
+function blockName(row: StepRow): string {
+  return `${row.block}x${row.blockCols ?? row.block}`;
 }
 
 export interface StepChart {
@@ -45,12 +52,12 @@ export function stepCharts(rows: readonly StepRow[], label = ""): StepChart[] {
     const dense = group.find((r) => r.block === 0);
     const sparse = group.filter((r) => r.block !== 0);
     if (!dense || sparse.length === 0 || !(dense.medianMs > 0)) continue;
-    const series: Series[] = [...new Set(sparse.map((r) => r.block))]
-      .sort((a, b) => a - b)
-      .map((block) => ({
-        name: `${block}x${block} blocks`,
+    const series: Series[] = [...new Map(sparse.map((r) => [blockName(r), r.block * (r.blockCols ?? r.block)])).entries()]
+      .sort((a, b) => a[1] - b[1] || a[0].localeCompare(b[0]))
+      .map(([name]) => ({
+        name: `${name} blocks`,
         points: sparse
-          .filter((r) => r.block === block && r.medianMs > 0)
+          .filter((r) => blockName(r) === name && r.medianMs > 0)
           .map((r): [number, number] => [r.density, dense.medianMs / r.medianMs])
           .sort((a, b) => a[0] - b[0]),
       }))
