@@ -307,8 +307,10 @@ export class CudaBackend implements Backend {
 
   /**
    * How bsrLinear (also fused with an activation) and bsrMatmul run: "auto" (default) takes the dense GEMM over W's
-   * blocks scattered into a dense scratch where that is faster than the block kernels (float16/bfloat16, 32x32
-   * blocks at density 0.4 or more, at least 8192 tokens, cuBLAS present, not autotuning; see docs/kernels.md);
+   * blocks scattered into a dense scratch where that is faster than the block kernels (float16/bfloat16, cuBLAS
+   * present, not autotuning, the density at or above the block shape's break-even: 32x32 from 0.4 with at least 8192
+   * tokens, never 64x64 or 128x128, the other tensor-core shapes from 0.08-0.4 with at least 2048 tokens, shapes with
+   * no tensor-core tile from 0.05; see docs/kernels.md);
    * "never" always runs the block kernels; "always" takes the dense GEMM whenever cuBLAS is there. The scratch is W's
    * dense size, for the call. Returns the previous mode (process-wide).
    */
