@@ -372,7 +372,7 @@ Napi::Value autotuneRecordsFn(const Napi::CallbackInfo& info) {
     o.Set("cols", static_cast<double>(r.cols));
     o.Set("nnzBlocks", r.nnzBlocks);
     o.Set("bias", r.bias);
-    o.Set("route", tunedRouteName(r.chosen));
+    o.Set("route", tunedRouteName(r.product, r.chosen));
     Napi::Object choice = Napi::Object::New(env);
     choice.Set("dense", r.chosen.dense);
     choice.Set("path", tcPathName(r.chosen.tc.path));
@@ -382,7 +382,7 @@ Napi::Value autotuneRecordsFn(const Napi::CallbackInfo& info) {
     Napi::Array timings = Napi::Array::New(env, r.timings.size());
     for (size_t k = 0; k < r.timings.size(); ++k) {
       Napi::Object t = Napi::Object::New(env);
-      t.Set("route", tunedRouteName(r.timings[k].first));
+      t.Set("route", tunedRouteName(r.product, r.timings[k].first));
       t.Set("ms", r.timings[k].second);
       timings.Set(static_cast<uint32_t>(k), t);
     }
@@ -1153,11 +1153,21 @@ Napi::Value linearActivation(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), launchLinearActivation(dtype, o.x, o.w, o.bias, y, pre, m, n, k, activation, stream()));
 }
 
-// Whether bsrLinear / bsrMatmul take the dense GEMM (denseProductWins): in auto mode only when not autotuning, whose
-// routes are the tensor-core kernels'.
+// Whether bsrLinear / bsrMatmul are autotuned: on, and the dense route not forced either way (setDenseProductMode).
+bool tuneProduct() { return autotuneEnabled() && getDenseProductMode() == DenseProductMode::Auto; }
+
+// Whether the fixed rules send bsrLinear / bsrMatmul to the dense GEMM (denseProductWins) ahead of the tensor-core
+// kernels: not when autotuning, which times that route beside theirs.
 bool denseProductRoute(DType dtype, const BsrPatternView& pattern, int64_t m) {
-  if (autotuneEnabled() && getDenseProductMode() == DenseProductMode::Auto) return false;
-  return denseProductWins(dtype, pattern, m, cublasEnabled());
+  return !tuneProduct() && denseProductWins(dtype, pattern, m, cublasEnabled());
+}
+
+// The routes autotuning times for bsrLinear / bsrMatmul: the tensor-core routes, and the dense GEMM over the scattered
+// blocks where it may run. None (the fixed rules then) where the tensor-core kernels have no route for the shape.
+std::vector<TunedRoute> productRoutes(tc::Op product, DType dtype, const BsrPatternView& pattern, int64_t m) {
+  std::vector<TunedRoute> list = tcRoutes(product, dtype, pattern, m);
+  if (!list.empty() && cublasEnabled() && denseSampledFits(dtype, pattern)) list.push_back(TunedRoute{true, {}});
+  return list;
 }
 
 // Y = X W^T + bias through the dense GEMM: W's blocks into a dense [rows, cols] scratch, then cuBLASLt with the bias in
@@ -1190,15 +1200,19 @@ void denseBsrLinear(DType dtype, const BsrPatternView& pattern, const void* x, c
 // kernels (src/tc) first and the simple kernel when they decline the shape. Arguments already validated.
 void runBsrLinear(DType dtype, const BsrPatternView& pattern, const void* x, const void* values, const void* bias,
                   void* y, int64_t m) {
-  if (denseProductRoute(dtype, pattern, m)) {
+  if (tuneProduct() &&
+      runTuned(tc::Op::Linear, dtype, pattern, m, bias != nullptr, [&] { return productRoutes(tc::Op::Linear, dtype, pattern, m); },
+               [&](const TunedRoute& route) {
+                 if (!route.dense) return tcBsrLinear(dtype, x, values, bias, y, m, pattern, stream(), route.tc);
+                 denseBsrLinear(dtype, pattern, x, values, bias, y, m);
+                 return true;
+               },
+               stream()))
+    return;
+  if (denseProductWins(dtype, pattern, m, cublasEnabled())) {
     denseBsrLinear(dtype, pattern, x, values, bias, y, m);
     return;
   }
-  if (autotuneEnabled() &&
-      runTuned(tc::Op::Linear, dtype, pattern, m, bias != nullptr, [&] { return tcRoutes(tc::Op::Linear, dtype, pattern, m); },
-               [&](const TunedRoute& route) { return tcBsrLinear(dtype, x, values, bias, y, m, pattern, stream(), route.tc); },
-               stream()))
-    return;
   if (!tcBsrLinear(dtype, x, values, bias, y, m, pattern, stream())) launchBsrLinear(dtype, x, values, bias, y, m, pattern, stream());
 }
 
@@ -1260,18 +1274,25 @@ Napi::Value bsrLinearActivation(const Napi::CallbackInfo& info) {
 // dX = dY W through the dense GEMM where it wins, else on the tuned route when autotuning, else the tensor-core
 // kernels (src/tc) first and the simple kernel when they decline the shape. Arguments already validated.
 void runBsrMatmul(DType dtype, const BsrPatternView& pattern, const void* dy, const void* values, void* dx, int64_t m) {
-  if (denseProductRoute(dtype, pattern, m)) {
-    // dX = dY W with W's blocks in a dense [rows, cols] scratch.
+  // dX = dY W with W's blocks in a dense [rows, cols] scratch.
+  auto denseRoute = [&] {
     Scratch dense(static_cast<size_t>(pattern.rows * pattern.cols) * dtypeSize(dtype));
     launchScatterBlocks(dtype, values, dense.as<void>(), pattern, stream());
     launchMatmul(dtype, dy, dense.as<void>(), dx, 1, m, pattern.cols, pattern.rows, false, false, 0, 0, stream());
-    return;
-  }
-  if (autotuneEnabled() &&
-      runTuned(tc::Op::Matmul, dtype, pattern, m, false, [&] { return tcRoutes(tc::Op::Matmul, dtype, pattern, m); },
-               [&](const TunedRoute& route) { return tcBsrMatmul(dtype, dy, values, dx, m, pattern, stream(), route.tc); },
+  };
+  if (tuneProduct() &&
+      runTuned(tc::Op::Matmul, dtype, pattern, m, false, [&] { return productRoutes(tc::Op::Matmul, dtype, pattern, m); },
+               [&](const TunedRoute& route) {
+                 if (!route.dense) return tcBsrMatmul(dtype, dy, values, dx, m, pattern, stream(), route.tc);
+                 denseRoute();
+                 return true;
+               },
                stream()))
     return;
+  if (denseProductWins(dtype, pattern, m, cublasEnabled())) {
+    denseRoute();
+    return;
+  }
   if (!tcBsrMatmul(dtype, dy, values, dx, m, pattern, stream())) launchBsrMatmul(dtype, dy, values, dx, m, pattern, stream());
 }
 

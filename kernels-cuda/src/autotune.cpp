@@ -76,7 +76,10 @@ bool tryRun(const std::function<bool(const TunedRoute&)>& run, const TunedRoute&
 
 }  // namespace
 
-std::string tunedRouteName(const TunedRoute& route) { return route.dense ? "dense product, sampled" : tcRouteName(route.tc); }
+std::string tunedRouteName(tc::Op product, const TunedRoute& route) {
+  if (!route.dense) return tcRouteName(route.tc);
+  return product == tc::Op::Sampled ? "dense product, sampled" : "dense product, scattered blocks";
+}
 
 bool setAutotune(bool on) { return enabled.exchange(on); }
 

@@ -24,13 +24,13 @@
 
 namespace bs {
 
-// One way to run a product: cuBLAS's dense product with the blocks sampled out (dW only), or the tensor-core
-// kernels with these options.
+// One way to run a product: cuBLAS's dense product (dW: with the blocks sampled out of it; bsrLinear and bsrMatmul:
+// over W's blocks scattered into a dense matrix), or the tensor-core kernels with these options.
 struct TunedRoute {
   bool dense = false;
   TcOptions tc;
 };
-std::string tunedRouteName(const TunedRoute& route);
+std::string tunedRouteName(tc::Op product, const TunedRoute& route);
 
 struct TuneRecord {
   tc::Op product;

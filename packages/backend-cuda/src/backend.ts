@@ -329,10 +329,11 @@ export class CudaBackend implements Backend {
    * First-use autotuning of the block-sparse products (off by default; `BLOCKSPARSE_CUDA_AUTOTUNE=1` turns it
    * on at start). When on, the first bsrLinear, bsrMatmul or sampledMatmul call with a given shape (dtype, block
    * shape, tokens, W's shape, stored blocks) in bfloat16 or float16 times every route it can take on this GPU
-   * (each tensor-core tile; for the weight gradient a few token splits and the dense product) and keeps the
+   * (each tensor-core tile; for the weight gradient a few token splits; cuBLAS's dense product) and keeps the
    * fastest for every later call of that shape. That first call synchronizes the device once and costs a few
-   * milliseconds; its output, like every later one, comes from the chosen route. A setDenseSampledMode other than
-   * "auto" still decides the weight gradient's route. Returns the previous setting (process-wide).
+   * milliseconds; its output, like every later one, comes from the chosen route. A setDenseSampledMode or
+   * setDenseProductMode other than "auto" still decides that product's route. Returns the previous setting
+   * (process-wide).
    */
   setAutotune(on: boolean): boolean {
     if (typeof on !== "boolean") throw new ValueError(`setAutotune: on must be a boolean, got ${typeof on}`);

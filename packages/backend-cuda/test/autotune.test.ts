@@ -90,6 +90,10 @@ describe.skipIf(cudaMissing)("first-use autotuning of the block-sparse products"
               for (const t of record.timings) expect(t.ms).toBeGreaterThan(0);
               const fastest = Math.min(...record.timings.map((t) => t.ms));
               expect(record.timings.find((t) => t.route === record.route)?.ms).toBe(fastest);
+              // cuBLAS's dense product (over the scattered blocks, or with dW's blocks sampled out) is timed beside
+              // the tensor-core routes.
+              const dense = record.product === "sampledMatmul" ? "dense product, sampled" : "dense product, scattered blocks";
+              if (backend.build.cublas) expect(record.timings.map((t) => t.route), `${record.product}: the dense route timed`).toContain(dense);
             }
             expect(records.find((r) => r.product === "bsrLinear")?.bias).toBe(true);
             // The second call reuses the records and gives the same bits.
@@ -106,6 +110,26 @@ describe.skipIf(cudaMissing)("first-use autotuning of the block-sparse products"
       });
     }
   }
+
+  test("a block shape with no tensor-core tile keeps the fixed rules while autotuning (no records) and stays exact", () => {
+    const backend = useCuda();
+    const next = random(11);
+    // 8x32 blocks: no tile, so no routes to time; the rules take the dense route here (density 0.5, 2^29 FLOPs).
+    const pattern = BsrPattern.random([256, 512], { blockShape: [8, 32], density: 0.5, seed: 11 });
+    tidy(() => {
+      const before = backend.autotuneRecords().length;
+      const m = 2048;
+      const values = randomTensor(next, [pattern.nnzBlocks, 8, 32], "bfloat16");
+      const bias = randomTensor(next, [256], "bfloat16");
+      const x = randomTensor(next, [m, 512], "bfloat16");
+      const dy = randomTensor(next, [m, 256], "bfloat16");
+      const ref = references(pattern, values.values, x.values, dy.values, bias.values, m);
+      expectClose(bsrLinear(x.t, values.t, pattern, bias.t).dataSync(), ref.y, "bfloat16", "bsrLinear 8x32");
+      expectClose(bsrMatmul(dy.t, values.t, pattern).dataSync(), ref.dx, "bfloat16", "bsrMatmul 8x32");
+      expectClose(sampledMatmul(dy.t, x.t, pattern).dataSync(), ref.dw, "bfloat16", "sampledMatmul 8x32");
+      expect(backend.autotuneRecords().length).toBe(before);
+    });
+  });
 
   test("decoding-size bsrLinear and float32 products keep their fixed routes (no records) and stay exact", () => {
     const backend = useCuda();
