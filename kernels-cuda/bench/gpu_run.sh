@@ -5,8 +5,9 @@
 #                                               and quick-checks the tile kernels while the backend-cuda suite
 #                                               runs; then, alone on the GPU, times decoding against cuBLAS and
 #                                               the copy bandwidth (bf16 in full, f16/f32 at 1 and 16 tokens)
-#   bash kernels-cuda/bench/gpu_run.sh tc       the tensor-core kernels: build, SASS counts, quick checks,
-#                                               memcheck, full checks per product, timings
+#   bash kernels-cuda/bench/gpu_run.sh tc       the tensor-core kernels: build, SASS counts, quick checks (the
+#                                               squares, and the other block shapes with tiles), memcheck, full
+#                                               checks per product, timings
 #   bash kernels-cuda/bench/gpu_run.sh xr       dev's X-resident bsrLinear/bsrMatmul (wgmma variant 6, also
 #                                               gpu_xr.sh): tc_bench for sm_90a alone, quick and edge checks in
 #                                               bf16/f16, memcheck, timings against what is dispatched (auto)
@@ -107,6 +108,9 @@ stage_decode_check() {
   summary+=("decode checks: $(checks "$LOG/decode-check.log"); $(grep -c FAIL "$LOG/decode-check.log") FAIL lines")
 }
 
+# The block shapes besides the squares that have mma.sync tiles (tc_kernels.h's mmaShapeSupported).
+SHAPE_BLOCKS=16,16x32,32x16,32x64,64x32,64x128,128x64
+
 stage_quick() {
   local paths=()
   [ "$mode" = decode ] && paths=(--paths auto)  # the bench is built without dev/ there: what is dispatched
@@ -114,11 +118,14 @@ stage_quick() {
   local q1=$?
   timeout "$(cap 40)" "$bin" --mode check --quick --dtype f16 --blocks 32,64,128 "${paths[@]}" $CHECK_ARGS \
     >>"$LOG/quick.log" 2>&1
-  summary+=("quick checks: bf16 exit $q1, f16 exit $? at ${SECONDS}s; $(checks "$LOG/quick.log"); $(grep -c FAIL "$LOG/quick.log") FAIL lines")
+  local q2=$?
+  timeout "$(cap 60)" "$bin" --mode check --quick --paths auto,mma --variants 0 --blocks $SHAPE_BLOCKS $CHECK_ARGS \
+    >>"$LOG/quick.log" 2>&1
+  summary+=("quick checks: bf16 exit $q1, f16 exit $q2, other block shapes exit $? at ${SECONDS}s; $(checks "$LOG/quick.log"); $(grep -c FAIL "$LOG/quick.log") FAIL lines")
 }
 
 stage_memcheck() {
-  local args=(--mode check --quick --blocks 32,128 $CHECK_ARGS)
+  local args=(--mode check --quick --blocks 32,128,16,32x64 $CHECK_ARGS)
   [ "$mode" = decode ] && args=(--mode check --ops linear --paths decode --tokens 1,9,16 --blocks 16,32,128
     --shapes 256x384 --densities 0.1,1 $CHECK_ARGS)
   : >"$LOG/memcheck.log"
