@@ -349,7 +349,8 @@ double patternDensity(const BsrPatternView& pattern) {
 //   put the break-even between 0.1 and 0.25 with a side of 16 (below 0.1 at 16x16), at 0.25-0.5 with sides 32 and 64
 //   (0.25 even at 32x64, the block kernels 6% faster at 64x32) and 64 and 128 (the route 5% faster at 0.5).
 // - Any other shape runs the simple kernel, 0.01-0.02 of cuBLAS: the dense route from a low density, once the product
-//   is large enough that its device time outweighs a GEMM call's host cost (kDenseSampledMinFlops). At 8x32 and
+//   is large enough that its device time outweighs a GEMM call's host cost (kDenseSampledMinFlops), past decoding
+//   sizes. At 8x32 and
 //   density 0.1 the FFN step took 0.64 ms through it against 4.96 ms on the simple kernel.
 double denseProductBreakEven(const BsrPatternView& pattern, int64_t m) {
   const int rows = pattern.blockHeight, cols = pattern.blockWidth;
@@ -360,7 +361,9 @@ double denseProductBreakEven(const BsrPatternView& pattern, int64_t m) {
     const int side = std::min(rows, cols);
     return rows == 16 && cols == 16 ? 0.08 : side == 16 ? 0.15 : side == 32 ? 0.3 : 0.4;
   }
-  if (2.0 * static_cast<double>(m) * pattern.rows * pattern.cols < kDenseSampledMinFlops) return 2.0;
+  // A decoding-sized call (up to 64 tokens) keeps the simple kernel, which reads only the stored blocks where the route
+  // writes and reads W's whole dense size (not measured either way there).
+  if (m <= 64 || 2.0 * static_cast<double>(m) * pattern.rows * pattern.cols < kDenseSampledMinFlops) return 2.0;
   return kDenseProductMinDensitySimple;
 }
 
