@@ -43,6 +43,16 @@ describe("stepCharts", () => {
     expect(charts[1].svg).not.toContain("PyTorch dense step");
   });
 
+  it("draws one line per block shape: a rectangle apart from the square of its rows", () => {
+    const shapes = [row(8192, 0, 1, 0.7), row(8192, 32, 0.25, 0.7), { ...row(8192, 32, 0.25, 0.5), blockCols: 64 }, { ...row(8192, 32, 0.1, 0.4), blockCols: 64 }];
+    const [chart] = stepCharts(shapes);
+    expect(chart.svg).toContain("32x32 blocks");
+    expect(chart.svg).toContain("32x64 blocks");
+    // Ordered by block area: the 32x32 line (one point) first, then 32x64 (two).
+    const lines = [...chart.svg.matchAll(/<path d="([^"]+)"/g)].map((m) => m[1].split(" ").length);
+    expect(lines).toEqual([1, 2]);
+  });
+
   it("plots the speed-up over dense, densities left to right", () => {
     const [big] = stepCharts(rows);
     const path = /<path d="([^"]+)"/.exec(big.svg);
