@@ -94,26 +94,26 @@ const DeviceInfo& currentDevice() {
 
 bool aligned16(const void* pointer) { return (reinterpret_cast<uintptr_t>(pointer) & 15) == 0; }
 
-// The block shapes, dtypes and sizes the kernels cover.
-bool supported(DType dtype, const BsrPatternView& pattern, int64_t m) {
-  const bool tf32 = dtype == DType::Float32 && tf32Allowed.load(std::memory_order_relaxed);
-  if (dtype != DType::BFloat16 && dtype != DType::Float16 && !tf32) return false;
-  const int block = pattern.blockHeight;
-  const bool square = pattern.blockWidth == block && (block == 32 || block == 64 || block == 128);
-  // Other shapes: the mma.sync tiles of bsr_mma_shapes.cu, half precision only (TF32 has the squares).
-  if (!square && (dtype == DType::Float32 || !tc::mmaShapeSupported(pattern.blockHeight, pattern.blockWidth)))
-    return false;
-  // Bulk-copy coordinates are int32: tokens and rows of the values viewed as [nnzBlocks * R, C].
-  if (m <= 0 || m > INT32_MAX || pattern.nnzBlocks <= 0) return false;
-  if (static_cast<int64_t>(pattern.nnzBlocks) * block > INT32_MAX) return false;
-  return pattern.rows <= INT32_MAX && pattern.cols <= INT32_MAX;
-}
-
 // The squares of 32, 64 and 128, which both paths cover with tiles tuned per product; the other supported shapes
 // (tc::mmaShapeSupported) run the mma.sync default tile alone.
 bool squareBlocks(const BsrPatternView& pattern) {
   const int block = pattern.blockHeight;
   return pattern.blockWidth == block && (block == 32 || block == 64 || block == 128);
+}
+
+// The block shapes, dtypes and sizes the kernels cover.
+bool supported(DType dtype, const BsrPatternView& pattern, int64_t m) {
+  const bool tf32 = dtype == DType::Float32 && tf32Allowed.load(std::memory_order_relaxed);
+  if (dtype != DType::BFloat16 && dtype != DType::Float16 && !tf32) return false;
+  const int block = pattern.blockHeight;
+  // Other shapes: the mma.sync tiles of bsr_mma_shapes.cu, half precision only (TF32 has the squares).
+  if (!squareBlocks(pattern) &&
+      (dtype == DType::Float32 || !tc::mmaShapeSupported(pattern.blockHeight, pattern.blockWidth)))
+    return false;
+  // Bulk-copy coordinates are int32: tokens and rows of the values viewed as [nnzBlocks * R, C].
+  if (m <= 0 || m > INT32_MAX || pattern.nnzBlocks <= 0) return false;
+  if (static_cast<int64_t>(pattern.nnzBlocks) * block > INT32_MAX) return false;
+  return pattern.rows <= INT32_MAX && pattern.cols <= INT32_MAX;
 }
 
 TcPath resolvePath(const DeviceInfo& device, TcPath requested) {
