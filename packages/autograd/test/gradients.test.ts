@@ -51,7 +51,8 @@ import {
   where,
   zeros,
 } from "@blocksparse/core";
-import { describe, it } from "vitest";
+import { backward, noGrad } from "@blocksparse/autograd";
+import { describe, expect, it } from "vitest";
 import { distinctTensor, expectGradients, poisonAllocations, randomTensor, uniformTensor } from "./helpers";
 
 poisonAllocations();
@@ -210,6 +211,25 @@ describe("softmax, logSoftmax, layerNorm, crossEntropy", () => {
     }
     const targets3 = tensor(new Int32Array([1, 3, 0, 2, 2, 4]), [2, 3]);
     expectGradients((l) => crossEntropy(l, targets3), [randomTensor([2, 3, 5], 62)]);
+  });
+
+  it("crossEntropy with rows left out by ignoreIndex: the mean over the rows kept, no gradient to the others", () => {
+    const targets = tensor(new Int32Array([2, -100, 4, -100, 1]), [5]);
+    for (const reduction of ["mean", "sum", "none"] as const) {
+      expectGradients((l) => crossEntropy(l, targets, { reduction, ignoreIndex: -100 }), [randomTensor([5, 5], 63)]);
+    }
+    // The rows left out get exactly zero gradient; the mean divides by the 3 rows kept.
+    const logits = randomTensor([5, 5], 64);
+    logits.requiresGrad = true;
+    const loss = crossEntropy(logits, targets, { ignoreIndex: -100 });
+    const kept = noGrad(() => crossEntropy(gather(logits, tensor(new Int32Array([0, 2, 4]), [3]), 0), tensor(new Int32Array([2, 4, 1]), [3])));
+    expect(loss.item()).toBeCloseTo(kept.item(), 6);
+    backward(loss);
+    const g = logits.grad!.dataSync();
+    for (const row of [1, 3]) for (let c = 0; c < 5; c++) expect(g[row * 5 + c]).toBe(0);
+    expect(g.some((v) => v !== 0)).toBe(true);
+    // Every row left out: the mean is NaN (0 / 0), as torch's.
+    expect(Number.isNaN(crossEntropy(logits, tensor(new Int32Array([-100, -100, -100, -100, -100]), [5]), { ignoreIndex: -100 }).item())).toBe(true);
   });
 });
 

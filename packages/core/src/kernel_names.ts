@@ -325,6 +325,13 @@ export const MultiTensorAdamUpdate = "MultiTensorAdamUpdate";
 type Unary = { x: TensorInfo };
 type Binary = { a: TensorInfo; b: TensorInfo };
 type NoAttrs = Record<string, never>;
+/**
+ * CrossEntropy / CrossEntropyBackward: `ignoreIndex` (a negative integer) marks rows whose target equals it as left
+ * out: loss and gradient 0. Kernels that already read any out-of-range target as a row left out may ignore it.
+ */
+export interface CrossEntropyAttrs {
+  ignoreIndex?: number;
+}
 type Reduce = { axes: number[]; keepDims: boolean };
 type One = TensorInfo;
 type Three = [TensorInfo, TensorInfo, TensorInfo];
@@ -442,8 +449,8 @@ export interface KernelSpecs {
     NoAttrs,
     Three
   >;
-  CrossEntropy: Spec<{ logits: TensorInfo; targets: TensorInfo }, NoAttrs, One>;
-  CrossEntropyBackward: Spec<{ logits: TensorInfo; targets: TensorInfo; dy: TensorInfo }, NoAttrs, One>;
+  CrossEntropy: Spec<{ logits: TensorInfo; targets: TensorInfo }, CrossEntropyAttrs, One>;
+  CrossEntropyBackward: Spec<{ logits: TensorInfo; targets: TensorInfo; dy: TensorInfo }, CrossEntropyAttrs, One>;
   Attention: Spec<{ q: TensorInfo; k: TensorInfo; v: TensorInfo }, AttentionAttrs, [TensorInfo, TensorInfo]>;
   AttentionBackward: Spec<
     { dout: TensorInfo; q: TensorInfo; k: TensorInfo; v: TensorInfo; out: TensorInfo; lse: TensorInfo },

@@ -2,6 +2,7 @@ import { noGrad } from "@blocksparse/autograd";
 import {
   add,
   cast,
+  type CrossEntropyOptions,
   crossEntropy as coreCrossEntropy,
   div,
   exp,
@@ -27,10 +28,12 @@ function widened(x: Tensor): Tensor {
  * Cross-entropy of logits [..., C] against int32 class indices [...], averaged by default
  * (torch.nn.functional.cross_entropy with the classes on the last dim). The loss is float32, as under
  * torch.autocast; float16/bfloat16 logits are read as they are (summed in float32 inside the kernel, never copied
- * to float32) and get their gradient in their own dtype.
+ * to float32) and get their gradient in their own dtype. The third argument is the reduction, or
+ * `{ reduction, ignoreIndex }`: rows whose target is `ignoreIndex` (torch's ignore_index, e.g. -100 for padding) are
+ * left out of the loss, its mean and the gradient.
  */
-export function crossEntropy(logits: Tensor, targets: Tensor, reduction: Reduction = "mean"): Tensor {
-  return coreCrossEntropy(logits, targets, reduction);
+export function crossEntropy(logits: Tensor, targets: Tensor, options: Reduction | CrossEntropyOptions = "mean"): Tensor {
+  return coreCrossEntropy(logits, targets, options);
 }
 
 /** Mean squared error between same-shape tensors, averaged by default; in float32 for float16/bfloat16 inputs. */

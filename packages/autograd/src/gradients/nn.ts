@@ -108,6 +108,6 @@ export function registerNnGradients(): void {
   });
   registerGradient("CrossEntropy", {
     inputsToSave: ["logits", "targets"],
-    gradFunc: ([dy], { saved }) => ({ logits: () => crossEntropyBackward(saved.logits!, saved.targets!, dy) }),
+    gradFunc: ([dy], { saved, attrs }) => ({ logits: () => crossEntropyBackward(saved.logits!, saved.targets!, dy, attrs) }),
   });
 }

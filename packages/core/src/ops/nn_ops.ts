@@ -7,6 +7,7 @@ import {
   type AttentionAttrs,
   CachedAttention,
   CrossEntropy,
+  type CrossEntropyAttrs,
   CrossEntropyBackward,
   LayerNorm,
   LayerNormBackward,
@@ -21,6 +22,7 @@ import {
 import { type DType, isDType, isFloatDType } from "../dtypes";
 import { formatShape, shapesEqual } from "../shape";
 import { Tensor } from "../tensor";
+import { div, notEqual } from "./elementwise";
 import { mean, sum } from "./reduce";
 import { cast, indexCopy, reshape, transpose } from "./shape_ops";
 import {
@@ -190,31 +192,63 @@ function checkCrossEntropy(op: string, logits: Tensor, targets: Tensor): void {
 
 export type Reduction = "mean" | "sum" | "none";
 
+/** Options of crossEntropy (and crossEntropyBackward's `ignoreIndex`). */
+export interface CrossEntropyOptions {
+  /** "mean" (default), "sum" or "none" (the float32 loss of each row). */
+  reduction?: Reduction;
+  /**
+   * A target value that leaves its row out (torch's `ignore_index`; Hugging Face's labels use -100 for padding):
+   * the row's loss and gradient are 0, and "mean" averages over the other rows (NaN when none is left, as in
+   * torch). A negative integer; none by default.
+   */
+  ignoreIndex?: number;
+}
+
+/** crossEntropy's third argument, a reduction or options, as options (checked). */
+function crossEntropyOptions(op: string, options: Reduction | CrossEntropyOptions): { reduction: Reduction; attrs: CrossEntropyAttrs } {
+  const { reduction = "mean", ignoreIndex } = typeof options === "string" ? { reduction: options } : (options ?? {});
+  if (reduction !== "mean" && reduction !== "sum" && reduction !== "none") {
+    throw new ValueError(`${op}: reduction must be "mean", "sum" or "none", got ${JSON.stringify(reduction)}`);
+  }
+  return { reduction, attrs: ignoreIndexAttrs(op, ignoreIndex) };
+}
+
+function ignoreIndexAttrs(op: string, ignoreIndex: number | undefined): CrossEntropyAttrs {
+  if (ignoreIndex === undefined) return {};
+  if (!Number.isInteger(ignoreIndex) || ignoreIndex >= 0 || ignoreIndex < -(2 ** 31)) {
+    throw new ValueError(`${op}: ignoreIndex must be a negative int32 (e.g. -100), got ${ignoreIndex}`);
+  }
+  return { ignoreIndex };
+}
+
 /**
  * Cross-entropy from logits [..., C] and int32 class targets [...]: per element
  * logsumexp(logits) - logits[target], then averaged ("mean", default), summed, or kept. The loss is float32 for
  * every float dtype of the logits: float16/bfloat16 logits are read as they are and summed in float32 (what
  * torch.autocast does, without a float32 copy of the logits), and the gradient comes back in the logits' dtype.
+ * The third argument is the reduction, or options with `ignoreIndex` (rows left out, as torch's ignore_index).
  */
-export function crossEntropy(logits: Tensor, targets: Tensor, reduction: Reduction = "mean"): Tensor {
+export function crossEntropy(logits: Tensor, targets: Tensor, options: Reduction | CrossEntropyOptions = "mean"): Tensor {
   checkCrossEntropy("crossEntropy", logits, targets);
-  if (reduction !== "mean" && reduction !== "sum" && reduction !== "none") {
-    throw new ValueError(`crossEntropy: reduction must be "mean", "sum" or "none", got ${JSON.stringify(reduction)}`);
-  }
+  const { reduction, attrs } = crossEntropyOptions("crossEntropy", options);
   const classes = logits.shape[logits.rank - 1];
   return engine.tidy(() => {
-    const rows = engine.runKernel(CrossEntropy, { logits: reshape(logits, [-1, classes]), targets: reshape(targets, [-1]) }, {});
+    const flatTargets = reshape(targets, [-1]);
+    const rows = engine.runKernel(CrossEntropy, { logits: reshape(logits, [-1, classes]), targets: flatTargets }, attrs);
     if (reduction === "none") return reshape(rows, targets.shape);
-    return reduction === "sum" ? sum(rows) : mean(rows);
+    if (reduction === "sum") return sum(rows);
+    if (attrs.ignoreIndex === undefined) return mean(rows);
+    // The mean over the rows kept: rows left out add 0 to the sum and nothing to the count.
+    return div(sum(rows), sum(cast(notEqual(flatTargets, attrs.ignoreIndex), "float32")));
   });
 }
 
 /**
  * Gradient of the per-row cross-entropy: (softmax(logits) - onehot(targets)) * dy, with
  * logits [N, C], targets [N] int32, dy [N] (the upstream gradient of each row's loss: float32, as crossEntropy's
- * rows are, or the logits' dtype, widened first), in the logits' dtype.
+ * rows are, or the logits' dtype, widened first), in the logits' dtype. Rows whose target is `ignoreIndex` get 0.
  */
-export function crossEntropyBackward(logits: Tensor, targets: Tensor, dy: Tensor): Tensor {
+export function crossEntropyBackward(logits: Tensor, targets: Tensor, dy: Tensor, options: { ignoreIndex?: number } = {}): Tensor {
   const op = "crossEntropyBackward";
   checkCrossEntropy(op, logits, targets);
   if (logits.rank !== 2) throw new ShapeError(`${op}: logits must be [N, C], got ${formatShape(logits.shape)}`);
@@ -222,7 +256,10 @@ export function crossEntropyBackward(logits: Tensor, targets: Tensor, dy: Tensor
   assertSameBackend(op, [["logits", logits], ["dy", dy]]);
   if (dy.dtype !== "float32") assertSameDType(op, ["dy", "logits"], dy, logits);
   assertShape(op, "dy", dy, targets.shape);
-  return engine.tidy(() => engine.runKernel(CrossEntropyBackward, { logits, targets, dy: dy.dtype === "float32" ? dy : cast(dy, "float32") }, {}));
+  const attrs = ignoreIndexAttrs(op, options.ignoreIndex);
+  return engine.tidy(() =>
+    engine.runKernel(CrossEntropyBackward, { logits, targets, dy: dy.dtype === "float32" ? dy : cast(dy, "float32") }, attrs),
+  );
 }
 
 /** Options of scaledDotProductAttention (and attentionWithStats, attentionBackward). */

@@ -240,6 +240,33 @@ export function declareNnTests(suite: Conformance): void {
             "scaled",
           ),
         );
+        // Rows left out by ignoreIndex (padding, torch's ignore_index): loss and gradient 0, the mean over the rows kept.
+        {
+          const logitsI = makeInput(rng(), [6, 9], dtype);
+          const targetsI = [3, -100, 0, 8, -100, 5];
+          const targetsIT = tensor(targetsI, [6], "int32");
+          const rowsI = R.crossEntropy(logitsI.ref, targetsI, -100);
+          const options = { ignoreIndex: -100 };
+          inCase(`CrossEntropy ${dtype} with ignoreIndex, reduction none`, () =>
+            expectValues(crossEntropy(logitsI.t, targetsIT, { ...options, reduction: "none" }), rowsI, "float32", "scaled"),
+          );
+          const totalI = rowsI.data.reduce((s, v) => s + v, 0);
+          inCase(`CrossEntropy ${dtype} with ignoreIndex, reduction sum`, () =>
+            expectValues(crossEntropy(logitsI.t, targetsIT, { ...options, reduction: "sum" }), R.ref([], () => totalI), "float32", "scaled"),
+          );
+          inCase(`CrossEntropy ${dtype} with ignoreIndex, reduction mean (over the 4 rows kept)`, () =>
+            expectValues(crossEntropy(logitsI.t, targetsIT, options), R.ref([], () => totalI / 4), "float32", "scaled"),
+          );
+          const dyI = makeInput(rng(), [6], "float32");
+          inCase(`CrossEntropyBackward ${dtype} with ignoreIndex`, () =>
+            expectValues(
+              crossEntropyBackward(logitsI.t, targetsIT, dyI.t, options),
+              R.crossEntropyBackward(logitsI.ref, targetsI, dyI.ref, -100),
+              dtype,
+              "scaled",
+            ),
+          );
+        }
         // Leading dims are flattened by the op.
         const logits3 = makeInput(rng(), [2, 3, 5], dtype);
         const targets3 = tensor([0, 4, 2, 1, 3, 4], [2, 3], "int32");

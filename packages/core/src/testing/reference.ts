@@ -378,20 +378,24 @@ export function packHeads(parts: Ref[]): Ref {
   );
 }
 
-export function crossEntropy(logits: Ref, targets: ArrayLike<number>): Ref {
+/** Per-row cross-entropy; a row whose target is `ignoreIndex` is 0. */
+export function crossEntropy(logits: Ref, targets: ArrayLike<number>, ignoreIndex?: number): Ref {
   const n = logits.shape[1];
   return ref([logits.shape[0]], (r) => {
+    if (targets[r] === ignoreIndex) return 0;
     const row = logits.data.subarray(r * n, (r + 1) * n);
     const max = Math.max(...row);
     return Math.log(row.reduce((s, v) => s + Math.exp(v - max), 0)) + max - row[targets[r]];
   });
 }
 
-export function crossEntropyBackward(logits: Ref, targets: ArrayLike<number>, dy: Ref): Ref {
+/** The gradient of each row's cross-entropy times dy; rows whose target is `ignoreIndex` are 0. */
+export function crossEntropyBackward(logits: Ref, targets: ArrayLike<number>, dy: Ref, ignoreIndex?: number): Ref {
   const p = softmax(logits, false);
   const n = logits.shape[1];
   return ref(logits.shape, (i) => {
     const r = Math.floor(i / n);
+    if (targets[r] === ignoreIndex) return 0;
     return (p.data[i] - (i % n === targets[r] ? 1 : 0)) * dy.data[r];
   });
 }

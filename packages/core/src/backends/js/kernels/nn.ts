@@ -130,21 +130,26 @@ export function layerNormBackwardKernel({ inputs: { dy, x, mean, rstd, gamma }, 
   return [dx.commit(), dgamma.commit(), dbeta.commit()];
 }
 
-function checkTargets(op: string, targets: Int32Array, classes: number): void {
+/** Throws for a target out of [0, classes) other than `ignoreIndex` (a row left out). */
+function checkTargets(op: string, targets: Int32Array, classes: number, ignoreIndex: number | undefined): void {
   for (let n = 0; n < targets.length; n++) {
-    if (targets[n] < 0 || targets[n] >= classes) {
+    if ((targets[n] < 0 || targets[n] >= classes) && targets[n] !== ignoreIndex) {
       throw new IndexError(`${op}: target ${targets[n]} at row ${n} is out of range [0, ${classes})`);
     }
   }
 }
 
-export function crossEntropyKernel({ inputs: { logits, targets }, backend }: KernelArgs<"CrossEntropy", JsBackend>): TensorInfo {
+export function crossEntropyKernel({ inputs: { logits, targets }, attrs, backend }: KernelArgs<"CrossEntropy", JsBackend>): TensorInfo {
   const [rows, classes] = logits.shape;
   const t = backend.ints(targets);
-  checkTargets("crossEntropy", t, classes);
+  checkTargets("crossEntropy", t, classes, attrs.ignoreIndex);
   const input = backend.floats(logits);
   const out = backend.floatOutput([rows], "float32");
   for (let r = 0; r < rows; r++) {
+    if (t[r] === attrs.ignoreIndex) {
+      out.data[r] = 0;
+      continue;
+    }
     const base = r * classes;
     let max = Number.NEGATIVE_INFINITY;
     for (let j = 0; j < classes; j++) if (input[base + j] > max) max = input[base + j];
@@ -155,15 +160,23 @@ export function crossEntropyKernel({ inputs: { logits, targets }, backend }: Ker
   return out.commit();
 }
 
-export function crossEntropyBackwardKernel({ inputs: { logits, targets, dy }, backend }: KernelArgs<"CrossEntropyBackward", JsBackend>): TensorInfo {
+export function crossEntropyBackwardKernel({
+  inputs: { logits, targets, dy },
+  attrs,
+  backend,
+}: KernelArgs<"CrossEntropyBackward", JsBackend>): TensorInfo {
   const [rows, classes] = logits.shape;
   const t = backend.ints(targets);
-  checkTargets("crossEntropyBackward", t, classes);
+  checkTargets("crossEntropyBackward", t, classes, attrs.ignoreIndex);
   const input = backend.floats(logits);
   const grad = backend.floats(dy);
   const out = backend.floatOutput(logits.shape, logits.dtype);
   for (let r = 0; r < rows; r++) {
     const base = r * classes;
+    if (t[r] === attrs.ignoreIndex) {
+      out.data.fill(0, base, base + classes);
+      continue;
+    }
     let max = Number.NEGATIVE_INFINITY;
     for (let j = 0; j < classes; j++) if (input[base + j] > max) max = input[base + j];
     let sum = 0;
