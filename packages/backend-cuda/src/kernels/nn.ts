@@ -56,6 +56,8 @@ export function layerNormBackwardKernel({
   return [dx, dgamma, dbeta];
 }
 
+// The kernels read a target out of [0, classes) as a row left out (loss and gradient 0), so attrs.ignoreIndex (a
+// negative integer) needs nothing more here.
 export function crossEntropyKernel({ inputs: { logits, targets }, backend }: KernelArgs<"CrossEntropy", CudaBackend>): TensorInfo {
   const [rows, classes] = logits.shape;
   const loss = backend.output([rows], "float32");
