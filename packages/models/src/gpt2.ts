@@ -7,6 +7,8 @@ import {
   captureGraph,
   type CapturedGraph,
   concat,
+  crossEntropy,
+  DTypeError,
   fullOn,
   GraphError,
   indexCopy,
@@ -17,7 +19,7 @@ import {
   ShapeError,
   slice,
   split,
-  type Tensor,
+  Tensor,
   tidy,
   ValueError,
 } from "@blocksparse/core";
@@ -439,6 +441,30 @@ export class GPT2LMHeadModel extends Module {
   /** Token ids [B, T] (int32) -> logits [B, T, vocab_size]. With a `cache`, as GPT2Model.forward's. */
   forward(inputIds: Tensor, cache?: GPT2Cache): Tensor {
     return tidy(() => this.lm_head.forward(this.transformer.forward(inputIds, cache)));
+  }
+
+  /**
+   * The language-modeling loss from `labels`, as Hugging Face's `GPT2LMHeadModel(input_ids, labels=labels).loss`:
+   * position t's logits predict label t + 1 (the shift is inside, so `labels` may be `inputIds` itself), positions
+   * whose label is `ignoreIndex` (-100, Hugging Face's padding mark) are left out, and the cross-entropy is averaged
+   * over the rest (float32 scalar; NaN when none is left). inputIds and labels [B, T] or [T], int32. The vocabulary
+   * head runs on the first T - 1 positions only: the last one has no label to predict.
+   */
+  loss(inputIds: Tensor, labels: Tensor, options: { ignoreIndex?: number } = {}): Tensor {
+    const ids = checkTokenIds("GPT2LMHeadModel.loss", "inputIds", inputIds, this.config.n_positions);
+    if (!(labels instanceof Tensor) || labels.dtype !== "int32") {
+      throw new DTypeError(`GPT2LMHeadModel.loss: labels must be an int32 tensor, got ${labels instanceof Tensor ? labels.dtype : typeof labels}`);
+    }
+    if (labels.rank !== inputIds.rank || labels.shape.some((d, i) => d !== inputIds.shape[i])) {
+      throw new ShapeError(`GPT2LMHeadModel.loss: labels has shape [${labels.shape}], expected inputIds' [${inputIds.shape}]`);
+    }
+    const [batch, length] = ids.shape;
+    return tidy(() => {
+      const hidden = this.transformer.forward(ids);
+      const predicting = slice(hidden, [0, 0, 0], [batch, length - 1, this.config.n_embd]);
+      const targets = slice(reshape(labels, [batch, length]), [0, 1], [batch, length - 1]);
+      return crossEntropy(this.lm_head.forward(predicting), targets, { ignoreIndex: options.ignoreIndex ?? -100 });
+    });
   }
 
   /**
