@@ -8,7 +8,7 @@ import { fixtures, readReference } from "./helpers";
 /** Hugging Face's loss from `labels`, in float64 from logits [B, T, V]: mean over t < T - 1 of CE(logits[t], labels[t + 1]), -100 left out. */
 function shiftedLoss(logits: Tensor, labels: number[][]): number {
   const [batch, length, vocab] = logits.shape;
-  const values = logits.dataSync();
+  const values = Float64Array.from(logits.dataSync());
   let total = 0;
   let count = 0;
   for (let b = 0; b < batch; b++)
