@@ -1162,9 +1162,10 @@ bool denseProductRoute(DType dtype, const BsrPatternView& pattern, int64_t m) {
   return !tuneProduct() && denseProductWins(dtype, pattern, m, cublasEnabled());
 }
 
-// The routes autotuning times for bsrLinear / bsrMatmul: the tensor-core routes, and the dense GEMM over the scattered
-// blocks where it may run. None (the fixed rules then) where the tensor-core kernels have no route for the shape.
-std::vector<TunedRoute> productRoutes(tc::Op product, DType dtype, const BsrPatternView& pattern, int64_t m) {
+// The routes autotuning times for a block-sparse product: the tensor-core routes, and cuBLAS's dense product (over the
+// scattered blocks, or dW's with its blocks sampled out) where it may run. None (the fixed rules then) where the
+// tensor-core kernels have no route for the shape.
+std::vector<TunedRoute> tunedRoutes(tc::Op product, DType dtype, const BsrPatternView& pattern, int64_t m) {
   std::vector<TunedRoute> list = tcRoutes(product, dtype, pattern, m);
   if (!list.empty() && cublasEnabled() && denseSampledFits(dtype, pattern)) list.push_back(TunedRoute{true, {}});
   return list;
@@ -1196,12 +1197,12 @@ void denseBsrLinear(DType dtype, const BsrPatternView& pattern, const void* x, c
   launchBinary(BinaryOp::Add, dtype, product.as<void>(), rowMajor, bias, broadcast, y, shape, m * pattern.rows, stream());
 }
 
-// Y = X W^T + bias on the tuned route when autotuning, else through the dense GEMM where it wins, else the tensor-core
-// kernels (src/tc) first and the simple kernel when they decline the shape. Arguments already validated.
+// Y = X W^T + bias on the tuned route when autotuning (where the shape has routes to time), else through the dense GEMM
+// where it wins, else the tensor-core kernels (src/tc) first and the simple kernel when they decline the shape. Arguments already validated.
 void runBsrLinear(DType dtype, const BsrPatternView& pattern, const void* x, const void* values, const void* bias,
                   void* y, int64_t m) {
   if (tuneProduct() &&
-      runTuned(tc::Op::Linear, dtype, pattern, m, bias != nullptr, [&] { return productRoutes(tc::Op::Linear, dtype, pattern, m); },
+      runTuned(tc::Op::Linear, dtype, pattern, m, bias != nullptr, [&] { return tunedRoutes(tc::Op::Linear, dtype, pattern, m); },
                [&](const TunedRoute& route) {
                  if (!route.dense) return tcBsrLinear(dtype, x, values, bias, y, m, pattern, stream(), route.tc);
                  denseBsrLinear(dtype, pattern, x, values, bias, y, m);
@@ -1271,8 +1272,8 @@ Napi::Value bsrLinearActivation(const Napi::CallbackInfo& info) {
   return undefinedOf(info);
 }
 
-// dX = dY W through the dense GEMM where it wins, else on the tuned route when autotuning, else the tensor-core
-// kernels (src/tc) first and the simple kernel when they decline the shape. Arguments already validated.
+// dX = dY W on the tuned route when autotuning (where the shape has routes to time), else through the dense GEMM where
+// it wins, else the tensor-core kernels (src/tc) first and the simple kernel when they decline the shape. Arguments already validated.
 void runBsrMatmul(DType dtype, const BsrPatternView& pattern, const void* dy, const void* values, void* dx, int64_t m) {
   // dX = dY W with W's blocks in a dense [rows, cols] scratch.
   auto denseRoute = [&] {
@@ -1281,7 +1282,7 @@ void runBsrMatmul(DType dtype, const BsrPatternView& pattern, const void* dy, co
     launchMatmul(dtype, dy, dense.as<void>(), dx, 1, m, pattern.cols, pattern.rows, false, false, 0, 0, stream());
   };
   if (tuneProduct() &&
-      runTuned(tc::Op::Matmul, dtype, pattern, m, false, [&] { return productRoutes(tc::Op::Matmul, dtype, pattern, m); },
+      runTuned(tc::Op::Matmul, dtype, pattern, m, false, [&] { return tunedRoutes(tc::Op::Matmul, dtype, pattern, m); },
                [&](const TunedRoute& route) {
                  if (!route.dense) return tcBsrMatmul(dtype, dy, values, dx, m, pattern, stream(), route.tc);
                  denseRoute();
@@ -1365,12 +1366,7 @@ Napi::Value sampledMatmul(const Napi::CallbackInfo& info) {
   };
   // Autotuned when on and the route is not forced: the tensor-core routes, and the dense one where it may run.
   if (autotuneEnabled() && getDenseSampledMode() == DenseSampledMode::Auto) {
-    auto routes = [&] {
-      std::vector<TunedRoute> list = tcRoutes(tc::Op::Sampled, dtype, pattern, m);
-      if (!list.empty() && cublasEnabled() && denseSampledFits(dtype, pattern)) list.push_back(TunedRoute{true, {}});
-      return list;
-    };
-    if (runTuned(tc::Op::Sampled, dtype, pattern, m, false, routes,
+    if (runTuned(tc::Op::Sampled, dtype, pattern, m, false, [&] { return tunedRoutes(tc::Op::Sampled, dtype, pattern, m); },
                  [&](const TunedRoute& route) {
                    if (!route.dense) return tcSampledMatmul(dtype, dy, x, dw, m, pattern, stream(), route.tc);
                    denseRoute();

@@ -350,8 +350,7 @@ double patternDensity(const BsrPatternView& pattern) {
 //   (0.25 even at 32x64, the block kernels 6% faster at 64x32) and 64 and 128 (the route 5% faster at 0.5).
 // - Any other shape runs the simple kernel, 0.01-0.02 of cuBLAS: the dense route from a low density, once the product
 //   is large enough that its device time outweighs a GEMM call's host cost (kDenseSampledMinFlops), past decoding
-//   sizes. At 8x32 and
-//   density 0.1 the FFN step took 0.64 ms through it against 4.96 ms on the simple kernel.
+//   sizes. At 8x32 and density 0.1 the FFN step took 0.64 ms through it against 4.96 ms on the simple kernel.
 double denseProductBreakEven(const BsrPatternView& pattern, int64_t m) {
   const int rows = pattern.blockHeight, cols = pattern.blockWidth;
   if (rows == cols && rows == 32) return m >= kDenseProductMinTokens ? kDenseProductMinDensity32 : 2.0;

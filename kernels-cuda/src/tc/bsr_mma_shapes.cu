@@ -1,5 +1,8 @@
 // sm_80+ path for the block shapes besides the squares of 32, 64 and 128 (tc_kernels.h's mmaShapeSupported): the
 // mma.sync tile of bsr_mma.cuh with R x C blocks, in a file of its own so that it compiles beside bsr_mma.cu.
+#include <iterator>
+#include <utility>
+
 #include "bsr_mma.cuh"
 
 namespace bs::tc {
@@ -24,17 +27,19 @@ using ShapeTileOf = MmaShapeTraits<T, kOp, R, C, 128, kShapeWarpsM<kOp, R, C>, k
 template <typename T, Op kOp, int R, int C>
 using ShapeTile = ShapeTileOf<T, kOp, R, C, ShapeTileOf<T, kOp, R, C, 4>::kStageBytes <= 24 * 1024 ? 4 : 3>;
 
+// The tile of kMmaShapes' entry that is rows x cols (each entry instantiated once).
+template <typename T, Op kOp, size_t... kIndex>
+bool launchShape(const KernelArgs& args, int rows, int cols, cudaStream_t stream, std::index_sequence<kIndex...>) {
+  bool launched = false;
+  ((rows == kMmaShapes[kIndex].rows && cols == kMmaShapes[kIndex].cols &&
+    (launched = sm80::launch<ShapeTile<T, kOp, kMmaShapes[kIndex].rows, kMmaShapes[kIndex].cols>>(args, stream), true)) ||
+   ...);
+  return launched;
+}
+
 template <typename T, Op kOp>
 bool launchShape(const KernelArgs& args, int rows, int cols, cudaStream_t stream) {
-  using sm80::launch;
-  if (rows == 16 && cols == 16) return launch<ShapeTile<T, kOp, 16, 16>>(args, stream);
-  if (rows == 16 && cols == 32) return launch<ShapeTile<T, kOp, 16, 32>>(args, stream);
-  if (rows == 32 && cols == 16) return launch<ShapeTile<T, kOp, 32, 16>>(args, stream);
-  if (rows == 32 && cols == 64) return launch<ShapeTile<T, kOp, 32, 64>>(args, stream);
-  if (rows == 64 && cols == 32) return launch<ShapeTile<T, kOp, 64, 32>>(args, stream);
-  if (rows == 64 && cols == 128) return launch<ShapeTile<T, kOp, 64, 128>>(args, stream);
-  if (rows == 128 && cols == 64) return launch<ShapeTile<T, kOp, 128, 64>>(args, stream);
-  return false;
+  return launchShape<T, kOp>(args, rows, cols, stream, std::make_index_sequence<std::size(kMmaShapes)>{});
 }
 
 template <typename T>

@@ -124,10 +124,15 @@ bool launchMma(Op op, DType dtype, const KernelArgs& args, int blockSize, int va
 bool launchWgmma(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                  cudaStream_t stream);
 // The block shapes besides the squares of 32, 64 and 128 that the mma.sync path covers in float16/bfloat16
-// (bsr_mma_shapes.cu): 16x16 and the 1:2 and 2:1 rectangles of sides 16-128.
+// (bsr_mma_shapes.cu instantiates a tile for each): 16x16 and the 1:2 and 2:1 rectangles of sides 16-128.
+struct MmaShape {
+  int rows, cols;
+};
+inline constexpr MmaShape kMmaShapes[] = {{16, 16}, {16, 32}, {32, 16}, {32, 64}, {64, 32}, {64, 128}, {128, 64}};
 constexpr bool mmaShapeSupported(int rows, int cols) {
-  return (rows == 16 && (cols == 16 || cols == 32)) || (rows == 32 && (cols == 16 || cols == 64)) ||
-         (rows == 64 && (cols == 32 || cols == 128)) || (rows == 128 && cols == 64);
+  for (const MmaShape& shape : kMmaShapes)
+    if (shape.rows == rows && shape.cols == cols) return true;
+  return false;
 }
 // Their launcher: the default tile of an R x C block (mmaShapeSupported), bfloat16 or float16.
 bool launchMmaShape(Op op, DType dtype, const KernelArgs& args, int rows, int cols, cudaStream_t stream);
