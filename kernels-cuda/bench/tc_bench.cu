@@ -29,6 +29,8 @@
 // dX's epilogue (tcBsrMatmulActivationBackward: dZ = dX act'(Z) for a random Z, and the column sums of dZ): check
 // compares both outputs, time puts each variant fused beside the same variant followed by the separate pass
 // (biasActivation, biasActivationBackward: the unfused path).
+// --dtype f32x keeps TF32 off, as the addon does by default: float32 runs the CUDA-core kernels (--paths simple: the
+// register-tiled ones of src/kernels/bsr_simt.cu where they fit) against cuBLAS's plain float32 GEMM.
 // --dtype f32 allows TF32 (bs::setAllowTf32) in check and time, so float32 runs on the TF32 mma.sync
 // kernels; decode keeps float32 exact (its kernel and cuBLAS both run plain float32).
 // Built without cuBLAS (TC_BENCH_NO_CUBLAS, bench/build.sh when the toolkit has none) the dense times read n/a;
@@ -631,6 +633,7 @@ struct Options {
   std::vector<Variant> variants;
   std::vector<BlockShape> blocks = {{32, 32}, {64, 64}, {128, 128}};
   bool quick = false;
+  bool exactF32 = false;  // --dtype f32x: float32 with TF32 off, against cuBLAS's plain float32 GEMM
   // time mode: input sets the launches rotate through (1: the inputs stay in L2 between launches, as an
   // operand just written by the previous op of a training step does).
   int sets = 3;
@@ -700,8 +703,10 @@ Options parse(int argc, char** argv) {
     }
     else if (arg == "--dtype") {
       std::string name = value();
-      if (name != "f32" && name != "f16" && name != "bf16") usageError("--dtype is bf16, f16 or f32, got " + name);
-      o.dtype = name == "f32" ? DType::Float32 : name == "f16" ? DType::Float16 : DType::BFloat16;
+      if (name != "f32" && name != "f32x" && name != "f16" && name != "bf16")
+        usageError("--dtype is bf16, f16, f32 or f32x, got " + name);
+      o.dtype = name == "f32" || name == "f32x" ? DType::Float32 : name == "f16" ? DType::Float16 : DType::BFloat16;
+      o.exactF32 = name == "f32x";
     } else if (arg == "--blocks") {
       o.blocks.clear();
       o.blocksGiven = true;
@@ -1046,7 +1051,7 @@ int runTiming(const Options& o) {
       for (auto [k, n] : kn) {
         double dense;
         {
-          DenseProblem problem(product, o.dtype, m, k, n, sets);
+          DenseProblem problem(product, o.dtype, m, k, n, sets, !o.exactF32);
           dense = denseMs(handle, problem, m >= 4096 ? 5 : 20);
         }
         const double denseTflops = 2.0 * m * k * n / dense / 1e9;
@@ -1101,13 +1106,13 @@ int main(int argc, char** argv) {
   // The unfused activation backward (--activation with matmul) takes scratch from the addon's allocator, which
   // needs the device started; every launch here still goes to the legacy stream 0.
   bs::initDevice(0);
-  if (o.dtype == DType::Float32 && o.mode != "decode") bs::setAllowTf32(true);
+  if (o.dtype == DType::Float32 && o.mode != "decode" && !o.exactF32) bs::setAllowTf32(true);
   cudaDeviceProp prop;
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs, cc %d.%d; path for 32x32 blocks: %d (1 = mma, 2 = wgmma); dtype %s\n", prop.name,
               prop.multiProcessorCount, prop.major, prop.minor,
               int(bs::tcPathFor(o.dtype, BsrPatternView{4096, 4096, 32, 32, 128, 128, 1})),
-              o.dtype == DType::Float32 ? "f32 (TF32 allowed)" : o.dtype == DType::Float16 ? "f16" : "bf16");
+              o.dtype == DType::Float32 ? (o.exactF32 ? "f32 (TF32 off)" : "f32 (TF32 allowed)") : o.dtype == DType::Float16 ? "f16" : "bf16");
   if (o.mode == "check") return runChecks(o);
   if (o.mode == "time") return runTiming(o);
   if (o.mode == "decode") return runDecode(o);

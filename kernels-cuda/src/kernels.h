@@ -153,6 +153,16 @@ bool denseProductWins(DType dtype, const BsrPatternView& pattern, int64_t m, boo
 void launchScatterBlocks(DType dtype, const void* values, void* dense, const BsrPatternView& pattern, cudaStream_t stream);
 void launchSampledMatmul(DType dtype, const void* dy, const void* x, void* dw, int64_t m,
                          const BsrPatternView& pattern, cudaStream_t stream);
+// float32 on the CUDA cores, register-tiled (bsr_simt.cu): the launchers above run these when the block fits (sides
+// multiples of 16, of 32 for dW) and the pointers are 16-byte aligned; false, having launched nothing, otherwise.
+bool simtProductsFit(const BsrPatternView& pattern);
+bool simtSampledFits(const BsrPatternView& pattern);
+bool launchBsrLinearSimt(const float* x, const float* values, const float* bias, float* y, int64_t m,
+                         const BsrPatternView& pattern, cudaStream_t stream);
+bool launchBsrMatmulSimt(const float* dy, const float* values, float* dx, int64_t m, const BsrPatternView& pattern,
+                         cudaStream_t stream);
+bool launchSampledMatmulSimt(const float* dy, const float* x, float* dw, int64_t m, const BsrPatternView& pattern,
+                             cudaStream_t stream);
 void launchBlockNorms(DType dtype, const void* values, float* norms, int64_t nnzBlocks, int64_t blockSize,
                       cudaStream_t stream);
 

@@ -226,6 +226,10 @@ __global__ void blockNormsKernel(const T* __restrict__ values, float* __restrict
 void launchBsrLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
                      const BsrPatternView& pattern, cudaStream_t stream) {
   if (m == 0 || pattern.rows == 0) return;
+  if (dtype == DType::Float32 && launchBsrLinearSimt(static_cast<const float*>(x), static_cast<const float*>(values),
+                                                     static_cast<const float*>(bias), static_cast<float*>(y), m,
+                                                     pattern, stream))
+    return;
   int64_t chunks = static_cast<int64_t>(pattern.blockRows) * ((pattern.blockHeight + kTN - 1) / kTN);
   int64_t tilesM = (m + kTM - 1) / kTM;
   BS_REQUIRE(tilesM <= 65535, "bsrLinear: too many input rows for one launch (at most 4194240)");
@@ -240,6 +244,9 @@ void launchBsrLinear(DType dtype, const void* x, const void* values, const void*
 void launchBsrMatmul(DType dtype, const void* dy, const void* values, void* dx, int64_t m,
                      const BsrPatternView& pattern, cudaStream_t stream) {
   if (m == 0 || pattern.cols == 0) return;
+  if (dtype == DType::Float32 && launchBsrMatmulSimt(static_cast<const float*>(dy), static_cast<const float*>(values),
+                                                     static_cast<float*>(dx), m, pattern, stream))
+    return;
   int64_t chunks = static_cast<int64_t>(pattern.blockCols) * ((pattern.blockWidth + kTN - 1) / kTN);
   int64_t tilesM = (m + kTM - 1) / kTM;
   BS_REQUIRE(tilesM <= 65535, "bsrMatmul: too many input rows for one launch (at most 4194240)");
@@ -259,6 +266,9 @@ void launchSampledMatmul(DType dtype, const void* dy, const void* x, void* dw, i
     launchZero(dtype, dw, pattern.nnzBlocks * blockSize, stream);
     return;
   }
+  if (dtype == DType::Float32 && launchSampledMatmulSimt(static_cast<const float*>(dy), static_cast<const float*>(x),
+                                                         static_cast<float*>(dw), m, pattern, stream))
+    return;
   int64_t tiles = static_cast<int64_t>(pattern.nnzBlocks) * ((pattern.blockHeight + kSR - 1) / kSR) *
                   ((pattern.blockWidth + kSC - 1) / kSC);
   BS_REQUIRE(tiles <= INT32_MAX, "sampledMatmul: too many output tiles");

@@ -192,6 +192,61 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
     });
   }
 
+  // float32 with sides that are multiples of 16 runs the register-tiled CUDA-core kernels (bsr_simt.cu): 128-token tiles
+  // of 16, 32 or 64 features, and dW's 32 x 32 tiles with 64-token steps. 300 tokens: three token tiles, the last part
+  // empty; five dW steps, the last part empty. Block sides of 16-128 and 48, 80, 96 (three 32-wide output tiles per
+  // line), outputs poisoned, against float64.
+  test("float32 register-tiled kernels: bsrLinear, bsrMatmul and sampledMatmul over several token tiles against float64", () => {
+    useCuda();
+    const next = random(4099);
+    const m = 300;
+    const shapes: { shape: [number, number]; block: [number, number] }[] = [
+      { shape: [96, 128], block: [32, 32] },
+      { shape: [192, 128], block: [64, 64] },
+      { shape: [256, 384], block: [128, 128] },
+      { shape: [48, 64], block: [16, 16] },
+      { shape: [64, 96], block: [16, 48] },
+      { shape: [96, 160], block: [48, 80] },
+      { shape: [192, 96], block: [96, 32] },
+      { shape: [96, 192], block: [32, 96] },
+      { shape: [128, 384], block: [64, 128] },
+      { shape: [384, 128], block: [128, 64] },
+    ];
+    for (const { shape, block } of shapes) {
+      for (const density of [0, 0.4, 1]) {
+        const pattern = BsrPattern.random(shape, { blockShape: block, density, seed: shape[0] + block[1] * 5 });
+        const [rows, cols] = shape;
+        const [R, C] = block;
+        tidy(() => {
+          const what = `${shape.join("x")} in ${block.join("x")} blocks, density ${density}`;
+          const x = randomTensor(next, [3, 100, cols], "float32");
+          const dy = randomTensor(next, [3, 100, rows], "float32");
+          const values = randomTensor(next, [pattern.nnzBlocks, R, C], "float32");
+          const bias = randomTensor(next, [rows], "float32");
+          const w = denseWeight(pattern, values.values);
+          const yRef = new Float64Array(m * rows);
+          for (let i = 0; i < m; i++)
+            for (let o = 0; o < rows; o++) {
+              let sum = bias.values[o];
+              for (let j = 0; j < cols; j++) sum += x.values[i * cols + j] * w[o * cols + j];
+              yRef[i * rows + o] = sum;
+            }
+          expectClose(bsrLinear(x.t, values.t, pattern, bias.t).dataSync(), yRef, "float32", `bsrLinear ${what}`);
+          const dxRef = new Float64Array(m * cols);
+          for (let i = 0; i < m; i++)
+            for (let j = 0; j < cols; j++) {
+              let sum = 0;
+              for (let o = 0; o < rows; o++) sum += dy.values[i * rows + o] * w[o * cols + j];
+              dxRef[i * cols + j] = sum;
+            }
+          expectClose(bsrMatmul(dy.t, values.t, pattern).dataSync(), dxRef, "float32", `bsrMatmul ${what}`);
+          const dwRef = sampledReference(pattern, dy.values, x.values, m);
+          expectClose(sampledMatmul(dy.t, x.t, pattern).dataSync(), dwRef, "float32", `sampledMatmul ${what}`);
+        });
+      }
+    }
+  }, 120_000);
+
   // The block shapes both dense routes are checked on: every shape of CASES from 16x16 on, and 128x128.
   const ROUTE_CASES = [...CASES.slice(3), { shape: [256, 384] as [number, number], block: [128, 128] as [number, number] }];
 
