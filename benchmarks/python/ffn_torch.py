@@ -46,6 +46,8 @@ def time_step(model, x, dy, dtype, graph=False, repeats=30):
     # The fused CUDA AdamW (one kernel for all parameters), as ours: the strongest eager baseline; captured,
     # the same with capturable=True (its step count and learning rate on the device).
     extra = {"capturable": True} if graph else {}
+    # float32 is the plain float32 step (autocast has no float32 target on CUDA); PyTorch's default keeps TF32 off.
+    autocast = dtype != torch.float32
     try:
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0, fused=True, **extra)
     except (RuntimeError, TypeError):
@@ -54,7 +56,7 @@ def time_step(model, x, dy, dtype, graph=False, repeats=30):
     def step():
         opt.zero_grad(set_to_none=True)
         # The cast cache must be off for a captured step (torch.cuda.graph's documentation).
-        with torch.autocast("cuda", dtype=dtype, cache_enabled=not graph):
+        with torch.autocast("cuda", dtype=dtype, cache_enabled=not graph, enabled=autocast):
             y = model(x)
         y.backward(dy)
         opt.step()
@@ -64,7 +66,7 @@ def time_step(model, x, dy, dtype, graph=False, repeats=30):
         captured = torch.cuda.CUDAGraph()
         opt.zero_grad(set_to_none=True)
         with torch.cuda.graph(captured):
-            with torch.autocast("cuda", dtype=dtype, cache_enabled=False):
+            with torch.autocast("cuda", dtype=dtype, cache_enabled=False, enabled=autocast):
                 y = model(x)
             y.backward(dy)
             opt.step()

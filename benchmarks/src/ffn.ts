@@ -314,10 +314,10 @@ function markdown(
   charts: string[] = [],
 ): string {
   const lines = [
-    `# Training steps: ${[...new Set(rows.map((r) => r.model))].join(", ")} (${meta.dtype} mixed precision)`,
+    `# Training steps: ${[...new Set(rows.map((r) => r.model))].join(", ")} (${meta.dtype === "float32" ? "float32" : `${meta.dtype} mixed precision`})`,
     "",
-    `Machine: ${meta.machine}. Commit ${meta.commit}. Step = forward + backward + AdamW (float32 master weights and state).${meta.denseSampled === "auto" ? "" : ` Weight gradients forced to the ${meta.denseSampled === "always" ? "dense-product" : "block-kernel"} route.`}${meta.denseProducts === "auto" ? "" : ` bsrLinear and bsrMatmul forced to the ${meta.denseProducts === "always" ? "dense-product" : "block-kernel"} route.`}${meta.autotune ? " Block-sparse products autotuned on first use." : ""}${meta.graph ? (meta.graphEagerOptimizer ? " Forward and backward replayed as one captured graph (captureGraph), AdamW after each replay." : " The whole step (forward, backward and AdamW with capturable: true) replayed as one captured graph (captureGraph).") : ""}`,
-    `speed-up = our dense step / this step (> 1: faster than dense); vs PyTorch = PyTorch's dense step (autocast${meta.graph && !meta.graphEagerOptimizer ? ", captured the same way: torch.cuda.graph with AdamW(capturable=True)" : ", eager"}) / this step.`,
+    `Machine: ${meta.machine}. Commit ${meta.commit}. Step = forward + backward + AdamW (${meta.dtype === "float32" ? "float32 throughout" : "float32 master weights and state"}).${meta.denseSampled === "auto" ? "" : ` Weight gradients forced to the ${meta.denseSampled === "always" ? "dense-product" : "block-kernel"} route.`}${meta.denseProducts === "auto" ? "" : ` bsrLinear and bsrMatmul forced to the ${meta.denseProducts === "always" ? "dense-product" : "block-kernel"} route.`}${meta.autotune ? " Block-sparse products autotuned on first use." : ""}${meta.graph ? (meta.graphEagerOptimizer ? " Forward and backward replayed as one captured graph (captureGraph), AdamW after each replay." : " The whole step (forward, backward and AdamW with capturable: true) replayed as one captured graph (captureGraph).") : ""}`,
+    `speed-up = our dense step / this step (> 1: faster than dense); vs PyTorch = PyTorch's dense step (${meta.dtype === "float32" ? "float32, TF32 off" : "autocast"}${meta.graph && !meta.graphEagerOptimizer ? ", captured the same way: torch.cuda.graph with AdamW(capturable=True)" : ", eager"}) / this step.`,
     "",
     "| model | dModel x hidden | tokens | block | density | parameters | ms (median) | speed-up vs our dense | vs PyTorch dense |",
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
