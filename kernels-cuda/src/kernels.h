@@ -154,9 +154,7 @@ void launchScatterBlocks(DType dtype, const void* values, void* dense, const Bsr
 void launchSampledMatmul(DType dtype, const void* dy, const void* x, void* dw, int64_t m,
                          const BsrPatternView& pattern, cudaStream_t stream);
 // float32 on the CUDA cores, register-tiled (bsr_simt.cu): the launchers above run these when the block fits (sides
-// multiples of 16, of 32 for dW) and the pointers are 16-byte aligned; false, having launched nothing, otherwise.
-bool simtProductsFit(const BsrPatternView& pattern);
-bool simtSampledFits(const BsrPatternView& pattern);
+// multiples of 16) and the pointers are 16-byte aligned; false, having launched nothing, otherwise.
 bool launchBsrLinearSimt(const float* x, const float* values, const float* bias, float* y, int64_t m,
                          const BsrPatternView& pattern, cudaStream_t stream);
 bool launchBsrMatmulSimt(const float* dy, const float* values, float* dx, int64_t m, const BsrPatternView& pattern,

@@ -1,6 +1,6 @@
 // The three block-sparse products in float32 on the CUDA cores, register-tiled: what float32 runs when TF32 is not
-// allowed (the default, as PyTorch's), for blocks whose sides are multiples of 16 (32 for dW). Exact float32 FMAs, as
-// the simple kernels of bsr.cu, which keep every other shape.
+// allowed (the default, as PyTorch's), for blocks whose sides are multiples of 16. Exact float32 FMAs, as the simple
+// kernels of bsr.cu, which keep every other shape.
 //
 // bsrLinear and bsrMatmul: a CTA computes 128 tokens x BN features of one line (a block row for bsrLinear, a block
 // column for bsrMatmul) and walks the line's blocks 16 deep at a time. Each thread holds 8 tokens x 4 features; per
@@ -9,9 +9,10 @@
 // barrier per step). The dense operand is stored depth-major (transposed on its way into shared memory) so that a
 // thread's 8 tokens are one 32-byte read.
 //
-// sampledMatmul: a CTA computes a 32 x 32 tile of one stored block; its 8 warps take 8 tokens each of every 64-token
-// step, each warp holding the whole tile (8 rows x 4 columns a thread), and add their partial tiles through shared
-// memory at the end in a fixed order.
+// sampledMatmul: a CTA of 256 threads computes a 32 x 32 tile (16 x 16, 16 x 32, 32 x 16 where a side is not a
+// multiple of 32) of one stored block. Groups of threads each hold the whole tile (8 rows x 4 columns a thread: a warp
+// at 32 x 32) and take their share of every 64-token step; the groups' partial tiles are added through shared memory
+// at the end in a fixed order.
 #include <cstdint>
 
 #include "../kernels.h"
@@ -148,46 +149,64 @@ __global__ void __launch_bounds__(simtThreads(BN))
   }
 }
 
-constexpr int kSampledTile = 32, kSampledStep = 64, kSampledWarps = 8;
+constexpr int kSampledThreads = 256, kSampledStep = 64;
 
-// dW[p, r, c] = sum_m dY[m, br_p*R + r] * X[m, bc_p*C + c] over one 32 x 32 tile of stored block p.
-__global__ void __launch_bounds__(kSampledWarps * 32)
+// dW[p, r, c] = sum_m dY[m, br_p*R + r] * X[m, bc_p*C + c] over one TR x TC tile (16 or 32 each) of stored block p.
+// The tile takes (TR / 8) x (TC / 4) threads; the CTA's threads form as many such groups, each taking its share of
+// every 64-token step, and the groups' partial tiles are added in a fixed order at the end.
+template <int TR, int TC>
+__global__ void __launch_bounds__(kSampledThreads)
     simtSampledKernel(const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ dw, int64_t m,
                       BsrPatternView pattern) {
-  constexpr int kThreads = kSampledWarps * 32, T = kSampledTile;
-  constexpr int kLoads = kSampledStep * T / 4 / kThreads;  // 16-byte loads of each operand per thread and step
-  // [buffer][dY, X][token][feature]; reused at the end for the warps' partial tiles (8 x 32 x 32 floats).
-  __shared__ __align__(16) float tiles[2][2][kSampledStep][T];
-  static_assert(sizeof(tiles) == kSampledWarps * T * T * sizeof(float), "the partial tiles fill the stage buffers");
+  constexpr int kLanes = (TR / kThreadTokens) * (TC / kThreadFeatures);  // threads of one tile
+  constexpr int kGroups = kSampledThreads / kLanes, kGroupTokens = kSampledStep / kGroups;
+  constexpr int kLoadsDy = kSampledStep * TR / 4 / kSampledThreads, kLoadsX = kSampledStep * TC / 4 / kSampledThreads;
+  static_assert(kLoadsDy >= 1 && kLoadsX >= 1 && kGroupTokens >= 1, "tile too small for the step");
+  // Two stages of dY's and X's slices; at the end the groups' partial tiles (kGroups x TR x TC = 8192 floats) in the
+  // same memory.
+  constexpr int kStageFloats = 2 * kSampledStep * (TR + TC), kPartialFloats = kGroups * TR * TC;
+  __shared__ __align__(16) float shared[kStageFloats > kPartialFloats ? kStageFloats : kPartialFloats];
+  auto tileDy = reinterpret_cast<float(*)[kSampledStep][TR]>(shared);
+  auto tileX = reinterpret_cast<float(*)[kSampledStep][TC]>(shared + 2 * kSampledStep * TR);
+  float* partial = shared;
 
   const int R = pattern.blockHeight, C = pattern.blockWidth;
-  const int tilesR = R / T, tilesC = C / T;
+  const int tilesR = R / TR, tilesC = C / TC;
   const int64_t tile = blockIdx.x;
   const int64_t p = tile / (tilesR * tilesC);
-  const int r0 = static_cast<int>((tile / tilesC) % tilesR) * T;
-  const int c0 = static_cast<int>(tile % tilesC) * T;
+  const int r0 = static_cast<int>((tile / tilesC) % tilesR) * TR;
+  const int c0 = static_cast<int>(tile % tilesC) * TC;
   const int64_t rowBase = static_cast<int64_t>(pattern.coordBlockRow[p]) * R + r0;
   const int64_t colBase = static_cast<int64_t>(pattern.coordBlockCol[p]) * C + c0;
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const int ty = lane / (T / kThreadFeatures), tx = lane % (T / kThreadFeatures);  // rows ty*8.., columns tx*4..
+  const int tid = threadIdx.x, group = tid / kLanes, lane = tid % kLanes;
+  const int ty = lane / (TC / kThreadFeatures), tx = lane % (TC / kThreadFeatures);  // rows ty*8.., columns tx*4..
   const int64_t steps = (m + kSampledStep - 1) / kSampledStep;
 
-  float4 nextDy[kLoads], nextX[kLoads];
+  float4 nextDy[kLoadsDy], nextX[kLoadsX];
   auto load = [&](int64_t s) {
 #pragma unroll
-    for (int i = 0; i < kLoads; ++i) {
-      const int index = tid + i * kThreads, token = index / (T / 4), f4 = index % (T / 4);
+    for (int i = 0; i < kLoadsDy; ++i) {
+      const int index = tid + i * kSampledThreads, token = index / (TR / 4), f4 = index % (TR / 4);
       const int64_t gm = s * kSampledStep + token;
       nextDy[i] = loadOrZero(dy + gm * pattern.rows + rowBase + f4 * 4, gm < m);
+    }
+#pragma unroll
+    for (int i = 0; i < kLoadsX; ++i) {
+      const int index = tid + i * kSampledThreads, token = index / (TC / 4), f4 = index % (TC / 4);
+      const int64_t gm = s * kSampledStep + token;
       nextX[i] = loadOrZero(x + gm * pattern.cols + colBase + f4 * 4, gm < m);
     }
   };
   auto store = [&](int buffer) {
 #pragma unroll
-    for (int i = 0; i < kLoads; ++i) {
-      const int index = tid + i * kThreads, token = index / (T / 4), f4 = index % (T / 4);
-      *reinterpret_cast<float4*>(&tiles[buffer][0][token][f4 * 4]) = nextDy[i];
-      *reinterpret_cast<float4*>(&tiles[buffer][1][token][f4 * 4]) = nextX[i];
+    for (int i = 0; i < kLoadsDy; ++i) {
+      const int index = tid + i * kSampledThreads, token = index / (TR / 4), f4 = index % (TR / 4);
+      *reinterpret_cast<float4*>(&tileDy[buffer][token][f4 * 4]) = nextDy[i];
+    }
+#pragma unroll
+    for (int i = 0; i < kLoadsX; ++i) {
+      const int index = tid + i * kSampledThreads, token = index / (TC / 4), f4 = index % (TC / 4);
+      *reinterpret_cast<float4*>(&tileX[buffer][token][f4 * 4]) = nextX[i];
     }
   };
 
@@ -199,11 +218,11 @@ __global__ void __launch_bounds__(kSampledWarps * 32)
     const int buffer = static_cast<int>(s & 1);
     if (s + 1 < steps) load(s + 1);
 #pragma unroll
-    for (int k = 0; k < kSampledStep / kSampledWarps; ++k) {
-      const int token = warp * (kSampledStep / kSampledWarps) + k;
-      const float4 a0 = *reinterpret_cast<const float4*>(&tiles[buffer][0][token][ty * kThreadTokens]);
-      const float4 a1 = *reinterpret_cast<const float4*>(&tiles[buffer][0][token][ty * kThreadTokens + 4]);
-      const float4 b = *reinterpret_cast<const float4*>(&tiles[buffer][1][token][tx * kThreadFeatures]);
+    for (int k = 0; k < kGroupTokens; ++k) {
+      const int token = group * kGroupTokens + k;
+      const float4 a0 = *reinterpret_cast<const float4*>(&tileDy[buffer][token][ty * kThreadTokens]);
+      const float4 a1 = *reinterpret_cast<const float4*>(&tileDy[buffer][token][ty * kThreadTokens + 4]);
+      const float4 b = *reinterpret_cast<const float4*>(&tileX[buffer][token][tx * kThreadFeatures]);
       const float av[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
       const float bv[4] = {b.x, b.y, b.z, b.w};
 #pragma unroll
@@ -215,27 +234,34 @@ __global__ void __launch_bounds__(kSampledWarps * 32)
     __syncthreads();
   }
 
-  // Each warp's partial tile into shared memory, then each thread adds the 8 warps' values of 4 outputs in order.
-  float* partial = &tiles[0][0][0][0];
+  // Each group's partial tile into shared memory, then each thread adds the groups' values of its outputs in order.
 #pragma unroll
   for (int i = 0; i < kThreadTokens; ++i)
-    *reinterpret_cast<float4*>(partial + (warp * T + ty * kThreadTokens + i) * T + tx * kThreadFeatures) =
+    *reinterpret_cast<float4*>(&partial[(group * TR + ty * kThreadTokens + i) * TC + tx * kThreadFeatures]) =
         make_float4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
   __syncthreads();
-  const int e = tid * 4, r = e / T, c = e % T;
-  float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll
-  for (int w = 0; w < kSampledWarps; ++w) {
-    const float4 v = *reinterpret_cast<const float4*>(partial + (w * T + r) * T + c);
-    sum.x += v.x;
-    sum.y += v.y;
-    sum.z += v.z;
-    sum.w += v.w;
+  for (int e = tid * 4; e < TR * TC; e += kSampledThreads * 4) {
+    const int r = e / TC, c = e % TC;
+    float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 8
+    for (int g = 0; g < kGroups; ++g) {
+      const float4 v = *reinterpret_cast<const float4*>(&partial[(g * TR + r) * TC + c]);
+      sum.x += v.x;
+      sum.y += v.y;
+      sum.z += v.z;
+      sum.w += v.w;
+    }
+    *reinterpret_cast<float4*>(dw + (p * R + r0 + r) * C + c0 + c) = sum;
   }
-  *reinterpret_cast<float4*>(dw + (p * R + r0 + r) * C + c0 + c) = sum;
 }
 
+// The tile side for a block side (a multiple of 16): 32 where it divides it, else 16.
+int sampledSide(int side) { return side % 32 == 0 ? 32 : 16; }
+
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Block sides the tiles divide: multiples of 16.
+bool simtFits(const BsrPatternView& pattern) { return pattern.blockHeight % 16 == 0 && pattern.blockWidth % 16 == 0; }
 
 // Features per CTA for an output side of `width` (a multiple of 16): the widest of 64, 32, 16 that divides it.
 int simtFeatures(int width) { return width % 64 == 0 ? 64 : width % 32 == 0 ? 32 : 16; }
@@ -267,35 +293,36 @@ void launchSimtProduct(const float* a, const float* values, const float* bias, f
 
 }  // namespace
 
-bool simtProductsFit(const BsrPatternView& pattern) {
-  return pattern.blockHeight % 16 == 0 && pattern.blockWidth % 16 == 0;
-}
-
-bool simtSampledFits(const BsrPatternView& pattern) {
-  return pattern.blockHeight % kSampledTile == 0 && pattern.blockWidth % kSampledTile == 0;
-}
-
 bool launchBsrLinearSimt(const float* x, const float* values, const float* bias, float* y, int64_t m,
                          const BsrPatternView& pattern, cudaStream_t stream) {
-  if (!simtProductsFit(pattern) || !aligned16(x) || !aligned16(values) || !aligned16(y)) return false;
+  if (!simtFits(pattern) || !aligned16(x) || !aligned16(values) || !aligned16(y)) return false;
   launchSimtProduct<true>(x, values, bias, y, m, pattern, stream);
   return true;
 }
 
 bool launchBsrMatmulSimt(const float* dy, const float* values, float* dx, int64_t m, const BsrPatternView& pattern,
                          cudaStream_t stream) {
-  if (!simtProductsFit(pattern) || !aligned16(dy) || !aligned16(values) || !aligned16(dx)) return false;
+  if (!simtFits(pattern) || !aligned16(dy) || !aligned16(values) || !aligned16(dx)) return false;
   launchSimtProduct<false>(dy, values, nullptr, dx, m, pattern, stream);
   return true;
 }
 
 bool launchSampledMatmulSimt(const float* dy, const float* x, float* dw, int64_t m, const BsrPatternView& pattern,
                              cudaStream_t stream) {
-  if (!simtSampledFits(pattern) || !aligned16(dy) || !aligned16(x) || !aligned16(dw)) return false;
-  const int64_t tiles = static_cast<int64_t>(pattern.nnzBlocks) * (pattern.blockHeight / kSampledTile) *
-                        (pattern.blockWidth / kSampledTile);
+  if (!simtFits(pattern) || !aligned16(dy) || !aligned16(x) || !aligned16(dw)) return false;
+  const int tr = sampledSide(pattern.blockHeight), tc = sampledSide(pattern.blockWidth);
+  const int64_t tiles =
+      static_cast<int64_t>(pattern.nnzBlocks) * (pattern.blockHeight / tr) * (pattern.blockWidth / tc);
   BS_REQUIRE(tiles <= INT32_MAX, "sampledMatmul: too many output tiles");
-  simtSampledKernel<<<static_cast<unsigned>(tiles), kSampledWarps * 32, 0, stream>>>(dy, x, dw, m, pattern);
+  const unsigned grid = static_cast<unsigned>(tiles);
+  if (tr == 32 && tc == 32)
+    simtSampledKernel<32, 32><<<grid, kSampledThreads, 0, stream>>>(dy, x, dw, m, pattern);
+  else if (tr == 32)
+    simtSampledKernel<32, 16><<<grid, kSampledThreads, 0, stream>>>(dy, x, dw, m, pattern);
+  else if (tc == 32)
+    simtSampledKernel<16, 32><<<grid, kSampledThreads, 0, stream>>>(dy, x, dw, m, pattern);
+  else
+    simtSampledKernel<16, 16><<<grid, kSampledThreads, 0, stream>>>(dy, x, dw, m, pattern);
   BS_LAUNCH_CHECK("simtSampledKernel");
   return true;
 }

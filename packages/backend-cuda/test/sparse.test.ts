@@ -193,8 +193,8 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
   }
 
   // float32 with sides that are multiples of 16 runs the register-tiled CUDA-core kernels (bsr_simt.cu): 128-token tiles
-  // of 16, 32 or 64 features, and dW's 32 x 32 tiles with 64-token steps. 300 tokens: three token tiles, the last part
-  // empty; five dW steps, the last part empty. Block sides of 16-128 and 48, 80, 96 (three 32-wide output tiles per
+  // of 16, 32 or 64 features, and dW's 16/32 x 16/32 tiles with 64-token steps. 300 tokens: three token tiles, the last
+  // part empty; five dW steps, the last part empty. Block sides of 16-128 and 48, 80, 96 (three 32-wide output tiles per
   // line), outputs poisoned, against float64.
   test("float32 register-tiled kernels: bsrLinear, bsrMatmul and sampledMatmul over several token tiles against float64", () => {
     useCuda();
@@ -206,6 +206,8 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
       { shape: [256, 384], block: [128, 128] },
       { shape: [48, 64], block: [16, 16] },
       { shape: [64, 96], block: [16, 48] },
+      { shape: [64, 160], block: [16, 32] },
+      { shape: [96, 80], block: [32, 16] },
       { shape: [96, 160], block: [48, 80] },
       { shape: [192, 96], block: [96, 32] },
       { shape: [96, 192], block: [32, 96] },
