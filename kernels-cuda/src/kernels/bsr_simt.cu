@@ -31,6 +31,21 @@ __device__ __forceinline__ float4 loadOrZero(const float* p, bool inside) {
   return inside ? __ldg(reinterpret_cast<const float4*>(p)) : make_float4(0.f, 0.f, 0.f, 0.f);
 }
 
+// acc += a b^T for one step of depth: a = 8 consecutive floats of shared memory (a thread's tokens or rows), b = 4 (its
+// features or columns), both 16-byte aligned; three 16-byte loads, 32 FMAs.
+__device__ __forceinline__ void accumulate(float (&acc)[kThreadTokens][kThreadFeatures], const float* a,
+                                           const float* b) {
+  const float4 a0 = *reinterpret_cast<const float4*>(a);
+  const float4 a1 = *reinterpret_cast<const float4*>(a + 4);
+  const float4 b0 = *reinterpret_cast<const float4*>(b);
+  const float av[kThreadTokens] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+  const float bv[kThreadFeatures] = {b0.x, b0.y, b0.z, b0.w};
+#pragma unroll
+  for (int i = 0; i < kThreadTokens; ++i)
+#pragma unroll
+    for (int j = 0; j < kThreadFeatures; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+}
+
 // kLinear: Y = X W^T (+ bias), lines are block rows, the reduction runs over each block's C columns, the output is a
 // block row's R features. Otherwise dX = dY W: lines are block columns (the column-wise index), the reduction runs over
 // each block's R rows, the output is a block column's C features. BN features of the line per CTA.
@@ -123,15 +138,7 @@ __global__ void __launch_bounds__(simtThreads(BN))
     if (s + 1 < steps) load(s + 1);
 #pragma unroll
     for (int k = 0; k < BK; ++k) {
-      const float4 a0 = *reinterpret_cast<const float4*>(&tileA[buffer][k][ty * kThreadTokens]);
-      const float4 a1 = *reinterpret_cast<const float4*>(&tileA[buffer][k][ty * kThreadTokens + 4]);
-      const float4 b = *reinterpret_cast<const float4*>(&tileB[buffer][k][tx * kThreadFeatures]);
-      const float av[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-      const float bv[4] = {b.x, b.y, b.z, b.w};
-#pragma unroll
-      for (int i = 0; i < kThreadTokens; ++i)
-#pragma unroll
-        for (int j = 0; j < kThreadFeatures; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+      accumulate(acc, &tileA[buffer][k][ty * kThreadTokens], &tileB[buffer][k][tx * kThreadFeatures]);
     }
     if (s + 1 < steps) store(buffer ^ 1);
     __syncthreads();
@@ -220,15 +227,7 @@ __global__ void __launch_bounds__(kSampledThreads)
 #pragma unroll
     for (int k = 0; k < kGroupTokens; ++k) {
       const int token = group * kGroupTokens + k;
-      const float4 a0 = *reinterpret_cast<const float4*>(&tileDy[buffer][token][ty * kThreadTokens]);
-      const float4 a1 = *reinterpret_cast<const float4*>(&tileDy[buffer][token][ty * kThreadTokens + 4]);
-      const float4 b = *reinterpret_cast<const float4*>(&tileX[buffer][token][tx * kThreadFeatures]);
-      const float av[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-      const float bv[4] = {b.x, b.y, b.z, b.w};
-#pragma unroll
-      for (int i = 0; i < kThreadTokens; ++i)
-#pragma unroll
-        for (int j = 0; j < kThreadFeatures; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+      accumulate(acc, &tileDy[buffer][token][ty * kThreadTokens], &tileX[buffer][token][tx * kThreadFeatures]);
     }
     if (s + 1 < steps) store(buffer ^ 1);
     __syncthreads();

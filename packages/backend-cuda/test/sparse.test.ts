@@ -52,6 +52,30 @@ function sampledReference(pattern: BsrPattern, dy: ArrayLike<number>, x: ArrayLi
   return dw;
 }
 
+/** Y = X W^T (+ bias) in float64 for m rows of X [m, cols] and dense W [rows, cols]. */
+function linearReference(x: ArrayLike<number>, w: Float64Array, m: number, rows: number, cols: number, bias?: ArrayLike<number>): Float64Array {
+  const y = new Float64Array(m * rows);
+  for (let i = 0; i < m; i++)
+    for (let o = 0; o < rows; o++) {
+      let sum = bias ? bias[o] : 0;
+      for (let j = 0; j < cols; j++) sum += x[i * cols + j] * w[o * cols + j];
+      y[i * rows + o] = sum;
+    }
+  return y;
+}
+
+/** dX = dY W in float64 for m rows of dY [m, rows] and dense W [rows, cols]. */
+function matmulReference(dy: ArrayLike<number>, w: Float64Array, m: number, rows: number, cols: number): Float64Array {
+  const dx = new Float64Array(m * cols);
+  for (let i = 0; i < m; i++)
+    for (let j = 0; j < cols; j++) {
+      let sum = 0;
+      for (let o = 0; o < rows; o++) sum += dy[i * rows + o] * w[o * cols + j];
+      dx[i * cols + j] = sum;
+    }
+  return dx;
+}
+
 // Block shapes of every kind: 1x1, odd, rectangular both ways, larger than one 32-wide tile, 64x64, and the shapes
 // besides the squares that the tensor-core tiles take in float16/bfloat16 (16x16 and the 1:2 and 2:1 rectangles),
 // each with lines of several blocks.
@@ -98,13 +122,7 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
 
             const y = bsrLinear(x.t, values.t, pattern, bias.t);
             expect(y.shape).toEqual([...lead, rows]);
-            const yRef = new Float64Array(m * rows);
-            for (let i = 0; i < m; i++)
-              for (let o = 0; o < rows; o++) {
-                let sum = bias.values[o];
-                for (let j = 0; j < cols; j++) sum += x.values[i * cols + j] * w[o * cols + j];
-                yRef[i * rows + o] = sum;
-              }
+            const yRef = linearReference(x.values, w, m, rows, cols, bias.values);
             expectClose(y.dataSync(), yRef, dtype, `bsrLinear ${dtype}`);
 
             const yNoBias = bsrLinear(x.t, values.t, pattern);
@@ -113,13 +131,7 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
 
             const dx = bsrMatmul(dy.t, values.t, pattern);
             expect(dx.shape).toEqual([...lead, cols]);
-            const dxRef = new Float64Array(m * cols);
-            for (let i = 0; i < m; i++)
-              for (let j = 0; j < cols; j++) {
-                let sum = 0;
-                for (let o = 0; o < rows; o++) sum += dy.values[i * rows + o] * w[o * cols + j];
-                dxRef[i * cols + j] = sum;
-              }
+            const dxRef = matmulReference(dy.values, w, m, rows, cols);
             expectClose(dx.dataSync(), dxRef, dtype, `bsrMatmul ${dtype}`);
 
             const dw = sampledMatmul(dy.t, x.t, pattern);
@@ -171,13 +183,7 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
             const bias = randomTensor(next, [rows], dtype);
             const w = denseWeight(pattern, values.values);
             for (const withBias of [false, true]) {
-              const zRef = new Float64Array(m * rows);
-              for (let i = 0; i < m; i++)
-                for (let o = 0; o < rows; o++) {
-                  let sum = withBias ? bias.values[o] : 0;
-                  for (let j = 0; j < cols; j++) sum += x.values[i * cols + j] * w[o * cols + j];
-                  zRef[i * rows + o] = sum;
-                }
+              const zRef = linearReference(x.values, w, m, rows, cols, withBias ? bias.values : undefined);
               for (const activation of ["relu", "gelu", "gelu_tanh"] as const) {
                 const what = `${dtype} density ${density} ${activation}${withBias ? " + bias" : ""}`;
                 const [a, z] = runKernel("BsrLinearActivation", { x: x.t, values: values.t, bias: withBias ? bias.t : undefined }, { pattern, activation });
@@ -226,21 +232,9 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
           const values = randomTensor(next, [pattern.nnzBlocks, R, C], "float32");
           const bias = randomTensor(next, [rows], "float32");
           const w = denseWeight(pattern, values.values);
-          const yRef = new Float64Array(m * rows);
-          for (let i = 0; i < m; i++)
-            for (let o = 0; o < rows; o++) {
-              let sum = bias.values[o];
-              for (let j = 0; j < cols; j++) sum += x.values[i * cols + j] * w[o * cols + j];
-              yRef[i * rows + o] = sum;
-            }
+          const yRef = linearReference(x.values, w, m, rows, cols, bias.values);
           expectClose(bsrLinear(x.t, values.t, pattern, bias.t).dataSync(), yRef, "float32", `bsrLinear ${what}`);
-          const dxRef = new Float64Array(m * cols);
-          for (let i = 0; i < m; i++)
-            for (let j = 0; j < cols; j++) {
-              let sum = 0;
-              for (let o = 0; o < rows; o++) sum += dy.values[i * rows + o] * w[o * cols + j];
-              dxRef[i * cols + j] = sum;
-            }
+          const dxRef = matmulReference(dy.values, w, m, rows, cols);
           expectClose(bsrMatmul(dy.t, values.t, pattern).dataSync(), dxRef, "float32", `bsrMatmul ${what}`);
           const dwRef = sampledReference(pattern, dy.values, x.values, m);
           expectClose(sampledMatmul(dy.t, x.t, pattern).dataSync(), dwRef, "float32", `sampledMatmul ${what}`);
@@ -305,26 +299,14 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
                 const values = randomTensor(next, [pattern.nnzBlocks, R, C], dtype);
                 const bias = randomTensor(next, [rows], dtype);
                 const w = denseWeight(pattern, values.values);
-                const zRef = new Float64Array(m * rows);
-                for (let i = 0; i < m; i++)
-                  for (let o = 0; o < rows; o++) {
-                    let sum = 0;
-                    for (let j = 0; j < cols; j++) sum += x.values[i * cols + j] * w[o * cols + j];
-                    zRef[i * rows + o] = sum;
-                  }
+                const zRef = linearReference(x.values, w, m, rows, cols);
                 const withBias = zRef.map((v, i) => v + bias.values[i % rows]);
                 expectClose(bsrLinear(x.t, values.t, pattern).dataSync(), zRef, dtype, `bsrLinear ${what}`);
                 expectClose(bsrLinear(x.t, values.t, pattern, bias.t).dataSync(), withBias, dtype, `bsrLinear + bias ${what}`);
                 const [a, z] = runKernel("BsrLinearActivation", { x: x.t, values: values.t, bias: bias.t }, { pattern, activation: "gelu" });
                 expectClose(z.dataSync(), withBias, dtype, `bsrLinearActivation z ${what}`);
                 expectClose(a.dataSync(), withBias.map(ACTIVATIONS.gelu), dtype, `bsrLinearActivation a ${what}`);
-                const dxRef = new Float64Array(m * cols);
-                for (let i = 0; i < m; i++)
-                  for (let j = 0; j < cols; j++) {
-                    let sum = 0;
-                    for (let o = 0; o < rows; o++) sum += dy.values[i * rows + o] * w[o * cols + j];
-                    dxRef[i * cols + j] = sum;
-                  }
+                const dxRef = matmulReference(dy.values, w, m, rows, cols);
                 expectClose(bsrMatmul(dy.t, values.t, pattern).dataSync(), dxRef, dtype, `bsrMatmul ${what}`);
                 // dX through the activation of the layer before: dX by the route, then the activation backward.
                 const pre = randomTensor(next, [m, cols], dtype);
