@@ -5,9 +5,9 @@
 // bsrLinear and bsrMatmul: a CTA computes 128 tokens x BN features of one line (a block row for bsrLinear, a block
 // column for bsrMatmul) and walks the line's blocks 16 deep at a time. Each thread holds 8 tokens x 4 features; per
 // step of depth it reads 8 values of the dense operand and 4 of the block from shared memory (three 16-byte loads) for
-// 32 FMAs. The next step's tiles are loaded into registers while this step's are used (two shared buffers, one
-// barrier per step). The dense operand is stored depth-major (transposed on its way into shared memory) so that a
-// thread's 8 tokens are one 32-byte read.
+// 32 FMAs (bsrMatmul's 64-feature tiles: 8 x 8, four loads for 64 FMAs). The next step's tiles are loaded into
+// registers while this step's are used (two shared buffers, one barrier per step). The dense operand is stored
+// depth-major (transposed on its way into shared memory) so that a thread's 8 tokens are one 32-byte read.
 //
 // sampledMatmul: a CTA of 256 threads computes a 32 x 32 tile (16 x 16, 16 x 32, 32 x 16 where a side is not a
 // multiple of 32) of one stored block. Groups of threads each hold the whole tile (8 rows x 4 columns a thread: a warp
@@ -25,38 +25,51 @@ constexpr int kSimtTokens = 128;  // tokens of a bsrLinear / bsrMatmul tile
 constexpr int kSimtDepth = 16;    // depth of one step along the reduction
 constexpr int kThreadTokens = 8, kThreadFeatures = 4;
 
-constexpr int simtThreads(int features) { return (kSimtTokens / kThreadTokens) * (features / kThreadFeatures); }
+// Threads of a bsrLinear / bsrMatmul tile of `features` features with `perThread` features a thread.
+constexpr int simtThreads(int features, int perThread) {
+  return (kSimtTokens / kThreadTokens) * (features / perThread);
+}
 
 __device__ __forceinline__ float4 loadOrZero(const float* p, bool inside) {
   return inside ? __ldg(reinterpret_cast<const float4*>(p)) : make_float4(0.f, 0.f, 0.f, 0.f);
 }
 
-// acc += a b^T for one step of depth: a = 8 consecutive floats of shared memory (a thread's tokens or rows), b = 4 (its
-// features or columns), both 16-byte aligned; three 16-byte loads, 32 FMAs.
-__device__ __forceinline__ void accumulate(float (&acc)[kThreadTokens][kThreadFeatures], const float* a,
-                                           const float* b) {
+// acc += a b^T for one step of depth: a = 8 consecutive floats of shared memory (a thread's tokens or rows), b = TF
+// (its features or columns) as runs of 4 consecutive floats kRunStride apart, all 16-byte aligned; 2 + TF / 4 16-byte
+// loads, 8 TF FMAs.
+template <int TF, int kRunStride>
+__device__ __forceinline__ void accumulate(float (&acc)[kThreadTokens][TF], const float* a, const float* b) {
   const float4 a0 = *reinterpret_cast<const float4*>(a);
   const float4 a1 = *reinterpret_cast<const float4*>(a + 4);
-  const float4 b0 = *reinterpret_cast<const float4*>(b);
   const float av[kThreadTokens] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-  const float bv[kThreadFeatures] = {b0.x, b0.y, b0.z, b0.w};
+  float bv[TF];
+#pragma unroll
+  for (int run = 0; run < TF / 4; ++run) {
+    const float4 b0 = *reinterpret_cast<const float4*>(b + run * kRunStride);
+    bv[run * 4 + 0] = b0.x;
+    bv[run * 4 + 1] = b0.y;
+    bv[run * 4 + 2] = b0.z;
+    bv[run * 4 + 3] = b0.w;
+  }
 #pragma unroll
   for (int i = 0; i < kThreadTokens; ++i)
 #pragma unroll
-    for (int j = 0; j < kThreadFeatures; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+    for (int j = 0; j < TF; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
 }
 
 // kLinear: Y = X W^T (+ bias), lines are block rows, the reduction runs over each block's C columns, the output is a
 // block row's R features. Otherwise dX = dY W: lines are block columns (the column-wise index), the reduction runs over
-// each block's R rows, the output is a block column's C features. BN features of the line per CTA.
-template <int BN, bool kLinear>
-__global__ void __launch_bounds__(simtThreads(BN))
+// each block's R rows, the output is a block column's C features. BN features of the line per CTA, TF (4 or 8) a
+// thread: with 8, two runs of 4 half the tile apart, so that a quarter-warp's 16-byte shared reads fall in distinct
+// banks.
+template <int BN, int TF, bool kLinear>
+__global__ void __launch_bounds__(simtThreads(BN, TF))
     simtProductKernel(const float* __restrict__ a, const float* __restrict__ values, const float* __restrict__ bias,
                       float* __restrict__ out, int64_t m, BsrPatternView pattern) {
-  constexpr int kThreads = simtThreads(BN);
+  constexpr int kThreads = simtThreads(BN, TF), kRuns = TF / 4, kRunStride = BN / kRuns;
   constexpr int BM = kSimtTokens, BK = kSimtDepth;
   constexpr int kLoadsA = BM * BK / 4 / kThreads;  // 16-byte loads of the dense operand per thread and step
-  static_assert(BN * BK / 4 == kThreads, "one 16-byte load of the block per thread and step");
+  constexpr int kLoadsB = BN * BK / 4 / kThreads;  // and of the block
   __shared__ __align__(16) float tileA[2][BK][BM + 4];
   __shared__ __align__(16) float tileB[2][BK][BN + 4];
 
@@ -74,10 +87,10 @@ __global__ void __launch_bounds__(simtThreads(BN))
   const int64_t outStride = kLinear ? pattern.rows : pattern.cols;
   const int64_t blockSize = static_cast<int64_t>(R) * C;
   const int tid = threadIdx.x;
-  const int tx = tid % (BN / kThreadFeatures), ty = tid / (BN / kThreadFeatures);
+  const int tx = tid % (BN / TF), ty = tid / (BN / TF);  // features run * kRunStride + tx*4.., tokens ty*8..
 
   float4 nextA[kLoadsA];
-  float4 nextB;
+  float4 nextB[kLoadsB];
   // Loads step s's tiles into registers: the dense operand's 128 x 16 slice at the block's place along the reduction,
   // and the block's 16 x BN slice.
   auto load = [&](int s) {
@@ -98,12 +111,16 @@ __global__ void __launch_bounds__(simtThreads(BN))
       const int64_t gm = m0 + token;
       nextA[i] = loadOrZero(a + gm * aStride + aColumn + k4 * 4, gm < m);
     }
-    if constexpr (kLinear) {  // W's rows are the outputs: 16 consecutive floats of row o0 + n
-      const int n = tid / (BK / 4), k4 = tid % (BK / 4);
-      nextB = __ldg(reinterpret_cast<const float4*>(block + static_cast<int64_t>(o0 + n) * C + k0 + k4 * 4));
-    } else {  // W's columns are the outputs: BN consecutive floats of block row k0 + k
-      const int k = tid / (BN / 4), n4 = tid % (BN / 4);
-      nextB = __ldg(reinterpret_cast<const float4*>(block + static_cast<int64_t>(k0 + k) * C + o0 + n4 * 4));
+#pragma unroll
+    for (int i = 0; i < kLoadsB; ++i) {
+      const int index = tid + i * kThreads;
+      if constexpr (kLinear) {  // W's rows are the outputs: 16 consecutive floats of row o0 + n
+        const int n = index / (BK / 4), k4 = index % (BK / 4);
+        nextB[i] = __ldg(reinterpret_cast<const float4*>(block + static_cast<int64_t>(o0 + n) * C + k0 + k4 * 4));
+      } else {  // W's columns are the outputs: BN consecutive floats of block row k0 + k
+        const int k = index / (BN / 4), n4 = index % (BN / 4);
+        nextB[i] = __ldg(reinterpret_cast<const float4*>(block + static_cast<int64_t>(k0 + k) * C + o0 + n4 * 4));
+      }
     }
   };
   auto store = [&](int buffer) {
@@ -115,19 +132,23 @@ __global__ void __launch_bounds__(simtThreads(BN))
       tileA[buffer][k4 * 4 + 2][token] = nextA[i].z;
       tileA[buffer][k4 * 4 + 3][token] = nextA[i].w;
     }
-    if constexpr (kLinear) {
-      const int n = tid / (BK / 4), k4 = tid % (BK / 4);
-      tileB[buffer][k4 * 4 + 0][n] = nextB.x;
-      tileB[buffer][k4 * 4 + 1][n] = nextB.y;
-      tileB[buffer][k4 * 4 + 2][n] = nextB.z;
-      tileB[buffer][k4 * 4 + 3][n] = nextB.w;
-    } else {
-      const int k = tid / (BN / 4), n4 = tid % (BN / 4);
-      *reinterpret_cast<float4*>(&tileB[buffer][k][n4 * 4]) = nextB;
+#pragma unroll
+    for (int i = 0; i < kLoadsB; ++i) {
+      const int index = tid + i * kThreads;
+      if constexpr (kLinear) {
+        const int n = index / (BK / 4), k4 = index % (BK / 4);
+        tileB[buffer][k4 * 4 + 0][n] = nextB[i].x;
+        tileB[buffer][k4 * 4 + 1][n] = nextB[i].y;
+        tileB[buffer][k4 * 4 + 2][n] = nextB[i].z;
+        tileB[buffer][k4 * 4 + 3][n] = nextB[i].w;
+      } else {
+        const int k = index / (BN / 4), n4 = index % (BN / 4);
+        *reinterpret_cast<float4*>(&tileB[buffer][k][n4 * 4]) = nextB[i];
+      }
     }
   };
 
-  float acc[kThreadTokens][kThreadFeatures] = {};
+  float acc[kThreadTokens][TF] = {};
   if (steps > 0) {
     load(0);
     store(0);
@@ -138,21 +159,26 @@ __global__ void __launch_bounds__(simtThreads(BN))
     if (s + 1 < steps) load(s + 1);
 #pragma unroll
     for (int k = 0; k < BK; ++k) {
-      accumulate(acc, &tileA[buffer][k][ty * kThreadTokens], &tileB[buffer][k][tx * kThreadFeatures]);
+      accumulate<TF, kRunStride>(acc, &tileA[buffer][k][ty * kThreadTokens], &tileB[buffer][k][tx * 4]);
     }
     if (s + 1 < steps) store(buffer ^ 1);
     __syncthreads();
   }
 
-  const int64_t feature = static_cast<int64_t>(line) * outWidth + o0 + tx * kThreadFeatures;
-  float4 add = make_float4(0.f, 0.f, 0.f, 0.f);
-  if (kLinear && bias != nullptr) add = make_float4(bias[feature], bias[feature + 1], bias[feature + 2], bias[feature + 3]);
 #pragma unroll
-  for (int i = 0; i < kThreadTokens; ++i) {
-    const int64_t gm = m0 + ty * kThreadTokens + i;
-    if (gm >= m) break;
-    *reinterpret_cast<float4*>(out + gm * outStride + feature) =
-        make_float4(acc[i][0] + add.x, acc[i][1] + add.y, acc[i][2] + add.z, acc[i][3] + add.w);
+  for (int run = 0; run < kRuns; ++run) {
+    const int64_t feature = static_cast<int64_t>(line) * outWidth + o0 + run * kRunStride + tx * 4;
+    float4 add = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (kLinear && bias != nullptr)
+      add = make_float4(bias[feature], bias[feature + 1], bias[feature + 2], bias[feature + 3]);
+#pragma unroll
+    for (int i = 0; i < kThreadTokens; ++i) {
+      const int64_t gm = m0 + ty * kThreadTokens + i;
+      if (gm >= m) break;
+      *reinterpret_cast<float4*>(out + gm * outStride + feature) =
+          make_float4(acc[i][run * 4] + add.x, acc[i][run * 4 + 1] + add.y, acc[i][run * 4 + 2] + add.z,
+                      acc[i][run * 4 + 3] + add.w);
+    }
   }
 }
 
@@ -227,7 +253,8 @@ __global__ void __launch_bounds__(kSampledThreads)
 #pragma unroll
     for (int k = 0; k < kGroupTokens; ++k) {
       const int token = group * kGroupTokens + k;
-      accumulate(acc, &tileDy[buffer][token][ty * kThreadTokens], &tileX[buffer][token][tx * kThreadFeatures]);
+      accumulate<kThreadFeatures, 0>(acc, &tileDy[buffer][token][ty * kThreadTokens],
+                                     &tileX[buffer][token][tx * kThreadFeatures]);
     }
     if (s + 1 < steps) store(buffer ^ 1);
     __syncthreads();
@@ -277,15 +304,20 @@ void launchSimtProduct(const float* a, const float* values, const float* bias, f
   BS_REQUIRE(tilesM <= 65535, std::string(name) + ": too many input rows for one launch (at most 8388480)");
   BS_REQUIRE(ctas <= INT32_MAX, std::string(name) + ": too many output tiles");
   const dim3 grid(static_cast<unsigned>(ctas), static_cast<unsigned>(tilesM));
+  // 8 features a thread only for bsrMatmul's 64-feature tiles: measured 1.01-1.15x there on an H200, slower for the
+  // forward and at 32 features (docs/kernels.md, "float32 on the CUDA cores").
   switch (features) {
     case 64:
-      simtProductKernel<64, kLinear><<<grid, simtThreads(64), 0, stream>>>(a, values, bias, out, m, pattern);
+      if constexpr (kLinear)
+        simtProductKernel<64, 4, true><<<grid, simtThreads(64, 4), 0, stream>>>(a, values, bias, out, m, pattern);
+      else
+        simtProductKernel<64, 8, false><<<grid, simtThreads(64, 8), 0, stream>>>(a, values, bias, out, m, pattern);
       break;
     case 32:
-      simtProductKernel<32, kLinear><<<grid, simtThreads(32), 0, stream>>>(a, values, bias, out, m, pattern);
+      simtProductKernel<32, 4, kLinear><<<grid, simtThreads(32, 4), 0, stream>>>(a, values, bias, out, m, pattern);
       break;
     default:
-      simtProductKernel<16, kLinear><<<grid, simtThreads(16), 0, stream>>>(a, values, bias, out, m, pattern);
+      simtProductKernel<16, 4, kLinear><<<grid, simtThreads(16, 4), 0, stream>>>(a, values, bias, out, m, pattern);
   }
   BS_LAUNCH_CHECK("simtProductKernel");
 }
