@@ -13,12 +13,13 @@
 //         Input sets rotate through more than twice the L2 cache, so the weight comes from memory.
 //
 // Usage: tc_bench [--mode check|time|decode] [--ops linear,matmul,sampled] [--paths auto,decode,wgmma,mma,simple]
-//                 [--blocks 32,64,128,16x32] [--quick] [--dtype bf16|f16|f32] [--variants 0,1] [--tokens 8192,512]
+//                 [--blocks 32,64,128,16x32] [--quick] [--dtype bf16|f16|f32|f32x] [--variants 0,1] [--tokens 8192,512]
 //                 [--shapes 4096x4096,4096x16384 (K x N)] [--densities 0.25,0.5] [--sets 3] [--rows random|equal]
 // --variants applies to each of the wgmma and mma paths named (wgmma/v6 is dev's X-resident bsrLinear); a variant
 // written with a trailing c (0c) sums dW's token splits in thread-block clusters instead of the float32 partial pass
 // (TcOptions::splitCluster, kept for measurement);
-// --paths simple times (and checks) the simple kernel of src/kernels/bsr.cu, which runs where the tensor-core entry
+// --paths simple times (and checks) the simple kernel of src/kernels/bsr.cu (float32: its register-tiled kernels of
+// bsr_simt.cu where the block's sides are multiples of 16), which runs where the tensor-core entry
 // points decline. --blocks takes square sides (32) or R x C shapes (16x32: W's blocks 16 rows by 32 columns).
 // --tokens, --shapes and --densities replace each mode's defaults. --sets (time mode, default 3) is how many input
 // sets the launches rotate through: 1 keeps the inputs in L2 between launches, as in a training step.
@@ -1112,7 +1113,9 @@ int main(int argc, char** argv) {
   std::printf("device: %s, %d SMs, cc %d.%d; path for 32x32 blocks: %d (1 = mma, 2 = wgmma); dtype %s\n", prop.name,
               prop.multiProcessorCount, prop.major, prop.minor,
               int(bs::tcPathFor(o.dtype, BsrPatternView{4096, 4096, 32, 32, 128, 128, 1})),
-              o.dtype == DType::Float32 ? (o.exactF32 ? "f32 (TF32 off)" : "f32 (TF32 allowed)") : o.dtype == DType::Float16 ? "f16" : "bf16");
+              o.dtype == DType::Float32 ? (o.exactF32 ? "f32 (TF32 off)" : "f32 (TF32 allowed)")
+              : o.dtype == DType::Float16 ? "f16"
+                                          : "bf16");
   if (o.mode == "check") return runChecks(o);
   if (o.mode == "time") return runTiming(o);
   if (o.mode == "decode") return runDecode(o);

@@ -1198,7 +1198,8 @@ void denseBsrLinear(DType dtype, const BsrPatternView& pattern, const void* x, c
 }
 
 // Y = X W^T + bias on the tuned route when autotuning (where the shape has routes to time), else through the dense GEMM
-// where it wins, else the tensor-core kernels (src/tc) first and the simple kernel when they decline the shape. Arguments already validated.
+// where it wins, else the tensor-core kernels (src/tc) first and the CUDA-core kernels (src/kernels/bsr.cu) when they
+// decline the shape. Arguments already validated.
 void runBsrLinear(DType dtype, const BsrPatternView& pattern, const void* x, const void* values, const void* bias,
                   void* y, int64_t m) {
   if (tuneProduct() &&
