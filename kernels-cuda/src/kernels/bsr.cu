@@ -348,13 +348,20 @@ double patternDensity(const BsrPatternView& pattern) {
   return static_cast<double>(pattern.nnzBlocks) / (static_cast<double>(pattern.blockRows) * pattern.blockCols);
 }
 
+// A rectangle that runs the wgmma tiles on this device (64x128 and 128x64 on sm_90a).
+bool wgmmaRectangle(DType dtype, const BsrPatternView& pattern) {
+  return pattern.blockHeight != pattern.blockWidth && tc::wgmmaShapeSupported(pattern.blockHeight, pattern.blockWidth) &&
+         tcPathFor(dtype, pattern) == TcPath::Wgmma;
+}
+
 // The density from which the dense route runs bsrLinear and bsrMatmul faster than the block kernels, in
 // float16/bfloat16 (above 1: never). The route costs the GEMM at cuBLAS's rate plus the scatter (a pass over W's dense
 // size), so it wins where the density is above the block kernels' rate on the non-zero work as a fraction of cuBLAS's,
 // with some margin for the scatter. Measured on an H200 (docs/kernels.md, "bsrLinear and bsrMatmul through the dense
 // GEMM"; `tc_bench --mode time`, the FFN step with `ffn.ts --dense-products`):
 // - 32x32: the kernels reach 0.20-0.27 of cuBLAS, the FFN step gained at density 0.5 and 8192 tokens, lost at 2048.
-// - 64x64, 128x128 (wgmma tiles, half of cuBLAS's rate and more): never.
+// - 64x64, 128x128 (wgmma tiles, half of cuBLAS's rate and more): never; nor 64x128 and 128x64 where they run the
+//   wgmma tiles too (tc::wgmmaShapeSupported on sm_90a: the tiles of the square of their output's width).
 // - The other shapes of the mma.sync tiles (tc::mmaShapeSupported) reach 0.07-0.11 of cuBLAS at 16x16, 0.09-0.19 with a
 //   side of 16, 0.10-0.34 with sides 32 and 64, 0.12-0.35 with 64 and 128. The FFN step at 8192 tokens (1024 <-> 4096)
 //   put the break-even between 0.1 and 0.25 with a side of 16 (below 0.1 at 16x16), at 0.25-0.5 with sides 32 and 64
@@ -362,10 +369,11 @@ double patternDensity(const BsrPatternView& pattern) {
 // - Any other shape runs the simple kernel, 0.01-0.02 of cuBLAS: the dense route from a low density, once the product
 //   is large enough that its device time outweighs a GEMM call's host cost (kDenseSampledMinFlops), past decoding
 //   sizes. At 8x32 and density 0.1 the FFN step took 0.64 ms through it against 4.96 ms on the simple kernel.
-double denseProductBreakEven(const BsrPatternView& pattern, int64_t m) {
+double denseProductBreakEven(DType dtype, const BsrPatternView& pattern, int64_t m) {
   const int rows = pattern.blockHeight, cols = pattern.blockWidth;
   if (rows == cols && rows == 32) return m >= kDenseProductMinTokens ? kDenseProductMinDensity32 : 2.0;
   if (rows == cols && (rows == 64 || rows == 128)) return 2.0;
+  if (wgmmaRectangle(dtype, pattern)) return 2.0;
   if (tc::mmaShapeSupported(rows, cols)) {
     if (m < kDenseProductShapeMinTokens) return 2.0;
     const int side = std::min(rows, cols);
@@ -385,7 +393,7 @@ bool denseProductWins(DType dtype, const BsrPatternView& pattern, int64_t m, boo
   // float32 stays on the exact block kernels; few tokens stay on the decoding and tile kernels, which read only the
   // stored blocks where the dense GEMM would read all of W.
   if (dtype == DType::Float32 || !denseSampledFits(dtype, pattern)) return false;
-  return patternDensity(pattern) >= denseProductBreakEven(pattern, m);
+  return patternDensity(pattern) >= denseProductBreakEven(dtype, pattern, m);
 }
 
 bool denseSampledFits(DType dtype, const BsrPatternView& pattern) {
@@ -408,8 +416,12 @@ bool denseSampledWins(DType dtype, const BsrPatternView& pattern, int64_t m, boo
   // 0.42-0.74 with more. The other shapes of the mma.sync tiles (tc::mmaShapeSupported) reach 0.05-0.10 at 16x16,
   // 0.06-0.18 with a side of 16, and 0.06-0.25 with sides of 32 and more, much as 32x32 does. Any other shape runs the
   // simple kernel, far slower: dense wins above 0.05.
-  const bool square = pattern.blockHeight == pattern.blockWidth;
-  const int block = pattern.blockHeight;
+  // 64x128 and 128x64 on the wgmma path run the dW tile of the square of their width C, at its FLOP per L2 byte
+  // (g R C / (C + g R) with g = 128 / R blocks per tile: 64 at 64x128 as at 128x128, 42.7 at 128x64 as at 64x64), so
+  // they take that square's break-even.
+  const bool wgmma = wgmmaRectangle(dtype, pattern);
+  const bool square = pattern.blockHeight == pattern.blockWidth || wgmma;
+  const int block = pattern.blockWidth;
   const bool manyTokens = m >= 4096;
   double breakEven = 0.05;
   if (square && block == 32) breakEven = manyTokens ? 0.18 : 0.12;

@@ -25,12 +25,13 @@ constexpr int cmin(int a, int b) { return a < b ? a : b; }
 // tokens (one m64nN product per k16 step, reading the block once and each token row once) instead of M = tokens,
 // N = features (kMmaM m64n64 products, each reading the block again). The accumulators then hold the tile
 // transposed; stageAccumulators writes it back token-major with stmatrix.trans.
-template <typename T_, Op kOp_, int kBlock_, int kTileM_, int kStages_, bool kPingPong_ = false,
+// R x C blocks (kRows_ x kCols_); WgmmaTraits below is the square case.
+template <typename T_, Op kOp_, int kRows_, int kCols_, int kTileM_, int kStages_, bool kPingPong_ = false,
           bool kFeatureMajor_ = false>
-struct WgmmaTraits {
+struct WgmmaShapeTraits {
   using T = T_;
   static constexpr Op kOp = kOp_;
-  static constexpr int R = kBlock_, C = kBlock_;
+  static constexpr int R = kRows_, C = kCols_;
   static constexpr int kTileM = kTileM_;  // Linear/Matmul: tokens; Sampled: G * R output rows
   static constexpr int kTileN = kOp == Op::Linear ? R : C;
   static constexpr int kStep = kOp == Op::Linear ? cmin(C, 64) : kOp == Op::Matmul ? cmin(R, 64) : 64;
@@ -64,7 +65,12 @@ struct WgmmaTraits {
   static_assert(!kFeatureMajor || (kTileN == 64 && kStep == 64 &&
                                    (kConsumerTokens == 64 || kConsumerTokens == 128 || kConsumerTokens == 256)),
                 "feature-major tiles: 64 features (dW: 64 columns), a consumer's tokens (dW: rows) an m64nN width");
+  static_assert(R % 64 == 0 || R == C, "a rectangle's sides are multiples of the 64-wide swizzled panel");
+  static_assert(C % 64 == 0 || R == C, "a rectangle's sides are multiples of the 64-wide swizzled panel");
 };
+
+template <typename T, Op kOp, int kBlock, int kTileM, int kStages, bool kPingPong = false, bool kFeatureMajor = false>
+using WgmmaTraits = WgmmaShapeTraits<T, kOp, kBlock, kBlock, kTileM, kStages, kPingPong, kFeatureMajor>;
 
 // Thread 0 prefetches both tensor maps and initializes the ring's barriers: a full barrier completes on the
 // producer's arrival and its copies' bytes, an empty one on K::kEmptyArrivals (one per warp of the consumers that read
@@ -872,6 +878,46 @@ bool launchPersistent(DType dtype, const KernelArgs& argsIn, cudaStream_t stream
   kernel<<<grid, K::kThreads, kBytes, stream>>>(mapA, mapB, args, storeMaps);
   BS_LAUNCH_CHECK("bsrWgmmaPersistentKernel");
   return true;
+}
+
+
+// The dispatched tiles for R x C blocks (the squares of 32, 64 and 128 in bsr_wgmma.cu; the rectangles of
+// kWgmmaShapes in bsr_wgmma_shapes.cu), chosen by the output tile's width kWidth: a block row's R features (Linear),
+// a block column's C (Matmul, dW). A rectangle's tile is the square's of its width in tokens, stages and shared memory
+// (each step is 64 deep either way), with one more step per block where the reduction side is the longer one.
+// Measured best on an H100 and an H200 for the squares (docs/kernels.md):
+// - Linear/Matmul: 256 tokens at widths 32 and 64, 128 at 128 (kWideTile: 256); at width 64 the persistent
+//   feature-major tile (kPersistentTile) and the feature-major ping-pong tile of 256 tokens per consumer
+//   (kPingPongTile, three stages beside both consumers' staged rows); at 128 the ping-pong tile of 128 tokens per
+//   consumer (four stages).
+// - dW: 128 rows of blocks (128 / R blocks of a column per CTA).
+template <typename T, Op kOp, int R, int C>
+struct WgmmaTiles {
+  static constexpr int kWidth = kOp == Op::Linear ? R : C;
+  static constexpr int kDefaultTokens = kOp == Op::Sampled || kWidth == 128 ? 128 : 256;
+  static constexpr int kDefaultStages = kWidth == 32 ? 8 : kWidth == 64 ? (kOp == Op::Sampled ? 7 : 5) : 6;
+  using Default = WgmmaShapeTraits<T, kOp, R, C, kDefaultTokens, kDefaultStages>;
+  using Wide = WgmmaShapeTraits<T, kOp, R, C, 256, 4>;
+  using Persistent = WgmmaShapeTraits<T, kOp, R, C, kPersistentTileTokens, 4, false, true>;
+  using PingPong64 = WgmmaShapeTraits<T, kOp, R, C, kPingPongTile64Tokens, 3, true, true>;
+  using PingPong128 = WgmmaShapeTraits<T, kOp, R, C, kPingPongTileTokens, 4, true>;
+};
+
+// Launches tile `variant` (a TileVariant) of WgmmaTiles<T, kOp, R, C>; false when it has no such tile.
+template <typename T, Op kOp, int R, int C>
+bool launchTile(DType dtype, const KernelArgs& args, int variant, int numSms, cudaStream_t stream) {
+  using Tiles = WgmmaTiles<T, kOp, R, C>;
+  if (variant == kDefaultTile) return launch<typename Tiles::Default>(dtype, args, stream);
+  if constexpr (kOp != Op::Sampled && Tiles::kWidth == 64) {
+    if (variant == kPersistentTile)
+      return launchPersistent<typename Tiles::Persistent, PersistentStore::Consumers>(dtype, args, stream, numSms);
+    if (variant == kPingPongTile) return launchPingPong<typename Tiles::PingPong64>(dtype, args, stream, numSms);
+  }
+  if constexpr (kOp != Op::Sampled && Tiles::kWidth == 128) {
+    if (variant == kWideTile) return launch<typename Tiles::Wide>(dtype, args, stream);
+    if (variant == kPingPongTile) return launchPingPong<typename Tiles::PingPong128>(dtype, args, stream, numSms);
+  }
+  return false;
 }
 
 }  // namespace bs::tc::sm90

@@ -207,8 +207,15 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   if (path == TcPath::Auto) return false;
   const int block = pattern.blockHeight;
   const bool square = squareBlocks(pattern);
+  // The rectangles of kWgmmaShapes take the wgmma tiles of the square of their output tile's width on sm_90a: `width`
+  // and `line` (blocks per line on average) below are in that square's terms, the line counted in blocks of the
+  // square's depth (a 64x128 block row is two 64x64 blocks deep), so the squares' rules apply to them unchanged.
+  const bool wgmmaShape = !square && path == TcPath::Wgmma &&
+                          tc::wgmmaShapeSupported(pattern.blockHeight, pattern.blockWidth);
+  const int width = op == tc::Op::Linear ? pattern.blockHeight : pattern.blockWidth;
+  const int depth = op == tc::Op::Linear ? pattern.blockWidth : pattern.blockHeight;
   int variant = options.variant;
-  if (!square) {
+  if (!square && !wgmmaShape) {
     // One tile per shape, on the mma.sync path (which every sm_80+ device has).
     if (options.path == TcPath::Wgmma || variant > tc::kDefaultTile) return false;
     path = TcPath::Mma;
@@ -221,24 +228,24 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   } else if (options.path == TcPath::Auto && variant < 0) {
     // Measured on an H100 (docs/kernels.md): with 32x32 blocks mma.sync beats wgmma, whose n32 tiles
     // wait on shared memory; with 128x128 blocks and many tokens the 256-token wgmma tile wins.
-    if (block == 32) path = TcPath::Mma;
-    const bool wide = path == TcPath::Wgmma && block == 128 && op != tc::Op::Sampled && m >= tc::kWideTileMinTokens;
+    if (square && block == 32) path = TcPath::Mma;
+    const bool wide = path == TcPath::Wgmma && width == 128 && op != tc::Op::Sampled && m >= tc::kWideTileMinTokens;
     variant = wide ? tc::kWideTile : tc::kDefaultTile;
-    // With 64x64 blocks, many tiles with short lines go to the persistent tile, with 128x128 blocks to the
-    // ping-pong tile (measured on an H200: docs/kernels.md, "The staged epilogue and the persistent tile" and
-    // "Consumers in turn"). dX with the activation's backward in its epilogue goes to the ping-pong tile at 64x64
+    // At width 64, many tiles with short lines go to the persistent tile, at width 128 to the ping-pong tile
+    // (measured on an H200 with square blocks: docs/kernels.md, "The staged epilogue and the persistent tile" and
+    // "Consumers in turn"). dX with the activation's backward in its epilogue goes to the ping-pong tile at width 64
     // too, by its own rule ("The activation's backward in dX's epilogue").
-    if (path == TcPath::Wgmma && (block == 64 || block == 128) && op != tc::Op::Sampled && device.sms > 0) {
+    if (path == TcPath::Wgmma && (width == 64 || width == 128) && op != tc::Op::Sampled && device.sms > 0) {
       const int64_t lines = op == tc::Op::Linear ? pattern.blockRows : pattern.blockCols;
-      const double line = lines > 0 ? double(pattern.nnzBlocks) / double(lines) : 0.0;
+      const double line = lines > 0 ? double(pattern.nnzBlocks) / double(lines) * depth / width : 0.0;
       auto tiles = [&](int64_t tileTokens) { return (m + tileTokens - 1) / tileTokens * lines; };
-      if (block == 64 && tiles(tc::kPersistentTileTokens) >= tc::kPersistentMinTilesPerSm * device.sms &&
+      if (width == 64 && tiles(tc::kPersistentTileTokens) >= tc::kPersistentMinTilesPerSm * device.sms &&
           line <= tc::kPersistentMaxLine)
         variant = tc::kPersistentTile;
-      if (block == 64 && backward && tiles(tc::kPingPongTile64Tokens) >= tc::kPingPongMinTilesPerSm * device.sms &&
+      if (width == 64 && backward && tiles(tc::kPingPongTile64Tokens) >= tc::kPingPongMinTilesPerSm * device.sms &&
           line <= tc::kPingPongBackwardMaxLine64)
         variant = tc::kPingPongTile;
-      if (block == 128 && tiles(tc::kPingPongTileTokens) >= tc::kPingPongMinTilesPerSm * device.sms &&
+      if (width == 128 && tiles(tc::kPingPongTileTokens) >= tc::kPingPongMinTilesPerSm * device.sms &&
           line <= tc::kPingPongMaxLine)
         variant = tc::kPingPongTile;
     }
@@ -264,7 +271,7 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   // it on any shipped wgmma tile.
   const bool named = options.path != TcPath::Auto || options.variant >= 0;
   if (backward && !named && variant != tc::kPingPongTile) return false;
-  const int storeRows = backward && path == TcPath::Wgmma ? tc::wgmmaStoreRows(block, variant) : 0;
+  const int storeRows = backward && path == TcPath::Wgmma ? tc::wgmmaStoreRows(width, variant) : 0;
   if (backward && storeRows == 0) return false;
   tc::KernelArgs args = tc::makeArgs(op, a, b, bias, out, m, pattern);
   args.activated = activated;
@@ -325,7 +332,9 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   }
   bool launched = false;
   try {
-    launched = !square ? tc::launchMmaShape(op, dtype, args, pattern.blockHeight, pattern.blockWidth, stream)
+    launched = wgmmaShape ? tc::launchWgmmaShape(op, dtype, args, pattern.blockHeight, pattern.blockWidth, variant,
+                                                 device.sms, stream)
+               : !square  ? tc::launchMmaShape(op, dtype, args, pattern.blockHeight, pattern.blockWidth, stream)
                : path == TcPath::Wgmma ? tc::launchWgmma(op, dtype, args, block, variant, device.sms, stream)
                                        : tc::launchMma(op, dtype, args, block, variant, device.sms, stream);
     // Dev's variants fuse nothing: they never stand in for a shipped tile that declined a fused epilogue.
@@ -395,9 +404,9 @@ bool tcSampledMatmul(DType dtype, const void* dy, const void* x, void* dw, int64
 TcPath tcPathFor(DType dtype, const BsrPatternView& pattern) {
   if (!supported(dtype, pattern, 1)) return TcPath::Auto;
   const TcPath path = resolvePath(currentDevice(), TcPath::Auto);
-  return path != TcPath::Auto && (pattern.blockHeight == 32 || dtype == DType::Float32 || !squareBlocks(pattern))
-             ? TcPath::Mma
-             : path;
+  const bool wgmmaTiles = squareBlocks(pattern) ? pattern.blockHeight != 32
+                                               : tc::wgmmaShapeSupported(pattern.blockHeight, pattern.blockWidth);
+  return path != TcPath::Auto && (dtype == DType::Float32 || !wgmmaTiles) ? TcPath::Mma : path;
 }
 
 std::vector<TcOptions> tcTuneCandidates(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m) {
@@ -406,15 +415,17 @@ std::vector<TcOptions> tcTuneCandidates(tc::Op op, DType dtype, const BsrPattern
   if (op == tc::Op::Linear && m <= decodeMaxTokens(dtype)) return out;
   const DeviceInfo& device = currentDevice();
   if (device.major < 8) return out;
-  const int block = pattern.blockHeight;
+  // The wgmma tiles' width (a rectangle's are those of the square of its output tile's width).
+  const int width = op == tc::Op::Linear ? pattern.blockHeight : pattern.blockWidth;
   std::vector<TcPath> paths{TcPath::Mma};
-  if (device.wgmma && squareBlocks(pattern)) paths.push_back(TcPath::Wgmma);
+  if (device.wgmma && (squareBlocks(pattern) || tc::wgmmaShapeSupported(pattern.blockHeight, pattern.blockWidth)))
+    paths.push_back(TcPath::Wgmma);
   for (TcPath path : paths) {
     if (op != tc::Op::Sampled) {
       out.push_back({path, tc::kDefaultTile});
-      if (path == TcPath::Wgmma && block == 128) out.push_back({path, tc::kWideTile});
-      if (path == TcPath::Wgmma && block == 128) out.push_back({path, tc::kPingPongTile});
-      if (path == TcPath::Wgmma && block == 64) out.push_back({path, tc::kPersistentTile});
+      if (path == TcPath::Wgmma && width == 128) out.push_back({path, tc::kWideTile});
+      if (path == TcPath::Wgmma && width == 128) out.push_back({path, tc::kPingPongTile});
+      if (path == TcPath::Wgmma && width == 64) out.push_back({path, tc::kPersistentTile});
       continue;
     }
     // dW: the rule's split count and a few others, each split keeping at least 1024 tokens.

@@ -136,6 +136,18 @@ constexpr bool mmaShapeSupported(int rows, int cols) {
 }
 // Their launcher: the default tile of an R x C block (mmaShapeSupported), bfloat16 or float16.
 bool launchMmaShape(Op op, DType dtype, const KernelArgs& args, int rows, int cols, cudaStream_t stream);
+// The rectangles that also have wgmma tiles on sm_90a (bsr_wgmma_shapes.cu): sides of 64 and 128, each a whole number
+// of the tiles' 64-wide swizzled panels. A rectangle's tiles are those of the square of its output tile's width (a
+// block row's R features for Linear, a block column's C for Matmul and dW), with the same variants.
+inline constexpr MmaShape kWgmmaShapes[] = {{64, 128}, {128, 64}};
+constexpr bool wgmmaShapeSupported(int rows, int cols) {
+  for (const MmaShape& shape : kWgmmaShapes)
+    if (shape.rows == rows && shape.cols == cols) return true;
+  return false;
+}
+// Their launcher: tile `variant` (a TileVariant) of an R x C block (wgmmaShapeSupported), bfloat16 or float16.
+bool launchWgmmaShape(Op op, DType dtype, const KernelArgs& args, int rows, int cols, int variant, int numSms,
+                      cudaStream_t stream);
 // Decoding path of Linear (bsr_decode.cu): whether it covers the dtype, block shape, token count and
 // alignments, and its launch (pointers already validated).
 bool decodeSupported(DType dtype, const void* x, const void* values, const void* bias, const void* y, int64_t m,
@@ -153,10 +165,10 @@ int decodeWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int varia
 
 // Whether this build holds sm_90a code the current device can run.
 bool wgmmaAvailable();
-// Rows (tokens) of one staged store call of the dispatched wgmma Matmul tile `variant` at this block size (one
-// consumer's rows, or a ping-pong consumer's whole tile), each call's four warps writing a row of column partials
-// with args.pre; 0 for a tile that has none.
-int wgmmaStoreRows(int blockSize, int variant);
+// Rows (tokens) of one staged store call of the dispatched wgmma Matmul tile `variant` whose output tile is `width`
+// features wide (the block column's C; one consumer's rows, or a ping-pong consumer's whole tile), each call's four
+// warps writing a row of column partials with args.pre; 0 for a tile that has none.
+int wgmmaStoreRows(int width, int variant);
 
 // Sums [splits][n] float32 partials into n values of dtype, in split order (deterministic).
 

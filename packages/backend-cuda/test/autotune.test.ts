@@ -49,21 +49,24 @@ describe.skipIf(cudaMissing)("first-use autotuning of the block-sparse products"
     backend.clearAutotune();
   });
 
-  // 64x64 blocks with ragged token counts (1000, 2100: the weight gradient then has token splits to try) and
-  // 32x32 blocks; every output poisoned (NaN) before it is written.
-  const CASES = [
-    { shape: [512, 256] as [number, number], block: 64, m: 1000 },
-    { shape: [256, 512] as [number, number], block: 64, m: 2100 },
-    { shape: [256, 384] as [number, number], block: 32, m: 300 },
+  // 64x64 blocks with ragged token counts (1000, 2100: the weight gradient then has token splits to try), 32x32
+  // blocks, and the rectangles 128x64 and 64x128 (wgmma tiles on sm_90a besides mma.sync's); every output poisoned
+  // (NaN) before it is written.
+  const CASES: { shape: [number, number]; block: [number, number]; m: number }[] = [
+    { shape: [512, 256], block: [64, 64], m: 1000 },
+    { shape: [256, 512], block: [64, 64], m: 2100 },
+    { shape: [256, 384], block: [32, 32], m: 300 },
+    { shape: [512, 256], block: [128, 64], m: 1000 },
+    { shape: [256, 512], block: [64, 128], m: 2100 },
   ];
   for (const dtype of ["bfloat16", "float16"] as const) {
-    for (const { shape, block, m } of CASES) {
-      test(`W ${shape.join("x")} in ${block}x${block} blocks, ${m} tokens, ${dtype}: tuned once, matches float64, repeats exactly`, () => {
+    for (const { shape, block: [br, bc], m } of CASES) {
+      test(`W ${shape.join("x")} in ${br}x${bc} blocks, ${m} tokens, ${dtype}: tuned once, matches float64, repeats exactly`, () => {
         const backend = useCuda(); // outputs poisoned (NaN) until written
-        const next = random(block * 31 + m);
-        const pattern = BsrPattern.random(shape, { blockShape: [block, block], density: 0.5, seed: m });
+        const next = random(br * 31 + bc + m);
+        const pattern = BsrPattern.random(shape, { blockShape: [br, bc], density: 0.5, seed: m });
         tidy(() => {
-            const values = randomTensor(next, [pattern.nnzBlocks, block, block], dtype);
+            const values = randomTensor(next, [pattern.nnzBlocks, br, bc], dtype);
             const bias = randomTensor(next, [shape[0]], dtype);
             const x = randomTensor(next, [m, shape[1]], dtype);
             const dy = randomTensor(next, [m, shape[0]], dtype);
@@ -75,7 +78,7 @@ describe.skipIf(cudaMissing)("first-use autotuning of the block-sparse products"
             });
             const first = run();
             const ref = references(pattern, values.values, x.values, dy.values, bias.values, m);
-            const label = `${shape.join("x")} ${block}x${block} ${m} tokens ${dtype}`;
+            const label = `${shape.join("x")} ${br}x${bc} ${m} tokens ${dtype}`;
             expectClose(first.y, ref.y, dtype, `bsrLinear ${label}`);
             expectClose(first.dx, ref.dx, dtype, `bsrMatmul ${label}`);
             expectClose(first.dw, ref.dw, dtype, `sampledMatmul ${label}`);
@@ -83,7 +86,7 @@ describe.skipIf(cudaMissing)("first-use autotuning of the block-sparse products"
             const records = backend.autotuneRecords().filter((r) => r.m === m && r.rows === shape[0] && r.cols === shape[1] && r.dtype === dtype);
             expect(records.map((r) => r.product).sort()).toEqual(["bsrLinear", "bsrMatmul", "sampledMatmul"]);
             for (const record of records) {
-              expect(record.blockShape).toEqual([block, block]);
+              expect(record.blockShape).toEqual([br, bc]);
               expect(record.nnzBlocks).toBe(pattern.nnzBlocks);
               expect(record.timings.length, `${record.product}: candidates timed`).toBeGreaterThan(0);
               expect(record.timings.map((t) => t.route)).toContain(record.route);

@@ -378,86 +378,138 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
   // least 2 tiles of 128 tokens per SM, at most 4 blocks per line) on sm_90, and dX with the activation's backward to
   // the ping-pong tile at both (at 64x64: 2 tiles of 256 tokens per SM, at most 8 blocks per line): 1000 tokens (the
   // last tile ragged) x 128 block rows (columns) of 64, or 64 of 128, one or two blocks per line, some lines empty.
-  // Elsewhere these shapes take the other tiles, checked the same way.
+  // The rectangles 64x128 and 128x64 take the tiles of the square of their output's width (Linear: R, Matmul: C) on
+  // sm_90, so each shape below sends one product to the persistent tile and the other to the ping-pong tile. The last
+  // two cases take 4100 tokens over few lines: the 256-token wide tile at width 128 (Linear at 128x64, Matmul at
+  // 64x128). Elsewhere these shapes take the other tiles, checked the same way.
   const DERIVATIVES = {
     relu: (v: number) => (v > 0 ? 1 : 0),
     gelu: (v: number) => reference.geluGrad(v, "none"),
     gelu_tanh: (v: number) => reference.geluGrad(v, "tanh"),
   };
   const SHORT_LINES = [
-    { block: 64, shapes: [[8192, 128], [128, 8192]] },
-    { block: 128, shapes: [[8192, 256], [256, 8192]] },
+    { block: [64, 64], m: 1000, shapes: [[8192, 128], [128, 8192]] },
+    { block: [128, 128], m: 1000, shapes: [[8192, 256], [256, 8192]] },
+    { block: [64, 128], m: 1000, shapes: [[8192, 128], [128, 8192]] },
+    { block: [128, 64], m: 1000, shapes: [[8192, 128], [256, 8192]] },
+    { block: [128, 64], m: 4100, shapes: [[512, 256]] },
+    { block: [64, 128], m: 4100, shapes: [[256, 512]] },
   ] as const;
-  test("64x64 and 128x128 blocks over many tiles with short lines (the persistent and ping-pong tiles), half precision, against float64", () => {
+  test("64x64, 128x128, 64x128 and 128x64 blocks over many tiles with short lines (the persistent, ping-pong and wide tiles), half precision, against float64", () => {
     const next = random(4242);
-    const m = 1000;
     for (const dtype of ["bfloat16", "float16"] as const) {
-      for (const { block: b, shapes } of SHORT_LINES) {
+      for (const { block: [br, bc], m, shapes } of SHORT_LINES) {
         for (const [rows, cols] of shapes) {
-          const pattern = BsrPattern.random([rows, cols], { blockShape: [b, b], density: 0.5, seed: rows + b + 7 });
+          const pattern = BsrPattern.random([rows, cols], { blockShape: [br, bc], density: 0.5, seed: rows + br + bc + 7 });
           const { blockRow, blockCol } = pattern.coordinates;
+          // The float64 references cover a sample: two random tokens of every eight (every warp's row group of every
+          // tile is in it, a different lane's rows each time) and every block's dW for a quarter of the blocks; the
+          // fused outputs are compared with the unfused ones on every element.
+          const tokens: number[] = [];
+          for (let i0 = 0; i0 < m; i0 += 8) {
+            const a = i0 + Math.floor(next() * Math.min(8, m - i0));
+            const b = i0 + Math.floor(next() * Math.min(8, m - i0));
+            tokens.push(...new Set([Math.min(a, b), Math.max(a, b)]));
+          }
+          const pick = (data: ArrayLike<number>, width: number) => {
+            const out = new Float64Array(tokens.length * width);
+            tokens.forEach((t, k) => {
+              for (let c = 0; c < width; c++) out[k * width + c] = data[t * width + c];
+            });
+            return out;
+          };
           tidy(() => {
-            const values = randomTensor(next, [pattern.nnzBlocks, b, b], dtype);
+            const values = randomTensor(next, [pattern.nnzBlocks, br, bc], dtype);
             const bias = randomTensor(next, [rows], dtype);
             const x = randomTensor(next, [m, cols], dtype);
             const dy = randomTensor(next, [m, rows], dtype);
-            // Block by block, then token by token: the block's values stay in cache while every token's
-            // b-wide slices of x, dy and the references pass over them.
+            // Block by block, then token by token: the block's values stay in cache while every sampled token's
+            // slices of x, dy and the references pass over them.
             const w = values.values, xs = x.values, gs = dy.values;
-            const yRef = new Float64Array(m * rows);
-            const dxRef = new Float64Array(m * cols);
-            for (let i = 0; i < m; i++) yRef.set(bias.values, i * rows);
+            const yRef = new Float64Array(tokens.length * rows);
+            const dxRef = new Float64Array(tokens.length * cols);
+            for (let k = 0; k < tokens.length; k++) yRef.set(bias.values, k * rows);
             for (let p = 0; p < pattern.nnzBlocks; p++) {
-              for (let i = 0; i < m; i++) {
-                const rowBase = i * rows + blockRow[p] * b;
-                const colBase = i * cols + blockCol[p] * b;
-                for (let r = 0; r < b; r++) {
-                  const wRow = (p * b + r) * b;
-                  const g = gs[rowBase + r];
+              for (let k = 0; k < tokens.length; k++) {
+                const i = tokens[k];
+                const rowBase = blockRow[p] * br, colBase = blockCol[p] * bc;
+                for (let r = 0; r < br; r++) {
+                  const wRow = (p * br + r) * bc;
+                  const g = gs[i * rows + rowBase + r];
                   let y = 0;
-                  for (let c = 0; c < b; c++) {
+                  for (let c = 0; c < bc; c++) {
                     const wv = w[wRow + c];
-                    y += xs[colBase + c] * wv;
-                    dxRef[colBase + c] += g * wv;
+                    y += xs[i * cols + colBase + c] * wv;
+                    dxRef[k * cols + colBase + c] += g * wv;
                   }
-                  yRef[rowBase + r] += y;
+                  yRef[k * rows + rowBase + r] += y;
                 }
               }
             }
             const y = bsrLinear(x.t, values.t, pattern, bias.t).dataSync();
-            expectClose(y, yRef, dtype, `bsrLinear ${rows}x${cols} ${dtype}`);
-            expectClose(bsrMatmul(dy.t, values.t, pattern).dataSync(), dxRef, dtype, `bsrMatmul ${rows}x${cols} ${dtype}`);
+            expectClose(pick(y, rows), yRef, dtype, `bsrLinear ${rows}x${cols} ${br}x${bc} ${dtype}`);
+            const dx = bsrMatmul(dy.t, values.t, pattern);
+            expectClose(pick(dx.dataSync(), cols), dxRef, dtype, `bsrMatmul ${rows}x${cols} ${br}x${bc} ${dtype}`);
             // With an activation (one addon call): the pre-activation is bsrLinear's output bit for bit, the activation
             // the activation pass's over it, and both match float64.
             for (const activation of ["relu", "gelu", "gelu_tanh"] as const) {
-              const what = `bsrLinearActivation ${rows}x${cols} ${dtype} ${activation}`;
+              const what = `bsrLinearActivation ${rows}x${cols} ${br}x${bc} ${dtype} ${activation}`;
               const [a, z] = runKernel("BsrLinearActivation", { x: x.t, values: values.t, bias: bias.t }, { pattern, activation });
               const zs = z.dataSync();
               const as = a.dataSync();
               for (let i = 0; i < y.length; i++) if (zs[i] !== y[i]) expect.fail(`${what}: z[${i}] is ${zs[i]}, bsrLinear gave ${y[i]}`);
               const pass = biasActivation(z, null, activation).dataSync();
               for (let i = 0; i < pass.length; i++) if (as[i] !== pass[i]) expect.fail(`${what}: a[${i}] is ${as[i]}, the activation pass gave ${pass[i]}`);
-              expectClose(as, yRef.map(ACTIVATIONS[activation]), dtype, what);
+              expectClose(pick(as, rows), yRef.map(ACTIVATIONS[activation]), dtype, what);
             }
             // dX taken on through the activation of the layer before (dX's epilogue on these tiles): dpre against
-            // float64 and the unfused pair (bsrMatmul, then the activation backward), dbias against float64.
+            // float64 (sampled) and the unfused pair (bsrMatmul, then the activation backward; every element), dbias
+            // against the unfused pair's column sums in float64.
             const pre = randomTensor(next, [m, cols], dtype);
+            const preSample = pick(pre.values, cols);
             for (const activation of ["relu", "gelu", "gelu_tanh"] as const) {
-              const what = `bsrMatmulActivationBackward ${rows}x${cols} ${dtype} ${activation}`;
+              const what = `bsrMatmulActivationBackward ${rows}x${cols} ${br}x${bc} ${dtype} ${activation}`;
               const [dpre, dbias] = bsrMatmulActivationBackward(dy.t, values.t, pattern, pre.t, activation);
-              const dpreRef = dxRef.map((g, i) => g * DERIVATIVES[activation](pre.values[i]));
+              const dpreRef = dxRef.map((g, i) => g * DERIVATIVES[activation](preSample[i]));
+              const dpres = dpre.dataSync();
+              expectClose(pick(dpres, cols), dpreRef, dtype, what);
+              const unfused = biasActivationBackward(dx, pre.t, null, activation)[0].dataSync();
+              expectClose(dpres, unfused, dtype, `${what} against the unfused pair`);
               const dbiasRef = new Float64Array(cols);
-              for (let i = 0; i < dpreRef.length; i++) dbiasRef[i % cols] += dpreRef[i];
-              expectClose(dpre.dataSync(), dpreRef, dtype, what);
+              for (let i = 0; i < unfused.length; i++) dbiasRef[i % cols] += unfused[i];
               expectClose(dbias.dataSync(), dbiasRef, dtype, `${what} dbias`);
-              const [unfused] = biasActivationBackward(bsrMatmul(dy.t, values.t, pattern), pre.t, null, activation);
-              expectClose(dpre.dataSync(), unfused.dataSync(), dtype, `${what} against the unfused pair`);
+            }
+            // dW on the block kernels (the dense route would take these densities): tiles of 128 rows of blocks, the
+            // tokens split at 4100. Every fourth block (and the last) against float64 over all tokens.
+            const backend = useCuda();
+            const previous = backend.setDenseSampledMode("never");
+            try {
+              const dw = sampledMatmul(dy.t, x.t, pattern).dataSync();
+              const blocks: number[] = [];
+              for (let p = 0; p < pattern.nnzBlocks; p += 4) blocks.push(p);
+              if (blocks.at(-1) !== pattern.nnzBlocks - 1) blocks.push(pattern.nnzBlocks - 1);
+              const size = br * bc;
+              const dwRef = new Float64Array(blocks.length * size);
+              const dwPicked = new Float64Array(blocks.length * size);
+              blocks.forEach((p, k) => {
+                for (let e = 0; e < size; e++) dwPicked[k * size + e] = dw[p * size + e];
+                const rowBase = blockRow[p] * br, colBase = blockCol[p] * bc;
+                for (let i = 0; i < m; i++)
+                  for (let r = 0; r < br; r++) {
+                    const g = gs[i * rows + rowBase + r];
+                    const at = k * size + r * bc;
+                    for (let c = 0; c < bc; c++) dwRef[at + c] += g * xs[i * cols + colBase + c];
+                  }
+              });
+              expectClose(dwPicked, dwRef, dtype, `sampledMatmul ${rows}x${cols} ${br}x${bc} ${dtype}`);
+            } finally {
+              backend.setDenseSampledMode(previous);
             }
           });
         }
       }
     }
-  }, 240_000);
+  }, 480_000);
 
   test("setDenseSampledMode and setDenseProductMode refuse an unknown mode", () => {
     const backend = useCuda();
