@@ -416,18 +416,18 @@ bool denseSampledWins(DType dtype, const BsrPatternView& pattern, int64_t m, boo
   // 0.42-0.74 with more. The other shapes of the mma.sync tiles (tc::mmaShapeSupported) reach 0.05-0.10 at 16x16,
   // 0.06-0.18 with a side of 16, and 0.06-0.25 with sides of 32 and more, much as 32x32 does. Any other shape runs the
   // simple kernel, far slower: dense wins above 0.05.
-  // 64x128 and 128x64 on the wgmma path run the dW tile of the square of their width C, at its FLOP per L2 byte
-  // (g R C / (C + g R) with g = 128 / R blocks per tile: 64 at 64x128 as at 128x128, 42.7 at 128x64 as at 64x64), so
-  // they take that square's break-even.
-  const bool wgmma = wgmmaRectangle(dtype, pattern);
-  const bool square = pattern.blockHeight == pattern.blockWidth || wgmma;
-  const int block = pattern.blockWidth;
+  // 64x128 and 128x64 on the wgmma path (sm_90a) run the dW tile of 128 rows of blocks at 0.38-0.60 of cuBLAS at
+  // density 0.5 and 0.28-0.37 at 0.25 (2048 and 8192 tokens); in the FFN step at 8192 tokens the block kernels were
+  // faster at both densities (0.567 against 0.611 ms at 64x128, density 0.5): dense from 0.6, or 0.5 below 4096 tokens.
+  const bool square = pattern.blockHeight == pattern.blockWidth;
+  const int block = pattern.blockHeight;
   const bool manyTokens = m >= 4096;
   double breakEven = 0.05;
   if (square && block == 32) breakEven = manyTokens ? 0.18 : 0.12;
   if (square && block == 64) breakEven = manyTokens ? 0.33 : 0.18;
   if (square && block == 128) breakEven = manyTokens ? 0.5 : 0.35;
-  if (!square && tc::mmaShapeSupported(pattern.blockHeight, pattern.blockWidth))
+  if (wgmmaRectangle(dtype, pattern)) breakEven = manyTokens ? 0.6 : 0.5;
+  else if (!square && tc::mmaShapeSupported(pattern.blockHeight, pattern.blockWidth))
     breakEven = pattern.blockHeight == 16 && pattern.blockWidth == 16        ? 0.05
                 : std::min(pattern.blockHeight, pattern.blockWidth) == 16 ? 0.1
                 : manyTokens                                              ? 0.18

@@ -83,7 +83,9 @@ describe.skipIf(cudaMissing)("first-use autotuning of the block-sparse products"
             expectClose(first.dx, ref.dx, dtype, `bsrMatmul ${label}`);
             expectClose(first.dw, ref.dw, dtype, `sampledMatmul ${label}`);
             // One record per product, each naming a route that was timed.
-            const records = backend.autotuneRecords().filter((r) => r.m === m && r.rows === shape[0] && r.cols === shape[1] && r.dtype === dtype);
+            const records = backend
+              .autotuneRecords()
+              .filter((r) => r.m === m && r.rows === shape[0] && r.cols === shape[1] && r.dtype === dtype && r.blockShape[0] === br && r.blockShape[1] === bc);
             expect(records.map((r) => r.product).sort()).toEqual(["bsrLinear", "bsrMatmul", "sampledMatmul"]);
             for (const record of records) {
               expect(record.blockShape).toEqual([br, bc]);
