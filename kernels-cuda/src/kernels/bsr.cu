@@ -350,8 +350,8 @@ double patternDensity(const BsrPatternView& pattern) {
 
 // A rectangle that runs the wgmma tiles on this device (64x128 and 128x64 on sm_90a).
 bool wgmmaRectangle(DType dtype, const BsrPatternView& pattern) {
-  return pattern.blockHeight != pattern.blockWidth && tc::wgmmaShapeSupported(pattern.blockHeight, pattern.blockWidth) &&
-         tcPathFor(dtype, pattern) == TcPath::Wgmma;
+  return pattern.blockHeight != pattern.blockWidth &&
+         tc::wgmmaShapeAllProducts(pattern.blockHeight, pattern.blockWidth) && tcPathFor(dtype, pattern) == TcPath::Wgmma;
 }
 
 // The density from which the dense route runs bsrLinear and bsrMatmul faster than the block kernels, in

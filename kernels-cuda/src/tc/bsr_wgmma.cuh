@@ -65,8 +65,8 @@ struct WgmmaShapeTraits {
   static_assert(!kFeatureMajor || (kTileN == 64 && kStep == 64 &&
                                    (kConsumerTokens == 64 || kConsumerTokens == 128 || kConsumerTokens == 256)),
                 "feature-major tiles: 64 features (dW: 64 columns), a consumer's tokens (dW: rows) an m64nN width");
-  static_assert(R % 64 == 0 || R == C, "a rectangle's sides are multiples of the 64-wide swizzled panel");
-  static_assert(C % 64 == 0 || R == C, "a rectangle's sides are multiples of the 64-wide swizzled panel");
+  static_assert(R % 32 == 0 && C % 32 == 0 && (R % 64 == 0 || R == 32) && (C % 64 == 0 || C == 32),
+                "sides of 32 (one 64-byte swizzled panel) or multiples of the 64-wide (128-byte) panel");
 };
 
 template <typename T, Op kOp, int kBlock, int kTileM, int kStages, bool kPingPong = false, bool kFeatureMajor = false>
@@ -891,11 +891,16 @@ bool launchPersistent(DType dtype, const KernelArgs& argsIn, cudaStream_t stream
 //   (kPingPongTile, three stages beside both consumers' staged rows); at 128 the ping-pong tile of 128 tokens per
 //   consumer (four stages).
 // - dW: 128 rows of blocks (128 / R blocks of a column per CTA).
+// A rectangle whose side along the reduction is 32 (bsrLinear at 64x32, bsrMatmul at 32x64) steps 32 deep, as 32x32
+// does: the default tile alone (the persistent and ping-pong tiles at width 64 are feature-major, 64 deep), with
+// 32x32's eight stages.
 template <typename T, Op kOp, int R, int C>
 struct WgmmaTiles {
   static constexpr int kWidth = kOp == Op::Linear ? R : C;
+  static constexpr int kStep = kOp == Op::Linear ? cmin(C, 64) : kOp == Op::Matmul ? cmin(R, 64) : 64;
   static constexpr int kDefaultTokens = kOp == Op::Sampled || kWidth == 128 ? 128 : 256;
-  static constexpr int kDefaultStages = kWidth == 32 ? 8 : kWidth == 64 ? (kOp == Op::Sampled ? 7 : 5) : 6;
+  static constexpr int kDefaultStages =
+      kWidth == 32 || kStep == 32 ? 8 : kWidth == 64 ? (kOp == Op::Sampled ? 7 : 5) : 6;
   using Default = WgmmaShapeTraits<T, kOp, R, C, kDefaultTokens, kDefaultStages>;
   using Wide = WgmmaShapeTraits<T, kOp, R, C, 256, 4>;
   using Persistent = WgmmaShapeTraits<T, kOp, R, C, kPersistentTileTokens, 4, false, true>;
@@ -908,7 +913,7 @@ template <typename T, Op kOp, int R, int C>
 bool launchTile(DType dtype, const KernelArgs& args, int variant, int numSms, cudaStream_t stream) {
   using Tiles = WgmmaTiles<T, kOp, R, C>;
   if (variant == kDefaultTile) return launch<typename Tiles::Default>(dtype, args, stream);
-  if constexpr (kOp != Op::Sampled && Tiles::kWidth == 64) {
+  if constexpr (kOp != Op::Sampled && Tiles::kWidth == 64 && Tiles::kStep == 64) {
     if (variant == kPersistentTile)
       return launchPersistent<typename Tiles::Persistent, PersistentStore::Consumers>(dtype, args, stream, numSms);
     if (variant == kPingPongTile) return launchPingPong<typename Tiles::PingPong64>(dtype, args, stream, numSms);

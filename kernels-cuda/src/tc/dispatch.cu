@@ -207,11 +207,13 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   if (path == TcPath::Auto) return false;
   const int block = pattern.blockHeight;
   const bool square = squareBlocks(pattern);
-  // The rectangles of kWgmmaShapes take the wgmma tiles of the square of their output tile's width on sm_90a: `width`
-  // and `line` (blocks per line on average) below are in that square's terms, the line counted in blocks of the
-  // square's depth (a 64x128 block row is two 64x64 blocks deep), so the squares' rules apply to them unchanged.
+  // The rectangles of kWgmmaShapes take the wgmma tiles of the square of their output tile's width on sm_90a (the
+  // products whose output tile is at least 64 wide): `width` and `line` (blocks per line on average) below are in that
+  // square's terms, the line counted in blocks of the square's depth (a 64x128 block row is two 64x64 blocks deep), so
+  // the squares' rules apply to them unchanged; a 32-deep side (64x32's bsrLinear, 32x64's bsrMatmul) has the default
+  // tile alone.
   const bool wgmmaShape = !square && path == TcPath::Wgmma &&
-                          tc::wgmmaShapeSupported(pattern.blockHeight, pattern.blockWidth);
+                          tc::wgmmaShapeSupported(op, pattern.blockHeight, pattern.blockWidth);
   const int width = op == tc::Op::Linear ? pattern.blockHeight : pattern.blockWidth;
   const int depth = op == tc::Op::Linear ? pattern.blockWidth : pattern.blockHeight;
   int variant = options.variant;
@@ -235,7 +237,8 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
     // (measured on an H200 with square blocks: docs/kernels.md, "The staged epilogue and the persistent tile" and
     // "Consumers in turn"). dX with the activation's backward in its epilogue goes to the ping-pong tile at width 64
     // too, by its own rule ("The activation's backward in dX's epilogue").
-    if (path == TcPath::Wgmma && (width == 64 || width == 128) && op != tc::Op::Sampled && device.sms > 0) {
+    if (path == TcPath::Wgmma && (width == 64 || width == 128) && depth >= 64 && op != tc::Op::Sampled &&
+        device.sms > 0) {
       const int64_t lines = op == tc::Op::Linear ? pattern.blockRows : pattern.blockCols;
       const double line = lines > 0 ? double(pattern.nnzBlocks) / double(lines) * depth / width : 0.0;
       auto tiles = [&](int64_t tileTokens) { return (m + tileTokens - 1) / tileTokens * lines; };
@@ -405,7 +408,7 @@ TcPath tcPathFor(DType dtype, const BsrPatternView& pattern) {
   if (!supported(dtype, pattern, 1)) return TcPath::Auto;
   const TcPath path = resolvePath(currentDevice(), TcPath::Auto);
   const bool wgmmaTiles = squareBlocks(pattern) ? pattern.blockHeight != 32
-                                               : tc::wgmmaShapeSupported(pattern.blockHeight, pattern.blockWidth);
+                                               : tc::wgmmaShapeAllProducts(pattern.blockHeight, pattern.blockWidth);
   return path != TcPath::Auto && (dtype == DType::Float32 || !wgmmaTiles) ? TcPath::Mma : path;
 }
 
@@ -415,17 +418,19 @@ std::vector<TcOptions> tcTuneCandidates(tc::Op op, DType dtype, const BsrPattern
   if (op == tc::Op::Linear && m <= decodeMaxTokens(dtype)) return out;
   const DeviceInfo& device = currentDevice();
   if (device.major < 8) return out;
-  // The wgmma tiles' width (a rectangle's are those of the square of its output tile's width).
+  // The wgmma tiles' width (a rectangle's are those of the square of its output tile's width) and depth (a 32-deep
+  // side has the default tile alone).
   const int width = op == tc::Op::Linear ? pattern.blockHeight : pattern.blockWidth;
+  const int depth = op == tc::Op::Linear ? pattern.blockWidth : pattern.blockHeight;
   std::vector<TcPath> paths{TcPath::Mma};
-  if (device.wgmma && (squareBlocks(pattern) || tc::wgmmaShapeSupported(pattern.blockHeight, pattern.blockWidth)))
+  if (device.wgmma && (squareBlocks(pattern) || tc::wgmmaShapeSupported(op, pattern.blockHeight, pattern.blockWidth)))
     paths.push_back(TcPath::Wgmma);
   for (TcPath path : paths) {
     if (op != tc::Op::Sampled) {
       out.push_back({path, tc::kDefaultTile});
       if (path == TcPath::Wgmma && width == 128) out.push_back({path, tc::kWideTile});
       if (path == TcPath::Wgmma && width == 128) out.push_back({path, tc::kPingPongTile});
-      if (path == TcPath::Wgmma && width == 64) out.push_back({path, tc::kPersistentTile});
+      if (path == TcPath::Wgmma && width == 64 && depth >= 64) out.push_back({path, tc::kPersistentTile});
       continue;
     }
     // dW: the rule's split count and a few others, each split keeping at least 1024 tokens.

@@ -136,16 +136,25 @@ constexpr bool mmaShapeSupported(int rows, int cols) {
 }
 // Their launcher: the default tile of an R x C block (mmaShapeSupported), bfloat16 or float16.
 bool launchMmaShape(Op op, DType dtype, const KernelArgs& args, int rows, int cols, cudaStream_t stream);
-// The rectangles that also have wgmma tiles on sm_90a (bsr_wgmma_shapes.cu): sides of 64 and 128, each a whole number
-// of the tiles' 64-wide swizzled panels. A rectangle's tiles are those of the square of its output tile's width (a
-// block row's R features for Linear, a block column's C for Matmul and dW), with the same variants.
-inline constexpr MmaShape kWgmmaShapes[] = {{64, 128}, {128, 64}};
-constexpr bool wgmmaShapeSupported(int rows, int cols) {
+// The rectangles that also have wgmma tiles on sm_90a (bsr_wgmma_shapes.cu), for the products whose output tile (a
+// block row's R features for Linear, a block column's C for Matmul and dW: tileWidth) is at least 64 wide: at 32,
+// wgmma's n32 tiles lose to mma.sync, as at 32x32 (docs/kernels.md). A rectangle's tiles are those of the square of
+// its output tile's width, with the same variants where its steps are 64 deep (a 32-deep side along the reduction, as
+// bsrLinear's at 64x32, takes the default tile alone). The others of its products keep the mma.sync tile.
+inline constexpr MmaShape kWgmmaShapes[] = {{64, 128}, {128, 64}, {64, 32}, {32, 64}};
+constexpr int tileWidth(Op op, int rows, int cols) { return op == Op::Linear ? rows : cols; }
+constexpr bool wgmmaShapeSupported(Op op, int rows, int cols) {
+  if (tileWidth(op, rows, cols) < 64) return false;
   for (const MmaShape& shape : kWgmmaShapes)
     if (shape.rows == rows && shape.cols == cols) return true;
   return false;
 }
-// Their launcher: tile `variant` (a TileVariant) of an R x C block (wgmmaShapeSupported), bfloat16 or float16.
+// Whether every product of the shape has wgmma tiles (64x128 and 128x64).
+constexpr bool wgmmaShapeAllProducts(int rows, int cols) {
+  return wgmmaShapeSupported(Op::Linear, rows, cols) && wgmmaShapeSupported(Op::Matmul, rows, cols);
+}
+// Their launcher: tile `variant` (a TileVariant) of product `op` over R x C blocks (wgmmaShapeSupported), bfloat16 or
+// float16; false where it has no such tile.
 bool launchWgmmaShape(Op op, DType dtype, const KernelArgs& args, int rows, int cols, int variant, int numSms,
                       cudaStream_t stream);
 // Decoding path of Linear (bsr_decode.cu): whether it covers the dtype, block shape, token count and

@@ -50,14 +50,15 @@ describe.skipIf(cudaMissing)("first-use autotuning of the block-sparse products"
   });
 
   // 64x64 blocks with ragged token counts (1000, 2100: the weight gradient then has token splits to try), 32x32
-  // blocks, and the rectangles 128x64 and 64x128 (wgmma tiles on sm_90a besides mma.sync's); every output poisoned
-  // (NaN) before it is written.
+  // blocks, and the rectangles 128x64, 64x128 and 64x32 (wgmma tiles on sm_90a besides mma.sync's); every output
+  // poisoned (NaN) before it is written.
   const CASES: { shape: [number, number]; block: [number, number]; m: number }[] = [
     { shape: [512, 256], block: [64, 64], m: 1000 },
     { shape: [256, 512], block: [64, 64], m: 2100 },
     { shape: [256, 384], block: [32, 32], m: 300 },
     { shape: [512, 256], block: [128, 64], m: 1000 },
     { shape: [256, 512], block: [64, 128], m: 2100 },
+    { shape: [256, 512], block: [64, 32], m: 1000 },
   ];
   for (const dtype of ["bfloat16", "float16"] as const) {
     for (const { shape, block: [br, bc], m } of CASES) {

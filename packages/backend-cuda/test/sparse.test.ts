@@ -380,8 +380,10 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
   // last tile ragged) x 128 block rows (columns) of 64, or 64 of 128, one or two blocks per line, some lines empty.
   // The rectangles 64x128 and 128x64 take the tiles of the square of their output's width (Linear: R, Matmul: C) on
   // sm_90, so each shape below sends one product to the persistent tile and the other to the ping-pong tile. The last
-  // two cases take 4100 tokens over few lines: the 256-token wide tile at width 128 (Linear at 128x64, Matmul at
-  // 64x128). Elsewhere these shapes take the other tiles, checked the same way.
+  // two of them take 4100 tokens over few lines: the 256-token wide tile at width 128 (Linear at 128x64, Matmul at
+  // 64x128). 64x32 and 32x64 take the default 64-wide wgmma tile, 32 deep, for the product whose output tile is 64 wide
+  // (64x32's bsrLinear, 32x64's bsrMatmul and dW) and mma.sync's for the other. Elsewhere these shapes take the other
+  // tiles, checked the same way.
   const DERIVATIVES = {
     relu: (v: number) => (v > 0 ? 1 : 0),
     gelu: (v: number) => reference.geluGrad(v, "none"),
@@ -394,8 +396,10 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
     { block: [128, 64], m: 1000, shapes: [[8192, 128], [256, 8192]] },
     { block: [128, 64], m: 4100, shapes: [[512, 256]] },
     { block: [64, 128], m: 4100, shapes: [[256, 512]] },
+    { block: [64, 32], m: 1000, shapes: [[512, 256]] },
+    { block: [32, 64], m: 1000, shapes: [[256, 512]] },
   ] as const;
-  test("64x64, 128x128, 64x128 and 128x64 blocks over many tiles with short lines (the persistent, ping-pong and wide tiles), half precision, against float64", () => {
+  test("64x64, 128x128 and the rectangles of sides 32-128 over many tiles with short lines (the persistent, ping-pong, wide and default wgmma tiles), half precision, against float64", () => {
     const next = random(4242);
     for (const dtype of ["bfloat16", "float16"] as const) {
       for (const { block: [br, bc], m, shapes } of SHORT_LINES) {
