@@ -884,7 +884,7 @@ bool launchPersistent(DType dtype, const KernelArgs& argsIn, cudaStream_t stream
 // The dispatched tiles for R x C blocks (the squares of 32, 64 and 128 in bsr_wgmma.cu; the rectangles of
 // kWgmmaShapes in bsr_wgmma_shapes.cu), chosen by the output tile's width kWidth: a block row's R features (Linear),
 // a block column's C (Matmul, dW). A rectangle's tile is the square's of its width in tokens, stages and shared memory
-// (each step is 64 deep either way), with one more step per block where the reduction side is the longer one.
+// where its reduction side is 64 or more (steps 64 deep, two per block where that side is 128).
 // Measured best on an H100 and an H200 for the squares (docs/kernels.md):
 // - Linear/Matmul: 256 tokens at widths 32 and 64, 128 at 128 (kWideTile: 256); at width 64 the persistent
 //   feature-major tile (kPersistentTile) and the feature-major ping-pong tile of 256 tokens per consumer
