@@ -406,15 +406,18 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
         for (const [rows, cols] of shapes) {
           const pattern = BsrPattern.random([rows, cols], { blockShape: [br, bc], density: 0.5, seed: rows + br + bc + 7 });
           const { blockRow, blockCol } = pattern.coordinates;
-          // The float64 references cover a sample: two random tokens of every eight (every warp's row group of every
-          // tile is in it, a different lane's rows each time) and every block's dW for a quarter of the blocks; the
-          // fused outputs are compared with the unfused ones on every element.
+          // The float64 references of the squares cover every token. Those of the rectangles, to keep the test's time,
+          // a sample: two random tokens of every eight (every warp's row group of every tile is in it, a different
+          // lane's rows each time). dW covers every fourth block; the fused outputs are compared with the unfused ones
+          // on every element.
           const tokens: number[] = [];
-          for (let i0 = 0; i0 < m; i0 += 8) {
-            const a = i0 + Math.floor(next() * Math.min(8, m - i0));
-            const b = i0 + Math.floor(next() * Math.min(8, m - i0));
-            tokens.push(...new Set([Math.min(a, b), Math.max(a, b)]));
-          }
+          if (br === bc) for (let i = 0; i < m; i++) tokens.push(i);
+          else
+            for (let i0 = 0; i0 < m; i0 += 8) {
+              const a = i0 + Math.floor(next() * Math.min(8, m - i0));
+              const b = i0 + Math.floor(next() * Math.min(8, m - i0));
+              tokens.push(...new Set([Math.min(a, b), Math.max(a, b)]));
+            }
           const pick = (data: ArrayLike<number>, width: number) => {
             const out = new Float64Array(tokens.length * width);
             tokens.forEach((t, k) => {
@@ -467,8 +470,8 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
               expectClose(pick(as, rows), yRef.map(ACTIVATIONS[activation]), dtype, what);
             }
             // dX taken on through the activation of the layer before (dX's epilogue on these tiles): dpre against
-            // float64 (sampled) and the unfused pair (bsrMatmul, then the activation backward; every element), dbias
-            // against the unfused pair's column sums in float64.
+            // float64 and the unfused pair (bsrMatmul, then the activation backward; every element), dbias against the
+            // column sums in float64 of the float64 dpre where it covers every token, else of the unfused pair's.
             const pre = randomTensor(next, [m, cols], dtype);
             const preSample = pick(pre.values, cols);
             for (const activation of ["relu", "gelu", "gelu_tanh"] as const) {
@@ -480,7 +483,8 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
               const unfused = biasActivationBackward(dx, pre.t, null, activation)[0].dataSync();
               expectClose(dpres, unfused, dtype, `${what} against the unfused pair`);
               const dbiasRef = new Float64Array(cols);
-              for (let i = 0; i < unfused.length; i++) dbiasRef[i % cols] += unfused[i];
+              const summed = tokens.length === m ? dpreRef : unfused;
+              for (let i = 0; i < summed.length; i++) dbiasRef[i % cols] += summed[i];
               expectClose(dbias.dataSync(), dbiasRef, dtype, `${what} dbias`);
             }
             // dW on the block kernels (the dense route would take these densities): tiles of 128 rows of blocks, the
