@@ -138,13 +138,13 @@ constexpr double kDenseSampledMinFlops = 268435456.0;  // 2^28
 bool denseSampledWins(DType dtype, const BsrPatternView& pattern, int64_t m, bool haveDenseGemm);
 void launchSampleBlocks(DType dtype, const void* dense, void* values, const BsrPatternView& pattern, cudaStream_t stream);
 // bsrLinear and bsrMatmul through the dense GEMM: where the block kernels lose to cuBLAS (denseProductWins: 32x32 blocks
-// from density 0.4 with at least kDenseProductMinTokens tokens, where at 2048 tokens it measured slower; the other shapes
+// from density 0.25 with at least kDenseProductMinTokens tokens, where at 2048 tokens it measured slower; the other shapes
 // of the mma.sync tiles from their break-even density with at least kDenseProductShapeMinTokens; the simple kernel's
 // shapes from kDenseProductMinDensitySimple) the addon writes the pattern's blocks into a dense [rows, cols] scratch,
 // zeros elsewhere, and runs the dense product.
 enum class DenseProductMode : int32_t { Auto = 0, Never = 1, Always = 2 };
 constexpr int64_t kDenseProductMinTokens = 8192;
-constexpr double kDenseProductMinDensity32 = 0.4;
+constexpr double kDenseProductMinDensity32 = 0.25;
 constexpr int64_t kDenseProductShapeMinTokens = 2048;
 constexpr double kDenseProductMinDensitySimple = 0.05;
 DenseProductMode setDenseProductMode(DenseProductMode mode);

@@ -280,28 +280,42 @@ void launchSampledMatmul(DType dtype, const void* dy, const void* x, void* dw, i
 
 namespace {
 
-// values[k] = the R x C block of dense [rows, cols] at the k-th stored block's place.
-template <typename T>
-__global__ void sampleBlocksKernel(const T* __restrict__ dense, T* __restrict__ values, BsrPatternView pattern) {
-  const int64_t R = pattern.blockHeight, C = pattern.blockWidth, blockSize = R * C;
-  const int64_t total = static_cast<int64_t>(pattern.nnzBlocks) * blockSize;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t k = i / blockSize, r = (i % blockSize) / C, c = i % C;
-    values[i] = dense[(pattern.coordBlockRow[k] * R + r) * pattern.cols + pattern.coordBlockCol[k] * C + c];
+// Copies each stored block between the values ([nnzBlocks, R, C], contiguous) and its place in dense [rows, cols]:
+// kToValues samples dense into values (the weight gradient's dense route), else scatters values into dense (the
+// products' dense route). A CTA moves one block at a time, its threads over the block's rows in words of kVec
+// elements (16 bytes where the rows and the pointers allow it), with 32-bit index math inside a block: one element per
+// thread with 64-bit divisions, as before, took 12 us to sample a million values.
+template <typename T, int kVec, bool kToValues>
+__global__ void copyBlocksKernel(const T* __restrict__ src, T* __restrict__ dst, BsrPatternView pattern) {
+  using Word = Packed<T, kVec>;
+  const int C = pattern.blockWidth;
+  const int wordsPerRow = C / kVec, wordsPerBlock = pattern.blockHeight * wordsPerRow;
+  const int64_t blockSize = static_cast<int64_t>(pattern.blockHeight) * C;
+  for (int64_t k = blockIdx.x; k < pattern.nnzBlocks; k += gridDim.x) {
+    const int64_t corner =
+        static_cast<int64_t>(pattern.coordBlockRow[k]) * pattern.blockHeight * pattern.cols +
+        static_cast<int64_t>(pattern.coordBlockCol[k]) * C;
+    for (int j = threadIdx.x; j < wordsPerBlock; j += blockDim.x) {
+      const int r = j / wordsPerRow, w = j - r * wordsPerRow;
+      const int64_t denseAt = corner + r * pattern.cols + w * kVec, valuesAt = k * blockSize + static_cast<int64_t>(j) * kVec;
+      if constexpr (kToValues)
+        *reinterpret_cast<Word*>(dst + valuesAt) = *reinterpret_cast<const Word*>(src + denseAt);
+      else
+        *reinterpret_cast<Word*>(dst + denseAt) = *reinterpret_cast<const Word*>(src + valuesAt);
+    }
   }
 }
 
-// dense[k-th stored block's place] = values[k]: the inverse of sampleBlocksKernel (the rest of dense is zeroed first).
-template <typename T>
-__global__ void scatterBlocksKernel(const T* __restrict__ values, T* __restrict__ dense, BsrPatternView pattern) {
-  const int64_t R = pattern.blockHeight, C = pattern.blockWidth, blockSize = R * C;
-  const int64_t total = static_cast<int64_t>(pattern.nnzBlocks) * blockSize;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t k = i / blockSize, r = (i % blockSize) / C, c = i % C;
-    dense[(pattern.coordBlockRow[k] * R + r) * pattern.cols + pattern.coordBlockCol[k] * C + c] = values[i];
-  }
+template <typename T, bool kToValues>
+void launchCopyBlocks(const T* src, T* dst, const BsrPatternView& pattern, cudaStream_t stream) {
+  constexpr int kVec = 16 / sizeof(T);
+  const bool aligned = reinterpret_cast<uintptr_t>(src) % 16 == 0 && reinterpret_cast<uintptr_t>(dst) % 16 == 0;
+  const bool vector = aligned && pattern.blockWidth % kVec == 0 && pattern.cols % kVec == 0;
+  const int64_t words = static_cast<int64_t>(pattern.blockHeight) * pattern.blockWidth / (vector ? kVec : 1);
+  const int threads = static_cast<int>(std::min<int64_t>(kThreads, std::max<int64_t>(32, (words + 31) / 32 * 32)));
+  const unsigned grid = static_cast<unsigned>(std::min<int64_t>(pattern.nnzBlocks, int64_t{1} << 20));
+  if (vector) copyBlocksKernel<T, kVec, kToValues><<<grid, threads, 0, stream>>>(src, dst, pattern);
+  else copyBlocksKernel<T, 1, kToValues><<<grid, threads, 0, stream>>>(src, dst, pattern);
 }
 
 DenseSampledMode denseSampledMode = DenseSampledMode::Auto;
@@ -310,11 +324,9 @@ DenseProductMode denseProductMode = DenseProductMode::Auto;
 }  // namespace
 
 void launchSampleBlocks(DType dtype, const void* dense, void* values, const BsrPatternView& pattern, cudaStream_t stream) {
-  const int64_t total = static_cast<int64_t>(pattern.nnzBlocks) * pattern.blockHeight * pattern.blockWidth;
-  if (total == 0) return;
-  BS_DISPATCH_FLOAT(dtype, T, sampleBlocksKernel<T><<<gridFor(total), kThreads, 0, stream>>>(
-                                  static_cast<const T*>(dense), static_cast<T*>(values), pattern));
-  BS_LAUNCH_CHECK("sampleBlocksKernel");
+  if (pattern.nnzBlocks == 0 || pattern.blockHeight == 0 || pattern.blockWidth == 0) return;
+  BS_DISPATCH_FLOAT(dtype, T, (launchCopyBlocks<T, true>(static_cast<const T*>(dense), static_cast<T*>(values), pattern, stream)));
+  BS_LAUNCH_CHECK("copyBlocksKernel (sample)");
 }
 
 DenseSampledMode setDenseSampledMode(DenseSampledMode mode) {
@@ -327,11 +339,9 @@ DenseSampledMode getDenseSampledMode() { return denseSampledMode; }
 
 void launchScatterBlocks(DType dtype, const void* values, void* dense, const BsrPatternView& pattern, cudaStream_t stream) {
   launchZero(dtype, dense, pattern.rows * pattern.cols, stream);
-  const int64_t total = static_cast<int64_t>(pattern.nnzBlocks) * pattern.blockHeight * pattern.blockWidth;
-  if (total == 0) return;
-  BS_DISPATCH_FLOAT(dtype, T, scatterBlocksKernel<T><<<gridFor(total), kThreads, 0, stream>>>(
-                                  static_cast<const T*>(values), static_cast<T*>(dense), pattern));
-  BS_LAUNCH_CHECK("scatterBlocksKernel");
+  if (pattern.nnzBlocks == 0 || pattern.blockHeight == 0 || pattern.blockWidth == 0) return;
+  BS_DISPATCH_FLOAT(dtype, T, (launchCopyBlocks<T, false>(static_cast<const T*>(values), static_cast<T*>(dense), pattern, stream)));
+  BS_LAUNCH_CHECK("copyBlocksKernel (scatter)");
 }
 
 DenseProductMode setDenseProductMode(DenseProductMode mode) {
@@ -359,7 +369,9 @@ bool wgmmaRectangle(DType dtype, const BsrPatternView& pattern) {
 // size), so it wins where the density is above the block kernels' rate on the non-zero work as a fraction of cuBLAS's,
 // with some margin for the scatter. Measured on an H200 (docs/kernels.md, "bsrLinear and bsrMatmul through the dense
 // GEMM"; `tc_bench --mode time`, the FFN step with `ffn.ts --dense-products`):
-// - 32x32: the kernels reach 0.20-0.27 of cuBLAS, the FFN step gained at density 0.5 and 8192 tokens, lost at 2048.
+// - 32x32: the kernels reach 0.17-0.27 of cuBLAS; the FFN step gained at density 0.5 and 8192 tokens, lost at 2048.
+//   Measured again (2026-12-01, the route forced each way, the copy of 16-byte words): at 8192 tokens the route lost 5%
+//   at density 0.2 and won 8% at 0.3; at 2048 tokens the block kernels won at both (7-17%): from 0.25 with 8192 tokens.
 // - 64x64, 128x128 (wgmma tiles, half of cuBLAS's rate and more): never; nor 64x128 and 128x64 where they run the
 //   wgmma tiles too (tc::wgmmaShapeSupported on sm_90a: the tiles of the square of their output's width).
 // - The other shapes of the mma.sync tiles (tc::mmaShapeSupported) reach 0.07-0.11 of cuBLAS at 16x16, 0.09-0.19 with a
@@ -419,13 +431,19 @@ bool denseSampledWins(DType dtype, const BsrPatternView& pattern, int64_t m, boo
   // 64x128 and 128x64 on the wgmma path (sm_90a) run the dW tile of 128 rows of blocks at 0.38-0.60 of cuBLAS at
   // density 0.5 and 0.28-0.37 at 0.25 (2048 and 8192 tokens); in the FFN step at 8192 tokens the block kernels were
   // faster at both densities (0.567 against 0.611 ms at 64x128, density 0.5): dense from 0.6, or 0.5 below 4096 tokens.
+  // The squares' rules were measured again with the block copy of 16-byte words (2026-12-01, the FFN step with the
+  // route forced each way, 2048 and 8192 tokens; `tc_bench --ops sampled` at 768-8192 wide, 2048-16384 tokens):
+  // 128x128's dW tile reaches 0.42-0.75 of cuBLAS at densities 0.5-0.65, and the step was 10-11% faster on the block
+  // kernels at density 0.5 and 1-3% slower at 0.65-0.8, at either token count: dense from 0.6 with 2048 tokens or
+  // more. 64x64 reaches 0.25-0.38 with 2048 tokens: the step tied at density 0.35 and the route won by 8% at 0.5.
+  // Below 2048 tokens the older measurements stand.
   const bool square = pattern.blockHeight == pattern.blockWidth;
   const int block = pattern.blockHeight;
   const bool manyTokens = m >= 4096;
   double breakEven = 0.05;
   if (square && block == 32) breakEven = manyTokens ? 0.18 : 0.12;
-  if (square && block == 64) breakEven = manyTokens ? 0.33 : 0.18;
-  if (square && block == 128) breakEven = manyTokens ? 0.5 : 0.35;
+  if (square && block == 64) breakEven = manyTokens ? 0.33 : m >= 2048 ? 0.25 : 0.18;
+  if (square && block == 128) breakEven = m >= 2048 ? 0.6 : 0.35;
   if (wgmmaRectangle(dtype, pattern)) breakEven = manyTokens ? 0.6 : 0.5;
   else if (!square && tc::mmaShapeSupported(pattern.blockHeight, pattern.blockWidth))
     breakEven = pattern.blockHeight == 16 && pattern.blockWidth == 16        ? 0.05
