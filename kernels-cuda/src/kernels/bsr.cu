@@ -435,14 +435,15 @@ bool denseSampledWins(DType dtype, const BsrPatternView& pattern, int64_t m, boo
   // route forced each way, 2048 and 8192 tokens; `tc_bench --ops sampled` at 768-8192 wide, 2048-16384 tokens):
   // 128x128's dW tile reaches 0.42-0.75 of cuBLAS at densities 0.5-0.65, and the step was 10-11% faster on the block
   // kernels at density 0.5 and 1-3% slower at 0.65-0.8, at either token count: dense from 0.6 with 2048 tokens or
-  // more. 64x64 reaches 0.25-0.38 with 2048 tokens: the step tied at density 0.35 and the route won by 8% at 0.5.
-  // Below 2048 tokens the older measurements stand.
+  // more. 64x64 reaches 0.25-0.38 with 2048 tokens: there the step was 5% faster on the block kernels at density 0.25,
+  // tied at 0.35, and 8% faster on the route at 0.5: dense from 0.33 with 2048 tokens or more, as from 4096. Below
+  // 2048 tokens the older measurements stand.
   const bool square = pattern.blockHeight == pattern.blockWidth;
   const int block = pattern.blockHeight;
   const bool manyTokens = m >= 4096;
   double breakEven = 0.05;
   if (square && block == 32) breakEven = manyTokens ? 0.18 : 0.12;
-  if (square && block == 64) breakEven = manyTokens ? 0.33 : m >= 2048 ? 0.25 : 0.18;
+  if (square && block == 64) breakEven = m >= 2048 ? 0.33 : 0.18;
   if (square && block == 128) breakEven = m >= 2048 ? 0.6 : 0.35;
   if (wgmmaRectangle(dtype, pattern)) breakEven = manyTokens ? 0.6 : 0.5;
   else if (!square && tc::mmaShapeSupported(pattern.blockHeight, pattern.blockWidth))
