@@ -437,14 +437,15 @@ bool denseSampledWins(DType dtype, const BsrPatternView& pattern, int64_t m, boo
   // kernels at density 0.5 and 1-3% slower at 0.65-0.8, at either token count: dense from 0.6 with 2048 tokens or
   // more. 64x64 reaches 0.25-0.38 with 2048 tokens: there the step was 5% faster on the block kernels at density 0.25,
   // tied at 0.35, and 8% faster on the route at 0.5: dense from 0.33 with 2048 tokens or more, as from 4096. Below
-  // 2048 tokens the older measurements stand.
+  // 2048 tokens, and where the squares run mma.sync's tile (no wgmma: Ampere), the older measurements stand.
   const bool square = pattern.blockHeight == pattern.blockWidth;
   const int block = pattern.blockHeight;
   const bool manyTokens = m >= 4096;
+  const bool wgmmaSquare = square && block != 32 && m >= 2048 && tcPathFor(dtype, pattern) == TcPath::Wgmma;
   double breakEven = 0.05;
   if (square && block == 32) breakEven = manyTokens ? 0.18 : 0.12;
-  if (square && block == 64) breakEven = m >= 2048 ? 0.33 : 0.18;
-  if (square && block == 128) breakEven = m >= 2048 ? 0.6 : 0.35;
+  if (square && block == 64) breakEven = wgmmaSquare || manyTokens ? 0.33 : 0.18;
+  if (square && block == 128) breakEven = wgmmaSquare ? 0.6 : manyTokens ? 0.5 : 0.35;
   if (wgmmaRectangle(dtype, pattern)) breakEven = manyTokens ? 0.6 : 0.5;
   else if (!square && tc::mmaShapeSupported(pattern.blockHeight, pattern.blockWidth))
     breakEven = pattern.blockHeight == 16 && pattern.blockWidth == 16        ? 0.05
