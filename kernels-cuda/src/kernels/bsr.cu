@@ -284,7 +284,7 @@ namespace {
 // kToValues samples dense into values (the weight gradient's dense route), else scatters values into dense (the
 // products' dense route). A CTA moves one block at a time, its threads over the block's rows in words of kVec
 // elements (16 bytes where the rows and the pointers allow it), with 32-bit index math inside a block: one element per
-// thread with 64-bit divisions, as before, took 12 us to sample a million values.
+// thread with 64-bit divisions (copyElementsKernel, below) took 12 us to sample a million values of 32x32 blocks.
 template <typename T, int kVec, bool kToValues>
 __global__ void copyBlocksKernel(const T* __restrict__ src, T* __restrict__ dst, BsrPatternView pattern) {
   using Word = Packed<T, kVec>;
@@ -306,13 +306,33 @@ __global__ void copyBlocksKernel(const T* __restrict__ src, T* __restrict__ dst,
   }
 }
 
+// The same one element per thread over all blocks: for blocks of fewer than 32 words (1x1, 2x3, ...), where a CTA per
+// block would leave most of its warp idle and launch a CTA per few elements.
+template <typename T, bool kToValues>
+__global__ void copyElementsKernel(const T* __restrict__ src, T* __restrict__ dst, BsrPatternView pattern) {
+  const int64_t R = pattern.blockHeight, C = pattern.blockWidth, blockSize = R * C;
+  const int64_t total = static_cast<int64_t>(pattern.nnzBlocks) * blockSize;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t k = i / blockSize, r = (i % blockSize) / C, c = i % C;
+    const int64_t denseAt = (pattern.coordBlockRow[k] * R + r) * pattern.cols + pattern.coordBlockCol[k] * C + c;
+    if constexpr (kToValues) dst[i] = src[denseAt];
+    else dst[denseAt] = src[i];
+  }
+}
+
 template <typename T, bool kToValues>
 void launchCopyBlocks(const T* src, T* dst, const BsrPatternView& pattern, cudaStream_t stream) {
   constexpr int kVec = 16 / sizeof(T);
   const bool aligned = reinterpret_cast<uintptr_t>(src) % 16 == 0 && reinterpret_cast<uintptr_t>(dst) % 16 == 0;
   const bool vector = aligned && pattern.blockWidth % kVec == 0 && pattern.cols % kVec == 0;
   const int64_t words = static_cast<int64_t>(pattern.blockHeight) * pattern.blockWidth / (vector ? kVec : 1);
-  const int threads = static_cast<int>(std::min<int64_t>(kThreads, std::max<int64_t>(32, (words + 31) / 32 * 32)));
+  if (words < 32) {
+    const int64_t total = static_cast<int64_t>(pattern.nnzBlocks) * pattern.blockHeight * pattern.blockWidth;
+    copyElementsKernel<T, kToValues><<<gridFor(total), kThreads, 0, stream>>>(src, dst, pattern);
+    return;
+  }
+  const int threads = static_cast<int>(std::min<int64_t>(kThreads, (words + 31) / 32 * 32));
   const unsigned grid = static_cast<unsigned>(std::min<int64_t>(pattern.nnzBlocks, int64_t{1} << 20));
   if (vector) copyBlocksKernel<T, kVec, kToValues><<<grid, threads, 0, stream>>>(src, dst, pattern);
   else copyBlocksKernel<T, 1, kToValues><<<grid, threads, 0, stream>>>(src, dst, pattern);

@@ -244,8 +244,8 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
   }, 120_000);
 
   // The block shapes both dense routes are checked on: every shape of CASES from 16x16 on, and 128x128.
-  // From 3x70 on: a block row of 70 half values (140 bytes) moves element by element in the copies between the dense
-  // scratch and the blocks, the others in 16-byte words.
+  // From 3x70 on: the copies between the dense scratch and the blocks move 3x70's blocks (rows of 140 half bytes)
+  // element by element, a CTA per block, the others in 16-byte words.
   const ROUTE_CASES = [...CASES.slice(2), { shape: [256, 384] as [number, number], block: [128, 128] as [number, number] }];
 
   // sampledMatmul may run as a dense GEMM plus a copy of the blocks: both routes must give the same function.
