@@ -461,12 +461,14 @@ bool denseSampledWins(DType dtype, const BsrPatternView& pattern, int64_t m, boo
   const bool square = pattern.blockHeight == pattern.blockWidth;
   const int block = pattern.blockHeight;
   const bool manyTokens = m >= 4096;
-  const bool wgmmaSquare = square && block != 32 && m >= 2048 && tcPathFor(dtype, pattern) == TcPath::Wgmma;
+  // On wgmma: 64x64, 128x128 and the rectangles with wgmma tiles for every product (tcPathFor).
+  const bool onWgmma = tcPathFor(dtype, pattern) == TcPath::Wgmma;
+  const bool wgmmaSquare = square && onWgmma && m >= 2048;
   double breakEven = 0.05;
   if (square && block == 32) breakEven = manyTokens ? 0.18 : 0.12;
   if (square && block == 64) breakEven = wgmmaSquare || manyTokens ? 0.33 : 0.18;
   if (square && block == 128) breakEven = wgmmaSquare ? 0.6 : manyTokens ? 0.5 : 0.35;
-  if (wgmmaRectangle(dtype, pattern)) breakEven = manyTokens ? 0.6 : 0.5;
+  if (!square && onWgmma) breakEven = manyTokens ? 0.6 : 0.5;
   else if (!square && tc::mmaShapeSupported(pattern.blockHeight, pattern.blockWidth))
     breakEven = pattern.blockHeight == 16 && pattern.blockWidth == 16        ? 0.05
                 : std::min(pattern.blockHeight, pattern.blockWidth) == 16 ? 0.1

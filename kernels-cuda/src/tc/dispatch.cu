@@ -214,8 +214,8 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   // tile alone.
   const bool wgmmaShape = !square && path == TcPath::Wgmma &&
                           tc::wgmmaShapeSupported(op, pattern.blockHeight, pattern.blockWidth);
-  const int width = op == tc::Op::Linear ? pattern.blockHeight : pattern.blockWidth;
-  const int depth = op == tc::Op::Linear ? pattern.blockWidth : pattern.blockHeight;
+  const int width = tc::tileWidth(op, pattern.blockHeight, pattern.blockWidth);
+  const int depth = tc::tileDepth(op, pattern.blockHeight, pattern.blockWidth);
   int variant = options.variant;
   if (!square && !wgmmaShape) {
     // One tile per shape, on the mma.sync path (which every sm_80+ device has).
@@ -420,8 +420,8 @@ std::vector<TcOptions> tcTuneCandidates(tc::Op op, DType dtype, const BsrPattern
   if (device.major < 8) return out;
   // The wgmma tiles' width (a rectangle's are those of the square of its output tile's width) and depth (a 32-deep
   // side has the default tile alone).
-  const int width = op == tc::Op::Linear ? pattern.blockHeight : pattern.blockWidth;
-  const int depth = op == tc::Op::Linear ? pattern.blockWidth : pattern.blockHeight;
+  const int width = tc::tileWidth(op, pattern.blockHeight, pattern.blockWidth);
+  const int depth = tc::tileDepth(op, pattern.blockHeight, pattern.blockWidth);
   std::vector<TcPath> paths{TcPath::Mma};
   if (device.wgmma && (squareBlocks(pattern) || tc::wgmmaShapeSupported(op, pattern.blockHeight, pattern.blockWidth)))
     paths.push_back(TcPath::Wgmma);

@@ -143,6 +143,8 @@ bool launchMmaShape(Op op, DType dtype, const KernelArgs& args, int rows, int co
 // bsrLinear's at 64x32, takes the default tile alone). The others of its products keep the mma.sync tile.
 inline constexpr MmaShape kWgmmaShapes[] = {{64, 128}, {128, 64}, {64, 32}, {32, 64}};
 constexpr int tileWidth(Op op, int rows, int cols) { return op == Op::Linear ? rows : cols; }
+// The block's side along the product's reduction (a Linear's block row is C deep, a Matmul's or dW's block column R).
+constexpr int tileDepth(Op op, int rows, int cols) { return op == Op::Linear ? cols : rows; }
 constexpr bool wgmmaShapeSupported(Op op, int rows, int cols) {
   if (tileWidth(op, rows, cols) < 64) return false;
   for (const MmaShape& shape : kWgmmaShapes)
