@@ -11,6 +11,23 @@ constexpr float kInvSqrt2Pi = 0.3989422804014327f;
 constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kGeluC = 0.044715f;
 
+// The MUFU's base-2 exponential and reciprocal, flushing denormals: one instruction each, where ex2.approx.f32 and
+// div.approx.f32 without .ftz (what exp2f-style intrinsics give without -ftz=true) wrap theirs in a denormal fix-up.
+// For float16/bfloat16 results only: an input or output below float32's normal range reads as zero, far below
+// their rounding.
+__device__ __forceinline__ float ex2Ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float rcpFtz(float x) {
+  float y;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+constexpr float kLog2E = 1.4426950408889634f;
+
 // The exponential: expf for float32 results; for float16/bfloat16 results (kFast) the MUFU's __expf, whose error
 // (a few units of float32's last place) is far below their rounding.
 template <bool kFast>
@@ -27,10 +44,10 @@ struct ErfParts {
 };
 __device__ __forceinline__ ErfParts erfFastParts(float x) {
   const float a = fabsf(x);
-  const float t = __fdividef(1.0f, fmaf(0.3275911f, a, 1.0f));
+  const float t = rcpFtz(fmaf(0.3275911f, a, 1.0f));
   const float p = t * fmaf(t, fmaf(t, fmaf(t, fmaf(t, 1.061405429f, -1.453152027f), 1.421413741f), -0.284496736f),
                            0.254829592f);
-  return {p, __expf(-a * a)};
+  return {p, ex2Ftz(a * -kLog2E * a)};
 }
 __device__ __forceinline__ float erfFast(float x) {
   const ErfParts parts = erfFastParts(x);
@@ -38,13 +55,23 @@ __device__ __forceinline__ float erfFast(float x) {
 }
 
 // GELU(tanh)'s gate 0.5 (1 + tanh(u)) at u = sqrt(2 / pi) (x + 0.044715 x^3), as the logistic 1 / (1 + exp(-2u)):
-// no cancellation where tanh(u) is near -1 (0.5 (1 + tanhf(u)) loses every digit there, x <~ -4). kFast: the
-// MUFU's exponential and reciprocal.
+// no cancellation where tanh(u) is near -1 (0.5 (1 + tanhf(u)) loses every digit there, x <~ -4).
+// kFast: the MUFU's exponential and reciprocal, with the constants folded: exp(-2u) = 2^(x (a0 + a1 x^2)) for
+// a0 = -2 sqrt(2 / pi) log2(e), a1 = 0.044715 a0 (three float32 operations and two MUFU ones, where the unfolded
+// form took six and the MUFU's denormal fix-ups). x2 is x * x, which the derivative reads again.
+constexpr float kGeluTanhA0 = -2.0f * kSqrt2OverPi * kLog2E;
+constexpr float kGeluTanhA1 = kGeluC * kGeluTanhA0;
+__device__ __forceinline__ float geluTanhGateFast(float x, float x2) {
+  return rcpFtz(1.0f + ex2Ftz(x * fmaf(kGeluTanhA1, x2, kGeluTanhA0)));
+}
 template <bool kFast>
 __device__ __forceinline__ float geluTanhGate(float x) {
-  const float u = kSqrt2OverPi * fmaf(kGeluC * x, x * x, x);
-  if constexpr (kFast) return __fdividef(1.0f, 1.0f + __expf(-2.0f * u));
-  else return 1.0f / (1.0f + expf(-2.0f * u));
+  if constexpr (kFast) {
+    return geluTanhGateFast(x, x * x);
+  } else {
+    const float u = kSqrt2OverPi * fmaf(kGeluC * x, x * x, x);
+    return 1.0f / (1.0f + expf(-2.0f * u));
+  }
 }
 
 // GELU's gate, the normal CDF Phi(x) = 0.5 (1 + erf(x / sqrt 2)). float32: as 0.5 erfc(-x / sqrt 2), accurate in the
@@ -80,9 +107,18 @@ __device__ __forceinline__ float derivative(float x) {
       return geluGate<kFast>(x) + x * kInvSqrt2Pi * expOf<kFast>(-0.5f * x * x);
     }
   } else {
-    // d/dx x s(x), s the gate: s + x s (1 - s) 2 du/dx.
-    const float s = geluTanhGate<kFast>(x);
-    return s + x * s * (1.0f - s) * 2.0f * kSqrt2OverPi * fmaf(3.0f * kGeluC * x, x, 1.0f);
+    // d/dx x s(x), s the gate: s + x s (1 - s) 2 du/dx, 2 du/dx = 2 sqrt(2 / pi) (1 + 3 0.044715 x^2).
+    if constexpr (kFast) {
+      // Folded (the tile kernels' fused backward spends most of its epilogue here at 64x64 blocks): eight float32
+      // operations and two MUFU ones. x s (1 - s) as q - q s for q = x s.
+      const float x2 = x * x;
+      const float s = geluTanhGateFast(x, x2);
+      const float q = x * s;
+      return fmaf(fmaf(-q, s, q), fmaf(6.0f * kSqrt2OverPi * kGeluC, x2, 2.0f * kSqrt2OverPi), s);
+    } else {
+      const float s = geluTanhGate<kFast>(x);
+      return s + x * s * (1.0f - s) * 2.0f * kSqrt2OverPi * fmaf(3.0f * kGeluC * x, x, 1.0f);
+    }
   }
 }
 
