@@ -236,7 +236,7 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
     // At width 64, many tiles with short lines go to the persistent tile, at width 128 to the ping-pong tile
     // (measured on an H200 with square blocks: docs/kernels.md, "The staged epilogue and the persistent tile" and
     // "Consumers in turn"). dX with the activation's backward in its epilogue goes to the ping-pong tile at width 64
-    // too, by its own rule ("The activation's backward in dX's epilogue").
+    // too, and at width 128 on longer lines, by its own rules ("The activation's backward in dX's epilogue").
     if (path == TcPath::Wgmma && (width == 64 || width == 128) && depth >= 64 && op != tc::Op::Sampled &&
         device.sms > 0) {
       const int64_t lines = op == tc::Op::Linear ? pattern.blockRows : pattern.blockCols;
@@ -249,7 +249,7 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
           line <= tc::kPingPongBackwardMaxLine64)
         variant = tc::kPingPongTile;
       if (width == 128 && tiles(tc::kPingPongTileTokens) >= tc::kPingPongMinTilesPerSm * device.sms &&
-          line <= tc::kPingPongMaxLine)
+          line <= (backward ? tc::kPingPongBackwardMaxLine128 : tc::kPingPongMaxLine))
         variant = tc::kPingPongTile;
     }
   }

@@ -68,7 +68,8 @@ struct KernelArgs {
 // one's epilogue during the other's products: bsrWgmmaPingPongKernel) wins when there are many tiles with short
 // reduction lines: at least kPingPongMinTilesPerSm tiles per SM and at most kPingPongMaxLine blocks per line on average.
 // With 64x64 blocks the ping-pong tile (kPingPongTile64Tokens per consumer) takes dX with the activation's backward in
-// its epilogue: at least kPingPongMinTilesPerSm tiles per SM, at most kPingPongBackwardMaxLine64 blocks per line.
+// its epilogue: at least kPingPongMinTilesPerSm tiles per SM, at most kPingPongBackwardMaxLine64 blocks per line; with
+// 128x128 blocks it takes that dX up to kPingPongBackwardMaxLine128 blocks per line (the plain products: kPingPongMaxLine).
 // The 64x64 persistent and ping-pong tiles are feature-major (WgmmaTraits::kFeatureMajor).
 // (Numbers 2-6, 8-13, 15 and 17 are variants kept for measurement in kernels-cuda/dev/; 14 there at 32x32.)
 // dW at 64x64 blocks: kFeatureMajorDwTile (kept in kernels-cuda/dev/; the number here for the split rule's tile
@@ -91,7 +92,8 @@ constexpr int kPingPongTileTokens = 128;
 constexpr int64_t kPingPongMinTilesPerSm = 2;
 constexpr double kPingPongMaxLine = 4.0;
 constexpr int kPingPongTile64Tokens = 256;
-constexpr double kPingPongBackwardMaxLine64 = 8.0;
+constexpr double kPingPongBackwardMaxLine64 = 16.0;
+constexpr double kPingPongBackwardMaxLine128 = 8.0;
 // Tokens per tile of the mma.sync Linear/Matmul tiles (bsr_mma.cu), for the line-split rule (dispatch.cu).
 constexpr int kMmaTileTokens = 128;
 
