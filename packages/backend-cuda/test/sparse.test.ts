@@ -378,7 +378,7 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
   // Many tiles with short reduction lines, where half-precision products go to the persistent tile at 64x64 blocks
   // (at least 3 tiles of 256 tokens per SM, at most 16 blocks per line) and to the ping-pong tile at 128x128 (at
   // least 2 tiles of 128 tokens per SM, at most 4 blocks per line) on sm_90, and dX with the activation's backward to
-  // the ping-pong tile at both (at 64x64: 2 tiles of 256 tokens per SM, at most 8 blocks per line): 1000 tokens (the
+  // the ping-pong tile at both (at 64x64: 2 tiles of 256 tokens per SM, at most 16 blocks per line): 1000 tokens (the
   // last tile ragged) x 128 block rows (columns) of 64, or 64 of 128, one or two blocks per line, some lines empty.
   // The rectangles 64x128 and 128x64 take the tiles of the square of their output's width (Linear: R, Matmul: C) on
   // sm_90, so each shape below sends one product to the persistent tile and the other to the ping-pong tile. The last
@@ -520,6 +520,66 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
       }
     }
   }, 480_000);
+
+  // dX through the activation on longer lines: the dispatch takes the ping-pong tile's fused epilogue on lines of up to
+  // 16 blocks at 64x64 and 8 at 128x128 (kPingPongBackwardMaxLine64 / 128 in tc_kernels.h) where there are at least two
+  // of its tiles per SM (1000 tokens: 4 tiles of 256 at 64x64, 8 of 128 at 128x128, over 68 and 36 block columns).
+  // Density 0.5 gives lines of 12 and 6 blocks on average. dpre against the unfused pair (bsrMatmul, then the
+  // activation's backward) on every element and against float64 on every eighth token; dbias against the float64
+  // column sums of the unfused pair's dpre.
+  const LONG_LINES = [
+    { block: 64, rows: 1536, cols: 4352 },
+    { block: 128, rows: 1536, cols: 4608 },
+  ] as const;
+  test("bsrMatmulActivationBackward on lines of 6-12 blocks (the ping-pong tiles' fused epilogue), half precision, against the unfused pair and float64", () => {
+    const next = random(977);
+    const m = 1000;
+    const tokens: number[] = [];
+    for (let i = next() < 0.5 ? 0 : 1; i < m; i += 8) tokens.push(i);
+    for (const dtype of ["bfloat16", "float16"] as const) {
+      for (const { block, rows, cols } of LONG_LINES) {
+        const pattern = BsrPattern.random([rows, cols], { blockShape: [block, block], density: 0.5, seed: rows + block });
+        const { blockRow, blockCol } = pattern.coordinates;
+        tidy(() => {
+          const values = randomTensor(next, [pattern.nnzBlocks, block, block], dtype);
+          const dy = randomTensor(next, [m, rows], dtype);
+          const pre = randomTensor(next, [m, cols], dtype);
+          const w = values.values, gs = dy.values;
+          const dxRef = new Float64Array(tokens.length * cols);
+          for (let p = 0; p < pattern.nnzBlocks; p++) {
+            const rowBase = blockRow[p] * block, colBase = blockCol[p] * block;
+            tokens.forEach((i, k) => {
+              for (let r = 0; r < block; r++) {
+                const g = gs[i * rows + rowBase + r];
+                const wRow = (p * block + r) * block;
+                for (let c = 0; c < block; c++) dxRef[k * cols + colBase + c] += g * w[wRow + c];
+              }
+            });
+          }
+          const dx = bsrMatmul(dy.t, values.t, pattern);
+          for (const activation of ["gelu_tanh", "gelu", "relu"] as const) {
+            const what = `bsrMatmulActivationBackward ${rows}x${cols} ${block}x${block} ${dtype} ${activation}`;
+            const [dpre, dbias] = bsrMatmulActivationBackward(dy.t, values.t, pattern, pre.t, activation);
+            const dpres = dpre.dataSync();
+            const unfused = biasActivationBackward(dx, pre.t, null, activation)[0].dataSync();
+            expectClose(dpres, unfused, dtype, `${what} against the unfused pair`);
+            const picked = new Float64Array(tokens.length * cols);
+            const dpreRef = new Float64Array(tokens.length * cols);
+            tokens.forEach((i, k) => {
+              for (let c = 0; c < cols; c++) {
+                picked[k * cols + c] = dpres[i * cols + c];
+                dpreRef[k * cols + c] = dxRef[k * cols + c] * DERIVATIVES[activation](pre.values[i * cols + c]);
+              }
+            });
+            expectClose(picked, dpreRef, dtype, what);
+            const dbiasRef = new Float64Array(cols);
+            for (let i = 0; i < unfused.length; i++) dbiasRef[i % cols] += unfused[i];
+            expectClose(dbias.dataSync(), dbiasRef, dtype, `${what} dbias`);
+          }
+        });
+      }
+    }
+  }, 240_000);
 
   test("setDenseSampledMode and setDenseProductMode refuse an unknown mode", () => {
     const backend = useCuda();
