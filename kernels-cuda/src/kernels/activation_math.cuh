@@ -57,8 +57,8 @@ __device__ __forceinline__ float erfFast(float x) {
 // GELU(tanh)'s gate 0.5 (1 + tanh(u)) at u = sqrt(2 / pi) (x + 0.044715 x^3), as the logistic 1 / (1 + exp(-2u)):
 // no cancellation where tanh(u) is near -1 (0.5 (1 + tanhf(u)) loses every digit there, x <~ -4).
 // kFast: the MUFU's exponential and reciprocal, with the constants folded: exp(-2u) = 2^(x (a0 + a1 x^2)) for
-// a0 = -2 sqrt(2 / pi) log2(e), a1 = 0.044715 a0 (three float32 operations and two MUFU ones, where the unfolded
-// form took six and the MUFU's denormal fix-ups). x2 is x * x, which the derivative reads again.
+// a0 = -2 sqrt(2 / pi) log2(e), a1 = 0.044715 a0 (four float32 operations with x^2 and two MUFU ones, where the
+// unfolded form took seven and the MUFU's denormal fix-ups). x2 is x * x, which the derivative reads again.
 constexpr float kGeluTanhA0 = -2.0f * kSqrt2OverPi * kLog2E;
 constexpr float kGeluTanhA1 = kGeluC * kGeluTanhA0;
 __device__ __forceinline__ float geluTanhGateFast(float x, float x2) {
