@@ -1256,7 +1256,8 @@ Napi::Value bsrLinear(const Napi::CallbackInfo& info) {
 
 // bsrLinearActivation(activation, dtype, pattern, x, values, bias | null, z, a, m): z = x W^T + bias (bsrLinear's
 // route), then a = activation(z) by the activation pass, in one call. The tiles that write both from one epilogue
-// (tcBsrLinearActivation, tc_bench --activation) were measured slower than the two passes (docs/kernels.md).
+// (tcBsrLinearActivation, tc_bench --activation) were measured slower than the two passes, and at par since GELU's
+// math was folded (docs/kernels.md): no gain, so not used.
 Napi::Value bsrLinearActivation(const Napi::CallbackInfo& info) {
   Args args{info, "bsrLinearActivation"};
   args.count(9);

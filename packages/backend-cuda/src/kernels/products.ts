@@ -177,8 +177,8 @@ export function bsrLinearKernel({ inputs: { x, values, bias }, attrs: { pattern 
 /**
  * activation(x W^T + bias), the outputs [activation, pre-activation]: bsrLinear, then the activation pass over its
  * output, in one addon call. The tile kernels can write both from one epilogue (tcBsrLinearActivation in
- * kernels-cuda), but on an H200 that was slower than the two passes, whether the tile's consumers or three idle
- * warps of its producer warpgroup store the second output (docs/kernels.md), so it is not used.
+ * kernels-cuda), but on an H200 that was slower than the two passes, and is at par since the activations' math was
+ * folded (docs/kernels.md): no gain, so it is not used.
  */
 export function bsrLinearActivationKernel({
   inputs: { x, values, bias },
