@@ -1,9 +1,9 @@
 // wgmma variant 6, kept for measurement: bsrLinear and bsrMatmul with the dense operand resident in shared
 // memory ("X-resident", docs/kernels.md). For bsrLinear a CTA owns 64 tokens x a contiguous group of block
-// rows. Its producer loads the CTA's whole X slab [64 x K] once (TMA boxes of 64 tokens x 64 columns,
-// 128-byte swizzle, one mbarrier per box), then streams the group's W blocks in storage order through two
-// rings of stages, one per consumer warpgroup; the consumers take alternate block rows, so one stores a
-// row's outputs while the other computes. Each W element read from L2 then feeds 64 tokens and X is read
+// rows. Its first producer warp loads the CTA's whole X slab [64 x K] once (TMA boxes of 64 tokens x 64
+// columns, 128-byte swizzle, one mbarrier per box); then 2-4 consumer warpgroups take the group's block rows in
+// turn (row i to consumer i mod c), each fed through its own ring of stages by its own producer warp, so a
+// consumer storing a row's outputs never holds up the W stream of the others. Each W element read from L2 then feeds 64 tokens and X is read
 // once per CTA: ~64 FLOP per L2 byte at every block size, against T R / (T + R) for the tile kernels.
 // bsrMatmul (dX = dY W) is the same over block columns: the slab is dY [64 x N], a column's blocks come
 // through the column-wise index (one copy per block, fed transposed: MN-major B).
@@ -21,11 +21,14 @@ namespace bs::tc {
 namespace sm90 {
 
 // What the producer tells a consumer about one stage, written before the stage's full barrier arrives.
+// 16-byte aligned so that a consumer reads it in one or two shared-memory loads.
 template <int kStageBlocks>
-struct XrStage {
-  int32_t blocks;  // W blocks in the stage: 0 for an empty line (its outputs are the bias alone, or zeros)
-  int32_t last;    // the stage ends its line
+struct alignas(16) XrStage {
   uint32_t slabOffset[kStageBlocks];  // byte offset in the slab of the first column each block multiplies
+  // W blocks in the stage (0 for an empty line: its outputs are the bias alone, or zeros), plus kLast when
+  // the stage ends its line.
+  int32_t info;
+  static constexpr int32_t kLast = 1 << 16;
 };
 
 template <typename T_, Op kOp_, int kBlock_>
@@ -40,8 +43,10 @@ struct XrTraits {
   static constexpr int kMmaM = 1;
   static constexpr bool kFeatureMajor = false;
   using Acc = float[kMmaM][kTileN / 2];
-  static constexpr int kConsumers = 2;  // consumer warpgroups, alternate lines
-  static constexpr int kThreads = 128 * (kConsumers + 1);
+  // Consumer warpgroups, lines dealt in turn: chosen per launch (XrLayout::consumers) from the room the slab
+  // leaves for their rings; warp w of the producer warpgroup feeds consumer w's ring.
+  static constexpr int kMinConsumers = 2, kMaxConsumers = 4;
+  static constexpr int kThreads = 128 * (kMaxConsumers + 1);
   static constexpr int kConsumerWarps = 4;  // arrivals on a stage's empty barrier
 
   // The slab: boxes of 64 tokens x 64 columns, 128-byte rows with the 128-byte swizzle; a 32-column block
@@ -59,20 +64,21 @@ struct XrTraits {
   static constexpr int kStageBlocks = kStageTargetBytes / kBlockBytes;
   static constexpr int kStageBytes = kStageBlocks * kBlockBytes;
   static constexpr uint32_t kSwizzleW = C == 64 ? 1 : 2;  // 128B or 64B, as wide as a block's row
-  static constexpr int kMinStages = 2, kMaxStages = 4;    // per consumer ring; fewer than 2 would serialize
+  static constexpr int kMinStages = 2, kMaxStages = 8;    // per consumer ring; fewer than 2 would serialize
   // Blocks per wgmma commit group where a stage has them: 4 wgmmas of k16 per group at both sizes, as the
   // tile kernels' steps, so that the one group left in flight while the next is issued covers its latency.
   static constexpr int kGroupBlocks = cmin(kStageBlocks, 64 / C);
+  static_assert(kStageBlocks % kGroupBlocks == 0, "a stage is whole commit groups");
   using Stage = XrStage<kStageBlocks>;
 
   // Dynamic shared memory: alignment slack, then the fixed part (barriers, stage records) padded to 1 KB
   // so the slab and the rings start 1 KB-aligned (the 128-byte swizzle's period).
   static constexpr int kSmemLimit = 227 * 1024;
   static constexpr int kAlignSlack = 1024;
-  static constexpr int kFixedBytes = 1024;
+  static constexpr int kFixedBytes = 2048;
   static constexpr int kMaxBoxes =
-      (kSmemLimit - kAlignSlack - kFixedBytes - kConsumers * kMinStages * kStageBytes) / kBoxBytes;
-  static constexpr int kRingSlots = kConsumers * kMaxStages;
+      (kSmemLimit - kAlignSlack - kFixedBytes - kMinConsumers * kMinStages * kStageBytes) / kBoxBytes;
+  static constexpr int kRingSlots = kMaxConsumers * kMaxStages;
   static constexpr int kBarrierBytes = (kMaxBoxes + 2 * kRingSlots) * 8;
 
   static_assert(kOp != Op::Sampled, "dW reduces over tokens: no slab to keep");
@@ -82,34 +88,13 @@ struct XrTraits {
   static_assert(kBarrierBytes + kRingSlots * sizeof(Stage) <= kFixedBytes, "barriers and stage records fit");
 };
 
-// Run-time shape of one launch: slab boxes, stages per consumer ring, the line groups.
+// Run-time shape of one launch: slab boxes, consumers and stages per consumer ring, the line groups.
 struct XrLayout {
   int32_t boxes;       // ceil(slab width / 64): K for Linear, N for Matmul
+  int32_t consumers;   // kMinConsumers..kMaxConsumers; the CTA has 128 (consumers + 1) threads
   int32_t stages;      // per consumer, kMinStages..kMaxStages
   int32_t groupLines;  // block rows (columns) per CTA
   int32_t groups;      // line groups; CTA b owns token tile b / groups, group b % groups
-};
-
-// 32 consecutive int32 values of an index array, one per lane, with the next 32 already requested, read
-// at non-decreasing positions by the whole warp alike: one global latency per 32 entries, overlapped.
-struct WarpWindow {
-  const int32_t* data;
-  int32_t end, base, mine, next;
-  __device__ __forceinline__ void start(const int32_t* from, int32_t first, int32_t stop, int lane) {
-    data = from;
-    end = stop;
-    base = first;
-    mine = first + lane < stop ? from[first + lane] : 0;
-    next = first + 32 + lane < stop ? from[first + 32 + lane] : 0;
-  }
-  __device__ __forceinline__ int32_t at(int32_t position, int lane) {
-    while (position >= base + 32) {
-      base += 32;
-      mine = next;
-      next = base + 32 + lane < end ? data[base + 32 + lane] : 0;
-    }
-    return __shfl_sync(0xffffffffu, mine, position - base);
-  }
 };
 
 // One consumer's ring position: the slot and the parity of the phase that fills it this round.
@@ -166,78 +151,103 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   const int warpGroup = tid / 128;
   const int lane = tid % 32;
   if (warpGroup == 0) {
-    if (tid >= 32) return;
-    // Producer warp: lane 0 issues every copy; all lanes read the pattern's indices (WarpWindow).
-    if (lane == 0) {
+    // Producer warps: warp w streams the blocks of lines w, w + c, w + 2c, ... (c consumers) into consumer w's
+    // ring. Warp 0 first issues the slab's copies. The work of a stage is spread over the lanes: lane l holds
+    // entry l of the line's current 32 (its slab column and stored block, read in one coalesced load, the next
+    // line's already requested), writes its block's record entry and issues its block's copy. A first version
+    // had lane 0 do all of it with the entries fetched by shuffles: ~330 instructions a stage, so that the
+    // consumers waited on their rings for a quarter of the time (Nsight Compute, tc-xr.md).
+    const int warp = tid / 32;
+    if (warp >= layout.consumers) return;
+    if (warp == 0 && lane == 0) {
       for (int b = 0; b < layout.boxes; ++b) {
         mbarrierArriveExpectTx(&slabFull[b], K::kBoxBytes);
         tmaLoad2d(slab + b * K::kBoxBytes, &mapX, b * K::kBoxColumns, tokenBase, &slabFull[b]);
       }
     }
-    // Per entry of the group's lines in index order: the slab column its block multiplies and where the
-    // block is stored (Linear: the entry itself, a row's blocks being consecutive in values).
     const int32_t* ptr = K::kOp == Op::Linear ? args.blockRowPtr : args.blockColPtr;
     const int32_t* slabIndex = K::kOp == Op::Linear ? args.blockColIdx : args.blockRowIdx;
-    const int32_t entryFirst = ptr[lineFirst], entryEnd = ptr[lineEnd];
-    WarpWindow lineEnds, slabColumns, values;
-    lineEnds.start(ptr, lineFirst + 1, lineEnd + 1, lane);
-    slabColumns.start(slabIndex, entryFirst, entryEnd, lane);
-    if constexpr (K::kOp == Op::Matmul) values.start(args.valueIndex, entryFirst, entryEnd, lane);
-    RingCursor mine, other;  // the ring of this line's consumer, and of the next line's
-    int32_t entry = entryFirst;
-    for (int line = lineFirst; line < lineEnd; ++line) {
-      const int consumer = (line - lineFirst) & 1;
-      const int32_t end = lineEnds.at(line + 1, lane);
+    const int consumer = warp;
+    const int firstLine = lineFirst + warp;
+    const int myLines = firstLine < lineEnd ? (lineEnd - firstLine + layout.consumers - 1) / layout.consumers : 0;
+    // Lane l: the bounds of this warp's line i0 + l, 32 lines at a time.
+    int32_t laneBegin = 0, laneEnd = 0;
+    auto loadBounds = [&](int i0) {
+      const int i = i0 + lane;
+      if (i < myLines) {
+        const int line = firstLine + i * layout.consumers;
+        laneBegin = ptr[line];
+        laneEnd = ptr[line + 1];
+      }
+    };
+    // Lane l: entry first + l of a line ending at `end`: the slab column its block multiplies and the block's
+    // row in values (Linear: the entry itself, a row's blocks being consecutive in values).
+    auto loadEntry = [&](int32_t first, int32_t end, int32_t& column, int32_t& value) {
+      const int32_t e = first + lane;
+      column = e < end ? slabIndex[e] : 0;
+      value = e;
+      if constexpr (K::kOp == Op::Matmul) value = e < end ? args.valueIndex[e] : 0;
+    };
+    loadBounds(0);
+    int32_t begin = __shfl_sync(0xffffffffu, laneBegin, 0), end = __shfl_sync(0xffffffffu, laneEnd, 0);
+    int32_t column, value;
+    loadEntry(begin, end, column, value);
+    RingCursor mine;
+    for (int i = 0; i < myLines; ++i) {
+      int32_t nextBegin = 0, nextEnd = 0, nextColumn, nextValue;
+      if (i + 1 < myLines) {
+        if ((i + 1) % 32 == 0) loadBounds(i + 1);
+        nextBegin = __shfl_sync(0xffffffffu, laneBegin, (i + 1) % 32);
+        nextEnd = __shfl_sync(0xffffffffu, laneEnd, (i + 1) % 32);
+      }
+      loadEntry(nextBegin, nextEnd, nextColumn, nextValue);  // requested now, used by the next line
+      int32_t chunk = begin;
       do {
-        const int32_t blocks = min(K::kStageBlocks, end - entry);
-        const int ringSlot = consumer * K::kMaxStages + mine.slot;
-        if (mine.wrapped) mbarrierWait(&empty[ringSlot], mine.phase ^ 1);
-        uint32_t offsets[K::kStageBlocks];
-        int32_t valueRows[K::kStageBlocks];
-#pragma unroll
-        for (int j = 0; j < K::kStageBlocks; ++j) {
-          int32_t column = 0, value = 0;
-          if (j < blocks) {
-            column = slabColumns.at(entry + j, lane) * (K::kOp == Op::Linear ? K::C : K::R);
-            value = entry + j;
-            if constexpr (K::kOp == Op::Matmul) value = values.at(entry + j, lane);
-          }
-          offsets[j] = (column / K::kBoxColumns) * K::kBoxBytes + (column % K::kBoxColumns) * 2;
-          valueRows[j] = value * K::R;
-        }
-        if (lane == 0) {
+        const int32_t slabColumn = column * (K::kOp == Op::Linear ? K::C : K::R);
+        const uint32_t offset = (slabColumn / K::kBoxColumns) * K::kBoxBytes + (slabColumn % K::kBoxColumns) * 2;
+        const int32_t valueRow = value * K::R;
+        const int32_t chunkEnd = min(end, chunk + 32);
+        int32_t first = chunk;
+        do {  // one stage (an empty line: one stage with no blocks)
+          const int32_t blocks = min(K::kStageBlocks, chunkEnd - first);
+          const int ringSlot = consumer * K::kMaxStages + mine.slot;
+          if (mine.wrapped) mbarrierWait(&empty[ringSlot], mine.phase ^ 1);
           Stage& record = records[ringSlot];
-          record.blocks = blocks;
-          record.last = entry + blocks >= end;
-#pragma unroll
-          for (int j = 0; j < K::kStageBlocks; ++j) record.slabOffset[j] = offsets[j];
+          const int j = chunk + lane - first;  // this lane's block in the stage
+          const bool own = j >= 0 && j < blocks;
+          if (own) record.slabOffset[j] = offset;
+          if (lane == 0) record.info = blocks | (first + blocks >= end ? Stage::kLast : 0);
+          __syncwarp();  // the lanes' record entries before lane 0's arrival releases them
           uint64_t* bar = &full[ringSlot];
-          uint8_t* stage = rings + (consumer * layout.stages + mine.slot) * K::kStageBytes;
-          if (blocks == 0) {
-            mbarrierArrive(bar);  // an empty line: the record alone
-          } else {
-            mbarrierArriveExpectTx(bar, blocks * K::kBlockBytes);
-            if (K::kOp == Op::Linear && blocks == K::kStageBlocks) {
-              tmaLoad2d(stage, &mapStage, 0, valueRows[0], bar);
+          if (lane == 0) {
+            if (blocks == 0) {
+              mbarrierArrive(bar);  // an empty line: the record alone
             } else {
-#pragma unroll
-              for (int j = 0; j < K::kStageBlocks; ++j)
-                if (j < blocks) tmaLoad2d(stage + j * K::kBlockBytes, &mapBlock, 0, valueRows[j], bar);
+              mbarrierArriveExpectTx(bar, blocks * K::kBlockBytes);
             }
           }
-        }
-        __syncwarp();
-        entry += blocks;
-        mine.advance(layout.stages);
-      } while (entry < end);
-      const RingCursor next = other;
-      other = mine;
-      mine = next;
+          __syncwarp();
+          uint8_t* stage = rings + (consumer * layout.stages + mine.slot) * K::kStageBytes;
+          if (K::kOp == Op::Linear && blocks == K::kStageBlocks) {
+            if (j == 0) tmaLoad2d(stage, &mapStage, 0, valueRow, bar);  // the stage's blocks are consecutive
+          } else if (own) {
+            tmaLoad2d(stage + j * K::kBlockBytes, &mapBlock, 0, valueRow, bar);
+          }
+          first += blocks;
+          mine.advance(layout.stages);
+        } while (first < chunkEnd);
+        chunk = chunkEnd;
+        if (chunk < end) loadEntry(chunk, end, column, value);  // a line of more than 32 blocks
+      } while (chunk < end);
+      begin = nextBegin;
+      end = nextEnd;
+      column = nextColumn;
+      value = nextValue;
     }
     return;
   }
 
-  // Consumers: warpgroup 1 takes the group's lines 0, 2, 4, ..., warpgroup 2 lines 1, 3, 5, ...
+  // Consumers: warpgroup 1 + i takes the group's lines i, i + c, i + 2c, ...
   using T = typename K::T;
   const int consumer = warpGroup - 1;
   const int warpInGroup = (tid % 128) / 32;
@@ -247,22 +257,38 @@ __global__ void __launch_bounds__(K::kThreads, 1)
 #pragma unroll
   for (int j = 0; j < K::kTileN / 2; ++j) acc[0][j] = 0.0f;
   uint32_t boxesReady = 0;
+  const uint32_t allBoxes = layout.boxes == 32 ? ~0u : (1u << layout.boxes) - 1;
   RingCursor ring;
   int pending = -1;  // the ring slot whose products may still be running
-  for (int line = lineFirst + consumer; line < lineEnd; line += K::kConsumers) {
+  const int g = lane >> 2, c2 = (lane & 3) * 2;  // this thread's rows 16 warpInGroup + g (+ 8), columns 8j + c2 (+ 1)
+  for (int line = lineFirst + consumer; line < lineEnd; line += layout.consumers) {
+    // The line's bias (Linear), requested now so that its latency passes during the products: waited on in the
+    // epilogue, it took a fifth of the kernel's time (Nsight Compute, tc-xr.md).
+    uint32_t biasWords[K::kTileN / 8];
+#pragma unroll
+    for (int j = 0; j < K::kTileN / 8; ++j) {
+      biasWords[j] = 0;
+      if (K::kOp == Op::Linear && args.bias)
+        biasWords[j] =
+            *reinterpret_cast<const uint32_t*>(static_cast<const T*>(args.bias) + int64_t{line} * K::R + j * 8 + c2);
+    }
     for (;;) {
       const int ringSlot = consumer * K::kMaxStages + ring.slot;
       mbarrierWait(&full[ringSlot], ring.phase);
-      const Stage& record = records[ringSlot];
+      const Stage record = records[ringSlot];
       // Read through lane 0 so that ptxas knows them warp-uniform: a wgmma loop bound it cannot prove
       // uniform serializes every wgmma of the kernel (C7520).
-      const int blocks = __shfl_sync(0xffffffffu, record.blocks, 0);
-      const bool last = __shfl_sync(0xffffffffu, record.last, 0) != 0;
-      for (int j = 0; j < blocks; ++j) {
-        const uint32_t box = record.slabOffset[j] / K::kBoxBytes;
-        if (!((boxesReady >> box) & 1u)) {
-          mbarrierWait(&slabFull[box], 0);
-          boxesReady |= 1u << box;
+      const int info = __shfl_sync(0xffffffffu, record.info, 0);
+      const int blocks = info & (Stage::kLast - 1);
+      const bool last = (info & Stage::kLast) != 0;
+      if (boxesReady != allBoxes) {
+#pragma unroll
+        for (int j = 0; j < K::kStageBlocks; ++j) {
+          const uint32_t box = record.slabOffset[j] / K::kBoxBytes;
+          if (j < blocks && !((boxesReady >> box) & 1u)) {
+            mbarrierWait(&slabFull[box], 0);
+            boxesReady |= 1u << box;
+          }
         }
       }
       const uint32_t stageAddress = ringAddress + ring.slot * K::kStageBytes;
@@ -294,10 +320,17 @@ __global__ void __launch_bounds__(K::kThreads, 1)
           pending = -1;
         }
       };
-      int j = 0;
-      for (; j + K::kGroupBlocks <= blocks; j += K::kGroupBlocks)
-        issue(std::integral_constant<int, K::kGroupBlocks>{}, j);
-      for (; j < blocks; ++j) issue(std::integral_constant<int, 1>{}, j);
+      // Unrolled over the stage's slots, so that the record's entries stay in registers.
+#pragma unroll
+      for (int j0 = 0; j0 < K::kStageBlocks; j0 += K::kGroupBlocks) {
+        if (j0 + K::kGroupBlocks <= blocks) {
+          issue(std::integral_constant<int, K::kGroupBlocks>{}, j0);
+        } else {
+#pragma unroll
+          for (int j = j0; j < j0 + K::kGroupBlocks; ++j)
+            if (j < blocks) issue(std::integral_constant<int, 1>{}, j);
+        }
+      }
       if (blocks > 0) {
         pending = ringSlot;
       } else if (lane == 0) {
@@ -312,10 +345,24 @@ __global__ void __launch_bounds__(K::kThreads, 1)
       if (lane == 0) mbarrierArrive(&empty[pending]);
       pending = -1;
     }
-    TileWork work{};
-    work.tokenBase = tokenBase;
-    work.line = line;
-    storeTile<K>(acc, args, work, nullptr, 0, lane, warpInGroup);
+    // This consumer's 64 x R outputs from its accumulators: two adjacent columns per store.
+    const int64_t width = K::kOp == Op::Linear ? args.rows : args.cols;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int64_t token = tokenBase + warpInGroup * 16 + g + half * 8;
+      if (token >= args.m) continue;
+      T* out = static_cast<T*>(args.out) + token * width + int64_t{line} * K::kTileN + c2;
+#pragma unroll
+      for (int j = 0; j < K::kTileN / 8; ++j) {
+        float v0 = acc[0][4 * j + half * 2], v1 = acc[0][4 * j + half * 2 + 1];
+        if (K::kOp == Op::Linear && args.bias) {
+          const float2 bias = unpackPair<T>(biasWords[j]);
+          v0 += bias.x;
+          v1 += bias.y;
+        }
+        *reinterpret_cast<uint32_t*>(out + j * 8) = packPair<T>(v0, v1);
+      }
+    }
 #pragma unroll
     for (int j = 0; j < K::kTileN / 2; ++j) acc[0][j] = 0.0f;
   }
@@ -328,6 +375,8 @@ __global__ void __launch_bounds__(K::kThreads, 1)
 // Lines per CTA so that token tiles x groups gives about kXrCtasPerSm CTAs per SM; even when more than
 // one, so both consumers get as many lines.
 constexpr int kXrCtasPerSm = 2;
+// Stages per consumer ring worth trading a consumer for (launchXr).
+constexpr int kXrPreferredStages = 3;
 
 template <class K>
 bool launchXr(DType dtype, const KernelArgs& argsIn, int numSms, cudaStream_t stream) {
@@ -338,18 +387,30 @@ bool launchXr(DType dtype, const KernelArgs& argsIn, int numSms, cudaStream_t st
   const int64_t boxes = (depth + K::kBoxColumns - 1) / K::kBoxColumns;
   if (boxes > K::kMaxBoxes) return false;  // the slab does not fit: K (N for Matmul) above 1536
   const int64_t fixed = K::kAlignSlack + K::kFixedBytes + boxes * K::kBoxBytes;
-  const int64_t stages =
-      std::min<int64_t>(K::kMaxStages, (K::kSmemLimit - fixed) / (K::kConsumers * K::kStageBytes));
+  // The most consumers whose rings still get kXrPreferredStages each (at least the minimum); env
+  // TC_BENCH_XR_CONSUMERS overrides it for measurement.
+  const int64_t slots = (K::kSmemLimit - fixed) / K::kStageBytes;
+  int64_t consumers = K::kMinConsumers;
+  for (int64_t c = K::kMaxConsumers; c > K::kMinConsumers; --c)
+    if (slots / c >= kXrPreferredStages) {
+      consumers = c;
+      break;
+    }
+  if (const char* forced = std::getenv("TC_BENCH_XR_CONSUMERS")) {
+    const int64_t c = std::atoll(forced);
+    if (c >= K::kMinConsumers && c <= K::kMaxConsumers && slots / c >= K::kMinStages) consumers = c;
+  }
+  const int64_t stages = std::min<int64_t>(K::kMaxStages, slots / consumers);
   if (stages < K::kMinStages) return false;
-  const int64_t smemBytes = fixed + stages * K::kConsumers * K::kStageBytes;
+  const int64_t smemBytes = fixed + stages * consumers * K::kStageBytes;
 
   const int64_t tilesM = (args.m + K::kTileM - 1) / K::kTileM;
   const int64_t wantedGroups = std::max<int64_t>(1, (int64_t{kXrCtasPerSm} * numSms + tilesM - 1) / tilesM);
   int64_t groupLines = (lines + wantedGroups - 1) / wantedGroups;
-  if (groupLines > 1 && groupLines % 2 == 1) ++groupLines;
+  if (groupLines > consumers) groupLines = (groupLines + consumers - 1) / consumers * consumers;
   const int64_t groups = (lines + groupLines - 1) / groupLines;
   if (tilesM * groups > INT32_MAX) return false;
-  const XrLayout layout{static_cast<int32_t>(boxes), static_cast<int32_t>(stages),
+  const XrLayout layout{static_cast<int32_t>(boxes), static_cast<int32_t>(consumers), static_cast<int32_t>(stages),
                         static_cast<int32_t>(groupLines), static_cast<int32_t>(groups)};
 
   if (std::getenv("TC_BENCH_XR_LAYOUT")) {
@@ -357,9 +418,9 @@ bool launchXr(DType dtype, const KernelArgs& argsIn, int numSms, cudaStream_t st
     static XrLayout printed{};
     if (std::memcmp(&printed, &layout, sizeof layout) != 0) {
       printed = layout;
-      std::printf("xr layout: %s R=%d M=%lld slab boxes %d, %d stages per ring, %d lines per CTA, %lld CTAs, %lld B smem\n",
+      std::printf("xr layout: %s R=%d M=%lld slab boxes %d, %d consumers, %d stages per ring, %d lines per CTA, %lld CTAs, %lld B smem\n",
                   K::kOp == Op::Linear ? "linear" : "matmul", K::R, static_cast<long long>(args.m), layout.boxes,
-                  layout.stages, layout.groupLines, static_cast<long long>(tilesM * groups),
+                  layout.consumers, layout.stages, layout.groupLines, static_cast<long long>(tilesM * groups),
                   static_cast<long long>(smemBytes));
     }
   }
@@ -376,7 +437,8 @@ bool launchXr(DType dtype, const KernelArgs& argsIn, int numSms, cudaStream_t st
   }
   BS_CUDA_CHECK(cudaFuncSetAttribute(bsrXrKernel<K>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      static_cast<int>(smemBytes)));
-  bsrXrKernel<K><<<static_cast<unsigned>(tilesM * groups), K::kThreads, static_cast<size_t>(smemBytes), stream>>>(
+  bsrXrKernel<K><<<static_cast<unsigned>(tilesM * groups), static_cast<unsigned>(128 * (consumers + 1)),
+                   static_cast<size_t>(smemBytes), stream>>>(
       mapX, mapStage, mapBlock, args, layout);
   BS_LAUNCH_CHECK("bsrXrKernel");
   return true;
