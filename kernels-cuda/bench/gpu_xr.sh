@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The X-resident bsrLinear (wgmma variant 6, kernels-cuda/dev/bsr_wgmma_xr.cu) on a machine with an H100/H200,
+# The X-resident bsrLinear (wgmma variant 6, kernels-cuda/src/tc/bsr_wgmma_xr.cu; dispatched at 32x32) on a machine with an H100/H200,
 # run from the repository root: builds tc_bench for sm_90a, checks the variant in bf16 and f16 (quick, edges,
 # the timed shapes), runs compute-sanitizer memcheck on a quick check, and times it beside what bsrLinear
 # dispatches to (auto) and cuBLAS at K in {768, 1024, 1536}, N in {1024, 3072, 4096}, M in {512, 2048, 8192},

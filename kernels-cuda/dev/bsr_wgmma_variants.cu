@@ -8,8 +8,7 @@
 //      staged rows out instead of the consumers; measured no faster, and 2.8x slower with a fused activation
 //   4, 5: grouped tiles, 8 and 4 block rows (columns) of 32, 4 and 2 of 64, sharing each dense slice
 //   dW (Sampled) 1: 256-row tiles (8 blocks of 32, 4 of 64) instead of the dispatched 128
-//   6 (kXrVariant): bsrLinear and bsrMatmul with the dense operand resident in shared memory, in its own
-//      file (bsr_wgmma_xr.cu)
+//   (6, the X-resident tile, is dispatched at 32x32: src/tc/bsr_wgmma_xr.cu, kXResidentTile)
 //   11 (kMulticastVariant): clusters of four tiles sharing each dense slice by TMA multicast (bsr_wgmma_multicast.cu);
 //      12 the same clusters without the sharing
 #include "dev_variants.h"
@@ -369,7 +368,6 @@ bool launchDevVariant(TcPath path, Op op, DType dtype, const KernelArgs& args, i
                       cudaStream_t stream) {
   if (path == TcPath::Mma) return launchMmaDevVariant(op, dtype, args, blockSize, variant, stream);
   if (path != TcPath::Wgmma) return false;
-  if (variant == kXrVariant) return launchXrVariant(op, dtype, args, blockSize, numSms, stream);
   if (variant == kMulticastVariant || variant == kMulticastVariant + 1)
     return launchMulticastVariant(op, dtype, args, blockSize, variant, stream);
   if (dtype == DType::BFloat16) return launchTyped<__nv_bfloat16>(op, dtype, args, blockSize, variant, numSms, stream);

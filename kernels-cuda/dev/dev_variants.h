@@ -29,15 +29,10 @@ static_assert(kPingPongVariant == kPingPongTile, "dev's ping-pong tiles share th
 constexpr int kTokenMajorPersistentVariant = 17;
 
 // A TcOptions::devVariants launcher: the wgmma variants of dev/bsr_wgmma_variants.cu (1 at 32 and 64
-// blocks, dW kFeatureMajorDwTile at 64, 2-5, kTokenMajorPersistentVariant, kStoreHelpersVariant, kBulkStoreVariant, kPingPongVariant and the next) and dev/bsr_wgmma_xr.cu (kXrVariant) and the mma.sync variants of dev/bsr_mma_variants.cu
+// blocks, dW kFeatureMajorDwTile at 64, 2-5, kTokenMajorPersistentVariant, kStoreHelpersVariant, kBulkStoreVariant, kPingPongVariant and the next) and the mma.sync variants of dev/bsr_mma_variants.cu
 // (1) and dev/bsr_mma_grouped.cu (8, 9); false, having launched nothing, for any other path, product or variant.
 bool launchDevVariant(TcPath path, Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                       cudaStream_t stream);
-
-// The wgmma variant that keeps the dense operand resident in shared memory (dev/bsr_wgmma_xr.cu): bsrLinear
-// with K up to 1536 and bsrMatmul with N up to 1536, 32x32 or 64x64 blocks; false for anything else.
-constexpr int kXrVariant = 6;
-bool launchXrVariant(Op op, DType dtype, const KernelArgs& args, int blockSize, int numSms, cudaStream_t stream);
 
 // The mma.sync variant alone (dev/bsr_mma_variants.cu).
 bool launchMmaDevVariant(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, cudaStream_t stream);

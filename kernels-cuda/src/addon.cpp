@@ -1158,8 +1158,8 @@ bool tuneProduct() { return autotuneEnabled() && getDenseProductMode() == DenseP
 
 // Whether the fixed rules send bsrLinear / bsrMatmul to the dense GEMM (denseProductWins) ahead of the tensor-core
 // kernels: not when autotuning, which times that route beside theirs.
-bool denseProductRoute(DType dtype, const BsrPatternView& pattern, int64_t m) {
-  return !tuneProduct() && denseProductWins(dtype, pattern, m, cublasEnabled());
+bool denseProductRoute(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m) {
+  return !tuneProduct() && denseProductWins(op, dtype, pattern, m, cublasEnabled());
 }
 
 // The routes autotuning times for a block-sparse product: the tensor-core routes, and cuBLAS's dense product (over the
@@ -1211,7 +1211,7 @@ void runBsrLinear(DType dtype, const BsrPatternView& pattern, const void* x, con
                },
                stream()))
     return;
-  if (denseProductWins(dtype, pattern, m, cublasEnabled())) {
+  if (denseProductWins(tc::Op::Linear, dtype, pattern, m, cublasEnabled())) {
     denseBsrLinear(dtype, pattern, x, values, bias, y, m);
     return;
   }
@@ -1292,7 +1292,7 @@ void runBsrMatmul(DType dtype, const BsrPatternView& pattern, const void* dy, co
                },
                stream()))
     return;
-  if (denseProductWins(dtype, pattern, m, cublasEnabled())) {
+  if (denseProductWins(tc::Op::Matmul, dtype, pattern, m, cublasEnabled())) {
     denseRoute();
     return;
   }
@@ -1338,7 +1338,7 @@ Napi::Value bsrMatmulActivationBackward(const Napi::CallbackInfo& info) {
   void* dpre = args.buffer(6).data;
   void* dbias = args.buffer(7).data;
   BS_REQUIRE(inputs == 0 || (dpre != pre && dpre != dy), "bsrMatmulActivationBackward: dpre must not share a buffer with pre or dy");
-  if (m > 0 && !denseProductRoute(dtype, pattern, m) &&
+  if (m > 0 && !denseProductRoute(tc::Op::Matmul, dtype, pattern, m) &&
       tcBsrMatmulActivationBackward(dtype, dy, values, pre, dpre, dbias, activation, m, pattern, stream()))
     return undefinedOf(info);
   Scratch dx(static_cast<size_t>(std::max<int64_t>(inputs, 1)) * dtypeSize(dtype));

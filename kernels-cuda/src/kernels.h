@@ -6,6 +6,10 @@
 #include "common.h"
 #include "ops.h"
 
+namespace bs::tc {
+enum class Op : int;  // tc/tc.h
+}
+
 namespace bs {
 
 // ---- elementwise (elementwise.cu)
@@ -138,18 +142,22 @@ constexpr double kDenseSampledMinFlops = 268435456.0;  // 2^28
 bool denseSampledWins(DType dtype, const BsrPatternView& pattern, int64_t m, bool haveDenseGemm);
 void launchSampleBlocks(DType dtype, const void* dense, void* values, const BsrPatternView& pattern, cudaStream_t stream);
 // bsrLinear and bsrMatmul through the dense GEMM: where the block kernels lose to cuBLAS (denseProductWins: 32x32 blocks
-// from density 0.25 with at least kDenseProductMinTokens tokens, where at 2048 tokens it measured slower; the other shapes
+// from density 0.25 with at least kDenseProductMinTokens tokens, where at 2048 tokens it measured slower, and from 0.3
+// for a product on the X-resident tile; the other shapes
 // of the mma.sync tiles from their break-even density with at least kDenseProductShapeMinTokens; the simple kernel's
 // shapes from kDenseProductMinDensitySimple) the addon writes the pattern's blocks into a dense [rows, cols] scratch,
 // zeros elsewhere, and runs the dense product.
 enum class DenseProductMode : int32_t { Auto = 0, Never = 1, Always = 2 };
 constexpr int64_t kDenseProductMinTokens = 8192;
 constexpr double kDenseProductMinDensity32 = 0.25;
+// The same for a product that runs on the X-resident tile (tcTakesXResident), which reaches about 0.25-0.35 of
+// cuBLAS's rate on the non-zero work at 8192 tokens where mma.sync's tile reached 0.17-0.27.
+constexpr double kDenseProductMinDensity32XResident = 0.3;
 constexpr int64_t kDenseProductShapeMinTokens = 2048;
 constexpr double kDenseProductMinDensitySimple = 0.05;
 DenseProductMode setDenseProductMode(DenseProductMode mode);
 DenseProductMode getDenseProductMode();
-bool denseProductWins(DType dtype, const BsrPatternView& pattern, int64_t m, bool haveDenseGemm);
+bool denseProductWins(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m, bool haveDenseGemm);
 void launchScatterBlocks(DType dtype, const void* values, void* dense, const BsrPatternView& pattern, cudaStream_t stream);
 void launchSampledMatmul(DType dtype, const void* dy, const void* x, void* dw, int64_t m,
                          const BsrPatternView& pattern, cudaStream_t stream);

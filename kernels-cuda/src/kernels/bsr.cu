@@ -401,9 +401,12 @@ bool wgmmaRectangle(DType dtype, const BsrPatternView& pattern) {
 // - Any other shape runs the simple kernel, 0.01-0.02 of cuBLAS: the dense route from a low density, once the product
 //   is large enough that its device time outweighs a GEMM call's host cost (kDenseSampledMinFlops), past decoding
 //   sizes. At 8x32 and density 0.1 the FFN step took 0.64 ms through it against 4.96 ms on the simple kernel.
-double denseProductBreakEven(DType dtype, const BsrPatternView& pattern, int64_t m) {
+double denseProductBreakEven(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m) {
   const int rows = pattern.blockHeight, cols = pattern.blockWidth;
-  if (rows == cols && rows == 32) return m >= kDenseProductMinTokens ? kDenseProductMinDensity32 : 2.0;
+  if (rows == cols && rows == 32) {
+    if (m < kDenseProductMinTokens) return 2.0;
+    return tcTakesXResident(op, dtype, pattern, m) ? kDenseProductMinDensity32XResident : kDenseProductMinDensity32;
+  }
   if (rows == cols && (rows == 64 || rows == 128)) return 2.0;
   if (wgmmaRectangle(dtype, pattern)) return 2.0;
   if (tc::mmaShapeSupported(rows, cols)) {
@@ -419,13 +422,13 @@ double denseProductBreakEven(DType dtype, const BsrPatternView& pattern, int64_t
 
 }  // namespace
 
-bool denseProductWins(DType dtype, const BsrPatternView& pattern, int64_t m, bool haveDenseGemm) {
+bool denseProductWins(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m, bool haveDenseGemm) {
   if (!haveDenseGemm || m == 0 || pattern.nnzBlocks == 0) return false;
   if (denseProductMode != DenseProductMode::Auto) return denseProductMode == DenseProductMode::Always;
   // float32 stays on the exact block kernels; few tokens stay on the decoding and tile kernels, which read only the
   // stored blocks where the dense GEMM would read all of W.
   if (dtype == DType::Float32 || !denseSampledFits(dtype, pattern)) return false;
-  return patternDensity(pattern) >= denseProductBreakEven(dtype, pattern, m);
+  return patternDensity(pattern) >= denseProductBreakEven(op, dtype, pattern, m);
 }
 
 bool denseSampledFits(DType dtype, const BsrPatternView& pattern) {

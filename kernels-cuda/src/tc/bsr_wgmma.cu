@@ -1,6 +1,6 @@
 // sm_90a path: the dispatched wgmma tiles for the square blocks of 32, 64 and 128 (bsr_wgmma.cuh holds the kernels and
-// WgmmaTiles, the tile of each block shape and variant; bsr_wgmma_shapes.cu the rectangles); the variants kept only
-// for measurement are in kernels-cuda/dev/ and linked into tc_bench alone.
+// WgmmaTiles, the tile of each block shape and variant; bsr_wgmma_shapes.cu the rectangles, bsr_wgmma_xr.cu the
+// X-resident tile); the variants kept only for measurement are in kernels-cuda/dev/ and linked into tc_bench alone.
 #include "bsr_wgmma.cuh"
 
 namespace bs::tc {
@@ -68,6 +68,7 @@ int wgmmaStoreRows(int width, int variant) {
 
 bool launchWgmma(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                  cudaStream_t stream) {
+  if (variant == kXResidentTile) return launchXResident(op, dtype, args, blockSize, numSms, stream);
   if (dtype == DType::BFloat16) return launchTyped<__nv_bfloat16>(op, dtype, args, blockSize, variant, numSms, stream);
   if (dtype == DType::Float16) return launchTyped<__half>(op, dtype, args, blockSize, variant, numSms, stream);
   return false;

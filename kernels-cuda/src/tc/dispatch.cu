@@ -179,6 +179,22 @@ int ruleLineSplits(tc::Op op, const BsrPatternView& pattern, int64_t m, int sms)
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({wanted, byLine, byBytes, kLineSplitMost})));
 }
 
+// Whether bsrLinear / bsrMatmul with 32x32 blocks take the X-resident tile under the default options on a wgmma
+// device with `sms` SMs (tc_kernels.h's rule): a slab of at most kXResidentMaxSlab (K for Linear, N for Matmul), at
+// least kXResidentMinLine blocks per line on average, at least kXResidentMinTokens tokens, and W's bytes per CTA at
+// least kXResidentMinWeightPerSlab times the slab's (64 tokens x the slab's width).
+bool xResidentRule(tc::Op op, const BsrPatternView& pattern, int64_t m, int sms) {
+  if (op == tc::Op::Sampled || !squareBlocks(pattern) || pattern.blockHeight != 32 || m < tc::kXResidentMinTokens)
+    return false;
+  const int64_t slab = op == tc::Op::Linear ? pattern.cols : pattern.rows;
+  const int64_t lines = op == tc::Op::Linear ? pattern.blockRows : pattern.blockCols;
+  if (slab > tc::kXResidentMaxSlab || slab % 8 != 0 || lines <= 0) return false;
+  const double line = double(pattern.nnzBlocks) / double(lines);
+  // W's elements per CTA against the slab's (the same element size).
+  const double weight = double(tc::xResidentGroupLines(m, lines, tc::kXResidentConsumers, sms)) * line * 32 * 32;
+  return line >= tc::kXResidentMinLine && weight >= tc::kXResidentMinWeightPerSlab * 64.0 * double(slab);
+}
+
 // What a product fuses into its staged epilogue, beside its output: Linear the activation's second output
 // (`activated`), Matmul the activation's backward through the next layer's pre-activation (`pre`, with the bias
 // gradient's column sums into `dbias`).
@@ -228,11 +244,14 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
     path = TcPath::Mma;
     variant = tc::kDefaultTile;
   } else if (options.path == TcPath::Auto && variant < 0) {
-    // Measured on an H100 (docs/kernels.md): with 32x32 blocks mma.sync beats wgmma, whose n32 tiles
-    // wait on shared memory; with 128x128 blocks and many tokens the 256-token wgmma tile wins.
-    if (square && block == 32) path = TcPath::Mma;
+    // Measured on an H100 (docs/kernels.md): with 32x32 blocks mma.sync beats wgmma's tiles, whose n32 tiles
+    // wait on shared memory, except the X-resident tile where its rule holds (measured on an H200); with 128x128
+    // blocks and many tokens the 256-token wgmma tile wins.
+    const bool xResident =
+        path == TcPath::Wgmma && activated == nullptr && !backward && xResidentRule(op, pattern, m, device.sms);
+    if (square && block == 32 && !xResident) path = TcPath::Mma;
     const bool wide = path == TcPath::Wgmma && width == 128 && op != tc::Op::Sampled && m >= tc::kWideTileMinTokens;
-    variant = wide ? tc::kWideTile : tc::kDefaultTile;
+    variant = xResident ? tc::kXResidentTile : wide ? tc::kWideTile : tc::kDefaultTile;
     // At width 64, many tiles with short lines go to the persistent tile, at width 128 to the ping-pong tile
     // (measured on an H200 with square blocks: docs/kernels.md, "The staged epilogue and the persistent tile" and
     // "Consumers in turn"). dX with the activation's backward in its epilogue goes to the ping-pong tile at width 64
@@ -340,6 +359,10 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
                : !square  ? tc::launchMmaShape(op, dtype, args, pattern.blockHeight, pattern.blockWidth, stream)
                : path == TcPath::Wgmma ? tc::launchWgmma(op, dtype, args, block, variant, device.sms, stream)
                                        : tc::launchMma(op, dtype, args, block, variant, device.sms, stream);
+    // The X-resident tile declines what its slab cannot hold (launchXResident); the rule keeps within it, and
+    // should it decline anyway the default options fall back to mma.sync's tile.
+    if (!launched && variant == tc::kXResidentTile && !named)
+      launched = tc::launchMma(op, dtype, args, block, tc::kDefaultTile, device.sms, stream);
     // Dev's variants fuse nothing: they never stand in for a shipped tile that declined a fused epilogue.
     if (!launched && square && options.devVariants && activated == nullptr && !backward)
       launched = options.devVariants(path, op, dtype, args, block, variant, device.sms, stream);
@@ -412,6 +435,11 @@ TcPath tcPathFor(DType dtype, const BsrPatternView& pattern) {
   return path != TcPath::Auto && (dtype == DType::Float32 || !wgmmaTiles) ? TcPath::Mma : path;
 }
 
+bool tcTakesXResident(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m) {
+  return (dtype == DType::BFloat16 || dtype == DType::Float16) && supported(dtype, pattern, m) &&
+         resolvePath(currentDevice(), TcPath::Auto) == TcPath::Wgmma && xResidentRule(op, pattern, m, currentDevice().sms);
+}
+
 std::vector<TcOptions> tcTuneCandidates(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m) {
   std::vector<TcOptions> out;
   if ((dtype != DType::BFloat16 && dtype != DType::Float16) || !supported(dtype, pattern, m)) return out;
@@ -431,6 +459,9 @@ std::vector<TcOptions> tcTuneCandidates(tc::Op op, DType dtype, const BsrPattern
       if (path == TcPath::Wgmma && width == 128) out.push_back({path, tc::kWideTile});
       if (path == TcPath::Wgmma && width == 128) out.push_back({path, tc::kPingPongTile});
       if (path == TcPath::Wgmma && width == 64 && depth >= 64) out.push_back({path, tc::kPersistentTile});
+      if (path == TcPath::Wgmma && squareBlocks(pattern) && pattern.blockHeight == 32 &&
+          (op == tc::Op::Linear ? pattern.cols : pattern.rows) <= tc::kXResidentMaxSlab)
+        out.push_back({path, tc::kXResidentTile});
       continue;
     }
     // dW: the rule's split count and a few others, each split keeping at least 1024 tokens.
@@ -463,6 +494,7 @@ std::string tcRouteName(const TcOptions& options) {
   else if (options.variant == tc::kWideTile) name += " wide tile";
   else if (options.variant == tc::kPersistentTile) name += " persistent";
   else if (options.variant == tc::kPingPongTile) name += " ping-pong";
+  else if (options.variant == tc::kXResidentTile) name += " X-resident";
   else if (options.variant > 0) name += " variant " + std::to_string(options.variant);
   if (options.splits > 0) name += ", " + std::to_string(options.splits) + (options.splits == 1 ? " split" : " splits");
   return name;

@@ -89,6 +89,9 @@ bool allowTf32();
 
 // The path the default options take on the current device for this dtype and block shape (Auto when none).
 TcPath tcPathFor(DType dtype, const BsrPatternView& pattern);
+// Whether the default options run bsrLinear / bsrMatmul (op) on the X-resident tile on the current device: 32x32
+// blocks in bfloat16/float16 on sm_90a, within that tile's rule (tc_kernels.h).
+bool tcTakesXResident(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m);
 
 // The tensor-core routes worth timing for a product on the current device, for first-use autotuning
 // (src/autotune.h): each path's tiles, and for dW a few token splits beside the dispatch's own count. Empty for

@@ -71,7 +71,13 @@ struct KernelArgs {
 // its epilogue: at least kPingPongMinTilesPerSm tiles per SM, at most kPingPongBackwardMaxLine64 blocks per line; with
 // 128x128 blocks it takes that dX up to kPingPongBackwardMaxLine128 blocks per line (the plain products: kPingPongMaxLine).
 // The 64x64 persistent and ping-pong tiles are feature-major (WgmmaTraits::kFeatureMajor).
-// (Numbers 2-6, 8-13, 15 and 17 are variants kept for measurement in kernels-cuda/dev/; 14 there at 32x32.)
+// With 32x32 blocks, the X-resident tile (bsr_wgmma_xr.cu: 64 tokens per CTA with the dense operand's whole slab
+// in shared memory, W's blocks streamed past it) wins where the slab is at most kXResidentMaxSlab wide (K for
+// bsrLinear, N for bsrMatmul), lines hold at least kXResidentMinLine blocks on average, there are at least
+// kXResidentMinTokens tokens, and each CTA streams at least kXResidentMinWeightPerSlab times its slab's bytes in W
+// (its lines, xResidentGroupLines, times their blocks): below that the slab's copy costs more than it saves
+// (measured on an H200: docs/kernels.md, "X-resident bsrLinear and bsrMatmul").
+// (Numbers 2-5, 8-13, 15 and 17 are variants kept for measurement in kernels-cuda/dev/; 14 there at 32x32.)
 // dW at 64x64 blocks: kFeatureMajorDwTile (kept in kernels-cuda/dev/; the number here for the split rule's tile
 // rows), four blocks of a column per CTA, feature-major: 1.06x the token-major tile of four blocks, 0.72-1.57x the
 // dispatched tile of two, and no faster in the FFN step on an H200.
@@ -80,6 +86,7 @@ enum TileVariant : int {
   kWideTile = 1,
   kPersistentTile = 7,
   kPingPongTile = 14,
+  kXResidentTile = 6,
   kFeatureMajorDwTile = 16,
 };
 constexpr int64_t kWideTileMinTokens = 4096;
@@ -94,6 +101,12 @@ constexpr double kPingPongMaxLine = 4.0;
 constexpr int kPingPongTile64Tokens = 256;
 constexpr double kPingPongBackwardMaxLine64 = 16.0;
 constexpr double kPingPongBackwardMaxLine128 = 8.0;
+constexpr int64_t kXResidentMaxSlab = 1024;
+constexpr double kXResidentMinLine = 6.0;
+constexpr int64_t kXResidentMinTokens = 2048;
+constexpr double kXResidentMinWeightPerSlab = 1.75;
+// Consumer warpgroups of the X-resident tile at 32x32 with a slab of at most kXResidentMaxSlab (bsr_wgmma_xr.cu).
+constexpr int kXResidentConsumers = 4;
 // Tokens per tile of the mma.sync Linear/Matmul tiles (bsr_mma.cu), for the line-split rule (dispatch.cu).
 constexpr int kMmaTileTokens = 128;
 
@@ -125,6 +138,12 @@ bool launchMma(Op op, DType dtype, const KernelArgs& args, int blockSize, int va
                cudaStream_t stream);
 bool launchWgmma(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                  cudaStream_t stream);
+// The X-resident tile (kXResidentTile) of bsrLinear or bsrMatmul, 32x32 or 64x64 blocks, bfloat16 or float16, on
+// sm_90a; false, having launched nothing, where the slab is narrower than 64 or wider than 1536 (or not a multiple
+// of 8 elements), or for any other product or block (launchWgmma takes it for variant kXResidentTile).
+bool launchXResident(Op op, DType dtype, const KernelArgs& args, int blockSize, int numSms, cudaStream_t stream);
+// Block rows (bsrLinear) or columns (bsrMatmul) of `lines` that each CTA of the X-resident tile takes with m tokens.
+int64_t xResidentGroupLines(int64_t m, int64_t lines, int consumers, int numSms);
 // The block shapes besides the squares of 32, 64 and 128 that the mma.sync path covers in float16/bfloat16
 // (bsr_mma_shapes.cu instantiates a tile for each): 16x16 and the 1:2 and 2:1 rectangles of sides 16-128.
 struct MmaShape {

@@ -1,20 +1,16 @@
-// wgmma variant 6, kept for measurement: bsrLinear and bsrMatmul with the dense operand resident in shared
-// memory ("X-resident", docs/kernels.md). For bsrLinear a CTA owns 64 tokens x a contiguous group of block
-// rows. Its first producer warp loads the CTA's whole X slab [64 x K] once (TMA boxes of 64 tokens x 64
-// columns, 128-byte swizzle, one mbarrier per box); then 2-4 consumer warpgroups take the group's block rows in
-// turn (row i to consumer i mod c), each fed through its own ring of stages by its own producer warp, so a
-// consumer storing a row's outputs never holds up the W stream of the others. Each W element read from L2 then feeds 64 tokens and X is read
-// once per CTA: ~64 FLOP per L2 byte at every block size, against T R / (T + R) for the tile kernels.
-// bsrMatmul (dX = dY W) is the same over block columns: the slab is dY [64 x N], a column's blocks come
-// through the column-wise index (one copy per block, fed transposed: MN-major B).
-#include "dev_variants.h"
-
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
+// The X-resident wgmma tile (kXResidentTile, variant 6; docs/kernels.md, "X-resident bsrLinear and bsrMatmul"):
+// bsrLinear and bsrMatmul with the dense operand resident in shared memory, dispatched at 32x32 (dispatch.cu's rule).
+// For bsrLinear a CTA owns 64 tokens x a contiguous group of block rows. Its first producer warp loads the CTA's
+// whole X slab [64 x K] once (TMA boxes of 64 tokens x 64 columns, 128-byte swizzle, one mbarrier per box); then 2-4
+// consumer warpgroups take the group's block rows in turn (row i to consumer i mod c), each fed through its own ring
+// of stages by its own producer warp, so that a consumer storing a row's outputs never holds up the W stream of the
+// others. Each W element read from L2 then feeds 64 tokens and X is read once per CTA: ~64 FLOP per L2 byte at every
+// block size, against T R / (T + R) for the tile kernels (25.6 for mma.sync's 128-token tile at 32x32).
+// bsrMatmul (dX = dY W) is the same over block columns: the slab is dY [64 x N], a column's blocks come through the
+// column-wise index (one copy per block, fed transposed: MN-major B).
 #include <type_traits>
 
-#include "tc/bsr_wgmma.cuh"
+#include "bsr_wgmma.cuh"
 
 namespace bs::tc {
 
@@ -372,11 +368,16 @@ __global__ void __launch_bounds__(K::kThreads, 1)
 #endif
 }
 
-// Lines per CTA so that token tiles x groups gives about kXrCtasPerSm CTAs per SM; even when more than
-// one, so both consumers get as many lines.
-constexpr int kXrCtasPerSm = 2;
 // Stages per consumer ring worth trading a consumer for (launchXr).
 constexpr int kXrPreferredStages = 3;
+// The dispatch's widest slab (kXResidentMaxSlab) keeps all four consumers at 32x32.
+using XrLayout32 = XrTraits<__nv_bfloat16, Op::Linear, 32>;
+static_assert(XrLayout32::kMaxConsumers == kXResidentConsumers, "the dispatch's rule counts four consumers");
+static_assert((XrLayout32::kSmemLimit - XrLayout32::kAlignSlack - XrLayout32::kFixedBytes -
+               kXResidentMaxSlab / XrLayout32::kBoxColumns * XrLayout32::kBoxBytes) /
+                      XrLayout32::kStageBytes / XrLayout32::kMaxConsumers >=
+                  kXrPreferredStages,
+              "four consumers of kXrPreferredStages stages beside the dispatch's widest slab");
 
 template <class K>
 bool launchXr(DType dtype, const KernelArgs& argsIn, int numSms, cudaStream_t stream) {
@@ -387,8 +388,8 @@ bool launchXr(DType dtype, const KernelArgs& argsIn, int numSms, cudaStream_t st
   const int64_t boxes = (depth + K::kBoxColumns - 1) / K::kBoxColumns;
   if (boxes > K::kMaxBoxes) return false;  // the slab does not fit: K (N for Matmul) above 1536
   const int64_t fixed = K::kAlignSlack + K::kFixedBytes + boxes * K::kBoxBytes;
-  // The most consumers whose rings still get kXrPreferredStages each (at least the minimum); env
-  // TC_BENCH_XR_CONSUMERS overrides it for measurement.
+  // The most consumers whose rings still get kXrPreferredStages each (at least the minimum): on an H200, four
+  // consumers of three stages ran 1.3-1.6x faster than two of six at 32x32 (tc-xr.md).
   const int64_t slots = (K::kSmemLimit - fixed) / K::kStageBytes;
   int64_t consumers = K::kMinConsumers;
   for (int64_t c = K::kMaxConsumers; c > K::kMinConsumers; --c)
@@ -396,34 +397,17 @@ bool launchXr(DType dtype, const KernelArgs& argsIn, int numSms, cudaStream_t st
       consumers = c;
       break;
     }
-  if (const char* forced = std::getenv("TC_BENCH_XR_CONSUMERS")) {
-    const int64_t c = std::atoll(forced);
-    if (c >= K::kMinConsumers && c <= K::kMaxConsumers && slots / c >= K::kMinStages) consumers = c;
-  }
   const int64_t stages = std::min<int64_t>(K::kMaxStages, slots / consumers);
   if (stages < K::kMinStages) return false;
   const int64_t smemBytes = fixed + stages * consumers * K::kStageBytes;
 
   const int64_t tilesM = (args.m + K::kTileM - 1) / K::kTileM;
-  const int64_t wantedGroups = std::max<int64_t>(1, (int64_t{kXrCtasPerSm} * numSms + tilesM - 1) / tilesM);
-  int64_t groupLines = (lines + wantedGroups - 1) / wantedGroups;
-  if (groupLines > consumers) groupLines = (groupLines + consumers - 1) / consumers * consumers;
+  const int64_t groupLines = xResidentGroupLines(args.m, lines, static_cast<int>(consumers), numSms);
   const int64_t groups = (lines + groupLines - 1) / groupLines;
   if (tilesM * groups > INT32_MAX) return false;
   const XrLayout layout{static_cast<int32_t>(boxes), static_cast<int32_t>(consumers), static_cast<int32_t>(stages),
                         static_cast<int32_t>(groupLines), static_cast<int32_t>(groups)};
 
-  if (std::getenv("TC_BENCH_XR_LAYOUT")) {
-    // What the launch chose, once per change (tc_bench repeats each problem), for reading timings.
-    static XrLayout printed{};
-    if (std::memcmp(&printed, &layout, sizeof layout) != 0) {
-      printed = layout;
-      std::printf("xr layout: %s R=%d M=%lld slab boxes %d, %d consumers, %d stages per ring, %d lines per CTA, %lld CTAs, %lld B smem\n",
-                  K::kOp == Op::Linear ? "linear" : "matmul", K::R, static_cast<long long>(args.m), layout.boxes,
-                  layout.consumers, layout.stages, layout.groupLines, static_cast<long long>(tilesM * groups),
-                  static_cast<long long>(smemBytes));
-    }
-  }
   CUtensorMap mapX, mapStage, mapBlock;
   const int64_t valueRows = static_cast<int64_t>(args.nnzBlocks) * K::R;
   if (!encodeMap(&mapX, dtype, args.a, depth, args.m, K::kBoxColumns, K::kTileM) ||
@@ -460,7 +444,18 @@ bool launchXrTyped(Op op, DType dtype, const KernelArgs& args, int blockSize, in
 
 }  // namespace sm90
 
-bool launchXrVariant(Op op, DType dtype, const KernelArgs& args, int blockSize, int numSms, cudaStream_t stream) {
+int64_t xResidentGroupLines(int64_t m, int64_t lines, int consumers, int numSms) {
+  // Token tiles x groups about kXrCtasPerSm CTAs per SM; a multiple of the consumers where more than that, so that
+  // each gets as many lines.
+  constexpr int64_t kXrCtasPerSm = 2;
+  const int64_t tilesM = (m + 63) / 64;
+  const int64_t wantedGroups = std::max<int64_t>(1, (kXrCtasPerSm * std::max(numSms, 1) + tilesM - 1) / tilesM);
+  int64_t groupLines = std::max<int64_t>(1, (lines + wantedGroups - 1) / wantedGroups);
+  if (groupLines > consumers) groupLines = (groupLines + consumers - 1) / consumers * consumers;
+  return groupLines;
+}
+
+bool launchXResident(Op op, DType dtype, const KernelArgs& args, int blockSize, int numSms, cudaStream_t stream) {
   if (dtype == DType::BFloat16) return sm90::launchXrTyped<__nv_bfloat16>(op, dtype, args, blockSize, numSms, stream);
   if (dtype == DType::Float16) return sm90::launchXrTyped<__half>(op, dtype, args, blockSize, numSms, stream);
   return false;
