@@ -67,7 +67,7 @@ struct XrTraits {
   static_assert(kStageBlocks % kGroupBlocks == 0, "a stage is whole commit groups");
   using Stage = XrStage<kStageBlocks>;
 
-  // Dynamic shared memory: alignment slack, then the fixed part (barriers, stage records) padded to 1 KB
+  // Dynamic shared memory: alignment slack, then the fixed part (barriers, stage records) padded to 2 KB
   // so the slab and the rings start 1 KB-aligned (the 128-byte swizzle's period).
   static constexpr int kSmemLimit = 227 * 1024;
   static constexpr int kAlignSlack = 1024;
