@@ -76,6 +76,53 @@ function matmulReference(dy: ArrayLike<number>, w: Float64Array, m: number, rows
   return dx;
 }
 
+/** The rows of `data` [m, width] at `tokens`, in that order: [tokens.length, width]. */
+function pickTokens(data: ArrayLike<number>, tokens: readonly number[], width: number): Float64Array {
+  const out = new Float64Array(tokens.length * width);
+  tokens.forEach((t, k) => {
+    for (let c = 0; c < width; c++) out[k * width + c] = data[t * width + c];
+  });
+  return out;
+}
+
+/**
+ * Y = X W^T + bias and dX = dY W in float64 at the given tokens only ([tokens.length, rows] and [.., cols]), from the
+ * stored blocks: block by block, then token by token, so that a block's values stay in cache while every token's
+ * slices of x, dy and the references pass over them.
+ */
+function sampledProducts(
+  pattern: BsrPattern,
+  w: Float64Array,
+  bias: Float64Array,
+  xs: Float64Array,
+  gs: Float64Array,
+  tokens: readonly number[],
+): { yRef: Float64Array; dxRef: Float64Array } {
+  const [rows, cols] = pattern.shape;
+  const [br, bc] = pattern.blockShape;
+  const { blockRow, blockCol } = pattern.coordinates;
+  const yRef = new Float64Array(tokens.length * rows);
+  const dxRef = new Float64Array(tokens.length * cols);
+  for (let k = 0; k < tokens.length; k++) yRef.set(bias, k * rows);
+  for (let p = 0; p < pattern.nnzBlocks; p++) {
+    const rowBase = blockRow[p] * br, colBase = blockCol[p] * bc;
+    tokens.forEach((i, k) => {
+      for (let r = 0; r < br; r++) {
+        const wRow = (p * br + r) * bc;
+        const g = gs[i * rows + rowBase + r];
+        let y = 0;
+        for (let c = 0; c < bc; c++) {
+          const wv = w[wRow + c];
+          y += xs[i * cols + colBase + c] * wv;
+          dxRef[k * cols + colBase + c] += g * wv;
+        }
+        yRef[k * rows + rowBase + r] += y;
+      }
+    });
+  }
+  return { yRef, dxRef };
+}
+
 // Block shapes of every kind: 1x1, odd, rectangular both ways, larger than one 32-wide tile, 64x64, and the shapes
 // besides the squares that the tensor-core tiles take in float16/bfloat16 (16x16 and the 1:2 and 2:1 rectangles),
 // each with lines of several blocks.
@@ -420,41 +467,14 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
               const b = i0 + Math.floor(next() * Math.min(8, m - i0));
               tokens.push(...new Set([Math.min(a, b), Math.max(a, b)]));
             }
-          const pick = (data: ArrayLike<number>, width: number) => {
-            const out = new Float64Array(tokens.length * width);
-            tokens.forEach((t, k) => {
-              for (let c = 0; c < width; c++) out[k * width + c] = data[t * width + c];
-            });
-            return out;
-          };
+          const pick = (data: ArrayLike<number>, width: number) => pickTokens(data, tokens, width);
           tidy(() => {
             const values = randomTensor(next, [pattern.nnzBlocks, br, bc], dtype);
             const bias = randomTensor(next, [rows], dtype);
             const x = randomTensor(next, [m, cols], dtype);
             const dy = randomTensor(next, [m, rows], dtype);
-            // Block by block, then token by token: the block's values stay in cache while every sampled token's
-            // slices of x, dy and the references pass over them.
-            const w = values.values, xs = x.values, gs = dy.values;
-            const yRef = new Float64Array(tokens.length * rows);
-            const dxRef = new Float64Array(tokens.length * cols);
-            for (let k = 0; k < tokens.length; k++) yRef.set(bias.values, k * rows);
-            for (let p = 0; p < pattern.nnzBlocks; p++) {
-              for (let k = 0; k < tokens.length; k++) {
-                const i = tokens[k];
-                const rowBase = blockRow[p] * br, colBase = blockCol[p] * bc;
-                for (let r = 0; r < br; r++) {
-                  const wRow = (p * br + r) * bc;
-                  const g = gs[i * rows + rowBase + r];
-                  let y = 0;
-                  for (let c = 0; c < bc; c++) {
-                    const wv = w[wRow + c];
-                    y += xs[i * cols + colBase + c] * wv;
-                    dxRef[k * cols + colBase + c] += g * wv;
-                  }
-                  yRef[k * rows + rowBase + r] += y;
-                }
-              }
-            }
+            const xs = x.values, gs = dy.values;
+            const { yRef, dxRef } = sampledProducts(pattern, values.values, bias.values, xs, gs, tokens);
             const y = bsrLinear(x.t, values.t, pattern, bias.t).dataSync();
             expectClose(pick(y, rows), yRef, dtype, `bsrLinear ${rows}x${cols} ${br}x${bc} ${dtype}`);
             const dx = bsrMatmul(dy.t, values.t, pattern);
@@ -609,38 +629,13 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
             return !(emptyRows as readonly number[]).includes(r) && !(emptyCols as readonly number[]).includes(c) && next() < 0.7;
           });
           const pattern = BsrPattern.fromMask([rows, cols], [32, 32], mask);
-          const { blockRow, blockCol } = pattern.coordinates;
           tidy(() => {
             const values = randomTensor(next, [pattern.nnzBlocks, 32, 32], dtype);
             const bias = randomTensor(next, [rows], dtype);
             const x = randomTensor(next, [m, cols], dtype);
             const dy = randomTensor(next, [m, rows], dtype);
-            const w = values.values, xs = x.values, gs = dy.values;
-            const yRef = new Float64Array(tokens.length * rows);
-            const dxRef = new Float64Array(tokens.length * cols);
-            for (let k = 0; k < tokens.length; k++) yRef.set(bias.values, k * rows);
-            for (let p = 0; p < pattern.nnzBlocks; p++) {
-              const rowBase = blockRow[p] * 32, colBase = blockCol[p] * 32;
-              tokens.forEach((i, k) => {
-                for (let r = 0; r < 32; r++) {
-                  const wRow = (p * 32 + r) * 32;
-                  const g = gs[i * rows + rowBase + r];
-                  let y = 0;
-                  for (let c = 0; c < 32; c++) {
-                    y += xs[i * cols + colBase + c] * w[wRow + c];
-                    dxRef[k * cols + colBase + c] += g * w[wRow + c];
-                  }
-                  yRef[k * rows + rowBase + r] += y;
-                }
-              });
-            }
-            const pick = (data: ArrayLike<number>, width: number) => {
-              const out = new Float64Array(tokens.length * width);
-              tokens.forEach((t, k) => {
-                for (let c = 0; c < width; c++) out[k * width + c] = data[t * width + c];
-              });
-              return out;
-            };
+            const { yRef, dxRef } = sampledProducts(pattern, values.values, bias.values, x.values, dy.values, tokens);
+            const pick = (data: ArrayLike<number>, width: number) => pickTokens(data, tokens, width);
             const what = `${rows}x${cols} ${dtype}`;
             expectClose(pick(bsrLinear(x.t, values.t, pattern, bias.t).dataSync(), rows), yRef, dtype, `bsrLinear ${what}`);
             expectClose(pick(bsrLinear(x.t, values.t, pattern).dataSync(), rows), yRef.map((v, i) => v - bias.values[i % rows]), dtype, `bsrLinear ${what} without a bias`);
