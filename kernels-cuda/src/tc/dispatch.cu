@@ -190,9 +190,10 @@ bool xResidentRule(tc::Op op, const BsrPatternView& pattern, int64_t m, int sms)
   const int64_t lines = op == tc::Op::Linear ? pattern.blockRows : pattern.blockCols;
   if (slab > tc::kXResidentMaxSlab || slab % 8 != 0 || lines <= 0) return false;
   const double line = double(pattern.nnzBlocks) / double(lines);
+  if (line < tc::kXResidentMinLine) return false;
   // W's elements per CTA against the slab's (the same element size).
   const double weight = double(tc::xResidentGroupLines(m, lines, tc::kXResidentConsumers, sms)) * line * 32 * 32;
-  return line >= tc::kXResidentMinLine && weight >= tc::kXResidentMinWeightPerSlab * 64.0 * double(slab);
+  return weight >= tc::kXResidentMinWeightPerSlab * 64.0 * double(slab);
 }
 
 // What a product fuses into its staged epilogue, beside its output: Linear the activation's second output

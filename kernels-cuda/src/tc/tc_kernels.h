@@ -84,9 +84,9 @@ struct KernelArgs {
 enum TileVariant : int {
   kDefaultTile = 0,
   kWideTile = 1,
+  kXResidentTile = 6,
   kPersistentTile = 7,
   kPingPongTile = 14,
-  kXResidentTile = 6,
   kFeatureMajorDwTile = 16,
 };
 constexpr int64_t kWideTileMinTokens = 4096;
