@@ -8,10 +8,11 @@
 #   bash kernels-cuda/bench/gpu_run.sh tc       the tensor-core kernels: build, SASS counts, quick checks (the
 #                                               squares, and the other block shapes with tiles), memcheck, full
 #                                               checks per product, timings
-#   bash kernels-cuda/bench/gpu_run.sh xr       dev's X-resident bsrLinear/bsrMatmul (wgmma variant 6, also
-#                                               gpu_xr.sh): tc_bench for sm_90a alone, quick and edge checks in
-#                                               bf16/f16, memcheck, timings against what is dispatched (auto)
-#                                               and cuBLAS, then checks at the timed shapes
+#   bash kernels-cuda/bench/gpu_run.sh xr       the X-resident bsrLinear/bsrMatmul (wgmma variant 6, and 18 with
+#                                               two accumulator chains; also gpu_xr.sh): tc_bench for sm_90a
+#                                               alone, quick and edge checks in bf16/f16, memcheck, timings
+#                                               against what is dispatched (auto) and cuBLAS, a profile by SASS
+#                                               line (Nsight Compute), then checks at the timed shapes
 #   bash kernels-cuda/bench/gpu_run.sh fused    the forward tile with its activation fused into the epilogue
 #                                               (tcBsrLinearActivation): builds tc_bench, checks Z and
 #                                               activation(Z) for every activation in bf16/f16 (also under
@@ -30,7 +31,7 @@ BUILD=${BUILD:-/tmp/tc_bench_build}
 case "$mode" in
   decode) BUDGET=${BUDGET:-450}; STAGES=${STAGES-"build checks decode"} ;;
   tc) BUDGET=${BUDGET:-400}; STAGES=${STAGES-"bench quick memcheck check time"} ;;
-  xr) BUDGET=${BUDGET:-235}; STAGES=${STAGES-"bench xr_quick xr_memcheck xr_time xr_check"} ;;
+  xr) BUDGET=${BUDGET:-300}; STAGES=${STAGES-"bench xr_quick xr_memcheck xr_time xr_profile xr_check"} ;;
   fused) BUDGET=${BUDGET:-300}; STAGES=${STAGES-"bench fused_check fused_memcheck fused_time"} ;;
   *) echo "usage: gpu_run.sh decode|tc|xr|fused" >&2; exit 2 ;;
 esac
@@ -51,12 +52,12 @@ checks() { grep -hE "^(decode )?checks:" "$@" | tr '\n' ' '; }
 build_bench() {
   local dev=1 arch=${ARCH:-}
   [ "$mode" = decode ] && dev=0
-  [ "$mode" = xr ] && arch=${ARCH:-"-gencode=arch=compute_90a,code=sm_90a"}
+  [ "$mode" = xr ] && arch=${ARCH:-"-gencode=arch=compute_90a,code=sm_90a -lineinfo"}
   ARCH=$arch DEV=$dev "$here/build.sh" "$BUILD" >"$LOG/build-bench.log" 2>&1
   local status=$?
   # wgmma serialized by ptxas (C7520) or fences it injected (C7519): each costs the kernel its overlap.
   grep -h "C75[12][0-9]" "$BUILD"/*.ptxas.log >>"$LOG/build-bench.log" 2>/dev/null
-  for object in bsr_wgmma bsr_mma bsr_decode bsr_wgmma_xr; do
+  for object in bsr_wgmma bsr_mma bsr_decode bsr_wgmma_xr bsr_wgmma_xr_chains; do
     echo "== $object SASS instructions" >>"$LOG/build-bench.log"
     cuobjdump -sass "$BUILD/$object.o" 2>/dev/null | grep -oE "(HGMMA|HMMA|UTMALDG|LDSM|LDG\.E\.128|LDG\.E\.64)[.A-Z0-9_]*" |
       sort | uniq -c >>"$LOG/build-bench.log"
@@ -149,13 +150,14 @@ stage_time() {
   summary+=("time: exit $? at ${SECONDS}s")
 }
 
-# X-resident products (wgmma/v6) beside what is dispatched (auto), 32 and 64 blocks. The slab is K wide for
+# X-resident products (wgmma/v6, and v18 with two accumulator chains, at 32x32 only) beside what is dispatched
+# (auto), 32 and 64 blocks. The slab is K wide for
 # bsrLinear and N wide for bsrMatmul, up to 1536 each: bsrLinear at K in {768, 1024, 1536} x N in {1024, 3072,
 # 4096}, bsrMatmul at the transposed shapes (the layer whose forward pass cannot keep its slab, its backward can).
 XR_LINEAR_SHAPES=${XR_LINEAR_SHAPES:-768x1024,768x3072,768x4096,1024x1024,1024x3072,1024x4096,1536x1024,1536x3072,1536x4096}
 XR_MATMUL_SHAPES=${XR_MATMUL_SHAPES:-1024x768,3072x768,4096x768,1024x1024,3072x1024,4096x1024,1024x1536,3072x1536,4096x1536}
 XR_TOKENS=${XR_TOKENS:-512,2048,8192}
-xr_args=(--blocks 32,64 --paths wgmma --variants 6)
+xr_args=(--blocks 32,64 --paths wgmma --variants "${XR_VARIANTS:-6,18}")
 
 # Small shapes and the edges: 1 and 65 tokens (a partial 64-token tile), a slab 96 wide (half a box) and 1536
 # wide (the largest), single block lines, empty lines (density 0.1 over 3 blocks).
@@ -188,6 +190,52 @@ stage_xr_time() {
   TC_BENCH_XR_LAYOUT=1 timeout "$(cap 50)" "$bin" --mode time --ops matmul "${xr_args[@]}" --paths auto,wgmma --tokens "$XR_TOKENS" \
     --shapes "$XR_MATMUL_SHAPES" --densities 0.5,0.25,0.1 $TIME_ARGS >>"$LOG/time.log" 2>&1
   summary+=("xr time: linear exit $linear, matmul exit $? at ${SECONDS}s")
+}
+
+# Where the X-resident tile's time goes, by SASS line (Nsight Compute's warp-state samples, all of them): bsrMatmul
+# 4096 x 1024 at 8192 tokens, 32x32, at density 0.1 (where the part of its time that does not grow with the density
+# dominates) and 0.25. Writes xr-profile.txt: each run's 40 SASS lines with the most samples, and the samples summed
+# by stall reason over the kernel.
+stage_xr_profile() {
+  if ! command -v ncu >/dev/null 2>&1; then
+    summary+=("xr profile: ncu not found"); return
+  fi
+  : >"$LOG/xr-profile.txt"
+  local density
+  for density in 0.1 0.25; do
+    timeout "$(cap 120)" ncu --set full --import-source yes -k regex:bsrXrKernel -c 1 -f -o "$BUILD/xr-$density" \
+      "$bin" --mode time --sets 1 --ops matmul --blocks 32 --paths wgmma --variants 6 --tokens 8192 --shapes 4096x1024 \
+      --densities $density >"$BUILD/xr-profile-$density.log" 2>&1
+    local status=$?
+    ncu -i "$BUILD/xr-$density.ncu-rep" --page source --csv --print-source sass >"$BUILD/xr-$density.csv" 2>/dev/null
+    { echo "== density $density (ncu exit $status)"; python3 - "$BUILD/xr-$density.csv" <<'PY'
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1], newline="")))
+head = next((i for i, r in enumerate(rows) if any("Warp Stall Sampling (All" in c for c in r)), None)
+if head is None:
+    sys.exit("no warp-sampling column in the source page")
+names = rows[head]
+col = next(i for i, c in enumerate(names) if "Warp Stall Sampling (All" in c)
+src = next((i for i, c in enumerate(names) if c.strip() == "Source"), 1)
+reasons = [i for i, c in enumerate(names) if c.startswith("stall_") or "Stall" in c and i != col and "Sampling" not in c]
+def num(x):
+    try:
+        return float(x.replace(",", ""))
+    except ValueError:
+        return 0.0
+body = [r for r in rows[head + 1:] if len(r) > col]
+total = sum(num(r[col]) for r in body) or 1.0
+print(f"samples: {total:.0f} over {len(body)} SASS lines")
+for r in sorted(body, key=lambda r: -num(r[col]))[:40]:
+    print(f"{num(r[col]) / total:6.1%}  {r[src].strip()[:110]}")
+sums = sorted(((sum(num(r[i]) for r in body), names[i]) for i in reasons), reverse=True)[:12]
+for v, n in sums:
+    if v > 0:
+        print(f"{v / total:6.1%}  {n}")
+PY
+    } >>"$LOG/xr-profile.txt" 2>&1
+    summary+=("xr profile d=$density: ncu exit $status at ${SECONDS}s")
+  done
 }
 
 # The timed shapes, last so that a short budget cuts these first: bf16 at 512 and 2048 tokens, f16 at 2048,
@@ -306,15 +354,16 @@ if [ -f "$LOG/time.log" ]; then
     <(awk '/^\| product/ {table = 1} table' "$LOG/time.log")
   grep -E "^cuBLAS" "$LOG/time.log" | head -20
   if [ "$mode" = xr ]; then
-    echo "== xr: product block density M KxN | auto TFLOP/s | v6 TFLOP/s | cuBLAS TFLOP/s | v6/auto | v6/cuBLAS"
+    echo "== xr: product block density M KxN | auto TFLOP/s | v6 TFLOP/s | v18 TFLOP/s | cuBLAS TFLOP/s | v6/auto | v6/cuBLAS | v18/v6"
     awk -F'|' '/^\| (linear|matmul) \| [0-9]/ {
         for (i = 2; i <= 12; i++) gsub(/ /, "", $i)
         key = $2 " " $3 " " $4 " " $5 " " $6 "x" $7
         if (!(key in seen)) { seen[key] = 1; order[++count] = key }
         tf[key, $8] = $10; dense[key] = $11
       }
-      END { for (i = 1; i <= count; i++) { k = order[i]; a = tf[k, "auto"]; v = tf[k, "wgmma/v6"]
-        printf "%s | %s | %s | %s | %.2f | %.2f\n", k, a, v, dense[k], (a > 0 ? v / a : 0), (dense[k] > 0 ? v / dense[k] : 0) } }' \
+      END { for (i = 1; i <= count; i++) { k = order[i]; a = tf[k, "auto"]; v = tf[k, "wgmma/v6"]; c = tf[k, "wgmma/v18"]
+        printf "%s | %s | %s | %s | %s | %.2f | %.2f | %.2f\n", k, a, v, c, dense[k], (a > 0 ? v / a : 0),
+          (dense[k] > 0 ? v / dense[k] : 0), (v > 0 ? c / v : 0) } }' \
       <(awk '/^\| product/ {table = 1} table' "$LOG/time.log")
   fi
 fi

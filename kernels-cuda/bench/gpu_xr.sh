@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The X-resident bsrLinear (wgmma variant 6, kernels-cuda/src/tc/bsr_wgmma_xr.cu; dispatched at 32x32) on a machine with an H100/H200,
-# run from the repository root: builds tc_bench for sm_90a, checks the variant in bf16 and f16 (quick, edges,
-# the timed shapes), runs compute-sanitizer memcheck on a quick check, and times it beside what bsrLinear
+# The X-resident bsrLinear and bsrMatmul (wgmma variant 6, kernels-cuda/src/tc/bsr_wgmma_xr.cuh; dispatched at 32x32;
+# and variant 18, the same with two accumulator chains per line, kernels-cuda/dev/) on a machine with an H100/H200,
+# run from the repository root: builds tc_bench for sm_90a, checks the variants in bf16 and f16 (quick, edges,
+# the timed shapes), runs compute-sanitizer memcheck on a quick check, and times them beside what bsrLinear
 # dispatches to (auto) and cuBLAS at K in {768, 1024, 1536}, N in {1024, 3072, 4096}, M in {512, 2048, 8192},
-# 32x32 and 64x64 blocks, densities 0.5/0.25/0.1. Logs and tables go to $OUT/gpu-logs (six files); a summary
-# prints last. The stages and their order are gpu_run.sh's xr mode (STAGES, BUDGET override them).
+# 32x32 and 64x64 blocks, densities 0.5/0.25/0.1; then profiles variant 6 by SASS line under Nsight Compute
+# (xr-profile.txt). Logs and tables go to $OUT/gpu-logs (seven files); a summary prints last. The stages and their
+# order are gpu_run.sh's xr mode (STAGES, BUDGET and XR_VARIANTS override them).
 exec bash "$(cd "$(dirname "$0")" && pwd)/gpu_run.sh" xr "$@"

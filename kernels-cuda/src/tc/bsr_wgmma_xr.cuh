@@ -1,0 +1,452 @@
+// The X-resident wgmma tile (kXResidentTile, variant 6; docs/kernels.md, "X-resident bsrLinear and bsrMatmul"):
+// bsrLinear and bsrMatmul with the dense operand resident in shared memory, dispatched at 32x32 (dispatch.cu's rule).
+// For bsrLinear a CTA owns 64 tokens x a contiguous group of block rows. Its first producer warp loads the CTA's
+// whole X slab [64 x K] once (TMA boxes of 64 tokens x 64 columns, 128-byte swizzle, one mbarrier per box); then 2-4
+// consumer warpgroups take the group's block rows in turn (row i to consumer i mod c), each fed through its own ring
+// of stages by its own producer warp, so that a consumer storing a row's outputs never holds up the W stream of the
+// others. Each W element read from L2 then feeds 64 tokens and X is read once per CTA: ~64 FLOP per L2 byte at every
+// block size, against T R / (T + R) for the tile kernels (25.6 for mma.sync's 128-token tile at 32x32).
+// bsrMatmul (dX = dY W) is the same over block columns: the slab is dY [64 x N], a column's blocks come through the
+// column-wise index (one copy per block, fed transposed: MN-major B).
+// The kernel and launcher templates: instantiated by bsr_wgmma_xr.cu for the addon, and by kernels-cuda/dev/ with two
+// accumulator chains per line for measurement (kXResidentChainsVariant).
+#pragma once
+
+#include <type_traits>
+
+#include "bsr_wgmma.cuh"
+
+namespace bs::tc {
+
+namespace sm90 {
+
+// What the producer tells a consumer about one stage, written before the stage's full barrier arrives.
+// 16-byte aligned so that a consumer reads it in one or two shared-memory loads.
+template <int kStageBlocks>
+struct alignas(16) XrStage {
+  uint32_t slabOffset[kStageBlocks];  // byte offset in the slab of the first column each block multiplies
+  // W blocks in the stage (0 for an empty line: its outputs are the bias alone, or zeros), plus kLast when
+  // the stage ends its line.
+  int32_t info;
+  static constexpr int32_t kLast = 1 << 16;
+};
+
+template <typename T_, Op kOp_, int kBlock_, int kChains_ = 1>
+struct XrTraits {
+  using T = T_;
+  // Each consumer computes one m64 tile of tokens x one block row (Linear) or column (Matmul) at a time. A "line"
+  // below is that row or column.
+  static constexpr Op kOp = kOp_;
+  static constexpr int R = kBlock_, C = kBlock_;
+  static constexpr int kTileM = 64;  // tokens per CTA: the M of one wgmma
+  static constexpr int kTileN = R;
+  // Accumulator chains per line: a line's blocks go to chains in turn, so that with more than one the wgmmas of
+  // consecutive blocks do not accumulate into the same registers (the sums are added in the epilogue). The addon
+  // runs one; kernels-cuda/dev/ measures two (kXResidentChainsVariant).
+  static constexpr int kChains = kChains_;
+  using Acc = float[kChains][kTileN / 2];
+  // Consumer warpgroups, lines dealt in turn: chosen per launch (XrLayout::consumers) from the room the slab
+  // leaves for their rings; warp w of the producer warpgroup feeds consumer w's ring.
+  static constexpr int kMinConsumers = 2, kMaxConsumers = 4;
+  static constexpr int kThreads = 128 * (kMaxConsumers + 1);
+  static constexpr int kConsumerWarps = 4;  // arrivals on a stage's empty barrier
+
+  // The slab: boxes of 64 tokens x 64 columns, 128-byte rows with the 128-byte swizzle; a 32-column block
+  // starts half-way into a box row.
+  static constexpr int kBoxColumns = 64;
+  static constexpr int kBoxBytes = kTileM * kBoxColumns * 2;
+  static constexpr uint32_t kSwizzleX = 1;  // descriptor code: 128B
+  static constexpr uint32_t kRowBytesX = kBoxColumns * 2;
+
+  // W stages: 8 KB, whole blocks of one line (4 of 32x32, 1 of 64x64), rows C elements wide: K-major for
+  // Linear (W's rows are Y's features), MN-major for Matmul (W's columns are dX's).
+  static constexpr bool kBKMajor = kOp == Op::Linear;
+  static constexpr int kBlockBytes = R * C * 2;
+  static constexpr int kStageTargetBytes = 8192;
+  static constexpr int kStageBlocks = kStageTargetBytes / kBlockBytes;
+  static constexpr int kStageBytes = kStageBlocks * kBlockBytes;
+  static constexpr uint32_t kSwizzleW = C == 64 ? 1 : 2;  // 128B or 64B, as wide as a block's row
+  static constexpr int kMinStages = 2, kMaxStages = 8;    // per consumer ring; fewer than 2 would serialize
+  // Blocks per wgmma commit group where a stage has them: 4 wgmmas of k16 per group at both sizes, as the
+  // tile kernels' steps, so that the one group left in flight while the next is issued covers its latency.
+  static constexpr int kGroupBlocks = cmin(kStageBlocks, 64 / C);
+  static_assert(kStageBlocks % kGroupBlocks == 0, "a stage is whole commit groups");
+  using Stage = XrStage<kStageBlocks>;
+
+  // Dynamic shared memory: alignment slack, then the fixed part (barriers, stage records) padded to 2 KB
+  // so the slab and the rings start 1 KB-aligned (the 128-byte swizzle's period).
+  static constexpr int kSmemLimit = 227 * 1024;
+  static constexpr int kAlignSlack = 1024;
+  static constexpr int kFixedBytes = 2048;
+  static constexpr int kMaxBoxes =
+      (kSmemLimit - kAlignSlack - kFixedBytes - kMinConsumers * kMinStages * kStageBytes) / kBoxBytes;
+  static constexpr int kRingSlots = kMaxConsumers * kMaxStages;
+  static constexpr int kBarrierBytes = (kMaxBoxes + 2 * kRingSlots) * 8;
+
+  static_assert(kOp != Op::Sampled, "dW reduces over tokens: no slab to keep");
+  static_assert(kBlock_ == 32 || kBlock_ == 64, "one wgmma N per block line; 128 would need a 64 KB ring minimum");
+  static_assert(kStageBlocks >= 1 && kStageBytes % 1024 == 0, "stages keep the slots 1 KB-aligned");
+  static_assert(kMaxBoxes <= 32, "slab readiness is a 32-bit mask");
+  static_assert(kBarrierBytes + kRingSlots * sizeof(Stage) <= kFixedBytes, "barriers and stage records fit");
+};
+
+// Run-time shape of one launch: slab boxes, consumers and stages per consumer ring, the line groups.
+struct XrLayout {
+  int32_t boxes;       // ceil(slab width / 64): K for Linear, N for Matmul
+  int32_t consumers;   // kMinConsumers..kMaxConsumers; the CTA has 128 (consumers + 1) threads
+  int32_t stages;      // per consumer, kMinStages..kMaxStages
+  int32_t groupLines;  // block rows (columns) per CTA
+  int32_t groups;      // line groups; CTA b owns token tile b / groups, group b % groups
+};
+
+// One consumer's ring position: the slot and the parity of the phase that fills it this round.
+struct RingCursor {
+  int32_t slot = 0;
+  uint32_t phase = 0;
+  bool wrapped = false;  // a full round issued: the producer waits for a slot to be emptied first
+  __device__ __forceinline__ void advance(int stages) {
+    if (++slot == stages) {
+      slot = 0;
+      phase ^= 1;
+      wrapped = true;
+    }
+  }
+};
+
+template <class K>
+__global__ void __launch_bounds__(K::kThreads, 1)
+    bsrXrKernel(const __grid_constant__ CUtensorMap mapX, const __grid_constant__ CUtensorMap mapStage,
+                const __grid_constant__ CUtensorMap mapBlock, const KernelArgs args, const XrLayout layout) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Stage = typename K::Stage;
+  extern __shared__ uint8_t smemRaw[];
+  // Aligned by pointer arithmetic on the shared array itself, so accesses stay shared-memory instructions.
+  uint8_t* smem = smemRaw + ((1024 - (smemAddress(smemRaw) & 1023)) & 1023);
+  uint64_t* slabFull = reinterpret_cast<uint64_t*>(smem);
+  uint64_t* full = slabFull + K::kMaxBoxes;  // [consumer][stage]
+  uint64_t* empty = full + K::kRingSlots;
+  Stage* records = reinterpret_cast<Stage*>(empty + K::kRingSlots);
+  uint8_t* slab = smem + K::kFixedBytes;
+  uint8_t* rings = slab + layout.boxes * K::kBoxBytes;  // [consumer][stage] of kStageBytes
+  const int tid = threadIdx.x;
+
+  const int tileM = static_cast<int>(blockIdx.x / layout.groups);
+  const int group = static_cast<int>(blockIdx.x % layout.groups);
+  const int lines = K::kOp == Op::Linear ? args.blockRows : args.blockCols;
+  const int lineFirst = group * layout.groupLines;
+  const int lineEnd = min(lines, lineFirst + layout.groupLines);
+  const int32_t tokenBase = tileM * K::kTileM;
+
+  if (tid == 0) {
+    prefetchTensorMap(&mapX);
+    prefetchTensorMap(&mapStage);
+    prefetchTensorMap(&mapBlock);
+    for (int b = 0; b < layout.boxes; ++b) mbarrierInit(&slabFull[b], 1);
+    for (int s = 0; s < K::kRingSlots; ++s) {
+      mbarrierInit(&full[s], 1);
+      mbarrierInit(&empty[s], K::kConsumerWarps);
+    }
+    fenceBarrierInit();
+  }
+  __syncthreads();
+
+  const int warpGroup = tid / 128;
+  const int lane = tid % 32;
+  if (warpGroup == 0) {
+    // Producer warps: warp w streams the blocks of lines w, w + c, w + 2c, ... (c consumers) into consumer w's
+    // ring. Warp 0 first issues the slab's copies. The work of a stage is spread over the lanes: lane l holds
+    // entry l of the line's current 32 (its slab column and stored block, read in one coalesced load, the next
+    // line's already requested), writes its block's record entry and issues its block's copy. A first version
+    // had lane 0 do all of it with the entries fetched by shuffles: ~330 instructions a stage, so that the
+    // consumers waited on their rings for a quarter of the time (Nsight Compute, tc-xr.md).
+    const int warp = tid / 32;
+    if (warp >= layout.consumers) return;
+    if (warp == 0 && lane == 0) {
+      for (int b = 0; b < layout.boxes; ++b) {
+        mbarrierArriveExpectTx(&slabFull[b], K::kBoxBytes);
+        tmaLoad2d(slab + b * K::kBoxBytes, &mapX, b * K::kBoxColumns, tokenBase, &slabFull[b]);
+      }
+    }
+    const int32_t* ptr = K::kOp == Op::Linear ? args.blockRowPtr : args.blockColPtr;
+    const int32_t* slabIndex = K::kOp == Op::Linear ? args.blockColIdx : args.blockRowIdx;
+    const int consumer = warp;
+    const int firstLine = lineFirst + warp;
+    const int myLines = firstLine < lineEnd ? (lineEnd - firstLine + layout.consumers - 1) / layout.consumers : 0;
+    // Lane l: the bounds of this warp's line i0 + l, 32 lines at a time.
+    int32_t laneBegin = 0, laneEnd = 0;
+    auto loadBounds = [&](int i0) {
+      const int i = i0 + lane;
+      if (i < myLines) {
+        const int line = firstLine + i * layout.consumers;
+        laneBegin = ptr[line];
+        laneEnd = ptr[line + 1];
+      }
+    };
+    // Lane l: entry first + l of a line ending at `end`: the slab column its block multiplies and the block's
+    // row in values (Linear: the entry itself, a row's blocks being consecutive in values).
+    auto loadEntry = [&](int32_t first, int32_t end, int32_t& column, int32_t& value) {
+      const int32_t e = first + lane;
+      column = e < end ? slabIndex[e] : 0;
+      value = e;
+      if constexpr (K::kOp == Op::Matmul) value = e < end ? args.valueIndex[e] : 0;
+    };
+    loadBounds(0);
+    int32_t begin = __shfl_sync(0xffffffffu, laneBegin, 0), end = __shfl_sync(0xffffffffu, laneEnd, 0);
+    int32_t column, value;
+    loadEntry(begin, end, column, value);
+    RingCursor mine;
+    for (int i = 0; i < myLines; ++i) {
+      int32_t nextBegin = 0, nextEnd = 0, nextColumn, nextValue;
+      if (i + 1 < myLines) {
+        if ((i + 1) % 32 == 0) loadBounds(i + 1);
+        nextBegin = __shfl_sync(0xffffffffu, laneBegin, (i + 1) % 32);
+        nextEnd = __shfl_sync(0xffffffffu, laneEnd, (i + 1) % 32);
+      }
+      loadEntry(nextBegin, nextEnd, nextColumn, nextValue);  // requested now, used by the next line
+      int32_t chunk = begin;
+      do {
+        const int32_t slabColumn = column * (K::kOp == Op::Linear ? K::C : K::R);
+        const uint32_t offset = (slabColumn / K::kBoxColumns) * K::kBoxBytes + (slabColumn % K::kBoxColumns) * 2;
+        const int32_t valueRow = value * K::R;
+        const int32_t chunkEnd = min(end, chunk + 32);
+        int32_t first = chunk;
+        do {  // one stage (an empty line: one stage with no blocks)
+          const int32_t blocks = min(K::kStageBlocks, chunkEnd - first);
+          const int ringSlot = consumer * K::kMaxStages + mine.slot;
+          if (mine.wrapped) mbarrierWait(&empty[ringSlot], mine.phase ^ 1);
+          Stage& record = records[ringSlot];
+          const int j = chunk + lane - first;  // this lane's block in the stage
+          const bool own = j >= 0 && j < blocks;
+          if (own) record.slabOffset[j] = offset;
+          if (lane == 0) record.info = blocks | (first + blocks >= end ? Stage::kLast : 0);
+          __syncwarp();  // the lanes' record entries before lane 0's arrival releases them
+          uint64_t* bar = &full[ringSlot];
+          if (lane == 0) {
+            if (blocks == 0) {
+              mbarrierArrive(bar);  // an empty line: the record alone
+            } else {
+              mbarrierArriveExpectTx(bar, blocks * K::kBlockBytes);
+            }
+          }
+          __syncwarp();
+          uint8_t* stage = rings + (consumer * layout.stages + mine.slot) * K::kStageBytes;
+          if (K::kOp == Op::Linear && blocks == K::kStageBlocks) {
+            if (j == 0) tmaLoad2d(stage, &mapStage, 0, valueRow, bar);  // the stage's blocks are consecutive
+          } else if (own) {
+            tmaLoad2d(stage + j * K::kBlockBytes, &mapBlock, 0, valueRow, bar);
+          }
+          first += blocks;
+          mine.advance(layout.stages);
+        } while (first < chunkEnd);
+        chunk = chunkEnd;
+        if (chunk < end) loadEntry(chunk, end, column, value);  // a line of more than 32 blocks
+      } while (chunk < end);
+      begin = nextBegin;
+      end = nextEnd;
+      column = nextColumn;
+      value = nextValue;
+    }
+    return;
+  }
+
+  // Consumers: warpgroup 1 + i takes the group's lines i, i + c, i + 2c, ...
+  using T = typename K::T;
+  const int consumer = warpGroup - 1;
+  const int warpInGroup = (tid % 128) / 32;
+  const uint32_t slabAddress = smemAddress(slab);
+  const uint32_t ringAddress = smemAddress(rings) + consumer * layout.stages * K::kStageBytes;
+  typename K::Acc acc;
+#pragma unroll
+  for (int c = 0; c < K::kChains; ++c)
+#pragma unroll
+    for (int j = 0; j < K::kTileN / 2; ++j) acc[c][j] = 0.0f;
+  uint32_t boxesReady = 0;
+  const uint32_t allBoxes = layout.boxes == 32 ? ~0u : (1u << layout.boxes) - 1;
+  RingCursor ring;
+  int pending = -1;  // the ring slot whose products may still be running
+  const int g = lane >> 2, c2 = (lane & 3) * 2;  // this thread's rows 16 warpInGroup + g (+ 8), columns 8j + c2 (+ 1)
+  for (int line = lineFirst + consumer; line < lineEnd; line += layout.consumers) {
+    // The line's bias (Linear), requested now so that its latency passes during the products: waited on in the
+    // epilogue, it took a fifth of the kernel's time (Nsight Compute, tc-xr.md).
+    uint32_t biasWords[K::kTileN / 8];
+#pragma unroll
+    for (int j = 0; j < K::kTileN / 8; ++j) {
+      biasWords[j] = 0;
+      if (K::kOp == Op::Linear && args.bias)
+        biasWords[j] =
+            *reinterpret_cast<const uint32_t*>(static_cast<const T*>(args.bias) + int64_t{line} * K::R + j * 8 + c2);
+    }
+    for (;;) {
+      const int ringSlot = consumer * K::kMaxStages + ring.slot;
+      mbarrierWait(&full[ringSlot], ring.phase);
+      const Stage record = records[ringSlot];
+      // Read through lane 0 so that ptxas knows them warp-uniform: a wgmma loop bound it cannot prove
+      // uniform serializes every wgmma of the kernel (C7520).
+      const int info = __shfl_sync(0xffffffffu, record.info, 0);
+      const int blocks = info & (Stage::kLast - 1);
+      const bool last = (info & Stage::kLast) != 0;
+      if (boxesReady != allBoxes) {
+#pragma unroll
+        for (int j = 0; j < K::kStageBlocks; ++j) {
+          const uint32_t box = record.slabOffset[j] / K::kBoxBytes;
+          if (j < blocks && !((boxesReady >> box) & 1u)) {
+            mbarrierWait(&slabFull[box], 0);
+            boxesReady |= 1u << box;
+          }
+        }
+      }
+      const uint32_t stageAddress = ringAddress + ring.slot * K::kStageBytes;
+      // kGroupBlocks blocks per commit group, then one at a time for the rest, each group fenced and
+      // issued straight-line as the tile kernels' steps are: with a loop or a branch between the fence and
+      // a wgmma, ptxas injects fences (C7519) or serializes (C7520).
+      auto issue = [&](auto count, int first) {
+#pragma unroll
+        for (int c = 0; c < K::kChains; ++c) fenceRegisters(acc[c]);
+        wgmmaFence();
+        // Block j's k16 step kk: B as the tile kernels read it, K-major rows of C or MN-major with K = the block's
+        // rows.
+        auto product = [&](int j, int kk) {
+          const uint32_t a = slabAddress + record.slabOffset[j], b = stageAddress + j * K::kBlockBytes;
+          const uint64_t descA = matrixDescriptor(a + kk * 32, 16, 8 * K::kRowBytesX, K::kSwizzleX);
+          const uint64_t descB =
+              K::kBKMajor ? matrixDescriptor(b + kk * 32, 16, 8 * K::C * 2, K::kSwizzleW)
+                          : matrixDescriptor(b + kk * 16 * K::C * 2, K::kBlockBytes, 8 * K::C * 2, K::kSwizzleW);
+          Wgmma<T, K::kTileN, 0, K::kBKMajor ? 0 : 1>::run(acc[j % K::kChains], descA, descB);
+        };
+        constexpr int kCount = decltype(count)::value;
+        if constexpr (K::kChains == 1) {
+#pragma unroll
+          for (int j = first; j < first + kCount; ++j)
+#pragma unroll
+            for (int kk = 0; kk < K::C / 16; ++kk) product(j, kk);
+        } else {  // the chains' wgmmas interleaved: consecutive ones never accumulate into the same registers
+#pragma unroll
+          for (int kk = 0; kk < K::C / 16; ++kk)
+#pragma unroll
+            for (int j = first; j < first + kCount; ++j) product(j, kk);
+        }
+        wgmmaCommit();
+#pragma unroll
+        for (int c = 0; c < K::kChains; ++c) fenceRegisters(acc[c]);
+        // Every group but this one is done: the previous stage, if still held, is free.
+        wgmmaWait<1>();
+        if (pending >= 0) {
+          if (lane == 0) mbarrierArrive(&empty[pending]);
+          pending = -1;
+        }
+      };
+      // Unrolled over the stage's slots, so that the record's entries stay in registers.
+#pragma unroll
+      for (int j0 = 0; j0 < K::kStageBlocks; j0 += K::kGroupBlocks) {
+        if (j0 + K::kGroupBlocks <= blocks) {
+          issue(std::integral_constant<int, K::kGroupBlocks>{}, j0);
+        } else {
+#pragma unroll
+          for (int j = j0; j < j0 + K::kGroupBlocks; ++j)
+            if (j < blocks) issue(std::integral_constant<int, 1>{}, j);
+        }
+      }
+      if (blocks > 0) {
+        pending = ringSlot;
+      } else if (lane == 0) {
+        mbarrierArrive(&empty[ringSlot]);  // an empty line's stage: nothing reads it
+      }
+      ring.advance(layout.stages);
+      if (last) break;
+    }
+    wgmmaWait<0>();
+#pragma unroll
+    for (int c = 0; c < K::kChains; ++c) fenceRegisters(acc[c]);
+    if (pending >= 0) {
+      if (lane == 0) mbarrierArrive(&empty[pending]);
+      pending = -1;
+    }
+    // This consumer's 64 x R outputs from its accumulators: two adjacent columns per store.
+    const int64_t width = K::kOp == Op::Linear ? args.rows : args.cols;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int64_t token = tokenBase + warpInGroup * 16 + g + half * 8;
+      if (token >= args.m) continue;
+      T* out = static_cast<T*>(args.out) + token * width + int64_t{line} * K::kTileN + c2;
+#pragma unroll
+      for (int j = 0; j < K::kTileN / 8; ++j) {
+        float v0 = acc[0][4 * j + half * 2], v1 = acc[0][4 * j + half * 2 + 1];
+#pragma unroll
+        for (int c = 1; c < K::kChains; ++c) {
+          v0 += acc[c][4 * j + half * 2];
+          v1 += acc[c][4 * j + half * 2 + 1];
+        }
+        if (K::kOp == Op::Linear && args.bias) {
+          const float2 bias = unpackPair<T>(biasWords[j]);
+          v0 += bias.x;
+          v1 += bias.y;
+        }
+        *reinterpret_cast<uint32_t*>(out + j * 8) = packPair<T>(v0, v1);
+      }
+    }
+#pragma unroll
+    for (int c = 0; c < K::kChains; ++c)
+#pragma unroll
+      for (int j = 0; j < K::kTileN / 2; ++j) acc[c][j] = 0.0f;
+  }
+  // Every slab copy must land before the CTA exits, including boxes no block of this consumer read.
+  for (int b = 0; b < layout.boxes; ++b)
+    if (!((boxesReady >> b) & 1u)) mbarrierWait(&slabFull[b], 0);
+#endif
+}
+
+// Stages per consumer ring worth trading a consumer for (launchXr).
+constexpr int kXrPreferredStages = 3;
+
+template <class K>
+bool launchXr(DType dtype, const KernelArgs& argsIn, int numSms, cudaStream_t stream) {
+  KernelArgs args = argsIn;
+  const int64_t depth = K::kOp == Op::Linear ? args.cols : args.rows;  // the slab's width
+  const int64_t lines = K::kOp == Op::Linear ? args.blockRows : args.blockCols;
+  if (numSms <= 0 || depth < K::kBoxColumns || lines <= 0) return false;
+  const int64_t boxes = (depth + K::kBoxColumns - 1) / K::kBoxColumns;
+  if (boxes > K::kMaxBoxes) return false;  // the slab does not fit: K (N for Matmul) above 1536
+  const int64_t fixed = K::kAlignSlack + K::kFixedBytes + boxes * K::kBoxBytes;
+  // The most consumers whose rings still get kXrPreferredStages each (at least the minimum): on an H200, four
+  // consumers of three stages ran 1.3-1.6x faster than two of six at 32x32 (tc-xr.md).
+  const int64_t slots = (K::kSmemLimit - fixed) / K::kStageBytes;
+  int64_t consumers = K::kMinConsumers;
+  for (int64_t c = K::kMaxConsumers; c > K::kMinConsumers; --c)
+    if (slots / c >= kXrPreferredStages) {
+      consumers = c;
+      break;
+    }
+  const int64_t stages = std::min<int64_t>(K::kMaxStages, slots / consumers);
+  if (stages < K::kMinStages) return false;
+  const int64_t smemBytes = fixed + stages * consumers * K::kStageBytes;
+
+  const int64_t tilesM = (args.m + K::kTileM - 1) / K::kTileM;
+  const int64_t groupLines = xResidentGroupLines(args.m, lines, static_cast<int>(consumers), numSms);
+  const int64_t groups = (lines + groupLines - 1) / groupLines;
+  if (tilesM * groups > INT32_MAX) return false;
+  const XrLayout layout{static_cast<int32_t>(boxes), static_cast<int32_t>(consumers), static_cast<int32_t>(stages),
+                        static_cast<int32_t>(groupLines), static_cast<int32_t>(groups)};
+
+  CUtensorMap mapX, mapStage, mapBlock;
+  const int64_t valueRows = static_cast<int64_t>(args.nnzBlocks) * K::R;
+  if (!encodeMap(&mapX, dtype, args.a, depth, args.m, K::kBoxColumns, K::kTileM) ||
+      !encodeMap(&mapBlock, dtype, args.b, K::C, valueRows, K::C, K::R))
+    return false;
+  // A whole-stage copy (Linear) needs a row of kStageBlocks blocks, so fewer stored blocks never use it.
+  if (K::kOp == Op::Linear && args.nnzBlocks >= K::kStageBlocks) {
+    if (!encodeMap(&mapStage, dtype, args.b, K::C, valueRows, K::C, K::kStageBlocks * K::R)) return false;
+  } else {
+    mapStage = mapBlock;
+  }
+  BS_CUDA_CHECK(cudaFuncSetAttribute(bsrXrKernel<K>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(smemBytes)));
+  bsrXrKernel<K><<<static_cast<unsigned>(tilesM * groups), static_cast<unsigned>(128 * (consumers + 1)),
+                   static_cast<size_t>(smemBytes), stream>>>(
+      mapX, mapStage, mapBlock, args, layout);
+  BS_LAUNCH_CHECK("bsrXrKernel");
+  return true;
+}
+
+}  // namespace sm90
+
+}  // namespace bs::tc
