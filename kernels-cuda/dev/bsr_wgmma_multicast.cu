@@ -182,10 +182,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
     const int consumer = warpGroup - 1;
     const int lane = tid % 32, warpInGroup = (tid % 128) / 32;
     typename K::Acc acc;
-#pragma unroll
-    for (int i = 0; i < K::kMmaM; ++i)
-#pragma unroll
-      for (int j = 0; j < K::kTileN / 2; ++j) acc[i][j] = 0.0f;
+    zeroAccumulators(acc);
     uint32_t fullPhase = 0;
     int previous = -1;  // the slot of the step before, released once this step's products are issued
     for (int i = 0; i < own; ++i) {

@@ -144,10 +144,7 @@ __device__ __forceinline__ void mmaStage(typename K::Acc& acc, uint32_t stageA, 
 template <class K>
 __device__ __forceinline__ void consumeSteps(typename K::Acc& acc, uint8_t* smem, uint64_t* full, uint64_t* empty,
                                              int first, int steps, int consumer, int lane) {
-#pragma unroll
-  for (int i = 0; i < K::kAccTiles; ++i)
-#pragma unroll
-    for (int j = 0; j < K::kAccRegs; ++j) acc[i][j] = 0.0f;
+  zeroAccumulators(acc);
   for (int step = 0; step < steps; ++step) {
     const int it = first + step;
     const int s = it % K::kStages;

@@ -256,10 +256,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   const uint32_t slabAddress = smemAddress(slab);
   const uint32_t ringAddress = smemAddress(rings) + consumer * layout.stages * K::kStageBytes;
   typename K::Acc acc;
-#pragma unroll
-  for (int c = 0; c < K::kChains; ++c)
-#pragma unroll
-    for (int j = 0; j < K::kTileN / 2; ++j) acc[c][j] = 0.0f;
+  zeroAccumulators(acc);
   uint32_t boxesReady = 0;
   const uint32_t allBoxes = layout.boxes == 32 ? ~0u : (1u << layout.boxes) - 1;
   RingCursor ring;
@@ -384,10 +381,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
         *reinterpret_cast<uint32_t*>(out + j * 8) = packPair<T>(v0, v1);
       }
     }
-#pragma unroll
-    for (int c = 0; c < K::kChains; ++c)
-#pragma unroll
-      for (int j = 0; j < K::kTileN / 2; ++j) acc[c][j] = 0.0f;
+    zeroAccumulators(acc);
   }
   // Every slab copy must land before the CTA exits, including boxes no block of this consumer read.
   for (int b = 0; b < layout.boxes; ++b)

@@ -241,6 +241,16 @@ __device__ __forceinline__ void fenceRegisters(float (&d)[kCount]) {
   for (int i = 0; i < kCount; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
+// Zeroes a consumer's accumulator tiles, outside any wgmma's window (ptxas serializes wgmmas whose accumulators
+// other instructions define while they may be in flight).
+template <int kTiles, int kCount>
+__device__ __forceinline__ void zeroAccumulators(float (&acc)[kTiles][kCount]) {
+#pragma unroll
+  for (int i = 0; i < kTiles; ++i)
+#pragma unroll
+    for (int j = 0; j < kCount; ++j) acc[i][j] = 0.0f;
+}
+
 template <int kRegisters>
 __device__ __forceinline__ void setMaxRegistersIncrease() {
   asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegisters));
