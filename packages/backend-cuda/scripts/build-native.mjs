@@ -7,12 +7,13 @@
 // BLOCKSPARSE_SKIP_CUDA_BUILD=1 skips it; BLOCKSPARSE_FORCE_CUDA_BUILD=1 builds on install even with a prebuilt
 // binary or no driver; CUDAARCHS / CMAKE_CUDA_ARCHITECTURES pick the GPU architectures.
 // An installed package builds in native/build, keeps native/blocksparse_cuda.node and removes the build folder.
-import { spawnSync } from "node:child_process";
-import { copyFileSync, existsSync, rmSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { copyFileSync, existsSync, readdirSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
 import { delimiter, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { ptxasNotes } from "./ptxas-notes.mjs";
 
 const packageDir = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 // The workspace's kernels-cuda/, or the copy a published package carries in native/.
@@ -64,7 +65,41 @@ function prebuiltBinary() {
   }
 }
 
-function main() {
+/** Runs cmake-js, its output passed through as it comes and kept: the exit status and the output. */
+function runCmakeJs(args) {
+  return new Promise((done) => {
+    const child = spawn(process.execPath, args, { stdio: ["inherit", "pipe", "pipe"] });
+    let output = "";
+    child.stdout.on("data", (chunk) => {
+      process.stdout.write(chunk);
+      output += chunk;
+    });
+    child.stderr.on("data", (chunk) => {
+      process.stderr.write(chunk);
+      output += chunk;
+    });
+    child.on("error", (error) => done({ status: 1, output: `${output}${error.message}` }));
+    child.on("close", (status) => done({ status: status ?? 1, output }));
+  });
+}
+
+/** Every file under a folder (none if it is missing). */
+function filesUnder(dir) {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((entry) => entry.isFile())
+    .map((entry) => join(entry.parentPath ?? entry.path, entry.name));
+}
+
+/** A mangled kernel name demangled by c++filt where it is on PATH. */
+function demangle(name) {
+  const filt = onPath("c++filt");
+  if (!filt) return name;
+  const result = spawnSync(filt, [name], { encoding: "utf8" });
+  return result.status === 0 ? result.stdout.trim() : name;
+}
+
+async function main() {
   if (process.env.BLOCKSPARSE_SKIP_CUDA_BUILD === "1") {
     say("BLOCKSPARSE_SKIP_CUDA_BUILD=1, CUDA addon not built (the js backend will be used)");
     return 0;
@@ -111,10 +146,27 @@ function main() {
   say(`compiling the CUDA addon with ${nvcc} for ${process.env.CMAKE_CUDA_ARCHITECTURES ?? process.env.CUDAARCHS ?? "sm_80 and sm_90a"}; about a minute, progress below`);
   // Configure every time (fast when nothing changed) so that changed options reach the cache; the
   // build itself is incremental.
-  const run = (command, extra = []) =>
-    spawnSync(process.execPath, [cmakeJs, command, ...common, ...extra], { stdio: "inherit" }).status;
+  const run = (command, extra = []) => runCmakeJs([cmakeJs, command, ...common, ...extra]);
   const started = Date.now();
-  const status = run("configure") || run("build", ["--parallel", String(availableParallelism())]);
+  const configured = await run("configure");
+  const built = configured.status === 0 ? await run("build", ["--parallel", String(availableParallelism())]) : configured;
+  let status = built.status;
+  const notes = ptxasNotes(built.output);
+  if (notes.length > 0) {
+    for (const note of notes) {
+      const kernel = note.kernel ? `${demangle(note.kernel).replace(/\([^()]*\)$/, "")}: ` : "";
+      say(`ptxas ${note.code}: ${kernel}${note.text.replace(/^Potential Performance Loss: /, "").replace(/ in the function '[^']+'/, "")}`);
+    }
+    // A kernel that lost its overlap still runs, so a user's install keeps it; a developer's build stops here, and
+    // drops the addon and the CUDA objects so that the next build compiles (and reports) them again.
+    if (!installMode && status === 0) {
+      say(
+        `ptxas found ${notes.length === 1 ? "a kernel" : `${notes.length} kernels`} losing the wgmma overlap it was written for (above): fix ${notes.length === 1 ? "it" : "them"} before this build is used (docs/kernels.md, "What limits it now", says what raised these before)`,
+      );
+      for (const file of filesUnder(buildDir)) if (file.endsWith(".cu.o") || file.endsWith(ADDON_FILE)) rmSync(file, { force: true });
+      status = 1;
+    }
+  }
   if (status === 0) {
     if (vendored) {
       copyFileSync(join(buildDir, "Release", ADDON_FILE), join(projectDir, ADDON_FILE));
@@ -132,4 +184,4 @@ function main() {
   return status ?? 1;
 }
 
-process.exit(main());
+process.exit(await main());
