@@ -8,8 +8,8 @@
 #   bash kernels-cuda/bench/gpu_run.sh tc       the tensor-core kernels: build, SASS counts, quick checks (the
 #                                               squares, and the other block shapes with tiles), memcheck, full
 #                                               checks per product, timings
-#   bash kernels-cuda/bench/gpu_run.sh xr       the X-resident bsrLinear/bsrMatmul (wgmma variant 6, and 18 with
-#                                               two accumulator chains; also gpu_xr.sh): tc_bench for sm_90a
+#   bash kernels-cuda/bench/gpu_run.sh xr       the X-resident bsrLinear/bsrMatmul (wgmma variant 6, and dev's
+#                                               18-22 at 32x32; also gpu_xr.sh): tc_bench for sm_90a
 #                                               alone, quick and edge checks in bf16/f16, memcheck, timings
 #                                               against what is dispatched (auto) and cuBLAS, a profile by SASS
 #                                               line (Nsight Compute), then checks at the timed shapes
@@ -57,7 +57,7 @@ build_bench() {
   local status=$?
   # wgmma serialized by ptxas (C7520) or fences it injected (C7519): each costs the kernel its overlap.
   grep -h "C75[12][0-9]" "$BUILD"/*.ptxas.log >>"$LOG/build-bench.log" 2>/dev/null
-  for object in bsr_wgmma bsr_mma bsr_decode bsr_wgmma_xr bsr_wgmma_xr_chains; do
+  for object in bsr_wgmma bsr_mma bsr_decode bsr_wgmma_xr bsr_wgmma_xr_dev; do
     echo "== $object SASS instructions" >>"$LOG/build-bench.log"
     cuobjdump -sass "$BUILD/$object.o" 2>/dev/null | grep -oE "(HGMMA|HMMA|UTMALDG|LDSM|LDG\.E\.128|LDG\.E\.64)[.A-Z0-9_]*" |
       sort | uniq -c >>"$LOG/build-bench.log"
@@ -150,14 +150,15 @@ stage_time() {
   summary+=("time: exit $? at ${SECONDS}s")
 }
 
-# X-resident products (wgmma/v6, and v18 with two accumulator chains, at 32x32 only) beside what is dispatched
-# (auto), 32 and 64 blocks. The slab is K wide for
+# X-resident products (wgmma/v6; at 32x32 also dev's v18-v22: two accumulator chains per line, each line's bias a line
+# ahead, both, outputs staged and written as 16-byte stores, all three) beside what is dispatched (auto), 32 and 64
+# blocks. The slab is K wide for
 # bsrLinear and N wide for bsrMatmul, up to 1536 each: bsrLinear at K in {768, 1024, 1536} x N in {1024, 3072,
 # 4096}, bsrMatmul at the transposed shapes (the layer whose forward pass cannot keep its slab, its backward can).
 XR_LINEAR_SHAPES=${XR_LINEAR_SHAPES:-768x1024,768x3072,768x4096,1024x1024,1024x3072,1024x4096,1536x1024,1536x3072,1536x4096}
 XR_MATMUL_SHAPES=${XR_MATMUL_SHAPES:-1024x768,3072x768,4096x768,1024x1024,3072x1024,4096x1024,1024x1536,3072x1536,4096x1536}
 XR_TOKENS=${XR_TOKENS:-512,2048,8192}
-xr_args=(--blocks 32,64 --paths wgmma --variants "${XR_VARIANTS:-6,18}")
+xr_args=(--blocks 32,64 --paths wgmma --variants "${XR_VARIANTS:-6,18,19,20,21,22}")
 
 # Small shapes and the edges: 1 and 65 tokens (a partial 64-token tile), a slab 96 wide (half a box) and 1536
 # wide (the largest), single block lines, empty lines (density 0.1 over 3 blocks).
@@ -354,16 +355,29 @@ if [ -f "$LOG/time.log" ]; then
     <(awk '/^\| product/ {table = 1} table' "$LOG/time.log")
   grep -E "^cuBLAS" "$LOG/time.log" | head -20
   if [ "$mode" = xr ]; then
-    echo "== xr: product block density M KxN | auto TFLOP/s | v6 TFLOP/s | v18 TFLOP/s | cuBLAS TFLOP/s | v6/auto | v6/cuBLAS | v18/v6"
+    # One row per problem: auto, v6 and each other wgmma variant timed (TFLOP/s), cuBLAS, then v6 / auto,
+    # v6 / cuBLAS and each other variant / v6.
     awk -F'|' '/^\| (linear|matmul) \| [0-9]/ {
         for (i = 2; i <= 12; i++) gsub(/ /, "", $i)
         key = $2 " " $3 " " $4 " " $5 " " $6 "x" $7
         if (!(key in seen)) { seen[key] = 1; order[++count] = key }
+        if ($8 ~ /^wgmma\/v/ && $8 != "wgmma/v6" && !($8 in isVariant)) { isVariant[$8] = 1; variants[++nv] = $8 }
         tf[key, $8] = $10; dense[key] = $11
       }
-      END { for (i = 1; i <= count; i++) { k = order[i]; a = tf[k, "auto"]; v = tf[k, "wgmma/v6"]; c = tf[k, "wgmma/v18"]
-        printf "%s | %s | %s | %s | %s | %.2f | %.2f | %.2f\n", k, a, v, c, dense[k], (a > 0 ? v / a : 0),
-          (dense[k] > 0 ? v / dense[k] : 0), (v > 0 ? c / v : 0) } }' \
+      END {
+        head = "== xr: product block density M KxN | auto | v6"
+        for (j = 1; j <= nv; j++) head = head " | " substr(variants[j], 7)
+        head = head " | cuBLAS (TFLOP/s) | v6/auto | v6/cuBLAS"
+        for (j = 1; j <= nv; j++) head = head " | " substr(variants[j], 7) "/v6"
+        print head
+        for (i = 1; i <= count; i++) {
+          k = order[i]; a = tf[k, "auto"]; v = tf[k, "wgmma/v6"]; line = k " | " a " | " v
+          for (j = 1; j <= nv; j++) line = line " | " tf[k, variants[j]]
+          line = line sprintf(" | %s | %.2f | %.2f", dense[k], (a > 0 ? v / a : 0), (dense[k] > 0 ? v / dense[k] : 0))
+          for (j = 1; j <= nv; j++) line = line sprintf(" | %.2f", (v > 0 ? tf[k, variants[j]] / v : 0))
+          print line
+        }
+      }' \
       <(awk '/^\| product/ {table = 1} table' "$LOG/time.log")
   fi
 fi

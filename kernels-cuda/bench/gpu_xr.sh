@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The X-resident bsrLinear and bsrMatmul (wgmma variant 6, kernels-cuda/src/tc/bsr_wgmma_xr.cuh; dispatched at 32x32;
-# and variant 18, the same with two accumulator chains per line, kernels-cuda/dev/) on a machine with an H100/H200,
-# run from the repository root: builds tc_bench for sm_90a, checks the variants in bf16 and f16 (quick, edges,
+# and dev's variants 18-22 of it: two accumulator chains per line, the bias a line ahead, both, outputs staged and
+# written as 16-byte stores, all three) on a machine with an H100/H200, run from the repository root: builds tc_bench for sm_90a, checks the variants in bf16 and f16 (quick, edges,
 # the timed shapes), runs compute-sanitizer memcheck on a quick check, and times them beside what bsrLinear
 # dispatches to (auto) and cuBLAS at K in {768, 1024, 1536}, N in {1024, 3072, 4096}, M in {512, 2048, 8192},
 # 32x32 and 64x64 blocks, densities 0.5/0.25/0.1; then profiles variant 6 by SASS line under Nsight Compute

@@ -11,7 +11,9 @@
 //   (6, the X-resident tile, is dispatched at 32x32: src/tc/bsr_wgmma_xr.cu, kXResidentTile)
 //   11 (kMulticastVariant): clusters of four tiles sharing each dense slice by TMA multicast (bsr_wgmma_multicast.cu);
 //      12 the same clusters without the sharing
-//   18 (kXResidentChainsVariant): the X-resident tile with two accumulator chains per line (bsr_wgmma_xr_chains.cu)
+//   18-22: the X-resident tile with two accumulator chains per line (18, kXResidentChainsVariant), each line's bias
+//      requested a line ahead (19, kXResidentBiasAheadVariant), both (20), its outputs staged and written as 16-byte
+//      stores (21, kXResidentStagedStoresVariant), all three (22) (bsr_wgmma_xr_dev.cu)
 #include "dev_variants.h"
 #include "tc/bsr_wgmma.cuh"
 
@@ -371,7 +373,8 @@ bool launchDevVariant(TcPath path, Op op, DType dtype, const KernelArgs& args, i
   if (path != TcPath::Wgmma) return false;
   if (variant == kMulticastVariant || variant == kMulticastVariant + 1)
     return launchMulticastVariant(op, dtype, args, blockSize, variant, stream);
-  if (variant == kXResidentChainsVariant) return launchXResidentChains(op, dtype, args, blockSize, numSms, stream);
+  if (variant >= kXResidentChainsVariant && variant <= kXResidentStagedStoresVariant + 1)
+    return launchXResidentDevVariant(op, dtype, args, blockSize, variant, numSms, stream);
   if (dtype == DType::BFloat16) return launchTyped<__nv_bfloat16>(op, dtype, args, blockSize, variant, numSms, stream);
   if (dtype == DType::Float16) return launchTyped<__half>(op, dtype, args, blockSize, variant, numSms, stream);
   return false;

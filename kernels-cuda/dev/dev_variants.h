@@ -28,15 +28,21 @@ static_assert(kPingPongVariant == kPingPongTile, "dev's ping-pong tiles share th
 // as dispatched before the feature-major tile replaced it (1-6% slower on an H200: docs/kernels.md).
 constexpr int kTokenMajorPersistentVariant = 17;
 
-// The X-resident tile (kXResidentTile, src/tc/bsr_wgmma_xr.cuh) with two accumulator chains per line: a line's blocks
+// The X-resident tile (kXResidentTile, src/tc/bsr_wgmma_xr.cuh) at 32x32 blocks, bsrLinear and bsrMatmul in bfloat16 or
+// float16 (dev/bsr_wgmma_xr_dev.cu): kXResidentChainsVariant with two accumulator chains per line (a line's blocks
 // go to the chains in turn and their wgmmas interleave, so that consecutive ones never accumulate into the same
-// registers (dev/bsr_wgmma_xr_chains.cu); bsrLinear and bsrMatmul at 32x32 blocks, bfloat16 or float16.
+// registers); kXResidentBiasAheadVariant with each line's bias requested a line ahead; kXResidentChainsVariant + 2
+// with both; kXResidentStagedStoresVariant with each warp's outputs staged in the line's last stage slot and written
+// as 16-byte stores; kXResidentStagedStoresVariant + 1 with all three.
 constexpr int kXResidentChainsVariant = 18;
-bool launchXResidentChains(Op op, DType dtype, const KernelArgs& args, int blockSize, int numSms, cudaStream_t stream);
+constexpr int kXResidentBiasAheadVariant = 19;
+constexpr int kXResidentStagedStoresVariant = 21;
+bool launchXResidentDevVariant(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
+                               cudaStream_t stream);
 
 // A TcOptions::devVariants launcher: the wgmma variants of dev/bsr_wgmma_variants.cu (1 at 32 and 64
 // blocks, dW kFeatureMajorDwTile at 64, 2-5, kTokenMajorPersistentVariant, kStoreHelpersVariant, kBulkStoreVariant,
-// kPingPongVariant and the next), kXResidentChainsVariant and the mma.sync variants of dev/bsr_mma_variants.cu
+// kPingPongVariant and the next), the X-resident 18-22 and the mma.sync variants of dev/bsr_mma_variants.cu
 // (1) and dev/bsr_mma_grouped.cu (8, 9); false, having launched nothing, for any other path, product or variant.
 bool launchDevVariant(TcPath path, Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                       cudaStream_t stream);

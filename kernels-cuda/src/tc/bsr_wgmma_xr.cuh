@@ -31,7 +31,7 @@ struct alignas(16) XrStage {
   static constexpr int32_t kLast = 1 << 16;
 };
 
-template <typename T_, Op kOp_, int kBlock_, int kChains_ = 1>
+template <typename T_, Op kOp_, int kBlock_, int kChains_ = 1, bool kBiasAhead_ = false, bool kStagedStores_ = false>
 struct XrTraits {
   using T = T_;
   // Each consumer computes one m64 tile of tokens x one block row (Linear) or column (Matmul) at a time. A "line"
@@ -45,6 +45,16 @@ struct XrTraits {
   // runs one; kernels-cuda/dev/ measures two (kXResidentChainsVariant).
   static constexpr int kChains = kChains_;
   using Acc = float[kChains][kTileN / 2];
+  // Each line's bias requested a line ahead (two sets of bias registers) instead of when the line starts, so that a
+  // short line does not wait for it in its epilogue. The addon runs without; kernels-cuda/dev/ measures it
+  // (kXResidentBiasAheadVariant).
+  static constexpr bool kBiasAhead = kBiasAhead_;
+  // Each warp's 16 output rows staged in the line's last stage slot and written as 16-byte stores (a row's 64 bytes by
+  // four lanes) instead of 4-byte stores from the accumulators' layout; the slot is freed after. 32x32 only (64 rows
+  // of 80 bytes, padded so that the staging writes hit every bank once, fit a stage). kernels-cuda/dev/ measures it
+  // (kXResidentStagedStoresVariant).
+  static constexpr bool kStagedStores = kStagedStores_;
+  static constexpr int kStagingPitch = kTileN * 2 + 16;
   // Consumer warpgroups, lines dealt in turn: chosen per launch (XrLayout::consumers) from the room the slab
   // leaves for their rings; warp w of the producer warpgroup feeds consumer w's ring.
   static constexpr int kMinConsumers = 2, kMaxConsumers = 4;
@@ -85,6 +95,7 @@ struct XrTraits {
 
   static_assert(kOp != Op::Sampled, "dW reduces over tokens: no slab to keep");
   static_assert(kBlock_ == 32 || kBlock_ == 64, "one wgmma N per block line; 128 would need a 64 KB ring minimum");
+  static_assert(!kStagedStores || kTileM * kStagingPitch <= kStageBytes, "a line's outputs stage in one slot");
   static_assert(kStageBlocks >= 1 && kStageBytes % 1024 == 0, "stages keep the slots 1 KB-aligned");
   static_assert(kMaxBoxes <= 32, "slab readiness is a 32-bit mask");
   static_assert(kBarrierBytes + kRingSlots * sizeof(Stage) <= kFixedBytes, "barriers and stage records fit");
@@ -262,111 +273,113 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   RingCursor ring;
   int pending = -1;  // the ring slot whose products may still be running
   const int g = lane >> 2, c2 = (lane & 3) * 2;  // this thread's rows 16 warpInGroup + g (+ 8), columns 8j + c2 (+ 1)
-  for (int line = lineFirst + consumer; line < lineEnd; line += layout.consumers) {
-    // The line's bias (Linear), requested now so that its latency passes during the products: waited on in the
-    // epilogue, it took a fifth of the kernel's time (Nsight Compute, tc-xr.md).
-    uint32_t biasWords[K::kTileN / 8];
+  // Bias words of a line for this thread's columns (Linear with a bias; zeros otherwise), in one of two sets.
+  uint32_t biasWords[K::kBiasAhead ? 2 : 1][K::kTileN / 8];
+  auto requestBias = [&](int line, auto parity) {
+    constexpr int p = decltype(parity)::value;
 #pragma unroll
     for (int j = 0; j < K::kTileN / 8; ++j) {
-      biasWords[j] = 0;
+      biasWords[p][j] = 0;
       if (K::kOp == Op::Linear && args.bias)
-        biasWords[j] =
+        biasWords[p][j] =
             *reinterpret_cast<const uint32_t*>(static_cast<const T*>(args.bias) + int64_t{line} * K::R + j * 8 + c2);
     }
-    for (;;) {
-      const int ringSlot = consumer * K::kMaxStages + ring.slot;
-      mbarrierWait(&full[ringSlot], ring.phase);
-      const Stage record = records[ringSlot];
-      // Read through lane 0 so that ptxas knows them warp-uniform: a wgmma loop bound it cannot prove
-      // uniform serializes every wgmma of the kernel (C7520).
-      const int info = __shfl_sync(0xffffffffu, record.info, 0);
-      const int blocks = info & (Stage::kLast - 1);
-      const bool last = (info & Stage::kLast) != 0;
-      if (boxesReady != allBoxes) {
+  };
+  // One line: its stages' products, then its outputs. `parity` picks the bias set (always 0 without kBiasAhead).
+  auto runLine = [&](int line, auto parity) {
+      constexpr int p = decltype(parity)::value;
+      // The line's bias (Linear), requested now so that its latency passes during the products (waited on in the
+      // epilogue, it took a fifth of the kernel's time: Nsight Compute, tc-xr.md); with kBiasAhead, the next line's,
+      // so that a whole line passes before it is read.
+      if constexpr (K::kBiasAhead) {
+        if (line + layout.consumers < lineEnd) requestBias(line + layout.consumers, std::integral_constant<int, 1 - p>{});
+      } else {
+        requestBias(line, parity);
+      }
+      for (;;) {
+        const int ringSlot = consumer * K::kMaxStages + ring.slot;
+        mbarrierWait(&full[ringSlot], ring.phase);
+        const Stage record = records[ringSlot];
+        // Read through lane 0 so that ptxas knows them warp-uniform: a wgmma loop bound it cannot prove
+        // uniform serializes every wgmma of the kernel (C7520).
+        const int info = __shfl_sync(0xffffffffu, record.info, 0);
+        const int blocks = info & (Stage::kLast - 1);
+        const bool last = (info & Stage::kLast) != 0;
+        if (boxesReady != allBoxes) {
 #pragma unroll
-        for (int j = 0; j < K::kStageBlocks; ++j) {
-          const uint32_t box = record.slabOffset[j] / K::kBoxBytes;
-          if (j < blocks && !((boxesReady >> box) & 1u)) {
-            mbarrierWait(&slabFull[box], 0);
-            boxesReady |= 1u << box;
+          for (int j = 0; j < K::kStageBlocks; ++j) {
+            const uint32_t box = record.slabOffset[j] / K::kBoxBytes;
+            if (j < blocks && !((boxesReady >> box) & 1u)) {
+              mbarrierWait(&slabFull[box], 0);
+              boxesReady |= 1u << box;
+            }
           }
         }
-      }
-      const uint32_t stageAddress = ringAddress + ring.slot * K::kStageBytes;
-      // kGroupBlocks blocks per commit group, then one at a time for the rest, each group fenced and
-      // issued straight-line as the tile kernels' steps are: with a loop or a branch between the fence and
-      // a wgmma, ptxas injects fences (C7519) or serializes (C7520).
-      auto issue = [&](auto count, int first) {
+        const uint32_t stageAddress = ringAddress + ring.slot * K::kStageBytes;
+        // kGroupBlocks blocks per commit group, then one at a time for the rest, each group fenced and
+        // issued straight-line as the tile kernels' steps are: with a loop or a branch between the fence and
+        // a wgmma, ptxas injects fences (C7519) or serializes (C7520).
+        auto issue = [&](auto count, int first) {
 #pragma unroll
-        for (int c = 0; c < K::kChains; ++c) fenceRegisters(acc[c]);
-        wgmmaFence();
-        // Block j's k16 step kk: B as the tile kernels read it, K-major rows of C or MN-major with K = the block's
-        // rows.
-        auto product = [&](int j, int kk) {
-          const uint32_t a = slabAddress + record.slabOffset[j], b = stageAddress + j * K::kBlockBytes;
-          const uint64_t descA = matrixDescriptor(a + kk * 32, 16, 8 * K::kRowBytesX, K::kSwizzleX);
-          const uint64_t descB =
-              K::kBKMajor ? matrixDescriptor(b + kk * 32, 16, 8 * K::C * 2, K::kSwizzleW)
-                          : matrixDescriptor(b + kk * 16 * K::C * 2, K::kBlockBytes, 8 * K::C * 2, K::kSwizzleW);
-          Wgmma<T, K::kTileN, 0, K::kBKMajor ? 0 : 1>::run(acc[j % K::kChains], descA, descB);
+          for (int c = 0; c < K::kChains; ++c) fenceRegisters(acc[c]);
+          wgmmaFence();
+          // Block j's k16 step kk: B as the tile kernels read it, K-major rows of C or MN-major with K = the block's
+          // rows.
+          auto product = [&](int j, int kk) {
+            const uint32_t a = slabAddress + record.slabOffset[j], b = stageAddress + j * K::kBlockBytes;
+            const uint64_t descA = matrixDescriptor(a + kk * 32, 16, 8 * K::kRowBytesX, K::kSwizzleX);
+            const uint64_t descB =
+                K::kBKMajor ? matrixDescriptor(b + kk * 32, 16, 8 * K::C * 2, K::kSwizzleW)
+                            : matrixDescriptor(b + kk * 16 * K::C * 2, K::kBlockBytes, 8 * K::C * 2, K::kSwizzleW);
+            Wgmma<T, K::kTileN, 0, K::kBKMajor ? 0 : 1>::run(acc[j % K::kChains], descA, descB);
+          };
+          constexpr int kCount = decltype(count)::value;
+          if constexpr (K::kChains == 1) {
+#pragma unroll
+            for (int j = first; j < first + kCount; ++j)
+#pragma unroll
+              for (int kk = 0; kk < K::C / 16; ++kk) product(j, kk);
+          } else {  // the chains' wgmmas interleaved: consecutive ones never accumulate into the same registers
+#pragma unroll
+            for (int kk = 0; kk < K::C / 16; ++kk)
+#pragma unroll
+              for (int j = first; j < first + kCount; ++j) product(j, kk);
+          }
+          wgmmaCommit();
+#pragma unroll
+          for (int c = 0; c < K::kChains; ++c) fenceRegisters(acc[c]);
+          // Every group but this one is done: the previous stage, if still held, is free.
+          wgmmaWait<1>();
+          if (pending >= 0) {
+            if (lane == 0) mbarrierArrive(&empty[pending]);
+            pending = -1;
+          }
         };
-        constexpr int kCount = decltype(count)::value;
-        if constexpr (K::kChains == 1) {
+        // Unrolled over the stage's slots, so that the record's entries stay in registers.
 #pragma unroll
-          for (int j = first; j < first + kCount; ++j)
+        for (int j0 = 0; j0 < K::kStageBlocks; j0 += K::kGroupBlocks) {
+          if (j0 + K::kGroupBlocks <= blocks) {
+            issue(std::integral_constant<int, K::kGroupBlocks>{}, j0);
+          } else {
 #pragma unroll
-            for (int kk = 0; kk < K::C / 16; ++kk) product(j, kk);
-        } else {  // the chains' wgmmas interleaved: consecutive ones never accumulate into the same registers
-#pragma unroll
-          for (int kk = 0; kk < K::C / 16; ++kk)
-#pragma unroll
-            for (int j = first; j < first + kCount; ++j) product(j, kk);
+            for (int j = j0; j < j0 + K::kGroupBlocks; ++j)
+              if (j < blocks) issue(std::integral_constant<int, 1>{}, j);
+          }
         }
-        wgmmaCommit();
-#pragma unroll
-        for (int c = 0; c < K::kChains; ++c) fenceRegisters(acc[c]);
-        // Every group but this one is done: the previous stage, if still held, is free.
-        wgmmaWait<1>();
-        if (pending >= 0) {
-          if (lane == 0) mbarrierArrive(&empty[pending]);
-          pending = -1;
+        if (blocks > 0 || K::kStagedStores) {  // kStagedStores: an empty line's stage holds its outputs too
+          pending = ringSlot;
+        } else if (lane == 0) {
+          mbarrierArrive(&empty[ringSlot]);  // an empty line's stage: nothing reads it
         }
-      };
-      // Unrolled over the stage's slots, so that the record's entries stay in registers.
-#pragma unroll
-      for (int j0 = 0; j0 < K::kStageBlocks; j0 += K::kGroupBlocks) {
-        if (j0 + K::kGroupBlocks <= blocks) {
-          issue(std::integral_constant<int, K::kGroupBlocks>{}, j0);
-        } else {
-#pragma unroll
-          for (int j = j0; j < j0 + K::kGroupBlocks; ++j)
-            if (j < blocks) issue(std::integral_constant<int, 1>{}, j);
-        }
+        ring.advance(layout.stages);
+        if (last) break;
       }
-      if (blocks > 0) {
-        pending = ringSlot;
-      } else if (lane == 0) {
-        mbarrierArrive(&empty[ringSlot]);  // an empty line's stage: nothing reads it
-      }
-      ring.advance(layout.stages);
-      if (last) break;
-    }
-    wgmmaWait<0>();
+      wgmmaWait<0>();
 #pragma unroll
-    for (int c = 0; c < K::kChains; ++c) fenceRegisters(acc[c]);
-    if (pending >= 0) {
-      if (lane == 0) mbarrierArrive(&empty[pending]);
-      pending = -1;
-    }
-    // This consumer's 64 x R outputs from its accumulators: two adjacent columns per store.
-    const int64_t width = K::kOp == Op::Linear ? args.rows : args.cols;
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int64_t token = tokenBase + warpInGroup * 16 + g + half * 8;
-      if (token >= args.m) continue;
-      T* out = static_cast<T*>(args.out) + token * width + int64_t{line} * K::kTileN + c2;
-#pragma unroll
-      for (int j = 0; j < K::kTileN / 8; ++j) {
+      for (int c = 0; c < K::kChains; ++c) fenceRegisters(acc[c]);
+      // The output pair of this thread's row 16 warpInGroup + g + 8 half, columns 8 j + c2 and + 1: the chains'
+      // sums plus the bias.
+      auto outputPair = [&](int half, int j) {
         float v0 = acc[0][4 * j + half * 2], v1 = acc[0][4 * j + half * 2 + 1];
 #pragma unroll
         for (int c = 1; c < K::kChains; ++c) {
@@ -374,14 +387,65 @@ __global__ void __launch_bounds__(K::kThreads, 1)
           v1 += acc[c][4 * j + half * 2 + 1];
         }
         if (K::kOp == Op::Linear && args.bias) {
-          const float2 bias = unpackPair<T>(biasWords[j]);
+          const float2 bias = unpackPair<T>(biasWords[p][j]);
           v0 += bias.x;
           v1 += bias.y;
         }
-        *reinterpret_cast<uint32_t*>(out + j * 8) = packPair<T>(v0, v1);
+        return packPair<T>(v0, v1);
+      };
+      const int64_t width = K::kOp == Op::Linear ? args.rows : args.cols;
+      if constexpr (K::kStagedStores) {
+        // Each warp stages its 16 rows in the line's last stage slot, whose blocks every product has read, then
+        // writes each row's 64 bytes as four 16-byte stores, and frees the slot.
+        uint8_t* staging = rings + (consumer * layout.stages + pending - consumer * K::kMaxStages) * K::kStageBytes +
+                           warpInGroup * 16 * K::kStagingPitch;
+#pragma unroll
+        for (int half = 0; half < 2; ++half)
+#pragma unroll
+          for (int j = 0; j < K::kTileN / 8; ++j)
+            *reinterpret_cast<uint32_t*>(staging + (g + half * 8) * K::kStagingPitch + j * 16 + c2 * 2) =
+                outputPair(half, j);
+        __syncwarp();
+#pragma unroll
+        for (int pass = 0; pass < 2; ++pass) {
+          const int row = lane / 4 + pass * 8, chunk = lane % 4;
+          const uint4 words = *reinterpret_cast<const uint4*>(staging + row * K::kStagingPitch + chunk * 16);
+          const int64_t token = tokenBase + warpInGroup * 16 + row;
+          if (token < args.m)
+            *reinterpret_cast<uint4*>(static_cast<T*>(args.out) + token * width + int64_t{line} * K::kTileN +
+                                      chunk * 8) = words;
+        }
+        fenceProxyAsync();  // the copy engine writes the slot next
+        __syncwarp();
+        if (lane == 0) mbarrierArrive(&empty[pending]);
+        pending = -1;
+      } else {
+        if (pending >= 0) {
+          if (lane == 0) mbarrierArrive(&empty[pending]);
+          pending = -1;
+        }
+        // This consumer's 64 x R outputs from its accumulators: two adjacent columns per store.
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int64_t token = tokenBase + warpInGroup * 16 + g + half * 8;
+          if (token >= args.m) continue;
+          T* out = static_cast<T*>(args.out) + token * width + int64_t{line} * K::kTileN + c2;
+#pragma unroll
+          for (int j = 0; j < K::kTileN / 8; ++j) *reinterpret_cast<uint32_t*>(out + j * 8) = outputPair(half, j);
+        }
       }
+      zeroAccumulators(acc);
+  };
+  if constexpr (K::kBiasAhead) {
+    const int first = lineFirst + consumer;
+    if (first < lineEnd) requestBias(first, std::integral_constant<int, 0>{});
+    for (int line = first; line < lineEnd; line += 2 * layout.consumers) {
+      runLine(line, std::integral_constant<int, 0>{});
+      if (line + layout.consumers < lineEnd) runLine(line + layout.consumers, std::integral_constant<int, 1>{});
     }
-    zeroAccumulators(acc);
+  } else {
+    for (int line = lineFirst + consumer; line < lineEnd; line += layout.consumers)
+      runLine(line, std::integral_constant<int, 0>{});
   }
   // Every slab copy must land before the CTA exits, including boxes no block of this consumer read.
   for (int b = 0; b < layout.boxes; ++b)

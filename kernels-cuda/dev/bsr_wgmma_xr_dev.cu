@@ -1,0 +1,41 @@
+// TcOptions::devVariants' X-resident tiles (src/tc/bsr_wgmma_xr.cuh) at 32x32 blocks with what the addon's lacks
+// (dev_variants.h): two accumulator chains per line (18), each line's bias requested a line ahead (19), both (20),
+// outputs staged in shared memory and written as 16-byte stores (21), all three (22). Not yet measured.
+#include "dev_variants.h"
+#include "tc/bsr_wgmma_xr.cuh"
+
+namespace bs::tc {
+
+namespace {
+
+template <int kChains, bool kBiasAhead, bool kStaged = false>
+bool launchXrDev(Op op, DType dtype, const KernelArgs& args, int numSms, cudaStream_t stream) {
+  using sm90::XrTraits;
+  if (dtype == DType::BFloat16) {
+    if (op == Op::Linear)
+      return sm90::launchXr<XrTraits<__nv_bfloat16, Op::Linear, 32, kChains, kBiasAhead, kStaged>>(dtype, args, numSms, stream);
+    if (op == Op::Matmul)
+      return sm90::launchXr<XrTraits<__nv_bfloat16, Op::Matmul, 32, kChains, kBiasAhead, kStaged>>(dtype, args, numSms, stream);
+  } else if (dtype == DType::Float16) {
+    if (op == Op::Linear)
+      return sm90::launchXr<XrTraits<__half, Op::Linear, 32, kChains, kBiasAhead, kStaged>>(dtype, args, numSms, stream);
+    if (op == Op::Matmul)
+      return sm90::launchXr<XrTraits<__half, Op::Matmul, 32, kChains, kBiasAhead, kStaged>>(dtype, args, numSms, stream);
+  }
+  return false;
+}
+
+}  // namespace
+
+bool launchXResidentDevVariant(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
+                               cudaStream_t stream) {
+  if (blockSize != 32) return false;  // a 64x64 stage holds one block: one chain
+  if (variant == kXResidentChainsVariant) return launchXrDev<2, false>(op, dtype, args, numSms, stream);
+  if (variant == kXResidentBiasAheadVariant) return launchXrDev<1, true>(op, dtype, args, numSms, stream);
+  if (variant == kXResidentChainsVariant + 2) return launchXrDev<2, true>(op, dtype, args, numSms, stream);
+  if (variant == kXResidentStagedStoresVariant) return launchXrDev<1, false, true>(op, dtype, args, numSms, stream);
+  if (variant == kXResidentStagedStoresVariant + 1) return launchXrDev<2, true, true>(op, dtype, args, numSms, stream);
+  return false;
+}
+
+}  // namespace bs::tc
