@@ -31,7 +31,7 @@ BUILD=${BUILD:-/tmp/tc_bench_build}
 case "$mode" in
   decode) BUDGET=${BUDGET:-450}; STAGES=${STAGES-"build checks decode"} ;;
   tc) BUDGET=${BUDGET:-400}; STAGES=${STAGES-"bench quick memcheck check time"} ;;
-  xr) BUDGET=${BUDGET:-300}; STAGES=${STAGES-"bench xr_quick xr_memcheck xr_time xr_profile xr_check"} ;;
+  xr) BUDGET=${BUDGET:-480}; STAGES=${STAGES-"bench xr_quick xr_memcheck xr_time xr_profile xr_check"} ;;
   fused) BUDGET=${BUDGET:-300}; STAGES=${STAGES-"bench fused_check fused_memcheck fused_time"} ;;
   *) echo "usage: gpu_run.sh decode|tc|xr|fused" >&2; exit 2 ;;
 esac
@@ -155,9 +155,11 @@ stage_time() {
 # blocks. The slab is K wide for
 # bsrLinear and N wide for bsrMatmul, up to 1536 each: bsrLinear at K in {768, 1024, 1536} x N in {1024, 3072,
 # 4096}, bsrMatmul at the transposed shapes (the layer whose forward pass cannot keep its slab, its backward can).
-XR_LINEAR_SHAPES=${XR_LINEAR_SHAPES:-768x1024,768x3072,768x4096,1024x1024,1024x3072,1024x4096,1536x1024,1536x3072,1536x4096}
-XR_MATMUL_SHAPES=${XR_MATMUL_SHAPES:-1024x768,3072x768,4096x768,1024x1024,3072x1024,4096x1024,1024x1536,3072x1536,4096x1536}
-XR_TOKENS=${XR_TOKENS:-512,2048,8192}
+# The widths of tc-xr.md's dispatch table (the rule's cases and their neighbours); the earlier 3 x 3 grid of K in {768,
+# 1024, 1536} and N in {1024, 3072, 4096} at 512 tokens too is one setting away (XR_LINEAR_SHAPES and friends).
+XR_LINEAR_SHAPES=${XR_LINEAR_SHAPES:-1024x4096,768x3072,1024x1024,512x2048}
+XR_MATMUL_SHAPES=${XR_MATMUL_SHAPES:-4096x1024,3072x768,1024x1024,2048x512}
+XR_TOKENS=${XR_TOKENS:-2048,8192}
 xr_args=(--blocks 32,64 --paths wgmma --variants "${XR_VARIANTS:-6,18,19,20,21,22}")
 
 # Small shapes and the edges: 1 and 65 tokens (a partial 64-token tile), a slab 96 wide (half a box) and 1536
@@ -185,10 +187,10 @@ stage_xr_memcheck() {
 stage_xr_time() {
   : >"$LOG/time.log"
   # TC_BENCH_XR_LAYOUT: each problem's slab boxes, stages, lines per CTA and CTAs, in the log.
-  TC_BENCH_XR_LAYOUT=1 timeout "$(cap 60)" "$bin" --mode time --ops linear "${xr_args[@]}" --paths auto,wgmma --tokens "$XR_TOKENS" \
+  TC_BENCH_XR_LAYOUT=1 timeout "$(cap 120)" "$bin" --mode time --ops linear "${xr_args[@]}" --paths auto,wgmma --tokens "$XR_TOKENS" \
     --shapes "$XR_LINEAR_SHAPES" --densities 0.5,0.25,0.1 $TIME_ARGS >>"$LOG/time.log" 2>&1
   local linear=$?
-  TC_BENCH_XR_LAYOUT=1 timeout "$(cap 50)" "$bin" --mode time --ops matmul "${xr_args[@]}" --paths auto,wgmma --tokens "$XR_TOKENS" \
+  TC_BENCH_XR_LAYOUT=1 timeout "$(cap 120)" "$bin" --mode time --ops matmul "${xr_args[@]}" --paths auto,wgmma --tokens "$XR_TOKENS" \
     --shapes "$XR_MATMUL_SHAPES" --densities 0.5,0.25,0.1 $TIME_ARGS >>"$LOG/time.log" 2>&1
   summary+=("xr time: linear exit $linear, matmul exit $? at ${SECONDS}s")
 }
@@ -240,14 +242,14 @@ PY
 }
 
 # The timed shapes, last so that a short budget cuts these first: bf16 at 512 and 2048 tokens, f16 at 2048,
-# and 8192 tokens at the largest slab (1536 wide, N or K 4096).
+# and 8192 tokens at the first shape (the FFN's, 1024 <-> 4096).
 stage_xr_check() {
   : >"$LOG/check-xr.log"
   local op shapes
   for op in linear matmul; do
     shapes=$XR_LINEAR_SHAPES
     [ $op = matmul ] && shapes=$XR_MATMUL_SHAPES
-    for run in "bf16 512,2048 $shapes" "f16 2048 $shapes" "bf16 8192 ${shapes##*,}"; do
+    for run in "bf16 512,2048 $shapes" "f16 2048 $shapes" "bf16 8192 ${shapes%%,*}"; do
       set -- $run
       timeout "$(cap 40)" "$bin" --mode check --ops $op "${xr_args[@]}" --dtype "$1" --tokens "$2" --shapes "$3" \
         --densities 0.5,0.25,0.1 >>"$LOG/check-xr.log" 2>&1
