@@ -462,6 +462,8 @@ bool launchXr(DType dtype, const KernelArgs& argsIn, int numSms, cudaStream_t st
   const int64_t depth = K::kOp == Op::Linear ? args.cols : args.rows;  // the slab's width
   const int64_t lines = K::kOp == Op::Linear ? args.blockRows : args.blockCols;
   if (numSms <= 0 || depth < K::kBoxColumns || lines <= 0) return false;
+  // Staged outputs leave as 16-byte stores: rows of R x 2 bytes from a 16-byte aligned output.
+  if (K::kStagedStores && reinterpret_cast<uintptr_t>(args.out) % 16 != 0) return false;
   const int64_t boxes = (depth + K::kBoxColumns - 1) / K::kBoxColumns;
   if (boxes > K::kMaxBoxes) return false;  // the slab does not fit: K (N for Matmul) above 1536
   const int64_t fixed = K::kAlignSlack + K::kFixedBytes + boxes * K::kBoxBytes;
