@@ -10,17 +10,18 @@ namespace {
 
 template <int kChains, bool kBiasAhead, bool kStaged = false>
 bool launchXrDev(Op op, DType dtype, const KernelArgs& args, int numSms, cudaStream_t stream) {
-  using sm90::XrTraits;
+  auto launch = [&](auto type, auto product) {
+    using Traits = sm90::XrTraits<decltype(type), decltype(product)::value, 32, kChains, kBiasAhead, kStaged>;
+    return sm90::launchXr<Traits>(dtype, args, numSms, stream);
+  };
+  using Linear = std::integral_constant<Op, Op::Linear>;
+  using Matmul = std::integral_constant<Op, Op::Matmul>;
   if (dtype == DType::BFloat16) {
-    if (op == Op::Linear)
-      return sm90::launchXr<XrTraits<__nv_bfloat16, Op::Linear, 32, kChains, kBiasAhead, kStaged>>(dtype, args, numSms, stream);
-    if (op == Op::Matmul)
-      return sm90::launchXr<XrTraits<__nv_bfloat16, Op::Matmul, 32, kChains, kBiasAhead, kStaged>>(dtype, args, numSms, stream);
+    if (op == Op::Linear) return launch(__nv_bfloat16{}, Linear{});
+    if (op == Op::Matmul) return launch(__nv_bfloat16{}, Matmul{});
   } else if (dtype == DType::Float16) {
-    if (op == Op::Linear)
-      return sm90::launchXr<XrTraits<__half, Op::Linear, 32, kChains, kBiasAhead, kStaged>>(dtype, args, numSms, stream);
-    if (op == Op::Matmul)
-      return sm90::launchXr<XrTraits<__half, Op::Matmul, 32, kChains, kBiasAhead, kStaged>>(dtype, args, numSms, stream);
+    if (op == Op::Linear) return launch(__half{}, Linear{});
+    if (op == Op::Matmul) return launch(__half{}, Matmul{});
   }
   return false;
 }

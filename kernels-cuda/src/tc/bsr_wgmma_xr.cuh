@@ -287,154 +287,154 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   };
   // One line: its stages' products, then its outputs. `parity` picks the bias set (always 0 without kBiasAhead).
   auto runLine = [&](int line, auto parity) {
-      constexpr int p = decltype(parity)::value;
-      // The line's bias (Linear), requested now so that its latency passes during the products (waited on in the
-      // epilogue, it took a fifth of the kernel's time: Nsight Compute, tc-xr.md); with kBiasAhead, the next line's,
-      // so that a whole line passes before it is read.
-      if constexpr (K::kBiasAhead) {
-        if (line + layout.consumers < lineEnd) requestBias(line + layout.consumers, std::integral_constant<int, 1 - p>{});
-      } else {
-        requestBias(line, parity);
-      }
-      for (;;) {
-        const int ringSlot = consumer * K::kMaxStages + ring.slot;
-        mbarrierWait(&full[ringSlot], ring.phase);
-        const Stage record = records[ringSlot];
-        // Read through lane 0 so that ptxas knows them warp-uniform: a wgmma loop bound it cannot prove
-        // uniform serializes every wgmma of the kernel (C7520).
-        const int info = __shfl_sync(0xffffffffu, record.info, 0);
-        const int blocks = info & (Stage::kLast - 1);
-        const bool last = (info & Stage::kLast) != 0;
-        if (boxesReady != allBoxes) {
+    constexpr int p = decltype(parity)::value;
+    // The line's bias (Linear), requested now so that its latency passes during the products (waited on in the
+    // epilogue, it took a fifth of the kernel's time: Nsight Compute, tc-xr.md); with kBiasAhead, the next line's,
+    // so that a whole line passes before it is read.
+    if constexpr (K::kBiasAhead) {
+      if (line + layout.consumers < lineEnd) requestBias(line + layout.consumers, std::integral_constant<int, 1 - p>{});
+    } else {
+      requestBias(line, parity);
+    }
+    for (;;) {
+      const int ringSlot = consumer * K::kMaxStages + ring.slot;
+      mbarrierWait(&full[ringSlot], ring.phase);
+      const Stage record = records[ringSlot];
+      // Read through lane 0 so that ptxas knows them warp-uniform: a wgmma loop bound it cannot prove
+      // uniform serializes every wgmma of the kernel (C7520).
+      const int info = __shfl_sync(0xffffffffu, record.info, 0);
+      const int blocks = info & (Stage::kLast - 1);
+      const bool last = (info & Stage::kLast) != 0;
+      if (boxesReady != allBoxes) {
 #pragma unroll
-          for (int j = 0; j < K::kStageBlocks; ++j) {
-            const uint32_t box = record.slabOffset[j] / K::kBoxBytes;
-            if (j < blocks && !((boxesReady >> box) & 1u)) {
-              mbarrierWait(&slabFull[box], 0);
-              boxesReady |= 1u << box;
-            }
+        for (int j = 0; j < K::kStageBlocks; ++j) {
+          const uint32_t box = record.slabOffset[j] / K::kBoxBytes;
+          if (j < blocks && !((boxesReady >> box) & 1u)) {
+            mbarrierWait(&slabFull[box], 0);
+            boxesReady |= 1u << box;
           }
         }
-        const uint32_t stageAddress = ringAddress + ring.slot * K::kStageBytes;
-        // kGroupBlocks blocks per commit group, then one at a time for the rest, each group fenced and
-        // issued straight-line as the tile kernels' steps are: with a loop or a branch between the fence and
-        // a wgmma, ptxas injects fences (C7519) or serializes (C7520).
-        auto issue = [&](auto count, int first) {
+      }
+      const uint32_t stageAddress = ringAddress + ring.slot * K::kStageBytes;
+      // kGroupBlocks blocks per commit group, then one at a time for the rest, each group fenced and
+      // issued straight-line as the tile kernels' steps are: with a loop or a branch between the fence and
+      // a wgmma, ptxas injects fences (C7519) or serializes (C7520).
+      auto issue = [&](auto count, int first) {
 #pragma unroll
-          for (int c = 0; c < K::kChains; ++c) fenceRegisters(acc[c]);
-          wgmmaFence();
-          // Block j's k16 step kk: B as the tile kernels read it, K-major rows of C or MN-major with K = the block's
-          // rows.
-          auto product = [&](int j, int kk) {
-            const uint32_t a = slabAddress + record.slabOffset[j], b = stageAddress + j * K::kBlockBytes;
-            const uint64_t descA = matrixDescriptor(a + kk * 32, 16, 8 * K::kRowBytesX, K::kSwizzleX);
-            const uint64_t descB =
-                K::kBKMajor ? matrixDescriptor(b + kk * 32, 16, 8 * K::C * 2, K::kSwizzleW)
-                            : matrixDescriptor(b + kk * 16 * K::C * 2, K::kBlockBytes, 8 * K::C * 2, K::kSwizzleW);
-            Wgmma<T, K::kTileN, 0, K::kBKMajor ? 0 : 1>::run(acc[j % K::kChains], descA, descB);
-          };
-          constexpr int kCount = decltype(count)::value;
-          if constexpr (K::kChains == 1) {
-#pragma unroll
-            for (int j = first; j < first + kCount; ++j)
-#pragma unroll
-              for (int kk = 0; kk < K::C / 16; ++kk) product(j, kk);
-          } else {  // the chains' wgmmas interleaved: consecutive ones never accumulate into the same registers
-#pragma unroll
-            for (int kk = 0; kk < K::C / 16; ++kk)
-#pragma unroll
-              for (int j = first; j < first + kCount; ++j) product(j, kk);
-          }
-          wgmmaCommit();
-#pragma unroll
-          for (int c = 0; c < K::kChains; ++c) fenceRegisters(acc[c]);
-          // Every group but this one is done: the previous stage, if still held, is free.
-          wgmmaWait<1>();
-          if (pending >= 0) {
-            if (lane == 0) mbarrierArrive(&empty[pending]);
-            pending = -1;
-          }
+        for (int c = 0; c < K::kChains; ++c) fenceRegisters(acc[c]);
+        wgmmaFence();
+        // Block j's k16 step kk: B as the tile kernels read it, K-major rows of C or MN-major with K = the block's
+        // rows.
+        auto product = [&](int j, int kk) {
+          const uint32_t a = slabAddress + record.slabOffset[j], b = stageAddress + j * K::kBlockBytes;
+          const uint64_t descA = matrixDescriptor(a + kk * 32, 16, 8 * K::kRowBytesX, K::kSwizzleX);
+          const uint64_t descB =
+              K::kBKMajor ? matrixDescriptor(b + kk * 32, 16, 8 * K::C * 2, K::kSwizzleW)
+                          : matrixDescriptor(b + kk * 16 * K::C * 2, K::kBlockBytes, 8 * K::C * 2, K::kSwizzleW);
+          Wgmma<T, K::kTileN, 0, K::kBKMajor ? 0 : 1>::run(acc[j % K::kChains], descA, descB);
         };
-        // Unrolled over the stage's slots, so that the record's entries stay in registers.
+        constexpr int kCount = decltype(count)::value;
+        if constexpr (K::kChains == 1) {
 #pragma unroll
-        for (int j0 = 0; j0 < K::kStageBlocks; j0 += K::kGroupBlocks) {
-          if (j0 + K::kGroupBlocks <= blocks) {
-            issue(std::integral_constant<int, K::kGroupBlocks>{}, j0);
-          } else {
+          for (int j = first; j < first + kCount; ++j)
 #pragma unroll
-            for (int j = j0; j < j0 + K::kGroupBlocks; ++j)
-              if (j < blocks) issue(std::integral_constant<int, 1>{}, j);
-          }
+            for (int kk = 0; kk < K::C / 16; ++kk) product(j, kk);
+        } else {  // the chains' wgmmas interleaved: consecutive ones never accumulate into the same registers
+#pragma unroll
+          for (int kk = 0; kk < K::C / 16; ++kk)
+#pragma unroll
+            for (int j = first; j < first + kCount; ++j) product(j, kk);
         }
-        if (blocks > 0 || K::kStagedStores) {  // kStagedStores: an empty line's stage holds its outputs too
-          pending = ringSlot;
-        } else if (lane == 0) {
-          mbarrierArrive(&empty[ringSlot]);  // an empty line's stage: nothing reads it
-        }
-        ring.advance(layout.stages);
-        if (last) break;
-      }
-      wgmmaWait<0>();
+        wgmmaCommit();
 #pragma unroll
-      for (int c = 0; c < K::kChains; ++c) fenceRegisters(acc[c]);
-      // The output pair of this thread's row 16 warpInGroup + g + 8 half, columns 8 j + c2 and + 1: the chains'
-      // sums plus the bias.
-      auto outputPair = [&](int half, int j) {
-        float v0 = acc[0][4 * j + half * 2], v1 = acc[0][4 * j + half * 2 + 1];
-#pragma unroll
-        for (int c = 1; c < K::kChains; ++c) {
-          v0 += acc[c][4 * j + half * 2];
-          v1 += acc[c][4 * j + half * 2 + 1];
-        }
-        if (K::kOp == Op::Linear && args.bias) {
-          const float2 bias = unpackPair<T>(biasWords[p][j]);
-          v0 += bias.x;
-          v1 += bias.y;
-        }
-        return packPair<T>(v0, v1);
-      };
-      const int64_t width = K::kOp == Op::Linear ? args.rows : args.cols;
-      if constexpr (K::kStagedStores) {
-        // Each warp stages its 16 rows in the line's last stage slot, whose blocks every product has read, then
-        // writes each row's 64 bytes as four 16-byte stores, and frees the slot.
-        uint8_t* staging = rings + (consumer * layout.stages + pending - consumer * K::kMaxStages) * K::kStageBytes +
-                           warpInGroup * 16 * K::kStagingPitch;
-#pragma unroll
-        for (int half = 0; half < 2; ++half)
-#pragma unroll
-          for (int j = 0; j < K::kTileN / 8; ++j)
-            *reinterpret_cast<uint32_t*>(staging + (g + half * 8) * K::kStagingPitch + j * 16 + c2 * 2) =
-                outputPair(half, j);
-        __syncwarp();
-#pragma unroll
-        for (int pass = 0; pass < 2; ++pass) {
-          const int row = lane / 4 + pass * 8, chunk = lane % 4;
-          const uint4 words = *reinterpret_cast<const uint4*>(staging + row * K::kStagingPitch + chunk * 16);
-          const int64_t token = tokenBase + warpInGroup * 16 + row;
-          if (token < args.m)
-            *reinterpret_cast<uint4*>(static_cast<T*>(args.out) + token * width + int64_t{line} * K::kTileN +
-                                      chunk * 8) = words;
-        }
-        fenceProxyAsync();  // the copy engine writes the slot next
-        __syncwarp();
-        if (lane == 0) mbarrierArrive(&empty[pending]);
-        pending = -1;
-      } else {
+        for (int c = 0; c < K::kChains; ++c) fenceRegisters(acc[c]);
+        // Every group but this one is done: the previous stage, if still held, is free.
+        wgmmaWait<1>();
         if (pending >= 0) {
           if (lane == 0) mbarrierArrive(&empty[pending]);
           pending = -1;
         }
-        // This consumer's 64 x R outputs from its accumulators: two adjacent columns per store.
+      };
+      // Unrolled over the stage's slots, so that the record's entries stay in registers.
 #pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const int64_t token = tokenBase + warpInGroup * 16 + g + half * 8;
-          if (token >= args.m) continue;
-          T* out = static_cast<T*>(args.out) + token * width + int64_t{line} * K::kTileN + c2;
+      for (int j0 = 0; j0 < K::kStageBlocks; j0 += K::kGroupBlocks) {
+        if (j0 + K::kGroupBlocks <= blocks) {
+          issue(std::integral_constant<int, K::kGroupBlocks>{}, j0);
+        } else {
 #pragma unroll
-          for (int j = 0; j < K::kTileN / 8; ++j) *reinterpret_cast<uint32_t*>(out + j * 8) = outputPair(half, j);
+          for (int j = j0; j < j0 + K::kGroupBlocks; ++j)
+            if (j < blocks) issue(std::integral_constant<int, 1>{}, j);
         }
       }
-      zeroAccumulators(acc);
+      if (blocks > 0 || K::kStagedStores) {  // kStagedStores: an empty line's stage holds its outputs too
+        pending = ringSlot;
+      } else if (lane == 0) {
+        mbarrierArrive(&empty[ringSlot]);  // an empty line's stage: nothing reads it
+      }
+      ring.advance(layout.stages);
+      if (last) break;
+    }
+    wgmmaWait<0>();
+#pragma unroll
+    for (int c = 0; c < K::kChains; ++c) fenceRegisters(acc[c]);
+    // The output pair of this thread's row 16 warpInGroup + g + 8 half, columns 8 j + c2 and + 1: the chains'
+    // sums plus the bias.
+    auto outputPair = [&](int half, int j) {
+      float v0 = acc[0][4 * j + half * 2], v1 = acc[0][4 * j + half * 2 + 1];
+#pragma unroll
+      for (int c = 1; c < K::kChains; ++c) {
+        v0 += acc[c][4 * j + half * 2];
+        v1 += acc[c][4 * j + half * 2 + 1];
+      }
+      if (K::kOp == Op::Linear && args.bias) {
+        const float2 bias = unpackPair<T>(biasWords[p][j]);
+        v0 += bias.x;
+        v1 += bias.y;
+      }
+      return packPair<T>(v0, v1);
+    };
+    const int64_t width = K::kOp == Op::Linear ? args.rows : args.cols;
+    if constexpr (K::kStagedStores) {
+      // Each warp stages its 16 rows in the line's last stage slot, whose blocks every product has read, then
+      // writes each row's 64 bytes as four 16-byte stores, and frees the slot.
+      uint8_t* staging = rings + (consumer * layout.stages + pending - consumer * K::kMaxStages) * K::kStageBytes +
+                         warpInGroup * 16 * K::kStagingPitch;
+#pragma unroll
+      for (int half = 0; half < 2; ++half)
+#pragma unroll
+        for (int j = 0; j < K::kTileN / 8; ++j)
+          *reinterpret_cast<uint32_t*>(staging + (g + half * 8) * K::kStagingPitch + j * 16 + c2 * 2) =
+              outputPair(half, j);
+      __syncwarp();
+#pragma unroll
+      for (int pass = 0; pass < 2; ++pass) {
+        const int row = lane / 4 + pass * 8, chunk = lane % 4;
+        const uint4 words = *reinterpret_cast<const uint4*>(staging + row * K::kStagingPitch + chunk * 16);
+        const int64_t token = tokenBase + warpInGroup * 16 + row;
+        if (token < args.m)
+          *reinterpret_cast<uint4*>(static_cast<T*>(args.out) + token * width + int64_t{line} * K::kTileN +
+                                    chunk * 8) = words;
+      }
+      fenceProxyAsync();  // the copy engine writes the slot next
+      __syncwarp();
+      if (lane == 0) mbarrierArrive(&empty[pending]);
+      pending = -1;
+    } else {
+      if (pending >= 0) {
+        if (lane == 0) mbarrierArrive(&empty[pending]);
+        pending = -1;
+      }
+      // This consumer's 64 x R outputs from its accumulators: two adjacent columns per store.
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int64_t token = tokenBase + warpInGroup * 16 + g + half * 8;
+        if (token >= args.m) continue;
+        T* out = static_cast<T*>(args.out) + token * width + int64_t{line} * K::kTileN + c2;
+#pragma unroll
+        for (int j = 0; j < K::kTileN / 8; ++j) *reinterpret_cast<uint32_t*>(out + j * 8) = outputPair(half, j);
+      }
+    }
+    zeroAccumulators(acc);
   };
   if constexpr (K::kBiasAhead) {
     const int first = lineFirst + consumer;
