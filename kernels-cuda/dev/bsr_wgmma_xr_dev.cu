@@ -1,6 +1,7 @@
 // TcOptions::devVariants' X-resident tiles (src/tc/bsr_wgmma_xr.cuh) at 32x32 blocks with what the addon's lacks
 // (dev_variants.h): two accumulator chains per line (18), each line's bias requested a line ahead (19), both (20),
-// outputs staged in shared memory and written as 16-byte stores (21), all three (22). Not yet measured.
+// outputs staged in shared memory and written as 16-byte stores (21), all three (22), a line's stores deferred to the
+// next line's first stage (23), that with two chains and the bias a line ahead (24). Not yet measured.
 #include "dev_variants.h"
 #include "tc/bsr_wgmma_xr.cuh"
 
@@ -8,10 +9,10 @@ namespace bs::tc {
 
 namespace {
 
-template <int kChains, bool kBiasAhead, bool kStaged = false>
+template <int kChains, bool kBiasAhead, bool kStaged = false, bool kDeferred = false>
 bool launchXrDev(Op op, DType dtype, const KernelArgs& args, int numSms, cudaStream_t stream) {
   auto launch = [&](auto type, auto product) {
-    using Traits = sm90::XrTraits<decltype(type), decltype(product)::value, 32, kChains, kBiasAhead, kStaged>;
+    using Traits = sm90::XrTraits<decltype(type), decltype(product)::value, 32, kChains, kBiasAhead, kStaged, kDeferred>;
     return sm90::launchXr<Traits>(dtype, args, numSms, stream);
   };
   using Linear = std::integral_constant<Op, Op::Linear>;
@@ -36,6 +37,9 @@ bool launchXResidentDevVariant(Op op, DType dtype, const KernelArgs& args, int b
   if (variant == kXResidentChainsVariant + 2) return launchXrDev<2, true>(op, dtype, args, numSms, stream);
   if (variant == kXResidentStagedStoresVariant) return launchXrDev<1, false, true>(op, dtype, args, numSms, stream);
   if (variant == kXResidentStagedStoresVariant + 1) return launchXrDev<2, true, true>(op, dtype, args, numSms, stream);
+  if (variant == kXResidentDeferredStoresVariant) return launchXrDev<1, false, false, true>(op, dtype, args, numSms, stream);
+  if (variant == kXResidentDeferredStoresVariant + 1)
+    return launchXrDev<2, true, false, true>(op, dtype, args, numSms, stream);
   return false;
 }
 

@@ -33,16 +33,20 @@ constexpr int kTokenMajorPersistentVariant = 17;
 // go to the chains in turn and their wgmmas interleave, so that consecutive ones never accumulate into the same
 // registers); kXResidentBiasAheadVariant with each line's bias requested a line ahead; kXResidentChainsVariant + 2
 // with both; kXResidentStagedStoresVariant with each warp's outputs staged in the line's last stage slot and written
-// as 16-byte stores; kXResidentStagedStoresVariant + 1 with all three.
+// as 16-byte stores; kXResidentStagedStoresVariant + 1 with all three; kXResidentDeferredStoresVariant with each
+// line's outputs packed into plain registers when its products are drained and stored once the next line's first
+// stage has issued its products (the stores beside them); kXResidentDeferredStoresVariant + 1 with that, two chains
+// and the bias a line ahead.
 constexpr int kXResidentChainsVariant = 18;
 constexpr int kXResidentBiasAheadVariant = 19;
 constexpr int kXResidentStagedStoresVariant = 21;
+constexpr int kXResidentDeferredStoresVariant = 23;
 bool launchXResidentDevVariant(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                                cudaStream_t stream);
 
 // A TcOptions::devVariants launcher: the wgmma variants of dev/bsr_wgmma_variants.cu (1 at 32 and 64
 // blocks, dW kFeatureMajorDwTile at 64, 2-5, kTokenMajorPersistentVariant, kStoreHelpersVariant, kBulkStoreVariant,
-// kPingPongVariant and the next), the X-resident 18-22 and the mma.sync variants of dev/bsr_mma_variants.cu
+// kPingPongVariant and the next), the X-resident 18-24 and the mma.sync variants of dev/bsr_mma_variants.cu
 // (1) and dev/bsr_mma_grouped.cu (8, 9); false, having launched nothing, for any other path, product or variant.
 bool launchDevVariant(TcPath path, Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                       cudaStream_t stream);

@@ -31,7 +31,8 @@ struct alignas(16) XrStage {
   static constexpr int32_t kLast = 1 << 16;
 };
 
-template <typename T_, Op kOp_, int kBlock_, int kChains_ = 1, bool kBiasAhead_ = false, bool kStagedStores_ = false>
+template <typename T_, Op kOp_, int kBlock_, int kChains_ = 1, bool kBiasAhead_ = false, bool kStagedStores_ = false,
+          bool kDeferredStores_ = false>
 struct XrTraits {
   using T = T_;
   // Each consumer computes one m64 tile of tokens x one block row (Linear) or column (Matmul) at a time. A "line"
@@ -55,6 +56,10 @@ struct XrTraits {
   // (kXResidentStagedStoresVariant).
   static constexpr bool kStagedStores = kStagedStores_;
   static constexpr int kStagingPitch = kTileN * 2 + 16;
+  // A line's outputs packed into plain registers when it ends (its products drained, as in the addon's consumer) and
+  // stored once the next line's first stage has issued its products, so that the stores run beside them.
+  // kernels-cuda/dev/ measures it (kXResidentDeferredStoresVariant).
+  static constexpr bool kDeferredStores = kDeferredStores_;
   // Consumer warpgroups, lines dealt in turn: chosen per launch (XrLayout::consumers) from the room the slab
   // leaves for their rings; warp w of the producer warpgroup feeds consumer w's ring.
   static constexpr int kMinConsumers = 2, kMaxConsumers = 4;
@@ -96,6 +101,7 @@ struct XrTraits {
   static_assert(kOp != Op::Sampled, "dW reduces over tokens: no slab to keep");
   static_assert(kBlock_ == 32 || kBlock_ == 64, "one wgmma N per block line; 128 would need a 64 KB ring minimum");
   static_assert(!kStagedStores || kTileM * kStagingPitch <= kStageBytes, "a line's outputs stage in one slot");
+  static_assert(!(kDeferredStores && kStagedStores), "one epilogue");
   static_assert(kStageBlocks >= 1 && kStageBytes % 1024 == 0, "stages keep the slots 1 KB-aligned");
   static_assert(kMaxBoxes <= 32, "slab readiness is a 32-bit mask");
   static_assert(kBarrierBytes + kRingSlots * sizeof(Stage) <= kFixedBytes, "barriers and stage records fit");
@@ -285,6 +291,21 @@ __global__ void __launch_bounds__(K::kThreads, 1)
             *reinterpret_cast<const uint32_t*>(static_cast<const T*>(args.bias) + int64_t{line} * K::R + j * 8 + c2);
     }
   };
+  // kDeferredStores: the last line's packed outputs ([half][j]), stored during the next line's first stage.
+  uint32_t deferred[2][K::kTileN / 8];
+  int deferredLine = -1;
+  auto storeDeferred = [&] {
+    const int64_t width = K::kOp == Op::Linear ? args.rows : args.cols;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int64_t token = tokenBase + warpInGroup * 16 + g + half * 8;
+      if (deferredLine < 0 || token >= args.m) continue;
+      T* out = static_cast<T*>(args.out) + token * width + int64_t{deferredLine} * K::kTileN + c2;
+#pragma unroll
+      for (int j = 0; j < K::kTileN / 8; ++j) *reinterpret_cast<uint32_t*>(out + j * 8) = deferred[half][j];
+    }
+    deferredLine = -1;
+  };
   // One line: its stages' products, then its outputs. `parity` picks the bias set (always 0 without kBiasAhead).
   auto runLine = [&](int line, auto parity) {
     constexpr int p = decltype(parity)::value;
@@ -296,6 +317,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
     } else {
       requestBias(line, parity);
     }
+    [[maybe_unused]] bool firstStage = true;  // kDeferredStores
     for (;;) {
       const int ringSlot = consumer * K::kMaxStages + ring.slot;
       mbarrierWait(&full[ringSlot], ring.phase);
@@ -366,6 +388,10 @@ __global__ void __launch_bounds__(K::kThreads, 1)
             if (j < blocks) issue(std::integral_constant<int, 1>{}, j);
         }
       }
+      if constexpr (K::kDeferredStores) {
+        if (firstStage) storeDeferred();  // beside the products just issued
+        firstStage = false;
+      }
       if (blocks > 0 || K::kStagedStores) {  // kStagedStores: an empty line's stage holds its outputs too
         pending = ringSlot;
       } else if (lane == 0) {
@@ -393,7 +419,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
       }
       return packPair<T>(v0, v1);
     };
-    const int64_t width = K::kOp == Op::Linear ? args.rows : args.cols;
+    [[maybe_unused]] const int64_t width = K::kOp == Op::Linear ? args.rows : args.cols;
     if constexpr (K::kStagedStores) {
       // Each warp stages its 16 rows in the line's last stage slot, whose blocks every product has read, then
       // writes each row's 64 bytes as four 16-byte stores, and frees the slot.
@@ -419,6 +445,16 @@ __global__ void __launch_bounds__(K::kThreads, 1)
       __syncwarp();
       if (lane == 0) mbarrierArrive(&empty[pending]);
       pending = -1;
+    } else if constexpr (K::kDeferredStores) {
+      if (pending >= 0) {
+        if (lane == 0) mbarrierArrive(&empty[pending]);
+        pending = -1;
+      }
+#pragma unroll
+      for (int half = 0; half < 2; ++half)
+#pragma unroll
+        for (int j = 0; j < K::kTileN / 8; ++j) deferred[half][j] = outputPair(half, j);
+      deferredLine = line;
     } else {
       if (pending >= 0) {
         if (lane == 0) mbarrierArrive(&empty[pending]);
@@ -447,6 +483,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
     for (int line = lineFirst + consumer; line < lineEnd; line += layout.consumers)
       runLine(line, std::integral_constant<int, 0>{});
   }
+  if constexpr (K::kDeferredStores) storeDeferred();  // the last line's
   // Every slab copy must land before the CTA exits, including boxes no block of this consumer read.
   for (int b = 0; b < layout.boxes; ++b)
     if (!((boxesReady >> b) & 1u)) mbarrierWait(&slabFull[b], 0);
