@@ -60,6 +60,13 @@ export interface Conformance {
  * Starts the backend for the enclosing describe (poisoned allocations, the kernel leak check on)
  * and restores the previous backend afterwards. Call inside a vitest describe.
  */
+/**
+ * Milliseconds a conformance check may take. Its float64 references run in JavaScript: the largest (LayerNorm over
+ * rows of 8200) take about 1.5 s on a 2-core machine alone, and several times that beside the other packages' tests,
+ * past vitest's default of 5 s.
+ */
+const CHECK_TIMEOUT_MS = 60_000;
+
 export function startConformance(backendName: string): Conformance {
   let previousBackend: string | undefined;
   let previousLeakCheck = false;
@@ -89,15 +96,19 @@ export function startConformance(backendName: string): Conformance {
     rng: () => new SeededRandom(seed++),
     nextSeed: () => seed++,
     check: (title, body) => {
-      it(title, () => {
-        const buffersBefore = suite.backend.memory().buffers;
-        const tensorsBefore = memory().numTensors;
-        tidy(() => {
-          body();
-        });
-        expect(memory().numTensors, `${title}: tensors left alive`).toBe(tensorsBefore);
-        expect(suite.backend.memory().buffers, `${title}: buffers left allocated`).toBe(buffersBefore);
-      });
+      it(
+        title,
+        () => {
+          const buffersBefore = suite.backend.memory().buffers;
+          const tensorsBefore = memory().numTensors;
+          tidy(() => {
+            body();
+          });
+          expect(memory().numTensors, `${title}: tensors left alive`).toBe(tensorsBefore);
+          expect(suite.backend.memory().buffers, `${title}: buffers left allocated`).toBe(buffersBefore);
+        },
+        CHECK_TIMEOUT_MS,
+      );
     },
   };
   return suite;
