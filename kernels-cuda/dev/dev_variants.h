@@ -41,12 +41,15 @@ constexpr int kXResidentChainsVariant = 18;
 constexpr int kXResidentBiasAheadVariant = 19;
 constexpr int kXResidentStagedStoresVariant = 21;
 constexpr int kXResidentDeferredStoresVariant = 23;
+// The addon's X-resident tile with its line groups sized for one CTA per SM (kXResidentWavesVariant) or four (+ 1)
+// instead of kXResidentCtasPerSm: how much of its time each CTA's fixed costs (its slab's load, its uneven end) take.
+constexpr int kXResidentWavesVariant = 25;
 bool launchXResidentDevVariant(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                                cudaStream_t stream);
 
 // A TcOptions::devVariants launcher: the wgmma variants of dev/bsr_wgmma_variants.cu (1 at 32 and 64
 // blocks, dW kFeatureMajorDwTile at 64, 2-5, kTokenMajorPersistentVariant, kStoreHelpersVariant, kBulkStoreVariant,
-// kPingPongVariant and the next), the X-resident 18-24 and the mma.sync variants of dev/bsr_mma_variants.cu
+// kPingPongVariant and the next), the X-resident 18-26 and the mma.sync variants of dev/bsr_mma_variants.cu
 // (1) and dev/bsr_mma_grouped.cu (8, 9); false, having launched nothing, for any other path, product or variant.
 bool launchDevVariant(TcPath path, Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                       cudaStream_t stream);

@@ -31,12 +31,12 @@ bool launchXrTyped(Op op, DType dtype, const KernelArgs& args, int blockSize, in
 
 }  // namespace sm90
 
-int64_t xResidentGroupLines(int64_t m, int64_t lines, int consumers, int numSms) {
-  // Token tiles x groups about kXrCtasPerSm CTAs per SM; a multiple of the consumers where more than that, so that
+int64_t xResidentGroupLines(int64_t m, int64_t lines, int consumers, int numSms, int ctasPerSm) {
+  // Token tiles x groups about ctasPerSm CTAs per SM; a multiple of the consumers where more than that, so that
   // each gets as many lines.
-  constexpr int64_t kXrCtasPerSm = 2;
   const int64_t tilesM = (m + 63) / 64;
-  const int64_t wantedGroups = std::max<int64_t>(1, (kXrCtasPerSm * std::max(numSms, 1) + tilesM - 1) / tilesM);
+  const int64_t wantedGroups =
+      std::max<int64_t>(1, (int64_t{std::max(ctasPerSm, 1)} * std::max(numSms, 1) + tilesM - 1) / tilesM);
   int64_t groupLines = std::max<int64_t>(1, (lines + wantedGroups - 1) / wantedGroups);
   if (groupLines > consumers) groupLines = (groupLines + consumers - 1) / consumers * consumers;
   return groupLines;

@@ -494,7 +494,8 @@ __global__ void __launch_bounds__(K::kThreads, 1)
 constexpr int kXrPreferredStages = 3;
 
 template <class K>
-bool launchXr(DType dtype, const KernelArgs& argsIn, int numSms, cudaStream_t stream) {
+bool launchXr(DType dtype, const KernelArgs& argsIn, int numSms, cudaStream_t stream,
+              int ctasPerSm = kXResidentCtasPerSm) {
   KernelArgs args = argsIn;
   const int64_t depth = K::kOp == Op::Linear ? args.cols : args.rows;  // the slab's width
   const int64_t lines = K::kOp == Op::Linear ? args.blockRows : args.blockCols;
@@ -518,7 +519,7 @@ bool launchXr(DType dtype, const KernelArgs& argsIn, int numSms, cudaStream_t st
   const int64_t smemBytes = fixed + stages * consumers * K::kStageBytes;
 
   const int64_t tilesM = (args.m + K::kTileM - 1) / K::kTileM;
-  const int64_t groupLines = xResidentGroupLines(args.m, lines, static_cast<int>(consumers), numSms);
+  const int64_t groupLines = xResidentGroupLines(args.m, lines, static_cast<int>(consumers), numSms, ctasPerSm);
   const int64_t groups = (lines + groupLines - 1) / groupLines;
   if (tilesM * groups > INT32_MAX) return false;
   const XrLayout layout{static_cast<int32_t>(boxes), static_cast<int32_t>(consumers), static_cast<int32_t>(stages),

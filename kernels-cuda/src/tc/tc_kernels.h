@@ -142,8 +142,11 @@ bool launchWgmma(Op op, DType dtype, const KernelArgs& args, int blockSize, int 
 // sm_90a; false, having launched nothing, where the slab is narrower than 64 or wider than 1536 (or not a multiple
 // of 8 elements), or for any other product or block (launchWgmma takes it for variant kXResidentTile).
 bool launchXResident(Op op, DType dtype, const KernelArgs& args, int blockSize, int numSms, cudaStream_t stream);
+// CTAs per SM the X-resident tile's line groups aim at (token tiles x groups), over about that many waves.
+constexpr int kXResidentCtasPerSm = 2;
 // Block rows (bsrLinear) or columns (bsrMatmul) of `lines` that each CTA of the X-resident tile takes with m tokens.
-int64_t xResidentGroupLines(int64_t m, int64_t lines, int consumers, int numSms);
+int64_t xResidentGroupLines(int64_t m, int64_t lines, int consumers, int numSms,
+                            int ctasPerSm = kXResidentCtasPerSm);
 // The block shapes besides the squares of 32, 64 and 128 that the mma.sync path covers in float16/bfloat16
 // (bsr_mma_shapes.cu instantiates a tile for each): 16x16 and the 1:2 and 2:1 rectangles of sides 16-128.
 struct MmaShape {
