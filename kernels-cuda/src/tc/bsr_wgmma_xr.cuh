@@ -8,8 +8,9 @@
 // block size, against T R / (T + R) for the tile kernels (25.6 for mma.sync's 128-token tile at 32x32).
 // bsrMatmul (dX = dY W) is the same over block columns: the slab is dY [64 x N], a column's blocks come through the
 // column-wise index (one copy per block, fed transposed: MN-major B).
-// The kernel and launcher templates: instantiated by bsr_wgmma_xr.cu for the addon, and by kernels-cuda/dev/ with two
-// accumulator chains per line for measurement (kXResidentChainsVariant).
+// The kernel and launcher templates: instantiated by bsr_wgmma_xr.cu for the addon with XrTraits' defaults, and by
+// kernels-cuda/dev/ with its options (accumulator chains, the bias a line ahead, staged or deferred stores) and other
+// line groupings, for measurement (dev_variants.h, 18-26).
 #pragma once
 
 #include <type_traits>
