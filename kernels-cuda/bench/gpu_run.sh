@@ -152,10 +152,11 @@ stage_time() {
   summary+=("time: exit $? at ${SECONDS}s")
 }
 
-# X-resident products (wgmma/v6; at 32x32 also dev's variants, dev_variants.h: 18 two accumulator chains per line, 19
-# each line's bias a line ahead, 21 outputs staged and written as 16-byte stores, 23 each line's stores deferred to the
-# next line's first stage, 24 that with 18 and 19, 25 and 26 one and four CTAs per SM; 20 and 22 on request through
-# XR_VARIANTS) beside what is dispatched (auto), 32 and 64 blocks. The slab is K wide for
+# X-resident products (wgmma/v6; at 32x32 also dev's variants, dev_variants.h, each the addon's tile with one change:
+# 18 two accumulator chains per line, 21 the outputs stored from the accumulators' layout, 22 the tile the addon ran
+# before (those stores, lines grouped for two CTAs per SM), 23 each line's stores deferred to the next line's first
+# stage, 25 and 26 lines grouped for two and one CTAs per SM instead of by the wave model; 19, 20 and 24 on request
+# through XR_VARIANTS) beside what is dispatched (auto), 32 and 64 blocks. The slab is K wide for
 # bsrLinear and N wide for bsrMatmul, up to 1536 each: bsrLinear at K in {768, 1024, 1536} x N in {1024, 3072,
 # 4096}, bsrMatmul at the transposed shapes (the layer whose forward pass cannot keep its slab, its backward can).
 # The widths of tc-xr.md's dispatch table (the rule's cases and their neighbours); the earlier 3 x 3 grid of K in {768,
@@ -163,7 +164,7 @@ stage_time() {
 XR_LINEAR_SHAPES=${XR_LINEAR_SHAPES:-1024x4096,768x3072,1024x1024,512x2048}
 XR_MATMUL_SHAPES=${XR_MATMUL_SHAPES:-4096x1024,3072x768,1024x1024,2048x512}
 XR_TOKENS=${XR_TOKENS:-2048,8192}
-xr_args=(--blocks 32,64 --paths wgmma --variants "${XR_VARIANTS:-6,18,19,21,23,24,25,26}")
+xr_args=(--blocks 32,64 --paths wgmma --variants "${XR_VARIANTS:-6,18,21,22,23,25,26}")
 
 # Small shapes and the edges: 1 and 65 tokens (a partial 64-token tile), a slab 96 wide (half a box) and 1536
 # wide (the largest), single block lines, empty lines (density 0.1 over 3 blocks).
@@ -189,11 +190,10 @@ stage_xr_memcheck() {
 
 stage_xr_time() {
   : >"$LOG/time.log"
-  # TC_BENCH_XR_LAYOUT: each problem's slab boxes, stages, lines per CTA and CTAs, in the log.
-  TC_BENCH_XR_LAYOUT=1 timeout "$(cap 120)" "$bin" --mode time --ops linear "${xr_args[@]}" --paths auto,wgmma --tokens "$XR_TOKENS" \
+  timeout "$(cap 120)" "$bin" --mode time --ops linear "${xr_args[@]}" --paths auto,wgmma --tokens "$XR_TOKENS" \
     --shapes "$XR_LINEAR_SHAPES" --densities 0.5,0.25,0.1 $TIME_ARGS >>"$LOG/time.log" 2>&1
   local linear=$?
-  TC_BENCH_XR_LAYOUT=1 timeout "$(cap 120)" "$bin" --mode time --ops matmul "${xr_args[@]}" --paths auto,wgmma --tokens "$XR_TOKENS" \
+  timeout "$(cap 120)" "$bin" --mode time --ops matmul "${xr_args[@]}" --paths auto,wgmma --tokens "$XR_TOKENS" \
     --shapes "$XR_MATMUL_SHAPES" --densities 0.5,0.25,0.1 $TIME_ARGS >>"$LOG/time.log" 2>&1
   summary+=("xr time: linear exit $linear, matmul exit $? at ${SECONDS}s")
 }

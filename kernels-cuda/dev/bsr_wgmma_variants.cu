@@ -12,10 +12,10 @@
 //   11 (kMulticastVariant): clusters of four tiles sharing each dense slice by TMA multicast (bsr_wgmma_multicast.cu);
 //      12 the same clusters without the sharing
 //   18-26: the X-resident tile with two accumulator chains per line (18, kXResidentChainsVariant), each line's bias
-//      requested a line ahead (19, kXResidentBiasAheadVariant), both (20), its outputs staged and written as 16-byte
-//      stores (21, kXResidentStagedStoresVariant), all three (22), each line's stores deferred to the next line's
-//      first stage (23, kXResidentDeferredStoresVariant), that with 18 and 19 (24), one CTA per SM (25,
-//      kXResidentWavesVariant) or four (26) (bsr_wgmma_xr_dev.cu)
+//      requested a line ahead (19, kXResidentBiasAheadVariant), both (20), its outputs stored from the accumulators'
+//      layout (21, kXResidentDirectStoresVariant), the tile the addon ran before (22, kXResidentPreviousVariant), each
+//      line's stores deferred to the next line's first stage (23, kXResidentDeferredStoresVariant), that with 18 and
+//      19 (24), its lines grouped for two CTAs per SM (25, kXResidentWavesVariant) or one (26) (bsr_wgmma_xr_dev.cu)
 #include "dev_variants.h"
 #include "tc/bsr_wgmma.cuh"
 

@@ -29,20 +29,22 @@ static_assert(kPingPongVariant == kPingPongTile, "dev's ping-pong tiles share th
 constexpr int kTokenMajorPersistentVariant = 17;
 
 // The X-resident tile (kXResidentTile, src/tc/bsr_wgmma_xr.cuh) at 32x32 blocks, bsrLinear and bsrMatmul in bfloat16 or
-// float16 (dev/bsr_wgmma_xr_dev.cu): kXResidentChainsVariant with two accumulator chains per line (a line's blocks
-// go to the chains in turn and their wgmmas interleave, so that consecutive ones never accumulate into the same
-// registers); kXResidentBiasAheadVariant with each line's bias requested a line ahead; kXResidentChainsVariant + 2
-// with both; kXResidentStagedStoresVariant with each warp's outputs staged in the line's last stage slot and written
-// as 16-byte stores; kXResidentStagedStoresVariant + 1 with all three; kXResidentDeferredStoresVariant with each
-// line's outputs packed into plain registers when its products are drained and stored once the next line's first
-// stage has issued its products (the stores beside them); kXResidentDeferredStoresVariant + 1 with that, two chains
-// and the bias a line ahead.
+// float16 (dev/bsr_wgmma_xr_dev.cu), each the addon's tile with one change: kXResidentChainsVariant with two accumulator
+// chains per line (a line's blocks go to the chains in turn and their wgmmas interleave, so that consecutive ones never
+// accumulate into the same registers); kXResidentBiasAheadVariant with each line's bias requested a line ahead;
+// kXResidentChainsVariant + 2 with both; kXResidentDirectStoresVariant with its outputs stored from the accumulators'
+// layout (4-byte stores) instead of staged; kXResidentPreviousVariant the tile the addon ran before (those direct stores
+// and its lines grouped for two CTAs per SM), the baseline; kXResidentDeferredStoresVariant with each line's outputs
+// packed into plain registers when its products are drained and stored once the next line's first stage has issued its
+// products (the stores beside them, direct); kXResidentDeferredStoresVariant + 1 with that, two chains and the bias a
+// line ahead.
 constexpr int kXResidentChainsVariant = 18;
 constexpr int kXResidentBiasAheadVariant = 19;
-constexpr int kXResidentStagedStoresVariant = 21;
+constexpr int kXResidentDirectStoresVariant = 21;
+constexpr int kXResidentPreviousVariant = 22;
 constexpr int kXResidentDeferredStoresVariant = 23;
-// The addon's X-resident tile with its line groups sized for one CTA per SM (kXResidentWavesVariant) or four (+ 1)
-// instead of kXResidentCtasPerSm: how much of its time each CTA's fixed costs (its slab's load, its uneven end) take.
+// The addon's X-resident tile with its line groups sized for two CTAs per SM (kXResidentWavesVariant) or one (+ 1)
+// instead of by xResidentGroupLines' wave model: the model against the plain rules.
 constexpr int kXResidentWavesVariant = 25;
 bool launchXResidentDevVariant(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                                cudaStream_t stream);

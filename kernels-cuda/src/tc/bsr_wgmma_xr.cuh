@@ -9,7 +9,7 @@
 // bsrMatmul (dX = dY W) is the same over block columns: the slab is dY [64 x N], a column's blocks come through the
 // column-wise index (one copy per block, fed transposed: MN-major B).
 // The kernel and launcher templates: instantiated by bsr_wgmma_xr.cu for the addon with XrTraits' defaults, and by
-// kernels-cuda/dev/ with its options (accumulator chains, the bias a line ahead, staged or deferred stores) and other
+// kernels-cuda/dev/ with its options (accumulator chains, the bias a line ahead, direct or deferred stores) and other
 // line groupings, for measurement (dev_variants.h, 18-26).
 #pragma once
 
@@ -32,8 +32,8 @@ struct alignas(16) XrStage {
   static constexpr int32_t kLast = 1 << 16;
 };
 
-template <typename T_, Op kOp_, int kBlock_, int kChains_ = 1, bool kBiasAhead_ = false, bool kStagedStores_ = false,
-          bool kDeferredStores_ = false>
+template <typename T_, Op kOp_, int kBlock_, int kChains_ = 1, bool kBiasAhead_ = false,
+          bool kStagedStores_ = (kBlock_ == 32), bool kDeferredStores_ = false>
 struct XrTraits {
   using T = T_;
   // Each consumer computes one m64 tile of tokens x one block row (Linear) or column (Matmul) at a time. A "line"
@@ -53,8 +53,9 @@ struct XrTraits {
   static constexpr bool kBiasAhead = kBiasAhead_;
   // Each warp's 16 output rows staged in the line's last stage slot and written as 16-byte stores (a row's 64 bytes by
   // four lanes) instead of 4-byte stores from the accumulators' layout; the slot is freed after. 32x32 only (64 rows
-  // of 80 bytes, padded so that the staging writes hit every bank once, fit a stage). kernels-cuda/dev/ measures it
-  // (kXResidentStagedStoresVariant).
+  // of 80 bytes, padded so that the staging writes hit every bank once, fit a stage): the addon's default there, 0.86-1.01
+  // of the direct stores' time on an H200 (tc-xr.md); kernels-cuda/dev/ keeps those (kXResidentDirectStoresVariant).
+  // The launcher declines an output that is not 16-byte aligned.
   static constexpr bool kStagedStores = kStagedStores_;
   static constexpr int kStagingPitch = kTileN * 2 + 16;
   // A line's outputs packed into plain registers when it ends (its products drained, as in the addon's consumer) and
@@ -494,9 +495,10 @@ __global__ void __launch_bounds__(K::kThreads, 1)
 // Stages per consumer ring worth trading a consumer for (launchXr).
 constexpr int kXrPreferredStages = 3;
 
+// ctasPerSm: 0 groups the lines by xResidentGroupLines' wave model (the addon); more, by that many CTAs per SM
+// (kernels-cuda/dev/, for measurement).
 template <class K>
-bool launchXr(DType dtype, const KernelArgs& argsIn, int numSms, cudaStream_t stream,
-              int ctasPerSm = kXResidentCtasPerSm) {
+bool launchXr(DType dtype, const KernelArgs& argsIn, int numSms, cudaStream_t stream, int ctasPerSm = 0) {
   KernelArgs args = argsIn;
   const int64_t depth = K::kOp == Op::Linear ? args.cols : args.rows;  // the slab's width
   const int64_t lines = K::kOp == Op::Linear ? args.blockRows : args.blockCols;

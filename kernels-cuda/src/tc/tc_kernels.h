@@ -102,7 +102,7 @@ constexpr int kPingPongTile64Tokens = 256;
 constexpr double kPingPongBackwardMaxLine64 = 16.0;
 constexpr double kPingPongBackwardMaxLine128 = 8.0;
 constexpr int64_t kXResidentMaxSlab = 1024;
-constexpr double kXResidentMinLine = 6.0;
+constexpr double kXResidentMinLine = 2.0;
 constexpr int64_t kXResidentMinTokens = 2048;
 constexpr double kXResidentMinWeightPerSlab = 1.75;
 // Consumer warpgroups of the X-resident tile at 32x32 with a slab of at most kXResidentMaxSlab (bsr_wgmma_xr.cu).
@@ -142,11 +142,14 @@ bool launchWgmma(Op op, DType dtype, const KernelArgs& args, int blockSize, int 
 // sm_90a; false, having launched nothing, where the slab is narrower than 64 or wider than 1536 (or not a multiple
 // of 8 elements), or for any other product or block (launchWgmma takes it for variant kXResidentTile).
 bool launchXResident(Op op, DType dtype, const KernelArgs& args, int blockSize, int numSms, cudaStream_t stream);
-// CTAs per SM the X-resident tile's line groups aim at (token tiles x groups), over about that many waves.
-constexpr int kXResidentCtasPerSm = 2;
 // Block rows (bsrLinear) or columns (bsrMatmul) of `lines` that each CTA of the X-resident tile takes with m tokens.
-int64_t xResidentGroupLines(int64_t m, int64_t lines, int consumers, int numSms,
-                            int ctasPerSm = kXResidentCtasPerSm);
+// The tile fills an SM's shared memory, so its CTAs run one per SM, in waves of numSms. By default (ctasPerSm 0) the
+// grouping is the one of fewest waves x (slab + lines per consumer) per CTA, each CTA's slab load counted as one line
+// of its consumers (kXResidentSlabLines): with 64-token tiles x groups each CTA pays its slab once, so fewer, longer
+// CTAs win until a wave is left partly empty (measured on an H200: docs/kernels.md, "X-resident bsrLinear and
+// bsrMatmul"). ctasPerSm > 0 sizes the groups for about that many CTAs per SM instead (kernels-cuda/dev/ measures it).
+constexpr int64_t kXResidentSlabLines = 1;
+int64_t xResidentGroupLines(int64_t m, int64_t lines, int consumers, int numSms, int ctasPerSm = 0);
 // The block shapes besides the squares of 32, 64 and 128 that the mma.sync path covers in float16/bfloat16
 // (bsr_mma_shapes.cu instantiates a tile for each): 16x16 and the 1:2 and 2:1 rectangles of sides 16-128.
 struct MmaShape {

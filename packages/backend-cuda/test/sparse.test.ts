@@ -602,45 +602,50 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
   }, 240_000);
 
   // 32x32 bsrLinear and bsrMatmul where the dispatch takes the X-resident tile (tc_kernels.h: a slab of at most 1024,
-  // K for bsrLinear and N for bsrMatmul, lines of at least 6 blocks, at least 2048 tokens, and each CTA's lines holding
-  // at least 1.75 times the slab's elements, which 64 lines at density 0.7 do): bsrLinear over 2048 x 1024 (a slab of
-  // 1024: 16 boxes of 64) and bsrMatmul over 992 x 2048 (a slab of 992: a half box at the end), each also checked the
-  // other way round (mma.sync's tile). 2085 tokens (a last token tile of 37), block rows and columns left empty (the
+  // K for bsrLinear and N for bsrMatmul, lines of at least 2 blocks, at least 2048 tokens, and each CTA's lines holding
+  // at least 1.75 times the slab's elements): bsrLinear over 2048 x 1024 (a slab of 1024: 16 boxes of 64) and
+  // bsrMatmul over 992 x 2048 (a slab of 992: a half box at the end), each also checked the other way round (mma.sync's
+  // tile). At 2085 tokens (a last token tile of 37) with lines of about 22 blocks (density 0.7), and at 8229 tokens with
+  // lines of about 3 (density 0.1: one group of all 64 lines per token tile), block rows and columns left empty (the
   // bias alone, zeros), and the dense route kept off so that the block kernels run. Every token of the last tile and
-  // one random token of every 8 before it against float64.
+  // one random token of every 8 (2085) or 64 (8229) before it against float64.
   const X_RESIDENT = [
     { rows: 2048, cols: 1024, emptyRows: [3, 40], emptyCols: [5] },
     { rows: 992, cols: 2048, emptyRows: [0, 30], emptyCols: [0, 63] },
   ] as const;
-  test("32x32 bsrLinear and bsrMatmul on the X-resident tile (slabs up to 1024 wide, lines of 6+ blocks, empty lines, a partial token tile), half precision, against float64", () => {
+  test("32x32 bsrLinear and bsrMatmul on the X-resident tile (slabs up to 1024 wide, lines of 22 and of 3 blocks, empty lines, a partial token tile), half precision, against float64", () => {
     const next = random(2085);
-    const m = 2085;
-    const tokens: number[] = [];
-    for (let i0 = 0; i0 < m - 37; i0 += 8) tokens.push(i0 + Math.floor(next() * 8));
-    for (let i = m - 37; i < m; i++) tokens.push(i);
     const backend = useCuda();
     const previous = backend.setDenseProductMode("never");
     try {
-      for (const dtype of ["bfloat16", "float16"] as const) {
-        for (const { rows, cols, emptyRows, emptyCols } of X_RESIDENT) {
-          const blockRows = rows / 32, blockCols = cols / 32;
-          const mask = Array.from({ length: blockRows * blockCols }, (_, k) => {
-            const r = Math.floor(k / blockCols), c = k % blockCols;
-            return !(emptyRows as readonly number[]).includes(r) && !(emptyCols as readonly number[]).includes(c) && next() < 0.7;
-          });
-          const pattern = BsrPattern.fromMask([rows, cols], [32, 32], mask);
-          tidy(() => {
-            const values = randomTensor(next, [pattern.nnzBlocks, 32, 32], dtype);
-            const bias = randomTensor(next, [rows], dtype);
-            const x = randomTensor(next, [m, cols], dtype);
-            const dy = randomTensor(next, [m, rows], dtype);
-            const { yRef, dxRef } = sampledProducts(pattern, values.values, bias.values, x.values, dy.values, tokens);
-            const pick = (data: ArrayLike<number>, width: number) => pickTokens(data, tokens, width);
-            const what = `${rows}x${cols} ${dtype}`;
-            expectClose(pick(bsrLinear(x.t, values.t, pattern, bias.t).dataSync(), rows), yRef, dtype, `bsrLinear ${what}`);
-            expectClose(pick(bsrLinear(x.t, values.t, pattern).dataSync(), rows), yRef.map((v, i) => v - bias.values[i % rows]), dtype, `bsrLinear ${what} without a bias`);
-            expectClose(pick(bsrMatmul(dy.t, values.t, pattern).dataSync(), cols), dxRef, dtype, `bsrMatmul ${what}`);
-          });
+      for (const { m, density, every } of [
+        { m: 2085, density: 0.7, every: 8 },
+        { m: 8229, density: 0.1, every: 64 },
+      ]) {
+        const tokens: number[] = [];
+        for (let i0 = 0; i0 < m - 37; i0 += every) tokens.push(i0 + Math.floor(next() * every));
+        for (let i = m - 37; i < m; i++) tokens.push(i);
+        for (const dtype of ["bfloat16", "float16"] as const) {
+          for (const { rows, cols, emptyRows, emptyCols } of X_RESIDENT) {
+            const blockRows = rows / 32, blockCols = cols / 32;
+            const mask = Array.from({ length: blockRows * blockCols }, (_, k) => {
+              const r = Math.floor(k / blockCols), c = k % blockCols;
+              return !(emptyRows as readonly number[]).includes(r) && !(emptyCols as readonly number[]).includes(c) && next() < density;
+            });
+            const pattern = BsrPattern.fromMask([rows, cols], [32, 32], mask);
+            tidy(() => {
+              const values = randomTensor(next, [pattern.nnzBlocks, 32, 32], dtype);
+              const bias = randomTensor(next, [rows], dtype);
+              const x = randomTensor(next, [m, cols], dtype);
+              const dy = randomTensor(next, [m, rows], dtype);
+              const { yRef, dxRef } = sampledProducts(pattern, values.values, bias.values, x.values, dy.values, tokens);
+              const pick = (data: ArrayLike<number>, width: number) => pickTokens(data, tokens, width);
+              const what = `${rows}x${cols} ${dtype} at ${m} tokens, density ${density}`;
+              expectClose(pick(bsrLinear(x.t, values.t, pattern, bias.t).dataSync(), rows), yRef, dtype, `bsrLinear ${what}`);
+              expectClose(pick(bsrLinear(x.t, values.t, pattern).dataSync(), rows), yRef.map((v, i) => v - bias.values[i % rows]), dtype, `bsrLinear ${what} without a bias`);
+              expectClose(pick(bsrMatmul(dy.t, values.t, pattern).dataSync(), cols), dxRef, dtype, `bsrMatmul ${what}`);
+            });
+          }
         }
       }
     } finally {
