@@ -9,7 +9,7 @@
 #                                               squares, and the other block shapes with tiles), memcheck, full
 #                                               checks per product, timings
 #   bash kernels-cuda/bench/gpu_run.sh xr       the X-resident bsrLinear/bsrMatmul (wgmma variant 6, and dev's
-#                                               18-27 at 32x32; also gpu_xr.sh): tc_bench for sm_90a
+#                                               18-26 at 32x32; also gpu_xr.sh): tc_bench for sm_90a
 #                                               alone, quick and edge checks in bf16/f16, memcheck, timings
 #                                               against what is dispatched (auto) and cuBLAS, a profile by SASS
 #                                               line (Nsight Compute), then checks at the timed shapes

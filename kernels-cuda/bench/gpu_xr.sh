@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The X-resident bsrLinear and bsrMatmul (wgmma variant 6, kernels-cuda/src/tc/bsr_wgmma_xr.cuh; dispatched at 32x32;
-# and dev's variants 18-27 of it, kernels-cuda/dev/dev_variants.h: accumulator chains, the bias a line ahead, direct
+# and dev's variants 18-26 of it, kernels-cuda/dev/dev_variants.h: accumulator chains, the bias a line ahead, direct
 # or deferred stores, the tile the addon ran before, other line groupings) on a machine with an H100/H200, run from the repository root: builds tc_bench
 # for sm_90a, checks the variants in bf16 and f16 (quick, edges, the timed shapes), runs compute-sanitizer memcheck on
 # a quick check, and times them beside what bsrLinear dispatches to (auto) and cuBLAS at the widths of tc-xr.md's

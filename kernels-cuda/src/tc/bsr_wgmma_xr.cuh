@@ -10,7 +10,7 @@
 // column-wise index (one copy per block, fed transposed: MN-major B).
 // The kernel and launcher templates: instantiated by bsr_wgmma_xr.cu for the addon with XrTraits' defaults, and by
 // kernels-cuda/dev/ with its options (accumulator chains, the bias a line ahead, direct or deferred stores) and other
-// line groupings, index entries one line ahead, for measurement (dev_variants.h, 18-27).
+// line groupings, for measurement (dev_variants.h, 18-26).
 #pragma once
 
 #include <type_traits>
@@ -33,7 +33,7 @@ struct alignas(16) XrStage {
 };
 
 template <typename T_, Op kOp_, int kBlock_, int kChains_ = 1, bool kBiasAhead_ = false,
-          bool kStagedStores_ = (kBlock_ == 32), bool kDeferredStores_ = false, int kLinesAhead_ = 4>
+          bool kStagedStores_ = (kBlock_ == 32), bool kDeferredStores_ = false>
 struct XrTraits {
   using T = T_;
   // Each consumer computes one m64 tile of tokens x one block row (Linear) or column (Matmul) at a time. A "line"
@@ -62,10 +62,6 @@ struct XrTraits {
   // stored once the next line's first stage has issued its products, so that the stores run beside them.
   // kernels-cuda/dev/ measures it (kXResidentDeferredStoresVariant).
   static constexpr bool kDeferredStores = kDeferredStores_;
-  // How many lines ahead of the one it issues each producer warp has requested the index entries (slab columns, stored
-  // blocks): loads in flight over that many lines' issue, so that a line's first stage does not wait on them where the
-  // ring has room. kernels-cuda/dev/ keeps one line ahead (kXResidentOneLineAheadVariant).
-  static constexpr int kLinesAhead = kLinesAhead_;
   // Consumer warpgroups, lines dealt in turn: chosen per launch (XrLayout::consumers) from the room the slab
   // leaves for their rings; warp w of the producer warpgroup feeds consumer w's ring.
   static constexpr int kMinConsumers = 2, kMaxConsumers = 4;
@@ -108,7 +104,6 @@ struct XrTraits {
   static_assert(kBlock_ == 32 || kBlock_ == 64, "one wgmma N per block line; 128 would need a 64 KB ring minimum");
   static_assert(!kStagedStores || kTileM * kStagingPitch <= kStageBytes, "a line's outputs stage in one slot");
   static_assert(!(kDeferredStores && kStagedStores), "one epilogue");
-  static_assert(kLinesAhead >= 1 && kLinesAhead <= 8, "a few sets of prefetch registers");
   static_assert(kStageBlocks >= 1 && kStageBytes % 1024 == 0, "stages keep the slots 1 KB-aligned");
   static_assert(kMaxBoxes <= 32, "slab readiness is a 32-bit mask");
   static_assert(kBarrierBytes + kRingSlots * sizeof(Stage) <= kFixedBytes, "barriers and stage records fit");
@@ -179,8 +174,8 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   if (warpGroup == 0) {
     // Producer warps: warp w streams the blocks of lines w, w + c, w + 2c, ... (c consumers) into consumer w's
     // ring. Warp 0 first issues the slab's copies. The work of a stage is spread over the lanes: lane l holds
-    // entry l of the line's current 32 (its slab column and stored block, read in one coalesced load, requested
-    // kLinesAhead lines before), writes its block's record entry and issues its block's copy. A first version
+    // entry l of the line's current 32 (its slab column and stored block, read in one coalesced load, the next
+    // line's already requested), writes its block's record entry and issues its block's copy. A first version
     // had lane 0 do all of it with the entries fetched by shuffles: ~330 instructions a stage, so that the
     // consumers waited on their rings for a quarter of the time (Nsight Compute, tc-xr.md).
     const int warp = tid / 32;
@@ -196,20 +191,16 @@ __global__ void __launch_bounds__(K::kThreads, 1)
     const int consumer = warp;
     const int firstLine = lineFirst + warp;
     const int myLines = firstLine < lineEnd ? (lineEnd - firstLine + layout.consumers - 1) / layout.consumers : 0;
-    // Lane l: the bounds of this warp's line 32 w + l, window w of 32 lines; the next window is requested when one
-    // becomes current, so that its loads have 32 lines' issue to land.
-    auto loadWindow = [&](int w, int32_t& windowBegin, int32_t& windowEnd) {
-      const int i = w * 32 + lane;
-      windowBegin = windowEnd = 0;
+    // Lane l: the bounds of this warp's line i0 + l, 32 lines at a time.
+    int32_t laneBegin = 0, laneEnd = 0;
+    auto loadBounds = [&](int i0) {
+      const int i = i0 + lane;
       if (i < myLines) {
         const int line = firstLine + i * layout.consumers;
-        windowBegin = ptr[line];
-        windowEnd = ptr[line + 1];
+        laneBegin = ptr[line];
+        laneEnd = ptr[line + 1];
       }
     };
-    int32_t windowBegin, windowEnd, nextWindowBegin, nextWindowEnd;
-    loadWindow(0, windowBegin, windowEnd);
-    loadWindow(1, nextWindowBegin, nextWindowEnd);
     // Lane l: entry first + l of a line ending at `end`: the slab column its block multiplies and the block's
     // row in values (Linear: the entry itself, a row's blocks being consecutive in values).
     auto loadEntry = [&](int32_t first, int32_t end, int32_t& column, int32_t& value) {
@@ -218,23 +209,19 @@ __global__ void __launch_bounds__(K::kThreads, 1)
       value = e;
       if constexpr (K::kOp == Op::Matmul) value = e < end ? args.valueIndex[e] : 0;
     };
-    // Line i's bounds and its first 32 entries, requested kLinesAhead lines before it is issued (lines in order).
-    auto request = [&](int i, int32_t& begin, int32_t& end, int32_t& column, int32_t& value) {
-      begin = end = 0;
-      if (i < myLines) {
-        if (i % 32 == 0 && i > 0) {
-          windowBegin = nextWindowBegin;
-          windowEnd = nextWindowEnd;
-          loadWindow(i / 32 + 1, nextWindowBegin, nextWindowEnd);
-        }
-        begin = __shfl_sync(0xffffffffu, windowBegin, i % 32);
-        end = __shfl_sync(0xffffffffu, windowEnd, i % 32);
-      }
-      loadEntry(begin, end, column, value);
-    };
+    loadBounds(0);
+    int32_t begin = __shfl_sync(0xffffffffu, laneBegin, 0), end = __shfl_sync(0xffffffffu, laneEnd, 0);
+    int32_t column, value;
+    loadEntry(begin, end, column, value);
     RingCursor mine;
-    // Issues one line's stages from its bounds and first entries (reloading them for a line of more than 32 blocks).
-    auto issueLine = [&](int32_t begin, int32_t end, int32_t column, int32_t value) {
+    for (int i = 0; i < myLines; ++i) {
+      int32_t nextBegin = 0, nextEnd = 0, nextColumn, nextValue;
+      if (i + 1 < myLines) {
+        if ((i + 1) % 32 == 0) loadBounds(i + 1);
+        nextBegin = __shfl_sync(0xffffffffu, laneBegin, (i + 1) % 32);
+        nextEnd = __shfl_sync(0xffffffffu, laneEnd, (i + 1) % 32);
+      }
+      loadEntry(nextBegin, nextEnd, nextColumn, nextValue);  // requested now, used by the next line
       int32_t chunk = begin;
       do {
         const int32_t slabColumn = column * (K::kOp == Op::Linear ? K::C : K::R);
@@ -273,22 +260,10 @@ __global__ void __launch_bounds__(K::kThreads, 1)
         chunk = chunkEnd;
         if (chunk < end) loadEntry(chunk, end, column, value);  // a line of more than 32 blocks
       } while (chunk < end);
-    };
-    // kLinesAhead sets of a line's bounds and entries, each refilled with the line kLinesAhead further on once its
-    // own is issued; the loop is unrolled over the sets so that each stays in its registers (no moves that would wait
-    // on the loads).
-    constexpr int kAhead = K::kLinesAhead;
-    int32_t begins[kAhead], ends[kAhead], columns[kAhead], values[kAhead];
-#pragma unroll
-    for (int k = 0; k < kAhead; ++k) request(k, begins[k], ends[k], columns[k], values[k]);
-    for (int i0 = 0; i0 < myLines; i0 += kAhead) {
-#pragma unroll
-      for (int k = 0; k < kAhead; ++k) {
-        if (i0 + k < myLines) {
-          issueLine(begins[k], ends[k], columns[k], values[k]);
-          request(i0 + k + kAhead, begins[k], ends[k], columns[k], values[k]);
-        }
-      }
+      begin = nextBegin;
+      end = nextEnd;
+      column = nextColumn;
+      value = nextValue;
     }
     return;
   }
