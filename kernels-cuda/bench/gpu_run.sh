@@ -9,7 +9,7 @@
 #                                               squares, and the other block shapes with tiles), memcheck, full
 #                                               checks per product, timings
 #   bash kernels-cuda/bench/gpu_run.sh xr       the X-resident bsrLinear/bsrMatmul (wgmma variant 6, and dev's
-#                                               18-26 at 32x32; also gpu_xr.sh): tc_bench for sm_90a
+#                                               21-26 at 32x32; also gpu_xr.sh): tc_bench for sm_90a
 #                                               alone, quick and edge checks in bf16/f16, memcheck, timings
 #                                               against what is dispatched (auto) and cuBLAS, a profile by SASS
 #                                               line (Nsight Compute), then checks at the timed shapes
@@ -153,10 +153,9 @@ stage_time() {
 }
 
 # X-resident products (wgmma/v6; at 32x32 also dev's variants, dev_variants.h, each the addon's tile with one change:
-# 18 two accumulator chains per line, 21 the outputs stored from the accumulators' layout, 22 the tile the addon ran
-# before (those stores, lines grouped for two CTAs per SM), 23 each line's stores deferred to the next line's first
-# stage, 25 and 26 lines grouped for two and one CTAs per SM instead of by the wave model; 19, 20 and 24 on request
-# through XR_VARIANTS) beside what is dispatched (auto), 32 and 64 blocks. The slab is K wide for
+# 21 the outputs stored from the accumulators' layout, 22 the tile the addon ran before (those stores, lines grouped
+# for two CTAs per SM), 25 and 26 lines grouped for two and one CTAs per SM instead of by the wave model) beside what
+# is dispatched (auto), 32 and 64 blocks. The slab is K wide for
 # bsrLinear and N wide for bsrMatmul, up to 1536 each: bsrLinear at K in {768, 1024, 1536} x N in {1024, 3072,
 # 4096}, bsrMatmul at the transposed shapes (the layer whose forward pass cannot keep its slab, its backward can).
 # The widths of tc-xr.md's dispatch table (the rule's cases and their neighbours); the earlier 3 x 3 grid of K in {768,
@@ -164,7 +163,7 @@ stage_time() {
 XR_LINEAR_SHAPES=${XR_LINEAR_SHAPES:-1024x4096,768x3072,1024x1024,512x2048}
 XR_MATMUL_SHAPES=${XR_MATMUL_SHAPES:-4096x1024,3072x768,1024x1024,2048x512}
 XR_TOKENS=${XR_TOKENS:-2048,8192}
-xr_args=(--blocks 32,64 --paths wgmma --variants "${XR_VARIANTS:-6,18,21,22,23,25,26}")
+xr_args=(--blocks 32,64 --paths wgmma --variants "${XR_VARIANTS:-6,21,22,25,26}")
 
 # Small shapes and the edges: 1 and 65 tokens (a partial 64-token tile), a slab 96 wide (half a box) and 1536
 # wide (the largest), single block lines, empty lines (density 0.1 over 3 blocks).

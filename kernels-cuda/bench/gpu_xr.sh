@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The X-resident bsrLinear and bsrMatmul (wgmma variant 6, kernels-cuda/src/tc/bsr_wgmma_xr.cuh; dispatched at 32x32;
-# and dev's variants 18-26 of it, kernels-cuda/dev/dev_variants.h: accumulator chains, the bias a line ahead, direct
-# or deferred stores, the tile the addon ran before, other line groupings) on a machine with an H100/H200, run from the repository root: builds tc_bench
+# and dev's variants 21-26 of it, kernels-cuda/dev/dev_variants.h: direct stores, the tile the addon ran before,
+# other line groupings) on a machine with an H100/H200, run from the repository root: builds tc_bench
 # for sm_90a, checks the variants in bf16 and f16 (quick, edges, the timed shapes), runs compute-sanitizer memcheck on
 # a quick check, and times them beside what bsrLinear dispatches to (auto) and cuBLAS at the widths of tc-xr.md's
 # dispatch table (bsrLinear 1024x4096, 768x3072, 1024x1024, 512x2048 and bsrMatmul at the transposes), M in {2048,
 # 8192}, 32x32 and 64x64 blocks, densities 0.5/0.25/0.1; then profiles variant 6 by SASS line under Nsight Compute
 # (xr-profile.txt). Logs and tables go to $OUT/gpu-logs (seven files); a summary prints last. The stages and their
-# order are gpu_run.sh's xr mode (STAGES, BUDGET and XR_VARIANTS, default 6,18,21,22,23,25,26, override them).
+# order are gpu_run.sh's xr mode (STAGES, BUDGET and XR_VARIANTS, default 6,21,22,25,26, override them).
 exec bash "$(cd "$(dirname "$0")" && pwd)/gpu_run.sh" xr "$@"

@@ -11,11 +11,9 @@
 //   (6, the X-resident tile, is dispatched at 32x32: src/tc/bsr_wgmma_xr.cu, kXResidentTile)
 //   11 (kMulticastVariant): clusters of four tiles sharing each dense slice by TMA multicast (bsr_wgmma_multicast.cu);
 //      12 the same clusters without the sharing
-//   18-26: the X-resident tile with two accumulator chains per line (18, kXResidentChainsVariant), each line's bias
-//      requested a line ahead (19, kXResidentBiasAheadVariant), both (20), its outputs stored from the accumulators'
-//      layout (21, kXResidentDirectStoresVariant), the tile the addon ran before (22, kXResidentPreviousVariant), each
-//      line's stores deferred to the next line's first stage (23, kXResidentDeferredStoresVariant), that with 18 and
-//      19 (24), its lines grouped for two CTAs per SM (25, kXResidentWavesVariant) or one (26) (bsr_wgmma_xr_dev.cu)
+//   21, 22, 25, 26: the X-resident tile with its outputs stored from the accumulators' layout (21,
+//      kXResidentDirectStoresVariant), the tile the addon ran before (22, kXResidentPreviousVariant), its lines grouped
+//      for two CTAs per SM (25, kXResidentWavesVariant) or one (26) (bsr_wgmma_xr_dev.cu)
 #include "dev_variants.h"
 #include "tc/bsr_wgmma.cuh"
 
@@ -375,7 +373,7 @@ bool launchDevVariant(TcPath path, Op op, DType dtype, const KernelArgs& args, i
   if (path != TcPath::Wgmma) return false;
   if (variant == kMulticastVariant || variant == kMulticastVariant + 1)
     return launchMulticastVariant(op, dtype, args, blockSize, variant, stream);
-  if (variant >= kXResidentChainsVariant && variant <= kXResidentWavesVariant + 1)
+  if (variant >= kXResidentDirectStoresVariant && variant <= kXResidentWavesVariant + 1)
     return launchXResidentDevVariant(op, dtype, args, blockSize, variant, numSms, stream);
   if (dtype == DType::BFloat16) return launchTyped<__nv_bfloat16>(op, dtype, args, blockSize, variant, numSms, stream);
   if (dtype == DType::Float16) return launchTyped<__half>(op, dtype, args, blockSize, variant, numSms, stream);

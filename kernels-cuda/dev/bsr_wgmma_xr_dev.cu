@@ -1,8 +1,7 @@
 // TcOptions::devVariants' X-resident tiles (src/tc/bsr_wgmma_xr.cuh) at 32x32 blocks, each the addon's with one change
-// (dev_variants.h): two accumulator chains per line (18), each line's bias requested a line ahead (19), both (20), the
-// outputs stored from the accumulators' layout (21), the tile the addon ran before (22: those stores and two CTAs per
-// SM), a line's stores deferred to the next line's first stage (23), that with two chains and the bias a line ahead
-// (24), the lines grouped for two CTAs per SM (25) or one (26). Measured on an H200: tc-xr.md.
+// (dev_variants.h): the outputs stored from the accumulators' layout (21), the tile the addon ran before (22: those
+// stores and two CTAs per SM), the lines grouped for two CTAs per SM (25) or one (26) by the plain rule instead of the
+// wave model. Measured on an H200: tc-xr.md ("Staged stores and one wave", which also has 18-20, 23 and 24, removed).
 #include "dev_variants.h"
 #include "tc/bsr_wgmma_xr.cuh"
 
@@ -10,10 +9,10 @@ namespace bs::tc {
 
 namespace {
 
-template <int kChains, bool kBiasAhead, bool kStaged = true, bool kDeferred = false>
+template <bool kStaged>
 bool launchXrDev(Op op, DType dtype, const KernelArgs& args, int numSms, cudaStream_t stream, int ctasPerSm = 0) {
   auto launch = [&](auto type, auto product) {
-    using Traits = sm90::XrTraits<decltype(type), decltype(product)::value, 32, kChains, kBiasAhead, kStaged, kDeferred>;
+    using Traits = sm90::XrTraits<decltype(type), decltype(product)::value, 32, kStaged>;
     return sm90::launchXr<Traits>(dtype, args, numSms, stream, ctasPerSm);
   };
   using Linear = std::integral_constant<Op, Op::Linear>;
@@ -32,18 +31,11 @@ bool launchXrDev(Op op, DType dtype, const KernelArgs& args, int numSms, cudaStr
 
 bool launchXResidentDevVariant(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                                cudaStream_t stream) {
-  if (blockSize != 32) return false;  // a 64x64 stage holds one block: one chain
-  if (variant == kXResidentChainsVariant) return launchXrDev<2, false>(op, dtype, args, numSms, stream);
-  if (variant == kXResidentBiasAheadVariant) return launchXrDev<1, true>(op, dtype, args, numSms, stream);
-  if (variant == kXResidentChainsVariant + 2) return launchXrDev<2, true>(op, dtype, args, numSms, stream);
-  if (variant == kXResidentDirectStoresVariant) return launchXrDev<1, false, false>(op, dtype, args, numSms, stream);
-  if (variant == kXResidentPreviousVariant) return launchXrDev<1, false, false>(op, dtype, args, numSms, stream, 2);
-  if (variant == kXResidentDeferredStoresVariant)
-    return launchXrDev<1, false, false, true>(op, dtype, args, numSms, stream);
-  if (variant == kXResidentDeferredStoresVariant + 1)
-    return launchXrDev<2, true, false, true>(op, dtype, args, numSms, stream);
-  if (variant == kXResidentWavesVariant) return launchXrDev<1, false>(op, dtype, args, numSms, stream, 2);
-  if (variant == kXResidentWavesVariant + 1) return launchXrDev<1, false>(op, dtype, args, numSms, stream, 1);
+  if (blockSize != 32) return false;  // a 64x64 line's outputs do not fit a stage: direct stores only
+  if (variant == kXResidentDirectStoresVariant) return launchXrDev<false>(op, dtype, args, numSms, stream);
+  if (variant == kXResidentPreviousVariant) return launchXrDev<false>(op, dtype, args, numSms, stream, 2);
+  if (variant == kXResidentWavesVariant) return launchXrDev<true>(op, dtype, args, numSms, stream, 2);
+  if (variant == kXResidentWavesVariant + 1) return launchXrDev<true>(op, dtype, args, numSms, stream, 1);
   return false;
 }
 

@@ -29,20 +29,12 @@ static_assert(kPingPongVariant == kPingPongTile, "dev's ping-pong tiles share th
 constexpr int kTokenMajorPersistentVariant = 17;
 
 // The X-resident tile (kXResidentTile, src/tc/bsr_wgmma_xr.cuh) at 32x32 blocks, bsrLinear and bsrMatmul in bfloat16 or
-// float16 (dev/bsr_wgmma_xr_dev.cu), each the addon's tile with one change: kXResidentChainsVariant with two accumulator
-// chains per line (a line's blocks go to the chains in turn and their wgmmas interleave, so that consecutive ones never
-// accumulate into the same registers); kXResidentBiasAheadVariant with each line's bias requested a line ahead;
-// kXResidentChainsVariant + 2 with both; kXResidentDirectStoresVariant with its outputs stored from the accumulators'
-// layout (4-byte stores) instead of staged; kXResidentPreviousVariant the tile the addon ran before (those direct stores
-// and its lines grouped for two CTAs per SM), the baseline; kXResidentDeferredStoresVariant with each line's outputs
-// packed into plain registers when its products are drained and stored once the next line's first stage has issued its
-// products (the stores beside them, direct); kXResidentDeferredStoresVariant + 1 with that, two chains and the bias a
-// line ahead.
-constexpr int kXResidentChainsVariant = 18;
-constexpr int kXResidentBiasAheadVariant = 19;
+// float16 (dev/bsr_wgmma_xr_dev.cu), each the addon's tile with one change: kXResidentDirectStoresVariant with its
+// outputs stored from the accumulators' layout (4-byte stores) instead of staged; kXResidentPreviousVariant the tile the
+// addon ran before (those direct stores, its lines grouped for two CTAs per SM), the baseline. (18-20, 23 and 24 were
+// two accumulator chains, the bias a line ahead and deferred stores: measured, no faster, removed; tc-xr.md.)
 constexpr int kXResidentDirectStoresVariant = 21;
 constexpr int kXResidentPreviousVariant = 22;
-constexpr int kXResidentDeferredStoresVariant = 23;
 // The addon's X-resident tile with its line groups sized for two CTAs per SM (kXResidentWavesVariant) or one (+ 1)
 // instead of by xResidentGroupLines' wave model: the model against the plain rules.
 constexpr int kXResidentWavesVariant = 25;
@@ -51,7 +43,7 @@ bool launchXResidentDevVariant(Op op, DType dtype, const KernelArgs& args, int b
 
 // A TcOptions::devVariants launcher: the wgmma variants of dev/bsr_wgmma_variants.cu (1 at 32 and 64
 // blocks, dW kFeatureMajorDwTile at 64, 2-5, kTokenMajorPersistentVariant, kStoreHelpersVariant, kBulkStoreVariant,
-// kPingPongVariant and the next), the X-resident 18-26 and the mma.sync variants of dev/bsr_mma_variants.cu
+// kPingPongVariant and the next), the X-resident 21, 22, 25 and 26 and the mma.sync variants of dev/bsr_mma_variants.cu
 // (1) and dev/bsr_mma_grouped.cu (8, 9); false, having launched nothing, for any other path, product or variant.
 bool launchDevVariant(TcPath path, Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                       cudaStream_t stream);

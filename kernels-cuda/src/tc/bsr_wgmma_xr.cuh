@@ -9,8 +9,9 @@
 // bsrMatmul (dX = dY W) is the same over block columns: the slab is dY [64 x N], a column's blocks come through the
 // column-wise index (one copy per block, fed transposed: MN-major B).
 // The kernel and launcher templates: instantiated by bsr_wgmma_xr.cu for the addon with XrTraits' defaults, and by
-// kernels-cuda/dev/ with its options (accumulator chains, the bias a line ahead, direct or deferred stores) and other
-// line groupings, for measurement (dev_variants.h, 18-26).
+// kernels-cuda/dev/ with direct stores and other line groupings, for measurement (dev_variants.h, 21, 22, 25, 26). Two
+// accumulator chains per line, each line's bias requested a line ahead and stores deferred to the next line's first
+// stage were options here too, measured on an H200 and removed (tc-xr.md, "Staged stores and one wave").
 #pragma once
 
 #include <type_traits>
@@ -32,8 +33,7 @@ struct alignas(16) XrStage {
   static constexpr int32_t kLast = 1 << 16;
 };
 
-template <typename T_, Op kOp_, int kBlock_, int kChains_ = 1, bool kBiasAhead_ = false,
-          bool kStagedStores_ = (kBlock_ == 32), bool kDeferredStores_ = false>
+template <typename T_, Op kOp_, int kBlock_, bool kStagedStores_ = (kBlock_ == 32)>
 struct XrTraits {
   using T = T_;
   // Each consumer computes one m64 tile of tokens x one block row (Linear) or column (Matmul) at a time. A "line"
@@ -42,15 +42,7 @@ struct XrTraits {
   static constexpr int R = kBlock_, C = kBlock_;
   static constexpr int kTileM = 64;  // tokens per CTA: the M of one wgmma
   static constexpr int kTileN = R;
-  // Accumulator chains per line: a line's blocks go to chains in turn, so that with more than one the wgmmas of
-  // consecutive blocks do not accumulate into the same registers (the sums are added in the epilogue). The addon
-  // runs one; kernels-cuda/dev/ measures two (kXResidentChainsVariant).
-  static constexpr int kChains = kChains_;
-  using Acc = float[kChains][kTileN / 2];
-  // Each line's bias requested a line ahead (two sets of bias registers) instead of when the line starts, so that a
-  // short line does not wait for it in its epilogue. The addon runs without; kernels-cuda/dev/ measures it
-  // (kXResidentBiasAheadVariant).
-  static constexpr bool kBiasAhead = kBiasAhead_;
+  using Acc = float[kTileN / 2];
   // Each warp's 16 output rows staged in the line's last stage slot and written as 16-byte stores (a row's 64 bytes by
   // four lanes) instead of 4-byte stores from the accumulators' layout; the slot is freed after. 32x32 only (64 rows
   // of 80 bytes, padded so that the staging writes hit every bank once, fit a stage): the addon's default there, 0.86-1.01
@@ -58,10 +50,6 @@ struct XrTraits {
   // The launcher declines an output that is not 16-byte aligned.
   static constexpr bool kStagedStores = kStagedStores_;
   static constexpr int kStagingPitch = kTileN * 2 + 16;
-  // A line's outputs packed into plain registers when it ends (its products drained, as in the addon's consumer) and
-  // stored once the next line's first stage has issued its products, so that the stores run beside them.
-  // kernels-cuda/dev/ measures it (kXResidentDeferredStoresVariant).
-  static constexpr bool kDeferredStores = kDeferredStores_;
   // Consumer warpgroups, lines dealt in turn: chosen per launch (XrLayout::consumers) from the room the slab
   // leaves for their rings; warp w of the producer warpgroup feeds consumer w's ring.
   static constexpr int kMinConsumers = 2, kMaxConsumers = 4;
@@ -103,7 +91,6 @@ struct XrTraits {
   static_assert(kOp != Op::Sampled, "dW reduces over tokens: no slab to keep");
   static_assert(kBlock_ == 32 || kBlock_ == 64, "one wgmma N per block line; 128 would need a 64 KB ring minimum");
   static_assert(!kStagedStores || kTileM * kStagingPitch <= kStageBytes, "a line's outputs stage in one slot");
-  static_assert(!(kDeferredStores && kStagedStores), "one epilogue");
   static_assert(kStageBlocks >= 1 && kStageBytes % 1024 == 0, "stages keep the slots 1 KB-aligned");
   static_assert(kMaxBoxes <= 32, "slab readiness is a 32-bit mask");
   static_assert(kBarrierBytes + kRingSlots * sizeof(Stage) <= kFixedBytes, "barriers and stage records fit");
@@ -281,45 +268,22 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   RingCursor ring;
   int pending = -1;  // the ring slot whose products may still be running
   const int g = lane >> 2, c2 = (lane & 3) * 2;  // this thread's rows 16 warpInGroup + g (+ 8), columns 8j + c2 (+ 1)
-  // Bias words of a line for this thread's columns (Linear with a bias; zeros otherwise), in one of two sets.
-  uint32_t biasWords[K::kBiasAhead ? 2 : 1][K::kTileN / 8];
-  auto requestBias = [&](int line, auto parity) {
-    constexpr int p = decltype(parity)::value;
+  // Bias words of a line for this thread's columns (Linear with a bias; zeros otherwise).
+  uint32_t biasWords[K::kTileN / 8];
+  auto requestBias = [&](int line) {
 #pragma unroll
     for (int j = 0; j < K::kTileN / 8; ++j) {
-      biasWords[p][j] = 0;
+      biasWords[j] = 0;
       if (K::kOp == Op::Linear && args.bias)
-        biasWords[p][j] =
+        biasWords[j] =
             *reinterpret_cast<const uint32_t*>(static_cast<const T*>(args.bias) + int64_t{line} * K::R + j * 8 + c2);
     }
   };
-  // kDeferredStores: the last line's packed outputs ([half][j]), stored during the next line's first stage.
-  uint32_t deferred[2][K::kTileN / 8];
-  int deferredLine = -1;
-  auto storeDeferred = [&] {
-    const int64_t width = K::kOp == Op::Linear ? args.rows : args.cols;
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int64_t token = tokenBase + warpInGroup * 16 + g + half * 8;
-      if (deferredLine < 0 || token >= args.m) continue;
-      T* out = static_cast<T*>(args.out) + token * width + int64_t{deferredLine} * K::kTileN + c2;
-#pragma unroll
-      for (int j = 0; j < K::kTileN / 8; ++j) *reinterpret_cast<uint32_t*>(out + j * 8) = deferred[half][j];
-    }
-    deferredLine = -1;
-  };
-  // One line: its stages' products, then its outputs. `parity` picks the bias set (always 0 without kBiasAhead).
-  auto runLine = [&](int line, auto parity) {
-    constexpr int p = decltype(parity)::value;
+  // One line: its stages' products, then its outputs.
+  auto runLine = [&](int line) {
     // The line's bias (Linear), requested now so that its latency passes during the products (waited on in the
-    // epilogue, it took a fifth of the kernel's time: Nsight Compute, tc-xr.md); with kBiasAhead, the next line's,
-    // so that a whole line passes before it is read.
-    if constexpr (K::kBiasAhead) {
-      if (line + layout.consumers < lineEnd) requestBias(line + layout.consumers, std::integral_constant<int, 1 - p>{});
-    } else {
-      requestBias(line, parity);
-    }
-    [[maybe_unused]] bool firstStage = true;  // kDeferredStores
+    // epilogue, it took a fifth of the kernel's time: Nsight Compute, tc-xr.md; a line ahead measured no faster).
+    requestBias(line);
     for (;;) {
       const int ringSlot = consumer * K::kMaxStages + ring.slot;
       mbarrierWait(&full[ringSlot], ring.phase);
@@ -344,8 +308,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
       // issued straight-line as the tile kernels' steps are: with a loop or a branch between the fence and
       // a wgmma, ptxas injects fences (C7519) or serializes (C7520).
       auto issue = [&](auto count, int first) {
-#pragma unroll
-        for (int c = 0; c < K::kChains; ++c) fenceRegisters(acc[c]);
+        fenceRegisters(acc);
         wgmmaFence();
         // Block j's k16 step kk: B as the tile kernels read it, K-major rows of C or MN-major with K = the block's
         // rows.
@@ -355,23 +318,15 @@ __global__ void __launch_bounds__(K::kThreads, 1)
           const uint64_t descB =
               K::kBKMajor ? matrixDescriptor(b + kk * 32, 16, 8 * K::C * 2, K::kSwizzleW)
                           : matrixDescriptor(b + kk * 16 * K::C * 2, K::kBlockBytes, 8 * K::C * 2, K::kSwizzleW);
-          Wgmma<T, K::kTileN, 0, K::kBKMajor ? 0 : 1>::run(acc[j % K::kChains], descA, descB);
+          Wgmma<T, K::kTileN, 0, K::kBKMajor ? 0 : 1>::run(acc, descA, descB);
         };
         constexpr int kCount = decltype(count)::value;
-        if constexpr (K::kChains == 1) {
 #pragma unroll
-          for (int j = first; j < first + kCount; ++j)
+        for (int j = first; j < first + kCount; ++j)
 #pragma unroll
-            for (int kk = 0; kk < K::C / 16; ++kk) product(j, kk);
-        } else {  // the chains' wgmmas interleaved: consecutive ones never accumulate into the same registers
-#pragma unroll
-          for (int kk = 0; kk < K::C / 16; ++kk)
-#pragma unroll
-            for (int j = first; j < first + kCount; ++j) product(j, kk);
-        }
+          for (int kk = 0; kk < K::C / 16; ++kk) product(j, kk);
         wgmmaCommit();
-#pragma unroll
-        for (int c = 0; c < K::kChains; ++c) fenceRegisters(acc[c]);
+        fenceRegisters(acc);
         // Every group but this one is done: the previous stage, if still held, is free.
         wgmmaWait<1>();
         if (pending >= 0) {
@@ -390,10 +345,6 @@ __global__ void __launch_bounds__(K::kThreads, 1)
             if (j < blocks) issue(std::integral_constant<int, 1>{}, j);
         }
       }
-      if constexpr (K::kDeferredStores) {
-        if (firstStage) storeDeferred();  // beside the products just issued
-        firstStage = false;
-      }
       if (blocks > 0 || K::kStagedStores) {  // kStagedStores: an empty line's stage holds its outputs too
         pending = ringSlot;
       } else if (lane == 0) {
@@ -403,19 +354,12 @@ __global__ void __launch_bounds__(K::kThreads, 1)
       if (last) break;
     }
     wgmmaWait<0>();
-#pragma unroll
-    for (int c = 0; c < K::kChains; ++c) fenceRegisters(acc[c]);
-    // The output pair of this thread's row 16 warpInGroup + g + 8 half, columns 8 j + c2 and + 1: the chains'
-    // sums plus the bias.
+    fenceRegisters(acc);
+    // The output pair of this thread's row 16 warpInGroup + g + 8 half, columns 8 j + c2 and + 1, plus the bias.
     auto outputPair = [&](int half, int j) {
-      float v0 = acc[0][4 * j + half * 2], v1 = acc[0][4 * j + half * 2 + 1];
-#pragma unroll
-      for (int c = 1; c < K::kChains; ++c) {
-        v0 += acc[c][4 * j + half * 2];
-        v1 += acc[c][4 * j + half * 2 + 1];
-      }
+      float v0 = acc[4 * j + half * 2], v1 = acc[4 * j + half * 2 + 1];
       if (K::kOp == Op::Linear && args.bias) {
-        const float2 bias = unpackPair<T>(biasWords[p][j]);
+        const float2 bias = unpackPair<T>(biasWords[j]);
         v0 += bias.x;
         v1 += bias.y;
       }
@@ -447,16 +391,6 @@ __global__ void __launch_bounds__(K::kThreads, 1)
       __syncwarp();
       if (lane == 0) mbarrierArrive(&empty[pending]);
       pending = -1;
-    } else if constexpr (K::kDeferredStores) {
-      if (pending >= 0) {
-        if (lane == 0) mbarrierArrive(&empty[pending]);
-        pending = -1;
-      }
-#pragma unroll
-      for (int half = 0; half < 2; ++half)
-#pragma unroll
-        for (int j = 0; j < K::kTileN / 8; ++j) deferred[half][j] = outputPair(half, j);
-      deferredLine = line;
     } else {
       if (pending >= 0) {
         if (lane == 0) mbarrierArrive(&empty[pending]);
@@ -474,18 +408,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
     }
     zeroAccumulators(acc);
   };
-  if constexpr (K::kBiasAhead) {
-    const int first = lineFirst + consumer;
-    if (first < lineEnd) requestBias(first, std::integral_constant<int, 0>{});
-    for (int line = first; line < lineEnd; line += 2 * layout.consumers) {
-      runLine(line, std::integral_constant<int, 0>{});
-      if (line + layout.consumers < lineEnd) runLine(line + layout.consumers, std::integral_constant<int, 1>{});
-    }
-  } else {
-    for (int line = lineFirst + consumer; line < lineEnd; line += layout.consumers)
-      runLine(line, std::integral_constant<int, 0>{});
-  }
-  if constexpr (K::kDeferredStores) storeDeferred();  // the last line's
+  for (int line = lineFirst + consumer; line < lineEnd; line += layout.consumers) runLine(line);
   // Every slab copy must land before the CTA exits, including boxes no block of this consumer read.
   for (int b = 0; b < layout.boxes; ++b)
     if (!((boxesReady >> b) & 1u)) mbarrierWait(&slabFull[b], 0);

@@ -243,12 +243,15 @@ __device__ __forceinline__ void fenceRegisters(float (&d)[kCount]) {
 
 // Zeroes a consumer's accumulator tiles, outside any wgmma's window (ptxas serializes wgmmas whose accumulators
 // other instructions define while they may be in flight).
+template <int kCount>
+__device__ __forceinline__ void zeroAccumulators(float (&acc)[kCount]) {
+#pragma unroll
+  for (int j = 0; j < kCount; ++j) acc[j] = 0.0f;
+}
 template <int kTiles, int kCount>
 __device__ __forceinline__ void zeroAccumulators(float (&acc)[kTiles][kCount]) {
 #pragma unroll
-  for (int i = 0; i < kTiles; ++i)
-#pragma unroll
-    for (int j = 0; j < kCount; ++j) acc[i][j] = 0.0f;
+  for (int i = 0; i < kTiles; ++i) zeroAccumulators(acc[i]);
 }
 
 template <int kRegisters>
