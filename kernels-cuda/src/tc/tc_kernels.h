@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "../bsr_pattern.h"
@@ -149,7 +150,31 @@ bool launchXResident(Op op, DType dtype, const KernelArgs& args, int blockSize, 
 // CTAs win until a wave is left partly empty (measured on an H200: docs/kernels.md, "X-resident bsrLinear and
 // bsrMatmul"). ctasPerSm > 0 sizes the groups for about that many CTAs per SM instead (kernels-cuda/dev/ measures it).
 constexpr int64_t kXResidentSlabLines = 1;
-int64_t xResidentGroupLines(int64_t m, int64_t lines, int consumers, int numSms, int ctasPerSm = 0);
+inline int64_t xResidentGroupLines(int64_t m, int64_t lines, int consumers, int numSms, int ctasPerSm = 0) {
+  const int64_t tilesM = (m + 63) / 64;
+  const int64_t sms = std::max(numSms, 1);
+  const int64_t c = std::max(consumers, 1);
+  if (lines <= 0) return 1;
+  // A group of ceil(lines / groups) lines, a multiple of the consumers where more than that, so that each gets as many.
+  auto groupLinesFor = [&](int64_t groups) {
+    int64_t groupLines = (lines + groups - 1) / groups;
+    if (groupLines > c) groupLines = (groupLines + c - 1) / c * c;
+    return groupLines;
+  };
+  if (ctasPerSm > 0) return groupLinesFor(std::max<int64_t>(1, (ctasPerSm * sms + tilesM - 1) / tilesM));
+  // The wave model: each CTA takes its slab's load plus its lines per consumer; the CTAs run in waves of `sms`.
+  // Beyond four CTAs per SM the slab loads only grow.
+  const int64_t mostGroups = std::min(lines, std::max<int64_t>(1, (4 * sms + tilesM - 1) / tilesM));
+  int64_t best = lines, bestCost = INT64_MAX;
+  for (int64_t wanted = 1; wanted <= mostGroups; ++wanted) {
+    const int64_t groupLines = groupLinesFor(wanted);
+    const int64_t groups = (lines + groupLines - 1) / groupLines;
+    const int64_t waves = (tilesM * groups + sms - 1) / sms;
+    const int64_t cost = waves * (kXResidentSlabLines + (groupLines + c - 1) / c);
+    if (cost < bestCost) bestCost = cost, best = groupLines;
+  }
+  return best;
+}
 // The block shapes besides the squares of 32, 64 and 128 that the mma.sync path covers in float16/bfloat16
 // (bsr_mma_shapes.cu instantiates a tile for each): 16x16 and the 1:2 and 2:1 rectangles of sides 16-128.
 struct MmaShape {
