@@ -57,16 +57,16 @@ export interface Conformance {
 }
 
 /**
- * Starts the backend for the enclosing describe (poisoned allocations, the kernel leak check on)
- * and restores the previous backend afterwards. Call inside a vitest describe.
- */
-/**
  * Milliseconds a conformance check may take. Its float64 references run in JavaScript: the largest (LayerNorm over
  * rows of 8200) take about 1.5 s on a 2-core machine alone, and several times that beside the other packages' tests,
  * past vitest's default of 5 s.
  */
 const CHECK_TIMEOUT_MS = 60_000;
 
+/**
+ * Starts the backend for the enclosing describe (poisoned allocations, the kernel leak check on)
+ * and restores the previous backend afterwards. Call inside a vitest describe.
+ */
 export function startConformance(backendName: string): Conformance {
   let previousBackend: string | undefined;
   let previousLeakCheck = false;
