@@ -602,8 +602,8 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
   }, 240_000);
 
   // 32x32 bsrLinear and bsrMatmul where the dispatch takes the X-resident tile (tc_kernels.h: a slab of at most 1024,
-  // K for bsrLinear and N for bsrMatmul, lines of at least 2 blocks, at least 2048 tokens, and each CTA's lines holding
-  // at least 1.75 times the slab's elements): bsrLinear over 2048 x 1024 (a slab of 1024: 16 boxes of 64) and
+  // K for bsrLinear and N for bsrMatmul, lines of at least 1.5 blocks, at least 2048 tokens, and each CTA's lines
+  // holding at least 0.6 times the slab's elements): bsrLinear over 2048 x 1024 (a slab of 1024: 16 boxes of 64) and
   // bsrMatmul over 992 x 2048 (a slab of 992: a half box at the end), each also checked the other way round (mma.sync's
   // tile). At 2085 tokens (a last token tile of 37) with lines of about 22 blocks (density 0.7), and at 8229 tokens with
   // lines of about 3 (density 0.1: one group of all 64 lines per token tile), block rows and columns left empty (the
