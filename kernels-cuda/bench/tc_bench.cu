@@ -16,7 +16,7 @@
 //                 [--blocks 32,64,128,16x32] [--quick] [--dtype bf16|f16|f32|f32x] [--variants 0,1] [--tokens 8192,512]
 //                 [--shapes 4096x4096,4096x16384 (K x N)] [--densities 0.25,0.5] [--sets 3] [--rows random|equal]
 // --variants applies to each of the wgmma and mma paths named (wgmma/v6 is the X-resident tile, v21, v22, v25 and v26 dev's
-// variants of it, dev/bsr_wgmma_xr_dev.cu); a variant
+// variants of it, dev/bsr_wgmma_xr_dev.cu, v27-v29 dev's wide-slab tile for slabs of any width at 32x32); a variant
 // written with a trailing c (0c) sums dW's token splits in thread-block clusters instead of the float32 partial pass
 // (TcOptions::splitCluster, kept for measurement);
 // --paths simple times (and checks) the simple kernel of src/kernels/bsr.cu (float32: its register-tiled kernels of

@@ -14,6 +14,7 @@
 //   21, 22, 25, 26: the X-resident tile with its outputs stored from the accumulators' layout (21,
 //      kXResidentDirectStoresVariant), the tile the addon ran before (22, kXResidentPreviousVariant), its lines grouped
 //      for two CTAs per SM (25, kXResidentWavesVariant) or one (26) (bsr_wgmma_xr_dev.cu)
+//   27-29 (kXResidentWideVariant): the wide-slab X-resident tile, 4, 5 or 3 lines per consumer (bsr_wgmma_xr_wide.cuh)
 #include "dev_variants.h"
 #include "tc/bsr_wgmma.cuh"
 
@@ -373,7 +374,8 @@ bool launchDevVariant(TcPath path, Op op, DType dtype, const KernelArgs& args, i
   if (path != TcPath::Wgmma) return false;
   if (variant == kMulticastVariant || variant == kMulticastVariant + 1)
     return launchMulticastVariant(op, dtype, args, blockSize, variant, stream);
-  if (variant >= kXResidentDirectStoresVariant && variant <= kXResidentWavesVariant + 1)
+  if ((variant >= kXResidentDirectStoresVariant && variant <= kXResidentWavesVariant + 1) ||
+      (variant >= kXResidentWideVariant && variant <= kXResidentWideVariant + 2))
     return launchXResidentDevVariant(op, dtype, args, blockSize, variant, numSms, stream);
   if (dtype == DType::BFloat16) return launchTyped<__nv_bfloat16>(op, dtype, args, blockSize, variant, numSms, stream);
   if (dtype == DType::Float16) return launchTyped<__half>(op, dtype, args, blockSize, variant, numSms, stream);

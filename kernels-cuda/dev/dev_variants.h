@@ -38,6 +38,14 @@ constexpr int kXResidentPreviousVariant = 22;
 // The addon's X-resident tile with its line groups sized for two CTAs per SM (kXResidentWavesVariant) or one (+ 1)
 // instead of by xResidentGroupLines' wave model: the model against the plain rules.
 constexpr int kXResidentWavesVariant = 25;
+// The wide-slab X-resident tile (dev/bsr_wgmma_xr_wide.cuh) at 32x32, bsrLinear and bsrMatmul in bfloat16 or float16,
+// any slab of 64 or more (K for bsrLinear, N for bsrMatmul): the slab streamed in chunks of 512 columns and each of
+// three consumers holding the accumulators of kXResidentWideLines lines (kXResidentWideVariant), one more (+ 1) or
+// one fewer (+ 2). Measured on an H200 (tc-xr.md, "The wide-slab tile"): 0.56-1.00x the rate of mma.sync's tile at
+// slabs of 1536-4096, fastest with the fewest lines, so not dispatched.
+constexpr int kXResidentWideVariant = 27;
+constexpr int kXResidentWideConsumers = 3;
+constexpr int kXResidentWideLines = 4;
 bool launchXResidentDevVariant(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                                cudaStream_t stream);
 

@@ -3,7 +3,8 @@
 // consumers and SM counts: every group size is valid (at least a line, a multiple of the consumers above them, the
 // groups covering the lines once); the wave model's choice costs no more, under its own cost (waves x (slab + lines
 // per consumer)), than any other valid group size with at most four CTAs' worth of groups per SM; and the cases
-// measured on an H200 (132 SMs, four consumers) group as the measurements chose.
+// measured on an H200 (132 SMs, four consumers) group as the measurements chose. With a cap on the lines per group
+// (kernels-cuda/dev/'s wide-slab tile), the choice stays within it and no valid size within it is cheaper.
 //
 //   nvcc -std=c++17 -x cu -I kernels-cuda/src kernels-cuda/test/xr_grouping_host.cpp -o xr_grouping_host && ./xr_grouping_host
 #include <cstdio>
@@ -65,6 +66,23 @@ void checkCase(int64_t m, int64_t lines, int consumers, int sms) {
   }
 }
 
+// A capped grouping (dev's wide-slab tile: its consumers x the lines each holds): within the cap, valid, and no
+// cheaper valid size within the cap and four CTAs per SM.
+void checkCapped(int64_t m, int64_t lines, int consumers, int sms, int64_t mostLines) {
+  const int64_t chosen = xResidentGroupLines(m, lines, consumers, sms, 0, mostLines);
+  check(chosen <= mostLines, "a group within the cap", m, lines, consumers, sms, chosen);
+  check(validSize(chosen, lines, consumers), "a valid capped group size", m, lines, consumers, sms, chosen);
+  const Grouping best = groupingOf(m, lines, consumers, sms, chosen);
+  const int64_t fewest = ceilDiv(lines, mostLines);
+  const int64_t mostGroups =
+      std::max(fewest, std::min(lines, std::max<int64_t>(1, ceilDiv(int64_t{4} * sms, ceilDiv(m, 64)))));
+  for (int64_t size = 1; size <= std::min(mostLines, lines + consumers - 1); ++size) {
+    if (!validSize(size, lines, consumers) || ceilDiv(lines, size) > mostGroups) continue;
+    const Grouping other = groupingOf(m, lines, consumers, sms, size);
+    check(best.cost <= other.cost, "no cheaper capped grouping", m, lines, consumers, sms, size);
+  }
+}
+
 void expectLayout(int64_t m, int64_t lines, int64_t groupLines, int64_t ctas) {
   const int64_t chosen = xResidentGroupLines(m, lines, 4, 132);
   check(chosen == groupLines, "the measured grouping's lines", m, lines, 4, 132, chosen);
@@ -78,6 +96,10 @@ int main() {
     for (int64_t lines = 1; lines <= 520; lines += lines < 40 ? 1 : 7)
       for (int consumers : {2, 3, 4})
         for (int sms : {1, 8, 78, 108, 132, 144}) checkCase(m, lines, consumers, sms);
+  for (int64_t m : {1, 65, 2048, 2085, 8192, 16384})
+    for (int64_t lines = 1; lines <= 260; lines += lines < 40 ? 1 : 7)
+      for (int sms : {1, 78, 132})
+        for (int64_t cap : {3, 6, 12}) checkCapped(m, lines, 3, sms, cap);
   // The H200's cases (tc-xr.md, "Staged stores and one wave"): one wave of 128 CTAs at 2048 tokens where rounding
   // the plain rule's 5 groups to the consumers made 160 (a second wave of 28), one group per token tile from 8192.
   expectLayout(2048, 128, 32, 128);

@@ -130,6 +130,11 @@ __device__ __forceinline__ void mbarrierArriveExpectTx(uint64_t* bar, uint32_t b
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smemAddress(bar)), "r"(bytes)
                : "memory");
 }
+// Adds `bytes` to the current phase's expected transfer without arriving (a copy's issuer, before the copy).
+__device__ __forceinline__ void mbarrierExpectTx(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;\n" ::"r"(smemAddress(bar)), "r"(bytes)
+               : "memory");
+}
 __device__ __forceinline__ void mbarrierArrive(uint64_t* bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smemAddress(bar)) : "memory");
 }

@@ -153,24 +153,31 @@ bool launchXResident(Op op, DType dtype, const KernelArgs& args, int blockSize, 
 // of its consumers (kXResidentSlabLines): with 64-token tiles x groups each CTA pays its slab once, so fewer, longer
 // CTAs win until a wave is left partly empty (measured on an H200: docs/kernels.md, "X-resident bsrLinear and
 // bsrMatmul"). ctasPerSm > 0 sizes the groups for about that many CTAs per SM instead (kernels-cuda/dev/ measures it).
+// mostLines caps a group, a multiple of the consumers (kernels-cuda/dev/'s wide-slab tile, whose consumers hold a few
+// lines each).
 constexpr int64_t kXResidentSlabLines = 1;
-inline int64_t xResidentGroupLines(int64_t m, int64_t lines, int consumers, int numSms, int ctasPerSm = 0) {
+inline int64_t xResidentGroupLines(int64_t m, int64_t lines, int consumers, int numSms, int ctasPerSm = 0,
+                                   int64_t mostLines = INT64_MAX) {
   const int64_t tilesM = (m + 63) / 64;
   const int64_t sms = std::max(numSms, 1);
   const int64_t c = std::max(consumers, 1);
   if (lines <= 0) return 1;
+  const int64_t cap = std::max<int64_t>(mostLines, 1);
+  const int64_t fewestGroups = cap >= lines ? 1 : (lines + cap - 1) / cap;
   // A group of ceil(lines / groups) lines, a multiple of the consumers where more than that, so that each gets as many.
   auto groupLinesFor = [&](int64_t groups) {
     int64_t groupLines = (lines + groups - 1) / groups;
     if (groupLines > c) groupLines = (groupLines + c - 1) / c * c;
     return groupLines;
   };
-  if (ctasPerSm > 0) return groupLinesFor(std::max<int64_t>(1, (ctasPerSm * sms + tilesM - 1) / tilesM));
+  if (ctasPerSm > 0)
+    return groupLinesFor(std::max<int64_t>(fewestGroups, (ctasPerSm * sms + tilesM - 1) / tilesM));
   // The wave model: each CTA takes its slab's load plus its lines per consumer; the CTAs run in waves of `sms`.
   // Beyond four CTAs per SM the slab loads only grow.
-  const int64_t mostGroups = std::min(lines, std::max<int64_t>(1, (4 * sms + tilesM - 1) / tilesM));
+  const int64_t mostGroups =
+      std::max(fewestGroups, std::min(lines, std::max<int64_t>(1, (4 * sms + tilesM - 1) / tilesM)));
   int64_t best = lines, bestCost = INT64_MAX;
-  for (int64_t wanted = 1; wanted <= mostGroups; ++wanted) {
+  for (int64_t wanted = fewestGroups; wanted <= mostGroups; ++wanted) {
     const int64_t groupLines = groupLinesFor(wanted);
     const int64_t groups = (lines + groupLines - 1) / groupLines;
     const int64_t waves = (tilesM * groups + sms - 1) / sms;
