@@ -392,6 +392,8 @@ bool wgmmaRectangle(DType dtype, const BsrPatternView& pattern) {
 // - 32x32: the kernels reach 0.17-0.27 of cuBLAS; the FFN step gained at density 0.5 and 8192 tokens, lost at 2048.
 //   Measured again (2026-12-01, the route forced each way, the copy of 16-byte words): at 8192 tokens the route lost 5%
 //   at density 0.2 and won 8% at 0.3; at 2048 tokens the block kernels won at both (7-17%): from 0.25 with 8192 tokens.
+//   Measured at 2048 and 4096 tokens (2026-12-02, densities 0.3-0.5, 1024 <-> 4096 and 768 <-> 3072): at 4096 the route
+//   won 6-8% at 0.5 and lost 0-2% at 0.4 (from 0.45 there); at 2048 it lost or tied everywhere (never below 4096).
 // - 64x64, 128x128 (wgmma tiles, half of cuBLAS's rate and more): never; nor 64x128 and 128x64 where they run the
 //   wgmma tiles too (tc::wgmmaShapeSupported on sm_90a: the tiles of the square of their output's width).
 // - The other shapes of the mma.sync tiles (tc::mmaShapeSupported) reach 0.07-0.11 of cuBLAS at 16x16, 0.09-0.19 with a
@@ -404,7 +406,8 @@ bool wgmmaRectangle(DType dtype, const BsrPatternView& pattern) {
 double denseProductBreakEven(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m) {
   const int rows = pattern.blockHeight, cols = pattern.blockWidth;
   if (rows == cols && rows == 32) {
-    if (m < kDenseProductMinTokens) return 2.0;
+    if (m < kDenseProductMidTokens) return 2.0;
+    if (m < kDenseProductMinTokens) return kDenseProductMinDensity32Mid;
     return tcTakesXResident(op, dtype, pattern, m) ? kDenseProductMinDensity32XResident : kDenseProductMinDensity32;
   }
   if (rows == cols && (rows == 64 || rows == 128)) return 2.0;
