@@ -7,9 +7,10 @@
 // whatever their line, fed through its own ring by its own producer warp. So each chunk of the slab is read once for
 // all of the CTA's lines and no line drains its products until the end: 64 / (1 + 64 / (G R d)) FLOP per L2 byte for
 // G lines at density d, as the X-resident tile, at any slab width. Measured on an H200 (tc-xr.md, "The wide-slab
-// tile"): correct, but 0.56-1.00x the rate of mma.sync's tile at slabs of 1536-4096 and slower with more lines per
-// consumer (three lines 1.03-1.13x four, five 0.72-0.93x), so its limit is the consumers' instructions per block, not
-// the L2 traffic the model counts; kept for measurement.
+// tile"): correct, but 0.56-1.00x the rate of the faster dispatched tile at slabs of 1536-4096 and slower with more
+// lines per consumer (three lines 0.85-1.18x the rate of four, five 0.70-0.94x); Nsight Compute: the L2 at 25% of its
+// peak, issue slots 40% busy, about 1.37x the X-resident tile's instructions for the same work. Its limit is the
+// consumers' latency and instructions per block, not the L2 traffic the model counts; kept for measurement.
 #pragma once
 
 #include <climits>
