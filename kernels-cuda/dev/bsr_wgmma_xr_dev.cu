@@ -11,12 +11,9 @@ namespace bs::tc {
 
 namespace {
 
-template <bool kStaged>
-bool launchXrDev(Op op, DType dtype, const KernelArgs& args, int numSms, cudaStream_t stream, int ctasPerSm = 0) {
-  auto launch = [&](auto type, auto product) {
-    using Traits = sm90::XrTraits<decltype(type), decltype(product)::value, 32, kStaged>;
-    return sm90::launchXr<Traits>(dtype, args, numSms, stream, ctasPerSm);
-  };
+// launch(T{}, std::integral_constant<Op, op>{}) for bsrLinear or bsrMatmul in bfloat16 or float16; false otherwise.
+template <class F>
+bool launchTyped(Op op, DType dtype, F&& launch) {
   using Linear = std::integral_constant<Op, Op::Linear>;
   using Matmul = std::integral_constant<Op, Op::Matmul>;
   if (dtype == DType::BFloat16) {
@@ -29,23 +26,21 @@ bool launchXrDev(Op op, DType dtype, const KernelArgs& args, int numSms, cudaStr
   return false;
 }
 
+template <bool kStaged>
+bool launchXrDev(Op op, DType dtype, const KernelArgs& args, int numSms, cudaStream_t stream, int ctasPerSm = 0) {
+  return launchTyped(op, dtype, [&](auto type, auto product) {
+    using Traits = sm90::XrTraits<decltype(type), decltype(product)::value, 32, kStaged>;
+    return sm90::launchXr<Traits>(dtype, args, numSms, stream, ctasPerSm);
+  });
+}
+
 // The wide-slab tile with kLines lines per consumer.
 template <int kLines>
 bool launchXrWideDev(Op op, DType dtype, const KernelArgs& args, int numSms, cudaStream_t stream) {
-  auto launch = [&](auto type, auto product) {
+  return launchTyped(op, dtype, [&](auto type, auto product) {
     using Traits = sm90::XrWideTraits<decltype(type), decltype(product)::value, kLines>;
     return sm90::launchXrWide<Traits>(dtype, args, numSms, stream);
-  };
-  using Linear = std::integral_constant<Op, Op::Linear>;
-  using Matmul = std::integral_constant<Op, Op::Matmul>;
-  if (dtype == DType::BFloat16) {
-    if (op == Op::Linear) return launch(__nv_bfloat16{}, Linear{});
-    if (op == Op::Matmul) return launch(__nv_bfloat16{}, Matmul{});
-  } else if (dtype == DType::Float16) {
-    if (op == Op::Linear) return launch(__half{}, Linear{});
-    if (op == Op::Matmul) return launch(__half{}, Matmul{});
-  }
-  return false;
+  });
 }
 
 }  // namespace

@@ -146,10 +146,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
     prefetchTensorMap(&mapBlock);
     for (int b = 0; b < K::kBoxBarriers; ++b) mbarrierInit(&boxFull[b], 1);
     for (int b = 0; b < K::kChunkBuffers; ++b) mbarrierInit(&chunkEmpty[b], K::kConsumers * K::kConsumerWarps);
-    for (int s = 0; s < K::kRingSlots; ++s) {
-      mbarrierInit(&full[s], 1);
-      mbarrierInit(&empty[s], K::kConsumerWarps);
-    }
+    initRingBarriers(full, empty, K::kRingSlots, K::kConsumerWarps);
     fenceBarrierInit();
   }
   __syncthreads();
@@ -302,28 +299,10 @@ __global__ void __launch_bounds__(K::kThreads, 1)
         }
       }
       const uint32_t stageAddress = ringAddress + ringSlot * K::kStageBytes;
-      // As the X-resident tile's: each commit group fenced and issued straight-line (C7519, C7520), the branches on a
-      // block's line outside it.
+      // The X-resident tile's commit group (straight-line; the branches on a block's line outside it).
       auto issue = [&](float(&a)[K::kTileN / 2], auto count, int first) {
-        fenceRegisters(a);
-        wgmmaFence();
-        auto product = [&](int j, int kk) {
-          const uint32_t x = chunkAddress + record.slabOffset[j], w = stageAddress + j * K::kBlockBytes;
-          const uint64_t descA = matrixDescriptor(x + kk * 32, 16, 8 * K::kRowBytesX, K::kSwizzleX);
-          const uint64_t descB =
-              K::kBKMajor ? matrixDescriptor(w + kk * 32, 16, 8 * K::C * 2, K::kSwizzleW)
-                          : matrixDescriptor(w + kk * 16 * K::C * 2, K::kBlockBytes, 8 * K::C * 2, K::kSwizzleW);
-          Wgmma<T, K::kTileN, 0, K::kBKMajor ? 0 : 1>::run(a, descA, descB);
-        };
-        constexpr int kCount = decltype(count)::value;
-#pragma unroll
-        for (int j = first; j < first + kCount; ++j)
-#pragma unroll
-          for (int kk = 0; kk < K::C / 16; ++kk) product(j, kk);
-        wgmmaCommit();
-        fenceRegisters(a);
+        xrIssueGroup<K, decltype(count)::value>(a, chunkAddress, record, stageAddress, first);
         // Every group but this one is done: the previous stage and the previous chunk, if still held, are free.
-        wgmmaWait<1>();
         if (pending >= 0) {
           if (lane == 0) mbarrierArrive(&empty[pending]);
           pending = -1;

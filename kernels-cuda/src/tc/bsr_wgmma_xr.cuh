@@ -119,6 +119,42 @@ struct RingCursor {
   }
 };
 
+// Each ring slot's barriers: full (the producer's arrival and its copies' bytes), empty (one arrival per consumer warp).
+// Shared by the X-resident tile and kernels-cuda/dev/'s wide-slab tile.
+__device__ __forceinline__ void initRingBarriers(uint64_t* full, uint64_t* empty, int slots, int consumerWarps) {
+  for (int s = 0; s < slots; ++s) {
+    mbarrierInit(&full[s], 1);
+    mbarrierInit(&empty[s], consumerWarps);
+  }
+}
+
+// One commit group of an X-resident consumer: kCount blocks from `first` of the stage at stageAddress, each against the
+// slab at slabAddress + record.slabOffset[j] (wgmma k16 steps: A the swizzled slab box, B the block K-major for
+// Linear, MN-major for Matmul), into `acc`; fenced and issued straight-line (with a loop or a branch between the fence
+// and a wgmma, ptxas injects fences, C7519, or serializes, C7520), then every group but this one waited for. Shared
+// by the X-resident tile and kernels-cuda/dev/'s wide-slab tile.
+template <class K, int kCount, int kAcc, class Record>
+__device__ __forceinline__ void xrIssueGroup(float (&acc)[kAcc], uint32_t slabAddress, const Record& record,
+                                             uint32_t stageAddress, int first) {
+  fenceRegisters(acc);
+  wgmmaFence();
+#pragma unroll
+  for (int j = first; j < first + kCount; ++j) {
+#pragma unroll
+    for (int kk = 0; kk < K::C / 16; ++kk) {
+      const uint32_t a = slabAddress + record.slabOffset[j], b = stageAddress + j * K::kBlockBytes;
+      const uint64_t descA = matrixDescriptor(a + kk * 32, 16, 8 * K::kRowBytesX, K::kSwizzleX);
+      const uint64_t descB =
+          K::kBKMajor ? matrixDescriptor(b + kk * 32, 16, 8 * K::C * 2, K::kSwizzleW)
+                      : matrixDescriptor(b + kk * 16 * K::C * 2, K::kBlockBytes, 8 * K::C * 2, K::kSwizzleW);
+      Wgmma<typename K::T, K::kTileN, 0, K::kBKMajor ? 0 : 1>::run(acc, descA, descB);
+    }
+  }
+  wgmmaCommit();
+  fenceRegisters(acc);
+  wgmmaWait<1>();
+}
+
 template <class K>
 __global__ void __launch_bounds__(K::kThreads, 1)
     bsrXrKernel(const __grid_constant__ CUtensorMap mapX, const __grid_constant__ CUtensorMap mapStage,
@@ -148,10 +184,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
     prefetchTensorMap(&mapStage);
     prefetchTensorMap(&mapBlock);
     for (int b = 0; b < layout.boxes; ++b) mbarrierInit(&slabFull[b], 1);
-    for (int s = 0; s < K::kRingSlots; ++s) {
-      mbarrierInit(&full[s], 1);
-      mbarrierInit(&empty[s], K::kConsumerWarps);
-    }
+    initRingBarriers(full, empty, K::kRingSlots, K::kConsumerWarps);
     fenceBarrierInit();
   }
   __syncthreads();
@@ -308,27 +341,8 @@ __global__ void __launch_bounds__(K::kThreads, 1)
       // issued straight-line as the tile kernels' steps are: with a loop or a branch between the fence and
       // a wgmma, ptxas injects fences (C7519) or serializes (C7520).
       auto issue = [&](auto count, int first) {
-        fenceRegisters(acc);
-        wgmmaFence();
-        // Block j's k16 step kk: B as the tile kernels read it, K-major rows of C or MN-major with K = the block's
-        // rows.
-        auto product = [&](int j, int kk) {
-          const uint32_t a = slabAddress + record.slabOffset[j], b = stageAddress + j * K::kBlockBytes;
-          const uint64_t descA = matrixDescriptor(a + kk * 32, 16, 8 * K::kRowBytesX, K::kSwizzleX);
-          const uint64_t descB =
-              K::kBKMajor ? matrixDescriptor(b + kk * 32, 16, 8 * K::C * 2, K::kSwizzleW)
-                          : matrixDescriptor(b + kk * 16 * K::C * 2, K::kBlockBytes, 8 * K::C * 2, K::kSwizzleW);
-          Wgmma<T, K::kTileN, 0, K::kBKMajor ? 0 : 1>::run(acc, descA, descB);
-        };
-        constexpr int kCount = decltype(count)::value;
-#pragma unroll
-        for (int j = first; j < first + kCount; ++j)
-#pragma unroll
-          for (int kk = 0; kk < K::C / 16; ++kk) product(j, kk);
-        wgmmaCommit();
-        fenceRegisters(acc);
+        xrIssueGroup<K, decltype(count)::value>(acc, slabAddress, record, stageAddress, first);
         // Every group but this one is done: the previous stage, if still held, is free.
-        wgmmaWait<1>();
         if (pending >= 0) {
           if (lane == 0) mbarrierArrive(&empty[pending]);
           pending = -1;
