@@ -41,17 +41,16 @@ constexpr int kXResidentWavesVariant = 25;
 // The wide-slab X-resident tile (dev/bsr_wgmma_xr_wide.cuh) at 32x32, bsrLinear and bsrMatmul in bfloat16 or float16,
 // any slab of 64 or more (K for bsrLinear, N for bsrMatmul): the slab streamed in chunks of 512 columns and each of
 // three consumers holding the accumulators of kXResidentWideLines lines (kXResidentWideVariant), one more (+ 1) or
-// one fewer (+ 2). Measured on an H200 (tc-xr.md, "The wide-slab tile"): 0.56-1.00x the rate of mma.sync's tile at
-// slabs of 1536-4096, fastest with the fewest lines, so not dispatched.
+// one fewer (+ 2). Measured on an H200 (tc-xr.md, "The wide-slab tile"): 0.56-1.00x the rate of the faster of the
+// tiles dispatched at slabs of 1536-4096, and slower with five lines than four, so not dispatched.
 constexpr int kXResidentWideVariant = 27;
-constexpr int kXResidentWideConsumers = 3;
 constexpr int kXResidentWideLines = 4;
 bool launchXResidentDevVariant(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                                cudaStream_t stream);
 
 // A TcOptions::devVariants launcher: the wgmma variants of dev/bsr_wgmma_variants.cu (1 at 32 and 64
 // blocks, dW kFeatureMajorDwTile at 64, 2-5, kTokenMajorPersistentVariant, kStoreHelpersVariant, kBulkStoreVariant,
-// kPingPongVariant and the next), the X-resident 21, 22, 25 and 26 and the mma.sync variants of dev/bsr_mma_variants.cu
+// kPingPongVariant and the next), the X-resident 21, 22, 25 and 26, the wide-slab 27-29 and the mma.sync variants of dev/bsr_mma_variants.cu
 // (1) and dev/bsr_mma_grouped.cu (8, 9); false, having launched nothing, for any other path, product or variant.
 bool launchDevVariant(TcPath path, Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                       cudaStream_t stream);
