@@ -110,9 +110,12 @@ export class BsrPattern {
     const { blockRows, blockCols } = checkShapes(shape, blockShape);
     checkDensity(density);
     const random = seededRandom(options.seed);
-    const total = blockRows * blockCols;
-    const chosen = random.sample(total, Math.round(density * total));
-    return BsrPattern.fromFlatBlocks(shape, blockShape, chosen);
+    const total = flatBlockCount(blockRows, blockCols);
+    const count = Math.round(density * total);
+    if (count > 2 ** 31 - 1) {
+      throw new BsrFormatError("density", `${density} of ${total} blocks is ${count} blocks, more than int32 offsets can count`);
+    }
+    return BsrPattern.fromFlatBlocks(shape, blockShape, random.sampleWide(total, count));
   }
 
   /** Blocks at the given flat positions (row * blockCols + col): integers, strictly ascending. */
@@ -121,7 +124,7 @@ export class BsrPattern {
     checkArrayLike(flatBlocks, "flatBlocks", "an array of block positions");
     const blockRowPtr = new Int32Array(blockRows + 1);
     const blockColIdx = new Int32Array(flatBlocks.length);
-    const total = blockRows * blockCols;
+    const total = flatBlockCount(blockRows, blockCols);
     for (let k = 0; k < flatBlocks.length; k++) {
       const flat = flatBlocks[k];
       if (typeof flat !== "number" || !Number.isInteger(flat)) {
@@ -234,9 +237,16 @@ function sameInts(a: Int32Array, b: Int32Array): boolean {
 
 /** The divisors of `n` in increasing order (at most the first 64): the block sizes that tile a dimension of n. */
 export function divisors(n: number): number[] {
-  const found: number[] = [];
-  for (let d = 1; d <= n && found.length < 64; d++) if (n % d === 0) found.push(d);
-  return found;
+  // Trial division up to sqrt(n), pairing each divisor with n / d: a dimension read from a
+  // file can be any safe integer, and walking up to n itself would not finish.
+  const small: number[] = [];
+  const large: number[] = [];
+  for (let d = 1; d * d <= n && small.length < 64; d++) {
+    if (n % d !== 0) continue;
+    small.push(d);
+    if (d * d !== n) large.push(n / d);
+  }
+  return [...small, ...large.reverse()].slice(0, 64);
 }
 
 function checkDimension(value: unknown, field: string, position: number): number {
@@ -278,6 +288,15 @@ export function checkShapes(shape: Shape2, blockShape: Shape2): { blockRows: num
     throw new BsrFormatError("shape", `the block grid ${blockRows} x ${blockCols} does not fit int32 indices`);
   }
   return { blockRows, blockCols };
+}
+
+/** blockRows * blockCols, when every flat position (row * blockCols + col) is an exact double. */
+function flatBlockCount(blockRows: number, blockCols: number): number {
+  const total = blockRows * blockCols;
+  if (total > 2 ** 53) {
+    throw new BsrFormatError("shape", `the block grid ${blockRows} x ${blockCols} has more than 2^53 blocks: flat block positions would not be exact`);
+  }
+  return total;
 }
 
 /** `value` must be an array or typed array (null, a number or a string are named in the error). */

@@ -68,14 +68,22 @@ export class SeededRandom {
     return low + (high - low) * this.next();
   }
 
-  /** A uniform integer in [0, bound), without modulo bias. `bound` in [1, 2^32]. */
+  /** A uniform integer in [0, bound), without modulo bias. `bound` in [1, 2^53]. */
   nextInt(bound: number): number {
-    if (!Number.isInteger(bound) || bound < 1 || bound > 2 ** 32) {
-      throw new RangeError(`bound: expected an integer in [1, 2^32], got ${bound}`);
+    if (!Number.isInteger(bound) || bound < 1 || bound > 2 ** 53) {
+      throw new RangeError(`bound: expected an integer in [1, 2^53], got ${bound}`);
     }
-    const limit = 2 ** 32 - (2 ** 32 % bound);
+    if (bound <= 2 ** 32) {
+      const limit = 2 ** 32 - (2 ** 32 % bound);
+      for (;;) {
+        const value = this.nextUint32();
+        if (value < limit) return value % bound;
+      }
+    }
+    // Wider bounds draw 53 bits (21 high, 32 low) with the same rejection.
+    const limit = 2 ** 53 - (2 ** 53 % bound);
     for (;;) {
-      const value = this.nextUint32();
+      const value = (this.nextUint32() >>> 11) * 2 ** 32 + this.nextUint32();
       if (value < limit) return value % bound;
     }
   }
@@ -104,21 +112,65 @@ export class SeededRandom {
     return out;
   }
 
-  /** `count` distinct integers from [0, total), chosen uniformly, in ascending order. */
+  /** `count` distinct integers from [0, total), chosen uniformly, in ascending order. `total` at most 2^31. */
   sample(total: number, count: number): Int32Array {
-    if (!Number.isInteger(count) || count < 0 || count > total) {
-      throw new RangeError(`count: expected an integer in [0, ${total}], got ${count}`);
+    if (!Number.isInteger(total) || total < 0 || total > 2 ** 31) {
+      throw new RangeError(`total: expected an integer in [0, 2^31] (sampleWide takes up to 2^53), got ${total}`);
     }
-    // Partial Fisher-Yates over a sparse map, so memory is O(count), not O(total).
-    const swapped = new Map<number, number>();
+    checkCount(total, count);
     const chosen = new Int32Array(count);
+    this.partialShuffle(total, chosen);
+    return chosen;
+  }
+
+  /** As `sample`, for a `total` up to 2^53: the same integers for the same state, as doubles. */
+  sampleWide(total: number, count: number): Float64Array {
+    if (!Number.isInteger(total) || total < 0 || total > 2 ** 53) {
+      throw new RangeError(`total: expected an integer in [0, 2^53], got ${total}`);
+    }
+    checkCount(total, count);
+    const chosen = new Float64Array(count);
+    this.partialShuffle(total, chosen);
+    return chosen;
+  }
+
+  /**
+   * Fills `chosen` with the first places of a Fisher-Yates shuffle of [0, total), sorted. Only
+   * the moved entries are stored: in a dense array when `total` is small next to the count,
+   * otherwise in maps of a few million entries each (one Map holds at most 2^24). Both give
+   * the same draws.
+   */
+  private partialShuffle(total: number, chosen: Int32Array | Float64Array): void {
+    const count = chosen.length;
+    if (total <= 2 ** 31 && total <= 16 * count) {
+      const at = new Int32Array(total);
+      for (let k = 0; k < total; k++) at[k] = k;
+      for (let i = 0; i < count; i++) {
+        const j = i + this.nextInt(total - i);
+        chosen[i] = at[j];
+        at[j] = at[i];
+      }
+      // Sorting by marks costs O(total), here at most 16 * count: faster than a comparison sort.
+      const picked = new Uint8Array(total);
+      for (let i = 0; i < count; i++) picked[chosen[i]] = 1;
+      let n = 0;
+      for (let k = 0; k < total; k++) if (picked[k] === 1) chosen[n++] = k;
+      return;
+    }
+    const maps = Array.from({ length: 1 + Math.floor(count / 2 ** 22) }, () => new Map<number, number>());
+    const mapOf = (k: number) => maps[k % maps.length];
     for (let i = 0; i < count; i++) {
       const j = i + this.nextInt(total - i);
-      const atJ = swapped.get(j) ?? j;
-      swapped.set(j, swapped.get(i) ?? i);
-      chosen[i] = atJ;
+      chosen[i] = mapOf(j).get(j) ?? j;
+      mapOf(j).set(j, mapOf(i).get(i) ?? i);
     }
-    return chosen.sort();
+    chosen.sort();
+  }
+}
+
+function checkCount(total: number, count: number): void {
+  if (!Number.isInteger(count) || count < 0 || count > total) {
+    throw new RangeError(`count: expected an integer in [0, ${total}], got ${count}`);
   }
 }
 

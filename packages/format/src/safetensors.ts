@@ -281,13 +281,21 @@ export function parseSafetensorsHeader(json: Uint8Array, fileSize: number): Safe
   const dataStart = 8 + json.length;
   const dataLength = fileSize - dataStart;
   let parsed: unknown;
+  let text: string;
   try {
-    parsed = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(json));
+    text = new TextDecoder("utf-8", { fatal: true }).decode(json);
+    parsed = JSON.parse(text);
   } catch (error) {
     throw new BsrFormatError("header", `not valid UTF-8 JSON (${(error as Error).message})`);
   }
   if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
     throw new BsrFormatError("header", "the header must be a JSON object");
+  }
+  const repeated = repeatedKey(text);
+  if (repeated !== undefined) {
+    throw repeated.owner === undefined
+      ? new BsrFormatError(repeated.key, "listed twice in the header (which entry is meant is ambiguous)")
+      : new BsrFormatError(repeated.owner, `key ${JSON.stringify(repeated.key)} appears twice (which value is meant is ambiguous)`);
   }
   let metadata: Record<string, string> = Object.create(null);
   const entries: SafetensorsEntry[] = [];
@@ -324,6 +332,37 @@ export function parseSafetensorsHeader(json: Uint8Array, fileSize: number): Safe
     throw new BsrFormatError("header", `the tensors cover ${expectedBegin} bytes but the data buffer has ${dataLength}`);
   }
   return { entries, metadata, dataStart, dataLength };
+}
+
+/**
+ * The first key that appears twice in one object of `text` (valid JSON), with the top-level
+ * key it sits under (undefined for a repeated top-level key). JSON.parse keeps the last
+ * value of a repeated key silently; a header that names a tensor twice is ambiguous.
+ */
+function repeatedKey(text: string): { key: string; owner: string | undefined } | undefined {
+  const keysOfOpenObjects: (Set<string> | null)[] = [];
+  let owner: string | undefined;
+  for (let at = 0; at < text.length; at++) {
+    const char = text[at];
+    if (char === "{") keysOfOpenObjects.push(new Set());
+    else if (char === "[") keysOfOpenObjects.push(null);
+    else if (char === "}" || char === "]") keysOfOpenObjects.pop();
+    else if (char === '"') {
+      let end = at + 1;
+      while (text[end] !== '"') end += text[end] === "\\" ? 2 : 1;
+      let next = end + 1;
+      while (text[next] === " " || text[next] === "\t" || text[next] === "\n" || text[next] === "\r") next++;
+      const keys = keysOfOpenObjects.at(-1);
+      if (keys && text[next] === ":") {
+        const key = JSON.parse(text.slice(at, end + 1)) as string;
+        if (keys.has(key)) return { key, owner: keysOfOpenObjects.length === 1 ? undefined : owner };
+        keys.add(key);
+        if (keysOfOpenObjects.length === 1) owner = key;
+      }
+      at = end;
+    }
+  }
+  return undefined;
 }
 
 /** A tensor over `bytes` (its own aligned buffer, little-endian file order), swapped in place on big-endian hosts. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { BsrFormatError, BsrPattern, SeededRandom, type Shape2 } from "../src/index.js";
+import { BsrFormatError, BsrPattern, divisors, SeededRandom, type Shape2 } from "../src/index.js";
 import { thrown } from "./helpers.js";
 
 const shapes: [Shape2, Shape2][] = [
@@ -133,6 +133,19 @@ describe("BsrPattern validation names the field and position", () => {
     const cols = expectFormatError(() => BsrPattern.dense([6, 8], [2, 3]), "blockShape", 1);
     expect(cols.message).toMatch(/C=3 does not divide cols=8.*1, 2, 4, 8/);
   });
+  it("divisors are the first 64 in order, and come back at once for a huge dimension read from a file", () => {
+    for (let n = 1; n <= 400; n++) {
+      const brute = Array.from({ length: n }, (_, i) => i + 1).filter((d) => n % d === 0).slice(0, 64);
+      expect(divisors(n)).toEqual(brute);
+    }
+    expect(divisors(720720).length).toBe(64);
+    // A prime near 2^32 (a shape a hostile file may declare): walking every integer up to it took seconds.
+    const started = performance.now();
+    const prime = expectFormatError(() => BsrPattern.dense([4_294_967_291, 32], [32, 32]), "blockShape", 0);
+    expect(prime.message).toMatch(/R values that do: 1, 4294967291$/);
+    expect(divisors(4_294_967_291 * 3)).toEqual([1, 3, 4_294_967_291, 12_884_901_873]);
+    expect(performance.now() - started).toBeLessThan(1000);
+  });
   it("a mask of the wrong size", () => {
     expect(expectFormatError(() => BsrPattern.fromMask([6, 8], [2, 2], [1, 0]), "mask").message).toMatch(/12/);
   });
@@ -232,6 +245,17 @@ describe("BsrPattern factories refuse what they cannot build exactly", () => {
     expect(fraction.message).toMatch(/integer/);
     expect(thrown(() => BsrPattern.fromFlatBlocks([4, 4], [2, 2], [Number.NaN])).message).toMatch(/integer/);
     expect(BsrPattern.fromFlatBlocks([4, 4], [2, 2], [0, 3]).blockMask()).toEqual(Uint8Array.from([1, 0, 0, 1]));
+  });
+
+  it("random builds grids of more than 2^31 and 2^32 blocks (flat positions past int32)", () => {
+    for (const shape of [[60_000, 60_000], [100_000, 50_000]] as const) {
+      const pattern = BsrPattern.random(shape, { blockShape: [1, 1], density: 1e-6, seed: 1 });
+      expect(pattern.nnzBlocks).toBe(Math.round(1e-6 * shape[0] * shape[1]));
+      pattern.validate();
+      // Blocks land in the far rows too, not only in the first 2^31 positions.
+      expect(pattern.coordinates.blockRow.at(-1)).toBeGreaterThan(shape[0] / 2);
+    }
+    expectFormatError(() => BsrPattern.random([2 ** 31 - 2, 2 ** 31 - 2], { blockShape: [1, 1], density: 0, seed: 1 }), "shape");
   });
 
   it("null or missing arguments are BsrFormatErrors naming the argument", () => {

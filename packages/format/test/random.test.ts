@@ -74,6 +74,21 @@ describe("SeededRandom", () => {
     expect(random.sample(4, 0).length).toBe(0);
   });
 
+  it("sample keeps its pinned draws; sampleWide gives the same ones and reaches totals past 2^32", () => {
+    // Pinned before the dense-table path existed: both paths must keep every pattern a seed gave.
+    expect(Array.from(new SeededRandom(5).sample(1000, 8))).toEqual([58, 106, 199, 218, 418, 804, 808, 985]);
+    expect(Array.from(new SeededRandom(5).sample(2 ** 20, 8))).toEqual([106720, 300979, 422630, 443434, 484249, 577285, 687133, 879235]);
+    for (const [total, count] of [[1000, 8], [70_000, 5000], [2 ** 20, 8], [5, 5]]) {
+      expect(Array.from(new SeededRandom(3).sampleWide(total, count))).toEqual(Array.from(new SeededRandom(3).sample(total, count)));
+    }
+    const wide = new SeededRandom(7).sampleWide(5e9, 1000);
+    expect(wide.every((value, i) => Number.isInteger(value) && value >= 0 && value < 5e9 && (i === 0 || value > wide[i - 1]))).toBe(true);
+    expect(wide.filter((value) => value >= 2 ** 32).length).toBeGreaterThan(100);
+    const bounds = Array.from({ length: 2000 }, () => new SeededRandom(0).nextInt(2 ** 53));
+    expect(bounds.every((value) => Number.isInteger(value) && value >= 0 && value < 2 ** 53)).toBe(true);
+    expect(() => new SeededRandom(1).sample(3e9, 2)).toThrow(/total.*sampleWide/);
+  });
+
   it("rejects bad seeds and bounds", () => {
     expect(() => new SeededRandom(1.5)).toThrow(/seed/);
     expect(() => new SeededRandom(2 ** 60)).toThrow(/seed/);

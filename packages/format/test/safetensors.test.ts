@@ -183,6 +183,27 @@ describe("decodeSafetensors", () => {
     rejects(handMadeFile({ __metadata__: { a: 1 } }), "__metadata__.a", /strings/);
     rejects(handMadeFile({ __metadata__: ["a"] }), "__metadata__", /string to string/);
   });
+  it("rejects a tensor or metadata key listed twice, instead of keeping the last silently", () => {
+    const entry = (dtype: string) => `{"dtype":"${dtype}","shape":[1],"data_offsets":[0,4]}`;
+    // JSON.stringify cannot write a repeated key: the header text is written by hand.
+    const file = (json: string, data: Uint8Array) => {
+      const text = new TextEncoder().encode(json.padEnd(Math.ceil(json.length / 8) * 8));
+      const out = new Uint8Array(8 + text.length + data.length);
+      new DataView(out.buffer).setBigUint64(0, BigInt(text.length), true);
+      out.set(text, 8);
+      out.set(data, 8 + text.length);
+      return out;
+    };
+    // Same bytes, read as F32 or as I32: which one the file means is unknowable.
+    rejects(file(`{"w":${entry("F32")},"w":${entry("I32")}}`, f32Bytes([1.5])), "w", /listed twice/);
+    rejects(file(`{"a\\"b":${entry("F32")}, "a\\u0022b" :${entry("F32")}}`, f32Bytes([1])), 'a"b', /listed twice/);
+    rejects(file(`{"__metadata__":{"k":"1","k":"2"}}`, new Uint8Array()), "__metadata__", /"k" appears twice/);
+    rejects(file(`{"w":{"dtype":"F32","dtype":"I32","shape":[1],"data_offsets":[0,4]}}`, f32Bytes([1])), "w", /"dtype" appears twice/);
+    // Equal strings as values, or keys of different objects, are fine.
+    const fine = decodeSafetensors(file(`{"__metadata__":{"w":"w"},"w":${entry("F32")}}`, f32Bytes([2])));
+    expect(fine.tensors.get("w")!.data).toEqual(Float32Array.from([2]));
+    expect(fine.metadata).toEqual({ w: "w" });
+  });
   it("accepts tensors listed in any order", () => {
     const data = f32Bytes([1, 2, 3]);
     const decoded = decodeSafetensors(handMadeFile({ late: tensorAt(4, 12), early: tensorAt(0, 4) }, data));
