@@ -2,13 +2,15 @@ import { describe, expect, it } from "vitest";
 import { browserBundle, evaluatedCode } from "../../../browser-bundle.shared.ts";
 
 describe("browser bundle (esbuild, minified, every export kept)", () => {
-  // 52.0 KiB measured (51.5 before greedy captured steps fed their tokens back on the device; 49.3 before
+  // 55.2 KiB measured, with the input checks of format and nn of 2026-12-02 (54.8 before: repeated safetensors keys,
+  // random patterns over 2^31 blocks, optimizer gradients' shape and dtype, optimizer state across module.to(dtype));
+  // 52.0 KiB (51.5 before greedy captured steps fed their tokens back on the device; 49.3 before
   // generation's static cache and captured step pulled in core's captureGraph; 48.3
   // before GPT-2 generation and its cache); 127 KiB while configs were parsed with classic zod (not tree-shakeable, with its `new Function` probe).
-  it("@blocksparse/models stays within 55 KiB gzipped and evaluates no code", async () => {
+  it("@blocksparse/models stays within 56 KiB gzipped and evaluates no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/models"]);
     console.log(`@blocksparse/models: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(55);
+    expect(gzipKiB).toBeLessThanOrEqual(56);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 });

@@ -1,5 +1,5 @@
 import { detach, noGrad } from "@blocksparse/autograd";
-import { type Activation, BsrPattern, bsrLinear, bsrLinearActivation, cast, shapesEqual, type Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
+import { type Activation, BsrPattern, bsrLinear, bsrLinearActivation, cast, shapesEqual, Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
 import { BsrMatrix, divisors } from "@blocksparse/format";
 import { blockCountFor, blockSources, randomPattern, remapBlocks } from "./blocks";
 import { childSeeds, uniform } from "./init";
@@ -28,7 +28,7 @@ export interface FromLinearOptions {
 }
 
 export interface SetPatternOptions {
-  /** Values of the blocks `pattern` adds, [added, R, C] in the pattern's order (default: zeros). */
+  /** Values of the blocks `pattern` adds, [added, R, C] in the pattern's order (default: zeros); a float dtype, cast to the weight's. */
   newValues?: Tensor;
   /** An optimizer whose state for the weight follows the move: kept blocks keep it, added blocks start fresh (Optimizer.freshBlocks). */
   optimizer?: Optimizer;
@@ -181,7 +181,11 @@ export class BlockSparseLinear extends Module {
       );
     }
     const sources = blockSources(this.pattern, pattern);
-    const values = noGrad(() => remapBlocks(this.weight.value, sources, options.newValues));
+    const current = this.weight.value;
+    const { newValues } = options;
+    // Float values of another dtype (float32 blocks for a bfloat16 layer) are cast to the weight's; remapBlocks checks the rest.
+    const fresh = newValues instanceof Tensor && newValues.isFloat && newValues.dtype !== current.dtype ? newValues : null;
+    const values = noGrad(() => tidy(() => remapBlocks(current, sources, fresh ? cast(fresh, current.dtype) : newValues)));
     this.weight.value = values;
     this.weight.pattern = pattern;
     options.optimizer?.remapBlocks(this.weight, sources, pattern);

@@ -12,6 +12,8 @@ export interface StateDictMismatch {
   expected: string;
   /** What the state dict holds. */
   got: string;
+  /** What does not fit: the shape or kind of weight ("size", the default), the dtype (an int32 entry for a float parameter), or the value itself (not a tensor, or disposed). */
+  reason?: "size" | "dtype" | "type";
 }
 
 /** loadStateDict refused a state dict: keys missing or unexpected (strict), or entries that do not fit. */
@@ -25,7 +27,7 @@ export class StateDictError extends NnError {
     const parts: string[] = [];
     if (missingKeys.length > 0) parts.push(`missing keys: ${missingKeys.join(", ")}`);
     if (unexpectedKeys.length > 0) parts.push(`unexpected keys: ${unexpectedKeys.join(", ")}`);
-    for (const m of mismatches) parts.push(`size mismatch for ${m.key}: the checkpoint has ${m.got}, the model has ${m.expected}`);
+    for (const m of mismatches) parts.push(`${m.reason ?? "size"} mismatch for ${m.key}: the checkpoint has ${m.got}, the model has ${m.expected}`);
     super(`loadStateDict: ${parts.join("; ")}`);
   }
 }

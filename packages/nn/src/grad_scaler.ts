@@ -42,6 +42,8 @@ export class GradScaler {
   #growthTracker = 0;
   /** Optimizers unscaled since the last update, and whether their gradients held inf/NaN. */
   readonly #unscaled = new Map<Optimizer, boolean>();
+  /** Optimizers stepped (or skipped) since the last update: a second step would reuse stale unscaling. */
+  readonly #stepped = new Set<Optimizer>();
 
   constructor(options: GradScalerOptions = {}) {
     if (options === null || typeof options !== "object") throw new ValueError("GradScaler: options must be an object");
@@ -100,10 +102,15 @@ export class GradScaler {
       optimizer.step();
       return true;
     }
+    // Without update() in between, the unscaling recorded for the last step would be taken for new (still scaled) gradients.
+    if (this.#stepped.has(optimizer)) {
+      throw new ValueError("GradScaler.step: already called for this optimizer since the last update()");
+    }
     if (!this.#unscaled.has(optimizer)) this.unscale(optimizer);
-    if (this.#unscaled.get(optimizer) === true) return false;
-    optimizer.step();
-    return true;
+    const skip = this.#unscaled.get(optimizer) === true;
+    if (!skip) optimizer.step();
+    this.#stepped.add(optimizer);
+    return !skip;
   }
 
   /** Adjusts the scale after a step: back off when any unscaled optimizer saw inf/NaN, grow after `growthInterval` clean steps. */
@@ -112,6 +119,7 @@ export class GradScaler {
     if (this.#unscaled.size === 0) return;
     const foundInf = [...this.#unscaled.values()].some(Boolean);
     this.#unscaled.clear();
+    this.#stepped.clear();
     if (foundInf) {
       this.#scale *= this.backoffFactor;
       this.#growthTracker = 0;

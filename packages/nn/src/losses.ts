@@ -38,6 +38,7 @@ export function crossEntropy(logits: Tensor, targets: Tensor, options: Reduction
 
 /** Mean squared error between same-shape tensors, averaged by default; in float32 for float16/bfloat16 inputs. */
 export function mseLoss(pred: Tensor, target: Tensor, reduction: Reduction = "mean"): Tensor {
+  if (!(pred instanceof Tensor) || !(target instanceof Tensor)) throw new ValueError("mseLoss: pred and target must be Tensors");
   if (pred.shape.length !== target.shape.length || pred.shape.some((d, i) => d !== target.shape[i])) {
     throw new ShapeError(`mseLoss: pred has shape [${pred.shape}] but target has [${target.shape}]`);
   }

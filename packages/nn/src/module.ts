@@ -237,15 +237,24 @@ export abstract class Module {
       const target = targets.get(key);
       if (!target) continue;
       if (!(entry instanceof Tensor || entry instanceof BlockSparseWeight)) {
-        mismatches.push({ key, expected: "a Tensor or a BlockSparseWeight", got: typeof entry });
+        mismatches.push({ key, expected: "a Tensor or a BlockSparseWeight", got: typeof entry, reason: "type" });
         continue;
       }
-      if (entry instanceof Tensor && entry.isDisposed) {
-        mismatches.push({ key, expected: "a live tensor", got: "a disposed tensor" });
+      const values = entry instanceof BlockSparseWeight ? entry.values : entry;
+      if (values.isDisposed) {
+        mismatches.push({ key, expected: "a live tensor", got: "a disposed tensor", reason: "type" });
         continue;
       }
       const expected = target[0].checkOwnEntry(target[1], entry);
-      if (expected !== null) mismatches.push({ key, expected, got: describeEntry(entry) });
+      if (expected !== null) {
+        mismatches.push({ key, expected, got: describeEntry(entry) });
+        continue;
+      }
+      // Float entries are cast to the parameter's dtype; an int32 one in a float slot is not a weight.
+      const parameter = (target[0] as unknown as Record<string, unknown>)[target[1]];
+      if (parameter instanceof Parameter && parameter.value.isFloat !== values.isFloat) {
+        mismatches.push({ key, expected: `dtype ${parameter.dtype}`, got: `dtype ${values.dtype}`, reason: "dtype" });
+      }
     }
     if (mismatches.length > 0 || (strict && (missingKeys.length > 0 || unexpectedKeys.length > 0))) {
       throw new StateDictError(strict ? missingKeys : [], strict ? unexpectedKeys : [], mismatches);

@@ -6,14 +6,17 @@ import {
   cast,
   type DataId,
   type DType,
+  DTypeError,
+  formatShape,
   fullOn,
-  gather,
   GraphError,
+  gather,
   isCapturing,
   keep,
   mean,
   mul,
   multiTensorAdamUpdateInPlace,
+  ShapeError,
   shapesEqual,
   sub,
   type Tensor,
@@ -37,6 +40,8 @@ interface ParameterState {
   master: Tensor | null;
   /** The parameter's buffer as the last step left it: another buffer means the weights were replaced (loaded, cast), so the master is taken again from them. */
   syncedDataId: DataId | null;
+  /** The dtype the update runs in (float32 with a master, else the parameter's): the state tensors follow it when it changes. */
+  updateDType: DType;
 }
 
 /** One parameter's part of a step, as `updateAll` receives it. */
@@ -218,8 +223,15 @@ export abstract class Optimizer {
       // Every learning rate first: a bad lrScale throws before any state changes.
       const due: Parameter[] = [];
       const scales: number[] = [];
-      for (const parameter of this.params) {
-        if (parameter.grad === null) continue;
+      for (let i = 0; i < this.params.length; i++) {
+        const parameter = this.params[i];
+        const grad = parameter.grad;
+        if (grad === null) continue;
+        // A gradient set by hand may not fit: refused here, where SGD's arithmetic would broadcast it.
+        if (!shapesEqual(grad.shape, parameter.shape)) {
+          throw new ShapeError(`${this.#where}.step: params[${i}] has a gradient of shape ${formatShape(grad.shape)}, expected its shape ${formatShape(parameter.shape)}`);
+        }
+        if (!grad.isFloat) throw new DTypeError(`${this.#where}.step: params[${i}] has a gradient of dtype ${grad.dtype}, expected a float dtype`);
         due.push(parameter);
         scales.push(this.lrScaleOf(parameter));
       }
@@ -356,7 +368,7 @@ export abstract class Optimizer {
     const wantsMaster = this.wantsMaster(parameter);
     if (existing) {
       // Every step passes here: plain loops over the state, no arrays made.
-      let fits = existing.pattern === parameter.pattern && (existing.master !== null) === wantsMaster;
+      let fits = existing.pattern === parameter.pattern;
       let elsewhere = false;
       for (const name in existing.tensors) {
         if (!fits) break;
@@ -367,8 +379,12 @@ export abstract class Optimizer {
       if (fits && existing.count !== null && existing.count.backend !== value.backend) elsewhere = true;
       if (fits) {
         const moved = existing.master !== null && existing.master.backend !== value.backend;
-        if ((elsewhere || moved || (existing.master !== null && existing.syncedDataId !== value.dataId)) && isCapturing()) {
-          throw new GraphError(`${this.#where}: a parameter was moved or replaced since the last step; run one step eagerly before capturing`);
+        // Cast between float32 and float16/bfloat16 (module.to(dtype)): the state is kept, in the dtype the update now runs in.
+        const updateDType: DType = wantsMaster ? "float32" : parameter.dtype;
+        const masterChanged = (existing.master !== null) !== wantsMaster;
+        const recast = existing.updateDType !== updateDType;
+        if ((elsewhere || moved || masterChanged || recast || (existing.master !== null && existing.syncedDataId !== value.dataId)) && isCapturing()) {
+          throw new GraphError(`${this.#where}: a parameter was moved, cast or replaced since the last step; run one step eagerly before capturing`);
         }
         if (elsewhere && existing.count !== null && existing.count.backend !== value.backend) {
           const count = keep(existing.count.to(value.backend.name));
@@ -383,7 +399,21 @@ export abstract class Optimizer {
             }
           }
         }
-        if (existing.master !== null && (moved || existing.syncedDataId !== value.dataId)) {
+        if (recast) {
+          const { dtype } = this.stateSpec(updateDType);
+          for (const [name, t] of Object.entries(existing.tensors)) {
+            if (t.dtype === dtype) continue;
+            existing.tensors[name] = keep(noGrad(() => tidy(() => cast(t, dtype))));
+            t.dispose();
+          }
+          existing.updateDType = updateDType;
+        }
+        if (masterChanged) {
+          // Now low precision: a master is taken from the cast weights. Now float32: the parameter is its own master.
+          existing.master?.dispose();
+          existing.master = wantsMaster ? keep(noGrad(() => tidy(() => cast(value, "float32")))) : null;
+          existing.syncedDataId = value.dataId;
+        } else if (existing.master !== null && (moved || existing.syncedDataId !== value.dataId)) {
           // Moved to another backend: the master follows. Replaced (loaded, cast): the master is taken again.
           const next = keep(moved && existing.syncedDataId !== null ? existing.master.to(value.backend.name) : tidy(() => cast(value, "float32")));
           existing.master.dispose();
@@ -399,7 +429,8 @@ export abstract class Optimizer {
       // Made inside a capture, the zeros and the master's cast would be recorded and run again by every replay.
       throw new GraphError(`${this.#where}: run one step eagerly before capturing (params[${this.params.indexOf(parameter)}] has no optimizer state yet)`);
     }
-    const { names, dtype } = this.stateSpec(wantsMaster ? "float32" : parameter.dtype);
+    const updateDType: DType = wantsMaster ? "float32" : parameter.dtype;
+    const { names, dtype } = this.stateSpec(updateDType);
     const state: ParameterState = {
       tensors: Object.fromEntries(names.map((name) => [name, keep(fullOn(parameter.value.backend, parameter.value.shape, 0, dtype))])),
       step: 0,
@@ -407,6 +438,7 @@ export abstract class Optimizer {
       pattern: parameter.pattern,
       master: wantsMaster ? keep(noGrad(() => tidy(() => cast(value, "float32")))) : null,
       syncedDataId: value.dataId,
+      updateDType,
     };
     this.#state.set(parameter, state);
     return state;

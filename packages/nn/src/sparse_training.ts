@@ -80,7 +80,9 @@ export function pruneAndRegrow(layer: BlockSparseLinear, options: PruneAndRegrow
   const kept: number[] = [];
   for (let k = 0; k < pattern.nnzBlocks; k++) if (!prunedBlocks.has(k)) kept.push(flatOf(k));
   const next = BsrPattern.fromFlatBlocks(pattern.shape, pattern.blockShape, Int32Array.from([...kept, ...regrown]).sort());
-  const newValues = newBlocks === "normal" && count > 0 ? normalBlocks(layer, prunedBlocks, next.nnzBlocks - kept.length, scale, random) : undefined;
+  // Regrown positions the layer held (pruned ones taken back when too few were free) keep their values: only the others are new.
+  const added = regrown.reduce((n, flat) => (held[flat] ? n : n + 1), 0);
+  const newValues = newBlocks === "normal" && added > 0 ? normalBlocks(layer, prunedBlocks, added, scale, random) : undefined;
   try {
     layer.setPattern(next, { newValues, optimizer: options.optimizer });
   } finally {

@@ -23,11 +23,13 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // the fused attention (scaledDotProductAttention: its op, js kernels and gradient rule, +1.7 KiB); 64.5 KiB until
   // the js kernels' strided reads walked rows instead of per-element offsets (walkRows: transposes and broadcasts
   // 1.35x faster on cpu, +0.3 KiB); 65 KiB until core's indexCopy and cachedAttention (decoding over a cache of
-  // fixed length, captured: their ops and js kernels, 65.2 KiB measured).
-  it("format + core + autograd + nn stay within 68 KiB gzipped and evaluate no code", async () => {
+  // fixed length, captured: their ops and js kernels, 65.2 KiB measured); 68 KiB until the input checks of repeated
+  // safetensors keys, random patterns over 2^31 blocks, optimizer gradients of the wrong shape or dtype and optimizer
+  // state kept across module.to(dtype) (68.7 KiB measured).
+  it("format + core + autograd + nn stay within 69 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(68);
+    expect(gzipKiB).toBeLessThanOrEqual(69);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
