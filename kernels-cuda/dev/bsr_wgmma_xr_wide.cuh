@@ -277,7 +277,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   for (int c = 0; c < layout.chunks; ++c) {
     const int buffer = c % K::kChunkBuffers;
     const uint32_t parity = (c / K::kChunkBuffers) & 1;
-    const uint32_t chunkAddress = chunksAddress + buffer * K::kChunkBytes;
+    const uint64_t chunkDescriptor = xrSlabDescriptor<K>(chunksAddress + buffer * K::kChunkBytes);
     uint64_t* boxBars = &boxFull[buffer * K::kChunkBoxes];
     uint32_t boxesReady = 0;
     for (;;) {
@@ -298,10 +298,10 @@ __global__ void __launch_bounds__(K::kThreads, 1)
           boxesReady |= 1u << box;
         }
       }
-      const uint32_t stageAddress = ringAddress + ringSlot * K::kStageBytes;
+      const uint64_t stageDescriptor = xrStageDescriptor<K>(ringAddress + ringSlot * K::kStageBytes);
       // The X-resident tile's commit group (straight-line; the branches on a block's line outside it).
       auto issue = [&](float(&a)[K::kTileN / 2], auto count, int first) {
-        xrIssueGroup<K, decltype(count)::value>(a, chunkAddress, record, stageAddress, first);
+        xrIssueGroup<K, decltype(count)::value>(a, chunkDescriptor, record, stageDescriptor, first);
         // Every group but this one is done: the previous stage and the previous chunk, if still held, are free.
         if (pending >= 0) {
           if (lane == 0) mbarrierArrive(&empty[pending]);

@@ -90,49 +90,46 @@ __device__ __forceinline__ void initPipeline(const CUtensorMap& mapA, const CUte
   __syncthreads();
 }
 
-// One pipeline stage's products into this consumer warpgroup's accumulators.
+// One pipeline stage's products into this consumer warpgroup's accumulators. Each operand's descriptor is built once
+// per stage and advanced by a constant per wgmma (advanceDescriptor: one add, where matrixDescriptor masks, shifts and
+// merges).
 template <class K>
 __device__ __forceinline__ void mmaStage(typename K::Acc& acc, uint32_t stageA, uint32_t stageB, int consumer) {
   using T = typename K::T;
+  // The stage's B (the dense slice's panel) and A (the blocks) descriptors at their first byte.
+  const uint64_t baseB = K::kBKMajor ? matrixDescriptor(stageB, 16, 8 * K::kStep * 2, K::kSwizzleB)
+                                     : matrixDescriptor(stageB, K::kStep * K::kPanelB * 2, 8 * K::kPanelB * 2,
+                                                        K::kSwizzleB);
+  const uint64_t baseA = K::kAKMajor ? matrixDescriptor(stageA, 16, 8 * K::kStep * 2, K::kSwizzleA)
+                                     : matrixDescriptor(stageA, K::kStep * K::kPanelA * 2, 8 * K::kPanelA * 2,
+                                                        K::kSwizzleA);
   if constexpr (K::kFeatureMajor) {
     // A: the block's 64 features x the step, as the stage holds it (K-major for Linear; for Matmul the step's rows
     // of the block, features contiguous: MN-major; for dW the step's tokens of X's 64 columns, MN-major). B: this
     // consumer's token rows of the dense slice (K-major), or for dW its members' dY panels side by side (MN-major,
     // the panels kStep x 64 apart).
-    const uint32_t mine = stageA + consumer * K::kConsumerTokens * K::kStep * 2;
+    const uint32_t mine = consumer * K::kConsumerTokens * K::kStep * 2;
 #pragma unroll
     for (int kk = 0; kk < K::kStep / 16; ++kk) {
-      const uint64_t descA =
-          K::kBKMajor ? matrixDescriptor(stageB + kk * 32, 16, 8 * K::kStep * 2, K::kSwizzleB)
-                      : matrixDescriptor(stageB + kk * 16 * K::kPanelB * 2, K::kStep * K::kPanelB * 2, 8 * K::kPanelB * 2,
-                                         K::kSwizzleB);
-      const uint64_t descB =
-          K::kAKMajor ? matrixDescriptor(mine + kk * 32, 16, 8 * K::kStep * 2, K::kSwizzleA)
-                      : matrixDescriptor(mine + kk * 16 * K::kPanelA * 2, K::kStep * K::kPanelA * 2, 8 * K::kPanelA * 2,
-                                         K::kSwizzleA);
+      const uint64_t descA = advanceDescriptor(baseB, K::kBKMajor ? kk * 32 : kk * 16 * K::kPanelB * 2);
+      const uint64_t descB = advanceDescriptor(baseA, mine + (K::kAKMajor ? kk * 32 : kk * 16 * K::kPanelA * 2));
       Wgmma<T, K::kConsumerTokens, K::kBKMajor ? 0 : 1, K::kAKMajor ? 0 : 1>::run(acc[0], descA, descB);
     }
   } else {
 #pragma unroll
     for (int kk = 0; kk < K::kStep / 16; ++kk) {
-      uint64_t descB;
-      if constexpr (K::kBKMajor)
-        descB = matrixDescriptor(stageB + kk * 32, 16, 8 * K::kStep * 2, K::kSwizzleB);
-      else
-        descB = matrixDescriptor(stageB + kk * 16 * K::kPanelB * 2, K::kStep * K::kPanelB * 2, 8 * K::kPanelB * 2,
-                                 K::kSwizzleB);
+      const uint64_t descB = advanceDescriptor(baseB, K::kBKMajor ? kk * 32 : kk * 16 * K::kPanelB * 2);
 #pragma unroll
       for (int mi = 0; mi < K::kMmaM; ++mi) {
-        uint64_t descA;
+        uint32_t offsetA;
         if constexpr (K::kAKMajor) {
-          descA = matrixDescriptor(stageA + (consumer * K::kMmaM + mi) * 64 * K::kStep * 2 + kk * 32, 16,
-                                   8 * K::kStep * 2, K::kSwizzleA);
+          offsetA = (consumer * K::kMmaM + mi) * 64 * K::kStep * 2 + kk * 32;
         } else {
           const int panel = (consumer * K::kMmaM + mi) * 64 / K::kPanelA;
-          descA = matrixDescriptor(stageA + panel * K::kStep * K::kPanelA * 2 + kk * 16 * K::kPanelA * 2,
-                                   K::kStep * K::kPanelA * 2, 8 * K::kPanelA * 2, K::kSwizzleA);
+          offsetA = panel * K::kStep * K::kPanelA * 2 + kk * 16 * K::kPanelA * 2;
         }
-        Wgmma<T, K::kTileN, K::kAKMajor ? 0 : 1, K::kBKMajor ? 0 : 1>::run(acc[mi], descA, descB);
+        Wgmma<T, K::kTileN, K::kAKMajor ? 0 : 1, K::kBKMajor ? 0 : 1>::run(acc[mi], advanceDescriptor(baseA, offsetA),
+                                                                           descB);
       }
     }
   }

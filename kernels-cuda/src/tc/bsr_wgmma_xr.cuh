@@ -128,25 +128,35 @@ __device__ __forceinline__ void initRingBarriers(uint64_t* full, uint64_t* empty
   }
 }
 
-// One commit group of an X-resident consumer: kCount blocks from `first` of the stage at stageAddress, each against the
-// slab at slabAddress + record.slabOffset[j] (wgmma k16 steps: A the swizzled slab box, B the block K-major for
-// Linear, MN-major for Matmul), into `acc`; fenced and issued straight-line (with a loop or a branch between the fence
-// and a wgmma, ptxas injects fences, C7519, or serializes, C7520), then every group but this one waited for. Shared
-// by the X-resident tile and kernels-cuda/dev/'s wide-slab tile.
+// One commit group of an X-resident consumer: kCount blocks from `first` of the stage whose first block's descriptor is
+// stageDescriptor, each against the slab (slabDescriptor: its first box) at record.slabOffset[j] (wgmma k16 steps: A the
+// swizzled slab box, B the block K-major for Linear, MN-major for Matmul), into `acc`; fenced and issued straight-line
+// (with a loop or a branch between the fence and a wgmma, ptxas injects fences, C7519, or serializes, C7520), then
+// every group but this one waited for. Each descriptor is its base advanced by a byte offset (xrSlabDescriptor,
+// xrStageDescriptor, advanceDescriptor): one add per wgmma operand. Shared by the X-resident tile and
+// kernels-cuda/dev/'s wide-slab tile.
+template <class K>
+__device__ __forceinline__ uint64_t xrSlabDescriptor(uint32_t slabAddress) {
+  return matrixDescriptor(slabAddress, 16, 8 * K::kRowBytesX, K::kSwizzleX);
+}
+template <class K>
+__device__ __forceinline__ uint64_t xrStageDescriptor(uint32_t stageAddress) {
+  return K::kBKMajor ? matrixDescriptor(stageAddress, 16, 8 * K::C * 2, K::kSwizzleW)
+                     : matrixDescriptor(stageAddress, K::kBlockBytes, 8 * K::C * 2, K::kSwizzleW);
+}
 template <class K, int kCount, int kAcc, class Record>
-__device__ __forceinline__ void xrIssueGroup(float (&acc)[kAcc], uint32_t slabAddress, const Record& record,
-                                             uint32_t stageAddress, int first) {
+__device__ __forceinline__ void xrIssueGroup(float (&acc)[kAcc], uint64_t slabDescriptor, const Record& record,
+                                             uint64_t stageDescriptor, int first) {
   fenceRegisters(acc);
   wgmmaFence();
 #pragma unroll
   for (int j = first; j < first + kCount; ++j) {
+    const uint64_t blockA = advanceDescriptor(slabDescriptor, record.slabOffset[j]);
 #pragma unroll
     for (int kk = 0; kk < K::C / 16; ++kk) {
-      const uint32_t a = slabAddress + record.slabOffset[j], b = stageAddress + j * K::kBlockBytes;
-      const uint64_t descA = matrixDescriptor(a + kk * 32, 16, 8 * K::kRowBytesX, K::kSwizzleX);
-      const uint64_t descB =
-          K::kBKMajor ? matrixDescriptor(b + kk * 32, 16, 8 * K::C * 2, K::kSwizzleW)
-                      : matrixDescriptor(b + kk * 16 * K::C * 2, K::kBlockBytes, 8 * K::C * 2, K::kSwizzleW);
+      const uint64_t descA = advanceDescriptor(blockA, kk * 32);
+      const uint64_t descB = advanceDescriptor(
+          stageDescriptor, j * K::kBlockBytes + (K::kBKMajor ? kk * 32 : kk * 16 * K::C * 2));
       Wgmma<typename K::T, K::kTileN, 0, K::kBKMajor ? 0 : 1>::run(acc, descA, descB);
     }
   }
@@ -292,7 +302,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   using T = typename K::T;
   const int consumer = warpGroup - 1;
   const int warpInGroup = (tid % 128) / 32;
-  const uint32_t slabAddress = smemAddress(slab);
+  const uint64_t slabDescriptor = xrSlabDescriptor<K>(smemAddress(slab));
   const uint32_t ringAddress = smemAddress(rings) + consumer * layout.stages * K::kStageBytes;
   typename K::Acc acc;
   zeroAccumulators(acc);
@@ -336,12 +346,12 @@ __global__ void __launch_bounds__(K::kThreads, 1)
           }
         }
       }
-      const uint32_t stageAddress = ringAddress + ring.slot * K::kStageBytes;
+      const uint64_t stageDescriptor = xrStageDescriptor<K>(ringAddress + ring.slot * K::kStageBytes);
       // kGroupBlocks blocks per commit group, then one at a time for the rest, each group fenced and
       // issued straight-line as the tile kernels' steps are: with a loop or a branch between the fence and
       // a wgmma, ptxas injects fences (C7519) or serializes (C7520).
       auto issue = [&](auto count, int first) {
-        xrIssueGroup<K, decltype(count)::value>(acc, slabAddress, record, stageAddress, first);
+        xrIssueGroup<K, decltype(count)::value>(acc, slabDescriptor, record, stageDescriptor, first);
         // Every group but this one is done: the previous stage, if still held, is free.
         if (pending >= 0) {
           if (lane == 0) mbarrierArrive(&empty[pending]);

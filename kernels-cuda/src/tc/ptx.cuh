@@ -191,6 +191,18 @@ __device__ __forceinline__ uint64_t matrixDescriptor(uint32_t address, uint32_t 
          (static_cast<uint64_t>((strideBytes & 0x3FFFF) >> 4) << 32) | (static_cast<uint64_t>(swizzle) << 62);
 }
 
+// The descriptor of the matrix `bytes` (a multiple of 16) further on: only the start address field (bits 0-13,
+// address >> 4) moves. A CTA's shared-memory addresses stay under 2^18 (228 KB on sm_90), so the add never carries out
+// of the field, and it is one 32-bit add where matrixDescriptor masks, shifts and merges each time.
+// The halves are joined by a mov.b64 (a register pair in SASS) so that the compiler does not mask and merge them again.
+__device__ __forceinline__ uint64_t advanceDescriptor(uint64_t descriptor, uint32_t bytes) {
+  uint64_t advanced;
+  asm("mov.b64 %0, {%1, %2};\n"
+      : "=l"(advanced)
+      : "r"(static_cast<uint32_t>(descriptor) + (bytes >> 4)), "r"(static_cast<uint32_t>(descriptor >> 32)));
+  return advanced;
+}
+
 // Orders this thread's generic-proxy shared-memory writes before later async-proxy reads (wgmma, TMA).
 __device__ __forceinline__ void fenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 // Named barrier `id` (1-15; 0 is __syncthreads) over `threads` threads, a multiple of 32.
