@@ -32,6 +32,9 @@ export function parseWith<T>(schema: z.ZodMiniType<T>, input: unknown, field: st
   return raise(names.join("."), issue.message, position);
 }
 
+/** A byte count for messages: "3.00 GiB". */
+export const gibibytes = (bytes: number): string => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
+
 function raise(field: string, message: string, position?: number): never {
   throw new BsrFormatError(field, message, position);
 }

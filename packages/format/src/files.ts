@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { type FileHandle, lstat, open, readdir, readlink, realpath, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
-import { BsrFormatError, BsrIoError } from "./errors.js";
+import { BsrFormatError, BsrIoError, gibibytes } from "./errors.js";
 
 /**
  * Node.js file plumbing shared by every writer and reader of the node entry: atomic,
@@ -151,12 +151,20 @@ export async function readExactly(handle: FileHandle, bytes: Uint8Array, positio
   }
 }
 
-/** The whole file, for small files (archives, indexes); larger than `limit` bytes is a BsrFormatError. */
-export async function readSmallFile(path: string, limit: number, field: string): Promise<Uint8Array> {
+/**
+ * The whole file, for small files (archives, indexes); larger than `limit` bytes is a
+ * BsrFormatError naming the path, the sizes and (`instead`) what to do.
+ */
+export async function readSmallFile(path: string, limit: number, field: string, instead = ""): Promise<Uint8Array> {
   const handle = await openForReading(path);
   try {
     const { size } = await handle.stat();
-    if (size > limit) throw new BsrFormatError(field, `the file has ${size} bytes, more than the ${limit} read whole`);
+    if (size > limit) {
+      throw new BsrFormatError(
+        field,
+        `${path} is ${size} bytes (${gibibytes(size)}), past the ${limit} bytes (${gibibytes(limit)}) read whole into memory${instead && `; ${instead}`}`,
+      );
+    }
     const bytes = new Uint8Array(size);
     await readExactly(handle, bytes, 0, field);
     return bytes;

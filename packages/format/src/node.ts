@@ -47,5 +47,6 @@ export async function saveScipyNpz(path: string, matrix: BsrMatrix, options: { c
 
 /** Reads a `scipy.sparse.save_npz` file holding a BSR or CSR matrix. */
 export async function loadScipyNpz(path: string): Promise<BsrMatrix> {
-  return decodeScipyNpz(await readSmallFile(path, MAX_NPZ_BYTES, "npz"));
+  const instead = ".npz archives are unzipped in memory; save large matrices as safetensors, which loadBsrMatrices streams";
+  return decodeScipyNpz(await readSmallFile(path, MAX_NPZ_BYTES, "npz", instead));
 }

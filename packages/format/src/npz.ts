@@ -2,7 +2,8 @@ import { unzipSync, zipSync } from "fflate";
 import * as z from "zod/mini";
 import { crc32 } from "./crc32.js";
 import { BsrFormatError, parseWith } from "./errors.js";
-import { BsrMatrix } from "./matrix.js";
+import { BsrMatrix, indexArrayToInt32 } from "./matrix.js";
+import { checkZip32Sizes } from "./zip32.js";
 
 /**
  * SciPy's `scipy.sparse.save_npz` / `load_npz` files for BSR (and CSR, read as 1 x 1 blocks):
@@ -14,6 +15,8 @@ import { BsrMatrix } from "./matrix.js";
 interface NpyArray {
   /** NumPy type string without byte order, e.g. "f4", "i8", "S3". */
   kind: string;
+  /** The type string as the file wrote it, e.g. "<f4", ">i8", "|S3". */
+  descr: string;
   shape: number[];
   /** Element bytes, little-endian, C order. */
   bytes: Uint8Array;
@@ -31,6 +34,27 @@ const npyHeaderSchema = z.object({
 function itemSize(kind: string): number {
   const count = Number(kind.slice(1));
   return kind[0] === "U" ? 4 * count : count;
+}
+
+const KIND_NAMES: Record<string, [family: string, name: string]> = {
+  f: ["float", "float"],
+  i: ["signed integer", "int"],
+  u: ["unsigned integer", "uint"],
+  b: ["boolean", "bool"],
+};
+
+/** "<f16 (a 16-byte float: float128)": NumPy counts bytes in a type string, so "f16" alone reads like float16. */
+function describeDtype(array: NpyArray): string {
+  const { kind, descr } = array;
+  const names = KIND_NAMES[kind[0]];
+  if (names === undefined) return `${descr} (a string of ${kind.slice(1)} characters)`;
+  const size = itemSize(kind);
+  return `${descr} (a ${size}-byte ${names[0]}: ${kind[0] === "b" ? "bool" : `${names[1]}${8 * size}`})`;
+}
+
+/** A shape as NumPy prints it: (), (3,), (2, 3). */
+function npyShapeText(shape: readonly number[]): string {
+  return shape.length === 1 ? `(${shape[0]},)` : `(${shape.join(", ")})`;
 }
 
 /** Parses one `.npy` file (format versions 1, 2 and 3). */
@@ -67,7 +91,7 @@ function readNpy(bytes: Uint8Array, field: string): NpyArray {
   for (const dim of parsed.shape) count *= dim;
   const data = bytes.subarray(prefix + headerLength);
   if (!Number.isSafeInteger(count * size) || data.length !== count * size) {
-    throw new BsrFormatError(field, `shape (${parsed.shape.join(", ")}) of ${kind} needs ${count * size} bytes, the file holds ${data.length}`);
+    throw new BsrFormatError(field, `shape ${npyShapeText(parsed.shape)} of ${parsed.descr} needs ${count * size} bytes, the file holds ${data.length}`);
   }
   let out: Uint8Array = data.slice();
   const width = kind[0] === "U" ? 4 : kind[0] === "S" ? 1 : size;
@@ -75,7 +99,7 @@ function readNpy(bytes: Uint8Array, field: string): NpyArray {
     for (let at = 0; at < out.length; at += width) out.subarray(at, at + width).reverse();
   }
   if (parsed.fortranOrder && parsed.shape.length > 1) out = fortranToC(out, parsed.shape, size);
-  return { kind, shape: parsed.shape, bytes: out };
+  return { kind, descr: parsed.descr, shape: parsed.shape, bytes: out };
 }
 
 /** Re-lays column-major (Fortran) element bytes in row-major (C) order. */
@@ -99,11 +123,15 @@ function fortranToC(bytes: Uint8Array, shape: number[], size: number): Uint8Arra
   return out;
 }
 
-/** One `.npy` file, format 1.0, header padded to 64 bytes as NumPy writes it. */
-function writeNpy(descr: string, shape: number[], data: Uint8Array): Uint8Array {
-  const shapeText = shape.length === 1 ? `(${shape[0]},)` : `(${shape.join(", ")})`;
-  let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': ${shapeText}, }`;
-  header += `${" ".repeat(63 - ((10 + header.length) % 64))}\n`;
+/** The header of a `.npy` file, format 1.0, padded as NumPy pads it (10 + length a multiple of 64). */
+function npyHeader(descr: string, shape: readonly number[]): string {
+  const header = `{'descr': '${descr}', 'fortran_order': False, 'shape': ${npyShapeText(shape)}, }`;
+  return `${header}${" ".repeat(63 - ((10 + header.length) % 64))}\n`;
+}
+
+/** One `.npy` file, format 1.0. */
+function writeNpy(descr: string, shape: readonly number[], data: Uint8Array): Uint8Array {
+  const header = npyHeader(descr, shape);
   const out = new Uint8Array(10 + header.length + data.length);
   out.set(NPY_MAGIC);
   out[6] = 1;
@@ -131,22 +159,33 @@ export function encodeScipyNpz(matrix: BsrMatrix, options: { compressed?: boolea
   matrix.validate();
   const [rows, cols] = matrix.shape;
   const [blockHeight, blockWidth] = matrix.blockShape;
-  const files = {
-    "indices.npy": writeNpy("<i4", [matrix.nnzBlocks], littleEndianBytes(matrix.blockColIdx)),
-    "indptr.npy": writeNpy("<i4", [matrix.blockRows + 1], littleEndianBytes(matrix.blockRowPtr)),
-    "format.npy": writeNpy("|S3", [], new TextEncoder().encode("bsr")),
-    "shape.npy": writeNpy("<i8", [2], littleEndianBytes(BigInt64Array.from([BigInt(rows), BigInt(cols)]))),
-    "data.npy": writeNpy("<f4", [matrix.nnzBlocks, blockHeight, blockWidth], littleEndianBytes(matrix.valuesAsFloat32())),
-  };
+  // name, dtype, shape, item bytes, contents (made only once the sizes pass).
+  const members: [string, string, number[], number, () => Uint8Array][] = [
+    ["indices.npy", "<i4", [matrix.nnzBlocks], 4, () => littleEndianBytes(matrix.blockColIdx)],
+    ["indptr.npy", "<i4", [matrix.blockRows + 1], 4, () => littleEndianBytes(matrix.blockRowPtr)],
+    ["format.npy", "|S3", [], 3, () => new TextEncoder().encode("bsr")],
+    ["shape.npy", "<i8", [2], 8, () => littleEndianBytes(BigInt64Array.from([BigInt(rows), BigInt(cols)]))],
+    ["data.npy", "<f4", [matrix.nnzBlocks, blockHeight, blockWidth], 4, () => littleEndianBytes(matrix.valuesAsFloat32())],
+  ];
+  checkZip32Sizes(
+    members.map(([name, descr, shape, itemBytes]) => [
+      name,
+      10 + npyHeader(descr, shape).length + shape.reduce((count, dim) => count * dim, itemBytes),
+    ]),
+    "save the matrix as safetensors instead (bsrMatricesToSafetensors, or saveBsrMatrices in Node), which has no such limit",
+  );
+  const files = Object.fromEntries(members.map(([name, descr, shape, , contents]) => [name, writeNpy(descr, shape, contents())]));
   // A fixed timestamp keeps the bytes reproducible.
   return zipSync(files, { level: options.compressed === false ? 0 : 6, mtime: new Date(1980, 0, 1) });
 }
 
+/** A 1-D int32 or int64 array (SciPy refuses index arrays of any other rank, so nothing is flattened). */
 function toIndexArray(array: NpyArray, field: string): Int32Array | BigInt64Array {
+  if (array.shape.length !== 1) throw new BsrFormatError(field, `expected a 1-D array, got shape ${npyShapeText(array.shape)}`);
   const copy = array.bytes.buffer.slice(array.bytes.byteOffset, array.bytes.byteOffset + array.bytes.byteLength);
   if (array.kind === "i4") return new Int32Array(copy);
   if (array.kind === "i8") return new BigInt64Array(copy);
-  throw new BsrFormatError(field, `expected int32 or int64 indices, got ${array.kind}`);
+  throw new BsrFormatError(field, `expected int32 or int64 indices, got ${describeDtype(array)}`);
 }
 
 function npyString(array: NpyArray, field: string): string {
@@ -161,13 +200,9 @@ function npyString(array: NpyArray, field: string): string {
     }
     return text;
   }
-  throw new BsrFormatError(field, `expected a string, got ${array.kind}`);
+  throw new BsrFormatError(field, `expected a string, got ${describeDtype(array)}`);
 }
 
-/**
- * A matrix from a `scipy.sparse.save_npz` file holding a BSR matrix (or a CSR one, read
- * as 1 x 1 blocks). float32 and float16 data keep their dtype; float64 is rounded to float32.
- */
 /**
  * The CRC-32 the zip's central directory records for each member (zip64 included).
  * NumPy streams members with data descriptors, so the local headers hold no CRC.
@@ -207,6 +242,11 @@ function centralDirectoryCrcs(bytes: Uint8Array): Map<string, number> {
   return crcs;
 }
 
+/**
+ * A matrix from a `scipy.sparse.save_npz` file holding a BSR matrix (or a CSR one, read
+ * as 1 x 1 blocks). float32 and float16 data keep their dtype; float64 is rounded to float32.
+ * Unsorted block rows are sorted (as SciPy's `sort_indices()` does); a repeated block is refused.
+ */
 export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
   if (!(bytes instanceof Uint8Array)) throw new BsrFormatError("bytes", "expected a Uint8Array");
   const wanted = new Set(["data.npy", "indices.npy", "indptr.npy", "shape.npy", "format.npy"]);
@@ -241,7 +281,7 @@ export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
   const data = read("data.npy");
   const expectedDims = format === "bsr" ? 3 : 1;
   if (data.shape.length !== expectedDims) {
-    throw new BsrFormatError("data.npy", `a ${format} matrix has ${expectedDims}-D data, got shape (${data.shape.join(", ")})`);
+    throw new BsrFormatError("data.npy", `a ${format} matrix has ${expectedDims}-D data, got shape ${npyShapeText(data.shape)}`);
   }
   const dataShape: [number, number, number] = format === "bsr" ? [data.shape[0], data.shape[1], data.shape[2]] : [data.shape[0], 1, 1];
   const raw = data.bytes.buffer.slice(data.bytes.byteOffset, data.bytes.byteOffset + data.bytes.byteLength);
@@ -250,10 +290,13 @@ export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
   if (data.kind === "f4") [values, dtype] = [new Float32Array(raw), "float32"];
   else if (data.kind === "f2") [values, dtype] = [new Uint16Array(raw), "float16"];
   else if (data.kind === "f8") [values, dtype] = [Float32Array.from(new Float64Array(raw)), "float32"];
-  else throw new BsrFormatError("data.npy", `expected float16, float32 or float64 data, got ${data.kind}`);
+  else throw new BsrFormatError("data.npy", `expected float16, float32 or float64 data, got ${describeDtype(data)}`);
+  const indptr = toIndexArray(read("indptr.npy"), "indptr.npy");
+  const indices = indexArrayToInt32(toIndexArray(read("indices.npy"), "indices.npy"), "indices") as Int32Array;
+  sortBlockRows(indptr, indices, values, dataShape[1] * dataShape[2]);
   return BsrMatrix.fromScipy({
-    indptr: toIndexArray(read("indptr.npy"), "indptr.npy"),
-    indices: toIndexArray(read("indices.npy"), "indices.npy"),
+    indptr,
+    indices,
     data: values,
     dataShape,
     shape: [shapeValues[0], shapeValues[1]],
@@ -261,3 +304,33 @@ export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
   });
 }
 
+
+/**
+ * SciPy saves rows whose column indices are unsorted (`has_sorted_indices` false, after some
+ * arithmetic): sorts each such block row and permutes its data blocks to match, in place, as
+ * `sort_indices()` does. A sorted row costs one comparison per block; a block column listed
+ * twice in a row is refused. A malformed `indptr` is left for `fromScipy` to report.
+ */
+function sortBlockRows(indptr: Int32Array | BigInt64Array, indices: Int32Array, data: Float32Array | Uint16Array, blockSize: number): void {
+  const rows = indptr.length - 1;
+  if (rows < 0 || Number(indptr[0]) !== 0 || Number(indptr[rows]) !== indices.length || data.length !== indices.length * blockSize) return;
+  for (let row = 0; row < rows; row++) {
+    const start = Number(indptr[row]);
+    const end = Number(indptr[row + 1]);
+    if (end < start || end > indices.length) return;
+    let sorted = true;
+    for (let k = start + 1; k < end && sorted; k++) sorted = indices[k] > indices[k - 1];
+    if (sorted) continue;
+    const columns = indices.slice(start, end);
+    const blocks = data.slice(start * blockSize, end * blockSize);
+    const order = Array.from(columns.keys()).sort((a, b) => columns[a] - columns[b] || a - b);
+    for (let i = 0; i < order.length; i++) {
+      const from = order[i];
+      if (i > 0 && columns[from] === columns[order[i - 1]]) {
+        throw new BsrFormatError("indices", `block row ${row} lists block column ${columns[from]} twice (scipy's sum_duplicates() merges them)`, start + from);
+      }
+      indices[start + i] = columns[from];
+      data.set(blocks.subarray(from * blockSize, (from + 1) * blockSize), (start + i) * blockSize);
+    }
+  }
+}

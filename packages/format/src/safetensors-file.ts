@@ -16,6 +16,7 @@ import {
   encodeSafetensorsHeader,
   MAX_HEADER_BYTES,
   parseSafetensorsHeader,
+  repeatedKey,
   type SafetensorsContent,
   type SafetensorsTensor,
   safetensorsBytes,
@@ -115,10 +116,17 @@ async function resolveCheckpoint(path: string): Promise<{ kind: "file" | "index"
 /** A parsed index: `weight_map` as a Map (a tensor named "__proto__" stays an entry) and total_size. */
 function parseIndex(bytes: Uint8Array, path: string): { weightMap: Map<string, string>; totalSize: number | undefined } {
   let parsed: unknown;
+  let text: string;
   try {
-    parsed = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    parsed = JSON.parse(text);
   } catch (error) {
     throw new BsrFormatError("index", `${path} is not valid UTF-8 JSON (${(error as Error).message})`);
+  }
+  const repeated = repeatedKey(text);
+  if (repeated !== undefined) {
+    const field = repeated.owner === undefined ? repeated.key : `${repeated.owner}.${repeated.key}`;
+    throw new BsrFormatError(field, `${path} lists this key twice (which ${repeated.owner === "weight_map" ? "shard" : "value"} is meant is ambiguous)`);
   }
   const isObject = (value: unknown): value is Record<string, unknown> =>
     value !== null && typeof value === "object" && !Array.isArray(value);

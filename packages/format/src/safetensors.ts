@@ -337,9 +337,10 @@ export function parseSafetensorsHeader(json: Uint8Array, fileSize: number): Safe
 /**
  * The first key that appears twice in one object of `text` (valid JSON), with the top-level
  * key it sits under (undefined for a repeated top-level key). JSON.parse keeps the last
- * value of a repeated key silently; a header that names a tensor twice is ambiguous.
+ * value of a repeated key silently; a header (or an index's weight_map) that names a
+ * tensor twice is ambiguous.
  */
-function repeatedKey(text: string): { key: string; owner: string | undefined } | undefined {
+export function repeatedKey(text: string): { key: string; owner: string | undefined } | undefined {
   const keysOfOpenObjects: (Set<string> | null)[] = [];
   let owner: string | undefined;
   for (let at = 0; at < text.length; at++) {

@@ -232,6 +232,23 @@ describe("sharded checkpoints", () => {
     await expect(loadSafetensors(dir)).rejects.toThrow(BsrFormatError);
   });
 
+  it("refuses a tensor listed twice in weight_map, instead of keeping the last silently", async () => {
+    const dir = await freshDir();
+    const { index } = await saveShardedSafetensors(dir, many(), {}, { maxShardSize: 100 });
+    const text = await readFile(index, "utf8");
+    // Both entries name a real shard: only the repetition is wrong.
+    const repeated = '"layer0.weight": "model-00002-of-00004.safetensors",\n    "layer0.weight"';
+    await writeFile(index, text.replace('"layer0.weight"', repeated));
+    const error = await loadSafetensors(dir).catch((e) => e);
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.field).toBe("weight_map.layer0.weight");
+    expect(error.message).toMatch(/twice.*which shard is meant is ambiguous/);
+    await writeFile(index, text.replace('"total_size"', '"total_size": 280, "total_size"'));
+    expect((await loadSafetensors(dir).catch((e) => e)).field).toBe("metadata.total_size");
+    await writeFile(index, text);
+    await expect(loadSafetensors(dir)).resolves.toBeDefined();
+  });
+
   it("checks its options", async () => {
     const dir = await freshDir();
     await expect(saveShardedSafetensors(dir, many(), {}, { maxShardSize: 0 })).rejects.toThrow(/maxShardSize/);

@@ -1,11 +1,12 @@
 import { strToU8, unzipSync, zipSync } from "fflate";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readdir, rm, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { BsrFormatError, BsrMatrix } from "../src/index.js";
+import { BsrFormatError, BsrMatrix, BsrPattern } from "../src/index.js";
 import { decodeScipyNpz, encodeScipyNpz } from "../src/npz.js";
 import { loadScipyNpz, saveScipyNpz } from "../src/node.js";
+import { checkZip32Sizes } from "../src/zip32.js";
 import { SCIPY_NPZ_COMPRESSED_BASE64, SCIPY_NPZ_STORED_BASE64 } from "./fixtures.js";
 import { thrown } from "./helpers.js";
 
@@ -167,5 +168,139 @@ describe("zip integrity", () => {
     const { crc32 } = await import("../src/crc32.js");
     expect(crc32(strToU8("123456789"))).toBe(0xcbf43926);
     expect(crc32(new Uint8Array(0))).toBe(0);
+  });
+});
+
+describe("unsorted and repeated block columns", () => {
+  // (block column, values) of a 4 x 6 matrix of 2 x 2 blocks: block row 0 holds columns 0 and 2, block row 1 all three.
+  const rows = [
+    [
+      [0, [1, 2, 7, 8]],
+      [2, [17, 18, 23, 24]],
+    ],
+    [
+      [1, [3, 4, 9, 10]],
+      [0, [5, 6, 11, 12]],
+      [2, [13, 14, 19, 20]],
+    ],
+  ] as const;
+  /** What `save_npz` writes for a bsr_matrix with has_sorted_indices False: blocks in the order given. */
+  const bsrFile = (order: (readonly (readonly [number, readonly number[]])[])[]) => {
+    const blocks = order.flat();
+    const indptr = [0];
+    for (const row of order) indptr.push(indptr.at(-1)! + row.length);
+    return archive({
+      "indices.npy": npy("<i4", `(${blocks.length},)`, bytesOf(Int32Array.from(blocks.map(([col]) => col)))),
+      "indptr.npy": npy("<i4", `(${indptr.length},)`, bytesOf(Int32Array.from(indptr))),
+      "data.npy": npy("<f8", `(${blocks.length}, 2, 2)`, bytesOf(Float64Array.from(blocks.flatMap(([, values]) => values)))),
+    });
+  };
+
+  it("sorts each block row's columns and moves the data blocks with them, as sort_indices() does", () => {
+    const sorted = decodeScipyNpz(bsrFile(rows.map((row) => [...row].sort((a, b) => a[0] - b[0]))));
+    const unsorted = decodeScipyNpz(bsrFile([[rows[0][1], rows[0][0]], [...rows[1]]]));
+    expect(Array.from(unsorted.blockColIdx)).toEqual([0, 2, 0, 1, 2]);
+    expect(Array.from(unsorted.blockRowPtr)).toEqual([0, 2, 5]);
+    expect(unsorted.values).toEqual(sorted.values);
+    expect(Array.from(unsorted.values.subarray(8, 12))).toEqual([5, 6, 11, 12]);
+  });
+
+  it("sorts CSR rows (1 x 1 blocks) and int64 indices", () => {
+    const csr = archive({
+      "format.npy": npy("|S3", "()", strToU8("csr")),
+      "indices.npy": npy("<i8", "(4,)", bytesOf(BigInt64Array.from([2n, 0n, 1n, 0n]))),
+      "indptr.npy": npy("<i8", "(3,)", bytesOf(BigInt64Array.from([0n, 2n, 4n]))),
+      "shape.npy": npy("<i8", "(2,)", bytesOf(BigInt64Array.from([2n, 3n]))),
+      "data.npy": npy("<f4", "(4,)", bytesOf(Float32Array.from([3, 1, 5, 4]))),
+    });
+    expect(Array.from(decodeScipyNpz(csr).toDense())).toEqual([1, 0, 3, 4, 5, 0]);
+  });
+
+  it("still refuses a block column listed twice in a row, sorted or not, naming it", () => {
+    for (const row1 of [
+      [rows[1][0], rows[1][2], rows[1][0]],
+      [rows[1][0], rows[1][0]],
+    ]) {
+      const error = thrown(() => decodeScipyNpz(bsrFile([[...rows[0]], row1]))) as BsrFormatError;
+      expect(error).toBeInstanceOf(BsrFormatError);
+      expect(error.field).toBe("indices");
+      expect(error.message).toMatch(/block row 1 lists block column 1 twice.*sum_duplicates/);
+    }
+  });
+});
+
+describe("index arrays of the wrong rank", () => {
+  it.each([
+    ["indices.npy", "(2, 1)", npy("<i4", "(2, 1)", bytesOf(Int32Array.from([0, 2])))],
+    ["indptr.npy", "(1, 3)", npy("<i4", "(1, 3)", bytesOf(Int32Array.from([0, 1, 2])))],
+    ["shape.npy", "(1, 2)", npy("<i8", "(1, 2)", bytesOf(BigInt64Array.from([4n, 6n])))],
+    ["shape.npy", "()", npy("<i8", "()", bytesOf(BigInt64Array.from([4n])))],
+  ])("refuses %s of shape %s instead of flattening it", (name, shape, file) => {
+    const error = thrown(() => decodeScipyNpz(archive({ [name]: file }))) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.field).toBe(name);
+    expect(error.message).toContain(`expected a 1-D array, got shape ${shape}`);
+  });
+});
+
+describe("dtype names in errors", () => {
+  it("says that <f16 is a 16-byte float (float128), not float16", () => {
+    const error = thrown(() => decodeScipyNpz(archive({ "data.npy": npy("<f16", "(2, 2, 2)", new Uint8Array(128)) })));
+    expect((error as Error).message).toContain("got <f16 (a 16-byte float: float128)");
+    const indices = thrown(() => decodeScipyNpz(archive({ "indices.npy": npy("<u2", "(2,)", new Uint8Array(4)) })));
+    expect((indices as Error).message).toContain("got <u2 (a 2-byte unsigned integer: uint16)");
+  });
+});
+
+describe("size limits of .npz files", () => {
+  /** A real matrix of one 65536 x 16384 block whose 4 GiB of values are never allocated: reading them throws. */
+  const hugeMatrix = () => {
+    const side = [65536, 16384] as const;
+    const pattern = new BsrPattern({ shape: side, blockShape: side, blockRowPtr: Int32Array.of(0, 1), blockColIdx: Int32Array.of(0) });
+    const values = Object.create(Float32Array.prototype, { length: { value: side[0] * side[1] } }) as Float32Array;
+    const Matrix = BsrMatrix as unknown as new (pattern: BsrPattern, values: Float32Array, dtype: "float32") => BsrMatrix;
+    const matrix = new Matrix(pattern, values, "float32");
+    matrix.validate();
+    return matrix;
+  };
+
+  it("refuses, before building anything, a matrix whose data.npy would pass the 4 GiB a zip without ZIP64 holds", async () => {
+    const error = thrown(() => encodeScipyNpz(hugeMatrix())) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.field).toBe("data.npy");
+    expect(error.message).toMatch(/4294967424 bytes \(4\.00 GiB\).*ZIP64.*safetensors/);
+
+    const directory = await mkdtemp(join(tmpdir(), "bsr-npz-"));
+    try {
+      await expect(saveScipyNpz(join(directory, "huge.npz"), hugeMatrix())).rejects.toThrow(BsrFormatError);
+      expect(await readdir(directory)).toEqual([]);
+    } finally {
+      await rm(directory, { recursive: true, force: true });
+    }
+  });
+
+  it("bounds each member and the whole archive, with room for headers and deflate's stored blocks", () => {
+    const instead = "use safetensors";
+    expect(() => checkZip32Sizes([["data.npy", 2 ** 32 - 2]], instead)).toThrow(/data\.npy: is 4294967294 bytes.*archive/);
+    expect(() => checkZip32Sizes([["data.npy", 2 ** 32 - 1]], instead)).toThrow(/data\.npy: would be 4294967295 bytes/);
+    // Two members each under 4 GiB, together past it: the larger is named.
+    expect(() => checkZip32Sizes([["indices.npy", 2 ** 30], ["data.npy", 3 * 2 ** 30]], instead)).toThrow(/^data\.npy: .*archive would reach 4\.00 GiB/);
+    expect(() => checkZip32Sizes([["indices.npy", 2 ** 30], ["data.npy", 2 ** 31]], instead)).not.toThrow();
+    expect(() => checkZip32Sizes([["data.npy", 2 ** 32 - 2 ** 22]], instead)).not.toThrow();
+  });
+
+  it("refuses an archive over the 2 GiB read whole, naming the path and saying what to use instead", async () => {
+    const directory = await mkdtemp(join(tmpdir(), "bsr-npz-"));
+    try {
+      const path = join(directory, "big.npz");
+      await writeFile(path, new Uint8Array(0));
+      await truncate(path, 3 * 2 ** 30); // sparse: no disk space used
+      const error = (await loadScipyNpz(path).catch((e) => e)) as BsrFormatError;
+      expect(error).toBeInstanceOf(BsrFormatError);
+      expect(error.message).toContain(`${path} is 3221225472 bytes (3.00 GiB), past the 2147483647 bytes (2.00 GiB) read whole`);
+      expect(error.message).toMatch(/safetensors/);
+    } finally {
+      await rm(directory, { recursive: true, force: true });
+    }
   });
 });
