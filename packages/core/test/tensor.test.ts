@@ -12,6 +12,7 @@ import {
   manualSeed,
   permute,
   rand,
+  randint,
   randn,
   scalar,
   softmax,
@@ -40,6 +41,18 @@ describe("creating tensors", () => {
       expect(() => tensor([1], [1], "float64" as "float32")).toThrow(DTypeError);
       expect(() => full([2, -1], 0)).toThrow(ShapeError);
       expect(() => full([2], 0.5, "int32")).toThrow(ValueError);
+    });
+  });
+
+  it("int32 values past int32's range are refused, not wrapped", () => {
+    tidy(() => {
+      expect(() => full([2], 2 ** 31, "int32")).toThrow("full: value 2147483648 is outside int32's range");
+      expect(full([1], -(2 ** 31), "int32").toArray()).toEqual([-(2 ** 31)]);
+      expect(() => randint(0, 2 ** 32, [4], { seed: 1 })).toThrow("randint: [0, 4294967296) does not fit int32");
+      expect(() => randint(-(2 ** 31) - 1, 0, [4], { seed: 1 })).toThrow(ValueError);
+      // The widest range that fits is drawn in full, every value inside it.
+      const wide = randint(-(2 ** 31), 2 ** 31, [64], { seed: 2 }).toArray();
+      expect(wide.some((v) => v < 0) && wide.some((v) => v > 0)).toBe(true);
     });
   });
 

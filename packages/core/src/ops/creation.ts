@@ -7,7 +7,7 @@ import { float32ArrayToBfloat16Bits, float32ArrayToFloat16Bits } from "../half";
 import { Fill } from "../kernel_names";
 import { formatShape, sizeOf } from "../shape";
 import type { Tensor } from "../tensor";
-import { assertFiniteNumber, assertShapeArg } from "./validate";
+import { assertFiniteNumber, assertShapeArg, isInt32 } from "./validate";
 
 /** Nested arrays of numbers, any depth. */
 export type NestedArray = number | NestedArray[];
@@ -55,7 +55,7 @@ export function encodeStorage(op: string, values: ArrayLike<number>, dtype: DTyp
       const out = new Int32Array(values.length);
       for (let i = 0; i < values.length; i++) {
         const v = values[i];
-        if (!Number.isInteger(v) || v < -2147483648 || v > 2147483647) {
+        if (!isInt32(v)) {
           throw new ValueError(`${op}: value ${v} at index ${i} is not a 32-bit integer`);
         }
         out[i] = v;
@@ -117,6 +117,8 @@ function fill(op: string, backend: Backend, shape: readonly number[], value: num
   checkDType(op, dtype);
   if (typeof value !== "number") throw new ValueError(`${op}: value must be a number, got ${typeof value}`);
   if (dtype === "int32" && !Number.isInteger(value)) throw new ValueError(`${op}: value ${value} is not an integer (dtype int32)`);
+  // An int32 buffer would wrap a value past its range (3e9 -> -1294967296).
+  if (dtype === "int32" && !isInt32(value)) throw new ValueError(`${op}: value ${value} is outside int32's range [-2^31, 2^31 - 1]`);
   return engine.runKernel(Fill, {}, { shape: [...shape], dtype, value }, backend);
 }
 
@@ -225,6 +227,10 @@ export function randint(low: number, high: number, shape: readonly number[], opt
   assertShapeArg("randint", "shape", shape);
   if (!Number.isInteger(low) || !Number.isInteger(high) || high <= low) {
     throw new ValueError(`randint: expected integers low < high, got [${low}, ${high})`);
+  }
+  // Every value drawn must fit int32: past it the store would wrap (randint(0, 2 ** 32) gave negatives).
+  if (low < -(2 ** 31) || high > 2 ** 31) {
+    throw new ValueError(`randint: [${low}, ${high}) does not fit int32; low must be >= -2^31 and high <= 2^31`);
   }
   const random = generator(options.seed);
   const out = allocStorage("int32", sizeOf(shape));

@@ -39,7 +39,7 @@ import {
 import { broadcastShapes } from "../shape";
 import { Tensor } from "../tensor";
 import { fullOn } from "./creation";
-import { assertActivation, assertDType, assertFloat, assertMinRank, assertSameBackend, assertSameDType, assertShape, assertTensor } from "./validate";
+import { assertActivation, assertDType, assertFloat, assertMinRank, assertSameBackend, assertSameDType, assertShape, assertTensor, isInt32 } from "./validate";
 
 /** A tensor, or a number taken as a scalar of the other operand's dtype. */
 export type TensorLike = Tensor | number;
@@ -138,6 +138,10 @@ function operands(op: string, a: TensorLike, b: TensorLike): [Tensor, Tensor, Te
     const dtype = other.dtype;
     if (dtype === "int32" && !Number.isInteger(value)) {
       throw new DTypeError(`${op}: ${name} = ${value} is not an integer, but the other operand is int32`);
+    }
+    // Stored as an int32 scalar, a number past its range would wrap (3e9 -> -1294967296).
+    if (dtype === "int32" && !isInt32(value)) {
+      throw new ValueError(`${op}: ${name} = ${value} is outside int32's range [-2^31, 2^31 - 1], and the other operand is int32`);
     }
     // Scalars follow the other operand onto its backend, made by a Fill kernel (no host transfer: a captured
     // graph records it, the number being a constant of the graph).

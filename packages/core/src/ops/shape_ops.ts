@@ -4,11 +4,12 @@ import { DTypeError, IndexError, ShapeError, ValueError } from "../errors";
 import { BroadcastTo, Cast, Concat, Gather, IndexCopy, OneHot, Reshape, ScatterAdd, Slice, Split, Transpose } from "../kernel_names";
 import { broadcastShapes, formatShape, shapesEqual, sizeOf } from "../shape";
 import type { Tensor } from "../tensor";
-import { assertDType, assertPositiveInt, assertRank, assertSameBackend, assertSameDType, assertShapeArg, assertTensor, axisArg } from "./validate";
+import { assertArray, assertDType, assertPositiveInt, assertRank, assertSameBackend, assertSameDType, assertShapeArg, assertTensor, axisArg } from "./validate";
 
 /** The same data with another shape of the same size; one dim may be -1 (inferred). */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   assertTensor("reshape", "x", x);
+  assertArray("reshape", "shape", shape);
   const inferAt = shape.indexOf(-1);
   if (shape.filter((d) => d === -1).length > 1) throw new ShapeError(`reshape: shape ${formatShape(shape)} has more than one -1`);
   const known = shape.filter((d) => d !== -1);
@@ -58,6 +59,7 @@ export function squeeze(x: Tensor, axes?: number | readonly number[]): Tensor {
 /** Permutes dims: out.shape[i] = x.shape[perm[i]]. Default: reverses them. */
 export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
   assertTensor("transpose", "x", x);
+  if (perm !== undefined) assertArray("transpose", "perm", perm);
   const order = perm === undefined ? x.shape.map((_, i) => x.rank - 1 - i) : perm.map((a) => axisArg("transpose", a, x.rank));
   if (order.length !== x.rank || new Set(order).size !== x.rank) {
     throw new ShapeError(`transpose: perm [${perm}] is not a permutation of ${x.rank} axes`);
@@ -81,6 +83,9 @@ export function permute(x: Tensor, perm: readonly number[]): Tensor {
  */
 export function slice(x: Tensor, begin: readonly number[], size?: readonly number[]): Tensor {
   assertTensor("slice", "x", x);
+  // A number for begin would read as an empty list and take x whole.
+  assertArray("slice", "begin", begin);
+  if (size !== undefined) assertArray("slice", "size", size);
   if (begin.length > x.rank || (size && size.length > x.rank)) {
     throw new ShapeError(`slice: begin/size have more entries than x's rank ${x.rank}`);
   }

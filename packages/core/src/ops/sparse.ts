@@ -46,11 +46,11 @@ function assertFeatures(op: string, name: string, t: Tensor, expected: number, w
 
 /**
  * Y = X W^T + bias with W [rows, cols] block-sparse (pattern + values [nnzBlocks, R, C]):
- * x [..., cols] -> [..., rows].
+ * x [..., cols] -> [..., rows]. No bias: leave it out or pass null (as `linear`).
  */
-export function bsrLinear(x: Tensor, values: Tensor, pattern: BsrPattern, bias?: Tensor): Tensor {
-  checkLinear("bsrLinear", x, values, pattern, bias);
-  return engine.runKernel(BsrLinear, { x, values, bias }, { pattern });
+export function bsrLinear(x: Tensor, values: Tensor, pattern: BsrPattern, bias?: Tensor | null): Tensor {
+  checkLinear("bsrLinear", x, values, pattern, bias ?? undefined);
+  return engine.runKernel(BsrLinear, { x, values, bias: bias ?? undefined }, { pattern });
 }
 
 function checkLinear(op: string, x: Tensor, values: Tensor, pattern: BsrPattern, bias: Tensor | undefined): void {
@@ -58,10 +58,11 @@ function checkLinear(op: string, x: Tensor, values: Tensor, pattern: BsrPattern,
   const [rows, cols] = pattern.shape;
   assertFeatures(op, "x", x, cols, "its columns");
   assertValues(op, values, pattern);
+  // Before the backend check, which reads bias.backend: a bias that is not a tensor is named, not a TypeError.
+  if (bias !== undefined) assertTensor(op, "bias", bias);
   assertSameBackend(op, [["x", x], ["values", values], ["bias", bias]]);
   assertSameDType(op, ["x", "values"], x, values);
   if (bias !== undefined) {
-    assertTensor(op, "bias", bias);
     assertSameDType(op, ["bias", "x"], bias, x);
     if (!shapesEqual(bias.shape, [rows])) throw new ShapeError(`${op}: bias has shape ${formatShape(bias.shape)}, expected [${rows}]`);
   }

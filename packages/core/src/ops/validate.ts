@@ -55,10 +55,19 @@ export function assertShape(op: string, name: string, t: Tensor, shape: readonly
   }
 }
 
+export function assertArray(op: string, name: string, value: unknown): asserts value is readonly unknown[] {
+  if (!Array.isArray(value)) throw new ValueError(`${op}: ${name} must be an array, got ${value === null ? "null" : typeof value}`);
+}
+
 export function assertShapeArg(op: string, name: string, shape: readonly number[]): void {
   if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
     throw new ShapeError(`${op}: ${name} must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
   }
+}
+
+/** True for an integer an int32 element holds exactly (what stores as int32 without wrapping). */
+export function isInt32(value: number): boolean {
+  return Number.isInteger(value) && value >= -2147483648 && value <= 2147483647;
 }
 
 export function assertFiniteNumber(op: string, name: string, value: number): void {

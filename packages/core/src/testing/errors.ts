@@ -23,6 +23,7 @@ import {
   crossEntropy,
   div,
   exp,
+  full,
   gather,
   layerNorm,
   linear,
@@ -148,6 +149,11 @@ export function declareErrorTests(suite: Conformance): void {
         type: ShapeError,
         message: "linearBackward: dy has shape [4, 6], expected [4, 5]",
       },
+      { name: "Fill: an int32 value past int32's range", run: () => full([2], 3e9, "int32"), type: ValueError, message: "full: value 3000000000 is outside int32's range" },
+      { name: "Add: a number past int32's range with an int32 tensor", run: () => add(zeros([2], "int32"), 2 ** 31), type: ValueError, message: "add: b = 2147483648 is outside int32's range" },
+      { name: "Reshape: shape not an array", run: () => reshape(zeros([2, 3]), 6 as unknown as number[]), type: ValueError, message: "reshape: shape must be an array, got number" },
+      { name: "Slice: begin not an array", run: () => slice(zeros([2, 3]), 1 as unknown as number[]), type: ValueError, message: "slice: begin must be an array, got number" },
+      { name: "Transpose: perm not an array", run: () => transpose(zeros([2, 3]), 1 as unknown as number[]), type: ValueError, message: "transpose: perm must be an array, got number" },
       { name: "OneHot: depth", run: () => oneHot(zeros([2], "int32"), 0), type: ValueError, message: "oneHot: depth must be a positive integer" },
       { name: "Cast: unknown dtype", run: () => cast(zeros([2]), "float64" as DType), type: DTypeError, message: "cast: unknown dtype" },
       {
@@ -170,6 +176,12 @@ export function declareErrorTests(suite: Conformance): void {
         run: () => bsrLinear(zeros([2, 32]), zeros([4, 16, 16]), {} as BsrPattern),
         type: ValueError,
         message: "bsrLinear: pattern must be a BsrPattern",
+      },
+      {
+        name: "BsrLinear: bias not a tensor",
+        run: () => bsrLinear(zeros([2, 32]), zeros([4, 16, 16]), BsrPattern.dense([32, 32], [16, 16]), 1 as unknown as null),
+        type: ValueError,
+        message: "bsrLinear: bias must be a Tensor, got number",
       },
       {
         name: "BsrMatmul: dtype",

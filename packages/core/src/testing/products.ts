@@ -230,6 +230,10 @@ export function declareProductTests(suite: Conformance): void {
               inCase(`BsrLinear ${where}, x ${formatShape(x.t.shape)}, no bias`, () =>
                 expectValues(bsrLinear(x.t, values.t, pattern), R.reshape(yRef, [...lead, rows]), dtype, "scaled", 2),
               );
+              // null is no bias, as linear's and bsrLinearActivation's (it used to reach bias.backend: a TypeError).
+              inCase(`BsrLinear ${where}, x ${formatShape(x.t.shape)}, null bias`, () =>
+                expectValues(bsrLinear(x.t, values.t, pattern, null), R.reshape(yRef, [...lead, rows]), dtype, "scaled", 2),
+              );
               inCase(`BsrLinear ${where}, x ${formatShape(x.t.shape)}, with bias`, () => {
                 const yBias = R.zip([yRef, bias.ref], (y, b) => y + b);
                 expectValues(bsrLinear(x.t, values.t, pattern, bias.t), R.reshape(yBias, [...lead, rows]), dtype, "scaled", 2);
