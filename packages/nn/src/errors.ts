@@ -12,22 +12,26 @@ export interface StateDictMismatch {
   expected: string;
   /** What the state dict holds. */
   got: string;
-  /** What does not fit: the shape or kind of weight ("size", the default), the dtype (an int32 entry for a float parameter), or the value itself (not a tensor, or disposed). */
-  reason?: "size" | "dtype" | "type";
+  /**
+   * What does not fit: the shape or kind of weight ("size", the default), the dtype (an int32 entry for a float parameter),
+   * the value itself (not a tensor, or disposed), or the blocks an optimizer's state follows ("pattern").
+   */
+  reason?: "size" | "dtype" | "type" | "pattern";
 }
 
-/** loadStateDict refused a state dict: keys missing or unexpected (strict), or entries that do not fit. */
+/** loadStateDict (a module's or an optimizer's) refused a state dict: keys missing or unexpected (strict), or entries that do not fit. */
 export class StateDictError extends NnError {
   override name = "StateDictError";
   constructor(
     readonly missingKeys: string[],
     readonly unexpectedKeys: string[],
     readonly mismatches: StateDictMismatch[],
+    where = "loadStateDict",
   ) {
     const parts: string[] = [];
     if (missingKeys.length > 0) parts.push(`missing keys: ${missingKeys.join(", ")}`);
     if (unexpectedKeys.length > 0) parts.push(`unexpected keys: ${unexpectedKeys.join(", ")}`);
     for (const m of mismatches) parts.push(`${m.reason ?? "size"} mismatch for ${m.key}: the checkpoint has ${m.got}, the model has ${m.expected}`);
-    super(`loadStateDict: ${parts.join("; ")}`);
+    super(`${where}: ${parts.join("; ")}`);
   }
 }

@@ -49,9 +49,22 @@ export { Linear, type LinearOptions } from "./linear";
 export { crossEntropy, type DistillationOptions, distillationLoss, type KlDivergenceOptions, klDivergence, mseLoss } from "./losses";
 export { allFinite, GradScaler, type GradScalerOptions, type GradScalerState } from "./grad_scaler";
 export { functionalCall, type LoadStateDictOptions, type LoadStateDictResult, Module, type ModuleTarget } from "./module";
-export { Adam, type AdamOptions, AdamW, inverseDensity, type MasterWeights, Optimizer, type OptimizerOptions, type ParameterUpdate, SGD, type SGDOptions } from "./optim";
+export {
+  Adam,
+  type AdamOptions,
+  AdamW,
+  type Hyperparameter,
+  inverseDensity,
+  type MasterWeights,
+  Optimizer,
+  type OptimizerOptions,
+  type OptimizerStateDict,
+  type ParameterUpdate,
+  SGD,
+  type SGDOptions,
+} from "./optim";
 export { Parameter } from "./parameter";
-export { loadStateDict, saveStateDict, stateDictFromSafetensors, stateDictToSafetensors } from "./serialization";
+export { loadOptimizerState, loadStateDict, saveOptimizerState, saveStateDict, stateDictFromSafetensors, stateDictToSafetensors } from "./serialization";
 export {
   type LayerGradient,
   type LossClosure,

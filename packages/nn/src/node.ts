@@ -1,7 +1,8 @@
 import { loadSafetensors, saveSafetensors, saveShardedSafetensors } from "@blocksparse/format/node";
 import { NnError } from "./errors";
 import { type LoadStateDictOptions, type LoadStateDictResult, Module } from "./module";
-import { describeValue, stateDictFromSafetensors, stateDictToSafetensors } from "./serialization";
+import { Optimizer } from "./optim";
+import { describeValue, optimizerStateFromSafetensors, optimizerStateToSafetensors, stateDictFromSafetensors, stateDictToSafetensors } from "./serialization";
 import { disposeStateDict, type StateDict } from "./state_dict";
 
 /** Node.js file helpers; the main entry stays free of `node:` imports. */
@@ -74,5 +75,37 @@ export async function load(model: Module, path: string, options: LoadStateDictOp
     return model.loadStateDict(stateDict, options);
   } finally {
     disposeStateDict(stateDict);
+  }
+}
+
+function checkOptimizer(where: string, optimizer: unknown): asserts optimizer is Optimizer {
+  if (!(optimizer instanceof Optimizer)) throw new NnError(`${where}: optimizer must be an Optimizer (SGD, Adam, AdamW), got ${describeValue(optimizer)}`);
+}
+
+/** Saves `optimizer.stateDict()` to the safetensors file `path` (atomically), beside the model's checkpoint. */
+export async function saveOptimizer(optimizer: Optimizer, path: string, metadata: Record<string, string> = {}): Promise<void> {
+  checkOptimizer("saveOptimizer", optimizer);
+  checkPath("saveOptimizer", path);
+  const stateDict = optimizer.stateDict();
+  try {
+    const content = optimizerStateToSafetensors(stateDict, metadata);
+    await saveSafetensors(path, content.tensors, content.metadata);
+  } finally {
+    disposeStateDict(stateDict.tensors);
+  }
+}
+
+/**
+ * Loads the file of saveOptimizer into `optimizer` (Optimizer.loadStateDict: load the model first). A refused load
+ * leaves the optimizer unchanged and nothing allocated.
+ */
+export async function loadOptimizer(optimizer: Optimizer, path: string): Promise<void> {
+  checkOptimizer("loadOptimizer", optimizer);
+  checkPath("loadOptimizer", path);
+  const stateDict = optimizerStateFromSafetensors(await loadSafetensors(path));
+  try {
+    optimizer.loadStateDict(stateDict);
+  } finally {
+    disposeStateDict(stateDict.tensors);
   }
 }

@@ -1,4 +1,4 @@
-import { noGrad } from "@blocksparse/autograd";
+import { detach, noGrad } from "@blocksparse/autograd";
 import {
   adamUpdate,
   add,
@@ -19,13 +19,15 @@ import {
   ShapeError,
   shapesEqual,
   sub,
-  type Tensor,
+  Tensor,
   tensorOn,
   tidy,
   ValueError,
 } from "@blocksparse/core";
 import { remapBlocks } from "./blocks";
+import { StateDictError, type StateDictMismatch } from "./errors";
 import { Parameter } from "./parameter";
+import { BlockSparseWeight, type StateDict } from "./state_dict";
 
 /** One parameter's optimizer state: named tensors of the parameter's shape, and its step count. */
 interface ParameterState {
@@ -70,6 +72,29 @@ export interface ParameterUpdate {
  */
 export type MasterWeights = "auto" | boolean;
 
+/** A hyperparameter's value in a state dict. */
+export type Hyperparameter = number | boolean | readonly number[];
+
+/**
+ * An optimizer's state (Optimizer.stateDict), as torch's `optimizer.state_dict()`, keyed by parameter index.
+ * saveOptimizerState / loadOptimizerState (and saveOptimizer / loadOptimizer from `@blocksparse/nn/node`) keep it
+ * in a safetensors file: the tensors as a state dict, the rest as metadata.
+ */
+export interface OptimizerStateDict {
+  /** The optimizer's kind ("SGD", "Adam", "AdamW"): a state dict loads only into the same kind. */
+  optimizer: string;
+  /** lr and the kind's own (SGD: momentum, dampening, weightDecay, nesterov; Adam: betas, eps, weightDecay). */
+  hyperparameters: Record<string, Hyperparameter>;
+  /** Updates applied to params[i] so far; 0: it has no state. */
+  steps: number[];
+  /**
+   * params[i]'s state tensors by "<i>.<name>": "m" and "v" (Adam), "momentumBuffer" (SGD with momentum), and
+   * "master", the float32 copy of a float16/bfloat16 parameter. A block-sparse parameter's are BlockSparseWeights
+   * carrying the pattern they follow.
+   */
+  tensors: StateDict;
+}
+
 export interface OptimizerOptions {
   /** float32 master copies of low-precision parameters (default "auto": yes for float16/bfloat16). */
   masterWeights?: MasterWeights;
@@ -90,7 +115,8 @@ export interface OptimizerOptions {
  * quality.md): FFN layers at density 0.25 stop trailing dense (+0.54 nats -> -0.02 on the mean of three seeds).
  */
 export function inverseDensity(parameter: Parameter): number {
-  return parameter.pattern === null ? 1 : 1 / parameter.pattern.density;
+  // A weight without blocks has no values to scale: 1 keeps its learning rate finite.
+  return parameter.pattern === null || parameter.pattern.nnzBlocks === 0 ? 1 : 1 / parameter.pattern.density;
 }
 
 function checkNumber(where: string, name: string, value: unknown, low: number, high = Number.POSITIVE_INFINITY, highOpen = false): number {
@@ -199,8 +225,21 @@ export abstract class Optimizer {
     return next;
   }
 
-  /** Names of the state tensors each parameter gets (e.g. ["m", "v"]) and their dtype, given the dtype the update runs in. */
-  protected abstract stateSpec(dtype: DType): { names: string[]; dtype: DType };
+  /**
+   * Names of the state tensors each parameter gets (e.g. ["m", "v"]) and their dtype, given the dtype the update runs
+   * in, and the hyperparameters (default: this optimizer's; loadStateDict passes those it loads).
+   */
+  protected abstract stateSpec(dtype: DType, hyperparameters?: Readonly<Record<string, unknown>>): { names: string[]; dtype: DType };
+
+  /** The hyperparameters a state dict carries besides lr, by the names of this optimizer's properties. */
+  protected ownHyperparameters(): Record<string, Hyperparameter> {
+    return {};
+  }
+
+  /** `values` (ownHyperparameters' names) checked as the constructor checks its options; loadStateDict assigns the result to this. */
+  protected checkHyperparameters(_where: string, _values: Readonly<Record<string, unknown>>): Record<string, unknown> {
+    return {};
+  }
 
   /**
    * One update: the new value of `param` (same shape and dtype) from `grad` (param's dtype),
@@ -349,6 +388,120 @@ export abstract class Optimizer {
     return undefined;
   }
 
+  /**
+   * The optimizer's state, as torch's `optimizer.state_dict()`: hyperparameters, each parameter's step count, and
+   * its state tensors and master copy (sharing their buffers, as Module.stateDict; dispose them with
+   * disposeStateDict(sd.tensors)). State that no longer fits its parameter (a pattern moved without remapBlocks) is
+   * left out, as the next step would restart it.
+   */
+  stateDict(): OptimizerStateDict {
+    const tensors: StateDict = new Map();
+    const steps = this.params.map((parameter, i) => {
+      const state = this.#state.get(parameter);
+      if (state === undefined || state.pattern !== parameter.pattern) return 0;
+      const entries = Object.entries(state.tensors);
+      if (state.master !== null) entries.push(["master", state.master]);
+      if (!entries.every(([, t]) => shapesEqual(t.shape, parameter.shape))) return 0;
+      for (const [name, t] of entries) {
+        const values = detach(t);
+        tensors.set(`${i}.${name}`, state.pattern === null ? values : new BlockSparseWeight(state.pattern, values));
+      }
+      return this.stepsOf(parameter);
+    });
+    return { optimizer: this.#where, hyperparameters: { lr: this.lr, ...this.ownHyperparameters() }, steps, tensors };
+  }
+
+  /**
+   * Restores a state dict from stateDict(), as torch's `load_state_dict`: its hyperparameters replace this
+   * optimizer's, and each parameter's state is replaced by the saved one (none where its step count is 0). Load
+   * the model first: a block-sparse parameter's state must follow its current pattern (the model's state dict
+   * brings the saved pattern), and a master copy is kept only while the parameter holds the weights it was loaded
+   * beside. Everything is checked before anything changes: the kind of optimizer, the number of parameters and
+   * the hyperparameters (ValueError); missing, unexpected, misshapen, mistyped or mispatterned tensors
+   * (StateDictError, each named "<i>.<name>" with params[i]). The state dict's tensors stay the caller's.
+   */
+  loadStateDict(stateDict: OptimizerStateDict): void {
+    const where = `${this.#where}.loadStateDict`;
+    if (stateDict === null || typeof stateDict !== "object") throw new ValueError(`${where}: expected optimizer.stateDict()'s { optimizer, hyperparameters, steps, tensors }`);
+    const { optimizer, hyperparameters, steps, tensors } = stateDict;
+    if (optimizer !== this.#where) throw new ValueError(`${where}: the state dict is of ${JSON.stringify(optimizer)}, not ${this.#where}`);
+    if (!Array.isArray(steps) || steps.length !== this.params.length) {
+      throw new ValueError(`${where}: the state dict has steps for ${Array.isArray(steps) ? steps.length : "no"} parameters, this optimizer has ${this.params.length}`);
+    }
+    steps.forEach((step, i) => {
+      if (!Number.isSafeInteger(step) || step < 0) throw new ValueError(`${where}: steps[${i}] (params[${i}]) must be an integer >= 0, got ${String(step)}`);
+    });
+    if (hyperparameters === null || typeof hyperparameters !== "object" || !(tensors instanceof Map)) {
+      throw new ValueError(`${where}: expected hyperparameters as an object and tensors as a state dict (a Map)`);
+    }
+    // Loaded hyperparameters replace this optimizer's; any not saved keep their value.
+    const current: Record<string, unknown> = { lr: this.lr, ...this.ownHyperparameters() };
+    for (const name of Object.keys(hyperparameters)) {
+      if (!Object.hasOwn(current, name)) throw new ValueError(`${where}: unknown hyperparameter '${name}' (${this.#where} has ${Object.keys(current).join(", ")})`);
+    }
+    Object.assign(current, hyperparameters);
+    const lr = checkNumber(where, "lr", current.lr, 0);
+    const checked = this.checkHyperparameters(where, current);
+    // What each parameter with steps needs: its stateSpec's tensors in the dtype its update runs in, and a master copy if it wants one.
+    const expected = new Map<string, [number, DType]>();
+    const names = steps.map((step, i) => {
+      const master = this.wantsMaster(this.params[i]);
+      const spec = this.stateSpec(master ? "float32" : this.params[i].dtype, checked);
+      if (step === 0) return spec.names;
+      for (const name of spec.names) expected.set(`${i}.${name}`, [i, spec.dtype]);
+      if (master) expected.set(`${i}.master`, [i, "float32"]);
+      return spec.names;
+    });
+    const mismatches: StateDictMismatch[] = [];
+    for (const [key, [i, dtype]] of expected) {
+      const entry: unknown = tensors.get(key);
+      if (entry === undefined) continue;
+      const { pattern, shape } = this.params[i];
+      const has = `${formatShape(shape)} ${dtype} (params[${i}]${pattern === null ? "" : `, block-sparse with ${pattern.nnzBlocks} blocks`})`;
+      const values = entry instanceof BlockSparseWeight ? entry.values : entry;
+      if (!(values instanceof Tensor) || values.isDisposed || (pattern !== null) !== (entry instanceof BlockSparseWeight)) {
+        const got = values instanceof Tensor && values.isDisposed ? "a disposed tensor" : entry instanceof BlockSparseWeight ? "a block-sparse entry" : "another kind of entry";
+        mismatches.push({ key, expected: has, got, reason: "type" });
+      } else if (!shapesEqual(values.shape, shape)) {
+        mismatches.push({ key, expected: has, got: formatShape(values.shape) });
+      } else if (entry instanceof BlockSparseWeight && !entry.pattern.equals(pattern as BsrPattern)) {
+        mismatches.push({ key, expected: `${has}: load the model's state dict first, it brings the pattern`, got: "state that follows another pattern", reason: "pattern" });
+      } else if (values.dtype !== dtype) {
+        mismatches.push({ key, expected: has, got: `dtype ${values.dtype}`, reason: "dtype" });
+      }
+    }
+    const missing = [...expected.keys()].filter((key) => !tensors.has(key));
+    const unexpected = [...tensors.keys()].filter((key) => !expected.has(key));
+    if (mismatches.length > 0 || missing.length > 0 || unexpected.length > 0) throw new StateDictError(missing, unexpected, mismatches, where);
+    noGrad(() => {
+      this.params.forEach((parameter, i) => {
+        const previous = this.#state.get(parameter);
+        if (previous !== undefined) disposeState(previous);
+        this.#state.delete(parameter);
+        if (steps[i] === 0) return;
+        const value = parameter.value;
+        // A clone shares the caller's buffer: the first step writes the state elsewhere, leaving the caller's tensors as they were.
+        const copy = (key: string) => {
+          const entry = tensors.get(key) as Tensor | BlockSparseWeight;
+          const t = entry instanceof BlockSparseWeight ? entry.values : entry;
+          return keep(t.backend === value.backend ? t.clone() : t.to(value.backend.name));
+        };
+        const master = this.wantsMaster(parameter);
+        this.#state.set(parameter, {
+          tensors: Object.fromEntries(names[i].map((name) => [name, copy(`${i}.${name}`)])),
+          step: steps[i],
+          count: this.capturable ? keep(tensorOn(value.backend, [steps[i]], [1], "float32")) : null,
+          pattern: parameter.pattern,
+          master: master ? copy(`${i}.master`) : null,
+          syncedDataId: value.dataId,
+          updateDType: master ? "float32" : parameter.dtype,
+        });
+      });
+    });
+    Object.assign(this, checked);
+    this.lr = lr;
+  }
+
   /** Frees every state tensor and master copy. */
   dispose(): void {
     for (const state of this.#state.values()) disposeState(state);
@@ -478,17 +631,28 @@ export class SGD extends Optimizer {
   constructor(params: Iterable<Parameter>, options: SGDOptions) {
     if (options === null || typeof options !== "object") throw new ValueError("SGD: options { lr } are required");
     super("SGD", params, options.lr, options);
-    this.momentum = checkNumber("SGD", "momentum", options.momentum ?? 0, 0);
-    this.dampening = checkNumber("SGD", "dampening", options.dampening ?? 0, 0, 1);
-    this.weightDecay = checkNumber("SGD", "weightDecay", options.weightDecay ?? 0, 0);
-    this.nesterov = options.nesterov ?? false;
-    if (this.nesterov && (this.momentum === 0 || this.dampening !== 0)) {
-      throw new ValueError("SGD: nesterov needs momentum > 0 and dampening 0");
-    }
+    const checked = this.checkHyperparameters("SGD", { ...options });
+    this.momentum = checked.momentum;
+    this.dampening = checked.dampening;
+    this.weightDecay = checked.weightDecay;
+    this.nesterov = checked.nesterov;
   }
 
-  protected stateSpec(dtype: DType): { names: string[]; dtype: DType } {
-    return { names: this.momentum === 0 ? [] : ["momentumBuffer"], dtype };
+  protected override ownHyperparameters(): Record<string, Hyperparameter> {
+    return { momentum: this.momentum, dampening: this.dampening, weightDecay: this.weightDecay, nesterov: this.nesterov };
+  }
+
+  protected override checkHyperparameters(where: string, values: Readonly<Record<string, unknown>>) {
+    const momentum = checkNumber(where, "momentum", values.momentum ?? 0, 0);
+    const dampening = checkNumber(where, "dampening", values.dampening ?? 0, 0, 1);
+    const nesterov = values.nesterov ?? false;
+    if (typeof nesterov !== "boolean") throw new ValueError(`${where}: nesterov must be true or false, got ${String(nesterov)}`);
+    if (nesterov && (momentum === 0 || dampening !== 0)) throw new ValueError(`${where}: nesterov needs momentum > 0 and dampening 0`);
+    return { momentum, dampening, weightDecay: checkNumber(where, "weightDecay", values.weightDecay ?? 0, 0), nesterov };
+  }
+
+  protected stateSpec(dtype: DType, { momentum }: Readonly<Record<string, unknown>> = this.ownHyperparameters()): { names: string[]; dtype: DType } {
+    return { names: momentum === 0 ? [] : ["momentumBuffer"], dtype };
   }
 
   protected update(p: Tensor, grad: Tensor, state: Readonly<Record<string, Tensor>>, step: number, lr: number): Tensor {
@@ -536,12 +700,25 @@ export class Adam extends Optimizer {
       throw new ValueError(`${where}: capturable must be true or false, got ${JSON.stringify(options.capturable)}`);
     }
     this.#capturable = options.capturable ?? false;
-    const betas = options.betas ?? [0.9, 0.999];
-    if (!Array.isArray(betas) || betas.length !== 2) throw new ValueError(`${where}: betas must be [beta1, beta2], got ${JSON.stringify(betas)}`);
-    this.betas = [checkNumber(where, "betas[0]", betas[0], 0, 1, true), checkNumber(where, "betas[1]", betas[1], 0, 1, true)];
-    this.eps = checkNumber(where, "eps", options.eps ?? 1e-8, 0);
-    this.weightDecay = checkNumber(where, "weightDecay", options.weightDecay ?? (decoupled ? 1e-2 : 0), 0);
     this.decoupled = decoupled;
+    const checked = this.checkHyperparameters(where, { ...options });
+    this.betas = checked.betas;
+    this.eps = checked.eps;
+    this.weightDecay = checked.weightDecay;
+  }
+
+  protected override ownHyperparameters(): Record<string, Hyperparameter> {
+    return { betas: this.betas, eps: this.eps, weightDecay: this.weightDecay };
+  }
+
+  protected override checkHyperparameters(where: string, values: Readonly<Record<string, unknown>>) {
+    const betas = values.betas ?? [0.9, 0.999];
+    if (!Array.isArray(betas) || betas.length !== 2) throw new ValueError(`${where}: betas must be [beta1, beta2], got ${JSON.stringify(betas)}`);
+    return {
+      betas: [checkNumber(where, "betas[0]", betas[0], 0, 1, true), checkNumber(where, "betas[1]", betas[1], 0, 1, true)] as const,
+      eps: checkNumber(where, "eps", values.eps ?? 1e-8, 0),
+      weightDecay: checkNumber(where, "weightDecay", values.weightDecay ?? (this.decoupled ? 1e-2 : 0), 0),
+    };
   }
 
   override get capturable(): boolean {

@@ -12,6 +12,7 @@ import {
   type SafetensorsTensor,
 } from "@blocksparse/format";
 import { NnError } from "./errors";
+import type { OptimizerStateDict } from "./optim";
 import { BlockSparseWeight, disposeStateDict, type StateDict, type StateDictEntry } from "./state_dict";
 
 const FILE_DTYPE = { float32: "F32", float16: "F16", bfloat16: "BF16", int32: "I32" } as const satisfies Record<DType, string>;
@@ -110,4 +111,48 @@ export function saveStateDict(stateDict: StateDict, metadata: Record<string, str
 /** The state dict in safetensors bytes, validated (malformed files throw BsrFormatError naming the field). */
 export function loadStateDict(bytes: Uint8Array): StateDict {
   return stateDictFromSafetensors(decodeSafetensors(bytes), { consume: true });
+}
+
+/**
+ * An optimizer's state dict as safetensors content: its tensors as stateDictToSafetensors stores them ("<index>.<name>",
+ * block-sparse ones with their pattern), its kind, hyperparameters and steps as metadata ("optimizer",
+ * "optimizer.hyperparameters" and "optimizer.steps", the last two JSON, which gives numbers back exactly).
+ */
+export function optimizerStateToSafetensors(stateDict: OptimizerStateDict, metadata: Record<string, string> = {}): SafetensorsContent {
+  if (stateDict === null || typeof stateDict !== "object") throw new NnError(`saveOptimizerState: expected optimizer.stateDict(), got ${describeValue(stateDict)}`);
+  const { optimizer, hyperparameters, steps, tensors } = stateDict;
+  return stateDictToSafetensors(tensors, {
+    ...metadata,
+    optimizer: String(optimizer),
+    "optimizer.hyperparameters": JSON.stringify(hyperparameters),
+    "optimizer.steps": JSON.stringify(steps),
+  });
+}
+
+/** The optimizer state dict held by safetensors content (tensors on the active backend; see optimizerStateToSafetensors). */
+export function optimizerStateFromSafetensors(content: SafetensorsContent): OptimizerStateDict {
+  const metadata = content?.metadata ?? {};
+  const read = (key: string) => {
+    if (!Object.hasOwn(metadata, key)) throw new NnError(`loadOptimizerState: the file has no '${key}' metadata, so it holds no optimizer's state (saveOptimizerState writes one)`);
+    try {
+      return key === "optimizer" ? metadata[key] : JSON.parse(metadata[key]);
+    } catch {
+      throw new NnError(`loadOptimizerState: the file's '${key}' metadata is not JSON: ${metadata[key].slice(0, 80)}`);
+    }
+  };
+  const optimizer = read("optimizer");
+  const hyperparameters = read("optimizer.hyperparameters");
+  const steps = read("optimizer.steps");
+  return { optimizer, hyperparameters, steps, tensors: stateDictFromSafetensors(content, { consume: true }) };
+}
+
+/** The safetensors bytes of `optimizer.stateDict()`: resume training with optimizer.loadStateDict(loadOptimizerState(bytes)). */
+export function saveOptimizerState(stateDict: OptimizerStateDict, metadata: Record<string, string> = {}): Uint8Array {
+  const content = optimizerStateToSafetensors(stateDict, metadata);
+  return encodeSafetensors(content.tensors, content.metadata);
+}
+
+/** The optimizer state dict in safetensors bytes from saveOptimizerState (tensors on the active backend; dispose them when loaded). */
+export function loadOptimizerState(bytes: Uint8Array): OptimizerStateDict {
+  return optimizerStateFromSafetensors(decodeSafetensors(bytes));
 }

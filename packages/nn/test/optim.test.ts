@@ -1,5 +1,21 @@
-import { adamUpdate, addKernelObserver, type BsrPattern, cast, keep, randn, type Tensor, tensor, tidy, ValueError, zeros } from "@blocksparse/core";
-import { Adam, AdamW, BlockSparseLinear, clipGradNorm, inverseDensity, Linear, Parameter, pruneAndRegrow, SGD, SparseOptimizer } from "@blocksparse/nn";
+import { adamUpdate, addKernelObserver, BsrPattern, cast, keep, randn, type Tensor, tensor, tidy, ValueError, zeros } from "@blocksparse/core";
+import {
+  Adam,
+  AdamW,
+  BlockSparseLinear,
+  backward,
+  clipGradNorm,
+  disposeStateDict,
+  inverseDensity,
+  Linear,
+  loadOptimizerState,
+  mseLoss,
+  Parameter,
+  pruneAndRegrow,
+  SGD,
+  SparseOptimizer,
+  saveOptimizerState,
+} from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
 import { host, maxAbsDiff } from "./helpers";
 
@@ -372,4 +388,39 @@ describe("lrScale: a learning rate per parameter", () => {
     for (const p of params) expect(optimizer.stepsOf(p)).toBe(0);
     optimizer.dispose();
   });
+});
+
+describe("a BlockSparseLinear without blocks", () => {
+  for (const make of [
+    (params: Parameter[]) => new Adam(params, { lr: 0.1, lrScale: inverseDensity }),
+    (params: Parameter[]) => new AdamW(params, { lr: 0.1, lrScale: inverseDensity }),
+    (params: Parameter[]) => new SGD(params, { lr: 0.1, momentum: 0.9, lrScale: inverseDensity }),
+  ]) {
+    it(`trains under ${make([new Parameter(zeros([1]))]).constructor.name} with inverseDensity: no step for the weight, the bias updated, its state saved and loaded`, () => {
+      expect(inverseDensity(new Parameter(zeros([0, 4, 4]), { pattern: BsrPattern.fromMask([8, 8], [4, 4], [0, 0, 0, 0]) }))).toBe(1);
+      const layer = new BlockSparseLinear(8, 8, { density: 0.5, blockShape: [4, 4], seed: 1 });
+      const optimizer = make(layer.parameters());
+      layer.setPattern(BsrPattern.fromMask([8, 8], [4, 4], [0, 0, 0, 0]), { optimizer });
+      const bias = host(layer.bias!.value);
+      for (let step = 0; step < 2; step++) {
+        tidy(() => backward(mseLoss(layer.forward(randn([3, 8], { seed: step })), randn([3, 8], { seed: 10 + step }))));
+        optimizer.step();
+        optimizer.zeroGrad();
+      }
+      expect(layer.weight.shape).toEqual([0, 4, 4]);
+      expect(maxAbsDiff(host(layer.bias!.value), bias)).toBeGreaterThan(0);
+      const loaded = loadOptimizerState(saveOptimizerState(optimizer.stateDict()));
+      const resumed = make(layer.parameters());
+      resumed.loadStateDict(loaded);
+      disposeStateDict(loaded.tensors);
+      expect(resumed.stepsOf(layer.bias!)).toBe(2);
+      // Blocks grown back train again.
+      layer.setPattern(BsrPattern.fromMask([8, 8], [4, 4], [1, 0, 0, 1]), { optimizer: resumed, newValues: randn([2, 4, 4], { seed: 5 }) });
+      const grown = host(layer.weight.value);
+      tidy(() => backward(mseLoss(layer.forward(randn([3, 8], { seed: 7 })), randn([3, 8], { seed: 8 }))));
+      resumed.step();
+      expect(maxAbsDiff(host(layer.weight.value), grown)).toBeGreaterThan(0);
+      for (const o of [optimizer, resumed]) o.dispose();
+    });
+  }
 });

@@ -1,0 +1,260 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { BsrPattern, cast, type FloatDType, memory, randn, type Tensor, tidy } from "@blocksparse/core";
+import {
+  Adam,
+  AdamW,
+  BlockSparseLinear,
+  backward,
+  disposeStateDict,
+  inverseDensity,
+  Linear,
+  loadOptimizerState,
+  loadStateDict,
+  type Module,
+  mseLoss,
+  NnError,
+  type Optimizer,
+  type OptimizerStateDict,
+  type Parameter,
+  SGD,
+  saveOptimizerState,
+  saveStateDict,
+  StateDictError,
+  ValueError,
+} from "@blocksparse/nn";
+import { loadOptimizer, saveOptimizer } from "@blocksparse/nn/node";
+import { afterAll, describe, expect, it } from "vitest";
+
+type Kind = "SGD" | "Adam" | "AdamW";
+type Layer = "Linear" | "BlockSparseLinear";
+
+function makeModel(layer: Layer, dtype: FloatDType, seed: number): Linear | BlockSparseLinear {
+  const model = layer === "Linear" ? new Linear(8, 8, { seed }) : new BlockSparseLinear(8, 8, { density: 0.5, blockShape: [4, 4], seed });
+  return model.to(dtype);
+}
+
+/** The optimizer under test; `other` gives it other hyperparameters, which a load must replace (lrScale is how it is made, not state). */
+function makeOptimizer(kind: Kind, params: Parameter[], other = false, capturable = false): Optimizer {
+  if (kind === "SGD") return new SGD(params, other ? { lr: 0.5 } : { lr: 0.05, momentum: 0.9, weightDecay: 0.01 });
+  const options = other ? { lr: 0.5, betas: [0.5, 0.5] as const, lrScale: inverseDensity } : { lr: 0.01, betas: [0.8, 0.95] as const, lrScale: inverseDensity, capturable };
+  return kind === "Adam" ? new Adam(params, options) : new AdamW(params, options);
+}
+
+/** One training step on data fixed by `step`, the same for every model. */
+function trainStep(model: Module, optimizer: Optimizer, step: number): void {
+  const dtype = model.dtype ?? "float32";
+  tidy(() => {
+    const x = cast(randn([6, 8], { seed: 100 + step }), dtype);
+    backward(mseLoss(model.forward(x), randn([6, 8], { seed: 200 + step })));
+  });
+  optimizer.step();
+  optimizer.zeroGrad();
+}
+
+const bits = (t: Tensor) => Array.from(t.dataSync());
+
+describe("optimizer state dicts resume training bit for bit", () => {
+  for (const kind of ["SGD", "Adam", "AdamW"] as const) {
+    for (const layer of ["Linear", "BlockSparseLinear"] as const) {
+      for (const dtype of ["float32", "bfloat16"] as const) {
+        it(`${kind}, ${layer}, ${dtype}: 3 steps, save to safetensors bytes, load into a fresh model and optimizer, 3 more = 6 uninterrupted`, () => {
+          const model = makeModel(layer, dtype, 1);
+          const optimizer = makeOptimizer(kind, model.parameters());
+          for (let step = 0; step < 3; step++) {
+            trainStep(model, optimizer, step);
+            // A pattern moved mid-run: the state follows it, and the checkpoint carries it.
+            if (step === 1 && model instanceof BlockSparseLinear) model.setPattern(BsrPattern.random([8, 8], { blockShape: [4, 4], density: 0.75, seed: 9 }), { optimizer });
+          }
+          const modelDict = model.stateDict();
+          const modelBytes = saveStateDict(modelDict);
+          disposeStateDict(modelDict);
+          const optimizerDict = optimizer.stateDict();
+          const optimizerBytes = saveOptimizerState(optimizerDict);
+          disposeStateDict(optimizerDict.tensors);
+          for (let step = 3; step < 6; step++) trainStep(model, optimizer, step);
+
+          const resumed = makeModel(layer, dtype, 2);
+          const resumedOptimizer = makeOptimizer(kind, resumed.parameters(), true);
+          const loadedModel = loadStateDict(modelBytes);
+          resumed.loadStateDict(loadedModel);
+          disposeStateDict(loadedModel);
+          const loaded = loadOptimizerState(optimizerBytes);
+          resumedOptimizer.loadStateDict(loaded);
+          disposeStateDict(loaded.tensors);
+          expect(resumedOptimizer.lr).toBe(optimizer.lr);
+          for (let step = 3; step < 6; step++) trainStep(resumed, resumedOptimizer, step);
+
+          const [a, b] = [model.parameters(), resumed.parameters()];
+          for (let i = 0; i < a.length; i++) {
+            expect(bits(b[i].value)).toEqual(bits(a[i].value));
+            expect(resumedOptimizer.stepsOf(b[i])).toBe(6);
+            const masterA = optimizer.masterOf(a[i]);
+            expect(masterA === undefined).toBe(dtype === "float32");
+            if (masterA) expect(bits(resumedOptimizer.masterOf(b[i]) as Tensor)).toEqual(bits(masterA));
+            const stateA = optimizer.stateOf(a[i]) ?? {};
+            for (const [name, t] of Object.entries(stateA)) expect(bits(resumedOptimizer.stateOf(b[i])?.[name] as Tensor)).toEqual(bits(t));
+          }
+          for (const o of [optimizer, resumedOptimizer]) o.dispose();
+          for (const m of [model, resumed]) for (const p of m.parameters()) p.dispose();
+        });
+      }
+    }
+  }
+
+  it("capturable Adam: steps counted on the device are saved and restored, in memory", () => {
+    const model = makeModel("BlockSparseLinear", "bfloat16", 1);
+    const optimizer = makeOptimizer("Adam", model.parameters(), false, true);
+    for (let step = 0; step < 2; step++) trainStep(model, optimizer, step);
+    const resumed = makeModel("BlockSparseLinear", "bfloat16", 1);
+    const resumedOptimizer = makeOptimizer("Adam", resumed.parameters(), false, true);
+    const modelDict = model.stateDict();
+    resumed.loadStateDict(modelDict);
+    disposeStateDict(modelDict);
+    const optimizerDict = optimizer.stateDict();
+    expect(optimizerDict.steps).toEqual([2, 2]);
+    resumedOptimizer.loadStateDict(optimizerDict);
+    disposeStateDict(optimizerDict.tensors);
+    for (let step = 2; step < 4; step++) {
+      trainStep(model, optimizer, step);
+      trainStep(resumed, resumedOptimizer, step);
+    }
+    expect(bits(resumed.weight.value)).toEqual(bits(model.weight.value));
+    expect(resumedOptimizer.stepsOf(resumed.weight)).toBe(4);
+  });
+
+  const dir = mkdtemp(join(tmpdir(), "nn-optim-"));
+  afterAll(async () => rm(await dir, { recursive: true, force: true }));
+
+  it("saveOptimizer / loadOptimizer round-trip a file (node)", async () => {
+    const path = join(await dir, "optimizer.safetensors");
+    const model = makeModel("BlockSparseLinear", "float32", 1);
+    const optimizer = makeOptimizer("AdamW", model.parameters());
+    trainStep(model, optimizer, 0);
+    await saveOptimizer(optimizer, path);
+    const resumedOptimizer = makeOptimizer("AdamW", model.parameters(), true);
+    await loadOptimizer(resumedOptimizer, path);
+    expect(resumedOptimizer.lr).toBe(0.01);
+    expect((resumedOptimizer as AdamW).betas).toEqual([0.8, 0.95]);
+    expect(bits(resumedOptimizer.stateOf(model.weight)?.v as Tensor)).toEqual(bits(optimizer.stateOf(model.weight)?.v as Tensor));
+    // A model checkpoint is not an optimizer's.
+    await expect(loadOptimizer(resumedOptimizer, join(await dir, "missing.safetensors"))).rejects.toThrow();
+    expect(() => loadOptimizerState(saveStateDict(new Map()))).toThrow(NnError);
+    expect(() => loadOptimizerState(saveStateDict(new Map()))).toThrow(/no 'optimizer' metadata/);
+  });
+});
+
+describe("Optimizer.loadStateDict checks everything before changing anything", () => {
+  /** A trained Linear(8, 8) model's optimizer and its state dict. */
+  function trained(kind: Kind = "Adam", dtype: FloatDType = "float32") {
+    const model = makeModel("Linear", dtype, 1);
+    const optimizer = makeOptimizer(kind, model.parameters());
+    trainStep(model, optimizer, 0);
+    return { model, optimizer, stateDict: optimizer.stateDict() };
+  }
+
+  /** Runs `load` (which must throw `error` matching `message`), then checks the target optimizer kept its state and lr, and nothing leaked. */
+  function refuses(target: Optimizer, load: () => void, error: new (...args: never[]) => Error, message: RegExp): Error {
+    const before = target.params.map((p) => bits(target.stateOf(p)?.m ?? target.stateOf(p)?.momentumBuffer ?? p.value));
+    const lr = target.lr;
+    const live = memory().numTensors;
+    let thrown: unknown;
+    try {
+      load();
+    } catch (e) {
+      thrown = e;
+    }
+    expect(thrown).toBeInstanceOf(error);
+    expect((thrown as Error).message).toMatch(message);
+    expect(memory().numTensors).toBe(live);
+    expect(target.lr).toBe(lr);
+    expect(target.params.map((p) => bits(target.stateOf(p)?.m ?? target.stateOf(p)?.momentumBuffer ?? p.value))).toEqual(before);
+    return thrown as Error;
+  }
+
+  it("refuses another kind of optimizer, another number of parameters, bad or unknown hyperparameters", () => {
+    const { stateDict } = trained("Adam");
+    const target = trained("AdamW").optimizer;
+    refuses(target, () => target.loadStateDict(stateDict), ValueError, /state dict is of "Adam", not AdamW/);
+    const adam = trained("Adam").optimizer;
+    refuses(adam, () => adam.loadStateDict({ ...stateDict, steps: [1] }), ValueError, /steps for 1 parameters, this optimizer has 2/);
+    refuses(adam, () => adam.loadStateDict({ ...stateDict, hyperparameters: { betas: [1.5, 0.9] } }), ValueError, /betas\[0\] must be a finite number in \[0, 1\), got 1.5/);
+    refuses(adam, () => adam.loadStateDict({ ...stateDict, hyperparameters: { momentum: 0.9 } }), ValueError, /unknown hyperparameter 'momentum'/);
+    refuses(adam, () => adam.loadStateDict({ ...stateDict, steps: [1, -1] }), ValueError, /steps\[1\] \(params\[1\]\)/);
+  });
+
+  it("refuses missing, unexpected, misshapen and mistyped tensors with a StateDictError naming each and params[i]", () => {
+    const { stateDict } = trained("Adam");
+    const adam = trained("Adam").optimizer;
+    const tensors = new Map(stateDict.tensors);
+    tensors.delete("0.v");
+    tensors.set("5.m", stateDict.tensors.get("0.m") as Tensor);
+    tensors.set("1.m", randn([3]));
+    tensors.set("1.v", cast(stateDict.tensors.get("1.v") as Tensor, "bfloat16"));
+    const error = refuses(adam, () => adam.loadStateDict({ ...stateDict, tensors }), StateDictError, /Adam.loadStateDict: missing keys: 0.v; unexpected keys: 5.m/) as StateDictError;
+    expect(error.message).toMatch(/size mismatch for 1.m: the checkpoint has \[3\], the model has \[8\] float32 \(params\[1\]\)/);
+    expect(error.mismatches.map((m) => [m.key, m.reason ?? "size"])).toEqual([
+      ["1.m", "size"],
+      ["1.v", "dtype"],
+    ]);
+  });
+
+  it("refuses a state saved from a float32 model for a bfloat16 one (no master copy), and a disposed tensor", () => {
+    const { stateDict } = trained("SGD", "float32");
+    const sgd = trained("SGD", "bfloat16").optimizer;
+    refuses(sgd, () => sgd.loadStateDict(stateDict), StateDictError, /missing keys: 0.master, 1.master/);
+    const other = trained("SGD", "float32");
+    const disposed = new Map(other.stateDict.tensors);
+    (disposed.get("0.momentumBuffer") as Tensor).dispose();
+    refuses(sgd, () => sgd.loadStateDict({ ...stateDict, tensors: disposed }), StateDictError, /type mismatch for 0.momentumBuffer: the checkpoint has a disposed tensor/);
+  });
+
+  it("refuses a block-sparse state whose pattern differs from the parameter's, telling to load the model first", () => {
+    const model = makeModel("BlockSparseLinear", "float32", 1) as BlockSparseLinear;
+    const optimizer = makeOptimizer("Adam", model.parameters());
+    trainStep(model, optimizer, 0);
+    const stateDict = optimizer.stateDict();
+    const other = makeModel("BlockSparseLinear", "float32", 2) as BlockSparseLinear;
+    expect(other.pattern.equals(model.pattern)).toBe(false);
+    const target = makeOptimizer("Adam", other.parameters());
+    trainStep(other, target, 0);
+    const error = refuses(target, () => target.loadStateDict(stateDict), StateDictError, /pattern mismatch for 0.m: .*params\[0\], block-sparse .*load the model's state dict first/) as StateDictError;
+    expect(error.mismatches.map((m) => m.key)).toEqual(["0.m", "0.v"]);
+    // Once the model has the saved pattern, the same state dict loads.
+    const modelDict = model.stateDict();
+    other.loadStateDict(modelDict);
+    target.loadStateDict(stateDict);
+    expect(bits(target.stateOf(other.weight)?.m as Tensor)).toEqual(bits(optimizer.stateOf(model.weight)?.m as Tensor));
+  });
+
+  it("replaces the hyperparameters and the whole state: SGD without momentum takes a momentum buffer, parameters without saved state lose theirs", () => {
+    const model = makeModel("Linear", "float32", 1);
+    const saved = new SGD(model.parameters(), { lr: 0.1, momentum: 0.9, nesterov: true });
+    (model.bias as Parameter).requiresGrad = false;
+    trainStep(model, saved, 0);
+    const stateDict = saved.stateDict();
+    expect(stateDict.steps).toEqual([1, 0]);
+    expect(stateDict.hyperparameters).toEqual({ lr: 0.1, momentum: 0.9, dampening: 0, weightDecay: 0, nesterov: true });
+    (model.bias as Parameter).requiresGrad = true;
+    const plain = new SGD(model.parameters(), { lr: 0.5 });
+    trainStep(model, plain, 1);
+    expect(plain.stepsOf(model.bias as Parameter)).toBe(1);
+    plain.loadStateDict(stateDict);
+    expect([plain.lr, plain.momentum, plain.nesterov]).toEqual([0.1, 0.9, true]);
+    expect(Object.keys(plain.stateOf(model.weight) ?? {})).toEqual(["momentumBuffer"]);
+    expect(plain.stepsOf(model.bias as Parameter)).toBe(0);
+    expect(plain.stateOf(model.bias as Parameter)).toBeUndefined();
+  });
+
+  it("a dict of JSON-safe values: the numbers survive metadata exactly", () => {
+    const { optimizer } = trained("AdamW");
+    optimizer.lr = 1 / 3;
+    const dict: OptimizerStateDict = optimizer.stateDict();
+    const loaded = loadOptimizerState(saveOptimizerState(dict));
+    expect(loaded.hyperparameters).toEqual(dict.hyperparameters);
+    expect(loaded.steps).toEqual(dict.steps);
+    expect(loaded.optimizer).toBe("AdamW");
+    disposeStateDict(loaded.tensors);
+  });
+});
