@@ -1,7 +1,7 @@
-import { BackendError, IndexError, ShapeError, ValueError } from "@blocksparse/core";
+import { IndexError, OutOfMemoryError, ShapeError, ValueError } from "@blocksparse/core";
 
-/** Memory for a tensor or the native addon's packed operands could not be allocated. */
-export class CpuOutOfMemoryError extends BackendError {
+/** Memory for a tensor or the native addon's packed operands could not be allocated (core's OutOfMemoryError, as js raises). */
+export class CpuOutOfMemoryError extends OutOfMemoryError {
   override name = "CpuOutOfMemoryError";
 }
 

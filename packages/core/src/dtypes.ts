@@ -1,3 +1,5 @@
+import { OutOfMemoryError } from "./errors";
+
 /** Element types a tensor can hold. Half types are stored as raw 16-bit patterns. */
 export type DType = "float32" | "float16" | "bfloat16" | "int32";
 
@@ -55,6 +57,14 @@ export function allocStorage(dtype: DType, size: number): BackendValues {
     default:
       return new Uint16Array(size);
   }
+}
+
+/**
+ * What to throw for an error caught while allocating a typed array: the engine's bare RangeError (a length past its
+ * limit, or no memory) becomes an OutOfMemoryError saying `what` was being allocated; other errors pass through.
+ */
+export function allocationError(error: unknown, what: string): unknown {
+  return error instanceof RangeError ? new OutOfMemoryError(`${what}: out of memory (${error.message})`) : error;
 }
 
 /** True when `values` is the storage array type of `dtype`. */

@@ -41,6 +41,11 @@ export class BackendError extends CoreError {
   override name = "BackendError";
 }
 
+/** A backend could not allocate a tensor's memory (the message names the bytes, the element count and the dtype). */
+export class OutOfMemoryError extends BackendError {
+  override name = "OutOfMemoryError";
+}
+
 /** The backend that holds the inputs has no kernel of that name. */
 export class KernelNotRegisteredError extends BackendError {
   override name = "KernelNotRegisteredError";

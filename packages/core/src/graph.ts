@@ -1,6 +1,7 @@
 import type { Backend, DataId } from "./backend";
 import { type Engine, engine } from "./engine";
 import { BackendError, GraphError } from "./errors";
+import { optionsArg } from "./ops/validate";
 import { type KernelDeclaration, kernelDeclaration } from "./kernel_names";
 import { formatShape } from "./shape";
 import { Tensor } from "./tensor";
@@ -129,9 +130,9 @@ function tensorsIn(value: unknown, out: Tensor[] = [], depth = 0): Tensor[] {
  *   A captured backward overwrites gradients when `fn` clears them first (`optimizer.zeroGrad()` inside `fn`).
  * - Backends without graphs (js, cpu) throw a BackendError: run the step eagerly there.
  */
-export function captureGraph<T>(fn: () => T, options: { backend?: Backend } = {}): CapturedGraph<T> {
+export function captureGraph<T>(fn: () => T, options?: { backend?: Backend } | null): CapturedGraph<T> {
   if (typeof fn !== "function") throw new GraphError("captureGraph: fn must be a function");
-  const backend = options.backend ?? engine.activeBackend();
+  const backend = optionsArg("captureGraph", options).backend ?? engine.activeBackend();
   const graphs = backend.graphs;
   if (!graphs) {
     throw new BackendError(`captureGraph: backend '${backend.name}' cannot record graphs; run the step eagerly on it`);

@@ -1,4 +1,5 @@
 import { engine } from "./engine";
+import { optionsArg } from "./ops/validate";
 import type { Tensor } from "./tensor";
 
 /**
@@ -123,7 +124,8 @@ function positiveInteger(value: number | undefined, fallback: number, name: stri
 }
 
 /** Turns the leak guard on (again: a second call restarts it with the new options). */
-export function enableLeakGuard(options: LeakGuardOptions = {}): void {
+export function enableLeakGuard(leakGuardOptions?: LeakGuardOptions | null): void {
+  const options = optionsArg("enableLeakGuard", leakGuardOptions);
   disableLeakGuard();
   const guard: GuardState = {
     options: {

@@ -26,11 +26,12 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // fixed length, captured: their ops and js kernels, 65.2 KiB measured); 68 KiB until the input checks of repeated
   // safetensors keys, random patterns over 2^31 blocks, optimizer gradients of the wrong shape or dtype and optimizer
   // state kept across module.to(dtype) (68.7 KiB measured); 69 KiB until optimizers saved and loaded their state
-  // (Optimizer.stateDict/loadStateDict, saveOptimizerState/loadOptimizerState, +1.3 KiB: 70.1 KiB measured).
-  it("format + core + autograd + nn stay within 70.5 KiB gzipped and evaluate no code", async () => {
+  // (Optimizer.stateDict/loadStateDict, saveOptimizerState/loadOptimizerState, +1.3 KiB: 70.1 KiB measured); 70.5 KiB
+  // until core's null options, rand's bounds and js's OutOfMemoryError (70.5 KiB measured).
+  it("format + core + autograd + nn stay within 71 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(70.5);
+    expect(gzipKiB).toBeLessThanOrEqual(71);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 

@@ -1,13 +1,13 @@
 import { SeededRandom } from "@blocksparse/format";
 import type { Backend } from "../backend";
-import { type BackendValues, type DType, allocStorage, isDType } from "../dtypes";
+import { type BackendValues, type DType, allocationError, isDType } from "../dtypes";
 import { engine } from "../engine";
 import { DTypeError, ShapeError, ValueError } from "../errors";
 import { float32ArrayToBfloat16Bits, float32ArrayToFloat16Bits } from "../half";
 import { Fill } from "../kernel_names";
 import { formatShape, sizeOf } from "../shape";
 import type { Tensor } from "../tensor";
-import { assertFiniteNumber, assertShapeArg, isInt32 } from "./validate";
+import { assertFiniteNumber, assertSafeSize, assertShapeArg, isInt32, optionsArg } from "./validate";
 
 /** Nested arrays of numbers, any depth. */
 export type NestedArray = number | NestedArray[];
@@ -172,7 +172,8 @@ export function arange(start: number, stop?: number, step = 1, dtype: DType = "f
   assertFiniteNumber("arange", "step", step);
   if (step === 0) throw new ValueError("arange: step must not be 0");
   const count = Math.max(0, Math.ceil((stop - start) / step));
-  const values = new Float64Array(count);
+  assertSafeSize("arange", `[${start}, ${stop})`, count);
+  const values = hostArray("arange", count, dtype, Float64Array);
   for (let i = 0; i < count; i++) values[i] = start + i * step;
   return tensor(values, [count], dtype);
 }
@@ -194,11 +195,20 @@ function generator(seed: number | undefined): SeededRandom {
   return seed === undefined ? globalRandom : new SeededRandom(seed);
 }
 
+/** The host array of `count` values an op makes before uploading them as `dtype`. */
+function hostArray<T>(op: string, count: number, dtype: DType, Type: new (count: number) => T): T {
+  try {
+    return new Type(count);
+  } catch (error) {
+    throw allocationError(error, `${op}: cannot allocate ${count} ${dtype} values on the host`);
+  }
+}
+
 function randomFloat(op: string, shape: readonly number[], dtype: DType, fill: (out: Float64Array) => void): Tensor {
   assertShapeArg(op, "shape", shape);
   checkDType(op, dtype);
   if (dtype === "int32") throw new DTypeError(`${op}: dtype int32 is not a float dtype; use randint`);
-  const values = new Float64Array(sizeOf(shape));
+  const values = hostArray(op, sizeOf(shape), dtype, Float64Array);
   fill(values);
   return engine.upload(encodeStorage(op, values, dtype), shape, dtype);
 }
@@ -207,23 +217,26 @@ function randomFloat(op: string, shape: readonly number[], dtype: DType, fill: (
  * Normal deviates (mean 0, std 1 unless given), generated on the host by a seeded
  * generator: the same seed gives the same numbers on every backend.
  */
-export function randn(shape: readonly number[], options: RandomOptions & { mean?: number; std?: number } = {}): Tensor {
-  const { mean = 0, std = 1, dtype = "float32" } = options;
-  const random = generator(options.seed);
+export function randn(shape: readonly number[], options?: (RandomOptions & { mean?: number; std?: number }) | null): Tensor {
+  const { mean = 0, std = 1, dtype = "float32", seed } = optionsArg("randn", options);
+  const random = generator(seed);
   return randomFloat("randn", shape, dtype, (out) => random.fillNormal(out, mean, std));
 }
 
-/** Uniform deviates in [low, high) (default [0, 1)), seeded like randn. */
-export function rand(shape: readonly number[], options: RandomOptions & { low?: number; high?: number } = {}): Tensor {
-  const { low = 0, high = 1, dtype = "float32" } = options;
-  const random = generator(options.seed);
+/** Uniform deviates in [low, high) (default [0, 1)), seeded like randn; finite bounds, low <= high (low == high: all low). */
+export function rand(shape: readonly number[], options?: (RandomOptions & { low?: number; high?: number }) | null): Tensor {
+  const { low = 0, high = 1, dtype = "float32", seed } = optionsArg("rand", options);
+  assertFiniteNumber("rand", "low", low);
+  assertFiniteNumber("rand", "high", high);
+  if (low > high) throw new ValueError(`rand: low ${low} is above high ${high}`);
+  const random = generator(seed);
   return randomFloat("rand", shape, dtype, (out) => {
     for (let i = 0; i < out.length; i++) out[i] = random.uniform(low, high);
   });
 }
 
 /** Uniform integers in [low, high) as int32, seeded like randn. */
-export function randint(low: number, high: number, shape: readonly number[], options: { seed?: number } = {}): Tensor {
+export function randint(low: number, high: number, shape: readonly number[], options?: { seed?: number } | null): Tensor {
   assertShapeArg("randint", "shape", shape);
   if (!Number.isInteger(low) || !Number.isInteger(high) || high <= low) {
     throw new ValueError(`randint: expected integers low < high, got [${low}, ${high})`);
@@ -232,8 +245,8 @@ export function randint(low: number, high: number, shape: readonly number[], opt
   if (low < -(2 ** 31) || high > 2 ** 31) {
     throw new ValueError(`randint: [${low}, ${high}) does not fit int32; low must be >= -2^31 and high <= 2^31`);
   }
-  const random = generator(options.seed);
-  const out = allocStorage("int32", sizeOf(shape));
+  const random = generator(optionsArg("randint", options).seed);
+  const out = hostArray("randint", sizeOf(shape), "int32", Int32Array);
   for (let i = 0; i < out.length; i++) out[i] = low + random.nextInt(high - low);
   return engine.upload(out, shape, "int32");
 }

@@ -3,7 +3,7 @@ import { ShapeError } from "../errors";
 import { type Activation, Linear, LinearActivation, LinearBackward, Matmul } from "../kernel_names";
 import { broadcastShapes, formatShape, shapesEqual } from "../shape";
 import type { Tensor } from "../tensor";
-import { assertActivation, assertFloat, assertMinRank, assertRank, assertSameBackend, assertSameDType, assertShape, assertTensor } from "./validate";
+import { assertActivation, assertFloat, assertMinRank, assertRank, assertSameBackend, assertSameDType, assertShape, assertTensor, optionsArg } from "./validate";
 
 export interface MatmulOptions {
   transposeA?: boolean;
@@ -14,9 +14,9 @@ export interface MatmulOptions {
  * Batched matrix product op(a) op(b): a [..., M, K], b [..., K, N] (or transposed with the
  * flags), batch dims broadcast. Both of rank >= 2 and of one float dtype.
  */
-export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tensor {
+export function matmul(a: Tensor, b: Tensor, options?: MatmulOptions | null): Tensor {
   const op = "matmul";
-  const { transposeA = false, transposeB = false } = options;
+  const { transposeA = false, transposeB = false } = optionsArg(op, options);
   assertTensor(op, "a", a);
   assertTensor(op, "b", b);
   assertMinRank(op, "a", a, 2);
@@ -46,8 +46,8 @@ export interface LinearOptions {
  * product (cuda: cuBLASLt's epilogue), so a layer costs one launch; the same values as matmul, add and add up to
  * rounding (the fused sum is rounded once). One float dtype for all.
  */
-export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null, options: LinearOptions = {}): Tensor {
-  const { residual } = options;
+export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null, options?: LinearOptions | null): Tensor {
+  const { residual } = optionsArg("linear", options);
   checkLinear("linear", x, weight, bias, residual);
   return engine.runKernel(Linear, { x, weight, bias: bias ?? undefined, residual }, {});
 }

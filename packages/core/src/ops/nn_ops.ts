@@ -36,6 +36,7 @@ import {
   assertShape,
   assertTensor,
   axisArg,
+  optionsArg,
 } from "./validate";
 
 /** Options of softmax and logSoftmax. */
@@ -59,12 +60,12 @@ function checkCausalShape(op: string, name: string, t: Tensor): void {
   }
 }
 
-function alongAxis(kernel: typeof Softmax | typeof LogSoftmax, op: string, x: Tensor, axis: number, options: SoftmaxOptions): Tensor {
+function alongAxis(kernel: typeof Softmax | typeof LogSoftmax, op: string, x: Tensor, axis: number, options: SoftmaxOptions | null | undefined): Tensor {
   assertTensor(op, "x", x);
   assertFloat(op, "x", x);
   assertMinRank(op, "x", x, 1);
   const ax = axisArg(op, axis, x.rank);
-  const causal = options.causal ?? false;
+  const causal = optionsArg(op, options).causal ?? false;
   if (typeof causal !== "boolean") throw new ValueError(`${op}: causal must be a boolean, got ${String(causal)}`);
   if (causal) {
     if (ax !== x.rank - 1) throw new ValueError(`${op}: causal masking works along the last axis, got axis=${axis} for x ${formatShape(x.shape)}`);
@@ -79,12 +80,12 @@ function alongAxis(kernel: typeof Softmax | typeof LogSoftmax, op: string, x: Te
 }
 
 /** softmax along `axis` (default: the last), numerically stable; `options.causal` masks causally in the same pass. */
-export function softmax(x: Tensor, axis = -1, options: SoftmaxOptions = {}): Tensor {
+export function softmax(x: Tensor, axis = -1, options?: SoftmaxOptions | null): Tensor {
   return alongAxis(Softmax, "softmax", x, axis, options);
 }
 
 /** log(softmax(x)) along `axis`, computed as x - max - log(sum(exp(x - max))); `options.causal` as softmax's. */
-export function logSoftmax(x: Tensor, axis = -1, options: SoftmaxOptions = {}): Tensor {
+export function logSoftmax(x: Tensor, axis = -1, options?: SoftmaxOptions | null): Tensor {
   return alongAxis(LogSoftmax, "logSoftmax", x, axis, options);
 }
 
@@ -93,7 +94,7 @@ export function logSoftmax(x: Tensor, axis = -1, options: SoftmaxOptions = {}): 
  * output's gradient dy, in one kernel: y * (dy - sum(dy * y)) (log: dy - exp(y) * sum(dy)), sums in float32.
  * `options.causal` as the forward's: the masked entries get 0. What autograd runs for softmax's gradient.
  */
-export function softmaxBackward(dy: Tensor, y: Tensor, options: { log?: boolean; causal?: boolean } = {}): Tensor {
+export function softmaxBackward(dy: Tensor, y: Tensor, options?: { log?: boolean; causal?: boolean } | null): Tensor {
   const op = "softmaxBackward";
   assertTensor(op, "dy", dy);
   assertTensor(op, "y", y);
@@ -102,8 +103,9 @@ export function softmaxBackward(dy: Tensor, y: Tensor, options: { log?: boolean;
   assertSameBackend(op, [["dy", dy], ["y", y]]);
   assertSameDType(op, ["dy", "y"], dy, y);
   assertShape(op, "dy", dy, y.shape);
-  const log = options.log ?? false;
-  const causal = options.causal ?? false;
+  const checked = optionsArg(op, options);
+  const log = checked.log ?? false;
+  const causal = checked.causal ?? false;
   if (typeof log !== "boolean") throw new ValueError(`${op}: log must be a boolean, got ${String(log)}`);
   if (typeof causal !== "boolean") throw new ValueError(`${op}: causal must be a boolean, got ${String(causal)}`);
   if (causal) checkCausalShape(op, "y", y);
@@ -205,8 +207,8 @@ export interface CrossEntropyOptions {
 }
 
 /** crossEntropy's third argument, a reduction or options, as options (checked). */
-function crossEntropyOptions(op: string, options: Reduction | CrossEntropyOptions): { reduction: Reduction; attrs: CrossEntropyAttrs } {
-  const { reduction = "mean", ignoreIndex } = typeof options === "string" ? { reduction: options } : (options ?? {});
+function crossEntropyOptions(op: string, options: Reduction | CrossEntropyOptions | null | undefined): { reduction: Reduction; attrs: CrossEntropyAttrs } {
+  const { reduction = "mean", ignoreIndex } = typeof options === "string" ? { reduction: options } : optionsArg(op, options);
   if (reduction !== "mean" && reduction !== "sum" && reduction !== "none") {
     throw new ValueError(`${op}: reduction must be "mean", "sum" or "none", got ${JSON.stringify(reduction)}`);
   }
@@ -228,7 +230,7 @@ function ignoreIndexAttrs(op: string, ignoreIndex: number | undefined): CrossEnt
  * torch.autocast does, without a float32 copy of the logits), and the gradient comes back in the logits' dtype.
  * The third argument is the reduction, or options with `ignoreIndex` (rows left out, as torch's ignore_index).
  */
-export function crossEntropy(logits: Tensor, targets: Tensor, options: Reduction | CrossEntropyOptions = "mean"): Tensor {
+export function crossEntropy(logits: Tensor, targets: Tensor, options?: Reduction | CrossEntropyOptions | null): Tensor {
   checkCrossEntropy("crossEntropy", logits, targets);
   const { reduction, attrs } = crossEntropyOptions("crossEntropy", options);
   const classes = logits.shape[logits.rank - 1];
@@ -248,7 +250,7 @@ export function crossEntropy(logits: Tensor, targets: Tensor, options: Reduction
  * logits [N, C], targets [N] int32, dy [N] (the upstream gradient of each row's loss: float32, as crossEntropy's
  * rows are, or the logits' dtype, widened first), in the logits' dtype. Rows whose target is `ignoreIndex` get 0.
  */
-export function crossEntropyBackward(logits: Tensor, targets: Tensor, dy: Tensor, options: { ignoreIndex?: number } = {}): Tensor {
+export function crossEntropyBackward(logits: Tensor, targets: Tensor, dy: Tensor, options?: { ignoreIndex?: number } | null): Tensor {
   const op = "crossEntropyBackward";
   checkCrossEntropy(op, logits, targets);
   if (logits.rank !== 2) throw new ShapeError(`${op}: logits must be [N, C], got ${formatShape(logits.shape)}`);
@@ -256,7 +258,7 @@ export function crossEntropyBackward(logits: Tensor, targets: Tensor, dy: Tensor
   assertSameBackend(op, [["logits", logits], ["dy", dy]]);
   if (dy.dtype !== "float32") assertSameDType(op, ["dy", "logits"], dy, logits);
   assertShape(op, "dy", dy, targets.shape);
-  const attrs = ignoreIndexAttrs(op, options.ignoreIndex);
+  const attrs = ignoreIndexAttrs(op, optionsArg(op, options).ignoreIndex);
   return engine.tidy(() =>
     engine.runKernel(CrossEntropyBackward, { logits, targets, dy: dy.dtype === "float32" ? dy : cast(dy, "float32") }, attrs),
   );
@@ -281,7 +283,7 @@ export interface AttentionResult {
 }
 
 /** The checks of the attention ops on q, k, v and the options; the kernel's attributes. */
-function checkAttention(op: string, q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions): AttentionAttrs {
+function checkAttention(op: string, q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions | null | undefined): AttentionAttrs {
   assertTensor(op, "q", q);
   assertTensor(op, "k", k);
   assertTensor(op, "v", v);
@@ -316,17 +318,18 @@ function checkAttention(op: string, q: Tensor, k: Tensor, v: Tensor, options: At
 }
 
 /** The attention ops' options, checked, for a head dim of d: the kernel's attributes. */
-function attentionAttrs(op: string, d: number, options: AttentionOptions): AttentionAttrs {
-  const causal = options.causal ?? false;
+function attentionAttrs(op: string, d: number, options: AttentionOptions | null | undefined): AttentionAttrs {
+  const checked = optionsArg(op, options);
+  const causal = checked.causal ?? false;
   if (typeof causal !== "boolean") throw new ValueError(`${op}: causal must be a boolean, got ${String(causal)}`);
-  const scale = options.scale ?? 1 / Math.sqrt(d);
+  const scale = checked.scale ?? 1 / Math.sqrt(d);
   assertFiniteNumber(op, "scale", scale);
   if (scale <= 0) throw new ValueError(`${op}: scale must be > 0, got ${scale}`);
   return { causal, scale };
 }
 
 /** scaledDotProductAttention with the float32 log-sum-exp of each row's scores (what its gradient reads). */
-export function attentionWithStats(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): AttentionResult {
+export function attentionWithStats(q: Tensor, k: Tensor, v: Tensor, options?: AttentionOptions | null): AttentionResult {
   const attrs = checkAttention("scaledDotProductAttention", q, k, v, options);
   const [out, lse] = engine.runKernel(Attention, { q, k, v }, attrs);
   return { out, lse };
@@ -338,14 +341,14 @@ export function attentionWithStats(q: Tensor, k: Tensor, v: Tensor, options: Att
  * j <= i + N - M, M <= N); `options.scale` defaults to 1 / sqrt(D). No [M, N] tensor is made: the gradient reads the
  * output and each row's float32 log-sum-exp and recomputes the scores (flash attention).
  */
-export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor {
+export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, options?: AttentionOptions | null): Tensor {
   const { out, lse } = attentionWithStats(q, k, v, options);
   lse.dispose();
   return out;
 }
 
 /** The checks of the packed attention ops on qkv [...batch, T, 3, H, D] and the options; the kernel's attributes. */
-function checkPackedAttention(op: string, qkv: Tensor, options: AttentionOptions): AttentionAttrs {
+function checkPackedAttention(op: string, qkv: Tensor, options: AttentionOptions | null | undefined): AttentionAttrs {
   assertTensor(op, "qkv", qkv);
   assertFloat(op, "qkv", qkv);
   assertMinRank(op, "qkv", qkv, 4);
@@ -361,7 +364,7 @@ function checkPackedAttention(op: string, qkv: Tensor, options: AttentionOptions
 }
 
 /** packedAttention with the float32 log-sum-exp of each head's rows, lse [...batch, H, T] (what its gradient reads). */
-export function packedAttentionWithStats(qkv: Tensor, options: AttentionOptions = {}): AttentionResult {
+export function packedAttentionWithStats(qkv: Tensor, options?: AttentionOptions | null): AttentionResult {
   const attrs = checkPackedAttention("packedAttention", qkv, options);
   const [out, lse] = engine.runKernel(PackedAttention, { qkv }, attrs);
   return { out, lse };
@@ -375,7 +378,7 @@ export function packedAttentionWithStats(qkv: Tensor, options: AttentionOptions 
  * positions <= i), but no [...batch, H, T, D] copies are made: the kernels read the heads from the packed rows and
  * write the output in its rows, and the gradient comes back as one packed tensor the same way.
  */
-export function packedAttention(qkv: Tensor, options: AttentionOptions = {}): Tensor {
+export function packedAttention(qkv: Tensor, options?: AttentionOptions | null): Tensor {
   const { out, lse } = packedAttentionWithStats(qkv, options);
   lse.dispose();
   return out;
@@ -385,7 +388,7 @@ export function packedAttention(qkv: Tensor, options: AttentionOptions = {}): Te
  * The gradient of packedAttention, dqkv (qkv's shape), from its output `out`, the float32 lse (packedAttentionWithStats)
  * and the output's gradient `dout`, in one kernel that recomputes the scores. What autograd runs for its gradient.
  */
-export function packedAttentionBackward(dout: Tensor, qkv: Tensor, out: Tensor, lse: Tensor, options: AttentionOptions = {}): Tensor {
+export function packedAttentionBackward(dout: Tensor, qkv: Tensor, out: Tensor, lse: Tensor, options?: AttentionOptions | null): Tensor {
   const op = "packedAttentionBackward";
   const attrs = checkPackedAttention(op, qkv, options);
   const outShape = [...qkv.shape.slice(0, -3), ...qkv.shape.slice(-2)];
@@ -415,8 +418,9 @@ export function packedAttentionBackward(dout: Tensor, qkv: Tensor, out: Tensor, 
  * and v in place (cuda: the cache writes of a decoding step ride in its attention kernel, like flash-attention's
  * `flash_attn_with_kvcache`). Otherwise they run as those two indexCopy calls and the attention.
  */
-export function cachedAttention(q: Tensor, k: Tensor, v: Tensor, positions: Tensor, options: CachedAttentionOptions = {}): Tensor {
+export function cachedAttention(q: Tensor, k: Tensor, v: Tensor, positions: Tensor, cacheOptions?: CachedAttentionOptions | null): Tensor {
   const op = "cachedAttention";
+  const options = optionsArg(op, cacheOptions);
   assertTensor(op, "positions", positions);
   assertDType(op, "positions", positions, "int32");
   assertRank(op, "positions", positions, 1);
@@ -463,7 +467,7 @@ export interface AttentionGrads {
  * The gradients of scaledDotProductAttention from its output `out`, the float32 log-sum-exp `lse` (attentionWithStats)
  * and the output's gradient `dout`, in one kernel that recomputes the scores. What autograd runs for its gradient.
  */
-export function attentionBackward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, options: AttentionOptions = {}): AttentionGrads {
+export function attentionBackward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, options?: AttentionOptions | null): AttentionGrads {
   const op = "attentionBackward";
   const attrs = checkAttention(op, q, k, v, options);
   for (const [name, t] of [["dout", dout], ["out", out]] as const) {
@@ -501,7 +505,7 @@ type AdamHyperparameters = Required<Omit<AdamOptions, "step">>;
 
 /** The hyperparameters with their defaults, checked (finite, betas in [0, 1)). */
 function adamHyperparameters(op: string, options: Omit<AdamOptions, "step">): AdamHyperparameters {
-  const { lr, beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8, weightDecay = 0, decoupledWeightDecay = false } = options;
+  const { lr, beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8, weightDecay = 0, decoupledWeightDecay = false } = optionsArg(op, options);
   assertFiniteNumber(op, "lr", lr);
   assertFiniteNumber(op, "beta1", beta1);
   assertFiniteNumber(op, "beta2", beta2);

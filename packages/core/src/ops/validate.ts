@@ -2,7 +2,7 @@
 import type { DType } from "../dtypes";
 import type { Activation } from "../kernel_names";
 import { BackendError, DTypeError, IndexError, ShapeError, ValueError } from "../errors";
-import { formatShape, normalizeAxis, shapesEqual } from "../shape";
+import { formatShape, normalizeAxis, shapesEqual, sizeOf } from "../shape";
 import { Tensor } from "../tensor";
 
 export function assertTensor(op: string, name: string, value: unknown): asserts value is Tensor {
@@ -63,6 +63,24 @@ export function assertShapeArg(op: string, name: string, shape: readonly number[
   if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
     throw new ShapeError(`${op}: ${name} must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
   }
+  // The message is built only on failure: shapes are checked on every op call.
+  const size = sizeOf(shape);
+  if (!(size <= Number.MAX_SAFE_INTEGER)) assertSafeSize(op, `${name} ${formatShape(shape)}`, size);
+}
+
+/** An element count a double holds exactly: past 2^53 - 1 sizes and offsets would round silently. */
+export function assertSafeSize(op: string, what: string, size: number): void {
+  if (!(size <= Number.MAX_SAFE_INTEGER)) throw new ShapeError(`${op}: ${what} has ${size} elements, over 2^53 - 1`);
+}
+
+// Read, never written: ops only destructure their options.
+const NO_OPTIONS = {};
+
+/** An optional options argument: undefined and null mean none (one shared empty object, nothing allocated); anything else must be an object. */
+export function optionsArg<T extends object>(op: string, options: T | null | undefined): T {
+  if (options == null) return NO_OPTIONS as T;
+  if (typeof options !== "object") throw new ValueError(`${op}: options must be an object or null, got ${typeof options}`);
+  return options;
 }
 
 /** True for an integer an int32 element holds exactly (what stores as int32 without wrapping). */

@@ -1,5 +1,5 @@
 import type { Backend, BackendMemory, DataId, KernelTable, TensorInfo } from "../../backend";
-import { type BackendValues, type DType, POISON_BITS, allocStorage, bytesPerElement, isStorageOf } from "../../dtypes";
+import { type BackendValues, type DType, POISON_BITS, allocStorage, allocationError, bytesPerElement, isStorageOf } from "../../dtypes";
 import { BackendError, ValueError } from "../../errors";
 import {
   bfloat16BitsToFloat32Array,
@@ -45,7 +45,12 @@ export class JsBackend implements Backend {
 
   allocate(dtype: DType, size: number): DataId {
     if (!Number.isInteger(size) || size < 0) throw new ValueError(`${this.name}: cannot allocate ${size} elements`);
-    const values = this.createStorage(dtype, size);
+    let values: BackendValues;
+    try {
+      values = this.createStorage(dtype, size);
+    } catch (error) {
+      throw allocationError(error, `${this.name}: cannot allocate ${size * bytesPerElement(dtype)} bytes for ${size} ${dtype} elements, ${this.bytesInUse} in use`);
+    }
     if (this.poisonAllocations) poison(values, dtype);
     this.bytesInUse += size * bytesPerElement(dtype);
     this.buffers++;
