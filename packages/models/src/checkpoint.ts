@@ -10,6 +10,8 @@ export interface CheckpointRules {
   modelKey(fileKey: string): string | null;
   /** Keys stored transposed in the file (GPT-2's Conv1D weights are [in, out]). */
   transposed(modelKey: string): boolean;
+  /** File key -> model key, read only when no other key loads that parameter (a tied head saved in the embedding's place). */
+  tiedFallbacks?: ReadonlyMap<string, string>;
 }
 
 /** A model this package can load Hugging Face checkpoints into. */
@@ -55,9 +57,13 @@ export function planCheckpoint(model: HuggingFaceModel, headers: Map<string, Ten
   const mismatches: StateDictMismatch[] = [];
   const loadedBy = new Map<string, string>();
   const problems: string[] = [];
-  for (const [fileKey, header] of headers) {
-    const modelKey = rules.modelKey(fileKey);
+  const keys = [...headers.keys()].map((fileKey) => [fileKey, rules.modelKey(fileKey)] as const);
+  for (const [fileKey, modelKey] of rules.tiedFallbacks ?? []) {
+    if (headers.has(fileKey) && !keys.some(([, key]) => key === modelKey)) keys.push([fileKey, modelKey]);
+  }
+  for (const [fileKey, modelKey] of keys) {
     if (modelKey === null) continue;
+    const header = headers.get(fileKey) as TensorHeader;
     const parameter = parameters.get(modelKey);
     if (parameter === undefined) {
       unexpectedKeys.push(fileKey);

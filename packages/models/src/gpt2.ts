@@ -477,12 +477,14 @@ export class GPT2LMHeadModel extends Module {
    * all sequences get the same number of steps (with `eosTokenId`, a finished sequence is padded with it, and the
    * steps end once every sequence has finished).
    */
-  generate(inputIds: Tensor, options: GenerateOptions = {}): Tensor {
+  generate(inputIds: Tensor, generateOptions: GenerateOptions | null = {}): Tensor {
     const label = `${this.label}.generate`;
+    const options = generateOptions ?? {};
     const steps = checkCount(label, "maxNewTokens", options.maxNewTokens ?? 20, 0);
     const topK = checkCount(label, "topK", options.topK ?? 0, 0);
     const temperature = options.temperature ?? 0;
     if (!Number.isFinite(temperature) || temperature < 0) throw new ValueError(`${label}: temperature must be a finite number >= 0, got ${temperature}`);
+    if (options.seed !== undefined && !Number.isSafeInteger(options.seed)) throw new ValueError(`${label}: seed must be an integer, got ${options.seed}`);
     const eos = options.eosTokenId;
     if (eos !== undefined) checkCount(label, "eosTokenId", eos, 0);
     const ids = checkTokenIds(label, "inputIds", inputIds, this.config.n_positions);
@@ -602,13 +604,13 @@ export class GPT2LMHeadModel extends Module {
       cache.dispose();
       for (const [module, training] of modes) module.training = training;
     }
-    const width = rows[0].length;
+    const width = batch === 0 ? length : rows[0].length;
     return uploadOn(rows.flat(), [batch, width], ids, "int32");
   }
 
   /**
    * Checkpoint names: with or without the "transformer." prefix (transformers 5 writes it,
-   * hub files often do not); lm_head.weight is wte's (skipped when a file has it); the
+   * hub files often do not); lm_head.weight is wte's (skipped when a file has wte, read into it when not); the
    * causal-mask buffers attn.bias / attn.masked_bias of older files are skipped; Conv1D
    * weights are [in, out] in the file.
    */
@@ -619,6 +621,8 @@ export class GPT2LMHeadModel extends Module {
         return fileKey.startsWith("transformer.") ? fileKey : `transformer.${fileKey}`;
       },
       transposed: (modelKey) => /\.(c_attn|c_proj|c_fc)\.weight$/.test(modelKey),
+      // safetensors' save_model keeps the tied pair's first name in sorted order: lm_head.weight, without wte's.
+      tiedFallbacks: new Map([["lm_head.weight", "transformer.wte.weight"]]),
     };
   }
 }

@@ -1,7 +1,7 @@
 import { open, readFile, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import type { FloatDType } from "@blocksparse/core";
-import { MAX_HEADER_BYTES } from "@blocksparse/format";
+import { FLOAT_DTYPES, type FloatDType, ValueError } from "@blocksparse/core";
+import { MAX_HEADER_BYTES, parseSafetensorsHeader } from "@blocksparse/format";
 import { loadSafetensors } from "@blocksparse/format/node";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { BertModel, RobertaModel } from "./bert";
@@ -44,22 +44,15 @@ export async function readSafetensorsHeader(path: string): Promise<Map<string, T
     if (length > MAX_HEADER_BYTES || 8 + length > size) throw fail(`declares a header of ${length} bytes in a file of ${size} bytes`);
     const bytes = Buffer.alloc(length);
     await file.read(bytes, 0, length, 8);
-    let header: unknown;
+    // The whole layout (byte ranges against the file's size included): a truncated shard is refused before any file loads.
+    let layout: ReturnType<typeof parseSafetensorsHeader>;
     try {
-      header = JSON.parse(bytes.toString("utf8"));
-    } catch {
-      throw fail("has a header that is not JSON");
+      layout = parseSafetensorsHeader(bytes, size);
+    } catch (error) {
+      throw fail((error as Error).message);
     }
-    if (header === null || typeof header !== "object" || Array.isArray(header)) throw fail("has a header that is not a JSON object");
     const out = new Map<string, TensorHeader>();
-    for (const [key, value] of Object.entries(header as Record<string, { dtype?: unknown; shape?: unknown }>)) {
-      if (key === "__metadata__") continue;
-      const { dtype, shape } = value ?? {};
-      if (typeof dtype !== "string" || !Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-        throw fail(`entry '${key}' has no valid dtype and shape`);
-      }
-      out.set(key, { dtype, shape: shape as number[] });
-    }
+    for (const { name, dtype, shape } of layout.entries) out.set(name, { dtype, shape });
     return out;
   } finally {
     await file.close();
@@ -137,11 +130,16 @@ export async function readConfig(dir: string): Promise<Record<string, unknown>> 
   } catch (error) {
     throw new ConfigError(`readConfig: cannot read ${path} (${(error as Error).message})`);
   }
+  let config: unknown;
   try {
-    return JSON.parse(text);
+    config = JSON.parse(text);
   } catch (error) {
     throw new ConfigError(`readConfig: ${path} is not JSON (${(error as Error).message})`);
   }
+  if (config === null || typeof config !== "object" || Array.isArray(config)) {
+    throw new ConfigError(`readConfig: ${path} holds ${config === null ? "null" : Array.isArray(config) ? "an array" : typeof config}, expected a JSON object`);
+  }
+  return config as Record<string, unknown>;
 }
 
 export type PretrainedModel = GPT2LMHeadModel | BertModel | RobertaModel;
@@ -156,6 +154,10 @@ export interface FromPretrainedOptions extends CheckpointOptions {
  * bert or roberta) and loaded from its safetensors checkpoint, in eval mode.
  */
 export async function fromPretrained(dir: string, options: FromPretrainedOptions = {}): Promise<PretrainedModel> {
+  // Checked before loading: Module.to would take any other string for a backend's name.
+  if (options.dtype !== undefined && !FLOAT_DTYPES.includes(options.dtype)) {
+    throw new ValueError(`fromPretrained: dtype must be one of ${FLOAT_DTYPES.join(", ")}, got ${JSON.stringify(options.dtype)}`);
+  }
   const config = await readConfig(dir);
   const builders: Record<string, (c: unknown) => PretrainedModel> = {
     gpt2: (c) => new GPT2LMHeadModel(c),

@@ -1,6 +1,7 @@
-import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { ValueError } from "@blocksparse/core";
 import type { SafetensorsTensor } from "@blocksparse/format";
 import { loadSafetensors, saveSafetensors } from "@blocksparse/format/node";
 import { BertModel, CheckpointError, ConfigError, GPT2LMHeadModel } from "@blocksparse/models";
@@ -99,6 +100,30 @@ describe("loadCheckpoint", () => {
     expect(error.message).toContain("puts 'transformer.ln_f.bias' in model-00001-of-00004.safetensors, which does not hold it");
   });
 
+  it("loads a file that stores the tied head as lm_head.weight without transformer.wte.weight (safetensors' save_model)", async () => {
+    const dir = await editedCopy("gpt2", (tensors) => {
+      tensors.set("lm_head.weight", tensors.get("transformer.wte.weight")!);
+      tensors.delete("transformer.wte.weight");
+    });
+    const reference = await readReference("gpt2");
+    const model = (await fromPretrained(dir)) as GPT2LMHeadModel;
+    expect(model.lm_head.weight).toBe(model.transformer.wte.weight);
+    expect(relativeError(model.forward(reference.get("input_ids")!), reference.get("logits")!)).toBeLessThanOrEqual(1e-4);
+  });
+
+  it("refuses a sharded checkpoint with a truncated shard before loading any shard", async () => {
+    const dir = await mkdtemp(join(scratch, "truncated-shard-"));
+    for (const file of await readdir(fixtures("gpt2-sharded"))) await copyFile(fixtures(`gpt2-sharded/${file}`), join(dir, file));
+    const last = join(dir, "model-00004-of-00004.safetensors");
+    await truncate(last, (await stat(last)).size - 4);
+    const model = new GPT2LMHeadModel(await gpt2Config(), { seed: 1 });
+    const before = model.parameters().map((p) => p.value.dataSync().slice());
+    const error = await loadCheckpoint(model, dir).catch((e) => e);
+    expect(error).toBeInstanceOf(CheckpointError);
+    expect(error.message).toMatch(/model-00004-of-00004\.safetensors: .*past the \d+-byte data buffer/);
+    expect(model.parameters().map((p) => p.value.dataSync())).toEqual(before);
+  });
+
   it("names a folder without a checkpoint and a truncated file", async () => {
     const empty = await mkdtemp(join(scratch, "empty-"));
     const model = new GPT2LMHeadModel(await gpt2Config(), { seed: 1 });
@@ -118,6 +143,15 @@ describe("configs", () => {
     expect(() => new GPT2LMHeadModel({ ...config, n_head: 4, resid_pdrop: 2 })).toThrow(/resid_pdrop: expected a probability in \[0, 1\]/);
     expect(() => new BertModel({ position_embedding_type: "relative_key" })).toThrow(/position_embedding_type: expected "absolute"/);
     expect(() => new BertModel({ num_hidden_layers: 0 })).toThrow(/num_hidden_layers: expected a positive integer/);
+  });
+
+  it("fromPretrained refuses a config.json that is not an object and a dtype that is not a float dtype, as ConfigError / ValueError", async () => {
+    const dir = await mkdtemp(join(scratch, "null-config-"));
+    await writeFile(join(dir, "config.json"), "null");
+    await expect(fromPretrained(dir)).rejects.toThrow(ConfigError);
+    await expect(fromPretrained(dir)).rejects.toThrow(/config\.json holds null, expected a JSON object/);
+    await expect(fromPretrained(fixtures("gpt2"), { dtype: "float64" as "float32" })).rejects.toThrow(ValueError);
+    await expect(fromPretrained(fixtures("gpt2"), { dtype: "float64" as "float32" })).rejects.toThrow(/dtype must be one of float32, float16, bfloat16, got "float64"/);
   });
 
   it("fromPretrained names an unsupported model_type", async () => {

@@ -163,4 +163,14 @@ describe("GPT-2 with a key/value cache", () => {
       cache.dispose();
     }
   });
+
+  it("a batch of no sequences gives no sequences, null options are the defaults, and a seed that is not an integer is named", () => {
+    const none = model.generate(tensor([], [0, 3], "int32"), { maxNewTokens: 2 });
+    expect(none.shape).toEqual([0, 3]);
+    none.dispose();
+    const ids = randint(0, 96, [1, 4], { seed: 52 });
+    expect(model.generate(ids, null).toArray()).toEqual(model.generate(ids).toArray());
+    expect(() => model.generate(ids, { temperature: 1, seed: Number.NaN })).toThrow(ValueError);
+    expect(() => model.generate(ids, { temperature: 1, seed: 1.5 })).toThrow(/generate: seed must be an integer, got 1.5/);
+  });
 });
