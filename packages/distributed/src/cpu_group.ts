@@ -109,15 +109,18 @@ export class CpuProcessGroup implements ProcessGroup {
   /**
    * One collective through the store: publishes this rank's call and payload (when it has one
    * to give) and collects those of `from` ("all": every other rank; a rank: that one), checking
-   * that each called the same collective.
+   * that each called the same collective. The root of a broadcast (`from` = this rank) also
+   * collects every other rank's call, so that a mismatch fails on the root too, not only on the
+   * others.
    */
   async #exchange(call: CallDescription, payload: Uint8Array, from: "all" | number): Promise<Map<number, Uint8Array>> {
     const sequence = this.#sequence++;
     const label = `${describeCall(call)}, collective #${sequence} of rank ${this.rank}`;
     const key = `cpu/${sequence}`;
     const others = this.#rendezvous.others();
-    const sources = from === "all" ? others : from === this.rank ? [] : [from];
-    const readers = from === "all" || from === this.rank ? others.length : 0;
+    const sources = from === "all" || from === this.rank ? others : [from];
+    // A broadcast's non-root ranks send only their call, read by the root.
+    const readers = from === "all" || from === this.rank ? others.length : 1;
     let messages: Map<number, Uint8Array>;
     try {
       await this.#rendezvous.publish(key, packMessage({ ...call }, payload), readers);

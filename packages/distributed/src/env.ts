@@ -1,3 +1,4 @@
+import { ValueError } from "@blocksparse/core";
 import { DistributedEnvError } from "./errors";
 
 /** What a launcher (blocksparse-run, torchrun, a cluster's job script) tells each rank through its environment. */
@@ -47,4 +48,34 @@ export function readDistributedEnv(env: NodeJS.ProcessEnv = process.env): Distri
   if (masterPort > 65535) throw new DistributedEnvError(`MASTER_PORT must be a TCP port (1 to 65535), got ${masterPort}`);
   const masterAddr = env.MASTER_ADDR === undefined || env.MASTER_ADDR === "" ? "127.0.0.1" : env.MASTER_ADDR;
   return { rank, worldSize, localRank, localWorldSize, masterAddr, masterPort, launcherStore: env.BLOCKSPARSE_LAUNCHER_STORE === "1" };
+}
+
+function describeValue(value: unknown): string {
+  return typeof value === "string" ? `the string '${value}'` : value === null ? "null" : typeof value === "object" ? "an object" : String(value);
+}
+
+/**
+ * Checks an environment a caller built (initProcessGroup's `env` option) by the rules
+ * readDistributedEnv applies to the variables: a rank given as a string or out of range would
+ * otherwise hang the rendezvous instead of failing.
+ */
+export function checkDistributedEnv(where: string, env: unknown): asserts env is DistributedEnv {
+  if (env === null || typeof env !== "object") throw new ValueError(`${where}: env must be an object like readDistributedEnv() returns, got ${describeValue(env)}`);
+  const fields = env as Record<string, unknown>;
+  const integer = (name: string, min: number, max: number): number => {
+    const value = fields[name];
+    if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min || value > max) {
+      throw new ValueError(`${where}: env.${name} must be an integer in [${min}, ${max}], got ${describeValue(value)}`);
+    }
+    return value;
+  };
+  const worldSize = integer("worldSize", 1, Number.MAX_SAFE_INTEGER);
+  integer("rank", 0, worldSize - 1);
+  const localWorldSize = integer("localWorldSize", 1, Number.MAX_SAFE_INTEGER);
+  integer("localRank", 0, localWorldSize - 1);
+  integer("masterPort", 1, 65535);
+  if (typeof fields.masterAddr !== "string" || fields.masterAddr === "") {
+    throw new ValueError(`${where}: env.masterAddr must be a host name or address, got ${describeValue(fields.masterAddr)}`);
+  }
+  if (typeof fields.launcherStore !== "boolean") throw new ValueError(`${where}: env.launcherStore must be true or false, got ${describeValue(fields.launcherStore)}`);
 }

@@ -1,6 +1,6 @@
 import { ValueError } from "@blocksparse/core";
 import { CpuProcessGroup } from "./cpu_group";
-import { type DistributedEnv, readDistributedEnv } from "./env";
+import { checkDistributedEnv, type DistributedEnv, readDistributedEnv } from "./env";
 import { NcclProcessGroup } from "./nccl_group";
 import type { ProcessGroup } from "./process_group";
 import { Rendezvous } from "./rendezvous";
@@ -24,6 +24,7 @@ export async function initProcessGroup(options: InitProcessGroupOptions = {}): P
   const backend = options.backend ?? "cpu";
   if (backend !== "cpu" && backend !== "nccl") throw new ValueError(`initProcessGroup: backend must be "cpu" or "nccl", got ${JSON.stringify(backend)}`);
   const env = options.env ?? readDistributedEnv();
+  checkDistributedEnv("initProcessGroup", env);
   if (backend === "nccl") return NcclProcessGroup.create(env, { timeoutMs: options.timeoutMs });
   return new CpuProcessGroup(await Rendezvous.join(env, { timeoutMs: options.timeoutMs }));
 }

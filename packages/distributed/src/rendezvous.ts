@@ -1,5 +1,5 @@
 import { ValueError } from "@blocksparse/core";
-import type { DistributedEnv } from "./env";
+import { checkDistributedEnv, type DistributedEnv } from "./env";
 import { DistributedEnvError, StoreError } from "./errors";
 import { TcpStore, TcpStoreServer } from "./store";
 
@@ -26,6 +26,7 @@ export class Rendezvous {
    * size and that no rank number is taken twice.
    */
   static async join(env: DistributedEnv, options: { timeoutMs?: number } = {}): Promise<Rendezvous> {
+    checkDistributedEnv("Rendezvous.join", env);
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) throw new ValueError(`timeoutMs must be a positive number of milliseconds, got ${String(timeoutMs)}`);
     const server = env.rank === 0 && !env.launcherStore ? await TcpStoreServer.listen(env.masterAddr, env.masterPort) : null;

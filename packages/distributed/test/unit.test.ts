@@ -5,7 +5,9 @@ import { afterEach, describe, expect, it } from "vitest";
 import {
   CpuProcessGroup,
   DistributedDataParallel,
+  CollectiveError,
   DistributedEnvError,
+  initProcessGroup,
   type ProcessGroup,
   Rendezvous,
   readDistributedEnv,
@@ -108,6 +110,53 @@ describe("CpuProcessGroup arguments", () => {
     expect(Array.from(t.dataSync())).toEqual([1.5, -2]);
     const gathered = await group.allGather(t);
     expect(gathered.shape).toEqual([1, 2]);
+  });
+});
+
+describe("an environment the caller builds", () => {
+  const env = { rank: 0, worldSize: 2, localRank: 0, localWorldSize: 2, masterAddr: "127.0.0.1", masterPort: 29500, launcherStore: true };
+
+  it("is checked before anything connects: a rank given as a string or out of range fails at once, naming the field", async () => {
+    await expect(initProcessGroup({ env: { ...env, rank: "0" as never }, timeoutMs: 200 })).rejects.toThrow(/initProcessGroup: env.rank must be an integer in \[0, 1\], got the string '0'/);
+    await expect(initProcessGroup({ env: { ...env, rank: 2 }, timeoutMs: 200 })).rejects.toThrow(/env.rank must be an integer in \[0, 1\], got 2/);
+    await expect(initProcessGroup({ env: { ...env, worldSize: 0 }, timeoutMs: 200 })).rejects.toThrow(/env.worldSize must be an integer in \[1, /);
+    await expect(initProcessGroup({ env: { ...env, masterPort: 70000 }, timeoutMs: 200 })).rejects.toThrow(/env.masterPort must be an integer in \[1, 65535\]/);
+    await expect(initProcessGroup({ env: { ...env, launcherStore: "1" as never }, timeoutMs: 200 })).rejects.toThrow(/env.launcherStore must be true or false/);
+    await expect(Rendezvous.join(null as never)).rejects.toThrow(ValueError);
+  });
+});
+
+describe("CpuProcessGroup with two ranks in one process", () => {
+  async function twoRanks(timeoutMs = 2000): Promise<[CpuProcessGroup, CpuProcessGroup]> {
+    const server = await TcpStoreServer.listen("127.0.0.1", 0);
+    cleanups.push(() => server.close());
+    const env = (rank: number) => ({ rank, worldSize: 2, localRank: rank, localWorldSize: 2, masterAddr: "127.0.0.1", masterPort: server.port, launcherStore: true });
+    const rendezvous = await Promise.all([Rendezvous.join(env(0), { timeoutMs }), Rendezvous.join(env(1), { timeoutMs })]);
+    cleanups.push(() => Promise.all(rendezvous.map((r) => r.close())).then(() => undefined));
+    return [new CpuProcessGroup(rendezvous[0]), new CpuProcessGroup(rendezvous[1])];
+  }
+
+  it("a broadcast on tensors of different shapes fails on the root as well as on the other rank", async () => {
+    const [root, other] = await twoRanks();
+    const [onRoot, onOther] = await Promise.allSettled([root.broadcast(tensor([1, 2, 3]), 0), other.broadcast(tensor([1, 2]), 0)]);
+    expect(onOther.status === "rejected" && onOther.reason).toBeInstanceOf(CollectiveError);
+    expect(onRoot.status === "rejected" && onRoot.reason).toBeInstanceOf(CollectiveError);
+    expect(onRoot.status === "rejected" && (onRoot.reason as Error).message).toMatch(/broadcast \(float32 \[3\], root 0\).*rank 1 called broadcast \(float32 \[2\], root 0\) instead/);
+  });
+
+  it("a collective that a peer never calls fails after the timeout with a CollectiveError, not a hang", async () => {
+    const [a] = await twoRanks(300);
+    await expect(a.allReduce(tensor([1, 2]))).rejects.toThrow(/allReduce \(float32 \[2\], sum\), collective #0 of rank 0: store get 'cpu\/0\/1': no rank set it within 0.3 s/);
+  });
+
+  it("zero-size tensors go through every collective", async () => {
+    const [a, b] = await twoRanks();
+    const [x, y] = [tensor([], [0, 3]), tensor([], [0, 3])];
+    await Promise.all([a.allReduce(x), b.allReduce(y)]);
+    await Promise.all([a.broadcast(x, 1), b.broadcast(y, 1)]);
+    const gathered = await Promise.all([a.allGather(x), b.allGather(y)]);
+    expect(gathered[0].shape).toEqual([2, 0, 3]);
+    expect(x.shape).toEqual([0, 3]);
   });
 });
 
