@@ -1255,9 +1255,10 @@ Napi::Value bsrLinear(const Napi::CallbackInfo& info) {
 }
 
 // bsrLinearActivation(activation, dtype, pattern, x, values, bias | null, z, a, m): z = x W^T + bias (bsrLinear's
-// route), then a = activation(z) by the activation pass, in one call. The tiles that write both from one epilogue
-// (tcBsrLinearActivation, tc_bench --activation) were measured slower than the two passes, and at par since GELU's
-// math was folded (docs/kernels.md): no gain, so not used.
+// route), then a = activation(z) by the activation pass, in one call. Where the default options run the product on the
+// X-resident tile (32x32), that tile writes both from its epilogue (tcBsrLinearActivation), saving the pass's read of
+// z. The other tiles that can (tc_bench --activation) were measured slower than the two passes, and at par since GELU's
+// math was folded (docs/kernels.md): no gain, so not used there.
 Napi::Value bsrLinearActivation(const Napi::CallbackInfo& info) {
   Args args{info, "bsrLinearActivation"};
   args.count(9);
@@ -1269,6 +1270,10 @@ Napi::Value bsrLinearActivation(const Napi::CallbackInfo& info) {
   const int64_t outputs = m * pattern.rows;
   requireElements(args.buffer(7), dtype, outputs, "bsrLinearActivation a");
   BS_REQUIRE(o.y != args.buffer(7).data || outputs == 0, "bsrLinearActivation: z and a must be different buffers");
+  if (m > 0 && !tuneProduct() && !denseProductRoute(tc::Op::Linear, dtype, pattern, m) &&
+      tcTakesXResident(tc::Op::Linear, dtype, pattern, m) &&
+      tcBsrLinearActivation(dtype, o.x, o.values, o.bias, o.y, args.buffer(7).data, activation, m, pattern, stream()))
+    return undefinedOf(info);
   runBsrLinear(dtype, pattern, o.x, o.values, o.bias, o.y, m);
   launchBiasActivation(activation, dtype, o.y, nullptr, args.buffer(7).data, m, pattern.rows, stream());
   return undefinedOf(info);

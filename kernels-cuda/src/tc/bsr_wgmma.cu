@@ -49,7 +49,10 @@ int wgmmaStoreRows(int width, int variant) {
   using T = __nv_bfloat16;
   auto rows = [](auto traits) { return decltype(traits)::kTileM / decltype(traits)::kTileConsumers; };
   switch (width) {
-    case 32: return variant == kDefaultTile ? rows(WgmmaTiles<T, Op::Matmul, 32, 32>::Default{}) : 0;
+    case 32:
+      // The X-resident tile: each consumer's 64 tokens of a line per store, a row of sums per warp.
+      if (variant == kXResidentTile) return kXResidentTileTokens;
+      return variant == kDefaultTile ? rows(WgmmaTiles<T, Op::Matmul, 32, 32>::Default{}) : 0;
     case 64: {
       using Tiles = WgmmaTiles<T, Op::Matmul, 64, 64>;
       if (variant == kPersistentTile) return rows(Tiles::Persistent{});

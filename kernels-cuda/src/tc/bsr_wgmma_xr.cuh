@@ -40,7 +40,7 @@ struct XrTraits {
   // below is that row or column.
   static constexpr Op kOp = kOp_;
   static constexpr int R = kBlock_, C = kBlock_;
-  static constexpr int kTileM = 64;  // tokens per CTA: the M of one wgmma
+  static constexpr int kTileM = kXResidentTileTokens;  // tokens per CTA: the M of one wgmma
   static constexpr int kTileN = R;
   using Acc = float[kTileN / 2];
   // Each warp's 16 output rows staged in the line's last stage slot and written as 16-byte stores (a row's 64 bytes by
@@ -89,6 +89,7 @@ struct XrTraits {
   static constexpr int kBarrierBytes = (kMaxBoxes + 2 * kRingSlots) * 8;
 
   static_assert(kOp != Op::Sampled, "dW reduces over tokens: no slab to keep");
+  static_assert(kTileM == 64, "one m64 wgmma per line step: four warps of 16 rows");
   static_assert(kBlock_ == 32 || kBlock_ == 64, "one wgmma N per block line; 128 would need a 64 KB ring minimum");
   static_assert(!kStagedStores || kTileM * kStagingPitch <= kStageBytes, "a line's outputs stage in one slot");
   static_assert(kStageBlocks >= 1 && kStageBytes % 1024 == 0, "stages keep the slots 1 KB-aligned");
@@ -322,11 +323,26 @@ __global__ void __launch_bounds__(K::kThreads, 1)
             *reinterpret_cast<const uint32_t*>(static_cast<const T*>(args.bias) + int64_t{line} * K::R + j * 8 + c2);
     }
   };
+  // Matmul with the activation's backward fused (args.pre, staged stores only): the pre-activation Z of the two
+  // 16-byte chunks this lane stores (rows lane / 4 and + 8 of its warp's 16, columns 8 (lane % 4) of the line's C).
+  const bool grad = K::kOp == Op::Matmul && K::kStagedStores && args.pre != nullptr;
+  uint4 preWords[2] = {};
+  auto requestPre = [&](int line) {
+#pragma unroll
+    for (int pass = 0; pass < 2; ++pass) {
+      const int64_t token = tokenBase + warpInGroup * 16 + lane / 4 + pass * 8;
+      if (grad && token < args.m)
+        preWords[pass] = *reinterpret_cast<const uint4*>(static_cast<const T*>(args.pre) + token * args.cols +
+                                                         int64_t{line} * K::kTileN + (lane % 4) * 8);
+    }
+  };
   // One line: its stages' products, then its outputs.
   auto runLine = [&](int line) {
-    // The line's bias (Linear), requested now so that its latency passes during the products (waited on in the
-    // epilogue, it took a fifth of the kernel's time: Nsight Compute, tc-xr.md; a line ahead measured no faster).
+    // The line's bias (Linear) and Z (the fused activation backward), requested now so that their latency passes
+    // during the products (the bias waited on in the epilogue took a fifth of the kernel's time: Nsight Compute,
+    // tc-xr.md; a line ahead measured no faster).
     requestBias(line);
+    requestPre(line);
     for (;;) {
       const int ringSlot = consumer * K::kMaxStages + ring.slot;
       mbarrierWait(&full[ringSlot], ring.phase);
@@ -402,19 +418,58 @@ __global__ void __launch_bounds__(K::kThreads, 1)
           *reinterpret_cast<uint32_t*>(staging + (g + half * 8) * K::kStagingPitch + j * 16 + c2 * 2) =
               outputPair(half, j);
       __syncwarp();
+      // Linear with args.activated also writes activation(Z) from Z as stored; Matmul with args.pre writes
+      // dZ = dX act'(Z) in place of dX and one row of column sums of dZ per warp and token tile (storeGrad).
+      T* activated = K::kOp == Op::Linear && args.activated ? static_cast<T*>(args.activated) : nullptr;
+      float sums[8] = {};
+      auto storeGrad = [&](auto act) {
 #pragma unroll
-      for (int pass = 0; pass < 2; ++pass) {
-        const int row = lane / 4 + pass * 8, chunk = lane % 4;
-        const uint4 words = *reinterpret_cast<const uint4*>(staging + row * K::kStagingPitch + chunk * 16);
-        const int64_t token = tokenBase + warpInGroup * 16 + row;
-        if (token < args.m)
-          *reinterpret_cast<uint4*>(static_cast<T*>(args.out) + token * width + int64_t{line} * K::kTileN +
-                                    chunk * 8) = words;
+        for (int pass = 0; pass < 2; ++pass) {
+          const int row = lane / 4 + pass * 8, chunk = lane % 4;
+          const uint4 words = *reinterpret_cast<const uint4*>(staging + row * K::kStagingPitch + chunk * 16);
+          const int64_t token = tokenBase + warpInGroup * 16 + row;
+          if (token < args.m)
+            *reinterpret_cast<uint4*>(static_cast<T*>(args.out) + token * width + int64_t{line} * K::kTileN +
+                                      chunk * 8) = activationGradChunk<T, decltype(act)::value>(words, preWords[pass], sums);
+        }
+      };
+      if (grad) {
+        switch (args.activation) {
+          case Activation::Relu: storeGrad(std::integral_constant<Activation, Activation::Relu>{}); break;
+          case Activation::Gelu: storeGrad(std::integral_constant<Activation, Activation::Gelu>{}); break;
+          default: storeGrad(std::integral_constant<Activation, Activation::GeluTanh>{}); break;
+        }
+      } else {
+#pragma unroll
+        for (int pass = 0; pass < 2; ++pass) {
+          const int row = lane / 4 + pass * 8, chunk = lane % 4;
+          const uint4 words = *reinterpret_cast<const uint4*>(staging + row * K::kStagingPitch + chunk * 16);
+          const int64_t token = tokenBase + warpInGroup * 16 + row;
+          if (token >= args.m) continue;
+          const int64_t at = token * width + int64_t{line} * K::kTileN + chunk * 8;
+          *reinterpret_cast<uint4*>(static_cast<T*>(args.out) + at) = words;
+          if (activated) *reinterpret_cast<uint4*>(activated + at) = StagedTile<T, K::kTileN>::activateChunk(words, args.activation);
+        }
       }
       fenceProxyAsync();  // the copy engine writes the slot next
       __syncwarp();
       if (lane == 0) mbarrierArrive(&empty[pending]);
       pending = -1;
+      if (grad) {
+        // The lanes of one chunk (lane % 4) add their rows' sums, in a fixed order; lanes 0-3 write this warp's row
+        // (token tile x 4 + warp, as wgmmaStoreRows counts them: kTileM rows per store call, four warps).
+#pragma unroll
+        for (int o = 4; o < 32; o <<= 1)
+#pragma unroll
+          for (int k = 0; k < 8; ++k) sums[k] += __shfl_xor_sync(0xffffffffu, sums[k], o);
+        if (lane < 4) {
+          const int64_t partialRow = int64_t{tileM} * 4 + warpInGroup;
+          float4* dst = reinterpret_cast<float4*>(args.columnPartials + partialRow * args.cols +
+                                                  int64_t{line} * K::kTileN + lane * 8);
+          dst[0] = make_float4(sums[0], sums[1], sums[2], sums[3]);
+          dst[1] = make_float4(sums[4], sums[5], sums[6], sums[7]);
+        }
+      }
     } else {
       if (pending >= 0) {
         if (lane == 0) mbarrierArrive(&empty[pending]);
@@ -452,6 +507,12 @@ bool launchXr(DType dtype, const KernelArgs& argsIn, int numSms, cudaStream_t st
   if (numSms <= 0 || depth < K::kBoxColumns || lines <= 0) return false;
   // Staged outputs leave as 16-byte stores: rows of R x 2 bytes from a 16-byte aligned output.
   if (K::kStagedStores && reinterpret_cast<uintptr_t>(args.out) % 16 != 0) return false;
+  // A fused activation (Linear: args.activated) or activation backward (Matmul: args.pre, with its column partials)
+  // rides on the staged stores alone, from 16-byte aligned buffers.
+  const bool fused = (K::kOp == Op::Linear && args.activated) || (K::kOp == Op::Matmul && args.pre);
+  if (fused && (!K::kStagedStores || (reinterpret_cast<uintptr_t>(args.activated) | reinterpret_cast<uintptr_t>(args.pre)) % 16 != 0 ||
+                (K::kOp == Op::Matmul && args.columnPartials == nullptr)))
+    return false;
   const int64_t boxes = (depth + K::kBoxColumns - 1) / K::kBoxColumns;
   if (boxes > K::kMaxBoxes) return false;  // the slab does not fit: K (N for Matmul) above 1536
   const int64_t fixed = K::kAlignSlack + K::kFixedBytes + boxes * K::kBoxBytes;

@@ -248,8 +248,7 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
     // Measured on an H100 (docs/kernels.md): with 32x32 blocks mma.sync beats wgmma's tiles, whose n32 tiles
     // wait on shared memory, except the X-resident tile where its rule holds (measured on an H200); with 128x128
     // blocks and many tokens the 256-token wgmma tile wins.
-    const bool xResident =
-        path == TcPath::Wgmma && activated == nullptr && !backward && xResidentRule(op, pattern, m, device.sms);
+    const bool xResident = path == TcPath::Wgmma && xResidentRule(op, pattern, m, device.sms);
     if (square && block == 32 && !xResident) path = TcPath::Mma;
     const bool wide = path == TcPath::Wgmma && width == 128 && op != tc::Op::Sampled && m >= tc::kWideTileMinTokens;
     variant = xResident ? tc::kXResidentTile : wide ? tc::kWideTile : tc::kDefaultTile;
@@ -284,7 +283,7 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
       lineSplits = options.splits;
   }
   if ((activated != nullptr || backward) && variant != tc::kDefaultTile && variant != tc::kWideTile &&
-      variant != tc::kPersistentTile && variant != tc::kPingPongTile)
+      variant != tc::kPersistentTile && variant != tc::kPingPongTile && variant != tc::kXResidentTile)
     return false;
   // The default options take the fused backward on the ping-pong tiles only, whose epilogue runs during the other
   // consumer's products: on an H200 it measured 0.89-0.98x dX and the separate pass at 128x128 and 2048-4096 tokens
@@ -292,8 +291,10 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   // the other tiles' consumers wait on the pre-activation's loads and lose (1.04-1.11x at 8192 tokens;
   // docs/kernels.md, "The activation's backward in dX's epilogue"). Options that name a path or tile (tc_bench) take
   // it on any shipped wgmma tile.
+  // The X-resident tile (32x32) takes it too: its consumers request Z when a line starts, as they do its bias, and
+  // store the line while the other consumers compute (docs/kernels.md, "X-resident bsrLinear and bsrMatmul").
   const bool named = options.path != TcPath::Auto || options.variant >= 0;
-  if (backward && !named && variant != tc::kPingPongTile) return false;
+  if (backward && !named && variant != tc::kPingPongTile && variant != tc::kXResidentTile) return false;
   const int storeRows = backward && path == TcPath::Wgmma ? tc::wgmmaStoreRows(width, variant) : 0;
   if (backward && storeRows == 0) return false;
   tc::KernelArgs args = tc::makeArgs(op, a, b, bias, out, m, pattern);
@@ -361,8 +362,9 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
                : path == TcPath::Wgmma ? tc::launchWgmma(op, dtype, args, block, variant, device.sms, stream)
                                        : tc::launchMma(op, dtype, args, block, variant, device.sms, stream);
     // The X-resident tile declines what its slab cannot hold (launchXResident); the rule keeps within it, and
-    // should it decline anyway the default options fall back to mma.sync's tile.
-    if (!launched && variant == tc::kXResidentTile && !named)
+    // should it decline anyway the default options fall back to mma.sync's tile (whose dX stores from its registers:
+    // not with the activation's backward, which the caller then runs apart).
+    if (!launched && variant == tc::kXResidentTile && !named && !backward)
       launched = tc::launchMma(op, dtype, args, block, tc::kDefaultTile, device.sms, stream);
     // Dev's variants fuse nothing: they never stand in for a shipped tile that declined a fused epilogue.
     if (!launched && square && options.devVariants && activated == nullptr && !backward)

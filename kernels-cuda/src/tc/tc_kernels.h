@@ -112,6 +112,9 @@ constexpr int64_t kXResidentMinTokens = 2048;
 constexpr double kXResidentMinWeightPerSlab = 0.6;
 // Consumer warpgroups of the X-resident tile at 32x32 with a slab of at most kXResidentMaxSlab (bsr_wgmma_xr.cu).
 constexpr int kXResidentConsumers = 4;
+// Tokens per CTA of the X-resident tile (the M of one wgmma): a consumer stores a line's outputs for these tokens at
+// once, four warps of 16 rows each (with the activation's backward fused, a row of column sums per warp).
+constexpr int kXResidentTileTokens = 64;
 // Tokens per tile of the mma.sync Linear/Matmul tiles (bsr_mma.cu), for the line-split rule (dispatch.cu).
 constexpr int kMmaTileTokens = 128;
 
@@ -158,7 +161,7 @@ bool launchXResident(Op op, DType dtype, const KernelArgs& args, int blockSize, 
 constexpr int64_t kXResidentSlabLines = 1;
 inline int64_t xResidentGroupLines(int64_t m, int64_t lines, int consumers, int numSms, int ctasPerSm = 0,
                                    int64_t mostLines = INT64_MAX) {
-  const int64_t tilesM = (m + 63) / 64;
+  const int64_t tilesM = (m + kXResidentTileTokens - 1) / kXResidentTileTokens;
   const int64_t sms = std::max(numSms, 1);
   const int64_t c = std::max(consumers, 1);
   if (lines <= 0) return 1;

@@ -113,6 +113,23 @@ __device__ __forceinline__ void storeBlockValue(const KernelArgs& args, const Ti
   else static_cast<T*>(args.out)[at] = static_cast<T>(v);
 }
 
+// Eight elements of dZ = dX act'(Z) (four pairs of each, dX as stored in the dtype), their float32 values added to
+// `sums` column by column: the fused activation backward of the tiles' epilogues (StagedTile, the X-resident tile).
+template <typename T, Activation kAct>
+__device__ __forceinline__ uint4 activationGradChunk(uint4 dx, uint4 z, float (&sums)[8]) {
+  const uint32_t g[4] = {dx.x, dx.y, dx.z, dx.w}, zw[4] = {z.x, z.y, z.z, z.w};
+  uint32_t d[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const float2 gk = unpackPair<T>(g[k]), zk = unpackPair<T>(zw[k]);
+    const float d0 = gk.x * derivative<kAct, true>(zk.x), d1 = gk.y * derivative<kAct, true>(zk.y);
+    sums[2 * k] += d0;
+    sums[2 * k + 1] += d1;
+    d[k] = packPair<T>(d0, d1);
+  }
+  return make_uint4(d[0], d[1], d[2], d[3]);
+}
+
 // The epilogue of Linear/Matmul tiles, shared by the mma.sync and wgmma kernels. A tile row (one block of
 // features of one token) is 64-256 contiguous bytes of the output, but the accumulator layouts give a warp 16
 // bytes of a row per store: stored directly, every 32-byte sector of the output is written twice and the
@@ -196,17 +213,7 @@ struct StagedTile {
       const int64_t token = tokenBase + row;
       if (row >= count || token >= args.m) continue;
       const uint4 staged = *reinterpret_cast<const uint4*>(rows + row * kPitch + chunk * 8);
-      const uint32_t g[4] = {staged.x, staged.y, staged.z, staged.w}, zw[4] = {z[u].x, z[u].y, z[u].z, z[u].w};
-      uint32_t d[4];
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const float2 gk = unpackPair<T>(g[k]), zk = unpackPair<T>(zw[k]);
-        const float d0 = gk.x * derivative<kAct, true>(zk.x), d1 = gk.y * derivative<kAct, true>(zk.y);
-        sums[2 * k] += d0;
-        sums[2 * k + 1] += d1;
-        d[k] = packPair<T>(d0, d1);
-      }
-      *reinterpret_cast<uint4*>(out + token * args.cols) = make_uint4(d[0], d[1], d[2], d[3]);
+      *reinterpret_cast<uint4*>(out + token * args.cols) = activationGradChunk<T, kAct>(staged, z[u], sums);
     }
   }
 

@@ -608,12 +608,15 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
   // tile). At 2085 tokens (a last token tile of 37) with lines of about 22 blocks (density 0.7), and at 8229 tokens with
   // lines of about 3 (density 0.1: one group of all 64 lines per token tile), block rows and columns left empty (the
   // bias alone, zeros), and the dense route kept off so that the block kernels run. Every token of the last tile and
-  // one random token of every 8 (2085) or 64 (8229) before it against float64.
+  // one random token of every 8 (2085) or 64 (8229) before it against float64. The same products with the activation
+  // fused, which the tile writes from its epilogue: bsrLinearActivation's z and activation(z), and
+  // bsrMatmulActivationBackward's dZ = dX act'(Z) (against float64 at those tokens) and its column sums (against the
+  // unfused bsrMatmul then biasActivationBackward, whose sums run over every token).
   const X_RESIDENT = [
     { rows: 2048, cols: 1024, emptyRows: [3, 40], emptyCols: [5] },
     { rows: 992, cols: 2048, emptyRows: [0, 30], emptyCols: [0, 63] },
   ] as const;
-  test("32x32 bsrLinear and bsrMatmul on the X-resident tile (slabs up to 1024 wide, lines of 22 and of 3 blocks, empty lines, a partial token tile), half precision, against float64", () => {
+  test("32x32 bsrLinear and bsrMatmul on the X-resident tile (slabs up to 1024 wide, lines of 22 and of 3 blocks, empty lines, a partial token tile), alone and with the activation fused, half precision, against float64", () => {
     const next = random(2085);
     const backend = useCuda();
     const previous = backend.setDenseProductMode("never");
@@ -643,7 +646,19 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
               const what = `${rows}x${cols} ${dtype} at ${m} tokens, density ${density}`;
               expectClose(pick(bsrLinear(x.t, values.t, pattern, bias.t).dataSync(), rows), yRef, dtype, `bsrLinear ${what}`);
               expectClose(pick(bsrLinear(x.t, values.t, pattern).dataSync(), rows), yRef.map((v, i) => v - bias.values[i % rows]), dtype, `bsrLinear ${what} without a bias`);
-              expectClose(pick(bsrMatmul(dy.t, values.t, pattern).dataSync(), cols), dxRef, dtype, `bsrMatmul ${what}`);
+              const dx = bsrMatmul(dy.t, values.t, pattern);
+              expectClose(pick(dx.dataSync(), cols), dxRef, dtype, `bsrMatmul ${what}`);
+              const activation = (["gelu", "relu", "gelu_tanh"] as const)[(m + rows + (dtype === "float16" ? 1 : 0)) % 3];
+              const [a, z] = runKernel("BsrLinearActivation", { x: x.t, values: values.t, bias: bias.t }, { pattern, activation });
+              expectClose(pick(z.dataSync(), rows), yRef, dtype, `bsrLinearActivation z ${what}`);
+              expectClose(pick(a.dataSync(), rows), yRef.map(ACTIVATIONS[activation]), dtype, `bsrLinearActivation ${activation} ${what}`);
+              const pre = randomTensor(next, [m, cols], dtype);
+              const [dpre, dbias] = bsrMatmulActivationBackward(dy.t, values.t, pattern, pre.t, activation);
+              const picked = pickTokens(pre.values, tokens, cols);
+              const dpreRef = dxRef.map((g, i) => g * DERIVATIVES[activation](picked[i]));
+              expectClose(pick(dpre.dataSync(), cols), dpreRef, dtype, `bsrMatmulActivationBackward ${activation} ${what}`);
+              const unfused = biasActivationBackward(dx, pre.t, null, activation)[1];
+              expectClose(dbias.dataSync(), unfused.dataSync(), dtype, `bsrMatmulActivationBackward ${activation} dbias ${what}`);
             });
           }
         }
