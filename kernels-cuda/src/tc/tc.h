@@ -70,8 +70,8 @@ bool tcBsrLinearActivation(DType dtype, const void* x, const void* values, const
 // of the layer before (whose output act(Z) was this product's input) and writes dZ in place of dX, as
 // tcBsrMatmul followed by biasActivationBackward(dX, Z) computes them (dX rounded to the dtype first; the sums in
 // float32, in a fixed order). bfloat16/float16 on the shipped wgmma tiles that the options name, and under the
-// default options on the ping-pong tile only (where it measured faster: dispatch.cu); false, having launched nothing,
-// otherwise (the caller then runs the two apart). dy [m, rows], pre and dpre [m, cols], dbias [cols].
+// default options on the ping-pong and X-resident tiles only (where it measured faster: dispatch.cu); false, having
+// launched nothing, otherwise (the caller then runs the two apart). dy [m, rows], pre and dpre [m, cols], dbias [cols].
 bool tcBsrMatmulActivationBackward(DType dtype, const void* dy, const void* values, const void* pre, void* dpre,
                                    void* dbias, Activation activation, int64_t m, const BsrPatternView& pattern,
                                    cudaStream_t stream, const TcOptions& options = {});
