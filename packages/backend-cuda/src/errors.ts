@@ -1,12 +1,26 @@
-import { BackendError, ValueError } from "@blocksparse/core";
+import { BackendError, OutOfMemoryError, ValueError } from "@blocksparse/core";
 
-/** A CUDA runtime or cuBLAS call, or a kernel launch, failed; the message names the call and CUDA's reason. */
+/**
+ * A CUDA runtime or cuBLAS call, or a kernel launch, failed; the message names the call and CUDA's reason. A
+ * CudaOutOfMemoryError is one too (`instanceof CudaError` holds for it), though its class extends core's
+ * OutOfMemoryError.
+ */
 export class CudaError extends BackendError {
   override name = "CudaError";
+
+  // `this` is the class on the right of `instanceof` (CudaError or a subclass): only CudaError itself also takes the
+  // out-of-memory error.
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    // biome-ignore lint/complexity/noThisInStatic: the subclass that `instanceof` names, which the class name is not
+    return Function.prototype[Symbol.hasInstance].call(this, value) || (this === CudaError && value instanceof CudaOutOfMemoryError);
+  }
 }
 
-/** The device ran out of memory even after the allocator released its cache and retried. Catchable. */
-export class CudaOutOfMemoryError extends CudaError {
+/**
+ * The device ran out of memory even after the allocator released its cache and retried. Catchable, as core's
+ * OutOfMemoryError (what every backend throws when an allocation fails) and as a CudaError.
+ */
+export class CudaOutOfMemoryError extends OutOfMemoryError {
   override name = "CudaOutOfMemoryError";
 }
 

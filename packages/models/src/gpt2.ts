@@ -390,6 +390,26 @@ export interface GenerateOptions {
   graph?: boolean;
 }
 
+const GENERATE_OPTIONS: readonly string[] = ["maxNewTokens", "temperature", "topK", "seed", "eosTokenId", "staticCache", "graph"];
+
+/**
+ * generate's options: an object (null: none) whose keys are GenerateOptions'. An unknown key is refused rather than
+ * ignored, naming the option it may stand for (Hugging Face's snake_case names), so that `max_new_tokens` or an
+ * attention mask does not silently change nothing.
+ */
+function checkGenerateOptions(label: string, options: unknown): GenerateOptions {
+  if (options === null || options === undefined) return {};
+  if (typeof options !== "object" || Array.isArray(options)) throw new ValueError(`${label}: options must be an object, got ${typeof options}`);
+  for (const key of Object.keys(options)) {
+    if (GENERATE_OPTIONS.includes(key)) continue;
+    const camel = key.replace(/_([a-z])/g, (_, letter: string) => letter.toUpperCase());
+    const hint =
+      camel === "attentionMask" ? " (no attention mask: give unpadded sequences of one length)" : GENERATE_OPTIONS.includes(camel) ? ` (did you mean ${camel}?)` : "";
+    throw new ValueError(`${label}: unknown option '${key}'${hint}; the options are ${GENERATE_OPTIONS.join(", ")}`);
+  }
+  return options as GenerateOptions;
+}
+
 function checkCount(label: string, name: string, value: number, least: number): number {
   if (!Number.isInteger(value) || value < least) throw new ValueError(`${label}: ${name} must be an integer >= ${least}, got ${value}`);
   return value;
@@ -479,7 +499,7 @@ export class GPT2LMHeadModel extends Module {
    */
   generate(inputIds: Tensor, generateOptions: GenerateOptions | null = {}): Tensor {
     const label = `${this.label}.generate`;
-    const options = generateOptions ?? {};
+    const options = checkGenerateOptions(label, generateOptions);
     const steps = checkCount(label, "maxNewTokens", options.maxNewTokens ?? 20, 0);
     const topK = checkCount(label, "topK", options.topK ?? 0, 0);
     const temperature = options.temperature ?? 0;

@@ -1,5 +1,5 @@
 import { BackendError, concat, memory, randint, reshape, ShapeError, slice, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
-import { GPT2Cache, type GPT2LMHeadModel } from "@blocksparse/models";
+import { GPT2Cache, type GenerateOptions, type GPT2LMHeadModel } from "@blocksparse/models";
 import { GPT2StaticCache } from "../src/gpt2";
 import { fromPretrained } from "@blocksparse/models/node";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -172,5 +172,20 @@ describe("GPT-2 with a key/value cache", () => {
     expect(model.generate(ids, null).toArray()).toEqual(model.generate(ids).toArray());
     expect(() => model.generate(ids, { temperature: 1, seed: Number.NaN })).toThrow(ValueError);
     expect(() => model.generate(ids, { temperature: 1, seed: 1.5 })).toThrow(/generate: seed must be an integer, got 1.5/);
+  });
+
+  it("an unknown option is refused, naming the option it may stand for, not ignored", () => {
+    const ids = randint(0, 96, [1, 4], { seed: 53 });
+    const unknown = (options: object) => () => model.generate(ids, options as GenerateOptions);
+    expect(unknown({ max_new_tokens: 2 })).toThrow(ValueError);
+    expect(unknown({ max_new_tokens: 2 })).toThrow(/unknown option 'max_new_tokens' \(did you mean maxNewTokens\?\)/);
+    expect(unknown({ top_k: 3 })).toThrow(/did you mean topK\?/);
+    expect(unknown({ attention_mask: [[1, 1, 1, 1]] })).toThrow(/unknown option 'attention_mask' \(no attention mask: give unpadded sequences of one length\)/);
+    expect(unknown({ attentionMask: null })).toThrow(/unknown option 'attentionMask'/);
+    expect(unknown({ doSample: true })).toThrow(/unknown option 'doSample'; the options are maxNewTokens, temperature/);
+    expect(() => model.generate(ids, 3 as unknown as GenerateOptions)).toThrow(/generate: options must be an object, got number/);
+    // Every known option with its default value is accepted.
+    const all = model.generate(ids, { maxNewTokens: 2, temperature: 0, topK: 0, seed: 0, staticCache: false, graph: false });
+    expect(all.toArray()).toEqual(model.generate(ids, { maxNewTokens: 2 }).toArray());
   });
 });
