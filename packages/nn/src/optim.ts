@@ -391,19 +391,24 @@ export abstract class Optimizer {
   /**
    * The optimizer's state, as torch's `optimizer.state_dict()`: hyperparameters, each parameter's step count, and
    * its state tensors and master copy (sharing their buffers, as Module.stateDict; dispose them with
-   * disposeStateDict(sd.tensors)). State that no longer fits its parameter (a pattern moved without remapBlocks) is
-   * left out, as the next step would restart it.
+   * disposeStateDict(sd.tensors)). They are saved as the next step will see them, this optimizer's own left as they
+   * are: after module.to(dtype) (or weights loaded) cast to the dtype the update now runs in, the master copy dropped
+   * or taken again from the weights. State that no longer fits its parameter (a pattern moved without remapBlocks)
+   * is left out, as the next step would restart it.
    */
   stateDict(): OptimizerStateDict {
     const tensors: StateDict = new Map();
     const steps = this.params.map((parameter, i) => {
       const state = this.#state.get(parameter);
       if (state === undefined || state.pattern !== parameter.pattern) return 0;
-      const entries = Object.entries(state.tensors);
-      if (state.master !== null) entries.push(["master", state.master]);
+      const value = parameter.value;
+      const wantsMaster = this.wantsMaster(parameter);
+      const { dtype } = this.stateSpec(wantsMaster ? "float32" : parameter.dtype);
+      const entries = Object.entries(state.tensors).map(([name, t]): [string, Tensor, DType] => [name, t, dtype]);
+      if (wantsMaster) entries.push(["master", masterInSync(state, value) ? (state.master as Tensor) : value, "float32"]);
       if (!entries.every(([, t]) => shapesEqual(t.shape, parameter.shape))) return 0;
-      for (const [name, t] of entries) {
-        const values = detach(t);
+      for (const [name, t, to] of entries) {
+        const values = t.dtype === to ? detach(t) : noGrad(() => cast(t, to));
         tensors.set(`${i}.${name}`, state.pattern === null ? values : new BlockSparseWeight(state.pattern, values));
       }
       return this.stepsOf(parameter);
@@ -568,7 +573,7 @@ export abstract class Optimizer {
           existing.syncedDataId = value.dataId;
         } else if (existing.master !== null && (moved || existing.syncedDataId !== value.dataId)) {
           // Moved to another backend: the master follows. Replaced (loaded, cast): the master is taken again.
-          const next = keep(moved && existing.syncedDataId !== null ? existing.master.to(value.backend.name) : tidy(() => cast(value, "float32")));
+          const next = keep(masterInSync(existing, value) ? existing.master.to(value.backend.name) : tidy(() => cast(value, "float32")));
           existing.master.dispose();
           existing.master = next;
           existing.syncedDataId = value.dataId;
@@ -596,6 +601,16 @@ export abstract class Optimizer {
     this.#state.set(parameter, state);
     return state;
   }
+}
+
+/**
+ * Whether the next step keeps the values of `state`'s master copy: the parameter still holds the weights the last
+ * step rounded from it, or they moved to another backend together. Else (cast, loaded, replaced) it is taken again
+ * from `value`, the parameter's weights.
+ */
+function masterInSync(state: ParameterState, value: Tensor): boolean {
+  const master = state.master;
+  return master !== null && (master.backend === value.backend ? state.syncedDataId === value.dataId : state.syncedDataId !== null);
 }
 
 function disposeState(state: ParameterState): void {

@@ -19,6 +19,7 @@ import {
   type OptimizerStateDict,
   type Parameter,
   SGD,
+  Sequential,
   saveOptimizerState,
   saveStateDict,
   StateDictError,
@@ -143,6 +144,114 @@ describe("optimizer state dicts resume training bit for bit", () => {
     expect(() => loadOptimizerState(saveStateDict(new Map()))).toThrow(NnError);
     expect(() => loadOptimizerState(saveStateDict(new Map()))).toThrow(/no 'optimizer' metadata/);
   });
+});
+
+describe("optimizer state dicts taken between module.to(dtype) and the next step resume bit for bit", () => {
+  type Cast = [FloatDType, FloatDType];
+  type MasterWeights = "auto" | false;
+
+  /** A Linear and a BlockSparseLinear in `dtype`. */
+  function makeNet(dtype: FloatDType, seed: number): Sequential {
+    return new Sequential(new Linear(8, 8, { seed }), new BlockSparseLinear(8, 8, { density: 0.5, blockShape: [4, 4], seed: seed + 1 })).to(dtype);
+  }
+
+  function makeCastOptimizer(kind: Kind, params: Parameter[], masterWeights: MasterWeights): Optimizer {
+    if (kind === "SGD") return new SGD(params, { lr: 0.05, momentum: 0.9, masterWeights });
+    const options = { lr: 0.01, betas: [0.8, 0.95] as const, masterWeights };
+    return kind === "Adam" ? new Adam(params, options) : new AdamW(params, options);
+  }
+
+  /** 3 steps in `from`, cast to `to`, the state dict, 3 more steps; and a fresh cast model and optimizer loading both dicts, 3 steps. */
+  function resumeAcrossCast(kind: Kind, [from, to]: Cast, masterWeights: MasterWeights): void {
+    const model = makeNet(from, 1);
+    const optimizer = makeCastOptimizer(kind, model.parameters(), masterWeights);
+    for (let step = 0; step < 3; step++) trainStep(model, optimizer, step);
+    model.to(to);
+    const modelDict = model.stateDict();
+    const modelBytes = saveStateDict(modelDict);
+    disposeStateDict(modelDict);
+    const live = memory().numTensors;
+    const optimizerDict = optimizer.stateDict();
+    const optimizerBytes = saveOptimizerState(optimizerDict);
+    disposeStateDict(optimizerDict.tensors);
+    expect(memory().numTensors).toBe(live);
+    for (let step = 3; step < 6; step++) trainStep(model, optimizer, step);
+
+    const resumed = makeNet(to, 2);
+    const resumedOptimizer = makeCastOptimizer(kind, resumed.parameters(), masterWeights);
+    const loadedModel = loadStateDict(modelBytes);
+    resumed.loadStateDict(loadedModel);
+    disposeStateDict(loadedModel);
+    const loaded = loadOptimizerState(optimizerBytes);
+    resumedOptimizer.loadStateDict(loaded);
+    disposeStateDict(loaded.tensors);
+    for (let step = 3; step < 6; step++) trainStep(resumed, resumedOptimizer, step);
+
+    const [a, b] = [model.parameters(), resumed.parameters()];
+    for (let i = 0; i < a.length; i++) {
+      expect(bits(b[i].value)).toEqual(bits(a[i].value));
+      expect(resumedOptimizer.stepsOf(b[i])).toBe(6);
+      const masterA = optimizer.masterOf(a[i]);
+      expect(masterA === undefined).toBe(to === "float32" || masterWeights === false);
+      if (masterA) expect(bits(resumedOptimizer.masterOf(b[i]) as Tensor)).toEqual(bits(masterA));
+      for (const [name, t] of Object.entries(optimizer.stateOf(a[i]) ?? {})) {
+        const resumedState = resumedOptimizer.stateOf(b[i])?.[name] as Tensor;
+        expect(resumedState.dtype).toBe(t.dtype);
+        expect(bits(resumedState)).toEqual(bits(t));
+      }
+    }
+    for (const o of [optimizer, resumedOptimizer]) o.dispose();
+    for (const m of [model, resumed]) for (const p of m.parameters()) p.dispose();
+  }
+
+  const casts: Cast[] = [
+    ["bfloat16", "float32"],
+    ["float32", "bfloat16"],
+    ["bfloat16", "float16"],
+  ];
+  for (const kind of ["Adam", "AdamW"] as const) {
+    for (const dtypes of casts) {
+      for (const masterWeights of ["auto", false] as const) {
+        it(`${kind}, masterWeights ${masterWeights}: ${dtypes[0]} -> ${dtypes[1]}, saved before the next step, resumes in a fresh optimizer as if uninterrupted`, () => {
+          resumeAcrossCast(kind, dtypes, masterWeights);
+        });
+      }
+    }
+  }
+
+  // Without master weights SGD keeps its momentum in the parameter's dtype: the cast changes the buffer's dtype.
+  for (const dtypes of casts) {
+    it(`SGD with momentum, masterWeights false: ${dtypes[0]} -> ${dtypes[1]}, saved before the next step, resumes in a fresh optimizer as if uninterrupted`, () => {
+      resumeAcrossCast("SGD", dtypes, false);
+    });
+  }
+
+  const dir = mkdtemp(join(tmpdir(), "nn-optim-cast-"));
+  afterAll(async () => rm(await dir, { recursive: true, force: true }));
+
+  it("saveOptimizer / loadOptimizer after a cast, into the same optimizer: the run goes on as without them (node)", async () => {
+    const path = join(await dir, "cast.safetensors");
+    const [model, twin] = [makeNet("float32", 1), makeNet("float32", 1)];
+    const [optimizer, uninterrupted] = [makeCastOptimizer("AdamW", model.parameters(), "auto"), makeCastOptimizer("AdamW", twin.parameters(), "auto")];
+    for (let step = 0; step < 2; step++) {
+      trainStep(model, optimizer, step);
+      trainStep(twin, uninterrupted, step);
+    }
+    for (const m of [model, twin]) m.to("bfloat16");
+    const live = memory().numTensors;
+    await saveOptimizer(optimizer, path);
+    expect(memory().numTensors).toBe(live);
+    await loadOptimizer(optimizer, path);
+    for (let step = 2; step < 4; step++) {
+      trainStep(model, optimizer, step);
+      trainStep(twin, uninterrupted, step);
+    }
+    const [a, b] = [model.parameters(), twin.parameters()];
+    for (let i = 0; i < a.length; i++) expect(bits(a[i].value)).toEqual(bits(b[i].value));
+    for (const o of [optimizer, uninterrupted]) o.dispose();
+    for (const m of [model, twin]) for (const p of m.parameters()) p.dispose();
+  });
+
 });
 
 describe("Optimizer.loadStateDict checks everything before changing anything", () => {
