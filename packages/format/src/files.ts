@@ -1,3 +1,4 @@
+import { constants } from "node:buffer";
 import { randomBytes } from "node:crypto";
 import { type FileHandle, lstat, open, readdir, readlink, realpath, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
@@ -11,6 +12,7 @@ import { BsrFormatError, BsrIoError, gibibytes } from "./errors.js";
 
 /** The most bytes one read or write call moves (Node refuses more than 2 GiB - 1 per call). */
 export const IO_CHUNK_BYTES = 16 * 2 ** 20;
+/** The most bytes one positioned read asks for: Node 20's FileHandle.read aborts the process past 2 GiB - 1. */
 const MAX_READ_BYTES = 2 ** 30;
 
 /** A system error's code (ENOENT, ENOSPC...), when it has one. */
@@ -137,13 +139,19 @@ export async function openForReading(path: string): Promise<FileHandle> {
 }
 
 /**
- * Fills `bytes` from the file at `position`, in calls of at most 1 GiB; a file that ends
- * first (it shrank since its size was read) is a BsrFormatError on `field`.
+ * Fills `bytes` from the file at `position`, in calls of at most `chunkBytes` (1 GiB); a file
+ * that ends first (it shrank since its size was read) is a BsrFormatError on `field`.
  */
-export async function readExactly(handle: FileHandle, bytes: Uint8Array, position: number, field: string): Promise<void> {
+export async function readExactly(
+  handle: FileHandle,
+  bytes: Uint8Array,
+  position: number,
+  field: string,
+  chunkBytes = MAX_READ_BYTES,
+): Promise<void> {
   let at = 0;
   while (at < bytes.length) {
-    const { bytesRead } = await handle.read(bytes, at, Math.min(bytes.length - at, MAX_READ_BYTES), position + at);
+    const { bytesRead } = await handle.read(bytes, at, Math.min(bytes.length - at, chunkBytes), position + at);
     if (bytesRead === 0) {
       throw new BsrFormatError(field, `the file ended ${bytes.length - at} bytes early (it changed while being read)`);
     }
@@ -152,21 +160,23 @@ export async function readExactly(handle: FileHandle, bytes: Uint8Array, positio
 }
 
 /**
- * The whole file, for small files (archives, indexes); larger than `limit` bytes is a
- * BsrFormatError naming the path, the sizes and (`instead`) what to do.
+ * The whole file in one buffer, for files read whole (archives, indexes), in reads of at
+ * most `chunkBytes`; larger than `limit` bytes (or than a buffer holds: 4 GiB in Node 20) is
+ * a BsrFormatError naming the path, the sizes and (`instead`) what to do.
  */
-export async function readSmallFile(path: string, limit: number, field: string, instead = ""): Promise<Uint8Array> {
+export async function readSmallFile(path: string, limit: number, field: string, instead = "", chunkBytes = MAX_READ_BYTES): Promise<Uint8Array> {
   const handle = await openForReading(path);
   try {
     const { size } = await handle.stat();
-    if (size > limit) {
+    const most = Math.min(limit, constants.MAX_LENGTH);
+    if (size > most) {
       throw new BsrFormatError(
         field,
-        `${path} is ${size} bytes (${gibibytes(size)}), past the ${limit} bytes (${gibibytes(limit)}) read whole into memory${instead && `; ${instead}`}`,
+        `${path} is ${size} bytes (${gibibytes(size)}), past the ${most} bytes (${gibibytes(most)}) read whole into memory${instead && `; ${instead}`}`,
       );
     }
     const bytes = new Uint8Array(size);
-    await readExactly(handle, bytes, 0, field);
+    await readExactly(handle, bytes, 0, field, chunkBytes);
     return bytes;
   } catch (error) {
     throw ioError("read", path, error);

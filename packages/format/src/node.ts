@@ -4,6 +4,7 @@ import type { BsrMatrix } from "./matrix.js";
 import { decodeScipyNpz, encodeScipyNpz } from "./npz.js";
 import type { SafetensorsContent } from "./safetensors.js";
 import { loadSafetensors, saveSafetensors, saveShardedSafetensors } from "./safetensors-file.js";
+import { MAX_ZIP32_ARCHIVE_BYTES } from "./zip32.js";
 
 /** Node.js file helpers. The main entry stays free of `node:` imports. */
 
@@ -17,8 +18,8 @@ export {
   shardFileName,
 } from "./safetensors-file.js";
 
-/** .npz archives are unzipped in memory, so they are read whole up to this size. */
-const MAX_NPZ_BYTES = 2 ** 31 - 1;
+/** .npz archives are unzipped in memory, so they are read whole: up to the largest saveScipyNpz writes. */
+const MAX_NPZ_BYTES = MAX_ZIP32_ARCHIVE_BYTES;
 
 /**
  * Writes BSR matrices (and any dense tensors and metadata) to a safetensors file, or with

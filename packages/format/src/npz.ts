@@ -1,9 +1,9 @@
-import { unzipSync, zipSync } from "fflate";
+import { type Zippable, zipSync } from "fflate";
 import * as z from "zod/mini";
-import { crc32 } from "./crc32.js";
 import { BsrFormatError, parseWith } from "./errors.js";
 import { BsrMatrix, indexArrayToInt32 } from "./matrix.js";
-import { checkZip32Sizes } from "./zip32.js";
+import { unzipMembers } from "./unzip.js";
+import { checkZip32Sizes, deflateLevel } from "./zip32.js";
 
 /**
  * SciPy's `scipy.sparse.save_npz` / `load_npz` files for BSR (and CSR, read as 1 x 1 blocks):
@@ -152,7 +152,8 @@ function littleEndianBytes(array: Int32Array | Float32Array | BigInt64Array): Ui
 /**
  * The `scipy.sparse.save_npz` file of a matrix (a `bsr_matrix` for `load_npz`). SciPy has
  * no 16-bit floats, so float16 and bfloat16 values are widened (exactly) to float32.
- * Deflate-compressed like `save_npz`'s default unless `compressed: false`.
+ * Deflate-compressed like `save_npz`'s default unless `compressed: false`; a member of
+ * 2 GiB - 4 MiB or more is stored, since fflate's deflate corrupts output past 2 GiB.
  */
 export function encodeScipyNpz(matrix: BsrMatrix, options: { compressed?: boolean } = {}): Uint8Array {
   if (!(matrix instanceof BsrMatrix)) throw new BsrFormatError("matrix", "expected a BsrMatrix");
@@ -174,9 +175,14 @@ export function encodeScipyNpz(matrix: BsrMatrix, options: { compressed?: boolea
     ]),
     "save the matrix as safetensors instead (bsrMatricesToSafetensors, or saveBsrMatrices in Node), which has no such limit",
   );
-  const files = Object.fromEntries(members.map(([name, descr, shape, , contents]) => [name, writeNpy(descr, shape, contents())]));
+  const level = options.compressed === false ? 0 : 6;
+  const files: Zippable = {};
+  for (const [name, descr, shape, , contents] of members) {
+    const npy = writeNpy(descr, shape, contents());
+    files[name] = [npy, { level: deflateLevel(npy.length, level) }];
+  }
   // A fixed timestamp keeps the bytes reproducible.
-  return zipSync(files, { level: options.compressed === false ? 0 : 6, mtime: new Date(1980, 0, 1) });
+  return zipSync(files, { mtime: new Date(1980, 0, 1) });
 }
 
 /** A 1-D int32 or int64 array (SciPy refuses index arrays of any other rank, so nothing is flattened). */
@@ -204,45 +210,6 @@ function npyString(array: NpyArray, field: string): string {
 }
 
 /**
- * The CRC-32 the zip's central directory records for each member (zip64 included).
- * NumPy streams members with data descriptors, so the local headers hold no CRC.
- */
-function centralDirectoryCrcs(bytes: Uint8Array): Map<string, number> {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const fail = (why: string): never => {
-    throw new BsrFormatError("npz", `not a readable zip archive (${why})`);
-  };
-  let end = -1;
-  for (let at = bytes.length - 22; at >= Math.max(0, bytes.length - 22 - 0xffff); at--) {
-    if (view.getUint32(at, true) === 0x06054b50) {
-      end = at;
-      break;
-    }
-  }
-  if (end < 0) fail("no end of central directory record");
-  let count = view.getUint16(end + 10, true);
-  let offset = view.getUint32(end + 16, true);
-  if ((count === 0xffff || offset === 0xffffffff) && end >= 20 && view.getUint32(end - 20, true) === 0x07064b50) {
-    const zip64End = Number(view.getBigUint64(end - 12, true));
-    if (zip64End + 56 > bytes.length || view.getUint32(zip64End, true) !== 0x06064b50) fail("bad zip64 end record");
-    count = Number(view.getBigUint64(zip64End + 32, true));
-    offset = Number(view.getBigUint64(zip64End + 48, true));
-  }
-  const crcs = new Map<string, number>();
-  const decoder = new TextDecoder();
-  for (let entry = 0; entry < count; entry++) {
-    if (offset + 46 > bytes.length || view.getUint32(offset, true) !== 0x02014b50) fail(`central directory entry ${entry} is damaged`);
-    const nameLength = view.getUint16(offset + 28, true);
-    const extraLength = view.getUint16(offset + 30, true);
-    const commentLength = view.getUint16(offset + 32, true);
-    if (offset + 46 + nameLength > bytes.length) fail(`central directory entry ${entry} runs past the end`);
-    crcs.set(decoder.decode(bytes.subarray(offset + 46, offset + 46 + nameLength)), view.getUint32(offset + 16, true));
-    offset += 46 + nameLength + extraLength + commentLength;
-  }
-  return crcs;
-}
-
-/**
  * A matrix from a `scipy.sparse.save_npz` file holding a BSR matrix (or a CSR one, read
  * as 1 x 1 blocks). float32 and float16 data keep their dtype; float64 is rounded to float32.
  * Unsorted block rows are sorted (as SciPy's `sort_indices()` does); a repeated block is refused.
@@ -250,26 +217,9 @@ function centralDirectoryCrcs(bytes: Uint8Array): Map<string, number> {
 export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
   if (!(bytes instanceof Uint8Array)) throw new BsrFormatError("bytes", "expected a Uint8Array");
   const wanted = new Set(["data.npy", "indices.npy", "indptr.npy", "shape.npy", "format.npy"]);
-  let files: Record<string, Uint8Array>;
-  try {
-    files = unzipSync(bytes, { filter: (file) => wanted.has(file.name) });
-  } catch (error) {
-    throw new BsrFormatError("npz", `not a readable zip archive (${(error as Error).message})`);
-  }
-  for (const name of wanted) if (files[name] === undefined) throw new BsrFormatError(name, "missing from the archive");
-  const crcs = centralDirectoryCrcs(bytes);
-  for (const name of wanted) {
-    const recorded = crcs.get(name);
-    const actual = crc32(files[name]);
-    if (recorded !== actual) {
-      const hex = (n: number) => n.toString(16).padStart(8, "0");
-      throw new BsrFormatError(
-        name,
-        recorded === undefined ? "has no central directory entry" : `CRC-32 ${hex(actual)} differs from the ${hex(recorded)} the archive records (the file is corrupt)`,
-      );
-    }
-  }
-  const read = (name: string) => readNpy(files[name], name);
+  const files = unzipMembers(bytes, wanted);
+  for (const name of wanted) if (!files.has(name)) throw new BsrFormatError(name, "missing from the archive");
+  const read = (name: string) => readNpy(files.get(name)!, name);
 
   const format = npyString(read("format.npy"), "format.npy");
   if (format !== "bsr" && format !== "csr") {

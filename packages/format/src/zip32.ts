@@ -3,6 +3,18 @@ import { BsrFormatError, gibibytes as gib } from "./errors.js";
 /** fflate writes no ZIP64: sizes and offsets are 32-bit fields, and 0xffffffff means "see the ZIP64 record". */
 const ZIP32_LIMIT = 0xffffffff;
 
+/** The largest archive checkZip32Sizes lets through: every archive encodeScipyNpz writes fits. */
+export const MAX_ZIP32_ARCHIVE_BYTES = ZIP32_LIMIT - 1;
+
+/**
+ * fflate's deflate addresses its output (the input plus 5 bytes per 7000, under 1.6 MiB at
+ * 2 GiB) with signed 32-bit arithmetic, so output past 2 GiB comes out silently truncated.
+ */
+const MAX_DEFLATE_BYTES = 2 ** 31 - 2 ** 22;
+
+/** The deflate level for a member of `bytes`: 0 (stored) where fflate's deflate would corrupt it. */
+export const deflateLevel = <Level extends number>(bytes: number, level: Level): Level | 0 => (bytes < MAX_DEFLATE_BYTES ? level : 0);
+
 /**
  * Refuses, before anything is built or written, an archive of `members` (name, uncompressed
  * bytes) that a zip writer without ZIP64 would write corrupt: a member, or the whole archive,

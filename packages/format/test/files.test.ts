@@ -1,9 +1,10 @@
 import { spawn } from "node:child_process";
-import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { chmod, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it, vi } from "vitest";
+import { readSmallFile } from "../src/files.js";
 import { BsrFormatError, BsrIoError, BsrMatrix, decodeSafetensors, encodeSafetensors, type SafetensorsTensor } from "../src/index.js";
 import {
   loadBsrMatrices,
@@ -100,6 +101,28 @@ describe("streaming safetensors files", () => {
     await expect(saveSafetensors(path, bad)).rejects.toThrow(BsrFormatError);
     expect((await loadSafetensors(path)).tensors).toEqual(sample(1));
     expect(await readdir(dirname(path))).toEqual(["x.safetensors"]);
+  });
+});
+
+describe("files read whole", () => {
+  it("reads in calls of at most chunkBytes, each at its own position, into one buffer (Node aborts on one read past 2 GiB)", async () => {
+    const path = join(await freshDir(), "x.npz");
+    const contents = Uint8Array.from({ length: 1000 }, (_, i) => (i * 37) % 251);
+    await writeFile(path, contents);
+    const probe = await open(path, "r");
+    const read = vi.spyOn(Object.getPrototypeOf(probe), "read");
+    await probe.close();
+    try {
+      const bytes = await readSmallFile(path, 1000, "npz", "", 64);
+      expect(Buffer.from(bytes).equals(Buffer.from(contents))).toBe(true);
+      const calls = read.mock.calls as unknown as [Uint8Array, number, number, number][];
+      expect(calls.map(([, offset, length, position]) => [offset, length, position])).toEqual(
+        Array.from({ length: 16 }, (_, i) => [64 * i, Math.min(64, 1000 - 64 * i), 64 * i]),
+      );
+    } finally {
+      read.mockRestore();
+    }
+    await expect(readSmallFile(path, 999, "npz", "use safetensors", 64)).rejects.toThrow(/1000 bytes .* past the 999 bytes .*; use safetensors/);
   });
 });
 

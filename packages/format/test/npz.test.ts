@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import { BsrFormatError, BsrMatrix, BsrPattern } from "../src/index.js";
 import { decodeScipyNpz, encodeScipyNpz } from "../src/npz.js";
 import { loadScipyNpz, saveScipyNpz } from "../src/node.js";
-import { checkZip32Sizes } from "../src/zip32.js";
+import { checkZip32Sizes, deflateLevel } from "../src/zip32.js";
 import { SCIPY_NPZ_COMPRESSED_BASE64, SCIPY_NPZ_STORED_BASE64 } from "./fixtures.js";
 import { thrown } from "./helpers.js";
 
@@ -140,6 +140,81 @@ describe("SciPy save_npz files", () => {
     } finally {
       await rm(directory, { recursive: true, force: true });
     }
+  });
+});
+
+/** Where `name`'s central directory entry starts in the zip `bytes`. */
+function centralEntry(bytes: Uint8Array, name: string): number {
+  const text = new TextDecoder("latin1").decode(bytes);
+  for (let at = text.indexOf("PK\x01\x02"); at >= 0; at = text.indexOf("PK\x01\x02", at + 4)) {
+    if (text.slice(at + 46, at + 46 + name.length) === name) return at;
+  }
+  throw new Error(`no central directory entry for ${name}`);
+}
+
+/** `bytes` with the 32-bit field at `field` of `name`'s central directory entry set to `value`. */
+function withCentralField(bytes: Uint8Array, name: string, field: number, value: number): Uint8Array {
+  const patched = bytes.slice();
+  new DataView(patched.buffer).setUint32(centralEntry(bytes, name) + field, value, true);
+  return patched;
+}
+
+/** The zip `bytes` with `name`'s sizes and offset moved to a zip64 extra field of its central directory entry. */
+function withZip64Extra(bytes: Uint8Array, name: string): Uint8Array {
+  const entry = centralEntry(bytes, name);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const extra = new DataView(new ArrayBuffer(28));
+  extra.setUint16(0, 1, true);
+  extra.setUint16(2, 24, true);
+  for (const [at, field] of [[4, 24], [12, 20], [20, 42]]) extra.setBigUint64(at, BigInt(view.getUint32(entry + field, true)), true);
+  const extraAt = entry + 46 + view.getUint16(entry + 28, true);
+  const out = new Uint8Array(bytes.length + 28);
+  out.set(bytes.subarray(0, extraAt));
+  out.set(new Uint8Array(extra.buffer), extraAt);
+  out.set(bytes.subarray(extraAt), extraAt + 28);
+  const patched = new DataView(out.buffer);
+  for (const field of [20, 24, 42]) patched.setUint32(entry + field, 0xffffffff, true);
+  patched.setUint16(entry + 30, view.getUint16(entry + 30, true) + 28, true);
+  const end = out.length - 22;
+  patched.setUint32(end + 12, patched.getUint32(end + 12, true) + 28, true);
+  return out;
+}
+
+describe("zip fields past 2 GiB are unsigned", () => {
+  // Central directory entry fields: +20 compressed size, +24 size, +42 local header offset.
+  it("refuses a member whose local header offset has the top bit set as past the end, not as a negative offset", () => {
+    const error = thrown(() => decodeScipyNpz(withCentralField(archive(), "data.npy", 42, 0x80000000))) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.field).toBe("data.npy");
+    expect(error.message).toMatch(/local header at offset 2147483648 lies past the end of the \d+-byte archive \(is it truncated\?\)/);
+  });
+
+  it("refuses a member whose compressed size has the top bit set as running past the end (truncated), deflated or stored", () => {
+    const deflated = archive();
+    const tooLong = thrown(() => decodeScipyNpz(withCentralField(deflated, "data.npy", 20, 0xfffffff0))) as BsrFormatError;
+    expect(tooLong).toBeInstanceOf(BsrFormatError);
+    expect(tooLong.field).toBe("data.npy");
+    expect(tooLong.message).toMatch(/its 4294967280 bytes from offset \d+ run past the end of the \d+-byte archive \(is it truncated\?\)/);
+    const stored = encodeScipyNpz(BsrMatrix.random([4, 4], { blockShape: [2, 2], density: 1, seed: 3 }), { compressed: false });
+    const both = withCentralField(withCentralField(stored, "indices.npy", 20, 0x80000000), "indices.npy", 24, 0x80000000);
+    expect(thrown(() => decodeScipyNpz(both)).message).toMatch(/^indices\.npy: its 2147483648 bytes from offset \d+ run past the end/);
+  });
+
+  it("refuses, before allocating it, a recorded size with the top bit set that the deflate stream cannot inflate to", () => {
+    const error = thrown(() => decodeScipyNpz(withCentralField(archive(), "data.npy", 24, 0x80000000))) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.field).toBe("data.npy");
+    expect(error.message).toMatch(/records 2147483648 bytes inflated from \d+, more than deflate expands to \(1032-fold\)/);
+  });
+
+  it("reads sizes and offsets from a central directory entry's zip64 extra field, and refuses one that lacks it", () => {
+    const matrix = BsrMatrix.random([8, 8], { blockShape: [2, 2], density: 0.5, seed: 4 });
+    for (const compressed of [true, false]) {
+      const zip64 = withZip64Extra(encodeScipyNpz(matrix, { compressed }), "data.npy");
+      expect(decodeScipyNpz(zip64).values).toEqual(matrix.values);
+    }
+    const lacking = withCentralField(encodeScipyNpz(matrix), "data.npy", 24, 0xffffffff);
+    expect(thrown(() => decodeScipyNpz(lacking)).message).toBe("data.npy: its size reads 0xffffffff and no zip64 extra field gives it");
   });
 });
 
@@ -289,15 +364,23 @@ describe("size limits of .npz files", () => {
     expect(() => checkZip32Sizes([["data.npy", 2 ** 32 - 2 ** 22]], instead)).not.toThrow();
   });
 
-  it("refuses an archive over the 2 GiB read whole, naming the path and saying what to use instead", async () => {
+  it("stores, rather than deflates, a member that fflate's deflate would write past 2 GiB (it truncates such output)", () => {
+    expect(deflateLevel(2 ** 31 - 2 ** 22 - 1, 6)).toBe(6);
+    expect(deflateLevel(2 ** 31 - 2 ** 22, 6)).toBe(0);
+    expect(deflateLevel(3 * 2 ** 30, 6)).toBe(0);
+    expect(deflateLevel(100, 0)).toBe(0);
+  });
+
+  it("refuses only archives past the 4 GiB the writer produces (not past 2 GiB), naming the path and what to use instead", async () => {
     const directory = await mkdtemp(join(tmpdir(), "bsr-npz-"));
     try {
       const path = join(directory, "big.npz");
       await writeFile(path, new Uint8Array(0));
-      await truncate(path, 3 * 2 ** 30); // sparse: no disk space used
+      await truncate(path, 2 ** 32); // sparse: no disk space used
       const error = (await loadScipyNpz(path).catch((e) => e)) as BsrFormatError;
       expect(error).toBeInstanceOf(BsrFormatError);
-      expect(error.message).toContain(`${path} is 3221225472 bytes (3.00 GiB), past the 2147483647 bytes (2.00 GiB) read whole`);
+      expect(error.field).toBe("npz");
+      expect(error.message).toContain(`${path} is 4294967296 bytes (4.00 GiB), past the 4294967294 bytes (4.00 GiB) read whole`);
       expect(error.message).toMatch(/safetensors/);
     } finally {
       await rm(directory, { recursive: true, force: true });
