@@ -56,6 +56,27 @@ function trainStep(model: Module, optimizer: Optimizer, step: number): void {
 
 const bits = (t: Tensor) => Array.from(t.dataSync());
 
+/** The model's and the optimizer's state dicts as safetensors bytes (the state dicts disposed). */
+function checkpoint(model: Module, optimizer: Optimizer): { modelBytes: Uint8Array; optimizerBytes: Uint8Array } {
+  const modelDict = model.stateDict();
+  const modelBytes = saveStateDict(modelDict);
+  disposeStateDict(modelDict);
+  const optimizerDict = optimizer.stateDict();
+  const optimizerBytes = saveOptimizerState(optimizerDict);
+  disposeStateDict(optimizerDict.tensors);
+  return { modelBytes, optimizerBytes };
+}
+
+/** Loads checkpoint()'s bytes into a model and its optimizer. */
+function resume(model: Module, optimizer: Optimizer, { modelBytes, optimizerBytes }: ReturnType<typeof checkpoint>): void {
+  const loadedModel = loadStateDict(modelBytes);
+  model.loadStateDict(loadedModel);
+  disposeStateDict(loadedModel);
+  const loaded = loadOptimizerState(optimizerBytes);
+  optimizer.loadStateDict(loaded);
+  disposeStateDict(loaded.tensors);
+}
+
 describe("optimizer state dicts resume training bit for bit", () => {
   for (const kind of ["SGD", "Adam", "AdamW"] as const) {
     for (const layer of ["Linear", "BlockSparseLinear"] as const) {
@@ -68,22 +89,12 @@ describe("optimizer state dicts resume training bit for bit", () => {
             // A pattern moved mid-run: the state follows it, and the checkpoint carries it.
             if (step === 1 && model instanceof BlockSparseLinear) model.setPattern(BsrPattern.random([8, 8], { blockShape: [4, 4], density: 0.75, seed: 9 }), { optimizer });
           }
-          const modelDict = model.stateDict();
-          const modelBytes = saveStateDict(modelDict);
-          disposeStateDict(modelDict);
-          const optimizerDict = optimizer.stateDict();
-          const optimizerBytes = saveOptimizerState(optimizerDict);
-          disposeStateDict(optimizerDict.tensors);
+          const saved = checkpoint(model, optimizer);
           for (let step = 3; step < 6; step++) trainStep(model, optimizer, step);
 
           const resumed = makeModel(layer, dtype, 2);
           const resumedOptimizer = makeOptimizer(kind, resumed.parameters(), true);
-          const loadedModel = loadStateDict(modelBytes);
-          resumed.loadStateDict(loadedModel);
-          disposeStateDict(loadedModel);
-          const loaded = loadOptimizerState(optimizerBytes);
-          resumedOptimizer.loadStateDict(loaded);
-          disposeStateDict(loaded.tensors);
+          resume(resumed, resumedOptimizer, saved);
           expect(resumedOptimizer.lr).toBe(optimizer.lr);
           for (let step = 3; step < 6; step++) trainStep(resumed, resumedOptimizer, step);
 
@@ -167,24 +178,14 @@ describe("optimizer state dicts taken between module.to(dtype) and the next step
     const optimizer = makeCastOptimizer(kind, model.parameters(), masterWeights);
     for (let step = 0; step < 3; step++) trainStep(model, optimizer, step);
     model.to(to);
-    const modelDict = model.stateDict();
-    const modelBytes = saveStateDict(modelDict);
-    disposeStateDict(modelDict);
     const live = memory().numTensors;
-    const optimizerDict = optimizer.stateDict();
-    const optimizerBytes = saveOptimizerState(optimizerDict);
-    disposeStateDict(optimizerDict.tensors);
+    const saved = checkpoint(model, optimizer);
     expect(memory().numTensors).toBe(live);
     for (let step = 3; step < 6; step++) trainStep(model, optimizer, step);
 
     const resumed = makeNet(to, 2);
     const resumedOptimizer = makeCastOptimizer(kind, resumed.parameters(), masterWeights);
-    const loadedModel = loadStateDict(modelBytes);
-    resumed.loadStateDict(loadedModel);
-    disposeStateDict(loadedModel);
-    const loaded = loadOptimizerState(optimizerBytes);
-    resumedOptimizer.loadStateDict(loaded);
-    disposeStateDict(loaded.tensors);
+    resume(resumed, resumedOptimizer, saved);
     for (let step = 3; step < 6; step++) trainStep(resumed, resumedOptimizer, step);
 
     const [a, b] = [model.parameters(), resumed.parameters()];
