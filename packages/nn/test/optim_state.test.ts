@@ -56,6 +56,29 @@ function trainStep(model: Module, optimizer: Optimizer, step: number): void {
 
 const bits = (t: Tensor) => Array.from(t.dataSync());
 
+/**
+ * The resumed run against the uninterrupted one after 6 steps, bit for bit: weights, step counts, master copies (which
+ * exist exactly when `withMaster`), and each state tensor's dtype and values. Then both are disposed.
+ */
+function expectSameRun(run: [Module, Optimizer], resumedRun: [Module, Optimizer], withMaster: boolean): void {
+  const [[model, optimizer], [resumed, resumedOptimizer]] = [run, resumedRun];
+  const [a, b] = [model.parameters(), resumed.parameters()];
+  for (let i = 0; i < a.length; i++) {
+    expect(bits(b[i].value)).toEqual(bits(a[i].value));
+    expect(resumedOptimizer.stepsOf(b[i])).toBe(6);
+    const masterA = optimizer.masterOf(a[i]);
+    expect(masterA !== undefined).toBe(withMaster);
+    if (masterA) expect(bits(resumedOptimizer.masterOf(b[i]) as Tensor)).toEqual(bits(masterA));
+    for (const [name, t] of Object.entries(optimizer.stateOf(a[i]) ?? {})) {
+      const resumedState = resumedOptimizer.stateOf(b[i])?.[name] as Tensor;
+      expect(resumedState.dtype).toBe(t.dtype);
+      expect(bits(resumedState)).toEqual(bits(t));
+    }
+  }
+  for (const o of [optimizer, resumedOptimizer]) o.dispose();
+  for (const m of [model, resumed]) for (const p of m.parameters()) p.dispose();
+}
+
 /** The model's and the optimizer's state dicts as safetensors bytes (the state dicts disposed). */
 function checkpoint(model: Module, optimizer: Optimizer): { modelBytes: Uint8Array; optimizerBytes: Uint8Array } {
   const modelDict = model.stateDict();
@@ -98,18 +121,7 @@ describe("optimizer state dicts resume training bit for bit", () => {
           expect(resumedOptimizer.lr).toBe(optimizer.lr);
           for (let step = 3; step < 6; step++) trainStep(resumed, resumedOptimizer, step);
 
-          const [a, b] = [model.parameters(), resumed.parameters()];
-          for (let i = 0; i < a.length; i++) {
-            expect(bits(b[i].value)).toEqual(bits(a[i].value));
-            expect(resumedOptimizer.stepsOf(b[i])).toBe(6);
-            const masterA = optimizer.masterOf(a[i]);
-            expect(masterA === undefined).toBe(dtype === "float32");
-            if (masterA) expect(bits(resumedOptimizer.masterOf(b[i]) as Tensor)).toEqual(bits(masterA));
-            const stateA = optimizer.stateOf(a[i]) ?? {};
-            for (const [name, t] of Object.entries(stateA)) expect(bits(resumedOptimizer.stateOf(b[i])?.[name] as Tensor)).toEqual(bits(t));
-          }
-          for (const o of [optimizer, resumedOptimizer]) o.dispose();
-          for (const m of [model, resumed]) for (const p of m.parameters()) p.dispose();
+          expectSameRun([model, optimizer], [resumed, resumedOptimizer], dtype !== "float32");
         });
       }
     }
@@ -188,21 +200,7 @@ describe("optimizer state dicts taken between module.to(dtype) and the next step
     resume(resumed, resumedOptimizer, saved);
     for (let step = 3; step < 6; step++) trainStep(resumed, resumedOptimizer, step);
 
-    const [a, b] = [model.parameters(), resumed.parameters()];
-    for (let i = 0; i < a.length; i++) {
-      expect(bits(b[i].value)).toEqual(bits(a[i].value));
-      expect(resumedOptimizer.stepsOf(b[i])).toBe(6);
-      const masterA = optimizer.masterOf(a[i]);
-      expect(masterA === undefined).toBe(to === "float32" || masterWeights === false);
-      if (masterA) expect(bits(resumedOptimizer.masterOf(b[i]) as Tensor)).toEqual(bits(masterA));
-      for (const [name, t] of Object.entries(optimizer.stateOf(a[i]) ?? {})) {
-        const resumedState = resumedOptimizer.stateOf(b[i])?.[name] as Tensor;
-        expect(resumedState.dtype).toBe(t.dtype);
-        expect(bits(resumedState)).toEqual(bits(t));
-      }
-    }
-    for (const o of [optimizer, resumedOptimizer]) o.dispose();
-    for (const m of [model, resumed]) for (const p of m.parameters()) p.dispose();
+    expectSameRun([model, optimizer], [resumed, resumedOptimizer], to !== "float32" && masterWeights !== false);
   }
 
   const casts: Cast[] = [
