@@ -88,7 +88,9 @@ export class BlockSparseModelPatcher {
    * Replaces every Linear whose name a pattern matches with `BlockSparseLinear.fromLinear`.
    * Everything is checked first, so a refused patch leaves the model untouched: a match
    * that is not a Linear, a block shape that does not divide a layer, a weight shared with
-   * a module that stays, or no match at all (unless `allowNoMatch`) throw a PatchError.
+   * a module that stays, a Linear subclass holding more than weight and bias, a slot the
+   * replacement cannot be put in (a read-only or dotted property), or no match at all
+   * (unless `allowNoMatch`) throw a PatchError.
    * With `dryRun`, returns the same report without changing the model. With `disposeReplaced`, the
    * replaced Linear layers' parameters are disposed once the new layers are in place.
    */
@@ -113,12 +115,13 @@ export class BlockSparseModelPatcher {
       } else if (!(module instanceof Linear)) {
         problems.push(`'${name}' (matched by ${winner.label}) is a ${module.constructor.name}, not a Linear; make the pattern match only Linear layers`);
       } else {
-        const problem = divisibilityProblem(name, module, winner.blockShape) ?? disposedProblem(name, module);
+        const problem =
+          divisibilityProblem(name, module, winner.blockShape) ?? disposedProblem(name, module) ?? weightShapeProblem(name, module) ?? extraStateProblem(name, module);
         if (problem !== null) problems.push(problem);
         else plans.push({ linear: module, layer: plannedLayer(name, module, winner) });
       }
     }
-    problems.push(...sharingProblems(modules, plans), ...tyingProblems(plans));
+    problems.push(...sharingProblems(modules, plans), ...tyingProblems(plans), ...slotProblems(modules, plans));
     if (problems.length > 0) throw new PatchError(where, problems);
     const unmatchedPatterns = this.#patterns.filter((p) => !matched.has(p)).map((p) => p.label);
     const shadowedPatterns = this.#patterns.filter((p) => matched.has(p) && !claimed.has(p)).map((p) => p.label);
@@ -128,8 +131,7 @@ export class BlockSparseModelPatcher {
       throw new PatchError(where, [`${patterns}; the model's Linear layers are: ${names.length > 0 ? names.join(", ") : "(none)"} (pass allowNoMatch to accept this)`]);
     }
     const modelParamsBefore = parameterCount(model);
-    const paramsBefore = sum(plans.map((p) => p.layer.paramsBefore));
-    const paramsAfter = sum(plans.map((p) => p.layer.paramsAfter));
+    const { paramsBefore, paramsAfter } = parameterTotals(plans);
     if (!dryRun) {
       replaceLayers(modules, plans);
       if (disposeReplaced) disposeParameters(plans);
@@ -153,7 +155,7 @@ export class BlockSparseModelPatcher {
 
 function checkModel(where: string, model: unknown): asserts model is Module {
   if (!(model instanceof Module)) {
-    const got = model === null || typeof model !== "object" ? String(model) : (model as object).constructor.name;
+    const got = model === null || typeof model !== "object" ? String(model) : ((model as object).constructor?.name ?? "an object");
     throw new PatchError(where, [`model must be a Module, got ${got}`]);
   }
 }
@@ -172,6 +174,19 @@ function divisibilityProblem(name: string, linear: Linear, [blockHeight, blockWi
 function disposedProblem(name: string, linear: Linear): string | null {
   const dead = linear.namedOwnParameters().filter(([, parameter]) => parameter.value.isDisposed);
   return dead.length === 0 ? null : `'${name}' has disposed parameters: ${dead.map(([p]) => `${name}.${p}`).join(", ")}`;
+}
+
+/** fromLinear reads the weight as [outFeatures, inFeatures]: another shape would fail halfway or be read wrongly. */
+function weightShapeProblem(name: string, linear: Linear): string | null {
+  const shape = linear.weight.shape;
+  if (shape.length === 2 && shape[0] === linear.outFeatures && shape[1] === linear.inFeatures) return null;
+  return `'${name}' has a weight of shape [${shape.join(", ")}], expected [out=${linear.outFeatures}, in=${linear.inFeatures}]`;
+}
+
+/** A Linear subclass's own parameters and modules besides weight and bias would be lost with it. */
+function extraStateProblem(name: string, linear: Linear): string | null {
+  const extra = [...linear.namedOwnParameters(), ...linear.namedChildren()].map(([key]) => key).filter((key) => key !== "weight" && key !== "bias");
+  return extra.length === 0 ? null : `'${name}' is a ${linear.constructor.name} that also holds ${extra.join(", ")}, which a BlockSparseLinear would drop`;
 }
 
 function plannedLayer(name: string, linear: Linear, pattern: NamePattern): PatchedLayer {
@@ -240,6 +255,46 @@ function tyingProblems(plans: Plan[]): string[] {
   return problems;
 }
 
+/** Every slot holding a patched Linear must take its replacement as registerModule sets it, or the patch would stop halfway. */
+function slotProblems(modules: [string, Module][], plans: Plan[]): string[] {
+  const patched = new Set<Module>(plans.map((p) => p.linear));
+  const problems: string[] = [];
+  for (const [parentName, parent] of modules) {
+    for (const [childName, child] of parent.namedChildren()) {
+      if (!patched.has(child)) continue;
+      const slot = parentName === "" ? childName : `${parentName}.${childName}`;
+      const descriptor = Object.getOwnPropertyDescriptor(parent, childName);
+      if (childName === "" || childName.includes(".")) {
+        problems.push(`'${slot}' is held under the property ${JSON.stringify(childName)}, which registerModule cannot set (a name must have no dots); rename the property`);
+      } else if (descriptor?.writable === false || (descriptor?.get !== undefined && descriptor.set === undefined)) {
+        problems.push(`'${slot}' is a read-only property of ${parent.constructor.name}, so its replacement cannot be put there`);
+      }
+    }
+  }
+  return problems;
+}
+
+/** Elements of the patched layers' parameters before and after, each parameter once (a tie is one, as parameterCount counts it). */
+function parameterTotals(plans: Plan[]): { paramsBefore: number; paramsAfter: number } {
+  const seen = new Set<Parameter>();
+  let paramsBefore = 0;
+  let paramsAfter = 0;
+  for (const { linear, layer } of plans) {
+    const [outFeatures, inFeatures] = layer.shape;
+    if (!seen.has(linear.weight)) {
+      seen.add(linear.weight);
+      paramsBefore += outFeatures * inFeatures;
+      paramsAfter += layer.keptBlocks * layer.blockShape[0] * layer.blockShape[1];
+    }
+    if (linear.bias !== null && !seen.has(linear.bias)) {
+      seen.add(linear.bias);
+      paramsBefore += outFeatures;
+      paramsAfter += outFeatures;
+    }
+  }
+  return { paramsBefore, paramsAfter };
+}
+
 /**
  * Builds every replacement first, then swaps them in: every slot that holds a patched
  * Linear gets its replacement. Parameters tied between patched layers (weight or bias)
@@ -277,8 +332,4 @@ function disposeParameters(plans: Plan[]): void {
   const parameters = new Set<Parameter>();
   for (const { linear } of plans) for (const parameter of linear.parameters()) parameters.add(parameter);
   for (const parameter of parameters) parameter.dispose();
-}
-
-function sum(values: number[]): number {
-  return values.reduce((a, b) => a + b, 0);
 }

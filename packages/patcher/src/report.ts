@@ -22,7 +22,7 @@ export interface PatchedLayer {
 export interface PatchTotals {
   /** Number of layers patched. */
   layers: number;
-  /** Parameters of the patched layers, before and after. */
+  /** Parameters of the patched layers, before and after, each once (a weight tied between two layers counts once). */
   paramsBefore: number;
   paramsAfter: number;
   /** Parameters of the whole model, before and after. */

@@ -1,5 +1,5 @@
-import { ValueError } from "@blocksparse/core";
-import { BlockSparseLinear, Linear, Module, Sequential, parameterCount } from "@blocksparse/nn";
+import { ValueError, memory, tensor } from "@blocksparse/core";
+import { BlockSparseLinear, Linear, Module, Parameter, Sequential, parameterCount } from "@blocksparse/nn";
 import { BlockSparseModelPatcher, PatchError, PatchReport } from "@blocksparse/patcher";
 import { describe, expect, it } from "vitest";
 import { Tied, TinyNet } from "./helpers";
@@ -322,5 +322,71 @@ describe("reliability of patterns and ties", () => {
     const patcher = new BlockSparseModelPatcher().addPattern("a", { density: 0.5, blockShape: [4, 4] }).addPattern("b", { density: 0.25, blockShape: [4, 4] });
     expect(() => patcher.patchModel(model)).toThrow(/'b\.weight' is tied to 'a\.weight'/);
     expect(model.a).toBeInstanceOf(Linear);
+  });
+});
+
+describe("inputs nobody tuned for", () => {
+  class Holder extends Module {
+    forward(): never {
+      throw new Error("not called");
+    }
+  }
+
+  it("counts a weight tied between two patched layers once, so a dry run's totals are the real patch's", () => {
+    const patcher = () => new BlockSparseModelPatcher().addPattern("a|b", { density: 0.5, blockShape: [4, 4] });
+    const dry = patcher().patchModel(new Tied(), { dryRun: true });
+    const model = new Tied();
+    const real = patcher().patchModel(model);
+    // One 8x8 weight (64 -> 2 kept 4x4 blocks = 32) and two 8-element biases.
+    expect(real.totals).toEqual({ layers: 2, paramsBefore: 64 + 16, paramsAfter: 32 + 16, modelParamsBefore: 80, modelParamsAfter: 48 });
+    expect(parameterCount(model)).toBe(48);
+    expect(dry.totals).toEqual(real.totals);
+  });
+
+  it("refuses slots the replacement cannot be put in (a dotted property name, a read-only property), before building anything", () => {
+    const model = new Holder();
+    (model as unknown as Record<string, Module>).c = new Linear(8, 8, { seed: 1 });
+    (model as unknown as Record<string, Module>)["a.b"] = new Linear(8, 8, { seed: 2 });
+    Object.defineProperty(model, "d", { value: new Linear(8, 8, { seed: 3 }), enumerable: true, writable: false });
+    const tensorsBefore = memory().numTensors;
+    const error = thrown(() => new BlockSparseModelPatcher().addPattern(/./, { density: 0.5, blockShape: [4, 4] }).patchModel(model, { disposeReplaced: true }));
+    expect(error.problems).toEqual([
+      "'a.b' is held under the property \"a.b\", which registerModule cannot set (a name must have no dots); rename the property",
+      "'d' is a read-only property of Holder, so its replacement cannot be put there",
+    ]);
+    expect(model.namedChildren().map(([, child]) => child.constructor.name)).toEqual(["Linear", "Linear", "Linear"]);
+    expect(model.parameters().every((p) => !p.value.isDisposed)).toBe(true);
+    expect(memory().numTensors).toBe(tensorsBefore);
+    const frozen = new Sequential(new Linear(8, 8, { seed: 4 }));
+    Object.freeze(frozen);
+    expect(() => new BlockSparseModelPatcher().addPattern("0", { density: 0.5, blockShape: [4, 4] }).patchModel(frozen)).toThrow(/'0' is a read-only property of Sequential/);
+  });
+
+  it("refuses a Linear whose weight is not [outFeatures, inFeatures], naming it, before building anything", () => {
+    const model = new Sequential(new Linear(8, 8, { seed: 1 }), new Linear(8, 8, { seed: 2 }));
+    (model.at(1) as Linear).weight.value = tensor(new Float32Array(32), [4, 8]);
+    const tensorsBefore = memory().numTensors;
+    const error = thrown(() => new BlockSparseModelPatcher().addPattern("0|1", { density: 0.5, blockShape: [4, 4] }).patchModel(model));
+    expect(error.problems).toEqual(["'1' has a weight of shape [4, 8], expected [out=8, in=8]"]);
+    expect(memory().numTensors).toBe(tensorsBefore);
+    expect(model.at(0)).toBeInstanceOf(Linear);
+  });
+
+  it("refuses a Linear subclass holding parameters or modules besides weight and bias, which the BlockSparseLinear would drop", () => {
+    class LoraLinear extends Linear {
+      loraA = new Parameter(tensor(new Float32Array(16), [2, 8]));
+      adapter = new Linear(8, 8, { seed: 9 });
+    }
+    const model = new Holder();
+    model.registerModule("fc", new LoraLinear(8, 8, { seed: 1 }));
+    const error = thrown(() => new BlockSparseModelPatcher().addPattern(/^fc$/, { density: 0.5, blockShape: [4, 4] }).patchModel(model));
+    expect(error.problems).toEqual(["'fc' is a LoraLinear that also holds loraA, adapter, which a BlockSparseLinear would drop"]);
+    expect((model as unknown as { fc: Module }).fc).toBeInstanceOf(LoraLinear);
+  });
+
+  it("names what it got when the model is an object without a prototype", () => {
+    const model = Object.create(null) as Module;
+    expect(() => new BlockSparseModelPatcher().getPatchableLayers(model)).toThrow(/model must be a Module, got an object/);
+    expect(() => new BlockSparseModelPatcher().patchModel(model)).toThrow(PatchError);
   });
 });
