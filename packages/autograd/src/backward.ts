@@ -37,7 +37,12 @@ function lastUses(order: readonly TapeNode[]): Map<number, Tensor[]> {
     for (const edge of node.edges) if (edge.leaf) last.set(edge.leaf, i);
   });
   const byNode = new Map<number, Tensor[]>();
-  for (const [leaf, i] of last) byNode.set(i, [...(byNode.get(i) ?? []), leaf]);
+  // Pushed, not copied: a node fed by many leaves (concat of 10^4 parameters) must not cost their square.
+  for (const [leaf, i] of last) {
+    const leaves = byNode.get(i);
+    if (leaves) leaves.push(leaf);
+    else byNode.set(i, [leaf]);
+  }
   return byNode;
 }
 
@@ -217,6 +222,7 @@ function nodeGradients(
     return { results: out, fused: fusedGrad };
   });
   const used = new Set<Tensor>();
+  const taken: Tensor[] = [];
   try {
     const grads = node.edges.map((edge, i) => {
       if (i === fusion?.edge) return null;
@@ -225,10 +231,13 @@ function nodeGradients(
       // The same tensor may feed two edges (mul(x, x)); each edge gets its own handle.
       const own = used.has(grad) ? detach(grad) : grad;
       used.add(grad);
+      taken.push(own);
       return own;
     });
     return { grads, fused };
   } catch (error) {
+    // The handles of the edges checked before the one that failed go too.
+    for (const t of taken) t.dispose();
     if (fused) for (const t of [fused.grad, fused.sums]) t.dispose();
     throw error;
   } finally {
@@ -261,7 +270,8 @@ function seedOf(loss: Tensor, grad: Tensor | undefined): Tensor {
 /** Adds `grad` into `leaf.grad` in place (the grad tensor keeps its identity across backward calls). */
 function accumulateLeaf(leaf: Tensor, grad: Tensor): void {
   const current = leaf.grad;
-  if (current === null || current.isDisposed) {
+  // Undefined too: a plain-JS caller's `t.grad = undefined` resets it like null.
+  if (!current || current.isDisposed) {
     leaf.grad = keep(grad);
     return;
   }
@@ -281,7 +291,7 @@ function accumulateLeaf(leaf: Tensor, grad: Tensor): void {
  * topological order, summing the gradients that flow into one tensor, and frees saved
  * tensors and intermediate gradients as soon as the walk is done with them.
  */
-export function backward(loss: Tensor, grad?: Tensor, options: BackwardOptions = {}): void {
+export function backward(loss: Tensor, grad?: Tensor, options?: BackwardOptions | null): void {
   if (!(loss instanceof Tensor)) throw new AutogradError("backward: loss must be a Tensor");
   loss.throwIfDisposed("backward: loss");
   if (loss.dtype === "int32") throw new AutogradError("backward: the loss has dtype int32; gradients need a float dtype");
@@ -293,12 +303,13 @@ export function backward(loss: Tensor, grad?: Tensor, options: BackwardOptions =
       );
     }
     noGrad(() => accumulateLeaf(loss, seedOf(loss, grad)));
+    for (const observer of gradReadyObservers) observer(loss);
     return;
   }
   const order = reverseTopologicalOrder(origin.node);
   const leavesDoneAt = lastUses(order);
   const senders = gradientSenders(order, origin);
-  const retainGraph = options.retainGraph === true;
+  const retainGraph = options?.retainGraph === true;
   const pending = new Map<TapeNode, (Tensor | null)[]>();
   const preActivationGrads = new Map<TapeNode, PreActivationGrad>();
   const leafGrads = new Map<Tensor, Tensor>();

@@ -1,7 +1,7 @@
 import { SeededRandom } from "@blocksparse/format";
-import { Tensor, ValueError, formatShape, tensorOn, tidy } from "@blocksparse/core";
+import { Tensor, ValueError, dispose, formatShape, tensorOn, tidy } from "@blocksparse/core";
 import { backward } from "./backward";
-import { noGrad, tracksGrad } from "./tape";
+import { detach, noGrad, tracksGrad } from "./tape";
 
 export interface GradcheckOptions {
   /**
@@ -62,7 +62,8 @@ function checkOptions(options: GradcheckOptions): Required<Omit<GradcheckOptions
  * backward(out, r) gives d sum(out * r) / d input, and the differences of sum(out * r),
  * summed in float64 on the host, give the same numerically. Inputs are float32 tensors;
  * each is perturbed element by element by +-eps (the float32 step actually taken is used).
- * Inputs keep their `.grad` and `requiresGrad`.
+ * Backward runs on detached copies of the inputs: their `.grad`, `requiresGrad` and any graph they belong to stay
+ * as they were.
  */
 export function gradcheck(
   fn: (...inputs: Tensor[]) => Tensor,
@@ -143,14 +144,13 @@ function analyticGradients(
   r: Float32Array,
   outShape: number[],
 ): Float64Array[] {
-  const previous = checked.map((i) => ({ requiresGrad: inputs[i].requiresGrad, grad: inputs[i].grad }));
-  for (const i of checked) {
-    inputs[i].requiresGrad = true;
-    inputs[i].grad = null;
-  }
+  // Detached leaves in the inputs' places: backward writes no .grad of the caller's and goes into no graph an input
+  // belongs to, and an input passed twice gets a gradient per position, as the differences do.
+  const leaves = inputs.map(detach);
+  for (const i of checked) leaves[i].requiresGrad = true;
   try {
     tidy(() => {
-      const out = evaluate(inputs);
+      const out = evaluate(leaves);
       if (!tracksGrad(out)) return;
       if (out.shape.length !== outShape.length || out.shape.some((d, i) => d !== outShape[i])) {
         throw new ValueError(`gradcheck: fn returned ${formatShape(out.shape)}, then ${formatShape(outShape)}; it must be deterministic`);
@@ -158,16 +158,11 @@ function analyticGradients(
       backward(out, tensorOn(out.backend, r, out.shape, "float32"));
     });
     return checked.map((i) => {
-      const grad = inputs[i].grad;
+      const grad = leaves[i].grad;
       return grad ? Float64Array.from(grad.dataSync()) : new Float64Array(inputs[i].size);
     });
   } finally {
-    checked.forEach((i, k) => {
-      const grad = inputs[i].grad;
-      if (grad) grad.dispose();
-      inputs[i].requiresGrad = previous[k].requiresGrad;
-      inputs[i].grad = previous[k].grad;
-    });
+    for (const t of leaves) dispose([t, t.grad]);
   }
 }
 

@@ -48,6 +48,21 @@ describe("addGradReadyObserver", () => {
     for (const t of [a, b, a.grad!, b.grad!]) t.dispose();
   });
 
+  it("tells of the loss itself when backward starts from a leaf", () => {
+    const a = leaf([3], [1]);
+    const seen: number[][] = [];
+    const stop = addGradReadyObserver((t) => {
+      if (t === a) seen.push(Array.from(t.grad!.dataSync()));
+    });
+    try {
+      backward(a);
+    } finally {
+      stop();
+    }
+    expect(seen).toEqual([[1]]);
+    for (const t of [a, a.grad!]) t.dispose();
+  });
+
   it("is not called after removal, and refuses a non-function", () => {
     const a = leaf([1], [1]);
     let calls = 0;

@@ -84,6 +84,24 @@ describe("gradcheck", () => {
     expect(x.requiresGrad).toBe(true);
   });
 
+  it("leaves a tracked input's graph, and the leaf behind it, as they were", () => {
+    const w = randomTensor([3], 9);
+    w.requiresGrad = true;
+    const h = mul(w, 2);
+    expect(gradcheck((t) => exp(t), [h]).ok).toBe(true);
+    expect(w.grad).toBeNull();
+    tidy(() => backward(sum(h)));
+    expect(Array.from(w.grad!.dataSync())).toEqual([2, 2, 2]);
+  });
+
+  it("gives an input passed twice a gradient per position, as its differences do", () => {
+    const x = randomTensor([3], 10);
+    const result = gradcheck((p, q) => mul(p, q), [x, x]);
+    expect(result.ok).toBe(true);
+    // d sum(p q r)/dp = q r and d/dq = p r: the same with p = q = x.
+    expect(Array.from(result.details[0].analytic)).toEqual(Array.from(result.details[1].analytic));
+  });
+
   it("rejects bad arguments with clear errors", () => {
     const x = randomTensor([2], 8);
     expect(() => gradcheck((t) => t, [x], { eps: 0 })).toThrow(/eps must be > 0/);

@@ -47,6 +47,7 @@ import {
   sum,
   tanh,
   tensor,
+  tidy,
   transpose,
   where,
   zeros,
@@ -116,6 +117,17 @@ describe("binary elementwise, broadcasting reduced back to each input's shape", 
   it("pow with a positive base, with respect to base and exponent", () => {
     expectGradients(pow, [uniformTensor([3, 4], 29, 0.5, 2), randomTensor([3, 4], 30)]);
     expectGradients(pow, [uniformTensor([3, 4], 31, 0.5, 2), randomTensor([4], 32)]);
+  });
+
+  it("pow's base gradient is 0 where the exponent is 0, at a zero base too (b a^(b-1) is 0 * inf there)", () => {
+    const a = tensor([0, 0, 0.5, 2, 0]);
+    a.requiresGrad = true;
+    // b a^(b-1): 0 (constant a^0), 2 * 0, 0, 3 * 2^2, 1 * 0^0.
+    tidy(() => backward(sum(pow(a, tensor([0, 2, 0, 3, 1])))));
+    expect(Array.from(a.grad!.dataSync())).toEqual([0, 0, 0, 12, 1]);
+    a.grad = null;
+    tidy(() => backward(sum(pow(a, 0))));
+    expect(Array.from(a.grad!.dataSync())).toEqual([0, 0, 0, 0, 0]);
   });
 
   it("a number operand (a scalar the op makes and disposes itself)", () => {

@@ -9,6 +9,8 @@ import {
   layerNorm,
   matmul,
   memory,
+  mul,
+  scalar,
   softmax,
   sum,
   tanh,
@@ -118,6 +120,23 @@ describe("memory", () => {
     expect(() => tidy(() => backward(sum(softmax(geluBackward(tensor([1, 2, 3]), x)))))).toThrow(/GeluBackward/);
     expect(live()).toBe(tensors);
     expect(x.grad).toBeNull();
+  });
+
+  it("a rule's gradient of the wrong shape for one input leaks none it made for the others, outside any tidy", () => {
+    const [a, b] = [randomTensor([2], 8), randomTensor([2], 9)];
+    a.requiresGrad = true;
+    b.requiresGrad = true;
+    const loss = sum(mul(a, b));
+    const original = getGradient("Mul")!;
+    registerGradient("Mul", { ...original, gradFunc: ([dy], { saved }) => ({ a: () => mul(dy, saved.b as Tensor), b: () => scalar(1) }) });
+    try {
+      const tensors = live();
+      expect(() => backward(loss)).toThrow(/gradient of 'Mul' for input 'b' is \[\] float32, expected \[2\] float32/);
+      expect(live()).toBe(tensors);
+    } finally {
+      registerGradient("Mul", original);
+    }
+    dispose([loss, a, b]);
   });
 
   it("gradcheck leaks nothing and leaves inputs as they were", () => {

@@ -121,7 +121,8 @@ export function registerElementwiseGradients(): void {
       return binaryGrads(c, () => mul(dy, winnerWeight(a, b, less)), () => mul(dy, winnerWeight(b, a, less)));
     },
   });
-  // d/da a^b = b a^(b-1); d/db a^b = a^b ln a, taken as 0 where a = 0 and b >= 0 (PyTorch's convention).
+  // d/da a^b = b a^(b-1), taken as 0 where b = 0 (not 0 * inf at a = 0); d/db a^b = a^b ln a, taken as 0 where a = 0
+  // and b >= 0 (PyTorch's conventions).
   registerGradient("Pow", {
     inputsToSave: ["a", "b"],
     outputsToSave: [0],
@@ -130,7 +131,7 @@ export function registerElementwiseGradients(): void {
       const y = c.savedOutputs[0]!;
       return binaryGrads(
         c,
-        () => mul(dy, mul(b, pow(a, sub(b, 1)))),
+        () => mul(dy, where(equal(b, 0), 0, mul(b, pow(a, sub(b, 1))))),
         () => {
           const zeroBase = mul(cast(equal(a, 0), "int32"), cast(greaterEqual(b, 0), "int32"));
           return mul(dy, where(zeroBase, 0, mul(y, log(a))));
