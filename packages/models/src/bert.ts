@@ -2,8 +2,9 @@ import { add, reshape, ShapeError, slice, type Tensor, tanh, tidy } from "@block
 import { Dropout, Embedding, forwardLinearActivation, forwardResidual, LayerNorm, Linear, Module, ModuleList } from "@blocksparse/nn";
 import type { CheckpointRules } from "./checkpoint";
 import { type BertConfig, parseBertConfig } from "./config";
+import { ConfigError } from "./errors";
 import type { ModelOptions } from "./gpt2";
-import { activationModule, attention, checkTokenIds, initLikeHuggingFace, paddingMask, seedStream, splitHeads, uploadOn } from "./layers";
+import { activationModule, attention, checkOptions, checkTokenIds, initLikeHuggingFace, paddingMask, seedStream, splitHeads, uploadOn } from "./layers";
 
 /** BertModel / RobertaModel feed-forward layers, for the patcher: encoder.layer.N.intermediate.dense and .output.dense. */
 export const BERT_FFN_LAYERS = /^encoder\.layer\.\d+\.(intermediate|output)\.dense$/;
@@ -17,6 +18,8 @@ export interface EncoderInputs {
   /** Segment of each token (default: all zeros). */
   tokenTypeIds?: Tensor;
 }
+
+const ENCODER_INPUTS: readonly string[] = ["attentionMask", "tokenTypeIds"];
 
 /** What BertModel / RobertaModel return, as Hugging Face's BaseModelOutputWithPooling. */
 export interface EncoderOutput {
@@ -205,10 +208,13 @@ export class BertModel extends Module {
   encoder: BertEncoder;
   pooler: BertPooler;
 
-  constructor(config: unknown, options: ModelOptions = {}) {
+  constructor(config: unknown, options: ModelOptions | null = {}) {
     super();
     this.config = parseBertConfig(config);
-    const nextSeed = seedStream(options.seed);
+    if (this.maxLength() < 1) {
+      throw new ConfigError(`${this.label}: pad_token_id=${this.config.pad_token_id} leaves no position of max_position_embeddings=${this.config.max_position_embeddings}`);
+    }
+    const nextSeed = seedStream(this.label, options?.seed);
     this.embeddings = new BertEmbeddings(this.config, nextSeed);
     this.encoder = new BertEncoder(this.config, nextSeed);
     this.pooler = new BertPooler(this.config, nextSeed);
@@ -216,14 +222,15 @@ export class BertModel extends Module {
   }
 
   /** Token ids [B, T] (int32) -> the last hidden state [B, T, hidden_size]. */
-  forward(inputIds: Tensor, inputs: EncoderInputs = {}): Tensor {
+  forward(inputIds: Tensor, inputs: EncoderInputs | null = {}): Tensor {
     const { lastHiddenState, poolerOutput } = this.encode(inputIds, inputs);
     poolerOutput.dispose();
     return lastHiddenState;
   }
 
-  /** Token ids [B, T] (int32) -> the last hidden state and the pooler output. */
-  encode(inputIds: Tensor, inputs: EncoderInputs = {}): EncoderOutput {
+  /** Token ids [B, T] (int32) -> the last hidden state and the pooler output. Unknown inputs (attention_mask) are refused, not ignored. */
+  encode(inputIds: Tensor, encoderInputs: EncoderInputs | null = {}): EncoderOutput {
+    const inputs = checkOptions<EncoderInputs>(this.label, encoderInputs, ENCODER_INPUTS);
     const [lastHiddenState, poolerOutput] = tidy(() => {
       const ids = checkTokenIds(this.label, "inputIds", inputIds, this.maxLength());
       const [batch, length] = ids.shape;

@@ -48,8 +48,8 @@ const format = (shape: readonly number[]) => `[${shape.join(", ")}]`;
  * before anything loads: missing keys, unexpected keys, shapes that differ (in the file's
  * layout) and non-float dtypes are all listed in one CheckpointError.
  */
-export function planCheckpoint(model: HuggingFaceModel, headers: Map<string, TensorHeader>, options: CheckpointOptions = {}): CheckpointPlan {
-  const strict = options.strict ?? true;
+export function planCheckpoint(model: HuggingFaceModel, headers: Map<string, TensorHeader>, options: CheckpointOptions | null = {}): CheckpointPlan {
+  const strict = options?.strict ?? true;
   const rules = model.checkpointRules();
   const parameters = new Map(model.namedParameters());
   const load: CheckpointPlan["load"] = new Map();
@@ -122,7 +122,7 @@ function transposedCopy(stored: Tensor): Tensor {
 }
 
 /** Loads one file's contents (the whole checkpoint) into `model`, checked first as planCheckpoint does. */
-export function loadCheckpointTensors(model: HuggingFaceModel, tensors: Map<string, SafetensorsTensor>, options: CheckpointOptions = {}): CheckpointPlan {
+export function loadCheckpointTensors(model: HuggingFaceModel, tensors: Map<string, SafetensorsTensor>, options: CheckpointOptions | null = {}): CheckpointPlan {
   const headers = new Map<string, TensorHeader>([...tensors].map(([key, t]) => [key, { dtype: t.dtype, shape: t.shape }]));
   const plan = planCheckpoint(model, headers, options);
   loadPlannedTensors(model, plan, tensors);

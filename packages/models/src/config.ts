@@ -7,8 +7,9 @@ const positiveInt = z.int(positive).check(z.positive(positive));
 const nonNegative = { error: "expected a non-negative number" };
 const nonNegativeNumber = z.number(nonNegative).check(z.nonnegative(nonNegative));
 const nonNegativeIntOrNull = { error: "expected a non-negative integer or null" };
-const probabilityRange = { error: "expected a probability in [0, 1]" };
-const probability = z.number(probabilityRange).check(z.minimum(0, probabilityRange), z.maximum(1, probabilityRange));
+// Below 1, as nn's Dropout takes (torch's p = 1 zeroes everything in training).
+const probabilityRange = { error: "expected a probability in [0, 1)" };
+const probability = z.number(probabilityRange).check(z.minimum(0, probabilityRange), z.lt(1, probabilityRange));
 /** The one value a field may hold here (other values describe models this package does not build). */
 const only = <const T extends string | boolean>(value: T) => z.literal(value, { error: `expected ${JSON.stringify(value)}` });
 /** `schema`, or `value` when the field is absent. */

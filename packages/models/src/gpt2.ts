@@ -27,7 +27,7 @@ import { SeededRandom } from "@blocksparse/format";
 import { Dropout, Embedding, forwardLinearActivation, forwardResidual, LayerNorm, Linear, Module, ModuleList } from "@blocksparse/nn";
 import type { CheckpointRules } from "./checkpoint";
 import { type Gpt2Config, parseGpt2Config } from "./config";
-import { activationModule, attention, checkTokenIds, initLikeHuggingFace, seedStream, splitHeads, uploadOn } from "./layers";
+import { activationModule, attention, checkOptions, checkTokenIds, initLikeHuggingFace, seedStream, splitHeads, uploadOn } from "./layers";
 
 /** GPT2LMHeadModel's feed-forward layers, for the patcher: transformer.h.N.mlp.c_fc and .c_proj. */
 export const GPT2_FFN_LAYERS = /^transformer\.h\.\d+\.mlp\.c_(fc|proj)$/;
@@ -374,7 +374,7 @@ export interface GenerateOptions {
   topK?: number;
   /** Seed of the draws when sampling (default 0): the same seed gives the same tokens. */
   seed?: number;
-  /** A sequence that emits this token stops there, and is padded with it while the others go on. */
+  /** A sequence that emits this token (below vocab_size) stops there, and is padded with it while the others go on. */
   eosTokenId?: number;
   /**
    * Keep the keys and values in a cache of fixed length (the prompt's and maxNewTokens' positions), written in place,
@@ -391,24 +391,6 @@ export interface GenerateOptions {
 }
 
 const GENERATE_OPTIONS: readonly string[] = ["maxNewTokens", "temperature", "topK", "seed", "eosTokenId", "staticCache", "graph"];
-
-/**
- * generate's options: an object (null: none) whose keys are GenerateOptions'. An unknown key is refused rather than
- * ignored, naming the option it may stand for (Hugging Face's snake_case names), so that `max_new_tokens` or an
- * attention mask does not silently change nothing.
- */
-function checkGenerateOptions(label: string, options: unknown): GenerateOptions {
-  if (options === null || options === undefined) return {};
-  if (typeof options !== "object" || Array.isArray(options)) throw new ValueError(`${label}: options must be an object, got ${typeof options}`);
-  for (const key of Object.keys(options)) {
-    if (GENERATE_OPTIONS.includes(key)) continue;
-    const camel = key.replace(/_([a-z])/g, (_, letter: string) => letter.toUpperCase());
-    const hint =
-      camel === "attentionMask" ? " (no attention mask: give unpadded sequences of one length)" : GENERATE_OPTIONS.includes(camel) ? ` (did you mean ${camel}?)` : "";
-    throw new ValueError(`${label}: unknown option '${key}'${hint}; the options are ${GENERATE_OPTIONS.join(", ")}`);
-  }
-  return options as GenerateOptions;
-}
 
 function checkCount(label: string, name: string, value: number, least: number): number {
   if (!Number.isInteger(value) || value < least) throw new ValueError(`${label}: ${name} must be an integer >= ${least}, got ${value}`);
@@ -446,10 +428,10 @@ export class GPT2LMHeadModel extends Module {
   transformer: GPT2Model;
   lm_head: Linear;
 
-  constructor(config: unknown, options: ModelOptions = {}) {
+  constructor(config: unknown, options: ModelOptions | null = {}) {
     super();
     this.config = parseGpt2Config(config);
-    const nextSeed = seedStream(options.seed);
+    const nextSeed = seedStream(this.label, options?.seed);
     this.transformer = new GPT2Model(this.config, nextSeed);
     this.lm_head = new Linear(this.config.n_embd, this.config.vocab_size, { bias: false, seed: nextSeed() });
     const std = this.config.initializer_range;
@@ -470,7 +452,7 @@ export class GPT2LMHeadModel extends Module {
    * over the rest (float32 scalar; NaN when none is left). inputIds and labels [B, T] or [T], int32. The vocabulary
    * head runs on the first T - 1 positions only: the last one has no label to predict.
    */
-  loss(inputIds: Tensor, labels: Tensor, options: { ignoreIndex?: number } = {}): Tensor {
+  loss(inputIds: Tensor, labels: Tensor, options: { ignoreIndex?: number } | null = {}): Tensor {
     const ids = checkTokenIds("GPT2LMHeadModel.loss", "inputIds", inputIds, this.config.n_positions);
     if (!(labels instanceof Tensor) || labels.dtype !== "int32") {
       throw new DTypeError(`GPT2LMHeadModel.loss: labels must be an int32 tensor, got ${labels instanceof Tensor ? labels.dtype : typeof labels}`);
@@ -483,7 +465,7 @@ export class GPT2LMHeadModel extends Module {
       const hidden = this.transformer.forward(ids);
       const predicting = slice(hidden, [0, 0, 0], [batch, length - 1, this.config.n_embd]);
       const targets = slice(reshape(labels, [batch, length]), [0, 1], [batch, length - 1]);
-      return crossEntropy(this.lm_head.forward(predicting), targets, { ignoreIndex: options.ignoreIndex ?? -100 });
+      return crossEntropy(this.lm_head.forward(predicting), targets, { ignoreIndex: options?.ignoreIndex ?? -100 });
     });
   }
 
@@ -499,14 +481,18 @@ export class GPT2LMHeadModel extends Module {
    */
   generate(inputIds: Tensor, generateOptions: GenerateOptions | null = {}): Tensor {
     const label = `${this.label}.generate`;
-    const options = checkGenerateOptions(label, generateOptions);
+    const options = checkOptions<GenerateOptions>(label, generateOptions, GENERATE_OPTIONS, (camel) =>
+      camel === "attentionMask" ? " (no attention mask: give unpadded sequences of one length)" : "",
+    );
     const steps = checkCount(label, "maxNewTokens", options.maxNewTokens ?? 20, 0);
     const topK = checkCount(label, "topK", options.topK ?? 0, 0);
     const temperature = options.temperature ?? 0;
     if (!Number.isFinite(temperature) || temperature < 0) throw new ValueError(`${label}: temperature must be a finite number >= 0, got ${temperature}`);
     if (options.seed !== undefined && !Number.isSafeInteger(options.seed)) throw new ValueError(`${label}: seed must be an integer, got ${options.seed}`);
     const eos = options.eosTokenId;
-    if (eos !== undefined) checkCount(label, "eosTokenId", eos, 0);
+    if (eos !== undefined && checkCount(label, "eosTokenId", eos, 0) >= this.config.vocab_size) {
+      throw new ValueError(`${label}: eosTokenId ${eos} is outside the vocabulary of ${this.config.vocab_size} tokens`);
+    }
     const ids = checkTokenIds(label, "inputIds", inputIds, this.config.n_positions);
     const [batch, length] = ids.shape;
     if (length + steps > this.config.n_positions) {

@@ -14,8 +14,9 @@ import {
   ShapeError,
   scaledDotProductAttention,
   softmax,
-  type Tensor,
+  Tensor,
   tidy,
+  ValueError,
   where,
 } from "@blocksparse/core";
 import { Dropout, Embedding, GELU, Linear, type Module, type Parameter, ReLU } from "@blocksparse/nn";
@@ -67,8 +68,11 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, scale: number, mask: 
   });
 }
 
-/** The most negative float32, as Hugging Face masks with: exp of it is 0 without the NaN of a fully masked row. */
-export const MASKED = -3.4028234663852886e38;
+/**
+ * The most negative finite value of each float dtype (torch.finfo(dtype).min), as Hugging Face masks with: exp of it
+ * is 0 without the NaN of a fully masked row (float32's would round to -Infinity in bfloat16 and float16).
+ */
+export const MASKED: Record<string, number> = { float32: -3.4028234663852886e38, bfloat16: -3.3895313892515355e38, float16: -65504 };
 
 /**
  * A padding mask (1 = attend, 0 = padding) [B, T] as the additive mask [B, 1, 1, T] in `like`'s dtype. A mask on
@@ -81,12 +85,12 @@ export function paddingMask(label: string, attentionMask: Tensor, batch: number,
   }
   if (attentionMask.backend === like.backend) {
     return tidy(() => {
-      const additive = where(equal(attentionMask, 0), fullOn(like.backend, [], MASKED, like.dtype), fullOn(like.backend, [], 0, like.dtype));
+      const additive = where(equal(attentionMask, 0), fullOn(like.backend, [], MASKED[like.dtype], like.dtype), fullOn(like.backend, [], 0, like.dtype));
       return reshape(additive, [batch, 1, 1, length]);
     });
   }
   const flags = attentionMask.dataSync();
-  const additive = Float32Array.from(flags, (flag) => (flag === 0 ? MASKED : 0));
+  const additive = Float32Array.from(flags, (flag) => (flag === 0 ? MASKED[like.dtype] : 0));
   return uploadOn(additive, [batch, 1, 1, length], like);
 }
 
@@ -125,7 +129,8 @@ export function maxRelativeError(got: Tensor, want: Tensor): number {
 }
 
 /** A stream of seeds: from `seed` when given, else from core's global generator (so manualSeed makes models reproducible). */
-export function seedStream(seed: number | undefined): () => number {
+export function seedStream(label: string, seed: number | undefined): () => number {
+  if (seed !== undefined && !Number.isSafeInteger(seed)) throw new ValueError(`${label}: seed must be an integer, got ${seed}`);
   let start = seed;
   if (start === undefined) {
     const drawn = randint(0, 2 ** 31 - 1, [1]);
@@ -134,4 +139,22 @@ export function seedStream(seed: number | undefined): () => number {
   }
   const random = new SeededRandom(start);
   return () => random.nextUint32();
+}
+
+/**
+ * An options object (null: none) whose keys are all `names`. An unknown key is refused rather than ignored, naming the
+ * option it may stand for (Hugging Face's snake_case names), so that `max_new_tokens` or `attention_mask` does not
+ * silently change nothing; so is a Tensor in the object's place (its keys are none). `hint` speaks to other keys.
+ */
+export function checkOptions<T>(label: string, options: unknown, names: readonly string[], hint = (_camel: string) => ""): T {
+  if (options === null || options === undefined) return {} as T;
+  if (typeof options !== "object" || Array.isArray(options) || options instanceof Tensor) {
+    throw new ValueError(`${label}: options must be an object, got ${options instanceof Tensor ? "a Tensor" : typeof options}`);
+  }
+  for (const key of Object.keys(options)) {
+    if (names.includes(key)) continue;
+    const camel = key.replace(/_([a-z])/g, (_, letter: string) => letter.toUpperCase());
+    throw new ValueError(`${label}: unknown option '${key}'${names.includes(camel) ? ` (did you mean ${camel}?)` : hint(camel)}; the options are ${names.join(", ")}`);
+  }
+  return options as T;
 }

@@ -114,7 +114,7 @@ async function checkpointFiles(path: string): Promise<{ files: string[]; headers
  * header is checked against the model first (CheckpointError lists missing, unexpected
  * and mis-shaped keys); then the files are read one at a time.
  */
-export async function loadCheckpoint(model: HuggingFaceModel, path: string, options: CheckpointOptions = {}): Promise<LoadCheckpointResult> {
+export async function loadCheckpoint(model: HuggingFaceModel, path: string, options: CheckpointOptions | null = {}): Promise<LoadCheckpointResult> {
   const { files, headers } = await checkpointFiles(path);
   const plan = planCheckpoint(model, headers, options);
   for (const file of files) loadPlannedTensors(model, plan, (await loadSafetensors(file)).tensors);
@@ -153,7 +153,8 @@ export interface FromPretrainedOptions extends CheckpointOptions {
  * The model a Hugging Face folder holds, built from its config.json (model_type gpt2,
  * bert or roberta) and loaded from its safetensors checkpoint, in eval mode.
  */
-export async function fromPretrained(dir: string, options: FromPretrainedOptions = {}): Promise<PretrainedModel> {
+export async function fromPretrained(dir: string, fromOptions: FromPretrainedOptions | null = {}): Promise<PretrainedModel> {
+  const options = fromOptions ?? {};
   // Checked before loading: Module.to would take any other string for a backend's name.
   if (options.dtype !== undefined && !FLOAT_DTYPES.includes(options.dtype)) {
     throw new ValueError(`fromPretrained: dtype must be one of ${FLOAT_DTYPES.join(", ")}, got ${JSON.stringify(options.dtype)}`);

@@ -2,16 +2,18 @@ import { describe, expect, it } from "vitest";
 import { browserBundle, evaluatedCode } from "../../../browser-bundle.shared.ts";
 
 describe("browser bundle (esbuild, minified, every export kept)", () => {
-  // 56.0 KiB measured with generate's unknown options refused (55.8 before: a truncated shard checked up front, a tied
+  // 56.3 KiB measured with more untuned inputs checked (an encoder's unknown inputs and a Tensor in their place, a
+  // per-dtype padding mask, model seeds, an end token outside the vocabulary, RoBERTa's pad_token_id);
+  // 56.0 KiB with generate's unknown options refused (55.8 before: a truncated shard checked up front, a tied
   // head saved alone); 55.2 KiB with the input checks of format and nn of 2026-12-02 (54.8 before: repeated safetensors keys,
   // random patterns over 2^31 blocks, optimizer gradients' shape and dtype, optimizer state across module.to(dtype));
   // 52.0 KiB (51.5 before greedy captured steps fed their tokens back on the device; 49.3 before
   // generation's static cache and captured step pulled in core's captureGraph; 48.3
   // before GPT-2 generation and its cache); 127 KiB while configs were parsed with classic zod (not tree-shakeable, with its `new Function` probe).
-  it("@blocksparse/models stays within 56 KiB gzipped and evaluates no code", async () => {
+  it("@blocksparse/models stays within 57 KiB gzipped and evaluates no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/models"]);
     console.log(`@blocksparse/models: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(56);
+    expect(gzipKiB).toBeLessThanOrEqual(57);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 });

@@ -140,7 +140,7 @@ describe("configs", () => {
     expect(() => new GPT2LMHeadModel(config)).toThrow(/n_head=5 does not divide n_embd=32/);
     expect(() => new GPT2LMHeadModel({ ...config, n_head: 4, activation_function: "swish" })).toThrow(ConfigError);
     expect(() => new GPT2LMHeadModel({ ...config, n_head: 4, activation_function: "swish" })).toThrow(/activation_function: expected one of "gelu", "gelu_new"/);
-    expect(() => new GPT2LMHeadModel({ ...config, n_head: 4, resid_pdrop: 2 })).toThrow(/resid_pdrop: expected a probability in \[0, 1\]/);
+    expect(() => new GPT2LMHeadModel({ ...config, n_head: 4, resid_pdrop: 2 })).toThrow(/resid_pdrop: expected a probability in \[0, 1\)/);
     expect(() => new BertModel({ position_embedding_type: "relative_key" })).toThrow(/position_embedding_type: expected "absolute"/);
     expect(() => new BertModel({ num_hidden_layers: 0 })).toThrow(/num_hidden_layers: expected a positive integer/);
   });

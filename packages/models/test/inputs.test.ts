@@ -1,0 +1,112 @@
+import { cast, memory, randint, reshape, slice, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
+import { loadSafetensors } from "@blocksparse/format/node";
+import { BertModel, ConfigError, GPT2LMHeadModel, type GenerateOptions, loadCheckpointTensors, RobertaModel } from "@blocksparse/models";
+import { fromPretrained, readConfig } from "@blocksparse/models/node";
+import { describe, expect, it } from "vitest";
+import { fixtures, relativeError } from "./helpers";
+
+/** Whether every value is finite. */
+const finite = (t: Tensor) => t.dataSync().every(Number.isFinite);
+
+/** The tensors a call leaves behind (it throws or not). */
+function leftBehind(run: () => unknown): number {
+  const before = memory().numTensors;
+  try {
+    run();
+  } catch {
+    // The count is what is checked.
+  }
+  return memory().numTensors - before;
+}
+
+describe("inputs nobody tuned for", () => {
+  for (const dtype of ["bfloat16", "float16"] as const) {
+    it(`a fully masked row attends to every position, as in float32, without NaN (${dtype})`, async () => {
+      const model = (await fromPretrained(fixtures("bert"), { dtype })) as BertModel;
+      const ids = randint(3, 96, [2, 5], { seed: 61 });
+      const mask = tensor([0, 0, 0, 0, 0, 1, 1, 1, 0, 0], [2, 5], "int32");
+      const masked = model.forward(ids, { attentionMask: mask });
+      expect(finite(masked)).toBe(true);
+      // A row with no position to attend to weighs them all alike (Hugging Face's finfo(dtype).min mask): no mask at all.
+      const firstRow = (t: Tensor) => tidy(() => cast(slice(t, [0, 0, 0], [1, 5, 32]), "float32"));
+      expect(relativeError(firstRow(masked), firstRow(model.forward(ids)))).toBeLessThanOrEqual(2e-2);
+    });
+  }
+
+  it("an encoder refuses inputs it would ignore: a mask tensor in the inputs' place, snake_case names", async () => {
+    const model = (await fromPretrained(fixtures("bert"))) as BertModel;
+    const ids = randint(3, 96, [1, 4], { seed: 62 });
+    const mask = tensor([1, 1, 0, 0], [1, 4], "int32");
+    expect(() => model.forward(ids, mask as never)).toThrow(ValueError);
+    expect(() => model.forward(ids, mask as never)).toThrow(/BertModel: options must be an object, got a Tensor/);
+    expect(() => model.encode(ids, { attention_mask: mask } as never)).toThrow(/unknown option 'attention_mask' \(did you mean attentionMask\?\)/);
+    expect(() => model.encode(ids, { token_type_ids: mask } as never)).toThrow(/did you mean tokenTypeIds\?/);
+    // null inputs are none.
+    expect(model.forward(ids, null as never).toArray()).toEqual(model.forward(ids).toArray());
+    const gpt2 = (await fromPretrained(fixtures("gpt2"))) as GPT2LMHeadModel;
+    expect(() => gpt2.generate(ids, mask as unknown as GenerateOptions)).toThrow(/generate: options must be an object, got a Tensor/);
+  });
+
+  it("a dropout probability of 1 in a config is a ConfigError naming the field, and nothing is left allocated", async () => {
+    const gpt2 = await readConfig(fixtures("gpt2"));
+    const bert = await readConfig(fixtures("bert"));
+    for (const field of ["resid_pdrop", "embd_pdrop", "attn_pdrop"]) {
+      expect(() => new GPT2LMHeadModel({ ...gpt2, [field]: 1 })).toThrow(new RegExp(`${field}: expected a probability in \\[0, 1\\)`));
+      expect(leftBehind(() => new GPT2LMHeadModel({ ...gpt2, [field]: 1 }))).toBe(0);
+    }
+    for (const field of ["hidden_dropout_prob", "attention_probs_dropout_prob"]) {
+      expect(() => new BertModel({ ...bert, [field]: 1 })).toThrow(ConfigError);
+      expect(leftBehind(() => new BertModel({ ...bert, [field]: 1 }))).toBe(0);
+    }
+  });
+
+  it("RoBERTa refuses a pad_token_id that leaves no position, when it is built", async () => {
+    const config = await readConfig(fixtures("roberta"));
+    expect(() => new RobertaModel({ ...config, pad_token_id: 40 })).toThrow(ConfigError);
+    expect(() => new RobertaModel({ ...config, pad_token_id: 33 })).toThrow(/pad_token_id=33 leaves no position of max_position_embeddings=34/);
+    expect(leftBehind(() => new RobertaModel({ ...config, pad_token_id: 40 }))).toBe(0);
+    // The last pad_token_id that leaves one.
+    const one = new RobertaModel({ ...config, pad_token_id: 32 }, { seed: 1 });
+    expect(one.forward(tensor([5], [1, 1], "int32")).shape).toEqual([1, 1, 32]);
+  });
+
+  it("RoBERTa's positions are padding_idx + cumsum(mask) * mask, mask = (ids != padding_idx)", async () => {
+    class Positions extends RobertaModel {
+      of(ids: Tensor): Int32Array {
+        return this.positionIds(ids);
+      }
+    }
+    const model = new Positions(await readConfig(fixtures("roberta")), { seed: 2 });
+    const ids = tensor([1, 1, 5, 7, 9, 5, 1, 8, 4, 1, 1, 1, 2, 3, 1, 1, 1, 1, 1, 6], [4, 5], "int32");
+    const flat = ids.toArray();
+    const want = [0, 1, 2, 3].flatMap((b) => {
+      let count = 0;
+      return flat.slice(b * 5, b * 5 + 5).map((id) => (id === 1 ? 1 : 1 + ++count));
+    });
+    expect(Array.from(model.of(ids))).toEqual(want);
+  });
+
+  it("model seeds that are not integers and null options are named or taken as the defaults", async () => {
+    const gpt2 = await readConfig(fixtures("gpt2"));
+    expect(() => new GPT2LMHeadModel(gpt2, { seed: 1.5 })).toThrow(ValueError);
+    expect(() => new GPT2LMHeadModel(gpt2, { seed: 1.5 })).toThrow(/GPT2LMHeadModel: seed must be an integer, got 1.5/);
+    expect(() => new BertModel({ num_hidden_layers: 1 }, { seed: "0" as never })).toThrow(/BertModel: seed must be an integer, got 0/);
+    const model = new GPT2LMHeadModel(gpt2, null as never);
+    const ids = randint(0, 96, [1, 6], { seed: 63 });
+    expect(model.loss(ids, ids, null as never).item()).toBeCloseTo(model.loss(ids, ids).item(), 6);
+    const content = await loadSafetensors(fixtures("gpt2/model.safetensors"));
+    expect(loadCheckpointTensors(model, content.tensors, null as never).missingKeys).toEqual([]);
+    const loaded = await fromPretrained(fixtures("gpt2"), null as never);
+    expect(loaded.forward(ids).toArray()).toEqual(model.forward(ids).toArray());
+  });
+
+  it("generate refuses an end token outside the vocabulary (it could never end a sequence)", async () => {
+    const model = (await fromPretrained(fixtures("gpt2"))) as GPT2LMHeadModel;
+    const ids = randint(0, 96, [1, 3], { seed: 64 });
+    expect(() => model.generate(ids, { maxNewTokens: 2, eosTokenId: 96 })).toThrow(ValueError);
+    expect(() => model.generate(ids, { maxNewTokens: 2, eosTokenId: 50256 })).toThrow(/eosTokenId 50256 is outside the vocabulary of 96 tokens/);
+    expect(model.generate(ids, { maxNewTokens: 2, eosTokenId: 95 }).shape[1]).toBeLessThanOrEqual(5);
+    // maxNewTokens may reach the model's positions exactly.
+    expect(model.generate(reshape(ids, [3]), { maxNewTokens: 29 }).shape).toEqual([1, 32]);
+  });
+});
