@@ -182,13 +182,13 @@ export class BlockSparseLinear extends Module {
     }
     const sources = blockSources(this.pattern, pattern);
     const current = this.weight.value;
-    const { newValues } = options;
+    const { newValues, optimizer } = options ?? {};
     // Float values of another dtype (float32 blocks for a bfloat16 layer) are cast to the weight's; remapBlocks checks the rest.
     const fresh = newValues instanceof Tensor && newValues.isFloat && newValues.dtype !== current.dtype ? newValues : null;
     const values = noGrad(() => tidy(() => remapBlocks(current, sources, fresh ? cast(fresh, current.dtype) : newValues)));
     this.weight.value = values;
     this.weight.pattern = pattern;
-    options.optimizer?.remapBlocks(this.weight, sources, pattern);
+    optimizer?.remapBlocks(this.weight, sources, pattern);
     return sources;
   }
 

@@ -11,10 +11,15 @@ export function clipGradNorm(parameters: Iterable<Parameter>, maxNorm: number): 
   if (typeof maxNorm !== "number" || !(maxNorm >= 0) || !Number.isFinite(maxNorm)) {
     throw new ValueError(`clipGradNorm: maxNorm must be a finite number >= 0, got ${String(maxNorm)}`);
   }
-  const grads = [...parameters].map((p, i) => {
+  if (typeof (parameters as Partial<Iterable<Parameter>> | null)?.[Symbol.iterator] !== "function") {
+    throw new ValueError("clipGradNorm: parameters must be an iterable of Parameters (model.parameters())");
+  }
+  const list = [...parameters];
+  list.forEach((p, i) => {
     if (!(p instanceof Parameter)) throw new ValueError(`clipGradNorm: parameters[${i}] is not a Parameter`);
-    return p.grad;
   });
+  // A parameter listed twice (a weight tied between two modules) counts once in the norm and is scaled once.
+  const grads = [...new Set(list)].map((p) => p.grad);
   return noGrad(() => {
     const present = grads.filter((grad): grad is Tensor => grad !== null);
     // One read for all parameters: each sum of squares in float32, gathered before the download.

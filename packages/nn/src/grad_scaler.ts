@@ -126,7 +126,8 @@ export class GradScaler {
       return;
     }
     this.#growthTracker++;
-    if (this.#growthTracker === this.growthInterval) {
+    // >=: a loaded growthTracker may exceed this scaler's growthInterval.
+    if (this.#growthTracker >= this.growthInterval) {
       this.#scale *= this.growthFactor;
       this.#growthTracker = 0;
     }

@@ -35,7 +35,7 @@ export class Embedding extends Module {
     checkFeatures("Embedding", "embeddingDim", embeddingDim);
     this.numEmbeddings = numEmbeddings;
     this.embeddingDim = embeddingDim;
-    const [seed] = childSeeds(options.seed, 1);
+    const [seed] = childSeeds(options?.seed, 1);
     this.weight = new Parameter(randn([numEmbeddings, embeddingDim], { seed }));
   }
 
@@ -67,8 +67,8 @@ export class LayerNorm extends Module {
   constructor(normalizedShape: number, options: LayerNormOptions = {}) {
     super();
     checkFeatures("LayerNorm", "normalizedShape", normalizedShape);
-    const { eps = 1e-5, elementwiseAffine = true } = options;
-    if (typeof eps !== "number" || !(eps >= 0)) throw new ValueError(`LayerNorm: eps must be a number >= 0, got ${eps}`);
+    const { eps = 1e-5, elementwiseAffine = true } = options ?? {};
+    if (!Number.isFinite(eps) || eps < 0) throw new ValueError(`LayerNorm: eps must be a finite number >= 0, got ${eps}`);
     this.normalizedShape = normalizedShape;
     this.eps = eps;
     this.weight = elementwiseAffine ? new Parameter(ones([normalizedShape])) : null;
@@ -101,7 +101,7 @@ export class Dropout extends Module {
     super();
     if (typeof p !== "number" || !(p >= 0 && p < 1)) throw new ValueError(`Dropout: p must be in [0, 1), got ${p}`);
     this.p = p;
-    this.#random = new SeededRandom(childSeeds(options.seed, 1)[0]);
+    this.#random = new SeededRandom(childSeeds(options?.seed, 1)[0]);
   }
 
   /** Whether forward drops anything: training with p > 0 (otherwise it returns its input unchanged, as a clone). */
@@ -112,6 +112,7 @@ export class Dropout extends Module {
   forward(x: Tensor): Tensor {
     checkTensorInput(this.label, x);
     if (!this.active) return x.clone();
+    if (!x.isFloat) throw new DTypeError(`${this.label}: input has dtype ${x.dtype}, expected a float dtype`);
     const scale = 1 / (1 - this.p);
     const mask = new Float32Array(x.size);
     for (let i = 0; i < mask.length; i++) mask[i] = this.#random.next() < this.p ? 0 : scale;
@@ -234,14 +235,20 @@ export class Sequential extends Module {
     checkTensorInput(this.label, x);
     let out = x;
     const children = this.children();
-    for (let i = 0; i < children.length; i++) {
-      const module = children[i];
-      const following = children[i + 1];
-      const fuse = following !== undefined && activationOf(following) !== null && fusesActivation(module);
-      const next = fuse ? forwardLinearActivation(module, following, out) : module.forward(out);
-      if (fuse) i++;
-      if (out !== x && next !== out) out.dispose();
-      out = next;
+    try {
+      for (let i = 0; i < children.length; i++) {
+        const module = children[i];
+        const following = children[i + 1];
+        const fuse = following !== undefined && activationOf(following) !== null && fusesActivation(module);
+        const next = fuse ? forwardLinearActivation(module, following, out) : module.forward(out);
+        if (fuse) i++;
+        if (out !== x && next !== out) out.dispose();
+        out = next;
+      }
+    } catch (error) {
+      // A module that throws leaves the previous one's output (and the graph it holds) to us.
+      if (out !== x) out.dispose();
+      throw error;
     }
     return out === x ? x.clone() : out;
   }

@@ -48,9 +48,9 @@ export class Linear extends Module {
     this.inFeatures = inFeatures;
     this.outFeatures = outFeatures;
     const bound = 1 / Math.sqrt(inFeatures);
-    const [weightSeed, biasSeed] = childSeeds(options.seed, 2);
+    const [weightSeed, biasSeed] = childSeeds(options?.seed, 2);
     this.weight = new Parameter(uniform([outFeatures, inFeatures], bound, weightSeed));
-    this.bias = options.bias === false ? null : new Parameter(uniform([outFeatures], bound, biasSeed));
+    this.bias = options?.bias === false ? null : new Parameter(uniform([outFeatures], bound, biasSeed));
   }
 
   /** x W^T + b: one kernel with the bias in the product's epilogue where the backend fuses it (core's linear). */

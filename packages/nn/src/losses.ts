@@ -78,7 +78,7 @@ function checkTemperature(where: string, temperature: number): void {
  * The gradient reaches `studentLogits` only (the teacher is a target). float32 result.
  */
 export function klDivergence(studentLogits: Tensor, teacherLogits: Tensor, options: KlDivergenceOptions = {}): Tensor {
-  const { temperature = 1, reduction = "mean" } = options;
+  const { temperature = 1, reduction = "mean" } = options ?? {};
   checkLogits("klDivergence", studentLogits, teacherLogits);
   checkTemperature("klDivergence", temperature);
   if (reduction !== "mean" && reduction !== "sum" && reduction !== "none") {
@@ -107,7 +107,7 @@ export interface DistillationOptions {
  * indices [...] for logits [..., C]; averaged over rows.
  */
 export function distillationLoss(studentLogits: Tensor, teacherLogits: Tensor, targets: Tensor, options: DistillationOptions = {}): Tensor {
-  const { temperature = 2, alpha = 0.5 } = options;
+  const { temperature = 2, alpha = 0.5 } = options ?? {};
   checkLogits("distillationLoss", studentLogits, teacherLogits);
   checkTemperature("distillationLoss", temperature);
   if (typeof alpha !== "number" || !(alpha >= 0 && alpha <= 1)) throw new ValueError(`distillationLoss: alpha must be in [0, 1], got ${String(alpha)}`);

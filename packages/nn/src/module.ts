@@ -52,7 +52,7 @@ export abstract class Module {
 
   /** Adds (or replaces) a child under `name`, like assigning `this[name] = module`. */
   registerModule(name: string, module: Module): this {
-    checkName("registerModule", name);
+    checkSlot(this, "registerModule", name);
     if (!(module instanceof Module)) throw new ValueError(`registerModule: '${name}' must be a Module`);
     (this as Record<string, unknown>)[name] = module;
     return this;
@@ -60,7 +60,7 @@ export abstract class Module {
 
   /** Adds (or replaces) a parameter under `name`; null leaves the slot empty (like an absent bias). */
   registerParameter(name: string, parameter: Parameter | null): this {
-    checkName("registerParameter", name);
+    checkSlot(this, "registerParameter", name);
     if (parameter !== null && !(parameter instanceof Parameter)) throw new ValueError(`registerParameter: '${name}' must be a Parameter or null`);
     (this as Record<string, unknown>)[name] = parameter;
     return this;
@@ -159,6 +159,7 @@ export abstract class Module {
 
   /** Sets training mode on the whole tree. */
   train(mode = true): this {
+    if (typeof mode !== "boolean") throw new ValueError(`train: mode must be a boolean, got ${String(mode)}`);
     for (const module of this.modules()) module.training = mode;
     return this;
   }
@@ -224,7 +225,7 @@ export abstract class Module {
    * dtype and moved to its backend. The state dict's tensors stay the caller's.
    */
   loadStateDict(stateDict: StateDict | Record<string, StateDictEntry>, options: LoadStateDictOptions = {}): LoadStateDictResult {
-    const strict = options.strict ?? true;
+    const strict = options?.strict ?? true;
     const entries: StateDict = stateDict instanceof Map ? stateDict : new Map(Object.entries(stateDict ?? {}));
     const targets = new Map<string, [Module, string]>();
     for (const [path, module] of this.namedModules()) {
@@ -337,9 +338,14 @@ export function functionalCall<T>(module: Module, tensors: Map<string, Tensor> |
   }
 }
 
-function checkName(where: string, name: string): void {
+function checkSlot(module: Module, where: string, name: string): void {
   if (typeof name !== "string" || name === "" || name.includes(".")) {
     throw new ValueError(`${where}: name must be a non-empty string without dots, got ${JSON.stringify(name)}`);
+  }
+  // A new name or a slot (a module, a parameter, null): assigning over a method, a field or __proto__ would break the module.
+  const current = (module as unknown as Record<string, unknown>)[name];
+  if (name in module && !(Object.hasOwn(module, name) && (current == null || current instanceof Module || current instanceof Parameter))) {
+    throw new ValueError(`${where}: '${name}' is a property of ${module.constructor.name}, not a module or parameter slot`);
   }
 }
 

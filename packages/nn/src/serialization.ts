@@ -53,6 +53,8 @@ export function stateDictToSafetensors(stateDict: StateDict, metadata: Record<st
       if (dtype === "int32") throw new NnError(`saveStateDict: block-sparse '${key}' has int32 values`);
       putBsrMatrix(content, key, BsrMatrix.fromPattern(entry.pattern, rawValues(entry.values) as Float32Array | Uint16Array, dtype));
     } else if (entry instanceof Tensor) {
+      // Loaders take every '<name>.crow_indices' for a block-sparse matrix's part: the file would not load back.
+      if (key.endsWith(BSR_TENSOR_SUFFIXES.crowIndices)) throw new NnError(`saveStateDict: dense entry '${key}' ends in .crow_indices, which names a block-sparse part; rename it`);
       claim(key, key);
       content.tensors.set(key, { dtype: FILE_DTYPE[entry.dtype], shape: [...entry.shape], data: rawValues(entry) } as SafetensorsTensor);
     } else {

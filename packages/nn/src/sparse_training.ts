@@ -49,13 +49,12 @@ export interface PatternMove {
  */
 export function pruneAndRegrow(layer: BlockSparseLinear, options: PruneAndRegrowOptions): PatternMove {
   if (!(layer instanceof BlockSparseLinear)) throw new ValueError("pruneAndRegrow: layer must be a BlockSparseLinear");
+  if (options === null || typeof options !== "object") throw new ValueError("pruneAndRegrow: options { fraction } are required");
   const { fraction, newBlocks = "zeros", scale = 0.1, regrow = "random" } = options;
   if (typeof fraction !== "number" || !(fraction >= 0 && fraction <= 1)) {
     throw new ValueError(`pruneAndRegrow: fraction must be in [0, 1], got ${String(fraction)}`);
   }
-  if (newBlocks !== "zeros" && newBlocks !== "normal") {
-    throw new ValueError(`pruneAndRegrow: newBlocks must be "zeros" or "normal", got ${JSON.stringify(newBlocks)}`);
-  }
+  checkNewBlocks("pruneAndRegrow", newBlocks, scale);
   if (regrow !== "random" && regrow !== "gradient") throw new ValueError(`pruneAndRegrow: regrow must be "random" or "gradient", got ${JSON.stringify(regrow)}`);
   const gradients = regrow === "gradient" ? checkGradients(options.gradient) : [];
   const random = options.random instanceof SeededRandom ? options.random : new SeededRandom(options.random ?? childSeeds(undefined, 1)[0]);
@@ -89,6 +88,12 @@ export function pruneAndRegrow(layer: BlockSparseLinear, options: PruneAndRegrow
     newValues?.dispose();
   }
   return { pruned: Int32Array.from([...prunedBlocks].map(flatOf)).sort(), regrown };
+}
+
+function checkNewBlocks(where: string, newBlocks: unknown, scale: number): void {
+  if (newBlocks !== "zeros" && newBlocks !== "normal") throw new ValueError(`${where}: newBlocks must be "zeros" or "normal", got ${JSON.stringify(newBlocks)}`);
+  // A NaN or infinite scale would write NaN or inf into every regrown block.
+  if (!Number.isFinite(scale) || scale < 0) throw new ValueError(`${where}: scale must be a finite number >= 0, got ${String(scale)}`);
 }
 
 function checkGradients(gradient: PruneAndRegrowOptions["gradient"]): readonly LayerGradient[] {
@@ -190,15 +195,16 @@ export class SparseOptimizer {
     if (!(target instanceof Module) && !(Array.isArray(target) && target.every((l) => l instanceof BlockSparseLinear))) {
       throw new ValueError("SparseOptimizer: target must be a Module or an array of BlockSparseLinear layers");
     }
-    const { fraction = 0.1, every = 1, newBlocks = "zeros", scale = 0.1, regrow = "random", schedule = "constant" } = options;
+    const { fraction = 0.1, every = 1, newBlocks = "zeros", scale = 0.1, regrow = "random", schedule = "constant", seed, totalSteps: lastStep } = options ?? {};
     if (typeof fraction !== "number" || !(fraction >= 0 && fraction <= 1)) throw new ValueError(`SparseOptimizer: fraction must be in [0, 1], got ${String(fraction)}`);
     if (!Number.isInteger(every) || every < 1) throw new ValueError(`SparseOptimizer: every must be a positive integer, got ${String(every)}`);
+    checkNewBlocks("SparseOptimizer", newBlocks, scale);
     if (regrow !== "random" && regrow !== "gradient") throw new ValueError(`SparseOptimizer: regrow must be "random" or "gradient", got ${JSON.stringify(regrow)}`);
     if (schedule !== "constant" && schedule !== "cosine") throw new ValueError(`SparseOptimizer: schedule must be "constant" or "cosine", got ${JSON.stringify(schedule)}`);
-    const totalSteps = options.totalSteps ?? Number.POSITIVE_INFINITY;
-    if (schedule === "cosine" && options.totalSteps === undefined) throw new ValueError('SparseOptimizer: schedule "cosine" needs totalSteps (the call after which patterns stop moving)');
+    const totalSteps = lastStep ?? Number.POSITIVE_INFINITY;
+    if (schedule === "cosine" && lastStep === undefined) throw new ValueError('SparseOptimizer: schedule "cosine" needs totalSteps (the call after which patterns stop moving)');
     if (!(totalSteps === Number.POSITIVE_INFINITY || (Number.isInteger(totalSteps) && totalSteps >= 1))) {
-      throw new ValueError(`SparseOptimizer: totalSteps must be a positive integer, got ${String(options.totalSteps)}`);
+      throw new ValueError(`SparseOptimizer: totalSteps must be a positive integer, got ${String(lastStep)}`);
     }
     this.fraction = fraction;
     this.every = every;
@@ -208,7 +214,7 @@ export class SparseOptimizer {
     this.schedule = schedule;
     this.totalSteps = totalSteps;
     this.#target = target;
-    this.#random = new SeededRandom(childSeeds(options.seed, 1)[0]);
+    this.#random = new SeededRandom(childSeeds(seed, 1)[0]);
   }
 
   /** The optimizer whose state follows every move. */
@@ -268,6 +274,8 @@ export class SparseOptimizer {
     if (!update) return moves;
     const fraction = this.fractionAt(this.#calls);
     const layers = this.layers();
+    // Nothing to move (a model without block-sparse layers): the closure's loss would track no gradient.
+    if (layers.length === 0) return moves;
     let gradients = new Map<BlockSparseLinear, LayerGradient[]>();
     if (this.regrow === "gradient") {
       if (typeof loss !== "function") throw new ValueError('SparseOptimizer.step: regrow "gradient" needs a closure computing the loss, step(() => loss)');

@@ -49,6 +49,7 @@ export class CausalSelfAttention extends Module {
 
   constructor(options: { dModel: number; nHeads: number; dropout?: number; seed?: number }) {
     super();
+    if (options === null || typeof options !== "object") throw new ValueError("CausalSelfAttention: options { dModel, nHeads } are required");
     const { dModel, nHeads, dropout = 0 } = options;
     checkFeatures("CausalSelfAttention", "dModel", dModel);
     checkFeatures("CausalSelfAttention", "nHeads", nHeads);
@@ -122,6 +123,7 @@ export class MLP extends Module {
 
   constructor(options: { dModel: number; hidden: number; dropout?: number; seed?: number }) {
     super();
+    if (options === null || typeof options !== "object") throw new ValueError("MLP: options { dModel, hidden } are required");
     const seeds = childSeeds(options.seed, 3);
     this.fc1 = new Linear(options.dModel, options.hidden, { seed: seeds[0] });
     this.act = new GELU();

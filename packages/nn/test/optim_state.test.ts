@@ -239,7 +239,8 @@ describe("optimizer state dicts taken between module.to(dtype) and the next step
     for (const m of [model, twin]) m.to("bfloat16");
     const live = memory().numTensors;
     await saveOptimizer(optimizer, path);
-    expect(memory().numTensors).toBe(live);
+    // At most as many: across the await, the finalizers may free tensors the cast left unreachable.
+    expect(memory().numTensors).toBeLessThanOrEqual(live);
     await loadOptimizer(optimizer, path);
     for (let step = 2; step < 4; step++) {
       trainStep(model, optimizer, step);
