@@ -3,7 +3,9 @@
 // ERR_CPU_INVALID_ARGUMENT, ERR_CPU_SHAPE, ERR_CPU_INDEX or ERR_CPU_OUT_OF_MEMORY.
 #include <napi.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <mutex>
 #include <new>
 #include <string>
 
@@ -52,11 +54,22 @@ Napi::Float32Array floatArg(const Napi::CallbackInfo& info, size_t index, const 
   return typedArray<float, napi_float32_array>(info.Env(), info[index], fn, name, "Float32Array");
 }
 
-// Throws unless `array` holds `needed` elements from `offset`.
+// a x b elements; a shape error when the count passes int64 (no array holds that many, and a wrapped
+// product would let a short array through).
+int64_t elementCount(Napi::Env env, const char* fn, const char* name, int64_t a, int64_t b) {
+  int64_t count = 0;
+  if (__builtin_mul_overflow(a, b, &count)) {
+    fail(env, "ERR_CPU_SHAPE", std::string(fn) + ": " + name + " would need " + std::to_string(a) + " x " + std::to_string(b) + " elements, more than any array holds");
+  }
+  return count;
+}
+
+// Throws unless `array` holds `needed` elements from `offset` (both non-negative).
 void checkSpan(Napi::Env env, const char* fn, const char* name, size_t length, int64_t offset, int64_t needed) {
-  if (needed > 0 && static_cast<uint64_t>(offset + needed) > length) {
+  if (needed > 0 && static_cast<uint64_t>(needed) > length - std::min<uint64_t>(length, static_cast<uint64_t>(offset))) {
     fail(env, "ERR_CPU_SHAPE", std::string(fn) + ": " + name + " has " + std::to_string(length) + " elements, needs " +
-                                   std::to_string(offset + needed) + " (" + std::to_string(needed) + " from offset " + std::to_string(offset) + ")");
+                                   std::to_string(static_cast<uint64_t>(offset) + static_cast<uint64_t>(needed)) + " (" + std::to_string(needed) + " from offset " +
+                                   std::to_string(offset) + ")");
   }
 }
 
@@ -148,9 +161,22 @@ CheckedPattern checkPattern(Napi::Env env, const Napi::Value& value, const char*
   return checked;
 }
 
+// The pattern's blocks' elements (nnz x R x C), checked as elementCount.
+int64_t blockElements(Napi::Env env, const char* fn, const char* name, const CheckedPattern& pattern) {
+  return elementCount(env, fn, name, elementCount(env, fn, name, pattern.nnz, pattern.view.blockHeight), pattern.view.blockWidth);
+}
+
+// The thread pool, the packed-operand scratch and the kernel choice are process-wide, but each
+// worker_threads Worker that loads the addon calls it from its own thread: one call runs at a time.
+std::mutex& callMutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+
 // Runs a kernel, turning an allocation failure into a typed error.
 template <typename Body>
 void runKernel(Napi::Env env, const char* fn, Body body) {
+  const std::lock_guard<std::mutex> lock(callMutex());
   try {
     body();
   } catch (const std::bad_alloc&) {
@@ -180,9 +206,9 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   const int64_t k = integerArg(info, 8, fn, "k");
   const bool transposeA = boolArg(info, 9, fn, "transposeA");
   const bool transposeB = boolArg(info, 10, fn, "transposeB");
-  checkSpan(env, fn, "a", a.ElementLength(), aOffset, m * k);
-  checkSpan(env, fn, "b", b.ElementLength(), bOffset, k * n);
-  checkSpan(env, fn, "c", c.ElementLength(), cOffset, m * n);
+  checkSpan(env, fn, "a", a.ElementLength(), aOffset, elementCount(env, fn, "a", m, k));
+  checkSpan(env, fn, "b", b.ElementLength(), bOffset, elementCount(env, fn, "b", k, n));
+  checkSpan(env, fn, "c", c.ElementLength(), cOffset, elementCount(env, fn, "c", m, n));
   const MatrixView av = transposeA ? MatrixView{a.Data() + aOffset, 1, m} : MatrixView{a.Data() + aOffset, k, 1};
   const MatrixView bv = transposeB ? MatrixView{b.Data() + bOffset, 1, k} : MatrixView{b.Data() + bOffset, n, 1};
   runKernel(env, fn, [&] { bsk::gemm(av, bv, c.Data() + cOffset, n, m, n, k, false); });
@@ -202,10 +228,10 @@ Napi::Value BsrLinear(const Napi::CallbackInfo& info) {
   const int64_t tokens = integerArg(info, 4, fn, "tokens");
   CheckedPattern pattern = checkPattern(env, info[5], fn, false);
   BsrView& w = pattern.view;
-  checkSpan(env, fn, "x", x.ElementLength(), 0, tokens * w.cols);
-  checkSpan(env, fn, "values", values.ElementLength(), 0, pattern.nnz * w.blockHeight * w.blockWidth);
+  checkSpan(env, fn, "x", x.ElementLength(), 0, elementCount(env, fn, "x", tokens, w.cols));
+  checkSpan(env, fn, "values", values.ElementLength(), 0, blockElements(env, fn, "values", pattern));
   if (hasBias) checkSpan(env, fn, "bias", bias.ElementLength(), 0, w.rows);
-  checkSpan(env, fn, "y", y.ElementLength(), 0, tokens * w.rows);
+  checkSpan(env, fn, "y", y.ElementLength(), 0, elementCount(env, fn, "y", tokens, w.rows));
   w.values = values.Data();
   runKernel(env, fn, [&] { bsk::bsrLinear(x.Data(), w, hasBias ? bias.Data() : nullptr, y.Data(), tokens); });
   return env.Undefined();
@@ -222,9 +248,9 @@ Napi::Value BsrMatmul(const Napi::CallbackInfo& info) {
   const int64_t tokens = integerArg(info, 3, fn, "tokens");
   CheckedPattern pattern = checkPattern(env, info[4], fn, true);
   BsrView& w = pattern.view;
-  checkSpan(env, fn, "dy", dy.ElementLength(), 0, tokens * w.rows);
-  checkSpan(env, fn, "values", values.ElementLength(), 0, pattern.nnz * w.blockHeight * w.blockWidth);
-  checkSpan(env, fn, "dx", dx.ElementLength(), 0, tokens * w.cols);
+  checkSpan(env, fn, "dy", dy.ElementLength(), 0, elementCount(env, fn, "dy", tokens, w.rows));
+  checkSpan(env, fn, "values", values.ElementLength(), 0, blockElements(env, fn, "values", pattern));
+  checkSpan(env, fn, "dx", dx.ElementLength(), 0, elementCount(env, fn, "dx", tokens, w.cols));
   w.values = values.Data();
   runKernel(env, fn, [&] { bsk::bsrMatmul(dy.Data(), w, dx.Data(), tokens); });
   return env.Undefined();
@@ -241,15 +267,16 @@ Napi::Value SampledMatmul(const Napi::CallbackInfo& info) {
   const int64_t tokens = integerArg(info, 3, fn, "tokens");
   CheckedPattern pattern = checkPattern(env, info[4], fn, false);
   BsrView& w = pattern.view;
-  checkSpan(env, fn, "dy", dy.ElementLength(), 0, tokens * w.rows);
-  checkSpan(env, fn, "x", x.ElementLength(), 0, tokens * w.cols);
-  checkSpan(env, fn, "dw", dw.ElementLength(), 0, pattern.nnz * w.blockHeight * w.blockWidth);
+  checkSpan(env, fn, "dy", dy.ElementLength(), 0, elementCount(env, fn, "dy", tokens, w.rows));
+  checkSpan(env, fn, "x", x.ElementLength(), 0, elementCount(env, fn, "x", tokens, w.cols));
+  checkSpan(env, fn, "dw", dw.ElementLength(), 0, blockElements(env, fn, "dw", pattern));
   runKernel(env, fn, [&] { bsk::sampledMatmul(dy.Data(), x.Data(), w, dw.Data(), tokens); });
   return env.Undefined();
 }
 
 Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  const std::lock_guard<std::mutex> lock(callMutex());
   Napi::Object out = Napi::Object::New(env);
   const bsk::MicroKernel& kernel = bsk::activeKernel();
   out.Set("isa", kernel.name);
@@ -271,6 +298,7 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   expectArgs(info, 1, "setThreads");
   const int64_t n = integerArg(info, 0, "setThreads", "n");
+  const std::lock_guard<std::mutex> lock(callMutex());
   bsk::setThreadCount(static_cast<int>(n > 4096 ? 4096 : n));
   return Napi::Number::New(info.Env(), bsk::threadCount());
 }
@@ -280,6 +308,7 @@ Napi::Value SetIsa(const Napi::CallbackInfo& info) {
   expectArgs(info, 1, "setIsa");
   if (!info[0].IsString()) fail(info.Env(), "ERR_CPU_INVALID_ARGUMENT", "setIsa: name must be a string");
   const std::string name = info[0].As<Napi::String>().Utf8Value();
+  const std::lock_guard<std::mutex> lock(callMutex());
   return Napi::Boolean::New(info.Env(), bsk::setActiveKernel(name.c_str()));
 }
 

@@ -1,4 +1,4 @@
-// Grow-only aligned scratch buffers for packed operands (kernels run one at a time, from the JS thread).
+// Grow-only aligned scratch buffers for packed operands (kernels run one at a time: the binding serializes calls).
 #pragma once
 #include <cstddef>
 #include <cstdlib>

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -63,7 +64,14 @@ class ThreadPool {
     stopping_ = false;
     // A worker must know the job posted when it was started: a job posted before it first runs is still its job.
     const uint64_t seen = posted_.load(std::memory_order_relaxed);
-    for (int i = 1; i < threads; i++) workers_.emplace_back([this, seen] { workerLoop(seen); });
+    for (int i = 1; i < threads; i++) {
+      // The system may refuse a thread (a pids limit, no memory for its stack): the pool runs on those that started.
+      try {
+        workers_.emplace_back([this, seen] { workerLoop(seen); });
+      } catch (const std::system_error&) {
+        return;
+      }
+    }
   }
 
   void stop() {

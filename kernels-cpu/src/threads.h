@@ -12,7 +12,7 @@ void parallelFor(int64_t count, const std::function<void(int64_t)>& body);
 
 // Threads the pool runs on, the calling thread included (at least 1).
 int threadCount();
-// Resizes the pool; n < 1 means the hardware's thread count.
+// Resizes the pool; n < 1 means the hardware's thread count. Fewer run when the system refuses threads (see threadCount).
 void setThreadCount(int n);
 // The hardware's thread count (std::thread::hardware_concurrency, at least 1).
 int hardwareThreads();

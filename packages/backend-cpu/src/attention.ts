@@ -6,6 +6,13 @@ function keptKeys(i: number, m: number, n: number, causal: boolean): number {
   return causal ? Math.min(n, i + n - m + 1) : n;
 }
 
+/** sum_c a[aAt + c] b[bAt + c] in float64. */
+function dot64(a: Float32Array, aAt: number, b: Float32Array, bAt: number, d: number): number {
+  let sum = 0;
+  for (let c = 0; c < d; c++) sum += a[aAt + c] * b[bAt + c];
+  return sum;
+}
+
 /**
  * Attention and its backward through the native matmul: per batch matrix, the products (q k^T and P v forward; q k^T
  * again, P^T dout, dout v^T, dS k and dS^T q backward) by the addon and the softmax rows between them in float64, one
@@ -18,23 +25,46 @@ function keptKeys(i: number, m: number, n: number, causal: boolean): number {
 export function attentionKernels(products: ProductCompute): Required<Pick<KernelTable<JsBackend>, "Attention" | "AttentionBackward" | "PackedAttention" | "PackedAttentionBackward">> {
   /**
    * P = exp(scale s - lse) over each row's kept keys, 0 elsewhere, in place over the scores s of one batch matrix.
-   * Computing lse, each exponential is taken once (kept in float64 in `row64`) and divided by the row's sum.
+   * Each row's scaled scores are first taken into `row64` (float64); computing lse, each exponential is kept there
+   * and divided by the row's sum. A row whose float32 product overflowed (an infinite or NaN score) has its scores
+   * recomputed in float64 from q and k, as the js backend computes every score: q k^T of about 1e39 is finite there.
    */
   let row64 = new Float64Array(0);
-  const probabilities = (s: Float32Array, lse: Float32Array, lseOffset: number, m: number, n: number, scale: number, causal: boolean, computeLse: boolean) => {
-    if (computeLse && row64.length < n) row64 = new Float64Array(n);
+  const probabilities = (
+    s: Float32Array,
+    qs: Float32Array,
+    qOffset: number,
+    ks: Float32Array,
+    kOffset: number,
+    d: number,
+    lse: Float32Array,
+    lseOffset: number,
+    m: number,
+    n: number,
+    scale: number,
+    causal: boolean,
+    computeLse: boolean,
+  ) => {
+    if (row64.length < n) row64 = new Float64Array(n);
     for (let i = 0; i < m; i++) {
       const row = i * n;
       const kept = keptKeys(i, m, n, causal);
+      let finite = true;
+      for (let j = 0; j < kept; j++) {
+        row64[j] = scale * s[row + j];
+        if (!Number.isFinite(s[row + j])) finite = false;
+      }
+      if (!finite) {
+        for (let j = 0; j < kept; j++) row64[j] = scale * dot64(qs, qOffset + i * d, ks, kOffset + j * d, d);
+      }
       if (computeLse) {
         let max = Number.NEGATIVE_INFINITY;
         for (let j = 0; j < kept; j++) {
-          const x = scale * s[row + j];
-          if (x > max || Number.isNaN(x)) max = x;
+          if (row64[j] > max || Number.isNaN(row64[j])) max = row64[j];
         }
         let sum = 0;
         for (let j = 0; j < kept; j++) {
-          const e = Math.exp(scale * s[row + j] - max);
+          const e = Math.exp(row64[j] - max);
           row64[j] = e;
           sum += e;
         }
@@ -43,7 +73,7 @@ export function attentionKernels(products: ProductCompute): Required<Pick<Kernel
         for (let j = 0; j < kept; j++) s[row + j] = row64[j] * inverse;
       } else {
         const rowLse = lse[lseOffset + i];
-        for (let j = 0; j < kept; j++) s[row + j] = Math.exp(scale * s[row + j] - rowLse);
+        for (let j = 0; j < kept; j++) s[row + j] = Math.exp(row64[j] - rowLse);
       }
       s.fill(0, row + kept, row + n);
     }
@@ -57,7 +87,7 @@ export function attentionKernels(products: ProductCompute): Required<Pick<Kernel
       const s = new Float32Array(m * n);
       for (let b = 0; b < heads && m > 0; b++) {
         products.matmulF32({ a: qs, aOffset: b * m * d, b: ks, bOffset: b * n * d, c: s, m, n, k: d, transposeB: true });
-        probabilities(s, lse, b * m, m, n, scale, causal, true);
+        probabilities(s, qs, b * m * d, ks, b * n * d, d, lse, b * m, m, n, scale, causal, true);
         products.matmulF32({ a: s, b: vs, bOffset: b * n * d, c: out, cOffset: b * m * d, m, n: d, k: n });
       }
     },
@@ -72,7 +102,7 @@ export function attentionKernels(products: ProductCompute): Required<Pick<Kernel
       for (let b = 0; b < heads && m > 0; b++) {
         const [qOffset, kOffset] = [b * m * d, b * n * d];
         products.matmulF32({ a: qs, aOffset: qOffset, b: ks, bOffset: kOffset, c: p, m, n, k: d, transposeB: true });
-        probabilities(p, ls, b * m, m, n, scale, causal, false);
+        probabilities(p, qs, qOffset, ks, kOffset, d, ls, b * m, m, n, scale, causal, false);
         products.matmulF32({ a: p, b: gs, bOffset: qOffset, c: dv, cOffset: kOffset, m: n, n: d, k: m, transposeA: true });
         products.matmulF32({ a: gs, aOffset: qOffset, b: vs, bOffset: kOffset, c: ds, m, n, k: d, transposeB: true });
         // dS scale = P (dP - Di) scale, Di = sum_c dout[i, c] out[i, c].

@@ -3,7 +3,7 @@
  * batching, half widening) calls these instead of the js backend's TypeScript loops. The arguments
  * are the js compute functions' own; offsets become zero-copy subarrays.
  */
-import { type ProductCompute, ValueError } from "@blocksparse/core";
+import { type ProductCompute, ShapeError, ValueError } from "@blocksparse/core";
 import { translateNativeError } from "./errors";
 import type { NativeAddon } from "./native";
 
@@ -15,8 +15,9 @@ function native(call: () => void): void {
   }
 }
 
-/** The array from `offset` on (no copy). */
-function from(array: Float32Array, offset = 0): Float32Array {
+/** The array from `offset` on (no copy); a ShapeError for an offset that is not a non-negative integer (subarray would read -1 as the last element). */
+function from(fn: string, name: string, array: Float32Array, offset = 0): Float32Array {
+  if (!Number.isSafeInteger(offset) || offset < 0) throw new ShapeError(`cpu: ${fn}: ${name}Offset must be a non-negative integer, got ${offset}`);
   return offset === 0 ? array : array.subarray(offset);
 }
 
@@ -37,21 +38,23 @@ export function nativeCompute(addon: NativeAddon): ProductCompute {
     bsrLinearF32: (args) =>
       native(() =>
         addon.bsrLinear(
-          from(args.x, args.xOffset),
-          from(args.values, args.valuesOffset),
-          args.bias ? from(args.bias, args.biasOffset) : null,
-          from(args.y, args.yOffset),
+          from("bsrLinearF32", "x", args.x, args.xOffset),
+          from("bsrLinearF32", "values", args.values, args.valuesOffset),
+          args.bias ? from("bsrLinearF32", "bias", args.bias, args.biasOffset) : null,
+          from("bsrLinearF32", "y", args.y, args.yOffset),
           args.tokens,
           args,
         ),
       ),
     bsrMatmulF32: (args) => {
-      if (args.accumulate) unsupported("bsrMatmulF32", "accumulate");
-      native(() => addon.bsrMatmul(from(args.dy, args.dyOffset), from(args.values, args.valuesOffset), from(args.dx, args.dxOffset), args.tokens, args));
+      const fn = "bsrMatmulF32";
+      if (args.accumulate) unsupported(fn, "accumulate");
+      native(() => addon.bsrMatmul(from(fn, "dy", args.dy, args.dyOffset), from(fn, "values", args.values, args.valuesOffset), from(fn, "dx", args.dx, args.dxOffset), args.tokens, args));
     },
     sampledMatmulF32: (args) => {
-      if (args.accumulate) unsupported("sampledMatmulF32", "accumulate");
-      native(() => addon.sampledMatmul(from(args.dy, args.dyOffset), from(args.x, args.xOffset), from(args.dw, args.dwOffset), args.tokens, args));
+      const fn = "sampledMatmulF32";
+      if (args.accumulate) unsupported(fn, "accumulate");
+      native(() => addon.sampledMatmul(from(fn, "dy", args.dy, args.dyOffset), from(fn, "x", args.x, args.xOffset), from(fn, "dw", args.dw, args.dwOffset), args.tokens, args));
     },
   };
 }

@@ -30,17 +30,23 @@ export type AddonLoad = { addon: NativeAddon; path: string } | { addon: null; re
 
 let loaded: AddonLoad | undefined;
 
+/** What to do when a build is here but does not load or does not fit. */
+const REBUILD = "rebuild it on this machine: `npm rebuild @blocksparse/backend-cpu` (in this workspace: `pnpm build`), which needs a C++17 compiler and CMake";
+
 /** Loads the addon once (the result, success or reason, is kept). */
 export function loadAddon(): AddonLoad {
-  if (loaded) return loaded;
-  const candidates = addonCandidates();
+  loaded ??= loadAddonFrom(addonCandidates());
+  return loaded;
+}
+
+/** The first of `candidates` that loads as the addon, else the one-line reason none did (nothing kept). */
+export function loadAddonFrom(candidates: readonly string[]): AddonLoad {
   const present = candidates.filter((path) => existsSync(path));
   if (present.length === 0) {
-    loaded = {
+    return {
       addon: null,
       reason: `the CPU addon is not built (looked for ${candidates.join(", ")}); it builds at install when a C++17 compiler and CMake are on PATH: install them, then run \`pnpm build\``,
     };
-    return loaded;
   }
   const require = createRequire(import.meta.url);
   const errors: string[] = [];
@@ -48,17 +54,17 @@ export function loadAddon(): AddonLoad {
     try {
       const module: unknown = require(path);
       if (!isNativeAddon(module)) {
-        errors.push(`${path} is not a compatible build (missing functions); rebuild it with \`pnpm build\``);
+        errors.push(`${path} is not a compatible build (missing functions); ${REBUILD}`);
         continue;
       }
-      loaded = { addon: module, path };
-      return loaded;
+      return { addon: module, path };
     } catch (error) {
-      errors.push(`${path} failed to load: ${error instanceof Error ? error.message : String(error)}`);
+      // dlopen's reason alone can mislead: a build for another CPU reads "cannot open shared object file: No such file".
+      const cause = (error instanceof Error ? error.message : String(error)).replace(/\s*\n\s*/g, " ");
+      errors.push(`${path} failed to load (${cause}): it may be built for another platform, CPU or Node.js, or need a newer C++ runtime; ${REBUILD}`);
     }
   }
-  loaded = { addon: null, reason: `the CPU addon could not be loaded: ${errors.join("; ")}` };
-  return loaded;
+  return { addon: null, reason: `the CPU addon could not be loaded: ${errors.join("; ")}` };
 }
 
 /** Whether the cpu backend can run here and, if not, the one-line reason. */

@@ -48,7 +48,7 @@ export interface NativeError extends Error {
 
 export interface NativeAddon {
   buildInfo(): BuildInfo;
-  /** Resizes the thread pool (n < 1: the hardware's thread count); returns the count in use. */
+  /** Resizes the thread pool (n < 1: the hardware's thread count); returns the count in use, fewer than asked when the system refuses threads. */
   setThreads(n: number): number;
   /** Picks the micro-kernel; false when this CPU cannot run it. */
   setIsa(isa: NativeIsa): boolean;

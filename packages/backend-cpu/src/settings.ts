@@ -25,12 +25,22 @@ export function defaultCpuThreads(): number {
   return n;
 }
 
-/** Sets the threads the native kernels run on (the calling thread included); no argument restores the default. Returns the count in use. */
+/**
+ * Sets the threads the native kernels run on (the calling thread included); no argument restores the default. Returns
+ * the count in use. When the system refuses some of the threads (a limit on processes or memory), the previous count is
+ * restored and a BackendError says how many started.
+ */
 export function setCpuThreads(threads: number = defaultCpuThreads()): number {
   if (!Number.isInteger(threads) || threads < 1 || threads > 4096) {
     throw new ValueError(`setCpuThreads: threads must be an integer in [1, 4096], got ${threads}`);
   }
-  return addon().setThreads(threads);
+  const previous = cpuThreads();
+  const started = addon().setThreads(threads);
+  if (started === threads) return started;
+  const restored = addon().setThreads(previous);
+  throw new BackendError(
+    `setCpuThreads: the system started only ${started} of the ${threads} threads asked for (a limit on processes or memory); the kernels run on ${restored} threads`,
+  );
 }
 
 /** The threads the native kernels run on. */

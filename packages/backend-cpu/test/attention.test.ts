@@ -70,4 +70,32 @@ describe.skipIf(cpuMissing)("cpu attention", () => {
       });
     });
   }
+
+  it("scores whose float32 product overflows are computed as the js backend does (finite, not NaN)", () => {
+    // q k^T of about 1e40 overflows float32 (and partial sums 1e20 * 1e20 too), the scaled scores are about 1.
+    const rng = new SeededRandom(7);
+    const [batch, m, n, d] = [2, 5, 7, 4];
+    const values = (rows: number, magnitude: number) => Array.from({ length: batch * rows * d }, () => magnitude * rng.uniform(-1.5, 1.5));
+    const [qv, kv, vv, gv] = [values(m, 1e20), values(n, 1e20), values(n, 1), values(m, 1)];
+    for (const causal of [false, true]) {
+      const run = (backend: string) =>
+        tidy(() => {
+          const [q, k, v, g] = [
+            [qv, m],
+            [kv, n],
+            [vv, n],
+            [gv, m],
+          ].map(([x, rows]) => tensorOn(getBackendInstance(backend), x as number[], [batch, rows as number, d], "float32"));
+          const { out, lse } = attentionWithStats(q, k, v, { causal, scale: 1e-40 });
+          const { dq, dk, dv } = attentionBackward(g, q, k, v, out, lse, { causal, scale: 1e-40 });
+          return [out, lse, dq, dk, dv].map((t) => Array.from(t.dataSync()));
+        });
+      const cpu = run("cpu");
+      const js = run("js");
+      ["out", "lse", "dq", "dk", "dv"].forEach((name, i) => {
+        expect(js[i].every(Number.isFinite), `js ${name}`).toBe(true);
+        expect(relativeError(cpu[i], js[i]), `${name}${causal ? " causal" : ""}`).toBeLessThanOrEqual(1e-5);
+      });
+    }
+  });
 });

@@ -1,6 +1,10 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { getBackend, listBackends, removeBackend, setBackend } from "@blocksparse/core";
 import { CPU_PRIORITY, addonCandidates, cpuAvailability } from "../src/index";
-import { describe, expect, test, vi } from "vitest";
+import { loadAddon, loadAddonFrom } from "../src/loader";
+import { afterAll, describe, expect, test, vi } from "vitest";
 
 describe("loading the addon and registering the backend", () => {
   test("importing the package registers cpu above js (and below cuda's 10)", () => {
@@ -34,6 +38,54 @@ describe("loading the addon and registering the backend", () => {
     } finally {
       warn.mockRestore();
     }
+  });
+
+  describe("a build that does not load says why and what to do, on one line", () => {
+    const dir = mkdtempSync(join(tmpdir(), "blocksparse-cpu-loader-"));
+    afterAll(() => rmSync(dir, { recursive: true, force: true }));
+    const reasonFor = (path: string) => {
+      const load = loadAddonFrom([path]);
+      expect(load.addon).toBeNull();
+      return load.addon === null ? load.reason : "";
+    };
+
+    test("not built: where it looked and how to build it", () => {
+      const reason = reasonFor(join(dir, "missing.node"));
+      expect(reason).toContain("not built");
+      expect(reason).toContain("missing.node");
+      expect(reason).toMatch(/C\+\+17 compiler and CMake/);
+    });
+
+    test("a corrupt file and a build for another CPU: the path, dlopen's reason and how to rebuild", () => {
+      const corrupt = join(dir, "corrupt.node");
+      writeFileSync(corrupt, "not an ELF file\n");
+      const builds = [corrupt];
+      const built = loadAddon();
+      if (built.addon !== null) {
+        // The same addon marked as built for another CPU (ELF e_machine: aarch64, or x86-64 on arm64): dlopen says
+        // "No such file", though it is there.
+        const foreign = join(dir, "foreign.node");
+        const bytes = readFileSync(built.path);
+        bytes[18] = process.arch === "arm64" ? 0x3e : 0xb7;
+        writeFileSync(foreign, bytes);
+        builds.push(foreign);
+      }
+      for (const path of builds) {
+        const reason = reasonFor(path);
+        expect(reason).toContain(`${path} failed to load`);
+        expect(reason).toMatch(/built for another platform, CPU or Node\.js/);
+        expect(reason).toContain("npm rebuild @blocksparse/backend-cpu");
+        expect(reason).not.toMatch(/\n/);
+      }
+    });
+
+    test("a module without the addon's functions: how to rebuild", () => {
+      const stranger = join(dir, "stranger.js");
+      writeFileSync(stranger, "module.exports = { buildInfo() {} };\n");
+      const reason = reasonFor(stranger);
+      expect(reason).toContain("not a compatible build");
+      expect(reason).toContain("npm rebuild @blocksparse/backend-cpu");
+    });
   });
 
   test("a removed backend is gone from the registry", () => {

@@ -1,7 +1,8 @@
-import { BsrPattern, IndexError, ShapeError, ValueError, matmul, ones, setBackend } from "@blocksparse/core";
+import { spawnSync } from "node:child_process";
+import { BackendError, BsrPattern, IndexError, ShapeError, ValueError, matmul, ones, setBackend } from "@blocksparse/core";
 import { cpuBackend, cpuThreads, defaultCpuThreads, nativeCompute, setCpuIsa, setCpuThreads } from "../src/index";
 import type { NativeIsa } from "../src/native";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { cpuMissing, reportCpuAvailability } from "./cpu";
 
 reportCpuAvailability("settings.test.ts");
@@ -34,6 +35,48 @@ describe.skipIf(cpuMissing)("thread count and instruction set", () => {
     expect(() => setCpuThreads(1.5)).toThrow(ValueError);
   });
 
+  it("when the system refuses threads, setCpuThreads keeps the previous count and throws a BackendError", () => {
+    const addon = cpuBackend().addon;
+    const previous = setCpuThreads(2);
+    const setThreads = addon.setThreads.bind(addon);
+    // As the addon answers when only 5 of the threads started.
+    const refusing = vi.spyOn(addon, "setThreads").mockImplementation((n) => (n === 64 ? setThreads(5) : setThreads(n)));
+    try {
+      expect(() => setCpuThreads(64)).toThrow(BackendError);
+      expect(() => setCpuThreads(64)).toThrow(/started only 5 of the 64 threads/);
+    } finally {
+      refusing.mockRestore();
+    }
+    expect(cpuThreads()).toBe(previous);
+  });
+
+  it.skipIf(process.platform !== "linux")("the addon runs on the threads the system starts, and does not abort, when it refuses more", () => {
+    // A child whose address space has room for about 100 more thread stacks (8 MiB each) asks for 4096 threads.
+    const script = `
+      const addon = require(${JSON.stringify(cpuBackend().addonPath)});
+      const size = Number(require("fs").readFileSync("/proc/self/status", "utf8").match(/VmSize:\\s+(\\d+)/)[1]);
+      if (process.argv[1] === "measure") { console.log(size); process.exit(0); }
+      const started = addon.setThreads(4096);
+      const threads = addon.buildInfo().threads;
+      // Back to 2 threads (their stacks' room returned) before anything allocates: the pool still works.
+      addon.setThreads(2);
+      const a = new Float32Array(64 * 64).fill(1);
+      const c = new Float32Array(64 * 64);
+      addon.matmul(a, 0, a, 0, c, 0, 64, 64, 64, false, false);
+      console.log(JSON.stringify({ started, threads, c0: c[0], c1: c[64 * 64 - 1] }));`;
+    const measured = spawnSync(process.execPath, ["-e", script, "measure"], { encoding: "utf8" });
+    expect(measured.status, measured.stderr).toBe(0);
+    const limitKiB = Number(measured.stdout.trim()) + 800 * 1024;
+    const child = spawnSync("bash", ["-c", `ulimit -v ${limitKiB} && exec "$0" -e "$1" run`, process.execPath, script], { encoding: "utf8" });
+    expect(child.signal, child.stderr).toBeNull();
+    expect(child.status, child.stderr).toBe(0);
+    const result = JSON.parse(child.stdout.trim().split("\n").at(-1) as string);
+    expect(result.started).toBeGreaterThanOrEqual(1);
+    expect(result.started).toBeLessThan(4096);
+    expect(result.threads).toBe(result.started);
+    expect([result.c0, result.c1]).toEqual([64, 64]);
+  });
+
   it("rejects an instruction set it does not know", () => {
     expect(() => setCpuIsa("sse9" as NativeIsa)).toThrow(/isa must be one of/);
     expect(cpuBackend().build.isa).toMatch(/^(avx512|avx2|scalar)$/);
@@ -56,6 +99,28 @@ describe.skipIf(cpuMissing)("the addon checks its arguments before any kernel ru
       compute().bsrMatmulF32({ ...index, ...pattern.columnIndex, dy: new Float32Array(64), values: values.subarray(1), dx: new Float32Array(64), tokens: 1 }),
     ).toThrow(/values/);
     expect(() => compute().sampledMatmulF32({ ...rowWise, dy: new Float32Array(64), x: new Float32Array(64), dw: new Float32Array(10), tokens: 1 })).toThrow(/dw/);
+  });
+
+  it("sizes whose element counts pass int64 are a ShapeError, not a wrapped count that lets short arrays through", () => {
+    const tiny = () => new Float32Array(16);
+    // m x n = 2^64 wrapped to 0: the zeroing of C (k = 0) ran over 2^64 floats and crashed the process.
+    expect(() => compute().matmulF32({ a: tiny(), b: tiny(), c: tiny(), m: 2 ** 32, n: 2 ** 32, k: 0 })).toThrow(ShapeError);
+    expect(() => compute().matmulF32({ a: tiny(), b: tiny(), c: tiny(), m: 2 ** 32, n: 2 ** 32, k: 2 ** 32 })).toThrow(/more than any array holds/);
+    const huge = { rows: 2 ** 31 - 1, cols: 2 ** 31 - 1, blockHeight: 2 ** 31 - 1, blockWidth: 2 ** 31 - 1, blockRowPtr: Int32Array.of(0, 0), blockColIdx: new Int32Array(0) };
+    expect(() => compute().bsrLinearF32({ ...huge, x: tiny(), values: tiny(), y: tiny(), tokens: 2 ** 33 })).toThrow(ShapeError);
+    expect(() => compute().sampledMatmulF32({ ...huge, dy: tiny(), x: tiny(), dw: tiny(), tokens: 2 ** 33 })).toThrow(/more than any array holds/);
+  });
+
+  it("an offset that is not a non-negative integer is a ShapeError, as in the js compute, not a view from the end", () => {
+    const x = new Float32Array(128).fill(1);
+    const values = new Float32Array(4 * 32 * 32);
+    const linear = (xOffset: number) => compute().bsrLinearF32({ ...rowWise, x, xOffset, values, y: new Float32Array(64), tokens: 1 });
+    expect(() => linear(-64)).toThrow(ShapeError);
+    expect(() => linear(-64)).toThrow(/bsrLinearF32: xOffset must be a non-negative integer, got -64/);
+    expect(() => linear(1.5)).toThrow(ShapeError);
+    const dy = new Float32Array(128);
+    expect(() => compute().sampledMatmulF32({ ...rowWise, dy, dyOffset: -64, x, dw: values, tokens: 1 })).toThrow(/dyOffset/);
+    expect(() => compute().bsrMatmulF32({ ...index, ...pattern.columnIndex, dy, values, dx: x, dxOffset: Number.NaN, tokens: 1 })).toThrow(/dxOffset/);
   });
 
   it("an index out of range is an IndexError, a wrong type or an unsupported option a ValueError", () => {
