@@ -21,6 +21,28 @@ function relativeError(got: ArrayLike<number>, want: ArrayLike<number>): number 
   return Math.sqrt(diff / Math.max(norm, 1e-30));
 }
 
+/**
+ * attentionWithStats then attentionBackward on `backend` over q, k, v and the output gradient g (host values of
+ * [...batch, m or n, d], `dims` being [...batch, m, n, d]); their five results (out, lse, dq, dk, dv) as host arrays.
+ */
+function forwardBackward(
+  backend: string,
+  inputs: { q: number[]; k: number[]; v: number[]; g: number[] },
+  dims: number[],
+  dtype: DType,
+  options: { causal: boolean; scale?: number },
+): number[][] {
+  const batch = dims.slice(0, -3);
+  const [m, n, d] = dims.slice(-3);
+  return tidy(() => {
+    const upload = (x: number[], rows: number) => tensorOn(getBackendInstance(backend), x, [...batch, rows, d], dtype);
+    const [q, k, v, g] = [upload(inputs.q, m), upload(inputs.k, n), upload(inputs.v, n), upload(inputs.g, m)];
+    const { out, lse } = attentionWithStats(q, k, v, options);
+    const { dq, dk, dv } = attentionBackward(g, q, k, v, out, lse, options);
+    return [out, lse, dq, dk, dv].map((t) => Array.from(t.dataSync()));
+  });
+}
+
 describe.skipIf(cpuMissing)("cpu attention", () => {
   beforeAll(() => {
     setBackend("cpu");
@@ -48,19 +70,8 @@ describe.skipIf(cpuMissing)("cpu attention", () => {
     it(`matches the js backend: ${dtype} [${batch}] M=${m} N=${n} D=${d}${causal ? " causal" : ""}`, () => {
       const rng = new SeededRandom(m * 131 + n * 7 + d);
       const values = (rows: number) => Array.from({ length: batch.reduce((a, b) => a * b, 1) * rows * d }, () => rng.uniform(-1.5, 1.5));
-      const [qv, kv, vv, gv] = [values(m), values(n), values(n), values(m)];
-      const run = (backend: string) =>
-        tidy(() => {
-          const [q, k, v, g] = [
-            [qv, m],
-            [kv, n],
-            [vv, n],
-            [gv, m],
-          ].map(([x, rows]) => tensorOn(getBackendInstance(backend), x as number[], [...batch, rows as number, d], dtype));
-          const { out, lse } = attentionWithStats(q, k, v, { causal });
-          const { dq, dk, dv } = attentionBackward(g, q, k, v, out, lse, { causal });
-          return [out, lse, dq, dk, dv].map((t) => Array.from(t.dataSync()));
-        });
+      const inputs = { q: values(m), k: values(n), v: values(n), g: values(m) };
+      const run = (backend: string) => forwardBackward(backend, inputs, [...batch, m, n, d], dtype, { causal });
       const cpu = run("cpu");
       const js = run("js");
       // float32: the native products sum in float32; bfloat16: outputs rounded once either way.
@@ -76,20 +87,9 @@ describe.skipIf(cpuMissing)("cpu attention", () => {
     const rng = new SeededRandom(7);
     const [batch, m, n, d] = [2, 5, 7, 4];
     const values = (rows: number, magnitude: number) => Array.from({ length: batch * rows * d }, () => magnitude * rng.uniform(-1.5, 1.5));
-    const [qv, kv, vv, gv] = [values(m, 1e20), values(n, 1e20), values(n, 1), values(m, 1)];
+    const inputs = { q: values(m, 1e20), k: values(n, 1e20), v: values(n, 1), g: values(m, 1) };
     for (const causal of [false, true]) {
-      const run = (backend: string) =>
-        tidy(() => {
-          const [q, k, v, g] = [
-            [qv, m],
-            [kv, n],
-            [vv, n],
-            [gv, m],
-          ].map(([x, rows]) => tensorOn(getBackendInstance(backend), x as number[], [batch, rows as number, d], "float32"));
-          const { out, lse } = attentionWithStats(q, k, v, { causal, scale: 1e-40 });
-          const { dq, dk, dv } = attentionBackward(g, q, k, v, out, lse, { causal, scale: 1e-40 });
-          return [out, lse, dq, dk, dv].map((t) => Array.from(t.dataSync()));
-        });
+      const run = (backend: string) => forwardBackward(backend, inputs, [batch, m, n, d], "float32", { causal, scale: 1e-40 });
       const cpu = run("cpu");
       const js = run("js");
       ["out", "lse", "dq", "dk", "dv"].forEach((name, i) => {
