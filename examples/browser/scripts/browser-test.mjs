@@ -3,7 +3,7 @@
 // example for browsers, serves it, opens it in headless Chromium (Debian's `chromium` package, or
 // CHROMIUM=/path), where a Worker builds, trains, saves and reloads a small block-sparse model under a
 // strict CSP; then runs the same job in Node and fails unless the losses and outputs are bit-identical.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { createServer } from "node:http";
 import { dirname, extname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -15,6 +15,10 @@ const distDir = join(exampleDir, "dist");
 const started = performance.now();
 const say = (line) => console.log(`test:browser [${((performance.now() - started) / 1000).toFixed(1)}s] ${line}`);
 
+if (process.env.CHROMIUM && !(existsSync(process.env.CHROMIUM) && statSync(process.env.CHROMIUM).isFile())) {
+  console.error(`test:browser: CHROMIUM=${process.env.CHROMIUM} is not a file: point it at a Chromium or Chrome executable, or unset it to use /usr/bin/chromium`);
+  process.exit(1);
+}
 const executablePath = [process.env.CHROMIUM, "/usr/bin/chromium", "/usr/bin/chromium-browser"].find((path) => path && existsSync(path));
 if (!executablePath) {
   console.error("test:browser: no Chromium found: `apt-get install -y chromium` (Debian), or set CHROMIUM=/path/to/chrome");

@@ -2,18 +2,74 @@
 //   blocksparse-run --nproc-per-node 2 src/train.mjs [--steps 60] [--backend cpu|nccl] [--save model.safetensors]
 // Each rank trains on its own shard of every batch; DistributedDataParallel averages the gradients,
 // rank 0 decides the pattern moves, and the replicas stay identical (checked at the end).
+import { existsSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { DistributedDataParallel, initProcessGroup } from "@blocksparse/distributed";
 import { Adam, BlockSparseLinear, crossEntropy, Linear, ReLU, Sequential, SparseOptimizer, argmax, randn, tensor, tidy } from "@blocksparse/nn";
 
-const { values: options } = parseArgs({
-  options: { steps: { type: "string", default: "60" }, backend: { type: "string", default: "cpu" }, save: { type: "string" } },
+// A failure ends this rank with its message, not a stack trace, and at once: an open process group would keep
+// it alive. The launcher then stops the other ranks.
+process.on("uncaughtException", (error) => {
+  console.error(error instanceof Error ? `${error.name}: ${error.message}` : String(error));
+  process.exit(1);
 });
-const steps = Number(options.steps);
-if (options.backend === "nccl") await import("@blocksparse/backend-cuda");
-const group = await initProcessGroup({ backend: options.backend === "nccl" ? "nccl" : "cpu" });
+
+const USAGE = `Data-parallel training of a block-sparse classifier, one process per rank:
+  blocksparse-run --nproc-per-node N src/train.mjs [flags]
+
+  --steps N         training steps (default 60)
+  --backend NAME    cpu (default) or nccl (one NVIDIA GPU per rank)
+  --save FILE       write the trained model there as safetensors (from rank 0)
+  --help`;
+
+/** The flags, each checked here with its name and what it accepts; null for --help. */
+function parseOptions(argv) {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      options: { steps: { type: "string", default: "60" }, backend: { type: "string", default: "cpu" }, save: { type: "string" }, help: { type: "boolean", short: "h" } },
+    }));
+  } catch (error) {
+    if (error.code !== "ERR_PARSE_ARGS_UNKNOWN_OPTION") throw error;
+    const flag = /'(-[^']*)'/.exec(error.message)[1];
+    const typed = flag.replace(/[-_]/g, "");
+    const near = ["steps", "backend", "save", "help"].find((name) => name.startsWith(typed) || typed.startsWith(name));
+    throw new TypeError(`Unknown option '${flag}'${near === undefined ? "" : ` (did you mean --${near}?)`}; --help lists the flags`);
+  }
+  if (values.help) return null;
+  const steps = Number(values.steps);
+  if (values.steps.trim() === "" || !Number.isSafeInteger(steps) || steps < 1) throw new RangeError(`--steps: expected a positive integer, got '${values.steps}'`);
+  if (values.backend !== "cpu" && values.backend !== "nccl") throw new RangeError(`--backend: expected cpu or nccl, got '${values.backend}'`);
+  return { steps, backend: values.backend, save: values.save };
+}
+
+/** The process group; a failed nccl start says what to run instead. */
+async function startGroup(backend) {
+  if (backend === "cpu") return initProcessGroup({ backend });
+  try {
+    await import("@blocksparse/backend-cuda");
+    return await initProcessGroup({ backend });
+  } catch (error) {
+    throw new Error(`--backend nccl: ${error.name}: ${error.message}\n--backend nccl needs an NVIDIA GPU per rank; --backend cpu runs the same job on the CPU`);
+  }
+}
+
+const options = parseOptions(process.argv.slice(2));
+if (options === null) {
+  if ((process.env.RANK ?? "0") === "0") console.log(USAGE);
+  process.exit(0);
+}
+const { steps } = options;
+const group = await startGroup(options.backend);
 const { rank, worldSize } = group;
 const say = (line) => rank === 0 && console.log(line);
+// Checked before training, not after it: rank 0 writes the checkpoint.
+if (rank === 0 && options.save !== undefined && !existsSync(dirname(resolve(options.save)))) {
+  throw new Error(`--save ${options.save}: the folder ${dirname(resolve(options.save))} does not exist`);
+}
 
 // Four Gaussian clusters in 32 dimensions. Row i of batch `step` is the same on every rank: each rank
 // makes only the rows of its shard.

@@ -18,3 +18,18 @@ it("the example trains on two ranks through the launcher: replicas identical, th
   expect(accuracy).toBeGreaterThan(90);
   expect(existsSync(checkpoint)).toBe(true);
 });
+
+it.each([
+  [["--steps", "abc"], /--steps: expected a positive integer, got 'abc'/],
+  [["--backend", "gloo"], /--backend: expected cpu or nccl, got 'gloo'/],
+  [["--step", "5"], /Unknown option '--step' \(did you mean --steps\?\)/],
+  [["--save", join(out, "missing", "model.safetensors")], /--save .*: the folder .*missing does not exist/],
+])("the example rejects %j with the flag's name and what it accepts, before it trains, without a stack trace", async (args, message) => {
+  const result = await runNode(["--import", "tsx", LAUNCHER_SOURCE, "--nproc-per-node", "2", "src/train.mjs", ...args], {
+    cwd: resolve(import.meta.dirname, ".."),
+  });
+  expect(result.code).toBe(1);
+  expect(result.stderr).toMatch(message);
+  expect(result.stderr).not.toMatch(/^\s+at /m);
+  expect(result.stdout).not.toMatch(/step 0/);
+});

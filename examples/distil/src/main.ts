@@ -2,10 +2,10 @@
 // warning once for each that does not, and runs on js when neither does.
 import "@blocksparse/backend-cpu";
 import "@blocksparse/backend-cuda";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { accessSync, constants, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { type FloatDType, getBackendInstance, setBackend } from "@blocksparse/core";
+import { BackendError, type FloatDType, getBackendInstance, listBackends, setBackend } from "@blocksparse/core";
 import { BUNDLED_TOKENIZER, loadCorpus } from "./data";
 import { DEFAULT_RIGL, type ExperimentOptions, experimentContext, type ResultRow, runExperiments, SIZES, type Size } from "./experiment";
 import { estimateSeconds, maxStepsForEpochs, measureStepTimes, planSteps, type StepTimes } from "./plan";
@@ -62,7 +62,8 @@ layers, static or RigL; and a trained dense model patched and recovered by fine-
   --tokenizer DIR      a folder with tokenizer.json (default: the bundled 512-token BPE)
   --max-chars N        use only the text's first N characters
   --backend NAME       js, cpu or cuda (default: cuda when it starts here, else cpu, else js)
-  --seed N             (default ${DEFAULTS.seed})`;
+  --seed N             (default ${DEFAULTS.seed})
+  --help`;
 
 interface Parsed {
   options: Omit<ExperimentOptions, "dtype">;
@@ -79,21 +80,26 @@ function parse(argv: string[]): Parsed | null {
     "size", "steps", "max-epochs", "budget", "density", "distil-density", "recovery-steps", "patch", "mode", "lr", "recovery-lr", "context", "batch-size",
     "eval-batches", "curve-points", "dtype", "out", "tokenizer", "max-chars", "backend", "seed", "rigl-fraction", "rigl-every", "rigl-end", "sparse-lr",
   ];
-  const flagTypes: Record<string, { type: "string" | "boolean" }> = Object.fromEntries(flags.map((name) => [name, { type: "string" }]));
-  flagTypes.help = { type: "boolean" };
-  const { values } = parseArgs({ args: argv, strict: true, options: flagTypes }) as { values: Record<string, string | boolean | undefined> };
+  const flagTypes: Record<string, { type: "string" | "boolean"; short?: string }> = Object.fromEntries(flags.map((name) => [name, { type: "string" }]));
+  flagTypes.help = { type: "boolean", short: "h" };
+  const { values } = withFlagHelp(flags, () => parseArgs({ args: argv, strict: true, options: flagTypes })) as { values: Record<string, string | boolean | undefined> };
   if (values.help) return null;
   const text = (name: string) => values[name] as string | undefined;
   const number = (name: string, integer: boolean): number | undefined => {
     const raw = text(name);
     if (raw === undefined) return undefined;
-    const value = Number(raw);
+    const value = raw.trim() === "" ? Number.NaN : Number(raw);
     if (!Number.isFinite(value) || (integer && !(Number.isInteger(value) && value >= 1))) throw new RangeError(`--${name}: expected ${integer ? "a positive integer" : "a number"}, got '${raw}'`);
     return value;
   };
   const positive = (name: string): number | undefined => {
     const value = number(name, false);
     if (value !== undefined && !(value > 0)) throw new RangeError(`--${name}: expected a positive number, got '${text(name)}'`);
+    return value;
+  };
+  const inRange = (name: string, accepts: (value: number) => boolean, range: string): number | undefined => {
+    const value = number(name, false);
+    if (value !== undefined && !accepts(value)) throw new RangeError(`--${name}: expected ${range}, got '${text(name)}'`);
     return value;
   };
   const options: Omit<ExperimentOptions, "dtype"> = { ...DEFAULTS };
@@ -132,19 +138,65 @@ function parse(argv: string[]): Parsed | null {
         densities,
         steps,
         budgetSeconds: budget,
-        distilDensity: number("distil-density", false),
+        distilDensity: inRange("distil-density", (density) => density > 0 && density <= 1, "a density in (0, 1]"),
         recoverySteps: number("recovery-steps", true),
-        learningRate: number("lr", false),
+        learningRate: positive("lr"),
         recoveryLearningRate: positive("recovery-lr"),
         context: number("context", true),
         batchSize: number("batch-size", true),
         evalBatches: number("eval-batches", true),
         curvePoints: number("curve-points", true),
-        seed: number("seed", false),
+        seed: inRange("seed", Number.isSafeInteger, "an integer"),
       }).filter(([, value]) => value !== undefined),
     ),
   );
   return { options, dtype: dtype as FloatDType | undefined, tokenizer: text("tokenizer") ?? BUNDLED_TOKENIZER, maxChars: number("max-chars", true), maxEpochs: positive("max-epochs"), backend: text("backend"), out: text("out") };
+}
+
+/** Runs node's parseArgs; an unknown flag's error also names the flag it is closest to, and --help. */
+function withFlagHelp<T>(flags: string[], parse: () => T): T {
+  try {
+    return parse();
+  } catch (error) {
+    const unknown = (error as { code?: string }).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" ? /'(-[^']*)'/.exec((error as Error).message) : null;
+    if (unknown === null) throw error;
+    const typed = unknown[1].replace(/[-_]/g, "");
+    const near = flags.find((flag) => flag.replace(/-/g, "").startsWith(typed) || typed.startsWith(flag.replace(/-/g, "")));
+    throw new TypeError(`Unknown option '${unknown[1]}'${near === undefined ? "" : ` (did you mean --${near}?)`}; --help lists the flags`);
+  }
+}
+
+/** setBackend, its error also naming the backends that do start here. */
+function chooseBackend(name: string): void {
+  try {
+    setBackend(name);
+  } catch (error) {
+    if (!(error instanceof BackendError)) throw error;
+    const starting = listBackends().filter((other) => other !== name && starts(other));
+    throw new BackendError(
+      `--backend ${name}: ${error.message}\n--backend ${name} cannot run here; these can: ${starting.join(", ")} ` +
+        `(--backend ${starting[0]}, or leave --backend out to take the first that starts)`,
+    );
+  }
+}
+
+function starts(backend: string): boolean {
+  try {
+    getBackendInstance(backend);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Makes the --out folder and proves it writable before any model trains, not after the first one has. */
+function checkOutputFolder(folder: string): void {
+  try {
+    mkdirSync(folder, { recursive: true });
+    accessSync(folder, constants.W_OK);
+  } catch (error) {
+    throw new Error(`--out ${folder}: cannot write there (${error instanceof Error ? error.message : String(error)})`);
+  }
 }
 
 const EXPERIMENT_TITLES: Record<ResultRow["experiment"], string> = {
@@ -175,7 +227,8 @@ async function main(): Promise<void> {
   }
   // The budget counts from the process's start (performance.now() is 0 there).
   const startedAt = 0;
-  if (parsed.backend !== undefined) setBackend(parsed.backend);
+  if (parsed.backend !== undefined) chooseBackend(parsed.backend);
+  if (parsed.out !== undefined) checkOutputFolder(parsed.out);
   const backend = getBackendInstance().name;
   const options: ExperimentOptions = { ...parsed.options, dtype: parsed.dtype ?? (backend === "cuda" ? "bfloat16" : "float32") };
   const corpus = await loadCorpus(parsed.tokenizer, parsed.maxChars);

@@ -5,15 +5,35 @@ import { readFileSync } from "node:fs";
 import type { ResultRow } from "./experiment";
 import { seedSummary } from "./report";
 
-const files = process.argv.slice(2).filter((arg) => arg !== "--");
-if (files.length === 0) {
-  console.error("usage: tsx src/summary.ts RUN.json [RUN.json ...]");
+const USAGE = "usage: tsx src/summary.ts RUN.json [RUN.json ...]  (the .json files main.ts --out writes, one per seed)";
+
+const args = process.argv.slice(2).filter((arg) => arg !== "--");
+if (args.includes("--help") || args.includes("-h")) {
+  console.log(USAGE);
+  process.exit(0);
+}
+const flag = args.find((arg) => arg.startsWith("-"));
+if (args.length === 0 || flag !== undefined) {
+  console.error(`${flag === undefined ? "" : `Unknown option '${flag}'; `}${USAGE}`);
   process.exit(2);
 }
-const runs = files.map((file) => {
-  const parsed = JSON.parse(readFileSync(file, "utf8")) as { rows?: ResultRow[]; options?: { seed?: number } };
-  if (!Array.isArray(parsed.rows)) throw new TypeError(`${file}: not a result file of main.ts (no 'rows' array)`);
+
+/** One result file's rows and seed; a file that cannot be read or is not main.ts's JSON ends the process with its name. */
+function readRun(file: string): { seed?: number; rows: ResultRow[] } {
+  let parsed: { rows?: ResultRow[]; options?: { seed?: number } };
+  try {
+    parsed = JSON.parse(readFileSync(file, "utf8"));
+  } catch (error) {
+    console.error(`${file}: cannot read it as JSON (${error instanceof Error ? error.message : String(error)})`);
+    process.exit(1);
+  }
+  if (!Array.isArray(parsed?.rows)) {
+    console.error(`${file}: not a result file of main.ts (no 'rows' array)`);
+    process.exit(1);
+  }
   return { seed: parsed.options?.seed, rows: parsed.rows };
-});
-console.log(`Seeds: ${runs.map((r) => r.seed ?? "?").join(", ")} (files: ${files.join(", ")})\n`);
+}
+
+const runs = args.map(readRun);
+console.log(`Seeds: ${runs.map((r) => r.seed ?? "?").join(", ")} (files: ${args.join(", ")})\n`);
 process.stdout.write(seedSummary(runs.map((r) => r.rows), runs.map((r, i) => `seed ${r.seed ?? `#${i + 1}`}`)));

@@ -3,9 +3,9 @@
 import "@blocksparse/backend-cpu";
 import "@blocksparse/backend-cuda";
 import { parseArgs } from "node:util";
-import { getBackendInstance, importBackendModules, setBackend } from "@blocksparse/core";
+import { BackendError, getBackendInstance, importBackendModules, listBackends, setBackend } from "@blocksparse/core";
 import { PIXELS } from "./data";
-import { FIRST_LAYER_BLOCK, HIDDEN_LAYER_BLOCK } from "./model";
+import { FIRST_LAYER_BLOCK, HIDDEN_LAYER_BLOCK, checkHidden } from "./model";
 import { progressHooks } from "./progress";
 import { formatTable, percent } from "./report";
 import { DEFAULT_OPTIONS, type MnistOptions, type PatchFrom, type RegrowMode, computeDtype, trainMnist } from "./train";
@@ -37,59 +37,110 @@ const USAGE = `Train an MLP on MNIST dense and block-sparse, and compare them.
 
 type ParsedOptions = Partial<MnistOptions> & { backendModules?: string[] };
 
+const FLAGS = {
+  epochs: { type: "string" },
+  density: { type: "string", multiple: true },
+  backend: { type: "string" },
+  dtype: { type: "string" },
+  "backend-module": { type: "string", multiple: true },
+  "batch-size": { type: "string" },
+  hidden: { type: "string" },
+  seed: { type: "string" },
+  lr: { type: "string" },
+  "train-size": { type: "string" },
+  "test-size": { type: "string" },
+  "patch-from": { type: "string" },
+  regrow: { type: "string" },
+  "regrow-every": { type: "string" },
+  "regrow-fraction": { type: "string" },
+  "sparse-lr": { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+/** Every flag's value checked here, naming the flag and what it accepts, before a backend starts or a line is printed. */
 function parseOptions(argv: string[]): ParsedOptions | null {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      epochs: { type: "string" },
-      density: { type: "string", multiple: true },
-      backend: { type: "string" },
-      dtype: { type: "string" },
-      "backend-module": { type: "string", multiple: true },
-      "batch-size": { type: "string" },
-      hidden: { type: "string" },
-      seed: { type: "string" },
-      lr: { type: "string" },
-      "train-size": { type: "string" },
-      "test-size": { type: "string" },
-      "patch-from": { type: "string" },
-      regrow: { type: "string" },
-      "regrow-every": { type: "string" },
-      "regrow-fraction": { type: "string" },
-      "sparse-lr": { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
-    strict: true,
-  });
+  const { values } = withFlagHelp(Object.keys(FLAGS), () => parseArgs({ args: argv, options: FLAGS, strict: true }));
   if (values.help) return null;
-  const options: Partial<MnistOptions> = {};
-  const integer = (flag: string, text: string | undefined): number | undefined => {
+  const integer = (flag: string, text: string | undefined, least = Number.MIN_SAFE_INTEGER): number | undefined => {
     if (text === undefined) return undefined;
     const value = Number(text);
-    if (!Number.isInteger(value)) throw new RangeError(`--${flag}: expected an integer, got '${text}'`);
+    if (text.trim() === "" || !Number.isSafeInteger(value) || value < least) {
+      throw new RangeError(`--${flag}: expected ${least === 1 ? "a positive integer" : "an integer"}, got '${text}'`);
+    }
     return value;
   };
-  options.epochs = integer("epochs", values.epochs);
-  options.batchSize = integer("batch-size", values["batch-size"]);
-  options.hidden = integer("hidden", values.hidden);
-  options.seed = integer("seed", values.seed);
-  options.trainSize = integer("train-size", values["train-size"]);
-  options.testSize = integer("test-size", values["test-size"]);
-  if (values.lr !== undefined) options.learningRate = Number(values.lr);
-  if (values.density !== undefined) {
-    options.densities = values.density.flatMap((list) => list.split(",")).filter((item) => item.trim() !== "").map(Number);
+  const inRange = (flag: string, text: string, accepts: (value: number) => boolean, range: string): number => {
+    const value = text.trim() === "" ? Number.NaN : Number(text);
+    if (!accepts(value)) throw new RangeError(`--${flag}: expected ${range}, got '${text}'`);
+    return value;
+  };
+  const oneOf = <T extends string>(flag: string, text: string | undefined, accepted: readonly T[]): T | undefined => {
+    if (text !== undefined && !accepted.includes(text as T)) throw new RangeError(`--${flag}: expected ${accepted.slice(0, -1).join(", ")} or ${accepted.at(-1)}, got '${text}'`);
+    return text as T | undefined;
+  };
+  const options: Partial<MnistOptions> = {
+    epochs: integer("epochs", values.epochs, 1),
+    batchSize: integer("batch-size", values["batch-size"], 1),
+    hidden: integer("hidden", values.hidden, 1),
+    seed: integer("seed", values.seed),
+    trainSize: integer("train-size", values["train-size"], 1),
+    testSize: integer("test-size", values["test-size"], 1),
+    regrowEvery: integer("regrow-every", values["regrow-every"], 1),
+    dtype: oneOf("dtype", values.dtype, ["auto", "float32", "bfloat16", "float16"]),
+    patchFrom: oneOf<PatchFrom>("patch-from", values["patch-from"], ["init", "trained"]),
+    regrow: oneOf<RegrowMode>("regrow", values.regrow, ["none", "random", "rigl"]),
+    sparseLr: oneOf("sparse-lr", values["sparse-lr"], ["same", "inverse-density"]),
+    backend: values.backend,
+  };
+  if (options.hidden !== undefined) checkHidden(options.hidden);
+  if (values.lr !== undefined) options.learningRate = inRange("lr", values.lr, (lr) => lr > 0 && Number.isFinite(lr), "a positive number");
+  if (values["regrow-fraction"] !== undefined) {
+    options.regrowFraction = inRange("regrow-fraction", values["regrow-fraction"], (fraction) => fraction >= 0 && fraction <= 1, "a number in [0, 1]");
   }
-  if (values.backend !== undefined) options.backend = values.backend;
-  if (values.dtype !== undefined) options.dtype = values.dtype as MnistOptions["dtype"];
-  if (values["patch-from"] !== undefined) options.patchFrom = values["patch-from"] as PatchFrom;
-  if (values.regrow !== undefined) options.regrow = values.regrow as RegrowMode;
-  options.regrowEvery = integer("regrow-every", values["regrow-every"]);
-  if (values["regrow-fraction"] !== undefined) options.regrowFraction = Number(values["regrow-fraction"]);
-  const sparseLr = values["sparse-lr"];
-  if (sparseLr !== undefined && sparseLr !== "same" && sparseLr !== "inverse-density") throw new RangeError(`--sparse-lr: expected same or inverse-density, got '${sparseLr}'`);
-  if (sparseLr !== undefined) options.sparseLr = sparseLr;
+  if (values.density !== undefined) {
+    options.densities = values.density
+      .flatMap((list) => list.split(","))
+      .filter((item) => item.trim() !== "")
+      .map((item) => inRange("density", item, (density) => density > 0 && density <= 1, "densities in (0, 1], comma-separated"));
+  }
   const parsed: ParsedOptions = { ...options, backendModules: values["backend-module"] };
   return Object.fromEntries(Object.entries(parsed).filter(([, value]) => value !== undefined));
+}
+
+/** Runs node's parseArgs; an unknown flag's error also names the flag it is closest to, and --help. */
+function withFlagHelp<T>(flags: string[], parse: () => T): T {
+  try {
+    return parse();
+  } catch (error) {
+    const unknown = (error as { code?: string }).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" ? /'(-[^']*)'/.exec((error as Error).message) : null;
+    if (unknown === null) throw error;
+    const typed = unknown[1].replace(/[-_]/g, "");
+    const near = flags.find((flag) => flag.replace(/-/g, "").startsWith(typed) || typed.startsWith(flag.replace(/-/g, "")));
+    throw new TypeError(`Unknown option '${unknown[1]}'${near === undefined ? "" : ` (did you mean --${near}?)`}; --help lists the flags`);
+  }
+}
+
+/** setBackend, its error also naming the backends that do start here. */
+function chooseBackend(name: string): void {
+  try {
+    setBackend(name);
+  } catch (error) {
+    if (!(error instanceof BackendError)) throw error;
+    const starting = listBackends().filter((other) => other !== name && starts(other));
+    throw new BackendError(
+      `--backend ${name}: ${error.message}\n--backend ${name} cannot run here; these can: ${starting.join(", ")} ` +
+        `(--backend ${starting[0]}, or leave --backend out to take the first that starts)`,
+    );
+  }
+}
+
+function starts(backend: string): boolean {
+  try {
+    getBackendInstance(backend);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 async function main(): Promise<void> {
@@ -104,7 +155,7 @@ async function main(): Promise<void> {
   await importBackendModules(backendModules, (specifier) => import(specifier));
   const options = { ...DEFAULT_OPTIONS, ...chosen };
   const startedAt = performance.now();
-  if (options.backend !== undefined) setBackend(options.backend);
+  if (options.backend !== undefined) chooseBackend(options.backend);
   // Starting the backend here puts the cuda fallback warning (if any) above the header.
   const backend = getBackendInstance().name;
   console.log(

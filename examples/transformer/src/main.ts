@@ -3,11 +3,11 @@
 import "@blocksparse/backend-cpu";
 import "@blocksparse/backend-cuda";
 import { parseArgs } from "node:util";
-import { getBackendInstance, importBackendModules, setBackend } from "@blocksparse/core";
+import { BackendError, getBackendInstance, importBackendModules, listBackends, setBackend } from "@blocksparse/core";
 import { Presets, SingleBar } from "cli-progress";
 import { FEED_FORWARD_PATTERN } from "./model";
 import { formatTable } from "./report";
-import { DEFAULT_OPTIONS, type TransformerHooks, type TransformerOptions, computeDtype, trainTransformer } from "./train";
+import { DEFAULT_OPTIONS, type TransformerHooks, type TransformerOptions, checkOptions, computeDtype, trainTransformer } from "./train";
 
 const USAGE = `Train a small character-level transformer on Moby Dick, dense and with block-sparse feed-forward layers.
 
@@ -30,58 +30,108 @@ const USAGE = `Train a small character-level transformer on Moby Dick, dense and
 
 type ParsedOptions = Partial<TransformerOptions> & { backendModules?: string[] };
 
+const FLAGS = {
+  steps: { type: "string" },
+  density: { type: "string", multiple: true },
+  backend: { type: "string" },
+  dtype: { type: "string" },
+  "backend-module": { type: "string", multiple: true },
+  "batch-size": { type: "string" },
+  context: { type: "string" },
+  "d-model": { type: "string" },
+  heads: { type: "string" },
+  layers: { type: "string" },
+  block: { type: "string" },
+  lr: { type: "string" },
+  "sample-length": { type: "string" },
+  seed: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+/** Every flag's value checked here, naming the flag and what it accepts, before a backend starts or a line is printed. */
 function parseOptions(argv: string[]): ParsedOptions | null {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      steps: { type: "string" },
-      density: { type: "string", multiple: true },
-      backend: { type: "string" },
-      dtype: { type: "string" },
-      "backend-module": { type: "string", multiple: true },
-      "batch-size": { type: "string" },
-      context: { type: "string" },
-      "d-model": { type: "string" },
-      heads: { type: "string" },
-      layers: { type: "string" },
-      block: { type: "string" },
-      lr: { type: "string" },
-      "sample-length": { type: "string" },
-      seed: { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
-    strict: true,
-  });
+  const { values } = withFlagHelp(Object.keys(FLAGS), () => parseArgs({ args: argv, options: FLAGS, strict: true }));
   if (values.help) return null;
-  const integer = (flag: string, text: string | undefined): number | undefined => {
+  const integer = (flag: string, text: string | undefined, least = Number.MIN_SAFE_INTEGER): number | undefined => {
     if (text === undefined) return undefined;
     const value = Number(text);
-    if (!Number.isInteger(value)) throw new RangeError(`--${flag}: expected an integer, got '${text}'`);
+    if (text.trim() === "" || !Number.isSafeInteger(value) || value < least) {
+      throw new RangeError(`--${flag}: expected ${least === 1 ? "a positive integer" : least === 0 ? "a non-negative integer" : "an integer"}, got '${text}'`);
+    }
     return value;
   };
+  const inRange = (flag: string, text: string, accepts: (value: number) => boolean, range: string): number => {
+    const value = text.trim() === "" ? Number.NaN : Number(text);
+    if (!accepts(value)) throw new RangeError(`--${flag}: expected ${range}, got '${text}'`);
+    return value;
+  };
+  if (values.dtype !== undefined && !["auto", "float32", "bfloat16", "float16"].includes(values.dtype)) {
+    throw new RangeError(`--dtype: expected auto, float32, bfloat16 or float16, got '${values.dtype}'`);
+  }
   const options: Partial<TransformerOptions> = {
-    steps: integer("steps", values.steps),
-    batchSize: integer("batch-size", values["batch-size"]),
-    context: integer("context", values.context),
-    dModel: integer("d-model", values["d-model"]),
-    nHeads: integer("heads", values.heads),
-    layers: integer("layers", values.layers),
-    sampleLength: integer("sample-length", values["sample-length"]),
+    steps: integer("steps", values.steps, 1),
+    batchSize: integer("batch-size", values["batch-size"], 1),
+    context: integer("context", values.context, 1),
+    dModel: integer("d-model", values["d-model"], 1),
+    nHeads: integer("heads", values.heads, 1),
+    layers: integer("layers", values.layers, 1),
+    sampleLength: integer("sample-length", values["sample-length"], 0),
     seed: integer("seed", values.seed),
-    learningRate: values.lr === undefined ? undefined : Number(values.lr),
+    learningRate: values.lr === undefined ? undefined : inRange("lr", values.lr, (lr) => lr > 0 && Number.isFinite(lr), "a positive number"),
     backend: values.backend,
     dtype: values.dtype as TransformerOptions["dtype"] | undefined,
   };
   if (values.density !== undefined) {
-    options.densities = values.density.flatMap((list) => list.split(",")).filter((item) => item.trim() !== "").map(Number);
+    options.densities = values.density
+      .flatMap((list) => list.split(","))
+      .filter((item) => item.trim() !== "")
+      .map((item) => inRange("density", item, (density) => density > 0 && density <= 1, "densities in (0, 1], comma-separated"));
   }
   if (values.block !== undefined) {
     const match = /^(\d+)x(\d+)$/.exec(values.block);
-    if (match === null) throw new RangeError(`--block: expected ROWSxCOLS such as 32x32, got '${values.block}'`);
+    if (match === null || Number(match[1]) < 1 || Number(match[2]) < 1) {
+      throw new RangeError(`--block: expected ROWSxCOLS of positive integers such as 32x32, got '${values.block}'`);
+    }
     options.blockShape = [Number(match[1]), Number(match[2])];
   }
   const parsed: ParsedOptions = { ...options, backendModules: values["backend-module"] };
   return Object.fromEntries(Object.entries(parsed).filter(([, value]) => value !== undefined));
+}
+
+/** Runs node's parseArgs; an unknown flag's error also names the flag it is closest to, and --help. */
+function withFlagHelp<T>(flags: string[], parse: () => T): T {
+  try {
+    return parse();
+  } catch (error) {
+    const unknown = (error as { code?: string }).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" ? /'(-[^']*)'/.exec((error as Error).message) : null;
+    if (unknown === null) throw error;
+    const typed = unknown[1].replace(/[-_]/g, "");
+    const near = flags.find((flag) => flag.replace(/-/g, "").startsWith(typed) || typed.startsWith(flag.replace(/-/g, "")));
+    throw new TypeError(`Unknown option '${unknown[1]}'${near === undefined ? "" : ` (did you mean --${near}?)`}; --help lists the flags`);
+  }
+}
+
+/** setBackend, its error also naming the backends that do start here. */
+function chooseBackend(name: string): void {
+  try {
+    setBackend(name);
+  } catch (error) {
+    if (!(error instanceof BackendError)) throw error;
+    const starting = listBackends().filter((other) => other !== name && starts(other));
+    throw new BackendError(
+      `--backend ${name}: ${error.message}\n--backend ${name} cannot run here; these can: ${starting.join(", ")} ` +
+        `(--backend ${starting[0]}, or leave --backend out to take the first that starts)`,
+    );
+  }
+}
+
+function starts(backend: string): boolean {
+  try {
+    getBackendInstance(backend);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** A progress bar per model on a terminal; a line every tenth of the run otherwise. */
@@ -118,9 +168,11 @@ async function main(): Promise<void> {
     return;
   }
   const { backendModules = [], ...chosen } = parsed;
-  await importBackendModules(backendModules, (specifier) => import(specifier));
   const options = { ...DEFAULT_OPTIONS, ...chosen };
-  if (options.backend !== undefined) setBackend(options.backend);
+  // The flags that must fit together (the width, the heads, the block shape), before anything starts.
+  checkOptions(options);
+  await importBackendModules(backendModules, (specifier) => import(specifier));
+  if (options.backend !== undefined) chooseBackend(options.backend);
   // Starting the backend here puts the cuda fallback warning (if any) above the header.
   const backend = getBackendInstance().name;
   console.log(

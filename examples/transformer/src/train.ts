@@ -228,7 +228,8 @@ function pick(probabilities: ArrayLike<number>, u: number): number {
   return probabilities.length - 1;
 }
 
-function checkOptions(options: TransformerOptions): void {
+/** Throws a RangeError naming the first option out of range, or the pair that does not fit together. */
+export function checkOptions(options: TransformerOptions): void {
   if (!["auto", "float32", "bfloat16", "float16"].includes(options.dtype)) {
     throw new RangeError(`dtype: expected auto, float32, bfloat16 or float16, got ${String(options.dtype)}`);
   }
@@ -250,6 +251,7 @@ function checkOptions(options: TransformerOptions): void {
         `use a multiple of ${Math.max(blockRows, blockCols)}`,
     );
   }
+  if (options.dModel % options.nHeads !== 0) throw new RangeError(`nHeads: ${options.nHeads} heads do not divide dModel ${options.dModel}`);
   if (!(options.learningRate > 0)) throw new RangeError(`learningRate: expected a positive number, got ${options.learningRate}`);
   if (!(options.temperature > 0)) throw new RangeError(`temperature: expected a positive number, got ${options.temperature}`);
 }

@@ -1,0 +1,59 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { runNode } from "../../../packages/distributed/test/helpers";
+
+const folder = mkdtempSync(join(tmpdir(), "blocksparse-distil-cli-"));
+afterAll(() => rmSync(folder, { recursive: true, force: true }));
+
+/** `tsx src/<script> <args>` in this example's folder, workspace packages from their sources. */
+const tsx = (script: string, ...args: string[]) => runNode(["--import", "tsx", join("src", script), ...args], { cwd: resolve(import.meta.dirname, "..") });
+
+// Each case starts a process (about a second, more on a loaded machine).
+describe("main.ts's flags", { timeout: 30_000 }, () => {
+  it.each([
+    [["--lr", "0"], /--lr: expected a positive number, got '0'/],
+    [["--distil-density", "2"], /--distil-density: expected a density in \(0, 1\], got '2'/],
+    [["--seed", "1.5"], /--seed: expected an integer, got '1.5'/],
+  ])("rejects %j naming the flag and what it accepts, before any model trains", async (args, message) => {
+    const result = await tsx("main.ts", ...args);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(message);
+    expect(result.stdout).toBe("");
+  });
+
+  it("names the flag a misspelled one is closest to", async () => {
+    const result = await tsx("main.ts", "--step", "2");
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/Unknown option '--step' \(did you mean --steps\?\); --help lists the flags/);
+  });
+
+  it("an --out it cannot write fails before the first model trains, not after", async () => {
+    const file = join(folder, "a-file");
+    writeFileSync(file, "");
+    const result = await tsx("main.ts", "--out", join(file, "results"));
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/--out .*a-file\/results: cannot write there \(ENOTDIR/);
+    expect(result.stdout).not.toMatch(/dense/);
+  });
+});
+
+describe("summary.ts", { timeout: 30_000 }, () => {
+  it("names a missing or unreadable result file, without a stack trace", async () => {
+    const corrupt = join(folder, "corrupt.json");
+    writeFileSync(corrupt, "{not json");
+    for (const file of [join(folder, "missing.json"), corrupt]) {
+      const result = await tsx("summary.ts", file);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toMatch(new RegExp(`^${file}: cannot read it as JSON`));
+      expect(result.stderr).not.toMatch(/^\s+at /m);
+    }
+  });
+
+  it("prints its usage for --help instead of reading a file of that name", async () => {
+    const result = await tsx("summary.ts", "--help");
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/^usage: tsx src\/summary.ts RUN.json/);
+  });
+});

@@ -1,0 +1,22 @@
+import { resolve } from "node:path";
+import { describe, expect, it } from "vitest";
+import { runNode } from "../../../packages/distributed/test/helpers";
+
+/** `tsx src/main.ts <args>` in this example's folder, workspace packages from their sources. */
+const demo = (...args: string[]) => runNode(["--import", "tsx", "src/main.ts", ...args], { cwd: resolve(import.meta.dirname, "..") });
+
+describe("the demo's command line", { timeout: 30_000 }, () => {
+  it("rejects a flag, since it takes none, instead of ignoring it", async () => {
+    const result = await demo("--out", "x");
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/Unknown option '--out'/);
+    expect(result.stderr).not.toMatch(/^\s+at /m);
+    expect(result.stdout).toBe("");
+  });
+
+  it("says what it does for --help", async () => {
+    const result = await demo("--help");
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/round-trips it through safetensors .* No flags/);
+  });
+});

@@ -1,0 +1,36 @@
+import { resolve } from "node:path";
+import { describe, expect, it } from "vitest";
+import { runNode } from "../../../packages/distributed/test/helpers";
+
+/** `tsx src/main.ts <args>` in this example's folder, workspace packages from their sources. */
+const demo = (...args: string[]) => runNode(["--import", "tsx", "src/main.ts", ...args], { cwd: resolve(import.meta.dirname, "..") });
+
+// Each case starts a process (about a second, more on a loaded machine).
+describe("the demo's flags", { timeout: 30_000 }, () => {
+  it.each([
+    [["--steps", "0"], /--steps: expected a positive integer, got '0'/],
+    [["--lr", "abc"], /--lr: expected a positive number, got 'abc'/],
+    [["--block", "0x0"], /--block: expected ROWSxCOLS of positive integers such as 32x32, got '0x0'/],
+    [["--heads", "3"], /nHeads: 3 heads do not divide dModel 64/],
+  ])("rejects %j naming the flag and what it accepts, before a backend starts or a line is printed", async (args, message) => {
+    const result = await demo(...args);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(message);
+    expect(result.stderr).not.toMatch(/^\s+at /m);
+    expect(result.stdout).toBe("");
+  });
+
+  it("names the flag a misspelled one is closest to", async () => {
+    const result = await demo("--step", "2");
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/Unknown option '--step' \(did you mean --steps\?\); --help lists the flags/);
+  });
+
+  it("says why a --backend cannot start and which backends can", async () => {
+    const result = await demo("--backend-module", "./test/fixtures/broken-backend.ts", "--backend", "broken");
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/--backend broken: Backend 'broken' failed to start: no device here/);
+    expect(result.stderr).toMatch(/--backend broken cannot run here; these can: .*\bjs\b/);
+    expect(result.stdout).toBe("");
+  });
+});
