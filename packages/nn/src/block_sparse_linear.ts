@@ -200,12 +200,13 @@ export class BlockSparseLinear extends Module {
 
   protected override checkOwnEntry(name: string, entry: StateDictEntry): string | null {
     if (name !== "weight") return super.checkOwnEntry(name, entry);
-    const shape = entry instanceof BlockSparseWeight ? entry.pattern.shape : entry.shape;
-    if (shapesEqual(shape, [this.outFeatures, this.inFeatures])) return null;
+    // A block-sparse entry brings its pattern, but never another block shape (torch refuses a size mismatch).
+    const sparse = entry instanceof BlockSparseWeight;
+    if (shapesEqual(sparse ? entry.pattern.shape : entry.shape, [this.outFeatures, this.inFeatures]) && (!sparse || shapesEqual(entry.pattern.blockShape, this.blockShape))) return null;
     return describeEntry(new BlockSparseWeight(this.pattern, this.weight.value));
   }
 
-  /** A block-sparse entry brings its pattern along; a dense [out, in] entry fills the current blocks. */
+  /** A block-sparse entry (of the layer's block shape) brings its pattern along; a dense [out, in] entry fills the current blocks. */
   protected override loadOwnEntry(name: string, entry: StateDictEntry): void {
     if (name !== "weight") {
       super.loadOwnEntry(name, entry);

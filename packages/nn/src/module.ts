@@ -1,5 +1,5 @@
 import { detach, noGrad } from "@blocksparse/autograd";
-import { cast, DTypeError, FLOAT_DTYPES, type FloatDType, getBackendInstance, shapesEqual, Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
+import { cast, DTypeError, FLOAT_DTYPES, type FloatDType, getBackendInstance, keep, shapesEqual, Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
 import { StateDictError, type StateDictMismatch } from "./errors";
 import { Parameter } from "./parameter";
 import { BlockSparseWeight, describeEntry, type StateDict, type StateDictEntry } from "./state_dict";
@@ -173,22 +173,33 @@ export abstract class Module {
    * Moves every parameter to a backend and/or casts every floating-point parameter to a
    * dtype, as torch's `module.to`: `to("cuda")`, `to("bfloat16")`, `to({ backend, dtype })`.
    * A string is a dtype when it names one ("float32", "float16", "bfloat16"), else a
-   * backend. Optimizer state follows at its next step; an optimizer keeps float32 master
+   * backend. Each parameter's gradient goes with it (a parameter without one stays so).
+   * Optimizer state follows at its next step; an optimizer keeps float32 master
    * copies of float16/bfloat16 parameters (see Optimizer's `masterWeights`).
    */
   to(target: string | ModuleTarget): this {
     const { backend, dtype } = typeof target === "string" ? (isFloatDTypeName(target) ? { dtype: target } : { backend: target }) : checkTarget(target);
     const backendInstance = backend === undefined ? undefined : getBackendInstance(backend);
+    // The tensor on the target (`t` itself when it is there already); a moved copy cast after is freed.
+    const convert = (t: Tensor): Tensor => {
+      let value = t;
+      if (backendInstance !== undefined && value.backend !== backendInstance) value = value.to(backendInstance.name);
+      if (dtype !== undefined && value.isFloat && value.dtype !== dtype) {
+        const moved = value;
+        value = tidy(() => cast(moved, dtype));
+        if (moved !== t) moved.dispose();
+      }
+      return value;
+    };
     noGrad(() => {
       for (const parameter of this.parameters()) {
-        let value = parameter.value;
-        if (backendInstance !== undefined && value.backend !== backendInstance) value = value.to(backendInstance.name);
-        if (dtype !== undefined && value.isFloat && value.dtype !== dtype) {
-          const moved = value;
-          value = tidy(() => cast(moved, dtype));
-          if (moved !== parameter.value) moved.dispose();
-        }
-        if (value !== parameter.value) parameter.value = value;
+        // The gradient goes along, as torch's: taken off first, since the value setter frees the old value's gradient.
+        const grad = parameter.grad;
+        parameter.grad = null;
+        const next = grad && convert(grad);
+        if (next !== grad) grad?.dispose();
+        parameter.value = convert(parameter.value);
+        parameter.grad = next && keep(next);
       }
     });
     return this;

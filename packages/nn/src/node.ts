@@ -65,8 +65,8 @@ export async function save(model: Module, path: string, metadata: Record<string,
 
 /**
  * Loads the checkpoint at `path` (a file, a sharded checkpoint's index, or a directory)
- * into `model` (strict by default; block-sparse layers adopt the file's patterns). A
- * refused load leaves the model unchanged and nothing allocated.
+ * into `model` (strict by default; block-sparse layers adopt the file's patterns, never
+ * another block shape). A refused load leaves the model unchanged and nothing allocated.
  */
 export async function load(model: Module, path: string, options: LoadStateDictOptions = {}): Promise<LoadStateDictResult> {
   checkModel("load", model);

@@ -1,5 +1,5 @@
 import { backward } from "@blocksparse/autograd";
-import { getBackend, JsBackend, registerBackend, removeBackend, setBackend, tidy } from "@blocksparse/core";
+import { getBackend, JsBackend, memory, registerBackend, removeBackend, setBackend, type Tensor, tidy } from "@blocksparse/core";
 import { Adam, BlockSparseLinear, crossEntropy, Linear, ReLU, Sequential } from "@blocksparse/nn";
 import { afterAll, describe, expect, it } from "vitest";
 import { host, syntheticClassification } from "./helpers";
@@ -44,5 +44,27 @@ describe("Module.to", () => {
     const a = reference.parameters().map((p) => host(p.value));
     const b = moved.parameters().map((p) => host(p.value));
     expect(b).toEqual(a);
+  });
+
+  it("moves each parameter's gradient with it and frees the old ones; a parameter without one stays without", () => {
+    setBackend("js");
+    const model = new Sequential(new BlockSparseLinear(8, 8, { density: 0.5, blockShape: [4, 4], seed: 4 }), new Linear(8, 2, { seed: 5 }));
+    const { x, y } = syntheticClassification(4, 8, 2, 6);
+    tidy(() => backward(crossEntropy(model.forward(x), y)));
+    model.parameters()[3].zeroGrad();
+    const grads = model.parameters().map((p) => (p.grad === null ? null : host(p.grad)));
+    const onSecond = () => memory().backends.second?.numTensors ?? 0;
+    const [live, liveOnSecond] = [memory().numTensors, onSecond()];
+    model.to("second");
+    model.parameters().forEach((p, i) => {
+      expect(p.grad?.backend.name ?? null).toBe(grads[i] === null ? null : "second");
+      if (grads[i] !== null) expect(host(p.grad as Tensor)).toEqual(grads[i]);
+    });
+    expect(onSecond()).toBe(liveOnSecond + 7); // 4 values, 3 gradients
+    model.to({ backend: "js", dtype: "bfloat16" });
+    expect(model.parameters().map((p) => p.grad && `${p.grad.backend.name} ${p.grad.dtype}`)).toEqual(["js bfloat16", "js bfloat16", "js bfloat16", null]);
+    expect(onSecond()).toBe(liveOnSecond);
+    expect(memory().numTensors).toBe(live);
+    for (const p of model.parameters()) p.dispose();
   });
 });

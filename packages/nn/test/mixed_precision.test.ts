@@ -59,6 +59,51 @@ describe("Module.to with a dtype", () => {
     expect(memory().numTensors).toBe(live);
     for (const p of model.parameters()) p.dispose();
   });
+
+  it("casts each parameter's gradient with it, as torch's module.to; a parameter without one stays without", () => {
+    const model = new Sequential(new Linear(8, 4, { seed: 4 }), new BlockSparseLinear(4, 8, { density: 0.5, blockShape: [2, 2], seed: 5 }));
+    tidy(() => backward(mseLoss(model.forward(randn([3, 8], { seed: 6 })), full([3, 8], 0))));
+    model.parameters()[3].zeroGrad();
+    const grads = model.parameters().map((p) => (p.grad === null ? null : toBf16(host(p.grad))));
+    expect(grads.map((g) => g === null)).toEqual([false, false, false, true]);
+    const live = memory().numTensors;
+    model.to("bfloat16");
+    model.parameters().forEach((p, i) => {
+      const want = grads[i];
+      expect(p.grad?.dtype ?? null).toBe(want === null ? null : "bfloat16");
+      if (want === null) return;
+      expect(p.grad?.shape).toEqual(p.shape);
+      expect(maxAbsDiff(host(p.grad as Tensor), want)).toBe(0);
+    });
+    // Back to float32: the rounded gradients widen exactly; the old tensors (values and gradients) were all freed.
+    model.to("float32");
+    model.parameters().forEach((p, i) => {
+      const want = grads[i];
+      expect(p.grad?.dtype ?? null).toBe(want === null ? null : "float32");
+      if (want !== null) expect(maxAbsDiff(host(p.grad as Tensor), want)).toBe(0);
+    });
+    expect(memory().numTensors).toBe(live);
+    for (const p of model.parameters()) p.dispose();
+  });
+
+  it("converts a parameter tied between two modules once: it stays shared, its gradient cast with it, nothing leaked", () => {
+    const first = new Linear(4, 4, { seed: 7 });
+    const second = new Linear(4, 4, { seed: 8 });
+    second.weight.dispose();
+    second.registerParameter("weight", first.weight);
+    const model = new Sequential(first, second);
+    expect(model.parameters()).toHaveLength(3);
+    tidy(() => backward(mseLoss(model.forward(randn([2, 4], { seed: 9 })), full([2, 4], 0))));
+    const grad = toBf16(host(first.weight.grad as Tensor));
+    const live = memory().numTensors;
+    model.to("bfloat16");
+    expect(second.weight).toBe(first.weight);
+    expect(first.weight.dtype).toBe("bfloat16");
+    expect(first.weight.grad?.dtype).toBe("bfloat16");
+    expect(maxAbsDiff(host(first.weight.grad as Tensor), grad)).toBe(0);
+    expect(memory().numTensors).toBe(live);
+    for (const p of model.parameters()) p.dispose();
+  });
 });
 
 describe("float32 master weights in the optimizers", () => {

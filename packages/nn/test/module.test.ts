@@ -165,6 +165,43 @@ describe("loadStateDict", () => {
       "size mismatch for weight: the checkpoint has block-sparse [8, 8]",
     );
   });
+
+  it("refuses a block-sparse entry of another block shape, naming the entry and both block shapes, and changes nothing", () => {
+    const saved = new Sequential(new BlockSparseLinear(128, 128, { density: 0.5, seed: 9 }));
+    expect((saved.at(0) as BlockSparseLinear).blockShape).toEqual([32, 32]);
+    for (const blockShape of [[64, 64], [16, 16], [32, 16]] as const) {
+      const target = new Sequential(new BlockSparseLinear(128, 128, { density: 0.5, blockShape, seed: 10 }));
+      const layer = target.at(0) as BlockSparseLinear;
+      const [pattern, values] = [layer.pattern, host(layer.weight.value)];
+      const sd = saved.stateDict();
+      const before = memory().numTensors;
+      for (const strict of [true, false]) {
+        let error: unknown;
+        try {
+          target.loadStateDict(sd, { strict });
+        } catch (e) {
+          error = e;
+        }
+        expect(error).toBeInstanceOf(StateDictError);
+        const { mismatches, message } = error as StateDictError;
+        expect(mismatches.map((m) => m.key)).toEqual(["0.weight"]);
+        expect(message).toContain("size mismatch for 0.weight: the checkpoint has block-sparse [128, 128] with 32x32 blocks (8 stored)");
+        expect(message).toContain(`the model has block-sparse [128, 128] with ${blockShape[0]}x${blockShape[1]} blocks`);
+      }
+      expect(layer.pattern).toBe(pattern);
+      expect(layer.blockShape).toEqual(blockShape);
+      expect(host(layer.weight.value)).toEqual(values);
+      expect(memory().numTensors).toBe(before);
+      disposeStateDict(sd);
+    }
+    // The same block shape with another pattern (moved sparsity) still loads, pattern and all.
+    const same = new BlockSparseLinear(128, 128, { density: 0.25, seed: 11 });
+    const sd = saved.stateDict();
+    same.loadStateDict({ weight: sd.get("0.weight") as BlockSparseWeight, bias: sd.get("0.bias") as Tensor });
+    expect(same.pattern.equals((saved.at(0) as BlockSparseLinear).pattern)).toBe(true);
+    expect(host(same.toDense())).toEqual(host((saved.at(0) as BlockSparseLinear).toDense()));
+    disposeStateDict(sd);
+  });
 });
 
 describe("ModuleList", () => {

@@ -1,9 +1,9 @@
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { randn, tidy } from "@blocksparse/core";
+import { memory, randn, tidy } from "@blocksparse/core";
 import { BsrFormatError, decodeSafetensors, getBsrMatrix } from "@blocksparse/format";
-import { BlockSparseLinear, BlockSparseWeight, Linear, loadStateDict, ReLU, Sequential, saveStateDict } from "@blocksparse/nn";
+import { BlockSparseLinear, BlockSparseWeight, disposeStateDict, Linear, loadStateDict, ReLU, Sequential, StateDictError, saveStateDict } from "@blocksparse/nn";
 import { load, loadSafetensorsFile, save } from "@blocksparse/nn/node";
 import { afterAll, describe, expect, it } from "vitest";
 import { host } from "./helpers";
@@ -49,5 +49,34 @@ describe("safetensors state dicts", () => {
     expect(sd.size).toBe(4);
     await writeFile(path, (await readFile(path)).subarray(0, 30));
     await expect(load(target, path)).rejects.toThrow();
+  });
+
+  it("a file of another block shape is refused, naming the entry and both block shapes; one of the same block shape brings its pattern", async () => {
+    const path = join(await dir, "blocks-32x32.safetensors");
+    const layer = (blockShape: readonly [number, number], seed: number) => new Sequential(new BlockSparseLinear(64, 64, { density: 0.5, blockShape, seed }));
+    const source = layer([32, 32], 12);
+    await save(source, path);
+    const x = randn([2, 64], { seed: 13 });
+    for (const blockShape of [[64, 64], [16, 16]] as const) {
+      const target = layer(blockShape, 14);
+      const expected = host(target.forward(x));
+      const before = memory().numTensors;
+      const error = await load(target, path).catch((e) => e);
+      expect(error).toBeInstanceOf(StateDictError);
+      expect(error.message).toContain("size mismatch for 0.weight: the checkpoint has block-sparse [64, 64] with 32x32 blocks");
+      expect(error.message).toContain(`the model has block-sparse [64, 64] with ${blockShape[0]}x${blockShape[1]} blocks`);
+      expect(memory().numTensors).toBe(before);
+      expect((target.at(0) as BlockSparseLinear).blockShape).toEqual(blockShape);
+      expect(host(target.forward(x))).toEqual(expected);
+      // The bytes path refuses the same way.
+      const sd = loadStateDict(tidy(() => saveStateDict(source.stateDict())));
+      expect(() => target.loadStateDict(sd)).toThrow(StateDictError);
+      disposeStateDict(sd);
+    }
+    const target = layer([32, 32], 15);
+    expect((target.at(0) as BlockSparseLinear).pattern.equals((source.at(0) as BlockSparseLinear).pattern)).toBe(false);
+    await load(target, path);
+    expect((target.at(0) as BlockSparseLinear).pattern.equals((source.at(0) as BlockSparseLinear).pattern)).toBe(true);
+    expect(host(target.forward(x))).toEqual(host(source.forward(x)));
   });
 });
