@@ -4,10 +4,12 @@
  * the host sets the pace (few tokens, or a slow host), this is the host's time per step.
  *
  *   tsx src/eager_step.ts [--backend cuda] [--widths 1024x4096] [--tokens 2048] [--block 64] [--density 0.25]
- *     [--steps 1000] [--stand-in] [--phases]
+ *     [--steps 1000] [--stand-in] [--phases] [--sync-each]
  * --block 0 is the dense model. --stand-in runs the cuda backend on src/stand_in_addon.cjs, which launches
  * nothing: the time is then the host's JavaScript alone, on any machine (no GPU needed). --phases also splits the
- * host's time per step between forward, backward and the optimizer's step (clocks read around each).
+ * host's time per step between forward, backward and the optimizer's step (clocks read around each). --sync-each
+ * waits for the GPU after every step, as a loop that reads its loss each step does (the runs' time then includes
+ * each step's GPU time, and whatever a synchronize makes the next step pay again).
  */
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -26,6 +28,7 @@ const { values } = parseArgs({
     steps: { type: "string", default: "1000" },
     "stand-in": { type: "boolean", default: false },
     phases: { type: "boolean", default: false },
+    "sync-each": { type: "boolean", default: false },
   },
 });
 if (values["stand-in"]) {
@@ -81,7 +84,10 @@ const times: number[] = [];
 const cpuBefore = process.cpuUsage();
 for (let r = 0; r < 5; r++) {
   const start = performance.now();
-  for (let i = 0; i < steps / 5; i++) step();
+  for (let i = 0; i < steps / 5; i++) {
+    step();
+    if (values["sync-each"]) synchronize();
+  }
   synchronize();
   times.push(((performance.now() - start) * 1000) / Math.floor(steps / 5));
 }
@@ -89,7 +95,7 @@ const cpu = process.cpuUsage(cpuBefore);
 times.sort((a, b) => a - b);
 const modelName = block === 0 ? "dense" : `${block}x${block} d=${density}`;
 console.log(
-  `${values["stand-in"] ? "stand-in addon" : values.backend} ${values.widths} tokens ${tokens} ${modelName}: ${times[2].toFixed(1)} us/step ` +
+  `${values["stand-in"] ? "stand-in addon" : values.backend} ${values.widths} tokens ${tokens} ${modelName}${values["sync-each"] ? ", synchronized each step" : ""}: ${times[2].toFixed(1)} us/step ` +
     `(runs ${times.map((t) => t.toFixed(0)).join(" ")}; process CPU ${((cpu.user + cpu.system) / steps).toFixed(1)} us/step)` +
     (values.phases ? `; host per step: forward ${us(phases.forward)}, backward ${us(phases.backward)}, optimizer ${us(phases.optimizer)} us` : ""),
 );

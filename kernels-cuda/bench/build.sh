@@ -50,5 +50,8 @@ if [ "$status" -ne 0 ]; then
   exit 1
 fi
 nvcc $arch "$out"/*.o $libs -ldl -o "$out/tc_bench"
+# host_probe: the host's time per call of the entry points and of the CUDA calls their launches make.
+nvcc $flags -I"$src" "$here/host_probe.cu" $(ls "$out"/*.o | grep -v '/tc_bench\.o$') $libs -ldl -o "$out/host_probe" \
+  2>"$out/host_probe.ptxas.log"
 grep -h "spill stores" "$out"/*.ptxas.log | sort | uniq -c
-echo "built $out/tc_bench"
+echo "built $out/tc_bench and $out/host_probe"

@@ -1,10 +1,12 @@
 // Chooses a tensor-core path for each block-sparse product, or declines so the simple kernel runs.
 #include <algorithm>
 #include <atomic>
+#include <optional>
 
 #include "ptx.cuh"
 #include "tc_kernels.h"
 #include "../kernels.h"
+#include "../memory.h"
 
 namespace bs {
 
@@ -206,6 +208,20 @@ struct Fused {
   Activation activation = Activation::Gelu;
 };
 
+// Float32 scratch of `count` values into `slot` from the caching allocator (memory.h: held memory, reused in stream
+// order, a graph pool's during a capture); false when the memory is not there (the caller then declines, and the
+// simple kernel runs). Not cudaMallocAsync: its pool gives memory back at every synchronize (its release threshold is
+// 0), and the next call maps it again, about 60 us on an H200's host against under 1 for the caching allocator.
+bool floatScratch(std::optional<Scratch>& slot, int64_t count) {
+  try {
+    slot.emplace(static_cast<size_t>(count) * sizeof(float));
+    return true;
+  } catch (const Error& error) {
+    if (error.kind != ErrorKind::OutOfMemory) throw;
+    return false;
+  }
+}
+
 bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias, void* out, int64_t m,
          const BsrPatternView& pattern, cudaStream_t stream, const TcOptions& options, const Fused& fused = {}) {
   if (options.path == TcPath::Decode || !supported(dtype, pattern, m)) return false;
@@ -319,66 +335,43 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   const bool clusterSum = op == tc::Op::Sampled && path == TcPath::Wgmma && splits > 1 &&
                           splits <= tc::kMaxClusterSplits && options.splitCluster;
   if (clusterSum) args.clusterSplits = static_cast<int32_t>(splits);
+  // The float32 scratch (dW's split partials or the split lines' [lineSplits][m][width], the activation backward's
+  // column partials), released when this call returns: later work on the stream reuses it in order.
+  std::optional<Scratch> partials, columnPartials;
   if (splits > 1 && !clusterSum) {
-    if (cudaMallocAsync(reinterpret_cast<void**>(&args.partials), splits * valueCount * sizeof(float), stream) !=
-        cudaSuccess) {
-      cudaGetLastError();
-      return false;
-    }
+    if (!floatScratch(partials, splits * valueCount)) return false;
+    args.partials = partials->as<float>();
   }
-  // Split lines: float32 partials [lineSplits][m][width] for the sum pass.
   const int64_t outputs = m * (op == tc::Op::Linear ? pattern.rows : pattern.cols);
   if (lineSplits > 1) {
     args.lineSplits = lineSplits;
-    if (cudaMallocAsync(reinterpret_cast<void**>(&args.partials), lineSplits * outputs * sizeof(float), stream) !=
-        cudaSuccess) {
-      cudaGetLastError();
-      return false;
-    }
+    if (!floatScratch(partials, lineSplits * outputs)) return false;
+    args.partials = partials->as<float>();
   }
-  // Frees the float32 scratch (dW's split partials, the column partials); `check` throws on a failed free, which the
-  // error paths leave unchecked so as not to hide their own error.
-  auto release = [&](bool check) {
-    for (float* scratch : {args.partials, args.columnPartials}) {
-      if (scratch == nullptr) continue;
-      const cudaError_t status = cudaFreeAsync(scratch, stream);
-      if (check) BS_CUDA_CHECK(status);
-    }
-  };
   // The activation backward's column partials: four rows (one per warp) per store call of storeRows tokens.
   const int64_t partialRows = backward ? (m + storeRows - 1) / storeRows * 4 : 0;
-  if (backward && cudaMallocAsync(reinterpret_cast<void**>(&args.columnPartials),
-                                  partialRows * pattern.cols * sizeof(float), stream) != cudaSuccess) {
-    cudaGetLastError();
-    args.columnPartials = nullptr;
-    release(false);
-    return false;
+  if (backward) {
+    if (!floatScratch(columnPartials, partialRows * pattern.cols)) return false;
+    args.columnPartials = columnPartials->as<float>();
   }
-  bool launched = false;
-  try {
-    launched = wgmmaShape ? tc::launchWgmmaShape(op, dtype, args, pattern.blockHeight, pattern.blockWidth, variant,
-                                                 device.sms, stream)
-               : !square  ? tc::launchMmaShape(op, dtype, args, pattern.blockHeight, pattern.blockWidth, stream)
-               : path == TcPath::Wgmma ? tc::launchWgmma(op, dtype, args, block, variant, device.sms, stream)
-                                       : tc::launchMma(op, dtype, args, block, variant, device.sms, stream);
-    // The X-resident tile declines what its slab cannot hold (launchXResident); the rule keeps within it, and
-    // should it decline anyway the default options fall back to mma.sync's tile (whose dX stores from its registers:
-    // not with the activation's backward, which the caller then runs apart).
-    if (!launched && variant == tc::kXResidentTile && !named && !backward)
-      launched = tc::launchMma(op, dtype, args, block, tc::kDefaultTile, device.sms, stream);
-    // Dev's variants fuse nothing: they never stand in for a shipped tile that declined a fused epilogue.
-    if (!launched && square && options.devVariants && activated == nullptr && !backward)
-      launched = options.devVariants(path, op, dtype, args, block, variant, device.sms, stream);
-    if (launched && splits > 1 && !clusterSum)
-      launchSumSplits(dtype, args.partials, static_cast<int>(splits), valueCount, out, stream);
-    if (launched && lineSplits > 1) launchSumSplits(dtype, args.partials, lineSplits, outputs, out, stream);
-    if (launched && backward)
-      launchSumSplits(dtype, args.columnPartials, static_cast<int>(partialRows), pattern.cols, fused.dbias, stream);
-  } catch (...) {
-    release(false);
-    throw;
-  }
-  release(true);
+  bool launched = wgmmaShape ? tc::launchWgmmaShape(op, dtype, args, pattern.blockHeight, pattern.blockWidth, variant,
+                                                   device.sms, stream)
+                  : !square  ? tc::launchMmaShape(op, dtype, args, pattern.blockHeight, pattern.blockWidth, stream)
+                  : path == TcPath::Wgmma ? tc::launchWgmma(op, dtype, args, block, variant, device.sms, stream)
+                                          : tc::launchMma(op, dtype, args, block, variant, device.sms, stream);
+  // The X-resident tile declines what its slab cannot hold (launchXResident); the rule keeps within it, and
+  // should it decline anyway the default options fall back to mma.sync's tile (whose dX stores from its registers:
+  // not with the activation's backward, which the caller then runs apart).
+  if (!launched && variant == tc::kXResidentTile && !named && !backward)
+    launched = tc::launchMma(op, dtype, args, block, tc::kDefaultTile, device.sms, stream);
+  // Dev's variants fuse nothing: they never stand in for a shipped tile that declined a fused epilogue.
+  if (!launched && square && options.devVariants && activated == nullptr && !backward)
+    launched = options.devVariants(path, op, dtype, args, block, variant, device.sms, stream);
+  if (launched && splits > 1 && !clusterSum)
+    launchSumSplits(dtype, args.partials, static_cast<int>(splits), valueCount, out, stream);
+  if (launched && lineSplits > 1) launchSumSplits(dtype, args.partials, lineSplits, outputs, out, stream);
+  if (launched && backward)
+    launchSumSplits(dtype, args.columnPartials, static_cast<int>(partialRows), pattern.cols, fused.dbias, stream);
   return launched;
 }
 

@@ -36,19 +36,31 @@ function denseWeight(pattern: BsrPattern, values: Float64Array): Float64Array {
   return w;
 }
 
-/** dW = dY^T X on the pattern's blocks, in float64: [nnzBlocks, R, C]. */
+/** The columns of data [m, width] as rows: [width, m]. */
+function transposed(data: ArrayLike<number>, m: number, width: number): Float64Array {
+  const out = new Float64Array(m * width);
+  for (let i = 0; i < m; i++) for (let c = 0; c < width; c++) out[c * m + i] = data[i * width + c];
+  return out;
+}
+
+/** dW = dY^T X on the pattern's blocks, in float64: [nnzBlocks, R, C] (each a dot product of two contiguous columns). */
 function sampledReference(pattern: BsrPattern, dy: ArrayLike<number>, x: ArrayLike<number>, m: number): Float64Array {
   const [rows, cols] = pattern.shape;
   const [R, C] = pattern.blockShape;
   const { blockRow, blockCol } = pattern.coordinates;
+  const dyT = transposed(dy, m, rows);
+  const xT = transposed(x, m, cols);
   const dw = new Float64Array(pattern.nnzBlocks * R * C);
   for (let p = 0; p < pattern.nnzBlocks; p++)
-    for (let r = 0; r < R; r++)
+    for (let r = 0; r < R; r++) {
+      const a = (blockRow[p] * R + r) * m;
       for (let c = 0; c < C; c++) {
+        const b = (blockCol[p] * C + c) * m;
         let sum = 0;
-        for (let i = 0; i < m; i++) sum += dy[i * rows + blockRow[p] * R + r] * x[i * cols + blockCol[p] * C + c];
+        for (let i = 0; i < m; i++) sum += dyT[a + i] * xT[b + i];
         dw[(p * R + r) * C + c] = sum;
       }
+    }
   return dw;
 }
 
@@ -421,6 +433,59 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
       backend.setDenseSampledMode(previous);
     }
   }, 120_000);
+
+  // dW over uneven block columns (a full one, odd counts, empty ones, a single block), patterns of one or two groups
+  // (where the rule splits the tokens most) and token counts that end inside a 64-token step (65, 700, 4100), at 64x64,
+  // 128x128 and the rectangles whose output tile is 64 or more wide (the wgmma dW tile on sm_90): every block against
+  // float64, each output computed twice from different inputs (a block left unwritten would keep the first run's).
+  test("sampledMatmul over uneven block columns, one-group patterns and ragged token steps, half precision, every block against float64", () => {
+    const backend = useCuda();
+    const previous = backend.setDenseSampledMode("never");
+    try {
+      const next = random(4242);
+      // [rows, cols] of W, its block shape, and the block columns' counts (the rest of each column empty).
+      const cases: { shape: [number, number]; block: [number, number]; counts: number[] }[] = [
+        { shape: [1024, 512], block: [64, 64], counts: [16, 3, 1, 0, 5, 2, 0, 7] },
+        { shape: [512, 1024], block: [128, 128], counts: [4, 0, 1, 3, 0, 0, 2, 1] },
+        { shape: [256, 256], block: [64, 64], counts: [0, 0, 1, 0] },
+        { shape: [512, 512], block: [64, 128], counts: [8, 1, 0, 3] },
+        { shape: [512, 256], block: [32, 64], counts: [16, 5, 0, 9] },
+      ];
+      for (const { shape, block, counts } of cases) {
+        const [rows, cols] = shape;
+        const [R, C] = block;
+        const blockRows = rows / R;
+        const mask = new Uint8Array(blockRows * (cols / C));
+        counts.forEach((count, col) => {
+          // `count` block rows of the column, spread from a column-dependent start.
+          for (let k = 0; k < count; k++) mask[((col * 5 + k * 3) % blockRows) * (cols / C) + col] = 1;
+        });
+        const pattern = BsrPattern.fromMask(shape, block, mask);
+        expect(pattern.nnzBlocks).toBe(counts.reduce((a, b) => a + b, 0));
+        for (const m of [65, 700, 4100]) {
+          for (const dtype of ["bfloat16", "float16"] as const) {
+            tidy(() => {
+              const first = sampledMatmul(randomTensor(next, [m, rows], dtype).t, randomTensor(next, [m, cols], dtype).t, pattern);
+              first.dataSync();
+              first.dispose();
+              const x = randomTensor(next, [m, cols], dtype);
+              const dy = randomTensor(next, [m, rows], dtype);
+              const dw = sampledMatmul(dy.t, x.t, pattern).dataSync();
+              const dwRef = sampledReference(pattern, dy.values, x.values, m);
+              const what = `sampledMatmul ${shape.join("x")} ${R}x${C} m=${m} ${dtype}`;
+              expectClose(dw, dwRef, dtype, what);
+              // Block by block: a missing or doubled share of one block's steps shows there alone.
+              const size = R * C;
+              for (let p = 0; p < pattern.nnzBlocks; p++)
+                expectClose(dw.subarray(p * size, (p + 1) * size), dwRef.subarray(p * size, (p + 1) * size), dtype, `${what} block ${p}`);
+            });
+          }
+        }
+      }
+    } finally {
+      backend.setDenseSampledMode(previous);
+    }
+  }, 180_000);
 
   // Many tiles with short reduction lines, where half-precision products go to the persistent tile at 64x64 blocks
   // (at least 3 tiles of 256 tokens per SM, at most 16 blocks per line) and to the ping-pong tile at 128x128 (at

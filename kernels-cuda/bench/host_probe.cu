@@ -1,0 +1,199 @@
+// host_probe: what the tensor-core entry points cost the host per call, and the CUDA calls their launches make.
+//
+// For small products (whose kernels take a few microseconds, so the host is what bounds back-to-back calls) it
+// issues N calls of tcBsrLinear, tcBsrMatmul and tcSampledMatmul with the default options and reports the host's
+// time per call (issue only) and the wall time per call once the GPU has finished. Then the calls the wgmma launches
+// make, each alone: cuTensorMapEncodeTiled, cudaFuncSetAttribute, cudaMallocAsync + cudaFreeAsync (in a warm pool
+// and after a synchronize), an empty kernel's launch and cudaGetDevice.
+//
+//   host_probe [--calls 2000]
+// Built beside tc_bench by bench/build.sh (from tc_bench's objects but its main).
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "bsr_pattern.h"
+#include "tc/bsr_wgmma.cuh"
+#include "tc/tc.h"
+
+namespace {
+
+#define CHECK_CUDA(call)                                                                              \
+  do {                                                                                                \
+    cudaError_t error_ = (call);                                                                      \
+    if (error_ != cudaSuccess) {                                                                      \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(error_)); \
+      std::exit(1);                                                                                   \
+    }                                                                                                 \
+  } while (0)
+
+using Clock = std::chrono::steady_clock;
+double usSince(Clock::time_point start, int calls) {
+  return std::chrono::duration<double, std::micro>(Clock::now() - start).count() / calls;
+}
+
+struct Pattern {
+  std::vector<int32_t> packed;
+  bs::BsrPatternView view{};
+  int32_t* device = nullptr;
+};
+
+// Each block present with probability `density`; the view's pointers into one device buffer.
+Pattern makePattern(int64_t rows, int64_t cols, int block, double density, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  const int br = static_cast<int>(rows / block), bc = static_cast<int>(cols / block);
+  std::vector<int32_t> rowPtr{0}, colIdx;
+  for (int r = 0; r < br; ++r) {
+    for (int c = 0; c < bc; ++c)
+      if (uniform(rng) < density) colIdx.push_back(c);
+    rowPtr.push_back(static_cast<int32_t>(colIdx.size()));
+  }
+  const int nnz = static_cast<int>(colIdx.size());
+  std::vector<int32_t> coordRow, coordCol, colPtr(bc + 1, 0), rowIdx(nnz), valueIndex(nnz);
+  for (int r = 0; r < br; ++r)
+    for (int e = rowPtr[r]; e < rowPtr[r + 1]; ++e) coordRow.push_back(r), coordCol.push_back(colIdx[e]);
+  for (int c : colIdx) colPtr[c + 1]++;
+  for (int c = 0; c < bc; ++c) colPtr[c + 1] += colPtr[c];
+  std::vector<int32_t> fill(colPtr.begin(), colPtr.end() - 1);
+  for (int r = 0; r < br; ++r)
+    for (int e = rowPtr[r]; e < rowPtr[r + 1]; ++e) {
+      const int at = fill[colIdx[e]]++;
+      rowIdx[at] = r;
+      valueIndex[at] = e;
+    }
+  Pattern p;
+  std::vector<size_t> at;
+  for (const std::vector<int32_t>* part : {&rowPtr, &colIdx, &colPtr, &rowIdx, &valueIndex, &coordRow, &coordCol}) {
+    at.push_back(p.packed.size());
+    p.packed.insert(p.packed.end(), part->begin(), part->end());
+  }
+  CHECK_CUDA(cudaMalloc(&p.device, p.packed.size() * 4));
+  CHECK_CUDA(cudaMemcpy(p.device, p.packed.data(), p.packed.size() * 4, cudaMemcpyHostToDevice));
+  bs::BsrPatternView& v = p.view;
+  v.rows = rows;
+  v.cols = cols;
+  v.blockHeight = v.blockWidth = block;
+  v.blockRows = br;
+  v.blockCols = bc;
+  v.nnzBlocks = nnz;
+  v.blockRowPtr = p.device + at[0];
+  v.blockColIdx = p.device + at[1];
+  v.blockColPtr = p.device + at[2];
+  v.blockRowIdx = p.device + at[3];
+  v.valueIndex = p.device + at[4];
+  v.coordBlockRow = p.device + at[5];
+  v.coordBlockCol = p.device + at[6];
+  return p;
+}
+
+__global__ void emptyKernel() {}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int calls = 2000;
+  for (int i = 1; i + 1 < argc; i += 2)
+    if (std::strcmp(argv[i], "--calls") == 0) calls = std::atoi(argv[i + 1]);
+  CHECK_CUDA(cudaFree(nullptr));
+  cudaDeviceProp prop{};
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s, %d SMs; %d calls per row\n\n", prop.name, prop.multiProcessorCount, calls);
+  const bs::DType dtype = bs::DType::BFloat16;
+
+  std::printf("| op | block | M | K -> N | density | host us per call (issue) | wall us per call |\n|---|---|---|---|---|---|---|\n");
+  struct Case {
+    int block;
+    int64_t m, k, n;
+    double density;
+  };
+  for (const Case& c : {Case{64, 64, 512, 512, 0.5}, Case{64, 256, 512, 512, 0.5}, Case{64, 2048, 768, 3072, 0.1},
+                        Case{128, 256, 512, 512, 0.5}, Case{32, 256, 512, 512, 0.5}, Case{32, 2048, 1024, 1024, 0.1}}) {
+    Pattern p = makePattern(c.n, c.k, c.block, c.density, 7);
+    const int64_t valueCount = static_cast<int64_t>(p.view.nnzBlocks) * c.block * c.block;
+    void *x, *dy, *values, *y, *dx, *dw;
+    CHECK_CUDA(cudaMalloc(&x, c.m * c.k * 2));
+    CHECK_CUDA(cudaMalloc(&dy, c.m * c.n * 2));
+    CHECK_CUDA(cudaMalloc(&values, valueCount * 2));
+    CHECK_CUDA(cudaMalloc(&y, c.m * c.n * 2));
+    CHECK_CUDA(cudaMalloc(&dx, c.m * c.k * 2));
+    CHECK_CUDA(cudaMalloc(&dw, valueCount * 2));
+    CHECK_CUDA(cudaMemset(x, 0, c.m * c.k * 2));
+    CHECK_CUDA(cudaMemset(dy, 0, c.m * c.n * 2));
+    CHECK_CUDA(cudaMemset(values, 0, valueCount * 2));
+    const char* names[3] = {"bsrLinear", "bsrMatmul", "sampledMatmul"};
+    for (int op = 0; op < 3; ++op) {
+      auto call = [&] {
+        bool ok = op == 0   ? bs::tcBsrLinear(dtype, x, values, nullptr, y, c.m, p.view, 0)
+                  : op == 1 ? bs::tcBsrMatmul(dtype, dy, values, dx, c.m, p.view, 0)
+                            : bs::tcSampledMatmul(dtype, dy, x, dw, c.m, p.view, 0);
+        if (!ok) {
+          std::fprintf(stderr, "%s declined\n", names[op]);
+          std::exit(1);
+        }
+      };
+      for (int w = 0; w < 20; ++w) call();
+      CHECK_CUDA(cudaDeviceSynchronize());
+      const auto start = Clock::now();
+      for (int i = 0; i < calls; ++i) call();
+      const double issue = usSince(start, calls);
+      CHECK_CUDA(cudaDeviceSynchronize());
+      const double wall = usSince(start, calls);
+      std::printf("| %s | %d | %lld | %lld -> %lld | %.2f | %.2f | %.2f |\n", names[op], c.block,
+                  static_cast<long long>(c.m), static_cast<long long>(c.k), static_cast<long long>(c.n), c.density,
+                  issue, wall);
+    }
+    for (void* ptr : {x, dy, values, y, dx, dw}) CHECK_CUDA(cudaFree(ptr));
+    CHECK_CUDA(cudaFree(p.device));
+  }
+
+  std::printf("\n| call | us per call |\n|---|---|\n");
+  {
+    void* base;
+    CHECK_CUDA(cudaMalloc(&base, 64 << 20));
+    CUtensorMap map;
+    auto start = Clock::now();
+    for (int i = 0; i < calls; ++i)
+      bs::tc::sm90::encodeMap(&map, bs::DType::BFloat16, static_cast<char*>(base) + (i % 7) * 256, 4096, 2048, 64, 64);
+    std::printf("| cuTensorMapEncodeTiled (encodeMap) | %.2f |\n", usSince(start, calls));
+    start = Clock::now();
+    for (int i = 0; i < calls; ++i)
+      CHECK_CUDA(cudaFuncSetAttribute(emptyKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 100000 + (i % 2) * 1024));
+    std::printf("| cudaFuncSetAttribute (max dynamic shared memory) | %.2f |\n", usSince(start, calls));
+    start = Clock::now();
+    for (int i = 0; i < calls; ++i) emptyKernel<<<1, 32>>>();
+    std::printf("| empty kernel launch | %.2f |\n", usSince(start, calls));
+    CHECK_CUDA(cudaDeviceSynchronize());
+    start = Clock::now();
+    for (int i = 0; i < calls; ++i) {
+      void* scratch;
+      CHECK_CUDA(cudaMallocAsync(&scratch, 8 << 20, 0));
+      CHECK_CUDA(cudaFreeAsync(scratch, 0));
+    }
+    std::printf("| cudaMallocAsync + cudaFreeAsync, 8 MiB, warm pool | %.2f |\n", usSince(start, calls));
+    CHECK_CUDA(cudaDeviceSynchronize());
+    double afterSync = 0;
+    const int rounds = 100;
+    for (int i = 0; i < rounds; ++i) {
+      CHECK_CUDA(cudaDeviceSynchronize());
+      const auto one = Clock::now();
+      void* scratch;
+      CHECK_CUDA(cudaMallocAsync(&scratch, 8 << 20, 0));
+      CHECK_CUDA(cudaFreeAsync(scratch, 0));
+      afterSync += usSince(one, 1);
+    }
+    std::printf("| cudaMallocAsync + cudaFreeAsync, 8 MiB, after a synchronize | %.2f |\n", afterSync / rounds);
+    start = Clock::now();
+    int device = 0;
+    for (int i = 0; i < calls; ++i) CHECK_CUDA(cudaGetDevice(&device));
+    std::printf("| cudaGetDevice | %.3f |\n", usSince(start, calls));
+    CHECK_CUDA(cudaFree(base));
+  }
+  return 0;
+}
