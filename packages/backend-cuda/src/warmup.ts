@@ -6,7 +6,7 @@ type Kernel<K extends KernelName> = (args: KernelArgs<K, CudaBackend>) => Tensor
 /**
  * Runs, once, the kernels a training or inference step calls, on small inputs, so that their first real
  * call does not pay for what CUDA and cuBLAS load lazily (cuBLAS's handle and kernels, each of this
- * addon's kernels, the stream-ordered pool behind split-K scratch). Inputs hold whatever the allocator
+ * addon's kernels, the caching allocator's first segments). Inputs hold whatever the allocator
  * gives: only the loading matters, never the values. Returns the milliseconds it took.
  */
 export function warmUp(backend: CudaBackend): number {

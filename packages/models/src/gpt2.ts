@@ -27,7 +27,7 @@ import { SeededRandom } from "@blocksparse/format";
 import { Dropout, Embedding, forwardLinearActivation, forwardResidual, LayerNorm, Linear, Module, ModuleList } from "@blocksparse/nn";
 import type { CheckpointRules } from "./checkpoint";
 import { type Gpt2Config, parseGpt2Config } from "./config";
-import { activationModule, attention, checkOptions, checkTokenIds, initLikeHuggingFace, seedStream, splitHeads, uploadOn } from "./layers";
+import { activationModule, attention, checkOptions, checkTokenIds, initLikeHuggingFace, MASKED, seedStream, splitHeads, uploadOn } from "./layers";
 
 /** GPT2LMHeadModel's feed-forward layers, for the patcher: transformer.h.N.mlp.c_fc and .c_proj. */
 export const GPT2_FFN_LAYERS = /^transformer\.h\.\d+\.mlp\.c_(fc|proj)$/;
@@ -183,16 +183,17 @@ export class GPT2Attention extends Module {
 
   /**
    * The forward of new positions x [B, T, width] that follow `past` (the keys and values of the positions before
-   * them, or null): each new position attends to the past ones and to the new ones up to itself. Returns the output
-   * (plus `residual` when given: the block's connection around it) and the keys and values of all the positions.
+   * them, or null): each new position attends to the past ones and to the new ones up to itself, `mask` (additive,
+   * [B, 1, 1, past + T], or null) added to its scores. Returns the output (plus `residual` when given: the block's
+   * connection around it) and the keys and values of all the positions.
    */
-  forwardCached(x: Tensor, past: KeyValue | null, residual?: Tensor): { out: Tensor } & KeyValue {
+  forwardCached(x: Tensor, past: KeyValue | null, residual?: Tensor, mask: Tensor | null = null): { out: Tensor } & KeyValue {
     return tidy(() => {
       const qkv = this.c_attn.forward(x);
       const [q, k, v] = split(qkv, 3, 2).map((part) => splitHeads(part, this.nHead));
       const key = past === null ? k : concat([past.key, k], 2);
       const value = past === null ? v : concat([past.value, v], 2);
-      const merged = attention(q, key, value, this.scale, null, this.attn_dropout, true);
+      const merged = attention(q, key, value, this.scale, mask, this.attn_dropout, true);
       return { out: project(this.c_proj, this.resid_dropout, merged, residual), key, value };
     });
   }
@@ -261,9 +262,9 @@ export class GPT2Block extends Module {
   }
 
   /** The forward of new positions after `past` (GPT2Attention.forwardCached): the output and all keys and values. */
-  forwardCached(x: Tensor, past: KeyValue | null): { out: Tensor } & KeyValue {
+  forwardCached(x: Tensor, past: KeyValue | null, mask: Tensor | null = null): { out: Tensor } & KeyValue {
     return tidy(() => {
-      const attended = this.attn.forwardCached(this.ln_1.forward(x), past, x);
+      const attended = this.attn.forwardCached(this.ln_1.forward(x), past, x, mask);
       const afterAttention = attended.out;
       return { out: this.mlp.forward(this.ln_2.forward(afterAttention), afterAttention), key: attended.key, value: attended.value };
     });
@@ -276,6 +277,39 @@ export class GPT2Block extends Module {
       return this.mlp.forward(this.ln_2.forward(afterAttention), afterAttention);
     });
   }
+}
+
+/** Inputs of a GPT-2 forward beside the token ids. */
+export interface GPT2Inputs {
+  /**
+   * 1 for a token, 0 for padding (int32 or float, on any backend), [B, cached + new positions] (Hugging Face's
+   * attention_mask; [positions] for ids given as [T]). The keys of padding get the dtype's most negative value,
+   * and the positions count the tokens only (Hugging Face generate's position_ids: cumsum(mask) - 1, padding at 1),
+   * so a left-padded sequence gives the logits of the sequence alone. Read on the host (not in a captured graph);
+   * a mask of ones is no mask.
+   */
+  attentionMask?: Tensor | null;
+  /** Keys and values of the positions before the ids (see GPT2Cache). */
+  cache?: GPT2Cache | null;
+}
+
+const GPT2_INPUTS: readonly string[] = ["attentionMask", "cache"];
+
+/**
+ * An attention mask's flags, read back and checked: a Tensor of [batch, width] (or [width] for ids given as [T]), only
+ * 0 and 1. Null for none, and for a mask of ones (no padding: no mask).
+ */
+function maskFlags(label: string, mask: unknown, inputIds: Tensor, batch: number, width: number): Float32Array | Int32Array | null {
+  if (mask == null) return null;
+  if (!(mask instanceof Tensor)) throw new DTypeError(`${label}: attentionMask must be an int32 or float Tensor, got ${typeof mask}`);
+  const want = inputIds.rank === 1 ? [width] : [batch, width];
+  if (`${mask.shape}` !== `${want}`) {
+    throw new ShapeError(`${label}: attentionMask has shape [${mask.shape}], expected [${want}] (the cached and new positions)`);
+  }
+  const flags = mask.dataSync();
+  const bad = flags.find((flag) => flag !== 0 && flag !== 1);
+  if (bad !== undefined) throw new ValueError(`${label}: attentionMask holds ${bad}, expected only 0 (padding) and 1 (token)`);
+  return flags.includes(0) ? flags : null;
 }
 
 /** The GPT-2 trunk (Hugging Face's GPT2Model): token and position embeddings, blocks h.N, ln_f. */
@@ -298,38 +332,60 @@ export class GPT2Model extends Module {
   }
 
   /**
-   * Token ids [B, T] (int32) -> hidden states [B, T, n_embd]. With a `cache`, the ids are the positions after those
-   * the cache holds (positions cache.length to cache.length + T - 1, attending to the cached ones), and the cache
-   * takes the new positions' keys and values.
+   * Token ids [B, T] (int32) -> hidden states [B, T, n_embd]. With a `cache` (`forward(ids, cache)` or
+   * `forward(ids, { cache })`), the ids are the positions after those the cache holds (positions cache.length to
+   * cache.length + T - 1, attending to the cached ones), and the cache takes the new positions' keys and values.
+   * With an `attentionMask` (GPT2Inputs), padding is not attended to and does not count as a position:
+   * `forward(ids, { attentionMask })`, or with a cache `forward(next, { cache, attentionMask })`, the mask then
+   * [B, cache.length + T] as Hugging Face's with past_key_values. Unknown inputs (attention_mask) are refused.
    */
-  forward(inputIds: Tensor, cache?: GPT2Cache): Tensor {
+  forward(inputIds: Tensor, inputs?: GPT2Cache | GPT2Inputs | null): Tensor {
+    const { cache, attentionMask }: GPT2Inputs = inputs instanceof GPT2Cache ? { cache: inputs } : checkOptions(this.label, inputs, GPT2_INPUTS);
     const ids = checkTokenIds(this.label, "inputIds", inputIds, this.config.n_positions);
     const past = cache?.length ?? 0;
     const [batch, length] = ids.shape;
-    if (cache !== undefined) {
+    const width = past + length;
+    if (cache != null) {
       if (!(cache instanceof GPT2Cache) || cache.layers.length !== this.h.length) {
         throw new ValueError(`${this.label}: cache must be a GPT2Cache of ${this.h.length} blocks`);
       }
       if (past > 0 && cache.batch !== batch) {
         throw new ShapeError(`${this.label}: inputIds has ${batch} sequences, the cache holds ${cache.batch}`);
       }
-      if (past + length > this.config.n_positions) {
+      if (width > this.config.n_positions) {
         throw new ShapeError(`${this.label}: ${past} cached and ${length} new positions exceed the model's ${this.config.n_positions}`);
       }
     }
+    const flags = maskFlags(this.label, attentionMask, inputIds, batch, width);
+    // With padding, each token's position is the count of tokens before it (padding's is 1), as Hugging Face's
+    // generate makes them: a left-padded sequence's tokens keep the positions they have alone.
+    let positionIds: Int32Array | undefined;
+    if (flags) {
+      positionIds = new Int32Array(batch * length);
+      for (let b = 0; b < batch; b++) {
+        for (let t = 0, count = 0; t < width; t++) {
+          const flag = flags[b * width + t];
+          count += flag;
+          if (t >= past) positionIds[b * length + t - past] = flag ? count - 1 : 1;
+        }
+      }
+    }
     return tidy(() => {
-      // Positions past .. past + length - 1 are consecutive rows of wpe: a slice, nothing uploaded, so a whole
-      // training step (forward, backward, optimizer) can be captured (captureGraph) and replayed.
-      const positions = slice(this.wpe.weight.value, [past, 0], [length, this.config.n_embd]);
+      // Without padding, positions past .. past + length - 1 are consecutive rows of wpe: a slice, nothing uploaded,
+      // so a whole training step (forward, backward, optimizer) can be captured (captureGraph) and replayed.
+      const positions = positionIds
+        ? this.wpe.forward(uploadOn(positionIds, [batch, length], ids))
+        : slice(this.wpe.weight.value, [past, 0], [length, this.config.n_embd]);
       let x = this.drop.forward(add(this.wte.forward(ids), positions));
+      const mask = positionIds ? uploadOn(Float32Array.from(flags as Int32Array, (flag) => (flag ? 0 : MASKED[x.dtype])), [batch, 1, 1, width], x) : null;
       let index = 0;
       for (const block of this.h) {
         let next: Tensor;
-        if (cache === undefined) {
+        if (!cache && !mask) {
           next = block.forward(x);
         } else {
-          const step = (block as GPT2Block).forwardCached(x, cache.layers[index]);
-          cache.set(index, step);
+          const step = (block as GPT2Block).forwardCached(x, cache?.layers[index] ?? null, mask);
+          cache?.set(index, step);
           next = step.out;
         }
         x.dispose();
@@ -377,6 +433,14 @@ export interface GenerateOptions {
   /** A sequence that emits this token (below vocab_size) stops there, and is padded with it while the others go on. */
   eosTokenId?: number;
   /**
+   * 1 for a token, 0 for padding, [B, T] like inputIds: prompts of different lengths padded on the left (Hugging Face's
+   * attention_mask). Padding is not attended to and does not count as a position, so each prompt continues as it
+   * would alone; every new token is a token. With padding the steps run eagerly over the growing cache (the static
+   * cache and the graph attend to every position: graph or staticCache true with padding throws); a mask of ones is
+   * no mask.
+   */
+  attentionMask?: Tensor | null;
+  /**
    * Keep the keys and values in a cache of fixed length (the prompt's and maxNewTokens' positions), written in place,
    * so every step has the same shapes (default: as `graph`; false with graph off grows the cache by a position a step).
    */
@@ -384,13 +448,13 @@ export interface GenerateOptions {
   /**
    * Record one decoding step (the model on one token per sequence, over the static cache) as a graph the first time,
    * and replay it for every later token: one launch per token instead of one per op, which is what bounds a model's
-   * generation on a GPU. Default: on where the backend records graphs (cuda), off elsewhere; true on a backend
-   * without graphs throws.
+   * generation on a GPU. Default: on where the backend records graphs (cuda) and no prompt is padded, off elsewhere;
+   * true on a backend without graphs throws.
    */
   graph?: boolean;
 }
 
-const GENERATE_OPTIONS: readonly string[] = ["maxNewTokens", "temperature", "topK", "seed", "eosTokenId", "staticCache", "graph"];
+const GENERATE_OPTIONS: readonly string[] = ["maxNewTokens", "temperature", "topK", "seed", "eosTokenId", "attentionMask", "staticCache", "graph"];
 
 function checkCount(label: string, name: string, value: number, least: number): number {
   if (!Number.isInteger(value) || value < least) throw new ValueError(`${label}: ${name} must be an integer >= ${least}, got ${value}`);
@@ -440,9 +504,12 @@ export class GPT2LMHeadModel extends Module {
     this.lm_head.weight = this.transformer.wte.weight;
   }
 
-  /** Token ids [B, T] (int32) -> logits [B, T, vocab_size]. With a `cache`, as GPT2Model.forward's. */
-  forward(inputIds: Tensor, cache?: GPT2Cache): Tensor {
-    return tidy(() => this.lm_head.forward(this.transformer.forward(inputIds, cache)));
+  /**
+   * Token ids [B, T] (int32) -> logits [B, T, vocab_size]. With a `cache` and an `attentionMask`, as
+   * GPT2Model.forward's: `forward(ids, { attentionMask })`, `forward(next, { cache, attentionMask })`.
+   */
+  forward(inputIds: Tensor, inputs?: GPT2Cache | GPT2Inputs | null): Tensor {
+    return tidy(() => this.lm_head.forward(this.transformer.forward(inputIds, inputs)));
   }
 
   /**
@@ -450,9 +517,11 @@ export class GPT2LMHeadModel extends Module {
    * position t's logits predict label t + 1 (the shift is inside, so `labels` may be `inputIds` itself), positions
    * whose label is `ignoreIndex` (-100, Hugging Face's padding mark) are left out, and the cross-entropy is averaged
    * over the rest (float32 scalar; NaN when none is left). inputIds and labels [B, T] or [T], int32. The vocabulary
-   * head runs on the first T - 1 positions only: the last one has no label to predict.
+   * head runs on the first T - 1 positions only: the last one has no label to predict. An `attentionMask` is
+   * GPT2Model.forward's (padding's labels are for the caller to set to -100).
    */
-  loss(inputIds: Tensor, labels: Tensor, options: { ignoreIndex?: number } | null = {}): Tensor {
+  loss(inputIds: Tensor, labels: Tensor, lossOptions: { ignoreIndex?: number; attentionMask?: Tensor | null } | null = {}): Tensor {
+    const options = checkOptions<{ ignoreIndex?: number; attentionMask?: Tensor }>("GPT2LMHeadModel.loss", lossOptions, ["ignoreIndex", "attentionMask"]);
     const ids = checkTokenIds("GPT2LMHeadModel.loss", "inputIds", inputIds, this.config.n_positions);
     if (!(labels instanceof Tensor) || labels.dtype !== "int32") {
       throw new DTypeError(`GPT2LMHeadModel.loss: labels must be an int32 tensor, got ${labels instanceof Tensor ? labels.dtype : typeof labels}`);
@@ -462,10 +531,10 @@ export class GPT2LMHeadModel extends Module {
     }
     const [batch, length] = ids.shape;
     return tidy(() => {
-      const hidden = this.transformer.forward(ids);
+      const hidden = this.transformer.forward(inputIds, { attentionMask: options.attentionMask });
       const predicting = slice(hidden, [0, 0, 0], [batch, length - 1, this.config.n_embd]);
       const targets = slice(reshape(labels, [batch, length]), [0, 1], [batch, length - 1]);
-      return crossEntropy(this.lm_head.forward(predicting), targets, { ignoreIndex: options?.ignoreIndex ?? -100 });
+      return crossEntropy(this.lm_head.forward(predicting), targets, { ignoreIndex: options.ignoreIndex ?? -100 });
     });
   }
 
@@ -481,9 +550,7 @@ export class GPT2LMHeadModel extends Module {
    */
   generate(inputIds: Tensor, generateOptions: GenerateOptions | null = {}): Tensor {
     const label = `${this.label}.generate`;
-    const options = checkOptions<GenerateOptions>(label, generateOptions, GENERATE_OPTIONS, (camel) =>
-      camel === "attentionMask" ? " (no attention mask: give unpadded sequences of one length)" : "",
-    );
+    const options = checkOptions<GenerateOptions>(label, generateOptions, GENERATE_OPTIONS);
     const steps = checkCount(label, "maxNewTokens", options.maxNewTokens ?? 20, 0);
     const topK = checkCount(label, "topK", options.topK ?? 0, 0);
     const temperature = options.temperature ?? 0;
@@ -498,7 +565,17 @@ export class GPT2LMHeadModel extends Module {
     if (length + steps > this.config.n_positions) {
       throw new ShapeError(`${label}: ${length} positions and ${steps} new tokens exceed the model's ${this.config.n_positions}`);
     }
-    const graph = options.graph ?? ids.backend.graphs !== undefined;
+    // The mask's flags when some prompt is padded (a mask of ones is none).
+    const flags = maskFlags(label, options.attentionMask, inputIds, batch, length);
+    // Each row's last position is the one continued: a token (the prompts padded on the left).
+    for (let b = 0; flags && b < batch; b++) {
+      const row = flags.subarray(b * length, (b + 1) * length);
+      if (!row[length - 1]) throw new ValueError(`${label}: attentionMask's row ${b} ${row.includes(1) ? "ends in padding: pad the prompts on the left" : "is all padding: no token to continue"}`);
+    }
+    if (flags && (options.graph || options.staticCache)) {
+      throw new ValueError(`${label}: an attentionMask with padding needs the growing cache (the static cache and the graph attend to every position): leave graph and staticCache off`);
+    }
+    const graph = options.graph ?? (!flags && ids.backend.graphs !== undefined);
     const isStatic = graph || (options.staticCache ?? false);
     if (graph && ids.backend.graphs === undefined) {
       throw new BackendError(`${label}: graph needs a backend that records graphs (cuda); '${ids.backend.name}' does not (use staticCache, or leave graph off)`);
@@ -517,7 +594,10 @@ export class GPT2LMHeadModel extends Module {
     // The last position's logits [B, vocab], or with greedy decoding their argmax [B] (int32): what is read back.
     const scores = (next: Tensor): Tensor =>
       tidy(() => {
-        const hidden = cache instanceof GPT2StaticCache ? this.transformer.forwardStatic(next, cache) : this.transformer.forward(next, cache);
+        // With padding, the mask of every position so far: the prompts', then 1 for each new token.
+        const attentionMask =
+          flags && uploadOn(rows.flatMap((row, b) => row.map((_, t) => (t < length ? flags[b * length + t] : 1))), [batch, rows[0].length], ids);
+        const hidden = cache instanceof GPT2StaticCache ? this.transformer.forwardStatic(next, cache) : this.transformer.forward(next, { cache, attentionMask });
         const last = hidden.shape[1] === 1 ? hidden : slice(hidden, [0, hidden.shape[1] - 1, 0], [batch, 1, hidden.shape[2]]);
         const logits = reshape(this.lm_head.forward(last), [batch, vocab]);
         return greedy ? argmax(logits, -1) : logits;

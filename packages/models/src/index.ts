@@ -35,6 +35,7 @@ export {
   GPT2Attention,
   GPT2Block,
   GPT2Cache,
+  type GPT2Inputs,
   GPT2LMHeadModel,
   GPT2MLP,
   GPT2Model,
