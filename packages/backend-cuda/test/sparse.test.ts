@@ -76,15 +76,17 @@ function linearReference(x: ArrayLike<number>, w: Float64Array, m: number, rows:
   return y;
 }
 
-/** dX = dY W in float64 for m rows of dY [m, rows] and dense W [rows, cols]. */
+/** dX = dY W in float64 for m rows of dY [m, rows] and dense W [rows, cols] (each output summed over o in order, W's rows read contiguously). */
 function matmulReference(dy: ArrayLike<number>, w: Float64Array, m: number, rows: number, cols: number): Float64Array {
   const dx = new Float64Array(m * cols);
-  for (let i = 0; i < m; i++)
-    for (let j = 0; j < cols; j++) {
-      let sum = 0;
-      for (let o = 0; o < rows; o++) sum += dy[i * rows + o] * w[o * cols + j];
-      dx[i * cols + j] = sum;
+  for (let i = 0; i < m; i++) {
+    const out = dx.subarray(i * cols, (i + 1) * cols);
+    for (let o = 0; o < rows; o++) {
+      const a = dy[i * rows + o];
+      const row = w.subarray(o * cols, (o + 1) * cols);
+      for (let j = 0; j < cols; j++) out[j] += a * row[j];
     }
+  }
   return dx;
 }
 
