@@ -19,19 +19,12 @@
 #include <vector>
 
 #include "bsr_pattern.h"
+#include "check_cuda.h"
 #include "tc/bsr_wgmma.cuh"
 #include "tc/tc.h"
 
 namespace {
 
-#define CHECK_CUDA(call)                                                                              \
-  do {                                                                                                \
-    cudaError_t error_ = (call);                                                                      \
-    if (error_ != cudaSuccess) {                                                                      \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(error_)); \
-      std::exit(1);                                                                                   \
-    }                                                                                                 \
-  } while (0)
 
 using Clock = std::chrono::steady_clock;
 double usSince(Clock::time_point start, int calls) {

@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "check_cuda.h"
 #include "cublas.h"
 
 namespace {
@@ -31,14 +32,6 @@ namespace {
 using namespace bs;
 namespace lt = cublas::lt;
 
-#define CHECK_CUDA(call)                                                                   \
-  do {                                                                                     \
-    cudaError_t error_ = (call);                                                           \
-    if (error_ != cudaSuccess) {                                                           \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(error_)); \
-      std::exit(1);                                                                        \
-    }                                                                                      \
-  } while (0)
 
 std::vector<long> parseList(const char* text) {
   std::vector<long> values;

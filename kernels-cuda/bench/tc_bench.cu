@@ -61,6 +61,7 @@
 #include "../src/kernels.h"
 #include "../src/tc/tc.h"
 #include "../src/tc/tc_kernels.h"
+#include "check_cuda.h"
 #ifndef TC_BENCH_NO_DEV
 #include "../dev/dev_variants.h"
 #include "../dev/group_schedule.h"
@@ -71,14 +72,6 @@ namespace {
 using bs::BsrPatternView;
 using bs::DType;
 
-#define CHECK_CUDA(call)                                                                                \
-  do {                                                                                                  \
-    cudaError_t status_ = (call);                                                                       \
-    if (status_ != cudaSuccess) {                                                                       \
-      std::fprintf(stderr, "%s:%d %s failed: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(status_)); \
-      std::exit(2);                                                                                     \
-    }                                                                                                   \
-  } while (0)
 
 #ifndef TC_BENCH_NO_CUBLAS
 #define CHECK_CUBLAS(call)                                                                   \

@@ -3,7 +3,7 @@ import { cast, DTypeError, memory, ShapeError, slice, type Tensor, tensor, tidy,
 import { GPT2Cache, type GenerateOptions, GPT2LMHeadModel, type GPT2Inputs } from "@blocksparse/models";
 import { fromPretrained } from "@blocksparse/models/node";
 import { afterAll, describe, expect, it } from "vitest";
-import { fixtures, relativeError } from "./helpers";
+import { fixtures, leftBehind, relativeError } from "./helpers";
 
 /** A tiny GPT-2 whose larger initial weights make varied, well-separated next tokens (greedy ties would be luck). */
 const CONFIG = { vocab_size: 64, n_positions: 32, n_embd: 32, n_layer: 2, n_head: 4, initializer_range: 0.3 };
@@ -32,17 +32,6 @@ function rowsOf(t: Tensor): number[][] {
 
 /** Positions start..start+count-1 of row b of logits [B, T, V]. */
 const positionsOf = (logits: Tensor, b: number, start: number, count: number) => slice(logits, [b, start, 0], [1, count, logits.shape[2]]);
-
-/** The tensors a call that throws leaves behind. */
-function leftBehind(run: () => unknown): number {
-  const before = memory().numTensors;
-  try {
-    run();
-  } catch {
-    // The count is what is checked.
-  }
-  return memory().numTensors - before;
-}
 
 describe("GPT-2 with an attention mask (left-padded batches)", () => {
   const model = new GPT2LMHeadModel(CONFIG, { seed: 7 });

@@ -1,5 +1,5 @@
 import { fileURLToPath } from "node:url";
-import { fromStorage, type Tensor } from "@blocksparse/core";
+import { fromStorage, memory, type Tensor } from "@blocksparse/core";
 import { loadSafetensors } from "@blocksparse/format/node";
 import { maxRelativeError } from "@blocksparse/models";
 
@@ -15,3 +15,14 @@ export async function readReference(name: string): Promise<Map<string, Tensor>> 
 
 /** The comparison the PyTorch checks use (max |got - want| / max |want|). */
 export const relativeError = maxRelativeError;
+
+/** The tensors a call leaves behind (it throws or not). */
+export function leftBehind(run: () => unknown): number {
+  const before = memory().numTensors;
+  try {
+    run();
+  } catch {
+    // The count is what is checked.
+  }
+  return memory().numTensors - before;
+}

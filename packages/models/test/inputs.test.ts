@@ -1,23 +1,12 @@
-import { cast, memory, randint, reshape, slice, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
+import { cast, randint, reshape, slice, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
 import { loadSafetensors } from "@blocksparse/format/node";
 import { BertModel, ConfigError, GPT2LMHeadModel, type GenerateOptions, loadCheckpointTensors, RobertaModel } from "@blocksparse/models";
 import { fromPretrained, readConfig } from "@blocksparse/models/node";
 import { describe, expect, it } from "vitest";
-import { fixtures, relativeError } from "./helpers";
+import { fixtures, leftBehind, relativeError } from "./helpers";
 
 /** Whether every value is finite. */
 const finite = (t: Tensor) => t.dataSync().every(Number.isFinite);
-
-/** The tensors a call leaves behind (it throws or not). */
-function leftBehind(run: () => unknown): number {
-  const before = memory().numTensors;
-  try {
-    run();
-  } catch {
-    // The count is what is checked.
-  }
-  return memory().numTensors - before;
-}
 
 describe("inputs nobody tuned for", () => {
   for (const dtype of ["bfloat16", "float16"] as const) {
