@@ -15,75 +15,18 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <random>
 #include <vector>
 
-#include "bsr_pattern.h"
+#include "bench_pattern.h"
 #include "check_cuda.h"
 #include "tc/bsr_wgmma.cuh"
 #include "tc/tc.h"
 
 namespace {
 
-
 using Clock = std::chrono::steady_clock;
 double usSince(Clock::time_point start, int calls) {
   return std::chrono::duration<double, std::micro>(Clock::now() - start).count() / calls;
-}
-
-struct Pattern {
-  std::vector<int32_t> packed;
-  bs::BsrPatternView view{};
-  int32_t* device = nullptr;
-};
-
-// Each block present with probability `density`; the view's pointers into one device buffer.
-Pattern makePattern(int64_t rows, int64_t cols, int block, double density, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<double> uniform(0.0, 1.0);
-  const int br = static_cast<int>(rows / block), bc = static_cast<int>(cols / block);
-  std::vector<int32_t> rowPtr{0}, colIdx;
-  for (int r = 0; r < br; ++r) {
-    for (int c = 0; c < bc; ++c)
-      if (uniform(rng) < density) colIdx.push_back(c);
-    rowPtr.push_back(static_cast<int32_t>(colIdx.size()));
-  }
-  const int nnz = static_cast<int>(colIdx.size());
-  std::vector<int32_t> coordRow, coordCol, colPtr(bc + 1, 0), rowIdx(nnz), valueIndex(nnz);
-  for (int r = 0; r < br; ++r)
-    for (int e = rowPtr[r]; e < rowPtr[r + 1]; ++e) coordRow.push_back(r), coordCol.push_back(colIdx[e]);
-  for (int c : colIdx) colPtr[c + 1]++;
-  for (int c = 0; c < bc; ++c) colPtr[c + 1] += colPtr[c];
-  std::vector<int32_t> fill(colPtr.begin(), colPtr.end() - 1);
-  for (int r = 0; r < br; ++r)
-    for (int e = rowPtr[r]; e < rowPtr[r + 1]; ++e) {
-      const int at = fill[colIdx[e]]++;
-      rowIdx[at] = r;
-      valueIndex[at] = e;
-    }
-  Pattern p;
-  std::vector<size_t> at;
-  for (const std::vector<int32_t>* part : {&rowPtr, &colIdx, &colPtr, &rowIdx, &valueIndex, &coordRow, &coordCol}) {
-    at.push_back(p.packed.size());
-    p.packed.insert(p.packed.end(), part->begin(), part->end());
-  }
-  CHECK_CUDA(cudaMalloc(&p.device, p.packed.size() * 4));
-  CHECK_CUDA(cudaMemcpy(p.device, p.packed.data(), p.packed.size() * 4, cudaMemcpyHostToDevice));
-  bs::BsrPatternView& v = p.view;
-  v.rows = rows;
-  v.cols = cols;
-  v.blockHeight = v.blockWidth = block;
-  v.blockRows = br;
-  v.blockCols = bc;
-  v.nnzBlocks = nnz;
-  v.blockRowPtr = p.device + at[0];
-  v.blockColIdx = p.device + at[1];
-  v.blockColPtr = p.device + at[2];
-  v.blockRowIdx = p.device + at[3];
-  v.valueIndex = p.device + at[4];
-  v.coordBlockRow = p.device + at[5];
-  v.coordBlockCol = p.device + at[6];
-  return p;
 }
 
 __global__ void emptyKernel() {}
@@ -108,7 +51,10 @@ int main(int argc, char** argv) {
   };
   for (const Case& c : {Case{64, 64, 512, 512, 0.5}, Case{64, 256, 512, 512, 0.5}, Case{64, 2048, 768, 3072, 0.1},
                         Case{128, 256, 512, 512, 0.5}, Case{32, 256, 512, 512, 0.5}, Case{32, 2048, 1024, 1024, 0.1}}) {
-    Pattern p = makePattern(c.n, c.k, c.block, c.density, 7);
+    Rng rng{7};
+    const HostPattern host = makePattern(c.n, c.k, BlockShape{c.block, c.block}, c.density, rng);
+    DevicePattern p;
+    upload(host, p);
     const int64_t valueCount = static_cast<int64_t>(p.view.nnzBlocks) * c.block * c.block;
     void *x, *dy, *values, *y, *dx, *dw;
     CHECK_CUDA(cudaMalloc(&x, c.m * c.k * 2));
@@ -143,7 +89,6 @@ int main(int argc, char** argv) {
                   issue, wall);
     }
     for (void* ptr : {x, dy, values, y, dx, dw}) CHECK_CUDA(cudaFree(ptr));
-    CHECK_CUDA(cudaFree(p.device));
   }
 
   std::printf("\n| call | us per call |\n|---|---|\n");
