@@ -58,6 +58,7 @@ export class CpuProcessGroup implements ProcessGroup {
   readonly worldSize: number;
   readonly #rendezvous: Rendezvous;
   #sequence = 0;
+  #destroyed = false;
 
   constructor(rendezvous: Rendezvous) {
     this.#rendezvous = rendezvous;
@@ -103,7 +104,15 @@ export class CpuProcessGroup implements ProcessGroup {
   }
 
   async destroy(): Promise<void> {
+    this.#throwIfDestroyed("destroy");
+    // Set first: the connection is closed even when the shutdown handshake fails.
+    this.#destroyed = true;
     await this.#rendezvous.shutdown();
+  }
+
+  /** After destroy the connection is closed: say so, rather than blame a peer (or, in a group of one, do nothing). */
+  #throwIfDestroyed(where: string): void {
+    if (this.#destroyed) throw new CollectiveError(`${where}: the process group of rank ${this.rank} was destroyed`);
   }
 
   /**
@@ -114,6 +123,7 @@ export class CpuProcessGroup implements ProcessGroup {
    * others.
    */
   async #exchange(call: CallDescription, payload: Uint8Array, from: "all" | number): Promise<Map<number, Uint8Array>> {
+    this.#throwIfDestroyed(describeCall(call));
     const sequence = this.#sequence++;
     const label = `${describeCall(call)}, collective #${sequence} of rank ${this.rank}`;
     const key = `cpu/${sequence}`;

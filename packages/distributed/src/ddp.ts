@@ -165,24 +165,28 @@ export class DistributedDataParallel extends Module {
       const weight = layer.weight.value;
       values.set(layer, this.#group.rank === 0 ? weight : keep(fullOn(weight.backend, [pattern.nnzBlocks, ...pattern.blockShape], 0, weight.dtype)));
     }
-    await Promise.all([...values.values()].map((t) => this.#group.broadcast(t, 0)));
-    if (this.#group.rank !== 0) {
-      noGrad(() => {
-        for (const [layer, pattern] of patterns) {
-          const received = values.get(layer) as Tensor;
-          if (!pattern.equals(layer.pattern)) {
-            const sources = blockSources(layer.pattern, pattern);
-            const added = Int32Array.from(sources.keys()).filter((k) => sources[k] < 0);
-            const newValues = added.length === 0 ? undefined : tidy(() => gather(received, tensorOn(received.backend, added, [added.length], "int32"), 0));
-            try {
-              layer.setPattern(pattern, { newValues, optimizer: sparse.optimizer });
-            } finally {
-              newValues?.dispose();
+    try {
+      await Promise.all([...values.values()].map((t) => this.#group.broadcast(t, 0)));
+      if (this.#group.rank !== 0) {
+        noGrad(() => {
+          for (const [layer, pattern] of patterns) {
+            const received = values.get(layer) as Tensor;
+            if (!pattern.equals(layer.pattern)) {
+              const sources = blockSources(layer.pattern, pattern);
+              const added = Int32Array.from(sources.keys()).filter((k) => sources[k] < 0);
+              const newValues = added.length === 0 ? undefined : tidy(() => gather(received, tensorOn(received.backend, added, [added.length], "int32"), 0));
+              try {
+                layer.setPattern(pattern, { newValues, optimizer: sparse.optimizer });
+              } finally {
+                newValues?.dispose();
+              }
             }
           }
-          received.dispose();
-        }
-      });
+        });
+      }
+    } finally {
+      // The other ranks' buffers for rank 0's blocks, also when a broadcast failed (rank 0's are its weights).
+      if (this.#group.rank !== 0) for (const received of values.values()) received.dispose();
     }
     const moves = new Map<BlockSparseLinear, PatternMove>();
     for (const [layer, previous] of before) {
@@ -197,16 +201,27 @@ export class DistributedDataParallel extends Module {
    * digests; throws a ReplicaDivergenceError naming what differs and where.
    */
   async checkReplicas(): Promise<void> {
-    const entries: [string, Uint8Array][] = [];
+    // Each digest covers the layout (dtype and shape) as well as the bytes: [4, 6] and [6, 4] zeros are not the same parameter.
+    const entries: [string, string, Uint8Array][] = [];
     for (const [name, parameter] of this.module.namedParameters()) {
       const raw = parameter.value.backend.readSync(parameter.value.dataId);
-      entries.push([name, new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength)]);
-      if (parameter.pattern !== null) entries.push([`${name} (pattern)`, new Uint8Array(flatBlocks(parameter.pattern).buffer)]);
+      entries.push([name, `${parameter.dtype} [${parameter.shape.join(", ")}]`, new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength)]);
+      const pattern = parameter.pattern;
+      if (pattern !== null) entries.push([`${name} (pattern)`, `[${pattern.shape.join(", ")}] in [${pattern.blockShape.join(", ")}] blocks`, new Uint8Array(flatBlocks(pattern).buffer)]);
     }
-    const digests = Int32Array.from(entries, ([, bytes]) => createHash("sha256").update(bytes).digest().readInt32LE(0));
-    const gathered = await this.#group.allGather(tensorOn(this.#backend(), digests, [digests.length], "int32"));
-    const all = gathered.dataSync();
-    gathered.dispose();
+    const digests = Int32Array.from(entries, ([, layout, bytes]) => createHash("sha256").update(`${layout}\n`).update(bytes).digest().readInt32LE(0));
+    const own = tensorOn(this.#backend(), digests, [digests.length], "int32");
+    let all: ArrayLike<number>;
+    try {
+      const gathered = await this.#group.allGather(own);
+      try {
+        all = gathered.dataSync();
+      } finally {
+        gathered.dispose();
+      }
+    } finally {
+      own.dispose();
+    }
     const differences: string[] = [];
     entries.forEach(([name], i) => {
       const ranks = Array.from({ length: this.#group.worldSize }, (_, r) => r).filter((r) => all[r * entries.length + i] !== all[i]);
@@ -229,15 +244,43 @@ export class DistributedDataParallel extends Module {
     return this.module.parameters()[0].value.backend;
   }
 
-  /** Rank 0's pattern of every block-sparse layer (two broadcasts: the block counts, then all the block positions). */
+  /**
+   * Rank 0's pattern of every block-sparse layer, in two collectives: an allGather of every
+   * rank's block counts and layer sizes (so that a layer of another size on some rank fails on
+   * every rank, instead of taking rank 0's block positions in another grid), then a broadcast
+   * of rank 0's block positions.
+   */
   async #broadcastPatterns(): Promise<Map<BlockSparseLinear, BsrPattern>> {
-    const layers = this.#blockSparseLayers();
+    const named = this.module.namedModules().filter((entry): entry is [string, BlockSparseLinear] => entry[1] instanceof BlockSparseLinear);
+    const layers = named.map(([, layer]) => layer);
     if (layers.length === 0) return new Map();
     const backend = this.#backend();
-    const counts = tensorOn(backend, layers.map((layer) => layer.nnzBlocks), [layers.length], "int32");
-    await this.#group.broadcast(counts, 0);
-    const nnz = Array.from(counts.dataSync());
-    counts.dispose();
+    // Per layer: its block count, rows, columns, block rows and block columns.
+    const fields = 5;
+    const describe = (values: ArrayLike<number>, at: number) => `[${values[at + 1]}, ${values[at + 2]}] in [${values[at + 3]}, ${values[at + 4]}] blocks`;
+    const own = tensorOn(backend, layers.flatMap((layer) => [layer.nnzBlocks, ...layer.pattern.shape, ...layer.pattern.blockShape]), [layers.length * fields], "int32");
+    let described: ArrayLike<number>;
+    try {
+      const gathered = await this.#group.allGather(own);
+      try {
+        described = gathered.dataSync();
+      } finally {
+        gathered.dispose();
+      }
+    } finally {
+      own.dispose();
+    }
+    const mismatches: string[] = [];
+    named.forEach(([name], i) => {
+      const sizes = (r: number) => describe(described, (r * layers.length + i) * fields);
+      const differing = Array.from({ length: this.#group.worldSize }, (_, r) => r).filter((r) => sizes(r) !== sizes(0));
+      if (differing.length > 0) {
+        const where = differing.map((r) => `${sizes(r)} on rank ${r}`).join(", ");
+        mismatches.push(`block-sparse layer ${name === "" ? "(the wrapped module)" : `'${name}'`} is ${sizes(0)} on rank 0 but ${where}`);
+      }
+    });
+    if (mismatches.length > 0) throw new ReplicaDivergenceError(`DistributedDataParallel: the ranks built different models: ${mismatches.join("; ")}`);
+    const nnz = layers.map((_, i) => described[i * fields]);
     const all = new Int32Array(nnz.reduce((a, b) => a + b, 0));
     if (this.#group.rank === 0) {
       let offset = 0;
@@ -247,9 +290,13 @@ export class DistributedDataParallel extends Module {
       }
     }
     const positions = tensorOn(backend, all, [all.length], "int32");
-    await this.#group.broadcast(positions, 0);
-    const received = positions.dataSync() as Int32Array;
-    positions.dispose();
+    let received: Int32Array;
+    try {
+      await this.#group.broadcast(positions, 0);
+      received = positions.dataSync() as Int32Array;
+    } finally {
+      positions.dispose();
+    }
     const patterns = new Map<BlockSparseLinear, BsrPattern>();
     let offset = 0;
     layers.forEach((layer, i) => {

@@ -36,6 +36,7 @@ function integer(env: NodeJS.ProcessEnv, name: string, fallback: number | undefi
 
 /** Reads and checks the launcher's variables (default: this process's environment). */
 export function readDistributedEnv(env: NodeJS.ProcessEnv = process.env): DistributedEnv {
+  if (env === null || typeof env !== "object") throw new ValueError(`readDistributedEnv: env must be an object of environment variables, got ${describeValue(env)}`);
   const worldSize = integer(env, "WORLD_SIZE", undefined, 1);
   const rank = integer(env, "RANK", undefined, 0);
   if (rank >= worldSize) throw new DistributedEnvError(`RANK=${rank} is out of range for WORLD_SIZE=${worldSize} (ranks are 0 to ${worldSize - 1})`);
@@ -46,7 +47,11 @@ export function readDistributedEnv(env: NodeJS.ProcessEnv = process.env): Distri
   }
   const masterPort = integer(env, "MASTER_PORT", undefined, 1);
   if (masterPort > 65535) throw new DistributedEnvError(`MASTER_PORT must be a TCP port (1 to 65535), got ${masterPort}`);
-  const masterAddr = env.MASTER_ADDR === undefined || env.MASTER_ADDR === "" ? "127.0.0.1" : env.MASTER_ADDR;
+  // Trimmed like the numbers: a host name with a stray space would not resolve, and the ranks would retry until the timeout.
+  const masterAddr = env.MASTER_ADDR === undefined || env.MASTER_ADDR === "" ? "127.0.0.1" : env.MASTER_ADDR.trim();
+  if (masterAddr === "" || /\s/.test(masterAddr)) {
+    throw new DistributedEnvError(`MASTER_ADDR must be one host name or address (of rank 0's host), got '${env.MASTER_ADDR}'`);
+  }
   return { rank, worldSize, localRank, localWorldSize, masterAddr, masterPort, launcherStore: env.BLOCKSPARSE_LAUNCHER_STORE === "1" };
 }
 
@@ -74,7 +79,7 @@ export function checkDistributedEnv(where: string, env: unknown): asserts env is
   const localWorldSize = integer("localWorldSize", 1, Number.MAX_SAFE_INTEGER);
   integer("localRank", 0, localWorldSize - 1);
   integer("masterPort", 1, 65535);
-  if (typeof fields.masterAddr !== "string" || fields.masterAddr === "") {
+  if (typeof fields.masterAddr !== "string" || fields.masterAddr === "" || /\s/.test(fields.masterAddr)) {
     throw new ValueError(`${where}: env.masterAddr must be a host name or address, got ${describeValue(fields.masterAddr)}`);
   }
   if (typeof fields.launcherStore !== "boolean") throw new ValueError(`${where}: env.launcherStore must be true or false, got ${describeValue(fields.launcherStore)}`);

@@ -68,7 +68,7 @@ export function parseLauncherArgs(argv: readonly string[]): LaunchOptions {
   const integer = (name: string): number | undefined => {
     const text = values[name];
     if (text === undefined) return undefined;
-    if (!/^\d+$/.test(text)) throw new ValueError(`blocksparse-run: --${name} must be a non-negative integer, got '${text}'`);
+    if (!/^\d+$/.test(text) || !Number.isSafeInteger(Number(text))) throw new ValueError(`blocksparse-run: --${name} must be a non-negative integer, got '${text}'`);
     return Number(text);
   };
   const nprocPerNode = integer("nproc-per-node");
@@ -86,15 +86,19 @@ export function parseLauncherArgs(argv: readonly string[]): LaunchOptions {
 
 function checkLaunchOptions(options: LaunchOptions): Required<Pick<LaunchOptions, "nprocPerNode" | "nnodes" | "nodeRank" | "masterAddr">> {
   const { nprocPerNode, nnodes = 1, nodeRank = 0, masterAddr = "127.0.0.1", masterPort } = options;
-  if (!Number.isInteger(nprocPerNode) || nprocPerNode < 1) throw new ValueError(`blocksparse-run: --nproc-per-node must be at least 1, got ${nprocPerNode}`);
-  if (!Number.isInteger(nnodes) || nnodes < 1) throw new ValueError(`blocksparse-run: --nnodes must be at least 1, got ${nnodes}`);
-  if (!Number.isInteger(nodeRank) || nodeRank >= nnodes) throw new ValueError(`blocksparse-run: --node-rank must be in [0, ${nnodes - 1}], got ${nodeRank}`);
+  if (!Number.isSafeInteger(nprocPerNode) || nprocPerNode < 1) throw new ValueError(`blocksparse-run: --nproc-per-node must be at least 1, got ${nprocPerNode}`);
+  if (!Number.isSafeInteger(nnodes) || nnodes < 1) throw new ValueError(`blocksparse-run: --nnodes must be at least 1, got ${nnodes}`);
+  if (!Number.isSafeInteger(nnodes * nprocPerNode)) throw new ValueError(`blocksparse-run: --nnodes x --nproc-per-node is too large (${nnodes} x ${nprocPerNode})`);
+  if (!Number.isInteger(nodeRank) || nodeRank < 0 || nodeRank >= nnodes) throw new ValueError(`blocksparse-run: --node-rank must be in [0, ${nnodes - 1}], got ${nodeRank}`);
+  // An empty address would reach the ranks as MASTER_ADDR="", which they read as 127.0.0.1: another host than node 0.
+  const address = typeof masterAddr === "string" ? masterAddr.trim() : "";
+  if (address === "" || /\s/.test(address)) throw new ValueError(`blocksparse-run: --master-addr must be one host name or address, got ${JSON.stringify(masterAddr)}`);
   if (nnodes > 1 && masterPort === undefined) throw new ValueError("blocksparse-run: --master-port is required with --nnodes > 1 (every host must name the same port)");
   if (masterPort !== undefined && !(Number.isInteger(masterPort) && masterPort >= 1 && masterPort <= 65535)) {
     throw new ValueError(`blocksparse-run: --master-port must be a TCP port (1 to 65535), got ${masterPort}`);
   }
   if (typeof options.script !== "string" || options.script === "") throw new ValueError("blocksparse-run: no script given");
-  return { nprocPerNode, nnodes, nodeRank, masterAddr };
+  return { nprocPerNode, nnodes, nodeRank, masterAddr: address };
 }
 
 /** Runs the job's ranks of this host to the end; resolves with the exit code the launcher should exit with. */

@@ -130,6 +130,9 @@ export class TcpStoreServer {
   }
 }
 
+/** The longest delay Node's timers take (about 24.8 days); a longer one would fire after 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 interface Pending {
   resolve: (frame: Frame) => void;
   reject: (error: Error) => void;
@@ -223,6 +226,9 @@ export class TcpStore {
   /** The value under `key`, waiting until some rank sets it; a StoreError after `timeoutMs` (default: wait forever). */
   async get(key: string, timeoutMs?: number): Promise<Uint8Array> {
     checkKey("get", key);
+    if (timeoutMs !== undefined && !(typeof timeoutMs === "number" && timeoutMs > 0)) {
+      throw new ValueError(`TcpStore.get: timeoutMs must be a positive number of milliseconds, got ${String(timeoutMs)}`);
+    }
     return (await this.#request({ op: "get", key }, undefined, `get '${key}'`, timeoutMs)).payload;
   }
 
@@ -250,7 +256,7 @@ export class TcpStore {
               this.#pending.delete(id);
               if (this.#pending.size === 0) this.#socket.unref();
               reject(new StoreError(`store ${what}: no rank set it within ${timeoutMs / 1000} s`));
-            }, timeoutMs);
+            }, Math.min(timeoutMs, MAX_TIMER_MS));
       this.#pending.set(id, { resolve, reject, timer, what });
       this.#socket.ref();
       send(this.#socket, { ...header, id }, payload);

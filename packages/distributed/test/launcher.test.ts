@@ -1,6 +1,6 @@
 import { ValueError } from "@blocksparse/core";
 import { afterAll, describe, expect, it } from "vitest";
-import { parseLauncherArgs } from "../src/launcher";
+import { launch, parseLauncherArgs } from "../src/launcher";
 import { removeOutput, runJob, runNode } from "./helpers";
 
 const outputs: string[] = [];
@@ -24,6 +24,20 @@ describe("blocksparse-run", () => {
     expect(() => parseLauncherArgs(["--nprocs", "2", "a.js"])).toThrow(/unknown option --nprocs/);
     expect(() => parseLauncherArgs(["--nproc-per-node", "two", "a.js"])).toThrow(ValueError);
     expect(() => parseLauncherArgs(["a.js"])).toThrow(/--nproc-per-node is required/);
+  });
+
+  it("refuses a count too large to be an integer (it would start processes until the host gives out)", () => {
+    expect(() => parseLauncherArgs(["--nproc-per-node", "99999999999999999999999", "a.js"])).toThrow(/--nproc-per-node must be a non-negative integer, got '99999999999999999999999'/);
+    expect(() => parseLauncherArgs(["--nproc-per-node", "1", "--master-port", "18446744073709551617", "a.js"])).toThrow(ValueError);
+  });
+
+  it("launch refuses a negative node rank and an empty master address before starting any rank", async () => {
+    // Were a rank started, it would fail on its missing script: the job would exit with code 1 instead of refusing.
+    const job = { nprocPerNode: 1, script: "does-not-exist.js", nodeOptions: [], log: () => {} };
+    await expect(launch({ ...job, nnodes: 2, nodeRank: -1, masterPort: 29500 })).rejects.toThrow(/--node-rank must be in \[0, 1\], got -1/);
+    // Node 1 would give its ranks MASTER_ADDR="", which they read as 127.0.0.1: not node 0.
+    await expect(launch({ ...job, nnodes: 2, nodeRank: 1, masterPort: 29500, masterAddr: "" })).rejects.toThrow(/--master-addr must be one host name or address, got ""/);
+    await expect(launch({ ...job, masterAddr: " " })).rejects.toThrow(ValueError);
   });
 
   it("asks for --master-port when the job spans several hosts", async () => {

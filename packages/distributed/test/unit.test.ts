@@ -1,6 +1,6 @@
 import { addGradReadyObserver } from "@blocksparse/autograd";
-import { DTypeError, reshape, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
-import { crossEntropy, Linear, Sequential } from "@blocksparse/nn";
+import { DTypeError, fullOn, memory, reshape, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
+import { BlockSparseLinear, crossEntropy, Linear, Sequential, SparseOptimizer } from "@blocksparse/nn";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   CpuProcessGroup,
@@ -10,6 +10,7 @@ import {
   initProcessGroup,
   type ProcessGroup,
   Rendezvous,
+  ReplicaDivergenceError,
   readDistributedEnv,
   StoreError,
   TcpStore,
@@ -51,6 +52,15 @@ describe("readDistributedEnv", () => {
     expect(() => readDistributedEnv({ ...base, MASTER_PORT: "70000" })).toThrow(/MASTER_PORT must be a TCP port/);
     expect(() => readDistributedEnv({ ...base, MASTER_PORT: "http" })).toThrow(/MASTER_PORT must be an integer/);
   });
+
+  it("trims MASTER_ADDR as it trims the numbers, and refuses a blank one or two addresses (which would not resolve: a wait until the timeout)", () => {
+    expect(readDistributedEnv({ ...base, RANK: " 1\n", MASTER_ADDR: " 10.0.0.1\n" })).toMatchObject({ rank: 1, masterAddr: "10.0.0.1" });
+    expect(() => readDistributedEnv({ ...base, MASTER_ADDR: "\t" })).toThrow(DistributedEnvError);
+    expect(() => readDistributedEnv({ ...base, MASTER_ADDR: "\t" })).toThrow(/MASTER_ADDR must be one host name or address \(of rank 0's host\), got '\t'/);
+    // `hostname -I` prints every address of the host.
+    expect(() => readDistributedEnv({ ...base, MASTER_ADDR: "10.0.0.1 172.17.0.1 " })).toThrow(/MASTER_ADDR must be one host name or address/);
+    expect(() => readDistributedEnv(null as never)).toThrow(/readDistributedEnv: env must be an object of environment variables, got null/);
+  });
 });
 
 describe("the TCP store", () => {
@@ -82,6 +92,18 @@ describe("the TCP store", () => {
     const { store } = await storePair();
     await expect(store.set("", new Uint8Array(1))).rejects.toThrow(ValueError);
     await expect(store.set("k", new Uint8Array(1), { reads: 0 })).rejects.toThrow(/reads must be a positive integer/);
+    await expect(store.get("k", Number.NaN)).rejects.toThrow(/TcpStore.get: timeoutMs must be a positive number of milliseconds, got NaN/);
+    await expect(store.get("k", -1)).rejects.toThrow(ValueError);
+  });
+
+  it("a timeout longer than Node's timers take (about 24.8 days) still waits, instead of firing after 1 ms", async () => {
+    const { store } = await storePair();
+    const thirtyDays = 30 * 24 * 3600 * 1000;
+    const pending = store.get("later", thirtyDays);
+    // Set on a later turn of the event loop: a timer cut to 1 ms has fired by then.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    await store.set("later", Uint8Array.from([7]));
+    expect(Array.from(await pending)).toEqual([7]);
   });
 });
 
@@ -122,20 +144,22 @@ describe("an environment the caller builds", () => {
     await expect(initProcessGroup({ env: { ...env, worldSize: 0 }, timeoutMs: 200 })).rejects.toThrow(/env.worldSize must be an integer in \[1, /);
     await expect(initProcessGroup({ env: { ...env, masterPort: 70000 }, timeoutMs: 200 })).rejects.toThrow(/env.masterPort must be an integer in \[1, 65535\]/);
     await expect(initProcessGroup({ env: { ...env, launcherStore: "1" as never }, timeoutMs: 200 })).rejects.toThrow(/env.launcherStore must be true or false/);
+    await expect(initProcessGroup({ env: { ...env, masterAddr: "127.0.0.1 10.0.0.1" }, timeoutMs: 200 })).rejects.toThrow(/env.masterAddr must be a host name or address/);
     await expect(Rendezvous.join(null as never)).rejects.toThrow(ValueError);
   });
 });
 
-describe("CpuProcessGroup with two ranks in one process", () => {
-  async function twoRanks(timeoutMs = 2000): Promise<[CpuProcessGroup, CpuProcessGroup]> {
-    const server = await TcpStoreServer.listen("127.0.0.1", 0);
-    cleanups.push(() => server.close());
-    const env = (rank: number) => ({ rank, worldSize: 2, localRank: rank, localWorldSize: 2, masterAddr: "127.0.0.1", masterPort: server.port, launcherStore: true });
-    const rendezvous = await Promise.all([Rendezvous.join(env(0), { timeoutMs }), Rendezvous.join(env(1), { timeoutMs })]);
-    cleanups.push(() => Promise.all(rendezvous.map((r) => r.close())).then(() => undefined));
-    return [new CpuProcessGroup(rendezvous[0]), new CpuProcessGroup(rendezvous[1])];
-  }
+/** Two ranks of one job in this process, the launcher's store played by `server`. */
+async function twoRanks(timeoutMs = 2000): Promise<[CpuProcessGroup, CpuProcessGroup]> {
+  const server = await TcpStoreServer.listen("127.0.0.1", 0);
+  cleanups.push(() => server.close());
+  const env = (rank: number) => ({ rank, worldSize: 2, localRank: rank, localWorldSize: 2, masterAddr: "127.0.0.1", masterPort: server.port, launcherStore: true });
+  const rendezvous = await Promise.all([Rendezvous.join(env(0), { timeoutMs }), Rendezvous.join(env(1), { timeoutMs })]);
+  cleanups.push(() => Promise.all(rendezvous.map((r) => r.close())).then(() => undefined));
+  return [new CpuProcessGroup(rendezvous[0]), new CpuProcessGroup(rendezvous[1])];
+}
 
+describe("CpuProcessGroup with two ranks in one process", () => {
   it("a broadcast on tensors of different shapes fails on the root as well as on the other rank", async () => {
     const [root, other] = await twoRanks();
     const [onRoot, onOther] = await Promise.allSettled([root.broadcast(tensor([1, 2, 3]), 0), other.broadcast(tensor([1, 2]), 0)]);
@@ -157,6 +181,38 @@ describe("CpuProcessGroup with two ranks in one process", () => {
     const gathered = await Promise.all([a.allGather(x), b.allGather(y)]);
     expect(gathered[0].shape).toEqual([2, 0, 3]);
     expect(x.shape).toEqual([0, 3]);
+  });
+
+  it("with a timeout longer than Node's timers take, a collective still waits for a peer that comes later", async () => {
+    const [a, b] = await twoRanks(30 * 24 * 3600 * 1000);
+    const [x, y] = [tensor([1, 2]), tensor([10, 20])];
+    const first = a.allReduce(x);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    await Promise.all([first, b.allReduce(y)]);
+    expect([Array.from(x.dataSync()), Array.from(y.dataSync())]).toEqual([
+      [11, 22],
+      [11, 22],
+    ]);
+  });
+
+  it("a collective or destroy after destroy says the group was destroyed, on every rank and in a group of one", async () => {
+    const [a, b] = await twoRanks();
+    await Promise.all([a.destroy(), b.destroy()]);
+    await expect(a.allReduce(tensor([1]))).rejects.toThrow(CollectiveError);
+    await expect(a.allReduce(tensor([1]))).rejects.toThrow(/allReduce \(float32 \[1\], sum\): the process group of rank 0 was destroyed/);
+    await expect(b.broadcast(tensor([1]), 0)).rejects.toThrow(/broadcast \(float32 \[1\], root 0\): the process group of rank 1 was destroyed/);
+    await expect(b.allGather(tensor([1]))).rejects.toThrow(/was destroyed/);
+    await expect(a.barrier()).rejects.toThrow(/barrier: the process group of rank 0 was destroyed/);
+    await expect(a.destroy()).rejects.toThrow(/destroy: the process group of rank 0 was destroyed/);
+
+    const server = await TcpStoreServer.listen("127.0.0.1", 0);
+    cleanups.push(() => server.close());
+    const env = { rank: 0, worldSize: 1, localRank: 0, localWorldSize: 1, masterAddr: "127.0.0.1", masterPort: server.port, launcherStore: true };
+    const alone = new CpuProcessGroup(await Rendezvous.join(env, { timeoutMs: 2000 }));
+    await alone.destroy();
+    // With no peer to wait for, the call used to resolve as if the group were still there.
+    await expect(alone.allReduce(tensor([1]), "avg")).rejects.toThrow(/was destroyed/);
+    await expect(alone.barrier()).rejects.toThrow(/was destroyed/);
   });
 });
 
@@ -214,5 +270,73 @@ describe("DistributedDataParallel buckets", () => {
     await expect(DistributedDataParallel.create({} as never, recordingGroup([]))).rejects.toThrow(/module must be a Module/);
     await expect(DistributedDataParallel.create(model(), {} as never)).rejects.toThrow(/group must be a ProcessGroup/);
     await expect(DistributedDataParallel.create(model(), recordingGroup([]), { bucketBytes: 0 })).rejects.toThrow(/bucketBytes must be a positive number/);
+  });
+});
+
+describe("DistributedDataParallel on replicas that differ, and on failing collectives", () => {
+  const blockSparse = (inFeatures: number, outFeatures: number, seed: number) =>
+    new Sequential(new BlockSparseLinear(inFeatures, outFeatures, { density: 0.5, blockShape: [8, 8], seed, bias: false }));
+
+  it("a block-sparse layer of another size on one rank fails create on every rank, instead of taking rank 0's blocks in another grid", async () => {
+    const [g0, g1] = await twoRanks();
+    // The same number of blocks (4 of 8), in a 4 x 2 grid on rank 0 and a 2 x 4 grid on rank 1.
+    const results = await Promise.allSettled([DistributedDataParallel.create(blockSparse(16, 32, 1), g0), DistributedDataParallel.create(blockSparse(32, 16, 2), g1)]);
+    for (const result of results) {
+      expect(result.status === "rejected" && result.reason).toBeInstanceOf(ReplicaDivergenceError);
+      expect(result.status === "rejected" && (result.reason as Error).message).toBe(
+        "DistributedDataParallel: the ranks built different models: block-sparse layer '0' is [32, 16] in [8, 8] blocks on rank 0 but [16, 32] in [8, 8] blocks on rank 1",
+      );
+    }
+  });
+
+  it("checkReplicas tells parameters of other shapes apart even when their bytes are the same", async () => {
+    const [g0, g1] = await twoRanks();
+    const [m0, m1] = [new Linear(4, 6, { bias: false }), new Linear(6, 4, { bias: false })];
+    m0.weight.assign(fullOn(m0.weight.value.backend, [6, 4], 0));
+    m1.weight.assign(fullOn(m1.weight.value.backend, [4, 6], 0));
+    const ddps = await Promise.all([DistributedDataParallel.create(m0, g0, { broadcastParameters: false }), DistributedDataParallel.create(m1, g1, { broadcastParameters: false })]);
+    const results = await Promise.allSettled(ddps.map((ddp) => ddp.checkReplicas()));
+    for (const result of results) {
+      expect(result.status === "rejected" && result.reason).toBeInstanceOf(ReplicaDivergenceError);
+      expect(result.status === "rejected" && (result.reason as Error).message).toBe("the replicas diverged: weight differs from rank 0's on rank(s) 1");
+    }
+  });
+
+  it("checkReplicas leaves no tensor behind", async () => {
+    const ddp = await DistributedDataParallel.create(blockSparse(16, 32, 1), recordingGroup([]));
+    await ddp.checkReplicas();
+    const before = memory().numTensors;
+    await ddp.checkReplicas();
+    await ddp.checkReplicas();
+    expect(memory().numTensors).toBe(before);
+  });
+
+  it("leaves no tensor behind when a collective fails in create or movePatterns", async () => {
+    const failure = () => Promise.reject(new CollectiveError("the transport broke"));
+    const broken: ProcessGroup = { ...recordingGroup([]), allGather: failure, broadcast: failure };
+    const model = blockSparse(16, 32, 1);
+    const before = memory().numTensors;
+    await expect(DistributedDataParallel.create(model, broken)).rejects.toThrow(/the transport broke/);
+    expect(memory().numTensors).toBe(before);
+
+    // Rank 1 of two, whose rank 0 holds the same model: the block positions come, the block values' broadcast fails.
+    const layer = model.getSubmodule("0") as BlockSparseLinear;
+    const { blockRow, blockCol } = layer.pattern.coordinates;
+    const positions = Int32Array.from(blockRow, (row, k) => row * layer.pattern.blockCols + blockCol[k]);
+    const rank1: ProcessGroup = {
+      ...recordingGroup([]),
+      rank: 1,
+      worldSize: 2,
+      allGather: async (t: Tensor) => tensor([...t.dataSync(), ...t.dataSync()], [2, ...t.shape], t.dtype),
+      broadcast: async (t: Tensor) => {
+        if (t.dtype !== "int32") return failure();
+        if (t.size === positions.length) tidy(() => t.assign(tensor(positions, [positions.length], "int32")));
+      },
+    };
+    const ddp = await DistributedDataParallel.create(model, rank1, { broadcastParameters: false });
+    const sparse = new SparseOptimizer(model, { fraction: 0.25, seed: 3 });
+    const start = memory().numTensors;
+    await expect(ddp.movePatterns(sparse)).rejects.toThrow(/the transport broke/);
+    expect(memory().numTensors).toBe(start);
   });
 });
