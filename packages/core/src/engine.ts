@@ -532,7 +532,7 @@ export class Engine {
   private endScope(result: unknown): void {
     const scope = this.scopes.pop();
     if (!scope) return;
-    const survivors = new Set<Tensor>();
+    const survivors = new Set<unknown>();
     collectTensors(result, survivors);
     const parent = this.scopes.at(-1);
     for (const tensor of scope.tensors) {
@@ -588,12 +588,20 @@ function isMultiOutput(kernelName: KernelName): boolean {
   return outputs === "list" || outputs > 1;
 }
 
-function collectTensors(value: unknown, into: Set<Tensor>, depth = 0): void {
-  if (value instanceof Tensor) {
-    into.add(value);
-  } else if (depth < 8 && value !== null && typeof value === "object") {
-    const items = value instanceof Map ? value.values() : Array.isArray(value) ? value : Object.values(value);
-    for (const item of items) collectTensors(item, into, depth + 1);
+/**
+ * Adds to `into` every tensor in `value` (a tensor, or arrays, Maps, Sets and objects of them, at any depth) and every
+ * object walked: each is walked once (a cycle ends), with a stack of its own (a deep one cannot overflow the call
+ * stack), and typed arrays are skipped (a tidy returning dataSync()'s values holds no tensor).
+ */
+function collectTensors(value: unknown, into: Set<unknown>): void {
+  const stack = [value];
+  while (stack.length > 0) {
+    const item = stack.pop();
+    if (item instanceof Tensor) into.add(item);
+    else if (item !== null && typeof item === "object" && !into.has(item) && !ArrayBuffer.isView(item)) {
+      into.add(item);
+      for (const entry of item instanceof Map || item instanceof Set || Array.isArray(item) ? item : Object.values(item)) stack.push(entry);
+    }
   }
 }
 
@@ -658,7 +666,7 @@ export function addDisposeObserver(observer: DisposeObserver): () => void {
   return engine.addDisposeObserver(observer);
 }
 
-/** Runs `fn`, then disposes every tensor created inside except those it returns or that were kept. */
+/** Runs `fn`, then disposes every tensor created inside except those it returns (at any depth, as `dispose` finds them) or that were kept. */
 export function tidy<T>(fn: () => T): T {
   return engine.tidy(fn);
 }
@@ -668,11 +676,11 @@ export function keep<T extends Tensor>(tensor: T): T {
   return engine.keep(tensor);
 }
 
-/** Disposes every tensor found in `value` (a tensor, or arrays/objects of them). */
+/** Disposes every tensor found in `value` (a tensor, or arrays, Maps, Sets and objects of them, at any depth). */
 export function dispose(value: unknown): void {
-  const found = new Set<Tensor>();
+  const found = new Set<unknown>();
   collectTensors(value, found);
-  for (const t of found) t.dispose();
+  for (const t of found) if (t instanceof Tensor) t.dispose();
 }
 
 /** Live tensors, buffers and bytes, in total and per started backend. */

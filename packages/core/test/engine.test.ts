@@ -28,6 +28,7 @@ import {
   fullOn,
   importBackendModules,
   tensorOn,
+  type Tensor,
 } from "@blocksparse/core";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
@@ -202,6 +203,28 @@ describe("tidy, keep and reference-counted buffers", () => {
       const inner = tidy(() => ones([2]));
       expect(inner.isDisposed).toBe(false);
     });
+    expect(memory().numTensors).toBe(before);
+  });
+
+  it("tidy keeps a tensor returned at any depth, in a Set or as a Map key, and dispose() frees them all", () => {
+    const before = memory().numTensors;
+    // Eleven levels below the result, past the eight tidy used to walk: the tensor was disposed under the caller.
+    let deep: Record<string, unknown> = {};
+    const result = tidy(() => {
+      deep = { t: ones([2]) };
+      for (let i = 0; i < 9; i++) deep = { next: deep };
+      const cyclic: Record<string, unknown> = { t: ones([1]) };
+      cyclic.self = cyclic;
+      return { deep, set: new Set([ones([3])]), map: new Map([[ones([4]), "key"]]), cyclic, values: ones([5]).dataSync() };
+    });
+    let inner = result.deep;
+    for (let i = 0; i < 9; i++) inner = inner.next as Record<string, unknown>;
+    const returned = [inner.t, [...result.set][0], [...result.map.keys()][0], result.cyclic.t] as Tensor[];
+    expect(returned.map((t) => [t.isDisposed, t.size])).toEqual([[false, 2], [false, 3], [false, 4], [false, 1]]);
+    expect(Array.from(result.values)).toEqual([1, 1, 1, 1, 1]);
+    expect(memory().numTensors).toBe(before + 4);
+    dispose(result);
+    expect(returned.every((t) => t.isDisposed)).toBe(true);
     expect(memory().numTensors).toBe(before);
   });
 

@@ -4,6 +4,7 @@ import {
   ValueError,
   arange,
   argmax,
+  cast,
   dispose,
   expandDims,
   flatten,
@@ -15,8 +16,10 @@ import {
   randint,
   randn,
   scalar,
+  scatterAdd,
   softmax,
   squeeze,
+  sum,
   tensor,
   tidy,
   transpose,
@@ -133,5 +136,34 @@ describe("shape helpers built on reshape and transpose", () => {
     const b = zeros([1]);
     dispose({ a, list: [b] });
     expect(a.isDisposed && b.isDisposed).toBe(true);
+  });
+});
+
+describe("int32 sums wrap modulo 2^32 exactly (cuda sums in int64 and wraps on store)", () => {
+  // (2^31 - 1) * (2^23 + 1) modulo 2^32, as an int32: a float64 running sum past 2^53 rounded, and the js backend
+  // returned 2143289344.
+  const count = 2 ** 23 + 1;
+  const wrapped = Number(BigInt.asIntN(32, BigInt(count) * 2147483647n));
+
+  it("sum", () => {
+    tidy(() => {
+      expect(sum(full([count], 2147483647, "int32")).item()).toBe(wrapped);
+      expect(sum(full([1, count], 2147483647, "int32"), 1).toArray()).toEqual([wrapped]);
+    });
+  });
+
+  it("scatterAdd", () => {
+    tidy(() => {
+      expect(scatterAdd(zeros([count], "int32"), full([count], 2147483647, "int32"), [2]).toArray()).toEqual([wrapped, 0]);
+    });
+  });
+});
+
+describe("cast to int32", () => {
+  it("truncates toward zero and wraps past int32 (JavaScript's ToInt32, as cuda's cast); NaN and infinities give 0", () => {
+    tidy(() => {
+      const x = tensor([2.7, -2.7, 3e9, -3e9, 2 ** 31, Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]);
+      expect(cast(x, "int32").toArray()).toEqual([2, -2, -1294967296, 1294967296, -(2 ** 31), 0, 0, 0]);
+    });
   });
 });

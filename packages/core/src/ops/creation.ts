@@ -223,15 +223,22 @@ export function randn(shape: readonly number[], options?: (RandomOptions & { mea
   return randomFloat("randn", shape, dtype, (out) => random.fillNormal(out, mean, std));
 }
 
-/** Uniform deviates in [low, high) (default [0, 1)), seeded like randn; finite bounds, low <= high (low == high: all low). */
+/**
+ * Uniform deviates in [low, high) (default [0, 1)), seeded like randn; finite bounds, low <= high (low == high: all low).
+ * Each is low + (high - low) u with u at most the dtype's largest value below 1 (as PyTorch's): one rounding up to 1
+ * would store `high` itself. [0, b) and [-b, 0) never give their excluded bound; bounds off zero that are close next to
+ * their size ([1, 2) in bfloat16) can still round to `high`, as in PyTorch.
+ */
 export function rand(shape: readonly number[], options?: (RandomOptions & { low?: number; high?: number }) | null): Tensor {
   const { low = 0, high = 1, dtype = "float32", seed } = optionsArg("rand", options);
   assertFiniteNumber("rand", "low", low);
   assertFiniteNumber("rand", "high", high);
   if (low > high) throw new ValueError(`rand: low ${low} is above high ${high}`);
   const random = generator(seed);
+  // Unclamped, a bfloat16 draw of [0, 1) was 1 once in 512 (float16: 4096, float32: 2^25).
+  const top = 1 - 2 ** -(dtype === "bfloat16" ? 8 : dtype === "float16" ? 11 : 24);
   return randomFloat("rand", shape, dtype, (out) => {
-    for (let i = 0; i < out.length; i++) out[i] = random.uniform(low, high);
+    for (let i = 0; i < out.length; i++) out[i] = low + (high - low) * Math.min(random.next(), top);
   });
 }
 

@@ -249,7 +249,11 @@ export function indexCopy(target: Tensor, indices: Tensor, source: Tensor, axis 
   out.dispose();
 }
 
-/** x converted to `dtype` (float -> int32 truncates toward zero; halves round to nearest even). */
+/**
+ * x converted to `dtype`: halves round to nearest even; float -> int32 truncates toward zero and wraps modulo 2^32 past
+ * int32's range, with NaN and infinities giving 0 (JavaScript's ToInt32, on every backend: 3e9 -> -1294967296), where
+ * PyTorch leaves such casts undefined; int32 -> a half dtype rounds through float32, as PyTorch's.
+ */
 export function cast(x: Tensor, dtype: DType): Tensor {
   assertTensor("cast", "x", x);
   if (!isDType(dtype)) throw new DTypeError(`cast: unknown dtype ${JSON.stringify(dtype)}`);

@@ -18,8 +18,9 @@ export function reduceKernel(name: ReduceName) {
     const outSize = sizeOf(outShape);
     const input = backend.numbers(x);
     const offsets = reduceOffsets(x.shape, axes);
-    // Float64 accumulators: one rounding, on store.
-    const acc = new Float64Array(outSize);
+    // Float64 accumulators: one rounding, on store. An int32 sum wraps as it goes (exact modulo 2^32, as cuda's int64
+    // sum wrapped on store), where a float64 sum past 2^53 rounded.
+    const acc = new (x.dtype === "int32" && name === "Sum" ? Int32Array : Float64Array)(outSize);
     if (name === "Sum" || name === "Mean") {
       for (let i = 0; i < input.length; i++) acc[offsets[i]] += input[i];
       if (name === "Mean") {

@@ -102,7 +102,8 @@ export function scatterAddKernel({ inputs: { indices, updates }, attrs: { axis, 
   const count = idx.length;
   for (let j = 0; j < count; j++) checkIndex("scatterAdd", idx[j], dim, j);
   const source = backend.numbers(updates);
-  const sums = new Float64Array(sizeOf(shape));
+  // int32 sums wrap as they go, exact modulo 2^32 (see the Sum kernel).
+  const sums = new (updates.dtype === "int32" ? Int32Array : Float64Array)(sizeOf(shape));
   for (let o = 0; o < outer; o++) {
     for (let j = 0; j < count; j++) {
       const to = (o * dim + idx[j]) * inner;
