@@ -210,18 +210,7 @@ export class DistributedDataParallel extends Module {
       if (pattern !== null) entries.push([`${name} (pattern)`, `[${pattern.shape.join(", ")}] in [${pattern.blockShape.join(", ")}] blocks`, new Uint8Array(flatBlocks(pattern).buffer)]);
     }
     const digests = Int32Array.from(entries, ([, layout, bytes]) => createHash("sha256").update(`${layout}\n`).update(bytes).digest().readInt32LE(0));
-    const own = tensorOn(this.#backend(), digests, [digests.length], "int32");
-    let all: ArrayLike<number>;
-    try {
-      const gathered = await this.#group.allGather(own);
-      try {
-        all = gathered.dataSync();
-      } finally {
-        gathered.dispose();
-      }
-    } finally {
-      own.dispose();
-    }
+    const all = await this.#allGatherInt32(digests);
     const differences: string[] = [];
     entries.forEach(([name], i) => {
       const ranks = Array.from({ length: this.#group.worldSize }, (_, r) => r).filter((r) => all[r * entries.length + i] !== all[i]);
@@ -244,6 +233,21 @@ export class DistributedDataParallel extends Module {
     return this.module.parameters()[0].value.backend;
   }
 
+  /** Every rank's `values` (int32, the same count on each), rank after rank; nothing left allocated if the collective fails. */
+  async #allGatherInt32(values: ArrayLike<number>): Promise<ArrayLike<number>> {
+    const own = tensorOn(this.#backend(), Int32Array.from(values), [values.length], "int32");
+    try {
+      const gathered = await this.#group.allGather(own);
+      try {
+        return gathered.dataSync();
+      } finally {
+        gathered.dispose();
+      }
+    } finally {
+      own.dispose();
+    }
+  }
+
   /**
    * Rank 0's pattern of every block-sparse layer, in two collectives: an allGather of every
    * rank's block counts and layer sizes (so that a layer of another size on some rank fails on
@@ -258,18 +262,7 @@ export class DistributedDataParallel extends Module {
     // Per layer: its block count, rows, columns, block rows and block columns.
     const fields = 5;
     const describe = (values: ArrayLike<number>, at: number) => `[${values[at + 1]}, ${values[at + 2]}] in [${values[at + 3]}, ${values[at + 4]}] blocks`;
-    const own = tensorOn(backend, layers.flatMap((layer) => [layer.nnzBlocks, ...layer.pattern.shape, ...layer.pattern.blockShape]), [layers.length * fields], "int32");
-    let described: ArrayLike<number>;
-    try {
-      const gathered = await this.#group.allGather(own);
-      try {
-        described = gathered.dataSync();
-      } finally {
-        gathered.dispose();
-      }
-    } finally {
-      own.dispose();
-    }
+    const described = await this.#allGatherInt32(layers.flatMap((layer) => [layer.nnzBlocks, ...layer.pattern.shape, ...layer.pattern.blockShape]));
     const mismatches: string[] = [];
     named.forEach(([name], i) => {
       const sizes = (r: number) => describe(described, (r * layers.length + i) * fields);
