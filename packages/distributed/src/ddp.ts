@@ -3,7 +3,7 @@ import { addGradReadyObserver, backward, noGrad } from "@blocksparse/autograd";
 import { type Backend, BsrPattern, bytesPerElement, concat, fullOn, gather, keep, reshape, slice, type Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
 import { BlockSparseLinear, blockSources, type LossClosure, Module, type Parameter, type PatternMove, SparseOptimizer } from "@blocksparse/nn";
 import { type SaveOptions, save } from "@blocksparse/nn/node";
-import { ReplicaDivergenceError } from "./errors";
+import { DistributedError, ReplicaDivergenceError } from "./errors";
 import type { ProcessGroup } from "./process_group";
 
 export interface DistributedDataParallelOptions {
@@ -219,10 +219,24 @@ export class DistributedDataParallel extends Module {
     if (differences.length > 0) throw new ReplicaDivergenceError(`the replicas diverged: ${differences.join("; ")}`);
   }
 
-  /** Saves the wrapped model's checkpoint from rank 0 only (nn's `save`), then waits for every rank. */
+  /**
+   * Saves the wrapped model's checkpoint from rank 0 only (nn's `save`); every rank returns once rank 0 has written it.
+   * When rank 0's write fails, rank 0 throws its error and every other rank a DistributedError saying so, at once (not
+   * at the timeout, as a barrier that rank 0 never reached would).
+   */
   async save(path: string, metadata: Record<string, string> = {}, options: SaveOptions = {}): Promise<void> {
-    if (this.#group.rank === 0) await save(this.module, path, metadata, options);
-    await this.#group.barrier();
+    let failure: unknown = null;
+    if (this.#group.rank === 0) {
+      try {
+        await save(this.module, path, metadata, options);
+      } catch (error) {
+        failure = error;
+      }
+    }
+    // Rank 0's outcome to every rank: 1 for written, 0 for failed.
+    const written = (await this.#broadcastInt32([this.#group.rank === 0 && failure === null ? 1 : 0]))[0];
+    if (failure !== null) throw failure;
+    if (written !== 1) throw new DistributedError(`DistributedDataParallel.save: rank 0 could not write ${JSON.stringify(path)} (its error is on rank 0)`);
   }
 
   #blockSparseLayers(): BlockSparseLinear[] {
@@ -231,6 +245,17 @@ export class DistributedDataParallel extends Module {
 
   #backend(): Backend {
     return this.module.parameters()[0].value.backend;
+  }
+
+  /** Rank 0's `values` (int32, the same count on each rank) on every rank; nothing left allocated if the collective fails. */
+  async #broadcastInt32(values: ArrayLike<number>): Promise<ArrayLike<number>> {
+    const own = tensorOn(this.#backend(), Int32Array.from(values), [values.length], "int32");
+    try {
+      await this.#group.broadcast(own, 0);
+      return own.dataSync();
+    } finally {
+      own.dispose();
+    }
   }
 
   /** Every rank's `values` (int32, the same count on each), rank after rank; nothing left allocated if the collective fails. */

@@ -1,3 +1,6 @@
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { addGradReadyObserver } from "@blocksparse/autograd";
 import { DTypeError, fullOn, memory, reshape, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
 import { BlockSparseLinear, crossEntropy, Linear, Sequential, SparseOptimizer } from "@blocksparse/nn";
@@ -7,6 +10,7 @@ import {
   DistributedDataParallel,
   CollectiveError,
   DistributedEnvError,
+  DistributedError,
   initProcessGroup,
   type ProcessGroup,
   Rendezvous,
@@ -287,6 +291,23 @@ describe("DistributedDataParallel on replicas that differ, and on failing collec
         "DistributedDataParallel: the ranks built different models: block-sparse layer '0' is [32, 16] in [8, 8] blocks on rank 0 but [16, 32] in [8, 8] blocks on rank 1",
       );
     }
+  });
+
+  it("save: a write that fails on rank 0 fails every rank (rank 0 with its error, the others saying so), not at the timeout; a good one returns on every rank", async () => {
+    // A 3 s timeout: rank 1 would have waited that long at a barrier rank 0 never reached, then failed with a timeout.
+    const [g0, g1] = await twoRanks(3000);
+    const [m0, m1] = [new Linear(4, 3, { seed: 1 }), new Linear(4, 3, { seed: 1 })];
+    const ddps = await Promise.all([DistributedDataParallel.create(m0, g0), DistributedDataParallel.create(m1, g1)]);
+    const missing = join(tmpdir(), `blocksparse-ddp-missing-${process.pid}`, "deeper", "model.safetensors");
+    const failed = await Promise.allSettled(ddps.map((ddp) => ddp.save(missing)));
+    expect(failed[0].status === "rejected" && (failed[0].reason as Error).message).toMatch(/ENOENT|no such file|directory/i);
+    expect(failed[1].status === "rejected" && failed[1].reason).toBeInstanceOf(DistributedError);
+    expect(failed[1].status === "rejected" && (failed[1].reason as Error).message).toMatch(/rank 0 could not write .*model\.safetensors/);
+    const dir = mkdtempSync(join(tmpdir(), "blocksparse-ddp-save-"));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const path = join(dir, "model.safetensors");
+    await Promise.all(ddps.map((ddp) => ddp.save(path)));
+    expect(existsSync(path)).toBe(true);
   });
 
   it("checkReplicas tells parameters of other shapes apart even when their bytes are the same", async () => {
