@@ -4,6 +4,7 @@
 
 #include "../kernels.h"
 #include "dtype.cuh"
+#include "overlap.cuh"
 
 namespace bs {
 
@@ -82,6 +83,9 @@ __device__ __forceinline__ AdamSchedule scheduleOf(const AdamTensor& x, const Ad
 }
 
 __global__ void multiTensorAdamKernel(const __grid_constant__ AdamBatch batch, const AdamParams h) {
+  // Launched to overlap the kernel before (launchOverlapped): nothing global before it has ended.
+  allowDependentLaunch();
+  waitForPrimary();
   int t = 0;
   while (t + 1 < batch.count && static_cast<int32_t>(blockIdx.x) >= batch.blockStart[t + 1]) ++t;
   const AdamTensor& x = batch.tensor[t];
@@ -134,6 +138,9 @@ __device__ __forceinline__ float adamElement(float param, TG grad, float& m, flo
 
 template <typename TG, typename TC>
 __global__ void multiTensorAdamVectorKernel(const __grid_constant__ AdamBatch batch, const AdamParams h) {
+  // Launched to overlap the kernel before (launchOverlapped): nothing global before it has ended.
+  allowDependentLaunch();
+  waitForPrimary();
   int t = 0;
   while (t + 1 < batch.count && static_cast<int32_t>(blockIdx.x) >= batch.blockStart[t + 1]) ++t;
   const AdamTensor& x = batch.tensor[t];
@@ -223,8 +230,8 @@ void launchMultiTensorAdam(const AdamTensor* tensors, int count, DType copyDtype
     if (p.batch.count > 0) {
       p.batch.blockStart[p.batch.count] = p.ctas;
       p.batch.copyDtype = copyDtype;
-      p.kernel<<<p.ctas, kThreads, 0, stream>>>(p.batch, params);
-      BS_LAUNCH_CHECK("multiTensorAdamKernel");
+      launchOverlapped("launch of multiTensorAdamKernel", p.kernel, dim3(static_cast<unsigned>(p.ctas)), dim3(kThreads),
+                       0, stream, p.batch, params);
     }
     p.batch = AdamBatch{};
     p.ctas = 0;

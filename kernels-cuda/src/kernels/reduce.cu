@@ -8,6 +8,7 @@
 #include "../memory.h"
 #include "block_reduce.cuh"
 #include "dtype.cuh"
+#include "overlap.cuh"
 
 namespace bs {
 
@@ -183,6 +184,9 @@ __device__ __forceinline__ void writeColumnTotal(ReduceOp op, float total, void*
 template <typename T>
 __global__ void columnSumKernel(ReduceOp op, const T* __restrict__ x, void* __restrict__ y, float* __restrict__ partials,
                                 int64_t outer, int64_t size, int64_t inner, int64_t rowsPerSplit) {
+  // Launched to overlap the kernel before (launchOverlapped): nothing global before it has ended.
+  allowDependentLaunch();
+  waitForPrimary();
   __shared__ float sums[kColumnRows][kColumnTile + 1];
   const int64_t tiles = (inner + kColumnTile - 1) / kColumnTile;
   const int64_t outerIndex = blockIdx.x / tiles;
@@ -214,6 +218,9 @@ template <typename T>
 __global__ void columnSumPackedKernel(ReduceOp op, const T* __restrict__ x, void* __restrict__ y,
                                       float* __restrict__ partials, int64_t outer, int64_t size, int64_t inner,
                                       int64_t rowsPerSplit) {
+  // Launched to overlap the kernel before (launchOverlapped): nothing global before it has ended.
+  allowDependentLaunch();
+  waitForPrimary();
   __shared__ float sums[kColumnRows][kColumnPackTile + 4];
   const int64_t tiles = (inner + kColumnPackTile - 1) / kColumnPackTile;
   const int64_t outerIndex = blockIdx.x / tiles;
@@ -246,6 +253,9 @@ __global__ void columnSumPackedKernel(ReduceOp op, const T* __restrict__ x, void
 template <typename T>
 __global__ void columnFinishKernel(ReduceOp op, const float* __restrict__ partials, int splits, int64_t outputs,
                                    int64_t size, T* __restrict__ y) {
+  // Launched to overlap the kernel before (launchOverlapped): nothing global before it has ended.
+  allowDependentLaunch();
+  waitForPrimary();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < outputs;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     float total = 0.0f;
@@ -263,6 +273,9 @@ __global__ void columnFinishKernel(ReduceOp op, const float* __restrict__ partia
 template <typename T>
 __global__ void columnFinishPackedKernel(ReduceOp op, const float* __restrict__ partials, int splits, int64_t outputs,
                                          int64_t size, T* __restrict__ y) {
+  // Launched to overlap the kernel before (launchOverlapped): nothing global before it has ended.
+  allowDependentLaunch();
+  waitForPrimary();
   const int64_t packs = outputs / kColumnPack;
   for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; p < packs;
        p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -303,6 +316,9 @@ int multiprocessors();
 template <typename T>
 __global__ void columnFinishLanesKernel(ReduceOp op, const float* __restrict__ partials, int splits, int64_t outputs,
                                         int64_t size, T* __restrict__ y) {
+  // Launched to overlap the kernel before (launchOverlapped): nothing global before it has ended.
+  allowDependentLaunch();
+  waitForPrimary();
   __shared__ float sums[kFinishLanes][kColumnTile + 1];
   const int64_t out = blockIdx.x * static_cast<int64_t>(kColumnTile) + threadIdx.x;
   float total = 0.0f;
@@ -330,14 +346,15 @@ void finishSplits(ReduceOp op, const float* partials, int splits, int64_t output
   const bool aligned = outputs % kColumnPack == 0 && (reinterpret_cast<uintptr_t>(partials) & 15) == 0 &&
                        (reinterpret_cast<uintptr_t>(y) & (sizeof(T) * kColumnPack - 1)) == 0;
   if (aligned && outputs / kColumnPack >= 512 * sms) {
-    columnFinishPackedKernel<T><<<gridFor(outputs / kColumnPack), kThreads, 0, stream>>>(op, partials, splits, outputs,
-                                                                                          size, y);
+    launchOverlapped("launch of columnFinishPackedKernel", columnFinishPackedKernel<T>, dim3(gridFor(outputs / kColumnPack)),
+                     dim3(kThreads), 0, stream, op, partials, splits, outputs, size, y);
   } else if (splits >= kFinishLanes / 2 && outputs < 1024 * sms) {
     const unsigned grid = static_cast<unsigned>((outputs + kColumnTile - 1) / kColumnTile);
-    columnFinishLanesKernel<T><<<grid, dim3(kColumnTile, kFinishLanes), 0, stream>>>(op, partials, splits, outputs,
-                                                                                     size, y);
+    launchOverlapped("launch of columnFinishLanesKernel", columnFinishLanesKernel<T>, dim3(grid),
+                     dim3(kColumnTile, kFinishLanes), 0, stream, op, partials, splits, outputs, size, y);
   } else {
-    columnFinishKernel<T><<<gridFor(outputs), kThreads, 0, stream>>>(op, partials, splits, outputs, size, y);
+    launchOverlapped("launch of columnFinishKernel", columnFinishKernel<T>, dim3(gridFor(outputs)), dim3(kThreads), 0,
+                     stream, op, partials, splits, outputs, size, y);
   }
 }
 
@@ -525,11 +542,11 @@ void launchReduce(ReduceOp op, DType dtype, const void* x, void* y, int64_t oute
     float* partial = splits > 1 ? partials->as<float>() : nullptr;
     BS_DISPATCH_FLOAT(dtype, T, {
       if (packed)
-        columnSumPackedKernel<T><<<grid, block, 0, stream>>>(op, static_cast<const T*>(x), y, partial, outer, size,
-                                                             inner, rowsPerSplit);
+        launchOverlapped("launch of columnSumPackedKernel", columnSumPackedKernel<T>, grid, block, 0, stream, op,
+                         static_cast<const T*>(x), y, partial, outer, size, inner, rowsPerSplit);
       else
-        columnSumKernel<T><<<grid, block, 0, stream>>>(op, static_cast<const T*>(x), y, partial, outer, size, inner,
-                                                       rowsPerSplit);
+        launchOverlapped("launch of columnSumKernel", columnSumKernel<T>, grid, block, 0, stream, op,
+                         static_cast<const T*>(x), y, partial, outer, size, inner, rowsPerSplit);
       BS_LAUNCH_CHECK("columnSumKernel");
       if (splits > 1)
         finishSplits<T>(op, partial, static_cast<int>(splits), outer * inner, size, static_cast<T*>(y), stream);

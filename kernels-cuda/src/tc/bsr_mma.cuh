@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "../kernels/overlap.cuh"
 #include "ptx.cuh"
 #include "tc_kernels.h"
 #include "tile_work.cuh"
@@ -244,6 +245,9 @@ __global__ void __launch_bounds__(K::kThreads) bsrMmaKernel(const KernelArgs arg
   int32_t* indexA = reinterpret_cast<int32_t*>(smem + K::kStages * K::kStageBytes);
   int32_t* indexB = indexA + kIndexCapacity;
   const int tid = threadIdx.x;
+  // Launched to overlap the kernel before (launchOverlapped; sm_90+): nothing global is read before it has ended.
+  allowDependentLaunch();
+  waitForPrimary();
 
   TileWork work;
   if (!tileWork<K::kOp, K::R, K::C, K::kTileM, K::kStep, K::kGroup>(args, work)) return;
@@ -380,8 +384,7 @@ bool launch(const KernelArgs& argsIn, cudaStream_t stream) {
   }
   auto kernel = bsrMmaKernel<K>;
   BS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, K::kSmemBytes));
-  kernel<<<grid, K::kThreads, K::kSmemBytes, stream>>>(args);
-  BS_LAUNCH_CHECK("bsrMmaKernel");
+  launchOverlapped("launch of bsrMmaKernel", kernel, grid, dim3(K::kThreads), K::kSmemBytes, stream, args);
   return true;
 }
 

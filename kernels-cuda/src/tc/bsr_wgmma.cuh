@@ -12,6 +12,7 @@
 
 #include <algorithm>
 
+#include "../kernels/overlap.cuh"
 #include "ptx.cuh"
 #include "tc_kernels.h"
 #include "tile_work.cuh"
@@ -395,6 +396,9 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   int32_t* indexA = reinterpret_cast<int32_t*>(empty + K::kStages);
   int32_t* indexB = indexA + kIndexCapacity;
   const int tid = threadIdx.x;
+  // Launched to overlap the kernel before (launchOverlapped): nothing global is read before it has ended.
+  allowDependentLaunch();
+  waitForPrimary();
 
   TileWork work;
   if (!tileWork<K::kOp, K::R, K::C, K::kTileM, K::kStep, K::kGroup>(args, work)) return;
@@ -558,10 +562,11 @@ void launchKernel(Kernel kernel, dim3 grid, const CUtensorMap& mapA, const CUten
     config.attrs = attribute;
     config.numAttrs = 1;
     BS_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, mapA, mapB, args));
+    BS_LAUNCH_CHECK("bsrWgmmaKernel");
   } else {
-    kernel<<<grid, K::kThreads, K::kSmemBytes, stream>>>(mapA, mapB, args);
+    launchOverlapped("launch of bsrWgmmaKernel", kernel, grid, dim3(K::kThreads), K::kSmemBytes, stream, mapA, mapB,
+                     args);
   }
-  BS_LAUNCH_CHECK("bsrWgmmaKernel");
 }
 
 // One CTA per tile of bsrWgmmaKernel.
@@ -671,6 +676,9 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   const int tid = threadIdx.x;
   const int tiles = args.tilesM * args.tilesN;
   initPipeline<K>(mapA, mapB, full, empty);
+  // Launched to overlap the kernel before (launchOverlapped): its set-up above, nothing global before it has ended.
+  allowDependentLaunch();
+  waitForPrimary();
 
   // Consumer c's staged rows: past the barriers, in place of the (unused) index arrays and more.
   auto stagedRows = [&](int c) {
@@ -787,6 +795,9 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   const int tid = threadIdx.x;
   const int tiles = args.tilesM * args.tilesN;
   initPipeline<K>(mapA, mapB, full, empty);
+  // Launched to overlap the kernel before (launchOverlapped): its set-up above, nothing global before it has ended.
+  allowDependentLaunch();
+  waitForPrimary();
 
   const int warpGroup = tid / 128;
   if (warpGroup == 0) {
@@ -837,8 +848,8 @@ bool launchPingPong(DType dtype, const KernelArgs& argsIn, cudaStream_t stream, 
   static_assert(kBytes <= 227 * 1024, "fits an H100's shared memory");
   auto kernel = bsrWgmmaPingPongKernel<K>;
   BS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes));
-  kernel<<<grid, K::kThreads, kBytes, stream>>>(mapA, mapB, args);
-  BS_LAUNCH_CHECK("bsrWgmmaPingPongKernel");
+  launchOverlapped("launch of bsrWgmmaPingPongKernel", kernel, grid, dim3(K::kThreads), kBytes, stream, mapA, mapB,
+                   args);
   return true;
 }
 
@@ -869,8 +880,8 @@ bool launchPersistent(DType dtype, const KernelArgs& argsIn, cudaStream_t stream
   static_assert(2 * K::kStages * 8 <= 1024, "the barriers fit before the bulk rows");
   auto kernel = bsrWgmmaPersistentKernel<K, kStore>;
   BS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes));
-  kernel<<<grid, K::kThreads, kBytes, stream>>>(mapA, mapB, args, storeMaps);
-  BS_LAUNCH_CHECK("bsrWgmmaPersistentKernel");
+  launchOverlapped("launch of bsrWgmmaPersistentKernel", kernel, grid, dim3(K::kThreads), kBytes, stream, mapA, mapB,
+                   args, storeMaps);
   return true;
 }
 

@@ -199,6 +199,9 @@ __global__ void __launch_bounds__(K::kThreads, 1)
     fenceBarrierInit();
   }
   __syncthreads();
+  // Launched to overlap the kernel before (launchOverlapped): its set-up above, nothing global before it has ended.
+  allowDependentLaunch();
+  waitForPrimary();
 
   const int warpGroup = tid / 128;
   const int lane = tid % 32;
@@ -549,10 +552,9 @@ bool launchXr(DType dtype, const KernelArgs& argsIn, int numSms, cudaStream_t st
   }
   BS_CUDA_CHECK(cudaFuncSetAttribute(bsrXrKernel<K>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      static_cast<int>(smemBytes)));
-  bsrXrKernel<K><<<static_cast<unsigned>(tilesM * groups), static_cast<unsigned>(128 * (consumers + 1)),
-                   static_cast<size_t>(smemBytes), stream>>>(
-      mapX, mapStage, mapBlock, args, layout);
-  BS_LAUNCH_CHECK("bsrXrKernel");
+  launchOverlapped("launch of bsrXrKernel", bsrXrKernel<K>, dim3(static_cast<unsigned>(tilesM * groups)),
+                   dim3(static_cast<unsigned>(128 * (consumers + 1))), static_cast<size_t>(smemBytes), stream, mapX,
+                   mapStage, mapBlock, args, layout);
   return true;
 }
 
