@@ -2,7 +2,7 @@ import * as z from "zod/mini";
 import type { BsrDType } from "./dtype.js";
 import { BsrFormatError, parseWith } from "./errors.js";
 import { BsrMatrix } from "./matrix.js";
-import type { SafetensorsContent, SafetensorsDType, SafetensorsTensor } from "./safetensors.js";
+import { entriesOf, type SafetensorsContent, type SafetensorsDType, type SafetensorsTensor } from "./safetensors.js";
 
 /**
  * A BSR matrix `<name>` in a safetensors file is three ordinary tensors, named as PyTorch's
@@ -34,15 +34,19 @@ const BSR_DTYPE_OF: Partial<Record<SafetensorsDType, BsrDType>> = { F32: "float3
 
 const pairSchema = z.string().check(z.regex(/^\s*\d+\s*,\s*\d+\s*$/, { error: 'expected "<integer>,<integer>"' }));
 
+function checkContent(content: SafetensorsContent): void {
+  if (content === null || typeof content !== "object" || !(content.tensors instanceof Map)) {
+    throw new BsrFormatError("content", `expected { tensors: Map, metadata }, got ${content === null ? "null" : typeof content}`);
+  }
+}
+
 /**
  * Adds matrix `name` (three tensors and its metadata) to `content`, replacing one of that
  * name. The values tensor shares the matrix's values (no copy, so a checkpoint is never held
  * twice); the small index tensors are copies, so editing them never touches the shared pattern.
  */
 export function putBsrMatrix(content: SafetensorsContent, name: string, matrix: BsrMatrix): SafetensorsContent {
-  if (content === null || typeof content !== "object" || !(content.tensors instanceof Map)) {
-    throw new BsrFormatError("content", "expected { tensors: Map, metadata }");
-  }
+  checkContent(content);
   if (typeof name !== "string" || name === "") throw new BsrFormatError("name", "expected a non-empty string");
   if (!(matrix instanceof BsrMatrix)) throw new BsrFormatError(name, "expected a BsrMatrix");
   matrix.validate();
@@ -64,25 +68,26 @@ export function putBsrMatrix(content: SafetensorsContent, name: string, matrix: 
   return content;
 }
 
+/** Dense tensors (a Map or an object of name to tensor, as encodeSafetensors takes) and metadata to store beside matrices. */
+export interface BsrExtraContent {
+  tensors?: Map<string, SafetensorsTensor> | Record<string, SafetensorsTensor>;
+  metadata?: Record<string, string>;
+}
+
 /** A content holding the given matrices, plus any dense tensors and metadata. */
 export function bsrMatricesToSafetensors(
   matrices: Map<string, BsrMatrix> | Record<string, BsrMatrix>,
-  extra: Partial<SafetensorsContent> = {},
+  extra: BsrExtraContent = {},
 ): SafetensorsContent {
-  const content: SafetensorsContent = {
-    tensors: new Map(extra.tensors ?? []),
-    metadata: { ...(extra.metadata ?? {}) },
-  };
-  const entries = matrices instanceof Map ? [...matrices] : Object.entries(matrices);
-  for (const [name, matrix] of entries) putBsrMatrix(content, name, matrix);
+  // null extra content is none.
+  const content: SafetensorsContent = { tensors: new Map(entriesOf(extra?.tensors ?? {})), metadata: { ...extra?.metadata } };
+  for (const [name, matrix] of entriesOf(matrices, "matrices")) putBsrMatrix(content, name, matrix);
   return content;
 }
 
 /** Names of the BSR matrices in `content`: those with `.layout` metadata or a `.crow_indices` tensor. */
 export function bsrMatrixNames(content: SafetensorsContent): string[] {
-  if (content === null || typeof content !== "object" || !(content.tensors instanceof Map)) {
-    throw new BsrFormatError("content", "expected { tensors: Map, metadata }");
-  }
+  checkContent(content);
   const names = new Set<string>();
   for (const [key, value] of Object.entries(content.metadata ?? {})) {
     if (key.endsWith(BSR_METADATA_SUFFIXES.layout) && value === BSR_LAYOUT) names.add(key.slice(0, -".layout".length));
@@ -117,9 +122,7 @@ function parsePair(text: string | undefined, key: string): [number, number] | un
 
 /** Matrix `name` from `content`, validated (and checked against its metadata). */
 export function getBsrMatrix(content: SafetensorsContent, name: string): BsrMatrix {
-  if (content === null || typeof content !== "object" || !(content.tensors instanceof Map)) {
-    throw new BsrFormatError("content", `expected { tensors: Map, metadata }, got ${content === null ? "null" : typeof content}`);
-  }
+  checkContent(content);
   if (typeof name !== "string" || name === "") throw new BsrFormatError("name", `expected a matrix name, got ${String(name)}`);
   const metadata = content.metadata ?? {};
   const meta = (suffix: string): string | undefined =>

@@ -56,6 +56,7 @@ export {
   BSR_LAYOUT_VERSION,
   BSR_METADATA_SUFFIXES,
   BSR_TENSOR_SUFFIXES,
+  type BsrExtraContent,
   bsrMatricesToSafetensors,
   bsrMatrixNames,
   getBsrMatrices,

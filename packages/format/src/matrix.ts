@@ -191,10 +191,14 @@ export class BsrMatrix {
     if (options === null || typeof options !== "object") {
       throw new BsrFormatError("options", "expected { blockShape, density, seed, dtype?, std? } after the shape");
     }
+    const std = options.std ?? 1;
+    if (!(Number.isFinite(std) && std >= 0)) {
+      throw new BsrFormatError("std", `expected a non-negative finite number, got ${String(std)}`);
+    }
     const random = seededRandom(options.seed);
     const pattern = BsrPattern.random(shape, { blockShape: options.blockShape, density: options.density, seed: random });
     const values = new Float32Array(pattern.nnzBlocks * pattern.blockShape[0] * pattern.blockShape[1]);
-    random.fillNormal(values, 0, options.std ?? 1);
+    random.fillNormal(values, 0, std);
     const dtype = options.dtype ?? "float32";
     return BsrMatrix.fromPattern(pattern, dtype === "float32" ? values : encodeValues(values, dtype), dtype);
   }

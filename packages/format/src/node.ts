@@ -1,8 +1,7 @@
-import { bsrMatricesToSafetensors, getBsrMatrices } from "./bsr-safetensors.js";
+import { type BsrExtraContent, bsrMatricesToSafetensors, getBsrMatrices } from "./bsr-safetensors.js";
 import { readSmallFile, writeBytesAtomically } from "./files.js";
 import type { BsrMatrix } from "./matrix.js";
 import { decodeScipyNpz, encodeScipyNpz } from "./npz.js";
-import type { SafetensorsContent } from "./safetensors.js";
 import { loadSafetensors, saveSafetensors, saveShardedSafetensors } from "./safetensors-file.js";
 import { MAX_ZIP32_ARCHIVE_BYTES } from "./zip32.js";
 
@@ -28,7 +27,7 @@ const MAX_NPZ_BYTES = MAX_ZIP32_ARCHIVE_BYTES;
 export async function saveBsrMatrices(
   path: string,
   matrices: Map<string, BsrMatrix> | Record<string, BsrMatrix>,
-  extra: Partial<SafetensorsContent> = {},
+  extra: BsrExtraContent = {},
   options: { maxShardSize?: number } = {},
 ): Promise<void> {
   const content = bsrMatricesToSafetensors(matrices, extra);

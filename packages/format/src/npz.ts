@@ -202,6 +202,7 @@ function npyString(array: NpyArray, field: string): string {
     let text = "";
     for (let at = 0; at < array.bytes.length; at += 4) {
       const code = view.getUint32(at, true);
+      if (code > 0x10ffff) throw new BsrFormatError(field, `character ${at / 4} is ${code}, not a Unicode code point`);
       if (code !== 0) text += String.fromCodePoint(code);
     }
     return text;

@@ -311,8 +311,8 @@ export function checkArrayLike(value: unknown, field: string, expected: string):
 /** The generator behind a seed: required, so that a pattern is always reproducible. */
 export function seededRandom(seed: unknown): SeededRandom {
   if (seed instanceof SeededRandom) return seed;
-  if (typeof seed !== "number" || !Number.isFinite(seed)) {
-    throw new BsrFormatError("seed", `expected a number or a SeededRandom (the same seed gives the same blocks), got ${String(seed)}`);
+  if (typeof seed !== "number" || !Number.isSafeInteger(seed)) {
+    throw new BsrFormatError("seed", `expected a safe integer or a SeededRandom (the same seed gives the same blocks), got ${String(seed)}`);
   }
   return new SeededRandom(seed);
 }

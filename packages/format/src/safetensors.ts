@@ -136,14 +136,11 @@ function elementCount(shape: readonly number[], field: string): number {
   return count;
 }
 
-function entriesOf(
-  tensors: Map<string, SafetensorsTensor> | Record<string, SafetensorsTensor>,
-): [string, SafetensorsTensor][] {
-  if (tensors instanceof Map) return [...tensors.entries()];
-  if (tensors === null || typeof tensors !== "object") {
-    throw new BsrFormatError("tensors", "expected a Map or an object of name to tensor");
-  }
-  return Object.entries(tensors);
+/** The [name, value] pairs of a Map or an object of name to value; anything else is a BsrFormatError on `field`. */
+export function entriesOf<T>(values: Map<string, T> | Record<string, T>, field = "tensors"): [string, T][] {
+  if (values instanceof Map) return [...values];
+  if (values === null || typeof values !== "object") throw new BsrFormatError(field, "expected a Map or an object of name to value");
+  return Object.entries(values);
 }
 
 function checkTensor(name: string, tensor: SafetensorsTensor): void {

@@ -150,6 +150,7 @@ export function unzipMembers(bytes: Uint8Array, names: ReadonlySet<string>, infl
   const members = new Map<string, Uint8Array>();
   for (const entry of centralDirectory(bytes, view)) {
     if (!names.has(entry.name)) continue;
+    if (members.has(entry.name)) fail(entry.name, "is in the archive twice (which copy is meant is ambiguous)");
     const member = memberBytes(bytes, view, entry, inflateChunkBytes);
     const actual = crc32(member);
     if (actual !== entry.crc) {

@@ -78,6 +78,14 @@ describe("BSR matrices in safetensors", () => {
     expect(read.metadata.epoch).toBe("3");
   });
 
+  it("takes dense tensors as an object of name to tensor too, as encodeSafetensors does", () => {
+    const a = BsrMatrix.random([8, 8], { blockShape: [4, 4], density: 0.5, seed: 1 });
+    const bias = { dtype: "F32" as const, shape: [8], data: Float32Array.from({ length: 8 }, (_, i) => i) };
+    const read = roundTrip(bsrMatricesToSafetensors({ a }, { tensors: { bias } }));
+    expect(read.tensors.get("bias")!.data).toEqual(bias.data);
+    expect(getBsrMatrix(read, "a").toDense()).toEqual(a.toDense());
+  });
+
   it("reads a matrix written from Python (int64 indices, float16 values)", () => {
     const content = decodeSafetensors(Uint8Array.from(Buffer.from(PYTHON_FILE_HEX, "hex")));
     expect(bsrMatrixNames(content)).toEqual(["w"]);
@@ -200,6 +208,15 @@ describe("errors name the file key and the matrix", () => {
     expect(error).toBeInstanceOf(BsrFormatError);
     expect(error.field).toBe("fc.weight.values");
     expect(error.message).not.toMatch(/^blockShape/);
+  });
+
+  it("null matrices are a BsrFormatError naming the argument; null extra content is none", () => {
+    const error = thrown(() => bsrMatricesToSafetensors(null as never));
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect((error as BsrFormatError).field).toBe("matrices");
+    const a = BsrMatrix.random([4, 4], { blockShape: [2, 2], density: 1, seed: 1 });
+    const content = bsrMatricesToSafetensors({ a }, null as never);
+    expect([...content.tensors.keys()].sort()).toEqual(["a.col_indices", "a.crow_indices", "a.values"]);
   });
 
   it("null content or name is a BsrFormatError", () => {

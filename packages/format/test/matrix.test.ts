@@ -289,4 +289,22 @@ describe("null or missing arguments", () => {
     expect(field(() => BsrMatrix.fromDense([1, 2, 3, 4], null as never, { blockShape: [1, 1] }))).toBe("shape");
     expect(field(() => BsrMatrix.random([2, 2], { blockShape: [1, 1], density: 1 } as never))).toBe("seed");
   });
+
+  it("random refuses a seed that is not a safe integer as a BsrFormatError, not a RangeError", () => {
+    for (const seed of [1.5, 2 ** 60, Number.NaN]) {
+      const error = thrown(() => BsrMatrix.random([2, 2], { blockShape: [1, 1], density: 1, seed }));
+      expect(error).toBeInstanceOf(BsrFormatError);
+      expect((error as BsrFormatError).field).toBe("seed");
+    }
+  });
+
+  it("random refuses a std that would fill the values with NaN, infinities or flipped signs", () => {
+    for (const std of [Number.NaN, Number.POSITIVE_INFINITY, -1, "2"]) {
+      const error = thrown(() => BsrMatrix.random([2, 2], { blockShape: [1, 1], density: 1, seed: 1, std: std as number }));
+      expect(error).toBeInstanceOf(BsrFormatError);
+      expect((error as BsrFormatError).field).toBe("std");
+      expect(error.message).toContain(`got ${String(std)}`);
+    }
+    expect(Array.from(BsrMatrix.random([2, 2], { blockShape: [1, 1], density: 1, seed: 1, std: 0 }).values)).toEqual([0, 0, 0, 0]);
+  });
 });

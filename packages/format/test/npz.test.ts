@@ -304,6 +304,35 @@ describe("unsorted and repeated block columns", () => {
   });
 });
 
+describe("hostile members", () => {
+  it("refuses a unicode format.npy holding a number that is no code point, naming the array", () => {
+    const format = npy("<U3", "()", bytesOf(Uint32Array.from([0x110000, 0x73, 0x72])));
+    const error = thrown(() => decodeScipyNpz(archive({ "format.npy": format }))) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.field).toBe("format.npy");
+    expect(error.message).toContain("character 0 is 1114112, not a Unicode code point");
+  });
+
+  it("refuses an archive holding data.npy twice, instead of reading the last copy", () => {
+    const other = npy("<f8", "(2, 2, 2)", bytesOf(Float64Array.from([9, 9, 9, 9, 9, 9, 9, 9])));
+    const bytes = archive({ "xata.npy": other });
+    // Renames xata.npy to data.npy in its local header and central directory entry (the CRC covers only the data).
+    const name = strToU8("xata.npy");
+    let renamed = 0;
+    for (let at = 0; at + name.length <= bytes.length; at++) {
+      if (name.every((byte, i) => bytes[at + i] === byte)) {
+        bytes[at] = 0x64;
+        renamed++;
+      }
+    }
+    expect(renamed).toBe(2);
+    const error = thrown(() => decodeScipyNpz(bytes)) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.field).toBe("data.npy");
+    expect(error.message).toContain("is in the archive twice");
+  });
+});
+
 describe("index arrays of the wrong rank", () => {
   it.each([
     ["indices.npy", "(2, 1)", npy("<i4", "(2, 1)", bytesOf(Int32Array.from([0, 2])))],

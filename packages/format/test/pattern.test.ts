@@ -270,5 +270,6 @@ describe("BsrPattern factories refuse what they cannot build exactly", () => {
     expect(field(() => BsrPattern.fromFlatBlocks([4, 4], undefined as never, [0]))).toBe("blockShape");
     expect(field(() => BsrPattern.random([4, 4], undefined as never))).toBe("options");
     expect(field(() => BsrPattern.random([4, 4], { blockShape: [2, 2], density: 0.5 } as never))).toBe("seed");
+    expect(field(() => BsrPattern.random([4, 4], { blockShape: [2, 2], density: 0.5, seed: 0.25 }))).toBe("seed");
   });
 });
