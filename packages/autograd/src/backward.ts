@@ -247,8 +247,9 @@ function nodeGradients(
   }
 }
 
-function seedOf(loss: Tensor, grad: Tensor | undefined): Tensor {
-  if (grad === undefined) {
+function seedOf(loss: Tensor, grad: Tensor | null | undefined): Tensor {
+  // Null too (PyTorch's backward(None)): ones for a one-element loss.
+  if (grad == null) {
     if (loss.size !== 1) {
       throw new AutogradError(
         `backward: the loss has shape ${formatShape(loss.shape)} (${loss.size} elements); pass a gradient of that shape, or reduce the loss to one element`,
@@ -291,7 +292,7 @@ function accumulateLeaf(leaf: Tensor, grad: Tensor): void {
  * topological order, summing the gradients that flow into one tensor, and frees saved
  * tensors and intermediate gradients as soon as the walk is done with them.
  */
-export function backward(loss: Tensor, grad?: Tensor, options?: BackwardOptions | null): void {
+export function backward(loss: Tensor, grad?: Tensor | null, options?: BackwardOptions | null): void {
   if (!(loss instanceof Tensor)) throw new AutogradError("backward: loss must be a Tensor");
   loss.throwIfDisposed("backward: loss");
   if (loss.dtype === "int32") throw new AutogradError("backward: the loss has dtype int32; gradients need a float dtype");

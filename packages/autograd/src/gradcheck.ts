@@ -45,8 +45,8 @@ export interface GradcheckResult {
   details: GradcheckInputDetail[];
 }
 
-function checkOptions(options: GradcheckOptions): Required<Omit<GradcheckOptions, "wrt">> {
-  const { eps = 1e-2, atol = 1e-3, rtol = 1e-2, seed = 0 } = options;
+function checkOptions(options: GradcheckOptions | null): Required<Omit<GradcheckOptions, "wrt">> {
+  const { eps = 1e-2, atol = 1e-3, rtol = 1e-2, seed = 0 } = options ?? {};
   for (const [name, value] of [["eps", eps], ["atol", atol], ["rtol", rtol]] as const) {
     if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
       throw new ValueError(`gradcheck: ${name} must be a finite number >= 0, got ${value}`);
@@ -68,7 +68,7 @@ function checkOptions(options: GradcheckOptions): Required<Omit<GradcheckOptions
 export function gradcheck(
   fn: (...inputs: Tensor[]) => Tensor,
   inputs: Tensor[],
-  options: GradcheckOptions = {},
+  options: GradcheckOptions | null = {},
 ): GradcheckResult {
   if (typeof fn !== "function") throw new ValueError("gradcheck: fn must be a function");
   if (!Array.isArray(inputs)) throw new ValueError("gradcheck: inputs must be an array of Tensors");
@@ -77,7 +77,7 @@ export function gradcheck(
     t.throwIfDisposed(`gradcheck: inputs[${i}]`);
   });
   const { eps, atol, rtol, seed } = checkOptions(options);
-  const checked = options.wrt ? [...options.wrt] : inputs.flatMap((t, i) => (t.dtype === "float32" ? [i] : []));
+  const checked = options?.wrt ? [...options.wrt] : inputs.flatMap((t, i) => (t.dtype === "float32" ? [i] : []));
   for (const i of checked) {
     if (!Number.isInteger(i) || i < 0 || i >= inputs.length) throw new ValueError(`gradcheck: wrt index ${i} is out of range for ${inputs.length} inputs`);
     if (inputs[i].dtype !== "float32") throw new ValueError(`gradcheck: inputs[${i}] has dtype ${inputs[i].dtype}; gradcheck perturbs float32 inputs`);

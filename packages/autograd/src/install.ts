@@ -11,7 +11,7 @@ import { forgetTensor, recordKernel } from "./tape";
 declare module "@blocksparse/core" {
   interface Tensor {
     /** Backpropagates from this tensor (see `backward` in @blocksparse/autograd). */
-    backward(grad?: Tensor, options?: BackwardOptions | null): void;
+    backward(grad?: Tensor | null, options?: BackwardOptions | null): void;
   }
 }
 
@@ -27,7 +27,7 @@ if (prototype[INSTALLED]) {
   registerAllGradients();
   addKernelObserver(recordKernel);
   addDisposeObserver(forgetTensor);
-  prototype.backward = function (this: Tensor, grad?: Tensor, options?: BackwardOptions | null): void {
+  prototype.backward = function (this: Tensor, grad?: Tensor | null, options?: BackwardOptions | null): void {
     backward(this, grad, options);
   };
 }

@@ -102,6 +102,13 @@ describe("gradcheck", () => {
     expect(Array.from(result.details[0].analytic)).toEqual(Array.from(result.details[1].analytic));
   });
 
+  it("takes null options as the defaults", () => {
+    const x = randomTensor([3], 9);
+    const withNull = gradcheck((t) => exp(t), [x], null);
+    expect(withNull.ok).toBe(true);
+    expect(withNull.details.map((d) => Array.from(d.numeric))).toEqual(gradcheck((t) => exp(t), [x]).details.map((d) => Array.from(d.numeric)));
+  });
+
   it("rejects bad arguments with clear errors", () => {
     const x = randomTensor([2], 8);
     expect(() => gradcheck((t) => t, [x], { eps: 0 })).toThrow(/eps must be > 0/);

@@ -229,6 +229,14 @@ describe("backward", () => {
     expect(values(x.grad)).toEqual([6, 6]);
   });
 
+  it("takes a null seed gradient as none (PyTorch's backward(None)): ones for a one-element loss", () => {
+    const x = leaf([1, 2]);
+    tidy(() => backward(sum(mul(x, 3)), null));
+    tidy(() => sum(mul(x, 3)).backward(null, { retainGraph: false }));
+    expect(values(x.grad)).toEqual([6, 6]);
+    expect(() => backward(mul(x, 3), null)).toThrow(/shape \[2\] \(2 elements\); pass a gradient of that shape/);
+  });
+
   it("takes a .grad set to undefined (not null) as no gradient yet", () => {
     const x = leaf([1, 2]);
     (x as { grad: unknown }).grad = undefined;

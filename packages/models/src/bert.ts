@@ -232,8 +232,8 @@ export class BertModel extends Module {
   encode(inputIds: Tensor, encoderInputs: EncoderInputs | null = {}): EncoderOutput {
     const inputs = checkOptions<EncoderInputs>(this.label, encoderInputs, ENCODER_INPUTS);
     const [lastHiddenState, poolerOutput] = tidy(() => {
-      const ids = checkTokenIds(this.label, "inputIds", inputIds, this.maxLength());
-      const [batch, length] = ids.shape;
+      const [batch, length] = checkTokenIds(this.label, "inputIds", inputIds, this.maxLength());
+      const ids = reshape(inputIds, [batch, length]);
       if (inputs.tokenTypeIds !== undefined) checkSameShape(this.label, "tokenTypeIds", inputs.tokenTypeIds, ids);
       const weights = this.embeddings.word_embeddings.weight.value;
       const positionIds = this.positionIds(ids);

@@ -341,9 +341,8 @@ export class GPT2Model extends Module {
    */
   forward(inputIds: Tensor, inputs?: GPT2Cache | GPT2Inputs | null): Tensor {
     const { cache, attentionMask }: GPT2Inputs = inputs instanceof GPT2Cache ? { cache: inputs } : checkOptions(this.label, inputs, GPT2_INPUTS);
-    const ids = checkTokenIds(this.label, "inputIds", inputIds, this.config.n_positions);
+    const [batch, length] = checkTokenIds(this.label, "inputIds", inputIds, this.config.n_positions);
     const past = cache?.length ?? 0;
-    const [batch, length] = ids.shape;
     const width = past + length;
     if (cache != null) {
       if (!(cache instanceof GPT2Cache) || cache.layers.length !== this.h.length) {
@@ -374,9 +373,9 @@ export class GPT2Model extends Module {
       // Without padding, positions past .. past + length - 1 are consecutive rows of wpe: a slice, nothing uploaded,
       // so a whole training step (forward, backward, optimizer) can be captured (captureGraph) and replayed.
       const positions = positionIds
-        ? this.wpe.forward(uploadOn(positionIds, [batch, length], ids))
+        ? this.wpe.forward(uploadOn(positionIds, [batch, length], inputIds))
         : slice(this.wpe.weight.value, [past, 0], [length, this.config.n_embd]);
-      let x = this.drop.forward(add(this.wte.forward(ids), positions));
+      let x = this.drop.forward(add(this.wte.forward(reshape(inputIds, [batch, length])), positions));
       const mask = positionIds ? uploadOn(Float32Array.from(flags as Int32Array, (flag) => (flag ? 0 : MASKED[x.dtype])), [batch, 1, 1, width], x) : null;
       let index = 0;
       for (const block of this.h) {
@@ -522,14 +521,13 @@ export class GPT2LMHeadModel extends Module {
    */
   loss(inputIds: Tensor, labels: Tensor, lossOptions: { ignoreIndex?: number; attentionMask?: Tensor | null } | null = {}): Tensor {
     const options = checkOptions<{ ignoreIndex?: number; attentionMask?: Tensor }>("GPT2LMHeadModel.loss", lossOptions, ["ignoreIndex", "attentionMask"]);
-    const ids = checkTokenIds("GPT2LMHeadModel.loss", "inputIds", inputIds, this.config.n_positions);
+    const [batch, length] = checkTokenIds("GPT2LMHeadModel.loss", "inputIds", inputIds, this.config.n_positions);
     if (!(labels instanceof Tensor) || labels.dtype !== "int32") {
       throw new DTypeError(`GPT2LMHeadModel.loss: labels must be an int32 tensor, got ${labels instanceof Tensor ? labels.dtype : typeof labels}`);
     }
     if (labels.rank !== inputIds.rank || labels.shape.some((d, i) => d !== inputIds.shape[i])) {
       throw new ShapeError(`GPT2LMHeadModel.loss: labels has shape [${labels.shape}], expected inputIds' [${inputIds.shape}]`);
     }
-    const [batch, length] = ids.shape;
     return tidy(() => {
       const hidden = this.transformer.forward(inputIds, { attentionMask: options.attentionMask });
       const predicting = slice(hidden, [0, 0, 0], [batch, length - 1, this.config.n_embd]);
@@ -556,12 +554,14 @@ export class GPT2LMHeadModel extends Module {
     const temperature = options.temperature ?? 0;
     if (!Number.isFinite(temperature) || temperature < 0) throw new ValueError(`${label}: temperature must be a finite number >= 0, got ${temperature}`);
     if (options.seed !== undefined && !Number.isSafeInteger(options.seed)) throw new ValueError(`${label}: seed must be an integer, got ${options.seed}`);
+    const vocab = this.config.vocab_size;
+    // A token: an integer below vocab_size (an id outside the vocabulary gathers zeros on a GPU, with no error there).
+    const checkToken = (name: string, id: number) => {
+      if (checkCount(label, name, id, 0) >= vocab) throw new ValueError(`${label}: ${name} ${id} is outside the vocabulary of ${vocab} tokens`);
+    };
     const eos = options.eosTokenId;
-    if (eos !== undefined && checkCount(label, "eosTokenId", eos, 0) >= this.config.vocab_size) {
-      throw new ValueError(`${label}: eosTokenId ${eos} is outside the vocabulary of ${this.config.vocab_size} tokens`);
-    }
-    const ids = checkTokenIds(label, "inputIds", inputIds, this.config.n_positions);
-    const [batch, length] = ids.shape;
+    if (eos !== undefined) checkToken("eosTokenId", eos);
+    const [batch, length] = checkTokenIds(label, "inputIds", inputIds, this.config.n_positions);
     if (length + steps > this.config.n_positions) {
       throw new ShapeError(`${label}: ${length} positions and ${steps} new tokens exceed the model's ${this.config.n_positions}`);
     }
@@ -575,28 +575,28 @@ export class GPT2LMHeadModel extends Module {
     if (flags && (options.graph || options.staticCache)) {
       throw new ValueError(`${label}: an attentionMask with padding needs the growing cache (the static cache and the graph attend to every position): leave graph and staticCache off`);
     }
-    const graph = options.graph ?? (!flags && ids.backend.graphs !== undefined);
+    const graph = options.graph ?? (!flags && inputIds.backend.graphs !== undefined);
     const isStatic = graph || (options.staticCache ?? false);
-    if (graph && ids.backend.graphs === undefined) {
-      throw new BackendError(`${label}: graph needs a backend that records graphs (cuda); '${ids.backend.name}' does not (use staticCache, or leave graph off)`);
+    if (graph && inputIds.backend.graphs === undefined) {
+      throw new BackendError(`${label}: graph needs a backend that records graphs (cuda); '${inputIds.backend.name}' does not (use staticCache, or leave graph off)`);
     }
-    const given = ids.dataSync();
+    const given = inputIds.dataSync();
+    for (const id of given) checkToken("inputIds' token", id);
     const rows = Array.from({ length: batch }, (_, b) => Array.from(given.subarray(b * length, (b + 1) * length)));
     const modes = [...this.modules()].map((module) => [module, module.training] as const);
     this.eval();
     const blocks = this.transformer.h.length;
-    const cache = isStatic ? new GPT2StaticCache(length + steps, ids) : new GPT2Cache(blocks);
+    const cache = isStatic ? new GPT2StaticCache(length + steps, inputIds) : new GPT2Cache(blocks);
     const generator = new SeededRandom(options.seed ?? 0);
     const random = () => generator.next();
     const done = new Array<boolean>(batch).fill(false);
     const greedy = temperature === 0;
-    const vocab = this.config.vocab_size;
     // The last position's logits [B, vocab], or with greedy decoding their argmax [B] (int32): what is read back.
     const scores = (next: Tensor): Tensor =>
       tidy(() => {
         // With padding, the mask of every position so far: the prompts', then 1 for each new token.
         const attentionMask =
-          flags && uploadOn(rows.flatMap((row, b) => row.map((_, t) => (t < length ? flags[b * length + t] : 1))), [batch, rows[0].length], ids);
+          flags && uploadOn(rows.flatMap((row, b) => row.map((_, t) => (t < length ? flags[b * length + t] : 1))), [batch, rows[0].length], inputIds);
         const hidden = cache instanceof GPT2StaticCache ? this.transformer.forwardStatic(next, cache) : this.transformer.forward(next, { cache, attentionMask });
         const last = hidden.shape[1] === 1 ? hidden : slice(hidden, [0, hidden.shape[1] - 1, 0], [batch, 1, hidden.shape[2]]);
         const logits = reshape(this.lm_head.forward(last), [batch, vocab]);
@@ -622,16 +622,17 @@ export class GPT2LMHeadModel extends Module {
     };
     try {
       noGrad(() => {
-        let next: Tensor = ids;
+        // A view of the prompt as [B, T], disposed after the first step as each step's tokens are.
+        let next = reshape(inputIds, [batch, length]);
         for (let index = 0; index < steps && !done.every(Boolean); index++) {
           if (graph && greedy && index >= 2) {
             // Greedy with a graph: each replay also writes its tokens, on the device, into the next replay's input and
             // into column `column` of `generated`, so replays queue without a read-back; the host reads the tokens
             // every few steps with an end token (to stop), once at the end without.
             const remaining = steps - index;
-            const generated = fullOn(ids.backend, [batch, remaining], 0, "int32");
-            const column = uploadOn([0], [1], ids, "int32");
-            const first = uploadOn([0], [1], ids, "int32");
+            const generated = fullOn(inputIds.backend, [batch, remaining], 0, "int32");
+            const column = uploadOn([0], [1], inputIds, "int32");
+            const first = uploadOn([0], [1], inputIds, "int32");
             owned.push(generated, column, first);
             stepInput = next;
             const input = next;
@@ -674,10 +675,10 @@ export class GPT2LMHeadModel extends Module {
           const tokens = rows.map((_, b) =>
             push(b, done[b] ? (eos as number) : greedy ? values[b] : pickToken(values.subarray(b * vocab, (b + 1) * vocab), temperature, topK, random)),
           );
-          if (next !== ids && next !== stepInput) next.dispose();
-          next = uploadOn(tokens, [batch, 1], ids, "int32");
+          if (next !== stepInput) next.dispose();
+          next = uploadOn(tokens, [batch, 1], inputIds, "int32");
         }
-        if (next !== ids && next !== stepInput) next.dispose();
+        if (next !== stepInput) next.dispose();
       });
     } finally {
       if (step !== null) {
@@ -691,7 +692,7 @@ export class GPT2LMHeadModel extends Module {
       for (const [module, training] of modes) module.training = training;
     }
     const width = batch === 0 ? length : rows[0].length;
-    return uploadOn(rows.flat(), [batch, width], ids, "int32");
+    return uploadOn(rows.flat(), [batch, width], inputIds, "int32");
   }
 
   /**

@@ -34,13 +34,16 @@ export function activationModule(name: Activation): Module {
   return new GELU(name === "gelu" ? "none" : "tanh");
 }
 
-/** Token ids [B, T] (or [T]) as int32 [B, T]; names the model in the error. */
-export function checkTokenIds(label: string, name: string, ids: Tensor, maxLength: number): Tensor {
+/**
+ * Token ids [B, T] (or [T]) checked as int32 of 1 to maxLength positions, naming the model in the error; their
+ * [B, T]. Nothing is allocated: a caller outside a tidy leaks no view of [T] ids.
+ */
+export function checkTokenIds(label: string, name: string, ids: Tensor, maxLength: number): [number, number] {
   if (ids.dtype !== "int32") throw new DTypeError(`${label}: ${name} has dtype ${ids.dtype}, expected int32`);
   if (ids.rank !== 1 && ids.rank !== 2) throw new ShapeError(`${label}: ${name} has shape [${ids.shape}], expected [batch, length] or [length]`);
   const length = ids.shape[ids.rank - 1];
   if (length < 1 || length > maxLength) throw new ShapeError(`${label}: ${name} has length ${length}, the model takes 1 to ${maxLength} positions`);
-  return ids.rank === 1 ? reshape(ids, [1, length]) : ids;
+  return [ids.rank === 1 ? 1 : ids.shape[0], length];
 }
 
 /** [B, T, H * hd] -> [B, H, T, hd]. */

@@ -1,4 +1,4 @@
-import { cast, randint, reshape, slice, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
+import { cast, memory, randint, reshape, slice, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
 import { loadSafetensors } from "@blocksparse/format/node";
 import { BertModel, ConfigError, GPT2LMHeadModel, type GenerateOptions, loadCheckpointTensors, RobertaModel } from "@blocksparse/models";
 import { fromPretrained, readConfig } from "@blocksparse/models/node";
@@ -97,5 +97,44 @@ describe("inputs nobody tuned for", () => {
     expect(model.generate(ids, { maxNewTokens: 2, eosTokenId: 95 }).shape[1]).toBeLessThanOrEqual(5);
     // maxNewTokens may reach the model's positions exactly.
     expect(model.generate(reshape(ids, [3]), { maxNewTokens: 29 }).shape).toEqual([1, 32]);
+  });
+
+  it("generate refuses prompt ids outside the vocabulary, naming the token (a GPU's gather reads zeros for them)", async () => {
+    const model = (await fromPretrained(fixtures("gpt2"))) as GPT2LMHeadModel;
+    const cases: [number[], RegExp][] = [
+      [[5, 96, 7], /generate: inputIds' token 96 is outside the vocabulary of 96 tokens/],
+      [[5, 50256, 7], /inputIds' token 50256 is outside the vocabulary/],
+      [[5, -1, 7], /generate: inputIds' token must be an integer >= 0, got -1/],
+    ];
+    for (const [values, message] of cases) {
+      const ids = tensor(values, [1, 3], "int32");
+      const mask = tensor([1, 1, 1], [1, 3], "int32");
+      expect(() => model.generate(ids, { maxNewTokens: 2 })).toThrow(ValueError);
+      expect(() => model.generate(ids, { maxNewTokens: 2 })).toThrow(message);
+      expect(() => model.generate(ids, { maxNewTokens: 0, attentionMask: mask })).toThrow(message);
+      expect(leftBehind(() => model.generate(ids, { maxNewTokens: 2 }))).toBe(0);
+      for (const t of [ids, mask]) t.dispose();
+    }
+  });
+
+  it("ids given as [T] leave no tensor behind: the trunk's forward, loss and generate, with a mask and a cache", async () => {
+    const model = (await fromPretrained(fixtures("gpt2"))) as GPT2LMHeadModel;
+    const ids = tensor([3, 1, 4, 1], [4], "int32");
+    const mask = tensor([0, 1, 1, 1], [4], "int32");
+    const short = tensor([1, 1], [2], "int32");
+    const before = memory().numTensors;
+    model.transformer.forward(ids).dispose();
+    model.transformer.forward(ids, { attentionMask: mask }).dispose();
+    model.loss(ids, ids).dispose();
+    model.generate(ids, { maxNewTokens: 2 }).dispose();
+    model.generate(ids, { maxNewTokens: 2, attentionMask: mask, temperature: 1 }).dispose();
+    model.generate(ids, { maxNewTokens: 0 }).dispose();
+    model.generate(ids, { maxNewTokens: 2, staticCache: true }).dispose();
+    expect(memory().numTensors).toBe(before);
+    // Refused inputs leave nothing either.
+    expect(leftBehind(() => model.transformer.forward(ids, { attentionMask: short }))).toBe(0);
+    expect(leftBehind(() => model.loss(ids, ids, { attentionMask: short }))).toBe(0);
+    expect(leftBehind(() => model.generate(ids, { maxNewTokens: 29 }))).toBe(0);
+    for (const t of [ids, mask, short]) t.dispose();
   });
 });
