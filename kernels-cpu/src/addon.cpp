@@ -1,10 +1,12 @@
 // N-API binding of the CPU kernels. Every function checks its arguments (types, sizes against the
-// arrays' lengths, index ranges) before any kernel runs, and throws an Error with a `code`:
+// arrays' lengths, index ranges, an output apart from every input) before any kernel runs, and
+// throws an Error with a `code`:
 // ERR_CPU_INVALID_ARGUMENT, ERR_CPU_SHAPE, ERR_CPU_INDEX or ERR_CPU_OUT_OF_MEMORY.
 #include <napi.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <mutex>
 #include <new>
 #include <string>
@@ -73,6 +75,31 @@ void checkSpan(Napi::Env env, const char* fn, const char* name, size_t length, i
   }
 }
 
+// The bytes a kernel reads or writes of one argument: `count` elements of `elementBytes` from element `offset`.
+struct Span {
+  const char* name;
+  uintptr_t begin;
+  uintptr_t end;
+};
+
+Span spanOf(const char* name, const void* data, int64_t offset, int64_t count, size_t elementBytes) {
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(data) + static_cast<uintptr_t>(offset) * elementBytes;
+  return Span{name, begin, begin + static_cast<uintptr_t>(count) * elementBytes};
+}
+
+// Throws unless the output's bytes are apart from every input's: the kernels read their inputs (and the pattern's
+// indices, checked once) after they start writing the output, so an output over an input is a wrong answer, or an
+// index changed past its check, never an in-place product.
+void checkApart(Napi::Env env, const char* fn, const Span& out, std::initializer_list<Span> inputs) {
+  if (out.begin == out.end) return;
+  for (const Span& in : inputs) {
+    if (in.begin < in.end && in.begin < out.end && out.begin < in.end) {
+      fail(env, "ERR_CPU_INVALID_ARGUMENT", std::string(fn) + ": " + out.name + " shares memory with " + in.name +
+                                                " (the output must not overlap an input; write it to a separate array)");
+    }
+  }
+}
+
 Napi::Int32Array indexField(Napi::Env env, const Napi::Object& pattern, const char* fn, const char* name) {
   return typedArray<int32_t, napi_int32_array>(env, pattern.Get(name), fn, name, "Int32Array");
 }
@@ -117,6 +144,10 @@ int64_t checkCompressed(Napi::Env env, const char* fn, const char* ptrName, cons
 struct CheckedPattern {
   BsrView view{};
   int64_t nnz = 0;
+  // The index entries the kernels read: the pointer array and the nnz entries of each index array.
+  Span pointers{};
+  Span indices{};
+  Span valueIndices{};
 };
 
 CheckedPattern checkPattern(Napi::Env env, const Napi::Value& value, const char* fn, bool columnWise) {
@@ -140,6 +171,8 @@ CheckedPattern checkPattern(Napi::Env env, const Napi::Value& value, const char*
     checked.nnz = checkCompressed(env, fn, "blockRowPtr", rowPtr, "blockColIdx", colIdx, blockRows, blockCols);
     w.blockRowPtr = rowPtr.Data();
     w.blockColIdx = colIdx.Data();
+    checked.pointers = spanOf("pattern.blockRowPtr", w.blockRowPtr, 0, blockRows + 1, sizeof(int32_t));
+    checked.indices = spanOf("pattern.blockColIdx", w.blockColIdx, 0, checked.nnz, sizeof(int32_t));
   }
   if (columnWise) {
     const Napi::Int32Array colPtr = indexField(env, pattern, fn, "blockColPtr");
@@ -157,6 +190,9 @@ CheckedPattern checkPattern(Napi::Env env, const Napi::Value& value, const char*
     w.blockColPtr = colPtr.Data();
     w.blockRowIdx = rowIdx.Data();
     w.valueIndex = valueIndex;
+    checked.pointers = spanOf("pattern.blockColPtr", w.blockColPtr, 0, blockCols + 1, sizeof(int32_t));
+    checked.indices = spanOf("pattern.blockRowIdx", w.blockRowIdx, 0, checked.nnz, sizeof(int32_t));
+    checked.valueIndices = spanOf("pattern.valueIndex", w.valueIndex, 0, checked.nnz, sizeof(int32_t));
   }
   return checked;
 }
@@ -209,6 +245,8 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   checkSpan(env, fn, "a", a.ElementLength(), aOffset, elementCount(env, fn, "a", m, k));
   checkSpan(env, fn, "b", b.ElementLength(), bOffset, elementCount(env, fn, "b", k, n));
   checkSpan(env, fn, "c", c.ElementLength(), cOffset, elementCount(env, fn, "c", m, n));
+  checkApart(env, fn, spanOf("c", c.Data(), cOffset, m * n, sizeof(float)),
+             {spanOf("a", a.Data(), aOffset, m * k, sizeof(float)), spanOf("b", b.Data(), bOffset, k * n, sizeof(float))});
   const MatrixView av = transposeA ? MatrixView{a.Data() + aOffset, 1, m} : MatrixView{a.Data() + aOffset, k, 1};
   const MatrixView bv = transposeB ? MatrixView{b.Data() + bOffset, 1, k} : MatrixView{b.Data() + bOffset, n, 1};
   runKernel(env, fn, [&] { bsk::gemm(av, bv, c.Data() + cOffset, n, m, n, k, false); });
@@ -232,6 +270,9 @@ Napi::Value BsrLinear(const Napi::CallbackInfo& info) {
   checkSpan(env, fn, "values", values.ElementLength(), 0, blockElements(env, fn, "values", pattern));
   if (hasBias) checkSpan(env, fn, "bias", bias.ElementLength(), 0, w.rows);
   checkSpan(env, fn, "y", y.ElementLength(), 0, elementCount(env, fn, "y", tokens, w.rows));
+  checkApart(env, fn, spanOf("y", y.Data(), 0, tokens * w.rows, sizeof(float)),
+             {spanOf("x", x.Data(), 0, tokens * w.cols, sizeof(float)), spanOf("values", values.Data(), 0, blockElements(env, fn, "values", pattern), sizeof(float)),
+              spanOf("bias", hasBias ? bias.Data() : nullptr, 0, hasBias ? w.rows : 0, sizeof(float)), pattern.pointers, pattern.indices});
   w.values = values.Data();
   runKernel(env, fn, [&] { bsk::bsrLinear(x.Data(), w, hasBias ? bias.Data() : nullptr, y.Data(), tokens); });
   return env.Undefined();
@@ -251,6 +292,9 @@ Napi::Value BsrMatmul(const Napi::CallbackInfo& info) {
   checkSpan(env, fn, "dy", dy.ElementLength(), 0, elementCount(env, fn, "dy", tokens, w.rows));
   checkSpan(env, fn, "values", values.ElementLength(), 0, blockElements(env, fn, "values", pattern));
   checkSpan(env, fn, "dx", dx.ElementLength(), 0, elementCount(env, fn, "dx", tokens, w.cols));
+  checkApart(env, fn, spanOf("dx", dx.Data(), 0, tokens * w.cols, sizeof(float)),
+             {spanOf("dy", dy.Data(), 0, tokens * w.rows, sizeof(float)), spanOf("values", values.Data(), 0, blockElements(env, fn, "values", pattern), sizeof(float)),
+              pattern.pointers, pattern.indices, pattern.valueIndices});
   w.values = values.Data();
   runKernel(env, fn, [&] { bsk::bsrMatmul(dy.Data(), w, dx.Data(), tokens); });
   return env.Undefined();
@@ -270,6 +314,9 @@ Napi::Value SampledMatmul(const Napi::CallbackInfo& info) {
   checkSpan(env, fn, "dy", dy.ElementLength(), 0, elementCount(env, fn, "dy", tokens, w.rows));
   checkSpan(env, fn, "x", x.ElementLength(), 0, elementCount(env, fn, "x", tokens, w.cols));
   checkSpan(env, fn, "dw", dw.ElementLength(), 0, blockElements(env, fn, "dw", pattern));
+  checkApart(env, fn, spanOf("dw", dw.Data(), 0, blockElements(env, fn, "dw", pattern), sizeof(float)),
+             {spanOf("dy", dy.Data(), 0, tokens * w.rows, sizeof(float)), spanOf("x", x.Data(), 0, tokens * w.cols, sizeof(float)), pattern.pointers,
+              pattern.indices});
   runKernel(env, fn, [&] { bsk::sampledMatmul(dy.Data(), x.Data(), w, dw.Data(), tokens); });
   return env.Undefined();
 }

@@ -1,9 +1,24 @@
 import type { AttentionBackwardInputs, AttentionOnArrays, AttentionSizes, JsBackend, KernelArgs, KernelTable, ProductCompute, TensorInfo } from "@blocksparse/core";
 import { packedAttentionKernels, sizeOf } from "@blocksparse/core";
 
+/** Floats of one block of scores (16 MiB): attention takes as many query rows at a time as fit, one at least. */
+export const ATTENTION_SCRATCH_FLOATS = 2 ** 22;
+
 /** Row i of a batch matrix keeps keys [0, kept): all n, or under causal masking j <= i + n - m. */
 function keptKeys(i: number, m: number, n: number, causal: boolean): number {
   return causal ? Math.min(n, i + n - m + 1) : n;
+}
+
+/** Whether x[at..at + length) holds no NaN or infinity. */
+function allFinite(x: Float32Array, at: number, length: number): boolean {
+  for (let i = at; i < at + length; i++) if (!Number.isFinite(x[i])) return false;
+  return true;
+}
+
+/** The last of `rows` rows of d values from `offset` holding a NaN or an infinity, or -1. */
+function lastNonFiniteRow(x: Float32Array, offset: number, rows: number, d: number): number {
+  for (let j = rows - 1; j >= 0; j--) if (!allFinite(x, offset + j * d, d)) return j;
+  return -1;
 }
 
 /** sum_c a[aAt + c] b[bAt + c] in float64. */
@@ -16,15 +31,21 @@ function dot64(a: Float32Array, aAt: number, b: Float32Array, bAt: number, d: nu
 /**
  * Attention and its backward through the native matmul: per batch matrix, the products (q k^T and P v forward; q k^T
  * again, P^T dout, dout v^T, dS k and dS^T q backward) by the addon and the softmax rows between them in float64, one
- * [M, N] float32 scratch per batch matrix at a time. The js backend's own kernels (core) make nothing of size [M, N]
- * but compute every product in JavaScript: on this backend they were 5-10x slower than the unfused matmul and softmax
- * at [2, 8, 256, 64]. These are 2.7x faster than the unfused ops forward and 1.9x forward + backward there (a 2-core
- * Xeon; `benchmarks/src/attention.ts --backend cpu`). PackedAttention and its backward run the same products on
- * contiguous copies of the heads (core's packedAttentionKernels).
+ * block of query rows at a time, so the float32 scores stay within `scratchFloats` (one row at least) whatever M and N:
+ * a long sequence needs no [M, N] buffer (70000 tokens would take 4.9e9 floats, more than a typed array holds). The js
+ * backend's own kernels (core) make nothing of size [M, N] but compute every product in JavaScript: on this backend
+ * they were 5-10x slower than the unfused matmul and softmax at [2, 8, 256, 64]. These are 2.7x faster than the
+ * unfused ops forward and 1.9x forward + backward there (a 2-core Xeon; `benchmarks/src/attention.ts --backend cpu`).
+ * PackedAttention and its backward run the same products on contiguous copies of the heads (core's
+ * packedAttentionKernels).
  */
-export function attentionKernels(products: ProductCompute): Required<Pick<KernelTable<JsBackend>, "Attention" | "AttentionBackward" | "PackedAttention" | "PackedAttentionBackward">> {
+export function attentionKernels(
+  products: ProductCompute,
+  scratchFloats: number = ATTENTION_SCRATCH_FLOATS,
+): Required<Pick<KernelTable<JsBackend>, "Attention" | "AttentionBackward" | "PackedAttention" | "PackedAttentionBackward">> {
   /**
-   * P = exp(scale s - lse) over each row's kept keys, 0 elsewhere, in place over the scores s of one batch matrix.
+   * P = exp(scale s - lse) over each row's kept keys, 0 elsewhere, in place over the scores s of `rows` query rows of
+   * one batch matrix from row `first` (qOffset and lseOffset point at row 0 of the batch matrix).
    * Each row's scaled scores are first taken into `row64` (float64); computing lse, each exponential is kept there
    * and divided by the row's sum. A row whose float32 product overflowed (an infinite or NaN score) has its scores
    * recomputed in float64 from q and k, as the js backend computes every score: q k^T of about 1e39 is finite there.
@@ -39,6 +60,8 @@ export function attentionKernels(products: ProductCompute): Required<Pick<Kernel
     d: number,
     lse: Float32Array,
     lseOffset: number,
+    first: number,
+    rows: number,
     m: number,
     n: number,
     scale: number,
@@ -46,8 +69,9 @@ export function attentionKernels(products: ProductCompute): Required<Pick<Kernel
     computeLse: boolean,
   ) => {
     if (row64.length < n) row64 = new Float64Array(n);
-    for (let i = 0; i < m; i++) {
-      const row = i * n;
+    for (let r = 0; r < rows; r++) {
+      const i = first + r;
+      const row = r * n;
       const kept = keptKeys(i, m, n, causal);
       let finite = true;
       for (let j = 0; j < kept; j++) {
@@ -82,13 +106,75 @@ export function attentionKernels(products: ProductCompute): Required<Pick<Kernel
     const rank = q.shape.length;
     return { heads: sizeOf(q.shape.slice(0, -2)), m: q.shape[rank - 2], n: k.shape[rank - 2], d: q.shape[rank - 1] };
   };
+  /** Query rows per block: as many as `scratchFloats` holds of N scores each, one at least, at most M. */
+  const blockRows = (m: number, n: number) => Math.max(1, Math.min(m, Math.floor(scratchFloats / Math.max(n, 1))));
+  /** dst[at..at + length) += src[0..length). */
+  const addInto = (dst: Float32Array, at: number, src: Float32Array, length: number) => {
+    for (let i = 0; i < length; i++) dst[at + i] += src[i];
+  };
+  // Under causal masking a masked key's score is an exact 0 in the products' sums, and 0 times an infinite or NaN key,
+  // value, query or output gradient is NaN, where the js backend sums each row's kept keys only: a non-finite entry
+  // would reach rows or keys it is masked from. The few rows and keys it touches are summed over the kept keys instead.
+  let sum64 = new Float64Array(0);
+  /**
+   * Row-side products (out = P v, dq = dS k) over block rows [first, first + rows): each row whose kept keys end at or
+   * before `lastNonFinite` (a key of y with a non-finite value) is recomputed as sum_{j < kept} x[r, j] y[j, :].
+   */
+  const keptRowSums = (x: Float32Array, y: Float32Array, yOffset: number, result: Float32Array, resultOffset: number, first: number, rows: number, m: number, n: number, d: number, lastNonFinite: number) => {
+    if (lastNonFinite < 0) return;
+    if (sum64.length < d) sum64 = new Float64Array(d);
+    for (let r = 0; r < rows; r++) {
+      const kept = keptKeys(first + r, m, n, true);
+      if (kept > lastNonFinite) continue;
+      sum64.fill(0, 0, d);
+      for (let j = 0; j < kept; j++) {
+        const weight = x[r * n + j];
+        for (let c = 0; c < d; c++) sum64[c] += weight * y[yOffset + j * d + c];
+      }
+      for (let c = 0; c < d; c++) result[resultOffset + r * d + c] = sum64[c];
+    }
+  };
+  let cleanRows = new Float32Array(0);
+  /**
+   * Key-side products (dv = P^T dout, dk = dS^T q) of block rows [first, first + rows) into c at cOffset: a row of z
+   * with a non-finite value that masks some key is left out of the product (zeroed in a copy) and its x[r, j] z[r, :]
+   * added to the kept keys j only.
+   */
+  const keySums = (x: Float32Array, z: Float32Array, zOffset: number, c: Float32Array, cOffset: number, first: number, rows: number, m: number, n: number, d: number, causal: boolean) => {
+    const masking: number[] = [];
+    for (let r = 0; causal && r < rows; r++) {
+      if (keptKeys(first + r, m, n, true) < n && !allFinite(z, zOffset + r * d, d)) masking.push(r);
+    }
+    let [b, bOffset] = [z, zOffset];
+    if (masking.length > 0) {
+      if (cleanRows.length < rows * d) cleanRows = new Float32Array(rows * d);
+      cleanRows.set(z.subarray(zOffset, zOffset + rows * d));
+      for (const r of masking) cleanRows.fill(0, r * d, (r + 1) * d);
+      [b, bOffset] = [cleanRows, 0];
+    }
+    products.matmulF32({ a: x, b, bOffset, c, cOffset, m: n, n: d, k: rows, transposeA: true });
+    for (const r of masking) {
+      const kept = keptKeys(first + r, m, n, true);
+      for (let j = 0; j < kept; j++) {
+        const weight = x[r * n + j];
+        for (let col = 0; col < d; col++) c[cOffset + j * d + col] += weight * z[zOffset + r * d + col];
+      }
+    }
+  };
   const onArrays: AttentionOnArrays = {
     forward(qs, ks, vs, out, lse, { heads, m, n, d }, scale, causal) {
-      const s = new Float32Array(m * n);
+      const rowsPerBlock = blockRows(m, n);
+      const s = new Float32Array(rowsPerBlock * n);
       for (let b = 0; b < heads && m > 0; b++) {
-        products.matmulF32({ a: qs, aOffset: b * m * d, b: ks, bOffset: b * n * d, c: s, m, n, k: d, transposeB: true });
-        probabilities(s, qs, b * m * d, ks, b * n * d, d, lse, b * m, m, n, scale, causal, true);
-        products.matmulF32({ a: s, b: vs, bOffset: b * n * d, c: out, cOffset: b * m * d, m, n: d, k: n });
+        const [qOffset, kOffset] = [b * m * d, b * n * d];
+        const lastNonFiniteValue = causal ? lastNonFiniteRow(vs, kOffset, n, d) : -1;
+        for (let i0 = 0; i0 < m; i0 += rowsPerBlock) {
+          const rows = Math.min(rowsPerBlock, m - i0);
+          products.matmulF32({ a: qs, aOffset: qOffset + i0 * d, b: ks, bOffset: kOffset, c: s, m: rows, n, k: d, transposeB: true });
+          probabilities(s, qs, qOffset, ks, kOffset, d, lse, b * m, i0, rows, m, n, scale, causal, true);
+          products.matmulF32({ a: s, b: vs, bOffset: kOffset, c: out, cOffset: qOffset + i0 * d, m: rows, n: d, k: n });
+          keptRowSums(s, vs, kOffset, out, qOffset + i0 * d, i0, rows, m, n, d, lastNonFiniteValue);
+        }
       }
     },
     backward([gs, qs, ks, vs, os, ls], [dq, dk, dv], { heads, m, n, d }, scale, causal) {
@@ -97,23 +183,38 @@ export function attentionKernels(products: ProductCompute): Required<Pick<Kernel
         dk.fill(0);
         dv.fill(0);
       }
-      const p = new Float32Array(m * n);
-      const ds = new Float32Array(m * n);
+      const rowsPerBlock = blockRows(m, n);
+      const p = new Float32Array(rowsPerBlock * n);
+      const ds = new Float32Array(rowsPerBlock * n);
+      // A later block's share of dk and dv, added to the first block's (the native matmul does not accumulate).
+      const share = new Float32Array(rowsPerBlock < m ? n * d : 0);
       for (let b = 0; b < heads && m > 0; b++) {
         const [qOffset, kOffset] = [b * m * d, b * n * d];
-        products.matmulF32({ a: qs, aOffset: qOffset, b: ks, bOffset: kOffset, c: p, m, n, k: d, transposeB: true });
-        probabilities(p, qs, qOffset, ks, kOffset, d, ls, b * m, m, n, scale, causal, false);
-        products.matmulF32({ a: p, b: gs, bOffset: qOffset, c: dv, cOffset: kOffset, m: n, n: d, k: m, transposeA: true });
-        products.matmulF32({ a: gs, aOffset: qOffset, b: vs, bOffset: kOffset, c: ds, m, n, k: d, transposeB: true });
-        // dS scale = P (dP - Di) scale, Di = sum_c dout[i, c] out[i, c].
-        for (let i = 0; i < m; i++) {
-          let di = 0;
-          for (let c = 0; c < d; c++) di += gs[qOffset + i * d + c] * os[qOffset + i * d + c];
-          const row = i * n;
-          for (let j = 0; j < n; j++) ds[row + j] = p[row + j] * (ds[row + j] - di) * scale;
+        const lastNonFiniteKey = causal ? lastNonFiniteRow(ks, kOffset, n, d) : -1;
+        for (let i0 = 0; i0 < m; i0 += rowsPerBlock) {
+          const rows = Math.min(rowsPerBlock, m - i0);
+          const rowsOffset = qOffset + i0 * d;
+          // The first block writes dk and dv, a later one its share, then added.
+          const [dvAt, dkAt, at] = i0 === 0 ? [dv, dk, kOffset] : [share, share, 0];
+          products.matmulF32({ a: qs, aOffset: rowsOffset, b: ks, bOffset: kOffset, c: p, m: rows, n, k: d, transposeB: true });
+          probabilities(p, qs, qOffset, ks, kOffset, d, ls, b * m, i0, rows, m, n, scale, causal, false);
+          keySums(p, gs, rowsOffset, dvAt, at, i0, rows, m, n, d, causal);
+          if (i0 > 0) addInto(dv, kOffset, share, n * d);
+          products.matmulF32({ a: gs, aOffset: rowsOffset, b: vs, bOffset: kOffset, c: ds, m: rows, n, k: d, transposeB: true });
+          // dS scale = P (dP - Di) scale over the kept keys, Di = sum_c dout[i, c] out[i, c]; 0 at the masked ones.
+          for (let r = 0; r < rows; r++) {
+            let di = 0;
+            for (let col = 0; col < d; col++) di += gs[rowsOffset + r * d + col] * os[rowsOffset + r * d + col];
+            const row = r * n;
+            const kept = keptKeys(i0 + r, m, n, causal);
+            for (let j = 0; j < kept; j++) ds[row + j] = p[row + j] * (ds[row + j] - di) * scale;
+            ds.fill(0, row + kept, row + n);
+          }
+          products.matmulF32({ a: ds, b: ks, bOffset: kOffset, c: dq, cOffset: rowsOffset, m: rows, n: d, k: n });
+          keptRowSums(ds, ks, kOffset, dq, rowsOffset, i0, rows, m, n, d, lastNonFiniteKey);
+          keySums(ds, qs, rowsOffset, dkAt, at, i0, rows, m, n, d, causal);
+          if (i0 > 0) addInto(dk, kOffset, share, n * d);
         }
-        products.matmulF32({ a: ds, b: ks, bOffset: kOffset, c: dq, cOffset: qOffset, m, n: d, k: n });
-        products.matmulF32({ a: ds, b: qs, bOffset: qOffset, c: dk, cOffset: kOffset, m: n, n: d, k: m, transposeA: true });
       }
     },
   };

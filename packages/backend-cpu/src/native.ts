@@ -1,8 +1,8 @@
 /**
  * The native addon's interface (kernels-cpu/src/addon.cpp), typed end to end. Every function checks
- * its arguments (types, sizes against the arrays' lengths, index ranges) before any kernel runs and
- * throws a `NativeError` (an Error with a `code`) when one is wrong. Products are float32; the
- * backend widens half inputs and rounds half outputs around them.
+ * its arguments (types, sizes against the arrays' lengths, index ranges, an output apart from every
+ * input) before any kernel runs and throws a `NativeError` (an Error with a `code`) when one is
+ * wrong. Products are float32; the backend widens half inputs and rounds half outputs around them.
  */
 
 /** How the addon was built and what it runs on. */

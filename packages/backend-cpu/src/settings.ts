@@ -10,6 +10,9 @@ import type { NativeAddon, NativeIsa } from "./native";
 
 const ISAS: readonly NativeIsa[] = ["avx512", "avx2", "scalar"];
 
+/** The most threads the pool runs on. */
+const MAX_THREADS = 4096;
+
 function addon(): NativeAddon {
   const load = loadAddon();
   if (load.addon === null) throw new BackendError(`cpu: ${load.reason}`);
@@ -21,7 +24,7 @@ export function defaultCpuThreads(): number {
   const text = process.env.BLOCKSPARSE_CPU_THREADS;
   if (text === undefined || text === "") return availableParallelism();
   const n = Number(text);
-  if (!Number.isInteger(n) || n < 1) throw new ValueError(`BLOCKSPARSE_CPU_THREADS must be a positive integer, got '${text}'`);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_THREADS) throw new ValueError(`BLOCKSPARSE_CPU_THREADS must be an integer in [1, ${MAX_THREADS}], got '${text}'`);
   return n;
 }
 
@@ -31,8 +34,8 @@ export function defaultCpuThreads(): number {
  * restored and a BackendError says how many started.
  */
 export function setCpuThreads(threads: number = defaultCpuThreads()): number {
-  if (!Number.isInteger(threads) || threads < 1 || threads > 4096) {
-    throw new ValueError(`setCpuThreads: threads must be an integer in [1, 4096], got ${threads}`);
+  if (!Number.isInteger(threads) || threads < 1 || threads > MAX_THREADS) {
+    throw new ValueError(`setCpuThreads: threads must be an integer in [1, ${MAX_THREADS}], got ${threads}`);
   }
   const previous = cpuThreads();
   const started = addon().setThreads(threads);
@@ -59,9 +62,11 @@ export function setCpuIsa(isa: NativeIsa): void {
   if (!addon().setIsa(isa)) throw new ValueError(`setCpuIsa: this CPU cannot run '${isa}' (still using '${cpuIsa()}')`);
 }
 
-/** Applies BLOCKSPARSE_CPU_THREADS and BLOCKSPARSE_CPU_ISA (when set); throws ValueError on a bad value. */
+/** Applies BLOCKSPARSE_CPU_THREADS and BLOCKSPARSE_CPU_ISA (when set); throws a ValueError naming the variable on a bad value. */
 export function applyEnvironmentSettings(): void {
   setCpuThreads(defaultCpuThreads());
   const isa = process.env.BLOCKSPARSE_CPU_ISA;
-  if (isa !== undefined && isa !== "") setCpuIsa(isa as NativeIsa);
+  if (isa === undefined || isa === "") return;
+  if (!ISAS.includes(isa as NativeIsa)) throw new ValueError(`BLOCKSPARSE_CPU_ISA must be one of ${ISAS.join(", ")}, got '${isa}'`);
+  if (!addon().setIsa(isa as NativeIsa)) throw new ValueError(`BLOCKSPARSE_CPU_ISA is '${isa}', which this CPU cannot run (it runs '${cpuIsa()}'); unset it or pick another`);
 }

@@ -1,10 +1,24 @@
 /**
  * Attention on the cpu backend runs through the native matmul (src/attention.ts), not the js backend's kernels that
  * compute every product in JavaScript: its results against the js backend's (float64 sums) at sizes where the native
- * products take their tiled paths, causal and not, fewer queries than keys, float32 and bfloat16, outputs poisoned.
+ * products take their tiled paths, causal and not, fewer queries than keys, float32 and bfloat16, outputs poisoned; and
+ * in blocks of query rows, so no scratch of [M, N] scores is made.
  */
-import { type DType, attentionBackward, attentionWithStats, getBackendInstance, jsKernels, setBackend, tensorOn, tidy } from "@blocksparse/core";
+import {
+  type DType,
+  type ProductCompute,
+  type TensorInfo,
+  attentionBackward,
+  attentionWithStats,
+  getBackendInstance,
+  jsKernels,
+  setBackend,
+  tensorOn,
+  tidy,
+} from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/core/testing";
+import { attentionKernels } from "../src/attention";
+import { cpuBackend, nativeCompute } from "../src/index";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cpuMissing, reportCpuAvailability } from "./cpu";
 
@@ -98,4 +112,102 @@ describe.skipIf(cpuMissing)("cpu attention", () => {
       });
     }
   });
+});
+
+/** forwardBackward through the kernels `attentionKernels` makes of `products`, on the cpu backend's tensors. */
+function kernelsForwardBackward(
+  products: ProductCompute,
+  scratchFloats: number,
+  inputs: { q: number[]; k: number[]; v: number[]; g: number[] },
+  [heads, m, n, d]: number[],
+  causal: boolean,
+): number[][] {
+  const backend = cpuBackend();
+  const kernels = attentionKernels(products, scratchFloats);
+  const attrs = { causal, scale: 1 / Math.sqrt(d) };
+  return tidy(() => {
+    const upload = (x: number[], rows: number) => tensorOn(backend, x, [heads, rows, d], "float32");
+    const [q, k, v, dout] = [upload(inputs.q, m), upload(inputs.k, n), upload(inputs.v, n), upload(inputs.g, m)];
+    const [out, lse] = kernels.Attention({ inputs: { q, k, v }, attrs, backend });
+    const grads = kernels.AttentionBackward({ inputs: { dout, q, k, v, out, lse }, attrs, backend });
+    const results: TensorInfo[] = [out, lse, ...grads];
+    const read = results.map((info) => Array.from(backend.readSync(info.dataId)));
+    for (const info of results) backend.free(info.dataId);
+    return read;
+  });
+}
+
+describe.skipIf(cpuMissing)("cpu attention in blocks of query rows", () => {
+  // 64 floats of scores at a time: blocks of 1 to 7 rows here, a last block shorter than the others, N over the budget.
+  const scratchFloats = 64;
+  const cases: [heads: number, m: number, n: number, d: number, causal: boolean][] = [
+    [2, 37, 20, 8, false],
+    [2, 13, 40, 5, true],
+    [3, 9, 9, 3, true],
+    [1, 1, 30, 4, true],
+    [1, 5, 100, 4, false],
+  ];
+  for (const [heads, m, n, d, causal] of cases) {
+    it(`[${heads}] M=${m} N=${n} D=${d}${causal ? " causal" : ""}: no product makes more than ${scratchFloats} scores, and the results match js`, () => {
+      setBackend("cpu");
+      const native = nativeCompute(cpuBackend().addon);
+      // Every product with a scores-sized output (q k^T, dout v^T: B transposed), as rows x N.
+      const scoreProducts: number[] = [];
+      const recording: ProductCompute = {
+        ...native,
+        matmulF32: (args) => {
+          if (args.transposeB) scoreProducts.push(args.m * args.n);
+          native.matmulF32(args);
+        },
+      };
+      const rng = new SeededRandom(heads * 1000 + m * 31 + n);
+      const values = (rows: number) => Array.from({ length: heads * rows * d }, () => rng.uniform(-1.5, 1.5));
+      const inputs = { q: values(m), k: values(n), v: values(n), g: values(m) };
+      const cpu = kernelsForwardBackward(recording, scratchFloats, inputs, [heads, m, n, d], causal);
+      expect(scoreProducts.length).toBeGreaterThan(0);
+      expect(Math.max(...scoreProducts)).toBeLessThanOrEqual(Math.max(scratchFloats, n));
+      const js = forwardBackward("js", inputs, [heads, m, n, d], "float32", { causal });
+      ["out", "lse", "dq", "dk", "dv"].forEach((name, i) => {
+        expect(relativeError(cpu[i], js[i]), name).toBeLessThanOrEqual(1e-5);
+      });
+    });
+  }
+});
+
+describe.skipIf(cpuMissing)("cpu causal attention with a non-finite entry", () => {
+  // A NaN or infinity reaches exactly the outputs and gradients it reaches on js: never a row or key it is masked from
+  // (a masked score is 0 in the products, and 0 times it is NaN).
+  const [heads, m, n, d] = [2, 6, 8, 3];
+  const cases: { name: string; poison: (inputs: { q: number[]; k: number[]; v: number[]; g: number[] }) => void }[] = [
+    { name: "a value of the last key NaN", poison: ({ v }) => (v[(n - 1) * d] = Number.NaN) },
+    { name: "a value of a middle key infinite", poison: ({ v }) => (v[n * d + 5 * d + 1] = Number.POSITIVE_INFINITY) },
+    { name: "the last key infinite", poison: ({ k }) => (k[(n - 1) * d + 2] = Number.POSITIVE_INFINITY) },
+    { name: "the first query NaN", poison: ({ q }) => (q[0] = Number.NaN) },
+    { name: "an output gradient of the second query -infinity", poison: ({ g }) => (g[m * d + d] = Number.NEGATIVE_INFINITY) },
+  ];
+  for (const { name, poison } of cases) {
+    it(`${name}: non-finite where js is, the same values elsewhere, in one block of rows and in several`, () => {
+      setBackend("cpu");
+      const rng = new SeededRandom(name.length);
+      const values = (rows: number) => Array.from({ length: heads * rows * d }, () => rng.uniform(-1.5, 1.5));
+      const inputs = { q: values(m), k: values(n), v: values(n), g: values(m) };
+      poison(inputs);
+      const js = forwardBackward("js", inputs, [heads, m, n, d], "float32", { causal: true });
+      const runs = {
+        backend: forwardBackward("cpu", inputs, [heads, m, n, d], "float32", { causal: true }),
+        "blocks of 2 rows": kernelsForwardBackward(nativeCompute(cpuBackend().addon), 2 * n, inputs, [heads, m, n, d], true),
+      };
+      for (const [run, cpu] of Object.entries(runs)) {
+        ["out", "lse", "dq", "dk", "dv"].forEach((output, i) => {
+          const what = `${run}: ${output}`;
+          // NaN, Infinity and -Infinity at the same places; the finite values close.
+          const nonFinite = (x: number[]) => x.map((value) => (Number.isFinite(value) ? "finite" : String(value)));
+          expect(nonFinite(cpu[i]), what).toEqual(nonFinite(js[i]));
+          expect(js[i].some(Number.isFinite), `js ${output} has finite entries`).toBe(true);
+          const finite = (x: number[]) => x.map((value) => (Number.isFinite(value) ? value : 0));
+          expect(relativeError(finite(cpu[i]), finite(js[i])), what).toBeLessThanOrEqual(1e-5);
+        });
+      }
+    });
+  }
 });

@@ -1,7 +1,9 @@
 import { spawnSync } from "node:child_process";
 import { BackendError, BsrPattern, IndexError, ShapeError, ValueError, matmul, ones, setBackend } from "@blocksparse/core";
-import { cpuBackend, cpuThreads, defaultCpuThreads, nativeCompute, setCpuIsa, setCpuThreads } from "../src/index";
+import { cpuBackend, cpuIsa, cpuThreads, defaultCpuThreads, nativeCompute, setCpuIsa, setCpuThreads } from "../src/index";
+import { applyEnvironmentSettings } from "../src/settings";
 import type { NativeIsa } from "../src/native";
+import { SeededRandom } from "@blocksparse/core/testing";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { cpuMissing, reportCpuAvailability } from "./cpu";
 
@@ -31,6 +33,10 @@ describe.skipIf(cpuMissing)("thread count and instruction set", () => {
     expect(setCpuThreads()).toBe(3);
     process.env.BLOCKSPARSE_CPU_THREADS = "two";
     expect(() => defaultCpuThreads()).toThrow(ValueError);
+    // More than the pool runs on: the variable named, not a setCpuThreads the user never called.
+    process.env.BLOCKSPARSE_CPU_THREADS = "5000";
+    expect(() => defaultCpuThreads()).toThrow(/BLOCKSPARSE_CPU_THREADS must be an integer in \[1, 4096\], got '5000'/);
+    expect(() => setCpuThreads()).toThrow(/BLOCKSPARSE_CPU_THREADS/);
     expect(() => setCpuThreads(0)).toThrow(/threads must be an integer/);
     expect(() => setCpuThreads(1.5)).toThrow(ValueError);
   });
@@ -77,6 +83,19 @@ describe.skipIf(cpuMissing)("thread count and instruction set", () => {
     expect([result.c0, result.c1]).toEqual([64, 64]);
   });
 
+  it("a bad BLOCKSPARSE_CPU_ISA is a ValueError naming the variable", () => {
+    const savedIsa = process.env.BLOCKSPARSE_CPU_ISA;
+    const isa = cpuIsa();
+    try {
+      process.env.BLOCKSPARSE_CPU_ISA = "sse9";
+      expect(() => applyEnvironmentSettings()).toThrow(/BLOCKSPARSE_CPU_ISA must be one of avx512, avx2, scalar, got 'sse9'/);
+      expect(cpuIsa()).toBe(isa);
+    } finally {
+      if (savedIsa === undefined) delete process.env.BLOCKSPARSE_CPU_ISA;
+      else process.env.BLOCKSPARSE_CPU_ISA = savedIsa;
+    }
+  });
+
   it("rejects an instruction set it does not know", () => {
     expect(() => setCpuIsa("sse9" as NativeIsa)).toThrow(/isa must be one of/);
     expect(cpuBackend().build.isa).toMatch(/^(avx512|avx2|scalar)$/);
@@ -121,6 +140,48 @@ describe.skipIf(cpuMissing)("the addon checks its arguments before any kernel ru
     const dy = new Float32Array(128);
     expect(() => compute().sampledMatmulF32({ ...rowWise, dy, dyOffset: -64, x, dw: values, tokens: 1 })).toThrow(/dyOffset/);
     expect(() => compute().bsrMatmulF32({ ...index, ...pattern.columnIndex, dy, values, dx: x, dxOffset: Number.NaN, tokens: 1 })).toThrow(/dxOffset/);
+  });
+
+  it("an output that shares memory with an input is a ValueError naming both, not a wrong answer; arrays side by side in one buffer are fine", () => {
+    const rng = new SeededRandom(3);
+    const random = (length: number) => Float32Array.from({ length }, () => rng.uniform(-1, 1));
+    // In place: C over A, with A read again for each panel and K slice after C's first rows were written.
+    const [m, k] = [300, 600];
+    const a = random(m * k);
+    const b = random(k * k);
+    expect(() => compute().matmulF32({ a, b, c: a, m, n: k, k })).toThrow(ValueError);
+    expect(() => compute().matmulF32({ a, b, c: a, m, n: k, k })).toThrow(/matmul: c shares memory with a/);
+    // C overlapping the end of B, through another view of B's buffer.
+    const shared = random(2 * 64 * 64);
+    const tail = new Float32Array(shared.buffer, 4 * 64 * 64 - 4);
+    expect(() => compute().matmulF32({ a: random(64 * 64), b: shared, c: tail, m: 64, n: 64, k: 64 })).toThrow(/c shares memory with b/);
+    // A and C side by side in one array: no overlap, and the product is right.
+    const both = random(2 * 16 * 16);
+    const square = random(16 * 16);
+    const expected = new Float32Array(16 * 16);
+    compute().matmulF32({ a: both.slice(0, 16 * 16), b: square, c: expected, m: 16, n: 16, k: 16 });
+    compute().matmulF32({ a: both, b: square, c: both, cOffset: 16 * 16, m: 16, n: 16, k: 16 });
+    expect(both.subarray(16 * 16)).toEqual(expected);
+
+    const x = random(64 * 64);
+    expect(() => compute().bsrLinearF32({ ...rowWise, x, values: random(4 * 32 * 32), y: x, tokens: 64 })).toThrow(/bsrLinear: y shares memory with x/);
+    const values = random(4 * 32 * 32);
+    const dxOverValues = new Float32Array(values.buffer, 0, 16 * 64);
+    expect(() => compute().bsrMatmulF32({ ...index, ...pattern.columnIndex, dy: random(16 * 64), values, dx: dxOverValues, tokens: 16 })).toThrow(
+      /bsrMatmul: dx shares memory with values/,
+    );
+    const dy = random(64 * 64);
+    const dwOverDy = new Float32Array(dy.buffer, 0, 4 * 32 * 32);
+    expect(() => compute().sampledMatmulF32({ ...rowWise, dy, x: random(64 * 64), dw: dwOverDy, tokens: 64 })).toThrow(/sampledMatmul: dw shares memory with dy/);
+  });
+
+  it("an output over the pattern's indices is a ValueError: an index cannot change after its check", () => {
+    // y's floats would land on blockColIdx while the kernel still reads it.
+    const blockColIdx = Int32Array.from(pattern.blockColIdx);
+    const over = { ...rowWise, blockColIdx, x: new Float32Array(64), values: new Float32Array(4 * 32 * 32), y: new Float32Array(blockColIdx.buffer), tokens: 1 };
+    expect(() => compute().bsrLinearF32({ ...over, rows: 4, cols: 64, blockHeight: 2, blockWidth: 32, blockRowPtr: Int32Array.of(0, 2, 4) })).toThrow(
+      /y shares memory with pattern.blockColIdx/,
+    );
   });
 
   it("an index out of range is an IndexError, a wrong type or an unsupported option a ValueError", () => {
