@@ -28,11 +28,12 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // state kept across module.to(dtype) (68.7 KiB measured); 69 KiB until optimizers saved and loaded their state
   // (Optimizer.stateDict/loadStateDict, saveOptimizerState/loadOptimizerState, +1.3 KiB: 70.1 KiB measured); 70.5 KiB
   // until core's null options, rand's bounds and js's OutOfMemoryError (70.5 KiB measured; 70.99 with nn's to() moving
-  // gradients and core's tidy walking results at any depth, rand's cap below 1 and exact int32 sums).
-  it("format + core + autograd + nn stay within 71 KiB gzipped and evaluate no code", async () => {
+  // gradients and core's tidy walking results at any depth, rand's cap below 1 and exact int32 sums); 71 KiB until
+  // format's checks of seeds, std, null matrices and npz members and autograd's null seeds (70.997 KiB measured).
+  it("format + core + autograd + nn stay within 72 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(71);
+    expect(gzipKiB).toBeLessThanOrEqual(72);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
