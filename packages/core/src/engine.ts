@@ -511,6 +511,7 @@ export class Engine {
   // ------------------------------------------------------------------ scopes
 
   tidy<T>(fn: () => T): T {
+    if (typeof fn !== "function") throw new ValueError(`tidy: expected a function, got ${fn === null ? "null" : typeof fn}`);
     this.scopes.push({ tensors: new Set() });
     let result: T;
     try {
@@ -552,6 +553,7 @@ export class Engine {
   }
 
   keep<T extends Tensor>(tensor: T): T {
+    if (!(tensor instanceof Tensor)) throw new ValueError(`keep: expected a Tensor, got ${tensor === null ? "null" : typeof tensor}`);
     tensor.kept = true;
     for (const scope of this.scopes) scope.tensors.delete(tensor);
     this.watch(tensor);

@@ -98,6 +98,7 @@ export class Tensor {
 
   /** The single value of a one-element tensor. */
   item(): number {
+    this.throwIfDisposed("item");
     if (this.size !== 1) throw new ShapeError(`item: tensor has ${this.size} elements, expected exactly 1`);
     return this.dataSync()[0];
   }

@@ -84,13 +84,14 @@ export function tensor(data: TensorData, shape?: readonly number[], dtype?: DTyp
     const out: number[] = [];
     flatten(op, data, inferred, 0, out);
     flat = out;
-  } else if (ArrayBuffer.isView(data)) {
+  } else if (ArrayBuffer.isView(data) && !(data instanceof DataView || data instanceof BigInt64Array || data instanceof BigUint64Array)) {
     flat = data;
     inferred = [data.length];
   } else {
-    throw new ValueError(`${op}: data must be a number, nested arrays or a typed array`);
+    throw new ValueError(`${op}: data must be a number, nested arrays or a typed array of numbers, got ${data?.constructor?.name ?? String(data)}`);
   }
-  const finalShape = shape === undefined ? inferred : [...shape];
+  // Not spread: a shape that is not an array is named by the check below, not a TypeError.
+  const finalShape = shape === undefined ? inferred : shape;
   assertShapeArg(op, "shape", finalShape);
   if (sizeOf(finalShape) !== flat.length) {
     throw new ShapeError(`${op}: ${flat.length} values do not fill shape ${formatShape(finalShape)}`);
@@ -214,11 +215,14 @@ function randomFloat(op: string, shape: readonly number[], dtype: DType, fill: (
 }
 
 /**
- * Normal deviates (mean 0, std 1 unless given), generated on the host by a seeded
+ * Normal deviates (mean 0, std 1 unless given: finite, std >= 0), generated on the host by a seeded
  * generator: the same seed gives the same numbers on every backend.
  */
 export function randn(shape: readonly number[], options?: (RandomOptions & { mean?: number; std?: number }) | null): Tensor {
   const { mean = 0, std = 1, dtype = "float32", seed } = optionsArg("randn", options);
+  assertFiniteNumber("randn", "mean", mean);
+  assertFiniteNumber("randn", "std", std);
+  if (std < 0) throw new ValueError(`randn: std must be >= 0, got ${std}`);
   const random = generator(seed);
   return randomFloat("randn", shape, dtype, (out) => random.fillNormal(out, mean, std));
 }

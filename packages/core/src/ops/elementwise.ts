@@ -1,5 +1,6 @@
 import { engine } from "../engine";
 import { DTypeError, ValueError } from "../errors";
+import { bfloat16BitsToFloat32, float16BitsToFloat32, float32ToBfloat16Bits, float32ToFloat16Bits } from "../half";
 import {
   Abs,
   type Activation,
@@ -39,9 +40,10 @@ import {
 import { broadcastShapes } from "../shape";
 import { Tensor } from "../tensor";
 import { fullOn } from "./creation";
+import { cast } from "./shape_ops";
 import { assertActivation, assertDType, assertFloat, assertMinRank, assertSameBackend, assertSameDType, assertShape, assertTensor, isInt32 } from "./validate";
 
-/** A tensor, or a number taken as a scalar of the other operand's dtype. */
+/** A tensor, or a number taken as a scalar of the other operand's dtype (one that a half dtype holds as Infinity or 0 joins in float32). */
 export type TensorLike = Tensor | number;
 
 /** The op's name as users call it ("add" for Add): built only for an error message. */
@@ -169,6 +171,15 @@ function binary(kernel: BinaryKernelName | ComparisonKernelName, a: TensorLike, 
   ) {
     return engine.runKernel(kernel, { a, b }, {});
   }
+  // A number a half dtype holds as Infinity or 0 (65536 or 1e-8 in float16) joins in float32, as PyTorch's scalars do:
+  // the op runs on the widened tensor, its result rounded once (mul(x, 65536) gave Infinity for x = 1e-3).
+  const half = lostInHalf(a, b) ?? lostInHalf(b, a);
+  if (half) {
+    return engine.tidy(() => {
+      const out = binary(kernel, a === half ? cast(half, "float32") : a, b === half ? cast(half, "float32") : b, floatOnly);
+      return out.dtype === "int32" ? out : cast(out, half.dtype);
+    });
+  }
   const op = opName(kernel);
   const [ta, tb, temporaries] = operands(op, a, b);
   try {
@@ -180,6 +191,14 @@ function binary(kernel: BinaryKernelName | ComparisonKernelName, a: TensorLike, 
   } finally {
     for (const t of temporaries) t.dispose();
   }
+}
+
+/** `other` when it is a live half tensor that stores the finite, nonzero number `value` as Infinity or 0. */
+function lostInHalf(value: TensorLike, other: TensorLike): Tensor | undefined {
+  if (typeof value !== "number" || !(other instanceof Tensor) || other.isDisposed || value === 0 || !Number.isFinite(value)) return undefined;
+  const stored =
+    other.dtype === "float16" ? float16BitsToFloat32(float32ToFloat16Bits(value)) : other.dtype === "bfloat16" ? bfloat16BitsToFloat32(float32ToBfloat16Bits(value)) : 1;
+  return stored === 0 || !Number.isFinite(stored) ? other : undefined;
 }
 
 /** Whether two shapes broadcast together (broadcastShapes without the result). */

@@ -503,14 +503,17 @@ export interface AdamState {
 
 type AdamHyperparameters = Required<Omit<AdamOptions, "step">>;
 
-/** The hyperparameters with their defaults, checked (finite, betas in [0, 1)). */
+/** The hyperparameters with their defaults, checked (finite; lr, epsilon and weightDecay >= 0; betas in [0, 1)). */
 function adamHyperparameters(op: string, options: Omit<AdamOptions, "step">): AdamHyperparameters {
   const { lr, beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8, weightDecay = 0, decoupledWeightDecay = false } = optionsArg(op, options);
-  assertFiniteNumber(op, "lr", lr);
+  // As torch.optim.Adam: a negative lr climbs the loss, a negative epsilon can divide by zero (-Infinity), a negative
+  // weight decay grows the weights.
+  for (const [name, value] of [["lr", lr], ["epsilon", epsilon], ["weightDecay", weightDecay]] as const) {
+    assertFiniteNumber(op, name, value);
+    if (value < 0) throw new ValueError(`${op}: ${name} must be >= 0, got ${value}`);
+  }
   assertFiniteNumber(op, "beta1", beta1);
   assertFiniteNumber(op, "beta2", beta2);
-  assertFiniteNumber(op, "epsilon", epsilon);
-  assertFiniteNumber(op, "weightDecay", weightDecay);
   if (beta1 < 0 || beta1 >= 1 || beta2 < 0 || beta2 >= 1) {
     throw new ValueError(`${op}: beta1 and beta2 must be in [0, 1), got ${beta1} and ${beta2}`);
   }

@@ -1,0 +1,132 @@
+import {
+  DisposedTensorError,
+  ShapeError,
+  ValueError,
+  adamUpdate,
+  add,
+  div,
+  keep,
+  less,
+  memory,
+  mul,
+  multiTensorAdamUpdate,
+  ones,
+  randn,
+  squeeze,
+  sum,
+  tensor,
+  tidy,
+  zeros,
+} from "@blocksparse/core";
+import { describe, expect, it } from "vitest";
+
+describe("Adam refuses negative hyperparameters, as torch.optim.Adam does", () => {
+  const run = (options: { lr: number; epsilon?: number; weightDecay?: number }) =>
+    tidy(() => adamUpdate(ones([2]), ones([2]), zeros([2]), zeros([2]), { ...options, step: 1 }).param.toArray());
+  const runMulti = (options: { lr: number; epsilon?: number; weightDecay?: number }) =>
+    tidy(() => multiTensorAdamUpdate([ones([2])], [ones([2])], [zeros([2])], [zeros([2])], { ...options, steps: [1] }).params[0].toArray());
+
+  it("a negative lr, epsilon or weightDecay is a ValueError naming it", () => {
+    // Before: lr -1 stepped uphill (params 2), epsilon -1 gave -Infinity, weightDecay -1 grew the weights.
+    for (const step of [run, runMulti]) {
+      expect(() => step({ lr: -1 })).toThrow(/lr must be >= 0, got -1/);
+      expect(() => step({ lr: 0.1, epsilon: -1 })).toThrow(/epsilon must be >= 0, got -1/);
+      expect(() => step({ lr: 0.1, weightDecay: -0.5 })).toThrow(/weightDecay must be >= 0, got -0.5/);
+      expect(() => step({ lr: -1 })).toThrow(ValueError);
+    }
+  });
+
+  it("zero lr, epsilon and weightDecay still run", () => {
+    expect(run({ lr: 0, epsilon: 0, weightDecay: 0 })).toEqual([1, 1]);
+    expect(runMulti({ lr: 0.5, epsilon: 0 })).toEqual([0.5, 0.5]);
+  });
+});
+
+describe("tensor() names data and shapes it cannot take", () => {
+  it("a DataView or a BigInt typed array is a ValueError, not a TypeError or a shape message", () => {
+    expect(() => tensor(new DataView(new ArrayBuffer(8)) as never)).toThrow(/tensor: data must be .* typed array of numbers, got DataView/);
+    expect(() => tensor(new BigInt64Array(2) as never)).toThrow(ValueError);
+  });
+
+  it("a shape that is not an array is a ShapeError", () => {
+    expect(() => tensor([1, 2], 2 as never)).toThrow(ShapeError);
+    expect(tensor(new Float32Array([1, 2, 3, 4]), [2, 2]).shape).toEqual([2, 2]);
+  });
+});
+
+describe("randn checks mean and std, as rand checks its bounds", () => {
+  it("a negative or non-finite std or mean is a ValueError", () => {
+    expect(() => randn([2], { std: -1, seed: 1 })).toThrow(/randn: std must be >= 0, got -1/);
+    expect(() => randn([2], { mean: Number.NaN, seed: 1 })).toThrow(ValueError);
+    expect(() => randn([2], { std: Number.POSITIVE_INFINITY, seed: 1 })).toThrow(ValueError);
+    expect(() => randn([2], { std: "1" as never, seed: 1 })).toThrow(ValueError);
+  });
+
+  it("std 0 gives the mean", () => {
+    expect(randn([3], { mean: 2, std: 0, seed: 1 }).toArray()).toEqual([2, 2, 2]);
+  });
+});
+
+describe("axes that are not numbers", () => {
+  it("sum and squeeze name axes of the wrong kind (they threw a TypeError)", () => {
+    expect(() => sum(ones([2, 3]), "1" as never)).toThrow(/sum: axes must be a number or an array of numbers/);
+    expect(() => squeeze(ones([1, 3]), "0" as never)).toThrow(ValueError);
+    expect(squeeze(ones([1, 3, 1]), [-1, 0]).shape).toEqual([3]);
+  });
+});
+
+describe("memory helpers name a wrong argument", () => {
+  it("tidy without a function and keep without a tensor are ValueErrors, and tidy leaks nothing", () => {
+    const before = memory().numTensors;
+    expect(() => tidy(5 as never)).toThrow(/tidy: expected a function, got number/);
+    expect(() => keep(undefined as never)).toThrow(/keep: expected a Tensor, got undefined/);
+    expect(memory().numTensors).toBe(before);
+  });
+
+  it("item() on a disposed tensor says it was disposed, whatever its size", () => {
+    const t = ones([2]);
+    t.dispose();
+    expect(() => t.item()).toThrow(DisposedTensorError);
+  });
+});
+
+describe("a number a half dtype cannot hold joins a binary op at float32 precision", () => {
+  const f16 = (values: number[]) => tensor(values, [values.length], "float16");
+  /** What rounding the exact float32 result to float16 stores. */
+  const roundedF16 = (value: number) => tensor([value], [1], "float16").toArray()[0];
+
+  it("mul by 65536 and by 1e-8 in float16 round the float32 result once (they gave Infinity and 0)", () => {
+    tidy(() => {
+      const x = f16([1e-3, 1000]);
+      const [small, large] = x.toArray();
+      const up = mul(x, 65536);
+      expect(up.dtype).toBe("float16");
+      expect(up.toArray()).toEqual([roundedF16(Math.fround(small * 65536)), Number.POSITIVE_INFINITY]);
+      const down = mul(1e-8, x);
+      expect(down.toArray()[1]).toBe(roundedF16(Math.fround(large * Math.fround(1e-8))));
+      expect(down.toArray()[1]).toBeGreaterThan(0);
+      const tiny = f16([1e-7]);
+      expect(div(tiny, 1e-8).toArray()).toEqual([roundedF16(Math.fround(tiny.toArray()[0] / Math.fround(1e-8)))]);
+    });
+  });
+
+  it("comparisons with such a number compare to the number, not to 0 or Infinity", () => {
+    tidy(() => {
+      const cmp = less(f16([0, 1e-3]), 1e-8);
+      expect(cmp.dtype).toBe("int32");
+      expect(cmp.toArray()).toEqual([1, 0]);
+      expect(less(f16([60000]), 1e5).toArray()).toEqual([1]);
+    });
+  });
+
+  it("numbers a half dtype holds take the usual path, and the widened path leaves no temporary", () => {
+    const [one, two, thousand] = [f16([1]), f16([2]), f16([1000])];
+    const before = memory().numTensors;
+    expect(add(one, 0.5).toArray()).toEqual([1.5]);
+    // 70000 is past float16's range, but so is 2 x 70000: Infinity either way.
+    expect(mul(two, 70000).toArray()).toEqual([Number.POSITIVE_INFINITY]);
+    // The widened path's casts and scalar are gone afterwards.
+    expect(mul(thousand, 1e-8).toArray()[0]).toBeGreaterThan(0);
+    expect(memory().numTensors).toBe(before + 3);
+  });
+});
