@@ -5,7 +5,7 @@ import { blockCountFor, blockSources, randomPattern, remapBlocks } from "./block
 import { childSeeds, uniform } from "./init";
 import { checkFeatures, checkInput, Linear } from "./linear";
 import { denseOn, Module } from "./module";
-import type { Optimizer } from "./optim";
+import { Optimizer } from "./optim";
 import { Parameter } from "./parameter";
 import { BlockSparseWeight, describeEntry, type StateDictEntry } from "./state_dict";
 
@@ -180,9 +180,13 @@ export class BlockSparseLinear extends Module {
         `${this.label}.setPattern: the pattern is [${pattern.shape}] with ${pattern.blockShape.join("x")} blocks, expected [${this.outFeatures},${this.inFeatures}] with ${this.blockShape.join("x")} blocks`,
       );
     }
+    const { newValues, optimizer } = options ?? {};
+    // Checked before anything moves: a wrong optimizer found after the move would leave the layer moved and its state not.
+    if ((newValues !== undefined && !(newValues instanceof Tensor)) || (optimizer !== undefined && !(optimizer instanceof Optimizer))) {
+      throw new ValueError(`${this.label}.setPattern: newValues must be a Tensor, optimizer an Optimizer`);
+    }
     const sources = blockSources(this.pattern, pattern);
     const current = this.weight.value;
-    const { newValues, optimizer } = options ?? {};
     // Float values of another dtype (float32 blocks for a bfloat16 layer) are cast to the weight's; remapBlocks checks the rest.
     const fresh = newValues instanceof Tensor && newValues.isFloat && newValues.dtype !== current.dtype ? newValues : null;
     const values = noGrad(() => tidy(() => remapBlocks(current, sources, fresh ? cast(fresh, current.dtype) : newValues)));

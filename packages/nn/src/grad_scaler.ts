@@ -1,6 +1,8 @@
 import { noGrad } from "@blocksparse/autograd";
 import { cast, concat, mul, reshape, sum, type Tensor, tidy, ValueError } from "@blocksparse/core";
-import type { Optimizer } from "./optim";
+import { NnError } from "./errors";
+import { Optimizer } from "./optim";
+import { describeValue } from "./serialization";
 
 export interface GradScalerOptions {
   /** The first scale (default 2^16). */
@@ -78,6 +80,7 @@ export class GradScaler {
    * (call it before clipping gradients). Returns true when every gradient was finite.
    */
   unscale(optimizer: Optimizer): boolean {
+    checkOptimizer("unscale", optimizer);
     if (!this.enabled) return true;
     if (this.#unscaled.has(optimizer)) {
       throw new ValueError("GradScaler.unscale: already called for this optimizer since the last update()");
@@ -98,6 +101,7 @@ export class GradScaler {
 
   /** Unscales (unless done already) and runs `optimizer.step()` when every gradient is finite. Returns whether it stepped. */
   step(optimizer: Optimizer): boolean {
+    checkOptimizer("step", optimizer);
     if (!this.enabled) {
       optimizer.step();
       return true;
@@ -121,6 +125,10 @@ export class GradScaler {
     this.#unscaled.clear();
     this.#stepped.clear();
     if (foundInf) {
+      // The scale multiplies a float32 loss: below float32's smallest value it is 0, and every later step would be skipped.
+      if (Math.fround(this.#scale * this.backoffFactor) === 0) {
+        throw new NnError(`GradScaler.update: inf/NaN gradients at every scale down to ${this.#scale}; check the loss and weights`);
+      }
       this.#scale *= this.backoffFactor;
       this.#growthTracker = 0;
       return;
@@ -128,7 +136,8 @@ export class GradScaler {
     this.#growthTracker++;
     // >=: a loaded growthTracker may exceed this scaler's growthInterval.
     if (this.#growthTracker >= this.growthInterval) {
-      this.#scale *= this.growthFactor;
+      // As torch's: the scale grows only while it stays a finite float32 (an infinite one could never back off).
+      if (Number.isFinite(Math.fround(this.#scale * this.growthFactor))) this.#scale *= this.growthFactor;
       this.#growthTracker = 0;
     }
   }
@@ -154,9 +163,14 @@ export function allFinite(tensors: readonly Tensor[]): boolean {
   return probe.every((value) => value === 0);
 }
 
+function checkOptimizer(method: string, optimizer: unknown): void {
+  if (!(optimizer instanceof Optimizer)) throw new ValueError(`GradScaler.${method}: expected an Optimizer, got ${describeValue(optimizer)}`);
+}
+
 function checkPositive(name: string, value: unknown): number {
-  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
-    throw new ValueError(`GradScaler: ${name} must be a finite number > 0, got ${String(value)}`);
+  // The scale multiplies a float32 loss: one that float32 rounds to 0 or inf would skip every step.
+  if (typeof value !== "number" || !(Math.fround(value) > 0 && Number.isFinite(Math.fround(value)))) {
+    throw new ValueError(`GradScaler: ${name} must be > 0 in float32's range, got ${String(value)}`);
   }
   return value;
 }

@@ -258,6 +258,8 @@ export abstract class Optimizer {
         `${this.#where}.step() inside captureGraph: its step count and learning rate live on the host, so a replay would repeat this step's; make the optimizer with { capturable: true } (Adam, AdamW), or call step() after each replay()`,
       );
     }
+    // Hyperparameters set since (optimizer.weightDecay = ...) are checked as the constructor checks them: NaN would reach every weight.
+    this.checkHyperparameters(`${this.#where}.step`, this.ownHyperparameters());
     noGrad(() => {
       // Every learning rate first: a bad lrScale throws before any state changes.
       const due: Parameter[] = [];
@@ -403,14 +405,16 @@ export abstract class Optimizer {
       if (state === undefined || state.pattern !== parameter.pattern) return 0;
       const value = parameter.value;
       const wantsMaster = this.wantsMaster(parameter);
-      const { dtype } = this.stateSpec(wantsMaster ? "float32" : parameter.dtype);
-      const entries = Object.entries(state.tensors).map(([name, t]): [string, Tensor, DType] => [name, t, dtype]);
-      if (wantsMaster) entries.push(["master", masterInSync(state, value) ? (state.master as Tensor) : value, "float32"]);
-      if (!entries.every(([, t]) => shapesEqual(t.shape, parameter.shape))) return 0;
-      for (const [name, t, to] of entries) {
-        const values = t.dtype === to ? detach(t) : noGrad(() => cast(t, to));
+      const { names, dtype } = this.stateSpec(wantsMaster ? "float32" : parameter.dtype);
+      const master = wantsMaster ? (masterInSync(state, value) ? (state.master as Tensor) : value) : null;
+      if (![...names.map((name) => state.tensors[name]), master].every((t) => t == null || shapesEqual(t.shape, parameter.shape))) return 0;
+      // Named as the next step will hold them (SGD's momentum set to or from 0 since: a new buffer starts at 0).
+      const put = (name: string, t: Tensor | undefined, to: DType) => {
+        const values = t === undefined ? fullOn(value.backend, value.shape, 0, to) : t.dtype === to ? detach(t) : noGrad(() => cast(t, to));
         tensors.set(`${i}.${name}`, state.pattern === null ? values : new BlockSparseWeight(state.pattern, values));
-      }
+      };
+      for (const name of names) put(name, state.tensors[name], dtype);
+      if (master) put("master", master, "float32");
       return this.stepsOf(parameter);
     });
     return { optimizer: this.#where, hyperparameters: { lr: this.lr, ...this.ownHyperparameters() }, steps, tensors };
@@ -578,6 +582,14 @@ export abstract class Optimizer {
           existing.master = next;
           existing.syncedDataId = value.dataId;
         }
+        // The state's names follow the hyperparameters (SGD's momentum set to or from 0 since): new ones start at 0.
+        const { names, dtype } = this.stateSpec(updateDType);
+        for (const name in existing.tensors) {
+          if (names.includes(name)) continue;
+          existing.tensors[name].dispose();
+          delete existing.tensors[name];
+        }
+        for (const name of names) existing.tensors[name] ??= keep(fullOn(value.backend, value.shape, 0, dtype));
         return existing;
       }
       if (isCapturing()) throw new GraphError(`${this.#where}: a parameter's state no longer fits it (pattern, dtype or shape changed); run one step eagerly before capturing`);

@@ -1,0 +1,131 @@
+import { BsrPattern, memory, ones, tensor, ValueError } from "@blocksparse/core";
+import { Adam, BlockSparseLinear, GradScaler, NnError, Parameter, SGD } from "@blocksparse/nn";
+import { describe, expect, it } from "vitest";
+import { host } from "./helpers";
+
+function withGrad(parameter: Parameter, values: number[]): Parameter {
+  parameter.grad?.dispose();
+  parameter.grad = tensor(Float32Array.from(values), [values.length]);
+  return parameter;
+}
+
+describe("GradScaler at the ends of float32's range", () => {
+  it("stops growing where the scale would leave float32's range, so it can still back off (torch keeps it finite too)", () => {
+    const scaler = new GradScaler({ initScale: 2 ** 126, growthInterval: 1 });
+    const parameter = new Parameter(ones([2]));
+    const optimizer = new SGD([parameter], { lr: 0.1 });
+    for (let i = 0; i < 4; i++) {
+      withGrad(parameter, [1, 1]);
+      expect(scaler.step(optimizer)).toBe(true);
+      scaler.update();
+    }
+    expect(scaler.scaleFactor).toBe(2 ** 127);
+    withGrad(parameter, [Number.POSITIVE_INFINITY, 1]);
+    expect(scaler.step(optimizer)).toBe(false);
+    scaler.update();
+    expect(scaler.scaleFactor).toBe(2 ** 126);
+    optimizer.dispose();
+    parameter.dispose();
+  });
+
+  it("throws an NnError once inf or NaN gradients at every step would back the scale off to 0 (every later step skipped)", () => {
+    const scaler = new GradScaler({ initScale: 2 ** -148 });
+    const parameter = new Parameter(ones([2]));
+    const optimizer = new SGD([parameter], { lr: 0.1 });
+    withGrad(parameter, [Number.NaN, 1]);
+    expect(scaler.step(optimizer)).toBe(false);
+    scaler.update();
+    expect(scaler.scaleFactor).toBe(2 ** -149);
+    withGrad(parameter, [Number.NaN, 1]);
+    expect(scaler.step(optimizer)).toBe(false);
+    expect(() => scaler.update()).toThrow(NnError);
+    expect(scaler.scaleFactor).toBe(2 ** -149);
+    optimizer.dispose();
+    parameter.dispose();
+  });
+
+  it("refuses an initial or loaded scale that float32 holds as inf or 0", () => {
+    expect(() => new GradScaler({ initScale: 1e300 })).toThrow(/initScale/);
+    expect(() => new GradScaler({ initScale: 1e-50 })).toThrow(/initScale/);
+    expect(() => new GradScaler().loadStateDict({ scale: 1e39, growthTracker: 0 })).toThrow(/scale/);
+    expect(new GradScaler({ initScale: 2 ** 127 }).scaleFactor).toBe(2 ** 127);
+  });
+
+  it("names a missing optimizer instead of failing on it", () => {
+    const scaler = new GradScaler();
+    expect(() => scaler.unscale({} as SGD)).toThrow(ValueError);
+    expect(() => new GradScaler({ enabled: false }).step(undefined as unknown as SGD)).toThrow(/expected an Optimizer/);
+  });
+});
+
+describe("optimizer hyperparameters set between steps", () => {
+  it("are checked at the next step, before any weight changes (a NaN weight decay, nesterov without momentum)", () => {
+    const parameter = withGrad(new Parameter(ones([2])), [1, 1]);
+    const sgd = new SGD([parameter], { lr: 0.1 });
+    sgd.weightDecay = Number.NaN;
+    expect(() => sgd.step()).toThrow(/SGD.step: weightDecay/);
+    sgd.weightDecay = 0;
+    sgd.nesterov = true;
+    expect(() => sgd.step()).toThrow(/nesterov/);
+    expect(host(parameter.value)).toEqual(new Float64Array([1, 1]));
+    expect(sgd.stepsOf(parameter)).toBe(0);
+    const adam = new Adam([parameter]);
+    adam.weightDecay = -1;
+    expect(() => adam.step()).toThrow(/Adam.step: weightDecay/);
+    expect(host(parameter.value)).toEqual(new Float64Array([1, 1]));
+    sgd.dispose();
+    adam.dispose();
+    parameter.dispose();
+  });
+
+  it("SGD's momentum turned on after a step starts a buffer (it threw), and turned off drops it; state dicts follow", () => {
+    const before = memory().numTensors;
+    const parameter = new Parameter(ones([2]));
+    const sgd = new SGD([parameter], { lr: 0.5 });
+    withGrad(parameter, [1, 2]);
+    sgd.step(); // [0.5, 0]
+    sgd.momentum = 0.5;
+    // Saved before the next step: the buffer it will start from (0), so that the dict loads back.
+    const saved = sgd.stateDict();
+    expect(saved.steps).toEqual([1]);
+    expect(host(saved.tensors.get("0.momentumBuffer") as never)).toEqual(new Float64Array([0, 0]));
+    const fresh = new SGD([new Parameter(ones([2]))], { lr: 0.5 });
+    fresh.loadStateDict(saved);
+    for (const t of saved.tensors.values()) t.dispose();
+    withGrad(parameter, [1, 2]);
+    sgd.step(); // buffer 0.5 * 0 + g = [1, 2]: [0, -1]
+    withGrad(parameter, [1, 2]);
+    sgd.step(); // buffer 0.5 * [1, 2] + g = [1.5, 3]: [-0.75, -2.5]
+    expect(host(parameter.value)).toEqual(new Float64Array([-0.75, -2.5]));
+    sgd.momentum = 0;
+    const plain = sgd.stateDict();
+    expect([...plain.tensors.keys()]).toEqual([]);
+    const other = new Parameter(ones([2]));
+    new SGD([other], { lr: 0.5 }).loadStateDict(plain);
+    other.dispose();
+    withGrad(parameter, [1, 2]);
+    sgd.step();
+    expect(host(parameter.value)).toEqual(new Float64Array([-1.25, -3.5]));
+    expect(Object.keys(sgd.stateOf(parameter) ?? {})).toEqual([]);
+    sgd.dispose();
+    fresh.dispose();
+    for (const p of fresh.params) p.dispose();
+    parameter.dispose();
+    expect(memory().numTensors).toBe(before);
+  });
+});
+
+describe("setPattern with an optimizer or newValues of the wrong kind", () => {
+  it("is a ValueError naming the option, and the layer keeps its pattern and values", () => {
+    const layer = new BlockSparseLinear(8, 8, { density: 0.25, blockShape: [4, 4], seed: 1 });
+    const pattern = layer.pattern;
+    const values = host(layer.weight.value);
+    const dense = BsrPattern.random([8, 8], { blockShape: [4, 4], density: 1, seed: 1 });
+    expect(() => layer.setPattern(dense, { optimizer: {} as Adam })).toThrow(/optimizer an Optimizer/);
+    expect(() => layer.setPattern(dense, { newValues: [1, 2] as never })).toThrow(/newValues must be a Tensor/);
+    expect(layer.pattern).toBe(pattern);
+    expect(host(layer.weight.value)).toEqual(values);
+    layer.weight.dispose();
+    layer.bias?.dispose();
+  });
+});
