@@ -18,9 +18,7 @@ namespace {
 template <typename T, Activation kAct, int kVec>
 __global__ void biasActivationKernel(const T* __restrict__ x, const T* __restrict__ bias, T* __restrict__ y, int64_t n,
                                      int64_t width) {
-  // Launched to overlap the kernel before (launchOverlapped): nothing global before it has ended.
   allowDependentLaunch();
-  waitForPrimary();
   const int64_t vectors = n / kVec;
   for (int64_t v = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; v < vectors;
        v += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -43,9 +41,10 @@ template <typename T, Activation kAct>
 __global__ void biasActivationBackwardKernel(const T* __restrict__ dy, const T* __restrict__ x,
                                              const T* __restrict__ bias, T* __restrict__ dx, float* __restrict__ partials,
                                              T* __restrict__ dbias, int64_t rows, int64_t width, int64_t rowsPerSplit) {
-  // Launched to overlap the kernel before (launchOverlapped): nothing global before it has ended.
-  allowDependentLaunch();
+  // Launched to overlap the kernel before (launchOverlapped): nothing global before it has ended, and the kernel after
+  // it may start only then (not while the kernel before still runs).
   waitForPrimary();
+  allowDependentLaunch();
   __shared__ float sums[kTileRows][kTileColumns + 1];
   const int64_t column = blockIdx.x * static_cast<int64_t>(kTileColumns) + threadIdx.x;
   const int64_t begin = blockIdx.y * rowsPerSplit;
@@ -77,9 +76,10 @@ __global__ void biasActivationBackwardVectorKernel(const T* __restrict__ dy, con
                                                    const T* __restrict__ bias, T* __restrict__ dx,
                                                    float* __restrict__ partials, T* __restrict__ dbias, int64_t rows,
                                                    int64_t width, int64_t rowsPerSplit) {
-  // Launched to overlap the kernel before (launchOverlapped): nothing global before it has ended.
-  allowDependentLaunch();
+  // Launched to overlap the kernel before (launchOverlapped): nothing global before it has ended, and the kernel after
+  // it may start only then (not while the kernel before still runs).
   waitForPrimary();
+  allowDependentLaunch();
   constexpr int kColumns = 32 * kVec;
   __shared__ float sums[kTileRows][kColumns];
   const int64_t first = blockIdx.x * static_cast<int64_t>(kColumns) + threadIdx.x * kVec;
@@ -147,13 +147,14 @@ void forward(DType dtype, const void* x, const void* bias, void* y, int64_t rows
     const T* in = static_cast<const T*>(x);
     const T* b = static_cast<const T*>(bias);
     T* out = static_cast<T*>(y);
-    if (vectors)
-      launchOverlapped("launch of biasActivationKernel", biasActivationKernel<T, kAct, kVec>, dim3(gridFor(n / kVec)),
-                       dim3(kThreads), 0, stream, in, b, out, n, width);
-    else
-      launchOverlapped("launch of biasActivationKernel", biasActivationKernel<T, kAct, 1>, dim3(gridFor(n)),
-                       dim3(kThreads), 0, stream, in, b, out, n, width);
+    // Launched the ordinary way: between a decoding step's products (bsrLinear at a few tokens, memory-bound on many
+    // resident warps) this pass, started early, sat resident beside them and took their warps: on an H200 a captured
+    // 4096 <-> 16384 feed-forward block at 1-8 tokens took 4-8% longer that way (docs/kernels.md, "Kernels that
+    // overlap the one before them"). It still lets the kernel after it start early.
+    if (vectors) biasActivationKernel<T, kAct, kVec><<<gridFor(n / kVec), kThreads, 0, stream>>>(in, b, out, n, width);
+    else biasActivationKernel<T, kAct, 1><<<gridFor(n), kThreads, 0, stream>>>(in, b, out, n, width);
   });
+  BS_LAUNCH_CHECK("biasActivationKernel");
 }
 
 template <Activation kAct>
