@@ -74,14 +74,20 @@ export interface BsrExtraContent {
   metadata?: Record<string, string>;
 }
 
-/** A content holding the given matrices, plus any dense tensors and metadata. */
+/** A content holding the given matrices, plus any dense tensors (none may be named like a matrix's tensor) and metadata. */
 export function bsrMatricesToSafetensors(
   matrices: Map<string, BsrMatrix> | Record<string, BsrMatrix>,
   extra: BsrExtraContent = {},
 ): SafetensorsContent {
   // null extra content is none.
   const content: SafetensorsContent = { tensors: new Map(entriesOf(extra?.tensors ?? {})), metadata: { ...extra?.metadata } };
-  for (const [name, matrix] of entriesOf(matrices, "matrices")) putBsrMatrix(content, name, matrix);
+  for (const [name, matrix] of entriesOf(matrices, "matrices")) {
+    for (const suffix of Object.values(BSR_TENSOR_SUFFIXES)) {
+      // A matrix's tensor names never repeat another matrix's, so any taken name is a dense tensor's.
+      if (content.tensors.has(name + suffix)) throw new BsrFormatError(name + suffix, `a dense tensor has this name, which matrix "${name}" writes`);
+    }
+    putBsrMatrix(content, name, matrix);
+  }
   return content;
 }
 

@@ -113,8 +113,13 @@ async function resolveCheckpoint(path: string): Promise<{ kind: "file" | "index"
   throw new BsrIoError("read", path, `is a directory holding neither ${basename(index)} nor ${basename(single)}`, { code: "ENOENT" });
 }
 
-/** A parsed index: `weight_map` as a Map (a tensor named "__proto__" stays an entry) and total_size. */
-function parseIndex(bytes: Uint8Array, path: string): { weightMap: Map<string, string>; totalSize: number | undefined } {
+/**
+ * An index's `weight_map` as a Map (a tensor named "__proto__" stays an entry). `total_size`
+ * is only checked to be a byte count: writers disagree on what it counts (storage sizes, tied
+ * storage once, a bool as 1/8 byte) and transformers does not read it, so it is not compared
+ * with the shards.
+ */
+function parseIndex(bytes: Uint8Array, path: string): Map<string, string> {
   let parsed: unknown;
   let text: string;
   try {
@@ -133,14 +138,12 @@ function parseIndex(bytes: Uint8Array, path: string): { weightMap: Map<string, s
   if (!isObject(parsed) || !isObject(parsed.weight_map)) {
     throw new BsrFormatError("weight_map", `${path} must be an object with a weight_map of tensor name to shard file`);
   }
-  let totalSize: number | undefined;
   if (parsed.metadata !== undefined) {
     if (!isObject(parsed.metadata)) throw new BsrFormatError("metadata", `${path}: expected an object`);
     const declared = parsed.metadata.total_size;
-    if (declared !== undefined && (typeof declared !== "number" || !Number.isSafeInteger(declared) || declared < 0)) {
+    if (declared !== undefined && (typeof declared !== "number" || !Number.isInteger(declared) || declared < 0)) {
       throw new BsrFormatError("metadata.total_size", `${path}: expected a non-negative integer, got ${JSON.stringify(declared)}`);
     }
-    totalSize = declared;
   }
   const weightMap = new Map<string, string>();
   for (const [name, file] of Object.entries(parsed.weight_map)) {
@@ -150,16 +153,15 @@ function parseIndex(bytes: Uint8Array, path: string): { weightMap: Map<string, s
     }
     weightMap.set(name, file);
   }
-  return { weightMap, totalSize };
+  return weightMap;
 }
 
 /** Reads a sharded checkpoint: every shard named by the index, checked against it. */
 async function readShardedSafetensors(indexPath: string): Promise<SafetensorsContent> {
-  const { weightMap, totalSize } = parseIndex(await readSmallFile(indexPath, MAX_INDEX_BYTES, "index"), indexPath);
+  const weightMap = parseIndex(await readSmallFile(indexPath, MAX_INDEX_BYTES, "index"), indexPath);
   const shards = [...new Set(weightMap.values())];
   const tensors = new Map<string, SafetensorsTensor>();
   const metadata: Record<string, string> = Object.create(null);
-  let bytes = 0;
   for (const shard of shards) {
     const shardPath = join(dirname(indexPath), shard);
     const content = await readSafetensorsFile(shardPath);
@@ -170,7 +172,6 @@ async function readShardedSafetensors(indexPath: string): Promise<SafetensorsCon
         throw new BsrFormatError(name, `${shardPath} holds this tensor but ${where}`);
       }
       tensors.set(name, tensor);
-      bytes += tensor.data.byteLength;
     }
     for (const [key, value] of Object.entries(content.metadata)) {
       if (key in metadata && metadata[key] !== value) {
@@ -181,9 +182,6 @@ async function readShardedSafetensors(indexPath: string): Promise<SafetensorsCon
   }
   for (const [name, shard] of weightMap) {
     if (!tensors.has(name)) throw new BsrFormatError(name, `${indexPath} places this tensor in ${shard}, which does not hold it`);
-  }
-  if (totalSize !== undefined && totalSize !== bytes) {
-    throw new BsrFormatError("metadata.total_size", `${indexPath} says ${totalSize} bytes but the shards' tensors hold ${bytes}`);
   }
   return { tensors, metadata };
 }

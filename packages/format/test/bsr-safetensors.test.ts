@@ -219,6 +219,16 @@ describe("errors name the file key and the matrix", () => {
     expect([...content.tensors.keys()].sort()).toEqual(["a.col_indices", "a.crow_indices", "a.values"]);
   });
 
+  it("a dense tensor named like a matrix's tensor is refused, naming it, not overwritten by the matrix", () => {
+    const fc = BsrMatrix.random([8, 8], { blockShape: [4, 4], density: 0.5, seed: 1 });
+    const dense = { dtype: "F32" as const, shape: [2], data: Float32Array.from([1, 2]) };
+    for (const suffix of [".values", ".crow_indices", ".col_indices"]) {
+      const error = thrown(() => bsrMatricesToSafetensors({ fc }, { tensors: { [`fc${suffix}`]: dense } })) as BsrFormatError;
+      expect(error).toBeInstanceOf(BsrFormatError);
+      expect(error.field).toBe(`fc${suffix}`);
+    }
+  });
+
   it("null content or name is a BsrFormatError", () => {
     expect(fieldOf(() => getBsrMatrix(null as never, "w"))).toBe("content");
     expect(fieldOf(() => getBsrMatrix({ tensors: new Map(), metadata: {} }, undefined as never))).toBe("name");

@@ -240,8 +240,6 @@ describe("sharded checkpoints", () => {
       await writeFile(index, JSON.stringify(json));
       return loadSafetensors(dir).catch((e) => e);
     };
-    const wrongSize = await rewrite((j) => (j.metadata.total_size = 1));
-    expect(wrongSize.field).toBe("metadata.total_size");
     const unlisted = await rewrite((j) => delete j.weight_map["layer0.weight"]);
     expect(unlisted.field).toBe("layer0.weight");
     const ghost = await rewrite((j) => (j.weight_map.ghost = "model-00001-of-00004.safetensors"));
@@ -253,6 +251,23 @@ describe("sharded checkpoints", () => {
     expect(missingShard).toBeInstanceOf(BsrIoError);
     await writeFile(index, "{not json");
     await expect(loadSafetensors(dir)).rejects.toThrow(BsrFormatError);
+  });
+
+  it("takes total_size as informative: a size other than the tensors' bytes loads, one that is not a byte count is refused", async () => {
+    const dir = await freshDir();
+    const { index } = await saveShardedSafetensors(dir, many(), {}, { maxShardSize: 100 });
+    const original = JSON.parse(await readFile(index, "utf8"));
+    const withTotal = async (totalSize: unknown) => {
+      await writeFile(index, JSON.stringify({ ...original, metadata: { total_size: totalSize } }));
+      return loadSafetensors(dir).catch((e) => e);
+    };
+    // Writers have counted storage sizes, tied storage once, and a bool as 1/8 byte: none of it is the sum of the tensors.
+    for (const totalSize of [1, 7 * 40 + 12, 0]) expect((await withTotal(totalSize)).tensors).toEqual(many());
+    for (const totalSize of [-1, 1.5, "280", null]) {
+      const error = await withTotal(totalSize);
+      expect(error).toBeInstanceOf(BsrFormatError);
+      expect(error.field).toBe("metadata.total_size");
+    }
   });
 
   it("refuses a tensor listed twice in weight_map, instead of keeping the last silently", async () => {
