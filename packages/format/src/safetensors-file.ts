@@ -115,9 +115,9 @@ async function resolveCheckpoint(path: string): Promise<{ kind: "file" | "index"
 
 /**
  * An index's `weight_map` as a Map (a tensor named "__proto__" stays an entry). `total_size`
- * is only checked to be a byte count: writers disagree on what it counts (storage sizes, tied
- * storage once, a bool as 1/8 byte) and transformers does not read it, so it is not compared
- * with the shards.
+ * is only checked to be a non-negative number: writers disagree on what it counts (storage
+ * sizes, tied storage once, a bool as 1/8 byte, so it may be fractional) and transformers does
+ * not read it, so it is not compared with the shards.
  */
 function parseIndex(bytes: Uint8Array, path: string): Map<string, string> {
   let parsed: unknown;
@@ -141,8 +141,8 @@ function parseIndex(bytes: Uint8Array, path: string): Map<string, string> {
   if (parsed.metadata !== undefined) {
     if (!isObject(parsed.metadata)) throw new BsrFormatError("metadata", `${path}: expected an object`);
     const declared = parsed.metadata.total_size;
-    if (declared !== undefined && (typeof declared !== "number" || !Number.isInteger(declared) || declared < 0)) {
-      throw new BsrFormatError("metadata.total_size", `${path}: expected a non-negative integer, got ${JSON.stringify(declared)}`);
+    if (declared !== undefined && (typeof declared !== "number" || !(declared >= 0))) {
+      throw new BsrFormatError("metadata.total_size", `${path}: expected a non-negative number, got ${JSON.stringify(declared)}`);
     }
   }
   const weightMap = new Map<string, string>();

@@ -35,6 +35,8 @@ interface Plan {
  *     .patchModel(model);
  *
  * Patterns are tried in the order they were added and the first that matches a name wins.
+ * A Linear reachable under several names (an alias, a shared submodule) is one layer: the
+ * first pattern that matches any of its names wins, and it is replaced under every name.
  */
 export class BlockSparseModelPatcher {
   readonly #patterns: NamePattern[] = [];
@@ -85,7 +87,7 @@ export class BlockSparseModelPatcher {
   }
 
   /**
-   * Replaces every Linear whose name a pattern matches with `BlockSparseLinear.fromLinear`.
+   * Replaces every Linear one of whose names a pattern matches with `BlockSparseLinear.fromLinear`.
    * Everything is checked first, so a refused patch leaves the model untouched: a match
    * that is not a Linear, a block shape that does not divide a layer, a weight shared with
    * a module that stays, a Linear subclass holding more than weight and bias, a slot the
@@ -99,17 +101,21 @@ export class BlockSparseModelPatcher {
     checkModel(where, model);
     const { dryRun = false, allowNoMatch = false, disposeReplaced = false } = parseOptions(where, PatchOptionsSchema, options) ?? {};
     const modules = model.namedModules();
+    const namesOf = reachableNames(model);
     const plans: Plan[] = [];
     const problems: string[] = [];
     const matched = new Set<NamePattern>();
     const claimed = new Set<NamePattern>();
-    for (const [name, module] of modules) {
-      if (name === "") continue;
-      const matching = this.#patterns.filter((p) => p.regex.test(name));
+    for (const [firstName, module] of modules) {
+      if (firstName === "") continue;
+      const names = namesOf.get(module) ?? [firstName];
+      const matching = this.#patterns.filter((p) => names.some((name) => p.regex.test(name)));
       if (matching.length === 0) continue;
       for (const p of matching) matched.add(p);
       const winner = matching[0];
       claimed.add(winner);
+      // The layer is reported under the name its pattern matched.
+      const name = names.find((candidate) => winner.regex.test(candidate)) ?? firstName;
       if (module instanceof BlockSparseLinear) {
         problems.push(`'${name}' (matched by ${winner.label}) is already a BlockSparseLinear`);
       } else if (!(module instanceof Linear)) {
@@ -127,7 +133,7 @@ export class BlockSparseModelPatcher {
     const shadowedPatterns = this.#patterns.filter((p) => matched.has(p) && !claimed.has(p)).map((p) => p.label);
     if (plans.length === 0 && !allowNoMatch) {
       const patterns = this.#patterns.length === 0 ? "no patterns were added (call addPattern first)" : `no layer matched ${this.patterns.join(", ")}`;
-      const names = this.getPatchableLayers(model).map((l) => l.name);
+      const names = modules.filter(([name, module]) => name !== "" && module instanceof Linear).flatMap(([name, module]) => namesOf.get(module) ?? [name]);
       throw new PatchError(where, [`${patterns}; the model's Linear layers are: ${names.length > 0 ? names.join(", ") : "(none)"} (pass allowNoMatch to accept this)`]);
     }
     const modelParamsBefore = parameterCount(model);
@@ -158,6 +164,25 @@ function checkModel(where: string, model: unknown): asserts model is Module {
     const got = model === null || typeof model !== "object" ? String(model) : ((model as object).constructor?.name ?? "an object");
     throw new PatchError(where, [`model must be a Module, got ${got}`]);
   }
+}
+
+/**
+ * Every dotted name under which each module below the root is reachable, in depth-first
+ * order: a module held in two places (`enc.0` and `head`) has both. A module holding one of
+ * its ancestors is not followed back into it.
+ */
+function reachableNames(model: Module): Map<Module, string[]> {
+  const names = new Map<Module, string[]>();
+  const ancestors = new Set<Module>();
+  const visit = (module: Module, path: string): void => {
+    if (ancestors.has(module)) return;
+    if (path !== "") names.set(module, [...(names.get(module) ?? []), path]);
+    ancestors.add(module);
+    for (const [key, child] of module.namedChildren()) visit(child, path === "" ? key : `${path}.${key}`);
+    ancestors.delete(module);
+  };
+  visit(model, "");
+  return names;
 }
 
 /** null when `blockShape` tiles the layer's weight; else a message naming what would. */

@@ -1,8 +1,8 @@
 /** One Linear that was (or, in a dry run, would be) replaced by a BlockSparseLinear. */
 export interface PatchedLayer {
-  /** Dotted module name, as `namedModules()` gives it. */
+  /** Dotted module name: of a layer reachable under several names, the first its pattern matched. */
   name: string;
-  /** The pattern that claimed the layer (the first one added that matches its name). */
+  /** The pattern that claimed the layer (the first one added that matches its name, or any of its names). */
   pattern: string;
   /** The weight's shape [outFeatures, inFeatures]. */
   shape: [number, number];

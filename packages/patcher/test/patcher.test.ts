@@ -2,7 +2,7 @@ import { ValueError, memory, tensor } from "@blocksparse/core";
 import { BlockSparseLinear, Linear, Module, Parameter, Sequential, parameterCount } from "@blocksparse/nn";
 import { BlockSparseModelPatcher, PatchError, PatchReport } from "@blocksparse/patcher";
 import { describe, expect, it } from "vitest";
-import { Tied, TinyNet } from "./helpers";
+import { Tied, TinyNet, asBlockSparse } from "./helpers";
 
 const linearNames = ["blocks.0.fc1", "blocks.0.fc2", "blocks.1.fc1", "blocks.1.fc2", "head"];
 
@@ -130,6 +130,65 @@ describe("patchModel: matching", () => {
     const outer = model.at(0);
     expect(outer).toBeInstanceOf(BlockSparseLinear);
     expect((model.at(1) as Sequential).at(0)).toBe(outer);
+  });
+});
+
+describe("patchModel: a Linear reachable under several names", () => {
+  /** One Linear held as "enc.0" and as "head" (the same object), "enc" first. */
+  class Aliased extends Module {
+    enc = new Sequential(new Linear(8, 8, { seed: 4 }));
+    head: Module;
+    constructor() {
+      super();
+      this.head = this.enc.at(0);
+    }
+    forward(): never {
+      throw new Error("not called");
+    }
+  }
+
+  it("is matched by a pattern for any of its names, and replaced at every one of them", () => {
+    const model = new Aliased();
+    const report = new BlockSparseModelPatcher().addPattern("head", { density: 0.5, blockShape: [4, 4] }).patchModel(model);
+    expect(report.layers.map((l) => [l.name, l.pattern])).toEqual([["head", "head"]]);
+    expect(report.unmatchedPatterns).toEqual([]);
+    expect(model.head).toBeInstanceOf(BlockSparseLinear);
+    expect(model.enc.at(0)).toBe(model.head);
+  });
+
+  it("belongs to the first pattern in the order added, whichever name it matches; the other is reported as shadowed", () => {
+    const encFirst = new BlockSparseModelPatcher()
+      .addPattern(String.raw`enc\.0`, { density: 0.25, blockShape: [4, 4] })
+      .addPattern("head", { density: 0.75, blockShape: [2, 2] })
+      .patchModel(new Aliased(), { dryRun: true });
+    expect(encFirst.layers.map((l) => [l.name, l.density])).toEqual([["enc.0", 0.25]]);
+    expect(encFirst.unmatchedPatterns).toEqual([]);
+    expect(encFirst.shadowedPatterns).toEqual(["head"]);
+
+    const model = new Aliased();
+    const headFirst = new BlockSparseModelPatcher()
+      .addPattern("head", { density: 0.75, blockShape: [2, 2] })
+      .addPattern(String.raw`enc\.0`, { density: 0.25, blockShape: [4, 4] })
+      .patchModel(model);
+    expect(headFirst.layers.map((l) => [l.name, l.density, l.blockShape])).toEqual([["head", 0.75, [2, 2]]]);
+    expect(headFirst.unmatchedPatterns).toEqual([]);
+    expect(headFirst.shadowedPatterns).toEqual([String.raw`enc\.0`]);
+    expect(asBlockSparse(model.enc.at(0), "enc.0").blockShape).toEqual([2, 2]);
+    expect(model.head).toBe(model.enc.at(0));
+  });
+
+  it("counts the names below an aliased container, and a module holding its parent does not loop", () => {
+    const model = new Aliased();
+    (model as unknown as { dec: Module }).dec = model.enc;
+    (model.enc as unknown as { owner: Module }).owner = model;
+    const report = new BlockSparseModelPatcher().addPattern(String.raw`dec\.0`, { density: 0.5, blockShape: [4, 4] }).patchModel(model);
+    expect(report.layers.map((l) => l.name)).toEqual(["dec.0"]);
+    expect(model.head).toBeInstanceOf(BlockSparseLinear);
+  });
+
+  it("lists every name of each Linear when no pattern matches", () => {
+    const error = thrown(() => new BlockSparseModelPatcher().addPattern("decoder", { density: 0.5 }).patchModel(new Aliased()));
+    expect(error.message).toContain("the model's Linear layers are: enc.0, head");
   });
 });
 
