@@ -2,7 +2,7 @@ import { type DType, type Tensor, tensorOn } from "@blocksparse/core";
 import { CollectiveError } from "./errors";
 import { checkReduceOp, checkRoot, checkTensor, type ProcessGroup, type ReduceOp } from "./process_group";
 import { explainStoreFailure, type Rendezvous } from "./rendezvous";
-import { packMessage, unpackMessage } from "./wire";
+import { packedBytes, packMessage, unpackMessage, wireLimits } from "./wire";
 
 /** What a rank says it is calling; every rank must say the same for the same collective. */
 interface CallDescription {
@@ -11,6 +11,11 @@ interface CallDescription {
   shape?: readonly number[];
   op?: ReduceOp;
   root?: number;
+}
+
+/** The header a rank publishes: its call, and how many parts its payload follows in when it is larger than one store value. */
+interface CallHeader extends CallDescription {
+  parts?: number;
 }
 
 function describeCall(call: CallDescription): string {
@@ -71,7 +76,7 @@ export class CpuProcessGroup implements ProcessGroup {
     checkReduceOp("allReduce", op);
     const call: CallDescription = { kind: "allReduce", dtype: tensor.dtype, shape: tensor.shape, op };
     const own = valuesOf(tensor);
-    const received = await this.#exchange(call, bytesOf(own), "all");
+    const received = await this.#exchange(call, bytesOf(own));
     const total = new Float64Array(own.length);
     for (let r = 0; r < this.worldSize; r++) {
       const values = r === this.rank ? own : valuesFrom(received.get(r) as Uint8Array, tensor.dtype);
@@ -85,7 +90,7 @@ export class CpuProcessGroup implements ProcessGroup {
     checkTensor("broadcast", tensor, false);
     checkRoot("broadcast", root, this.worldSize);
     const call: CallDescription = { kind: "broadcast", dtype: tensor.dtype, shape: tensor.shape, root };
-    const received = await this.#exchange(call, this.rank === root ? bytesOf(valuesOf(tensor)) : new Uint8Array(0), root);
+    const received = await this.#exchange(call, this.rank === root ? bytesOf(valuesOf(tensor)) : new Uint8Array(0));
     if (this.rank !== root) replaceContents(tensor, valuesFrom(received.get(root) as Uint8Array, tensor.dtype));
   }
 
@@ -93,14 +98,14 @@ export class CpuProcessGroup implements ProcessGroup {
     checkTensor("allGather", tensor, false);
     const call: CallDescription = { kind: "allGather", dtype: tensor.dtype, shape: tensor.shape };
     const own = valuesOf(tensor);
-    const received = await this.#exchange(call, bytesOf(own), "all");
+    const received = await this.#exchange(call, bytesOf(own));
     const all = tensor.dtype === "int32" ? new Int32Array(own.length * this.worldSize) : new Float32Array(own.length * this.worldSize);
     for (let r = 0; r < this.worldSize; r++) all.set(r === this.rank ? own : valuesFrom(received.get(r) as Uint8Array, tensor.dtype), r * own.length);
     return tensorOn(tensor.backend, all, [this.worldSize, ...tensor.shape], tensor.dtype);
   }
 
   async barrier(): Promise<void> {
-    await this.#exchange({ kind: "barrier" }, new Uint8Array(0), "all");
+    await this.#exchange({ kind: "barrier" }, new Uint8Array(0));
   }
 
   async destroy(): Promise<void> {
@@ -116,41 +121,77 @@ export class CpuProcessGroup implements ProcessGroup {
   }
 
   /**
-   * One collective through the store: publishes this rank's call and payload (when it has one
-   * to give) and collects those of `from` ("all": every other rank; a rank: that one), checking
-   * that each called the same collective. The root of a broadcast (`from` = this rank) also
-   * collects every other rank's call, so that a mismatch fails on the root too, not only on the
-   * others.
+   * One collective through the store: publishes this rank's call and payload and collects every
+   * other rank's, checking that each called the same collective. Every rank reads every other
+   * rank's call, a broadcast's too (its non-root ranks send only their call), so a mismatch, a
+   * root that differs included, fails on every rank instead of hanging some or feeding them
+   * another rank's data. A payload larger than one store value goes in parts under their own keys.
    */
-  async #exchange(call: CallDescription, payload: Uint8Array, from: "all" | number): Promise<Map<number, Uint8Array>> {
+  async #exchange(call: CallDescription, payload: Uint8Array): Promise<Map<number, Uint8Array>> {
     this.#throwIfDestroyed(describeCall(call));
     const sequence = this.#sequence++;
     const label = `${describeCall(call)}, collective #${sequence} of rank ${this.rank}`;
     const key = `cpu/${sequence}`;
     const others = this.#rendezvous.others();
-    const sources = from === "all" || from === this.rank ? others : [from];
-    // A broadcast's non-root ranks send only their call, read by the root.
-    const readers = from === "all" || from === this.rank ? others.length : 1;
+    const wait = this.#rendezvous.wait();
+    const parts = packedBytes({ ...call }, payload.byteLength) <= wireLimits.maxPayloadBytes ? [] : splitParts(payload, wireLimits.maxPayloadBytes);
     let messages: Map<number, Uint8Array>;
     try {
-      await this.#rendezvous.publish(key, packMessage({ ...call }, payload), readers);
-      messages = await this.#rendezvous.collect(key, sources);
+      const header: CallHeader = parts.length === 0 ? { ...call } : { ...call, parts: parts.length };
+      await this.#rendezvous.publish(key, packMessage({ ...header }, parts.length === 0 ? payload : new Uint8Array(0)), others.length, wait);
+      for (const [index, part] of parts.entries()) await this.#rendezvous.publish(`${key}/part${index}`, part, others.length, wait);
+      messages = await this.#rendezvous.collect(key, others, wait);
     } catch (error) {
-      throw explainStoreFailure(
-        error,
-        (message) => new CollectiveError(`${message} (a peer may have exited, hung, or skipped this collective: every rank must call the same collectives in the same order)`),
-        label,
-      );
+      throw this.#explain(error, label);
     }
     const payloads = new Map<number, Uint8Array>();
+    const split: [number, number][] = [];
     for (const [peer, bytes] of messages) {
       const { header, payload: theirs } = unpackMessage(bytes);
-      const theirCall = header as unknown as CallDescription;
+      const theirCall = header as unknown as CallHeader;
       if (!sameCall(theirCall, call)) {
-        throw new CollectiveError(`${label}: rank ${peer} called ${describeCall(theirCall)} instead; every rank must call the same collectives, on tensors of the same shape and dtype, in the same order`);
+        const roots = call.kind === "broadcast" && theirCall.kind === "broadcast" && theirCall.root !== call.root ? ` (the ranks disagree on the broadcast's root: ${theirCall.root} on rank ${peer}, ${call.root} on rank ${this.rank})` : "";
+        throw new CollectiveError(`${label}: rank ${peer} called ${describeCall(theirCall)} instead${roots}; every rank must call the same collectives, on tensors of the same shape and dtype, in the same order`);
       }
-      payloads.set(peer, theirs);
+      if (theirCall.parts === undefined) payloads.set(peer, theirs);
+      else if (Number.isSafeInteger(theirCall.parts) && theirCall.parts > 0) split.push([peer, theirCall.parts]);
+      else throw new CollectiveError(`${label}: rank ${peer} sent a malformed message (parts ${String(theirCall.parts)})`);
+    }
+    try {
+      for (const [peer, count] of split) {
+        const pieces: Uint8Array[] = [];
+        for (let index = 0; index < count; index++) pieces.push((await this.#rendezvous.collect(`${key}/part${index}`, [peer], wait)).get(peer) as Uint8Array);
+        payloads.set(peer, joinParts(pieces));
+      }
+    } catch (error) {
+      throw this.#explain(error, label);
     }
     return payloads;
   }
+
+  #explain(error: unknown, label: string): unknown {
+    return explainStoreFailure(
+      error,
+      (message) => new CollectiveError(`${message} (a peer may have exited, hung, or skipped this collective: every rank must call the same collectives in the same order)`),
+      label,
+    );
+  }
+}
+
+/** `payload` cut into views of at most `size` bytes. */
+function splitParts(payload: Uint8Array, size: number): Uint8Array[] {
+  const parts: Uint8Array[] = [];
+  for (let start = 0; start < payload.byteLength; start += size) parts.push(payload.subarray(start, Math.min(start + size, payload.byteLength)));
+  return parts;
+}
+
+/** The parts joined into one array (aligned for typed arrays, as unpackMessage's payloads are). */
+function joinParts(parts: Uint8Array[]): Uint8Array {
+  const whole = new Uint8Array(parts.reduce((sum, part) => sum + part.byteLength, 0));
+  let offset = 0;
+  for (const part of parts) {
+    whole.set(part, offset);
+    offset += part.byteLength;
+  }
+  return whole;
 }

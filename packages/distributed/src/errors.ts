@@ -15,6 +15,11 @@ export class StoreError extends DistributedError {
   override name = "StoreError";
 }
 
+/** A wait on the store ran past its timeout: connecting, or a request no rank answered; the message names what it waited for. */
+export class StoreTimeoutError extends StoreError {
+  override name = "StoreTimeoutError";
+}
+
 /** A collective failed: a peer did not take part in time, called a different collective, or the transport broke. */
 export class CollectiveError extends DistributedError {
   override name = "CollectiveError";

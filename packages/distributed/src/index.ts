@@ -2,11 +2,11 @@ export const version = "0.1.0";
 
 export { CpuProcessGroup } from "./cpu_group";
 export { type DistributedEnv, readDistributedEnv } from "./env";
-export { CollectiveError, DistributedEnvError, DistributedError, NcclError, ReplicaDivergenceError, StoreError } from "./errors";
+export { CollectiveError, DistributedEnvError, DistributedError, NcclError, ReplicaDivergenceError, StoreError, StoreTimeoutError } from "./errors";
 export { type InitProcessGroupOptions, initProcessGroup } from "./init";
 export { NcclProcessGroup } from "./nccl_group";
 export { LAUNCHER_USAGE, type LaunchOptions, launch, parseLauncherArgs } from "./launcher";
 export type { ProcessGroup, ReduceOp } from "./process_group";
 export { DEFAULT_TIMEOUT_MS, Rendezvous } from "./rendezvous";
-export { type StoreConnectOptions, TcpStore, TcpStoreServer } from "./store";
+export { type StoreConnectOptions, type StoreTimeout, TcpStore, TcpStoreServer } from "./store";
 export { DistributedDataParallel, type DistributedDataParallelOptions } from "./ddp";

@@ -1,7 +1,7 @@
 import { ValueError } from "@blocksparse/core";
 import { checkDistributedEnv, type DistributedEnv } from "./env";
 import { DistributedEnvError, StoreError } from "./errors";
-import { TcpStore, TcpStoreServer } from "./store";
+import { type StoreTimeout, TcpStore, TcpStoreServer } from "./store";
 
 /** Default time a rank waits for its peers in a rendezvous or a collective: 5 minutes. */
 export const DEFAULT_TIMEOUT_MS = 300_000;
@@ -23,26 +23,28 @@ export class Rendezvous {
   /**
    * Joins the job described by `env`: rank 0 starts the store on MASTER_ADDR:MASTER_PORT (unless
    * the launcher hosts it), every rank connects, and the ranks check that they agree on the world
-   * size and that no rank number is taken twice.
+   * size and that no rank number is taken twice. All of it within one `timeoutMs`: past it, a
+   * StoreTimeoutError naming what was being waited for.
    */
   static async join(env: DistributedEnv, options: { timeoutMs?: number } = {}): Promise<Rendezvous> {
     checkDistributedEnv("Rendezvous.join", env);
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) throw new ValueError(`timeoutMs must be a positive number of milliseconds, got ${String(timeoutMs)}`);
+    const wait: StoreTimeout = { timeoutMs, deadline: Date.now() + timeoutMs };
     const server = env.rank === 0 && !env.launcherStore ? await TcpStoreServer.listen(env.masterAddr, env.masterPort) : null;
     let store: TcpStore;
     try {
-      store = await TcpStore.connect(env.masterAddr, env.masterPort, { timeoutMs });
+      store = await TcpStore.connect(env.masterAddr, env.masterPort, { timeoutMs: wait });
     } catch (error) {
       await server?.close();
       throw error;
     }
     const rendezvous = new Rendezvous(store, env.rank, env.worldSize, timeoutMs, server);
     try {
-      if ((await store.add(`rendezvous/rank/${env.rank}`, 1)) > 1) {
+      if ((await store.add(`rendezvous/rank/${env.rank}`, 1, { timeoutMs: wait })) > 1) {
         throw new DistributedEnvError(`RANK=${env.rank} is used by two processes of this job: each process needs its own RANK in [0, ${env.worldSize - 1}]`);
       }
-      const sizes = await rendezvous.exchange("rendezvous/world", new TextEncoder().encode(String(env.worldSize)));
+      const sizes = await rendezvous.exchange("rendezvous/world", new TextEncoder().encode(String(env.worldSize)), wait);
       for (const [peer, bytes] of sizes) {
         const theirs = new TextDecoder().decode(bytes);
         if (theirs !== String(env.worldSize)) {
@@ -56,22 +58,27 @@ export class Rendezvous {
     return rendezvous;
   }
 
-  /** Sets `key/<rank>` to `value`, dropped once `readers` ranks have read it. */
-  async publish(key: string, value: Uint8Array, readers: number): Promise<void> {
-    if (readers > 0) await this.store.set(`${key}/${this.rank}`, value, { reads: readers });
+  /** The timeout of one exchange, starting now: steps given it share one deadline. */
+  wait(): StoreTimeout {
+    return { timeoutMs: this.timeoutMs, deadline: Date.now() + this.timeoutMs };
   }
 
-  /** What each of `ranks` published under `key`, waiting up to the timeout for each. */
-  async collect(key: string, ranks: readonly number[]): Promise<Map<number, Uint8Array>> {
-    const values = await Promise.all(ranks.map((peer) => this.store.get(`${key}/${peer}`, this.timeoutMs)));
+  /** Sets `key/<rank>` to `value`, dropped once `readers` ranks have read it. */
+  async publish(key: string, value: Uint8Array, readers: number, wait: StoreTimeout = this.wait()): Promise<void> {
+    if (readers > 0) await this.store.set(`${key}/${this.rank}`, value, { reads: readers, timeoutMs: wait });
+  }
+
+  /** What each of `ranks` published under `key`, waiting up to the timeout for all of them. */
+  async collect(key: string, ranks: readonly number[], wait: StoreTimeout = this.wait()): Promise<Map<number, Uint8Array>> {
+    const values = await Promise.all(ranks.map((peer) => this.store.get(`${key}/${peer}`, wait)));
     return new Map(ranks.map((peer, i) => [peer, values[i]]));
   }
 
-  /** Every other rank's `value` under `key` (each rank publishes its own and reads the rest). */
-  async exchange(key: string, value: Uint8Array): Promise<Map<number, Uint8Array>> {
+  /** Every other rank's `value` under `key` (each rank publishes its own and reads the rest), within one timeout. */
+  async exchange(key: string, value: Uint8Array, wait: StoreTimeout = this.wait()): Promise<Map<number, Uint8Array>> {
     const others = this.others();
-    await this.publish(key, value, others.length);
-    return this.collect(key, others);
+    await this.publish(key, value, others.length, wait);
+    return this.collect(key, others, wait);
   }
 
   /** The ranks other than this one, ascending. */
@@ -85,9 +92,10 @@ export class Rendezvous {
    */
   async shutdown(): Promise<void> {
     try {
-      await this.exchange("shutdown/arrived", new Uint8Array(0));
-      if (this.server !== null) await this.collect("shutdown/left", this.others());
-      else await this.publish("shutdown/left", new Uint8Array(0), 1);
+      const wait = this.wait();
+      await this.exchange("shutdown/arrived", new Uint8Array(0), wait);
+      if (this.server !== null) await this.collect("shutdown/left", this.others(), wait);
+      else await this.publish("shutdown/left", new Uint8Array(0), 1, wait);
     } finally {
       await this.close();
     }

@@ -6,8 +6,8 @@
  */
 import { createServer, type Server, type Socket, connect as connectSocket } from "node:net";
 import { ValueError } from "@blocksparse/core";
-import { StoreError } from "./errors";
-import { encodeFrame, type Frame, FrameReader } from "./wire";
+import { StoreError, StoreTimeoutError } from "./errors";
+import { encodeFrame, type Frame, FrameReader, MAX_HEADER_BYTES, wireLimits } from "./wire";
 
 interface StoredValue {
   value: Uint8Array;
@@ -141,8 +141,49 @@ interface Pending {
 }
 
 export interface StoreConnectOptions {
-  /** How long to keep trying while the server is not up yet (default 60 s). */
-  timeoutMs?: number;
+  /** How long to keep trying while the server is not up yet (default 60 s), or what is left of a longer wait. */
+  timeoutMs?: StoreTimeout;
+}
+
+/**
+ * How long a store request may wait: milliseconds from now, or the part left of an overall
+ * timeout (`deadline` a Date.now() time; `timeoutMs`, the whole, is what the error names).
+ */
+export type StoreTimeout = number | { timeoutMs: number; deadline: number };
+
+/** The deadline and the timeout to name of a StoreTimeout. */
+function resolveTimeout(timeout: StoreTimeout): { timeoutMs: number; deadline: number } {
+  return typeof timeout === "number" ? { timeoutMs: timeout, deadline: Date.now() + timeout } : timeout;
+}
+
+function checkTimeout(where: string, timeout: StoreTimeout | undefined): void {
+  const ms = typeof timeout === "object" && timeout !== null ? timeout.timeoutMs : timeout;
+  const valid = timeout === undefined || (typeof ms === "number" && ms > 0 && (typeof timeout === "number" || Number.isFinite(timeout?.deadline)));
+  if (!valid) throw new ValueError(`TcpStore.${where}: timeoutMs must be a positive number of milliseconds, got ${String(ms)}`);
+}
+
+/** Keys travel in a frame's header; this leaves the rest of the header room. */
+const MAX_KEY_BYTES = MAX_HEADER_BYTES / 2;
+
+/** One TCP connection attempt, given up (the socket destroyed) after `waitMs`. */
+function connectOnce(host: string, port: number, waitMs: number): Promise<Socket> {
+  return new Promise<Socket>((resolve, reject) => {
+    const socket = connectSocket({ host, port, noDelay: true });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error("the connection attempt did not complete in time"));
+    }, Math.min(Math.max(waitMs, 1), MAX_TIMER_MS));
+    socket.once("connect", () => {
+      clearTimeout(timer);
+      socket.removeAllListeners("error");
+      resolve(socket);
+    });
+    socket.once("error", (error) => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(error);
+    });
+  });
 }
 
 /** A connection to the store. Requests may overlap; each resolves with its own answer. */
@@ -187,56 +228,59 @@ export class TcpStore {
     socket.on("close", () => this.#fail(closed));
   }
 
-  /** Connects to host:port, retrying while the server is not listening yet, up to `timeoutMs`. */
+  /**
+   * Connects to host:port, retrying while the server is not listening yet; a StoreTimeoutError
+   * once `timeoutMs` has passed, however long a single attempt (or name lookup) would take.
+   */
   static async connect(host: string, port: number, options: StoreConnectOptions = {}): Promise<TcpStore> {
     if (typeof host !== "string" || host === "") throw new ValueError(`TcpStore.connect: host must be a host name or address, got ${String(host)}`);
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw new ValueError(`TcpStore.connect: port must be in [1, 65535], got ${String(port)}`);
-    const timeoutMs = options.timeoutMs ?? 60_000;
-    const deadline = Date.now() + timeoutMs;
-    let last = "";
-    while (Date.now() < deadline) {
+    checkTimeout("connect", options.timeoutMs);
+    const { timeoutMs, deadline } = resolveTimeout(options.timeoutMs ?? 60_000);
+    let last = "no attempt started before the deadline";
+    for (let left = deadline - Date.now(); left > 0; left = deadline - Date.now()) {
       try {
-        const socket = await new Promise<Socket>((resolve, reject) => {
-          const socket = connectSocket({ host, port, noDelay: true });
-          socket.once("connect", () => {
-            socket.removeAllListeners("error");
-            resolve(socket);
-          });
-          socket.once("error", reject);
-        });
-        return new TcpStore(socket, host, port);
+        return new TcpStore(await connectOnce(host, port, left), host, port);
       } catch (error) {
         last = (error as Error).message;
-        await new Promise((resolve) => setTimeout(resolve, 100));
+        const pause = Math.min(100, deadline - Date.now());
+        if (pause > 0) await new Promise((resolve) => setTimeout(resolve, pause));
       }
     }
-    throw new StoreError(`could not reach the store at ${host}:${port} within ${timeoutMs / 1000} s (last error: ${last}); is rank 0 running, and are MASTER_ADDR and MASTER_PORT the same on every rank?`);
+    throw new StoreTimeoutError(`could not reach the store at ${host}:${port} within ${timeoutMs / 1000} s (last error: ${last}); is rank 0 running, and are MASTER_ADDR and MASTER_PORT the same on every rank?`);
   }
 
-  /** Stores `value` under `key` (replacing any); with `reads`, it is dropped after that many gets. */
-  async set(key: string, value: Uint8Array, options: { reads?: number } = {}): Promise<void> {
+  /**
+   * Stores `value` under `key` (replacing any); with `reads`, it is dropped after that many gets.
+   * A value larger than one frame holds (4 GiB - 1) is a ValueError before anything is sent; with
+   * `timeoutMs`, a StoreTimeoutError when the store does not answer in time.
+   */
+  async set(key: string, value: Uint8Array, options: { reads?: number; timeoutMs?: StoreTimeout } = {}): Promise<void> {
     checkKey("set", key);
     if (!(value instanceof Uint8Array)) throw new ValueError(`TcpStore.set: value must be a Uint8Array, got ${String(value)}`);
+    if (value.byteLength > wireLimits.maxPayloadBytes) {
+      throw new ValueError(`TcpStore.set '${key}': a value of ${value.byteLength} bytes is more than the store's frame holds (at most ${wireLimits.maxPayloadBytes}); split it over several keys`);
+    }
     if (options.reads !== undefined && !(Number.isInteger(options.reads) && options.reads >= 1)) {
       throw new ValueError(`TcpStore.set: reads must be a positive integer, got ${String(options.reads)}`);
     }
-    await this.#request({ op: "set", key, ...(options.reads === undefined ? {} : { reads: options.reads }) }, value, `set '${key}'`);
+    checkTimeout("set", options.timeoutMs);
+    await this.#request({ op: "set", key, ...(options.reads === undefined ? {} : { reads: options.reads }) }, value, `set '${key}'`, options.timeoutMs, "the store did not answer");
   }
 
-  /** The value under `key`, waiting until some rank sets it; a StoreError after `timeoutMs` (default: wait forever). */
-  async get(key: string, timeoutMs?: number): Promise<Uint8Array> {
+  /** The value under `key`, waiting until some rank sets it; a StoreTimeoutError after `timeoutMs` (default: wait forever). */
+  async get(key: string, timeoutMs?: StoreTimeout): Promise<Uint8Array> {
     checkKey("get", key);
-    if (timeoutMs !== undefined && !(typeof timeoutMs === "number" && timeoutMs > 0)) {
-      throw new ValueError(`TcpStore.get: timeoutMs must be a positive number of milliseconds, got ${String(timeoutMs)}`);
-    }
-    return (await this.#request({ op: "get", key }, undefined, `get '${key}'`, timeoutMs)).payload;
+    checkTimeout("get", timeoutMs);
+    return (await this.#request({ op: "get", key }, undefined, `get '${key}'`, timeoutMs, "no rank set it")).payload;
   }
 
-  /** Adds `delta` to the counter `key` (starting from 0) and returns the new value. */
-  async add(key: string, delta: number): Promise<number> {
+  /** Adds `delta` to the counter `key` (starting from 0) and returns the new value; with `timeoutMs`, a StoreTimeoutError when the store does not answer in time. */
+  async add(key: string, delta: number, options: { timeoutMs?: StoreTimeout } = {}): Promise<number> {
     checkKey("add", key);
     if (!Number.isSafeInteger(delta)) throw new ValueError(`TcpStore.add: delta must be an integer, got ${String(delta)}`);
-    return Number((await this.#request({ op: "add", key, delta }, undefined, `add '${key}'`)).header.value);
+    checkTimeout("add", options.timeoutMs);
+    return Number((await this.#request({ op: "add", key, delta }, undefined, `add '${key}'`, options.timeoutMs, "the store did not answer")).header.value);
   }
 
   /** Closes the connection; pending requests fail. */
@@ -245,21 +289,22 @@ export class TcpStore {
     this.#socket.destroy();
   }
 
-  #request(header: Record<string, unknown>, payload: Uint8Array | undefined, what: string, timeoutMs?: number): Promise<Frame> {
+  #request(header: Record<string, unknown>, payload: Uint8Array | undefined, what: string, timeout: StoreTimeout | undefined, late: string): Promise<Frame> {
     if (this.#closedReason !== null) return Promise.reject(new StoreError(`store ${what}: ${this.#closedReason}`));
     const id = this.#nextId++;
+    // Encoded before anything is registered or sent: a frame too large fails here, leaving the connection as it was.
+    const frame = encodeFrame({ ...header, id }, payload);
+    const limit = timeout === undefined ? undefined : resolveTimeout(timeout);
     return new Promise((resolve, reject) => {
-      const timer =
-        timeoutMs === undefined
-          ? undefined
-          : setTimeout(() => {
-              this.#pending.delete(id);
-              if (this.#pending.size === 0) this.#socket.unref();
-              reject(new StoreError(`store ${what}: no rank set it within ${timeoutMs / 1000} s`));
-            }, Math.min(timeoutMs, MAX_TIMER_MS));
+      const expire = () => {
+        this.#pending.delete(id);
+        if (this.#pending.size === 0) this.#socket.unref();
+        reject(new StoreTimeoutError(`store ${what}: ${late} within ${(limit as { timeoutMs: number }).timeoutMs / 1000} s`));
+      };
+      const timer = limit === undefined ? undefined : setTimeout(expire, Math.min(Math.max(limit.deadline - Date.now(), 0), MAX_TIMER_MS));
       this.#pending.set(id, { resolve, reject, timer, what });
       this.#socket.ref();
-      send(this.#socket, { ...header, id }, payload);
+      if (!this.#socket.destroyed) for (const part of frame) this.#socket.write(part);
     });
   }
 
@@ -275,4 +320,7 @@ export class TcpStore {
 
 function checkKey(where: string, key: unknown): void {
   if (typeof key !== "string" || key === "") throw new ValueError(`TcpStore.${where}: key must be a non-empty string, got ${String(key)}`);
+  // A longer header makes the store drop the connection as another protocol, failing every request on it.
+  const bytes = Buffer.byteLength(key, "utf8");
+  if (bytes > MAX_KEY_BYTES) throw new ValueError(`TcpStore.${where}: a key of ${bytes} bytes is longer than the store takes (at most ${MAX_KEY_BYTES})`);
 }

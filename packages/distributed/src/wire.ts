@@ -1,18 +1,32 @@
+import { ValueError } from "@blocksparse/core";
+
 /**
  * The framing of the store's TCP protocol: each message is a JSON header and a binary payload,
  * [u32 header bytes][u32 payload bytes][header][payload], big-endian lengths.
  */
 
 /** Headers are small JSON objects; a longer one means the peer speaks another protocol. */
-const MAX_HEADER_BYTES = 64 * 1024;
+export const MAX_HEADER_BYTES = 64 * 1024;
+
+/**
+ * The largest payload one frame carries: what its u32 length holds. A field rather than a
+ * constant so that tests can lower it instead of allocating 4 GiB; larger values are refused
+ * before anything is sent (the CPU group splits its messages to fit).
+ */
+export const wireLimits = { maxPayloadBytes: 0xffff_ffff };
 
 export interface Frame {
   header: Record<string, unknown>;
   payload: Uint8Array;
 }
 
+/** Encodes one frame; a ValueError, before anything is sent, when the header or payload is more than a frame holds. */
 export function encodeFrame(header: Record<string, unknown>, payload: Uint8Array = new Uint8Array(0)): Buffer[] {
   const headerBytes = Buffer.from(JSON.stringify(header), "utf8");
+  if (headerBytes.length > MAX_HEADER_BYTES) throw new ValueError(`a store message header of ${headerBytes.length} bytes is more than a frame holds (at most ${MAX_HEADER_BYTES})`);
+  if (payload.byteLength > wireLimits.maxPayloadBytes) {
+    throw new ValueError(`a store message of ${payload.byteLength} bytes is more than a frame holds (at most ${wireLimits.maxPayloadBytes}); split it`);
+  }
   const lengths = Buffer.alloc(8);
   lengths.writeUInt32BE(headerBytes.length, 0);
   lengths.writeUInt32BE(payload.byteLength, 4);
@@ -56,6 +70,11 @@ export class FrameReader {
     this.#buffered = rest.length;
     return all.subarray(0, bytes);
   }
+}
+
+/** The length of packMessage(header, payload) for a payload of `payloadBytes`. */
+export function packedBytes(header: Record<string, unknown>, payloadBytes: number): number {
+  return 8 + Buffer.byteLength(JSON.stringify(header), "utf8") + payloadBytes;
 }
 
 /** One header and payload as a single byte array (the frame layout), for values kept in the store. */

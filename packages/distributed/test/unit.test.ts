@@ -1,4 +1,5 @@
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { addGradReadyObserver } from "@blocksparse/autograd";
@@ -17,9 +18,11 @@ import {
   ReplicaDivergenceError,
   readDistributedEnv,
   StoreError,
+  StoreTimeoutError,
   TcpStore,
   TcpStoreServer,
 } from "../src/index";
+import { encodeFrame, wireLimits } from "../src/wire";
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -111,6 +114,84 @@ describe("the TCP store", () => {
   });
 });
 
+/** Rejects if `promise` has not settled after `ms`: a regression that waits forever fails instead of hanging the run. */
+function within<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`still waiting after ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+/** A Uint8Array that says it holds `bytes` bytes, to stand for a value too large to allocate in a test. */
+function claimingBytes(bytes: number): Uint8Array {
+  return new (class extends Uint8Array {
+    override get byteLength(): number {
+      return bytes;
+    }
+  })(4);
+}
+
+describe("timeouts: every wait of a connect or rendezvous ends with the caller's timeout", () => {
+  it("a store that accepts the connection but never answers fails the join with a StoreTimeoutError naming the request, not a hang", async () => {
+    const sockets = new Set<Socket>();
+    const silent = createServer((socket) => sockets.add(socket));
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    cleanups.push(() => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise<void>((resolve) => silent.close(() => resolve()));
+    });
+    const port = (silent.address() as { port: number }).port;
+    const env = { rank: 0, worldSize: 2, localRank: 0, localWorldSize: 2, masterAddr: "127.0.0.1", masterPort: port, launcherStore: true };
+    const joining = Rendezvous.join(env, { timeoutMs: 300 });
+    await expect(within(joining, 1500)).rejects.toThrow(StoreTimeoutError);
+    await expect(joining).rejects.toThrow(/store add 'rendezvous\/rank\/0': the store did not answer within 0.3 s/);
+  });
+
+  it("a peer that never joins fails the join after the one timeout, with a StoreTimeoutError naming the key", async () => {
+    const server = await TcpStoreServer.listen("127.0.0.1", 0);
+    cleanups.push(() => server.close());
+    const env = { rank: 0, worldSize: 2, localRank: 0, localWorldSize: 2, masterAddr: "127.0.0.1", masterPort: server.port, launcherStore: true };
+    const joining = Rendezvous.join(env, { timeoutMs: 300 });
+    await expect(within(joining, 1500)).rejects.toMatchObject({ name: "StoreTimeoutError" });
+    await expect(joining).rejects.toThrow(StoreTimeoutError);
+    await expect(joining).rejects.toThrow(/store get 'rendezvous\/world\/1': no rank set it within 0.3 s/);
+  });
+
+  it("the store's requests take a timeout too: set and add fail with a StoreTimeoutError when the store does not answer", async () => {
+    const sockets = new Set<Socket>();
+    const silent = createServer((socket) => sockets.add(socket));
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const store = await TcpStore.connect("127.0.0.1", (silent.address() as { port: number }).port, { timeoutMs: 2000 });
+    cleanups.push(() => {
+      store.close();
+      for (const socket of sockets) socket.destroy();
+      return new Promise<void>((resolve) => silent.close(() => resolve()));
+    });
+    await expect(within(store.set("k", new Uint8Array(1), { timeoutMs: 200 }), 1000)).rejects.toThrow(/store set 'k': the store did not answer within 0.2 s/);
+    await expect(within(store.add("n", 1, { timeoutMs: 200 }), 1000)).rejects.toThrow(StoreTimeoutError);
+    await expect(store.add("n", 1, { timeoutMs: 0 })).rejects.toThrow(/TcpStore.add: timeoutMs must be a positive number/);
+  });
+});
+
+describe("values larger than a frame holds", () => {
+  it("encodeFrame refuses a payload over the u32 length (4 GiB) with a ValueError instead of a RangeError or a cut length", () => {
+    expect(() => encodeFrame({ op: "set" }, claimingBytes(2 ** 32))).toThrow(ValueError);
+    expect(() => encodeFrame({ op: "set" }, claimingBytes(2 ** 32 + 5))).toThrow(/a store message of 4294967301 bytes is more than a frame holds \(at most 4294967295\)/);
+    expect(() => encodeFrame({ key: "k".repeat(70_000) })).toThrow(/a store message header of \d+ bytes is more than a frame holds/);
+  });
+
+  it("TcpStore.set refuses a value over 4 GiB, and a key too long for a header, before sending: the connection stays usable", async () => {
+    const { store } = await storePair();
+    await expect(store.set("big", claimingBytes(2 ** 32))).rejects.toThrow(ValueError);
+    await expect(store.set("big", claimingBytes(2 ** 32))).rejects.toThrow(/TcpStore.set 'big': a value of 4294967296 bytes is more than the store's frame holds \(at most 4294967295\)/);
+    // The store used to drop the connection on such a header, failing every request as if its host had exited.
+    await expect(store.get("k".repeat(70_000), 200)).rejects.toThrow(/TcpStore.get: a key of 70000 bytes is longer than the store takes/);
+    await store.set("after", Uint8Array.from([5]));
+    expect(Array.from(await store.get("after", 2000))).toEqual([5]);
+  });
+});
+
 describe("CpuProcessGroup arguments", () => {
   async function singleRankGroup(): Promise<CpuProcessGroup> {
     const server = await TcpStoreServer.listen("127.0.0.1", 0);
@@ -153,14 +234,19 @@ describe("an environment the caller builds", () => {
   });
 });
 
-/** Two ranks of one job in this process, the launcher's store played by `server`. */
-async function twoRanks(timeoutMs = 2000): Promise<[CpuProcessGroup, CpuProcessGroup]> {
+/** `worldSize` ranks of one job in this process, the launcher's store played by `server`. */
+async function ranksInProcess(worldSize: number, timeoutMs = 2000): Promise<CpuProcessGroup[]> {
   const server = await TcpStoreServer.listen("127.0.0.1", 0);
   cleanups.push(() => server.close());
-  const env = (rank: number) => ({ rank, worldSize: 2, localRank: rank, localWorldSize: 2, masterAddr: "127.0.0.1", masterPort: server.port, launcherStore: true });
-  const rendezvous = await Promise.all([Rendezvous.join(env(0), { timeoutMs }), Rendezvous.join(env(1), { timeoutMs })]);
+  const env = (rank: number) => ({ rank, worldSize, localRank: rank, localWorldSize: worldSize, masterAddr: "127.0.0.1", masterPort: server.port, launcherStore: true });
+  const rendezvous = await Promise.all(Array.from({ length: worldSize }, (_, rank) => Rendezvous.join(env(rank), { timeoutMs })));
   cleanups.push(() => Promise.all(rendezvous.map((r) => r.close())).then(() => undefined));
-  return [new CpuProcessGroup(rendezvous[0]), new CpuProcessGroup(rendezvous[1])];
+  return rendezvous.map((r) => new CpuProcessGroup(r));
+}
+
+async function twoRanks(timeoutMs = 2000): Promise<[CpuProcessGroup, CpuProcessGroup]> {
+  const [a, b] = await ranksInProcess(2, timeoutMs);
+  return [a, b];
 }
 
 describe("CpuProcessGroup with two ranks in one process", () => {
@@ -170,6 +256,46 @@ describe("CpuProcessGroup with two ranks in one process", () => {
     expect(onOther.status === "rejected" && onOther.reason).toBeInstanceOf(CollectiveError);
     expect(onRoot.status === "rejected" && onRoot.reason).toBeInstanceOf(CollectiveError);
     expect(onRoot.status === "rejected" && (onRoot.reason as Error).message).toMatch(/broadcast \(float32 \[3\], root 0\).*rank 1 called broadcast \(float32 \[2\], root 0\) instead/);
+  });
+
+  it("3 ranks: a broadcast whose root differs between ranks (0 on rank 0, 1 on ranks 1 and 2) fails on every rank, naming the roots", async () => {
+    const groups = await ranksInProcess(3, 3000);
+    const tensors = [tensor([1, 2]), tensor([3, 4]), tensor([5, 6])];
+    const results = await within(Promise.allSettled(groups.map((g, rank) => g.broadcast(tensors[rank], rank === 0 ? 0 : 1))), 10_000);
+    for (const result of results) {
+      expect(result.status === "rejected" && result.reason).toBeInstanceOf(CollectiveError);
+      expect(result.status === "rejected" && (result.reason as Error).message).toMatch(/the ranks disagree on the broadcast's root: [01] on rank [012], [01] on rank [012]/);
+    }
+    // Rank 2 used to take rank 1's values while rank 0 sent its own.
+    expect(Array.from(tensors[2].dataSync())).toEqual([5, 6]);
+  });
+
+  it("3 ranks: a broadcast on tensors of different dtypes fails on every rank, the non-root ranks that agree with the root included", async () => {
+    const groups = await ranksInProcess(3, 3000);
+    const tensors = [tensor([1, 2]), tensor([3, 4]), tensor([5, 6], [2], "int32")];
+    const results = await within(Promise.allSettled(groups.map((g, rank) => g.broadcast(tensors[rank], 0))), 10_000);
+    for (const result of results) expect(result.status === "rejected" && (result.reason as Error).message).toMatch(/called broadcast \((int32|float32) \[2\], root 0\) instead/);
+  });
+
+  it("collectives on payloads larger than one store value go in parts and give the exact results (the frame limit lowered to 256 bytes)", async () => {
+    const groups = await ranksInProcess(3);
+    const saved = wireLimits.maxPayloadBytes;
+    wireLimits.maxPayloadBytes = 256;
+    try {
+      const n = 300;
+      const values = (rank: number) => Array.from({ length: n }, (_, i) => (rank + 1) * i);
+      const sums = groups.map((_, rank) => tensor(values(rank)));
+      await Promise.all(groups.map((g, rank) => g.allReduce(sums[rank])));
+      for (const t of sums) expect(Array.from(t.dataSync())).toEqual(Array.from({ length: n }, (_, i) => 6 * i));
+      const broadcasts = groups.map((_, rank) => tensor(values(rank), [n], "int32"));
+      await Promise.all(groups.map((g, rank) => g.broadcast(broadcasts[rank], 2)));
+      for (const t of broadcasts) expect(Array.from(t.dataSync())).toEqual(values(2));
+      const gathered = await Promise.all(groups.map((g, rank) => g.allGather(tensor(values(rank)))));
+      for (const t of gathered) expect(Array.from(t.dataSync())).toEqual([...values(0), ...values(1), ...values(2)]);
+      await Promise.all(groups.map((g) => g.barrier()));
+    } finally {
+      wireLimits.maxPayloadBytes = saved;
+    }
   });
 
   it("a collective that a peer never calls fails after the timeout with a CollectiveError, not a hang", async () => {
