@@ -40,7 +40,14 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaFree(nullptr));
   cudaDeviceProp prop{};
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
-  std::printf("device: %s, %d SMs; %d calls per row\n\n", prop.name, prop.multiProcessorCount, calls);
+  std::printf("device: %s, %d SMs; %d calls per row\n", prop.name, prop.multiProcessorCount, calls);
+  {
+    // What kernels/overlap.cuh's programmaticLaunchBuilt reads: programmatic launches need both versions at 90+.
+    cudaFuncAttributes attributes{};
+    CHECK_CUDA(cudaFuncGetAttributes(&attributes, emptyKernel));
+    std::printf("an empty kernel's code: binaryVersion %d, ptxVersion %d\n\n", attributes.binaryVersion,
+                attributes.ptxVersion);
+  }
   const bs::DType dtype = bs::DType::BFloat16;
 
   std::printf("| op | block | M | K -> N | density | host us per call (issue) | wall us per call |\n|---|---|---|---|---|---|---|\n");

@@ -48,7 +48,10 @@ inline bool programmaticLaunchEnabled() {
 }
 
 // Whether the code the current device runs for `kernel` was built for sm_90+ (so its waitForPrimary waits): a
-// programmatic launch of code without the wait would race with the kernel before it. Asked once per device and kernel.
+// programmatic launch of code without the wait would race with the kernel before it. Both the binary and the PTX it
+// came from must be sm_90+: a newer GPU that JIT-compiles the sm_80 PTX runs a binary of its own version made from code
+// without the wait. (A PTX version of 0, where the runtime does not say, defers to the binary's.) Asked once per device
+// and kernel.
 inline bool programmaticLaunchBuilt(const void* kernel) {
   constexpr int kDevices = 64;
   static std::mutex mutex;
@@ -63,7 +66,8 @@ inline bool programmaticLaunchBuilt(const void* kernel) {
   if (known != built[device].end()) return known->second;
   cudaFuncAttributes attributes{};
   bool answer = false;
-  if (cudaFuncGetAttributes(&attributes, kernel) == cudaSuccess) answer = attributes.binaryVersion >= 90;
+  if (cudaFuncGetAttributes(&attributes, kernel) == cudaSuccess)
+    answer = attributes.binaryVersion >= 90 && (attributes.ptxVersion == 0 || attributes.ptxVersion >= 90);
   else cudaGetLastError();
   built[device].emplace(kernel, answer);
   return answer;

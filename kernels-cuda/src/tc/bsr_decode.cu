@@ -361,7 +361,9 @@ bool overlapBuilt() {
       cudaGetLastError();
       return 0;
     }
-    return attributes.binaryVersion >= 90 ? 1 : 0;
+    // The PTX too: a newer GPU JIT-compiling the sm_80 PTX runs a binary of its own version without the wait
+    // (overlap.cuh, programmaticLaunchBuilt).
+    return attributes.binaryVersion >= 90 && (attributes.ptxVersion == 0 || attributes.ptxVersion >= 90) ? 1 : 0;
   }) > 0;
 }
 
