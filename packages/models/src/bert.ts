@@ -248,7 +248,8 @@ export class BertModel extends Module {
   /**
    * Checkpoint names: as the model's, or under "bert." / "roberta." (files of the task
    * models); the position_ids buffer is skipped; LayerNorm.gamma / .beta of older files
-   * are LayerNorm.weight / .bias.
+   * are LayerNorm.weight / .bias. A masked-LM file lacks the pooler (it keeps its initial values) and a pre-training
+   * file holds heads (cls.*, lm_head.*): both load, as transformers' BertModel loads them.
    */
   checkpointRules(): CheckpointRules {
     return {
@@ -260,6 +261,7 @@ export class BertModel extends Module {
           .replace(/\.LayerNorm\.beta$/, ".LayerNorm.bias");
       },
       transposed: () => false,
+      optional: /^(pooler|cls|lm_head)\./,
     };
   }
 

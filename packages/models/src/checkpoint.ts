@@ -12,6 +12,8 @@ export interface CheckpointRules {
   transposed(modelKey: string): boolean;
   /** File key -> model key, read only when no other key loads that parameter (a tied head saved in the embedding's place). */
   tiedFallbacks?: ReadonlyMap<string, string>;
+  /** Keys strict loading lets pass, still reported: model keys a file may lack and file keys of heads the model has not (BERT's pooler; cls.*). */
+  optional?: RegExp;
 }
 
 /** A model this package can load Hugging Face checkpoints into. */
@@ -33,9 +35,9 @@ export interface CheckpointOptions {
 export interface CheckpointPlan {
   /** File key -> the model key it loads into, for every key that loads. */
   load: Map<string, { modelKey: string; transposed: boolean }>;
-  /** Model keys the checkpoint lacks (only when not strict). */
+  /** Model keys the checkpoint lacks (when strict, only those the rules let pass). */
   missingKeys: string[];
-  /** File keys the model has no place for (only when not strict). */
+  /** File keys the model has no place for (when strict, only those the rules let pass). */
   unexpectedKeys: string[];
 }
 
@@ -90,7 +92,8 @@ export function planCheckpoint(model: HuggingFaceModel, headers: Map<string, Ten
     load.set(fileKey, { modelKey, transposed });
   }
   const missingKeys = [...parameters.keys()].filter((key) => !loadedBy.has(key));
-  if (problems.length > 0 || mismatches.length > 0 || (strict && (missingKeys.length > 0 || unexpectedKeys.length > 0))) {
+  const refused = [...missingKeys, ...unexpectedKeys].some((key) => !rules.optional?.test(key));
+  if (problems.length > 0 || mismatches.length > 0 || (strict && refused)) {
     throw new CheckpointError("loadCheckpoint", strict ? missingKeys : [], strict ? unexpectedKeys : [], mismatches, problems);
   }
   return { load, missingKeys, unexpectedKeys };

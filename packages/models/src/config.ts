@@ -16,8 +16,8 @@ const only = <const T extends string | boolean>(value: T) => z.literal(value, { 
 const orDefault = <S extends z.ZodMiniType>(schema: S, value: z.output<S>) => z._default(schema, value as z.core.util.NoUndefined<z.output<S>>);
 
 /** The activations Hugging Face names in configs, as core's gelu approximations (or relu). */
-export type Activation = "gelu" | "gelu_new" | "gelu_pytorch_tanh" | "relu";
-const ACTIVATIONS = ["gelu", "gelu_new", "gelu_pytorch_tanh", "relu"] as const;
+export type Activation = "gelu" | "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" | "relu";
+const ACTIVATIONS = ["gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu"] as const;
 const activation = z.enum(ACTIVATIONS, { error: `expected one of ${ACTIVATIONS.map((name) => `"${name}"`).join(", ")}` });
 
 /** The fields of GPT2Config that shape the model (other fields of config.json are ignored). */

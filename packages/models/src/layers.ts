@@ -28,7 +28,7 @@ export function uploadOn(values: ArrayLike<number>, shape: readonly number[], li
   return engine.upload(encodeStorage("models", values, dtype), shape, dtype, like.backend);
 }
 
-/** The activation module a config names: gelu (erf), gelu_new / gelu_pytorch_tanh (tanh approximation), relu. */
+/** The activation module a config names: gelu (erf), gelu_new / gelu_pytorch_tanh / gelu_fast (tanh approximation), relu. */
 export function activationModule(name: Activation): Module {
   if (name === "relu") return new ReLU();
   return new GELU(name === "gelu" ? "none" : "tanh");

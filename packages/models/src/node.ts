@@ -14,9 +14,9 @@ import { GPT2LMHeadModel } from "./gpt2";
 export interface LoadCheckpointResult {
   /** The safetensors files read, in order. */
   files: string[];
-  /** Parameters the checkpoint lacked (only with strict: false). */
+  /** Parameters the checkpoint lacked (with strict, only those the model lets a file lack: BERT's pooler). */
   missingKeys: string[];
-  /** Checkpoint keys the model has no place for (only with strict: false). */
+  /** Checkpoint keys the model has no place for (with strict, only heads the model lets pass: BERT's cls.*). */
   unexpectedKeys: string[];
 }
 
@@ -40,6 +40,8 @@ export async function readSafetensorsHeader(path: string): Promise<Map<string, T
     const { size } = await file.stat();
     const prefix = Buffer.alloc(8);
     if (size < 8 || (await file.read(prefix, 0, 8, 0)).bytesRead !== 8) throw fail("is shorter than a safetensors header");
+    // A clone without git-lfs leaves a small text file in the weights' place.
+    if (prefix.toString("latin1") === "version ") throw fail("is a Git LFS pointer, not the weights (fetch them with `git lfs pull`)");
     const length = Number(prefix.readBigUInt64LE(0));
     if (length > MAX_HEADER_BYTES || 8 + length > size) throw fail(`declares a header of ${length} bytes in a file of ${size} bytes`);
     const bytes = Buffer.alloc(length);
@@ -102,7 +104,8 @@ async function checkpointFiles(path: string): Promise<{ files: string[]; headers
   if (info.isDirectory()) {
     if (await exists(join(path, SINGLE_FILE))) return checkpointFiles(join(path, SINGLE_FILE));
     if (await exists(join(path, SHARDED_INDEX))) return readShardedIndex(join(path, SHARDED_INDEX));
-    throw new CheckpointError("loadCheckpoint", [], [], [], [`${path} holds neither ${SINGLE_FILE} nor ${SHARDED_INDEX}`]);
+    const pickle = (await exists(join(path, "pytorch_model.bin"))) ? " (pytorch_model.bin is not read: convert it to model.safetensors)" : "";
+    throw new CheckpointError("loadCheckpoint", [], [], [], [`${path} holds neither ${SINGLE_FILE} nor ${SHARDED_INDEX}${pickle}`]);
   }
   if (path.endsWith(".index.json")) return readShardedIndex(path);
   return { files: [path], headers: await readSafetensorsHeader(path) };
@@ -171,7 +174,9 @@ export async function fromPretrained(dir: string, fromOptions: FromPretrainedOpt
     throw new ConfigError(`fromPretrained: ${join(dir, "config.json")} has model_type ${JSON.stringify(modelType)}; supported: ${Object.keys(builders).join(", ")}`);
   }
   const model = build(config);
-  await loadCheckpoint(model, dir, options);
+  const { missingKeys } = await loadCheckpoint(model, dir, options);
+  // As transformers warns: these parameters keep their initial values (a masked-LM file has no pooler).
+  if (missingKeys.length > 0) console.warn(`fromPretrained: ${dir} does not hold ${missingKeys.join(", ")}; they keep their initial values`);
   if (options.dtype !== undefined && options.dtype !== "float32") model.to(options.dtype);
   return model.eval();
 }

@@ -1,12 +1,12 @@
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ValueError } from "@blocksparse/core";
+import { tensor, ValueError } from "@blocksparse/core";
 import type { SafetensorsTensor } from "@blocksparse/format";
 import { loadSafetensors, saveSafetensors } from "@blocksparse/format/node";
 import { BertModel, CheckpointError, ConfigError, GPT2LMHeadModel } from "@blocksparse/models";
 import { fromPretrained, loadCheckpoint, readConfig } from "@blocksparse/models/node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { fixtures, readReference, relativeError } from "./helpers";
 
 let scratch: string;
@@ -77,6 +77,43 @@ describe("loadCheckpoint", () => {
     expect(result.unexpectedKeys).toEqual(["cls.predictions.bias"]);
   });
 
+  it("loads hub BERT / RoBERTa files with pre-training heads (cls.*, lm_head.*) and no pooler, reporting both, as transformers does", async () => {
+    const reference = await readReference("bert");
+    const dir = await editedCopy("bert", (tensors) => {
+      for (const [key, t] of [...tensors]) {
+        tensors.delete(key);
+        tensors.set(`bert.${key}`, t);
+      }
+      tensors.set("cls.predictions.bias", { dtype: "F32", shape: [96], data: new Float32Array(96) });
+      tensors.set("cls.seq_relationship.weight", { dtype: "F32", shape: [2, 32], data: new Float32Array(64) });
+      tensors.set("lm_head.dense.weight", { dtype: "F32", shape: [32, 32], data: new Float32Array(1024) });
+    });
+    const model = await fromPretrained(dir);
+    const ids = reference.get("input_ids")!;
+    const inputs = { attentionMask: reference.get("attention_mask")!, tokenTypeIds: reference.get("token_type_ids")! };
+    expect(relativeError((model as BertModel).forward(ids, inputs), reference.get("last_hidden_state")!)).toBeLessThanOrEqual(1e-4);
+
+    const noPooler = await editedCopy("bert", (tensors) => {
+      tensors.delete("pooler.dense.weight");
+      tensors.delete("pooler.dense.bias");
+    });
+    const result = await loadCheckpoint(new BertModel(await readConfig(fixtures("bert")), { seed: 1 }), noPooler);
+    expect(result.missingKeys).toEqual(["pooler.dense.weight", "pooler.dense.bias"]);
+    const warn = vi.spyOn(console, "warn").mockImplementation(() => {});
+    try {
+      const loaded = (await fromPretrained(noPooler)) as BertModel;
+      expect(relativeError(loaded.forward(ids, inputs), reference.get("last_hidden_state")!)).toBeLessThanOrEqual(1e-4);
+      expect(warn).toHaveBeenCalledWith(expect.stringMatching(/does not hold pooler\.dense\.weight, pooler\.dense\.bias; they keep their initial values/));
+    } finally {
+      warn.mockRestore();
+    }
+    // A head the model does not know, or a missing layer, is still refused.
+    const head = await editedCopy("bert", (tensors) => tensors.set("classifier.weight", { dtype: "F32", shape: [2, 32], data: new Float32Array(64) }));
+    await expect(fromPretrained(head)).rejects.toThrow(/unexpected keys: classifier\.weight/);
+    const layer = await editedCopy("bert", (tensors) => tensors.delete("encoder.layer.1.output.dense.bias"));
+    await expect(fromPretrained(layer)).rejects.toThrow(/missing keys: encoder\.layer\.1\.output\.dense\.bias/);
+  });
+
   it("refuses non-float tensors as mismatches", async () => {
     const dir = await editedCopy("bert", (tensors) => {
       tensors.set("pooler.dense.bias", { dtype: "I32", shape: [32], data: new Int32Array(32) });
@@ -132,6 +169,18 @@ describe("loadCheckpoint", () => {
     await writeFile(truncated, (await readFile(fixtures("gpt2/model.safetensors"))).subarray(0, 100));
     await expect(loadCheckpoint(model, truncated)).rejects.toThrow(CheckpointError);
   });
+  it("names a Git LFS pointer in a weight file's place and a folder holding only pytorch_model.bin", async () => {
+    const dir = await mkdtemp(join(scratch, "lfs-"));
+    await copyFile(fixtures("gpt2/config.json"), join(dir, "config.json"));
+    const pointer = "version https://git-lfs.github.com/spec/v1\noid sha256:4d5f2b6e6c5f1b0c0a1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c\nsize 548105171\n";
+    await writeFile(join(dir, "model.safetensors"), pointer);
+    const error = await fromPretrained(dir).catch((e) => e);
+    expect(error).toBeInstanceOf(CheckpointError);
+    expect(error.message).toMatch(/model\.safetensors: is a Git LFS pointer, not the weights \(fetch them with `git lfs pull`\)/);
+    await rm(join(dir, "model.safetensors"));
+    await writeFile(join(dir, "pytorch_model.bin"), "");
+    await expect(fromPretrained(dir)).rejects.toThrow(/holds neither model\.safetensors nor model\.safetensors\.index\.json \(pytorch_model\.bin is not read: convert it to model\.safetensors\)/);
+  });
 });
 
 describe("configs", () => {
@@ -143,6 +192,19 @@ describe("configs", () => {
     expect(() => new GPT2LMHeadModel({ ...config, n_head: 4, resid_pdrop: 2 })).toThrow(/resid_pdrop: expected a probability in \[0, 1\)/);
     expect(() => new BertModel({ position_embedding_type: "relative_key" })).toThrow(/position_embedding_type: expected "absolute"/);
     expect(() => new BertModel({ num_hidden_layers: 0 })).toThrow(/num_hidden_layers: expected a positive integer/);
+  });
+
+  it("takes gelu_fast (transformers' FastGELUActivation) as the tanh approximation gelu_new is", async () => {
+    const config = { ...(await gpt2Config()), n_head: 4 };
+    const ids = tensor([1, 5, 9, 2], [1, 4], "int32");
+    const logits = (activation: string) => {
+      const model = new GPT2LMHeadModel({ ...config, activation_function: activation }, { seed: 3 });
+      model.eval();
+      return Array.from(model.forward(ids).dataSync());
+    };
+    const fast = logits("gelu_fast");
+    expect(fast).toEqual(logits("gelu_new"));
+    expect(fast).not.toEqual(logits("gelu"));
   });
 
   it("fromPretrained refuses a config.json that is not an object and a dtype that is not a float dtype, as ConfigError / ValueError", async () => {
