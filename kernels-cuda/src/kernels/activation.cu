@@ -41,10 +41,7 @@ template <typename T, Activation kAct>
 __global__ void biasActivationBackwardKernel(const T* __restrict__ dy, const T* __restrict__ x,
                                              const T* __restrict__ bias, T* __restrict__ dx, float* __restrict__ partials,
                                              T* __restrict__ dbias, int64_t rows, int64_t width, int64_t rowsPerSplit) {
-  // Launched to overlap the kernel before (launchOverlapped): nothing global before it has ended, and the kernel after
-  // it may start only then (not while the kernel before still runs).
-  waitForPrimary();
-  allowDependentLaunch();
+  beginOverlappedPass();  // launched with launchOverlapped
   __shared__ float sums[kTileRows][kTileColumns + 1];
   const int64_t column = blockIdx.x * static_cast<int64_t>(kTileColumns) + threadIdx.x;
   const int64_t begin = blockIdx.y * rowsPerSplit;
@@ -76,10 +73,7 @@ __global__ void biasActivationBackwardVectorKernel(const T* __restrict__ dy, con
                                                    const T* __restrict__ bias, T* __restrict__ dx,
                                                    float* __restrict__ partials, T* __restrict__ dbias, int64_t rows,
                                                    int64_t width, int64_t rowsPerSplit) {
-  // Launched to overlap the kernel before (launchOverlapped): nothing global before it has ended, and the kernel after
-  // it may start only then (not while the kernel before still runs).
-  waitForPrimary();
-  allowDependentLaunch();
+  beginOverlappedPass();  // launched with launchOverlapped
   constexpr int kColumns = 32 * kVec;
   __shared__ float sums[kTileRows][kColumns];
   const int64_t first = blockIdx.x * static_cast<int64_t>(kColumns) + threadIdx.x * kVec;

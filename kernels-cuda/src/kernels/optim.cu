@@ -83,10 +83,7 @@ __device__ __forceinline__ AdamSchedule scheduleOf(const AdamTensor& x, const Ad
 }
 
 __global__ void multiTensorAdamKernel(const __grid_constant__ AdamBatch batch, const AdamParams h) {
-  // Launched to overlap the kernel before (launchOverlapped): nothing global before it has ended, and the kernel after
-  // it may start only then (not while the kernel before still runs).
-  waitForPrimary();
-  allowDependentLaunch();
+  beginOverlappedPass();  // launched with launchOverlapped
   int t = 0;
   while (t + 1 < batch.count && static_cast<int32_t>(blockIdx.x) >= batch.blockStart[t + 1]) ++t;
   const AdamTensor& x = batch.tensor[t];
@@ -139,10 +136,7 @@ __device__ __forceinline__ float adamElement(float param, TG grad, float& m, flo
 
 template <typename TG, typename TC>
 __global__ void multiTensorAdamVectorKernel(const __grid_constant__ AdamBatch batch, const AdamParams h) {
-  // Launched to overlap the kernel before (launchOverlapped): nothing global before it has ended, and the kernel after
-  // it may start only then (not while the kernel before still runs).
-  waitForPrimary();
-  allowDependentLaunch();
+  beginOverlappedPass();  // launched with launchOverlapped
   int t = 0;
   while (t + 1 < batch.count && static_cast<int32_t>(blockIdx.x) >= batch.blockStart[t + 1]) ++t;
   const AdamTensor& x = batch.tensor[t];

@@ -37,6 +37,13 @@ __device__ __forceinline__ void waitForPrimary() {
 #endif
 }
 
+// The first thing a pass launched with launchOverlapped does: wait for the kernel before it, then let the kernel after
+// it start (only then, so a chain of passes never runs ahead of a kernel that is still computing).
+__device__ __forceinline__ void beginOverlappedPass() {
+  waitForPrimary();
+  allowDependentLaunch();
+}
+
 // Programmatic launches are on unless BLOCKSPARSE_CUDA_PROGRAMMATIC_LAUNCH=0 (read once per process: measurement, and
 // a way out should a driver misbehave).
 inline bool programmaticLaunchEnabled() {

@@ -184,10 +184,7 @@ __device__ __forceinline__ void writeColumnTotal(ReduceOp op, float total, void*
 template <typename T>
 __global__ void columnSumKernel(ReduceOp op, const T* __restrict__ x, void* __restrict__ y, float* __restrict__ partials,
                                 int64_t outer, int64_t size, int64_t inner, int64_t rowsPerSplit) {
-  // Launched to overlap the kernel before (launchOverlapped): nothing global before it has ended, and the kernel after
-  // it may start only then (not while the kernel before still runs).
-  waitForPrimary();
-  allowDependentLaunch();
+  beginOverlappedPass();  // launched with launchOverlapped
   __shared__ float sums[kColumnRows][kColumnTile + 1];
   const int64_t tiles = (inner + kColumnTile - 1) / kColumnTile;
   const int64_t outerIndex = blockIdx.x / tiles;
@@ -219,10 +216,7 @@ template <typename T>
 __global__ void columnSumPackedKernel(ReduceOp op, const T* __restrict__ x, void* __restrict__ y,
                                       float* __restrict__ partials, int64_t outer, int64_t size, int64_t inner,
                                       int64_t rowsPerSplit) {
-  // Launched to overlap the kernel before (launchOverlapped): nothing global before it has ended, and the kernel after
-  // it may start only then (not while the kernel before still runs).
-  waitForPrimary();
-  allowDependentLaunch();
+  beginOverlappedPass();  // launched with launchOverlapped
   __shared__ float sums[kColumnRows][kColumnPackTile + 4];
   const int64_t tiles = (inner + kColumnPackTile - 1) / kColumnPackTile;
   const int64_t outerIndex = blockIdx.x / tiles;
@@ -255,10 +249,7 @@ __global__ void columnSumPackedKernel(ReduceOp op, const T* __restrict__ x, void
 template <typename T>
 __global__ void columnFinishKernel(ReduceOp op, const float* __restrict__ partials, int splits, int64_t outputs,
                                    int64_t size, T* __restrict__ y) {
-  // Launched to overlap the kernel before (launchOverlapped): nothing global before it has ended, and the kernel after
-  // it may start only then (not while the kernel before still runs).
-  waitForPrimary();
-  allowDependentLaunch();
+  beginOverlappedPass();  // launched with launchOverlapped
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < outputs;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     float total = 0.0f;
@@ -276,10 +267,7 @@ __global__ void columnFinishKernel(ReduceOp op, const float* __restrict__ partia
 template <typename T>
 __global__ void columnFinishPackedKernel(ReduceOp op, const float* __restrict__ partials, int splits, int64_t outputs,
                                          int64_t size, T* __restrict__ y) {
-  // Launched to overlap the kernel before (launchOverlapped): nothing global before it has ended, and the kernel after
-  // it may start only then (not while the kernel before still runs).
-  waitForPrimary();
-  allowDependentLaunch();
+  beginOverlappedPass();  // launched with launchOverlapped
   const int64_t packs = outputs / kColumnPack;
   for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; p < packs;
        p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -320,10 +308,7 @@ int multiprocessors();
 template <typename T>
 __global__ void columnFinishLanesKernel(ReduceOp op, const float* __restrict__ partials, int splits, int64_t outputs,
                                         int64_t size, T* __restrict__ y) {
-  // Launched to overlap the kernel before (launchOverlapped): nothing global before it has ended, and the kernel after
-  // it may start only then (not while the kernel before still runs).
-  waitForPrimary();
-  allowDependentLaunch();
+  beginOverlappedPass();  // launched with launchOverlapped
   __shared__ float sums[kFinishLanes][kColumnTile + 1];
   const int64_t out = blockIdx.x * static_cast<int64_t>(kColumnTile) + threadIdx.x;
   float total = 0.0f;

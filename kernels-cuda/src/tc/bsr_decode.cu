@@ -354,17 +354,7 @@ int chooseWarps(const BsrPatternView& pattern, int variant, int numSms) {
 // wait would race with the kernel before it.
 template <class K>
 bool overlapBuilt() {
-  static int cache[kDevices] = {};
-  return oncePerDevice(cache, [](int) {
-    cudaFuncAttributes attributes{};
-    if (cudaFuncGetAttributes(&attributes, bsrDecodeLinearKernel<K>) != cudaSuccess) {
-      cudaGetLastError();
-      return 0;
-    }
-    // The PTX too: a newer GPU JIT-compiling the sm_80 PTX runs a binary of its own version without the wait
-    // (overlap.cuh, programmaticLaunchBuilt).
-    return attributes.binaryVersion >= 90 && (attributes.ptxVersion == 0 || attributes.ptxVersion >= 90) ? 1 : 0;
-  }) > 0;
+  return programmaticLaunchBuilt(reinterpret_cast<const void*>(bsrDecodeLinearKernel<K>));
 }
 
 // CTA i of `ctas` asks L2 for the i-th share of W's bytes, all of them asking together for at most `shareOfL2` of
