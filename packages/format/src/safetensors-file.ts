@@ -54,17 +54,45 @@ async function writeTensorData(handle: FileHandle, tensor: SafetensorsTensor): P
   }
 }
 
-/**
- * Writes a safetensors file, atomically and durably (a crash leaves the old file or the
- * new one; see writeFileAtomically). Every tensor is checked before the file is opened.
- */
-export async function saveSafetensors(path: string, tensors: TensorsInput, metadata: Record<string, string> = {}): Promise<void> {
+/** One safetensors file, written atomically and durably; every tensor checked before the file is opened. */
+async function writeSafetensorsFile(path: string, tensors: TensorsInput, metadata: Record<string, string>): Promise<void> {
   const { header, ordered } = encodeSafetensorsHeader(tensors, metadata);
   await writeFileAtomically(path, async (handle) => {
     await writeAll(handle, header);
     for (const [, tensor] of ordered) await writeTensorData(handle, tensor);
   });
 }
+
+/**
+ * Writes a safetensors file, atomically and durably (a crash leaves the old file or the
+ * new one; see writeFileAtomically). Every tensor is checked before the file is opened.
+ * A sharded checkpoint of the same name beside it (`<prefix>.safetensors` beside
+ * `<prefix>.safetensors.index.json`) is removed once the file is written: the index, then
+ * its `<prefix>-NNNNN-of-NNNNN.safetensors` shards, so that the folder holds one checkpoint.
+ */
+export async function saveSafetensors(path: string, tensors: TensorsInput, metadata: Record<string, string> = {}): Promise<void> {
+  await writeSafetensorsFile(path, tensors, metadata);
+  const name = basename(path);
+  if (!name.endsWith(".safetensors")) return;
+  const prefix = name.slice(0, -".safetensors".length);
+  const index = join(dirname(path), `${prefix}${SHARD_INDEX_SUFFIX}`);
+  if (!(await isFile(index))) return;
+  await removeFile(index);
+  await removeOtherShards(dirname(path), prefix, new Set());
+}
+
+/** Deletes a file a save replaces (a BsrIoError naming it when it cannot). */
+async function removeFile(path: string): Promise<void> {
+  await rm(path, { force: true }).catch((error) => {
+    throw ioError("write", path, error);
+  });
+}
+
+const isFile = (path: string) =>
+  stat(path).then(
+    (info) => info.isFile(),
+    () => false,
+  );
 
 /** Re-raises a format error with the file's path in its message (its field stays the file key). */
 function inFile(error: unknown, path: string): unknown {
@@ -99,7 +127,10 @@ async function readSafetensorsFile(path: string): Promise<SafetensorsContent> {
   }
 }
 
-/** The path `loadSafetensors` reads for `path`: a file, an index file, or the checkpoint in a directory. */
+/**
+ * The path `loadSafetensors` reads for `path`: a file, an index file, or the checkpoint in a directory
+ * (model.safetensors before model.safetensors.index.json, as transformers takes them).
+ */
 async function resolveCheckpoint(path: string): Promise<{ kind: "file" | "index"; path: string }> {
   if (typeof path !== "string" || path === "") throw new BsrFormatError("path", `expected a file or directory path, got ${String(path)}`);
   const info = await stat(path).catch((error) => {
@@ -108,8 +139,8 @@ async function resolveCheckpoint(path: string): Promise<{ kind: "file" | "index"
   if (!info.isDirectory()) return { kind: path.endsWith(SHARD_INDEX_SUFFIX) ? "index" : "file", path };
   const index = join(path, `${DEFAULT_PREFIX}${SHARD_INDEX_SUFFIX}`);
   const single = join(path, `${DEFAULT_PREFIX}.safetensors`);
-  if (await stat(index).then((s) => s.isFile(), () => false)) return { kind: "index", path: index };
-  if (await stat(single).then((s) => s.isFile(), () => false)) return { kind: "file", path: single };
+  if (await isFile(single)) return { kind: "file", path: single };
+  if (await isFile(index)) return { kind: "index", path: index };
   throw new BsrIoError("read", path, `is a directory holding neither ${basename(index)} nor ${basename(single)}`, { code: "ENOENT" });
 }
 
@@ -188,8 +219,8 @@ async function readShardedSafetensors(indexPath: string): Promise<SafetensorsCon
 
 /**
  * Reads a safetensors checkpoint: a `.safetensors` file, a sharded checkpoint's
- * `*.safetensors.index.json`, or a directory holding `model.safetensors.index.json` or
- * `model.safetensors`. Validates everything (see parseSafetensorsHeader); a malformed file
+ * `*.safetensors.index.json`, or a directory holding `model.safetensors` or
+ * `model.safetensors.index.json` (the single file when it holds both, as transformers does). Validates everything (see parseSafetensorsHeader); a malformed file
  * is a BsrFormatError naming the file key, a file that cannot be read a BsrIoError naming
  * the path. Memory: the tensors' bytes plus one header.
  */
@@ -242,7 +273,8 @@ function shardMetadata(metadata: Record<string, string>, ownMatrices: Set<string
  * `model.safetensors.index.json` ({ metadata: { total_size }, weight_map }). A BSR matrix's
  * parts share a shard, and each shard carries the metadata of its own matrices, so any
  * shard reads alone. Each file is replaced atomically, the index last; shards of an
- * earlier save with another count are removed afterwards. Returns the paths written.
+ * earlier save with another count are removed afterwards, and so is a single-file
+ * `<prefix>.safetensors` there (it would be read before the index). Returns the paths written.
  */
 export async function saveShardedSafetensors(
   directory: string,
@@ -290,7 +322,7 @@ export async function saveShardedSafetensors(
   for (const [i, group] of groups.entries()) {
     const file = shardFileName(prefix, i + 1, groups.length);
     const shardTensors = new Map(group.names.map((name) => [name, content.tensors.get(name) as SafetensorsTensor]));
-    await saveSafetensors(join(directory, file), shardTensors, shardMetadata(metadata, group.matrices, allMatrices));
+    await writeSafetensorsFile(join(directory, file), shardTensors, shardMetadata(metadata, group.matrices, allMatrices));
     for (const name of group.names) weightMap[name] = file;
     shards.push(join(directory, file));
     totalSize += group.bytes;
@@ -299,6 +331,9 @@ export async function saveShardedSafetensors(
   const indexJson = JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2);
   await writeBytesAtomically(index, new TextEncoder().encode(`${indexJson}\n`));
   await removeOtherShards(directory, prefix, new Set(shards.map((path) => basename(path))));
+  // Removed last: until the new index is written, the old single file is the folder's checkpoint.
+  const single = join(directory, `${prefix}.safetensors`);
+  if (await isFile(single)) await removeFile(single);
   return { index, shards };
 }
 
@@ -307,6 +342,6 @@ async function removeOtherShards(directory: string, prefix: string, kept: Set<st
   const escaped = prefix.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
   const shardPattern = new RegExp(`^${escaped}-\\d{5}-of-\\d{5}\\.safetensors$`);
   for (const name of await readdir(directory)) {
-    if (shardPattern.test(name) && !kept.has(name)) await rm(join(directory, name), { force: true });
+    if (shardPattern.test(name) && !kept.has(name)) await removeFile(join(directory, name));
   }
 }

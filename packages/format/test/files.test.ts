@@ -287,6 +287,35 @@ describe("sharded checkpoints", () => {
     await expect(loadSafetensors(dir)).resolves.toBeDefined();
   });
 
+  it("reads a directory's model.safetensors before its model.safetensors.index.json, as transformers does", async () => {
+    const dir = await freshDir();
+    await saveShardedSafetensors(dir, many(), {}, { maxShardSize: 100 });
+    // Written beside the shards by hand (saveSafetensors would remove them).
+    await writeFile(join(dir, "model.safetensors"), encodeSafetensors(sample(9)));
+    expect((await loadSafetensors(dir)).tensors).toEqual(sample(9));
+    expect((await loadSafetensors(join(dir, "model.safetensors.index.json"))).tensors).toEqual(many());
+  });
+
+  it("a sharded save removes the folder's model.safetensors, which would be read first", async () => {
+    const dir = await freshDir();
+    await saveSafetensors(join(dir, "model.safetensors"), sample(1));
+    await saveSafetensors(join(dir, "other.safetensors"), sample(2));
+    await saveShardedSafetensors(dir, many(), {}, { maxShardSize: 1000 });
+    expect((await readdir(dir)).sort()).toEqual(["model-00001-of-00001.safetensors", "model.safetensors.index.json", "other.safetensors"]);
+    expect((await loadSafetensors(dir)).tensors).toEqual(many());
+  });
+
+  it("a single-file save removes the sharded checkpoint of its name beside it (the index and its shards), nothing else", async () => {
+    const dir = await freshDir();
+    await saveShardedSafetensors(dir, many(), {}, { maxShardSize: 100 });
+    await writeFile(join(dir, "config.json"), "{}");
+    await saveSafetensors(join(dir, "other.safetensors"), sample(2));
+    expect((await readdir(dir)).length).toBe(7);
+    await saveSafetensors(join(dir, "model.safetensors"), sample(1));
+    expect((await readdir(dir)).sort()).toEqual(["config.json", "model.safetensors", "other.safetensors"]);
+    expect((await loadSafetensors(dir)).tensors).toEqual(sample(1));
+  });
+
   it("checks its options", async () => {
     const dir = await freshDir();
     await expect(saveShardedSafetensors(dir, many(), {}, { maxShardSize: 0 })).rejects.toThrow(/maxShardSize/);

@@ -14,6 +14,8 @@ export interface CheckpointRules {
   tiedFallbacks?: ReadonlyMap<string, string>;
   /** Keys strict loading lets pass, still reported: model keys a file may lack and file keys of heads the model has not (BERT's pooler; cls.*). */
   optional?: RegExp;
+  /** Model key -> why the file must hold it, said when strict loading refuses a file that lacks it (an untied head). */
+  missingNotes?: ReadonlyMap<string, string>;
 }
 
 /** A model this package can load Hugging Face checkpoints into. */
@@ -41,14 +43,16 @@ export interface CheckpointPlan {
   unexpectedKeys: string[];
 }
 
-const FLOAT_FILE_DTYPES: Record<string, DType> = { F32: "float32", F16: "float16", BF16: "bfloat16" };
+// F64 has no tensor dtype here: its values are rounded to float32 on the way in, as torch's load casts them to the model's dtype.
+const FLOAT_FILE_DTYPES: Record<string, DType> = { F32: "float32", F16: "float16", BF16: "bfloat16", F64: "float32" };
 
 const format = (shape: readonly number[]) => `[${shape.join(", ")}]`;
 
 /**
  * Checks a checkpoint's headers (every file's keys with dtype and shape) against `model`
  * before anything loads: missing keys, unexpected keys, shapes that differ (in the file's
- * layout) and non-float dtypes are all listed in one CheckpointError.
+ * layout) and non-float dtypes are all listed in one CheckpointError. F64 tensors load rounded to float32 (then to
+ * the parameter's dtype).
  */
 export function planCheckpoint(model: HuggingFaceModel, headers: Map<string, TensorHeader>, options: CheckpointOptions | null = {}): CheckpointPlan {
   const strict = options?.strict ?? true;
@@ -84,7 +88,7 @@ export function planCheckpoint(model: HuggingFaceModel, headers: Map<string, Ten
     if (!dtypeOk || header.shape.length !== expected.length || header.shape.some((d, i) => d !== expected[i])) {
       mismatches.push({
         key: fileKey,
-        expected: `${format(expected)} F32, F16 or BF16${transposed ? " (Conv1D layout [in, out])" : ""}`,
+        expected: `${format(expected)} F32, F16, BF16 or F64${transposed ? " (Conv1D layout [in, out])" : ""}`,
         got: `${format(header.shape)} ${header.dtype}`,
       });
       continue;
@@ -93,6 +97,12 @@ export function planCheckpoint(model: HuggingFaceModel, headers: Map<string, Ten
   }
   const missingKeys = [...parameters.keys()].filter((key) => !loadedBy.has(key));
   const refused = [...missingKeys, ...unexpectedKeys].some((key) => !rules.optional?.test(key));
+  if (strict && refused) {
+    for (const key of missingKeys) {
+      const note = rules.missingNotes?.get(key);
+      if (note !== undefined) problems.push(`${key}: ${note}`);
+    }
+  }
   if (problems.length > 0 || mismatches.length > 0 || (strict && refused)) {
     throw new CheckpointError("loadCheckpoint", strict ? missingKeys : [], strict ? unexpectedKeys : [], mismatches, problems);
   }
@@ -107,7 +117,8 @@ export function loadPlannedTensors(model: Module, plan: CheckpointPlan, tensors:
       const target = plan.load.get(fileKey);
       if (target === undefined) continue;
       const dtype = FLOAT_FILE_DTYPES[tensor.dtype];
-      const stored = fromStorage(tensor.data as Float32Array | Uint16Array, tensor.shape, dtype);
+      const data = tensor.data instanceof Float64Array ? Float32Array.from(tensor.data) : (tensor.data as Float32Array | Uint16Array);
+      const stored = fromStorage(data, tensor.shape, dtype);
       stateDict.set(target.modelKey, target.transposed ? transposedCopy(stored) : stored);
     }
     noGrad(() => model.loadStateDict(stateDict, { strict: false }));

@@ -15,9 +15,9 @@ const only = <const T extends string | boolean>(value: T) => z.literal(value, { 
 /** `schema`, or `value` when the field is absent. */
 const orDefault = <S extends z.ZodMiniType>(schema: S, value: z.output<S>) => z._default(schema, value as z.core.util.NoUndefined<z.output<S>>);
 
-/** The activations Hugging Face names in configs, as core's gelu approximations (or relu). */
-export type Activation = "gelu" | "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" | "relu";
-const ACTIVATIONS = ["gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu"] as const;
+const ACTIVATIONS = ["gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_accurate", "quick_gelu", "relu"] as const;
+/** The activations Hugging Face names in configs (keys of transformers' ACT2FN) that this package builds. */
+export type Activation = (typeof ACTIVATIONS)[number];
 const activation = z.enum(ACTIVATIONS, { error: `expected one of ${ACTIVATIONS.map((name) => `"${name}"`).join(", ")}` });
 
 /** The fields of GPT2Config that shape the model (other fields of config.json are ignored). */
@@ -37,7 +37,7 @@ const Gpt2ConfigSchema = z.object({
   initializer_range: orDefault(nonNegativeNumber, 0.02),
   scale_attn_weights: orDefault(z.boolean({ error: "expected true or false" }), true),
   scale_attn_by_inverse_layer_idx: orDefault(z.boolean({ error: "expected true or false" }), false),
-  tie_word_embeddings: orDefault(only(true), true),
+  tie_word_embeddings: orDefault(z.boolean({ error: "expected true or false" }), true),
   add_cross_attention: orDefault(only(false), false),
 });
 export type Gpt2Config = z.output<typeof Gpt2ConfigSchema>;
@@ -63,6 +63,30 @@ const BertConfigSchema = z.object({
   add_cross_attention: orDefault(only(false), false),
 });
 export type BertConfig = z.output<typeof BertConfigSchema>;
+
+/** transformers' model classes (config.json's `architectures`) of each model_type this package builds. */
+const ARCHITECTURES: readonly [RegExp, string][] = [
+  [/^GPT2(Model|LMHeadModel|DoubleHeadsModel|For[A-Za-z]+)$/, "gpt2"],
+  [/^Bert(Model|ForPreTraining|LMHeadModel|For[A-Za-z]+)$/, "bert"],
+  [/^Roberta(Model|ForCausalLM|For[A-Za-z]+)$/, "roberta"],
+];
+
+/**
+ * A config's model_type, or, where it has none, the one its `architectures` name (["GPT2LMHeadModel"] -> "gpt2");
+ * undefined when neither says. Architectures of other types, or of more than one, are a ConfigError naming them
+ * (`where`: the caller and the file).
+ */
+export function modelTypeOf(where: string, config: Record<string, unknown>): unknown {
+  if (config.model_type !== undefined || config.architectures == null) return config.model_type;
+  const names = config.architectures;
+  if (!Array.isArray(names) || names.length === 0) throw new ConfigError(`${where}: architectures must be a list of model class names, got ${JSON.stringify(names)}`);
+  const types = names.map((name: unknown) => ARCHITECTURES.find(([pattern]) => typeof name === "string" && pattern.test(name))?.[1]);
+  const unknown = names.filter((_, i) => types[i] === undefined);
+  const distinct = [...new Set(types)];
+  if (unknown.length === 0 && distinct.length === 1) return distinct[0];
+  const why = unknown.length > 0 ? `${JSON.stringify(unknown)} ${unknown.length > 1 ? "are" : "is"} not a GPT-2, BERT or RoBERTa class` : `they are of more than one type (${distinct.join(", ")})`;
+  throw new ConfigError(`${where} has no model_type, and its architectures ${JSON.stringify(names)} say none: ${why}`);
+}
 
 function parse<S extends z.ZodMiniType>(where: string, schema: S, config: unknown): z.output<S> {
   if (config === null || typeof config !== "object" || Array.isArray(config)) throw new ConfigError(`${where}: config must be an object (config.json's contents)`);

@@ -483,8 +483,9 @@ function pickToken(logits: ArrayLike<number>, temperature: number, topK: number,
 /**
  * Hugging Face's GPT2LMHeadModel: `transformer` (GPT2Model) and `lm_head`, whose weight is
  * the same Parameter as `transformer.wte.weight` (tied, as in the checkpoints, which
- * store it once). Built from config.json's contents, initialised as Hugging Face does
- * (N(0, initializer_range), c_proj scaled by 1/sqrt(2 n_layer)).
+ * store it once), or a Parameter of its own with `tie_word_embeddings: false`. Built from
+ * config.json's contents, initialised as Hugging Face does (N(0, initializer_range), c_proj
+ * scaled by 1/sqrt(2 n_layer)).
  */
 export class GPT2LMHeadModel extends Module {
   readonly config: Gpt2Config;
@@ -499,8 +500,12 @@ export class GPT2LMHeadModel extends Module {
     this.lm_head = new Linear(this.config.n_embd, this.config.vocab_size, { bias: false, seed: nextSeed() });
     const std = this.config.initializer_range;
     initLikeHuggingFace(this.transformer, std, nextSeed, (name) => (name.endsWith("c_proj") ? std / Math.sqrt(2 * this.config.n_layer) : std));
-    this.lm_head.weight.dispose();
-    this.lm_head.weight = this.transformer.wte.weight;
+    if (this.config.tie_word_embeddings) {
+      this.lm_head.weight.dispose();
+      this.lm_head.weight = this.transformer.wte.weight;
+    } else {
+      initLikeHuggingFace(this.lm_head, std, nextSeed);
+    }
   }
 
   /**
@@ -697,19 +702,22 @@ export class GPT2LMHeadModel extends Module {
 
   /**
    * Checkpoint names: with or without the "transformer." prefix (transformers 5 writes it,
-   * hub files often do not); lm_head.weight is wte's (skipped when a file has wte, read into it when not); the
-   * causal-mask buffers attn.bias / attn.masked_bias of older files are skipped; Conv1D
-   * weights are [in, out] in the file.
+   * hub files often do not); a tied lm_head.weight is wte's (skipped when a file has wte, read into it when not),
+   * an untied one is read as itself (a file must hold it); the causal-mask buffers attn.bias / attn.masked_bias
+   * of older files are skipped; Conv1D weights are [in, out] in the file.
    */
   checkpointRules(): CheckpointRules {
+    const tied = this.config.tie_word_embeddings;
     return {
       modelKey: (fileKey) => {
-        if (fileKey === "lm_head.weight" || /\.attn\.(bias|masked_bias)$/.test(fileKey)) return null;
+        if (fileKey === "lm_head.weight") return tied ? null : fileKey;
+        if (/\.attn\.(bias|masked_bias)$/.test(fileKey)) return null;
         return fileKey.startsWith("transformer.") ? fileKey : `transformer.${fileKey}`;
       },
       transposed: (modelKey) => /\.(c_attn|c_proj|c_fc)\.weight$/.test(modelKey),
       // safetensors' save_model keeps the tied pair's first name in sorted order: lm_head.weight, without wte's.
-      tiedFallbacks: new Map([["lm_head.weight", "transformer.wte.weight"]]),
+      tiedFallbacks: tied ? new Map([["lm_head.weight", "transformer.wte.weight"]]) : undefined,
+      missingNotes: tied ? undefined : new Map([["lm_head.weight", "config.json sets tie_word_embeddings: false, so the head is not the embedding's weight and the file must hold it"]]),
     };
   }
 }

@@ -13,13 +13,14 @@ import {
   reshape,
   ShapeError,
   scaledDotProductAttention,
+  sigmoid,
   softmax,
   Tensor,
   tidy,
   ValueError,
   where,
 } from "@blocksparse/core";
-import { Dropout, Embedding, GELU, Linear, type Module, type Parameter, ReLU } from "@blocksparse/nn";
+import { Dropout, Embedding, GELU, Linear, Module, type Parameter, ReLU } from "@blocksparse/nn";
 import { SeededRandom } from "@blocksparse/format";
 import type { Activation } from "./config";
 
@@ -28,9 +29,20 @@ export function uploadOn(values: ArrayLike<number>, shape: readonly number[], li
   return engine.upload(encodeStorage("models", values, dtype), shape, dtype, like.backend);
 }
 
-/** The activation module a config names: gelu (erf), gelu_new / gelu_pytorch_tanh / gelu_fast (tanh approximation), relu. */
+/** transformers' QuickGELUActivation: x * sigmoid(1.702 x). */
+export class QuickGELU extends Module {
+  forward(x: Tensor): Tensor {
+    return tidy(() => mul(x, sigmoid(mul(x, 1.702))));
+  }
+}
+
+/**
+ * The activation module a config names: gelu (erf); gelu_new, gelu_pytorch_tanh, gelu_fast and gelu_accurate (each
+ * 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) in transformers, written four ways); quick_gelu; relu.
+ */
 export function activationModule(name: Activation): Module {
   if (name === "relu") return new ReLU();
+  if (name === "quick_gelu") return new QuickGELU();
   return new GELU(name === "gelu" ? "none" : "tanh");
 }
 

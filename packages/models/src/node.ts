@@ -6,6 +6,7 @@ import { loadSafetensors } from "@blocksparse/format/node";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { BertModel, RobertaModel } from "./bert";
 import { type CheckpointOptions, type HuggingFaceModel, loadPlannedTensors, planCheckpoint, type TensorHeader } from "./checkpoint";
+import { modelTypeOf } from "./config";
 import { CheckpointError, ConfigError } from "./errors";
 import { GPT2LMHeadModel } from "./gpt2";
 
@@ -154,7 +155,8 @@ export interface FromPretrainedOptions extends CheckpointOptions {
 
 /**
  * The model a Hugging Face folder holds, built from its config.json (model_type gpt2,
- * bert or roberta) and loaded from its safetensors checkpoint, in eval mode.
+ * bert or roberta; without one, the type its `architectures` name) and loaded from its
+ * safetensors checkpoint, in eval mode.
  */
 export async function fromPretrained(dir: string, fromOptions: FromPretrainedOptions | null = {}): Promise<PretrainedModel> {
   const options = fromOptions ?? {};
@@ -168,10 +170,12 @@ export async function fromPretrained(dir: string, fromOptions: FromPretrainedOpt
     bert: (c) => new BertModel(c),
     roberta: (c) => new RobertaModel(c),
   };
-  const modelType = config.model_type;
-  const build = typeof modelType === "string" ? builders[modelType] : undefined;
+  const where = `fromPretrained: ${join(dir, "config.json")}`;
+  const modelType = modelTypeOf(where, config);
+  const build = typeof modelType === "string" && Object.hasOwn(builders, modelType) ? builders[modelType] : undefined;
   if (build === undefined) {
-    throw new ConfigError(`fromPretrained: ${join(dir, "config.json")} has model_type ${JSON.stringify(modelType)}; supported: ${Object.keys(builders).join(", ")}`);
+    const has = modelType === undefined ? "no model_type nor architectures" : `model_type ${JSON.stringify(modelType)}`;
+    throw new ConfigError(`${where} has ${has}; supported: ${Object.keys(builders).join(", ")}`);
   }
   const model = build(config);
   const { missingKeys } = await loadCheckpoint(model, dir, options);

@@ -4,8 +4,9 @@ import { join } from "node:path";
 import { tensor, ValueError } from "@blocksparse/core";
 import type { SafetensorsTensor } from "@blocksparse/format";
 import { loadSafetensors, saveSafetensors } from "@blocksparse/format/node";
-import { BertModel, CheckpointError, ConfigError, GPT2LMHeadModel } from "@blocksparse/models";
+import { type BertLayer, BertModel, CheckpointError, ConfigError, type GPT2Block, GPT2LMHeadModel, RobertaModel } from "@blocksparse/models";
 import { fromPretrained, loadCheckpoint, readConfig } from "@blocksparse/models/node";
+import { load, save } from "@blocksparse/nn/node";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { fixtures, readReference, relativeError } from "./helpers";
 
@@ -60,7 +61,7 @@ describe("loadCheckpoint", () => {
     expect(error.missingKeys).toEqual(["transformer.ln_f.weight", "transformer.h.1.mlp.c_fc.bias"].sort((a, b) => keyOrder(model, a) - keyOrder(model, b)));
     expect(error.unexpectedKeys).toEqual(["transformer.h.9.attn.c_attn.weight"]);
     expect(error.mismatches).toEqual([
-      { key: "transformer.h.0.attn.c_proj.weight", expected: "[32, 32] F32, F16 or BF16 (Conv1D layout [in, out])", got: "[32, 16] F32" },
+      { key: "transformer.h.0.attn.c_proj.weight", expected: "[32, 32] F32, F16, BF16 or F64 (Conv1D layout [in, out])", got: "[32, 16] F32" },
     ]);
     expect(error.message).toMatch(/missing keys: .*transformer\.ln_f\.weight/);
     expect(model.transformer.wte.weight.value.dataSync()).toEqual(before);
@@ -119,7 +120,7 @@ describe("loadCheckpoint", () => {
       tensors.set("pooler.dense.bias", { dtype: "I32", shape: [32], data: new Int32Array(32) });
     });
     const model = new BertModel(await readConfig(fixtures("bert")), { seed: 1 });
-    await expect(loadCheckpoint(model, dir)).rejects.toThrow(/pooler\.dense\.bias: the checkpoint has \[32\] I32, the model expects \[32\] F32, F16 or BF16/);
+    await expect(loadCheckpoint(model, dir)).rejects.toThrow(/pooler\.dense\.bias: the checkpoint has \[32\] I32, the model expects \[32\] F32, F16, BF16 or F64/);
   });
 
   it("checks a sharded index against its shards", async () => {
@@ -221,6 +222,125 @@ describe("configs", () => {
     await mkdir(dir, { recursive: true });
     await writeFile(join(dir, "config.json"), JSON.stringify({ model_type: "llama" }));
     await expect(fromPretrained(dir)).rejects.toThrow(/model_type "llama"; supported: gpt2, bert, roberta/);
+    // A name of Object.prototype is no builder.
+    await writeFile(join(dir, "config.json"), JSON.stringify({ model_type: "toString" }));
+    await expect(fromPretrained(dir)).rejects.toThrow(/model_type "toString"; supported: gpt2, bert, roberta/);
+  });
+});
+
+describe("checkpoints transformers loads that differ from the fixtures", () => {
+  it("loads an untied GPT-2 head (tie_word_embeddings: false) from lm_head.weight, and saves it back as its own tensor", async () => {
+    const config = { ...(await gpt2Config()), tie_word_embeddings: false };
+    const dir = await editedCopy("gpt2", (tensors) => {
+      const wte = tensors.get("transformer.wte.weight")!;
+      tensors.set("lm_head.weight", { dtype: "F32", shape: wte.shape, data: (wte.data as Float32Array).map((v) => -v) });
+    });
+    await writeFile(join(dir, "config.json"), JSON.stringify(config));
+    const model = (await fromPretrained(dir)) as GPT2LMHeadModel;
+    expect(model.lm_head.weight).not.toBe(model.transformer.wte.weight);
+    const reference = await readReference("gpt2");
+    const tiedLogits = reference.get("logits")!.dataSync();
+    const logits = model.forward(reference.get("input_ids")!).dataSync();
+    // The negated head negates the tied model's logits; the embedding is still the file's wte.
+    expect(relativeError(tensor(Array.from(logits, (v) => -v), [logits.length]), tensor(Array.from(tiedLogits), [tiedLogits.length]))).toBeLessThanOrEqual(1e-4);
+
+    const saved = join(dir, "saved.safetensors");
+    await save(model, saved);
+    expect((await loadSafetensors(saved)).tensors.get("lm_head.weight")!.data).toEqual(model.lm_head.weight.value.dataSync());
+    const again = new GPT2LMHeadModel(config, { seed: 5 });
+    expect(again.lm_head.weight).not.toBe(again.transformer.wte.weight);
+    await load(again, saved);
+    expect(again.lm_head.weight.value.dataSync()).toEqual(model.lm_head.weight.value.dataSync());
+    expect(again.transformer.wte.weight.value.dataSync()).toEqual(model.transformer.wte.weight.value.dataSync());
+  });
+
+  it("refuses an untied GPT-2 checkpoint without lm_head.weight with a CheckpointError naming it (strict: false keeps the initial head)", async () => {
+    const config = { ...(await gpt2Config()), tie_word_embeddings: false };
+    const model = new GPT2LMHeadModel(config, { seed: 1 });
+    const initial = model.lm_head.weight.value.dataSync().slice();
+    const error = await loadCheckpoint(model, fixtures("gpt2")).catch((e) => e);
+    expect(error).toBeInstanceOf(CheckpointError);
+    expect(error.missingKeys).toEqual(["lm_head.weight"]);
+    expect(error.message).toMatch(/lm_head\.weight: config\.json sets tie_word_embeddings: false/);
+    const result = await loadCheckpoint(model, fixtures("gpt2"), { strict: false });
+    expect(result.missingKeys).toEqual(["lm_head.weight"]);
+    expect(model.lm_head.weight.value.dataSync()).toEqual(initial);
+    expect(() => new GPT2LMHeadModel({ ...config, tie_word_embeddings: "no" })).toThrow(/tie_word_embeddings: expected true or false/);
+  });
+
+  it("builds quick_gelu (x sigmoid(1.702 x)) and gelu_accurate (the tanh approximation) as float64 math gives them", async () => {
+    const x = Array.from({ length: 97 }, (_, i) => -8 + i / 6);
+    const quick = (v: number) => v / (1 + Math.exp(-1.702 * v));
+    const accurate = (v: number) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
+    const config = { ...(await gpt2Config()), n_head: 4 };
+    for (const [name, want] of [["quick_gelu", quick], ["gelu_accurate", accurate]] as const) {
+      const gpt2 = new GPT2LMHeadModel({ ...config, activation_function: name }, { seed: 1 });
+      const bert = new BertModel({ ...(await readConfig(fixtures("bert"))), hidden_act: name }, { seed: 1 });
+      const acts = [(gpt2.transformer.h.at(0) as GPT2Block).mlp.act, (bert.encoder.layer.at(0) as BertLayer).intermediate.intermediate_act_fn];
+      for (const act of acts) {
+        const got = act.forward(tensor(x, [x.length])).dataSync();
+        const error = Math.max(...x.map((v, i) => Math.abs(got[i] - want(v)) / Math.max(1, Math.abs(want(v)))));
+        expect(error, `${name} in ${act.constructor.name}`).toBeLessThanOrEqual(1e-6);
+      }
+    }
+  });
+
+  it("loads F64 tensors rounded to float32, and to the dtype asked for", async () => {
+    const dir = await editedCopy("gpt2", (tensors) => {
+      for (const [key, t] of tensors) tensors.set(key, { dtype: "F64", shape: t.shape, data: Float64Array.from(t.data as Float32Array) });
+      const bias = tensors.get("transformer.ln_f.bias")!;
+      (bias.data as Float64Array)[0] = 0.1;
+    });
+    const model = (await fromPretrained(dir)) as GPT2LMHeadModel;
+    expect(model.transformer.ln_f.bias!.value.dtype).toBe("float32");
+    expect(model.transformer.ln_f.bias!.value.dataSync()[0]).toBe(Math.fround(0.1));
+    const fromF32 = (await fromPretrained(fixtures("gpt2"))) as GPT2LMHeadModel;
+    expect(model.transformer.h.parameters().map((p) => Array.from(p.value.dataSync()))).toEqual(fromF32.transformer.h.parameters().map((p) => Array.from(p.value.dataSync())));
+    const half = (await fromPretrained(dir, { dtype: "bfloat16" })) as GPT2LMHeadModel;
+    expect(half.transformer.wte.weight.value.dtype).toBe("bfloat16");
+  });
+
+  it("fromPretrained takes the model type from architectures when config.json has no model_type", async () => {
+    const cases = [
+      ["gpt2", ["GPT2LMHeadModel"], GPT2LMHeadModel],
+      ["bert", ["BertForMaskedLM"], BertModel],
+      ["roberta", ["RobertaForMaskedLM"], RobertaModel],
+    ] as const;
+    for (const [name, architectures, kind] of cases) {
+      const dir = await mkdtemp(join(scratch, `${name}-architectures-`));
+      const { model_type: _, ...config } = await readConfig(fixtures(name));
+      await writeFile(join(dir, "config.json"), JSON.stringify({ ...config, architectures }));
+      await copyFile(fixtures(`${name}/model.safetensors`), join(dir, "model.safetensors"));
+      const model = await fromPretrained(dir);
+      expect(model.constructor).toBe(kind);
+    }
+    const dir = await mkdtemp(join(scratch, "no-model-type-"));
+    const { model_type: _, ...config } = await gpt2Config();
+    const refused = async (architectures: unknown) => {
+      await writeFile(join(dir, "config.json"), JSON.stringify({ ...config, architectures }));
+      return fromPretrained(dir).catch((e) => e);
+    };
+    const llama = await refused(["LlamaForCausalLM"]);
+    expect(llama).toBeInstanceOf(ConfigError);
+    expect(llama.message).toMatch(/has no model_type, and its architectures \["LlamaForCausalLM"\] say none: \["LlamaForCausalLM"\] is not a GPT-2, BERT or RoBERTa class/);
+    expect((await refused(["GPT2LMHeadModel", "BertModel"])).message).toMatch(/more than one type \(gpt2, bert\)/);
+    expect((await refused("GPT2LMHeadModel")).message).toMatch(/architectures must be a list of model class names/);
+    expect((await refused(undefined)).message).toMatch(/has no model_type nor architectures; supported: gpt2, bert, roberta/);
+    // The model class says which model it builds: neither field is needed there.
+    expect(new GPT2LMHeadModel(config, { seed: 1 }).config.n_layer).toBe(2);
+  });
+
+  it("takes model.safetensors when a folder also holds a sharded index, as transformers does", async () => {
+    const dir = await editedCopy("gpt2", (tensors) => {
+      (tensors.get("transformer.ln_f.bias")!.data as Float32Array).fill(7);
+    });
+    for (const file of await readdir(fixtures("gpt2-sharded"))) {
+      if (file !== "config.json") await copyFile(fixtures(`gpt2-sharded/${file}`), join(dir, file));
+    }
+    const model = new GPT2LMHeadModel(await gpt2Config(), { seed: 1 });
+    const { files } = await loadCheckpoint(model, dir);
+    expect(files).toEqual([join(dir, "model.safetensors")]);
+    expect(Array.from(model.transformer.ln_f.bias!.value.dataSync())).toEqual(new Array(32).fill(7));
   });
 });
 
