@@ -44,6 +44,8 @@ interface ParameterState {
   syncedDataId: DataId | null;
   /** The dtype the update runs in (float32 with a master, else the parameter's): the state tensors follow it when it changes. */
   updateDType: DType;
+  /** Names of the state tensors made since the last step: zeros that no update has written yet. */
+  fresh: Set<string>;
 }
 
 /** One parameter's part of a step, as `updateAll` receives it. */
@@ -63,6 +65,11 @@ export interface ParameterUpdate {
   lrScale: number;
   /** With steps counted on the device (a capturable optimizer): its float32 [1] count of the updates before this one; else null. */
   count: Tensor | null;
+  /**
+   * Names of the state tensors no update has written yet (all of them at the first step; SGD's momentum buffer when
+   * momentum was turned on since), which PyTorch's optimizers start from the gradient rather than from zeros.
+   */
+  fresh: ReadonlySet<string>;
 }
 
 /**
@@ -243,10 +250,10 @@ export abstract class Optimizer {
 
   /**
    * One update: the new value of `param` (same shape and dtype) from `grad` (param's dtype),
-   * writing `state`'s tensors with assign; `step` counts from 1, `lr` is this parameter's learning rate.
-   * `param` is the master copy when there is one.
+   * writing `state`'s tensors with assign; `step` counts from 1, `lr` is this parameter's learning rate,
+   * `fresh` names the state tensors no update has written yet. `param` is the master copy when there is one.
    */
-  protected abstract update(param: Tensor, grad: Tensor, state: Readonly<Record<string, Tensor>>, step: number, lr: number): Tensor;
+  protected abstract update(param: Tensor, grad: Tensor, state: Readonly<Record<string, Tensor>>, step: number, lr: number, fresh: ReadonlySet<string>): Tensor;
 
   /**
    * Applies one update to every parameter that has a gradient. A float16/bfloat16 parameter
@@ -292,10 +299,14 @@ export abstract class Optimizer {
           lr: this.#lr * scales[i],
           lrScale: scales[i],
           count: state.count,
+          fresh: state.fresh,
         });
       }
       tidy(() => this.updateAll(updates));
-      for (let i = 0; i < due.length; i++) states[i].syncedDataId = due[i].value.dataId;
+      for (let i = 0; i < due.length; i++) {
+        states[i].syncedDataId = due[i].value.dataId;
+        states[i].fresh.clear();
+      }
     });
   }
 
@@ -305,12 +316,12 @@ export abstract class Optimizer {
    * an optimizer with a multi-tensor kernel overrides it to update them all in one call.
    */
   protected updateAll(updates: readonly ParameterUpdate[]): void {
-    for (const { parameter, grad, step, master, state, lr } of updates) {
+    for (const { parameter, grad, step, master, state, lr, fresh } of updates) {
       if (master === null) {
         const value = parameter.value;
-        parameter.assign(this.update(value, grad.dtype === value.dtype ? grad : cast(grad, value.dtype), state, step, lr));
+        parameter.assign(this.update(value, grad.dtype === value.dtype ? grad : cast(grad, value.dtype), state, step, lr, fresh));
       } else {
-        master.assign(this.update(master, cast(grad, master.dtype), state, step, lr));
+        master.assign(this.update(master, cast(grad, master.dtype), state, step, lr, fresh));
         parameter.assign(cast(master, parameter.dtype));
       }
     }
@@ -504,6 +515,7 @@ export abstract class Optimizer {
           master: master ? copy(`${i}.master`) : null,
           syncedDataId: value.dataId,
           updateDType: master ? "float32" : parameter.dtype,
+          fresh: new Set(),
         });
       });
     });
@@ -582,14 +594,19 @@ export abstract class Optimizer {
           existing.master = next;
           existing.syncedDataId = value.dataId;
         }
-        // The state's names follow the hyperparameters (SGD's momentum set to or from 0 since): new ones start at 0.
+        // The state's names follow the hyperparameters (SGD's momentum set to or from 0 since): new ones start fresh, at 0.
         const { names, dtype } = this.stateSpec(updateDType);
         for (const name in existing.tensors) {
           if (names.includes(name)) continue;
           existing.tensors[name].dispose();
           delete existing.tensors[name];
+          existing.fresh.delete(name);
         }
-        for (const name of names) existing.tensors[name] ??= keep(fullOn(value.backend, value.shape, 0, dtype));
+        for (const name of names) {
+          if (name in existing.tensors) continue;
+          existing.tensors[name] = keep(fullOn(value.backend, value.shape, 0, dtype));
+          existing.fresh.add(name);
+        }
         return existing;
       }
       if (isCapturing()) throw new GraphError(`${this.#where}: a parameter's state no longer fits it (pattern, dtype or shape changed); run one step eagerly before capturing`);
@@ -609,6 +626,7 @@ export abstract class Optimizer {
       master: wantsMaster ? keep(noGrad(() => tidy(() => cast(value, "float32")))) : null,
       syncedDataId: value.dataId,
       updateDType,
+      fresh: new Set(names),
     };
     this.#state.set(parameter, state);
     return state;
@@ -646,8 +664,9 @@ export interface SGDOptions extends OptimizerOptions {
 
 /**
  * Stochastic gradient descent with momentum, as torch.optim.SGD:
- * g = grad + weightDecay * p; buf = momentum * buf + (1 - dampening) * g (buf = g at the
- * first step); g = nesterov ? g + momentum * buf : buf; p -= lr * g.
+ * g = grad + weightDecay * p; buf = momentum * buf + (1 - dampening) * g (buf = g, undamped, at the
+ * buffer's first step: the parameter's first, or the first since momentum was turned on);
+ * g = nesterov ? g + momentum * buf : buf; p -= lr * g.
  */
 export class SGD extends Optimizer {
   momentum: number;
@@ -682,11 +701,11 @@ export class SGD extends Optimizer {
     return { names: momentum === 0 ? [] : ["momentumBuffer"], dtype };
   }
 
-  protected update(p: Tensor, grad: Tensor, state: Readonly<Record<string, Tensor>>, step: number, lr: number): Tensor {
+  protected update(p: Tensor, grad: Tensor, state: Readonly<Record<string, Tensor>>, _step: number, lr: number, fresh: ReadonlySet<string>): Tensor {
     let g = this.weightDecay === 0 ? grad : add(grad, mul(p, this.weightDecay));
     if (this.momentum !== 0) {
       const previous = state.momentumBuffer;
-      const buffer = step === 1 ? g : add(mul(previous, this.momentum), this.dampening === 0 ? g : mul(g, 1 - this.dampening));
+      const buffer = fresh.has("momentumBuffer") ? g : add(mul(previous, this.momentum), this.dampening === 0 ? g : mul(g, 1 - this.dampening));
       previous.assign(buffer);
       g = this.nesterov ? add(g, mul(buffer, this.momentum)) : buffer;
     }

@@ -61,31 +61,74 @@ describe("optimizers match a float64 reference", () => {
     }
   });
 
-  it("Adam (L2 weight decay) and AdamW (decoupled)", () => {
-    for (const decoupled of [false, true]) {
-      const lr = 0.01;
-      const [b1, b2] = [0.8, 0.95];
-      const eps = 1e-6;
-      const weightDecay = 0.1;
-      const p = Float64Array.from(start);
-      const m = new Float64Array(p.length);
-      const v = new Float64Array(p.length);
-      grads.forEach((grad, index) => {
-        const t = index + 1;
-        for (let i = 0; i < p.length; i++) {
-          let g = grad[i];
-          if (decoupled) p[i] *= 1 - lr * weightDecay;
-          else g += weightDecay * p[i];
-          m[i] = b1 * m[i] + (1 - b1) * g;
-          v[i] = b2 * v[i] + (1 - b2) * g * g;
-          const mHat = m[i] / (1 - b1 ** t);
-          const vHat = v[i] / (1 - b2 ** t);
-          p[i] -= (lr * mHat) / (Math.sqrt(vHat) + eps);
+  it("SGD's momentum buffer starts at the gradient, undamped, when momentum is turned on after some steps", () => {
+    // As torch.optim.SGD, whose buffer is None until momentum's first step (buf = g, then momentum * buf + (1 - dampening) * g).
+    const lr = 0.1;
+    const weightDecay = 0.01;
+    const schedule = [0, 0, 0.9, 0.9, 0, 0.5, 0.5];
+    const dampening = 0.3;
+    const stepGrads = gradients(schedule.length, 40, 20);
+    const p = Float64Array.from(start);
+    let buf: Float64Array | null = null;
+    for (const [step, momentum] of schedule.entries()) {
+      // Momentum set to 0 drops the buffer: turned on again, it starts afresh.
+      const fresh = momentum !== 0 && buf === null;
+      if (momentum === 0) buf = null;
+      else buf ??= new Float64Array(p.length);
+      for (let i = 0; i < p.length; i++) {
+        const g = stepGrads[step][i] + weightDecay * p[i];
+        if (buf === null) {
+          p[i] -= lr * g;
+        } else {
+          buf[i] = fresh ? g : momentum * buf[i] + (1 - dampening) * g;
+          p[i] -= lr * buf[i];
         }
-      });
-      const options = { lr, betas: [b1, b2] as const, eps, weightDecay };
-      const got = runOptimizer((params) => (decoupled ? new AdamW(params, options) : new Adam(params, options)), start, grads);
-      expect(maxAbsDiff(got, p)).toBeLessThan(1e-6);
+      }
+    }
+    const parameter = new Parameter(tensor(start, [start.length]));
+    const optimizer = new SGD([parameter], { lr, dampening, weightDecay });
+    schedule.forEach((momentum, step) => {
+      optimizer.momentum = momentum;
+      parameter.zeroGrad();
+      parameter.grad = tensor(stepGrads[step], [40]);
+      optimizer.step();
+    });
+    expect(maxAbsDiff(host(parameter.value), p)).toBeLessThan(1e-6);
+    expect(maxAbsDiff(host(optimizer.stateOf(parameter)!.momentumBuffer), buf as Float64Array)).toBeLessThan(1e-6);
+    optimizer.dispose();
+  });
+
+  it("Adam (L2 weight decay) and AdamW (decoupled), as torch.optim's documented algorithm", () => {
+    // Gradients of eps's size make eps's place count: added to sqrt(v / (1 - beta2^t)), after the bias correction.
+    const cases = [
+      { gradScale: 1, eps: 1e-6, weightDecay: 0.1 },
+      { gradScale: 1e-4, eps: 1e-4, weightDecay: 1e-4 },
+    ];
+    for (const { gradScale, eps, weightDecay } of cases) {
+      for (const decoupled of [false, true]) {
+        const lr = 0.01;
+        const [b1, b2] = [0.8, 0.95];
+        const scaled = grads.map((grad) => grad.map((g) => g * gradScale));
+        const p = Float64Array.from(start);
+        const m = new Float64Array(p.length);
+        const v = new Float64Array(p.length);
+        scaled.forEach((grad, index) => {
+          const t = index + 1;
+          for (let i = 0; i < p.length; i++) {
+            let g = grad[i];
+            if (decoupled) p[i] *= 1 - lr * weightDecay;
+            else g += weightDecay * p[i];
+            m[i] = b1 * m[i] + (1 - b1) * g;
+            v[i] = b2 * v[i] + (1 - b2) * g * g;
+            const mHat = m[i] / (1 - b1 ** t);
+            const vHat = v[i] / (1 - b2 ** t);
+            p[i] -= (lr * mHat) / (Math.sqrt(vHat) + eps);
+          }
+        });
+        const options = { lr, betas: [b1, b2] as const, eps, weightDecay };
+        const got = runOptimizer((params) => (decoupled ? new AdamW(params, options) : new Adam(params, options)), start, scaled);
+        expect(maxAbsDiff(got, p), `${decoupled ? "AdamW" : "Adam"} with gradients x ${gradScale}, eps ${eps}`).toBeLessThan(1e-6);
+      }
     }
   });
 

@@ -225,11 +225,14 @@ export const lessEqual = (a: TensorLike, b: TensorLike): Tensor => binary(LessEq
 export const greater = (a: TensorLike, b: TensorLike): Tensor => binary(Greater, a, b, false);
 export const greaterEqual = (a: TensorLike, b: TensorLike): Tensor => binary(GreaterEqual, a, b, false);
 
-/** condition (int32, nonzero = true) ? a : b, the three broadcast together. */
+/**
+ * condition (int32, nonzero = true) ? a : b, the three broadcast together. A number takes the other branch's dtype;
+ * two numbers make a float32 tensor of condition's shape on condition's backend (torch.where(c, 1.0, 0.0)).
+ */
 export function where(condition: Tensor, a: TensorLike, b: TensorLike): Tensor {
   assertTensor("where", "condition", condition);
   assertDType("where", "condition", condition, "int32");
-  const [ta, tb, temporaries] = operands("where", a, b);
+  const [ta, tb, temporaries] = typeof a === "number" && typeof b === "number" ? numberBranches(condition, a, b) : operands("where", a, b);
   try {
     assertSameBackend("where", [["condition", condition], ["a", ta], ["b", tb]]);
     assertSameDType("where", ["a", "b"], ta, tb);
@@ -238,4 +241,11 @@ export function where(condition: Tensor, a: TensorLike, b: TensorLike): Tensor {
   } finally {
     for (const t of temporaries) t.dispose();
   }
+}
+
+/** where's two number branches as float32 scalars on condition's backend, and the temporaries to dispose. */
+function numberBranches(condition: Tensor, a: number, b: number): [Tensor, Tensor, Tensor[]] {
+  const ta = fullOn(condition.backend, [], a, "float32");
+  const tb = fullOn(condition.backend, [], b, "float32");
+  return [ta, tb, [ta, tb]];
 }

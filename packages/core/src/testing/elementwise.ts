@@ -33,7 +33,7 @@ import {
   tensor,
   where,
 } from "@blocksparse/core";
-import { describe } from "vitest";
+import { describe, expect } from "vitest";
 import { ALL_DTYPES, type Conformance, type Generator, expectExact, expectValues, inCase, makeInput, round } from "./harness";
 import * as R from "./reference";
 
@@ -70,6 +70,9 @@ const COMPARISON_CASES: { kernel: string; op: Binary; ref: (a: number, b: number
   { kernel: "Greater", op: greater, ref: (a, b) => a > b },
   { kernel: "GreaterEqual", op: greaterEqual, ref: (a, b) => a >= b },
 ];
+
+/** The inputs where activations must take their limits rather than compute inf * 0 or inf / inf. */
+const NON_FINITE = [Number.NEGATIVE_INFINITY, Number.POSITIVE_INFINITY, Number.NaN];
 
 const UNARY_SHAPES = [[0], [1], [7], [3, 5], [2, 3, 4]];
 const BROADCAST_PAIRS: [number[], number[]][] = [
@@ -108,6 +111,14 @@ export function declareElementwiseTests(suite: Conformance): void {
         });
       }
     }
+    for (const c of UNARY_CASES.filter((unary) => unary.input === "normal")) {
+      for (const dtype of FLOAT_DTYPES) {
+        check(`${c.kernel} ${dtype} at -inf, +inf, NaN`, () => {
+          const special = R.ref([3], (i) => NON_FINITE[i]);
+          expectValues(c.op(tensor(special.data, [3], dtype)), R.map(special, c.ref), dtype);
+        });
+      }
+    }
     for (const approximate of ["none", "tanh"] as const) {
       for (const dtype of FLOAT_DTYPES) {
         check(`Gelu and GeluBackward (approximate ${approximate}) ${dtype}`, () => {
@@ -126,6 +137,14 @@ export function declareElementwiseTests(suite: Conformance): void {
           inCase(`Gelu (${approximate}) ${dtype} tails +-8, +-30`, () => {
             const tails = tensor([-30, -8, 8, 30], [4], dtype);
             expectValues(gelu(tails, approximate), R.map(R.ref([4], (i) => [-30, -8, 8, 30][i]), (v) => R.gelu(v, approximate)), dtype, "scaled");
+          });
+          // Infinities take GELU's limits (gelu(+-inf) = +inf, 0; gelu'(+-inf) = 1, 0), not inf * 0; NaN stays NaN.
+          inCase(`Gelu and GeluBackward (${approximate}) ${dtype} at -inf, +inf, NaN`, () => {
+            const special = R.ref([3], (i) => NON_FINITE[i]);
+            const x = tensor(special.data, [3], dtype);
+            expectValues(gelu(x, approximate), R.map(special, (v) => R.gelu(v, approximate)), dtype);
+            const dy = tensor([2, 2, 2], [3], dtype);
+            expectValues(geluBackward(dy, x, approximate), R.map(special, (v) => 2 * R.geluGrad(v, approximate)), dtype);
           });
         });
       }
@@ -166,6 +185,18 @@ export function declareElementwiseTests(suite: Conformance): void {
               });
             }
           }
+          inCase(`BiasActivation and BiasActivationBackward ${activation} ${dtype} at -inf, +inf, NaN`, () => {
+            const x = R.ref([1, 3], (i) => NON_FINITE[i]);
+            const bias = tensor([1, -1, 0], [3], dtype);
+            const pre = R.ref([1, 3], (i) => x.data[i] + [1, -1, 0][i]);
+            const xt = tensor(x.data, [1, 3], dtype);
+            expectValues(biasActivation(xt, bias, activation), R.map(pre, activations[activation]), dtype);
+            const dy = tensor([2, 2, 2], [1, 3], dtype);
+            const dx = R.map(pre, (v) => 2 * derivatives[activation](v));
+            const [gotDx, gotDbias] = biasActivationBackward(dy, xt, bias, activation);
+            expectValues(gotDx, dx, dtype);
+            expectValues(gotDbias, R.ref([3], (j) => dx.data[j]), dtype);
+          });
         });
       }
     }
@@ -230,5 +261,20 @@ export function declareElementwiseTests(suite: Conformance): void {
         }
       });
     }
+    check("Where with two numbers gives float32 of the condition's shape on the condition's backend", () => {
+      for (const shape of [[2, 3], [], [0, 4]]) {
+        inCase(`Where condition ${formatShape(shape)} a 0.1 b -Infinity`, () => {
+          const cond = makeInput(rng(), shape, "int32", "smallInt");
+          const got = where(cond.t, 0.1, Number.NEGATIVE_INFINITY);
+          expect(got.backend, "output backend").toBe(cond.t.backend);
+          expectExact(got, R.map(cond.ref, (c) => (c !== 0 ? Math.fround(0.1) : Number.NEGATIVE_INFINITY)), "float32");
+        });
+      }
+      if (suite.backendName !== "js") {
+        inCase("Where with a condition on js while another backend is active", () => {
+          expect(where(tensor([1, 0], [2], "int32").to("js"), 1, 0).backend.name, "output backend").toBe("js");
+        });
+      }
+    });
   });
 }

@@ -103,13 +103,18 @@ export function relu(x: number): number {
   return x > 0 ? x : Number.isNaN(x) ? x : 0;
 }
 
+/** GELU; at +-inf its limits (+inf and 0), where x Phi(x) would multiply an infinity by 0. */
 export function gelu(x: number, approximate: "none" | "tanh"): number {
+  if (x === Number.POSITIVE_INFINITY) return x;
+  if (x === Number.NEGATIVE_INFINITY) return 0;
   if (approximate === "tanh") return 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
   return 0.5 * x * (1 + erf(x / Math.SQRT2));
 }
 
-/** d/dx gelu by its closed form. */
+/** d/dx gelu by its closed form; at +-inf its limits, 1 and 0. */
 export function geluGrad(x: number, approximate: "none" | "tanh"): number {
+  if (x === Number.POSITIVE_INFINITY) return 1;
+  if (x === Number.NEGATIVE_INFINITY) return 0;
   if (approximate === "tanh") {
     const c = Math.sqrt(2 / Math.PI);
     const u = c * (x + 0.044715 * x ** 3);

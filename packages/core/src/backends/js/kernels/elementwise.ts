@@ -116,11 +116,17 @@ const INV_SQRT_2 = Math.SQRT1_2;
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
 
 function geluValue(x: number, approximate: GeluApproximate): number {
+  // x Phi(x) tends to x at +inf and to -0 at -inf, where the formulas multiply an infinity by 0 (NaN).
+  if (x === Number.NEGATIVE_INFINITY) return -0;
+  if (x === Number.POSITIVE_INFINITY) return x;
   if (approximate === "tanh") return 0.5 * x * (1 + Math.tanh(SQRT_2_OVER_PI * (x + GELU_C * x * x * x)));
   return 0.5 * x * (1 + erf(x * INV_SQRT_2));
 }
 
 function geluDerivative(x: number, approximate: GeluApproximate): number {
+  // The limits, 1 at +inf and 0 at -inf, where x phi(x) would be an infinity times 0 (NaN).
+  if (x === Number.POSITIVE_INFINITY) return 1;
+  if (x === Number.NEGATIVE_INFINITY) return 0;
   if (approximate === "tanh") {
     const inner = SQRT_2_OVER_PI * (x + GELU_C * x * x * x);
     const t = Math.tanh(inner);
