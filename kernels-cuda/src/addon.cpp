@@ -12,6 +12,7 @@
 
 #include "autotune.h"
 #include "device.h"
+#include "index_fault.h"
 #include "kernels.h"
 #include "memory.h"
 #include "nccl.h"
@@ -27,6 +28,7 @@ const char* errorCode(ErrorKind kind) {
     case ErrorKind::OutOfMemory: return "ERR_CUDA_OUT_OF_MEMORY";
     case ErrorKind::InvalidArgument: return "ERR_CUDA_INVALID_ARGUMENT";
     case ErrorKind::Nccl: return "ERR_NCCL";
+    case ErrorKind::Index: return "ERR_CUDA_INDEX";
     default: return "ERR_CUDA";
   }
 }
@@ -248,6 +250,7 @@ Napi::Value read(const Napi::CallbackInfo& info) {
   if (out.ByteLength() > 0)
     BS_CUDA_CHECK(cudaMemcpyAsync(bytesOf(out), buffer.data, out.ByteLength(), cudaMemcpyDeviceToHost, stream()));
   BS_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  throwIfIndexFault();
   return undefinedOf(info);
 }
 
@@ -287,6 +290,7 @@ Napi::Value setMemoryLimitFn(const Napi::CallbackInfo& info) {
 
 Napi::Value synchronizeFn(const Napi::CallbackInfo& info) {
   synchronize();
+  throwIfIndexFault();
   return undefinedOf(info);
 }
 
@@ -969,24 +973,32 @@ Napi::Value layerNormBackward(const Napi::CallbackInfo& info) {
   return undefinedOf(info);
 }
 
-// crossEntropy(dtype, logits, targets, loss, rows, classes): loss float32 whatever the logits' dtype
+// A cross-entropy's ignoreIndex: a negative int32, or 0 for none (0 is a class, never out of range).
+int32_t ignoreIndexArg(const Args& args, size_t i) {
+  const double value = args.number(i);
+  BS_REQUIRE(std::floor(value) == value && value <= 0 && value >= -2147483648.0,
+             args.where(i) + " (ignoreIndex) must be a negative int32 or 0 for none");
+  return static_cast<int32_t>(value);
+}
+
+// crossEntropy(dtype, logits, targets, loss, rows, classes, ignoreIndex): loss float32 whatever the logits' dtype
 Napi::Value crossEntropy(const Napi::CallbackInfo& info) {
   Args args{info, "crossEntropy"};
-  args.count(6);
+  args.count(7);
   DType dtype = args.floatDtype(0);
   int64_t rows = args.size(4), classes = args.size(5);
   requireElements(args.buffer(1), dtype, product({rows, classes}, "crossEntropy"), "crossEntropy logits");
   requireElements(args.buffer(2), DType::Int32, rows, "crossEntropy targets");
   requireElements(args.buffer(3), DType::Float32, rows, "crossEntropy loss");
   launchCrossEntropy(dtype, args.buffer(1).data, static_cast<const int32_t*>(args.buffer(2).data),
-                     static_cast<float*>(args.buffer(3).data), rows, classes, stream());
+                     static_cast<float*>(args.buffer(3).data), rows, classes, ignoreIndexArg(args, 6), stream());
   return undefinedOf(info);
 }
 
-// crossEntropyBackward(dtype, logits, targets, dy, dlogits, rows, classes): dy float32
+// crossEntropyBackward(dtype, logits, targets, dy, dlogits, rows, classes, ignoreIndex): dy float32
 Napi::Value crossEntropyBackward(const Napi::CallbackInfo& info) {
   Args args{info, "crossEntropyBackward"};
-  args.count(7);
+  args.count(8);
   DType dtype = args.floatDtype(0);
   int64_t rows = args.size(5), classes = args.size(6);
   int64_t n = product({rows, classes}, "crossEntropyBackward");
@@ -995,7 +1007,8 @@ Napi::Value crossEntropyBackward(const Napi::CallbackInfo& info) {
   requireElements(args.buffer(3), DType::Float32, rows, "crossEntropyBackward dy");
   requireElements(args.buffer(4), dtype, n, "crossEntropyBackward dlogits");
   launchCrossEntropyBackward(dtype, args.buffer(1).data, static_cast<const int32_t*>(args.buffer(2).data),
-                         static_cast<const float*>(args.buffer(3).data), args.buffer(4).data, rows, classes, stream());
+                         static_cast<const float*>(args.buffer(3).data), args.buffer(4).data, rows, classes,
+                         ignoreIndexArg(args, 7), stream());
   return undefinedOf(info);
 }
 

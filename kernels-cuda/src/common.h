@@ -43,7 +43,7 @@ inline bool isFloat(DType dtype) {
 }
 
 // Error kinds become the JS error's `code`.
-enum class ErrorKind { Cuda, OutOfMemory, InvalidArgument, Nccl };
+enum class ErrorKind { Cuda, OutOfMemory, InvalidArgument, Nccl, Index };
 
 struct Error : std::runtime_error {
   ErrorKind kind;

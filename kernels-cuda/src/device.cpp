@@ -1,6 +1,7 @@
 #include "device.h"
 
 #include "cublas.h"
+#include "index_fault.h"
 
 namespace bs {
 
@@ -11,6 +12,9 @@ cudaStream_t theStream = nullptr;
 bool useCublas = true;
 cublas::Handle theCublas = nullptr;
 cublas::lt::Handle theCublasLt = nullptr;
+int32_t* faultClaim = nullptr;       // device memory
+IndexFault* faultRecord = nullptr;   // mapped page-locked host memory
+IndexFaultSink faultSink{};          // the two as the kernels see them
 
 std::string unavailableReason(cudaError_t status) {
   switch (status) {
@@ -51,6 +55,13 @@ void initDevice(int index) {
   BS_CUDA_CHECK(cudaRuntimeGetVersion(&info.runtimeVersion));
   BS_CUDA_CHECK(cudaDriverGetVersion(&info.driverVersion));
   BS_CUDA_CHECK(cudaStreamCreateWithFlags(&theStream, cudaStreamNonBlocking));
+  BS_CUDA_CHECK(cudaMalloc(&faultClaim, sizeof(int32_t)));
+  BS_CUDA_CHECK(cudaMemset(faultClaim, 0, sizeof(int32_t)));
+  BS_CUDA_CHECK(cudaHostAlloc(&faultRecord, sizeof(IndexFault), cudaHostAllocMapped));
+  *faultRecord = IndexFault{};
+  IndexFault* mapped = nullptr;
+  BS_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&mapped), faultRecord, 0));
+  faultSink = IndexFaultSink{faultClaim, mapped};
   if (cublas::load()) {
     cublas::Status blas = cublas::create(&theCublas);
     if (blas != cublas::kSuccess)
@@ -109,7 +120,36 @@ void shutdownDevice() {
   theCublasLt = nullptr;
   cudaStreamDestroy(theStream);
   theStream = nullptr;
+  cudaFree(faultClaim);
+  faultClaim = nullptr;
+  cudaFreeHost(faultRecord);
+  faultRecord = nullptr;
+  faultSink = IndexFaultSink{};
   ready = false;
+}
+
+IndexFaultSink indexFaultSink() {
+  if (!ready) throw Error(ErrorKind::Cuda, "the CUDA device is not initialised");
+  return faultSink;
+}
+
+void throwIfIndexFault() {
+  if (faultRecord == nullptr || *reinterpret_cast<volatile int32_t*>(&faultRecord->reported) == 0) return;
+  const IndexFault fault = *faultRecord;
+  *faultRecord = IndexFault{};
+  // The claim is device memory: clear it in order, after everything queued, so that a later fault is recorded too.
+  BS_CUDA_CHECK(cudaMemsetAsync(faultClaim, 0, sizeof(int32_t), theStream));
+  BS_CUDA_CHECK(cudaStreamSynchronize(theStream));
+  const char* names[] = {"an index op", "gather", "scatterAdd", "indexCopy", "crossEntropy", "crossEntropyBackward"};
+  const bool known = fault.op > 0 && fault.op < static_cast<int32_t>(sizeof(names) / sizeof(names[0]));
+  const bool target = fault.op == static_cast<int32_t>(IndexFaultOp::CrossEntropy) ||
+                      fault.op == static_cast<int32_t>(IndexFaultOp::CrossEntropyBackward);
+  throw Error(ErrorKind::Index, std::string(names[known ? fault.op : 0]) + ": " + (target ? "target " : "index ") +
+                                    std::to_string(fault.index) + " at " + (target ? "row " : "position ") +
+                                    std::to_string(fault.position) + " is out of range [0, " +
+                                    std::to_string(fault.bound) +
+                                    ") (found by the device in an op queued earlier; reported at this wait for the "
+                                    "device, and that op's output is not to be trusted)");
 }
 
 }  // namespace bs

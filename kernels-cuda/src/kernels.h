@@ -89,7 +89,7 @@ void launchLayerNormBackward(DType dtype, const void* dy, const void* x, const f
                          const void* gamma, void* dx, void* dgamma, void* dbeta, int64_t rows, int64_t width,
                          cudaStream_t stream);
 
-// ---- index-driven (indexing.cu): out-of-range indices read zeros and skip updates
+// ---- index-driven (indexing.cu): out-of-range indices read zeros and skip updates, and are reported (index_fault.h)
 void launchGather(DType dtype, const void* x, const int32_t* indices, void* y, int64_t outer, int64_t axisSize,
                   int64_t inner, int64_t count, cudaStream_t stream);
 void launchScatterAdd(DType dtype, const void* updates, const int32_t* indices, void* y, int64_t outer,
@@ -99,10 +99,12 @@ void launchIndexCopy(DType dtype, const void* source, const int32_t* indices, vo
                      int64_t axisSize, int64_t inner, int64_t count, cudaStream_t stream);
 void launchOneHot(DType dtype, const int32_t* indices, void* y, int64_t count, int64_t depth, cudaStream_t stream);
 // Cross-entropy rows: logits [rows, classes] in dtype, the loss (and its gradient dy) float32 [rows].
+// A target outside [0, classes) gives a row of 0 (loss and gradient); one other than ignoreIndex (a negative int32,
+// or 0 for none) is also reported (index_fault.h).
 void launchCrossEntropy(DType dtype, const void* logits, const int32_t* targets, float* loss, int64_t rows,
-                        int64_t classes, cudaStream_t stream);
+                        int64_t classes, int32_t ignoreIndex, cudaStream_t stream);
 void launchCrossEntropyBackward(DType dtype, const void* logits, const int32_t* targets, const float* dy, void* dlogits,
-                            int64_t rows, int64_t classes, cudaStream_t stream);
+                            int64_t rows, int64_t classes, int32_t ignoreIndex, cudaStream_t stream);
 
 // ---- dense matmul (matmul.cu): c is contiguous [batch, m, n]; strideA/B 0 broadcasts an operand
 void launchMatmul(DType dtype, const void* a, const void* b, void* c, int64_t batch, int64_t m, int64_t n, int64_t k,

@@ -1,6 +1,9 @@
 // Index-driven kernels: gather, scatter-add, index copy, oneHot and cross-entropy. Index values live in device
 // memory and are not checked on the host: each is range-checked here, and an index outside its axis
-// reads nothing (the output is zero) and writes nothing (the update is skipped).
+// reads nothing (the output is zero) and writes nothing (the update is skipped). Gather, scatter-add, index copy and
+// cross-entropy (a target other than ignoreIndex) also record the first such index, which the host reports as an
+// IndexError at its next wait for the device (index_fault.h); oneHot's out-of-range rows are zero by definition.
+#include "../index_fault.h"
 #include "../kernels.h"
 #include "../memory.h"
 #include "activation_math.cuh"
@@ -17,24 +20,30 @@ __device__ __forceinline__ bool inRange(int32_t index, int64_t limit) { return i
 // out[o, j, k] = x[o, indices[j], k]
 template <typename T>
 __global__ void gatherKernel(const T* __restrict__ x, const int32_t* __restrict__ indices, T* __restrict__ y,
-                             int64_t outer, int64_t axisSize, int64_t inner, int64_t count) {
+                             int64_t outer, int64_t axisSize, int64_t inner, int64_t count, IndexFaultSink fault) {
   int64_t total = outer * count * inner;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
     int64_t k = i % inner, j = (i / inner) % count, o = i / (inner * count);
     int32_t index = indices[j];
-    y[i] = inRange(index, axisSize) ? x[(o * axisSize + index) * inner + k] : T(0);
+    const bool valid = inRange(index, axisSize);
+    y[i] = valid ? x[(o * axisSize + index) * inner + k] : T(0);
+    if (!valid && k == 0 && o == 0) reportIndexFault(fault, IndexFaultOp::Gather, index, j, axisSize);
   }
 }
 
 // y[o, indices[j], k] = source[o, j, k]; y holds the rest already (in place, or a copy of the target).
 template <typename T>
 __global__ void indexCopyKernel(const T* __restrict__ source, const int32_t* __restrict__ indices, T* __restrict__ y,
-                                int64_t outer, int64_t axisSize, int64_t inner, int64_t count) {
+                                int64_t outer, int64_t axisSize, int64_t inner, int64_t count,
+                                IndexFaultSink fault) {
   int64_t total = outer * count * inner;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
     int64_t k = i % inner, j = (i / inner) % count, o = i / (inner * count);
     int32_t index = indices[j];
-    if (inRange(index, axisSize)) y[(o * axisSize + index) * inner + k] = source[i];
+    if (inRange(index, axisSize))
+      y[(o * axisSize + index) * inner + k] = source[i];
+    else if (k == 0 && o == 0)
+      reportIndexFault(fault, IndexFaultOp::IndexCopy, index, j, axisSize);
   }
 }
 
@@ -42,25 +51,30 @@ __global__ void indexCopyKernel(const T* __restrict__ source, const int32_t* __r
 template <typename T>
 __global__ void scatterAddFloatKernel(const T* __restrict__ updates, const int32_t* __restrict__ indices,
                                       float* __restrict__ acc, int64_t outer, int64_t axisSize, int64_t inner,
-                                      int64_t count) {
+                                      int64_t count, IndexFaultSink fault) {
   int64_t total = outer * count * inner;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
     int64_t k = i % inner, j = (i / inner) % count, o = i / (inner * count);
     int32_t index = indices[j];
-    if (inRange(index, axisSize)) atomicAdd(&acc[(o * axisSize + index) * inner + k], toFloat<T>(updates[i]));
+    if (inRange(index, axisSize))
+      atomicAdd(&acc[(o * axisSize + index) * inner + k], toFloat<T>(updates[i]));
+    else if (k == 0 && o == 0)
+      reportIndexFault(fault, IndexFaultOp::ScatterAdd, index, j, axisSize);
   }
 }
 
 // int32 sums wrap modulo 2^32, whatever the order of the atomic adds.
 __global__ void scatterAddIntKernel(const int32_t* __restrict__ updates, const int32_t* __restrict__ indices,
                                     int32_t* __restrict__ out, int64_t outer, int64_t axisSize, int64_t inner,
-                                    int64_t count) {
+                                    int64_t count, IndexFaultSink fault) {
   int64_t total = outer * count * inner;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
     int64_t k = i % inner, j = (i / inner) % count, o = i / (inner * count);
     int32_t index = indices[j];
     if (inRange(index, axisSize))
       atomicAdd(reinterpret_cast<unsigned*>(&out[(o * axisSize + index) * inner + k]), static_cast<unsigned>(updates[i]));
+    else if (k == 0 && o == 0)
+      reportIndexFault(fault, IndexFaultOp::ScatterAdd, index, j, axisSize);
   }
 }
 
@@ -120,7 +134,8 @@ __device__ __forceinline__ void rowLogSumExp(const T* row, int64_t classes, floa
 // loss[n] = logsumexp(logits[n]) - logits[n, targets[n]] in float32 whatever T is; one block per row.
 template <typename T>
 __global__ void crossEntropyKernel(const T* __restrict__ logits, const int32_t* __restrict__ targets,
-                                   float* __restrict__ loss, int64_t rows, int64_t classes) {
+                                   float* __restrict__ loss, int64_t rows, int64_t classes, int32_t ignoreIndex,
+                                   IndexFaultSink fault) {
   __shared__ float scratch[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* row = logits + r * classes;
@@ -128,7 +143,9 @@ __global__ void crossEntropyKernel(const T* __restrict__ logits, const int32_t* 
     rowLogSumExp(row, classes, scratch, rowMax, rowSum);
     if (threadIdx.x == 0) {
       int32_t target = targets[r];
-      loss[r] = inRange(target, classes) ? logf(rowSum) + rowMax - toFloat<T>(row[target]) : 0.0f;
+      const bool valid = inRange(target, classes);
+      loss[r] = valid ? logf(rowSum) + rowMax - toFloat<T>(row[target]) : 0.0f;
+      if (!valid && target != ignoreIndex) reportIndexFault(fault, IndexFaultOp::CrossEntropy, target, r, classes);
     }
   }
 }
@@ -138,13 +155,15 @@ __global__ void crossEntropyKernel(const T* __restrict__ logits, const int32_t* 
 template <typename T>
 __global__ void crossEntropyBackwardKernel(const T* __restrict__ logits, const int32_t* __restrict__ targets,
                                        const float* __restrict__ dy, T* __restrict__ dlogits, int64_t rows,
-                                       int64_t classes) {
+                                       int64_t classes, int32_t ignoreIndex, IndexFaultSink fault) {
   __shared__ float scratch[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* row = logits + r * classes;
     T* out = dlogits + r * classes;
     int32_t target = targets[r];
     if (!inRange(target, classes)) {
+      if (threadIdx.x == 0 && target != ignoreIndex)
+        reportIndexFault(fault, IndexFaultOp::CrossEntropyBackward, target, r, classes);
       for (int64_t c = threadIdx.x; c < classes; c += blockDim.x) out[c] = fromFloat<T>(0.0f);
       continue;  // uniform across the block: no thread reaches the reductions below
     }
@@ -167,13 +186,14 @@ void launchGather(DType dtype, const void* x, const int32_t* indices, void* y, i
                   int64_t inner, int64_t count, cudaStream_t stream) {
   int64_t total = outer * count * inner;
   if (total == 0) return;
+  const IndexFaultSink fault = indexFaultSink();
   // Gather moves bits: elements travel as unsigned integers of their width.
   if (dtypeSize(dtype) == 4)
     gatherKernel<uint32_t><<<gridFor(total), kThreads, 0, stream>>>(
-        static_cast<const uint32_t*>(x), indices, static_cast<uint32_t*>(y), outer, axisSize, inner, count);
+        static_cast<const uint32_t*>(x), indices, static_cast<uint32_t*>(y), outer, axisSize, inner, count, fault);
   else
     gatherKernel<uint16_t><<<gridFor(total), kThreads, 0, stream>>>(
-        static_cast<const uint16_t*>(x), indices, static_cast<uint16_t*>(y), outer, axisSize, inner, count);
+        static_cast<const uint16_t*>(x), indices, static_cast<uint16_t*>(y), outer, axisSize, inner, count, fault);
   BS_LAUNCH_CHECK("gatherKernel");
 }
 
@@ -181,13 +201,14 @@ void launchIndexCopy(DType dtype, const void* source, const int32_t* indices, vo
                      int64_t axisSize, int64_t inner, int64_t count, cudaStream_t stream) {
   int64_t total = outer * count * inner;
   if (total == 0) return;
+  const IndexFaultSink fault = indexFaultSink();
   // Like gather, a copy of bits.
   if (dtypeSize(dtype) == 4)
     indexCopyKernel<uint32_t><<<gridFor(total), kThreads, 0, stream>>>(
-        static_cast<const uint32_t*>(source), indices, static_cast<uint32_t*>(y), outer, axisSize, inner, count);
+        static_cast<const uint32_t*>(source), indices, static_cast<uint32_t*>(y), outer, axisSize, inner, count, fault);
   else
     indexCopyKernel<uint16_t><<<gridFor(total), kThreads, 0, stream>>>(
-        static_cast<const uint16_t*>(source), indices, static_cast<uint16_t*>(y), outer, axisSize, inner, count);
+        static_cast<const uint16_t*>(source), indices, static_cast<uint16_t*>(y), outer, axisSize, inner, count, fault);
   BS_LAUNCH_CHECK("indexCopyKernel");
 }
 
@@ -195,11 +216,12 @@ void launchScatterAdd(DType dtype, const void* updates, const int32_t* indices, 
                       int64_t axisSize, int64_t inner, int64_t count, cudaStream_t stream) {
   int64_t outTotal = outer * axisSize * inner, updateTotal = outer * count * inner;
   if (outTotal == 0) return;
+  const IndexFaultSink fault = indexFaultSink();
   if (dtype == DType::Int32) {
     launchZero(dtype, y, outTotal, stream);
     if (updateTotal > 0) {
       scatterAddIntKernel<<<gridFor(updateTotal), kThreads, 0, stream>>>(
-          static_cast<const int32_t*>(updates), indices, static_cast<int32_t*>(y), outer, axisSize, inner, count);
+          static_cast<const int32_t*>(updates), indices, static_cast<int32_t*>(y), outer, axisSize, inner, count, fault);
       BS_LAUNCH_CHECK("scatterAddIntKernel");
     }
     return;
@@ -209,7 +231,7 @@ void launchScatterAdd(DType dtype, const void* updates, const int32_t* indices, 
   BS_DISPATCH_FLOAT(dtype, T, {
     if (updateTotal > 0) {
       scatterAddFloatKernel<T><<<gridFor(updateTotal), kThreads, 0, stream>>>(
-          static_cast<const T*>(updates), indices, acc.as<float>(), outer, axisSize, inner, count);
+          static_cast<const T*>(updates), indices, acc.as<float>(), outer, axisSize, inner, count, fault);
       BS_LAUNCH_CHECK("scatterAddFloatKernel");
     }
     storeKernel<T><<<gridFor(outTotal), kThreads, 0, stream>>>(acc.as<float>(), static_cast<T*>(y), outTotal);
@@ -230,19 +252,21 @@ void launchOneHot(DType dtype, const int32_t* indices, void* y, int64_t count, i
 }
 
 void launchCrossEntropy(DType dtype, const void* logits, const int32_t* targets, float* loss, int64_t rows,
-                        int64_t classes, cudaStream_t stream) {
+                        int64_t classes, int32_t ignoreIndex, cudaStream_t stream) {
   if (rows == 0) return;
+  const IndexFaultSink fault = indexFaultSink();
   BS_DISPATCH_FLOAT(dtype, T, crossEntropyKernel<T><<<rowGrid(rows), kThreads, 0, stream>>>(
-                                  static_cast<const T*>(logits), targets, loss, rows, classes));
+                                  static_cast<const T*>(logits), targets, loss, rows, classes, ignoreIndex, fault));
   BS_LAUNCH_CHECK("crossEntropyKernel");
 }
 
 void launchCrossEntropyBackward(DType dtype, const void* logits, const int32_t* targets, const float* dy, void* dlogits,
-                            int64_t rows, int64_t classes, cudaStream_t stream) {
+                            int64_t rows, int64_t classes, int32_t ignoreIndex, cudaStream_t stream) {
   if (rows * classes == 0) return;
+  const IndexFaultSink fault = indexFaultSink();
   BS_DISPATCH_FLOAT(dtype, T, crossEntropyBackwardKernel<T><<<rowGrid(rows), kThreads, 0, stream>>>(
                                   static_cast<const T*>(logits), targets, dy,
-                                  static_cast<T*>(dlogits), rows, classes));
+                                  static_cast<T*>(dlogits), rows, classes, ignoreIndex, fault));
   BS_LAUNCH_CHECK("crossEntropyBackwardKernel");
 }
 

@@ -1,4 +1,4 @@
-import { BackendError, OutOfMemoryError, ValueError } from "@blocksparse/core";
+import { BackendError, IndexError, OutOfMemoryError, ValueError } from "@blocksparse/core";
 
 /**
  * A CUDA runtime or cuBLAS call, or a kernel launch, failed; the message names the call and CUDA's reason. A
@@ -36,6 +36,10 @@ export function translateNativeError(error: unknown): unknown {
       return new CudaOutOfMemoryError(`cuda: ${error.message}`);
     case "ERR_CUDA_INVALID_ARGUMENT":
       return new ValueError(`cuda: ${error.message}`);
+    // An index a kernel found out of range (gather, scatterAdd, indexCopy, a cross-entropy target), reported by the
+    // first read or synchronize after it.
+    case "ERR_CUDA_INDEX":
+      return new IndexError(`cuda: ${error.message}`);
     case "ERR_CUDA":
       return new CudaError(`cuda: ${error.message}`);
     default:

@@ -144,7 +144,7 @@ export interface AdamHyperparameters {
 
 /** An error thrown by the addon. */
 export interface NativeError extends Error {
-  code: "ERR_CUDA" | "ERR_CUDA_OUT_OF_MEMORY" | "ERR_CUDA_INVALID_ARGUMENT" | "ERR_NCCL";
+  code: "ERR_CUDA" | "ERR_CUDA_OUT_OF_MEMORY" | "ERR_CUDA_INVALID_ARGUMENT" | "ERR_CUDA_INDEX" | "ERR_NCCL";
 }
 
 /** An NCCL communicator of the addon. */
@@ -374,8 +374,12 @@ export interface NativeAddon {
     rows: number,
     width: number,
   ): void;
-  /** loss: float32 [rows] whatever `dtype` (the logits') is; crossEntropyBackward's dy too. */
-  crossEntropy(dtype: Dt, logits: Buf, targets: Buf, loss: Buf, rows: number, classes: number): void;
+  /**
+   * loss: float32 [rows] whatever `dtype` (the logits') is; crossEntropyBackward's dy too. A target outside
+   * [0, classes) gives a row of 0; one other than `ignoreIndex` (negative, or 0 for none) is also reported as an
+   * ERR_CUDA_INDEX error by the next read or synchronize.
+   */
+  crossEntropy(dtype: Dt, logits: Buf, targets: Buf, loss: Buf, rows: number, classes: number, ignoreIndex: number): void;
   crossEntropyBackward(
     dtype: Dt,
     logits: Buf,
@@ -384,6 +388,7 @@ export interface NativeAddon {
     dlogits: Buf,
     rows: number,
     classes: number,
+    ignoreIndex: number,
   ): void;
 
   gather(dtype: Dt, x: Buf, indices: Buf, y: Buf, outer: number, axisSize: number, inner: number, count: number): void;

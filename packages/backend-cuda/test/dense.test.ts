@@ -7,6 +7,8 @@ import {
   crossEntropy,
   crossEntropyBackward,
   gather,
+  IndexError,
+  indexCopy,
   linear,
   linearActivation,
   linearBackward,
@@ -622,20 +624,79 @@ describe.skipIf(cudaMissing)("dense kernels on cuda against float64 math", () =>
     });
   });
 
-  test("out-of-range indices read zeros and skip updates, never touching other memory", () => {
+  /** The IndexError that `fn` throws (at the read or synchronize after a kernel found an index out of range). */
+  function indexError(fn: () => unknown): string {
+    try {
+      fn();
+    } catch (error) {
+      expect(error).toBeInstanceOf(IndexError);
+      return (error as Error).message;
+    }
+    throw new Error("expected an IndexError");
+  }
+
+  test("out-of-range indices read zeros and skip updates, never touching other memory, and the next read reports them", () => {
     tidy(() => {
       const x = tensor([1, 2, 3, 4, 5, 6], [3, 2], "float32");
       const indices = tensor([2, -1, 0, 3], [4], "int32");
-      expect(Array.from(gather(x, indices).dataSync())).toEqual([5, 6, 0, 0, 1, 2, 0, 0]);
+      const gathered = gather(x, indices);
+      // Either bad index may be the one recorded (the first thread to claim the record).
+      expect(indexError(() => gathered.dataSync())).toMatch(/^cuda: gather: index (-1 at position 1|3 at position 3) is out of range \[0, 3\)/);
+      // Reported once: the values read now, with zeros for the rows out of range.
+      expect(Array.from(gathered.dataSync())).toEqual([5, 6, 0, 0, 1, 2, 0, 0]);
       const updates = tensor([1, 1, 2, 2, 3, 3, 4, 4], [4, 2], "float32");
-      expect(Array.from(scatterAdd(indices, updates, [3, 2]).dataSync())).toEqual([3, 3, 0, 0, 1, 1]);
+      const scattered = scatterAdd(indices, updates, [3, 2]);
+      expect(indexError(() => backend.synchronize())).toMatch(/^cuda: scatterAdd: index (-1|3) at position [13] is out of range \[0, 3\)/);
+      expect(Array.from(scattered.dataSync())).toEqual([3, 3, 0, 0, 1, 1]);
+      const intScattered = scatterAdd(indices, tensor([1, 1, 2, 2, 3, 3, 4, 4], [4, 2], "int32"), [3, 2]);
+      expect(indexError(() => intScattered.dataSync())).toMatch(/^cuda: scatterAdd: /);
+      expect(Array.from(intScattered.dataSync())).toEqual([3, 3, 0, 0, 1, 1]);
+
       const logits = tensor([0, 0, 0, 1, 2, 3], [2, 3], "float32");
       const targets = tensor([5, 2], [2], "int32");
-      const loss = crossEntropy(logits, targets, "none").dataSync();
-      expect(loss[0]).toBe(0);
-      expect(loss[1]).toBeCloseTo(Math.log(1 + Math.E + Math.E ** 2) + 1 - 3, 5);
-      const grad = crossEntropyBackward(logits, targets, tensor([1, 1], [2], "float32")).dataSync();
-      expect(Array.from(grad.slice(0, 3))).toEqual([0, 0, 0]);
+      const loss = crossEntropy(logits, targets, "none");
+      expect(indexError(() => loss.dataSync())).toContain("cuda: crossEntropy: target 5 at row 0 is out of range [0, 3)");
+      const values = loss.dataSync();
+      expect(values[0]).toBe(0);
+      expect(values[1]).toBeCloseTo(Math.log(1 + Math.E + Math.E ** 2) + 1 - 3, 5);
+      const grad = crossEntropyBackward(logits, targets, tensor([1, 1], [2], "float32"));
+      expect(indexError(() => grad.dataSync())).toContain("cuda: crossEntropyBackward: target 5 at row 0 is out of range [0, 3)");
+      expect(Array.from(grad.dataSync().slice(0, 3))).toEqual([0, 0, 0]);
+
+      // ignoreIndex's rows are not errors; another negative target is.
+      const ignored = crossEntropy(logits, tensor([-100, 2], [2], "int32"), { ignoreIndex: -100, reduction: "none" });
+      expect(ignored.dataSync()[0]).toBe(0);
+      const ignoredGrad = crossEntropyBackward(logits, tensor([-100, 2], [2], "int32"), tensor([1, 1], [2], "float32"), { ignoreIndex: -100 });
+      expect(Array.from(ignoredGrad.dataSync().slice(0, 3))).toEqual([0, 0, 0]);
+      const other = crossEntropy(logits, tensor([-1, 2], [2], "int32"), { ignoreIndex: -100, reduction: "none" });
+      expect(indexError(() => other.dataSync())).toContain("cuda: crossEntropy: target -1 at row 0 is out of range [0, 3)");
+
+      const target = tensor([0, 0, 0, 0, 0, 0], [3, 2], "float32");
+      indexCopy(target, tensor([1, 7], [2], "int32"), tensor([1, 2, 3, 4], [2, 2], "float32"));
+      expect(indexError(() => target.dataSync())).toContain("cuda: indexCopy: index 7 at position 1 is out of range [0, 3)");
+      expect(Array.from(target.dataSync())).toEqual([0, 0, 1, 2, 0, 0]);
+      // Nothing pending after a report.
+      backend.synchronize();
+    });
+  });
+
+  test("an index out of range inside a captured graph is reported by the read after the replay that met it", () => {
+    tidy(() => {
+      const table = tensor([1, 2, 3, 4, 5, 6], [3, 2], "float32");
+      const ids = tensor([0, 1], [2], "int32");
+      const graph = captureGraph(() => gather(table, ids));
+      try {
+        const first = graph.replay() as Tensor;
+        expect(Array.from(first.dataSync())).toEqual([1, 2, 3, 4]);
+        ids.assign(tensor([2, 9], [2], "int32"));
+        const second = graph.replay() as Tensor;
+        expect(indexError(() => second.dataSync())).toContain("cuda: gather: index 9 at position 1 is out of range [0, 3)");
+        expect(Array.from(second.dataSync())).toEqual([5, 6, 0, 0]);
+        ids.assign(tensor([1, 2], [2], "int32"));
+        expect(Array.from((graph.replay() as Tensor).dataSync())).toEqual([3, 4, 5, 6]);
+      } finally {
+        graph.dispose();
+      }
     });
   });
 });

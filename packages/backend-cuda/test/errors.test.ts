@@ -1,4 +1,4 @@
-import { BackendError, OutOfMemoryError, ValueError } from "@blocksparse/core";
+import { BackendError, IndexError, OutOfMemoryError, ValueError } from "@blocksparse/core";
 import { describe, expect, test } from "vitest";
 import { CudaError, CudaOutOfMemoryError } from "../src/index";
 import { translateNativeError } from "../src/errors";
@@ -20,12 +20,15 @@ describe("typed errors from the addon's codes", () => {
     expect((error as Error).message).toBe("cuda: cudaMalloc of 1.0 TiB failed");
   });
 
-  test("the other codes: CudaError (not out of memory), ValueError; anything else passes through", () => {
+  test("the other codes: CudaError (not out of memory), ValueError, IndexError; anything else passes through", () => {
     const failed = translateNativeError(nativeError("ERR_CUDA", "cudaMemcpy: an illegal memory access"));
     expect(failed).toBeInstanceOf(CudaError);
     expect(failed).not.toBeInstanceOf(OutOfMemoryError);
     expect(failed).not.toBeInstanceOf(CudaOutOfMemoryError);
     expect(translateNativeError(nativeError("ERR_CUDA_INVALID_ARGUMENT", "bad stride"))).toBeInstanceOf(ValueError);
+    const index = translateNativeError(nativeError("ERR_CUDA_INDEX", "gather: index 9 at position 1 is out of range [0, 3)"));
+    expect(index).toBeInstanceOf(IndexError);
+    expect((index as Error).message).toBe("cuda: gather: index 9 at position 1 is out of range [0, 3)");
     const other = new TypeError("not from the addon");
     expect(translateNativeError(other)).toBe(other);
     // An OutOfMemoryError from another backend is not a CudaError.

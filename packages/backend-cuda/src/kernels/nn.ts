@@ -56,9 +56,10 @@ export function layerNormBackwardKernel({
   return [dx, dgamma, dbeta];
 }
 
-// The kernels read a target out of [0, classes) as a row left out (loss and gradient 0), so attrs.ignoreIndex (a
-// negative integer) needs nothing more here.
-export function crossEntropyKernel({ inputs: { logits, targets }, backend }: KernelArgs<"CrossEntropy", CudaBackend>): TensorInfo {
+// The kernels give a target out of [0, classes) a row of 0 (loss and gradient); one other than attrs.ignoreIndex (a
+// negative integer; 0 stands for none, as no class is out of range) is reported as an IndexError at the next read or
+// synchronize, as the host backends throw for it at once.
+export function crossEntropyKernel({ inputs: { logits, targets }, attrs, backend }: KernelArgs<"CrossEntropy", CudaBackend>): TensorInfo {
   const [rows, classes] = logits.shape;
   const loss = backend.output([rows], "float32");
   backend.addon.crossEntropy(
@@ -68,12 +69,14 @@ export function crossEntropyKernel({ inputs: { logits, targets }, backend }: Ker
     backend.handle(loss),
     rows,
     classes,
+    attrs.ignoreIndex ?? 0,
   );
   return loss;
 }
 
 export function crossEntropyBackwardKernel({
   inputs: { logits, targets, dy },
+  attrs,
   backend,
 }: KernelArgs<"CrossEntropyBackward", CudaBackend>): TensorInfo {
   const [rows, classes] = logits.shape;
@@ -86,6 +89,7 @@ export function crossEntropyBackwardKernel({
     backend.handle(dlogits),
     rows,
     classes,
+    attrs.ignoreIndex ?? 0,
   );
   return dlogits;
 }

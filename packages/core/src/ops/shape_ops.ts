@@ -184,7 +184,11 @@ export function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
   return engine.runKernel(BroadcastTo, { x }, { shape: [...shape] });
 }
 
-/** Rows of x picked by int32 `indices` along `axis` (embedding lookup with axis 0). */
+/**
+ * Rows of x picked by int32 `indices` along `axis` (embedding lookup with axis 0). An index outside [0, x.shape[axis])
+ * throws IndexError: at once on host backends (js, cpu); at the next read or synchronize on device backends, which
+ * read zeros for it meanwhile.
+ */
 export function gather(x: Tensor, indices: Tensor, axis = 0): Tensor {
   assertTensor("gather", "x", x);
   assertTensor("gather", "indices", indices);
@@ -223,8 +227,8 @@ export function scatterAdd(indices: Tensor, updates: Tensor, shape: readonly num
  * The write lands in target's own buffer when no other tensor shares it; otherwise target gets a new buffer (as
  * `assign`), so tensors sharing the old one keep their values. Not recorded by autograd: use it on tensors no
  * recorded op still reads (a cache written under `noGrad`). An index outside [0, target.shape[axis]) throws
- * IndexError before anything is written on host backends (js, cpu); device backends skip it. With repeated indices
- * one of the writes lands (the last on host backends).
+ * IndexError before anything is written on host backends (js, cpu); device backends skip it and throw the IndexError
+ * at the next read or synchronize. With repeated indices one of the writes lands (the last on host backends).
  */
 export function indexCopy(target: Tensor, indices: Tensor, source: Tensor, axis = 0): void {
   assertTensor("indexCopy", "target", target);

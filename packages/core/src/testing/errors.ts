@@ -82,6 +82,37 @@ export function declareErrorTests(suite: Conformance): void {
       { name: "ScatterAdd: updates shape", run: () => scatterAdd(tensor([0, 1], [2], "int32"), zeros([3, 4]), [5, 4]), type: ShapeError, message: "scatterAdd: updates has shape [3, 4], expected [2, 4]" },
       { name: "IndexCopy: source shape", run: () => indexCopy(zeros([4, 3]), tensor([0, 1], [2], "int32"), zeros([2, 2])), type: ShapeError, message: "indexCopy: source has shape [2, 2], expected [2, 3]" },
       { name: "IndexCopy: source dtype", run: () => indexCopy(zeros([4, 3]), tensor([0], [1], "int32"), zeros([1, 3], "int32")), type: DTypeError, message: "indexCopy: source has dtype int32" },
+      // Indices out of range: host backends throw before they run; device backends find them in the kernel and throw at
+      // the next read, so each case reads its result.
+      { name: "Gather: an index out of range", run: () => gather(zeros([3, 2]), tensor([0, 3], [2], "int32")).dataSync(), type: IndexError, message: "gather: index 3 at position 1 is out of range [0, 3)" },
+      {
+        name: "ScatterAdd: an index out of range",
+        run: () => scatterAdd(tensor([-1, 2], [2], "int32"), ones([2, 2]), [3, 2]).dataSync(),
+        type: IndexError,
+        message: "scatterAdd: index -1 at position 0 is out of range [0, 3)",
+      },
+      {
+        name: "IndexCopy: an index out of range",
+        run: () => {
+          const target = zeros([4, 3]);
+          indexCopy(target, tensor([1, 4], [2], "int32"), ones([2, 3]));
+          return target.dataSync();
+        },
+        type: IndexError,
+        message: "indexCopy: index 4 at position 1 is out of range [0, 4)",
+      },
+      {
+        name: "CrossEntropy: a target out of range that is not ignoreIndex",
+        run: () => crossEntropy(zeros([3, 5]), tensor([0, -100, -1], [3], "int32"), { ignoreIndex: -100, reduction: "none" }).dataSync(),
+        type: IndexError,
+        message: "crossEntropy: target -1 at row 2 is out of range [0, 5)",
+      },
+      {
+        name: "CrossEntropy: a target past the classes",
+        run: () => crossEntropy(zeros([2, 5]), tensor([5, 0], [2], "int32"), "none").dataSync(),
+        type: IndexError,
+        message: "crossEntropy: target 5 at row 0 is out of range [0, 5)",
+      },
       { name: "IndexCopy: indices rank", run: () => indexCopy(zeros([4, 3]), tensor([0, 1], [1, 2], "int32"), zeros([2, 3])), type: ShapeError, message: "indexCopy: indices" },
       { name: "CachedAttention: positions shape", run: () => cachedAttention(zeros([2, 4]), zeros([3, 4]), zeros([3, 4]), tensor([0], [1], "int32")), type: ShapeError, message: "cachedAttention: positions has shape [1], expected [2]" },
       { name: "CachedAttention: positions dtype", run: () => cachedAttention(zeros([2, 4]), zeros([3, 4]), zeros([3, 4]), zeros([2])), type: DTypeError, message: "cachedAttention: positions has dtype float32, expected int32" },

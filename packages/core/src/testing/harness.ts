@@ -221,6 +221,21 @@ export function expectExact(got: Tensor, want: Ref, dtype: DType): void {
   }
 }
 
+/**
+ * Like expectThrows, outside a tidy scope, so that tensors `fn` assigns outside it stay alive: for ops a device
+ * backend checks in its kernel, whose error comes at the first read of their result.
+ */
+export function expectThrowsKeeping(fn: () => unknown, type: new (...args: never[]) => Error, fragment: string): void {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (error) {
+    caught = error;
+  }
+  expect(caught, "expected an error").toBeInstanceOf(type);
+  expect((caught as Error).message).toContain(fragment);
+}
+
 export function expectThrows(fn: () => unknown, type: new (...args: never[]) => Error, fragment?: string): void {
   let caught: unknown;
   try {
