@@ -4,12 +4,14 @@
  * the host sets the pace (few tokens, or a slow host), this is the host's time per step.
  *
  *   tsx src/eager_step.ts [--backend cuda] [--widths 1024x4096] [--tokens 2048] [--block 64] [--density 0.25]
- *     [--steps 1000] [--stand-in] [--phases] [--sync-each]
+ *     [--steps 1000] [--warmup 2000] [--stand-in] [--phases] [--sync-each]
  * --block 0 is the dense model. --stand-in runs the cuda backend on src/stand_in_addon.cjs, which launches
  * nothing: the time is then the host's JavaScript alone, on any machine (no GPU needed). --phases also splits the
  * host's time per step between forward, backward and the optimizer's step (clocks read around each). --sync-each
  * waits for the GPU after every step, as a loop that reads its loss each step does (the runs' time then includes
- * each step's GPU time, and whatever a synchronize makes the next step pay again).
+ * each step's GPU time, and whatever a synchronize makes the next step pay again). --warmup steps run untimed first:
+ * V8 keeps optimizing the step's functions for the first thousand or two steps (a step's host time falls 3-6x over
+ * them on a 2-core host), so fewer warm-up steps time that climb instead of the steady state a long training run sees.
  */
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -26,6 +28,7 @@ const { values } = parseArgs({
     block: { type: "string", default: "64" },
     density: { type: "string", default: "0.25" },
     steps: { type: "string", default: "1000" },
+    warmup: { type: "string", default: "2000" },
     "stand-in": { type: "boolean", default: false },
     phases: { type: "boolean", default: false },
     "sync-each": { type: "boolean", default: false },
@@ -39,8 +42,8 @@ if (values["stand-in"]) {
 const match = /^(\d+)x(\d+)$/.exec(values.widths);
 if (!match) throw new Error(`--widths: "${values.widths}" is not DMODELxHIDDEN`);
 const [dModel, hidden] = [Number(match[1]), Number(match[2])];
-const [tokens, block, density, steps] = [Number(values.tokens), Number(values.block), Number(values.density), Number(values.steps)];
-for (const [name, n] of [["tokens", tokens], ["steps", steps]] as const) {
+const [tokens, block, density, steps, warmup] = [Number(values.tokens), Number(values.block), Number(values.density), Number(values.steps), Number(values.warmup)];
+for (const [name, n] of [["tokens", tokens], ["steps", steps], ["warmup", warmup]] as const) {
   if (!Number.isInteger(n) || n < 5) throw new Error(`--${name} must be an integer >= 5, got ${n}`);
 }
 const { synchronize } = await startBackend(values.backend);
@@ -76,7 +79,7 @@ const step = () => {
   phases.backward += t2 - t1;
   phases.optimizer += t3 - t2;
 };
-for (let i = 0; i < 50; i++) step();
+for (let i = 0; i < warmup; i++) step();
 synchronize();
 phases.forward = phases.backward = phases.optimizer = 0;
 // Five runs of steps / 5, each ended by a synchronize: the median run, and the process's CPU time per step.
