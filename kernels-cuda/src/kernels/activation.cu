@@ -28,7 +28,8 @@ __global__ void biasActivationKernel(const T* __restrict__ x, const T* __restric
     if (bias) b = *reinterpret_cast<const Packed<T, kVec>*>(bias + i % width);
 #pragma unroll
     for (int k = 0; k < kVec; ++k)
-      out.v[k] = fromFloat<T>(activate<kAct, sizeof(T) == 2>(toFloat<T>(in.v[k]) + (bias ? toFloat<T>(b.v[k]) : 0.0f)));
+      out.v[k] = fromFloat<T>(
+          activateWithLimits<kAct, sizeof(T) == 2>(toFloat<T>(in.v[k]) + (bias ? toFloat<T>(b.v[k]) : 0.0f)));
     *reinterpret_cast<Packed<T, kVec>*>(y + i) = out;
   }
 }
@@ -51,7 +52,7 @@ __global__ void biasActivationBackwardKernel(const T* __restrict__ dy, const T* 
     const float b = bias ? toFloat<T>(bias[column]) : 0.0f;
     for (int64_t r = begin + threadIdx.y; r < end; r += kTileRows) {
       const int64_t i = r * width + column;
-      const float g = toFloat<T>(dy[i]) * derivative<kAct, sizeof(T) == 2>(toFloat<T>(x[i]) + b);
+      const float g = toFloat<T>(dy[i]) * derivativeWithLimits<kAct, sizeof(T) == 2>(toFloat<T>(x[i]) + b);
       dx[i] = fromFloat<T>(g);
       acc += g;
     }
@@ -109,7 +110,7 @@ __global__ void biasActivationBackwardVectorKernel(const T* __restrict__ dy, con
         float d[kVec];
 #pragma unroll
         for (int k = 0; k < kVec; ++k) {
-          d[k] = toFloat<T>(g[u].v[k]) * derivative<kAct, sizeof(T) == 2>(toFloat<T>(in[u].v[k]) + b[k]);
+          d[k] = toFloat<T>(g[u].v[k]) * derivativeWithLimits<kAct, sizeof(T) == 2>(toFloat<T>(in[u].v[k]) + b[k]);
           acc[k] += d[k];
         }
         store16(dx + r * width + first, packWord<T>(d));

@@ -26,8 +26,8 @@ __device__ __forceinline__ float applyUnary(UnaryOp op, float x) {
     case UnaryOp::Relu: return x > 0.0f ? x : (x != x ? x : 0.0f);
     case UnaryOp::Square: return x * x;
     // GELU and its derivative: the float32 definitions biasActivation and the fused epilogues use.
-    case UnaryOp::Gelu: return activate<Activation::Gelu>(x);
-    case UnaryOp::GeluTanh: return activate<Activation::GeluTanh>(x);
+    case UnaryOp::Gelu: return activateWithLimits<Activation::Gelu>(x);
+    case UnaryOp::GeluTanh: return activateWithLimits<Activation::GeluTanh>(x);
     default: return kNaN;
   }
 }
@@ -59,8 +59,8 @@ __device__ __forceinline__ float applyBinary(BinaryOp op, float a, float b) {
     case BinaryOp::LessEqual: return a <= b;
     case BinaryOp::Greater: return a > b;
     case BinaryOp::GreaterEqual: return a >= b;
-    case BinaryOp::GeluBackward: return a * derivative<Activation::Gelu>(b);  // d/dx x Phi(x) = Phi(x) + x phi(x)
-    case BinaryOp::GeluTanhBackward: return a * derivative<Activation::GeluTanh>(b);
+    case BinaryOp::GeluBackward: return a * derivativeWithLimits<Activation::Gelu>(b);  // d/dx x Phi(x) = Phi(x) + x phi(x)
+    case BinaryOp::GeluTanhBackward: return a * derivativeWithLimits<Activation::GeluTanh>(b);
     default: return kNaN;
   }
 }
