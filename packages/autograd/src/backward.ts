@@ -257,7 +257,11 @@ function seedOf(loss: Tensor, grad: Tensor | null | undefined): Tensor {
     }
     return fullOn(loss.backend, loss.shape, 1, loss.dtype);
   }
-  if (!(grad instanceof Tensor)) throw new AutogradError("backward: grad must be a Tensor");
+  if (!(grad instanceof Tensor)) {
+    // backward(loss, { retainGraph: true }) is the usual slip: options go third.
+    const hint = typeof grad === "object" ? "; options go third: backward(loss, null, { retainGraph: true })" : "";
+    throw new AutogradError(`backward: grad must be a Tensor, null or undefined, got ${describeValue(grad)}${hint}`);
+  }
   grad.throwIfDisposed("backward: grad");
   if (!shapesEqual(grad.shape, loss.shape) || grad.dtype !== loss.dtype) {
     throw new AutogradError(`backward: grad is ${describe(grad)}, expected the loss's ${describe(loss)}`);
@@ -268,13 +272,24 @@ function seedOf(loss: Tensor, grad: Tensor | null | undefined): Tensor {
   return detach(grad);
 }
 
-/** Adds `grad` into `leaf.grad` in place (the grad tensor keeps its identity across backward calls). */
-function accumulateLeaf(leaf: Tensor, grad: Tensor): void {
-  const current = leaf.grad;
+/**
+ * Adds `grad` into `leaf.grad` in place (the grad tensor keeps its identity across backward calls). A leaf disposed
+ * since the forward gets nothing: a gradient written on it could never be used, and would stay allocated.
+ */
+function accumulateLeaf(leaf: Tensor, grad: Tensor): boolean {
+  if (leaf.isDisposed) {
+    grad.dispose();
+    return false;
+  }
+  const current: unknown = leaf.grad;
   // Undefined too: a plain-JS caller's `t.grad = undefined` resets it like null.
-  if (!current || current.isDisposed) {
+  if (current == null || (current instanceof Tensor && current.isDisposed)) {
     leaf.grad = keep(grad);
-    return;
+    return true;
+  }
+  if (!(current instanceof Tensor)) {
+    grad.dispose();
+    throw new AutogradError(`backward: tensor ${leaf.id} has a .grad that is not a Tensor (${describeValue(current)}); reset it with zeroGrad`);
   }
   if (!shapesEqual(current.shape, leaf.shape) || current.dtype !== leaf.dtype) {
     grad.dispose();
@@ -284,18 +299,36 @@ function accumulateLeaf(leaf: Tensor, grad: Tensor): void {
   current.assign(sum);
   sum.dispose();
   grad.dispose();
+  return true;
+}
+
+function describeValue(value: unknown): string {
+  if (value === null || (typeof value !== "object" && typeof value !== "function")) return typeof value === "string" ? JSON.stringify(value) : String(value);
+  return Array.isArray(value) ? "an array" : `a ${(value as object).constructor?.name ?? "Object"}`;
+}
+
+function checkOptions(options: unknown): boolean {
+  if (options == null) return false;
+  if (typeof options !== "object") throw new AutogradError(`backward: options must be an object such as { retainGraph: true }, got ${describeValue(options)}`);
+  const { retainGraph } = options as BackwardOptions;
+  if (retainGraph !== undefined && typeof retainGraph !== "boolean") {
+    throw new AutogradError(`backward: options.retainGraph must be a boolean, got ${describeValue(retainGraph)}`);
+  }
+  return retainGraph === true;
 }
 
 /**
  * Backpropagates from `loss` (one element, or any shape with an explicit `grad` seed) and
  * accumulates `.grad` on every leaf that requires grad. Walks the tape in reverse
  * topological order, summing the gradients that flow into one tensor, and frees saved
- * tensors and intermediate gradients as soon as the walk is done with them.
+ * tensors and intermediate gradients as soon as the walk is done with them. A leaf disposed since
+ * the forward gets no gradient (nothing could read it, and it would stay allocated).
  */
 export function backward(loss: Tensor, grad?: Tensor | null, options?: BackwardOptions | null): void {
   if (!(loss instanceof Tensor)) throw new AutogradError("backward: loss must be a Tensor");
   loss.throwIfDisposed("backward: loss");
   if (loss.dtype === "int32") throw new AutogradError("backward: the loss has dtype int32; gradients need a float dtype");
+  const retainGraph = checkOptions(options);
   const origin = gradFnOf(loss);
   if (!origin) {
     if (!loss.requiresGrad) {
@@ -310,7 +343,6 @@ export function backward(loss: Tensor, grad?: Tensor | null, options?: BackwardO
   const order = reverseTopologicalOrder(origin.node);
   const leavesDoneAt = lastUses(order);
   const senders = gradientSenders(order, origin);
-  const retainGraph = options?.retainGraph === true;
   const pending = new Map<TapeNode, (Tensor | null)[]>();
   const preActivationGrads = new Map<TapeNode, PreActivationGrad>();
   const leafGrads = new Map<Tensor, Tensor>();
@@ -362,7 +394,7 @@ export function backward(loss: Tensor, grad?: Tensor | null, options?: BackwardO
           const leafGrad = leafGrads.get(leaf);
           if (leafGrad === undefined) continue;
           leafGrads.delete(leaf);
-          accumulateLeaf(leaf, leafGrad);
+          if (!accumulateLeaf(leaf, leafGrad)) continue;
           for (const observer of gradReadyObservers) observer(leaf);
         }
       }
@@ -380,8 +412,16 @@ export function backward(loss: Tensor, grad?: Tensor | null, options?: BackwardO
 
 /** Disposes and clears `.grad` on each tensor (PyTorch's zero_grad(set_to_none=True)). */
 export function zeroGrad(tensors: Iterable<Tensor>): void {
-  for (const t of tensors) {
-    if (t.grad) t.grad.dispose();
+  if (tensors == null || typeof (tensors as Partial<Iterable<Tensor>>)[Symbol.iterator] !== "function") {
+    throw new AutogradError(`zeroGrad: tensors must be an iterable of Tensors (an array, a Set), got ${describeValue(tensors)}`);
+  }
+  const list = [...tensors];
+  // All checked first: a bad entry leaves every .grad as it was.
+  list.forEach((t, i) => {
+    if (!(t instanceof Tensor)) throw new AutogradError(`zeroGrad: tensors[${i}] is not a Tensor (${describeValue(t)})`);
+  });
+  for (const t of list) {
+    if (t.grad instanceof Tensor) t.grad.dispose();
     t.grad = null;
   }
 }

@@ -46,13 +46,21 @@ export interface GradcheckResult {
 }
 
 function checkOptions(options: GradcheckOptions | null): Required<Omit<GradcheckOptions, "wrt">> {
-  const { eps = 1e-2, atol = 1e-3, rtol = 1e-2, seed = 0 } = options ?? {};
+  if (options != null && typeof options !== "object") {
+    throw new ValueError(`gradcheck: options must be an object such as { atol: 1e-3 }, got ${String(options)}`);
+  }
+  const { eps = 1e-2, atol = 1e-3, rtol = 1e-2, seed = 0, wrt } = options ?? {};
   for (const [name, value] of [["eps", eps], ["atol", atol], ["rtol", rtol]] as const) {
     if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
       throw new ValueError(`gradcheck: ${name} must be a finite number >= 0, got ${value}`);
     }
   }
   if (eps === 0) throw new ValueError("gradcheck: eps must be > 0");
+  if (!Number.isSafeInteger(seed)) throw new ValueError(`gradcheck: seed must be an integer, got ${typeof seed === "string" ? JSON.stringify(seed) : String(seed)}`);
+  // Spread as given, a number (wrt: 0) would be ignored or throw a TypeError, and a string's characters read as indices.
+  if (wrt != null && !Array.isArray(wrt)) {
+    throw new ValueError(`gradcheck: wrt must be an array of input indices such as [0], got ${JSON.stringify(wrt) ?? String(wrt)}`);
+  }
   return { eps, atol, rtol, seed };
 }
 
@@ -79,7 +87,8 @@ export function gradcheck(
   const { eps, atol, rtol, seed } = checkOptions(options);
   const checked = options?.wrt ? [...options.wrt] : inputs.flatMap((t, i) => (t.dtype === "float32" ? [i] : []));
   for (const i of checked) {
-    if (!Number.isInteger(i) || i < 0 || i >= inputs.length) throw new ValueError(`gradcheck: wrt index ${i} is out of range for ${inputs.length} inputs`);
+    if (!Number.isInteger(i)) throw new ValueError(`gradcheck: wrt holds ${JSON.stringify(i) ?? String(i)}, expected integer input indices`);
+    if (i < 0 || i >= inputs.length) throw new ValueError(`gradcheck: wrt index ${i} is out of range for ${inputs.length} inputs`);
     if (inputs[i].dtype !== "float32") throw new ValueError(`gradcheck: inputs[${i}] has dtype ${inputs[i].dtype}; gradcheck perturbs float32 inputs`);
   }
   if (checked.length === 0) throw new ValueError("gradcheck: no float32 input to check");

@@ -1,4 +1,4 @@
-import { type Tensor, exp, mul, square, sub, sum, tanh, tensor, tidy } from "@blocksparse/core";
+import { type Tensor, ValueError, exp, mul, square, sub, sum, tanh, tensor, tidy } from "@blocksparse/core";
 import { backward, getGradient, gradcheck, registerGradient } from "@blocksparse/autograd";
 import { describe, expect, it } from "vitest";
 import { poisonAllocations, randomTensor } from "./helpers";
@@ -117,5 +117,19 @@ describe("gradcheck", () => {
     expect(() => gradcheck((t) => t, [tensor(new Int32Array([1]))])).toThrow(/no float32 input/);
     expect(() => gradcheck((t) => t, [x, "x" as unknown as Tensor])).toThrow(/inputs\[1\] is not a Tensor/);
     expect(() => gradcheck(() => 3 as unknown as Tensor, [x])).toThrow(/must return a Tensor/);
+  });
+
+  it("refuses a wrt that is not an array of indices, options that are not an object and a seed that is not an integer", () => {
+    const x = randomTensor([2], 8);
+    const y = randomTensor([2], 9);
+    // A number: wrt 0 was ignored (every input checked), wrt 1 a TypeError; a string's characters read as indices.
+    expect(() => gradcheck((a, b) => mul(a, b), [x, y], { wrt: 0 as never })).toThrow(/wrt must be an array of input indices such as \[0\], got 0/);
+    expect(() => gradcheck((a, b) => mul(a, b), [x, y], { wrt: 1 as never })).toThrow(ValueError);
+    expect(() => gradcheck((a, b) => mul(a, b), [x, y], { wrt: "1" as never })).toThrow(/wrt must be an array of input indices such as \[0\], got "1"/);
+    expect(() => gradcheck((a, b) => mul(a, b), [x, y], { wrt: ["1"] as never })).toThrow(/wrt holds "1", expected integer input indices/);
+    expect(() => gradcheck((t) => t, [x], 5 as never)).toThrow(/options must be an object such as \{ atol: 1e-3 \}, got 5/);
+    expect(() => gradcheck((t) => t, [x], { seed: Number.NaN })).toThrow(/gradcheck: seed must be an integer, got NaN/);
+    expect(() => gradcheck((t) => t, [x], { seed: 1.5 })).toThrow(ValueError);
+    expect(gradcheck((a, b) => mul(a, b), [x, y], { wrt: null as never }).details.map((d) => d.input)).toEqual([0, 1]);
   });
 });

@@ -6,11 +6,13 @@ import {
   NON_DIFFERENTIABLE_KERNELS,
   type Tensor,
   adamUpdate,
+  memory,
   add,
   broadcastTo,
   bsrLinear,
   cast,
   concat,
+  dispose,
   exp,
   gelu,
   geluBackward,
@@ -32,6 +34,7 @@ import {
 import {
   AutogradError,
   GradientNotRegisteredError,
+  addGradReadyObserver,
   backward,
   detach,
   getGradient,
@@ -337,5 +340,74 @@ describe("registry", () => {
     } finally {
       registerGradient("Exp", original);
     }
+  });
+});
+
+describe("odd inputs to backward and zeroGrad", () => {
+  it("a leaf disposed after the forward gets no .grad (nothing left allocated); the other leaves get theirs", () => {
+    const before = memory().numTensors;
+    const x = leaf([1, 2]);
+    const w = leaf([3, 4]);
+    const loss = tidy(() => sum(mul(x, w)));
+    x.dispose();
+    const seen: Tensor[] = [];
+    const stop = addGradReadyObserver((t) => seen.push(t));
+    try {
+      backward(loss);
+    } finally {
+      stop();
+    }
+    expect(x.grad).toBeNull();
+    expect(values(w.grad)).toEqual([1, 2]);
+    expect(seen).toEqual([w]);
+    dispose([w, w.grad, loss]);
+    expect(memory().numTensors).toBe(before);
+  });
+
+  it("goes through an intermediate disposed after the forward (its node keeps what the gradient reads)", () => {
+    const x = leaf([1, 2]);
+    const y = exp(x);
+    const loss = sum(mul(y, y));
+    y.dispose();
+    backward(loss);
+    // d sum(exp(x)^2)/dx = 2 exp(2x)
+    expect(values(x.grad).map((g, i) => g / (2 * Math.exp(2 * (i + 1))))).toEqual([expect.closeTo(1, 6), expect.closeTo(1, 6)]);
+  });
+
+  it("refuses a .grad that is not a Tensor, naming the tensor, and zeroGrad resets it", () => {
+    const x = leaf([1, 2]);
+    (x as unknown as { grad: unknown }).grad = [0, 0];
+    expect(() => backward(sum(mul(x, 2)))).toThrow(AutogradError);
+    expect(() => backward(sum(mul(x, 2)))).toThrow(new RegExp(`tensor ${x.id} has a \\.grad that is not a Tensor \\(an array\\)`));
+    zeroGrad([x]);
+    backward(sum(mul(x, 2)));
+    expect(values(x.grad)).toEqual([2, 2]);
+  });
+
+  it("zeroGrad refuses what is not an iterable of Tensors, clearing nothing", () => {
+    const x = leaf([1, 2]);
+    backward(sum(x));
+    expect(() => zeroGrad(null as never)).toThrow(AutogradError);
+    expect(() => zeroGrad(x as never)).toThrow(/zeroGrad: tensors must be an iterable of Tensors/);
+    expect(() => zeroGrad([x, 1 as never])).toThrow(/zeroGrad: tensors\[1\] is not a Tensor \(1\)/);
+    expect(values(x.grad)).toEqual([1, 1]);
+    zeroGrad(new Set([x]));
+    expect(x.grad).toBeNull();
+  });
+
+  it("refuses options that are not an object or a retainGraph that is not a boolean, before freeing the graph", () => {
+    const x = leaf([1, 2]);
+    const loss = sum(mul(x, x));
+    expect(() => backward(loss, null, true as never)).toThrow(/options must be an object such as \{ retainGraph: true \}, got true/);
+    expect(() => backward(loss, null, { retainGraph: "yes" } as never)).toThrow(/options.retainGraph must be a boolean, got "yes"/);
+    expect(x.grad).toBeNull();
+    backward(loss, null, { retainGraph: false });
+    expect(values(x.grad)).toEqual([2, 4]);
+  });
+
+  it("says where options go when they are passed as the seed gradient", () => {
+    const x = leaf([1, 2]);
+    expect(() => backward(sum(x), { retainGraph: true } as never)).toThrow(/grad must be a Tensor, null or undefined, got a Object; options go third/);
+    expect(() => backward(sum(x), 1 as never)).toThrow(/grad must be a Tensor, null or undefined, got 1$/);
   });
 });

@@ -93,13 +93,13 @@ export class BlockSparseModelPatcher {
    * a module that stays, a Linear subclass holding more than weight and bias, a slot the
    * replacement cannot be put in (a read-only or dotted property), or no match at all
    * (unless `allowNoMatch`) throw a PatchError.
-   * With `dryRun`, returns the same report without changing the model. With `disposeReplaced`, the
-   * replaced Linear layers' parameters are disposed once the new layers are in place.
+   * Null options are the defaults. With `dryRun`, returns the same report without changing the model. With
+   * `disposeReplaced`, the replaced Linear layers' parameters are disposed once the new layers are in place.
    */
-  patchModel(model: Module, options: PatchOptions = {}): PatchReport {
+  patchModel(model: Module, options: PatchOptions | null = {}): PatchReport {
     const where = "BlockSparseModelPatcher.patchModel";
     checkModel(where, model);
-    const { dryRun = false, allowNoMatch = false, disposeReplaced = false } = parseOptions(where, PatchOptionsSchema, options) ?? {};
+    const { dryRun = false, allowNoMatch = false, disposeReplaced = false } = parseOptions(where, PatchOptionsSchema, options ?? undefined) ?? {};
     const modules = model.namedModules();
     const namesOf = reachableNames(model);
     const plans: Plan[] = [];

@@ -284,6 +284,15 @@ describe("options are validated with readable errors", () => {
     expect(() => p.patchModel(new TinyNet(), { dryRun: "yes" } as unknown as object)).toThrow(/dryRun: Invalid input: expected boolean/);
   });
 
+  it("takes null patchModel options as the defaults", () => {
+    const p = patcher().addPattern(/^head$/, { density: 0.5, blockShape: [8, 8] });
+    const model = new TinyNet();
+    const report = p.patchModel(model, null);
+    expect(report.dryRun).toBe(false);
+    expect(report.layers.map((layer) => layer.name)).toEqual(["head"]);
+    expect(model.head).toBeInstanceOf(BlockSparseLinear);
+  });
+
   it("keeps the patterns in the order added", () => {
     expect(patcher().addPattern(/a/, { density: 0.5 }).addPattern("b", { density: 0.5 }).patterns).toEqual(["/a/", "b"]);
   });

@@ -1,7 +1,9 @@
+import type { Tensor } from "@blocksparse/core";
 import { BlockSparseLinear, Linear, Module } from "@blocksparse/nn";
 import { BlockSparseModelPatcher, PatchError } from "@blocksparse/patcher";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { maxAbsDiff, seededTensor } from "./helpers";
 
 /** A model whose Linear children have the given names (8 -> 8, so 4x4 blocks tile them). */
 function modelWith(names: string[]): Module {
@@ -68,6 +70,52 @@ describe("properties of the patcher", () => {
         expect(report.layers[0].keptBlocks).toBe(Math.max(1, Math.round(density * 4)));
       }),
       { numRuns: 50 },
+    );
+  });
+});
+
+describe("density 1 on random layers", () => {
+  /** Two layers a (in -> hidden) and b (hidden -> out), or one Linear held as both a and b. */
+  class Pair extends Module {
+    constructor(
+      public a: Module,
+      public b: Module,
+    ) {
+      super();
+    }
+    forward(x: Tensor): Tensor {
+      return this.b.forward(this.a.forward(x));
+    }
+  }
+
+  it("keeps every block: the patched model computes what the dense one did, with or without bias, a layer held twice", () => {
+    const settings = fc.record({
+      blockShape: fc.tuple(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 4 })),
+      blocks: fc.tuple(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 3 })),
+      bias: fc.tuple(fc.boolean(), fc.boolean()),
+      shared: fc.boolean(),
+      rows: fc.integer({ min: 1, max: 3 }),
+      seed: fc.integer({ min: 1, max: 1000 }),
+    });
+    fc.assert(
+      fc.property(settings, ({ blockShape: [r, c], blocks: [i, h, o], bias, shared, rows, seed }) => {
+        // Every dim a multiple of both block sides: the layer held twice needs in = out, and b's in is a's out.
+        const side = r * c;
+        const [inputs, hidden, outputs] = shared ? [i * side, i * side, i * side] : [i * c, h * r * c, o * r];
+        const a = new Linear(inputs, hidden, { seed, bias: bias[0] });
+        const model = new Pair(a, shared ? a : new Linear(hidden, outputs, { seed: seed + 1, bias: bias[1] }));
+        const x = seededTensor([rows, inputs], seed + 2);
+        const dense = model.forward(x).dataSync();
+        const report = new BlockSparseModelPatcher().addPattern(/^[ab]$/, { density: 1, blockShape: [r, c] }).patchModel(model, null);
+        expect(model.a).toBeInstanceOf(BlockSparseLinear);
+        expect(model.b).toBeInstanceOf(BlockSparseLinear);
+        expect(model.a === model.b).toBe(shared);
+        expect(report.layers.every((layer) => layer.keptBlocks === layer.totalBlocks)).toBe(true);
+        const patched = model.forward(x).dataSync();
+        const scale = Math.max(1, ...Array.from(dense, Math.abs));
+        expect(maxAbsDiff(dense, patched)).toBeLessThanOrEqual(1e-5 * scale);
+      }),
+      { numRuns: 40, seed: 7 },
     );
   });
 });
