@@ -17,10 +17,14 @@ export interface GradScalerOptions {
   enabled?: boolean;
 }
 
-/** What a GradScaler carries between runs (save it with the optimizer state). */
+/** What a GradScaler carries between runs (save it with the optimizer state), as torch's `scaler.state_dict()`. */
 export interface GradScalerState {
   scale: number;
   growthTracker: number;
+  /** The schedule of the scale, restored by loadStateDict as torch's; a state without them keeps the scaler's own. */
+  growthFactor?: number;
+  backoffFactor?: number;
+  growthInterval?: number;
 }
 
 /**
@@ -51,14 +55,7 @@ export class GradScaler {
     if (options === null || typeof options !== "object") throw new ValueError("GradScaler: options must be an object");
     const { initScale = 2 ** 16, growthFactor = 2, backoffFactor = 0.5, growthInterval = 2000, enabled = true } = options;
     this.#scale = checkPositive("initScale", initScale);
-    this.growthFactor = checkPositive("growthFactor", growthFactor);
-    if (!(growthFactor > 1)) throw new ValueError(`GradScaler: growthFactor must be > 1, got ${growthFactor}`);
-    this.backoffFactor = checkPositive("backoffFactor", backoffFactor);
-    if (!(backoffFactor < 1)) throw new ValueError(`GradScaler: backoffFactor must be < 1, got ${backoffFactor}`);
-    if (!Number.isSafeInteger(growthInterval) || growthInterval < 1) {
-      throw new ValueError(`GradScaler: growthInterval must be a positive integer, got ${String(growthInterval)}`);
-    }
-    this.growthInterval = growthInterval;
+    [this.growthFactor, this.backoffFactor, this.growthInterval] = checkSchedule("GradScaler", growthFactor, backoffFactor, growthInterval);
     if (typeof enabled !== "boolean") throw new ValueError(`GradScaler: enabled must be a boolean, got ${String(enabled)}`);
     this.enabled = enabled;
   }
@@ -143,15 +140,22 @@ export class GradScaler {
   }
 
   stateDict(): GradScalerState {
-    return { scale: this.#scale, growthTracker: this.#growthTracker };
+    const { growthFactor, backoffFactor, growthInterval } = this;
+    return { scale: this.#scale, growthTracker: this.#growthTracker, growthFactor, backoffFactor, growthInterval };
   }
 
+  /** Restores stateDict()'s state: the scale, its growth tracker and (when saved) its schedule; all checked before any is set. */
   loadStateDict(state: GradScalerState): void {
     if (state === null || typeof state !== "object") throw new ValueError("GradScaler.loadStateDict: state must be { scale, growthTracker }");
-    this.#scale = checkPositive("scale", state.scale);
+    const scale = checkPositive("scale", state.scale);
     if (!Number.isSafeInteger(state.growthTracker) || state.growthTracker < 0) {
       throw new ValueError(`GradScaler.loadStateDict: growthTracker must be an integer >= 0, got ${String(state.growthTracker)}`);
     }
+    const { growthFactor = this.growthFactor, backoffFactor = this.backoffFactor, growthInterval = this.growthInterval } = state;
+    const schedule = checkSchedule("GradScaler.loadStateDict", growthFactor, backoffFactor, growthInterval);
+    // Read-only to users: only a loaded state replaces the schedule.
+    Object.assign(this, { growthFactor: schedule[0], backoffFactor: schedule[1], growthInterval: schedule[2] });
+    this.#scale = scale;
     this.#growthTracker = state.growthTracker;
   }
 }
@@ -167,10 +171,22 @@ function checkOptimizer(method: string, optimizer: unknown): void {
   if (!(optimizer instanceof Optimizer)) throw new ValueError(`GradScaler.${method}: expected an Optimizer, got ${describeValue(optimizer)}`);
 }
 
-function checkPositive(name: string, value: unknown): number {
+/** [growthFactor, backoffFactor, growthInterval], checked: growthFactor > 1, backoffFactor < 1, both > 0, growthInterval a positive integer. */
+function checkSchedule(where: string, growthFactor: unknown, backoffFactor: unknown, growthInterval: unknown): [number, number, number] {
+  const growth = checkPositive("growthFactor", growthFactor, where);
+  if (!(growth > 1)) throw new ValueError(`${where}: growthFactor must be > 1, got ${growth}`);
+  const backoff = checkPositive("backoffFactor", backoffFactor, where);
+  if (!(backoff < 1)) throw new ValueError(`${where}: backoffFactor must be < 1, got ${backoff}`);
+  if (!Number.isSafeInteger(growthInterval) || (growthInterval as number) < 1) {
+    throw new ValueError(`${where}: growthInterval must be a positive integer, got ${String(growthInterval)}`);
+  }
+  return [growth, backoff, growthInterval as number];
+}
+
+function checkPositive(name: string, value: unknown, where = "GradScaler"): number {
   // The scale multiplies a float32 loss: one that float32 rounds to 0 or inf would skip every step.
   if (typeof value !== "number" || !(Math.fround(value) > 0 && Number.isFinite(Math.fround(value)))) {
-    throw new ValueError(`GradScaler: ${name} must be > 0 in float32's range, got ${String(value)}`);
+    throw new ValueError(`${where}: ${name} must be > 0 in float32's range, got ${String(value)}`);
   }
   return value;
 }

@@ -100,6 +100,12 @@ export interface OptimizerStateDict {
    * carrying the pattern they follow.
    */
   tensors: StateDict;
+  /**
+   * Keys "<i>.<name>" of state tensors that no update has written yet (SGD's momentum buffer turned on since the
+   * last step), left out of `tensors` as PyTorch leaves out such a momentum_buffer: loaded, they start from the
+   * gradient at the next step, as they would have. Absent: none.
+   */
+  fresh?: string[];
 }
 
 export interface OptimizerOptions {
@@ -407,10 +413,12 @@ export abstract class Optimizer {
    * disposeStateDict(sd.tensors)). They are saved as the next step will see them, this optimizer's own left as they
    * are: after module.to(dtype) (or weights loaded) cast to the dtype the update now runs in, the master copy dropped
    * or taken again from the weights. State that no longer fits its parameter (a pattern moved without remapBlocks)
-   * is left out, as the next step would restart it.
+   * is left out, as the next step would restart it. A state tensor no update has written yet is named in `fresh`
+   * instead (PyTorch saves no momentum_buffer then).
    */
   stateDict(): OptimizerStateDict {
     const tensors: StateDict = new Map();
+    const fresh: string[] = [];
     const steps = this.params.map((parameter, i) => {
       const state = this.#state.get(parameter);
       if (state === undefined || state.pattern !== parameter.pattern) return 0;
@@ -419,16 +427,20 @@ export abstract class Optimizer {
       const { names, dtype } = this.stateSpec(wantsMaster ? "float32" : parameter.dtype);
       const master = wantsMaster ? (masterInSync(state, value) ? (state.master as Tensor) : value) : null;
       if (![...names.map((name) => state.tensors[name]), master].every((t) => t == null || shapesEqual(t.shape, parameter.shape))) return 0;
-      // Named as the next step will hold them (SGD's momentum set to or from 0 since: a new buffer starts at 0).
-      const put = (name: string, t: Tensor | undefined, to: DType) => {
-        const values = t === undefined ? fullOn(value.backend, value.shape, 0, to) : t.dtype === to ? detach(t) : noGrad(() => cast(t, to));
+      // Named as the next step will hold them (SGD's momentum set to or from 0 since: a new buffer is listed in `fresh`).
+      const put = (name: string, t: Tensor, to: DType) => {
+        const values = t.dtype === to ? detach(t) : noGrad(() => cast(t, to));
         tensors.set(`${i}.${name}`, state.pattern === null ? values : new BlockSparseWeight(state.pattern, values));
       };
-      for (const name of names) put(name, state.tensors[name], dtype);
+      for (const name of names) {
+        // Not written yet (new since the last step): saved as a name, so that the loaded one starts as this one would.
+        if (state.tensors[name] === undefined || state.fresh.has(name)) fresh.push(`${i}.${name}`);
+        else put(name, state.tensors[name], dtype);
+      }
       if (master) put("master", master, "float32");
       return this.stepsOf(parameter);
     });
-    return { optimizer: this.#where, hyperparameters: { lr: this.lr, ...this.ownHyperparameters() }, steps, tensors };
+    return { optimizer: this.#where, hyperparameters: { lr: this.lr, ...this.ownHyperparameters() }, steps, tensors, fresh };
   }
 
   /**
@@ -438,12 +450,13 @@ export abstract class Optimizer {
    * brings the saved pattern), and a master copy is kept only while the parameter holds the weights it was loaded
    * beside. Everything is checked before anything changes: the kind of optimizer, the number of parameters and
    * the hyperparameters (ValueError); missing, unexpected, misshapen, mistyped or mispatterned tensors
-   * (StateDictError, each named "<i>.<name>" with params[i]). The state dict's tensors stay the caller's.
+   * (StateDictError, each named "<i>.<name>" with params[i]). A key in `fresh` loads as a state tensor no update
+   * has written yet (SGD's momentum buffer then starts from the gradient). The state dict's tensors stay the caller's.
    */
   loadStateDict(stateDict: OptimizerStateDict): void {
     const where = `${this.#where}.loadStateDict`;
     if (stateDict === null || typeof stateDict !== "object") throw new ValueError(`${where}: expected optimizer.stateDict()'s { optimizer, hyperparameters, steps, tensors }`);
-    const { optimizer, hyperparameters, steps, tensors } = stateDict;
+    const { optimizer, hyperparameters, steps, tensors, fresh = [] } = stateDict;
     if (optimizer !== this.#where) throw new ValueError(`${where}: the state dict is of ${JSON.stringify(optimizer)}, not ${this.#where}`);
     if (!Array.isArray(steps) || steps.length !== this.params.length) {
       throw new ValueError(`${where}: the state dict has steps for ${Array.isArray(steps) ? steps.length : "no"} parameters, this optimizer has ${this.params.length}`);
@@ -453,6 +466,9 @@ export abstract class Optimizer {
     });
     if (hyperparameters === null || typeof hyperparameters !== "object" || !(tensors instanceof Map)) {
       throw new ValueError(`${where}: expected hyperparameters as an object and tensors as a state dict (a Map)`);
+    }
+    if (!Array.isArray(fresh) || fresh.some((key) => typeof key !== "string")) {
+      throw new ValueError(`${where}: fresh must be an array of "<i>.<name>" keys, got ${JSON.stringify(fresh)}`);
     }
     // Loaded hyperparameters replace this optimizer's; any not saved keep their value.
     const current: Record<string, unknown> = { lr: this.lr, ...this.ownHyperparameters() };
@@ -490,8 +506,13 @@ export abstract class Optimizer {
         mismatches.push({ key, expected: has, got: `dtype ${values.dtype}`, reason: "dtype" });
       }
     }
-    const missing = [...expected.keys()].filter((key) => !tensors.has(key));
-    const unexpected = [...tensors.keys()].filter((key) => !expected.has(key));
+    // A key in `fresh` stands for its tensor: a state tensor no update has written yet (a master copy never is one).
+    const freshKeys = new Set(fresh.filter((key) => !key.endsWith(".master") && expected.has(key)));
+    const unexpected = [...[...tensors.keys()].filter((key) => !expected.has(key)), ...fresh.filter((key) => !freshKeys.has(key))];
+    for (const key of freshKeys) {
+      if (tensors.has(key)) mismatches.push({ key, expected: "a tensor or a key in fresh", got: "both", reason: "type" });
+    }
+    const missing = [...expected.keys()].filter((key) => !tensors.has(key) && !freshKeys.has(key));
     if (mismatches.length > 0 || missing.length > 0 || unexpected.length > 0) throw new StateDictError(missing, unexpected, mismatches, where);
     noGrad(() => {
       this.params.forEach((parameter, i) => {
@@ -502,6 +523,7 @@ export abstract class Optimizer {
         const value = parameter.value;
         // A clone shares the caller's buffer: the first step writes the state elsewhere, leaving the caller's tensors as they were.
         const copy = (key: string) => {
+          if (freshKeys.has(key)) return keep(fullOn(value.backend, value.shape, 0, (expected.get(key) as [number, DType])[1]));
           const entry = tensors.get(key) as Tensor | BlockSparseWeight;
           const t = entry instanceof BlockSparseWeight ? entry.values : entry;
           return keep(t.backend === value.backend ? t.clone() : t.to(value.backend.name));
@@ -515,7 +537,7 @@ export abstract class Optimizer {
           master: master ? copy(`${i}.master`) : null,
           syncedDataId: value.dataId,
           updateDType: master ? "float32" : parameter.dtype,
-          fresh: new Set(),
+          fresh: new Set(names[i].filter((name) => freshKeys.has(`${i}.${name}`))),
         });
       });
     });

@@ -29,11 +29,13 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // (Optimizer.stateDict/loadStateDict, saveOptimizerState/loadOptimizerState, +1.3 KiB: 70.1 KiB measured); 70.5 KiB
   // until core's null options, rand's bounds and js's OutOfMemoryError (70.5 KiB measured; 70.99 with nn's to() moving
   // gradients and core's tidy walking results at any depth, rand's cap below 1 and exact int32 sums); 71 KiB until
-  // format's checks of seeds, std, null matrices and npz members and autograd's null seeds (70.997 KiB measured).
-  it("format + core + autograd + nn stay within 72 KiB gzipped and evaluate no code", async () => {
+  // format's checks of seeds, std, null matrices and npz members and autograd's null seeds (70.997 KiB measured); 72 KiB
+  // until optimizer state dicts named the state no step has written yet (`fresh`) and GradScaler's state carried its
+  // schedule (72.06 KiB measured before them, 72.38 with them).
+  it("format + core + autograd + nn stay within 72.4 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(72);
+    expect(gzipKiB).toBeLessThanOrEqual(72.4);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 

@@ -268,7 +268,8 @@ describe("GradScaler", () => {
   });
 
   it("skips the step and backs off on inf or NaN gradients; grows after growthInterval clean steps", () => {
-    const scaler = new GradScaler({ initScale: 256, growthInterval: 3, growthFactor: 2, backoffFactor: 0.25 });
+    const schedule = { growthInterval: 3, growthFactor: 2, backoffFactor: 0.25 };
+    const scaler = new GradScaler({ initScale: 256, ...schedule });
     const parameter = parameterWithGrad([1, 2]);
     const optimizer = new SGD([parameter], { lr: 1 });
     const stepWith = (values: number[]): boolean => {
@@ -286,11 +287,11 @@ describe("GradScaler", () => {
     expect(scaler.scaleFactor).toBe(16);
     expect(stepWith([16, 16])).toBe(true);
     expect(stepWith([16, 16])).toBe(true);
-    expect(scaler.stateDict()).toEqual({ scale: 16, growthTracker: 2 });
+    expect(scaler.stateDict()).toEqual({ ...schedule, scale: 16, growthTracker: 2 });
     expect(stepWith([16, 16])).toBe(true);
-    expect(scaler.stateDict()).toEqual({ scale: 32, growthTracker: 0 });
+    expect(scaler.stateDict()).toEqual({ ...schedule, scale: 32, growthTracker: 0 });
     expect(stepWith([Number.NEGATIVE_INFINITY, 0])).toBe(false);
-    expect(scaler.stateDict()).toEqual({ scale: 8, growthTracker: 0 });
+    expect(scaler.stateDict()).toEqual({ ...schedule, scale: 8, growthTracker: 0 });
     optimizer.dispose();
     parameter.dispose();
   });
@@ -316,7 +317,33 @@ describe("GradScaler", () => {
     expect(() => scaler.loadStateDict({ scale: Number.NaN, growthTracker: 0 })).toThrow(/scale/);
     expect(() => scaler.loadStateDict({ scale: 8, growthTracker: -1 })).toThrow(/growthTracker/);
     scaler.loadStateDict({ scale: 8, growthTracker: 5 });
-    expect(scaler.stateDict()).toEqual({ scale: 8, growthTracker: 5 });
+    expect(scaler.stateDict()).toEqual({ scale: 8, growthTracker: 5, growthFactor: 2, backoffFactor: 0.5, growthInterval: 2000 });
+    // A bad schedule is refused with nothing changed.
+    expect(() => scaler.loadStateDict({ scale: 4, growthTracker: 0, growthFactor: 0.5 })).toThrow(/GradScaler.loadStateDict: growthFactor must be > 1/);
+    expect(() => scaler.loadStateDict({ scale: 4, growthTracker: 0, growthInterval: 0 })).toThrow(/growthInterval must be a positive integer/);
+    expect(scaler.stateDict()).toEqual({ scale: 8, growthTracker: 5, growthFactor: 2, backoffFactor: 0.5, growthInterval: 2000 });
+  });
+
+  it("a state loaded into a scaler made with other options brings its schedule, as torch's: the scale then moves as the saved scaler's", () => {
+    const options = { initScale: 8, growthInterval: 2, growthFactor: 4, backoffFactor: 0.125 };
+    const [saved, uninterrupted] = [new GradScaler(options), new GradScaler(options)];
+    const parameter = parameterWithGrad([1, 2]);
+    const optimizer = new SGD([parameter], { lr: 0 });
+    const stepWith = (scaler: GradScaler, value: number): number => {
+      parameter.grad?.dispose();
+      parameter.grad = cast(tensor([value, 1], [2]), "float16");
+      scaler.step(optimizer);
+      scaler.update();
+      return scaler.scaleFactor;
+    };
+    for (const scaler of [saved, uninterrupted]) stepWith(scaler, 1);
+    const resumed = new GradScaler();
+    resumed.loadStateDict(JSON.parse(JSON.stringify(saved.stateDict())));
+    for (const value of [1, 1, Number.POSITIVE_INFINITY, 1, 1, 1]) expect(stepWith(resumed, value)).toBe(stepWith(uninterrupted, value));
+    expect([resumed.growthFactor, resumed.backoffFactor, resumed.growthInterval]).toEqual([4, 0.125, 2]);
+    expect(resumed.stateDict()).toEqual(uninterrupted.stateDict());
+    optimizer.dispose();
+    parameter.dispose();
   });
 
   it("allFinite reads every tensor once and finds a single bad element", () => {

@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { BsrPattern, cast, type FloatDType, memory, randn, type Tensor, tidy } from "@blocksparse/core";
+import { BsrPattern, cast, type FloatDType, memory, randn, type Tensor, tensor, tidy, zeros } from "@blocksparse/core";
 import {
   Adam,
   AdamW,
@@ -17,7 +17,7 @@ import {
   NnError,
   type Optimizer,
   type OptimizerStateDict,
-  type Parameter,
+  Parameter,
   SGD,
   Sequential,
   saveOptimizerState,
@@ -365,5 +365,90 @@ describe("Optimizer.loadStateDict checks everything before changing anything", (
     expect(loaded.steps).toEqual(dict.steps);
     expect(loaded.optimizer).toBe("AdamW");
     disposeStateDict(loaded.tensors);
+  });
+});
+
+describe("a momentum buffer no step has written yet survives a save and load as such", () => {
+  const p0 = [1.5, -2, 0.25];
+  const grads = [
+    [0.5, 1, -2],
+    [0.3, -0.7, 1.1],
+    [-0.9, 0.2, 0.6],
+  ];
+  const [lr, momentum, dampening] = [0.1, 0.9, 0.5];
+
+  /** One step of `optimizer` on its only parameter with the gradient `g`. */
+  function stepWith(optimizer: SGD, g: number[]): void {
+    const parameter = optimizer.params[0];
+    parameter.grad = tensor(g, [3]);
+    optimizer.step();
+    parameter.zeroGrad();
+  }
+
+  it("SGD with momentum turned on after a step, saved before the next: no buffer saved, and the resumed run starts it from the gradient (float64 by hand)", () => {
+    const [parameter, twin] = [new Parameter(tensor(p0, [3])), new Parameter(tensor(p0, [3]))];
+    const optimizer = new SGD([parameter], { lr, dampening });
+    const uninterrupted = new SGD([twin], { lr, dampening });
+    for (const o of [optimizer, uninterrupted]) stepWith(o, grads[0]);
+    for (const o of [optimizer, uninterrupted]) o.momentum = momentum;
+
+    const dict = optimizer.stateDict();
+    expect([...dict.tensors.keys()]).toEqual([]);
+    expect(dict.fresh).toEqual(["0.momentumBuffer"]);
+    const loaded = loadOptimizerState(saveOptimizerState(dict));
+    disposeStateDict(dict.tensors);
+    const resumed = new SGD([parameter], { lr: 0.5 });
+    resumed.loadStateDict(loaded);
+    disposeStateDict(loaded.tensors);
+    expect([resumed.momentum, resumed.dampening]).toEqual([momentum, dampening]);
+    for (const g of grads.slice(1)) {
+      stepWith(resumed, g);
+      stepWith(uninterrupted, g);
+      expect(bits(parameter.value)).toEqual(bits(twin.value));
+    }
+
+    // By hand: the buffer's first value is the gradient itself, undamped; then momentum * buf + (1 - dampening) * g.
+    const expected = p0.map((p, k) => {
+      const first = p - lr * grads[0][k];
+      const buffer = grads[1][k];
+      const second = first - lr * buffer;
+      return second - lr * (momentum * buffer + (1 - dampening) * grads[2][k]);
+    });
+    for (const [k, value] of bits(parameter.value).entries()) expect(value).toBeCloseTo(expected[k], 6);
+    for (const o of [optimizer, uninterrupted, resumed]) o.dispose();
+    for (const p of [parameter, twin]) p.dispose();
+  });
+
+  it("a state dict without fresh keys (as saved before they were named) loads its zeros as a written buffer", () => {
+    const parameter = new Parameter(tensor(p0, [3]));
+    const bytes = saveOptimizerState({
+      optimizer: "SGD",
+      hyperparameters: { lr, momentum, dampening, weightDecay: 0, nesterov: false },
+      steps: [1],
+      tensors: new Map([["0.momentumBuffer", zeros([3])]]),
+    });
+    const loaded = loadOptimizerState(bytes);
+    expect(loaded.fresh).toEqual([]);
+    const optimizer = new SGD([parameter], { lr });
+    optimizer.loadStateDict(loaded);
+    disposeStateDict(loaded.tensors);
+    stepWith(optimizer, grads[0]);
+    for (const [k, value] of bits(parameter.value).entries()) expect(value).toBeCloseTo(p0[k] - lr * (1 - dampening) * grads[0][k], 6);
+    optimizer.dispose();
+    parameter.dispose();
+  });
+
+  it("refuses a fresh key that also has a tensor, names no state or names a master copy", () => {
+    const parameter = new Parameter(tensor(p0, [3]));
+    const optimizer = new SGD([parameter], { lr, momentum });
+    stepWith(optimizer, grads[0]);
+    const dict = optimizer.stateDict();
+    const load = (fresh: string[]) => () => optimizer.loadStateDict({ ...dict, fresh });
+    expect(load(["0.momentumBuffer"])).toThrow(/type mismatch for 0.momentumBuffer: the checkpoint has both/);
+    expect(load(["1.momentumBuffer", "0.master"])).toThrow(/unexpected keys: 1.momentumBuffer, 0.master/);
+    expect(() => optimizer.loadStateDict({ ...dict, fresh: "0.momentumBuffer" as unknown as string[] })).toThrow(ValueError);
+    disposeStateDict(dict.tensors);
+    optimizer.dispose();
+    parameter.dispose();
   });
 });
