@@ -14,9 +14,10 @@ export interface StateDictMismatch {
   got: string;
   /**
    * What does not fit: the shape or kind of weight ("size", the default), the dtype (an int32 entry for a float parameter),
-   * the value itself (not a tensor, or disposed), or the blocks an optimizer's state follows ("pattern").
+   * the value itself (not a tensor, disposed, or a field of the wrong type or range), the blocks an optimizer's state
+   * follows ("pattern"), or an option the state was made with that differs from the loading object's ("option").
    */
-  reason?: "size" | "dtype" | "type" | "pattern";
+  reason?: "size" | "dtype" | "type" | "pattern" | "option";
 }
 
 /** loadStateDict (a module's or an optimizer's) refused a state dict: keys missing or unexpected (strict), or entries that do not fit. */

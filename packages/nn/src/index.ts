@@ -74,6 +74,7 @@ export {
   type Regrowth,
   SparseOptimizer,
   type SparseOptimizerOptions,
+  type SparseOptimizerState,
 } from "./sparse_training";
 export { BlockSparseWeight, disposeStateDict, type StateDict, type StateDictEntry } from "./state_dict";
 export { parameterCount, weightBytes } from "./summary";

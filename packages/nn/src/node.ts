@@ -3,6 +3,7 @@ import { NnError } from "./errors";
 import { type LoadStateDictOptions, type LoadStateDictResult, Module } from "./module";
 import { Optimizer } from "./optim";
 import { describeValue, optimizerStateFromSafetensors, optimizerStateToSafetensors, stateDictFromSafetensors, stateDictToSafetensors } from "./serialization";
+import { SparseOptimizer, type SparseOptimizerState } from "./sparse_training";
 import { disposeStateDict, type StateDict } from "./state_dict";
 
 /** Node.js file helpers; the main entry stays free of `node:` imports. */
@@ -78,17 +79,29 @@ export async function load(model: Module, path: string, options: LoadStateDictOp
   }
 }
 
-function checkOptimizer(where: string, optimizer: unknown): asserts optimizer is Optimizer {
-  if (!(optimizer instanceof Optimizer)) throw new NnError(`${where}: optimizer must be an Optimizer (SGD, Adam, AdamW), got ${describeValue(optimizer)}`);
+/** The metadata key of a SparseOptimizer's state (JSON) in an optimizer file. */
+const SPARSE_OPTIMIZER_KEY = "sparseOptimizer";
+
+/** The optimizer to save or load, and the SparseOptimizer when one was passed (its attached optimizer is the one). */
+function optimizerOf(where: string, target: unknown): [Optimizer, SparseOptimizer | undefined] {
+  if (target instanceof SparseOptimizer) {
+    if (target.optimizer === undefined) throw new NnError(`${where}: the SparseOptimizer has no optimizer attached (attachOptimizer); keep its state alone as JSON.stringify(sparse.stateDict())`);
+    return [target.optimizer, target];
+  }
+  if (!(target instanceof Optimizer)) throw new NnError(`${where}: optimizer must be an Optimizer (SGD, Adam, AdamW) or a SparseOptimizer with one attached, got ${describeValue(target)}`);
+  return [target, undefined];
 }
 
-/** Saves `optimizer.stateDict()` to the safetensors file `path` (atomically), beside the model's checkpoint. */
-export async function saveOptimizer(optimizer: Optimizer, path: string, metadata: Record<string, string> = {}): Promise<void> {
-  checkOptimizer("saveOptimizer", optimizer);
+/**
+ * Saves `optimizer.stateDict()` to the safetensors file `path` (atomically), beside the model's checkpoint. Given a
+ * SparseOptimizer, saves its attached optimizer's state and, as JSON in the 'sparseOptimizer' metadata, its own.
+ */
+export async function saveOptimizer(optimizer: Optimizer | SparseOptimizer, path: string, metadata: Record<string, string> = {}): Promise<void> {
+  const [target, sparse] = optimizerOf("saveOptimizer", optimizer);
   checkPath("saveOptimizer", path);
-  const stateDict = optimizer.stateDict();
+  const stateDict = target.stateDict();
   try {
-    const content = optimizerStateToSafetensors(stateDict, metadata);
+    const content = optimizerStateToSafetensors(stateDict, sparse ? { ...metadata, [SPARSE_OPTIMIZER_KEY]: JSON.stringify(sparse.stateDict()) } : metadata);
     await saveSafetensors(path, content.tensors, content.metadata);
   } finally {
     disposeStateDict(stateDict.tensors);
@@ -96,16 +109,38 @@ export async function saveOptimizer(optimizer: Optimizer, path: string, metadata
 }
 
 /**
- * Loads the file of saveOptimizer into `optimizer` (Optimizer.loadStateDict: load the model first). A refused load
- * leaves the optimizer unchanged and nothing allocated.
+ * Loads the file of saveOptimizer into `optimizer` (Optimizer.loadStateDict: load the model first). Given a
+ * SparseOptimizer, loads its attached optimizer and its own state (SparseOptimizer.loadStateDict), which the file
+ * must hold; an Optimizer ignores that state. A refused load leaves both unchanged and nothing allocated.
  */
-export async function loadOptimizer(optimizer: Optimizer, path: string): Promise<void> {
-  checkOptimizer("loadOptimizer", optimizer);
+export async function loadOptimizer(optimizer: Optimizer | SparseOptimizer, path: string): Promise<void> {
+  const [target, sparse] = optimizerOf("loadOptimizer", optimizer);
   checkPath("loadOptimizer", path);
-  const stateDict = optimizerStateFromSafetensors(await loadSafetensors(path));
+  const content = await loadSafetensors(path);
+  const sparseState = sparse && readSparseState(content.metadata);
+  const stateDict = optimizerStateFromSafetensors(content);
+  const previous = sparse?.stateDict();
   try {
-    optimizer.loadStateDict(stateDict);
+    if (sparse) sparse.loadStateDict(sparseState as SparseOptimizerState);
+    target.loadStateDict(stateDict);
+  } catch (error) {
+    if (previous) sparse?.loadStateDict(previous);
+    throw error;
   } finally {
     disposeStateDict(stateDict.tensors);
+  }
+}
+
+function readSparseState(metadata: Record<string, string> | undefined): SparseOptimizerState {
+  const text = metadata?.[SPARSE_OPTIMIZER_KEY];
+  if (text === undefined) {
+    throw new NnError(
+      `loadOptimizer: the file has no '${SPARSE_OPTIMIZER_KEY}' metadata: it was saved from an Optimizer, not a SparseOptimizer; loadOptimizer(sparse.optimizer, path) loads it and leaves the SparseOptimizer's schedule as it is`,
+    );
+  }
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new NnError(`loadOptimizer: the file's '${SPARSE_OPTIMIZER_KEY}' metadata is not JSON: ${text.slice(0, 80)}`);
   }
 }

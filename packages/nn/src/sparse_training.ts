@@ -2,9 +2,11 @@ import { backward, noGrad } from "@blocksparse/autograd";
 import { add, BsrPattern, blockNorms, keep, sampledMatmul, Tensor, tensorOn, tidy, ValueError, zerosLike } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
 import { BlockSparseLinear } from "./block_sparse_linear";
+import { StateDictError, type StateDictMismatch } from "./errors";
 import { childSeeds } from "./init";
 import { Module } from "./module";
 import type { Optimizer } from "./optim";
+import { describeValue } from "./serialization";
 
 export interface PruneAndRegrowOptions {
   /** Fraction of the stored blocks to move, in [0, 1]. */
@@ -153,7 +155,7 @@ export interface SparseOptimizerOptions {
   fraction?: number;
   /** Update the patterns every `every` calls of step() (default 1). */
   every?: number;
-  /** Seed of the regrowth (default: core's global generator). */
+  /** Seed of the regrowth (default: drawn from core's global generator). */
   seed?: number;
   newBlocks?: "zeros" | "normal";
   scale?: number;
@@ -163,6 +165,28 @@ export interface SparseOptimizerOptions {
   schedule?: "constant" | "cosine";
   /** For "cosine" (required): the call after which the patterns stop moving. Optional for "constant" (default: never stop). */
   totalSteps?: number;
+}
+
+/**
+ * SparseOptimizer.stateDict(): plain data that JSON gives back exactly. A resumed run loads it to
+ * continue the schedule and the random draws where they stopped.
+ */
+export interface SparseOptimizerState {
+  kind: "SparseOptimizer";
+  /** Calls of step() and skipStep() so far. */
+  calls: number;
+  /** The regrowth's seed, an integer in [0, 2^32): the update at call t draws from a generator seeded from (seed, t). */
+  seed: number;
+  /** The options it was made with (totalSteps null: never stops); a state loads only into one made with the same. */
+  options: {
+    fraction: number;
+    every: number;
+    newBlocks: "zeros" | "normal";
+    scale: number;
+    regrow: Regrowth;
+    schedule: "constant" | "cosine";
+    totalSteps: number | null;
+  };
 }
 
 /** A function that runs the forward pass on a batch and returns the scalar loss (the caller's usual loss computation). */
@@ -188,7 +212,7 @@ export class SparseOptimizer {
   readonly totalSteps: number;
   #target: Module | readonly BlockSparseLinear[];
   #optimizer: Optimizer | undefined;
-  #random: SeededRandom;
+  #seed: number;
   #calls = 0;
 
   constructor(target: Module | readonly BlockSparseLinear[], options: SparseOptimizerOptions = {}) {
@@ -214,7 +238,7 @@ export class SparseOptimizer {
     this.schedule = schedule;
     this.totalSteps = totalSteps;
     this.#target = target;
-    this.#random = new SeededRandom(childSeeds(seed, 1)[0]);
+    this.#seed = childSeeds(seed, 1)[0];
   }
 
   /** The optimizer whose state follows every move. */
@@ -235,7 +259,7 @@ export class SparseOptimizer {
     return [...target];
   }
 
-  /** Calls of step() so far. */
+  /** Calls of step() and skipStep() so far (a loaded state's count included). */
   get calls(): number {
     return this.#calls;
   }
@@ -262,6 +286,38 @@ export class SparseOptimizer {
     this.#calls++;
   }
 
+  /** The state a resumed run needs (the call count and the seed) and the options it goes with; JSON keeps it exactly. */
+  stateDict(): SparseOptimizerState {
+    const { fraction, every, newBlocks, scale, regrow, schedule, totalSteps } = this;
+    const options = { fraction, every, newBlocks, scale, regrow, schedule, totalSteps: Number.isFinite(totalSteps) ? totalSteps : null };
+    return { kind: "SparseOptimizer", calls: this.#calls, seed: this.#seed, options };
+  }
+
+  /**
+   * Restores stateDict()'s state: the next step() moves the patterns as the saved run's next one would have. Everything
+   * is checked before anything changes, and every problem is named in one StateDictError: missing and unexpected fields
+   * ("options.every" for an option), a kind other than "SparseOptimizer" or calls and seed out of range (reason
+   * "type"), and options other than this one's (reason "option").
+   */
+  loadStateDict(state: SparseOptimizerState): void {
+    const own = fields(this.stateDict());
+    const saved = fields(state);
+    const mismatches: StateDictMismatch[] = [];
+    for (const [key, value] of saved) {
+      const bound = key === "calls" ? 2 ** 53 : key === "seed" ? 2 ** 32 : 0;
+      const fits = bound > 0 ? Number.isInteger(value) && (value as number) >= 0 && (value as number) < bound : key === "options" ? isObject(value) : value === own.get(key);
+      if (own.has(key) && !fits) {
+        const expected = bound > 0 ? `an integer in [0, 2^${Math.log2(bound)})` : key === "options" ? "an object" : show(own.get(key));
+        mismatches.push({ key, expected, got: show(value), reason: key.startsWith("options.") ? "option" : "type" });
+      }
+    }
+    const missing = [...own.keys()].filter((key) => !saved.has(key));
+    const unexpected = [...saved.keys()].filter((key) => !own.has(key));
+    if (missing.length + unexpected.length + mismatches.length > 0) throw new StateDictError(missing, unexpected, mismatches, "SparseOptimizer.loadStateDict");
+    this.#calls = state.calls;
+    this.#seed = state.seed;
+  }
+
   /**
    * Counts a call; every `every` calls (before totalSteps), moves each layer's pattern.
    * `loss` (required with regrow "gradient" on update steps) computes the loss on a batch.
@@ -273,6 +329,8 @@ export class SparseOptimizer {
     this.#calls++;
     if (!update) return moves;
     const fraction = this.fractionAt(this.#calls);
+    // Each update draws from its own generator, seeded from (seed, call): resuming exactly needs only these two integers.
+    const random = new SeededRandom((this.#seed ^ Math.imul(this.#calls, 0x9e3779b9)) >>> 0);
     const layers = this.layers();
     // Nothing to move (a model without block-sparse layers): the closure's loss would track no gradient.
     if (layers.length === 0) return moves;
@@ -287,7 +345,7 @@ export class SparseOptimizer {
           layer,
           pruneAndRegrow(layer, {
             fraction,
-            random: this.#random,
+            random,
             newBlocks: this.newBlocks,
             scale: this.scale,
             optimizer: this.#optimizer,
@@ -360,6 +418,23 @@ function recordLayerGradients(owner: Module | readonly BlockSparseLinear[], laye
     for (const pairs of out.values()) disposeGradients(pairs);
     const names = owner instanceof Module ? new Map(owner.namedModules().map(([name, m]) => [m, name])) : new Map();
     throw new ValueError(`SparseOptimizer.step: the loss closure did not run ${unused.map((l, i) => names.get(l) ?? `layer ${i}`).join(", ")}; gradient regrowth needs every layer it moves`);
+  }
+  return out;
+}
+
+const isObject = (value: unknown): value is object => value !== null && typeof value === "object";
+
+/** A value in a message: strings quoted, objects by their kind. */
+function show(value: unknown): string {
+  return typeof value === "string" ? JSON.stringify(value) : isObject(value) ? describeValue(value) : String(value);
+}
+
+/** A state's fields by dotted name, its options' too ("options.every"); none when it is not an object. */
+function fields(value: unknown, prefix = ""): Map<string, unknown> {
+  const out = new Map<string, unknown>();
+  for (const [key, field] of isObject(value) ? Object.entries(value) : []) {
+    out.set(prefix + key, field);
+    if (prefix === "" && key === "options") for (const entry of fields(field, "options.")) out.set(...entry);
   }
   return out;
 }

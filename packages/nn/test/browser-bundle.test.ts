@@ -31,11 +31,12 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // gradients and core's tidy walking results at any depth, rand's cap below 1 and exact int32 sums); 71 KiB until
   // format's checks of seeds, std, null matrices and npz members and autograd's null seeds (70.997 KiB measured); 72 KiB
   // until optimizer state dicts named the state no step has written yet (`fresh`) and GradScaler's state carried its
-  // schedule (72.06 KiB measured before them, 72.38 with them).
-  it("format + core + autograd + nn stay within 72.4 KiB gzipped and evaluate no code", async () => {
+  // schedule (72.06 KiB measured before them, 72.38 with them); 72.4 KiB until SparseOptimizer saved and loaded its
+  // state (stateDict/loadStateDict with their checks, +0.44 KiB: 72.41 measured before, 72.85 with it).
+  it("format + core + autograd + nn stay within 72.9 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(72.4);
+    expect(gzipKiB).toBeLessThanOrEqual(72.9);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
