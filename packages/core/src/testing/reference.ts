@@ -76,27 +76,33 @@ export function zip(inputs: Ref[], fn: (...xs: number[]) => number): Ref {
   });
 }
 
-/** erf to double precision: Maclaurin series below 3, continued fraction above. */
+/** erf to double precision: Maclaurin series below 1, 1 - erfc above. */
 export function erf(x: number): number {
   const z = Math.abs(x);
-  let result: number;
-  if (z < 3) {
-    let term = z;
-    let sum = z;
-    for (let n = 1; n < 200; n++) {
-      term *= (-z * z) / n;
-      const add = term / (2 * n + 1);
-      sum += add;
-      if (Math.abs(add) < 1e-17 * Math.abs(sum)) break;
-    }
-    result = (2 / Math.sqrt(Math.PI)) * sum;
-  } else {
-    // erfc(z) = exp(-z^2)/sqrt(pi) * 1/(z + 1/2/(z + 1/(z + 3/2/(z + ...)))) (Lentz-free backward form).
-    let fraction = z;
-    for (let k = 60; k >= 1; k--) fraction = z + k / 2 / fraction;
-    result = 1 - Math.exp(-z * z) / Math.sqrt(Math.PI) / fraction;
+  if (z >= 1) return Math.sign(x) * (1 - erfc(z));
+  let term = z;
+  let sum = z;
+  for (let n = 1; n < 200; n++) {
+    term *= (-z * z) / n;
+    const add = term / (2 * n + 1);
+    sum += add;
+    if (Math.abs(add) < 1e-17 * Math.abs(sum)) break;
   }
-  return x < 0 ? -result : result;
+  return Math.sign(x) * (2 / Math.sqrt(Math.PI)) * sum;
+}
+
+/** erfc to a few ulps, relative, also in the tails: 1 - erf below 1, Laplace's continued fraction above. */
+export function erfc(x: number): number {
+  const z = Math.abs(x);
+  if (!(z >= 1)) return 1 - erf(x);
+  if (z > 28) return x < 0 ? 2 : 0;
+  // erfc(z) = exp(-z^2)/sqrt(pi) * 1/(z + 1/2/(z + 1/(z + 3/2/(z + ...)))), 200 levels from the bottom (enough at z = 1).
+  let fraction = z;
+  for (let k = 200; k >= 1; k--) fraction = z + k / 2 / fraction;
+  // exp(-z^2) as exp(-r^2) exp((r - z)(r + z)) with r = z to 1/16, r^2 exact: z * z's rounding would cost z^2 ulps.
+  const r = Math.round(z * 16) / 16;
+  const tail = (Math.exp(-r * r) * Math.exp((r - z) * (r + z))) / Math.sqrt(Math.PI) / fraction;
+  return x < 0 ? 2 - tail : tail;
 }
 
 export function relu(x: number): number {
@@ -108,7 +114,8 @@ export function gelu(x: number, approximate: "none" | "tanh"): number {
   if (x === Number.POSITIVE_INFINITY) return x;
   if (x === Number.NEGATIVE_INFINITY) return 0;
   if (approximate === "tanh") return 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
-  return 0.5 * x * (1 + erf(x / Math.SQRT2));
+  // Phi(x) as erfc(-x / sqrt 2) / 2: 1 + erf(x / sqrt 2) cancels for x < 0.
+  return 0.5 * x * erfc(-x / Math.SQRT2);
 }
 
 /** d/dx gelu by its closed form; at +-inf its limits, 1 and 0. */
@@ -122,7 +129,7 @@ export function geluGrad(x: number, approximate: "none" | "tanh"): number {
     return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x);
   }
   const pdf = Math.exp(-0.5 * x * x) / Math.sqrt(2 * Math.PI);
-  return 0.5 * (1 + erf(x / Math.SQRT2)) + x * pdf;
+  return 0.5 * erfc(-x / Math.SQRT2) + x * pdf;
 }
 
 /** Reduction over `axes` with a combine function and its identity. */

@@ -4,7 +4,7 @@ import type { KernelArgs } from "../../../backend";
 import type { Activation, BinaryKernelName, ComparisonKernelName, GeluApproximate, UnaryKernelName } from "../../../kernel_names";
 import { broadcastShapes, broadcastStrides, shapesEqual, sizeOf } from "../../../shape";
 import type { JsBackend } from "../backend";
-import { erf, walkRows } from "./util";
+import { erfc, walkRows } from "./util";
 
 type Fn1 = (x: number) => number;
 type Fn2 = (a: number, b: number) => number;
@@ -120,7 +120,8 @@ function geluValue(x: number, approximate: GeluApproximate): number {
   if (x === Number.NEGATIVE_INFINITY) return -0;
   if (x === Number.POSITIVE_INFINITY) return x;
   if (approximate === "tanh") return 0.5 * x * (1 + Math.tanh(SQRT_2_OVER_PI * (x + GELU_C * x * x * x)));
-  return 0.5 * x * (1 + erf(x * INV_SQRT_2));
+  // Phi(x) as erfc(-x / sqrt 2) / 2: 1 + erf(x / sqrt 2) cancels for x < 0 and loses the tail's relative accuracy.
+  return 0.5 * x * erfc(-x * INV_SQRT_2);
 }
 
 function geluDerivative(x: number, approximate: GeluApproximate): number {
@@ -132,7 +133,7 @@ function geluDerivative(x: number, approximate: GeluApproximate): number {
     const t = Math.tanh(inner);
     return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * GELU_C * x * x);
   }
-  return 0.5 * (1 + erf(x * INV_SQRT_2)) + x * INV_SQRT_2PI * Math.exp(-0.5 * x * x);
+  return 0.5 * erfc(-x * INV_SQRT_2) + x * INV_SQRT_2PI * Math.exp(-0.5 * x * x);
 }
 
 /** An activation and its derivative at a float64 input. */
