@@ -1,5 +1,6 @@
 import { type Tensor, tensor } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
+import { disposeStateDict, loadOptimizerState, loadStateDict, type Module, type Optimizer, saveOptimizerState, saveStateDict } from "@blocksparse/nn";
 
 /** A seeded synthetic classification problem: x [n, features] ~ N(0, 1), labels from a fixed random linear map. */
 export function syntheticClassification(n: number, features: number, classes: number, seed: number): { x: Tensor; y: Tensor } {
@@ -33,4 +34,25 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let worst = 0;
   for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
   return worst;
+}
+
+/** A model's and its optimizer's state dicts as safetensors bytes (the state dicts disposed). */
+export function checkpointBytes(model: Module, optimizer: Optimizer): { modelBytes: Uint8Array; optimizerBytes: Uint8Array } {
+  const modelDict = model.stateDict();
+  const modelBytes = saveStateDict(modelDict);
+  disposeStateDict(modelDict);
+  const optimizerDict = optimizer.stateDict();
+  const optimizerBytes = saveOptimizerState(optimizerDict);
+  disposeStateDict(optimizerDict.tensors);
+  return { modelBytes, optimizerBytes };
+}
+
+/** Loads checkpointBytes()'s bytes into a model and its optimizer. */
+export function resumeFromBytes(model: Module, optimizer: Optimizer, { modelBytes, optimizerBytes }: ReturnType<typeof checkpointBytes>): void {
+  const modelDict = loadStateDict(modelBytes);
+  model.loadStateDict(modelDict);
+  disposeStateDict(modelDict);
+  const optimizerDict = loadOptimizerState(optimizerBytes);
+  optimizer.loadStateDict(optimizerDict);
+  disposeStateDict(optimizerDict.tensors);
 }

@@ -11,7 +11,6 @@ import {
   inverseDensity,
   Linear,
   loadOptimizerState,
-  loadStateDict,
   type Module,
   mseLoss,
   NnError,
@@ -27,6 +26,7 @@ import {
 } from "@blocksparse/nn";
 import { loadOptimizer, saveOptimizer } from "@blocksparse/nn/node";
 import { afterAll, describe, expect, it } from "vitest";
+import { checkpointBytes, resumeFromBytes } from "./helpers";
 
 type Kind = "SGD" | "Adam" | "AdamW";
 type Layer = "Linear" | "BlockSparseLinear";
@@ -79,27 +79,6 @@ function expectSameRun(run: [Module, Optimizer], resumedRun: [Module, Optimizer]
   for (const m of [model, resumed]) for (const p of m.parameters()) p.dispose();
 }
 
-/** The model's and the optimizer's state dicts as safetensors bytes (the state dicts disposed). */
-function checkpoint(model: Module, optimizer: Optimizer): { modelBytes: Uint8Array; optimizerBytes: Uint8Array } {
-  const modelDict = model.stateDict();
-  const modelBytes = saveStateDict(modelDict);
-  disposeStateDict(modelDict);
-  const optimizerDict = optimizer.stateDict();
-  const optimizerBytes = saveOptimizerState(optimizerDict);
-  disposeStateDict(optimizerDict.tensors);
-  return { modelBytes, optimizerBytes };
-}
-
-/** Loads checkpoint()'s bytes into a model and its optimizer. */
-function resume(model: Module, optimizer: Optimizer, { modelBytes, optimizerBytes }: ReturnType<typeof checkpoint>): void {
-  const loadedModel = loadStateDict(modelBytes);
-  model.loadStateDict(loadedModel);
-  disposeStateDict(loadedModel);
-  const loaded = loadOptimizerState(optimizerBytes);
-  optimizer.loadStateDict(loaded);
-  disposeStateDict(loaded.tensors);
-}
-
 describe("optimizer state dicts resume training bit for bit", () => {
   for (const kind of ["SGD", "Adam", "AdamW"] as const) {
     for (const layer of ["Linear", "BlockSparseLinear"] as const) {
@@ -112,12 +91,12 @@ describe("optimizer state dicts resume training bit for bit", () => {
             // A pattern moved mid-run: the state follows it, and the checkpoint carries it.
             if (step === 1 && model instanceof BlockSparseLinear) model.setPattern(BsrPattern.random([8, 8], { blockShape: [4, 4], density: 0.75, seed: 9 }), { optimizer });
           }
-          const saved = checkpoint(model, optimizer);
+          const saved = checkpointBytes(model, optimizer);
           for (let step = 3; step < 6; step++) trainStep(model, optimizer, step);
 
           const resumed = makeModel(layer, dtype, 2);
           const resumedOptimizer = makeOptimizer(kind, resumed.parameters(), true);
-          resume(resumed, resumedOptimizer, saved);
+          resumeFromBytes(resumed, resumedOptimizer, saved);
           expect(resumedOptimizer.lr).toBe(optimizer.lr);
           for (let step = 3; step < 6; step++) trainStep(resumed, resumedOptimizer, step);
 
@@ -191,13 +170,13 @@ describe("optimizer state dicts taken between module.to(dtype) and the next step
     for (let step = 0; step < 3; step++) trainStep(model, optimizer, step);
     model.to(to);
     const live = memory().numTensors;
-    const saved = checkpoint(model, optimizer);
+    const saved = checkpointBytes(model, optimizer);
     expect(memory().numTensors).toBe(live);
     for (let step = 3; step < 6; step++) trainStep(model, optimizer, step);
 
     const resumed = makeNet(to, 2);
     const resumedOptimizer = makeCastOptimizer(kind, resumed.parameters(), masterWeights);
-    resume(resumed, resumedOptimizer, saved);
+    resumeFromBytes(resumed, resumedOptimizer, saved);
     for (let step = 3; step < 6; step++) trainStep(resumed, resumedOptimizer, step);
 
     expectSameRun([model, optimizer], [resumed, resumedOptimizer], to !== "float32" && masterWeights !== false);

@@ -7,8 +7,6 @@ import {
   BlockSparseLinear,
   backward,
   disposeStateDict,
-  loadOptimizerState,
-  loadStateDict,
   mseLoss,
   NnError,
   ReLU,
@@ -18,11 +16,10 @@ import {
   type SparseOptimizerOptions,
   type SparseOptimizerState,
   StateDictError,
-  saveOptimizerState,
-  saveStateDict,
 } from "@blocksparse/nn";
 import { loadOptimizer, saveOptimizer } from "@blocksparse/nn/node";
 import { afterAll, describe, expect, it } from "vitest";
+import { checkpointBytes, resumeFromBytes } from "./helpers";
 
 const STEPS = 12;
 const SAVED_AT = 5;
@@ -72,23 +69,12 @@ function dispose(...runs: ReturnType<typeof makeRun>[]): void {
 }
 
 /** Model and optimizer through safetensors bytes, the SparseOptimizer's state through JSON text. */
-function checkpoint({ model, optimizer, sparse }: ReturnType<typeof makeRun>): { modelBytes: Uint8Array; optimizerBytes: Uint8Array; sparseJson: string } {
-  const modelDict = model.stateDict();
-  const modelBytes = saveStateDict(modelDict);
-  disposeStateDict(modelDict);
-  const optimizerDict = optimizer.stateDict();
-  const optimizerBytes = saveOptimizerState(optimizerDict);
-  disposeStateDict(optimizerDict.tensors);
-  return { modelBytes, optimizerBytes, sparseJson: JSON.stringify(sparse.stateDict()) };
+function checkpoint({ model, optimizer, sparse }: ReturnType<typeof makeRun>): ReturnType<typeof checkpointBytes> & { sparseJson: string } {
+  return { ...checkpointBytes(model, optimizer), sparseJson: JSON.stringify(sparse.stateDict()) };
 }
 
 function resume(run: ReturnType<typeof makeRun>, saved: ReturnType<typeof checkpoint>, withSparseState: boolean): void {
-  const modelDict = loadStateDict(saved.modelBytes);
-  run.model.loadStateDict(modelDict);
-  disposeStateDict(modelDict);
-  const optimizerDict = loadOptimizerState(saved.optimizerBytes);
-  run.optimizer.loadStateDict(optimizerDict);
-  disposeStateDict(optimizerDict.tensors);
+  resumeFromBytes(run.model, run.optimizer, saved);
   if (withSparseState) run.sparse.loadStateDict(JSON.parse(saved.sparseJson));
 }
 
