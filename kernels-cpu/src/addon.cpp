@@ -331,6 +331,7 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   out.Set("tileCols", kernel.nr);
   out.Set("threads", bsk::threadCount());
   out.Set("hardwareThreads", bsk::hardwareThreads());
+  out.Set("polling", bsk::threadsPoll());
 #if defined(__x86_64__) || defined(_M_X64)
   out.Set("arch", "x64");
 #elif defined(__aarch64__)

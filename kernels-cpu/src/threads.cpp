@@ -8,6 +8,10 @@
 #include <thread>
 #include <vector>
 
+#if defined(__linux__)
+#include <sched.h>
+#endif
+
 namespace bsk {
 namespace {
 
@@ -17,12 +21,15 @@ namespace {
 constexpr int kIndexBits = 40;
 constexpr uint64_t kIndexMask = (uint64_t(1) << kIndexBits) - 1;
 
+int availableCores();
+
 class ThreadPool {
  public:
   explicit ThreadPool(int threads) { start(threads); }
   ~ThreadPool() { stop(); }
 
   int size() const { return static_cast<int>(workers_.size()) + 1; }
+  bool polls() const { return spin_; }
 
   void resize(int threads) {
     stop();
@@ -46,11 +53,17 @@ class ThreadPool {
       std::lock_guard<std::mutex> lock(mutex_);
       posted_.store(generation, std::memory_order_release);
     }
-    wake_.notify_all();
+    // Only as many sleepers as there are items beside the caller's: with more threads than cores, waking every one
+    // for a job of a few items cost more context switches than the items' work.
+    if (count - 1 >= static_cast<int64_t>(workers_.size())) {
+      wake_.notify_all();
+    } else {
+      for (int64_t i = 0; i < count - 1; i++) wake_.notify_one();
+    }
     runItems();
-    // The last items are usually finishing on the other threads right now: poll before sleeping.
+    // The last items are usually finishing on the other threads right now: poll before sleeping (when threads poll).
     const uint64_t total = static_cast<uint64_t>(count);
-    const auto until = std::chrono::steady_clock::now() + kSpin;
+    const auto until = std::chrono::steady_clock::now() + (spin_ ? kSpin : std::chrono::microseconds(0));
     while (done_.load(std::memory_order_acquire) != total && std::chrono::steady_clock::now() < until) pause();
     if (done_.load(std::memory_order_acquire) != total) {
       std::unique_lock<std::mutex> lock(mutex_);
@@ -62,6 +75,8 @@ class ThreadPool {
   void start(int threads) {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = false;
+    // Polling only pays while every thread has a core: past that a polling thread takes the core of one with work.
+    spin_ = threads <= availableCores();
     // A worker must know the job posted when it was started: a job posted before it first runs is still its job.
     const uint64_t seen = posted_.load(std::memory_order_relaxed);
     for (int i = 1; i < threads; i++) {
@@ -103,6 +118,7 @@ class ThreadPool {
   // few jobs back to back (packing, then tiles), and a sleeping worker on a busy machine may wait
   // a scheduler slice to be woken, leaving the job to the calling thread alone.
   void spinForNextJob(uint64_t seen) const {
+    if (!spin_) return;
     const auto until = std::chrono::steady_clock::now() + kSpin;
     while (posted_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < until) {
       for (int i = 0; i < 64; i++) pause();
@@ -144,8 +160,19 @@ class ThreadPool {
   // The latest job's generation, polled by spinning workers.
   std::atomic<uint64_t> posted_{0};
   bool stopping_ = false;
+  // Whether waiting threads poll before sleeping (set by start, read by the workers it starts).
+  bool spin_ = true;
   static constexpr std::chrono::microseconds kSpin{200};
 };
+
+// The CPUs this process may run on (its affinity mask on Linux), at least 1.
+int availableCores() {
+#if defined(__linux__)
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+#endif
+  return hardwareThreads();
+}
 
 ThreadPool& pool() {
   static ThreadPool instance(hardwareThreads());
@@ -162,6 +189,8 @@ int hardwareThreads() {
 void parallelFor(int64_t count, const std::function<void(int64_t)>& body) { pool().run(count, body); }
 
 int threadCount() { return pool().size(); }
+
+bool threadsPoll() { return pool().polls(); }
 
 void setThreadCount(int n) { pool().resize(n < 1 ? hardwareThreads() : n); }
 

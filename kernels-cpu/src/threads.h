@@ -14,6 +14,8 @@ void parallelFor(int64_t count, const std::function<void(int64_t)>& body);
 int threadCount();
 // Resizes the pool; n < 1 means the hardware's thread count. Fewer run when the system refuses threads (see threadCount).
 void setThreadCount(int n);
+// Whether idle threads poll for the next job before sleeping: only while every thread has a core of its own.
+bool threadsPoll();
 // The hardware's thread count (std::thread::hardware_concurrency, at least 1).
 int hardwareThreads();
 

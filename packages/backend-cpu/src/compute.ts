@@ -15,9 +15,13 @@ function native(call: () => void): void {
   }
 }
 
-/** The array from `offset` on (no copy); a ShapeError for an offset that is not a non-negative integer (subarray would read -1 as the last element). */
+/**
+ * The array from `offset` on (no copy); a ShapeError for an offset that is not a non-negative integer (subarray would
+ * read -1 as the last element) or is past the array's end (subarray would give an empty view, reported as an empty array).
+ */
 function from(fn: string, name: string, array: Float32Array, offset = 0): Float32Array {
   if (!Number.isSafeInteger(offset) || offset < 0) throw new ShapeError(`cpu: ${fn}: ${name}Offset must be a non-negative integer, got ${offset}`);
+  if (offset > array.length) throw new ShapeError(`cpu: ${fn}: ${name}Offset ${offset} is past the end of ${name} (${array.length} elements)`);
   return offset === 0 ? array : array.subarray(offset);
 }
 

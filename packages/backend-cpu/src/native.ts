@@ -15,6 +15,8 @@ export interface BuildInfo {
   /** Threads the pool runs on (the calling thread included). */
   threads: number;
   hardwareThreads: number;
+  /** Whether idle threads poll for the next job before sleeping: only while the pool has no more threads than the process has cores. */
+  polling: boolean;
   arch: "x64" | "arm64" | "other";
 }
 

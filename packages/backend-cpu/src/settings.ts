@@ -23,7 +23,8 @@ function addon(): NativeAddon {
 export function defaultCpuThreads(): number {
   const text = process.env.BLOCKSPARSE_CPU_THREADS;
   if (text === undefined || text === "") return availableParallelism();
-  const n = Number(text);
+  // Decimal digits only: Number() would read "0x10" as 16, "1e3" as 1000 and "0b11" as 3.
+  const n = /^\s*\d+\s*$/.test(text) ? Number(text) : Number.NaN;
   if (!Number.isInteger(n) || n < 1 || n > MAX_THREADS) throw new ValueError(`BLOCKSPARSE_CPU_THREADS must be an integer in [1, ${MAX_THREADS}], got '${text}'`);
   return n;
 }

@@ -1,4 +1,5 @@
 import { spawnSync } from "node:child_process";
+import { availableParallelism } from "node:os";
 import { BackendError, BsrPattern, IndexError, ShapeError, ValueError, matmul, ones, setBackend } from "@blocksparse/core";
 import { cpuBackend, cpuIsa, cpuThreads, defaultCpuThreads, nativeCompute, setCpuIsa, setCpuThreads } from "../src/index";
 import { applyEnvironmentSettings } from "../src/settings";
@@ -27,6 +28,21 @@ describe.skipIf(cpuMissing)("thread count and instruction set", () => {
     }
   });
 
+  it("with more threads than cores, idle threads sleep instead of polling (a polling thread takes a working one's core), and products stay right", () => {
+    setBackend("cpu");
+    const cores = availableParallelism();
+    setCpuThreads(cores);
+    expect(cpuBackend().build.polling).toBe(true);
+    setCpuThreads(cores * 4 + 1);
+    expect(cpuBackend().build.polling).toBe(false);
+    // Jobs of fewer items than threads wake only as many sleepers as they need; every item still runs.
+    for (const [m, k, n] of [[64, 64, 64], [3, 40, 600], [300, 20, 9]]) {
+      expect(Array.from(matmul(ones([m, k]), ones([k, n])).dataSync())).toEqual(new Array(m * n).fill(k));
+    }
+    setCpuThreads(1);
+    expect(cpuBackend().build.polling).toBe(true);
+  });
+
   it("defaults to BLOCKSPARSE_CPU_THREADS, and rejects a bad count", () => {
     process.env.BLOCKSPARSE_CPU_THREADS = "3";
     expect(defaultCpuThreads()).toBe(3);
@@ -39,6 +55,16 @@ describe.skipIf(cpuMissing)("thread count and instruction set", () => {
     expect(() => setCpuThreads()).toThrow(/BLOCKSPARSE_CPU_THREADS/);
     expect(() => setCpuThreads(0)).toThrow(/threads must be an integer/);
     expect(() => setCpuThreads(1.5)).toThrow(ValueError);
+  });
+
+  it("reads BLOCKSPARSE_CPU_THREADS as decimal digits only: hex, binary and exponent forms are a ValueError naming it, not another count", () => {
+    for (const text of ["0x10", "0b11", "1e1", "3.0", "+3", "Infinity"]) {
+      process.env.BLOCKSPARSE_CPU_THREADS = text;
+      expect(() => defaultCpuThreads(), text).toThrow(ValueError);
+      expect(() => defaultCpuThreads(), text).toThrow(`BLOCKSPARSE_CPU_THREADS must be an integer in [1, 4096], got '${text}'`);
+    }
+    process.env.BLOCKSPARSE_CPU_THREADS = " 3 ";
+    expect(defaultCpuThreads()).toBe(3);
   });
 
   it("when the system refuses threads, setCpuThreads keeps the previous count and throws a BackendError", () => {
@@ -130,7 +156,7 @@ describe.skipIf(cpuMissing)("the addon checks its arguments before any kernel ru
     expect(() => compute().sampledMatmulF32({ ...huge, dy: tiny(), x: tiny(), dw: tiny(), tokens: 2 ** 33 })).toThrow(/more than any array holds/);
   });
 
-  it("an offset that is not a non-negative integer is a ShapeError, as in the js compute, not a view from the end", () => {
+  it("an offset that is not a non-negative integer, or is past the array's end, is a ShapeError naming it, not a view from the end or an empty one", () => {
     const x = new Float32Array(128).fill(1);
     const values = new Float32Array(4 * 32 * 32);
     const linear = (xOffset: number) => compute().bsrLinearF32({ ...rowWise, x, xOffset, values, y: new Float32Array(64), tokens: 1 });
@@ -140,6 +166,10 @@ describe.skipIf(cpuMissing)("the addon checks its arguments before any kernel ru
     const dy = new Float32Array(128);
     expect(() => compute().sampledMatmulF32({ ...rowWise, dy, dyOffset: -64, x, dw: values, tokens: 1 })).toThrow(/dyOffset/);
     expect(() => compute().bsrMatmulF32({ ...index, ...pattern.columnIndex, dy, values, dx: x, dxOffset: Number.NaN, tokens: 1 })).toThrow(/dxOffset/);
+    // Past the end: subarray gave an empty view, reported as "x has 0 elements" whatever x held.
+    expect(() => linear(1000)).toThrow(ShapeError);
+    expect(() => linear(1000)).toThrow("bsrLinearF32: xOffset 1000 is past the end of x (128 elements)");
+    expect(() => compute().sampledMatmulF32({ ...rowWise, dy, x, dw: values, dwOffset: values.length + 1, tokens: 1 })).toThrow(/dwOffset 4097 is past the end of dw/);
   });
 
   it("an output that shares memory with an input is a ValueError naming both, not a wrong answer; arrays side by side in one buffer are fine", () => {
