@@ -30,7 +30,8 @@ export const BSR_METADATA_SUFFIXES = {
 } as const;
 
 const VALUE_DTYPES: Record<BsrDType, SafetensorsDType> = { float32: "F32", float16: "F16", bfloat16: "BF16" };
-const BSR_DTYPE_OF: Partial<Record<SafetensorsDType, BsrDType>> = { F32: "float32", F16: "float16", BF16: "bfloat16" };
+// F64 values (torch.float64, SciPy's default) are rounded to float32, as decodeScipyNpz does.
+const BSR_DTYPE_OF: Partial<Record<SafetensorsDType, BsrDType>> = { F32: "float32", F16: "float16", BF16: "bfloat16", F64: "float32" };
 
 const pairSchema = z.string().check(z.regex(/^\s*\d+\s*,\s*\d+\s*$/, { error: 'expected "<integer>,<integer>"' }));
 
@@ -156,13 +157,13 @@ export function getBsrMatrix(content: SafetensorsContent, name: string): BsrMatr
   const values = requireTensor(content, valuesName);
   const dtype = BSR_DTYPE_OF[values.dtype];
   if (dtype === undefined) {
-    throw new BsrFormatError(valuesName, `values must be F32, F16 or BF16, got ${values.dtype}`);
+    throw new BsrFormatError(valuesName, `values must be F32, F16, BF16 or F64, got ${values.dtype}`);
   }
   if (values.shape.length !== 3) {
     throw new BsrFormatError(valuesName, `expected shape [nnzBlocks, R, C], got ${JSON.stringify(values.shape)}`);
   }
   const declaredDType = meta(".dtype");
-  if (declaredDType !== undefined && declaredDType !== dtype) {
+  if (declaredDType !== undefined && declaredDType !== (values.dtype === "F64" ? "float64" : dtype)) {
     throw new BsrFormatError(`${name}.dtype`, `metadata says ${declaredDType} but the values tensor is ${values.dtype}`);
   }
   const blockShape = parsePair(meta(".block_shape"), `${name}.block_shape`);
@@ -187,7 +188,7 @@ export function getBsrMatrix(content: SafetensorsContent, name: string): BsrMatr
     return BsrMatrix.fromTorch({
       crowIndices: crow,
       colIndices: col,
-      values: values.data as Float32Array | Uint16Array,
+      values: values.dtype === "F64" ? Float32Array.from(values.data) : (values.data as Float32Array | Uint16Array),
       valuesShape: [values.shape[0], values.shape[1], values.shape[2]],
       size: shape,
       dtype,

@@ -2,7 +2,7 @@ import { type Zippable, zipSync } from "fflate";
 import * as z from "zod/mini";
 import { BsrFormatError, parseWith } from "./errors.js";
 import { BsrMatrix, indexArrayToInt32 } from "./matrix.js";
-import { unzipMembers } from "./unzip.js";
+import { unzipMembers, zipMemberNames } from "./unzip.js";
 import { checkZip32Sizes, deflateLevel } from "./zip32.js";
 
 /**
@@ -26,7 +26,9 @@ const NPY_MAGIC = [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]; // "\x93NUMPY"
 const littleEndianHost = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 const npyHeaderSchema = z.object({
-  descr: z.string().check(z.regex(/^[<>|=][fiubSU]\d+$/, { error: "only plain numeric and string dtypes are supported" })),
+  descr: z.string().check(
+    z.regex(/^[<>|=][fiubSU]\d+$/, { error: (issue) => `unsupported dtype ${JSON.stringify(issue.input)}: only bool, integer, float and string arrays are read` }),
+  ),
   fortranOrder: z.boolean(),
   shape: z.array(z.int().check(z.nonnegative())),
 });
@@ -219,7 +221,12 @@ export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
   if (!(bytes instanceof Uint8Array)) throw new BsrFormatError("bytes", "expected a Uint8Array");
   const wanted = new Set(["data.npy", "indices.npy", "indptr.npy", "shape.npy", "format.npy"]);
   const files = unzipMembers(bytes, wanted);
-  for (const name of wanted) if (!files.has(name)) throw new BsrFormatError(name, "missing from the archive");
+  for (const name of wanted) {
+    if (!files.has(name)) {
+      const held = zipMemberNames(bytes).join(", ") || "nothing";
+      throw new BsrFormatError(name, `missing from the archive, which holds ${held} (scipy.sparse.save_npz writes data, indices, indptr, shape and format)`);
+    }
+  }
   const read = (name: string) => readNpy(files.get(name)!, name);
 
   const format = npyString(read("format.npy"), "format.npy");
@@ -229,6 +236,9 @@ export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
   const shapeArray = read("shape.npy");
   const shapeValues = Array.from(toIndexArray(shapeArray, "shape.npy"), Number);
   if (shapeValues.length !== 2) throw new BsrFormatError("shape.npy", `expected 2 dimensions, got ${shapeValues.length}`);
+  if (!(shapeValues[0] > 0 && shapeValues[1] > 0)) {
+    throw new BsrFormatError("shape.npy", `the matrix is ${shapeValues.join(" x ")}; a BsrMatrix has at least one row and one column`);
+  }
   const data = read("data.npy");
   const expectedDims = format === "bsr" ? 3 : 1;
   if (data.shape.length !== expectedDims) {

@@ -9,10 +9,16 @@ import { BsrFormatError, parseWith } from "./errors.js";
 
 export type SafetensorsDType =
   | "BOOL"
+  | "F4"
+  | "F6_E2M3"
+  | "F6_E3M2"
   | "U8"
   | "I8"
   | "F8_E5M2"
   | "F8_E4M3"
+  | "F8_E8M0"
+  | "F8_E4M3FNUZ"
+  | "F8_E5M2FNUZ"
   | "I16"
   | "U16"
   | "F16"
@@ -20,17 +26,27 @@ export type SafetensorsDType =
   | "I32"
   | "U32"
   | "F32"
+  | "C64"
   | "F64"
   | "I64"
   | "U64";
 
-/** The typed array of each dtype: F16 and BF16 hold raw bits; BOOL and F8 hold bytes. */
+/**
+ * The typed array of each dtype: F16 and BF16 hold raw bits; BOOL and F8 hold bytes; F4 and F6
+ * hold their packed bytes (shape counts elements: F4 [2, 8] is 8 bytes); C64 holds (real, imaginary) pairs.
+ */
 export interface SafetensorsDataTypes {
   BOOL: Uint8Array;
+  F4: Uint8Array;
+  F6_E2M3: Uint8Array;
+  F6_E3M2: Uint8Array;
   U8: Uint8Array;
   I8: Int8Array;
   F8_E5M2: Uint8Array;
   F8_E4M3: Uint8Array;
+  F8_E8M0: Uint8Array;
+  F8_E4M3FNUZ: Uint8Array;
+  F8_E5M2FNUZ: Uint8Array;
   I16: Int16Array;
   U16: Uint16Array;
   F16: Uint16Array;
@@ -38,6 +54,7 @@ export interface SafetensorsDataTypes {
   I32: Int32Array;
   U32: Uint32Array;
   F32: Float32Array;
+  C64: Float32Array;
   F64: Float64Array;
   I64: BigInt64Array;
   U64: BigUint64Array;
@@ -45,7 +62,7 @@ export interface SafetensorsDataTypes {
 
 export type SafetensorsData = SafetensorsDataTypes[SafetensorsDType];
 
-/** One tensor: `data` holds product(shape) elements, row-major. */
+/** One tensor: `data` holds product(shape) elements, row-major (packed dtypes and C64 aside, see SafetensorsDataTypes). */
 export type SafetensorsTensor = {
   [D in SafetensorsDType]: { dtype: D; shape: number[]; data: SafetensorsDataTypes[D] };
 }[SafetensorsDType];
@@ -65,10 +82,16 @@ type TypedArrayConstructor = {
 
 const ARRAY_TYPES: Record<SafetensorsDType, TypedArrayConstructor> = {
   BOOL: Uint8Array,
+  F4: Uint8Array,
+  F6_E2M3: Uint8Array,
+  F6_E3M2: Uint8Array,
   U8: Uint8Array,
   I8: Int8Array,
   F8_E5M2: Uint8Array,
   F8_E4M3: Uint8Array,
+  F8_E8M0: Uint8Array,
+  F8_E4M3FNUZ: Uint8Array,
+  F8_E5M2FNUZ: Uint8Array,
   I16: Int16Array,
   U16: Uint16Array,
   F16: Uint16Array,
@@ -76,6 +99,7 @@ const ARRAY_TYPES: Record<SafetensorsDType, TypedArrayConstructor> = {
   I32: Int32Array,
   U32: Uint32Array,
   F32: Float32Array,
+  C64: Float32Array,
   F64: Float64Array,
   I64: BigInt64Array,
   U64: BigUint64Array,
@@ -83,9 +107,19 @@ const ARRAY_TYPES: Record<SafetensorsDType, TypedArrayConstructor> = {
 
 export const SAFETENSORS_DTYPES = Object.keys(ARRAY_TYPES) as SafetensorsDType[];
 
-/** Bytes per element of a safetensors dtype. */
+/** Bits of the dtypes whose element is not one element of their typed array. */
+const PACKED_BITS: Partial<Record<SafetensorsDType, number>> = { F4: 4, F6_E2M3: 6, F6_E3M2: 6, C64: 64 };
+
+/** Bytes per element of a safetensors dtype (a fraction for the 4- and 6-bit floats). */
 export function safetensorsDTypeSize(dtype: SafetensorsDType): number {
-  return ARRAY_TYPES[dtype].BYTES_PER_ELEMENT;
+  return (PACKED_BITS[dtype] ?? 8 * ARRAY_TYPES[dtype].BYTES_PER_ELEMENT) / 8;
+}
+
+/** Bytes of a tensor; packed dtypes must fill whole bytes, as the reference reader requires. */
+function tensorBytes(dtype: SafetensorsDType, shape: readonly number[], field: string): number {
+  const bytes = elementCount(shape, field) * safetensorsDTypeSize(dtype);
+  if (!Number.isInteger(bytes)) throw new BsrFormatError(field, `${dtype} ${JSON.stringify(shape)} is ${bytes * 8} bits, not whole bytes`);
+  return bytes;
 }
 
 /** The largest header accepted, as the reference implementation does. */
@@ -156,11 +190,11 @@ function checkTensor(name: string, tensor: SafetensorsTensor): void {
   if (!(tensor.data instanceof arrayType)) {
     throw new BsrFormatError(`${name}.data`, `a ${tensor.dtype} tensor needs a ${arrayType.name}`);
   }
-  const count = elementCount(tensor.shape, `${name}.shape`);
+  const count = tensorBytes(tensor.dtype, tensor.shape, `${name}.shape`) / arrayType.BYTES_PER_ELEMENT;
   if (tensor.data.length !== count) {
     throw new BsrFormatError(
       `${name}.data`,
-      `shape ${JSON.stringify(tensor.shape)} needs ${count} elements, got ${tensor.data.length}`,
+      `${tensor.dtype} ${JSON.stringify(tensor.shape)} needs ${count} elements, got ${tensor.data.length}`,
     );
   }
 }
@@ -222,6 +256,9 @@ export function encodeSafetensorsHeader(
   }
   const json = new TextEncoder().encode(JSON.stringify(headerObject));
   const headerLength = Math.ceil(json.length / 8) * 8;
+  if (headerLength > MAX_HEADER_BYTES) {
+    throw new BsrFormatError("header", `the header would be ${headerLength} bytes, more than the ${MAX_HEADER_BYTES} allowed`);
+  }
   const header = new Uint8Array(8 + headerLength);
   const view = new DataView(header.buffer);
   view.setUint32(0, headerLength, true);
@@ -299,12 +336,13 @@ export function parseSafetensorsHeader(json: Uint8Array, fileSize: number): Safe
   // JSON.parse keeps "__proto__" as an own key; Object.entries sees it.
   for (const [name, value] of Object.entries(parsed)) {
     if (name === METADATA_KEY) {
-      metadata = checkMetadata(value, METADATA_KEY);
+      // The reference reader takes null as no metadata.
+      if (value !== null) metadata = checkMetadata(value, METADATA_KEY);
       continue;
     }
     const info = parseWith(tensorInfoSchema, value, name);
     const [begin, end] = info.data_offsets;
-    const expected = elementCount(info.shape, name) * safetensorsDTypeSize(info.dtype);
+    const expected = tensorBytes(info.dtype, info.shape, name);
     if (end < begin) throw new BsrFormatError(name, `data_offsets [${begin}, ${end}] end before they begin`);
     if (end > dataLength) {
       throw new BsrFormatError(name, `data_offsets end at byte ${end}, past the ${dataLength}-byte data buffer`);

@@ -140,6 +140,11 @@ function memberBytes(bytes: Uint8Array, view: DataView, entry: ZipEntry, chunkBy
   return data;
 }
 
+/** The names of every member of the zip archive `bytes`, for messages. */
+export function zipMemberNames(bytes: Uint8Array): string[] {
+  return centralDirectory(bytes, new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)).map((entry) => entry.name);
+}
+
 /**
  * The members of the zip archive `bytes` named in `names` (those it lacks are left out), each
  * checked against its CRC-32; a stored member is a view into `bytes`. `inflateChunkBytes` is

@@ -135,9 +135,9 @@ describe("BSR matrices in safetensors", () => {
       const floatIndices = fresh();
       floatIndices.tensors.set("w.col_indices", { dtype: "F32", shape: [matrix.nnzBlocks], data: new Float32Array(matrix.nnzBlocks) });
       expect(fieldOf(() => getBsrMatrix(floatIndices, "w"))).toBe("w.col_indices");
-      const f64Values = fresh();
-      f64Values.tensors.set("w.values", { dtype: "F64", shape: [matrix.nnzBlocks, 2, 3], data: new Float64Array(matrix.nnzBlocks * 6) });
-      expect(thrown(() => getBsrMatrix(f64Values, "w")).message).toMatch(/F32, F16 or BF16, got F64/);
+      const intValues = fresh();
+      intValues.tensors.set("w.values", { dtype: "I32", shape: [matrix.nnzBlocks, 2, 3], data: new Int32Array(matrix.nnzBlocks * 6) });
+      expect(thrown(() => getBsrMatrix(intValues, "w")).message).toMatch(/F32, F16, BF16 or F64, got I32/);
       const flatValues = fresh();
       flatValues.tensors.set("w.values", { dtype: "F32", shape: [matrix.nnzBlocks * 6], data: new Float32Array(matrix.nnzBlocks * 6) });
       expect(fieldOf(() => getBsrMatrix(flatValues, "w"))).toBe("w.values");
@@ -232,5 +232,25 @@ describe("errors name the file key and the matrix", () => {
   it("null content or name is a BsrFormatError", () => {
     expect(fieldOf(() => getBsrMatrix(null as never, "w"))).toBe("content");
     expect(fieldOf(() => getBsrMatrix({ tensors: new Map(), metadata: {} }, undefined as never))).toBe("name");
+  });
+});
+
+describe("float64 values (torch.float64, SciPy's default)", () => {
+  // A 2 x 4 matrix of 1 x 2 blocks: block (0, 1) and block (1, 0), values that float32 rounds.
+  const float64Content = (metadata: Record<string, string> = {}): SafetensorsContent => ({
+    tensors: new Map([
+      ["w.crow_indices", { dtype: "I64", shape: [3], data: BigInt64Array.from([0n, 1n, 2n]) }],
+      ["w.col_indices", { dtype: "I64", shape: [2], data: BigInt64Array.from([1n, 0n]) }],
+      ["w.values", { dtype: "F64", shape: [2, 1, 2], data: Float64Array.from([0.1, 1 / 3, -2.5, 1e-40]) }],
+    ]),
+    metadata: { "w.shape": "2,4", ...metadata },
+  });
+
+  it("are read rounded to float32, as decodeScipyNpz reads float64 data", () => {
+    const matrix = getBsrMatrix(float64Content(), "w");
+    expect(matrix.dtype).toBe("float32");
+    expect(Array.from(matrix.toDense())).toEqual([0, 0, Math.fround(0.1), Math.fround(1 / 3), -2.5, Math.fround(1e-40), 0, 0]);
+    expect(getBsrMatrix(float64Content({ "w.dtype": "float64" }), "w").dtype).toBe("float32");
+    expect(fieldOf(() => getBsrMatrix(float64Content({ "w.dtype": "float16" }), "w"))).toBe("w.dtype");
   });
 });

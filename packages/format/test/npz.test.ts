@@ -416,3 +416,32 @@ describe("size limits of .npz files", () => {
     }
   });
 });
+
+describe("refusals that say what the archive holds", () => {
+  it("names the members of an archive that np.savez wrote instead of save_npz (arr_0)", () => {
+    const error = thrown(() => decodeScipyNpz(zipSync({ "arr_0.npy": npy("|O", "()", new Uint8Array(8)) })));
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect((error as BsrFormatError).field).toBe("data.npy");
+    expect(error.message).toMatch(/holds arr_0\.npy/);
+  });
+
+  it("quotes the dtype of a complex or pickled array", () => {
+    const complex = thrown(() => decodeScipyNpz(archive({ "data.npy": npy("<c8", "(2, 2, 2)", new Uint8Array(64)) })));
+    expect(complex).toBeInstanceOf(BsrFormatError);
+    expect(complex.message).toMatch(/^data\.npy\.descr: unsupported dtype "<c8"/);
+    expect(thrown(() => decodeScipyNpz(archive({ "data.npy": npy("|O", "(2, 2, 2)", new Uint8Array(64)) }))).message).toMatch(/"\|O"/);
+  });
+
+  it("refuses an empty SciPy matrix (shape (0, 6)) under shape.npy", () => {
+    const empty = archive({
+      "indices.npy": npy("<i4", "(0,)", new Uint8Array()),
+      "indptr.npy": npy("<i4", "(1,)", bytesOf(Int32Array.from([0]))),
+      "shape.npy": npy("<i8", "(2,)", bytesOf(BigInt64Array.from([0n, 6n]))),
+      "data.npy": npy("<f8", "(0, 1, 2)", new Uint8Array()),
+    });
+    const error = thrown(() => decodeScipyNpz(empty));
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect((error as BsrFormatError).field).toBe("shape.npy");
+    expect(error.message).toMatch(/0 x 6/);
+  });
+});

@@ -212,3 +212,69 @@ describe("decodeSafetensors", () => {
     expect([...decoded.tensors.keys()]).toEqual(["early", "late"]);
   });
 });
+
+describe("files from newer safetensors writers", () => {
+  it("reads the float8, packed float4/float6 and complex64 dtypes PyTorch writes, with shapes counting elements", () => {
+    const header = {
+      c: { dtype: "C64", shape: [2], data_offsets: [0, 16] },
+      scale: { dtype: "F8_E8M0", shape: [2], data_offsets: [16, 18] },
+      fnuz: { dtype: "F8_E4M3FNUZ", shape: [1], data_offsets: [18, 19] },
+      fp4: { dtype: "F4", shape: [2, 4], data_offsets: [19, 23] },
+      fp6: { dtype: "F6_E2M3", shape: [4], data_offsets: [23, 26] },
+      e5: { dtype: "F8_E5M2FNUZ", shape: [0], data_offsets: [26, 26] },
+    };
+    const data = new Uint8Array(26);
+    data.set(f32Bytes([1, -2, 0.5, 3]), 0);
+    data.set([0x7f, 0x80, 0x40, 0x12, 0x34, 0x56, 0x78, 0xaa, 0xbb, 0xcc], 16);
+    const decoded = decodeSafetensors(handMadeFile(header, data));
+    expect(decoded.tensors.get("c")!.data).toEqual(Float32Array.from([1, -2, 0.5, 3]));
+    expect(decoded.tensors.get("scale")!.data).toEqual(Uint8Array.from([0x7f, 0x80]));
+    expect(decoded.tensors.get("fnuz")!.data).toEqual(Uint8Array.from([0x40]));
+    expect(decoded.tensors.get("fp4")).toEqual({ dtype: "F4", shape: [2, 4], data: Uint8Array.from([0x12, 0x34, 0x56, 0x78]) });
+    expect(decoded.tensors.get("fp6")!.data).toEqual(Uint8Array.from([0xaa, 0xbb, 0xcc]));
+    expect(decoded.tensors.get("e5")!.data).toEqual(new Uint8Array(0));
+  });
+
+  it("refuses a packed tensor that does not fill whole bytes, as the reference reader does", () => {
+    rejects(handMadeFile({ w: { dtype: "F4", shape: [3], data_offsets: [0, 2] } }, [1, 2]), "w", /F4 \[3\] is 12 bits, not whole bytes/);
+    const error = thrown(() => encodeSafetensors({ w: { dtype: "F6_E3M2", shape: [2], data: new Uint8Array(2) } }));
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.message).toMatch(/F6_E3M2 \[2\] is 12 bits/);
+  });
+
+  it("writes complex64 as (real, imaginary) float32 pairs and F4 as packed bytes", () => {
+    const bytes = encodeSafetensors({
+      c: { dtype: "C64", shape: [1], data: Float32Array.from([2, -1]) },
+      q: { dtype: "F4", shape: [4], data: Uint8Array.from([0x21, 0x43]) },
+    });
+    const headerLength = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+    expect(JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLength)))).toEqual({
+      c: { dtype: "C64", shape: [1], data_offsets: [0, 8] },
+      q: { dtype: "F4", shape: [4], data_offsets: [8, 10] },
+    });
+    expect(Array.from(bytes.subarray(8 + headerLength))).toEqual([...f32Bytes([2, -1]), 0x21, 0x43]);
+    expect(thrown(() => encodeSafetensors({ c: { dtype: "C64", shape: [2], data: new Float32Array(2) } })).message).toMatch(
+      /C64 \[2\] needs 4 elements, got 2/,
+    );
+  });
+
+  it("reads a null __metadata__ as no metadata, as the reference reader does", () => {
+    const decoded = decodeSafetensors(handMadeFile({ __metadata__: null, x: { dtype: "F32", shape: [1], data_offsets: [0, 4] } }, f32Bytes([7])));
+    expect({ ...decoded.metadata }).toEqual({});
+    expect(decoded.tensors.get("x")!.data).toEqual(Float32Array.from([7]));
+  });
+
+  it("writes and reads non-ASCII names and metadata as UTF-8", () => {
+    const tensor: SafetensorsTensor = { dtype: "F32", shape: [1], data: Float32Array.from([1]) };
+    const decoded = decodeSafetensors(encodeSafetensors({ "poids.é.😀": tensor }, { clé: "😀" }));
+    expect([...decoded.tensors.keys()]).toEqual(["poids.é.😀"]);
+    expect({ ...decoded.metadata }).toEqual({ clé: "😀" });
+  });
+
+  it("refuses to write a header past the 100 MB that safetensors readers accept", () => {
+    const error = thrown(() => encodeSafetensors({}, { big: "x".repeat(100_000_000) }));
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect((error as BsrFormatError).field).toBe("header");
+    expect(error.message).toMatch(/more than the 100000000/);
+  });
+});
