@@ -560,7 +560,8 @@ export class GPT2LMHeadModel extends Module {
     if (!Number.isFinite(temperature) || temperature < 0) throw new ValueError(`${label}: temperature must be a finite number >= 0, got ${temperature}`);
     if (options.seed !== undefined && !Number.isSafeInteger(options.seed)) throw new ValueError(`${label}: seed must be an integer, got ${options.seed}`);
     const vocab = this.config.vocab_size;
-    // A token: an integer below vocab_size (an id outside the vocabulary gathers zeros on a GPU, with no error there).
+    // A token: an integer below vocab_size, checked before the first step (on a GPU the embedding would only report an
+    // id outside the vocabulary at the next read, after the step ran).
     const checkToken = (name: string, id: number) => {
       if (checkCount(label, name, id, 0) >= vocab) throw new ValueError(`${label}: ${name} ${id} is outside the vocabulary of ${vocab} tokens`);
     };
