@@ -1,5 +1,5 @@
 import { type DType, type Tensor, tensorOn } from "@blocksparse/core";
-import { CollectiveError } from "./errors";
+import { CollectiveError, RankFailedError } from "./errors";
 import { checkReduceOp, checkRoot, checkTensor, type ProcessGroup, type ReduceOp } from "./process_group";
 import { explainStoreFailure, type Rendezvous } from "./rendezvous";
 import { packedBytes, packMessage, unpackMessage, wireLimits } from "./wire";
@@ -170,6 +170,7 @@ export class CpuProcessGroup implements ProcessGroup {
   }
 
   #explain(error: unknown, label: string): unknown {
+    if (error instanceof RankFailedError) return new RankFailedError(error.rank, `${label}: ${error.message}`, { cause: error });
     return explainStoreFailure(
       error,
       (message) => new CollectiveError(`${message} (a peer may have exited, hung, or skipped this collective: every rank must call the same collectives in the same order)`),

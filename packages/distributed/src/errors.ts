@@ -25,6 +25,23 @@ export class CollectiveError extends DistributedError {
   override name = "CollectiveError";
 }
 
+/**
+ * A rank of the job is gone: its connection to the store closed before it destroyed its process
+ * group (the process exited, threw, crashed or was killed). The store then fails every wait at
+ * once, naming the rank, instead of letting the others wait until their timeout. `rank` is the
+ * rank that is gone.
+ */
+export class RankFailedError extends CollectiveError {
+  override name = "RankFailedError";
+  constructor(
+    readonly rank: number,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
 /** An NCCL call failed or NCCL is unavailable; the message names the call and NCCL's reason. */
 export class NcclError extends DistributedError {
   override name = "NcclError";

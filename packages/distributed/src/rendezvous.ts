@@ -24,7 +24,9 @@ export class Rendezvous {
    * Joins the job described by `env`: rank 0 starts the store on MASTER_ADDR:MASTER_PORT (unless
    * the launcher hosts it), every rank connects, and the ranks check that they agree on the world
    * size and that no rank number is taken twice. All of it within one `timeoutMs`: past it, a
-   * StoreTimeoutError naming what was being waited for.
+   * StoreTimeoutError naming what was being waited for. From then on the store knows this
+   * connection as this rank's: if it closes before `shutdown`, every rank's waits fail at once
+   * with a RankFailedError naming this rank.
    */
   static async join(env: DistributedEnv, options: { timeoutMs?: number } = {}): Promise<Rendezvous> {
     checkDistributedEnv("Rendezvous.join", env);
@@ -44,6 +46,8 @@ export class Rendezvous {
       if ((await store.add(`rendezvous/rank/${env.rank}`, 1, { timeoutMs: wait })) > 1) {
         throw new DistributedEnvError(`RANK=${env.rank} is used by two processes of this job: each process needs its own RANK in [0, ${env.worldSize - 1}]`);
       }
+      // After the check above: a second process given the same RANK must not make the store take the first for gone.
+      await store.join(env.rank, { timeoutMs: wait });
       const sizes = await rendezvous.exchange("rendezvous/world", new TextEncoder().encode(String(env.worldSize)), wait);
       for (const [peer, bytes] of sizes) {
         const theirs = new TextDecoder().decode(bytes);
@@ -87,13 +91,16 @@ export class Rendezvous {
   }
 
   /**
-   * Leaves the job: waits until every rank is leaving, then each closes its connection; the rank
-   * hosting the store closes it last, once every other rank said it is done with it.
+   * Leaves the job: waits until every rank is leaving, then each tells the store it leaves in
+   * order and closes its connection; the rank hosting the store closes it last, once every other
+   * rank said it is done with it. A rank that closes without this is taken for gone.
    */
   async shutdown(): Promise<void> {
     try {
       const wait = this.wait();
       await this.exchange("shutdown/arrived", new Uint8Array(0), wait);
+      // Before "left": once the others said they left, the rank hosting the store may close it.
+      await this.store.leave({ timeoutMs: wait });
       if (this.server !== null) await this.collect("shutdown/left", this.others(), wait);
       else await this.publish("shutdown/left", new Uint8Array(0), 1, wait);
     } finally {
@@ -101,7 +108,7 @@ export class Rendezvous {
     }
   }
 
-  /** Closes at once (no handshake): for a failed start. */
+  /** Closes at once (no handshake): for a failed start. The store takes this rank for gone once it joined. */
   async close(): Promise<void> {
     this.store.close();
     await this.server?.close();

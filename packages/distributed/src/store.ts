@@ -3,10 +3,15 @@
  * rank reaches over TCP. Ranks publish and fetch bytes under string keys; `get` waits until the
  * key exists. A value set with `reads: n` is dropped after n gets, so data exchanged through the
  * store does not pile up over a long run.
+ *
+ * A connection may say which rank it belongs to (`join`). If it closes before that rank said it is
+ * leaving (`leave`: the end of an orderly shutdown), the rank is gone (it exited, threw, crashed or
+ * was killed): every get that waits, now or later, fails at once naming it, since a collective
+ * needs every rank and would otherwise wait until its timeout.
  */
 import { createServer, type Server, type Socket, connect as connectSocket } from "node:net";
 import { ValueError } from "@blocksparse/core";
-import { StoreError, StoreTimeoutError } from "./errors";
+import { RankFailedError, StoreError, StoreTimeoutError } from "./errors";
 import { encodeFrame, type Frame, FrameReader, MAX_HEADER_BYTES, wireLimits } from "./wire";
 
 interface StoredValue {
@@ -32,6 +37,10 @@ export class TcpStoreServer {
   readonly #counters = new Map<string, number>();
   readonly #waiters = new Map<string, Waiter[]>();
   readonly #sockets = new Set<Socket>();
+  /** The rank each joined connection belongs to, until it leaves. */
+  readonly #members = new Map<Socket, number>();
+  /** The first rank whose connection closed before it left, and why. */
+  #lostRank: { rank: number; reason: string } | null = null;
 
   private constructor(server: Server) {
     this.#server = server;
@@ -87,7 +96,26 @@ export class TcpStoreServer {
         if (left.length === 0) this.#waiters.delete(key);
         else this.#waiters.set(key, left);
       }
+      const rank = this.#members.get(socket);
+      if (rank !== undefined) {
+        this.#members.delete(socket);
+        this.#rankLost(rank);
+      }
     });
+  }
+
+  /** Records the first rank lost and fails every waiting get with it: the ranks still waiting cannot complete. */
+  #rankLost(rank: number): void {
+    if (this.#lostRank !== null) return;
+    this.#lostRank = { rank, reason: `rank ${rank} is gone: its connection to the store closed before it destroyed its process group (it exited, threw, crashed or was killed)` };
+    const waiters = [...this.#waiters.values()].flat();
+    this.#waiters.clear();
+    for (const waiter of waiters) this.#refuseGet(waiter);
+  }
+
+  #refuseGet({ socket, id }: Waiter): void {
+    const lost = this.#lostRank as { rank: number; reason: string };
+    send(socket, { id, ok: false, error: lost.reason, lostRank: lost.rank });
   }
 
   #handle(socket: Socket, { header, payload }: Frame): void {
@@ -105,7 +133,22 @@ export class TcpStoreServer {
       }
       case "get":
         if (this.#values.has(key)) this.#answerGet({ socket, id }, key);
+        else if (this.#lostRank !== null) this.#refuseGet({ socket, id });
         else this.#waiters.set(key, [...(this.#waiters.get(key) ?? []), { socket, id }]);
+        return;
+      case "join": {
+        const rank = Number(header.rank);
+        if (!Number.isSafeInteger(rank) || rank < 0) {
+          send(socket, { id, ok: false, error: `join: rank must be a non-negative integer, got ${JSON.stringify(header.rank)}` });
+          return;
+        }
+        this.#members.set(socket, rank);
+        send(socket, { id, ok: true });
+        return;
+      }
+      case "leave":
+        this.#members.delete(socket);
+        send(socket, { id, ok: true });
         return;
       case "add": {
         const value = (this.#counters.get(key) ?? 0) + Number(header.delta);
@@ -121,8 +164,9 @@ export class TcpStoreServer {
   #answerGet(waiter: Waiter, key: string): void {
     const stored = this.#values.get(key);
     if (stored === undefined) {
-      // An earlier waiter took the last read: this one waits for the next set.
-      this.#waiters.set(key, [...(this.#waiters.get(key) ?? []), waiter]);
+      // An earlier waiter took the last read: this one waits for the next set (none may come once a rank is gone).
+      if (this.#lostRank !== null) this.#refuseGet(waiter);
+      else this.#waiters.set(key, [...(this.#waiters.get(key) ?? []), waiter]);
       return;
     }
     send(waiter.socket, { id: waiter.id, ok: true }, stored.value);
@@ -214,7 +258,9 @@ export class TcpStore {
         this.#pending.delete(Number(frame.header.id));
         if (this.#pending.size === 0) socket.unref();
         clearTimeout(pending.timer);
+        const lostRank = frame.header.lostRank;
         if (frame.header.ok === true) pending.resolve(frame);
+        else if (typeof lostRank === "number") pending.reject(new RankFailedError(lostRank, `store ${pending.what}: ${String(frame.header.error)}`));
         else pending.reject(new StoreError(`store ${pending.what}: ${String(frame.header.error)}`));
       }
     });
@@ -268,7 +314,10 @@ export class TcpStore {
     await this.#request({ op: "set", key, ...(options.reads === undefined ? {} : { reads: options.reads }) }, value, `set '${key}'`, options.timeoutMs, "the store did not answer");
   }
 
-  /** The value under `key`, waiting until some rank sets it; a StoreTimeoutError after `timeoutMs` (default: wait forever). */
+  /**
+   * The value under `key`, waiting until some rank sets it; a StoreTimeoutError after `timeoutMs`
+   * (default: wait forever), a RankFailedError at once when a rank that joined is gone.
+   */
   async get(key: string, timeoutMs?: StoreTimeout): Promise<Uint8Array> {
     checkKey("get", key);
     checkTimeout("get", timeoutMs);
@@ -281,6 +330,23 @@ export class TcpStore {
     if (!Number.isSafeInteger(delta)) throw new ValueError(`TcpStore.add: delta must be an integer, got ${String(delta)}`);
     checkTimeout("add", options.timeoutMs);
     return Number((await this.#request({ op: "add", key, delta }, undefined, `add '${key}'`, options.timeoutMs, "the store did not answer")).header.value);
+  }
+
+  /**
+   * Says this connection is rank `rank`'s. If it then closes before `leave`, the store takes the
+   * rank for gone: every get that waits, on any connection, fails at once with a RankFailedError
+   * naming it.
+   */
+  async join(rank: number, options: { timeoutMs?: StoreTimeout } = {}): Promise<void> {
+    if (!Number.isSafeInteger(rank) || rank < 0) throw new ValueError(`TcpStore.join: rank must be a non-negative integer, got ${String(rank)}`);
+    checkTimeout("join", options.timeoutMs);
+    await this.#request({ op: "join", rank }, undefined, `join as rank ${rank}`, options.timeoutMs, "the store did not answer");
+  }
+
+  /** Says this connection's rank is leaving in order: closing it afterwards is not a failure. */
+  async leave(options: { timeoutMs?: StoreTimeout } = {}): Promise<void> {
+    checkTimeout("leave", options.timeoutMs);
+    await this.#request({ op: "leave" }, undefined, "leave", options.timeoutMs, "the store did not answer");
   }
 
   /** Closes the connection; pending requests fail. */

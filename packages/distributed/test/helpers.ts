@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -20,6 +21,60 @@ export async function runJob(nproc: number, script: string, args: string[] = [],
   const out = mkdtempSync(join(tmpdir(), "blocksparse-distributed-"));
   const result = await runNode(["--import", "tsx", "src/cli.ts", "--nproc-per-node", String(nproc), join("test", "children", script), out, ...args], options);
   return { ...result, out };
+}
+
+/** A TCP port free on 127.0.0.1 a moment ago, for a job whose store listens on a port given in advance. */
+export function freePort(): Promise<number> {
+  const server = createServer();
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export interface RankResult extends JobResult {
+  signal: NodeJS.Signals | null;
+}
+
+/**
+ * Runs `test/children/<script>` as `worldSize` ranks started without the launcher, as a cluster's job
+ * script would: RANK, WORLD_SIZE and MASTER_PORT set, rank 0 hosting the store. Every rank still
+ * running after `timeoutMs` is killed, so a hang fails the test instead of blocking the run.
+ */
+export async function runRanks(worldSize: number, script: string, args: string[] = [], options: { timeoutMs?: number } = {}): Promise<{ out: string; ranks: RankResult[] }> {
+  const out = mkdtempSync(join(tmpdir(), "blocksparse-distributed-"));
+  const port = await freePort();
+  const ranks = Array.from({ length: worldSize }, (_, rank) => {
+    const child = spawn(process.execPath, ["--import", "tsx", join("test", "children", script), out, ...args], {
+      cwd: PACKAGE,
+      env: {
+        ...process.env,
+        BLOCKSPARSE_LAUNCHER_STORE: undefined,
+        RANK: String(rank),
+        WORLD_SIZE: String(worldSize),
+        MASTER_ADDR: "127.0.0.1",
+        MASTER_PORT: String(port),
+        TSX_TSCONFIG_PATH: join(PACKAGE, "test", "children", "tsconfig.json"),
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (chunk) => (stdout += chunk));
+    child.stderr.on("data", (chunk) => (stderr += chunk));
+    const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 50_000);
+    return new Promise<RankResult>((done) => {
+      // "close", not "exit": the rank's output is all read by then.
+      child.on("close", (code, signal) => {
+        clearTimeout(timer);
+        done({ code, signal, stdout, stderr });
+      });
+    });
+  });
+  return { out, ranks: await Promise.all(ranks) };
 }
 
 /** The launcher's entry, from source (run it with `--import tsx`). */

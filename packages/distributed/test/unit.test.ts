@@ -14,6 +14,7 @@ import {
   DistributedError,
   initProcessGroup,
   type ProcessGroup,
+  RankFailedError,
   Rendezvous,
   ReplicaDivergenceError,
   readDistributedEnv,
@@ -111,6 +112,55 @@ describe("the TCP store", () => {
     await new Promise((resolve) => setTimeout(resolve, 20));
     await store.set("later", Uint8Array.from([7]));
     expect(Array.from(await pending)).toEqual([7]);
+  });
+});
+
+describe("a rank that is gone", () => {
+  async function joined(server: TcpStoreServer, rank: number): Promise<TcpStore> {
+    const store = await TcpStore.connect("127.0.0.1", server.port, { timeoutMs: 10_000 });
+    cleanups.push(() => store.close());
+    await store.join(rank);
+    return store;
+  }
+
+  it("a joined connection that closes before leave fails every waiting get at once, and every later one, with a RankFailedError naming the rank", async () => {
+    const { server, store } = await storePair();
+    const peer = await joined(server, 1);
+    await store.set("there", Uint8Array.from([9]));
+    const waiting = store.get("never", 60_000);
+    peer.close();
+    const error = await within(waiting, 5000).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(RankFailedError);
+    expect(error).toMatchObject({ rank: 1 });
+    expect((error as Error).message).toMatch(/store get 'never': rank 1 is gone: its connection to the store closed before it destroyed its process group/);
+    await expect(within(store.get("later", 60_000), 5000)).rejects.toThrow(/store get 'later': rank 1 is gone/);
+    // A value that is there is still handed out, and the store still takes requests.
+    expect(Array.from(await store.get("there", 2000))).toEqual([9]);
+    expect(await store.add("n", 1)).toBe(1);
+  });
+
+  it("a connection that left, or never joined, closes without failing anyone: a get still waits for its value, or its timeout", async () => {
+    const { server, store } = await storePair();
+    const leaving = await joined(server, 1);
+    await leaving.leave();
+    leaving.close();
+    const stranger = await TcpStore.connect("127.0.0.1", server.port, { timeoutMs: 10_000 });
+    stranger.close();
+    await expect(store.get("never", 300)).rejects.toThrow(StoreTimeoutError);
+    const pending = store.get("late", 10_000);
+    const setter = await joined(server, 2);
+    await setter.set("late", Uint8Array.from([4]));
+    expect(Array.from(await pending)).toEqual([4]);
+    await expect(store.join(-1)).rejects.toThrow(/TcpStore.join: rank must be a non-negative integer, got -1/);
+  });
+
+  it("the first rank gone is the one named, when the others' connections close after it", async () => {
+    const { server, store } = await storePair();
+    const [first, second] = [await joined(server, 2), await joined(server, 0)];
+    first.close();
+    await expect(within(store.get("k", 60_000), 5000)).rejects.toMatchObject({ name: "RankFailedError", rank: 2 });
+    second.close();
+    await expect(within(store.get("k", 60_000), 5000)).rejects.toMatchObject({ rank: 2 });
   });
 });
 
@@ -301,6 +351,45 @@ describe("CpuProcessGroup with two ranks in one process", () => {
   it("a collective that a peer never calls fails after the timeout with a CollectiveError, not a hang", async () => {
     const [a] = await twoRanks(300);
     await expect(a.allReduce(tensor([1, 2]))).rejects.toThrow(/allReduce \(float32 \[2\], sum\), collective #0 of rank 0: store get 'cpu\/0\/1': no rank set it within 0.3 s/);
+  });
+
+  it("a collective waiting on a peer whose connection drops fails at once with a RankFailedError naming it, and so does the next, long before the timeout", async () => {
+    const server = await TcpStoreServer.listen("127.0.0.1", 0);
+    cleanups.push(() => server.close());
+    const env = (rank: number) => ({ rank, worldSize: 3, localRank: rank, localWorldSize: 3, masterAddr: "127.0.0.1", masterPort: server.port, launcherStore: true });
+    const rendezvous = await Promise.all([0, 1, 2].map((rank) => Rendezvous.join(env(rank), { timeoutMs: 120_000 })));
+    cleanups.push(() => Promise.all(rendezvous.map((r) => r.close())).then(() => undefined));
+    const [g0, g1] = rendezvous.map((r) => new CpuProcessGroup(r));
+    const [x, y] = [tensor([1, 2]), tensor([3, 4])];
+    const pending = Promise.allSettled([g0.allReduce(x), g1.allReduce(y)]);
+    // Rank 2 goes without taking part, as a process that crashed would.
+    await rendezvous[2].close();
+    const results = await within(pending, 10_000);
+    for (const result of results) {
+      expect(result.status === "rejected" && result.reason).toBeInstanceOf(RankFailedError);
+      expect(result.status === "rejected" && result.reason).toBeInstanceOf(CollectiveError);
+      expect(result.status === "rejected" && (result.reason as RankFailedError).rank).toBe(2);
+    }
+    expect(results[0].status === "rejected" && (results[0].reason as Error).message).toMatch(
+      /^allReduce \(float32 \[2\], sum\), collective #0 of rank 0: store get 'cpu\/0\/[12]': rank 2 is gone/,
+    );
+    expect(Array.from(x.dataSync())).toEqual([1, 2]);
+    await expect(within(g0.barrier(), 10_000)).rejects.toThrow(/barrier, collective #1 of rank 0: .*rank 2 is gone/);
+    await expect(within(g1.destroy(), 10_000)).rejects.toThrow(RankFailedError);
+  });
+
+  it("a clean destroy on every rank, the store hosted by rank 0, does not take any rank for gone", async () => {
+    const probe = await TcpStoreServer.listen("127.0.0.1", 0);
+    const port = probe.port;
+    await probe.close();
+    const env = (rank: number) => ({ rank, worldSize: 3, localRank: rank, localWorldSize: 3, masterAddr: "127.0.0.1", masterPort: port, launcherStore: false });
+    const rendezvous = await Promise.all([0, 1, 2].map((rank) => Rendezvous.join(env(rank), { timeoutMs: 10_000 })));
+    const groups = rendezvous.map((r) => new CpuProcessGroup(r));
+    const sums = groups.map((_, rank) => tensor([rank]));
+    await Promise.all(groups.map((g, rank) => g.allReduce(sums[rank])));
+    for (const t of sums) expect(t.item()).toBe(3);
+    // Ranks 1 and 2 leave first; rank 0, which hosts the store, is still in its shutdown while their connections close.
+    await within(Promise.all([groups[1].destroy(), groups[2].destroy(), groups[0].destroy()]), 10_000);
   });
 
   it("zero-size tensors go through every collective", async () => {

@@ -1,0 +1,45 @@
+/**
+ * One rank of a data-parallel job in which one rank fails mid-training: `throw` (an exception in its
+ * training loop), `kill` (SIGKILL, as the OOM killer does) or `none` (a clean run). The timeout is
+ * 120 s, so a rank that learns of the failure only at its timeout makes the test time out first.
+ * Each surviving rank writes what it got to <out>/rank<R>.json: the error's name, the rank it names
+ * and its message, or, after a clean run, its final parameters.
+ */
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { tidy } from "@blocksparse/core";
+import { DistributedDataParallel, initProcessGroup, RankFailedError } from "../../src/index";
+import { buildModel, buildOptimizers, combinedBatch, localBatch, lossOf, STEPS, snapshot } from "./ddp_model";
+
+const [out, mode, failing] = [process.argv[2], process.argv[3], Number(process.argv[4] ?? 1)];
+const FAIL_AT_STEP = 2;
+const group = await initProcessGroup({ timeoutMs: 120_000 });
+const report = (result: unknown) => writeFileSync(join(out, `rank${group.rank}.json`), JSON.stringify(result));
+const model = buildModel(100 + group.rank);
+try {
+  const ddp = await DistributedDataParallel.create(model, group, { bucketBytes: 2048 });
+  const { adam, sparse } = buildOptimizers(model);
+  for (let step = 0; step < STEPS; step++) {
+    if (group.rank === failing && step === FAIL_AT_STEP) {
+      if (mode === "kill") process.kill(process.pid, "SIGKILL");
+      if (mode === "throw") throw new Error(`rank ${group.rank}: failing on purpose at step ${step}`);
+    }
+    const batch = combinedBatch(step, group.worldSize);
+    const loss = tidy(() => lossOf(ddp, localBatch(batch, group.rank)));
+    await ddp.backward(loss);
+    loss.dispose();
+    adam.step();
+    adam.zeroGrad();
+    await ddp.movePatterns(sparse, () => lossOf(model, batch));
+    batch.x.dispose();
+    batch.y.dispose();
+  }
+  await ddp.checkReplicas();
+  await group.destroy();
+  report(snapshot(model));
+} catch (error) {
+  if (group.rank !== failing) {
+    report({ name: (error as Error).name, rank: error instanceof RankFailedError ? error.rank : null, message: (error as Error).message });
+  }
+  throw error;
+}
