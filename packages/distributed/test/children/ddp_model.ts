@@ -5,7 +5,8 @@
  */
 import { backward } from "@blocksparse/autograd";
 import { randint, randn, slice, type Tensor, tidy } from "@blocksparse/core";
-import { Adam, BlockSparseLinear, crossEntropy, Linear, type Module, ReLU, Sequential, SparseOptimizer } from "@blocksparse/nn";
+import { Adam, BlockSparseLinear, crossEntropy, Linear, type Module, type PatternMove, ReLU, Sequential, SparseOptimizer } from "@blocksparse/nn";
+import type { DistributedDataParallel } from "../../src/index";
 
 export const STEPS = 4;
 /** Rows each rank trains on per step; the combined batch is this times the world size. */
@@ -40,6 +41,26 @@ export function localBatch(batch: { x: Tensor; y: Tensor }, rank: number): { x: 
 
 export function lossOf(model: Module, batch: { x: Tensor; y: Tensor }): Tensor {
   return crossEntropy(model.forward(batch.x), batch.y);
+}
+
+/** One data-parallel training step of a rank: its rows' loss, the all-reduced backward, Adam, the pattern move. */
+export async function ddpStep(
+  ddp: DistributedDataParallel,
+  model: Sequential,
+  { adam, sparse }: { adam: Adam; sparse: SparseOptimizer },
+  step: number,
+  group: { rank: number; worldSize: number },
+): Promise<Map<BlockSparseLinear, PatternMove>> {
+  const batch = combinedBatch(step, group.worldSize);
+  const loss = tidy(() => lossOf(ddp, localBatch(batch, group.rank)));
+  await ddp.backward(loss);
+  loss.dispose();
+  adam.step();
+  adam.zeroGrad();
+  const moves = await ddp.movePatterns(sparse, () => lossOf(model, batch));
+  batch.x.dispose();
+  batch.y.dispose();
+  return moves;
 }
 
 export interface ModelSnapshot {

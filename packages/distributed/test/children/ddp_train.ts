@@ -6,9 +6,8 @@
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { tidy } from "@blocksparse/core";
 import { DistributedDataParallel, initProcessGroup } from "../../src/index";
-import { buildModel, buildOptimizers, combinedBatch, localBatch, lossOf, STEPS, snapshot } from "./ddp_model";
+import { buildModel, buildOptimizers, ddpStep, STEPS, snapshot } from "./ddp_model";
 
 const out = process.argv[2];
 const overlap = process.argv[3] !== "no-overlap";
@@ -16,19 +15,11 @@ const group = await initProcessGroup({ timeoutMs: 30_000 });
 const model = buildModel(100 + group.rank);
 // Small buckets: several all-reduces per step, started during backward.
 const ddp = await DistributedDataParallel.create(model, group, { bucketBytes: 2048, overlap });
-const { adam, sparse } = buildOptimizers(model);
+const optimizers = buildOptimizers(model);
 const moved: number[] = [];
 for (let step = 0; step < STEPS; step++) {
-  const batch = combinedBatch(step, group.worldSize);
-  const loss = tidy(() => lossOf(ddp, localBatch(batch, group.rank)));
-  await ddp.backward(loss);
-  loss.dispose();
-  adam.step();
-  adam.zeroGrad();
-  const moves = await ddp.movePatterns(sparse, () => lossOf(model, batch));
+  const moves = await ddpStep(ddp, model, optimizers, step, group);
   moved.push([...moves.values()].reduce((n, move) => n + move.regrown.length, 0));
-  batch.x.dispose();
-  batch.y.dispose();
 }
 await ddp.checkReplicas();
 await ddp.save(join(out, `model-rank${group.rank}.safetensors`));

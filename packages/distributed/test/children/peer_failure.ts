@@ -7,9 +7,8 @@
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { tidy } from "@blocksparse/core";
 import { DistributedDataParallel, initProcessGroup, RankFailedError } from "../../src/index";
-import { buildModel, buildOptimizers, combinedBatch, localBatch, lossOf, STEPS, snapshot } from "./ddp_model";
+import { buildModel, buildOptimizers, ddpStep, STEPS, snapshot } from "./ddp_model";
 
 const [out, mode, failing] = [process.argv[2], process.argv[3], Number(process.argv[4] ?? 1)];
 const FAIL_AT_STEP = 2;
@@ -18,21 +17,13 @@ const report = (result: unknown) => writeFileSync(join(out, `rank${group.rank}.j
 const model = buildModel(100 + group.rank);
 try {
   const ddp = await DistributedDataParallel.create(model, group, { bucketBytes: 2048 });
-  const { adam, sparse } = buildOptimizers(model);
+  const optimizers = buildOptimizers(model);
   for (let step = 0; step < STEPS; step++) {
     if (group.rank === failing && step === FAIL_AT_STEP) {
       if (mode === "kill") process.kill(process.pid, "SIGKILL");
       if (mode === "throw") throw new Error(`rank ${group.rank}: failing on purpose at step ${step}`);
     }
-    const batch = combinedBatch(step, group.worldSize);
-    const loss = tidy(() => lossOf(ddp, localBatch(batch, group.rank)));
-    await ddp.backward(loss);
-    loss.dispose();
-    adam.step();
-    adam.zeroGrad();
-    await ddp.movePatterns(sparse, () => lossOf(model, batch));
-    batch.x.dispose();
-    batch.y.dispose();
+    await ddpStep(ddp, model, optimizers, step, group);
   }
   await ddp.checkReplicas();
   await group.destroy();
