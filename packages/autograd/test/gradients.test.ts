@@ -243,6 +243,22 @@ describe("softmax, logSoftmax, layerNorm, crossEntropy", () => {
     // Every row left out: the mean is NaN (0 / 0), as torch's.
     expect(Number.isNaN(crossEntropy(logits, tensor(new Int32Array([-100, -100, -100, -100, -100]), [5]), { ignoreIndex: -100 }).item())).toBe(true);
   });
+
+  it("crossEntropy with a class as ignoreIndex (a pad id): its rows left out of the loss and the gradient", () => {
+    const targets = tensor(new Int32Array([2, 0, 4, 0, 1]), [5]);
+    for (const reduction of ["mean", "sum", "none"] as const) {
+      expectGradients((l) => crossEntropy(l, targets, { reduction, ignoreIndex: 0 }), [randomTensor([5, 5], 65)]);
+    }
+    const logits = randomTensor([5, 5], 66);
+    logits.requiresGrad = true;
+    const loss = crossEntropy(logits, targets, { ignoreIndex: 0 });
+    const kept = noGrad(() => crossEntropy(gather(logits, tensor(new Int32Array([0, 2, 4]), [3]), 0), tensor(new Int32Array([2, 4, 1]), [3])));
+    expect(loss.item()).toBeCloseTo(kept.item(), 6);
+    backward(loss);
+    const g = logits.grad!.dataSync();
+    for (const row of [1, 3]) for (let c = 0; c < 5; c++) expect(g[row * 5 + c]).toBe(0);
+    expect(g.some((v) => v !== 0)).toBe(true);
+  });
 });
 
 describe("scaledDotProductAttention", () => {

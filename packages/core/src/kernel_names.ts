@@ -326,8 +326,9 @@ type Unary = { x: TensorInfo };
 type Binary = { a: TensorInfo; b: TensorInfo };
 type NoAttrs = Record<string, never>;
 /**
- * CrossEntropy / CrossEntropyBackward: `ignoreIndex` (a negative integer) marks rows whose target equals it as left
- * out: loss and gradient 0. Kernels that already read any out-of-range target as a row left out may ignore it.
+ * CrossEntropy / CrossEntropyBackward: `ignoreIndex` (a negative integer: the ops move a class given as ignoreIndex out
+ * of range first) marks rows whose target equals it as left out: loss and gradient 0. Any other target out of range
+ * is an IndexError (a device backend's kernel reports it at the next read).
  */
 export interface CrossEntropyAttrs {
   ignoreIndex?: number;

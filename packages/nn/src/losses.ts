@@ -29,8 +29,8 @@ function widened(x: Tensor): Tensor {
  * (torch.nn.functional.cross_entropy with the classes on the last dim). The loss is float32, as under
  * torch.autocast; float16/bfloat16 logits are read as they are (summed in float32 inside the kernel, never copied
  * to float32) and get their gradient in their own dtype. The third argument is the reduction, or
- * `{ reduction, ignoreIndex }`: rows whose target is `ignoreIndex` (torch's ignore_index, e.g. -100 for padding) are
- * left out of the loss, its mean and the gradient.
+ * `{ reduction, ignoreIndex }`: rows whose target is `ignoreIndex` (torch's ignore_index: -100 for Hugging Face's
+ * padding, or a class such as a tokenizer's pad id) are left out of the loss, its mean and the gradient.
  */
 export function crossEntropy(logits: Tensor, targets: Tensor, options: Reduction | CrossEntropyOptions = "mean"): Tensor {
   return coreCrossEntropy(logits, targets, options);

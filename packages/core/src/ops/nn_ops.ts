@@ -22,7 +22,7 @@ import {
 import { type DType, isDType, isFloatDType } from "../dtypes";
 import { formatShape, shapesEqual } from "../shape";
 import { Tensor } from "../tensor";
-import { div, notEqual } from "./elementwise";
+import { div, equal, notEqual, where } from "./elementwise";
 import { mean, sum } from "./reduce";
 import { cast, indexCopy, reshape, transpose } from "./shape_ops";
 import {
@@ -199,9 +199,9 @@ export interface CrossEntropyOptions {
   /** "mean" (default), "sum" or "none" (the float32 loss of each row). */
   reduction?: Reduction;
   /**
-   * A target value that leaves its row out (torch's `ignore_index`; Hugging Face's labels use -100 for padding):
-   * the row's loss and gradient are 0, and "mean" averages over the other rows (NaN when none is left, as in
-   * torch). A negative integer; none by default.
+   * A target value that leaves its row out (torch's `ignore_index`; Hugging Face's labels use -100 for padding, and a
+   * tokenizer's pad id is a class, e.g. 0): the row's loss and gradient are 0, and "mean" averages over the other rows
+   * (NaN when none is left, as in torch). Any int32; none by default.
    */
   ignoreIndex?: number;
 }
@@ -217,10 +217,21 @@ function crossEntropyOptions(op: string, options: Reduction | CrossEntropyOption
 
 function ignoreIndexAttrs(op: string, ignoreIndex: number | undefined): CrossEntropyAttrs {
   if (ignoreIndex === undefined) return {};
-  if (!Number.isInteger(ignoreIndex) || ignoreIndex >= 0 || ignoreIndex < -(2 ** 31)) {
-    throw new ValueError(`${op}: ignoreIndex must be a negative int32 (e.g. -100), got ${ignoreIndex}`);
+  if (!Number.isInteger(ignoreIndex) || ignoreIndex >= 2 ** 31 || ignoreIndex < -(2 ** 31)) {
+    throw new ValueError(`${op}: ignoreIndex must be an int32 (e.g. -100, or a pad id), got ${ignoreIndex}`);
   }
   return { ignoreIndex };
+}
+
+/**
+ * The kernels leave out rows whose target is a negative ignoreIndex (a class is never out of range there). A class
+ * given as ignoreIndex is moved out of range first: those targets become LEFT_OUT, which the kernels then leave out
+ * (so a target of -2^31 itself is left out too, where it would otherwise be out of range).
+ */
+const LEFT_OUT = -(2 ** 31);
+function kernelTargets(targets: Tensor, attrs: CrossEntropyAttrs): [Tensor, CrossEntropyAttrs] {
+  if (attrs.ignoreIndex === undefined || attrs.ignoreIndex < 0) return [targets, attrs];
+  return [where(equal(targets, attrs.ignoreIndex), LEFT_OUT, targets), { ignoreIndex: LEFT_OUT }];
 }
 
 /**
@@ -236,7 +247,8 @@ export function crossEntropy(logits: Tensor, targets: Tensor, options?: Reductio
   const classes = logits.shape[logits.rank - 1];
   return engine.tidy(() => {
     const flatTargets = reshape(targets, [-1]);
-    const rows = engine.runKernel(CrossEntropy, { logits: reshape(logits, [-1, classes]), targets: flatTargets }, attrs);
+    const [rowTargets, rowAttrs] = kernelTargets(flatTargets, attrs);
+    const rows = engine.runKernel(CrossEntropy, { logits: reshape(logits, [-1, classes]), targets: rowTargets }, rowAttrs);
     if (reduction === "none") return reshape(rows, targets.shape);
     if (reduction === "sum") return sum(rows);
     if (attrs.ignoreIndex === undefined) return mean(rows);
@@ -259,9 +271,10 @@ export function crossEntropyBackward(logits: Tensor, targets: Tensor, dy: Tensor
   if (dy.dtype !== "float32") assertSameDType(op, ["dy", "logits"], dy, logits);
   assertShape(op, "dy", dy, targets.shape);
   const attrs = ignoreIndexAttrs(op, optionsArg(op, options).ignoreIndex);
-  return engine.tidy(() =>
-    engine.runKernel(CrossEntropyBackward, { logits, targets, dy: dy.dtype === "float32" ? dy : cast(dy, "float32") }, attrs),
-  );
+  return engine.tidy(() => {
+    const [rowTargets, rowAttrs] = kernelTargets(targets, attrs);
+    return engine.runKernel(CrossEntropyBackward, { logits, targets: rowTargets, dy: dy.dtype === "float32" ? dy : cast(dy, "float32") }, rowAttrs);
+  });
 }
 
 /** Options of scaledDotProductAttention (and attentionWithStats, attentionBackward). */

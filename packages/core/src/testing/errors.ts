@@ -137,7 +137,8 @@ export function declareErrorTests(suite: Conformance): void {
       { name: "LayerNorm: gamma size", run: () => layerNorm(zeros([2, 4]), ones([3])), type: ShapeError, message: "layerNorm: gamma has shape [3], expected [4]" },
       { name: "CrossEntropy: targets shape", run: () => crossEntropy(zeros([4, 3]), zeros([3], "int32")), type: ShapeError, message: "crossEntropy: targets has shape [3], expected [4]" },
       { name: "CrossEntropy: targets dtype", run: () => crossEntropy(zeros([4, 3]), zeros([4])), type: DTypeError, message: "crossEntropy: targets has dtype float32, expected int32" },
-      { name: "CrossEntropy: ignoreIndex a class", run: () => crossEntropy(zeros([4, 3]), zeros([4], "int32"), { ignoreIndex: 0 }), type: ValueError, message: "crossEntropy: ignoreIndex must be a negative int32 (e.g. -100), got 0" },
+      { name: "CrossEntropy: ignoreIndex not an int32", run: () => crossEntropy(zeros([4, 3]), zeros([4], "int32"), { ignoreIndex: 0.5 }), type: ValueError, message: "crossEntropy: ignoreIndex must be an int32 (e.g. -100, or a pad id), got 0.5" },
+      { name: "CrossEntropy: ignoreIndex past int32", run: () => crossEntropy(zeros([4, 3]), zeros([4], "int32"), { ignoreIndex: 2 ** 31 }), type: ValueError, message: "crossEntropy: ignoreIndex must be an int32" },
       { name: "CrossEntropy: reduction", run: () => crossEntropy(zeros([4, 3]), zeros([4], "int32"), { reduction: "avg" as "mean" }), type: ValueError, message: 'crossEntropy: reduction must be "mean", "sum" or "none", got "avg"' },
       {
         name: "Attention: causal with more queries than keys",

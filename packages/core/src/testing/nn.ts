@@ -268,6 +268,30 @@ export function declareNnTests(suite: Conformance): void {
             ),
           );
         }
+        // A class as ignoreIndex (a tokenizer's pad id, torch's ignore_index=pad_id): its rows left out, the others kept.
+        {
+          const logitsP = makeInput(rng(), [6, 9], dtype);
+          const targetsP = [3, 0, 0, 8, 5, 0];
+          const targetsPT = tensor(targetsP, [6], "int32");
+          const rowsP = R.crossEntropy(logitsP.ref, targetsP, 0);
+          const totalP = rowsP.data.reduce((s, v) => s + v, 0);
+          inCase(`CrossEntropy ${dtype} with a class as ignoreIndex, reduction none`, () =>
+            expectValues(crossEntropy(logitsP.t, targetsPT, { ignoreIndex: 0, reduction: "none" }), rowsP, "float32", "scaled"),
+          );
+          inCase(`CrossEntropy ${dtype} with a class as ignoreIndex, reduction mean (over the 3 rows kept)`, () =>
+            expectValues(crossEntropy(logitsP.t, targetsPT, { ignoreIndex: 0 }), R.ref([], () => totalP / 3), "float32", "scaled"),
+          );
+          const dyP = makeInput(rng(), [6], "float32");
+          inCase(`CrossEntropyBackward ${dtype} with a class as ignoreIndex`, () =>
+            expectValues(crossEntropyBackward(logitsP.t, targetsPT, dyP.t, { ignoreIndex: 0 }), R.crossEntropyBackward(logitsP.ref, targetsP, dyP.ref, 0), dtype, "scaled"),
+          );
+          // Another target out of range is still an error.
+          expectThrowsKeeping(
+            () => crossEntropy(logitsP.t, tensor([3, 0, -1, 8, 5, 0], [6], "int32"), { ignoreIndex: 0, reduction: "none" }).dataSync(),
+            IndexError,
+            "crossEntropy: target -1 at row 2 is out of range [0, 9)",
+          );
+        }
         // Leading dims are flattened by the op.
         const logits3 = makeInput(rng(), [2, 3, 5], dtype);
         const targets3 = tensor([0, 4, 2, 1, 3, 4], [2, 3], "int32");
