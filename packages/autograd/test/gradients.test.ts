@@ -225,39 +225,35 @@ describe("softmax, logSoftmax, layerNorm, crossEntropy", () => {
     expectGradients((l) => crossEntropy(l, targets3), [randomTensor([2, 3, 5], 62)]);
   });
 
-  it("crossEntropy with rows left out by ignoreIndex: the mean over the rows kept, no gradient to the others", () => {
-    const targets = tensor(new Int32Array([2, -100, 4, -100, 1]), [5]);
+  /**
+   * Rows 1 and 3 of a [5, 5] batch carry `ignoreIndex`, the others classes 2, 4 and 1: the gradients match finite
+   * differences for each reduction, the mean is the 3 kept rows' mean, and the rows left out get exactly zero gradient.
+   */
+  function expectRowsLeftOut(ignoreIndex: number, seed: number): Tensor {
+    const targets = tensor(new Int32Array([2, ignoreIndex, 4, ignoreIndex, 1]), [5]);
     for (const reduction of ["mean", "sum", "none"] as const) {
-      expectGradients((l) => crossEntropy(l, targets, { reduction, ignoreIndex: -100 }), [randomTensor([5, 5], 63)]);
+      expectGradients((l) => crossEntropy(l, targets, { reduction, ignoreIndex }), [randomTensor([5, 5], seed)]);
     }
-    // The rows left out get exactly zero gradient; the mean divides by the 3 rows kept.
-    const logits = randomTensor([5, 5], 64);
+    const logits = randomTensor([5, 5], seed + 1);
     logits.requiresGrad = true;
-    const loss = crossEntropy(logits, targets, { ignoreIndex: -100 });
+    const loss = crossEntropy(logits, targets, { ignoreIndex });
     const kept = noGrad(() => crossEntropy(gather(logits, tensor(new Int32Array([0, 2, 4]), [3]), 0), tensor(new Int32Array([2, 4, 1]), [3])));
     expect(loss.item()).toBeCloseTo(kept.item(), 6);
     backward(loss);
     const g = logits.grad!.dataSync();
     for (const row of [1, 3]) for (let c = 0; c < 5; c++) expect(g[row * 5 + c]).toBe(0);
     expect(g.some((v) => v !== 0)).toBe(true);
+    return logits;
+  }
+
+  it("crossEntropy with rows left out by ignoreIndex: the mean over the rows kept, no gradient to the others", () => {
+    const logits = expectRowsLeftOut(-100, 63);
     // Every row left out: the mean is NaN (0 / 0), as torch's.
     expect(Number.isNaN(crossEntropy(logits, tensor(new Int32Array([-100, -100, -100, -100, -100]), [5]), { ignoreIndex: -100 }).item())).toBe(true);
   });
 
   it("crossEntropy with a class as ignoreIndex (a pad id): its rows left out of the loss and the gradient", () => {
-    const targets = tensor(new Int32Array([2, 0, 4, 0, 1]), [5]);
-    for (const reduction of ["mean", "sum", "none"] as const) {
-      expectGradients((l) => crossEntropy(l, targets, { reduction, ignoreIndex: 0 }), [randomTensor([5, 5], 65)]);
-    }
-    const logits = randomTensor([5, 5], 66);
-    logits.requiresGrad = true;
-    const loss = crossEntropy(logits, targets, { ignoreIndex: 0 });
-    const kept = noGrad(() => crossEntropy(gather(logits, tensor(new Int32Array([0, 2, 4]), [3]), 0), tensor(new Int32Array([2, 4, 1]), [3])));
-    expect(loss.item()).toBeCloseTo(kept.item(), 6);
-    backward(loss);
-    const g = logits.grad!.dataSync();
-    for (const row of [1, 3]) for (let c = 0; c < 5; c++) expect(g[row * 5 + c]).toBe(0);
-    expect(g.some((v) => v !== 0)).toBe(true);
+    expectRowsLeftOut(0, 65);
   });
 });
 
