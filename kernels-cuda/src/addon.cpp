@@ -1051,7 +1051,13 @@ Napi::Value indexedRows(const Napi::CallbackInfo& info, const std::string& name,
 Napi::Value scatterAdd(const Napi::CallbackInfo& info) { return indexedRows(info, "scatterAdd", "updates", launchScatterAdd); }
 
 // indexCopy(dtype, source, indices, y, outer, axisSize, inner, count): y[o, indices[j], k] = source[o, j, k], in place
-Napi::Value indexCopy(const Napi::CallbackInfo& info) { return indexedRows(info, "indexCopy", "source", launchIndexCopy); }
+Napi::Value indexCopy(const Napi::CallbackInfo& info) {
+  return indexedRows(info, "indexCopy", "source",
+                     [](DType dtype, const void* source, const int32_t* indices, void* y, int64_t outer, int64_t axisSize,
+                        int64_t inner, int64_t count, cudaStream_t stream) {
+                       launchIndexCopy(dtype, source, indices, y, outer, axisSize, inner, count, stream);
+                     });
+}
 
 // oneHot(dtype, indices, y, count, depth)
 Napi::Value oneHot(const Napi::CallbackInfo& info) {

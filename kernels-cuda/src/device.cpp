@@ -140,7 +140,8 @@ void throwIfIndexFault() {
   // The claim is device memory: clear it in order, after everything queued, so that a later fault is recorded too.
   BS_CUDA_CHECK(cudaMemsetAsync(faultClaim, 0, sizeof(int32_t), theStream));
   BS_CUDA_CHECK(cudaStreamSynchronize(theStream));
-  const char* names[] = {"an index op", "gather", "scatterAdd", "indexCopy", "crossEntropy", "crossEntropyBackward"};
+  const char* names[] = {"an index op", "gather", "scatterAdd", "indexCopy", "crossEntropy", "crossEntropyBackward",
+                         "cachedAttention"};
   const bool known = fault.op > 0 && fault.op < static_cast<int32_t>(sizeof(names) / sizeof(names[0]));
   const bool target = fault.op == static_cast<int32_t>(IndexFaultOp::CrossEntropy) ||
                       fault.op == static_cast<int32_t>(IndexFaultOp::CrossEntropyBackward);

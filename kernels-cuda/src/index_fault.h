@@ -11,7 +11,7 @@
 
 namespace bs {
 
-enum class IndexFaultOp : int32_t { None = 0, Gather, ScatterAdd, IndexCopy, CrossEntropy, CrossEntropyBackward };
+enum class IndexFaultOp : int32_t { None = 0, Gather, ScatterAdd, IndexCopy, CrossEntropy, CrossEntropyBackward, CachedAttention };
 
 // What the first out-of-range index was. Lives in mapped, page-locked host memory: the kernel that claims it writes
 // the fields and then `reported`; the host reads them once the stream is idle.

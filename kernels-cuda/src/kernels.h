@@ -4,6 +4,7 @@
 
 #include "bsr_pattern.h"
 #include "common.h"
+#include "index_fault.h"
 #include "ops.h"
 
 namespace bs::tc {
@@ -69,8 +70,8 @@ void launchAttention(DType dtype, const void* q, const void* k, const void* v, v
 // Decoding over a key/value cache: row i of each [M, D] matrix attends the keys 0..positions[i] (and < N; none:
 // zeros), softmax(scale q k^T) v in float32. One block per row; head dims up to kMaxCachedHeadDim. With newK and
 // newV ([batch, M, D] each, or both null) they are first written into k and v at the positions (in place, as
-// launchIndexCopy; out-of-range positions skip the write): in the attention kernel itself for one query row (a
-// decoding step), by launchIndexCopy before it for more.
+// launchIndexCopy; an out-of-range position skips the write and is reported, index_fault.h): in the attention kernel
+// itself for one query row (a decoding step), by launchIndexCopy before it for more.
 constexpr int64_t kMaxCachedHeadDim = 1024;
 void launchCachedAttention(DType dtype, const void* q, void* k, void* v, const int32_t* positions, const void* newK,
                            const void* newV, void* out, int64_t batch, int64_t M, int64_t N, int64_t D, float scale,
@@ -94,9 +95,11 @@ void launchGather(DType dtype, const void* x, const int32_t* indices, void* y, i
                   int64_t inner, int64_t count, cudaStream_t stream);
 void launchScatterAdd(DType dtype, const void* updates, const int32_t* indices, void* y, int64_t outer,
                       int64_t axisSize, int64_t inner, int64_t count, cudaStream_t stream);
-// y[o, indices[j], k] = source[o, j, k] over y's own values (index_copy, in place)
+// y[o, indices[j], k] = source[o, j, k] over y's own values (index_copy, in place); `op` names the op an index out of
+// range is reported for (cachedAttention copies its new keys with it).
 void launchIndexCopy(DType dtype, const void* source, const int32_t* indices, void* y, int64_t outer,
-                     int64_t axisSize, int64_t inner, int64_t count, cudaStream_t stream);
+                     int64_t axisSize, int64_t inner, int64_t count, cudaStream_t stream,
+                     IndexFaultOp op = IndexFaultOp::IndexCopy);
 void launchOneHot(DType dtype, const int32_t* indices, void* y, int64_t count, int64_t depth, cudaStream_t stream);
 // Cross-entropy rows: logits [rows, classes] in dtype, the loss (and its gradient dy) float32 [rows].
 // A target outside [0, classes) gives a row of 0 (loss and gradient); one other than ignoreIndex (a negative int32,

@@ -1421,7 +1421,7 @@ template <typename T, bool Append>
 __global__ void __launch_bounds__(kCachedThreads)
     cachedAttentionKernel(const T* __restrict__ q, T* k, T* v, const int32_t* __restrict__ positions,
                           const T* __restrict__ newK, const T* __restrict__ newV, T* __restrict__ out, int64_t M,
-                          int64_t N, int D, float scale) {
+                          int64_t N, int D, float scale, IndexFaultSink fault) {
   extern __shared__ float shared[];
   __shared__ float scores[kCachedChunk];
   __shared__ float scratch[32];
@@ -1442,6 +1442,8 @@ __global__ void __launch_bounds__(kCachedThreads)
         k[(b * N + position) * D + d] = newKey[d];
         v[(b * N + position) * D + d] = newValue[d];
       }
+    } else if (b == 0 && tid == 0) {
+      reportIndexFault(fault, IndexFaultOp::CachedAttention, position, i, N);
     }
   }
   const int64_t count = min(position + 1, N);
@@ -1523,8 +1525,8 @@ void launchCachedAttention(DType dtype, const void* q, void* k, void* v, const i
   const bool append = newK != nullptr && newV != nullptr;
   if (append && M > 1) {
     // Rows of the other queries' keys are read by every block: written first, by their own launches.
-    launchIndexCopy(dtype, newK, positions, k, batch, N, D, M, stream);
-    launchIndexCopy(dtype, newV, positions, v, batch, N, D, M, stream);
+    launchIndexCopy(dtype, newK, positions, k, batch, N, D, M, stream, IndexFaultOp::CachedAttention);
+    launchIndexCopy(dtype, newV, positions, v, batch, N, D, M, stream, IndexFaultOp::CachedAttention);
   }
   size_t shared = sizeof(float) * (D + kCachedThreads);
   BS_DISPATCH_FLOAT(dtype, T, {
@@ -1532,11 +1534,11 @@ void launchCachedAttention(DType dtype, const void* q, void* k, void* v, const i
     if (append && M == 1)
       cachedAttentionKernel<T, true><<<grid, kCachedThreads, shared, stream>>>(
           static_cast<const T*>(q), static_cast<T*>(k), static_cast<T*>(v), positions, static_cast<const T*>(newK),
-          static_cast<const T*>(newV), static_cast<T*>(out), M, N, static_cast<int>(D), scale);
+          static_cast<const T*>(newV), static_cast<T*>(out), M, N, static_cast<int>(D), scale, indexFaultSink());
     else
       cachedAttentionKernel<T, false><<<grid, kCachedThreads, shared, stream>>>(
           static_cast<const T*>(q), static_cast<T*>(k), static_cast<T*>(v), positions, nullptr, nullptr,
-          static_cast<T*>(out), M, N, static_cast<int>(D), scale);
+          static_cast<T*>(out), M, N, static_cast<int>(D), scale, IndexFaultSink{});
   });
   BS_LAUNCH_CHECK("cachedAttentionKernel");
 }

@@ -35,7 +35,7 @@ __global__ void gatherKernel(const T* __restrict__ x, const int32_t* __restrict_
 template <typename T>
 __global__ void indexCopyKernel(const T* __restrict__ source, const int32_t* __restrict__ indices, T* __restrict__ y,
                                 int64_t outer, int64_t axisSize, int64_t inner, int64_t count,
-                                IndexFaultSink fault) {
+                                IndexFaultSink fault, IndexFaultOp op) {
   int64_t total = outer * count * inner;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
     int64_t k = i % inner, j = (i / inner) % count, o = i / (inner * count);
@@ -43,7 +43,7 @@ __global__ void indexCopyKernel(const T* __restrict__ source, const int32_t* __r
     if (inRange(index, axisSize))
       y[(o * axisSize + index) * inner + k] = source[i];
     else if (k == 0 && o == 0)
-      reportIndexFault(fault, IndexFaultOp::IndexCopy, index, j, axisSize);
+      reportIndexFault(fault, op, index, j, axisSize);
   }
 }
 
@@ -198,17 +198,19 @@ void launchGather(DType dtype, const void* x, const int32_t* indices, void* y, i
 }
 
 void launchIndexCopy(DType dtype, const void* source, const int32_t* indices, void* y, int64_t outer,
-                     int64_t axisSize, int64_t inner, int64_t count, cudaStream_t stream) {
+                     int64_t axisSize, int64_t inner, int64_t count, cudaStream_t stream, IndexFaultOp op) {
   int64_t total = outer * count * inner;
   if (total == 0) return;
   const IndexFaultSink fault = indexFaultSink();
   // Like gather, a copy of bits.
   if (dtypeSize(dtype) == 4)
     indexCopyKernel<uint32_t><<<gridFor(total), kThreads, 0, stream>>>(
-        static_cast<const uint32_t*>(source), indices, static_cast<uint32_t*>(y), outer, axisSize, inner, count, fault);
+        static_cast<const uint32_t*>(source), indices, static_cast<uint32_t*>(y), outer, axisSize, inner, count, fault,
+        op);
   else
     indexCopyKernel<uint16_t><<<gridFor(total), kThreads, 0, stream>>>(
-        static_cast<const uint16_t*>(source), indices, static_cast<uint16_t*>(y), outer, axisSize, inner, count, fault);
+        static_cast<const uint16_t*>(source), indices, static_cast<uint16_t*>(y), outer, axisSize, inner, count, fault,
+        op);
   BS_LAUNCH_CHECK("indexCopyKernel");
 }
 

@@ -1,4 +1,4 @@
-import { type DType, attentionBackward, cachedAttention, runKernel, scaledDotProductAttention, split, tensor, tidy } from "@blocksparse/core";
+import { type DType, IndexError, attentionBackward, cachedAttention, runKernel, scaledDotProductAttention, split, tensor, tidy } from "@blocksparse/core";
 import { reference } from "@blocksparse/core/testing";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { CudaBackend } from "../src/index";
@@ -195,6 +195,41 @@ describe.skipIf(cudaMissing)("cuda cachedAttention", () => {
         expectClose(Float64Array.from(out.dataSync()), want.out.data, c.dtype, `${name} out`);
         expect(Array.from(k.t.dataSync())).toEqual(Array.from(keys));
         expect(Array.from(v.t.dataSync())).toEqual(Array.from(values));
+      });
+    });
+  }
+
+  // The positions live on the device, so the kernel finds a bad one: it writes nothing for it, and the next read
+  // throws the IndexError that js throws before it runs. One query row (the write in the attention kernel) and two
+  // (the copies before it).
+  for (const positions of [[40], [3, -1]]) {
+    test(`an appended position out of range is reported at the next read and leaves the caches unchanged: [${positions}]`, () => {
+      const next = random(101 + positions.length);
+      tidy(() => {
+        const m = positions.length;
+        const q = randomTensor(next, [2, m, 16], "bfloat16");
+        const k = randomTensor(next, [2, 40, 16], "bfloat16");
+        const v = randomTensor(next, [2, 40, 16], "bfloat16");
+        const keys = Array.from(k.t.dataSync());
+        const rows = randomTensor(next, [2, m, 16], "bfloat16");
+        const out = cachedAttention(q.t, k.t, v.t, tensor(positions, [m], "int32"), { newKeys: rows.t, newValues: rows.t });
+        const bad = positions.findIndex((p) => p < 0 || p >= 40);
+        let message = "";
+        try {
+          out.dataSync();
+        } catch (error) {
+          expect(error).toBeInstanceOf(IndexError);
+          message = (error as Error).message;
+        }
+        expect(message).toContain(`cuda: cachedAttention: index ${positions[bad]} at position ${bad} is out of range [0, 40)`);
+        // The rows in range were written; the bad one nowhere.
+        const want = keys.slice();
+        for (let h = 0; h < 2; h++)
+          positions.forEach((p, i) => {
+            if (p >= 0 && p < 40) for (let d = 0; d < 16; d++) want[(h * 40 + p) * 16 + d] = rows.values[(h * m + i) * 16 + d];
+          });
+        expect(Array.from(k.t.dataSync())).toEqual(want);
+        backend.synchronize();
       });
     });
   }
