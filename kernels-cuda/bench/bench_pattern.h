@@ -110,6 +110,7 @@ void upload(const HostPattern& p, DevicePattern& d) {
     at.push_back(packed.size());
     packed.insert(packed.end(), part->begin(), part->end());
   }
+  const auto groupLists = bs::appendColumnGroupLists(packed, p.colPtr.data(), p.blockCols);
 #ifndef TC_BENCH_NO_DEV
   // The schedules of dev's grouped tiles (variants 8 and 9 on the mma path, 11 and 12 on wgmma).
   const bool scheduled = p.r == p.c && bs::tc::wantsGroupSchedules(p.r, p.c);
@@ -136,6 +137,8 @@ void upload(const HostPattern& p, DevicePattern& d) {
   v.valueIndex = d.buffer + at[4];
   v.coordBlockRow = d.buffer + at[5];
   v.coordBlockCol = d.buffer + at[6];
+  bs::countColumnGroups(v, p.colPtr.data());
+  bs::bindColumnGroupLists(v, d.buffer, groupLists);
 #ifndef TC_BENCH_NO_DEV
   if (scheduled) bs::tc::bindGroupSchedules(v, d.buffer, schedules);
 #endif

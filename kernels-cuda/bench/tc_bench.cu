@@ -15,6 +15,7 @@
 // Usage: tc_bench [--mode check|time|decode] [--ops linear,matmul,sampled] [--paths auto,decode,wgmma,mma,simple]
 //                 [--blocks 32,64,128,16x32] [--quick] [--dtype bf16|f16|f32|f32x] [--variants 0,1] [--tokens 8192,512]
 //                 [--shapes 4096x4096,4096x16384 (K x N)] [--densities 0.25,0.5] [--sets 3] [--rows random|equal]
+//                 [--splits 0,1,2,4] [--tail -1,0,16]
 // --variants applies to each of the wgmma and mma paths named (wgmma/v6 is the X-resident tile, v21, v22, v25 and v26 dev's
 // variants of it, dev/bsr_wgmma_xr_dev.cu, v27-v29 dev's wide-slab tile for slabs of any width at 32x32); a variant
 // written with a trailing c (0c) sums dW's token splits in thread-block clusters instead of the float32 partial pass
@@ -24,6 +25,10 @@
 // points decline. --blocks takes square sides (32) or R x C shapes (16x32: W's blocks 16 rows by 32 columns).
 // --tokens, --shapes and --densities replace each mode's defaults. --sets (time mode, default 3) is how many input
 // sets the launches rotate through: 1 keeps the inputs in L2 between launches, as in a training step.
+// --splits runs each variant once per count: dW's token splits (TcOptions::splits; 0 is the dispatch's rule), or the
+// runs each line is split into on a named mma.sync default tile. Time mode prints each dW case's groups per tile size.
+// --tail runs each variant with the rule's splits once per setting of dW's tail (TcOptions::tailSplits: -1 never,
+// 0 the rule, n pieces per tail group wherever the groups leave a tail).
 // --rows equal gives every block row the same number of blocks (round(density x block columns)) instead of each
 // block present with probability density (random, the default): what a row-balanced schedule could reach.
 // --activation relu|gelu|gelu_tanh runs bsrLinear with the activation fused into the tile's epilogue
@@ -97,12 +102,16 @@ struct Variant {
   int variant;
   bool cluster = false;  // TcOptions::splitCluster
   bool simple = false;   // --paths simple: the simple kernel (src/kernels/bsr.cu), what runs where no tile does
+  int splits = 0;        // --splits: TcOptions::splits (0: the dispatch's rule)
+  int tail = 0;          // --tail: TcOptions::tailSplits (0: the rule, -1: never, n: n pieces)
   std::string name() const {
     if (simple) return "simple";
-    if (path == bs::TcPath::Auto) return "auto";
+    const std::string count = (splits > 0 ? " s" + std::to_string(splits) : "") +
+                              (tail < 0 ? " no tail" : tail > 0 ? " tail " + std::to_string(tail) : "");
+    if (path == bs::TcPath::Auto) return "auto" + count;
     if (path == bs::TcPath::Decode) return variant == 0 ? "decode" : "decode/v" + std::to_string(variant);
     return std::string(path == bs::TcPath::Wgmma ? "wgmma" : "mma") + "/v" + std::to_string(variant) +
-           (cluster ? " cluster" : "");
+           (cluster ? " cluster" : "") + count;
   }
 };
 
@@ -278,6 +287,8 @@ struct Problem {
     options.path = v.path;
     options.variant = v.variant;
     options.splitCluster = v.cluster;
+    options.splits = v.splits;
+    options.tailSplits = v.tail;
 #ifndef TC_BENCH_NO_DEV
     options.devVariants = bs::tc::launchDevVariant;
 #endif
@@ -540,6 +551,7 @@ std::vector<std::string> split(const std::string& s) {
 Options parse(int argc, char** argv) {
   Options o;
   std::vector<std::string> paths = {"auto", "wgmma", "mma"}, variantIds = {"0", "1"};
+  std::vector<int> splitCounts = {0}, tailCounts = {0};
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&]() -> std::string {
@@ -595,6 +607,20 @@ Options parse(int argc, char** argv) {
       if (name != "relu" && name != "gelu" && name != "gelu_tanh") usageError("--activation is relu, gelu or gelu_tanh, got " + name);
       o.activate = true;
       o.activation = name == "relu" ? bs::Activation::Relu : name == "gelu" ? bs::Activation::Gelu : bs::Activation::GeluTanh;
+    } else if (arg == "--splits") {
+      splitCounts.clear();
+      for (auto& c : split(value())) {
+        const int count = std::atoi(c.c_str());
+        if (count < 0 || count > 64) usageError("--splits takes counts from 0 (the rule) to 64, got " + c);
+        splitCounts.push_back(count);
+      }
+    } else if (arg == "--tail") {
+      tailCounts.clear();
+      for (auto& c : split(value())) {
+        const int count = std::atoi(c.c_str());
+        if (count < -1 || count > 4096) usageError("--tail takes -1 (never), 0 (the rule) or a piece count, got " + c);
+        tailCounts.push_back(count);
+      }
     } else if (arg == "--ops") {
       o.products.clear();
       o.productsGiven = true;
@@ -629,6 +655,26 @@ Options parse(int argc, char** argv) {
     } else {
       usageError("--paths takes auto, decode, wgmma, mma, simple; got " + p);
     }
+  }
+  // --splits: each tile variant once per split count (the simple kernel and decoding take none).
+  // --tail: each of those once per tail setting (where the split count is the rule's).
+  if (splitCounts != std::vector<int>{0} || tailCounts != std::vector<int>{0}) {
+    std::vector<Variant> expanded;
+    for (const Variant& v : o.variants) {
+      if (v.simple || v.path == bs::TcPath::Decode) {
+        expanded.push_back(v);
+        continue;
+      }
+      for (int count : splitCounts)
+        for (int tail : tailCounts) {
+          if (count > 0 && tail != 0) continue;
+          Variant each = v;
+          each.splits = count;
+          each.tail = tail;
+          expanded.push_back(each);
+        }
+    }
+    o.variants = expanded;
   }
   return o;
 }
@@ -936,6 +982,12 @@ int runTiming(const Options& o) {
             HostPattern pattern = makePattern(n, k, block, density, rng, o.equalRows);
             Problem problem(product, o.dtype, m, k, n, pattern, sets, rng.next());
             if (o.activate) problem.enableActivation(o.activation);
+            if (product == Product::Sampled) {
+              const int32_t* g = problem.device.view.columnGroups;
+              std::printf("dW %s d=%.2f M=%ld K=%ld N=%ld: groups of 1/2/4/8 blocks per column %d/%d/%d/%d; the rule: %s\n",
+                          block.label().c_str(), density, long(m), long(k), long(n), g[0], g[1], g[2], g[3],
+                          bs::tcSampledPlan(o.dtype, problem.device.view, m).c_str());
+            }
             for (const Variant& v : o.variants) {
               if (!problem.runFast(0, v, problem.out)) continue;
               CHECK_CUDA(cudaDeviceSynchronize());

@@ -533,6 +533,7 @@ Napi::Value createPattern(const Napi::CallbackInfo& info) {
   append(vi, nnz);
   append(cr, nnz);
   append(cc, nnz);
+  const auto groupLists = appendColumnGroupLists(packed, cp, static_cast<int32_t>(blockCols));
   BufferId buffer = allocate(packed.size() * sizeof(int32_t));
   const int32_t* base = static_cast<const int32_t*>(lookup(buffer, "pattern").data);
   try {
@@ -560,6 +561,8 @@ Napi::Value createPattern(const Napi::CallbackInfo& info) {
   view.valueIndex = at, at += nnz;
   view.coordBlockRow = at, at += nnz;
   view.coordBlockCol = at;
+  countColumnGroups(view, cp);
+  bindColumnGroupLists(view, base, groupLists);
   uint64_t id = nextPatternId++;
   patterns.emplace(id, PatternRecord{buffer, view});
   return Napi::Number::New(info.Env(), static_cast<double>(id));
@@ -573,6 +576,17 @@ Napi::Value freePattern(const Napi::CallbackInfo& info) {
   release(it->second.buffer);
   patterns.erase(it);
   return undefinedOf(info);
+}
+
+const BsrPatternView& patternArg(const Args& args, size_t i);
+
+// sampledPlan(pattern, m, dtype): how the tensor-core dW kernels split the tokens of this product under the default
+// options ("1 split", "2 splits", or the whole groups and the tail's pieces; "declined" where they do not run).
+Napi::Value sampledPlan(const Napi::CallbackInfo& info) {
+  Args args{info, "sampledPlan"};
+  args.count(3);
+  const BsrPatternView& pattern = patternArg(args, 0);
+  return Napi::String::New(info.Env(), tcSampledPlan(args.floatDtype(2), pattern, args.size(1)));
 }
 
 const BsrPatternView& patternArg(const Args& args, size_t i) {
@@ -1850,6 +1864,7 @@ Napi::Object initModule(Napi::Env env, Napi::Object exports) {
   BS_EXPORT("setCublasEnabled", setCublasEnabledFn);
   BS_EXPORT("setAllowTf32", setAllowTf32Fn);
   BS_EXPORT("setDenseSampledMode", setDenseSampledModeFn);
+  BS_EXPORT("sampledPlan", sampledPlan);
   BS_EXPORT("setDenseProductMode", setDenseProductModeFn);
   BS_EXPORT("setAutotune", setAutotuneFn);
   BS_EXPORT("clearAutotune", clearAutotuneFn);

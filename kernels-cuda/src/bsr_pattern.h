@@ -1,9 +1,15 @@
 // A block-sparse pattern as the kernels see it: validated on the host once, then uploaded.
 #pragma once
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace bs {
+
+// Group sizes 1, 2, 4 and 8 blocks (BsrPatternView::columnGroups).
+constexpr int kColumnGroupSizes = 4;
 
 struct BsrPatternView {
   int64_t rows, cols;            // dense shape of the matrix
@@ -27,6 +33,43 @@ struct BsrPatternView {
   const int32_t* rowGroupSteps;
   const int32_t* colGroupPtr;
   const int32_t* colGroupSteps;
+  // Counted on the host when the pattern is uploaded (countColumnGroups): columnGroups[i] is the number of groups of
+  // up to 2^i blocks the block columns split into, the sum over columns of ceil(k / 2^i) for a column of k blocks, i.e.
+  // the CTAs a dW tile of 2^i blocks per column launches work for. 0 when not counted (the dispatch then estimates).
+  int32_t columnGroups[kColumnGroupSizes];
+  // Device lists of those groups, column by column (appendColumnGroupLists): per group of up to 2^i blocks, its block
+  // column and its first column-wise entry, [columnGroups[i]][2]; null when not built (dW's tail splits need them).
+  const int32_t* columnGroupList[kColumnGroupSizes];
 };
+
+// Appends the lists of view.columnGroupList, built from the host copy of blockColPtr ([blockCols + 1]), to the
+// words `packed` uploads; returns each list's offset in them (bindColumnGroupLists points the view there).
+inline std::array<size_t, kColumnGroupSizes> appendColumnGroupLists(std::vector<int32_t>& packed,
+                                                                    const int32_t* blockColPtr, int32_t blockCols) {
+  std::array<size_t, kColumnGroupSizes> offsets{};
+  for (int i = 0; i < kColumnGroupSizes; ++i) {
+    offsets[i] = packed.size();
+    for (int32_t c = 0; c < blockCols; ++c)
+      for (int32_t first = blockColPtr[c]; first < blockColPtr[c + 1]; first += 1 << i) {
+        packed.push_back(c);
+        packed.push_back(first);
+      }
+  }
+  return offsets;
+}
+
+inline void bindColumnGroupLists(BsrPatternView& view, const int32_t* base,
+                                 const std::array<size_t, kColumnGroupSizes>& offsets) {
+  for (int i = 0; i < kColumnGroupSizes; ++i) view.columnGroupList[i] = base + offsets[i];
+}
+
+// Fills view.columnGroups from the host copy of blockColPtr ([blockCols + 1]).
+inline void countColumnGroups(BsrPatternView& view, const int32_t* blockColPtr) {
+  for (int i = 0; i < kColumnGroupSizes; ++i) {
+    int64_t groups = 0;
+    for (int32_t c = 0; c < view.blockCols; ++c) groups += (blockColPtr[c + 1] - blockColPtr[c] + (1 << i) - 1) >> i;
+    view.columnGroups[i] = static_cast<int32_t>(groups);
+  }
+}
 
 }  // namespace bs

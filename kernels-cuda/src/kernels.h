@@ -185,6 +185,12 @@ void launchBlockNorms(DType dtype, const void* values, float* norms, int64_t nnz
 // out[i] = sum over s of partials[s * n + i] (float32 sums in split order, rounded to dtype): the second,
 // deterministic pass of every kernel that splits a reduction (reduce.cu).
 void launchSumSplits(DType dtype, const float* partials, int splits, int64_t n, void* out, cudaStream_t stream);
+// dW's tail pieces (tc_kernels.h, KernelArgs::groupList): the blocks of the list's groups from fullGroups on (entries
+// allocated, of blockSize values each, a multiple of 4) get the sums of their float32 partials
+// [splits][entries][blockSize] in split order, written at their places in out (values).
+void launchSumTailSplits(DType dtype, const float* partials, int splits, int64_t entries, int64_t blockSize,
+                         const int32_t* groupList, int32_t fullGroups, const int32_t* valueIndex, int32_t nnz,
+                         void* out, cudaStream_t stream);
 
 // ---- bias + activation (activation.cu)
 // y = act(x + bias) over [rows, width], bias [width] or null.

@@ -326,6 +326,37 @@ __global__ void columnFinishLanesKernel(ReduceOp op, const float* __restrict__ p
   y[out] = fromFloat<T>(total);
 }
 
+// dW's tail pieces (tc_kernels.h, KernelArgs::groupList): entry q of the tail (column-wise entry tailFirst + q, below
+// nnz) gets the sum over the splits of partials [splits][entries][blockSize], in split order, at its value block. Four
+// values per thread (blockSize is a multiple of 4, the partials 16-byte aligned).
+template <typename T>
+__global__ void sumTailSplitsKernel(const float* __restrict__ partials, int splits, int64_t entries, int64_t blockSize,
+                                    const int32_t* __restrict__ groupList, int32_t fullGroups,
+                                    const int32_t* __restrict__ valueIndex, int32_t nnz, T* __restrict__ out) {
+  beginOverlappedPass();  // launched with launchOverlapped
+  const int64_t tailFirst = groupList[2 * fullGroups + 1];
+  const int64_t quads = entries * blockSize / 4;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < quads;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t q = i * 4 / blockSize, e = i * 4 % blockSize;
+    if (tailFirst + q >= nnz) continue;
+    float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll 4
+    for (int s = 0; s < splits; ++s) {
+      const float4 part = reinterpret_cast<const float4*>(partials + (s * entries + q) * blockSize)[e / 4];
+      sum.x += part.x;
+      sum.y += part.y;
+      sum.z += part.z;
+      sum.w += part.w;
+    }
+    T* to = out + static_cast<int64_t>(valueIndex[tailFirst + q]) * blockSize + e;
+    to[0] = fromFloat<T>(sum.x);
+    to[1] = fromFloat<T>(sum.y);
+    to[2] = fromFloat<T>(sum.z);
+    to[3] = fromFloat<T>(sum.w);
+  }
+}
+
 // Sums `splits` float32 partials of `outputs` values each into y (divided by size for Mean), in an order fixed by
 // the split count: packs of eight per thread when there are enough packs to give every SM 512 threads, lanes over the
 // splits when the outputs are fewer than 1024 per SM, one thread per output otherwise.
@@ -507,6 +538,17 @@ void launchSumSplits(DType dtype, const float* partials, int splits, int64_t n, 
   if (n == 0) return;
   BS_DISPATCH_FLOAT(dtype, T, finishSplits<T>(ReduceOp::Sum, partials, splits, n, 0, static_cast<T*>(out), stream));
   BS_LAUNCH_CHECK("columnFinishKernel");
+}
+
+void launchSumTailSplits(DType dtype, const float* partials, int splits, int64_t entries, int64_t blockSize,
+                         const int32_t* groupList, int32_t fullGroups, const int32_t* valueIndex, int32_t nnz,
+                         void* out, cudaStream_t stream) {
+  if (entries == 0 || splits == 0) return;
+  BS_DISPATCH_FLOAT(dtype, T, {
+    launchOverlapped("launch of sumTailSplitsKernel", sumTailSplitsKernel<T>, dim3(gridFor(entries * blockSize / 4)),
+                     dim3(kThreads), 0, stream, partials, splits, entries, blockSize, groupList, fullGroups, valueIndex,
+                     nnz, static_cast<T*>(out));
+  });
 }
 
 void launchReduce(ReduceOp op, DType dtype, const void* x, void* y, int64_t outer, int64_t size, int64_t inner,

@@ -267,6 +267,7 @@ bool launchTf32Kernel(const KernelArgs& argsIn, cudaStream_t stream) {
   KernelArgs args = argsIn;
   dim3 grid;
   if constexpr (K::kOp == Op::Sampled) {
+    if (args.groupList != nullptr) return false;  // the tail's pieces are the wgmma tile's
     const int64_t splits = (args.m + args.tokensPerSplit - 1) / args.tokensPerSplit;
     const int64_t groups = (args.blockRows + K::kGroup - 1) / K::kGroup;
     if (groups > 65535 || splits > 65535) return false;

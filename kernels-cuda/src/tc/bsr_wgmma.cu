@@ -69,6 +69,27 @@ int wgmmaStoreRows(int width, int variant) {
   return 0;
 }
 
+int wgmmaSampledCtasPerSm(int block) {
+  auto resident = [](auto traits) {
+    using K = decltype(traits);
+    const auto kernel = sm90::bsrWgmmaKernel<K>;
+    int ctas = 0;
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, K::kSmemBytes) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, kernel, K::kThreads, K::kSmemBytes) != cudaSuccess) {
+      cudaGetLastError();
+      return 0;
+    }
+    return ctas;
+  };
+  using T = __nv_bfloat16;
+  switch (block) {
+    case 32: return resident(typename WgmmaTiles<T, Op::Sampled, 32, 32>::Default{});
+    case 64: return resident(typename WgmmaTiles<T, Op::Sampled, 64, 64>::Default{});
+    case 128: return resident(typename WgmmaTiles<T, Op::Sampled, 128, 128>::Default{});
+  }
+  return 0;
+}
+
 bool launchWgmma(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                  cudaStream_t stream) {
   if (variant == kXResidentTile) return launchXResident(op, dtype, args, blockSize, numSms, stream);

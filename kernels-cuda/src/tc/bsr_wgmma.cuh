@@ -521,6 +521,15 @@ bool prepareLaunch(DType dtype, KernelArgs& args, CUtensorMap& mapA, CUtensorMap
         !encodeMap(&mapB, dtype, args.b, args.cols, args.m, K::kPanelB, K::kStep))
       return false;
     const int64_t splits = (args.m + args.tokensPerSplit - 1) / args.tokensPerSplit;
+    if (args.groupList != nullptr) {
+      // Whole groups, then the tail's pieces, in one dimension (KernelArgs::groupList).
+      const int64_t ctas = int64_t{args.fullGroups} + int64_t{args.tailGroups} * args.tailSplits;
+      if (args.groupSize != K::kGroup || args.clusterSplits > 1 || args.tailSplits < 1 || args.tailSplits > splits ||
+          (args.tailGroups > 0 && args.partials == nullptr) || ctas < 1 || ctas > INT32_MAX)
+        return false;
+      grid = dim3(static_cast<unsigned>(ctas));
+      return true;
+    }
     const int64_t groups = (args.blockRows + K::kGroup - 1) / K::kGroup;
     if (groups > 65535 || splits > 65535) return false;
     if (args.clusterSplits > 1 && splits != args.clusterSplits) return false;

@@ -1,5 +1,6 @@
 // Chooses a tensor-core path for each block-sparse product, or declines so the simple kernel runs.
 #include <algorithm>
+#include <string>
 #include <atomic>
 #include <optional>
 
@@ -64,6 +65,11 @@ struct DeviceInfo {
   int sms = 0;
   int l2Bytes = 0;  // 0 when the runtime cannot say
   bool wgmma = false;
+  // CTAs of the wgmma dW tile one SM holds, per square block of 32, 64 and 128 (wgmma devices; 1 where unknown).
+  int sampledCtas[3] = {1, 1, 1};
+  int sampledCtasPerSm(int block) const {
+    return block == 32 ? sampledCtas[0] : block == 64 ? sampledCtas[1] : block == 128 ? sampledCtas[2] : 1;
+  }
 };
 
 // Properties of the current device, read once per device.
@@ -88,6 +94,8 @@ const DeviceInfo& currentDevice() {
       info.l2Bytes = 0;
     }
     info.wgmma = info.major == 9 && minor == 0 && tc::wgmmaAvailable();
+    if (info.wgmma)
+      for (int i = 0; i < 3; ++i) info.sampledCtas[i] = std::max(1, tc::wgmmaSampledCtasPerSm(32 << i));
     infos[device] = info;
     known[device] = true;
   }
@@ -125,34 +133,82 @@ TcPath resolvePath(const DeviceInfo& device, TcPath requested) {
   return requested;
 }
 
-// dW: each CTA reduces all tokens for up to 128 rows of blocks; when that leaves SMs idle, split the
-// tokens and sum the float32 partials in a second, deterministic pass.
+// dW: each CTA reduces all tokens for a group of up to 128 rows of blocks (128 / R blocks of one block column; 256 rows
+// for the wide and the feature-major dW tiles, named only); when that leaves SMs idle, split the tokens and sum the
+// float32 partials in a second, deterministic pass. The groups are the pattern's own count (a column of k blocks makes
+// ceil(k / G) groups of up to G: BsrPatternView::columnGroups), not nnz / G, which undercounts them by up to one per
+// column and hid a last wave of a few CTAs.
 // - mma.sync (several CTAs resident per SM): about two CTAs per SM.
-// - wgmma: only as many splits as still fit in one wave of two CTAs per SM, and among those the count that
-//   minimises 1/s of the product's time plus the splits' cost, about 600/m of it per split (float32
-//   partials written and read again, a prologue and an epilogue per CTA). Measured on an H200
-//   (benchmarks/results/gpu-nvidia-h200/step-kernels.md): with 2048 tokens no split beats two even
-//   with 51 CTAs on 132 SMs; with 8192, two splits of 128 groups beat one.
+// - wgmma: the tile's CTAs resident per SM (one at 32x32, 64x64 and 128x128 on an H200: its shared memory) make the
+//   wave; every CTA of a split count runs the same number of token steps, so the product takes ceil(CTAs / wave)
+//   waves of 1/s of the tokens each. Among the counts, the one that minimises that plus the splits' cost, about
+//   600/m of the product per split (float32 partials written and read again, a prologue and an epilogue per CTA;
+//   measured on an H200: benchmarks/results/gpu-nvidia-h200/step-kernels.md).
 // Each split keeps at least 1024 tokens.
-int64_t ruleSplits(TcPath path, const BsrPatternView& pattern, int64_t m, int variant, int sms) {
-  const int block = pattern.blockHeight;
-  // Rows of blocks per CTA: 128, or 256 for the wide and the feature-major dW tiles (named only).
+int64_t columnGroupCount(const BsrPatternView& pattern, int64_t tileRows) {
+  const int64_t perGroup = std::max<int64_t>(1, tileRows / pattern.blockHeight);
+  for (int i = 0; i < kColumnGroupSizes; ++i)
+    if (perGroup == (int64_t{1} << i) && pattern.columnGroups[i] > 0) return pattern.columnGroups[i];
+  // Not counted: nnz / G, plus half a group for every column (each column's last group is half full on average).
+  return std::max<int64_t>(1, (pattern.nnzBlocks + perGroup - 1) / perGroup + (perGroup > 1 ? pattern.blockCols / 2 : 0));
+}
+
+int64_t ruleSplits(TcPath path, const BsrPatternView& pattern, int64_t m, int variant, const DeviceInfo& device) {
   const int64_t tileRows = variant == tc::kWideTile || variant == tc::kFeatureMajorDwTile ? 256 : 128;
-  const int64_t groups = std::max<int64_t>(1, pattern.nnzBlocks / std::max<int64_t>(1, tileRows / block));
-  const int64_t slots = std::max<int64_t>(1, 2 * int64_t{sms});
+  const int64_t groups = columnGroupCount(pattern, tileRows);
   const int64_t most = std::max<int64_t>(1, std::min<int64_t>(m / 1024, 64));
-  if (path != TcPath::Wgmma) return std::min<int64_t>((slots + groups - 1) / groups, most);
-  const int64_t fit = std::min<int64_t>(most, std::max<int64_t>(1, slots / groups));
+  if (path != TcPath::Wgmma) {
+    const int64_t slots = std::max<int64_t>(1, 2 * int64_t{device.sms});
+    return std::min<int64_t>((slots + groups - 1) / groups, most);
+  }
+  const int64_t wave = std::max<int64_t>(1, int64_t{device.sampledCtasPerSm(pattern.blockHeight)} * device.sms);
   int64_t splits = 1;
-  double best = 1.0;
-  for (int64_t s = 2; s <= fit; ++s) {
-    const double cost = 1.0 / static_cast<double>(s) + static_cast<double>(s) * 600.0 / static_cast<double>(m);
-    if (cost < best - 1e-9) {
+  double best = 0.0;
+  for (int64_t s = 1; s <= most; ++s) {
+    const double waves = static_cast<double>((groups * s + wave - 1) / wave);
+    const double cost = waves / static_cast<double>(s) + (s > 1 ? static_cast<double>(s) * 600.0 / static_cast<double>(m) : 0.0);
+    if (s == 1 || cost < best - 1e-9) {
       best = cost;
       splits = s;
     }
   }
   return splits;
+}
+
+// dW on the wgmma path: when the groups fill at least one wave and their last wave would hold only a few of them, the
+// whole waves run whole groups (no split, no partials) and the rest, the tail, run as pieces of fewer tokens (each at
+// least kTailMinSteps steps), tailSplits per group, about one piece per free slot: one short wave after the whole
+// ones, where a uniform split (ruleSplits) must split every group and still leaves a last wave part empty. Measured on
+// an H200 (docs/kernels.md, "dW's last wave"): a column of 64x64 blocks at 8192 tokens made 133 groups on 132 SMs, 89 us
+// unsplit (two waves, the second of one CTA) and 76 us at the best uniform split. Taken when the model's time, the
+// whole waves plus 1/tailSplits of one plus about 800/m of one for the pieces' pass and their short pipelines, is
+// below ruleSplits' own.
+constexpr int64_t kTailMinSteps = 4;
+struct TailPlan {
+  int64_t fullGroups = 0, tailGroups = 0, tailSplits = 0;  // tailSplits 0: no tail
+};
+TailPlan ruleTail(const BsrPatternView& pattern, int64_t m, int64_t uniformSplits, const DeviceInfo& device,
+                  int forced) {
+  TailPlan plan;
+  const int64_t groups = columnGroupCount(pattern, 128);
+  const int64_t wave = std::max<int64_t>(1, int64_t{device.sampledCtasPerSm(pattern.blockHeight)} * device.sms);
+  const int64_t steps = (m + 63) / 64;
+  const int64_t full = groups / wave * wave, tail = groups - full;
+  if (full == 0 || tail == 0) return plan;
+  const int64_t pieces = forced > 0 ? std::min<int64_t>(forced, steps)
+                                    : std::min<int64_t>(wave / tail, steps / kTailMinSteps);
+  if (pieces < 2) return plan;
+  if (forced == 0) {
+    const double waves = static_cast<double>((groups * uniformSplits + wave - 1) / wave);
+    const double uniform = waves / static_cast<double>(uniformSplits) +
+                           (uniformSplits > 1 ? static_cast<double>(uniformSplits) * 600.0 / static_cast<double>(m) : 0.0);
+    const double tailed = static_cast<double>(full / wave) + 1.0 / static_cast<double>(pieces) + 800.0 / static_cast<double>(m);
+    if (tailed >= uniform) return plan;
+  }
+  plan.fullGroups = full;
+  plan.tailGroups = tail;
+  plan.tailSplits = pieces;
+  return plan;
 }
 
 // Linear/Matmul with 32x32 blocks and too few tiles to fill the GPU (a few hundred tokens or fewer), on lines of at
@@ -323,11 +379,30 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   int64_t splits = 1;
   if (op == tc::Op::Sampled) {
     splits = options.splits > 0 ? std::min<int64_t>(options.splits, std::max<int64_t>(1, (m + 63) / 64))
-                                : ruleSplits(path, pattern, m, variant, device.sms);
+                                : ruleSplits(path, pattern, m, variant, device);
     const int64_t perSplit = ((m + splits - 1) / splits + 63) / 64 * 64;
     splits = (m + perSplit - 1) / perSplit;
     args.tokensPerSplit = perSplit;
   }
+  // dW's tail (ruleTail): the default wgmma tile of a square block, with the rule's splits and the group lists there.
+  TailPlan tail;
+  const int groupLog = block == 32 ? 2 : block == 64 ? 1 : 0;
+  if (op == tc::Op::Sampled && path == TcPath::Wgmma && square && variant == tc::kDefaultTile && options.splits == 0 &&
+      !options.splitCluster && options.tailSplits >= 0 && pattern.columnGroupList[groupLog] != nullptr) {
+    tail = ruleTail(pattern, m, splits, device, options.tailSplits);
+    if (tail.tailSplits > 0) {
+      splits = 1;
+      args.tokensPerSplit = ((m + tail.tailSplits - 1) / tail.tailSplits + 63) / 64 * 64;
+      tail.tailSplits = (m + args.tokensPerSplit - 1) / args.tokensPerSplit;
+      args.groupList = pattern.columnGroupList[groupLog];
+      args.groupSize = 1 << groupLog;
+      args.fullGroups = static_cast<int32_t>(tail.fullGroups);
+      args.tailGroups = static_cast<int32_t>(tail.tailGroups);
+      args.tailSplits = static_cast<int32_t>(tail.tailSplits);
+    }
+  }
+  const int64_t tailEntries = tail.tailGroups << groupLog;
+  const int64_t blockSize = int64_t{pattern.blockHeight} * pattern.blockWidth;
   const int64_t valueCount = static_cast<int64_t>(pattern.nnzBlocks) * pattern.blockHeight * pattern.blockWidth;
   // With options.splitCluster (wgmma, up to the portable cluster size) a group's splits are one thread-block cluster
   // that sums its float32 accumulators through distributed shared memory, in split order: no partials written and read
@@ -338,7 +413,10 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   // The float32 scratch (dW's split partials or the split lines' [lineSplits][m][width], the activation backward's
   // column partials), released when this call returns: later work on the stream reuses it in order.
   std::optional<Scratch> partials, columnPartials;
-  if (splits > 1 && !clusterSum) {
+  if (tail.tailSplits > 0) {
+    if (!floatScratch(partials, tail.tailSplits * tailEntries * blockSize)) return false;
+    args.partials = partials->as<float>();
+  } else if (splits > 1 && !clusterSum) {
     if (!floatScratch(partials, splits * valueCount)) return false;
     args.partials = partials->as<float>();
   }
@@ -369,6 +447,9 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
     launched = options.devVariants(path, op, dtype, args, block, variant, device.sms, stream);
   if (launched && splits > 1 && !clusterSum)
     launchSumSplits(dtype, args.partials, static_cast<int>(splits), valueCount, out, stream);
+  if (launched && tail.tailSplits > 0)
+    launchSumTailSplits(dtype, args.partials, static_cast<int>(tail.tailSplits), tailEntries, blockSize, args.groupList,
+                        args.fullGroups, pattern.valueIndex, pattern.nnzBlocks, out, stream);
   if (launched && lineSplits > 1) launchSumSplits(dtype, args.partials, lineSplits, outputs, out, stream);
   if (launched && backward)
     launchSumSplits(dtype, args.columnPartials, static_cast<int>(partialRows), pattern.cols, fused.dbias, stream);
@@ -431,6 +512,26 @@ TcPath tcPathFor(DType dtype, const BsrPatternView& pattern) {
   return path != TcPath::Auto && (dtype == DType::Float32 || !wgmmaTiles) ? TcPath::Mma : path;
 }
 
+std::string tcSampledPlan(DType dtype, const BsrPatternView& pattern, int64_t m) {
+  if (!supported(dtype, pattern, m)) return "declined";
+  const TcPath path = tcPathFor(dtype, pattern);
+  if (path == TcPath::Auto) return "declined";
+  const DeviceInfo& device = currentDevice();
+  int64_t splits = ruleSplits(path, pattern, m, tc::kDefaultTile, device);
+  const int64_t perSplit = ((m + splits - 1) / splits + 63) / 64 * 64;
+  splits = (m + perSplit - 1) / perSplit;
+  const int groupLog = pattern.blockHeight == 32 ? 2 : pattern.blockHeight == 64 ? 1 : 0;
+  if (path == TcPath::Wgmma && squareBlocks(pattern) && pattern.columnGroupList[groupLog] != nullptr) {
+    const TailPlan tail = ruleTail(pattern, m, splits, device, 0);
+    if (tail.tailSplits > 0) {
+      const int64_t pieceTokens = ((m + tail.tailSplits - 1) / tail.tailSplits + 63) / 64 * 64;
+      return std::to_string(tail.fullGroups) + " whole groups, then " + std::to_string(tail.tailGroups) + " in " +
+             std::to_string((m + pieceTokens - 1) / pieceTokens) + " pieces each";
+    }
+  }
+  return std::to_string(splits) + (splits == 1 ? " split" : " splits");
+}
+
 bool tcTakesXResident(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m) {
   return (dtype == DType::BFloat16 || dtype == DType::Float16) && supported(dtype, pattern, m) &&
          resolvePath(currentDevice(), TcPath::Auto) == TcPath::Wgmma && xResidentRule(op, pattern, m, currentDevice().sms);
@@ -460,9 +561,11 @@ std::vector<TcOptions> tcTuneCandidates(tc::Op op, DType dtype, const BsrPattern
         out.push_back({path, tc::kXResidentTile});
       continue;
     }
-    // dW: the rule's split count and a few others, each split keeping at least 1024 tokens.
+    // dW: the rule's split count and a few others, each split keeping at least 1024 tokens; on wgmma also the rule
+    // itself, which may run a tail of pieces (ruleTail).
+    if (path == TcPath::Wgmma && squareBlocks(pattern)) out.push_back({path, tc::kDefaultTile});
     const int64_t most = std::max<int64_t>(1, std::min<int64_t>(m / 1024, 64));
-    std::vector<int64_t> counts{ruleSplits(path, pattern, m, tc::kDefaultTile, device.sms), 1, 2, 4};
+    std::vector<int64_t> counts{ruleSplits(path, pattern, m, tc::kDefaultTile, device), 1, 2, 4};
     std::sort(counts.begin(), counts.end());
     counts.erase(std::unique(counts.begin(), counts.end()), counts.end());
     for (int64_t count : counts) {

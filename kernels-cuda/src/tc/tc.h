@@ -53,6 +53,10 @@ struct TcOptions {
   // that sums its float32 accumulators through distributed shared memory, instead of writing float32 partials for a
   // second pass. Kept for measurement: on an H200 it measured 0.67-1.21x the partial pass (docs/kernels.md).
   bool splitCluster = false;
+  // dW on the wgmma path's default tile with square blocks and the rule's splits (splits 0): 0 lets the rule decide
+  // whether the groups past the last whole wave run as a tail of pieces (tc_kernels.h, KernelArgs::groupList), -1
+  // never, and a count above 0 takes the tail with that many pieces per group wherever there is one (measurement).
+  int tailSplits = 0;
   // Tried when the shipped kernels have no such variant: the bench passes dev's launcher, the addon none.
   DevVariantLauncher devVariants = nullptr;
 };
@@ -89,6 +93,9 @@ bool allowTf32();
 
 // The path the default options take on the current device for this dtype and block shape (Auto when none).
 TcPath tcPathFor(DType dtype, const BsrPatternView& pattern);
+// dW under the default options: how the dispatch splits the tokens for this pattern and token count ("2 splits", or
+// the whole groups and the tail's pieces), or "declined" where the tensor-core kernels decline (for the bench).
+std::string tcSampledPlan(DType dtype, const BsrPatternView& pattern, int64_t m);
 // Whether the default options run bsrLinear / bsrMatmul (op) on the X-resident tile on the current device: 32x32
 // blocks in bfloat16/float16 on sm_90a, within that tile's rule (tc_kernels.h).
 bool tcTakesXResident(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m);

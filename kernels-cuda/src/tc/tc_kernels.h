@@ -58,6 +58,14 @@ struct KernelArgs {
   // runs of blocks, one CTA each (the grid's y), writing float32 partials [lineSplits][m][width] (the bias in split
   // 0's) into `partials` for a second pass to sum in split order: where the tiles are too few to fill the GPU.
   int32_t lineSplits;
+  // Sampled on the wgmma path, when groupList is set (the pattern's columnGroupList of groups of groupSize blocks,
+  // groupSize the tile's G): a 1D grid whose first fullGroups CTAs each reduce all tokens of one group of the list and
+  // write its blocks, and whose next tailGroups x tailSplits CTAs take the list's last tailGroups groups, each split
+  // into tailSplits runs of tokensPerSplit tokens, writing float32 partials [tailSplits][tailGroups * groupSize][R][C]
+  // (entry e of the tail at e - the tail's first column-wise entry) for launchSumTailSplits. Whole waves of whole groups,
+  // then one short wave of pieces: no last wave of a few whole groups (dispatch.cu, ruleTail).
+  const int32_t* groupList;
+  int32_t groupSize, fullGroups, tailGroups, tailSplits;
 };
 
 // Tile variants the dispatch names (TcOptions::variant): each path's default tile; on the wgmma path the
@@ -246,6 +254,9 @@ bool wgmmaAvailable();
 // features wide (the block column's C; one consumer's rows, or a ping-pong consumer's whole tile), each call's four
 // warps writing a row of column partials with args.pre; 0 for a tile that has none.
 int wgmmaStoreRows(int width, int variant);
+// CTAs of the dispatched wgmma dW tile (the default Sampled tile) for square blocks of `block` that one SM of the current
+// device holds at once (its shared memory and registers); 0 where this build has no such tile.
+int wgmmaSampledCtasPerSm(int block);
 
 // Sums [splits][n] float32 partials into n values of dtype, in split order (deterministic).
 

@@ -15,6 +15,10 @@ struct TileWork {
   int32_t count;      // entries: blocks of the row/column, or group members
   int32_t line;       // the block row (Linear), block column (Matmul, Sampled)
   int32_t steps;      // pipeline steps
+  // Sampled: which float32 partial slab this CTA writes (its token split), -1 when it writes the blocks themselves;
+  // with a group list, the tail's first column-wise entry (partials are indexed from it).
+  int32_t split;
+  int32_t tailFirst;
 };
 
 // Linear/Matmul: pipeline steps over a line of `count` blocks, each kStep deep: a block's side along the reduction (its
@@ -44,12 +48,33 @@ __device__ __forceinline__ void tileAt(const KernelArgs& args, int linear, TileW
 template <Op kOp, int R, int C, int kTileM, int kStep, int kGroup>
 __device__ __forceinline__ bool tileWork(const KernelArgs& args, TileWork& work) {
   if constexpr (kOp == Op::Sampled) {
-    work.line = blockIdx.x;
-    work.first = args.blockColPtr[work.line] + static_cast<int32_t>(blockIdx.y) * kGroup;
-    work.count = min(kGroup, args.blockColPtr[work.line + 1] - work.first);
-    if (work.count <= 0) return false;
-    work.tokenBase = static_cast<int64_t>(blockIdx.z) * args.tokensPerSplit;
-    work.tokenEnd = min(args.m, work.tokenBase + args.tokensPerSplit);
+    if (args.groupList != nullptr) {
+      // Whole groups first, then the tail's pieces (KernelArgs::groupList).
+      const int32_t cta = static_cast<int32_t>(blockIdx.x);
+      int32_t group = cta;
+      work.split = -1;
+      work.tokenBase = 0;
+      work.tokenEnd = args.m;
+      if (cta >= args.fullGroups) {
+        const int32_t piece = cta - args.fullGroups;
+        group = args.fullGroups + piece / args.tailSplits;
+        work.split = piece % args.tailSplits;
+        work.tokenBase = static_cast<int64_t>(work.split) * args.tokensPerSplit;
+        work.tokenEnd = min(args.m, work.tokenBase + args.tokensPerSplit);
+        work.tailFirst = args.groupList[2 * args.fullGroups + 1];
+      }
+      work.line = args.groupList[2 * group];
+      work.first = args.groupList[2 * group + 1];
+      work.count = min(kGroup, args.blockColPtr[work.line + 1] - work.first);
+    } else {
+      work.line = blockIdx.x;
+      work.first = args.blockColPtr[work.line] + static_cast<int32_t>(blockIdx.y) * kGroup;
+      work.count = min(kGroup, args.blockColPtr[work.line + 1] - work.first);
+      work.tokenBase = static_cast<int64_t>(blockIdx.z) * args.tokensPerSplit;
+      work.tokenEnd = min(args.m, work.tokenBase + args.tokensPerSplit);
+      work.split = args.partials != nullptr ? static_cast<int32_t>(blockIdx.z) : -1;
+    }
+    if (work.count <= 0 || work.tokenBase >= work.tokenEnd) return false;
     work.steps = static_cast<int32_t>((work.tokenEnd - work.tokenBase + kStep - 1) / kStep);
   } else {
     tileAt<kOp, R, C, kTileM, kStep>(args, blockIdx.x, work);
@@ -86,6 +111,18 @@ __device__ __forceinline__ int32_t entryValue(const KernelArgs& args, const Tile
   return entry < kIndexCapacity ? indexB[entry] : args.valueIndex[work.first + entry];
 }
 
+// dW: where member `member`'s block starts in the float32 partials of this CTA's split: [splits][nnzBlocks][R][C] by the
+// block's place in the values, or with a group list [tailSplits][tailGroups * groupSize][R][C] by its column-wise entry
+// from the tail's first (KernelArgs::groupList).
+template <int R, int C>
+__device__ __forceinline__ int64_t partialOffset(const KernelArgs& args, const TileWork& work, const int32_t* indexB,
+                                                 int member) {
+  if (args.groupList != nullptr)
+    return (static_cast<int64_t>(work.split) * args.tailGroups * args.groupSize + (work.first + member - work.tailFirst)) *
+           R * C;
+  return (static_cast<int64_t>(work.split) * args.nnzBlocks + indexB[member]) * R * C;
+}
+
 // dW: outputs (row, col) and (row, col + 1) of a tile of G blocks stacked by rows: into the member's block of
 // the values, or as float32 into this split's partials when the tokens are split (none past work.count).
 template <typename T, int R, int C>
@@ -94,8 +131,8 @@ __device__ __forceinline__ void storeBlockPair(const KernelArgs& args, const Til
   const int member = row / R;
   if (member >= work.count) return;
   const int64_t at = (static_cast<int64_t>(indexB[member]) * R + row % R) * C + col;
-  if (args.partials) {
-    float* dst = args.partials + static_cast<int64_t>(blockIdx.z) * args.nnzBlocks * R * C + at;
+  if (work.split >= 0) {
+    float* dst = args.partials + partialOffset<R, C>(args, work, indexB, member) + (row % R) * C + col;
     *reinterpret_cast<float2*>(dst) = make_float2(v0, v1);
   } else {
     *reinterpret_cast<uint32_t*>(static_cast<T*>(args.out) + at) = packPair<T>(v0, v1);
@@ -109,7 +146,7 @@ __device__ __forceinline__ void storeBlockValue(const KernelArgs& args, const Ti
   const int member = row / R;
   if (member >= work.count) return;
   const int64_t at = (static_cast<int64_t>(indexB[member]) * R + row % R) * C + col;
-  if (args.partials) args.partials[static_cast<int64_t>(blockIdx.z) * args.nnzBlocks * R * C + at] = v;
+  if (work.split >= 0) args.partials[partialOffset<R, C>(args, work, indexB, member) + (row % R) * C + col] = v;
   else static_cast<T*>(args.out)[at] = static_cast<T>(v);
 }
 

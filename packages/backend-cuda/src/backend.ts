@@ -301,6 +301,19 @@ export class CudaBackend implements Backend {
    * "never" always runs the block kernels;
    * "always" takes the dense GEMM whenever cuBLAS is there. Returns the previous mode (process-wide).
    */
+  /**
+   * How the tensor-core weight-gradient kernels split the tokens of sampledMatmul over `pattern` with `tokens` rows in
+   * `dtype` (what they run when the dense GEMM does not): "1 split", "3 splits", or "264 whole groups, then 15 in 8
+   * pieces each" (whole waves of column groups, then the rest split into one short wave; docs/kernels.md); "declined"
+   * where they do not run (float32 without TF32, shapes without tensor-core kernels, a GPU before sm_80).
+   */
+  sampledPlan(pattern: BsrPattern, tokens: number, dtype: DType): string {
+    this.checkAlive();
+    if (!Number.isSafeInteger(tokens) || tokens < 1) throw new ValueError(`sampledPlan: tokens must be a positive whole number, got ${tokens}`);
+    const handle = this.pattern(pattern);
+    return this.native(() => this.addon.sampledPlan(handle, tokens, this.code(dtype)));
+  }
+
   setDenseSampledMode(mode: DenseSampledMode): DenseSampledMode {
     return this.setDenseMode("setDenseSampledMode", mode, (code) => this.addon.setDenseSampledMode(code));
   }

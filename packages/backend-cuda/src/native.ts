@@ -217,6 +217,8 @@ export interface NativeAddon {
   allowTf32(): boolean;
   /** How sampledMatmul may run through the dense GEMM: 0 auto (when it is faster), 1 never, 2 always; returns the previous mode. */
   setDenseSampledMode(mode: 0 | 1 | 2): number;
+  /** How the tensor-core dW kernels split the tokens of sampledMatmul over this pattern (the default options). */
+  sampledPlan(pattern: number, m: number, dtype: number): string;
   setDenseProductMode(mode: 0 | 1 | 2): number;
   /** First-use autotuning of the block-sparse products (process-wide); returns the previous setting. */
   setAutotune(on: boolean): boolean;
@@ -527,6 +529,7 @@ const NATIVE_FUNCTION_SET = {
   setAllowTf32: true,
   allowTf32: true,
   setDenseSampledMode: true,
+  sampledPlan: true,
   setDenseProductMode: true,
   setAutotune: true,
   clearAutotune: true,

@@ -436,6 +436,74 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
     }
   }, 120_000);
 
+  // dW whose column groups (a CTA's share: two 64x64 blocks or one 128x128 block of a column) fill whole waves of the
+  // GPU and a few more: on sm_90 the whole waves run whole groups and the rest run as a tail of pieces of the tokens,
+  // summed by a second pass (docs/kernels.md, "dW's last wave"). One group past one wave (its only block alone: a
+  // half-full group), nine past two, five past one at 128x128. Each output sampled against float64 in every block, the
+  // product run twice on different inputs (a block left unwritten would keep the first run's values).
+  test("sampledMatmul with a tail of pieces after whole waves of groups, bfloat16, every block sampled against float64", () => {
+    const backend = useCuda();
+    const previous = backend.setDenseSampledMode("never");
+    try {
+      const next = random(7373);
+      const wave = backend.device.multiprocessors;
+      const m = 4096;
+      const rows = 1024;
+      for (const [block, groups] of [
+        [64, wave + 1],
+        [64, 2 * wave + 9],
+        [128, wave + 5],
+      ] as const) {
+        // Four groups per full column (8 blocks of 64, 4 of 128), then one column with the remaining groups.
+        const perGroup = block === 64 ? 2 : 1;
+        const counts = new Array<number>(Math.floor(groups / 4)).fill(4 * perGroup);
+        if (groups % 4 > 0) counts.push((groups % 4) * perGroup - (perGroup - 1));
+        const cols = counts.length * block;
+        const blockRows = rows / block;
+        const mask = new Uint8Array(blockRows * counts.length);
+        counts.forEach((count, col) => {
+          for (let k = 0; k < count; k++) mask[((col + k * 3) % blockRows) * counts.length + col] = 1;
+        });
+        const pattern = BsrPattern.fromMask([rows, cols], [block, block], mask);
+        const plan = backend.sampledPlan(pattern, m, "bfloat16");
+        if (backend.device.computeCapability === "9.0")
+          expect(plan, `${block}x${block}, ${groups} groups on ${wave} SMs`).toMatch(/^\d+ whole groups, then \d+ in \d+ pieces each$/);
+        const { blockRow, blockCol } = pattern.coordinates;
+        tidy(() => {
+          sampledMatmul(randomTensor(next, [m, rows], "bfloat16").t, randomTensor(next, [m, cols], "bfloat16").t, pattern).dataSync();
+        });
+        tidy(() => {
+          const x = randomTensor(next, [m, cols], "bfloat16");
+          const dy = randomTensor(next, [m, rows], "bfloat16");
+          const dw = sampledMatmul(dy.t, x.t, pattern).dataSync();
+          const size = block * block;
+          expect(dw.length).toBe(pattern.nnzBlocks * size);
+          for (let i = 0; i < dw.length; i++) if (!Number.isFinite(dw[i])) expect.fail(`${block}: dW[${i}] is ${dw[i]}`);
+          for (let p = 0; p < pattern.nnzBlocks; p++) {
+            for (let k = 0; k < 6; k++) {
+              const r = Math.floor(next() * block);
+              const c = Math.floor(next() * block);
+              const row = blockRow[p] * block + r;
+              const col = blockCol[p] * block + c;
+              let ref = 0;
+              let magnitude = 0;
+              for (let t = 0; t < m; t++) {
+                const term = dy.values[t * rows + row] * x.values[t * cols + col];
+                ref += term;
+                magnitude += Math.abs(term);
+              }
+              const got = dw[p * size + r * block + c];
+              if (!(Math.abs(got - ref) <= Math.abs(ref) * 2 ** -7 + magnitude * 2 ** -16))
+                expect.fail(`${block}x${block} (${plan}): block ${p} (${r}, ${c}) is ${got}, expected ${ref}`);
+            }
+          }
+        });
+      }
+    } finally {
+      backend.setDenseSampledMode(previous);
+    }
+  }, 180_000);
+
   // dW over uneven block columns (a full one, odd counts, empty ones, a single block), patterns of one or two groups
   // (where the rule splits the tokens most) and token counts that end inside a 64-token step (65, 700, 4100), at 64x64,
   // 128x128 and the rectangles whose output tile is 64 or more wide (the wgmma dW tile on sm_90): every block against
