@@ -211,6 +211,19 @@ TailPlan ruleTail(const BsrPatternView& pattern, int64_t m, int64_t uniformSplit
   return plan;
 }
 
+// dW with 32x32 blocks on a wgmma device: the wgmma dW tile (four blocks of a column per CTA, with ruleTail's tail)
+// where the pattern is sparse and the tokens many, mma.sync's tile otherwise. Measured on an H200 (docs/kernels.md,
+// "dW's last wave"; 1024 <-> 4096 and 2048 x 2048 at 2048-8192 tokens): at density 0.1 1.14-1.81x mma.sync's tile in
+// all 13 cases; at 0.2-0.3 0.84-1.38x, by how whole the last wave of the one-CTA-per-SM tile falls (0.2: 0.84-1.00 in
+// all 9); at 0.5 0.75-0.99x. Above 0.12-0.18 the addon's dense route takes dW anyway (denseSampledWins).
+constexpr double kWgmmaDw32MaxDensity = 0.15;
+constexpr int64_t kWgmmaDw32MinTokens = 2048;
+bool wgmmaDw32Rule(const BsrPatternView& pattern, int64_t m) {
+  const double cells = double(pattern.blockRows) * double(pattern.blockCols);
+  return squareBlocks(pattern) && pattern.blockHeight == 32 && m >= kWgmmaDw32MinTokens && cells > 0 &&
+         double(pattern.nnzBlocks) / cells <= kWgmmaDw32MaxDensity;
+}
+
 // Linear/Matmul with 32x32 blocks and too few tiles to fill the GPU (a few hundred tokens or fewer), on lines of at
 // least kLineSplitMinLine blocks: the mma.sync tile with each line split into runs of blocks, one CTA each, and a second
 // pass summing the float32 partials. The split count brings the CTAs to about kLineSplitCtasPerSm per SM, each run
@@ -321,7 +334,8 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
     // wait on shared memory, except the X-resident tile where its rule holds (measured on an H200); with 128x128
     // blocks and many tokens the 256-token wgmma tile wins.
     const bool xResident = path == TcPath::Wgmma && xResidentRule(op, pattern, m, device.sms);
-    if (square && block == 32 && !xResident) path = TcPath::Mma;
+    const bool wgmmaDw = path == TcPath::Wgmma && op == tc::Op::Sampled && wgmmaDw32Rule(pattern, m);
+    if (square && block == 32 && !xResident && !wgmmaDw) path = TcPath::Mma;
     const bool wide = path == TcPath::Wgmma && width == 128 && op != tc::Op::Sampled && m >= tc::kWideTileMinTokens;
     variant = xResident ? tc::kXResidentTile : wide ? tc::kWideTile : tc::kDefaultTile;
     // At width 64, many tiles with short lines go to the persistent tile, at width 128 to the ping-pong tile
@@ -514,9 +528,10 @@ TcPath tcPathFor(DType dtype, const BsrPatternView& pattern) {
 
 std::string tcSampledPlan(DType dtype, const BsrPatternView& pattern, int64_t m) {
   if (!supported(dtype, pattern, m)) return "declined";
-  const TcPath path = tcPathFor(dtype, pattern);
+  TcPath path = tcPathFor(dtype, pattern);
   if (path == TcPath::Auto) return "declined";
   const DeviceInfo& device = currentDevice();
+  if (path == TcPath::Mma && device.wgmma && dtype != DType::Float32 && wgmmaDw32Rule(pattern, m)) path = TcPath::Wgmma;
   int64_t splits = ruleSplits(path, pattern, m, tc::kDefaultTile, device);
   const int64_t perSplit = ((m + splits - 1) / splits + 63) / 64 * 64;
   splits = (m + perSplit - 1) / perSplit;

@@ -439,8 +439,9 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
   // dW whose column groups (a CTA's share: two 64x64 blocks or one 128x128 block of a column) fill whole waves of the
   // GPU and a few more: on sm_90 the whole waves run whole groups and the rest run as a tail of pieces of the tokens,
   // summed by a second pass (docs/kernels.md, "dW's last wave"). One group past one wave (its only block alone: a
-  // half-full group), nine past two, five past one at 128x128. Each output sampled against float64 in every block, the
-  // product run twice on different inputs (a block left unwritten would keep the first run's values).
+  // half-full group), nine past two, five past one at 128x128, three past one at 32x32 (four blocks a group, density
+  // 0.125: the wgmma tile there too). Each output sampled against float64 in every block, the product run twice on
+  // different inputs (a block left unwritten would keep the first run's values).
   test("sampledMatmul with a tail of pieces after whole waves of groups, bfloat16, every block sampled against float64", () => {
     const backend = useCuda();
     const previous = backend.setDenseSampledMode("never");
@@ -448,14 +449,15 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
       const next = random(7373);
       const wave = backend.device.multiprocessors;
       const m = 4096;
-      const rows = 1024;
       for (const [block, groups] of [
         [64, wave + 1],
         [64, 2 * wave + 9],
         [128, wave + 5],
+        [32, wave + 3],
       ] as const) {
-        // Four groups per full column (8 blocks of 64, 4 of 128), then one column with the remaining groups.
-        const perGroup = block === 64 ? 2 : 1;
+        // Four groups per full column (16 blocks of 32, 8 of 64, 4 of 128), then one column with the remaining groups.
+        const rows = block === 32 ? 4096 : 1024;
+        const perGroup = 128 / block;
         const counts = new Array<number>(Math.floor(groups / 4)).fill(4 * perGroup);
         if (groups % 4 > 0) counts.push((groups % 4) * perGroup - (perGroup - 1));
         const cols = counts.length * block;
