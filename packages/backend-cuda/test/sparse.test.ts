@@ -44,6 +44,18 @@ function transposed(data: ArrayLike<number>, m: number, width: number): Float64A
 }
 
 /** dW = dY^T X on the pattern's blocks, in float64: [nnzBlocks, R, C] (each a dot product of two contiguous columns). */
+/** One output of dW = dY^T X in float64 over m tokens, and the sum of its terms' magnitudes (for a rounding bound). */
+function sampledOutput(dy: ArrayLike<number>, x: ArrayLike<number>, m: number, rows: number, cols: number, row: number, col: number): { ref: number; magnitude: number } {
+  let ref = 0;
+  let magnitude = 0;
+  for (let t = 0; t < m; t++) {
+    const term = dy[t * rows + row] * x[t * cols + col];
+    ref += term;
+    magnitude += Math.abs(term);
+  }
+  return { ref, magnitude };
+}
+
 function sampledReference(pattern: BsrPattern, dy: ArrayLike<number>, x: ArrayLike<number>, m: number): Float64Array {
   const [rows, cols] = pattern.shape;
   const [R, C] = pattern.blockShape;
@@ -415,15 +427,7 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
               const p = Math.floor(index / (block * block));
               const r = Math.floor(index / block) % block;
               const c = index % block;
-              const row = blockRow[p] * block + r;
-              const col = blockCol[p] * block + c;
-              let ref = 0;
-              let magnitude = 0;
-              for (let t = 0; t < m; t++) {
-                const term = dy.values[t * rows + row] * x.values[t * cols + col];
-                ref += term;
-                magnitude += Math.abs(term);
-              }
+              const { ref, magnitude } = sampledOutput(dy.values, x.values, m, rows, cols, blockRow[p] * block + r, blockCol[p] * block + c);
               const bound = Math.abs(ref) * rounding + magnitude * 2 ** -16;
               if (!(Math.abs(dw[index] - ref) <= bound))
                 expect.fail(`${dtype} ${block}x${block}: dW[${index}] (block ${p}, ${r}, ${c}) is ${dw[index]}, expected ${ref}`);
@@ -485,15 +489,7 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
             for (let k = 0; k < 6; k++) {
               const r = Math.floor(next() * block);
               const c = Math.floor(next() * block);
-              const row = blockRow[p] * block + r;
-              const col = blockCol[p] * block + c;
-              let ref = 0;
-              let magnitude = 0;
-              for (let t = 0; t < m; t++) {
-                const term = dy.values[t * rows + row] * x.values[t * cols + col];
-                ref += term;
-                magnitude += Math.abs(term);
-              }
+              const { ref, magnitude } = sampledOutput(dy.values, x.values, m, rows, cols, blockRow[p] * block + r, blockCol[p] * block + c);
               const got = dw[p * size + r * block + c];
               if (!(Math.abs(got - ref) <= Math.abs(ref) * 2 ** -7 + magnitude * 2 ** -16))
                 expect.fail(`${block}x${block} (${plan}): block ${p} (${r}, ${c}) is ${got}, expected ${ref}`);
