@@ -41,8 +41,8 @@ export interface ScipyBsrLayout {
   dtype: BsrDType;
 }
 
-/** Index arrays accepted from outside: int32, int64 (as PyTorch and NumPy often use) or numbers. */
-export type IndexArrayInput = Int32Array | BigInt64Array | ArrayLike<number>;
+/** Index arrays accepted from outside: int32, int64 or uint64 (as PyTorch and NumPy often use) or numbers. */
+export type IndexArrayInput = Int32Array | BigInt64Array | BigUint64Array | ArrayLike<number>;
 /** Values accepted from outside: float32 numbers, or raw 16-bit patterns with a 16-bit dtype. */
 export type ValuesInput = Float32Array | Uint16Array | ArrayLike<number>;
 
@@ -397,9 +397,9 @@ function checkNumbers(values: ArrayLike<number>): ArrayLike<number> {
   return values;
 }
 
-/** int32 / int64 / number indices as numbers, with int64 values outside int32 rejected. */
+/** int32 / int64 / uint64 / number indices as numbers, with 64-bit values outside int32 rejected. */
 export function indexArrayToInt32(array: IndexArrayInput, field: string): Int32Array | ArrayLike<number> {
-  if (array instanceof BigInt64Array) {
+  if (array instanceof BigInt64Array || array instanceof BigUint64Array) {
     const out = new Int32Array(array.length);
     for (let i = 0; i < array.length; i++) {
       const value = array[i];

@@ -212,15 +212,43 @@ function npyString(array: NpyArray, field: string): string {
   throw new BsrFormatError(field, `expected a string, got ${describeDtype(array)}`);
 }
 
+/** The typed array of each bool and integer dtype SciPy stores data in (a mask, counts). */
+const INTEGER_ARRAYS: Record<string, { new (buffer: ArrayBufferLike): ArrayLike<number | bigint> }> = {
+  b1: Uint8Array,
+  i1: Int8Array,
+  u1: Uint8Array,
+  i2: Int16Array,
+  u2: Uint16Array,
+  i4: Int32Array,
+  u4: Uint32Array,
+  i8: BigInt64Array,
+  u8: BigUint64Array,
+};
+
+/** Bool (any non-zero byte is True, as NumPy reads it) and integer data as float32, rounded past 2^24 as float64 data is. */
+function integersAsFloat32(kind: string, raw: ArrayBufferLike): Float32Array {
+  const source = new INTEGER_ARRAYS[kind](raw);
+  const out = new Float32Array(source.length);
+  for (let i = 0; i < source.length; i++) out[i] = kind === "b1" ? (source[i] !== 0 ? 1 : 0) : Number(source[i]);
+  return out;
+}
+
 /**
  * A matrix from a `scipy.sparse.save_npz` file holding a BSR matrix (or a CSR one, read
- * as 1 x 1 blocks). float32 and float16 data keep their dtype; float64 is rounded to float32.
+ * as 1 x 1 blocks). float32 and float16 data keep their dtype; float64 is rounded to float32,
+ * and bool and integer data (a mask, counts) are read as float32.
  * Unsorted block rows are sorted (as SciPy's `sort_indices()` does); a repeated block is refused.
  */
 export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
   if (!(bytes instanceof Uint8Array)) throw new BsrFormatError("bytes", "expected a Uint8Array");
   const wanted = new Set(["data.npy", "indices.npy", "indptr.npy", "shape.npy", "format.npy"]);
   const files = unzipMembers(bytes, wanted);
+  // The format first: a coo or dia archive lacks indices.npy, and saying so would hide what it holds.
+  const formatFile = files.get("format.npy");
+  const format = formatFile === undefined ? undefined : npyString(readNpy(formatFile, "format.npy"), "format.npy");
+  if (format !== undefined && format !== "bsr" && format !== "csr") {
+    throw new BsrFormatError("format.npy", `the archive holds a ${JSON.stringify(format)} matrix; only bsr and csr are read`);
+  }
   for (const name of wanted) {
     if (!files.has(name)) {
       const held = zipMemberNames(bytes).join(", ") || "nothing";
@@ -228,11 +256,6 @@ export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
     }
   }
   const read = (name: string) => readNpy(files.get(name)!, name);
-
-  const format = npyString(read("format.npy"), "format.npy");
-  if (format !== "bsr" && format !== "csr") {
-    throw new BsrFormatError("format.npy", `the archive holds a ${JSON.stringify(format)} matrix; only bsr and csr are read`);
-  }
   const shapeArray = read("shape.npy");
   const shapeValues = Array.from(toIndexArray(shapeArray, "shape.npy"), Number);
   if (shapeValues.length !== 2) throw new BsrFormatError("shape.npy", `expected 2 dimensions, got ${shapeValues.length}`);
@@ -251,7 +274,8 @@ export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
   if (data.kind === "f4") [values, dtype] = [new Float32Array(raw), "float32"];
   else if (data.kind === "f2") [values, dtype] = [new Uint16Array(raw), "float16"];
   else if (data.kind === "f8") [values, dtype] = [Float32Array.from(new Float64Array(raw)), "float32"];
-  else throw new BsrFormatError("data.npy", `expected float16, float32 or float64 data, got ${describeDtype(data)}`);
+  else if (Object.hasOwn(INTEGER_ARRAYS, data.kind)) [values, dtype] = [integersAsFloat32(data.kind, raw), "float32"];
+  else throw new BsrFormatError("data.npy", `expected bool, integer or float (16, 32 or 64-bit) data, got ${describeDtype(data)}`);
   const indptr = toIndexArray(read("indptr.npy"), "indptr.npy");
   const indices = indexArrayToInt32(toIndexArray(read("indices.npy"), "indices.npy"), "indices") as Int32Array;
   sortBlockRows(indptr, indices, values, dataShape[1] * dataShape[2]);

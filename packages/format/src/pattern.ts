@@ -333,7 +333,9 @@ function toInt32Indices(values: ArrayLike<number>, field: string): Int32Array {
   for (let i = 0; i < values.length; i++) {
     const value = values[i];
     if (typeof value !== "number" || !Number.isInteger(value) || value < -(2 ** 31) || value >= 2 ** 31) {
-      throw new BsrFormatError(field, `expected an int32 index, got ${String(value)}`, i);
+      // A bigint prints as the number it holds: say what it is, or "got 0" reads like a refused valid index.
+      const got = typeof value === "bigint" ? `the bigint ${value}n (pass numbers, or a BigInt64Array)` : String(value);
+      throw new BsrFormatError(field, `expected an int32 index, got ${got}`, i);
     }
     out[i] = value;
   }

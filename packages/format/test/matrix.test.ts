@@ -261,6 +261,32 @@ describe("PyTorch and SciPy layouts", () => {
     expect(Array.from(half.toDense())).toEqual([1, 2]);
   });
 
+  it("takes uint64 indices (a BigUint64Array, as NumPy's uint64 arrives) as it takes int64 ones", () => {
+    const matrix = BsrMatrix.fromScipy({
+      indptr: BigUint64Array.from([0n, 1n, 2n]),
+      indices: BigUint64Array.from([1n, 0n]),
+      data: [1, 2, 3, 4, 5, 6, 7, 8],
+      dataShape: [2, 2, 2],
+      shape: [4, 4],
+    });
+    expect(Array.from(matrix.toDense())).toEqual([0, 0, 1, 2, 0, 0, 3, 4, 5, 6, 0, 0, 7, 8, 0, 0]);
+    const error = expectFormatError(
+      () => BsrMatrix.fromTorch({ crowIndices: BigUint64Array.from([0n, 2n ** 40n]), colIndices: [0], values: [1], valuesShape: [1, 1, 1], size: [1, 1] }),
+      "crowIndices",
+      1,
+    );
+    expect(error.message).toContain("does not fit int32");
+  });
+
+  it("says a bigint in a plain index array is a bigint, rather than refusing a valid index by its value", () => {
+    const error = expectFormatError(
+      () => BsrMatrix.fromScipy({ indptr: [0n, 1n] as never, indices: [0], data: [1], dataShape: [1, 1, 1], shape: [1, 1] }),
+      "indptr",
+      0,
+    );
+    expect(error.message).toContain("got the bigint 0n");
+  });
+
   it("names the caller's fields in errors", () => {
     const good = { crowIndices: [0, 1, 2], colIndices: [1, 0], values: new Float32Array(8), valuesShape: [2, 2, 2] as const, size: [4, 4] as const };
     expectFormatError(() => BsrMatrix.fromTorch({ ...good, crowIndices: [0, 2, 1] }), "crowIndices", 2);

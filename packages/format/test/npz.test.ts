@@ -119,7 +119,7 @@ describe("SciPy save_npz files", () => {
     expect(fieldOf(archive({ "indptr.npy": undefined }))).toBe("indptr.npy");
     expect(fieldOf(archive({ "format.npy": npy("|S3", "()", strToU8("coo")) }))).toBe("format.npy");
     expect(fieldOf(archive({ "data.npy": npy("<f8", "(2, 2, 2)", new Uint8Array(60)) }))).toBe("data.npy");
-    expect(fieldOf(archive({ "data.npy": npy("<i4", "(2, 2, 2)", new Uint8Array(32)) }))).toBe("data.npy");
+    expect(fieldOf(archive({ "data.npy": npy("|S4", "(2, 2, 2)", new Uint8Array(32)) }))).toBe("data.npy");
     expect(fieldOf(archive({ "data.npy": npy("<f8", "(16,)", new Uint8Array(128)) }))).toBe("data.npy");
     expect(fieldOf(archive({ "data.npy": strToU8("garbage that is long enough") }))).toBe("data.npy");
     expect(fieldOf(archive({ "indices.npy": npy("<f4", "(2,)", new Uint8Array(8)) }))).toBe("indices.npy");
@@ -443,5 +443,58 @@ describe("refusals that say what the archive holds", () => {
     expect(error).toBeInstanceOf(BsrFormatError);
     expect((error as BsrFormatError).field).toBe("shape.npy");
     expect(error.message).toMatch(/0 x 6/);
+  });
+});
+
+describe("SciPy files of other formats and data types", () => {
+  it("names the format of a coo or dia archive (which has no indices.npy) rather than a missing member", () => {
+    const shape = npy("<i8", "(2,)", bytesOf(BigInt64Array.from([4n, 6n])));
+    const coo = zipSync({
+      "row.npy": npy("<i4", "(1,)", bytesOf(Int32Array.from([0]))),
+      "col.npy": npy("<i4", "(1,)", bytesOf(Int32Array.from([2]))),
+      "format.npy": npy("|S3", "()", strToU8("coo")),
+      "shape.npy": shape,
+      "data.npy": npy("<f8", "(1,)", bytesOf(Float64Array.from([5]))),
+    });
+    const dia = zipSync({
+      "offsets.npy": npy("<i4", "(1,)", bytesOf(Int32Array.from([0]))),
+      "format.npy": npy("|S3", "()", strToU8("dia")),
+      "shape.npy": shape,
+      "data.npy": npy("<f8", "(1, 6)", new Uint8Array(48)),
+    });
+    for (const [bytes, format] of [[coo, "coo"], [dia, "dia"]] as const) {
+      const error = thrown(() => decodeScipyNpz(bytes)) as BsrFormatError;
+      expect(error).toBeInstanceOf(BsrFormatError);
+      expect(error.field).toBe("format.npy");
+      expect(error.message).toContain(`holds a "${format}" matrix; only bsr and csr are read`);
+    }
+  });
+
+  it("reads bool and integer data (a mask, counts) as float32, as load_npz reads them", () => {
+    const cases: [string, Uint8Array, number[]][] = [
+      // NumPy reads any non-zero byte of a bool as True.
+      ["|b1", Uint8Array.from([1, 0, 1, 1, 0, 1, 2, 1]), [1, 0, 1, 1, 0, 1, 1, 1]],
+      ["|i1", bytesOf(Int8Array.from([-1, 2, 7, 8, 17, 18, 23, -128])), [-1, 2, 7, 8, 17, 18, 23, -128]],
+      ["<u2", bytesOf(Uint16Array.from([1, 2, 7, 8, 17, 18, 23, 65535])), [1, 2, 7, 8, 17, 18, 23, 65535]],
+      ["<i4", bytesOf(Int32Array.from([1, -2, 7, 8, 17, 18, 23, 2 ** 24])), [1, -2, 7, 8, 17, 18, 23, 2 ** 24]],
+      ["<i8", bytesOf(BigInt64Array.from([1n, 2n, -7n, 8n, 17n, 18n, 23n, 2n ** 40n])), [1, 2, -7, 8, 17, 18, 23, 2 ** 40]],
+      ["<u8", bytesOf(BigUint64Array.from([1n, 2n, 7n, 8n, 17n, 18n, 23n, 2n ** 63n])), [1, 2, 7, 8, 17, 18, 23, 2 ** 63]],
+      // 2^24 + 1 has no float32: it rounds, as float64 data does.
+      [">i4", Uint8Array.from([0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 7, 0, 0, 0, 8, 0, 0, 0, 17, 0, 0, 0, 18, 0, 0, 0, 23, 1, 0, 0, 1]), [1, 2, 7, 8, 17, 18, 23, 2 ** 24]],
+    ];
+    for (const [descr, data, blocks] of cases) {
+      const matrix = decodeScipyNpz(archive({ "data.npy": npy(descr, "(2, 2, 2)", data) }));
+      expect(matrix.dtype, descr).toBe("float32");
+      expect(Array.from(matrix.values), descr).toEqual(blocks);
+    }
+    const csrMask = archive({
+      "format.npy": npy("|S3", "()", strToU8("csr")),
+      "indices.npy": npy("<i4", "(2,)", bytesOf(Int32Array.from([0, 5]))),
+      "indptr.npy": npy("<i4", "(5,)", bytesOf(Int32Array.from([0, 1, 1, 1, 2]))),
+      "data.npy": npy("|b1", "(2,)", Uint8Array.from([1, 1])),
+    });
+    const dense = Array.from(decodeScipyNpz(csrMask).toDense());
+    expect(dense.filter((value) => value === 1).length).toBe(2);
+    expect([dense[0], dense[23]]).toEqual([1, 1]);
   });
 });
