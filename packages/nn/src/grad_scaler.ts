@@ -1,5 +1,5 @@
 import { noGrad } from "@blocksparse/autograd";
-import { cast, concat, mul, reshape, sum, type Tensor, tidy, ValueError } from "@blocksparse/core";
+import { cast, concat, keep, mul, reshape, sum, type Tensor, tidy, ValueError } from "@blocksparse/core";
 import { NnError } from "./errors";
 import { Optimizer } from "./optim";
 import { describeValue } from "./serialization";
@@ -85,7 +85,8 @@ export class GradScaler {
     const parameters = optimizer.params.filter((p) => p.grad !== null);
     const inverse = 1 / this.#scale;
     const finite = noGrad(() => {
-      const unscaled = parameters.map((p) => tidy(() => mul(cast(p.grad as Tensor, "float32"), inverse)));
+      // Kept, as backward keeps the gradients it writes: an enclosing tidy() would free them before step() reads them.
+      const unscaled = parameters.map((p) => keep(tidy(() => mul(cast(p.grad as Tensor, "float32"), inverse))));
       for (const [i, p] of parameters.entries()) {
         p.grad?.dispose();
         p.grad = unscaled[i];

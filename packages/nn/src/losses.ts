@@ -5,6 +5,7 @@ import {
   type CrossEntropyOptions,
   crossEntropy as coreCrossEntropy,
   div,
+  equal,
   exp,
   logSoftmax,
   mean,
@@ -17,6 +18,7 @@ import {
   Tensor,
   tidy,
   ValueError,
+  where,
 } from "@blocksparse/core";
 
 /** float16/bfloat16 widened to float32 (differentiably), so that losses reduce and return in float32 as under autocast. */
@@ -86,8 +88,10 @@ export function klDivergence(studentLogits: Tensor, teacherLogits: Tensor, optio
   }
   return tidy(() => {
     const teacherLogProbs = noGrad(() => logSoftmax(div(widened(teacherLogits), temperature), -1));
+    // A class the teacher rules out (logit -inf) adds nothing, as 0 log 0 = 0 in torch's kl_div (it was 0 * -inf = NaN).
+    const teacherTerms = noGrad(() => where(equal(teacherLogProbs, Number.NEGATIVE_INFINITY), 0, teacherLogProbs));
     const studentLogProbs = logSoftmax(div(widened(studentLogits), temperature), -1);
-    const perRow = sum(mul(exp(teacherLogProbs), sub(teacherLogProbs, studentLogProbs)), -1);
+    const perRow = sum(mul(exp(teacherLogProbs), sub(teacherTerms, studentLogProbs)), -1);
     if (reduction === "none") return perRow;
     return reduction === "sum" ? sum(perRow) : mean(perRow);
   });

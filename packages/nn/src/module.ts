@@ -1,5 +1,5 @@
 import { detach, noGrad } from "@blocksparse/autograd";
-import { cast, DTypeError, FLOAT_DTYPES, type FloatDType, getBackendInstance, keep, shapesEqual, Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
+import { cast, DTypeError, FLOAT_DTYPES, type FloatDType, getBackendInstance, isDType, keep, shapesEqual, Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
 import { StateDictError, type StateDictMismatch } from "./errors";
 import { Parameter } from "./parameter";
 import { BlockSparseWeight, describeEntry, type StateDict, type StateDictEntry } from "./state_dict";
@@ -172,13 +172,14 @@ export abstract class Module {
   /**
    * Moves every parameter to a backend and/or casts every floating-point parameter to a
    * dtype, as torch's `module.to`: `to("cuda")`, `to("bfloat16")`, `to({ backend, dtype })`.
-   * A string is a dtype when it names one ("float32", "float16", "bfloat16"), else a
+   * A string is a dtype when it names one ("float32", "float16", "bfloat16"; "int32" is refused), else a
    * backend. Each parameter's gradient goes with it (a parameter without one stays so).
    * Optimizer state follows at its next step; an optimizer keeps float32 master
    * copies of float16/bfloat16 parameters (see Optimizer's `masterWeights`).
    */
   to(target: string | ModuleTarget): this {
-    const { backend, dtype } = typeof target === "string" ? (isFloatDTypeName(target) ? { dtype: target } : { backend: target }) : checkTarget(target);
+    // A dtype's name that is not a float ("int32") is a dtype all the same, refused as torch refuses module.to(torch.int32).
+    const { backend, dtype } = typeof target === "string" ? (isDType(target) ? checkTarget({ dtype: target as FloatDType }) : { backend: target }) : checkTarget(target);
     const backendInstance = backend === undefined ? undefined : getBackendInstance(backend);
     // The tensor on the target (`t` itself when it is there already); a moved copy cast after is freed.
     const convert = (t: Tensor): Tensor => {

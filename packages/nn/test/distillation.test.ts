@@ -49,6 +49,28 @@ describe("klDivergence", () => {
     expect(t.grad ?? null).toBeNull();
   });
 
+  it("leaves out the classes a teacher rules out with a -inf logit, as torch's kl_div (0 log 0 = 0), in value and gradient", () => {
+    const student = tensor(Float32Array.from([1, 2, 3, 0.5, -1, 2]), [2, 3]);
+    student.requiresGrad = true;
+    const teacher = tensor(Float32Array.from([0, Number.NEGATIVE_INFINITY, 1, Number.NEGATIVE_INFINITY, 2, 0]), [2, 3]);
+    // The oracle over the classes each teacher row keeps; the student's softmax still spans all three.
+    const studentLogProbs = (row: number[]) => row.map((v) => v - Math.log(row.reduce((acc, w) => acc + Math.exp(w), 0)));
+    const s = [studentLogProbs([1, 2, 3]), studentLogProbs([0.5, -1, 2])];
+    const t = [studentLogProbs([0, 1]), studentLogProbs([2, 0])];
+    const rows = [Math.exp(t[0][0]) * (t[0][0] - s[0][0]) + Math.exp(t[0][1]) * (t[0][1] - s[0][2]), Math.exp(t[1][0]) * (t[1][0] - s[1][1]) + Math.exp(t[1][1]) * (t[1][1] - s[1][2])];
+    const none = host(klDivergence(student, teacher, { reduction: "none" }));
+    expect(none[0]).toBeCloseTo(rows[0], 5);
+    expect(none[1]).toBeCloseTo(rows[1], 5);
+    const loss = klDivergence(student, teacher, { reduction: "sum" });
+    expect(loss.item()).toBeCloseTo(rows[0] + rows[1], 5);
+    // d/ds = p_student - p_teacher, with p_teacher = 0 where it ruled the class out.
+    backward(loss);
+    const grad = host(student.grad as NonNullable<typeof student.grad>);
+    expect(grad.every(Number.isFinite)).toBe(true);
+    expect(grad[1]).toBeCloseTo(Math.exp(s[0][1]), 5);
+    expect(grad[3]).toBeCloseTo(Math.exp(s[1][0]), 5);
+  });
+
   it("refuses mismatched shapes and bad temperatures, naming them", () => {
     expect(() => klDivergence(randn([2, 3]), randn([2, 4]))).toThrow(ShapeError);
     expect(() => klDivergence(randn([2, 3]), randn([2, 3]), { temperature: 0 })).toThrow(/temperature must be/);

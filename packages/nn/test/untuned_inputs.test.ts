@@ -1,5 +1,5 @@
-import { BsrPattern, memory, ones, tensor, ValueError } from "@blocksparse/core";
-import { Adam, BlockSparseLinear, GradScaler, NnError, Parameter, SGD } from "@blocksparse/nn";
+import { BsrPattern, DTypeError, memory, ones, tensor, tidy, ValueError } from "@blocksparse/core";
+import { Adam, BlockSparseLinear, clipGradNorm, GradScaler, Linear, NnError, Parameter, SGD } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
 import { host } from "./helpers";
 
@@ -55,6 +55,26 @@ describe("GradScaler at the ends of float32's range", () => {
     const scaler = new GradScaler();
     expect(() => scaler.unscale({} as SGD)).toThrow(ValueError);
     expect(() => new GradScaler({ enabled: false }).step(undefined as unknown as SGD)).toThrow(/expected an Optimizer/);
+  });
+});
+
+describe("GradScaler.unscale inside a scope", () => {
+  it("keeps the gradients it unscales inside tidy(), so that a later clipGradNorm and step() still see them", () => {
+    const parameter = new Parameter(ones([2]));
+    const optimizer = new SGD([parameter], { lr: 0.5 });
+    const scaler = new GradScaler({ initScale: 4 });
+    tidy(() => {
+      withGrad(parameter, [4, 8]);
+      expect(scaler.unscale(optimizer)).toBe(true);
+    });
+    // They were freed with the scope: the step below then found no gradient and left the weights as they were.
+    expect(parameter.grad === null ? null : Array.from(host(parameter.grad))).toEqual([1, 2]);
+    expect(clipGradNorm([parameter], 100)).toBeCloseTo(Math.sqrt(5), 6);
+    expect(scaler.step(optimizer)).toBe(true);
+    scaler.update();
+    expect(Array.from(host(parameter.value))).toEqual([0.5, 0]);
+    optimizer.dispose();
+    parameter.dispose();
   });
 });
 
@@ -128,5 +148,16 @@ describe("setPattern with an optimizer or newValues of the wrong kind", () => {
     expect(host(layer.weight.value)).toEqual(values);
     layer.weight.dispose();
     layer.bias?.dispose();
+  });
+});
+
+describe("Module.to with a dtype that is not a float", () => {
+  it("is a DTypeError naming the float dtypes, as to({ dtype }) gives and torch's module.to(torch.int32) refuses (it was a BackendError for a backend 'int32')", () => {
+    const model = new Linear(2, 3, { seed: 1 });
+    expect(() => model.to("int32")).toThrow(DTypeError);
+    expect(() => model.to("int32")).toThrow(/Module\.to: dtype must be one of float32, float16, bfloat16, got "int32"/);
+    expect(model.weight.dtype).toBe("float32");
+    expect(model.to("bfloat16").dtype).toBe("bfloat16");
+    for (const parameter of model.parameters()) parameter.dispose();
   });
 });
