@@ -8,7 +8,7 @@ import { entriesOf, type SafetensorsContent, type SafetensorsDType, type Safeten
  * A BSR matrix `<name>` in a safetensors file is three ordinary tensors, named as PyTorch's
  * BSR parts so that `torch.sparse_bsr_tensor(crow, col, values, size)` rebuilds it:
  *   `<name>.crow_indices` I32 [blockRows + 1], `<name>.col_indices` I32 [nnzBlocks],
- *   `<name>.values` F32 | F16 | BF16 [nnzBlocks, R, C],
+ *   `<name>.values` F32 | F16 | BF16 [nnzBlocks, R, C] (read also: F64, and [nnz] for a CSR matrix's parts: 1 x 1 blocks),
  * and string metadata: `<name>.layout` = "bsr", `<name>.layout_version` = "1",
  * `<name>.shape` = "rows,cols", `<name>.block_shape` = "R,C", `<name>.dtype` = "float32" | ...
  */
@@ -159,18 +159,21 @@ export function getBsrMatrix(content: SafetensorsContent, name: string): BsrMatr
   if (dtype === undefined) {
     throw new BsrFormatError(valuesName, `values must be F32, F16, BF16 or F64, got ${values.dtype}`);
   }
-  if (values.shape.length !== 3) {
-    throw new BsrFormatError(valuesName, `expected shape [nnzBlocks, R, C], got ${JSON.stringify(values.shape)}`);
+  // 1-D values are a CSR matrix's parts (torch's sparse_csr_tensor: crow_indices, col_indices, values [nnz]): 1 x 1 blocks,
+  // as decodeScipyNpz reads SciPy's CSR.
+  if (values.shape.length !== 3 && values.shape.length !== 1) {
+    throw new BsrFormatError(valuesName, `expected shape [nnzBlocks, R, C] (or [nnz] for CSR), got ${JSON.stringify(values.shape)}`);
   }
+  const [blocks, blockRows, blockCols] = values.shape.length === 1 ? [values.shape[0], 1, 1] : values.shape;
   const declaredDType = meta(".dtype");
   if (declaredDType !== undefined && declaredDType !== (values.dtype === "F64" ? "float64" : dtype)) {
     throw new BsrFormatError(`${name}.dtype`, `metadata says ${declaredDType} but the values tensor is ${values.dtype}`);
   }
   const blockShape = parsePair(meta(".block_shape"), `${name}.block_shape`);
-  if (blockShape !== undefined && (blockShape[0] !== values.shape[1] || blockShape[1] !== values.shape[2])) {
+  if (blockShape !== undefined && (blockShape[0] !== blockRows || blockShape[1] !== blockCols)) {
     throw new BsrFormatError(
       `${name}.block_shape`,
-      `metadata says ${blockShape.join(",")} but the values tensor has blocks of ${values.shape[1]},${values.shape[2]}`,
+      `metadata says ${blockShape.join(",")} but the values tensor has blocks of ${blockRows},${blockCols}`,
     );
   }
   // Errors name the file key they come from, never an argument of fromTorch.
@@ -189,7 +192,7 @@ export function getBsrMatrix(content: SafetensorsContent, name: string): BsrMatr
       crowIndices: crow,
       colIndices: col,
       values: values.dtype === "F64" ? Float32Array.from(values.data) : (values.data as Float32Array | Uint16Array),
-      valuesShape: [values.shape[0], values.shape[1], values.shape[2]],
+      valuesShape: [blocks, blockRows, blockCols],
       size: shape,
       dtype,
     });

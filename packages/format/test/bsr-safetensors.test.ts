@@ -140,7 +140,8 @@ describe("BSR matrices in safetensors", () => {
       expect(thrown(() => getBsrMatrix(intValues, "w")).message).toMatch(/F32, F16, BF16 or F64, got I32/);
       const flatValues = fresh();
       flatValues.tensors.set("w.values", { dtype: "F32", shape: [matrix.nnzBlocks * 6], data: new Float32Array(matrix.nnzBlocks * 6) });
-      expect(fieldOf(() => getBsrMatrix(flatValues, "w"))).toBe("w.values");
+      // 1-D values are a CSR matrix's 1 x 1 blocks: here the metadata's 2 x 3 blocks disagree with them.
+      expect(fieldOf(() => getBsrMatrix(flatValues, "w"))).toBe("w.block_shape");
     });
 
     it("indices that break an invariant, with the position", () => {
@@ -232,6 +233,34 @@ describe("errors name the file key and the matrix", () => {
   it("null content or name is a BsrFormatError", () => {
     expect(fieldOf(() => getBsrMatrix(null as never, "w"))).toBe("content");
     expect(fieldOf(() => getBsrMatrix({ tensors: new Map(), metadata: {} }, undefined as never))).toBe("name");
+  });
+});
+
+describe("a CSR matrix's parts (torch.sparse_csr_tensor: values [nnz])", () => {
+  // [[0, 5, 0], [6, 0, 7]] as crow_indices, col_indices and 1-D values, with the shape in the metadata.
+  const csr = (metadata: Record<string, string> = {}): SafetensorsContent => ({
+    tensors: new Map([
+      ["w.crow_indices", { dtype: "I64", shape: [3], data: BigInt64Array.from([0n, 1n, 3n]) }],
+      ["w.col_indices", { dtype: "I64", shape: [3], data: BigInt64Array.from([1n, 0n, 2n]) }],
+      ["w.values", { dtype: "F32", shape: [3], data: Float32Array.from([5, 6, 7]) }],
+    ]),
+    metadata: { "w.shape": "2,3", ...metadata },
+  });
+
+  it("are read as 1 x 1 blocks, as decodeScipyNpz reads SciPy's CSR", () => {
+    const matrix = getBsrMatrix(csr(), "w");
+    expect(matrix.blockShape).toEqual([1, 1]);
+    expect(Array.from(matrix.toDense())).toEqual([0, 5, 0, 6, 0, 7]);
+    expect(getBsrMatrices(csr({ "w.block_shape": "1,1" })).get("w")?.nnzBlocks).toBe(3);
+    expect(fieldOf(() => getBsrMatrix(csr({ "w.block_shape": "2,2" }), "w"))).toBe("w.block_shape");
+  });
+
+  it("values of another rank are still refused, naming the tensor", () => {
+    const content = csr();
+    content.tensors.set("w.values", { dtype: "F32", shape: [3, 1], data: Float32Array.from([5, 6, 7]) });
+    const error = thrown(() => getBsrMatrix(content, "w")) as BsrFormatError;
+    expect(error.field).toBe("w.values");
+    expect(error.message).toContain("or [nnz] for CSR");
   });
 });
 
