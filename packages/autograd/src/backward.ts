@@ -1,5 +1,5 @@
 import { type Activation, type Backend, Tensor, add, engine, formatShape, fullOn, keep, shapesEqual, tidy } from "@blocksparse/core";
-import { AutogradError, GradientNotRegisteredError } from "./errors";
+import { AutogradError, GradientNotRegisteredError, InPlaceWriteError } from "./errors";
 import { type GradContext, type TensorMeta, getGradient } from "./registry";
 import { type Edge, type TapeNode, detach, freeIfUnused, freeNode, gradFnOf, noGrad } from "./tape";
 
@@ -131,6 +131,36 @@ interface Fusion {
   producer: TapeNode;
   pre: Tensor;
   activation: Activation;
+}
+
+/**
+ * Throws InPlaceWriteError if a node's output was written in place before a later op (or backward, as the loss) read
+ * it: its history then no longer describes its contents, and a gradient through it would be wrong. (The tensors a
+ * gradient saved need no check: they are clones holding the buffer the forward read, which a write never changes,
+ * since assign rebinds a tensor and an in-place kernel declines a buffer another tensor shares.) Runs before the
+ * walk, so nothing is freed or accumulated yet. Number compares only.
+ */
+function checkVersions(order: readonly TapeNode[], origin: { node: TapeNode; outputIndex: number }, loss: Tensor): void {
+  const made = origin.node.outputVersions[origin.outputIndex];
+  if (loss.storage.version !== made) throw outputWritten(origin.node, origin.outputIndex, made, loss.storage.version, "backward started from it as the loss");
+  for (const node of order) {
+    for (const edge of node.edges) {
+      const producer = edge.producer;
+      if (producer === null || edge.version === producer.outputVersions[edge.outputIndex]) continue;
+      const label = edge.index >= 0 ? `${edge.key}[${edge.index}]` : edge.key;
+      throw outputWritten(producer, edge.outputIndex, producer.outputVersions[edge.outputIndex], edge.version, `'${node.kernelName}' read it as its input '${label}'`);
+    }
+  }
+}
+
+function outputWritten(producer: TapeNode, outputIndex: number, expected: number, found: number, reader: string): InPlaceWriteError {
+  return new InPlaceWriteError(
+    `backward: output ${outputIndex} of '${producer.kernelName}' (${describe(producer.outputMeta[outputIndex])}) was written in place (it is at version ${found}; expected version ${expected}) before ${reader}: no gradient flows through a write. Read a new tensor instead of writing into this one, or write under noGrad into a tensor no recorded op reads.`,
+    producer.kernelName,
+    `output ${outputIndex}`,
+    expected,
+    found,
+  );
 }
 
 /**
@@ -341,6 +371,7 @@ export function backward(loss: Tensor, grad?: Tensor | null, options?: BackwardO
     return;
   }
   const order = reverseTopologicalOrder(origin.node);
+  checkVersions(order, origin, loss);
   const leavesDoneAt = lastUses(order);
   const senders = gradientSenders(order, origin);
   const pending = new Map<TapeNode, (Tensor | null)[]>();

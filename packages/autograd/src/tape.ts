@@ -20,7 +20,10 @@ export interface Edge {
   readonly outputIndex: number;
   /** The input itself when it is a leaf that requires grad. */
   readonly leaf: Tensor | null;
+  /** The input's version when this node read it: backward refuses an edge that read a producer's output after a write. */
+  readonly version: number;
 }
+
 
 let nextNodeId = 0;
 
@@ -42,6 +45,8 @@ export class TapeNode {
     readonly attrs: Record<string, unknown>,
     readonly inputMeta: Record<string, TensorMeta | TensorMeta[]>,
     readonly outputMeta: TensorMeta[],
+    /** Each output's version when the kernel made it. */
+    readonly outputVersions: number[],
     edges: Edge[],
   ) {
     this.edges = edges;
@@ -102,8 +107,9 @@ const save = (t: Tensor): Tensor => keep(detach(t));
 function edgeTo(key: string, index: number, t: Tensor): Edge | null {
   if (!tracksGrad(t)) return null;
   const fn = gradFns.get(t.id);
-  if (fn) return { key, index, meta: metaOf(t), producer: fn.node, outputIndex: fn.outputIndex, leaf: null };
-  return { key, index, meta: metaOf(t), producer: null, outputIndex: 0, leaf: t };
+  const version = t.storage.version;
+  if (fn) return { key, index, meta: metaOf(t), producer: fn.node, outputIndex: fn.outputIndex, leaf: null, version };
+  return { key, index, meta: metaOf(t), producer: null, outputIndex: 0, leaf: t, version };
 }
 
 /** Records one call if recording is on and an input tracks gradients. */
@@ -139,8 +145,12 @@ export function record(
   for (const o of outputs) if (o.dtype !== "int32") differentiable = true;
   if (!differentiable) return;
   const outputMeta: TensorMeta[] = new Array(outputs.length);
-  for (let i = 0; i < outputs.length; i++) outputMeta[i] = metaOf(outputs[i]);
-  const node = new TapeNode(kernelName, attrs, inputMeta, outputMeta, edges);
+  const outputVersions: number[] = new Array(outputs.length);
+  for (let i = 0; i < outputs.length; i++) {
+    outputMeta[i] = metaOf(outputs[i]);
+    outputVersions[i] = outputs[i].storage.version;
+  }
+  const node = new TapeNode(kernelName, attrs, inputMeta, outputMeta, outputVersions, edges);
   const config = getGradient(kernelName);
   if (config?.inputsToSave) {
     for (const key of config.inputsToSave) {

@@ -10,7 +10,7 @@ import {
   ValueError,
 } from "./errors";
 import { bfloat16BitsToFloat32Array, float16BitsToFloat32Array } from "./half";
-import { KERNEL_CATALOGUE, type KernelAttrs, type KernelInputs, type KernelName, type KernelOutputs } from "./kernel_names";
+import { KERNEL_CATALOGUE, type KernelAttrs, kernelDeclaration, type KernelInputs, type KernelName, type KernelOutputs } from "./kernel_names";
 import { formatShape, sizeOf } from "./shape";
 import { Tensor, type TensorStorage } from "./tensor";
 
@@ -253,6 +253,8 @@ export class Engine {
       }
     }
     if (capture) capture.made(outputs);
+    // The inputs the kernel wrote (canWriteInPlace made sure each is the only tensor on its buffer) count a write.
+    if ((attrs as { inPlace?: boolean }).inPlace === true) countInPlaceWrites(kernelName, inputs as Record<string, Tensor | Tensor[] | undefined>);
     if (this.observers.size > 0) {
       const record = { kernelName, inputs, attrs, outputs } as KernelRecord;
       for (const observer of [...this.observers]) observer(record);
@@ -419,6 +421,7 @@ export class Engine {
     if (record) record.refCount++;
     this.releaseBuffer(target.storage.dataId, target.storage.backend);
     target.storage.dataId = source.dataId;
+    target.storage.version++;
   }
 
   moveTensor(tensor: Tensor, backendName: string): Tensor {
@@ -468,6 +471,7 @@ export class Engine {
     this.retainBuffer(dataId);
     this.releaseBuffer(target.storage.dataId, target.storage.backend);
     target.storage.dataId = dataId;
+    target.storage.version++;
   }
 
   /** Drops a reference taken with retainBuffer (the same `forGraph`). */
@@ -582,6 +586,15 @@ export class Engine {
       numBytes += bytes;
     }
     return { numTensors, numBuffers, numBytes, backends };
+  }
+}
+
+/** Bumps the version of every tensor a kernel called with `inPlace: true` wrote (its declaration's inPlaceInputs). */
+function countInPlaceWrites(kernelName: string, inputs: Record<string, Tensor | Tensor[] | undefined>): void {
+  for (const key of kernelDeclaration(kernelName)?.inPlaceInputs ?? []) {
+    const value = inputs[key];
+    if (value instanceof Tensor) value.storage.version++;
+    else if (Array.isArray(value)) for (const t of value) t.storage.version++;
   }
 }
 

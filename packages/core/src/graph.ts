@@ -204,10 +204,14 @@ export function captureGraph<T>(fn: () => T, options?: { backend?: Backend } | n
       for (const input of inputs) {
         if (input.end) {
           if (input.tensor.dataId !== input.end) engine.pointAt(input.tensor, input.end);
-        } else if (input.written && !input.tensor.isDisposed && input.tensor.dataId !== input.dataId) {
-          engine.pointAt(input.tensor, input.dataId);
+          else input.tensor.storage.version++;
+        } else if (input.written && !input.tensor.isDisposed) {
+          if (input.tensor.dataId !== input.dataId) engine.pointAt(input.tensor, input.dataId);
+          else input.tensor.storage.version++;
         }
       }
+      // What the step returned was written again (a write, for autograd's version check, as pointAt's are).
+      for (const output of outputs) output.storage.version++;
       return result;
     },
     dispose(): void {

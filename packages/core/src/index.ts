@@ -52,7 +52,7 @@ export { disableLeakGuard, enableLeakGuard, type LeakGuardOptions, type LeakRepo
 export * from "./kernel_names";
 export { BsrPattern } from "./pattern";
 export * from "./shape";
-export { Tensor } from "./tensor";
+export { Tensor, type TensorStorage } from "./tensor";
 
 export * from "./ops/creation";
 export * from "./ops/elementwise";

@@ -16,6 +16,13 @@ export interface TensorStorage {
   dataId: DataId;
   backend: Backend;
   disposed: boolean;
+  /**
+   * Counts the writes into this tensor since it was made (`assign`, a kernel writing it in place, a graph replay
+   * pointing it at what it wrote): autograd compares it with the count it recorded to refuse a stale gradient.
+   * It lives here, per tensor, because that is where writes are seen: `assign` changes one tensor's buffer, never one
+   * another tensor shares, and a kernel writes a buffer in place only when one tensor uses it.
+   */
+  version: number;
   /** Whether the engine's finalizer watches the tensor (it is not until it can outlive every scope). */
   finalized?: boolean;
   /** Whether the tensor waits in the engine's nursery to be registered with the finalizer. */
@@ -50,7 +57,7 @@ export class Tensor {
     this.shape = Object.isFrozen(info.shape) ? info.shape : Object.freeze([...info.shape]);
     this.dtype = info.dtype;
     this.size = sizeOf(info.shape);
-    this.storage = { tensorId: this.id, dataId: info.dataId, backend, disposed: false };
+    this.storage = { tensorId: this.id, dataId: info.dataId, backend, disposed: false, version: 0 };
   }
 
   get rank(): number {
@@ -65,6 +72,11 @@ export class Tensor {
   /** The opaque handle of the current buffer (changes on `assign`). */
   get dataId(): DataId {
     return this.storage.dataId;
+  }
+
+  /** How many times the tensor was written in place since it was made (PyTorch's `_version`); see TensorStorage.version. */
+  get version(): number {
+    return this.storage.version;
   }
 
   get isDisposed(): boolean {
@@ -122,7 +134,8 @@ export class Tensor {
 
   /**
    * Replaces this tensor's contents by `other`'s (same shape and dtype, same backend):
-   * the buffer is shared, not copied. `other` stays valid. Used for in-place parameter updates.
+   * the buffer is shared, not copied. `other` stays valid. Used for in-place parameter updates. Counts as a write
+   * (`version`): a gradient recorded before it that needs this tensor's old contents is refused by backward.
    */
   assign(other: Tensor): void {
     this.throwIfDisposed("assign");

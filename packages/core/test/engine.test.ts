@@ -29,6 +29,8 @@ import {
   importBackendModules,
   tensorOn,
   type Tensor,
+  indexCopy,
+  multiTensorAdamUpdateInPlace,
 } from "@blocksparse/core";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
@@ -287,6 +289,35 @@ describe("tidy, keep and reference-counted buffers", () => {
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
     expect(backend.memory().buffers).toBe(buffers);
+  });
+});
+
+describe("a tensor's version counts the writes into it (what autograd checks)", () => {
+  it("assign and a kernel writing in place bump it; ops, clones and reshapes do not", () => {
+    const t = tensor([1, 2, 3]);
+    expect(t.version).toBe(0);
+    const view = reshape(t, [3, 1]);
+    const copy = t.clone();
+    exp(t).dispose();
+    expect(t.version).toBe(0);
+    t.assign(tensor([4, 5, 6]));
+    expect([t.version, view.version, copy.version]).toEqual([1, 0, 0]);
+    // Shared with nothing now: written in place by the kernel, no assign.
+    indexCopy(t, tensor([1], [1], "int32"), tensor([9]));
+    expect(t.version).toBe(2);
+    expect(Array.from(t.dataSync())).toEqual([4, 9, 6]);
+    dispose([t, view, copy]);
+  });
+
+  it("a kernel's in-place write bumps every tensor it wrote, and the fallback through assign bumps the same ones", () => {
+    const [param, grad, m, v] = [tensor([1, 2]), tensor([0.5, 0.5]), zeros([2]), zeros([2])];
+    const options = { steps: [1], lr: 0.1 };
+    multiTensorAdamUpdateInPlace([param], [grad], [m], [v], options);
+    expect([param.version, grad.version, m.version, v.version]).toEqual([1, 0, 1, 1]);
+    const shared = param.clone(); // Shared: the update runs out of place and is assigned.
+    multiTensorAdamUpdateInPlace([param], [grad], [m], [v], { ...options, steps: [2] });
+    expect([param.version, m.version, v.version, shared.version]).toEqual([2, 2, 2, 0]);
+    dispose([param, grad, m, v, shared]);
   });
 });
 
