@@ -16,17 +16,17 @@ export class GradientNotRegisteredError extends AutogradError {
 }
 
 /**
- * A tensor that a recorded gradient depends on was written in place after the forward recorded it (PyTorch's "one of
- * the variables needed for gradient computation has been modified by an inplace operation"): the tensor's `version`
- * is not the one the tape recorded, so backward would not differentiate what the forward computed.
+ * A recorded op's output was written in place (`assign`, a kernel writing it) before another op, or backward as the
+ * loss, read it: its `version` is not the one the tape recorded, so its history no longer describes its contents and
+ * backward would not differentiate what the forward computed (PyTorch records such a write as an op of its own).
  */
 export class InPlaceWriteError extends AutogradError {
   override name = "InPlaceWriteError";
   constructor(
     message: string,
-    /** The recorded kernel whose gradient depends on the tensor. */
+    /** The recorded kernel that made the tensor. */
     readonly kernelName: string,
-    /** Which of its tensors: `input 'a'`, `input 'tensors[1]'` or `output 0`. */
+    /** Which of its outputs: `output 0`. */
     readonly tensorLabel: string,
     readonly expectedVersion: number,
     readonly foundVersion: number,
