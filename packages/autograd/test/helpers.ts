@@ -52,3 +52,13 @@ export function expectGradients(fn: (...inputs: Tensor[]) => Tensor, inputs: Ten
   expect(failures).toEqual([]);
   expect(result.ok).toBe(true);
 }
+
+/** A tensor that requires grad (a leaf of the tape). */
+export function leaf(values: number[], shape = [values.length]): Tensor {
+  const t = tensor(values, shape);
+  t.requiresGrad = true;
+  return t;
+}
+
+/** A tensor's values (a gradient's, say) as numbers. */
+export const values = (t: Tensor | null): number[] => Array.from(t!.dataSync());

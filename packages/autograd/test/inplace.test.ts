@@ -1,17 +1,10 @@
-import { type Tensor, add, dispose, exp, indexCopy, mul, multiTensorAdamUpdateInPlace, sum, tensor, tidy, zeros } from "@blocksparse/core";
+import { add, dispose, exp, indexCopy, mul, multiTensorAdamUpdateInPlace, sum, tensor, tidy, zeros } from "@blocksparse/core";
 import { AutogradError, InPlaceWriteError, backward, detach, noGrad, zeroGrad } from "@blocksparse/autograd";
 import { describe, expect, it } from "vitest";
-import { poisonAllocations } from "./helpers";
+import { leaf, poisonAllocations, values } from "./helpers";
 
 poisonAllocations();
 
-function leaf(values: number[], shape = [values.length]): Tensor {
-  const t = tensor(values, shape);
-  t.requiresGrad = true;
-  return t;
-}
-
-const values = (t: Tensor | null): number[] => Array.from(t!.dataSync());
 
 /** The error `fn` throws (failing the test if it throws none). */
 function thrownBy(fn: () => void): InPlaceWriteError {

@@ -46,17 +46,10 @@ import {
   zeroGrad,
 } from "@blocksparse/autograd";
 import { describe, expect, it } from "vitest";
-import { poisonAllocations, randomTensor } from "./helpers";
+import { leaf, poisonAllocations, randomTensor, values } from "./helpers";
 
 poisonAllocations();
 
-function leaf(values: number[], shape = [values.length]): Tensor {
-  const t = tensor(values, shape);
-  t.requiresGrad = true;
-  return t;
-}
-
-const values = (t: Tensor | null): number[] => Array.from(t!.dataSync());
 
 describe("recording", () => {
   it("records ops whose inputs require grad; outputs track gradients, constants do not", () => {
