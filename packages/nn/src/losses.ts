@@ -12,6 +12,7 @@ import {
   mul,
   type Reduction,
   ShapeError,
+  shapesEqual,
   square,
   sub,
   sum,
@@ -102,6 +103,11 @@ export interface DistillationOptions {
   temperature?: number;
   /** Weight of the distillation term; the task loss gets 1 - alpha (default 0.5). */
   alpha?: number;
+  /**
+   * Rows whose target is this int32 (a padded position's label, e.g. -100 as Hugging Face's data collators write it)
+   * are left out of both terms: each is averaged over the other rows, as torch's cross_entropy(ignore_index=...) is.
+   */
+  ignoreIndex?: number;
 }
 
 /**
@@ -111,13 +117,30 @@ export interface DistillationOptions {
  * indices [...] for logits [..., C]; averaged over rows.
  */
 export function distillationLoss(studentLogits: Tensor, teacherLogits: Tensor, targets: Tensor, options: DistillationOptions = {}): Tensor {
-  const { temperature = 2, alpha = 0.5 } = options ?? {};
+  const { temperature = 2, alpha = 0.5, ignoreIndex } = options ?? {};
   checkLogits("distillationLoss", studentLogits, teacherLogits);
   checkTemperature("distillationLoss", temperature);
   if (typeof alpha !== "number" || !(alpha >= 0 && alpha <= 1)) throw new ValueError(`distillationLoss: alpha must be in [0, 1], got ${String(alpha)}`);
+  if (ignoreIndex !== undefined && !(Number.isInteger(ignoreIndex) && ignoreIndex >= -(2 ** 31) && ignoreIndex < 2 ** 31)) {
+    throw new ValueError(`distillationLoss: ignoreIndex must be an int32 (e.g. -100), got ${String(ignoreIndex)}`);
+  }
   return tidy(() => {
-    const soft = mul(klDivergence(studentLogits, teacherLogits, { temperature }), alpha * temperature * temperature);
+    let kl: Tensor;
+    if (ignoreIndex === undefined) {
+      kl = klDivergence(studentLogits, teacherLogits, { temperature });
+    } else {
+      // The mean over the rows kept: their per-row KL summed, over their count.
+      if (!(targets instanceof Tensor)) throw new ValueError("distillationLoss: targets must be a Tensor");
+      const kept = where(equal(targets, ignoreIndex), 0, 1);
+      const perRow = klDivergence(studentLogits, teacherLogits, { temperature, reduction: "none" });
+      if (!shapesEqual(perRow.shape, kept.shape)) {
+        throw new ShapeError(`distillationLoss: targets has shape [${targets.shape}], expected [${perRow.shape}] (the logits' rows)`);
+      }
+      kl = div(sum(mul(perRow, kept)), sum(kept));
+    }
+    const soft = mul(kl, alpha * temperature * temperature);
     if (alpha === 1) return soft;
-    return add(soft, mul(crossEntropy(studentLogits, targets), 1 - alpha));
+    const hard = crossEntropy(studentLogits, targets, ignoreIndex === undefined ? "mean" : { ignoreIndex });
+    return add(soft, mul(hard, 1 - alpha));
   });
 }

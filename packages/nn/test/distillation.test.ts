@@ -91,3 +91,37 @@ describe("distillationLoss", () => {
     expect(() => distillationLoss(student, teacher, labels, { alpha: 1.5 })).toThrow(/alpha must be in \[0, 1\]/);
   });
 });
+
+describe("distillationLoss with ignoreIndex", () => {
+  it("leaves the ignored rows out of both terms, each averaged over the rows kept, as torch's ignore_index", () => {
+    const student = randn([6, 5], { seed: 11 });
+    const teacher = randn([6, 5], { seed: 12 });
+    // Rows 1 and 4 are padding (-100, as Hugging Face's collators write it).
+    const labels = tensor(Int32Array.from([0, -100, 4, 2, -100, 1]), [6], "int32");
+    const kept = [0, 2, 3, 5];
+    const rows = klRows(host(student), host(teacher), 5, 2);
+    const klKept = kept.reduce((acc, r) => acc + rows[r], 0) / kept.length;
+    const keptStudent = tensor(kept.flatMap((r) => Array.from(host(student).subarray(r * 5, r * 5 + 5))), [4, 5]);
+    const ce = crossEntropy(keptStudent, tensor(Int32Array.from([0, 4, 2, 1]), [4], "int32")).item();
+    const loss = distillationLoss(student, teacher, labels, { temperature: 2, alpha: 0.6, ignoreIndex: -100 });
+    expect(loss.item()).toBeCloseTo(0.6 * 4 * klKept + 0.4 * ce, 5);
+    // Only the soft term: the padded rows still left out.
+    expect(distillationLoss(student, teacher, labels, { alpha: 1, ignoreIndex: -100 }).item()).toBeCloseTo(4 * klKept, 5);
+    // The padded rows get no gradient.
+    const s = student.clone();
+    s.requiresGrad = true;
+    backward(distillationLoss(s, teacher, labels, { ignoreIndex: -100 }));
+    const grad = host(s.grad!);
+    for (const r of [1, 4]) expect(Array.from(grad.subarray(r * 5, r * 5 + 5))).toEqual([0, 0, 0, 0, 0]);
+    const result = gradcheck((x) => distillationLoss(x, teacher, labels, { temperature: 2, alpha: 0.5, ignoreIndex: -100 }), [student]);
+    expect(result.ok, `abs ${result.maxAbsError} rel ${result.maxRelError}`).toBe(true);
+  });
+
+  it("refuses an ignoreIndex that is not an int32 and targets that do not match the rows", () => {
+    const student = randn([3, 4], { seed: 1 });
+    const labels = tensor(Int32Array.from([0, 1, 2]), [3], "int32");
+    expect(() => distillationLoss(student, student, labels, { ignoreIndex: 0.5 })).toThrow(ValueError);
+    expect(() => distillationLoss(student, student, labels, { ignoreIndex: 0.5 })).toThrow(/ignoreIndex must be an int32/);
+    expect(() => distillationLoss(student, student, tensor(Int32Array.from([0, 1]), [2], "int32"), { ignoreIndex: -100 })).toThrow(ShapeError);
+  });
+});
