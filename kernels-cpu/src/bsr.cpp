@@ -28,6 +28,9 @@ constexpr int64_t kSampledTokenChunk = 256;
 constexpr int64_t kSampledRun = 8;
 // Work items per thread of the few-token products (contiguous stretches of the values).
 constexpr int64_t kDecodeRunsPerThread = 4;
+// Rows of a block row the few-token bsrLinear sums at once: its lanes stay tokens x 512 x kDotLanes floats
+// (256 KiB at 8 tokens) whatever the block height (a block of 2^22 x 1 had taken 2 GiB per thread).
+constexpr int64_t kDecodeRowChunk = 512;
 
 // Splits [0, outer) into at most `parts` runs [runs[i], runs[i + 1]) of about equal ptr counts.
 std::vector<int64_t> balancedRuns(const int32_t* ptr, int64_t outer, int64_t parts) {
@@ -155,17 +158,20 @@ void bsrLinearFewTokens(const float* x, const BsrView& w, const float* bias, flo
   parallelFor(static_cast<int64_t>(runs.size()) - 1, [&](int64_t run) {
     thread_local std::vector<float> lanes;
     for (int64_t br = runs[run]; br < runs[run + 1]; br++) {
-      lanes.assign(static_cast<size_t>(tokens * R * kDotLanes), 0.0f);
-      for (int64_t p = w.blockRowPtr[br]; p < w.blockRowPtr[br + 1]; p++) {
-        decode.blockDot(w.values + p * blockFloats, R, C, px + int64_t(w.blockColIdx[p]) * tokens * C, C, tokens, lanes.data());
-      }
-      for (int64_t t = 0; t < tokens; t++) {
-        float* out = y + t * w.rows + br * R;
-        for (int64_t r = 0; r < R; r++) {
-          const float* acc = lanes.data() + (r * tokens + t) * kDotLanes;
-          float sum = bias != nullptr ? bias[br * R + r] : 0.0f;
-          for (int l = 0; l < kDotLanes; l++) sum += acc[l];
-          out[r] = sum;
+      for (int64_t r0 = 0; r0 < R; r0 += kDecodeRowChunk) {
+        const int64_t rows = std::min(kDecodeRowChunk, R - r0);
+        lanes.assign(static_cast<size_t>(tokens * rows * kDotLanes), 0.0f);
+        for (int64_t p = w.blockRowPtr[br]; p < w.blockRowPtr[br + 1]; p++) {
+          decode.blockDot(w.values + p * blockFloats + r0 * C, rows, C, px + int64_t(w.blockColIdx[p]) * tokens * C, C, tokens, lanes.data());
+        }
+        for (int64_t t = 0; t < tokens; t++) {
+          float* out = y + t * w.rows + br * R + r0;
+          for (int64_t r = 0; r < rows; r++) {
+            const float* acc = lanes.data() + (r * tokens + t) * kDotLanes;
+            float sum = bias != nullptr ? bias[br * R + r0 + r] : 0.0f;
+            for (int l = 0; l < kDotLanes; l++) sum += acc[l];
+            out[r] = sum;
+          }
         }
       }
     }

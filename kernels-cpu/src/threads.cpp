@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <exception>
 #include <mutex>
 #include <system_error>
 #include <thread>
@@ -37,7 +38,9 @@ class ThreadPool {
   }
 
   // The caller runs items too and returns once every item is done: it never waits for a worker that
-  // has not started (on a busy machine a sleeping worker can take a scheduler slice to wake).
+  // has not started (on a busy machine a sleeping worker can take a scheduler slice to wake). An item
+  // that throws (std::bad_alloc) ends the job: the items not started are skipped, and the first error is
+  // rethrown here once no thread runs an item (thrown on a worker, it would have aborted the process).
   void run(int64_t count, const std::function<void(int64_t)>& body) {
     if (count <= 0) return;
     if (workers_.empty() || count == 1) {
@@ -46,6 +49,8 @@ class ThreadPool {
     }
     const uint64_t generation = (posted_.load(std::memory_order_relaxed) + 1) & ((uint64_t(1) << (64 - kIndexBits)) - 1);
     body_ = &body;
+    error_ = nullptr;
+    failed_.store(false, std::memory_order_relaxed);
     done_.store(0, std::memory_order_relaxed);
     job_.store(generation << kIndexBits | static_cast<uint64_t>(count), std::memory_order_release);
     next_.store(generation << kIndexBits, std::memory_order_release);
@@ -69,6 +74,7 @@ class ThreadPool {
       std::unique_lock<std::mutex> lock(mutex_);
       finished_.wait(lock, [&] { return done_.load(std::memory_order_acquire) == total; });
     }
+    if (failed_.load(std::memory_order_acquire)) std::rethrow_exception(error_);
   }
 
  private:
@@ -106,7 +112,15 @@ class ThreadPool {
       if ((claim >> kIndexBits) != (job >> kIndexBits) || (claim & kIndexMask) >= (job & kIndexMask)) return;
       if (!next_.compare_exchange_weak(claim, claim + 1, std::memory_order_acq_rel)) continue;
       // Item claimed: the job cannot end (nor body_ change) before this item is counted done.
-      (*body_)(static_cast<int64_t>(claim & kIndexMask));
+      if (!failed_.load(std::memory_order_relaxed)) {
+        try {
+          (*body_)(static_cast<int64_t>(claim & kIndexMask));
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(mutex_);
+          if (!failed_.load(std::memory_order_relaxed)) error_ = std::current_exception();
+          failed_.store(true, std::memory_order_release);
+        }
+      }
       if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == (job & kIndexMask)) {
         { std::lock_guard<std::mutex> lock(mutex_); }
         finished_.notify_one();
@@ -152,6 +166,9 @@ class ThreadPool {
   std::condition_variable finished_;
   // The running job's body; written by the caller before it publishes the job in next_.
   const std::function<void(int64_t)>* body_ = nullptr;
+  // The first error an item of the running job threw (set under mutex_, read by the caller once every item is done).
+  std::exception_ptr error_;
+  std::atomic<bool> failed_{false};
   // (generation << kIndexBits) | item count, and | next unclaimed item, of the latest job.
   std::atomic<uint64_t> job_{0};
   std::atomic<uint64_t> next_{0};

@@ -7,7 +7,8 @@
 namespace bsk {
 
 // Runs body(i) for every i in [0, count), spread over the pool; returns when all are done.
-// Items are handed out one at a time (dynamic scheduling), so uneven items balance.
+// Items are handed out one at a time (dynamic scheduling), so uneven items balance. When an item
+// throws, the items not yet started are skipped and the first exception is rethrown to the caller.
 void parallelFor(int64_t count, const std::function<void(int64_t)>& body);
 
 // Threads the pool runs on, the calling thread included (at least 1).
