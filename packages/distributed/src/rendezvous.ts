@@ -18,6 +18,8 @@ export class Rendezvous {
     readonly worldSize: number,
     readonly timeoutMs: number,
     private readonly server: TcpStoreServer | null,
+    /** Put before every key this rendezvous publishes or collects: "" for a rank's first join, "join<n>/" for its n-th. */
+    private readonly keyPrefix: string,
   ) {}
 
   /**
@@ -41,11 +43,17 @@ export class Rendezvous {
       await server?.close();
       throw error;
     }
-    const rendezvous = new Rendezvous(store, env.rank, env.worldSize, timeoutMs, server);
+    let rendezvous = new Rendezvous(store, env.rank, env.worldSize, timeoutMs, server, "");
     try {
+      // Counts the processes holding this rank now: destroy gives the rank back, so that it may join again.
       if ((await store.add(`rendezvous/rank/${env.rank}`, 1, { timeoutMs: wait })) > 1) {
+        // Given back at once: the process that holds the rank may still destroy its group and join again.
+        await store.add(`rendezvous/rank/${env.rank}`, -1, { timeoutMs: wait }).catch(() => {});
         throw new DistributedEnvError(`RANK=${env.rank} is used by two processes of this job: each process needs its own RANK in [0, ${env.worldSize - 1}]`);
       }
+      // A rank that joins again after destroy (as torch allows) uses fresh keys: values a failed collective left behind are not read.
+      const joins = await store.add(`rendezvous/joins/${env.rank}`, 1, { timeoutMs: wait });
+      if (joins > 1) rendezvous = new Rendezvous(store, env.rank, env.worldSize, timeoutMs, server, `join${joins}/`);
       // After the check above: a second process given the same RANK must not make the store take the first for gone.
       await store.join(env.rank, { timeoutMs: wait });
       const sizes = await rendezvous.exchange("rendezvous/world", new TextEncoder().encode(String(env.worldSize)), wait);
@@ -69,12 +77,12 @@ export class Rendezvous {
 
   /** Sets `key/<rank>` to `value`, dropped once `readers` ranks have read it. */
   async publish(key: string, value: Uint8Array, readers: number, wait: StoreTimeout = this.wait()): Promise<void> {
-    if (readers > 0) await this.store.set(`${key}/${this.rank}`, value, { reads: readers, timeoutMs: wait });
+    if (readers > 0) await this.store.set(`${this.keyPrefix}${key}/${this.rank}`, value, { reads: readers, timeoutMs: wait });
   }
 
   /** What each of `ranks` published under `key`, waiting up to the timeout for all of them. */
   async collect(key: string, ranks: readonly number[], wait: StoreTimeout = this.wait()): Promise<Map<number, Uint8Array>> {
-    const values = await Promise.all(ranks.map((peer) => this.store.get(`${key}/${peer}`, wait)));
+    const values = await Promise.all(ranks.map((peer) => this.store.get(`${this.keyPrefix}${key}/${peer}`, wait)));
     return new Map(ranks.map((peer, i) => [peer, values[i]]));
   }
 
@@ -99,6 +107,8 @@ export class Rendezvous {
     try {
       const wait = this.wait();
       await this.exchange("shutdown/arrived", new Uint8Array(0), wait);
+      // The rank is free again: a later join with it in this job (a store the launcher hosts outlives the group) is not a duplicate.
+      await this.store.add(`rendezvous/rank/${this.rank}`, -1, { timeoutMs: wait });
       // Before "left": once the others said they left, the rank hosting the store may close it.
       await this.store.leave({ timeoutMs: wait });
       if (this.server !== null) await this.collect("shutdown/left", this.others(), wait);

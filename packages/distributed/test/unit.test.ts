@@ -433,6 +433,31 @@ describe("CpuProcessGroup with two ranks in one process", () => {
     await expect(alone.allReduce(tensor([1]), "avg")).rejects.toThrow(/was destroyed/);
     await expect(alone.barrier()).rejects.toThrow(/was destroyed/);
   });
+
+  it("destroy then initProcessGroup again on the launcher's store joins a new group, instead of calling each rank a duplicate, and reads no value the first group left behind", async () => {
+    const server = await TcpStoreServer.listen("127.0.0.1", 0);
+    cleanups.push(() => server.close());
+    const env = (rank: number) => ({ rank, worldSize: 2, localRank: rank, localWorldSize: 2, masterAddr: "127.0.0.1", masterPort: server.port, launcherStore: true });
+    const join = () => Promise.all([0, 1].map((rank) => initProcessGroup({ env: env(rank), timeoutMs: 300 })));
+    const [a, b] = await within(join(), 10_000);
+    // Rank 0's allReduce times out (rank 1 skipped it): its value stays in the store, unread.
+    await expect(a.allReduce(tensor([100]))).rejects.toThrow(CollectiveError);
+    await within(Promise.all([a.destroy(), b.destroy()]), 10_000);
+    const again = await within(join(), 10_000);
+    const sums = [tensor([1]), tensor([2])];
+    // Rank 1 first: the value rank 0 left under the first group's key must not stand for rank 0's.
+    const second = again[1].allReduce(sums[1]);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await within(Promise.all([again[0].allReduce(sums[0]), second]), 10_000);
+    expect(sums.map((t) => t.item())).toEqual([3, 3]);
+    await within(Promise.all(again.map((group) => group.destroy())), 10_000);
+    // A second process given a rank that is held is still refused, and leaves the rank to its holder.
+    const [c, d] = await within(join(), 10_000);
+    await expect(initProcessGroup({ env: env(1), timeoutMs: 300 })).rejects.toThrow(/RANK=1 is used by two processes of this job/);
+    await within(Promise.all([c.destroy(), d.destroy()]), 10_000);
+    const last = await within(join(), 10_000);
+    await within(Promise.all(last.map((group) => group.destroy())), 10_000);
+  });
 });
 
 /** A group of one rank that records, in `log`, each all-reduce as it is called. */
