@@ -1,22 +1,22 @@
-import { add, reshape, ShapeError, slice, type Tensor, tanh, tidy } from "@blocksparse/core";
+import { add, DTypeError, reshape, ShapeError, slice, Tensor, tanh, tidy } from "@blocksparse/core";
 import { Dropout, Embedding, forwardLinearActivation, forwardResidual, LayerNorm, Linear, Module, ModuleList } from "@blocksparse/nn";
 import type { CheckpointRules } from "./checkpoint";
 import { type BertConfig, parseBertConfig } from "./config";
 import { ConfigError } from "./errors";
 import type { ModelOptions } from "./gpt2";
-import { activationModule, attention, checkOptions, checkTokenIds, initLikeHuggingFace, paddingMask, seedStream, splitHeads, uploadOn } from "./layers";
+import { activationModule, attention, checkOptions, checkTokenIds, dtypeHint, initLikeHuggingFace, paddingMask, seedStream, splitHeads, uploadOn } from "./layers";
 
 /** BertModel / RobertaModel feed-forward layers, for the patcher: encoder.layer.N.intermediate.dense and .output.dense. */
 export const BERT_FFN_LAYERS = /^encoder\.layer\.\d+\.(intermediate|output)\.dense$/;
 /** Their attention projections: attention.self.query / key / value and attention.output.dense. */
 export const BERT_ATTENTION_LAYERS = /^encoder\.layer\.\d+\.attention\.(self\.(query|key|value)|output\.dense)$/;
 
-/** Optional inputs of an encoder beside the token ids, all int32 [B, T]. */
+/** Optional inputs of an encoder beside the token ids, of the ids' shape ([B, T], or [T] for ids given as [T]); null is absent. */
 export interface EncoderInputs {
-  /** 1 where a token is attended to, 0 for padding (default: all ones). */
-  attentionMask?: Tensor;
-  /** Segment of each token (default: all zeros). */
-  tokenTypeIds?: Tensor;
+  /** 1 where a token is attended to, 0 for padding, int32 or float (default: all ones). */
+  attentionMask?: Tensor | null;
+  /** Segment of each token, int32 (default: all zeros). */
+  tokenTypeIds?: Tensor | null;
 }
 
 const ENCODER_INPUTS: readonly string[] = ["attentionMask", "tokenTypeIds"];
@@ -214,7 +214,7 @@ export class BertModel extends Module {
     if (this.maxLength() < 1) {
       throw new ConfigError(`${this.label}: pad_token_id=${this.config.pad_token_id} leaves no position of max_position_embeddings=${this.config.max_position_embeddings}`);
     }
-    const nextSeed = seedStream(this.label, options?.seed);
+    const nextSeed = seedStream(this.label, checkOptions<ModelOptions>(this.label, options, ["seed"], dtypeHint).seed);
     this.embeddings = new BertEmbeddings(this.config, nextSeed);
     this.encoder = new BertEncoder(this.config, nextSeed);
     this.pooler = new BertPooler(this.config, nextSeed);
@@ -234,12 +234,16 @@ export class BertModel extends Module {
     const [lastHiddenState, poolerOutput] = tidy(() => {
       const [batch, length] = checkTokenIds(this.label, "inputIds", inputIds, this.maxLength());
       const ids = reshape(inputIds, [batch, length]);
-      if (inputs.tokenTypeIds !== undefined) checkSameShape(this.label, "tokenTypeIds", inputs.tokenTypeIds, ids);
+      const attentionMask = optionalInput(this.label, "attentionMask", inputs.attentionMask, inputIds);
+      const tokenTypeIds = optionalInput(this.label, "tokenTypeIds", inputs.tokenTypeIds, inputIds);
+      if (tokenTypeIds !== undefined && tokenTypeIds.dtype !== "int32") {
+        throw new DTypeError(`${this.label}: tokenTypeIds has dtype ${tokenTypeIds.dtype}, expected int32 like the token ids`);
+      }
       const weights = this.embeddings.word_embeddings.weight.value;
       const positionIds = this.positionIds(ids);
       const positions = positionIds === undefined ? undefined : uploadOn(positionIds, [batch, length], ids, "int32");
-      const mask = inputs.attentionMask === undefined ? null : paddingMask(this.label, inputs.attentionMask, batch, length, weights);
-      const hidden = this.encoder.forward(this.embeddings.forward(ids, positions, inputs.tokenTypeIds), mask);
+      const mask = attentionMask === undefined ? null : paddingMask(this.label, attentionMask, batch, length, weights);
+      const hidden = this.encoder.forward(this.embeddings.forward(ids, positions, tokenTypeIds), mask);
       return [hidden, this.pooler.forward(hidden)];
     });
     return { lastHiddenState, poolerOutput };
@@ -305,8 +309,13 @@ export class RobertaModel extends BertModel {
   }
 }
 
-function checkSameShape(label: string, name: string, t: Tensor, ids: Tensor): void {
-  if (t.dtype !== "int32" || t.rank !== 2 || t.shape[0] !== ids.shape[0] || t.shape[1] !== ids.shape[1]) {
-    throw new ShapeError(`${label}: ${name} is [${t.shape}] ${t.dtype}, expected int32 [${ids.shape}] like the token ids`);
-  }
+/**
+ * An encoder input beside the token ids as [B, T] (a view of a [T] input for ids given as [T]), or undefined when
+ * absent (undefined or null, as Hugging Face's None); a value that is not a Tensor of the ids' shape is named.
+ */
+function optionalInput(label: string, name: string, value: unknown, inputIds: Tensor): Tensor | undefined {
+  if (value == null) return undefined;
+  if (!(value instanceof Tensor)) throw new DTypeError(`${label}: ${name} must be a Tensor, got ${Array.isArray(value) ? "an array" : typeof value}`);
+  if (`${value.shape}` !== `${inputIds.shape}`) throw new ShapeError(`${label}: ${name} has shape [${value.shape}], expected [${inputIds.shape}] like the token ids`);
+  return inputIds.rank === 1 ? reshape(value, [1, inputIds.shape[0]]) : value;
 }

@@ -3,6 +3,7 @@ import { type DType, fromStorage, type Tensor, tidy, transpose } from "@blockspa
 import type { SafetensorsTensor } from "@blocksparse/format";
 import { disposeStateDict, type Module, type StateDict, type StateDictMismatch } from "@blocksparse/nn";
 import { CheckpointError } from "./errors";
+import { checkOptions, dtypeHint } from "./layers";
 
 /** How a model's Hugging Face checkpoints name and lay out its parameters. */
 export interface CheckpointRules {
@@ -34,6 +35,8 @@ export interface CheckpointOptions {
   strict?: boolean;
 }
 
+export const CHECKPOINT_OPTIONS: readonly string[] = ["strict"];
+
 export interface CheckpointPlan {
   /** File key -> the model key it loads into, for every key that loads. */
   load: Map<string, { modelKey: string; transposed: boolean }>;
@@ -55,7 +58,7 @@ const format = (shape: readonly number[]) => `[${shape.join(", ")}]`;
  * the parameter's dtype).
  */
 export function planCheckpoint(model: HuggingFaceModel, headers: Map<string, TensorHeader>, options: CheckpointOptions | null = {}): CheckpointPlan {
-  const strict = options?.strict ?? true;
+  const strict = checkOptions<CheckpointOptions>("loadCheckpoint", options, CHECKPOINT_OPTIONS, dtypeHint).strict ?? true;
   const rules = model.checkpointRules();
   const parameters = new Map(model.namedParameters());
   const load: CheckpointPlan["load"] = new Map();

@@ -27,7 +27,7 @@ import { SeededRandom } from "@blocksparse/format";
 import { Dropout, Embedding, forwardLinearActivation, forwardResidual, LayerNorm, Linear, Module, ModuleList } from "@blocksparse/nn";
 import type { CheckpointRules } from "./checkpoint";
 import { type Gpt2Config, parseGpt2Config } from "./config";
-import { activationModule, attention, checkOptions, checkTokenIds, initLikeHuggingFace, MASKED, seedStream, splitHeads, uploadOn } from "./layers";
+import { activationModule, attention, checkOptions, checkTokenIds, dtypeHint, initLikeHuggingFace, MASKED, seedStream, splitHeads, uploadOn } from "./layers";
 
 /** GPT2LMHeadModel's feed-forward layers, for the patcher: transformer.h.N.mlp.c_fc and .c_proj. */
 export const GPT2_FFN_LAYERS = /^transformer\.h\.\d+\.mlp\.c_(fc|proj)$/;
@@ -427,10 +427,13 @@ export interface GenerateOptions {
   temperature?: number;
   /** When sampling, only among the topK most likely tokens (default 0: all of them). */
   topK?: number;
-  /** Seed of the draws when sampling (default 0): the same seed gives the same tokens. */
-  seed?: number;
-  /** A sequence that emits this token (below vocab_size) stops there, and is padded with it while the others go on. */
-  eosTokenId?: number;
+  /** Seed of the draws when sampling (default 0; null too): the same seed gives the same tokens. */
+  seed?: number | null;
+  /**
+   * A sequence that emits this token (below vocab_size) stops there, and is padded with it while the others go on
+   * (default, and null: no end token).
+   */
+  eosTokenId?: number | null;
   /**
    * 1 for a token, 0 for padding, [B, T] like inputIds: prompts of different lengths padded on the left (Hugging Face's
    * attention_mask). Padding is not attended to and does not count as a position, so each prompt continues as it
@@ -495,7 +498,7 @@ export class GPT2LMHeadModel extends Module {
   constructor(config: unknown, options: ModelOptions | null = {}) {
     super();
     this.config = parseGpt2Config(config);
-    const nextSeed = seedStream(this.label, options?.seed);
+    const nextSeed = seedStream(this.label, checkOptions<ModelOptions>(this.label, options, ["seed"], dtypeHint).seed);
     this.transformer = new GPT2Model(this.config, nextSeed);
     this.lm_head = new Linear(this.config.n_embd, this.config.vocab_size, { bias: false, seed: nextSeed() });
     const std = this.config.initializer_range;
@@ -558,14 +561,15 @@ export class GPT2LMHeadModel extends Module {
     const topK = checkCount(label, "topK", options.topK ?? 0, 0);
     const temperature = options.temperature ?? 0;
     if (!Number.isFinite(temperature) || temperature < 0) throw new ValueError(`${label}: temperature must be a finite number >= 0, got ${temperature}`);
-    if (options.seed !== undefined && !Number.isSafeInteger(options.seed)) throw new ValueError(`${label}: seed must be an integer, got ${options.seed}`);
+    if (options.seed != null && !Number.isSafeInteger(options.seed)) throw new ValueError(`${label}: seed must be an integer, got ${options.seed}`);
     const vocab = this.config.vocab_size;
     // A token: an integer below vocab_size, checked before the first step (on a GPU the embedding would only report an
     // id outside the vocabulary at the next read, after the step ran).
     const checkToken = (name: string, id: number) => {
       if (checkCount(label, name, id, 0) >= vocab) throw new ValueError(`${label}: ${name} ${id} is outside the vocabulary of ${vocab} tokens`);
     };
-    const eos = options.eosTokenId;
+    // null is no end token, as transformers' eos_token_id=None (config.json's eos_token_id is often null).
+    const eos = options.eosTokenId ?? undefined;
     if (eos !== undefined) checkToken("eosTokenId", eos);
     const [batch, length] = checkTokenIds(label, "inputIds", inputIds, this.config.n_positions);
     if (length + steps > this.config.n_positions) {

@@ -173,3 +173,7 @@ export function checkOptions<T>(label: string, options: unknown, names: readonly
   }
   return options as T;
 }
+
+/** checkOptions' hint where a dtype is asked for (transformers' torch_dtype): only fromPretrained casts. */
+export const dtypeHint = (camel: string): string =>
+  camel === "torchDtype" || camel === "dtype" ? " (fromPretrained takes dtype; a model built by hand is cast with model.to(dtype))" : "";

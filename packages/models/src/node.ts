@@ -5,10 +5,11 @@ import { MAX_HEADER_BYTES, parseSafetensorsHeader } from "@blocksparse/format";
 import { loadSafetensors } from "@blocksparse/format/node";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { BertModel, RobertaModel } from "./bert";
-import { type CheckpointOptions, type HuggingFaceModel, loadPlannedTensors, planCheckpoint, type TensorHeader } from "./checkpoint";
+import { CHECKPOINT_OPTIONS, type CheckpointOptions, type HuggingFaceModel, loadPlannedTensors, planCheckpoint, type TensorHeader } from "./checkpoint";
 import { modelTypeOf } from "./config";
 import { CheckpointError, ConfigError } from "./errors";
 import { GPT2LMHeadModel } from "./gpt2";
+import { checkOptions, dtypeHint } from "./layers";
 
 /** Node.js file helpers: checkpoint folders, sharded indexes, tokenizers. The main entry stays free of `node:` imports. */
 
@@ -119,6 +120,8 @@ async function checkpointFiles(path: string): Promise<{ files: string[]; headers
  * and mis-shaped keys); then the files are read one at a time.
  */
 export async function loadCheckpoint(model: HuggingFaceModel, path: string, options: CheckpointOptions | null = {}): Promise<LoadCheckpointResult> {
+  // An unknown option (torch_dtype) is refused before any file is read, not ignored.
+  checkOptions("loadCheckpoint", options, CHECKPOINT_OPTIONS, dtypeHint);
   const { files, headers } = await checkpointFiles(path);
   const plan = planCheckpoint(model, headers, options);
   for (const file of files) loadPlannedTensors(model, plan, (await loadSafetensors(file)).tensors);
@@ -159,7 +162,10 @@ export interface FromPretrainedOptions extends CheckpointOptions {
  * safetensors checkpoint, in eval mode.
  */
 export async function fromPretrained(dir: string, fromOptions: FromPretrainedOptions | null = {}): Promise<PretrainedModel> {
-  const options = fromOptions ?? {};
+  // An unknown option is refused, not ignored: transformers' torch_dtype would otherwise load float32 without a word.
+  const options = checkOptions<FromPretrainedOptions>("fromPretrained", fromOptions, [...CHECKPOINT_OPTIONS, "dtype"], (camel) =>
+    camel === "torchDtype" ? " (did you mean dtype?)" : "",
+  );
   // Checked before loading: Module.to would take any other string for a backend's name.
   if (options.dtype !== undefined && !FLOAT_DTYPES.includes(options.dtype)) {
     throw new ValueError(`fromPretrained: dtype must be one of ${FLOAT_DTYPES.join(", ")}, got ${JSON.stringify(options.dtype)}`);
@@ -178,7 +184,7 @@ export async function fromPretrained(dir: string, fromOptions: FromPretrainedOpt
     throw new ConfigError(`${where} has ${has}; supported: ${Object.keys(builders).join(", ")}`);
   }
   const model = build(config);
-  const { missingKeys } = await loadCheckpoint(model, dir, options);
+  const { missingKeys } = await loadCheckpoint(model, dir, { strict: options.strict });
   // As transformers warns: these parameters keep their initial values (a masked-LM file has no pooler).
   if (missingKeys.length > 0) console.warn(`fromPretrained: ${dir} does not hold ${missingKeys.join(", ")}; they keep their initial values`);
   if (options.dtype !== undefined && options.dtype !== "float32") model.to(options.dtype);

@@ -1,7 +1,7 @@
-import { cast, memory, randint, reshape, slice, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
+import { cast, DTypeError, memory, randint, reshape, ShapeError, slice, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
 import { loadSafetensors } from "@blocksparse/format/node";
 import { BertModel, ConfigError, GPT2LMHeadModel, type GenerateOptions, loadCheckpointTensors, RobertaModel } from "@blocksparse/models";
-import { fromPretrained, readConfig } from "@blocksparse/models/node";
+import { fromPretrained, loadCheckpoint, readConfig } from "@blocksparse/models/node";
 import { describe, expect, it } from "vitest";
 import { fixtures, leftBehind, relativeError } from "./helpers";
 
@@ -136,5 +136,53 @@ describe("inputs nobody tuned for", () => {
     expect(leftBehind(() => model.loss(ids, ids, { attentionMask: short }))).toBe(0);
     expect(leftBehind(() => model.generate(ids, { maxNewTokens: 29 }))).toBe(0);
     for (const t of [ids, mask, short]) t.dispose();
+  });
+
+  it("an encoder takes null inputs as absent (transformers' None), and a mask and token types of [T] for ids of [T]", async () => {
+    const model = (await fromPretrained(fixtures("bert"))) as BertModel;
+    const ids = tensor([5, 9, 2, 7], [4], "int32");
+    const mask = tensor([1, 1, 1, 0], [4], "int32");
+    const types = tensor([0, 0, 1, 1], [4], "int32");
+    const plain = model.forward(ids).toArray();
+    expect(model.forward(ids, { attentionMask: null, tokenTypeIds: null }).toArray()).toEqual(plain);
+    const batched = model.forward(reshape(ids, [1, 4]), { attentionMask: reshape(mask, [1, 4]), tokenTypeIds: reshape(types, [1, 4]) }).toArray();
+    expect(model.forward(ids, { attentionMask: mask, tokenTypeIds: types }).toArray()).toEqual(batched);
+    const before = memory().numTensors;
+    const { lastHiddenState, poolerOutput } = model.encode(ids, { attentionMask: mask, tokenTypeIds: types });
+    for (const t of [lastHiddenState, poolerOutput]) t.dispose();
+    expect(memory().numTensors).toBe(before);
+    // What is not a Tensor of the ids' shape is named.
+    expect(() => model.forward(ids, { attentionMask: [1, 1, 1, 0] as never })).toThrow(DTypeError);
+    expect(() => model.forward(ids, { attentionMask: [1, 1, 1, 0] as never })).toThrow(/BertModel: attentionMask must be a Tensor, got an array/);
+    expect(() => model.forward(ids, { tokenTypeIds: tensor([0, 0], [2], "int32") })).toThrow(ShapeError);
+    expect(() => model.forward(ids, { tokenTypeIds: tensor([0, 0], [2], "int32") })).toThrow(/tokenTypeIds has shape \[2\], expected \[4\] like the token ids/);
+    expect(() => model.forward(ids, { tokenTypeIds: tensor([0, 0, 1, 1], [4], "float32") })).toThrow(/tokenTypeIds has dtype float32, expected int32/);
+  });
+
+  it("generate takes a null eosTokenId and seed (config.json's eos_token_id: null) as none and the default", async () => {
+    const model = (await fromPretrained(fixtures("gpt2"))) as GPT2LMHeadModel;
+    const ids = randint(0, 96, [2, 3], { seed: 65 });
+    expect(model.generate(ids, { maxNewTokens: 3, eosTokenId: null }).toArray()).toEqual(model.generate(ids, { maxNewTokens: 3 }).toArray());
+    const sampled = { maxNewTokens: 3, temperature: 1 };
+    expect(model.generate(ids, { ...sampled, seed: null }).toArray()).toEqual(model.generate(ids, sampled).toArray());
+  });
+
+  it("model constructors, fromPretrained and loadCheckpoint refuse options they would ignore (torch_dtype loaded float32)", async () => {
+    const config = await readConfig(fixtures("gpt2"));
+    const refused = (run: () => unknown, message: RegExp) => {
+      expect(run).toThrow(ValueError);
+      expect(run).toThrow(message);
+    };
+    refused(() => new GPT2LMHeadModel(config, { dtype: "bfloat16" } as never), /GPT2LMHeadModel: unknown option 'dtype' \(fromPretrained takes dtype; a model built by hand is cast with model.to\(dtype\)\)/);
+    refused(() => new BertModel({}, { sed: 1 } as never), /BertModel: unknown option 'sed'; the options are seed/);
+    await expect(fromPretrained(fixtures("gpt2"), { torch_dtype: "bfloat16" } as never)).rejects.toThrow(/fromPretrained: unknown option 'torch_dtype' \(did you mean dtype\?\)/);
+    await expect(fromPretrained(fixtures("gpt2"), { strict: true, local_files_only: true } as never)).rejects.toThrow(ValueError);
+    const model = new GPT2LMHeadModel(config, { seed: 1 });
+    await expect(loadCheckpoint(model, fixtures("gpt2"), { torch_dtype: "float16" } as never)).rejects.toThrow(/loadCheckpoint: unknown option 'torch_dtype'/);
+    const content = await loadSafetensors(fixtures("gpt2/model.safetensors"));
+    refused(() => loadCheckpointTensors(model, content.tensors, { Strict: false } as never), /loadCheckpoint: unknown option 'Strict'; the options are strict/);
+    // The options they know still work.
+    const cast16 = (await fromPretrained(fixtures("gpt2"), { dtype: "bfloat16", strict: true })) as GPT2LMHeadModel;
+    expect(cast16.transformer.wte.weight.value.dtype).toBe("bfloat16");
   });
 });
