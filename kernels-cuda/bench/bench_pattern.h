@@ -137,7 +137,6 @@ void upload(const HostPattern& p, DevicePattern& d) {
   v.valueIndex = d.buffer + at[4];
   v.coordBlockRow = d.buffer + at[5];
   v.coordBlockCol = d.buffer + at[6];
-  bs::countColumnGroups(v, p.colPtr.data());
   bs::bindColumnGroupLists(v, d.buffer, groupLists);
 #ifndef TC_BENCH_NO_DEV
   if (scheduled) bs::tc::bindGroupSchedules(v, d.buffer, schedules);

@@ -561,7 +561,6 @@ Napi::Value createPattern(const Napi::CallbackInfo& info) {
   view.valueIndex = at, at += nnz;
   view.coordBlockRow = at, at += nnz;
   view.coordBlockCol = at;
-  countColumnGroups(view, cp);
   bindColumnGroupLists(view, base, groupLists);
   uint64_t id = nextPatternId++;
   patterns.emplace(id, PatternRecord{buffer, view});

@@ -33,7 +33,7 @@ struct BsrPatternView {
   const int32_t* rowGroupSteps;
   const int32_t* colGroupPtr;
   const int32_t* colGroupSteps;
-  // Counted on the host when the pattern is uploaded (countColumnGroups): columnGroups[i] is the number of groups of
+  // Counted on the host when the pattern is uploaded (bindColumnGroupLists): columnGroups[i] is the number of groups of
   // up to 2^i blocks the block columns split into, the sum over columns of ceil(k / 2^i) for a column of k blocks, i.e.
   // the CTAs a dW tile of 2^i blocks per column launches work for. 0 when not counted (the dispatch then estimates).
   int32_t columnGroups[kColumnGroupSizes];
@@ -42,11 +42,14 @@ struct BsrPatternView {
   const int32_t* columnGroupList[kColumnGroupSizes];
 };
 
+// Where each list of view.columnGroupList starts in the words a pattern uploads, and where the last one ends.
+using ColumnGroupOffsets = std::array<size_t, kColumnGroupSizes + 1>;
+
 // Appends the lists of view.columnGroupList, built from the host copy of blockColPtr ([blockCols + 1]), to the
-// words `packed` uploads; returns each list's offset in them (bindColumnGroupLists points the view there).
-inline std::array<size_t, kColumnGroupSizes> appendColumnGroupLists(std::vector<int32_t>& packed,
-                                                                    const int32_t* blockColPtr, int32_t blockCols) {
-  std::array<size_t, kColumnGroupSizes> offsets{};
+// words `packed` uploads (bindColumnGroupLists points a view there once they are on the device).
+inline ColumnGroupOffsets appendColumnGroupLists(std::vector<int32_t>& packed, const int32_t* blockColPtr,
+                                                 int32_t blockCols) {
+  ColumnGroupOffsets offsets{};
   for (int i = 0; i < kColumnGroupSizes; ++i) {
     offsets[i] = packed.size();
     for (int32_t c = 0; c < blockCols; ++c)
@@ -55,20 +58,16 @@ inline std::array<size_t, kColumnGroupSizes> appendColumnGroupLists(std::vector<
         packed.push_back(first);
       }
   }
+  offsets[kColumnGroupSizes] = packed.size();
   return offsets;
 }
 
-inline void bindColumnGroupLists(BsrPatternView& view, const int32_t* base,
-                                 const std::array<size_t, kColumnGroupSizes>& offsets) {
-  for (int i = 0; i < kColumnGroupSizes; ++i) view.columnGroupList[i] = base + offsets[i];
-}
-
-// Fills view.columnGroups from the host copy of blockColPtr ([blockCols + 1]).
-inline void countColumnGroups(BsrPatternView& view, const int32_t* blockColPtr) {
+// Points view.columnGroupList at the uploaded lists (base: the device copy of `packed`) and sets view.columnGroups to
+// their lengths.
+inline void bindColumnGroupLists(BsrPatternView& view, const int32_t* base, const ColumnGroupOffsets& offsets) {
   for (int i = 0; i < kColumnGroupSizes; ++i) {
-    int64_t groups = 0;
-    for (int32_t c = 0; c < view.blockCols; ++c) groups += (blockColPtr[c + 1] - blockColPtr[c] + (1 << i) - 1) >> i;
-    view.columnGroups[i] = static_cast<int32_t>(groups);
+    view.columnGroupList[i] = base + offsets[i];
+    view.columnGroups[i] = static_cast<int32_t>((offsets[i + 1] - offsets[i]) / 2);
   }
 }
 

@@ -1,8 +1,8 @@
 // Chooses a tensor-core path for each block-sparse product, or declines so the simple kernel runs.
 #include <algorithm>
-#include <string>
 #include <atomic>
 #include <optional>
+#include <string>
 
 #include "ptx.cuh"
 #include "tc_kernels.h"
@@ -153,6 +153,21 @@ int64_t columnGroupCount(const BsrPatternView& pattern, int64_t tileRows) {
   return std::max<int64_t>(1, (pattern.nnzBlocks + perGroup - 1) / perGroup + (perGroup > 1 ? pattern.blockCols / 2 : 0));
 }
 
+// The wgmma dW tile's CTAs that run at once on the device.
+int64_t sampledWave(const BsrPatternView& pattern, const DeviceInfo& device) {
+  return std::max<int64_t>(1, int64_t{device.sampledCtasPerSm(pattern.blockHeight)} * device.sms);
+}
+
+// The model's time of `groups` groups in `splits` token splits, in waves of whole-token groups (see ruleSplits).
+double uniformSplitCost(int64_t groups, int64_t splits, int64_t wave, int64_t m) {
+  const double waves = static_cast<double>((groups * splits + wave - 1) / wave);
+  return waves / static_cast<double>(splits) +
+         (splits > 1 ? static_cast<double>(splits) * 600.0 / static_cast<double>(m) : 0.0);
+}
+
+// Tokens of each of about `splits` splits of m: a multiple of the 64-token step.
+int64_t splitTokens(int64_t m, int64_t splits) { return ((m + splits - 1) / splits + 63) / 64 * 64; }
+
 int64_t ruleSplits(TcPath path, const BsrPatternView& pattern, int64_t m, int variant, const DeviceInfo& device) {
   const int64_t tileRows = variant == tc::kWideTile || variant == tc::kFeatureMajorDwTile ? 256 : 128;
   const int64_t groups = columnGroupCount(pattern, tileRows);
@@ -161,12 +176,11 @@ int64_t ruleSplits(TcPath path, const BsrPatternView& pattern, int64_t m, int va
     const int64_t slots = std::max<int64_t>(1, 2 * int64_t{device.sms});
     return std::min<int64_t>((slots + groups - 1) / groups, most);
   }
-  const int64_t wave = std::max<int64_t>(1, int64_t{device.sampledCtasPerSm(pattern.blockHeight)} * device.sms);
+  const int64_t wave = sampledWave(pattern, device);
   int64_t splits = 1;
   double best = 0.0;
   for (int64_t s = 1; s <= most; ++s) {
-    const double waves = static_cast<double>((groups * s + wave - 1) / wave);
-    const double cost = waves / static_cast<double>(s) + (s > 1 ? static_cast<double>(s) * 600.0 / static_cast<double>(m) : 0.0);
+    const double cost = uniformSplitCost(groups, s, wave, m);
     if (s == 1 || cost < best - 1e-9) {
       best = cost;
       splits = s;
@@ -191,7 +205,7 @@ TailPlan ruleTail(const BsrPatternView& pattern, int64_t m, int64_t uniformSplit
                   int forced) {
   TailPlan plan;
   const int64_t groups = columnGroupCount(pattern, 128);
-  const int64_t wave = std::max<int64_t>(1, int64_t{device.sampledCtasPerSm(pattern.blockHeight)} * device.sms);
+  const int64_t wave = sampledWave(pattern, device);
   const int64_t steps = (m + 63) / 64;
   const int64_t full = groups / wave * wave, tail = groups - full;
   if (full == 0 || tail == 0) return plan;
@@ -199,11 +213,8 @@ TailPlan ruleTail(const BsrPatternView& pattern, int64_t m, int64_t uniformSplit
                                     : std::min<int64_t>(wave / tail, steps / kTailMinSteps);
   if (pieces < 2) return plan;
   if (forced == 0) {
-    const double waves = static_cast<double>((groups * uniformSplits + wave - 1) / wave);
-    const double uniform = waves / static_cast<double>(uniformSplits) +
-                           (uniformSplits > 1 ? static_cast<double>(uniformSplits) * 600.0 / static_cast<double>(m) : 0.0);
     const double tailed = static_cast<double>(full / wave) + 1.0 / static_cast<double>(pieces) + 800.0 / static_cast<double>(m);
-    if (tailed >= uniform) return plan;
+    if (tailed >= uniformSplitCost(groups, uniformSplits, wave, m)) return plan;
   }
   plan.fullGroups = full;
   plan.tailGroups = tail;
@@ -222,6 +233,36 @@ bool wgmmaDw32Rule(const BsrPatternView& pattern, int64_t m) {
   const double cells = double(pattern.blockRows) * double(pattern.blockCols);
   return squareBlocks(pattern) && pattern.blockHeight == 32 && m >= kWgmmaDw32MinTokens && cells > 0 &&
          double(pattern.nnzBlocks) / cells <= kWgmmaDw32MaxDensity;
+}
+
+// How dW splits its tokens on `path` with tile `variant`: a uniform split count (the options' or ruleSplits'), and on
+// the default wgmma tile of a square block, with the rule's count and the group lists there, perhaps a tail (ruleTail)
+// in place of the split. run() launches it; tcSampledPlan reports it.
+struct SampledPlan {
+  int64_t splits = 1;          // uniform token splits (1 with a tail)
+  int64_t tokensPerSplit = 0;  // tokens of each split, or of each tail piece
+  int groupLog = 0;            // log2 of the blocks per group of the default tile (its column group list)
+  TailPlan tail;
+};
+SampledPlan planSampled(TcPath path, const BsrPatternView& pattern, int64_t m, int variant, const DeviceInfo& device,
+                        const TcOptions& options) {
+  SampledPlan plan;
+  plan.splits = options.splits > 0 ? std::min<int64_t>(options.splits, std::max<int64_t>(1, (m + 63) / 64))
+                                   : ruleSplits(path, pattern, m, variant, device);
+  plan.tokensPerSplit = splitTokens(m, plan.splits);
+  plan.splits = (m + plan.tokensPerSplit - 1) / plan.tokensPerSplit;
+  const int block = pattern.blockHeight;
+  plan.groupLog = block == 32 ? 2 : block == 64 ? 1 : 0;
+  if (path != TcPath::Wgmma || !squareBlocks(pattern) || variant != tc::kDefaultTile || options.splits != 0 ||
+      options.splitCluster || options.tailSplits < 0 || pattern.columnGroupList[plan.groupLog] == nullptr)
+    return plan;
+  plan.tail = ruleTail(pattern, m, plan.splits, device, options.tailSplits);
+  if (plan.tail.tailSplits > 0) {
+    plan.splits = 1;
+    plan.tokensPerSplit = splitTokens(m, plan.tail.tailSplits);
+    plan.tail.tailSplits = (m + plan.tokensPerSplit - 1) / plan.tokensPerSplit;
+  }
+  return plan;
 }
 
 // Linear/Matmul with 32x32 blocks and too few tiles to fill the GPU (a few hundred tokens or fewer), on lines of at
@@ -390,24 +431,18 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
 
   // dW: the token splits (see ruleSplits) unless the options name a count; each split's tokens a multiple of
   // the 64-token step.
+  // dW: the token splits, or whole waves and a tail of pieces (planSampled); each split's tokens a multiple of the
+  // 64-token step.
   int64_t splits = 1;
-  if (op == tc::Op::Sampled) {
-    splits = options.splits > 0 ? std::min<int64_t>(options.splits, std::max<int64_t>(1, (m + 63) / 64))
-                                : ruleSplits(path, pattern, m, variant, device);
-    const int64_t perSplit = ((m + splits - 1) / splits + 63) / 64 * 64;
-    splits = (m + perSplit - 1) / perSplit;
-    args.tokensPerSplit = perSplit;
-  }
-  // dW's tail (ruleTail): the default wgmma tile of a square block, with the rule's splits and the group lists there.
   TailPlan tail;
-  const int groupLog = block == 32 ? 2 : block == 64 ? 1 : 0;
-  if (op == tc::Op::Sampled && path == TcPath::Wgmma && square && variant == tc::kDefaultTile && options.splits == 0 &&
-      !options.splitCluster && options.tailSplits >= 0 && pattern.columnGroupList[groupLog] != nullptr) {
-    tail = ruleTail(pattern, m, splits, device, options.tailSplits);
+  int groupLog = 0;
+  if (op == tc::Op::Sampled) {
+    const SampledPlan plan = planSampled(path, pattern, m, variant, device, options);
+    splits = plan.splits;
+    args.tokensPerSplit = plan.tokensPerSplit;
+    tail = plan.tail;
+    groupLog = plan.groupLog;
     if (tail.tailSplits > 0) {
-      splits = 1;
-      args.tokensPerSplit = ((m + tail.tailSplits - 1) / tail.tailSplits + 63) / 64 * 64;
-      tail.tailSplits = (m + args.tokensPerSplit - 1) / args.tokensPerSplit;
       args.groupList = pattern.columnGroupList[groupLog];
       args.groupSize = 1 << groupLog;
       args.fullGroups = static_cast<int32_t>(tail.fullGroups);
@@ -532,19 +567,11 @@ std::string tcSampledPlan(DType dtype, const BsrPatternView& pattern, int64_t m)
   if (path == TcPath::Auto) return "declined";
   const DeviceInfo& device = currentDevice();
   if (path == TcPath::Mma && device.wgmma && dtype != DType::Float32 && wgmmaDw32Rule(pattern, m)) path = TcPath::Wgmma;
-  int64_t splits = ruleSplits(path, pattern, m, tc::kDefaultTile, device);
-  const int64_t perSplit = ((m + splits - 1) / splits + 63) / 64 * 64;
-  splits = (m + perSplit - 1) / perSplit;
-  const int groupLog = pattern.blockHeight == 32 ? 2 : pattern.blockHeight == 64 ? 1 : 0;
-  if (path == TcPath::Wgmma && squareBlocks(pattern) && pattern.columnGroupList[groupLog] != nullptr) {
-    const TailPlan tail = ruleTail(pattern, m, splits, device, 0);
-    if (tail.tailSplits > 0) {
-      const int64_t pieceTokens = ((m + tail.tailSplits - 1) / tail.tailSplits + 63) / 64 * 64;
-      return std::to_string(tail.fullGroups) + " whole groups, then " + std::to_string(tail.tailGroups) + " in " +
-             std::to_string((m + pieceTokens - 1) / pieceTokens) + " pieces each";
-    }
-  }
-  return std::to_string(splits) + (splits == 1 ? " split" : " splits");
+  const SampledPlan plan = planSampled(path, pattern, m, tc::kDefaultTile, device, TcOptions{});
+  if (plan.tail.tailSplits > 0)
+    return std::to_string(plan.tail.fullGroups) + " whole groups, then " + std::to_string(plan.tail.tailGroups) +
+           " in " + std::to_string(plan.tail.tailSplits) + " pieces each";
+  return std::to_string(plan.splits) + (plan.splits == 1 ? " split" : " splits");
 }
 
 bool tcTakesXResident(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m) {
