@@ -111,6 +111,9 @@ export class TcpStoreServer {
     const waiters = [...this.#waiters.values()].flat();
     this.#waiters.clear();
     for (const waiter of waiters) this.#refuseGet(waiter);
+    // Every connection learns it too (id 0 answers no request), before a rank that fails on it can exit: a rank whose
+    // next request then finds the store closed (its host was that rank) is told which rank the job lost.
+    for (const socket of this.#sockets) send(socket, { id: 0, ok: false, error: this.#lostRank.reason, lostRank: rank });
   }
 
   #refuseGet({ socket, id }: Waiter): void {
@@ -238,6 +241,8 @@ export class TcpStore {
   readonly #pending = new Map<number, Pending>();
   #nextId = 1;
   #closedReason: string | null = null;
+  // The rank the store said the job lost (its frame of id 0), if it did.
+  #lostRank: { rank: number; reason: string } | null = null;
 
   private constructor(socket: Socket, host: string, port: number) {
     this.#socket = socket;
@@ -253,6 +258,10 @@ export class TcpStore {
         return;
       }
       for (const frame of frames) {
+        if (Number(frame.header.id) === 0 && typeof frame.header.lostRank === "number") {
+          this.#lostRank ??= { rank: frame.header.lostRank, reason: String(frame.header.error) };
+          continue;
+        }
         const pending = this.#pending.get(Number(frame.header.id));
         if (pending === undefined) continue;
         this.#pending.delete(Number(frame.header.id));
@@ -356,7 +365,7 @@ export class TcpStore {
   }
 
   #request(header: Record<string, unknown>, payload: Uint8Array | undefined, what: string, timeout: StoreTimeout | undefined, late: string): Promise<Frame> {
-    if (this.#closedReason !== null) return Promise.reject(new StoreError(`store ${what}: ${this.#closedReason}`));
+    if (this.#closedReason !== null) return Promise.reject(this.#closedError(what));
     const id = this.#nextId++;
     // Encoded before anything is registered or sent: a frame too large fails here, leaving the connection as it was.
     const frame = encodeFrame({ ...header, id }, payload);
@@ -379,8 +388,15 @@ export class TcpStore {
     for (const [id, pending] of this.#pending) {
       this.#pending.delete(id);
       clearTimeout(pending.timer);
-      pending.reject(new StoreError(`store ${pending.what}: ${reason}`));
+      pending.reject(this.#closedError(pending.what));
     }
+  }
+
+  /** A request's error on a closed connection: a RankFailedError when the store had said which rank the job lost. */
+  #closedError(what: string): StoreError | RankFailedError {
+    const lost = this.#lostRank;
+    if (lost !== null) return new RankFailedError(lost.rank, `store ${what}: ${lost.reason}; then ${this.#closedReason}`);
+    return new StoreError(`store ${what}: ${this.#closedReason}`);
   }
 }
 

@@ -139,6 +139,23 @@ describe("a rank that is gone", () => {
     expect(await store.add("n", 1)).toBe(1);
   });
 
+  it("a connection with nothing waiting is told too: when the store then closes (its host failed on it), its next request is a RankFailedError naming the rank", async () => {
+    const { server, store } = await storePair();
+    const idle = await TcpStore.connect("127.0.0.1", server.port, { timeoutMs: 10_000 });
+    cleanups.push(() => idle.close());
+    const peer = await joined(server, 2);
+    // The store's word that rank 2 is gone reaches every connection; then the store goes, as when rank 0 hosted it.
+    const refused = store.get("never", 60_000).catch((caught: unknown) => caught);
+    peer.close();
+    expect(await within(refused, 5000)).toBeInstanceOf(RankFailedError);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await server.close();
+    const error = await within(idle.set("next", Uint8Array.from([1])), 5000).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(RankFailedError);
+    expect(error).toMatchObject({ rank: 2 });
+    expect((error as Error).message).toMatch(/store set 'next': rank 2 is gone: .*; then the store at 127\.0\.0\.1:\d+ closed the connection/);
+  });
+
   it("a connection that left, or never joined, closes without failing anyone: a get still waits for its value, or its timeout", async () => {
     const { server, store } = await storePair();
     const leaving = await joined(server, 1);
