@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "microkernel.h"
+#include "overflow.h"
 #include "pack.h"
 #include "products.h"
 #include "scratch.h"
@@ -24,6 +25,9 @@ constexpr int64_t kPackedTokenFloats = int64_t(1) << 19;
 constexpr int64_t kStripsPerItem = 8;
 // Tokens per chunk of the sampled product (K of its tiles).
 constexpr int64_t kSampledTokenChunk = 256;
+// Tokens per K slice of the js backend's sampledMatmul (core's compute/sampled_matmul.ts, TOKEN_CHUNK),
+// which rounds dW to float32 after each: the infinite or NaN outputs are recomputed so (overflow.h).
+constexpr int64_t kJsSampledSlice = 128;
 // Blocks of one block row per work item of the sampled product.
 constexpr int64_t kSampledRun = 8;
 // Work items per thread of the few-token products (contiguous stretches of the values).
@@ -133,6 +137,26 @@ void groupedProduct(const float* a, int64_t tokens, int64_t depth, const float* 
           }
         }
       }
+      // The item's tokens x group columns are complete: an infinite or NaN output (a float32 partial sum
+      // that overflowed) is recomputed in float64 over the group's blocks, as the js backend sums it.
+      const int64_t i1 = std::min(tokens, t0 + lastStrip * mr);
+      for (int64_t i = t0 + firstStrip * mr; i < i1; i++) {
+        float* row = out + i * ldOut + g * groups.width;
+        if (!anyNonFinite(row, groups.width)) continue;
+        const float* tokenRow = a + i * depth;
+        for (int64_t j = 0; j < groups.width; j++) {
+          if (!isNonFinite(row[j])) continue;
+          const double add = bias != nullptr ? double(bias[g * groups.width + j]) : 0.0;
+          row[j] = jsSum(count * seg, count * seg, add, [&](int64_t p) {
+            const int64_t q = first + p / seg;
+            const int64_t s = p % seg;
+            const int64_t block = groups.valueIndex != nullptr ? groups.valueIndex[q] : q;
+            const float* w = values + block * blockHeight * blockWidth;
+            const float b = groups.transposeBlock ? w[j * blockWidth + s] : w[s * blockWidth + j];
+            return double(tokenRow[groups.segmentIndex[q] * seg + s]) * double(b);
+          });
+        }
+      }
     });
   }
 }
@@ -172,6 +196,19 @@ void bsrLinearFewTokens(const float* x, const BsrView& w, const float* bias, flo
             for (int l = 0; l < kDotLanes; l++) sum += acc[l];
             out[r] = sum;
           }
+          // Lanes of +inf and -inf (overflowing products) sum to NaN: recomputed in float64 (overflow.h).
+          if (!anyNonFinite(out, rows)) continue;
+          const int64_t first = w.blockRowPtr[br];
+          const int64_t k = (w.blockRowPtr[br + 1] - first) * C;
+          for (int64_t r = 0; r < rows; r++) {
+            if (!isNonFinite(out[r])) continue;
+            const double add = bias != nullptr ? double(bias[br * R + r0 + r]) : 0.0;
+            out[r] = jsSum(k, k, add, [&](int64_t p) {
+              const int64_t q = first + p / C;
+              const int64_t c = p % C;
+              return double(w.values[q * blockFloats + (r0 + r) * C + c]) * double(x[t * w.cols + int64_t(w.blockColIdx[q]) * C + c]);
+            });
+          }
         }
       }
     }
@@ -190,6 +227,21 @@ void bsrMatmulFewTokens(const float* dy, const BsrView& w, float* dx, int64_t to
       decode.blockAxpy(w.values + int64_t(w.valueIndex[p]) * R * C, R, C, dy + int64_t(w.blockRowIdx[p]) * R, w.rows, tokens, sums.data());
     }
     for (int64_t t = 0; t < tokens; t++) std::copy(sums.begin() + t * C, sums.begin() + (t + 1) * C, dx + t * w.cols + bc * C);
+    // Infinite or NaN outputs (float32 sums that overflowed) recomputed in float64 (overflow.h).
+    const int64_t first = w.blockColPtr[bc];
+    const int64_t k = (w.blockColPtr[bc + 1] - first) * R;
+    for (int64_t t = 0; t < tokens; t++) {
+      float* out = dx + t * w.cols + bc * C;
+      if (!anyNonFinite(out, C)) continue;
+      for (int64_t c = 0; c < C; c++) {
+        if (!isNonFinite(out[c])) continue;
+        out[c] = jsSum(k, k, 0.0, [&](int64_t p) {
+          const int64_t q = first + p / R;
+          const int64_t r = p % R;
+          return double(w.values[int64_t(w.valueIndex[q]) * R * C + r * C + c]) * double(dy[t * w.rows + int64_t(w.blockRowIdx[q]) * R + r]);
+        });
+      }
+    }
   });
 }
 
@@ -268,6 +320,7 @@ void sampledMatmul(const float* dy, const float* x, const BsrView& w, float* dw,
       }
     });
     const bool add = t0 > 0;
+    const bool lastChunk = t0 + chunk >= tokens;
     parallelFor(static_cast<int64_t>(runs.size()) - 1, [&](int64_t run) {
       for (int64_t q = runs[run]; q < runs[run + 1]; q++) {
         const int64_t br = blockRowOf[q];
@@ -278,6 +331,17 @@ void sampledMatmul(const float* dy, const float* x, const BsrView& w, float* dw,
             const Segment segment{pdy + (br * rowStrips + rs) * mr * depth, px + (bc * colStrips + cs) * nr * depth, depth};
             kernel.run(Tile{&segment, 1, block + rs * mr * C + cs * nr, C, static_cast<int>(std::min<int64_t>(mr, R - rs * mr)),
                             static_cast<int>(std::min<int64_t>(nr, C - cs * nr)), add});
+          }
+        }
+        // The block is complete after the last chunk: an infinite or NaN output (a float32 sum that
+        // overflowed) is recomputed over all tokens in float64, in the js backend's token slices.
+        if (!lastChunk || !anyNonFinite(block, R * C)) continue;
+        for (int64_t r = 0; r < R; r++) {
+          for (int64_t c = 0; c < C; c++) {
+            if (!isNonFinite(block[r * C + c])) continue;
+            const float* dyColumn = dy + br * R + r;
+            const float* xColumn = x + bc * C + c;
+            block[r * C + c] = jsSum(tokens, kJsSampledSlice, 0.0, [&](int64_t t) { return double(dyColumn[t * w.rows]) * double(xColumn[t * w.cols]); });
           }
         }
       }

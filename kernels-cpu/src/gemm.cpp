@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "microkernel.h"
+#include "overflow.h"
 #include "pack.h"
 #include "products.h"
 #include "scratch.h"
@@ -27,7 +28,28 @@ constexpr int64_t kMinItemColumns = 128;
 // Columns per work item of the few-row path.
 constexpr int64_t kStreamColumns = 256;
 
+// K slice of the js backend's tiled matmul (core's compute/matmul.ts, KC), which rounds C to float32
+// after each, and the rows from which it tiles (FEW_ROWS; fewer sum all of K in float64).
+constexpr int64_t kJsSlice = 512;
+constexpr int64_t kJsFewRows = 8;
+
 int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Recomputes the infinite or NaN outputs among rows [i0, i1) and columns [j0, j1) of C = A B as the
+// js backend does (overflow.h): one check per row, so a finite product pays one pass over its output.
+void repairOverflow(MatrixView a, MatrixView b, float* c, int64_t ldc, int64_t m, int64_t k, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+  const int64_t slice = m < kJsFewRows ? k : kJsSlice;
+  for (int64_t i = i0; i < i1; i++) {
+    float* row = c + i * ldc;
+    if (!anyNonFinite(row + j0, j1 - j0)) continue;
+    const float* ai = a.data + i * a.rowStride;
+    for (int64_t j = j0; j < j1; j++) {
+      if (!isNonFinite(row[j])) continue;
+      const float* bj = b.data + j * b.colStride;
+      row[j] = jsSum(k, slice, 0.0, [&](int64_t p) { return double(ai[p * a.colStride]) * double(bj[p * b.rowStride]); });
+    }
+  }
+}
 
 void zeroRows(float* c, int64_t ldc, int64_t m, int64_t n) {
   for (int64_t i = 0; i < m; i++) std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
@@ -53,6 +75,7 @@ void gemmFewRows(MatrixView a, MatrixView b, float* c, int64_t ldc, int64_t m, i
           c[i * ldc + j] = accumulate ? c[i * ldc + j] + value : value;
         }
       }
+      if (!accumulate) repairOverflow(a, b, c, ldc, m, k, 0, m, j0, j1);
     });
     return;
   }
@@ -74,6 +97,7 @@ void gemmFewRows(MatrixView a, MatrixView b, float* c, int64_t ldc, int64_t m, i
       float* out = c + i * ldc + j0;
       for (int64_t j = 0; j < width; j++) out[j] = accumulate ? out[j] + sums[i][j] : sums[i][j];
     }
+    if (!accumulate) repairOverflow(a, b, c, ldc, m, k, 0, m, j0, j0 + width);
   });
 }
 
@@ -139,6 +163,8 @@ void gemm(MatrixView a, MatrixView b, float* c, int64_t ldc, int64_t m, int64_t 
           }
         }
       }
+      // This item's block of C is complete (every K slice added).
+      if (!accumulate) repairOverflow(a, b, c, ldc, m, k, i0, i0 + rows, j0 + js0 * nr, std::min(n, j0 + js1 * nr));
     });
   }
 }
