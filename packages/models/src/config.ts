@@ -7,6 +7,7 @@ const positiveInt = z.int(positive).check(z.positive(positive));
 const nonNegative = { error: "expected a non-negative number" };
 const nonNegativeNumber = z.number(nonNegative).check(z.nonnegative(nonNegative));
 const nonNegativeIntOrNull = { error: "expected a non-negative integer or null" };
+const tokenIdOrNull = z.nullable(z.int(nonNegativeIntOrNull).check(z.nonnegative(nonNegativeIntOrNull)));
 // Below 1, as nn's Dropout takes (torch's p = 1 zeroes everything in training).
 const probabilityRange = { error: "expected a probability in [0, 1)" };
 const probability = z.number(probabilityRange).check(z.minimum(0, probabilityRange), z.lt(1, probabilityRange));
@@ -39,6 +40,8 @@ const Gpt2ConfigSchema = z.object({
   scale_attn_by_inverse_layer_idx: orDefault(z.boolean({ error: "expected true or false" }), false),
   tie_word_embeddings: orDefault(z.boolean({ error: "expected true or false" }), true),
   add_cross_attention: orDefault(only(false), false),
+  // generate's end token when its options give none (transformers' GPT2Config default, GPT-2's <|endoftext|>); null: none.
+  eos_token_id: orDefault(tokenIdOrNull, 50256),
 });
 export type Gpt2Config = z.output<typeof Gpt2ConfigSchema>;
 
@@ -57,7 +60,7 @@ const BertConfigSchema = z.object({
   type_vocab_size: orDefault(positiveInt, 2),
   layer_norm_eps: orDefault(nonNegativeNumber, 1e-12),
   initializer_range: orDefault(nonNegativeNumber, 0.02),
-  pad_token_id: orDefault(z.nullable(z.int(nonNegativeIntOrNull).check(z.nonnegative(nonNegativeIntOrNull))), 0),
+  pad_token_id: orDefault(tokenIdOrNull, 0),
   position_embedding_type: orDefault(only("absolute"), "absolute"),
   is_decoder: orDefault(only(false), false),
   add_cross_attention: orDefault(only(false), false),

@@ -425,13 +425,26 @@ export interface GenerateOptions {
   maxNewTokens?: number;
   /** 0 (the default): the most likely token at each step. Above 0: a token drawn from softmax(logits / temperature). */
   temperature?: number;
-  /** When sampling, only among the topK most likely tokens (default 0: all of them). */
+  /**
+   * When sampling, only among the topK most likely tokens (default 0: all of them); every token whose logit ties the
+   * k-th largest is kept too, as transformers' top_k.
+   */
   topK?: number;
+  /**
+   * Nucleus sampling, as transformers' top_p (0 < topP <= 1; default 1: all tokens): when sampling, only among the
+   * smallest set of most probable tokens whose probabilities add up to topP (at least one token). Applied after the
+   * temperature and topK, as transformers orders them: the probabilities are those of softmax(logits / temperature)
+   * over the topK tokens.
+   */
+  topP?: number;
   /** Seed of the draws when sampling (default 0; null too): the same seed gives the same tokens. */
   seed?: number | null;
   /**
-   * A sequence that emits this token (below vocab_size) stops there, and is padded with it while the others go on
-   * (default, and null: no end token).
+   * A sequence that emits this token (below vocab_size) stops there, and is padded with it while the others go on.
+   * Default (absent or undefined): the config's `eos_token_id`, as transformers' generate takes it from the generation
+   * config (50256, GPT-2's `<|endoftext|>`, in GPT-2's config.json and where config.json has none); a config's id
+   * outside the vocabulary (a small test model's 50256) is a token the model never emits: no end token. null: no end
+   * token, whatever the config says.
    */
   eosTokenId?: number | null;
   /**
@@ -456,25 +469,40 @@ export interface GenerateOptions {
   graph?: boolean;
 }
 
-const GENERATE_OPTIONS: readonly string[] = ["maxNewTokens", "temperature", "topK", "seed", "eosTokenId", "attentionMask", "staticCache", "graph"];
+const GENERATE_OPTIONS: readonly string[] = ["maxNewTokens", "temperature", "topK", "topP", "seed", "eosTokenId", "attentionMask", "staticCache", "graph"];
 
 function checkCount(label: string, name: string, value: number, least: number): number {
   if (!Number.isInteger(value) || value < least) throw new ValueError(`${label}: ${name} must be an integer >= ${least}, got ${value}`);
   return value;
 }
 
-/** The next token from one row of logits: the largest, or a draw from the temperature's softmax over the topK largest. */
-function pickToken(logits: ArrayLike<number>, temperature: number, topK: number, random: () => number): number {
+/**
+ * The next token from one row of logits: the largest, or a draw from the temperature's softmax over the topK largest
+ * (ties at the k-th kept), then over the smallest most probable set of them whose probability reaches topP
+ * (transformers' temperature, top-k and top-p warpers, in that order).
+ */
+function pickToken(logits: ArrayLike<number>, temperature: number, topK: number, topP: number, random: () => number): number {
   let best = 0;
   for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
   if (temperature === 0) return best;
   let candidates = Array.from({ length: logits.length }, (_, i) => i);
   if (topK > 0 && topK < logits.length) {
-    // The k-th largest logit by a numeric typed-array sort, then the first topK tokens at or above it.
+    // The k-th largest logit by a numeric typed-array sort; every token at or above it stays (ties too, as transformers).
     const threshold = Float64Array.from(logits).sort()[logits.length - topK];
-    candidates = candidates.filter((i) => logits[i] >= threshold).slice(0, topK);
+    candidates = candidates.filter((i) => logits[i] >= threshold);
   }
-  const weights = candidates.map((i) => Math.exp((logits[i] - logits[best]) / temperature));
+  let weights = candidates.map((i) => Math.exp((logits[i] - logits[best]) / temperature));
+  if (topP < 1) {
+    // Most probable first (ties by index), taken until their mass reaches topP of the total: at least the first.
+    const order = candidates.map((_, j) => j).sort((a, b) => weights[b] - weights[a] || a - b);
+    const total = weights.reduce((a, b) => a + b, 0);
+    let kept = 0;
+    for (let mass = 0; kept < order.length && mass < topP * total; kept++) mass += weights[order[kept]];
+    // Back in index order, so the draw walks the tokens as without topP.
+    const keep = order.slice(0, kept).sort((a, b) => a - b);
+    candidates = keep.map((j) => candidates[j]);
+    weights = keep.map((j) => weights[j]);
+  }
   let draw = random() * weights.reduce((a, b) => a + b, 0);
   for (let i = 0; i < candidates.length; i++) {
     draw -= weights[i];
@@ -551,8 +579,8 @@ export class GPT2LMHeadModel extends Module {
    * and the one-token step is recorded once and replayed for each token (`graph`); elsewhere the cache grows a
    * position per step (GPT2Cache). Runs in eval mode without recording gradients (each module's mode
    * is restored after). Returns the sequences with their new tokens, [B, T + steps] int32, on the input's backend;
-   * all sequences get the same number of steps (with `eosTokenId`, a finished sequence is padded with it, and the
-   * steps end once every sequence has finished).
+   * all sequences get the same number of steps (with an end token, `eosTokenId` or by default the config's
+   * `eos_token_id`, a finished sequence is padded with it, and the steps end once every sequence has finished).
    */
   generate(inputIds: Tensor, generateOptions: GenerateOptions | null = {}): Tensor {
     const label = `${this.label}.generate`;
@@ -561,6 +589,8 @@ export class GPT2LMHeadModel extends Module {
     const topK = checkCount(label, "topK", options.topK ?? 0, 0);
     const temperature = options.temperature ?? 0;
     if (!Number.isFinite(temperature) || temperature < 0) throw new ValueError(`${label}: temperature must be a finite number >= 0, got ${temperature}`);
+    const topP = options.topP ?? 1;
+    if (!Number.isFinite(topP) || topP <= 0 || topP > 1) throw new ValueError(`${label}: topP must be a number in (0, 1], got ${topP}`);
     if (options.seed != null && !Number.isSafeInteger(options.seed)) throw new ValueError(`${label}: seed must be an integer, got ${options.seed}`);
     const vocab = this.config.vocab_size;
     // A token: an integer below vocab_size, checked before the first step (on a GPU the embedding would only report an
@@ -568,8 +598,10 @@ export class GPT2LMHeadModel extends Module {
     const checkToken = (name: string, id: number) => {
       if (checkCount(label, name, id, 0) >= vocab) throw new ValueError(`${label}: ${name} ${id} is outside the vocabulary of ${vocab} tokens`);
     };
-    // null is no end token, as transformers' eos_token_id=None (config.json's eos_token_id is often null).
-    const eos = options.eosTokenId ?? undefined;
+    // Absent: the config's end token, as transformers' generation config, unless the model cannot emit it (outside the
+    // vocabulary: a small test model's 50256). null is no end token, as transformers' eos_token_id=None.
+    const fromConfig = this.config.eos_token_id;
+    const eos = options.eosTokenId === undefined ? (fromConfig !== null && fromConfig < vocab ? fromConfig : undefined) : (options.eosTokenId ?? undefined);
     if (eos !== undefined) checkToken("eosTokenId", eos);
     const [batch, length] = checkTokenIds(label, "inputIds", inputIds, this.config.n_positions);
     if (length + steps > this.config.n_positions) {
@@ -683,7 +715,7 @@ export class GPT2LMHeadModel extends Module {
           const values = result.dataSync();
           if (result !== step?.result) result.dispose();
           const tokens = rows.map((_, b) =>
-            push(b, done[b] ? (eos as number) : greedy ? values[b] : pickToken(values.subarray(b * vocab, (b + 1) * vocab), temperature, topK, random)),
+            push(b, done[b] ? (eos as number) : greedy ? values[b] : pickToken(values.subarray(b * vocab, (b + 1) * vocab), temperature, topK, topP, random)),
           );
           if (next !== stepInput) next.dispose();
           next = uploadOn(tokens, [batch, 1], inputIds, "int32");

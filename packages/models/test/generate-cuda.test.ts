@@ -52,7 +52,7 @@ describe.skipIf(!availability.available && !required)("GPT-2 generation on cuda"
       const ids = randint(0, 96, [3, 5], { seed: 13 });
       const before = memory().numTensors;
       tidy(() => {
-        for (const options of [{ maxNewTokens: 20 }, { maxNewTokens: 20, temperature: 0.9, topK: 8, seed: 4 }]) {
+        for (const options of [{ maxNewTokens: 20 }, { maxNewTokens: 20, temperature: 0.9, topK: 8, seed: 4 }, { maxNewTokens: 20, temperature: 0.9, topK: 8, topP: 0.7, seed: 4 }]) {
           const eager = rowsOf(m.generate(ids, { ...options, graph: false, staticCache: true }));
           // The captured step is the default on cuda.
           expect(rowsOf(m.generate(ids, options))).toEqual(eager);
@@ -62,6 +62,11 @@ describe.skipIf(!availability.available && !required)("GPT-2 generation on cuda"
         const greedy = rowsOf(m.generate(ids, { maxNewTokens: 12, graph: false, staticCache: true }));
         const eos = greedy[1][8];
         expect(rowsOf(m.generate(ids, { maxNewTokens: 12, eosTokenId: eos, graph: true }))).toEqual(rowsOf(m.generate(ids, { maxNewTokens: 12, eosTokenId: eos, graph: false, staticCache: true })));
+        // The config's eos_token_id when no eosTokenId is given (the fixture's 50256 is outside its vocabulary): the
+        // graph's steps stop there too, and eosTokenId: null still runs them all.
+        m.config.eos_token_id = eos;
+        expect(rowsOf(m.generate(ids, { maxNewTokens: 12, graph: true }))).toEqual(rowsOf(m.generate(ids, { maxNewTokens: 12, eosTokenId: eos, graph: false, staticCache: true })));
+        expect(rowsOf(m.generate(ids, { maxNewTokens: 12, eosTokenId: null, graph: true }))).toEqual(greedy);
       });
       expect(memory().numTensors).toBe(before);
     });

@@ -1,5 +1,5 @@
 import { BackendError, concat, memory, randint, reshape, ShapeError, slice, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
-import { GPT2Cache, type GenerateOptions, type GPT2LMHeadModel } from "@blocksparse/models";
+import { ConfigError, GPT2Cache, type GenerateOptions, GPT2LMHeadModel } from "@blocksparse/models";
 import { GPT2StaticCache } from "../src/gpt2";
 import { fromPretrained } from "@blocksparse/models/node";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -186,5 +186,147 @@ describe("GPT-2 with a key/value cache", () => {
     // Every known option with its default value is accepted.
     const all = model.generate(ids, { maxNewTokens: 2, temperature: 0, topK: 0, seed: 0, staticCache: false, graph: false });
     expect(all.toArray()).toEqual(model.generate(ids, { maxNewTokens: 2 }).toArray());
+  });
+});
+
+/** The tokens transformers' warpers leave to draw from: temperature, then top-k (ties kept), then top-p (its code). */
+function transformersCandidates(logits: number[], temperature: number, topK: number, topP: number): number[] {
+  let scores = logits.map((v) => v / temperature);
+  if (topK > 0) {
+    // TopKLogitsWarper: scores < the k-th largest are removed.
+    const kth = [...scores].sort((a, b) => b - a)[Math.min(topK, scores.length) - 1];
+    scores = scores.map((v) => (v < kth ? -Infinity : v));
+  }
+  if (topP < 1) {
+    // TopPLogitsWarper: ascending order, cumulative softmax; cumulative <= 1 - top_p is removed, the last token kept.
+    const best = Math.max(...scores);
+    const weights = scores.map((v) => Math.exp(v - best));
+    const total = weights.reduce((a, b) => a + b, 0);
+    const ascending = weights.map((_, i) => i).sort((a, b) => weights[a] - weights[b]);
+    let cumulative = 0;
+    ascending.forEach((i, rank) => {
+      cumulative += weights[i] / total;
+      if (cumulative <= 1 - topP && rank < ascending.length - 1) scores[i] = -Infinity;
+    });
+  }
+  return scores.flatMap((v, i) => (v === -Infinity ? [] : [i]));
+}
+
+describe("generate as transformers' generate: the config's end token, top-p, top-k's ties", () => {
+  /** A tiny GPT-2 whose larger initial weights make varied, well-separated next tokens. */
+  const CONFIG = { vocab_size: 64, n_positions: 32, n_embd: 32, n_layer: 2, n_head: 4, initializer_range: 0.3 };
+  const ids = tensor([5, 17, 2, 30], [1, 4], "int32");
+  const seeds = Array.from({ length: 60 }, (_, seed) => seed);
+  /** The first new token of each seed's draw. */
+  const firstTokens = (model: GPT2LMHeadModel, options: GenerateOptions) =>
+    seeds.map((seed) => model.generate(ids, { ...options, maxNewTokens: 1, seed }).dataSync()[4]);
+  /** The logits of the prompt's last position, in eval mode (no dropout), as generate runs. */
+  const lastLogits = (model: GPT2LMHeadModel) => tidy(() => Array.from(slice(model.eval().forward(ids), [0, 3, 0], [1, 1, 64]).dataSync()));
+
+  it("without eosTokenId a sequence stops at the config's eos_token_id; eosTokenId: null is no end token", () => {
+    // Absent from config.json: transformers' default, 50256 (outside this vocabulary, so no end token here).
+    const plain = new GPT2LMHeadModel(CONFIG, { seed: 7 });
+    expect(plain.config.eos_token_id).toBe(50256);
+    const full = rowsOf(plain.generate(ids, { maxNewTokens: 8 }));
+    expect(full).toEqual(rowsOf(plain.generate(ids, { maxNewTokens: 8, eosTokenId: null })));
+    // The first new token as the config's end token (the run goes on to other tokens after it without one).
+    const eos = full[0][4];
+    expect(full[0].slice(5).some((token) => token !== eos)).toBe(true);
+    const withEos = new GPT2LMHeadModel({ ...CONFIG, eos_token_id: eos }, { seed: 7 });
+    expect(withEos.config.eos_token_id).toBe(eos);
+    const stopped = rowsOf(withEos.generate(ids, { maxNewTokens: 8 }));
+    // The steps end once the only sequence has finished: the prompt and the end token.
+    expect(stopped).toEqual([[...full[0].slice(0, 4), eos]]);
+    expect(rowsOf(withEos.generate(ids, { maxNewTokens: 8, eosTokenId: undefined }))).toEqual(stopped);
+    expect(rowsOf(withEos.generate(ids, { maxNewTokens: 8, eosTokenId: eos }))).toEqual(stopped);
+    // null overrides the config: no end token; another id overrides it too.
+    expect(rowsOf(withEos.generate(ids, { maxNewTokens: 8, eosTokenId: null }))).toEqual(full);
+    expect(rowsOf(withEos.generate(ids, { maxNewTokens: 8, eosTokenId: 63 - eos }))).toEqual(rowsOf(plain.generate(ids, { maxNewTokens: 8, eosTokenId: 63 - eos })));
+    // The same with the static cache and when sampling.
+    expect(rowsOf(withEos.generate(ids, { maxNewTokens: 8, staticCache: true }))).toEqual(stopped);
+    const sampled = { maxNewTokens: 8, temperature: 1, seed: 3 };
+    const drawn = rowsOf(plain.generate(ids, sampled))[0];
+    const drawnEos = new GPT2LMHeadModel({ ...CONFIG, eos_token_id: drawn[5] }, { seed: 7 });
+    expect(rowsOf(drawnEos.generate(ids, sampled))).toEqual(rowsOf(plain.generate(ids, { ...sampled, eosTokenId: drawn[5] })));
+    expect(rowsOf(drawnEos.generate(ids, sampled))[0].length).toBeLessThanOrEqual(6);
+    // config.json's eos_token_id: null is no end token; one that is not a token id is a ConfigError.
+    expect(new GPT2LMHeadModel({ ...CONFIG, eos_token_id: null }).config.eos_token_id).toBeNull();
+    expect(() => new GPT2LMHeadModel({ ...CONFIG, eos_token_id: -1 })).toThrow(ConfigError);
+    expect(() => new GPT2LMHeadModel({ ...CONFIG, eos_token_id: "50256" })).toThrow(/eos_token_id: expected a non-negative integer or null/);
+  });
+
+  it("the fixture's config.json end token (50256, outside its 96 tokens) is no end token", async () => {
+    const model = (await fromPretrained(fixtures("gpt2"))) as GPT2LMHeadModel;
+    expect(model.config.eos_token_id).toBe(50256);
+    const prompt = randint(0, 96, [2, 4], { seed: 61 });
+    const generated = model.generate(prompt, { maxNewTokens: 6 });
+    expect(generated.shape).toEqual([2, 10]);
+    expect(rowsOf(generated)).toEqual(rowsOf(model.generate(prompt, { maxNewTokens: 6, eosTokenId: null })));
+  });
+
+  it("topP draws from the smallest most probable set reaching topP, after the temperature and topK, as transformers", () => {
+    const model = new GPT2LMHeadModel(CONFIG, { seed: 3 });
+    const logits = lastLogits(model);
+    for (const [temperature, topK, topP] of [
+      [1, 0, 0.45],
+      [0.5, 0, 0.55],
+      [1, 3, 0.6],
+      [1, 10, 0.9],
+    ]) {
+      const want = transformersCandidates(logits, temperature, topK, topP);
+      // Each case keeps a few tokens: fewer than topK or top-p alone would, so the order matters.
+      expect(want.length).toBeGreaterThan(1);
+      expect(want.length).toBeLessThan(transformersCandidates(logits, 1, topK, 1).length);
+      expect(want.length).toBeLessThan(transformersCandidates(logits, temperature, 0, 1).length);
+      const drawn = new Set(firstTokens(model, { temperature, topK, topP }));
+      expect([...drawn].sort((a, b) => a - b)).toEqual(want);
+    }
+    // topP after topK: top-p over the 3 most likely tokens' renormalised probabilities, not top-p, then the 3.
+    expect(transformersCandidates(logits, 1, 3, 0.6).length).toBe(2);
+    // At least one token, whatever topP: the most likely, as greedy decoding (over several steps too).
+    const greedy = rowsOf(model.generate(ids, { maxNewTokens: 6 }));
+    expect(rowsOf(model.generate(ids, { maxNewTokens: 6, temperature: 2, topP: 1e-9, seed: 5 }))).toEqual(greedy);
+    expect(rowsOf(model.generate(ids, { maxNewTokens: 6, temperature: 2, topK: 4, topP: 1e-9, seed: 5 }))).toEqual(greedy);
+    // topP 1 is all tokens: the draws of no topP.
+    const sampled = { maxNewTokens: 6, temperature: 0.9, topK: 8, seed: 4 };
+    expect(rowsOf(model.generate(ids, { ...sampled, topP: 1 }))).toEqual(rowsOf(model.generate(ids, sampled)));
+    // Greedy decoding (temperature 0) ignores topP, as topK.
+    expect(rowsOf(model.generate(ids, { maxNewTokens: 6, topP: 0.3 }))).toEqual(greedy);
+    // The same draws with the static cache.
+    const nucleus = { maxNewTokens: 6, temperature: 1, topK: 10, topP: 0.8, seed: 9 };
+    expect(rowsOf(model.generate(ids, { ...nucleus, staticCache: true }))).toEqual(rowsOf(model.generate(ids, nucleus)));
+  });
+
+  it("topP outside (0, 1] is a ValueError naming it", () => {
+    const model = new GPT2LMHeadModel(CONFIG, { seed: 3 });
+    for (const topP of [0, -0.5, 1.5, Number.NaN, Number.POSITIVE_INFINITY, "0.5"]) {
+      expect(() => model.generate(ids, { temperature: 1, topP } as GenerateOptions)).toThrow(ValueError);
+      expect(() => model.generate(ids, { temperature: 1, topP } as GenerateOptions)).toThrow(`generate: topP must be a number in (0, 1], got ${topP}`);
+    }
+    expect(() => model.generate(ids, { top_p: 0.9 } as GenerateOptions)).toThrow(/unknown option 'top_p' \(did you mean topP\?\)/);
+    // Checked before anything runs, greedy too.
+    expect(() => model.generate(ids, { topP: 2 })).toThrow(/topP must be a number in \(0, 1\], got 2/);
+  });
+
+  it("topK keeps every token tied with the k-th largest logit, as transformers' top_k", () => {
+    // An untied head whose rows a+1 and a+2 are row a's, a the most likely token: three logits tied at the top.
+    const model = new GPT2LMHeadModel({ ...CONFIG, tie_word_embeddings: false }, { seed: 3 });
+    const before = lastLogits(model);
+    const a = before.indexOf(Math.max(...before));
+    const width = CONFIG.n_embd;
+    const weight = model.lm_head.weight.value.dataSync().slice();
+    for (const row of [a + 1, a + 2]) weight.set(weight.subarray(a * width, (a + 1) * width), (row % 64) * width);
+    const old = model.lm_head.weight.value;
+    model.lm_head.weight.value = tensor(weight, [64, width]);
+    old.dispose();
+    const logits = lastLogits(model);
+    const tied = [a, (a + 1) % 64, (a + 2) % 64].sort((x, y) => x - y);
+    expect(tied.map((i) => logits[i])).toEqual([logits[a], logits[a], logits[a]]);
+    for (const topK of [1, 2, 3]) {
+      expect(transformersCandidates(logits, 1, topK, 1)).toEqual(tied);
+      expect([...new Set(firstTokens(model, { temperature: 1, topK }))].sort((x, y) => x - y)).toEqual(tied);
+    }
+    // The next token below them joins at topK 4.
+    expect(new Set(firstTokens(model, { temperature: 1, topK: 4 })).size).toBe(4);
   });
 });
