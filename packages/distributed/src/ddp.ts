@@ -3,7 +3,7 @@ import { addGradReadyObserver, backward, noGrad } from "@blocksparse/autograd";
 import { type Backend, BsrPattern, bytesPerElement, concat, fullOn, gather, keep, reshape, slice, type Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
 import { BlockSparseLinear, blockSources, type LossClosure, Module, type Parameter, type PatternMove, SparseOptimizer } from "@blocksparse/nn";
 import { type SaveOptions, save } from "@blocksparse/nn/node";
-import { DistributedError, ReplicaDivergenceError } from "./errors";
+import { DistributedError, GradientMismatchError, ReplicaDivergenceError } from "./errors";
 import type { ProcessGroup } from "./process_group";
 
 export interface DistributedDataParallelOptions {
@@ -89,10 +89,13 @@ export class DistributedDataParallel extends Module {
    * Backward from `loss` (this rank's loss on its part of the batch), then every gradient
    * averaged over the ranks. With `overlap` (default), buckets are all-reduced while backward
    * runs. A parameter that got no gradient on this rank counts as a zero gradient, so that
-   * every rank reduces the same buckets. Gradients accumulated by earlier plain `backward`
-   * calls (micro-batches) are included: only this call communicates.
+   * every rank reduces the same buckets. A parameter frozen (`requiresGrad` false) on some ranks
+   * only is a GradientMismatchError on every rank, before backward runs (the ranks first compare
+   * which parameters take gradients, in one small allGather). Gradients accumulated by earlier
+   * plain `backward` calls (micro-batches) are included: only this call communicates.
    */
   async backward(loss: Tensor, grad?: Tensor): Promise<void> {
+    await this.#checkGradientAgreement("DistributedDataParallel.backward");
     const buckets = this.#planBuckets();
     if (!this.#overlap) {
       backward(loss, grad);
@@ -126,8 +129,9 @@ export class DistributedDataParallel extends Module {
     await Promise.all(launched);
   }
 
-  /** Averages the gradients already computed (by plain `backward` calls) over the ranks. */
+  /** Averages the gradients already computed (by plain `backward` calls) over the ranks; checks first, as `backward` does, that the ranks freeze the same parameters. */
   async allReduceGradients(): Promise<void> {
+    await this.#checkGradientAgreement("DistributedDataParallel.allReduceGradients");
     await Promise.all(this.#planBuckets().map((bucket) => this.#reduceBucket(bucket)));
   }
 
@@ -323,6 +327,51 @@ export class DistributedDataParallel extends Module {
       offset += nnz[i];
     });
     return patterns;
+  }
+
+  /**
+   * Before any bucket is reduced: checks that every rank has the same parameters taking gradients
+   * (the buckets are planned from them), in one allGather of three numbers per rank (parameter
+   * count, how many take gradients, a digest of which). Only when they differ, a second allGather
+   * of every rank's flags finds the parameters that differ, and every rank throws the same
+   * GradientMismatchError naming them, instead of calling collectives of other sizes (a
+   * CollectiveError about shapes on the CPU group; a hang or wrong sums on NCCL). A parameter frozen
+   * on every rank is left out of the buckets on every rank, as before.
+   */
+  async #checkGradientAgreement(where: string): Promise<void> {
+    const worldSize = this.#group.worldSize;
+    if (worldSize === 1) return;
+    const named = this.module.namedParameters();
+    const count = named.length;
+    const flags = Int32Array.from(named, ([, parameter]) => (parameter.requiresGrad ? 1 : 0));
+    const digest = createHash("sha256").update(new Uint8Array(flags.buffer)).digest().readInt32LE(0);
+    const fingerprints = await this.#allGatherInt32([count, flags.reduce((a, b) => a + b, 0), digest]);
+    const ranks = Array.from({ length: worldSize }, (_, r) => r);
+    const fingerprint = (r: number) => `${fingerprints[r * 3]}/${fingerprints[r * 3 + 1]}/${fingerprints[r * 3 + 2]}`;
+    if (ranks.every((r) => fingerprint(r) === fingerprint(0))) return;
+    if (ranks.some((r) => fingerprints[r * 3] !== count)) {
+      const counts = ranks.map((r) => `${fingerprints[r * 3]} on rank ${r}`).join(", ");
+      throw new ReplicaDivergenceError(`${where}: the ranks built different models: their numbers of parameters differ (${counts})`);
+    }
+    const all = await this.#allGatherInt32(flags);
+    const names: string[] = [];
+    const details: string[] = [];
+    named.forEach(([name, parameter], i) => {
+      const taking = ranks.filter((r) => all[r * count + i] === 1);
+      if (taking.length === 0 || taking.length === worldSize) return;
+      const frozen = ranks.filter((r) => all[r * count + i] !== 1);
+      names.push(name === "" ? `#${i}` : name);
+      const label = name === "" ? `parameter #${i}` : `parameter '${name}'`;
+      details.push(
+        `${label} (#${i} of ${count}, ${parameter.dtype} [${parameter.shape.join(", ")}]) takes gradients on rank(s) ${taking.join(", ")} but is frozen (requiresGrad false) on rank(s) ${frozen.join(", ")}`,
+      );
+    });
+    // A guard only (equal flags give equal fingerprints); every rank sees the same flags, so all would return alike.
+    if (names.length === 0) return;
+    throw new GradientMismatchError(
+      names,
+      `${where}: the ranks disagree on which parameters take gradients, so they would reduce different gradient buckets: ${details.join("; ")}. Freeze or unfreeze parameters alike on every rank (a parameter that takes gradients but gets none in backward counts as zeros)`,
+    );
   }
 
   /** Parameters that take gradients, in reverse order (backward reaches the last layers first), cut into buckets of one dtype. */

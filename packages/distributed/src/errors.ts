@@ -51,3 +51,20 @@ export class NcclError extends DistributedError {
 export class ReplicaDivergenceError extends DistributedError {
   override name = "ReplicaDivergenceError";
 }
+
+/**
+ * The ranks disagree on which parameters take gradients (a parameter frozen, `requiresGrad`
+ * false, on some ranks only), so they would all-reduce different gradient buckets. Found by
+ * `DistributedDataParallel` before any bucket is reduced, and thrown on every rank.
+ * `parameters` names each parameter that differs (its name in the wrapped model).
+ */
+export class GradientMismatchError extends DistributedError {
+  override name = "GradientMismatchError";
+  constructor(
+    readonly parameters: readonly string[],
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}

@@ -61,4 +61,33 @@ describe("DistributedDataParallel on the CPU group", () => {
       expect(error).toBe("the replicas diverged: 4.weight differs from rank 0's on rank(s) 1");
     }
   });
+
+  for (const mode of ["overlap", "no-overlap"] as const) {
+    it(`a parameter frozen on rank 1 only is a GradientMismatchError naming it on every rank (${mode}), not a collective of other sizes; frozen on every rank, it is left out alike`, async () => {
+      const worldSize = 3;
+      const job = await runJob(worldSize, "frozen.ts", [mode], { timeoutMs: 40_000 });
+      outputs.push(job.out);
+      expect(job.code, job.stderr).toBe(0);
+      type Mismatch = { name: string; message: string; parameters?: string[] };
+      const ranks = readRankResults<{ mismatch: Record<"backward" | "allReduceGradients", Mismatch | null>; grads: Record<string, number[] | null> }>(job.out, worldSize);
+      for (const { mismatch } of ranks) {
+        for (const where of ["backward", "allReduceGradients"] as const) {
+          expect(mismatch[where]).toEqual({
+            name: "GradientMismatchError",
+            parameters: ["4.weight"],
+            message:
+              `DistributedDataParallel.${where}: the ranks disagree on which parameters take gradients, so they would reduce different gradient buckets: ` +
+              "parameter '4.weight' (#4 of 6, float32 [4, 16]) takes gradients on rank(s) 0, 2 but is frozen (requiresGrad false) on rank(s) 1. " +
+              "Freeze or unfreeze parameters alike on every rank (a parameter that takes gradients but gets none in backward counts as zeros)",
+          });
+        }
+      }
+      // Frozen on every rank: no gradient for it anywhere, the others averaged alike.
+      for (const { grads } of ranks) {
+        expect(grads["4.weight"]).toBeNull();
+        expect(grads).toEqual(ranks[0].grads);
+      }
+      expect(ranks[0].grads["4.bias"]?.some((v) => v !== 0)).toBe(true);
+    });
+  }
 });

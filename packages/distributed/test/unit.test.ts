@@ -12,6 +12,7 @@ import {
   CollectiveError,
   DistributedEnvError,
   DistributedError,
+  GradientMismatchError,
   initProcessGroup,
   type ProcessGroup,
   RankFailedError,
@@ -577,6 +578,40 @@ describe("DistributedDataParallel on replicas that differ, and on failing collec
     for (const result of results) {
       expect(result.status === "rejected" && result.reason).toBeInstanceOf(ReplicaDivergenceError);
       expect(result.status === "rejected" && (result.reason as Error).message).toBe("the replicas diverged: weight differs from rank 0's on rank(s) 1");
+    }
+  });
+
+  it("gradients: a parameter frozen on one rank only fails every rank with a GradientMismatchError, leaving no tensor behind; other parameter counts are a ReplicaDivergenceError", async () => {
+    const [g0, g1] = await twoRanks();
+    const [m0, m1] = [new Linear(4, 3, { seed: 1 }), new Linear(4, 3, { seed: 1 })];
+    const ddps = await Promise.all([DistributedDataParallel.create(m0, g0), DistributedDataParallel.create(m1, g1)]);
+    m1.bias!.requiresGrad = false;
+    const before = memory().numTensors;
+    const results = await Promise.allSettled(ddps.map((ddp) => ddp.allReduceGradients()));
+    for (const result of results) {
+      expect(result.status === "rejected" && result.reason).toBeInstanceOf(GradientMismatchError);
+      expect(result.status === "rejected" && (result.reason as GradientMismatchError).parameters).toEqual(["bias"]);
+      expect(result.status === "rejected" && (result.reason as Error).message).toMatch(
+        /^DistributedDataParallel\.allReduceGradients: the ranks disagree on which parameters take gradients, .*parameter 'bias' \(#1 of 2, float32 \[3\]\) takes gradients on rank\(s\) 0 but is frozen \(requiresGrad false\) on rank\(s\) 1\./,
+      );
+    }
+    expect(memory().numTensors).toBe(before);
+    // Frozen on both: left out alike, the reduce runs (and gives the weight its zeros).
+    m0.bias!.requiresGrad = false;
+    await Promise.all(ddps.map((ddp) => ddp.allReduceGradients()));
+    expect([m0.bias!.grad, m1.bias!.grad]).toEqual([null, null]);
+    expect(m0.weight.grad?.dataSync()).toEqual(new Float32Array(12));
+    m0.weight.grad?.dispose();
+    m1.weight.grad?.dispose();
+
+    const [h0, h1] = await twoRanks();
+    const [n0, n1] = [new Linear(4, 3, { seed: 1 }), new Linear(4, 3, { seed: 1, bias: false })];
+    const others = await Promise.all([DistributedDataParallel.create(n0, h0, { broadcastParameters: false }), DistributedDataParallel.create(n1, h1, { broadcastParameters: false })]);
+    for (const result of await Promise.allSettled(others.map((ddp) => ddp.allReduceGradients()))) {
+      expect(result.status === "rejected" && result.reason).toBeInstanceOf(ReplicaDivergenceError);
+      expect(result.status === "rejected" && (result.reason as Error).message).toBe(
+        "DistributedDataParallel.allReduceGradients: the ranks built different models: their numbers of parameters differ (2 on rank 0, 1 on rank 1)",
+      );
     }
   });
 
