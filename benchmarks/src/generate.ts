@@ -31,7 +31,13 @@ const SIZES: Record<string, { n_embd: number; n_layer: number; n_head: number }>
   xl: { n_embd: 1600, n_layer: 48, n_head: 25 },
 };
 
-const MODES = { eager: { graph: false }, static: { graph: false, staticCache: true }, graph: { graph: true } } satisfies Record<string, GenerateOptions>;
+// eosTokenId null: no end token, so that every sequence runs all its steps (generate defaults it to the config's
+// eos_token_id, 50256 for GPT-2's vocabulary).
+const MODES = {
+  eager: { graph: false, eosTokenId: null },
+  static: { graph: false, staticCache: true, eosTokenId: null },
+  graph: { graph: true, eosTokenId: null },
+} satisfies Record<string, GenerateOptions>;
 type Mode = keyof typeof MODES;
 
 interface Row {
@@ -102,7 +108,7 @@ async function main(): Promise<void> {
         if (modes.includes("graph")) {
           // The captured step makes the static eager step's tokens.
           const staticTokens = model.generate(ids, { ...MODES.static, maxNewTokens: 8 });
-          const graphTokens = model.generate(ids, { graph: true, maxNewTokens: 8 });
+          const graphTokens = model.generate(ids, { ...MODES.graph, maxNewTokens: 8 });
           if (rows(staticTokens).join() !== rows(graphTokens).join()) throw new Error(`${size} batch ${batch} density ${density}: the captured step's tokens differ from the static cache's`);
           staticTokens.dispose();
           graphTokens.dispose();
