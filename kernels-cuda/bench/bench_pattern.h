@@ -14,6 +14,7 @@
 #ifndef TC_BENCH_NO_DEV
 #include "../dev/dev_variants.h"
 #include "../dev/group_schedule.h"
+#include "../dev/patch_list.h"
 #endif
 
 namespace {
@@ -112,6 +113,9 @@ void upload(const HostPattern& p, DevicePattern& d) {
   }
   const auto groupLists = bs::appendColumnGroupLists(packed, p.colPtr.data(), p.blockCols);
 #ifndef TC_BENCH_NO_DEV
+  // The records of dev's dW patch tile (variants 30 and 31, 32x32 blocks).
+  const auto patchList =
+      bs::appendPatchList(packed, p.r, p.c, p.blockRows, p.blockCols, p.rowPtr.data(), p.colIdx.data());
   // The schedules of dev's grouped tiles (variants 8 and 9 on the mma path, 11 and 12 on wgmma).
   const bool scheduled = p.r == p.c && bs::tc::wantsGroupSchedules(p.r, p.c);
   bs::tc::GroupScheduleOffsets schedules;
@@ -139,6 +143,7 @@ void upload(const HostPattern& p, DevicePattern& d) {
   v.coordBlockCol = d.buffer + at[6];
   bs::bindColumnGroupLists(v, d.buffer, groupLists);
 #ifndef TC_BENCH_NO_DEV
+  bs::bindPatchList(v, d.buffer, patchList);
   if (scheduled) bs::tc::bindGroupSchedules(v, d.buffer, schedules);
 #endif
 }

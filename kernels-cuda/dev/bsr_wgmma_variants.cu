@@ -15,6 +15,7 @@
 //      kXResidentDirectStoresVariant), the tile the addon ran before (22, kXResidentPreviousVariant), its lines grouped
 //      for two CTAs per SM (25, kXResidentWavesVariant) or one (26) (bsr_wgmma_xr_dev.cu)
 //   27-29 (kXResidentWideVariant): the wide-slab X-resident tile, 4, 5 or 3 lines per consumer (bsr_wgmma_xr_wide.cuh)
+//   dW 30, 31 (kPatchDwVariant, on either path): the patch tile, mma.sync (bsr_mma_patch.cu)
 #include "dev_variants.h"
 #include "tc/bsr_wgmma.cuh"
 
@@ -370,6 +371,8 @@ bool launchTyped(Op op, DType dtype, const KernelArgs& args, int blockSize, int 
 
 bool launchDevVariant(TcPath path, Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                       cudaStream_t stream) {
+  if (op == Op::Sampled && (variant == kPatchDwVariant || variant == kPatchDwVariant + 1))
+    return launchPatchDwVariant(dtype, args, blockSize, variant, stream);
   if (path == TcPath::Mma) return launchMmaDevVariant(op, dtype, args, blockSize, variant, stream);
   if (path != TcPath::Wgmma) return false;
   if (variant == kMulticastVariant || variant == kMulticastVariant + 1)

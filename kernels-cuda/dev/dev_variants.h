@@ -48,10 +48,19 @@ constexpr int kXResidentWideLines = 4;
 bool launchXResidentDevVariant(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                                cudaStream_t stream);
 
+// dW's patch tile at 32x32 (dev/bsr_mma_patch.cu, mma.sync on every sm_80+ device; either path's options name it): a
+// CTA per record of the pattern's patch list (dev/patch_list.h: a few block rows x a few block columns of W), each dY
+// and X slice of a 64-token step loaded once for all of the record's blocks; 8 warps of up to 4 blocks each
+// (kPatchDwVariant, tc_kernels.h's kPatchDwTile for the split rule) or 16 of up to 2 (+ 1). Measured on an H200
+// (docs/kernels.md, "dW's patch tile (dev variants 30 and 31)"): half the L2 bytes of mma.sync's dW tile, and its rate:
+// mma.sync's issue, not the traffic, bounds both.
+constexpr int kPatchDwVariant = kPatchDwTile;
+bool launchPatchDwVariant(DType dtype, const KernelArgs& args, int blockSize, int variant, cudaStream_t stream);
+
 // A TcOptions::devVariants launcher: the wgmma variants of dev/bsr_wgmma_variants.cu (1 at 32 and 64
 // blocks, dW kFeatureMajorDwTile at 64, 2-5, kTokenMajorPersistentVariant, kStoreHelpersVariant, kBulkStoreVariant,
-// kPingPongVariant and the next), the X-resident 21, 22, 25 and 26, the wide-slab 27-29 and the mma.sync variants of dev/bsr_mma_variants.cu
-// (1) and dev/bsr_mma_grouped.cu (8, 9); false, having launched nothing, for any other path, product or variant.
+// kPingPongVariant and the next), the X-resident 21, 22, 25 and 26, the wide-slab 27-29, dW's patch tile 30 and 31 on
+// either path, and the mma.sync variants of dev/bsr_mma_variants.cu (1) and dev/bsr_mma_grouped.cu (8, 9); false, having launched nothing, for any other path, product or variant.
 bool launchDevVariant(TcPath path, Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                       cudaStream_t stream);
 

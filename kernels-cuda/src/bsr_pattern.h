@@ -40,6 +40,10 @@ struct BsrPatternView {
   // Device lists of those groups, column by column (appendColumnGroupLists): per group of up to 2^i blocks, its block
   // column and its first column-wise entry, [columnGroups[i]][2]; null when not built (dW's tail splits need them).
   const int32_t* columnGroupList[kColumnGroupSizes];
+  // The records of dev's dW patch tile at 32x32 (kernels-cuda/dev/patch_list.h, appendPatchList): tc_bench builds
+  // them; 0 and null in the addon.
+  int32_t patchItems;
+  const int32_t* patchList;
 };
 
 // Where each list of view.columnGroupList starts in the words a pattern uploads, and where the last one ends.

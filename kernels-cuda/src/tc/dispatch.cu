@@ -39,6 +39,8 @@ KernelArgs makeArgs(Op op, const void* a, const void* b, const void* bias, void*
   args.groupPtr = op == Op::Linear ? pattern.rowGroupPtr : op == Op::Matmul ? pattern.colGroupPtr : nullptr;
   args.groupSteps = op == Op::Linear ? pattern.rowGroupSteps : op == Op::Matmul ? pattern.colGroupSteps : nullptr;
   args.lineSplits = 1;
+  args.patchList = op == Op::Sampled ? pattern.patchList : nullptr;
+  args.patchItems = op == Op::Sampled ? pattern.patchItems : 0;
   return args;
 }
 
@@ -168,15 +170,8 @@ double uniformSplitCost(int64_t groups, int64_t splits, int64_t wave, int64_t m)
 // Tokens of each of about `splits` splits of m: a multiple of the 64-token step.
 int64_t splitTokens(int64_t m, int64_t splits) { return ((m + splits - 1) / splits + 63) / 64 * 64; }
 
-int64_t ruleSplits(TcPath path, const BsrPatternView& pattern, int64_t m, int variant, const DeviceInfo& device) {
-  const int64_t tileRows = variant == tc::kWideTile || variant == tc::kFeatureMajorDwTile ? 256 : 128;
-  const int64_t groups = columnGroupCount(pattern, tileRows);
-  const int64_t most = std::max<int64_t>(1, std::min<int64_t>(m / 1024, 64));
-  if (path != TcPath::Wgmma) {
-    const int64_t slots = std::max<int64_t>(1, 2 * int64_t{device.sms});
-    return std::min<int64_t>((slots + groups - 1) / groups, most);
-  }
-  const int64_t wave = sampledWave(pattern, device);
+// The split count of `groups` CTAs' worth of work in waves of `wave` CTAs with the least uniformSplitCost, up to `most`.
+int64_t wavedSplits(int64_t groups, int64_t wave, int64_t m, int64_t most) {
   int64_t splits = 1;
   double best = 0.0;
   for (int64_t s = 1; s <= most; ++s) {
@@ -187,6 +182,20 @@ int64_t ruleSplits(TcPath path, const BsrPatternView& pattern, int64_t m, int va
     }
   }
   return splits;
+}
+
+int64_t ruleSplits(TcPath path, const BsrPatternView& pattern, int64_t m, int variant, const DeviceInfo& device) {
+  const int64_t most = std::max<int64_t>(1, std::min<int64_t>(m / 1024, 64));
+  // Dev's patch tile (8 or 16 warps): one CTA per record, one CTA per SM (its two stages fill shared memory).
+  if (variant == tc::kPatchDwTile || variant == tc::kPatchDwTile + 1)
+    return wavedSplits(std::max<int64_t>(1, pattern.patchItems), std::max<int64_t>(1, device.sms), m, most);
+  const int64_t tileRows = variant == tc::kWideTile || variant == tc::kFeatureMajorDwTile ? 256 : 128;
+  const int64_t groups = columnGroupCount(pattern, tileRows);
+  if (path != TcPath::Wgmma) {
+    const int64_t slots = std::max<int64_t>(1, 2 * int64_t{device.sms});
+    return std::min<int64_t>((slots + groups - 1) / groups, most);
+  }
+  return wavedSplits(groups, sampledWave(pattern, device), m, most);
 }
 
 // dW on the wgmma path: when the groups fill at least one wave and their last wave would hold only a few of them, the

@@ -66,6 +66,10 @@ struct KernelArgs {
   // then one short wave of pieces: no last wave of a few whole groups (dispatch.cu, ruleTail).
   const int32_t* groupList;
   int32_t groupSize, fullGroups, tailGroups, tailSplits;
+  // Sampled on dev's patch tile (kPatchDwTile, 32x32): the pattern's patch records (BsrPatternView::patchList; null in
+  // the addon), one CTA per record and token split (the grid's x and y), the splits' float32 partials in `partials`.
+  const int32_t* patchList;
+  int32_t patchItems;
 };
 
 // Tile variants the dispatch names (TcOptions::variant): each path's default tile; on the wgmma path the
@@ -87,6 +91,8 @@ struct KernelArgs {
 // (its lines, xResidentGroupLines, times their blocks): below that the slab's copy costs more than it saves
 // (measured on an H200: docs/kernels.md, "X-resident bsrLinear and bsrMatmul").
 // (Numbers 2-5, 8-13, 15 and 17 are variants kept for measurement in kernels-cuda/dev/; 14 there at 32x32.)
+// dW at 32x32 blocks: kPatchDwTile (kept in kernels-cuda/dev/; the number here for the split rule), a CTA per patch of
+// W's block rows x block columns (BsrPatternView::patchList), one CTA per SM (two stages of 208 KB in all).
 // dW at 64x64 blocks: kFeatureMajorDwTile (kept in kernels-cuda/dev/; the number here for the split rule's tile
 // rows), four blocks of a column per CTA, feature-major: 1.06x the token-major tile of four blocks, 0.72-1.57x the
 // dispatched tile of two, and no faster in the FFN step on an H200.
@@ -97,6 +103,7 @@ enum TileVariant : int {
   kPersistentTile = 7,
   kPingPongTile = 14,
   kFeatureMajorDwTile = 16,
+  kPatchDwTile = 30,
 };
 constexpr int64_t kWideTileMinTokens = 4096;
 // The most token splits of a dW group reduced in a cluster (KernelArgs::clusterSplits): the portable cluster size.
