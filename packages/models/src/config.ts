@@ -8,6 +8,14 @@ const nonNegative = { error: "expected a non-negative number" };
 const nonNegativeNumber = z.number(nonNegative).check(z.nonnegative(nonNegative));
 const nonNegativeIntOrNull = { error: "expected a non-negative integer or null" };
 const tokenIdOrNull = z.nullable(z.int(nonNegativeIntOrNull).check(z.nonnegative(nonNegativeIntOrNull)));
+// An id, or a non-empty list of them (transformers' eos_token_id: [50256, 198] ends at either), or null. A predicate,
+// not z.union of z.array: those would add a kilobyte to the browser bundle.
+const isTokenId = (value: unknown): value is number => Number.isInteger(value) && (value as number) >= 0;
+const tokenIdsOrNull = z.nullable(
+  z.custom<number | number[]>((value) => isTokenId(value) || (Array.isArray(value) && value.length > 0 && value.every(isTokenId)), {
+    error: "expected a non-negative integer, a non-empty list of them, or null",
+  }),
+);
 // Below 1, as nn's Dropout takes (torch's p = 1 zeroes everything in training).
 const probabilityRange = { error: "expected a probability in [0, 1)" };
 const probability = z.number(probabilityRange).check(z.minimum(0, probabilityRange), z.lt(1, probabilityRange));
@@ -40,8 +48,9 @@ const Gpt2ConfigSchema = z.object({
   scale_attn_by_inverse_layer_idx: orDefault(z.boolean({ error: "expected true or false" }), false),
   tie_word_embeddings: orDefault(z.boolean({ error: "expected true or false" }), true),
   add_cross_attention: orDefault(only(false), false),
-  // generate's end token when its options give none (transformers' GPT2Config default, GPT-2's <|endoftext|>); null: none.
-  eos_token_id: orDefault(tokenIdOrNull, 50256),
+  // generate's end token (or tokens: a list, any of which ends a sequence) when its options give none (transformers'
+  // GPT2Config default, GPT-2's <|endoftext|>); null: none.
+  eos_token_id: orDefault(tokenIdsOrNull, 50256),
 });
 export type Gpt2Config = z.output<typeof Gpt2ConfigSchema>;
 

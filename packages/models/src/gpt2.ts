@@ -440,13 +440,14 @@ export interface GenerateOptions {
   /** Seed of the draws when sampling (default 0; null too): the same seed gives the same tokens. */
   seed?: number | null;
   /**
-   * A sequence that emits this token (below vocab_size) stops there, and is padded with it while the others go on.
-   * Default (absent or undefined): the config's `eos_token_id`, as transformers' generate takes it from the generation
-   * config (50256, GPT-2's `<|endoftext|>`, in GPT-2's config.json and where config.json has none); a config's id
-   * outside the vocabulary (a small test model's 50256) is a token the model never emits: no end token. null: no end
-   * token, whatever the config says.
+   * A sequence that emits this token (below vocab_size) stops there, and is padded with it while the others go on. A
+   * non-empty list of ids (transformers' `eos_token_id: [50256, 198]`): a sequence stops at any of them and is padded
+   * with the first. Default (absent or undefined): the config's `eos_token_id` (an id or a list), as transformers'
+   * generate takes it from the generation config (50256, GPT-2's `<|endoftext|>`, in GPT-2's config.json and where
+   * config.json has none); a config's ids outside the vocabulary (a small test model's 50256) are tokens the model
+   * never emits and are left out (none left: no end token). null: no end token, whatever the config says.
    */
-  eosTokenId?: number | null;
+  eosTokenId?: number | readonly number[] | null;
   /**
    * 1 for a token, 0 for padding, [B, T] like inputIds: prompts of different lengths padded on the left (Hugging Face's
    * attention_mask). Padding is not attended to and does not count as a position, so each prompt continues as it
@@ -579,8 +580,8 @@ export class GPT2LMHeadModel extends Module {
    * and the one-token step is recorded once and replayed for each token (`graph`); elsewhere the cache grows a
    * position per step (GPT2Cache). Runs in eval mode without recording gradients (each module's mode
    * is restored after). Returns the sequences with their new tokens, [B, T + steps] int32, on the input's backend;
-   * all sequences get the same number of steps (with an end token, `eosTokenId` or by default the config's
-   * `eos_token_id`, a finished sequence is padded with it, and the steps end once every sequence has finished).
+   * all sequences get the same number of steps (with end tokens, `eosTokenId` or by default the config's
+   * `eos_token_id`, a finished sequence is padded with the first, and the steps end once every sequence has finished).
    */
   generate(inputIds: Tensor, generateOptions: GenerateOptions | null = {}): Tensor {
     const label = `${this.label}.generate`;
@@ -598,11 +599,15 @@ export class GPT2LMHeadModel extends Module {
     const checkToken = (name: string, id: number) => {
       if (checkCount(label, name, id, 0) >= vocab) throw new ValueError(`${label}: ${name} ${id} is outside the vocabulary of ${vocab} tokens`);
     };
-    // Absent: the config's end token, as transformers' generation config, unless the model cannot emit it (outside the
-    // vocabulary: a small test model's 50256). null is no end token, as transformers' eos_token_id=None.
-    const fromConfig = this.config.eos_token_id;
-    const eos = options.eosTokenId === undefined ? (fromConfig !== null && fromConfig < vocab ? fromConfig : undefined) : (options.eosTokenId ?? undefined);
-    if (eos !== undefined) checkToken("eosTokenId", eos);
+    // The end tokens (none: []); a finished sequence is padded with the first. Absent: the config's end token or tokens,
+    // as transformers' generation config, less those the model cannot emit (outside the vocabulary: a small test model's
+    // 50256). null is no end token, as transformers' eos_token_id=None.
+    const fromConfig = options.eosTokenId === undefined;
+    const ids = fromConfig ? this.config.eos_token_id : options.eosTokenId;
+    let eos: readonly number[] = ids == null ? [] : Array.isArray(ids) ? [...ids] : [ids as number];
+    if (fromConfig) eos = eos.filter((id) => id < vocab);
+    else if (ids !== null && eos.length === 0) throw new ValueError(`${label}: eosTokenId is an empty list (null: no end token)`);
+    for (const id of eos) checkToken("eosTokenId", id);
     const [batch, length] = checkTokenIds(label, "inputIds", inputIds, this.config.n_positions);
     if (length + steps > this.config.n_positions) {
       throw new ShapeError(`${label}: ${length} positions and ${steps} new tokens exceed the model's ${this.config.n_positions}`);
@@ -655,11 +660,11 @@ export class GPT2LMHeadModel extends Module {
         throw new GraphError(`${label}: the decoding step could not be recorded (${reason}); pass graph: false to run it eagerly`, { cause: error });
       }
     };
-    // Sequence b's next token: `chosen` unless it has finished (then the end token, as padding).
+    // Sequence b's next token: `chosen` unless it has finished (then the first end token, as padding).
     const push = (b: number, chosen: number): number => {
-      const token = done[b] ? (eos as number) : chosen;
+      const token = done[b] ? eos[0] : chosen;
       rows[b].push(token);
-      if (token === eos) done[b] = true;
+      if (eos.includes(token)) done[b] = true;
       return token;
     };
     try {
@@ -687,7 +692,7 @@ export class GPT2LMHeadModel extends Module {
               moved.dispose();
               return tokens;
             });
-            const chunk = eos === undefined ? remaining : 8;
+            const chunk = eos.length === 0 ? remaining : 8;
             for (let read = 0; read < remaining && !done.every(Boolean); read += chunk) {
               const count = Math.min(chunk, remaining - read);
               for (let i = 0; i < count; i++) step.replay();
@@ -715,7 +720,7 @@ export class GPT2LMHeadModel extends Module {
           const values = result.dataSync();
           if (result !== step?.result) result.dispose();
           const tokens = rows.map((_, b) =>
-            push(b, done[b] ? (eos as number) : greedy ? values[b] : pickToken(values.subarray(b * vocab, (b + 1) * vocab), temperature, topK, topP, random)),
+            push(b, done[b] ? eos[0] : greedy ? values[b] : pickToken(values.subarray(b * vocab, (b + 1) * vocab), temperature, topK, topP, random)),
           );
           if (next !== stepInput) next.dispose();
           next = uploadOn(tokens, [batch, 1], inputIds, "int32");

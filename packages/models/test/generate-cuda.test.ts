@@ -67,6 +67,13 @@ describe.skipIf(!availability.available && !required)("GPT-2 generation on cuda"
         m.config.eos_token_id = eos;
         expect(rowsOf(m.generate(ids, { maxNewTokens: 12, graph: true }))).toEqual(rowsOf(m.generate(ids, { maxNewTokens: 12, eosTokenId: eos, graph: false, staticCache: true })));
         expect(rowsOf(m.generate(ids, { maxNewTokens: 12, eosTokenId: null, graph: true }))).toEqual(greedy);
+        // A list (transformers' eos_token_id: [a, b]): the graph's steps stop at any of its ids, padded with the first, as
+        // the eager ones; as the option and as the config's.
+        const list = [greedy[0][10], eos];
+        const listed = rowsOf(m.generate(ids, { maxNewTokens: 12, eosTokenId: list, graph: false, staticCache: true }));
+        expect(rowsOf(m.generate(ids, { maxNewTokens: 12, eosTokenId: list, graph: true }))).toEqual(listed);
+        m.config.eos_token_id = list;
+        expect(rowsOf(m.generate(ids, { maxNewTokens: 12, graph: true }))).toEqual(listed);
       });
       expect(memory().numTensors).toBe(before);
     });

@@ -252,7 +252,79 @@ describe("generate as transformers' generate: the config's end token, top-p, top
     // config.json's eos_token_id: null is no end token; one that is not a token id is a ConfigError.
     expect(new GPT2LMHeadModel({ ...CONFIG, eos_token_id: null }).config.eos_token_id).toBeNull();
     expect(() => new GPT2LMHeadModel({ ...CONFIG, eos_token_id: -1 })).toThrow(ConfigError);
-    expect(() => new GPT2LMHeadModel({ ...CONFIG, eos_token_id: "50256" })).toThrow(/eos_token_id: expected a non-negative integer or null/);
+    expect(() => new GPT2LMHeadModel({ ...CONFIG, eos_token_id: "50256" })).toThrow(/eos_token_id: expected a non-negative integer, a non-empty list of them, or null/);
+  });
+
+  describe("a list of end tokens (transformers' eos_token_id: [50256, 198])", () => {
+    const pair = tensor([5, 17, 2, 30, 9, 40, 11, 3], [2, 4], "int32");
+    /**
+     * Greedy rows `full` (no end token) as generate ends them with the end tokens `list`: each row cut at its first
+     * token of the list and padded with the list's first, the steps ending once every row has ended.
+     */
+    const endedAt = (full: number[][], length: number, list: number[]) => {
+      const ends = full.map((row) => row.findIndex((token, t) => t >= length && list.includes(token)));
+      const width = ends.includes(-1) ? full[0].length : Math.max(...ends) + 1;
+      return full.map((row, b) => row.slice(0, width).map((token, t) => (ends[b] !== -1 && t > ends[b] ? list[0] : token)));
+    };
+    const plain = new GPT2LMHeadModel(CONFIG, { seed: 7 });
+    const full = rowsOf(plain.generate(pair, { maxNewTokens: 8, eosTokenId: null }));
+    const emitted = new Set(full.flatMap((row) => row.slice(4)));
+    /** A token neither row emits (the list's first id: it only shows as padding). */
+    const unused = Array.from({ length: 64 }, (_, id) => id).find((id) => !emitted.has(id)) as number;
+    /** Row 0's second new token, which row 1 never emits: row 0 ends there, row 1 runs all its steps. */
+    const second = full[0][5];
+
+    it("a sequence stops at the list's second id and is padded with its first, from the option", () => {
+      expect(full[1].slice(4)).not.toContain(second);
+      expect(full[0].slice(4, 5)).not.toContain(second);
+      const stopped = rowsOf(plain.generate(pair, { maxNewTokens: 8, eosTokenId: [unused, second] }));
+      expect(stopped).toEqual(endedAt(full, 4, [unused, second]));
+      expect(stopped[0]).toEqual([...full[0].slice(0, 6), ...new Array(6).fill(unused)]);
+      expect(stopped[1]).toEqual(full[1]);
+      // A list of one id is that id; the static cache stops as the growing one does; alone, row 0 stops after 2 steps.
+      expect(rowsOf(plain.generate(pair, { maxNewTokens: 8, eosTokenId: [second] }))).toEqual(rowsOf(plain.generate(pair, { maxNewTokens: 8, eosTokenId: second })));
+      expect(rowsOf(plain.generate(pair, { maxNewTokens: 8, eosTokenId: [unused, second], staticCache: true }))).toEqual(stopped);
+      expect(rowsOf(plain.generate(slice(pair, [0, 0], [1, 4]), { maxNewTokens: 8, eosTokenId: [unused, second] }))).toEqual([full[0].slice(0, 6)]);
+    });
+
+    it("config.json's list loads and is generate's default, ids outside the vocabulary left out; an explicit option overrides it", () => {
+      const listed = new GPT2LMHeadModel({ ...CONFIG, eos_token_id: [50256, unused, second] }, { seed: 7 });
+      expect(listed.config.eos_token_id).toEqual([50256, unused, second]);
+      // 50256 is outside the 64 tokens: the list is [unused, second], padded with unused.
+      const stopped = rowsOf(listed.generate(pair, { maxNewTokens: 8 }));
+      expect(stopped).toEqual(endedAt(full, 4, [unused, second]));
+      expect(rowsOf(listed.generate(pair, { maxNewTokens: 8, staticCache: true }))).toEqual(stopped);
+      // Sampling stops at the list too.
+      const sampled = { maxNewTokens: 8, temperature: 1, seed: 3 };
+      const drawn = rowsOf(plain.generate(pair, { ...sampled, eosTokenId: null }));
+      const drawnList = new GPT2LMHeadModel({ ...CONFIG, eos_token_id: [unused, drawn[1][6]] }, { seed: 7 });
+      expect(rowsOf(drawnList.generate(pair, sampled))).toEqual(rowsOf(plain.generate(pair, { ...sampled, eosTokenId: [unused, drawn[1][6]] })));
+      // An explicit option, a list, an id or null, overrides the config's list.
+      const other = [unused, full[1][6]];
+      expect(rowsOf(listed.generate(pair, { maxNewTokens: 8, eosTokenId: other }))).toEqual(endedAt(full, 4, other));
+      expect(rowsOf(listed.generate(pair, { maxNewTokens: 8, eosTokenId: other }))).not.toEqual(stopped);
+      expect(rowsOf(listed.generate(pair, { maxNewTokens: 8, eosTokenId: full[1][6] }))).toEqual(endedAt(full, 4, [full[1][6]]));
+      expect(rowsOf(listed.generate(pair, { maxNewTokens: 8, eosTokenId: null }))).toEqual(full);
+      // A list with no id in the vocabulary is no end token.
+      expect(rowsOf(new GPT2LMHeadModel({ ...CONFIG, eos_token_id: [50256, 50257] }, { seed: 7 }).generate(pair, { maxNewTokens: 8 }))).toEqual(full);
+    });
+
+    it("refuses an empty list or a list with an entry that is not a token id: a ConfigError in config.json, a ValueError as the option", () => {
+      for (const bad of [[], [unused, -1], [unused, 1.5], [unused, "5"], [[unused]], {}]) {
+        expect(() => new GPT2LMHeadModel({ ...CONFIG, eos_token_id: bad })).toThrow(ConfigError);
+        expect(() => new GPT2LMHeadModel({ ...CONFIG, eos_token_id: bad })).toThrow(/eos_token_id[.0-9]*: expected a non-negative integer, a non-empty list of them, or null/);
+      }
+      const refused = (eosTokenId: unknown) => () => plain.generate(pair, { maxNewTokens: 2, eosTokenId: eosTokenId as number[] });
+      expect(refused([])).toThrow(ValueError);
+      expect(refused([])).toThrow(/eosTokenId is an empty list \(null: no end token\)/);
+      expect(refused([unused, 64])).toThrow(ValueError);
+      expect(refused([unused, 64])).toThrow(/eosTokenId 64 is outside the vocabulary of 64 tokens/);
+      expect(refused([unused, 50256])).toThrow(/eosTokenId 50256 is outside the vocabulary of 64 tokens/);
+      for (const bad of [-1, 1.5, "5", null, [unused]]) {
+        expect(refused([unused, bad])).toThrow(ValueError);
+        expect(refused([unused, bad])).toThrow(`eosTokenId must be an integer >= 0, got ${bad}`);
+      }
+    });
   });
 
   it("the fixture's config.json end token (50256, outside its 96 tokens) is no end token", async () => {
