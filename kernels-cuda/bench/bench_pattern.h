@@ -116,6 +116,8 @@ void upload(const HostPattern& p, DevicePattern& d) {
   // The records of dev's dW patch tile (variants 30 and 31, 32x32 blocks).
   const auto patchList =
       bs::appendPatchList(packed, p.r, p.c, p.blockRows, p.blockCols, p.rowPtr.data(), p.colIdx.data());
+  const auto patchPairList =
+      bs::appendPatchPairList(packed, p.r, p.c, p.blockRows, p.blockCols, p.rowPtr.data(), p.colIdx.data());
   // The schedules of dev's grouped tiles (variants 8 and 9 on the mma path, 11 and 12 on wgmma).
   const bool scheduled = p.r == p.c && bs::tc::wantsGroupSchedules(p.r, p.c);
   bs::tc::GroupScheduleOffsets schedules;
@@ -144,6 +146,7 @@ void upload(const HostPattern& p, DevicePattern& d) {
   bs::bindColumnGroupLists(v, d.buffer, groupLists);
 #ifndef TC_BENCH_NO_DEV
   bs::bindPatchList(v, d.buffer, patchList);
+  bs::bindPatchPairList(v, d.buffer, patchPairList);
   if (scheduled) bs::tc::bindGroupSchedules(v, d.buffer, schedules);
 #endif
 }

@@ -54,8 +54,11 @@ bool launchXResidentDevVariant(Op op, DType dtype, const KernelArgs& args, int b
 // (kPatchDwVariant, tc_kernels.h's kPatchDwTile for the split rule) or 16 of up to 2 (+ 1). Measured on an H200
 // (docs/kernels.md, "dW's patch tile (dev variants 30 and 31)"): half the L2 bytes of mma.sync's dW tile, and its rate:
 // mma.sync's issue, not the traffic, bounds both.
+// kPatchDwVariant + 2 (dev/bsr_wgmma_patch.cu, sm_90a): the same patches on wgmma, each product m64n32k16 over two
+// blocks of one column (A two of the patch's dY row slices, B the column's X slice; dev/patch_list.h's pair records).
 constexpr int kPatchDwVariant = kPatchDwTile;
 bool launchPatchDwVariant(DType dtype, const KernelArgs& args, int blockSize, int variant, cudaStream_t stream);
+bool launchPatchDwWgmma(DType dtype, const KernelArgs& args, cudaStream_t stream);
 
 // A TcOptions::devVariants launcher: the wgmma variants of dev/bsr_wgmma_variants.cu (1 at 32 and 64
 // blocks, dW kFeatureMajorDwTile at 64, 2-5, kTokenMajorPersistentVariant, kStoreHelpersVariant, kBulkStoreVariant,

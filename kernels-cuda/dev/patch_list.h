@@ -107,4 +107,89 @@ inline void bindPatchList(BsrPatternView& view, const int32_t* base, const Patch
   view.patchList = offsets.items > 0 ? base + offsets.begin : nullptr;
 }
 
+// Pair records for the wgmma patch tile (bsr_wgmma_patch.cu): the same patches, each patch's blocks paired within a
+// column (its rows ascending: the first with the second, the third with the fourth, a last odd block alone), each pair
+// one m64n32k16 product (A two row slices, B the column's slice). A record holds up to kPatchPairProducts products:
+//   words 0-3 as a patch record's (word 3 the product count), then per product 4 words: its first block's row slot
+//   << 16 | its second's (the first's + 1 for a block alone, whose second half of the product is not written), its
+//   column slot, and the two blocks' places in the values (the second -1 when alone); products past the count: 0, 1,
+//   0, -1, -1.
+constexpr int kPatchPairProducts = 16;  // two consumer warpgroups of 8 m64n32 accumulators (128 registers a thread)
+constexpr int kPatchPairRecordWords = kPatchHeaderWords + 4 * kPatchPairProducts;
+inline PatchListOffsets appendPatchPairList(std::vector<int32_t>& packed, int32_t blockHeight, int32_t blockWidth,
+                                            int32_t blockRows, int32_t blockCols, const int32_t* blockRowPtr,
+                                            const int32_t* blockColIdx) {
+  PatchListOffsets offsets;
+  offsets.begin = packed.size();
+  const int64_t nnz = blockRows > 0 ? blockRowPtr[blockRows] : 0;
+  if (blockHeight != 32 || blockWidth != 32 || nnz <= 0 || blockCols <= 0) return offsets;
+  const auto sides = patchSides(blockRows, blockCols, nnz);
+  const int32_t g = sides[0], h = sides[1];
+  struct Product {
+    int32_t rowA, rowB, col, valueA, valueB;  // rowB -1: alone
+  };
+  std::vector<int32_t> cursor(blockRowPtr, blockRowPtr + blockRows);
+  std::vector<std::vector<std::pair<int32_t, int32_t>>> columns(static_cast<size_t>(h));  // (row, value) per column
+  std::vector<Product> products;
+  for (int32_t r0 = 0; r0 < blockRows; r0 += g) {
+    const int32_t r1 = std::min(blockRows, r0 + g);
+    for (int32_t c0 = 0; c0 < blockCols; c0 += h) {
+      const int32_t c1 = std::min(blockCols, c0 + h);
+      for (auto& column : columns) column.clear();
+      for (int32_t r = r0; r < r1; ++r)
+        for (; cursor[r] < blockRowPtr[r + 1] && blockColIdx[cursor[r]] < c1; ++cursor[r])
+          columns[static_cast<size_t>(blockColIdx[cursor[r]] - c0)].push_back({r, cursor[r]});
+      products.clear();
+      for (int32_t c = c0; c < c1; ++c) {
+        const auto& column = columns[static_cast<size_t>(c - c0)];
+        for (size_t i = 0; i < column.size(); i += 2) {
+          const bool pair = i + 1 < column.size();
+          products.push_back({column[i].first, pair ? column[i + 1].first : -1, c, column[i].second,
+                              pair ? column[i + 1].second : -1});
+        }
+      }
+      const int64_t n = static_cast<int64_t>(products.size());
+      if (n == 0) continue;
+      const int64_t parts = (n + kPatchPairProducts - 1) / kPatchPairProducts;
+      for (int64_t part = 0; part < parts; ++part) {
+        const int64_t first = part * n / parts, last = (part + 1) * n / parts;
+        int32_t rowFirst = r1, rowLast = r0, colFirst = c1, colLast = c0;
+        for (int64_t e = first; e < last; ++e) {
+          const Product& q = products[static_cast<size_t>(e)];
+          rowFirst = std::min(rowFirst, q.rowA);
+          rowLast = std::max({rowLast, q.rowA, q.rowB});
+          colFirst = std::min(colFirst, q.col);
+          colLast = std::max(colLast, q.col);
+        }
+        packed.push_back(rowFirst);
+        packed.push_back(colFirst);
+        packed.push_back((rowLast - rowFirst + 1) << 16 | (colLast - colFirst + 1));
+        packed.push_back(static_cast<int32_t>(last - first));
+        for (int64_t e = first; e < first + kPatchPairProducts; ++e) {
+          if (e < last) {
+            const Product& q = products[static_cast<size_t>(e)];
+            const int32_t slotA = q.rowA - rowFirst, slotB = q.rowB >= 0 ? q.rowB - rowFirst : slotA + 1;
+            packed.push_back(slotA << 16 | slotB);
+            packed.push_back(q.col - colFirst);
+            packed.push_back(q.valueA);
+            packed.push_back(q.valueB);
+          } else {
+            packed.push_back(0 << 16 | 1);
+            packed.push_back(0);
+            packed.push_back(-1);
+            packed.push_back(-1);
+          }
+        }
+        ++offsets.items;
+      }
+    }
+  }
+  return offsets;
+}
+
+inline void bindPatchPairList(BsrPatternView& view, const int32_t* base, const PatchListOffsets& offsets) {
+  view.patchPairItems = offsets.items;
+  view.patchPairList = offsets.items > 0 ? base + offsets.begin : nullptr;
+}
+
 }  // namespace bs

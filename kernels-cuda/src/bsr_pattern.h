@@ -44,6 +44,9 @@ struct BsrPatternView {
   // them; 0 and null in the addon.
   int32_t patchItems;
   const int32_t* patchList;
+  // The same patches as pairs of blocks of a column for dev's wgmma patch tile (appendPatchPairList).
+  int32_t patchPairItems;
+  const int32_t* patchPairList;
 };
 
 // Where each list of view.columnGroupList starts in the words a pattern uploads, and where the last one ends.

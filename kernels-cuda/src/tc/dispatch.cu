@@ -41,6 +41,8 @@ KernelArgs makeArgs(Op op, const void* a, const void* b, const void* bias, void*
   args.lineSplits = 1;
   args.patchList = op == Op::Sampled ? pattern.patchList : nullptr;
   args.patchItems = op == Op::Sampled ? pattern.patchItems : 0;
+  args.patchPairList = op == Op::Sampled ? pattern.patchPairList : nullptr;
+  args.patchPairItems = op == Op::Sampled ? pattern.patchPairItems : 0;
   return args;
 }
 
@@ -186,9 +188,11 @@ int64_t wavedSplits(int64_t groups, int64_t wave, int64_t m, int64_t most) {
 
 int64_t ruleSplits(TcPath path, const BsrPatternView& pattern, int64_t m, int variant, const DeviceInfo& device) {
   const int64_t most = std::max<int64_t>(1, std::min<int64_t>(m / 1024, 64));
-  // Dev's patch tile (8 or 16 warps): one CTA per record, one CTA per SM (its two stages fill shared memory).
-  if (variant == tc::kPatchDwTile || variant == tc::kPatchDwTile + 1)
-    return wavedSplits(std::max<int64_t>(1, pattern.patchItems), std::max<int64_t>(1, device.sms), m, most);
+  // Dev's patch tiles (mma.sync with 8 or 16 warps, wgmma): one CTA per record, one CTA per SM (their two stages fill
+  // shared memory).
+  if (variant >= tc::kPatchDwTile && variant <= tc::kPatchDwTile + 2)
+    return wavedSplits(std::max<int64_t>(1, variant == tc::kPatchDwTile + 2 ? pattern.patchPairItems : pattern.patchItems),
+                       std::max<int64_t>(1, device.sms), m, most);
   const int64_t tileRows = variant == tc::kWideTile || variant == tc::kFeatureMajorDwTile ? 256 : 128;
   const int64_t groups = columnGroupCount(pattern, tileRows);
   if (path != TcPath::Wgmma) {

@@ -70,6 +70,8 @@ struct KernelArgs {
   // the addon), one CTA per record and token split (the grid's x and y), the splits' float32 partials in `partials`.
   const int32_t* patchList;
   int32_t patchItems;
+  const int32_t* patchPairList;  // dev's wgmma patch tile (kPatchDwTile + 2): its records, one CTA each
+  int32_t patchPairItems;
 };
 
 // Tile variants the dispatch names (TcOptions::variant): each path's default tile; on the wgmma path the
