@@ -17,7 +17,8 @@
 //                 [--shapes 4096x4096,4096x16384 (K x N)] [--densities 0.25,0.5] [--sets 3] [--rows random|equal]
 //                 [--splits 0,1,2,4] [--tail -1,0,16]
 // --variants applies to each of the wgmma and mma paths named (wgmma/v6 is the X-resident tile, v21, v22, v25 and v26 dev's
-// variants of it, dev/bsr_wgmma_xr_dev.cu, v27-v29 dev's wide-slab tile for slabs of any width at 32x32); a variant
+// variants of it, dev/bsr_wgmma_xr_dev.cu, v27-v29 dev's wide-slab tile for slabs of any width at 32x32; for dW at 32x32
+// v30-v32 dev's patch tiles, v30 and v31 on mma.sync and v32 on wgmma, named on either path); a variant
 // written with a trailing c (0c) sums dW's token splits in thread-block clusters instead of the float32 partial pass
 // (TcOptions::splitCluster, kept for measurement);
 // --paths simple times (and checks) the simple kernel of src/kernels/bsr.cu (float32: its register-tiled kernels of
