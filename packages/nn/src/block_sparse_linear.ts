@@ -186,6 +186,8 @@ export class BlockSparseLinear extends Module {
       throw new ValueError(`${this.label}.setPattern: newValues must be a Tensor, optimizer an Optimizer`);
     }
     const sources = blockSources(this.pattern, pattern);
+    // Weights replaced since the optimizer's last step (loaded, assigned): its master copy is taken from them first.
+    optimizer?.syncMaster(this.weight);
     const current = this.weight.value;
     // Float values of another dtype (float32 blocks for a bfloat16 layer) are cast to the weight's; remapBlocks checks the rest.
     const fresh = newValues instanceof Tensor && newValues.isFloat && newValues.dtype !== current.dtype ? newValues : null;

@@ -24,7 +24,7 @@ import {
   tidy,
   ValueError,
 } from "@blocksparse/core";
-import { remapBlocks } from "./blocks";
+import { blockSources, remapBlocks } from "./blocks";
 import { StateDictError, type StateDictMismatch } from "./errors";
 import { Parameter } from "./parameter";
 import { BlockSparseWeight, type StateDict } from "./state_dict";
@@ -366,11 +366,15 @@ export abstract class Optimizer {
    * sources[k] of the old one; where sources[k] = -1 (a new block) it is what `freshBlocks`
    * gives (zeros by default; Adam's second moment starts from its mean over the old blocks).
    * Call it once the parameter holds the new pattern's values: a master copy takes its
-   * new blocks from them.
+   * new blocks from them. State that does not follow the blocks `sources` indexes (the
+   * pattern moved since without this optimizer) is left as it is: the next step restarts it.
    */
   remapBlocks(parameter: Parameter, sources: Int32Array, pattern: BsrPattern): void {
     const state = this.#state.get(parameter);
     if (!state) return;
+    // State that follows another pattern than the one `sources` indexes (moved since without this optimizer) is left
+    // as it is, so that the next step restarts it: remapped, it would give kept blocks the state of other blocks.
+    if (!followsMove(state.pattern, sources, pattern)) return;
     const added = Int32Array.from(sources.keys()).filter((k) => sources[k] < 0);
     noGrad(() => {
       for (const [name, t] of Object.entries(state.tensors)) {
@@ -397,6 +401,21 @@ export abstract class Optimizer {
       }
     });
     state.pattern = pattern;
+  }
+
+  /**
+   * @internal Takes `parameter`'s master copy again from its weights when these were replaced since the last step
+   * (loaded, assigned), as the next step would: setPattern calls it before the weights move, so that the master's
+   * kept blocks are the weights', not the copy's from before they were replaced.
+   */
+  syncMaster(parameter: Parameter): void {
+    const state = this.#state.get(parameter);
+    const value = parameter.value;
+    if (state?.master == null || state.pattern !== parameter.pattern || masterInSync(state, value) || !shapesEqual(state.master.shape, value.shape)) return;
+    const next = keep(noGrad(() => tidy(() => cast(value, "float32"))));
+    state.master.dispose();
+    state.master = next;
+    state.syncedDataId = value.dataId;
   }
 
   /**
@@ -663,6 +682,13 @@ export abstract class Optimizer {
 function masterInSync(state: ParameterState, value: Tensor): boolean {
   const master = state.master;
   return master !== null && (master.backend === value.backend ? state.syncedDataId === value.dataId : state.syncedDataId !== null);
+}
+
+/** Whether state following `previous` fits a move to `next` whose block k was block sources[k] (-1: new): each kept one at the same position. */
+function followsMove(previous: BsrPattern | null, sources: Int32Array, next: BsrPattern): boolean {
+  if (previous === null || sources.length !== next.nnzBlocks) return false;
+  const own = blockSources(previous, next);
+  return sources.every((j, k) => j < 0 || j === own[k]);
 }
 
 function disposeState(state: ParameterState): void {

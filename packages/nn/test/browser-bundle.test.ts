@@ -38,11 +38,12 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // class as ignoreIndex (+0.06 KiB: 73.11 measured); 73.2 KiB until nn's fixes for -inf teacher logits, unscale in a
   // scope and to("int32") (73.18 measured), format's npz integer data and CSR parts, and autograd's refusal of an output
   // written before an op read it (tensor versions, InPlaceWriteError: 73.7 measured); 73.8 KiB until distillationLoss
-  // took an ignoreIndex (+0.14 KiB: 73.84 measured).
-  it("format + core + autograd + nn stay within 73.9 KiB gzipped and evaluate no code", async () => {
+  // took an ignoreIndex (+0.14 KiB: 73.84 measured); 73.9 KiB until pattern moves left stale optimizer state alone and
+  // took a master copy again from replaced weights (Optimizer.syncMaster, +0.12 KiB: 73.963 measured).
+  it("format + core + autograd + nn stay within 74.0 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(73.9);
+    expect(gzipKiB).toBeLessThanOrEqual(74.0);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
