@@ -90,7 +90,8 @@ export class BlockSparseModelPatcher {
    * Replaces every Linear one of whose names a pattern matches with `BlockSparseLinear.fromLinear`.
    * Everything is checked first, so a refused patch leaves the model untouched: a match
    * that is not a Linear, a block shape that does not divide a layer, a weight shared with
-   * a module that stays, a Linear subclass holding more than weight and bias, a slot the
+   * a module that stays, a Linear subclass holding more than weight and bias or with a
+   * forward of its own, a slot the
    * replacement cannot be put in (a read-only or dotted property), or no match at all
    * (unless `allowNoMatch`) throw a PatchError.
    * Null options are the defaults. With `dryRun`, returns the same report without changing the model. With
@@ -122,7 +123,11 @@ export class BlockSparseModelPatcher {
         problems.push(`'${name}' (matched by ${winner.label}) is a ${module.constructor.name}, not a Linear; make the pattern match only Linear layers`);
       } else {
         const problem =
-          divisibilityProblem(name, module, winner.blockShape) ?? disposedProblem(name, module) ?? weightShapeProblem(name, module) ?? extraStateProblem(name, module);
+          divisibilityProblem(name, module, winner.blockShape) ??
+          disposedProblem(name, module) ??
+          weightShapeProblem(name, module) ??
+          extraStateProblem(name, module) ??
+          ownForwardProblem(name, module);
         if (problem !== null) problems.push(problem);
         else plans.push({ linear: module, layer: plannedLayer(name, module, winner) });
       }
@@ -134,7 +139,13 @@ export class BlockSparseModelPatcher {
     if (plans.length === 0 && !allowNoMatch) {
       const patterns = this.#patterns.length === 0 ? "no patterns were added (call addPattern first)" : `no layer matched ${this.patterns.join(", ")}`;
       const names = modules.filter(([name, module]) => name !== "" && module instanceof Linear).flatMap(([name, module]) => namesOf.get(module) ?? [name]);
-      throw new PatchError(where, [`${patterns}; the model's Linear layers are: ${names.length > 0 ? names.join(", ") : "(none)"} (pass allowNoMatch to accept this)`]);
+      const root =
+        model instanceof Linear
+          ? "; the model itself is a Linear, which is never patched (the root has no parent to hold its replacement): use BlockSparseLinear.fromLinear for a lone layer"
+          : "";
+      throw new PatchError(where, [
+        `${patterns}; the model's Linear layers are: ${names.length > 0 ? names.join(", ") : "(none)"} (pass allowNoMatch to accept this)${root}`,
+      ]);
     }
     const modelParamsBefore = parameterCount(model);
     const { paramsBefore, paramsAfter } = parameterTotals(plans);
@@ -212,6 +223,17 @@ function weightShapeProblem(name: string, linear: Linear): string | null {
 function extraStateProblem(name: string, linear: Linear): string | null {
   const extra = [...linear.namedOwnParameters(), ...linear.namedChildren()].map(([key]) => key).filter((key) => key !== "weight" && key !== "bias");
   return extra.length === 0 ? null : `'${name}' is a ${linear.constructor.name} that also holds ${extra.join(", ")}, which a BlockSparseLinear would drop`;
+}
+
+/** The methods a Linear computes through; a BlockSparseLinear runs its own, so another version of any would be dropped. */
+const COMPUTING_METHODS = ["forward", "forwardActivation", "forwardResidual"] as const;
+
+/** A Linear subclass (or instance) with its own forward would silently compute something else once replaced. */
+function ownForwardProblem(name: string, linear: Linear): string | null {
+  const own = COMPUTING_METHODS.filter((method) => linear[method] !== Linear.prototype[method]);
+  if (own.length === 0) return null;
+  const what = linear.constructor === Linear ? "a Linear" : `a ${linear.constructor.name}`;
+  return `'${name}' is ${what} with its own ${own.join(", ")}, which a BlockSparseLinear would not run (the layer would compute something else); leave it out of the patterns`;
 }
 
 function plannedLayer(name: string, linear: Linear, pattern: NamePattern): PatchedLayer {
@@ -323,26 +345,35 @@ function parameterTotals(plans: Plan[]): { paramsBefore: number; paramsAfter: nu
 /**
  * Builds every replacement first, then swaps them in: every slot that holds a patched
  * Linear gets its replacement. Parameters tied between patched layers (weight or bias)
- * stay tied: later replacements reuse the first one's new parameter.
+ * stay tied: later replacements reuse the first one's new parameter. A build that fails
+ * (out of device memory, say) leaves the model untouched and disposes the replacements
+ * built so far, which nothing else holds.
  */
 function replaceLayers(modules: [string, Module][], plans: Plan[]): void {
   const replacements = new Map<Module, BlockSparseLinear>();
   const replacedParameters = new Map<Parameter, Parameter>();
-  for (const { linear, layer } of plans) {
-    if (replacements.has(linear)) continue;
-    const replacement = BlockSparseLinear.fromLinear(linear, { density: layer.density, blockShape: layer.blockShape });
-    for (const name of ["weight", "bias"] as const) {
-      const original = linear[name];
-      const made = replacement[name];
-      if (original === null || made === null) continue;
-      const tied = replacedParameters.get(original);
-      if (tied === undefined) replacedParameters.set(original, made);
-      else {
-        replacement.registerParameter(name, tied);
-        made.dispose();
+  try {
+    for (const { linear, layer } of plans) {
+      if (replacements.has(linear)) continue;
+      const replacement = BlockSparseLinear.fromLinear(linear, { density: layer.density, blockShape: layer.blockShape });
+      // A new module is in training mode: the replacement keeps the mode of the layer it replaces (a model put in eval stays so).
+      replacement.training = linear.training;
+      for (const name of ["weight", "bias"] as const) {
+        const original = linear[name];
+        const made = replacement[name];
+        if (original === null || made === null) continue;
+        const tied = replacedParameters.get(original);
+        if (tied === undefined) replacedParameters.set(original, made);
+        else {
+          replacement.registerParameter(name, tied);
+          made.dispose();
+        }
       }
+      replacements.set(linear, replacement);
     }
-    replacements.set(linear, replacement);
+  } catch (error) {
+    for (const parameter of replacedParameters.values()) parameter.dispose();
+    throw error;
   }
   for (const [, parent] of modules) {
     for (const [childName, child] of parent.namedChildren()) {

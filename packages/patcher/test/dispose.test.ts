@@ -1,7 +1,7 @@
-import { memory, tensor } from "@blocksparse/core";
-import { Linear, Sequential } from "@blocksparse/nn";
+import { OutOfMemoryError, memory, tensor } from "@blocksparse/core";
+import { BlockSparseLinear, Linear, Sequential } from "@blocksparse/nn";
 import { BlockSparseModelPatcher, PatchError } from "@blocksparse/patcher";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { Tied, TinyNet } from "./helpers";
 
 const input = () => tensor(new Float32Array(2 * 64).map((_, i) => Math.sin(i)), [2, 64]);
@@ -71,5 +71,32 @@ describe("after patching", () => {
     const attempt = () => patcher.patchModel(model, { disposeReplaced: "yes" as unknown as boolean });
     expect(attempt).toThrow(PatchError);
     expect(attempt).toThrow(/disposeReplaced/);
+  });
+
+  it("a replacement that cannot be built (out of memory) leaves the model as it was and frees the ones built before it", () => {
+    const model = new TinyNet();
+    const before = model.namedModules().map(([name, module]) => [name, module]);
+    const x = tensor(new Float32Array(2 * 16).map((_, i) => Math.cos(i)), [2, 16]);
+    const want = Array.from(model.forward(x).dataSync());
+    const build = BlockSparseLinear.fromLinear;
+    let calls = 0;
+    const spy = vi.spyOn(BlockSparseLinear, "fromLinear").mockImplementation((linear, options) => {
+      calls += 1;
+      if (calls === 3) throw new OutOfMemoryError("device out of memory");
+      return build.call(BlockSparseLinear, linear, options);
+    });
+    const tensorsBefore = memory().numTensors;
+    try {
+      const patcher = new BlockSparseModelPatcher().addPattern(/fc\d$/, { density: 0.5, blockShape: [8, 8] });
+      expect(() => patcher.patchModel(model, { disposeReplaced: true })).toThrow(OutOfMemoryError);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(calls).toBe(3);
+    // The two replacements built before the failure (blocks.0.fc1 with its bias view, blocks.0.fc2) are freed.
+    expect(memory().numTensors).toBe(tensorsBefore);
+    expect(model.namedModules()).toEqual(before);
+    expect(model.parameters().every((p) => !p.value.isDisposed)).toBe(true);
+    expect(Array.from(model.forward(x).dataSync())).toEqual(want);
   });
 });

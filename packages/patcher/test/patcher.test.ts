@@ -1,4 +1,4 @@
-import { ValueError, memory, tensor } from "@blocksparse/core";
+import { type Tensor, ValueError, memory, mul, tensor } from "@blocksparse/core";
 import { BlockSparseLinear, Linear, Module, Parameter, Sequential, parameterCount } from "@blocksparse/nn";
 import { BlockSparseModelPatcher, PatchError, PatchReport } from "@blocksparse/patcher";
 import { describe, expect, it } from "vitest";
@@ -120,6 +120,27 @@ describe("patchModel: matching", () => {
     expect(() => new BlockSparseModelPatcher().addPattern(/.*/, { density: 0.5, blockShape: [4, 4] }).patchModel(root)).toThrow(
       /no layer matched \/\.\*\/; the model's Linear layers are: \(none\)/,
     );
+  });
+
+  it("says so when the model itself is a Linear, rather than only that it has none", () => {
+    const root = new Linear(8, 8, { seed: 1 });
+    const error = thrown(() => new BlockSparseModelPatcher().addPattern("fc", { density: 0.5, blockShape: [4, 4] }).patchModel(root));
+    expect(error.problems).toEqual([
+      "no layer matched fc; the model's Linear layers are: (none) (pass allowNoMatch to accept this); the model itself is a Linear, which is never patched " +
+        "(the root has no parent to hold its replacement): use BlockSparseLinear.fromLinear for a lone layer",
+    ]);
+    expect(thrown(() => new BlockSparseModelPatcher().addPattern("fc", { density: 0.5 }).patchModel(new Sequential())).problems[0]).toMatch(/\(none\) \(pass allowNoMatch to accept this\)$/);
+  });
+
+  it("keeps each replaced layer's training mode: a model in eval mode stays in eval mode", () => {
+    const model = new TinyNet();
+    model.eval();
+    new BlockSparseModelPatcher().addPattern(/fc1$/, { density: 0.5, blockShape: [8, 8] }).patchModel(model);
+    expect(model.modules().filter((m) => m instanceof BlockSparseLinear)).toHaveLength(2);
+    expect(model.modules().every((m) => !m.training)).toBe(true);
+    const training = new TinyNet();
+    new BlockSparseModelPatcher().addPattern(/fc1$/, { density: 0.5, blockShape: [8, 8] }).patchModel(training);
+    expect(training.modules().every((m) => m.training)).toBe(true);
   });
 
   it("replaces a Linear reachable under two names everywhere, by one BlockSparseLinear", () => {
@@ -450,6 +471,32 @@ describe("inputs nobody tuned for", () => {
     const error = thrown(() => new BlockSparseModelPatcher().addPattern(/^fc$/, { density: 0.5, blockShape: [4, 4] }).patchModel(model));
     expect(error.problems).toEqual(["'fc' is a LoraLinear that also holds loraA, adapter, which a BlockSparseLinear would drop"]);
     expect((model as unknown as { fc: Module }).fc).toBeInstanceOf(LoraLinear);
+  });
+
+  it("refuses a Linear whose forward is its own (a subclass's, or one set on the instance), which the BlockSparseLinear would not run", () => {
+    class ScaledLinear extends Linear {
+      override forward(x: Tensor): Tensor {
+        return mul(super.forward(x), 0.5);
+      }
+    }
+    class PlainSubclass extends Linear {}
+    const model = new Holder();
+    model.registerModule("scaled", new ScaledLinear(8, 8, { seed: 1 }));
+    const hooked = new Linear(8, 8, { seed: 2 });
+    hooked.forward = (x: Tensor) => mul(Linear.prototype.forward.call(hooked, x), 2);
+    model.registerModule("hooked", hooked);
+    model.registerModule("plain", new PlainSubclass(8, 8, { seed: 3 }));
+    const tensorsBefore = memory().numTensors;
+    const error = thrown(() => new BlockSparseModelPatcher().addPattern(/./, { density: 0.5, blockShape: [4, 4] }).patchModel(model, { disposeReplaced: true }));
+    expect(error.problems).toEqual([
+      "'scaled' is a ScaledLinear with its own forward, which a BlockSparseLinear would not run (the layer would compute something else); leave it out of the patterns",
+      "'hooked' is a Linear with its own forward, which a BlockSparseLinear would not run (the layer would compute something else); leave it out of the patterns",
+    ]);
+    expect(model.namedChildren().map(([, child]) => child.constructor.name)).toEqual(["ScaledLinear", "Linear", "PlainSubclass"]);
+    expect(memory().numTensors).toBe(tensorsBefore);
+    // A subclass that computes as Linear does is patched.
+    new BlockSparseModelPatcher().addPattern("plain", { density: 0.5, blockShape: [4, 4] }).patchModel(model);
+    expect((model as unknown as { plain: Module }).plain).toBeInstanceOf(BlockSparseLinear);
   });
 
   it("names what it got when the model is an object without a prototype", () => {
