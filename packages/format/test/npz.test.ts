@@ -498,3 +498,73 @@ describe("SciPy files of other formats and data types", () => {
     expect([dense[0], dense[23]]).toEqual([1, 1]);
   });
 });
+
+describe("big-endian and Fortran-order arrays", () => {
+  /** Element (n, r, c) of a [blocks, 3, 5] array in Fortran order, given its C-order bytes and item size. */
+  function toFortran(cBytes: Uint8Array, shape: number[], size: number): Uint8Array {
+    const out = new Uint8Array(cBytes.length);
+    const [a, b, c] = shape;
+    for (let n = 0; n < a; n++) {
+      for (let r = 0; r < b; r++) {
+        for (let col = 0; col < c; col++) {
+          const from = (n * b * c + r * c + col) * size;
+          const to = (n + a * r + a * b * col) * size;
+          out.set(cBytes.subarray(from, from + size), to);
+        }
+      }
+    }
+    return out;
+  }
+
+  function blocksArchive(descr: string, data: Uint8Array, blocks: number, fortran: boolean): Uint8Array {
+    return zipSync(
+      {
+        "indices.npy": npy("<i4", `(${blocks},)`, bytesOf(Int32Array.from({ length: blocks }, (_, i) => i))),
+        "indptr.npy": npy("<i4", "(2,)", bytesOf(Int32Array.from([0, blocks]))),
+        "format.npy": npy("|S3", "()", strToU8("bsr")),
+        "shape.npy": npy("<i8", "(2,)", bytesOf(BigInt64Array.from([3n, BigInt(5 * blocks)]))),
+        "data.npy": npy(descr, `(${blocks}, 3, 5)`, data, fortran),
+      },
+      { level: 0 },
+    );
+  }
+
+  it("leaves the caller's bytes alone: a stored big-endian archive in a Node Buffer decodes the same twice", () => {
+    // save_npz(compressed=False) stores members, so their arrays are views into the caller's bytes.
+    const data = new Uint8Array(2 * 15 * 4);
+    for (let i = 0; i < 30; i++) new DataView(data.buffer).setFloat32(i * 4, i + 0.5, false);
+    const file = Buffer.from(blocksArchive(">f4", data, 2, false));
+    const before = Buffer.from(file);
+    const first = decodeScipyNpz(file);
+    expect(Buffer.compare(file, before)).toBe(0);
+    const second = decodeScipyNpz(file);
+    expect(Array.from(first.values)).toEqual(Array.from({ length: 30 }, (_, i) => i + 0.5));
+    expect(second.values).toEqual(first.values);
+  });
+
+  it.each([
+    ["|i1", 1],
+    ["<f2", 2],
+    ["<f4", 4],
+    [">f4", 4],
+    ["<f8", 8],
+    [">i8", 8],
+  ])("reads %s data in Fortran order as its C-order twin", (descr, size) => {
+    const blocks = 7;
+    const cBytes = new Uint8Array(blocks * 15 * size);
+    // Small values in every byte order and width, non-zero and distinct per element.
+    for (let i = 0; i < blocks * 15; i++) {
+      const view = new DataView(cBytes.buffer, i * size, size);
+      const little = descr[0] !== ">";
+      if (descr.endsWith("f2")) view.setUint16(0, 0x3c00 + i, little);
+      else if (descr.endsWith("f4")) view.setFloat32(0, i + 1, little);
+      else if (descr.endsWith("f8")) view.setFloat64(0, i + 1, little);
+      else if (descr.endsWith("i8")) view.setBigInt64(0, BigInt(i + 1), little);
+      else view.setInt8(0, (i % 100) + 1);
+    }
+    const fromC = decodeScipyNpz(blocksArchive(descr, cBytes, blocks, false));
+    const fromFortran = decodeScipyNpz(blocksArchive(descr, toFortran(cBytes, [blocks, 3, 5], size), blocks, true));
+    expect(fromFortran.dtype).toBe(fromC.dtype);
+    expect(fromFortran.values).toEqual(fromC.values);
+  });
+});
