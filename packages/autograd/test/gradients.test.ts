@@ -163,6 +163,20 @@ describe("reductions", () => {
       expectGradients((t) => fn(t, [0, 2], true), [distinctTensor([2, 3, 4], 44)]);
     }
   });
+
+  it("max and min of a group holding NaN give its gradient to the NaN elements, as torch.max does (not NaN to all)", () => {
+    for (const fn of [max, min]) {
+      const x = tensor([1, Number.NaN, 3, Number.NaN, 5, 6, 7, 8], [2, 4]);
+      x.requiresGrad = true;
+      tidy(() => backward(sum(mul(fn(x, 1), tensor([2, 3])))));
+      // Row 0 holds two NaNs: they share its gradient 2; row 1 holds none: its extremum gets 3.
+      expect(Array.from(x.grad!.dataSync()), fn.name).toEqual(fn === max ? [0, 1, 0, 1, 0, 0, 0, 3] : [0, 1, 0, 1, 3, 0, 0, 0]);
+      const y = tensor([1, Number.NaN, 3]);
+      y.requiresGrad = true;
+      tidy(() => backward(fn(y)));
+      expect(Array.from(y.grad!.dataSync()), `${fn.name} over all`).toEqual([0, 1, 0]);
+    }
+  });
 });
 
 describe("split", () => {

@@ -1,4 +1,4 @@
-import { type Tensor, broadcastTo, cast, div, equal, mul, reshape, sizeOf, sum } from "@blocksparse/core";
+import { type Tensor, add, broadcastTo, cast, div, equal, mul, notEqual, reshape, sizeOf, sum } from "@blocksparse/core";
 import { registerGradient } from "../registry";
 import { keptShape } from "./helpers";
 
@@ -17,7 +17,9 @@ export function registerReduceGradients(): void {
       },
     }),
   });
-  // The gradient is shared evenly between tied extrema (PyTorch's amax/amin rule).
+  // The gradient is shared evenly between tied extrema (PyTorch's amax/amin rule). A group holding NaN has NaN as its
+  // extremum, which equals nothing: its gradient goes to its NaN elements, shared evenly, as torch.max and torch.min
+  // give it (x == y alone gave 0 / 0 = NaN to every element of the group).
   for (const kernel of ["Max", "Min"] as const) {
     registerGradient(kernel, {
       inputsToSave: ["x"],
@@ -26,7 +28,7 @@ export function registerReduceGradients(): void {
         x: () => {
           const x = saved.x as Tensor;
           const kept = keptShape(x.shape, attrs.axes);
-          const mask = cast(equal(x, reshape(savedOutputs[0]!, kept)), x.dtype);
+          const mask = cast(add(equal(x, reshape(savedOutputs[0]!, kept)), notEqual(x, x)), x.dtype);
           const ties = sum(mask, attrs.axes, true);
           return mul(mask, div(reshape(dy, kept), ties));
         },
