@@ -28,6 +28,10 @@ constexpr int64_t kSampledTokenChunk = 256;
 // Tokens per K slice of the js backend's sampledMatmul (core's compute/sampled_matmul.ts, TOKEN_CHUNK),
 // which rounds dW to float32 after each: the infinite or NaN outputs are recomputed so (overflow.h).
 constexpr int64_t kJsSampledSlice = 128;
+// K steps a register tile sums before adding to its float32 output, as the dense product adds its K slices (1024,
+// not 256, so a block row of up to 1024 steps still runs once): one float32 chain over a whole block row of 2048
+// blocks (65536 steps) had drifted 6e-4 from js's float64 sums.
+constexpr int64_t kSliceSteps = 1024;
 // Blocks of one block row per work item of the sampled product.
 constexpr int64_t kSampledRun = 8;
 // Work items per thread of the few-token products (contiguous stretches of the values).
@@ -99,6 +103,7 @@ void groupedProduct(const float* a, int64_t tokens, int64_t depth, const float* 
   });
 
   const int64_t chunk = std::max<int64_t>(mr, kPackedTokenFloats / std::max<int64_t>(depth, 1) / mr * mr);
+  const int64_t segmentsPerRun = std::max<int64_t>(1, kSliceSteps / std::max<int64_t>(seg, 1));
   const MatrixView tokenRows{a, depth, 1};
   for (int64_t t0 = 0; t0 < tokens; t0 += chunk) {
     const int64_t chunkTokens = std::min(chunk, tokens - t0);
@@ -129,7 +134,10 @@ void groupedProduct(const float* a, int64_t tokens, int64_t depth, const float* 
           const int64_t i0 = t0 + strip * mr;
           const int rows = static_cast<int>(std::min<int64_t>(mr, tokens - i0));
           float* c = out + i0 * ldOut + n0;
-          kernel.run(Tile{segments.data(), count, c, ldOut, rows, cols, false});
+          // About kSliceSteps of K per run, each added to the float32 output (as the dense product's K slices).
+          for (int64_t q0 = 0; q0 == 0 || q0 < count; q0 += segmentsPerRun) {
+            kernel.run(Tile{segments.data() + q0, std::min(segmentsPerRun, count - q0), c, ldOut, rows, cols, q0 > 0});
+          }
           if (bias != nullptr) {
             for (int i = 0; i < rows; i++) {
               for (int j = 0; j < cols; j++) c[i * ldOut + j] += bias[n0 + j];
@@ -221,10 +229,25 @@ void bsrMatmulFewTokens(const float* dy, const BsrView& w, float* dx, int64_t to
   const int64_t blockCols = w.cols / C;
   const DecodeKernels decode = activeKernel().decode;
   parallelFor(blockCols, [&](int64_t bc) {
+    // The first kSliceSteps rows (K steps) of blocks sum into the output's float32 sums, each later slice into a
+    // partial added to them, so no float32 chain runs down a whole block column.
     thread_local std::vector<float> sums;
+    thread_local std::vector<float> partial;
     sums.assign(static_cast<size_t>(tokens * C), 0.0f);
+    float* acc = sums.data();
+    int64_t steps = 0;
     for (int64_t p = w.blockColPtr[bc]; p < w.blockColPtr[bc + 1]; p++) {
-      decode.blockAxpy(w.values + int64_t(w.valueIndex[p]) * R * C, R, C, dy + int64_t(w.blockRowIdx[p]) * R, w.rows, tokens, sums.data());
+      decode.blockAxpy(w.values + int64_t(w.valueIndex[p]) * R * C, R, C, dy + int64_t(w.blockRowIdx[p]) * R, w.rows, tokens, acc);
+      steps += R;
+      const bool last = p + 1 == w.blockColPtr[bc + 1];
+      if (steps < kSliceSteps && !last) continue;
+      if (acc != sums.data()) {
+        for (int64_t i = 0; i < tokens * C; i++) sums[i] += partial[i];
+      }
+      if (last) break;
+      partial.assign(static_cast<size_t>(tokens * C), 0.0f);
+      acc = partial.data();
+      steps = 0;
     }
     for (int64_t t = 0; t < tokens; t++) std::copy(sums.begin() + t * C, sums.begin() + (t + 1) * C, dx + t * w.cols + bc * C);
     // Infinite or NaN outputs (float32 sums that overflowed) recomputed in float64 (overflow.h).

@@ -82,14 +82,28 @@ void gemmFewRows(MatrixView a, MatrixView b, float* c, int64_t ldc, int64_t m, i
   parallelFor(items, [&](int64_t item) {
     const int64_t j0 = item * kStreamColumns;
     const int64_t width = std::min(n, j0 + kStreamColumns) - j0;
+    // Each K slice of kKc sums into its own partial, then into the output's: one float32 chain over all of K
+    // (a million steps) had drifted 1% from js's float64 sums, where slices keep it as close as the tiled path.
     float sums[kDecodeMaxRows][kStreamColumns] = {};
-    for (int64_t p = 0; p < k; p++) {
-      const float* line = b.data + p * b.rowStride + j0 * b.colStride;
-      for (int64_t i = 0; i < m; i++) {
-        if (b.colStride == 1) {
-          axpy(rowsOfA[i * k + p], line, sums[i], width);
-        } else {
-          for (int64_t j = 0; j < width; j++) sums[i][j] += rowsOfA[i * k + p] * line[j * b.colStride];
+    float slice[kDecodeMaxRows][kStreamColumns];
+    for (int64_t k0 = 0; k0 < k; k0 += kKc) {
+      float(*acc)[kStreamColumns] = k0 == 0 ? sums : slice;
+      if (k0 > 0) {
+        for (int64_t i = 0; i < m; i++) std::fill(slice[i], slice[i] + width, 0.0f);
+      }
+      for (int64_t p = k0; p < std::min(k, k0 + kKc); p++) {
+        const float* line = b.data + p * b.rowStride + j0 * b.colStride;
+        for (int64_t i = 0; i < m; i++) {
+          if (b.colStride == 1) {
+            axpy(rowsOfA[i * k + p], line, acc[i], width);
+          } else {
+            for (int64_t j = 0; j < width; j++) acc[i][j] += rowsOfA[i * k + p] * line[j * b.colStride];
+          }
+        }
+      }
+      if (k0 > 0) {
+        for (int64_t i = 0; i < m; i++) {
+          for (int64_t j = 0; j < width; j++) sums[i][j] += slice[i][j];
         }
       }
     }
