@@ -16,6 +16,7 @@
 // [split][nnzBlocks][32][32] for launchSumSplits; one split writes the values.
 #include "dev_variants.h"
 #include "patch_list.h"
+#include "patch_tile.cuh"
 #include "tc/bsr_mma.cuh"
 
 namespace bs::tc {
@@ -98,21 +99,9 @@ __global__ void __launch_bounds__(P::kThreads, 1) bsrMmaPatchDwKernel(const Kern
     bSlice[b] = static_cast<uint32_t>(rowSlices + (at & 0xffff)) * kPatchSliceBytes;
   }
 
-  // Thread tid copies chunk tid % 4 of token tid / 4 (of each pass of kPasses) of every slice.
-  constexpr int kPasses = P::kThreads / (kPatchStep * 4);
-  const int chunkToken = (tid >> 2) % kPatchStep, chunk = tid & 3, pass = tid / (kPatchStep * 4);
-  const uint32_t chunkOffset = panelOffset<32>(chunkToken, chunk);
-  const T* dy = static_cast<const T*>(args.a);
-  const T* x = static_cast<const T*>(args.b);
   auto load = [&](int step, uint32_t stage) {
-    const int64_t token = tokenBase + static_cast<int64_t>(step) * kPatchStep + chunkToken;
-    const bool valid = token < tokenEnd;
-    const T* dyRow = dy + (valid ? token * args.rows + static_cast<int64_t>(rowBase) * 32 + chunk * 8 : 0);
-    const T* xRow = x + (valid ? token * args.cols + static_cast<int64_t>(colBase) * 32 + chunk * 8 : 0);
-    for (int s = pass; s < slices; s += kPasses) {
-      const T* src = s < rowSlices ? dyRow + (valid ? s * 32 : 0) : xRow + (valid ? (s - rowSlices) * 32 : 0);
-      cpAsync16(stage + s * kPatchSliceBytes + chunkOffset, src, valid);
-    }
+    loadPatchSlices<T, kPatchStep, P::kThreads>(args, rowBase, colBase, rowSlices, slices, tokenBase, tokenEnd, step,
+                                                stage, tid);
   };
 
   float acc[kPatchBlocksPerWarp][2][4][4];
@@ -149,8 +138,7 @@ __global__ void __launch_bounds__(P::kThreads, 1) bsrMmaPatchDwKernel(const Kern
 
   // Each thread holds rows g and g + 8 of every m16n8 tile, two adjacent columns each: the block's row-major values.
   const int g = lane >> 2, c2 = (lane & 3) * 2;
-  float* partial = args.partials ? args.partials + static_cast<int64_t>(blockIdx.y) * args.nnzBlocks * 1024 : nullptr;
-  T* out = static_cast<T*>(args.out);
+  float* partial = patchPartials(args);
 #pragma unroll
   for (int b = 0; b < kPatchBlocksPerWarp; ++b) {
     if (b >= count) break;
@@ -162,9 +150,7 @@ __global__ void __launch_bounds__(P::kThreads, 1) bsrMmaPatchDwKernel(const Kern
 #pragma unroll
         for (int nt = 0; nt < 4; ++nt) {
           const int64_t at = base + (mt * 16 + g + half * 8) * 32 + nt * 8 + c2;
-          const float v0 = acc[b][mt][nt][half * 2], v1 = acc[b][mt][nt][half * 2 + 1];
-          if (partial) *reinterpret_cast<float2*>(partial + at) = make_float2(v0, v1);
-          else *reinterpret_cast<uint32_t*>(out + at) = packPair<T>(v0, v1);
+          storePatchPair<T>(partial, args, at, acc[b][mt][nt][half * 2], acc[b][mt][nt][half * 2 + 1]);
         }
   }
 }

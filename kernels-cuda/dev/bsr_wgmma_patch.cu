@@ -12,6 +12,7 @@
 // wgmma is issued on every path (ptxas serializes wgmma behind branches it cannot prove uniform).
 #include "dev_variants.h"
 #include "patch_list.h"
+#include "patch_tile.cuh"
 #include "tc/bsr_mma.cuh"
 #include "tc/wgmma_ops.cuh"
 
@@ -27,8 +28,6 @@ constexpr int kPwSmemBytes = 1024 + kPwStages * kPwStageBytes;
 constexpr int kPwConsumers = 2;
 constexpr int kPwThreads = 128 * kPwConsumers;
 [[maybe_unused]] constexpr int kPwProducts = kPatchPairProducts / kPwConsumers;  // per consumer warpgroup
-[[maybe_unused]] constexpr int kPwPasses = kPwThreads / (kPwStep * 4);  // slices each thread's chunk is copied for, in turn
-static_assert(kPwThreads % (kPwStep * 4) == 0, "whole tokens of 16-byte chunks per pass");
 static_assert(kPwSmemBytes <= 227 * 1024, "fits the shared memory");
 
 template <typename T>
@@ -61,19 +60,9 @@ __global__ void __launch_bounds__(kPwThreads, 1) bsrWgmmaPatchDwKernel(const Ker
                                  2);
   }
 
-  const int chunkToken = (tid >> 2) % kPwStep, chunk = tid & 3, pass = tid / (kPwStep * 4);
-  const uint32_t chunkOffset = panelOffset<32>(chunkToken, chunk);
-  const T* dy = static_cast<const T*>(args.a);
-  const T* x = static_cast<const T*>(args.b);
   auto load = [&](int step, uint32_t stage) {
-    const int64_t token = tokenBase + static_cast<int64_t>(step) * kPwStep + chunkToken;
-    const bool valid = token < tokenEnd;
-    const T* dyRow = dy + (valid ? token * args.rows + static_cast<int64_t>(rowBase) * 32 + chunk * 8 : 0);
-    const T* xRow = x + (valid ? token * args.cols + static_cast<int64_t>(colBase) * 32 + chunk * 8 : 0);
-    for (int s = pass; s < slices; s += kPwPasses) {
-      const T* src = s < rowSlices ? dyRow + (valid ? s * 32 : 0) : xRow + (valid ? (s - rowSlices) * 32 : 0);
-      cpAsync16(stage + s * kPwSliceBytes + chunkOffset, src, valid);
-    }
+    loadPatchSlices<T, kPwStep, kPwThreads>(args, rowBase, colBase, rowSlices, slices, tokenBase, tokenEnd, step, stage,
+                                            tid);
   };
 
   float acc[kPwProducts][16];
@@ -116,8 +105,7 @@ __global__ void __launch_bounds__(kPwThreads, 1) bsrWgmmaPatchDwKernel(const Ker
   // Warp w of the consumer holds rows 16w + g and + 8 of the m64 product: warps 0-1 the first block's 32 rows, 2-3 the
   // second's; per 8 columns j, accumulators 4j (+1) on row 16w + g and 4j + 2 (+3) on row + 8.
   const int g = lane >> 2, c2 = (lane & 3) * 2;
-  float* partial = args.partials ? args.partials + static_cast<int64_t>(blockIdx.y) * args.nnzBlocks * 1024 : nullptr;
-  T* out = static_cast<T*>(args.out);
+  float* partial = patchPartials(args);
 #pragma unroll
   for (int p = 0; p < kPwProducts; ++p) {
     const int32_t* product = record + kPatchHeaderWords + 4 * (consumer * kPwProducts + p);
@@ -129,9 +117,7 @@ __global__ void __launch_bounds__(kPwThreads, 1) bsrWgmmaPatchDwKernel(const Ker
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         const int64_t at = base + ((warpInGroup % 2) * 16 + g + half * 8) * 32 + j * 8 + c2;
-        const float v0 = acc[p][4 * j + 2 * half], v1 = acc[p][4 * j + 2 * half + 1];
-        if (partial) *reinterpret_cast<float2*>(partial + at) = make_float2(v0, v1);
-        else *reinterpret_cast<uint32_t*>(out + at) = packPair<T>(v0, v1);
+        storePatchPair<T>(partial, args, at, acc[p][4 * j + 2 * half], acc[p][4 * j + 2 * half + 1]);
       }
   }
 #endif

@@ -41,17 +41,24 @@ inline std::array<int32_t, 2> patchSides(int32_t blockRows, int32_t blockCols, i
   return {rows, cols};
 }
 
-// Appends the patch records of a 32x32 pattern (row-wise index blockRowPtr [blockRows + 1], blockColIdx [nnz], whose
-// entry p is value p) to `packed`, patch by patch in row-major order; a patch of more than kPatchMaxBlocks blocks
-// becomes ceil(n / kPatchMaxBlocks) records of as many blocks each, in row-major order, each with the rows and
-// columns its own blocks span. Returns where they start in `packed` and how many there are (none for other blocks).
 struct PatchListOffsets {
   size_t begin = 0;
   int32_t items = 0;
 };
-inline PatchListOffsets appendPatchList(std::vector<int32_t>& packed, int32_t blockHeight, int32_t blockWidth,
-                                        int32_t blockRows, int32_t blockCols, const int32_t* blockRowPtr,
-                                        const int32_t* blockColIdx) {
+
+// One block of a patch record (rowB -1), or one product of a pair record: two blocks of column `col`, rows rowA < rowB.
+struct PatchItem {
+  int32_t rowA, rowB, col, valueA, valueB;
+};
+
+// Appends the records of a 32x32 pattern (row-wise index blockRowPtr [blockRows + 1], blockColIdx [nnz], whose entry p
+// is value p) to `packed`: patch by patch in row-major order, `itemsOf(blocks, items)` turning a patch's blocks (row-major)
+// into its items, which make ceil(n / cap) records of as many items each, in order, each record spanning the rows and
+// columns of its own items: the header, then `write(item, firstRow, firstColumn)` per item and `pad()` past them.
+template <class ItemsOf, class Write, class Pad>
+PatchListOffsets appendPatchRecords(std::vector<int32_t>& packed, int32_t blockHeight, int32_t blockWidth,
+                                    int32_t blockRows, int32_t blockCols, const int32_t* blockRowPtr,
+                                    const int32_t* blockColIdx, int64_t cap, ItemsOf itemsOf, Write write, Pad pad) {
   PatchListOffsets offsets;
   offsets.begin = packed.size();
   const int64_t nnz = blockRows > 0 ? blockRowPtr[blockRows] : 0;
@@ -59,46 +66,61 @@ inline PatchListOffsets appendPatchList(std::vector<int32_t>& packed, int32_t bl
   const auto sides = patchSides(blockRows, blockCols, nnz);
   const int32_t g = sides[0], h = sides[1];
   std::vector<int32_t> cursor(blockRowPtr, blockRowPtr + blockRows);  // each row's next entry, columns ascending
-  std::vector<int32_t> entries;                                        // the patch's row-wise entries, row-major
+  std::vector<PatchItem> blocks, items;
   for (int32_t r0 = 0; r0 < blockRows; r0 += g) {
     const int32_t r1 = std::min(blockRows, r0 + g);
     for (int32_t c0 = 0; c0 < blockCols; c0 += h) {
       const int32_t c1 = std::min(blockCols, c0 + h);
-      entries.clear();
+      blocks.clear();
       for (int32_t r = r0; r < r1; ++r)
-        for (; cursor[r] < blockRowPtr[r + 1] && blockColIdx[cursor[r]] < c1; ++cursor[r]) entries.push_back(cursor[r]);
-      const int64_t n = static_cast<int64_t>(entries.size());
-      if (n == 0) continue;
-      const int64_t parts = (n + kPatchMaxBlocks - 1) / kPatchMaxBlocks;
+        for (; cursor[r] < blockRowPtr[r + 1] && blockColIdx[cursor[r]] < c1; ++cursor[r])
+          blocks.push_back({r, -1, blockColIdx[cursor[r]], cursor[r], -1});
+      items.clear();
+      itemsOf(blocks, items);
+      const int64_t n = static_cast<int64_t>(items.size());
+      const int64_t parts = (n + cap - 1) / cap;
       for (int64_t part = 0; part < parts; ++part) {
         const int64_t first = part * n / parts, last = (part + 1) * n / parts;
-        auto rowOf = [&](int32_t p) {
-          return static_cast<int32_t>(std::upper_bound(blockRowPtr + r0, blockRowPtr + r1 + 1, p) - blockRowPtr - 1);
-        };
-        const int32_t rowFirst = rowOf(entries[first]), rowLast = rowOf(entries[last - 1]);
-        int32_t colFirst = c1, colLast = c0;
+        int32_t rowFirst = r1, rowLast = r0, colFirst = c1, colLast = c0;
         for (int64_t e = first; e < last; ++e) {
-          colFirst = std::min(colFirst, blockColIdx[entries[e]]);
-          colLast = std::max(colLast, blockColIdx[entries[e]]);
+          const PatchItem& q = items[static_cast<size_t>(e)];
+          rowFirst = std::min(rowFirst, q.rowA);
+          rowLast = std::max({rowLast, q.rowA, q.rowB});
+          colFirst = std::min(colFirst, q.col);
+          colLast = std::max(colLast, q.col);
         }
         packed.push_back(rowFirst);
         packed.push_back(colFirst);
         packed.push_back((rowLast - rowFirst + 1) << 16 | (colLast - colFirst + 1));
         packed.push_back(static_cast<int32_t>(last - first));
-        for (int64_t e = first; e < first + kPatchMaxBlocks; ++e) {
-          if (e < last) {
-            packed.push_back(entries[e]);
-            packed.push_back((rowOf(entries[e]) - rowFirst) << 16 | (blockColIdx[entries[e]] - colFirst));
-          } else {
-            packed.push_back(-1);
-            packed.push_back(0);
-          }
+        for (int64_t e = first; e < first + cap; ++e) {
+          if (e < last) write(items[static_cast<size_t>(e)], rowFirst, colFirst);
+          else pad();
         }
         ++offsets.items;
       }
     }
   }
   return offsets;
+}
+
+// The patch records (bsr_mma_patch.cu): a patch of more than kPatchMaxBlocks blocks becomes ceil(n / kPatchMaxBlocks)
+// records of as many blocks each, in row-major order. Returns where they start in `packed` and how many there are
+// (none for blocks other than 32x32).
+inline PatchListOffsets appendPatchList(std::vector<int32_t>& packed, int32_t blockHeight, int32_t blockWidth,
+                                        int32_t blockRows, int32_t blockCols, const int32_t* blockRowPtr,
+                                        const int32_t* blockColIdx) {
+  return appendPatchRecords(
+      packed, blockHeight, blockWidth, blockRows, blockCols, blockRowPtr, blockColIdx, kPatchMaxBlocks,
+      [](const std::vector<PatchItem>& blocks, std::vector<PatchItem>& items) { items = blocks; },
+      [&](const PatchItem& q, int32_t rowFirst, int32_t colFirst) {
+        packed.push_back(q.valueA);
+        packed.push_back((q.rowA - rowFirst) << 16 | (q.col - colFirst));
+      },
+      [&] {
+        packed.push_back(-1);
+        packed.push_back(0);
+      });
 }
 
 // Points view.patchList at the uploaded records (base: the device copy of `packed`).
@@ -119,72 +141,33 @@ constexpr int kPatchPairRecordWords = kPatchHeaderWords + 4 * kPatchPairProducts
 inline PatchListOffsets appendPatchPairList(std::vector<int32_t>& packed, int32_t blockHeight, int32_t blockWidth,
                                             int32_t blockRows, int32_t blockCols, const int32_t* blockRowPtr,
                                             const int32_t* blockColIdx) {
-  PatchListOffsets offsets;
-  offsets.begin = packed.size();
-  const int64_t nnz = blockRows > 0 ? blockRowPtr[blockRows] : 0;
-  if (blockHeight != 32 || blockWidth != 32 || nnz <= 0 || blockCols <= 0) return offsets;
-  const auto sides = patchSides(blockRows, blockCols, nnz);
-  const int32_t g = sides[0], h = sides[1];
-  struct Product {
-    int32_t rowA, rowB, col, valueA, valueB;  // rowB -1: alone
-  };
-  std::vector<int32_t> cursor(blockRowPtr, blockRowPtr + blockRows);
-  std::vector<std::vector<std::pair<int32_t, int32_t>>> columns(static_cast<size_t>(h));  // (row, value) per column
-  std::vector<Product> products;
-  for (int32_t r0 = 0; r0 < blockRows; r0 += g) {
-    const int32_t r1 = std::min(blockRows, r0 + g);
-    for (int32_t c0 = 0; c0 < blockCols; c0 += h) {
-      const int32_t c1 = std::min(blockCols, c0 + h);
-      for (auto& column : columns) column.clear();
-      for (int32_t r = r0; r < r1; ++r)
-        for (; cursor[r] < blockRowPtr[r + 1] && blockColIdx[cursor[r]] < c1; ++cursor[r])
-          columns[static_cast<size_t>(blockColIdx[cursor[r]] - c0)].push_back({r, cursor[r]});
-      products.clear();
-      for (int32_t c = c0; c < c1; ++c) {
-        const auto& column = columns[static_cast<size_t>(c - c0)];
-        for (size_t i = 0; i < column.size(); i += 2) {
-          const bool pair = i + 1 < column.size();
-          products.push_back({column[i].first, pair ? column[i + 1].first : -1, c, column[i].second,
-                              pair ? column[i + 1].second : -1});
+  return appendPatchRecords(
+      packed, blockHeight, blockWidth, blockRows, blockCols, blockRowPtr, blockColIdx, kPatchPairProducts,
+      [](const std::vector<PatchItem>& blocks, std::vector<PatchItem>& items) {
+        // Column by column, the column's blocks (rows ascending) in pairs.
+        std::vector<PatchItem> byColumn = blocks;
+        std::stable_sort(byColumn.begin(), byColumn.end(),
+                         [](const PatchItem& a, const PatchItem& b) { return a.col < b.col; });
+        for (size_t i = 0; i < byColumn.size(); ++i) {
+          const bool pair = i + 1 < byColumn.size() && byColumn[i + 1].col == byColumn[i].col;
+          items.push_back({byColumn[i].rowA, pair ? byColumn[i + 1].rowA : -1, byColumn[i].col, byColumn[i].valueA,
+                           pair ? byColumn[i + 1].valueA : -1});
+          if (pair) ++i;
         }
-      }
-      const int64_t n = static_cast<int64_t>(products.size());
-      if (n == 0) continue;
-      const int64_t parts = (n + kPatchPairProducts - 1) / kPatchPairProducts;
-      for (int64_t part = 0; part < parts; ++part) {
-        const int64_t first = part * n / parts, last = (part + 1) * n / parts;
-        int32_t rowFirst = r1, rowLast = r0, colFirst = c1, colLast = c0;
-        for (int64_t e = first; e < last; ++e) {
-          const Product& q = products[static_cast<size_t>(e)];
-          rowFirst = std::min(rowFirst, q.rowA);
-          rowLast = std::max({rowLast, q.rowA, q.rowB});
-          colFirst = std::min(colFirst, q.col);
-          colLast = std::max(colLast, q.col);
-        }
-        packed.push_back(rowFirst);
-        packed.push_back(colFirst);
-        packed.push_back((rowLast - rowFirst + 1) << 16 | (colLast - colFirst + 1));
-        packed.push_back(static_cast<int32_t>(last - first));
-        for (int64_t e = first; e < first + kPatchPairProducts; ++e) {
-          if (e < last) {
-            const Product& q = products[static_cast<size_t>(e)];
-            const int32_t slotA = q.rowA - rowFirst, slotB = q.rowB >= 0 ? q.rowB - rowFirst : slotA + 1;
-            packed.push_back(slotA << 16 | slotB);
-            packed.push_back(q.col - colFirst);
-            packed.push_back(q.valueA);
-            packed.push_back(q.valueB);
-          } else {
-            packed.push_back(0 << 16 | 1);
-            packed.push_back(0);
-            packed.push_back(-1);
-            packed.push_back(-1);
-          }
-        }
-        ++offsets.items;
-      }
-    }
-  }
-  return offsets;
+      },
+      [&](const PatchItem& q, int32_t rowFirst, int32_t colFirst) {
+        const int32_t slotA = q.rowA - rowFirst, slotB = q.rowB >= 0 ? q.rowB - rowFirst : slotA + 1;
+        packed.push_back(slotA << 16 | slotB);
+        packed.push_back(q.col - colFirst);
+        packed.push_back(q.valueA);
+        packed.push_back(q.valueB);
+      },
+      [&] {
+        packed.push_back(0 << 16 | 1);
+        packed.push_back(0);
+        packed.push_back(-1);
+        packed.push_back(-1);
+      });
 }
 
 inline void bindPatchPairList(BsrPatternView& view, const int32_t* base, const PatchListOffsets& offsets) {
