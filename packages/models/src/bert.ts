@@ -1,7 +1,7 @@
 import { add, DTypeError, reshape, ShapeError, slice, Tensor, tanh, tidy } from "@blocksparse/core";
 import { Dropout, Embedding, forwardLinearActivation, forwardResidual, LayerNorm, Linear, Module, ModuleList } from "@blocksparse/nn";
 import type { CheckpointRules } from "./checkpoint";
-import { type BertConfig, parseBertConfig } from "./config";
+import { type BertConfig, isRecord, parseBertConfig } from "./config";
 import { ConfigError } from "./errors";
 import type { ModelOptions } from "./gpt2";
 import { activationModule, attention, checkOptions, checkTokenIds, dtypeHint, initLikeHuggingFace, paddingMask, seedStream, splitHeads, uploadOn } from "./layers";
@@ -288,6 +288,11 @@ export class BertModel extends Module {
  * over the non-padding tokens (padding tokens sit at padding_idx).
  */
 export class RobertaModel extends BertModel {
+  /** As BertModel's, with RobertaConfig's defaults where config.json has no value: pad_token_id 1 and vocab_size 50265 (BertConfig's are 0 and 30522). */
+  constructor(config: unknown, options?: ModelOptions | null) {
+    super(isRecord(config) ? { vocab_size: 50265, pad_token_id: 1, ...config } : config, options);
+  }
+
   protected override positionIds(ids: Tensor): Int32Array {
     const [batch, length] = ids.shape;
     const padding = this.config.pad_token_id ?? 1;

@@ -100,8 +100,11 @@ export function modelTypeOf(where: string, config: Record<string, unknown>): unk
   throw new ConfigError(`${where} has no model_type, and its architectures ${JSON.stringify(names)} say none: ${why}`);
 }
 
+/** Whether `value` is an object that is not an array (what config.json holds). */
+export const isRecord = (value: unknown): value is Record<string, unknown> => value !== null && typeof value === "object" && !Array.isArray(value);
+
 function parse<S extends z.ZodMiniType>(where: string, schema: S, config: unknown): z.output<S> {
-  if (config === null || typeof config !== "object" || Array.isArray(config)) throw new ConfigError(`${where}: config must be an object (config.json's contents)`);
+  if (!isRecord(config)) throw new ConfigError(`${where}: config must be an object (config.json's contents)`);
   const result = schema.safeParse(config);
   if (result.success) return result.data;
   const fields = result.error.issues.map((issue) => `${issue.path.join(".") || "(root)"}: ${issue.message}`);

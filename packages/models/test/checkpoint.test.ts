@@ -330,6 +330,24 @@ describe("checkpoints transformers loads that differ from the fixtures", () => {
     expect(new GPT2LMHeadModel(config, { seed: 1 }).config.n_layer).toBe(2);
   });
 
+  it("fills RoBERTa's own config defaults where config.json has none (pad_token_id 1, vocab_size 50265), not BERT's", async () => {
+    const { pad_token_id: _, ...config } = await readConfig(fixtures("roberta"));
+    const dir = await mkdtemp(join(scratch, "roberta-defaults-"));
+    await writeFile(join(dir, "config.json"), JSON.stringify(config));
+    await copyFile(fixtures("roberta/model.safetensors"), join(dir, "model.safetensors"));
+    const model = (await fromPretrained(dir)) as RobertaModel;
+    expect(model.config.pad_token_id).toBe(1);
+    // Padding (id 1) sits at position 1 and the tokens count from 2, as transformers' RobertaConfig() gives them.
+    const reference = await readReference("roberta");
+    const inputs = { attentionMask: reference.get("attention_mask")!, tokenTypeIds: reference.get("token_type_ids")! };
+    expect(relativeError(model.forward(reference.get("input_ids")!, inputs), reference.get("last_hidden_state")!)).toBeLessThanOrEqual(1e-4);
+    const { vocab_size: __, ...noVocab } = config;
+    expect(new RobertaModel(noVocab, { seed: 1 }).config.vocab_size).toBe(50265);
+    // BERT keeps BertConfig's, and a value config.json gives is kept.
+    expect(new BertModel(noVocab, { seed: 1 }).config).toMatchObject({ pad_token_id: 0, vocab_size: 30522 });
+    expect(new RobertaModel({ ...noVocab, pad_token_id: null, vocab_size: 64 }, { seed: 1 }).config).toMatchObject({ pad_token_id: null, vocab_size: 64 });
+  });
+
   it("takes model.safetensors when a folder also holds a sharded index, as transformers does", async () => {
     const dir = await editedCopy("gpt2", (tensors) => {
       (tensors.get("transformer.ln_f.bias")!.data as Float32Array).fill(7);
