@@ -113,7 +113,7 @@ void upload(const HostPattern& p, DevicePattern& d) {
   }
   const auto groupLists = bs::appendColumnGroupLists(packed, p.colPtr.data(), p.blockCols);
 #ifndef TC_BENCH_NO_DEV
-  // The records of dev's dW patch tile (variants 30 and 31, 32x32 blocks).
+  // The records of dev's dW patch tiles at 32x32: blocks (variants 30 and 31) and pairs of blocks (32).
   const auto patchList =
       bs::appendPatchList(packed, p.r, p.c, p.blockRows, p.blockCols, p.rowPtr.data(), p.colIdx.data());
   const auto patchPairList =

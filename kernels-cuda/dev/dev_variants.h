@@ -52,8 +52,8 @@ bool launchXResidentDevVariant(Op op, DType dtype, const KernelArgs& args, int b
 // CTA per record of the pattern's patch list (dev/patch_list.h: a few block rows x a few block columns of W), each dY
 // and X slice of a 64-token step loaded once for all of the record's blocks; 8 warps of up to 4 blocks each
 // (kPatchDwVariant, tc_kernels.h's kPatchDwTile for the split rule) or 16 of up to 2 (+ 1). Measured on an H200
-// (docs/kernels.md, "dW's patch tile (dev variants 30 and 31)"): half the L2 bytes of mma.sync's dW tile, and its rate:
-// mma.sync's issue, not the traffic, bounds both.
+// (docs/kernels.md, "dW's patch tile (dev variants 30, 31 and 32)"): fewer L2 bytes than mma.sync's dW tile and the
+// same time, on wgmma too: how each step is fed and drained bounds them, not the traffic.
 // kPatchDwVariant + 2 (dev/bsr_wgmma_patch.cu, sm_90a): the same patches on wgmma, each product m64n32k16 over two
 // blocks of one column (A two of the patch's dY row slices, B the column's X slice; dev/patch_list.h's pair records).
 constexpr int kPatchDwVariant = kPatchDwTile;
@@ -62,8 +62,9 @@ bool launchPatchDwWgmma(DType dtype, const KernelArgs& args, cudaStream_t stream
 
 // A TcOptions::devVariants launcher: the wgmma variants of dev/bsr_wgmma_variants.cu (1 at 32 and 64
 // blocks, dW kFeatureMajorDwTile at 64, 2-5, kTokenMajorPersistentVariant, kStoreHelpersVariant, kBulkStoreVariant,
-// kPingPongVariant and the next), the X-resident 21, 22, 25 and 26, the wide-slab 27-29, dW's patch tile 30 and 31 on
-// either path, and the mma.sync variants of dev/bsr_mma_variants.cu (1) and dev/bsr_mma_grouped.cu (8, 9); false, having launched nothing, for any other path, product or variant.
+// kPingPongVariant and the next), the X-resident 21, 22, 25 and 26, the wide-slab 27-29, dW's patch tiles 30-32 on
+// either path, and the mma.sync variants of dev/bsr_mma_variants.cu (1) and dev/bsr_mma_grouped.cu (8, 9); false,
+// having launched nothing, for any other path, product or variant.
 bool launchDevVariant(TcPath path, Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                       cudaStream_t stream);
 

@@ -16,7 +16,7 @@ namespace bs {
 // dW's patch tile (32x32 blocks): a CTA takes the stored blocks of a patch of W, a few consecutive block rows x a few
 // consecutive block columns, and for each 64-token step loads the patch's dY slices (one per block row) and X slices
 // (one per block column) once for all of its blocks. So it moves 32 n / (rows + columns) FLOP per L2 byte for n blocks,
-// where a tile of one column's blocks stays under 32 (docs/kernels.md, "dW's patch tile (dev variants 30 and 31)").
+// where a tile of one column's blocks stays under 32 (docs/kernels.md, "dW's patch tile (dev variants 30, 31 and 32)").
 // A record (one CTA's work):
 //   word 0: the first block row, word 1: the first block column, word 2: rows << 16 | columns (its slices),
 //   word 3: its block count n (1..kPatchMaxBlocks), then per block 2 words: the block's place in the values and

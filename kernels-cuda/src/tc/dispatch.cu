@@ -442,8 +442,6 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   args.activation = fused.activation;
   args.pre = fused.pre;
 
-  // dW: the token splits (see ruleSplits) unless the options name a count; each split's tokens a multiple of
-  // the 64-token step.
   // dW: the token splits, or whole waves and a tail of pieces (planSampled); each split's tokens a multiple of the
   // 64-token step.
   int64_t splits = 1;
