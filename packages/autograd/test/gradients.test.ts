@@ -71,6 +71,13 @@ describe("unary elementwise", () => {
     for (const fn of [abs, relu]) expectGradients(fn, [randomTensor([3, 4], 12, { gap: 0.1 })]);
   });
 
+  it("relu passes the gradient at NaN and zeroes it at 0, as torch's threshold_backward (result <= 0 ? 0 : grad)", () => {
+    const x = tensor([Number.NaN, -1, 0, 2]);
+    x.requiresGrad = true;
+    tidy(() => backward(sum(mul(relu(x), tensor([2, 3, 4, 5])))));
+    expect(Array.from(x.grad!.dataSync())).toEqual([2, 0, 0, 5]);
+  });
+
   it("biasActivation: x and bias, with each activation, rank 2 and 3 (relu away from its kink)", () => {
     for (const activation of ["gelu", "gelu_tanh"] as const) {
       expectGradients((x, b) => biasActivation(x, b, activation), [x34(), randomTensor([4], 14)]);
@@ -111,6 +118,24 @@ describe("binary elementwise, broadcasting reduced back to each input's shape", 
     for (const fn of [maximum, minimum]) {
       expectGradients((a, b) => fn(a, b), [distinctTensor([3, 4], 25), add(distinctTensor([3, 4], 26), 0.05)]);
       expectGradients((a, b) => fn(a, b), [distinctTensor([3, 4], 27), add(distinctTensor([4], 28), 0.05)]);
+    }
+  });
+
+  it("maximum and minimum give the whole gradient to both operands where either is NaN, half on ties, as torch", () => {
+    // torch: where(a == b, grad / 2, grad).masked_fill_(a < b, 0) for max's a (a > b for min's); NaN compares false.
+    const dy = tensor([2, 3, 4, 5, 6, 7]);
+    const expected = {
+      maximum: { a: [2, 3, 4, 2.5, 6, 0], b: [2, 3, 4, 2.5, 0, 7] },
+      minimum: { a: [2, 3, 4, 2.5, 0, 7], b: [2, 3, 4, 2.5, 6, 0] },
+    };
+    for (const [name, fn] of [["maximum", maximum], ["minimum", minimum]] as const) {
+      const a = tensor([Number.NaN, 1, Number.NaN, 2, 3, 1]);
+      const b = tensor([1, Number.NaN, Number.NaN, 2, 1, 3]);
+      a.requiresGrad = true;
+      b.requiresGrad = true;
+      tidy(() => backward(sum(mul(fn(a, b), dy))));
+      expect(Array.from(a.grad!.dataSync()), `${name} a`).toEqual(expected[name].a);
+      expect(Array.from(b.grad!.dataSync()), `${name} b`).toEqual(expected[name].b);
     }
   });
 

@@ -1,7 +1,6 @@
 import {
   type BinaryKernelName,
   type Tensor,
-  add,
   biasActivationBackward,
   cast,
   div,
@@ -10,6 +9,7 @@ import {
   greater,
   greaterEqual,
   less,
+  lessEqual,
   log,
   mul,
   neg,
@@ -31,9 +31,12 @@ function binaryGrads(context: Binary, da: () => Tensor, db: () => Tensor) {
   };
 }
 
-/** Weight of `a` in max(a, b) (min with `pick = less`): 1 where it wins, 1/2 on ties (PyTorch's split). */
-function winnerWeight(a: Tensor, b: Tensor, pick: typeof greater): Tensor {
-  return add(cast(pick(a, b), a.dtype), mul(cast(equal(a, b), a.dtype), 0.5));
+/**
+ * Weight of `a` in max(a, b) (min with `loses = greater`), PyTorch's rule: 0 where it loses, 1/2 on ties, else 1.
+ * Comparisons with NaN are false, so where either operand is NaN both get the whole gradient, as in torch.
+ */
+function winnerWeight(a: Tensor, b: Tensor, loses: typeof less): Tensor {
+  return sub(sub(1, cast(loses(a, b), a.dtype)), mul(cast(equal(a, b), a.dtype), 0.5));
 }
 
 export function registerElementwiseGradients(): void {
@@ -67,10 +70,11 @@ export function registerElementwiseGradients(): void {
     outputsToSave: [0],
     gradFunc: ([dy], { savedOutputs: [y] }) => ({ x: () => mul(dy, mul(y!, sub(1, y!))) }),
   });
-  // The output is saved rather than x: the next op usually saves it too, so the buffer is shared.
+  // The output is saved rather than x: the next op usually saves it too, so the buffer is shared. Zeroed where
+  // y <= 0 (torch's threshold_backward), not kept where y > 0: at y = NaN the gradient passes, as in torch.
   registerGradient("Relu", {
     outputsToSave: [0],
-    gradFunc: ([dy], { savedOutputs: [y] }) => ({ x: () => where(greater(y!, 0), dy, 0) }),
+    gradFunc: ([dy], { savedOutputs: [y] }) => ({ x: () => where(lessEqual(y!, 0), 0, dy) }),
   });
   registerGradient("Square", {
     inputsToSave: ["x"],
@@ -111,14 +115,14 @@ export function registerElementwiseGradients(): void {
     inputsToSave: ["a", "b"],
     gradFunc: ([dy], c) => {
       const { a, b } = c.saved as { a: Tensor; b: Tensor };
-      return binaryGrads(c, () => mul(dy, winnerWeight(a, b, greater)), () => mul(dy, winnerWeight(b, a, greater)));
+      return binaryGrads(c, () => mul(dy, winnerWeight(a, b, less)), () => mul(dy, winnerWeight(b, a, less)));
     },
   });
   registerGradient("Minimum", {
     inputsToSave: ["a", "b"],
     gradFunc: ([dy], c) => {
       const { a, b } = c.saved as { a: Tensor; b: Tensor };
-      return binaryGrads(c, () => mul(dy, winnerWeight(a, b, less)), () => mul(dy, winnerWeight(b, a, less)));
+      return binaryGrads(c, () => mul(dy, winnerWeight(a, b, greater)), () => mul(dy, winnerWeight(b, a, greater)));
     },
   });
   // d/da a^b = b a^(b-1), taken as 0 where b = 0 (not 0 * inf at a = 0); d/db a^b = a^b ln a, taken as 0 where a = 0
