@@ -33,7 +33,8 @@ function widened(x: Tensor): Tensor {
  * torch.autocast; float16/bfloat16 logits are read as they are (summed in float32 inside the kernel, never copied
  * to float32) and get their gradient in their own dtype. The third argument is the reduction, or
  * `{ reduction, ignoreIndex }`: rows whose target is `ignoreIndex` (torch's ignore_index: -100 for Hugging Face's
- * padding, or a class such as a tokenizer's pad id) are left out of the loss, its mean and the gradient.
+ * padding, or a class such as a tokenizer's pad id) are left out of the loss, its mean and the gradient. As in torch,
+ * "mean" is NaN when no row is left (an empty batch, or every target ignored) and "sum" is 0.
  */
 export function crossEntropy(logits: Tensor, targets: Tensor, options: Reduction | CrossEntropyOptions = "mean"): Tensor {
   return coreCrossEntropy(logits, targets, options);
@@ -58,8 +59,12 @@ export function mseLoss(pred: Tensor, target: Tensor, reduction: Reduction = "me
 export interface KlDivergenceOptions {
   /** Softens both distributions: softmax(logits / T) (default 1). */
   temperature?: number;
-  /** "mean" (default): the KL of each row (summed over the classes), averaged over rows, as torch's "batchmean"; "sum"; "none": [...]. */
-  reduction?: Reduction;
+  /**
+   * "mean" (default): the KL of each row (summed over the classes), averaged over the rows of [..., C]; not torch's
+   * elementwise "mean" (which also divides by C). "batchmean": torch's kl_div "batchmean", the sum over shape[0]
+   * (the same as "mean" for [N, C] logits; for [B, T, C] the sum over B). "sum"; "none": the KL of each row, [...].
+   */
+  reduction?: Reduction | "batchmean";
 }
 
 function checkLogits(where: string, student: Tensor, teacher: Tensor): void {
@@ -78,22 +83,28 @@ function checkTemperature(where: string, temperature: number): void {
 /**
  * KL(teacher || student) between the softmax distributions of two logit tensors [..., C]
  * at a temperature: sum p_t (log p_t - log p_s) over the classes, with p = softmax(logits / T).
- * The gradient reaches `studentLogits` only (the teacher is a target). float32 result.
+ * The gradient reaches `studentLogits` only (the teacher is a target). float32 result. A class the teacher rules out
+ * (logit -inf) adds 0, also where the student rules it out too (torch's kl_div gives NaN there). "mean" averages over
+ * the rows, "batchmean" divides the sum by shape[0] as torch does (see {@link KlDivergenceOptions.reduction}); NaN for
+ * no rows, as torch.
  */
 export function klDivergence(studentLogits: Tensor, teacherLogits: Tensor, options: KlDivergenceOptions = {}): Tensor {
   const { temperature = 1, reduction = "mean" } = options ?? {};
   checkLogits("klDivergence", studentLogits, teacherLogits);
   checkTemperature("klDivergence", temperature);
-  if (reduction !== "mean" && reduction !== "sum" && reduction !== "none") {
-    throw new ValueError(`klDivergence: reduction must be "mean", "sum" or "none", got ${JSON.stringify(reduction)}`);
+  if (reduction !== "batchmean" && reduction !== "mean" && reduction !== "sum" && reduction !== "none") {
+    throw new ValueError(`klDivergence: reduction must be "mean", "batchmean", "sum" or "none", got ${JSON.stringify(reduction)}`);
   }
   return tidy(() => {
     const teacherLogProbs = noGrad(() => logSoftmax(div(widened(teacherLogits), temperature), -1));
-    // A class the teacher rules out (logit -inf) adds nothing, as 0 log 0 = 0 in torch's kl_div (it was 0 * -inf = NaN).
-    const teacherTerms = noGrad(() => where(equal(teacherLogProbs, Number.NEGATIVE_INFINITY), 0, teacherLogProbs));
-    const studentLogProbs = logSoftmax(div(widened(studentLogits), temperature), -1);
-    const perRow = sum(mul(exp(teacherLogProbs), sub(teacherTerms, studentLogProbs)), -1);
+    // A class the teacher rules out (logit -inf) adds nothing, as 0 log 0 = 0 in torch's kl_div (it was 0 * -inf = NaN),
+    // whatever the student gives it: a class both rule out was 0 * (0 - -inf) = NaN (torch's kl_div gives NaN there too).
+    const ruledOut = noGrad(() => equal(teacherLogProbs, Number.NEGATIVE_INFINITY));
+    const teacherTerms = noGrad(() => where(ruledOut, 0, teacherLogProbs));
+    const studentTerms = where(ruledOut, 0, logSoftmax(div(widened(studentLogits), temperature), -1));
+    const perRow = sum(mul(exp(teacherLogProbs), sub(teacherTerms, studentTerms)), -1);
     if (reduction === "none") return perRow;
+    if (reduction === "batchmean") return div(sum(perRow), studentLogits.shape[0]);
     return reduction === "sum" ? sum(perRow) : mean(perRow);
   });
 }
@@ -114,7 +125,8 @@ export interface DistillationOptions {
  * Knowledge distillation (Hinton et al.): alpha * T^2 * KL(teacher || student) at
  * temperature T, plus (1 - alpha) * cross-entropy against the labels. T^2 keeps the soft
  * term's gradients at the scale of the hard one's as T grows. `targets` are int32 class
- * indices [...] for logits [..., C]; averaged over rows.
+ * indices [...] for logits [..., C]; averaged over rows (NaN when no row is left: an empty batch, or every target
+ * `ignoreIndex`, as torch's cross_entropy gives).
  */
 export function distillationLoss(studentLogits: Tensor, teacherLogits: Tensor, targets: Tensor, options: DistillationOptions = {}): Tensor {
   const { temperature = 2, alpha = 0.5, ignoreIndex } = options ?? {};

@@ -1,5 +1,5 @@
 import { backward, gradcheck } from "@blocksparse/autograd";
-import { randn, ShapeError, tensor, tidy, ValueError } from "@blocksparse/core";
+import { randn, reshape, ShapeError, tensor, tidy, ValueError } from "@blocksparse/core";
 import { crossEntropy, distillationLoss, klDivergence } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
 import { host } from "./helpers";
@@ -74,7 +74,45 @@ describe("klDivergence", () => {
   it("refuses mismatched shapes and bad temperatures, naming them", () => {
     expect(() => klDivergence(randn([2, 3]), randn([2, 4]))).toThrow(ShapeError);
     expect(() => klDivergence(randn([2, 3]), randn([2, 3]), { temperature: 0 })).toThrow(/temperature must be/);
-    expect(() => klDivergence(randn([2, 3]), randn([2, 3]), { reduction: "batchmean" as "mean" })).toThrow(ValueError);
+    expect(() => klDivergence(randn([2, 3]), randn([2, 3]), { reduction: "elementwise" as "mean" })).toThrow(ValueError);
+    expect(() => klDivergence(randn([2, 3]), randn([2, 3]), { reduction: "batch_mean" as "mean" })).toThrow(
+      'klDivergence: reduction must be "mean", "batchmean", "sum" or "none", got "batch_mean"',
+    );
+  });
+
+  it('takes torch\'s "batchmean": the sum of the rows\' KL over shape[0] (the mean over rows for [N, C])', () => {
+    const student = randn([2, 3, 5], { seed: 7 });
+    const teacher = randn([2, 3, 5], { seed: 8 });
+    for (const temperature of [1, 3]) {
+      const total = klRows(host(student), host(teacher), 5, temperature).reduce((a, b) => a + b);
+      // [B, T, C]: torch divides the sum by B; "mean" averages over the B * T rows.
+      expect(klDivergence(student, teacher, { temperature, reduction: "batchmean" }).item()).toBeCloseTo(total / 2, 5);
+      expect(klDivergence(student, teacher, { temperature }).item()).toBeCloseTo(total / 6, 5);
+      const rows = reshape(student, [6, 5]);
+      const targets = reshape(teacher, [6, 5]);
+      expect(klDivergence(rows, targets, { temperature, reduction: "batchmean" }).item()).toBeCloseTo(
+        klDivergence(rows, targets, { temperature, reduction: "mean" }).item(),
+        6,
+      );
+    }
+  });
+
+  it("gives 0, not NaN, for a class both the teacher and the student rule out with -inf, in value and gradient", () => {
+    const ruledOut = Number.NEGATIVE_INFINITY;
+    const student = tensor(Float32Array.from([1, ruledOut, 2, 0.5, -1, ruledOut]), [2, 3]);
+    student.requiresGrad = true;
+    const teacher = tensor(Float32Array.from([0, ruledOut, 1, 2, 0, ruledOut]), [2, 3]);
+    const rows = klRows(Float64Array.from([1, 2, 0.5, -1]), Float64Array.from([0, 1, 2, 0]), 2, 1);
+    const none = host(klDivergence(student, teacher, { reduction: "none" }));
+    expect(none[0]).toBeCloseTo(rows[0], 5);
+    expect(none[1]).toBeCloseTo(rows[1], 5);
+    const loss = klDivergence(student, teacher, { reduction: "sum" });
+    expect(loss.item()).toBeCloseTo(rows[0] + rows[1], 5);
+    backward(loss);
+    // d/ds = p_student - p_teacher: 0 on the classes both rule out.
+    const grad = host(student.grad as NonNullable<typeof student.grad>);
+    expect([grad[1], grad[5]]).toEqual([0, 0]);
+    expect(grad.every(Number.isFinite)).toBe(true);
   });
 });
 
