@@ -13,7 +13,7 @@ export interface CheckpointRules {
   transposed(modelKey: string): boolean;
   /** File key -> model key, read only when no other key loads that parameter (a tied head saved in the embedding's place). */
   tiedFallbacks?: ReadonlyMap<string, string>;
-  /** Keys strict loading lets pass, still reported: model keys a file may lack and file keys of heads the model has not (BERT's pooler; cls.*). */
+  /** Keys strict loading lets pass, still reported: model keys a file may lack and file keys of heads the model has not (BERT's pooler; cls.*). TASK_HEADS pass for every model. */
   optional?: RegExp;
   /** Model key -> why the file must hold it, said when strict loading refuses a file that lacks it (an untied head). */
   missingNotes?: ReadonlyMap<string, string>;
@@ -48,6 +48,13 @@ export interface CheckpointPlan {
 
 // F64 has no tensor dtype here: its values are rounded to float32 on the way in, as torch's load casts them to the model's dtype.
 const FLOAT_FILE_DTYPES: Record<string, DType> = { F32: "float32", F16: "float16", BF16: "bfloat16", F64: "float32" };
+
+/**
+ * File keys of transformers' task heads (sequence / token classification and multiple choice: classifier.*, RoBERTa's
+ * classifier.dense / out_proj, GPT-2's score and multiple_choice_head; question answering: qa_outputs): strict loading
+ * lets them pass into a base model and reports them, as from_pretrained loads a fine-tune's encoder and warns.
+ */
+const TASK_HEADS = /^(classifier(\.dense|\.out_proj)?|qa_outputs|score|multiple_choice_head\.summary)\.(weight|bias)$/;
 
 const format = (shape: readonly number[]) => `[${shape.join(", ")}]`;
 
@@ -99,7 +106,7 @@ export function planCheckpoint(model: HuggingFaceModel, headers: Map<string, Ten
     load.set(fileKey, { modelKey, transposed });
   }
   const missingKeys = [...parameters.keys()].filter((key) => !loadedBy.has(key));
-  const refused = [...missingKeys, ...unexpectedKeys].some((key) => !rules.optional?.test(key));
+  const refused = [...missingKeys, ...unexpectedKeys.filter((key) => !TASK_HEADS.test(key))].some((key) => !rules.optional?.test(key));
   if (strict && refused) {
     for (const key of missingKeys) {
       const note = rules.missingNotes?.get(key);

@@ -18,7 +18,7 @@ export interface LoadCheckpointResult {
   files: string[];
   /** Parameters the checkpoint lacked (with strict, only those the model lets a file lack: BERT's pooler). */
   missingKeys: string[];
-  /** Checkpoint keys the model has no place for (with strict, only heads the model lets pass: BERT's cls.*). */
+  /** Checkpoint keys the model has no place for (with strict, only heads the model lets pass: BERT's cls.*, a fine-tune's classifier.*). */
   unexpectedKeys: string[];
 }
 
@@ -184,9 +184,10 @@ export async function fromPretrained(dir: string, fromOptions: FromPretrainedOpt
     throw new ConfigError(`${where} has ${has}; supported: ${Object.keys(builders).join(", ")}`);
   }
   const model = build(config);
-  const { missingKeys } = await loadCheckpoint(model, dir, { strict: options.strict });
-  // As transformers warns: these parameters keep their initial values (a masked-LM file has no pooler).
+  const { missingKeys, unexpectedKeys } = await loadCheckpoint(model, dir, { strict: options.strict });
+  // As transformers warns: these parameters keep their initial values (a masked-LM file has no pooler), and a fine-tune's head is left out.
   if (missingKeys.length > 0) console.warn(`fromPretrained: ${dir} does not hold ${missingKeys.join(", ")}; they keep their initial values`);
+  if (unexpectedKeys.length > 0) console.warn(`fromPretrained: ${dir} holds ${unexpectedKeys.join(", ")}, which the model has no place for; they are not loaded`);
   if (options.dtype !== undefined && options.dtype !== "float32") model.to(options.dtype);
   return model.eval();
 }

@@ -89,11 +89,8 @@ describe("loadCheckpoint", () => {
       tensors.set("cls.seq_relationship.weight", { dtype: "F32", shape: [2, 32], data: new Float32Array(64) });
       tensors.set("lm_head.dense.weight", { dtype: "F32", shape: [32, 32], data: new Float32Array(1024) });
     });
-    const model = await fromPretrained(dir);
     const ids = reference.get("input_ids")!;
     const inputs = { attentionMask: reference.get("attention_mask")!, tokenTypeIds: reference.get("token_type_ids")! };
-    expect(relativeError((model as BertModel).forward(ids, inputs), reference.get("last_hidden_state")!)).toBeLessThanOrEqual(1e-4);
-
     const noPooler = await editedCopy("bert", (tensors) => {
       tensors.delete("pooler.dense.weight");
       tensors.delete("pooler.dense.bias");
@@ -102,17 +99,72 @@ describe("loadCheckpoint", () => {
     expect(result.missingKeys).toEqual(["pooler.dense.weight", "pooler.dense.bias"]);
     const warn = vi.spyOn(console, "warn").mockImplementation(() => {});
     try {
+      const model = await fromPretrained(dir);
+      expect(relativeError((model as BertModel).forward(ids, inputs), reference.get("last_hidden_state")!)).toBeLessThanOrEqual(1e-4);
+      expect(warn).toHaveBeenCalledWith(expect.stringMatching(/holds cls\.predictions\.bias, cls\.seq_relationship\.weight, lm_head\.dense\.weight, .*they are not loaded/));
       const loaded = (await fromPretrained(noPooler)) as BertModel;
       expect(relativeError(loaded.forward(ids, inputs), reference.get("last_hidden_state")!)).toBeLessThanOrEqual(1e-4);
       expect(warn).toHaveBeenCalledWith(expect.stringMatching(/does not hold pooler\.dense\.weight, pooler\.dense\.bias; they keep their initial values/));
     } finally {
       warn.mockRestore();
     }
-    // A head the model does not know, or a missing layer, is still refused.
-    const head = await editedCopy("bert", (tensors) => tensors.set("classifier.weight", { dtype: "F32", shape: [2, 32], data: new Float32Array(64) }));
-    await expect(fromPretrained(head)).rejects.toThrow(/unexpected keys: classifier\.weight/);
+    // A key of no transformers head, or a missing layer, is still refused.
+    const head = await editedCopy("bert", (tensors) => tensors.set("classifier.weights", { dtype: "F32", shape: [2, 32], data: new Float32Array(64) }));
+    await expect(fromPretrained(head)).rejects.toThrow(/unexpected keys: classifier\.weights/);
     const layer = await editedCopy("bert", (tensors) => tensors.delete("encoder.layer.1.output.dense.bias"));
     await expect(fromPretrained(layer)).rejects.toThrow(/missing keys: encoder\.layer\.1\.output\.dense\.bias/);
+  });
+
+  it("loads the encoder of a fine-tune's file (classifier.*, qa_outputs.*) under strict loading, reporting the head, as transformers does", async () => {
+    const head = (key: string, shape: number[]): [string, SafetensorsTensor] => [key, { dtype: "F32", shape, data: new Float32Array(shape[0] * (shape[1] ?? 1)) }];
+    const cases: [string, (key: string) => string, [string, SafetensorsTensor][]][] = [
+      // BertForSequenceClassification / ForTokenClassification / ForMultipleChoice, and ForQuestionAnswering.
+      ["bert", (key) => `bert.${key}`, [head("classifier.weight", [2, 32]), head("classifier.bias", [2]), head("qa_outputs.weight", [2, 32]), head("qa_outputs.bias", [2])]],
+      // RobertaForSequenceClassification's two-layer head.
+      ["roberta", (key) => `roberta.${key}`, [head("classifier.dense.weight", [32, 32]), head("classifier.dense.bias", [32]), head("classifier.out_proj.weight", [3, 32]), head("classifier.out_proj.bias", [3])]],
+    ];
+    for (const [name, rename, heads] of cases) {
+      const dir = await editedCopy(name, (tensors) => {
+        for (const [key, t] of [...tensors]) {
+          tensors.delete(key);
+          tensors.set(rename(key), t);
+        }
+        for (const [key, t] of heads) tensors.set(key, t);
+      });
+      const model = name === "bert" ? new BertModel(await readConfig(dir), { seed: 1 }) : new RobertaModel(await readConfig(dir), { seed: 1 });
+      const result = await loadCheckpoint(model, dir);
+      expect(result.missingKeys).toEqual([]);
+      expect(result.unexpectedKeys.sort()).toEqual(heads.map(([key]) => key).sort());
+      const reference = await readReference(name);
+      const inputs = { attentionMask: reference.get("attention_mask")!, tokenTypeIds: reference.get("token_type_ids") };
+      expect(relativeError(model.forward(reference.get("input_ids")!, inputs), reference.get("last_hidden_state")!)).toBeLessThanOrEqual(1e-4);
+      const warn = vi.spyOn(console, "warn").mockImplementation(() => {});
+      try {
+        await fromPretrained(dir);
+        expect(warn).toHaveBeenCalledWith(expect.stringMatching(new RegExp(`holds .*${heads[0][0].replace(/\./g, "\\.")}.*; they are not loaded`)));
+      } finally {
+        warn.mockRestore();
+      }
+    }
+    // GPT2ForSequenceClassification's score (tied lm_head absent, as that class saves no head of its own).
+    const gpt2 = await editedCopy("gpt2", (tensors) => tensors.set(...head("score.weight", [2, 32])));
+    const reference = await readReference("gpt2");
+    const model = new GPT2LMHeadModel(await gpt2Config(), { seed: 1 });
+    expect((await loadCheckpoint(model, gpt2)).unexpectedKeys).toEqual(["score.weight"]);
+    expect(relativeError(model.forward(reference.get("input_ids")!), reference.get("logits")!)).toBeLessThanOrEqual(1e-4);
+  });
+
+  it("still refuses under strict loading a key of no transformers head: a typo, a prefixed head, another architecture's weights", async () => {
+    const layer = (key: string): [string, SafetensorsTensor] => [key, { dtype: "F32", shape: [2, 32], data: new Float32Array(64) }];
+    for (const [key, t] of [layer("classifier.weight.orig"), layer("bert.classifier.weight"), layer("classifer.weight"), layer("transformer.h.0.attn.c_attn.weight")]) {
+      const dir = await editedCopy("bert", (tensors) => {
+        tensors.set(key, t);
+        tensors.set("classifier.weight", t);
+      });
+      const error = await loadCheckpoint(new BertModel(await readConfig(dir), { seed: 1 }), dir).catch((e) => e);
+      expect(error).toBeInstanceOf(CheckpointError);
+      expect(error.unexpectedKeys).toContain(key);
+    }
   });
 
   it("refuses non-float tensors as mismatches", async () => {
