@@ -311,6 +311,27 @@ bool launchTf32(Op op, const KernelArgs& args, int blockSize, cudaStream_t strea
 
 }  // namespace
 
+int mmaSampledCtasPerSm(int block) {
+  auto resident = [](auto traits) {
+    using K = decltype(traits);
+    const auto kernel = sm80::bsrMmaKernel<K>;
+    int ctas = 0;
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, K::kSmemBytes) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, kernel, K::kThreads, K::kSmemBytes) != cudaSuccess) {
+      cudaGetLastError();
+      return 0;
+    }
+    return ctas;
+  };
+  using T = __nv_bfloat16;
+  switch (block) {
+    case 32: return resident(Tile32<T, Op::Sampled>{});
+    case 64: return resident(Tile64<T, Op::Sampled>{});
+    case 128: return resident(SampledTile128<T>{});
+  }
+  return 0;
+}
+
 bool launchMma(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int /*numSms*/,
                cudaStream_t stream) {
   if (dtype == DType::BFloat16) return launchTyped<__nv_bfloat16>(op, args, blockSize, variant, stream);

@@ -74,6 +74,12 @@ struct DeviceInfo {
   int sampledCtasPerSm(int block) const {
     return block == 32 ? sampledCtas[0] : block == 64 ? sampledCtas[1] : block == 128 ? sampledCtas[2] : 1;
   }
+  // CTAs of mma.sync's dW tile (bfloat16/float16) one SM holds, per square block of 32, 64 and 128 (sm_80+; 0 where
+  // unknown).
+  int mmaSampledCtas[3] = {0, 0, 0};
+  int mmaSampledCtasPerSm(int block) const {
+    return block == 32 ? mmaSampledCtas[0] : block == 64 ? mmaSampledCtas[1] : block == 128 ? mmaSampledCtas[2] : 0;
+  }
 };
 
 // Properties of the current device, read once per device.
@@ -100,6 +106,8 @@ const DeviceInfo& currentDevice() {
     info.wgmma = info.major == 9 && minor == 0 && tc::wgmmaAvailable();
     if (info.wgmma)
       for (int i = 0; i < 3; ++i) info.sampledCtas[i] = std::max(1, tc::wgmmaSampledCtasPerSm(32 << i));
+    if (info.major >= 8)
+      for (int i = 0; i < 3; ++i) info.mmaSampledCtas[i] = std::max(0, tc::mmaSampledCtasPerSm(32 << i));
     infos[device] = info;
     known[device] = true;
   }
@@ -142,13 +150,19 @@ TcPath resolvePath(const DeviceInfo& device, TcPath requested) {
 // float32 partials in a second, deterministic pass. The groups are the pattern's own count (a column of k blocks makes
 // ceil(k / G) groups of up to G: BsrPatternView::columnGroups), not nnz / G, which undercounts them by up to one per
 // column and hid a last wave of a few CTAs.
-// - mma.sync (several CTAs resident per SM): about two CTAs per SM.
 // - wgmma: the tile's CTAs resident per SM (one at 32x32, 64x64 and 128x128 on an H200: its shared memory) make the
 //   wave; every CTA of a split count runs the same number of token steps, so the product takes ceil(CTAs / wave)
 //   waves of 1/s of the tokens each. Among the counts, the one that minimises that plus the splits' cost, about
 //   600/m of the product per split (float32 partials written and read again, a prologue and an epilogue per CTA;
-//   measured on an H200: benchmarks/results/gpu-nvidia-h200/step-kernels.md).
-// Each split keeps at least 1024 tokens.
+//   measured on an H200: benchmarks/results/gpu-nvidia-h200/step-kernels.md). Each split keeps at least 1024 tokens.
+// - mma.sync in bfloat16/float16 (several CTAs resident per SM: four at 32x32 and three at 64x64 and 128x128 on an
+//   H200, as the runtime's occupancy says): the same waves with the wave the tile's resident CTAs on every SM, but
+//   the splits' cost scaled by the groups over the wave (the partials are the pattern's values once per split, so
+//   their pass grows with the blocks where the product's waves do not), from 2048 tokens with splits of at least
+//   512: mmaSplits. Measured on an H200 (docs/kernels.md, "mma.sync's dW splits"; 32x32, 64x64 and 128x128 at 1024-16384
+//   tokens, widths 768-4096, densities 0.1-0.5): within 1.03x of the best of 1-12 splits on the geometric mean, where
+//   the rule before (two CTAs per SM, no waves) was 1.14x off it, up to 1.8x. float32 (TF32, two CTAs per SM) keeps
+//   that older rule.
 int64_t columnGroupCount(const BsrPatternView& pattern, int64_t tileRows) {
   const int64_t perGroup = std::max<int64_t>(1, tileRows / pattern.blockHeight);
   for (int i = 0; i < kColumnGroupSizes; ++i)
@@ -186,7 +200,31 @@ int64_t wavedSplits(int64_t groups, int64_t wave, int64_t m, int64_t most) {
   return splits;
 }
 
-int64_t ruleSplits(TcPath path, const BsrPatternView& pattern, int64_t m, int variant, const DeviceInfo& device) {
+// mma.sync's dW split count (see above): waves of `wave` resident CTAs, the splits' cost 600/m per split of a product
+// whose groups fill groups/wave waves; counts that splitTokens' rounding would change are skipped.
+constexpr int64_t kMmaSplitMinTokens = 2048;
+constexpr int64_t kMmaSplitTokens = 512;
+int64_t mmaSplits(int64_t groups, int64_t wave, int64_t m) {
+  if (m < kMmaSplitMinTokens) return 1;
+  const int64_t most = std::max<int64_t>(1, std::min<int64_t>(m / kMmaSplitTokens, 64));
+  const double passCost = 600.0 * static_cast<double>(groups) / static_cast<double>(wave) / static_cast<double>(m);
+  int64_t splits = 1;
+  double best = 0.0;
+  for (int64_t s = 1; s <= most; ++s) {
+    const int64_t tokens = splitTokens(m, s);
+    if ((m + tokens - 1) / tokens != s) continue;
+    const double cost = static_cast<double>((groups * s + wave - 1) / wave) / static_cast<double>(s) +
+                        (s > 1 ? static_cast<double>(s) * passCost : 0.0);
+    if (s == 1 || cost < best - 1e-9) {
+      best = cost;
+      splits = s;
+    }
+  }
+  return splits;
+}
+
+int64_t ruleSplits(TcPath path, DType dtype, const BsrPatternView& pattern, int64_t m, int variant,
+                   const DeviceInfo& device) {
   const int64_t most = std::max<int64_t>(1, std::min<int64_t>(m / 1024, 64));
   // Dev's patch tiles (mma.sync with 8 or 16 warps, wgmma): one CTA per record, one CTA per SM (their two stages fill
   // shared memory).
@@ -196,6 +234,10 @@ int64_t ruleSplits(TcPath path, const BsrPatternView& pattern, int64_t m, int va
   const int64_t tileRows = variant == tc::kWideTile || variant == tc::kFeatureMajorDwTile ? 256 : 128;
   const int64_t groups = columnGroupCount(pattern, tileRows);
   if (path != TcPath::Wgmma) {
+    const int resident = squareBlocks(pattern) && dtype != DType::Float32 && variant == tc::kDefaultTile
+                             ? device.mmaSampledCtasPerSm(pattern.blockHeight)
+                             : 0;
+    if (resident > 0) return mmaSplits(groups, int64_t{resident} * device.sms, m);
     const int64_t slots = std::max<int64_t>(1, 2 * int64_t{device.sms});
     return std::min<int64_t>((slots + groups - 1) / groups, most);
   }
@@ -257,11 +299,12 @@ struct SampledPlan {
   int groupLog = 0;            // log2 of the blocks per group of the default tile (its column group list)
   TailPlan tail;
 };
-SampledPlan planSampled(TcPath path, const BsrPatternView& pattern, int64_t m, int variant, const DeviceInfo& device,
+SampledPlan planSampled(TcPath path, DType dtype, const BsrPatternView& pattern, int64_t m, int variant,
+                        const DeviceInfo& device,
                         const TcOptions& options) {
   SampledPlan plan;
   plan.splits = options.splits > 0 ? std::min<int64_t>(options.splits, std::max<int64_t>(1, (m + 63) / 64))
-                                   : ruleSplits(path, pattern, m, variant, device);
+                                   : ruleSplits(path, dtype, pattern, m, variant, device);
   plan.tokensPerSplit = splitTokens(m, plan.splits);
   plan.splits = (m + plan.tokensPerSplit - 1) / plan.tokensPerSplit;
   const int block = pattern.blockHeight;
@@ -448,7 +491,7 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   TailPlan tail;
   int groupLog = 0;
   if (op == tc::Op::Sampled) {
-    const SampledPlan plan = planSampled(path, pattern, m, variant, device, options);
+    const SampledPlan plan = planSampled(path, dtype, pattern, m, variant, device, options);
     splits = plan.splits;
     args.tokensPerSplit = plan.tokensPerSplit;
     tail = plan.tail;
@@ -578,7 +621,7 @@ std::string tcSampledPlan(DType dtype, const BsrPatternView& pattern, int64_t m)
   if (path == TcPath::Auto) return "declined";
   const DeviceInfo& device = currentDevice();
   if (path == TcPath::Mma && device.wgmma && dtype != DType::Float32 && wgmmaDw32Rule(pattern, m)) path = TcPath::Wgmma;
-  const SampledPlan plan = planSampled(path, pattern, m, tc::kDefaultTile, device, TcOptions{});
+  const SampledPlan plan = planSampled(path, dtype, pattern, m, tc::kDefaultTile, device, TcOptions{});
   if (plan.tail.tailSplits > 0)
     return std::to_string(plan.tail.fullGroups) + " whole groups, then " + std::to_string(plan.tail.tailGroups) +
            " in " + std::to_string(plan.tail.tailSplits) + " pieces each";
@@ -618,7 +661,7 @@ std::vector<TcOptions> tcTuneCandidates(tc::Op op, DType dtype, const BsrPattern
     // itself, which may run a tail of pieces (ruleTail).
     if (path == TcPath::Wgmma && squareBlocks(pattern)) out.push_back({path, tc::kDefaultTile});
     const int64_t most = std::max<int64_t>(1, std::min<int64_t>(m / 1024, 64));
-    std::vector<int64_t> counts{ruleSplits(path, pattern, m, tc::kDefaultTile, device), 1, 2, 4};
+    std::vector<int64_t> counts{ruleSplits(path, dtype, pattern, m, tc::kDefaultTile, device), 1, 2, 4};
     std::sort(counts.begin(), counts.end());
     counts.erase(std::unique(counts.begin(), counts.end()), counts.end());
     for (int64_t count : counts) {

@@ -266,6 +266,9 @@ int wgmmaStoreRows(int width, int variant);
 // CTAs of the dispatched wgmma dW tile (the default Sampled tile) for square blocks of `block` that one SM of the current
 // device holds at once (its shared memory and registers); 0 where this build has no such tile.
 int wgmmaSampledCtasPerSm(int block);
+// CTAs of the dispatched mma.sync dW tile in bfloat16/float16 (the default Sampled tile of bsr_mma.cu) for square blocks
+// of `block` that one SM of the current device holds at once; 0 where the runtime cannot say.
+int mmaSampledCtasPerSm(int block);
 
 // Sums [splits][n] float32 partials into n values of dtype, in split order (deterministic).
 
