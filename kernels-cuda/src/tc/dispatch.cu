@@ -278,16 +278,19 @@ TailPlan ruleTail(const BsrPatternView& pattern, int64_t m, int64_t uniformSplit
 }
 
 // dW with 32x32 blocks on a wgmma device: the wgmma dW tile (four blocks of a column per CTA, with ruleTail's tail)
-// where the pattern is sparse and the tokens many, mma.sync's tile otherwise. Measured on an H200 (docs/kernels.md,
-// "dW's last wave"; 1024 <-> 4096 and 2048 x 2048 at 2048-8192 tokens): at density 0.1 1.14-1.81x mma.sync's tile in
-// all 13 cases; at 0.2-0.3 0.84-1.38x, by how whole the last wave of the one-CTA-per-SM tile falls (0.2: 0.84-1.00 in
-// all 9); at 0.5 0.75-0.99x. Above 0.12-0.18 the addon's dense route takes dW anyway (denseSampledWins).
+// where the pattern is sparse and the tokens 2048 to 6143, mma.sync's tile otherwise. Measured on an H200 against
+// mma.sync's tile with its wave rule (docs/kernels.md, "mma.sync's dW splits"; 1024 <-> 4096 and 768 -> 3072, densities
+// 0.08-0.22): at 2048 tokens the wgmma tile 1.0-1.44x faster at densities up to 0.15, at 4096 0.88-1.20x (1.05x on the
+// geometric mean), at 8192 0.81-1.08x and at 16384 0.81-0.99x: mma.sync's tile from 8192. (Against the rule before,
+// of two mma.sync CTAs per SM, the wgmma tile had won at density 0.1 in all 13 cases measured, 1.14-1.81x.) Above
+// 0.12-0.18 the addon's dense route takes dW anyway (denseSampledWins).
 constexpr double kWgmmaDw32MaxDensity = 0.15;
 constexpr int64_t kWgmmaDw32MinTokens = 2048;
+constexpr int64_t kWgmmaDw32MaxTokens = 6144;  // exclusive
 bool wgmmaDw32Rule(const BsrPatternView& pattern, int64_t m) {
   const double cells = double(pattern.blockRows) * double(pattern.blockCols);
-  return squareBlocks(pattern) && pattern.blockHeight == 32 && m >= kWgmmaDw32MinTokens && cells > 0 &&
-         double(pattern.nnzBlocks) / cells <= kWgmmaDw32MaxDensity;
+  return squareBlocks(pattern) && pattern.blockHeight == 32 && m >= kWgmmaDw32MinTokens && m < kWgmmaDw32MaxTokens &&
+         cells > 0 && double(pattern.nnzBlocks) / cells <= kWgmmaDw32MaxDensity;
 }
 
 // How dW splits its tokens on `path` with tile `variant`: a uniform split count (the options' or ruleSplits'), and on
