@@ -6,6 +6,7 @@ import { Parameter } from "./parameter";
  * Scales the gradients of `parameters` in place so that their joint L2 norm is at most
  * `maxNorm`, as torch.nn.utils.clip_grad_norm_; returns the norm before clipping.
  * Parameters without a gradient are skipped; a block-sparse weight counts its stored blocks.
+ * A NaN norm scales every gradient by NaN, as torch's (error_if_nonfinite=False); an infinite one by 0.
  */
 export function clipGradNorm(parameters: Iterable<Parameter>, maxNorm: number): number {
   if (typeof maxNorm !== "number" || !(maxNorm >= 0) || !Number.isFinite(maxNorm)) {
@@ -26,7 +27,8 @@ export function clipGradNorm(parameters: Iterable<Parameter>, maxNorm: number): 
     const squares = present.length === 0 ? 0 : tidy(() => sum(concat(present.map((grad) => reshape(sum(square(cast(grad, "float32"))), [1])), 0)).item());
     const total = Math.sqrt(squares);
     const coefficient = maxNorm / (total + 1e-6);
-    if (coefficient < 1) {
+    // Not `< 1`: a NaN norm gives a NaN coefficient, which torch's clamp keeps and multiplies every gradient by.
+    if (!(coefficient >= 1)) {
       for (const grad of grads) if (grad) tidy(() => grad.assign(mul(grad, coefficient)));
     }
     return total;

@@ -280,6 +280,25 @@ describe("clipGradNorm", () => {
     expect(other.grad).toBeNull();
     expect(() => clipGradNorm(params, -1)).toThrow(ValueError);
   });
+
+  it("returns a NaN norm and scales every gradient by NaN, as torch's clip_grad_norm_ (error_if_nonfinite=False)", () => {
+    const poisoned = new Parameter(tensor([1, 2], [2]));
+    const clean = new Parameter(tensor([1, 2], [2]));
+    poisoned.grad = tensor([Number.NaN, 1], [2]);
+    clean.grad = tensor([3, 4], [2]);
+    expect(clipGradNorm([poisoned, clean], 1)).toBeNaN();
+    expect([...host(poisoned.grad), ...host(clean.grad)].every(Number.isNaN)).toBe(true);
+  });
+
+  it("returns an infinite norm and scales every gradient by 0 (inf * 0 is NaN), as torch's", () => {
+    const infinite = new Parameter(tensor([1, 2], [2]));
+    const clean = new Parameter(tensor([1, 2], [2]));
+    infinite.grad = tensor([Number.POSITIVE_INFINITY, 1], [2]);
+    clean.grad = tensor([3, 4], [2]);
+    expect(clipGradNorm([infinite, clean], 1)).toBe(Number.POSITIVE_INFINITY);
+    expect(host(infinite.grad)).toEqual(Float64Array.from([Number.NaN, 0]));
+    expect(host(clean.grad)).toEqual(Float64Array.from([0, 0]));
+  });
 });
 
 describe("Adam's multi-tensor step", () => {
