@@ -31,8 +31,9 @@ export async function saveBsrMatrices(
   options: { maxShardSize?: number } = {},
 ): Promise<void> {
   const content = bsrMatricesToSafetensors(matrices, extra);
-  if (options.maxShardSize === undefined) await saveSafetensors(path, content.tensors, content.metadata);
-  else await saveShardedSafetensors(path, content.tensors, content.metadata, { maxShardSize: options.maxShardSize });
+  const maxShardSize = options?.maxShardSize; // null options are none
+  if (maxShardSize === undefined) await saveSafetensors(path, content.tensors, content.metadata);
+  else await saveShardedSafetensors(path, content.tensors, content.metadata, { maxShardSize });
 }
 
 /** Reads every BSR matrix of a safetensors checkpoint (a file, an index file or a directory). */

@@ -196,7 +196,8 @@ export function encodeScipyNpz(matrix: BsrMatrix, options: { compressed?: boolea
     ]),
     "save the matrix as safetensors instead (bsrMatricesToSafetensors, or saveBsrMatrices in Node), which has no such limit",
   );
-  const level = options.compressed === false ? 0 : 6;
+  // null options are none, as undefined ones are.
+  const level = options?.compressed === false ? 0 : 6;
   const files: Zippable = {};
   for (const [name, descr, shape, , contents] of members) {
     const npy = writeNpy(descr, shape, contents());

@@ -279,7 +279,7 @@ function shardMetadata(metadata: Record<string, string>, ownMatrices: Set<string
 export async function saveShardedSafetensors(
   directory: string,
   tensors: TensorsInput,
-  metadata: Record<string, string>,
+  metadata: Record<string, string> = {},
   options: ShardedSaveOptions,
 ): Promise<{ index: string; shards: string[] }> {
   if (typeof directory !== "string" || directory === "") {

@@ -316,6 +316,22 @@ describe("sharded checkpoints", () => {
     expect((await loadSafetensors(dir)).tensors).toEqual(sample(1));
   });
 
+  it("takes undefined metadata as none, as saveSafetensors does (it threw a TypeError halfway through the save)", async () => {
+    const dir = await freshDir();
+    await saveShardedSafetensors(dir, many(), undefined, { maxShardSize: 100 });
+    const loaded = await loadSafetensors(dir);
+    expect(loaded.tensors).toEqual(many());
+    expect(loaded.metadata).toEqual({});
+  });
+
+  it("saveBsrMatrices takes null options as none: one file, not a TypeError", async () => {
+    const dir = await freshDir();
+    const w = BsrMatrix.random([8, 8], { blockShape: [2, 2], density: 0.5, seed: 3 });
+    const path = join(dir, "w.safetensors");
+    await saveBsrMatrices(path, { w }, {}, null as unknown as { maxShardSize?: number });
+    expect((await loadBsrMatrices(path)).get("w")!.toDense()).toEqual(w.toDense());
+  });
+
   it("checks its options", async () => {
     const dir = await freshDir();
     await expect(saveShardedSafetensors(dir, many(), {}, { maxShardSize: 0 })).rejects.toThrow(/maxShardSize/);

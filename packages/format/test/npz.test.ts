@@ -129,6 +129,13 @@ describe("SciPy save_npz files", () => {
     );
   });
 
+  it("takes null options as none (compressed), as undefined ones, rather than a TypeError", () => {
+    const matrix = BsrMatrix.random([8, 12], { blockShape: [2, 3], density: 0.5, seed: 4 });
+    const bytes = encodeScipyNpz(matrix, null as unknown as { compressed?: boolean });
+    expect(bytes).toEqual(encodeScipyNpz(matrix));
+    expect(decodeScipyNpz(bytes).toDense()).toEqual(matrix.toDense());
+  });
+
   it("saves and loads files through the node entry", async () => {
     const directory = await mkdtemp(join(tmpdir(), "bsr-npz-"));
     try {
