@@ -95,7 +95,8 @@ __device__ __forceinline__ float activate(float x) {
 template <Activation kAct, bool kFast = false>
 __device__ __forceinline__ float derivative(float x) {
   if constexpr (kAct == Activation::Relu) {
-    return x > 0.0f ? 1.0f : 0.0f;
+    // 1 at NaN, as torch's threshold_backward: the gradient is zeroed only where x <= 0.
+    return x <= 0.0f ? 0.0f : 1.0f;
   } else if constexpr (kAct == Activation::Gelu) {
     if constexpr (kFast) {
       // Phi(x) + x phi(x) with one exponential: erfFast's exp(-(x / sqrt 2)^2) is exp(-x^2 / 2), phi's own. In the

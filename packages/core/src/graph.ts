@@ -132,7 +132,7 @@ function tensorsIn(value: unknown, out: Tensor[] = [], depth = 0): Tensor[] {
  */
 export function captureGraph<T>(fn: () => T, options?: { backend?: Backend } | null): CapturedGraph<T> {
   if (typeof fn !== "function") throw new GraphError("captureGraph: fn must be a function");
-  const backend = optionsArg("captureGraph", options).backend ?? engine.activeBackend();
+  const backend = optionsArg("captureGraph", options, ["backend"]).backend ?? engine.activeBackend();
   const graphs = backend.graphs;
   if (!graphs) {
     throw new BackendError(`captureGraph: backend '${backend.name}' cannot record graphs; run the step eagerly on it`);

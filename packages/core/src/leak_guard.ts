@@ -125,7 +125,7 @@ function positiveInteger(value: number | undefined, fallback: number, name: stri
 
 /** Turns the leak guard on (again: a second call restarts it with the new options). */
 export function enableLeakGuard(leakGuardOptions?: LeakGuardOptions | null): void {
-  const options = optionsArg("enableLeakGuard", leakGuardOptions);
+  const options = optionsArg("enableLeakGuard", leakGuardOptions, ["windowSteps", "growingWindows", "minGrowth", "topSites", "onLeak"]);
   disableLeakGuard();
   const guard: GuardState = {
     options: {

@@ -1,6 +1,8 @@
 import {
   JsBackend,
   OutOfMemoryError,
+  ShapeError,
+  adamUpdate,
   attentionBackward,
   attentionWithStats,
   cachedAttention,
@@ -12,6 +14,8 @@ import {
   linear,
   logSoftmax,
   matmul,
+  multiTensorAdamUpdate,
+  multiTensorAdamUpdateInPlace,
   packedAttention,
   packedAttentionBackward,
   packedAttentionWithStats,
@@ -24,6 +28,7 @@ import {
   tensor,
   tidy,
   type Tensor,
+  where,
   zeros,
 } from "@blocksparse/core";
 import { describe, expect, it } from "vitest";
@@ -67,6 +72,98 @@ describe("null as an optional options argument means no options", () => {
       expect(() => linear(zeros([2, 2]), zeros([2, 2]), null, 1n as never)).toThrow("linear: options must be an object or null, got bigint");
       expect(() => randn([2], 3 as never)).toThrow("randn: options must be an object");
       expect(() => enableLeakGuard(5 as never)).toThrow("enableLeakGuard: options must be an object");
+    });
+  });
+});
+
+/** The error fn throws: its class and message. */
+function thrown(fn: () => unknown): [string, string] {
+  try {
+    fn();
+  } catch (error) {
+    return [(error as Error).name, (error as Error).message];
+  }
+  return ["nothing", ""];
+}
+
+describe("an unknown option is refused, not ignored", () => {
+  it("is a ValueError naming the op, each unknown key and the op's options", () => {
+    tidy(() => {
+      const logits = zeros([4, 3]);
+      const targets = zeros([4], "int32");
+      // torch's options, from plain JS: they used to change nothing without a word.
+      expect(thrown(() => crossEntropy(logits, targets, { labelSmoothing: 0.1 } as never))).toEqual([
+        "ValueError",
+        "crossEntropy: unknown option 'labelSmoothing'; the options are reduction, ignoreIndex",
+      ]);
+      expect(thrown(() => crossEntropy(logits, targets, { reduction: "sum", weight: zeros([3]), label_smoothing: 0.1 } as never))).toEqual([
+        "ValueError",
+        "crossEntropy: unknown options 'weight', 'label_smoothing'; the options are reduction, ignoreIndex",
+      ]);
+      expect(() => crossEntropyBackward(logits, targets, zeros([4]), { ignore_index: -100 } as never)).toThrow("crossEntropyBackward: unknown option 'ignore_index'");
+      expect(() => matmul(zeros([2, 2]), zeros([2, 2]), { transpose_b: true } as never)).toThrow("matmul: unknown option 'transpose_b'; the options are transposeA, transposeB");
+      expect(() => linear(zeros([2, 2]), zeros([2, 2]), null, { activation: "relu" } as never)).toThrow("linear: unknown option 'activation'");
+      expect(() => softmax(zeros([2, 2]), -1, { dim: 0 } as never)).toThrow("softmax: unknown option 'dim'");
+      expect(() => softmaxBackward(zeros([2, 2]), zeros([2, 2]), { scale: 1 } as never)).toThrow("softmaxBackward: unknown option 'scale'");
+      const q = zeros([2, 4]);
+      expect(() => scaledDotProductAttention(q, q, q, { is_causal: true } as never)).toThrow("scaledDotProductAttention: unknown option 'is_causal'; the options are causal, scale");
+      expect(() => cachedAttention(q, q, q, tensor([0, 1], [2], "int32"), { causal: true } as never)).toThrow(
+        "cachedAttention: unknown option 'causal'; the options are scale, newKeys, newValues",
+      );
+      expect(() => randn([2], { generator: 1 } as never)).toThrow("randn: unknown option 'generator'");
+      expect(() => rand([2], { mean: 0 } as never)).toThrow("rand: unknown option 'mean'");
+      expect(() => randint(0, 2, [2], { dtype: "float32" } as never)).toThrow("randint: unknown option 'dtype'; the options are seed");
+      expect(() => enableLeakGuard({ window: 10 } as never)).toThrow("enableLeakGuard: unknown option 'window'");
+      expect(() => captureGraph(() => 0, { device: "cuda" } as never)).toThrow("captureGraph: unknown option 'device'; the options are backend");
+    });
+  });
+
+  it("each Adam op knows its own options: step, steps, copies", () => {
+    tidy(() => {
+      const t = () => [zeros([3])];
+      expect(() => adamUpdate(zeros([3]), zeros([3]), zeros([3]), zeros([3]), { lr: 0.1, step: 1, amsgrad: true } as never)).toThrow(
+        "adamUpdate: unknown option 'amsgrad'; the options are lr, beta1, beta2, epsilon, weightDecay, decoupledWeightDecay, step",
+      );
+      expect(() => adamUpdate(zeros([3]), zeros([3]), zeros([3]), zeros([3]), { lr: 0.1, steps: [1] } as never)).toThrow("adamUpdate: unknown option 'steps'");
+      // copies is multiTensorAdamUpdateInPlace's: the out-of-place op would drop them.
+      expect(() => multiTensorAdamUpdate(t(), t(), t(), t(), { lr: 0.1, steps: [1], copyDType: "float16", copies: [zeros([3], "float16")] } as never)).toThrow(
+        "multiTensorAdamUpdate: unknown option 'copies'; the options are lr, beta1, beta2, epsilon, weightDecay, decoupledWeightDecay, steps, lrValue, copyDType",
+      );
+      expect(() => multiTensorAdamUpdateInPlace(t(), t(), t(), t(), { lr: 0.1, steps: [1], betas: [0.9, 0.99] } as never)).toThrow(
+        "multiTensorAdamUpdateInPlace: unknown option 'betas'",
+      );
+      const copies = [zeros([3], "float16")];
+      multiTensorAdamUpdateInPlace(t(), t(), t(), t(), { lr: 0.1, beta1: 0.9, beta2: 0.99, epsilon: 1e-8, weightDecay: 0, decoupledWeightDecay: true, steps: [1], lrValue: null, copyDType: "float16", copies });
+      expect(adamUpdate(zeros([3]), zeros([3]), zeros([3]), zeros([3]), { lr: 0.1, beta1: 0.9, beta2: 0.99, epsilon: 1e-8, weightDecay: 0, decoupledWeightDecay: false, step: 1 }).param.shape).toEqual([3]);
+    });
+  });
+
+  it("every documented option passes, undefined values included", () => {
+    tidy(() => {
+      expect(crossEntropy(zeros([4, 3]), zeros([4], "int32"), { reduction: "sum", ignoreIndex: undefined }).shape).toEqual([]);
+      expect(matmul(zeros([2, 2]), zeros([2, 2]), { transposeA: true, transposeB: undefined }).shape).toEqual([2, 2]);
+      expect(softmax(zeros([2, 2]), -1, { causal: true }).shape).toEqual([2, 2]);
+      expect(randn([2], { mean: 0, std: 1, dtype: "float32", seed: 1 }).shape).toEqual([2]);
+      expect(rand([2], { low: 0, high: 1, dtype: "float32", seed: 1 }).shape).toEqual([2]);
+      const q = zeros([2, 4]);
+      expect(scaledDotProductAttention(q, q, q, { causal: true, scale: 0.5 }).shape).toEqual([2, 4]);
+    });
+    expect(() => enableLeakGuard({ windowSteps: 2, growingWindows: 2, minGrowth: 2, topSites: 1, onLeak: () => {} })).not.toThrow();
+    disableLeakGuard();
+  });
+});
+
+describe("where's broadcasting error", () => {
+  it("names the shapes of condition, a and b, not the broadcast of two of them", () => {
+    tidy(() => {
+      expect(thrown(() => where(zeros([2, 3], "int32"), zeros([2, 1]), zeros([4])))).toEqual([
+        "ShapeError",
+        "where: condition [2, 3], a [2, 1] and b [4] cannot be broadcast together",
+      ]);
+      expect(() => where(zeros([3], "int32"), zeros([2, 1]), 1)).not.toThrow();
+      expect(() => where(zeros([5], "int32"), 0, 1)).not.toThrow();
+      expect(() => where(zeros([2], "int32"), zeros([3]), 1)).toThrow(ShapeError);
+      expect(() => where(zeros([2], "int32"), zeros([3]), 1)).toThrow("where: condition [2], a [3] and b [] cannot be broadcast together");
     });
   });
 });

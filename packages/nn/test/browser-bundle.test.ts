@@ -39,11 +39,13 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // scope and to("int32") (73.18 measured), format's npz integer data and CSR parts, and autograd's refusal of an output
   // written before an op read it (tensor versions, InPlaceWriteError: 73.7 measured); 73.8 KiB until distillationLoss
   // took an ignoreIndex (+0.14 KiB: 73.84 measured); 73.9 KiB until pattern moves left stale optimizer state alone and
-  // took a master copy again from replaced weights (Optimizer.syncMaster, +0.12 KiB: 73.963 measured).
-  it("format + core + autograd + nn stay within 74.0 KiB gzipped and evaluate no code", async () => {
+  // took a master copy again from replaced weights (Optimizer.syncMaster, +0.12 KiB: 73.963 measured); 74.0 KiB until
+  // core refused unknown option keys (each op's list of names, +0.23 KiB) and where() named each input's shape (74.27
+  // measured with them).
+  it("format + core + autograd + nn stay within 74.3 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(74.0);
+    expect(gzipKiB).toBeLessThanOrEqual(74.3);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 

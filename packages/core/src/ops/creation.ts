@@ -219,7 +219,7 @@ function randomFloat(op: string, shape: readonly number[], dtype: DType, fill: (
  * generator: the same seed gives the same numbers on every backend.
  */
 export function randn(shape: readonly number[], options?: (RandomOptions & { mean?: number; std?: number }) | null): Tensor {
-  const { mean = 0, std = 1, dtype = "float32", seed } = optionsArg("randn", options);
+  const { mean = 0, std = 1, dtype = "float32", seed } = optionsArg("randn", options, ["mean", "std", "dtype", "seed"]);
   assertFiniteNumber("randn", "mean", mean);
   assertFiniteNumber("randn", "std", std);
   if (std < 0) throw new ValueError(`randn: std must be >= 0, got ${std}`);
@@ -234,7 +234,7 @@ export function randn(shape: readonly number[], options?: (RandomOptions & { mea
  * their size ([1, 2) in bfloat16) can still round to `high`, as in PyTorch.
  */
 export function rand(shape: readonly number[], options?: (RandomOptions & { low?: number; high?: number }) | null): Tensor {
-  const { low = 0, high = 1, dtype = "float32", seed } = optionsArg("rand", options);
+  const { low = 0, high = 1, dtype = "float32", seed } = optionsArg("rand", options, ["low", "high", "dtype", "seed"]);
   assertFiniteNumber("rand", "low", low);
   assertFiniteNumber("rand", "high", high);
   if (low > high) throw new ValueError(`rand: low ${low} is above high ${high}`);
@@ -256,7 +256,7 @@ export function randint(low: number, high: number, shape: readonly number[], opt
   if (low < -(2 ** 31) || high > 2 ** 31) {
     throw new ValueError(`randint: [${low}, ${high}) does not fit int32; low must be >= -2^31 and high <= 2^31`);
   }
-  const random = generator(optionsArg("randint", options).seed);
+  const random = generator(optionsArg("randint", options, ["seed"]).seed);
   const out = hostArray("randint", sizeOf(shape), "int32", Int32Array);
   for (let i = 0; i < out.length; i++) out[i] = low + random.nextInt(high - low);
   return engine.upload(out, shape, "int32");

@@ -1,5 +1,5 @@
 import { engine } from "../engine";
-import { DTypeError, ValueError } from "../errors";
+import { DTypeError, ShapeError, ValueError } from "../errors";
 import { bfloat16BitsToFloat32, float16BitsToFloat32, float32ToBfloat16Bits, float32ToFloat16Bits } from "../half";
 import {
   Abs,
@@ -37,7 +37,7 @@ import {
   type UnaryKernelName,
   Where,
 } from "../kernel_names";
-import { broadcastShapes } from "../shape";
+import { broadcastShapes, formatShape } from "../shape";
 import { Tensor } from "../tensor";
 import { fullOn } from "./creation";
 import { cast } from "./shape_ops";
@@ -236,7 +236,12 @@ export function where(condition: Tensor, a: TensorLike, b: TensorLike): Tensor {
   try {
     assertSameBackend("where", [["condition", condition], ["a", ta], ["b", tb]]);
     assertSameDType("where", ["a", "b"], ta, tb);
-    broadcastShapes(broadcastShapes(condition.shape, ta.shape, "where"), tb.shape, "where");
+    try {
+      broadcastShapes(broadcastShapes(condition.shape, ta.shape), tb.shape);
+    } catch {
+      // Each input's own shape: the pairwise error would name the broadcast of two of them.
+      throw new ShapeError(`where: condition ${formatShape(condition.shape)}, a ${formatShape(ta.shape)} and b ${formatShape(tb.shape)} cannot be broadcast together`);
+    }
     return engine.runKernel(Where, { condition, a: ta, b: tb }, {});
   } finally {
     for (const t of temporaries) t.dispose();

@@ -16,7 +16,7 @@ export interface MatmulOptions {
  */
 export function matmul(a: Tensor, b: Tensor, options?: MatmulOptions | null): Tensor {
   const op = "matmul";
-  const { transposeA = false, transposeB = false } = optionsArg(op, options);
+  const { transposeA = false, transposeB = false } = optionsArg(op, options, ["transposeA", "transposeB"]);
   assertTensor(op, "a", a);
   assertTensor(op, "b", b);
   assertMinRank(op, "a", a, 2);
@@ -47,7 +47,7 @@ export interface LinearOptions {
  * rounding (the fused sum is rounded once). One float dtype for all.
  */
 export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null, options?: LinearOptions | null): Tensor {
-  const { residual } = optionsArg("linear", options);
+  const { residual } = optionsArg("linear", options, ["residual"]);
   checkLinear("linear", x, weight, bias, residual);
   return engine.runKernel(Linear, { x, weight, bias: bias ?? undefined, residual }, {});
 }

@@ -65,7 +65,7 @@ function alongAxis(kernel: typeof Softmax | typeof LogSoftmax, op: string, x: Te
   assertFloat(op, "x", x);
   assertMinRank(op, "x", x, 1);
   const ax = axisArg(op, axis, x.rank);
-  const causal = optionsArg(op, options).causal ?? false;
+  const causal = optionsArg(op, options, ["causal"]).causal ?? false;
   if (typeof causal !== "boolean") throw new ValueError(`${op}: causal must be a boolean, got ${String(causal)}`);
   if (causal) {
     if (ax !== x.rank - 1) throw new ValueError(`${op}: causal masking works along the last axis, got axis=${axis} for x ${formatShape(x.shape)}`);
@@ -103,7 +103,7 @@ export function softmaxBackward(dy: Tensor, y: Tensor, options?: { log?: boolean
   assertSameBackend(op, [["dy", dy], ["y", y]]);
   assertSameDType(op, ["dy", "y"], dy, y);
   assertShape(op, "dy", dy, y.shape);
-  const checked = optionsArg(op, options);
+  const checked = optionsArg(op, options, ["log", "causal"]);
   const log = checked.log ?? false;
   const causal = checked.causal ?? false;
   if (typeof log !== "boolean") throw new ValueError(`${op}: log must be a boolean, got ${String(log)}`);
@@ -208,7 +208,7 @@ export interface CrossEntropyOptions {
 
 /** crossEntropy's third argument, a reduction or options, as options (checked). */
 function crossEntropyOptions(op: string, options: Reduction | CrossEntropyOptions | null | undefined): { reduction: Reduction; attrs: CrossEntropyAttrs } {
-  const { reduction = "mean", ignoreIndex } = typeof options === "string" ? { reduction: options } : optionsArg(op, options);
+  const { reduction = "mean", ignoreIndex } = typeof options === "string" ? { reduction: options } : optionsArg(op, options, ["reduction", "ignoreIndex"]);
   if (reduction !== "mean" && reduction !== "sum" && reduction !== "none") {
     throw new ValueError(`${op}: reduction must be "mean", "sum" or "none", got ${JSON.stringify(reduction)}`);
   }
@@ -270,7 +270,7 @@ export function crossEntropyBackward(logits: Tensor, targets: Tensor, dy: Tensor
   assertSameBackend(op, [["logits", logits], ["dy", dy]]);
   if (dy.dtype !== "float32") assertSameDType(op, ["dy", "logits"], dy, logits);
   assertShape(op, "dy", dy, targets.shape);
-  const attrs = ignoreIndexAttrs(op, optionsArg(op, options).ignoreIndex);
+  const attrs = ignoreIndexAttrs(op, optionsArg(op, options, ["ignoreIndex"]).ignoreIndex);
   return engine.tidy(() => {
     const [rowTargets, rowAttrs] = kernelTargets(targets, attrs);
     return engine.runKernel(CrossEntropyBackward, { logits, targets: rowTargets, dy: dy.dtype === "float32" ? dy : cast(dy, "float32") }, rowAttrs);
@@ -332,7 +332,7 @@ function checkAttention(op: string, q: Tensor, k: Tensor, v: Tensor, options: At
 
 /** The attention ops' options, checked, for a head dim of d: the kernel's attributes. */
 function attentionAttrs(op: string, d: number, options: AttentionOptions | null | undefined): AttentionAttrs {
-  const checked = optionsArg(op, options);
+  const checked = optionsArg(op, options, ["causal", "scale"]);
   const causal = checked.causal ?? false;
   if (typeof causal !== "boolean") throw new ValueError(`${op}: causal must be a boolean, got ${String(causal)}`);
   const scale = checked.scale ?? 1 / Math.sqrt(d);
@@ -433,7 +433,7 @@ export function packedAttentionBackward(dout: Tensor, qkv: Tensor, out: Tensor, 
  */
 export function cachedAttention(q: Tensor, k: Tensor, v: Tensor, positions: Tensor, cacheOptions?: CachedAttentionOptions | null): Tensor {
   const op = "cachedAttention";
-  const options = optionsArg(op, cacheOptions);
+  const options = optionsArg(op, cacheOptions, ["scale", "newKeys", "newValues"]);
   assertTensor(op, "positions", positions);
   assertDType(op, "positions", positions, "int32");
   assertRank(op, "positions", positions, 1);
@@ -516,9 +516,14 @@ export interface AdamState {
 
 type AdamHyperparameters = Required<Omit<AdamOptions, "step">>;
 
-/** The hyperparameters with their defaults, checked (finite; lr, epsilon and weightDecay >= 0; betas in [0, 1)). */
-function adamHyperparameters(op: string, options: Omit<AdamOptions, "step">): AdamHyperparameters {
-  const { lr, beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8, weightDecay = 0, decoupledWeightDecay = false } = optionsArg(op, options);
+const ADAM_OPTIONS = ["lr", "beta1", "beta2", "epsilon", "weightDecay", "decoupledWeightDecay"] as const;
+
+/**
+ * The hyperparameters with their defaults, checked (finite; lr, epsilon and weightDecay >= 0; betas in [0, 1)); the
+ * op's other options are `more`.
+ */
+function adamHyperparameters<T extends Omit<AdamOptions, "step">>(op: string, options: T, more: readonly (keyof T & string)[]): AdamHyperparameters {
+  const { lr, beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8, weightDecay = 0, decoupledWeightDecay = false } = optionsArg(op, options, [...ADAM_OPTIONS, ...more]);
   // As torch.optim.Adam: a negative lr climbs the loss, a negative epsilon can divide by zero (-Infinity), a negative
   // weight decay grows the weights.
   for (const [name, value] of [["lr", lr], ["epsilon", epsilon], ["weightDecay", weightDecay]] as const) {
@@ -547,7 +552,7 @@ export function adamUpdate(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, op
   }
   assertSameBackend(op, [["param", param], ["grad", grad], ["m", m], ["v", v]]);
   assertSameDType(op, ["grad", "param"], grad, param);
-  const hyperparameters = adamHyperparameters(op, options);
+  const hyperparameters = adamHyperparameters(op, options, ["step"]);
   assertStep(op, "step", options.step);
   const [p, mNew, vNew] = engine.runKernel(AdamUpdate, { param, grad, m, v }, { ...hyperparameters, step: options.step });
   return { param: p, m: mNew, v: vNew };
@@ -600,7 +605,7 @@ export function multiTensorAdamUpdate(
   v: readonly Tensor[],
   options: MultiTensorAdamOptions,
 ): MultiTensorAdamState {
-  const checked = checkMultiTensorAdam("multiTensorAdamUpdate", params, grads, m, v, options);
+  const checked = checkMultiTensorAdam("multiTensorAdamUpdate", params, grads, m, v, options, []);
   return runMultiTensorAdam(params, grads, m, v, checked, adamAttrs(checked));
 }
 
@@ -658,7 +663,7 @@ export function multiTensorAdamUpdateInPlace(
   options: MultiTensorAdamInPlaceOptions,
 ): void {
   const op = "multiTensorAdamUpdateInPlace";
-  const checked = checkMultiTensorAdam(op, params, grads, m, v, options);
+  const checked = checkMultiTensorAdam(op, params, grads, m, v, options, ["copies"]);
   const { n, copyDType, stepCounts } = checked;
   const copies = options.copies ?? null;
   if ((copyDType === null) !== (copies === null)) throw new ValueError(`${op}: copies must be given exactly when copyDType is`);
@@ -706,14 +711,15 @@ interface CheckedAdam {
   lrValue: Tensor | null;
 }
 
-/** The checks of both multi-tensor Adam ops; the hyperparameters, copy dtype and schedule they run with. */
-function checkMultiTensorAdam(
+/** The checks of both multi-tensor Adam ops (`more`: the op's own options); the hyperparameters, copy dtype and schedule they run with. */
+function checkMultiTensorAdam<T extends MultiTensorAdamOptions>(
   op: string,
   params: readonly Tensor[],
   grads: readonly Tensor[],
   m: readonly Tensor[],
   v: readonly Tensor[],
-  options: MultiTensorAdamOptions,
+  options: T,
+  more: readonly (keyof T & string)[],
 ): CheckedAdam {
   const n = Array.isArray(params) ? params.length : -1;
   const lists = [params, grads, m, v, options?.steps] as const;
@@ -723,7 +729,7 @@ function checkMultiTensorAdam(
     if (!Array.isArray(list)) throw new ValueError(`${op}: ${name} must be an array`);
     if (list.length !== n) throw new ValueError(`${op}: ${name} has ${list.length} entries, params has ${n}`);
   }
-  const hyperparameters = adamHyperparameters(op, options);
+  const hyperparameters = adamHyperparameters(op, options, ["steps", "lrValue", "copyDType", ...more]);
   const copyDType = options.copyDType ?? null;
   if (copyDType !== null && !(isDType(copyDType) && isFloatDType(copyDType))) {
     throw new ValueError(`${op}: copyDType must be a float dtype (float32, float16, bfloat16) or null, got ${JSON.stringify(copyDType)}`);

@@ -76,10 +76,18 @@ export function assertSafeSize(op: string, what: string, size: number): void {
 // Read, never written: ops only destructure their options.
 const NO_OPTIONS = {};
 
-/** An optional options argument: undefined and null mean none (one shared empty object, nothing allocated); anything else must be an object. */
-export function optionsArg<T extends object>(op: string, options: T | null | undefined): T {
+/**
+ * An optional options argument: undefined and null mean none (one shared empty object, nothing allocated); anything
+ * else must be an object whose keys are all `names`: an unknown key (torch's label_smoothing, a typo) is refused, not
+ * ignored, as TypeScript would refuse it.
+ */
+export function optionsArg<T extends object>(op: string, options: T | null | undefined, names: readonly (keyof T & string)[]): T {
   if (options == null) return NO_OPTIONS as T;
   if (typeof options !== "object") throw new ValueError(`${op}: options must be an object or null, got ${typeof options}`);
+  const unknown = Object.keys(options).filter((key) => !names.includes(key as keyof T & string));
+  if (unknown.length > 0) {
+    throw new ValueError(`${op}: unknown option${unknown.length > 1 ? "s" : ""} ${unknown.map((key) => `'${key}'`).join(", ")}; the options are ${names.join(", ")}`);
+  }
   return options;
 }
 

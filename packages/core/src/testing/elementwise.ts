@@ -156,7 +156,8 @@ export function declareElementwiseTests(suite: Conformance): void {
     // rank 3, and enough rows for a GPU to split the bias sum.
     const activations = { relu: R.relu, gelu: (v: number) => R.gelu(v, "none"), gelu_tanh: (v: number) => R.gelu(v, "tanh") };
     const derivatives = {
-      relu: (v: number) => (v > 0 ? 1 : 0),
+      // 1 at NaN, as torch's threshold_backward (zero only where the output is <= 0).
+      relu: (v: number) => (v <= 0 ? 0 : 1),
       gelu: (v: number) => R.geluGrad(v, "none"),
       gelu_tanh: (v: number) => R.geluGrad(v, "tanh"),
     };

@@ -140,7 +140,8 @@ function geluDerivative(x: number, approximate: GeluApproximate): number {
 function activationOf(activation: Activation): { value: (x: number) => number; derivative: (x: number) => number } {
   switch (activation) {
     case "relu":
-      return { value: (x) => (x > 0 ? x : Number.isNaN(x) ? x : 0), derivative: (x) => (x > 0 ? 1 : 0) };
+      // The derivative is 0 only where x <= 0, 1 at NaN: torch's threshold_backward passes the gradient there.
+      return { value: (x) => (x > 0 ? x : Number.isNaN(x) ? x : 0), derivative: (x) => (x <= 0 ? 0 : 1) };
     case "gelu":
       return { value: (x) => geluValue(x, "none"), derivative: (x) => geluDerivative(x, "none") };
     case "gelu_tanh":
