@@ -1229,6 +1229,17 @@ void denseBsrLinear(DType dtype, const BsrPatternView& pattern, const void* x, c
   launchBinary(BinaryOp::Add, dtype, product.as<void>(), rowMajor, bias, broadcast, y, shape, m * pattern.rows, stream());
 }
 
+// z = X W^T + bias and a = activation(z) through the dense GEMM with the activation in cuBLASLt's epilogue (GELU's tanh
+// form, rows a multiple of 8: launchLinearActivation); false where that epilogue does not apply, and the caller then
+// runs the product and the pass.
+bool denseLinearActivation(DType dtype, const BsrPatternView& pattern, const void* x, const void* values, const void* bias,
+                           void* z, void* a, int64_t m, Activation activation) {
+  if (activation != Activation::GeluTanh || pattern.rows % 8 != 0 || dtype == DType::Float32) return false;
+  Scratch dense(static_cast<size_t>(pattern.rows * pattern.cols) * dtypeSize(dtype));
+  launchScatterBlocks(dtype, values, dense.as<void>(), pattern, stream());
+  return launchLinearActivation(dtype, x, dense.as<void>(), bias, a, z, m, pattern.rows, pattern.cols, activation, stream());
+}
+
 // Y = X W^T + bias on the tuned route when autotuning (where the shape has routes to time), else through the dense GEMM
 // where it wins, else the tensor-core kernels (src/tc) first and the CUDA-core kernels (src/kernels/bsr.cu) when they
 // decline the shape. Arguments already validated.
@@ -1290,7 +1301,9 @@ Napi::Value bsrLinear(const Napi::CallbackInfo& info) {
 // route), then a = activation(z) by the activation pass, in one call. Where the default options run the product on the
 // X-resident tile (32x32), that tile writes both from its epilogue (tcBsrLinearActivation), saving the pass's read of
 // z. The other tiles that can (tc_bench --activation) were measured slower than the two passes, and at par since GELU's
-// math was folded (docs/kernels.md): no gain, so not used there.
+// math was folded (docs/kernels.md): no gain, so not used there. Where the fixed rules send the product to the dense
+// GEMM and the activation is GELU's tanh form, cuBLASLt writes both from its epilogue, as a dense Linear + GELU does
+// (launchLinearActivation over W's blocks scattered into a dense scratch): no pass over z.
 Napi::Value bsrLinearActivation(const Napi::CallbackInfo& info) {
   Args args{info, "bsrLinearActivation"};
   args.count(9);
@@ -1302,9 +1315,11 @@ Napi::Value bsrLinearActivation(const Napi::CallbackInfo& info) {
   const int64_t outputs = m * pattern.rows;
   requireElements(args.buffer(7), dtype, outputs, "bsrLinearActivation a");
   BS_REQUIRE(o.y != args.buffer(7).data || outputs == 0, "bsrLinearActivation: z and a must be different buffers");
-  if (m > 0 && !tuneProduct() && !denseProductRoute(tc::Op::Linear, dtype, pattern, m) &&
-      tcTakesXResident(tc::Op::Linear, dtype, pattern, m) &&
+  const bool denseRoute = m > 0 && denseProductRoute(tc::Op::Linear, dtype, pattern, m);
+  if (m > 0 && !tuneProduct() && !denseRoute && tcTakesXResident(tc::Op::Linear, dtype, pattern, m) &&
       tcBsrLinearActivation(dtype, o.x, o.values, o.bias, o.y, args.buffer(7).data, activation, m, pattern, stream()))
+    return undefinedOf(info);
+  if (denseRoute && denseLinearActivation(dtype, pattern, o.x, o.values, o.bias, o.y, args.buffer(7).data, m, activation))
     return undefinedOf(info);
   runBsrLinear(dtype, pattern, o.x, o.values, o.bias, o.y, m);
   launchBiasActivation(activation, dtype, o.y, nullptr, args.buffer(7).data, m, pattern.rows, stream());
