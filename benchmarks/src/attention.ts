@@ -19,6 +19,7 @@ import { type FloatDType, getBackendInstance, matmul, mul, randn, scaledDotProdu
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
 import { replayable, timeUs } from "./timing";
+import { describeFailure, FlagError } from "./flags";
 
 interface Shape {
   batch: number;
@@ -38,7 +39,7 @@ function parseShapes(value: string): Shape[] {
   return value.split(",").map((item) => {
     const dims = item.split("x").map(Number);
     if (dims.length !== 4 || dims.some((d) => !Number.isInteger(d) || d <= 0)) {
-      throw new Error(`--shapes: "${item}" is not batch x heads x length x headDim (positive integers)`);
+      throw new FlagError(`--shapes: "${item}" is not batch x heads x length x headDim (positive integers)`);
     }
     const [batch, heads, length, headDim] = dims;
     return { batch, heads, length, headDim };
@@ -83,7 +84,7 @@ async function main(): Promise<void> {
   const iterations = Number(values.iterations);
   const shapes = parseShapes(values.shapes);
   const paths = values.paths.split(",").map((p) => {
-    if (p !== "fused" && p !== "unfused") throw new Error(`--paths: "${p}" is not fused or unfused`);
+    if (p !== "fused" && p !== "unfused") throw new FlagError(`--paths: "${p}" is not fused or unfused`);
     return p;
   });
   const started = await startBackend(values.backend);
@@ -150,6 +151,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  console.error(error);
+  process.stderr.write(`${describeFailure(error)}\n`);
   process.exit(1);
 });

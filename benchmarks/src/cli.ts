@@ -11,6 +11,7 @@ import type { TimingPlan } from "./measure";
 import { Progress } from "./progress";
 import type { BenchRecord, FailureRecord, RunRecord } from "./record";
 import { writeIndex, writeRun } from "./report";
+import { flagItems } from "./flags";
 import { startBackend } from "./start_backend";
 import { formatSuite } from "./suites/format";
 import { kernelsSuite } from "./suites/kernels";
@@ -28,7 +29,7 @@ const USAGE = `usage: pnpm bench [--quick] [--backend auto|js|cpu|cuda|NAME] [--
 
 function list<T extends string>(value: string | undefined, allowed: readonly T[], what: string): T[] | undefined {
   if (value === undefined) return undefined;
-  const items = value.split(",").map((s) => s.trim()).filter(Boolean);
+  const items = flagItems(value, what);
   for (const item of items) {
     if (!(allowed as readonly string[]).includes(item)) throw new Error(`--${what}: unknown "${item}", expected some of ${allowed.join(", ")}`);
   }

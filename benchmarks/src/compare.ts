@@ -19,6 +19,7 @@ import { Progress } from "./progress";
 import type { GpuInfo } from "./record";
 import { bsrLinearRows, bsrMatmulRows, pickRows, rowsTimesTransposed, sampledMatmulBlocks } from "./reference";
 import { type BenchDType, TOLERANCE, compareToReference, spreadIndices } from "./validate";
+import { describeFailure, FlagError, flagItems } from "./flags";
 
 export interface CompareCase {
   file: string;
@@ -40,25 +41,25 @@ const i32 = (data: ArrayLike<number>, shape: number[]): SafetensorsTensor => ({ 
 /** "MxKxN" (tokens x in x out) -> [M, K, N]. */
 function parseShape(text: string): [number, number, number] {
   const match = /^(\d+)x(\d+)x(\d+)$/.exec(text);
-  if (!match) throw new Error(`--shape: expected MxKxN (tokens x in x out), e.g. 2048x1024x4096, got "${text}"`);
+  if (!match) throw new FlagError(`--shape: expected MxKxN (tokens x in x out), e.g. 2048x1024x4096, got "${text}"`);
   const dims = [Number(match[1]), Number(match[2]), Number(match[3])] as [number, number, number];
-  if (dims.some((d) => d < 1)) throw new Error(`--shape: every dim must be positive, got "${text}"`);
+  if (dims.some((d) => d < 1)) throw new FlagError(`--shape: every dim must be positive, got "${text}"`);
   return dims;
 }
 
 function parseDtypes(text: string): BenchDType[] {
-  const items = text.split(",").map((s) => s.trim()).filter(Boolean);
+  const items = flagItems(text, "dtypes");
   for (const item of items) {
-    if (!(item in TOLERANCE)) throw new Error(`--dtypes: unknown "${item}", expected float32, float16 or bfloat16`);
+    if (!(item in TOLERANCE)) throw new FlagError(`--dtypes: unknown "${item}", expected float32, float16 or bfloat16`);
   }
-  if (items.length === 0) throw new Error("--dtypes: empty list");
+  if (items.length === 0) throw new FlagError("--dtypes: empty list");
   return items as BenchDType[];
 }
 
 function parseNumbers(flag: string, text: string, integers: boolean): number[] {
-  const items = text.split(",").map((s) => s.trim()).filter(Boolean).map(Number);
+  const items = flagItems(text, flag).map(Number);
   if (items.length === 0 || items.some((n) => !Number.isFinite(n) || n <= 0 || (integers ? !Number.isInteger(n) : n > 1))) {
-    throw new Error(`--${flag}: expected ${integers ? "positive integers" : "numbers in (0, 1]"}, got "${text}"`);
+    throw new FlagError(`--${flag}: expected ${integers ? "positive integers" : "numbers in (0, 1]"}, got "${text}"`);
   }
   return items;
 }
@@ -75,7 +76,8 @@ async function main(): Promise<void> {
       densities: { type: "string" },
     },
   });
-  if (!values.out) throw new Error("--out DIR is required");
+  if (!values.out) throw new FlagError("--out DIR is required");
+  if (values.backend !== "cuda" && values.backend !== "js") throw new FlagError(`--backend: expected cuda or js, got "${values.backend}"`);
   const outDir = resolve(values.out);
   mkdirSync(outDir, { recursive: true });
   let gpu: GpuInfo | undefined;
@@ -83,7 +85,7 @@ async function main(): Promise<void> {
   if (values.backend === "cuda") {
     const cuda = await import("@blocksparse/backend-cuda");
     const availability = cuda.cudaAvailability();
-    if (!availability.available) throw new Error(`CUDA is unavailable: ${availability.reason ?? "no reason given"}`);
+    if (!availability.available) throw new FlagError(`--backend cuda: CUDA is unavailable: ${availability.reason ?? "no reason given"} (--backend js runs the reference backend)`);
     setBackend("cuda");
     const instance = cuda.cudaBackend();
     gpu = { name: instance.device.name, computeCapability: instance.device.computeCapability, cublas: instance.build.cublas };
@@ -100,7 +102,7 @@ async function main(): Promise<void> {
   const blockSizes = values.blocks !== undefined ? parseNumbers("blocks", values.blocks, true) : values.small ? [32, 64] : [32, 64, 128];
   const densities = values.densities !== undefined ? parseNumbers("densities", values.densities, false) : values.small ? [0.25] : [0.5, 0.25, 0.1];
   for (const block of blockSizes) {
-    if (K % block !== 0 || N % block !== 0) throw new Error(`--blocks: ${block} does not divide K=${K} and N=${N}`);
+    if (K % block !== 0 || N % block !== 0) throw new FlagError(`--blocks: ${block} does not divide K=${K} and N=${N}`);
   }
   const plan: TimingPlan = values.small
     ? { warmup: 1, minRepeats: 3, maxRepeats: 5, budgetMs: 100, minSampleMs: 5 }
@@ -207,6 +209,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.stderr.write(`${describeFailure(error)}\n`);
   process.exitCode = 1;
 });

@@ -20,7 +20,7 @@ import { parseArgs } from "node:util";
 import { noGrad } from "@blocksparse/autograd";
 import { add, captureGraph, cast, type FloatDType, randn, type Tensor, tidy } from "@blocksparse/core";
 import { BlockSparseLinear, forwardLinearActivation, GELU, LayerNorm, Linear, Module } from "@blocksparse/nn";
-import { positiveNumbers as numbers } from "./flags";
+import { densities as densityList, describeFailure, FlagError, positiveIntegers as numbers } from "./flags";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
 import { timeUs } from "./timing";
@@ -83,9 +83,9 @@ async function main(): Promise<void> {
     },
   });
   const dtype = values.dtype as FloatDType;
-  if (!["float32", "float16", "bfloat16"].includes(dtype)) throw new Error(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
+  if (!["float32", "float16", "bfloat16"].includes(dtype)) throw new FlagError(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
   const model = values.model;
-  if (model !== "linear" && model !== "ffn") throw new Error(`--model: expected linear or ffn, got "${model}"`);
+  if (model !== "linear" && model !== "ffn") throw new FlagError(`--model: expected linear or ffn, got "${model}"`);
   const [width] = numbers(values.width, "width");
   const [hidden] = numbers(values.hidden, "hidden");
   const [layerCount] = numbers(values.layers, "layers");
@@ -94,7 +94,7 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   const tokenCounts = numbers(values.tokens, "tokens");
   const cases: [number, number][] = [[0, 1]];
-  for (const block of numbers(values.blocks, "blocks")) for (const density of numbers(values.densities, "densities")) cases.push([block, density]);
+  for (const block of numbers(values.blocks, "blocks")) for (const density of densityList(values.densities, "densities")) cases.push([block, density]);
   for (const tokens of tokenCounts) {
     for (const [block, density] of cases) {
       const linear = (inFeatures: number, outFeatures: number, seed: number): Module =>
@@ -174,6 +174,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.stderr.write(`${describeFailure(error)}\n`);
   process.exit(1);
 });

@@ -19,6 +19,7 @@ import { backward } from "@blocksparse/autograd";
 import { cast, randn, tidy } from "@blocksparse/core";
 import { AdamW, BlockSparseLinear, GELU, Linear, Sequential } from "@blocksparse/nn";
 import { startBackend } from "./start_backend";
+import { describeFailure, FlagError } from "./flags";
 
 const { values } = parseArgs({
   options: {
@@ -35,18 +36,30 @@ const { values } = parseArgs({
   },
 });
 if (values["stand-in"]) {
-  if (values.backend !== "cuda") throw new Error("--stand-in replaces the CUDA addon: use it with --backend cuda");
+  if (values.backend !== "cuda") throw new FlagError("--stand-in replaces the CUDA addon: use it with --backend cuda");
   process.env.BLOCKSPARSE_CUDA_ADDON = fileURLToPath(new URL("./stand_in_addon.cjs", import.meta.url));
   process.env.BLOCKSPARSE_CUDA_WARMUP = "0";
 }
 const match = /^(\d+)x(\d+)$/.exec(values.widths);
-if (!match) throw new Error(`--widths: "${values.widths}" is not DMODELxHIDDEN`);
-const [dModel, hidden] = [Number(match[1]), Number(match[2])];
+const [dModel, hidden] = match === null ? [0, 0] : [Number(match[1]), Number(match[2])];
 const [tokens, block, density, steps, warmup] = [Number(values.tokens), Number(values.block), Number(values.density), Number(values.steps), Number(values.warmup)];
-for (const [name, n] of [["tokens", tokens], ["steps", steps], ["warmup", warmup]] as const) {
-  if (!Number.isInteger(n) || n < 5) throw new Error(`--${name} must be an integer >= 5, got ${n}`);
+try {
+  if (!match || dModel < 1 || hidden < 1) throw new FlagError(`--widths: "${values.widths}" is not DMODELxHIDDEN of positive integers (e.g. 1024x4096)`);
+  for (const [name, n] of [["tokens", tokens], ["steps", steps], ["warmup", warmup]] as const) {
+    if (!Number.isInteger(n) || n < 5) throw new FlagError(`--${name} must be an integer >= 5, got ${n}`);
+  }
+  if (values.block.trim() === "" || !Number.isInteger(block) || block < 0) throw new FlagError(`--block: expected a block side (a positive integer) or 0 for the dense model, got "${values.block}"`);
+  if (block !== 0 && !(density > 0 && density <= 1)) throw new FlagError(`--density: expected a density in (0, 1], got "${values.density}"`);
+} catch (error) {
+  process.stderr.write(`${describeFailure(error)}\n`);
+  process.exit(1);
 }
-const { synchronize } = await startBackend(values.backend);
+// Five timed runs of the same whole number of steps: the time per step divides by the steps that ran.
+const stepsPerRun = Math.floor(steps / 5);
+const { synchronize } = await startBackend(values.backend).catch((error: unknown) => {
+  process.stderr.write(`${describeFailure(error)}\n`);
+  process.exit(1);
+});
 const layer = (inF: number, outF: number, seed: number) =>
   block === 0 ? new Linear(inF, outF, { seed }) : new BlockSparseLinear(inF, outF, { density, blockShape: [block, block], seed });
 const model = new Sequential(layer(dModel, hidden, 1), new GELU("tanh"), layer(hidden, dModel, 2));
@@ -87,22 +100,22 @@ const times: number[] = [];
 const cpuBefore = process.cpuUsage();
 for (let r = 0; r < 5; r++) {
   const start = performance.now();
-  for (let i = 0; i < steps / 5; i++) {
+  for (let i = 0; i < stepsPerRun; i++) {
     step();
     if (values["sync-each"]) synchronize();
   }
   synchronize();
-  times.push(((performance.now() - start) * 1000) / Math.floor(steps / 5));
+  times.push(((performance.now() - start) * 1000) / stepsPerRun);
 }
 const cpu = process.cpuUsage(cpuBefore);
 times.sort((a, b) => a - b);
 const modelName = block === 0 ? "dense" : `${block}x${block} d=${density}`;
 console.log(
   `${values["stand-in"] ? "stand-in addon" : values.backend} ${values.widths} tokens ${tokens} ${modelName}${values["sync-each"] ? ", synchronized each step" : ""}: ${times[2].toFixed(1)} us/step ` +
-    `(runs ${times.map((t) => t.toFixed(0)).join(" ")}; process CPU ${((cpu.user + cpu.system) / steps).toFixed(1)} us/step)` +
+    `(runs ${times.map((t) => t.toFixed(0)).join(" ")}; process CPU ${((cpu.user + cpu.system) / (5 * stepsPerRun)).toFixed(1)} us/step)` +
     (values.phases ? `; host per step: forward ${us(phases.forward)}, backward ${us(phases.backward)}, optimizer ${us(phases.optimizer)} us` : ""),
 );
 
 function us(ms: number): string {
-  return ((ms * 1000) / (5 * Math.floor(steps / 5))).toFixed(1);
+  return ((ms * 1000) / (5 * stepsPerRun)).toFixed(1);
 }

@@ -44,6 +44,7 @@ import { profilePerRun, profileTable } from "./kernel_profile";
 import { type TimingPlan, measure } from "./measure";
 import { pickRows } from "./reference";
 import { type BenchDType, type Check, TOLERANCE, compareToReference, spreadIndices } from "./validate";
+import { densities as densityList, describeFailure, FlagError, flagItems, positiveIntegers } from "./flags";
 
 type ModelKind = "ffn" | "block" | "head";
 
@@ -71,26 +72,12 @@ export interface FfnCase {
 
 const SEED = 2026;
 
-function list(value: string, what: string): string[] {
-  const items = value.split(",").map((s) => s.trim()).filter(Boolean);
-  if (items.length === 0) throw new Error(`--${what}: empty list`);
-  return items;
-}
-
-function numbers(value: string, what: string): number[] {
-  return list(value, what).map((item) => {
-    const n = Number(item);
-    if (!Number.isFinite(n) || n <= 0) throw new Error(`--${what}: "${item}" is not a positive number`);
-    return n;
-  });
-}
-
 /** "16,32x64" -> [[16, 16], [32, 64]]: square sides or R x C block shapes. */
 function blockShapes(value: string): [number, number][] {
-  return list(value, "blocks").map((item) => {
+  return flagItems(value, "blocks").map((item) => {
     const match = /^(\d+)(?:x(\d+))?$/.exec(item);
     if (!match || Number(match[1]) <= 0 || (match[2] !== undefined && Number(match[2]) <= 0))
-      throw new Error(`--blocks: "${item}" is not a block side (32) or shape (32x64)`);
+      throw new FlagError(`--blocks: "${item}" is not a block side (32) or shape (32x64)`);
     const rows = Number(match[1]);
     return [rows, match[2] === undefined ? rows : Number(match[2])];
   });
@@ -98,9 +85,9 @@ function blockShapes(value: string): [number, number][] {
 
 /** "1024x4096" -> [dModel, hidden]. */
 function widths(value: string): [number, number][] {
-  return list(value, "widths").map((item) => {
+  return flagItems(value, "widths").map((item) => {
     const match = /^(\d+)x(\d+)$/.exec(item);
-    if (!match) throw new Error(`--widths: "${item}" is not DMODELxHIDDEN (e.g. 1024x4096)`);
+    if (!match || Number(match[1]) <= 0 || Number(match[2]) <= 0) throw new FlagError(`--widths: "${item}" is not DMODELxHIDDEN of positive integers (e.g. 1024x4096)`);
     return [Number(match[1]), Number(match[2])];
   });
 }
@@ -355,35 +342,43 @@ async function main(): Promise<void> {
       out: { type: "string" },
     },
   });
-  if (values.graph && values.profile) throw new Error("--graph and --profile: a replay runs no kernel through the host, so there is nothing to profile per kernel");
+  if (values.graph && values.profile) throw new FlagError("--graph and --profile: a replay runs no kernel through the host, so there is nothing to profile per kernel");
   const dtype = values.dtype as BenchDType;
-  if (!(dtype in TOLERANCE)) throw new Error(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
-  const models = list(values.models, "models") as ModelKind[];
-  for (const m of models) if (m !== "ffn" && m !== "block" && m !== "head") throw new Error(`--models: unknown "${m}" (ffn, block, head)`);
-  const context = Number(values.context);
-  const heads = Number(values.heads);
+  if (!(dtype in TOLERANCE)) throw new FlagError(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
+  const models = flagItems(values.models, "models") as ModelKind[];
+  for (const m of models) if (m !== "ffn" && m !== "block" && m !== "head") throw new FlagError(`--models: unknown "${m}" (ffn, block, head)`);
+  const [context] = positiveIntegers(values.context, "context");
+  const [heads] = positiveIntegers(values.heads, "heads");
+  // Every list checked before the backend starts, not when the loop first reaches it.
+  const widthPairs = widths(values.widths);
+  const tokenCounts = positiveIntegers(values.tokens, "tokens");
+  const shapes = blockShapes(values.blocks);
+  const densities = densityList(values.densities, "densities");
+  if (models.includes("block")) {
+    for (const tokens of tokenCounts) if (tokens % context !== 0) throw new FlagError(`--tokens ${tokens} is not a multiple of --context ${context}`);
+  }
   const started = await startBackend(values.backend);
   const backend = getBackendInstance();
   const only = values.only;
-  if (only !== "both" && only !== "dense" && only !== "sparse") throw new Error(`--only: expected both, dense or sparse, got "${only}"`);
+  if (only !== "both" && only !== "dense" && only !== "sparse") throw new FlagError(`--only: expected both, dense or sparse, got "${only}"`);
   const route = values["dense-sampled"];
-  if (route !== "auto" && route !== "never" && route !== "always") throw new Error(`--dense-sampled: expected auto, never or always, got "${route}"`);
+  if (route !== "auto" && route !== "never" && route !== "always") throw new FlagError(`--dense-sampled: expected auto, never or always, got "${route}"`);
   const tuning = backend as { setAutotune?: (on: boolean) => boolean; autotuneRecords?: () => { product: string; m: number; rows: number; cols: number; blockShape: number[]; route: string; timings: { route: string; ms: number }[] }[] };
   if (values.autotune) {
-    if (typeof tuning.setAutotune !== "function") throw new Error(`--autotune: the ${backend.name} backend does not tune its products`);
+    if (typeof tuning.setAutotune !== "function") throw new FlagError(`--autotune: the ${backend.name} backend does not tune its products`);
     tuning.setAutotune.call(backend, true);
   }
   if (route !== "auto") {
     const setMode = (backend as { setDenseSampledMode?: (mode: string) => string }).setDenseSampledMode;
-    if (typeof setMode !== "function") throw new Error(`--dense-sampled ${route}: the ${backend.name} backend has one route for the weight gradient`);
+    if (typeof setMode !== "function") throw new FlagError(`--dense-sampled ${route}: the ${backend.name} backend has one route for the weight gradient`);
     setMode.call(backend, route);
   }
   const productRoute = values["dense-products"];
   if (productRoute !== "auto" && productRoute !== "never" && productRoute !== "always")
-    throw new Error(`--dense-products: expected auto, never or always, got "${productRoute}"`);
+    throw new FlagError(`--dense-products: expected auto, never or always, got "${productRoute}"`);
   if (productRoute !== "auto") {
     const setMode = (backend as { setDenseProductMode?: (mode: string) => string }).setDenseProductMode;
-    if (typeof setMode !== "function") throw new Error(`--dense-products ${productRoute}: the ${backend.name} backend has one route for bsrLinear and bsrMatmul`);
+    if (typeof setMode !== "function") throw new FlagError(`--dense-products ${productRoute}: the ${backend.name} backend has one route for bsrLinear and bsrMatmul`);
     setMode.call(backend, productRoute);
   }
   const plan: TimingPlan = values.quick
@@ -405,9 +400,8 @@ async function main(): Promise<void> {
     writeFileSync(join(outDir, "ffn.md"), markdown(rows, meta, charts));
   };
   for (const model of models) {
-    for (const [dModel, hidden] of widths(values.widths)) {
-      for (const tokens of numbers(values.tokens, "tokens")) {
-        if (model === "block" && tokens % context !== 0) throw new Error(`--tokens ${tokens} is not a multiple of --context ${context}`);
+    for (const [dModel, hidden] of widthPairs) {
+      for (const tokens of tokenCounts) {
         let dense: FfnCase | undefined;
         if (only !== "sparse") {
           dense = runCase(model, dModel, hidden, tokens, null, 1, dtype, options);
@@ -417,8 +411,8 @@ async function main(): Promise<void> {
           process.stderr.write(`${model} ${dModel}x${hidden} tokens ${tokens} dense: ${dense.medianMs.toFixed(3)} ms\n`);
         }
         if (only === "dense") continue;
-        for (const block of blockShapes(values.blocks)) {
-          for (const density of numbers(values.densities, "densities")) {
+        for (const block of shapes) {
+          for (const density of densities) {
             const row = runCase(model, dModel, hidden, tokens, block, density, dtype, options);
             if (dense) row.speedupVsDense = dense.medianMs / row.medianMs;
             rows.push(row);
@@ -450,6 +444,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.stderr.write(`${describeFailure(error)}\n`);
   process.exitCode = 1;
 });

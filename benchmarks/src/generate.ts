@@ -18,7 +18,7 @@ import { parseArgs } from "node:util";
 import { type FloatDType, getBackendInstance, randint, type Tensor } from "@blocksparse/core";
 import { type GenerateOptions, GPT2_FFN_LAYERS, GPT2LMHeadModel } from "@blocksparse/models";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
-import { positiveNumbers as numbers } from "./flags";
+import { densities as densityList, describeFailure, FlagError, positiveIntegers as numbers } from "./flags";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
 import { summarize } from "./stats";
@@ -77,19 +77,19 @@ async function main(): Promise<void> {
     },
   });
   const dtype = values.dtype as FloatDType;
-  if (!["float32", "float16", "bfloat16"].includes(dtype)) throw new Error(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
+  if (!["float32", "float16", "bfloat16"].includes(dtype)) throw new FlagError(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
   const sizes = values.sizes.split(",");
-  for (const size of sizes) if (!(size in SIZES)) throw new Error(`--sizes: "${size}" is not one of ${Object.keys(SIZES).join(", ")}`);
+  for (const size of sizes) if (!(size in SIZES)) throw new FlagError(`--sizes: "${size}" is not one of ${Object.keys(SIZES).join(", ")}`);
   const batches = numbers(values.batch, "batch");
   const [prompt] = numbers(values.prompt, "prompt");
   const [fresh] = numbers(values.new, "new");
-  if (fresh < 2) throw new Error("--new: at least 2 new tokens (the time per token is a difference)");
+  if (fresh < 2) throw new FlagError("--new: at least 2 new tokens (the time per token is a difference)");
   const [repeats] = numbers(values.repeats, "repeats");
-  const densities = [1, ...numbers(values.densities, "densities")];
+  const densities = [1, ...densityList(values.densities, "densities")];
   const started = await startBackend(values.backend);
   // The captured step needs a backend that records graphs (cuda); elsewhere its rows stay empty.
   const asked = values.modes.split(",");
-  for (const mode of asked) if (!(mode in MODES)) throw new Error(`--modes: "${mode}" is not one of ${Object.keys(MODES).join(", ")}`);
+  for (const mode of asked) if (!(mode in MODES)) throw new FlagError(`--modes: "${mode}" is not one of ${Object.keys(MODES).join(", ")}`);
   const modes = (asked as Mode[]).filter((mode) => mode !== "graph" || getBackendInstance(started.backend).graphs !== undefined);
   const results: Row[] = [];
   for (const size of sizes) {
@@ -172,7 +172,7 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((error) => {
-  console.error(error);
+main().catch((error: unknown) => {
+  process.stderr.write(`${describeFailure(error)}\n`);
   process.exit(1);
 });

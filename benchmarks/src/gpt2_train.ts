@@ -24,7 +24,7 @@ import { type CapturedGraph, type FloatDType, captureGraph, getBackendInstance, 
 import { GPT2LMHeadModel } from "@blocksparse/models";
 import { AdamW, crossEntropy, parameterCount } from "@blocksparse/nn";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
-import { positiveNumbers } from "./flags";
+import { densities as densityList, describeFailure, FlagError, positiveIntegers } from "./flags";
 import { profilePerRun, profileTable } from "./kernel_profile";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { type TimingPlan, measure } from "./measure";
@@ -187,14 +187,14 @@ async function main(): Promise<void> {
     },
   });
   const dtype = values.dtype as BenchDType;
-  if (!(dtype in TOLERANCE)) throw new Error(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
+  if (!(dtype in TOLERANCE)) throw new FlagError(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
   const sizes = values.sizes.split(",").map((s) => s.trim());
-  for (const size of sizes) if (!(size in SIZES)) throw new Error(`--sizes: "${size}" is not one of ${Object.keys(SIZES).join(", ")}`);
-  const [batch] = positiveNumbers(values.batch, "batch");
-  const [context] = positiveNumbers(values.context, "context");
-  const [vocab] = positiveNumbers(values.vocab, "vocab");
-  const densities = positiveNumbers(values.densities, "densities");
-  const blocks = positiveNumbers(values.blocks, "blocks");
+  for (const size of sizes) if (!(size in SIZES)) throw new FlagError(`--sizes: "${size}" is not one of ${Object.keys(SIZES).join(", ")}`);
+  const [batch] = positiveIntegers(values.batch, "batch");
+  const [context] = positiveIntegers(values.context, "context");
+  const [vocab] = positiveIntegers(values.vocab, "vocab");
+  const densities = densityList(values.densities, "densities");
+  const blocks = positiveIntegers(values.blocks, "blocks");
   const started = await startBackend(values.backend);
   const plan: TimingPlan = values.quick
     ? { warmup: 2, minRepeats: 3, maxRepeats: 8, budgetMs: 200, minSampleMs: 0 }
@@ -262,6 +262,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.stderr.write(`${describeFailure(error)}\n`);
   process.exitCode = 1;
 });

@@ -16,7 +16,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { type FloatDType, add, cast, getBackendInstance, linear, matmul, randn, type Tensor, tidy } from "@blocksparse/core";
-import { positiveNumbers as numbers } from "./flags";
+import { describeFailure, FlagError, positiveIntegers as numbers } from "./flags";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
 import { replayable, timeUs } from "./timing";
@@ -64,7 +64,7 @@ async function main(): Promise<void> {
     },
   });
   const dtype = values.dtype as FloatDType;
-  if (!["float32", "float16", "bfloat16"].includes(dtype)) throw new Error(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
+  if (!["float32", "float16", "bfloat16"].includes(dtype)) throw new FlagError(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
   const [iterations] = numbers(values.iterations, "iterations");
   const [rowCounts, features, widths] = [numbers(values.rows, "rows"), numbers(values.features, "features"), numbers(values.widths, "widths")];
   const started = await startBackend(values.backend);
@@ -129,6 +129,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.stderr.write(`${describeFailure(error)}\n`);
   process.exit(1);
 });

@@ -31,6 +31,7 @@ import {
 import { Linear } from "@blocksparse/nn";
 import { repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
+import { describeFailure } from "./flags";
 
 interface Row {
   what: string;
@@ -216,6 +217,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  process.stderr.write(`${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.stderr.write(`${describeFailure(error)}\n`);
   process.exitCode = 1;
 });

@@ -1,12 +1,13 @@
 import { setBackend } from "@blocksparse/core";
 import type { GpuInfo } from "./record";
+import { FlagError } from "./flags";
 
 /** The native cpu backend when its addon loads (null otherwise, with the reason on stderr unless asked for). */
 export async function startCpu(requested: string): Promise<{ backend: string; synchronize: () => void } | null> {
   const cpu = await import("@blocksparse/backend-cpu");
   const availability = cpu.cpuAvailability();
   if (!availability.available) {
-    if (requested === "cpu") throw new Error(`--backend cpu: the CPU addon is unavailable: ${availability.reason ?? "no reason given"}`);
+    if (requested === "cpu") throw new FlagError(`--backend cpu: the CPU addon is unavailable: ${availability.reason ?? "no reason given"}`);
     process.stderr.write(`native cpu backend unavailable (${availability.reason ?? "no reason given"})\n`);
     return null;
   }
@@ -29,7 +30,7 @@ export async function startBackend(requested: string): Promise<{ backend: string
   const cuda = await import("@blocksparse/backend-cuda");
   const availability = cuda.cudaAvailability();
   if (!availability.available) {
-    if (requested === "cuda") throw new Error(`--backend cuda: CUDA is unavailable: ${availability.reason ?? "no reason given"}`);
+    if (requested === "cuda") throw new FlagError(`--backend cuda: CUDA is unavailable: ${availability.reason ?? "no reason given"}`);
     process.stderr.write(`CUDA unavailable (${availability.reason ?? "no reason given"}); trying the native cpu backend\n`);
     return (await startCpu(requested)) ?? js();
   }

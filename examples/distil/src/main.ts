@@ -233,6 +233,13 @@ async function main(): Promise<void> {
   const options: ExperimentOptions = { ...parsed.options, dtype: parsed.dtype ?? (backend === "cuda" ? "bfloat16" : "float32") };
   const corpus = await loadCorpus(parsed.tokenizer, parsed.maxChars);
   const setup = experimentContext(corpus, options);
+  // Every run samples windows of context + 1 tokens from both splits; too short a text would fail each run alike.
+  if (corpus.validation.length <= setup.context) {
+    throw new RangeError(
+      `--context ${setup.context}${parsed.maxChars === undefined ? "" : ` with --max-chars ${parsed.maxChars}`}: the validation split has ${corpus.validation.length} tokens, ` +
+        `too few for windows of ${setup.context + 1}; use a shorter --context or a larger --max-chars`,
+    );
+  }
   const { n_embd, n_layer, n_head } = SIZES[options.size];
   const budget = options.budgetSeconds;
   let times: StepTimes | undefined;

@@ -23,6 +23,13 @@ describe("main.ts's flags", { timeout: 30_000 }, () => {
     expect(result.stdout).toBe("");
   });
 
+  it("a text too short for the context fails once, naming the flags, before any model trains", async () => {
+    const result = await tsx("main.ts", "--backend", "js", "--max-chars", "500");
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/--context 32 with --max-chars 500: the validation split has 26 tokens, too few for windows of 33; use a shorter --context or a larger --max-chars/);
+    expect(result.stdout).not.toMatch(/dense/);
+  });
+
   it("names the flag a misspelled one is closest to", async () => {
     const result = await tsx("main.ts", "--step", "2");
     expect(result.code).toBe(1);

@@ -19,9 +19,14 @@ export interface MnistData {
   available: number;
 }
 
+/** How many digits the `mnist` package ships (10,000), without decoding them. */
+export function availableDigits(): number {
+  return mnistDigits.reduce((total, digit) => total + digit.length, 0);
+}
+
 /** Every digit the package ships (10,000: 863 to 1,127 per class), in class order. */
 function loadAll(): MnistSplit {
-  const count = mnistDigits.reduce((total, digit) => total + digit.length, 0);
+  const count = availableDigits();
   const images = new Float32Array(count * PIXELS);
   const labels = new Int32Array(count);
   let offset = 0;

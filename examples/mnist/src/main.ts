@@ -4,7 +4,7 @@ import "@blocksparse/backend-cpu";
 import "@blocksparse/backend-cuda";
 import { parseArgs } from "node:util";
 import { BackendError, getBackendInstance, importBackendModules, listBackends, setBackend } from "@blocksparse/core";
-import { PIXELS } from "./data";
+import { PIXELS, availableDigits } from "./data";
 import { FIRST_LAYER_BLOCK, HIDDEN_LAYER_BLOCK, checkHidden } from "./model";
 import { progressHooks } from "./progress";
 import { formatTable, percent } from "./report";
@@ -93,6 +93,11 @@ function parseOptions(argv: string[]): ParsedOptions | null {
     backend: values.backend,
   };
   if (options.hidden !== undefined) checkHidden(options.hidden);
+  const trainSize = options.trainSize ?? DEFAULT_OPTIONS.trainSize;
+  const testSize = options.testSize ?? DEFAULT_OPTIONS.testSize;
+  if (trainSize + testSize > availableDigits()) {
+    throw new RangeError(`--train-size + --test-size: expected at most ${availableDigits()} digits in all (the mnist package's), got ${trainSize} + ${testSize}`);
+  }
   if (values.lr !== undefined) options.learningRate = inRange("lr", values.lr, (lr) => lr > 0 && Number.isFinite(lr), "a positive number");
   if (values["regrow-fraction"] !== undefined) {
     options.regrowFraction = inRange("regrow-fraction", values["regrow-fraction"], (fraction) => fraction >= 0 && fraction <= 1, "a number in [0, 1]");
@@ -100,7 +105,6 @@ function parseOptions(argv: string[]): ParsedOptions | null {
   if (values.density !== undefined) {
     options.densities = values.density
       .flatMap((list) => list.split(","))
-      .filter((item) => item.trim() !== "")
       .map((item) => inRange("density", item, (density) => density > 0 && density <= 1, "densities in (0, 1], comma-separated"));
   }
   const parsed: ParsedOptions = { ...options, backendModules: values["backend-module"] };

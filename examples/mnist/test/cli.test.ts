@@ -12,6 +12,9 @@ describe("the demo's flags", { timeout: 30_000 }, () => {
     [["--batch-size", "0"], /--batch-size: expected a positive integer, got '0'/],
     [["--density", "0.5,1.5"], /--density: expected densities in \(0, 1\], comma-separated, got '1.5'/],
     [["--regrow", "magnitude"], /--regrow: expected none, random or rigl, got 'magnitude'/],
+    [["--density", "0.5,,0.25"], /--density: expected densities in \(0, 1\], comma-separated, got ''/],
+    [["--density", ","], /--density: expected densities in \(0, 1\], comma-separated, got ''/],
+    [["--test-size", "9000"], /--train-size \+ --test-size: expected at most 10000 digits in all \(the mnist package's\), got 8000 \+ 9000/],
   ])("rejects %j naming the flag and what it accepts, before a backend starts or a line is printed", async (args, message) => {
     const result = await demo(...args);
     expect(result.code).toBe(1);

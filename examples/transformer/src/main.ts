@@ -84,7 +84,6 @@ function parseOptions(argv: string[]): ParsedOptions | null {
   if (values.density !== undefined) {
     options.densities = values.density
       .flatMap((list) => list.split(","))
-      .filter((item) => item.trim() !== "")
       .map((item) => inRange("density", item, (density) => density > 0 && density <= 1, "densities in (0, 1], comma-separated"));
   }
   if (values.block !== undefined) {

@@ -12,6 +12,7 @@ describe("the demo's flags", { timeout: 30_000 }, () => {
     [["--lr", "abc"], /--lr: expected a positive number, got 'abc'/],
     [["--block", "0x0"], /--block: expected ROWSxCOLS of positive integers such as 32x32, got '0x0'/],
     [["--heads", "3"], /nHeads: 3 heads do not divide dModel 64/],
+    [["--density", "0.5,,0.25"], /--density: expected densities in \(0, 1\], comma-separated, got ''/],
   ])("rejects %j naming the flag and what it accepts, before a backend starts or a line is printed", async (args, message) => {
     const result = await demo(...args);
     expect(result.code).toBe(1);
