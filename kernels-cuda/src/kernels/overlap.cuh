@@ -110,4 +110,17 @@ void launchOverlapped(const char* name, void (*kernel)(Params...), dim3 grid, di
   if (status != cudaSuccess) throwCuda(status, name);
 }
 
+// CTAs of `kernel` (launched with `threads` threads and `sharedBytes` of dynamic shared memory) that one SM of the
+// current device holds at once, as the runtime's occupancy says; 0 where it cannot say (the error cleared).
+template <class... Params>
+int residentCtas(void (*kernel)(Params...), int threads, int sharedBytes) {
+  int ctas = 0;
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, sharedBytes) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, kernel, threads, sharedBytes) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return ctas;
+}
+
 }  // namespace bs

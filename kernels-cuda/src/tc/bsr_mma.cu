@@ -314,14 +314,7 @@ bool launchTf32(Op op, const KernelArgs& args, int blockSize, cudaStream_t strea
 int mmaSampledCtasPerSm(int block) {
   auto resident = [](auto traits) {
     using K = decltype(traits);
-    const auto kernel = sm80::bsrMmaKernel<K>;
-    int ctas = 0;
-    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, K::kSmemBytes) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, kernel, K::kThreads, K::kSmemBytes) != cudaSuccess) {
-      cudaGetLastError();
-      return 0;
-    }
-    return ctas;
+    return residentCtas(sm80::bsrMmaKernel<K>, K::kThreads, K::kSmemBytes);
   };
   using T = __nv_bfloat16;
   switch (block) {

@@ -72,14 +72,7 @@ int wgmmaStoreRows(int width, int variant) {
 int wgmmaSampledCtasPerSm(int block) {
   auto resident = [](auto traits) {
     using K = decltype(traits);
-    const auto kernel = sm90::bsrWgmmaKernel<K>;
-    int ctas = 0;
-    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, K::kSmemBytes) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, kernel, K::kThreads, K::kSmemBytes) != cudaSuccess) {
-      cudaGetLastError();
-      return 0;
-    }
-    return ctas;
+    return residentCtas(sm90::bsrWgmmaKernel<K>, K::kThreads, K::kSmemBytes);
   };
   using T = __nv_bfloat16;
   switch (block) {
