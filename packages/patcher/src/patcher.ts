@@ -43,15 +43,16 @@ export class BlockSparseModelPatcher {
 
   /**
    * Adds a pattern. A string is a regex source matched against the whole name (it is
-   * wrapped in ^(?:...)$); a RegExp is used as is (unanchored unless it says so; g and y
-   * flags are dropped so that matching is stateless).
+   * wrapped in ^(?:...)$); a RegExp is used as is (unanchored unless it says so; a y flag
+   * anchors it at the start of the name, as Python's re.match; g is dropped, and matching is stateless).
    */
   addPattern(pattern: RegExp | string, options: PatternOptions): this {
     const where = "BlockSparseModelPatcher.addPattern";
     let regex: RegExp;
     let label: string;
     if (pattern instanceof RegExp) {
-      regex = new RegExp(pattern.source, pattern.flags.replace(/[gy]/g, ""));
+      // Sticky (y) at lastIndex 0 is anchored at the start: kept, with lastIndex reset before every test (see matches).
+      regex = new RegExp(pattern.source, pattern.flags.replace(/g/g, ""));
       label = String(pattern);
     } else if (typeof pattern === "string" && pattern !== "") {
       try {
@@ -110,13 +111,13 @@ export class BlockSparseModelPatcher {
     for (const [firstName, module] of modules) {
       if (firstName === "") continue;
       const names = namesOf.get(module) ?? [firstName];
-      const matching = this.#patterns.filter((p) => names.some((name) => p.regex.test(name)));
+      const matching = this.#patterns.filter((p) => names.some((name) => matches(p, name)));
       if (matching.length === 0) continue;
       for (const p of matching) matched.add(p);
       const winner = matching[0];
       claimed.add(winner);
       // The layer is reported under the name its pattern matched.
-      const name = names.find((candidate) => winner.regex.test(candidate)) ?? firstName;
+      const name = names.find((candidate) => matches(winner, candidate)) ?? firstName;
       if (module instanceof BlockSparseLinear) {
         problems.push(`'${name}' (matched by ${winner.label}) is already a BlockSparseLinear`);
       } else if (!(module instanceof Linear)) {
@@ -170,6 +171,12 @@ export class BlockSparseModelPatcher {
   }
 }
 
+/** Whether `pattern` matches `name`, whatever earlier tests left in lastIndex (a sticky regex reads it). */
+function matches(pattern: NamePattern, name: string): boolean {
+  pattern.regex.lastIndex = 0;
+  return pattern.regex.test(name);
+}
+
 function checkModel(where: string, model: unknown): asserts model is Module {
   if (!(model instanceof Module)) {
     const got = model === null || typeof model !== "object" ? String(model) : ((model as object).constructor?.name ?? "an object");
@@ -178,16 +185,28 @@ function checkModel(where: string, model: unknown): asserts model is Module {
 }
 
 /**
- * Every dotted name under which each module below the root is reachable, in depth-first
- * order: a module held in two places (`enc.0` and `head`) has both. A module holding one of
- * its ancestors is not followed back into it.
+ * Names kept per module. Blocks that hold earlier blocks (a `prev` and a `skip`, say) have
+ * exponentially many paths; without a bound the walk never ends. Aliases have a few.
+ */
+const MAX_NAMES_PER_MODULE = 64;
+
+/**
+ * Every dotted name under which each module below the root is reachable (the first
+ * MAX_NAMES_PER_MODULE), in depth-first order: a module held in two places (`enc.0` and
+ * `head`) has both. A module holding one of its ancestors is not followed back into it.
  */
 function reachableNames(model: Module): Map<Module, string[]> {
   const names = new Map<Module, string[]>();
   const ancestors = new Set<Module>();
   const visit = (module: Module, path: string): void => {
     if (ancestors.has(module)) return;
-    if (path !== "") names.set(module, [...(names.get(module) ?? []), path]);
+    if (path !== "") {
+      const known = names.get(module) ?? [];
+      // Each module is walked into at most MAX_NAMES_PER_MODULE times, so the walk is linear in the model's size.
+      if (known.length >= MAX_NAMES_PER_MODULE) return;
+      known.push(path);
+      names.set(module, known);
+    }
     ancestors.add(module);
     for (const [key, child] of module.namedChildren()) visit(child, path === "" ? key : `${path}.${key}`);
     ancestors.delete(module);

@@ -114,6 +114,47 @@ describe("patchModel: matching", () => {
     expect(report.layers.map((l) => l.name)).toEqual(["blocks.0.fc2", "blocks.1.fc2"]);
   });
 
+  it("keeps a y flag's anchoring at the start of the name (re.match), statelessly", () => {
+    // Sticky at lastIndex 0 matches only at the start: /fc1/y matches no name here, /blocks\.\d\.fc1/y both fc1 layers.
+    const none = new BlockSparseModelPatcher().addPattern(/fc1/y, { density: 0.5, blockShape: [8, 8] }).patchModel(new TinyNet(), { dryRun: true, allowNoMatch: true });
+    expect(none.layers).toEqual([]);
+    expect(none.unmatchedPatterns).toEqual(["/fc1/y"]);
+    const report = new BlockSparseModelPatcher().addPattern(/blocks\.\d\.fc1/gy, { density: 0.5, blockShape: [8, 8] }).patchModel(new TinyNet(), { dryRun: true });
+    expect(report.layers.map((l) => l.name)).toEqual(["blocks.0.fc1", "blocks.1.fc1"]);
+    // One Linear under two names: each test starts at the name's start, so the report names the first name matched.
+    const shared = new Linear(8, 8, { seed: 1 });
+    const aliased = new Sequential(shared, shared);
+    expect(new BlockSparseModelPatcher().addPattern(/\d/y, { density: 0.5, blockShape: [4, 4] }).patchModel(aliased).layers.map((l) => l.name)).toEqual(["0"]);
+  });
+
+  it("walks a model whose blocks hold earlier blocks (prev and skip) in bounded work, and patches every slot", () => {
+    // Block i holds blocks i-1 and i-2: the paths to block 0 number fib(24); listing them all never ended.
+    let walks = 0;
+    class Chained extends Module {
+      fc = new Linear(8, 8, { seed: 1 });
+      constructor(prev: Module | undefined, skip: Module | undefined) {
+        super();
+        if (prev) this.registerModule("prev", prev);
+        if (skip) this.registerModule("skip", skip);
+      }
+      override namedChildren(): [string, Module][] {
+        walks++;
+        return super.namedChildren();
+      }
+      forward(): never {
+        throw new Error("not called");
+      }
+    }
+    const blocks: Chained[] = [];
+    for (let i = 0; i < 24; i++) blocks.push(new Chained(blocks[i - 1], blocks[i - 2]));
+    const model = new Sequential(...blocks);
+    const report = new BlockSparseModelPatcher().addPattern(/^\d+\.fc$/, { density: 0.5, blockShape: [4, 4] }).patchModel(model);
+    expect(report.layers.map((l) => l.name)).toEqual(blocks.map((_, i) => `${i}.fc`));
+    expect(blocks.every((block) => block.fc instanceof BlockSparseLinear)).toBe(true);
+    // At most 64 names are walked per module (a few walks more for the other passes), not every path.
+    expect(walks).toBeLessThan(4 * 64 * blocks.length);
+  });
+
   it("never patches the root module (it has no parent to hold the replacement)", () => {
     const root = new Linear(8, 8, { seed: 1 });
     expect(new BlockSparseModelPatcher().getPatchableLayers(root)).toEqual([]);
