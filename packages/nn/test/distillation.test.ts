@@ -1,8 +1,18 @@
 import { backward, gradcheck } from "@blocksparse/autograd";
-import { randn, reshape, ShapeError, tensor, tidy, ValueError } from "@blocksparse/core";
+import { randn, reshape, ShapeError, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
 import { crossEntropy, distillationLoss, klDivergence } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
 import { host } from "./helpers";
+
+/** klDivergence of two [2, C] rows against each row's expected KL ("none") and their sum ("sum"); the sum's loss. */
+function expectTwoRows(student: Tensor, teacher: Tensor, rows: readonly number[]): Tensor {
+  const none = host(klDivergence(student, teacher, { reduction: "none" }));
+  expect(none[0]).toBeCloseTo(rows[0], 5);
+  expect(none[1]).toBeCloseTo(rows[1], 5);
+  const loss = klDivergence(student, teacher, { reduction: "sum" });
+  expect(loss.item()).toBeCloseTo(rows[0] + rows[1], 5);
+  return loss;
+}
 
 /** Float64 KL(softmax(t / T) || softmax(s / T)) per row of [rows, classes]. */
 function klRows(student: Float64Array, teacher: Float64Array, classes: number, temperature: number): number[] {
@@ -58,11 +68,7 @@ describe("klDivergence", () => {
     const s = [studentLogProbs([1, 2, 3]), studentLogProbs([0.5, -1, 2])];
     const t = [studentLogProbs([0, 1]), studentLogProbs([2, 0])];
     const rows = [Math.exp(t[0][0]) * (t[0][0] - s[0][0]) + Math.exp(t[0][1]) * (t[0][1] - s[0][2]), Math.exp(t[1][0]) * (t[1][0] - s[1][1]) + Math.exp(t[1][1]) * (t[1][1] - s[1][2])];
-    const none = host(klDivergence(student, teacher, { reduction: "none" }));
-    expect(none[0]).toBeCloseTo(rows[0], 5);
-    expect(none[1]).toBeCloseTo(rows[1], 5);
-    const loss = klDivergence(student, teacher, { reduction: "sum" });
-    expect(loss.item()).toBeCloseTo(rows[0] + rows[1], 5);
+    const loss = expectTwoRows(student, teacher, rows);
     // d/ds = p_student - p_teacher, with p_teacher = 0 where it ruled the class out.
     backward(loss);
     const grad = host(student.grad as NonNullable<typeof student.grad>);
@@ -103,11 +109,7 @@ describe("klDivergence", () => {
     student.requiresGrad = true;
     const teacher = tensor(Float32Array.from([0, ruledOut, 1, 2, 0, ruledOut]), [2, 3]);
     const rows = klRows(Float64Array.from([1, 2, 0.5, -1]), Float64Array.from([0, 1, 2, 0]), 2, 1);
-    const none = host(klDivergence(student, teacher, { reduction: "none" }));
-    expect(none[0]).toBeCloseTo(rows[0], 5);
-    expect(none[1]).toBeCloseTo(rows[1], 5);
-    const loss = klDivergence(student, teacher, { reduction: "sum" });
-    expect(loss.item()).toBeCloseTo(rows[0] + rows[1], 5);
+    const loss = expectTwoRows(student, teacher, rows);
     backward(loss);
     // d/ds = p_student - p_teacher: 0 on the classes both rule out.
     const grad = host(student.grad as NonNullable<typeof student.grad>);
