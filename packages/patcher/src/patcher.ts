@@ -231,11 +231,16 @@ function disposedProblem(name: string, linear: Linear): string | null {
   return dead.length === 0 ? null : `'${name}' has disposed parameters: ${dead.map(([p]) => `${name}.${p}`).join(", ")}`;
 }
 
-/** fromLinear reads the weight as [outFeatures, inFeatures]: another shape would fail halfway or be read wrongly. */
+/** fromLinear reads the weight as [outFeatures, inFeatures] and shares a bias of [outFeatures]: other shapes would fail halfway or be read wrongly. */
 function weightShapeProblem(name: string, linear: Linear): string | null {
   const shape = linear.weight.shape;
-  if (shape.length === 2 && shape[0] === linear.outFeatures && shape[1] === linear.inFeatures) return null;
-  return `'${name}' has a weight of shape [${shape.join(", ")}], expected [out=${linear.outFeatures}, in=${linear.inFeatures}]`;
+  if (shape.length !== 2 || shape[0] !== linear.outFeatures || shape[1] !== linear.inFeatures) {
+    return `'${name}' has a weight of shape [${shape.join(", ")}], expected [out=${linear.outFeatures}, in=${linear.inFeatures}]`;
+  }
+  // The bias is shared as it is: another shape would fail at the first forward, far from the patch.
+  const bias = linear.bias?.shape;
+  if (bias === undefined || (bias.length === 1 && bias[0] === linear.outFeatures)) return null;
+  return `'${name}' has a bias of shape [${bias.join(", ")}], expected [out=${linear.outFeatures}]`;
 }
 
 /** A Linear subclass's own parameters and modules besides weight and bias would be lost with it. */

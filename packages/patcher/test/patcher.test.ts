@@ -502,6 +502,15 @@ describe("inputs nobody tuned for", () => {
     expect(model.at(0)).toBeInstanceOf(Linear);
   });
 
+  it("refuses a Linear whose bias was replaced by one of another shape, naming it, and patches nothing", () => {
+    const model = new Sequential(new Linear(8, 8, { seed: 1 }), new Linear(8, 8, { seed: 2 }));
+    (model.at(1) as Linear).bias!.value = tensor(new Float32Array(4), [4]);
+    const error = thrown(() => new BlockSparseModelPatcher().addPattern("0|1", { density: 0.5, blockShape: [4, 4] }).patchModel(model));
+    expect(error.problems).toEqual(["'1' has a bias of shape [4], expected [out=8]"]);
+    expect(model.at(0)).toBeInstanceOf(Linear);
+    expect(model.at(1)).toBeInstanceOf(Linear);
+  });
+
   it("refuses a Linear subclass holding parameters or modules besides weight and bias, which the BlockSparseLinear would drop", () => {
     class LoraLinear extends Linear {
       loraA = new Parameter(tensor(new Float32Array(16), [2, 8]));
