@@ -1,7 +1,7 @@
 import { bytesPerElement } from "@blocksparse/core";
 import type { Module } from "./module";
 
-/** Trainable numbers in the model: for a block-sparse weight, its stored values only. */
+/** Numbers in the model's parameters, frozen ones included (as sum(p.numel() for p in model.parameters())): for a block-sparse weight, its stored values only. */
 export function parameterCount(module: Module): number {
   return module.parameters().reduce((n, p) => n + p.size, 0);
 }
