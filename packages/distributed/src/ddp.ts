@@ -25,6 +25,9 @@ interface Bucket {
 const DEFAULT_BUCKET_BYTES = 25 * 1024 * 1024;
 
 /** The flat block positions (blockRow * blockCols + blockCol) a pattern holds, in its block order. */
+/** Each pattern's digest for the ranks' agreement check, hashed once per pattern (patterns do not change). */
+const PATTERN_DIGESTS = new WeakMap<BsrPattern, number>();
+
 function flatBlocks(pattern: BsrPattern): Int32Array {
   const { blockRow, blockCol } = pattern.coordinates;
   return Int32Array.from(blockRow, (row, k) => row * pattern.blockCols + blockCol[k]);
@@ -90,8 +93,10 @@ export class DistributedDataParallel extends Module {
    * averaged over the ranks. With `overlap` (default), buckets are all-reduced while backward
    * runs. A parameter that got no gradient on this rank counts as a zero gradient, so that
    * every rank reduces the same buckets. A parameter frozen (`requiresGrad` false) on some ranks
-   * only is a GradientMismatchError on every rank, before backward runs (the ranks first compare
-   * which parameters take gradients, in one small allGather). Gradients accumulated by earlier
+   * only is a GradientMismatchError on every rank, and block-sparse patterns that differ between
+   * ranks (moved by `sparse.step` on each rank instead of `movePatterns`) a ReplicaDivergenceError
+   * naming the layer, both before backward runs (the ranks first compare which parameters take
+   * gradients and digests of their patterns, in one small allGather). Gradients accumulated by earlier
    * plain `backward` calls (micro-batches) are included: only this call communicates.
    */
   async backward(loss: Tensor, grad?: Tensor): Promise<void> {
@@ -129,7 +134,7 @@ export class DistributedDataParallel extends Module {
     await Promise.all(launched);
   }
 
-  /** Averages the gradients already computed (by plain `backward` calls) over the ranks; checks first, as `backward` does, that the ranks freeze the same parameters. */
+  /** Averages the gradients already computed (by plain `backward` calls) over the ranks; checks first, as `backward` does, that the ranks freeze the same parameters and hold the same patterns. */
   async allReduceGradients(): Promise<void> {
     await this.#checkGradientAgreement("DistributedDataParallel.allReduceGradients");
     await Promise.all(this.#planBuckets().map((bucket) => this.#reduceBucket(bucket)));
@@ -331,12 +336,13 @@ export class DistributedDataParallel extends Module {
 
   /**
    * Before any bucket is reduced: checks that every rank has the same parameters taking gradients
-   * (the buckets are planned from them), in one allGather of three numbers per rank (parameter
-   * count, how many take gradients, a digest of which). Only when they differ, a second allGather
-   * of every rank's flags finds the parameters that differ, and every rank throws the same
-   * GradientMismatchError naming them, instead of calling collectives of other sizes (a
-   * CollectiveError about shapes on the CPU group; a hang or wrong sums on NCCL). A parameter frozen
-   * on every rank is left out of the buckets on every rank, as before.
+   * and the same block-sparse patterns (the buckets are planned from them, and a gradient's
+   * values are per block), in one allGather of four numbers per rank (parameter count, how many
+   * take gradients, a digest of which, a digest of the patterns). Only when they differ, a second
+   * allGather finds the parameters that differ, and every rank throws the same error naming them,
+   * instead of calling collectives of other sizes (a CollectiveError about shapes on the CPU
+   * group; a hang or wrong sums on NCCL) or averaging the gradients of different blocks. A
+   * parameter frozen on every rank is left out of the buckets on every rank, as before.
    */
   async #checkGradientAgreement(where: string): Promise<void> {
     const worldSize = this.#group.worldSize;
@@ -344,33 +350,60 @@ export class DistributedDataParallel extends Module {
     const named = this.module.namedParameters();
     const count = named.length;
     const flags = Int32Array.from(named, ([, parameter]) => (parameter.requiresGrad ? 1 : 0));
-    const digest = createHash("sha256").update(new Uint8Array(flags.buffer)).digest().readInt32LE(0);
-    const fingerprints = await this.#allGatherInt32([count, flags.reduce((a, b) => a + b, 0), digest]);
+    const digestOf = (...parts: Int32Array[]) => parts.reduce((hash, part) => hash.update(new Uint8Array(part.buffer, part.byteOffset, part.byteLength)), createHash("sha256")).digest().readInt32LE(0);
+    // Per parameter: 0 without a pattern, else a digest of its grid and block positions (never 0).
+    const patternDigest = (pattern: BsrPattern): number => {
+      let digest = PATTERN_DIGESTS.get(pattern);
+      if (digest === undefined) {
+        digest = digestOf(Int32Array.from([...pattern.shape, ...pattern.blockShape]), flatBlocks(pattern)) || 1;
+        PATTERN_DIGESTS.set(pattern, digest);
+      }
+      return digest;
+    };
+    const patternDigests = Int32Array.from(named, ([, { pattern }]) => (pattern === null ? 0 : patternDigest(pattern)));
+    const fields = 4;
+    const fingerprints = await this.#allGatherInt32([count, flags.reduce((a, b) => a + b, 0), digestOf(flags), digestOf(patternDigests)]);
     const ranks = Array.from({ length: worldSize }, (_, r) => r);
-    const fingerprint = (r: number) => `${fingerprints[r * 3]}/${fingerprints[r * 3 + 1]}/${fingerprints[r * 3 + 2]}`;
-    if (ranks.every((r) => fingerprint(r) === fingerprint(0))) return;
-    if (ranks.some((r) => fingerprints[r * 3] !== count)) {
-      const counts = ranks.map((r) => `${fingerprints[r * 3]} on rank ${r}`).join(", ");
+    const field = (r: number, f: number) => fingerprints[r * fields + f];
+    const agree = (f: number) => ranks.every((r) => field(r, f) === field(0, f));
+    if (agree(0) && agree(1) && agree(2) && agree(3)) return;
+    if (!agree(0)) {
+      const counts = ranks.map((r) => `${field(r, 0)} on rank ${r}`).join(", ");
       throw new ReplicaDivergenceError(`${where}: the ranks built different models: their numbers of parameters differ (${counts})`);
     }
-    const all = await this.#allGatherInt32(flags);
-    const names: string[] = [];
+    const label = (name: string, i: number) => (name === "" ? `parameter #${i}` : `parameter '${name}'`);
+    if (!(agree(1) && agree(2))) {
+      const all = await this.#allGatherInt32(flags);
+      const names: string[] = [];
+      const details: string[] = [];
+      named.forEach(([name, parameter], i) => {
+        const taking = ranks.filter((r) => all[r * count + i] === 1);
+        if (taking.length === 0 || taking.length === worldSize) return;
+        const frozen = ranks.filter((r) => all[r * count + i] !== 1);
+        names.push(name === "" ? `#${i}` : name);
+        details.push(
+          `${label(name, i)} (#${i} of ${count}, ${parameter.dtype} [${parameter.shape.join(", ")}]) takes gradients on rank(s) ${taking.join(", ")} but is frozen (requiresGrad false) on rank(s) ${frozen.join(", ")}`,
+        );
+      });
+      // A guard only (equal flags give equal fingerprints); every rank sees the same flags, so all would go on alike.
+      if (names.length > 0) {
+        throw new GradientMismatchError(
+          names,
+          `${where}: the ranks disagree on which parameters take gradients, so they would reduce different gradient buckets: ${details.join("; ")}. Freeze or unfreeze parameters alike on every rank (a parameter that takes gradients but gets none in backward counts as zeros)`,
+        );
+      }
+    }
+    if (agree(3)) return;
+    const all = await this.#allGatherInt32(patternDigests);
     const details: string[] = [];
-    named.forEach(([name, parameter], i) => {
-      const taking = ranks.filter((r) => all[r * count + i] === 1);
-      if (taking.length === 0 || taking.length === worldSize) return;
-      const frozen = ranks.filter((r) => all[r * count + i] !== 1);
-      names.push(name === "" ? `#${i}` : name);
-      const label = name === "" ? `parameter #${i}` : `parameter '${name}'`;
-      details.push(
-        `${label} (#${i} of ${count}, ${parameter.dtype} [${parameter.shape.join(", ")}]) takes gradients on rank(s) ${taking.join(", ")} but is frozen (requiresGrad false) on rank(s) ${frozen.join(", ")}`,
-      );
+    named.forEach(([name], i) => {
+      const differing = ranks.filter((r) => all[r * count + i] !== all[i]);
+      if (differing.length > 0) details.push(`${label(name, i)} has another block-sparse pattern than rank 0's on rank(s) ${differing.join(", ")}`);
     });
-    // A guard only (equal flags give equal fingerprints); every rank sees the same flags, so all would return alike.
-    if (names.length === 0) return;
-    throw new GradientMismatchError(
-      names,
-      `${where}: the ranks disagree on which parameters take gradients, so they would reduce different gradient buckets: ${details.join("; ")}. Freeze or unfreeze parameters alike on every rank (a parameter that takes gradients but gets none in backward counts as zeros)`,
+    // A guard only, as above: equal digests give equal fingerprints.
+    if (details.length === 0) return;
+    throw new ReplicaDivergenceError(
+      `${where}: the ranks hold different block-sparse patterns, so they would average the gradients of different blocks: ${details.join("; ")}. Move patterns with DistributedDataParallel.movePatterns (rank 0 decides, every rank follows) rather than sparse.step on each rank`,
     );
   }
 

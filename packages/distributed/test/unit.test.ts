@@ -3,7 +3,7 @@ import { createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { addGradReadyObserver } from "@blocksparse/autograd";
-import { DTypeError, fullOn, memory, reshape, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
+import { DTypeError, fullOn, memory, reshape, sum, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
 import { BlockSparseLinear, crossEntropy, Linear, Sequential, SparseOptimizer } from "@blocksparse/nn";
 import { afterEach, describe, expect, it } from "vitest";
 import {
@@ -613,6 +613,38 @@ describe("DistributedDataParallel on replicas that differ, and on failing collec
         "DistributedDataParallel.allReduceGradients: the ranks built different models: their numbers of parameters differ (2 on rank 0, 1 on rank 1)",
       );
     }
+  });
+
+  it("gradients: block-sparse patterns that differ between ranks (moved by sparse.step on one rank) fail every rank with a ReplicaDivergenceError naming the layer, instead of averaging the gradients of different blocks", async () => {
+    const [g0, g1] = await twoRanks();
+    const [m0, m1] = [blockSparse(16, 32, 1), blockSparse(16, 32, 1)];
+    const ddps = await Promise.all([DistributedDataParallel.create(m0, g0), DistributedDataParallel.create(m1, g1)]);
+    // Rank 1 moves its pattern alone: the same number of blocks, so the gradient buckets keep their shapes.
+    new SparseOptimizer(m1, { fraction: 0.5, seed: 99 }).step();
+    const [l0, l1] = [m0.getSubmodule("0") as BlockSparseLinear, m1.getSubmodule("0") as BlockSparseLinear];
+    expect(l1.pattern.equals(l0.pattern)).toBe(false);
+    expect(l1.nnzBlocks).toBe(l0.nnzBlocks);
+    const x = tensor(Array.from({ length: 32 }, (_, i) => i / 10), [2, 16]);
+    const losses = ddps.map((ddp) => tidy(() => sum(ddp.forward(x))));
+    const before = memory().numTensors;
+    const message =
+      "the ranks hold different block-sparse patterns, so they would average the gradients of different blocks: parameter '0.weight' has another block-sparse pattern than rank 0's on rank(s) 1. " +
+      "Move patterns with DistributedDataParallel.movePatterns (rank 0 decides, every rank follows) rather than sparse.step on each rank";
+    const backwards = await Promise.allSettled(ddps.map((ddp, rank) => ddp.backward(losses[rank])));
+    const reduces = await Promise.allSettled(ddps.map((ddp) => ddp.allReduceGradients()));
+    for (const [where, results] of [["backward", backwards], ["allReduceGradients", reduces]] as const) {
+      for (const result of results) {
+        expect(result.status === "rejected" && result.reason).toBeInstanceOf(ReplicaDivergenceError);
+        expect(result.status === "rejected" && (result.reason as Error).message).toBe(`DistributedDataParallel.${where}: ${message}`);
+      }
+    }
+    expect([l0.weight.grad, l1.weight.grad]).toEqual([null, null]);
+    expect(memory().numTensors).toBe(before);
+    // Rank 0's patterns copied back: the ranks agree again.
+    await Promise.all(ddps.map((ddp) => ddp.broadcastParameters()));
+    await Promise.all(ddps.map((ddp) => ddp.allReduceGradients()));
+    for (const t of [x, ...losses]) t.dispose();
+    for (const ddp of ddps) ddp.zeroGrad();
   });
 
   it("checkReplicas leaves no tensor behind", async () => {
