@@ -189,21 +189,33 @@ void bsrLinearFewTokens(const float* x, const BsrView& w, const float* bias, flo
   const int64_t blockFloats = R * C;
   parallelFor(static_cast<int64_t>(runs.size()) - 1, [&](int64_t run) {
     thread_local std::vector<float> lanes;
+    // Each output's sum: the lanes of every kSliceSteps K steps (a run of blocks) are added to it, so no float32 lane
+    // chain runs along a whole block row (one of 2^20 columns had drifted 6e-4 from js's float64 sums).
+    thread_local std::vector<float> sums;
     for (int64_t br = runs[run]; br < runs[run + 1]; br++) {
       for (int64_t r0 = 0; r0 < R; r0 += kDecodeRowChunk) {
         const int64_t rows = std::min(kDecodeRowChunk, R - r0);
-        lanes.assign(static_cast<size_t>(tokens * rows * kDotLanes), 0.0f);
+        const int64_t outputs = tokens * rows;
+        lanes.assign(static_cast<size_t>(outputs * kDotLanes), 0.0f);
+        sums.assign(static_cast<size_t>(outputs), 0.0f);
+        int64_t steps = 0;
         for (int64_t p = w.blockRowPtr[br]; p < w.blockRowPtr[br + 1]; p++) {
           decode.blockDot(w.values + p * blockFloats + r0 * C, rows, C, px + int64_t(w.blockColIdx[p]) * tokens * C, C, tokens, lanes.data());
+          steps += C;
+          const bool last = p + 1 == w.blockRowPtr[br + 1];
+          if (steps < kSliceSteps && !last) continue;
+          for (int64_t i = 0; i < outputs; i++) {
+            float slice = 0.0f;
+            for (int l = 0; l < kDotLanes; l++) slice += lanes[i * kDotLanes + l];
+            sums[i] += slice;
+          }
+          if (last) break;
+          std::fill(lanes.begin(), lanes.end(), 0.0f);
+          steps = 0;
         }
         for (int64_t t = 0; t < tokens; t++) {
           float* out = y + t * w.rows + br * R + r0;
-          for (int64_t r = 0; r < rows; r++) {
-            const float* acc = lanes.data() + (r * tokens + t) * kDotLanes;
-            float sum = bias != nullptr ? bias[br * R + r0 + r] : 0.0f;
-            for (int l = 0; l < kDotLanes; l++) sum += acc[l];
-            out[r] = sum;
-          }
+          for (int64_t r = 0; r < rows; r++) out[r] = (bias != nullptr ? bias[br * R + r0 + r] : 0.0f) + sums[r * tokens + t];
           // Lanes of +inf and -inf (overflowing products) sum to NaN: recomputed in float64 (overflow.h).
           if (!anyNonFinite(out, rows)) continue;
           const int64_t first = w.blockRowPtr[br];

@@ -28,6 +28,10 @@ constexpr int64_t kMinItemColumns = 128;
 // Columns per work item of the few-row path.
 constexpr int64_t kStreamColumns = 256;
 
+// K steps of one dot product of the few-row path with B's columns contiguous, each slice's sum added to a float32 total:
+// one dot over a K of 2^20 (64 float32 lanes of 16384 steps each) had drifted 1.5e-4 from js's float64 sums.
+constexpr int64_t kDotSlice = 4096;
+
 // K slice of the js backend's tiled matmul (core's compute/matmul.ts, KC), which rounds C to float32
 // after each, and the rows from which it tiles (FEW_ROWS; fewer sum all of K in float64).
 constexpr int64_t kJsSlice = 512;
@@ -51,6 +55,13 @@ void repairOverflow(MatrixView a, MatrixView b, float* c, int64_t ldc, int64_t m
   }
 }
 
+// sum_p a[p] b[p] over k steps, in slices of kDotSlice added to a float32 total.
+float slicedDot(const float* a, const float* b, int64_t k) {
+  float total = 0.0f;
+  for (int64_t p0 = 0; p0 < k; p0 += kDotSlice) total += dot(a + p0, b + p0, std::min(kDotSlice, k - p0));
+  return total;
+}
+
 void zeroRows(float* c, int64_t ldc, int64_t m, int64_t n) {
   for (int64_t i = 0; i < m; i++) std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
 }
@@ -71,7 +82,7 @@ void gemmFewRows(MatrixView a, MatrixView b, float* c, int64_t ldc, int64_t m, i
       for (int64_t j = j0; j < j1; j++) {
         const float* column = b.data + j * b.colStride;
         for (int64_t i = 0; i < m; i++) {
-          const float value = dot(rowsOfA.data() + i * k, column, k);
+          const float value = slicedDot(rowsOfA.data() + i * k, column, k);
           c[i * ldc + j] = accumulate ? c[i * ldc + j] + value : value;
         }
       }

@@ -58,5 +58,26 @@ describe.skipIf(cpuMissing)("long K sums stay close to the js backend's float64 
         expect.soft(worstRelative(() => bsrMatmul(tensor(ones, [tokens, R * blocks]), tensor(values, [blocks, R, C]), tall)), `${isa} bsrMatmul tokens=${tokens}`).toBeLessThan(5e-5);
       }
     });
+
+    it(`${isa}: few-row matmul with B transposed (a Linear's decode) and few-token bsrLinear over one block row, K = 2^20`, { timeout: 60_000 }, () => {
+      try {
+        setCpuIsa(isa);
+      } catch {
+        return; // this CPU cannot run it
+      }
+      // Both summed K in float32 lanes from end to end: a dot product's 64 lanes drifted 1.5e-4, a block row's 16 lanes 6e-4.
+      const k = 2 ** 20;
+      const ones = new Float32Array(8 * k).fill(1);
+      const tenths = new Float32Array(5 * k).fill(0.1);
+      for (const m of [1, 8]) {
+        const a = ones.subarray(0, m * k);
+        expect.soft(worstRelative(() => matmul(tensor(a, [m, k]), tensor(tenths, [5, k]), { transposeB: true })), `${isa} matmul transposeB m=${m}`).toBeLessThan(1e-4);
+      }
+      const row = BsrPattern.dense([1, k], [1, 16]);
+      for (const tokens of [1, 8]) {
+        const x = ones.subarray(0, tokens * k);
+        expect.soft(worstRelative(() => bsrLinear(tensor(x, [tokens, k]), tensor(tenths.subarray(0, k), [k / 16, 1, 16]), row)), `${isa} bsrLinear tokens=${tokens}`).toBeLessThan(5e-5);
+      }
+    });
   }
 });
