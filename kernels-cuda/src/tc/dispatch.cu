@@ -160,8 +160,8 @@ TcPath resolvePath(const DeviceInfo& device, TcPath requested) {
 //   the splits' cost scaled by the groups over the wave (the partials are the pattern's values once per split, so
 //   their pass grows with the blocks where the product's waves do not), from 2048 tokens with splits of at least
 //   512: mmaSplits. Measured on an H200 (docs/kernels.md, "mma.sync's dW splits"; 32x32, 64x64 and 128x128 at 1024-16384
-//   tokens, widths 768-4096, densities 0.1-0.5): within 1.03x of the best of 1-12 splits on the geometric mean, where
-//   the rule before (two CTAs per SM, no waves) was 1.14x off it, up to 1.8x. float32 (TF32, two CTAs per SM) keeps
+//   tokens, widths 768-4096, densities 0.1-0.5): 1.19x the rule before (two CTAs per SM, no waves) on the geometric
+//   mean and within 1.00x of the best of 1-12 splits (at most 1.21x off). float32 (TF32, two CTAs per SM) keeps
 //   that older rule.
 int64_t columnGroupCount(const BsrPatternView& pattern, int64_t tileRows) {
   const int64_t perGroup = std::max<int64_t>(1, tileRows / pattern.blockHeight);
@@ -176,22 +176,25 @@ int64_t sampledWave(const BsrPatternView& pattern, const DeviceInfo& device) {
   return std::max<int64_t>(1, int64_t{device.sampledCtasPerSm(pattern.blockHeight)} * device.sms);
 }
 
-// The model's time of `groups` groups in `splits` token splits, in waves of whole-token groups (see ruleSplits).
-double uniformSplitCost(int64_t groups, int64_t splits, int64_t wave, int64_t m) {
+// The model's time of `groups` groups in `splits` token splits, in waves of whole-token groups, each split costing
+// 600/m of a wave times `scale` (1 on wgmma; see ruleSplits).
+double uniformSplitCost(int64_t groups, int64_t splits, int64_t wave, int64_t m, double scale = 1.0) {
   const double waves = static_cast<double>((groups * splits + wave - 1) / wave);
   return waves / static_cast<double>(splits) +
-         (splits > 1 ? static_cast<double>(splits) * 600.0 / static_cast<double>(m) : 0.0);
+         (splits > 1 ? static_cast<double>(splits) * 600.0 * scale / static_cast<double>(m) : 0.0);
 }
 
 // Tokens of each of about `splits` splits of m: a multiple of the 64-token step.
 int64_t splitTokens(int64_t m, int64_t splits) { return ((m + splits - 1) / splits + 63) / 64 * 64; }
 
-// The split count of `groups` CTAs' worth of work in waves of `wave` CTAs with the least uniformSplitCost, up to `most`.
-int64_t wavedSplits(int64_t groups, int64_t wave, int64_t m, int64_t most) {
+// The split count of `groups` CTAs' worth of work in waves of `wave` CTAs with the least uniformSplitCost, up to `most`;
+// with `exactCounts`, only the counts splitTokens' rounding leaves as they are. `scale` scales the cost per split.
+int64_t wavedSplits(int64_t groups, int64_t wave, int64_t m, int64_t most, double scale = 1.0, bool exactCounts = false) {
   int64_t splits = 1;
   double best = 0.0;
   for (int64_t s = 1; s <= most; ++s) {
-    const double cost = uniformSplitCost(groups, s, wave, m);
+    if (exactCounts && (m + splitTokens(m, s) - 1) / splitTokens(m, s) != s) continue;
+    const double cost = uniformSplitCost(groups, s, wave, m, scale);
     if (s == 1 || cost < best - 1e-9) {
       best = cost;
       splits = s;
@@ -200,27 +203,14 @@ int64_t wavedSplits(int64_t groups, int64_t wave, int64_t m, int64_t most) {
   return splits;
 }
 
-// mma.sync's dW split count (see above): waves of `wave` resident CTAs, the splits' cost 600/m per split of a product
-// whose groups fill groups/wave waves; counts that splitTokens' rounding would change are skipped.
+// mma.sync's dW split count (see above): waves of `wave` resident CTAs, the wgmma rule's cost per split scaled by the
+// groups over the wave, from kMmaSplitMinTokens with splits of at least kMmaSplitTokens.
 constexpr int64_t kMmaSplitMinTokens = 2048;
 constexpr int64_t kMmaSplitTokens = 512;
 int64_t mmaSplits(int64_t groups, int64_t wave, int64_t m) {
   if (m < kMmaSplitMinTokens) return 1;
   const int64_t most = std::max<int64_t>(1, std::min<int64_t>(m / kMmaSplitTokens, 64));
-  const double passCost = 600.0 * static_cast<double>(groups) / static_cast<double>(wave) / static_cast<double>(m);
-  int64_t splits = 1;
-  double best = 0.0;
-  for (int64_t s = 1; s <= most; ++s) {
-    const int64_t tokens = splitTokens(m, s);
-    if ((m + tokens - 1) / tokens != s) continue;
-    const double cost = static_cast<double>((groups * s + wave - 1) / wave) / static_cast<double>(s) +
-                        (s > 1 ? static_cast<double>(s) * passCost : 0.0);
-    if (s == 1 || cost < best - 1e-9) {
-      best = cost;
-      splits = s;
-    }
-  }
-  return splits;
+  return wavedSplits(groups, wave, m, most, static_cast<double>(groups) / static_cast<double>(wave), true);
 }
 
 int64_t ruleSplits(TcPath path, DType dtype, const BsrPatternView& pattern, int64_t m, int variant,
