@@ -71,7 +71,9 @@ describe.skipIf(cpuMissing || process.platform !== "linux")("the kernels under a
       }
       addon.matmul(a, 0, a, 0, c, 0, 64, 64, 64, false, false);
       console.log(JSON.stringify({ code, c0: c[0], c1: c[64 * 64 - 1] }));`;
-    const child = runWithRoom(setup, body, 128);
+    // 200 MiB of room: below each thread's 256 MiB, which must fail, and enough for V8 to grow its own heap (with 128 MiB
+    // a busy run's child once died of V8's own out-of-memory before the product ran).
+    const child = runWithRoom(setup, body, 200);
     expect(child.signal, child.stderr).toBeNull();
     expect(child.status, child.stderr).toBe(0);
     expect(JSON.parse(child.stdout.trim().split("\n").at(-1) as string)).toEqual({ code: "ERR_CPU_OUT_OF_MEMORY", c0: 64, c1: 64 });
