@@ -52,7 +52,26 @@ bool launchShapeTyped(Op op, const KernelArgs& args, int rows, int cols, cudaStr
   return false;
 }
 
+// CTAs of kMmaShapes' entry kIndex's dW tile one SM holds (residentCtas: 0 where the runtime cannot say).
+template <size_t kIndex>
+int shapeSampledCtas() {
+  using K = ShapeTile<__nv_bfloat16, Op::Sampled, kMmaShapes[kIndex].rows, kMmaShapes[kIndex].cols>;
+  return residentCtas(sm80::bsrMmaKernel<K>, K::kThreads, K::kSmemBytes);
+}
+
+template <size_t... kIndex>
+int shapeSampledCtas(int rows, int cols, std::index_sequence<kIndex...>) {
+  int ctas = 0;
+  ((rows == kMmaShapes[kIndex].rows && cols == kMmaShapes[kIndex].cols && (ctas = shapeSampledCtas<kIndex>(), true)) ||
+   ...);
+  return ctas;
+}
+
 }  // namespace
+
+int mmaShapeSampledCtasPerSm(int rows, int cols) {
+  return shapeSampledCtas(rows, cols, std::make_index_sequence<std::size(kMmaShapes)>{});
+}
 
 bool launchMmaShape(Op op, DType dtype, const KernelArgs& args, int rows, int cols, cudaStream_t stream) {
   if (!mmaShapeSupported(rows, cols)) return false;

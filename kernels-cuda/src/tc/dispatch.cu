@@ -1,6 +1,7 @@
 // Chooses a tensor-core path for each block-sparse product, or declines so the simple kernel runs.
 #include <algorithm>
 #include <atomic>
+#include <iterator>
 #include <optional>
 #include <string>
 
@@ -80,6 +81,15 @@ struct DeviceInfo {
   int mmaSampledCtasPerSm(int block) const {
     return block == 32 ? mmaSampledCtas[0] : block == 64 ? mmaSampledCtas[1] : block == 128 ? mmaSampledCtas[2] : 0;
   }
+  // The same for the other block shapes mma.sync covers, in tc::kMmaShapes' order.
+  int mmaShapeCtas[std::size(tc::kMmaShapes)] = {};
+  // mma.sync's dW tile for R x C blocks, square or not: its CTAs per SM, 0 for a shape it does not cover.
+  int mmaDwCtasPerSm(int rows, int cols) const {
+    if (rows == cols && (rows == 32 || rows == 64 || rows == 128)) return mmaSampledCtasPerSm(rows);
+    for (size_t i = 0; i < std::size(tc::kMmaShapes); ++i)
+      if (tc::kMmaShapes[i].rows == rows && tc::kMmaShapes[i].cols == cols) return mmaShapeCtas[i];
+    return 0;
+  }
 };
 
 // Properties of the current device, read once per device.
@@ -106,8 +116,11 @@ const DeviceInfo& currentDevice() {
     info.wgmma = info.major == 9 && minor == 0 && tc::wgmmaAvailable();
     if (info.wgmma)
       for (int i = 0; i < 3; ++i) info.sampledCtas[i] = std::max(1, tc::wgmmaSampledCtasPerSm(32 << i));
-    if (info.major >= 8)
+    if (info.major >= 8) {
       for (int i = 0; i < 3; ++i) info.mmaSampledCtas[i] = std::max(0, tc::mmaSampledCtasPerSm(32 << i));
+      for (size_t i = 0; i < std::size(tc::kMmaShapes); ++i)
+        info.mmaShapeCtas[i] = std::max(0, tc::mmaShapeSampledCtasPerSm(tc::kMmaShapes[i].rows, tc::kMmaShapes[i].cols));
+    }
     infos[device] = info;
     known[device] = true;
   }
@@ -161,8 +174,10 @@ TcPath resolvePath(const DeviceInfo& device, TcPath requested) {
 //   their pass grows with the blocks where the product's waves do not), from 2048 tokens with splits of at least
 //   512: mmaSplits. Measured on an H200 (docs/kernels.md, "mma.sync's dW splits"; 32x32, 64x64 and 128x128 at 1024-16384
 //   tokens, widths 768-4096, densities 0.1-0.5): 1.19x the rule before (two CTAs per SM, no waves) on the geometric
-//   mean and within 1.00x of the best of 1-12 splits (at most 1.21x off). float32 (TF32, two CTAs per SM) keeps
-//   that older rule.
+//   mean and within 1.00x of the best of 1-12 splits (at most 1.21x off). The other block shapes of tc::kMmaShapes
+//   take it with their own tile's resident CTAs (1.14x the older rule over 72 cases of 16x16, 16x32, 32x16 and 64x32
+//   on an H200, within 1.01x of the best count on unfitted shapes). float32 (TF32, two CTAs per SM) keeps that older
+//   rule.
 int64_t columnGroupCount(const BsrPatternView& pattern, int64_t tileRows) {
   const int64_t perGroup = std::max<int64_t>(1, tileRows / pattern.blockHeight);
   for (int i = 0; i < kColumnGroupSizes; ++i)
@@ -224,8 +239,8 @@ int64_t ruleSplits(TcPath path, DType dtype, const BsrPatternView& pattern, int6
   const int64_t tileRows = variant == tc::kWideTile || variant == tc::kFeatureMajorDwTile ? 256 : 128;
   const int64_t groups = columnGroupCount(pattern, tileRows);
   if (path != TcPath::Wgmma) {
-    const int resident = squareBlocks(pattern) && dtype != DType::Float32 && variant == tc::kDefaultTile
-                             ? device.mmaSampledCtasPerSm(pattern.blockHeight)
+    const int resident = dtype != DType::Float32 && variant == tc::kDefaultTile
+                             ? device.mmaDwCtasPerSm(pattern.blockHeight, pattern.blockWidth)
                              : 0;
     if (resident > 0) return mmaSplits(groups, int64_t{resident} * device.sms, m);
     const int64_t slots = std::max<int64_t>(1, 2 * int64_t{device.sms});

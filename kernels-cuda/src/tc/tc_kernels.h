@@ -269,6 +269,9 @@ int wgmmaSampledCtasPerSm(int block);
 // CTAs of the dispatched mma.sync dW tile in bfloat16/float16 (the default Sampled tile of bsr_mma.cu) for square blocks
 // of `block` that one SM of the current device holds at once; 0 where the runtime cannot say.
 int mmaSampledCtasPerSm(int block);
+// The same for the dW tile of an R x C block of kMmaShapes (bsr_mma_shapes.cu); 0 for another shape, or where the
+// runtime cannot say.
+int mmaShapeSampledCtasPerSm(int rows, int cols);
 
 // Sums [splits][n] float32 partials into n values of dtype, in split order (deterministic).
 
