@@ -4,9 +4,12 @@ import { PatchError } from "./errors";
 import { type PatchOptions, PatchOptionsSchema, type PatternOptions, PatternOptionsSchema, parseOptions } from "./options";
 import { type PatchedLayer, PatchReport } from "./report";
 
-/** A candidate for patching: a Linear of the model, by dotted name. */
+/** A Linear of the model that patchModel would accept, by dotted name. */
 export interface PatchableLayer {
+  /** Its first name in `namedModules()` order (the name a pattern matching every name reports it under). */
   name: string;
+  /** Every name a pattern can match it by (more than one for a Linear held in several places), `name` first. */
+  names: string[];
   inFeatures: number;
   outFeatures: number;
   bias: boolean;
@@ -78,13 +81,35 @@ export class BlockSparseModelPatcher {
     return this.#patterns.map((p) => p.label);
   }
 
-  /** Every Linear of `model` (the root excluded), in `namedModules()` order. */
+  /**
+   * Every Linear of `model` that `patchModel` would accept (the root excluded), in `namedModules()` order:
+   * a pattern matching any of its `names` (with a block shape that tiles it) patches it. Left out, as
+   * patchModel refuses them: Linear layers held only in plain arrays (Module does not register them), in a
+   * read-only slot, with disposed or misshapen parameters, subclasses with extra state or their own forward,
+   * and layers whose weight or bias is shared with a module that cannot be patched.
+   */
   getPatchableLayers(model: Module): PatchableLayer[] {
     checkModel("BlockSparseModelPatcher.getPatchableLayers", model);
-    return model
-      .namedModules()
-      .filter((entry): entry is [string, Linear] => entry[0] !== "" && entry[1] instanceof Linear)
-      .map(([name, linear]) => ({ name, inFeatures: linear.inFeatures, outFeatures: linear.outFeatures, bias: linear.bias !== null }));
+    const walk = walkModel(model);
+    const candidates = new Map<Module, string>();
+    for (const [name, module] of walk.modules) {
+      if (name !== "" && module instanceof Linear && layerProblems(name, module, walk).length === 0) candidates.set(module, name);
+    }
+    // A layer sharing a parameter with one that stays dense is refused, which may in turn refuse the layers it shares with.
+    for (let dropped = true; dropped; ) {
+      const refused = sharingProblems(walk, candidates);
+      dropped = refused.size > 0;
+      for (const module of refused.keys()) candidates.delete(module);
+    }
+    return walk.modules
+      .filter((entry): entry is [string, Linear] => candidates.has(entry[1]))
+      .map(([name, linear]) => ({
+        name,
+        names: walk.namesOf.get(linear) ?? [name],
+        inFeatures: linear.inFeatures,
+        outFeatures: linear.outFeatures,
+        bias: linear.bias !== null,
+      }));
   }
 
   /**
@@ -93,8 +118,9 @@ export class BlockSparseModelPatcher {
    * that is not a Linear, a block shape that does not divide a layer, a weight shared with
    * a module that stays, a Linear subclass holding more than weight and bias or with a
    * forward of its own, a slot the
-   * replacement cannot be put in (a read-only or dotted property), or no match at all
-   * (unless `allowNoMatch`) throw a PatchError.
+   * replacement cannot be put in (a read-only or dotted property, a frozen array), a Linear held
+   * only in a plain array (Module does not register it: its path, "layers.0", is named), or no match at all
+   * (unless `allowNoMatch`) throw a PatchError. A Linear also held in a plain array is replaced there too.
    * Null options are the defaults. With `dryRun`, returns the same report without changing the model. With
    * `disposeReplaced`, the replaced Linear layers' parameters are disposed once the new layers are in place.
    */
@@ -102,8 +128,8 @@ export class BlockSparseModelPatcher {
     const where = "BlockSparseModelPatcher.patchModel";
     checkModel(where, model);
     const { dryRun = false, allowNoMatch = false, disposeReplaced = false } = parseOptions(where, PatchOptionsSchema, options ?? undefined) ?? {};
-    const modules = model.namedModules();
-    const namesOf = reachableNames(model);
+    const walk = walkModel(model);
+    const { modules, namesOf } = walk;
     const plans: Plan[] = [];
     const problems: string[] = [];
     const matched = new Set<NamePattern>();
@@ -123,35 +149,48 @@ export class BlockSparseModelPatcher {
       } else if (!(module instanceof Linear)) {
         problems.push(`'${name}' (matched by ${winner.label}) is a ${module.constructor.name}, not a Linear; make the pattern match only Linear layers`);
       } else {
-        const problem =
-          divisibilityProblem(name, module, winner.blockShape) ??
-          disposedProblem(name, module) ??
-          weightShapeProblem(name, module) ??
-          extraStateProblem(name, module) ??
-          ownForwardProblem(name, module);
-        if (problem !== null) problems.push(problem);
+        const divisibility = divisibilityProblem(name, module, winner.blockShape);
+        const layer = divisibility !== null ? [divisibility] : layerProblems(name, module, walk);
+        if (layer.length > 0) problems.push(...layer);
         else plans.push({ linear: module, layer: plannedLayer(name, module, winner) });
       }
     }
-    problems.push(...sharingProblems(modules, plans), ...tyingProblems(plans), ...slotProblems(modules, plans));
+    // A Linear the model holds only in plain arrays is not the model's (no parameters, no state dict): matching it is an error, not a skip.
+    for (const [module, { paths, array, holder }] of walk.unregistered) {
+      if (!(module instanceof Linear)) continue;
+      for (const path of paths) {
+        const pattern = this.#patterns.find((p) => matches(p, path));
+        if (pattern === undefined) continue;
+        problems.push(
+          `'${path}' (matched by ${pattern.label}) is a ${module.constructor.name} held in the plain array '${array}' of ${holder}, which Module does not register ` +
+            "(it is not in the model's parameters(), stateDict() or an optimizer), so it cannot be patched; hold the layers in a ModuleList (or Sequential) to register them",
+        );
+        break;
+      }
+    }
+    const patched = new Map<Module, string>(plans.map((p) => [p.linear, p.layer.name]));
+    problems.push(...[...sharingProblems(walk, patched).values()].flat(), ...tyingProblems(plans));
     if (problems.length > 0) throw new PatchError(where, problems);
     const unmatchedPatterns = this.#patterns.filter((p) => !matched.has(p)).map((p) => p.label);
     const shadowedPatterns = this.#patterns.filter((p) => matched.has(p) && !claimed.has(p)).map((p) => p.label);
     if (plans.length === 0 && !allowNoMatch) {
       const patterns = this.#patterns.length === 0 ? "no patterns were added (call addPattern first)" : `no layer matched ${this.patterns.join(", ")}`;
       const names = modules.filter(([name, module]) => name !== "" && module instanceof Linear).flatMap(([name, module]) => namesOf.get(module) ?? [name]);
+      const unregistered = [...walk.unregistered].filter(([module]) => module instanceof Linear).flatMap(([, { paths }]) => paths);
+      const inArrays =
+        unregistered.length > 0 ? `; Linear layers held in plain arrays, which Module does not register and the patcher cannot patch: ${unregistered.join(", ")}` : "";
       const root =
         model instanceof Linear
           ? "; the model itself is a Linear, which is never patched (the root has no parent to hold its replacement): use BlockSparseLinear.fromLinear for a lone layer"
           : "";
       throw new PatchError(where, [
-        `${patterns}; the model's Linear layers are: ${names.length > 0 ? names.join(", ") : "(none)"} (pass allowNoMatch to accept this)${root}`,
+        `${patterns}; the model's Linear layers are: ${names.length > 0 ? names.join(", ") : "(none)"} (pass allowNoMatch to accept this)${inArrays}${root}`,
       ]);
     }
     const modelParamsBefore = parameterCount(model);
     const { paramsBefore, paramsAfter } = parameterTotals(plans);
     if (!dryRun) {
-      replaceLayers(modules, plans);
+      replaceLayers(walk, plans);
       if (disposeReplaced) disposeParameters(plans);
     }
     const totals = {
@@ -213,6 +252,100 @@ function reachableNames(model: Module): Map<Module, string[]> {
   };
   visit(model, "");
   return names;
+}
+
+/** A place that holds a module: a property of a module, or an element of a plain array. */
+interface Slot {
+  holder: Module | unknown[];
+  key: string;
+  /** Its dotted path from the root ("enc.0", "layers.1"). */
+  path: string;
+}
+
+/** A module the model holds only through plain arrays: Module does not register it. */
+interface Unregistered {
+  /** Its paths as a ModuleList in place of each array would name them ("layers.0", "blocks.0.fc1"). */
+  paths: string[];
+  /** The path of the first plain array on its first path, and the class of the module holding that array. */
+  array: string;
+  holder: string;
+}
+
+/** One walk of a model, shared by getPatchableLayers and patchModel so that they see the same layers. */
+interface ModelWalk {
+  /** `namedModules()`: each registered module once, root first. */
+  modules: [string, Module][];
+  /** Every registered name of each module below the root (see reachableNames). */
+  namesOf: Map<Module, string[]>;
+  /** Every slot holding each registered module: its registered parents' properties, and plain arrays and unregistered modules that also hold it. */
+  slotsOf: Map<Module, Slot[]>;
+  /** Modules reachable only through plain arrays, in depth-first order. */
+  unregistered: Map<Module, Unregistered>;
+}
+
+function walkModel(model: Module): ModelWalk {
+  const modules = model.namedModules();
+  const registered = new Set<Module>(modules.map(([, module]) => module));
+  const slotsOf = new Map<Module, Slot[]>();
+  const addSlot = (module: Module, slot: Slot): void => {
+    const slots = slotsOf.get(module) ?? [];
+    slots.push(slot);
+    slotsOf.set(module, slots);
+  };
+  for (const [parentName, parent] of modules) {
+    for (const [key, child] of parent.namedChildren()) addSlot(child, { holder: parent, key, path: parentName === "" ? key : `${parentName}.${key}` });
+  }
+  const unregistered = new Map<Module, Unregistered>();
+  const ancestors = new Set<unknown>();
+  // Plain arrays (and arrays of arrays) among a module's own properties; what they hold is not registered unless held elsewhere too.
+  const visitArrays = (module: Module, path: string, array: { path: string; holder: string } | null): void => {
+    for (const key of Object.keys(module)) {
+      const value = (module as unknown as Record<string, unknown>)[key];
+      const keyPath = path === "" ? key : `${path}.${key}`;
+      if (Array.isArray(value)) visitArray(value, keyPath, array ?? { path: keyPath, holder: module.constructor.name });
+    }
+  };
+  const visitArray = (items: unknown[], path: string, array: { path: string; holder: string }): void => {
+    if (ancestors.has(items)) return;
+    ancestors.add(items);
+    items.forEach((item, index) => {
+      const itemPath = `${path}.${index}`;
+      if (Array.isArray(item)) visitArray(item, itemPath, array);
+      else if (item instanceof Module) {
+        if (registered.has(item)) addSlot(item, { holder: items, key: String(index), path: itemPath });
+        else visitUnregistered(item, itemPath, array);
+      }
+    });
+    ancestors.delete(items);
+  };
+  const visitUnregistered = (module: Module, path: string, array: { path: string; holder: string }): void => {
+    if (ancestors.has(module)) return;
+    const known = unregistered.get(module) ?? { paths: [], array: array.path, holder: array.holder };
+    // At most MAX_NAMES_PER_MODULE paths each, as in reachableNames.
+    if (known.paths.length >= MAX_NAMES_PER_MODULE) return;
+    known.paths.push(path);
+    unregistered.set(module, known);
+    ancestors.add(module);
+    for (const [key, child] of module.namedChildren()) {
+      const childPath = `${path}.${key}`;
+      if (registered.has(child)) addSlot(child, { holder: module, key, path: childPath });
+      else visitUnregistered(child, childPath, array);
+    }
+    visitArrays(module, path, array);
+    ancestors.delete(module);
+  };
+  for (const [path, module] of modules) visitArrays(module, path, null);
+  return { modules, namesOf: reachableNames(model), slotsOf, unregistered };
+}
+
+/**
+ * Why patchModel would refuse this Linear whatever the pattern (none: it can be patched): disposed
+ * or misshapen parameters, state or a forward the replacement would drop, or a slot it cannot fill.
+ */
+function layerProblems(name: string, linear: Linear, walk: ModelWalk): string[] {
+  const problem = disposedProblem(name, linear) ?? weightShapeProblem(name, linear) ?? extraStateProblem(name, linear) ?? ownForwardProblem(name, linear);
+  if (problem !== null) return [problem];
+  return (walk.slotsOf.get(linear) ?? []).map((slot) => slotProblem(name, slot)).filter((slotProblem) => slotProblem !== null);
 }
 
 /** null when `blockShape` tiles the layer's weight; else a message naming what would. */
@@ -280,11 +413,15 @@ function plannedLayer(name: string, linear: Linear, pattern: NamePattern): Patch
   };
 }
 
-/** A patched layer's weight or bias also held by a module that stays would silently be untied. */
-function sharingProblems(modules: [string, Module][], plans: Plan[]): string[] {
-  const patched = new Set<Module>(plans.map((p) => p.linear));
+/**
+ * A patched layer's weight or bias also held by a module that stays (one not patched, or one
+ * held only in a plain array) would silently be untied. The problems, by patched layer
+ * (`patched` maps each to the name it is reported under).
+ */
+function sharingProblems(walk: ModelWalk, patched: ReadonlyMap<Module, string>): Map<Module, string[]> {
   const owners = new Map<Parameter, string[]>();
-  for (const [name, module] of modules) {
+  const staying: [string, Module][] = [...walk.modules, ...[...walk.unregistered].map(([module, { paths }]): [string, Module] => [paths[0], module])];
+  for (const [name, module] of staying) {
     if (patched.has(module)) continue;
     for (const [parameterName, parameter] of module.namedOwnParameters()) {
       const list = owners.get(parameter) ?? [];
@@ -292,11 +429,14 @@ function sharingProblems(modules: [string, Module][], plans: Plan[]): string[] {
       owners.set(parameter, list);
     }
   }
-  const problems: string[] = [];
-  for (const { linear, layer } of plans) {
-    for (const [parameterName, parameter] of linear.namedOwnParameters()) {
+  const problems = new Map<Module, string[]>();
+  for (const [module, name] of patched) {
+    for (const [parameterName, parameter] of module.namedOwnParameters()) {
       const others = owners.get(parameter);
-      if (others) problems.push(`'${layer.name}.${parameterName}' is shared with ${others.join(", ")}, which would stay dense; patching would untie them`);
+      if (others === undefined) continue;
+      const list = problems.get(module) ?? [];
+      list.push(`'${name}.${parameterName}' is shared with ${others.join(", ")}, which would stay dense; patching would untie them`);
+      problems.set(module, list);
     }
   }
   return problems;
@@ -326,23 +466,17 @@ function tyingProblems(plans: Plan[]): string[] {
   return problems;
 }
 
-/** Every slot holding a patched Linear must take its replacement as registerModule sets it, or the patch would stop halfway. */
-function slotProblems(modules: [string, Module][], plans: Plan[]): string[] {
-  const patched = new Set<Module>(plans.map((p) => p.linear));
-  const problems: string[] = [];
-  for (const [parentName, parent] of modules) {
-    for (const [childName, child] of parent.namedChildren()) {
-      if (!patched.has(child)) continue;
-      const slot = parentName === "" ? childName : `${parentName}.${childName}`;
-      const descriptor = Object.getOwnPropertyDescriptor(parent, childName);
-      if (childName === "" || childName.includes(".")) {
-        problems.push(`'${slot}' is held under the property ${JSON.stringify(childName)}, which registerModule cannot set (a name must have no dots); rename the property`);
-      } else if (descriptor?.writable === false || (descriptor?.get !== undefined && descriptor.set === undefined)) {
-        problems.push(`'${slot}' is a read-only property of ${parent.constructor.name}, so its replacement cannot be put there`);
-      }
-    }
+/** Every slot holding a patched Linear must take its replacement as registerModule (or an array) sets it, or the patch would stop halfway. */
+function slotProblem(name: string, { holder, key, path }: Slot): string | null {
+  const descriptor = Object.getOwnPropertyDescriptor(holder, key);
+  const readOnly = descriptor?.writable === false || (descriptor?.get !== undefined && descriptor.set === undefined);
+  if (Array.isArray(holder)) {
+    return readOnly ? `'${path}' is an element of a frozen array, so the replacement of '${name}' cannot be put there` : null;
   }
-  return problems;
+  if (key === "" || key.includes(".")) {
+    return `'${path}' is held under the property ${JSON.stringify(key)}, which registerModule cannot set (a name must have no dots); rename the property`;
+  }
+  return readOnly ? `'${path}' is a read-only property of ${holder.constructor.name}, so its replacement cannot be put there` : null;
 }
 
 /** Elements of the patched layers' parameters before and after, each parameter once (a tie is one, as parameterCount counts it). */
@@ -368,12 +502,12 @@ function parameterTotals(plans: Plan[]): { paramsBefore: number; paramsAfter: nu
 
 /**
  * Builds every replacement first, then swaps them in: every slot that holds a patched
- * Linear gets its replacement. Parameters tied between patched layers (weight or bias)
- * stay tied: later replacements reuse the first one's new parameter. A build that fails
- * (out of device memory, say) leaves the model untouched and disposes the replacements
- * built so far, which nothing else holds.
+ * Linear (a parent's property, or a plain array's element) gets its replacement. Parameters
+ * tied between patched layers (weight or bias) stay tied: later replacements reuse the first
+ * one's new parameter. A build that fails (out of device memory, say) leaves the model
+ * untouched and disposes the replacements built so far, which nothing else holds.
  */
-function replaceLayers(modules: [string, Module][], plans: Plan[]): void {
+function replaceLayers(walk: ModelWalk, plans: Plan[]): void {
   const replacements = new Map<Module, BlockSparseLinear>();
   const replacedParameters = new Map<Parameter, Parameter>();
   try {
@@ -399,10 +533,10 @@ function replaceLayers(modules: [string, Module][], plans: Plan[]): void {
     for (const parameter of replacedParameters.values()) parameter.dispose();
     throw error;
   }
-  for (const [, parent] of modules) {
-    for (const [childName, child] of parent.namedChildren()) {
-      const replacement = replacements.get(child);
-      if (replacement) parent.registerModule(childName, replacement);
+  for (const [linear, replacement] of replacements) {
+    for (const { holder, key } of walk.slotsOf.get(linear) ?? []) {
+      if (Array.isArray(holder)) holder[Number(key)] = replacement;
+      else holder.registerModule(key, replacement);
     }
   }
 }

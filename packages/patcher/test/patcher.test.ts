@@ -24,11 +24,11 @@ describe("getPatchableLayers", () => {
   it("lists every Linear below the root by dotted name, with its dims and bias", () => {
     const layers = new BlockSparseModelPatcher().getPatchableLayers(new TinyNet());
     expect(layers).toEqual([
-      { name: "blocks.0.fc1", inFeatures: 16, outFeatures: 32, bias: true },
-      { name: "blocks.0.fc2", inFeatures: 32, outFeatures: 16, bias: false },
-      { name: "blocks.1.fc1", inFeatures: 16, outFeatures: 32, bias: true },
-      { name: "blocks.1.fc2", inFeatures: 32, outFeatures: 16, bias: false },
-      { name: "head", inFeatures: 16, outFeatures: 8, bias: true },
+      { name: "blocks.0.fc1", names: ["blocks.0.fc1"], inFeatures: 16, outFeatures: 32, bias: true },
+      { name: "blocks.0.fc2", names: ["blocks.0.fc2"], inFeatures: 32, outFeatures: 16, bias: false },
+      { name: "blocks.1.fc1", names: ["blocks.1.fc1"], inFeatures: 16, outFeatures: 32, bias: true },
+      { name: "blocks.1.fc2", names: ["blocks.1.fc2"], inFeatures: 32, outFeatures: 16, bias: false },
+      { name: "head", names: ["head"], inFeatures: 16, outFeatures: 8, bias: true },
     ]);
   });
 

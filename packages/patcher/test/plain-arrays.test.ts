@@ -1,0 +1,122 @@
+import { type Tensor, memory } from "@blocksparse/core";
+import { BlockSparseLinear, Linear, Module, ModuleList } from "@blocksparse/nn";
+import { BlockSparseModelPatcher, PatchError } from "@blocksparse/patcher";
+import { describe, expect, it } from "vitest";
+import { Mlp, seededTensor } from "./helpers";
+
+function thrown(fn: () => unknown): PatchError {
+  try {
+    fn();
+  } catch (error) {
+    if (error instanceof PatchError) return error;
+    throw error;
+  }
+  throw new Error("expected a PatchError, nothing was thrown");
+}
+
+/** `layers` is a plain array of Linear layers (not a ModuleList), `head` a registered Linear. */
+class ArrayHeld extends Module {
+  layers = [new Linear(8, 8, { seed: 1 }), new Linear(8, 8, { seed: 2 })];
+  head = new Linear(8, 4, { seed: 3 });
+  forward(x: Tensor): Tensor {
+    return this.head.forward(this.layers.reduce((y, layer) => layer.forward(y), x));
+  }
+}
+
+describe("a Linear held only in a plain array", () => {
+  it("is not registered by nn: namedModules and parameters leave it out, as torch leaves out a Python list", () => {
+    const model = new ArrayHeld();
+    expect(model.namedModules().map(([name]) => name)).toEqual(["", "head"]);
+    expect(model.parameters()).toHaveLength(2);
+    const listed = new (class extends Module {
+      layers = new ModuleList([new Linear(8, 8, { seed: 1 })]);
+      forward(): never {
+        throw new Error("not called");
+      }
+    })();
+    expect(listed.namedModules().map(([name]) => name)).toEqual(["", "layers", "layers.0"]);
+  });
+
+  it("is refused by name when a pattern matches its path (as a ModuleList would name it), and nothing changes", () => {
+    const model = new ArrayHeld();
+    const [first, second] = model.layers;
+    const tensorsBefore = memory().numTensors;
+    const error = thrown(() => new BlockSparseModelPatcher().addPattern(/./, { density: 0.5, blockShape: [4, 4] }).patchModel(model));
+    expect(error.problems).toEqual([
+      "'layers.0' (matched by /./) is a Linear held in the plain array 'layers' of ArrayHeld, which Module does not register (it is not in the model's parameters(), stateDict() or an optimizer), so it cannot be patched; hold the layers in a ModuleList (or Sequential) to register them",
+      "'layers.1' (matched by /./) is a Linear held in the plain array 'layers' of ArrayHeld, which Module does not register (it is not in the model's parameters(), stateDict() or an optimizer), so it cannot be patched; hold the layers in a ModuleList (or Sequential) to register them",
+    ]);
+    // head was patchable, but the patch is refused as a whole.
+    expect(model.head).toBeInstanceOf(Linear);
+    expect(model.layers[0]).toBe(first);
+    expect(model.layers[1]).toBe(second);
+    expect(memory().numTensors).toBe(tensorsBefore);
+  });
+
+  it("is refused below nested arrays and inside array-held blocks, named by its full path", () => {
+    class Nested extends Module {
+      grid = [[new Linear(8, 8, { seed: 1 })]];
+      blocks = [new Mlp(8, 16, 4)];
+      forward(): never {
+        throw new Error("not called");
+      }
+    }
+    const error = thrown(() => new BlockSparseModelPatcher().addPattern(/^(grid\.0\.0|blocks\.0\.fc1)$/, { density: 0.5, blockShape: [4, 4] }).patchModel(new Nested()));
+    expect(error.problems.map((problem) => problem.split(" (matched")[0])).toEqual(["'grid.0.0'", "'blocks.0.fc1'"]);
+    expect(error.problems[1]).toContain("held in the plain array 'blocks' of Nested");
+  });
+
+  it("does not stop the other layers being patched when no pattern matches it, and is named as unregistered when nothing matches", () => {
+    const model = new ArrayHeld();
+    const report = new BlockSparseModelPatcher().addPattern("head", { density: 0.5, blockShape: [4, 4] }).patchModel(model);
+    expect(report.layers.map((l) => l.name)).toEqual(["head"]);
+    expect(model.layers.every((layer) => layer.constructor === Linear)).toBe(true);
+    const error = thrown(() => new BlockSparseModelPatcher().addPattern("decoder", { density: 0.5 }).patchModel(new ArrayHeld()));
+    expect(error.message).toContain(
+      "the model's Linear layers are: head (pass allowNoMatch to accept this); Linear layers held in plain arrays, which Module does not register and the patcher cannot patch: layers.0, layers.1",
+    );
+  });
+});
+
+describe("a registered Linear also held in a plain array", () => {
+  class AlsoInArray extends Module {
+    fc = new Linear(8, 8, { seed: 1 });
+    order: Module[] = [this.fc];
+    forward(x: Tensor): Tensor {
+      return this.order[0].forward(x);
+    }
+  }
+
+  it("is replaced in the array slot too, so the forward that reads the array runs the patched layer", () => {
+    const model = new AlsoInArray();
+    new BlockSparseModelPatcher().addPattern("fc", { density: 1, blockShape: [4, 4] }).patchModel(model, { disposeReplaced: true });
+    expect(model.fc).toBeInstanceOf(BlockSparseLinear);
+    expect(model.order[0]).toBe(model.fc);
+    const x = seededTensor([2, 8], 5);
+    const y = model.forward(x);
+    expect(y.shape).toEqual([2, 8]);
+    y.dispose();
+    x.dispose();
+  });
+
+  it("is matched only under its registered name, not its array path", () => {
+    const report = new BlockSparseModelPatcher().addPattern(/^order\.0$/, { density: 0.5, blockShape: [4, 4] }).patchModel(new AlsoInArray(), { allowNoMatch: true });
+    expect(report.layers).toEqual([]);
+    expect(report.unmatchedPatterns).toEqual(["/^order\\.0$/"]);
+  });
+
+  it("refuses a frozen array slot, before changing anything", () => {
+    const model = new AlsoInArray();
+    Object.freeze(model.order);
+    const error = thrown(() => new BlockSparseModelPatcher().addPattern("fc", { density: 0.5, blockShape: [4, 4] }).patchModel(model));
+    expect(error.problems).toEqual(["'order.0' is an element of a frozen array, so the replacement of 'fc' cannot be put there"]);
+    expect(model.fc).toBeInstanceOf(Linear);
+  });
+
+  it("refuses to untie a weight shared with an array-held Linear, which would stay dense", () => {
+    const model = new ArrayHeld();
+    model.layers[0].weight = model.head.weight;
+    const error = thrown(() => new BlockSparseModelPatcher().addPattern("head", { density: 0.5, blockShape: [4, 4] }).patchModel(model));
+    expect(error.problems).toEqual(["'head.weight' is shared with layers.0.weight, which would stay dense; patching would untie them"]);
+  });
+});
