@@ -11,6 +11,7 @@ import {
 } from "./errors";
 import { bfloat16BitsToFloat32Array, float16BitsToFloat32Array } from "./half";
 import { KERNEL_CATALOGUE, type KernelAttrs, kernelDeclaration, type KernelInputs, type KernelName, type KernelOutputs } from "./kernel_names";
+import { kindOf } from "./ops/validate";
 import { formatShape, sizeOf } from "./shape";
 import { Tensor, type TensorStorage } from "./tensor";
 
@@ -515,7 +516,7 @@ export class Engine {
   // ------------------------------------------------------------------ scopes
 
   tidy<T>(fn: () => T): T {
-    if (typeof fn !== "function") throw new ValueError(`tidy: expected a function, got ${fn === null ? "null" : typeof fn}`);
+    if (typeof fn !== "function") throw new ValueError(`tidy: expected a function, got ${kindOf(fn)}`);
     this.scopes.push({ tensors: new Set() });
     let result: T;
     try {
@@ -557,7 +558,7 @@ export class Engine {
   }
 
   keep<T extends Tensor>(tensor: T): T {
-    if (!(tensor instanceof Tensor)) throw new ValueError(`keep: expected a Tensor, got ${tensor === null ? "null" : typeof tensor}`);
+    if (!(tensor instanceof Tensor)) throw new ValueError(`keep: expected a Tensor, got ${kindOf(tensor)}`);
     tensor.kept = true;
     for (const scope of this.scopes) scope.tensors.delete(tensor);
     this.watch(tensor);

@@ -1,5 +1,7 @@
 import {
   JsBackend,
+  add,
+  keep,
   OutOfMemoryError,
   ShapeError,
   adamUpdate,
@@ -28,6 +30,7 @@ import {
   tensor,
   tidy,
   type Tensor,
+  ValueError,
   where,
   zeros,
 } from "@blocksparse/core";
@@ -72,6 +75,32 @@ describe("null as an optional options argument means no options", () => {
       expect(() => linear(zeros([2, 2]), zeros([2, 2]), null, 1n as never)).toThrow("linear: options must be an object or null, got bigint");
       expect(() => randn([2], 3 as never)).toThrow("randn: options must be an object");
       expect(() => enableLeakGuard(5 as never)).toThrow("enableLeakGuard: options must be an object");
+    });
+  });
+});
+
+describe("a Tensor or an array where an op's options go", () => {
+  it("is a ValueError naming the op and what was passed, not the Tensor's fields as unknown options", () => {
+    tidy(() => {
+      const x = zeros([2, 2]);
+      // matmul(a, b, c) from torch's addmm habit, crossEntropy(logits, targets, weight), randn(shape, [mean, std]).
+      expect(thrown(() => matmul(x, x, x as never))).toEqual(["ValueError", "matmul: options must be an object or null, got a Tensor"]);
+      expect(() => softmax(x, -1, x as never)).toThrow("softmax: options must be an object or null, got a Tensor");
+      expect(() => crossEntropy(x, zeros([2], "int32"), zeros([2]) as never)).toThrow("crossEntropy: options must be an object or null, got a Tensor");
+      expect(() => scaledDotProductAttention(x, x, x, x as never)).toThrow("scaledDotProductAttention: options must be an object or null, got a Tensor");
+      expect(() => randn([2], [0, 1] as never)).toThrow("randn: options must be an object or null, got an array");
+      expect(() => linear(x, x, null, [] as never)).toThrow(ValueError);
+      expect(() => linear(x, x, null, [] as never)).toThrow("linear: options must be an object or null, got an array");
+      expect(() => matmul(x, x, 2 as never)).toThrow("matmul: options must be an object or null, got number");
+    });
+  });
+
+  it("tidy, keep and the elementwise ops say null or an array where they said object", () => {
+    expect(() => tidy([] as never)).toThrow("tidy: expected a function, got an array");
+    expect(() => keep([zeros([1])] as never)).toThrow("keep: expected a Tensor, got an array");
+    tidy(() => {
+      expect(() => add(zeros([1]), null as never)).toThrow("add: b must be a Tensor or a number, got null");
+      expect(() => add([1] as never, zeros([1]))).toThrow("add: a must be a Tensor or a number, got an array");
     });
   });
 });

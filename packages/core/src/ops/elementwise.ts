@@ -41,7 +41,7 @@ import { broadcastShapes, formatShape } from "../shape";
 import { Tensor } from "../tensor";
 import { fullOn } from "./creation";
 import { cast } from "./shape_ops";
-import { assertActivation, assertDType, assertFloat, assertMinRank, assertSameBackend, assertSameDType, assertShape, assertTensor, isInt32 } from "./validate";
+import { assertActivation, assertDType, assertFloat, assertMinRank, assertSameBackend, assertSameDType, assertShape, assertTensor, isInt32, kindOf } from "./validate";
 
 /** A tensor, or a number taken as a scalar of the other operand's dtype (one that a half dtype holds as Infinity or 0 joins in float32). */
 export type TensorLike = Tensor | number;
@@ -134,7 +134,7 @@ function operands(op: string, a: TensorLike, b: TensorLike): [Tensor, Tensor, Te
       assertTensor(op, name, value);
       return value;
     }
-    if (typeof value !== "number") throw new ValueError(`${op}: ${name} must be a Tensor or a number, got ${typeof value}`);
+    if (typeof value !== "number") throw new ValueError(`${op}: ${name} must be a Tensor or a number, got ${kindOf(value)}`);
     if (!(other instanceof Tensor)) throw new ValueError(`${op}: at least one operand must be a Tensor`);
     assertTensor(op, name === "a" ? "b" : "a", other);
     const dtype = other.dtype;

@@ -6,10 +6,7 @@ import { formatShape, normalizeAxis, shapesEqual, sizeOf } from "../shape";
 import { Tensor } from "../tensor";
 
 export function assertTensor(op: string, name: string, value: unknown): asserts value is Tensor {
-  if (!(value instanceof Tensor)) {
-    const got = value === null ? "null" : Array.isArray(value) ? "an array" : typeof value;
-    throw new ValueError(`${op}: ${name} must be a Tensor, got ${got}`);
-  }
+  if (!(value instanceof Tensor)) throw new ValueError(`${op}: ${name} must be a Tensor, got ${kindOf(value)}`);
   value.throwIfDisposed(`${op}: ${name}`);
 }
 
@@ -56,7 +53,12 @@ export function assertShape(op: string, name: string, t: Tensor, shape: readonly
 }
 
 export function assertArray(op: string, name: string, value: unknown): asserts value is readonly unknown[] {
-  if (!Array.isArray(value)) throw new ValueError(`${op}: ${name} must be an array, got ${value === null ? "null" : typeof value}`);
+  if (!Array.isArray(value)) throw new ValueError(`${op}: ${name} must be an array, got ${kindOf(value)}`);
+}
+
+/** What a value is, for a message: "null", "an array", "a Tensor" or its typeof. */
+export function kindOf(value: unknown): string {
+  return value === null ? "null" : Array.isArray(value) ? "an array" : value instanceof Tensor ? "a Tensor" : typeof value;
 }
 
 export function assertShapeArg(op: string, name: string, shape: readonly number[]): void {
@@ -83,7 +85,9 @@ const NO_OPTIONS = {};
  */
 export function optionsArg<T extends object>(op: string, options: T | null | undefined, names: readonly (keyof T & string)[]): T {
   if (options == null) return NO_OPTIONS as T;
-  if (typeof options !== "object") throw new ValueError(`${op}: options must be an object or null, got ${typeof options}`);
+  // A Tensor or an array would otherwise be refused for its fields or indices as unknown options.
+  const kind = kindOf(options);
+  if (kind !== "object") throw new ValueError(`${op}: options must be an object or null, got ${kind}`);
   const unknown = Object.keys(options).filter((key) => !names.includes(key as keyof T & string));
   if (unknown.length > 0) {
     throw new ValueError(`${op}: unknown option${unknown.length > 1 ? "s" : ""} ${unknown.map((key) => `'${key}'`).join(", ")}; the options are ${names.join(", ")}`);
