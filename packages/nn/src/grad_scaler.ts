@@ -46,7 +46,7 @@ export class GradScaler {
   readonly enabled: boolean;
   #scale: number;
   #growthTracker = 0;
-  /** Optimizers unscaled since the last update, and whether their gradients held inf/NaN. */
+  /** Optimizers unscaled since the last update with at least one gradient, and whether their gradients held inf/NaN. */
   readonly #unscaled = new Map<Optimizer, boolean>();
   /** Optimizers stepped (or skipped) since the last update: a second step would reuse stale unscaling. */
   readonly #stepped = new Set<Optimizer>();
@@ -74,7 +74,8 @@ export class GradScaler {
   /**
    * Divides the gradients of `optimizer`'s parameters by the scale, in place, as float32
    * tensors; records whether any was inf or NaN. At most once per optimizer between updates
-   * (call it before clipping gradients). Returns true when every gradient was finite.
+   * (call it before clipping gradients). Returns true when every gradient was finite; with no gradient
+   * it records nothing, so a later step() or update() throws, as torch's.
    */
   unscale(optimizer: Optimizer): boolean {
     checkOptimizer("unscale", optimizer);
@@ -93,11 +94,15 @@ export class GradScaler {
       }
       return allFinite(unscaled);
     });
-    this.#unscaled.set(optimizer, !finite);
+    // As torch's: no gradient is no inf check, which step() and update() refuse.
+    if (parameters.length > 0) this.#unscaled.set(optimizer, !finite);
     return finite;
   }
 
-  /** Unscales (unless done already) and runs `optimizer.step()` when every gradient is finite. Returns whether it stepped. */
+  /**
+   * Unscales (unless done already) and runs `optimizer.step()` when every gradient is finite. Returns whether it stepped.
+   * Throws an NnError when no parameter of `optimizer` has a gradient (torch: "No inf checks were recorded for this optimizer").
+   */
   step(optimizer: Optimizer): boolean {
     checkOptimizer("step", optimizer);
     if (!this.enabled) {
@@ -109,17 +114,21 @@ export class GradScaler {
       throw new ValueError("GradScaler.step: already called for this optimizer since the last update()");
     }
     if (!this.#unscaled.has(optimizer)) this.unscale(optimizer);
-    const skip = this.#unscaled.get(optimizer) === true;
+    const skip = this.#unscaled.get(optimizer);
+    if (skip === undefined) throw new NnError("GradScaler.step: no parameter of this optimizer has a gradient; call backward(scaler.scale(loss)) first");
     if (!skip) optimizer.step();
     this.#stepped.add(optimizer);
     return !skip;
   }
 
-  /** Adjusts the scale after a step: back off when any unscaled optimizer saw inf/NaN, grow after `growthInterval` clean steps. */
+  /**
+   * Adjusts the scale after a step: back off when any unscaled optimizer saw inf/NaN, grow after `growthInterval` clean steps.
+   * Throws an NnError when no step() or unscale() found a gradient since the last update (torch: "No inf checks were recorded prior to update").
+   */
   update(): void {
     if (!this.enabled) return;
-    if (this.#unscaled.size === 0) return;
-    const foundInf = [...this.#unscaled.values()].some(Boolean);
+    if (this.#unscaled.size === 0) throw new NnError("GradScaler.update: no step(optimizer) since the last update()");
+    const foundInf = [...this.#unscaled.values()].includes(true);
     this.#unscaled.clear();
     this.#stepped.clear();
     if (foundInf) {

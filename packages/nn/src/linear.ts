@@ -2,6 +2,7 @@ import { type Activation, linear, linearActivation, ShapeError, Tensor, ValueErr
 import { childSeeds, uniform } from "./init";
 import { Module } from "./module";
 import { Parameter } from "./parameter";
+import { describeValue } from "./serialization";
 
 export interface LinearOptions {
   /** Add a learned bias (default true). */
@@ -17,10 +18,7 @@ export function checkFeatures(where: string, name: string, value: number): void 
 /** Throws "Linear(encoder.fc1): input has 1000 features, expected 1024" for a wrong last dim. */
 /** A forward's input must be a Tensor: null or an array is a ValueError naming the layer. */
 export function checkTensorInput(label: string, x: unknown): asserts x is Tensor {
-  if (!(x instanceof Tensor)) {
-    const got = x === null || x === undefined ? String(x) : typeof x === "object" ? (x.constructor?.name ?? "an object") : `a ${typeof x}`;
-    throw new ValueError(`${label}.forward: input must be a Tensor, got ${got}`);
-  }
+  if (!(x instanceof Tensor)) throw new ValueError(`${label}.forward: input must be a Tensor, got ${describeValue(x)}`);
 }
 
 export function checkInput(label: string, x: Tensor, inFeatures: number): void {

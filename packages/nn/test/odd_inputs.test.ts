@@ -11,6 +11,7 @@ import {
   GradScaler,
   Linear,
   mseLoss,
+  NnError,
   Parameter,
   pruneAndRegrow,
   Sequential,
@@ -134,6 +135,50 @@ describe("GradScaler without update() between steps", () => {
     expect(() => scaler.step(optimizer)).toThrow(ValueError);
     scaler.update();
     expect(scaler.scaleFactor).toBe(2);
+  });
+});
+
+describe("GradScaler with no inf check recorded (torch raises for each)", () => {
+  it("update() with no step() since the last update() is an NnError and leaves the scale and tracker", () => {
+    const scaler = new GradScaler({ initScale: 8, growthInterval: 1 });
+    expect(() => scaler.update()).toThrow(NnError);
+    expect(() => scaler.update()).toThrow("GradScaler.update: no step(optimizer) since the last update()");
+    const parameter = new Parameter(tensor([1, 2], [2]));
+    const optimizer = new SGD([parameter], { lr: 1 });
+    parameter.grad = tensor([8, 8], [2]);
+    expect(scaler.step(optimizer)).toBe(true);
+    scaler.update();
+    expect(scaler.stateDict()).toMatchObject({ scale: 16, growthTracker: 0 });
+    // A second update() would count the same step twice toward growth.
+    expect(() => scaler.update()).toThrow(NnError);
+    expect(scaler.stateDict()).toMatchObject({ scale: 16, growthTracker: 0 });
+  });
+
+  it("step() when no parameter has a gradient is an NnError, steps nothing, and update() after it throws too", () => {
+    const parameter = new Parameter(tensor([1, 2], [2]));
+    const optimizer = new SGD([parameter], { lr: 1 });
+    const scaler = new GradScaler({ initScale: 4 });
+    expect(() => scaler.step(optimizer)).toThrow(NnError);
+    expect(() => scaler.step(optimizer)).toThrow(/GradScaler.step: no parameter of this optimizer has a gradient; call backward\(scaler.scale\(loss\)\) first/);
+    expect(scaler.unscale(optimizer)).toBe(true);
+    expect(() => scaler.update()).toThrow(NnError);
+    expect(host(parameter.value)).toEqual(Float64Array.from([1, 2]));
+    expect(scaler.scaleFactor).toBe(4);
+    // With a gradient the same scaler steps and updates as usual.
+    parameter.grad = tensor([4, 4], [2]);
+    expect(scaler.step(optimizer)).toBe(true);
+    scaler.update();
+    expect(host(parameter.value)).toEqual(Float64Array.from([0, 1]));
+  });
+
+  it("a disabled scaler passes through: step() with no gradient and update() with no step() throw nothing, as torch's", () => {
+    const parameter = new Parameter(tensor([1, 2], [2]));
+    const optimizer = new SGD([parameter], { lr: 1 });
+    const scaler = new GradScaler({ enabled: false });
+    expect(() => scaler.update()).not.toThrow();
+    expect(scaler.step(optimizer)).toBe(true);
+    expect(() => scaler.update()).not.toThrow();
+    expect(host(parameter.value)).toEqual(Float64Array.from([1, 2]));
   });
 });
 
