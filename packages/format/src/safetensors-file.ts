@@ -1,8 +1,9 @@
+import { constants } from "node:buffer";
 import type { FileHandle } from "node:fs/promises";
 import { mkdir, readdir, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { BSR_METADATA_SUFFIXES, BSR_TENSOR_SUFFIXES, bsrMatrixNames } from "./bsr-safetensors.js";
-import { BsrFormatError, BsrIoError } from "./errors.js";
+import { BsrFormatError, BsrIoError, gibibytes } from "./errors.js";
 import {
   ioError,
   openForReading,
@@ -18,6 +19,7 @@ import {
   parseSafetensorsHeader,
   repeatedKey,
   type SafetensorsContent,
+  type SafetensorsLayout,
   type SafetensorsTensor,
   safetensorsBytes,
   safetensorsHeaderLength,
@@ -102,17 +104,39 @@ function inFile(error: unknown, path: string): unknown {
   return located;
 }
 
+/** The file's header, validated against its size (see parseSafetensorsHeader). */
+async function readLayout(handle: FileHandle): Promise<SafetensorsLayout> {
+  const { size } = await handle.stat();
+  const prefix = new Uint8Array(Math.min(8, size));
+  await readExactly(handle, prefix, 0, "header");
+  const headerLength = safetensorsHeaderLength(prefix, size);
+  const json = new Uint8Array(headerLength);
+  await readExactly(handle, json, 8, "header");
+  return parseSafetensorsHeader(json, size);
+}
+
+/**
+ * Refuses a tensor larger than one Uint8Array can be in this runtime (buffer.constants.MAX_LENGTH:
+ * 4 GiB in Node 20), before anything is allocated: each tensor is read into one buffer.
+ */
+export function checkTensorsFit(layout: SafetensorsLayout, limit: number = constants.MAX_LENGTH): void {
+  for (const { name, dtype, shape, begin, end } of layout.entries) {
+    const bytes = end - begin;
+    if (bytes <= limit) continue;
+    throw new BsrFormatError(
+      name,
+      `${dtype} ${JSON.stringify(shape)} is ${bytes} bytes (${gibibytes(bytes)}), past the ${limit} bytes (${gibibytes(limit)}) ` +
+        `one buffer holds in Node.js ${process.version} (buffer.constants.MAX_LENGTH); each tensor is read into one buffer`,
+    );
+  }
+}
+
 /** Reads one safetensors file: header first (bounded, validated), then each tensor into its own buffer. */
 async function readSafetensorsFile(path: string): Promise<SafetensorsContent> {
   const handle = await openForReading(path);
   try {
-    const { size } = await handle.stat();
-    const prefix = new Uint8Array(Math.min(8, size));
-    await readExactly(handle, prefix, 0, "header");
-    const headerLength = safetensorsHeaderLength(prefix, size);
-    const json = new Uint8Array(headerLength);
-    await readExactly(handle, json, 8, "header");
-    const layout = parseSafetensorsHeader(json, size);
+    const layout = await readLayout(handle);
+    checkTensorsFit(layout);
     const tensors = new Map<string, SafetensorsTensor>();
     for (const entry of layout.entries) {
       const bytes = new Uint8Array(entry.end - entry.begin);
@@ -120,6 +144,18 @@ async function readSafetensorsFile(path: string): Promise<SafetensorsContent> {
       tensors.set(entry.name, safetensorsTensorFromBytes(entry, bytes));
     }
     return { tensors, metadata: layout.metadata };
+  } catch (error) {
+    throw inFile(ioError("read", path, error), path);
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Checks one file's header and that each of its tensors fits in a buffer, reading no tensor. */
+async function checkSafetensorsHeader(path: string): Promise<void> {
+  const handle = await openForReading(path);
+  try {
+    checkTensorsFit(await readLayout(handle));
   } catch (error) {
     throw inFile(ioError("read", path, error), path);
   } finally {
@@ -193,6 +229,8 @@ async function readShardedSafetensors(indexPath: string): Promise<SafetensorsCon
   const shards = [...new Set(weightMap.values())];
   const tensors = new Map<string, SafetensorsTensor>();
   const metadata: Record<string, string> = Object.create(null);
+  // Every shard's header first: a tensor too large to hold fails before other shards' gigabytes are read.
+  for (const shard of shards) await checkSafetensorsHeader(join(dirname(indexPath), shard));
   for (const shard of shards) {
     const shardPath = join(dirname(indexPath), shard);
     const content = await readSafetensorsFile(shardPath);

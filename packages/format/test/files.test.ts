@@ -1,11 +1,20 @@
+import { constants } from "node:buffer";
 import { spawn } from "node:child_process";
-import { chmod, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { chmod, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rm, stat, symlink, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, it, vi } from "vitest";
 import { readSmallFile } from "../src/files.js";
-import { BsrFormatError, BsrIoError, BsrMatrix, decodeSafetensors, encodeSafetensors, type SafetensorsTensor } from "../src/index.js";
+import {
+  BsrFormatError,
+  BsrIoError,
+  BsrMatrix,
+  decodeSafetensors,
+  encodeSafetensors,
+  parseSafetensorsHeader,
+  type SafetensorsTensor,
+} from "../src/index.js";
 import {
   loadBsrMatrices,
   loadSafetensors,
@@ -14,6 +23,7 @@ import {
   saveShardedSafetensors,
   shardFileName,
 } from "../src/node.js";
+import { checkTensorsFit } from "../src/safetensors-file.js";
 
 const root = mkdtemp(join(tmpdir(), "format-files-"));
 afterAll(async () => rm(await root, { recursive: true, force: true }));
@@ -101,6 +111,89 @@ describe("streaming safetensors files", () => {
     await expect(saveSafetensors(path, bad)).rejects.toThrow(BsrFormatError);
     expect((await loadSafetensors(path)).tensors).toEqual(sample(1));
     expect(await readdir(dirname(path))).toEqual(["x.safetensors"]);
+  });
+});
+
+/**
+ * A file whose header declares `small` (4 bytes) then `huge`, `hugeBytes` of U8, the file extended to its
+ * declared size with truncate: sparse, so only the header's block is written. Undefined when the
+ * file system refuses a file that large.
+ */
+async function sparseSafetensors(path: string, hugeBytes: number): Promise<string | undefined> {
+  const header: Record<string, unknown> = {
+    small: { dtype: "F32", shape: [1], data_offsets: [0, 4] },
+    huge: { dtype: "U8", shape: [hugeBytes], data_offsets: [4, 4 + hugeBytes] },
+  };
+  const json = JSON.stringify(header).padEnd(Math.ceil(JSON.stringify(header).length / 8) * 8, " ");
+  const bytes = new Uint8Array(8 + json.length + 4);
+  new DataView(bytes.buffer).setBigUint64(0, BigInt(json.length), true);
+  bytes.set(new TextEncoder().encode(json), 8);
+  await writeFile(path, bytes);
+  try {
+    await truncate(path, 8 + json.length + 4 + hugeBytes);
+  } catch {
+    await rm(path, { force: true });
+    return undefined;
+  }
+  return path;
+}
+
+// A sparse file past the limit is cheap up to Node 20's 4 GiB; Node 22's 2^53 - 1 is past what a file system holds.
+const limitFitsInAFile = constants.MAX_LENGTH <= 2 ** 40;
+
+describe("a tensor larger than one buffer holds", () => {
+  it("checkTensorsFit names the tensor, its bytes and the limit, and lets a tensor of exactly the limit through", () => {
+    const file = encodeSafetensors({ a: f32([1]), weight: f32([1, 2, 3, 4], [2, 2]) });
+    const json = file.subarray(8, 8 + Number(new DataView(file.buffer).getBigUint64(0, true)));
+    const layout = parseSafetensorsHeader(json, file.length);
+    expect(() => checkTensorsFit(layout, 16)).not.toThrow();
+    const error = (() => {
+      try {
+        checkTensorsFit(layout, 15);
+      } catch (e) {
+        return e as BsrFormatError;
+      }
+    })();
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error?.field).toBe("weight");
+    expect(error?.message).toBe(
+      `weight: F32 [2,2] is 16 bytes (0.00 GiB), past the 15 bytes (0.00 GiB) one buffer holds in Node.js ${process.version} (buffer.constants.MAX_LENGTH); each tensor is read into one buffer`,
+    );
+  });
+
+  it.skipIf(!limitFitsInAFile)("loadSafetensors refuses it before reading, naming the file, the tensor, its bytes and the runtime's limit", async (context) => {
+    const limit = constants.MAX_LENGTH;
+    const path = await sparseSafetensors(join(await freshDir(), "big.safetensors"), limit + 1);
+    if (path === undefined) return context.skip();
+    try {
+      const error = await loadSafetensors(path).catch((e) => e);
+      expect(error).toBeInstanceOf(BsrFormatError);
+      expect(error.field).toBe("huge");
+      expect(error.message).toContain(`${path}: huge: U8 [${limit + 1}] is ${limit + 1} bytes`);
+      expect(error.message).toContain(`past the ${limit} bytes`);
+      expect((await stat(path)).blocks * 512).toBeLessThan(2 ** 20);
+    } finally {
+      await rm(path, { force: true });
+    }
+  });
+
+  it.skipIf(!limitFitsInAFile)("a sharded load refuses it the same way, naming the shard that holds it", async (context) => {
+    const limit = constants.MAX_LENGTH;
+    const dir = await freshDir();
+    await saveSafetensors(join(dir, "model-00001-of-00002.safetensors"), { first: f32([1, 2]) });
+    const second = await sparseSafetensors(join(dir, "model-00002-of-00002.safetensors"), limit + 1);
+    if (second === undefined) return context.skip();
+    try {
+      const weightMap = { first: "model-00001-of-00002.safetensors", small: "model-00002-of-00002.safetensors", huge: "model-00002-of-00002.safetensors" };
+      await writeFile(join(dir, "model.safetensors.index.json"), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+      const error = await loadSafetensors(dir).catch((e) => e);
+      expect(error).toBeInstanceOf(BsrFormatError);
+      expect(error.field).toBe("huge");
+      expect(error.message).toContain(`${second}: huge: U8 [${limit + 1}] is ${limit + 1} bytes`);
+      expect(error.message).toContain(`past the ${limit} bytes`);
+    } finally {
+      await rm(second, { force: true });
+    }
   });
 });
 
