@@ -22,6 +22,15 @@ interface Bucket {
   ready: number;
 }
 
+/** A bucket's all-reduce in flight: its gradients flattened into `flat`, and which of them this rank held. */
+interface Reduction {
+  bucket: Bucket;
+  flat: Tensor;
+  /** Per parameter: whether it had a gradient on this rank (else its part of `flat` is zeros). */
+  held: boolean[];
+  reduced: Promise<void>;
+}
+
 const DEFAULT_BUCKET_BYTES = 25 * 1024 * 1024;
 
 /** The flat block positions (blockRow * blockCols + blockCol) a pattern holds, in its block order. */
@@ -56,6 +65,7 @@ export class DistributedDataParallel extends Module {
   readonly #group: ProcessGroup;
   readonly #bucketBytes: number;
   readonly #overlap: boolean;
+  #requireGradSync = true;
 
   private constructor(module: Module, group: ProcessGroup, bucketBytes: number, overlap: boolean) {
     super();
@@ -89,31 +99,93 @@ export class DistributedDataParallel extends Module {
   }
 
   /**
+   * Whether `backward` averages the gradients over the ranks (default true): torch's
+   * `require_backward_grad_sync`. `noSync` turns it off for the length of a callback; set it by
+   * hand where a callback does not fit (`ddp.requireGradSync = (microBatch + 1) % k === 0`). Every
+   * rank must set it alike: a rank that reduces while another does not calls collectives the other
+   * never calls (on the CPU group, a CollectiveError naming both calls; with NCCL, a hang).
+   */
+  get requireGradSync(): boolean {
+    return this.#requireGradSync;
+  }
+
+  set requireGradSync(value: boolean) {
+    if (typeof value !== "boolean") throw new ValueError(`DistributedDataParallel.requireGradSync must be a boolean, got ${value === null ? "null" : typeof value}`);
+    this.#requireGradSync = value;
+  }
+
+  /**
+   * Runs `fn` with gradient averaging off, for gradient accumulation (torch's `ddp.no_sync()`):
+   * `backward` inside it is autograd's backward alone (no agreement check, no bucket, no
+   * collective), so the micro-batches' gradients add up locally, and the first `backward` outside
+   * it averages the sums. Returns what `fn` returns; when that is a promise, averaging stays off
+   * until it settles. `requireGradSync` is then restored to its value before the call (so calls
+   * nest), also when `fn` throws or its promise rejects. The setting belongs to this wrapper, not
+   * to `fn`'s async context: a `backward` of the same wrapper running meanwhile elsewhere does not
+   * communicate either. `allReduceGradients` is an explicit request and reduces in any case.
+   */
+  noSync<T>(fn: () => T): T {
+    if (typeof fn !== "function") throw new ValueError(`DistributedDataParallel.noSync: fn must be a function, got ${fn === null ? "null" : typeof fn}`);
+    const previous = this.#requireGradSync;
+    this.#requireGradSync = false;
+    let result: T;
+    try {
+      result = fn();
+    } catch (error) {
+      this.#requireGradSync = previous;
+      throw error;
+    }
+    if (!isPromiseLike(result)) {
+      this.#requireGradSync = previous;
+      return result;
+    }
+    const restore = () => {
+      this.#requireGradSync = previous;
+    };
+    return result.then(
+      (value) => {
+        restore();
+        return value;
+      },
+      (error: unknown) => {
+        restore();
+        throw error;
+      },
+    ) as T;
+  }
+
+  /**
    * Backward from `loss` (this rank's loss on its part of the batch), then every gradient
    * averaged over the ranks. With `overlap` (default), buckets are all-reduced while backward
-   * runs. A parameter that got no gradient on this rank counts as a zero gradient, so that
-   * every rank reduces the same buckets. A parameter frozen (`requiresGrad` false) on some ranks
+   * runs. A parameter with a gradient on some ranks only counts as zeros on the others, so that
+   * every rank reduces the same buckets; one with a gradient on no rank keeps none (the optimizer
+   * skips it, as torch's DDP leaves it). A parameter frozen (`requiresGrad` false) on some ranks
    * only is a GradientMismatchError on every rank, and block-sparse patterns that differ between
    * ranks (moved by `sparse.step` on each rank instead of `movePatterns`) a ReplicaDivergenceError
    * naming the layer, both before backward runs (the ranks first compare which parameters take
    * gradients and digests of their patterns, in one small allGather). Gradients accumulated by earlier
-   * plain `backward` calls (micro-batches) are included: only this call communicates.
+   * plain `backward` calls or inside `noSync` (micro-batches) are included: only this call
+   * communicates. Inside `noSync`, this is autograd's backward alone.
    */
   async backward(loss: Tensor, grad?: Tensor): Promise<void> {
+    if (!this.#requireGradSync) {
+      backward(loss, grad);
+      return;
+    }
     await this.#checkGradientAgreement("DistributedDataParallel.backward");
     const buckets = this.#planBuckets();
     if (!this.#overlap) {
       backward(loss, grad);
-      await Promise.all(buckets.map((bucket) => this.#reduceBucket(bucket)));
+      await this.#finishReductions(this.#startReductions(buckets));
       return;
     }
     const bucketOf = new Map<Tensor, Bucket>();
     for (const bucket of buckets) for (const parameter of bucket.parameters) bucketOf.set(parameter.value, bucket);
-    const launched: Promise<void>[] = [];
+    const launched: Reduction[] = [];
     // Buckets start in index order only: every rank then calls the same collectives in the same order.
     const launchReady = () => {
       while (launched.length < buckets.length && buckets[launched.length].ready === buckets[launched.length].parameters.length) {
-        launched.push(this.#reduceBucket(buckets[launched.length]));
+        launched.push(this.#startReduction(buckets[launched.length]));
       }
     };
     const stop = addGradReadyObserver((leaf) => {
@@ -125,19 +197,22 @@ export class DistributedDataParallel extends Module {
     try {
       backward(loss, grad);
     } catch (error) {
-      for (const pending of launched) pending.catch(() => {});
+      this.#abandon(launched);
       throw error;
     } finally {
       stop();
     }
-    while (launched.length < buckets.length) launched.push(this.#reduceBucket(buckets[launched.length]));
-    await Promise.all(launched);
+    await this.#finishReductions(this.#startReductions(buckets, launched));
   }
 
-  /** Averages the gradients already computed (by plain `backward` calls) over the ranks; checks first, as `backward` does, that the ranks freeze the same parameters and hold the same patterns. */
+  /**
+   * Averages the gradients already computed (by plain `backward` calls) over the ranks, as `backward`
+   * does (a parameter with a gradient on no rank keeps none); checks first that the ranks freeze the
+   * same parameters and hold the same patterns. It reduces inside `noSync` too: it is asked for.
+   */
   async allReduceGradients(): Promise<void> {
     await this.#checkGradientAgreement("DistributedDataParallel.allReduceGradients");
-    await Promise.all(this.#planBuckets().map((bucket) => this.#reduceBucket(bucket)));
+    await this.#finishReductions(this.#startReductions(this.#planBuckets()));
   }
 
   /** Copies rank 0's block-sparse patterns, then its parameters, to every rank. */
@@ -389,7 +464,7 @@ export class DistributedDataParallel extends Module {
       if (names.length > 0) {
         throw new GradientMismatchError(
           names,
-          `${where}: the ranks disagree on which parameters take gradients, so they would reduce different gradient buckets: ${details.join("; ")}. Freeze or unfreeze parameters alike on every rank (a parameter that takes gradients but gets none in backward counts as zeros)`,
+          `${where}: the ranks disagree on which parameters take gradients, so they would reduce different gradient buckets: ${details.join("; ")}. Freeze or unfreeze parameters alike on every rank (a parameter that takes gradients but gets none in backward need not be frozen: it counts as zeros where other ranks have one, and keeps none where no rank has one)`,
         );
       }
     }
@@ -426,33 +501,84 @@ export class DistributedDataParallel extends Module {
     return buckets;
   }
 
-  /** Averages one bucket's gradients over the ranks: flattened into one tensor, all-reduced, copied back. */
-  async #reduceBucket(bucket: Bucket): Promise<void> {
+  /**
+   * Starts one bucket's all-reduce: its gradients flattened into one tensor, zeros for a parameter
+   * without a gradient on this rank (every rank reduces the same sizes).
+   */
+  #startReduction(bucket: Bucket): Reduction {
+    const held = bucket.parameters.map((parameter) => parameter.grad !== null);
     const flat = noGrad(() =>
       keep(
         tidy(() => {
-          const grads = bucket.parameters.map((parameter) => {
-            if (parameter.grad === null) parameter.grad = keep(fullOn(parameter.value.backend, parameter.shape, 0, parameter.dtype));
-            return reshape(parameter.grad as Tensor, [parameter.size]);
-          });
+          const grads = bucket.parameters.map((parameter) =>
+            parameter.grad === null ? fullOn(parameter.value.backend, [parameter.size], 0, parameter.dtype) : reshape(parameter.grad, [parameter.size]),
+          );
           return grads.length === 1 ? grads[0] : concat(grads, 0);
         }),
       ),
     );
+    return { bucket, flat, held, reduced: this.#group.allReduce(flat, "avg") };
+  }
+
+  /** Starts the reductions of `buckets` from `started.length` on, in order; when one cannot start, abandons those started. */
+  #startReductions(buckets: Bucket[], started: Reduction[] = []): Reduction[] {
     try {
-      await this.#group.allReduce(flat, "avg");
+      while (started.length < buckets.length) started.push(this.#startReduction(buckets[started.length]));
+    } catch (error) {
+      this.#abandon(started);
+      throw error;
+    }
+    return started;
+  }
+
+  /** After a failure before the reductions could finish: the gradients stay this rank's own, each buffer freed once its collective settles. */
+  #abandon(reductions: Reduction[]): void {
+    for (const { reduced, flat } of reductions) reduced.catch(() => {}).finally(() => flat.dispose());
+  }
+
+  /**
+   * Once every bucket's all-reduce has started (in the same order on every rank): one allGather of
+   * which parameters held a gradient on each rank, then the averages copied back into the
+   * gradients of the parameters that held one on some rank. One that held none on any rank keeps
+   * none (torch's DDP leaves such a `.grad` as it was), so optimizers skip it instead of stepping
+   * on zeros (AdamW's decay and moments). The buffers are freed once every collective settled.
+   */
+  async #finishReductions(reductions: Reduction[]): Promise<void> {
+    try {
+      const [heldAnywhere] = await Promise.all([this.#heldOnAnyRank(reductions.flatMap((reduction) => reduction.held)), ...reductions.map((reduction) => reduction.reduced)]);
       noGrad(() =>
         tidy(() => {
-          let offset = 0;
-          for (const parameter of bucket.parameters) {
-            const grad = parameter.grad as Tensor;
-            grad.assign(reshape(slice(flat, [offset], [grad.size]), grad.shape));
-            offset += grad.size;
+          let index = 0;
+          for (const { bucket, flat } of reductions) {
+            let offset = 0;
+            for (const parameter of bucket.parameters) {
+              if (heldAnywhere[index++]) {
+                const averaged = reshape(slice(flat, [offset], [parameter.size]), parameter.shape);
+                const grad = parameter.grad;
+                if (grad === null) parameter.grad = keep(averaged);
+                else grad.assign(averaged);
+              }
+              offset += parameter.size;
+            }
           }
         }),
       );
     } finally {
-      flat.dispose();
+      await Promise.allSettled(reductions.map((reduction) => reduction.reduced));
+      for (const { flat } of reductions) flat.dispose();
     }
   }
+
+  /** Per entry of `held` (this rank's flags, in bucket order): whether any rank holds that gradient. Calls its collective at once. */
+  async #heldOnAnyRank(held: boolean[]): Promise<boolean[]> {
+    // Every rank plans the same buckets: all skip the collective alike when there is nothing to reduce.
+    if (this.#group.worldSize === 1 || held.length === 0) return held;
+    const all = await this.#allGatherInt32(held.map((h) => (h ? 1 : 0)));
+    return held.map((_, i) => Array.from({ length: this.#group.worldSize }, (_, r) => all[r * held.length + i] === 1).some(Boolean));
+  }
+}
+
+/** True for a promise or any object with a `then` method (what `await` would wait for). */
+function isPromiseLike<T>(value: T): value is T & PromiseLike<Awaited<T>> {
+  return (typeof value === "object" || typeof value === "function") && value !== null && typeof (value as { then?: unknown }).then === "function";
 }

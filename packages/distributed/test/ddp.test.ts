@@ -78,7 +78,7 @@ describe("DistributedDataParallel on the CPU group", () => {
             message:
               `DistributedDataParallel.${where}: the ranks disagree on which parameters take gradients, so they would reduce different gradient buckets: ` +
               "parameter '4.weight' (#4 of 6, float32 [4, 16]) takes gradients on rank(s) 0, 2 but is frozen (requiresGrad false) on rank(s) 1. " +
-              "Freeze or unfreeze parameters alike on every rank (a parameter that takes gradients but gets none in backward counts as zeros)",
+              "Freeze or unfreeze parameters alike on every rank (a parameter that takes gradients but gets none in backward need not be frozen: it counts as zeros where other ranks have one, and keeps none where no rank has one)",
           });
         }
       }

@@ -2,9 +2,9 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { addGradReadyObserver } from "@blocksparse/autograd";
-import { DTypeError, fullOn, memory, reshape, sum, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
-import { BlockSparseLinear, crossEntropy, Linear, Sequential, SparseOptimizer } from "@blocksparse/nn";
+import { addGradReadyObserver, backward } from "@blocksparse/autograd";
+import { DTypeError, fullOn, memory, mul, randint, randn, reshape, slice, sum, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
+import { AdamW, BlockSparseLinear, crossEntropy, Linear, Module, ReLU, Sequential, SparseOptimizer } from "@blocksparse/nn";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   CpuProcessGroup,
@@ -596,13 +596,11 @@ describe("DistributedDataParallel on replicas that differ, and on failing collec
       );
     }
     expect(memory().numTensors).toBe(before);
-    // Frozen on both: left out alike, the reduce runs (and gives the weight its zeros).
+    // Frozen on both: left out alike, the reduce runs (the weight, with a gradient on no rank, keeps none).
     m0.bias!.requiresGrad = false;
     await Promise.all(ddps.map((ddp) => ddp.allReduceGradients()));
     expect([m0.bias!.grad, m1.bias!.grad]).toEqual([null, null]);
-    expect(m0.weight.grad?.dataSync()).toEqual(new Float32Array(12));
-    m0.weight.grad?.dispose();
-    m1.weight.grad?.dispose();
+    expect([m0.weight.grad, m1.weight.grad]).toEqual([null, null]);
 
     const [h0, h1] = await twoRanks();
     const [n0, n1] = [new Linear(4, 3, { seed: 1 }), new Linear(4, 3, { seed: 1, bias: false })];
@@ -684,4 +682,209 @@ describe("DistributedDataParallel on replicas that differ, and on failing collec
     await expect(ddp.movePatterns(sparse)).rejects.toThrow(/the transport broke/);
     expect(memory().numTensors).toBe(start);
   });
+});
+
+/** `group`, with the name of every collective called through it pushed onto `calls`. */
+function countingGroup(group: ProcessGroup, calls: string[]): ProcessGroup {
+  return {
+    backend: group.backend,
+    rank: group.rank,
+    worldSize: group.worldSize,
+    allReduce: (t, op) => {
+      calls.push("allReduce");
+      return group.allReduce(t, op);
+    },
+    broadcast: (t, root) => {
+      calls.push("broadcast");
+      return group.broadcast(t, root);
+    },
+    allGather: (t) => {
+      calls.push("allGather");
+      return group.allGather(t);
+    },
+    barrier: () => {
+      calls.push("barrier");
+      return group.barrier();
+    },
+    destroy: () => group.destroy(),
+  };
+}
+
+/** Every parameter's gradient (null where it has none), by name. */
+function gradsOf(model: Module): Record<string, number[] | null> {
+  return Object.fromEntries(model.namedParameters().map(([name, parameter]) => [name, parameter.grad === null ? null : Array.from(parameter.grad.dataSync())]));
+}
+
+function valuesOf(model: Module): Record<string, number[]> {
+  return Object.fromEntries(model.namedParameters().map(([name, parameter]) => [name, Array.from(parameter.value.dataSync())]));
+}
+
+function maxDifference(a: Record<string, number[] | null>, b: Record<string, number[] | null>): number {
+  let worst = 0;
+  for (const [name, values] of Object.entries(a)) {
+    const other = b[name];
+    expect(other?.length, name).toBe(values?.length);
+    values?.forEach((v, i) => {
+      worst = Math.max(worst, Math.abs(v - (other as number[])[i]));
+    });
+  }
+  return worst;
+}
+
+describe("DistributedDataParallel gradient accumulation (noSync)", () => {
+  // A block-sparse layer (8x8 blocks, half of them) and a dense head: 0.weight, 0.bias, 2.weight, 2.bias.
+  const model = () => new Sequential(new BlockSparseLinear(16, 32, { density: 0.5, blockShape: [8, 8], seed: 5 }), new ReLU(), new Linear(32, 4, { seed: 6 }));
+  const MICRO_BATCHES = 3;
+  const ROWS = 2;
+  // Rank r's micro-batch j: rows [(r * MICRO_BATCHES + j) * ROWS, + ROWS) of the combined batch.
+  const microBatchLoss = (net: Module, x: Tensor, y: Tensor, rank: number, j: number) =>
+    tidy(() => {
+      const start = (rank * MICRO_BATCHES + j) * ROWS;
+      return mul(crossEntropy(net.forward(slice(x, [start, 0], [ROWS, 16])), slice(y, [start], [ROWS])), 1 / MICRO_BATCHES);
+    });
+
+  for (const overlap of [true, false]) {
+    it(`${MICRO_BATCHES} micro-batches inside noSync, then one synced backward, on 2 ranks: the gradients and AdamW step of one process on the combined batch (${overlap ? "overlap" : "no-overlap"})`, async () => {
+      const [g0, g1] = await twoRanks();
+      const models = [model(), model()];
+      // 512-byte buckets: the block-sparse weight, the biases and the head in buckets of their own.
+      const ddps = await Promise.all([DistributedDataParallel.create(models[0], g0, { overlap, bucketBytes: 512 }), DistributedDataParallel.create(models[1], g1, { overlap, bucketBytes: 512 })]);
+      const optimizers = models.map((net) => new AdamW(net.parameters(), { lr: 0.01 }));
+      const rows = 2 * MICRO_BATCHES * ROWS;
+      const [x, y] = [randn([rows, 16], { seed: 11 }), randint(0, 4, [rows], { seed: 12 })];
+      const grads = await Promise.all(
+        ddps.map(async (ddp, rank) => {
+          for (let j = 0; j < MICRO_BATCHES; j++) {
+            const loss = microBatchLoss(ddp, x, y, rank, j);
+            if (j < MICRO_BATCHES - 1) await ddp.noSync(() => ddp.backward(loss));
+            else await ddp.backward(loss);
+            loss.dispose();
+          }
+          const reduced = gradsOf(models[rank]);
+          optimizers[rank].step();
+          return reduced;
+        }),
+      );
+      const reference = model();
+      tidy(() => backward(crossEntropy(reference.forward(x), y)));
+      const referenceGrads = gradsOf(reference);
+      new AdamW(reference.parameters(), { lr: 0.01 }).step();
+      expect(grads[1]).toEqual(grads[0]);
+      expect(valuesOf(models[1])).toEqual(valuesOf(models[0]));
+      expect(maxDifference(grads[0], referenceGrads)).toBeLessThan(1e-6);
+      expect(maxDifference(valuesOf(models[0]), valuesOf(reference))).toBeLessThan(1e-6);
+      for (const t of [x, y]) t.dispose();
+    });
+  }
+
+  it("noSync calls no collective: each rank's gradient stays its own until allReduceGradients averages it", async () => {
+    const [g0, g1] = await twoRanks();
+    const calls: string[][] = [[], []];
+    const models = [model(), model()];
+    const ddps = await Promise.all([DistributedDataParallel.create(models[0], countingGroup(g0, calls[0])), DistributedDataParallel.create(models[1], countingGroup(g1, calls[1]))]);
+    for (const log of calls) log.length = 0;
+    const [x, y] = [randn([2 * MICRO_BATCHES * ROWS, 16], { seed: 11 }), randint(0, 4, [2 * MICRO_BATCHES * ROWS], { seed: 12 })];
+    const local = await Promise.all(
+      ddps.map(async (ddp, rank) => {
+        const loss = microBatchLoss(ddp, x, y, rank, 0);
+        await ddp.noSync(() => ddp.backward(loss));
+        loss.dispose();
+        return gradsOf(models[rank]);
+      }),
+    );
+    expect(calls).toEqual([[], []]);
+    expect(maxDifference(local[0], local[1])).toBeGreaterThan(1e-3);
+    await Promise.all(ddps.map((ddp) => ddp.allReduceGradients()));
+    const averaged = Object.fromEntries(Object.entries(local[0]).map(([name, values]) => [name, (values as number[]).map((v, i) => (v + (local[1][name] as number[])[i]) / 2)]));
+    expect(maxDifference(gradsOf(models[0]), averaged)).toBeLessThan(1e-7);
+    expect(gradsOf(models[1])).toEqual(gradsOf(models[0]));
+    for (const t of [x, y]) t.dispose();
+    for (const net of models) net.zeroGrad();
+  });
+
+  it("noSync restores requireGradSync when its callback returns, throws or rejects, and nests", async () => {
+    const ddp = await DistributedDataParallel.create(model(), recordingGroup([]));
+    expect(ddp.requireGradSync).toBe(true);
+    expect(ddp.noSync(() => ddp.requireGradSync)).toBe(false);
+    expect(ddp.requireGradSync).toBe(true);
+    expect(() =>
+      ddp.noSync(() => {
+        throw new Error("the step failed");
+      }),
+    ).toThrow("the step failed");
+    expect(ddp.requireGradSync).toBe(true);
+    const pending = ddp.noSync(async () => {
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      // Still off while the callback's promise runs.
+      expect(ddp.requireGradSync).toBe(false);
+      throw new Error("the async step failed");
+    });
+    expect(ddp.requireGradSync).toBe(false);
+    await expect(pending).rejects.toThrow("the async step failed");
+    expect(ddp.requireGradSync).toBe(true);
+    // Nested: the inner call restores the outer one's setting, not true.
+    ddp.noSync(() => {
+      ddp.noSync(() => {});
+      expect(ddp.requireGradSync).toBe(false);
+    });
+    expect(ddp.requireGradSync).toBe(true);
+    expect(() => ddp.noSync("not a function" as never)).toThrow(/noSync: fn must be a function/);
+    expect(() => {
+      ddp.requireGradSync = 0 as never;
+    }).toThrow(ValueError);
+    expect(ddp.requireGradSync).toBe(true);
+  });
+});
+
+describe("DistributedDataParallel on parameters unused in a step", () => {
+  /** A trunk every rank uses, a block-sparse branch that `forward(x, true)` adds, and one no forward uses. */
+  class Branches extends Module {
+    trunk = new Linear(16, 16, { seed: 1 });
+    branch = new BlockSparseLinear(16, 16, { density: 0.5, blockShape: [8, 8], seed: 2 });
+    unused = new BlockSparseLinear(16, 16, { density: 0.5, blockShape: [8, 8], seed: 3 });
+
+    forward(x: Tensor, withBranch: boolean): Tensor {
+      const h = this.trunk.forward(x);
+      return withBranch ? this.branch.forward(h) : h;
+    }
+  }
+
+  for (const overlap of [true, false]) {
+    it(`unused on every rank: the gradient stays null and AdamW leaves the parameter alone; used on rank 0 only: averaged with rank 1's zeros (${overlap ? "overlap" : "no-overlap"})`, async () => {
+      const [g0, g1] = await twoRanks();
+      const models = [new Branches(), new Branches()];
+      const ddps = await Promise.all([DistributedDataParallel.create(models[0], g0, { overlap, bucketBytes: 256 }), DistributedDataParallel.create(models[1], g1, { overlap, bucketBytes: 256 })]);
+      const x = randn([4, 16], { seed: 21 });
+      // Rank 0's own gradient of the branch, from a plain backward.
+      tidy(() => backward(sum(models[0].forward(x, true))));
+      const ownBranchGrad = Array.from((models[0].branch.weight.grad as Tensor).dataSync());
+      models[0].zeroGrad();
+      const before = valuesOf(models[0]);
+      const optimizers = models.map((net) => new AdamW(net.parameters(), { lr: 0.01, weightDecay: 0.1 }));
+      const tensorsBefore = memory().numTensors;
+      await Promise.all(
+        ddps.map(async (ddp, rank) => {
+          const loss = tidy(() => sum(ddp.forward(x, rank === 0)));
+          await ddp.backward(loss);
+          loss.dispose();
+        }),
+      );
+      for (const net of models) {
+        expect([net.unused.weight.grad, net.unused.bias?.grad]).toEqual([null, null]);
+        expect(net.branch.weight.grad).not.toBeNull();
+      }
+      // Nothing left behind but the gradients: the trunk's and the branch's, weight and bias, on each rank.
+      expect(memory().numTensors).toBe(tensorsBefore + 2 * 4);
+      expect(gradsOf(models[1])).toEqual(gradsOf(models[0]));
+      const branchGrad = Array.from((models[1].branch.weight.grad as Tensor).dataSync());
+      expect(maxDifference({ w: branchGrad }, { w: ownBranchGrad.map((v) => v / 2) })).toBeLessThan(1e-6);
+      for (const optimizer of optimizers) optimizer.step();
+      const after = valuesOf(models[1]);
+      expect(valuesOf(models[0])).toEqual(after);
+      expect([after["unused.weight"], after["unused.bias"]]).toEqual([before["unused.weight"], before["unused.bias"]]);
+      expect(maxDifference({ w: after["branch.weight"] }, { w: before["branch.weight"] })).toBeGreaterThan(1e-3);
+      for (const net of models) net.zeroGrad();
+      x.dispose();
+    });
+  }
 });
