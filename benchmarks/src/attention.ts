@@ -13,13 +13,12 @@
 import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { backward, noGrad } from "@blocksparse/autograd";
 import { type FloatDType, getBackendInstance, matmul, mul, randn, scaledDotProductAttention, softmax, type Tensor, tidy } from "@blocksparse/core";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
 import { replayable, timeUs } from "./timing";
-import { describeFailure, FlagError } from "./flags";
+import { describeFailure, FlagError, parseFlags } from "./flags";
 
 interface Shape {
   batch: number;
@@ -67,16 +66,18 @@ function runTorch(shapes: Shape[], causal: boolean, dtype: string, iterations: n
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      backend: { type: "string", default: "cuda" },
-      shapes: { type: "string", default: "16x16x512x64,4x16x2048x64,4x8x1024x128" },
-      causal: { type: "string", default: "true" },
-      dtype: { type: "string", default: "bfloat16" },
-      iterations: { type: "string", default: "50" },
-      paths: { type: "string", default: "fused,unfused" },
-      torch: { type: "boolean", default: false },
-      out: { type: "string", default: "results/attention" },
+  const { values } = parseFlags({
+    usage: "tsx src/attention.ts [flags]",
+    summary: "Attention alone, forward and forward + backward: the fused kernels beside the unfused composition.",
+    flags: {
+      backend: { type: "string", default: "cuda", description: "backend to run on: cuda, cpu, js or auto" },
+      shapes: { type: "string", default: "16x16x512x64,4x16x2048x64,4x8x1024x128", description: "comma-separated batch x heads x length x headDim" },
+      causal: { type: "string", default: "true", description: "causal masking; false turns it off" },
+      dtype: { type: "string", default: "bfloat16", description: "float32, float16 or bfloat16" },
+      iterations: { type: "string", default: "50", description: "timed calls per case" },
+      paths: { type: "string", default: "fused,unfused", description: "which of fused, unfused to time" },
+      torch: { type: "boolean", default: false, description: "also time PyTorch's F.scaled_dot_product_attention (python/attention_torch.py)" },
+      out: { type: "string", default: "results/attention", description: "directory for attention.md and attention.json" },
     },
   });
   const causal = values.causal !== "false";

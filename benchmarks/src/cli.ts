@@ -4,14 +4,13 @@
  * as JSON plus a markdown report with SVG charts under out/<machine>/ (ignored by git), or
  * under the committed results/<machine>/ with --update-results (or BENCH_UPDATE=1).
  */
-import { parseArgs } from "node:util";
 import { getBackend, getBackendInstance, importBackendModules, } from "@blocksparse/core";
 import { describeMachine, gitState, packageVersions, repoRoot } from "./machine";
 import type { TimingPlan } from "./measure";
 import { Progress } from "./progress";
 import type { BenchRecord, FailureRecord, RunRecord } from "./record";
 import { writeIndex, writeRun } from "./report";
-import { flagItems } from "./flags";
+import { type CliSpec, flagItems, parseFlags, usageText } from "./flags";
 import { startBackend } from "./start_backend";
 import { formatSuite } from "./suites/format";
 import { kernelsSuite } from "./suites/kernels";
@@ -23,9 +22,25 @@ import { join, resolve } from "node:path";
 const SUITES: Suite[] = [formatSuite, kernelsSuite, trainSuite];
 const DTYPES: BenchDType[] = ["float32", "float16", "bfloat16"];
 
-const USAGE = `usage: pnpm bench [--quick] [--backend auto|js|cpu|cuda|NAME] [--backend-module SPECIFIER ...] [--suites format,kernels,train] [--dtypes float32,...] [--out DIR | --update-results]
-  --backend-module imports a backend package (name or path; repeatable); --backend NAME then picks one it registered.
-  writes to benchmarks/out/ (not committed) unless --out is given; --update-results (or BENCH_UPDATE=1) writes the committed benchmarks/results/`;
+const CLI = {
+  usage: "pnpm bench [flags]",
+  summary: "Every suite validated against a float64 reference, then timed; JSON per run and a markdown report with SVG charts.",
+  flags: {
+    quick: { type: "boolean", default: false, description: "fewer cases and repeats (CI)" },
+    backend: { type: "string", default: "auto", description: "auto, js, cpu, cuda, or a backend NAME a --backend-module registered" },
+    "backend-module": { type: "string", multiple: true, description: "import a backend package (name or path) before picking the backend" },
+    suites: { type: "string", description: `comma-separated suites: ${SUITES.map((s) => s.name).join(", ")}`, defaultText: "all" },
+    dtypes: { type: "string", description: `comma-separated dtypes: ${DTYPES.join(", ")}`, defaultText: "all three on cuda (bfloat16 with --quick), float32 elsewhere" },
+    out: { type: "string", description: "directory for the run's JSON and report", defaultText: "benchmarks/out/, not committed" },
+    "update-results": {
+      type: "boolean",
+      default: process.env.BENCH_UPDATE === "1",
+      description: "write the committed benchmarks/results/ instead of benchmarks/out/",
+      defaultText: "off; on with BENCH_UPDATE=1",
+    },
+  },
+} satisfies CliSpec;
+const USAGE = usageText(CLI);
 
 function list<T extends string>(value: string | undefined, allowed: readonly T[], what: string): T[] | undefined {
   if (value === undefined) return undefined;
@@ -38,22 +53,7 @@ function list<T extends string>(value: string | undefined, allowed: readonly T[]
 
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      quick: { type: "boolean", default: false },
-      backend: { type: "string", default: "auto" },
-      "backend-module": { type: "string", multiple: true },
-      suites: { type: "string" },
-      dtypes: { type: "string" },
-      out: { type: "string" },
-      "update-results": { type: "boolean", default: process.env.BENCH_UPDATE === "1" },
-      help: { type: "boolean", default: false },
-    },
-  });
-  if (values.help) {
-    process.stdout.write(`${USAGE}\n`);
-    return;
-  }
+  const { values } = parseFlags(CLI);
   const added = await importBackendModules(values["backend-module"] ?? [], (specifier) => import(specifier));
   const known = ["auto", "js", "cpu", "cuda", ...added];
   if (!known.includes(values.backend)) throw new Error(`--backend: expected ${known.join(", ")}, got "${values.backend}"`);
@@ -137,6 +137,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  process.stderr.write(`${error instanceof Error ? error.message : String(error)}\n${USAGE}\n`);
+  process.stderr.write(`${error instanceof Error ? error.message : String(error)}\n${USAGE}`);
   process.exitCode = 2;
 });

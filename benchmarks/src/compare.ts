@@ -10,7 +10,6 @@
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { BsrPattern, type Tensor, bsrLinear, bsrMatmul, getBackendInstance, matmul, randn, sampledMatmul, setBackend } from "@blocksparse/core";
 import { type SafetensorsTensor, encodeSafetensors } from "@blocksparse/format";
 import { describeMachine, gitState } from "./machine";
@@ -19,7 +18,7 @@ import { Progress } from "./progress";
 import type { GpuInfo } from "./record";
 import { bsrLinearRows, bsrMatmulRows, pickRows, rowsTimesTransposed, sampledMatmulBlocks } from "./reference";
 import { type BenchDType, TOLERANCE, compareToReference, spreadIndices } from "./validate";
-import { describeFailure, FlagError, flagItems } from "./flags";
+import { describeFailure, FlagError, flagItems, parseFlags } from "./flags";
 
 export interface CompareCase {
   file: string;
@@ -65,15 +64,17 @@ function parseNumbers(flag: string, text: string, integers: boolean): number[] {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      out: { type: "string" },
-      backend: { type: "string", default: "cuda" },
-      small: { type: "boolean", default: false },
-      shape: { type: "string" },
-      dtypes: { type: "string" },
-      blocks: { type: "string" },
-      densities: { type: "string" },
+  const { values } = parseFlags({
+    usage: "tsx src/compare.ts --out DIR [flags]",
+    summary: "Our side of the PyTorch comparison: times our kernels and writes inputs, outputs and timings for torch_compare.py.",
+    flags: {
+      out: { type: "string", description: "directory for the cases' safetensors and ours.json", defaultText: "none, required" },
+      backend: { type: "string", default: "cuda", description: "cuda or js" },
+      small: { type: "boolean", default: false, description: "small shapes and fewer cases (64x256x256, float32, blocks 32,64, density 0.25)" },
+      shape: { type: "string", description: "the product's MxKxN", defaultText: "8192x4096x4096, 64x256x256 with --small" },
+      dtypes: { type: "string", description: "comma-separated float32, float16, bfloat16", defaultText: "bfloat16,float16; float32 with --small" },
+      blocks: { type: "string", description: "comma-separated block sizes", defaultText: "32,64,128; 32,64 with --small" },
+      densities: { type: "string", description: "comma-separated densities in (0, 1]", defaultText: "0.5,0.25,0.1; 0.25 with --small" },
     },
   });
   if (!values.out) throw new FlagError("--out DIR is required");

@@ -5,13 +5,19 @@
  *
  *   tsx src/cpu_addon.ts [--repeats N] [--threads T] [--only NAME]
  */
-import { parseArgs } from "node:util";
 import { cpuBackend, setCpuThreads } from "@blocksparse/backend-cpu";
 import { BsrPattern, setBackend } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
+import { parseFlags } from "./flags";
 
-const { values: args } = parseArgs({
-  options: { repeats: { type: "string", default: "9" }, threads: { type: "string" }, only: { type: "string" } },
+const { values: args } = parseFlags({
+  usage: "tsx src/cpu_addon.ts [flags]",
+  summary: "The cpu addon's products called directly on preallocated arrays: the kernels' own speed, best of N calls.",
+  flags: {
+    repeats: { type: "string", default: "9", description: "calls per product (the best is kept)" },
+    threads: { type: "string", description: "threads of the cpu backend", defaultText: "the backend's default (defaultCpuThreads)" },
+    only: { type: "string", description: "run only the products whose name contains this text", defaultText: "all" },
+  },
 });
 const repeats = Number(args.repeats);
 setBackend("cpu");

@@ -14,12 +14,20 @@ import "@blocksparse/backend-cpu";
 import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { cpuBackend } from "@blocksparse/backend-cpu";
 import { BsrPattern, type Tensor, bsrLinear, bsrMatmul, matmul, randn, sampledMatmul, setBackend, tidy } from "@blocksparse/core";
 import { describeMachine, gitState, repoRoot } from "./machine";
+import { parseFlags } from "./flags";
 
-const { values: args } = parseArgs({ options: { repeats: { type: "string", default: "7" }, rounds: { type: "string", default: "3" }, out: { type: "string" } } });
+const { values: args } = parseFlags({
+  usage: "tsx src/cpu_compare.ts [flags]",
+  summary: "The native cpu backend against NumPy's and SciPy's BLAS, side by side; writes DIR/<machine>/cpu-comparison.{json,md}.",
+  flags: {
+    repeats: { type: "string", default: "7", description: "calls per figure in each round (the best is kept)" },
+    rounds: { type: "string", default: "3", description: "rounds of ours then NumPy's" },
+    out: { type: "string", description: "directory DIR for <machine>/cpu-comparison.{json,md}", defaultText: "benchmarks/results" },
+  },
+});
 const repeats = Number(args.repeats);
 const rounds = Number(args.rounds);
 const DENSE_SHAPES: [number, number, number][] = [

@@ -14,25 +14,26 @@
  * them on a 2-core host), so fewer warm-up steps time that climb instead of the steady state a long training run sees.
  */
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
 import { backward } from "@blocksparse/autograd";
 import { cast, randn, tidy } from "@blocksparse/core";
 import { AdamW, BlockSparseLinear, GELU, Linear, Sequential } from "@blocksparse/nn";
 import { startBackend } from "./start_backend";
-import { describeFailure, FlagError } from "./flags";
+import { describeFailure, FlagError, parseFlags } from "./flags";
 
-const { values } = parseArgs({
-  options: {
-    backend: { type: "string", default: "cuda" },
-    widths: { type: "string", default: "1024x4096" },
-    tokens: { type: "string", default: "2048" },
-    block: { type: "string", default: "64" },
-    density: { type: "string", default: "0.25" },
-    steps: { type: "string", default: "1000" },
-    warmup: { type: "string", default: "2000" },
-    "stand-in": { type: "boolean", default: false },
-    phases: { type: "boolean", default: false },
-    "sync-each": { type: "boolean", default: false },
+const { values } = parseFlags({
+  usage: "tsx src/eager_step.ts [flags]",
+  summary: "An eager training step (FFN, bfloat16 mixed precision, AdamW) timed over many steps: the host's time per step.",
+  flags: {
+    backend: { type: "string", default: "cuda", description: "backend to run on: cuda, cpu, js or auto" },
+    widths: { type: "string", default: "1024x4096", description: "DMODELxHIDDEN of the FFN" },
+    tokens: { type: "string", default: "2048", description: "tokens per step" },
+    block: { type: "string", default: "64", description: "block side; 0 is the dense model" },
+    density: { type: "string", default: "0.25", description: "density in (0, 1] of the block-sparse layers" },
+    steps: { type: "string", default: "1000", description: "timed steps" },
+    warmup: { type: "string", default: "2000", description: "untimed steps first (V8 keeps optimizing for a thousand or two)" },
+    "stand-in": { type: "boolean", default: false, description: "run the cuda backend on src/stand_in_addon.cjs, which launches nothing (no GPU needed)" },
+    phases: { type: "boolean", default: false, description: "split the host's time between forward, backward and the optimizer" },
+    "sync-each": { type: "boolean", default: false, description: "wait for the GPU after every step" },
   },
 });
 if (values["stand-in"]) {

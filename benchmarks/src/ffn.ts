@@ -32,7 +32,6 @@
 import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { backward } from "@blocksparse/autograd";
 import { type CapturedGraph, type FloatDType, captureGraph, cast, getBackendInstance, memory, randn, type Tensor, tensor, tidy } from "@blocksparse/core";
 import { AdamW, BlockSparseLinear, GELU, Linear, type Module, Sequential, TransformerBlock, parameterCount } from "@blocksparse/nn";
@@ -44,7 +43,7 @@ import { profilePerRun, profileTable } from "./kernel_profile";
 import { type TimingPlan, measure } from "./measure";
 import { pickRows } from "./reference";
 import { type BenchDType, type Check, TOLERANCE, compareToReference, spreadIndices } from "./validate";
-import { densities as densityList, describeFailure, FlagError, flagItems, positiveIntegers } from "./flags";
+import { densities as densityList, describeFailure, FlagError, flagItems, parseFlags, positiveIntegers } from "./flags";
 
 type ModelKind = "ffn" | "block" | "head";
 
@@ -319,27 +318,29 @@ function markdown(
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      backend: { type: "string", default: "cuda" },
-      models: { type: "string", default: "ffn,block" },
-      widths: { type: "string", default: "1024x4096,4096x4096" },
-      tokens: { type: "string", default: "2048,8192,16384" },
-      blocks: { type: "string", default: "32,64,128" },
-      densities: { type: "string", default: "0.5,0.25,0.1" },
-      dtype: { type: "string", default: "bfloat16" },
-      context: { type: "string", default: "512" },
-      heads: { type: "string", default: "16" },
-      torch: { type: "boolean", default: false },
-      profile: { type: "boolean", default: false },
-      quick: { type: "boolean", default: false },
-      "dense-sampled": { type: "string", default: "auto" },
-      "dense-products": { type: "string", default: "auto" },
-      autotune: { type: "boolean", default: false },
-      only: { type: "string", default: "both" },
-      graph: { type: "boolean", default: false },
-      "graph-eager-optimizer": { type: "boolean", default: false },
-      out: { type: "string" },
+  const { values } = parseFlags({
+    usage: "tsx src/ffn.ts [flags]",
+    summary: "The training step a user writes (FFN, TransformerBlock or output head; forward, backward, AdamW), dense and block-sparse.",
+    flags: {
+      backend: { type: "string", default: "cuda", description: "backend to run on: cuda, cpu, js or auto" },
+      models: { type: "string", default: "ffn,block", description: "comma-separated models: ffn, block, head" },
+      widths: { type: "string", default: "1024x4096,4096x4096", description: "comma-separated DMODELxHIDDEN pairs" },
+      tokens: { type: "string", default: "2048,8192,16384", description: "comma-separated tokens per step" },
+      blocks: { type: "string", default: "32,64,128", description: "comma-separated block shapes (32, or RxC such as 32x64)" },
+      densities: { type: "string", default: "0.5,0.25,0.1", description: "comma-separated densities in (0, 1]" },
+      dtype: { type: "string", default: "bfloat16", description: "float32, float16 or bfloat16" },
+      context: { type: "string", default: "512", description: "sequence length of the block model's attention" },
+      heads: { type: "string", default: "16", description: "attention heads of the block model" },
+      torch: { type: "boolean", default: false, description: "also time PyTorch's dense step (python/ffn_torch.py)" },
+      profile: { type: "boolean", default: false, description: "print where each case's step time goes, kernel by kernel" },
+      quick: { type: "boolean", default: false, description: "fewer timed steps" },
+      "dense-sampled": { type: "string", default: "auto", description: "the weight gradient's route on cuda: auto, never or always cuBLAS's dense product" },
+      "dense-products": { type: "string", default: "auto", description: "bsrLinear and bsrMatmul's route on cuda: auto, never or always cuBLAS over a dense scratch" },
+      autotune: { type: "boolean", default: false, description: "turn on the cuda backend's first-use autotuning of the block-sparse products" },
+      only: { type: "string", default: "both", description: "both, dense or sparse: which models to run" },
+      graph: { type: "boolean", default: false, description: "capture each whole step once and time its replays" },
+      "graph-eager-optimizer": { type: "boolean", default: false, description: "with --graph, capture forward and backward only; AdamW runs eagerly" },
+      out: { type: "string", description: "directory for ffn.md, ffn.json and charts", defaultText: "benchmarks/results/tmp/ffn" },
     },
   });
   if (values.graph && values.profile) throw new FlagError("--graph and --profile: a replay runs no kernel through the host, so there is nothing to profile per kernel");

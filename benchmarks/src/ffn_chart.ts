@@ -7,8 +7,8 @@
  */
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
-import { parseArgs } from "node:util";
 import { lineChart, type ReferenceLine, type Series } from "./chart";
+import { parseFlags } from "./flags";
 
 /** The fields of an ffn.ts row the charts read. */
 export interface StepRow {
@@ -82,7 +82,12 @@ export function writeStepCharts(rows: readonly StepRow[], dir: string, label = "
 }
 
 function main(): void {
-  const { values, positionals } = parseArgs({ allowPositionals: true, options: { out: { type: "string" } } });
+  const { values, positionals } = parseFlags({
+    usage: "tsx src/ffn_chart.ts FILE.json [...] --out DIR",
+    summary: "Charts of ffn.ts results: the speed-up over the dense step against density, one SVG per model, widths and tokens.",
+    positionals: "FILE.json: ffn.ts's ffn.json, one or more",
+    flags: { out: { type: "string", description: "directory the SVG charts are written to", defaultText: "none, required" } },
+  });
   if (positionals.length === 0 || !values.out) throw new Error("usage: tsx src/ffn_chart.ts FILE.json [...] --out DIR");
   for (const file of positionals) {
     const parsed = JSON.parse(readFileSync(file, "utf8")) as { rows?: StepRow[]; graph?: boolean };

@@ -1,3 +1,6 @@
+import { writeSync } from "node:fs";
+import { parseArgs } from "node:util";
+
 /** A bad command-line value: the CLIs print its message alone, not a stack trace. */
 export class FlagError extends Error {
   override name = "FlagError";
@@ -42,4 +45,76 @@ export function densities(value: string, flag: string): number[] {
     if (!(n > 0 && n <= 1)) throw new FlagError(`--${flag}: "${item}" is not a density in (0, 1]`);
     return n;
   });
+}
+
+/** One flag a CLI accepts: node's parseArgs option, plus the line --help prints for it. */
+export type FlagSpec = (
+  | { type: "string"; default?: string; multiple?: false }
+  | { type: "string"; default?: string[]; multiple: true }
+  | { type: "boolean"; default?: boolean }
+) & {
+  /** One line: what the flag does (and the values it takes). */
+  description: string;
+  /** The default as --help words it, where `default` alone would mislead (computed, or depends on other flags). */
+  defaultText?: string;
+};
+
+/** A CLI's flags and usage line: parseFlags parses with the table and prints --help from it, so the two cannot drift. */
+export interface CliSpec<Flags extends Record<string, FlagSpec> = Record<string, FlagSpec>> {
+  /** How it is run, e.g. "tsx src/ffn.ts [flags]". */
+  usage: string;
+  /** What it does, in a line. */
+  summary: string;
+  /** Its positional arguments and what they are, when it takes any. */
+  positionals?: string;
+  flags: Flags;
+}
+
+const HELP_FLAG = { type: "boolean", short: "h", description: "print this help and exit" } as const;
+
+/** The default a usage line shows: `defaultText`, else a value given, else nothing (a switch is off unless given). */
+function defaultOf(spec: FlagSpec): string | undefined {
+  if (spec.defaultText !== undefined) return spec.defaultText;
+  if (spec.default === undefined || spec.default === false) return undefined;
+  if (spec.default === true) return "on";
+  return Array.isArray(spec.default) ? spec.default.join(" ") : spec.default;
+}
+
+/** The --help text: usage, summary, positionals, then one line per flag with its default. */
+export function usageText(cli: CliSpec): string {
+  const rows = Object.entries(cli.flags).map(([name, spec]) => {
+    const fallback = defaultOf(spec);
+    const flag = `--${name}${spec.type === "string" ? " VALUE" : ""}${spec.type === "string" && spec.multiple ? " (repeatable)" : ""}`;
+    return [flag, `${spec.description}${fallback === undefined ? "" : ` (default: ${fallback})`}`];
+  });
+  rows.push(["-h, --help", HELP_FLAG.description]);
+  const width = Math.max(...rows.map(([flag]) => flag.length));
+  const lines = [`usage: ${cli.usage}`, cli.summary];
+  if (cli.positionals !== undefined) lines.push(cli.positionals);
+  lines.push("", "flags (a switch is off unless given):", ...rows.map(([flag, text]) => `  ${flag.padEnd(width)}  ${text}`));
+  return `${lines.join("\n")}\n`;
+}
+
+type FlagValue<Spec extends FlagSpec> = Spec extends { type: "boolean" } ? boolean : Spec extends { multiple: true } ? string[] : string;
+
+/** What parseFlags returns for a table: a flag with a default is always set, one without may be undefined. */
+export type FlagValues<Flags extends Record<string, FlagSpec>> = {
+  [Name in keyof Flags]: Flags[Name] extends { default: unknown } ? FlagValue<Flags[Name]> : FlagValue<Flags[Name]> | undefined;
+};
+
+/**
+ * Parses `args` with the CLI's flag table (unknown flags are errors, as parseArgs' strict mode makes them). With
+ * --help or -h it prints usageText and exits 0 before the CLI does anything else.
+ */
+export function parseFlags<const Flags extends Record<string, FlagSpec>>(
+  cli: CliSpec<Flags>,
+  args: string[] = process.argv.slice(2),
+): { values: FlagValues<Flags>; positionals: string[] } {
+  const parsed = parseArgs({ args, options: { ...cli.flags, help: HELP_FLAG }, allowPositionals: cli.positionals !== undefined, strict: true });
+  if ((parsed.values as { help?: boolean }).help) {
+    // Written synchronously: process.exit would cut an asynchronous write to a pipe short.
+    writeSync(process.stdout.fd, usageText(cli));
+    process.exit(0);
+  }
+  return { values: parsed.values as unknown as FlagValues<Flags>, positionals: parsed.positionals };
 }

@@ -18,13 +18,12 @@
 import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { backward } from "@blocksparse/autograd";
 import { type CapturedGraph, type FloatDType, captureGraph, getBackendInstance, randint, type Tensor, tidy } from "@blocksparse/core";
 import { GPT2LMHeadModel } from "@blocksparse/models";
 import { AdamW, crossEntropy, parameterCount } from "@blocksparse/nn";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
-import { densities as densityList, describeFailure, FlagError, positiveIntegers } from "./flags";
+import { densities as densityList, describeFailure, FlagError, parseFlags, positiveIntegers } from "./flags";
 import { profilePerRun, profileTable } from "./kernel_profile";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { type TimingPlan, measure } from "./measure";
@@ -168,22 +167,24 @@ function runTorch(cases: { size: string; batch: number; context: number; vocab: 
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      backend: { type: "string", default: "cuda" },
-      sizes: { type: "string", default: "small" },
-      batch: { type: "string", default: "8" },
-      context: { type: "string", default: "1024" },
-      vocab: { type: "string", default: "50257" },
-      densities: { type: "string", default: "0.25" },
-      blocks: { type: "string", default: "32" },
-      dtype: { type: "string", default: "bfloat16" },
-      graph: { type: "boolean", default: false },
-      torch: { type: "boolean", default: false },
-      "torch-compile": { type: "boolean", default: false },
-      profile: { type: "boolean", default: false },
-      quick: { type: "boolean", default: false },
-      out: { type: "string" },
+  const { values } = parseFlags({
+    usage: "tsx src/gpt2_train.ts [flags]",
+    summary: "GPT-2's training step (cross-entropy, backward, AdamW), dense and with block-sparse feed-forward layers.",
+    flags: {
+      backend: { type: "string", default: "cuda", description: "backend to run on: cuda, cpu, js or auto" },
+      sizes: { type: "string", default: "small", description: "comma-separated GPT-2 sizes: tiny, small, medium, large, xl" },
+      batch: { type: "string", default: "8", description: "sequences per step" },
+      context: { type: "string", default: "1024", description: "tokens per sequence" },
+      vocab: { type: "string", default: "50257", description: "vocabulary size" },
+      densities: { type: "string", default: "0.25", description: "comma-separated densities of the feed-forward layers" },
+      blocks: { type: "string", default: "32", description: "comma-separated block sizes" },
+      dtype: { type: "string", default: "bfloat16", description: "float32, float16 or bfloat16" },
+      graph: { type: "boolean", default: false, description: "capture the whole step once and time its replays" },
+      torch: { type: "boolean", default: false, description: "also time Hugging Face's GPT2LMHeadModel (python/gpt2_train_torch.py)" },
+      "torch-compile": { type: "boolean", default: false, description: "also time the PyTorch model under torch.compile" },
+      profile: { type: "boolean", default: false, description: "write an eager step's kernels and their times to gpt2-train-profile.md" },
+      quick: { type: "boolean", default: false, description: "fewer timed steps" },
+      out: { type: "string", description: "directory for gpt2-train.md and .json", defaultText: "benchmarks/results/tmp/gpt2-train" },
     },
   });
   const dtype = values.dtype as BenchDType;

@@ -14,9 +14,8 @@
 import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { type FloatDType, add, cast, getBackendInstance, linear, matmul, randn, type Tensor, tidy } from "@blocksparse/core";
-import { describeFailure, FlagError, positiveIntegers as numbers } from "./flags";
+import { describeFailure, FlagError, parseFlags, positiveIntegers as numbers } from "./flags";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
 import { replayable, timeUs } from "./timing";
@@ -50,17 +49,19 @@ function runTorch(args: { rows: number[]; features: number[]; widths: number[]; 
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      backend: { type: "string", default: "cuda" },
-      rows: { type: "string", default: "1,8,64,512" },
-      features: { type: "string", default: "64,768,4096" },
-      widths: { type: "string", default: "129,1001,4097,50257" },
-      dtype: { type: "string", default: "bfloat16" },
-      bias: { type: "boolean", default: false },
-      iterations: { type: "string", default: "100" },
-      torch: { type: "boolean", default: false },
-      out: { type: "string" },
+  const { values } = parseFlags({
+    usage: "tsx src/linear_shapes.ts [flags]",
+    summary: "Dense products over a grid of shapes: linear(x, w) beside matmul(x, w, { transposeB: true }).",
+    flags: {
+      backend: { type: "string", default: "cuda", description: "backend to run on: cuda, cpu, js or auto" },
+      rows: { type: "string", default: "1,8,64,512", description: "comma-separated rows of x (m)" },
+      features: { type: "string", default: "64,768,4096", description: "comma-separated input features (k)" },
+      widths: { type: "string", default: "129,1001,4097,50257", description: "comma-separated output widths (n)" },
+      dtype: { type: "string", default: "bfloat16", description: "float32, float16 or bfloat16" },
+      bias: { type: "boolean", default: false, description: "add a bias (linear's epilogue; matmul + add)" },
+      iterations: { type: "string", default: "100", description: "timed calls per shape" },
+      torch: { type: "boolean", default: false, description: "also time PyTorch's F.linear (python/linear_torch.py)" },
+      out: { type: "string", description: "directory for linear-shapes.md and .json", defaultText: "benchmarks/results/tmp/linear-shapes" },
     },
   });
   const dtype = values.dtype as FloatDType;

@@ -3,10 +3,15 @@
  *   tsx src/ncu_steps_cli.ts NCU_OUTPUT [--steps N]
  */
 import { readFileSync } from "node:fs";
-import { parseArgs } from "node:util";
 import { stepTable, stepTableMarkdown } from "./ncu_steps";
+import { parseFlags } from "./flags";
 
-const { values, positionals } = parseArgs({ allowPositionals: true, options: { steps: { type: "string" } } });
+const { values, positionals } = parseFlags({
+  usage: "tsx src/ncu_steps_cli.ts NCU_OUTPUT [--steps N]",
+  summary: "Prints the device time per training step from an Nsight Compute per-kernel summary.",
+  positionals: "NCU_OUTPUT: the summary ncu printed (see scripts/gpu-step-kernels.sh)",
+  flags: { steps: { type: "string", description: "steps the profile covers", defaultText: "the number of multi-tensor Adam launches" } },
+});
 if (positionals.length !== 1) {
   process.stderr.write("usage: tsx src/ncu_steps_cli.ts NCU_OUTPUT [--steps N]\n");
   process.exit(2);

@@ -10,7 +10,6 @@
 import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { backward } from "@blocksparse/autograd";
 import {
   BsrPattern,
@@ -31,7 +30,7 @@ import {
 import { Linear } from "@blocksparse/nn";
 import { repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
-import { describeFailure } from "./flags";
+import { describeFailure, parseFlags } from "./flags";
 
 interface Row {
   what: string;
@@ -175,13 +174,15 @@ async function child(backend: string, dtype: FloatDType): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      backend: { type: "string", default: "cuda" },
-      dtype: { type: "string", default: "bfloat16" },
-      out: { type: "string" },
-      child: { type: "boolean", default: false },
-      torch: { type: "boolean", default: false },
+  const { values } = parseFlags({
+    usage: "tsx src/overhead.ts [flags]",
+    summary: "Host time per op on tiny tensors, and the backend's start and first calls, measured in a fresh process.",
+    flags: {
+      backend: { type: "string", default: "cuda", description: "backend to run on: cuda, cpu, js or auto" },
+      dtype: { type: "string", default: "bfloat16", description: "float32, float16 or bfloat16" },
+      out: { type: "string", description: "directory for overhead-BACKEND.md and .json", defaultText: "benchmarks/results/tmp/overhead" },
+      child: { type: "boolean", default: false, description: "internal: the fresh process that measures start-up and first calls" },
+      torch: { type: "boolean", default: false, description: "also time PyTorch on the same tiny tensors (python/overhead_torch.py)" },
     },
   });
   const dtype = values.dtype as FloatDType;
