@@ -348,6 +348,35 @@ function checkOptions(options: unknown): boolean {
 }
 
 /**
+ * The leaves (tensors that require grad) the graph of `loss` reaches: those a `backward(loss)`
+ * would send a gradient to (torch's DDP walks its graph the same way for
+ * find_unused_parameters). Reads the tape only: nothing is computed, pinned or freed, and a graph
+ * an earlier backward freed counts as reaching nothing past it (backward itself refuses it).
+ */
+export function reachableLeaves(loss: Tensor): Set<Tensor> {
+  const leaves = new Set<Tensor>();
+  if (!(loss instanceof Tensor)) return leaves;
+  const origin = gradFnOf(loss);
+  if (!origin) {
+    if (loss.requiresGrad) leaves.add(loss);
+    return leaves;
+  }
+  const visited = new Set<TapeNode>([origin.node]);
+  const stack = [origin.node];
+  for (let node = stack.pop(); node !== undefined; node = stack.pop()) {
+    if (node.freed) continue;
+    for (const { leaf, producer } of node.edges) {
+      if (leaf) leaves.add(leaf);
+      if (producer && !visited.has(producer)) {
+        visited.add(producer);
+        stack.push(producer);
+      }
+    }
+  }
+  return leaves;
+}
+
+/**
  * Backpropagates from `loss` (one element, or any shape with an explicit `grad` seed) and
  * accumulates `.grad` on every leaf that requires grad. Walks the tape in reverse
  * topological order, summing the gradients that flow into one tensor, and frees saved

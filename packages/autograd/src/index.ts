@@ -2,7 +2,7 @@ import "./install";
 
 export const version = "0.1.0";
 
-export { addGradReadyObserver, type BackwardOptions, backward, type GradReadyObserver, zeroGrad } from "./backward";
+export { addGradReadyObserver, type BackwardOptions, backward, type GradReadyObserver, reachableLeaves, zeroGrad } from "./backward";
 export { AutogradError, GradientNotRegisteredError, InPlaceWriteError } from "./errors";
 export { type GradcheckInputDetail, type GradcheckOptions, type GradcheckResult, gradcheck } from "./gradcheck";
 export { reduceToShape } from "./gradients/helpers";

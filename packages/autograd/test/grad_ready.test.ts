@@ -1,5 +1,5 @@
-import { add, matmul, mul, sum, tensor, tidy } from "@blocksparse/core";
-import { AutogradError, addGradReadyObserver, backward } from "@blocksparse/autograd";
+import { add, matmul, mul, randn, sum, tensor, tidy } from "@blocksparse/core";
+import { AutogradError, addGradReadyObserver, backward, reachableLeaves } from "@blocksparse/autograd";
 import { describe, expect, it } from "vitest";
 
 function leaf(values: number[], shape: number[]) {
@@ -73,5 +73,28 @@ describe("addGradReadyObserver", () => {
     expect(() => addGradReadyObserver(42 as never)).toThrow(AutogradError);
     a.grad!.dispose();
     a.dispose();
+  });
+});
+
+describe("reachableLeaves", () => {
+  it("names exactly the leaves a backward from the loss sends a gradient to, reads nothing, and does not throw on a freed graph", () => {
+    const a = randn([3, 4], { seed: 1 });
+    const b = randn([4, 2], { seed: 2 });
+    const unused = randn([2], { seed: 3 });
+    const constant = randn([3, 2], { seed: 4 });
+    for (const t of [a, b, unused]) t.requiresGrad = true;
+    const loss = tidy(() => sum(add(matmul(a, b), constant)));
+    const reached = reachableLeaves(loss);
+    expect(reached).toEqual(new Set([a, b]));
+    // What backward then fills agrees.
+    backward(loss);
+    expect([a.grad !== null, b.grad !== null, unused.grad]).toEqual([true, true, null]);
+    // The graph is freed now: the walk reaches nothing past it instead of throwing (backward would refuse it).
+    expect(() => reachableLeaves(loss)).not.toThrow();
+    // A leaf as its own loss; a tensor that tracks nothing reaches nothing.
+    expect(reachableLeaves(unused)).toEqual(new Set([unused]));
+    expect(reachableLeaves(constant)).toEqual(new Set());
+    for (const t of [a.grad, b.grad]) t?.dispose();
+    for (const t of [a, b, unused, constant, loss]) t.dispose();
   });
 });

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { addGradReadyObserver, backward, noGrad } from "@blocksparse/autograd";
+import { addGradReadyObserver, backward, noGrad, reachableLeaves } from "@blocksparse/autograd";
 import { type Backend, BsrPattern, bytesPerElement, concat, fullOn, gather, keep, reshape, slice, type Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
 import { BlockSparseLinear, blockSources, type LossClosure, Module, type Parameter, type PatternMove, SparseOptimizer } from "@blocksparse/nn";
 import { type SaveOptions, save } from "@blocksparse/nn/node";
@@ -172,11 +172,16 @@ export class DistributedDataParallel extends Module {
       backward(loss, grad);
       return;
     }
-    await this.#checkGradientAgreement("DistributedDataParallel.backward");
+    // Parameters this backward leaves without a gradient: held none before and not in loss's graph.
+    const reached = reachableLeaves(loss);
+    const exchange = await this.#checkGradientAgreement(
+      "DistributedDataParallel.backward",
+      this.#unusedCount((parameter) => reached.has(parameter.value)),
+    );
     const buckets = this.#planBuckets();
     if (!this.#overlap) {
       backward(loss, grad);
-      await this.#finishReductions(this.#startReductions(buckets));
+      await this.#finishReductions(this.#startReductions(buckets), exchange);
       return;
     }
     const bucketOf = new Map<Tensor, Bucket>();
@@ -202,7 +207,7 @@ export class DistributedDataParallel extends Module {
     } finally {
       stop();
     }
-    await this.#finishReductions(this.#startReductions(buckets, launched));
+    await this.#finishReductions(this.#startReductions(buckets, launched), exchange);
   }
 
   /**
@@ -211,8 +216,8 @@ export class DistributedDataParallel extends Module {
    * same parameters and hold the same patterns. It reduces inside `noSync` too: it is asked for.
    */
   async allReduceGradients(): Promise<void> {
-    await this.#checkGradientAgreement("DistributedDataParallel.allReduceGradients");
-    await this.#finishReductions(this.#startReductions(this.#planBuckets()));
+    const exchange = await this.#checkGradientAgreement("DistributedDataParallel.allReduceGradients", this.#unusedCount(() => false));
+    await this.#finishReductions(this.#startReductions(this.#planBuckets()), exchange);
   }
 
   /** Copies rank 0's block-sparse patterns, then its parameters, to every rank. */
@@ -419,9 +424,19 @@ export class DistributedDataParallel extends Module {
    * group; a hang or wrong sums on NCCL) or averaging the gradients of different blocks. A
    * parameter frozen on every rank is left out of the buckets on every rank, as before.
    */
-  async #checkGradientAgreement(where: string): Promise<void> {
+  /** Parameters that take gradients, hold none and are not `reached` (by the coming backward): this rank's unused ones. */
+  #unusedCount(reached: (parameter: Parameter) => boolean): number {
+    return this.module.parameters().filter((parameter) => parameter.requiresGrad && parameter.grad === null && !reached(parameter)).length;
+  }
+
+  /**
+   * Checks that the ranks agree on the model (see backward); returns whether any rank has `unused`
+   * parameters (then the reduction asks which parameters held a gradient anywhere: one more small
+   * collective, which steps where every parameter is used never pay).
+   */
+  async #checkGradientAgreement(where: string, unused: number): Promise<boolean> {
     const worldSize = this.#group.worldSize;
-    if (worldSize === 1) return;
+    if (worldSize === 1) return unused > 0;
     const named = this.module.namedParameters();
     const count = named.length;
     const flags = Int32Array.from(named, ([, parameter]) => (parameter.requiresGrad ? 1 : 0));
@@ -436,12 +451,13 @@ export class DistributedDataParallel extends Module {
       return digest;
     };
     const patternDigests = Int32Array.from(named, ([, { pattern }]) => (pattern === null ? 0 : patternDigest(pattern)));
-    const fields = 4;
-    const fingerprints = await this.#allGatherInt32([count, flags.reduce((a, b) => a + b, 0), digestOf(flags), digestOf(patternDigests)]);
+    const fields = 5;
+    const fingerprints = await this.#allGatherInt32([count, flags.reduce((a, b) => a + b, 0), digestOf(flags), digestOf(patternDigests), unused]);
     const ranks = Array.from({ length: worldSize }, (_, r) => r);
     const field = (r: number, f: number) => fingerprints[r * fields + f];
     const agree = (f: number) => ranks.every((r) => field(r, f) === field(0, f));
-    if (agree(0) && agree(1) && agree(2) && agree(3)) return;
+    const exchange = ranks.some((r) => field(r, 4) > 0);
+    if (agree(0) && agree(1) && agree(2) && agree(3)) return exchange;
     if (!agree(0)) {
       const counts = ranks.map((r) => `${field(r, 0)} on rank ${r}`).join(", ");
       throw new ReplicaDivergenceError(`${where}: the ranks built different models: their numbers of parameters differ (${counts})`);
@@ -468,7 +484,7 @@ export class DistributedDataParallel extends Module {
         );
       }
     }
-    if (agree(3)) return;
+    if (agree(3)) return exchange;
     const all = await this.#allGatherInt32(patternDigests);
     const details: string[] = [];
     named.forEach(([name], i) => {
@@ -476,7 +492,7 @@ export class DistributedDataParallel extends Module {
       if (differing.length > 0) details.push(`${label(name, i)} has another block-sparse pattern than rank 0's on rank(s) ${differing.join(", ")}`);
     });
     // A guard only, as above: equal digests give equal fingerprints.
-    if (details.length === 0) return;
+    if (details.length === 0) return exchange;
     throw new ReplicaDivergenceError(
       `${where}: the ranks hold different block-sparse patterns, so they would average the gradients of different blocks: ${details.join("; ")}. Move patterns with DistributedDataParallel.movePatterns (rank 0 decides, every rank follows) rather than sparse.step on each rank`,
     );
@@ -537,15 +553,18 @@ export class DistributedDataParallel extends Module {
   }
 
   /**
-   * Once every bucket's all-reduce has started (in the same order on every rank): one allGather of
-   * which parameters held a gradient on each rank, then the averages copied back into the
+   * Once every bucket's all-reduce has started (in the same order on every rank): with `exchange`
+   * (some rank's backward left a parameter out of its graph, see #checkGradientAgreement) one
+   * allGather of which parameters held a gradient on each rank, then the averages copied back into the
    * gradients of the parameters that held one on some rank. One that held none on any rank keeps
    * none (torch's DDP leaves such a `.grad` as it was), so optimizers skip it instead of stepping
    * on zeros (AdamW's decay and moments). The buffers are freed once every collective settled.
    */
-  async #finishReductions(reductions: Reduction[]): Promise<void> {
+  async #finishReductions(reductions: Reduction[], exchange: boolean): Promise<void> {
     try {
-      const [heldAnywhere] = await Promise.all([this.#heldOnAnyRank(reductions.flatMap((reduction) => reduction.held)), ...reductions.map((reduction) => reduction.reduced)]);
+      const held = reductions.flatMap((reduction) => reduction.held);
+      // Without `exchange` every rank's backward reaches every parameter: all of them hold a gradient somewhere.
+      const [heldAnywhere] = await Promise.all([exchange ? this.#heldOnAnyRank(held) : held.map(() => true), ...reductions.map((reduction) => reduction.reduced)]);
       noGrad(() =>
         tidy(() => {
           let index = 0;

@@ -3,7 +3,7 @@ import { createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { addGradReadyObserver, backward } from "@blocksparse/autograd";
-import { DTypeError, fullOn, memory, mul, randint, randn, reshape, slice, sum, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
+import { add, DTypeError, fullOn, memory, mul, randint, randn, reshape, slice, sum, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
 import { AdamW, BlockSparseLinear, crossEntropy, Linear, Module, ReLU, Sequential, SparseOptimizer } from "@blocksparse/nn";
 import { afterEach, describe, expect, it } from "vitest";
 import {
@@ -887,4 +887,35 @@ describe("DistributedDataParallel on parameters unused in a step", () => {
       x.dispose();
     });
   }
+
+  it("costs no collective when every rank's loss reaches every parameter; one allGather more when a rank's loss leaves one out", async () => {
+    const [g0, g1] = await twoRanks();
+    const calls: string[][] = [[], []];
+    const models = [new Branches(), new Branches()];
+    const ddps = await Promise.all([
+      DistributedDataParallel.create(models[0], countingGroup(g0, calls[0]), { bucketBytes: 256 }),
+      DistributedDataParallel.create(models[1], countingGroup(g1, calls[1]), { bucketBytes: 256 }),
+    ]);
+    const x = randn([4, 16], { seed: 22 });
+    const step = async (lossOf: (net: Branches) => Tensor): Promise<string[][]> => {
+      for (const log of calls) log.length = 0;
+      await Promise.all(
+        ddps.map(async (ddp, rank) => {
+          const loss = tidy(() => lossOf(models[rank]));
+          await ddp.backward(loss);
+          loss.dispose();
+        }),
+      );
+      for (const net of models) net.zeroGrad();
+      return calls.map((log) => log.filter((call) => call === "allGather"));
+    };
+    // Every parameter in every rank's graph: the agreement check's allGather alone.
+    expect(await step((net) => sum(add(net.forward(x, true), net.unused.forward(x))))).toEqual([["allGather"], ["allGather"]]);
+    // `unused` out of both ranks' graphs: the flags' allGather after the buckets as well.
+    expect(await step((net) => sum(net.forward(x, true)))).toEqual([
+      ["allGather", "allGather"],
+      ["allGather", "allGather"],
+    ]);
+    x.dispose();
+  });
 });
