@@ -15,6 +15,21 @@ export const IO_CHUNK_BYTES = 16 * 2 ** 20;
 /** The most bytes one positioned read asks for: Node 20's FileHandle.read aborts the process past 2 GiB - 1. */
 const MAX_READ_BYTES = 2 ** 30;
 
+/** The most bytes one buffer holds in this runtime (buffer.constants.MAX_LENGTH: 4 GiB in Node 20, 2^53 - 1 from Node 22). */
+export const MAX_BUFFER_BYTES = constants.MAX_LENGTH;
+
+/** "past the 4294967296 bytes (4.00 GiB) one buffer holds in Node.js v20.20.2 (buffer.constants.MAX_LENGTH)". */
+export const pastBufferLimit = (limit: number): string =>
+  `past the ${limit} bytes (${gibibytes(limit)}) one buffer holds in Node.js ${process.version} (buffer.constants.MAX_LENGTH)`;
+
+/** Re-raises a format error with the file's path in its message (its field stays what it was). */
+export function inFile(error: unknown, path: string): unknown {
+  if (!(error instanceof BsrFormatError) || error.message.startsWith(`${path}: `)) return error;
+  const located = new BsrFormatError(error.field, error.detail, error.position);
+  located.message = `${path}: ${located.message}`;
+  return located;
+}
+
 /** A system error's code (ENOENT, ENOSPC...), when it has one. */
 function codeOf(error: unknown): string | undefined {
   const code = (error as { code?: unknown } | null)?.code;
@@ -168,7 +183,7 @@ export async function readSmallFile(path: string, limit: number, field: string, 
   const handle = await openForReading(path);
   try {
     const { size } = await handle.stat();
-    const most = Math.min(limit, constants.MAX_LENGTH);
+    const most = Math.min(limit, MAX_BUFFER_BYTES);
     if (size > most) {
       throw new BsrFormatError(
         field,

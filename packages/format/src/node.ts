@@ -1,8 +1,10 @@
 import { type BsrExtraContent, bsrMatricesToSafetensors, getBsrMatrices } from "./bsr-safetensors.js";
-import { readSmallFile, writeBytesAtomically } from "./files.js";
+import { BsrFormatError, gibibytes } from "./errors.js";
+import { inFile, MAX_BUFFER_BYTES, pastBufferLimit, readSmallFile, writeBytesAtomically } from "./files.js";
 import type { BsrMatrix } from "./matrix.js";
-import { decodeScipyNpz, encodeScipyNpz } from "./npz.js";
+import { decodeScipyNpz, encodeScipyNpz, SCIPY_NPZ_MEMBERS } from "./npz.js";
 import { loadSafetensors, saveSafetensors, saveShardedSafetensors } from "./safetensors-file.js";
+import { zipMemberSizes } from "./unzip.js";
 import { MAX_ZIP32_ARCHIVE_BYTES } from "./zip32.js";
 
 /** Node.js file helpers. The main entry stays free of `node:` imports. */
@@ -46,8 +48,26 @@ export async function saveScipyNpz(path: string, matrix: BsrMatrix, options: { c
   await writeBytesAtomically(path, encodeScipyNpz(matrix, options));
 }
 
-/** Reads a `scipy.sparse.save_npz` file holding a BSR or CSR matrix. */
+/**
+ * Refuses, from the central directory and before anything is inflated, a member that
+ * decodeScipyNpz reads whose recorded size is past what one buffer holds in this runtime.
+ */
+function checkNpzMembersFit(bytes: Uint8Array): void {
+  const read = new Set<string>(SCIPY_NPZ_MEMBERS);
+  for (const [name, size] of zipMemberSizes(bytes)) {
+    if (!read.has(name) || size <= MAX_BUFFER_BYTES) continue;
+    throw new BsrFormatError(name, `inflates to ${size} bytes (${gibibytes(size)}), ${pastBufferLimit(MAX_BUFFER_BYTES)}; each member is inflated into one buffer`);
+  }
+}
+
+/** Reads a `scipy.sparse.save_npz` file holding a BSR or CSR matrix; format errors name the file. */
 export async function loadScipyNpz(path: string): Promise<BsrMatrix> {
   const instead = ".npz archives are unzipped in memory; save large matrices as safetensors, which loadBsrMatrices streams";
-  return decodeScipyNpz(await readSmallFile(path, MAX_NPZ_BYTES, "npz", instead));
+  const bytes = await readSmallFile(path, MAX_NPZ_BYTES, "npz", instead);
+  try {
+    checkNpzMembersFit(bytes);
+    return decodeScipyNpz(bytes);
+  } catch (error) {
+    throw inFile(error, path);
+  }
 }

@@ -71,7 +71,9 @@ function readNpy(bytes: Uint8Array, field: string): NpyArray {
   const headerLength = major === 1 ? view.getUint16(8, true) : view.getUint32(8, true);
   if (prefix + headerLength > bytes.length) throw new BsrFormatError(field, "the .npy header runs past the end of the file");
   const header = new TextDecoder().decode(bytes.subarray(prefix, prefix + headerLength));
-  const descr = /'descr'\s*:\s*'([^']*)'/.exec(header)?.[1];
+  // A structured dtype's descr is a list of fields, not a quoted string: kept as text, so that the error quotes it.
+  const descrMatch = /'descr'\s*:\s*(?:'([^']*)'|(\[.*\]))/s.exec(header);
+  const descr = descrMatch?.[1] ?? descrMatch?.[2];
   const fortran = /'fortran_order'\s*:\s*(True|False)/.exec(header)?.[1];
   const shapeText = /'shape'\s*:\s*\(([^)]*)\)/.exec(header)?.[1];
   const parsed = parseWith(
@@ -253,6 +255,9 @@ function integersAsFloat32(kind: string, raw: ArrayBufferLike): Float32Array {
   return out;
 }
 
+/** The members of a `scipy.sparse.save_npz` archive that decodeScipyNpz reads (and encodeScipyNpz writes). */
+export const SCIPY_NPZ_MEMBERS = Object.freeze(["data.npy", "indices.npy", "indptr.npy", "shape.npy", "format.npy"] as const);
+
 /**
  * A matrix from a `scipy.sparse.save_npz` file holding a BSR matrix (or a CSR one, read
  * as 1 x 1 blocks). float32 and float16 data keep their dtype; float64 is rounded to float32,
@@ -261,7 +266,7 @@ function integersAsFloat32(kind: string, raw: ArrayBufferLike): Float32Array {
  */
 export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
   if (!(bytes instanceof Uint8Array)) throw new BsrFormatError("bytes", "expected a Uint8Array");
-  const wanted = new Set(["data.npy", "indices.npy", "indptr.npy", "shape.npy", "format.npy"]);
+  const wanted = new Set<string>(SCIPY_NPZ_MEMBERS);
   const files = unzipMembers(bytes, wanted);
   // The format first: a coo or dia archive lacks indices.npy, and saying so would hide what it holds.
   const formatFile = files.get("format.npy");
@@ -277,10 +282,14 @@ export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
   }
   const read = (name: string) => readNpy(files.get(name)!, name);
   const shapeArray = read("shape.npy");
-  const shapeValues = Array.from(toIndexArray(shapeArray, "shape.npy"), Number);
+  const shapeRead: (number | bigint)[] = [...toIndexArray(shapeArray, "shape.npy")];
+  const shapeValues = shapeRead.map(Number);
   if (shapeValues.length !== 2) throw new BsrFormatError("shape.npy", `expected 2 dimensions, got ${shapeValues.length}`);
   if (!(shapeValues[0] > 0 && shapeValues[1] > 0)) {
     throw new BsrFormatError("shape.npy", `the matrix is ${shapeValues.join(" x ")}; a BsrMatrix has at least one row and one column`);
+  }
+  if (!shapeValues.every(Number.isSafeInteger)) {
+    throw new BsrFormatError("shape.npy", `the matrix is ${shapeRead.join(" x ")}; a BsrMatrix has dimensions of 1 to 2^53 - 1`);
   }
   const data = read("data.npy");
   const expectedDims = format === "bsr" ? 3 : 1;
@@ -299,14 +308,14 @@ export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
   const indptr = toIndexArray(read("indptr.npy"), "indptr.npy");
   const indices = indexArrayToInt32(toIndexArray(read("indices.npy"), "indices.npy"), "indices") as Int32Array;
   sortBlockRows(indptr, indices, values, dataShape[1] * dataShape[2]);
-  return BsrMatrix.fromScipy({
-    indptr,
-    indices,
-    data: values,
-    dataShape,
-    shape: [shapeValues[0], shapeValues[1]],
-    dtype,
-  });
+  try {
+    return BsrMatrix.fromScipy({ indptr, indices, data: values, dataShape, shape: [shapeValues[0], shapeValues[1]], dtype });
+  } catch (error) {
+    // fromScipy names its arguments (scipy.dataShape, dataShape): say which array of the archive holds the value.
+    if (!(error instanceof BsrFormatError) || !["scipy.dataShape", "dataShape"].includes(error.field)) throw error;
+    const dimension = error.position === undefined ? "" : `, dimension ${error.position}`;
+    throw new BsrFormatError("data.npy", `its shape ${npyShapeText(data.shape)}${dimension}: ${error.detail}`);
+  }
 }
 
 

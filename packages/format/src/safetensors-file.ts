@@ -1,12 +1,14 @@
-import { constants } from "node:buffer";
 import type { FileHandle } from "node:fs/promises";
 import { mkdir, readdir, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { BSR_METADATA_SUFFIXES, BSR_TENSOR_SUFFIXES, bsrMatrixNames } from "./bsr-safetensors.js";
 import { BsrFormatError, BsrIoError, gibibytes } from "./errors.js";
 import {
+  inFile,
   ioError,
+  MAX_BUFFER_BYTES,
   openForReading,
+  pastBufferLimit,
   readExactly,
   readSmallFile,
   writeAll,
@@ -96,14 +98,6 @@ const isFile = (path: string) =>
     () => false,
   );
 
-/** Re-raises a format error with the file's path in its message (its field stays the file key). */
-function inFile(error: unknown, path: string): unknown {
-  if (!(error instanceof BsrFormatError) || error.message.startsWith(`${path}: `)) return error;
-  const located = new BsrFormatError(error.field, error.detail, error.position);
-  located.message = `${path}: ${located.message}`;
-  return located;
-}
-
 /** The file's header, validated against its size (see parseSafetensorsHeader). */
 async function readLayout(handle: FileHandle): Promise<SafetensorsLayout> {
   const { size } = await handle.stat();
@@ -119,14 +113,13 @@ async function readLayout(handle: FileHandle): Promise<SafetensorsLayout> {
  * Refuses a tensor larger than one Uint8Array can be in this runtime (buffer.constants.MAX_LENGTH:
  * 4 GiB in Node 20), before anything is allocated: each tensor is read into one buffer.
  */
-export function checkTensorsFit(layout: SafetensorsLayout, limit: number = constants.MAX_LENGTH): void {
+export function checkTensorsFit(layout: SafetensorsLayout, limit: number = MAX_BUFFER_BYTES): void {
   for (const { name, dtype, shape, begin, end } of layout.entries) {
     const bytes = end - begin;
     if (bytes <= limit) continue;
     throw new BsrFormatError(
       name,
-      `${dtype} ${JSON.stringify(shape)} is ${bytes} bytes (${gibibytes(bytes)}), past the ${limit} bytes (${gibibytes(limit)}) ` +
-        `one buffer holds in Node.js ${process.version} (buffer.constants.MAX_LENGTH); each tensor is read into one buffer`,
+      `${dtype} ${JSON.stringify(shape)} is ${bytes} bytes (${gibibytes(bytes)}), ${pastBufferLimit(limit)}; each tensor is read into one buffer`,
     );
   }
 }

@@ -149,13 +149,17 @@ const shapeSchema = z.array(
   { error: "expected an array of non-negative integers" },
 );
 
+// JSON numbers are doubles: an offset past 2^53 - 1 would be read rounded, so it is refused as such.
+const byteOffset = { error: "expected a non-negative integer byte offset (at most 2^53 - 1)" };
+const byteOffsetSchema = z.int(byteOffset).check(z.nonnegative(byteOffset));
+
 const tensorInfoSchema = z.object(
   {
     dtype: z.enum(SAFETENSORS_DTYPES as [SafetensorsDType, ...SafetensorsDType[]], {
       error: (issue) => `unsupported dtype ${JSON.stringify(issue.input)}; supported: ${SAFETENSORS_DTYPES.join(", ")}`,
     }),
     shape: shapeSchema,
-    data_offsets: z.tuple([z.int().check(z.nonnegative()), z.int().check(z.nonnegative())], {
+    data_offsets: z.tuple([byteOffsetSchema, byteOffsetSchema], {
       error: "expected [begin, end] byte offsets",
     }),
   },

@@ -140,9 +140,14 @@ function memberBytes(bytes: Uint8Array, view: DataView, entry: ZipEntry, chunkBy
   return data;
 }
 
+/** Every member of the zip archive `bytes` as [name, inflated size], from its central directory alone. */
+export function zipMemberSizes(bytes: Uint8Array): [name: string, size: number][] {
+  return centralDirectory(bytes, new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)).map((entry) => [entry.name, entry.size]);
+}
+
 /** The names of every member of the zip archive `bytes`, for messages. */
 export function zipMemberNames(bytes: Uint8Array): string[] {
-  return centralDirectory(bytes, new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)).map((entry) => entry.name);
+  return zipMemberSizes(bytes).map(([name]) => name);
 }
 
 /**

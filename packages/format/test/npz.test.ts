@@ -1,3 +1,4 @@
+import { constants } from "node:buffer";
 import { strToU8, unzipSync, zipSync } from "fflate";
 import { mkdtemp, readdir, rm, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -573,5 +574,96 @@ describe("big-endian and Fortran-order arrays", () => {
     const fromFortran = decodeScipyNpz(blocksArchive(descr, toFortran(cBytes, [blocks, 3, 5], size), blocks, true));
     expect(fromFortran.dtype).toBe(fromC.dtype);
     expect(fromFortran.values).toEqual(fromC.values);
+  });
+});
+
+/** `bytes` with `name`'s recorded size moved to a zip64 extra field of its central directory entry and set to `size`. */
+function withZip64Size(bytes: Uint8Array, name: string, size: number): Uint8Array {
+  const entry = centralEntry(bytes, name);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const extraAt = entry + 46 + view.getUint16(entry + 28, true);
+  const extra = new DataView(new ArrayBuffer(12));
+  extra.setUint16(0, 1, true);
+  extra.setUint16(2, 8, true);
+  extra.setBigUint64(4, BigInt(size), true);
+  const out = new Uint8Array(bytes.length + 12);
+  out.set(bytes.subarray(0, extraAt));
+  out.set(new Uint8Array(extra.buffer), extraAt);
+  out.set(bytes.subarray(extraAt), extraAt + 12);
+  const patched = new DataView(out.buffer);
+  patched.setUint32(entry + 24, 0xffffffff, true);
+  patched.setUint16(entry + 30, view.getUint16(entry + 30, true) + 12, true);
+  patched.setUint32(out.length - 22 + 12, patched.getUint32(out.length - 22 + 12, true) + 12, true);
+  return out;
+}
+
+describe("a member larger than one buffer holds", () => {
+  const limit = constants.MAX_LENGTH;
+
+  /** What loadScipyNpz makes of `bytes` in a file: the error it throws, or the matrix. */
+  async function load(bytes: Uint8Array): Promise<{ path: string; error: BsrFormatError }> {
+    const directory = await mkdtemp(join(tmpdir(), "bsr-npz-"));
+    const path = join(directory, "huge.npz");
+    try {
+      await writeFile(path, bytes);
+      return { path, error: (await loadScipyNpz(path).catch((e) => e)) as BsrFormatError };
+    } finally {
+      await rm(directory, { recursive: true, force: true });
+    }
+  }
+
+  it("loadScipyNpz refuses it from the central directory, naming the file, the member, its size and the runtime's limit", async () => {
+    // A small archive whose data.npy declares one byte past buffer.constants.MAX_LENGTH: nothing that large is written or allocated.
+    const { path, error } = await load(withZip64Size(archive(), "data.npy", limit + 1));
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.field).toBe("data.npy");
+    expect(error.message).toContain(`${path}: data.npy: inflates to ${limit + 1} bytes`);
+    expect(error.message).toContain(`past the ${limit} bytes`);
+    expect(error.message).toContain(`one buffer holds in Node.js ${process.version} (buffer.constants.MAX_LENGTH)`);
+  });
+
+  it("looks only at the members it reads: a huge member save_npz does not write is left alone", async () => {
+    const files = unzipSync(archive());
+    const bytes = withZip64Size(zipSync({ ...files, "extra.npy": strToU8("unused") }), "extra.npy", limit + 1);
+    const { error: loaded } = await load(bytes);
+    expect(loaded).toBeInstanceOf(BsrMatrix);
+    expect(Array.from((loaded as unknown as BsrMatrix).toDense())).toEqual(SCIPY_DENSE);
+  });
+
+  it("names the file in every format error of loadScipyNpz", async () => {
+    const { path, error } = await load(archive({ "format.npy": npy("|S3", "()", strToU8("coo")) }));
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.field).toBe("format.npy");
+    expect(error.message).toBe(`${path}: format.npy: the archive holds a "coo" matrix; only bsr and csr are read`);
+  });
+});
+
+describe("errors name the archive's arrays, never decodeScipyNpz's internals", () => {
+  it("quotes a structured dtype (a list of fields) instead of 'Invalid input'", () => {
+    const header = npy("<f4", "(1,)", new Uint8Array(4));
+    const text = new TextDecoder("latin1").decode(header).replace("'<f4'", "[('a', '<f4')]");
+    const structured = new Uint8Array(Buffer.from(text, "latin1"));
+    new DataView(structured.buffer).setUint16(8, structured.length - 10 - 4, true);
+    const error = thrown(() => decodeScipyNpz(archive({ "data.npy": structured }))) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.field).toBe("data.npy.descr");
+    expect(error.message).toBe(`data.npy.descr: unsupported dtype "[('a', '<f4')]": only bool, integer, float and string arrays are read`);
+  });
+
+  it("reports a zero block dimension or a block count that disagrees with the indices under data.npy, with its shape", () => {
+    const zeroHeight = thrown(() => decodeScipyNpz(archive({ "data.npy": npy("<f4", "(2, 0, 2)", new Uint8Array(0)) }))) as BsrFormatError;
+    expect(zeroHeight).toBeInstanceOf(BsrFormatError);
+    expect(zeroHeight.message).toBe("data.npy: its shape (2, 0, 2), dimension 1: expected a positive integer");
+    const oneBlock = thrown(() => decodeScipyNpz(archive({ "data.npy": npy("<f4", "(1, 2, 2)", new Uint8Array(16)) }))) as BsrFormatError;
+    expect(oneBlock).toBeInstanceOf(BsrFormatError);
+    expect(oneBlock.message).toBe("data.npy: its shape (1, 2, 2), dimension 0: leading dimension 1 differs from the 2 blocks the indices name");
+  });
+
+  it("reports a shape past 2^53 under shape.npy", () => {
+    const huge = archive({ "shape.npy": npy("<i8", "(2,)", bytesOf(BigInt64Array.from([2n ** 62n, 6n]))) });
+    const error = thrown(() => decodeScipyNpz(huge)) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.field).toBe("shape.npy");
+    expect(error.message).toBe("shape.npy: the matrix is 4611686018427387904 x 6; a BsrMatrix has dimensions of 1 to 2^53 - 1");
   });
 });

@@ -179,6 +179,12 @@ describe("decodeSafetensors", () => {
     rejects(handMadeFile({ a: tensorAt(0, 12) }, data), "header", /cover 12 bytes but the data buffer has 16/);
     rejects(handMadeFile({ a: tensorAt(0, 20) }, data), "a", /past the 16-byte data buffer/);
   });
+  it("says what is wrong with an offset past 2^53 or negative, not 'Invalid input'", () => {
+    // 2^64 - 1: a u64 the reference reader parses (then refuses as past the end); JSON.parse rounds it to a double.
+    const huge = { w: { dtype: "F32", shape: [1], data_offsets: [0, 2 ** 64 - 1] } };
+    rejects(handMadeFile(huge, f32Bytes([1])), "w.data_offsets", /^w\.data_offsets\[1\]: expected a non-negative integer byte offset \(at most 2\^53 - 1\)$/);
+    rejects(handMadeFile({ w: { dtype: "F32", shape: [1], data_offsets: [-4, 0] } }, f32Bytes([1])), "w.data_offsets", /^w\.data_offsets\[0\]: expected a non-negative integer byte offset/);
+  });
   it("rejects metadata that is not string to string", () => {
     rejects(handMadeFile({ __metadata__: { a: 1 } }), "__metadata__.a", /strings/);
     rejects(handMadeFile({ __metadata__: ["a"] }), "__metadata__", /string to string/);
