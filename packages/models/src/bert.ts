@@ -211,6 +211,9 @@ export class BertModel extends Module {
   constructor(config: unknown, options: ModelOptions | null = {}) {
     super();
     this.config = parseBertConfig(config);
+    // The other's config.json would build a model that loads its checkpoint and counts positions the other way.
+    const type = this.config.model_type;
+    if (type === (this instanceof RobertaModel ? "bert" : "roberta")) throw new ConfigError(`${this.label}: config.json's model_type is "${type}", use ${type === "bert" ? "BertModel" : "RobertaModel"}`);
     if (this.maxLength() < 1) {
       throw new ConfigError(`${this.label}: pad_token_id=${this.config.pad_token_id} leaves no position of max_position_embeddings=${this.config.max_position_embeddings}`);
     }
@@ -242,7 +245,7 @@ export class BertModel extends Module {
       const weights = this.embeddings.word_embeddings.weight.value;
       const positionIds = this.positionIds(ids);
       const positions = positionIds === undefined ? undefined : uploadOn(positionIds, [batch, length], ids, "int32");
-      const mask = attentionMask === undefined ? null : paddingMask(this.label, attentionMask, batch, length, weights);
+      const mask = attentionMask === undefined ? null : paddingMask(attentionMask, batch, length, weights);
       const hidden = this.encoder.forward(this.embeddings.forward(ids, positions, tokenTypeIds), mask);
       return [hidden, this.pooler.forward(hidden)];
     });

@@ -6,11 +6,10 @@ const positive = { error: "expected a positive integer" };
 const positiveInt = z.int(positive).check(z.positive(positive));
 const nonNegative = { error: "expected a non-negative number" };
 const nonNegativeNumber = z.number(nonNegative).check(z.nonnegative(nonNegative));
-const nonNegativeIntOrNull = { error: "expected a non-negative integer or null" };
-const tokenIdOrNull = z.nullable(z.int(nonNegativeIntOrNull).check(z.nonnegative(nonNegativeIntOrNull)));
 // An id, or a non-empty list of them (transformers' eos_token_id: [50256, 198] ends at either), or null. A predicate,
 // not z.union of z.array: those would add a kilobyte to the browser bundle.
 const isTokenId = (value: unknown): value is number => Number.isInteger(value) && (value as number) >= 0;
+const tokenIdOrNull = z.nullable(z.custom<number>(isTokenId, { error: "expected a non-negative integer or null" }));
 const tokenIdsOrNull = z.nullable(
   z.custom<number | number[]>((value) => isTokenId(value) || (Array.isArray(value) && value.length > 0 && value.every(isTokenId)), {
     error: "expected a non-negative integer, a non-empty list of them, or null",

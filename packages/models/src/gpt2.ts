@@ -559,12 +559,9 @@ export class GPT2LMHeadModel extends Module {
   loss(inputIds: Tensor, labels: Tensor, lossOptions: { ignoreIndex?: number; attentionMask?: Tensor | null } | null = {}): Tensor {
     const options = checkOptions<{ ignoreIndex?: number; attentionMask?: Tensor }>("GPT2LMHeadModel.loss", lossOptions, ["ignoreIndex", "attentionMask"]);
     const [batch, length] = checkTokenIds("GPT2LMHeadModel.loss", "inputIds", inputIds, this.config.n_positions);
-    if (!(labels instanceof Tensor) || labels.dtype !== "int32") {
-      throw new DTypeError(`GPT2LMHeadModel.loss: labels must be an int32 tensor, got ${labels instanceof Tensor ? labels.dtype : typeof labels}`);
-    }
-    if (labels.rank !== inputIds.rank || labels.shape.some((d, i) => d !== inputIds.shape[i])) {
-      throw new ShapeError(`GPT2LMHeadModel.loss: labels has shape [${labels.shape}], expected inputIds' [${inputIds.shape}]`);
-    }
+    // Token ids too (and -100s): an int32 Tensor of inputIds' shape.
+    checkTokenIds("GPT2LMHeadModel.loss", "labels", labels, this.config.n_positions);
+    if (`${labels.shape}` !== `${inputIds.shape}`) throw new ShapeError(`GPT2LMHeadModel.loss: labels has shape [${labels.shape}], expected inputIds' [${inputIds.shape}]`);
     return tidy(() => {
       const hidden = this.transformer.forward(inputIds, { attentionMask: options.attentionMask });
       const predicting = slice(hidden, [0, 0, 0], [batch, length - 1, this.config.n_embd]);

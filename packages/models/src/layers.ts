@@ -51,6 +51,7 @@ export function activationModule(name: Activation): Module {
  * [B, T]. Nothing is allocated: a caller outside a tidy leaks no view of [T] ids.
  */
 export function checkTokenIds(label: string, name: string, ids: Tensor, maxLength: number): [number, number] {
+  if (!(ids instanceof Tensor)) throw new DTypeError(`${label}: ${name} must be an int32 Tensor, got ${Array.isArray(ids) ? "an array" : `${ids}`}`);
   if (ids.dtype !== "int32") throw new DTypeError(`${label}: ${name} has dtype ${ids.dtype}, expected int32`);
   if (ids.rank !== 1 && ids.rank !== 2) throw new ShapeError(`${label}: ${name} has shape [${ids.shape}], expected [batch, length] or [length]`);
   const length = ids.shape[ids.rank - 1];
@@ -90,14 +91,11 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, scale: number, mask: 
 export const MASKED: Record<string, number> = { float32: -3.4028234663852886e38, bfloat16: -3.3895313892515355e38, float16: -65504 };
 
 /**
- * A padding mask (1 = attend, 0 = padding) [B, T] as the additive mask [B, 1, 1, T] in `like`'s dtype. A mask on
- * `like`'s backend is turned into it there (nothing read back: no wait for the device, and a step can be captured);
- * one on another backend is read and uploaded.
+ * A padding mask (1 = attend, 0 = padding) [B, T] (its shape checked by the caller) as the additive mask [B, 1, 1, T]
+ * in `like`'s dtype. A mask on `like`'s backend is turned into it there (nothing read back: no wait for the device, and
+ * a step can be captured); one on another backend is read and uploaded.
  */
-export function paddingMask(label: string, attentionMask: Tensor, batch: number, length: number, like: Tensor): Tensor {
-  if (attentionMask.rank !== 2 || attentionMask.shape[0] !== batch || attentionMask.shape[1] !== length) {
-    throw new ShapeError(`${label}: attentionMask has shape [${attentionMask.shape}], expected [${batch}, ${length}] like the token ids`);
-  }
+export function paddingMask(attentionMask: Tensor, batch: number, length: number, like: Tensor): Tensor {
   if (attentionMask.backend === like.backend) {
     return tidy(() => {
       const additive = where(equal(attentionMask, 0), fullOn(like.backend, [], MASKED[like.dtype], like.dtype), fullOn(like.backend, [], 0, like.dtype));

@@ -167,6 +167,40 @@ describe("inputs nobody tuned for", () => {
     expect(model.generate(ids, { ...sampled, seed: null }).toArray()).toEqual(model.generate(ids, sampled).toArray());
   });
 
+  it("token ids that are not a Tensor (null, a plain array as in transformers' lists) are a DTypeError naming them, nothing left allocated", async () => {
+    const gpt2 = (await fromPretrained(fixtures("gpt2"))) as GPT2LMHeadModel;
+    const bert = (await fromPretrained(fixtures("bert"))) as BertModel;
+    const calls: [string, (ids: never) => unknown][] = [
+      ["GPT2Model\\(transformer\\)", (ids) => gpt2.forward(ids)],
+      ["GPT2LMHeadModel.loss", (ids) => gpt2.loss(ids, ids)],
+      ["GPT2LMHeadModel.generate", (ids) => gpt2.generate(ids)],
+      ["BertModel", (ids) => bert.forward(ids)],
+    ];
+    for (const [label, call] of calls) {
+      for (const [ids, got] of [[null, "null"], [undefined, "undefined"], [[[15, 40, 3]], "an array"]] as const) {
+        expect(() => call(ids as never)).toThrow(DTypeError);
+        expect(() => call(ids as never)).toThrow(new RegExp(`${label}: inputIds must be an int32 Tensor, got ${got}`));
+        expect(leftBehind(() => call(ids as never))).toBe(0);
+      }
+    }
+    // A Tensor of another dtype is still named by its dtype.
+    expect(() => gpt2.forward(tensor([1, 2], [1, 2], "float32"))).toThrow(/inputIds has dtype float32, expected int32/);
+  });
+
+  it("BertModel refuses a RoBERTa config.json and RobertaModel a BERT one (the checkpoint would load, with the other's positions)", async () => {
+    const roberta = await readConfig(fixtures("roberta"));
+    const bert = await readConfig(fixtures("bert"));
+    expect(() => new BertModel(roberta)).toThrow(ConfigError);
+    expect(() => new BertModel(roberta)).toThrow(/BertModel: config.json's model_type is "roberta", use RobertaModel/);
+    expect(() => new RobertaModel(bert)).toThrow(/RobertaModel: config.json's model_type is "bert", use BertModel/);
+    expect(leftBehind(() => new BertModel(roberta))).toBe(0);
+    // Without model_type, each builds its own; fromPretrained still picks the class config.json names.
+    const { model_type: _, ...untyped } = roberta;
+    expect(new BertModel(untyped, { seed: 1 }).config.model_type).toBeUndefined();
+    expect(new RobertaModel(roberta, { seed: 1 }).config.model_type).toBe("roberta");
+    expect(await fromPretrained(fixtures("roberta"))).toBeInstanceOf(RobertaModel);
+  });
+
   it("model constructors, fromPretrained and loadCheckpoint refuse options they would ignore (torch_dtype loaded float32)", async () => {
     const config = await readConfig(fixtures("gpt2"));
     const refused = (run: () => unknown, message: RegExp) => {
