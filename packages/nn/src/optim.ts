@@ -132,6 +132,11 @@ export function inverseDensity(parameter: Parameter): number {
   return parameter.pattern === null || parameter.pattern.nnzBlocks === 0 ? 1 : 1 / parameter.pattern.density;
 }
 
+/** Refuses an option `optimizer` has no field for (torch's weight_decay, maximize, a typo): ignored, it would train otherwise than asked. */
+function checkOptionNames(where: string, options: object, optimizer: Optimizer): void {
+  for (const key in options) if (!(key in optimizer)) throw new ValueError(`${where}: unknown option '${key}'`);
+}
+
 function checkNumber(where: string, name: string, value: unknown, low: number, high = Number.POSITIVE_INFINITY, highOpen = false): number {
   const ok = typeof value === "number" && Number.isFinite(value) && value >= low && (highOpen ? value < high : value <= high);
   if (!ok) {
@@ -392,7 +397,8 @@ export abstract class Optimizer {
         state.master = keep(
           tidy(() => {
             const value = parameter.value;
-            const fresh = added.length === 0 ? undefined : cast(gather(value, tensorOn(value.backend, added, [added.length], "int32"), 0), master.dtype);
+            // The weights may have moved to another backend since the last step (the master follows at the next).
+            const fresh = added.length === 0 ? undefined : cast(gather(value, tensorOn(value.backend, added, [added.length], "int32"), 0), master.dtype).to(master.backend.name);
             return remapBlocks(master, sources, fresh);
           }),
         );
@@ -730,6 +736,7 @@ export class SGD extends Optimizer {
     this.dampening = checked.dampening;
     this.weightDecay = checked.weightDecay;
     this.nesterov = checked.nesterov;
+    checkOptionNames("SGD", options, this);
   }
 
   protected override ownHyperparameters(): Record<string, Hyperparameter> {
@@ -799,6 +806,7 @@ export class Adam extends Optimizer {
     this.betas = checked.betas;
     this.eps = checked.eps;
     this.weightDecay = checked.weightDecay;
+    checkOptionNames(where, options, this);
   }
 
   protected override ownHyperparameters(): Record<string, Hyperparameter> {

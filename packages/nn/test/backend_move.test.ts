@@ -1,6 +1,6 @@
 import { backward } from "@blocksparse/autograd";
-import { getBackend, JsBackend, memory, registerBackend, removeBackend, setBackend, type Tensor, tidy } from "@blocksparse/core";
-import { Adam, BlockSparseLinear, crossEntropy, Linear, ReLU, Sequential } from "@blocksparse/nn";
+import { cast, getBackend, JsBackend, memory, registerBackend, removeBackend, setBackend, type Tensor, tidy } from "@blocksparse/core";
+import { Adam, BlockSparseLinear, crossEntropy, Linear, pruneAndRegrow, ReLU, Sequential, SGD } from "@blocksparse/nn";
 import { afterAll, describe, expect, it } from "vitest";
 import { host, syntheticClassification } from "./helpers";
 
@@ -66,5 +66,33 @@ describe("Module.to", () => {
     expect(onSecond()).toBe(liveOnSecond);
     expect(memory().numTensors).toBe(live);
     for (const p of model.parameters()) p.dispose();
+  });
+
+  it.each(["Adam", "SGD"])("a mixed-precision layer moved to another backend moves its pattern with its %s state and a master copy", (kind) => {
+    setBackend("js");
+    const layer = new BlockSparseLinear(16, 16, { density: 0.5, blockShape: [4, 4], seed: 7 });
+    const model = new Sequential(layer, new Linear(16, 3, { seed: 8 })).to("bfloat16");
+    const optimizer = kind === "Adam" ? new Adam(model.parameters(), { lr: 1e-2 }) : new SGD(model.parameters(), { lr: 1e-2, momentum: 0.9 });
+    const { x, y } = syntheticClassification(8, 16, 3, 9);
+    tidy(() => backward(crossEntropy(model.forward(cast(x, "bfloat16")), y)));
+    optimizer.step();
+    model.to("second");
+    optimizer.zeroGrad();
+    const live = memory().numTensors;
+    // The master copy is still on js (it follows at the next step); the regrown blocks come from the weights on "second".
+    pruneAndRegrow(layer, { fraction: 0.5, random: 1, optimizer });
+    expect(memory().numTensors).toBe(live);
+    const master = optimizer.masterOf(layer.weight) as Tensor;
+    expect(master.shape).toEqual(layer.weight.shape);
+    // Kept blocks keep their master values (the weights are them rounded), regrown ones take the weights' (zeros).
+    expect(host(tidy(() => cast(master, "bfloat16")))).toEqual(host(layer.weight.value));
+    setBackend("second");
+    tidy(() => backward(crossEntropy(model.forward(cast(x.to("second"), "bfloat16")), y.to("second"))));
+    optimizer.step();
+    expect(optimizer.stepsOf(layer.weight)).toBe(2);
+    expect(optimizer.masterOf(layer.weight)?.backend.name).toBe("second");
+    setBackend("js");
+    for (const p of model.parameters()) p.dispose();
+    optimizer.dispose();
   });
 });

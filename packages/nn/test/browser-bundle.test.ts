@@ -41,11 +41,13 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // took an ignoreIndex (+0.14 KiB: 73.84 measured); 73.9 KiB until pattern moves left stale optimizer state alone and
   // took a master copy again from replaced weights (Optimizer.syncMaster, +0.12 KiB: 73.963 measured); 74.0 KiB until
   // core refused unknown option keys (each op's list of names, +0.23 KiB) and where() named each input's shape (74.27
-  // measured with them).
-  it("format + core + autograd + nn stay within 74.3 KiB gzipped and evaluate no code", async () => {
+  // measured with them); 74.3 KiB until autograd's reachableLeaves (data-parallel training's count of the parameters a
+  // loss leaves out), optimizers' refusal of unknown options, a pattern move after module.to(another backend), and
+  // format's message for a safetensors offset past 2^53 (74.466 measured).
+  it("format + core + autograd + nn stay within 74.5 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(74.3);
+    expect(gzipKiB).toBeLessThanOrEqual(74.5);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 

@@ -140,6 +140,17 @@ describe("optimizers match a float64 reference", () => {
     expect(() => new Adam([parameter], { betas: [1, 0.9] })).toThrow("betas[0] must be a finite number in [0, 1)");
     expect(() => new Adam([])).toThrow("params is empty");
   });
+
+  it("refuses an option it does not have (torch's weight_decay, maximize, a typo) rather than ignoring it", () => {
+    const parameter = new Parameter(tensor(start, [40]));
+    expect(() => new AdamW([parameter], { lr: 1e-3, weight_decay: 0.1 } as never)).toThrow("AdamW: unknown option 'weight_decay'");
+    expect(() => new Adam([parameter], { maximize: true } as never)).toThrow(ValueError);
+    expect(() => new SGD([parameter], { lr: 0.1, momentom: 0.9 } as never)).toThrow("SGD: unknown option 'momentom'");
+    expect(() => new AdamW([parameter], { amsgrad: true, foreach: true } as never)).toThrow("AdamW: unknown option 'amsgrad'");
+    const options = { lr: 0.1, momentum: 0.9, dampening: 0, weightDecay: 0, nesterov: true, masterWeights: false, lrScale: () => 1 };
+    expect(new SGD([parameter], options).nesterov).toBe(true);
+    expect(new AdamW([parameter], { lr: 1, betas: [0.9, 0.95], eps: 1e-6, weightDecay: 0.1, capturable: false, masterWeights: "auto", lrScale: () => 1 }).weightDecay).toBe(0.1);
+  });
 });
 
 describe("optimizer state of block-sparse weights", () => {
