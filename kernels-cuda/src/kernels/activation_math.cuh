@@ -38,7 +38,8 @@ __device__ __forceinline__ float expOf(float x) {
 
 // erf for float16/bfloat16 results: Abramowitz and Stegun 7.1.26 (absolute error below 1.5e-7) with the MUFU's
 // reciprocal and exponential, a dozen instructions where erff takes about thirty: erf(x) = sign(x) (1 - p e) for the
-// polynomial p and e = exp(-x^2), which erfFastParts returns apart (GELU's derivative reads e again).
+// polynomial p and e = exp(-x^2), which erfFastParts returns apart: p e is erfc(|x|), which GELU's gate takes without
+// the cancellation of 1 - p e, and GELU's derivative reads e again.
 struct ErfParts {
   float p, e;
 };
@@ -48,10 +49,6 @@ __device__ __forceinline__ ErfParts erfFastParts(float x) {
   const float p = t * fmaf(t, fmaf(t, fmaf(t, fmaf(t, 1.061405429f, -1.453152027f), 1.421413741f), -0.284496736f),
                            0.254829592f);
   return {p, ex2Ftz(a * -kLog2E * a)};
-}
-__device__ __forceinline__ float erfFast(float x) {
-  const ErfParts parts = erfFastParts(x);
-  return copysignf(1.0f - parts.p * parts.e, x);
 }
 
 // GELU(tanh)'s gate 0.5 (1 + tanh(u)) at u = sqrt(2 / pi) (x + 0.044715 x^3), as the logistic 1 / (1 + exp(-2u)):
@@ -75,16 +72,23 @@ __device__ __forceinline__ float geluTanhGate(float x) {
 }
 
 // GELU's gate, the normal CDF Phi(x) = 0.5 (1 + erf(x / sqrt 2)). float32: as 0.5 erfc(-x / sqrt 2), accurate in the
-// negative tail where 1 + erf(x / sqrt 2) cancels (at x = -4.4 erff's last place is 0.7% of the gate). kFast: erfFast,
-// whose absolute error is far below float16/bfloat16's rounding of x Phi(x).
+// negative tail where 1 + erf(x / sqrt 2) cancels (at x = -4.4 erff's last place is 0.7% of the gate). kFast: from
+// erfFastParts' erfc(|x| / sqrt 2) = p e, Phi = 0.5 p e for x < 0 and 1 - 0.5 p e above: no cancellation in the
+// negative tail either (1 + erf as 1 - p e there lost the gate's digits from x = -4, all of them below x = -5.4, where
+// bfloat16 still holds x Phi(x)).
 template <bool kFast>
 __device__ __forceinline__ float geluGate(float x) {
-  if constexpr (kFast) return 0.5f * (1.0f + erfFast(x * kInvSqrt2));
-  else return 0.5f * erfcf(-x * kInvSqrt2);
+  if constexpr (kFast) {
+    const ErfParts parts = erfFastParts(x * kInvSqrt2);
+    const float tail = 0.5f * parts.p * parts.e;
+    return x < 0.0f ? tail : 1.0f - tail;
+  } else {
+    return 0.5f * erfcf(-x * kInvSqrt2);
+  }
 }
 
 // kFast: the result is rounded to float16/bfloat16 (biasActivation in those dtypes, the tile kernels' fused
-// epilogue), so the MUFU's exponential, reciprocal and erfFast stand in for the accurate float32 functions.
+// epilogue), so the MUFU's exponential, reciprocal and erfFastParts stand in for the accurate float32 functions.
 template <Activation kAct, bool kFast = false>
 __device__ __forceinline__ float activate(float x) {
   if constexpr (kAct == Activation::Relu) return x > 0.0f ? x : (x != x ? x : 0.0f);
@@ -99,11 +103,11 @@ __device__ __forceinline__ float derivative(float x) {
     return x <= 0.0f ? 0.0f : 1.0f;
   } else if constexpr (kAct == Activation::Gelu) {
     if constexpr (kFast) {
-      // Phi(x) + x phi(x) with one exponential: erfFast's exp(-(x / sqrt 2)^2) is exp(-x^2 / 2), phi's own. In the
+      // Phi(x) + x phi(x) with one exponential: erfFastParts' exp(-(x / sqrt 2)^2) is exp(-x^2 / 2), phi's own. In the
       // tile kernels' fused backward this math is most of the epilogue's time at 64x64 blocks.
       const ErfParts parts = erfFastParts(x * kInvSqrt2);
-      const float gate = 0.5f * (1.0f + copysignf(1.0f - parts.p * parts.e, x));
-      return fmaf(x * kInvSqrt2Pi, parts.e, gate);
+      const float tail = 0.5f * parts.p * parts.e;  // the gate without cancellation, as geluGate
+      return fmaf(x * kInvSqrt2Pi, parts.e, x < 0.0f ? tail : 1.0f - tail);
     } else {
       return geluGate<kFast>(x) + x * kInvSqrt2Pi * expOf<kFast>(-0.5f * x * x);
     }

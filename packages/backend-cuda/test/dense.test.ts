@@ -1,12 +1,15 @@
 import {
   add,
   argmax,
+  biasActivation,
   captureGraph,
   cast,
   concat,
   crossEntropy,
   crossEntropyBackward,
   gather,
+  gelu,
+  geluBackward,
   IndexError,
   indexCopy,
   linear,
@@ -327,6 +330,35 @@ describe.skipIf(cudaMissing)("dense kernels on cuda against float64 math", () =>
       }
     }
   }, 60_000);
+
+  test("GELU in bfloat16 and float16 keeps its relative accuracy in the negative tail (no cancellation in its gate)", () => {
+    // x Phi(x) for x < -4 is far below 1 but well inside bfloat16's range; a gate computed as 1 + erf(x / sqrt 2) in
+    // float32 loses its digits there (all of them below x = -5.4). Each result within 2^-6 of float64's, relative: the
+    // half dtypes' erfc approximation (Abramowitz and Stegun 7.1.26) is 0.36% off at x = -6 and 0.65% at -7, plus the
+    // rounding to bfloat16 (up to 0.39%).
+    for (const [dtype, lowest] of [
+      ["bfloat16", -7],
+      ["float16", -4],
+    ] as const) {
+      tidy(() => {
+        const count = 512;
+        const x = cast(tensor(Array.from({ length: count }, (_, i) => lowest + ((-3 - lowest) * i) / (count - 1)), [count]), dtype);
+        const xs = Array.from(cast(x, "float32").dataSync());
+        const check = (got: Tensor, want: (v: number) => number, what: string) => {
+          const values = got.dataSync();
+          xs.forEach((v, i) => {
+            const exact = want(v);
+            if (Math.abs(values[i] - exact) > 2 ** -6 * Math.abs(exact)) {
+              throw new Error(`${what} ${dtype} at x = ${v}: ${values[i]}, float64 ${exact}`);
+            }
+          });
+        };
+        check(gelu(x), (v) => reference.gelu(v, "none"), "gelu");
+        check(biasActivation(x, null, "gelu"), (v) => reference.gelu(v, "none"), "biasActivation");
+        check(geluBackward(cast(tensor(new Array(count).fill(1), [count]), dtype), x), (v) => reference.geluGrad(v, "none"), "geluBackward");
+      });
+    }
+  });
 
   test("linear: a captured graph replays the fused product with new inputs", () => {
     backend.setCublasEnabled(true);
