@@ -393,7 +393,9 @@ bool wgmmaRectangle(DType dtype, const BsrPatternView& pattern) {
 //   Measured again (2026-12-01, the route forced each way, the copy of 16-byte words): at 8192 tokens the route lost 5%
 //   at density 0.2 and won 8% at 0.3; at 2048 tokens the block kernels won at both (7-17%): from 0.25 with 8192 tokens.
 //   Measured at 2048 and 4096 tokens (2026-12-02, densities 0.3-0.5, 1024 <-> 4096 and 768 <-> 3072): at 4096 the route
-//   won 6-8% at 0.5 and lost 0-2% at 0.4 (from 0.45 there); at 2048 it lost or tied everywhere (never below 4096).
+//   won 6-8% at 0.5 and lost 0-2% at 0.4 (from 0.45 there); at 2048 it lost or tied everywhere. Measured at 1000-3000
+//   tokens (2026-12-03, 768 <-> 3072, 1024 <-> 4096 and 1536 <-> 6144): at 3000 the route won 6-22% at 0.5, at 2048
+//   it won on the widest only, at 1000 it tied or won by up to 16%: from 0.45 with 2560 tokens (never below).
 // - 64x64, 128x128 (wgmma tiles, half of cuBLAS's rate and more): never; nor 64x128 and 128x64 where they run the
 //   wgmma tiles too (tc::wgmmaShapeSupported on sm_90a: the tiles of the square of their output's width).
 // - The other shapes of the mma.sync tiles (tc::mmaShapeSupported) reach 0.07-0.11 of cuBLAS at 16x16, 0.09-0.19 with a
