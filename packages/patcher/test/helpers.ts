@@ -1,5 +1,6 @@
 import { type Tensor, ValueError, mul, relu, sum, tensor } from "@blocksparse/core";
 import { BlockSparseLinear, Linear, Module, ReLU, Sequential } from "@blocksparse/nn";
+import { PatchError } from "@blocksparse/patcher";
 
 /** An MLP block: fc1 (d -> hidden), ReLU, fc2 (hidden -> d). */
 export class Mlp extends Module {
@@ -119,4 +120,15 @@ export class Tied extends Module {
   forward(): never {
     throw new Error("not called");
   }
+}
+
+/** The PatchError `fn` throws (any other error is rethrown; none is a failure). */
+export function thrown(fn: () => unknown): PatchError {
+  try {
+    fn();
+  } catch (error) {
+    if (error instanceof PatchError) return error;
+    throw error;
+  }
+  throw new Error("expected a PatchError, nothing was thrown");
 }

@@ -2,22 +2,12 @@ import { type Tensor, ValueError, memory, mul, tensor } from "@blocksparse/core"
 import { BlockSparseLinear, Linear, Module, Parameter, Sequential, parameterCount } from "@blocksparse/nn";
 import { BlockSparseModelPatcher, PatchError, PatchReport } from "@blocksparse/patcher";
 import { describe, expect, it } from "vitest";
-import { Tied, TinyNet, asBlockSparse } from "./helpers";
+import { Tied, TinyNet, asBlockSparse, thrown } from "./helpers";
 
 const linearNames = ["blocks.0.fc1", "blocks.0.fc2", "blocks.1.fc1", "blocks.1.fc2", "head"];
 
 function typesByName(model: Module): Record<string, string> {
   return Object.fromEntries(model.namedModules().map(([name, m]) => [name, m.constructor.name]));
-}
-
-function thrown(fn: () => unknown): PatchError {
-  try {
-    fn();
-  } catch (error) {
-    if (error instanceof PatchError) return error;
-    throw error;
-  }
-  throw new Error("expected a PatchError, nothing was thrown");
 }
 
 describe("getPatchableLayers", () => {

@@ -1,18 +1,8 @@
 import { type Tensor, memory } from "@blocksparse/core";
 import { BlockSparseLinear, Linear, Module, ModuleList } from "@blocksparse/nn";
-import { BlockSparseModelPatcher, PatchError } from "@blocksparse/patcher";
+import { BlockSparseModelPatcher } from "@blocksparse/patcher";
 import { describe, expect, it } from "vitest";
-import { Mlp, seededTensor } from "./helpers";
-
-function thrown(fn: () => unknown): PatchError {
-  try {
-    fn();
-  } catch (error) {
-    if (error instanceof PatchError) return error;
-    throw error;
-  }
-  throw new Error("expected a PatchError, nothing was thrown");
-}
+import { Mlp, seededTensor, thrown } from "./helpers";
 
 /** `layers` is a plain array of Linear layers (not a ModuleList), `head` a registered Linear. */
 class ArrayHeld extends Module {
