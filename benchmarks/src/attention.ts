@@ -18,7 +18,7 @@ import { type FloatDType, getBackendInstance, matmul, mul, randn, scaledDotProdu
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
 import { replayable, timeUs } from "./timing";
-import { describeFailure, FlagError, parseFlags } from "./flags";
+import { BACKEND_FLAG, describeFailure, DTYPE_FLAG, FlagError, parseFlags } from "./flags";
 
 interface Shape {
   batch: number;
@@ -70,10 +70,10 @@ async function main(): Promise<void> {
     usage: "tsx src/attention.ts [flags]",
     summary: "Attention alone, forward and forward + backward: the fused kernels beside the unfused composition.",
     flags: {
-      backend: { type: "string", default: "cuda", description: "backend to run on: cuda, cpu, js or auto" },
+      backend: BACKEND_FLAG,
       shapes: { type: "string", default: "16x16x512x64,4x16x2048x64,4x8x1024x128", description: "comma-separated batch x heads x length x headDim" },
       causal: { type: "string", default: "true", description: "causal masking; false turns it off" },
-      dtype: { type: "string", default: "bfloat16", description: "float32, float16 or bfloat16" },
+      dtype: DTYPE_FLAG,
       iterations: { type: "string", default: "50", description: "timed calls per case" },
       paths: { type: "string", default: "fused,unfused", description: "which of fused, unfused to time" },
       torch: { type: "boolean", default: false, description: "also time PyTorch's F.scaled_dot_product_attention (python/attention_torch.py)" },

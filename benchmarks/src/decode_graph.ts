@@ -19,7 +19,7 @@ import { join, resolve } from "node:path";
 import { noGrad } from "@blocksparse/autograd";
 import { add, captureGraph, cast, type FloatDType, randn, type Tensor, tidy } from "@blocksparse/core";
 import { BlockSparseLinear, forwardLinearActivation, GELU, LayerNorm, Linear, Module } from "@blocksparse/nn";
-import { densities as densityList, describeFailure, FlagError, parseFlags, positiveIntegers as numbers } from "./flags";
+import { BACKEND_FLAG, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, parseFlags, positiveIntegers as numbers } from "./flags";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
 import { timeUs } from "./timing";
@@ -69,7 +69,7 @@ async function main(): Promise<void> {
     usage: "tsx src/decode_graph.ts [flags]",
     summary: "Decoding through a stack of layers, eager and as one captured replay: microseconds per layer.",
     flags: {
-      backend: { type: "string", default: "cuda", description: "backend to run on: cuda, cpu, js or auto" },
+      backend: BACKEND_FLAG,
       model: { type: "string", default: "linear", description: "linear (width x width layers) or ffn (pre-norm feed-forward blocks)" },
       width: { type: "string", default: "4096", description: "the layers' width" },
       hidden: { type: "string", default: "16384", description: "the ffn blocks' hidden width (--model ffn)" },
@@ -77,7 +77,7 @@ async function main(): Promise<void> {
       tokens: { type: "string", default: "1,8", description: "comma-separated tokens per step" },
       blocks: { type: "string", default: "32,64", description: "comma-separated block sizes" },
       densities: { type: "string", default: "0.25,0.1", description: "comma-separated densities in (0, 1]" },
-      dtype: { type: "string", default: "bfloat16", description: "float32, float16 or bfloat16" },
+      dtype: DTYPE_FLAG,
       iterations: { type: "string", default: "200", description: "timed calls per case" },
       torch: { type: "boolean", default: false, description: "also time PyTorch's dense stack (python/decode_torch.py)" },
       out: { type: "string", description: "directory for decode-graph.md and .json", defaultText: "benchmarks/results/tmp/decode-graph" },

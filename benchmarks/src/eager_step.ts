@@ -18,13 +18,13 @@ import { backward } from "@blocksparse/autograd";
 import { cast, randn, tidy } from "@blocksparse/core";
 import { AdamW, BlockSparseLinear, GELU, Linear, Sequential } from "@blocksparse/nn";
 import { startBackend } from "./start_backend";
-import { describeFailure, FlagError, parseFlags } from "./flags";
+import { BACKEND_FLAG, describeFailure, FlagError, parseFlags } from "./flags";
 
 const { values } = parseFlags({
   usage: "tsx src/eager_step.ts [flags]",
   summary: "An eager training step (FFN, bfloat16 mixed precision, AdamW) timed over many steps: the host's time per step.",
   flags: {
-    backend: { type: "string", default: "cuda", description: "backend to run on: cuda, cpu, js or auto" },
+    backend: BACKEND_FLAG,
     widths: { type: "string", default: "1024x4096", description: "DMODELxHIDDEN of the FFN" },
     tokens: { type: "string", default: "2048", description: "tokens per step" },
     block: { type: "string", default: "64", description: "block side; 0 is the dense model" },

@@ -43,7 +43,7 @@ import { profilePerRun, profileTable } from "./kernel_profile";
 import { type TimingPlan, measure } from "./measure";
 import { pickRows } from "./reference";
 import { type BenchDType, type Check, TOLERANCE, compareToReference, spreadIndices } from "./validate";
-import { densities as densityList, describeFailure, FlagError, flagItems, parseFlags, positiveIntegers } from "./flags";
+import { BACKEND_FLAG, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, flagItems, parseFlags, positiveIntegers } from "./flags";
 
 type ModelKind = "ffn" | "block" | "head";
 
@@ -322,13 +322,13 @@ async function main(): Promise<void> {
     usage: "tsx src/ffn.ts [flags]",
     summary: "The training step a user writes (FFN, TransformerBlock or output head; forward, backward, AdamW), dense and block-sparse.",
     flags: {
-      backend: { type: "string", default: "cuda", description: "backend to run on: cuda, cpu, js or auto" },
+      backend: BACKEND_FLAG,
       models: { type: "string", default: "ffn,block", description: "comma-separated models: ffn, block, head" },
       widths: { type: "string", default: "1024x4096,4096x4096", description: "comma-separated DMODELxHIDDEN pairs" },
       tokens: { type: "string", default: "2048,8192,16384", description: "comma-separated tokens per step" },
       blocks: { type: "string", default: "32,64,128", description: "comma-separated block shapes (32, or RxC such as 32x64)" },
       densities: { type: "string", default: "0.5,0.25,0.1", description: "comma-separated densities in (0, 1]" },
-      dtype: { type: "string", default: "bfloat16", description: "float32, float16 or bfloat16" },
+      dtype: DTYPE_FLAG,
       context: { type: "string", default: "512", description: "sequence length of the block model's attention" },
       heads: { type: "string", default: "16", description: "attention heads of the block model" },
       torch: { type: "boolean", default: false, description: "also time PyTorch's dense step (python/ffn_torch.py)" },

@@ -72,6 +72,10 @@ export interface CliSpec<Flags extends Record<string, FlagSpec> = Record<string,
 
 const HELP_FLAG = { type: "boolean", short: "h", description: "print this help and exit" } as const;
 
+/** The flags most CLIs share, one wording for all: the backend (default cuda) and the dtype (default bfloat16). */
+export const BACKEND_FLAG = { type: "string", default: "cuda", description: "backend to run on: cuda, cpu, js or auto" } as const;
+export const DTYPE_FLAG = { type: "string", default: "bfloat16", description: "float32, float16 or bfloat16" } as const;
+
 /** The default a usage line shows: `defaultText`, else a value given, else nothing (a switch is off unless given). */
 function defaultOf(spec: FlagSpec): string | undefined {
   if (spec.defaultText !== undefined) return spec.defaultText;

@@ -17,7 +17,7 @@ import { join, resolve } from "node:path";
 import { type FloatDType, getBackendInstance, randint, type Tensor } from "@blocksparse/core";
 import { type GenerateOptions, GPT2_FFN_LAYERS, GPT2LMHeadModel } from "@blocksparse/models";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
-import { densities as densityList, describeFailure, FlagError, parseFlags, positiveIntegers as numbers } from "./flags";
+import { BACKEND_FLAG, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, parseFlags, positiveIntegers as numbers } from "./flags";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
 import { summarize } from "./stats";
@@ -64,14 +64,14 @@ async function main(): Promise<void> {
     usage: "tsx src/generate.ts [flags]",
     summary: "GPT-2 generation as a user calls it: time per new token, eager, with the static cache and captured.",
     flags: {
-      backend: { type: "string", default: "cuda", description: "backend to run on: cuda, cpu, js or auto" },
+      backend: BACKEND_FLAG,
       sizes: { type: "string", default: "small,medium", description: "comma-separated GPT-2 sizes: small, medium, large, xl" },
       batch: { type: "string", default: "1,8", description: "comma-separated batch sizes" },
       prompt: { type: "string", default: "32", description: "prompt tokens" },
       new: { type: "string", default: "64", description: "new tokens generated" },
       densities: { type: "string", default: "0.25", description: "comma-separated densities of the block-sparse feed-forward layers (the dense model always runs)" },
       modes: { type: "string", default: "eager,static,graph", description: "which of eager, static, graph to time" },
-      dtype: { type: "string", default: "bfloat16", description: "float32, float16 or bfloat16" },
+      dtype: DTYPE_FLAG,
       repeats: { type: "string", default: "3", description: "timed runs per case" },
       torch: { type: "boolean", default: false, description: "also time Hugging Face transformers' GPT2LMHeadModel (python/generate_torch.py)" },
       out: { type: "string", description: "directory for generate.md and .json", defaultText: "none: the table is printed only" },

@@ -23,7 +23,7 @@ import { type CapturedGraph, type FloatDType, captureGraph, getBackendInstance, 
 import { GPT2LMHeadModel } from "@blocksparse/models";
 import { AdamW, crossEntropy, parameterCount } from "@blocksparse/nn";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
-import { densities as densityList, describeFailure, FlagError, parseFlags, positiveIntegers } from "./flags";
+import { BACKEND_FLAG, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, parseFlags, positiveIntegers } from "./flags";
 import { profilePerRun, profileTable } from "./kernel_profile";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { type TimingPlan, measure } from "./measure";
@@ -171,14 +171,14 @@ async function main(): Promise<void> {
     usage: "tsx src/gpt2_train.ts [flags]",
     summary: "GPT-2's training step (cross-entropy, backward, AdamW), dense and with block-sparse feed-forward layers.",
     flags: {
-      backend: { type: "string", default: "cuda", description: "backend to run on: cuda, cpu, js or auto" },
+      backend: BACKEND_FLAG,
       sizes: { type: "string", default: "small", description: "comma-separated GPT-2 sizes: tiny, small, medium, large, xl" },
       batch: { type: "string", default: "8", description: "sequences per step" },
       context: { type: "string", default: "1024", description: "tokens per sequence" },
       vocab: { type: "string", default: "50257", description: "vocabulary size" },
       densities: { type: "string", default: "0.25", description: "comma-separated densities of the feed-forward layers" },
       blocks: { type: "string", default: "32", description: "comma-separated block sizes" },
-      dtype: { type: "string", default: "bfloat16", description: "float32, float16 or bfloat16" },
+      dtype: DTYPE_FLAG,
       graph: { type: "boolean", default: false, description: "capture the whole step once and time its replays" },
       torch: { type: "boolean", default: false, description: "also time Hugging Face's GPT2LMHeadModel (python/gpt2_train_torch.py)" },
       "torch-compile": { type: "boolean", default: false, description: "also time the PyTorch model under torch.compile" },

@@ -15,7 +15,7 @@ import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { type FloatDType, add, cast, getBackendInstance, linear, matmul, randn, type Tensor, tidy } from "@blocksparse/core";
-import { describeFailure, FlagError, parseFlags, positiveIntegers as numbers } from "./flags";
+import { BACKEND_FLAG, describeFailure, DTYPE_FLAG, FlagError, parseFlags, positiveIntegers as numbers } from "./flags";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
 import { replayable, timeUs } from "./timing";
@@ -53,11 +53,11 @@ async function main(): Promise<void> {
     usage: "tsx src/linear_shapes.ts [flags]",
     summary: "Dense products over a grid of shapes: linear(x, w) beside matmul(x, w, { transposeB: true }).",
     flags: {
-      backend: { type: "string", default: "cuda", description: "backend to run on: cuda, cpu, js or auto" },
+      backend: BACKEND_FLAG,
       rows: { type: "string", default: "1,8,64,512", description: "comma-separated rows of x (m)" },
       features: { type: "string", default: "64,768,4096", description: "comma-separated input features (k)" },
       widths: { type: "string", default: "129,1001,4097,50257", description: "comma-separated output widths (n)" },
-      dtype: { type: "string", default: "bfloat16", description: "float32, float16 or bfloat16" },
+      dtype: DTYPE_FLAG,
       bias: { type: "boolean", default: false, description: "add a bias (linear's epilogue; matmul + add)" },
       iterations: { type: "string", default: "100", description: "timed calls per shape" },
       torch: { type: "boolean", default: false, description: "also time PyTorch's F.linear (python/linear_torch.py)" },

@@ -30,7 +30,7 @@ import {
 import { Linear } from "@blocksparse/nn";
 import { repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
-import { describeFailure, parseFlags } from "./flags";
+import { BACKEND_FLAG, describeFailure, DTYPE_FLAG, parseFlags } from "./flags";
 
 interface Row {
   what: string;
@@ -178,8 +178,8 @@ async function main(): Promise<void> {
     usage: "tsx src/overhead.ts [flags]",
     summary: "Host time per op on tiny tensors, and the backend's start and first calls, measured in a fresh process.",
     flags: {
-      backend: { type: "string", default: "cuda", description: "backend to run on: cuda, cpu, js or auto" },
-      dtype: { type: "string", default: "bfloat16", description: "float32, float16 or bfloat16" },
+      backend: BACKEND_FLAG,
+      dtype: DTYPE_FLAG,
       out: { type: "string", description: "directory for overhead-BACKEND.md and .json", defaultText: "benchmarks/results/tmp/overhead" },
       child: { type: "boolean", default: false, description: "internal: the fresh process that measures start-up and first calls" },
       torch: { type: "boolean", default: false, description: "also time PyTorch on the same tiny tensors (python/overhead_torch.py)" },
