@@ -19,4 +19,9 @@ assert.deepEqual(shape, [2, 16]);
 assert.equal(typeof gradcheck, "function");
 assert.ok(core.tensor([1, 2]) instanceof core.Tensor);
 assert.equal(typeof BlockSparseModelPatcher, "function");
+// The js-kernels subpath shares the main entry's classes: a delegated kernel's or a compute function's error is core's.
+const jsKernels = require("@blocksparse/core/js-kernels");
+assert.equal(jsKernels.JsBackend, core.JsBackend);
+assert.equal(jsKernels.delegateToJs, core.delegateToJs);
+assert.throws(() => jsKernels.matmulF32({ a: new Float32Array(1), b: new Float32Array(1), c: new Float32Array(1), m: -1, n: 1, k: 1 }), core.ShapeError);
 console.log(`cjs: ok on ${core.getBackend()} (cuda: ${cudaAvailability().available ? "available" : "unavailable"})`);

@@ -9,6 +9,8 @@ import { decodeScipyNpz, encodeScipyNpz } from "@blocksparse/format/npz";
 import { Adam, BlockSparseLinear, Linear, ReLU, Sequential, backward, crossEntropy, getBackend, randn, tensor, tidy } from "@blocksparse/nn";
 import { load, save } from "@blocksparse/nn/node";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
+import * as core from "@blocksparse/core";
+import * as jsKernels from "@blocksparse/core/js-kernels";
 
 const w = BsrMatrix.random([64, 128], { blockShape: [16, 32], density: 0.5, seed: 1 });
 const content = bsrMatricesToSafetensors({ "fc.weight": w });
@@ -42,6 +44,11 @@ await save(model, path);
 const again = new Sequential(new BlockSparseLinear(32, 64, { density: 0.25, blockShape: [16, 16], seed: 9 }), new ReLU(), new Linear(64, 4, { seed: 9 }));
 await load(again, path);
 assert.deepEqual(again.forward(x).toArray(), model.forward(x).toArray());
+
+// The js-kernels subpath shares the main entry's classes: a delegated kernel's or a compute function's error is core's.
+assert.equal(jsKernels.JsBackend, core.JsBackend);
+assert.equal(jsKernels.jsKernels, core.jsKernels);
+assert.throws(() => jsKernels.matmulF32({ a: new Float32Array(1), b: new Float32Array(1), c: new Float32Array(1), m: -1, n: 1, k: 1 }), core.ShapeError);
 
 const cuda = cudaAvailability();
 assert.ok(cuda.available || /npm rebuild @blocksparse\/backend-cuda|pnpm approve-builds|GPU|driver|CUDA/.test(cuda.reason ?? ""), cuda.reason);

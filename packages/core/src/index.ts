@@ -61,6 +61,7 @@ export * from "./ops/nn_ops";
 export * from "./ops/reduce";
 export * from "./ops/shape_ops";
 export * from "./ops/sparse";
+export { optionsArg } from "./ops/validate";
 
 // The reference backend ships inside core and is registered by this entry at priority 1.
 import { JsBackend } from "./backends/js";
@@ -78,4 +79,18 @@ export {
   productKernels,
 } from "./backends/js";
 export { type DelegatedKernel, delegateToJs, delegatedKernels } from "./backends/js/delegate";
+// The js products' float32 compute functions, for other backends (documented under @blocksparse/core/js-kernels).
+export {
+  type BlockNormsArgs,
+  type BsrLinearArgs,
+  type BsrMatmulArgs,
+  type BsrSizes,
+  type MatmulArgs,
+  type SampledMatmulArgs,
+  blockNormsF32,
+  bsrLinearF32,
+  bsrMatmulF32,
+  matmulF32,
+  sampledMatmulF32,
+} from "./backends/js/compute";
 registerBackendForJs("js", () => new JsBackend(), 1);

@@ -8,19 +8,26 @@
  * - The compute functions (`matmulF32`, `bsrLinearF32`, ...): the cache-blocked float32 loops
  *   behind the js product kernels, on plain arrays with explicit sizes and offsets.
  */
-export { JsBackend, JsBuffer, type FloatOutput } from "./backends/js/backend";
-export { type DelegatedKernel, delegateToJs, delegatedKernels } from "./backends/js/delegate";
-export { jsKernels } from "./backends/js/kernels";
+// Re-exported from the package's main entry (by name: external to this entry's build) so that a backend built on these
+// shares core's one copy of its classes: an error a delegated kernel throws is an instance of core's IndexError, and
+// JsBackend is core's. A build of its own would carry a second copy of each.
 export {
   type BlockNormsArgs,
   type BsrLinearArgs,
   type BsrMatmulArgs,
   type BsrSizes,
+  type DelegatedKernel,
+  type FloatOutput,
   type MatmulArgs,
   type SampledMatmulArgs,
   blockNormsF32,
   bsrLinearF32,
   bsrMatmulF32,
+  delegateToJs,
+  delegatedKernels,
+  JsBackend,
+  JsBuffer,
+  jsKernels,
   matmulF32,
   sampledMatmulF32,
-} from "./backends/js/compute";
+} from "@blocksparse/core";
