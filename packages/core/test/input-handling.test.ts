@@ -95,6 +95,31 @@ describe("a Tensor or an array where an op's options go", () => {
     });
   });
 
+  it("a typed array, an ArrayBuffer, a Map, a Date or another built-in object is refused as a Tensor is, naming what it is", () => {
+    tidy(() => {
+      const x = zeros([2, 2]);
+      // Each used to pass: no own keys (an empty typed array, a Map, a Date) read as no options, or its indices as unknown options.
+      expect(thrown(() => matmul(x, x, new Float32Array(0) as never))).toEqual(["ValueError", "matmul: options must be an object or null, got a Float32Array"]);
+      expect(() => matmul(x, x, new Float32Array([1, 0]) as never)).toThrow("matmul: options must be an object or null, got a Float32Array");
+      expect(() => softmax(x, -1, new ArrayBuffer(8) as never)).toThrow("softmax: options must be an object or null, got an ArrayBuffer");
+      expect(() => randn([2], new Map([["seed", 1]]) as never)).toThrow("randn: options must be an object or null, got a Map");
+      expect(() => rand([2], new Date() as never)).toThrow("rand: options must be an object or null, got a Date");
+      expect(() => randint(0, 2, [2], new Set() as never)).toThrow("randint: options must be an object or null, got a Set");
+      expect(() => scaledDotProductAttention(x, x, x, new Int32Array(2) as never)).toThrow("scaledDotProductAttention: options must be an object or null, got an Int32Array");
+      expect(() => crossEntropy(x, zeros([2], "int32"), /mean/ as never)).toThrow("crossEntropy: options must be an object or null, got a RegExp");
+      expect(() => captureGraph(() => 0, Promise.resolve() as never)).toThrow("captureGraph: options must be an object or null, got a Promise");
+      expect(() => enableLeakGuard(new DataView(new ArrayBuffer(1)) as never)).toThrow("enableLeakGuard: options must be an object or null, got a DataView");
+      // Plain objects still pass, with or without a prototype, and so do instances of the caller's own classes.
+      expect(matmul(x, x, Object.assign(Object.create(null), { transposeA: true })).shape).toEqual([2, 2]);
+      class MatmulOptions {
+        transposeB = true;
+      }
+      expect(matmul(x, x, new MatmulOptions()).shape).toEqual([2, 2]);
+    });
+    expect(() => tidy(new Uint8Array(1) as never)).toThrow("tidy: expected a function, got a Uint8Array");
+    expect(() => keep(new Map() as never)).toThrow("keep: expected a Tensor, got a Map");
+  });
+
   it("tidy, keep and the elementwise ops say null or an array where they said object", () => {
     expect(() => tidy([] as never)).toThrow("tidy: expected a function, got an array");
     expect(() => keep([zeros([1])] as never)).toThrow("keep: expected a Tensor, got an array");

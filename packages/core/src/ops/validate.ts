@@ -56,9 +56,13 @@ export function assertArray(op: string, name: string, value: unknown): asserts v
   if (!Array.isArray(value)) throw new ValueError(`${op}: ${name} must be an array, got ${kindOf(value)}`);
 }
 
-/** What a value is, for a message: "null", "an array", "a Tensor" or its typeof. */
+/**
+ * What a value is, for a message: "null", "an array", "a Tensor", a built-in object by its tag ("a Float32Array", "an
+ * ArrayBuffer", "a Map": anything but a plain object, from any realm) or its typeof ("object" for a plain one).
+ */
 export function kindOf(value: unknown): string {
-  return value === null ? "null" : Array.isArray(value) ? "an array" : value instanceof Tensor ? "a Tensor" : typeof value;
+  const tag = value instanceof Tensor ? "Tensor" : {}.toString.call(value).slice(8, -1);
+  return value === null ? "null" : Array.isArray(value) ? "an array" : typeof value !== "object" || tag === "Object" ? typeof value : `a${"AEIO".includes(tag[0]) ? "n" : ""} ${tag}`;
 }
 
 export function assertShapeArg(op: string, name: string, shape: readonly number[]): void {
@@ -81,11 +85,12 @@ const NO_OPTIONS = {};
 /**
  * An optional options argument: undefined and null mean none (one shared empty object, nothing allocated); anything
  * else must be an object whose keys are all `names`: an unknown key (torch's label_smoothing, a typo) is refused, not
- * ignored, as TypeScript would refuse it.
+ * ignored, as TypeScript would refuse it. Own enumerable keys only, against `names`: inherited ones (toString, a
+ * method of the receiver) are never options. Exported for the packages above core that take options the same way.
  */
 export function optionsArg<T extends object>(op: string, options: T | null | undefined, names: readonly (keyof T & string)[]): T {
   if (options == null) return NO_OPTIONS as T;
-  // A Tensor or an array would otherwise be refused for its fields or indices as unknown options.
+  // A Tensor or an array would otherwise be refused for its fields or indices as unknown options, an empty Map or a Date accepted.
   const kind = kindOf(options);
   if (kind !== "object") throw new ValueError(`${op}: options must be an object or null, got ${kind}`);
   const unknown = Object.keys(options).filter((key) => !names.includes(key as keyof T & string));
