@@ -1,5 +1,5 @@
 import { noGrad } from "@blocksparse/autograd";
-import { cast, concat, keep, mul, reshape, sum, type Tensor, tidy, ValueError } from "@blocksparse/core";
+import { cast, concat, keep, mul, optionsArg, reshape, sum, type Tensor, tidy, ValueError } from "@blocksparse/core";
 import { NnError } from "./errors";
 import { Optimizer } from "./optim";
 import { describeValue } from "./serialization";
@@ -51,9 +51,15 @@ export class GradScaler {
   /** Optimizers stepped (or skipped) since the last update: a second step would reuse stale unscaling. */
   readonly #stepped = new Set<Optimizer>();
 
-  constructor(options: GradScalerOptions = {}) {
-    if (options === null || typeof options !== "object") throw new ValueError("GradScaler: options must be an object");
-    const { initScale = 2 ** 16, growthFactor = 2, backoffFactor = 0.5, growthInterval = 2000, enabled = true } = options;
+  constructor(options?: GradScalerOptions | null) {
+    // null means the defaults; an unknown option (torch's init_scale, a typo) is refused, as ignored it would train at another scale than asked.
+    const { initScale = 2 ** 16, growthFactor = 2, backoffFactor = 0.5, growthInterval = 2000, enabled = true } = optionsArg("GradScaler", options, [
+      "initScale",
+      "growthFactor",
+      "backoffFactor",
+      "growthInterval",
+      "enabled",
+    ]);
     this.#scale = checkPositive("initScale", initScale);
     [this.growthFactor, this.backoffFactor, this.growthInterval] = checkSchedule("GradScaler", growthFactor, backoffFactor, growthInterval);
     if (typeof enabled !== "boolean") throw new ValueError(`GradScaler: enabled must be a boolean, got ${String(enabled)}`);

@@ -16,6 +16,7 @@ import {
   mean,
   mul,
   multiTensorAdamUpdateInPlace,
+  optionsArg,
   ShapeError,
   shapesEqual,
   sub,
@@ -130,11 +131,6 @@ export interface OptimizerOptions {
 export function inverseDensity(parameter: Parameter): number {
   // A weight without blocks has no values to scale: 1 keeps its learning rate finite.
   return parameter.pattern === null || parameter.pattern.nnzBlocks === 0 ? 1 : 1 / parameter.pattern.density;
-}
-
-/** Refuses an option `optimizer` has no field for (torch's weight_decay, maximize, a typo): ignored, it would train otherwise than asked. */
-function checkOptionNames(where: string, options: object, optimizer: Optimizer): void {
-  for (const key in options) if (!(key in optimizer)) throw new ValueError(`${where}: unknown option '${key}'`);
 }
 
 function checkNumber(where: string, name: string, value: unknown, low: number, high = Number.POSITIVE_INFINITY, highOpen = false): number {
@@ -723,20 +719,18 @@ export interface SGDOptions extends OptimizerOptions {
  * g = nesterov ? g + momentum * buf : buf; p -= lr * g.
  */
 export class SGD extends Optimizer {
-  momentum: number;
-  dampening: number;
-  weightDecay: number;
-  nesterov: boolean;
+  // Set from checkHyperparameters, as loadStateDict sets them.
+  momentum!: number;
+  dampening!: number;
+  weightDecay!: number;
+  nesterov!: boolean;
 
   constructor(params: Iterable<Parameter>, options: SGDOptions) {
-    if (options === null || typeof options !== "object") throw new ValueError("SGD: options { lr } are required");
+    // Only the documented options: another (torch's weight_decay, a typo, an inherited toString), ignored, would train
+    // otherwise than asked. Without options there is no lr, refused as a missing lr.
+    options = optionsArg("SGD", options, ["lr", "momentum", "dampening", "weightDecay", "nesterov", "masterWeights", "lrScale"]);
     super("SGD", params, options.lr, options);
-    const checked = this.checkHyperparameters("SGD", { ...options });
-    this.momentum = checked.momentum;
-    this.dampening = checked.dampening;
-    this.weightDecay = checked.weightDecay;
-    this.nesterov = checked.nesterov;
-    checkOptionNames("SGD", options, this);
+    Object.assign(this, this.checkHyperparameters("SGD", { ...options }));
   }
 
   protected override ownHyperparameters(): Record<string, Hyperparameter> {
@@ -747,7 +741,7 @@ export class SGD extends Optimizer {
     const momentum = checkNumber(where, "momentum", values.momentum ?? 0, 0);
     const dampening = checkNumber(where, "dampening", values.dampening ?? 0, 0, 1);
     const nesterov = values.nesterov ?? false;
-    if (typeof nesterov !== "boolean") throw new ValueError(`${where}: nesterov must be true or false, got ${String(nesterov)}`);
+    if (typeof nesterov !== "boolean") throw new ValueError(`${where}: nesterov must be a boolean, got ${String(nesterov)}`);
     if (nesterov && (momentum === 0 || dampening !== 0)) throw new ValueError(`${where}: nesterov needs momentum > 0 and dampening 0`);
     return { momentum, dampening, weightDecay: checkNumber(where, "weightDecay", values.weightDecay ?? 0, 0), nesterov };
   }
@@ -788,25 +782,22 @@ export interface AdamOptions extends OptimizerOptions {
 
 /** Adam (torch.optim.Adam): one multi-tensor kernel call updates every parameter of a step; m and v in float32. */
 export class Adam extends Optimizer {
-  betas: readonly [number, number];
-  eps: number;
-  weightDecay: number;
+  // Set from checkHyperparameters, as loadStateDict sets them.
+  betas!: readonly [number, number];
+  eps!: number;
+  weightDecay!: number;
   protected readonly decoupled: boolean;
   readonly #capturable: boolean;
 
-  constructor(params: Iterable<Parameter>, options: AdamOptions = {}, where = "Adam", decoupled = false) {
-    if (options === null || typeof options !== "object") throw new ValueError(`${where}: options must be an object`);
+  constructor(params: Iterable<Parameter>, options?: AdamOptions | null, where = "Adam", decoupled = false) {
+    // Only the documented options, as SGD; null means the defaults, as for core's ops.
+    options = optionsArg(where, options, ["lr", "betas", "eps", "weightDecay", "capturable", "masterWeights", "lrScale"]);
     super(where, params, options.lr ?? 1e-3, options);
-    if (options.capturable !== undefined && typeof options.capturable !== "boolean") {
-      throw new ValueError(`${where}: capturable must be true or false, got ${JSON.stringify(options.capturable)}`);
-    }
-    this.#capturable = options.capturable ?? false;
+    const { capturable = false } = options;
+    if (typeof capturable !== "boolean") throw new ValueError(`${where}: capturable must be true or false, got ${JSON.stringify(capturable)}`);
+    this.#capturable = capturable;
     this.decoupled = decoupled;
-    const checked = this.checkHyperparameters(where, { ...options });
-    this.betas = checked.betas;
-    this.eps = checked.eps;
-    this.weightDecay = checked.weightDecay;
-    checkOptionNames(where, options, this);
+    Object.assign(this, this.checkHyperparameters(where, { ...options }));
   }
 
   protected override ownHyperparameters(): Record<string, Hyperparameter> {
@@ -915,7 +906,7 @@ interface AdamGroup {
 
 /** AdamW (torch.optim.AdamW): Adam with decoupled weight decay, default 0.01. */
 export class AdamW extends Adam {
-  constructor(params: Iterable<Parameter>, options: AdamOptions = {}) {
+  constructor(params: Iterable<Parameter>, options?: AdamOptions | null) {
     super(params, options, "AdamW", true);
   }
 }

@@ -248,6 +248,16 @@ describe("GradScaler", () => {
     return parameter;
   }
 
+  it("refuses an option it does not have (torch's init_scale, a typo) rather than training at the default scale", () => {
+    expect(() => new GradScaler({ init_scale: 1024 } as never)).toThrow(ValueError);
+    expect(() => new GradScaler({ init_scale: 1024 } as never)).toThrow(
+      "GradScaler: unknown option 'init_scale'; the options are initScale, growthFactor, backoffFactor, growthInterval, enabled",
+    );
+    expect(() => new GradScaler({ initScale: 8, growth_interval: 10, toString: () => "" } as never)).toThrow("GradScaler: unknown options 'growth_interval', 'toString'");
+    expect(() => new GradScaler(new Float32Array([1024]) as never)).toThrow("GradScaler: options must be an object or null, got a Float32Array");
+    expect(new GradScaler(null as never).scaleFactor).toBe(2 ** 16);
+  });
+
   it("scales the loss into float32 and unscales gradients into float32", () => {
     const scaler = new GradScaler({ initScale: 1024 });
     const loss = full([], 2, "float16");

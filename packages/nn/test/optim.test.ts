@@ -146,12 +146,59 @@ describe("optimizers match a float64 reference", () => {
     expect(() => new AdamW([parameter], { lr: 1e-3, weight_decay: 0.1 } as never)).toThrow("AdamW: unknown option 'weight_decay'");
     expect(() => new Adam([parameter], { maximize: true } as never)).toThrow(ValueError);
     expect(() => new SGD([parameter], { lr: 0.1, momentom: 0.9 } as never)).toThrow("SGD: unknown option 'momentom'");
-    expect(() => new AdamW([parameter], { amsgrad: true, foreach: true } as never)).toThrow("AdamW: unknown option 'amsgrad'");
+    expect(() => new AdamW([parameter], { amsgrad: true, foreach: true } as never)).toThrow("AdamW: unknown options 'amsgrad', 'foreach'");
     const options = { lr: 0.1, momentum: 0.9, dampening: 0, weightDecay: 0, nesterov: true, masterWeights: false, lrScale: () => 1 };
     expect(new SGD([parameter], options).nesterov).toBe(true);
     expect(new AdamW([parameter], { lr: 1, betas: [0.9, 0.95], eps: 1e-6, weightDecay: 0.1, capturable: false, masterWeights: "auto", lrScale: () => 1 }).weightDecay).toBe(0.1);
   });
 });
+
+describe("an optimizer's option names", () => {
+  const parameter = () => new Parameter(tensor([1, 2, 3], [3]));
+
+  it("are its documented ones only: a method or inherited name (toString, constructor, step, zeroGrad) is an unknown option", () => {
+    // Each used to pass, as the optimizer (or Object.prototype) has a property of that name.
+    expect(thrown(() => new SGD([parameter()], { lr: 0.1, step: 1 } as never))).toEqual([
+      "ValueError",
+      "SGD: unknown option 'step'; the options are lr, momentum, dampening, weightDecay, nesterov, masterWeights, lrScale",
+    ]);
+    expect(thrown(() => new Adam([parameter()], { zeroGrad: true } as never))).toEqual([
+      "ValueError",
+      "Adam: unknown option 'zeroGrad'; the options are lr, betas, eps, weightDecay, capturable, masterWeights, lrScale",
+    ]);
+    expect(() => new AdamW([parameter()], { toString: () => "AdamW" } as never)).toThrow("AdamW: unknown option 'toString'; the options are lr, betas");
+    expect(() => new SGD([parameter()], { lr: 0.1, constructor: SGD } as never)).toThrow("SGD: unknown option 'constructor'");
+    expect(() => new Adam([parameter()], { params: [], lr: 1e-3 } as never)).toThrow("Adam: unknown option 'params'");
+    expect(() => new SGD([parameter()], { lr: 0.1, hasOwnProperty: 1, loadStateDict: 1 } as never)).toThrow("SGD: unknown options 'hasOwnProperty', 'loadStateDict'");
+  });
+
+  it("are read from the options object itself, not its prototype", () => {
+    const inherited = Object.create({ momentom: 0.9 }) as { lr: number };
+    inherited.lr = 0.1;
+    expect(new SGD([parameter()], inherited).momentum).toBe(0);
+    const withNullPrototype = Object.assign(Object.create(null), { lr: 0.1, momentum: 0.5 }) as { lr: number; momentum: number };
+    expect(new SGD([parameter()], withNullPrototype).momentum).toBe(0.5);
+  });
+
+  it("a Tensor, an array or a typed array as options is a ValueError naming what was passed; Adam's null means its defaults", () => {
+    expect(() => new Adam([parameter()], tensor([1e-3], [1]) as never)).toThrow("Adam: options must be an object or null, got a Tensor");
+    expect(() => new AdamW([parameter()], new Float32Array([1e-3]) as never)).toThrow("AdamW: options must be an object or null, got a Float32Array");
+    expect(() => new SGD([parameter()], [0.1] as never)).toThrow("SGD: options must be an object or null, got an array");
+    expect(() => new SGD([parameter()], new Map([["lr", 0.1]]) as never)).toThrow("SGD: options must be an object or null, got a Map");
+    expect(new Adam([parameter()], null).lr).toBe(1e-3);
+    expect(() => new SGD([parameter()], null as never)).toThrow("SGD: lr must be a finite number >= 0, got undefined");
+  });
+});
+
+/** The error fn throws: its class and message. */
+function thrown(fn: () => unknown): [string, string] {
+  try {
+    fn();
+  } catch (error) {
+    return [(error as Error).name, (error as Error).message];
+  }
+  return ["nothing", ""];
+}
 
 describe("optimizer state of block-sparse weights", () => {
   it("has the size of the stored values, never the dense size", () => {
