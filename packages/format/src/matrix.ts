@@ -404,7 +404,7 @@ export function indexArrayToInt32(array: IndexArrayInput, field: string): Int32A
     for (let i = 0; i < array.length; i++) {
       const value = array[i];
       if (value < -(2n ** 31n) || value >= 2n ** 31n) {
-        throw new BsrFormatError(field, `index ${value} does not fit int32`, i);
+        throw new BsrFormatError(field, `${value} does not fit int32`, i);
       }
       out[i] = Number(value);
     }

@@ -25,12 +25,14 @@ interface NpyArray {
 const NPY_MAGIC = [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]; // "\x93NUMPY"
 const littleEndianHost = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
+// zod's own "Invalid input" would not say which part of the header is missing or wrong.
+const dimension = { error: (issue: { input?: unknown }) => `expected a dimension (an integer >= 0), got ${String(issue.input)}` };
 const npyHeaderSchema = z.object({
-  descr: z.string().check(
+  descr: z.string({ error: "the header has no 'descr' (the dtype)" }).check(
     z.regex(/^[<>|=][fiubSU]\d+$/, { error: (issue) => `unsupported dtype ${JSON.stringify(issue.input)}: only bool, integer, float and string arrays are read` }),
   ),
-  fortranOrder: z.boolean(),
-  shape: z.array(z.int().check(z.nonnegative())),
+  fortranOrder: z.boolean({ error: "the header has no 'fortran_order' of True or False" }),
+  shape: z.array(z.int(dimension).check(z.nonnegative(dimension)), { error: "the header has no 'shape' tuple" }),
 });
 
 function itemSize(kind: string): number {
@@ -85,7 +87,8 @@ function readNpy(bytes: Uint8Array, field: string): NpyArray {
         ?.split(",")
         .map((part) => part.trim())
         .filter((part) => part !== "")
-        .map((part) => Number(part.replace(/L$/, ""))),
+        // An integer (Python 2 wrote 3L) as a number; anything else kept as text, for the message.
+        .map((part) => (/^-?\d+L?$/.test(part) ? Number(part.replace(/L$/, "")) : part)),
     },
     field,
   );
@@ -209,13 +212,13 @@ export function encodeScipyNpz(matrix: BsrMatrix, options: { compressed?: boolea
   return zipSync(files, { mtime: new Date(1980, 0, 1) });
 }
 
-/** A 1-D int32 or int64 array (SciPy refuses index arrays of any other rank, so nothing is flattened). */
-function toIndexArray(array: NpyArray, field: string): Int32Array | BigInt64Array {
+/** A 1-D int32 or int64 array (SciPy refuses index arrays of any other rank, so nothing is flattened); `what` it holds names it in messages. */
+function toIndexArray(array: NpyArray, field: string, what: string): Int32Array | BigInt64Array {
   if (array.shape.length !== 1) throw new BsrFormatError(field, `expected a 1-D array, got shape ${npyShapeText(array.shape)}`);
   const copy = array.bytes.buffer.slice(array.bytes.byteOffset, array.bytes.byteOffset + array.bytes.byteLength);
   if (array.kind === "i4") return new Int32Array(copy);
   if (array.kind === "i8") return new BigInt64Array(copy);
-  throw new BsrFormatError(field, `expected int32 or int64 indices, got ${describeDtype(array)}`);
+  throw new BsrFormatError(field, `expected int32 or int64 ${what}, got ${describeDtype(array)}`);
 }
 
 function npyString(array: NpyArray, field: string): string {
@@ -282,7 +285,7 @@ export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
   }
   const read = (name: string) => readNpy(files.get(name)!, name);
   const shapeArray = read("shape.npy");
-  const shapeRead: (number | bigint)[] = [...toIndexArray(shapeArray, "shape.npy")];
+  const shapeRead: (number | bigint)[] = [...toIndexArray(shapeArray, "shape.npy", "dimensions")];
   const shapeValues = shapeRead.map(Number);
   if (shapeValues.length !== 2) throw new BsrFormatError("shape.npy", `expected 2 dimensions, got ${shapeValues.length}`);
   if (!(shapeValues[0] > 0 && shapeValues[1] > 0)) {
@@ -305,15 +308,16 @@ export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
   else if (data.kind === "f8") [values, dtype] = [Float32Array.from(new Float64Array(raw)), "float32"];
   else if (Object.hasOwn(INTEGER_ARRAYS, data.kind)) [values, dtype] = [integersAsFloat32(data.kind, raw), "float32"];
   else throw new BsrFormatError("data.npy", `expected bool, integer or float (16, 32 or 64-bit) data, got ${describeDtype(data)}`);
-  const indptr = toIndexArray(read("indptr.npy"), "indptr.npy");
-  const indices = indexArrayToInt32(toIndexArray(read("indices.npy"), "indices.npy"), "indices") as Int32Array;
+  const indptr = toIndexArray(read("indptr.npy"), "indptr.npy", "offsets");
+  const indices = indexArrayToInt32(toIndexArray(read("indices.npy"), "indices.npy", "indices"), "indices") as Int32Array;
   sortBlockRows(indptr, indices, values, dataShape[1] * dataShape[2]);
   try {
     return BsrMatrix.fromScipy({ indptr, indices, data: values, dataShape, shape: [shapeValues[0], shapeValues[1]], dtype });
   } catch (error) {
-    // fromScipy names its arguments (scipy.dataShape, dataShape): say which array of the archive holds the value.
-    if (!(error instanceof BsrFormatError) || !["scipy.dataShape", "dataShape"].includes(error.field)) throw error;
-    const dimension = error.position === undefined ? "" : `, dimension ${error.position}`;
+    // fromScipy names its arguments (scipy.dataShape, dataShape, the blockShape data's dimensions 1 and 2 give): say which array of the archive holds the value.
+    if (!(error instanceof BsrFormatError) || !["scipy.dataShape", "dataShape", "blockShape"].includes(error.field)) throw error;
+    const position = error.field === "blockShape" && error.position !== undefined ? error.position + 1 : error.position;
+    const dimension = position === undefined ? "" : `, dimension ${position}`;
     throw new BsrFormatError("data.npy", `its shape ${npyShapeText(data.shape)}${dimension}: ${error.detail}`);
   }
 }

@@ -364,6 +364,33 @@ describe("dtype names in errors", () => {
   });
 });
 
+describe("an index member of the wrong dtype", () => {
+  // shape.npy of floats used to be refused as "int32 or int64 indices": indices.npy is another member.
+  it.each([
+    ["shape.npy", npy("<f8", "(2,)", bytesOf(Float64Array.from([4, 6]))), "shape.npy: expected int32 or int64 dimensions, got <f8 (a 8-byte float: float64)"],
+    ["shape.npy", npy("<f8", "(2,)", bytesOf(Float64Array.from([4.5, 6]))), "shape.npy: expected int32 or int64 dimensions, got <f8 (a 8-byte float: float64)"],
+    ["indptr.npy", npy("<f4", "(3,)", bytesOf(Float32Array.from([0, 1, 2]))), "indptr.npy: expected int32 or int64 offsets, got <f4 (a 4-byte float: float32)"],
+    ["indices.npy", npy("<f4", "(2,)", bytesOf(Float32Array.from([0, 2]))), "indices.npy: expected int32 or int64 indices, got <f4 (a 4-byte float: float32)"],
+  ])("names %s and what it holds", (name, file, message) => {
+    const error = thrown(() => decodeScipyNpz(archive({ [name]: file }))) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect([error.field, error.message]).toEqual([name, message]);
+  });
+
+  it("calls an indptr value past int32 an offset's value, not an index", () => {
+    const error = thrown(() => decodeScipyNpz(archive({ "indptr.npy": npy("<i8", "(3,)", bytesOf(BigInt64Array.from([0n, 2n ** 40n, 2n]))) }))) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.message).toBe("indptr[1]: 1099511627776 does not fit int32");
+  });
+
+  it("reports data blocks that do not tile the matrix under data.npy, with the dimension of its shape", () => {
+    const error = thrown(() => decodeScipyNpz(archive({ "data.npy": npy("<f8", "(2, 3, 2)", new Uint8Array(96)) }))) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.field).toBe("data.npy");
+    expect(error.message).toMatch(/^data\.npy: its shape \(2, 3, 2\), dimension 1: block height R=3 does not divide rows=4/);
+  });
+});
+
 describe("size limits of .npz files", () => {
   /** A real matrix of one 65536 x 16384 block whose 4 GiB of values are never allocated: reading them throws. */
   const hugeMatrix = () => {
@@ -648,6 +675,27 @@ describe("errors name the archive's arrays, never decodeScipyNpz's internals", (
     expect(error).toBeInstanceOf(BsrFormatError);
     expect(error.field).toBe("data.npy.descr");
     expect(error.message).toBe(`data.npy.descr: unsupported dtype "[('a', '<f4')]": only bool, integer, float and string arrays are read`);
+  });
+
+  it("says which part of a member's .npy header is missing or wrong instead of 'Invalid input'", () => {
+    /** A .npy file with exactly this header text. */
+    const rawNpy = (header: string, data: Uint8Array) => {
+      const out = new Uint8Array(10 + header.length + data.length);
+      out.set([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0, header.length & 0xff, header.length >> 8]);
+      out.set(strToU8(header), 10);
+      out.set(data, 10 + header.length);
+      return out;
+    };
+    const shape = bytesOf(BigInt64Array.from([4n, 6n]));
+    const message = (file: Uint8Array) => thrown(() => decodeScipyNpz(archive({ "shape.npy": file }))).message;
+    expect(message(rawNpy("{'descr': '<i8', 'fortran_order': False, }\n", shape))).toBe("shape.npy.shape: the header has no 'shape' tuple");
+    expect(message(rawNpy("{'descr': '<i8', 'shape': (2,), }\n", shape))).toBe("shape.npy.fortranOrder: the header has no 'fortran_order' of True or False");
+    expect(message(rawNpy("{'fortran_order': False, 'shape': (2,), }\n", shape))).toBe("shape.npy.descr: the header has no 'descr' (the dtype)");
+    expect(message(npy("<i8", "(2.5,)", shape))).toBe("shape.npy.shape[0]: expected a dimension (an integer >= 0), got 2.5");
+    expect(message(npy("<i8", "(-2,)", shape))).toBe("shape.npy.shape[0]: expected a dimension (an integer >= 0), got -2");
+    expect(message(npy("<i8", "(two,)", shape))).toBe("shape.npy.shape[0]: expected a dimension (an integer >= 0), got two");
+    // Python 2's long literals still read.
+    expect(decodeScipyNpz(archive({ "shape.npy": npy("<i8", "(2L,)", shape) })).shape).toEqual([4, 6]);
   });
 
   it("reports a zero block dimension or a block count that disagrees with the indices under data.npy, with its shape", () => {
