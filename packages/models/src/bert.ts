@@ -235,13 +235,11 @@ export class BertModel extends Module {
   encode(inputIds: Tensor, encoderInputs: EncoderInputs | null = {}): EncoderOutput {
     const inputs = checkOptions<EncoderInputs>(this.label, encoderInputs, ENCODER_INPUTS);
     const [lastHiddenState, poolerOutput] = tidy(() => {
-      const [batch, length] = checkTokenIds(this.label, "inputIds", inputIds, this.maxLength());
+      const [batch, length] = checkTokenIds(this.label, "inputIds", inputIds, this.maxLength(), this.config.vocab_size);
       const ids = reshape(inputIds, [batch, length]);
       const attentionMask = optionalInput(this.label, "attentionMask", inputs.attentionMask, inputIds);
       const tokenTypeIds = optionalInput(this.label, "tokenTypeIds", inputs.tokenTypeIds, inputIds);
-      if (tokenTypeIds !== undefined && tokenTypeIds.dtype !== "int32") {
-        throw new DTypeError(`${this.label}: tokenTypeIds has dtype ${tokenTypeIds.dtype}, expected int32 like the token ids`);
-      }
+      if (tokenTypeIds !== undefined) checkTokenIds(this.label, "tokenTypeIds", tokenTypeIds, length, this.config.type_vocab_size, "token types");
       const weights = this.embeddings.word_embeddings.weight.value;
       const positionIds = this.positionIds(ids);
       const positions = positionIds === undefined ? undefined : uploadOn(positionIds, [batch, length], ids, "int32");

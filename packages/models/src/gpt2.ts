@@ -27,6 +27,7 @@ import { SeededRandom } from "@blocksparse/format";
 import { Dropout, Embedding, forwardLinearActivation, forwardResidual, LayerNorm, Linear, Module, ModuleList } from "@blocksparse/nn";
 import type { CheckpointRules } from "./checkpoint";
 import { type Gpt2Config, parseGpt2Config } from "./config";
+import { ModelsError } from "./errors";
 import { activationModule, attention, checkOptions, checkTokenIds, dtypeHint, initLikeHuggingFace, MASKED, seedStream, splitHeads, uploadOn } from "./layers";
 
 /** GPT2LMHeadModel's feed-forward layers, for the patcher: transformer.h.N.mlp.c_fc and .c_proj. */
@@ -341,7 +342,7 @@ export class GPT2Model extends Module {
    */
   forward(inputIds: Tensor, inputs?: GPT2Cache | GPT2Inputs | null): Tensor {
     const { cache, attentionMask }: GPT2Inputs = inputs instanceof GPT2Cache ? { cache: inputs } : checkOptions(this.label, inputs, GPT2_INPUTS);
-    const [batch, length] = checkTokenIds(this.label, "inputIds", inputIds, this.config.n_positions);
+    const [batch, length] = checkTokenIds(this.label, "inputIds", inputIds, this.config.n_positions, this.config.vocab_size);
     const past = cache?.length ?? 0;
     const width = past + length;
     if (cache != null) {
@@ -480,11 +481,18 @@ function checkCount(label: string, name: string, value: number, least: number): 
 /**
  * The next token from one row of logits: the largest, or a draw from the temperature's softmax over the topK largest
  * (ties at the k-th kept), then over the smallest most probable set of them whose probability reaches topP
- * (transformers' temperature, top-k and top-p warpers, in that order).
+ * (transformers' temperature, top-k and top-p warpers, in that order). -1 for a row with a NaN or no finite largest
+ * logit (all -Infinity, or +Infinity): its softmax is NaN, and a draw from it would be any token.
  */
 function pickToken(logits: ArrayLike<number>, temperature: number, topK: number, topP: number, random: () => number): number {
   let best = 0;
-  for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
+  let nan = false;
+  // The pass that finds the largest logit also spots a NaN (it compares false, so lands in the else).
+  for (let i = 0; i < logits.length; i++) {
+    if (logits[i] > logits[best]) best = i;
+    else nan ||= Number.isNaN(logits[i]);
+  }
+  if (nan || !Number.isFinite(logits[best])) return -1;
   if (temperature === 0) return best;
   let candidates = Array.from({ length: logits.length }, (_, i) => i);
   if (topK > 0 && topK < logits.length) {
@@ -716,10 +724,12 @@ export class GPT2LMHeadModel extends Module {
           }
           const values = result.dataSync();
           if (result !== step?.result) result.dispose();
-          const tokens = rows.map((_, b) =>
-            push(b, done[b] ? eos[0] : greedy ? values[b] : pickToken(values.subarray(b * vocab, (b + 1) * vocab), temperature, topK, topP, random)),
-          );
           if (next !== stepInput) next.dispose();
+          const tokens = rows.map((_, b) => {
+            const token = done[b] ? eos[0] : greedy ? values[b] : pickToken(values.subarray(b * vocab, (b + 1) * vocab), temperature, topK, topP, random);
+            if (token < 0) throw new ModelsError(`${label}: sequence ${b}'s logits hold NaN or no finite value (new token ${index}): nothing to sample`);
+            return push(b, token);
+          });
           next = uploadOn(tokens, [batch, 1], inputIds, "int32");
         }
         if (next !== stepInput) next.dispose();

@@ -5,6 +5,7 @@ import {
   engine,
   equal,
   fullOn,
+  IndexError,
   matmul,
   mul,
   permute,
@@ -48,14 +49,19 @@ export function activationModule(name: Activation): Module {
 
 /**
  * Token ids [B, T] (or [T]) checked as int32 of 1 to maxLength positions, naming the model in the error; their
- * [B, T]. Nothing is allocated: a caller outside a tidy leaks no view of [T] ids.
+ * [B, T]. With a `vocab`, each id is in [0, vocab) (an IndexError naming it before an embedding's gather reads it),
+ * read where a read is free: on backends without graphs (host memory). A device backend's gather reports an id out of
+ * range itself at the next read; a host read there would stall every forward on the device. Nothing is allocated: a
+ * caller outside a tidy leaks no view.
  */
-export function checkTokenIds(label: string, name: string, ids: Tensor, maxLength: number): [number, number] {
+export function checkTokenIds(label: string, name: string, ids: Tensor, maxLength: number, vocab = 0, kind = "tokens"): [number, number] {
   if (!(ids instanceof Tensor)) throw new DTypeError(`${label}: ${name} must be an int32 Tensor, got ${Array.isArray(ids) ? "an array" : `${ids}`}`);
   if (ids.dtype !== "int32") throw new DTypeError(`${label}: ${name} has dtype ${ids.dtype}, expected int32`);
   if (ids.rank !== 1 && ids.rank !== 2) throw new ShapeError(`${label}: ${name} has shape [${ids.shape}], expected [batch, length] or [length]`);
   const length = ids.shape[ids.rank - 1];
   if (length < 1 || length > maxLength) throw new ShapeError(`${label}: ${name} has length ${length}, the model takes 1 to ${maxLength} positions`);
+  const bad = vocab && ids.backend.graphs === undefined ? ids.dataSync().find((id) => !(id >= 0 && id < vocab)) : undefined;
+  if (bad !== undefined) throw new IndexError(`${label}: ${name} holds ${bad}, outside the vocabulary of ${vocab} ${kind}`);
   return [ids.rank === 1 ? 1 : ids.shape[0], length];
 }
 
@@ -154,18 +160,25 @@ export function seedStream(label: string, seed: number | undefined): () => numbe
   return () => random.nextUint32();
 }
 
+/** The options that are flags, wherever they appear (generate's staticCache and graph, checkpoint loading's strict). */
+const FLAGS: readonly string[] = ["staticCache", "graph", "strict"];
+
 /**
- * An options object (null: none) whose keys are all `names`. An unknown key is refused rather than ignored, naming the
- * option it may stand for (Hugging Face's snake_case names), so that `max_new_tokens` or `attention_mask` does not
- * silently change nothing; so is a Tensor in the object's place (its keys are none). `hint` speaks to other keys.
+ * An options object (null: none) whose keys are all `names`, a flag (FLAGS) true, false or null. An unknown key is
+ * refused rather than ignored, naming the option it may stand for (Hugging Face's snake_case names), so that
+ * `max_new_tokens` or `attention_mask` does not silently change nothing; so is a Tensor in the object's place (its keys are none). `hint` speaks to other keys.
  */
 export function checkOptions<T>(label: string, options: unknown, names: readonly string[], hint = (_camel: string) => ""): T {
   if (options === null || options === undefined) return {} as T;
   if (typeof options !== "object" || Array.isArray(options) || options instanceof Tensor) {
     throw new ValueError(`${label}: options must be an object, got ${options instanceof Tensor ? "a Tensor" : typeof options}`);
   }
-  for (const key of Object.keys(options)) {
-    if (names.includes(key)) continue;
+  for (const [key, value] of Object.entries(options)) {
+    if (names.includes(key)) {
+      // A flag given a truthy non-boolean ("false") would turn on; null is the default, as for every option.
+      if (FLAGS.includes(key) && value != null && typeof value !== "boolean") throw new ValueError(`${label}: ${key} must be true or false, got ${JSON.stringify(value)}`);
+      continue;
+    }
     const camel = key.replace(/_([a-z])/g, (_, letter: string) => letter.toUpperCase());
     throw new ValueError(`${label}: unknown option '${key}'${names.includes(camel) ? ` (did you mean ${camel}?)` : hint(camel)}; the options are ${names.join(", ")}`);
   }

@@ -1,9 +1,9 @@
 import { BackendError, concat, memory, randint, reshape, ShapeError, slice, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
-import { ConfigError, GPT2Cache, type GenerateOptions, GPT2LMHeadModel } from "@blocksparse/models";
+import { ConfigError, GPT2Cache, type GenerateOptions, GPT2LMHeadModel, ModelsError } from "@blocksparse/models";
 import { GPT2StaticCache } from "../src/gpt2";
 import { fromPretrained } from "@blocksparse/models/node";
 import { beforeAll, describe, expect, it } from "vitest";
-import { fixtures, relativeError } from "./helpers";
+import { fixtures, leftBehind, relativeError } from "./helpers";
 
 /** Greedy decoding by the full forward, recomputed over all positions at each step (no cache): the rows it ends with. */
 function greedyByFullForward(model: GPT2LMHeadModel, ids: Tensor, steps: number): number[][] {
@@ -183,6 +183,14 @@ describe("GPT-2 with a key/value cache", () => {
     expect(unknown({ attention_mask: [[1, 1, 1, 1]] })).toThrow(/unknown option 'attention_mask' \(did you mean attentionMask\?\)/);
     expect(unknown({ doSample: true })).toThrow(/unknown option 'doSample'; the options are maxNewTokens, temperature/);
     expect(() => model.generate(ids, 3 as unknown as GenerateOptions)).toThrow(/generate: options must be an object, got number/);
+    // A flag is true or false (or null: the default); the string "false" would have turned it on.
+    for (const flag of ["staticCache", "graph"]) {
+      for (const [value, shown] of [["false", '"false"'], [1, "1"], [{}, "{}"]] as const) {
+        expect(unknown({ [flag]: value })).toThrow(ValueError);
+        expect(unknown({ [flag]: value })).toThrow(`generate: ${flag} must be true or false, got ${shown}`);
+      }
+    }
+    expect(model.generate(ids, { maxNewTokens: 2, staticCache: null, graph: null } as never).toArray()).toEqual(model.generate(ids, { maxNewTokens: 2 }).toArray());
     // Every known option with its default value is accepted.
     const all = model.generate(ids, { maxNewTokens: 2, temperature: 0, topK: 0, seed: 0, staticCache: false, graph: false });
     expect(all.toArray()).toEqual(model.generate(ids, { maxNewTokens: 2 }).toArray());
@@ -378,6 +386,31 @@ describe("generate as transformers' generate: the config's end token, top-p, top
     expect(() => model.generate(ids, { top_p: 0.9 } as GenerateOptions)).toThrow(/unknown option 'top_p' \(did you mean topP\?\)/);
     // Checked before anything runs, greedy too.
     expect(() => model.generate(ids, { topP: 2 })).toThrow(/topP must be a number in \(0, 1\], got 2/);
+  });
+
+  it("sampling from logits with a NaN or no finite value is a ModelsError naming the sequence, not an arbitrary token", () => {
+    const model = new GPT2LMHeadModel({ ...CONFIG, tie_word_embeddings: false }, { seed: 3 });
+    // Hidden states of ones (ln_f's weight 0, bias 1): each token's logit is the sum of its head row.
+    const set = (parameter: { value: Tensor }, values: Float32Array, shape: number[]) => {
+      const old = parameter.value;
+      parameter.value = tensor(values, shape);
+      old.dispose();
+    };
+    set(model.transformer.ln_f.weight as { value: Tensor }, new Float32Array(32), [32]);
+    set(model.transformer.ln_f.bias as { value: Tensor }, new Float32Array(32).fill(1), [32]);
+    const head = (rowValue: (row: number) => number) => set(model.lm_head.weight, Float32Array.from({ length: 64 * 32 }, (_, i) => rowValue(Math.floor(i / 32))), [64, 32]);
+    const sampled = { maxNewTokens: 3, temperature: 1, topK: 5, topP: 0.9 };
+    for (const [what, value] of [["NaN", Number.NaN], ["all -Infinity", -Infinity], ["+Infinity", Infinity]] as const) {
+      head((row) => (row === 7 || what === "all -Infinity" ? value : 0.01 * row));
+      expect(() => model.generate(ids, sampled), what).toThrow(ModelsError);
+      expect(() => model.generate(ids, { ...sampled, topK: 0, topP: 1 }), what).toThrow(/generate: sequence 0's logits hold NaN or no finite value \(new token 0\): nothing to sample/);
+      expect(leftBehind(() => model.generate(ids, sampled)), what).toBe(0);
+    }
+    expect(model.training).toBe(true);
+    // Some -Infinity logits (tokens ruled out) are no problem: only the others are drawn.
+    head((row) => (row < 60 ? -Infinity : 0.01 * row));
+    const drawn = new Set(rowsOf(model.generate(ids, { maxNewTokens: 8, temperature: 1 }))[0].slice(4));
+    expect([...drawn].every((token) => token >= 60)).toBe(true);
   });
 
   it("topK keeps every token tied with the k-th largest logit, as transformers' top_k", () => {

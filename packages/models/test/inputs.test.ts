@@ -1,8 +1,8 @@
-import { cast, DTypeError, memory, randint, reshape, ShapeError, slice, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
+import { cast, DTypeError, engine, IndexError, memory, randint, reshape, ShapeError, slice, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
 import { loadSafetensors } from "@blocksparse/format/node";
-import { BertModel, ConfigError, GPT2LMHeadModel, type GenerateOptions, loadCheckpointTensors, RobertaModel } from "@blocksparse/models";
+import { BertModel, ConfigError, GPT2Cache, GPT2LMHeadModel, type GenerateOptions, loadCheckpointTensors, RobertaModel } from "@blocksparse/models";
 import { fromPretrained, loadCheckpoint, readConfig } from "@blocksparse/models/node";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { fixtures, leftBehind, relativeError } from "./helpers";
 
 /** Whether every value is finite. */
@@ -115,6 +115,60 @@ describe("inputs nobody tuned for", () => {
       expect(leftBehind(() => model.generate(ids, { maxNewTokens: 2 }))).toBe(0);
       for (const t of [ids, mask]) t.dispose();
     }
+  });
+
+  it("a forward's token id outside the vocabulary is an IndexError naming inputIds, the id and the vocabulary, before any kernel runs", async () => {
+    const gpt2 = (await fromPretrained(fixtures("gpt2"))) as GPT2LMHeadModel;
+    const bert = (await fromPretrained(fixtures("bert"))) as BertModel;
+    const roberta = (await fromPretrained(fixtures("roberta"))) as RobertaModel;
+    const calls: [string, number, (ids: Tensor) => unknown][] = [
+      ["GPT2Model\\(transformer\\)", 96, (ids) => gpt2.forward(ids)],
+      ["GPT2Model\\(transformer\\)", 96, (ids) => gpt2.loss(ids, ids)],
+      ["GPT2Model\\(transformer\\)", 96, (ids) => gpt2.transformer.forward(ids, new GPT2Cache(2))],
+      ["BertModel", bert.config.vocab_size, (ids) => bert.forward(ids)],
+      ["RobertaModel", roberta.config.vocab_size, (ids) => roberta.encode(ids)],
+    ];
+    const runKernel = vi.spyOn(engine, "runKernel");
+    try {
+      for (const [label, vocab, call] of calls) {
+        for (const bad of [vocab, vocab + 1000, -1]) {
+          const ids = tensor([5, bad, 7], [1, 3], "int32");
+          runKernel.mockClear();
+          expect(() => call(ids)).toThrow(IndexError);
+          expect(() => call(ids)).toThrow(new RegExp(`^${label}: inputIds holds ${bad}, outside the vocabulary of ${vocab} tokens$`));
+          expect(runKernel).not.toHaveBeenCalled();
+          expect(leftBehind(() => call(ids))).toBe(0);
+          ids.dispose();
+        }
+      }
+    } finally {
+      runKernel.mockRestore();
+    }
+    // The last id of the vocabulary is a token.
+    expect(gpt2.forward(tensor([95], [1, 1], "int32")).shape).toEqual([1, 1, 96]);
+  });
+
+  it("a BERT token type outside type_vocab_size is an IndexError naming tokenTypeIds", async () => {
+    const bert = (await fromPretrained(fixtures("bert"))) as BertModel;
+    const ids = tensor([5, 9, 2], [1, 3], "int32");
+    const types = bert.config.type_vocab_size;
+    for (const bad of [types, -1]) {
+      const tokenTypeIds = tensor([0, bad, 1], [1, 3], "int32");
+      expect(() => bert.forward(ids, { tokenTypeIds })).toThrow(IndexError);
+      expect(() => bert.forward(ids, { tokenTypeIds })).toThrow(`BertModel: tokenTypeIds holds ${bad}, outside the vocabulary of ${types} token types`);
+      expect(leftBehind(() => bert.forward(ids, { tokenTypeIds }))).toBe(0);
+    }
+  });
+
+  it("checkpoint loading's strict is true or false: the string \"false\" would have loaded strictly", async () => {
+    const model = new GPT2LMHeadModel(await readConfig(fixtures("gpt2")), { seed: 1 });
+    const content = await loadSafetensors(fixtures("gpt2/model.safetensors"));
+    expect(() => loadCheckpointTensors(model, content.tensors, { strict: "false" } as never)).toThrow(ValueError);
+    expect(() => loadCheckpointTensors(model, content.tensors, { strict: 0 } as never)).toThrow('loadCheckpoint: strict must be true or false, got 0');
+    await expect(loadCheckpoint(model, fixtures("gpt2"), { strict: "no" } as never)).rejects.toThrow('loadCheckpoint: strict must be true or false, got "no"');
+    await expect(fromPretrained(fixtures("gpt2"), { strict: "false" } as never)).rejects.toThrow('fromPretrained: strict must be true or false, got "false"');
+    // null is the default (strict), as for the other options.
+    expect(loadCheckpointTensors(model, content.tensors, { strict: null } as never).missingKeys).toEqual([]);
   });
 
   it("ids given as [T] leave no tensor behind: the trunk's forward, loss and generate, with a mask and a cache", async () => {
