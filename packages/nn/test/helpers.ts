@@ -56,3 +56,13 @@ export function resumeFromBytes(model: Module, optimizer: Optimizer, { modelByte
   optimizer.loadStateDict(optimizerDict);
   disposeStateDict(optimizerDict.tensors);
 }
+
+/** The error fn throws: its class and message (["nothing", ""] when it returns). */
+export function thrown(fn: () => unknown): [string, string] {
+  try {
+    fn();
+  } catch (error) {
+    return [(error as Error).name, (error as Error).message];
+  }
+  return ["nothing", ""];
+}

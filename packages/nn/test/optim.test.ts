@@ -17,7 +17,7 @@ import {
   saveOptimizerState,
 } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
-import { host, maxAbsDiff } from "./helpers";
+import { host, maxAbsDiff, thrown } from "./helpers";
 
 /** Fresh gradients for each step, the same for the optimizer and the reference. */
 function gradients(steps: number, size: number, seed: number): Float64Array[] {
@@ -189,16 +189,6 @@ describe("an optimizer's option names", () => {
     expect(() => new SGD([parameter()], null as never)).toThrow("SGD: lr must be a finite number >= 0, got undefined");
   });
 });
-
-/** The error fn throws: its class and message. */
-function thrown(fn: () => unknown): [string, string] {
-  try {
-    fn();
-  } catch (error) {
-    return [(error as Error).name, (error as Error).message];
-  }
-  return ["nothing", ""];
-}
 
 describe("optimizer state of block-sparse weights", () => {
   it("has the size of the stored values, never the dense size", () => {
