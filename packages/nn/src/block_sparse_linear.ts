@@ -1,9 +1,9 @@
 import { detach, noGrad } from "@blocksparse/autograd";
-import { type Activation, BsrPattern, bsrLinear, bsrLinearActivation, cast, shapesEqual, Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
+import { type Activation, BsrPattern, bsrLinear, bsrLinearActivation, cast, optionsArg, shapesEqual, Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
 import { BsrMatrix, divisors } from "@blocksparse/format";
 import { blockCountFor, blockSources, randomPattern, remapBlocks } from "./blocks";
 import { childSeeds, uniform } from "./init";
-import { checkFeatures, checkInput, Linear } from "./linear";
+import { checkFeatures, checkInput, Linear, requiredOptions } from "./linear";
 import { denseOn, Module } from "./module";
 import { Optimizer } from "./optim";
 import { Parameter } from "./parameter";
@@ -78,7 +78,7 @@ export class BlockSparseLinear extends Module {
     super();
     checkFeatures("BlockSparseLinear", "inFeatures", inFeatures);
     checkFeatures("BlockSparseLinear", "outFeatures", outFeatures);
-    if (options === null || typeof options !== "object") throw new ValueError("BlockSparseLinear: options { density } are required");
+    requiredOptions("BlockSparseLinear", options, ["density", "blockShape", "bias", "seed"], 1);
     const blockShape = options.blockShape ?? DEFAULT_BLOCK_SHAPE;
     checkBlockSparseOptions("BlockSparseLinear", inFeatures, outFeatures, options.density, blockShape);
     this.inFeatures = inFeatures;
@@ -105,7 +105,7 @@ export class BlockSparseLinear extends Module {
       const got = linear === null || typeof linear !== "object" ? String(linear) : (linear as object).constructor.name;
       throw new ValueError(`BlockSparseLinear.fromLinear: expected a Linear, got ${got}`);
     }
-    if (options === null || typeof options !== "object") throw new ValueError("BlockSparseLinear.fromLinear: options { density } are required");
+    requiredOptions("BlockSparseLinear.fromLinear", options, ["density", "blockShape"], 1);
     const { inFeatures, outFeatures } = linear;
     const blockShape = options.blockShape ?? DEFAULT_BLOCK_SHAPE;
     checkBlockSparseOptions("BlockSparseLinear.fromLinear", inFeatures, outFeatures, options.density, blockShape);
@@ -180,7 +180,7 @@ export class BlockSparseLinear extends Module {
         `${this.label}.setPattern: the pattern is [${pattern.shape}] with ${pattern.blockShape.join("x")} blocks, expected [${this.outFeatures},${this.inFeatures}] with ${this.blockShape.join("x")} blocks`,
       );
     }
-    const { newValues, optimizer } = options ?? {};
+    const { newValues, optimizer } = optionsArg(`${this.label}.setPattern`, options, ["newValues", "optimizer"]);
     // Checked before anything moves: a wrong optimizer found after the move would leave the layer moved and its state not.
     if ((newValues !== undefined && !(newValues instanceof Tensor)) || (optimizer !== undefined && !(optimizer instanceof Optimizer))) {
       throw new ValueError(`${this.label}.setPattern: newValues must be a Tensor, optimizer an Optimizer`);

@@ -8,6 +8,7 @@ import {
   layerNorm,
   mul,
   ones,
+  optionsArg,
   randn,
   relu,
   ShapeError,
@@ -35,7 +36,7 @@ export class Embedding extends Module {
     checkFeatures("Embedding", "embeddingDim", embeddingDim);
     this.numEmbeddings = numEmbeddings;
     this.embeddingDim = embeddingDim;
-    const [seed] = childSeeds(options?.seed, 1);
+    const [seed] = childSeeds(optionsArg("Embedding", options, ["seed"]).seed, 1);
     this.weight = new Parameter(randn([numEmbeddings, embeddingDim], { seed }));
   }
 
@@ -67,7 +68,7 @@ export class LayerNorm extends Module {
   constructor(normalizedShape: number, options: LayerNormOptions = {}) {
     super();
     checkFeatures("LayerNorm", "normalizedShape", normalizedShape);
-    const { eps = 1e-5, elementwiseAffine = true } = options ?? {};
+    const { eps = 1e-5, elementwiseAffine = true } = optionsArg("LayerNorm", options, ["eps", "elementwiseAffine"]);
     if (!Number.isFinite(eps) || eps < 0) throw new ValueError(`LayerNorm: eps must be a finite number >= 0, got ${eps}`);
     this.normalizedShape = normalizedShape;
     this.eps = eps;
@@ -101,7 +102,7 @@ export class Dropout extends Module {
     super();
     if (typeof p !== "number" || !(p >= 0 && p < 1)) throw new ValueError(`Dropout: p must be in [0, 1), got ${p}`);
     this.p = p;
-    this.#random = new SeededRandom(childSeeds(options?.seed, 1)[0]);
+    this.#random = new SeededRandom(childSeeds(optionsArg("Dropout", options, ["seed"]).seed, 1)[0]);
   }
 
   /** Whether forward drops anything: training with p > 0 (otherwise it returns its input unchanged, as a clone). */

@@ -1,4 +1,4 @@
-import { type Activation, linear, linearActivation, ShapeError, Tensor, ValueError } from "@blocksparse/core";
+import { type Activation, linear, linearActivation, optionsArg, ShapeError, Tensor, ValueError } from "@blocksparse/core";
 import { childSeeds, uniform } from "./init";
 import { Module } from "./module";
 import { Parameter } from "./parameter";
@@ -13,6 +13,12 @@ export interface LinearOptions {
 
 export function checkFeatures(where: string, name: string, value: number): void {
   if (!Number.isSafeInteger(value) || value < 1) throw new ValueError(`${where}: ${name} must be a positive integer, got ${value}`);
+}
+
+/** Options that must be given, their first `required` names required: null names those, core's optionsArg checks the rest. */
+export function requiredOptions<T extends object>(op: string, options: T, names: readonly (keyof T & string)[], required: number): T {
+  if (options === null || typeof options !== "object") throw new ValueError(`${op}: options { ${names.slice(0, required).join(", ")} } are required`);
+  return optionsArg(op, options, names);
 }
 
 /** Throws "Linear(encoder.fc1): input has 1000 features, expected 1024" for a wrong last dim. */
@@ -46,9 +52,10 @@ export class Linear extends Module {
     this.inFeatures = inFeatures;
     this.outFeatures = outFeatures;
     const bound = 1 / Math.sqrt(inFeatures);
-    const [weightSeed, biasSeed] = childSeeds(options?.seed, 2);
+    options = optionsArg("Linear", options, ["bias", "seed"]);
+    const [weightSeed, biasSeed] = childSeeds(options.seed, 2);
     this.weight = new Parameter(uniform([outFeatures, inFeatures], bound, weightSeed));
-    this.bias = options?.bias === false ? null : new Parameter(uniform([outFeatures], bound, biasSeed));
+    this.bias = options.bias === false ? null : new Parameter(uniform([outFeatures], bound, biasSeed));
   }
 
   /** x W^T + b: one kernel with the bias in the product's epilogue where the backend fuses it (core's linear). */

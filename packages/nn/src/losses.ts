@@ -10,6 +10,7 @@ import {
   logSoftmax,
   mean,
   mul,
+  optionsArg,
   type Reduction,
   ShapeError,
   shapesEqual,
@@ -89,7 +90,7 @@ function checkTemperature(where: string, temperature: number): void {
  * no rows, as torch.
  */
 export function klDivergence(studentLogits: Tensor, teacherLogits: Tensor, options: KlDivergenceOptions = {}): Tensor {
-  const { temperature = 1, reduction = "mean" } = options ?? {};
+  const { temperature = 1, reduction = "mean" } = optionsArg("klDivergence", options, ["temperature", "reduction"]);
   checkLogits("klDivergence", studentLogits, teacherLogits);
   checkTemperature("klDivergence", temperature);
   if (reduction !== "batchmean" && reduction !== "mean" && reduction !== "sum" && reduction !== "none") {
@@ -129,7 +130,7 @@ export interface DistillationOptions {
  * `ignoreIndex`, as torch's cross_entropy gives).
  */
 export function distillationLoss(studentLogits: Tensor, teacherLogits: Tensor, targets: Tensor, options: DistillationOptions = {}): Tensor {
-  const { temperature = 2, alpha = 0.5, ignoreIndex } = options ?? {};
+  const { temperature = 2, alpha = 0.5, ignoreIndex } = optionsArg("distillationLoss", options, ["temperature", "alpha", "ignoreIndex"]);
   checkLogits("distillationLoss", studentLogits, teacherLogits);
   checkTemperature("distillationLoss", temperature);
   if (typeof alpha !== "number" || !(alpha >= 0 && alpha <= 1)) throw new ValueError(`distillationLoss: alpha must be in [0, 1], got ${String(alpha)}`);

@@ -1,5 +1,5 @@
 import { detach, noGrad } from "@blocksparse/autograd";
-import { cast, DTypeError, FLOAT_DTYPES, type FloatDType, getBackendInstance, isDType, keep, shapesEqual, Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
+import { cast, DTypeError, FLOAT_DTYPES, type FloatDType, getBackendInstance, isDType, keep, optionsArg, shapesEqual, Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
 import { StateDictError, type StateDictMismatch } from "./errors";
 import { Parameter } from "./parameter";
 import { BlockSparseWeight, describeEntry, type StateDict, type StateDictEntry } from "./state_dict";
@@ -23,7 +23,7 @@ function checkTarget(target: ModuleTarget): ModuleTarget {
   if (target === null || typeof target !== "object") {
     throw new ValueError(`Module.to: expected a backend name, a dtype or { backend, dtype }, got ${String(target)}`);
   }
-  const { backend, dtype } = target;
+  const { backend, dtype } = optionsArg("Module.to", target, ["backend", "dtype"]);
   if (backend !== undefined && typeof backend !== "string") throw new ValueError(`Module.to: backend must be a backend name, got ${String(backend)}`);
   if (dtype !== undefined && !isFloatDTypeName(dtype)) {
     throw new DTypeError(`Module.to: dtype must be one of ${FLOAT_DTYPES.join(", ")}, got ${JSON.stringify(dtype)}`);
@@ -237,7 +237,7 @@ export abstract class Module {
    * dtype and moved to its backend. The state dict's tensors stay the caller's.
    */
   loadStateDict(stateDict: StateDict | Record<string, StateDictEntry>, options: LoadStateDictOptions = {}): LoadStateDictResult {
-    const strict = options?.strict ?? true;
+    const strict = optionsArg(`${this.label}.loadStateDict`, options, ["strict"]).strict ?? true;
     const entries: StateDict = stateDict instanceof Map ? stateDict : new Map(Object.entries(stateDict ?? {}));
     const targets = new Map<string, [Module, string]>();
     for (const [path, module] of this.namedModules()) {

@@ -1,3 +1,4 @@
+import { optionsArg } from "@blocksparse/core";
 import { loadSafetensors, saveSafetensors, saveShardedSafetensors } from "@blocksparse/format/node";
 import { NnError } from "./errors";
 import { type LoadStateDictOptions, type LoadStateDictResult, Module } from "./module";
@@ -37,9 +38,10 @@ export async function saveSafetensorsFile(
   options: SaveOptions = {},
 ): Promise<void> {
   checkPath("saveSafetensorsFile", path);
+  const { maxShardSize } = optionsArg("saveSafetensorsFile", options, ["maxShardSize"]);
   const content = stateDictToSafetensors(stateDict, metadata);
-  if (options.maxShardSize === undefined) await saveSafetensors(path, content.tensors, content.metadata);
-  else await saveShardedSafetensors(path, content.tensors, content.metadata, { maxShardSize: options.maxShardSize });
+  if (maxShardSize === undefined) await saveSafetensors(path, content.tensors, content.metadata);
+  else await saveShardedSafetensors(path, content.tensors, content.metadata, { maxShardSize });
 }
 
 /**
@@ -56,6 +58,7 @@ export async function loadSafetensorsFile(path: string): Promise<StateDict> {
 export async function save(model: Module, path: string, metadata: Record<string, string> = {}, options: SaveOptions = {}): Promise<void> {
   checkModel("save", model);
   checkPath("save", path);
+  optionsArg("save", options, ["maxShardSize"]);
   const stateDict = model.stateDict();
   try {
     await saveSafetensorsFile(stateDict, path, metadata, options);
@@ -71,6 +74,7 @@ export async function save(model: Module, path: string, metadata: Record<string,
  */
 export async function load(model: Module, path: string, options: LoadStateDictOptions = {}): Promise<LoadStateDictResult> {
   checkModel("load", model);
+  optionsArg("load", options, ["strict"]);
   const stateDict = await loadSafetensorsFile(path);
   try {
     return model.loadStateDict(stateDict, options);

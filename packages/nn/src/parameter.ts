@@ -1,4 +1,4 @@
-import { type BsrPattern, type DType, keep, Tensor, ValueError } from "@blocksparse/core";
+import { type BsrPattern, type DType, keep, optionsArg, Tensor, ValueError } from "@blocksparse/core";
 
 /**
  * A trainable tensor owned by a module. It holds its tensor (`value`) rather than being
@@ -14,6 +14,7 @@ export class Parameter {
   constructor(value: Tensor, options: { requiresGrad?: boolean; pattern?: BsrPattern | null } = {}) {
     if (!(value instanceof Tensor)) throw new ValueError("Parameter: value must be a Tensor");
     value.throwIfDisposed("Parameter");
+    options = optionsArg("Parameter", options, ["requiresGrad", "pattern"]);
     this.#value = keep(value);
     this.#value.requiresGrad = options.requiresGrad ?? true;
     this.pattern = options.pattern ?? null;

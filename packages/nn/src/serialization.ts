@@ -1,4 +1,4 @@
-import { type BsrPattern, type DType, fromStorage, Tensor } from "@blocksparse/core";
+import { type BsrPattern, type DType, fromStorage, optionsArg, Tensor } from "@blocksparse/core";
 import {
   BSR_TENSOR_SUFFIXES,
   BsrFormatError,
@@ -73,6 +73,7 @@ export function stateDictFromSafetensors(content: SafetensorsContent, options: {
   if (content === null || typeof content !== "object" || !(content.tensors instanceof Map)) {
     throw new NnError("loadStateDict: expected safetensors content { tensors: Map, metadata }");
   }
+  const { consume } = optionsArg("stateDictFromSafetensors", options, ["consume"]);
   const stateDict: StateDict = new Map();
   try {
     const bsrParts = new Set<string>();
@@ -86,7 +87,7 @@ export function stateDictFromSafetensors(content: SafetensorsContent, options: {
       const [blockHeight, blockWidth] = matrix.blockShape;
       const values = fromStorage(matrix.values, [matrix.nnzBlocks, blockHeight, blockWidth], matrix.dtype);
       stateDict.set(name, new BlockSparseWeight(matrix.pattern as BsrPattern, values));
-      if (options.consume) for (const part of parts) content.tensors.delete(part);
+      if (consume) for (const part of parts) content.tensors.delete(part);
     }
     for (const [key, tensor] of [...content.tensors]) {
       if (bsrParts.has(key)) continue;
@@ -95,7 +96,7 @@ export function stateDictFromSafetensors(content: SafetensorsContent, options: {
         throw new BsrFormatError(key, `dtype ${tensor.dtype} cannot be loaded; state dict entries are F32, F16, BF16 or I32`);
       }
       stateDict.set(key, fromStorage(tensor.data as Float32Array | Uint16Array | Int32Array, tensor.shape, dtype));
-      if (options.consume) content.tensors.delete(key);
+      if (consume) content.tensors.delete(key);
     }
   } catch (error) {
     disposeStateDict(stateDict);

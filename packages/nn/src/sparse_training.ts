@@ -1,9 +1,10 @@
 import { backward, noGrad } from "@blocksparse/autograd";
-import { add, BsrPattern, blockNorms, keep, sampledMatmul, Tensor, tensorOn, tidy, ValueError, zerosLike } from "@blocksparse/core";
+import { add, BsrPattern, blockNorms, keep, optionsArg, sampledMatmul, Tensor, tensorOn, tidy, ValueError, zerosLike } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
 import { BlockSparseLinear } from "./block_sparse_linear";
 import { StateDictError, type StateDictMismatch } from "./errors";
 import { childSeeds } from "./init";
+import { requiredOptions } from "./linear";
 import { Module } from "./module";
 import type { Optimizer } from "./optim";
 import { describeValue } from "./serialization";
@@ -51,7 +52,7 @@ export interface PatternMove {
  */
 export function pruneAndRegrow(layer: BlockSparseLinear, options: PruneAndRegrowOptions): PatternMove {
   if (!(layer instanceof BlockSparseLinear)) throw new ValueError("pruneAndRegrow: layer must be a BlockSparseLinear");
-  if (options === null || typeof options !== "object") throw new ValueError("pruneAndRegrow: options { fraction } are required");
+  requiredOptions("pruneAndRegrow", options, ["fraction", "random", "newBlocks", "scale", "optimizer", "regrow", "gradient"], 1);
   const { fraction, newBlocks = "zeros", scale = 0.1, regrow = "random" } = options;
   if (typeof fraction !== "number" || !(fraction >= 0 && fraction <= 1)) {
     throw new ValueError(`pruneAndRegrow: fraction must be in [0, 1], got ${String(fraction)}`);
@@ -219,7 +220,16 @@ export class SparseOptimizer {
     if (!(target instanceof Module) && !(Array.isArray(target) && target.every((l) => l instanceof BlockSparseLinear))) {
       throw new ValueError("SparseOptimizer: target must be a Module or an array of BlockSparseLinear layers");
     }
-    const { fraction = 0.1, every = 1, newBlocks = "zeros", scale = 0.1, regrow = "random", schedule = "constant", seed, totalSteps: lastStep } = options ?? {};
+    const { fraction = 0.1, every = 1, newBlocks = "zeros", scale = 0.1, regrow = "random", schedule = "constant", seed, totalSteps: lastStep } = optionsArg("SparseOptimizer", options, [
+      "fraction",
+      "every",
+      "seed",
+      "newBlocks",
+      "scale",
+      "regrow",
+      "schedule",
+      "totalSteps",
+    ]);
     if (typeof fraction !== "number" || !(fraction >= 0 && fraction <= 1)) throw new ValueError(`SparseOptimizer: fraction must be in [0, 1], got ${String(fraction)}`);
     if (!Number.isInteger(every) || every < 1) throw new ValueError(`SparseOptimizer: every must be a positive integer, got ${String(every)}`);
     checkNewBlocks("SparseOptimizer", newBlocks, scale);

@@ -15,7 +15,7 @@ import {
 } from "@blocksparse/core";
 import { childSeeds } from "./init";
 import { Dropout, forwardLinearActivation, forwardResidual, GELU, LayerNorm } from "./layers";
-import { checkFeatures, checkTensorInput, Linear } from "./linear";
+import { checkFeatures, checkTensorInput, Linear, requiredOptions } from "./linear";
 import { Module } from "./module";
 
 export interface TransformerBlockOptions {
@@ -49,7 +49,7 @@ export class CausalSelfAttention extends Module {
 
   constructor(options: { dModel: number; nHeads: number; dropout?: number; seed?: number }) {
     super();
-    if (options === null || typeof options !== "object") throw new ValueError("CausalSelfAttention: options { dModel, nHeads } are required");
+    requiredOptions("CausalSelfAttention", options, ["dModel", "nHeads", "dropout", "seed"], 2);
     const { dModel, nHeads, dropout = 0 } = options;
     checkFeatures("CausalSelfAttention", "dModel", dModel);
     checkFeatures("CausalSelfAttention", "nHeads", nHeads);
@@ -123,7 +123,7 @@ export class MLP extends Module {
 
   constructor(options: { dModel: number; hidden: number; dropout?: number; seed?: number }) {
     super();
-    if (options === null || typeof options !== "object") throw new ValueError("MLP: options { dModel, hidden } are required");
+    requiredOptions("MLP", options, ["dModel", "hidden", "dropout", "seed"], 2);
     const seeds = childSeeds(options.seed, 3);
     this.fc1 = new Linear(options.dModel, options.hidden, { seed: seeds[0] });
     this.act = new GELU();
@@ -155,7 +155,7 @@ export class TransformerBlock extends Module {
 
   constructor(options: TransformerBlockOptions) {
     super();
-    if (options === null || typeof options !== "object") throw new ValueError("TransformerBlock: options { dModel, nHeads } are required");
+    requiredOptions("TransformerBlock", options, ["dModel", "nHeads", "mlpRatio", "dropout", "seed"], 2);
     const { dModel, nHeads, mlpRatio = 4, dropout = 0 } = options;
     checkFeatures("TransformerBlock", "dModel", dModel);
     const hidden = Math.round(dModel * mlpRatio);

@@ -43,11 +43,13 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // core refused unknown option keys (each op's list of names, +0.23 KiB) and where() named each input's shape (74.27
   // measured with them); 74.3 KiB until autograd's reachableLeaves (data-parallel training's count of the parameters a
   // loss leaves out), optimizers' refusal of unknown options, a pattern move after module.to(another backend), and
-  // format's message for a safetensors offset past 2^53 (74.466 measured).
-  it("format + core + autograd + nn stay within 74.5 KiB gzipped and evaluate no code", async () => {
+  // format's message for a safetensors offset past 2^53 (74.466 measured); 74.5 KiB until every options object of nn
+  // refused unknown names (layers, losses, pruneAndRegrow, SparseOptimizer, loadStateDict, Module.to: one optionsArg
+  // call each, +0.2 KiB: 74.693 measured) and core's js-kernels compute functions joined its main entry.
+  it("format + core + autograd + nn stay within 74.75 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(74.5);
+    expect(gzipKiB).toBeLessThanOrEqual(74.75);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
