@@ -211,9 +211,21 @@ __global__ void castKernel(const TIn* __restrict__ x, TOut* __restrict__ y, int6
   }
 }
 
+// y[0, n) = value (T: the 2- or 4-byte pattern) as 16-byte stores: the elements before y's first 16-byte boundary and
+// after its last whole word are written one by one. One element per thread moved 8 MB of bfloat16 zeros in 13.6 us on
+// an H200 (0.6 TB/s: a 2-byte store per thread), which the dense route's scatter paid on every call.
 template <typename T>
 __global__ void fillKernel(T* __restrict__ y, int64_t n, T value) {
-  BS_GRID_STRIDE(i, n) y[i] = value;
+  constexpr int64_t kPerWord = 16 / sizeof(T);
+  const int64_t misalign = static_cast<int64_t>(reinterpret_cast<uintptr_t>(y) % 16) / static_cast<int64_t>(sizeof(T));
+  const int64_t head = misalign == 0 ? 0 : (n < kPerWord - misalign ? n : kPerWord - misalign);
+  const int64_t words = (n - head) / kPerWord, done = head + words * kPerWord;
+  const uint32_t bits = sizeof(T) == 4 ? static_cast<uint32_t>(value) : static_cast<uint32_t>(value) * 0x10001u;
+  const uint4 word{bits, bits, bits, bits};
+  T* body = y + head;
+  BS_GRID_STRIDE(i, words) store16(body + i * kPerWord, word);
+  BS_GRID_STRIDE(i, head) y[i] = value;
+  BS_GRID_STRIDE(i, n - done) y[done + i] = value;
 }
 
 // A copy moves elements as unsigned integers of their width, or as vectors of several elements (uint2, uint4)
@@ -449,10 +461,12 @@ void launchCast(DType from, DType to, const void* x, void* y, int64_t n, cudaStr
 
 void launchFillBits(size_t elementSize, void* y, int64_t n, uint32_t bits, cudaStream_t stream) {
   if (n == 0) return;
+  // Threads for the 16-byte words (and at least the 1-7 elements of a head or tail).
+  const unsigned grid = gridFor(n * static_cast<int64_t>(elementSize) / 16 + 8);
   if (elementSize == 4)
-    fillKernel<uint32_t><<<gridFor(n), kThreads, 0, stream>>>(static_cast<uint32_t*>(y), n, bits);
+    fillKernel<uint32_t><<<grid, kThreads, 0, stream>>>(static_cast<uint32_t*>(y), n, bits);
   else
-    fillKernel<uint16_t><<<gridFor(n), kThreads, 0, stream>>>(static_cast<uint16_t*>(y), n, static_cast<uint16_t>(bits));
+    fillKernel<uint16_t><<<grid, kThreads, 0, stream>>>(static_cast<uint16_t*>(y), n, static_cast<uint16_t>(bits));
   BS_LAUNCH_CHECK("fillKernel");
 }
 

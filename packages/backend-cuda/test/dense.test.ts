@@ -7,6 +7,7 @@ import {
   concat,
   crossEntropy,
   crossEntropyBackward,
+  full,
   gather,
   gelu,
   geluBackward,
@@ -469,6 +470,23 @@ describe.skipIf(cudaMissing)("dense kernels on cuda against float64 math", () =>
       expectClose(limited(230, () => linear(x, w)), withRoom[1], "bfloat16", "linear [2048, 768] x [50257, 768]^T without room for the scratch");
     });
   }, 60_000);
+
+  test("full writes every element of every length in 2- and 4-byte dtypes (16-byte words, then the tail)", () => {
+    // Allocations are poisoned by the same kernel, so each length gets its own value: a skipped element would hold the
+    // poison or an earlier call's value, never this one.
+    const lengths = [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 1000, 4097, (1 << 20) + 5];
+    for (const dtype of ["float32", "bfloat16", "float16", "int32"] as const) {
+      lengths.forEach((length, k) => {
+        const value = dtype === "int32" ? -7 - k : 1.5 + k / 4;
+        tidy(() => {
+          const data = full([length], value, dtype).dataSync();
+          let wrong = -1;
+          for (let i = 0; i < length && wrong < 0; i++) if (data[i] !== value) wrong = i;
+          expect(wrong, `${dtype}, ${length} elements: element ${wrong} holds ${data[wrong]}`).toBe(-1);
+        });
+      });
+    }
+  });
 
   test("reductions along rows of any length and alignment (16-byte loads from each row's first aligned element)", () => {
     const next = random(16);
