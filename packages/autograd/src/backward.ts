@@ -1,5 +1,5 @@
-import { type Activation, type Backend, Tensor, add, engine, formatShape, fullOn, keep, shapesEqual, tidy } from "@blocksparse/core";
-import { AutogradError, GradientNotRegisteredError, InPlaceWriteError } from "./errors";
+import { type Activation, type Backend, Tensor, add, engine, formatShape, fullOn, keep, optionsArg, shapesEqual, tidy } from "@blocksparse/core";
+import { AutogradError, GradientNotRegisteredError, InPlaceWriteError, describeValue } from "./errors";
 import { type GradContext, type TensorMeta, getGradient } from "./registry";
 import { type Edge, type TapeNode, detach, freeIfUnused, freeNode, gradFnOf, noGrad } from "./tape";
 
@@ -155,7 +155,7 @@ function checkVersions(order: readonly TapeNode[], origin: { node: TapeNode; out
 
 function outputWritten(producer: TapeNode, outputIndex: number, expected: number, found: number, reader: string): InPlaceWriteError {
   return new InPlaceWriteError(
-    `backward: output ${outputIndex} of '${producer.kernelName}' (${describe(producer.outputMeta[outputIndex])}) was written in place (it is at version ${found}; expected version ${expected}) before ${reader}: no gradient flows through a write. Read a new tensor instead of writing into this one, or write under noGrad into a tensor no recorded op reads.`,
+    `backward: output ${outputIndex} of '${producer.kernelName}' (${describe(producer.outputMeta[outputIndex])}) was written in place (it is at version ${found}; expected version ${expected}) before ${reader}: no gradient flows through a write. Read a new tensor instead of writing into this one, or write under noGrad into a tensor no recorded op reads. A captureGraph replay writes what its step made: capture backward in the same step as the forward.`,
     producer.kernelName,
     `output ${outputIndex}`,
     expected,
@@ -332,15 +332,11 @@ function accumulateLeaf(leaf: Tensor, grad: Tensor): boolean {
   return true;
 }
 
-function describeValue(value: unknown): string {
-  if (value === null || (typeof value !== "object" && typeof value !== "function")) return typeof value === "string" ? JSON.stringify(value) : String(value);
-  return Array.isArray(value) ? "an array" : `a ${(value as object).constructor?.name ?? "Object"}`;
-}
-
 function checkOptions(options: unknown): boolean {
   if (options == null) return false;
   if (typeof options !== "object") throw new AutogradError(`backward: options must be an object such as { retainGraph: true }, got ${describeValue(options)}`);
-  const { retainGraph } = options as BackwardOptions;
+  // An unknown name (torch's retain_graph, a typo) is refused as core's options are: ignored, the graph would be freed.
+  const { retainGraph } = optionsArg("backward", options as BackwardOptions, ["retainGraph"]);
   if (retainGraph !== undefined && typeof retainGraph !== "boolean") {
     throw new AutogradError(`backward: options.retainGraph must be a boolean, got ${describeValue(retainGraph)}`);
   }

@@ -34,3 +34,9 @@ export class InPlaceWriteError extends AutogradError {
     super(message);
   }
 }
+
+/** A value a caller passed, for a message: a primitive as written (strings quoted), "an array", "a Map". */
+export function describeValue(value: unknown): string {
+  if (value === null || (typeof value !== "object" && typeof value !== "function")) return typeof value === "string" ? JSON.stringify(value) : String(value);
+  return Array.isArray(value) ? "an array" : `a ${(value as object).constructor?.name ?? "Object"}`;
+}

@@ -1,5 +1,5 @@
 import { SeededRandom } from "@blocksparse/format";
-import { Tensor, ValueError, dispose, formatShape, tensorOn, tidy } from "@blocksparse/core";
+import { Tensor, ValueError, dispose, formatShape, optionsArg, tensorOn, tidy } from "@blocksparse/core";
 import { backward } from "./backward";
 import { detach, noGrad, tracksGrad } from "./tape";
 
@@ -49,7 +49,8 @@ function checkOptions(options: GradcheckOptions | null): Required<Omit<Gradcheck
   if (options != null && typeof options !== "object") {
     throw new ValueError(`gradcheck: options must be an object such as { atol: 1e-3 }, got ${String(options)}`);
   }
-  const { eps = 1e-2, atol = 1e-3, rtol = 1e-2, seed = 0, wrt } = options ?? {};
+  // An unknown name (tol, epsilon, a typo) is refused: ignored, the check would run with the default it meant to change.
+  const { eps = 1e-2, atol = 1e-3, rtol = 1e-2, seed = 0, wrt } = optionsArg("gradcheck", options, ["eps", "atol", "rtol", "wrt", "seed"]);
   for (const [name, value] of [["eps", eps], ["atol", atol], ["rtol", rtol]] as const) {
     if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
       throw new ValueError(`gradcheck: ${name} must be a finite number >= 0, got ${value}`);
@@ -133,6 +134,10 @@ export function gradcheck(
       };
       const up = Math.fround(base[j] + eps);
       const down = Math.fround(base[j] - eps);
+      // Else 0 / 0: a NaN numeric gradient, reported as a wrong analytic one.
+      if (up === down && Number.isFinite(base[j])) {
+        throw new ValueError(`gradcheck: eps ${eps} does not move inputs[${inputIndex}] element ${j} (${base[j]}) in float32; pass a larger eps`);
+      }
       numeric[j] = (evalAt(up) - evalAt(down)) / (up - down);
       perturbed[j] = base[j];
     }

@@ -4,8 +4,8 @@
  * graph lifetime, with dispose() in place of reference counting); its saved tensors are
  * buffer-sharing clones, disposed when the node is freed.
  */
-import { type DisposeRecord, type KernelRecord, type Tensor, keep, kernelDeclaration } from "@blocksparse/core";
-import { AutogradError } from "./errors";
+import { type DisposeRecord, type KernelRecord, Tensor, keep, kernelDeclaration } from "@blocksparse/core";
+import { AutogradError, describeValue } from "./errors";
 import type { TensorMeta } from "./registry";
 import { getGradient } from "./registry";
 
@@ -69,6 +69,7 @@ export function isRecording(): boolean {
 
 /** Runs `fn` with recording off: nothing computed inside is differentiable. Synchronous code only. */
 export function noGrad<T>(fn: () => T): T {
+  if (typeof fn !== "function") throw new AutogradError(`noGrad: fn must be a function, got ${describeValue(fn)}`);
   disabledDepth++;
   try {
     const result = fn();
@@ -93,6 +94,9 @@ export function tracksGrad(t: Tensor): boolean {
 
 /** A tensor sharing `t`'s buffer that no gradient flows through (PyTorch's detach): a clone left off the tape. */
 export function detach(t: Tensor): Tensor {
+  // Named here: clone's own errors would name clone, or be a TypeError for what is not a Tensor.
+  if (!(t instanceof Tensor)) throw new AutogradError(`detach: t must be a Tensor, got ${describeValue(t)}`);
+  t.throwIfDisposed("detach");
   disabledDepth++;
   try {
     return t.clone();

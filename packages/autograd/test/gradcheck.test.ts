@@ -132,4 +132,18 @@ describe("gradcheck", () => {
     expect(() => gradcheck((t) => t, [x], { seed: 1.5 })).toThrow(ValueError);
     expect(gradcheck((a, b) => mul(a, b), [x, y], { wrt: null as never }).details.map((d) => d.input)).toEqual([0, 1]);
   });
+
+  it("refuses an eps that moves an input by nothing in float32, naming the element (its numeric gradient was NaN)", () => {
+    const x = tensor([2, 1e6]);
+    expect(() => gradcheck((t) => mul(t, t), [x])).toThrow(/gradcheck: eps 0.01 does not move inputs\[0\] element 1 \(1000000\) in float32; pass a larger eps/);
+    expect(gradcheck((t) => mul(t, 3), [x], { eps: 0.5 }).ok).toBe(true);
+  });
+
+  it("refuses an unknown option, naming it, where it ran with the default it meant to change", () => {
+    const x = randomTensor([2], 8);
+    expect(() => gradcheck((t) => tanh(t), [x], { epsilon: 1e-3 } as never)).toThrow(/gradcheck: unknown option 'epsilon'; the options are eps, atol, rtol, wrt, seed/);
+    expect(() => gradcheck((t) => tanh(t), [x], { atol: 1e-3, tol: 1, rTol: 1 } as never)).toThrow(/gradcheck: unknown options 'tol', 'rTol'/);
+    expect(() => gradcheck((t) => tanh(t), [x], [] as never)).toThrow(/gradcheck: options must be an object or null, got an array/);
+    expect(gradcheck((t) => tanh(t), [x], { eps: 1e-2, atol: 1e-3, rtol: 1e-2, wrt: [0], seed: 1 }).ok).toBe(true);
+  });
 });

@@ -1,4 +1,5 @@
-import { add, dispose, exp, indexCopy, mul, multiTensorAdamUpdateInPlace, sum, tensor, tidy, zeros } from "@blocksparse/core";
+import { add, captureGraph, dispose, exp, getBackend, indexCopy, mul, multiTensorAdamUpdateInPlace, setBackend, sum, tensor, tidy, zeros } from "@blocksparse/core";
+import { registerGraphRecordingBackend } from "@blocksparse/core/testing";
 import { AutogradError, InPlaceWriteError, backward, detach, noGrad, zeroGrad } from "@blocksparse/autograd";
 import { describe, expect, it } from "vitest";
 import { leaf, poisonAllocations, values } from "./helpers";
@@ -50,6 +51,26 @@ describe("writes after the forward recorded a tensor", () => {
     expect(values(y)).toEqual([9, 3, 4]);
     expect(() => backward(sum(mul(y, 3)))).toThrow(/output 0 of 'Add' .*'Mul' read it as its input 'a'/);
     dispose([x, y]);
+  });
+});
+
+describe("a forward captured with captureGraph, replayed, then differentiated eagerly", () => {
+  it("fails backward saying that the replay wrote the output and that backward belongs in the captured step", () => {
+    registerGraphRecordingBackend();
+    const previous = getBackend();
+    setBackend("js-graphs");
+    try {
+      const x = leaf([1, 2, 3]);
+      const graph = captureGraph(() => sum(mul(x, x)));
+      graph.replay();
+      const error = thrownBy(() => backward(graph.result));
+      expect(error.message).toMatch(/output 0 of 'Sum' .* before backward started from it as the loss/);
+      expect(error.message).toMatch(/A captureGraph replay writes what its step made: capture backward in the same step as the forward\.$/);
+      graph.dispose();
+      dispose([x, graph.result]);
+    } finally {
+      setBackend(previous);
+    }
   });
 });
 

@@ -398,6 +398,26 @@ describe("odd inputs to backward and zeroGrad", () => {
     expect(values(x.grad)).toEqual([2, 4]);
   });
 
+  it("refuses an unknown option (torch's retain_graph), naming it, before freeing the graph", () => {
+    const x = leaf([1, 2]);
+    const loss = sum(mul(x, x));
+    expect(() => backward(loss, null, { retain_graph: true } as never)).toThrow(/backward: unknown option 'retain_graph'; the options are retainGraph/);
+    expect(() => loss.backward(null, { retainGraphs: true } as never)).toThrow(/backward: unknown option 'retainGraphs'/);
+    expect(x.grad).toBeNull();
+    backward(loss, null, { retainGraph: true });
+    backward(loss);
+    expect(values(x.grad)).toEqual([4, 8]);
+  });
+
+  it("noGrad and detach name themselves when given what they do not take", () => {
+    expect(() => noGrad(5 as never)).toThrow(/^noGrad: fn must be a function, got 5$/);
+    expect(isRecording()).toBe(true);
+    expect(() => detach([1, 2] as never)).toThrow(/^detach: t must be a Tensor, got an array$/);
+    const t = tensor([1]);
+    t.dispose();
+    expect(() => detach(t)).toThrow(/^detach: tensor \d+ \(\[1\] float32\) was disposed$/);
+  });
+
   it("says where options go when they are passed as the seed gradient", () => {
     const x = leaf([1, 2]);
     expect(() => backward(sum(x), { retainGraph: true } as never)).toThrow(/grad must be a Tensor, null or undefined, got a Object; options go third/);

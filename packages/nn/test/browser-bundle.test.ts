@@ -45,11 +45,13 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // loss leaves out), optimizers' refusal of unknown options, a pattern move after module.to(another backend), and
   // format's message for a safetensors offset past 2^53 (74.466 measured); 74.5 KiB until every options object of nn
   // refused unknown names (layers, losses, pruneAndRegrow, SparseOptimizer, loadStateDict, Module.to: one optionsArg
-  // call each, +0.2 KiB: 74.693 measured) and core's js-kernels compute functions joined its main entry.
-  it("format + core + autograd + nn stay within 74.75 KiB gzipped and evaluate no code", async () => {
+  // call each, +0.2 KiB: 74.693 measured) and core's js-kernels compute functions joined its main entry; 74.75 KiB until
+  // autograd refused unknown backward/gradcheck options, named noGrad's and detach's bad arguments, refused an eps that
+  // moves nothing and told a captured forward's replay apart from a write in place (+0.16 KiB: 74.849 measured).
+  it("format + core + autograd + nn stay within 74.9 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(74.75);
+    expect(gzipKiB).toBeLessThanOrEqual(74.9);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
