@@ -84,9 +84,9 @@ for (const [M, K, N] of [
   const rowIndex = { ...sizes, blockRowPtr: pattern.blockRowPtr, blockColIdx: pattern.blockColIdx };
   const columnIndex = { ...sizes, ...pattern.columnIndex };
   const flop = 2 * M * pattern.nnzBlocks * 1024;
-  if (wanted(`bsrLinear ${shape}`)) report(`bsrLinear b32 d0.25 ${shape}`, flop, best(() => addon.bsrLinear(a, values, null, y, M, rowIndex)));
-  if (wanted(`bsrMatmul ${shape}`)) report(`bsrMatmul b32 d0.25 ${shape}`, flop, best(() => addon.bsrMatmul(dy, values, dx, M, columnIndex)));
-  if (wanted(`sampledMatmul ${shape}`)) report(`sampledMatmul b32 d0.25 ${shape}`, flop, best(() => addon.sampledMatmul(dy, a, dw, M, rowIndex)));
+  if (wanted(`bsrLinear ${shape}`)) report(`bsrLinear b32 d0.25 ${shape}`, flop, best(() => addon.bsrLinear(a, 0, values, 0, null, 0, y, 0, M, rowIndex)));
+  if (wanted(`bsrMatmul ${shape}`)) report(`bsrMatmul b32 d0.25 ${shape}`, flop, best(() => addon.bsrMatmul(dy, 0, values, 0, dx, 0, M, columnIndex)));
+  if (wanted(`sampledMatmul ${shape}`)) report(`sampledMatmul b32 d0.25 ${shape}`, flop, best(() => addon.sampledMatmul(dy, 0, a, 0, dw, 0, M, rowIndex)));
 }
 const D = 4096;
 for (const batch of [1, 4, 8]) {
@@ -97,7 +97,7 @@ for (const batch of [1, 4, 8]) {
   const pattern = BsrPattern.random([D, D], { blockShape: [32, 32], density: 0.25, seed: 8 });
   const values = random(pattern.nnzBlocks * 1024, 9);
   const rowIndex = { rows: D, cols: D, blockHeight: 32, blockWidth: 32, blockRowPtr: pattern.blockRowPtr, blockColIdx: pattern.blockColIdx };
-  const timing = best(() => addon.bsrLinear(x, values, null, y, batch, rowIndex));
+  const timing = best(() => addon.bsrLinear(x, 0, values, 0, null, 0, y, 0, batch, rowIndex));
   if (wanted(`decode bsrLinear b${batch}`)) {
     report(`decode bsrLinear d0.25 batch ${batch}`, 2 * batch * pattern.nnzBlocks * 1024, timing);
     console.log(`  weights ${(values.byteLength / 2 ** 20).toFixed(1)} MiB read at ${(values.byteLength / (timing.ms * 1e6)).toFixed(1)} GB/s`);

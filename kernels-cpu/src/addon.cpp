@@ -5,7 +5,10 @@
 #include <napi.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <initializer_list>
 #include <mutex>
 #include <new>
@@ -30,11 +33,23 @@ using bsk::MatrixView;
   throw error;
 }
 
+// A number as JavaScript prints it (-1, 1.5, NaN, Infinity), for messages; std::to_string gave "-1.000000".
+std::string formatNumber(double value) {
+  if (std::isnan(value)) return "NaN";
+  if (std::isinf(value)) return value > 0 ? "Infinity" : "-Infinity";
+  char text[32];
+  for (int digits = 1; digits <= 17; digits++) {
+    std::snprintf(text, sizeof(text), "%.*g", digits, value);
+    if (std::strtod(text, nullptr) == value) break;
+  }
+  return text;
+}
+
 int64_t integerArg(const Napi::CallbackInfo& info, size_t index, const char* fn, const char* name) {
   if (!info[index].IsNumber()) fail(info.Env(), "ERR_CPU_INVALID_ARGUMENT", std::string(fn) + ": " + name + " must be a number");
   const double value = info[index].As<Napi::Number>().DoubleValue();
   if (!(value >= 0) || value > 9007199254740991.0 || value != static_cast<double>(static_cast<int64_t>(value))) {
-    fail(info.Env(), "ERR_CPU_SHAPE", std::string(fn) + ": " + name + " must be a non-negative integer, got " + std::to_string(value));
+    fail(info.Env(), "ERR_CPU_SHAPE", std::string(fn) + ": " + name + " must be a non-negative integer, got " + formatNumber(value));
   }
   return static_cast<int64_t>(value);
 }
@@ -47,13 +62,13 @@ bool boolArg(const Napi::CallbackInfo& info, size_t index, const char* fn, const
 template <typename T, napi_typedarray_type Type>
 Napi::TypedArrayOf<T> typedArray(Napi::Env env, const Napi::Value& value, const char* fn, const char* name, const char* typeName) {
   if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != Type) {
-    fail(env, "ERR_CPU_INVALID_ARGUMENT", std::string(fn) + ": " + name + " must be a " + typeName);
+    fail(env, "ERR_CPU_INVALID_ARGUMENT", std::string(fn) + ": " + name + " must be " + typeName);
   }
   return value.As<Napi::TypedArrayOf<T>>();
 }
 
 Napi::Float32Array floatArg(const Napi::CallbackInfo& info, size_t index, const char* fn, const char* name) {
-  return typedArray<float, napi_float32_array>(info.Env(), info[index], fn, name, "Float32Array");
+  return typedArray<float, napi_float32_array>(info.Env(), info[index], fn, name, "a Float32Array");
 }
 
 // a x b elements; a shape error when the count passes int64 (no array holds that many, and a wrapped
@@ -101,14 +116,15 @@ void checkApart(Napi::Env env, const char* fn, const Span& out, std::initializer
 }
 
 Napi::Int32Array indexField(Napi::Env env, const Napi::Object& pattern, const char* fn, const char* name) {
-  return typedArray<int32_t, napi_int32_array>(env, pattern.Get(name), fn, name, "Int32Array");
+  return typedArray<int32_t, napi_int32_array>(env, pattern.Get(name), fn, std::string("pattern.").append(name).c_str(), "an Int32Array");
 }
 
 int64_t sizeField(Napi::Env env, const Napi::Object& pattern, const char* fn, const char* name) {
   const Napi::Value value = pattern.Get(name);
-  const double number = value.IsNumber() ? value.As<Napi::Number>().DoubleValue() : -1;
+  if (!value.IsNumber()) fail(env, "ERR_CPU_INVALID_ARGUMENT", std::string(fn) + ": pattern." + name + " must be a number");
+  const double number = value.As<Napi::Number>().DoubleValue();
   if (!(number >= 0) || number > 2147483647.0 || number != static_cast<double>(static_cast<int64_t>(number))) {
-    fail(env, "ERR_CPU_SHAPE", std::string(fn) + ": pattern." + name + " must be a non-negative integer");
+    fail(env, "ERR_CPU_SHAPE", std::string(fn) + ": pattern." + name + " must be an integer in [0, 2147483647], got " + formatNumber(number));
   }
   return static_cast<int64_t>(number);
 }
@@ -180,7 +196,10 @@ CheckedPattern checkPattern(Napi::Env env, const Napi::Value& value, const char*
     const Napi::Int32Array valueIndexArray = indexField(env, pattern, fn, "valueIndex");
     const int32_t* valueIndex = valueIndexArray.Data();
     checked.nnz = checkCompressed(env, fn, "blockColPtr", colPtr, "blockRowIdx", rowIdx, blockCols, blockRows);
-    if (static_cast<int64_t>(valueIndexArray.ElementLength()) < checked.nnz) fail(env, "ERR_CPU_SHAPE", std::string(fn) + ": valueIndex is shorter than the block count");
+    if (static_cast<int64_t>(valueIndexArray.ElementLength()) < checked.nnz) {
+      fail(env, "ERR_CPU_SHAPE", std::string(fn) + ": valueIndex has " + std::to_string(valueIndexArray.ElementLength()) + " entries, blockColPtr says " +
+                                     std::to_string(checked.nnz));
+    }
     for (int64_t p = 0; p < checked.nnz; p++) {
       if (valueIndex[p] < 0 || valueIndex[p] >= checked.nnz) {
         fail(env, "ERR_CPU_INDEX", std::string(fn) + ": valueIndex[" + std::to_string(p) + "] = " + std::to_string(valueIndex[p]) + " is outside [0, " +
@@ -253,71 +272,85 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// bsrLinear(x, values, bias | null, y, tokens, pattern): Y = X W^T (+ bias).
+// bsrLinear(x, xOffset, values, valuesOffset, bias | null, biasOffset, y, yOffset, tokens, pattern): Y = X W^T (+ bias).
 Napi::Value BsrLinear(const Napi::CallbackInfo& info) {
   const char* fn = "bsrLinear";
-  expectArgs(info, 6, fn);
+  expectArgs(info, 10, fn);
   Napi::Env env = info.Env();
   const Napi::Float32Array x = floatArg(info, 0, fn, "x");
-  const Napi::Float32Array values = floatArg(info, 1, fn, "values");
-  const bool hasBias = !info[2].IsNull() && !info[2].IsUndefined();
-  const Napi::Float32Array bias = hasBias ? floatArg(info, 2, fn, "bias") : Napi::Float32Array();
-  Napi::Float32Array y = floatArg(info, 3, fn, "y");
-  const int64_t tokens = integerArg(info, 4, fn, "tokens");
-  CheckedPattern pattern = checkPattern(env, info[5], fn, false);
+  const int64_t xOffset = integerArg(info, 1, fn, "xOffset");
+  const Napi::Float32Array values = floatArg(info, 2, fn, "values");
+  const int64_t valuesOffset = integerArg(info, 3, fn, "valuesOffset");
+  const bool hasBias = !info[4].IsNull() && !info[4].IsUndefined();
+  const Napi::Float32Array bias = hasBias ? floatArg(info, 4, fn, "bias") : Napi::Float32Array();
+  const int64_t biasOffset = integerArg(info, 5, fn, "biasOffset");
+  Napi::Float32Array y = floatArg(info, 6, fn, "y");
+  const int64_t yOffset = integerArg(info, 7, fn, "yOffset");
+  const int64_t tokens = integerArg(info, 8, fn, "tokens");
+  CheckedPattern pattern = checkPattern(env, info[9], fn, false);
   BsrView& w = pattern.view;
-  checkSpan(env, fn, "x", x.ElementLength(), 0, elementCount(env, fn, "x", tokens, w.cols));
-  checkSpan(env, fn, "values", values.ElementLength(), 0, blockElements(env, fn, "values", pattern));
-  if (hasBias) checkSpan(env, fn, "bias", bias.ElementLength(), 0, w.rows);
-  checkSpan(env, fn, "y", y.ElementLength(), 0, elementCount(env, fn, "y", tokens, w.rows));
-  checkApart(env, fn, spanOf("y", y.Data(), 0, tokens * w.rows, sizeof(float)),
-             {spanOf("x", x.Data(), 0, tokens * w.cols, sizeof(float)), spanOf("values", values.Data(), 0, blockElements(env, fn, "values", pattern), sizeof(float)),
-              spanOf("bias", hasBias ? bias.Data() : nullptr, 0, hasBias ? w.rows : 0, sizeof(float)), pattern.pointers, pattern.indices});
-  w.values = values.Data();
-  runKernel(env, fn, [&] { bsk::bsrLinear(x.Data(), w, hasBias ? bias.Data() : nullptr, y.Data(), tokens); });
+  const int64_t valueCount = blockElements(env, fn, "values", pattern);
+  checkSpan(env, fn, "x", x.ElementLength(), xOffset, elementCount(env, fn, "x", tokens, w.cols));
+  checkSpan(env, fn, "values", values.ElementLength(), valuesOffset, valueCount);
+  if (hasBias) checkSpan(env, fn, "bias", bias.ElementLength(), biasOffset, w.rows);
+  checkSpan(env, fn, "y", y.ElementLength(), yOffset, elementCount(env, fn, "y", tokens, w.rows));
+  checkApart(env, fn, spanOf("y", y.Data(), yOffset, tokens * w.rows, sizeof(float)),
+             {spanOf("x", x.Data(), xOffset, tokens * w.cols, sizeof(float)), spanOf("values", values.Data(), valuesOffset, valueCount, sizeof(float)),
+              spanOf("bias", hasBias ? bias.Data() : nullptr, biasOffset, hasBias ? w.rows : 0, sizeof(float)), pattern.pointers, pattern.indices});
+  w.values = values.Data() + valuesOffset;
+  const float* biasData = hasBias ? bias.Data() + biasOffset : nullptr;
+  runKernel(env, fn, [&] { bsk::bsrLinear(x.Data() + xOffset, w, biasData, y.Data() + yOffset, tokens); });
   return env.Undefined();
 }
 
-// bsrMatmul(dy, values, dx, tokens, pattern): dX = dY W.
+// bsrMatmul(dy, dyOffset, values, valuesOffset, dx, dxOffset, tokens, pattern): dX = dY W.
 Napi::Value BsrMatmul(const Napi::CallbackInfo& info) {
   const char* fn = "bsrMatmul";
-  expectArgs(info, 5, fn);
+  expectArgs(info, 8, fn);
   Napi::Env env = info.Env();
   const Napi::Float32Array dy = floatArg(info, 0, fn, "dy");
-  const Napi::Float32Array values = floatArg(info, 1, fn, "values");
-  Napi::Float32Array dx = floatArg(info, 2, fn, "dx");
-  const int64_t tokens = integerArg(info, 3, fn, "tokens");
-  CheckedPattern pattern = checkPattern(env, info[4], fn, true);
+  const int64_t dyOffset = integerArg(info, 1, fn, "dyOffset");
+  const Napi::Float32Array values = floatArg(info, 2, fn, "values");
+  const int64_t valuesOffset = integerArg(info, 3, fn, "valuesOffset");
+  Napi::Float32Array dx = floatArg(info, 4, fn, "dx");
+  const int64_t dxOffset = integerArg(info, 5, fn, "dxOffset");
+  const int64_t tokens = integerArg(info, 6, fn, "tokens");
+  CheckedPattern pattern = checkPattern(env, info[7], fn, true);
   BsrView& w = pattern.view;
-  checkSpan(env, fn, "dy", dy.ElementLength(), 0, elementCount(env, fn, "dy", tokens, w.rows));
-  checkSpan(env, fn, "values", values.ElementLength(), 0, blockElements(env, fn, "values", pattern));
-  checkSpan(env, fn, "dx", dx.ElementLength(), 0, elementCount(env, fn, "dx", tokens, w.cols));
-  checkApart(env, fn, spanOf("dx", dx.Data(), 0, tokens * w.cols, sizeof(float)),
-             {spanOf("dy", dy.Data(), 0, tokens * w.rows, sizeof(float)), spanOf("values", values.Data(), 0, blockElements(env, fn, "values", pattern), sizeof(float)),
+  const int64_t valueCount = blockElements(env, fn, "values", pattern);
+  checkSpan(env, fn, "dy", dy.ElementLength(), dyOffset, elementCount(env, fn, "dy", tokens, w.rows));
+  checkSpan(env, fn, "values", values.ElementLength(), valuesOffset, valueCount);
+  checkSpan(env, fn, "dx", dx.ElementLength(), dxOffset, elementCount(env, fn, "dx", tokens, w.cols));
+  checkApart(env, fn, spanOf("dx", dx.Data(), dxOffset, tokens * w.cols, sizeof(float)),
+             {spanOf("dy", dy.Data(), dyOffset, tokens * w.rows, sizeof(float)), spanOf("values", values.Data(), valuesOffset, valueCount, sizeof(float)),
               pattern.pointers, pattern.indices, pattern.valueIndices});
-  w.values = values.Data();
-  runKernel(env, fn, [&] { bsk::bsrMatmul(dy.Data(), w, dx.Data(), tokens); });
+  w.values = values.Data() + valuesOffset;
+  runKernel(env, fn, [&] { bsk::bsrMatmul(dy.Data() + dyOffset, w, dx.Data() + dxOffset, tokens); });
   return env.Undefined();
 }
 
-// sampledMatmul(dy, x, dw, tokens, pattern): dW = (dY^T X) on W's blocks.
+// sampledMatmul(dy, dyOffset, x, xOffset, dw, dwOffset, tokens, pattern): dW = (dY^T X) on W's blocks.
 Napi::Value SampledMatmul(const Napi::CallbackInfo& info) {
   const char* fn = "sampledMatmul";
-  expectArgs(info, 5, fn);
+  expectArgs(info, 8, fn);
   Napi::Env env = info.Env();
   const Napi::Float32Array dy = floatArg(info, 0, fn, "dy");
-  const Napi::Float32Array x = floatArg(info, 1, fn, "x");
-  Napi::Float32Array dw = floatArg(info, 2, fn, "dw");
-  const int64_t tokens = integerArg(info, 3, fn, "tokens");
-  CheckedPattern pattern = checkPattern(env, info[4], fn, false);
+  const int64_t dyOffset = integerArg(info, 1, fn, "dyOffset");
+  const Napi::Float32Array x = floatArg(info, 2, fn, "x");
+  const int64_t xOffset = integerArg(info, 3, fn, "xOffset");
+  Napi::Float32Array dw = floatArg(info, 4, fn, "dw");
+  const int64_t dwOffset = integerArg(info, 5, fn, "dwOffset");
+  const int64_t tokens = integerArg(info, 6, fn, "tokens");
+  CheckedPattern pattern = checkPattern(env, info[7], fn, false);
   BsrView& w = pattern.view;
-  checkSpan(env, fn, "dy", dy.ElementLength(), 0, elementCount(env, fn, "dy", tokens, w.rows));
-  checkSpan(env, fn, "x", x.ElementLength(), 0, elementCount(env, fn, "x", tokens, w.cols));
-  checkSpan(env, fn, "dw", dw.ElementLength(), 0, blockElements(env, fn, "dw", pattern));
-  checkApart(env, fn, spanOf("dw", dw.Data(), 0, blockElements(env, fn, "dw", pattern), sizeof(float)),
-             {spanOf("dy", dy.Data(), 0, tokens * w.rows, sizeof(float)), spanOf("x", x.Data(), 0, tokens * w.cols, sizeof(float)), pattern.pointers,
-              pattern.indices});
-  runKernel(env, fn, [&] { bsk::sampledMatmul(dy.Data(), x.Data(), w, dw.Data(), tokens); });
+  const int64_t dwCount = blockElements(env, fn, "dw", pattern);
+  checkSpan(env, fn, "dy", dy.ElementLength(), dyOffset, elementCount(env, fn, "dy", tokens, w.rows));
+  checkSpan(env, fn, "x", x.ElementLength(), xOffset, elementCount(env, fn, "x", tokens, w.cols));
+  checkSpan(env, fn, "dw", dw.ElementLength(), dwOffset, dwCount);
+  checkApart(env, fn, spanOf("dw", dw.Data(), dwOffset, dwCount, sizeof(float)),
+             {spanOf("dy", dy.Data(), dyOffset, tokens * w.rows, sizeof(float)), spanOf("x", x.Data(), xOffset, tokens * w.cols, sizeof(float)),
+              pattern.pointers, pattern.indices});
+  runKernel(env, fn, [&] { bsk::sampledMatmul(dy.Data() + dyOffset, x.Data() + xOffset, w, dw.Data() + dwOffset, tokens); });
   return env.Undefined();
 }
 

@@ -1,7 +1,7 @@
 /**
  * The native float32 compute behind the cpu backend's product kernels: core's kernel layer (shapes,
  * batching, half widening) calls these instead of the js backend's TypeScript loops. The arguments
- * are the js compute functions' own; offsets become zero-copy subarrays.
+ * are the js compute functions' own; offsets pass through to the addon, which checks each span from its offset.
  */
 import { type ProductCompute, ShapeError, ValueError } from "@blocksparse/core";
 import { translateNativeError } from "./errors";
@@ -16,13 +16,13 @@ function native(call: () => void): void {
 }
 
 /**
- * The array from `offset` on (no copy); a ShapeError for an offset that is not a non-negative integer (subarray would
- * read -1 as the last element) or is past the array's end (subarray would give an empty view, reported as an empty array).
+ * `offset`, checked: a ShapeError for one that is not a non-negative integer, or is past the array's end (the addon
+ * checks the span it reads from there, and reports the array's whole length).
  */
-function from(fn: string, name: string, array: Float32Array, offset = 0): Float32Array {
+function offsetOf(fn: string, name: string, array: Float32Array, offset = 0): number {
   if (!Number.isSafeInteger(offset) || offset < 0) throw new ShapeError(`cpu: ${fn}: ${name}Offset must be a non-negative integer, got ${offset}`);
   if (offset > array.length) throw new ShapeError(`cpu: ${fn}: ${name}Offset ${offset} is past the end of ${name} (${array.length} elements)`);
-  return offset === 0 ? array : array.subarray(offset);
+  return offset;
 }
 
 /** The kernel layer never asks for these; a direct caller gets a clear error, not a wrong answer. */
@@ -39,26 +39,33 @@ export function nativeCompute(addon: NativeAddon): ProductCompute {
       if (batch !== 1) unsupported("matmulF32", "batch");
       native(() => addon.matmul(a, aOffset, b, bOffset, c, cOffset, m, n, k, args.transposeA ?? false, args.transposeB ?? false));
     },
-    bsrLinearF32: (args) =>
-      native(() =>
-        addon.bsrLinear(
-          from("bsrLinearF32", "x", args.x, args.xOffset),
-          from("bsrLinearF32", "values", args.values, args.valuesOffset),
-          args.bias ? from("bsrLinearF32", "bias", args.bias, args.biasOffset) : null,
-          from("bsrLinearF32", "y", args.y, args.yOffset),
-          args.tokens,
-          args,
-        ),
-      ),
+    bsrLinearF32: (args) => {
+      const fn = "bsrLinearF32";
+      const { x, values, y } = args;
+      const bias = args.bias ?? null;
+      const xOffset = offsetOf(fn, "x", x, args.xOffset);
+      const valuesOffset = offsetOf(fn, "values", values, args.valuesOffset);
+      const biasOffset = bias ? offsetOf(fn, "bias", bias, args.biasOffset) : 0;
+      const yOffset = offsetOf(fn, "y", y, args.yOffset);
+      native(() => addon.bsrLinear(x, xOffset, values, valuesOffset, bias, biasOffset, y, yOffset, args.tokens, args));
+    },
     bsrMatmulF32: (args) => {
       const fn = "bsrMatmulF32";
       if (args.accumulate) unsupported(fn, "accumulate");
-      native(() => addon.bsrMatmul(from(fn, "dy", args.dy, args.dyOffset), from(fn, "values", args.values, args.valuesOffset), from(fn, "dx", args.dx, args.dxOffset), args.tokens, args));
+      const { dy, values, dx } = args;
+      const dyOffset = offsetOf(fn, "dy", dy, args.dyOffset);
+      const valuesOffset = offsetOf(fn, "values", values, args.valuesOffset);
+      const dxOffset = offsetOf(fn, "dx", dx, args.dxOffset);
+      native(() => addon.bsrMatmul(dy, dyOffset, values, valuesOffset, dx, dxOffset, args.tokens, args));
     },
     sampledMatmulF32: (args) => {
       const fn = "sampledMatmulF32";
       if (args.accumulate) unsupported(fn, "accumulate");
-      native(() => addon.sampledMatmul(from(fn, "dy", args.dy, args.dyOffset), from(fn, "x", args.x, args.xOffset), from(fn, "dw", args.dw, args.dwOffset), args.tokens, args));
+      const { dy, x, dw } = args;
+      const dyOffset = offsetOf(fn, "dy", dy, args.dyOffset);
+      const xOffset = offsetOf(fn, "x", x, args.xOffset);
+      const dwOffset = offsetOf(fn, "dw", dw, args.dwOffset);
+      native(() => addon.sampledMatmul(dy, dyOffset, x, xOffset, dw, dwOffset, args.tokens, args));
     },
   };
 }

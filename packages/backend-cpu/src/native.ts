@@ -72,12 +72,23 @@ export interface NativeAddon {
     transposeA: boolean,
     transposeB: boolean,
   ): void;
-  /** Y [tokens, rows] = X [tokens, cols] W^T (+ bias). */
-  bsrLinear(x: Float32Array, values: Float32Array, bias: Float32Array | null, y: Float32Array, tokens: number, pattern: NativeRowIndex): void;
-  /** dX [tokens, cols] = dY [tokens, rows] W. */
-  bsrMatmul(dy: Float32Array, values: Float32Array, dx: Float32Array, tokens: number, pattern: NativeColumnIndex): void;
-  /** dW [nnz, R, C] = (dY^T X) on W's blocks. */
-  sampledMatmul(dy: Float32Array, x: Float32Array, dw: Float32Array, tokens: number, pattern: NativeRowIndex): void;
+  /** Y [tokens, rows] = X [tokens, cols] W^T (+ bias), each array read or written from its offset. */
+  bsrLinear(
+    x: Float32Array,
+    xOffset: number,
+    values: Float32Array,
+    valuesOffset: number,
+    bias: Float32Array | null,
+    biasOffset: number,
+    y: Float32Array,
+    yOffset: number,
+    tokens: number,
+    pattern: NativeRowIndex,
+  ): void;
+  /** dX [tokens, cols] = dY [tokens, rows] W, each array read or written from its offset. */
+  bsrMatmul(dy: Float32Array, dyOffset: number, values: Float32Array, valuesOffset: number, dx: Float32Array, dxOffset: number, tokens: number, pattern: NativeColumnIndex): void;
+  /** dW [nnz, R, C] = (dY^T X) on W's blocks, each array read or written from its offset. */
+  sampledMatmul(dy: Float32Array, dyOffset: number, x: Float32Array, xOffset: number, dw: Float32Array, dwOffset: number, tokens: number, pattern: NativeRowIndex): void;
 }
 
 /** Every function the addon must export (checked when it is loaded). */

@@ -41,7 +41,7 @@ describe.skipIf(cpuMissing || process.platform !== "linux")("the kernels under a
       const bias = new Float32Array(2 * R).map((_, i) => i % 5);
       const y = new Float32Array(tokens * 2 * R);`;
     const body = `
-      addon.bsrLinear(x, values, bias, y, tokens, pattern);
+      addon.bsrLinear(x, 0, values, 0, bias, 0, y, 0, tokens, pattern);
       let wrong = 0;
       for (let t = 0; t < tokens; t++) for (let r = 0; r < 2 * R; r++) if (y[t * 2 * R + r] !== x[t] * values[r] + bias[r]) wrong++;
       console.log(JSON.stringify({ wrong }));`;
@@ -65,7 +65,7 @@ describe.skipIf(cpuMissing || process.platform !== "linux")("the kernels under a
     const body = `
       let code = "none";
       try {
-        addon.bsrMatmul(dy, values, dx, 1, pattern);
+        addon.bsrMatmul(dy, 0, values, 0, dx, 0, 1, pattern);
       } catch (error) {
         code = error.code;
       }

@@ -146,6 +146,66 @@ describe.skipIf(cpuMissing)("the addon checks its arguments before any kernel ru
     expect(() => compute().sampledMatmulF32({ ...rowWise, dy: new Float32Array(64), x: new Float32Array(64), dw: new Float32Array(10), tokens: 1 })).toThrow(/dw/);
   });
 
+  it("a short array after a non-zero offset reports its whole length and the offset, as js does (the bsr products read it through a view from the offset)", () => {
+    const values = new Float32Array(4 * 32 * 32);
+    // x holds 100 floats; from offset 50 it has 50 of the 64 one token needs: "x has 50 elements, needs 64 (64 from offset 0)" before.
+    expect(() => compute().bsrLinearF32({ ...rowWise, x: new Float32Array(100), xOffset: 50, values, y: new Float32Array(64), tokens: 1 })).toThrow(
+      "bsrLinear: x has 100 elements, needs 114 (64 from offset 50)",
+    );
+    expect(() => compute().bsrLinearF32({ ...rowWise, x: new Float32Array(64), values, bias: new Float32Array(70), biasOffset: 10, y: new Float32Array(64), tokens: 1 })).toThrow(
+      "bias has 70 elements, needs 74 (64 from offset 10)",
+    );
+    expect(() => compute().bsrMatmulF32({ ...index, ...pattern.columnIndex, dy: new Float32Array(64), values, valuesOffset: 1, dx: new Float32Array(64), tokens: 1 })).toThrow(
+      "bsrMatmul: values has 4096 elements, needs 4097 (4096 from offset 1)",
+    );
+    expect(() => compute().sampledMatmulF32({ ...rowWise, dy: new Float32Array(64), x: new Float32Array(64), dw: new Float32Array(4100), dwOffset: 5, tokens: 1 })).toThrow(
+      "sampledMatmul: dw has 4100 elements, needs 4101 (4096 from offset 5)",
+    );
+  });
+
+  it("the bsr products read and write from their offsets", () => {
+    const rng = new SeededRandom(5);
+    const random = (length: number) => Float32Array.from({ length }, () => rng.uniform(-1, 1));
+    const [x, values, bias, dy] = [random(64), random(4 * 32 * 32), random(64), random(64)];
+    const pad = (array: Float32Array, before: number) => {
+      const padded = random(before + array.length + 3);
+      padded.set(array, before);
+      return padded;
+    };
+    const y = new Float32Array(64);
+    compute().bsrLinearF32({ ...rowWise, x, values, bias, y, tokens: 1 });
+    const yAt = new Float32Array(70);
+    compute().bsrLinearF32({ ...rowWise, x: pad(x, 7), xOffset: 7, values: pad(values, 1), valuesOffset: 1, bias: pad(bias, 2), biasOffset: 2, y: yAt, yOffset: 5, tokens: 1 });
+    expect(yAt.subarray(5, 69)).toEqual(y);
+    const dx = new Float32Array(64);
+    compute().bsrMatmulF32({ ...index, ...pattern.columnIndex, dy, values, dx, tokens: 1 });
+    const dxAt = new Float32Array(66);
+    compute().bsrMatmulF32({ ...index, ...pattern.columnIndex, dy: pad(dy, 3), dyOffset: 3, values: pad(values, 4), valuesOffset: 4, dx: dxAt, dxOffset: 2, tokens: 1 });
+    expect(dxAt.subarray(2)).toEqual(dx);
+    const dw = new Float32Array(4096);
+    compute().sampledMatmulF32({ ...rowWise, dy, x, dw, tokens: 1 });
+    const dwAt = new Float32Array(4097);
+    compute().sampledMatmulF32({ ...rowWise, dy: pad(dy, 9), dyOffset: 9, x: pad(x, 1), xOffset: 1, dw: dwAt, dwOffset: 1, tokens: 1 });
+    expect(dwAt.subarray(1)).toEqual(dw);
+  });
+
+  it("a bad number is printed as JavaScript prints it, and a bad pattern field is named with what it got", () => {
+    const square = { a: new Float32Array(4), b: new Float32Array(4), c: new Float32Array(4), m: 2, n: 2, k: 1 };
+    // std::to_string printed "got -1.000000" and "got nan".
+    expect(() => compute().matmulF32({ ...square, aOffset: -1 })).toThrow(/matmul: aOffset must be a non-negative integer, got -1$/);
+    expect(() => compute().matmulF32({ ...square, m: 1.5 })).toThrow(/matmul: m must be a non-negative integer, got 1.5$/);
+    expect(() => compute().matmulF32({ ...square, k: Number.NaN })).toThrow(/got NaN$/);
+    const linear = (fields: object) => compute().bsrLinearF32({ ...rowWise, ...fields, x: new Float32Array(64), values: new Float32Array(4096), y: new Float32Array(64), tokens: 1 });
+    expect(() => linear({ rows: 64.5 })).toThrow(ShapeError);
+    expect(() => linear({ rows: 64.5 })).toThrow("bsrLinear: pattern.rows must be an integer in [0, 2147483647], got 64.5");
+    expect(() => linear({ cols: "64" })).toThrow(ValueError);
+    expect(() => linear({ cols: "64" })).toThrow("bsrLinear: pattern.cols must be a number");
+    expect(() => linear({ blockRowPtr: Uint32Array.of(0, 2, 4) })).toThrow("bsrLinear: pattern.blockRowPtr must be an Int32Array");
+    expect(() =>
+      compute().bsrMatmulF32({ ...index, ...pattern.columnIndex, valueIndex: Int32Array.of(0, 1), dy: new Float32Array(64), values: new Float32Array(4096), dx: new Float32Array(64), tokens: 1 }),
+    ).toThrow("bsrMatmul: valueIndex has 2 entries, blockColPtr says 4");
+  });
+
   it("sizes whose element counts pass int64 are a ShapeError, not a wrapped count that lets short arrays through", () => {
     const tiny = () => new Float32Array(16);
     // m x n = 2^64 wrapped to 0: the zeroing of C (k = 0) ran over 2^64 floats and crashed the process.
