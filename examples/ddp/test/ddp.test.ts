@@ -21,6 +21,7 @@ it("the example trains on two ranks through the launcher: replicas identical, th
 
 it.each([
   [["--steps", "abc"], /--steps: expected a positive integer, got 'abc'/],
+  [["--steps=-1"], /--steps: expected a positive integer, got '-1'/],
   [["--backend", "gloo"], /--backend: expected cpu or nccl, got 'gloo'/],
   [["--step", "5"], /Unknown option '--step' \(did you mean --steps\?\)/],
   [["--save", join(out, "missing", "model.safetensors")], /--save .*: the folder .*missing does not exist/],

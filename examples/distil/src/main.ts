@@ -85,20 +85,20 @@ function parse(argv: string[]): Parsed | null {
   const { values } = withFlagHelp(flags, () => parseArgs({ args: argv, strict: true, options: flagTypes })) as { values: Record<string, string | boolean | undefined> };
   if (values.help) return null;
   const text = (name: string) => values[name] as string | undefined;
-  const number = (name: string, integer: boolean): number | undefined => {
+  const number = (name: string, integer: boolean, what = "a number"): number | undefined => {
     const raw = text(name);
     if (raw === undefined) return undefined;
     const value = raw.trim() === "" ? Number.NaN : Number(raw);
-    if (!Number.isFinite(value) || (integer && !(Number.isInteger(value) && value >= 1))) throw new RangeError(`--${name}: expected ${integer ? "a positive integer" : "a number"}, got '${raw}'`);
+    if (!Number.isFinite(value) || (integer && !(Number.isInteger(value) && value >= 1))) throw new RangeError(`--${name}: expected ${integer ? "a positive integer" : what}, got '${raw}'`);
     return value;
   };
   const positive = (name: string): number | undefined => {
-    const value = number(name, false);
+    const value = number(name, false, "a positive number");
     if (value !== undefined && !(value > 0)) throw new RangeError(`--${name}: expected a positive number, got '${text(name)}'`);
     return value;
   };
   const inRange = (name: string, accepts: (value: number) => boolean, range: string): number | undefined => {
-    const value = number(name, false);
+    const value = number(name, false, range);
     if (value !== undefined && !accepts(value)) throw new RangeError(`--${name}: expected ${range}, got '${text(name)}'`);
     return value;
   };
@@ -118,12 +118,12 @@ function parse(argv: string[]): Parsed | null {
   if (sparseLr !== undefined && sparseLr !== "same" && sparseLr !== "inverse-density") throw new RangeError(`--sparse-lr: expected same or inverse-density, got '${sparseLr}'`);
   const dtype = text("dtype");
   if (dtype !== undefined && dtype !== "float32" && dtype !== "bfloat16") throw new RangeError(`--dtype: expected float32 or bfloat16, got '${dtype}'`);
-  const budget = number("budget", false);
+  const budget = number("budget", false, "a positive number of seconds");
   if (budget !== undefined && !(budget > 0)) throw new RangeError(`--budget: expected a positive number of seconds, got '${text("budget")}'`);
   const steps = text("steps") === "auto" ? "auto" : number("steps", true);
-  const riglFraction = number("rigl-fraction", false);
+  const riglFraction = number("rigl-fraction", false, "a number in (0, 1]");
   if (riglFraction !== undefined && !(riglFraction > 0 && riglFraction <= 1)) throw new RangeError(`--rigl-fraction: expected a number in (0, 1], got '${text("rigl-fraction")}'`);
-  const riglEnd = number("rigl-end", false);
+  const riglEnd = number("rigl-end", false, "a number in (0, 1]");
   if (riglEnd !== undefined && !(riglEnd > 0 && riglEnd <= 1)) throw new RangeError(`--rigl-end: expected a number in (0, 1], got '${text("rigl-end")}'`);
   const riglEvery = number("rigl-every", true);
   options.rigl = { fraction: riglFraction ?? DEFAULT_RIGL.fraction, end: riglEnd ?? DEFAULT_RIGL.end, ...(riglEvery === undefined ? {} : { every: riglEvery }) };
@@ -231,7 +231,9 @@ async function main(): Promise<void> {
   if (parsed.out !== undefined) checkOutputFolder(parsed.out);
   const backend = getBackendInstance().name;
   const options: ExperimentOptions = { ...parsed.options, dtype: parsed.dtype ?? (backend === "cuda" ? "bfloat16" : "float32") };
-  const corpus = await loadCorpus(parsed.tokenizer, parsed.maxChars);
+  const corpus = await loadCorpus(parsed.tokenizer, parsed.maxChars).catch((error: unknown) => {
+    throw parsed.tokenizer === BUNDLED_TOKENIZER ? error : new Error(`--tokenizer ${parsed.tokenizer}: ${error instanceof Error ? error.message : String(error)}`);
+  });
   const setup = experimentContext(corpus, options);
   // Every run samples windows of context + 1 tokens from both splits; too short a text would fail each run alike.
   if (corpus.validation.length <= setup.context) {

@@ -16,6 +16,8 @@ describe("main.ts's flags", { timeout: 30_000 }, () => {
     [["--lr", "0"], /--lr: expected a positive number, got '0'/],
     [["--distil-density", "2"], /--distil-density: expected a density in \(0, 1\], got '2'/],
     [["--seed", "1.5"], /--seed: expected an integer, got '1.5'/],
+    [["--seed", "abc"], /--seed: expected an integer, got 'abc'/],
+    [["--lr=-1"], /--lr: expected a positive number, got '-1'/],
   ])("rejects %j naming the flag and what it accepts, before any model trains", async (args, message) => {
     const result = await tsx("main.ts", ...args);
     expect(result.code).toBe(1);
@@ -28,6 +30,13 @@ describe("main.ts's flags", { timeout: 30_000 }, () => {
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/--context 32 with --max-chars 500: the validation split has 26 tokens, too few for windows of 33; use a shorter --context or a larger --max-chars/);
     expect(result.stdout).not.toMatch(/dense/);
+  });
+
+  it("a --tokenizer folder without tokenizer.json is named with the flag, before any model trains", async () => {
+    const result = await tsx("main.ts", "--backend", "js", "--tokenizer", join(folder, "missing"));
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/^Error: --tokenizer .*missing: loadTokenizer: cannot read .*tokenizer\.json/);
+    expect(result.stdout).toBe("");
   });
 
   it("names the flag a misspelled one is closest to", async () => {

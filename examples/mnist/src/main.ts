@@ -92,12 +92,20 @@ function parseOptions(argv: string[]): ParsedOptions | null {
     sparseLr: oneOf("sparse-lr", values["sparse-lr"], ["same", "inverse-density"]),
     backend: values.backend,
   };
-  if (options.hidden !== undefined) checkHidden(options.hidden);
+  if (options.hidden !== undefined) {
+    try {
+      checkHidden(options.hidden);
+    } catch (error) {
+      throw new RangeError(`--${(error as Error).message}`);
+    }
+  }
   const trainSize = options.trainSize ?? DEFAULT_OPTIONS.trainSize;
   const testSize = options.testSize ?? DEFAULT_OPTIONS.testSize;
   if (trainSize + testSize > availableDigits()) {
     throw new RangeError(`--train-size + --test-size: expected at most ${availableDigits()} digits in all (the mnist package's), got ${trainSize} + ${testSize}`);
   }
+  const batchSize = options.batchSize ?? DEFAULT_OPTIONS.batchSize;
+  if (batchSize > trainSize) throw new RangeError(`--batch-size: expected at most the ${trainSize} training digits (--train-size), got ${batchSize}`);
   if (values.lr !== undefined) options.learningRate = inRange("lr", values.lr, (lr) => lr > 0 && Number.isFinite(lr), "a positive number");
   if (values["regrow-fraction"] !== undefined) {
     options.regrowFraction = inRange("regrow-fraction", values["regrow-fraction"], (fraction) => fraction >= 0 && fraction <= 1, "a number in [0, 1]");

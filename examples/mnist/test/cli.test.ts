@@ -9,11 +9,14 @@ const demo = (...args: string[]) => runNode(["--import", "tsx", "src/main.ts", .
 describe("the demo's flags", { timeout: 30_000 }, () => {
   it.each([
     [["--lr", "abc"], /--lr: expected a positive number, got 'abc'/],
+    [["--epochs=-1"], /--epochs: expected a positive integer, got '-1'/],
+    [["--hidden", "48"], /--hidden: expected a positive multiple of 32 \(the block height\), got 48; try 32 or 64/],
     [["--batch-size", "0"], /--batch-size: expected a positive integer, got '0'/],
     [["--density", "0.5,1.5"], /--density: expected densities in \(0, 1\], comma-separated, got '1.5'/],
     [["--regrow", "magnitude"], /--regrow: expected none, random or rigl, got 'magnitude'/],
     [["--density", "0.5,,0.25"], /--density: expected densities in \(0, 1\], comma-separated, got ''/],
     [["--density", ","], /--density: expected densities in \(0, 1\], comma-separated, got ''/],
+    [["--train-size", "100", "--batch-size", "128"], /--batch-size: expected at most the 100 training digits \(--train-size\), got 128/],
     [["--test-size", "9000"], /--train-size \+ --test-size: expected at most 10000 digits in all \(the mnist package's\), got 8000 \+ 9000/],
   ])("rejects %j naming the flag and what it accepts, before a backend starts or a line is printed", async (args, message) => {
     const result = await demo(...args);

@@ -5,6 +5,7 @@ import "@blocksparse/backend-cuda";
 import { parseArgs } from "node:util";
 import { BackendError, getBackendInstance, importBackendModules, listBackends, setBackend } from "@blocksparse/core";
 import { Presets, SingleBar } from "cli-progress";
+import { buildCorpus, mobyDickText } from "./data";
 import { FEED_FORWARD_PATTERN } from "./model";
 import { formatTable } from "./report";
 import { DEFAULT_OPTIONS, type TransformerHooks, type TransformerOptions, checkOptions, computeDtype, trainTransformer } from "./train";
@@ -27,6 +28,21 @@ const USAGE = `Train a small character-level transformer on Moby Dick, dense and
   --sample-length N   characters to generate (default ${DEFAULT_OPTIONS.sampleLength})
   --seed N            (default ${DEFAULT_OPTIONS.seed})
   --help`;
+
+/** The flag that sets each option, so that checkOptions' errors name what the user typed. */
+const OPTION_FLAGS: Partial<Record<keyof TransformerOptions, string>> = {
+  steps: "--steps",
+  batchSize: "--batch-size",
+  context: "--context",
+  dModel: "--d-model",
+  nHeads: "--heads",
+  layers: "--layers",
+  densities: "--density",
+  blockShape: "--block",
+  learningRate: "--lr",
+  sampleLength: "--sample-length",
+  dtype: "--dtype",
+};
 
 type ParsedOptions = Partial<TransformerOptions> & { backendModules?: string[] };
 
@@ -169,7 +185,12 @@ async function main(): Promise<void> {
   const { backendModules = [], ...chosen } = parsed;
   const options = { ...DEFAULT_OPTIONS, ...chosen };
   // The flags that must fit together (the width, the heads, the block shape), before anything starts.
-  checkOptions(options);
+  checkOptions(options, (option) => OPTION_FLAGS[option] ?? option);
+  // Every model samples windows of context + 1 characters from the validation split (about 0.15 s to count).
+  const validationCharacters = buildCorpus(mobyDickText()).validation.length;
+  if (options.context >= validationCharacters) {
+    throw new RangeError(`--context: ${options.context} leaves no window in the validation text's ${validationCharacters} characters; use at most ${validationCharacters - 1}`);
+  }
   await importBackendModules(backendModules, (specifier) => import(specifier));
   if (options.backend !== undefined) chooseBackend(options.backend);
   // Starting the backend here puts the cuda fallback warning (if any) above the header.

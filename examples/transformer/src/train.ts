@@ -229,29 +229,29 @@ function pick(probabilities: ArrayLike<number>, u: number): number {
 }
 
 /** Throws a RangeError naming the first option out of range, or the pair that does not fit together. */
-export function checkOptions(options: TransformerOptions): void {
+export function checkOptions(options: TransformerOptions, label: (option: keyof TransformerOptions) => string = (option) => option): void {
   if (!["auto", "float32", "bfloat16", "float16"].includes(options.dtype)) {
-    throw new RangeError(`dtype: expected auto, float32, bfloat16 or float16, got ${String(options.dtype)}`);
+    throw new RangeError(`${label("dtype")}: expected auto, float32, bfloat16 or float16, got ${String(options.dtype)}`);
   }
   for (const name of ["steps", "batchSize", "context", "dModel", "nHeads", "layers", "evalBatches"] as const) {
     const value = options[name];
-    if (!Number.isInteger(value) || value < 1) throw new RangeError(`${name}: expected a positive integer, got ${value}`);
+    if (!Number.isInteger(value) || value < 1) throw new RangeError(`${label(name)}: expected a positive integer, got ${value}`);
   }
   if (!Number.isInteger(options.sampleLength) || options.sampleLength < 0) {
-    throw new RangeError(`sampleLength: expected a non-negative integer, got ${options.sampleLength}`);
+    throw new RangeError(`${label("sampleLength")}: expected a non-negative integer, got ${options.sampleLength}`);
   }
   for (const density of options.densities) {
-    if (!(density > 0 && density <= 1)) throw new RangeError(`density: expected numbers in (0, 1], got ${density}`);
+    if (!(density > 0 && density <= 1)) throw new RangeError(`${label("densities")}: expected numbers in (0, 1], got ${density}`);
   }
   const [blockRows, blockCols] = options.blockShape;
   const hidden = 4 * options.dModel;
   if (options.dModel % blockRows !== 0 || options.dModel % blockCols !== 0 || hidden % blockRows !== 0 || hidden % blockCols !== 0) {
     throw new RangeError(
-      `dModel: ${options.dModel} (feed-forward ${options.dModel} x ${hidden}) is not divisible by the block shape ${blockRows}x${blockCols}; ` +
+      `${label("dModel")}: ${options.dModel} (feed-forward ${options.dModel} x ${hidden}) is not divisible by the block shape ${blockRows}x${blockCols} (${label("blockShape")}); ` +
         `use a multiple of ${Math.max(blockRows, blockCols)}`,
     );
   }
-  if (options.dModel % options.nHeads !== 0) throw new RangeError(`nHeads: ${options.nHeads} heads do not divide dModel ${options.dModel}`);
-  if (!(options.learningRate > 0)) throw new RangeError(`learningRate: expected a positive number, got ${options.learningRate}`);
-  if (!(options.temperature > 0)) throw new RangeError(`temperature: expected a positive number, got ${options.temperature}`);
+  if (options.dModel % options.nHeads !== 0) throw new RangeError(`${label("nHeads")}: ${options.nHeads} heads do not divide ${label("dModel")} ${options.dModel}`);
+  if (!(options.learningRate > 0)) throw new RangeError(`${label("learningRate")}: expected a positive number, got ${options.learningRate}`);
+  if (!(options.temperature > 0)) throw new RangeError(`${label("temperature")}: expected a positive number, got ${options.temperature}`);
 }

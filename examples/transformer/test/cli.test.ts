@@ -11,7 +11,10 @@ describe("the demo's flags", { timeout: 30_000 }, () => {
     [["--steps", "0"], /--steps: expected a positive integer, got '0'/],
     [["--lr", "abc"], /--lr: expected a positive number, got 'abc'/],
     [["--block", "0x0"], /--block: expected ROWSxCOLS of positive integers such as 32x32, got '0x0'/],
-    [["--heads", "3"], /nHeads: 3 heads do not divide dModel 64/],
+    [["--heads", "3"], /--heads: 3 heads do not divide --d-model 64/],
+    [["--block", "24x24"], /--d-model: 64 \(feed-forward 64 x 256\) is not divisible by the block shape 24x24 \(--block\); use a multiple of 24/],
+    [["--lr=-0.5"], /--lr: expected a positive number, got '-0.5'/],
+    [["--context", "200000"], /--context: 200000 leaves no window in the validation text's \d+ characters; use at most \d+/],
     [["--density", "0.5,,0.25"], /--density: expected densities in \(0, 1\], comma-separated, got ''/],
   ])("rejects %j naming the flag and what it accepts, before a backend starts or a line is printed", async (args, message) => {
     const result = await demo(...args);

@@ -85,7 +85,7 @@ describe("trainTransformer", () => {
   });
 
   it("rejects a width the block shape does not divide, and bad densities", () => {
-    expect(() => trainTransformer({ ...TINY, dModel: 48 })).toThrow(/dModel: 48 .* not divisible by the block shape 32x32; use a multiple of 32/);
-    expect(() => trainTransformer({ ...TINY, densities: [1.5] })).toThrow(/density: expected numbers in \(0, 1\], got 1.5/);
+    expect(() => trainTransformer({ ...TINY, dModel: 48 })).toThrow(/dModel: 48 .* not divisible by the block shape 32x32 \(blockShape\); use a multiple of 32/);
+    expect(() => trainTransformer({ ...TINY, densities: [1.5] })).toThrow(/densities: expected numbers in \(0, 1\], got 1.5/);
   });
 });
