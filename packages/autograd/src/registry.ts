@@ -1,9 +1,11 @@
-import { type Activation, type DType, type KernelAttrs, type KernelName, type Tensor, type TensorInputs, ValueError } from "@blocksparse/core";
+import { type Activation, type Backend, type DType, type KernelAttrs, type KernelName, type Tensor, type TensorInputs, ValueError } from "@blocksparse/core";
 
-/** Shape and dtype of a tensor, recorded for every input and output (no data kept). */
+/** Shape, dtype and backend of a tensor, recorded for every input and output (no data kept; PyTorch's InputMetadata). */
 export interface TensorMeta {
   readonly shape: readonly number[];
   readonly dtype: DType;
+  /** Where the tensor lives: its gradient must be there too (a `Move`'s goes back). */
+  readonly backend: Backend;
 }
 
 /** A kernel's inputs as Tensors, keyed like its spec (a name outside core's kernels takes any record). */

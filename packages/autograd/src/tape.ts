@@ -105,25 +105,34 @@ export function detach(t: Tensor): Tensor {
   }
 }
 
-const metaOf = (t: Tensor): TensorMeta => ({ shape: t.shape, dtype: t.dtype });
+const metaOf = (t: Tensor): TensorMeta => ({ shape: t.shape, dtype: t.dtype, backend: t.storage.backend });
 const save = (t: Tensor): Tensor => keep(detach(t));
 
-function edgeTo(key: string, index: number, t: Tensor): Edge | null {
+/** `wrote`: the call wrote `t` in place, a write counted once before the observers ran: the edge read the version before. */
+function edgeTo(key: string, index: number, t: Tensor, wrote: boolean): Edge | null {
   if (!tracksGrad(t)) return null;
   const fn = gradFns.get(t.id);
-  const version = t.storage.version;
+  const version = wrote ? t.storage.version - 1 : t.storage.version;
   if (fn) return { key, index, meta: metaOf(t), producer: fn.node, outputIndex: fn.outputIndex, leaf: null, version };
   return { key, index, meta: metaOf(t), producer: null, outputIndex: 0, leaf: t, version };
 }
 
-/** Records one call if recording is on and an input tracks gradients. */
+/**
+ * Records one call if recording is on and an input tracks gradients. A call that wrote inputs in place
+ * (attrs.inPlace, its declaration's inPlaceInputs) is recorded with those inputs as its outputs, as PyTorch rebases
+ * a tensor written in place (`index_copy_`) onto the write: later reads differentiate through it.
+ */
 export function record(
   kernelName: string,
   inputs: Record<string, Tensor | Tensor[] | undefined>,
   attrs: Record<string, unknown>,
   outputs: Tensor[],
 ): void {
-  if (disabledDepth > 0 || kernelDeclaration(kernelName)?.gradient === "none") return;
+  if (disabledDepth > 0) return;
+  const declaration = kernelDeclaration(kernelName);
+  if (declaration?.gradient === "none") return;
+  const written = attrs.inPlace === true ? declaration?.inPlaceInputs : undefined;
+  if (written) outputs = written.map((key) => inputs[key]).filter((t): t is Tensor => t instanceof Tensor);
   // Every op of a forward pass runs this: plain loops, no entries arrays or per-element closures.
   const edges: Edge[] = [];
   const inputMeta: Record<string, TensorMeta | TensorMeta[]> = {};
@@ -134,13 +143,14 @@ export function record(
       const metas: TensorMeta[] = new Array(value.length);
       for (let i = 0; i < value.length; i++) {
         metas[i] = metaOf(value[i]);
-        const edge = edgeTo(key, i, value[i]);
+        const edge = edgeTo(key, i, value[i], written !== undefined && outputs.includes(value[i]));
         if (edge) edges.push(edge);
       }
       inputMeta[key] = metas;
     } else {
       inputMeta[key] = metaOf(value);
-      const edge = edgeTo(key, -1, value);
+      // By tensor, not key: a tensor written and also read under another key (its own source) was read before the write.
+      const edge = edgeTo(key, -1, value, written !== undefined && outputs.includes(value));
       if (edge) edges.push(edge);
     }
   }
@@ -148,6 +158,7 @@ export function record(
   let differentiable = false;
   for (const o of outputs) if (o.dtype !== "int32") differentiable = true;
   if (!differentiable) return;
+  if (written) refuseLeafWrites(kernelName, outputs);
   const outputMeta: TensorMeta[] = new Array(outputs.length);
   const outputVersions: number[] = new Array(outputs.length);
   for (let i = 0; i < outputs.length; i++) {
@@ -167,9 +178,24 @@ export function record(
   for (let outputIndex = 0; outputIndex < outputs.length; outputIndex++) {
     const output = outputs[outputIndex];
     if (output.dtype === "int32") continue;
+    // A tensor written in place leaves the node that made it (which this node's edge now holds) for this one.
+    const previous = gradFns.get(output.id);
+    if (previous) previous.node.liveOutputs--;
     gradFns.set(output.id, { node, outputIndex });
     output.requiresGrad = true;
     node.liveOutputs++;
+  }
+}
+
+/**
+ * Throws for a leaf that requires grad among the tensors a call wrote in place, as PyTorch does: its gradient would be
+ * that of values it no longer holds. Core ran the write already; the tape is left as it was.
+ */
+function refuseLeafWrites(kernelName: string, written: readonly Tensor[]): void {
+  for (const t of written) {
+    if (t.requiresGrad && !gradFns.has(t.id)) {
+      throw new AutogradError(`${kernelName}: tensor ${t.id} ([${t.shape}] ${t.dtype}) is a leaf that requires grad, written in place; write into a copy or under noGrad`);
+    }
   }
 }
 

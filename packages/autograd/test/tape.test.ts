@@ -3,6 +3,7 @@ import {
   BsrPattern,
   Clone,
   DIFFERENTIABLE_KERNELS,
+  DTypeError,
   NON_DIFFERENTIABLE_KERNELS,
   type Tensor,
   adamUpdate,
@@ -136,9 +137,12 @@ describe("recording", () => {
     expect(values(x.grad)).toEqual([2, 2, 2]);
   });
 
-  it("integer tensors never carry gradients, even with requiresGrad set", () => {
+  it("integer tensors never carry gradients: requiresGrad cannot be set on them", () => {
     const indices = tensor(new Int32Array([1, 2]));
-    indices.requiresGrad = true;
+    expect(() => {
+      indices.requiresGrad = true;
+    }).toThrow(DTypeError);
+    expect(indices.requiresGrad).toBe(false);
     expect(tracksGrad(indices)).toBe(false);
     expect(tracksGrad(add(indices, indices))).toBe(false);
   });

@@ -32,7 +32,7 @@ export interface KernelRecord<K extends KernelName = KernelName> {
   outputs: Tensor[];
 }
 
-/** Called after every kernel the engine runs (`Clone` and `Reshape` included). Must not dispose the record's tensors. */
+/** Called after every kernel the engine runs (`Clone`, `Reshape` and `Move` included). Must not dispose the record's tensors. */
 export type KernelObserver = (record: KernelRecord) => void;
 
 /** One tensor going away, as dispose observers see it (after its buffer reference was dropped). */
@@ -104,6 +104,8 @@ export class Engine {
   private readonly tensorCounts = new Map<Backend, number>();
   private readonly scopes: Scope[] = [];
   private readonly observers = new Set<KernelObserver>();
+  /** Above 0 while writeThroughNewBuffers runs the out-of-place call that observers are not told of. */
+  private observersMuted = 0;
   private readonly disposeObservers = new Set<DisposeObserver>();
   private readonly finalizer = new FinalizationRegistry<TensorStorage>((storage) => this.releaseCollected(storage));
   /**
@@ -233,6 +235,8 @@ export class Engine {
     } else if (kernelName === "Clone") {
       const x = (inputs as unknown as { x: Tensor }).x;
       outputs = [this.shareTensor(x, x.shape)];
+    } else if (kernelName === "Move") {
+      outputs = [this.moveTensor((inputs as unknown as { x: Tensor }).x, (attrs as KernelAttrs<"Move">).backend)];
     } else {
       const kernel = backend.kernels[kernelName];
       if (!kernel) throw new KernelNotRegisteredError(kernelName, backend.name);
@@ -256,11 +260,33 @@ export class Engine {
     if (capture) capture.made(outputs);
     // The inputs the kernel wrote (canWriteInPlace made sure each is the only tensor on its buffer) count a write.
     if ((attrs as { inPlace?: boolean }).inPlace === true) countInPlaceWrites(kernelName, inputs as Record<string, Tensor | Tensor[] | undefined>);
-    if (this.observers.size > 0) {
-      const record = { kernelName, inputs, attrs, outputs } as KernelRecord;
-      for (const observer of [...this.observers]) observer(record);
-    }
+    if (this.observers.size > 0 && this.observersMuted === 0) this.notifyKernel({ kernelName, inputs, attrs, outputs } as KernelRecord);
     return (outputs.length === 1 && !isMultiOutput(kernelName) ? outputs[0] : outputs) as TensorOutputs<K>;
+  }
+
+  /**
+   * Runs a kernel that writes its declaration's inPlaceInputs out of place, for a write into a buffer another tensor
+   * shares: each written input then takes the output of its position (as `assign`, counting a write). Observers see
+   * the in-place call the write stands for (attrs.inPlace true, no outputs), as when the kernel writes in place.
+   */
+  writeThroughNewBuffers<K extends KernelName>(kernelName: K, inputs: TensorInputs<K>, attrs: KernelAttrs<K>): void {
+    this.observersMuted++;
+    let outputs: Tensor[];
+    try {
+      outputs = this.runKernel(kernelName, inputs, attrs) as unknown as Tensor[];
+    } finally {
+      this.observersMuted--;
+    }
+    const written = kernelDeclaration(kernelName)?.inPlaceInputs ?? [];
+    for (let i = 0; i < written.length; i++) this.assignStorage((inputs as Record<string, Tensor>)[written[i]], outputs[i]);
+    for (const output of outputs) output.dispose();
+    if (this.observers.size > 0 && this.observersMuted === 0) {
+      this.notifyKernel({ kernelName, inputs, attrs: { ...attrs, inPlace: true }, outputs: [] } as KernelRecord);
+    }
+  }
+
+  private notifyKernel(record: KernelRecord): void {
+    for (const observer of [...this.observers]) observer(record);
   }
 
   addKernelObserver(observer: KernelObserver): () => void {
@@ -425,9 +451,10 @@ export class Engine {
     target.storage.version++;
   }
 
-  moveTensor(tensor: Tensor, backendName: string): Tensor {
+  /** The `Move` kernel: `tensor`'s values on another backend, or a tensor sharing its buffer on its own. */
+  private moveTensor(tensor: Tensor, backendName: string): Tensor {
     const target = this.backendInstance(backendName);
-    if (target === tensor.backend) return tensor.clone();
+    if (target === tensor.backend) return this.shareTensor(tensor, tensor.shape);
     return this.upload(tensor.backend.readSync(tensor.dataId), tensor.shape, tensor.dtype, target);
   }
 

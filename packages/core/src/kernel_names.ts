@@ -31,6 +31,12 @@ export const Reshape = "Reshape";
  * engine (no copy); it is a kernel so that observers see every clone (autograd records it).
  */
 export const Clone = "Clone";
+/**
+ * {x} -> x's values on the backend registered as attrs.backend (what `Tensor.to(name)` runs): a copy through the host,
+ * or a new tensor sharing x's buffer when x is there already. Implemented by the engine; a kernel so that observers
+ * see every move (autograd records it: the gradient goes back to x's backend).
+ */
+export const Move = "Move";
 /** {x} -> x broadcast NumPy-style to attrs.shape. */
 export const BroadcastTo = "BroadcastTo";
 /** {x} -> x with dims permuted: out.shape[i] = x.shape[perm[i]]. */
@@ -64,6 +70,7 @@ export const ScatterAdd = "ScatterAdd";
  * kernel writes target's buffer and returns nothing (for a buffer no other tensor shares: `indexCopy` checks);
  * otherwise it returns the result as one new tensor. Out-of-range indices: as Gather's (host backends throw before
  * writing anything, device backends skip them). Repeated indices: one of their writes lands (the last on the host).
+ * Differentiable in both forms: a call with attrs.inPlace is recorded with target as its output.
  */
 export const IndexCopy = "IndexCopy";
 /** {indices: int32} -> [...indices.shape, depth] of attrs.dtype, 1 at the index, 0 elsewhere (a row of zeros for an index outside [0, depth)). */
@@ -345,6 +352,8 @@ export type BiasActivationAttrs = { activation: Activation };
 export type FillAttrs = { shape: number[]; dtype: DType; value: number };
 export type CastAttrs = { dtype: DType };
 export type ShapeAttrs = { shape: number[] };
+/** The registered name of the backend to move to. */
+export type MoveAttrs = { backend: string };
 export type TransposeAttrs = { perm: number[] };
 export type SliceAttrs = { begin: number[]; size: number[] };
 export type SplitAttrs = { axis: number; sizes: number[] };
@@ -395,6 +404,7 @@ export interface KernelSpecs {
   Cast: Spec<Unary, CastAttrs, One>;
   Reshape: Spec<Unary, ShapeAttrs, One>;
   Clone: Spec<Unary, NoAttrs, One>;
+  Move: Spec<Unary, MoveAttrs, One>;
   BroadcastTo: Spec<Unary, ShapeAttrs, One>;
   Transpose: Spec<Unary, TransposeAttrs, One>;
   Slice: Spec<Unary, SliceAttrs, One>;
@@ -589,6 +599,7 @@ export const KERNEL_CATALOGUE = {
   Cast: shape("rule"),
   Reshape: { ...shape("rule"), implementedBy: "engine" },
   Clone: { ...shape("rule"), implementedBy: "engine" },
+  Move: { ...shape("rule"), implementedBy: "engine" },
   BroadcastTo: shape("rule"),
   Transpose: shape("rule"),
   Slice: shape("rule"),
@@ -596,7 +607,7 @@ export const KERNEL_CATALOGUE = {
   Split: { family: "shape", outputs: "list", gradient: "rule", dtypes: ANY, implementedBy: "backend" },
   Gather: shape("rule"),
   ScatterAdd: shape("rule"),
-  IndexCopy: { family: "shape", outputs: "list", gradient: "none", dtypes: ANY, implementedBy: "backend", inPlaceInputs: ["target"] },
+  IndexCopy: { family: "shape", outputs: "list", gradient: "rule", dtypes: ANY, implementedBy: "backend", inPlaceInputs: ["target"] },
   OneHot: shape("none"),
 
   Neg: unary(ANY),
@@ -675,7 +686,7 @@ export const KERNEL_CATALOGUE = {
 type Catalogue = typeof KERNEL_CATALOGUE;
 type NamesWhere<P> = { [K in KernelName]: Catalogue[K] extends P ? K : never }[KernelName];
 
-/** Kernels the engine implements itself (Reshape, Clone). */
+/** Kernels the engine implements itself (Reshape, Clone, Move). */
 export type EngineKernelName = NamesWhere<{ implementedBy: "engine" }>;
 /** Kernels every backend's table holds: all of them but the engine's own. */
 export type BackendKernelName = Exclude<KernelName, EngineKernelName>;

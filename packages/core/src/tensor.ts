@@ -3,7 +3,7 @@ import { type DType, type TensorValues, isFloatDType } from "./dtypes";
 import { engine } from "./engine";
 import { DisposedTensorError, ShapeError, DTypeError, BackendError } from "./errors";
 import { formatTensor } from "./format_tensor";
-import { Clone } from "./kernel_names";
+import { Clone, Move } from "./kernel_names";
 import { sizeOf } from "./shape";
 
 /**
@@ -42,8 +42,7 @@ export class Tensor {
   readonly dtype: DType;
   /** Number of elements. */
   readonly size: number;
-  /** Set by users (or nn's Parameter); read by autograd. Core itself never reads it. */
-  requiresGrad = false;
+  #requiresGrad = false;
   /** The accumulated gradient, written by autograd. Core itself never writes it. */
   grad: Tensor | null = null;
   /** @internal engine-managed storage cell. */
@@ -58,6 +57,21 @@ export class Tensor {
     this.dtype = info.dtype;
     this.size = sizeOf(info.shape);
     this.storage = { tensorId: this.id, dataId: info.dataId, backend, disposed: false, version: 0 };
+  }
+
+  /**
+   * Set by users (or nn's Parameter); read by autograd. Core itself never reads it. Only floating-point tensors can
+   * require gradients (PyTorch's rule): setting it on an int32 tensor throws DTypeError.
+   */
+  get requiresGrad(): boolean {
+    return this.#requiresGrad;
+  }
+
+  set requiresGrad(value: boolean) {
+    if (value && this.dtype === "int32") {
+      throw new DTypeError(`requiresGrad: tensor ${this.id} ([${this.shape}] int32) cannot require gradients: only float tensors can`);
+    }
+    this.#requiresGrad = value;
   }
 
   get rank(): number {
@@ -152,10 +166,13 @@ export class Tensor {
     engine.assignStorage(this, other);
   }
 
-  /** This tensor's values on another backend (a new tensor; this one is unchanged). */
+  /**
+   * This tensor's values on another backend (a new tensor; this one is unchanged), made by the engine's `Move` kernel
+   * so observers see it (autograd records it, as PyTorch's `.to(device)`). The dtype stays: `cast` changes it.
+   */
   to(backendName: string): Tensor {
     this.throwIfDisposed("to");
-    return engine.moveTensor(this, backendName);
+    return engine.runKernel(Move, { x: this }, { backend: backendName });
   }
 
   /** True for float32, float16 and bfloat16. */

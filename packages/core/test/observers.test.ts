@@ -6,12 +6,15 @@ import {
   DisposedTensorError,
   type DisposeRecord,
   ENGINE_KERNELS,
+  IndexCopy,
   type KernelRecord,
+  Move,
   addDisposeObserver,
   addKernelObserver,
   cast,
   dispose,
   getBackendInstance,
+  indexCopy,
   keep,
   listBackends,
   memory,
@@ -118,6 +121,57 @@ describe("Clone: clone() as an engine kernel observers see", () => {
     expect(() => a.clone()).toThrow(DisposedTensorError);
     expect(() => a.clone()).toThrow(/^clone: tensor \d+ .* was disposed$/);
     expect(() => runKernel(Clone, { x: a }, {})).toThrow(/Clone: x .* was disposed/);
+  });
+});
+
+describe("Move: to() as an engine kernel observers see", () => {
+  it("is the engine's, not a backend's", () => {
+    expect(ENGINE_KERNELS).toContain(Move);
+    expect(BACKEND_KERNELS).not.toContain(Move);
+  });
+
+  it("reports to(name) with its input, the backend's name and an output holding the values there", () => {
+    registerBackend("toy", () => new ToyBackend("toy"), 0);
+    const toy = getBackendInstance("toy");
+    const a = tensor([1, 2, 3]);
+    const { result: b, kernels } = observe(() => a.to("toy"));
+    expect(kernels.map((k) => [k.kernelName, k.attrs])).toEqual([["Move", { backend: "toy" }]]);
+    expect(kernels[0].inputs).toEqual({ x: a });
+    expect(kernels[0].outputs).toEqual([b]);
+    expect([b.backend, Array.from(b.dataSync())]).toEqual([toy, [1, 2, 3]]);
+    dispose([a, b]);
+    expect(toy.memory().buffers).toBe(0);
+  });
+
+  it("on the tensor's own backend shares its buffer, as clone() does", () => {
+    const a = tensor([1, 2]);
+    const { result: b, kernels } = observe(() => a.to("js"));
+    expect(kernels.map((k) => k.kernelName)).toEqual(["Move"]);
+    expect(b.dataId).toBe(a.dataId);
+    dispose([a, b]);
+  });
+
+  it("names the backend that is not registered", () => {
+    const a = tensor([1]);
+    expect(() => a.to("nowhere")).toThrow(/Backend 'nowhere' is not registered/);
+    a.dispose();
+  });
+});
+
+describe("indexCopy into a shared buffer", () => {
+  it("is reported as the in-place call it stands for, once, the target on a new buffer of its own", () => {
+    const [target, indices, source] = [tensor([1, 2, 3]), tensor([2], [1], "int32"), tensor([9])];
+    const sharer = target.clone();
+    const [live, version] = [memory().numTensors, target.version];
+    const { kernels, disposed } = observe(() => indexCopy(target, indices, source));
+    expect(kernels.map((k) => [k.kernelName, k.attrs, k.outputs])).toEqual([[IndexCopy, { axis: 0, inPlace: true }, []]]);
+    expect(kernels[0].inputs).toEqual({ target, indices, source });
+    expect([Array.from(target.dataSync()), Array.from(sharer.dataSync())]).toEqual([[1, 2, 9], [1, 2, 3]]);
+    expect(target.dataId).not.toBe(sharer.dataId);
+    expect(target.version).toBe(version + 1);
+    // The out-of-place output went once its buffer was the target's.
+    expect([memory().numTensors, disposed.length]).toEqual([live, 1]);
+    dispose([target, sharer, indices, source]);
   });
 });
 

@@ -101,6 +101,30 @@ describe("creating tensors", () => {
   });
 });
 
+describe("requiresGrad", () => {
+  it("is refused on an int32 tensor with a DTypeError naming the dtype, as PyTorch refuses it", () => {
+    const indices = tensor(new Int32Array([0, 1]));
+    expect(() => {
+      indices.requiresGrad = true;
+    }).toThrow(DTypeError);
+    expect(() => {
+      indices.requiresGrad = true;
+    }).toThrow(/requiresGrad: tensor \d+ \(\[2\] int32\) cannot require gradients/);
+    expect(indices.requiresGrad).toBe(false);
+    indices.requiresGrad = false;
+    indices.dispose();
+  });
+
+  it("is accepted on every float dtype", () => {
+    for (const dtype of ["float32", "float16", "bfloat16"] as const) {
+      const t = tensor([1, 2], [2], dtype);
+      t.requiresGrad = true;
+      expect(t.requiresGrad).toBe(true);
+      t.dispose();
+    }
+  });
+});
+
 describe("shape helpers built on reshape and transpose", () => {
   it("flatten, expandDims, squeeze, permute", () => {
     tidy(() => {

@@ -15,8 +15,9 @@ export class Parameter {
     if (!(value instanceof Tensor)) throw new ValueError("Parameter: value must be a Tensor");
     value.throwIfDisposed("Parameter");
     options = optionsArg("Parameter", options, ["requiresGrad", "pattern"]);
+    // Set before keep: an int32 tensor refuses requiresGrad, and nothing is kept then.
+    value.requiresGrad = options.requiresGrad ?? true;
     this.#value = keep(value);
-    this.#value.requiresGrad = options.requiresGrad ?? true;
     this.pattern = options.pattern ?? null;
   }
 

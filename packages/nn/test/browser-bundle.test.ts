@@ -47,11 +47,13 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // refused unknown names (layers, losses, pruneAndRegrow, SparseOptimizer, loadStateDict, Module.to: one optionsArg
   // call each, +0.2 KiB: 74.693 measured) and core's js-kernels compute functions joined its main entry; 74.75 KiB until
   // autograd refused unknown backward/gradcheck options, named noGrad's and detach's bad arguments, refused an eps that
-  // moves nothing and told a captured forward's replay apart from a write in place (+0.16 KiB: 74.849 measured).
-  it("format + core + autograd + nn stay within 74.9 KiB gzipped and evaluate no code", async () => {
+  // moves nothing and told a captured forward's replay apart from a write in place (+0.16 KiB: 74.849 measured); 74.9 KiB
+  // until Tensor.to and indexCopy carried gradients (the engine's Move kernel, indexCopy recorded as an in-place write
+  // with its rule, the tape's per-tensor backend) and int32 tensors refused requiresGrad (+0.62 KiB: 75.470 measured).
+  it("format + core + autograd + nn stay within 75.5 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(74.9);
+    expect(gzipKiB).toBeLessThanOrEqual(75.5);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 

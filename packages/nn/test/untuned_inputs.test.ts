@@ -161,3 +161,20 @@ describe("Module.to with a dtype that is not a float", () => {
     for (const parameter of model.parameters()) parameter.dispose();
   });
 });
+
+describe("a Parameter of int32 values", () => {
+  it("is refused (only float tensors take gradients), and the tensor is not kept past its scope", () => {
+    const before = memory().numTensors;
+    tidy(() => {
+      const ids = tensor([1, 2, 3], [3], "int32");
+      expect(() => new Parameter(ids)).toThrow(DTypeError);
+      expect(() => new Parameter(ids)).toThrow(/only float tensors can/);
+    });
+    expect(memory().numTensors).toBe(before);
+    // requiresGrad: false is an int32 parameter no optimizer updates (a lookup table).
+    const table = new Parameter(tensor([1, 2, 3], [3], "int32"), { requiresGrad: false });
+    expect(table.value.dtype).toBe("int32");
+    table.value.dispose();
+    expect(memory().numTensors).toBe(before);
+  });
+});

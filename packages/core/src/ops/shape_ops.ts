@@ -225,10 +225,12 @@ export function scatterAdd(indices: Tensor, updates: Tensor, shape: readonly num
  * captured graph (captureGraph) records the write, its positions read from the device on every replay.
  *
  * The write lands in target's own buffer when no other tensor shares it; otherwise target gets a new buffer (as
- * `assign`), so tensors sharing the old one keep their values. Not recorded by autograd: use it on tensors no
- * recorded op still reads (a cache written under `noGrad`). An index outside [0, target.shape[axis]) throws
- * IndexError before anything is written on host backends (js, cpu); device backends skip it and throw the IndexError
- * at the next read or synchronize. With repeated indices one of the writes lands (the last on host backends).
+ * `assign`), so tensors sharing the old one keep their values. Autograd records it as PyTorch's `index_copy_`: target
+ * then carries the write's history (source's rows at the indices, its own other rows); writing into a leaf that
+ * requires grad throws AutogradError (after the write). A cache written under `noGrad` is not recorded. An index
+ * outside [0, target.shape[axis]) throws IndexError before anything is written on host backends (js, cpu); device
+ * backends skip it and throw the IndexError at the next read or synchronize. With repeated indices one of the writes
+ * lands (the last on host backends), and only that source row gets the row's gradient.
  */
 export function indexCopy(target: Tensor, indices: Tensor, source: Tensor, axis = 0): void {
   assertTensor("indexCopy", "target", target);
@@ -244,13 +246,8 @@ export function indexCopy(target: Tensor, indices: Tensor, source: Tensor, axis 
   if (!shapesEqual(source.shape, expected)) {
     throw new ShapeError(`indexCopy: source has shape ${formatShape(source.shape)}, expected ${formatShape(expected)} (target ${formatShape(target.shape)} with ${indices.shape[0]} indices along axis ${ax})`);
   }
-  if (engine.canWriteInPlace([target], [indices, source])) {
-    engine.runKernel(IndexCopy, { target, indices, source }, { axis: ax, inPlace: true });
-    return;
-  }
-  const [out] = engine.runKernel(IndexCopy, { target, indices, source }, { axis: ax });
-  target.assign(out);
-  out.dispose();
+  if (engine.canWriteInPlace([target], [indices, source])) engine.runKernel(IndexCopy, { target, indices, source }, { axis: ax, inPlace: true });
+  else engine.writeThroughNewBuffers(IndexCopy, { target, indices, source }, { axis: ax });
 }
 
 /**
