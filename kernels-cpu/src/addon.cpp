@@ -245,30 +245,40 @@ void expectArgs(const Napi::CallbackInfo& info, size_t count, const char* fn) {
   }
 }
 
+// A float32 array argument and its element offset, the pair each product takes per operand (`name`, `nameOffset`).
+struct ArrayArg {
+  const char* name;
+  Napi::Float32Array array;
+  int64_t offset;
+  float* at() { return array.Data() + offset; }
+  // Throws unless `count` elements from the offset lie inside the array.
+  void require(Napi::Env env, const char* fn, int64_t count) const { checkSpan(env, fn, name, array.ElementLength(), offset, count); }
+  Span span(int64_t count) const { return spanOf(name, array.Data(), offset, count, sizeof(float)); }
+};
+
+ArrayArg arrayArg(const Napi::CallbackInfo& info, size_t index, const char* fn, const char* name) {
+  const std::string offsetName = std::string(name) + "Offset";
+  return {name, floatArg(info, index, fn, name), integerArg(info, index + 1, fn, offsetName.c_str())};
+}
+
 // matmul(a, aOffset, b, bOffset, c, cOffset, m, n, k, transposeA, transposeB): C = op(A) op(B).
 Napi::Value Matmul(const Napi::CallbackInfo& info) {
   const char* fn = "matmul";
   expectArgs(info, 11, fn);
   Napi::Env env = info.Env();
-  const Napi::Float32Array a = floatArg(info, 0, fn, "a");
-  const int64_t aOffset = integerArg(info, 1, fn, "aOffset");
-  const Napi::Float32Array b = floatArg(info, 2, fn, "b");
-  const int64_t bOffset = integerArg(info, 3, fn, "bOffset");
-  Napi::Float32Array c = floatArg(info, 4, fn, "c");
-  const int64_t cOffset = integerArg(info, 5, fn, "cOffset");
+  ArrayArg a = arrayArg(info, 0, fn, "a"), b = arrayArg(info, 2, fn, "b"), c = arrayArg(info, 4, fn, "c");
   const int64_t m = integerArg(info, 6, fn, "m");
   const int64_t n = integerArg(info, 7, fn, "n");
   const int64_t k = integerArg(info, 8, fn, "k");
   const bool transposeA = boolArg(info, 9, fn, "transposeA");
   const bool transposeB = boolArg(info, 10, fn, "transposeB");
-  checkSpan(env, fn, "a", a.ElementLength(), aOffset, elementCount(env, fn, "a", m, k));
-  checkSpan(env, fn, "b", b.ElementLength(), bOffset, elementCount(env, fn, "b", k, n));
-  checkSpan(env, fn, "c", c.ElementLength(), cOffset, elementCount(env, fn, "c", m, n));
-  checkApart(env, fn, spanOf("c", c.Data(), cOffset, m * n, sizeof(float)),
-             {spanOf("a", a.Data(), aOffset, m * k, sizeof(float)), spanOf("b", b.Data(), bOffset, k * n, sizeof(float))});
-  const MatrixView av = transposeA ? MatrixView{a.Data() + aOffset, 1, m} : MatrixView{a.Data() + aOffset, k, 1};
-  const MatrixView bv = transposeB ? MatrixView{b.Data() + bOffset, 1, k} : MatrixView{b.Data() + bOffset, n, 1};
-  runKernel(env, fn, [&] { bsk::gemm(av, bv, c.Data() + cOffset, n, m, n, k, false); });
+  a.require(env, fn, elementCount(env, fn, "a", m, k));
+  b.require(env, fn, elementCount(env, fn, "b", k, n));
+  c.require(env, fn, elementCount(env, fn, "c", m, n));
+  checkApart(env, fn, c.span(m * n), {a.span(m * k), b.span(k * n)});
+  const MatrixView av = transposeA ? MatrixView{a.at(), 1, m} : MatrixView{a.at(), k, 1};
+  const MatrixView bv = transposeB ? MatrixView{b.at(), 1, k} : MatrixView{b.at(), n, 1};
+  runKernel(env, fn, [&] { bsk::gemm(av, bv, c.at(), n, m, n, k, false); });
   return env.Undefined();
 }
 
@@ -277,29 +287,23 @@ Napi::Value BsrLinear(const Napi::CallbackInfo& info) {
   const char* fn = "bsrLinear";
   expectArgs(info, 10, fn);
   Napi::Env env = info.Env();
-  const Napi::Float32Array x = floatArg(info, 0, fn, "x");
-  const int64_t xOffset = integerArg(info, 1, fn, "xOffset");
-  const Napi::Float32Array values = floatArg(info, 2, fn, "values");
-  const int64_t valuesOffset = integerArg(info, 3, fn, "valuesOffset");
+  ArrayArg x = arrayArg(info, 0, fn, "x"), values = arrayArg(info, 2, fn, "values");
   const bool hasBias = !info[4].IsNull() && !info[4].IsUndefined();
-  const Napi::Float32Array bias = hasBias ? floatArg(info, 4, fn, "bias") : Napi::Float32Array();
-  const int64_t biasOffset = integerArg(info, 5, fn, "biasOffset");
-  Napi::Float32Array y = floatArg(info, 6, fn, "y");
-  const int64_t yOffset = integerArg(info, 7, fn, "yOffset");
+  ArrayArg bias{"bias", hasBias ? floatArg(info, 4, fn, "bias") : Napi::Float32Array(), integerArg(info, 5, fn, "biasOffset")};
+  ArrayArg y = arrayArg(info, 6, fn, "y");
   const int64_t tokens = integerArg(info, 8, fn, "tokens");
   CheckedPattern pattern = checkPattern(env, info[9], fn, false);
   BsrView& w = pattern.view;
   const int64_t valueCount = blockElements(env, fn, "values", pattern);
-  checkSpan(env, fn, "x", x.ElementLength(), xOffset, elementCount(env, fn, "x", tokens, w.cols));
-  checkSpan(env, fn, "values", values.ElementLength(), valuesOffset, valueCount);
-  if (hasBias) checkSpan(env, fn, "bias", bias.ElementLength(), biasOffset, w.rows);
-  checkSpan(env, fn, "y", y.ElementLength(), yOffset, elementCount(env, fn, "y", tokens, w.rows));
-  checkApart(env, fn, spanOf("y", y.Data(), yOffset, tokens * w.rows, sizeof(float)),
-             {spanOf("x", x.Data(), xOffset, tokens * w.cols, sizeof(float)), spanOf("values", values.Data(), valuesOffset, valueCount, sizeof(float)),
-              spanOf("bias", hasBias ? bias.Data() : nullptr, biasOffset, hasBias ? w.rows : 0, sizeof(float)), pattern.pointers, pattern.indices});
-  w.values = values.Data() + valuesOffset;
-  const float* biasData = hasBias ? bias.Data() + biasOffset : nullptr;
-  runKernel(env, fn, [&] { bsk::bsrLinear(x.Data() + xOffset, w, biasData, y.Data() + yOffset, tokens); });
+  x.require(env, fn, elementCount(env, fn, "x", tokens, w.cols));
+  values.require(env, fn, valueCount);
+  if (hasBias) bias.require(env, fn, w.rows);
+  y.require(env, fn, elementCount(env, fn, "y", tokens, w.rows));
+  checkApart(env, fn, y.span(tokens * w.rows),
+             {x.span(tokens * w.cols), values.span(valueCount), spanOf("bias", hasBias ? bias.array.Data() : nullptr, bias.offset, hasBias ? w.rows : 0, sizeof(float)),
+              pattern.pointers, pattern.indices});
+  w.values = values.at();
+  runKernel(env, fn, [&] { bsk::bsrLinear(x.at(), w, hasBias ? bias.at() : nullptr, y.at(), tokens); });
   return env.Undefined();
 }
 
@@ -308,24 +312,18 @@ Napi::Value BsrMatmul(const Napi::CallbackInfo& info) {
   const char* fn = "bsrMatmul";
   expectArgs(info, 8, fn);
   Napi::Env env = info.Env();
-  const Napi::Float32Array dy = floatArg(info, 0, fn, "dy");
-  const int64_t dyOffset = integerArg(info, 1, fn, "dyOffset");
-  const Napi::Float32Array values = floatArg(info, 2, fn, "values");
-  const int64_t valuesOffset = integerArg(info, 3, fn, "valuesOffset");
-  Napi::Float32Array dx = floatArg(info, 4, fn, "dx");
-  const int64_t dxOffset = integerArg(info, 5, fn, "dxOffset");
+  ArrayArg dy = arrayArg(info, 0, fn, "dy"), values = arrayArg(info, 2, fn, "values"), dx = arrayArg(info, 4, fn, "dx");
   const int64_t tokens = integerArg(info, 6, fn, "tokens");
   CheckedPattern pattern = checkPattern(env, info[7], fn, true);
   BsrView& w = pattern.view;
   const int64_t valueCount = blockElements(env, fn, "values", pattern);
-  checkSpan(env, fn, "dy", dy.ElementLength(), dyOffset, elementCount(env, fn, "dy", tokens, w.rows));
-  checkSpan(env, fn, "values", values.ElementLength(), valuesOffset, valueCount);
-  checkSpan(env, fn, "dx", dx.ElementLength(), dxOffset, elementCount(env, fn, "dx", tokens, w.cols));
-  checkApart(env, fn, spanOf("dx", dx.Data(), dxOffset, tokens * w.cols, sizeof(float)),
-             {spanOf("dy", dy.Data(), dyOffset, tokens * w.rows, sizeof(float)), spanOf("values", values.Data(), valuesOffset, valueCount, sizeof(float)),
-              pattern.pointers, pattern.indices, pattern.valueIndices});
-  w.values = values.Data() + valuesOffset;
-  runKernel(env, fn, [&] { bsk::bsrMatmul(dy.Data() + dyOffset, w, dx.Data() + dxOffset, tokens); });
+  dy.require(env, fn, elementCount(env, fn, "dy", tokens, w.rows));
+  values.require(env, fn, valueCount);
+  dx.require(env, fn, elementCount(env, fn, "dx", tokens, w.cols));
+  checkApart(env, fn, dx.span(tokens * w.cols),
+             {dy.span(tokens * w.rows), values.span(valueCount), pattern.pointers, pattern.indices, pattern.valueIndices});
+  w.values = values.at();
+  runKernel(env, fn, [&] { bsk::bsrMatmul(dy.at(), w, dx.at(), tokens); });
   return env.Undefined();
 }
 
@@ -334,23 +332,16 @@ Napi::Value SampledMatmul(const Napi::CallbackInfo& info) {
   const char* fn = "sampledMatmul";
   expectArgs(info, 8, fn);
   Napi::Env env = info.Env();
-  const Napi::Float32Array dy = floatArg(info, 0, fn, "dy");
-  const int64_t dyOffset = integerArg(info, 1, fn, "dyOffset");
-  const Napi::Float32Array x = floatArg(info, 2, fn, "x");
-  const int64_t xOffset = integerArg(info, 3, fn, "xOffset");
-  Napi::Float32Array dw = floatArg(info, 4, fn, "dw");
-  const int64_t dwOffset = integerArg(info, 5, fn, "dwOffset");
+  ArrayArg dy = arrayArg(info, 0, fn, "dy"), x = arrayArg(info, 2, fn, "x"), dw = arrayArg(info, 4, fn, "dw");
   const int64_t tokens = integerArg(info, 6, fn, "tokens");
   CheckedPattern pattern = checkPattern(env, info[7], fn, false);
   BsrView& w = pattern.view;
   const int64_t dwCount = blockElements(env, fn, "dw", pattern);
-  checkSpan(env, fn, "dy", dy.ElementLength(), dyOffset, elementCount(env, fn, "dy", tokens, w.rows));
-  checkSpan(env, fn, "x", x.ElementLength(), xOffset, elementCount(env, fn, "x", tokens, w.cols));
-  checkSpan(env, fn, "dw", dw.ElementLength(), dwOffset, dwCount);
-  checkApart(env, fn, spanOf("dw", dw.Data(), dwOffset, dwCount, sizeof(float)),
-             {spanOf("dy", dy.Data(), dyOffset, tokens * w.rows, sizeof(float)), spanOf("x", x.Data(), xOffset, tokens * w.cols, sizeof(float)),
-              pattern.pointers, pattern.indices});
-  runKernel(env, fn, [&] { bsk::sampledMatmul(dy.Data() + dyOffset, x.Data() + xOffset, w, dw.Data() + dwOffset, tokens); });
+  dy.require(env, fn, elementCount(env, fn, "dy", tokens, w.rows));
+  x.require(env, fn, elementCount(env, fn, "x", tokens, w.cols));
+  dw.require(env, fn, dwCount);
+  checkApart(env, fn, dw.span(dwCount), {dy.span(tokens * w.rows), x.span(tokens * w.cols), pattern.pointers, pattern.indices});
+  runKernel(env, fn, [&] { bsk::sampledMatmul(dy.at(), x.at(), w, dw.at(), tokens); });
   return env.Undefined();
 }
 
