@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# On a machine with an NVIDIA GPU, from a built checkout: builds the CUDA addon, then runs backend-cuda's whole suite
+# with BLOCKSPARSE_REQUIRE_CUDA=1 in parallel processes: sparse.test.ts in parts chosen by test name (its float64
+# references are CPU-bound: one process took over 330 s, five take about 180), the other files in one more process.
+# Each part's log lands in $OUT; the script fails if a part fails or the parts do not run every sparse test once.
+#   bash benchmarks/scripts/gpu-tests.sh            (CAP: seconds per process, default 400)
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+# shellcheck source=gpu-lib.sh
+source "$root/benchmarks/scripts/gpu-lib.sh"
+export BLOCKSPARSE_REQUIRE_CUDA=1
+build_for_this_gpu
+build_addon_unless_skipped || exit 1
+CAP=${CAP:-400}
+T=packages/backend-cuda/test
+PARTS=(
+  "blocks at density|bsrLinearActivation, W|float32 register|setDense|single input"
+  "dense route"
+  "sampledMatmul with split|sampledMatmul with a tail|sampledMatmul over uneven"
+  "64x64, 128x128 and the rectangles"
+  "bsrMatmulActivationBackward on lines|X-resident tile"
+)
+start=$SECONDS
+for i in "${!PARTS[@]}"; do
+  timeout "$CAP" npx vitest run "$T/sparse.test.ts" -t "${PARTS[$i]}" >"$OUT/sparse-$i.log" 2>&1 &
+done
+timeout "$CAP" npx vitest run packages/backend-cuda --exclude '**/sparse.test.ts' >"$OUT/rest.log" 2>&1 &
+failed=0
+for job in $(jobs -p); do wait "$job" || failed=1; done
+echo "== parts done in $((SECONDS - start)) s"
+# "Tests  N passed | M skipped (T)": every part lists all T tests of the file; the parts' passed must add up to T.
+strip() { sed 's/\x1b\[[0-9;]*m//g' "$1"; }
+passed=0
+total=0
+for i in "${!PARTS[@]}"; do
+  line=$(strip "$OUT/sparse-$i.log" | grep -E "^ +Tests " | tail -1)
+  echo "sparse part $i: ${line:-no summary (see sparse-$i.log)}"
+  n=$(grep -oE "[0-9]+ passed" <<<"$line" | grep -oE "[0-9]+" || echo 0)
+  passed=$((passed + ${n:-0}))
+  t=$(grep -oE "\(([0-9]+)\)" <<<"$line" | tr -d '()')
+  [ -n "$t" ] && total=$t
+done
+echo "rest: $(strip "$OUT/rest.log" | grep -E "^ +Tests " | tail -1)"
+if [ "$total" -eq 0 ] || [ "$passed" -ne "$total" ]; then
+  echo "sparse.test.ts: the parts passed $passed of $total tests: a test failed, or PARTS misses or repeats one (new test names need a part)"
+  failed=1
+fi
+exit $failed
