@@ -19,10 +19,10 @@ function addon(): NativeAddon {
   return load.addon;
 }
 
-/** The thread count BLOCKSPARSE_CPU_THREADS asks for, else the cores available to this process. */
+/** The thread count BLOCKSPARSE_CPU_THREADS asks for, else the cores available to this process (at most the pool's 4096). */
 export function defaultCpuThreads(): number {
   const text = process.env.BLOCKSPARSE_CPU_THREADS;
-  if (text === undefined || text === "") return availableParallelism();
+  if (text === undefined || text === "") return Math.min(availableParallelism(), MAX_THREADS);
   // Decimal digits only: Number() would read "0x10" as 16, "1e3" as 1000 and "0b11" as 3.
   const n = /^\s*\d+\s*$/.test(text) ? Number(text) : Number.NaN;
   if (!Number.isInteger(n) || n < 1 || n > MAX_THREADS) throw new ValueError(`BLOCKSPARSE_CPU_THREADS must be an integer in [1, ${MAX_THREADS}], got '${text}'`);
