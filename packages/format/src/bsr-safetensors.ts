@@ -1,6 +1,6 @@
 import * as z from "zod/mini";
 import type { BsrDType } from "./dtype.js";
-import { BsrFormatError, parseWith } from "./errors.js";
+import { BsrFormatError, checkOptionKeys, parseWith } from "./errors.js";
 import { BsrMatrix } from "./matrix.js";
 import { entriesOf, type SafetensorsContent, type SafetensorsDType, type SafetensorsTensor } from "./safetensors.js";
 
@@ -80,7 +80,11 @@ export function bsrMatricesToSafetensors(
   matrices: Map<string, BsrMatrix> | Record<string, BsrMatrix>,
   extra: BsrExtraContent = {},
 ): SafetensorsContent {
-  // null extra content is none.
+  // null extra content is none; a misspelt key (`metdata`) would drop what it holds from the file.
+  if (extra !== null && extra !== undefined) {
+    if (typeof extra !== "object") throw new BsrFormatError("extra", `expected { tensors?, metadata? }, got ${String(extra)}`);
+    checkOptionKeys(extra, ["tensors", "metadata"], "extra");
+  }
   const content: SafetensorsContent = { tensors: new Map(entriesOf(extra?.tensors ?? {})), metadata: { ...extra?.metadata } };
   for (const [name, matrix] of entriesOf(matrices, "matrices")) {
     for (const suffix of Object.values(BSR_TENSOR_SUFFIXES)) {

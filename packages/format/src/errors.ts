@@ -32,6 +32,16 @@ export function parseWith<T>(schema: z.ZodMiniType<T>, input: unknown, field: st
   return raise(names.join("."), issue.message, position);
 }
 
+/**
+ * Refuses keys of an options object that the function does not take: a misspelt option (`densty`,
+ * `maxShardsize`) was ignored without a word, and the call did something else. Keys among
+ * `known` set to undefined are fine.
+ */
+export function checkOptionKeys(options: object, known: readonly string[], field = "options"): void {
+  const unknown = Object.keys(options).filter((key) => !known.includes(key));
+  if (unknown.length > 0) throw new BsrFormatError(field, `unknown option '${unknown.join("', '")}'; the options are ${known.join(", ")}`);
+}
+
 /** A byte count for messages: "3.00 GiB". */
 export const gibibytes = (bytes: number): string => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
 

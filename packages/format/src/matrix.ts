@@ -1,11 +1,11 @@
 import { type BsrDType, type BsrValues, decodeValues, encodeValues, isBsrDType } from "./dtype.js";
-import { BsrFormatError, parseWith } from "./errors.js";
+import { BsrFormatError, checkOptionKeys, parseWith } from "./errors.js";
 import { BsrPattern, checkArrayLike, checkDensity, checkShapes, type Shape2, seededRandom } from "./pattern.js";
 import { scipyBsrInputSchema, torchBsrInputSchema } from "./schema.js";
 
 export interface FromDenseOptions {
   blockShape: Shape2;
-  /** Keep the blocks this mask names (blockRows * blockCols, row-major). */
+  /** Keep the blocks this mask names (blockRows * blockCols, row-major, true / false or 1 / 0). */
   mask?: ArrayLike<boolean | number>;
   /** Keep the round(density * blocks) strongest blocks by L2 norm (ties: lower index first). */
   density?: number;
@@ -143,6 +143,7 @@ export class BsrMatrix {
     if (options === null || typeof options !== "object") {
       throw new BsrFormatError("options", "expected { blockShape, mask?, density?, dtype? } after the shape");
     }
+    checkOptionKeys(options, ["blockShape", "mask", "density", "dtype"]);
     const { blockShape, mask, density } = options;
     const { blockRows, blockCols } = checkShapes(shape, blockShape);
     checkArrayLike(dense, "dense", "an array of numbers (rows * cols, row-major)");
@@ -191,6 +192,7 @@ export class BsrMatrix {
     if (options === null || typeof options !== "object") {
       throw new BsrFormatError("options", "expected { blockShape, density, seed, dtype?, std? } after the shape");
     }
+    checkOptionKeys(options, ["blockShape", "density", "seed", "dtype", "std"]);
     const std = options.std ?? 1;
     if (!(Number.isFinite(std) && std >= 0)) {
       throw new BsrFormatError("std", `expected a non-negative finite number, got ${String(std)}`);
@@ -221,6 +223,7 @@ export class BsrMatrix {
       if (options === undefined || typeof options !== "object") {
         throw new BsrFormatError("options", "expected { blockShape: [R, C] } after the shape");
       }
+      checkOptionKeys(options, ["blockShape", "dtype"]);
       pattern = BsrPattern.dense(patternOrShape, options.blockShape);
       dtype = dtypeArgument ?? options.dtype ?? "float32";
     }

@@ -1,5 +1,5 @@
 import { type BsrExtraContent, bsrMatricesToSafetensors, getBsrMatrices } from "./bsr-safetensors.js";
-import { BsrFormatError, gibibytes } from "./errors.js";
+import { BsrFormatError, checkOptionKeys, gibibytes } from "./errors.js";
 import { inFile, MAX_BUFFER_BYTES, pastBufferLimit, readSmallFile, writeBytesAtomically } from "./files.js";
 import type { BsrMatrix } from "./matrix.js";
 import { decodeScipyNpz, encodeScipyNpz, SCIPY_NPZ_MEMBERS } from "./npz.js";
@@ -32,6 +32,10 @@ export async function saveBsrMatrices(
   extra: BsrExtraContent = {},
   options: { maxShardSize?: number } = {},
 ): Promise<void> {
+  if (options !== null && options !== undefined) {
+    if (typeof options !== "object") throw new BsrFormatError("options", `saveBsrMatrices: expected { maxShardSize? }, got ${String(options)}`);
+    checkOptionKeys(options, ["maxShardSize"]);
+  }
   const content = bsrMatricesToSafetensors(matrices, extra);
   const maxShardSize = options?.maxShardSize; // null options are none
   if (maxShardSize === undefined) await saveSafetensors(path, content.tensors, content.metadata);

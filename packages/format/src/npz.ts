@@ -1,6 +1,6 @@
 import { type Zippable, zipSync } from "fflate";
 import * as z from "zod/mini";
-import { BsrFormatError, parseWith } from "./errors.js";
+import { BsrFormatError, checkOptionKeys, parseWith } from "./errors.js";
 import { BsrMatrix, indexArrayToInt32 } from "./matrix.js";
 import { unzipMembers, zipMemberNames } from "./unzip.js";
 import { checkZip32Sizes, deflateLevel } from "./zip32.js";
@@ -183,6 +183,10 @@ function littleEndianBytes(array: Int32Array | Float32Array | BigInt64Array): Ui
  */
 export function encodeScipyNpz(matrix: BsrMatrix, options: { compressed?: boolean } = {}): Uint8Array {
   if (!(matrix instanceof BsrMatrix)) throw new BsrFormatError("matrix", "expected a BsrMatrix");
+  if (options !== null && options !== undefined) {
+    if (typeof options !== "object") throw new BsrFormatError("options", `encodeScipyNpz: expected { compressed? }, got ${String(options)}`);
+    checkOptionKeys(options, ["compressed"]);
+  }
   matrix.validate();
   const [rows, cols] = matrix.shape;
   const [blockHeight, blockWidth] = matrix.blockShape;

@@ -1,4 +1,4 @@
-import { BsrFormatError } from "./errors.js";
+import { BsrFormatError, checkOptionKeys } from "./errors.js";
 import { SeededRandom } from "./random.js";
 
 /** `[rows, cols]` of a matrix, or `[R, C]` of a block. */
@@ -67,7 +67,7 @@ export class BsrPattern {
     this.density = this.nnzBlocks / total;
   }
 
-  /** Blocks where `mask` (blockRows * blockCols, row-major) is truthy. */
+  /** Blocks where `mask` (blockRows * blockCols, row-major) is true or 1; an entry other than true, false, 1 or 0 is refused. */
   static fromMask(shape: Shape2, blockShape: Shape2, mask: ArrayLike<boolean | number>): BsrPattern {
     const { blockRows, blockCols } = checkShapes(shape, blockShape);
     checkArrayLike(mask, "mask", "an array of booleans or 0/1 numbers");
@@ -79,7 +79,14 @@ export class BsrPattern {
     }
     const blockRowPtr = new Int32Array(blockRows + 1);
     let nnz = 0;
-    for (let i = 0; i < mask.length; i++) if (mask[i]) nnz++;
+    for (let i = 0; i < mask.length; i++) {
+      const entry = mask[i];
+      // Anything else was kept when truthy: block scores (0.2) or the string "0" silently kept their blocks.
+      if (entry !== 0 && entry !== 1 && entry !== true && entry !== false) {
+        throw new BsrFormatError("mask", `expected true / false or 1 / 0, got ${typeof entry === "string" ? JSON.stringify(entry) : String(entry)}`, i);
+      }
+      if (entry) nnz++;
+    }
     const blockColIdx = new Int32Array(nnz);
     let k = 0;
     for (let row = 0; row < blockRows; row++) {
@@ -106,6 +113,7 @@ export class BsrPattern {
     if (options === null || typeof options !== "object") {
       throw new BsrFormatError("options", "expected { blockShape, density, seed } after the shape");
     }
+    checkOptionKeys(options, ["blockShape", "density", "seed"]);
     const { blockShape, density } = options;
     const { blockRows, blockCols } = checkShapes(shape, blockShape);
     checkDensity(density);

@@ -2,7 +2,7 @@ import type { FileHandle } from "node:fs/promises";
 import { mkdir, readdir, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { BSR_METADATA_SUFFIXES, BSR_TENSOR_SUFFIXES, bsrMatrixNames } from "./bsr-safetensors.js";
-import { BsrFormatError, BsrIoError, gibibytes } from "./errors.js";
+import { BsrFormatError, BsrIoError, checkOptionKeys, gibibytes } from "./errors.js";
 import {
   inFile,
   ioError,
@@ -316,6 +316,7 @@ export async function saveShardedSafetensors(
   if (typeof directory !== "string" || directory === "") {
     throw new BsrFormatError("directory", `expected a directory path, got ${String(directory)}`);
   }
+  if (options !== null && typeof options === "object") checkOptionKeys(options, ["maxShardSize", "prefix"]);
   const { maxShardSize, prefix = DEFAULT_PREFIX } = options ?? ({} as ShardedSaveOptions);
   if (typeof maxShardSize !== "number" || !Number.isSafeInteger(maxShardSize) || maxShardSize < 1) {
     throw new BsrFormatError("maxShardSize", `expected a positive integer number of bytes, got ${String(maxShardSize)}`);

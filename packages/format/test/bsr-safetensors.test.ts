@@ -220,6 +220,14 @@ describe("errors name the file key and the matrix", () => {
     expect([...content.tensors.keys()].sort()).toEqual(["a.col_indices", "a.crow_indices", "a.values"]);
   });
 
+  it("a misspelt key of the extra content is refused, naming it, where what it held was left out of the file", () => {
+    const a = BsrMatrix.random([4, 4], { blockShape: [2, 2], density: 1, seed: 1 });
+    const error = thrown(() => bsrMatricesToSafetensors({ a }, { metdata: { step: "3" } } as never)) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.field).toBe("extra");
+    expect(error.message).toBe("extra: unknown option 'metdata'; the options are tensors, metadata");
+  });
+
   it("a dense tensor named like a matrix's tensor is refused, naming it, not overwritten by the matrix", () => {
     const fc = BsrMatrix.random([8, 8], { blockShape: [4, 4], density: 0.5, seed: 1 });
     const dense = { dtype: "F32" as const, shape: [2], data: Float32Array.from([1, 2]) };

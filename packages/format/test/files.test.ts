@@ -425,6 +425,18 @@ describe("sharded checkpoints", () => {
     expect((await loadBsrMatrices(path)).get("w")!.toDense()).toEqual(w.toDense());
   });
 
+  it("refuses a misspelt option before writing anything, where saveBsrMatrices wrote one unsharded file", async () => {
+    const dir = await freshDir();
+    const w = BsrMatrix.random([8, 8], { blockShape: [2, 2], density: 0.5, seed: 3 });
+    const bsrError = await saveBsrMatrices(join(dir, "w"), { w }, {}, { maxShardsize: 100 } as never).catch((error: unknown) => error);
+    expect(bsrError).toBeInstanceOf(BsrFormatError);
+    expect((bsrError as Error).message).toBe("options: unknown option 'maxShardsize'; the options are maxShardSize");
+    const shardedError = await saveShardedSafetensors(dir, many(), {}, { maxShardSize: 100, prefx: "weights" } as never).catch((error: unknown) => error);
+    expect(shardedError).toBeInstanceOf(BsrFormatError);
+    expect((shardedError as Error).message).toContain("unknown option 'prefx'; the options are maxShardSize, prefix");
+    expect(await readdir(dir)).toEqual([]);
+  });
+
   it("checks its options", async () => {
     const dir = await freshDir();
     await expect(saveShardedSafetensors(dir, many(), {}, { maxShardSize: 0 })).rejects.toThrow(/maxShardSize/);

@@ -316,6 +316,21 @@ describe("null or missing arguments", () => {
     expect(field(() => BsrMatrix.random([2, 2], { blockShape: [1, 1], density: 1 } as never))).toBe("seed");
   });
 
+  it("refuses a misspelt option, naming it and the options there are, where it was ignored (fromDense kept every non-zero block)", () => {
+    const dense = [1, 2, 3, 4];
+    const error = expectFormatError(() => BsrMatrix.fromDense(dense, [2, 2], { blockShape: [1, 1], densty: 0.5 } as never), "options");
+    expect(error.message).toBe("options: unknown option 'densty'; the options are blockShape, mask, density, dtype");
+    expect(expectFormatError(() => BsrMatrix.random([2, 2], { blockShape: [1, 1], density: 1, seed: 1, dType: "float16", sd: 2 } as never), "options").message).toBe(
+      "options: unknown option 'dType', 'sd'; the options are blockShape, density, seed, dtype, std",
+    );
+    expect(expectFormatError(() => BsrMatrix.zeros([2, 2], { blockShape: [1, 1], dtpye: "float16" } as never), "options").message).toContain("unknown option 'dtpye'");
+    expect(expectFormatError(() => BsrPattern.random([2, 2], { blockShape: [1, 1], density: 1, seed: 1, sed: 2 } as never), "options").message).toContain(
+      "unknown option 'sed'; the options are blockShape, density, seed",
+    );
+    // Known options set to undefined are the defaults, as before.
+    expect(BsrMatrix.fromDense(dense, [2, 2], { blockShape: [1, 1], density: 0.5, mask: undefined, dtype: undefined }).nnzBlocks).toBe(2);
+  });
+
   it("random refuses a seed that is not a safe integer as a BsrFormatError, not a RangeError", () => {
     for (const seed of [1.5, 2 ** 60, Number.NaN]) {
       const error = thrown(() => BsrMatrix.random([2, 2], { blockShape: [1, 1], density: 1, seed }));

@@ -137,6 +137,14 @@ describe("SciPy save_npz files", () => {
     expect(decodeScipyNpz(bytes).toDense()).toEqual(matrix.toDense());
   });
 
+  it("refuses a misspelt option, naming it, where it was ignored (compressed: false wrote a compressed archive)", () => {
+    const matrix = BsrMatrix.random([8, 12], { blockShape: [2, 3], density: 0.5, seed: 4 });
+    const error = thrown(() => encodeScipyNpz(matrix, { compress: false } as never));
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.message).toBe("options: unknown option 'compress'; the options are compressed");
+    expect(thrown(() => encodeScipyNpz(matrix, "stored" as never))).toBeInstanceOf(BsrFormatError);
+  });
+
   it("saves and loads files through the node entry", async () => {
     const directory = await mkdtemp(join(tmpdir(), "bsr-npz-"));
     try {

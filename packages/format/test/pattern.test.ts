@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { BsrFormatError, BsrPattern, divisors, SeededRandom, type Shape2 } from "../src/index.js";
+import { BsrFormatError, BsrMatrix, BsrPattern, divisors, SeededRandom, type Shape2 } from "../src/index.js";
 import { thrown } from "./helpers.js";
 
 const shapes: [Shape2, Shape2][] = [
@@ -27,6 +27,15 @@ function expectFormatError(action: () => unknown, field: string, position?: numb
 }
 
 describe("BsrPattern construction", () => {
+  it("refuses a mask entry other than true, false, 1 or 0, naming it, where a truthy one kept its block", () => {
+    // Block scores passed as a mask, or strings read from a text file, kept every block whose entry was truthy ("0" included).
+    const score = expectFormatError(() => BsrPattern.fromMask([4, 4], [2, 2], [0.9, 0, 0.2, 1]), "mask", 0);
+    expect(score.message).toContain("expected true / false or 1 / 0, got 0.9");
+    expect(expectFormatError(() => BsrPattern.fromMask([4, 4], [2, 2], [1, "0", 0, 1] as never), "mask", 1).message).toContain('got "0"');
+    expect(expectFormatError(() => BsrMatrix.fromDense(new Float32Array(16), [4, 4], { blockShape: [2, 2], mask: Uint8Array.from([1, 0, 255, 0]) }), "mask", 2).message).toContain("got 255");
+    expect(BsrPattern.fromMask([4, 4], [2, 2], [true, 0, false, 1]).nnzBlocks).toBe(2);
+  });
+
   it("builds the row-wise index from a mask", () => {
     // 3 x 4 block grid:  X . X .  /  . . . .  /  X X . X
     const mask = [1, 0, 1, 0, 0, 0, 0, 0, 1, 1, 0, 1];

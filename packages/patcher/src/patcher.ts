@@ -84,7 +84,7 @@ export class BlockSparseModelPatcher {
   /**
    * Every Linear of `model` that `patchModel` would accept (the root excluded), in `namedModules()` order:
    * a pattern matching any of its `names` (with a block shape that tiles it) patches it. Left out, as
-   * patchModel refuses them: Linear layers held only in plain arrays (Module does not register them), in a
+   * patchModel refuses them: Linear layers held only in plain arrays or objects (Module does not register them), in a
    * read-only slot, with disposed or misshapen parameters, subclasses with extra state or their own forward,
    * and layers whose weight or bias is shared with a module that cannot be patched.
    */
@@ -119,8 +119,8 @@ export class BlockSparseModelPatcher {
    * a module that stays, a Linear subclass holding more than weight and bias or with a
    * forward of its own, a slot the
    * replacement cannot be put in (a read-only or dotted property, a frozen array), a Linear held
-   * only in a plain array (Module does not register it: its path, "layers.0", is named), or no match at all
-   * (unless `allowNoMatch`) throw a PatchError. A Linear also held in a plain array is replaced there too.
+   * only in a plain array or object (Module does not register it: its path, "layers.0" or "heads.a", is named), or no
+   * match at all (unless `allowNoMatch`) throw a PatchError. A Linear also held in a plain array or object is replaced there too.
    * Null options are the defaults. With `dryRun`, returns the same report without changing the model. With
    * `disposeReplaced`, the replaced Linear layers' parameters are disposed once the new layers are in place.
    */
@@ -155,15 +155,16 @@ export class BlockSparseModelPatcher {
         else plans.push({ linear: module, layer: plannedLayer(name, module, winner) });
       }
     }
-    // A Linear the model holds only in plain arrays is not the model's (no parameters, no state dict): matching it is an error, not a skip.
-    for (const [module, { paths, array, holder }] of walk.unregistered) {
+    // A Linear the model holds only in plain arrays or objects is not the model's (no parameters, no state dict): matching it is an error, not a skip.
+    for (const [module, { paths, array, holder, kind }] of walk.unregistered) {
       if (!(module instanceof Linear)) continue;
       for (const path of paths) {
         const pattern = this.#patterns.find((p) => matches(p, path));
         if (pattern === undefined) continue;
         problems.push(
-          `'${path}' (matched by ${pattern.label}) is a ${module.constructor.name} held in the plain array '${array}' of ${holder}, which Module does not register ` +
-            "(it is not in the model's parameters(), stateDict() or an optimizer), so it cannot be patched; hold the layers in a ModuleList (or Sequential) to register them",
+          `'${path}' (matched by ${pattern.label}) is a ${module.constructor.name} held in the plain ${kind} '${array}' of ${holder}, which Module does not register ` +
+            "(it is not in the model's parameters(), stateDict() or an optimizer), so it cannot be patched; " +
+            (kind === "array" ? "hold the layers in a ModuleList (or Sequential) to register them" : "make each layer a property of a Module (or hold the layers in a ModuleList) to register them"),
         );
         break;
       }
@@ -176,9 +177,12 @@ export class BlockSparseModelPatcher {
     if (plans.length === 0 && !allowNoMatch) {
       const patterns = this.#patterns.length === 0 ? "no patterns were added (call addPattern first)" : `no layer matched ${this.patterns.join(", ")}`;
       const names = modules.filter(([name, module]) => name !== "" && module instanceof Linear).flatMap(([name, module]) => namesOf.get(module) ?? [name]);
-      const unregistered = [...walk.unregistered].filter(([module]) => module instanceof Linear).flatMap(([, { paths }]) => paths);
+      const unregisteredLinears = [...walk.unregistered].filter(([module]) => module instanceof Linear).map(([, entry]) => entry);
+      const unregistered = unregisteredLinears.flatMap(({ paths }) => paths);
+      const kinds = new Set(unregisteredLinears.map(({ kind }) => kind));
+      const containers = kinds.has("object") ? (kinds.has("array") ? "plain arrays or objects" : "plain objects") : "plain arrays";
       const inArrays =
-        unregistered.length > 0 ? `; Linear layers held in plain arrays, which Module does not register and the patcher cannot patch: ${unregistered.join(", ")}` : "";
+        unregistered.length > 0 ? `; Linear layers held in ${containers}, which Module does not register and the patcher cannot patch: ${unregistered.join(", ")}` : "";
       const root =
         model instanceof Linear
           ? "; the model itself is a Linear, which is never patched (the root has no parent to hold its replacement): use BlockSparseLinear.fromLinear for a lone layer"
@@ -254,21 +258,32 @@ function reachableNames(model: Module): Map<Module, string[]> {
   return names;
 }
 
-/** A place that holds a module: a property of a module, or an element of a plain array. */
+/** A place that holds a module: a property of a module, or an element of a plain array or object. */
 interface Slot {
-  holder: Module | unknown[];
+  holder: Module | unknown[] | Record<string, unknown>;
   key: string;
   /** Its dotted path from the root ("enc.0", "layers.1"). */
   path: string;
 }
 
-/** A module the model holds only through plain arrays: Module does not register it. */
+/** A module the model holds only through plain arrays or objects: Module does not register it. */
 interface Unregistered {
-  /** Its paths as a ModuleList in place of each array would name them ("layers.0", "blocks.0.fc1"). */
+  /** Its paths as a ModuleList in place of each array would name them ("layers.0", "blocks.0.fc1", "heads.a"). */
   paths: string[];
-  /** The path of the first plain array on its first path, and the class of the module holding that array. */
+  /** The path of the first plain array (or object) on its first path, and the class of the module holding that container. */
   array: string;
   holder: string;
+  /** What that container is. */
+  kind: ContainerKind;
+}
+
+type ContainerKind = "array" | "object";
+
+/** A plain object (an object literal, a dictionary): like a Python dict, Module does not register the modules it holds. */
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) return false;
+  const prototype = Object.getPrototypeOf(value);
+  return prototype === Object.prototype || prototype === null;
 }
 
 /** One walk of a model, shared by getPatchableLayers and patchModel so that they see the same layers. */
@@ -277,9 +292,9 @@ interface ModelWalk {
   modules: [string, Module][];
   /** Every registered name of each module below the root (see reachableNames). */
   namesOf: Map<Module, string[]>;
-  /** Every slot holding each registered module: its registered parents' properties, and plain arrays and unregistered modules that also hold it. */
+  /** Every slot holding each registered module: its registered parents' properties, and plain arrays, plain objects and unregistered modules that also hold it. */
   slotsOf: Map<Module, Slot[]>;
-  /** Modules reachable only through plain arrays, in depth-first order. */
+  /** Modules reachable only through plain arrays or objects, in depth-first order. */
   unregistered: Map<Module, Unregistered>;
 }
 
@@ -289,6 +304,8 @@ function walkModel(model: Module): ModelWalk {
   const slotsOf = new Map<Module, Slot[]>();
   const addSlot = (module: Module, slot: Slot): void => {
     const slots = slotsOf.get(module) ?? [];
+    // A container reached under several paths holds the module in one place: one slot (its first path).
+    if (slots.some(({ holder, key }) => holder === slot.holder && key === slot.key)) return;
     slots.push(slot);
     slotsOf.set(module, slots);
   };
@@ -297,30 +314,38 @@ function walkModel(model: Module): ModelWalk {
   }
   const unregistered = new Map<Module, Unregistered>();
   const ancestors = new Set<unknown>();
-  // Plain arrays (and arrays of arrays) among a module's own properties; what they hold is not registered unless held elsewhere too.
-  const visitArrays = (module: Module, path: string, array: { path: string; holder: string } | null): void => {
+  type Container = { path: string; holder: string; kind: ContainerKind };
+  // Plain arrays and objects (and their nesting) among a module's own properties; what they hold is not registered unless held elsewhere too.
+  const visitContainers = (module: Module, path: string, container: Container | null): void => {
     for (const key of Object.keys(module)) {
       const value = (module as unknown as Record<string, unknown>)[key];
       const keyPath = path === "" ? key : `${path}.${key}`;
-      if (Array.isArray(value)) visitArray(value, keyPath, array ?? { path: keyPath, holder: module.constructor.name });
+      const kind = Array.isArray(value) ? "array" : isPlainObject(value) ? "object" : undefined;
+      if (kind !== undefined) visitContainer(value as Record<string, unknown>, keyPath, container ?? { path: keyPath, holder: module.constructor.name, kind });
     }
   };
-  const visitArray = (items: unknown[], path: string, array: { path: string; holder: string }): void => {
-    if (ancestors.has(items)) return;
+  // Times each array or object was walked into: at most MAX_NAMES_PER_MODULE, as modules in reachableNames, so that
+  // containers holding each other twice over ([level, level], nested 40 deep) take linear work, not 2^40 walks.
+  const containerVisits = new Map<object, number>();
+  const visitContainer = (items: Record<string, unknown> | unknown[], path: string, container: Container): void => {
+    const visits = containerVisits.get(items) ?? 0;
+    if (ancestors.has(items) || visits >= MAX_NAMES_PER_MODULE) return;
+    containerVisits.set(items, visits + 1);
     ancestors.add(items);
-    items.forEach((item, index) => {
-      const itemPath = `${path}.${index}`;
-      if (Array.isArray(item)) visitArray(item, itemPath, array);
+    for (const key of Object.keys(items)) {
+      const item = (items as Record<string, unknown>)[key];
+      const itemPath = `${path}.${key}`;
+      if (Array.isArray(item) || isPlainObject(item)) visitContainer(item, itemPath, container);
       else if (item instanceof Module) {
-        if (registered.has(item)) addSlot(item, { holder: items, key: String(index), path: itemPath });
-        else visitUnregistered(item, itemPath, array);
+        if (registered.has(item)) addSlot(item, { holder: items, key, path: itemPath });
+        else visitUnregistered(item, itemPath, container);
       }
-    });
+    }
     ancestors.delete(items);
   };
-  const visitUnregistered = (module: Module, path: string, array: { path: string; holder: string }): void => {
+  const visitUnregistered = (module: Module, path: string, container: Container): void => {
     if (ancestors.has(module)) return;
-    const known = unregistered.get(module) ?? { paths: [], array: array.path, holder: array.holder };
+    const known = unregistered.get(module) ?? { paths: [], array: container.path, holder: container.holder, kind: container.kind };
     // At most MAX_NAMES_PER_MODULE paths each, as in reachableNames.
     if (known.paths.length >= MAX_NAMES_PER_MODULE) return;
     known.paths.push(path);
@@ -329,12 +354,12 @@ function walkModel(model: Module): ModelWalk {
     for (const [key, child] of module.namedChildren()) {
       const childPath = `${path}.${key}`;
       if (registered.has(child)) addSlot(child, { holder: module, key, path: childPath });
-      else visitUnregistered(child, childPath, array);
+      else visitUnregistered(child, childPath, container);
     }
-    visitArrays(module, path, array);
+    visitContainers(module, path, container);
     ancestors.delete(module);
   };
-  for (const [path, module] of modules) visitArrays(module, path, null);
+  for (const [path, module] of modules) visitContainers(module, path, null);
   return { modules, namesOf: reachableNames(model), slotsOf, unregistered };
 }
 
@@ -415,7 +440,7 @@ function plannedLayer(name: string, linear: Linear, pattern: NamePattern): Patch
 
 /**
  * A patched layer's weight or bias also held by a module that stays (one not patched, or one
- * held only in a plain array) would silently be untied. The problems, by patched layer
+ * held only in a plain array or object) would silently be untied. The problems, by patched layer
  * (`patched` maps each to the name it is reported under).
  */
 function sharingProblems(walk: ModelWalk, patched: ReadonlyMap<Module, string>): Map<Module, string[]> {
@@ -466,12 +491,15 @@ function tyingProblems(plans: Plan[]): string[] {
   return problems;
 }
 
-/** Every slot holding a patched Linear must take its replacement as registerModule (or an array) sets it, or the patch would stop halfway. */
+/** Every slot holding a patched Linear must take its replacement as registerModule (or an array or object) sets it, or the patch would stop halfway. */
 function slotProblem(name: string, { holder, key, path }: Slot): string | null {
   const descriptor = Object.getOwnPropertyDescriptor(holder, key);
   const readOnly = descriptor?.writable === false || (descriptor?.get !== undefined && descriptor.set === undefined);
   if (Array.isArray(holder)) {
     return readOnly ? `'${path}' is an element of a frozen array, so the replacement of '${name}' cannot be put there` : null;
+  }
+  if (!(holder instanceof Module)) {
+    return readOnly ? `'${path}' is a read-only property of a plain object, so the replacement of '${name}' cannot be put there` : null;
   }
   if (key === "" || key.includes(".")) {
     return `'${path}' is held under the property ${JSON.stringify(key)}, which registerModule cannot set (a name must have no dots); rename the property`;
@@ -502,7 +530,7 @@ function parameterTotals(plans: Plan[]): { paramsBefore: number; paramsAfter: nu
 
 /**
  * Builds every replacement first, then swaps them in: every slot that holds a patched
- * Linear (a parent's property, or a plain array's element) gets its replacement. Parameters
+ * Linear (a parent's property, or a plain array's element or object's property) gets its replacement. Parameters
  * tied between patched layers (weight or bias) stay tied: later replacements reuse the first
  * one's new parameter. A build that fails (out of device memory, say) leaves the model
  * untouched and disposes the replacements built so far, which nothing else holds.
@@ -535,8 +563,8 @@ function replaceLayers(walk: ModelWalk, plans: Plan[]): void {
   }
   for (const [linear, replacement] of replacements) {
     for (const { holder, key } of walk.slotsOf.get(linear) ?? []) {
-      if (Array.isArray(holder)) holder[Number(key)] = replacement;
-      else holder.registerModule(key, replacement);
+      if (holder instanceof Module) holder.registerModule(key, replacement);
+      else (holder as Record<string, unknown>)[key] = replacement;
     }
   }
 }

@@ -110,3 +110,100 @@ describe("a registered Linear also held in a plain array", () => {
     expect(error.problems).toEqual(["'head.weight' is shared with layers.0.weight, which would stay dense; patching would untie them"]);
   });
 });
+
+describe("a Linear held in a plain object (a dictionary of layers)", () => {
+  /** `heads` is an object literal of Linear layers (nn has no ModuleDict: Module does not register them), `body` a registered Linear. */
+  class ObjectHeld extends Module {
+    body = new Linear(8, 8, { seed: 1 });
+    heads: Record<string, Linear> = { a: new Linear(8, 4, { seed: 2 }), b: new Linear(8, 4, { seed: 3 }) };
+    forward(x: Tensor): Tensor {
+      return this.heads.a.forward(this.body.forward(x));
+    }
+  }
+
+  it("is refused by name when a pattern matches its path, beside a pattern that patches another layer, and nothing changes", () => {
+    const model = new ObjectHeld();
+    const { a } = model.heads;
+    const error = thrown(() =>
+      new BlockSparseModelPatcher()
+        .addPattern("body", { density: 0.5, blockShape: [4, 4] })
+        .addPattern("heads\\.a", { density: 0.5, blockShape: [4, 4] })
+        .patchModel(model),
+    );
+    expect(error.problems).toEqual([
+      "'heads.a' (matched by heads\\.a) is a Linear held in the plain object 'heads' of ObjectHeld, which Module does not register (it is not in the model's parameters(), stateDict() or an optimizer), so it cannot be patched; make each layer a property of a Module (or hold the layers in a ModuleList) to register them",
+    ]);
+    expect(model.body).toBeInstanceOf(Linear);
+    expect(model.heads.a).toBe(a);
+  });
+
+  it("is named as unregistered when nothing matches", () => {
+    const error = thrown(() => new BlockSparseModelPatcher().addPattern("decoder", { density: 0.5 }).patchModel(new ObjectHeld()));
+    expect(error.message).toContain(
+      "the model's Linear layers are: body (pass allowNoMatch to accept this); Linear layers held in plain objects, which Module does not register and the patcher cannot patch: heads.a, heads.b",
+    );
+  });
+
+  it("registered elsewhere, is replaced in the object too, so the forward that reads the object runs the patched layer", () => {
+    class AlsoInObject extends Module {
+      fc = new Linear(8, 8, { seed: 1 });
+      byName: Record<string, Module> = { first: this.fc };
+      forward(x: Tensor): Tensor {
+        return this.byName.first.forward(x);
+      }
+    }
+    const model = new AlsoInObject();
+    new BlockSparseModelPatcher().addPattern("fc", { density: 1, blockShape: [4, 4] }).patchModel(model, { disposeReplaced: true });
+    expect(model.fc).toBeInstanceOf(BlockSparseLinear);
+    expect(model.byName.first).toBe(model.fc);
+    const x = seededTensor([2, 8], 5);
+    const y = model.forward(x);
+    expect(y.shape).toEqual([2, 8]);
+    y.dispose();
+    x.dispose();
+    const frozen = new AlsoInObject();
+    Object.freeze(frozen.byName);
+    const error = thrown(() => new BlockSparseModelPatcher().addPattern("fc", { density: 0.5, blockShape: [4, 4] }).patchModel(frozen));
+    expect(error.problems).toEqual(["'byName.first' is a read-only property of a plain object, so the replacement of 'fc' cannot be put there"]);
+    expect(frozen.fc).toBeInstanceOf(Linear);
+  });
+});
+
+describe("arrays and objects that hold each other twice over", () => {
+  it("are walked in bounded work (each 40 deep: 2^40 paths), and a Linear at the bottom is still found", () => {
+    class Cached extends Module {
+      fc = new Linear(8, 8, { seed: 1 });
+      history: unknown[];
+      lookup: Record<string, unknown>;
+      constructor() {
+        super();
+        let level: unknown[] = [new Linear(8, 8, { seed: 2 })];
+        let entry: Record<string, unknown> = { layer: this.fc };
+        for (let depth = 0; depth < 40; depth++) {
+          level = [level, level];
+          entry = { left: entry, right: entry };
+        }
+        this.history = level;
+        this.lookup = entry;
+      }
+      forward(x: Tensor): Tensor {
+        return this.fc.forward(x);
+      }
+    }
+    const model = new Cached();
+    const report = new BlockSparseModelPatcher().addPattern("fc", { density: 0.5, blockShape: [4, 4] }).patchModel(model);
+    expect(report.layers.map((layer) => layer.name)).toEqual(["fc"]);
+    let entry = model.lookup;
+    for (let depth = 0; depth < 40; depth++) entry = entry.left as Record<string, unknown>;
+    expect(entry.layer).toBe(model.fc);
+    const error = thrown(() => new BlockSparseModelPatcher().addPattern(/^history\.(0\.)+0$/, { density: 0.5, blockShape: [4, 4] }).patchModel(new Cached()));
+    expect(error.problems[0]).toContain("held in the plain array 'history' of Cached");
+    // The one object holding fc, reached under 2^40 paths, is one slot: refused once when frozen.
+    const frozen = new Cached();
+    let leaf = frozen.lookup;
+    for (let depth = 0; depth < 40; depth++) leaf = leaf.left as Record<string, unknown>;
+    Object.freeze(leaf);
+    const refused = thrown(() => new BlockSparseModelPatcher().addPattern("fc", { density: 0.5, blockShape: [4, 4] }).patchModel(frozen));
+    expect(refused.problems).toEqual([`'lookup.${"left.".repeat(40)}layer' is a read-only property of a plain object, so the replacement of 'fc' cannot be put there`]);
+  });
+});
