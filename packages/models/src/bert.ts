@@ -303,8 +303,7 @@ export class RobertaModel extends BertModel {
       let count = 0;
       for (let t = 0; t < length; t++) {
         const i = b * length + t;
-        if (tokens[i] !== padding) count++;
-        positions[i] = tokens[i] === padding ? padding : count + padding;
+        positions[i] = tokens[i] === padding ? padding : ++count + padding;
       }
     }
     return positions;

@@ -22,6 +22,9 @@ const probability = z.number(probabilityRange).check(z.minimum(0, probabilityRan
 const only = <const T extends string | boolean>(value: T) => z.literal(value, { error: `expected ${JSON.stringify(value)}` });
 /** `schema`, or `value` when the field is absent. */
 const orDefault = <S extends z.ZodMiniType>(schema: S, value: z.output<S>) => z._default(schema, value as z.core.util.NoUndefined<z.output<S>>);
+const trueOrFalse = z.boolean({ error: "expected true or false" });
+/** A feature this package does not build: false or absent. */
+const absentFeature = orDefault(only(false), false);
 
 const ACTIVATIONS = ["gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_accurate", "quick_gelu", "relu"] as const;
 /** The activations Hugging Face names in configs (keys of transformers' ACT2FN) that this package builds. */
@@ -43,10 +46,10 @@ const Gpt2ConfigSchema = z.object({
   attn_pdrop: orDefault(probability, 0.1),
   layer_norm_epsilon: orDefault(nonNegativeNumber, 1e-5),
   initializer_range: orDefault(nonNegativeNumber, 0.02),
-  scale_attn_weights: orDefault(z.boolean({ error: "expected true or false" }), true),
-  scale_attn_by_inverse_layer_idx: orDefault(z.boolean({ error: "expected true or false" }), false),
-  tie_word_embeddings: orDefault(z.boolean({ error: "expected true or false" }), true),
-  add_cross_attention: orDefault(only(false), false),
+  scale_attn_weights: orDefault(trueOrFalse, true),
+  scale_attn_by_inverse_layer_idx: orDefault(trueOrFalse, false),
+  tie_word_embeddings: orDefault(trueOrFalse, true),
+  add_cross_attention: absentFeature,
   // generate's end token (or tokens: a list, any of which ends a sequence) when its options give none (transformers'
   // GPT2Config default, GPT-2's <|endoftext|>); null: none.
   eos_token_id: orDefault(tokenIdsOrNull, 50256),
@@ -70,8 +73,8 @@ const BertConfigSchema = z.object({
   initializer_range: orDefault(nonNegativeNumber, 0.02),
   pad_token_id: orDefault(tokenIdOrNull, 0),
   position_embedding_type: orDefault(only("absolute"), "absolute"),
-  is_decoder: orDefault(only(false), false),
-  add_cross_attention: orDefault(only(false), false),
+  is_decoder: absentFeature,
+  add_cross_attention: absentFeature,
 });
 export type BertConfig = z.output<typeof BertConfigSchema>;
 

@@ -424,7 +424,11 @@ export class GPT2Model extends Module {
 export interface GenerateOptions {
   /** Tokens added to each sequence (default 20; 0 returns the input). */
   maxNewTokens?: number;
-  /** 0 (the default): the most likely token at each step. Above 0: a token drawn from softmax(logits / temperature). */
+  /**
+   * 0 (the default): the most likely token at each step (logits with a NaN or no finite value are a ModelsError, as
+   * when sampling, on host backends; a device's argmax reads back only the tokens). Above 0: a token drawn from
+   * softmax(logits / temperature).
+   */
   temperature?: number;
   /**
    * When sampling, only among the topK most likely tokens (default 0: all of them); every token whose logit ties the
@@ -560,21 +564,24 @@ export class GPT2LMHeadModel extends Module {
    * The language-modeling loss from `labels`, as Hugging Face's `GPT2LMHeadModel(input_ids, labels=labels).loss`:
    * position t's logits predict label t + 1 (the shift is inside, so `labels` may be `inputIds` itself), positions
    * whose label is `ignoreIndex` (-100, Hugging Face's padding mark) are left out, and the cross-entropy is averaged
-   * over the rest (float32 scalar; NaN when none is left). inputIds and labels [B, T] or [T], int32. The vocabulary
+   * over the rest (float32 scalar; NaN when none is left). inputIds and labels [B, T] or [T], int32; a label that is
+   * neither a token id nor ignoreIndex is an IndexError naming labels (on host backends, as inputIds'). The vocabulary
    * head runs on the first T - 1 positions only: the last one has no label to predict. An `attentionMask` is
    * GPT2Model.forward's (padding's labels are for the caller to set to -100).
    */
   loss(inputIds: Tensor, labels: Tensor, lossOptions: { ignoreIndex?: number; attentionMask?: Tensor | null } | null = {}): Tensor {
     const options = checkOptions<{ ignoreIndex?: number; attentionMask?: Tensor }>("GPT2LMHeadModel.loss", lossOptions, ["ignoreIndex", "attentionMask"]);
-    const [batch, length] = checkTokenIds("GPT2LMHeadModel.loss", "inputIds", inputIds, this.config.n_positions);
-    // Token ids too (and -100s): an int32 Tensor of inputIds' shape.
-    checkTokenIds("GPT2LMHeadModel.loss", "labels", labels, this.config.n_positions);
+    // The ids' vocabulary first: labels = inputIds with a bad id names inputIds.
+    const [batch, length] = checkTokenIds("GPT2LMHeadModel.loss", "inputIds", inputIds, this.config.n_positions, this.config.vocab_size);
+    // Token ids too, or ignoreIndex: an int32 Tensor of inputIds' shape (named here, not by crossEntropy's shifted rows).
+    const ignoreIndex = options.ignoreIndex ?? -100;
+    checkTokenIds("GPT2LMHeadModel.loss", "labels", labels, this.config.n_positions, this.config.vocab_size, undefined, ignoreIndex);
     if (`${labels.shape}` !== `${inputIds.shape}`) throw new ShapeError(`GPT2LMHeadModel.loss: labels has shape [${labels.shape}], expected inputIds' [${inputIds.shape}]`);
     return tidy(() => {
       const hidden = this.transformer.forward(inputIds, { attentionMask: options.attentionMask });
       const predicting = slice(hidden, [0, 0, 0], [batch, length - 1, this.config.n_embd]);
       const targets = slice(reshape(labels, [batch, length]), [0, 1], [batch, length - 1]);
-      return crossEntropy(this.lm_head.forward(predicting), targets, { ignoreIndex: options.ignoreIndex ?? -100 });
+      return crossEntropy(this.lm_head.forward(predicting), targets, { ignoreIndex });
     });
   }
 
@@ -637,13 +644,14 @@ export class GPT2LMHeadModel extends Module {
     const rows = Array.from({ length: batch }, (_, b) => Array.from(given.subarray(b * length, (b + 1) * length)));
     const modes = [...this.modules()].map((module) => [module, module.training] as const);
     this.eval();
-    const blocks = this.transformer.h.length;
-    const cache = isStatic ? new GPT2StaticCache(length + steps, inputIds) : new GPT2Cache(blocks);
+    const cache = isStatic ? new GPT2StaticCache(length + steps, inputIds) : new GPT2Cache(this.transformer.h.length);
     const generator = new SeededRandom(options.seed ?? 0);
     const random = () => generator.next();
     const done = new Array<boolean>(batch).fill(false);
-    const greedy = temperature === 0;
-    // The last position's logits [B, vocab], or with greedy decoding their argmax [B] (int32): what is read back.
+    // Greedy decoding takes the argmax [B] on a device (one small read-back a step); a host backend reads the logits,
+    // free there, and picks from them as sampling does, so that NaN logits are refused rather than a token chosen.
+    const deviceArgmax = !temperature && inputIds.backend.graphs !== undefined;
+    // The last position's logits [B, vocab], or their argmax [B] (int32): what is read back.
     const scores = (next: Tensor): Tensor =>
       tidy(() => {
         // With padding, the mask of every position so far: the prompts', then 1 for each new token.
@@ -652,7 +660,7 @@ export class GPT2LMHeadModel extends Module {
         const hidden = cache instanceof GPT2StaticCache ? this.transformer.forwardStatic(next, cache) : this.transformer.forward(next, { cache, attentionMask });
         const last = hidden.shape[1] === 1 ? hidden : slice(hidden, [0, hidden.shape[1] - 1, 0], [batch, 1, hidden.shape[2]]);
         const logits = reshape(this.lm_head.forward(last), [batch, vocab]);
-        return greedy ? argmax(logits, -1) : logits;
+        return deviceArgmax ? argmax(logits, -1) : logits;
       });
     let step: CapturedGraph<Tensor> | null = null;
     let stepInput: Tensor | null = null;
@@ -677,7 +685,7 @@ export class GPT2LMHeadModel extends Module {
         // A view of the prompt as [B, T], disposed after the first step as each step's tokens are.
         let next = reshape(inputIds, [batch, length]);
         for (let index = 0; index < steps && !done.every(Boolean); index++) {
-          if (graph && greedy && index >= 2) {
+          if (graph && deviceArgmax && index >= 2) {
             // Greedy with a graph: each replay also writes its tokens, on the device, into the next replay's input and
             // into column `column` of `generated`, so replays queue without a read-back; the host reads the tokens
             // every few steps with an end token (to stop), once at the end without.
@@ -726,7 +734,7 @@ export class GPT2LMHeadModel extends Module {
           if (result !== step?.result) result.dispose();
           if (next !== stepInput) next.dispose();
           const tokens = rows.map((_, b) => {
-            const token = done[b] ? eos[0] : greedy ? values[b] : pickToken(values.subarray(b * vocab, (b + 1) * vocab), temperature, topK, topP, random);
+            const token = done[b] ? eos[0] : deviceArgmax ? values[b] : pickToken(values.subarray(b * vocab, (b + 1) * vocab), temperature, topK, topP, random);
             if (token < 0) throw new ModelsError(`${label}: sequence ${b}'s logits hold NaN or no finite value (new token ${index}): nothing to sample`);
             return push(b, token);
           });

@@ -49,18 +49,18 @@ export function activationModule(name: Activation): Module {
 
 /**
  * Token ids [B, T] (or [T]) checked as int32 of 1 to maxLength positions, naming the model in the error; their
- * [B, T]. With a `vocab`, each id is in [0, vocab) (an IndexError naming it before an embedding's gather reads it),
+ * [B, T]. With a `vocab`, each id is in [0, vocab) or is `allowed` (an IndexError naming it before a kernel reads it),
  * read where a read is free: on backends without graphs (host memory). A device backend's gather reports an id out of
  * range itself at the next read; a host read there would stall every forward on the device. Nothing is allocated: a
  * caller outside a tidy leaks no view.
  */
-export function checkTokenIds(label: string, name: string, ids: Tensor, maxLength: number, vocab = 0, kind = "tokens"): [number, number] {
+export function checkTokenIds(label: string, name: string, ids: Tensor, maxLength: number, vocab = 0, kind = "tokens", allowed?: number): [number, number] {
   if (!(ids instanceof Tensor)) throw new DTypeError(`${label}: ${name} must be an int32 Tensor, got ${Array.isArray(ids) ? "an array" : `${ids}`}`);
   if (ids.dtype !== "int32") throw new DTypeError(`${label}: ${name} has dtype ${ids.dtype}, expected int32`);
   if (ids.rank !== 1 && ids.rank !== 2) throw new ShapeError(`${label}: ${name} has shape [${ids.shape}], expected [batch, length] or [length]`);
   const length = ids.shape[ids.rank - 1];
   if (length < 1 || length > maxLength) throw new ShapeError(`${label}: ${name} has length ${length}, the model takes 1 to ${maxLength} positions`);
-  const bad = vocab && ids.backend.graphs === undefined ? ids.dataSync().find((id) => !(id >= 0 && id < vocab)) : undefined;
+  const bad = vocab && ids.backend.graphs === undefined ? ids.dataSync().find((id) => !(id >= 0 && id < vocab) && id !== allowed) : undefined;
   if (bad !== undefined) throw new IndexError(`${label}: ${name} holds ${bad}, outside the vocabulary of ${vocab} ${kind}`);
   return [ids.rank === 1 ? 1 : ids.shape[0], length];
 }

@@ -152,8 +152,8 @@ export async function readConfig(dir: string): Promise<Record<string, unknown>> 
 export type PretrainedModel = GPT2LMHeadModel | BertModel | RobertaModel;
 
 export interface FromPretrainedOptions extends CheckpointOptions {
-  /** Cast the loaded model to this dtype (default: float32). */
-  dtype?: FloatDType;
+  /** Cast the loaded model to this dtype (default, and null as transformers' torch_dtype=None: float32). */
+  dtype?: FloatDType | null;
 }
 
 /**
@@ -167,7 +167,7 @@ export async function fromPretrained(dir: string, fromOptions: FromPretrainedOpt
     camel === "torchDtype" ? " (did you mean dtype?)" : "",
   );
   // Checked before loading: Module.to would take any other string for a backend's name.
-  if (options.dtype !== undefined && !FLOAT_DTYPES.includes(options.dtype)) {
+  if (options.dtype != null && !FLOAT_DTYPES.includes(options.dtype)) {
     throw new ValueError(`fromPretrained: dtype must be one of ${FLOAT_DTYPES.join(", ")}, got ${JSON.stringify(options.dtype)}`);
   }
   const config = await readConfig(dir);
@@ -188,7 +188,7 @@ export async function fromPretrained(dir: string, fromOptions: FromPretrainedOpt
   // As transformers warns: these parameters keep their initial values (a masked-LM file has no pooler), and a fine-tune's head is left out.
   if (missingKeys.length > 0) console.warn(`fromPretrained: ${dir} does not hold ${missingKeys.join(", ")}; they keep their initial values`);
   if (unexpectedKeys.length > 0) console.warn(`fromPretrained: ${dir} holds ${unexpectedKeys.join(", ")}, which the model has no place for; they are not loaded`);
-  if (options.dtype !== undefined && options.dtype !== "float32") model.to(options.dtype);
+  if (options.dtype != null && options.dtype !== "float32") model.to(options.dtype);
   return model.eval();
 }
 

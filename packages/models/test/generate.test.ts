@@ -413,6 +413,31 @@ describe("generate as transformers' generate: the config's end token, top-p, top
     expect([...drawn].every((token) => token >= 60)).toBe(true);
   });
 
+  it("greedy decoding on a host backend refuses logits with a NaN or no finite value as sampling does, not token 0 or the NaN's", () => {
+    const model = new GPT2LMHeadModel({ ...CONFIG, tie_word_embeddings: false }, { seed: 3 });
+    // Hidden states of ones (ln_f's weight 0, bias 1): each token's logit is the sum of its head row.
+    const set = (parameter: { value: Tensor }, values: Float32Array, shape: number[]) => {
+      const old = parameter.value;
+      parameter.value = tensor(values, shape);
+      old.dispose();
+    };
+    set(model.transformer.ln_f.weight as { value: Tensor }, new Float32Array(32), [32]);
+    set(model.transformer.ln_f.bias as { value: Tensor }, new Float32Array(32).fill(1), [32]);
+    const head = (rowValue: (row: number) => number) => set(model.lm_head.weight, Float32Array.from({ length: 64 * 32 }, (_, i) => rowValue(Math.floor(i / 32))), [64, 32]);
+    for (const [what, value] of [["NaN", Number.NaN], ["all -Infinity", -Infinity], ["+Infinity", Infinity]] as const) {
+      head((row) => (row === 7 || what === "all -Infinity" ? value : 0.01 * row));
+      for (const staticCache of [false, true]) {
+        expect(() => model.generate(ids, { maxNewTokens: 3, staticCache }), what).toThrow(ModelsError);
+        expect(() => model.generate(ids, { maxNewTokens: 3, staticCache }), what).toThrow(/generate: sequence 0's logits hold NaN or no finite value \(new token 0\)/);
+        expect(leftBehind(() => model.generate(ids, { maxNewTokens: 3, staticCache })), what).toBe(0);
+      }
+    }
+    expect(model.training).toBe(true);
+    // Finite logits: the largest, the first of a tie (argmax's), as before; -Infinity logits only rule tokens out.
+    head((row) => (row < 60 ? -Infinity : row === 62 || row === 63 ? 1 : 0));
+    expect(rowsOf(model.generate(ids, { maxNewTokens: 2 }))[0].slice(4)).toEqual([62, 62]);
+  });
+
   it("topK keeps every token tied with the k-th largest logit, as transformers' top_k", () => {
     // An untied head whose rows a+1 and a+2 are row a's, a the most likely token: three logits tied at the top.
     const model = new GPT2LMHeadModel({ ...CONFIG, tie_word_embeddings: false }, { seed: 3 });

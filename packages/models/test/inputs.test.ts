@@ -123,7 +123,7 @@ describe("inputs nobody tuned for", () => {
     const roberta = (await fromPretrained(fixtures("roberta"))) as RobertaModel;
     const calls: [string, number, (ids: Tensor) => unknown][] = [
       ["GPT2Model\\(transformer\\)", 96, (ids) => gpt2.forward(ids)],
-      ["GPT2Model\\(transformer\\)", 96, (ids) => gpt2.loss(ids, ids)],
+      ["GPT2LMHeadModel\\.loss", 96, (ids) => gpt2.loss(ids, ids)],
       ["GPT2Model\\(transformer\\)", 96, (ids) => gpt2.transformer.forward(ids, new GPT2Cache(2))],
       ["BertModel", bert.config.vocab_size, (ids) => bert.forward(ids)],
       ["RobertaModel", roberta.config.vocab_size, (ids) => roberta.encode(ids)],
@@ -272,5 +272,10 @@ describe("inputs nobody tuned for", () => {
     // The options they know still work.
     const cast16 = (await fromPretrained(fixtures("gpt2"), { dtype: "bfloat16", strict: true })) as GPT2LMHeadModel;
     expect(cast16.transformer.wte.weight.value.dtype).toBe("bfloat16");
+  });
+
+  it("fromPretrained takes dtype: null (transformers' torch_dtype=None) as the default, float32, as null is every other option's default", async () => {
+    const model = (await fromPretrained(fixtures("gpt2"), { dtype: null })) as GPT2LMHeadModel;
+    expect(model.transformer.wte.weight.value.dtype).toBe("float32");
   });
 });

@@ -1,9 +1,9 @@
 import { backward } from "@blocksparse/autograd";
-import { DTypeError, ShapeError, slice, type Tensor, tensor, tidy } from "@blocksparse/core";
+import { DTypeError, engine, IndexError, ShapeError, slice, type Tensor, tensor, tidy } from "@blocksparse/core";
 import { GPT2LMHeadModel } from "@blocksparse/models";
 import { fromPretrained } from "@blocksparse/models/node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { fixtures, readReference } from "./helpers";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { fixtures, leftBehind, readReference } from "./helpers";
 
 /** Hugging Face's loss from `labels`, in float64 from logits [B, T, V]: mean over t < T - 1 of CE(logits[t], labels[t + 1]), -100 left out. */
 function shiftedLoss(logits: Tensor, labels: number[][]): number {
@@ -80,6 +80,28 @@ describe("GPT2LMHeadModel.loss: Hugging Face's loss from labels", () => {
     expect(() => model.loss(ids, tensor([1, 2], [1, 2], "int32"))).toThrow(ShapeError);
     expect(() => model.loss(ids, tensor([1, 2], [1, 2], "int32"))).toThrow("GPT2LMHeadModel.loss: labels has shape [1,2], expected inputIds' [1,3]");
     expect(() => model.loss(ids, tensor([1, 2, 3], [1, 3]))).toThrow(DTypeError);
+  });
+
+  it("a label outside the vocabulary, or negative and not ignoreIndex, is an IndexError naming labels before any kernel runs", () => {
+    const ids = tensor([1, 2, 3], [1, 3], "int32");
+    const runKernel = vi.spyOn(engine, "runKernel");
+    try {
+      for (const [bad, options] of [[96, {}], [96 + 1000, {}], [-1, {}], [-100, { ignoreIndex: -1 }], [-2, { ignoreIndex: -1 }]] as const) {
+        const labels = tensor([1, bad, 3], [1, 3], "int32");
+        runKernel.mockClear();
+        expect(() => model.loss(ids, labels, options)).toThrow(IndexError);
+        expect(() => model.loss(ids, labels, options)).toThrow(new RegExp(`^GPT2LMHeadModel\\.loss: labels holds ${bad}, outside the vocabulary of 96 tokens$`));
+        expect(runKernel).not.toHaveBeenCalled();
+        expect(leftBehind(() => model.loss(ids, labels, options))).toBe(0);
+        labels.dispose();
+      }
+    } finally {
+      runKernel.mockRestore();
+    }
+    // The last token, -100 (the default ignoreIndex) and another ignoreIndex are labels.
+    expect(Number.isFinite(tidy(() => model.loss(ids, tensor([1, 95, -100], [1, 3], "int32")).item()))).toBe(true);
+    expect(Number.isFinite(tidy(() => model.loss(ids, tensor([1, 95, -1], [1, 3], "int32"), { ignoreIndex: -1 }).item()))).toBe(true);
+    ids.dispose();
   });
 });
 
