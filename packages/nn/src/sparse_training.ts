@@ -1,4 +1,4 @@
-import { backward, noGrad } from "@blocksparse/autograd";
+import { backward, noGrad, reachableLeaves } from "@blocksparse/autograd";
 import { add, BsrPattern, blockNorms, keep, optionsArg, sampledMatmul, Tensor, tensorOn, tidy, ValueError, zerosLike } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
 import { BlockSparseLinear } from "./block_sparse_linear";
@@ -400,7 +400,18 @@ function recordLayerGradients(owner: Module | readonly BlockSparseLinear[], laye
     tidy(() => {
       const value = loss();
       if (!(value instanceof Tensor) || value.size !== 1) throw new ValueError("SparseOptimizer.step: the loss closure must return a scalar Tensor");
-      backward(value);
+      // Leaves it does not freeze (parameters outside the target, an input) get this pass's gradient: theirs are put back after.
+      const probes = [...records.values()].flat().map((r) => r.probe);
+      const others = [...reachableLeaves(value)].filter((t) => !probes.includes(t)).map((t) => [t, t.grad] as const);
+      for (const [t] of others) t.grad = null;
+      try {
+        backward(value);
+      } finally {
+        for (const [t, grad] of others) {
+          t.grad?.dispose();
+          t.grad = grad;
+        }
+      }
     });
   } catch (error) {
     for (const pairs of records.values()) disposeGradients(pairs.map(({ x, probe }) => ({ x, dy: probe })));

@@ -232,4 +232,24 @@ describe("SparseOptimizer schedule", () => {
     x.dispose();
     y.dispose();
   });
+
+  it("leaves the gradients of parameters outside its target (another module, an array of layers) and of inputs as they were", () => {
+    for (const target of ["array", "submodule"]) {
+      const body = new Sequential(new BlockSparseLinear(8, 8, { density: 0.5, blockShape: [4, 4], seed: 1 }), new ReLU());
+      const head = new Linear(8, 3, { seed: 2 });
+      const model = new Sequential(body, head);
+      const sparse = new SparseOptimizer(target === "array" ? [body.at(0) as BlockSparseLinear] : body, { regrow: "gradient", fraction: 0.5 });
+      const x = randn([4, 8], { seed: 3 });
+      x.requiresGrad = true;
+      const y = tensor([0, 1, 2, 0], [4], "int32");
+      backward(crossEntropy(model.forward(x), y));
+      const before = host(head.weight.grad as Tensor);
+      const inputGrad = host(x.grad as Tensor);
+      head.bias?.zeroGrad(); // a gradient the last step cleared stays cleared
+      sparse.step(() => crossEntropy(model.forward(x), y));
+      expect(host(head.weight.grad as Tensor)).toEqual(before);
+      expect(head.bias?.grad).toBeNull();
+      expect(host(x.grad as Tensor)).toEqual(inputGrad);
+    }
+  });
 });
