@@ -1,7 +1,7 @@
 import type { Backend, DataId, TensorInfo } from "./backend";
 import { type DType, type TensorValues, isFloatDType } from "./dtypes";
 import { engine } from "./engine";
-import { DisposedTensorError, ShapeError, DTypeError, BackendError } from "./errors";
+import { DisposedTensorError, ShapeError, DTypeError, BackendError, ValueError } from "./errors";
 import { formatTensor } from "./format_tensor";
 import { Clone, Move } from "./kernel_names";
 import { sizeOf } from "./shape";
@@ -153,6 +153,7 @@ export class Tensor {
    */
   assign(other: Tensor): void {
     this.throwIfDisposed("assign");
+    if (!(other instanceof Tensor)) throw new ValueError(`assign: other must be a Tensor, got ${other}`);
     other.throwIfDisposed("assign");
     if (other.dtype !== this.dtype) {
       throw new DTypeError(`assign: other has dtype ${other.dtype}, expected ${this.dtype}`);

@@ -1,5 +1,6 @@
 import {
   DisposedTensorError,
+  JsBackend,
   ShapeError,
   ValueError,
   adamUpdate,
@@ -11,12 +12,17 @@ import {
   mul,
   multiTensorAdamUpdate,
   ones,
+  onesLike,
+  rand,
   randn,
+  registerBackend,
+  removeBackend,
   squeeze,
   sum,
   tensor,
   tidy,
   zeros,
+  zerosLike,
 } from "@blocksparse/core";
 import { describe, expect, it } from "vitest";
 
@@ -128,5 +134,49 @@ describe("a number a half dtype cannot hold joins a binary op at float32 precisi
     // The widened path's casts and scalar are gone afterwards.
     expect(mul(thousand, 1e-8).toArray()[0]).toBeGreaterThan(0);
     expect(memory().numTensors).toBe(before + 3);
+  });
+});
+
+describe("zerosLike and onesLike follow their input's backend", () => {
+  class SecondJs extends JsBackend {
+    override readonly name = "js-second";
+  }
+  it("a tensor on another backend than the active one gets zeros and ones there (they were made on the active one)", () => {
+    registerBackend("js-second", () => new SecondJs(), 0);
+    try {
+      tidy(() => {
+        const x = tensor([1, 2], [2], "int32").to("js-second");
+        for (const like of [zerosLike(x), onesLike(x)]) {
+          expect(like.backend.name).toBe("js-second");
+          expect(like.dtype).toBe("int32");
+        }
+        // What a layer does with it: add to the tensor it mirrors (a BackendError before).
+        expect(add(x, onesLike(x)).toArray()).toEqual([2, 3]);
+      });
+    } finally {
+      removeBackend("js-second");
+    }
+  });
+});
+
+describe("Tensor.assign names an argument that is not a tensor", () => {
+  it("null or a number is a ValueError, not a TypeError", () => {
+    const x = tensor([1]);
+    expect(() => x.assign(null as never)).toThrow(/assign: other must be a Tensor, got null/);
+    expect(() => x.assign(3 as never)).toThrow(ValueError);
+    x.dispose();
+  });
+});
+
+describe("rand checks its bounds against the dtype", () => {
+  it("bounds past the dtype's largest value are a ValueError, as torch's uniform_ (float16 [0, 1e5) stored a third of its draws as Infinity)", () => {
+    expect(() => rand([4], { low: 0, high: 1e5, dtype: "float16" })).toThrow(/rand: \[0, 100000\) is outside float16's range/);
+    expect(() => rand([4], { low: -1e39, high: 0 })).toThrow(ValueError);
+    expect(() => rand([4], { low: 0, high: 3.4e38, dtype: "bfloat16" })).toThrow(ValueError);
+    // The largest values themselves are bounds.
+    for (const [high, dtype] of [[65504, "float16"], [3.3895313892515355e38, "bfloat16"], [3.4028234663852886e38, "float32"]] as const) {
+      const draws = tidy(() => rand([1000], { low: -high, high, dtype, seed: 3 }).toArray());
+      expect(draws.every(Number.isFinite)).toBe(true);
+    }
   });
 });

@@ -50,11 +50,13 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // moves nothing and told a captured forward's replay apart from a write in place (+0.16 KiB: 74.849 measured); 74.9 KiB
   // until Tensor.to and indexCopy carried gradients (the engine's Move kernel, indexCopy recorded as an in-place write
   // with its rule, the tape's per-tensor backend) and int32 tensors refused requiresGrad (+0.62 KiB: 75.470 measured);
-  // 75.5 KiB until format refused unknown option keys and masks of other than 0 / 1 (+0.24 KiB: 75.706 measured).
-  it("format + core + autograd + nn stay within 75.8 KiB gzipped and evaluate no code", async () => {
+  // 75.5 KiB until format refused unknown option keys and masks of other than 0 / 1 (+0.24 KiB: 75.706 measured); 75.8
+  // KiB until RigL's gradient pass put back other leaves' gradients, zerosLike kept its input's backend and rand refused
+  // bounds past its dtype (+0.16 KiB: 75.863 measured).
+  it("format + core + autograd + nn stay within 76.0 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(75.8);
+    expect(gzipKiB).toBeLessThanOrEqual(76.0);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 

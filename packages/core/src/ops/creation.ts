@@ -154,12 +154,14 @@ export function ones(shape: readonly number[], dtype: DType = "float32"): Tensor
   return full(shape, 1, dtype);
 }
 
+/** Zeros of t's shape and dtype on t's backend (as torch.zeros_like keeps the device). */
 export function zerosLike(t: Tensor): Tensor {
-  return full(t.shape, 0, t.dtype);
+  return fullOn(t.backend, t.shape, 0, t.dtype);
 }
 
+/** Ones of t's shape and dtype on t's backend. */
 export function onesLike(t: Tensor): Tensor {
-  return full(t.shape, 1, t.dtype);
+  return fullOn(t.backend, t.shape, 1, t.dtype);
 }
 
 /** [start, start + step, ...) below `stop` (or above it for a negative step). */
@@ -241,6 +243,8 @@ export function rand(shape: readonly number[], options?: (RandomOptions & { low?
   const random = generator(seed);
   // Unclamped, a bfloat16 draw of [0, 1) was 1 once in 512 (float16: 4096, float32: 2^25).
   const top = 1 - 2 ** -(dtype === "bfloat16" ? 8 : dtype === "float16" ? 11 : 24);
+  // The dtype's largest value is top 2^16 (float16) or top 2^128: past it, as torch's uniform_ refuses, draws store as Infinity.
+  if (Math.max(-low, high) > top * 2 ** (dtype === "float16" ? 16 : 128)) throw new ValueError(`rand: [${low}, ${high}) is outside ${dtype}'s range`);
   return randomFloat("rand", shape, dtype, (out) => {
     for (let i = 0; i < out.length; i++) out[i] = low + (high - low) * Math.min(random.next(), top);
   });
