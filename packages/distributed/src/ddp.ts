@@ -226,6 +226,7 @@ export class DistributedDataParallel extends Module {
     noGrad(() => {
       for (const [layer, pattern] of patterns) if (!pattern.equals(layer.pattern)) layer.setPattern(pattern);
     });
+    await this.#checkLayouts("DistributedDataParallel.broadcastParameters");
     await Promise.all(this.module.parameters().map((parameter) => this.#group.broadcast(parameter.value, 0)));
   }
 
@@ -417,8 +418,9 @@ export class DistributedDataParallel extends Module {
   /**
    * Before any bucket is reduced: checks that every rank has the same parameters taking gradients
    * and the same block-sparse patterns (the buckets are planned from them, and a gradient's
-   * values are per block), in one allGather of four numbers per rank (parameter count, how many
-   * take gradients, a digest of which, a digest of the patterns). Only when they differ, a second
+   * values are per block), in one allGather of six numbers per rank (parameter count, how many
+   * take gradients, a digest of which, a digest of the patterns, the count of unused parameters,
+   * a digest of every parameter's dtype and shape). Only when they differ, a second
    * allGather finds the parameters that differ, and every rank throws the same error naming them,
    * instead of calling collectives of other sizes (a CollectiveError about shapes on the CPU
    * group; a hang or wrong sums on NCCL) or averaging the gradients of different blocks. A
@@ -451,13 +453,16 @@ export class DistributedDataParallel extends Module {
       return digest;
     };
     const patternDigests = Int32Array.from(named, ([, { pattern }]) => (pattern === null ? 0 : patternDigest(pattern)));
-    const fields = 5;
-    const fingerprints = await this.#allGatherInt32([count, flags.reduce((a, b) => a + b, 0), digestOf(flags), digestOf(patternDigests), unused]);
+    // Per parameter: its dtype and shape (a block-sparse weight's dense shape: its block count is the pattern check's).
+    const layouts = named.map(([, parameter]) => layoutOf(parameter));
+    const layoutDigests = Int32Array.from(layouts, layoutDigest);
+    const fields = 6;
+    const fingerprints = await this.#allGatherInt32([count, flags.reduce((a, b) => a + b, 0), digestOf(flags), digestOf(patternDigests), unused, digestOf(layoutDigests)]);
     const ranks = Array.from({ length: worldSize }, (_, r) => r);
     const field = (r: number, f: number) => fingerprints[r * fields + f];
     const agree = (f: number) => ranks.every((r) => field(r, f) === field(0, f));
     const exchange = ranks.some((r) => field(r, 4) > 0);
-    if (agree(0) && agree(1) && agree(2) && agree(3)) return exchange;
+    if (agree(0) && agree(1) && agree(2) && agree(3) && agree(5)) return exchange;
     if (!agree(0)) {
       const counts = ranks.map((r) => `${field(r, 0)} on rank ${r}`).join(", ");
       throw new ReplicaDivergenceError(`${where}: the ranks built different models: their numbers of parameters differ (${counts})`);
@@ -484,6 +489,8 @@ export class DistributedDataParallel extends Module {
         );
       }
     }
+    // Same sizes in other shapes would be averaged silently (a [4, 8] weight's gradient with a [8, 4] one's); other sizes hang NCCL.
+    if (!agree(5)) await this.#throwLayoutMismatch(where, named, layouts, layoutDigests);
     if (agree(3)) return exchange;
     const all = await this.#allGatherInt32(patternDigests);
     const details: string[] = [];
@@ -496,6 +503,40 @@ export class DistributedDataParallel extends Module {
     throw new ReplicaDivergenceError(
       `${where}: the ranks hold different block-sparse patterns, so they would average the gradients of different blocks: ${details.join("; ")}. Move patterns with DistributedDataParallel.movePatterns (rank 0 decides, every rank follows) rather than sparse.step on each rank`,
     );
+  }
+
+  /**
+   * Checks that every rank has the same number of parameters, of the same dtypes and shapes (torch's DDP checks
+   * this when it starts): a ReplicaDivergenceError on every rank naming the parameters that differ, instead of
+   * broadcasts of other sizes (a hang with NCCL) or a rank that finishes create while rank 0 still waits.
+   */
+  async #checkLayouts(where: string): Promise<void> {
+    if (this.#group.worldSize === 1) return;
+    const named = this.module.namedParameters();
+    const layouts = named.map(([, parameter]) => layoutOf(parameter));
+    const digests = Int32Array.from(layouts, layoutDigest);
+    const fingerprints = await this.#allGatherInt32([named.length, layoutDigest(digests.join(","))]);
+    const ranks = Array.from({ length: this.#group.worldSize }, (_, r) => r);
+    if (ranks.every((r) => fingerprints[2 * r] === fingerprints[0] && fingerprints[2 * r + 1] === fingerprints[1])) return;
+    if (!ranks.every((r) => fingerprints[2 * r] === fingerprints[0])) {
+      const counts = ranks.map((r) => `${fingerprints[2 * r]} on rank ${r}`).join(", ");
+      throw new ReplicaDivergenceError(`${where}: the ranks built different models: their numbers of parameters differ (${counts})`);
+    }
+    await this.#throwLayoutMismatch(where, named, layouts, digests);
+  }
+
+  /** With the ranks' layout digests known to differ: one allGather of them, and a ReplicaDivergenceError naming the parameters that differ. */
+  async #throwLayoutMismatch(where: string, named: [string, Parameter][], layouts: string[], digests: Int32Array): Promise<void> {
+    const all = await this.#allGatherInt32(digests);
+    const ranks = Array.from({ length: this.#group.worldSize }, (_, r) => r);
+    const details: string[] = [];
+    named.forEach(([name], i) => {
+      const differing = ranks.filter((r) => all[r * named.length + i] !== all[i]);
+      const label = name === "" ? `parameter #${i}` : `parameter '${name}'`;
+      if (differing.length > 0) details.push(`${label} (${layouts[i]} on rank ${this.#group.rank}) has another dtype or shape than rank 0's on rank(s) ${differing.join(", ")}`);
+    });
+    // A guard only: equal digests give equal fingerprints, and every rank sees the same digests.
+    if (details.length > 0) throw new ReplicaDivergenceError(`${where}: the ranks built different models: ${details.join("; ")}`);
   }
 
   /** Parameters that take gradients, in reverse order (backward reaches the last layers first), cut into buckets of one dtype. */
@@ -595,6 +636,16 @@ export class DistributedDataParallel extends Module {
     const all = await this.#allGatherInt32(held.map((h) => (h ? 1 : 0)));
     return held.map((_, i) => Array.from({ length: this.#group.worldSize }, (_, r) => all[r * held.length + i] === 1).some(Boolean));
   }
+}
+
+/** A parameter's dtype and shape as the ranks compare them; a block-sparse weight's is its dense shape and block shape. */
+function layoutOf(parameter: Parameter): string {
+  const { pattern } = parameter;
+  return pattern === null ? `${parameter.dtype} [${parameter.shape.join(", ")}]` : `${parameter.dtype} [${pattern.shape.join(", ")}] in [${pattern.blockShape.join(", ")}] blocks`;
+}
+
+function layoutDigest(layout: string): number {
+  return createHash("sha256").update(layout).digest().readInt32LE(0);
 }
 
 /** True for a promise or any object with a `then` method (what `await` would wait for). */

@@ -33,7 +33,7 @@ export interface LaunchOptions {
   log?: (line: string) => void;
 }
 
-export const LAUNCHER_USAGE = `usage: blocksparse-run --nproc-per-node N [--nnodes M --node-rank K --master-addr ADDR --master-port PORT] script.js [script args]
+export const LAUNCHER_USAGE = `usage: blocksparse-run --nproc-per-node N [--nnodes M --node-rank K --master-addr ADDR --master-port PORT] [--] script.js [script args]
 
   --nproc-per-node N   processes to start on this host (one per GPU)
   --nnodes M           hosts in the job (default 1)
@@ -56,6 +56,11 @@ export function parseLauncherArgs(argv: readonly string[]): LaunchOptions {
   const values: Record<string, string> = {};
   let i = 0;
   while (i < argv.length && argv[i].startsWith("--")) {
+    // `--` ends the launcher's options (as in most command lines): the script and its arguments follow.
+    if (argv[i] === "--") {
+      i++;
+      break;
+    }
     const [flag, inline] = argv[i].slice(2).split(/=(.*)/s, 2);
     const name = flag.replaceAll("_", "-");
     if (!(name in OPTION_NAMES)) throw new ValueError(`blocksparse-run: unknown option --${flag}\n${LAUNCHER_USAGE}`);

@@ -38,7 +38,8 @@ export class Rendezvous {
     const server = env.rank === 0 && !env.launcherStore ? await TcpStoreServer.listen(env.masterAddr, env.masterPort) : null;
     let store: TcpStore;
     try {
-      store = await TcpStore.connect(env.masterAddr, env.masterPort, { timeoutMs: wait });
+      // Without the launcher, rank 0's process hosts the store: the store closing means rank 0 is gone.
+      store = await TcpStore.connect(env.masterAddr, env.masterPort, { timeoutMs: wait, hostRank: env.launcherStore ? undefined : 0 });
     } catch (error) {
       await server?.close();
       throw error;

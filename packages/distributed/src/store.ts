@@ -190,6 +190,12 @@ interface Pending {
 export interface StoreConnectOptions {
   /** How long to keep trying while the server is not up yet (default 60 s), or what is left of a longer wait. */
   timeoutMs?: StoreTimeout;
+  /**
+   * The rank whose process hosts the store (rank 0 when no launcher hosts it): when the store then
+   * closes the connection, its requests fail with a RankFailedError naming that rank, since the
+   * store closing means its host is gone.
+   */
+  hostRank?: number;
 }
 
 /**
@@ -241,13 +247,17 @@ export class TcpStore {
   readonly #pending = new Map<number, Pending>();
   #nextId = 1;
   #closedReason: string | null = null;
+  readonly #hostRank: number | undefined;
+  // Set when the store end closed the connection (not this side's close): its host is gone.
+  #storeClosed = false;
   // The rank the store said the job lost (its frame of id 0), if it did.
   #lostRank: { rank: number; reason: string } | null = null;
 
-  private constructor(socket: Socket, host: string, port: number) {
+  private constructor(socket: Socket, host: string, port: number, hostRank: number | undefined) {
     this.#socket = socket;
     this.host = host;
     this.port = port;
+    this.#hostRank = hostRank;
     const reader = new FrameReader();
     socket.on("data", (chunk: Buffer) => {
       let frames: Frame[];
@@ -278,9 +288,9 @@ export class TcpStore {
     const closed = `the store at ${host}:${port} closed the connection (the process hosting it, rank 0 or the launcher, may have exited)`;
     socket.on("error", (error: NodeJS.ErrnoException) => {
       const reset = error.code === "ECONNRESET" || error.code === "EPIPE";
-      this.#fail(reset ? closed : `the connection to the store at ${host}:${port} failed: ${error.message}`);
+      this.#fail(reset ? closed : `the connection to the store at ${host}:${port} failed: ${error.message}`, reset);
     });
-    socket.on("close", () => this.#fail(closed));
+    socket.on("close", () => this.#fail(closed, true));
   }
 
   /**
@@ -290,12 +300,15 @@ export class TcpStore {
   static async connect(host: string, port: number, options: StoreConnectOptions = {}): Promise<TcpStore> {
     if (typeof host !== "string" || host === "") throw new ValueError(`TcpStore.connect: host must be a host name or address, got ${String(host)}`);
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw new ValueError(`TcpStore.connect: port must be in [1, 65535], got ${String(port)}`);
+    if (options.hostRank !== undefined && !(Number.isSafeInteger(options.hostRank) && options.hostRank >= 0)) {
+      throw new ValueError(`TcpStore.connect: hostRank must be a non-negative integer, got ${String(options.hostRank)}`);
+    }
     checkTimeout("connect", options.timeoutMs);
     const { timeoutMs, deadline } = resolveTimeout(options.timeoutMs ?? 60_000);
     let last = "no attempt started before the deadline";
     for (let left = deadline - Date.now(); left > 0; left = deadline - Date.now()) {
       try {
-        return new TcpStore(await connectOnce(host, port, left), host, port);
+        return new TcpStore(await connectOnce(host, port, left), host, port, options.hostRank);
       } catch (error) {
         last = (error as Error).message;
         const pause = Math.min(100, deadline - Date.now());
@@ -383,8 +396,11 @@ export class TcpStore {
     });
   }
 
-  #fail(reason: string): void {
-    if (this.#closedReason === null) this.#closedReason = reason;
+  #fail(reason: string, byStore = false): void {
+    if (this.#closedReason === null) {
+      this.#closedReason = reason;
+      this.#storeClosed = byStore;
+    }
     for (const [id, pending] of this.#pending) {
       this.#pending.delete(id);
       clearTimeout(pending.timer);
@@ -396,6 +412,10 @@ export class TcpStore {
   #closedError(what: string): StoreError | RankFailedError {
     const lost = this.#lostRank;
     if (lost !== null) return new RankFailedError(lost.rank, `store ${what}: ${lost.reason}; then ${this.#closedReason}`);
+    if (this.#storeClosed && this.#hostRank !== undefined) {
+      const rank = this.#hostRank;
+      return new RankFailedError(rank, `store ${what}: rank ${rank} is gone: the store it hosted at ${this.host}:${this.port} closed the connection (rank ${rank} exited, threw, crashed or was killed)`);
+    }
     return new StoreError(`store ${what}: ${this.#closedReason}`);
   }
 }

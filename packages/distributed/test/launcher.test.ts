@@ -19,6 +19,11 @@ describe("blocksparse-run", () => {
     });
   });
 
+  it("takes -- as the end of its options: what follows is the script and its arguments", () => {
+    expect(parseLauncherArgs(["--nproc-per-node", "2", "--", "train.js", "--lr", "1"])).toMatchObject({ nprocPerNode: 2, script: "train.js", args: ["--lr", "1"] });
+    expect(() => parseLauncherArgs(["--nproc-per-node", "2", "--"])).toThrow(/no script given/);
+  });
+
   it("refuses a missing script, an unknown option, a non-integer count, each with the usage", () => {
     expect(() => parseLauncherArgs(["--nproc-per-node", "2"])).toThrow(/no script given[\s\S]*usage: blocksparse-run/);
     expect(() => parseLauncherArgs(["--nprocs", "2", "a.js"])).toThrow(/unknown option --nprocs/);

@@ -172,6 +172,26 @@ describe("a rank that is gone", () => {
     await expect(store.join(-1)).rejects.toThrow(/TcpStore.join: rank must be a non-negative integer, got -1/);
   });
 
+  it("without the launcher, rank 0 hosts the store: when rank 0 is gone, a collective waiting on it and every later one fail with a RankFailedError naming rank 0", async () => {
+    const probe = await TcpStoreServer.listen("127.0.0.1", 0);
+    const port = probe.port;
+    await probe.close();
+    const env = (rank: number) => ({ rank, worldSize: 2, localRank: rank, localWorldSize: 2, masterAddr: "127.0.0.1", masterPort: port, launcherStore: false });
+    const [host, other] = await within(Promise.all([0, 1].map((rank) => Rendezvous.join(env(rank), { timeoutMs: 60_000 }))), 10_000);
+    cleanups.push(() => other.close());
+    const group = new CpuProcessGroup(other);
+    const waiting = group.allReduce(tensor([1, 2])).catch((caught: unknown) => caught);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    // Rank 0 exits without destroy: its store and its connection go with it.
+    await host.close();
+    const error = await within(waiting, 5000);
+    // It used to be a CollectiveError about the store closing, not naming the rank gone.
+    expect(error).toBeInstanceOf(RankFailedError);
+    expect(error).toMatchObject({ rank: 0 });
+    expect((error as Error).message).toMatch(/^allReduce \(float32 \[2\], sum\), collective #0 of rank 1: store get 'cpu\/0\/0': rank 0 is gone: the store it hosted at 127\.0\.0\.1:\d+ closed the connection/);
+    await expect(within(group.barrier(), 5000)).rejects.toMatchObject({ name: "RankFailedError", rank: 0 });
+  });
+
   it("the first rank gone is the one named, when the others' connections close after it", async () => {
     const { server, store } = await storePair();
     const [first, second] = [await joined(server, 2), await joined(server, 0)];
@@ -643,6 +663,42 @@ describe("DistributedDataParallel on replicas that differ, and on failing collec
     await Promise.all(ddps.map((ddp) => ddp.allReduceGradients()));
     for (const t of [x, ...losses]) t.dispose();
     for (const ddp of ddps) ddp.zeroGrad();
+  });
+
+  it("parameters of the same size in other shapes (created without broadcast) fail backward on every rank with a ReplicaDivergenceError naming them, instead of averaging a [8, 4] gradient with a [4, 8] one", async () => {
+    const [g0, g1] = await twoRanks();
+    const [m0, m1] = [new Linear(4, 8, { seed: 1, bias: false }), new Linear(8, 4, { seed: 1, bias: false })];
+    const ddps = await Promise.all([DistributedDataParallel.create(m0, g0, { broadcastParameters: false }), DistributedDataParallel.create(m1, g1, { broadcastParameters: false })]);
+    const losses = [sum(m0.forward(randn([2, 4], { seed: 2 }))), sum(m1.forward(randn([2, 8], { seed: 3 })))];
+    const results = await within(Promise.allSettled(ddps.map((ddp, rank) => ddp.backward(losses[rank]))), 10_000);
+    for (const [rank, result] of results.entries()) {
+      expect(result.status === "rejected" && result.reason).toBeInstanceOf(ReplicaDivergenceError);
+      expect(result.status === "rejected" && (result.reason as Error).message).toBe(
+        `DistributedDataParallel.backward: the ranks built different models: parameter 'weight' (float32 ${rank === 0 ? "[8, 4]" : "[4, 8]"} on rank ${rank}) has another dtype or shape than rank 0's on rank(s) 1`,
+      );
+    }
+  });
+
+  it("create on parameters of other shapes or counts fails on every rank with a ReplicaDivergenceError, instead of broadcasts of other sizes or a rank that returns while rank 0 waits", async () => {
+    const [g0, g1] = await twoRanks();
+    const shapes = await within(Promise.allSettled([DistributedDataParallel.create(new Linear(4, 8, { seed: 1 }), g0), DistributedDataParallel.create(new Linear(8, 4, { seed: 1 }), g1)]), 10_000);
+    for (const result of shapes) {
+      expect(result.status === "rejected" && (result.reason as Error).message).toMatch(
+        /^DistributedDataParallel\.broadcastParameters: the ranks built different models: parameter 'weight' \(float32 \[(8, 4|4, 8)\] on rank [01]\) has another dtype or shape than rank 0's on rank\(s\) 1; parameter 'bias'/,
+      );
+    }
+    const [h0, h1] = await twoRanks();
+    // Rank 1's parameters are rank 0's first two: it used to return from create while rank 0 waited on a third broadcast.
+    const counts = await within(
+      Promise.allSettled([DistributedDataParallel.create(new Sequential(new Linear(4, 4, { seed: 1 }), new Linear(4, 4, { seed: 1, bias: false })), h0), DistributedDataParallel.create(new Linear(4, 4, { seed: 1 }), h1)]),
+      10_000,
+    );
+    for (const result of counts) {
+      expect(result.status === "rejected" && result.reason).toBeInstanceOf(ReplicaDivergenceError);
+      expect(result.status === "rejected" && (result.reason as Error).message).toBe(
+        "DistributedDataParallel.broadcastParameters: the ranks built different models: their numbers of parameters differ (3 on rank 0, 2 on rank 1)",
+      );
+    }
   });
 
   it("checkReplicas leaves no tensor behind", async () => {
