@@ -5,6 +5,7 @@
 #include <napi.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -115,12 +116,33 @@ void checkApart(Napi::Env env, const char* fn, const Span& out, std::initializer
   }
 }
 
-Napi::Int32Array indexField(Napi::Env env, const Napi::Object& pattern, const char* fn, const char* name) {
-  return typedArray<int32_t, napi_int32_array>(env, pattern.Get(name), fn, std::string("pattern.").append(name).c_str(), "an Int32Array");
+// The pattern's fields, each read once with Get, before any array's data is taken: a getter or a Proxy trap runs
+// JavaScript, which could detach an array already taken (its memory freed under the kernel: a crash).
+struct PatternFields {
+  Napi::Value rows, cols, blockHeight, blockWidth;
+  // blockRowPtr and blockColIdx, or, column-wise, blockColPtr, blockRowIdx and valueIndex.
+  Napi::Value pointers, indices, valueIndex;
+};
+
+PatternFields patternFields(Napi::Env env, const Napi::Value& value, const char* fn, bool columnWise) {
+  if (!value.IsObject()) fail(env, "ERR_CPU_INVALID_ARGUMENT", std::string(fn) + ": pattern must be an object");
+  const Napi::Object pattern = value.As<Napi::Object>();
+  PatternFields fields;
+  fields.rows = pattern.Get("rows");
+  fields.cols = pattern.Get("cols");
+  fields.blockHeight = pattern.Get("blockHeight");
+  fields.blockWidth = pattern.Get("blockWidth");
+  fields.pointers = pattern.Get(columnWise ? "blockColPtr" : "blockRowPtr");
+  fields.indices = pattern.Get(columnWise ? "blockRowIdx" : "blockColIdx");
+  if (columnWise) fields.valueIndex = pattern.Get("valueIndex");
+  return fields;
 }
 
-int64_t sizeField(Napi::Env env, const Napi::Object& pattern, const char* fn, const char* name) {
-  const Napi::Value value = pattern.Get(name);
+Napi::Int32Array indexField(Napi::Env env, const Napi::Value& value, const char* fn, const char* name) {
+  return typedArray<int32_t, napi_int32_array>(env, value, fn, std::string("pattern.").append(name).c_str(), "an Int32Array");
+}
+
+int64_t sizeField(Napi::Env env, const Napi::Value& value, const char* fn, const char* name) {
   if (!value.IsNumber()) fail(env, "ERR_CPU_INVALID_ARGUMENT", std::string(fn) + ": pattern." + name + " must be a number");
   const double number = value.As<Napi::Number>().DoubleValue();
   if (!(number >= 0) || number > 2147483647.0 || number != static_cast<double>(static_cast<int64_t>(number))) {
@@ -166,15 +188,13 @@ struct CheckedPattern {
   Span valueIndices{};
 };
 
-CheckedPattern checkPattern(Napi::Env env, const Napi::Value& value, const char* fn, bool columnWise) {
-  if (!value.IsObject()) fail(env, "ERR_CPU_INVALID_ARGUMENT", std::string(fn) + ": pattern must be an object");
-  const Napi::Object pattern = value.As<Napi::Object>();
+CheckedPattern checkPattern(Napi::Env env, const PatternFields& pattern, const char* fn, bool columnWise) {
   CheckedPattern checked;
   BsrView& w = checked.view;
-  w.rows = sizeField(env, pattern, fn, "rows");
-  w.cols = sizeField(env, pattern, fn, "cols");
-  w.blockHeight = sizeField(env, pattern, fn, "blockHeight");
-  w.blockWidth = sizeField(env, pattern, fn, "blockWidth");
+  w.rows = sizeField(env, pattern.rows, fn, "rows");
+  w.cols = sizeField(env, pattern.cols, fn, "cols");
+  w.blockHeight = sizeField(env, pattern.blockHeight, fn, "blockHeight");
+  w.blockWidth = sizeField(env, pattern.blockWidth, fn, "blockWidth");
   if (w.blockHeight == 0 || w.blockWidth == 0 || w.rows % w.blockHeight != 0 || w.cols % w.blockWidth != 0) {
     fail(env, "ERR_CPU_SHAPE", std::string(fn) + ": shape " + std::to_string(w.rows) + "x" + std::to_string(w.cols) +
                                    " is not a whole number of " + std::to_string(w.blockHeight) + "x" + std::to_string(w.blockWidth) + " blocks");
@@ -182,8 +202,8 @@ CheckedPattern checkPattern(Napi::Env env, const Napi::Value& value, const char*
   const int64_t blockRows = w.rows / w.blockHeight;
   const int64_t blockCols = w.cols / w.blockWidth;
   if (!columnWise) {
-    const Napi::Int32Array rowPtr = indexField(env, pattern, fn, "blockRowPtr");
-    const Napi::Int32Array colIdx = indexField(env, pattern, fn, "blockColIdx");
+    const Napi::Int32Array rowPtr = indexField(env, pattern.pointers, fn, "blockRowPtr");
+    const Napi::Int32Array colIdx = indexField(env, pattern.indices, fn, "blockColIdx");
     checked.nnz = checkCompressed(env, fn, "blockRowPtr", rowPtr, "blockColIdx", colIdx, blockRows, blockCols);
     w.blockRowPtr = rowPtr.Data();
     w.blockColIdx = colIdx.Data();
@@ -191,9 +211,9 @@ CheckedPattern checkPattern(Napi::Env env, const Napi::Value& value, const char*
     checked.indices = spanOf("pattern.blockColIdx", w.blockColIdx, 0, checked.nnz, sizeof(int32_t));
   }
   if (columnWise) {
-    const Napi::Int32Array colPtr = indexField(env, pattern, fn, "blockColPtr");
-    const Napi::Int32Array rowIdx = indexField(env, pattern, fn, "blockRowIdx");
-    const Napi::Int32Array valueIndexArray = indexField(env, pattern, fn, "valueIndex");
+    const Napi::Int32Array colPtr = indexField(env, pattern.pointers, fn, "blockColPtr");
+    const Napi::Int32Array rowIdx = indexField(env, pattern.indices, fn, "blockRowIdx");
+    const Napi::Int32Array valueIndexArray = indexField(env, pattern.valueIndex, fn, "valueIndex");
     const int32_t* valueIndex = valueIndexArray.Data();
     checked.nnz = checkCompressed(env, fn, "blockColPtr", colPtr, "blockRowIdx", rowIdx, blockCols, blockRows);
     if (static_cast<int64_t>(valueIndexArray.ElementLength()) < checked.nnz) {
@@ -227,6 +247,10 @@ std::mutex& callMutex() {
   static std::mutex mutex;
   return mutex;
 }
+
+// Whether setThreads or a successful setIsa has run in this process (any thread): a backend starting later (the first
+// op after setCpuThreads, or one in another worker) keeps those settings instead of applying the environment's again.
+std::atomic<bool> settingsChosen{false};
 
 // Runs a kernel, turning an allocation failure into a typed error.
 template <typename Body>
@@ -287,12 +311,14 @@ Napi::Value BsrLinear(const Napi::CallbackInfo& info) {
   const char* fn = "bsrLinear";
   expectArgs(info, 10, fn);
   Napi::Env env = info.Env();
+  // Read first: its getters run JavaScript (see PatternFields).
+  const PatternFields fields = patternFields(env, info[9], fn, false);
   ArrayArg x = arrayArg(info, 0, fn, "x"), values = arrayArg(info, 2, fn, "values");
   const bool hasBias = !info[4].IsNull() && !info[4].IsUndefined();
   ArrayArg bias{"bias", hasBias ? floatArg(info, 4, fn, "bias") : Napi::Float32Array(), integerArg(info, 5, fn, "biasOffset")};
   ArrayArg y = arrayArg(info, 6, fn, "y");
   const int64_t tokens = integerArg(info, 8, fn, "tokens");
-  CheckedPattern pattern = checkPattern(env, info[9], fn, false);
+  CheckedPattern pattern = checkPattern(env, fields, fn, false);
   BsrView& w = pattern.view;
   const int64_t valueCount = blockElements(env, fn, "values", pattern);
   x.require(env, fn, elementCount(env, fn, "x", tokens, w.cols));
@@ -312,9 +338,11 @@ Napi::Value BsrMatmul(const Napi::CallbackInfo& info) {
   const char* fn = "bsrMatmul";
   expectArgs(info, 8, fn);
   Napi::Env env = info.Env();
+  // Read first: its getters run JavaScript (see PatternFields).
+  const PatternFields fields = patternFields(env, info[7], fn, true);
   ArrayArg dy = arrayArg(info, 0, fn, "dy"), values = arrayArg(info, 2, fn, "values"), dx = arrayArg(info, 4, fn, "dx");
   const int64_t tokens = integerArg(info, 6, fn, "tokens");
-  CheckedPattern pattern = checkPattern(env, info[7], fn, true);
+  CheckedPattern pattern = checkPattern(env, fields, fn, true);
   BsrView& w = pattern.view;
   const int64_t valueCount = blockElements(env, fn, "values", pattern);
   dy.require(env, fn, elementCount(env, fn, "dy", tokens, w.rows));
@@ -332,9 +360,11 @@ Napi::Value SampledMatmul(const Napi::CallbackInfo& info) {
   const char* fn = "sampledMatmul";
   expectArgs(info, 8, fn);
   Napi::Env env = info.Env();
+  // Read first: its getters run JavaScript (see PatternFields).
+  const PatternFields fields = patternFields(env, info[7], fn, false);
   ArrayArg dy = arrayArg(info, 0, fn, "dy"), x = arrayArg(info, 2, fn, "x"), dw = arrayArg(info, 4, fn, "dw");
   const int64_t tokens = integerArg(info, 6, fn, "tokens");
-  CheckedPattern pattern = checkPattern(env, info[7], fn, false);
+  CheckedPattern pattern = checkPattern(env, fields, fn, false);
   BsrView& w = pattern.view;
   const int64_t dwCount = blockElements(env, fn, "dw", pattern);
   dy.require(env, fn, elementCount(env, fn, "dy", tokens, w.rows));
@@ -356,6 +386,7 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   out.Set("threads", bsk::threadCount());
   out.Set("hardwareThreads", bsk::hardwareThreads());
   out.Set("polling", bsk::threadsPoll());
+  out.Set("settingsChosen", settingsChosen.load());
 #if defined(__x86_64__) || defined(_M_X64)
   out.Set("arch", "x64");
 #elif defined(__aarch64__)
@@ -372,6 +403,7 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   const int64_t n = integerArg(info, 0, "setThreads", "n");
   const std::lock_guard<std::mutex> lock(callMutex());
   bsk::setThreadCount(static_cast<int>(n > 4096 ? 4096 : n));
+  settingsChosen = true;
   return Napi::Number::New(info.Env(), bsk::threadCount());
 }
 
@@ -381,7 +413,9 @@ Napi::Value SetIsa(const Napi::CallbackInfo& info) {
   if (!info[0].IsString()) fail(info.Env(), "ERR_CPU_INVALID_ARGUMENT", "setIsa: name must be a string");
   const std::string name = info[0].As<Napi::String>().Utf8Value();
   const std::lock_guard<std::mutex> lock(callMutex());
-  return Napi::Boolean::New(info.Env(), bsk::setActiveKernel(name.c_str()));
+  const bool chosen = bsk::setActiveKernel(name.c_str());
+  if (chosen) settingsChosen = true;
+  return Napi::Boolean::New(info.Env(), chosen);
 }
 
 // adviseHugePages(buffer): asks Linux to back the buffer's whole 2 MiB pages with transparent huge

@@ -17,6 +17,8 @@ export interface BuildInfo {
   hardwareThreads: number;
   /** Whether idle threads poll for the next job before sleeping: only while the pool has no more threads than the process has cores. */
   polling: boolean;
+  /** Whether setThreads or setIsa has run in this process (any thread): a backend starting then keeps those settings. */
+  settingsChosen: boolean;
   arch: "x64" | "arm64" | "other";
 }
 

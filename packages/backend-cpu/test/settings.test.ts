@@ -1,7 +1,7 @@
 import { spawnSync } from "node:child_process";
 import { availableParallelism } from "node:os";
 import { BackendError, BsrPattern, IndexError, ShapeError, ValueError, matmul, ones, setBackend } from "@blocksparse/core";
-import { cpuBackend, cpuIsa, cpuThreads, defaultCpuThreads, nativeCompute, setCpuIsa, setCpuThreads } from "../src/index";
+import { CpuBackend, cpuBackend, cpuIsa, cpuThreads, defaultCpuThreads, nativeCompute, setCpuIsa, setCpuThreads } from "../src/index";
 import { applyEnvironmentSettings } from "../src/settings";
 import type { NativeIsa } from "../src/native";
 import { SeededRandom } from "@blocksparse/core/testing";
@@ -119,6 +119,27 @@ describe.skipIf(cpuMissing)("thread count and instruction set", () => {
     } finally {
       if (savedIsa === undefined) delete process.env.BLOCKSPARSE_CPU_ISA;
       else process.env.BLOCKSPARSE_CPU_ISA = savedIsa;
+    }
+  });
+
+  it("setCpuThreads and setCpuIsa called before the backend starts are kept when it starts, whatever the environment says", () => {
+    // The constructor applied BLOCKSPARSE_CPU_THREADS (or the core count) and BLOCKSPARSE_CPU_ISA over them: a
+    // setCpuThreads(1) made before the first op was undone by that op.
+    const savedIsa = process.env.BLOCKSPARSE_CPU_ISA;
+    const isa = cpuIsa();
+    try {
+      setCpuIsa("scalar");
+      setCpuThreads(1);
+      process.env.BLOCKSPARSE_CPU_THREADS = "3";
+      process.env.BLOCKSPARSE_CPU_ISA = isa;
+      const started = new CpuBackend();
+      started.dispose();
+      expect(cpuThreads()).toBe(1);
+      expect(cpuIsa()).toBe("scalar");
+    } finally {
+      if (savedIsa === undefined) delete process.env.BLOCKSPARSE_CPU_ISA;
+      else process.env.BLOCKSPARSE_CPU_ISA = savedIsa;
+      setCpuIsa(isa);
     }
   });
 
@@ -272,6 +293,34 @@ describe.skipIf(cpuMissing)("the addon checks its arguments before any kernel ru
     expect(() => compute().bsrLinearF32({ ...over, rows: 4, cols: 64, blockHeight: 2, blockWidth: 32, blockRowPtr: Int32Array.of(0, 2, 4) })).toThrow(
       /y shares memory with pattern.blockColIdx/,
     );
+  });
+
+  it("a pattern getter that detaches an array already passed is a ShapeError, not a read of freed memory", () => {
+    // The addon took each array's data before reading the pattern, whose getters run JavaScript: a getter that detached
+    // x (or an index array) left the kernel on freed memory, and the process died (SIGSEGV). A child runs it for that.
+    const script = `
+      const addon = require(${JSON.stringify(cpuBackend().addonPath)});
+      const detach = (array) => structuredClone(array.buffer, { transfer: [array.buffer] });
+      const messages = [];
+      const attempt = (call) => { try { call(); messages.push("returned"); } catch (error) { messages.push(error.code + ": " + error.message); } };
+      const tokens = 4096, width = 4096, height = 64;
+      const x = new Float32Array(tokens * width), values = new Float32Array(height * width), y = new Float32Array(tokens * height);
+      const sizes = { cols: width, blockHeight: height, blockWidth: width };
+      attempt(() => addon.bsrLinear(x, 0, values, 0, null, 0, y, 0, tokens, { ...sizes, get rows() { detach(x); return height; }, blockRowPtr: Int32Array.of(0, 1), blockColIdx: Int32Array.of(0) }));
+      const dy = new Float32Array(tokens * height), dx = new Float32Array(tokens * width);
+      attempt(() => addon.bsrMatmul(dy, 0, values, 0, dx, 0, tokens, { ...sizes, rows: height, get blockColPtr() { detach(dy); return Int32Array.of(0, 1); }, blockRowIdx: Int32Array.of(0), valueIndex: Int32Array.of(0) }));
+      const blockRowPtr = Int32Array.of(0, 1);
+      const rowWise = { ...sizes, rows: height, blockRowPtr, get blockColIdx() { detach(blockRowPtr); return Int32Array.of(0); } };
+      attempt(() => addon.sampledMatmul(new Float32Array(tokens * height), 0, new Float32Array(tokens * width), 0, values, 0, tokens, rowWise));
+      console.log(JSON.stringify(messages));`;
+    const child = spawnSync(process.execPath, ["-e", script], { encoding: "utf8" });
+    expect(child.signal, child.stderr).toBeNull();
+    expect(child.status, child.stderr).toBe(0);
+    expect(JSON.parse(child.stdout.trim())).toEqual([
+      "ERR_CPU_SHAPE: bsrLinear: x has 0 elements, needs 16777216 (16777216 from offset 0)",
+      "ERR_CPU_SHAPE: bsrMatmul: dy has 0 elements, needs 262144 (262144 from offset 0)",
+      "ERR_CPU_SHAPE: sampledMatmul: blockRowPtr must have 2 entries, got 0",
+    ]);
   });
 
   it("an index out of range is an IndexError, a wrong type or an unsupported option a ValueError", () => {
