@@ -310,7 +310,8 @@ function seedOf(loss: Tensor, grad: Tensor | null | undefined): Tensor {
  * since the forward gets nothing: a gradient written on it could never be used, and would stay allocated.
  */
 function accumulateLeaf(leaf: Tensor, grad: Tensor): boolean {
-  if (leaf.isDisposed) {
+  // As torch's AccumulateGrad: a leaf that stopped requiring grad since the forward gets none.
+  if (leaf.isDisposed || !leaf.requiresGrad) {
     grad.dispose();
     return false;
   }
@@ -365,7 +366,7 @@ export function reachableLeaves(loss: Tensor): Set<Tensor> {
   for (let node = stack.pop(); node !== undefined; node = stack.pop()) {
     if (node.freed) continue;
     for (const { leaf, producer } of node.edges) {
-      if (leaf) leaves.add(leaf);
+      if (leaf?.requiresGrad) leaves.add(leaf);
       if (producer && !visited.has(producer)) {
         visited.add(producer);
         stack.push(producer);

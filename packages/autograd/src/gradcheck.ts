@@ -1,6 +1,6 @@
 import { SeededRandom } from "@blocksparse/format";
 import { Tensor, ValueError, dispose, formatShape, optionsArg, tensorOn, tidy } from "@blocksparse/core";
-import { backward } from "./backward";
+import { backward, reachableLeaves } from "./backward";
 import { detach, noGrad, tracksGrad } from "./tape";
 
 export interface GradcheckOptions {
@@ -165,11 +165,18 @@ function analyticGradients(
   try {
     tidy(() => {
       const out = evaluate(leaves);
-      if (!tracksGrad(out)) return;
-      if (out.shape.length !== outShape.length || out.shape.some((d, i) => d !== outShape[i])) {
-        throw new ValueError(`gradcheck: fn returned ${formatShape(out.shape)}, then ${formatShape(outShape)}; it must be deterministic`);
+      // Leaves fn closes over (a layer's parameters) get no gradient, as torch's gradcheck asks for the inputs' only.
+      const others = [...reachableLeaves(out)].filter((t) => !leaves.includes(t));
+      for (const t of others) t.requiresGrad = false;
+      try {
+        if (!tracksGrad(out)) return;
+        if (out.shape.length !== outShape.length || out.shape.some((d, i) => d !== outShape[i])) {
+          throw new ValueError(`gradcheck: fn returned ${formatShape(out.shape)}, then ${formatShape(outShape)}; it must be deterministic`);
+        }
+        backward(out, tensorOn(out.backend, r, out.shape, "float32"));
+      } finally {
+        for (const t of others) t.requiresGrad = true;
       }
-      backward(out, tensorOn(out.backend, r, out.shape, "float32"));
     });
     return checked.map((i) => {
       const grad = leaves[i].grad;

@@ -89,7 +89,7 @@ export function gradFnOf(t: Tensor): GradFn | undefined {
 
 /** True when gradients flow into `t`: it requires grad (a leaf) or a recorded op produced it. */
 export function tracksGrad(t: Tensor): boolean {
-  return t.dtype !== "int32" && (t.requiresGrad || gradFns.has(t.id));
+  return t instanceof Tensor && t.dtype !== "int32" && (t.requiresGrad || gradFns.has(t.id));
 }
 
 /** A tensor sharing `t`'s buffer that no gradient flows through (PyTorch's detach): a clone left off the tape. */

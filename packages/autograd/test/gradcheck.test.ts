@@ -1,5 +1,5 @@
 import { type Tensor, ValueError, exp, mul, square, sub, sum, tanh, tensor, tidy } from "@blocksparse/core";
-import { backward, getGradient, gradcheck, registerGradient } from "@blocksparse/autograd";
+import { addGradReadyObserver, backward, getGradient, gradcheck, registerGradient } from "@blocksparse/autograd";
 import { describe, expect, it } from "vitest";
 import { poisonAllocations, randomTensor } from "./helpers";
 
@@ -92,6 +92,22 @@ describe("gradcheck", () => {
     expect(w.grad).toBeNull();
     tidy(() => backward(sum(h)));
     expect(Array.from(w.grad!.dataSync())).toEqual([2, 2, 2]);
+  });
+
+  it("leaves the .grad of leaves fn closes over (a layer's parameters) alone, and tells no gradient-ready observer of them", () => {
+    const w = randomTensor([3], 11);
+    w.requiresGrad = true;
+    const seen: Tensor[] = [];
+    const stop = addGradReadyObserver((t) => seen.push(t));
+    try {
+      expect(gradcheck((t) => mul(t, w), [randomTensor([3], 12)]).ok).toBe(true);
+      expect(gradcheck(() => w, [randomTensor([3], 13)]).ok).toBe(true);
+    } finally {
+      stop();
+    }
+    expect(w.grad).toBeNull();
+    expect(seen).not.toContain(w);
+    expect(w.requiresGrad).toBe(true);
   });
 
   it("gives an input passed twice a gradient per position, as its differences do", () => {

@@ -42,6 +42,7 @@ import {
   isRecording,
   listGradients,
   noGrad,
+  reachableLeaves,
   registerGradient,
   tracksGrad,
   zeroGrad,
@@ -420,6 +421,25 @@ describe("odd inputs to backward and zeroGrad", () => {
     const t = tensor([1]);
     t.dispose();
     expect(() => detach(t)).toThrow(/^detach: tensor \d+ \(\[1\] float32\) was disposed$/);
+  });
+
+  it("a leaf that stops requiring grad after the forward gets no .grad, is not reachable, and no observer hears of it (torch's AccumulateGrad)", () => {
+    const [x, w] = [leaf([1, 2]), leaf([3, 4])];
+    const loss = sum(mul(x, w));
+    w.requiresGrad = false;
+    expect([...reachableLeaves(loss)]).toEqual([x]);
+    const seen: Tensor[] = [];
+    const stop = addGradReadyObserver((t) => seen.push(t));
+    tidy(() => backward(loss));
+    stop();
+    expect(values(x.grad)).toEqual([3, 4]);
+    expect(w.grad).toBeNull();
+    expect(seen).toEqual([x]);
+  });
+
+  it("tracksGrad answers false for null and what is not a Tensor (it threw a TypeError for null)", () => {
+    expect(tracksGrad(null as never)).toBe(false);
+    expect(tracksGrad({ dtype: "float32", requiresGrad: true } as never)).toBe(false);
   });
 
   it("says where options go when they are passed as the seed gradient", () => {
