@@ -302,26 +302,31 @@ __global__ void columnFinishPackedKernel(ReduceOp op, const float* __restrict__ 
 // fixed for a given split count. One thread per output left each thread a chain of dependent loads over all splits,
 // and a pack of eight per thread left most SMs idle (16 us against 4.6 for 4096 outputs of 33 splits).
 constexpr int kFinishLanes = 8;
+// Lanes from this many splits: a CTA per 32 outputs leaves few warps per SM (4096 outputs: 128 CTAs), so with 8 lanes
+// each thread's chain of 16+ dependent loads set the time (128 splits of 4096: 11 us for 2 MB, the X-resident tile's
+// fused column sums at 8192 tokens); 32 lanes keep four times the loads in flight.
+constexpr int kWideFinishSplits = 64;
+constexpr int kWideFinishLanes = 32;
 
 int multiprocessors();
 
-template <typename T>
+template <typename T, int kLanes>
 __global__ void columnFinishLanesKernel(ReduceOp op, const float* __restrict__ partials, int splits, int64_t outputs,
                                         int64_t size, T* __restrict__ y) {
   beginOverlappedPass();  // launched with launchOverlapped
-  __shared__ float sums[kFinishLanes][kColumnTile + 1];
+  __shared__ float sums[kLanes][kColumnTile + 1];
   const int64_t out = blockIdx.x * static_cast<int64_t>(kColumnTile) + threadIdx.x;
   float total = 0.0f;
   if (out < outputs) {
 #pragma unroll 4
-    for (int s = threadIdx.y; s < splits; s += kFinishLanes) total += partials[s * outputs + out];
+    for (int s = threadIdx.y; s < splits; s += kLanes) total += partials[s * outputs + out];
   }
   sums[threadIdx.y][threadIdx.x] = total;
   __syncthreads();
   if (threadIdx.y != 0 || out >= outputs) return;
   total = 0.0f;
 #pragma unroll
-  for (int lane = 0; lane < kFinishLanes; ++lane) total += sums[lane][threadIdx.x];
+  for (int lane = 0; lane < kLanes; ++lane) total += sums[lane][threadIdx.x];
   if (op == ReduceOp::Mean) total = total / static_cast<float>(size);
   y[out] = fromFloat<T>(total);
 }
@@ -359,7 +364,7 @@ __global__ void sumTailSplitsKernel(const float* __restrict__ partials, int spli
 
 // Sums `splits` float32 partials of `outputs` values each into y (divided by size for Mean), in an order fixed by
 // the split count: packs of eight per thread when there are enough packs to give every SM 512 threads, lanes over the
-// splits when the outputs are fewer than 1024 per SM, one thread per output otherwise.
+// splits (8, or 32 from 64 splits) when the outputs are fewer than 1024 per SM, one thread per output otherwise.
 template <typename T>
 void finishSplits(ReduceOp op, const float* partials, int splits, int64_t outputs, int64_t size, T* y,
                   cudaStream_t stream) {
@@ -371,8 +376,12 @@ void finishSplits(ReduceOp op, const float* partials, int splits, int64_t output
                      dim3(kThreads), 0, stream, op, partials, splits, outputs, size, y);
   } else if (splits >= kFinishLanes / 2 && outputs < 1024 * sms) {
     const unsigned grid = static_cast<unsigned>((outputs + kColumnTile - 1) / kColumnTile);
-    launchOverlapped("launch of columnFinishLanesKernel", columnFinishLanesKernel<T>, dim3(grid),
-                     dim3(kColumnTile, kFinishLanes), 0, stream, op, partials, splits, outputs, size, y);
+    if (splits >= kWideFinishSplits)
+      launchOverlapped("launch of columnFinishLanesKernel", columnFinishLanesKernel<T, kWideFinishLanes>, dim3(grid),
+                       dim3(kColumnTile, kWideFinishLanes), 0, stream, op, partials, splits, outputs, size, y);
+    else
+      launchOverlapped("launch of columnFinishLanesKernel", columnFinishLanesKernel<T, kFinishLanes>, dim3(grid),
+                       dim3(kColumnTile, kFinishLanes), 0, stream, op, partials, splits, outputs, size, y);
   } else {
     launchOverlapped("launch of columnFinishKernel", columnFinishKernel<T>, dim3(gridFor(outputs)), dim3(kThreads), 0,
                      stream, op, partials, splits, outputs, size, y);

@@ -588,6 +588,8 @@ describe.skipIf(cudaMissing)("dense kernels on cuda against float64 math", () =>
       { shape: [5000, 13], axis: 0 },
       { shape: [3, 700, 9], axis: 1 },
       { shape: [4, 150, 5], axis: 1 },
+      // 64 splits of 128 rows: the finish's 32 lanes.
+      { shape: [8192, 96], axis: 0 },
     ];
     for (const dtype of FLOAT_DTYPES) {
       for (const { shape, axis } of cases) {
