@@ -223,6 +223,22 @@ function transformersCandidates(logits: number[], temperature: number, topK: num
 describe("generate as transformers' generate: the config's end token, top-p, top-k's ties", () => {
   /** A tiny GPT-2 whose larger initial weights make varied, well-separated next tokens. */
   const CONFIG = { vocab_size: 64, n_positions: 32, n_embd: 32, n_layer: 2, n_head: 4, initializer_range: 0.3 };
+  /**
+   * A model whose hidden states are ones (ln_f's weight 0, bias 1), so that each token's logit is the sum of its head
+   * row, and `head(rowValue)` that sets every element of row r of lm_head to rowValue(r).
+   */
+  function modelWithSettableLogits(): { model: GPT2LMHeadModel; head: (rowValue: (row: number) => number) => void } {
+    const model = new GPT2LMHeadModel({ ...CONFIG, tie_word_embeddings: false }, { seed: 3 });
+    const set = (parameter: { value: Tensor }, values: Float32Array, shape: number[]) => {
+      const old = parameter.value;
+      parameter.value = tensor(values, shape);
+      old.dispose();
+    };
+    set(model.transformer.ln_f.weight as { value: Tensor }, new Float32Array(32), [32]);
+    set(model.transformer.ln_f.bias as { value: Tensor }, new Float32Array(32).fill(1), [32]);
+    const head = (rowValue: (row: number) => number) => set(model.lm_head.weight, Float32Array.from({ length: 64 * 32 }, (_, i) => rowValue(Math.floor(i / 32))), [64, 32]);
+    return { model, head };
+  }
   const ids = tensor([5, 17, 2, 30], [1, 4], "int32");
   const seeds = Array.from({ length: 60 }, (_, seed) => seed);
   /** The first new token of each seed's draw. */
@@ -389,16 +405,7 @@ describe("generate as transformers' generate: the config's end token, top-p, top
   });
 
   it("sampling from logits with a NaN or no finite value is a ModelsError naming the sequence, not an arbitrary token", () => {
-    const model = new GPT2LMHeadModel({ ...CONFIG, tie_word_embeddings: false }, { seed: 3 });
-    // Hidden states of ones (ln_f's weight 0, bias 1): each token's logit is the sum of its head row.
-    const set = (parameter: { value: Tensor }, values: Float32Array, shape: number[]) => {
-      const old = parameter.value;
-      parameter.value = tensor(values, shape);
-      old.dispose();
-    };
-    set(model.transformer.ln_f.weight as { value: Tensor }, new Float32Array(32), [32]);
-    set(model.transformer.ln_f.bias as { value: Tensor }, new Float32Array(32).fill(1), [32]);
-    const head = (rowValue: (row: number) => number) => set(model.lm_head.weight, Float32Array.from({ length: 64 * 32 }, (_, i) => rowValue(Math.floor(i / 32))), [64, 32]);
+    const { model, head } = modelWithSettableLogits();
     const sampled = { maxNewTokens: 3, temperature: 1, topK: 5, topP: 0.9 };
     for (const [what, value] of [["NaN", Number.NaN], ["all -Infinity", -Infinity], ["+Infinity", Infinity]] as const) {
       head((row) => (row === 7 || what === "all -Infinity" ? value : 0.01 * row));
@@ -414,16 +421,7 @@ describe("generate as transformers' generate: the config's end token, top-p, top
   });
 
   it("greedy decoding on a host backend refuses logits with a NaN or no finite value as sampling does, not token 0 or the NaN's", () => {
-    const model = new GPT2LMHeadModel({ ...CONFIG, tie_word_embeddings: false }, { seed: 3 });
-    // Hidden states of ones (ln_f's weight 0, bias 1): each token's logit is the sum of its head row.
-    const set = (parameter: { value: Tensor }, values: Float32Array, shape: number[]) => {
-      const old = parameter.value;
-      parameter.value = tensor(values, shape);
-      old.dispose();
-    };
-    set(model.transformer.ln_f.weight as { value: Tensor }, new Float32Array(32), [32]);
-    set(model.transformer.ln_f.bias as { value: Tensor }, new Float32Array(32).fill(1), [32]);
-    const head = (rowValue: (row: number) => number) => set(model.lm_head.weight, Float32Array.from({ length: 64 * 32 }, (_, i) => rowValue(Math.floor(i / 32))), [64, 32]);
+    const { model, head } = modelWithSettableLogits();
     for (const [what, value] of [["NaN", Number.NaN], ["all -Infinity", -Infinity], ["+Infinity", Infinity]] as const) {
       head((row) => (row === 7 || what === "all -Infinity" ? value : 0.01 * row));
       for (const staticCache of [false, true]) {
