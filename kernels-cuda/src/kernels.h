@@ -148,7 +148,7 @@ bool denseSampledWins(DType dtype, const BsrPatternView& pattern, int64_t m, boo
 void launchSampleBlocks(DType dtype, const void* dense, void* values, const BsrPatternView& pattern, cudaStream_t stream);
 // bsrLinear and bsrMatmul through the dense GEMM: where the block kernels lose to cuBLAS (denseProductWins: 32x32 blocks
 // from density 0.25 with at least kDenseProductMinTokens tokens, where at 2048 tokens it measured slower, and from 0.3
-// for a product on the X-resident tile; from 0.45 with 2560 up to that; the other shapes
+// for a product on the X-resident tile; from 0.45 with 1000 up to that; the other shapes
 // of the mma.sync tiles from their break-even density with at least kDenseProductShapeMinTokens; the simple kernel's
 // shapes from kDenseProductMinDensitySimple) the addon writes the pattern's blocks into a dense [rows, cols] scratch,
 // zeros elsewhere, and runs the dense product.
@@ -158,8 +158,10 @@ constexpr double kDenseProductMinDensity32 = 0.25;
 // With kDenseProductMidTokens to kDenseProductMinTokens tokens the route wins for 32x32 from kDenseProductMinDensity32Mid:
 // the FFN step at 4096 tokens (1024 <-> 4096 and 768 <-> 3072, H200) ran 6-8% faster through it at density 0.5 and
 // 0-2% slower at 0.4; at 3000 tokens (768 <-> 3072, 1024 <-> 4096, 1536 <-> 6144) 6-22% faster at 0.5, and 3% slower
-// to 10% faster at 0.4; at 2048 tokens it lost 3-8% at 0.5 on the two narrower widths and won 14% on the widest.
-constexpr int64_t kDenseProductMidTokens = 2560;
+// to 10% faster at 0.4. At 1000 and 2048 tokens it lost at 0.5 until the scratch's zeroing stored 16-byte words
+// (2026-12-03); since, it wins there too: 1.06-1.33x the block kernels' step at 0.5 (768 <-> 3072, 1024 <-> 4096),
+// 0.96-1.21x at 0.4. Fewer than 1000 tokens were not measured and keep the block kernels.
+constexpr int64_t kDenseProductMidTokens = 1000;
 constexpr double kDenseProductMinDensity32Mid = 0.45;
 // The same for a product that runs on the X-resident tile (tcTakesXResident), which reaches about 0.25-0.35 of
 // cuBLAS's rate on the non-zero work at 8192 tokens where mma.sync's tile reached 0.17-0.27.

@@ -395,7 +395,9 @@ bool wgmmaRectangle(DType dtype, const BsrPatternView& pattern) {
 //   Measured at 2048 and 4096 tokens (2026-12-02, densities 0.3-0.5, 1024 <-> 4096 and 768 <-> 3072): at 4096 the route
 //   won 6-8% at 0.5 and lost 0-2% at 0.4 (from 0.45 there); at 2048 it lost or tied everywhere. Measured at 1000-3000
 //   tokens (2026-12-03, 768 <-> 3072, 1024 <-> 4096 and 1536 <-> 6144): at 3000 the route won 6-22% at 0.5, at 2048
-//   it won on the widest only, at 1000 it tied or won by up to 16%: from 0.45 with 2560 tokens (never below).
+//   it won on the widest only, at 1000 it tied or won by up to 16%: from 0.45 with 2560 tokens (never below). With the
+//   scratch zeroed in 16-byte words (2026-12-03, later) it won at 1000 and 2048 tokens too at 0.5 (6-33%): from 0.45
+//   with 1000 tokens.
 // - 64x64, 128x128 (wgmma tiles, half of cuBLAS's rate and more): never; nor 64x128 and 128x64 where they run the
 //   wgmma tiles too (tc::wgmmaShapeSupported on sm_90a: the tiles of the square of their output's width).
 // - The other shapes of the mma.sync tiles (tc::mmaShapeSupported) reach 0.07-0.11 of cuBLAS at 16x16, 0.09-0.19 with a

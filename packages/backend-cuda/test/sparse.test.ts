@@ -6,6 +6,7 @@ import {
   bsrLinear,
   bsrMatmul,
   bsrMatmulActivationBackward,
+  full,
   runKernel,
   sampledMatmul,
   tidy,
@@ -407,6 +408,51 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
       }
     }, 120_000);
   }
+
+  // The dense route writes all of its W-sized scratch (the stored blocks, zeros elsewhere) over memory the allocator
+  // hands back holding NaN, so that an element the zeroing or the copy missed shows: 32x32 over 1024 columns, wide
+  // blocks (4x300), blocks whose rows are not 16-byte words (3x70, 2x3, 1x1), and a block row with no blocks.
+  test("the dense route's scatter writes every element of its scratch over NaN-filled memory", () => {
+    const backend = useCuda();
+    const previous = backend.setDenseProductMode("always");
+    try {
+      const next = random(4099);
+      const patterns = [
+        BsrPattern.random([96, 1024], { blockShape: [32, 32], density: 0.3, seed: 1 }),
+        BsrPattern.random([8, 900], { blockShape: [4, 300], density: 0.5, seed: 2 }),
+        BsrPattern.random([9, 140], { blockShape: [3, 70], density: 0.5, seed: 3 }),
+        BsrPattern.random([6, 9], { blockShape: [2, 3], density: 0.4, seed: 4 }),
+        BsrPattern.random([5, 7], { blockShape: [1, 1], density: 0.3, seed: 5 }),
+        // The middle block row empty; the last one full.
+        BsrPattern.fromMask([192, 320], [64, 64], [1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1]),
+      ];
+      for (const pattern of patterns) {
+        const [rows, cols] = pattern.shape;
+        const block = pattern.blockShape;
+        for (const dtype of FLOAT_DTYPES) {
+          const what = `${pattern.shape.join("x")} in ${block.join("x")} blocks, ${dtype}`;
+          // Buffers of W's size (and a few sizes around it) filled with NaN and freed: the scratch reuses them.
+          tidy(() => {
+            for (const extra of [0, 0, 0, 8, 64]) full([rows * cols + extra], Number.NaN, dtype);
+          });
+          tidy(() => {
+            const m = 5;
+            const x = randomTensor(next, [m, cols], dtype);
+            const dy = randomTensor(next, [m, rows], dtype);
+            const values = randomTensor(next, [pattern.nnzBlocks, block[0], block[1]], dtype);
+            const w = denseWeight(pattern, values.values);
+            expectClose(bsrLinear(x.t, values.t, pattern).dataSync(), linearReference(x.values, w, m, rows, cols), dtype, `bsrLinear ${what}`);
+            tidy(() => {
+              for (const extra of [0, 0, 8]) full([rows * cols + extra], Number.NaN, dtype);
+            });
+            expectClose(bsrMatmul(dy.t, values.t, pattern).dataSync(), matmulReference(dy.values, w, m, rows, cols), dtype, `bsrMatmul ${what}`);
+          });
+        }
+      }
+    } finally {
+      backend.setDenseProductMode(previous);
+    }
+  }, 60_000);
 
   // Enough tokens that the tensor-core dW splits them (two splits at these sizes) over enough blocks (1 M values)
   // that the float32 partials are summed eight outputs per thread: 4096 sampled outputs against float64 dot
