@@ -299,7 +299,7 @@ export class DistributedDataParallel extends Module {
       const pattern = parameter.pattern;
       if (pattern !== null) entries.push([`${name} (pattern)`, `[${pattern.shape.join(", ")}] in [${pattern.blockShape.join(", ")}] blocks`, new Uint8Array(flatBlocks(pattern).buffer)]);
     }
-    const digests = Int32Array.from(entries, ([, layout, bytes]) => createHash("sha256").update(`${layout}\n`).update(bytes).digest().readInt32LE(0));
+    const digests = Int32Array.from(entries, ([, layout, bytes]) => digest32(`${layout}\n`, bytes));
     const all = await this.#allGatherInt32(digests);
     const differences: string[] = [];
     entries.forEach(([name], i) => {
@@ -442,12 +442,11 @@ export class DistributedDataParallel extends Module {
     const named = this.module.namedParameters();
     const count = named.length;
     const flags = Int32Array.from(named, ([, parameter]) => (parameter.requiresGrad ? 1 : 0));
-    const digestOf = (...parts: Int32Array[]) => parts.reduce((hash, part) => hash.update(new Uint8Array(part.buffer, part.byteOffset, part.byteLength)), createHash("sha256")).digest().readInt32LE(0);
     // Per parameter: 0 without a pattern, else a digest of its grid and block positions (never 0).
     const patternDigest = (pattern: BsrPattern): number => {
       let digest = PATTERN_DIGESTS.get(pattern);
       if (digest === undefined) {
-        digest = digestOf(Int32Array.from([...pattern.shape, ...pattern.blockShape]), flatBlocks(pattern)) || 1;
+        digest = digest32(Int32Array.from([...pattern.shape, ...pattern.blockShape]), flatBlocks(pattern)) || 1;
         PATTERN_DIGESTS.set(pattern, digest);
       }
       return digest;
@@ -455,9 +454,9 @@ export class DistributedDataParallel extends Module {
     const patternDigests = Int32Array.from(named, ([, { pattern }]) => (pattern === null ? 0 : patternDigest(pattern)));
     // Per parameter: its dtype and shape (a block-sparse weight's dense shape: its block count is the pattern check's).
     const layouts = named.map(([, parameter]) => layoutOf(parameter));
-    const layoutDigests = Int32Array.from(layouts, layoutDigest);
+    const layoutDigests = Int32Array.from(layouts, (layout) => digest32(layout));
     const fields = 6;
-    const fingerprints = await this.#allGatherInt32([count, flags.reduce((a, b) => a + b, 0), digestOf(flags), digestOf(patternDigests), unused, digestOf(layoutDigests)]);
+    const fingerprints = await this.#allGatherInt32([count, flags.reduce((a, b) => a + b, 0), digest32(flags), digest32(patternDigests), unused, digest32(layoutDigests)]);
     const ranks = Array.from({ length: worldSize }, (_, r) => r);
     const field = (r: number, f: number) => fingerprints[r * fields + f];
     const agree = (f: number) => ranks.every((r) => field(r, f) === field(0, f));
@@ -514,8 +513,8 @@ export class DistributedDataParallel extends Module {
     if (this.#group.worldSize === 1) return;
     const named = this.module.namedParameters();
     const layouts = named.map(([, parameter]) => layoutOf(parameter));
-    const digests = Int32Array.from(layouts, layoutDigest);
-    const fingerprints = await this.#allGatherInt32([named.length, layoutDigest(digests.join(","))]);
+    const digests = Int32Array.from(layouts, (layout) => digest32(layout));
+    const fingerprints = await this.#allGatherInt32([named.length, digest32(digests)]);
     const ranks = Array.from({ length: this.#group.worldSize }, (_, r) => r);
     if (ranks.every((r) => fingerprints[2 * r] === fingerprints[0] && fingerprints[2 * r + 1] === fingerprints[1])) return;
     if (!ranks.every((r) => fingerprints[2 * r] === fingerprints[0])) {
@@ -644,8 +643,11 @@ function layoutOf(parameter: Parameter): string {
   return pattern === null ? `${parameter.dtype} [${parameter.shape.join(", ")}]` : `${parameter.dtype} [${pattern.shape.join(", ")}] in [${pattern.blockShape.join(", ")}] blocks`;
 }
 
-function layoutDigest(layout: string): number {
-  return createHash("sha256").update(layout).digest().readInt32LE(0);
+/** The first int32 of the SHA-256 of `parts` in turn: what the ranks compare in place of the data itself. */
+function digest32(...parts: (string | ArrayBufferView)[]): number {
+  const hash = createHash("sha256");
+  for (const part of parts) hash.update(typeof part === "string" ? part : new Uint8Array(part.buffer, part.byteOffset, part.byteLength));
+  return hash.digest().readInt32LE(0);
 }
 
 /** True for a promise or any object with a `then` method (what `await` would wait for). */

@@ -81,10 +81,7 @@ export function bsrMatricesToSafetensors(
   extra: BsrExtraContent = {},
 ): SafetensorsContent {
   // null extra content is none; a misspelt key (`metdata`) would drop what it holds from the file.
-  if (extra !== null && extra !== undefined) {
-    if (typeof extra !== "object") throw new BsrFormatError("extra", `expected { tensors?, metadata? }, got ${String(extra)}`);
-    checkOptionKeys(extra, ["tensors", "metadata"], "extra");
-  }
+  checkOptionKeys(extra, ["tensors", "metadata"], "extra");
   const content: SafetensorsContent = { tensors: new Map(entriesOf(extra?.tensors ?? {})), metadata: { ...extra?.metadata } };
   for (const [name, matrix] of entriesOf(matrices, "matrices")) {
     for (const suffix of Object.values(BSR_TENSOR_SUFFIXES)) {

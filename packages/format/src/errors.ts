@@ -35,9 +35,12 @@ export function parseWith<T>(schema: z.ZodMiniType<T>, input: unknown, field: st
 /**
  * Refuses keys of an options object that the function does not take: a misspelt option (`densty`,
  * `maxShardsize`) was ignored without a word, and the call did something else. Keys among
- * `known` set to undefined are fine.
+ * `known` set to undefined are fine; null or undefined options are none; anything else that is not
+ * an object is refused.
  */
-export function checkOptionKeys(options: object, known: readonly string[], field = "options"): void {
+export function checkOptionKeys(options: unknown, known: readonly string[], field = "options"): void {
+  if (options === null || options === undefined) return;
+  if (typeof options !== "object") throw new BsrFormatError(field, `expected { ${known.join("?, ")}? }, got ${String(options)}`);
   const unknown = Object.keys(options).filter((key) => !known.includes(key));
   if (unknown.length > 0) throw new BsrFormatError(field, `unknown option '${unknown.join("', '")}'; the options are ${known.join(", ")}`);
 }

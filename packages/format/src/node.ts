@@ -32,10 +32,7 @@ export async function saveBsrMatrices(
   extra: BsrExtraContent = {},
   options: { maxShardSize?: number } = {},
 ): Promise<void> {
-  if (options !== null && options !== undefined) {
-    if (typeof options !== "object") throw new BsrFormatError("options", `saveBsrMatrices: expected { maxShardSize? }, got ${String(options)}`);
-    checkOptionKeys(options, ["maxShardSize"]);
-  }
+  checkOptionKeys(options, ["maxShardSize"]);
   const content = bsrMatricesToSafetensors(matrices, extra);
   const maxShardSize = options?.maxShardSize; // null options are none
   if (maxShardSize === undefined) await saveSafetensors(path, content.tensors, content.metadata);

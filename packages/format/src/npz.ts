@@ -183,10 +183,7 @@ function littleEndianBytes(array: Int32Array | Float32Array | BigInt64Array): Ui
  */
 export function encodeScipyNpz(matrix: BsrMatrix, options: { compressed?: boolean } = {}): Uint8Array {
   if (!(matrix instanceof BsrMatrix)) throw new BsrFormatError("matrix", "expected a BsrMatrix");
-  if (options !== null && options !== undefined) {
-    if (typeof options !== "object") throw new BsrFormatError("options", `encodeScipyNpz: expected { compressed? }, got ${String(options)}`);
-    checkOptionKeys(options, ["compressed"]);
-  }
+  checkOptionKeys(options, ["compressed"]);
   matrix.validate();
   const [rows, cols] = matrix.shape;
   const [blockHeight, blockWidth] = matrix.blockShape;

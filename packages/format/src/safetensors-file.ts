@@ -316,7 +316,7 @@ export async function saveShardedSafetensors(
   if (typeof directory !== "string" || directory === "") {
     throw new BsrFormatError("directory", `expected a directory path, got ${String(directory)}`);
   }
-  if (options !== null && typeof options === "object") checkOptionKeys(options, ["maxShardSize", "prefix"]);
+  checkOptionKeys(options, ["maxShardSize", "prefix"]);
   const { maxShardSize, prefix = DEFAULT_PREFIX } = options ?? ({} as ShardedSaveOptions);
   if (typeof maxShardSize !== "number" || !Number.isSafeInteger(maxShardSize) || maxShardSize < 1) {
     throw new BsrFormatError("maxShardSize", `expected a positive integer number of bytes, got ${String(maxShardSize)}`);
