@@ -1,12 +1,12 @@
 /**
  * The side effects of importing @blocksparse/autograd: the gradient registry filled, the
- * tape subscribed to core's kernel observer (which sees `clone()` as the `Clone` kernel)
- * and dispose observer, and `Tensor.prototype.backward` added.
+ * tape subscribed to core's kernel observer (which sees `clone()` as the `Clone` kernel),
+ * dispose observer and requiresGrad observer, and `Tensor.prototype.backward` added.
  */
-import { Tensor, addDisposeObserver, addKernelObserver } from "@blocksparse/core";
+import { Tensor, addDisposeObserver, addKernelObserver, addRequiresGradObserver } from "@blocksparse/core";
 import { type BackwardOptions, backward } from "./backward";
 import { registerAllGradients } from "./gradients";
-import { forgetTensor, recordKernel } from "./tape";
+import { forgetTensor, recordKernel, refuseNonLeafRequiresGrad } from "./tape";
 
 declare module "@blocksparse/core" {
   interface Tensor {
@@ -27,6 +27,7 @@ if (prototype[INSTALLED]) {
   registerAllGradients();
   addKernelObserver(recordKernel);
   addDisposeObserver(forgetTensor);
+  addRequiresGradObserver(refuseNonLeafRequiresGrad);
   prototype.backward = function (this: Tensor, grad?: Tensor | null, options?: BackwardOptions | null): void {
     backward(this, grad, options);
   };

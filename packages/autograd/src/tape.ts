@@ -4,7 +4,7 @@
  * graph lifetime, with dispose() in place of reference counting); its saved tensors are
  * buffer-sharing clones, disposed when the node is freed.
  */
-import { type DisposeRecord, type KernelRecord, Tensor, keep, kernelDeclaration } from "@blocksparse/core";
+import { type DisposeRecord, type KernelRecord, type RequiresGradRecord, Tensor, ValueError, keep, kernelDeclaration } from "@blocksparse/core";
 import { AutogradError, describeValue } from "./errors";
 import type { TensorMeta } from "./registry";
 import { getGradient } from "./registry";
@@ -216,6 +216,19 @@ export function forgetTensor(record: DisposeRecord): void {
   gradFns.delete(record.id);
   fn.node.liveOutputs--;
   freeIfUnused(fn.node);
+}
+
+/**
+ * Core's requiresGrad observer: an op's recorded output keeps requiring grad, as PyTorch's "you can only change
+ * requires_grad flags of leaf variables"; cleared, the tape would still send gradients through it.
+ */
+export function refuseNonLeafRequiresGrad({ tensor, value }: RequiresGradRecord): void {
+  const fn = value ? undefined : gradFns.get(tensor.id);
+  if (fn) {
+    throw new ValueError(
+      `requiresGrad: tensor ${tensor.id} ([${tensor.shape}] ${tensor.dtype}) is the output of ${fn.node.kernelName}, recorded for autograd; only a leaf's requiresGrad can be set to false. For a copy that no gradient flows through, use detach(t)`,
+    );
+  }
 }
 
 export function freeIfUnused(node: TapeNode): void {

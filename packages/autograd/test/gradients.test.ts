@@ -31,6 +31,7 @@ import {
   pow,
   relu,
   reshape,
+  ShapeError,
   rsqrt,
   packedAttention,
   scaledDotProductAttention,
@@ -52,7 +53,7 @@ import {
   where,
   zeros,
 } from "@blocksparse/core";
-import { backward, noGrad } from "@blocksparse/autograd";
+import { backward, noGrad, reduceToShape } from "@blocksparse/autograd";
 import { describe, expect, it } from "vitest";
 import { distinctTensor, expectGradients, poisonAllocations, randomTensor, uniformTensor } from "./helpers";
 
@@ -166,6 +167,19 @@ describe("binary elementwise, broadcasting reduced back to each input's shape", 
     expectGradients((a, b) => where(condition, a, b), [randomTensor([3, 4], 35), randomTensor([4], 36)]);
     const mask = tensor(new Int32Array([1, 0, 0, 1, 1, 0, 1, 0, 0, 0, 1, 1]), [3, 4]);
     expectGradients((a, b) => where(mask, a, b), [randomTensor([3, 4], 37), randomTensor([3, 4], 38)]);
+  });
+
+  it("reduceToShape refuses a target shape that does not broadcast to the gradient with a ShapeError naming both shapes, not its reshape", () => {
+    tidy(() => {
+      const grad = tensor([1, 2, 3, 4, 5, 6], [2, 3]);
+      expect(Array.from(reduceToShape(grad, [1, 3]).dataSync())).toEqual([5, 7, 9]);
+      expect(Array.from(reduceToShape(grad, [3]).dataSync())).toEqual([5, 7, 9]);
+      for (const target of [[4], [2], [3, 2, 3], [2, 2]]) {
+        expect(() => reduceToShape(grad, target)).toThrow(ShapeError);
+        expect(() => reduceToShape(grad, target)).toThrow(`reduceToShape: a gradient of shape [2, 3] cannot be reduced to shape [${target.join(", ")}]`);
+      }
+      expect(() => reduceToShape(grad, [1.5] as number[])).toThrow("reduceToShape: shape must be an array of non-negative integers, got [1.5]");
+    });
   });
 });
 

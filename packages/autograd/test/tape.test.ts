@@ -30,6 +30,7 @@ import {
   tensor,
   tidy,
   transpose,
+  ValueError,
   zeros,
 } from "@blocksparse/core";
 import {
@@ -146,6 +147,32 @@ describe("recording", () => {
     expect(indices.requiresGrad).toBe(false);
     expect(tracksGrad(indices)).toBe(false);
     expect(tracksGrad(add(indices, indices))).toBe(false);
+  });
+
+  it("requiresGrad = false on an op's output is a ValueError (torch: only leaves change requires_grad); true stays allowed, leaves change freely", () => {
+    const x = leaf([1, 2]);
+    const y = mul(x, 3);
+    expect(() => {
+      y.requiresGrad = false;
+    }).toThrow(ValueError);
+    expect(() => {
+      y.requiresGrad = false;
+    }).toThrow(/^requiresGrad: tensor \d+ \(\[2\] float32\) is the output of Mul, recorded for autograd; only a leaf's requiresGrad can be set to false\. For a copy that no gradient flows through, use detach\(t\)$/);
+    expect(y.requiresGrad).toBe(true);
+    y.requiresGrad = true;
+    tidy(() => backward(sum(y)));
+    expect(values(x.grad)).toEqual([3, 3]);
+    // A leaf, an untracked output and a detached copy change either way; a disposed output is no longer on the tape.
+    x.requiresGrad = false;
+    x.requiresGrad = true;
+    const untracked = noGrad(() => mul(x, 3));
+    untracked.requiresGrad = true;
+    untracked.requiresGrad = false;
+    const copy = detach(y);
+    copy.requiresGrad = false;
+    y.dispose();
+    y.requiresGrad = false;
+    expect(y.requiresGrad).toBe(false);
   });
 
   it("optimizer steps are not recorded", () => {

@@ -46,6 +46,16 @@ export interface DisposeRecord {
 /** Called once per tensor: on `dispose()` (explicit, `tidy`, `dispose(value)`) or by the finalizer. */
 export type DisposeObserver = (record: DisposeRecord) => void;
 
+/** A change of one tensor's `requiresGrad`, as requiresGrad observers see it (before it takes effect). */
+export interface RequiresGradRecord {
+  tensor: Tensor;
+  /** The value being set (it differs from the current one). */
+  value: boolean;
+}
+
+/** Called before a tensor's `requiresGrad` changes; one that throws refuses the change (autograd refuses it on a tensor an op made). */
+export type RequiresGradObserver = (record: RequiresGradRecord) => void;
+
 /** Memory of one backend as the engine sees it, plus the backend's own figures. */
 export interface BackendMemoryInfo {
   /** Live (undisposed) tensors on this backend. */
@@ -107,6 +117,7 @@ export class Engine {
   /** Above 0 while writeThroughNewBuffers runs the out-of-place call that observers are not told of. */
   private observersMuted = 0;
   private readonly disposeObservers = new Set<DisposeObserver>();
+  private readonly requiresGradObservers = new Set<RequiresGradObserver>();
   private readonly finalizer = new FinalizationRegistry<TensorStorage>((storage) => this.releaseCollected(storage));
   /**
    * Tensors that can outlive every scope, not yet registered with the finalizer: registration and unregistration
@@ -301,6 +312,20 @@ export class Engine {
     return () => {
       this.disposeObservers.delete(observer);
     };
+  }
+
+  addRequiresGradObserver(observer: RequiresGradObserver): () => void {
+    this.requiresGradObservers.add(observer);
+    return () => {
+      this.requiresGradObservers.delete(observer);
+    };
+  }
+
+  /** @internal Called by Tensor's requiresGrad setter before a change; an observer's error propagates and the change is not made. */
+  notifyRequiresGrad(tensor: Tensor, value: boolean): void {
+    if (this.requiresGradObservers.size === 0) return;
+    const record: RequiresGradRecord = { tensor, value };
+    for (const observer of [...this.requiresGradObservers]) observer(record);
   }
 
   private notifyDisposed(id: number, tensor: Tensor | null): void {
@@ -707,6 +732,15 @@ export function addKernelObserver(observer: KernelObserver): () => void {
  */
 export function addDisposeObserver(observer: DisposeObserver): () => void {
   return engine.addDisposeObserver(observer);
+}
+
+/**
+ * Subscribes to changes of a tensor's `requiresGrad`: `fn` runs before each change (not
+ * when the value set is the current one) and can refuse it by throwing; returns the
+ * unsubscribe function.
+ */
+export function addRequiresGradObserver(observer: RequiresGradObserver): () => void {
+  return engine.addRequiresGradObserver(observer);
 }
 
 /** Runs `fn`, then disposes every tensor created inside except those it returns (at any depth, as `dispose` finds them) or that were kept. */

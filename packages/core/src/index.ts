@@ -23,6 +23,7 @@ export {
   Engine,
   addDisposeObserver,
   addKernelObserver,
+  addRequiresGradObserver,
   dispose,
   engine,
   getBackend,
@@ -44,6 +45,8 @@ export type {
   KernelObserver,
   KernelRecord,
   MemoryInfo,
+  RequiresGradObserver,
+  RequiresGradRecord,
   TensorInputs,
   TensorOutputs,
 } from "./engine";

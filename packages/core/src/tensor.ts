@@ -61,7 +61,8 @@ export class Tensor {
 
   /**
    * Set by users (or nn's Parameter); read by autograd. Core itself never reads it. Only floating-point tensors can
-   * require gradients (PyTorch's rule): setting it on an int32 tensor throws DTypeError.
+   * require gradients (PyTorch's rule): setting it on an int32 tensor throws DTypeError. A change is first shown to
+   * the requiresGrad observers (addRequiresGradObserver), which can refuse it: autograd refuses false on an op's output.
    */
   get requiresGrad(): boolean {
     return this.#requiresGrad;
@@ -71,6 +72,8 @@ export class Tensor {
     if (value && this.dtype === "int32") {
       throw new DTypeError(`requiresGrad: tensor ${this.id} ([${this.shape}] int32) cannot require gradients: only float tensors can`);
     }
+    // Requiring grad already is no change: autograd sets it on every output it records.
+    if (value !== this.#requiresGrad) engine.notifyRequiresGrad(this, value);
     this.#requiresGrad = value;
   }
 

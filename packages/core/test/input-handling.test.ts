@@ -79,6 +79,18 @@ describe("null as an optional options argument means no options", () => {
   });
 });
 
+describe("matmul's transpose flags", () => {
+  it("refuse what is not a boolean (a truthy string would transpose) with a ValueError naming the flag", () => {
+    tidy(() => {
+      const x = zeros([2, 3]);
+      expect(thrown(() => matmul(x, x, { transposeB: "no" as never }))).toEqual(["ValueError", 'matmul: transposeB must be a boolean, got "no"']);
+      expect(thrown(() => matmul(x, x, { transposeA: 1 as never }))).toEqual(["ValueError", "matmul: transposeA must be a boolean, got 1"]);
+      expect(() => matmul(x, x, { transposeA: null as never })).toThrow("matmul: transposeA must be a boolean, got null");
+      expect(matmul(x, x, { transposeB: true, transposeA: undefined }).shape).toEqual([2, 2]);
+    });
+  });
+});
+
 describe("a Tensor or an array where an op's options go", () => {
   it("is a ValueError naming the op and what was passed, not the Tensor's fields as unknown options", () => {
     tidy(() => {

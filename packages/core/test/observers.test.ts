@@ -11,6 +11,7 @@ import {
   Move,
   addDisposeObserver,
   addKernelObserver,
+  addRequiresGradObserver,
   cast,
   dispose,
   getBackendInstance,
@@ -261,5 +262,29 @@ describe("dispose observers", () => {
     stopFirst();
     // The snapshot taken at the first report still calls "second" once; then it is gone.
     expect(order).toEqual(["first", "second", "first"]);
+  });
+});
+
+describe("requiresGrad observers", () => {
+  it("see each change before it takes effect, not a set to the current value, and refuse it by throwing", () => {
+    const t = tensor([1, 2]);
+    const seen: [number, boolean, boolean][] = [];
+    const stop = addRequiresGradObserver(({ tensor: changed, value }) => {
+      seen.push([changed.id, value, changed.requiresGrad]);
+      if (!value) throw new Error("refused");
+    });
+    t.requiresGrad = true;
+    t.requiresGrad = true;
+    expect(() => {
+      t.requiresGrad = false;
+    }).toThrow("refused");
+    expect(t.requiresGrad).toBe(true);
+    stop();
+    t.requiresGrad = false;
+    expect(seen).toEqual([
+      [t.id, true, false],
+      [t.id, false, true],
+    ]);
+    expect(t.requiresGrad).toBe(false);
   });
 });

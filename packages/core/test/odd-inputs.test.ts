@@ -8,6 +8,7 @@ import {
   div,
   keep,
   less,
+  manualSeed,
   memory,
   mul,
   multiTensorAdamUpdate,
@@ -15,6 +16,7 @@ import {
   onesLike,
   rand,
   randn,
+  randint,
   registerBackend,
   removeBackend,
   squeeze,
@@ -70,6 +72,28 @@ describe("randn checks mean and std, as rand checks its bounds", () => {
 
   it("std 0 gives the mean", () => {
     expect(randn([3], { mean: 2, std: 0, seed: 1 }).toArray()).toEqual([2, 2, 2]);
+  });
+});
+
+describe("seeds that are not safe integers", () => {
+  it("are a ValueError naming the function and seed (SeededRandom's RangeError named neither), the global generator left as it was", () => {
+    for (const seed of [2 ** 60, 1.5, Number.NaN, "1" as never]) {
+      const got = typeof seed === "string" ? '"1"' : String(seed);
+      for (const [op, call] of [
+        ["randn", () => randn([2], { seed })],
+        ["rand", () => rand([2], { seed })],
+        ["randint", () => randint(0, 4, [2], { seed })],
+        ["manualSeed", () => manualSeed(seed)],
+      ] as const) {
+        expect(call).toThrow(ValueError);
+        expect(call).toThrow(`${op}: seed must be a safe integer (|seed| <= 2^53 - 1), got ${got}`);
+      }
+    }
+    manualSeed(7);
+    const first = randn([3]).toArray();
+    manualSeed(7);
+    expect(() => manualSeed(1.5)).toThrow(ValueError);
+    expect(randn([3]).toArray()).toEqual(first);
   });
 });
 

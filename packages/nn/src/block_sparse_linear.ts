@@ -89,7 +89,7 @@ export class BlockSparseLinear extends Module {
       this.bias = parts.bias;
       return;
     }
-    const [patternSeed, weightSeed, biasSeed] = childSeeds(options.seed, 3);
+    const [patternSeed, weightSeed, biasSeed] = childSeeds("BlockSparseLinear", options.seed, 3);
     const pattern = randomPattern([outFeatures, inFeatures], [blockShape[0], blockShape[1]], options.density, patternSeed);
     const bound = 1 / Math.sqrt(pattern.density * inFeatures);
     this.weight = new Parameter(uniform([pattern.nnzBlocks, blockShape[0], blockShape[1]], bound, weightSeed), { pattern });

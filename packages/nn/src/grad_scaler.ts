@@ -1,5 +1,5 @@
 import { noGrad } from "@blocksparse/autograd";
-import { cast, concat, keep, mul, optionsArg, reshape, sum, type Tensor, tidy, ValueError } from "@blocksparse/core";
+import { cast, concat, keep, mul, optionsArg, reshape, sum, Tensor, tidy, ValueError } from "@blocksparse/core";
 import { NnError } from "./errors";
 import { Optimizer } from "./optim";
 import { describeValue } from "./serialization";
@@ -73,6 +73,9 @@ export class GradScaler {
 
   /** `loss` times the scale, in float32 (the loss itself when disabled). */
   scale(loss: Tensor): Tensor {
+    // Checked when disabled too, so that a float32 run catches what a float16 run would.
+    if (!(loss instanceof Tensor)) throw new ValueError(`GradScaler.scale: loss must be a Tensor, got ${describeValue(loss)}`);
+    loss.throwIfDisposed("GradScaler.scale: loss");
     if (!this.enabled) return loss;
     return tidy(() => mul(loss.dtype === "float32" ? loss : cast(loss, "float32"), this.#scale));
   }

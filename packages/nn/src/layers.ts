@@ -36,7 +36,7 @@ export class Embedding extends Module {
     checkFeatures("Embedding", "embeddingDim", embeddingDim);
     this.numEmbeddings = numEmbeddings;
     this.embeddingDim = embeddingDim;
-    const [seed] = childSeeds(optionsArg("Embedding", options, ["seed"]).seed, 1);
+    const [seed] = childSeeds("Embedding", optionsArg("Embedding", options, ["seed"]).seed, 1);
     this.weight = new Parameter(randn([numEmbeddings, embeddingDim], { seed }));
   }
 
@@ -102,7 +102,7 @@ export class Dropout extends Module {
     super();
     if (typeof p !== "number" || !(p >= 0 && p < 1)) throw new ValueError(`Dropout: p must be in [0, 1), got ${p}`);
     this.p = p;
-    this.#random = new SeededRandom(childSeeds(optionsArg("Dropout", options, ["seed"]).seed, 1)[0]);
+    this.#random = new SeededRandom(childSeeds("Dropout", optionsArg("Dropout", options, ["seed"]).seed, 1)[0]);
   }
 
   /** Whether forward drops anything: training with p > 0 (otherwise it returns its input unchanged, as a clone). */

@@ -53,7 +53,7 @@ export class Linear extends Module {
     this.outFeatures = outFeatures;
     const bound = 1 / Math.sqrt(inFeatures);
     options = optionsArg("Linear", options, ["bias", "seed"]);
-    const [weightSeed, biasSeed] = childSeeds(options.seed, 2);
+    const [weightSeed, biasSeed] = childSeeds("Linear", options.seed, 2);
     this.weight = new Parameter(uniform([outFeatures, inFeatures], bound, weightSeed));
     this.bias = options.bias === false ? null : new Parameter(uniform([outFeatures], bound, biasSeed));
   }

@@ -1,9 +1,24 @@
 import { backward, noGrad, reachableLeaves } from "@blocksparse/autograd";
-import { add, BsrPattern, blockNorms, keep, optionsArg, sampledMatmul, Tensor, tensorOn, tidy, ValueError, zerosLike } from "@blocksparse/core";
+import {
+  add,
+  BsrPattern,
+  blockNorms,
+  formatShape,
+  keep,
+  optionsArg,
+  ShapeError,
+  sampledMatmul,
+  shapesEqual,
+  Tensor,
+  tensorOn,
+  tidy,
+  ValueError,
+  zerosLike,
+} from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
 import { BlockSparseLinear } from "./block_sparse_linear";
 import { StateDictError, type StateDictMismatch } from "./errors";
-import { childSeeds } from "./init";
+import { checkSeed, childSeeds } from "./init";
 import { requiredOptions } from "./linear";
 import { Module } from "./module";
 import type { Optimizer } from "./optim";
@@ -59,8 +74,11 @@ export function pruneAndRegrow(layer: BlockSparseLinear, options: PruneAndRegrow
   }
   checkNewBlocks("pruneAndRegrow", newBlocks, scale);
   if (regrow !== "random" && regrow !== "gradient") throw new ValueError(`pruneAndRegrow: regrow must be "random" or "gradient", got ${JSON.stringify(regrow)}`);
-  const gradients = regrow === "gradient" ? checkGradients(options.gradient) : [];
-  const random = options.random instanceof SeededRandom ? options.random : new SeededRandom(options.random ?? childSeeds(undefined, 1)[0]);
+  const gradients = regrow === "gradient" ? checkGradients(options.gradient, layer) : [];
+  const random =
+    options.random instanceof SeededRandom
+      ? options.random
+      : new SeededRandom(options.random === undefined ? childSeeds("pruneAndRegrow", undefined, 1)[0] : checkSeed("pruneAndRegrow", "random", options.random));
   const pattern = layer.pattern;
   const count = Math.round(fraction * pattern.nnzBlocks);
   const { blockRow, blockCol } = pattern.coordinates;
@@ -99,11 +117,26 @@ function checkNewBlocks(where: string, newBlocks: unknown, scale: number): void 
   if (!Number.isFinite(scale) || scale < 0) throw new ValueError(`${where}: scale must be a finite number >= 0, got ${String(scale)}`);
 }
 
-function checkGradients(gradient: PruneAndRegrowOptions["gradient"]): readonly LayerGradient[] {
+function checkGradients(gradient: PruneAndRegrowOptions["gradient"], layer: BlockSparseLinear): readonly LayerGradient[] {
   const pairs = gradient === undefined ? [] : Array.isArray(gradient) ? gradient : [gradient as LayerGradient];
   if (pairs.length === 0) throw new ValueError('pruneAndRegrow: regrow "gradient" needs gradient { x, dy } (the layer\'s input and output gradient)');
-  for (const pair of pairs) {
+  const [outFeatures, inFeatures] = layer.pattern.shape;
+  for (const [i, pair] of pairs.entries()) {
     if (!(pair?.x instanceof Tensor) || !(pair?.dy instanceof Tensor)) throw new ValueError("pruneAndRegrow: gradient must be { x, dy } of Tensors");
+    // Checked here, before any block moves, so that the message names this call and not sampledMatmul inside it.
+    const { x, dy } = pair;
+    const name = pairs.length > 1 ? `gradient[${i}]` : "gradient";
+    if (x.rank < 1 || x.shape[x.rank - 1] !== inFeatures) {
+      throw new ShapeError(`pruneAndRegrow: ${name}.x has shape ${formatShape(x.shape)}, expected [..., ${inFeatures}] (the layer's inFeatures)`);
+    }
+    if (dy.rank < 1 || dy.shape[dy.rank - 1] !== outFeatures) {
+      throw new ShapeError(`pruneAndRegrow: ${name}.dy has shape ${formatShape(dy.shape)}, expected [..., ${outFeatures}] (the layer's outFeatures)`);
+    }
+    if (!shapesEqual(x.shape.slice(0, -1), dy.shape.slice(0, -1))) {
+      throw new ShapeError(
+        `pruneAndRegrow: ${name}.x ${formatShape(x.shape)} and ${name}.dy ${formatShape(dy.shape)} must have the same leading (batch) dims`,
+      );
+    }
   }
   return pairs;
 }
@@ -248,7 +281,7 @@ export class SparseOptimizer {
     this.schedule = schedule;
     this.totalSteps = totalSteps;
     this.#target = target;
-    this.#seed = childSeeds(seed, 1)[0];
+    this.#seed = childSeeds("SparseOptimizer", seed, 1)[0];
   }
 
   /** The optimizer whose state follows every move. */

@@ -56,7 +56,7 @@ export class CausalSelfAttention extends Module {
     if (dModel % nHeads !== 0) throw new ValueError(`CausalSelfAttention: nHeads=${nHeads} does not divide dModel=${dModel}`);
     this.dModel = dModel;
     this.nHeads = nHeads;
-    const seeds = childSeeds(options.seed, 4);
+    const seeds = childSeeds("CausalSelfAttention", options.seed, 4);
     this.qkv = new Linear(dModel, 3 * dModel, { seed: seeds[0] });
     this.proj = new Linear(dModel, dModel, { seed: seeds[1] });
     this.attnDropout = new Dropout(dropout, { seed: seeds[2] });
@@ -124,7 +124,7 @@ export class MLP extends Module {
   constructor(options: { dModel: number; hidden: number; dropout?: number; seed?: number }) {
     super();
     requiredOptions("MLP", options, ["dModel", "hidden", "dropout", "seed"], 2);
-    const seeds = childSeeds(options.seed, 3);
+    const seeds = childSeeds("MLP", options.seed, 3);
     this.fc1 = new Linear(options.dModel, options.hidden, { seed: seeds[0] });
     this.act = new GELU();
     this.fc2 = new Linear(options.hidden, options.dModel, { seed: seeds[1] });
@@ -161,7 +161,7 @@ export class TransformerBlock extends Module {
     const hidden = Math.round(dModel * mlpRatio);
     if (!(mlpRatio > 0) || hidden < 1) throw new ValueError(`TransformerBlock: mlpRatio must be > 0, got ${mlpRatio}`);
     this.dModel = dModel;
-    const seeds = childSeeds(options.seed, 2);
+    const seeds = childSeeds("TransformerBlock", options.seed, 2);
     this.ln1 = new LayerNorm(dModel);
     this.attn = new CausalSelfAttention({ dModel, nHeads, dropout, seed: seeds[0] });
     this.ln2 = new LayerNorm(dModel);

@@ -52,11 +52,14 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // with its rule, the tape's per-tensor backend) and int32 tensors refused requiresGrad (+0.62 KiB: 75.470 measured);
   // 75.5 KiB until format refused unknown option keys and masks of other than 0 / 1 (+0.24 KiB: 75.706 measured); 75.8
   // KiB until RigL's gradient pass put back other leaves' gradients, zerosLike kept its input's backend and rand refused
-  // bounds past its dtype (+0.16 KiB: 75.863 measured).
-  it("format + core + autograd + nn stay within 76.0 KiB gzipped and evaluate no code", async () => {
+  // bounds past its dtype (+0.16 KiB: 75.863 measured); 76.0 KiB until pruneAndRegrow checked x / dy against the layer,
+  // the layers and core's random ops named a seed that is not a safe integer, matmul refused non-boolean flags,
+  // reduceToShape named both shapes and autograd refused requiresGrad = false on an op's output (+0.7 KiB: 76.62
+  // measured).
+  it("format + core + autograd + nn stay within 77.0 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(76.0);
+    expect(gzipKiB).toBeLessThanOrEqual(77.0);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 

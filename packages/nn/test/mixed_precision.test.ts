@@ -258,6 +258,15 @@ describe("GradScaler", () => {
     expect(new GradScaler(null as never).scaleFactor).toBe(2 ** 16);
   });
 
+  it("scale refuses a loss that is not a Tensor with a ValueError naming GradScaler.scale and what it got, enabled or not", () => {
+    for (const enabled of [true, false]) {
+      const scaler = new GradScaler({ enabled });
+      expect(() => scaler.scale(3 as never)).toThrow(ValueError);
+      expect(() => scaler.scale(3 as never)).toThrow("GradScaler.scale: loss must be a Tensor, got a number");
+      expect(() => scaler.scale(null as never)).toThrow("GradScaler.scale: loss must be a Tensor, got null");
+    }
+  });
+
   it("scales the loss into float32 and unscales gradients into float32", () => {
     const scaler = new GradScaler({ initScale: 1024 });
     const loss = full([], 2, "float16");

@@ -5,18 +5,24 @@ import {
   AdamW,
   BlockSparseLinear,
   type BlockSparseWeight,
+  CausalSelfAttention,
   crossEntropy,
+  Dropout,
+  Embedding,
   disposeStateDict,
   GELU,
   GradScaler,
   Linear,
+  MLP,
   mseLoss,
   NnError,
   Parameter,
   pruneAndRegrow,
   Sequential,
   SGD,
+  SparseOptimizer,
   StateDictError,
+  TransformerBlock,
 } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
 import { host } from "./helpers";
@@ -252,5 +258,27 @@ describe("moving patterns with odd inputs", () => {
 describe("mseLoss", () => {
   it("names a non-tensor argument instead of crashing on it", () => {
     expect(() => mseLoss([1, 2] as never, tensor([1, 2], [2]))).toThrow(ValueError);
+  });
+});
+
+describe("seeds that are not safe integers", () => {
+  it("are a ValueError naming the layer (or function) and the option, not format's RangeError", () => {
+    for (const seed of [2 ** 60, 1.5]) {
+      const calls: [string, () => unknown][] = [
+        ["Linear: seed", () => new Linear(4, 4, { seed })],
+        ["BlockSparseLinear: seed", () => new BlockSparseLinear(8, 8, { density: 0.5, blockShape: [4, 4], seed })],
+        ["Embedding: seed", () => new Embedding(4, 4, { seed })],
+        ["Dropout: seed", () => new Dropout(0.5, { seed })],
+        ["CausalSelfAttention: seed", () => new CausalSelfAttention({ dModel: 4, nHeads: 2, seed })],
+        ["MLP: seed", () => new MLP({ dModel: 4, hidden: 8, seed })],
+        ["TransformerBlock: seed", () => new TransformerBlock({ dModel: 4, nHeads: 2, seed })],
+        ["SparseOptimizer: seed", () => new SparseOptimizer(new Linear(4, 4, { seed: 1 }), { seed })],
+        ["pruneAndRegrow: random", () => pruneAndRegrow(new BlockSparseLinear(8, 8, { density: 0.5, blockShape: [4, 4], seed: 1 }), { fraction: 0.5, random: seed })],
+      ];
+      for (const [name, call] of calls) {
+        expect(call, name).toThrow(ValueError);
+        expect(call, name).toThrow(`${name} must be a safe integer (|seed| <= 2^53 - 1), got ${seed}`);
+      }
+    }
   });
 });

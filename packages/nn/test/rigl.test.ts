@@ -1,5 +1,5 @@
 import { backward } from "@blocksparse/autograd";
-import { BsrPattern, mean, randn, relu, sum, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
+import { BsrPattern, mean, randn, relu, ShapeError, sum, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
 import { Adam, BlockSparseLinear, crossEntropy, Linear, Module, pruneAndRegrow, ReLU, Sequential, SparseOptimizer } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
@@ -98,6 +98,20 @@ describe("RigL: gradient regrowth", () => {
     const layer = layerHolding([0, 1, 2, 3], 6);
     expect(() => pruneAndRegrow(layer, { fraction: 0.5, regrow: "gradient" })).toThrow(ValueError);
     expect(() => pruneAndRegrow(layer, { fraction: 0.5, regrow: "sideways" as "random" })).toThrow(/regrow must be/);
+  });
+
+  it("refuses x / dy whose shapes do not fit the layer with a ShapeError naming pruneAndRegrow, the argument and its shape, before any block moves", () => {
+    // 8 outputs x 16 inputs, so that swapping x and dy is caught too.
+    const layer = new BlockSparseLinear(16, 8, { density: 0.5, blockShape: [4, 4], seed: 3 });
+    const before = layer.pattern.blockMask().slice();
+    const move = (x: Tensor, dy: Tensor) => () => pruneAndRegrow(layer, { fraction: 0.5, regrow: "gradient", gradient: { x, dy } });
+    expect(move(randn([3, 8]), randn([3, 8]))).toThrow(ShapeError);
+    expect(move(randn([3, 8]), randn([3, 8]))).toThrow(/^pruneAndRegrow: gradient\.x has shape \[3, 8\], expected \[\.\.\., 16\]/);
+    expect(move(randn([3, 16]), randn([3, 16]))).toThrow(/^pruneAndRegrow: gradient\.dy has shape \[3, 16\], expected \[\.\.\., 8\]/);
+    expect(move(randn([3, 16]), randn([4, 8]))).toThrow(/^pruneAndRegrow: gradient\.x \[3, 16\] and gradient\.dy \[4, 8\] must have the same leading/);
+    const pairs = [{ x: randn([3, 16]), dy: randn([3, 8]) }, { x: randn([2, 16]), dy: randn([3, 8]) }];
+    expect(() => pruneAndRegrow(layer, { fraction: 0.5, regrow: "gradient", gradient: pairs })).toThrow(/^pruneAndRegrow: gradient\[1\]\.x \[2, 16\]/);
+    expect(layer.pattern.blockMask()).toEqual(before);
   });
 });
 

@@ -185,7 +185,7 @@ let globalRandom = new SeededRandom(Math.floor(Math.random() * 2 ** 32));
 
 /** Reseeds the generator that random ops use when given no seed. */
 export function manualSeed(seed: number): void {
-  globalRandom = new SeededRandom(seed);
+  globalRandom = new SeededRandom(checkSeed("manualSeed", seed));
 }
 
 export interface RandomOptions {
@@ -194,8 +194,16 @@ export interface RandomOptions {
   dtype?: DType;
 }
 
-function generator(seed: number | undefined): SeededRandom {
-  return seed === undefined ? globalRandom : new SeededRandom(seed);
+function generator(op: string, seed: number | undefined): SeededRandom {
+  return seed === undefined ? globalRandom : new SeededRandom(checkSeed(op, seed));
+}
+
+/** Named here: SeededRandom's own RangeError would name neither the op nor the option. */
+function checkSeed(op: string, seed: unknown): number {
+  if (!Number.isSafeInteger(seed)) {
+    throw new ValueError(`${op}: seed must be a safe integer (|seed| <= 2^53 - 1), got ${typeof seed === "string" ? JSON.stringify(seed) : String(seed)}`);
+  }
+  return seed as number;
 }
 
 /** The host array of `count` values an op makes before uploading them as `dtype`. */
@@ -225,7 +233,7 @@ export function randn(shape: readonly number[], options?: (RandomOptions & { mea
   assertFiniteNumber("randn", "mean", mean);
   assertFiniteNumber("randn", "std", std);
   if (std < 0) throw new ValueError(`randn: std must be >= 0, got ${std}`);
-  const random = generator(seed);
+  const random = generator("randn", seed);
   return randomFloat("randn", shape, dtype, (out) => random.fillNormal(out, mean, std));
 }
 
@@ -240,7 +248,7 @@ export function rand(shape: readonly number[], options?: (RandomOptions & { low?
   assertFiniteNumber("rand", "low", low);
   assertFiniteNumber("rand", "high", high);
   if (low > high) throw new ValueError(`rand: low ${low} is above high ${high}`);
-  const random = generator(seed);
+  const random = generator("rand", seed);
   // Unclamped, a bfloat16 draw of [0, 1) was 1 once in 512 (float16: 4096, float32: 2^25).
   const top = 1 - 2 ** -(dtype === "bfloat16" ? 8 : dtype === "float16" ? 11 : 24);
   // The dtype's largest value is top 2^16 (float16) or top 2^128: past it, as torch's uniform_ refuses, draws store as Infinity.
@@ -260,7 +268,7 @@ export function randint(low: number, high: number, shape: readonly number[], opt
   if (low < -(2 ** 31) || high > 2 ** 31) {
     throw new ValueError(`randint: [${low}, ${high}) does not fit int32; low must be >= -2^31 and high <= 2^31`);
   }
-  const random = generator(optionsArg("randint", options, ["seed"]).seed);
+  const random = generator("randint", optionsArg("randint", options, ["seed"]).seed);
   const out = hostArray("randint", sizeOf(shape), "int32", Int32Array);
   for (let i = 0; i < out.length; i++) out[i] = low + random.nextInt(high - low);
   return engine.upload(out, shape, "int32");

@@ -1,5 +1,5 @@
 import { engine } from "../engine";
-import { ShapeError } from "../errors";
+import { ShapeError, ValueError } from "../errors";
 import { type Activation, Linear, LinearActivation, LinearBackward, Matmul } from "../kernel_names";
 import { broadcastShapes, formatShape, shapesEqual } from "../shape";
 import type { Tensor } from "../tensor";
@@ -17,6 +17,10 @@ export interface MatmulOptions {
 export function matmul(a: Tensor, b: Tensor, options?: MatmulOptions | null): Tensor {
   const op = "matmul";
   const { transposeA = false, transposeB = false } = optionsArg(op, options, ["transposeA", "transposeB"]);
+  // A truthy non-boolean ("no", 0n, an object) would silently transpose.
+  for (const [name, flag] of [["transposeA", transposeA], ["transposeB", transposeB]] as const) {
+    if (typeof flag !== "boolean") throw new ValueError(`${op}: ${name} must be a boolean, got ${typeof flag === "string" ? JSON.stringify(flag) : String(flag)}`);
+  }
   assertTensor(op, "a", a);
   assertTensor(op, "b", b);
   assertMinRank(op, "a", a, 2);
