@@ -17,6 +17,26 @@ export interface DistributedEnv {
   masterPort: number;
   /** The launcher hosts the store itself (rank 0 then connects to it like every rank). BLOCKSPARSE_LAUNCHER_STORE=1. */
   launcherStore: boolean;
+  /**
+   * The job's identity, checked in the store's handshake: a rank that reaches another job's store
+   * (two jobs given one MASTER_PORT) fails with a StoreJobMismatchError instead of joining it.
+   * BLOCKSPARSE_JOB_ID (blocksparse-run sets a random one); without it, defaultJobId(worldSize).
+   */
+  jobId?: string;
+}
+
+/**
+ * The job id of ranks started without one (no launcher, no BLOCKSPARSE_JOB_ID): made of what
+ * every rank of the job shares, so they agree without being told; jobs of another world size
+ * are told apart, two such jobs of one size are not (set BLOCKSPARSE_JOB_ID for that).
+ */
+export function defaultJobId(worldSize: number): string {
+  return `default-world-${worldSize}`;
+}
+
+/** A job id: what BLOCKSPARSE_JOB_ID and --job-id take (printable ASCII, no spaces, at most 256 characters). */
+export function isJobId(value: unknown): value is string {
+  return typeof value === "string" && /^[\x21-\x7e]{1,256}$/.test(value);
 }
 
 function integer(env: NodeJS.ProcessEnv, name: string, fallback: number | undefined, min: number): number {
@@ -52,7 +72,12 @@ export function readDistributedEnv(env: NodeJS.ProcessEnv = process.env): Distri
   if (masterAddr === "" || /\s/.test(masterAddr)) {
     throw new DistributedEnvError(`MASTER_ADDR must be one host name or address (of rank 0's host), got '${env.MASTER_ADDR}'`);
   }
-  return { rank, worldSize, localRank, localWorldSize, masterAddr, masterPort, launcherStore: env.BLOCKSPARSE_LAUNCHER_STORE === "1" };
+  const jobIdText = env.BLOCKSPARSE_JOB_ID?.trim() ?? "";
+  if (jobIdText !== "" && !isJobId(jobIdText)) {
+    throw new DistributedEnvError(`BLOCKSPARSE_JOB_ID must be 1 to 256 printable characters without spaces (the same on every rank of the job), got '${env.BLOCKSPARSE_JOB_ID}'`);
+  }
+  const jobId = jobIdText === "" ? defaultJobId(worldSize) : jobIdText;
+  return { rank, worldSize, localRank, localWorldSize, masterAddr, masterPort, launcherStore: env.BLOCKSPARSE_LAUNCHER_STORE === "1", jobId };
 }
 
 function describeValue(value: unknown): string {
@@ -83,4 +108,7 @@ export function checkDistributedEnv(where: string, env: unknown): asserts env is
     throw new ValueError(`${where}: env.masterAddr must be a host name or address, got ${describeValue(fields.masterAddr)}`);
   }
   if (typeof fields.launcherStore !== "boolean") throw new ValueError(`${where}: env.launcherStore must be true or false, got ${describeValue(fields.launcherStore)}`);
+  if (fields.jobId !== undefined && !isJobId(fields.jobId)) {
+    throw new ValueError(`${where}: env.jobId must be 1 to 256 printable characters without spaces, or left out, got ${describeValue(fields.jobId)}`);
+  }
 }

@@ -20,6 +20,34 @@ export class StoreTimeoutError extends StoreError {
   override name = "StoreTimeoutError";
 }
 
+/**
+ * The store answering at `host:port` belongs to another job: its job id (`storeJobId`) is not
+ * this rank's (`jobId`). Two jobs were given the same MASTER_PORT on one host; the rank did not
+ * join that store, and the message says how to pick another port.
+ */
+export class StoreJobMismatchError extends StoreError {
+  override name = "StoreJobMismatchError";
+  constructor(
+    readonly host: string,
+    readonly port: number,
+    readonly jobId: string,
+    readonly storeJobId: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/**
+ * What answers at the store's address does not speak this store's protocol version: a store of
+ * another @blocksparse/distributed version, or another service on that port. Found in the
+ * connection's first exchange (the hello), so that neither side misreads the other's requests.
+ */
+export class StoreProtocolError extends StoreError {
+  override name = "StoreProtocolError";
+}
+
 /** A collective failed: a peer did not take part in time, called a different collective, or the transport broke. */
 export class CollectiveError extends DistributedError {
   override name = "CollectiveError";

@@ -1,12 +1,14 @@
 /**
  * blocksparse-run: starts the ranks of a data-parallel job on this host, like torchrun. Each rank
- * is `node <script> <args>` with RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR and
- * MASTER_PORT set; the launcher of node 0 hosts the rendezvous store. Signals go to every rank;
+ * is `node <script> <args>` with RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR,
+ * MASTER_PORT and BLOCKSPARSE_JOB_ID set; the launcher of node 0 hosts the rendezvous store. Signals go to every rank;
  * when one rank fails, the others are stopped and the launcher exits with its code.
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { constants } from "node:os";
 import { ValueError } from "@blocksparse/core";
+import { defaultJobId, isJobId } from "./env";
 import { TcpStoreServer } from "./store";
 
 export interface LaunchOptions {
@@ -20,6 +22,12 @@ export interface LaunchOptions {
   masterAddr?: string;
   /** Port of the store (default: a free port on one host; required with several hosts). */
   masterPort?: number;
+  /**
+   * The job's id, given to every rank as BLOCKSPARSE_JOB_ID and checked by the store's handshake
+   * (torchrun's --rdzv-id). Default: BLOCKSPARSE_JOB_ID of `env` or of this process; else a random
+   * id on one host, and with several hosts (which must agree) the ranks' default, "default-world-<WORLD_SIZE>".
+   */
+  jobId?: string;
   /** The script every rank runs, and its arguments. */
   script: string;
   args?: readonly string[];
@@ -40,8 +48,10 @@ export const LAUNCHER_USAGE = `usage: blocksparse-run --nproc-per-node N [--nnod
   --node-rank K        this host's index, 0 to M-1 (default 0); node 0 hosts the rendezvous store
   --master-addr ADDR   address of node 0 that every host can reach (default 127.0.0.1)
   --master-port PORT   port of the store on node 0 (default: a free port; required when M > 1)
+  --job-id ID          the job's id, the same on every host (default: $BLOCKSPARSE_JOB_ID, else random on one host);
+                       a rank that reaches the store of a job with another id fails instead of joining it
 
-Each rank runs \`node script.js args\` with RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT set.`;
+Each rank runs \`node script.js args\` with RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT and BLOCKSPARSE_JOB_ID set.`;
 
 const OPTION_NAMES: Record<string, keyof LaunchOptions> = {
   "nproc-per-node": "nprocPerNode",
@@ -49,6 +59,7 @@ const OPTION_NAMES: Record<string, keyof LaunchOptions> = {
   "node-rank": "nodeRank",
   "master-addr": "masterAddr",
   "master-port": "masterPort",
+  "job-id": "jobId",
 };
 
 /** The launcher's options from its command line: options up to the script, then the script's own arguments untouched. */
@@ -84,12 +95,13 @@ export function parseLauncherArgs(argv: readonly string[]): LaunchOptions {
     nodeRank: integer("node-rank"),
     masterAddr: values["master-addr"],
     masterPort: integer("master-port"),
+    jobId: values["job-id"],
     script: argv[i],
     args: argv.slice(i + 1),
   };
 }
 
-function checkLaunchOptions(options: LaunchOptions): Required<Pick<LaunchOptions, "nprocPerNode" | "nnodes" | "nodeRank" | "masterAddr">> {
+function checkLaunchOptions(options: LaunchOptions): Required<Pick<LaunchOptions, "nprocPerNode" | "nnodes" | "nodeRank" | "masterAddr" | "jobId">> {
   const { nprocPerNode, nnodes = 1, nodeRank = 0, masterAddr = "127.0.0.1", masterPort } = options;
   if (!Number.isSafeInteger(nprocPerNode) || nprocPerNode < 1) throw new ValueError(`blocksparse-run: --nproc-per-node must be at least 1, got ${nprocPerNode}`);
   if (!Number.isSafeInteger(nnodes) || nnodes < 1) throw new ValueError(`blocksparse-run: --nnodes must be at least 1, got ${nnodes}`);
@@ -103,16 +115,22 @@ function checkLaunchOptions(options: LaunchOptions): Required<Pick<LaunchOptions
     throw new ValueError(`blocksparse-run: --master-port must be a TCP port (1 to 65535), got ${masterPort}`);
   }
   if (typeof options.script !== "string" || options.script === "") throw new ValueError("blocksparse-run: no script given");
-  return { nprocPerNode, nnodes, nodeRank, masterAddr: address };
+  // The variable as the ranks read it: trimmed, and unset when blank.
+  const fromEnv = (options.env?.BLOCKSPARSE_JOB_ID ?? process.env.BLOCKSPARSE_JOB_ID)?.trim() || undefined;
+  const given = options.jobId ?? fromEnv;
+  if (given !== undefined && !isJobId(given)) throw new ValueError(`blocksparse-run: --job-id must be 1 to 256 printable characters without spaces, got ${JSON.stringify(given)}`);
+  // One host: a fresh id per launch. Several hosts must agree without talking: the ranks' own default, unless given.
+  const jobId = given ?? (nnodes === 1 ? randomUUID() : defaultJobId(nnodes * nprocPerNode));
+  return { nprocPerNode, nnodes, nodeRank, masterAddr: address, jobId };
 }
 
 /** Runs the job's ranks of this host to the end; resolves with the exit code the launcher should exit with. */
 export async function launch(options: LaunchOptions): Promise<number> {
-  const { nprocPerNode, nnodes, nodeRank, masterAddr } = checkLaunchOptions(options);
+  const { nprocPerNode, nnodes, nodeRank, masterAddr, jobId } = checkLaunchOptions(options);
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const killGraceMs = options.killGraceMs ?? 5000;
   // Node 0's launcher hosts the store: it lives as long as the job, whichever rank exits first.
-  const store = nodeRank === 0 ? await TcpStoreServer.listen(masterAddr, options.masterPort ?? 0) : null;
+  const store = nodeRank === 0 ? await TcpStoreServer.listen(masterAddr, options.masterPort ?? 0, { jobId }) : null;
   const masterPort = store?.port ?? (options.masterPort as number);
   const worldSize = nnodes * nprocPerNode;
   const children: { rank: number; child: ChildProcess; exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> }[] = [];
@@ -151,6 +169,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
           GROUP_RANK: String(nodeRank),
           MASTER_ADDR: masterAddr,
           MASTER_PORT: String(masterPort),
+          BLOCKSPARSE_JOB_ID: jobId,
           BLOCKSPARSE_LAUNCHER_STORE: "1",
         },
       });

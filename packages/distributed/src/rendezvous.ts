@@ -1,5 +1,5 @@
 import { ValueError } from "@blocksparse/core";
-import { checkDistributedEnv, type DistributedEnv } from "./env";
+import { checkDistributedEnv, type DistributedEnv, defaultJobId } from "./env";
 import { DistributedEnvError, StoreError } from "./errors";
 import { type StoreTimeout, TcpStore, TcpStoreServer } from "./store";
 
@@ -24,8 +24,9 @@ export class Rendezvous {
 
   /**
    * Joins the job described by `env`: rank 0 starts the store on MASTER_ADDR:MASTER_PORT (unless
-   * the launcher hosts it), every rank connects, and the ranks check that they agree on the world
-   * size and that no rank number is taken twice. All of it within one `timeoutMs`: past it, a
+   * the launcher hosts it), every rank connects (a store of another job, `env.jobId`, refuses it:
+   * a StoreJobMismatchError), and the ranks check that they agree on the world size and that no
+   * rank number is taken twice. All of it within one `timeoutMs`: past it, a
    * StoreTimeoutError naming what was being waited for. From then on the store knows this
    * connection as this rank's: if it closes before `shutdown`, every rank's waits fail at once
    * with a RankFailedError naming this rank.
@@ -35,11 +36,13 @@ export class Rendezvous {
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) throw new ValueError(`timeoutMs must be a positive number of milliseconds, got ${String(timeoutMs)}`);
     const wait: StoreTimeout = { timeoutMs, deadline: Date.now() + timeoutMs };
-    const server = env.rank === 0 && !env.launcherStore ? await TcpStoreServer.listen(env.masterAddr, env.masterPort) : null;
+    // The store's handshake checks it: a rank that reaches another job's store (one port given to two jobs) fails instead of joining.
+    const jobId = env.jobId ?? defaultJobId(env.worldSize);
+    const server = env.rank === 0 && !env.launcherStore ? await TcpStoreServer.listen(env.masterAddr, env.masterPort, { jobId }) : null;
     let store: TcpStore;
     try {
       // Without the launcher, rank 0's process hosts the store: the store closing means rank 0 is gone.
-      store = await TcpStore.connect(env.masterAddr, env.masterPort, { timeoutMs: wait, hostRank: env.launcherStore ? undefined : 0 });
+      store = await TcpStore.connect(env.masterAddr, env.masterPort, { timeoutMs: wait, hostRank: env.launcherStore ? undefined : 0, jobId });
     } catch (error) {
       await server?.close();
       throw error;

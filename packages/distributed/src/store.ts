@@ -8,11 +8,17 @@
  * leaving (`leave`: the end of an orderly shutdown), the rank is gone (it exited, threw, crashed or
  * was killed): every get that waits, now or later, fails at once naming it, since a collective
  * needs every rank and would otherwise wait until its timeout.
+ *
+ * Every connection opens with a hello naming the protocol version and the client's job: a store
+ * answers nothing else before it, and refuses (then closes) a client of another version or,
+ * when both name one, of another job. Two jobs given the same port on one host thus fail with a
+ * StoreJobMismatchError instead of mixing their ranks.
  */
 import { createServer, type Server, type Socket, connect as connectSocket } from "node:net";
 import { ValueError } from "@blocksparse/core";
-import { RankFailedError, StoreError, StoreTimeoutError } from "./errors";
-import { encodeFrame, type Frame, FrameReader, MAX_HEADER_BYTES, wireLimits } from "./wire";
+import { isJobId } from "./env";
+import { RankFailedError, StoreError, StoreJobMismatchError, StoreProtocolError, StoreTimeoutError } from "./errors";
+import { encodeFrame, type Frame, FrameReader, MAX_HEADER_BYTES, STORE_PROTOCOL_VERSION, wireLimits } from "./wire";
 
 interface StoredValue {
   value: Uint8Array;
@@ -26,13 +32,25 @@ interface Waiter {
 }
 
 function send(socket: Socket, header: Record<string, unknown>, payload?: Uint8Array): void {
-  if (socket.destroyed) return;
+  // writableEnded: a connection refused at its hello gets nothing after the refusal.
+  if (socket.destroyed || socket.writableEnded) return;
   for (const part of encodeFrame(header, payload)) socket.write(part);
+}
+
+export interface StoreListenOptions {
+  /**
+   * The job this store serves: a client naming another job is refused with a
+   * StoreJobMismatchError. Without it, the store takes clients of any job.
+   */
+  jobId?: string;
 }
 
 /** The server side: holds the keys in memory for as long as it runs. */
 export class TcpStoreServer {
   readonly #server: Server;
+  readonly #jobId: string | undefined;
+  /** Connections whose hello was accepted: the only ones whose requests are answered. */
+  readonly #greeted = new WeakSet<Socket>();
   readonly #values = new Map<string, StoredValue>();
   readonly #counters = new Map<string, number>();
   readonly #waiters = new Map<string, Waiter[]>();
@@ -42,23 +60,27 @@ export class TcpStoreServer {
   /** The first rank whose connection closed before it left, and why. */
   #lostRank: { rank: number; reason: string } | null = null;
 
-  private constructor(server: Server) {
+  private constructor(server: Server, jobId: string | undefined) {
     this.#server = server;
+    this.#jobId = jobId;
     // The store lives as long as its host wants it: it never keeps the process alive by itself.
     server.unref();
     server.on("connection", (socket) => this.#serve(socket));
   }
 
-  /** Listens on host:port (port 0 picks a free port; read it from `port`). */
-  static listen(host: string, port: number): Promise<TcpStoreServer> {
+  /** Listens on host:port (port 0 picks a free port; read it from `port`), for the job `options.jobId` if given. */
+  static listen(host: string, port: number, options: StoreListenOptions = {}): Promise<TcpStoreServer> {
     if (typeof host !== "string" || host === "") throw new ValueError(`TcpStoreServer.listen: host must be a host name or address, got ${String(host)}`);
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ValueError(`TcpStoreServer.listen: port must be in [0, 65535], got ${String(port)}`);
+    if (options.jobId !== undefined && !isJobId(options.jobId)) {
+      throw new ValueError(`TcpStoreServer.listen: jobId must be 1 to 256 printable characters without spaces, got ${JSON.stringify(options.jobId)}`);
+    }
     const server = createServer({ noDelay: true });
     return new Promise((resolve, reject) => {
       server.once("error", (error: NodeJS.ErrnoException) => {
-        reject(new StoreError(`the store could not listen on ${host}:${port}: ${error.code === "EADDRINUSE" ? "the port is in use (choose another MASTER_PORT)" : error.message}`));
+        reject(new StoreError(`the store could not listen on ${host}:${port}: ${error.code === "EADDRINUSE" ? "the port is in use, perhaps by another job's store (choose another MASTER_PORT)" : error.message}`));
       });
-      server.listen(port, host, () => resolve(new TcpStoreServer(server)));
+      server.listen(port, host, () => resolve(new TcpStoreServer(server, options.jobId)));
     });
   }
 
@@ -121,9 +143,45 @@ export class TcpStoreServer {
     send(socket, { id, ok: false, error: lost.reason, lostRank: lost.rank });
   }
 
+  /** Answers a hello: accepted when the client speaks this protocol version and, if both name one, belongs to this store's job. */
+  #hello(socket: Socket, id: number, header: Record<string, unknown>): void {
+    const refuse = (reason: "protocol" | "job", error: string) => {
+      send(socket, { id, ok: false, protocol: STORE_PROTOCOL_VERSION, reason, jobId: this.#jobId ?? null, error });
+      // Ended, not destroyed: the refusal is flushed first. Nothing it sends after this is read.
+      socket.end();
+    };
+    if (header.protocol !== STORE_PROTOCOL_VERSION) {
+      refuse("protocol", `this store speaks protocol version ${STORE_PROTOCOL_VERSION}, the client ${JSON.stringify(header.protocol ?? null)}`);
+      return;
+    }
+    const jobId = header.jobId;
+    if (jobId !== undefined && jobId !== null && !isJobId(jobId)) {
+      refuse("protocol", `hello: jobId must be 1 to 256 printable characters without spaces, got ${JSON.stringify(jobId)}`);
+      return;
+    }
+    if (this.#jobId !== undefined && typeof jobId === "string" && jobId !== this.#jobId) {
+      refuse("job", `this store serves job '${this.#jobId}', not job '${jobId}'`);
+      return;
+    }
+    this.#greeted.add(socket);
+    send(socket, { id, ok: true, protocol: STORE_PROTOCOL_VERSION, jobId: this.#jobId ?? null });
+  }
+
   #handle(socket: Socket, { header, payload }: Frame): void {
+    // A connection refused at its hello: what it still sends is not read.
+    if (socket.writableEnded) return;
     const id = Number(header.id);
     const key = String(header.key);
+    if (header.op === "hello") {
+      this.#hello(socket, id, header);
+      return;
+    }
+    if (!this.#greeted.has(socket)) {
+      // A client of a version before the hello: refused in words, not served under rules it does not know.
+      send(socket, { id, ok: false, error: `this store (protocol version ${STORE_PROTOCOL_VERSION}) answers a connection only after its hello: the client speaks an older version of the store protocol` });
+      socket.end();
+      return;
+    }
     switch (header.op) {
       case "set": {
         const reads = header.reads === undefined ? null : Number(header.reads);
@@ -185,6 +243,8 @@ interface Pending {
   reject: (error: Error) => void;
   timer: NodeJS.Timeout | undefined;
   what: string;
+  /** Resolve with the answer even when it is a refusal (the hello reads the refusal's fields). */
+  raw: boolean;
 }
 
 export interface StoreConnectOptions {
@@ -196,6 +256,11 @@ export interface StoreConnectOptions {
    * store closing means its host is gone.
    */
   hostRank?: number;
+  /**
+   * The job this connection belongs to, sent in the hello: a store serving another job refuses it
+   * with a StoreJobMismatchError (no request of it reaches that store). Without it, any store takes it.
+   */
+  jobId?: string;
 }
 
 /**
@@ -252,6 +317,8 @@ export class TcpStore {
   #storeClosed = false;
   // The rank the store said the job lost (its frame of id 0), if it did.
   #lostRank: { rank: number; reason: string } | null = null;
+  // Set when the peer sent bytes that are not this protocol's frames.
+  #malformed = false;
 
   private constructor(socket: Socket, host: string, port: number, hostRank: number | undefined) {
     this.#socket = socket;
@@ -264,7 +331,9 @@ export class TcpStore {
       try {
         frames = reader.push(chunk);
       } catch (error) {
+        this.#malformed = true;
         this.#fail(`the store at ${host}:${port} sent a malformed answer (${(error as Error).message})`);
+        socket.destroy();
         return;
       }
       for (const frame of frames) {
@@ -278,7 +347,7 @@ export class TcpStore {
         if (this.#pending.size === 0) socket.unref();
         clearTimeout(pending.timer);
         const lostRank = frame.header.lostRank;
-        if (frame.header.ok === true) pending.resolve(frame);
+        if (frame.header.ok === true || pending.raw) pending.resolve(frame);
         else if (typeof lostRank === "number") pending.reject(new RankFailedError(lostRank, `store ${pending.what}: ${String(frame.header.error)}`));
         else pending.reject(new StoreError(`store ${pending.what}: ${String(frame.header.error)}`));
       }
@@ -303,17 +372,26 @@ export class TcpStore {
     if (options.hostRank !== undefined && !(Number.isSafeInteger(options.hostRank) && options.hostRank >= 0)) {
       throw new ValueError(`TcpStore.connect: hostRank must be a non-negative integer, got ${String(options.hostRank)}`);
     }
+    if (options.jobId !== undefined && !isJobId(options.jobId)) {
+      throw new ValueError(`TcpStore.connect: jobId must be 1 to 256 printable characters without spaces, got ${JSON.stringify(options.jobId)}`);
+    }
     checkTimeout("connect", options.timeoutMs);
     const { timeoutMs, deadline } = resolveTimeout(options.timeoutMs ?? 60_000);
     let last = "no attempt started before the deadline";
     for (let left = deadline - Date.now(); left > 0; left = deadline - Date.now()) {
+      let socket: Socket;
       try {
-        return new TcpStore(await connectOnce(host, port, left), host, port, options.hostRank);
+        socket = await connectOnce(host, port, left);
       } catch (error) {
         last = (error as Error).message;
         const pause = Math.min(100, deadline - Date.now());
         if (pause > 0) await new Promise((resolve) => setTimeout(resolve, pause));
+        continue;
       }
+      // Connected: the hello decides, within what is left of the same timeout; a refusal is not retried.
+      const store = new TcpStore(socket, host, port, options.hostRank);
+      await store.#hello(options.jobId, { timeoutMs, deadline });
+      return store;
     }
     throw new StoreTimeoutError(`could not reach the store at ${host}:${port} within ${timeoutMs / 1000} s (last error: ${last}); is rank 0 running, and are MASTER_ADDR and MASTER_PORT the same on every rank?`);
   }
@@ -371,13 +449,54 @@ export class TcpStore {
     await this.#request({ op: "leave" }, undefined, "leave", options.timeoutMs, "the store did not answer");
   }
 
+  /**
+   * The connection's first exchange: this side's protocol version and job. On any failure the
+   * connection is closed and a typed error thrown: StoreJobMismatchError (another job's store),
+   * StoreProtocolError (another version, or not a store), StoreTimeoutError (no answer in time).
+   */
+  async #hello(jobId: string | undefined, wait: StoreTimeout): Promise<void> {
+    const where = `${this.host}:${this.port}`;
+    const speaks = `this rank speaks version ${STORE_PROTOCOL_VERSION} of the store protocol`;
+    let answer: Frame;
+    try {
+      const hello = { op: "hello", protocol: STORE_PROTOCOL_VERSION, ...(jobId === undefined ? {} : { jobId }) };
+      answer = await this.#request(hello, undefined, "hello", wait, `the peer at ${where} did not answer the store's handshake`, true);
+    } catch (error) {
+      this.close();
+      if (this.#malformed) {
+        throw new StoreProtocolError(`the peer at ${where} does not speak the store's protocol (${speaks}; ${(error as Error).message}): is another service listening on port ${this.port}?`, { cause: error });
+      }
+      if (error instanceof StoreTimeoutError) throw new StoreTimeoutError(`${error.message}; is another service listening on port ${this.port}?`, { cause: error });
+      throw new StoreError(`the store at ${where} closed the connection during the handshake (${(error as Error).message})`, { cause: error });
+    }
+    const { ok, reason, protocol } = answer.header;
+    if (ok === true && protocol === STORE_PROTOCOL_VERSION) return;
+    this.close();
+    if (reason === "job") {
+      const storeJobId = String(answer.header.jobId);
+      throw new StoreJobMismatchError(
+        this.host,
+        this.port,
+        String(jobId),
+        storeJobId,
+        `another job's store answered at ${where}: it serves job '${storeJobId}', and this rank belongs to job '${String(jobId)}' (BLOCKSPARSE_JOB_ID). ` +
+          `Two jobs were given port ${this.port}; this rank did not join that store. Give each job its own port: set MASTER_PORT (blocksparse-run --master-port) to a free one, ` +
+          "or, on one host, leave --master-port out and blocksparse-run picks a free port; if this rank does belong to that job, start it with that job's BLOCKSPARSE_JOB_ID",
+      );
+    }
+    const said = ok === true ? `it answered with protocol version ${JSON.stringify(protocol ?? null)}` : `it answered: ${String(answer.header.error)}`;
+    throw new StoreProtocolError(
+      `the store at ${where} speaks another version of the store protocol (${speaks}; ${said}): every rank and the launcher must run the same @blocksparse/distributed version, or another service listens on port ${this.port}`,
+    );
+  }
+
   /** Closes the connection; pending requests fail. */
   close(): void {
     this.#fail("the store connection was closed");
     this.#socket.destroy();
   }
 
-  #request(header: Record<string, unknown>, payload: Uint8Array | undefined, what: string, timeout: StoreTimeout | undefined, late: string): Promise<Frame> {
+  #request(header: Record<string, unknown>, payload: Uint8Array | undefined, what: string, timeout: StoreTimeout | undefined, late: string, raw = false): Promise<Frame> {
     if (this.#closedReason !== null) return Promise.reject(this.#closedError(what));
     const id = this.#nextId++;
     // Encoded before anything is registered or sent: a frame too large fails here, leaving the connection as it was.
@@ -390,7 +509,7 @@ export class TcpStore {
         reject(new StoreTimeoutError(`store ${what}: ${late} within ${(limit as { timeoutMs: number }).timeoutMs / 1000} s`));
       };
       const timer = limit === undefined ? undefined : setTimeout(expire, Math.min(Math.max(limit.deadline - Date.now(), 0), MAX_TIMER_MS));
-      this.#pending.set(id, { resolve, reject, timer, what });
+      this.#pending.set(id, { resolve, reject, timer, what, raw });
       this.#socket.ref();
       if (!this.#socket.destroyed) for (const part of frame) this.#socket.write(part);
     });

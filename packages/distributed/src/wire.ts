@@ -5,6 +5,14 @@ import { ValueError } from "@blocksparse/core";
  * [u32 header bytes][u32 payload bytes][header][payload], big-endian lengths.
  */
 
+/**
+ * The version of the store's requests and answers, sent in the `hello` every connection opens
+ * with. The hello itself ({op: "hello", id, protocol, jobId?} answered {id, ok, protocol, reason?,
+ * error?}) keeps its shape in every version, so that two versions always refuse each other in
+ * words instead of misreading each other's requests.
+ */
+export const STORE_PROTOCOL_VERSION = 1;
+
 /** Headers are small JSON objects; a longer one means the peer speaks another protocol. */
 export const MAX_HEADER_BYTES = 64 * 1024;
 

@@ -41,18 +41,20 @@ export interface RankResult extends JobResult {
 
 /**
  * Runs `test/children/<script>` as `worldSize` ranks started without the launcher, as a cluster's job
- * script would: RANK, WORLD_SIZE and MASTER_PORT set, rank 0 hosting the store. Every rank still
- * running after `timeoutMs` is killed, so a hang fails the test instead of blocking the run.
+ * script would: RANK, WORLD_SIZE and MASTER_PORT (`port`, default a free one) set, rank 0 hosting
+ * the store. Every rank still running after `timeoutMs` is killed, so a hang fails the test instead
+ * of blocking the run.
  */
-export async function runRanks(worldSize: number, script: string, args: string[] = [], options: { timeoutMs?: number } = {}): Promise<{ out: string; ranks: RankResult[] }> {
+export async function runRanks(worldSize: number, script: string, args: string[] = [], options: { timeoutMs?: number; port?: number } = {}): Promise<{ out: string; ranks: RankResult[] }> {
   const out = mkdtempSync(join(tmpdir(), "blocksparse-distributed-"));
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const ranks = Array.from({ length: worldSize }, (_, rank) => {
     const child = spawn(process.execPath, ["--import", "tsx", join("test", "children", script), out, ...args], {
       cwd: PACKAGE,
       env: {
         ...process.env,
         BLOCKSPARSE_LAUNCHER_STORE: undefined,
+        BLOCKSPARSE_JOB_ID: undefined,
         RANK: String(rank),
         WORLD_SIZE: String(worldSize),
         MASTER_ADDR: "127.0.0.1",

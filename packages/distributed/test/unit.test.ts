@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import {
   CpuProcessGroup,
   DistributedDataParallel,
+  defaultJobId,
   CollectiveError,
   DistributedEnvError,
   DistributedError,
@@ -24,7 +25,7 @@ import {
   TcpStore,
   TcpStoreServer,
 } from "../src/index";
-import { encodeFrame, wireLimits } from "../src/wire";
+import { encodeFrame, type Frame, FrameReader, STORE_PROTOCOL_VERSION, wireLimits } from "../src/wire";
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -50,6 +51,7 @@ describe("readDistributedEnv", () => {
       masterAddr: "10.0.0.1",
       masterPort: 29500,
       launcherStore: false,
+      jobId: "default-world-2",
     });
     expect(readDistributedEnv({ RANK: "0", WORLD_SIZE: "1", MASTER_PORT: "1" }).masterAddr).toBe("127.0.0.1");
   });
@@ -60,6 +62,13 @@ describe("readDistributedEnv", () => {
     expect(() => readDistributedEnv({ ...base, RANK: "-1" })).toThrow(DistributedEnvError);
     expect(() => readDistributedEnv({ ...base, MASTER_PORT: "70000" })).toThrow(/MASTER_PORT must be a TCP port/);
     expect(() => readDistributedEnv({ ...base, MASTER_PORT: "http" })).toThrow(/MASTER_PORT must be an integer/);
+    expect(() => readDistributedEnv({ ...base, BLOCKSPARSE_JOB_ID: "my job" })).toThrow(/BLOCKSPARSE_JOB_ID must be 1 to 256 printable characters without spaces \(the same on every rank of the job\), got 'my job'/);
+  });
+
+  it("takes the job id from BLOCKSPARSE_JOB_ID (trimmed), and without it one every rank derives alike from WORLD_SIZE", () => {
+    expect(readDistributedEnv({ ...base, BLOCKSPARSE_JOB_ID: " slurm-4242\n" }).jobId).toBe("slurm-4242");
+    expect(readDistributedEnv({ ...base, BLOCKSPARSE_JOB_ID: "" }).jobId).toBe(defaultJobId(2));
+    expect(readDistributedEnv({ ...base, RANK: "0", WORLD_SIZE: "3" }).jobId).toBe("default-world-3");
   });
 
   it("trims MASTER_ADDR as it trims the numbers, and refuses a blank one or two addresses (which would not resolve: a wait until the timeout)", () => {
@@ -202,6 +211,32 @@ describe("a rank that is gone", () => {
   });
 });
 
+/**
+ * A TCP server on a free port of 127.0.0.1 that hands each frame it receives to `answer` (which
+ * may answer with `send`, or not at all): a store of another version, or a silent peer.
+ */
+async function peerServer(answer: (socket: Socket, frame: Frame) => unknown): Promise<number> {
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    const reader = new FrameReader();
+    socket.on("data", (chunk: Buffer) => {
+      for (const frame of reader.push(chunk)) answer(socket, frame);
+    });
+    socket.on("error", () => socket.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  cleanups.push(() => {
+    for (const socket of sockets) socket.destroy();
+    return new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  return (server.address() as { port: number }).port;
+}
+
+function send(socket: Socket, header: Record<string, unknown>): void {
+  for (const part of encodeFrame(header)) socket.write(part);
+}
+
 /** Rejects if `promise` has not settled after `ms`: a regression that waits forever fails instead of hanging the run. */
 function within<T>(promise: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -222,18 +257,18 @@ function claimingBytes(bytes: number): Uint8Array {
 
 describe("timeouts: every wait of a connect or rendezvous ends with the caller's timeout", () => {
   it("a store that accepts the connection but never answers fails the join with a StoreTimeoutError naming the request, not a hang", async () => {
-    const sockets = new Set<Socket>();
-    const silent = createServer((socket) => sockets.add(socket));
-    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
-    cleanups.push(() => {
-      for (const socket of sockets) socket.destroy();
-      return new Promise<void>((resolve) => silent.close(() => resolve()));
-    });
-    const port = (silent.address() as { port: number }).port;
+    const port = await peerServer((socket, frame) => frame.header.op === "hello" && send(socket, { id: frame.header.id, ok: true, protocol: STORE_PROTOCOL_VERSION }));
     const env = { rank: 0, worldSize: 2, localRank: 0, localWorldSize: 2, masterAddr: "127.0.0.1", masterPort: port, launcherStore: true };
     const joining = Rendezvous.join(env, { timeoutMs: 300 });
     await expect(within(joining, 1500)).rejects.toThrow(StoreTimeoutError);
     await expect(joining).rejects.toThrow(/store add 'rendezvous\/rank\/0': the store did not answer within 0.3 s/);
+  });
+
+  it("a peer that never answers the hello fails the connect at its timeout with a StoreTimeoutError naming the address, not a hang", async () => {
+    const port = await peerServer(() => {});
+    const connecting = TcpStore.connect("127.0.0.1", port, { timeoutMs: 300 });
+    await expect(within(connecting, 1500)).rejects.toThrow(StoreTimeoutError);
+    await expect(connecting).rejects.toThrow(new RegExp(`store hello: the peer at 127.0.0.1:${port} did not answer the store's handshake within 0.3 s; is another service listening on port ${port}\\?`));
   });
 
   it("a peer that never joins fails the join after the one timeout, with a StoreTimeoutError naming the key", async () => {
@@ -247,15 +282,9 @@ describe("timeouts: every wait of a connect or rendezvous ends with the caller's
   });
 
   it("the store's requests take a timeout too: set and add fail with a StoreTimeoutError when the store does not answer", async () => {
-    const sockets = new Set<Socket>();
-    const silent = createServer((socket) => sockets.add(socket));
-    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
-    const store = await TcpStore.connect("127.0.0.1", (silent.address() as { port: number }).port, { timeoutMs: 2000 });
-    cleanups.push(() => {
-      store.close();
-      for (const socket of sockets) socket.destroy();
-      return new Promise<void>((resolve) => silent.close(() => resolve()));
-    });
+    const port = await peerServer((socket, frame) => frame.header.op === "hello" && send(socket, { id: frame.header.id, ok: true, protocol: STORE_PROTOCOL_VERSION }));
+    const store = await TcpStore.connect("127.0.0.1", port, { timeoutMs: 2000 });
+    cleanups.push(() => store.close());
     await expect(within(store.set("k", new Uint8Array(1), { timeoutMs: 200 }), 1000)).rejects.toThrow(/store set 'k': the store did not answer within 0.2 s/);
     await expect(within(store.add("n", 1, { timeoutMs: 200 }), 1000)).rejects.toThrow(StoreTimeoutError);
     await expect(store.add("n", 1, { timeoutMs: 0 })).rejects.toThrow(/TcpStore.add: timeoutMs must be a positive number/);
@@ -318,6 +347,7 @@ describe("an environment the caller builds", () => {
     await expect(initProcessGroup({ env: { ...env, masterPort: 70000 }, timeoutMs: 200 })).rejects.toThrow(/env.masterPort must be an integer in \[1, 65535\]/);
     await expect(initProcessGroup({ env: { ...env, launcherStore: "1" as never }, timeoutMs: 200 })).rejects.toThrow(/env.launcherStore must be true or false/);
     await expect(initProcessGroup({ env: { ...env, masterAddr: "127.0.0.1 10.0.0.1" }, timeoutMs: 200 })).rejects.toThrow(/env.masterAddr must be a host name or address/);
+    await expect(initProcessGroup({ env: { ...env, jobId: "" }, timeoutMs: 200 })).rejects.toThrow(/env.jobId must be 1 to 256 printable characters without spaces, or left out, got the string ''/);
     await expect(Rendezvous.join(null as never)).rejects.toThrow(ValueError);
   });
 });
