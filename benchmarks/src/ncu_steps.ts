@@ -30,7 +30,8 @@ export function kernelGroup(name: string): string {
     return `${PRODUCTS[Number(tile[2])] ?? "block-sparse product"}, ${path}`;
   }
   if (/bsrDecodeLinearKernel/.test(name)) return "forward (bsrLinear), decoding kernel";
-  if (/fillKernel/.test(name)) return "fillKernel (the checked first step's poisoned outputs, and zeros each step: the dense route's scratch)";
+  if (/fillKernel/.test(name)) return "fillKernel (the checked first step's poisoned outputs, and zeros)";
+  if (/scatterBandKernel|copyBlocksKernel<[^>]*false>/.test(name)) return "the dense route's scratch (W's blocks and zeros)";
   if (/^(void )?(cublasLt::|cutlass|nvjet|sm\d+_xmma)|gemm/i.test(name)) return "cuBLAS (GEMM and its split-K reduction)";
   const base = name.replace(/^void /, "").replaceAll("<unnamed>::", "").replace(/\(.*$/, "").replace(/<.*$/, "");
   return base.split("::").pop() || name;

@@ -25,6 +25,10 @@ describe("the step table from Nsight Compute's summary", () => {
     expect(kernelGroup("void sm90::bsrWgmmaKernel<sm90::WgmmaTraits<__half, 2, 64, 128, 7>>(CUtensorMap_st)")).toBe("dW (sampledMatmul), wgmma tile");
     expect(kernelGroup("void cublasLt::splitKreduce_kernel<32, 16, int, float>(x)")).toBe("cuBLAS (GEMM and its split-K reduction)");
     expect(kernelGroup("void bs::<unnamed>::columnSumPackedKernel<__nv_bfloat16>(bs::ReduceOp, const T1 *)")).toBe("columnSumPackedKernel");
+    const scratch = "the dense route's scratch (W's blocks and zeros)";
+    expect(kernelGroup("void bs::<unnamed>::scatterBandKernel<uint4, 8>(const T1 *, T1 *, bs::BsrPatternView, int)")).toBe(scratch);
+    expect(kernelGroup("void bs::<unnamed>::copyBlocksKernel<__nv_bfloat16, 8, false>(const T1 *, T1 *, bs::BsrPatternView)")).toBe(scratch);
+    expect(kernelGroup("void bs::<unnamed>::copyBlocksKernel<__nv_bfloat16, 8, true>(const T1 *, T1 *, bs::BsrPatternView)")).toBe("copyBlocksKernel");
   });
 
   it("divides each group's time by the Adam launches (one per step), units converted", () => {

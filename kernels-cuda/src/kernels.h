@@ -148,10 +148,10 @@ bool denseSampledWins(DType dtype, const BsrPatternView& pattern, int64_t m, boo
 void launchSampleBlocks(DType dtype, const void* dense, void* values, const BsrPatternView& pattern, cudaStream_t stream);
 // bsrLinear and bsrMatmul through the dense GEMM: where the block kernels lose to cuBLAS (denseProductWins: 32x32 blocks
 // from density 0.25 with at least kDenseProductMinTokens tokens, where at 2048 tokens it measured slower, and from 0.3
-// for a product on the X-resident tile; from 0.45 with 1000 up to that; the other shapes
+// for a product on the X-resident tile; from 0.45 with 1000 up to that; from 0.35 with 128 up to 1000; the other shapes
 // of the mma.sync tiles from their break-even density with at least kDenseProductShapeMinTokens; the simple kernel's
 // shapes from kDenseProductMinDensitySimple) the addon writes the pattern's blocks into a dense [rows, cols] scratch,
-// zeros elsewhere, and runs the dense product.
+// zeros elsewhere (one pass: launchScatterBlocks), and runs the dense product.
 enum class DenseProductMode : int32_t { Auto = 0, Never = 1, Always = 2 };
 constexpr int64_t kDenseProductMinTokens = 8192;
 constexpr double kDenseProductMinDensity32 = 0.25;
@@ -160,9 +160,18 @@ constexpr double kDenseProductMinDensity32 = 0.25;
 // 0-2% slower at 0.4; at 3000 tokens (768 <-> 3072, 1024 <-> 4096, 1536 <-> 6144) 6-22% faster at 0.5, and 3% slower
 // to 10% faster at 0.4. At 1000 and 2048 tokens it lost at 0.5 until the scratch's zeroing stored 16-byte words
 // (2026-12-03); since, it wins there too: 1.06-1.33x the block kernels' step at 0.5 (768 <-> 3072, 1024 <-> 4096),
-// 0.96-1.21x at 0.4. Fewer than 1000 tokens were not measured and keep the block kernels.
+// 0.96-1.21x at 0.4.
 constexpr int64_t kDenseProductMidTokens = 1000;
 constexpr double kDenseProductMinDensity32Mid = 0.45;
+// With kDenseProductFewTokens to kDenseProductMidTokens tokens, from kDenseProductMinDensity32Few: there the mma.sync
+// tiles have few token tiles to spread over the SMs. The FFN step at 128-768 tokens (768 <-> 3072, 1024 <-> 4096,
+// 1536 <-> 6144, H200, 2026-12-03) ran 1-30% faster through the route at density 0.5 and 3-27% faster at 0.4 in 10 of
+// 12 cases, 1-2.5% slower in the other two (1536 <-> 6144 at 128 and 256 tokens, whose wide layers give the tiles the
+// most CTAs); at 0.3 the widest lost 6%: from 0.35, between the two (a pattern drawn at 0.4 may hold a block fewer than
+// 0.4 of the grid). Below kDenseProductFewTokens (not measured; bsrLinear up to 64 tokens runs the decoding kernel,
+// which reads only the stored blocks) the block kernels stay.
+constexpr int64_t kDenseProductFewTokens = 128;
+constexpr double kDenseProductMinDensity32Few = 0.35;
 // The same for a product that runs on the X-resident tile (tcTakesXResident), which reaches about 0.25-0.35 of
 // cuBLAS's rate on the non-zero work at 8192 tokens where mma.sync's tile reached 0.17-0.27.
 constexpr double kDenseProductMinDensity32XResident = 0.3;

@@ -338,6 +338,81 @@ void launchCopyBlocks(const T* src, T* dst, const BsrPatternView& pattern, cudaS
   else copyBlocksKernel<T, 1, kToValues><<<grid, threads, 0, stream>>>(src, dst, pattern);
 }
 
+// The products' dense route in one pass: a CTA writes rowsPerCta rows of one block row's band of dense [rows, cols],
+// each word the stored block's or zero, so each word of the scratch is written once. Filling the scratch with zeros and
+// then copying the blocks over them wrote the stored blocks' words twice in two launches (2.2-2.6 + 3.3-4.2 us for a
+// bfloat16 1024 x 4096 at density 0.5 on an H200). The CTA first lays its block row out in shared memory (each block
+// column's entry in the values, or -1), so a word costs one shared read and, where stored, one load: a lookup through
+// the row's entries in global memory before every store (three dependent loads) measured slower than the two passes.
+// Word is the 16-byte vector (kElems elements) where the block width, the columns and both pointers allow it, else
+// one element's bits. A thread loads its kScatterBandWordsPerThread words before it stores any: one word per thread
+// in turn left each thread waiting on every load (6.8 us a scratch with four words each, the two passes 8.7).
+constexpr int kScatterBandWordsPerThread = 2;
+template <typename Word, int kElems>
+__global__ void scatterBandKernel(const Word* __restrict__ values, Word* __restrict__ dense, BsrPatternView pattern,
+                                  int rowsPerCta) {
+  extern __shared__ int32_t entryOf[];  // [blockCols]
+  const int blockRow = blockIdx.x;
+  const int32_t first = pattern.blockRowPtr[blockRow], last = pattern.blockRowPtr[blockRow + 1];
+  for (int c = threadIdx.x; c < pattern.blockCols; c += blockDim.x) entryOf[c] = -1;
+  __syncthreads();
+  for (int32_t p = first + threadIdx.x; p < last; p += blockDim.x) entryOf[pattern.blockColIdx[p]] = p;
+  __syncthreads();
+  const int R = pattern.blockHeight;
+  const int r0 = blockIdx.y * rowsPerCta, rowsHere = min(rowsPerCta, R - r0);
+  const int wordsPerRow = static_cast<int>(pattern.cols / kElems), wordsPerBlockRow = pattern.blockWidth / kElems;
+  const int words = rowsHere * wordsPerRow;
+  Word* out = dense + (static_cast<int64_t>(blockRow) * R + r0) * wordsPerRow;
+  constexpr int kPer = kScatterBandWordsPerThread;
+  for (int base = threadIdx.x; base < words; base += kPer * blockDim.x) {
+    Word word[kPer];
+#pragma unroll
+    for (int u = 0; u < kPer; ++u) {
+      const int i = base + u * blockDim.x;
+      word[u] = Word{};
+      if (i < words) {
+        const int rr = i / wordsPerRow, w = i - rr * wordsPerRow;
+        const int c = w / wordsPerBlockRow, inBlock = w - c * wordsPerBlockRow;
+        const int32_t p = entryOf[c];
+        if (p >= 0) word[u] = values[(static_cast<int64_t>(p) * R + r0 + rr) * wordsPerBlockRow + inBlock];
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kPer; ++u)
+      if (base + u * blockDim.x < words) out[base + u * blockDim.x] = word[u];
+  }
+}
+
+// The band kernel's limit: a block row's layout in shared memory (kScatterBandMaxBlockCols entries). A CTA takes
+// whole rows, about kThreads x kScatterBandWordsPerThread words (at least one row).
+constexpr int kScatterBandMaxBlockCols = 8192;
+
+// Writes the scratch in one pass with scatterBandKernel; false (nothing launched) where the pattern is past its limits.
+bool launchScatterBand(const void* values, void* dense, int64_t elementBytes, const BsrPatternView& pattern,
+                       cudaStream_t stream) {
+  const int64_t elems = 16 / elementBytes;
+  const bool vector = reinterpret_cast<uintptr_t>(values) % 16 == 0 && reinterpret_cast<uintptr_t>(dense) % 16 == 0 &&
+                      pattern.blockWidth % elems == 0 && pattern.cols % elems == 0;
+  const int64_t wordsPerRow = vector ? pattern.cols / elems : pattern.cols;
+  if (pattern.blockCols > kScatterBandMaxBlockCols || wordsPerRow > (int64_t{1} << 24)) return false;
+  const int64_t R = pattern.blockHeight;
+  const int64_t rowsPerCta = std::clamp<int64_t>(int64_t{kThreads} * kScatterBandWordsPerThread / wordsPerRow, 1, R);
+  const int64_t bands = (R + rowsPerCta - 1) / rowsPerCta;
+  if (bands > 65535) return false;
+  const dim3 grid(static_cast<unsigned>(pattern.blockRows), static_cast<unsigned>(bands));
+  const size_t shared = static_cast<size_t>(pattern.blockCols) * sizeof(int32_t);
+  const int rows = static_cast<int>(rowsPerCta);
+  if (vector && elementBytes == 4)
+    scatterBandKernel<uint4, 4><<<grid, kThreads, shared, stream>>>(static_cast<const uint4*>(values), static_cast<uint4*>(dense), pattern, rows);
+  else if (vector)
+    scatterBandKernel<uint4, 8><<<grid, kThreads, shared, stream>>>(static_cast<const uint4*>(values), static_cast<uint4*>(dense), pattern, rows);
+  else if (elementBytes == 4)
+    scatterBandKernel<uint32_t, 1><<<grid, kThreads, shared, stream>>>(static_cast<const uint32_t*>(values), static_cast<uint32_t*>(dense), pattern, rows);
+  else
+    scatterBandKernel<uint16_t, 1><<<grid, kThreads, shared, stream>>>(static_cast<const uint16_t*>(values), static_cast<uint16_t*>(dense), pattern, rows);
+  return true;
+}
+
 DenseSampledMode denseSampledMode = DenseSampledMode::Auto;
 DenseProductMode denseProductMode = DenseProductMode::Auto;
 
@@ -358,6 +433,11 @@ DenseSampledMode setDenseSampledMode(DenseSampledMode mode) {
 DenseSampledMode getDenseSampledMode() { return denseSampledMode; }
 
 void launchScatterBlocks(DType dtype, const void* values, void* dense, const BsrPatternView& pattern, cudaStream_t stream) {
+  if (pattern.rows == 0 || pattern.cols == 0) return;
+  if (launchScatterBand(values, dense, dtypeSize(dtype), pattern, stream)) {
+    BS_LAUNCH_CHECK("scatterBandKernel");
+    return;
+  }
   launchZero(dtype, dense, pattern.rows * pattern.cols, stream);
   if (pattern.nnzBlocks == 0 || pattern.blockHeight == 0 || pattern.blockWidth == 0) return;
   BS_DISPATCH_FLOAT(dtype, T, (launchCopyBlocks<T, false>(static_cast<const T*>(values), static_cast<T*>(dense), pattern, stream)));
@@ -397,7 +477,8 @@ bool wgmmaRectangle(DType dtype, const BsrPatternView& pattern) {
 //   tokens (2026-12-03, 768 <-> 3072, 1024 <-> 4096 and 1536 <-> 6144): at 3000 the route won 6-22% at 0.5, at 2048
 //   it won on the widest only, at 1000 it tied or won by up to 16%: from 0.45 with 2560 tokens (never below). With the
 //   scratch zeroed in 16-byte words (2026-12-03, later) it won at 1000 and 2048 tokens too at 0.5 (6-33%): from 0.45
-//   with 1000 tokens.
+//   with 1000 tokens. At 128-768 tokens (2026-12-03, last; the scratch written in one pass) it won at 0.5 and 0.4
+//   nearly everywhere, lost at 0.3 on the widest: from 0.35 with 128 tokens.
 // - 64x64, 128x128 (wgmma tiles, half of cuBLAS's rate and more): never; nor 64x128 and 128x64 where they run the
 //   wgmma tiles too (tc::wgmmaShapeSupported on sm_90a: the tiles of the square of their output's width).
 // - The other shapes of the mma.sync tiles (tc::mmaShapeSupported) reach 0.07-0.11 of cuBLAS at 16x16, 0.09-0.19 with a
@@ -410,7 +491,8 @@ bool wgmmaRectangle(DType dtype, const BsrPatternView& pattern) {
 double denseProductBreakEven(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m) {
   const int rows = pattern.blockHeight, cols = pattern.blockWidth;
   if (rows == cols && rows == 32) {
-    if (m < kDenseProductMidTokens) return 2.0;
+    if (m < kDenseProductFewTokens) return 2.0;
+    if (m < kDenseProductMidTokens) return kDenseProductMinDensity32Few;
     if (m < kDenseProductMinTokens) return kDenseProductMinDensity32Mid;
     return tcTakesXResident(op, dtype, pattern, m) ? kDenseProductMinDensity32XResident : kDenseProductMinDensity32;
   }
@@ -435,7 +517,10 @@ bool denseProductWins(tc::Op op, DType dtype, const BsrPatternView& pattern, int
   // float32 stays on the exact block kernels; few tokens stay on the decoding and tile kernels, which read only the
   // stored blocks where the dense GEMM would read all of W.
   if (dtype == DType::Float32 || !denseSampledFits(dtype, pattern)) return false;
-  return patternDensity(pattern) >= denseProductBreakEven(op, dtype, pattern, m);
+  // Within half a block of the break-even counts as at it: a pattern drawn at a density holds the nearest whole
+  // number of blocks, which may fall a fraction of a block short (0.35 of 768 x 3072 in 32x32 blocks is 806 of 2304).
+  const double grid = static_cast<double>(pattern.blockRows) * pattern.blockCols;
+  return (pattern.nnzBlocks + 0.5) / grid >= denseProductBreakEven(op, dtype, pattern, m);
 }
 
 bool denseSampledFits(DType dtype, const BsrPatternView& pattern) {

@@ -423,6 +423,10 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
         BsrPattern.random([9, 140], { blockShape: [3, 70], density: 0.5, seed: 3 }),
         BsrPattern.random([6, 9], { blockShape: [2, 3], density: 0.4, seed: 4 }),
         BsrPattern.random([5, 7], { blockShape: [1, 1], density: 0.3, seed: 5 }),
+        // Bands of 6 or 12 rows (by the dtype's width) over blocks of 40 rows: the last band of each block row short.
+        BsrPattern.random([80, 640], { blockShape: [40, 40], density: 0.5, seed: 6 }),
+        // More block columns than the one-pass scatter lays out in shared memory: the fill and the block copy.
+        BsrPattern.random([3, 9000], { blockShape: [1, 1], density: 0.01, seed: 7 }),
         // The middle block row empty; the last one full.
         BsrPattern.fromMask([192, 320], [64, 64], [1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1]),
       ];
