@@ -2,7 +2,7 @@ import * as z from "zod/mini";
 import type { BsrDType } from "./dtype.js";
 import { BsrFormatError, checkOptionKeys, parseWith } from "./errors.js";
 import { BsrMatrix } from "./matrix.js";
-import { entriesOf, type SafetensorsContent, type SafetensorsDType, type SafetensorsTensor } from "./safetensors.js";
+import { checkMetadata, entriesOf, type SafetensorsContent, type SafetensorsDType, type SafetensorsTensor } from "./safetensors.js";
 
 /**
  * A BSR matrix `<name>` in a safetensors file is three ordinary tensors, named as PyTorch's
@@ -48,6 +48,10 @@ function checkContent(content: SafetensorsContent): void {
  */
 export function putBsrMatrix(content: SafetensorsContent, name: string, matrix: BsrMatrix): SafetensorsContent {
   checkContent(content);
+  // Readers take missing metadata as none; a write needs an object to put the matrix's metadata in.
+  if (content.metadata === null || typeof content.metadata !== "object") {
+    throw new BsrFormatError("content.metadata", `expected an object of string to string to add "${String(name)}"'s metadata to, got ${String(content.metadata)}`);
+  }
   if (typeof name !== "string" || name === "") throw new BsrFormatError("name", "expected a non-empty string");
   if (!(matrix instanceof BsrMatrix)) throw new BsrFormatError(name, "expected a BsrMatrix");
   matrix.validate();
@@ -82,7 +86,9 @@ export function bsrMatricesToSafetensors(
 ): SafetensorsContent {
   // null extra content is none; a misspelt key (`metdata`) would drop what it holds from the file.
   checkOptionKeys(extra, ["tensors", "metadata"], "extra");
-  const content: SafetensorsContent = { tensors: new Map(entriesOf(extra?.tensors ?? {})), metadata: { ...extra?.metadata } };
+  // Checked before the spread, which would turn a Map into {} and drop its entries.
+  const metadata = extra?.metadata === undefined || extra.metadata === null ? {} : checkMetadata(extra.metadata, "metadata");
+  const content: SafetensorsContent = { tensors: new Map(entriesOf(extra?.tensors ?? {})), metadata: { ...metadata } };
   for (const [name, matrix] of entriesOf(matrices, "matrices")) {
     for (const suffix of Object.values(BSR_TENSOR_SUFFIXES)) {
       // A matrix's tensor names never repeat another matrix's, so any taken name is a dense tensor's.

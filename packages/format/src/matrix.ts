@@ -233,6 +233,8 @@ export class BsrMatrix {
 
   /** From PyTorch's BSR parts (crow_indices, col_indices, values [nnzb, R, C], size). */
   static fromTorch(input: TorchBsrInput): BsrMatrix {
+    // A misspelt key (`dType`) was dropped by the schema and the matrix silently came out float32.
+    checkOptionKeys(input, ["crowIndices", "colIndices", "values", "valuesShape", "size", "dtype"], "torch");
     parseWith(torchBsrInputSchema, input, "torch");
     return fromParts(
       input.size,
@@ -246,6 +248,7 @@ export class BsrMatrix {
 
   /** From SciPy's bsr_matrix parts (indptr, indices, data [nnzb, R, C], shape). */
   static fromScipy(input: ScipyBsrInput): BsrMatrix {
+    checkOptionKeys(input, ["indptr", "indices", "data", "dataShape", "shape", "dtype"], "scipy");
     parseWith(scipyBsrInputSchema, input, "scipy");
     return fromParts(
       input.shape,

@@ -136,6 +136,11 @@ export function checkMetadata(value: unknown, field: string): Record<string, str
   if (value === null || typeof value !== "object" || Array.isArray(value)) {
     throw new BsrFormatError(field, "expected an object of string to string");
   }
+  // Object.entries of a Map (or any class instance's hidden state) is empty: its entries were dropped from the file.
+  const prototype = Object.getPrototypeOf(value);
+  if (prototype !== Object.prototype && prototype !== null) {
+    throw new BsrFormatError(field, `expected a plain object of string to string, got a ${value.constructor?.name ?? "object"} (a Map: Object.fromEntries(map))`);
+  }
   const out: Record<string, string> = Object.create(null);
   for (const [key, text] of Object.entries(value)) {
     if (typeof text !== "string") throw new BsrFormatError(`${field}.${key}`, "metadata values must be strings");

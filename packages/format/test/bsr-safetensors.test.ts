@@ -103,6 +103,12 @@ describe("BSR matrices in safetensors", () => {
     expect(getBsrMatrix(content, "w").toDense()).toEqual(matrix.toDense());
   });
 
+  it("putBsrMatrix refuses content without metadata (read as none elsewhere) with a BsrFormatError, not a TypeError", () => {
+    const matrix = BsrMatrix.random([2, 2], { blockShape: [1, 1], density: 1, seed: 1 });
+    expect(fieldOf(() => putBsrMatrix({ tensors: new Map() } as never, "w", matrix))).toBe("content.metadata");
+    expect(fieldOf(() => putBsrMatrix({ tensors: new Map(), metadata: null } as never, "w", matrix))).toBe("content.metadata");
+  });
+
   describe("rejects a malformed matrix, naming the tensor or metadata key", () => {
     const matrix = BsrMatrix.random([8, 12], { blockShape: [2, 3], density: 0.5, seed: 4 });
     const fresh = () => putBsrMatrix({ tensors: new Map(), metadata: {} }, "w", matrix);

@@ -301,6 +301,15 @@ describe("PyTorch and SciPy layouts", () => {
     expectFormatError(() => BsrMatrix.fromScipy({ indptr: [0, 1], indices: [0], data: [1, 2], dataShape: [1, 1, 2], shape: [1, 2], dtype: "f16" as never }), "scipy.dtype");
     expectFormatError(() => BsrMatrix.fromScipy({ indptr: [0, 1, 1], indices: [0], data: [1, 2], dataShape: [1, 1, 2], shape: [1, 2] }), "indptr");
   });
+
+  it("refuses a misspelt key (dType), which was dropped and left the matrix float32", () => {
+    const torch = { crowIndices: [0, 1], colIndices: [0], values: new Float32Array([1.1]), valuesShape: [1, 1, 1] as const, size: [1, 1] as const };
+    const error = expectFormatError(() => BsrMatrix.fromTorch({ ...torch, dType: "bfloat16" } as never), "torch");
+    expect(error.message).toContain("'dType'");
+    const scipy = { indptr: [0, 1], indices: [0], data: [1.1], dataShape: [1, 1, 1] as const, shape: [1, 1] as const };
+    expect(expectFormatError(() => BsrMatrix.fromScipy({ ...scipy, dypte: "float16" } as never), "scipy").message).toContain("'dypte'");
+    expect(BsrMatrix.fromTorch({ ...torch, dtype: undefined }).dtype).toBe("float32");
+  });
 });
 
 describe("null or missing arguments", () => {

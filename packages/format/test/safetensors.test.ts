@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import {
   BsrFormatError,
+  bsrMatricesToSafetensors,
   decodeSafetensors,
   encodeSafetensors,
   type SafetensorsTensor,
@@ -79,6 +80,16 @@ describe("encodeSafetensors", () => {
     );
     const metadataError = thrown(() => encodeSafetensors({}, { n: 3 } as unknown as Record<string, string>));
     expect((metadataError as BsrFormatError).field).toBe("metadata.n");
+  });
+
+  it("refuses metadata given as a Map, whose entries were dropped from the file", () => {
+    const error = thrown(() => encodeSafetensors({}, new Map([["format", "pt"]]) as unknown as Record<string, string>));
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect((error as BsrFormatError).field).toBe("metadata");
+    expect(error.message).toContain("Map");
+    const extra = { metadata: new Map([["format", "pt"]]) as unknown as Record<string, string> };
+    expect((thrown(() => bsrMatricesToSafetensors({}, extra)) as BsrFormatError).field).toBe("metadata");
+    expect(decodeSafetensors(encodeSafetensors({}, Object.fromEntries([["format", "pt"]]))).metadata).toEqual({ format: "pt" });
   });
 });
 
