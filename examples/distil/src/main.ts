@@ -38,7 +38,7 @@ layers, static or RigL; and a trained dense model patched and recovered by fine-
                        a model this size over-fits the book's 510k tokens in a few passes
   --budget SECONDS     wall-clock budget from the start: runs that would not fit are skipped,
                        a run still going at the end stops there (the table says which)
-  --density LIST       densities of the static / RigL comparison (default ${DEFAULTS.densities.join(",")})
+  --density LIST       densities of the static / RigL comparison, comma-separated or repeated (default ${DEFAULTS.densities.join(",")})
   --rigl-fraction X    share of each layer's blocks RigL moves at its first update (default ${DEFAULT_RIGL.fraction})
   --rigl-every N       steps between RigL updates (default: steps / 40)
   --rigl-end F         share of the steps after which the patterns stop moving (default ${DEFAULT_RIGL.end})
@@ -82,7 +82,9 @@ function parse(argv: string[]): Parsed | null {
   ];
   const flagTypes: Record<string, { type: "string" | "boolean"; short?: string }> = Object.fromEntries(flags.map((name) => [name, { type: "string" }]));
   flagTypes.help = { type: "boolean", short: "h" };
-  const { values } = withFlagHelp(flags, () => parseArgs({ args: argv, strict: true, options: flagTypes })) as { values: Record<string, string | boolean | undefined> };
+  // Repeatable, as the other examples' --density: a second --density adds densities rather than replacing the first.
+  flagTypes.density = { type: "string", multiple: true };
+  const { values } = withFlagHelp(flags, () => parseArgs({ args: argv, strict: true, options: flagTypes })) as { values: Record<string, string | string[] | boolean | undefined> };
   if (values.help) return null;
   const text = (name: string) => values[name] as string | undefined;
   const number = (name: string, integer: boolean, what = "a number"): number | undefined => {
@@ -112,8 +114,9 @@ function parse(argv: string[]): Parsed | null {
   if (mode !== undefined && !["sparse", "distil", "all"].includes(mode)) throw new RangeError(`--mode: expected sparse, distil or all, got '${mode}'`);
   const patch = text("patch");
   if (patch !== undefined && patch !== "ffn" && patch !== "ffn+attn") throw new RangeError(`--patch: expected ffn or ffn+attn, got '${patch}'`);
-  const densities = text("density")?.split(",").map(Number);
-  if (densities?.some((d) => !(d > 0 && d <= 1))) throw new RangeError(`--density: expected numbers in (0, 1], got '${text("density")}'`);
+  const densityLists = values.density as string[] | undefined;
+  const densities = densityLists?.flatMap((list) => list.split(",").map(Number));
+  if (densities?.some((d) => !(d > 0 && d <= 1))) throw new RangeError(`--density: expected numbers in (0, 1], got '${densityLists?.join(",")}'`);
   const sparseLr = text("sparse-lr");
   if (sparseLr !== undefined && sparseLr !== "same" && sparseLr !== "inverse-density") throw new RangeError(`--sparse-lr: expected same or inverse-density, got '${sparseLr}'`);
   const dtype = text("dtype");

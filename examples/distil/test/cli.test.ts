@@ -18,6 +18,8 @@ describe("main.ts's flags", { timeout: 30_000 }, () => {
     [["--seed", "1.5"], /--seed: expected an integer, got '1.5'/],
     [["--seed", "abc"], /--seed: expected an integer, got 'abc'/],
     [["--lr=-1"], /--lr: expected a positive number, got '-1'/],
+    // A second --density adds to the first rather than dropping it (the 1.5 went unchecked and unused).
+    [["--density", "1.5", "--density", "0.5", "--lr", "0"], /--density: expected numbers in \(0, 1\], got '1.5,0.5'/],
   ])("rejects %j naming the flag and what it accepts, before any model trains", async (args, message) => {
     const result = await tsx("main.ts", ...args);
     expect(result.code).toBe(1);

@@ -1,4 +1,4 @@
-import { add, DTypeError, reshape, ShapeError, slice, Tensor, tanh, tidy } from "@blocksparse/core";
+import { add, DTypeError, reshape, ShapeError, slice, Tensor, tanh, tidy, ValueError } from "@blocksparse/core";
 import { Dropout, Embedding, forwardLinearActivation, forwardResidual, LayerNorm, Linear, Module, ModuleList } from "@blocksparse/nn";
 import type { CheckpointRules } from "./checkpoint";
 import { type BertConfig, isRecord, parseBertConfig } from "./config";
@@ -238,6 +238,9 @@ export class BertModel extends Module {
       const [batch, length] = checkTokenIds(this.label, "inputIds", inputIds, this.maxLength(), this.config.vocab_size);
       const ids = reshape(inputIds, [batch, length]);
       const attentionMask = optionalInput(this.label, "attentionMask", inputs.attentionMask, inputIds);
+      // Only 0 and 1, as GPT-2's mask (a 2 or 0.5 would be attended as a token), read where a read is free (checkTokenIds').
+      const badFlag = attentionMask?.backend.graphs === undefined ? attentionMask?.dataSync().find((flag) => flag !== 0 && flag !== 1) : undefined;
+      if (badFlag !== undefined) throw new ValueError(`${this.label}: attentionMask holds ${badFlag}, expected only 0 (padding) and 1 (token)`);
       const tokenTypeIds = optionalInput(this.label, "tokenTypeIds", inputs.tokenTypeIds, inputIds);
       if (tokenTypeIds !== undefined) checkTokenIds(this.label, "tokenTypeIds", tokenTypeIds, length, this.config.type_vocab_size, "token types");
       const weights = this.embeddings.word_embeddings.weight.value;

@@ -36,6 +36,17 @@ describe("inputs nobody tuned for", () => {
     expect(() => gpt2.generate(ids, mask as unknown as GenerateOptions)).toThrow(/generate: options must be an object, got a Tensor/);
   });
 
+  it("an encoder's attentionMask holding other than 0 and 1 is a ValueError naming it, not a token attended to", async () => {
+    const model = (await fromPretrained(fixtures("bert"))) as BertModel;
+    const ids = randint(3, 96, [1, 4], { seed: 63 });
+    for (const [flags, dtype, bad] of [[[1, 1, 2, 0], "int32", 2], [[1, 1, 0.5, 0], "float32", 0.5], [[1, -1, 1, 0], "int32", -1]] as const) {
+      const attentionMask = tensor([...flags], [1, 4], dtype);
+      expect(leftBehind(() => model.forward(ids, { attentionMask }))).toBe(0);
+      expect(() => model.encode(ids, { attentionMask })).toThrow(ValueError);
+      expect(() => model.encode(ids, { attentionMask })).toThrow(`BertModel: attentionMask holds ${bad}, expected only 0 (padding) and 1 (token)`);
+    }
+  });
+
   it("a dropout probability of 1 in a config is a ConfigError naming the field, and nothing is left allocated", async () => {
     const gpt2 = await readConfig(fixtures("gpt2"));
     const bert = await readConfig(fixtures("bert"));
