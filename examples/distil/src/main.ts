@@ -80,7 +80,7 @@ function parse(argv: string[]): Parsed | null {
     "size", "steps", "max-epochs", "budget", "density", "distil-density", "recovery-steps", "patch", "mode", "lr", "recovery-lr", "context", "batch-size",
     "eval-batches", "curve-points", "dtype", "out", "tokenizer", "max-chars", "backend", "seed", "rigl-fraction", "rigl-every", "rigl-end", "sparse-lr",
   ];
-  const flagTypes: Record<string, { type: "string" | "boolean"; short?: string }> = Object.fromEntries(flags.map((name) => [name, { type: "string" }]));
+  const flagTypes: Record<string, { type: "string" | "boolean"; short?: string; multiple?: boolean }> = Object.fromEntries(flags.map((name) => [name, { type: "string" }]));
   flagTypes.help = { type: "boolean", short: "h" };
   // Repeatable, as the other examples' --density: a second --density adds densities rather than replacing the first.
   flagTypes.density = { type: "string", multiple: true };
