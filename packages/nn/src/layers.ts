@@ -144,6 +144,8 @@ export class ReLU extends Module {
 export class GELU extends Module {
   constructor(readonly approximate: GeluApproximate = "none") {
     super();
+    // Checked here: fused after a Linear (Sequential, MLP), any other value would run as the exact GELU.
+    if (approximate !== "none" && approximate !== "tanh") throw new ValueError(`GELU: approximate must be "none" or "tanh", got ${JSON.stringify(approximate)}`);
   }
 
   /** The fused kernels' name for it. */

@@ -4,9 +4,11 @@ import {
   cast,
   type CrossEntropyOptions,
   crossEntropy as coreCrossEntropy,
+  DTypeError,
   div,
   equal,
   exp,
+  expandDims,
   logSoftmax,
   mean,
   mul,
@@ -46,6 +48,9 @@ export function mseLoss(pred: Tensor, target: Tensor, reduction: Reduction = "me
   if (!(pred instanceof Tensor) || !(target instanceof Tensor)) throw new ValueError("mseLoss: pred and target must be Tensors");
   if (pred.shape.length !== target.shape.length || pred.shape.some((d, i) => d !== target.shape[i])) {
     throw new ShapeError(`mseLoss: pred has shape [${pred.shape}] but target has [${target.shape}]`);
+  }
+  for (const [name, t] of [["pred", pred], ["target", target]] as const) {
+    if (!t.isFloat) throw new DTypeError(`mseLoss: ${name} has dtype ${t.dtype}, expected a float dtype`);
   }
   if (reduction !== "mean" && reduction !== "sum" && reduction !== "none") {
     throw new ValueError(`mseLoss: reduction must be "mean", "sum" or "none", got ${JSON.stringify(reduction)}`);
@@ -144,12 +149,15 @@ export function distillationLoss(studentLogits: Tensor, teacherLogits: Tensor, t
     } else {
       // The mean over the rows kept: their per-row KL summed, over their count.
       if (!(targets instanceof Tensor)) throw new ValueError("distillationLoss: targets must be a Tensor");
-      const kept = where(equal(targets, ignoreIndex), 0, 1);
-      const perRow = klDivergence(studentLogits, teacherLogits, { temperature, reduction: "none" });
-      if (!shapesEqual(perRow.shape, kept.shape)) {
-        throw new ShapeError(`distillationLoss: targets has shape [${targets.shape}], expected [${perRow.shape}] (the logits' rows)`);
+      const rows = studentLogits.shape.slice(0, -1);
+      if (!shapesEqual(targets.shape, rows)) {
+        throw new ShapeError(`distillationLoss: targets has shape [${targets.shape}], expected [${rows}] (the logits' rows)`);
       }
-      kl = div(sum(mul(perRow, kept)), sum(kept));
+      // Ignored rows are read as zeros (KL 0, no gradient), so that an inf or NaN they hold stays out, as the cross-entropy's does.
+      const ignored = equal(targets, ignoreIndex);
+      const masked = (logits: Tensor) => where(expandDims(ignored, -1), 0, logits);
+      const perRow = klDivergence(masked(studentLogits), noGrad(() => masked(teacherLogits)), { temperature, reduction: "none" });
+      kl = div(sum(perRow), sum(where(ignored, 0, 1)));
     }
     const soft = mul(kl, alpha * temperature * temperature);
     if (alpha === 1) return soft;

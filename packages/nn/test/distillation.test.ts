@@ -157,6 +157,23 @@ describe("distillationLoss with ignoreIndex", () => {
     expect(result.ok, `abs ${result.maxAbsError} rel ${result.maxRelError}`).toBe(true);
   });
 
+  it("ignored rows holding inf or NaN logits reach neither the loss nor the gradient, as in the cross-entropy term", () => {
+    const student = randn([3, 4], { seed: 21 });
+    const teacher = randn([3, 4], { seed: 22 });
+    const labels = tensor(Int32Array.from([1, -100, 3]), [3], "int32");
+    const expected = distillationLoss(student, teacher, labels, { ignoreIndex: -100 }).item();
+    // Row 1 is padding whose logits overflowed (student) or were never finite (teacher).
+    const poisoned = (t: Tensor, values: number[]) => tensor(host(t).map((v, i) => (i >= 4 && i < 8 ? values[i - 4] : v)), [3, 4]);
+    const s = poisoned(student, [Number.POSITIVE_INFINITY, 1, Number.NaN, 0]);
+    s.requiresGrad = true;
+    const loss = distillationLoss(s, poisoned(teacher, [Number.NaN, 0, 0, Number.NEGATIVE_INFINITY]), labels, { ignoreIndex: -100 });
+    expect(loss.item()).toBeCloseTo(expected, 6);
+    backward(loss);
+    const grad = host(s.grad!);
+    expect(grad.every(Number.isFinite)).toBe(true);
+    expect(Array.from(grad.subarray(4, 8))).toEqual([0, 0, 0, 0]);
+  });
+
   it("refuses an ignoreIndex that is not an int32 and targets that do not match the rows", () => {
     const student = randn([3, 4], { seed: 1 });
     const labels = tensor(Int32Array.from([0, 1, 2]), [3], "int32");

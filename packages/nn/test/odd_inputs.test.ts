@@ -259,6 +259,14 @@ describe("mseLoss", () => {
   it("names a non-tensor argument instead of crashing on it", () => {
     expect(() => mseLoss([1, 2] as never, tensor([1, 2], [2]))).toThrow(ValueError);
   });
+
+  it("refuses int32 inputs with a DTypeError naming mseLoss, for every reduction (\"sum\" and \"none\" gave an int32 loss)", () => {
+    const labels = tensor(Int32Array.from([1, 2]), [2], "int32");
+    for (const reduction of ["mean", "sum", "none"] as const) {
+      expect(() => mseLoss(labels, labels, reduction)).toThrow(DTypeError);
+      expect(() => mseLoss(tensor([1, 2], [2]), labels, reduction)).toThrow(/mseLoss: target has dtype int32, expected a float dtype/);
+    }
+  });
 });
 
 describe("seeds that are not safe integers", () => {

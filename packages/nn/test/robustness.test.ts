@@ -171,3 +171,12 @@ describe("saveStateDict with a dense entry named like a block-sparse part", () =
     expect(saveStateDict(new Map([["w.values", zeros([3])]])).length).toBeGreaterThan(0);
   });
 });
+
+describe("GELU with an approximate other than 'none' or 'tanh'", () => {
+  it("is refused when the layer is made, not run as the exact GELU where Sequential fuses it", () => {
+    expect(() => new GELU("Tanh" as never)).toThrow(ValueError);
+    expect(() => new GELU("Tanh" as never)).toThrow(/GELU: approximate must be "none" or "tanh", got "Tanh"/);
+    expect(new GELU("tanh").activation).toBe("gelu_tanh");
+    expect(new GELU().activation).toBe("gelu");
+  });
+});
