@@ -248,9 +248,11 @@ std::mutex& callMutex() {
   return mutex;
 }
 
-// Whether setThreads or a successful setIsa has run in this process (any thread): a backend starting later (the first
-// op after setCpuThreads, or one in another worker) keeps those settings instead of applying the environment's again.
-std::atomic<bool> settingsChosen{false};
+// Whether setThreads, and whether a successful setIsa, has run in this process (any thread): a backend starting later (the
+// first op after setCpuThreads, or one in another worker) keeps that setting, and applies the environment's to the other
+// only (one flag for both had left the thread count at the hardware's, BLOCKSPARSE_CPU_THREADS unread, after setCpuIsa).
+std::atomic<bool> threadsChosen{false};
+std::atomic<bool> isaChosen{false};
 
 // Runs a kernel, turning an allocation failure into a typed error.
 template <typename Body>
@@ -386,7 +388,9 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   out.Set("threads", bsk::threadCount());
   out.Set("hardwareThreads", bsk::hardwareThreads());
   out.Set("polling", bsk::threadsPoll());
-  out.Set("settingsChosen", settingsChosen.load());
+  out.Set("threadsChosen", threadsChosen.load());
+  out.Set("isaChosen", isaChosen.load());
+  out.Set("settingsChosen", threadsChosen.load() || isaChosen.load());
 #if defined(__x86_64__) || defined(_M_X64)
   out.Set("arch", "x64");
 #elif defined(__aarch64__)
@@ -403,7 +407,7 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   const int64_t n = integerArg(info, 0, "setThreads", "n");
   const std::lock_guard<std::mutex> lock(callMutex());
   bsk::setThreadCount(static_cast<int>(n > 4096 ? 4096 : n));
-  settingsChosen = true;
+  threadsChosen = true;
   return Napi::Number::New(info.Env(), bsk::threadCount());
 }
 
@@ -414,7 +418,7 @@ Napi::Value SetIsa(const Napi::CallbackInfo& info) {
   const std::string name = info[0].As<Napi::String>().Utf8Value();
   const std::lock_guard<std::mutex> lock(callMutex());
   const bool chosen = bsk::setActiveKernel(name.c_str());
-  if (chosen) settingsChosen = true;
+  if (chosen) isaChosen = true;
   return Napi::Boolean::New(info.Env(), chosen);
 }
 

@@ -63,9 +63,10 @@ export class CpuBackend extends JsBackend {
     this.addon = load.addon;
     this.addonPath = load.path;
     this.cache = new BufferCache((bytes) => this.newArrayBuffer(bytes), undefined, CACHE_LINE_BYTES);
-    // The settings are process-wide: the environment's are the defaults, applied once, never over setCpuThreads or
+    // The settings are process-wide: the environment's are the defaults, applied once, each never over setCpuThreads or
     // setCpuIsa called before the first op (or by another worker's backend).
-    if (!this.addon.buildInfo().settingsChosen) applyEnvironmentSettings();
+    const { threadsChosen, isaChosen } = this.addon.buildInfo();
+    applyEnvironmentSettings({ threads: !threadsChosen, isa: !isaChosen });
     // The js kernels run on this backend's buffers directly (same storage), so no kernel needs
     // delegateToJs's copies; the products are replaced by native ones, and attention runs through them.
     const compute = nativeCompute(this.addon);

@@ -17,8 +17,12 @@ export interface BuildInfo {
   hardwareThreads: number;
   /** Whether idle threads poll for the next job before sleeping: only while the pool has no more threads than the process has cores. */
   polling: boolean;
-  /** Whether setThreads or setIsa has run in this process (any thread): a backend starting then keeps those settings. */
+  /** Whether setThreads or setIsa has run in this process (any thread): threadsChosen || isaChosen. */
   settingsChosen: boolean;
+  /** Whether setThreads has run in this process (any thread; a backend's start runs it): a backend starting then keeps the thread count. */
+  threadsChosen: boolean;
+  /** Whether setIsa has chosen a micro-kernel in this process (any thread; a backend's start runs it): a backend starting then keeps it. */
+  isaChosen: boolean;
   arch: "x64" | "arm64" | "other";
 }
 

@@ -63,11 +63,19 @@ export function setCpuIsa(isa: NativeIsa): void {
   if (!addon().setIsa(isa)) throw new ValueError(`setCpuIsa: this CPU cannot run '${isa}' (still using '${cpuIsa()}')`);
 }
 
-/** Applies BLOCKSPARSE_CPU_THREADS and BLOCKSPARSE_CPU_ISA (when set); throws a ValueError naming the variable on a bad value. */
-export function applyEnvironmentSettings(): void {
-  setCpuThreads(defaultCpuThreads());
+/**
+ * Applies BLOCKSPARSE_CPU_THREADS (else the cores available) and BLOCKSPARSE_CPU_ISA (when set), each only where `apply`
+ * says; throws a ValueError naming the variable on a bad value.
+ */
+export function applyEnvironmentSettings(apply: { threads: boolean; isa: boolean } = { threads: true, isa: true }): void {
+  if (apply.threads) setCpuThreads(defaultCpuThreads());
+  if (!apply.isa) return;
   const isa = process.env.BLOCKSPARSE_CPU_ISA;
-  if (isa === undefined || isa === "") return;
+  // Unset: the fastest this CPU runs, settled now, so a backend starting later (another worker) reads no variable again.
+  if (isa === undefined || isa === "") {
+    addon().setIsa(cpuIsa());
+    return;
+  }
   if (!ISAS.includes(isa as NativeIsa)) throw new ValueError(`BLOCKSPARSE_CPU_ISA must be one of ${ISAS.join(", ")}, got '${isa}'`);
   if (!addon().setIsa(isa as NativeIsa)) throw new ValueError(`BLOCKSPARSE_CPU_ISA is '${isa}', which this CPU cannot run (it runs '${cpuIsa()}'); unset it or pick another`);
 }

@@ -143,6 +143,48 @@ describe.skipIf(cpuMissing)("thread count and instruction set", () => {
     }
   });
 
+  it("setCpuIsa alone before the backend starts keeps the instruction set, and the thread count still comes from BLOCKSPARSE_CPU_THREADS", () => {
+    // One flag for both settings: after setCpuIsa the backend applied neither, so the pool kept the hardware's thread
+    // count (all the host's CPUs, whatever the process's affinity) and BLOCKSPARSE_CPU_THREADS went unread.
+    const savedIsa = process.env.BLOCKSPARSE_CPU_ISA;
+    const isa = cpuIsa();
+    const addon = cpuBackend().addon;
+    const buildInfo = addon.buildInfo.bind(addon);
+    const spy = vi.spyOn(addon, "buildInfo").mockImplementation(() => ({ ...buildInfo(), threadsChosen: false, isaChosen: true, settingsChosen: true }));
+    try {
+      setCpuThreads(1);
+      process.env.BLOCKSPARSE_CPU_THREADS = "3";
+      process.env.BLOCKSPARSE_CPU_ISA = isa === "scalar" ? "avx2" : "scalar";
+      new CpuBackend().dispose();
+      expect(cpuThreads()).toBe(3);
+      expect(cpuIsa()).toBe(isa);
+    } finally {
+      spy.mockRestore();
+      if (savedIsa === undefined) delete process.env.BLOCKSPARSE_CPU_ISA;
+      else process.env.BLOCKSPARSE_CPU_ISA = savedIsa;
+      setCpuIsa(isa);
+    }
+  });
+
+  it("the addon says which setting was chosen: setIsa leaves the thread count unchosen, setThreads the instruction set", () => {
+    const script = `
+      const addon = require(${JSON.stringify(cpuBackend().addonPath)});
+      const chosen = () => { const { threadsChosen, isaChosen, settingsChosen } = addon.buildInfo(); return { threadsChosen, isaChosen, settingsChosen }; };
+      const steps = [chosen()];
+      addon.setIsa("scalar");
+      steps.push(chosen());
+      addon.setThreads(1);
+      steps.push(chosen());
+      console.log(JSON.stringify(steps));`;
+    const child = spawnSync(process.execPath, ["-e", script], { encoding: "utf8" });
+    expect(child.status, child.stderr).toBe(0);
+    expect(JSON.parse(child.stdout.trim())).toEqual([
+      { threadsChosen: false, isaChosen: false, settingsChosen: false },
+      { threadsChosen: false, isaChosen: true, settingsChosen: true },
+      { threadsChosen: true, isaChosen: true, settingsChosen: true },
+    ]);
+  });
+
   it("rejects an instruction set it does not know", () => {
     expect(() => setCpuIsa("sse9" as NativeIsa)).toThrow(/isa must be one of/);
     expect(cpuBackend().build.isa).toMatch(/^(avx512|avx2|scalar)$/);
