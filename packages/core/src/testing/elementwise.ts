@@ -219,6 +219,13 @@ export function declareElementwiseTests(suite: Conformance): void {
         });
       }
     }
+    for (const dtype of FLOAT_DTYPES) {
+      check(`Pow ${dtype} follows C's pow at 1 ** y and (-1) ** +-inf`, () => {
+        const a = [1, 1, 1, -1, -1, Number.NaN];
+        const b = [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, 0];
+        expectValues(pow(tensor(a, [6], dtype), tensor(b, [6], dtype)), R.ref([6], () => 1), dtype);
+      });
+    }
     check("Mul, Sub, Add accept a number as a scalar of the other operand's dtype", () => {
       const a = makeInput(rng(), [2, 3], "float16");
       inCase("Mul float16 a [2, 3] b 3", () => expectValues(mul(a.t, 3), R.map(a.ref, (v) => round("float16", v * 3)), "float16"));

@@ -9,6 +9,9 @@ import { erfc, walkRows } from "./util";
 type Fn1 = (x: number) => number;
 type Fn2 = (a: number, b: number) => number;
 
+/** C's pow (powf on CUDA, torch.pow): 1 ** y and (-1) ** +-inf are 1, where JavaScript's ** gives NaN. */
+const pow: Fn2 = (a, b) => (a === 1 || (a === -1 && Math.abs(b) === Number.POSITIVE_INFINITY) ? 1 : a ** b);
+
 const UNARY: Record<UnaryKernelName, Fn1> = {
   Neg: (x) => -x,
   Abs: (x) => Math.abs(x),
@@ -29,7 +32,7 @@ const BINARY: Record<BinaryKernelName | ComparisonKernelName, Fn2> = {
   Div: (a, b) => a / b,
   Maximum: (a, b) => Math.max(a, b),
   Minimum: (a, b) => Math.min(a, b),
-  Pow: (a, b) => a ** b,
+  Pow: pow,
   Equal: (a, b) => (a === b ? 1 : 0),
   NotEqual: (a, b) => (a !== b ? 1 : 0),
   Less: (a, b) => (a < b ? 1 : 0),
