@@ -18,7 +18,7 @@ import { type FloatDType, getBackendInstance, matmul, mul, randn, scaledDotProdu
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
 import { replayable, timeUs } from "./timing";
-import { BACKEND_FLAG, describeFailure, DTYPE_FLAG, FlagError, parseFlags } from "./flags";
+import { BACKEND_FLAG, describeFailure, DTYPE_FLAG, FlagError, parseFlags, positiveInteger } from "./flags";
 
 interface Shape {
   batch: number;
@@ -72,7 +72,7 @@ async function main(): Promise<void> {
     flags: {
       backend: BACKEND_FLAG,
       shapes: { type: "string", default: "16x16x512x64,4x16x2048x64,4x8x1024x128", description: "comma-separated batch x heads x length x headDim" },
-      causal: { type: "string", default: "true", description: "causal masking; false turns it off" },
+      causal: { type: "string", default: "true", description: "causal masking: true or false" },
       dtype: DTYPE_FLAG,
       iterations: { type: "string", default: "50", description: "timed calls per case" },
       paths: { type: "string", default: "fused,unfused", description: "which of fused, unfused to time" },
@@ -80,9 +80,11 @@ async function main(): Promise<void> {
       out: { type: "string", default: "results/attention", description: "directory for attention.md and attention.json" },
     },
   });
-  const causal = values.causal !== "false";
+  if (values.causal !== "true" && values.causal !== "false") throw new FlagError(`--causal: expected true or false, got "${values.causal}"`);
+  const causal = values.causal === "true";
   const dtype = values.dtype as FloatDType;
-  const iterations = Number(values.iterations);
+  if (!["float32", "float16", "bfloat16"].includes(dtype)) throw new FlagError(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
+  const iterations = positiveInteger(values.iterations, "iterations");
   const shapes = parseShapes(values.shapes);
   const paths = values.paths.split(",").map((p) => {
     if (p !== "fused" && p !== "unfused") throw new FlagError(`--paths: "${p}" is not fused or unfused`);

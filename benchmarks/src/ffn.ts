@@ -43,7 +43,7 @@ import { profilePerRun, profileTable } from "./kernel_profile";
 import { type TimingPlan, measure } from "./measure";
 import { pickRows } from "./reference";
 import { type BenchDType, type Check, TOLERANCE, compareToReference, spreadIndices } from "./validate";
-import { BACKEND_FLAG, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, flagItems, parseFlags, positiveIntegers } from "./flags";
+import { BACKEND_FLAG, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, flagItems, parseFlags, positiveInteger, positiveIntegers } from "./flags";
 
 type ModelKind = "ffn" | "block" | "head";
 
@@ -348,20 +348,36 @@ async function main(): Promise<void> {
   if (!(dtype in TOLERANCE)) throw new FlagError(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
   const models = flagItems(values.models, "models") as ModelKind[];
   for (const m of models) if (m !== "ffn" && m !== "block" && m !== "head") throw new FlagError(`--models: unknown "${m}" (ffn, block, head)`);
-  const [context] = positiveIntegers(values.context, "context");
-  const [heads] = positiveIntegers(values.heads, "heads");
+  const context = positiveInteger(values.context, "context");
+  const heads = positiveInteger(values.heads, "heads");
   // Every list checked before the backend starts, not when the loop first reaches it.
   const widthPairs = widths(values.widths);
   const tokenCounts = positiveIntegers(values.tokens, "tokens");
   const shapes = blockShapes(values.blocks);
   const densities = densityList(values.densities, "densities");
+  const only = values.only;
+  if (only !== "both" && only !== "dense" && only !== "sparse") throw new FlagError(`--only: expected both, dense or sparse, got "${only}"`);
   if (models.includes("block")) {
     for (const tokens of tokenCounts) if (tokens % context !== 0) throw new FlagError(`--tokens ${tokens} is not a multiple of --context ${context}`);
+    for (const [dModel] of widthPairs) if (dModel % heads !== 0) throw new FlagError(`--heads ${heads} does not divide the block model's dModel ${dModel} (--widths)`);
+  }
+  // A block shape that does not tile a layer would otherwise fail only after the dense step before it was timed.
+  if (only !== "dense") {
+    for (const model of models) {
+      for (const [dModel, hidden] of widthPairs) {
+        // [outFeatures, inFeatures] of each block-sparse weight: the head's one, the FFN's (and the block's MLP's) two.
+        const weights = model === "head" ? [[hidden, dModel]] : [[hidden, dModel], [dModel, hidden]];
+        for (const [rows, cols] of shapes) {
+          const misfit = weights.find(([out, inFeatures]) => out % rows !== 0 || inFeatures % cols !== 0);
+          if (misfit !== undefined) {
+            throw new FlagError(`--blocks: ${rows}x${cols} blocks do not tile the ${model} model's ${misfit[0]}x${misfit[1]} weight (--widths ${dModel}x${hidden}); its rows must be a multiple of ${rows} and its columns of ${cols}`);
+          }
+        }
+      }
+    }
   }
   const started = await startBackend(values.backend);
   const backend = getBackendInstance();
-  const only = values.only;
-  if (only !== "both" && only !== "dense" && only !== "sparse") throw new FlagError(`--only: expected both, dense or sparse, got "${only}"`);
   const route = values["dense-sampled"];
   if (route !== "auto" && route !== "never" && route !== "always") throw new FlagError(`--dense-sampled: expected auto, never or always, got "${route}"`);
   const tuning = backend as { setAutotune?: (on: boolean) => boolean; autotuneRecords?: () => { product: string; m: number; rows: number; cols: number; blockShape: number[]; route: string; timings: { route: string; ms: number }[] }[] };

@@ -38,6 +38,13 @@ export function positiveIntegers(value: string, flag: string): number[] {
   });
 }
 
+/** A flag of one positive integer ("512"): a list ("512,1024") is an error naming the flag, not its first item taken. */
+export function positiveInteger(value: string, flag: string): number {
+  const items = positiveIntegers(value, flag);
+  if (items.length !== 1) throw new FlagError(`--${flag}: expected one positive integer, got the list "${value}"`);
+  return items[0];
+}
+
 /** A comma-separated flag of densities, each in (0, 1]. */
 export function densities(value: string, flag: string): number[] {
   return flagItems(value, flag).map((item) => {

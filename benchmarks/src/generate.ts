@@ -17,7 +17,7 @@ import { join, resolve } from "node:path";
 import { type FloatDType, getBackendInstance, randint, type Tensor } from "@blocksparse/core";
 import { type GenerateOptions, GPT2_FFN_LAYERS, GPT2LMHeadModel } from "@blocksparse/models";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
-import { BACKEND_FLAG, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, parseFlags, positiveIntegers as numbers } from "./flags";
+import { BACKEND_FLAG, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, parseFlags, positiveInteger, positiveIntegers as numbers } from "./flags";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
 import { summarize } from "./stats";
@@ -82,10 +82,10 @@ async function main(): Promise<void> {
   const sizes = values.sizes.split(",");
   for (const size of sizes) if (!(size in SIZES)) throw new FlagError(`--sizes: "${size}" is not one of ${Object.keys(SIZES).join(", ")}`);
   const batches = numbers(values.batch, "batch");
-  const [prompt] = numbers(values.prompt, "prompt");
-  const [fresh] = numbers(values.new, "new");
+  const prompt = positiveInteger(values.prompt, "prompt");
+  const fresh = positiveInteger(values.new, "new");
   if (fresh < 2) throw new FlagError("--new: at least 2 new tokens (the time per token is a difference)");
-  const [repeats] = numbers(values.repeats, "repeats");
+  const repeats = positiveInteger(values.repeats, "repeats");
   const densities = [1, ...densityList(values.densities, "densities")];
   const started = await startBackend(values.backend);
   // The captured step needs a backend that records graphs (cuda); elsewhere its rows stay empty.

@@ -23,7 +23,7 @@ import { type CapturedGraph, type FloatDType, captureGraph, getBackendInstance, 
 import { GPT2LMHeadModel } from "@blocksparse/models";
 import { AdamW, crossEntropy, parameterCount } from "@blocksparse/nn";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
-import { BACKEND_FLAG, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, parseFlags, positiveIntegers } from "./flags";
+import { BACKEND_FLAG, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, parseFlags, positiveInteger, positiveIntegers } from "./flags";
 import { profilePerRun, profileTable } from "./kernel_profile";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { type TimingPlan, measure } from "./measure";
@@ -191,9 +191,9 @@ async function main(): Promise<void> {
   if (!(dtype in TOLERANCE)) throw new FlagError(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
   const sizes = values.sizes.split(",").map((s) => s.trim());
   for (const size of sizes) if (!(size in SIZES)) throw new FlagError(`--sizes: "${size}" is not one of ${Object.keys(SIZES).join(", ")}`);
-  const [batch] = positiveIntegers(values.batch, "batch");
-  const [context] = positiveIntegers(values.context, "context");
-  const [vocab] = positiveIntegers(values.vocab, "vocab");
+  const batch = positiveInteger(values.batch, "batch");
+  const context = positiveInteger(values.context, "context");
+  const vocab = positiveInteger(values.vocab, "vocab");
   const densities = densityList(values.densities, "densities");
   const blocks = positiveIntegers(values.blocks, "blocks");
   const started = await startBackend(values.backend);

@@ -15,7 +15,7 @@ import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { type FloatDType, add, cast, getBackendInstance, linear, matmul, randn, type Tensor, tidy } from "@blocksparse/core";
-import { BACKEND_FLAG, describeFailure, DTYPE_FLAG, FlagError, parseFlags, positiveIntegers as numbers } from "./flags";
+import { BACKEND_FLAG, describeFailure, DTYPE_FLAG, FlagError, parseFlags, positiveInteger, positiveIntegers as numbers } from "./flags";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
 import { replayable, timeUs } from "./timing";
@@ -66,7 +66,7 @@ async function main(): Promise<void> {
   });
   const dtype = values.dtype as FloatDType;
   if (!["float32", "float16", "bfloat16"].includes(dtype)) throw new FlagError(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
-  const [iterations] = numbers(values.iterations, "iterations");
+  const iterations = positiveInteger(values.iterations, "iterations");
   const [rowCounts, features, widths] = [numbers(values.rows, "rows"), numbers(values.features, "features"), numbers(values.widths, "widths")];
   const started = await startBackend(values.backend);
   const rows: Row[] = [];

@@ -30,7 +30,7 @@ import {
 import { Linear } from "@blocksparse/nn";
 import { repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
-import { BACKEND_FLAG, describeFailure, DTYPE_FLAG, parseFlags } from "./flags";
+import { BACKEND_FLAG, describeFailure, DTYPE_FLAG, FlagError, parseFlags } from "./flags";
 
 interface Row {
   what: string;
@@ -186,6 +186,7 @@ async function main(): Promise<void> {
     },
   });
   const dtype = values.dtype as FloatDType;
+  if (!["float32", "float16", "bfloat16"].includes(dtype)) throw new FlagError(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
   if (values.child) return child(values.backend, dtype);
   const fresh = spawnSync(process.execPath, [...process.execArgv, process.argv[1], "--child", "--backend", values.backend, "--dtype", dtype], {
     encoding: "utf8",

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { describeFailure, densities, FlagError, flagItems, positiveIntegers, positiveNumbers } from "../src/flags";
+import { describeFailure, densities, FlagError, flagItems, positiveInteger, positiveIntegers, positiveNumbers } from "../src/flags";
 
 describe("flag lists", () => {
   it("reject an empty item or an empty list, naming the flag", () => {
@@ -16,6 +16,12 @@ describe("flag lists", () => {
   it("positiveIntegers rejects fractions, zero and non-numbers", () => {
     expect(positiveIntegers("1,8,64", "batch")).toEqual([1, 8, 64]);
     for (const bad of ["1.5", "0", "abc"]) expect(() => positiveIntegers(bad, "context")).toThrow(`--context: "${bad}" is not a positive integer`);
+  });
+
+  it("positiveInteger takes one value: a list is an error naming the flag, not its first item", () => {
+    expect(positiveInteger("512", "context")).toBe(512);
+    expect(() => positiveInteger("512,1024", "context")).toThrow('--context: expected one positive integer, got the list "512,1024"');
+    expect(() => positiveInteger("0", "iterations")).toThrow('--iterations: "0" is not a positive integer');
   });
 });
 
