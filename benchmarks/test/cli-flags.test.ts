@@ -1,26 +1,12 @@
-import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
-import { promisify } from "node:util";
+import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { runCli } from "./run_cli";
 
-const run = promisify(execFile);
-const benchmarks = resolve(__dirname, "..");
 // Where a CLI that wrongly accepted its flags would write; nothing should land here.
 const out = mkdtempSync(join(tmpdir(), "bench-cli-flags-"));
 afterAll(() => rmSync(out, { recursive: true, force: true }));
-
-/** Runs a CLI as its users do (node with tsx); resolves with its exit code and output, whatever the code. */
-async function runCli(script: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ["--import", "tsx", `src/${script}`, ...args], { cwd: benchmarks, timeout: 60_000 });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const failed = error as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof failed.code === "number" ? failed.code : -1, stdout: failed.stdout ?? "", stderr: failed.stderr ?? "" };
-  }
-}
 
 // Tiny cases on js, so that a CLI that let a bad value through ends in seconds (and fails the test) instead of timing for minutes.
 const ATTENTION = ["--backend", "js", "--shapes", "1x1x16x16", "--dtype", "float32", "--paths", "fused", "--out", out];
