@@ -111,7 +111,7 @@ async function main(): Promise<void> {
       durationSeconds: (performance.now() - startedAt) / 1000,
     };
     const reportPath = writeRun(run, machineDir);
-    writeIndex(outDir);
+    if (!writeIndex(outDir)) process.stderr.write(`left ${join(outDir, "README.md")} as it was: not an index of results (the report is ${reportPath})\n`);
     return reportPath;
   };
   for (const group of groups) {

@@ -1,4 +1,4 @@
-import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type ReferenceLine, type Series, lineChart } from "./chart";
 import type { BenchRecord, RunRecord } from "./record";
@@ -176,12 +176,20 @@ export function writeRun(run: RunRecord, dir: string): string {
   return reportPath;
 }
 
-/** Rewrites results/README.md: one link per machine and backend report found. */
-export function writeIndex(resultsDir: string): void {
-  const lines = ["# Benchmark results", "", "One folder per machine; each report says how it was measured.", ""];
+const INDEX_TITLE = "# Benchmark results";
+
+/**
+ * Rewrites results/README.md: one link per machine and backend report found. A README.md this did not write (its first
+ * line is not the index's title: `--out` pointed at a folder of the user's own) is left alone and false returned.
+ */
+export function writeIndex(resultsDir: string): boolean {
+  const indexPath = join(resultsDir, "README.md");
+  if (existsSync(indexPath) && readFileSync(indexPath, "utf8").split("\n", 1)[0] !== INDEX_TITLE) return false;
+  const lines = [INDEX_TITLE, "", "One folder per machine; each report says how it was measured.", ""];
   for (const machine of readdirSync(resultsDir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name).sort()) {
     const reports = readdirSync(join(resultsDir, machine)).filter((f) => f.endsWith(".md")).sort();
     for (const report of reports) lines.push(`- [${machine}: ${report.replace(/\.md$/, "")}](${machine}/${report})`);
   }
-  writeFileSync(join(resultsDir, "README.md"), `${lines.join("\n")}\n`);
+  writeFileSync(indexPath, `${lines.join("\n")}\n`);
+  return true;
 }

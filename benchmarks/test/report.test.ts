@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { XMLValidator } from "fast-xml-parser";
@@ -85,5 +85,21 @@ describe("writeRun", () => {
     expect(readdirSync(join(machineDir, "charts"))).toHaveLength(2);
     writeIndex(dir);
     expect(readFileSync(join(dir, "README.md"), "utf8")).toContain("- [cpu-test-2c: js](cpu-test-2c/js.md)");
+  });
+
+  it("leaves a README.md it did not write alone (--out pointed at a folder of the user's own)", () => {
+    const own = mkdtempSync(join(tmpdir(), "bench-own-"));
+    try {
+      writeFileSync(join(own, "README.md"), "# My project\n");
+      writeRun(run, join(own, run.machine.name));
+      expect(writeIndex(own)).toBe(false);
+      expect(readFileSync(join(own, "README.md"), "utf8")).toBe("# My project\n");
+      rmSync(join(own, "README.md"));
+      expect(writeIndex(own)).toBe(true);
+      expect(writeIndex(own)).toBe(true);
+      expect(readFileSync(join(own, "README.md"), "utf8")).toContain("(cpu-test-2c/js.md)");
+    } finally {
+      rmSync(own, { recursive: true, force: true });
+    }
   });
 });
