@@ -115,6 +115,20 @@ describe("binary elementwise, broadcasting reduced back to each input's shape", 
     }
   });
 
+  it("div's denominator gradient stays in range where b^2 does not (float16 b past 256, float32 b near 1e-25), as torch's -dy (a / b) / b", () => {
+    const cases = [
+      { dtype: "float16", a: [1000, 3e4], b: [300, 1000], expected: [-1000 / 300 ** 2, -3e4 / 1000 ** 2] },
+      { dtype: "float32", a: [1e-25], b: [1e-25], expected: [-1e25] },
+    ] as const;
+    for (const { dtype, a, b, expected } of cases) {
+      const denominator = cast(tensor([...b]), dtype);
+      denominator.requiresGrad = true;
+      tidy(() => backward(sum(div(cast(tensor([...a]), dtype), denominator))));
+      const ratios = tidy(() => Array.from(cast(denominator.grad!, "float32").dataSync(), (g, i) => g / expected[i]));
+      for (const ratio of ratios) expect(ratio, dtype).toBeCloseTo(1, 2);
+    }
+  });
+
   it("maximum and minimum on distinct values", () => {
     for (const fn of [maximum, minimum]) {
       expectGradients((a, b) => fn(a, b), [distinctTensor([3, 4], 25), add(distinctTensor([3, 4], 26), 0.05)]);

@@ -104,11 +104,12 @@ export function registerElementwiseGradients(): void {
     inputsToSave: ["a", "b"],
     gradFunc: ([dy], c) => binaryGrads(c, () => mul(dy, c.saved.b!), () => mul(dy, c.saved.a!)),
   });
+  // d/db a/b = -(a / b) / b, as torch: b^2 leaves the dtype's range first (float16 past |b| = 256), giving 0 or inf.
   registerGradient("Div", {
     inputsToSave: ["a", "b"],
     gradFunc: ([dy], c) => {
       const { a, b } = c.saved as { a: Tensor; b: Tensor };
-      return binaryGrads(c, () => div(dy, b), () => neg(div(mul(dy, a), square(b))));
+      return binaryGrads(c, () => div(dy, b), () => mul(neg(dy), div(div(a, b), b)));
     },
   });
   registerGradient("Maximum", {
