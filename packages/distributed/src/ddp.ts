@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { addGradReadyObserver, backward, noGrad, reachableLeaves } from "@blocksparse/autograd";
-import { type Backend, BsrPattern, bytesPerElement, concat, fullOn, gather, keep, reshape, slice, type Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
+import { type Backend, BsrPattern, bytesPerElement, concat, fullOn, gather, keep, reshape, slice, type Tensor, tensorOn, optionsArg, tidy, ValueError } from "@blocksparse/core";
 import { BlockSparseLinear, blockSources, type LossClosure, Module, type Parameter, type PatternMove, SparseOptimizer } from "@blocksparse/nn";
 import { type SaveOptions, save } from "@blocksparse/nn/node";
 import { DistributedError, GradientMismatchError, ReplicaDivergenceError } from "./errors";
@@ -81,7 +81,7 @@ export class DistributedDataParallel extends Module {
     if (group === null || typeof group !== "object" || typeof group.allReduce !== "function" || typeof group.broadcast !== "function") {
       throw new ValueError("DistributedDataParallel: group must be a ProcessGroup (from initProcessGroup)");
     }
-    if (options === null || typeof options !== "object") throw new ValueError("DistributedDataParallel: options must be an object");
+    options = optionsArg("DistributedDataParallel", options, ["bucketBytes", "overlap", "broadcastParameters"]);
     const bucketBytes = options.bucketBytes ?? DEFAULT_BUCKET_BYTES;
     if (!(Number.isFinite(bucketBytes) && bucketBytes > 0)) throw new ValueError(`DistributedDataParallel: bucketBytes must be a positive number, got ${String(bucketBytes)}`);
     if (module.parameters().length === 0) throw new ValueError("DistributedDataParallel: the module has no parameters");

@@ -1,4 +1,4 @@
-import { ValueError } from "@blocksparse/core";
+import { optionsArg, ValueError } from "@blocksparse/core";
 import { CpuProcessGroup } from "./cpu_group";
 import { checkDistributedEnv, type DistributedEnv, readDistributedEnv } from "./env";
 import { NcclProcessGroup } from "./nccl_group";
@@ -20,7 +20,8 @@ export interface InitProcessGroupOptions {
  * all have joined.
  */
 export async function initProcessGroup(options: InitProcessGroupOptions = {}): Promise<ProcessGroup> {
-  if (options === null || typeof options !== "object") throw new ValueError("initProcessGroup: options must be an object");
+  // Unknown names refused (`timeout` for timeoutMs kept the 5-minute default), as every other package's options.
+  options = optionsArg("initProcessGroup", options, ["backend", "timeoutMs", "env"]);
   const backend = options.backend ?? "cpu";
   if (backend !== "cpu" && backend !== "nccl") throw new ValueError(`initProcessGroup: backend must be "cpu" or "nccl", got ${JSON.stringify(backend)}`);
   const env = options.env ?? readDistributedEnv();

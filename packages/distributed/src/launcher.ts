@@ -7,7 +7,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { constants } from "node:os";
-import { ValueError } from "@blocksparse/core";
+import { optionsArg, ValueError } from "@blocksparse/core";
 import { defaultJobId, isJobId } from "./env";
 import { TcpStoreServer } from "./store";
 
@@ -102,6 +102,7 @@ export function parseLauncherArgs(argv: readonly string[]): LaunchOptions {
 }
 
 function checkLaunchOptions(options: LaunchOptions): Required<Pick<LaunchOptions, "nprocPerNode" | "nnodes" | "nodeRank" | "masterAddr" | "jobId">> {
+  options = optionsArg("launch", options, ["nprocPerNode", "nnodes", "nodeRank", "masterAddr", "masterPort", "jobId", "script", "args", "nodeOptions", "env", "killGraceMs", "log"]);
   const { nprocPerNode, nnodes = 1, nodeRank = 0, masterAddr = "127.0.0.1", masterPort } = options;
   if (!Number.isSafeInteger(nprocPerNode) || nprocPerNode < 1) throw new ValueError(`blocksparse-run: --nproc-per-node must be at least 1, got ${nprocPerNode}`);
   if (!Number.isSafeInteger(nnodes) || nnodes < 1) throw new ValueError(`blocksparse-run: --nnodes must be at least 1, got ${nnodes}`);

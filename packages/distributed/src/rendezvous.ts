@@ -1,4 +1,4 @@
-import { ValueError } from "@blocksparse/core";
+import { optionsArg, ValueError } from "@blocksparse/core";
 import { checkDistributedEnv, type DistributedEnv, defaultJobId } from "./env";
 import { DistributedEnvError, StoreError } from "./errors";
 import { type StoreTimeout, TcpStore, TcpStoreServer } from "./store";
@@ -32,6 +32,7 @@ export class Rendezvous {
    * with a RankFailedError naming this rank.
    */
   static async join(env: DistributedEnv, options: { timeoutMs?: number } = {}): Promise<Rendezvous> {
+    options = optionsArg("Rendezvous.join", options, ["timeoutMs"]);
     checkDistributedEnv("Rendezvous.join", env);
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) throw new ValueError(`timeoutMs must be a positive number of milliseconds, got ${String(timeoutMs)}`);

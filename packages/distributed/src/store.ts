@@ -15,7 +15,7 @@
  * StoreJobMismatchError instead of mixing their ranks.
  */
 import { createServer, type Server, type Socket, connect as connectSocket } from "node:net";
-import { ValueError } from "@blocksparse/core";
+import { optionsArg, ValueError } from "@blocksparse/core";
 import { isJobId } from "./env";
 import { RankFailedError, StoreError, StoreJobMismatchError, StoreProtocolError, StoreTimeoutError } from "./errors";
 import { encodeFrame, type Frame, FrameReader, MAX_HEADER_BYTES, STORE_PROTOCOL_VERSION, wireLimits } from "./wire";
@@ -72,6 +72,7 @@ export class TcpStoreServer {
   static listen(host: string, port: number, options: StoreListenOptions = {}): Promise<TcpStoreServer> {
     if (typeof host !== "string" || host === "") throw new ValueError(`TcpStoreServer.listen: host must be a host name or address, got ${String(host)}`);
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ValueError(`TcpStoreServer.listen: port must be in [0, 65535], got ${String(port)}`);
+    options = optionsArg("TcpStoreServer.listen", options, ["jobId"]);
     if (options.jobId !== undefined && !isJobId(options.jobId)) {
       throw new ValueError(`TcpStoreServer.listen: jobId must be 1 to 256 printable characters without spaces, got ${JSON.stringify(options.jobId)}`);
     }
@@ -369,6 +370,7 @@ export class TcpStore {
   static async connect(host: string, port: number, options: StoreConnectOptions = {}): Promise<TcpStore> {
     if (typeof host !== "string" || host === "") throw new ValueError(`TcpStore.connect: host must be a host name or address, got ${String(host)}`);
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw new ValueError(`TcpStore.connect: port must be in [1, 65535], got ${String(port)}`);
+    options = optionsArg("TcpStore.connect", options, ["timeoutMs", "hostRank", "jobId"]);
     if (options.hostRank !== undefined && !(Number.isSafeInteger(options.hostRank) && options.hostRank >= 0)) {
       throw new ValueError(`TcpStore.connect: hostRank must be a non-negative integer, got ${String(options.hostRank)}`);
     }

@@ -43,6 +43,7 @@ describe("blocksparse-run", () => {
     // Node 1 would give its ranks MASTER_ADDR="", which they read as 127.0.0.1: not node 0.
     await expect(launch({ ...job, nnodes: 2, nodeRank: 1, masterPort: 29500, masterAddr: "" })).rejects.toThrow(/--master-addr must be one host name or address, got ""/);
     await expect(launch({ ...job, masterAddr: " " })).rejects.toThrow(ValueError);
+    await expect(launch({ ...job, nproc: 2 } as never)).rejects.toThrow(/launch: unknown option 'nproc'/);
   });
 
   it("asks for --master-port when the job spans several hosts", async () => {

@@ -337,6 +337,21 @@ describe("CpuProcessGroup arguments", () => {
   });
 });
 
+describe("options", () => {
+  it("refuse names they do not take, as every package's options (a misspelt timeout kept the 5-minute default)", async () => {
+    await expect(initProcessGroup({ backend: "cpu", timeout: 1000 } as never)).rejects.toThrow(/initProcessGroup: unknown option 'timeout'; the options are backend, timeoutMs, env/);
+    expect(() => TcpStoreServer.listen("127.0.0.1", 0, { job: "a" } as never)).toThrow(/TcpStoreServer.listen: unknown option 'job'; the options are jobId/);
+    await expect(TcpStore.connect("127.0.0.1", 1, { timeout: 5 } as never)).rejects.toThrow(/TcpStore.connect: unknown option 'timeout'/);
+    const env = { rank: 0, worldSize: 1, localRank: 0, localWorldSize: 1, masterAddr: "127.0.0.1", masterPort: 1, launcherStore: true };
+    await expect(Rendezvous.join(env, { timeout: 5 } as never)).rejects.toThrow(/Rendezvous.join: unknown option 'timeout'/);
+    const group = { allReduce: async () => {}, broadcast: async () => {} } as unknown as ProcessGroup;
+    await expect(DistributedDataParallel.create(new Linear(2, 2), group, { bucket_cap_mb: 50 } as never)).rejects.toThrow(
+      /DistributedDataParallel: unknown option 'bucket_cap_mb'; the options are bucketBytes, overlap, broadcastParameters/,
+    );
+    await expect(initProcessGroup(3 as never)).rejects.toThrow(/initProcessGroup: options must be an object or null, got/);
+  });
+});
+
 describe("an environment the caller builds", () => {
   const env = { rank: 0, worldSize: 2, localRank: 0, localWorldSize: 2, masterAddr: "127.0.0.1", masterPort: 29500, launcherStore: true };
 
