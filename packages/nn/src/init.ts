@@ -1,4 +1,4 @@
-import { rand, randint, type Tensor, ValueError } from "@blocksparse/core";
+import { rand, randint, seedArg, type Tensor } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
 
 /**
@@ -13,19 +13,11 @@ export function childSeeds(where: string, seed: number | undefined, count: numbe
     drawn.dispose();
     return seeds;
   }
-  const random = new SeededRandom(checkSeed(where, "seed", seed));
+  const random = new SeededRandom(seedArg(where, "seed", seed));
   return Array.from({ length: count }, () => random.nextUint32());
 }
 
 /** U(-bound, bound), float32, seeded. */
 export function uniform(shape: readonly number[], bound: number, seed: number): Tensor {
   return rand(shape, { low: -bound, high: bound, seed });
-}
-
-/** `value` as a seed, named in the error as `${where}: ${name}`: SeededRandom's own RangeError names neither. */
-export function checkSeed(where: string, name: string, value: unknown): number {
-  if (!Number.isSafeInteger(value)) {
-    throw new ValueError(`${where}: ${name} must be a safe integer (|seed| <= 2^53 - 1), got ${typeof value === "string" ? JSON.stringify(value) : String(value)}`);
-  }
-  return value as number;
 }

@@ -8,6 +8,7 @@ import {
   optionsArg,
   ShapeError,
   sampledMatmul,
+  seedArg,
   shapesEqual,
   Tensor,
   tensorOn,
@@ -18,7 +19,7 @@ import {
 import { SeededRandom } from "@blocksparse/format";
 import { BlockSparseLinear } from "./block_sparse_linear";
 import { StateDictError, type StateDictMismatch } from "./errors";
-import { checkSeed, childSeeds } from "./init";
+import { childSeeds } from "./init";
 import { requiredOptions } from "./linear";
 import { Module } from "./module";
 import type { Optimizer } from "./optim";
@@ -78,7 +79,7 @@ export function pruneAndRegrow(layer: BlockSparseLinear, options: PruneAndRegrow
   const random =
     options.random instanceof SeededRandom
       ? options.random
-      : new SeededRandom(options.random === undefined ? childSeeds("pruneAndRegrow", undefined, 1)[0] : checkSeed("pruneAndRegrow", "random", options.random));
+      : new SeededRandom(options.random === undefined ? childSeeds("pruneAndRegrow", undefined, 1)[0] : seedArg("pruneAndRegrow", "random", options.random));
   const pattern = layer.pattern;
   const count = Math.round(fraction * pattern.nnzBlocks);
   const { blockRow, blockCol } = pattern.coordinates;

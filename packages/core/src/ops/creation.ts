@@ -7,7 +7,7 @@ import { float32ArrayToBfloat16Bits, float32ArrayToFloat16Bits } from "../half";
 import { Fill } from "../kernel_names";
 import { formatShape, sizeOf } from "../shape";
 import type { Tensor } from "../tensor";
-import { assertFiniteNumber, assertSafeSize, assertShapeArg, isInt32, optionsArg } from "./validate";
+import { assertFiniteNumber, assertSafeSize, assertShapeArg, isInt32, optionsArg, seedArg } from "./validate";
 
 /** Nested arrays of numbers, any depth. */
 export type NestedArray = number | NestedArray[];
@@ -185,7 +185,7 @@ let globalRandom = new SeededRandom(Math.floor(Math.random() * 2 ** 32));
 
 /** Reseeds the generator that random ops use when given no seed. */
 export function manualSeed(seed: number): void {
-  globalRandom = new SeededRandom(checkSeed("manualSeed", seed));
+  globalRandom = new SeededRandom(seedArg("manualSeed", "seed", seed));
 }
 
 export interface RandomOptions {
@@ -195,15 +195,7 @@ export interface RandomOptions {
 }
 
 function generator(op: string, seed: number | undefined): SeededRandom {
-  return seed === undefined ? globalRandom : new SeededRandom(checkSeed(op, seed));
-}
-
-/** Named here: SeededRandom's own RangeError would name neither the op nor the option. */
-function checkSeed(op: string, seed: unknown): number {
-  if (!Number.isSafeInteger(seed)) {
-    throw new ValueError(`${op}: seed must be a safe integer (|seed| <= 2^53 - 1), got ${typeof seed === "string" ? JSON.stringify(seed) : String(seed)}`);
-  }
-  return seed as number;
+  return seed === undefined ? globalRandom : new SeededRandom(seedArg(op, "seed", seed));
 }
 
 /** The host array of `count` values an op makes before uploading them as `dtype`. */

@@ -100,6 +100,14 @@ export function optionsArg<T extends object>(op: string, options: T | null | und
   return options;
 }
 
+/** `value` as a seed, named in the error as `${where}: ${name}`: format's SeededRandom throws a RangeError naming neither. */
+export function seedArg(where: string, name: string, value: unknown): number {
+  if (!Number.isSafeInteger(value)) {
+    throw new ValueError(`${where}: ${name} must be a safe integer (|seed| <= 2^53 - 1), got ${typeof value === "string" ? JSON.stringify(value) : String(value)}`);
+  }
+  return value as number;
+}
+
 /** True for an integer an int32 element holds exactly (what stores as int32 without wrapping). */
 export function isInt32(value: number): boolean {
   return Number.isInteger(value) && value >= -2147483648 && value <= 2147483647;
