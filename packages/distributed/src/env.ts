@@ -34,6 +34,9 @@ export function defaultJobId(worldSize: number): string {
   return `default-world-${worldSize}`;
 }
 
+/** What isJobId takes, as the errors say it. */
+export const JOB_ID_RULE = "1 to 256 printable characters without spaces";
+
 /** A job id: what BLOCKSPARSE_JOB_ID and --job-id take (printable ASCII, no spaces, at most 256 characters). */
 export function isJobId(value: unknown): value is string {
   return typeof value === "string" && /^[\x21-\x7e]{1,256}$/.test(value);
@@ -74,7 +77,7 @@ export function readDistributedEnv(env: NodeJS.ProcessEnv = process.env): Distri
   }
   const jobIdText = env.BLOCKSPARSE_JOB_ID?.trim() ?? "";
   if (jobIdText !== "" && !isJobId(jobIdText)) {
-    throw new DistributedEnvError(`BLOCKSPARSE_JOB_ID must be 1 to 256 printable characters without spaces (the same on every rank of the job), got '${env.BLOCKSPARSE_JOB_ID}'`);
+    throw new DistributedEnvError(`BLOCKSPARSE_JOB_ID must be ${JOB_ID_RULE} (the same on every rank of the job), got '${env.BLOCKSPARSE_JOB_ID}'`);
   }
   const jobId = jobIdText === "" ? defaultJobId(worldSize) : jobIdText;
   return { rank, worldSize, localRank, localWorldSize, masterAddr, masterPort, launcherStore: env.BLOCKSPARSE_LAUNCHER_STORE === "1", jobId };
@@ -109,6 +112,6 @@ export function checkDistributedEnv(where: string, env: unknown): asserts env is
   }
   if (typeof fields.launcherStore !== "boolean") throw new ValueError(`${where}: env.launcherStore must be true or false, got ${describeValue(fields.launcherStore)}`);
   if (fields.jobId !== undefined && !isJobId(fields.jobId)) {
-    throw new ValueError(`${where}: env.jobId must be 1 to 256 printable characters without spaces, or left out, got ${describeValue(fields.jobId)}`);
+    throw new ValueError(`${where}: env.jobId must be ${JOB_ID_RULE}, or left out, got ${describeValue(fields.jobId)}`);
   }
 }

@@ -8,7 +8,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { constants } from "node:os";
 import { optionsArg, ValueError } from "@blocksparse/core";
-import { defaultJobId, isJobId } from "./env";
+import { defaultJobId, isJobId, JOB_ID_RULE } from "./env";
 import { TcpStoreServer } from "./store";
 
 export interface LaunchOptions {
@@ -119,7 +119,7 @@ function checkLaunchOptions(options: LaunchOptions): Required<Pick<LaunchOptions
   // The variable as the ranks read it: trimmed, and unset when blank.
   const fromEnv = (options.env?.BLOCKSPARSE_JOB_ID ?? process.env.BLOCKSPARSE_JOB_ID)?.trim() || undefined;
   const given = options.jobId ?? fromEnv;
-  if (given !== undefined && !isJobId(given)) throw new ValueError(`blocksparse-run: --job-id must be 1 to 256 printable characters without spaces, got ${JSON.stringify(given)}`);
+  if (given !== undefined && !isJobId(given)) throw new ValueError(`blocksparse-run: --job-id must be ${JOB_ID_RULE}, got ${JSON.stringify(given)}`);
   // One host: a fresh id per launch. Several hosts must agree without talking: the ranks' own default, unless given.
   const jobId = given ?? (nnodes === 1 ? randomUUID() : defaultJobId(nnodes * nprocPerNode));
   return { nprocPerNode, nnodes, nodeRank, masterAddr: address, jobId };

@@ -16,7 +16,7 @@
  */
 import { createServer, type Server, type Socket, connect as connectSocket } from "node:net";
 import { optionsArg, ValueError } from "@blocksparse/core";
-import { isJobId } from "./env";
+import { isJobId, JOB_ID_RULE } from "./env";
 import { RankFailedError, StoreError, StoreJobMismatchError, StoreProtocolError, StoreTimeoutError } from "./errors";
 import { encodeFrame, type Frame, FrameReader, MAX_HEADER_BYTES, STORE_PROTOCOL_VERSION, wireLimits } from "./wire";
 
@@ -74,7 +74,7 @@ export class TcpStoreServer {
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ValueError(`TcpStoreServer.listen: port must be in [0, 65535], got ${String(port)}`);
     options = optionsArg("TcpStoreServer.listen", options, ["jobId"]);
     if (options.jobId !== undefined && !isJobId(options.jobId)) {
-      throw new ValueError(`TcpStoreServer.listen: jobId must be 1 to 256 printable characters without spaces, got ${JSON.stringify(options.jobId)}`);
+      throw new ValueError(`TcpStoreServer.listen: jobId must be ${JOB_ID_RULE}, got ${JSON.stringify(options.jobId)}`);
     }
     const server = createServer({ noDelay: true });
     return new Promise((resolve, reject) => {
@@ -157,7 +157,7 @@ export class TcpStoreServer {
     }
     const jobId = header.jobId;
     if (jobId !== undefined && jobId !== null && !isJobId(jobId)) {
-      refuse("protocol", `hello: jobId must be 1 to 256 printable characters without spaces, got ${JSON.stringify(jobId)}`);
+      refuse("protocol", `hello: jobId must be ${JOB_ID_RULE}, got ${JSON.stringify(jobId)}`);
       return;
     }
     if (this.#jobId !== undefined && typeof jobId === "string" && jobId !== this.#jobId) {
@@ -375,7 +375,7 @@ export class TcpStore {
       throw new ValueError(`TcpStore.connect: hostRank must be a non-negative integer, got ${String(options.hostRank)}`);
     }
     if (options.jobId !== undefined && !isJobId(options.jobId)) {
-      throw new ValueError(`TcpStore.connect: jobId must be 1 to 256 printable characters without spaces, got ${JSON.stringify(options.jobId)}`);
+      throw new ValueError(`TcpStore.connect: jobId must be ${JOB_ID_RULE}, got ${JSON.stringify(options.jobId)}`);
     }
     checkTimeout("connect", options.timeoutMs);
     const { timeoutMs, deadline } = resolveTimeout(options.timeoutMs ?? 60_000);
