@@ -120,9 +120,7 @@ export class BsrMatrix {
     if (resolved === undefined) {
       throw new BsrFormatError("dtype", 'Uint16Array values hold 16-bit patterns: name the dtype ("float16" or "bfloat16")');
     }
-    if (!isBsrDType(resolved)) {
-      throw new BsrFormatError("dtype", `expected "float32", "float16" or "bfloat16", got ${String(resolved)}`);
-    }
+    checkDType(resolved);
     const stored = toStoredValues(values, resolved);
     const expected = pattern.nnzBlocks * pattern.blockShape[0] * pattern.blockShape[1];
     if (stored.length !== expected) {
@@ -214,10 +212,10 @@ export class BsrMatrix {
     dtypeArgument?: BsrDType,
   ): BsrMatrix {
     let pattern: BsrPattern;
-    let dtype: BsrDType;
+    let dtype: BsrDType | undefined;
     if (patternOrShape instanceof BsrPattern) {
       pattern = patternOrShape;
-      dtype = (optionsOrDType as BsrDType | undefined) ?? "float32";
+      dtype = optionsOrDType as BsrDType | undefined;
     } else {
       const options = optionsOrDType as { blockShape: Shape2; dtype?: BsrDType } | undefined;
       if (options === undefined || typeof options !== "object") {
@@ -225,8 +223,13 @@ export class BsrMatrix {
       }
       checkOptionKeys(options, ["blockShape", "dtype"]);
       pattern = BsrPattern.dense(patternOrShape, options.blockShape);
-      dtype = dtypeArgument ?? options.dtype ?? "float32";
+      dtype = options.dtype;
     }
+    // One of two dtypes won without a word: the argument over the option, the pattern's second argument over its third.
+    if (dtype !== undefined && dtypeArgument !== undefined && dtype !== dtypeArgument) {
+      throw new BsrFormatError("dtype", `given twice: ${dtype} and ${dtypeArgument}`);
+    }
+    dtype = dtype ?? dtypeArgument ?? "float32";
     const length = pattern.nnzBlocks * pattern.blockShape[0] * pattern.blockShape[1];
     return BsrMatrix.fromPattern(pattern, dtype === "float32" ? new Float32Array(length) : new Uint16Array(length), dtype);
   }
@@ -289,8 +292,10 @@ export class BsrMatrix {
     return decodeValues(this.values, this.dtype);
   }
 
-  /** The same pattern with values stored as `dtype` (rounded to nearest even when narrowing). */
+  /** The same pattern with values stored as `dtype` (rounded to nearest even when narrowing); `dtype` is required. */
   toDType(dtype: BsrDType): BsrMatrix {
+    // undefined (a misspelt option upstream) came out float32 without a word, whatever the matrix held.
+    checkDType(dtype);
     if (dtype === this.dtype) return new BsrMatrix(this.pattern, this.values.slice(), dtype);
     const widened = this.valuesAsFloat32();
     return BsrMatrix.fromPattern(this.pattern, dtype === "float32" ? widened : encodeValues(widened, dtype), dtype);
@@ -362,6 +367,10 @@ export class BsrMatrix {
       throw new BsrFormatError("values", `expected nnzBlocks * R * C = ${expected} elements, got ${this.values.length}`);
     }
   }
+}
+
+function checkDType(dtype: unknown): asserts dtype is BsrDType {
+  if (!isBsrDType(dtype)) throw new BsrFormatError("dtype", `expected "float32", "float16" or "bfloat16", got ${String(dtype)}`);
 }
 
 /** L2 norm of every block of a dense matrix, row-major over the block grid (float64 sums). */

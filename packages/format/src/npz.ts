@@ -311,7 +311,7 @@ export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
   else throw new BsrFormatError("data.npy", `expected bool, integer or float (16, 32 or 64-bit) data, got ${describeDtype(data)}`);
   const indptr = toIndexArray(read("indptr.npy"), "indptr.npy", "offsets");
   const indices = indexArrayToInt32(toIndexArray(read("indices.npy"), "indices.npy", "indices"), "indices") as Int32Array;
-  sortBlockRows(indptr, indices, values, dataShape[1] * dataShape[2]);
+  sortBlockRows(indptr, indices, shapeValues[1] / dataShape[2], values, dataShape[1] * dataShape[2]);
   try {
     return BsrMatrix.fromScipy({ indptr, indices, data: values, dataShape, shape: [shapeValues[0], shapeValues[1]], dtype });
   } catch (error) {
@@ -323,14 +323,14 @@ export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
   }
 }
 
-
 /**
  * SciPy saves rows whose column indices are unsorted (`has_sorted_indices` false, after some
  * arithmetic): sorts each such block row and permutes its data blocks to match, in place, as
  * `sort_indices()` does. A sorted row costs one comparison per block; a block column listed
- * twice in a row is refused. A malformed `indptr` is left for `fromScipy` to report.
+ * twice in a row is refused. A malformed `indptr`, or a column outside [0, blockCols), stops the
+ * sort, so that `fromScipy` reports it at its place in the file rather than where sorting moved it.
  */
-function sortBlockRows(indptr: Int32Array | BigInt64Array, indices: Int32Array, data: Float32Array | Uint16Array, blockSize: number): void {
+function sortBlockRows(indptr: Int32Array | BigInt64Array, indices: Int32Array, blockCols: number, data: Float32Array | Uint16Array, blockSize: number): void {
   const rows = indptr.length - 1;
   if (rows < 0 || Number(indptr[0]) !== 0 || Number(indptr[rows]) !== indices.length || data.length !== indices.length * blockSize) return;
   for (let row = 0; row < rows; row++) {
@@ -338,7 +338,10 @@ function sortBlockRows(indptr: Int32Array | BigInt64Array, indices: Int32Array, 
     const end = Number(indptr[row + 1]);
     if (end < start || end > indices.length) return;
     let sorted = true;
-    for (let k = start + 1; k < end && sorted; k++) sorted = indices[k] > indices[k - 1];
+    for (let k = start; k < end; k++) {
+      if (!(indices[k] >= 0 && indices[k] < blockCols)) return;
+      if (k > start && indices[k] <= indices[k - 1]) sorted = false;
+    }
     if (sorted) continue;
     const columns = indices.slice(start, end);
     const blocks = data.slice(start * blockSize, end * blockSize);

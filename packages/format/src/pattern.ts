@@ -386,7 +386,7 @@ function checkIndices(blockRows: number, blockCols: number, blockRowPtr: Int32Ar
       if (k > blockRowPtr[row] && col <= blockColIdx[k - 1]) {
         throw new BsrFormatError(
           "blockColIdx",
-          `column ${col} follows ${blockColIdx[k - 1]} in block row ${row}: columns must be strictly increasing`,
+          `column ${col} follows ${blockColIdx[k - 1]} in block row ${row}: columns must be strictly increasing (SciPy: sort_indices(), sum_duplicates())`,
           k,
         );
       }

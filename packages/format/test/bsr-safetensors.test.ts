@@ -297,3 +297,26 @@ describe("float64 values (torch.float64, SciPy's default)", () => {
     expect(fieldOf(() => getBsrMatrix(float64Content({ "w.dtype": "float16" }), "w"))).toBe("w.dtype");
   });
 });
+
+describe("unsorted block columns (SciPy's indices as they are, has_sorted_indices false)", () => {
+  // A 4 x 6 matrix of 2 x 2 blocks whose block row 0 lists columns 2 and 0 in that order, as SciPy may hold them.
+  const file = (wide: boolean): Uint8Array =>
+    encodeSafetensors(
+      {
+        "w.crow_indices": wide ? { dtype: "I64", shape: [3], data: BigInt64Array.from([0n, 2n, 3n]) } : { dtype: "I32", shape: [3], data: Int32Array.from([0, 2, 3]) },
+        "w.col_indices": wide ? { dtype: "I64", shape: [3], data: BigInt64Array.from([2n, 0n, 1n]) } : { dtype: "I32", shape: [3], data: Int32Array.from([2, 0, 1]) },
+        "w.values": { dtype: "F32", shape: [3, 2, 2], data: new Float32Array(12) },
+      },
+      { "w.shape": "4,6" },
+    );
+
+  // The layout is PyTorch's, whose invariants want sorted, distinct columns in each row: the file is refused with the fix.
+  it.each([false, true])("are refused, naming the tensor, the entry and how to sort them (int64 indices: %s)", (wide) => {
+    const error = thrown(() => getBsrMatrix(decodeSafetensors(file(wide)), "w")) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect([error.field, error.position]).toEqual(["w.col_indices", 1]);
+    expect(error.message).toBe(
+      "w.col_indices[1]: column 0 follows 2 in block row 0: columns must be strictly increasing (SciPy: sort_indices(), sum_duplicates())",
+    );
+  });
+});

@@ -156,6 +156,30 @@ describe("values", () => {
     expect(BsrMatrix.zeros([6, 4], { blockShape: [3, 2] }, "bfloat16").dtype).toBe("bfloat16");
   });
 
+  it("zeros refuses two different dtypes rather than taking one of them", () => {
+    const inBoth = thrown(() => BsrMatrix.zeros([6, 4], { blockShape: [3, 2], dtype: "float16" }, "bfloat16")) as BsrFormatError;
+    expect(inBoth).toBeInstanceOf(BsrFormatError);
+    expect(inBoth.message).toBe("dtype: given twice: float16 and bfloat16");
+    const pattern = BsrPattern.fromMask([4, 4], [2, 2], [0, 1, 1, 0]);
+    const zerosOf = BsrMatrix.zeros as (...args: unknown[]) => BsrMatrix;
+    const afterPattern = thrown(() => zerosOf(pattern, "float16", "bfloat16")) as BsrFormatError;
+    expect(afterPattern).toBeInstanceOf(BsrFormatError);
+    expect(afterPattern.message).toBe("dtype: given twice: float16 and bfloat16");
+    // One dtype, or the same one twice, is taken.
+    expect(BsrMatrix.zeros([6, 4], { blockShape: [3, 2], dtype: "float16" }, "float16").dtype).toBe("float16");
+    expect(zerosOf(pattern, undefined, "bfloat16").dtype).toBe("bfloat16");
+  });
+
+  it("toDType refuses a missing or unknown dtype rather than returning float32", () => {
+    const half = BsrMatrix.random([4, 6], { blockShape: [2, 2], density: 0.5, seed: 3, dtype: "float16" });
+    for (const dtype of [undefined, null, "float64"]) {
+      const error = thrown(() => half.toDType(dtype as never)) as BsrFormatError;
+      expect(error).toBeInstanceOf(BsrFormatError);
+      expect(error.message).toBe(`dtype: expected "float32", "float16" or "bfloat16", got ${String(dtype)}`);
+    }
+    expect(half.toDType("float16").values).toEqual(half.values);
+  });
+
   it("validate() finds values replaced by the wrong length", () => {
     const matrix = BsrMatrix.random([8, 8], { blockShape: [2, 2], density: 0.5, seed: 1 });
     matrix.validate();

@@ -1,12 +1,12 @@
 import { constants } from "node:buffer";
-import { strToU8, unzipSync, zipSync } from "fflate";
 import { mkdtemp, readdir, rm, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { strToU8, unzipSync, zipSync } from "fflate";
 import { describe, expect, it } from "vitest";
 import { BsrFormatError, BsrMatrix, BsrPattern } from "../src/index.js";
-import { decodeScipyNpz, encodeScipyNpz } from "../src/npz.js";
 import { loadScipyNpz, saveScipyNpz } from "../src/node.js";
+import { decodeScipyNpz, encodeScipyNpz } from "../src/npz.js";
 import { checkZip32Sizes, deflateLevel } from "../src/zip32.js";
 import { SCIPY_NPZ_COMPRESSED_BASE64, SCIPY_NPZ_STORED_BASE64 } from "./fixtures.js";
 import { thrown } from "./helpers.js";
@@ -305,6 +305,13 @@ describe("unsorted and repeated block columns", () => {
       "data.npy": npy("<f4", "(4,)", bytesOf(Float32Array.from([3, 1, 5, 4]))),
     });
     expect(Array.from(decodeScipyNpz(csr).toDense())).toEqual([1, 0, 3, 4, 5, 0]);
+  });
+
+  it("reports a block column outside the matrix at its place in the file, not where sorting would move it", () => {
+    const error = thrown(() => decodeScipyNpz(bsrFile([[...rows[0]], [[7, [0, 0, 0, 0]], rows[1][1], rows[1][2]]]))) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect([error.field, error.position]).toEqual(["indices", 2]);
+    expect(error.message).toContain("column 7 is outside [0, 3)");
   });
 
   it("still refuses a block column listed twice in a row, sorted or not, naming it", () => {
