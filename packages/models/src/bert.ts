@@ -214,7 +214,7 @@ export class BertModel extends Module {
     // The other's config.json would build a model that loads its checkpoint and counts positions the other way.
     const type = this.config.model_type;
     if (type === (this instanceof RobertaModel ? "bert" : "roberta")) throw new ConfigError(`${this.label}: config.json's model_type is "${type}", use ${type === "bert" ? "BertModel" : "RobertaModel"}`);
-    if (this.maxLength() < 1) {
+    if (!(this.maxLength() >= 1)) {
       throw new ConfigError(`${this.label}: pad_token_id=${this.config.pad_token_id} leaves no position of max_position_embeddings=${this.config.max_position_embeddings}`);
     }
     const nextSeed = seedStream(this.label, checkOptions<ModelOptions>(this.label, options, ["seed"], dtypeHint).seed);
@@ -299,7 +299,7 @@ export class RobertaModel extends BertModel {
 
   protected override positionIds(ids: Tensor): Int32Array {
     const [batch, length] = ids.shape;
-    const padding = this.config.pad_token_id ?? 1;
+    const padding = this.config.pad_token_id as number;
     const tokens = ids.dataSync();
     const positions = new Int32Array(batch * length);
     for (let b = 0; b < batch; b++) {
@@ -312,8 +312,9 @@ export class RobertaModel extends BertModel {
     return positions;
   }
 
+  /** NaN for pad_token_id: null, refused when built: RoBERTa counts positions from the padding id (transformers' padding_idx). */
   protected override maxLength(): number {
-    return this.config.max_position_embeddings - (this.config.pad_token_id ?? 1) - 1;
+    return this.config.max_position_embeddings - (this.config.pad_token_id ?? Number.NaN) - 1;
   }
 }
 

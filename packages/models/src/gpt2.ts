@@ -591,7 +591,8 @@ export class GPT2LMHeadModel extends Module {
    * block-sparse layers' decoding path on a GPU). On a backend that records graphs (cuda) the cache has a fixed length
    * and the one-token step is recorded once and replayed for each token (`graph`); elsewhere the cache grows a
    * position per step (GPT2Cache). Runs in eval mode without recording gradients (each module's mode
-   * is restored after). Returns the sequences with their new tokens, [B, T + steps] int32, on the input's backend;
+   * is restored after). Returns the sequences with their new tokens, [B, T + steps] int32 ([T + steps] for a prompt
+   * given as [T]), on the input's backend;
    * all sequences get the same number of steps (with end tokens, `eosTokenId` or by default the config's
    * `eos_token_id`, a finished sequence is padded with the first, and the steps end once every sequence has finished).
    */
@@ -754,7 +755,7 @@ export class GPT2LMHeadModel extends Module {
       for (const [module, training] of modes) module.training = training;
     }
     const width = batch === 0 ? length : rows[0].length;
-    return uploadOn(rows.flat(), [batch, width], inputIds, "int32");
+    return uploadOn(rows.flat(), inputIds.rank === 1 ? [width] : [batch, width], inputIds, "int32");
   }
 
   /**

@@ -39,7 +39,10 @@ export async function readSafetensorsHeader(path: string): Promise<Map<string, T
     throw fail(`cannot be opened (${error.message})`);
   });
   try {
-    const { size } = await file.stat();
+    const info = await file.stat();
+    // A directory opens, then fails the read with the system's EISDIR: named here (an index's shard "..", a folder).
+    if (!info.isFile()) throw fail(info.isDirectory() ? "is a directory, not a safetensors file" : "is not a regular file");
+    const { size } = info;
     const prefix = Buffer.alloc(8);
     if (size < 8 || (await file.read(prefix, 0, 8, 0)).bytesRead !== 8) throw fail("is shorter than a safetensors header");
     // A clone without git-lfs leaves a small text file in the weights' place.

@@ -222,6 +222,18 @@ describe("loadCheckpoint", () => {
     await writeFile(truncated, (await readFile(fixtures("gpt2/model.safetensors"))).subarray(0, 100));
     await expect(loadCheckpoint(model, truncated)).rejects.toThrow(CheckpointError);
   });
+  it("names a shard that is a directory (weight_map's \"..\" or a folder's name) with a CheckpointError, not the system's EISDIR", async () => {
+    const dir = await mkdtemp(join(scratch, "shard-directory-"));
+    await mkdir(join(dir, "shards"));
+    const model = new GPT2LMHeadModel(await gpt2Config(), { seed: 1 });
+    for (const shard of ["..", "shards"]) {
+      await writeFile(join(dir, "model.safetensors.index.json"), JSON.stringify({ weight_map: { "transformer.wte.weight": shard } }));
+      const error = await loadCheckpoint(model, dir).catch((e) => e);
+      expect(error).toBeInstanceOf(CheckpointError);
+      expect(error.message).toContain(`${join(dir, shard)}: is a directory, not a safetensors file`);
+    }
+  });
+
   it("names a Git LFS pointer in a weight file's place and a folder holding only pytorch_model.bin", async () => {
     const dir = await mkdtemp(join(scratch, "lfs-"));
     await copyFile(fixtures("gpt2/config.json"), join(dir, "config.json"));
@@ -398,7 +410,7 @@ describe("checkpoints transformers loads that differ from the fixtures", () => {
     // BERT keeps BertConfig's (of a config without RoBERTa's model_type, which BertModel refuses), and a value config.json gives is kept.
     const { model_type: ___, ...untyped } = noVocab;
     expect(new BertModel(untyped, { seed: 1 }).config).toMatchObject({ pad_token_id: 0, vocab_size: 30522 });
-    expect(new RobertaModel({ ...noVocab, pad_token_id: null, vocab_size: 64 }, { seed: 1 }).config).toMatchObject({ pad_token_id: null, vocab_size: 64 });
+    expect(new RobertaModel({ ...noVocab, pad_token_id: 0, vocab_size: 64 }, { seed: 1 }).config).toMatchObject({ pad_token_id: 0, vocab_size: 64 });
   });
 
   it("takes model.safetensors when a folder also holds a sharded index, as transformers does", async () => {

@@ -65,9 +65,12 @@ describe("GPT-2 with a key/value cache", () => {
     const want = greedyByFullForward(model, ids, 8);
     expect(rowsOf(generated)).toEqual(want);
     expect(rowsOf(model.generate(ids, { maxNewTokens: 0 }))).toEqual(rowsOf(ids));
-    // One sequence given as [T] is a batch of one.
-    const single = model.generate(reshape(slice(ids, [1, 0], [1, 5]), [5]), { maxNewTokens: 8 });
-    expect(rowsOf(single)).toEqual([want[1]]);
+    // One sequence given as [T] continues as a batch of one and comes back as [T + steps], as it went in.
+    const prompt = reshape(slice(ids, [1, 0], [1, 5]), [5]);
+    const single = model.generate(prompt, { maxNewTokens: 8 });
+    expect(single.shape).toEqual([13]);
+    expect(Array.from(single.dataSync())).toEqual(want[1]);
+    expect(model.generate(prompt, { maxNewTokens: 0 }).shape).toEqual([5]);
   });
 
   it("sampling repeats with the seed, top-k 1 is the greedy choice, and a sequence stops at the end token", () => {

@@ -70,6 +70,15 @@ describe("inputs nobody tuned for", () => {
     expect(one.forward(tensor([5], [1, 1], "int32")).shape).toEqual([1, 1, 32]);
   });
 
+  it("RoBERTa refuses pad_token_id: null with a ConfigError naming the field, rather than guessing a padding index", async () => {
+    const config = await readConfig(fixtures("roberta"));
+    expect(() => new RobertaModel({ ...config, pad_token_id: null })).toThrow(ConfigError);
+    expect(() => new RobertaModel({ ...config, pad_token_id: null })).toThrow(/RobertaModel: pad_token_id=null leaves no position/);
+    expect(leftBehind(() => new RobertaModel({ ...config, pad_token_id: null }))).toBe(0);
+    // BERT reads no padding index: null is fine there.
+    expect(new BertModel({ ...(await readConfig(fixtures("bert"))), pad_token_id: null }, { seed: 1 }).config.pad_token_id).toBeNull();
+  });
+
   it("RoBERTa's positions are padding_idx + cumsum(mask) * mask, mask = (ids != padding_idx)", async () => {
     class Positions extends RobertaModel {
       of(ids: Tensor): Int32Array {
@@ -107,7 +116,7 @@ describe("inputs nobody tuned for", () => {
     expect(() => model.generate(ids, { maxNewTokens: 2, eosTokenId: 50256 })).toThrow(/eosTokenId 50256 is outside the vocabulary of 96 tokens/);
     expect(model.generate(ids, { maxNewTokens: 2, eosTokenId: 95 }).shape[1]).toBeLessThanOrEqual(5);
     // maxNewTokens may reach the model's positions exactly.
-    expect(model.generate(reshape(ids, [3]), { maxNewTokens: 29 }).shape).toEqual([1, 32]);
+    expect(model.generate(reshape(ids, [3]), { maxNewTokens: 29 }).shape).toEqual([32]);
   });
 
   it("generate refuses prompt ids outside the vocabulary, naming the token (a GPU's gather reads zeros for them)", async () => {
