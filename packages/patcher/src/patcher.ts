@@ -84,7 +84,7 @@ export class BlockSparseModelPatcher {
   /**
    * Every Linear of `model` that `patchModel` would accept (the root excluded), in `namedModules()` order:
    * a pattern matching any of its `names` (with a block shape that tiles it) patches it. Left out, as
-   * patchModel refuses them: Linear layers held only in plain arrays or objects (Module does not register them), in a
+   * patchModel refuses them: Linear layers held only in plain arrays, plain objects or Maps (Module does not register them), in a
    * read-only slot, with disposed or misshapen parameters, subclasses with extra state or their own forward,
    * and layers whose weight or bias is shared with a module that cannot be patched.
    */
@@ -119,8 +119,8 @@ export class BlockSparseModelPatcher {
    * a module that stays, a Linear subclass holding more than weight and bias or with a
    * forward of its own, a slot the
    * replacement cannot be put in (a read-only or dotted property, a frozen array), a Linear held
-   * only in a plain array or object (Module does not register it: its path, "layers.0" or "heads.a", is named), or no
-   * match at all (unless `allowNoMatch`) throw a PatchError. A Linear also held in a plain array or object is replaced there too.
+   * only in a plain array, plain object or Map (Module does not register it: its path, "layers.0" or "heads.a", is named), or no
+   * match at all (unless `allowNoMatch`) throw a PatchError. A Linear also held in a plain array, plain object or Map is replaced there too.
    * Null options are the defaults. With `dryRun`, returns the same report without changing the model. With
    * `disposeReplaced`, the replaced Linear layers' parameters are disposed once the new layers are in place.
    */
@@ -155,14 +155,14 @@ export class BlockSparseModelPatcher {
         else plans.push({ linear: module, layer: plannedLayer(name, module, winner) });
       }
     }
-    // A Linear the model holds only in plain arrays or objects is not the model's (no parameters, no state dict): matching it is an error, not a skip.
+    // A Linear the model holds only in plain arrays, objects or Maps is not the model's (no parameters, no state dict): matching it is an error, not a skip.
     for (const [module, { paths, array, holder, kind }] of walk.unregistered) {
       if (!(module instanceof Linear)) continue;
       for (const path of paths) {
         const pattern = this.#patterns.find((p) => matches(p, path));
         if (pattern === undefined) continue;
         problems.push(
-          `'${path}' (matched by ${pattern.label}) is a ${module.constructor.name} held in the plain ${kind} '${array}' of ${holder}, which Module does not register ` +
+          `'${path}' (matched by ${pattern.label}) is a ${module.constructor.name} held in the ${CONTAINER_NAMES[kind]} '${array}' of ${holder}, which Module does not register ` +
             "(it is not in the model's parameters(), stateDict() or an optimizer), so it cannot be patched; " +
             (kind === "array" ? "hold the layers in a ModuleList (or Sequential) to register them" : "make each layer a property of a Module (or hold the layers in a ModuleList) to register them"),
         );
@@ -180,7 +180,8 @@ export class BlockSparseModelPatcher {
       const unregisteredLinears = [...walk.unregistered].filter(([module]) => module instanceof Linear).map(([, entry]) => entry);
       const unregistered = unregisteredLinears.flatMap(({ paths }) => paths);
       const kinds = new Set(unregisteredLinears.map(({ kind }) => kind));
-      const containers = kinds.has("object") ? (kinds.has("array") ? "plain arrays or objects" : "plain objects") : "plain arrays";
+      const plain = kinds.has("object") ? (kinds.has("array") ? "plain arrays or objects" : "plain objects") : kinds.has("array") ? "plain arrays" : "";
+      const containers = [plain, kinds.has("map") ? "Maps" : ""].filter((words) => words !== "").join(" or ");
       const inArrays =
         unregistered.length > 0 ? `; Linear layers held in ${containers}, which Module does not register and the patcher cannot patch: ${unregistered.join(", ")}` : "";
       const root =
@@ -221,10 +222,19 @@ function matches(pattern: NamePattern, name: string): boolean {
 }
 
 function checkModel(where: string, model: unknown): asserts model is Module {
-  if (!(model instanceof Module)) {
-    const got = model === null || typeof model !== "object" ? String(model) : ((model as object).constructor?.name ?? "an object");
-    throw new PatchError(where, [`model must be a Module, got ${got}`]);
+  if (!(model instanceof Module)) throw new PatchError(where, [`model must be a Module, got ${describeModel(model)}`]);
+}
+
+/** What was passed for a model, in a few words (String() of a class prints its whole source). */
+function describeModel(model: unknown): string {
+  if (typeof model === "function") {
+    const name = model.name === "" ? "(anonymous)" : model.name;
+    if (model.prototype instanceof Module) return `the class ${name}, not a model built from it (construct it first: new ${name}(...))`;
+    return `a function (${name})`;
   }
+  if (model === null || typeof model !== "object") return String(model);
+  if (model instanceof Promise) return "a Promise (await it first)";
+  return (model as object).constructor?.name ?? "an object";
 }
 
 /**
@@ -258,26 +268,51 @@ function reachableNames(model: Module): Map<Module, string[]> {
   return names;
 }
 
-/** A place that holds a module: a property of a module, or an element of a plain array or object. */
+/** A place that holds a module: a property of a module, an element of a plain array or object, or a Map's value. */
 interface Slot {
-  holder: Module | unknown[] | Record<string, unknown>;
-  key: string;
+  holder: Module | Container;
+  /** A property name, or a Map's key (of any type). */
+  key: unknown;
   /** Its dotted path from the root ("enc.0", "layers.1"). */
   path: string;
 }
 
-/** A module the model holds only through plain arrays or objects: Module does not register it. */
+/** A module the model holds only through plain arrays, plain objects or Maps: Module does not register it. */
 interface Unregistered {
   /** Its paths as a ModuleList in place of each array would name them ("layers.0", "blocks.0.fc1", "heads.a"). */
   paths: string[];
-  /** The path of the first plain array (or object) on its first path, and the class of the module holding that container. */
+  /** The path of the first container on its first path, and the class of the module holding that container. */
   array: string;
   holder: string;
   /** What that container is. */
   kind: ContainerKind;
 }
 
-type ContainerKind = "array" | "object";
+type ContainerKind = "array" | "object" | "map";
+
+/** What Module does not register: a plain array or object (a Python list or dict), or a Map. */
+type Container = unknown[] | Record<string, unknown> | Map<unknown, unknown>;
+
+const CONTAINER_NAMES: Record<ContainerKind, string> = { array: "plain array", object: "plain object", map: "Map" };
+
+function containerKind(value: unknown): ContainerKind | undefined {
+  if (Array.isArray(value)) return "array";
+  if (value instanceof Map) return "map";
+  return isPlainObject(value) ? "object" : undefined;
+}
+
+/** Calls `visit` with each entry of a container: its key, the key as a path part (a Map's key that is not a string or number by its position), its value. */
+function forEachEntry(items: Container, visit: (key: unknown, pathKey: string, value: unknown) => void): void {
+  if (items instanceof Map) {
+    let index = 0;
+    for (const [key, value] of items) {
+      visit(key, typeof key === "string" || typeof key === "number" ? String(key) : `[${index}]`, value);
+      index++;
+    }
+    return;
+  }
+  for (const key of Object.keys(items)) visit(key, key, (items as Record<string, unknown>)[key]);
+}
 
 /** A plain object (an object literal, a dictionary): like a Python dict, Module does not register the modules it holds. */
 function isPlainObject(value: unknown): value is Record<string, unknown> {
@@ -292,9 +327,9 @@ interface ModelWalk {
   modules: [string, Module][];
   /** Every registered name of each module below the root (see reachableNames). */
   namesOf: Map<Module, string[]>;
-  /** Every slot holding each registered module: its registered parents' properties, and plain arrays, plain objects and unregistered modules that also hold it. */
+  /** Every slot holding each registered module: its registered parents' properties, and plain arrays, plain objects, Maps and unregistered modules that also hold it. */
   slotsOf: Map<Module, Slot[]>;
-  /** Modules reachable only through plain arrays or objects, in depth-first order. */
+  /** Modules reachable only through plain arrays, plain objects or Maps, in depth-first order. */
   unregistered: Map<Module, Unregistered>;
 }
 
@@ -314,36 +349,37 @@ function walkModel(model: Module): ModelWalk {
   }
   const unregistered = new Map<Module, Unregistered>();
   const ancestors = new Set<unknown>();
-  type Container = { path: string; holder: string; kind: ContainerKind };
-  // Plain arrays and objects (and their nesting) among a module's own properties; what they hold is not registered unless held elsewhere too.
-  const visitContainers = (module: Module, path: string, container: Container | null): void => {
+  type Outermost = { path: string; holder: string; kind: ContainerKind };
+  // Plain arrays, objects and Maps (and their nesting) among a module's own properties; what they hold is not registered unless held elsewhere too.
+  const visitContainers = (module: Module, path: string, container: Outermost | null): void => {
     for (const key of Object.keys(module)) {
       const value = (module as unknown as Record<string, unknown>)[key];
       const keyPath = path === "" ? key : `${path}.${key}`;
-      const kind = Array.isArray(value) ? "array" : isPlainObject(value) ? "object" : undefined;
-      if (kind !== undefined) visitContainer(value as Record<string, unknown>, keyPath, container ?? { path: keyPath, holder: module.constructor.name, kind });
+      const kind = containerKind(value);
+      if (kind !== undefined) visitContainer(value as Container, keyPath, container ?? { path: keyPath, holder: module.constructor.name, kind });
     }
   };
-  // Times each array or object was walked into: at most MAX_NAMES_PER_MODULE, as modules in reachableNames, so that
+  // Times each container was walked into: at most MAX_NAMES_PER_MODULE, as modules in reachableNames, so that
   // containers holding each other twice over ([level, level], nested 40 deep) take linear work, not 2^40 walks.
   const containerVisits = new Map<object, number>();
-  const visitContainer = (items: Record<string, unknown> | unknown[], path: string, container: Container): void => {
+  const visitContainer = (items: Container, path: string, container: Outermost): void => {
     const visits = containerVisits.get(items) ?? 0;
     if (ancestors.has(items) || visits >= MAX_NAMES_PER_MODULE) return;
     containerVisits.set(items, visits + 1);
     ancestors.add(items);
-    for (const key of Object.keys(items)) {
-      const item = (items as Record<string, unknown>)[key];
-      const itemPath = `${path}.${key}`;
-      if (Array.isArray(item) || isPlainObject(item)) visitContainer(item, itemPath, container);
+    forEachEntry(items, (key, pathKey, item) => {
+      // Numbers and strings (a vocabulary, token ids) hold no module: no path is built for them.
+      if (item === null || typeof item !== "object") return;
+      const itemPath = `${path}.${pathKey}`;
+      if (containerKind(item) !== undefined) visitContainer(item as Container, itemPath, container);
       else if (item instanceof Module) {
         if (registered.has(item)) addSlot(item, { holder: items, key, path: itemPath });
         else visitUnregistered(item, itemPath, container);
       }
-    }
+    });
     ancestors.delete(items);
   };
-  const visitUnregistered = (module: Module, path: string, container: Container): void => {
+  const visitUnregistered = (module: Module, path: string, container: Outermost): void => {
     if (ancestors.has(module)) return;
     const known = unregistered.get(module) ?? { paths: [], array: container.path, holder: container.holder, kind: container.kind };
     // At most MAX_NAMES_PER_MODULE paths each, as in reachableNames.
@@ -440,7 +476,7 @@ function plannedLayer(name: string, linear: Linear, pattern: NamePattern): Patch
 
 /**
  * A patched layer's weight or bias also held by a module that stays (one not patched, or one
- * held only in a plain array or object) would silently be untied. The problems, by patched layer
+ * held only in a container Module does not register) would silently be untied. The problems, by patched layer
  * (`patched` maps each to the name it is reported under).
  */
 function sharingProblems(walk: ModelWalk, patched: ReadonlyMap<Module, string>): Map<Module, string[]> {
@@ -491,8 +527,11 @@ function tyingProblems(plans: Plan[]): string[] {
   return problems;
 }
 
-/** Every slot holding a patched Linear must take its replacement as registerModule (or an array or object) sets it, or the patch would stop halfway. */
-function slotProblem(name: string, { holder, key, path }: Slot): string | null {
+/** Every slot holding a patched Linear must take its replacement as registerModule (or an array, object or Map) sets it, or the patch would stop halfway. */
+function slotProblem(name: string, { holder, key: slotKey, path }: Slot): string | null {
+  // Map.set takes any key, frozen Map or not.
+  if (holder instanceof Map) return null;
+  const key = slotKey as string;
   const descriptor = Object.getOwnPropertyDescriptor(holder, key);
   const readOnly = descriptor?.writable === false || (descriptor?.get !== undefined && descriptor.set === undefined);
   if (Array.isArray(holder)) {
@@ -530,7 +569,7 @@ function parameterTotals(plans: Plan[]): { paramsBefore: number; paramsAfter: nu
 
 /**
  * Builds every replacement first, then swaps them in: every slot that holds a patched
- * Linear (a parent's property, or a plain array's element or object's property) gets its replacement. Parameters
+ * Linear (a parent's property, a plain array's element, a plain object's property or a Map's value) gets its replacement. Parameters
  * tied between patched layers (weight or bias) stay tied: later replacements reuse the first
  * one's new parameter. A build that fails (out of device memory, say) leaves the model
  * untouched and disposes the replacements built so far, which nothing else holds.
@@ -563,8 +602,9 @@ function replaceLayers(walk: ModelWalk, plans: Plan[]): void {
   }
   for (const [linear, replacement] of replacements) {
     for (const { holder, key } of walk.slotsOf.get(linear) ?? []) {
-      if (holder instanceof Module) holder.registerModule(key, replacement);
-      else (holder as Record<string, unknown>)[key] = replacement;
+      if (holder instanceof Module) holder.registerModule(key as string, replacement);
+      else if (holder instanceof Map) holder.set(key, replacement);
+      else (holder as Record<string, unknown>)[key as string] = replacement;
     }
   }
 }

@@ -544,4 +544,14 @@ describe("inputs nobody tuned for", () => {
     expect(() => new BlockSparseModelPatcher().getPatchableLayers(model)).toThrow(/model must be a Module, got an object/);
     expect(() => new BlockSparseModelPatcher().patchModel(model)).toThrow(PatchError);
   });
+
+  it("names a class passed for its model by name, not by its source, and says to await a Promise", () => {
+    const patcher = new BlockSparseModelPatcher().addPattern("head", { density: 0.5, blockShape: [8, 8] });
+    expect(thrown(() => patcher.patchModel(TinyNet as unknown as Module)).problems).toEqual([
+      "model must be a Module, got the class TinyNet, not a model built from it (construct it first: new TinyNet(...))",
+    ]);
+    expect(thrown(() => patcher.getPatchableLayers((() => new TinyNet()) as unknown as Module)).problems).toEqual(["model must be a Module, got a function ((anonymous))"]);
+    const pending = Promise.resolve(new TinyNet());
+    expect(thrown(() => patcher.patchModel(pending as unknown as Module)).problems).toEqual(["model must be a Module, got a Promise (await it first)"]);
+  });
 });

@@ -207,3 +207,63 @@ describe("arrays and objects that hold each other twice over", () => {
     expect(refused.problems).toEqual([`'lookup.${"left.".repeat(40)}layer' is a read-only property of a plain object, so the replacement of 'fc' cannot be put there`]);
   });
 });
+
+describe("a Linear held in a Map", () => {
+  /** `heads` is a Map of Linear layers, which Module does not register, `body` a registered Linear. */
+  class MapHeld extends Module {
+    body = new Linear(8, 8, { seed: 1 });
+    heads = new Map<string, Linear>([
+      ["a", new Linear(8, 4, { seed: 2 })],
+      ["b", new Linear(8, 4, { seed: 3 })],
+    ]);
+    forward(x: Tensor): Tensor {
+      return (this.heads.get("a") as Linear).forward(this.body.forward(x));
+    }
+  }
+
+  it("is refused by name when a pattern matches its path, beside a pattern that patches another layer, and nothing changes", () => {
+    const model = new MapHeld();
+    const a = model.heads.get("a");
+    const error = thrown(() =>
+      new BlockSparseModelPatcher()
+        .addPattern("body", { density: 0.5, blockShape: [4, 4] })
+        .addPattern("heads\\.a", { density: 0.5, blockShape: [4, 4] })
+        .patchModel(model),
+    );
+    expect(error.problems).toEqual([
+      "'heads.a' (matched by heads\\.a) is a Linear held in the Map 'heads' of MapHeld, which Module does not register (it is not in the model's parameters(), stateDict() or an optimizer), so it cannot be patched; make each layer a property of a Module (or hold the layers in a ModuleList) to register them",
+    ]);
+    expect(model.body).toBeInstanceOf(Linear);
+    expect(model.heads.get("a")).toBe(a);
+    const none = thrown(() => new BlockSparseModelPatcher().addPattern("decoder", { density: 0.5 }).patchModel(new MapHeld()));
+    expect(none.message).toContain("Linear layers held in Maps, which Module does not register and the patcher cannot patch: heads.a, heads.b");
+  });
+
+  it("registered elsewhere, is replaced in the Map too, in its place, so the forward that reads the Map runs the patched layer", () => {
+    class AlsoInMap extends Module {
+      fc = new Linear(8, 8, { seed: 1 });
+      other = new Linear(8, 8, { seed: 2 });
+      byName = new Map<unknown, Module>([
+        ["first", this.fc],
+        ["second", this.other],
+      ]);
+      forward(x: Tensor): Tensor {
+        return (this.byName.get("first") as Module).forward(x);
+      }
+    }
+    const model = new AlsoInMap();
+    const key = {};
+    model.byName.set(key, model.fc);
+    new BlockSparseModelPatcher().addPattern("fc", { density: 1, blockShape: [4, 4] }).patchModel(model, { disposeReplaced: true });
+    expect(model.fc).toBeInstanceOf(BlockSparseLinear);
+    const entries = [...model.byName];
+    expect(entries.map(([name]) => name)).toEqual(["first", "second", key]);
+    expect(entries.map(([, layer]) => layer === model.fc)).toEqual([true, false, true]);
+    expect(entries[1][1]).toBe(model.other);
+    const x = seededTensor([2, 8], 5);
+    const y = model.forward(x);
+    expect(y.shape).toEqual([2, 8]);
+    y.dispose();
+    x.dispose();
+  });
+});
