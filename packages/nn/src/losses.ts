@@ -78,6 +78,7 @@ function checkLogits(where: string, student: Tensor, teacher: Tensor): void {
   if (student.rank === 0 || student.shape.length !== teacher.shape.length || student.shape.some((d, i) => d !== teacher.shape[i])) {
     throw new ShapeError(`${where}: studentLogits [${student.shape}] and teacherLogits [${teacher.shape}] must have one shape [..., classes]`);
   }
+  if (!student.isFloat || !teacher.isFloat) throw new DTypeError(`${where}: studentLogits (${student.dtype}) and teacherLogits (${teacher.dtype}) must be float`);
 }
 
 function checkTemperature(where: string, temperature: number): void {

@@ -1,5 +1,5 @@
 import { backward, gradcheck } from "@blocksparse/autograd";
-import { randn, reshape, ShapeError, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
+import { cast, DTypeError, randn, reshape, ShapeError, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
 import { crossEntropy, distillationLoss, klDivergence } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
 import { host } from "./helpers";
@@ -180,5 +180,14 @@ describe("distillationLoss with ignoreIndex", () => {
     expect(() => distillationLoss(student, student, labels, { ignoreIndex: 0.5 })).toThrow(ValueError);
     expect(() => distillationLoss(student, student, labels, { ignoreIndex: 0.5 })).toThrow(/ignoreIndex must be an int32/);
     expect(() => distillationLoss(student, student, tensor(Int32Array.from([0, 1]), [2], "int32"), { ignoreIndex: -100 })).toThrow(ShapeError);
+  });
+
+  it("refuses int32 logits naming the loss and both dtypes, not an op inside it", () => {
+    const logits = randn([2, 3], { seed: 1 });
+    const ints = cast(logits, "int32");
+    const labels = tensor(Int32Array.from([0, 1]), [2], "int32");
+    expect(() => klDivergence(ints, logits)).toThrow(DTypeError);
+    expect(() => klDivergence(ints, logits)).toThrow("klDivergence: studentLogits (int32) and teacherLogits (float32) must be float");
+    expect(() => distillationLoss(logits, ints, labels)).toThrow("distillationLoss: studentLogits (float32) and teacherLogits (int32) must be float");
   });
 });
