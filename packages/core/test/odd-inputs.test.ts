@@ -1,6 +1,7 @@
 import {
   DisposedTensorError,
   JsBackend,
+  BackendError,
   ShapeError,
   ValueError,
   adamUpdate,
@@ -20,6 +21,7 @@ import {
   registerBackend,
   removeBackend,
   squeeze,
+  stack,
   sum,
   tensor,
   tidy,
@@ -176,6 +178,25 @@ describe("zerosLike and onesLike follow their input's backend", () => {
         }
         // What a layer does with it: add to the tensor it mirrors (a BackendError before).
         expect(add(x, onesLike(x)).toArray()).toEqual([2, 3]);
+      });
+    } finally {
+      removeBackend("js-second");
+    }
+  });
+});
+
+describe("stack names itself when its tensors live on two backends", () => {
+  class SecondJs extends JsBackend {
+    override readonly name = "js-second";
+  }
+  it("is a BackendError from stack (it came from the concat stack runs)", () => {
+    registerBackend("js-second", () => new SecondJs(), 0);
+    try {
+      tidy(() => {
+        const here = zeros([2]);
+        const there = zeros([2]).to("js-second");
+        expect(() => stack([here, there])).toThrowError(BackendError);
+        expect(() => stack([here, there])).toThrowError("stack: tensors[1] is on backend 'js-second' but tensors[0] is on 'js'");
       });
     } finally {
       removeBackend("js-second");

@@ -164,7 +164,7 @@ export function onesLike(t: Tensor): Tensor {
   return fullOn(t.backend, t.shape, 1, t.dtype);
 }
 
-/** [start, start + step, ...) below `stop` (or above it for a negative step). */
+/** [start, start + step, ...) below `stop` (or above it for a negative step); as int32, each value must be a 32-bit integer. */
 export function arange(start: number, stop?: number, step = 1, dtype: DType = "float32"): Tensor {
   if (stop === undefined) {
     stop = start;
@@ -174,11 +174,12 @@ export function arange(start: number, stop?: number, step = 1, dtype: DType = "f
   assertFiniteNumber("arange", "stop", stop);
   assertFiniteNumber("arange", "step", step);
   if (step === 0) throw new ValueError("arange: step must not be 0");
+  checkDType("arange", dtype);
   const count = Math.max(0, Math.ceil((stop - start) / step));
   assertSafeSize("arange", `[${start}, ${stop})`, count);
   const values = hostArray("arange", count, dtype, Float64Array);
   for (let i = 0; i < count; i++) values[i] = start + i * step;
-  return tensor(values, [count], dtype);
+  return engine.upload(encodeStorage("arange", values, dtype), [count], dtype);
 }
 
 let globalRandom = new SeededRandom(Math.floor(Math.random() * 2 ** 32));

@@ -137,17 +137,25 @@ export function split(x: Tensor, sizes: number | readonly number[], axis = 0): T
   return engine.runKernel(Split, { x }, { axis: ax, sizes: parts });
 }
 
-/** Joins tensors along an existing axis. */
-export function concat(tensors: readonly Tensor[], axis = 0): Tensor {
-  if (!Array.isArray(tensors as unknown) || tensors.length === 0) throw new ValueError("concat: expected a non-empty array of tensors");
+/** concat's and stack's tensors: a non-empty array of live tensors of one backend and dtype, checked under the op's own name. */
+function checkJoined(op: string, tensors: readonly Tensor[]): Tensor {
+  if (!Array.isArray(tensors as unknown) || tensors.length === 0) throw new ValueError(`${op}: expected a non-empty array of tensors`);
   tensors.forEach((t, i) => {
-    assertTensor("concat", `tensors[${i}]`, t);
+    assertTensor(op, `tensors[${i}]`, t);
   });
   const first = tensors[0];
-  assertSameBackend("concat", tensors.map((t, i) => [`tensors[${i}]`, t]));
+  assertSameBackend(op, tensors.map((t, i) => [`tensors[${i}]`, t]));
+  tensors.forEach((t, i) => {
+    if (t.dtype !== first.dtype) throw new DTypeError(`${op}: tensors[${i}] has dtype ${t.dtype}, expected ${first.dtype}`);
+  });
+  return first;
+}
+
+/** Joins tensors along an existing axis. */
+export function concat(tensors: readonly Tensor[], axis = 0): Tensor {
+  const first = checkJoined("concat", tensors);
   const ax = axisArg("concat", axis, first.rank);
   tensors.forEach((t, i) => {
-    if (t.dtype !== first.dtype) throw new DTypeError(`concat: tensors[${i}] has dtype ${t.dtype}, expected ${first.dtype}`);
     if (t.rank !== first.rank || t.shape.some((d, j) => j !== ax && d !== first.shape[j])) {
       throw new ShapeError(
         `concat: tensors[${i}] has shape ${formatShape(t.shape)}, incompatible with ${formatShape(first.shape)} along axis ${ax}`,
@@ -160,11 +168,7 @@ export function concat(tensors: readonly Tensor[], axis = 0): Tensor {
 
 /** Joins same-shape tensors along a new axis. */
 export function stack(tensors: readonly Tensor[], axis = 0): Tensor {
-  if (!Array.isArray(tensors as unknown) || tensors.length === 0) throw new ValueError("stack: expected a non-empty array of tensors");
-  tensors.forEach((t, i) => {
-    assertTensor("stack", `tensors[${i}]`, t);
-  });
-  const first = tensors[0];
+  const first = checkJoined("stack", tensors);
   tensors.forEach((t, i) => {
     if (!shapesEqual(t.shape, first.shape)) {
       throw new ShapeError(`stack: tensors[${i}] has shape ${formatShape(t.shape)}, expected ${formatShape(first.shape)}`);

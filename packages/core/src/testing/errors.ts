@@ -43,6 +43,7 @@ import {
   cachedAttention,
   slice,
   split,
+  stack,
   sum,
   tensor,
   tidy,
@@ -184,6 +185,12 @@ export function declareErrorTests(suite: Conformance): void {
         type: ShapeError,
         message: "linearBackward: dy has shape [4, 6], expected [4, 5]",
       },
+      // stack checked these through concat, whose name the errors carried.
+      { name: "Stack: dtypes differ", run: () => stack([zeros([2]), zeros([2], "int32")]), type: DTypeError, message: "stack: tensors[1] has dtype int32, expected float32" },
+      // arange made its tensor through tensor(), whose name the errors carried.
+      { name: "Arange: an int32 value that is not an integer", run: () => arange(0, 2, 0.5, "int32"), type: ValueError, message: "arange: value 0.5 at index 1 is not a 32-bit integer" },
+      { name: "Arange: an int32 value past int32's range", run: () => arange(2 ** 31 - 1, 2 ** 31 + 1, 1, "int32"), type: ValueError, message: "arange: value 2147483648 at index 1 is not a 32-bit integer" },
+      { name: "Arange: unknown dtype", run: () => arange(3, undefined, 1, "float64" as DType), type: DTypeError, message: "arange: unknown dtype" },
       { name: "Fill: an int32 value past int32's range", run: () => full([2], 3e9, "int32"), type: ValueError, message: "full: value 3000000000 is outside int32's range" },
       { name: "Add: a number past int32's range with an int32 tensor", run: () => add(zeros([2], "int32"), 2 ** 31), type: ValueError, message: "add: b = 2147483648 is outside int32's range" },
       { name: "Reshape: shape not an array", run: () => reshape(zeros([2, 3]), 6 as unknown as number[]), type: ValueError, message: "reshape: shape must be an array, got number" },
@@ -351,6 +358,7 @@ export function declareErrorTests(suite: Conformance): void {
       const onJs = tidy(() => zeros([2]).to("js"));
       try {
         expectThrows(() => add(here, onJs), BackendError, `add: b is on backend 'js' but a is on '${suite.backend.name}'`);
+        expectThrows(() => stack([here, onJs]), BackendError, `stack: tensors[1] is on backend 'js' but tensors[0] is on '${suite.backend.name}'`);
       } finally {
         here.dispose();
         onJs.dispose();
