@@ -6,10 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cmath>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <initializer_list>
 #include <mutex>
 #include <new>
@@ -34,23 +31,15 @@ using bsk::MatrixView;
   throw error;
 }
 
-// A number as JavaScript prints it (-1, 1.5, NaN, Infinity), for messages; std::to_string gave "-1.000000".
-std::string formatNumber(double value) {
-  if (std::isnan(value)) return "NaN";
-  if (std::isinf(value)) return value > 0 ? "Infinity" : "-Infinity";
-  char text[32];
-  for (int digits = 1; digits <= 17; digits++) {
-    std::snprintf(text, sizeof(text), "%.*g", digits, value);
-    if (std::strtod(text, nullptr) == value) break;
-  }
-  return text;
-}
+// A number as JavaScript prints it (-1, 1.5, 1e-7, NaN), for messages: the engine's own ToString, which runs no user code
+// on a number (C's %g printed "1e-07" and "1.2345678901234568e+20").
+std::string formatNumber(const Napi::Value& number) { return number.ToString().Utf8Value(); }
 
 int64_t integerArg(const Napi::CallbackInfo& info, size_t index, const char* fn, const char* name) {
   if (!info[index].IsNumber()) fail(info.Env(), "ERR_CPU_INVALID_ARGUMENT", std::string(fn) + ": " + name + " must be a number");
   const double value = info[index].As<Napi::Number>().DoubleValue();
   if (!(value >= 0) || value > 9007199254740991.0 || value != static_cast<double>(static_cast<int64_t>(value))) {
-    fail(info.Env(), "ERR_CPU_SHAPE", std::string(fn) + ": " + name + " must be a non-negative integer, got " + formatNumber(value));
+    fail(info.Env(), "ERR_CPU_SHAPE", std::string(fn) + ": " + name + " must be a non-negative integer, got " + formatNumber(info[index]));
   }
   return static_cast<int64_t>(value);
 }
@@ -146,7 +135,7 @@ int64_t sizeField(Napi::Env env, const Napi::Value& value, const char* fn, const
   if (!value.IsNumber()) fail(env, "ERR_CPU_INVALID_ARGUMENT", std::string(fn) + ": pattern." + name + " must be a number");
   const double number = value.As<Napi::Number>().DoubleValue();
   if (!(number >= 0) || number > 2147483647.0 || number != static_cast<double>(static_cast<int64_t>(number))) {
-    fail(env, "ERR_CPU_SHAPE", std::string(fn) + ": pattern." + name + " must be an integer in [0, 2147483647], got " + formatNumber(number));
+    fail(env, "ERR_CPU_SHAPE", std::string(fn) + ": pattern." + name + " must be an integer in [0, 2147483647], got " + formatNumber(value));
   }
   return static_cast<int64_t>(number);
 }
@@ -417,7 +406,8 @@ Napi::Value SetIsa(const Napi::CallbackInfo& info) {
   if (!info[0].IsString()) fail(info.Env(), "ERR_CPU_INVALID_ARGUMENT", "setIsa: name must be a string");
   const std::string name = info[0].As<Napi::String>().Utf8Value();
   const std::lock_guard<std::mutex> lock(callMutex());
-  const bool chosen = bsk::setActiveKernel(name.c_str());
+  // Checked whole: as a C string, "scalar\0avx2" would read as "scalar".
+  const bool chosen = name.find('\0') == std::string::npos && bsk::setActiveKernel(name.c_str());
   if (chosen) isaChosen = true;
   return Napi::Boolean::New(info.Env(), chosen);
 }

@@ -269,6 +269,25 @@ describe.skipIf(cpuMissing)("the addon checks its arguments before any kernel ru
     ).toThrow("bsrMatmul: valueIndex has 2 entries, blockColPtr says 4");
   });
 
+  it("numbers in exponent or long forms are printed as JavaScript prints them, not as C's %g", () => {
+    const square = { a: new Float32Array(4), b: new Float32Array(4), c: new Float32Array(4), m: 2, n: 2, k: 1 };
+    // %g printed "1e-07", "1e-06" and "1.2345678901234568e+20".
+    expect(() => compute().matmulF32({ ...square, aOffset: 1e-7 })).toThrow(/matmul: aOffset must be a non-negative integer, got 1e-7$/);
+    expect(() => compute().matmulF32({ ...square, n: 0.000001 })).toThrow(/matmul: n must be a non-negative integer, got 0.000001$/);
+    expect(() => compute().matmulF32({ ...square, k: 123456789012345680000 })).toThrow(/matmul: k must be a non-negative integer, got 123456789012345680000$/);
+    const linear = (fields: object) => compute().bsrLinearF32({ ...rowWise, ...fields, x: new Float32Array(64), values: new Float32Array(4096), y: new Float32Array(64), tokens: 1 });
+    expect(() => linear({ blockWidth: 3e-8 })).toThrow("bsrLinear: pattern.blockWidth must be an integer in [0, 2147483647], got 3e-8");
+    expect(() => linear({ rows: 5e21 })).toThrow("bsrLinear: pattern.rows must be an integer in [0, 2147483647], got 5e+21");
+  });
+
+  it("setIsa refuses a name with anything after a NUL, instead of reading only the part before it", () => {
+    const { addon } = cpuBackend();
+    const isa = cpuIsa();
+    // "scalar\0..." was read as "scalar": the kernel switched and setIsa said true.
+    expect(addon.setIsa("scalar\0avx2" as NativeIsa)).toBe(false);
+    expect(cpuIsa()).toBe(isa);
+  });
+
   it("sizes whose element counts pass int64 are a ShapeError, not a wrapped count that lets short arrays through", () => {
     const tiny = () => new Float32Array(16);
     // m x n = 2^64 wrapped to 0: the zeroing of C (k = 0) ran over 2^64 floats and crashed the process.
