@@ -13,8 +13,8 @@ import {
   relu,
   ShapeError,
   type Tensor,
-  tidy,
   tensorOn,
+  tidy,
   ValueError,
   zeros,
 } from "@blocksparse/core";
@@ -117,12 +117,7 @@ export class Dropout extends Module {
     const scale = 1 / (1 - this.p);
     const mask = new Float32Array(x.size);
     for (let i = 0; i < mask.length; i++) mask[i] = this.#random.next() < this.p ? 0 : scale;
-    const maskTensor = tensorOn(x.backend, mask, x.shape, x.dtype);
-    try {
-      return mul(x, maskTensor);
-    } finally {
-      maskTensor.dispose();
-    }
+    return tidy(() => mul(x, tensorOn(x.backend, mask, x.shape, x.dtype)));
   }
 
   protected override extraRepr(): string {
@@ -191,6 +186,11 @@ export function forwardLinearActivation(layer: Module, activation: Module, x: Te
   return tidy(() => activation.forward(layer.forward(x)));
 }
 
+/** Whether `module` is a Dropout that drops nothing now: the identity, which the fused paths leave out (any other module runs). */
+export function dropsNothing(module: Module): boolean {
+  return module instanceof Dropout && !module.active;
+}
+
 interface FusesResidual {
   forwardResidual(x: Tensor, residual: Tensor): Tensor;
 }
@@ -201,11 +201,12 @@ function fusesResidual(module: Module): module is Module & FusesResidual {
 
 /**
  * `residual + dropout(layer(x))`, a residual connection around a layer: one kernel (the addend in the product's
- * epilogue) where the layer is a Linear and the dropout drops nothing (eval, or p = 0); otherwise the layer, the
- * dropout and an add.
+ * epilogue) where the layer is a Linear and the dropout a Dropout that drops nothing (eval, or p = 0); otherwise the
+ * layer, the dropout (any module in its place) and an add. Without a residual, `dropout(layer(x))`.
  */
-export function forwardResidual(layer: Module, dropout: Dropout, x: Tensor, residual: Tensor): Tensor {
-  if (!dropout.active && fusesResidual(layer)) return layer.forwardResidual(x, residual);
+export function forwardResidual(layer: Module, dropout: Module, x: Tensor, residual?: Tensor): Tensor {
+  if (residual == null) return tidy(() => dropout.forward(layer.forward(x)));
+  if (dropsNothing(dropout) && fusesResidual(layer)) return layer.forwardResidual(x, residual);
   return tidy(() => add(residual, dropout.forward(layer.forward(x))));
 }
 

@@ -1,4 +1,5 @@
 import {
+  add,
   expandDims,
   matmul,
   mul,
@@ -14,7 +15,7 @@ import {
   ValueError,
 } from "@blocksparse/core";
 import { childSeeds } from "./init";
-import { Dropout, forwardLinearActivation, forwardResidual, GELU, LayerNorm } from "./layers";
+import { Dropout, dropsNothing, forwardLinearActivation, forwardResidual, GELU, LayerNorm } from "./layers";
 import { checkFeatures, checkTensorInput, Linear, requiredOptions } from "./linear";
 import { Module } from "./module";
 
@@ -78,21 +79,12 @@ export class CausalSelfAttention extends Module {
       // [B, T, 3, H, hd]: each position's queries, keys and values per head, side by side.
       const packed = reshape(this.qkv.forward(input), [batch, length, 3, heads, headDim]);
       const merged = reshape(
-        this.fusable() ? packedAttention(packed, { causal: true, scale }) : this.explicitAttention(packed, scale),
+        dropsNothing(this.attnDropout) ? packedAttention(packed, { causal: true, scale }) : this.explicitAttention(packed, scale),
         [batch, length, this.dModel],
       );
-      const out =
-        residual === undefined
-          ? this.residDropout.forward(this.proj.forward(merged))
-          : forwardResidual(this.proj, this.residDropout, merged, x.rank === 2 ? expandDims(residual, 0) : residual);
+      const out = forwardResidual(this.proj, this.residDropout, merged, x.rank === 2 && residual ? expandDims(residual, 0) : residual);
       return x.rank === 2 ? squeeze(out, 0) : out;
     });
-  }
-
-  /** Whether attention runs fused: its dropout is a Dropout that drops nothing now (p = 0, or eval mode). */
-  private fusable(): boolean {
-    const dropout: Module = this.attnDropout;
-    return dropout instanceof Dropout && !dropout.active;
   }
 
   /**
@@ -136,7 +128,7 @@ export class MLP extends Module {
     checkTensorInput(this.label, x);
     return tidy(() => {
       const hidden = forwardLinearActivation(this.fc1, this.act, x);
-      return residual === undefined ? this.dropout.forward(this.fc2.forward(hidden)) : forwardResidual(this.fc2, this.dropout, hidden, residual);
+      return forwardResidual(this.fc2, this.dropout, hidden, residual);
     });
   }
 }
@@ -171,8 +163,14 @@ export class TransformerBlock extends Module {
   forward(x: Tensor): Tensor {
     checkTensorInput(this.label, x);
     return tidy(() => {
-      const afterAttention = this.attn.forward(this.ln1.forward(x), x);
-      return this.mlp.forward(this.ln2.forward(afterAttention), afterAttention);
+      const afterAttention = withResidual(this.attn, this.ln1.forward(x), x);
+      return withResidual(this.mlp, this.ln2.forward(afterAttention), afterAttention);
     });
   }
+}
+
+/** `residual + branch(x)`: the residual goes into the forward of this file's attention and MLP (fused there), else is added. */
+function withResidual(branch: Module, x: Tensor, residual: Tensor): Tensor {
+  const { forward } = branch;
+  return forward === CausalSelfAttention.prototype.forward || forward === MLP.prototype.forward ? (branch as MLP).forward(x, residual) : add(residual, branch.forward(x));
 }

@@ -55,11 +55,14 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // bounds past its dtype (+0.16 KiB: 75.863 measured); 76.0 KiB until pruneAndRegrow checked x / dy against the layer,
   // the layers and core's random ops named a seed that is not a safe integer, matmul refused non-boolean flags,
   // reduceToShape named both shapes and autograd refused requiresGrad = false on an op's output (+0.7 KiB: 76.62
-  // measured), and format refused misspelt torch / scipy keys and metadata Maps (76.8 measured).
-  it("format + core + autograd + nn stay within 77.0 KiB gzipped and evaluate no code", async () => {
+  // measured), and format refused misspelt torch / scipy keys and metadata Maps (76.8 measured); 77.0 KiB until format
+  // refused a missing dtype and two conflicting ones, a module in a dropout's place or a replaced attention / MLP kept
+  // its part of a TransformerBlock (the residual added when the branch does not fuse it), and stack and arange named
+  // themselves in their errors (+0.12 KiB: 77.025 measured).
+  it("format + core + autograd + nn stay within 77.25 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(77.0);
+    expect(gzipKiB).toBeLessThanOrEqual(77.25);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
