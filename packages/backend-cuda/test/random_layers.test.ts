@@ -1,0 +1,148 @@
+// Layers drawn at random, each through bsrLinear, bsrMatmul and sampledMatmul against float64 math: shapes, block
+// shapes, token counts, densities, dtypes, leading dims and the dense routes' modes, so that the dispatch's rules (the
+// decoding kernel up to 64 tokens, the tile kernels, the dense GEMM's route from a density and a token count, the
+// float32 register tiles, the simple kernel) are crossed at points no hand-written case names. A fresh seed each run,
+// printed; BLOCKSPARSE_TEST_SEED repeats one. Each output is checked per block row or column (per stored block for dW),
+// so a single wrong block cannot hide in the norm of a large output.
+import { BsrPattern, bsrLinear, bsrMatmul, type DType, sampledMatmul, tidy } from "@blocksparse/core";
+import { beforeAll, describe, expect, test } from "vitest";
+import { cudaMissing, RELATIVE_TOLERANCE, random, randomTensor, reportCudaAvailability, useCuda } from "./cuda";
+import { denseWeight, linearReference, matmulReference, sampledReference } from "./reference_math";
+
+reportCudaAvailability("random_layers.test.ts");
+
+const SEED = process.env.BLOCKSPARSE_TEST_SEED === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(process.env.BLOCKSPARSE_TEST_SEED);
+const LAYERS = 48;
+// float64 multiply-adds of one reference product (m x rows x cols) at most: about 50 ms each on the host.
+const REFERENCE_BUDGET = 3e7;
+
+// Every kind of block: the tensor-core squares, the rectangles of their tiles, the mma.sync shapes with a side of 16,
+// blocks that are not 16-byte words, a block as wide as a 32-column tile is not.
+const BLOCKS: [number, number][] = [
+  [32, 32], [32, 32], [64, 64], [64, 64], [128, 128], [16, 16], [16, 32], [32, 16], [32, 64], [64, 32], [64, 128],
+  [128, 64], [48, 80], [8, 32], [3, 70], [2, 3], [1, 1],
+];
+// Token counts around every boundary the dispatch has (decoding 16 / 32 / 64, token tiles of 64-256, the route's 128,
+// 1000, 2048 and 8192 rules), and between them.
+const TOKENS = [1, 2, 5, 8, 13, 16, 17, 24, 31, 32, 33, 48, 63, 64, 65, 80, 100, 127, 128, 129, 200, 255, 256, 257, 300, 511, 512, 513, 700, 999, 1000, 1025, 1500, 2048, 2100];
+const DTYPES: DType[] = ["float32", "float16", "bfloat16"];
+const MODES = ["auto", "auto", "never", "always"] as const;
+
+type Layer = {
+  shape: [number, number];
+  block: [number, number];
+  density: number;
+  m: number;
+  lead: number[];
+  dtype: DType;
+  productMode: (typeof MODES)[number];
+  sampledMode: (typeof MODES)[number];
+  bias: boolean;
+};
+
+function pick<T>(next: () => number, items: readonly T[]): T {
+  return items[Math.floor(next() * items.length)];
+}
+
+function drawLayer(next: () => number): Layer {
+  for (;;) {
+    const block = pick(next, BLOCKS);
+    const m = pick(next, TOKENS);
+    const rows = block[0] * (1 + Math.floor(next() * 10));
+    const cols = block[1] * (1 + Math.floor(next() * 10));
+    if (m * rows * cols > REFERENCE_BUDGET) continue;
+    const u = next();
+    const density = u < 0.05 ? 0 : u < 0.15 ? 1 : 0.02 + 0.98 * next();
+    const lead = m % 2 === 0 && next() < 0.3 ? [2, m / 2] : [m];
+    return {
+      shape: [rows, cols],
+      block,
+      density,
+      m,
+      lead,
+      dtype: pick(next, DTYPES),
+      productMode: pick(next, MODES),
+      sampledMode: pick(next, MODES),
+      bias: next() < 0.6,
+    };
+  }
+}
+
+/**
+ * Asserts out matches ref group by group (group(i) in [0, groups)): every element finite where ref is, and each group's
+ * error norm within the dtype's tolerance of the group's norm. A group whose reference is small next to the output's
+ * root mean square (a sum that cancels, a group of one element) is measured against a tenth of that instead, so
+ * rounding that is right cannot fail it while a wrong or missing block, of the order of the output, still does.
+ */
+function expectCloseByGroup(out: ArrayLike<number>, ref: ArrayLike<number>, dtype: DType, what: string, groups: number, group: (i: number) => number): void {
+  expect(out.length, `${what}: length`).toBe(ref.length);
+  const diff = new Float64Array(groups);
+  const norm = new Float64Array(groups);
+  const size = new Float64Array(groups);
+  let total = 0;
+  for (let i = 0; i < ref.length; i++) {
+    if (Number.isFinite(ref[i]) && !Number.isFinite(out[i])) expect.fail(`${what}: element ${i} is ${out[i]}, expected ${ref[i]}`);
+    const g = group(i);
+    diff[g] += (out[i] - ref[i]) ** 2;
+    norm[g] += ref[i] ** 2;
+    size[g] += 1;
+    total += ref[i] ** 2;
+  }
+  const meanSquare = ref.length === 0 ? 0 : total / ref.length;
+  for (let g = 0; g < groups; g++) {
+    const scale = Math.max(norm[g], 0.01 * size[g] * meanSquare);
+    const relative = scale === 0 ? Math.sqrt(diff[g]) : Math.sqrt(diff[g] / scale);
+    const bound = RELATIVE_TOLERANCE[dtype] + (scale === 0 ? 1e-6 : 0);
+    if (!(relative <= bound)) expect.fail(`${what}: group ${g} of ${groups} has relative error ${relative} (bound ${bound})`);
+  }
+}
+
+describe.skipIf(cudaMissing)("random layers on cuda against float64 math", () => {
+  beforeAll(() => {
+    useCuda();
+    console.log(`random_layers.test.ts: seed ${SEED} (BLOCKSPARSE_TEST_SEED=${SEED} repeats these layers)`);
+  });
+
+  const next = random(SEED);
+  const layers = Array.from({ length: LAYERS }, () => drawLayer(next));
+  layers.forEach((layer, index) => {
+    const { shape, block, density, m, lead, dtype, productMode, sampledMode } = layer;
+    const name = `layer ${index}: W ${shape.join("x")} in ${block.join("x")} blocks, density ${density.toFixed(3)}, ${m} tokens as [${lead.join(", ")}], ${dtype}, dense route ${productMode} / dW ${sampledMode}${layer.bias ? ", bias" : ""}`;
+    test(name, () => {
+      const backend = useCuda();
+      const draw = random(SEED + 7919 * (index + 1));
+      const [rows, cols] = shape;
+      const [R, C] = block;
+      const pattern = BsrPattern.random(shape, { blockShape: block, density, seed: Math.floor(draw() * 1e9) });
+      const previousProduct = backend.setDenseProductMode(productMode);
+      const previousSampled = backend.setDenseSampledMode(sampledMode);
+      try {
+        tidy(() => {
+          const x = randomTensor(draw, [...lead, cols], dtype);
+          const dy = randomTensor(draw, [...lead, rows], dtype);
+          const values = randomTensor(draw, [pattern.nnzBlocks, R, C], dtype);
+          const bias = randomTensor(draw, [rows], dtype);
+          const w = denseWeight(pattern, values.values);
+
+          const y = bsrLinear(x.t, values.t, pattern, layer.bias ? bias.t : undefined);
+          expect(y.shape).toEqual([...lead, rows]);
+          const yRef = linearReference(x.values, w, m, rows, cols, layer.bias ? bias.values : undefined);
+          expectCloseByGroup(y.dataSync(), yRef, dtype, "bsrLinear", rows / R, (i) => Math.floor((i % rows) / R));
+
+          const dx = bsrMatmul(dy.t, values.t, pattern);
+          expect(dx.shape).toEqual([...lead, cols]);
+          const dxRef = matmulReference(dy.values, w, m, rows, cols);
+          expectCloseByGroup(dx.dataSync(), dxRef, dtype, "bsrMatmul", cols / C, (i) => Math.floor((i % cols) / C));
+
+          const dw = sampledMatmul(dy.t, x.t, pattern);
+          expect(dw.shape).toEqual([pattern.nnzBlocks, R, C]);
+          const dwRef = sampledReference(pattern, dy.values, x.values, m);
+          expectCloseByGroup(dw.dataSync(), dwRef, dtype, "sampledMatmul", Math.max(1, pattern.nnzBlocks), (i) => Math.floor(i / (R * C)));
+        });
+      } finally {
+        backend.setDenseProductMode(previousProduct);
+        backend.setDenseSampledMode(previousSampled);
+      }
+    }, 60_000);
+  });
+});
