@@ -148,7 +148,7 @@ bool denseSampledWins(DType dtype, const BsrPatternView& pattern, int64_t m, boo
 void launchSampleBlocks(DType dtype, const void* dense, void* values, const BsrPatternView& pattern, cudaStream_t stream);
 // bsrLinear and bsrMatmul through the dense GEMM: where the block kernels lose to cuBLAS (denseProductWins: 32x32 blocks
 // from density 0.25 with at least kDenseProductMinTokens tokens, where at 2048 tokens it measured slower, and from 0.3
-// for a product on the X-resident tile; from 0.45 with 1000 up to that; from 0.35 with 128 up to 1000; the other shapes
+// for a product on the X-resident tile; from 0.45 with 1000 up to that; from 0.35 with 65 up to 1000; the other shapes
 // of the mma.sync tiles from their break-even density with at least kDenseProductShapeMinTokens; the simple kernel's
 // shapes from kDenseProductMinDensitySimple) the addon writes the pattern's blocks into a dense [rows, cols] scratch,
 // zeros elsewhere (one pass: launchScatterBlocks), and runs the dense product.
@@ -168,9 +168,12 @@ constexpr double kDenseProductMinDensity32Mid = 0.45;
 // 1536 <-> 6144, H200, 2026-12-03) ran 1-30% faster through the route at density 0.5 and 3-27% faster at 0.4 in 10 of
 // 12 cases, 1-2.5% slower in the other two (1536 <-> 6144 at 128 and 256 tokens, whose wide layers give the tiles the
 // most CTAs); at 0.3 the widest lost 6%: from 0.35, between the two (a pattern drawn at 0.4 may hold a block fewer than
-// 0.4 of the grid). Below kDenseProductFewTokens (not measured; bsrLinear up to 64 tokens runs the decoding kernel,
-// which reads only the stored blocks) the block kernels stay.
-constexpr int64_t kDenseProductFewTokens = 128;
+// 0.4 of the grid). At 72-120 tokens (768 <-> 3072 and 1536 <-> 6144, 2026-12-03) the same picture: on the narrow
+// layers the route's step ran 1.00-1.19x the block kernels' at densities 0.25-0.5 (their tiles slowed from 96 tokens),
+// on the wide one 0.98-0.99x at 0.5 and 0.94-0.95x at 0.35, which the rule's 0.35 keeps as at 128 tokens: from the
+// first count past the decoding kernel (kDecodeMaxTokens, 64), which reads only the stored blocks. Up to 64 tokens
+// (bsrMatmul's dX there not measured) the block kernels stay.
+constexpr int64_t kDenseProductFewTokens = 65;
 constexpr double kDenseProductMinDensity32Few = 0.35;
 // The same for a product that runs on the X-resident tile (tcTakesXResident), which reaches about 0.25-0.35 of
 // cuBLAS's rate on the non-zero work at 8192 tokens where mma.sync's tile reached 0.17-0.27.

@@ -478,7 +478,8 @@ bool wgmmaRectangle(DType dtype, const BsrPatternView& pattern) {
 //   it won on the widest only, at 1000 it tied or won by up to 16%: from 0.45 with 2560 tokens (never below). With the
 //   scratch zeroed in 16-byte words (2026-12-03, later) it won at 1000 and 2048 tokens too at 0.5 (6-33%): from 0.45
 //   with 1000 tokens. At 128-768 tokens (2026-12-03, last; the scratch written in one pass) it won at 0.5 and 0.4
-//   nearly everywhere, lost at 0.3 on the widest: from 0.35 with 128 tokens.
+//   nearly everywhere, lost at 0.3 on the widest: from 0.35 with 128 tokens. At 72-120 tokens (2026-12-03) it won on
+//   768 <-> 3072 at 0.25-0.5 and lost 5% at 0.35 on 1536 <-> 6144 (tied at 0.5): from 0.35 with 65 tokens.
 // - 64x64, 128x128 (wgmma tiles, half of cuBLAS's rate and more): never; nor 64x128 and 128x64 where they run the
 //   wgmma tiles too (tc::wgmmaShapeSupported on sm_90a: the tiles of the square of their output's width).
 // - The other shapes of the mma.sync tiles (tc::mmaShapeSupported) reach 0.07-0.11 of cuBLAS at 16x16, 0.09-0.19 with a
