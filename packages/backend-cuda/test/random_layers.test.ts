@@ -4,7 +4,8 @@
 // float32 register tiles, the simple kernel) are crossed at points no hand-written case names. A fresh seed each run,
 // printed; BLOCKSPARSE_TEST_SEED repeats one. Each output is checked per block row or column (per stored block for dW),
 // so a single wrong block cannot hide in the norm of a large output.
-import { BsrPattern, bsrLinear, bsrMatmul, type DType, sampledMatmul, tidy } from "@blocksparse/core";
+import { BsrPattern, bsrLinear, bsrMatmul, bsrMatmulActivationBackward, type DType, runKernel, sampledMatmul, tidy } from "@blocksparse/core";
+import { reference } from "@blocksparse/core/testing";
 import { beforeAll, describe, expect, test } from "vitest";
 import { cudaMissing, RELATIVE_TOLERANCE, random, randomTensor, reportCudaAvailability, useCuda } from "./cuda";
 import { denseWeight, linearReference, matmulReference, sampledReference } from "./reference_math";
@@ -27,6 +28,17 @@ const BLOCKS: [number, number][] = [
 const TOKENS = [1, 2, 5, 8, 13, 16, 17, 24, 31, 32, 33, 48, 63, 64, 65, 80, 100, 127, 128, 129, 200, 255, 256, 257, 300, 511, 512, 513, 700, 999, 1000, 1025, 1500, 2048, 2100];
 const DTYPES: DType[] = ["float32", "float16", "bfloat16"];
 const MODES = ["auto", "auto", "never", "always"] as const;
+const ACTIVATIONS = ["relu", "gelu", "gelu_tanh"] as const;
+const ACTIVATION = {
+  relu: reference.relu,
+  gelu: (v: number) => reference.gelu(v, "none"),
+  gelu_tanh: (v: number) => reference.gelu(v, "tanh"),
+};
+const DERIVATIVE = {
+  relu: (v: number) => (v > 0 ? 1 : 0),
+  gelu: (v: number) => reference.geluGrad(v, "none"),
+  gelu_tanh: (v: number) => reference.geluGrad(v, "tanh"),
+};
 
 type Layer = {
   shape: [number, number];
@@ -38,6 +50,7 @@ type Layer = {
   productMode: (typeof MODES)[number];
   sampledMode: (typeof MODES)[number];
   bias: boolean;
+  activation: (typeof ACTIVATIONS)[number];
 };
 
 function pick<T>(next: () => number, items: readonly T[]): T {
@@ -64,6 +77,7 @@ function drawLayer(next: () => number): Layer {
       productMode: pick(next, MODES),
       sampledMode: pick(next, MODES),
       bias: next() < 0.6,
+      activation: pick(next, ACTIVATIONS),
     };
   }
 }
@@ -107,7 +121,7 @@ describe.skipIf(cudaMissing)("random layers on cuda against float64 math", () =>
   const layers = Array.from({ length: LAYERS }, () => drawLayer(next));
   layers.forEach((layer, index) => {
     const { shape, block, density, m, lead, dtype, productMode, sampledMode } = layer;
-    const name = `layer ${index}: W ${shape.join("x")} in ${block.join("x")} blocks, density ${density.toFixed(3)}, ${m} tokens as [${lead.join(", ")}], ${dtype}, dense route ${productMode} / dW ${sampledMode}${layer.bias ? ", bias" : ""}`;
+    const name = `layer ${index}: W ${shape.join("x")} in ${block.join("x")} blocks, density ${density.toFixed(3)}, ${m} tokens as [${lead.join(", ")}], ${dtype}, dense route ${productMode} / dW ${sampledMode}${layer.bias ? ", bias" : ""}, ${layer.activation}`;
     test(name, () => {
       const backend = useCuda();
       const draw = random(SEED + 7919 * (index + 1));
@@ -133,6 +147,20 @@ describe.skipIf(cudaMissing)("random layers on cuda against float64 math", () =>
           expect(dx.shape).toEqual([...lead, cols]);
           const dxRef = matmulReference(dy.values, w, m, rows, cols);
           expectCloseByGroup(dx.dataSync(), dxRef, dtype, "bsrMatmul", cols / C, (i) => Math.floor((i % cols) / C));
+
+          // The fused forms nn runs for Linear -> activation and for dX through the activation of the layer before.
+          const byRow = (i: number) => Math.floor((i % rows) / R);
+          const byCol = (i: number) => Math.floor((i % cols) / C);
+          const [a, z] = runKernel("BsrLinearActivation", { x: x.t, values: values.t, bias: layer.bias ? bias.t : undefined }, { pattern, activation: layer.activation });
+          expectCloseByGroup(z.dataSync(), yRef, dtype, "bsrLinearActivation z", rows / R, byRow);
+          expectCloseByGroup(a.dataSync(), yRef.map(ACTIVATION[layer.activation]), dtype, `bsrLinearActivation ${layer.activation}(z)`, rows / R, byRow);
+          const pre = randomTensor(draw, [...lead, cols], dtype);
+          const [dpre, dbias] = bsrMatmulActivationBackward(dy.t, values.t, pattern, pre.t, layer.activation);
+          const dpreRef = dxRef.map((g, i) => g * DERIVATIVE[layer.activation](pre.values[i]));
+          const dbiasRef = new Float64Array(cols);
+          for (let i = 0; i < dpreRef.length; i++) dbiasRef[i % cols] += dpreRef[i];
+          expectCloseByGroup(dpre.dataSync(), dpreRef, dtype, "bsrMatmulActivationBackward dpre", cols / C, byCol);
+          expectCloseByGroup(dbias.dataSync(), dbiasRef, dtype, "bsrMatmulActivationBackward dbias", 1, () => 0);
 
           const dw = sampledMatmul(dy.t, x.t, pattern);
           expect(dw.shape).toEqual([pattern.nnzBlocks, R, C]);
