@@ -41,10 +41,21 @@ function checkContent(content: SafetensorsContent): void {
   }
 }
 
+/** Refuses a tensor or metadata key of `content` that matrix `name` would write: it is the caller's, not to be overwritten. */
+function refuseTakenKeys(content: SafetensorsContent, name: string): void {
+  for (const suffix of [...Object.values(BSR_TENSOR_SUFFIXES), ...Object.values(BSR_METADATA_SUFFIXES)]) {
+    const key = name + suffix;
+    const tensor = content.tensors.has(key);
+    if (tensor || Object.hasOwn(content.metadata, key)) throw new BsrFormatError(key, `a ${tensor ? "dense tensor" : "metadata entry"} has this name, which matrix "${name}" writes`);
+  }
+}
+
 /**
  * Adds matrix `name` (three tensors and its metadata) to `content`, replacing one of that
- * name. The values tensor shares the matrix's values (no copy, so a checkpoint is never held
- * twice); the small index tensors are copies, so editing them never touches the shared pattern.
+ * name (one whose `<name>.crow_indices` tensor is there). Without one, a tensor or metadata key
+ * the matrix would write is the caller's, and is refused rather than overwritten. The values
+ * tensor shares the matrix's values (no copy, so a checkpoint is never held twice); the small
+ * index tensors are copies, so editing them never touches the shared pattern.
  */
 export function putBsrMatrix(content: SafetensorsContent, name: string, matrix: BsrMatrix): SafetensorsContent {
   checkContent(content);
@@ -55,6 +66,7 @@ export function putBsrMatrix(content: SafetensorsContent, name: string, matrix: 
   if (typeof name !== "string" || name === "") throw new BsrFormatError("name", "expected a non-empty string");
   if (!(matrix instanceof BsrMatrix)) throw new BsrFormatError(name, "expected a BsrMatrix");
   matrix.validate();
+  if (!content.tensors.has(name + BSR_TENSOR_SUFFIXES.crowIndices)) refuseTakenKeys(content, name);
   const [blockHeight, blockWidth] = matrix.blockShape;
   content.tensors.set(`${name}.crow_indices`, { dtype: "I32", shape: [matrix.blockRows + 1], data: matrix.blockRowPtr.slice() });
   content.tensors.set(`${name}.col_indices`, { dtype: "I32", shape: [matrix.nnzBlocks], data: matrix.blockColIdx.slice() });
@@ -79,7 +91,10 @@ export interface BsrExtraContent {
   metadata?: Record<string, string>;
 }
 
-/** A content holding the given matrices, plus any dense tensors (none may be named like a matrix's tensor) and metadata. */
+/**
+ * A content holding the given matrices, plus any dense tensors and metadata (none may have a name or key that a
+ * matrix writes: `<name>.values`, `<name>.shape`...).
+ */
 export function bsrMatricesToSafetensors(
   matrices: Map<string, BsrMatrix> | Record<string, BsrMatrix>,
   extra: BsrExtraContent = {},
@@ -90,24 +105,29 @@ export function bsrMatricesToSafetensors(
   const metadata = extra?.metadata === undefined || extra.metadata === null ? {} : checkMetadata(extra.metadata, "metadata");
   const content: SafetensorsContent = { tensors: new Map(entriesOf(extra?.tensors ?? {})), metadata: { ...metadata } };
   for (const [name, matrix] of entriesOf(matrices, "matrices")) {
-    for (const suffix of Object.values(BSR_TENSOR_SUFFIXES)) {
-      // A matrix's tensor names never repeat another matrix's, so any taken name is a dense tensor's.
-      if (content.tensors.has(name + suffix)) throw new BsrFormatError(name + suffix, `a dense tensor has this name, which matrix "${name}" writes`);
-    }
+    // A matrix's keys never repeat another matrix's, so any taken one is a dense tensor's or the extra metadata's.
+    refuseTakenKeys(content, name);
     putBsrMatrix(content, name, matrix);
   }
   return content;
 }
 
-/** Names of the BSR matrices in `content`: those with `.layout` metadata or a `.crow_indices` tensor. */
+/**
+ * Names of the BSR matrices in `content`: those with `.layout` metadata or a `.crow_indices` tensor. A key or tensor
+ * that is its suffix alone (`.layout`, `.crow_indices`) names a matrix without a name, and is refused, naming it.
+ */
 export function bsrMatrixNames(content: SafetensorsContent): string[] {
   checkContent(content);
   const names = new Set<string>();
+  const add = (key: string, suffix: string) => {
+    if (key === suffix) throw new BsrFormatError(key, `empty matrix name (expected "<name>${suffix}")`);
+    names.add(key.slice(0, -suffix.length));
+  };
   for (const [key, value] of Object.entries(content.metadata ?? {})) {
-    if (key.endsWith(BSR_METADATA_SUFFIXES.layout) && value === BSR_LAYOUT) names.add(key.slice(0, -".layout".length));
+    if (key.endsWith(BSR_METADATA_SUFFIXES.layout) && value === BSR_LAYOUT) add(key, BSR_METADATA_SUFFIXES.layout);
   }
   for (const key of content.tensors.keys()) {
-    if (key.endsWith(BSR_TENSOR_SUFFIXES.crowIndices)) names.add(key.slice(0, -".crow_indices".length));
+    if (key.endsWith(BSR_TENSOR_SUFFIXES.crowIndices)) add(key, BSR_TENSOR_SUFFIXES.crowIndices);
   }
   return [...names].sort();
 }

@@ -214,8 +214,12 @@ export class BsrMatrix {
     let pattern: BsrPattern;
     let dtype: BsrDType | undefined;
     if (patternOrShape instanceof BsrPattern) {
+      // `{ dtype }` is the options of zeros(shape, ...): after a pattern it came out as "got [object Object]".
+      if (optionsOrDType instanceof Object) {
+        throw new BsrFormatError("dtype", 'zeros(pattern, dtype) takes the dtype itself, not { dtype }');
+      }
       pattern = patternOrShape;
-      dtype = optionsOrDType as BsrDType | undefined;
+      dtype = optionsOrDType;
     } else {
       const options = optionsOrDType as { blockShape: Shape2; dtype?: BsrDType } | undefined;
       if (options === undefined || typeof options !== "object") {

@@ -170,9 +170,10 @@ describe("BSR matrices in safetensors", () => {
   });
 });
 
+const directory = mkdtemp(join(tmpdir(), "bsr-format-"));
+afterAll(async () => rm(await directory, { recursive: true, force: true }));
+
 describe("@blocksparse/format/node", () => {
-  const directory = mkdtemp(join(tmpdir(), "bsr-format-"));
-  afterAll(async () => rm(await directory, { recursive: true, force: true }));
 
   it("saves and loads files byte for byte, leaving no temporary file", async () => {
     const path = join(await directory, "model.safetensors");
@@ -242,6 +243,41 @@ describe("errors name the file key and the matrix", () => {
       expect(error).toBeInstanceOf(BsrFormatError);
       expect(error.field).toBe(`fc${suffix}`);
     }
+  });
+
+  it("extra metadata with a key a matrix writes is refused, naming it and the matrix, not overwritten by the matrix", () => {
+    const fc = BsrMatrix.random([8, 8], { blockShape: [4, 4], density: 0.5, seed: 1 });
+    for (const suffix of [".layout", ".layout_version", ".shape", ".block_shape", ".dtype"]) {
+      const error = thrown(() => bsrMatricesToSafetensors({ fc }, { metadata: { [`fc${suffix}`]: "mine" } })) as BsrFormatError;
+      expect(error).toBeInstanceOf(BsrFormatError);
+      expect(error.message).toBe(`fc${suffix}: a metadata entry has this name, which matrix "fc" writes`);
+    }
+  });
+
+  it("putBsrMatrix refuses a metadata key or dense tensor a new matrix would write, and still replaces a matrix of that name", () => {
+    const fc = BsrMatrix.random([8, 8], { blockShape: [4, 4], density: 0.5, seed: 1 });
+    const userShape = { tensors: new Map(), metadata: { "fc.shape": "the user's" } };
+    expect(fieldOf(() => putBsrMatrix(userShape, "fc", fc))).toBe("fc.shape");
+    expect(userShape.metadata["fc.shape"]).toBe("the user's");
+    const dense = { dtype: "F32" as const, shape: [2], data: Float32Array.from([1, 2]) };
+    expect(fieldOf(() => putBsrMatrix({ tensors: new Map([["fc.values", dense]]), metadata: {} }, "fc", fc))).toBe("fc.values");
+    // A matrix already there (its crow_indices tensor) is replaced, metadata and all.
+    const other = BsrMatrix.random([4, 12], { blockShape: [2, 3], density: 1, seed: 2, dtype: "float16" });
+    const content = putBsrMatrix(putBsrMatrix({ tensors: new Map(), metadata: {} }, "fc", fc), "fc", other);
+    expect(content.metadata["fc.shape"]).toBe("4,12");
+    expect(getBsrMatrix(content, "fc").values).toEqual(other.values);
+  });
+
+  it("a metadata key or tensor with an empty matrix name (.layout, .crow_indices) is refused, naming it", async () => {
+    const a = BsrMatrix.random([4, 4], { blockShape: [2, 2], density: 1, seed: 1 });
+    const layoutKey = bsrMatricesToSafetensors({ a }, { metadata: { ".layout": "bsr" } });
+    const error = thrown(() => getBsrMatrices(layoutKey)) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.message).toBe('.layout: empty matrix name (expected "<name>.layout")');
+    const index = { dtype: "I32" as const, shape: [1], data: Int32Array.from([0]) };
+    const path = join(await directory, "unnamed.safetensors");
+    await saveSafetensors(path, new Map([[".crow_indices", index]]));
+    await expect(loadBsrMatrices(path)).rejects.toThrow('.crow_indices: empty matrix name (expected "<name>.crow_indices")');
   });
 
   it("null content or name is a BsrFormatError", () => {

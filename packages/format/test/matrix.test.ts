@@ -170,6 +170,12 @@ describe("values", () => {
     expect(zerosOf(pattern, undefined, "bfloat16").dtype).toBe("bfloat16");
   });
 
+  it("zeros after a pattern refuses an options object, saying it takes the dtype itself (was: got [object Object])", () => {
+    const pattern = BsrPattern.fromMask([4, 4], [2, 2], [0, 1, 1, 0]);
+    const error = expectFormatError(() => BsrMatrix.zeros(pattern, { dtype: "float16" } as never), "dtype");
+    expect(error.message).toBe('dtype: zeros(pattern, dtype) takes the dtype itself, not { dtype }');
+  });
+
   it("toDType refuses a missing or unknown dtype rather than returning float32", () => {
     const half = BsrMatrix.random([4, 6], { blockShape: [2, 2], density: 0.5, seed: 3, dtype: "float16" });
     for (const dtype of [undefined, null, "float64"]) {
