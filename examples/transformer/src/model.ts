@@ -36,8 +36,9 @@ export class CharTransformer extends Module {
     this.head = new Linear(dModel, vocabSize, { seed: seed + 2 });
   }
 
-  /** ids: int32 [B, T] with T <= context -> logits [B, T, vocabSize]. */
+  /** ids: int32 [B, T] (or one sequence, [T]) with T <= context -> logits [B, T, vocabSize] (or [T, vocabSize]). */
   forward(ids: Tensor): Tensor {
+    if (ids.rank !== 1 && ids.rank !== 2) throw new RangeError(`CharTransformer: ids have shape [${ids.shape}], expected [B, T] or [T]`);
     const length = ids.shape[ids.rank - 1];
     if (length > this.context) throw new RangeError(`CharTransformer: input has ${length} positions, the model covers ${this.context}`);
     return tidy(() => {
@@ -46,12 +47,14 @@ export class CharTransformer extends Module {
     });
   }
 
-  /** The logits of the last position only: [B, vocabSize]. */
+  /** The logits of the last position only: [B, vocabSize] for ids [B, T], [vocabSize] for ids [T]. */
   lastLogits(ids: Tensor): Tensor {
     return tidy(() => {
       const logits = this.forward(ids);
-      const [batch, length, vocab] = logits.shape;
-      return reshape(slice(logits, [0, length - 1, 0], [batch, 1, vocab]), [batch, vocab]);
+      // [B] for batched ids, [] for one sequence: the positions and the vocabulary come after it.
+      const batch = logits.shape.slice(0, -2);
+      const [length, vocab] = logits.shape.slice(-2);
+      return reshape(slice(logits, [...batch.map(() => 0), length - 1, 0], [...batch, 1, vocab]), [...batch, vocab]);
     });
   }
 }

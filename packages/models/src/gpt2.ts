@@ -135,11 +135,6 @@ export class GPT2StaticCache {
   }
 }
 
-/** dropout(layer(x)), plus `residual` when given (nn's forwardResidual: one kernel where the layer is a dense Linear). */
-function project(layer: Module, dropout: Dropout, x: Tensor, residual: Tensor | undefined): Tensor {
-  return residual === undefined ? dropout.forward(layer.forward(x)) : forwardResidual(layer, dropout, x, residual);
-}
-
 /**
  * GPT-2's attention with Hugging Face's names: c_attn (queries, keys and values in one
  * product) and c_proj. Hugging Face stores them as Conv1D ([in, out]); here they are
@@ -178,7 +173,7 @@ export class GPT2Attention extends Module {
       const [batch, length, width] = x.shape;
       const qkv = reshape(this.c_attn.forward(x), [batch, length, 3, this.nHead, width / this.nHead]);
       const attended = packedAttention(qkv, { causal: true, scale: this.scale });
-      return project(this.c_proj, this.resid_dropout, reshape(attended, [batch, length, width]), residual);
+      return forwardResidual(this.c_proj, this.resid_dropout, reshape(attended, [batch, length, width]), residual);
     });
   }
 
@@ -195,7 +190,7 @@ export class GPT2Attention extends Module {
       const key = past === null ? k : concat([past.key, k], 2);
       const value = past === null ? v : concat([past.value, v], 2);
       const merged = attention(q, key, value, this.scale, mask, this.attn_dropout, true);
-      return { out: project(this.c_proj, this.resid_dropout, merged, residual), key, value };
+      return { out: forwardResidual(this.c_proj, this.resid_dropout, merged, residual), key, value };
     });
   }
 
@@ -213,7 +208,7 @@ export class GPT2Attention extends Module {
       // The new positions' keys and values go into the cache inside the attention's kernel (one launch on cuda).
       const attended = cachedAttention(q, key, value, positions, { scale: this.scale, newKeys: k, newValues: v });
       const merged = reshape(permute(attended, [0, 2, 1, 3]), [batch, length, heads * headDim]);
-      return project(this.c_proj, this.resid_dropout, merged, residual);
+      return forwardResidual(this.c_proj, this.resid_dropout, merged, residual);
     });
   }
 }
@@ -236,11 +231,24 @@ export class GPT2MLP extends Module {
 
   /** dropout(c_proj(act(c_fc(x)))), plus `residual` when given (GPT2Block's connection around it). */
   forward(x: Tensor, residual?: Tensor): Tensor {
-    return tidy(() => project(this.c_proj, this.dropout, forwardLinearActivation(this.c_fc, this.act, x), residual));
+    return tidy(() => forwardResidual(this.c_proj, this.dropout, forwardLinearActivation(this.c_fc, this.act, x), residual));
   }
 }
 
-/** One pre-norm block: x + attn(ln_1(x)), then + mlp(ln_2(x)). */
+/**
+ * `residual + run()`, where `run` calls `module[method]`: GPT-2's own attention and MLP methods take the residual (fused
+ * in their last product); a replaced module or an overridden method may take one input, so the residual is added to
+ * what it returns.
+ */
+function withResidual(module: Module, method: "forward" | "forwardCached" | "forwardStatic", residual: Tensor, run: (residual?: Tensor) => Tensor): Tensor {
+  const own = (module as unknown as Partial<GPT2Attention>)[method];
+  return own === GPT2Attention.prototype[method] || own === GPT2MLP.prototype.forward ? run(residual) : add(residual, run());
+}
+
+/**
+ * One pre-norm block: x + attn(ln_1(x)), then + mlp(ln_2(x)). The block keeps both residual connections when attn or
+ * mlp is replaced by a module whose forward takes one input (the cached paths need attn's forwardCached / forwardStatic).
+ */
 export class GPT2Block extends Module {
   ln_1: LayerNorm;
   attn: GPT2Attention;
@@ -256,27 +264,32 @@ export class GPT2Block extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    return tidy(() => {
-      const afterAttention = this.attn.forward(this.ln_1.forward(x), x);
-      return this.mlp.forward(this.ln_2.forward(afterAttention), afterAttention);
-    });
+    return tidy(() => this.feedForward(withResidual(this.attn, "forward", x, (residual) => this.attn.forward(this.ln_1.forward(x), residual))));
   }
 
   /** The forward of new positions after `past` (GPT2Attention.forwardCached): the output and all keys and values. */
   forwardCached(x: Tensor, past: KeyValue | null, mask: Tensor | null = null): { out: Tensor } & KeyValue {
     return tidy(() => {
-      const attended = this.attn.forwardCached(this.ln_1.forward(x), past, x, mask);
-      const afterAttention = attended.out;
-      return { out: this.mlp.forward(this.ln_2.forward(afterAttention), afterAttention), key: attended.key, value: attended.value };
+      let step!: KeyValue;
+      const attended = withResidual(this.attn, "forwardCached", x, (residual) => {
+        const result = this.attn.forwardCached(this.ln_1.forward(x), past, residual, mask);
+        step = result;
+        return result.out;
+      });
+      return { out: this.feedForward(attended), key: step.key, value: step.value };
     });
   }
 
   /** The forward of new positions with a static cache (GPT2Attention.forwardStatic). */
   forwardStatic(x: Tensor, cache: GPT2StaticCache, index: number, positions: Tensor): Tensor {
-    return tidy(() => {
-      const afterAttention = this.attn.forwardStatic(this.ln_1.forward(x), cache, index, positions, x);
-      return this.mlp.forward(this.ln_2.forward(afterAttention), afterAttention);
-    });
+    return tidy(() =>
+      this.feedForward(withResidual(this.attn, "forwardStatic", x, (residual) => this.attn.forwardStatic(this.ln_1.forward(x), cache, index, positions, residual))),
+    );
+  }
+
+  /** x + mlp(ln_2(x)). */
+  private feedForward(x: Tensor): Tensor {
+    return withResidual(this.mlp, "forward", x, (residual) => this.mlp.forward(this.ln_2.forward(x), residual));
   }
 }
 

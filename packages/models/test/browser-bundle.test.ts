@@ -2,7 +2,10 @@ import { describe, expect, it } from "vitest";
 import { browserBundle, evaluatedCode } from "../../../browser-bundle.shared.ts";
 
 describe("browser bundle (esbuild, minified, every export kept)", () => {
-  // 61.0 KiB since core's random ops and nn's layers name a seed that is not a safe integer, matmul refuses
+  // 61.25 KiB since GPT-2's blocks add the residual around a replaced attention or MLP themselves, format refuses
+  // metadata keys a matrix writes and an empty matrix name, and core and nn check flags as booleans and quote values in
+  // their messages (61.14 KiB measured).
+  // 61.0 KiB until then, since core's random ops and nn's layers name a seed that is not a safe integer, matmul refuses
   // non-boolean flags and autograd refuses requiresGrad = false on an op's output (60.75 KiB measured).
   // 60.25 KiB until then, since format refuses unknown option keys and masks of other than 0 / 1, and the LM loss checks labels
   // against the vocabulary (60.162 KiB measured).
@@ -36,10 +39,10 @@ describe("browser bundle (esbuild, minified, every export kept)", () => {
   // 52.0 KiB (51.5 before greedy captured steps fed their tokens back on the device; 49.3 before
   // generation's static cache and captured step pulled in core's captureGraph; 48.3
   // before GPT-2 generation and its cache); 127 KiB while configs were parsed with classic zod (not tree-shakeable, with its `new Function` probe).
-  it("@blocksparse/models stays within 61.0 KiB gzipped and evaluates no code", async () => {
+  it("@blocksparse/models stays within 61.25 KiB gzipped and evaluates no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/models"]);
     console.log(`@blocksparse/models: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(61.0);
+    expect(gzipKiB).toBeLessThanOrEqual(61.25);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 });
