@@ -64,7 +64,7 @@ export * from "./ops/nn_ops";
 export * from "./ops/reduce";
 export * from "./ops/shape_ops";
 export * from "./ops/sparse";
-export { optionsArg, seedArg } from "./ops/validate";
+export { assertBoolean, formatArg, optionsArg, seedArg } from "./ops/validate";
 
 // The reference backend ships inside core and is registered by this entry at priority 1.
 import { JsBackend } from "./backends/js";

@@ -90,7 +90,7 @@ describe("scaledDotProductAttention rejects bad arguments with typed errors nami
     },
     { name: "scale NaN", run: () => scaledDotProductAttention(zeros([2, 4]), zeros([2, 4]), zeros([2, 4]), { scale: Number.NaN }), type: ValueError, message: `${op}: scale must be a finite number, got NaN` },
     { name: "scale Infinity", run: () => scaledDotProductAttention(zeros([2, 4]), zeros([2, 4]), zeros([2, 4]), { scale: Number.POSITIVE_INFINITY }), type: ValueError, message: `${op}: scale must be a finite number, got Infinity` },
-    { name: "scale a string", run: () => scaledDotProductAttention(zeros([2, 4]), zeros([2, 4]), zeros([2, 4]), { scale: "0.5" as unknown as number }), type: ValueError, message: `${op}: scale must be a finite number, got 0.5` },
+    { name: "scale a string", run: () => scaledDotProductAttention(zeros([2, 4]), zeros([2, 4]), zeros([2, 4]), { scale: "0.5" as unknown as number }), type: ValueError, message: `${op}: scale must be a finite number, got "0.5"` },
     { name: "scale 0", run: () => scaledDotProductAttention(zeros([2, 4]), zeros([2, 4]), zeros([2, 4]), { scale: 0 }), type: ValueError, message: `${op}: scale must be > 0, got 0` },
     { name: "scale negative", run: () => scaledDotProductAttention(zeros([2, 4]), zeros([2, 4]), zeros([2, 4]), { scale: -0.5 }), type: ValueError, message: `${op}: scale must be > 0, got -0.5` },
     {

@@ -1,6 +1,7 @@
 import {
   JsBackend,
   add,
+  argmax,
   keep,
   OutOfMemoryError,
   ShapeError,
@@ -13,9 +14,15 @@ import {
   crossEntropyBackward,
   disableLeakGuard,
   enableLeakGuard,
+  layerNorm,
+  layerNormBackward,
+  layerNormWithStats,
   linear,
   logSoftmax,
   matmul,
+  max,
+  mean,
+  min,
   multiTensorAdamUpdate,
   multiTensorAdamUpdateInPlace,
   packedAttention,
@@ -27,6 +34,7 @@ import {
   scaledDotProductAttention,
   softmax,
   softmaxBackward,
+  sum,
   tensor,
   tidy,
   type Tensor,
@@ -87,6 +95,37 @@ describe("matmul's transpose flags", () => {
       expect(thrown(() => matmul(x, x, { transposeA: 1 as never }))).toEqual(["ValueError", "matmul: transposeA must be a boolean, got 1"]);
       expect(() => matmul(x, x, { transposeA: null as never })).toThrow("matmul: transposeA must be a boolean, got null");
       expect(matmul(x, x, { transposeB: true, transposeA: undefined }).shape).toEqual([2, 2]);
+    });
+  });
+});
+
+describe("the reductions' keepDims flag", () => {
+  // As torch.sum(x, 0, keepdim="no"), a TypeError there: a truthy string or number would keep the dims.
+  it("refuses what is not a boolean with a ValueError naming the op and the flag", () => {
+    tidy(() => {
+      const x = tensor([1, 2, 3, 4, 5, 6], [2, 3]);
+      expect(thrown(() => sum(x, 0, "no" as never))).toEqual(["ValueError", 'sum: keepDims must be a boolean, got "no"']);
+      expect(thrown(() => mean(x, 1, 1 as never))).toEqual(["ValueError", "mean: keepDims must be a boolean, got 1"]);
+      expect(thrown(() => max(x, undefined, "false" as never))).toEqual(["ValueError", 'max: keepDims must be a boolean, got "false"']);
+      expect(thrown(() => min(x, [0, 1], null as never))).toEqual(["ValueError", "min: keepDims must be a boolean, got null"]);
+      expect(thrown(() => argmax(x, 1, {} as never))).toEqual(["ValueError", "argmax: keepDims must be a boolean, got object"]);
+      expect(sum(x, 0, true).shape).toEqual([1, 3]);
+      expect(argmax(x, 1, undefined).shape).toEqual([2]);
+    });
+  });
+});
+
+describe("layerNorm's null gamma and beta", () => {
+  // torch's F.layer_norm(x, shape, None, None): null is absent, as biasActivation's null bias.
+  it("mean none, as undefined does, in the forward and the backward", () => {
+    tidy(() => {
+      const x = tensor([1, 2, 4, -1, 0, 3], [2, 3]);
+      const gamma = tensor([2, 1, 0.5]);
+      expect(layerNorm(x, null, null).dataSync()).toEqual(layerNorm(x).dataSync());
+      expect(layerNorm(x, gamma, null).dataSync()).toEqual(layerNorm(x, gamma).dataSync());
+      expect(layerNorm(x, null, gamma, 1e-3).dataSync()).toEqual(layerNorm(x, undefined, gamma, 1e-3).dataSync());
+      const { mean: m, rstd } = layerNormWithStats(x, null, null);
+      expect(layerNormBackward(x, x, m, rstd, null).dx.dataSync()).toEqual(layerNormBackward(x, x, m, rstd).dx.dataSync());
     });
   });
 });

@@ -6,6 +6,7 @@ import {
   ValueError,
   adamUpdate,
   add,
+  argmax,
   div,
   keep,
   less,
@@ -104,6 +105,10 @@ describe("axes that are not numbers", () => {
     expect(() => sum(ones([2, 3]), "1" as never)).toThrow(/sum: axes must be a number or an array of numbers/);
     expect(() => squeeze(ones([1, 3]), "0" as never)).toThrow(ValueError);
     expect(squeeze(ones([1, 3, 1]), [-1, 0]).shape).toEqual([3]);
+  });
+
+  it("an axis given as a string is quoted in the message (\"got 1\" read as if axis 1 were refused)", () => {
+    expect(() => argmax(ones([2, 3]), "1" as never)).toThrow('argmax: axis must be an integer, got "1"');
   });
 });
 

@@ -1,5 +1,5 @@
 import { detach, noGrad } from "@blocksparse/autograd";
-import { type Activation, BsrPattern, bsrLinear, bsrLinearActivation, cast, optionsArg, shapesEqual, Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
+import { type Activation, BsrPattern, bsrLinear, bsrLinearActivation, cast, formatArg, optionsArg, shapesEqual, Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
 import { BsrMatrix, divisors } from "@blocksparse/format";
 import { blockCountFor, blockSources, randomPattern, remapBlocks } from "./blocks";
 import { childSeeds, uniform } from "./init";
@@ -43,7 +43,7 @@ export const DEFAULT_BLOCK_SHAPE: BlockShape = [32, 32];
 /** Checks density and block shape for a [outFeatures, inFeatures] weight; the message says what would work. */
 export function checkBlockSparseOptions(where: string, inFeatures: number, outFeatures: number, density: number, blockShape: BlockShape): void {
   if (typeof density !== "number" || !(density > 0 && density <= 1)) {
-    throw new ValueError(`${where}: density must be in (0, 1], got ${String(density)}`);
+    throw new ValueError(`${where}: density must be in (0, 1], got ${formatArg(density)}`);
   }
   if (!Array.isArray(blockShape) || blockShape.length !== 2 || !blockShape.every((d) => Number.isSafeInteger(d) && d >= 1)) {
     throw new ValueError(`${where}: blockShape must be [R, C] of positive integers, got ${JSON.stringify(blockShape)}`);

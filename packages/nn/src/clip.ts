@@ -1,5 +1,5 @@
 import { noGrad } from "@blocksparse/autograd";
-import { cast, concat, mul, reshape, square, sum, type Tensor, tidy, ValueError } from "@blocksparse/core";
+import { cast, concat, formatArg, mul, reshape, square, sum, type Tensor, tidy, ValueError } from "@blocksparse/core";
 import { Parameter } from "./parameter";
 
 /**
@@ -10,7 +10,7 @@ import { Parameter } from "./parameter";
  */
 export function clipGradNorm(parameters: Iterable<Parameter>, maxNorm: number): number {
   if (typeof maxNorm !== "number" || !(maxNorm >= 0) || !Number.isFinite(maxNorm)) {
-    throw new ValueError(`clipGradNorm: maxNorm must be a finite number >= 0, got ${String(maxNorm)}`);
+    throw new ValueError(`clipGradNorm: maxNorm must be a finite number >= 0, got ${formatArg(maxNorm)}`);
   }
   if (typeof (parameters as Partial<Iterable<Parameter>> | null)?.[Symbol.iterator] !== "function") {
     throw new ValueError("clipGradNorm: parameters must be an iterable of Parameters (model.parameters())");

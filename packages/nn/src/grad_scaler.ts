@@ -1,5 +1,5 @@
 import { noGrad } from "@blocksparse/autograd";
-import { cast, concat, keep, mul, optionsArg, reshape, sum, Tensor, tidy, ValueError } from "@blocksparse/core";
+import { assertBoolean, cast, concat, formatArg, keep, mul, optionsArg, reshape, sum, Tensor, tidy, ValueError } from "@blocksparse/core";
 import { NnError } from "./errors";
 import { Optimizer } from "./optim";
 import { describeValue } from "./serialization";
@@ -62,7 +62,7 @@ export class GradScaler {
     ]);
     this.#scale = checkPositive("initScale", initScale);
     [this.growthFactor, this.backoffFactor, this.growthInterval] = checkSchedule("GradScaler", growthFactor, backoffFactor, growthInterval);
-    if (typeof enabled !== "boolean") throw new ValueError(`GradScaler: enabled must be a boolean, got ${String(enabled)}`);
+    assertBoolean("GradScaler", "enabled", enabled);
     this.enabled = enabled;
   }
 
@@ -168,7 +168,7 @@ export class GradScaler {
     if (state === null || typeof state !== "object") throw new ValueError("GradScaler.loadStateDict: state must be { scale, growthTracker }");
     const scale = checkPositive("scale", state.scale);
     if (!Number.isSafeInteger(state.growthTracker) || state.growthTracker < 0) {
-      throw new ValueError(`GradScaler.loadStateDict: growthTracker must be an integer >= 0, got ${String(state.growthTracker)}`);
+      throw new ValueError(`GradScaler.loadStateDict: growthTracker must be an integer >= 0, got ${formatArg(state.growthTracker)}`);
     }
     const { growthFactor = this.growthFactor, backoffFactor = this.backoffFactor, growthInterval = this.growthInterval } = state;
     const schedule = checkSchedule("GradScaler.loadStateDict", growthFactor, backoffFactor, growthInterval);
@@ -193,11 +193,11 @@ function checkOptimizer(method: string, optimizer: unknown): void {
 /** [growthFactor, backoffFactor, growthInterval], checked: growthFactor > 1, backoffFactor < 1, both > 0, growthInterval a positive integer. */
 function checkSchedule(where: string, growthFactor: unknown, backoffFactor: unknown, growthInterval: unknown): [number, number, number] {
   const growth = checkPositive("growthFactor", growthFactor, where);
-  if (!(growth > 1)) throw new ValueError(`${where}: growthFactor must be > 1, got ${growth}`);
+  if (!(growth > 1)) throw new ValueError(`${where}: growthFactor must be > 1, got ${formatArg(growth)}`);
   const backoff = checkPositive("backoffFactor", backoffFactor, where);
-  if (!(backoff < 1)) throw new ValueError(`${where}: backoffFactor must be < 1, got ${backoff}`);
+  if (!(backoff < 1)) throw new ValueError(`${where}: backoffFactor must be < 1, got ${formatArg(backoff)}`);
   if (!Number.isSafeInteger(growthInterval) || (growthInterval as number) < 1) {
-    throw new ValueError(`${where}: growthInterval must be a positive integer, got ${String(growthInterval)}`);
+    throw new ValueError(`${where}: growthInterval must be a positive integer, got ${formatArg(growthInterval)}`);
   }
   return [growth, backoff, growthInterval as number];
 }
@@ -205,7 +205,7 @@ function checkSchedule(where: string, growthFactor: unknown, backoffFactor: unkn
 function checkPositive(name: string, value: unknown, where = "GradScaler"): number {
   // The scale multiplies a float32 loss: one that float32 rounds to 0 or inf would skip every step.
   if (typeof value !== "number" || !(Math.fround(value) > 0 && Number.isFinite(Math.fround(value)))) {
-    throw new ValueError(`${where}: ${name} must be > 0 in float32's range, got ${String(value)}`);
+    throw new ValueError(`${where}: ${name} must be > 0 in float32's range, got ${formatArg(value)}`);
   }
   return value;
 }

@@ -2,9 +2,12 @@ import {
   type Activation,
   add,
   DTypeError,
+  formatArg,
+  formatShape,
   type GeluApproximate,
   gather,
   gelu,
+  IndexError,
   layerNorm,
   mul,
   ones,
@@ -43,7 +46,12 @@ export class Embedding extends Module {
   forward(indices: Tensor): Tensor {
     checkTensorInput(this.label, indices);
     if (indices.dtype !== "int32") throw new DTypeError(`${this.label}: indices have dtype ${indices.dtype}, expected int32`);
-    return gather(this.weight.value, indices, 0);
+    try {
+      return gather(this.weight.value, indices, 0);
+    } catch (error) {
+      // Renamed, not checked before: a host backend's gather finds the index as it reads it; a device reports it at its next read.
+      throw error instanceof IndexError ? new IndexError(`${this.label} of ${this.numEmbeddings} embeddings: ${error.message}`) : error;
+    }
   }
 
   protected override extraRepr(): string {
@@ -58,22 +66,30 @@ export interface LayerNormOptions {
   elementwiseAffine?: boolean;
 }
 
-/** Normalises the last dim (of size `normalizedShape`) to zero mean and unit variance, then scales and shifts. */
+/**
+ * Normalises the last dim (of size `normalizedShape`) to zero mean and unit variance, then scales and shifts.
+ * `normalizedShape` is a size or, as torch's, a list of one (`[768]`); torch's longer lists (several trailing dims
+ * normalised together) are refused.
+ */
 export class LayerNorm extends Module {
   readonly normalizedShape: number;
   readonly eps: number;
   weight: Parameter | null;
   bias: Parameter | null;
 
-  constructor(normalizedShape: number, options: LayerNormOptions = {}) {
+  constructor(normalizedShape: number | readonly [number], options: LayerNormOptions = {}) {
     super();
-    checkFeatures("LayerNorm", "normalizedShape", normalizedShape);
+    // torch's LayerNorm(8) and LayerNorm([8]) are one layer.
+    const sizes = [normalizedShape].flat();
+    if (sizes.length !== 1) throw new ValueError(`LayerNorm: normalizedShape must be one dim (n or [n]), got ${formatShape(sizes)}`);
+    const size = sizes[0];
+    checkFeatures("LayerNorm", "normalizedShape", size);
     const { eps = 1e-5, elementwiseAffine = true } = optionsArg("LayerNorm", options, ["eps", "elementwiseAffine"]);
-    if (!Number.isFinite(eps) || eps < 0) throw new ValueError(`LayerNorm: eps must be a finite number >= 0, got ${eps}`);
-    this.normalizedShape = normalizedShape;
+    if (!Number.isFinite(eps) || eps < 0) throw new ValueError(`LayerNorm: eps must be a finite number >= 0, got ${formatArg(eps)}`);
+    this.normalizedShape = size;
     this.eps = eps;
-    this.weight = elementwiseAffine ? new Parameter(ones([normalizedShape])) : null;
-    this.bias = elementwiseAffine ? new Parameter(zeros([normalizedShape])) : null;
+    this.weight = elementwiseAffine ? new Parameter(ones([size])) : null;
+    this.bias = elementwiseAffine ? new Parameter(zeros([size])) : null;
   }
 
   forward(x: Tensor): Tensor {
@@ -100,7 +116,7 @@ export class Dropout extends Module {
 
   constructor(p = 0.5, options: { seed?: number } = {}) {
     super();
-    if (typeof p !== "number" || !(p >= 0 && p < 1)) throw new ValueError(`Dropout: p must be in [0, 1), got ${p}`);
+    if (typeof p !== "number" || !(p >= 0 && p < 1)) throw new ValueError(`Dropout: p must be in [0, 1), got ${formatArg(p)}`);
     this.p = p;
     this.#random = new SeededRandom(childSeeds("Dropout", optionsArg("Dropout", options, ["seed"]).seed, 1)[0]);
   }

@@ -1,4 +1,4 @@
-import { type Activation, linear, linearActivation, optionsArg, ShapeError, Tensor, ValueError } from "@blocksparse/core";
+import { type Activation, formatArg, linear, linearActivation, optionsArg, ShapeError, Tensor, ValueError } from "@blocksparse/core";
 import { childSeeds, uniform } from "./init";
 import { Module } from "./module";
 import { Parameter } from "./parameter";
@@ -12,7 +12,7 @@ export interface LinearOptions {
 }
 
 export function checkFeatures(where: string, name: string, value: number): void {
-  if (!Number.isSafeInteger(value) || value < 1) throw new ValueError(`${where}: ${name} must be a positive integer, got ${value}`);
+  if (!Number.isSafeInteger(value) || value < 1) throw new ValueError(`${where}: ${name} must be a positive integer, got ${formatArg(value)}`);
 }
 
 /** Options that must be given, their first `required` names required: null names those, core's optionsArg checks the rest. */

@@ -9,6 +9,7 @@ import {
   equal,
   exp,
   expandDims,
+  formatArg,
   logSoftmax,
   mean,
   mul,
@@ -83,7 +84,7 @@ function checkLogits(where: string, student: Tensor, teacher: Tensor): void {
 
 function checkTemperature(where: string, temperature: number): void {
   if (typeof temperature !== "number" || !(temperature > 0) || !Number.isFinite(temperature)) {
-    throw new ValueError(`${where}: temperature must be a finite number > 0, got ${String(temperature)}`);
+    throw new ValueError(`${where}: temperature must be a finite number > 0, got ${formatArg(temperature)}`);
   }
 }
 
@@ -139,9 +140,9 @@ export function distillationLoss(studentLogits: Tensor, teacherLogits: Tensor, t
   const { temperature = 2, alpha = 0.5, ignoreIndex } = optionsArg("distillationLoss", options, ["temperature", "alpha", "ignoreIndex"]);
   checkLogits("distillationLoss", studentLogits, teacherLogits);
   checkTemperature("distillationLoss", temperature);
-  if (typeof alpha !== "number" || !(alpha >= 0 && alpha <= 1)) throw new ValueError(`distillationLoss: alpha must be in [0, 1], got ${String(alpha)}`);
+  if (typeof alpha !== "number" || !(alpha >= 0 && alpha <= 1)) throw new ValueError(`distillationLoss: alpha must be in [0, 1], got ${formatArg(alpha)}`);
   if (ignoreIndex !== undefined && !(Number.isInteger(ignoreIndex) && ignoreIndex >= -(2 ** 31) && ignoreIndex < 2 ** 31)) {
-    throw new ValueError(`distillationLoss: ignoreIndex must be an int32 (e.g. -100), got ${String(ignoreIndex)}`);
+    throw new ValueError(`distillationLoss: ignoreIndex must be an int32 (e.g. -100), got ${formatArg(ignoreIndex)}`);
   }
   return tidy(() => {
     let kl: Tensor;

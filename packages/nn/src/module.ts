@@ -1,5 +1,5 @@
 import { detach, noGrad } from "@blocksparse/autograd";
-import { cast, DTypeError, FLOAT_DTYPES, type FloatDType, getBackendInstance, isDType, keep, optionsArg, shapesEqual, Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
+import { assertBoolean, cast, DTypeError, FLOAT_DTYPES, type FloatDType, formatArg, getBackendInstance, keep, optionsArg, shapesEqual, Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
 import { StateDictError, type StateDictMismatch } from "./errors";
 import { Parameter } from "./parameter";
 import { BlockSparseWeight, describeEntry, type StateDict, type StateDictEntry } from "./state_dict";
@@ -19,12 +19,18 @@ function isFloatDTypeName(value: unknown): value is FloatDType {
   return typeof value === "string" && (FLOAT_DTYPES as readonly string[]).includes(value);
 }
 
+/**
+ * A string `Module.to` takes for a dtype: ours and torch's sized names ("float64", "int64", "uint8", "float8_e4m3fn"), so
+ * one this library lacks is refused as a dtype rather than looked up as a backend (torch casts to torch.float64 etc.).
+ */
+const DTYPE_NAME = /^(u?int|b?float|complex)\d/;
+
 function checkTarget(target: ModuleTarget): ModuleTarget {
   if (target === null || typeof target !== "object") {
-    throw new ValueError(`Module.to: expected a backend name, a dtype or { backend, dtype }, got ${String(target)}`);
+    throw new ValueError(`Module.to: expected a backend name, a dtype or { backend, dtype }, got ${formatArg(target)}`);
   }
   const { backend, dtype } = optionsArg("Module.to", target, ["backend", "dtype"]);
-  if (backend !== undefined && typeof backend !== "string") throw new ValueError(`Module.to: backend must be a backend name, got ${String(backend)}`);
+  if (backend !== undefined && typeof backend !== "string") throw new ValueError(`Module.to: backend must be a backend name, got ${formatArg(backend)}`);
   if (dtype !== undefined && !isFloatDTypeName(dtype)) {
     throw new DTypeError(`Module.to: dtype must be one of ${FLOAT_DTYPES.join(", ")}, got ${JSON.stringify(dtype)}`);
   }
@@ -159,7 +165,7 @@ export abstract class Module {
 
   /** Sets training mode on the whole tree. */
   train(mode = true): this {
-    if (typeof mode !== "boolean") throw new ValueError(`train: mode must be a boolean, got ${String(mode)}`);
+    assertBoolean("train", "mode", mode);
     for (const module of this.modules()) module.training = mode;
     return this;
   }
@@ -172,14 +178,15 @@ export abstract class Module {
   /**
    * Moves every parameter to a backend and/or casts every floating-point parameter to a
    * dtype, as torch's `module.to`: `to("cuda")`, `to("bfloat16")`, `to({ backend, dtype })`.
-   * A string is a dtype when it names one ("float32", "float16", "bfloat16"; "int32" is refused), else a
-   * backend. Each parameter's gradient goes with it (a parameter without one stays so).
+   * A string is a dtype when it names one ("float32", "float16", "bfloat16"; "int32" and the dtypes this library
+   * lacks, "float64", "int64", ..., are refused), else a backend. Each parameter's gradient goes with it (a
+   * parameter without one stays so).
    * Optimizer state follows at its next step; an optimizer keeps float32 master
    * copies of float16/bfloat16 parameters (see Optimizer's `masterWeights`).
    */
   to(target: string | ModuleTarget): this {
-    // A dtype's name that is not a float ("int32") is a dtype all the same, refused as torch refuses module.to(torch.int32).
-    const { backend, dtype } = typeof target === "string" ? (isDType(target) ? checkTarget({ dtype: target as FloatDType }) : { backend: target }) : checkTarget(target);
+    // A dtype's name we cannot cast to ("int32", as torch refuses torch.int32; "float64", which we lack) is refused as a dtype.
+    const { backend, dtype } = typeof target === "string" ? (DTYPE_NAME.test(target) ? checkTarget({ dtype: target as FloatDType }) : { backend: target }) : checkTarget(target);
     const backendInstance = backend === undefined ? undefined : getBackendInstance(backend);
     // The tensor on the target (`t` itself when it is there already); a moved copy cast after is freed.
     const convert = (t: Tensor): Tensor => {

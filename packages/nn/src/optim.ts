@@ -2,11 +2,13 @@ import { detach, noGrad } from "@blocksparse/autograd";
 import {
   adamUpdate,
   add,
+  assertBoolean,
   type BsrPattern,
   cast,
   type DataId,
   type DType,
   DTypeError,
+  formatArg,
   formatShape,
   fullOn,
   GraphError,
@@ -137,7 +139,7 @@ function checkNumber(where: string, name: string, value: unknown, low: number, h
   const ok = typeof value === "number" && Number.isFinite(value) && value >= low && (highOpen ? value < high : value <= high);
   if (!ok) {
     const range = high === Number.POSITIVE_INFINITY ? `>= ${low}` : `in [${low}, ${high}${highOpen ? ")" : "]"}`;
-    throw new ValueError(`${where}: ${name} must be a finite number ${range}, got ${String(value)}`);
+    throw new ValueError(`${where}: ${name} must be a finite number ${range}, got ${formatArg(value)}`);
   }
   return value as number;
 }
@@ -215,7 +217,7 @@ export abstract class Optimizer {
     const scale = this.lrScale(parameter);
     if (typeof scale !== "number" || !Number.isFinite(scale) || scale < 0) {
       const index = this.params.indexOf(parameter);
-      throw new ValueError(`${this.#where}: lrScale gave ${String(scale)} for params[${index}] (shape [${parameter.shape}]); expected a finite number >= 0`);
+      throw new ValueError(`${this.#where}: lrScale gave ${formatArg(scale)} for params[${index}] (shape [${parameter.shape}]); expected a finite number >= 0`);
     }
     return scale;
   }
@@ -483,7 +485,7 @@ export abstract class Optimizer {
       throw new ValueError(`${where}: the state dict has steps for ${Array.isArray(steps) ? steps.length : "no"} parameters, this optimizer has ${this.params.length}`);
     }
     steps.forEach((step, i) => {
-      if (!Number.isSafeInteger(step) || step < 0) throw new ValueError(`${where}: steps[${i}] (params[${i}]) must be an integer >= 0, got ${String(step)}`);
+      if (!Number.isSafeInteger(step) || step < 0) throw new ValueError(`${where}: steps[${i}] (params[${i}]) must be an integer >= 0, got ${formatArg(step)}`);
     });
     if (hyperparameters === null || typeof hyperparameters !== "object" || !(tensors instanceof Map)) {
       throw new ValueError(`${where}: expected hyperparameters as an object and tensors as a state dict (a Map)`);
@@ -741,7 +743,7 @@ export class SGD extends Optimizer {
     const momentum = checkNumber(where, "momentum", values.momentum ?? 0, 0);
     const dampening = checkNumber(where, "dampening", values.dampening ?? 0, 0, 1);
     const nesterov = values.nesterov ?? false;
-    if (typeof nesterov !== "boolean") throw new ValueError(`${where}: nesterov must be a boolean, got ${String(nesterov)}`);
+    assertBoolean(where, "nesterov", nesterov);
     if (nesterov && (momentum === 0 || dampening !== 0)) throw new ValueError(`${where}: nesterov needs momentum > 0 and dampening 0`);
     return { momentum, dampening, weightDecay: checkNumber(where, "weightDecay", values.weightDecay ?? 0, 0), nesterov };
   }

@@ -3,6 +3,7 @@ import {
   add,
   BsrPattern,
   blockNorms,
+  formatArg,
   formatShape,
   keep,
   optionsArg,
@@ -23,7 +24,6 @@ import { childSeeds } from "./init";
 import { requiredOptions } from "./linear";
 import { Module } from "./module";
 import type { Optimizer } from "./optim";
-import { describeValue } from "./serialization";
 
 export interface PruneAndRegrowOptions {
   /** Fraction of the stored blocks to move, in [0, 1]. */
@@ -71,7 +71,7 @@ export function pruneAndRegrow(layer: BlockSparseLinear, options: PruneAndRegrow
   requiredOptions("pruneAndRegrow", options, ["fraction", "random", "newBlocks", "scale", "optimizer", "regrow", "gradient"], 1);
   const { fraction, newBlocks = "zeros", scale = 0.1, regrow = "random" } = options;
   if (typeof fraction !== "number" || !(fraction >= 0 && fraction <= 1)) {
-    throw new ValueError(`pruneAndRegrow: fraction must be in [0, 1], got ${String(fraction)}`);
+    throw new ValueError(`pruneAndRegrow: fraction must be in [0, 1], got ${formatArg(fraction)}`);
   }
   checkNewBlocks("pruneAndRegrow", newBlocks, scale);
   if (regrow !== "random" && regrow !== "gradient") throw new ValueError(`pruneAndRegrow: regrow must be "random" or "gradient", got ${JSON.stringify(regrow)}`);
@@ -115,7 +115,7 @@ export function pruneAndRegrow(layer: BlockSparseLinear, options: PruneAndRegrow
 function checkNewBlocks(where: string, newBlocks: unknown, scale: number): void {
   if (newBlocks !== "zeros" && newBlocks !== "normal") throw new ValueError(`${where}: newBlocks must be "zeros" or "normal", got ${JSON.stringify(newBlocks)}`);
   // A NaN or infinite scale would write NaN or inf into every regrown block.
-  if (!Number.isFinite(scale) || scale < 0) throw new ValueError(`${where}: scale must be a finite number >= 0, got ${String(scale)}`);
+  if (!Number.isFinite(scale) || scale < 0) throw new ValueError(`${where}: scale must be a finite number >= 0, got ${formatArg(scale)}`);
 }
 
 function checkGradients(gradient: PruneAndRegrowOptions["gradient"], layer: BlockSparseLinear): readonly LayerGradient[] {
@@ -264,15 +264,15 @@ export class SparseOptimizer {
       "schedule",
       "totalSteps",
     ]);
-    if (typeof fraction !== "number" || !(fraction >= 0 && fraction <= 1)) throw new ValueError(`SparseOptimizer: fraction must be in [0, 1], got ${String(fraction)}`);
-    if (!Number.isInteger(every) || every < 1) throw new ValueError(`SparseOptimizer: every must be a positive integer, got ${String(every)}`);
+    if (typeof fraction !== "number" || !(fraction >= 0 && fraction <= 1)) throw new ValueError(`SparseOptimizer: fraction must be in [0, 1], got ${formatArg(fraction)}`);
+    if (!Number.isInteger(every) || every < 1) throw new ValueError(`SparseOptimizer: every must be a positive integer, got ${formatArg(every)}`);
     checkNewBlocks("SparseOptimizer", newBlocks, scale);
     if (regrow !== "random" && regrow !== "gradient") throw new ValueError(`SparseOptimizer: regrow must be "random" or "gradient", got ${JSON.stringify(regrow)}`);
     if (schedule !== "constant" && schedule !== "cosine") throw new ValueError(`SparseOptimizer: schedule must be "constant" or "cosine", got ${JSON.stringify(schedule)}`);
     const totalSteps = lastStep ?? Number.POSITIVE_INFINITY;
     if (schedule === "cosine" && lastStep === undefined) throw new ValueError('SparseOptimizer: schedule "cosine" needs totalSteps (the call after which patterns stop moving)');
     if (!(totalSteps === Number.POSITIVE_INFINITY || (Number.isInteger(totalSteps) && totalSteps >= 1))) {
-      throw new ValueError(`SparseOptimizer: totalSteps must be a positive integer, got ${String(lastStep)}`);
+      throw new ValueError(`SparseOptimizer: totalSteps must be a positive integer, got ${formatArg(lastStep)}`);
     }
     this.fraction = fraction;
     this.every = every;
@@ -351,8 +351,8 @@ export class SparseOptimizer {
       const bound = key === "calls" ? 2 ** 53 : key === "seed" ? 2 ** 32 : 0;
       const fits = bound > 0 ? Number.isInteger(value) && (value as number) >= 0 && (value as number) < bound : key === "options" ? isObject(value) : value === own.get(key);
       if (own.has(key) && !fits) {
-        const expected = bound > 0 ? `an integer in [0, 2^${Math.log2(bound)})` : key === "options" ? "an object" : show(own.get(key));
-        mismatches.push({ key, expected, got: show(value), reason: key.startsWith("options.") ? "option" : "type" });
+        const expected = bound > 0 ? `an integer in [0, 2^${Math.log2(bound)})` : key === "options" ? "an object" : formatArg(own.get(key));
+        mismatches.push({ key, expected, got: formatArg(value), reason: key.startsWith("options.") ? "option" : "type" });
       }
     }
     const missing = [...own.keys()].filter((key) => !saved.has(key));
@@ -478,11 +478,6 @@ function recordLayerGradients(owner: Module | readonly BlockSparseLinear[], laye
 }
 
 const isObject = (value: unknown): value is object => value !== null && typeof value === "object";
-
-/** A value in a message: strings quoted, objects by their kind. */
-function show(value: unknown): string {
-  return typeof value === "string" ? JSON.stringify(value) : isObject(value) ? describeValue(value) : String(value);
-}
 
 /** A state's fields by dotted name, its options' too ("options.every"); none when it is not an object. */
 function fields(value: unknown, prefix = ""): Map<string, unknown> {

@@ -1,6 +1,7 @@
 import {
   add,
   expandDims,
+  formatArg,
   matmul,
   mul,
   packedAttention,
@@ -151,7 +152,7 @@ export class TransformerBlock extends Module {
     const { dModel, nHeads, mlpRatio = 4, dropout = 0 } = options;
     checkFeatures("TransformerBlock", "dModel", dModel);
     const hidden = Math.round(dModel * mlpRatio);
-    if (!(mlpRatio > 0) || hidden < 1) throw new ValueError(`TransformerBlock: mlpRatio must be > 0, got ${mlpRatio}`);
+    if (!(mlpRatio > 0) || hidden < 1) throw new ValueError(`TransformerBlock: mlpRatio must be > 0, got ${formatArg(mlpRatio)}`);
     this.dModel = dModel;
     const seeds = childSeeds("TransformerBlock", options.seed, 2);
     this.ln1 = new LayerNorm(dModel);

@@ -1,6 +1,6 @@
 import { gradcheck } from "@blocksparse/autograd";
-import { DTypeError, randn, ShapeError, tensor, ValueError } from "@blocksparse/core";
-import { crossEntropy, Dropout, Embedding, functionalCall, GELU, LayerNorm, mseLoss, TransformerBlock } from "@blocksparse/nn";
+import { DTypeError, IndexError, randn, ShapeError, tensor, ValueError } from "@blocksparse/core";
+import { crossEntropy, Dropout, Embedding, functionalCall, GELU, LayerNorm, Linear, mseLoss, SGD, Sequential, TransformerBlock } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
 import { host, maxAbsDiff } from "./helpers";
 
@@ -109,5 +109,46 @@ describe("TransformerBlock", () => {
       [x, ...copies],
     );
     expect(result.ok, `abs ${result.maxAbsError} rel ${result.maxRelError}`).toBe(true);
+  });
+});
+
+describe("an Embedding index outside the vocabulary", () => {
+  // torch says "index out of range in self"; gather's message named neither the layer nor its size.
+  it("is an IndexError naming the layer and its number of embeddings, then gather's index and position", () => {
+    const model = new Sequential(new Embedding(5, 2, { seed: 1 }));
+    model.namedModules();
+    for (const id of [5, -1]) {
+      const ids = tensor([0, id], [2], "int32");
+      expect(() => model.forward(ids)).toThrow(IndexError);
+      expect(() => model.forward(ids)).toThrow(`Embedding(0) of 5 embeddings: gather: index ${id} at position 1 is out of range [0, 5)`);
+    }
+    expect(model.forward(tensor([4, 0], [2], "int32")).shape).toEqual([2, 2]);
+  });
+});
+
+describe("LayerNorm's normalizedShape as a list", () => {
+  it("takes torch's list of one (LayerNorm([8]) is LayerNorm(8))", () => {
+    const norm = new LayerNorm([8]);
+    expect(norm.normalizedShape).toBe(8);
+    expect(norm.weight?.shape).toEqual([8]);
+    expect(norm.forward(randn([2, 8], { seed: 1 })).shape).toEqual([2, 8]);
+  });
+
+  it("refuses a longer list, printed as a list, since only the last dim is normalised (torch would normalise both)", () => {
+    expect(() => new LayerNorm([4, 8] as never)).toThrow(ValueError);
+    expect(() => new LayerNorm([4, 8] as never)).toThrow("LayerNorm: normalizedShape must be one dim (n or [n]), got [4, 8]");
+    expect(() => new LayerNorm([] as never)).toThrow("LayerNorm: normalizedShape must be one dim (n or [n]), got []");
+    expect(() => new LayerNorm(["8"] as never)).toThrow('LayerNorm: normalizedShape must be a positive integer, got "8"');
+  });
+});
+
+describe("a string where a layer takes a number", () => {
+  // "got 0.5" read as if 0.5 were refused; torch's Dropout("0.5") fails comparing str with int.
+  it("is quoted in the message, as core's ops quote one", () => {
+    expect(() => new Dropout("0.5" as never)).toThrow('Dropout: p must be in [0, 1), got "0.5"');
+    expect(() => new Linear("8" as never, 4)).toThrow('Linear: inFeatures must be a positive integer, got "8"');
+    expect(() => new LayerNorm(4, { eps: "1e-5" as never })).toThrow('LayerNorm: eps must be a finite number >= 0, got "1e-5"');
+    expect(() => new SGD(new Linear(2, 2).parameters(), { lr: "0.1" as never })).toThrow('SGD: lr must be a finite number >= 0, got "0.1"');
+    expect(() => new Sequential().train("false" as never)).toThrow('train: mode must be a boolean, got "false"');
   });
 });

@@ -162,6 +162,20 @@ describe("Module.to with a dtype that is not a float", () => {
   });
 });
 
+describe("Module.to with a dtype this library lacks", () => {
+  // torch's module.to(torch.float64) casts; a float64 or int64 here was looked up as a backend and reported as one not registered.
+  it("is a DTypeError naming the float dtypes (float64, int64, uint8, float8_e4m3fn alike), and another name is still a backend", () => {
+    const model = new Linear(2, 3, { seed: 1 });
+    for (const name of ["float64", "int64", "uint8", "complex64", "float8_e4m3fn"]) {
+      expect(() => model.to(name)).toThrow(DTypeError);
+      expect(() => model.to(name)).toThrow(`Module.to: dtype must be one of float32, float16, bfloat16, got "${name}"`);
+    }
+    expect(() => model.to("gpu0")).toThrow(/Backend 'gpu0' is not registered/);
+    expect(model.weight.dtype).toBe("float32");
+    for (const parameter of model.parameters()) parameter.dispose();
+  });
+});
+
 describe("a Parameter of int32 values", () => {
   it("is refused (only float tensors take gradients), and the tensor is not kept past its scope", () => {
     const before = memory().numTensors;

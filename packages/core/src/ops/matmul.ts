@@ -1,9 +1,9 @@
 import { engine } from "../engine";
-import { ShapeError, ValueError } from "../errors";
+import { ShapeError } from "../errors";
 import { type Activation, Linear, LinearActivation, LinearBackward, Matmul } from "../kernel_names";
 import { broadcastShapes, formatShape, shapesEqual } from "../shape";
 import type { Tensor } from "../tensor";
-import { assertActivation, assertFloat, assertMinRank, assertRank, assertSameBackend, assertSameDType, assertShape, assertTensor, optionsArg } from "./validate";
+import { assertActivation, assertBoolean, assertFloat, assertMinRank, assertRank, assertSameBackend, assertSameDType, assertShape, assertTensor, optionsArg } from "./validate";
 
 export interface MatmulOptions {
   transposeA?: boolean;
@@ -17,10 +17,8 @@ export interface MatmulOptions {
 export function matmul(a: Tensor, b: Tensor, options?: MatmulOptions | null): Tensor {
   const op = "matmul";
   const { transposeA = false, transposeB = false } = optionsArg(op, options, ["transposeA", "transposeB"]);
-  // A truthy non-boolean ("no", 0n, an object) would silently transpose.
-  for (const [name, flag] of [["transposeA", transposeA], ["transposeB", transposeB]] as const) {
-    if (typeof flag !== "boolean") throw new ValueError(`${op}: ${name} must be a boolean, got ${typeof flag === "string" ? JSON.stringify(flag) : String(flag)}`);
-  }
+  assertBoolean(op, "transposeA", transposeA);
+  assertBoolean(op, "transposeB", transposeB);
   assertTensor(op, "a", a);
   assertTensor(op, "b", b);
   assertMinRank(op, "a", a, 2);

@@ -26,6 +26,7 @@ import { div, equal, notEqual, where } from "./elementwise";
 import { mean, sum } from "./reduce";
 import { cast, indexCopy, reshape, transpose } from "./shape_ops";
 import {
+  assertBoolean,
   assertDType,
   assertFiniteNumber,
   assertFloat,
@@ -66,7 +67,7 @@ function alongAxis(kernel: typeof Softmax | typeof LogSoftmax, op: string, x: Te
   assertMinRank(op, "x", x, 1);
   const ax = axisArg(op, axis, x.rank);
   const causal = optionsArg(op, options, ["causal"]).causal ?? false;
-  if (typeof causal !== "boolean") throw new ValueError(`${op}: causal must be a boolean, got ${String(causal)}`);
+  assertBoolean(op, "causal", causal);
   if (causal) {
     if (ax !== x.rank - 1) throw new ValueError(`${op}: causal masking works along the last axis, got axis=${axis} for x ${formatShape(x.shape)}`);
     checkCausalShape(op, "x", x);
@@ -106,8 +107,8 @@ export function softmaxBackward(dy: Tensor, y: Tensor, options?: { log?: boolean
   const checked = optionsArg(op, options, ["log", "causal"]);
   const log = checked.log ?? false;
   const causal = checked.causal ?? false;
-  if (typeof log !== "boolean") throw new ValueError(`${op}: log must be a boolean, got ${String(log)}`);
-  if (typeof causal !== "boolean") throw new ValueError(`${op}: causal must be a boolean, got ${String(causal)}`);
+  assertBoolean(op, "log", log);
+  assertBoolean(op, "causal", causal);
   if (causal) checkCausalShape(op, "y", y);
   return engine.runKernel(SoftmaxBackward, { dy, y }, { log, causal });
 }
@@ -139,14 +140,17 @@ function checkLayerNorm(op: string, x: Tensor, gamma: Tensor | undefined, beta: 
 }
 
 /** Layer normalisation over the last axis, with its saved statistics (for the backward). */
-export function layerNormWithStats(x: Tensor, gamma?: Tensor, beta?: Tensor, epsilon = 1e-5): LayerNormResult {
+export function layerNormWithStats(x: Tensor, gamma?: Tensor | null, beta?: Tensor | null, epsilon = 1e-5): LayerNormResult {
+  // null is absent, as torch's None and biasActivation's null bias: the kernel and the gradient rule see no input.
+  gamma ??= undefined;
+  beta ??= undefined;
   checkLayerNorm("layerNorm", x, gamma, beta, epsilon);
   const [y, m, r] = engine.runKernel(LayerNorm, { x, gamma, beta }, { epsilon });
   return { y, mean: m, rstd: r };
 }
 
-/** Layer normalisation over the last axis: (x - mean) / sqrt(var + epsilon) * gamma + beta. */
-export function layerNorm(x: Tensor, gamma?: Tensor, beta?: Tensor, epsilon = 1e-5): Tensor {
+/** Layer normalisation over the last axis: (x - mean) / sqrt(var + epsilon) * gamma + beta (each optional: undefined or null). */
+export function layerNorm(x: Tensor, gamma?: Tensor | null, beta?: Tensor | null, epsilon = 1e-5): Tensor {
   const { y, mean: m, rstd } = layerNormWithStats(x, gamma, beta, epsilon);
   m.dispose();
   rstd.dispose();
@@ -160,8 +164,9 @@ export interface LayerNormGrads {
 }
 
 /** Gradients of layerNorm from its saved mean/rstd. */
-export function layerNormBackward(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, gamma?: Tensor): LayerNormGrads {
+export function layerNormBackward(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, gamma?: Tensor | null): LayerNormGrads {
   const op = "layerNormBackward";
+  gamma ??= undefined;
   checkLayerNorm(op, x, gamma, undefined, 0);
   assertTensor(op, "dy", dy);
   assertSameDType(op, ["dy", "x"], dy, x);
@@ -334,7 +339,7 @@ function checkAttention(op: string, q: Tensor, k: Tensor, v: Tensor, options: At
 function attentionAttrs(op: string, d: number, options: AttentionOptions | null | undefined): AttentionAttrs {
   const checked = optionsArg(op, options, ["causal", "scale"]);
   const causal = checked.causal ?? false;
-  if (typeof causal !== "boolean") throw new ValueError(`${op}: causal must be a boolean, got ${String(causal)}`);
+  assertBoolean(op, "causal", causal);
   const scale = checked.scale ?? 1 / Math.sqrt(d);
   assertFiniteNumber(op, "scale", scale);
   if (scale <= 0) throw new ValueError(`${op}: scale must be > 0, got ${scale}`);

@@ -3,13 +3,15 @@ import { ShapeError } from "../errors";
 import { Argmax, Max, Mean, Min, Sum } from "../kernel_names";
 import { formatShape, normalizeAxes } from "../shape";
 import type { Tensor } from "../tensor";
-import { assertFloat, assertTensor, axisArg } from "./validate";
+import { assertBoolean, assertFloat, assertTensor, axisArg } from "./validate";
 
 type Axes = number | readonly number[];
 type ReduceKernel = typeof Sum | typeof Mean | typeof Max | typeof Min;
 
 function reduce(kernel: ReduceKernel, op: string, x: Tensor, axes: Axes | undefined, keepDims: boolean): Tensor {
   assertTensor(op, "x", x);
+  // torch.sum(x, 0, keepdim="no") is a TypeError; a truthy string would keep the dims here.
+  assertBoolean(op, "keepDims", keepDims);
   const list = normalizeAxes(axes, x.rank, op);
   if (kernel === Max || kernel === Min) {
     for (const a of list) {
@@ -46,6 +48,7 @@ export function argmax(x: Tensor, axis = -1, keepDims = false): Tensor {
   assertTensor("argmax", "x", x);
   if (x.rank === 0) throw new ShapeError("argmax: x must have rank >= 1, got a scalar");
   const ax = axisArg("argmax", axis, x.rank);
+  assertBoolean("argmax", "keepDims", keepDims);
   if (x.shape[ax] === 0) throw new ShapeError(`argmax: axis ${ax} has size 0 (shape ${formatShape(x.shape)})`);
   return engine.runKernel(Argmax, { x }, { axis: ax, keepDims });
 }

@@ -65,6 +65,16 @@ export function kindOf(value: unknown): string {
   return value === null ? "null" : Array.isArray(value) ? "an array" : typeof value !== "object" || tag === "Object" ? typeof value : `a${"AEIO".includes(tag[0]) ? "n" : ""} ${tag}`;
 }
 
+/** A value a caller passed, for a message: a primitive as written, strings quoted ("0.5", not 0.5), an object by its kind. */
+export function formatArg(value: unknown): string {
+  return typeof value === "string" ? JSON.stringify(value) : Object(value) === value ? kindOf(value) : String(value);
+}
+
+/** A flag must be a boolean, as torch's: a truthy non-boolean ("no", 1, an object) would silently turn it on. */
+export function assertBoolean(op: string, name: string, value: unknown): asserts value is boolean {
+  if (typeof value !== "boolean") throw new ValueError(`${op}: ${name} must be a boolean, got ${formatArg(value)}`);
+}
+
 export function assertShapeArg(op: string, name: string, shape: readonly number[]): void {
   if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
     throw new ShapeError(`${op}: ${name} must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
@@ -103,7 +113,7 @@ export function optionsArg<T extends object>(op: string, options: T | null | und
 /** `value` as a seed, named in the error as `${where}: ${name}`: format's SeededRandom throws a RangeError naming neither. */
 export function seedArg(where: string, name: string, value: unknown): number {
   if (!Number.isSafeInteger(value)) {
-    throw new ValueError(`${where}: ${name} must be a safe integer (|seed| <= 2^53 - 1), got ${typeof value === "string" ? JSON.stringify(value) : String(value)}`);
+    throw new ValueError(`${where}: ${name} must be a safe integer (|seed| <= 2^53 - 1), got ${formatArg(value)}`);
   }
   return value as number;
 }
@@ -114,15 +124,15 @@ export function isInt32(value: number): boolean {
 }
 
 export function assertFiniteNumber(op: string, name: string, value: number): void {
-  if (typeof value !== "number" || !Number.isFinite(value)) throw new ValueError(`${op}: ${name} must be a finite number, got ${value}`);
+  if (typeof value !== "number" || !Number.isFinite(value)) throw new ValueError(`${op}: ${name} must be a finite number, got ${formatArg(value)}`);
 }
 
 export function assertPositiveInt(op: string, name: string, value: number): void {
-  if (!Number.isInteger(value) || value < 1) throw new ValueError(`${op}: ${name} must be a positive integer, got ${value}`);
+  if (!Number.isInteger(value) || value < 1) throw new ValueError(`${op}: ${name} must be a positive integer, got ${formatArg(value)}`);
 }
 
 export function axisArg(op: string, axis: number, rank: number): number {
-  if (!Number.isInteger(axis)) throw new IndexError(`${op}: axis must be an integer, got ${axis}`);
+  if (!Number.isInteger(axis)) throw new IndexError(`${op}: axis must be an integer, got ${formatArg(axis)}`);
   return normalizeAxis(axis, rank, op);
 }
 
