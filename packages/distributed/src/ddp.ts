@@ -33,10 +33,10 @@ interface Reduction {
 
 const DEFAULT_BUCKET_BYTES = 25 * 1024 * 1024;
 
-/** The flat block positions (blockRow * blockCols + blockCol) a pattern holds, in its block order. */
 /** Each pattern's digest for the ranks' agreement check, hashed once per pattern (patterns do not change). */
 const PATTERN_DIGESTS = new WeakMap<BsrPattern, number>();
 
+/** The flat block positions (blockRow * blockCols + blockCol) a pattern holds, in its block order. */
 function flatBlocks(pattern: BsrPattern): Int32Array {
   const { blockRow, blockCol } = pattern.coordinates;
   return Int32Array.from(blockRow, (row, k) => row * pattern.blockCols + blockCol[k]);
@@ -293,18 +293,31 @@ export class DistributedDataParallel extends Module {
   async checkReplicas(): Promise<void> {
     // Each digest covers the layout (dtype and shape) as well as the bytes: [4, 6] and [6, 4] zeros are not the same parameter.
     const entries: [string, string, Uint8Array][] = [];
+    let patterns = 0;
     for (const [name, parameter] of this.module.namedParameters()) {
       const raw = parameter.value.backend.readSync(parameter.value.dataId);
       entries.push([name, `${parameter.dtype} [${parameter.shape.join(", ")}]`, new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength)]);
       const pattern = parameter.pattern;
-      if (pattern !== null) entries.push([`${name} (pattern)`, `[${pattern.shape.join(", ")}] in [${pattern.blockShape.join(", ")}] blocks`, new Uint8Array(flatBlocks(pattern).buffer)]);
+      if (pattern === null) continue;
+      patterns++;
+      entries.push([`${name} (pattern)`, `[${pattern.shape.join(", ")}] in [${pattern.blockShape.join(", ")}] blocks`, new Uint8Array(flatBlocks(pattern).buffer)]);
     }
     const digests = Int32Array.from(entries, ([, layout, bytes]) => digest32(`${layout}\n`, bytes));
+    // Counts first, in a gather of one size on every rank: per-entry digests of other counts would be gathers of other sizes (a hang on NCCL).
+    const parameters = entries.length - patterns;
+    const summary = await this.#allGatherInt32([parameters, patterns, digest32(digests)]);
+    const ranks = Array.from({ length: this.#group.worldSize }, (_, r) => r);
+    const field = (r: number, f: number) => summary[r * 3 + f];
+    if (ranks.some((r) => field(r, 0) !== field(0, 0) || field(r, 1) !== field(0, 1))) {
+      const counts = ranks.map((r) => `${field(r, 0)} parameters and ${field(r, 1)} block-sparse patterns on rank ${r}`).join(", ");
+      throw new ReplicaDivergenceError(`the replicas diverged: the ranks built different models (${counts})`);
+    }
+    if (ranks.every((r) => field(r, 2) === field(0, 2))) return;
     const all = await this.#allGatherInt32(digests);
     const differences: string[] = [];
     entries.forEach(([name], i) => {
-      const ranks = Array.from({ length: this.#group.worldSize }, (_, r) => r).filter((r) => all[r * entries.length + i] !== all[i]);
-      if (ranks.length > 0) differences.push(`${name} differs from rank 0's on rank(s) ${ranks.join(", ")}`);
+      const differing = ranks.filter((r) => all[r * entries.length + i] !== all[i]);
+      if (differing.length > 0) differences.push(`${name} differs from rank 0's on rank(s) ${differing.join(", ")}`);
     });
     if (differences.length > 0) throw new ReplicaDivergenceError(`the replicas diverged: ${differences.join("; ")}`);
   }
@@ -364,14 +377,22 @@ export class DistributedDataParallel extends Module {
   }
 
   /**
-   * Rank 0's pattern of every block-sparse layer, in two collectives: an allGather of every
-   * rank's block counts and layer sizes (so that a layer of another size on some rank fails on
-   * every rank, instead of taking rank 0's block positions in another grid), then a broadcast
-   * of rank 0's block positions.
+   * Rank 0's pattern of every block-sparse layer, in three collectives: an allGather of every
+   * rank's number of block-sparse layers (so that the next one has the same size on every rank),
+   * an allGather of every rank's block counts and layer sizes (so that a layer of another size on
+   * some rank fails on every rank, instead of taking rank 0's block positions in another grid),
+   * then a broadcast of rank 0's block positions.
    */
   async #broadcastPatterns(): Promise<Map<BlockSparseLinear, BsrPattern>> {
     const named = this.module.namedModules().filter((entry): entry is [string, BlockSparseLinear] => entry[1] instanceof BlockSparseLinear);
     const layers = named.map(([, layer]) => layer);
+    // Before the gather sized by the layer count: gathers of other sizes are a CollectiveError about shapes on the CPU group, a hang or garbage on NCCL.
+    const counts = this.#group.worldSize === 1 ? [layers.length] : await this.#allGatherInt32([layers.length]);
+    const ranks = Array.from({ length: this.#group.worldSize }, (_, r) => r);
+    if (ranks.some((r) => counts[r] !== counts[0])) {
+      const where = ranks.map((r) => `${counts[r]} on rank ${r}`).join(", ");
+      throw new ReplicaDivergenceError(`DistributedDataParallel: the ranks built different models: their numbers of block-sparse layers differ (${where})`);
+    }
     if (layers.length === 0) return new Map();
     const backend = this.#backend();
     // Per layer: its block count, rows, columns, block rows and block columns.

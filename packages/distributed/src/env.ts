@@ -42,6 +42,25 @@ export function isJobId(value: unknown): value is string {
   return typeof value === "string" && /^[\x21-\x7e]{1,256}$/.test(value);
 }
 
+/**
+ * The host a master address names (trimmed; an IPv6 address's brackets taken off, "[::1]" is
+ * "::1"), or why it names none. Node would fail to resolve a port ("10.0.0.1:29500") or a URL
+ * ("tcp://10.0.0.1") in it, and the ranks would retry until their timeout.
+ */
+export function parseMasterAddr(text: string, whereThePortGoes: string): { host: string } | { problem: string } {
+  const trimmed = text.trim();
+  if (trimmed === "" || /\s/.test(trimmed)) return { problem: "one host name or address" };
+  if (trimmed.includes("://")) return { problem: `a host name or address, not a URL (give the port, if any, ${whereThePortGoes})` };
+  const bracketed = /^\[([^\]]*)\](.*)$/.exec(trimmed);
+  if (bracketed !== null) {
+    if (bracketed[2] !== "") return { problem: `a host name or address without a port (give the port ${whereThePortGoes})` };
+    return bracketed[1].includes(":") ? { host: bracketed[1] } : { problem: "an IPv6 address inside its brackets" };
+  }
+  // One colon is host:port (an IPv6 address has two or more).
+  if (trimmed.split(":").length === 2) return { problem: `a host name or address without a port (give the port ${whereThePortGoes})` };
+  return { host: trimmed };
+}
+
 function integer(env: NodeJS.ProcessEnv, name: string, fallback: number | undefined, min: number): number {
   const text = env[name];
   if (text === undefined || text === "") {
@@ -71,10 +90,11 @@ export function readDistributedEnv(env: NodeJS.ProcessEnv = process.env): Distri
   const masterPort = integer(env, "MASTER_PORT", undefined, 1);
   if (masterPort > 65535) throw new DistributedEnvError(`MASTER_PORT must be a TCP port (1 to 65535), got ${masterPort}`);
   // Trimmed like the numbers: a host name with a stray space would not resolve, and the ranks would retry until the timeout.
-  const masterAddr = env.MASTER_ADDR === undefined || env.MASTER_ADDR === "" ? "127.0.0.1" : env.MASTER_ADDR.trim();
-  if (masterAddr === "" || /\s/.test(masterAddr)) {
-    throw new DistributedEnvError(`MASTER_ADDR must be one host name or address (of rank 0's host), got '${env.MASTER_ADDR}'`);
+  const address = env.MASTER_ADDR === undefined || env.MASTER_ADDR === "" ? { host: "127.0.0.1" } : parseMasterAddr(env.MASTER_ADDR, "in MASTER_PORT");
+  if ("problem" in address) {
+    throw new DistributedEnvError(`MASTER_ADDR must be ${address.problem} (of rank 0's host), got '${env.MASTER_ADDR}'`);
   }
+  const masterAddr = address.host;
   const jobIdText = env.BLOCKSPARSE_JOB_ID?.trim() ?? "";
   if (jobIdText !== "" && !isJobId(jobIdText)) {
     throw new DistributedEnvError(`BLOCKSPARSE_JOB_ID must be ${JOB_ID_RULE} (the same on every rank of the job), got '${env.BLOCKSPARSE_JOB_ID}'`);
@@ -109,6 +129,12 @@ export function checkDistributedEnv(where: string, env: unknown): asserts env is
   integer("masterPort", 1, 65535);
   if (typeof fields.masterAddr !== "string" || fields.masterAddr === "" || /\s/.test(fields.masterAddr)) {
     throw new ValueError(`${where}: env.masterAddr must be a host name or address, got ${describeValue(fields.masterAddr)}`);
+  }
+  // As readDistributedEnv returns it: the bare host, without a port, a scheme or brackets.
+  const address = parseMasterAddr(fields.masterAddr, "as env.masterPort");
+  if ("problem" in address || address.host !== fields.masterAddr) {
+    const problem = "problem" in address ? address.problem : "an IPv6 address without its brackets";
+    throw new ValueError(`${where}: env.masterAddr must be ${problem}, got ${describeValue(fields.masterAddr)}`);
   }
   if (typeof fields.launcherStore !== "boolean") throw new ValueError(`${where}: env.launcherStore must be true or false, got ${describeValue(fields.launcherStore)}`);
   if (fields.jobId !== undefined && !isJobId(fields.jobId)) {

@@ -8,7 +8,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { constants } from "node:os";
 import { optionsArg, ValueError } from "@blocksparse/core";
-import { defaultJobId, isJobId, JOB_ID_RULE } from "./env";
+import { defaultJobId, isJobId, JOB_ID_RULE, parseMasterAddr } from "./env";
 import { TcpStoreServer } from "./store";
 
 export interface LaunchOptions {
@@ -104,18 +104,35 @@ export function parseLauncherArgs(argv: readonly string[]): LaunchOptions {
 function checkLaunchOptions(options: LaunchOptions): Required<Pick<LaunchOptions, "nprocPerNode" | "nnodes" | "nodeRank" | "masterAddr" | "jobId">> {
   options = optionsArg("launch", options, ["nprocPerNode", "nnodes", "nodeRank", "masterAddr", "masterPort", "jobId", "script", "args", "nodeOptions", "env", "killGraceMs", "log"]);
   const { nprocPerNode, nnodes = 1, nodeRank = 0, masterAddr = "127.0.0.1", masterPort } = options;
-  if (!Number.isSafeInteger(nprocPerNode) || nprocPerNode < 1) throw new ValueError(`blocksparse-run: --nproc-per-node must be at least 1, got ${nprocPerNode}`);
-  if (!Number.isSafeInteger(nnodes) || nnodes < 1) throw new ValueError(`blocksparse-run: --nnodes must be at least 1, got ${nnodes}`);
+  // A number given as a string ("2", from an argument parser) is named as one: "must be at least 1, got 2" would puzzle.
+  if (!Number.isSafeInteger(nprocPerNode) || nprocPerNode < 1) throw new ValueError(`blocksparse-run: --nproc-per-node must be at least 1, got ${shown(nprocPerNode)}`);
+  if (!Number.isSafeInteger(nnodes) || nnodes < 1) throw new ValueError(`blocksparse-run: --nnodes must be at least 1, got ${shown(nnodes)}`);
   if (!Number.isSafeInteger(nnodes * nprocPerNode)) throw new ValueError(`blocksparse-run: --nnodes x --nproc-per-node is too large (${nnodes} x ${nprocPerNode})`);
-  if (!Number.isInteger(nodeRank) || nodeRank < 0 || nodeRank >= nnodes) throw new ValueError(`blocksparse-run: --node-rank must be in [0, ${nnodes - 1}], got ${nodeRank}`);
+  if (!Number.isInteger(nodeRank) || nodeRank < 0 || nodeRank >= nnodes) throw new ValueError(`blocksparse-run: --node-rank must be in [0, ${nnodes - 1}], got ${shown(nodeRank)}`);
   // An empty address would reach the ranks as MASTER_ADDR="", which they read as 127.0.0.1: another host than node 0.
-  const address = typeof masterAddr === "string" ? masterAddr.trim() : "";
-  if (address === "" || /\s/.test(address)) throw new ValueError(`blocksparse-run: --master-addr must be one host name or address, got ${JSON.stringify(masterAddr)}`);
+  // One with a port or a scheme would not resolve: node 1's ranks would retry it until their timeout.
+  const parsed = typeof masterAddr === "string" ? parseMasterAddr(masterAddr, "with --master-port") : { problem: "one host name or address" };
+  if ("problem" in parsed) {
+    throw new ValueError(`blocksparse-run: --master-addr must be ${parsed.problem}, got ${JSON.stringify(masterAddr)}`);
+  }
+  const address = parsed.host;
   if (nnodes > 1 && masterPort === undefined) throw new ValueError("blocksparse-run: --master-port is required with --nnodes > 1 (every host must name the same port)");
   if (masterPort !== undefined && !(Number.isInteger(masterPort) && masterPort >= 1 && masterPort <= 65535)) {
-    throw new ValueError(`blocksparse-run: --master-port must be a TCP port (1 to 65535), got ${masterPort}`);
+    throw new ValueError(`blocksparse-run: --master-port must be a TCP port (1 to 65535), got ${shown(masterPort)}`);
   }
   if (typeof options.script !== "string" || options.script === "") throw new ValueError("blocksparse-run: no script given");
+  // A string would be spread into one argument per character; a NaN or negative grace would SIGKILL the ranks at once.
+  for (const name of ["args", "nodeOptions"] as const) {
+    const list = options[name];
+    if (list !== undefined && !(Array.isArray(list) && list.every((item) => typeof item === "string"))) {
+      throw new ValueError(`launch: ${name} must be an array of strings, got ${shown(list)}`);
+    }
+  }
+  const { killGraceMs } = options;
+  if (killGraceMs !== undefined && !(typeof killGraceMs === "number" && killGraceMs >= 0 && killGraceMs <= MAX_TIMER_MS)) {
+    throw new ValueError(`launch: killGraceMs must be a number of milliseconds in [0, ${MAX_TIMER_MS}], got ${shown(killGraceMs)}`);
+  }
+  if (options.log !== undefined && typeof options.log !== "function") throw new ValueError(`launch: log must be a function, got ${shown(options.log)}`);
   // The variable as the ranks read it: trimmed, and unset when blank.
   const fromEnv = (options.env?.BLOCKSPARSE_JOB_ID ?? process.env.BLOCKSPARSE_JOB_ID)?.trim() || undefined;
   const given = options.jobId ?? fromEnv;
@@ -123,6 +140,16 @@ function checkLaunchOptions(options: LaunchOptions): Required<Pick<LaunchOptions
   // One host: a fresh id per launch. Several hosts must agree without talking: the ranks' own default, unless given.
   const jobId = given ?? (nnodes === 1 ? randomUUID() : defaultJobId(nnodes * nprocPerNode));
   return { nprocPerNode, nnodes, nodeRank, masterAddr: address, jobId };
+}
+
+/** The longest delay Node's timers take (about 24.8 days); a longer one would fire after 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** An option's value as an error shows it: a string quoted and called one, so that "2" is not read as 2. */
+function shown(value: unknown): string {
+  if (typeof value === "string") return `the string ${JSON.stringify(value)}`;
+  if (Array.isArray(value)) return "an array";
+  return value === null ? "null" : typeof value === "object" ? "an object" : String(value);
 }
 
 /** Runs the job's ranks of this host to the end; resolves with the exit code the launcher should exit with. */

@@ -43,7 +43,28 @@ describe("blocksparse-run", () => {
     // Node 1 would give its ranks MASTER_ADDR="", which they read as 127.0.0.1: not node 0.
     await expect(launch({ ...job, nnodes: 2, nodeRank: 1, masterPort: 29500, masterAddr: "" })).rejects.toThrow(/--master-addr must be one host name or address, got ""/);
     await expect(launch({ ...job, masterAddr: " " })).rejects.toThrow(ValueError);
+    // Node 1's ranks could not resolve these: they would retry them until their timeout.
+    await expect(launch({ ...job, nnodes: 2, nodeRank: 1, masterPort: 29500, masterAddr: "10.0.0.1:29500" })).rejects.toThrow(
+      'blocksparse-run: --master-addr must be a host name or address without a port (give the port with --master-port), got "10.0.0.1:29500"',
+    );
+    await expect(launch({ ...job, nnodes: 2, nodeRank: 1, masterPort: 29500, masterAddr: "tcp://10.0.0.1" })).rejects.toThrow(/--master-addr must be a host name or address, not a URL/);
     await expect(launch({ ...job, nproc: 2 } as never)).rejects.toThrow(/launch: unknown option 'nproc'/);
+  });
+
+  it("launch names a count given as a string, and refuses args that are not an array and a grace that would SIGKILL at once, before starting any rank", async () => {
+    // Were a rank started, it would fail on its missing script: the job would exit with code 1 instead of refusing.
+    const job = { nprocPerNode: 1, script: "does-not-exist.js", nodeOptions: [], log: () => {} };
+    await expect(launch({ ...job, nprocPerNode: "2" as never })).rejects.toThrow('blocksparse-run: --nproc-per-node must be at least 1, got the string "2"');
+    await expect(launch({ ...job, nnodes: "2" as never, masterPort: 29500 })).rejects.toThrow('--nnodes must be at least 1, got the string "2"');
+    await expect(launch({ ...job, nnodes: 2, nodeRank: "1" as never, masterPort: 29500 })).rejects.toThrow('--node-rank must be in [0, 1], got the string "1"');
+    await expect(launch({ ...job, masterPort: "29500" as never })).rejects.toThrow('--master-port must be a TCP port (1 to 65535), got the string "29500"');
+    // A string would reach the script as one argument per character.
+    await expect(launch({ ...job, args: "--lr" as never })).rejects.toThrow('launch: args must be an array of strings, got the string "--lr"');
+    await expect(launch({ ...job, nodeOptions: [1] as never })).rejects.toThrow("launch: nodeOptions must be an array of strings, got an array");
+    // NaN or a negative grace: setTimeout would fire at once, SIGKILLing ranks that were given SIGTERM to save and exit.
+    await expect(launch({ ...job, killGraceMs: Number.NaN })).rejects.toThrow(/launch: killGraceMs must be a number of milliseconds in \[0, 2147483647\], got NaN/);
+    await expect(launch({ ...job, killGraceMs: -1 })).rejects.toThrow(/killGraceMs must be a number of milliseconds/);
+    await expect(launch({ ...job, log: "stderr" as never })).rejects.toThrow('launch: log must be a function, got the string "stderr"');
   });
 
   it("asks for --master-port when the job spans several hosts", async () => {

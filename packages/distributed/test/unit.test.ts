@@ -79,6 +79,20 @@ describe("readDistributedEnv", () => {
     expect(() => readDistributedEnv({ ...base, MASTER_ADDR: "10.0.0.1 172.17.0.1 " })).toThrow(/MASTER_ADDR must be one host name or address/);
     expect(() => readDistributedEnv(null as never)).toThrow(/readDistributedEnv: env must be an object of environment variables, got null/);
   });
+
+  it("refuses a MASTER_ADDR holding a port or a URL (which would not resolve: a wait until the timeout), and takes an IPv6 address in brackets", () => {
+    expect(() => readDistributedEnv({ ...base, MASTER_ADDR: "10.0.0.1:29500" })).toThrow(DistributedEnvError);
+    expect(() => readDistributedEnv({ ...base, MASTER_ADDR: "10.0.0.1:29500" })).toThrow(
+      "MASTER_ADDR must be a host name or address without a port (give the port in MASTER_PORT) (of rank 0's host), got '10.0.0.1:29500'",
+    );
+    expect(() => readDistributedEnv({ ...base, MASTER_ADDR: "node0.cluster:29500" })).toThrow(/MASTER_ADDR must be a host name or address without a port/);
+    expect(() => readDistributedEnv({ ...base, MASTER_ADDR: "[::1]:29500" })).toThrow(/MASTER_ADDR must be a host name or address without a port/);
+    expect(() => readDistributedEnv({ ...base, MASTER_ADDR: "tcp://10.0.0.1:29500" })).toThrow(/MASTER_ADDR must be a host name or address, not a URL/);
+    expect(() => readDistributedEnv({ ...base, MASTER_ADDR: "[node0]" })).toThrow(/MASTER_ADDR must be an IPv6 address inside its brackets/);
+    expect(readDistributedEnv({ ...base, MASTER_ADDR: "[::1]" }).masterAddr).toBe("::1");
+    expect(readDistributedEnv({ ...base, MASTER_ADDR: "fe80::1" }).masterAddr).toBe("fe80::1");
+    expect(readDistributedEnv({ ...base, MASTER_ADDR: "node0.cluster" }).masterAddr).toBe("node0.cluster");
+  });
 });
 
 describe("the TCP store", () => {
@@ -362,6 +376,10 @@ describe("an environment the caller builds", () => {
     await expect(initProcessGroup({ env: { ...env, masterPort: 70000 }, timeoutMs: 200 })).rejects.toThrow(/env.masterPort must be an integer in \[1, 65535\]/);
     await expect(initProcessGroup({ env: { ...env, launcherStore: "1" as never }, timeoutMs: 200 })).rejects.toThrow(/env.launcherStore must be true or false/);
     await expect(initProcessGroup({ env: { ...env, masterAddr: "127.0.0.1 10.0.0.1" }, timeoutMs: 200 })).rejects.toThrow(/env.masterAddr must be a host name or address/);
+    await expect(initProcessGroup({ env: { ...env, masterAddr: "127.0.0.1:29500" }, timeoutMs: 200 })).rejects.toThrow(
+      "initProcessGroup: env.masterAddr must be a host name or address without a port (give the port as env.masterPort), got the string '127.0.0.1:29500'",
+    );
+    await expect(initProcessGroup({ env: { ...env, masterAddr: "[::1]" }, timeoutMs: 200 })).rejects.toThrow(/env.masterAddr must be an IPv6 address without its brackets/);
     await expect(initProcessGroup({ env: { ...env, jobId: "" }, timeoutMs: 200 })).rejects.toThrow(/env.jobId must be 1 to 256 printable characters without spaces, or left out, got the string ''/);
     await expect(Rendezvous.join(null as never)).rejects.toThrow(ValueError);
   });
@@ -612,6 +630,43 @@ describe("DistributedDataParallel on replicas that differ, and on failing collec
       expect(result.status === "rejected" && result.reason).toBeInstanceOf(ReplicaDivergenceError);
       expect(result.status === "rejected" && (result.reason as Error).message).toBe(
         "DistributedDataParallel: the ranks built different models: block-sparse layer '0' is [32, 16] in [8, 8] blocks on rank 0 but [16, 32] in [8, 8] blocks on rank 1",
+      );
+    }
+  });
+
+  it("another number of block-sparse layers on one rank fails create and movePatterns on every rank with a ReplicaDivergenceError naming the counts, not a gather of other sizes", async () => {
+    const twoLayers = () => new Sequential(new BlockSparseLinear(16, 32, { density: 0.5, blockShape: [8, 8], seed: 1 }), new BlockSparseLinear(32, 16, { density: 0.5, blockShape: [8, 8], seed: 2 }));
+    const message = "DistributedDataParallel: the ranks built different models: their numbers of block-sparse layers differ (1 on rank 0, 2 on rank 1)";
+    const [g0, g1] = await twoRanks();
+    const created = await within(Promise.allSettled([DistributedDataParallel.create(blockSparse(16, 32, 1), g0), DistributedDataParallel.create(twoLayers(), g1)]), 10_000);
+    for (const result of created) {
+      expect(result.status === "rejected" && result.reason).toBeInstanceOf(ReplicaDivergenceError);
+      expect(result.status === "rejected" && (result.reason as Error).message).toBe(message);
+    }
+    // No block-sparse layer on rank 0 (its create made no pattern collective at all) and one on rank 1.
+    const [h0, h1] = await twoRanks();
+    const dense = await within(Promise.allSettled([DistributedDataParallel.create(new Sequential(new Linear(16, 32)), h0), DistributedDataParallel.create(blockSparse(16, 32, 1), h1)]), 10_000);
+    for (const result of dense) {
+      expect(result.status === "rejected" && (result.reason as Error).message).toBe(message.replace("(1 on rank 0, 2 on rank 1)", "(0 on rank 0, 1 on rank 1)"));
+    }
+    // Created without the broadcast, the first pattern move is where the ranks meet.
+    const [k0, k1] = await twoRanks();
+    const [m0, m1] = [blockSparse(16, 32, 1), twoLayers()];
+    const ddps = await Promise.all([DistributedDataParallel.create(m0, k0, { broadcastParameters: false }), DistributedDataParallel.create(m1, k1, { broadcastParameters: false })]);
+    const moves = await within(Promise.allSettled([ddps[0].movePatterns(new SparseOptimizer(m0, { fraction: 0.25, seed: 3 })), ddps[1].movePatterns(new SparseOptimizer(m1, { fraction: 0.25, seed: 3 }))]), 10_000);
+    for (const result of moves) expect(result.status === "rejected" && (result.reason as Error).message).toBe(message);
+  });
+
+  it("checkReplicas on models with other numbers of parameters or patterns fails every rank with a ReplicaDivergenceError naming the counts, not a gather of other sizes", async () => {
+    const [g0, g1] = await twoRanks();
+    const ddps = await Promise.all([
+      DistributedDataParallel.create(new Linear(4, 3, { seed: 1 }), g0, { broadcastParameters: false }),
+      DistributedDataParallel.create(new Linear(4, 3, { seed: 1, bias: false }), g1, { broadcastParameters: false }),
+    ]);
+    for (const result of await within(Promise.allSettled(ddps.map((ddp) => ddp.checkReplicas())), 10_000)) {
+      expect(result.status === "rejected" && result.reason).toBeInstanceOf(ReplicaDivergenceError);
+      expect(result.status === "rejected" && (result.reason as Error).message).toBe(
+        "the replicas diverged: the ranks built different models (2 parameters and 0 block-sparse patterns on rank 0, 1 parameters and 0 block-sparse patterns on rank 1)",
       );
     }
   });
