@@ -9,6 +9,7 @@
 import { backward } from "@blocksparse/autograd";
 import { cudaAvailability } from "@blocksparse/backend-cuda";
 import { cast, type FloatDType, randn, reshape, setBackend, type Tensor, tidy } from "@blocksparse/core";
+import { SeededRandom } from "@blocksparse/format";
 import { AdamW, BlockSparseLinear, GELU, mseLoss, Sequential } from "@blocksparse/nn";
 import { afterAll, describe, expect, it } from "vitest";
 
@@ -26,16 +27,6 @@ const BUDGET = 2.5e7;
 // every activation and gradient, so a unit in the last place of a few elements moves a group's norm.
 const TOLERANCE: Record<string, number> = { float32: 1e-4, float16: 1e-2, bfloat16: 4e-2 };
 
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Case = { width: number; hidden: number; block: [number, number]; density: number; tokens: number; lead: number[]; dtype: FloatDType; seed: number };
 
@@ -117,7 +108,8 @@ function trainStep(model: Sequential, backend: string, c: Case, x: Tensor, targe
 describe.skipIf(!availability.available && !required)("block-sparse feed-forward training steps on cuda against the js backend", () => {
   afterAll(() => setBackend("js"));
   console.log(`train-cuda.test.ts: seed ${SEED} (BLOCKSPARSE_TEST_SEED=${SEED} repeats these cases)`);
-  const next = mulberry32(SEED);
+  const random = new SeededRandom(SEED);
+  const next = () => random.next();
   const cases = Array.from({ length: 16 }, () => drawCase(next));
   cases.forEach((c, index) => {
     const name = `case ${index}: ${c.width} <-> ${c.hidden} in ${c.block.join("x")} blocks, density ${c.density.toFixed(3)}, ${c.tokens} tokens as [${c.lead.join(", ")}], ${c.dtype}`;
