@@ -148,7 +148,7 @@ bool denseSampledWins(DType dtype, const BsrPatternView& pattern, int64_t m, boo
 void launchSampleBlocks(DType dtype, const void* dense, void* values, const BsrPatternView& pattern, cudaStream_t stream);
 // bsrLinear and bsrMatmul through the dense GEMM: where the block kernels lose to cuBLAS (denseProductWins: 32x32 blocks
 // from density 0.25 with at least kDenseProductMinTokens tokens, where at 2048 tokens it measured slower, and from 0.3
-// for a product on the X-resident tile; from 0.45 with 1000 up to that; from 0.35 with 65 up to 1000; the other shapes
+// for a product on the X-resident tile; from 0.45 with 1000 up to that; by a model of both routes' times with 65 up to 1000; the other shapes
 // of the mma.sync tiles from their break-even density with at least kDenseProductShapeMinTokens; the simple kernel's
 // shapes from kDenseProductMinDensitySimple) the addon writes the pattern's blocks into a dense [rows, cols] scratch,
 // zeros elsewhere (one pass: launchScatterBlocks), and runs the dense product.
@@ -163,18 +163,22 @@ constexpr double kDenseProductMinDensity32 = 0.25;
 // 0.96-1.21x at 0.4.
 constexpr int64_t kDenseProductMidTokens = 1000;
 constexpr double kDenseProductMinDensity32Mid = 0.45;
-// With kDenseProductFewTokens to kDenseProductMidTokens tokens, from kDenseProductMinDensity32Few: there the mma.sync
-// tiles have few token tiles to spread over the SMs. The FFN step at 128-768 tokens (768 <-> 3072, 1024 <-> 4096,
-// 1536 <-> 6144, H200, 2026-12-03) ran 1-30% faster through the route at density 0.5 and 3-27% faster at 0.4 in 10 of
-// 12 cases, 1-2.5% slower in the other two (1536 <-> 6144 at 128 and 256 tokens, whose wide layers give the tiles the
-// most CTAs); at 0.3 the widest lost 6%: from 0.35, between the two (a pattern drawn at 0.4 may hold a block fewer than
-// 0.4 of the grid). At 72-120 tokens (768 <-> 3072 and 1536 <-> 6144, 2026-12-03) the same picture: on the narrow
-// layers the route's step ran 1.00-1.19x the block kernels' at densities 0.25-0.5 (their tiles slowed from 96 tokens),
-// on the wide one 0.98-0.99x at 0.5 and 0.94-0.95x at 0.35, which the rule's 0.35 keeps as at 128 tokens: from the
-// first count past the decoding kernel (kDecodeMaxTokens, 64), which reads only the stored blocks. Up to 64 tokens
-// (bsrMatmul's dX there not measured) the block kernels stay.
+// With kDenseProductFewTokens to kDenseProductMidTokens tokens, where mma.sync's tiles are few and each CTA's line a
+// chain of latency-bound steps, neither route wins by density alone: per product (bsrLinear and bsrMatmul timed each way
+// on W of 768-8192 x 768-8192, 96-512 tokens, densities 0.25-0.5, H200, 2026-12-03) the route ran up to 1.66x faster
+// where the tile's grid had a few dozen CTAs (lines of a narrow layer's short side) and up to 1.9x slower on the wide
+// layers, whose tiles fill the GPU while the route reads and writes all of W. A model of both times decides:
+// mma.sync's tile about kFewTileUs + kFewTileUsPerBlock x the blocks each SM walks (tcMmaTileBlocksPerSm), the route
+// about kFewRouteUs + kFewRouteUsPerMWeight x W's millions of elements x (1 + tokens / kFewRouteTokens) (the scatter and
+// a GEMM of W's dense size). Fitted there: 1.01x the better route's time on the geometric mean over the 192 products
+// (the 0.35 rule before it: 1.08x, at worst 1.72x). bsrLinear up to kDecodeMaxTokens (64) runs the decoding kernel,
+// which reads only the stored blocks; below kDenseProductFewTokens the block kernels stay.
 constexpr int64_t kDenseProductFewTokens = 65;
-constexpr double kDenseProductMinDensity32Few = 0.35;
+constexpr double kFewTileUs = 7.0;
+constexpr double kFewTileUsPerBlock = 0.3;
+constexpr double kFewRouteUs = 2.0;
+constexpr double kFewRouteUsPerMWeight = 1.8;
+constexpr double kFewRouteTokens = 512.0;
 // The same for a product that runs on the X-resident tile (tcTakesXResident), which reaches about 0.25-0.35 of
 // cuBLAS's rate on the non-zero work at 8192 tokens where mma.sync's tile reached 0.17-0.27.
 constexpr double kDenseProductMinDensity32XResident = 0.3;

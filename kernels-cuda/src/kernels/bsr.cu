@@ -479,7 +479,9 @@ bool wgmmaRectangle(DType dtype, const BsrPatternView& pattern) {
 //   scratch zeroed in 16-byte words (2026-12-03, later) it won at 1000 and 2048 tokens too at 0.5 (6-33%): from 0.45
 //   with 1000 tokens. At 128-768 tokens (2026-12-03, last; the scratch written in one pass) it won at 0.5 and 0.4
 //   nearly everywhere, lost at 0.3 on the widest: from 0.35 with 128 tokens. At 72-120 tokens (2026-12-03) it won on
-//   768 <-> 3072 at 0.25-0.5 and lost 5% at 0.35 on 1536 <-> 6144 (tied at 0.5): from 0.35 with 65 tokens.
+//   768 <-> 3072 at 0.25-0.5 and lost 5% at 0.35 on 1536 <-> 6144 (tied at 0.5): from 0.35 with 65 tokens. Timed per
+//   product at 96-512 tokens on wider layers too (2048 x 8192 both ways: the route up to 1.9x slower at 0.35), the band
+//   now takes a model of both times (denseRouteWinsFewTokens).
 // - 64x64, 128x128 (wgmma tiles, half of cuBLAS's rate and more): never; nor 64x128 and 128x64 where they run the
 //   wgmma tiles too (tc::wgmmaShapeSupported on sm_90a: the tiles of the square of their output's width).
 // - The other shapes of the mma.sync tiles (tc::mmaShapeSupported) reach 0.07-0.11 of cuBLAS at 16x16, 0.09-0.19 with a
@@ -489,11 +491,20 @@ bool wgmmaRectangle(DType dtype, const BsrPatternView& pattern) {
 // - Any other shape runs the simple kernel, 0.01-0.02 of cuBLAS: the dense route from a low density, once the product
 //   is large enough that its device time outweighs a GEMM call's host cost (kDenseSampledMinFlops), past decoding
 //   sizes. At 8x32 and density 0.1 the FFN step took 0.64 ms through it against 4.96 ms on the simple kernel.
+// 32x32 with kDenseProductFewTokens to kDenseProductMidTokens tokens: whether the route's modelled time is below
+// mma.sync's tile's (kernels.h).
+bool denseRouteWinsFewTokens(tc::Op op, const BsrPatternView& pattern, int64_t m) {
+  const double tileUs = kFewTileUs + kFewTileUsPerBlock * tcMmaTileBlocksPerSm(op, pattern, m);
+  const double weights = static_cast<double>(pattern.rows) * static_cast<double>(pattern.cols) / 1e6;
+  const double routeUs = kFewRouteUs + kFewRouteUsPerMWeight * weights * (1.0 + static_cast<double>(m) / kFewRouteTokens);
+  return routeUs < tileUs;
+}
+
 double denseProductBreakEven(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m) {
   const int rows = pattern.blockHeight, cols = pattern.blockWidth;
   if (rows == cols && rows == 32) {
     if (m < kDenseProductFewTokens) return 2.0;
-    if (m < kDenseProductMidTokens) return kDenseProductMinDensity32Few;
+    if (m < kDenseProductMidTokens) return denseRouteWinsFewTokens(op, pattern, m) ? 0.0 : 2.0;
     if (m < kDenseProductMinTokens) return kDenseProductMinDensity32Mid;
     return tcTakesXResident(op, dtype, pattern, m) ? kDenseProductMinDensity32XResident : kDenseProductMinDensity32;
   }

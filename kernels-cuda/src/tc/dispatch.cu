@@ -641,6 +641,16 @@ bool tcTakesXResident(tc::Op op, DType dtype, const BsrPatternView& pattern, int
          resolvePath(currentDevice(), TcPath::Auto) == TcPath::Wgmma && xResidentRule(op, pattern, m, currentDevice().sms);
 }
 
+double tcMmaTileBlocksPerSm(tc::Op op, const BsrPatternView& pattern, int64_t m) {
+  const int sms = std::max(1, currentDevice().sms);
+  const int64_t lines = op == tc::Op::Linear ? pattern.blockRows : pattern.blockCols;
+  if (lines <= 0 || m <= 0) return 0.0;
+  const int64_t splits = ruleLineSplits(op, pattern, m, sms);
+  const int64_t ctas = (m + tc::kMmaTileTokens - 1) / tc::kMmaTileTokens * lines * splits;
+  const double perCta = double(pattern.nnzBlocks) / double(lines * splits);
+  return perCta * std::max(1.0, double(ctas) / double(sms));
+}
+
 std::vector<TcOptions> tcTuneCandidates(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m) {
   std::vector<TcOptions> out;
   if ((dtype != DType::BFloat16 && dtype != DType::Float16) || !supported(dtype, pattern, m)) return out;

@@ -99,6 +99,9 @@ std::string tcSampledPlan(DType dtype, const BsrPatternView& pattern, int64_t m)
 // Whether the default options run bsrLinear / bsrMatmul (op) on the X-resident tile on the current device: 32x32
 // blocks in bfloat16/float16 on sm_90a, within that tile's rule (tc_kernels.h).
 bool tcTakesXResident(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m);
+// The blocks each SM walks for bsrLinear / bsrMatmul (op) on mma.sync's tile (128-token tiles x lines, each line split
+// into runs as the dispatch's rule splits it) on the current device: a CTA's blocks, times the CTAs per SM past one.
+double tcMmaTileBlocksPerSm(tc::Op op, const BsrPatternView& pattern, int64_t m);
 
 // The tensor-core routes worth timing for a product on the current device, for first-use autotuning
 // (src/autotune.h): each path's tiles, and for dW a few token splits beside the dispatch's own count. Empty for
