@@ -1,5 +1,6 @@
 import { divisors } from "@blocksparse/format";
-import { BlockSparseLinear, DEFAULT_BLOCK_SHAPE, Linear, Module, type Parameter, blockCountFor, parameterCount } from "@blocksparse/nn";
+import { Tensor } from "@blocksparse/core";
+import { BlockSparseLinear, DEFAULT_BLOCK_SHAPE, Linear, Module, Parameter, blockCountFor, parameterCount } from "@blocksparse/nn";
 import { PatchError } from "./errors";
 import { type PatchOptions, PatchOptionsSchema, type PatternOptions, PatternOptionsSchema, parseOptions } from "./options";
 import { type PatchedLayer, PatchReport } from "./report";
@@ -21,6 +22,8 @@ interface NamePattern {
   regex: RegExp;
   density: number;
   blockShape: [number, number];
+  /** For a string written like a regex literal ("/fc1$/i"): what to say if it matches nothing. */
+  literalHint: string | null;
 }
 
 interface Plan {
@@ -53,6 +56,7 @@ export class BlockSparseModelPatcher {
     const where = "BlockSparseModelPatcher.addPattern";
     let regex: RegExp;
     let label: string;
+    let literalHint: string | null = null;
     if (pattern instanceof RegExp) {
       // Sticky (y) at lastIndex 0 is anchored at the start: kept, with lastIndex reset before every test (see matches).
       regex = new RegExp(pattern.source, pattern.flags.replace(/g/g, ""));
@@ -66,13 +70,14 @@ export class BlockSparseModelPatcher {
         throw new PatchError(where, [`pattern ${JSON.stringify(pattern)} is not a valid regular expression (${(error as Error).message})`]);
       }
       label = pattern;
+      literalHint = regexLiteralHint(pattern);
     } else {
       throw new PatchError(where, [`pattern must be a RegExp or a non-empty regex source string, got ${pattern === "" ? '""' : typeof pattern}`]);
     }
     if (options === null || typeof options !== "object") throw new PatchError(where, ["options { density, blockShape? } are required"]);
     const parsed = parseOptions(where, PatternOptionsSchema, options);
     const blockShape = parsed.blockShape ?? DEFAULT_BLOCK_SHAPE;
-    this.#patterns.push({ label, regex, density: parsed.density, blockShape: [blockShape[0], blockShape[1]] });
+    this.#patterns.push({ label, regex, density: parsed.density, blockShape: [blockShape[0], blockShape[1]], literalHint });
     return this;
   }
 
@@ -84,7 +89,8 @@ export class BlockSparseModelPatcher {
   /**
    * Every Linear of `model` that `patchModel` would accept (the root excluded), in `namedModules()` order:
    * a pattern matching any of its `names` (with a block shape that tiles it) patches it. Left out, as
-   * patchModel refuses them: Linear layers held only in plain arrays, plain objects or Maps (Module does not register them), in a
+   * patchModel refuses them: Linear layers held only in plain arrays, plain objects, Maps, Sets or instances of classes that are not
+   * Modules (Module does not register them), or also held in a Set or such an instance (never rewritten), in a
    * read-only slot, with disposed or misshapen parameters, subclasses with extra state or their own forward,
    * and layers whose weight or bias is shared with a module that cannot be patched.
    */
@@ -119,7 +125,8 @@ export class BlockSparseModelPatcher {
    * a module that stays, a Linear subclass holding more than weight and bias or with a
    * forward of its own, a slot the
    * replacement cannot be put in (a read-only or dotted property, a frozen array), a Linear held
-   * only in a plain array, plain object or Map (Module does not register it: its path, "layers.0" or "heads.a", is named), or no
+   * only in a plain array, plain object, Map, Set or instance of a class that is not a Module (Module does not register it: its
+   * path, "layers.0", "heads.a" or "extra.inner.proj", is named), a Linear also held in a Set or such an instance, or no
    * match at all (unless `allowNoMatch`) throw a PatchError. A Linear also held in a plain array, plain object or Map is replaced there too.
    * Null options are the defaults. With `dryRun`, returns the same report without changing the model. With
    * `disposeReplaced`, the replaced Linear layers' parameters are disposed once the new layers are in place.
@@ -155,16 +162,16 @@ export class BlockSparseModelPatcher {
         else plans.push({ linear: module, layer: plannedLayer(name, module, winner) });
       }
     }
-    // A Linear the model holds only in plain arrays, objects or Maps is not the model's (no parameters, no state dict): matching it is an error, not a skip.
-    for (const [module, { paths, array, holder, kind }] of walk.unregistered) {
+    // A Linear the model holds only in plain arrays, objects, Maps, Sets or non-Module instances is not the model's (no parameters, no state dict): matching it is an error, not a skip.
+    for (const [module, { paths, array, holder, kind, what }] of walk.unregistered) {
       if (!(module instanceof Linear)) continue;
       for (const path of paths) {
         const pattern = this.#patterns.find((p) => matches(p, path));
         if (pattern === undefined) continue;
         problems.push(
-          `'${path}' (matched by ${pattern.label}) is a ${module.constructor.name} held in the ${CONTAINER_NAMES[kind]} '${array}' of ${holder}, which Module does not register ` +
+          `'${path}' (matched by ${pattern.label}) is a ${module.constructor.name} held in the ${what} '${array}' of ${holder}, which Module does not register ` +
             "(it is not in the model's parameters(), stateDict() or an optimizer), so it cannot be patched; " +
-            (kind === "array" ? "hold the layers in a ModuleList (or Sequential) to register them" : "make each layer a property of a Module (or hold the layers in a ModuleList) to register them"),
+            registerAdvice(kind, what),
         );
         break;
       }
@@ -181,15 +188,20 @@ export class BlockSparseModelPatcher {
       const unregistered = unregisteredLinears.flatMap(({ paths }) => paths);
       const kinds = new Set(unregisteredLinears.map(({ kind }) => kind));
       const plain = kinds.has("object") ? (kinds.has("array") ? "plain arrays or objects" : "plain objects") : kinds.has("array") ? "plain arrays" : "";
-      const containers = [plain, kinds.has("map") ? "Maps" : ""].filter((words) => words !== "").join(" or ");
+      const others = [kinds.has("map") ? "Maps" : "", kinds.has("set") ? "Sets" : "", kinds.has("instance") ? "instances of classes that are not Modules" : ""];
+      const containers = [plain, ...others].filter((words) => words !== "").join(" or ");
       const inArrays =
         unregistered.length > 0 ? `; Linear layers held in ${containers}, which Module does not register and the patcher cannot patch: ${unregistered.join(", ")}` : "";
       const root =
         model instanceof Linear
           ? "; the model itself is a Linear, which is never patched (the root has no parent to hold its replacement): use BlockSparseLinear.fromLinear for a lone layer"
           : "";
+      const literals = this.#patterns
+        .filter((p) => !matched.has(p))
+        .flatMap((p) => (p.literalHint === null ? [] : [`; ${p.literalHint}`]))
+        .join("");
       throw new PatchError(where, [
-        `${patterns}; the model's Linear layers are: ${names.length > 0 ? names.join(", ") : "(none)"} (pass allowNoMatch to accept this)${inArrays}${root}`,
+        `${patterns}; the model's Linear layers are: ${names.length > 0 ? names.join(", ") : "(none)"} (pass allowNoMatch to accept this)${inArrays}${root}${literals}`,
       ]);
     }
     const modelParamsBefore = parameterCount(model);
@@ -213,6 +225,28 @@ export class BlockSparseModelPatcher {
       dryRun,
     );
   }
+}
+
+/**
+ * A string written like a regex literal ("/fc1$/i") is a name pattern with its slashes, which no dotted name
+ * has: the hint for when it matches nothing, or null for any other string.
+ */
+function regexLiteralHint(pattern: string): string | null {
+  const literal = /^\/(.+)\/([a-z]*)$/s.exec(pattern);
+  if (literal === null) return null;
+  try {
+    new RegExp(literal[1], literal[2]);
+  } catch {
+    return null;
+  }
+  return `the string ${JSON.stringify(pattern)} is a name pattern matched with its slashes; for a regular expression pass a RegExp: ${pattern}, not ${JSON.stringify(pattern)}`;
+}
+
+/** How to register layers held in a container of this kind. */
+function registerAdvice(kind: ContainerKind, what: string): string {
+  if (kind === "array" || kind === "set") return "hold the layers in a ModuleList (or Sequential) to register them";
+  if (kind === "instance") return `make the ${what.replace(/ instance$/, "")} class extend Module (or hold the layers in a Module) to register them`;
+  return "make each layer a property of a Module (or hold the layers in a ModuleList) to register them";
 }
 
 /** Whether `pattern` matches `name`, whatever earlier tests left in lastIndex (a sticky regex reads it). */
@@ -268,41 +302,60 @@ function reachableNames(model: Module): Map<Module, string[]> {
   return names;
 }
 
-/** A place that holds a module: a property of a module, an element of a plain array or object, or a Map's value. */
+/** A place that holds a module: a property of a module or of an instance, an element of a plain array, object or Set, or a Map's value. */
 interface Slot {
   holder: Module | Container;
-  /** A property name, or a Map's key (of any type). */
+  /** A property name, a Map's key (of any type), or a Set element's position. */
   key: unknown;
   /** Its dotted path from the root ("enc.0", "layers.1"). */
   path: string;
 }
 
-/** A module the model holds only through plain arrays, plain objects or Maps: Module does not register it. */
+/** A module the model holds only through containers (plain arrays, objects, Maps, Sets, non-Module instances): Module does not register it. */
 interface Unregistered {
   /** Its paths as a ModuleList in place of each array would name them ("layers.0", "blocks.0.fc1", "heads.a"). */
   paths: string[];
   /** The path of the first container on its first path, and the class of the module holding that container. */
   array: string;
   holder: string;
-  /** What that container is. */
+  /** What that container is, and how a message names it. */
   kind: ContainerKind;
+  what: string;
 }
 
-type ContainerKind = "array" | "object" | "map";
+/** An instance is of a class that is not a Module (`this.extra = new Holder()`): its properties are walked, never rewritten. */
+type ContainerKind = "array" | "object" | "map" | "set" | "instance";
 
-/** What Module does not register: a plain array or object (a Python list or dict), or a Map. */
-type Container = unknown[] | Record<string, unknown> | Map<unknown, unknown>;
-
-const CONTAINER_NAMES: Record<ContainerKind, string> = { array: "plain array", object: "plain object", map: "Map" };
+/** What Module does not register: a plain array or object (a Python list or dict), a Map, a Set, or an instance of a class that is not a Module. */
+type Container = unknown[] | Record<string, unknown> | Map<unknown, unknown> | Set<unknown>;
 
 function containerKind(value: unknown): ContainerKind | undefined {
   if (Array.isArray(value)) return "array";
   if (value instanceof Map) return "map";
-  return isPlainObject(value) ? "object" : undefined;
+  if (value instanceof Set) return "set";
+  if (isPlainObject(value)) return "object";
+  return isPlainInstance(value) ? "instance" : undefined;
 }
 
-/** Calls `visit` with each entry of a container: its key, the key as a path part (a Map's key that is not a string or number by its position), its value. */
+/** How a message names a container of this kind ("plain array", "Set", "Holder instance"). */
+function containerName(kind: ContainerKind, container: object): string {
+  if (kind === "instance") return `${container.constructor.name} instance`;
+  return { array: "plain array", object: "plain object", map: "Map", set: "Set" }[kind];
+}
+
+/**
+ * Calls `visit` with each entry of a container: its key, the key as a path part (a Set's element, and a Map's key
+ * that is not a string or number, by its position), its value.
+ */
 function forEachEntry(items: Container, visit: (key: unknown, pathKey: string, value: unknown) => void): void {
+  if (items instanceof Set) {
+    let index = 0;
+    for (const value of items) {
+      visit(index, String(index), value);
+      index++;
+    }
+    return;
+  }
   if (items instanceof Map) {
     let index = 0;
     for (const [key, value] of items) {
@@ -321,15 +374,24 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return prototype === Object.prototype || prototype === null;
 }
 
+/**
+ * An instance of a class of the user's that is not a Module (a holder of layers): not a tensor, a parameter, or a
+ * built-in (a Date, a typed array, a Promise all have their own tag), whose own properties hold no modules.
+ */
+function isPlainInstance(value: unknown): value is Record<string, unknown> {
+  if (value === null || typeof value !== "object" || value instanceof Module || value instanceof Parameter || value instanceof Tensor) return false;
+  return Object.prototype.toString.call(value) === "[object Object]";
+}
+
 /** One walk of a model, shared by getPatchableLayers and patchModel so that they see the same layers. */
 interface ModelWalk {
   /** `namedModules()`: each registered module once, root first. */
   modules: [string, Module][];
   /** Every registered name of each module below the root (see reachableNames). */
   namesOf: Map<Module, string[]>;
-  /** Every slot holding each registered module: its registered parents' properties, and plain arrays, plain objects, Maps and unregistered modules that also hold it. */
+  /** Every slot holding each registered module: its registered parents' properties, and containers and unregistered modules that also hold it. */
   slotsOf: Map<Module, Slot[]>;
-  /** Modules reachable only through plain arrays, plain objects or Maps, in depth-first order. */
+  /** Modules reachable only through containers, in depth-first order. */
   unregistered: Map<Module, Unregistered>;
 }
 
@@ -349,14 +411,16 @@ function walkModel(model: Module): ModelWalk {
   }
   const unregistered = new Map<Module, Unregistered>();
   const ancestors = new Set<unknown>();
-  type Outermost = { path: string; holder: string; kind: ContainerKind };
-  // Plain arrays, objects and Maps (and their nesting) among a module's own properties; what they hold is not registered unless held elsewhere too.
+  type Outermost = { path: string; holder: string; kind: ContainerKind; what: string };
+  // Containers (and their nesting) among a module's own properties; what they hold is not registered unless held elsewhere too.
   const visitContainers = (module: Module, path: string, container: Outermost | null): void => {
     for (const key of Object.keys(module)) {
       const value = (module as unknown as Record<string, unknown>)[key];
       const keyPath = path === "" ? key : `${path}.${key}`;
       const kind = containerKind(value);
-      if (kind !== undefined) visitContainer(value as Container, keyPath, container ?? { path: keyPath, holder: module.constructor.name, kind });
+      if (kind !== undefined) {
+        visitContainer(value as Container, keyPath, container ?? { path: keyPath, holder: module.constructor.name, kind, what: containerName(kind, value as object) });
+      }
     }
   };
   // Times each container was walked into: at most MAX_NAMES_PER_MODULE, as modules in reachableNames, so that
@@ -381,7 +445,7 @@ function walkModel(model: Module): ModelWalk {
   };
   const visitUnregistered = (module: Module, path: string, container: Outermost): void => {
     if (ancestors.has(module)) return;
-    const known = unregistered.get(module) ?? { paths: [], array: container.path, holder: container.holder, kind: container.kind };
+    const known = unregistered.get(module) ?? { paths: [], array: container.path, holder: container.holder, kind: container.kind, what: container.what };
     // At most MAX_NAMES_PER_MODULE paths each, as in reachableNames.
     if (known.paths.length >= MAX_NAMES_PER_MODULE) return;
     known.paths.push(path);
@@ -531,6 +595,11 @@ function tyingProblems(plans: Plan[]): string[] {
 function slotProblem(name: string, { holder, key: slotKey, path }: Slot): string | null {
   // Map.set takes any key, frozen Map or not.
   if (holder instanceof Map) return null;
+  // The patcher does not rewrite these: the holder would keep the dense layer, and a forward reading it run the old weights.
+  if (holder instanceof Set) return `'${path}' is an element of a Set, which the patcher does not rewrite, so the replacement of '${name}' cannot be put there`;
+  if (!(holder instanceof Module) && containerKind(holder) === "instance") {
+    return `'${path}' is a property of a ${holder.constructor.name}, which is not a Module and which the patcher does not rewrite, so the replacement of '${name}' cannot be put there`;
+  }
   const key = slotKey as string;
   const descriptor = Object.getOwnPropertyDescriptor(holder, key);
   const readOnly = descriptor?.writable === false || (descriptor?.get !== undefined && descriptor.set === undefined);

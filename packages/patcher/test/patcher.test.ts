@@ -104,6 +104,17 @@ describe("patchModel: matching", () => {
     expect(report.layers.map((l) => l.name)).toEqual(["blocks.0.fc2", "blocks.1.fc2"]);
   });
 
+  it("hints that a RegExp was meant when a string written like a regex literal matches nothing", () => {
+    const error = thrown(() => new BlockSparseModelPatcher().addPattern("/fc1$/i", { density: 0.5, blockShape: [8, 8] }).patchModel(new TinyNet()));
+    expect(error.problems).toHaveLength(1);
+    expect(error.problems[0]).toContain('the string "/fc1$/i" is a name pattern matched with its slashes; for a regular expression pass a RegExp: /fc1$/i, not "/fc1$/i"');
+    // Still a name pattern: with allowNoMatch it is listed as matching nothing, as before.
+    const report = new BlockSparseModelPatcher().addPattern("/fc1$/i", { density: 0.5, blockShape: [8, 8] }).patchModel(new TinyNet(), { allowNoMatch: true });
+    expect(report.unmatchedPatterns).toEqual(["/fc1$/i"]);
+    const plain = thrown(() => new BlockSparseModelPatcher().addPattern("fc1", { density: 0.5, blockShape: [8, 8] }).patchModel(new TinyNet()));
+    expect(plain.message).not.toContain("RegExp");
+  });
+
   it("keeps a y flag's anchoring at the start of the name (re.match), statelessly", () => {
     // Sticky at lastIndex 0 matches only at the start: /fc1/y matches no name here, /blocks\.\d\.fc1/y both fc1 layers.
     const none = new BlockSparseModelPatcher().addPattern(/fc1/y, { density: 0.5, blockShape: [8, 8] }).patchModel(new TinyNet(), { dryRun: true, allowNoMatch: true });

@@ -267,3 +267,63 @@ describe("a Linear held in a Map", () => {
     x.dispose();
   });
 });
+
+describe("a Linear held in a Set or in an instance of a class that is not a Module", () => {
+  /** Not a Module: the Linear it holds is not registered. */
+  class Holder {
+    inner = { proj: new Linear(8, 4, { seed: 4 }) };
+  }
+  /** Not a Module either: holds a layer registered elsewhere. */
+  class Cache {
+    constructor(readonly layer: Module) {}
+  }
+  /** `set` is a Set of Linear layers, `extra` a Holder, `body` a registered Linear. */
+  class Hidden extends Module {
+    body = new Linear(8, 8, { seed: 1 });
+    set = new Set<Linear>([new Linear(8, 4, { seed: 2 }), new Linear(8, 4, { seed: 3 })]);
+    extra = new Holder();
+    forward(x: Tensor): Tensor {
+      return this.extra.inner.proj.forward(this.body.forward(x));
+    }
+  }
+
+  it("is refused by name (a Set's element by its position, an instance's by its property path), beside a pattern that patches another layer, and nothing changes", () => {
+    const model = new Hidden();
+    const error = thrown(() =>
+      new BlockSparseModelPatcher()
+        .addPattern("body", { density: 0.5, blockShape: [4, 4] })
+        .addPattern("set\\.1", { density: 0.5, blockShape: [4, 4] })
+        .addPattern(/proj$/, { density: 0.5, blockShape: [4, 4] })
+        .patchModel(model),
+    );
+    expect(error.problems).toEqual([
+      "'set.1' (matched by set\\.1) is a Linear held in the Set 'set' of Hidden, which Module does not register (it is not in the model's parameters(), stateDict() or an optimizer), so it cannot be patched; hold the layers in a ModuleList (or Sequential) to register them",
+      "'extra.inner.proj' (matched by /proj$/) is a Linear held in the Holder instance 'extra' of Hidden, which Module does not register (it is not in the model's parameters(), stateDict() or an optimizer), so it cannot be patched; make the Holder class extend Module (or hold the layers in a Module) to register them",
+    ]);
+    expect(model.body).toBeInstanceOf(Linear);
+    const none = thrown(() => new BlockSparseModelPatcher().addPattern("decoder", { density: 0.5 }).patchModel(new Hidden()));
+    expect(none.message).toContain(
+      "Linear layers held in Sets or instances of classes that are not Modules, which Module does not register and the patcher cannot patch: set.0, set.1, extra.inner.proj",
+    );
+  });
+
+  it("registered elsewhere, is refused rather than left dense in the Set or the instance, and getPatchableLayers leaves it out", () => {
+    class AlsoHeld extends Module {
+      fc = new Linear(8, 8, { seed: 1 });
+      other = new Linear(8, 8, { seed: 2 });
+      set = new Set<Module>([this.other]);
+      extra = { holder: new Cache(this.fc) };
+      forward(x: Tensor): Tensor {
+        return this.fc.forward(x);
+      }
+    }
+    const model = new AlsoHeld();
+    const error = thrown(() => new BlockSparseModelPatcher().addPattern("fc|other", { density: 0.5, blockShape: [4, 4] }).patchModel(model));
+    expect(error.problems).toEqual([
+      "'extra.holder.layer' is a property of a Cache, which is not a Module and which the patcher does not rewrite, so the replacement of 'fc' cannot be put there",
+      "'set.0' is an element of a Set, which the patcher does not rewrite, so the replacement of 'other' cannot be put there",
+    ]);
+    expect(model.fc).toBeInstanceOf(Linear);
+    expect(new BlockSparseModelPatcher().getPatchableLayers(model)).toEqual([]);
+  });
+});
