@@ -2,7 +2,7 @@
 //   blocksparse-run --nproc-per-node 2 src/train.mjs [--steps 60] [--backend cpu|nccl] [--save model.safetensors]
 // Each rank trains on its own shard of every batch; DistributedDataParallel averages the gradients,
 // rank 0 decides the pattern moves, and the replicas stay identical (checked at the end).
-import { existsSync } from "node:fs";
+import { accessSync, constants, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { DistributedDataParallel, initProcessGroup } from "@blocksparse/distributed";
@@ -67,8 +67,21 @@ const group = await startGroup(options.backend);
 const { rank, worldSize } = group;
 const say = (line) => rank === 0 && console.log(line);
 // Checked before training, not after it: rank 0 writes the checkpoint.
-if (rank === 0 && options.save !== undefined && !existsSync(dirname(resolve(options.save)))) {
-  throw new Error(`--save ${options.save}: the folder ${dirname(resolve(options.save))} does not exist`);
+if (rank === 0 && options.save !== undefined) checkSavePath(options.save);
+
+/** Throws, naming --save, when rank 0 could not write a file at `path`: a missing or unwritable folder, or a folder where the file goes. */
+function checkSavePath(path) {
+  const file = resolve(path);
+  const folder = dirname(file);
+  const folderStat = statSync(folder, { throwIfNoEntry: false });
+  if (folderStat === undefined) throw new Error(`--save ${path}: the folder ${folder} does not exist`);
+  if (!folderStat.isDirectory()) throw new Error(`--save ${path}: ${folder} is not a folder`);
+  if (statSync(file, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`--save ${path}: ${file} is a folder; expected a file name such as ${resolve(file, "model.safetensors")}`);
+  try {
+    accessSync(folder, constants.W_OK);
+  } catch {
+    throw new Error(`--save ${path}: cannot write in the folder ${folder}`);
+  }
 }
 
 // Four Gaussian clusters in 32 dimensions. Row i of batch `step` is the same on every rank: each rank

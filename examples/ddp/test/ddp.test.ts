@@ -1,10 +1,13 @@
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, expect, it } from "vitest";
 import { LAUNCHER_SOURCE, runNode } from "../../../packages/distributed/test/helpers";
 
 const out = mkdtempSync(join(tmpdir(), "blocksparse-ddp-example-"));
+// A folder where --save expects a file, and a file where it expects a folder: both used to fail only after training.
+mkdirSync(join(out, "a-folder"));
+writeFileSync(join(out, "a-file"), "");
 afterAll(() => rmSync(out, { recursive: true, force: true }));
 
 it("the example trains on two ranks through the launcher: replicas identical, the clusters learned, a checkpoint from rank 0", async () => {
@@ -25,6 +28,8 @@ it.each([
   [["--backend", "gloo"], /--backend: expected cpu or nccl, got 'gloo'/],
   [["--step", "5"], /Unknown option '--step' \(did you mean --steps\?\)/],
   [["--save", join(out, "missing", "model.safetensors")], /--save .*: the folder .*missing does not exist/],
+  [["--save", join(out, "a-folder")], /--save .*a-folder: .*a-folder is a folder; expected a file name such as .*a-folder\/model\.safetensors/],
+  [["--save", join(out, "a-file", "model.safetensors")], /--save .*: .*a-file is not a folder/],
 ])("the example rejects %j with the flag's name and what it accepts, before it trains, without a stack trace", async (args, message) => {
   const result = await runNode(["--import", "tsx", LAUNCHER_SOURCE, "--nproc-per-node", "2", "src/train.mjs", ...args], {
     cwd: resolve(import.meta.dirname, ".."),

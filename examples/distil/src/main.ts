@@ -87,11 +87,11 @@ function parse(argv: string[]): Parsed | null {
   const { values } = withFlagHelp(flags, () => parseArgs({ args: argv, strict: true, options: flagTypes })) as { values: Record<string, string | string[] | boolean | undefined> };
   if (values.help) return null;
   const text = (name: string) => values[name] as string | undefined;
-  const number = (name: string, integer: boolean, what = "a number"): number | undefined => {
+  const number = (name: string, integer: boolean, what = integer ? "a positive integer" : "a number"): number | undefined => {
     const raw = text(name);
     if (raw === undefined) return undefined;
     const value = raw.trim() === "" ? Number.NaN : Number(raw);
-    if (!Number.isFinite(value) || (integer && !(Number.isInteger(value) && value >= 1))) throw new RangeError(`--${name}: expected ${integer ? "a positive integer" : what}, got '${raw}'`);
+    if (!Number.isFinite(value) || (integer && !(Number.isInteger(value) && value >= 1))) throw new RangeError(`--${name}: expected ${what}, got '${raw}'`);
     return value;
   };
   const positive = (name: string): number | undefined => {
@@ -107,7 +107,7 @@ function parse(argv: string[]): Parsed | null {
   const options: Omit<ExperimentOptions, "dtype"> = { ...DEFAULTS };
   const size = text("size");
   if (size !== undefined) {
-    if (!(size in SIZES)) throw new RangeError(`--size: expected one of ${Object.keys(SIZES).join(", ")}, got '${size}'`);
+    if (!Object.hasOwn(SIZES, size)) throw new RangeError(`--size: expected one of ${Object.keys(SIZES).join(", ")}, got '${size}'`);
     options.size = size as Size;
   }
   const mode = text("mode");
@@ -123,7 +123,7 @@ function parse(argv: string[]): Parsed | null {
   if (dtype !== undefined && dtype !== "float32" && dtype !== "bfloat16") throw new RangeError(`--dtype: expected float32 or bfloat16, got '${dtype}'`);
   const budget = number("budget", false, "a positive number of seconds");
   if (budget !== undefined && !(budget > 0)) throw new RangeError(`--budget: expected a positive number of seconds, got '${text("budget")}'`);
-  const steps = text("steps") === "auto" ? "auto" : number("steps", true);
+  const steps = text("steps") === "auto" ? "auto" : number("steps", true, "a positive integer or auto");
   const riglFraction = number("rigl-fraction", false, "a number in (0, 1]");
   if (riglFraction !== undefined && !(riglFraction > 0 && riglFraction <= 1)) throw new RangeError(`--rigl-fraction: expected a number in (0, 1], got '${text("rigl-fraction")}'`);
   const riglEnd = number("rigl-end", false, "a number in (0, 1]");

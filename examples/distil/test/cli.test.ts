@@ -20,6 +20,10 @@ describe("main.ts's flags", { timeout: 30_000 }, () => {
     [["--lr=-1"], /--lr: expected a positive number, got '-1'/],
     // A second --density adds to the first rather than dropping it (the 1.5 went unchecked and unused).
     [["--density", "1.5", "--density", "0.5", "--lr", "0"], /--density: expected numbers in \(0, 1\], got '1.5,0.5'/],
+    // An Object.prototype name passed the check and every run then failed on an undefined width.
+    [["--size", "constructor"], /--size: expected one of tiny, small, gpt2, got 'constructor'/],
+    [["--size", "toString"], /--size: expected one of tiny, small, gpt2, got 'toString'/],
+    [["--steps", "Auto"], /--steps: expected a positive integer or auto, got 'Auto'/],
   ])("rejects %j naming the flag and what it accepts, before any model trains", async (args, message) => {
     const result = await tsx("main.ts", ...args);
     expect(result.code).toBe(1);
