@@ -503,8 +503,8 @@ bool denseRouteWinsFewTokens(tc::Op op, const BsrPatternView& pattern, int64_t m
 double denseProductBreakEven(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m) {
   const int rows = pattern.blockHeight, cols = pattern.blockWidth;
   if (rows == cols && rows == 32) {
-    if (m < kDenseProductFewTokens) return 2.0;
-    if (m < kDenseProductMidTokens) return denseRouteWinsFewTokens(op, pattern, m) ? 0.0 : 2.0;
+    // kDenseProductFewTokens to kDenseProductMidTokens: no density (denseRouteWinsFewTokens decides there).
+    if (m < kDenseProductMidTokens) return 2.0;
     if (m < kDenseProductMinTokens) return kDenseProductMinDensity32Mid;
     return tcTakesXResident(op, dtype, pattern, m) ? kDenseProductMinDensity32XResident : kDenseProductMinDensity32;
   }
@@ -529,6 +529,9 @@ bool denseProductWins(tc::Op op, DType dtype, const BsrPatternView& pattern, int
   // float32 stays on the exact block kernels; few tokens stay on the decoding and tile kernels, which read only the
   // stored blocks where the dense GEMM would read all of W.
   if (dtype == DType::Float32 || !denseSampledFits(dtype, pattern)) return false;
+  // 32x32 with few tokens: a model of both routes' times, not a density.
+  if (pattern.blockHeight == 32 && pattern.blockWidth == 32 && m >= kDenseProductFewTokens && m < kDenseProductMidTokens)
+    return denseRouteWinsFewTokens(op, pattern, m);
   // Within half a block of the break-even counts as at it: a pattern drawn at a density holds the nearest whole
   // number of blocks, which may fall a fraction of a block short (0.35 of 768 x 3072 in 32x32 blocks is 806 of 2304).
   const double grid = static_cast<double>(pattern.blockRows) * pattern.blockCols;
