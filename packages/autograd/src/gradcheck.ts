@@ -173,7 +173,9 @@ function analyticGradients(
         if (out.shape.length !== outShape.length || out.shape.some((d, i) => d !== outShape[i])) {
           throw new ValueError(`gradcheck: fn returned ${formatShape(out.shape)}, then ${formatShape(outShape)}; it must be deterministic`);
         }
-        backward(out, tensorOn(out.backend, r, out.shape, "float32"));
+        // Retained: a tracked tensor fn closes over (an activation) keeps its graph for the caller's own backward;
+        // the nodes fn made go with their outputs at the end of this tidy.
+        backward(out, tensorOn(out.backend, r, out.shape, "float32"), { retainGraph: true });
       } finally {
         for (const t of others) t.requiresGrad = true;
       }

@@ -110,6 +110,16 @@ describe("gradcheck", () => {
     expect(w.requiresGrad).toBe(true);
   });
 
+  it("leaves the graph of a tracked tensor fn closes over (an activation) for the caller's backward", () => {
+    const w = randomTensor([3], 14);
+    w.requiresGrad = true;
+    const h = exp(w);
+    expect(gradcheck((t) => mul(t, h), [randomTensor([3], 15)]).ok).toBe(true);
+    expect(w.grad).toBeNull();
+    tidy(() => backward(sum(h)));
+    expect(Array.from(w.grad!.dataSync())).toEqual(Array.from(h.dataSync()));
+  });
+
   it("gives an input passed twice a gradient per position, as its differences do", () => {
     const x = randomTensor([3], 10);
     const result = gradcheck((p, q) => mul(p, q), [x, x]);
