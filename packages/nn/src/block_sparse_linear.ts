@@ -1,5 +1,5 @@
 import { detach, noGrad } from "@blocksparse/autograd";
-import { type Activation, BsrPattern, bsrLinear, bsrLinearActivation, cast, formatArg, optionsArg, shapesEqual, Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
+import { type Activation, BsrPattern, bsrLinear, bsrLinearActivation, cast, formatArg, formatShape, optionsArg, shapesEqual, Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
 import { BsrMatrix, divisors } from "@blocksparse/format";
 import { blockCountFor, blockSources, randomPattern, remapBlocks } from "./blocks";
 import { childSeeds, uniform } from "./init";
@@ -181,11 +181,13 @@ export class BlockSparseLinear extends Module {
       );
     }
     const { newValues, optimizer } = optionsArg(`${this.label}.setPattern`, options, ["newValues", "optimizer"]);
-    // Checked before anything moves: a wrong optimizer found after the move would leave the layer moved and its state not.
-    if ((newValues !== undefined && !(newValues instanceof Tensor)) || (optimizer !== undefined && !(optimizer instanceof Optimizer))) {
-      throw new ValueError(`${this.label}.setPattern: newValues must be a Tensor, optimizer an Optimizer`);
-    }
     const sources = blockSources(this.pattern, pattern);
+    // Checked before anything moves: a wrong optimizer found after the move would leave the layer moved and its state not,
+    // and newValues of another shape would fail in the concat inside remapBlocks, under its name.
+    const expected = [sources.filter((source) => source < 0).length, ...this.blockShape];
+    if ((newValues !== undefined && !(newValues instanceof Tensor && newValues.isFloat && shapesEqual(newValues.shape, expected))) || (optimizer !== undefined && !(optimizer instanceof Optimizer))) {
+      throw new ValueError(`${this.label}.setPattern: newValues must be a Tensor of float blocks ${formatShape(expected)}, optimizer an Optimizer`);
+    }
     // Weights replaced since the optimizer's last step (loaded, assigned): its master copy is taken from them first.
     optimizer?.syncMaster(this.weight);
     const current = this.weight.value;

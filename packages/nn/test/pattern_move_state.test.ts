@@ -1,4 +1,4 @@
-import { BsrPattern, cast, randn, tidy } from "@blocksparse/core";
+import { BsrPattern, cast, randn, type Tensor, tidy, zeros } from "@blocksparse/core";
 import { Adam, BlockSparseLinear, BlockSparseWeight, backward, mseLoss, type Optimizer, pruneAndRegrow, SGD } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
 
@@ -88,6 +88,30 @@ describe("pattern moves and the optimizer's state", () => {
       expect(moved.slice(k * 4, k * 4 + 4)).toEqual(source < 0 ? [0, 0, 0, 0] : buffer.slice(source * 4, source * 4 + 4));
     });
     expect(optimizer.stepsOf(layer.weight)).toBe(1);
+    optimizer.dispose();
+  });
+
+  it("setPattern refuses newValues that are not one float block per added block, naming setPattern and the expected shape, and changes nothing", () => {
+    const layer = layerOf(1);
+    const optimizer = new Adam(layer.parameters(), { lr: 0.01 });
+    trainStep(layer, optimizer, 3);
+    const held = layer.pattern.blockMask();
+    const free = Int32Array.from(held.keys()).filter((flat) => !held[flat]).slice(0, 2);
+    const next = BsrPattern.fromFlatBlocks(layer.pattern.shape, layer.pattern.blockShape, Int32Array.from([...Int32Array.from(held.keys()).filter((flat) => held[flat]), ...free]).sort());
+    const before = { pattern: layer.pattern, values: Array.from(layer.weight.value.dataSync()), m: Array.from(optimizer.stateOf(layer.weight)?.m.dataSync() ?? []) };
+    const cases: Tensor[] = [zeros([2, 4, 1]), zeros([2, 4]), zeros([3, 2, 2]), zeros([1, 2, 2]), zeros([2, 2, 2], "int32")];
+    for (const newValues of cases) {
+      expect(() => layer.setPattern(next, { newValues, optimizer })).toThrow(/BlockSparseLinear\.setPattern: newValues must be a Tensor of float blocks \[2, 2, 2\]/);
+      newValues.dispose();
+    }
+    expect(layer.pattern).toBe(before.pattern);
+    expect(Array.from(layer.weight.value.dataSync())).toEqual(before.values);
+    expect(Array.from(optimizer.stateOf(layer.weight)?.m.dataSync() ?? [])).toEqual(before.m);
+    // The right shape moves the layer.
+    const fresh = zeros([2, 2, 2]);
+    layer.setPattern(next, { newValues: fresh, optimizer });
+    fresh.dispose();
+    expect(layer.nnzBlocks).toBe(before.pattern.nnzBlocks + 2);
     optimizer.dispose();
   });
 });
