@@ -355,7 +355,8 @@ function checkOptions(options: unknown): boolean {
  */
 export function reachableLeaves(loss: Tensor): Set<Tensor> {
   const leaves = new Set<Tensor>();
-  if (!(loss instanceof Tensor)) return leaves;
+  if (!(loss instanceof Tensor)) throw new AutogradError("reachableLeaves: loss must be a Tensor");
+  loss.throwIfDisposed("reachableLeaves: loss");
   const origin = gradFnOf(loss);
   if (!origin) {
     if (loss.requiresGrad) leaves.add(loss);
@@ -366,7 +367,8 @@ export function reachableLeaves(loss: Tensor): Set<Tensor> {
   for (let node = stack.pop(); node !== undefined; node = stack.pop()) {
     if (node.freed) continue;
     for (const { leaf, producer } of node.edges) {
-      if (leaf?.requiresGrad) leaves.add(leaf);
+      // A leaf disposed since the forward gets no gradient from backward (as there): not reached.
+      if (leaf?.requiresGrad && !leaf.isDisposed) leaves.add(leaf);
       if (producer && !visited.has(producer)) {
         visited.add(producer);
         stack.push(producer);

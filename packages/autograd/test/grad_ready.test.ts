@@ -1,4 +1,4 @@
-import { add, matmul, mul, randn, sum, tensor, tidy } from "@blocksparse/core";
+import { add, matmul, mul, randn, sum, type Tensor, tensor, tidy } from "@blocksparse/core";
 import { AutogradError, addGradReadyObserver, backward, reachableLeaves } from "@blocksparse/autograd";
 import { describe, expect, it } from "vitest";
 
@@ -96,5 +96,23 @@ describe("reachableLeaves", () => {
     expect(reachableLeaves(constant)).toEqual(new Set());
     for (const t of [a.grad, b.grad]) t?.dispose();
     for (const t of [a, b, unused, constant, loss]) t.dispose();
+  });
+
+  it("refuses what backward refuses (a non-Tensor, a disposed loss) and leaves out a leaf disposed since the forward, as backward does", () => {
+    expect(() => reachableLeaves(undefined as unknown as Tensor)).toThrow(AutogradError);
+    expect(() => reachableLeaves(undefined as unknown as Tensor)).toThrow(/reachableLeaves: loss must be a Tensor/);
+    const a = randn([3], { seed: 5 });
+    const b = randn([3], { seed: 6 });
+    for (const t of [a, b]) t.requiresGrad = true;
+    const loss = tidy(() => sum(mul(a, b)));
+    b.dispose();
+    expect(reachableLeaves(loss)).toEqual(new Set([a]));
+    backward(loss);
+    expect(a.grad).not.toBeNull();
+    a.grad?.dispose();
+    const disposed = tidy(() => sum(a));
+    disposed.dispose();
+    expect(() => reachableLeaves(disposed)).toThrow(/reachableLeaves: loss/);
+    a.dispose();
   });
 });

@@ -23,7 +23,7 @@ import { StateDictError, type StateDictMismatch } from "./errors";
 import { childSeeds } from "./init";
 import { requiredOptions } from "./linear";
 import { Module } from "./module";
-import type { Optimizer } from "./optim";
+import { Optimizer } from "./optim";
 
 export interface PruneAndRegrowOptions {
   /** Fraction of the stored blocks to move, in [0, 1]. */
@@ -287,6 +287,7 @@ export class SparseOptimizer {
 
   /** The optimizer whose state follows every move. */
   attachOptimizer(optimizer: Optimizer): this {
+    if (!(optimizer instanceof Optimizer)) throw new ValueError(`SparseOptimizer.attachOptimizer: expected an Optimizer, got ${formatArg(optimizer)}`);
     this.#optimizer = optimizer;
     return this;
   }

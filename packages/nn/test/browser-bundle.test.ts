@@ -60,11 +60,13 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // its part of a TransformerBlock (the residual added when the branch does not fuse it), and stack and arange named
   // themselves in their errors (+0.12 KiB: 77.025 measured); since then, format refused metadata keys a matrix writes
   // and an empty matrix name, core checked keepDims as a boolean and took a null gamma / beta, nn named an Embedding's
-  // index out of range, took LayerNorm([n]) and quoted values in its messages (77.203 measured).
-  it("format + core + autograd + nn stay within 77.25 KiB gzipped and evaluate no code", async () => {
+  // index out of range, took LayerNorm([n]) and quoted values in its messages (77.203 measured); 77.25 KiB until
+  // setPattern checked newValues' shape and dtype, SparseOptimizer.attachOptimizer refused a non-Optimizer and
+  // autograd's reachableLeaves refused what backward refuses (+0.09 KiB: 77.290 measured).
+  it("format + core + autograd + nn stay within 77.4 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(77.25);
+    expect(gzipKiB).toBeLessThanOrEqual(77.4);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 

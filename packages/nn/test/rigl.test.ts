@@ -233,6 +233,10 @@ describe("SparseOptimizer schedule", () => {
     expect(sparse.optimizer).toBeUndefined();
     const adam = new Adam(layer.parameters());
     expect(sparse.attachOptimizer(adam).optimizer).toBe(adam);
+    // Anything else is refused when attached, not at the first pattern move (after step() had counted the call).
+    expect(() => sparse.attachOptimizer({} as Adam)).toThrow(ValueError);
+    expect(() => sparse.attachOptimizer({} as Adam)).toThrow(/SparseOptimizer.attachOptimizer: expected an Optimizer/);
+    expect(sparse.optimizer).toBe(adam);
   });
 
   it("gradient regrowth sees a layer that Sequential would fuse with its activation (BlockSparseLinear then ReLU)", () => {
