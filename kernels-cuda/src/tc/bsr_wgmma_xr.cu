@@ -7,14 +7,22 @@ namespace bs::tc {
 
 namespace sm90 {
 
-// The dispatch's widest slab (kXResidentMaxSlab) keeps all four consumers at 32x32.
+// A slab of kXResidentMaxSlab keeps all four consumers at 32x32; the dispatch's widest (kXResidentMaxDispatchedSlab) two.
 using XrLayout32 = XrTraits<__nv_bfloat16, Op::Linear, 32>;
 static_assert(XrLayout32::kMaxConsumers == kXResidentConsumers, "the dispatch's rule counts four consumers");
 static_assert((XrLayout32::kSmemLimit - XrLayout32::kAlignSlack - XrLayout32::kFixedBytes -
                kXResidentMaxSlab / XrLayout32::kBoxColumns * XrLayout32::kBoxBytes) /
                       XrLayout32::kStageBytes / XrLayout32::kMaxConsumers >=
                   kXrPreferredStages,
-              "four consumers of kXrPreferredStages stages beside the dispatch's widest slab");
+              "four consumers of kXrPreferredStages stages beside a slab of kXResidentMaxSlab");
+// Ring slots (8 KB stages) beside a slab `slab` wide, as launchXr counts them.
+constexpr int64_t xrSlotsBeside(int64_t slab) {
+  return (XrLayout32::kSmemLimit - XrLayout32::kAlignSlack - XrLayout32::kFixedBytes -
+          (slab + XrLayout32::kBoxColumns - 1) / XrLayout32::kBoxColumns * XrLayout32::kBoxBytes) /
+         XrLayout32::kStageBytes;
+}
+static_assert(xrSlotsBeside(kXResidentMaxDispatchedSlab) / XrLayout32::kMinConsumers >= kXrPreferredStages,
+              "two consumers of kXrPreferredStages stages beside the dispatch's widest slab");
 
 template <typename T, Op kOp>
 bool launchXrBlock(DType dtype, const KernelArgs& args, int blockSize, int numSms, cudaStream_t stream) {

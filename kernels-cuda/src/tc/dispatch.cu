@@ -356,7 +356,7 @@ int ruleLineSplits(tc::Op op, const BsrPatternView& pattern, int64_t m, int sms)
 }
 
 // Whether bsrLinear / bsrMatmul with 32x32 blocks take the X-resident tile under the default options on a wgmma
-// device with `sms` SMs (tc_kernels.h's rule): a slab of at most kXResidentMaxSlab (K for Linear, N for Matmul), at
+// device with `sms` SMs (tc_kernels.h's rule): a slab of at most kXResidentMaxDispatchedSlab (K for Linear, N for Matmul), at
 // least kXResidentMinLine blocks per line on average, at least kXResidentMinTokens tokens, and W's bytes per CTA at
 // least kXResidentMinWeightPerSlab times the slab's (64 tokens x the slab's width).
 bool xResidentRule(tc::Op op, const BsrPatternView& pattern, int64_t m, int sms) {
@@ -364,7 +364,7 @@ bool xResidentRule(tc::Op op, const BsrPatternView& pattern, int64_t m, int sms)
     return false;
   const int64_t slab = op == tc::Op::Linear ? pattern.cols : pattern.rows;
   const int64_t lines = op == tc::Op::Linear ? pattern.blockRows : pattern.blockCols;
-  if (slab > tc::kXResidentMaxSlab || slab % 8 != 0 || lines <= 0) return false;
+  if (slab > tc::kXResidentMaxDispatchedSlab || slab % 8 != 0 || lines <= 0) return false;
   const double line = double(pattern.nnzBlocks) / double(lines);
   if (line < tc::kXResidentMinLine) return false;
   // W's elements per CTA against the slab's (the same element size).
@@ -671,7 +671,7 @@ std::vector<TcOptions> tcTuneCandidates(tc::Op op, DType dtype, const BsrPattern
       if (path == TcPath::Wgmma && width == 128) out.push_back({path, tc::kPingPongTile});
       if (path == TcPath::Wgmma && width == 64 && depth >= 64) out.push_back({path, tc::kPersistentTile});
       if (path == TcPath::Wgmma && squareBlocks(pattern) && pattern.blockHeight == 32 &&
-          (op == tc::Op::Linear ? pattern.cols : pattern.rows) <= tc::kXResidentMaxSlab)
+          (op == tc::Op::Linear ? pattern.cols : pattern.rows) <= tc::kXResidentMaxDispatchedSlab)
         out.push_back({path, tc::kXResidentTile});
       continue;
     }

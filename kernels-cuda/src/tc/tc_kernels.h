@@ -87,7 +87,7 @@ struct KernelArgs {
 // 128x128 blocks it takes that dX up to kPingPongBackwardMaxLine128 blocks per line (the plain products: kPingPongMaxLine).
 // The 64x64 persistent and ping-pong tiles are feature-major (WgmmaTraits::kFeatureMajor).
 // With 32x32 blocks, the X-resident tile (bsr_wgmma_xr.cu: 64 tokens per CTA with the dense operand's whole slab
-// in shared memory, W's blocks streamed past it) wins where the slab is at most kXResidentMaxSlab wide (K for
+// in shared memory, W's blocks streamed past it) wins where the slab is at most kXResidentMaxDispatchedSlab wide (K for
 // bsrLinear, N for bsrMatmul), lines hold at least kXResidentMinLine blocks on average, there are at least
 // kXResidentMinTokens tokens, and each CTA streams at least kXResidentMinWeightPerSlab times its slab's bytes in W
 // (its lines, xResidentGroupLines, times their blocks): below that the slab's copy costs more than it saves
@@ -120,6 +120,13 @@ constexpr int kPingPongTile64Tokens = 256;
 constexpr double kPingPongBackwardMaxLine64 = 16.0;
 constexpr double kPingPongBackwardMaxLine128 = 8.0;
 constexpr int64_t kXResidentMaxSlab = 1024;
+// The dispatch takes the tile up to 1280 columns, where two consumers' rings still get four stages each (three
+// consumers of three up to 1152; bsr_wgmma_xr.cu asserts two of at least three beside it). On an H200 the FFN step
+// with 32x32 blocks at 1152 <-> 4608 and 1280 <-> 5120, 2048-8192 tokens, densities 0.1-0.35, ran 1.07-1.21x faster
+// with its wide-slab products on the tile than on mma.sync's tile; at 1536 <-> 6144, whose slab leaves two consumers
+// two stages each, 0.91-0.97x at densities 0.25-0.35 (benchmarks/results/gpu-nvidia-h200/xr-wide-slabs-2026-12-03.md).
+// 1344 and 1408 (two consumers of three stages) were not timed.
+constexpr int64_t kXResidentMaxDispatchedSlab = 1280;
 // On an H200 with the tile's staged stores and wave grouping, over 96 cases (four widths each way, 2048-16384 tokens,
 // densities 0.5/0.25/0.1), the tile ran 1.03-1.51x what the dispatch ran instead wherever the rule of the time (lines
 // of 2 blocks, 1.75 slabs of W per CTA) declined it, down to lines of 1.6 blocks and 0.8 slabs, and 0.96x at the one
@@ -127,7 +134,8 @@ constexpr int64_t kXResidentMaxSlab = 1024;
 constexpr double kXResidentMinLine = 1.5;
 constexpr int64_t kXResidentMinTokens = 2048;
 constexpr double kXResidentMinWeightPerSlab = 0.6;
-// Consumer warpgroups of the X-resident tile at 32x32 with a slab of at most kXResidentMaxSlab (bsr_wgmma_xr.cu).
+// Consumer warpgroups of the X-resident tile at 32x32 with a slab of at most kXResidentMaxSlab (bsr_wgmma_xr.cu); the
+// dispatch's rule groups lines by this count up to kXResidentMaxDispatchedSlab (the launcher groups them by its own).
 constexpr int kXResidentConsumers = 4;
 // Tokens per CTA of the X-resident tile (the M of one wgmma): a consumer stores a line's outputs for these tokens at
 // once, four warps of 16 rows each (with the activation's backward fused, a row of column sums per warp).

@@ -714,22 +714,24 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
     }
   }, 240_000);
 
-  // 32x32 bsrLinear and bsrMatmul where the dispatch takes the X-resident tile (tc_kernels.h: a slab of at most 1024,
-  // K for bsrLinear and N for bsrMatmul, lines of at least 1.5 blocks, at least 2048 tokens, and each CTA's lines
-  // holding at least 0.6 times the slab's elements): bsrLinear over 2048 x 1024 (a slab of 1024: 16 boxes of 64) and
-  // bsrMatmul over 992 x 2048 (a slab of 992: a half box at the end), each also checked the other way round (mma.sync's
-  // tile). At 2085 tokens (a last token tile of 37) with lines of about 22 blocks (density 0.7), and at 8229 tokens with
-  // lines of about 3 (density 0.1: one group of all 64 lines per token tile), block rows and columns left empty (the
-  // bias alone, zeros), and the dense route kept off so that the block kernels run. Every token of the last tile and
-  // one random token of every 8 (2085) or 64 (8229) before it against float64. The same products with the activation
-  // fused, which the tile writes from its epilogue: bsrLinearActivation's z and activation(z), and
-  // bsrMatmulActivationBackward's dZ = dX act'(Z) (against float64 at those tokens) and its column sums (against the
-  // unfused bsrMatmul then biasActivationBackward, whose sums run over every token).
+  // 32x32 bsrLinear and bsrMatmul where the dispatch takes the X-resident tile (tc_kernels.h: a slab of at most 1280, K
+  // for bsrLinear and N for bsrMatmul, lines of at least 1.5 blocks, at least 2048 tokens, and each CTA's lines holding
+  // at least 0.6 times the slab's elements): bsrLinear over 2048 x 1024 (a slab of 1024: 16 boxes of 64, four consumers)
+  // and bsrMatmul over 992 x 2048 (a slab of 992: a half box at the end), each also checked the other way round
+  // (mma.sync's tile), and both over 1280 x 1248 (slabs of 1248, a half box at the end, and 1280: two consumers). At
+  // 2085 tokens (a last token tile of 37) with lines of about 22 blocks (density 0.7), and at 8229 tokens with lines of
+  // about 3 (density 0.1: one group of all 64 lines per token tile), block rows and columns left empty (the bias alone,
+  // zeros), and the dense route kept off so that the block kernels run. Every token of the last tile and one random
+  // token of every 8 (2085) or 64 (8229) before it against float64. The same products with the activation fused, which
+  // the tile writes from its epilogue: bsrLinearActivation's z and activation(z), and bsrMatmulActivationBackward's dZ =
+  // dX act'(Z) (against float64 at those tokens) and its column sums (against the unfused bsrMatmul then
+  // biasActivationBackward, whose sums run over every token).
   const X_RESIDENT = [
     { rows: 2048, cols: 1024, emptyRows: [3, 40], emptyCols: [5] },
     { rows: 992, cols: 2048, emptyRows: [0, 30], emptyCols: [0, 63] },
+    { rows: 1280, cols: 1248, emptyRows: [7], emptyCols: [38] },
   ] as const;
-  test("32x32 bsrLinear and bsrMatmul on the X-resident tile (slabs up to 1024 wide, lines of 22 and of 3 blocks, empty lines, a partial token tile), alone and with the activation fused, half precision, against float64", () => {
+  test("32x32 bsrLinear and bsrMatmul on the X-resident tile (slabs up to 1280 wide, lines of 22 and of 3 blocks, empty lines, a partial token tile), alone and with the activation fused, half precision, against float64", () => {
     const next = random(2085);
     const backend = useCuda();
     const previous = backend.setDenseProductMode("never");
