@@ -251,11 +251,29 @@ const INTEGER_ARRAYS: Record<string, { new (buffer: ArrayBufferLike): ArrayLike<
   u8: BigUint64Array,
 };
 
-/** Bool (any non-zero byte is True, as NumPy reads it) and integer data as float32, rounded past 2^24 as float64 data is. */
+/**
+ * A 64-bit integer rounded to float32 once, as NumPy casts it: through float64 first it rounded twice
+ * (2^60 + 2^36 + 1 -> 2^60 + 2^36, a float32 tie -> 2^60). Past 2^53 the value is first cut to 26
+ * significant bits, the last one set if any bit below was (round to odd), which float64 holds exactly.
+ */
+function bigintToFloat32(value: bigint): number {
+  const magnitude = value < 0n ? -value : value;
+  if (magnitude < 2n ** 53n) return Number(value);
+  const shift = BigInt(magnitude.toString(2).length - 26);
+  let top = magnitude >> shift;
+  if (top << shift !== magnitude) top |= 1n;
+  const rounded = Number(top) * 2 ** Number(shift);
+  return value < 0n ? -rounded : rounded;
+}
+
+/** Bool (any non-zero byte is True, as NumPy reads it) and integer data as float32, each rounded once past 2^24 as NumPy rounds it. */
 function integersAsFloat32(kind: string, raw: ArrayBufferLike): Float32Array {
   const source = new INTEGER_ARRAYS[kind](raw);
   const out = new Float32Array(source.length);
-  for (let i = 0; i < source.length; i++) out[i] = kind === "b1" ? (source[i] !== 0 ? 1 : 0) : Number(source[i]);
+  for (let i = 0; i < source.length; i++) {
+    const value = source[i];
+    out[i] = kind === "b1" ? (value !== 0 ? 1 : 0) : typeof value === "bigint" ? bigintToFloat32(value) : value;
+  }
   return out;
 }
 

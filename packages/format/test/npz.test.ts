@@ -547,6 +547,27 @@ describe("SciPy files of other formats and data types", () => {
     expect(dense.filter((value) => value === 1).length).toBe(2);
     expect([dense[0], dense[23]]).toEqual([1, 1]);
   });
+
+  it("rounds int64 and uint64 data past 2^53 to float32 once, as NumPy's astype(float32) does, not through float64", () => {
+    // Expected values from NumPy 2.4: np.array(data).astype(np.float32). Through float64 first, 2^60 + 2^36 + 1
+    // became 2^60 + 2^36, a float32 tie that rounded down to 2^60.
+    const cases: [string, Uint8Array, number[]][] = [
+      [
+        "<i8",
+        bytesOf(BigInt64Array.from([2n ** 60n + 2n ** 36n + 1n, -(2n ** 62n + 2n ** 38n + 1n), 2n ** 53n + 1n, 2n ** 63n - 1n, -(2n ** 63n), 2n ** 25n + 3n, 3n, 2n ** 40n + 2n ** 16n - 1n])),
+        [2 ** 60 + 2 ** 37, -(2 ** 62 + 2 ** 39), 2 ** 53, 2 ** 63, -(2 ** 63), 2 ** 25 + 4, 3, 2 ** 40],
+      ],
+      [
+        "<u8",
+        bytesOf(BigUint64Array.from([2n ** 63n + 2n ** 39n + 1n, 2n ** 64n - 1n, 2n ** 54n + 2n ** 30n + 1n, 5n, 0n, 2n ** 24n + 1n, 2n ** 24n + 3n, 2n ** 53n + 2n ** 29n])),
+        [2 ** 63 + 2 ** 40, 2 ** 64, 2 ** 54 + 2 ** 31, 5, 0, 2 ** 24, 2 ** 24 + 4, 2 ** 53],
+      ],
+    ];
+    for (const [descr, data, blocks] of cases) {
+      const matrix = decodeScipyNpz(archive({ "data.npy": npy(descr, "(2, 2, 2)", data) }));
+      expect(Array.from(matrix.values), descr).toEqual(blocks);
+    }
+  });
 });
 
 describe("big-endian and Fortran-order arrays", () => {
