@@ -1,6 +1,9 @@
 import type { AttentionBackwardInputs, AttentionOnArrays, AttentionSizes, JsBackend, KernelArgs, KernelTable, ProductCompute, TensorInfo } from "@blocksparse/core";
 import { packedAttentionKernels, sizeOf } from "@blocksparse/core";
 
+/** The largest positive float64 that rounds to 0 as a float32 (half the smallest float32 subnormal, a tie to even). */
+const FLOAT32_ROUNDS_TO_ZERO = 2 ** -150;
+
 /** Floats of one block of scores (16 MiB): attention takes as many query rows at a time as fit, one at least. */
 export const ATTENTION_SCRATCH_FLOATS = 2 ** 22;
 
@@ -49,6 +52,7 @@ export function attentionKernels(
    * Each row's scaled scores are first taken into `row64` (float64); computing lse, each exponential is kept there
    * and divided by the row's sum. A row whose float32 product overflowed (an infinite or NaN score) has its scores
    * recomputed in float64 from q and k, as the js backend computes every score: q k^T of about 1e39 is finite there.
+   * Computing lse, the rows with a probability that rounds to 0 in float32 but not in float64 are pushed to `underflows`.
    */
   let row64 = new Float64Array(0);
   const probabilities = (
@@ -67,6 +71,7 @@ export function attentionKernels(
     scale: number,
     causal: boolean,
     computeLse: boolean,
+    underflows?: number[],
   ) => {
     if (row64.length < n) row64 = new Float64Array(n);
     for (let r = 0; r < rows; r++) {
@@ -94,7 +99,13 @@ export function attentionKernels(
         }
         lse[lseOffset + i] = max + Math.log(sum);
         const inverse = 1 / sum;
-        for (let j = 0; j < kept; j++) s[row + j] = row64[j] * inverse;
+        let underflow = false;
+        for (let j = 0; j < kept; j++) {
+          const p = row64[j] * inverse;
+          s[row + j] = p;
+          if (p <= FLOAT32_ROUNDS_TO_ZERO && p > 0) underflow = true;
+        }
+        if (underflow) underflows?.push(r);
       } else {
         const rowLse = lse[lseOffset + i];
         for (let j = 0; j < kept; j++) s[row + j] = Math.exp(row64[j] - rowLse);
@@ -161,6 +172,30 @@ export function attentionKernels(
       }
     }
   };
+  // Rows of a block whose probabilities underflowed in float32 (see probabilities).
+  const underflows: number[] = [];
+  /**
+   * Output row i (of the batch matrix at qOffset, kOffset) in float64 over its kept keys, as the js backend computes it:
+   * for a row whose float32 probabilities underflowed to 0 where a value is infinite, 0 * inf made NaN where js's tiny
+   * probability times inf is +-inf.
+   */
+  const attendRow64 = (qs: Float32Array, qOffset: number, ks: Float32Array, vs: Float32Array, kOffset: number, out: Float32Array, i: number, m: number, n: number, d: number, scale: number, causal: boolean) => {
+    const kept = keptKeys(i, m, n, causal);
+    if (sum64.length < d) sum64 = new Float64Array(d);
+    let max = Number.NEGATIVE_INFINITY;
+    for (let j = 0; j < kept; j++) {
+      row64[j] = scale * dot64(qs, qOffset + i * d, ks, kOffset + j * d, d);
+      if (row64[j] > max || Number.isNaN(row64[j])) max = row64[j];
+    }
+    sum64.fill(0, 0, d);
+    let sum = 0;
+    for (let j = 0; j < kept; j++) {
+      const e = Math.exp(row64[j] - max);
+      sum += e;
+      for (let c = 0; c < d; c++) sum64[c] += e * vs[kOffset + j * d + c];
+    }
+    for (let c = 0; c < d; c++) out[qOffset + i * d + c] = sum64[c] / sum;
+  };
   const onArrays: AttentionOnArrays = {
     forward(qs, ks, vs, out, lse, { heads, m, n, d }, scale, causal) {
       const rowsPerBlock = blockRows(m, n);
@@ -171,9 +206,13 @@ export function attentionKernels(
         for (let i0 = 0; i0 < m; i0 += rowsPerBlock) {
           const rows = Math.min(rowsPerBlock, m - i0);
           products.matmulF32({ a: qs, aOffset: qOffset + i0 * d, b: ks, bOffset: kOffset, c: s, m: rows, n, k: d, transposeB: true });
-          probabilities(s, qs, qOffset, ks, kOffset, d, lse, b * m, i0, rows, m, n, scale, causal, true);
+          underflows.length = 0;
+          probabilities(s, qs, qOffset, ks, kOffset, d, lse, b * m, i0, rows, m, n, scale, causal, true, underflows);
           products.matmulF32({ a: s, b: vs, bOffset: kOffset, c: out, cOffset: qOffset + i0 * d, m: rows, n: d, k: n });
           keptRowSums(s, vs, kOffset, out, qOffset + i0 * d, i0, rows, m, n, d, lastNonFiniteValue);
+          for (const r of underflows) {
+            if (!allFinite(out, qOffset + (i0 + r) * d, d)) attendRow64(qs, qOffset, ks, vs, kOffset, out, i0 + r, m, n, d, scale, causal);
+          }
         }
       }
     },

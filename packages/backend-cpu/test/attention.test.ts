@@ -114,6 +114,50 @@ describe.skipIf(cpuMissing)("cpu attention", () => {
   });
 });
 
+describe.skipIf(cpuMissing)("cpu attention where a probability underflows float32", () => {
+  // Query rows [1, 0] against keys of scores 0, -200, -1 and -300: exp(-200) and exp(-300) are float64 values that round
+  // to 0 as float32. The second key's value is +inf in column 0, the fourth's -inf in column 1: js's tiny probability
+  // times the infinity is +-inf, where a float32 probability of 0 made 0 * inf = NaN.
+  const [m, n, d] = [3, 4, 2];
+  const inputs = {
+    q: [1, 0, 1, 0, 1, 0],
+    k: [0, 0, -200, 0, -1, 0, -300, 0],
+    v: [1, 2, Number.POSITIVE_INFINITY, 1, 3, 4, 1, Number.NEGATIVE_INFINITY],
+  };
+  /** out and lse of attentionWithStats on `backend`. */
+  const forward = (backend: string, causal: boolean): number[][] =>
+    tidy(() => {
+      const upload = (x: number[], rows: number) => tensorOn(getBackendInstance(backend), x, [rows, d], "float32");
+      const { out, lse } = attentionWithStats(upload(inputs.q, m), upload(inputs.k, n), upload(inputs.v, n), { causal, scale: 1 });
+      return [Array.from(out.dataSync()), Array.from(lse.dataSync())];
+    });
+  for (const causal of [false, true]) {
+    it(`out is js's +-inf, not NaN${causal ? " (causal)" : ""}, in one block of rows and in blocks of one`, () => {
+      setBackend("cpu");
+      const js = forward("js", causal);
+      expect(js[0].some((x) => x === Number.POSITIVE_INFINITY)).toBe(true);
+      // Through the kernels with a scratch of one row's scores: the repair runs per block of rows.
+      const backend = cpuBackend();
+      const kernels = attentionKernels(nativeCompute(backend.addon), n);
+      const blocks = tidy(() => {
+        const upload = (x: number[], rows: number) => tensorOn(backend, x, [1, rows, d], "float32");
+        const results = kernels.Attention({ inputs: { q: upload(inputs.q, m), k: upload(inputs.k, n), v: upload(inputs.v, n) }, attrs: { causal, scale: 1 }, backend });
+        const read = results.map((info) => Array.from(backend.readSync(info.dataId)));
+        for (const info of results) backend.free(info.dataId);
+        return read;
+      });
+      for (const [run, cpu] of Object.entries({ backend: forward("cpu", causal), "blocks of one row": blocks })) {
+        // NaN, Infinity and -Infinity at the same places; the finite values close.
+        const nonFinite = (x: number[]) => x.map((value) => (Number.isFinite(value) ? "finite" : String(value)));
+        const finite = (x: number[]) => x.map((value) => (Number.isFinite(value) ? value : 0));
+        expect(nonFinite(cpu[0]), `${run}: out`).toEqual(nonFinite(js[0]));
+        expect(relativeError(finite(cpu[0]), finite(js[0])), `${run}: out`).toBeLessThanOrEqual(1e-6);
+        expect(relativeError(cpu[1], js[1]), `${run}: lse`).toBeLessThanOrEqual(1e-6);
+      }
+    });
+  }
+});
+
 /** forwardBackward through the kernels `attentionKernels` makes of `products`, on the cpu backend's tensors. */
 function kernelsForwardBackward(
   products: ProductCompute,
