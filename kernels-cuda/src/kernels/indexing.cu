@@ -144,7 +144,7 @@ __global__ void crossEntropyKernel(const T* __restrict__ logits, const int32_t* 
     if (threadIdx.x == 0) {
       int32_t target = targets[r];
       const bool valid = inRange(target, classes);
-      loss[r] = valid ? logf(rowSum) + rowMax - toFloat<T>(row[target]) : 0.0f;
+      loss[r] = valid ? (rowMax - toFloat<T>(row[target])) + logf(rowSum) : 0.0f;  // log(sum) last: kept beside a large max
       if (!valid && target != ignoreIndex) reportIndexFault(fault, IndexFaultOp::CrossEntropy, target, r, classes);
     }
   }

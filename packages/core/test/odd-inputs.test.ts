@@ -6,10 +6,12 @@ import {
   ValueError,
   adamUpdate,
   add,
+  crossEntropy,
   argmax,
   div,
   keep,
   less,
+  logSoftmax,
   manualSeed,
   memory,
   mul,
@@ -228,5 +230,23 @@ describe("rand checks its bounds against the dtype", () => {
       const draws = tidy(() => rand([1000], { low: -high, high, dtype, seed: 3 }).toArray());
       expect(draws.every(Number.isFinite)).toBe(true);
     }
+  });
+});
+
+describe("log-sum-exp of huge logits keeps log(sum) (max + log(sum) rounded it away)", () => {
+  it("crossEntropy of tied logits of 1e30 and 1e20 is log of the class count", () => {
+    tidy(() => {
+      // Before: log(sum) + max - x_t gave 0 for both.
+      expect(crossEntropy(tensor([1e30, 1e30], [1, 2]), tensor([0], [1], "int32")).toArray()).toEqual([Math.fround(Math.log(2))]);
+      expect(crossEntropy(tensor([1e20, 1e20, 1e20], [1, 3]), tensor([2], [1], "int32"), "none").toArray()).toEqual([Math.fround(Math.log(3))]);
+    });
+  });
+
+  it("logSoftmax of tied logits of 1e30 is -log 2, as softmax gives 0.5", () => {
+    tidy(() => {
+      const y = logSoftmax(tensor([1e30, 1e30, 1e20, 1e20, 1e20, Number.NEGATIVE_INFINITY], [2, 3])).toArray();
+      const [big, small] = [Math.fround(1e30), Math.fround(1e20)];
+      expect(y).toEqual([-Math.log(2), -Math.log(2), small - big, -Math.log(2), -Math.log(2), Number.NEGATIVE_INFINITY].map(Math.fround));
+    });
   });
 });

@@ -25,8 +25,9 @@ function rowSoftmax(input: Float32Array, out: Float32Array, rows: number, n: num
       sum += e[j];
     }
     if (log) {
-      const logSum = Math.log(sum) + max;
-      for (let j = 0; j < kept; j++) out[base + j] = input[base + j] - logSum;
+      // (x - max) - log(sum): x - (max + log(sum)) lost log(sum) once |max| dwarfed it (logSoftmax([1e30, 1e30]) gave 0s).
+      const logSum = Math.log(sum);
+      for (let j = 0; j < kept; j++) out[base + j] = input[base + j] - max - logSum;
     } else {
       for (let j = 0; j < kept; j++) out[base + j] = e[j] / sum;
     }
@@ -155,7 +156,8 @@ export function crossEntropyKernel({ inputs: { logits, targets }, attrs, backend
     for (let j = 0; j < classes; j++) if (input[base + j] > max) max = input[base + j];
     let sum = 0;
     for (let j = 0; j < classes; j++) sum += Math.exp(input[base + j] - max);
-    out.data[r] = Math.log(sum) + max - input[base + t[r]];
+    // (max - x_t) first: log(sum) + max - x_t lost log(sum) once |max| dwarfed it (logits [1e30, 1e30] gave a loss of 0).
+    out.data[r] = max - input[base + t[r]] + Math.log(sum);
   }
   return out.commit();
 }
