@@ -148,21 +148,26 @@ bool denseSampledWins(DType dtype, const BsrPatternView& pattern, int64_t m, boo
 void launchSampleBlocks(DType dtype, const void* dense, void* values, const BsrPatternView& pattern, cudaStream_t stream);
 // bsrLinear and bsrMatmul through the dense GEMM: where the block kernels lose to cuBLAS (denseProductWins: 32x32 blocks
 // from density 0.25 with at least kDenseProductMinTokens tokens, where at 2048 tokens it measured slower, and from 0.3
-// for a product on the X-resident tile; from 0.45 with 1000 up to that; by a model of both routes' times with 65 up to 1000; the other shapes
+// for a product on the X-resident tile; below that, from 0.35 on the X-resident tile, from 0.25 on mma.sync's tile with 1000
+// tokens or more and by a model of both routes' times with 65 up to 1000; the other shapes
 // of the mma.sync tiles from their break-even density with at least kDenseProductShapeMinTokens; the simple kernel's
 // shapes from kDenseProductMinDensitySimple) the addon writes the pattern's blocks into a dense [rows, cols] scratch,
 // zeros elsewhere (one pass: launchScatterBlocks), and runs the dense product.
 enum class DenseProductMode : int32_t { Auto = 0, Never = 1, Always = 2 };
 constexpr int64_t kDenseProductMinTokens = 8192;
 constexpr double kDenseProductMinDensity32 = 0.25;
-// With kDenseProductMidTokens to kDenseProductMinTokens tokens the route wins for 32x32 from kDenseProductMinDensity32Mid:
-// the FFN step at 4096 tokens (1024 <-> 4096 and 768 <-> 3072, H200) ran 6-8% faster through it at density 0.5 and
-// 0-2% slower at 0.4; at 3000 tokens (768 <-> 3072, 1024 <-> 4096, 1536 <-> 6144) 6-22% faster at 0.5, and 3% slower
-// to 10% faster at 0.4. At 1000 and 2048 tokens it lost at 0.5 until the scratch's zeroing stored 16-byte words
-// (2026-12-03); since, it wins there too: 1.06-1.33x the block kernels' step at 0.5 (768 <-> 3072, 1024 <-> 4096),
-// 0.96-1.21x at 0.4.
+// With kDenseProductMidTokens to kDenseProductMinTokens tokens the route wins for 32x32 on mma.sync's tile from
+// kDenseProductMinDensity32Mid, and on the X-resident tile (from kXResidentMinTokens tokens, few or not) from
+// kDenseProductMinDensity32XResidentMid. Measured on an H200 (the FFN step, each route forced, 2026-12-03, last;
+// benchmarks/results/gpu-nvidia-h200/xr-few-tokens-2026-12-03.md): against mma.sync's tile at 1000 and 1536 tokens
+// (768 <-> 3072 up to 2048 <-> 8192) the route ran 1.01-1.13x faster at density 0.3, more at 0.35-0.4, and 1.02-1.07x
+// at 0.25 (1000 tokens); against the X-resident tile, 128-4096 tokens, 768 <-> 3072 up to 1280 <-> 5120, the two were
+// within 10% of each other at 0.35 either way (on the geometric mean a tie), the tile 0.99-1.08x the route's speed
+// at 0.25-0.3 and the route 0.99-1.14x the tile's at 0.4-0.45. (Before the tile ran below 2048 tokens the band took the route from 0.45: the
+// step at 1000-1536 tokens and density 0.35-0.4 was 0.83-1.01x the dense step on 768 <-> 3072 and 1024 <-> 4096.)
 constexpr int64_t kDenseProductMidTokens = 1000;
-constexpr double kDenseProductMinDensity32Mid = 0.45;
+constexpr double kDenseProductMinDensity32Mid = 0.25;
+constexpr double kDenseProductMinDensity32XResidentMid = 0.35;
 // With kDenseProductFewTokens to kDenseProductMidTokens tokens, where mma.sync's tiles are few and each CTA's line a
 // chain of latency-bound steps, neither route wins by density alone: per product (bsrLinear and bsrMatmul timed each way
 // on W of 768-8192 x 768-8192, 96-512 tokens, densities 0.25-0.5, H200, 2026-12-03) the route ran up to 1.66x faster

@@ -481,7 +481,9 @@ bool wgmmaRectangle(DType dtype, const BsrPatternView& pattern) {
 //   nearly everywhere, lost at 0.3 on the widest: from 0.35 with 128 tokens. At 72-120 tokens (2026-12-03) it won on
 //   768 <-> 3072 at 0.25-0.5 and lost 5% at 0.35 on 1536 <-> 6144 (tied at 0.5): from 0.35 with 65 tokens. Timed per
 //   product at 96-512 tokens on wider layers too (2048 x 8192 both ways: the route up to 1.9x slower at 0.35), the band
-//   now takes a model of both times (denseRouteWinsFewTokens).
+//   now takes a model of both times (denseRouteWinsFewTokens). Since the X-resident tile runs from 128 tokens
+//   (2026-12-03, last), a product on it takes the route from 0.35 below 8192 tokens, and mma.sync's tile from 0.25 at
+//   1000 tokens and more (kernels.h, kDenseProductMinDensity32Mid: measured each way at 128-4096 tokens).
 // - 64x64, 128x128 (wgmma tiles, half of cuBLAS's rate and more): never; nor 64x128 and 128x64 where they run the
 //   wgmma tiles too (tc::wgmmaShapeSupported on sm_90a: the tiles of the square of their output's width).
 // - The other shapes of the mma.sync tiles (tc::mmaShapeSupported) reach 0.07-0.11 of cuBLAS at 16x16, 0.09-0.19 with a
@@ -491,8 +493,8 @@ bool wgmmaRectangle(DType dtype, const BsrPatternView& pattern) {
 // - Any other shape runs the simple kernel, 0.01-0.02 of cuBLAS: the dense route from a low density, once the product
 //   is large enough that its device time outweighs a GEMM call's host cost (kDenseSampledMinFlops), past decoding
 //   sizes. At 8x32 and density 0.1 the FFN step took 0.64 ms through it against 4.96 ms on the simple kernel.
-// 32x32 with kDenseProductFewTokens to kDenseProductMidTokens tokens: whether the route's modelled time is below
-// mma.sync's tile's (kernels.h).
+// 32x32 with kDenseProductFewTokens to kDenseProductMidTokens tokens on mma.sync's tile: whether the route's modelled
+// time is below the tile's (kernels.h).
 bool denseRouteWinsFewTokens(tc::Op op, const BsrPatternView& pattern, int64_t m) {
   const double tileUs = kFewTileUs + kFewTileUsPerBlock * tcMmaTileBlocksPerSm(op, pattern, m);
   const double weights = static_cast<double>(pattern.rows) * static_cast<double>(pattern.cols) / 1e6;
@@ -503,10 +505,12 @@ bool denseRouteWinsFewTokens(tc::Op op, const BsrPatternView& pattern, int64_t m
 double denseProductBreakEven(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m) {
   const int rows = pattern.blockHeight, cols = pattern.blockWidth;
   if (rows == cols && rows == 32) {
-    // kDenseProductFewTokens to kDenseProductMidTokens: no density (denseRouteWinsFewTokens decides there).
-    if (m < kDenseProductMidTokens) return 2.0;
-    if (m < kDenseProductMinTokens) return kDenseProductMinDensity32Mid;
-    return tcTakesXResident(op, dtype, pattern, m) ? kDenseProductMinDensity32XResident : kDenseProductMinDensity32;
+    if (m < kDenseProductFewTokens) return 2.0;
+    const bool xResident = tcTakesXResident(op, dtype, pattern, m);
+    if (m >= kDenseProductMinTokens) return xResident ? kDenseProductMinDensity32XResident : kDenseProductMinDensity32;
+    if (xResident) return kDenseProductMinDensity32XResidentMid;
+    // kDenseProductFewTokens to kDenseProductMidTokens on mma.sync's tile: no density (denseRouteWinsFewTokens decides).
+    return m < kDenseProductMidTokens ? 2.0 : kDenseProductMinDensity32Mid;
   }
   if (rows == cols && (rows == 64 || rows == 128)) return 2.0;
   if (wgmmaRectangle(dtype, pattern)) return 2.0;
@@ -529,8 +533,9 @@ bool denseProductWins(tc::Op op, DType dtype, const BsrPatternView& pattern, int
   // float32 stays on the exact block kernels; few tokens stay on the decoding and tile kernels, which read only the
   // stored blocks where the dense GEMM would read all of W.
   if (dtype == DType::Float32 || !denseSampledFits(dtype, pattern)) return false;
-  // 32x32 with few tokens: a model of both routes' times, not a density.
-  if (pattern.blockHeight == 32 && pattern.blockWidth == 32 && m >= kDenseProductFewTokens && m < kDenseProductMidTokens)
+  // 32x32 with few tokens on mma.sync's tile: a model of both routes' times, not a density.
+  if (pattern.blockHeight == 32 && pattern.blockWidth == 32 && m >= kDenseProductFewTokens && m < kDenseProductMidTokens &&
+      !tcTakesXResident(op, dtype, pattern, m))
     return denseRouteWinsFewTokens(op, pattern, m);
   // Within half a block of the break-even counts as at it: a pattern drawn at a density holds the nearest whole
   // number of blocks, which may fall a fraction of a block short (0.35 of 768 x 3072 in 32x32 blocks is 806 of 2304).

@@ -132,7 +132,13 @@ constexpr int64_t kXResidentMaxDispatchedSlab = 1280;
 // of 2 blocks, 1.75 slabs of W per CTA) declined it, down to lines of 1.6 blocks and 0.8 slabs, and 0.96x at the one
 // case below that (1024 x 1024 at 2048 tokens, density 0.1: 0.4 slabs); the bounds sit between.
 constexpr double kXResidentMinLine = 1.5;
-constexpr int64_t kXResidentMinTokens = 2048;
+// The tile was first measured from 2048 tokens. Measured below (the FFN step, H200, 2026-12-03: 768 <-> 3072,
+// 1024 <-> 4096 and 1280 <-> 5120 at 128-1536 tokens, densities 0.1-0.4, the block kernels forced, the tile's rule from
+// 128 tokens against from 2048): the step ran 1.01-1.17x faster at 512-1536 tokens (0.99x at density 0.1 on the
+// narrowest layer at 1000 tokens) and 1.06-1.29x at 128-256 tokens where the rule took the tile (density 0.35; at 0.1
+// and 0.25 the weight-per-slab bound declines it there): benchmarks/results/gpu-nvidia-h200/xr-few-tokens-2026-12-03.md.
+// The least: two token tiles.
+constexpr int64_t kXResidentMinTokens = 128;
 constexpr double kXResidentMinWeightPerSlab = 0.6;
 // Consumer warpgroups of the X-resident tile at 32x32 with a slab of at most kXResidentMaxSlab (bsr_wgmma_xr.cu); the
 // dispatch's rule groups lines by this count up to kXResidentMaxDispatchedSlab (the launcher groups them by its own).

@@ -715,17 +715,18 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
   }, 240_000);
 
   // 32x32 bsrLinear and bsrMatmul where the dispatch takes the X-resident tile (tc_kernels.h: a slab of at most 1280, K
-  // for bsrLinear and N for bsrMatmul, lines of at least 1.5 blocks, at least 2048 tokens, and each CTA's lines holding
-  // at least 0.6 times the slab's elements): bsrLinear over 2048 x 1024 (a slab of 1024: 16 boxes of 64, four consumers)
-  // and bsrMatmul over 992 x 2048 (a slab of 992: a half box at the end), each also checked the other way round
-  // (mma.sync's tile), and both over 1280 x 1248 (slabs of 1248, a half box at the end, and 1280: two consumers). At
-  // 2085 tokens (a last token tile of 37) with lines of about 22 blocks (density 0.7), and at 8229 tokens with lines of
-  // about 3 (density 0.1: one group of all 64 lines per token tile), block rows and columns left empty (the bias alone,
-  // zeros), and the dense route kept off so that the block kernels run. Every token of the last tile and one random
-  // token of every 8 (2085) or 64 (8229) before it against float64. The same products with the activation fused, which
-  // the tile writes from its epilogue: bsrLinearActivation's z and activation(z), and bsrMatmulActivationBackward's dZ =
-  // dX act'(Z) (against float64 at those tokens) and its column sums (against the unfused bsrMatmul then
-  // biasActivationBackward, whose sums run over every token).
+  // for bsrLinear and N for bsrMatmul, lines of at least 1.5 blocks, at least 128 tokens, and each CTA's lines holding
+  // at least 0.6 times the slab's elements): bsrLinear over 2048 x 1024 (a slab of 1024: 16 boxes of 64, four
+  // consumers) and bsrMatmul over 992 x 2048 (a slab of 992: a half box at the end), each also checked the other way
+  // round (mma.sync's tile), and both over 1280 x 1248 (slabs of 1248, a half box at the end, and 1280: two consumers).
+  // At 150 tokens (three token tiles, the last of 22: groups of a few lines, one wave) with lines of about 16 blocks
+  // (density 0.5), at 2085 tokens (a last token tile of 37) with lines of about 22 blocks (density 0.7), and at 8229
+  // tokens with lines of about 3 (density 0.1: one group of all 64 lines per token tile), block rows and columns left
+  // empty (the bias alone, zeros), and the dense route kept off so that the block kernels run. Every token of the last
+  // tile and one random token of every 4 (150), 8 (2085) or 64 (8229) before it against float64. The same products with
+  // the activation fused, which the tile writes from its epilogue: bsrLinearActivation's z and activation(z), and
+  // bsrMatmulActivationBackward's dZ = dX act'(Z) (against float64 at those tokens) and its column sums (against the
+  // unfused bsrMatmul then biasActivationBackward, whose sums run over every token).
   const X_RESIDENT = [
     { rows: 2048, cols: 1024, emptyRows: [3, 40], emptyCols: [5] },
     { rows: 992, cols: 2048, emptyRows: [0, 30], emptyCols: [0, 63] },
@@ -737,6 +738,7 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
     const previous = backend.setDenseProductMode("never");
     try {
       for (const { m, density, every } of [
+        { m: 150, density: 0.5, every: 4 },
         { m: 2085, density: 0.7, every: 8 },
         { m: 8229, density: 0.1, every: 64 },
       ]) {
