@@ -33,7 +33,7 @@ function dot64(a: Float32Array, aAt: number, b: Float32Array, bAt: number, d: nu
 
 /**
  * Attention and its backward through the native matmul: per batch matrix, the products (q k^T and P v forward; q k^T
- * again, P^T dout, dout v^T, dS k and dS^T q backward) by the addon and the softmax rows between them in float64, one
+ * again, dout v^T, P^T dout, dS k and dS^T q backward) by the addon and the softmax rows between them in float64, one
  * block of query rows at a time, so the float32 scores stay within `scratchFloats` (one row at least) whatever M and N:
  * a long sequence needs no [M, N] buffer (70000 tokens would take 4.9e9 floats, more than a typed array holds). The js
  * backend's own kernels (core) make nothing of size [M, N] but compute every product in JavaScript: on this backend
@@ -52,7 +52,7 @@ export function attentionKernels(
    * Each row's scaled scores are first taken into `row64` (float64); computing lse, each exponential is kept there
    * and divided by the row's sum. A row whose float32 product overflowed (an infinite or NaN score) has its scores
    * recomputed in float64 from q and k, as the js backend computes every score: q k^T of about 1e39 is finite there.
-   * Computing lse, the rows with a probability that rounds to 0 in float32 but not in float64 are pushed to `underflows`.
+   * The rows with a probability that rounds to 0 in float32 but not in float64 are pushed to `underflows`.
    */
   let row64 = new Float64Array(0);
   const probabilities = (
@@ -79,6 +79,7 @@ export function attentionKernels(
       const row = r * n;
       const kept = keptKeys(i, m, n, causal);
       let finite = true;
+      let underflow = false;
       for (let j = 0; j < kept; j++) {
         row64[j] = scale * s[row + j];
         if (!Number.isFinite(s[row + j])) finite = false;
@@ -99,17 +100,20 @@ export function attentionKernels(
         }
         lse[lseOffset + i] = max + Math.log(sum);
         const inverse = 1 / sum;
-        let underflow = false;
         for (let j = 0; j < kept; j++) {
           const p = row64[j] * inverse;
           s[row + j] = p;
           if (p <= FLOAT32_ROUNDS_TO_ZERO && p > 0) underflow = true;
         }
-        if (underflow) underflows?.push(r);
       } else {
         const rowLse = lse[lseOffset + i];
-        for (let j = 0; j < kept; j++) s[row + j] = Math.exp(row64[j] - rowLse);
+        for (let j = 0; j < kept; j++) {
+          const p = Math.exp(row64[j] - rowLse);
+          s[row + j] = p;
+          if (p <= FLOAT32_ROUNDS_TO_ZERO && p > 0) underflow = true;
+        }
       }
+      if (underflow) underflows?.push(r);
       s.fill(0, row + kept, row + n);
     }
   };
@@ -149,20 +153,36 @@ export function attentionKernels(
   /**
    * Key-side products (dv = P^T dout, dk = dS^T q) of block rows [first, first + rows) into c at cOffset: a row of z
    * with a non-finite value that masks some key is left out of the product (zeroed in a copy) and its x[r, j] z[r, :]
-   * added to the kept keys j only.
+   * added to the kept keys j only. The rows in `exact` are left out too (zeroed in x and in the copy of z) and their
+   * float64 weights, `exactWeights` from (index in exact) * n, times z[r, :] added to their kept keys.
    */
-  const keySums = (x: Float32Array, z: Float32Array, zOffset: number, c: Float32Array, cOffset: number, first: number, rows: number, m: number, n: number, d: number, causal: boolean) => {
+  const keySums = (
+    x: Float32Array,
+    z: Float32Array,
+    zOffset: number,
+    c: Float32Array,
+    cOffset: number,
+    first: number,
+    rows: number,
+    m: number,
+    n: number,
+    d: number,
+    causal: boolean,
+    exact: number[],
+    exactWeights: Float64Array,
+  ) => {
     const masking: number[] = [];
     for (let r = 0; causal && r < rows; r++) {
-      if (keptKeys(first + r, m, n, true) < n && !allFinite(z, zOffset + r * d, d)) masking.push(r);
+      if (keptKeys(first + r, m, n, true) < n && !allFinite(z, zOffset + r * d, d) && !exact.includes(r)) masking.push(r);
     }
     let [b, bOffset] = [z, zOffset];
-    if (masking.length > 0) {
+    if (masking.length > 0 || exact.length > 0) {
       if (cleanRows.length < rows * d) cleanRows = new Float32Array(rows * d);
       cleanRows.set(z.subarray(zOffset, zOffset + rows * d));
-      for (const r of masking) cleanRows.fill(0, r * d, (r + 1) * d);
+      for (const r of [...masking, ...exact]) cleanRows.fill(0, r * d, (r + 1) * d);
       [b, bOffset] = [cleanRows, 0];
     }
+    for (const r of exact) x.fill(0, r * n, (r + 1) * n);
     products.matmulF32({ a: x, b, bOffset, c, cOffset, m: n, n: d, k: rows, transposeA: true });
     for (const r of masking) {
       const kept = keptKeys(first + r, m, n, true);
@@ -171,6 +191,13 @@ export function attentionKernels(
         for (let col = 0; col < d; col++) c[cOffset + j * d + col] += weight * z[zOffset + r * d + col];
       }
     }
+    exact.forEach((r, e) => {
+      const kept = keptKeys(first + r, m, n, causal);
+      for (let j = 0; j < kept; j++) {
+        const weight = exactWeights[e * n + j];
+        for (let col = 0; col < d; col++) c[cOffset + j * d + col] += weight * z[zOffset + r * d + col];
+      }
+    });
   };
   // Rows of a block whose probabilities underflowed in float32 (see probabilities).
   const underflows: number[] = [];
@@ -196,6 +223,43 @@ export function attentionKernels(
     }
     for (let c = 0; c < d; c++) out[qOffset + i * d + c] = sum64[c] / sum;
   };
+  // Backward: a block's rows recomputed in float64 (see gradientRow64), their P, dS and dq rows.
+  const exactRows: number[] = [];
+  let exactP = new Float64Array(0);
+  let exactDs = new Float64Array(0);
+  let exactDq = new Float64Array(0);
+  /**
+   * Row i's P and dS over its kept keys (into exactP and exactDs from e * n) and its dq row (into exactDq from e * d) in
+   * float64, as the js backend computes them: for a row whose float32 probabilities underflowed to 0 where the output
+   * gradient or dP - Di is infinite, 0 * inf made NaN where js's tiny probability times inf is +-inf.
+   */
+  const gradientRow64 = (
+    [gs, qs, ks, vs, os, ls]: AttentionBackwardInputs,
+    qOffset: number,
+    kOffset: number,
+    lseOffset: number,
+    i: number,
+    e: number,
+    m: number,
+    n: number,
+    d: number,
+    scale: number,
+    causal: boolean,
+  ) => {
+    const kept = keptKeys(i, m, n, causal);
+    const row = qOffset + i * d;
+    const di = dot64(gs, row, os, row, d);
+    const rowLse = ls[lseOffset + i];
+    exactDq.fill(0, e * d, (e + 1) * d);
+    for (let j = 0; j < kept; j++) {
+      const key = kOffset + j * d;
+      const p = Math.exp(scale * dot64(qs, row, ks, key, d) - rowLse);
+      const dsj = scale * p * (dot64(gs, row, vs, key, d) - di);
+      exactP[e * n + j] = p;
+      exactDs[e * n + j] = dsj;
+      for (let c = 0; c < d; c++) exactDq[e * d + c] += dsj * ks[key + c];
+    }
+  };
   const onArrays: AttentionOnArrays = {
     forward(qs, ks, vs, out, lse, { heads, m, n, d }, scale, causal) {
       const rowsPerBlock = blockRows(m, n);
@@ -216,7 +280,8 @@ export function attentionKernels(
         }
       }
     },
-    backward([gs, qs, ks, vs, os, ls], [dq, dk, dv], { heads, m, n, d }, scale, causal) {
+    backward(inputs, [dq, dk, dv], { heads, m, n, d }, scale, causal) {
+      const [gs, qs, ks, vs, os, ls] = inputs;
       if (m === 0) {
         // No query: the keys and values get no gradient.
         dk.fill(0);
@@ -236,9 +301,8 @@ export function attentionKernels(
           // The first block writes dk and dv, a later one its share, then added.
           const [dvAt, dkAt, at] = i0 === 0 ? [dv, dk, kOffset] : [share, share, 0];
           products.matmulF32({ a: qs, aOffset: rowsOffset, b: ks, bOffset: kOffset, c: p, m: rows, n, k: d, transposeB: true });
-          probabilities(p, qs, qOffset, ks, kOffset, d, ls, b * m, i0, rows, m, n, scale, causal, false);
-          keySums(p, gs, rowsOffset, dvAt, at, i0, rows, m, n, d, causal);
-          if (i0 > 0) addInto(dv, kOffset, share, n * d);
+          underflows.length = 0;
+          probabilities(p, qs, qOffset, ks, kOffset, d, ls, b * m, i0, rows, m, n, scale, causal, false, underflows);
           products.matmulF32({ a: gs, aOffset: rowsOffset, b: vs, bOffset: kOffset, c: ds, m: rows, n, k: d, transposeB: true });
           // dS scale = P (dP - Di) scale over the kept keys, Di = sum_c dout[i, c] out[i, c]; 0 at the masked ones.
           for (let r = 0; r < rows; r++) {
@@ -249,9 +313,25 @@ export function attentionKernels(
             for (let j = 0; j < kept; j++) ds[row + j] = p[row + j] * (ds[row + j] - di) * scale;
             ds.fill(0, row + kept, row + n);
           }
+          exactRows.length = 0;
+          for (const r of underflows) {
+            if (!allFinite(gs, rowsOffset + r * d, d) || !allFinite(ds, r * n, n)) exactRows.push(r);
+          }
+          if (exactRows.length > 0) {
+            if (exactP.length < exactRows.length * n) [exactP, exactDs] = [new Float64Array(exactRows.length * n), new Float64Array(exactRows.length * n)];
+            if (exactDq.length < exactRows.length * d) exactDq = new Float64Array(exactRows.length * d);
+            exactRows.forEach((r, e) => {
+              gradientRow64(inputs, qOffset, kOffset, b * m, i0 + r, e, m, n, d, scale, causal);
+            });
+          }
+          keySums(p, gs, rowsOffset, dvAt, at, i0, rows, m, n, d, causal, exactRows, exactP);
+          if (i0 > 0) addInto(dv, kOffset, share, n * d);
           products.matmulF32({ a: ds, b: ks, bOffset: kOffset, c: dq, cOffset: rowsOffset, m: rows, n: d, k: n });
           keptRowSums(ds, ks, kOffset, dq, rowsOffset, i0, rows, m, n, d, lastNonFiniteKey);
-          keySums(ds, qs, rowsOffset, dkAt, at, i0, rows, m, n, d, causal);
+          exactRows.forEach((r, e) => {
+            dq.set(exactDq.subarray(e * d, (e + 1) * d), rowsOffset + r * d);
+          });
+          keySums(ds, qs, rowsOffset, dkAt, at, i0, rows, m, n, d, causal, exactRows, exactDs);
           if (i0 > 0) addInto(dk, kOffset, share, n * d);
         }
       }

@@ -5,21 +5,21 @@
  * in blocks of query rows, so no scratch of [M, N] scores is made.
  */
 import {
-  type DType,
-  type ProductCompute,
-  type TensorInfo,
   attentionBackward,
   attentionWithStats,
+  type DType,
   getBackendInstance,
   jsKernels,
+  type ProductCompute,
   setBackend,
+  type TensorInfo,
   tensorOn,
   tidy,
 } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/core/testing";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { attentionKernels } from "../src/attention";
 import { cpuBackend, nativeCompute } from "../src/index";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cpuMissing, reportCpuAvailability } from "./cpu";
 
 reportCpuAvailability("attention.test.ts");
@@ -155,6 +155,51 @@ describe.skipIf(cpuMissing)("cpu attention where a probability underflows float3
         expect(relativeError(cpu[1], js[1]), `${run}: lse`).toBeLessThanOrEqual(1e-6);
       }
     });
+  }
+});
+
+describe.skipIf(cpuMissing)("cpu attention backward where a probability underflows float32", () => {
+  // Random data but for the last query of the second head, [200, 0, 0, 0] (scaled by 1/2), against keys 0, 5 and 6 of
+  // first entries 1.5, -0.5 and -1: scores 150, -50 and -100, so exp(-200) and exp(-250) are float64 probabilities that
+  // round to 0 as float32. js's tiny probability times an infinity is +-inf, where a float32 0 made 0 * inf = NaN.
+  const [heads, m, n, d] = [2, 5, 7, 4];
+  const planted = (inputs: { q: number[]; k: number[] }) => {
+    inputs.q.splice((2 * m - 1) * d, d, 200, 0, 0, 0);
+    for (const [key, first] of [[0, 1.5], [n - 2, -0.5], [n - 1, -1]]) inputs.k[(n + key) * d] = first;
+  };
+  const cases: { name: string; output: number; causal: boolean[]; poison: (inputs: { v: number[]; g: number[] }) => void }[] = [
+    // dv = P^T dout: each key's share of that query's infinite gradient.
+    { name: "that query's output gradient infinite", output: 4, causal: [false, true], poison: ({ g }) => (g[(2 * m - 1) * d] = Number.POSITIVE_INFINITY) },
+    // dk = dS^T q: key 5's dS = P (dP - Di) of that query, where Di is infinite through key 6's value (a key only that
+    // query keeps under causal masking).
+    { name: "key 6's value infinite", output: 3, causal: [true], poison: ({ v }) => (v[(2 * n - 1) * d] = Number.POSITIVE_INFINITY) },
+  ];
+  for (const { name, output, causal: causalities, poison } of cases) {
+    for (const causal of causalities) {
+      it(`${name}: dq, dk and dv are js's, +-inf where js's are, not NaN${causal ? " (causal)" : ""}, in one block of rows and in blocks of one`, () => {
+        setBackend("cpu");
+        const rng = new SeededRandom(name.length * 10 + Number(causal));
+        const values = (rows: number) => Array.from({ length: heads * rows * d }, () => rng.uniform(-1.5, 1.5));
+        const inputs = { q: values(m), k: values(n), v: values(n), g: values(m) };
+        planted(inputs);
+        poison(inputs);
+        const js = forwardBackward("js", inputs, [heads, m, n, d], "float32", { causal, scale: 1 / Math.sqrt(d) });
+        expect(js[output].some((x) => x === Number.POSITIVE_INFINITY || x === Number.NEGATIVE_INFINITY), "js has an infinity").toBe(true);
+        const runs = {
+          backend: forwardBackward("cpu", inputs, [heads, m, n, d], "float32", { causal, scale: 1 / Math.sqrt(d) }),
+          "blocks of one row": kernelsForwardBackward(nativeCompute(cpuBackend().addon), n, inputs, [heads, m, n, d], causal),
+        };
+        // NaN, Infinity and -Infinity at the same places; the finite values close.
+        const nonFinite = (x: number[]) => x.map((value) => (Number.isFinite(value) ? "finite" : String(value)));
+        const finite = (x: number[]) => x.map((value) => (Number.isFinite(value) ? value : 0));
+        const differing = Object.entries(runs).flatMap(([run, cpu]) =>
+          ["out", "lse", "dq", "dk", "dv"]
+            .filter((_, i) => JSON.stringify(nonFinite(cpu[i])) !== JSON.stringify(nonFinite(js[i])) || relativeError(finite(cpu[i]), finite(js[i])) > 1e-5)
+            .map((result) => `${run}: ${result}`),
+        );
+        expect(differing, "results that differ from js").toEqual([]);
+      });
+    }
   }
 });
 
