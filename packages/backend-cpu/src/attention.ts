@@ -154,7 +154,8 @@ export function attentionKernels(
    * Key-side products (dv = P^T dout, dk = dS^T q) of block rows [first, first + rows) into c at cOffset: a row of z
    * with a non-finite value that masks some key is left out of the product (zeroed in a copy) and its x[r, j] z[r, :]
    * added to the kept keys j only. The rows in `exact` are left out too (zeroed in x and in the copy of z) and their
-   * float64 weights, `exactWeights` from (index in exact) * n, times z[r, :] added to their kept keys.
+   * float64 weights, `exactWeights` from (index in exact) * n, times z[r, :] added to `exactSums` (float64, [n, d] from
+   * exactSumsOffset) at their kept keys: c gets those once, as js rounds its float64 sums (1e39 - 1e39 is 0, not NaN).
    */
   const keySums = (
     x: Float32Array,
@@ -170,6 +171,8 @@ export function attentionKernels(
     causal: boolean,
     exact: number[],
     exactWeights: Float64Array,
+    exactSums: Float64Array,
+    exactSumsOffset: number,
   ) => {
     const masking: number[] = [];
     for (let r = 0; causal && r < rows; r++) {
@@ -195,7 +198,7 @@ export function attentionKernels(
       const kept = keptKeys(first + r, m, n, causal);
       for (let j = 0; j < kept; j++) {
         const weight = exactWeights[e * n + j];
-        for (let col = 0; col < d; col++) c[cOffset + j * d + col] += weight * z[zOffset + r * d + col];
+        for (let col = 0; col < d; col++) exactSums[exactSumsOffset + j * d + col] += weight * z[zOffset + r * d + col];
       }
     });
   };
@@ -223,15 +226,18 @@ export function attentionKernels(
     }
     for (let c = 0; c < d; c++) out[qOffset + i * d + c] = sum64[c] / sum;
   };
-  // Backward: a block's rows recomputed in float64 (see gradientRow64), their P, dS and dq rows.
+  // Backward: a block's rows recomputed in float64 (see gradientRow64), their P, dS and dq rows, and a head's float64
+  // sums of their dv then dk shares ([2, n, d]).
   const exactRows: number[] = [];
+  let exactKeySums = new Float64Array(0);
   let exactP = new Float64Array(0);
   let exactDs = new Float64Array(0);
   let exactDq = new Float64Array(0);
   /**
    * Row i's P and dS over its kept keys (into exactP and exactDs from e * n) and its dq row (into exactDq from e * d) in
    * float64, as the js backend computes them: for a row whose float32 probabilities underflowed to 0 where the output
-   * gradient or dP - Di is infinite, 0 * inf made NaN where js's tiny probability times inf is +-inf.
+   * gradient or dP - Di is infinite, 0 * inf made NaN where js's tiny probability times inf is +-inf; for a row whose
+   * float32 dP or dS overflowed (dout and v of 1e20: dP of 1e40), inf - inf made NaN where js's are finite.
    */
   const gradientRow64 = (
     [gs, qs, ks, vs, os, ls]: AttentionBackwardInputs,
@@ -295,6 +301,7 @@ export function attentionKernels(
       for (let b = 0; b < heads && m > 0; b++) {
         const [qOffset, kOffset] = [b * m * d, b * n * d];
         const lastNonFiniteKey = causal ? lastNonFiniteRow(ks, kOffset, n, d) : -1;
+        let exactInHead = false;
         for (let i0 = 0; i0 < m; i0 += rowsPerBlock) {
           const rows = Math.min(rowsPerBlock, m - i0);
           const rowsOffset = qOffset + i0 * d;
@@ -305,34 +312,50 @@ export function attentionKernels(
           probabilities(p, qs, qOffset, ks, kOffset, d, ls, b * m, i0, rows, m, n, scale, causal, false, underflows);
           products.matmulF32({ a: gs, aOffset: rowsOffset, b: vs, bOffset: kOffset, c: ds, m: rows, n, k: d, transposeB: true });
           // dS scale = P (dP - Di) scale over the kept keys, Di = sum_c dout[i, c] out[i, c]; 0 at the masked ones.
+          // Recomputed in float64 (exactRows): a row whose float32 dS holds a NaN or an infinity (their sum, in float64,
+          // is finite otherwise), and an underflowed row whose output gradient does (see gradientRow64).
+          exactRows.length = 0;
+          let underflowAt = 0;
           for (let r = 0; r < rows; r++) {
             let di = 0;
             for (let col = 0; col < d; col++) di += gs[rowsOffset + r * d + col] * os[rowsOffset + r * d + col];
             const row = r * n;
             const kept = keptKeys(i0 + r, m, n, causal);
-            for (let j = 0; j < kept; j++) ds[row + j] = p[row + j] * (ds[row + j] - di) * scale;
+            let dsSum = 0;
+            for (let j = 0; j < kept; j++) {
+              ds[row + j] = p[row + j] * (ds[row + j] - di) * scale;
+              dsSum += ds[row + j];
+            }
             ds.fill(0, row + kept, row + n);
-          }
-          exactRows.length = 0;
-          for (const r of underflows) {
-            if (!allFinite(gs, rowsOffset + r * d, d) || !allFinite(ds, r * n, n)) exactRows.push(r);
+            const underflowed = underflows[underflowAt] === r;
+            if (underflowed) underflowAt++;
+            if (!Number.isFinite(dsSum) || (underflowed && !allFinite(gs, rowsOffset + r * d, d))) exactRows.push(r);
           }
           if (exactRows.length > 0) {
             if (exactP.length < exactRows.length * n) [exactP, exactDs] = [new Float64Array(exactRows.length * n), new Float64Array(exactRows.length * n)];
             if (exactDq.length < exactRows.length * d) exactDq = new Float64Array(exactRows.length * d);
+            if (!exactInHead) {
+              if (exactKeySums.length < 2 * n * d) exactKeySums = new Float64Array(2 * n * d);
+              exactKeySums.fill(0, 0, 2 * n * d);
+              exactInHead = true;
+            }
             exactRows.forEach((r, e) => {
               gradientRow64(inputs, qOffset, kOffset, b * m, i0 + r, e, m, n, d, scale, causal);
             });
           }
-          keySums(p, gs, rowsOffset, dvAt, at, i0, rows, m, n, d, causal, exactRows, exactP);
+          keySums(p, gs, rowsOffset, dvAt, at, i0, rows, m, n, d, causal, exactRows, exactP, exactKeySums, 0);
           if (i0 > 0) addInto(dv, kOffset, share, n * d);
           products.matmulF32({ a: ds, b: ks, bOffset: kOffset, c: dq, cOffset: rowsOffset, m: rows, n: d, k: n });
           keptRowSums(ds, ks, kOffset, dq, rowsOffset, i0, rows, m, n, d, lastNonFiniteKey);
           exactRows.forEach((r, e) => {
             dq.set(exactDq.subarray(e * d, (e + 1) * d), rowsOffset + r * d);
           });
-          keySums(ds, qs, rowsOffset, dkAt, at, i0, rows, m, n, d, causal, exactRows, exactDs);
+          keySums(ds, qs, rowsOffset, dkAt, at, i0, rows, m, n, d, causal, exactRows, exactDs, exactKeySums, n * d);
           if (i0 > 0) addInto(dk, kOffset, share, n * d);
+        }
+        for (let x = 0; exactInHead && x < n * d; x++) {
+          dv[kOffset + x] += exactKeySums[x];
+          dk[kOffset + x] += exactKeySums[n * d + x];
         }
       }
     },

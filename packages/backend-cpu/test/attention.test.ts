@@ -203,6 +203,42 @@ describe.skipIf(cpuMissing)("cpu attention backward where a probability underflo
   }
 });
 
+describe.skipIf(cpuMissing)("cpu attention backward where float32 dP overflows", () => {
+  // Random data but for the second head's values and the output gradients of its queries 1 and 3, scaled by 1e20: their
+  // dP = dout v^T of about 1e40 overflows float32 (so dP - Di is inf - inf), where js's float64 dS is finite and its dq
+  // and dk sums are finite (above 1e37) or past float32's range: stored as float32, +-inf.
+  const [heads, m, n, d] = [2, 5, 7, 4];
+  for (const causal of [false, true]) {
+    it(`dq, dk and dv are js's rounded to float32, not NaN${causal ? " (causal)" : ""}, in one block of rows and in blocks of one`, () => {
+      setBackend("cpu");
+      const rng = new SeededRandom(2027 + Number(causal));
+      const values = (rows: number) => Array.from({ length: heads * rows * d }, () => rng.uniform(-1.5, 1.5));
+      const inputs = { q: values(m), k: values(n), v: values(n), g: values(m) };
+      for (let x = n * d; x < 2 * n * d; x++) inputs.v[x] *= 1e20;
+      for (const query of [m + 1, m + 3]) for (let x = query * d; x < (query + 1) * d; x++) inputs.g[x] *= 1e20;
+      const options = { causal, scale: 1 / Math.sqrt(d) };
+      const js = forwardBackward("js", inputs, [heads, m, n, d], "float32", options);
+      const gradients = [...js[2], ...js[3]];
+      expect(gradients.some((x) => x === Number.POSITIVE_INFINITY || x === Number.NEGATIVE_INFINITY), "js dq or dk has an infinity").toBe(true);
+      expect(gradients.some((x) => Number.isFinite(x) && Math.abs(x) > 1e37), "js dq or dk has a finite entry above 1e37").toBe(true);
+      expect(js.flat().some(Number.isNaN), "js has a NaN").toBe(false);
+      const runs = {
+        backend: forwardBackward("cpu", inputs, [heads, m, n, d], "float32", options),
+        "blocks of one row": kernelsForwardBackward(nativeCompute(cpuBackend().addon), n, inputs, [heads, m, n, d], causal),
+      };
+      // NaN, Infinity and -Infinity at the same places; the finite values close.
+      const nonFinite = (x: number[]) => x.map((value) => (Number.isFinite(value) ? "finite" : String(value)));
+      const finite = (x: number[]) => x.map((value) => (Number.isFinite(value) ? value : 0));
+      const differing = Object.entries(runs).flatMap(([run, cpu]) =>
+        ["out", "lse", "dq", "dk", "dv"]
+          .filter((_, i) => JSON.stringify(nonFinite(cpu[i])) !== JSON.stringify(nonFinite(js[i])) || relativeError(finite(cpu[i]), finite(js[i])) > 1e-5)
+          .map((result) => `${run}: ${result}`),
+      );
+      expect(differing, "results that differ from js").toEqual([]);
+    });
+  }
+});
+
 /** forwardBackward through the kernels `attentionKernels` makes of `products`, on the cpu backend's tensors. */
 function kernelsForwardBackward(
   products: ProductCompute,
