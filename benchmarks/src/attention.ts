@@ -11,14 +11,14 @@
  *     [--dtype bfloat16] [--iterations 50] [--paths fused,unfused] [--torch] [--out DIR]
  */
 import { spawnSync } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { backward, noGrad } from "@blocksparse/autograd";
 import { type FloatDType, getBackendInstance, matmul, mul, randn, scaledDotProductAttention, softmax, type Tensor, tidy } from "@blocksparse/core";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
 import { replayable, timeUs } from "./timing";
-import { BACKEND_FLAG, describeFailure, DTYPE_FLAG, FlagError, parseFlags, positiveInteger } from "./flags";
+import { BACKEND_FLAG, describeFailure, DTYPE_FLAG, FlagError, outputDirectory, parseFlags, positiveInteger } from "./flags";
 
 interface Shape {
   batch: number;
@@ -90,6 +90,7 @@ async function main(): Promise<void> {
     if (p !== "fused" && p !== "unfused") throw new FlagError(`--paths: "${p}" is not fused or unfused`);
     return p;
   });
+  const outDir = outputDirectory(values.out);
   const started = await startBackend(values.backend);
   const capture = getBackendInstance(started.backend).graphs !== undefined;
   const rows: Row[] = [];
@@ -147,8 +148,6 @@ async function main(): Promise<void> {
   );
   const text = [...header, ...lines].join("\n");
   console.log(text);
-  const outDir = resolve(values.out);
-  mkdirSync(outDir, { recursive: true });
   writeFileSync(join(outDir, "attention.md"), `${text}\n`);
   writeFileSync(join(outDir, "attention.json"), `${JSON.stringify({ machine, commit: gitState().commit, dtype, causal, rows }, null, 2)}\n`);
 }

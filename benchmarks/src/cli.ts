@@ -10,14 +10,14 @@ import type { TimingPlan } from "./measure";
 import { Progress } from "./progress";
 import type { BenchRecord, FailureRecord, RunRecord } from "./record";
 import { writeIndex, writeRun } from "./report";
-import { type CliSpec, flagItems, parseFlags, usageText } from "./flags";
+import { type CliSpec, flagItems, outputDirectory, parseFlags, usageText } from "./flags";
 import { startBackend } from "./start_backend";
 import { formatSuite } from "./suites/format";
 import { kernelsSuite } from "./suites/kernels";
 import { trainSuite } from "./suites/train";
 import type { Suite, SuiteConfig } from "./suites/types";
 import type { BenchDType } from "./validate";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 
 const SUITES: Suite[] = [formatSuite, kernelsSuite, trainSuite];
 const DTYPES: BenchDType[] = ["float32", "float16", "bfloat16"];
@@ -59,6 +59,8 @@ async function main(): Promise<void> {
   if (!known.includes(values.backend)) throw new Error(`--backend: expected ${known.join(", ")}, got "${values.backend}"`);
   const quick = values.quick;
   const suiteNames = list(values.suites, SUITES.map((s) => s.name), "suites") ?? SUITES.map((s) => s.name);
+  if (values.out !== undefined && values["update-results"]) throw new Error("--out and --update-results: pick one");
+  const outDir = outputDirectory(values.out ?? join(repoRoot, "benchmarks", values["update-results"] ? "results" : "out"));
   const started = await startBackend(values.backend);
   const large = started.backend === "cuda";
   // On a CPU the half types are emulated: float32 tells the story in a fraction of the time.
@@ -82,8 +84,6 @@ async function main(): Promise<void> {
   };
 
   const machine = describeMachine(started.gpu);
-  if (values.out !== undefined && values["update-results"]) throw new Error("--out and --update-results: pick one");
-  const outDir = resolve(values.out ?? join(repoRoot, "benchmarks", values["update-results"] ? "results" : "out"));
   const suites = SUITES.filter((s) => suiteNames.includes(s.name));
   const groups = suites.flatMap((suite) => suite.plan(config));
   const total = groups.reduce((n, g) => n + g.cases.length, 0);

@@ -8,8 +8,8 @@
  *   tsx src/compare.ts --out DIR [--backend cuda|js] [--small]
  *     [--shape MxKxN] [--dtypes bfloat16,float16] [--blocks 32,64,128] [--densities 0.5,0.25,0.1]
  */
-import { mkdirSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { BsrPattern, type Tensor, bsrLinear, bsrMatmul, getBackendInstance, matmul, randn, sampledMatmul, setBackend } from "@blocksparse/core";
 import { type SafetensorsTensor, encodeSafetensors } from "@blocksparse/format";
 import { describeMachine, gitState } from "./machine";
@@ -18,7 +18,7 @@ import { Progress } from "./progress";
 import type { GpuInfo } from "./record";
 import { bsrLinearRows, bsrMatmulRows, pickRows, rowsTimesTransposed, sampledMatmulBlocks } from "./reference";
 import { type BenchDType, TOLERANCE, compareToReference, spreadIndices } from "./validate";
-import { describeFailure, FlagError, flagItems, parseFlags } from "./flags";
+import { describeFailure, FlagError, flagItems, outputDirectory, parseFlags } from "./flags";
 
 export interface CompareCase {
   file: string;
@@ -79,8 +79,7 @@ async function main(): Promise<void> {
   });
   if (!values.out) throw new FlagError("--out DIR is required");
   if (values.backend !== "cuda" && values.backend !== "js") throw new FlagError(`--backend: expected cuda or js, got "${values.backend}"`);
-  const outDir = resolve(values.out);
-  mkdirSync(outDir, { recursive: true });
+  const outDir = outputDirectory(values.out);
   let gpu: GpuInfo | undefined;
   let synchronize = () => {};
   if (values.backend === "cuda") {

@@ -14,12 +14,12 @@
  *     [--out DIR]
  */
 import { spawnSync } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { noGrad } from "@blocksparse/autograd";
 import { add, captureGraph, cast, type FloatDType, randn, type Tensor, tidy } from "@blocksparse/core";
 import { BlockSparseLinear, forwardLinearActivation, GELU, LayerNorm, Linear, Module } from "@blocksparse/nn";
-import { BACKEND_FLAG, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, parseFlags, positiveInteger, positiveIntegers as numbers } from "./flags";
+import { BACKEND_FLAG, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, outputDirectory, parseFlags, positiveInteger, positiveIntegers as numbers } from "./flags";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
 import { timeUs } from "./timing";
@@ -91,6 +91,7 @@ async function main(): Promise<void> {
   const hidden = positiveInteger(values.hidden, "hidden");
   const layerCount = positiveInteger(values.layers, "layers");
   const iterations = positiveInteger(values.iterations, "iterations");
+  const outDir = outputDirectory(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "decode-graph"));
   const started = await startBackend(values.backend);
   const rows: Row[] = [];
   const tokenCounts = numbers(values.tokens, "tokens");
@@ -167,8 +168,6 @@ async function main(): Promise<void> {
     "",
     ...(torchLines.length > 0 ? [...torchLines, ""] : []),
   ];
-  const outDir = resolve(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "decode-graph"));
-  mkdirSync(outDir, { recursive: true });
   writeFileSync(join(outDir, "decode-graph.md"), lines.join("\n"));
   writeFileSync(join(outDir, "decode-graph.json"), `${JSON.stringify({ machine, model, width, hidden: model === "ffn" ? hidden : undefined, layers: layerCount, dtype, rows, torch: values.torch ? torchRows : undefined }, null, 1)}\n`);
   process.stdout.write(lines.join("\n"));

@@ -47,10 +47,12 @@ const [tokens, block, density, steps, warmup] = [Number(values.tokens), Number(v
 try {
   if (!match || dModel < 1 || hidden < 1) throw new FlagError(`--widths: "${values.widths}" is not DMODELxHIDDEN of positive integers (e.g. 1024x4096)`);
   for (const [name, n] of [["tokens", tokens], ["steps", steps], ["warmup", warmup]] as const) {
-    if (!Number.isInteger(n) || n < 5) throw new FlagError(`--${name} must be an integer >= 5, got ${n}`);
+    if (!Number.isInteger(n) || n < 5) throw new FlagError(`--${name}: expected an integer >= 5, got "${values[name]}"`);
   }
   if (values.block.trim() === "" || !Number.isInteger(block) || block < 0) throw new FlagError(`--block: expected a block side (a positive integer) or 0 for the dense model, got "${values.block}"`);
   if (block !== 0 && !(density > 0 && density <= 1)) throw new FlagError(`--density: expected a density in (0, 1], got "${values.density}"`);
+  // Checked here, not left to BlockSparseLinear's constructor: its error would come with a stack, after the backend started.
+  if (block !== 0 && (dModel % block !== 0 || hidden % block !== 0)) throw new FlagError(`--block ${block} does not divide both widths of --widths ${values.widths}`);
 } catch (error) {
   process.stderr.write(`${describeFailure(error)}\n`);
   process.exit(1);

@@ -30,8 +30,8 @@
  * capturable) runs eagerly after each replay, as before the optimizer could be captured.
  */
 import { spawnSync } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { backward } from "@blocksparse/autograd";
 import { type CapturedGraph, type FloatDType, captureGraph, cast, getBackendInstance, memory, randn, type Tensor, tensor, tidy } from "@blocksparse/core";
 import { AdamW, BlockSparseLinear, GELU, Linear, type Module, Sequential, TransformerBlock, parameterCount } from "@blocksparse/nn";
@@ -43,7 +43,7 @@ import { profilePerRun, profileTable } from "./kernel_profile";
 import { type TimingPlan, measure } from "./measure";
 import { pickRows } from "./reference";
 import { type BenchDType, type Check, TOLERANCE, compareToReference, spreadIndices } from "./validate";
-import { BACKEND_FLAG, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, flagItems, parseFlags, positiveInteger, positiveIntegers } from "./flags";
+import { BACKEND_FLAG, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, flagItems, outputDirectory, parseFlags, positiveInteger, positiveIntegers } from "./flags";
 
 type ModelKind = "ffn" | "block" | "head";
 
@@ -376,6 +376,7 @@ async function main(): Promise<void> {
       }
     }
   }
+  const outDir = outputDirectory(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "ffn"));
   const started = await startBackend(values.backend);
   const backend = getBackendInstance();
   const route = values["dense-sampled"];
@@ -406,8 +407,6 @@ async function main(): Promise<void> {
     },
     profile: values.profile, graph: values.graph, graphEagerOptimizer: values["graph-eager-optimizer"] };
   const rows: FfnCase[] = [];
-  const outDir = resolve(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "ffn"));
-  mkdirSync(outDir, { recursive: true });
   const machine = describeMachine(started.gpu).name;
   const meta = { machine, commit: gitState().commit, dtype, torch: values.torch, denseSampled: route, denseProducts: productRoute, autotune: values.autotune, graph: values.graph, graphEagerOptimizer: values["graph-eager-optimizer"] };
   // Written after every case, so that a run cut short keeps what it measured.

@@ -1,4 +1,5 @@
-import { writeSync } from "node:fs";
+import { mkdirSync, writeSync } from "node:fs";
+import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 
 /** A bad command-line value: the CLIs print its message alone, not a stack trace. */
@@ -20,10 +21,18 @@ export function flagItems(value: string, flag: string): string[] {
   return items;
 }
 
+/** A number as a user writes one ("64", "0.25", ".5", "1e3"): not Number()'s hex, binary, octal or "Infinity". */
+const DECIMAL = /^(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?$/i;
+
+/** An item's value when written in decimal, else NaN (which every caller rejects with the flag's own message). */
+function decimal(item: string): number {
+  return DECIMAL.test(item) ? Number(item) : Number.NaN;
+}
+
 /** A comma-separated flag of positive numbers ("1,8,64"), naming the flag and the item in the error. */
 export function positiveNumbers(value: string, flag: string): number[] {
   return flagItems(value, flag).map((item) => {
-    const n = Number(item);
+    const n = decimal(item);
     if (!Number.isFinite(n) || n <= 0) throw new FlagError(`--${flag}: "${item}" is not a positive number`);
     return n;
   });
@@ -32,7 +41,7 @@ export function positiveNumbers(value: string, flag: string): number[] {
 /** A comma-separated flag of positive integers ("1,8,64"). */
 export function positiveIntegers(value: string, flag: string): number[] {
   return flagItems(value, flag).map((item) => {
-    const n = Number(item);
+    const n = decimal(item);
     if (!Number.isSafeInteger(n) || n <= 0) throw new FlagError(`--${flag}: "${item}" is not a positive integer`);
     return n;
   });
@@ -48,10 +57,26 @@ export function positiveInteger(value: string, flag: string): number {
 /** A comma-separated flag of densities, each in (0, 1]. */
 export function densities(value: string, flag: string): number[] {
   return flagItems(value, flag).map((item) => {
-    const n = Number(item);
+    const n = decimal(item);
     if (!(n > 0 && n <= 1)) throw new FlagError(`--${flag}: "${item}" is not a density in (0, 1]`);
     return n;
   });
+}
+
+/**
+ * The output directory a flag names, made (with its parents) and resolved; a path that is a file, lies under one or
+ * cannot be written is an error naming the flag, raised before the run rather than when its first result is saved.
+ */
+export function outputDirectory(path: string, flag = "out"): string {
+  const dir = resolve(path);
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    const why = code === "EEXIST" || code === "ENOTDIR" ? "it or a folder above it is a file" : (error as Error).message;
+    throw new FlagError(`--${flag}: cannot make the output directory "${path}": ${why}`);
+  }
+  return dir;
 }
 
 /** One flag a CLI accepts: node's parseArgs option, plus the line --help prints for it. */
@@ -114,14 +139,24 @@ export type FlagValues<Flags extends Record<string, FlagSpec>> = {
 };
 
 /**
- * Parses `args` with the CLI's flag table (unknown flags are errors, as parseArgs' strict mode makes them). With
- * --help or -h it prints usageText and exits 0 before the CLI does anything else.
+ * Parses `args` with the CLI's flag table (unknown flags are errors, as parseArgs' strict mode makes them; so is a
+ * flag of one value given twice with different values, which parseArgs would settle silently by keeping the last).
+ * With --help or -h it prints usageText and exits 0 before the CLI does anything else.
  */
 export function parseFlags<const Flags extends Record<string, FlagSpec>>(
   cli: CliSpec<Flags>,
   args: string[] = process.argv.slice(2),
 ): { values: FlagValues<Flags>; positionals: string[] } {
-  const parsed = parseArgs({ args, options: { ...cli.flags, help: HELP_FLAG }, allowPositionals: cli.positionals !== undefined, strict: true });
+  const parsed = parseArgs({ args, options: { ...cli.flags, help: HELP_FLAG }, allowPositionals: cli.positionals !== undefined, strict: true, tokens: true });
+  const given = new Map<string, string>();
+  for (const token of parsed.tokens) {
+    if (token.kind !== "option" || token.value === undefined) continue;
+    const spec: FlagSpec | undefined = cli.flags[token.name];
+    if (spec?.type !== "string" || spec.multiple) continue;
+    const earlier = given.get(token.name);
+    if (earlier !== undefined && earlier !== token.value) throw new FlagError(`--${token.name}: given twice ("${earlier}" and "${token.value}"); give it once`);
+    given.set(token.name, token.value);
+  }
   if ((parsed.values as { help?: boolean }).help) {
     // Written synchronously: process.exit would cut an asynchronous write to a pipe short.
     writeSync(process.stdout.fd, usageText(cli));

@@ -12,12 +12,12 @@
  *     [--densities 0.25] [--modes eager,static,graph] [--dtype bfloat16] [--repeats 3] [--torch] [--out DIR]
  */
 import { spawnSync } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { type FloatDType, getBackendInstance, randint, type Tensor } from "@blocksparse/core";
 import { type GenerateOptions, GPT2_FFN_LAYERS, GPT2LMHeadModel } from "@blocksparse/models";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
-import { BACKEND_FLAG, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, parseFlags, positiveInteger, positiveIntegers as numbers } from "./flags";
+import { BACKEND_FLAG, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, outputDirectory, parseFlags, positiveInteger, positiveIntegers as numbers } from "./flags";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
 import { summarize } from "./stats";
@@ -87,6 +87,7 @@ async function main(): Promise<void> {
   if (fresh < 2) throw new FlagError("--new: at least 2 new tokens (the time per token is a difference)");
   const repeats = positiveInteger(values.repeats, "repeats");
   const densities = [1, ...densityList(values.densities, "densities")];
+  const outDir = values.out ? outputDirectory(values.out) : undefined;
   const started = await startBackend(values.backend);
   // The captured step needs a backend that records graphs (cuda); elsewhere its rows stay empty.
   const asked = values.modes.split(",");
@@ -165,9 +166,7 @@ async function main(): Promise<void> {
   if (errors.length > 0) lines.push("", ...errors.map((r) => `- PyTorch ${r.size} batch ${r.batch} ${r.mode}: ${r.error}`));
   const report = `${lines.join("\n")}\n`;
   process.stdout.write(report);
-  if (values.out) {
-    const outDir = resolve(values.out);
-    mkdirSync(outDir, { recursive: true });
+  if (outDir !== undefined) {
     writeFileSync(join(outDir, "generate.md"), report);
     writeFileSync(join(outDir, "generate.json"), `${JSON.stringify({ machine, dtype, prompt, new: fresh, rows: results, torch: values.torch ? torchRows : undefined }, null, 1)}\n`);
   }

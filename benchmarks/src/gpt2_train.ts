@@ -16,14 +16,14 @@
  *     [--quick] [--out DIR]
  */
 import { spawnSync } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { backward } from "@blocksparse/autograd";
 import { type CapturedGraph, type FloatDType, captureGraph, getBackendInstance, randint, type Tensor, tidy } from "@blocksparse/core";
 import { GPT2LMHeadModel } from "@blocksparse/models";
 import { AdamW, crossEntropy, parameterCount } from "@blocksparse/nn";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
-import { BACKEND_FLAG, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, parseFlags, positiveInteger, positiveIntegers } from "./flags";
+import { BACKEND_FLAG, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, outputDirectory, parseFlags, positiveInteger, positiveIntegers } from "./flags";
 import { profilePerRun, profileTable } from "./kernel_profile";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { type TimingPlan, measure } from "./measure";
@@ -196,6 +196,7 @@ async function main(): Promise<void> {
   const vocab = positiveInteger(values.vocab, "vocab");
   const densities = densityList(values.densities, "densities");
   const blocks = positiveIntegers(values.blocks, "blocks");
+  const outDir = outputDirectory(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "gpt2-train"));
   const started = await startBackend(values.backend);
   const plan: TimingPlan = values.quick
     ? { warmup: 2, minRepeats: 3, maxRepeats: 8, budgetMs: 200, minSampleMs: 0 }
@@ -250,8 +251,6 @@ async function main(): Promise<void> {
     ...(torchRows.length > 0 ? ["", ...torchRows.map(torchLine)] : []),
     "",
   ];
-  const outDir = resolve(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "gpt2-train"));
-  mkdirSync(outDir, { recursive: true });
   writeFileSync(join(outDir, "gpt2-train.md"), lines.join("\n"));
   const profiles = rows.flatMap((r) => (r.profile === undefined ? [] : [r.profile]));
   if (profiles.length > 0) writeFileSync(join(outDir, "gpt2-train-profile.md"), `${profiles.join("\n\n")}\n`);

@@ -12,10 +12,10 @@
  *     [--widths 129,1001,4097,50257] [--dtype bfloat16] [--bias] [--iterations 100] [--torch] [--out DIR]
  */
 import { spawnSync } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { type FloatDType, add, cast, getBackendInstance, linear, matmul, randn, type Tensor, tidy } from "@blocksparse/core";
-import { BACKEND_FLAG, describeFailure, DTYPE_FLAG, FlagError, parseFlags, positiveInteger, positiveIntegers as numbers } from "./flags";
+import { BACKEND_FLAG, describeFailure, DTYPE_FLAG, FlagError, outputDirectory, parseFlags, positiveInteger, positiveIntegers as numbers } from "./flags";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
 import { replayable, timeUs } from "./timing";
@@ -68,6 +68,7 @@ async function main(): Promise<void> {
   if (!["float32", "float16", "bfloat16"].includes(dtype)) throw new FlagError(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
   const iterations = positiveInteger(values.iterations, "iterations");
   const [rowCounts, features, widths] = [numbers(values.rows, "rows"), numbers(values.features, "features"), numbers(values.widths, "widths")];
+  const outDir = outputDirectory(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "linear-shapes"));
   const started = await startBackend(values.backend);
   const rows: Row[] = [];
   for (const k of features) {
@@ -122,8 +123,6 @@ async function main(): Promise<void> {
     ),
     "",
   ];
-  const outDir = resolve(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "linear-shapes"));
-  mkdirSync(outDir, { recursive: true });
   writeFileSync(join(outDir, "linear-shapes.md"), lines.join("\n"));
   writeFileSync(join(outDir, "linear-shapes.json"), `${JSON.stringify({ machine, dtype, bias: values.bias, rows }, null, 1)}\n`);
   process.stdout.write(lines.join("\n"));

@@ -8,8 +8,8 @@
  * --torch also times PyTorch on the same tiny tensors (python/overhead_torch.py; a CUDA PyTorch).
  */
 import { spawnSync } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { backward } from "@blocksparse/autograd";
 import {
   BsrPattern,
@@ -30,7 +30,7 @@ import {
 import { Linear } from "@blocksparse/nn";
 import { repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
-import { BACKEND_FLAG, describeFailure, DTYPE_FLAG, FlagError, parseFlags } from "./flags";
+import { BACKEND_FLAG, describeFailure, DTYPE_FLAG, FlagError, outputDirectory, parseFlags } from "./flags";
 
 interface Row {
   what: string;
@@ -188,12 +188,18 @@ async function main(): Promise<void> {
   const dtype = values.dtype as FloatDType;
   if (!["float32", "float16", "bfloat16"].includes(dtype)) throw new FlagError(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
   if (values.child) return child(values.backend, dtype);
+  const outDir = outputDirectory(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "overhead"));
   const fresh = spawnSync(process.execPath, [...process.execArgv, process.argv[1], "--child", "--backend", values.backend, "--dtype", dtype], {
     encoding: "utf8",
     stdio: ["ignore", "pipe", "inherit"],
     env: process.env,
   });
-  if (fresh.status !== 0) throw new Error(`the fresh-process start measurement failed (exit ${fresh.status})`);
+  if (fresh.status !== 0) {
+    // The child has printed why (a backend that cannot start, mostly): a stack of this process would only bury it.
+    process.stderr.write(`the fresh process measuring start-up failed (exit ${fresh.status ?? fresh.signal}); its error is above\n`);
+    process.exitCode = 1;
+    return;
+  }
   const startRows = JSON.parse(fresh.stdout) as Row[];
   const { synchronize } = await startBackend(values.backend);
   const rows = [...tinyOps(dtype, synchronize), ...startRows];
@@ -211,8 +217,6 @@ async function main(): Promise<void> {
     );
   }
   const report = `${lines.join("\n")}\n`;
-  const outDir = resolve(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "overhead"));
-  mkdirSync(outDir, { recursive: true });
   writeFileSync(join(outDir, `overhead-${values.backend}.json`), `${JSON.stringify({ backend: values.backend, dtype, date: new Date().toISOString(), rows, torch }, null, 1)}\n`);
   writeFileSync(join(outDir, `overhead-${values.backend}.md`), report);
   process.stdout.write(report);

@@ -1,4 +1,4 @@
-import { setBackend } from "@blocksparse/core";
+import { listBackends, setBackend } from "@blocksparse/core";
 import type { GpuInfo } from "./record";
 import { FlagError } from "./flags";
 
@@ -24,6 +24,11 @@ export async function startBackend(requested: string): Promise<{ backend: string
   if (requested === "js") return js();
   if (requested === "cpu") return (await startCpu(requested)) ?? js();
   if (requested !== "auto" && requested !== "cuda") {
+    // Any other name is one a backend module registered; a misspelt one is the user's flag, not a crash inside core.
+    if (!listBackends().includes(requested)) {
+      const others = listBackends().filter((name) => !["cuda", "cpu", "js"].includes(name));
+      throw new FlagError(`--backend: unknown backend "${requested}", expected cuda, cpu, js or auto${others.length > 0 ? ` (or a registered one: ${others.join(", ")})` : ""}`);
+    }
     setBackend(requested);
     return { backend: requested, synchronize: () => {} };
   }

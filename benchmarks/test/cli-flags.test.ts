@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -7,6 +7,9 @@ import { runCli } from "./run_cli";
 // Where a CLI that wrongly accepted its flags would write; nothing should land here.
 const out = mkdtempSync(join(tmpdir(), "bench-cli-flags-"));
 afterAll(() => rmSync(out, { recursive: true, force: true }));
+// A file where a CLI is told to write its directory.
+const aFile = join(out, "a-file");
+writeFileSync(aFile, "");
 
 // Tiny cases on js, so that a CLI that let a bad value through ends in seconds (and fails the test) instead of timing for minutes.
 const ATTENTION = ["--backend", "js", "--shapes", "1x1x16x16", "--dtype", "float32", "--paths", "fused", "--out", out];
@@ -21,6 +24,13 @@ describe.concurrent("benchmark CLIs refuse a bad value naming the flag, before a
     ["overhead.ts --dtype bf16", "overhead.ts", ["--backend", "js", "--dtype", "bf16", "--out", out], /--dtype: expected float32, float16 or bfloat16, got "bf16"/],
     ["ffn.ts --models head --widths 64x100 --blocks 32", "ffn.ts", [...FFN, "--models", "head", "--widths", "64x100", "--blocks", "32"], /--blocks: 32x32 blocks do not tile the head model's 100x64 weight \(--widths 64x100\)/],
     ["ffn.ts --models ffn,block --heads 3 (dModel 64)", "ffn.ts", [...FFN, "--models", "ffn,block", "--widths", "64x128", "--blocks", "32", "--heads", "3", "--context", "16"], /--heads 3 does not divide the block model's dModel 64/],
+    ["ffn.ts --tokens 16 --tokens 32", "ffn.ts", [...FFN, "--widths", "64x128", "--blocks", "32", "--models", "ffn", "--tokens", "32"], /--tokens: given twice \("16" and "32"\); give it once/],
+    ["ffn.ts --out FILE", "ffn.ts", ["--backend", "js", "--dtype", "float32", "--tokens", "16", "--densities", "0.5", "--quick", "--widths", "64x128", "--blocks", "32", "--models", "ffn", "--out", aFile], /--out: cannot make the output directory ".*a-file": it or a folder above it is a file/],
+    ["attention.ts --out FILE (checked before the run, not when saving it)", "attention.ts", [...ATTENTION.slice(0, -2), "--iterations", "2", "--out", aFile], /--out: cannot make the output directory/],
+    ["linear_shapes.ts --backend gpu", "linear_shapes.ts", ["--backend", "gpu", "--rows", "2", "--features", "8", "--widths", "8", "--out", out], /--backend: unknown backend "gpu", expected cuda, cpu, js or auto/],
+    ["overhead.ts --backend gpu (in its fresh child process)", "overhead.ts", ["--backend", "gpu", "--dtype", "float32", "--out", out], /--backend: unknown backend "gpu"[\s\S]*the fresh process measuring start-up failed \(exit 1\); its error is above/],
+    ["eager_step.ts --block 33 against --widths 64x128", "eager_step.ts", ["--backend", "js", "--widths", "64x128", "--tokens", "8", "--steps", "5", "--warmup", "5", "--block", "33"], /--block 33 does not divide both widths of --widths 64x128/],
+    ["eager_step.ts --tokens abc", "eager_step.ts", ["--backend", "js", "--widths", "64x128", "--tokens", "abc"], /--tokens: expected an integer >= 5, got "abc"/],
   ])("%s", async (_, script, args, message) => {
     const { code, stdout, stderr } = await runCli(script, args);
     expect(stderr).toMatch(message);
