@@ -185,19 +185,7 @@ describe.skipIf(cpuMissing)("cpu attention backward where a probability underflo
         poison(inputs);
         const js = forwardBackward("js", inputs, [heads, m, n, d], "float32", { causal, scale: 1 / Math.sqrt(d) });
         expect(js[output].some((x) => x === Number.POSITIVE_INFINITY || x === Number.NEGATIVE_INFINITY), "js has an infinity").toBe(true);
-        const runs = {
-          backend: forwardBackward("cpu", inputs, [heads, m, n, d], "float32", { causal, scale: 1 / Math.sqrt(d) }),
-          "blocks of one row": kernelsForwardBackward(nativeCompute(cpuBackend().addon), n, inputs, [heads, m, n, d], causal),
-        };
-        // NaN, Infinity and -Infinity at the same places; the finite values close.
-        const nonFinite = (x: number[]) => x.map((value) => (Number.isFinite(value) ? "finite" : String(value)));
-        const finite = (x: number[]) => x.map((value) => (Number.isFinite(value) ? value : 0));
-        const differing = Object.entries(runs).flatMap(([run, cpu]) =>
-          ["out", "lse", "dq", "dk", "dv"]
-            .filter((_, i) => JSON.stringify(nonFinite(cpu[i])) !== JSON.stringify(nonFinite(js[i])) || relativeError(finite(cpu[i]), finite(js[i])) > 1e-5)
-            .map((result) => `${run}: ${result}`),
-        );
-        expect(differing, "results that differ from js").toEqual([]);
+        expect(differingFromJs(js, inputs, [heads, m, n, d], causal), "results that differ from js").toEqual([]);
       });
     }
   }
@@ -222,22 +210,34 @@ describe.skipIf(cpuMissing)("cpu attention backward where float32 dP overflows",
       expect(gradients.some((x) => x === Number.POSITIVE_INFINITY || x === Number.NEGATIVE_INFINITY), "js dq or dk has an infinity").toBe(true);
       expect(gradients.some((x) => Number.isFinite(x) && Math.abs(x) > 1e37), "js dq or dk has a finite entry above 1e37").toBe(true);
       expect(js.flat().some(Number.isNaN), "js has a NaN").toBe(false);
-      const runs = {
-        backend: forwardBackward("cpu", inputs, [heads, m, n, d], "float32", options),
-        "blocks of one row": kernelsForwardBackward(nativeCompute(cpuBackend().addon), n, inputs, [heads, m, n, d], causal),
-      };
-      // NaN, Infinity and -Infinity at the same places; the finite values close.
-      const nonFinite = (x: number[]) => x.map((value) => (Number.isFinite(value) ? "finite" : String(value)));
-      const finite = (x: number[]) => x.map((value) => (Number.isFinite(value) ? value : 0));
-      const differing = Object.entries(runs).flatMap(([run, cpu]) =>
-        ["out", "lse", "dq", "dk", "dv"]
-          .filter((_, i) => JSON.stringify(nonFinite(cpu[i])) !== JSON.stringify(nonFinite(js[i])) || relativeError(finite(cpu[i]), finite(js[i])) > 1e-5)
-          .map((result) => `${run}: ${result}`),
-      );
-      expect(differing, "results that differ from js").toEqual([]);
+      expect(differingFromJs(js, inputs, [heads, m, n, d], causal), "results that differ from js").toEqual([]);
     });
   }
 });
+
+/**
+ * Which of out, lse, dq, dk and dv differ from js's (`js`, forwardBackward's results) when the cpu backend computes
+ * them, through the backend and through its kernels in blocks of one query row: NaN, Infinity and -Infinity must sit at
+ * the same places and the finite values agree within 1e-5.
+ */
+function differingFromJs(
+  js: number[][],
+  inputs: { q: number[]; k: number[]; v: number[]; g: number[] },
+  [heads, m, n, d]: number[],
+  causal: boolean,
+): string[] {
+  const runs = {
+    backend: forwardBackward("cpu", inputs, [heads, m, n, d], "float32", { causal, scale: 1 / Math.sqrt(d) }),
+    "blocks of one row": kernelsForwardBackward(nativeCompute(cpuBackend().addon), n, inputs, [heads, m, n, d], causal),
+  };
+  const nonFinite = (x: number[]) => x.map((value) => (Number.isFinite(value) ? "finite" : String(value)));
+  const finite = (x: number[]) => x.map((value) => (Number.isFinite(value) ? value : 0));
+  return Object.entries(runs).flatMap(([run, cpu]) =>
+    ["out", "lse", "dq", "dk", "dv"]
+      .filter((_, i) => JSON.stringify(nonFinite(cpu[i])) !== JSON.stringify(nonFinite(js[i])) || relativeError(finite(cpu[i]), finite(js[i])) > 1e-5)
+      .map((result) => `${run}: ${result}`),
+  );
+}
 
 /** forwardBackward through the kernels `attentionKernels` makes of `products`, on the cpu backend's tensors. */
 function kernelsForwardBackward(
