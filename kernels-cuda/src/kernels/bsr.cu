@@ -505,12 +505,8 @@ bool denseRouteWinsFewTokens(tc::Op op, const BsrPatternView& pattern, int64_t m
 double denseProductBreakEven(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m) {
   const int rows = pattern.blockHeight, cols = pattern.blockWidth;
   if (rows == cols && rows == 32) {
-    if (m < kDenseProductFewTokens) return 2.0;
-    const bool xResident = tcTakesXResident(op, dtype, pattern, m);
-    if (m >= kDenseProductMinTokens) return xResident ? kDenseProductMinDensity32XResident : kDenseProductMinDensity32;
-    if (xResident) return kDenseProductMinDensity32XResidentMid;
-    // kDenseProductFewTokens to kDenseProductMidTokens on mma.sync's tile: no density (denseRouteWinsFewTokens decides).
-    return m < kDenseProductMidTokens ? 2.0 : kDenseProductMinDensity32Mid;
+    // Below kDenseProductFewTokens: never (from there denseProductWins decides 32x32 by the tile the product runs on).
+    return 2.0;
   }
   if (rows == cols && (rows == 64 || rows == 128)) return 2.0;
   if (wgmmaRectangle(dtype, pattern)) return 2.0;
@@ -533,14 +529,21 @@ bool denseProductWins(tc::Op op, DType dtype, const BsrPatternView& pattern, int
   // float32 stays on the exact block kernels; few tokens stay on the decoding and tile kernels, which read only the
   // stored blocks where the dense GEMM would read all of W.
   if (dtype == DType::Float32 || !denseSampledFits(dtype, pattern)) return false;
-  // 32x32 with few tokens on mma.sync's tile: a model of both routes' times, not a density.
-  if (pattern.blockHeight == 32 && pattern.blockWidth == 32 && m >= kDenseProductFewTokens && m < kDenseProductMidTokens &&
-      !tcTakesXResident(op, dtype, pattern, m))
-    return denseRouteWinsFewTokens(op, pattern, m);
   // Within half a block of the break-even counts as at it: a pattern drawn at a density holds the nearest whole
   // number of blocks, which may fall a fraction of a block short (0.35 of 768 x 3072 in 32x32 blocks is 806 of 2304).
   const double grid = static_cast<double>(pattern.blockRows) * pattern.blockCols;
-  return (pattern.nnzBlocks + 0.5) / grid >= denseProductBreakEven(op, dtype, pattern, m);
+  const double density = (pattern.nnzBlocks + 0.5) / grid;
+  if (pattern.blockHeight == 32 && pattern.blockWidth == 32 && m >= kDenseProductFewTokens) {
+    // 32x32 by the tile the product runs on (its rule evaluated once): the X-resident tile's break-even, mma.sync's, or
+    // with few tokens on mma.sync's tile a model of both routes' times, not a density.
+    const bool xResident = tcTakesXResident(op, dtype, pattern, m);
+    if (m >= kDenseProductMinTokens)
+      return density >= (xResident ? kDenseProductMinDensity32XResident : kDenseProductMinDensity32);
+    if (xResident) return density >= kDenseProductMinDensity32XResidentMid;
+    if (m < kDenseProductMidTokens) return denseRouteWinsFewTokens(op, pattern, m);
+    return density >= kDenseProductMinDensity32Mid;
+  }
+  return density >= denseProductBreakEven(op, dtype, pattern, m);
 }
 
 bool denseSampledFits(DType dtype, const BsrPatternView& pattern) {
