@@ -141,12 +141,14 @@ export type FlagValues<Flags extends Record<string, FlagSpec>> = {
 /**
  * Parses `args` with the CLI's flag table (unknown flags are errors, as parseArgs' strict mode makes them; so is a
  * flag of one value given twice with different values, which parseArgs would settle silently by keeping the last).
- * With --help or -h it prints usageText and exits 0 before the CLI does anything else.
+ * With --help or -h it prints usageText and exits 0 before the CLI does anything else. A leading "--" is skipped.
  */
 export function parseFlags<const Flags extends Record<string, FlagSpec>>(
   cli: CliSpec<Flags>,
   args: string[] = process.argv.slice(2),
 ): { values: FlagValues<Flags>; positionals: string[] } {
+  // `pnpm bench -- --flag` hands the script a literal "--" first; parseArgs would read every flag after it as a positional.
+  if (args[0] === "--") args = args.slice(1);
   const parsed = parseArgs({ args, options: { ...cli.flags, help: HELP_FLAG }, allowPositionals: cli.positionals !== undefined, strict: true, tokens: true });
   const given = new Map<string, string>();
   for (const token of parsed.tokens) {

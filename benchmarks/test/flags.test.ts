@@ -64,6 +64,10 @@ describe("parseFlags", () => {
   it("accepts a repeat that changes nothing, a repeated switch and a repeatable flag", () => {
     expect(parseFlags(cli, ["--tokens", "4", "--tokens", "4", "--quick", "--quick", "--module", "a", "--module", "b"]).values).toEqual({ tokens: "4", quick: true, module: ["a", "b"] });
   });
+
+  it("skips the literal -- that `pnpm bench -- --flag` hands the script first", () => {
+    expect(parseFlags(cli, ["--", "--tokens", "4", "--quick"]).values).toEqual({ tokens: "4", quick: true });
+  });
 });
 
 describe("outputDirectory", () => {
