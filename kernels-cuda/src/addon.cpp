@@ -165,7 +165,8 @@ StridedShape toShape(const std::vector<int64_t>& dims, const std::string& what) 
   return shape;
 }
 
-// Strides of one operand over `dims`; returns the largest element offset they reach (plus 1).
+// Strides of one operand over `dims`; returns the largest element offset they reach (plus 1), refusing one past 2^53
+// (summed in int64 it could wrap to a small extent that a small buffer passes, and the kernel then reads far outside it).
 Strides toStrides(const std::vector<int64_t>& strides, const std::vector<int64_t>& dims, int64_t& extent,
                   const std::string& what) {
   BS_REQUIRE(strides.size() == dims.size(), what + ": " + std::to_string(strides.size()) + " strides for rank " +
@@ -177,6 +178,9 @@ Strides toStrides(const std::vector<int64_t>& strides, const std::vector<int64_t
     if (dims[d] == 0) extent = 0;
   }
   if (extent == 0) return out;
+  double reach = 1;
+  for (size_t d = 0; d < dims.size(); ++d) reach += static_cast<double>(dims[d] - 1) * static_cast<double>(strides[d]);
+  BS_REQUIRE(reach <= 9007199254740991.0, what + ": the strides reach past 2^53 elements");
   for (size_t d = 0; d < dims.size(); ++d) extent += (dims[d] - 1) * strides[d];
   return out;
 }
@@ -188,7 +192,10 @@ Napi::Value undefinedOf(const Napi::CallbackInfo& info) { return info.Env().Unde
 Napi::Value init(const Napi::CallbackInfo& info) {
   Args args{info, "init"};
   args.count(1);
-  initDevice(static_cast<int>(args.size(0)));
+  const int64_t index = args.size(0);
+  // Checked before the cast to int, which would turn 2^32 into device 0.
+  BS_REQUIRE(index <= INT32_MAX, "init: CUDA device index " + std::to_string(index) + " is out of range");
+  initDevice(static_cast<int>(index));
   const DeviceInfo& device = deviceInfo();
   Napi::Object out = Napi::Object::New(info.Env());
   out.Set("index", device.index);
@@ -1095,8 +1102,9 @@ Napi::Value matmul(const Napi::CallbackInfo& info) {
   bool transA = args.boolean(8), transB = args.boolean(9);
   int64_t strideA = args.size(10), strideB = args.size(11);
   if (batch > 0) {
-    requireElements(args.buffer(1), dtype, (batch - 1) * strideA + product({m, k}, "matmul"), "matmul a");
-    requireElements(args.buffer(2), dtype, (batch - 1) * strideB + product({k, n}, "matmul"), "matmul b");
+    // product() refuses a batch stride past 2^53, which in int64 could wrap to a small extent.
+    requireElements(args.buffer(1), dtype, product({batch - 1, strideA}, "matmul a") + product({m, k}, "matmul"), "matmul a");
+    requireElements(args.buffer(2), dtype, product({batch - 1, strideB}, "matmul b") + product({k, n}, "matmul"), "matmul b");
   }
   requireElements(args.buffer(3), dtype, product({batch, m, n}, "matmul"), "matmul c");
   launchMatmul(dtype, args.buffer(1).data, args.buffer(2).data, args.buffer(3).data, batch, m, n, k, transA, transB,

@@ -4,7 +4,7 @@ import {
   BackendError,
   type BackendMemory,
   type BackendValues,
-  type BsrPattern,
+  BsrPattern,
   type BackendGraphs,
   type DataId,
   type DType,
@@ -14,11 +14,14 @@ import {
   ValueError,
   allocStorage,
   bytesPerElement,
+  formatArg,
+  isDType,
+  isFloatDType,
   isStorageOf,
   sizeOf,
 } from "@blocksparse/core";
 import { PRODUCTS, TC_PATHS, readAutotuneCache, sameDevice, serializeAutotuneCache, writeAutotuneCache } from "./autotune_cache";
-import { CudaError, translateNativeError } from "./errors";
+import { CudaError, CudaOutOfMemoryError, translateNativeError } from "./errors";
 import { cudaKernels } from "./kernels";
 import { startCuda } from "./loader";
 import { type AutotuneRecord, type BuildInfo, DTYPE_CODE, type DeviceInfo, type GraphHandle, type NativeAddon, type PatternHandle } from "./native";
@@ -139,6 +142,8 @@ export class CudaBackend implements Backend {
     this.checkAlive();
     if (!Number.isInteger(size) || size < 0) throw new ValueError(`cuda: cannot allocate ${size} elements`);
     const bytes = size * bytesPerElement(dtype);
+    // Past 2^53 bytes the addon cannot take the count (it would refuse it as a malformed argument): no device holds it.
+    if (bytes > Number.MAX_SAFE_INTEGER) throw new CudaOutOfMemoryError(`cuda: cannot allocate ${size} ${dtype} elements (${bytes} bytes): out of memory`);
     const handle = this.native(() => this.addon.alloc(bytes));
     const buffer = new CudaBuffer(handle, dtype, size);
     this.live.add(buffer);
@@ -309,7 +314,9 @@ export class CudaBackend implements Backend {
    */
   sampledPlan(pattern: BsrPattern, tokens: number, dtype: DType): string {
     this.checkAlive();
+    if (!(pattern instanceof BsrPattern)) throw new ValueError(`sampledPlan: pattern must be a BsrPattern, got ${formatArg(pattern)}`);
     if (!Number.isSafeInteger(tokens) || tokens < 1) throw new ValueError(`sampledPlan: tokens must be a positive whole number, got ${tokens}`);
+    if (!isDType(dtype) || !isFloatDType(dtype)) throw new ValueError(`sampledPlan: dtype must be float32, float16 or bfloat16, got ${formatArg(dtype)}`);
     const handle = this.pattern(pattern);
     return this.native(() => this.addon.sampledPlan(handle, tokens, this.code(dtype)));
   }
@@ -439,7 +446,8 @@ export class CudaBackend implements Backend {
 
   /** Dense matmul through cuBLAS (when built with it) or the built-in kernel. Returns whether cuBLAS is used. */
   setCublasEnabled(enabled: boolean): boolean {
-    return this.addon.setCublasEnabled(enabled);
+    if (typeof enabled !== "boolean") throw new ValueError(`setCublasEnabled: enabled must be a boolean, got ${formatArg(enabled)}`);
+    return this.native(() => this.addon.setCublasEnabled(enabled));
   }
 
   // ---------------------------------------------------------------- helpers for kernels

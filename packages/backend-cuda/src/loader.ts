@@ -91,6 +91,19 @@ export type CudaStart = { addon: NativeAddon; device: DeviceInfo; path: string }
 
 let started: CudaStart | undefined;
 
+/**
+ * The device BLOCKSPARSE_CUDA_DEVICE names (default 0), or why it names none: an index past int32 would reach CUDA
+ * wrapped (2^32 as device 0), another GPU than the one asked for.
+ */
+export function deviceIndexOf(text: string | undefined): number | string {
+  const deviceText = text ?? "0";
+  const deviceIndex = Number(deviceText);
+  if (!Number.isInteger(deviceIndex) || deviceIndex < 0 || deviceIndex > 2 ** 31 - 1) {
+    return `BLOCKSPARSE_CUDA_DEVICE must be a device index, got '${deviceText}'`;
+  }
+  return deviceIndex;
+}
+
 /** Loads the addon and starts CUDA on the device (BLOCKSPARSE_CUDA_DEVICE, default 0), once. */
 export function startCuda(): CudaStart {
   if (started) return started;
@@ -99,10 +112,9 @@ export function startCuda(): CudaStart {
     started = load;
     return started;
   }
-  const deviceText = process.env.BLOCKSPARSE_CUDA_DEVICE ?? "0";
-  const deviceIndex = Number(deviceText);
-  if (!Number.isInteger(deviceIndex) || deviceIndex < 0) {
-    started = { addon: null, reason: `BLOCKSPARSE_CUDA_DEVICE must be a device index, got '${deviceText}'` };
+  const deviceIndex = deviceIndexOf(process.env.BLOCKSPARSE_CUDA_DEVICE);
+  if (typeof deviceIndex === "string") {
+    started = { addon: null, reason: deviceIndex };
     return started;
   }
   try {

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { getBackend, listBackends, removeBackend, setBackend } from "@blocksparse/core";
 import { CUDA_PRIORITY, addonCandidates, cudaAvailability } from "../src/index";
-import { type AddonCandidate, BUILD_FROM_SOURCE, loadFirstAddon, PLATFORM_PACKAGE } from "../src/loader";
+import { type AddonCandidate, BUILD_FROM_SOURCE, deviceIndexOf, loadFirstAddon, PLATFORM_PACKAGE } from "../src/loader";
 import { NATIVE_FUNCTIONS } from "../src/native";
 import { afterAll, describe, expect, test, vi } from "vitest";
 
@@ -97,6 +97,16 @@ describe("loading the addon and registering the backend", () => {
       }
     } finally {
       warn.mockRestore();
+    }
+  });
+
+  test("BLOCKSPARSE_CUDA_DEVICE names a device index within int32, never one that CUDA would get wrapped", () => {
+    expect(deviceIndexOf(undefined)).toBe(0);
+    expect(deviceIndexOf("3")).toBe(3);
+    expect(deviceIndexOf(String(2 ** 31 - 1))).toBe(2 ** 31 - 1);
+    // 2^32 cast to a C int is 0: the first GPU, not the one asked for.
+    for (const text of [String(2 ** 32), String(2 ** 31), "-1", "1.5", "gpu0"]) {
+      expect(deviceIndexOf(text)).toBe(`BLOCKSPARSE_CUDA_DEVICE must be a device index, got '${text}'`);
     }
   });
 

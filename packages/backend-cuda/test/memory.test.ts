@@ -1,5 +1,7 @@
 import {
   BsrPattern,
+  OutOfMemoryError,
+  ValueError,
   adamUpdate,
   bsrLinear,
   bsrMatmul,
@@ -179,6 +181,44 @@ describe.skipIf(cudaMissing)("cuda memory: caching allocator, out of memory, bad
     const t = tensor([1, -2], [2], "float32");
     expect(Array.from(t.dataSync())).toEqual([1, -2]);
     t.dispose();
+  });
+
+  test("strides and batch strides that would wrap int64 are refused before the launch, never read past the buffer", () => {
+    const { addon } = backend;
+    const call = (fn: () => void) => () => backend.native(fn);
+    const one = backend.allocate("float32", 1) as unknown as { handle: number };
+    const wide = backend.allocate("float32", 4097) as unknown as { handle: number };
+    // 4096 steps of 2^52 elements reach 2^64, which int64 wraps to 0: a one-element buffer would have passed.
+    const stride = 2 ** 52;
+    expect(call(() => addon.copyStrided(0, one.handle, 0, [stride], wide.handle, 0, [1], [4097]))).toThrow(ValueError);
+    expect(call(() => addon.copyStrided(0, one.handle, 0, [stride], wide.handle, 0, [1], [4097]))).toThrow(/copyStrided src: the strides reach past 2\^53/);
+    expect(call(() => addon.binary(0, 0, one.handle, [stride], wide.handle, [1], wide.handle, [4097]))).toThrow(/binary a: the strides reach past 2\^53/);
+    expect(call(() => addon.where(0, wide.handle, [1], one.handle, [stride], wide.handle, [1], wide.handle, [4097]))).toThrow(/where a: the strides reach past 2\^53/);
+    expect(call(() => addon.matmul(0, one.handle, one.handle, wide.handle, 4097, 1, 1, 1, false, false, stride, 0))).toThrow(/matmul a: too many elements/);
+    backend.free(one as never);
+    backend.free(wide as never);
+    const t = tensor([3, 4], [2], "float32");
+    expect(Array.from(t.dataSync())).toEqual([3, 4]);
+    t.dispose();
+  });
+
+  test("an allocation past 2^53 bytes is out of memory (as on js), not a malformed argument", () => {
+    const before = backend.memory().buffers;
+    expect(() => backend.allocate("float32", 2 ** 52)).toThrow(CudaOutOfMemoryError);
+    expect(() => backend.allocate("float32", 2 ** 52)).toThrow(OutOfMemoryError);
+    expect(() => zeros([2 ** 52], "float32")).toThrow(OutOfMemoryError);
+    expect(backend.memory().buffers).toBe(before);
+  });
+
+  test("setCublasEnabled and sampledPlan name an argument of the wrong kind in a ValueError", () => {
+    expect(() => backend.setCublasEnabled("no" as never)).toThrow(ValueError);
+    expect(() => backend.setCublasEnabled(1 as never)).toThrow("setCublasEnabled: enabled must be a boolean, got 1");
+    expect(backend.setCublasEnabled(true)).toBe(backend.build.cublas);
+    const pattern = BsrPattern.random([64, 64], { blockShape: [32, 32], density: 0.5, seed: 7 });
+    expect(() => backend.sampledPlan({} as never, 64, "float16")).toThrow("sampledPlan: pattern must be a BsrPattern, got object");
+    expect(() => backend.sampledPlan(pattern, 64, "int32")).toThrow("sampledPlan: dtype must be float32, float16 or bfloat16, got \"int32\"");
+    expect(() => backend.sampledPlan(pattern, 64, "float64" as never)).toThrow(ValueError);
+    expect(typeof backend.sampledPlan(pattern, 64, "float16")).toBe("string");
   });
 
   test("a pattern's indices are uploaded once and freed with the backend", () => {
