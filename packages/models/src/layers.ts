@@ -21,8 +21,8 @@ import {
   ValueError,
   where,
 } from "@blocksparse/core";
-import { Dropout, Embedding, GELU, Linear, Module, type Parameter, ReLU } from "@blocksparse/nn";
 import { SeededRandom } from "@blocksparse/format";
+import { Dropout, Embedding, GELU, Linear, Module, type Parameter, ReLU } from "@blocksparse/nn";
 import type { Activation } from "./config";
 
 /** Host numbers as a tensor on `like`'s backend, in `dtype` (default: like's). */
@@ -91,10 +91,12 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, scale: number, mask: 
 }
 
 /**
- * The most negative finite value of each float dtype (torch.finfo(dtype).min), as Hugging Face masks with: exp of it
- * is 0 without the NaN of a fully masked row (float32's would round to -Infinity in bfloat16 and float16).
+ * The additive mask of a padding key: the most negative finite value of each float dtype (torch.finfo(dtype).min), as
+ * Hugging Face masks with, and half of it in float16, whose range is narrow: a score below -16 added to -65504 rounds
+ * to -Infinity, and a fully masked row (a padding query) would turn NaN and carry it to the tokens through the next
+ * layers' keys and values. exp of either is 0 (float32's value would round to -Infinity in bfloat16 and float16).
  */
-export const MASKED: Record<string, number> = { float32: -3.4028234663852886e38, bfloat16: -3.3895313892515355e38, float16: -65504 };
+export const MASKED: Record<string, number> = { float32: -3.4028234663852886e38, bfloat16: -3.3895313892515355e38, float16: -32752 };
 
 /**
  * A padding mask (1 = attend, 0 = padding) [B, T] (its shape checked by the caller) as the additive mask [B, 1, 1, T]

@@ -1,6 +1,6 @@
 import { backward } from "@blocksparse/autograd";
-import { cast, DTypeError, memory, ShapeError, slice, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
-import { GPT2Cache, type GenerateOptions, GPT2LMHeadModel, type GPT2Inputs } from "@blocksparse/models";
+import { cast, DTypeError, memory, mul, ShapeError, slice, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
+import { type GenerateOptions, type GPT2Block, GPT2Cache, type GPT2Inputs, GPT2LMHeadModel } from "@blocksparse/models";
 import { fromPretrained } from "@blocksparse/models/node";
 import { afterAll, describe, expect, it } from "vitest";
 import { fixtures, leftBehind, relativeError } from "./helpers";
@@ -76,6 +76,33 @@ describe("GPT-2 with an attention mask (left-padded batches)", () => {
       for (const p of half.parameters()) p.dispose();
     });
   }
+
+  it("in float16, a padding query whose scores are far below zero stays finite: the prompts' logits and the loss are not NaN", () => {
+    // Large query-key products (real checkpoints have them) put a padding query's scores below -16, where adding
+    // float16's most negative value overflowed to -Infinity: the fully masked row's softmax was NaN, and the NaN
+    // reached the tokens through the next layers' keys and values.
+    const half = new GPT2LMHeadModel({ ...CONFIG, initializer_range: 0.02, n_layer: 4 }, { seed: 5 });
+    for (const block of half.transformer.h) {
+      const qkv = (block as GPT2Block).attn.c_attn.weight;
+      qkv.value = tidy(() => mul(qkv.value, 300));
+    }
+    half.to("float16").eval();
+    try {
+      tidy(() => {
+        const { ids, mask } = leftPadded(PROMPTS);
+        const padded = cast(half.forward(ids, { attentionMask: mask }), "float32");
+        expect(padded.dataSync().every(Number.isFinite)).toBe(true);
+        PROMPTS.forEach((prompt, b) => {
+          const alone = cast(half.forward(tensor(prompt, [1, prompt.length], "int32")), "float32");
+          expect(relativeError(positionsOf(padded, b, 6 - prompt.length, prompt.length), alone)).toBeLessThanOrEqual(2e-2);
+        });
+        const labels = tensor(rowsOf(ids).flatMap((row, b) => row.map((id, t) => (rowsOf(mask)[b][t] ? id : -100))), [3, 6], "int32");
+        expect(Number.isFinite(half.loss(ids, labels, { attentionMask: mask }).dataSync()[0])).toBe(true);
+      });
+    } finally {
+      for (const p of half.parameters()) p.dispose();
+    }
+  });
 
   it("with a cache: a padded prompt, then one token with the mask extended by 1, gives the unpadded sequence's logits", () => {
     tidy(() => {
