@@ -53,17 +53,22 @@ export function float32ToFloat16Bits(value: number): number {
   return sign | (half + (roundUp ? 1 : 0));
 }
 
-/** The float32 value of IEEE binary16 bits (exact: every half is a float32). */
-export function float16BitsToFloat32(bits: number): number {
+/** The float32 bits of IEEE binary16 bits (exact: every half is a float32; a NaN keeps its payload, signaling or quiet). */
+function float16ToFloat32Bits(bits: number): number {
   const sign = (bits & 0x8000) << 16;
   const exponent = (bits >>> 10) & 0x1f;
   const mantissa = bits & 0x3ff;
-  if (exponent === 0x1f) return float32FromBits(sign | 0x7f800000 | (mantissa << 13));
-  if (exponent === 0) {
-    const magnitude = mantissa * 2 ** -24;
-    return sign === 0 ? magnitude : -magnitude;
-  }
-  return float32FromBits(sign | ((exponent + 112) << 23) | (mantissa << 13));
+  if (exponent === 0x1f) return (sign | 0x7f800000 | (mantissa << 13)) >>> 0;
+  if (exponent !== 0) return (sign | ((exponent + 112) << 23) | (mantissa << 13)) >>> 0;
+  if (mantissa === 0) return sign >>> 0;
+  // Subnormal half (mantissa * 2^-24): its leading 1 becomes float32's implicit bit.
+  const shift = Math.clz32(mantissa) - 21;
+  return (sign | ((113 - shift) << 23) | (((mantissa << shift) & 0x3ff) << 13)) >>> 0;
+}
+
+/** The float32 value of IEEE binary16 bits (exact: every half is a float32). */
+export function float16BitsToFloat32(bits: number): number {
+  return float32FromBits(float16ToFloat32Bits(bits));
 }
 
 /** bfloat16 bits of a float32 value (its top 16 bits), rounded to nearest, ties to even. */
@@ -84,10 +89,11 @@ export function float32ArrayToFloat16Bits(values: ArrayLike<number>): Uint16Arra
   return out;
 }
 
+// The array versions write float32 bits, not numbers: reading a signaling NaN as a number sets its quiet bit.
 export function float16BitsToFloat32Array(bits: ArrayLike<number>): Float32Array {
-  const out = new Float32Array(bits.length);
-  for (let i = 0; i < bits.length; i++) out[i] = float16BitsToFloat32(bits[i]);
-  return out;
+  const out = new Uint32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) out[i] = float16ToFloat32Bits(bits[i]);
+  return new Float32Array(out.buffer);
 }
 
 export function float32ArrayToBfloat16Bits(values: ArrayLike<number>): Uint16Array {
@@ -97,9 +103,9 @@ export function float32ArrayToBfloat16Bits(values: ArrayLike<number>): Uint16Arr
 }
 
 export function bfloat16BitsToFloat32Array(bits: ArrayLike<number>): Float32Array {
-  const out = new Float32Array(bits.length);
-  for (let i = 0; i < bits.length; i++) out[i] = bfloat16BitsToFloat32(bits[i]);
-  return out;
+  const out = new Uint32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) out[i] = (bits[i] & 0xffff) << 16;
+  return new Float32Array(out.buffer);
 }
 
 /** Float values stored as `dtype`: a new Float32Array, or rounded 16-bit patterns. */

@@ -45,6 +45,10 @@ export function checkOptionKeys(options: unknown, known: readonly string[], fiel
   if (unknown.length > 0) throw new BsrFormatError(field, `unknown option '${unknown.join("', '")}'; the options are ${known.join(", ")}`);
 }
 
+/** A value for a message, never serialised whole: JSON.stringify of a file's array nested 100 000 deep overflows. */
+export const quoted = (value: unknown): string =>
+  typeof value === "string" ? JSON.stringify(value.slice(0, 80)) : Array.isArray(value) ? `an array of length ${value.length}` : value && typeof value === "object" ? "an object" : String(value);
+
 /** A byte count for messages: "3.00 GiB". */
 export const gibibytes = (bytes: number): string => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
 

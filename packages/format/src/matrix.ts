@@ -346,16 +346,19 @@ export class BsrMatrix {
     const { pattern, valuePermutation } = this.pattern.transpose();
     const [blockHeight, blockWidth] = this.blockShape;
     const size = blockHeight * blockWidth;
-    const values = this.dtype === "float32" ? new Float32Array(this.values.length) : new Uint16Array(this.values.length);
+    // float32 moves as its bits: read as a number, a signaling NaN would get its quiet bit set.
+    const f32 = this.values instanceof Float32Array;
+    const source = f32 ? new Uint32Array(this.values.buffer, this.values.byteOffset, this.values.length) : this.values;
+    const values = f32 ? new Uint32Array(source.length) : new Uint16Array(source.length);
     for (let k = 0; k < valuePermutation.length; k++) {
       const from = valuePermutation[k] * size;
       const to = k * size;
       // The new block is blockWidth x blockHeight: element (c, r) is old (r, c).
       for (let r = 0; r < blockHeight; r++) {
-        for (let c = 0; c < blockWidth; c++) values[to + c * blockHeight + r] = this.values[from + r * blockWidth + c];
+        for (let c = 0; c < blockWidth; c++) values[to + c * blockHeight + r] = source[from + r * blockWidth + c];
       }
     }
-    return new BsrMatrix(pattern, values, this.dtype);
+    return new BsrMatrix(pattern, f32 ? new Float32Array(values.buffer) : (values as Uint16Array), this.dtype);
   }
 
   /** Checks every invariant again (pattern arrays, values type and length); throws BsrFormatError. */

@@ -1,4 +1,4 @@
-import { BsrFormatError, checkOptionKeys } from "./errors.js";
+import { BsrFormatError, checkOptionKeys, quoted } from "./errors.js";
 import { SeededRandom } from "./random.js";
 
 /** `[rows, cols]` of a matrix, or `[R, C]` of a block. */
@@ -267,10 +267,10 @@ function checkDimension(value: unknown, field: string, position: number): number
 /** Checks shape and block shape; returns the block grid. */
 export function checkShapes(shape: Shape2, blockShape: Shape2): { blockRows: number; blockCols: number } {
   if (!Array.isArray(shape) || shape.length !== 2) {
-    throw new BsrFormatError("shape", `expected [rows, cols], got ${JSON.stringify(shape)}`);
+    throw new BsrFormatError("shape", `expected [rows, cols], got ${quoted(shape)}`);
   }
   if (!Array.isArray(blockShape) || blockShape.length !== 2) {
-    throw new BsrFormatError("blockShape", `expected [R, C], got ${JSON.stringify(blockShape)}`);
+    throw new BsrFormatError("blockShape", `expected [R, C], got ${quoted(blockShape)}`);
   }
   const rows = checkDimension(shape[0], "shape", 0);
   const cols = checkDimension(shape[1], "shape", 1);

@@ -2,7 +2,7 @@ import type { FileHandle } from "node:fs/promises";
 import { mkdir, readdir, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { BSR_METADATA_SUFFIXES, BSR_TENSOR_SUFFIXES, bsrMatrixNames } from "./bsr-safetensors.js";
-import { BsrFormatError, BsrIoError, checkOptionKeys, gibibytes } from "./errors.js";
+import { BsrFormatError, BsrIoError, checkOptionKeys, gibibytes, quoted } from "./errors.js";
 import {
   inFile,
   ioError,
@@ -202,14 +202,14 @@ function parseIndex(bytes: Uint8Array, path: string): Map<string, string> {
     if (!isObject(parsed.metadata)) throw new BsrFormatError("metadata", `${path}: expected an object`);
     const declared = parsed.metadata.total_size;
     if (declared !== undefined && (typeof declared !== "number" || !(declared >= 0))) {
-      throw new BsrFormatError("metadata.total_size", `${path}: expected a non-negative number, got ${JSON.stringify(declared)}`);
+      throw new BsrFormatError("metadata.total_size", `${path}: expected a non-negative number, got ${quoted(declared)}`);
     }
   }
   const weightMap = new Map<string, string>();
   for (const [name, file] of Object.entries(parsed.weight_map)) {
     // A shard is a plain file name beside the index: never a path that climbs out of it.
     if (typeof file !== "string" || file === "" || file === "." || file === ".." || /[/\\]/.test(file)) {
-      throw new BsrFormatError(`weight_map.${name}`, `${path}: expected a shard file name beside the index, got ${JSON.stringify(file)}`);
+      throw new BsrFormatError(`weight_map.${name}`, `${path}: expected a shard file name beside the index, got ${quoted(file)}`);
     }
     weightMap.set(name, file);
   }

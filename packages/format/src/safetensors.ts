@@ -1,5 +1,5 @@
 import * as z from "zod/mini";
-import { BsrFormatError, parseWith } from "./errors.js";
+import { BsrFormatError, parseWith, quoted } from "./errors.js";
 
 /**
  * The safetensors file format: an 8-byte little-endian header length N, N bytes of JSON
@@ -149,6 +149,8 @@ export function checkMetadata(value: unknown, field: string): Record<string, str
   return out;
 }
 
+const unsupportedDType = (dtype: unknown): string => `unsupported dtype ${quoted(dtype)}; supported: ${SAFETENSORS_DTYPES.join(", ")}`;
+
 const shapeSchema = z.array(
   z.int({ error: "expected a non-negative integer" }).check(z.nonnegative({ error: "expected a non-negative integer" })),
   { error: "expected an array of non-negative integers" },
@@ -161,7 +163,7 @@ const byteOffsetSchema = z.int(byteOffset).check(z.nonnegative(byteOffset));
 const tensorInfoSchema = z.object(
   {
     dtype: z.enum(SAFETENSORS_DTYPES as [SafetensorsDType, ...SafetensorsDType[]], {
-      error: (issue) => `unsupported dtype ${JSON.stringify(issue.input)}; supported: ${SAFETENSORS_DTYPES.join(", ")}`,
+      error: (issue) => unsupportedDType(issue.input),
     }),
     shape: shapeSchema,
     data_offsets: z.tuple([byteOffsetSchema, byteOffsetSchema], {
@@ -193,7 +195,7 @@ function checkTensor(name: string, tensor: SafetensorsTensor): void {
   if (tensor === null || typeof tensor !== "object") throw new BsrFormatError(name, "expected { dtype, shape, data }");
   const arrayType = ARRAY_TYPES[tensor.dtype as SafetensorsDType];
   if (!Object.hasOwn(ARRAY_TYPES, tensor.dtype) || arrayType === undefined) {
-    throw new BsrFormatError(`${name}.dtype`, `unsupported dtype ${JSON.stringify(tensor.dtype)}; supported: ${SAFETENSORS_DTYPES.join(", ")}`);
+    throw new BsrFormatError(`${name}.dtype`, unsupportedDType(tensor.dtype));
   }
   parseWith(shapeSchema, tensor.shape, `${name}.shape`);
   if (!(tensor.data instanceof arrayType)) {

@@ -195,3 +195,20 @@ describe("array helpers", () => {
     expect(decodeValues(brain, "bfloat16")).toEqual(bfloat16BitsToFloat32Array(brain));
   });
 });
+
+describe("widening arrays bit for bit", () => {
+  const bitsOf = (values: Float32Array) => Array.from(new Uint32Array(values.buffer, values.byteOffset, values.length));
+
+  it("float16 -> float32 keeps a NaN's payload and signaling bit, as NumPy's astype(float32) does", () => {
+    // Signaling and quiet NaNs of both signs, then infinity, a subnormal, the largest subnormal and -0.
+    const half = Uint16Array.from([0x7c01, 0xfe01, 0x7dff, 0x7c00, 0x0001, 0x03ff, 0x8000]);
+    expect(bitsOf(float16BitsToFloat32Array(half))).toEqual([0x7f802000, 0xffc02000, 0x7fbfe000, 0x7f800000, 0x33800000, 0x387fc000, 0x80000000]);
+    expect(bitsOf(decodeValues(half, "float16"))).toEqual(bitsOf(float16BitsToFloat32Array(half)));
+  });
+
+  it("bfloat16 -> float32 is the 16-bit shift, signaling NaNs included (their quiet bit was set)", () => {
+    const brain = Uint16Array.from([0x7f81, 0xffa0, 0x7fc1, 0x0001, 0x8000, 0xff80]);
+    expect(bitsOf(bfloat16BitsToFloat32Array(brain))).toEqual(Array.from(brain, (bits) => bits * 0x10000));
+    expect(bitsOf(decodeValues(brain, "bfloat16"))).toEqual(Array.from(brain, (bits) => bits * 0x10000));
+  });
+});

@@ -363,6 +363,22 @@ describe("sharded checkpoints", () => {
     }
   });
 
+  it("names a weight_map entry or total_size nested 100 000 deep without serialising it (JSON.stringify overflowed the stack)", async () => {
+    const dir = await freshDir();
+    const { index } = await saveShardedSafetensors(dir, many(), {}, { maxShardSize: 100 });
+    const text = await readFile(index, "utf8");
+    const deep = `${"[".repeat(100_000)}${"]".repeat(100_000)}`;
+    await writeFile(index, text.replace('"model-00001-of-00004.safetensors"', deep));
+    const shard = await loadSafetensors(dir).catch((e) => e);
+    expect(shard).toBeInstanceOf(BsrFormatError);
+    expect(shard.field).toBe("weight_map.layer0.weight");
+    expect(shard.message).toMatch(/expected a shard file name beside the index, got an array of length 1$/);
+    await writeFile(index, text.replace(/"total_size": \d+/, `"total_size": ${deep}`));
+    const total = await loadSafetensors(dir).catch((e) => e);
+    expect(total).toBeInstanceOf(BsrFormatError);
+    expect(total.field).toBe("metadata.total_size");
+  });
+
   it("refuses a tensor listed twice in weight_map, instead of keeping the last silently", async () => {
     const dir = await freshDir();
     const { index } = await saveShardedSafetensors(dir, many(), {}, { maxShardSize: 100 });

@@ -252,6 +252,14 @@ describe("transpose", () => {
     expect(transposed.values).toBeInstanceOf(Uint16Array);
     expect(transposed.transpose().values).toEqual(matrix.values);
   });
+
+  it("keeps float32 values bit for bit, signaling NaN payloads included (their quiet bit was set)", () => {
+    const bits = Uint32Array.from([0x7f800001, 0xffbfffff, 0x80000000, 0x00000001]);
+    const matrix = BsrMatrix.fromTorch({ crowIndices: [0, 1], colIndices: [0], values: new Float32Array(bits.buffer), valuesShape: [1, 2, 2], size: [2, 2] });
+    const transposed = matrix.transpose();
+    expect(transposed.values).toBeInstanceOf(Float32Array);
+    expect(Array.from(new Uint32Array(transposed.values.buffer))).toEqual([0x7f800001, 0x80000000, 0xffbfffff, 0x00000001]);
+  });
 });
 
 describe("PyTorch and SciPy layouts", () => {

@@ -570,6 +570,17 @@ describe("SciPy files of other formats and data types", () => {
   });
 });
 
+describe("16-bit values widened to float32", () => {
+  it("keep every bit, signaling NaN payloads included, as NumPy's astype(float32) widens them", () => {
+    const values = (matrix: BsrMatrix) => Array.from(new Uint32Array(decodeScipyNpz(encodeScipyNpz(matrix)).values.buffer));
+    const over = (bits: number[], dtype: "float16" | "bfloat16") =>
+      BsrMatrix.fromTorch({ crowIndices: [0, 1], colIndices: [0], values: Uint16Array.from(bits), valuesShape: [1, 2, 2], size: [2, 2], dtype });
+    // A signaling NaN, a quiet NaN with a payload, the smallest subnormal and -0.
+    expect(values(over([0x7c01, 0xfe01, 0x0001, 0x8000], "float16"))).toEqual([0x7f802000, 0xffc02000, 0x33800000, 0x80000000]);
+    expect(values(over([0x7f81, 0xffc1, 0x0001, 0x8000], "bfloat16"))).toEqual([0x7f810000, 0xffc10000, 0x00010000, 0x80000000]);
+  });
+});
+
 describe("big-endian and Fortran-order arrays", () => {
   /** Element (n, r, c) of a [blocks, 3, 5] array in Fortran order, given its C-order bytes and item size. */
   function toFortran(cBytes: Uint8Array, shape: number[], size: number): Uint8Array {

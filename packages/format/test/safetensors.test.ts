@@ -221,6 +221,17 @@ describe("decodeSafetensors", () => {
     expect(fine.tensors.get("w")!.data).toEqual(Float32Array.from([2]));
     expect(fine.metadata).toEqual({ w: "w" });
   });
+  it("names a dtype that is no string without serialising it: an array nested 100 000 deep overflowed the stack (RangeError)", () => {
+    const deep = `${"[".repeat(100_000)}${"]".repeat(100_000)}`;
+    const json = `{"w":{"dtype":${deep},"shape":[1],"data_offsets":[0,4]}}`;
+    const text = new TextEncoder().encode(json.padEnd(Math.ceil(json.length / 8) * 8));
+    const bytes = new Uint8Array(8 + text.length + 4);
+    new DataView(bytes.buffer).setBigUint64(0, BigInt(text.length), true);
+    bytes.set(text, 8);
+    rejects(bytes, "w.dtype", /^w\.dtype: unsupported dtype an array of length 1; supported: BOOL/);
+    rejects(handMadeFile({ w: { ...tensorAt(0, 4), dtype: ["F32"] } }, f32Bytes([1])), "w.dtype", /unsupported dtype an array of length 1; supported/);
+    rejects(handMadeFile({ w: { ...tensorAt(0, 4), dtype: "F".repeat(1000) } }, f32Bytes([1])), "w.dtype", /^w\.dtype: unsupported dtype "F{80}"; supported/);
+  });
   it("accepts tensors listed in any order", () => {
     const data = f32Bytes([1, 2, 3]);
     const decoded = decodeSafetensors(handMadeFile({ late: tensorAt(4, 12), early: tensorAt(0, 4) }, data));
