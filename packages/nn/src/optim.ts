@@ -45,6 +45,8 @@ interface ParameterState {
   master: Tensor | null;
   /** The parameter's buffer as the last step left it: another buffer means the weights were replaced (loaded, cast), so the master is taken again from them. */
   syncedDataId: DataId | null;
+  /** The parameter's version then: a later one means a write into that buffer (indexCopy), which the master takes as a load. */
+  syncedVersion: number;
   /** The dtype the update runs in (float32 with a master, else the parameter's): the state tensors follow it when it changes. */
   updateDType: DType;
   /** Names of the state tensors made since the last step: zeros that no update has written yet. */
@@ -313,7 +315,7 @@ export abstract class Optimizer {
       }
       tidy(() => this.updateAll(updates));
       for (let i = 0; i < due.length; i++) {
-        states[i].syncedDataId = due[i].value.dataId;
+        markSynced(states[i], due[i].value);
         states[i].fresh.clear();
       }
     });
@@ -401,7 +403,7 @@ export abstract class Optimizer {
           }),
         );
         master.dispose();
-        state.syncedDataId = parameter.value.dataId;
+        markSynced(state, parameter.value);
       }
     });
     state.pattern = pattern;
@@ -419,7 +421,7 @@ export abstract class Optimizer {
     const next = keep(noGrad(() => tidy(() => cast(value, "float32"))));
     state.master.dispose();
     state.master = next;
-    state.syncedDataId = value.dataId;
+    markSynced(state, value);
   }
 
   /**
@@ -559,6 +561,7 @@ export abstract class Optimizer {
           pattern: parameter.pattern,
           master: master ? copy(`${i}.master`) : null,
           syncedDataId: value.dataId,
+          syncedVersion: value.version,
           updateDType: master ? "float32" : parameter.dtype,
           fresh: new Set(names[i].filter((name) => freshKeys.has(`${i}.${name}`))),
         });
@@ -631,13 +634,13 @@ export abstract class Optimizer {
           // Now low precision: a master is taken from the cast weights. Now float32: the parameter is its own master.
           existing.master?.dispose();
           existing.master = wantsMaster ? keep(noGrad(() => tidy(() => cast(value, "float32")))) : null;
-          existing.syncedDataId = value.dataId;
-        } else if (existing.master !== null && (moved || existing.syncedDataId !== value.dataId)) {
+          markSynced(existing, value);
+        } else if (existing.master !== null && (moved || !masterInSync(existing, value))) {
           // Moved to another backend: the master follows. Replaced (loaded, cast): the master is taken again.
           const next = keep(masterInSync(existing, value) ? existing.master.to(value.backend.name) : tidy(() => cast(value, "float32")));
           existing.master.dispose();
           existing.master = next;
-          existing.syncedDataId = value.dataId;
+          markSynced(existing, value);
         }
         // The state's names follow the hyperparameters (SGD's momentum set to or from 0 since): new ones start fresh, at 0.
         const { names, dtype } = this.stateSpec(updateDType);
@@ -670,6 +673,7 @@ export abstract class Optimizer {
       pattern: parameter.pattern,
       master: wantsMaster ? keep(noGrad(() => tidy(() => cast(value, "float32")))) : null,
       syncedDataId: value.dataId,
+      syncedVersion: value.version,
       updateDType,
       fresh: new Set(names),
     };
@@ -680,12 +684,21 @@ export abstract class Optimizer {
 
 /**
  * Whether the next step keeps the values of `state`'s master copy: the parameter still holds the weights the last
- * step rounded from it, or they moved to another backend together. Else (cast, loaded, replaced) it is taken again
- * from `value`, the parameter's weights.
+ * step rounded from it, unwritten since (a captured step's replay writes both), or they moved to another backend
+ * together and were not written since (a move makes a tensor at version 0; a load into it counts a write). Else
+ * (cast, loaded, written in place, replaced) it is taken again from `value`, the parameter's weights.
  */
 function masterInSync(state: ParameterState, value: Tensor): boolean {
   const master = state.master;
-  return master !== null && (master.backend === value.backend ? state.syncedDataId === value.dataId : state.syncedDataId !== null);
+  if (master === null) return false;
+  if (master.backend !== value.backend) return state.syncedDataId !== null && value.version === 0;
+  return state.syncedDataId === value.dataId && (state.count !== null || state.syncedVersion === value.version);
+}
+
+/** Records the parameter's buffer and version as the master copy's (see masterInSync). */
+function markSynced(state: ParameterState, value: Tensor): void {
+  state.syncedDataId = value.dataId;
+  state.syncedVersion = value.version;
 }
 
 /** Whether state following `previous` fits a move to `next` whose block k was block sources[k] (-1: new): each kept one at the same position. */

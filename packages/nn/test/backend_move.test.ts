@@ -1,6 +1,6 @@
 import { backward } from "@blocksparse/autograd";
-import { cast, getBackend, JsBackend, memory, registerBackend, removeBackend, setBackend, type Tensor, tidy } from "@blocksparse/core";
-import { Adam, BlockSparseLinear, crossEntropy, Linear, pruneAndRegrow, ReLU, Sequential, SGD } from "@blocksparse/nn";
+import { cast, full, getBackend, JsBackend, memory, registerBackend, removeBackend, setBackend, type Tensor, tidy } from "@blocksparse/core";
+import { Adam, BlockSparseLinear, crossEntropy, disposeStateDict, Linear, pruneAndRegrow, ReLU, Sequential, SGD } from "@blocksparse/nn";
 import { afterAll, describe, expect, it } from "vitest";
 import { host, syntheticClassification } from "./helpers";
 
@@ -92,6 +92,32 @@ describe("Module.to", () => {
     expect(optimizer.stepsOf(layer.weight)).toBe(2);
     expect(optimizer.masterOf(layer.weight)?.backend.name).toBe("second");
     setBackend("js");
+    for (const p of model.parameters()) p.dispose();
+    optimizer.dispose();
+  });
+
+  it.each(["Adam", "SGD"])("weights loaded after a move to another backend are what %s's next step starts from, not the master copy from before", (kind) => {
+    setBackend("js");
+    const model = new Sequential(new Linear(8, 3, { seed: 10 })).to("bfloat16");
+    const optimizer = kind === "Adam" ? new Adam(model.parameters(), { lr: 1e-3 }) : new SGD(model.parameters(), { lr: 1e-3 });
+    const { x, y } = syntheticClassification(4, 8, 3, 11);
+    tidy(() => backward(crossEntropy(model.forward(cast(x, "bfloat16")), y)));
+    optimizer.step();
+    model.to("second");
+    setBackend("second");
+    const loaded = { "0.weight": cast(full([3, 8], 0.25), "bfloat16"), "0.bias": cast(full([3], 0.25), "bfloat16") };
+    model.loadStateDict(loaded);
+    // Saved before the next step, the master copy is the loaded weights too.
+    const saved = optimizer.stateDict();
+    expect(host(saved.tensors.get("0.master") as Tensor).every((v) => v === 0.25)).toBe(true);
+    disposeStateDict(saved.tensors);
+    optimizer.zeroGrad();
+    tidy(() => backward(crossEntropy(model.forward(cast(x.to("second"), "bfloat16")), y.to("second"))));
+    optimizer.step();
+    // One step of lr 1e-3 from 0.25 stays within a bfloat16 spacing there (2^-9), whatever the weights were before the load.
+    for (const p of model.parameters()) expect(host(p.value).every((v) => Math.abs(v - 0.25) <= 2 ** -9)).toBe(true);
+    setBackend("js");
+    for (const t of Object.values(loaded)) t.dispose();
     for (const p of model.parameters()) p.dispose();
     optimizer.dispose();
   });

@@ -62,11 +62,14 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // and an empty matrix name, core checked keepDims as a boolean and took a null gamma / beta, nn named an Embedding's
   // index out of range, took LayerNorm([n]) and quoted values in its messages (77.203 measured); 77.25 KiB until
   // setPattern checked newValues' shape and dtype, SparseOptimizer.attachOptimizer refused a non-Optimizer and
-  // autograd's reachableLeaves refused what backward refuses (+0.09 KiB: 77.290 measured).
-  it("format + core + autograd + nn stay within 77.4 KiB gzipped and evaluate no code", async () => {
+  // autograd's reachableLeaves refused what backward refuses (+0.09 KiB: 77.290 measured); 77.4 KiB until format
+  // widened 16-bit floats and transposed float32 matrices bit for bit (signaling NaNs kept), named values from files
+  // without serialising them whole, and the optimizers took a master copy again after an in-place write or a load
+  // after a backend move (+0.11 KiB: 77.400 measured).
+  it("format + core + autograd + nn stay within 77.55 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(77.4);
+    expect(gzipKiB).toBeLessThanOrEqual(77.55);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
