@@ -223,7 +223,8 @@ function toIndexArray(array: NpyArray, field: string, what: string): Int32Array 
 }
 
 function npyString(array: NpyArray, field: string): string {
-  if (array.shape.length !== 0) throw new BsrFormatError(field, "expected a single string");
+  // SciPy reads it with .item(): any shape of one element, () as save_npz writes it or (1,).
+  if (array.shape.some((size) => size !== 1)) throw new BsrFormatError(field, `expected a single string, got shape ${npyShapeText(array.shape)}`);
   if (array.kind[0] === "S") return new TextDecoder().decode(array.bytes).replace(/\0+$/, "");
   if (array.kind[0] === "U") {
     const view = new DataView(array.bytes.buffer, array.bytes.byteOffset, array.bytes.byteLength);

@@ -328,6 +328,16 @@ describe("unsorted and repeated block columns", () => {
 });
 
 describe("hostile members", () => {
+  it("reads format.npy of any one-element shape, as SciPy's .item() does, and names any other shape", () => {
+    for (const shape of ["(1,)", "(1, 1)"]) {
+      expect(decodeScipyNpz(archive({ "format.npy": npy("|S3", shape, strToU8("bsr")) })).toDense()).toEqual(decodeScipyNpz(archive()).toDense());
+    }
+    const error = thrown(() => decodeScipyNpz(archive({ "format.npy": npy("|S3", "(2,)", strToU8("bsrbsr")) }))) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.field).toBe("format.npy");
+    expect(error.message).toContain("expected a single string, got shape (2,)");
+  });
+
   it("refuses a unicode format.npy holding a number that is no code point, naming the array", () => {
     const format = npy("<U3", "()", bytesOf(Uint32Array.from([0x110000, 0x73, 0x72])));
     const error = thrown(() => decodeScipyNpz(archive({ "format.npy": format }))) as BsrFormatError;
