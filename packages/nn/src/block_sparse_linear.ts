@@ -174,19 +174,16 @@ export class BlockSparseLinear extends Module {
    * (-1 for an added block). The gradient is cleared. Call between optimizer steps.
    */
   setPattern(pattern: BsrPattern, options: SetPatternOptions = {}): Int32Array {
-    if (!(pattern instanceof BsrPattern)) throw new ValueError(`${this.label}.setPattern: pattern must be a BsrPattern`);
-    if (!shapesEqual(pattern.shape, [this.outFeatures, this.inFeatures]) || !shapesEqual(pattern.blockShape, this.blockShape)) {
-      throw new ValueError(
-        `${this.label}.setPattern: the pattern is [${pattern.shape}] with ${pattern.blockShape.join("x")} blocks, expected [${this.outFeatures},${this.inFeatures}] with ${this.blockShape.join("x")} blocks`,
-      );
-    }
-    const { newValues, optimizer } = optionsArg(`${this.label}.setPattern`, options, ["newValues", "optimizer"]);
-    const sources = blockSources(this.pattern, pattern);
+    const where = `${this.label}.setPattern`;
+    if (!(pattern instanceof BsrPattern)) throw new ValueError(`${where}: pattern must be a BsrPattern`);
+    // blockSources refuses another shape or block shape, naming setPattern.
+    const sources = blockSources(this.pattern, pattern, where);
+    const { newValues, optimizer } = optionsArg(where, options, ["newValues", "optimizer"]);
     // Checked before anything moves: a wrong optimizer found after the move would leave the layer moved and its state not,
     // and newValues of another shape would fail in the concat inside remapBlocks, under its name.
     const expected = [sources.filter((source) => source < 0).length, ...this.blockShape];
     if ((newValues !== undefined && !(newValues instanceof Tensor && newValues.isFloat && shapesEqual(newValues.shape, expected))) || (optimizer !== undefined && !(optimizer instanceof Optimizer))) {
-      throw new ValueError(`${this.label}.setPattern: newValues must be a Tensor of float blocks ${formatShape(expected)}, optimizer an Optimizer`);
+      throw new ValueError(`${where}: newValues must be a Tensor of float blocks ${formatShape(expected)}, optimizer an Optimizer`);
     }
     // Weights replaced since the optimizer's last step (loaded, assigned): its master copy is taken from them first.
     optimizer?.syncMaster(this.weight);

@@ -1,10 +1,15 @@
-import { BsrPattern, concat, fullOn, gather, type Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
+import { BsrPattern, concat, fullOn, gather, shapesEqual, type Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
 
 /**
  * For each block of `next`, its index in `previous` (same block row and column), or -1
- * where `next` has a block that `previous` lacks.
+ * where `next` has a block that `previous` lacks. Another shape or block shape is a ValueError naming `where`.
  */
-export function blockSources(previous: BsrPattern, next: BsrPattern): Int32Array {
+export function blockSources(previous: BsrPattern, next: BsrPattern, where = "blockSources"): Int32Array {
+  if (!shapesEqual(next.shape, previous.shape) || !shapesEqual(next.blockShape, previous.blockShape)) {
+    throw new ValueError(
+      `${where}: the pattern is [${next.shape}] with ${next.blockShape.join("x")} blocks, expected [${previous.shape}] with ${previous.blockShape.join("x")} blocks`,
+    );
+  }
   const slotOf = new Int32Array(previous.blockRows * previous.blockCols).fill(-1);
   const { blockRow, blockCol } = previous.coordinates;
   for (let k = 0; k < previous.nnzBlocks; k++) slotOf[blockRow[k] * previous.blockCols + blockCol[k]] = k;

@@ -1,7 +1,9 @@
 import { backward, noGrad, reachableLeaves } from "@blocksparse/autograd";
 import {
+  type Activation,
   add,
   BsrPattern,
+  biasActivation,
   blockNorms,
   formatArg,
   formatShape,
@@ -60,8 +62,8 @@ export interface PatternMove {
 
 /**
  * Drops the `fraction` of `layer`'s blocks with the lowest L2 norm (ties: lower position
- * first) and grows as many among the positions it did not hold (the pruned ones too when
- * nothing else is left), keeping the density: at random, or (regrow "gradient", RigL)
+ * first) and grows as many among the positions it did not hold (all of them, and the pruned
+ * ones for the rest, when too few are free), keeping the density: at random, or (regrow "gradient", RigL)
  * those where the dense gradient dW = dy^T x has the largest L2 norm (ties: lower position
  * first), dW computed with sampledMatmul on the candidate blocks only. Surviving blocks
  * keep their values.
@@ -90,14 +92,13 @@ export function pruneAndRegrow(layer: BlockSparseLinear, options: PruneAndRegrow
   const order = Array.from({ length: pattern.nnzBlocks }, (_, k) => k).sort((a, b) => strength(a) - strength(b) || a - b);
   const prunedBlocks = new Set(order.slice(0, count));
   const held = pattern.blockMask();
-  const total = held.length;
-  let candidates: number[] = [];
-  for (let flat = 0; flat < total; flat++) if (!held[flat]) candidates.push(flat);
-  if (candidates.length < count) candidates = candidates.concat([...prunedBlocks].map(flatOf).sort((a, b) => a - b));
-  const regrown =
-    regrow === "gradient"
-      ? largestGradients(layer, gradients, candidates, count)
-      : Int32Array.from(random.sample(candidates.length, count), (i) => candidates[i]).sort();
+  const free: number[] = [];
+  for (let flat = 0; flat < held.length; flat++) if (!held[flat]) free.push(flat);
+  const pick = (candidates: number[], n: number) =>
+    regrow === "gradient" ? largestGradients(layer, gradients, candidates, n) : Int32Array.from(random.sample(candidates.length, n), (i) => candidates[i]);
+  // Every free position before any just-pruned one: those only fill the blocks the free ones cannot.
+  const short = count - free.length;
+  const regrown = (short > 0 ? Int32Array.from([...free, ...pick([...prunedBlocks].map(flatOf).sort((a, b) => a - b), short)]) : pick(free, count)).sort();
   const kept: number[] = [];
   for (let k = 0; k < pattern.nnzBlocks; k++) if (!prunedBlocks.has(k)) kept.push(flatOf(k));
   const next = BsrPattern.fromFlatBlocks(pattern.shape, pattern.blockShape, Int32Array.from([...kept, ...regrown]).sort());
@@ -297,11 +298,13 @@ export class SparseOptimizer {
     return this.#optimizer;
   }
 
-  /** The layers it moves (found again at each update, so patched models are covered). */
+  /**
+   * The layers it moves (found again at each update, so patched models are covered): each once, and
+   * only those whose weight requires gradients (a frozen layer keeps its pattern and values).
+   */
   layers(): BlockSparseLinear[] {
     const target = this.#target;
-    if (target instanceof Module) return target.modules().filter((m): m is BlockSparseLinear => m instanceof BlockSparseLinear);
-    return [...target];
+    return [...new Set(target instanceof Module ? target.modules() : target)].filter((m): m is BlockSparseLinear => m instanceof BlockSparseLinear && m.weight.requiresGrad);
   }
 
   /** Calls of step() and skipStep() so far (a loaded state's count included). */
@@ -382,7 +385,7 @@ export class SparseOptimizer {
     let gradients = new Map<BlockSparseLinear, LayerGradient[]>();
     if (this.regrow === "gradient") {
       if (typeof loss !== "function") throw new ValueError('SparseOptimizer.step: regrow "gradient" needs a closure computing the loss, step(() => loss)');
-      gradients = recordLayerGradients(this.#target instanceof Module ? this.#target : layers, layers, loss);
+      gradients = recordLayerGradients(this.#target, layers, loss);
     }
     try {
       for (const layer of layers) {
@@ -407,7 +410,7 @@ export class SparseOptimizer {
 }
 
 /**
- * Runs `loss` once with every layer's forward wrapped so that its input is kept and a zero
+ * Runs `loss` once with every layer's forward (and forwardActivation) wrapped so that its input is kept and a zero
  * "probe" is added to its output: after backward, the probe's gradient is the layer's output
  * gradient dy. Parameters stop requiring gradients meanwhile, so none is accumulated (and no
  * weight gradient is computed).
@@ -419,17 +422,15 @@ function recordLayerGradients(owner: Module | readonly BlockSparseLinear[], laye
   for (const p of parameters) p.requiresGrad = false;
   for (const layer of layers) {
     const forward = layer.forward;
-    // An own property shadows the class's forward for this one pass; deleted in finally.
-    Object.defineProperty(layer, "forward", {
-      configurable: true,
-      value: (x: Tensor) => {
-        const y = forward.call(layer, x);
-        const probe = keep(zerosLike(y));
-        probe.requiresGrad = true;
-        records.get(layer)?.push({ x: keep(noGrad(() => x.clone())), probe });
-        return add(y, probe);
-      },
-    });
+    const probed = (x: Tensor) => {
+      const y = forward.call(layer, x);
+      const probe = keep(zerosLike(y));
+      probe.requiresGrad = true;
+      records.get(layer)?.push({ x: keep(noGrad(() => x.clone())), probe });
+      return add(y, probe);
+    };
+    // Own properties shadow the class's entry points for this one pass (the activation then runs apart); deleted in finally.
+    Object.assign(layer, { forward: probed, forwardActivation: (x: Tensor, activation: Activation) => biasActivation(probed(x), null, activation) });
   }
   try {
     tidy(() => {
@@ -452,7 +453,10 @@ function recordLayerGradients(owner: Module | readonly BlockSparseLinear[], laye
     for (const pairs of records.values()) disposeGradients(pairs.map(({ x, probe }) => ({ x, dy: probe })));
     throw error;
   } finally {
-    for (const layer of layers) delete (layer as { forward?: unknown }).forward;
+    for (const layer of layers) {
+      delete (layer as { forward?: unknown }).forward;
+      delete (layer as { forwardActivation?: unknown }).forwardActivation;
+    }
     parameters.forEach((p, i) => {
       p.requiresGrad = requiresGrad[i];
     });
@@ -473,7 +477,9 @@ function recordLayerGradients(owner: Module | readonly BlockSparseLinear[], laye
   if (unused.length > 0) {
     for (const pairs of out.values()) disposeGradients(pairs);
     const names = owner instanceof Module ? new Map(owner.namedModules().map(([name, m]) => [m, name])) : new Map();
-    throw new ValueError(`SparseOptimizer.step: the loss closure did not run ${unused.map((l, i) => names.get(l) ?? `layer ${i}`).join(", ")}; gradient regrowth needs every layer it moves`);
+    throw new ValueError(
+      `SparseOptimizer.step: the loss closure did not call forward or forwardActivation of ${unused.map((l) => names.get(l) ?? `layer ${(owner as BlockSparseLinear[]).indexOf(l)}`).join(", ")}; gradient regrowth needs every layer it moves (a frozen one is left out)`,
+    );
   }
   return out;
 }
