@@ -1,5 +1,6 @@
 /** Shape helpers shared by ops and backends (kernels compute their output shapes with these). */
 import { IndexError, ShapeError, ValueError } from "./errors";
+import { formatArg } from "./ops/validate";
 
 /** Number of elements of a shape (1 for a scalar []). */
 export function sizeOf(shape: readonly number[]): number {
@@ -76,7 +77,7 @@ export function normalizeAxis(axis: number, rank: number, op = "axis"): number {
 export function normalizeAxes(axes: number | readonly number[] | undefined, rank: number, op = "axes"): number[] {
   if (axes === undefined) return Array.from({ length: rank }, (_, i) => i);
   const list = typeof axes === "number" ? [axes] : axes;
-  if (!Array.isArray(list)) throw new ValueError(`${op}: axes must be a number or an array of numbers, got ${JSON.stringify(axes)}`);
+  if (!Array.isArray(list)) throw new ValueError(`${op}: axes must be a number or an array of numbers, got ${formatArg(axes)}`);
   const out = list.map((a) => normalizeAxis(a, rank, op));
   if (new Set(out).size !== out.length) throw new IndexError(`${op}: axes [${list}] repeat an axis`);
   return out.sort((x, y) => x - y);

@@ -1,4 +1,6 @@
 import {
+  CoreError,
+  DTypeError,
   DisposedTensorError,
   JsBackend,
   BackendError,
@@ -6,9 +8,13 @@ import {
   ValueError,
   adamUpdate,
   add,
+  biasActivation,
+  cast,
   crossEntropy,
   argmax,
   div,
+  full,
+  gelu,
   keep,
   less,
   logSoftmax,
@@ -18,11 +24,13 @@ import {
   multiTensorAdamUpdate,
   ones,
   onesLike,
+  oneHot,
   rand,
   randn,
   randint,
   registerBackend,
   removeBackend,
+  reshape,
   squeeze,
   stack,
   sum,
@@ -248,5 +256,49 @@ describe("log-sum-exp of huge logits keeps log(sum) (max + log(sum) rounded it a
       const [big, small] = [Math.fround(1e30), Math.fround(1e20)];
       expect(y).toEqual([-Math.log(2), -Math.log(2), small - big, -Math.log(2), -Math.log(2), Number.NEGATIVE_INFINITY].map(Math.fround));
     });
+  });
+});
+
+describe("a wrong argument named in a message is never serialised whole", () => {
+  const cyclic: Record<string, unknown> = {};
+  cyclic.self = cyclic;
+  const big = 2n as never;
+
+  it("a BigInt or a cyclic object where a shape, axes, dtype or option goes is a typed error, not JSON.stringify's TypeError", () => {
+    const x = ones([2]);
+    const cases: [() => unknown, string][] = [
+      [() => zeros([big]), "full: shape must be an array of non-negative integers, got [2]"],
+      [() => full([cyclic] as never, 1), "full: shape must be an array of non-negative integers, got [object]"],
+      [() => reshape(x, [big]), "reshape: shape must be an array of non-negative integers, got [2]"],
+      [() => sum(x, big), "sum: axes must be a number or an array of numbers, got 2"],
+      [() => sum(x, cyclic as never), "sum: axes must be a number or an array of numbers, got object"],
+      [() => cast(x, cyclic as never), "cast: unknown dtype object"],
+      [() => tensor([1], [1], big), "tensor: unknown dtype 2 (float32, float16, bfloat16, int32)"],
+      [() => oneHot(tensor(new Int32Array([1])), 2, big), "oneHot: unknown dtype 2"],
+      [() => gelu(x, cyclic as never), 'gelu: approximate must be "none" or "tanh", got object'],
+      [() => biasActivation(x, null, big), 'biasActivation: activation must be one of "relu", "gelu", "gelu_tanh", got 2'],
+      [() => crossEntropy(ones([1, 2]), tensor(new Int32Array([0])), { reduction: cyclic as never }), 'crossEntropy: reduction must be "mean", "sum" or "none", got object'],
+      [() => multiTensorAdamUpdate([x], [x], [x], [x], { lr: 1, steps: [1], copyDType: big }), "multiTensorAdamUpdate: copyDType must be a float dtype (float32, float16, bfloat16) or null, got 2"],
+    ];
+    for (const [run, message] of cases) {
+      expect(run).toThrow(CoreError);
+      expect(run).toThrow(message);
+    }
+  });
+
+  it("a Tensor passed as a dtype is named as a Tensor, not dumped field by field", () => {
+    const x = ones([2]);
+    expect(() => cast(x, x as never)).toThrow(new DTypeError("cast: unknown dtype a Tensor"));
+  });
+});
+
+describe("zerosLike and onesLike check their tensor", () => {
+  it("a disposed tensor is a DisposedTensorError (zeros were made as if it were live), null a ValueError (a TypeError)", () => {
+    const t = ones([2, 3]);
+    t.dispose();
+    expect(() => zerosLike(t)).toThrow(DisposedTensorError);
+    expect(() => onesLike(t)).toThrow("onesLike: t: tensor");
+    expect(() => zerosLike(null as never)).toThrow(new ValueError("zerosLike: t must be a Tensor, got null"));
+    expect(() => onesLike(3 as never)).toThrow(ValueError);
   });
 });

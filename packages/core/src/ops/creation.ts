@@ -7,7 +7,7 @@ import { float32ArrayToBfloat16Bits, float32ArrayToFloat16Bits } from "../half";
 import { Fill } from "../kernel_names";
 import { formatShape, sizeOf } from "../shape";
 import type { Tensor } from "../tensor";
-import { assertFiniteNumber, assertSafeSize, assertShapeArg, isInt32, optionsArg, seedArg } from "./validate";
+import { assertFiniteNumber, assertSafeSize, assertShapeArg, assertTensor, formatArg, isInt32, optionsArg, seedArg } from "./validate";
 
 /** Nested arrays of numbers, any depth. */
 export type NestedArray = number | NestedArray[];
@@ -16,7 +16,7 @@ export type NestedArray = number | NestedArray[];
 export type TensorData = NestedArray | Float32Array | Float64Array | Int32Array | Uint16Array | Uint8Array | Int8Array;
 
 function checkDType(op: string, dtype: DType): void {
-  if (!isDType(dtype)) throw new DTypeError(`${op}: unknown dtype ${JSON.stringify(dtype)} (float32, float16, bfloat16, int32)`);
+  if (!isDType(dtype)) throw new DTypeError(`${op}: unknown dtype ${formatArg(dtype)} (float32, float16, bfloat16, int32)`);
 }
 
 function inferShape(data: NestedArray): number[] {
@@ -156,11 +156,14 @@ export function ones(shape: readonly number[], dtype: DType = "float32"): Tensor
 
 /** Zeros of t's shape and dtype on t's backend (as torch.zeros_like keeps the device). */
 export function zerosLike(t: Tensor): Tensor {
+  // A disposed t gave zeros as if it were live; null, a TypeError.
+  assertTensor("zerosLike", "t", t);
   return fullOn(t.backend, t.shape, 0, t.dtype);
 }
 
 /** Ones of t's shape and dtype on t's backend. */
 export function onesLike(t: Tensor): Tensor {
+  assertTensor("onesLike", "t", t);
   return fullOn(t.backend, t.shape, 1, t.dtype);
 }
 

@@ -41,7 +41,7 @@ import { broadcastShapes, formatShape } from "../shape";
 import { Tensor } from "../tensor";
 import { fullOn } from "./creation";
 import { cast } from "./shape_ops";
-import { assertActivation, assertDType, assertFloat, assertMinRank, assertSameBackend, assertSameDType, assertShape, assertTensor, isInt32, kindOf } from "./validate";
+import { assertActivation, assertDType, assertFloat, assertMinRank, assertSameBackend, assertSameDType, assertShape, assertTensor, formatArg, isInt32, kindOf } from "./validate";
 
 /** A tensor, or a number taken as a scalar of the other operand's dtype (one that a half dtype holds as Infinity or 0 joins in float32). */
 export type TensorLike = Tensor | number;
@@ -69,7 +69,7 @@ export const square = (x: Tensor): Tensor => unary(Square, x);
 
 function checkApproximate(op: string, approximate: GeluApproximate): void {
   if (approximate !== "none" && approximate !== "tanh") {
-    throw new ValueError(`${op}: approximate must be "none" or "tanh", got ${JSON.stringify(approximate)}`);
+    throw new ValueError(`${op}: approximate must be "none" or "tanh", got ${formatArg(approximate)}`);
   }
 }
 

@@ -37,6 +37,7 @@ import {
   assertShape,
   assertTensor,
   axisArg,
+  formatArg,
   optionsArg,
 } from "./validate";
 
@@ -215,7 +216,7 @@ export interface CrossEntropyOptions {
 function crossEntropyOptions(op: string, options: Reduction | CrossEntropyOptions | null | undefined): { reduction: Reduction; attrs: CrossEntropyAttrs } {
   const { reduction = "mean", ignoreIndex } = typeof options === "string" ? { reduction: options } : optionsArg(op, options, ["reduction", "ignoreIndex"]);
   if (reduction !== "mean" && reduction !== "sum" && reduction !== "none") {
-    throw new ValueError(`${op}: reduction must be "mean", "sum" or "none", got ${JSON.stringify(reduction)}`);
+    throw new ValueError(`${op}: reduction must be "mean", "sum" or "none", got ${formatArg(reduction)}`);
   }
   return { reduction, attrs: ignoreIndexAttrs(op, ignoreIndex) };
 }
@@ -737,7 +738,7 @@ function checkMultiTensorAdam<T extends MultiTensorAdamOptions>(
   const hyperparameters = adamHyperparameters(op, options, ["steps", "lrValue", "copyDType", ...more]);
   const copyDType = options.copyDType ?? null;
   if (copyDType !== null && !(isDType(copyDType) && isFloatDType(copyDType))) {
-    throw new ValueError(`${op}: copyDType must be a float dtype (float32, float16, bfloat16) or null, got ${JSON.stringify(copyDType)}`);
+    throw new ValueError(`${op}: copyDType must be a float dtype (float32, float16, bfloat16) or null, got ${formatArg(copyDType)}`);
   }
   const steps = options.steps;
   const counted = n > 0 && typeof steps[0] !== "number";

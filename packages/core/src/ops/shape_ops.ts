@@ -4,7 +4,7 @@ import { DTypeError, IndexError, ShapeError, ValueError } from "../errors";
 import { BroadcastTo, Cast, Concat, Gather, IndexCopy, OneHot, Reshape, ScatterAdd, Slice, Split, Transpose } from "../kernel_names";
 import { broadcastShapes, formatShape, normalizeAxes, shapesEqual, sizeOf } from "../shape";
 import type { Tensor } from "../tensor";
-import { assertArray, assertDType, assertPositiveInt, assertRank, assertSameBackend, assertSameDType, assertShapeArg, assertTensor, axisArg } from "./validate";
+import { assertArray, assertDType, assertPositiveInt, assertRank, assertSameBackend, assertSameDType, assertShapeArg, assertTensor, axisArg, formatArg } from "./validate";
 
 /** The same data with another shape of the same size; one dim may be -1 (inferred). */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
@@ -261,7 +261,7 @@ export function indexCopy(target: Tensor, indices: Tensor, source: Tensor, axis 
  */
 export function cast(x: Tensor, dtype: DType): Tensor {
   assertTensor("cast", "x", x);
-  if (!isDType(dtype)) throw new DTypeError(`cast: unknown dtype ${JSON.stringify(dtype)}`);
+  if (!isDType(dtype)) throw new DTypeError(`cast: unknown dtype ${formatArg(dtype)}`);
   if (x.dtype === dtype) return x.clone();
   return engine.runKernel(Cast, { x }, { dtype });
 }
@@ -271,6 +271,6 @@ export function oneHot(indices: Tensor, depth: number, dtype: DType = "float32")
   assertTensor("oneHot", "indices", indices);
   assertDType("oneHot", "indices", indices, "int32");
   assertPositiveInt("oneHot", "depth", depth);
-  if (!isDType(dtype)) throw new DTypeError(`oneHot: unknown dtype ${JSON.stringify(dtype)}`);
+  if (!isDType(dtype)) throw new DTypeError(`oneHot: unknown dtype ${formatArg(dtype)}`);
   return engine.runKernel(OneHot, { indices }, { depth, dtype });
 }

@@ -77,7 +77,7 @@ export function assertBoolean(op: string, name: string, value: unknown): asserts
 
 export function assertShapeArg(op: string, name: string, shape: readonly number[]): void {
   if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
-    throw new ShapeError(`${op}: ${name} must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
+    throw new ShapeError(`${op}: ${name} must be an array of non-negative integers, got ${Array.isArray(shape) ? `[${shape.map(formatArg)}]` : formatArg(shape)}`);
   }
   // The message is built only on failure: shapes are checked on every op call.
   const size = sizeOf(shape);
@@ -141,6 +141,6 @@ const ACTIVATIONS: readonly Activation[] = ["relu", "gelu", "gelu_tanh"];
 /** Throws ValueError unless `activation` is one the fused bias + activation kernels know. */
 export function assertActivation(op: string, activation: Activation): void {
   if (!ACTIVATIONS.includes(activation)) {
-    throw new ValueError(`${op}: activation must be one of ${ACTIVATIONS.map((a) => JSON.stringify(a)).join(", ")}, got ${JSON.stringify(activation)}`);
+    throw new ValueError(`${op}: activation must be one of ${ACTIVATIONS.map((a) => JSON.stringify(a)).join(", ")}, got ${formatArg(activation)}`);
   }
 }
