@@ -128,7 +128,12 @@ PatternFields patternFields(Napi::Env env, const Napi::Value& value, const char*
 }
 
 Napi::Int32Array indexField(Napi::Env env, const Napi::Value& value, const char* fn, const char* name) {
-  return typedArray<int32_t, napi_int32_array>(env, value, fn, std::string("pattern.").append(name).c_str(), "an Int32Array");
+  const Napi::Int32Array array = typedArray<int32_t, napi_int32_array>(env, value, fn, std::string("pattern.").append(name).c_str(), "an Int32Array");
+  // Another thread could change an index in shared memory between its check and the kernel's read (out of bounds).
+  if (!array.ArrayBuffer().IsArrayBuffer()) {
+    fail(env, "ERR_CPU_INVALID_ARGUMENT", std::string(fn) + ": pattern." + name + " must not be backed by a SharedArrayBuffer (another thread could change an index after its check); pass a copy");
+  }
+  return array;
 }
 
 int64_t sizeField(Napi::Env env, const Napi::Value& value, const char* fn, const char* name) {

@@ -356,6 +356,31 @@ describe.skipIf(cpuMissing)("the addon checks its arguments before any kernel ru
     );
   });
 
+  it("index arrays in a SharedArrayBuffer are a ValueError: another thread could change an index after its check", () => {
+    // A worker writing 2^28 into a shared blockColIdx between the check and the kernel's read crashed the process (SIGSEGV).
+    const shared = (array: Int32Array) => {
+      const copy = new Int32Array(new SharedArrayBuffer(array.byteLength));
+      copy.set(array);
+      return copy;
+    };
+    const rowArgs = { x: new Float32Array(64), values: new Float32Array(4096), y: new Float32Array(64), tokens: 1 };
+    expect(() => compute().bsrLinearF32({ ...rowWise, ...rowArgs, blockColIdx: shared(pattern.blockColIdx) })).toThrow(ValueError);
+    expect(() => compute().bsrLinearF32({ ...rowWise, ...rowArgs, blockRowPtr: shared(pattern.blockRowPtr) })).toThrow(
+      "bsrLinear: pattern.blockRowPtr must not be backed by a SharedArrayBuffer",
+    );
+    const sampled = { dy: new Float32Array(64), x: new Float32Array(64), dw: new Float32Array(4096), tokens: 1 };
+    expect(() => compute().sampledMatmulF32({ ...rowWise, ...sampled, blockColIdx: shared(pattern.blockColIdx) })).toThrow(/sampledMatmul: pattern.blockColIdx must not/);
+    const { blockColPtr, blockRowIdx, valueIndex } = pattern.columnIndex;
+    const columnArgs = { ...index, blockColPtr, blockRowIdx, valueIndex, dy: new Float32Array(64), values: new Float32Array(4096), dx: new Float32Array(64), tokens: 1 };
+    expect(() => compute().bsrMatmulF32({ ...columnArgs, blockColPtr: shared(blockColPtr) })).toThrow(/bsrMatmul: pattern.blockColPtr must not/);
+    expect(() => compute().bsrMatmulF32({ ...columnArgs, blockRowIdx: shared(blockRowIdx) })).toThrow(/bsrMatmul: pattern.blockRowIdx must not/);
+    expect(() => compute().bsrMatmulF32({ ...columnArgs, valueIndex: shared(valueIndex) })).toThrow(/bsrMatmul: pattern.valueIndex must not/);
+    // The same indices in ordinary memory run (float arrays in shared memory are only values: no index to go out of bounds).
+    const sharedX = new Float32Array(new SharedArrayBuffer(64 * 4)).fill(1);
+    compute().bsrLinearF32({ ...rowWise, ...rowArgs, x: sharedX, blockColIdx: Int32Array.from(pattern.blockColIdx) });
+    compute().bsrMatmulF32(columnArgs);
+  });
+
   it("a pattern getter that detaches an array already passed is a ShapeError, not a read of freed memory", () => {
     // The addon took each array's data before reading the pattern, whose getters run JavaScript: a getter that detached
     // x (or an index array) left the kernel on freed memory, and the process died (SIGSEGV). A child runs it for that.
