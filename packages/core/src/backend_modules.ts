@@ -9,6 +9,9 @@ import { BackendError } from "./errors";
  * that it resolves from their own package. Throws BackendError naming the specifier when
  * the import fails or registers no backend.
  */
+// A path as a file URL's: Windows' separators as "/", and "%", "#" and "?", which a URL reads as its own, escaped.
+const fileUrlPath = (path: string): string => encodeURI(path.replace(/\\/g, "/")).replace(/[?#]/g, encodeURIComponent);
+
 export async function importBackendModules(
   specifiers: readonly string[],
   load: (specifier: string) => Promise<unknown>,
@@ -18,7 +21,7 @@ export async function importBackendModules(
     const before = new Set(listBackends());
     const cwd = (globalThis as { process?: { cwd(): string } }).process?.cwd();
     // A path is resolved from the working directory where there is one (Node); elsewhere it is passed as written.
-    const target = cwd !== undefined && /^\.{0,2}\//.test(specifier) ? new URL(specifier, `file://${cwd}/`).href : specifier;
+    const target = cwd !== undefined && /^\.{0,2}[/\\]/.test(specifier) ? new URL(fileUrlPath(specifier), `file://${cwd[0] === "/" ? "" : "/"}${fileUrlPath(cwd)}/`).href : specifier;
     try {
       await load(target);
     } catch (error) {

@@ -145,6 +145,21 @@ describe("backend registry", () => {
     await expect(importBackendModules(["./inert.js"], load)).rejects.toThrow("backend module './inert.js' was imported but registered no backend");
     // A path is resolved from the working directory before it is loaded.
     expect(loaded.at(-1)).toBe(new URL("./inert.js", `file://${process.cwd()}/`).href);
+    // "#", "?" and "%" in the directory or the path are escaped (a URL read them as a fragment, a query, an escape),
+    // and a Windows directory becomes a file URL path.
+    const cwd = vi.spyOn(process, "cwd");
+    try {
+      for (const [dir, url] of [
+        ["/home/a#b/c?d/e%f g", "file:///home/a%23b/c%3Fd/e%25f%20g/m%231.js"],
+        ["C:\\Users\\me", "file:///C:/Users/me/m%231.js"],
+      ]) {
+        cwd.mockReturnValue(dir);
+        await expect(importBackendModules(["./m#1.js"], load)).rejects.toThrow(BackendError);
+        expect(loaded.at(-1)).toBe(url);
+      }
+    } finally {
+      cwd.mockRestore();
+    }
   });
 
   it("the leak check fails a kernel that leaves a scratch buffer allocated", () => {
