@@ -428,15 +428,22 @@ export class CudaBackend implements Backend {
     } catch (error) {
       process.emitWarning(`${(error as Error).message}; tuning from scratch`, { code: "BLOCKSPARSE_CUDA_AUTOTUNE_CACHE" });
     }
-    process.once("exit", () => {
+    // One exit listener writes every file named so far (one per call would pass Node's limit of ten and warn).
+    this.autotuneFiles.add(file);
+    if (!process.listeners("exit").includes(this.writeAutotuneFiles)) process.once("exit", this.writeAutotuneFiles);
+  }
+
+  private readonly autotuneFiles = new Set<string>();
+  private readonly writeAutotuneFiles = (): void => {
+    for (const file of this.autotuneFiles) {
       try {
         // The records are the addon's, process-wide: they outlive a disposed backend.
         writeAutotuneCache(file, serializeAutotuneCache(this.device, this.addon.autotuneRecords()));
       } catch (error) {
         process.emitWarning((error as Error).message, { code: "BLOCKSPARSE_CUDA_AUTOTUNE_CACHE" });
       }
-    });
-  }
+    }
+  };
 
   /** Forgets every autotuning choice: the next call of each shape tunes again (after a GPU clock change, say). */
   clearAutotune(): void {
