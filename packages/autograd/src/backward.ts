@@ -244,7 +244,8 @@ function nodeGradients(
       return t;
     };
     for (const key of keys) {
-      const thunk = thunks[key];
+      // Optional: a registered rule that returns nothing (a missing return) is named below, not a TypeError.
+      const thunk = thunks?.[key];
       if (typeof thunk !== "function") {
         throw new AutogradError(`backward: the gradient of '${node.kernelName}' does not cover input '${key}'`);
       }

@@ -316,6 +316,23 @@ describe("backward", () => {
     }
   });
 
+  it("a gradFunc that returns no thunks (a rule missing its return) is an AutogradError naming the input, not a TypeError", () => {
+    const original = getGradient("Exp")!;
+    try {
+      for (const thunks of [undefined, null]) {
+        registerGradient("Exp", { gradFunc: () => thunks as never });
+        const x = leaf([1, 2]);
+        const before = memory().numTensors;
+        expect(() => tidy(() => backward(sum(exp(x))))).toThrow(AutogradError);
+        expect(() => tidy(() => backward(sum(exp(x))))).toThrow(/the gradient of 'Exp' does not cover input 'x'/);
+        expect([x.grad, memory().numTensors]).toEqual([null, before]);
+        x.dispose();
+      }
+    } finally {
+      registerGradient("Exp", original);
+    }
+  });
+
   it("gradients of float16 and bfloat16 networks come back in that dtype and match float32's", () => {
     const pattern = BsrPattern.random([8, 6], { blockShape: [2, 3], density: 0.5, seed: 4 });
     const inputs32 = [randomTensor([3, 6], 5), randomTensor([pattern.nnzBlocks, 2, 3], 6), randomTensor([8], 7), randomTensor([8, 4], 8, { scale: 0.5 })];
