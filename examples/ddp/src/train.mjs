@@ -6,7 +6,7 @@ import { accessSync, constants, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { DistributedDataParallel, initProcessGroup } from "@blocksparse/distributed";
-import { Adam, BlockSparseLinear, crossEntropy, Linear, ReLU, Sequential, SparseOptimizer, argmax, randn, tensor, tidy } from "@blocksparse/nn";
+import { Adam, argmax, BlockSparseLinear, crossEntropy, Linear, ReLU, randn, Sequential, SparseOptimizer, tensor, tidy } from "@blocksparse/nn";
 
 // A failure ends this rank with its message, not a stack trace, and at once: an open process group would keep
 // it alive. The launcher then stops the other ranks.
@@ -26,10 +26,12 @@ const USAGE = `Data-parallel training of a block-sparse classifier, one process 
 /** The flags, each checked here with its name and what it accepts; null for --help. */
 function parseOptions(argv) {
   let values;
+  let tokens;
   try {
-    ({ values } = parseArgs({
+    ({ values, tokens } = parseArgs({
       args: argv,
       strict: true,
+      tokens: true,
       options: { steps: { type: "string", default: "60" }, backend: { type: "string", default: "cpu" }, save: { type: "string" }, help: { type: "boolean", short: "h" } },
     }));
   } catch (error) {
@@ -39,9 +41,17 @@ function parseOptions(argv) {
     const near = ["steps", "backend", "save", "help"].find((name) => name.startsWith(typed) || typed.startsWith(name));
     throw new TypeError(`Unknown option '${flag}'${near === undefined ? "" : ` (did you mean --${near}?)`}; --help lists the flags`);
   }
+  // parseArgs keeps the last value of a flag given twice; a second, different value is an error instead.
+  const given = new Map();
+  for (const { kind, name, value } of tokens) {
+    if (kind !== "option" || value === undefined) continue;
+    if (given.has(name) && given.get(name) !== value) throw new RangeError(`--${name}: given twice ('${given.get(name)}' and '${value}'); give it once`);
+    given.set(name, value);
+  }
   if (values.help) return null;
-  const steps = Number(values.steps);
-  if (values.steps.trim() === "" || !Number.isSafeInteger(steps) || steps < 1) throw new RangeError(`--steps: expected a positive integer, got '${values.steps}'`);
+  // Decimal only ("40", "1e3"): Number() would read "0x10" as 16.
+  const steps = /^[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?$/i.test(values.steps.trim()) ? Number(values.steps) : Number.NaN;
+  if (!Number.isSafeInteger(steps) || steps < 1) throw new RangeError(`--steps: expected a positive integer, got '${values.steps}'`);
   if (values.backend !== "cpu" && values.backend !== "nccl") throw new RangeError(`--backend: expected cpu or nccl, got '${values.backend}'`);
   return { steps, backend: values.backend, save: values.save };
 }

@@ -26,6 +26,10 @@ it.each([
   [["--steps", "abc"], /--steps: expected a positive integer, got 'abc'/],
   [["--steps=-1"], /--steps: expected a positive integer, got '-1'/],
   [["--backend", "gloo"], /--backend: expected cpu or nccl, got 'gloo'/],
+  // Number() read it as 16: only decimal is a number here.
+  [["--steps", "0x10"], /--steps: expected a positive integer, got '0x10'/],
+  // parseArgs keeps the last value of a flag given twice; the first was dropped without a word.
+  [["--steps", "5", "--steps", "6"], /--steps: given twice \('5' and '6'\); give it once/],
   [["--step", "5"], /Unknown option '--step' \(did you mean --steps\?\)/],
   [["--save", join(out, "missing", "model.safetensors")], /--save .*: the folder .*missing does not exist/],
   [["--save", join(out, "a-folder")], /--save .*a-folder: .*a-folder is a folder; expected a file name such as .*a-folder\/model\.safetensors/],

@@ -6,6 +6,7 @@ import { accessSync, constants, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { BackendError, type FloatDType, getBackendInstance, listBackends, setBackend } from "@blocksparse/core";
+import { decimal, rejectRepeated, withFlagHelp } from "../../shared/flags";
 import { BUNDLED_TOKENIZER, loadCorpus } from "./data";
 import { DEFAULT_RIGL, type ExperimentOptions, experimentContext, type ResultRow, runExperiments, SIZES, type Size } from "./experiment";
 import { estimateSeconds, maxStepsForEpochs, measureStepTimes, planSteps, type StepTimes } from "./plan";
@@ -84,13 +85,14 @@ function parse(argv: string[]): Parsed | null {
   flagTypes.help = { type: "boolean", short: "h" };
   // Repeatable, as the other examples' --density: a second --density adds densities rather than replacing the first.
   flagTypes.density = { type: "string", multiple: true };
-  const { values } = withFlagHelp(flags, () => parseArgs({ args: argv, strict: true, options: flagTypes })) as { values: Record<string, string | string[] | boolean | undefined> };
+  const { values, tokens } = withFlagHelp(flags, () => parseArgs({ args: argv, strict: true, options: flagTypes, tokens: true }));
+  rejectRepeated(tokens, flagTypes);
   if (values.help) return null;
   const text = (name: string) => values[name] as string | undefined;
   const number = (name: string, integer: boolean, what = integer ? "a positive integer" : "a number"): number | undefined => {
     const raw = text(name);
     if (raw === undefined) return undefined;
-    const value = raw.trim() === "" ? Number.NaN : Number(raw);
+    const value = decimal(raw);
     if (!Number.isFinite(value) || (integer && !(Number.isInteger(value) && value >= 1))) throw new RangeError(`--${name}: expected ${what}, got '${raw}'`);
     return value;
   };
@@ -115,7 +117,7 @@ function parse(argv: string[]): Parsed | null {
   const patch = text("patch");
   if (patch !== undefined && patch !== "ffn" && patch !== "ffn+attn") throw new RangeError(`--patch: expected ffn or ffn+attn, got '${patch}'`);
   const densityLists = values.density as string[] | undefined;
-  const densities = densityLists?.flatMap((list) => list.split(",").map(Number));
+  const densities = densityLists?.flatMap((list) => list.split(",").map(decimal));
   if (densities?.some((d) => !(d > 0 && d <= 1))) throw new RangeError(`--density: expected numbers in (0, 1], got '${densityLists?.join(",")}'`);
   const sparseLr = text("sparse-lr");
   if (sparseLr !== undefined && sparseLr !== "same" && sparseLr !== "inverse-density") throw new RangeError(`--sparse-lr: expected same or inverse-density, got '${sparseLr}'`);
@@ -154,19 +156,6 @@ function parse(argv: string[]): Parsed | null {
     ),
   );
   return { options, dtype: dtype as FloatDType | undefined, tokenizer: text("tokenizer") ?? BUNDLED_TOKENIZER, maxChars: number("max-chars", true), maxEpochs: positive("max-epochs"), backend: text("backend"), out: text("out") };
-}
-
-/** Runs node's parseArgs; an unknown flag's error also names the flag it is closest to, and --help. */
-function withFlagHelp<T>(flags: string[], parse: () => T): T {
-  try {
-    return parse();
-  } catch (error) {
-    const unknown = (error as { code?: string }).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" ? /'(-[^']*)'/.exec((error as Error).message) : null;
-    if (unknown === null) throw error;
-    const typed = unknown[1].replace(/[-_]/g, "");
-    const near = flags.find((flag) => flag.replace(/-/g, "").startsWith(typed) || typed.startsWith(flag.replace(/-/g, "")));
-    throw new TypeError(`Unknown option '${unknown[1]}'${near === undefined ? "" : ` (did you mean --${near}?)`}; --help lists the flags`);
-  }
 }
 
 /** setBackend, its error also naming the backends that do start here. */

@@ -24,6 +24,13 @@ describe("main.ts's flags", { timeout: 30_000 }, () => {
     [["--size", "constructor"], /--size: expected one of tiny, small, gpt2, got 'constructor'/],
     [["--size", "toString"], /--size: expected one of tiny, small, gpt2, got 'toString'/],
     [["--steps", "Auto"], /--steps: expected a positive integer or auto, got 'Auto'/],
+    // Number() read these as 2, 1 and 1: only decimal is a number here.
+    [["--steps", "0x2"], /--steps: expected a positive integer or auto, got '0x2'/],
+    [["--density", "0b1"], /--density: expected numbers in \(0, 1\], got '0b1'/],
+    [["--lr", "0o1"], /--lr: expected a positive number, got '0o1'/],
+    // parseArgs keeps the last value of a flag given twice; the first was dropped without a word.
+    [["--steps", "1", "--steps", "2"], /--steps: given twice \('1' and '2'\); give it once/],
+    [["--mode=sparse", "--mode", "distil"], /--mode: given twice \('sparse' and 'distil'\); give it once/],
   ])("rejects %j naming the flag and what it accepts, before any model trains", async (args, message) => {
     const result = await tsx("main.ts", ...args);
     expect(result.code).toBe(1);

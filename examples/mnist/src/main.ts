@@ -4,11 +4,12 @@ import "@blocksparse/backend-cpu";
 import "@blocksparse/backend-cuda";
 import { parseArgs } from "node:util";
 import { BackendError, getBackendInstance, importBackendModules, listBackends, setBackend } from "@blocksparse/core";
-import { PIXELS, availableDigits } from "./data";
-import { FIRST_LAYER_BLOCK, HIDDEN_LAYER_BLOCK, checkHidden } from "./model";
+import { decimal, rejectRepeated, withFlagHelp } from "../../shared/flags";
+import { availableDigits, PIXELS } from "./data";
+import { checkHidden, FIRST_LAYER_BLOCK, HIDDEN_LAYER_BLOCK } from "./model";
 import { progressHooks } from "./progress";
 import { formatTable, percent } from "./report";
-import { DEFAULT_OPTIONS, type MnistOptions, type PatchFrom, type RegrowMode, computeDtype, trainMnist } from "./train";
+import { computeDtype, DEFAULT_OPTIONS, type MnistOptions, type PatchFrom, type RegrowMode, trainMnist } from "./train";
 
 const USAGE = `Train an MLP on MNIST dense and block-sparse, and compare them.
 
@@ -59,18 +60,19 @@ const FLAGS = {
 
 /** Every flag's value checked here, naming the flag and what it accepts, before a backend starts or a line is printed. */
 function parseOptions(argv: string[]): ParsedOptions | null {
-  const { values } = withFlagHelp(Object.keys(FLAGS), () => parseArgs({ args: argv, options: FLAGS, strict: true }));
+  const { values, tokens } = withFlagHelp(Object.keys(FLAGS), () => parseArgs({ args: argv, options: FLAGS, strict: true, tokens: true }));
+  rejectRepeated(tokens, FLAGS);
   if (values.help) return null;
   const integer = (flag: string, text: string | undefined, least = Number.MIN_SAFE_INTEGER): number | undefined => {
     if (text === undefined) return undefined;
-    const value = Number(text);
-    if (text.trim() === "" || !Number.isSafeInteger(value) || value < least) {
+    const value = decimal(text);
+    if (!Number.isSafeInteger(value) || value < least) {
       throw new RangeError(`--${flag}: expected ${least === 1 ? "a positive integer" : "an integer"}, got '${text}'`);
     }
     return value;
   };
   const inRange = (flag: string, text: string, accepts: (value: number) => boolean, range: string): number => {
-    const value = text.trim() === "" ? Number.NaN : Number(text);
+    const value = decimal(text);
     if (!accepts(value)) throw new RangeError(`--${flag}: expected ${range}, got '${text}'`);
     return value;
   };
@@ -117,19 +119,6 @@ function parseOptions(argv: string[]): ParsedOptions | null {
   }
   const parsed: ParsedOptions = { ...options, backendModules: values["backend-module"] };
   return Object.fromEntries(Object.entries(parsed).filter(([, value]) => value !== undefined));
-}
-
-/** Runs node's parseArgs; an unknown flag's error also names the flag it is closest to, and --help. */
-function withFlagHelp<T>(flags: string[], parse: () => T): T {
-  try {
-    return parse();
-  } catch (error) {
-    const unknown = (error as { code?: string }).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" ? /'(-[^']*)'/.exec((error as Error).message) : null;
-    if (unknown === null) throw error;
-    const typed = unknown[1].replace(/[-_]/g, "");
-    const near = flags.find((flag) => flag.replace(/-/g, "").startsWith(typed) || typed.startsWith(flag.replace(/-/g, "")));
-    throw new TypeError(`Unknown option '${unknown[1]}'${near === undefined ? "" : ` (did you mean --${near}?)`}; --help lists the flags`);
-  }
 }
 
 /** setBackend, its error also naming the backends that do start here. */
@@ -197,7 +186,7 @@ async function main(): Promise<void> {
   });
   console.log(`\n${formatTable(report)}`);
   console.log(
-    `Weight bytes count the stored weights and biases (block-sparse: the kept blocks' float32 values plus their int32 indices). ` +
+    `Weight bytes count the stored weights and biases (block-sparse: the kept blocks' ${report.dtype} values plus their int32 indices). ` +
       `Total time ${((performance.now() - startedAt) / 1000).toFixed(0)} s on '${report.backend}'.`,
   );
 }

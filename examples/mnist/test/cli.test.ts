@@ -18,12 +18,26 @@ describe("the demo's flags", { timeout: 30_000 }, () => {
     [["--density", ","], /--density: expected densities in \(0, 1\], comma-separated, got ''/],
     [["--train-size", "100", "--batch-size", "128"], /--batch-size: expected at most the 100 training digits \(--train-size\), got 128/],
     [["--test-size", "9000"], /--train-size \+ --test-size: expected at most 10000 digits in all \(the mnist package's\), got 8000 \+ 9000/],
+    // Number() read these as 2, 1000 and 1: only decimal is a number here.
+    [["--epochs", "0x2"], /--epochs: expected a positive integer, got '0x2'/],
+    [["--seed", "0b11"], /--seed: expected an integer, got '0b11'/],
+    [["--density", "0x1"], /--density: expected densities in \(0, 1\], comma-separated, got '0x1'/],
+    [["--lr", "0o1"], /--lr: expected a positive number, got '0o1'/],
+    // parseArgs keeps the last value of a flag given twice; the first was dropped without a word.
+    [["--epochs", "1", "--epochs", "2"], /--epochs: given twice \('1' and '2'\); give it once/],
+    [["--backend=js", "--backend", "cpu"], /--backend: given twice \('js' and 'cpu'\); give it once/],
   ])("rejects %j naming the flag and what it accepts, before a backend starts or a line is printed", async (args, message) => {
     const result = await demo(...args);
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(message);
     expect(result.stderr).not.toMatch(/^\s+at /m);
     expect(result.stdout).toBe("");
+  });
+
+  it("counts the weight bytes in the dtype the models ran in, and says which", async () => {
+    const result = await demo("--backend", "js", "--dtype", "float16", "--epochs", "1", "--train-size", "64", "--test-size", "64", "--hidden", "32", "--density", "0.5");
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toMatch(/block-sparse: the kept blocks' float16 values plus their int32 indices/);
   });
 
   it("names the flag a misspelled one is closest to", async () => {

@@ -5,10 +5,11 @@ import "@blocksparse/backend-cuda";
 import { parseArgs } from "node:util";
 import { BackendError, getBackendInstance, importBackendModules, listBackends, setBackend } from "@blocksparse/core";
 import { Presets, SingleBar } from "cli-progress";
+import { decimal, rejectRepeated, withFlagHelp } from "../../shared/flags";
 import { buildCorpus, mobyDickText } from "./data";
 import { FEED_FORWARD_PATTERN } from "./model";
 import { formatTable } from "./report";
-import { DEFAULT_OPTIONS, type TransformerHooks, type TransformerOptions, checkOptions, computeDtype, trainTransformer } from "./train";
+import { checkOptions, computeDtype, DEFAULT_OPTIONS, type TransformerHooks, type TransformerOptions, trainTransformer } from "./train";
 
 const USAGE = `Train a small character-level transformer on Moby Dick, dense and with block-sparse feed-forward layers.
 
@@ -66,18 +67,19 @@ const FLAGS = {
 
 /** Every flag's value checked here, naming the flag and what it accepts, before a backend starts or a line is printed. */
 function parseOptions(argv: string[]): ParsedOptions | null {
-  const { values } = withFlagHelp(Object.keys(FLAGS), () => parseArgs({ args: argv, options: FLAGS, strict: true }));
+  const { values, tokens } = withFlagHelp(Object.keys(FLAGS), () => parseArgs({ args: argv, options: FLAGS, strict: true, tokens: true }));
+  rejectRepeated(tokens, FLAGS);
   if (values.help) return null;
   const integer = (flag: string, text: string | undefined, least = Number.MIN_SAFE_INTEGER): number | undefined => {
     if (text === undefined) return undefined;
-    const value = Number(text);
-    if (text.trim() === "" || !Number.isSafeInteger(value) || value < least) {
+    const value = decimal(text);
+    if (!Number.isSafeInteger(value) || value < least) {
       throw new RangeError(`--${flag}: expected ${least === 1 ? "a positive integer" : least === 0 ? "a non-negative integer" : "an integer"}, got '${text}'`);
     }
     return value;
   };
   const inRange = (flag: string, text: string, accepts: (value: number) => boolean, range: string): number => {
-    const value = text.trim() === "" ? Number.NaN : Number(text);
+    const value = decimal(text);
     if (!accepts(value)) throw new RangeError(`--${flag}: expected ${range}, got '${text}'`);
     return value;
   };
@@ -111,19 +113,6 @@ function parseOptions(argv: string[]): ParsedOptions | null {
   }
   const parsed: ParsedOptions = { ...options, backendModules: values["backend-module"] };
   return Object.fromEntries(Object.entries(parsed).filter(([, value]) => value !== undefined));
-}
-
-/** Runs node's parseArgs; an unknown flag's error also names the flag it is closest to, and --help. */
-function withFlagHelp<T>(flags: string[], parse: () => T): T {
-  try {
-    return parse();
-  } catch (error) {
-    const unknown = (error as { code?: string }).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" ? /'(-[^']*)'/.exec((error as Error).message) : null;
-    if (unknown === null) throw error;
-    const typed = unknown[1].replace(/[-_]/g, "");
-    const near = flags.find((flag) => flag.replace(/-/g, "").startsWith(typed) || typed.startsWith(flag.replace(/-/g, "")));
-    throw new TypeError(`Unknown option '${unknown[1]}'${near === undefined ? "" : ` (did you mean --${near}?)`}; --help lists the flags`);
-  }
 }
 
 /** setBackend, its error also naming the backends that do start here. */

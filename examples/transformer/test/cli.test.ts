@@ -16,6 +16,13 @@ describe("the demo's flags", { timeout: 30_000 }, () => {
     [["--lr=-0.5"], /--lr: expected a positive number, got '-0.5'/],
     [["--context", "200000"], /--context: 200000 leaves no window in the validation text's \d+ characters; use at most \d+/],
     [["--density", "0.5,,0.25"], /--density: expected densities in \(0, 1\], comma-separated, got ''/],
+    // Number() read these as 2, 1 and 1: only decimal is a number here.
+    [["--steps", "0x2"], /--steps: expected a positive integer, got '0x2'/],
+    [["--density", "0b1"], /--density: expected densities in \(0, 1\], comma-separated, got '0b1'/],
+    [["--lr", "0o1"], /--lr: expected a positive number, got '0o1'/],
+    // parseArgs keeps the last value of a flag given twice; the first was dropped without a word.
+    [["--steps", "1", "--steps", "2"], /--steps: given twice \('1' and '2'\); give it once/],
+    [["--block=16x16", "--block", "32x32"], /--block: given twice \('16x16' and '32x32'\); give it once/],
   ])("rejects %j naming the flag and what it accepts, before a backend starts or a line is printed", async (args, message) => {
     const result = await demo(...args);
     expect(result.code).toBe(1);
