@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { addGradReadyObserver, backward, noGrad, reachableLeaves } from "@blocksparse/autograd";
-import { type Backend, BsrPattern, bytesPerElement, concat, fullOn, gather, keep, reshape, slice, type Tensor, tensorOn, optionsArg, tidy, ValueError } from "@blocksparse/core";
+import { type Backend, BsrPattern, bytesPerElement, concat, fullOn, gather, keep, optionsArg, reshape, slice, type Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
 import { BlockSparseLinear, blockSources, type LossClosure, Module, type Parameter, type PatternMove, SparseOptimizer } from "@blocksparse/nn";
 import { type SaveOptions, save } from "@blocksparse/nn/node";
 import { DistributedError, GradientMismatchError, ReplicaDivergenceError } from "./errors";
@@ -247,9 +247,12 @@ export class DistributedDataParallel extends Module {
       return new Map();
     }
     const before = new Map(layers.map((layer) => [layer, layer.pattern]));
-    if (this.#group.rank === 0) sparse.step(loss);
-    else sparse.skipStep();
-    const patterns = await this.#broadcastPatterns();
+    // Rank 0 decides once the ranks agree on the layers moved: a layer frozen on some ranks only is moved by rank 0's alone.
+    const decide = () => {
+      if (this.#group.rank === 0) sparse.step(loss);
+      else sparse.skipStep();
+    };
+    const patterns = await this.#broadcastPatterns({ moved: new Set(layers), decide });
     const values = new Map<BlockSparseLinear, Tensor>();
     for (const [layer, pattern] of patterns) {
       const weight = layer.weight.value;
@@ -302,7 +305,8 @@ export class DistributedDataParallel extends Module {
       patterns++;
       entries.push([`${name} (pattern)`, `[${pattern.shape.join(", ")}] in [${pattern.blockShape.join(", ")}] blocks`, new Uint8Array(flatBlocks(pattern).buffer)]);
     }
-    const digests = Int32Array.from(entries, ([, layout, bytes]) => digest32(`${layout}\n`, bytes));
+    // The name too: parameters listed in another order on some rank would otherwise compare equal after the broadcast.
+    const digests = Int32Array.from(entries, ([name, layout, bytes]) => digest32(`${name}\n${layout}\n`, bytes));
     // Counts first, in a gather of one size on every rank: per-entry digests of other counts would be gathers of other sizes (a hang on NCCL).
     const parameters = entries.length - patterns;
     const summary = await this.#allGatherInt32([parameters, patterns, digest32(digests)]);
@@ -381,18 +385,23 @@ export class DistributedDataParallel extends Module {
    * rank's number of block-sparse layers (so that the next one has the same size on every rank),
    * an allGather of every rank's block counts and layer sizes (so that a layer of another size on
    * some rank fails on every rank, instead of taking rank 0's block positions in another grid),
-   * then a broadcast of rank 0's block positions.
+   * then a broadcast of rank 0's block positions. For a pattern move, the first one also carries a
+   * digest of which layers `moving.moved` holds (a SparseOptimizer's layers: those whose weight
+   * takes gradients), and `moving.decide` (rank 0's step) runs only once the ranks agree on them.
    */
-  async #broadcastPatterns(): Promise<Map<BlockSparseLinear, BsrPattern>> {
+  async #broadcastPatterns(moving?: { moved: ReadonlySet<BlockSparseLinear>; decide: () => void }): Promise<Map<BlockSparseLinear, BsrPattern>> {
     const named = this.module.namedModules().filter((entry): entry is [string, BlockSparseLinear] => entry[1] instanceof BlockSparseLinear);
     const layers = named.map(([, layer]) => layer);
+    const movedFlags = Int32Array.from(layers, (layer) => (moving?.moved.has(layer) ? 1 : 0));
     // Before the gather sized by the layer count: gathers of other sizes are a CollectiveError about shapes on the CPU group, a hang or garbage on NCCL.
-    const counts = this.#group.worldSize === 1 ? [layers.length] : await this.#allGatherInt32([layers.length]);
+    const counts = this.#group.worldSize === 1 ? [layers.length, 0] : await this.#allGatherInt32([layers.length, digest32(movedFlags)]);
     const ranks = Array.from({ length: this.#group.worldSize }, (_, r) => r);
-    if (ranks.some((r) => counts[r] !== counts[0])) {
-      const where = ranks.map((r) => `${counts[r]} on rank ${r}`).join(", ");
+    if (ranks.some((r) => counts[2 * r] !== counts[0])) {
+      const where = ranks.map((r) => `${counts[2 * r]} on rank ${r}`).join(", ");
       throw new ReplicaDivergenceError(`DistributedDataParallel: the ranks built different models: their numbers of block-sparse layers differ (${where})`);
     }
+    if (ranks.some((r) => counts[2 * r + 1] !== counts[1])) await this.#throwMovedMismatch(named, movedFlags);
+    moving?.decide();
     if (layers.length === 0) return new Map();
     const backend = this.#backend();
     // Per layer: its block count, rows, columns, block rows and block columns.
@@ -437,6 +446,32 @@ export class DistributedDataParallel extends Module {
   }
 
   /**
+   * With the ranks' digests of the layers their SparseOptimizers move known to differ: one allGather of the flags, and a
+   * GradientMismatchError on every rank naming the layers' weights, before any pattern moves (rank 0's optimizer would
+   * move a layer that a rank where it is frozen, or not in its SparseOptimizer, would then take from rank 0 anyway).
+   */
+  async #throwMovedMismatch(named: [string, BlockSparseLinear][], movedFlags: Int32Array): Promise<void> {
+    const all = await this.#allGatherInt32(movedFlags);
+    const ranks = Array.from({ length: this.#group.worldSize }, (_, r) => r);
+    const names: string[] = [];
+    const details: string[] = [];
+    named.forEach(([name, layer], i) => {
+      const moving = ranks.filter((r) => all[r * named.length + i] === 1);
+      if (moving.length === 0 || moving.length === ranks.length) return;
+      const still = ranks.filter((r) => all[r * named.length + i] !== 1);
+      const weight = name === "" ? "weight" : `${name}.weight`;
+      names.push(weight);
+      details.push(`block-sparse layer ${name === "" ? "(the wrapped module)" : `'${name}'`} (its weight ${layer.weight.requiresGrad ? "takes gradients" : "is frozen"} on rank ${this.#group.rank}) is moved on rank(s) ${moving.join(", ")} but not on rank(s) ${still.join(", ")}`);
+    });
+    // A guard only: equal flags give equal digests, and every rank sees the same flags.
+    if (names.length === 0) return;
+    throw new GradientMismatchError(
+      names,
+      `DistributedDataParallel.movePatterns: the ranks' SparseOptimizers move different layers: ${details.join("; ")}. A SparseOptimizer moves the layers of its target whose weight takes gradients: freeze layers alike on every rank and give every rank's SparseOptimizer the same layers`,
+    );
+  }
+
+  /**
    * Before any bucket is reduced: checks that every rank has the same parameters taking gradients
    * and the same block-sparse patterns (the buckets are planned from them, and a gradient's
    * values are per block), in one allGather of six numbers per rank (parameter count, how many
@@ -473,9 +508,9 @@ export class DistributedDataParallel extends Module {
       return digest;
     };
     const patternDigests = Int32Array.from(named, ([, { pattern }]) => (pattern === null ? 0 : patternDigest(pattern)));
-    // Per parameter: its dtype and shape (a block-sparse weight's dense shape: its block count is the pattern check's).
+    // Per parameter: its name, dtype and shape (a block-sparse weight's dense shape: its block count is the pattern check's).
     const layouts = named.map(([, parameter]) => layoutOf(parameter));
-    const layoutDigests = Int32Array.from(layouts, (layout) => digest32(layout));
+    const layoutDigests = Int32Array.from(named, ([name], i) => identityDigest(name, layouts[i]));
     const fields = 6;
     const fingerprints = await this.#allGatherInt32([count, flags.reduce((a, b) => a + b, 0), digest32(flags), digest32(patternDigests), unused, digest32(layoutDigests)]);
     const ranks = Array.from({ length: worldSize }, (_, r) => r);
@@ -510,7 +545,7 @@ export class DistributedDataParallel extends Module {
       }
     }
     // Same sizes in other shapes would be averaged silently (a [4, 8] weight's gradient with a [8, 4] one's); other sizes hang NCCL.
-    if (!agree(5)) await this.#throwLayoutMismatch(where, named, layouts, layoutDigests);
+    if (!agree(5)) await this.#throwLayoutMismatch(where, named, layouts);
     if (agree(3)) return exchange;
     const all = await this.#allGatherInt32(patternDigests);
     const details: string[] = [];
@@ -534,7 +569,7 @@ export class DistributedDataParallel extends Module {
     if (this.#group.worldSize === 1) return;
     const named = this.module.namedParameters();
     const layouts = named.map(([, parameter]) => layoutOf(parameter));
-    const digests = Int32Array.from(layouts, (layout) => digest32(layout));
+    const digests = Int32Array.from(named, ([name], i) => identityDigest(name, layouts[i]));
     const fingerprints = await this.#allGatherInt32([named.length, digest32(digests)]);
     const ranks = Array.from({ length: this.#group.worldSize }, (_, r) => r);
     if (ranks.every((r) => fingerprints[2 * r] === fingerprints[0] && fingerprints[2 * r + 1] === fingerprints[1])) return;
@@ -542,21 +577,30 @@ export class DistributedDataParallel extends Module {
       const counts = ranks.map((r) => `${fingerprints[2 * r]} on rank ${r}`).join(", ");
       throw new ReplicaDivergenceError(`${where}: the ranks built different models: their numbers of parameters differ (${counts})`);
     }
-    await this.#throwLayoutMismatch(where, named, layouts, digests);
+    await this.#throwLayoutMismatch(where, named, layouts);
   }
 
-  /** With the ranks' layout digests known to differ: one allGather of them, and a ReplicaDivergenceError naming the parameters that differ. */
-  async #throwLayoutMismatch(where: string, named: [string, Parameter][], layouts: string[], digests: Int32Array): Promise<void> {
-    const all = await this.#allGatherInt32(digests);
+  /**
+   * With the ranks' digests of names and layouts known to differ: one allGather of each parameter's layout and name
+   * digests, and a ReplicaDivergenceError naming the parameters that differ. A name that differs alone is a model
+   * that lists its parameters in another order: each rank would take another parameter's values and gradients.
+   */
+  async #throwLayoutMismatch(where: string, named: [string, Parameter][], layouts: string[]): Promise<void> {
+    const all = await this.#allGatherInt32(named.flatMap(([name], i) => [digest32(layouts[i]), digest32(name)]));
     const ranks = Array.from({ length: this.#group.worldSize }, (_, r) => r);
     const details: string[] = [];
     named.forEach(([name], i) => {
-      const differing = ranks.filter((r) => all[r * named.length + i] !== all[i]);
+      const differing = (field: number) => ranks.filter((r) => all[(r * named.length + i) * 2 + field] !== all[i * 2 + field]);
       const label = name === "" ? `parameter #${i}` : `parameter '${name}'`;
-      if (differing.length > 0) details.push(`${label} (${layouts[i]} on rank ${this.#group.rank}) has another dtype or shape than rank 0's on rank(s) ${differing.join(", ")}`);
+      const [otherLayout, otherName] = [differing(0), differing(1)];
+      if (otherLayout.length > 0) details.push(`${label} (${layouts[i]} on rank ${this.#group.rank}) has another dtype or shape than rank 0's on rank(s) ${otherLayout.join(", ")}`);
+      else if (otherName.length > 0) details.push(`parameter #${i} of ${named.length} is '${name}' on rank ${this.#group.rank} but has another name than rank 0's on rank(s) ${otherName.join(", ")}`);
     });
     // A guard only: equal digests give equal fingerprints, and every rank sees the same digests.
-    if (details.length > 0) throw new ReplicaDivergenceError(`${where}: the ranks built different models: ${details.join("; ")}`);
+    if (details.length > 0) {
+      const order = details.some((detail) => detail.includes("has another name")) ? " (a parameter named otherwise: the ranks list their parameters in other orders, so each would take another parameter's values and gradients)" : "";
+      throw new ReplicaDivergenceError(`${where}: the ranks built different models: ${details.join("; ")}${order}`);
+    }
   }
 
   /** Parameters that take gradients, in reverse order (backward reaches the last layers first), cut into buckets of one dtype. */
@@ -662,6 +706,11 @@ export class DistributedDataParallel extends Module {
 function layoutOf(parameter: Parameter): string {
   const { pattern } = parameter;
   return pattern === null ? `${parameter.dtype} [${parameter.shape.join(", ")}]` : `${parameter.dtype} [${pattern.shape.join(", ")}] in [${pattern.blockShape.join(", ")}] blocks`;
+}
+
+/** A parameter's name and layout in one digest (one hash per parameter, as the layout alone took). */
+function identityDigest(name: string, layout: string): number {
+  return digest32(`${name}\n${layout}`);
 }
 
 /** The first int32 of the SHA-256 of `parts` in turn: what the ranks compare in place of the data itself. */

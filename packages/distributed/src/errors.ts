@@ -83,8 +83,9 @@ export class ReplicaDivergenceError extends DistributedError {
 /**
  * The ranks disagree on which parameters take gradients (a parameter frozen, `requiresGrad`
  * false, on some ranks only), so they would all-reduce different gradient buckets. Found by
- * `DistributedDataParallel` before any bucket is reduced, and thrown on every rank.
- * `parameters` names each parameter that differs (its name in the wrapped model).
+ * `DistributedDataParallel` before any bucket is reduced, and thrown on every rank. Also thrown by
+ * `movePatterns`, before any pattern moves, when the ranks' SparseOptimizers would move different layers
+ * (a layer frozen on some ranks only). `parameters` names each parameter that differs (its name in the wrapped model).
  */
 export class GradientMismatchError extends DistributedError {
   override name = "GradientMismatchError";

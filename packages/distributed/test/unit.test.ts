@@ -7,12 +7,12 @@ import { add, DTypeError, fullOn, memory, mul, randint, randn, reshape, slice, s
 import { AdamW, BlockSparseLinear, crossEntropy, Linear, Module, ReLU, Sequential, SparseOptimizer } from "@blocksparse/nn";
 import { afterEach, describe, expect, it } from "vitest";
 import {
+  CollectiveError,
   CpuProcessGroup,
   DistributedDataParallel,
-  defaultJobId,
-  CollectiveError,
   DistributedEnvError,
   DistributedError,
+  defaultJobId,
   GradientMismatchError,
   initProcessGroup,
   type ProcessGroup,
@@ -799,6 +799,73 @@ describe("DistributedDataParallel on replicas that differ, and on failing collec
         "DistributedDataParallel.broadcastParameters: the ranks built different models: their numbers of parameters differ (3 on rank 0, 2 on rank 1)",
       );
     }
+  });
+
+  it("a model that lists its parameters in another order on one rank (same shapes) fails create, backward and checkReplicas on every rank naming them, instead of each rank taking another layer's values", async () => {
+    // Two [4, 4] layers, assigned in the other order on rank 1: its parameter #0 is 'second.weight'.
+    class Pair extends Module {
+      constructor(swap: boolean) {
+        super();
+        const layers = this as unknown as Record<string, Linear>;
+        for (const name of swap ? ["second", "first"] : ["first", "second"]) layers[name] = new Linear(4, 4, { seed: name === "first" ? 1 : 2 });
+      }
+      forward(x: Tensor): Tensor {
+        const { first, second } = this as unknown as Record<string, Linear>;
+        return second.forward(first.forward(x));
+      }
+    }
+    const twoLayers = (swap: boolean) => new Pair(swap) as Pair & Record<string, Linear>;
+    const [g0, g1] = await twoRanks();
+    const created = await within(Promise.allSettled([DistributedDataParallel.create(twoLayers(false), g0), DistributedDataParallel.create(twoLayers(true), g1)]), 10_000);
+    created.forEach((result, rank) => {
+      expect(result.status === "rejected" && result.reason).toBeInstanceOf(ReplicaDivergenceError);
+      expect(result.status === "rejected" && (result.reason as Error).message).toMatch(
+        new RegExp(
+          `^DistributedDataParallel\\.broadcastParameters: the ranks built different models: parameter #0 of 4 is '${rank === 0 ? "first" : "second"}\\.weight' on rank ${rank} but has another name than rank 0's on rank\\(s\\) 1; .*the ranks list their parameters in other orders`,
+        ),
+      );
+    });
+    // Created without the broadcast: backward and checkReplicas find it too.
+    const [h0, h1] = await twoRanks();
+    const [m0, m1] = [twoLayers(false), twoLayers(true)];
+    const ddps = await Promise.all([DistributedDataParallel.create(m0, h0, { broadcastParameters: false }), DistributedDataParallel.create(m1, h1, { broadcastParameters: false })]);
+    for (const result of await within(Promise.allSettled(ddps.map((ddp) => ddp.allReduceGradients())), 10_000)) {
+      expect(result.status === "rejected" && (result.reason as Error).message).toMatch(/^DistributedDataParallel\.allReduceGradients: the ranks built different models: parameter #0 of 4 is/);
+    }
+    m1.first.weight.assign(m0.first.weight.value);
+    m1.second.weight.assign(m0.second.weight.value);
+    m1.first.bias!.assign(m0.first.bias!.value);
+    m1.second.bias!.assign(m0.second.bias!.value);
+    for (const result of await within(Promise.allSettled(ddps.map((ddp) => ddp.checkReplicas())), 10_000)) {
+      expect(result.status === "rejected" && (result.reason as Error).message).toMatch(/^the replicas diverged: (first|second)\.weight differs from rank 0's on rank\(s\) 1/);
+    }
+  });
+
+  it("movePatterns with a block-sparse layer frozen on one rank only fails every rank with a GradientMismatchError naming it, before any pattern moves or the schedule counts the call", async () => {
+    const twoLayers = () => new Sequential(new BlockSparseLinear(16, 32, { density: 0.5, blockShape: [8, 8], seed: 1 }), new BlockSparseLinear(32, 16, { density: 0.5, blockShape: [8, 8], seed: 2 }));
+    const [g0, g1] = await twoRanks();
+    const [m0, m1] = [twoLayers(), twoLayers()];
+    const ddps = await Promise.all([DistributedDataParallel.create(m0, g0), DistributedDataParallel.create(m1, g1)]);
+    (m1.getSubmodule("1") as BlockSparseLinear).weight.requiresGrad = false;
+    const sparse = [m0, m1].map((m) => new SparseOptimizer(m, { fraction: 0.5, seed: 3 }));
+    const patterns = [m0, m1].map((m) => (m.getSubmodule("1") as BlockSparseLinear).pattern);
+    const results = await within(Promise.allSettled(ddps.map((ddp, rank) => ddp.movePatterns(sparse[rank]))), 10_000);
+    results.forEach((result, rank) => {
+      expect(result.status === "rejected" && result.reason).toBeInstanceOf(GradientMismatchError);
+      expect(result.status === "rejected" && (result.reason as GradientMismatchError).parameters).toEqual(["1.weight"]);
+      expect(result.status === "rejected" && (result.reason as Error).message).toBe(
+        `DistributedDataParallel.movePatterns: the ranks' SparseOptimizers move different layers: block-sparse layer '1' (its weight ${rank === 0 ? "takes gradients" : "is frozen"} on rank ${rank}) is moved on rank(s) 0 but not on rank(s) 1. ` +
+          "A SparseOptimizer moves the layers of its target whose weight takes gradients: freeze layers alike on every rank and give every rank's SparseOptimizer the same layers",
+      );
+    });
+    expect([m0, m1].map((m, rank) => (m.getSubmodule("1") as BlockSparseLinear).pattern === patterns[rank])).toEqual([true, true]);
+    expect(sparse.map((s) => s.calls)).toEqual([0, 0]);
+    // Frozen alike: the layer stays put on every rank, the other moves, and both ranks return the same moves.
+    (m0.getSubmodule("1") as BlockSparseLinear).weight.requiresGrad = false;
+    const moves = await within(Promise.all(ddps.map((ddp, rank) => ddp.movePatterns(sparse[rank]))), 10_000);
+    expect(moves.map((m) => m.size)).toEqual([1, 1]);
+    expect([m0, m1].map((m, rank) => (m.getSubmodule("1") as BlockSparseLinear).pattern === patterns[rank])).toEqual([true, true]);
+    await Promise.all(ddps.map((ddp) => ddp.checkReplicas()));
   });
 
   it("checkReplicas leaves no tensor behind", async () => {
