@@ -504,11 +504,9 @@ bool denseRouteWinsFewTokens(tc::Op op, const BsrPatternView& pattern, int64_t m
 
 double denseProductBreakEven(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m) {
   const int rows = pattern.blockHeight, cols = pattern.blockWidth;
-  if (rows == cols && rows == 32) {
-    // Below kDenseProductFewTokens: never (from there denseProductWins decides 32x32 by the tile the product runs on).
-    return 2.0;
-  }
-  if (rows == cols && (rows == 64 || rows == 128)) return 2.0;
+  // 32x32 here only below kDenseProductFewTokens (from there denseProductWins decides it by the tile the product runs
+  // on); 64x64 and 128x128 run the wgmma tiles: never.
+  if (rows == cols && (rows == 32 || rows == 64 || rows == 128)) return 2.0;
   if (wgmmaRectangle(dtype, pattern)) return 2.0;
   if (tc::mmaShapeSupported(rows, cols)) {
     if (m < kDenseProductShapeMinTokens) return 2.0;
