@@ -120,13 +120,14 @@ constexpr int kPingPongTile64Tokens = 256;
 constexpr double kPingPongBackwardMaxLine64 = 16.0;
 constexpr double kPingPongBackwardMaxLine128 = 8.0;
 constexpr int64_t kXResidentMaxSlab = 1024;
-// The dispatch takes the tile up to 1280 columns, where two consumers' rings still get four stages each (three
-// consumers of three up to 1152; bsr_wgmma_xr.cu asserts two of at least three beside it). On an H200 the FFN step
-// with 32x32 blocks at 1152 <-> 4608 and 1280 <-> 5120, 2048-8192 tokens, densities 0.1-0.35, ran 1.07-1.21x faster
-// with its wide-slab products on the tile than on mma.sync's tile; at 1536 <-> 6144, whose slab leaves two consumers
-// two stages each, 0.91-0.97x at densities 0.25-0.35 (benchmarks/results/gpu-nvidia-h200/xr-wide-slabs-2026-12-03.md).
-// 1344 and 1408 (two consumers of three stages) were not timed.
-constexpr int64_t kXResidentMaxDispatchedSlab = 1280;
+// The dispatch takes the tile up to 1408 columns, where two consumers' rings still get three stages each (four stages
+// up to 1280, three consumers of three up to 1152; bsr_wgmma_xr.cu asserts two of at least three beside it). On an H200
+// the FFN step with 32x32 blocks at 1152 <-> 4608 and 1280 <-> 5120, 2048-8192 tokens, densities 0.1-0.35, ran
+// 1.07-1.21x faster with its wide-slab products on the tile than on mma.sync's tile
+// (benchmarks/results/gpu-nvidia-h200/xr-wide-slabs-2026-12-03.md); at 1344 <-> 5376 and 1408 <-> 5632 1.03-1.13x at
+// densities 0.1 and 0.25 and the same time at 0.35 (xr-slabs-1344-1408-2026-12-04.md); at 1536 <-> 6144, whose slab
+// leaves two consumers two stages each, 0.91-0.97x at densities 0.25-0.35.
+constexpr int64_t kXResidentMaxDispatchedSlab = 1408;
 // On an H200 with the tile's staged stores and wave grouping, over 96 cases (four widths each way, 2048-16384 tokens,
 // densities 0.5/0.25/0.1), the tile ran 1.03-1.51x what the dispatch ran instead wherever the rule of the time (lines
 // of 2 blocks, 1.75 slabs of W per CTA) declined it, down to lines of 1.6 blocks and 0.8 slabs, and 0.96x at the one

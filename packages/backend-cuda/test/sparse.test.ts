@@ -714,11 +714,12 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
     }
   }, 240_000);
 
-  // 32x32 bsrLinear and bsrMatmul where the dispatch takes the X-resident tile (tc_kernels.h: a slab of at most 1280, K
+  // 32x32 bsrLinear and bsrMatmul where the dispatch takes the X-resident tile (tc_kernels.h: a slab of at most 1408, K
   // for bsrLinear and N for bsrMatmul, lines of at least 1.5 blocks, at least 128 tokens, and each CTA's lines holding
   // at least 0.6 times the slab's elements): bsrLinear over 2048 x 1024 (a slab of 1024: 16 boxes of 64, four
   // consumers) and bsrMatmul over 992 x 2048 (a slab of 992: a half box at the end), each also checked the other way
-  // round (mma.sync's tile), and both over 1280 x 1248 (slabs of 1248, a half box at the end, and 1280: two consumers).
+  // round (mma.sync's tile), and both over 1408 x 1248 (slabs of 1248, a half box at the end: two consumers of four stages;
+  // and 1408: two consumers of three).
   // At 150 tokens (three token tiles, the last of 22: groups of a few lines, one wave) with lines of about 16 blocks
   // (density 0.5), at 2085 tokens (a last token tile of 37) with lines of about 22 blocks (density 0.7), and at 8229
   // tokens with lines of about 3 (density 0.1: one group of all 64 lines per token tile), block rows and columns left
@@ -730,9 +731,9 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
   const X_RESIDENT = [
     { rows: 2048, cols: 1024, emptyRows: [3, 40], emptyCols: [5] },
     { rows: 992, cols: 2048, emptyRows: [0, 30], emptyCols: [0, 63] },
-    { rows: 1280, cols: 1248, emptyRows: [7], emptyCols: [38] },
+    { rows: 1408, cols: 1248, emptyRows: [7], emptyCols: [38] },
   ] as const;
-  test("32x32 bsrLinear and bsrMatmul on the X-resident tile (slabs up to 1280 wide, lines of 22 and of 3 blocks, empty lines, a partial token tile), alone and with the activation fused, half precision, against float64", () => {
+  test("32x32 bsrLinear and bsrMatmul on the X-resident tile (slabs up to 1408 wide, lines of 22 and of 3 blocks, empty lines, a partial token tile), alone and with the activation fused, half precision, against float64", () => {
     const next = random(2085);
     const backend = useCuda();
     const previous = backend.setDenseProductMode("never");
