@@ -29,7 +29,11 @@ export interface EncoderOutput {
   poolerOutput: Tensor;
 }
 
-/** Word, position and token-type embeddings, summed, then LayerNorm and dropout. */
+/**
+ * Word, position and token-type embeddings, summed, then LayerNorm and dropout. As transformers', the word embeddings'
+ * padding row is pad_token_id (nn's paddingIdx: no gradient, zero when fresh), and so is the position embeddings' with
+ * `positionPaddingIdx` (RoBERTa's).
+ */
 export class BertEmbeddings extends Module {
   word_embeddings: Embedding;
   position_embeddings: Embedding;
@@ -37,10 +41,10 @@ export class BertEmbeddings extends Module {
   LayerNorm: LayerNorm;
   dropout: Dropout;
 
-  constructor(config: BertConfig, nextSeed: () => number) {
+  constructor(config: BertConfig, nextSeed: () => number, positionPaddingIdx: number | null = null) {
     super();
-    this.word_embeddings = new Embedding(config.vocab_size, config.hidden_size, { seed: nextSeed() });
-    this.position_embeddings = new Embedding(config.max_position_embeddings, config.hidden_size, { seed: nextSeed() });
+    this.word_embeddings = new Embedding(config.vocab_size, config.hidden_size, { seed: nextSeed(), paddingIdx: config.pad_token_id });
+    this.position_embeddings = new Embedding(config.max_position_embeddings, config.hidden_size, { seed: nextSeed(), paddingIdx: positionPaddingIdx });
     this.token_type_embeddings = new Embedding(config.type_vocab_size, config.hidden_size, { seed: nextSeed() });
     this.LayerNorm = new LayerNorm(config.hidden_size, { eps: config.layer_norm_eps });
     this.dropout = new Dropout(config.hidden_dropout_prob, { seed: nextSeed() });
@@ -214,11 +218,14 @@ export class BertModel extends Module {
     // The other's config.json would build a model that loads its checkpoint and counts positions the other way.
     const type = this.config.model_type;
     if (type === (this instanceof RobertaModel ? "bert" : "roberta")) throw new ConfigError(`${this.label}: config.json's model_type is "${type}", use ${type === "bert" ? "BertModel" : "RobertaModel"}`);
+    const padding = this.config.pad_token_id;
     if (!(this.maxLength() >= 1)) {
-      throw new ConfigError(`${this.label}: pad_token_id=${this.config.pad_token_id} leaves no position of max_position_embeddings=${this.config.max_position_embeddings}`);
+      throw new ConfigError(`${this.label}: pad_token_id=${padding} leaves no position of max_position_embeddings=${this.config.max_position_embeddings}`);
     }
+    // transformers' word embeddings take it as their padding_idx, which torch refuses outside the table.
+    if (padding !== null && padding >= this.config.vocab_size) throw new ConfigError(`${this.label}: pad_token_id=${padding} is outside vocab_size=${this.config.vocab_size}`);
     const nextSeed = seedStream(this.label, checkOptions<ModelOptions>(this.label, options, ["seed"], dtypeHint).seed);
-    this.embeddings = new BertEmbeddings(this.config, nextSeed);
+    this.embeddings = new BertEmbeddings(this.config, nextSeed, this instanceof RobertaModel ? padding : null);
     this.encoder = new BertEncoder(this.config, nextSeed);
     this.pooler = new BertPooler(this.config, nextSeed);
     initLikeHuggingFace(this, this.config.initializer_range, nextSeed);

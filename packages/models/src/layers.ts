@@ -122,7 +122,7 @@ function normalInit(parameter: Parameter, std: number, seed: number): void {
 
 /**
  * Hugging Face's _init_weights over a tree: Linear weights and embeddings N(0, std) (a
- * Linear's std as `linearStd` gives it by name), biases zero; LayerNorms keep ones and zeros.
+ * Linear's std as `linearStd` gives it by name), an embedding's padding row zero, biases zero; LayerNorms keep ones and zeros.
  */
 export function initLikeHuggingFace(root: Module, std: number, nextSeed: () => number, linearStd: (name: string) => number = () => std): void {
   for (const [name, module] of root.namedModules()) {
@@ -131,6 +131,7 @@ export function initLikeHuggingFace(root: Module, std: number, nextSeed: () => n
       if (module.bias) normalInit(module.bias, 0, nextSeed());
     } else if (module instanceof Embedding) {
       normalInit(module.weight, std, nextSeed());
+      module.zeroPaddingRow();
     }
   }
 }

@@ -1,5 +1,5 @@
 import { backward } from "@blocksparse/autograd";
-import { type Tensor, captureGraph, getBackend, randint, setBackend, tensor, tidy } from "@blocksparse/core";
+import { captureGraph, getBackend, randint, setBackend, type Tensor, tensor, tidy } from "@blocksparse/core";
 import { registerGraphRecordingBackend } from "@blocksparse/core/testing";
 import { BertModel, GPT2LMHeadModel } from "@blocksparse/models";
 import { AdamW, crossEntropy, type Module } from "@blocksparse/nn";
@@ -76,10 +76,14 @@ describe("a captured training step of a model", () => {
 
   it("BertModel with a padding mask: replays train exactly as eager steps (positions, token types and the mask made on the device)", () => {
     const bert = { model_type: "bert", vocab_size: 41, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32, max_position_embeddings: 16, hidden_dropout_prob: 0, attention_probs_dropout_prob: 0 };
-    const ids = randint(0, bert.vocab_size, [3, 9], { seed: 9 });
     const labels = randint(0, bert.hidden_size, [3], { seed: 10 });
-    // The second sequence is 6 tokens long, padded to 9.
-    const attentionMask = tensor(Array.from({ length: 27 }, (_, i) => (i >= 15 && i < 18 ? 0 : 1)), [3, 9], "int32");
+    // The second sequence is 6 tokens long, padded to 9 with pad_token_id 0 (the word embeddings' padding row: its
+    // gradient is stopped on the device too).
+    const padded = (i: number) => i >= 15 && i < 18;
+    const attentionMask = tensor(Array.from({ length: 27 }, (_, i) => (padded(i) ? 0 : 1)), [3, 9], "int32");
+    const drawn = randint(1, bert.vocab_size, [3, 9], { seed: 9 });
+    const ids = tensor(Array.from(drawn.dataSync(), (id, i) => (padded(i) ? 0 : id)), [3, 9], "int32");
+    drawn.dispose();
     const lossOf = (model: BertModel): Tensor => {
       const { lastHiddenState, poolerOutput } = model.encode(ids, { attentionMask });
       lastHiddenState.dispose();

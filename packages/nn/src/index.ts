@@ -44,7 +44,7 @@ export {
 export { blockCountFor, blockSources, remapBlocks } from "./blocks";
 export { clipGradNorm } from "./clip";
 export { NnError, StateDictError, type StateDictMismatch } from "./errors";
-export { Dropout, Embedding, forwardLinearActivation, forwardResidual, GELU, LayerNorm, type LayerNormOptions, ModuleList, ReLU, Sequential } from "./layers";
+export { Dropout, Embedding, type EmbeddingOptions, forwardLinearActivation, forwardResidual, GELU, LayerNorm, type LayerNormOptions, ModuleList, ReLU, Sequential } from "./layers";
 export { Linear, type LinearOptions } from "./linear";
 export { crossEntropy, type DistillationOptions, distillationLoss, type KlDivergenceOptions, klDivergence, mseLoss } from "./losses";
 export { allFinite, GradScaler, type GradScalerOptions, type GradScalerState } from "./grad_scaler";

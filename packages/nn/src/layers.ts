@@ -1,7 +1,9 @@
+import { detach, noGrad, tracksGrad } from "@blocksparse/autograd";
 import {
   type Activation,
   add,
   DTypeError,
+  equal,
   formatArg,
   formatShape,
   type GeluApproximate,
@@ -14,11 +16,13 @@ import {
   optionsArg,
   randn,
   relu,
+  reshape,
   ShapeError,
   type Tensor,
   tensorOn,
   tidy,
   ValueError,
+  where,
   zeros,
 } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
@@ -27,27 +31,57 @@ import { checkFeatures, checkTensorInput } from "./linear";
 import { Module } from "./module";
 import { Parameter } from "./parameter";
 
+export interface EmbeddingOptions {
+  seed?: number;
+  /**
+   * A row that no lookup sends a gradient to and a fresh init zeroes (torch's padding_idx): its value is read as it
+   * is (a loaded weight keeps its own row). Negative counts from the end; null (the default) is none.
+   */
+  paddingIdx?: number | null;
+}
+
 /** A lookup table: int32 indices [...] -> rows of `weight` [..., embeddingDim]. weight ~ N(0, 1), as PyTorch. */
 export class Embedding extends Module {
   readonly numEmbeddings: number;
   readonly embeddingDim: number;
+  /** The padding row, in [0, numEmbeddings), or null. */
+  readonly paddingIdx: number | null;
   weight: Parameter;
 
-  constructor(numEmbeddings: number, embeddingDim: number, options: { seed?: number } = {}) {
+  constructor(numEmbeddings: number, embeddingDim: number, options: EmbeddingOptions = {}) {
     super();
     checkFeatures("Embedding", "numEmbeddings", numEmbeddings);
     checkFeatures("Embedding", "embeddingDim", embeddingDim);
     this.numEmbeddings = numEmbeddings;
     this.embeddingDim = embeddingDim;
-    const [seed] = childSeeds("Embedding", optionsArg("Embedding", options, ["seed"]).seed, 1);
-    this.weight = new Parameter(randn([numEmbeddings, embeddingDim], { seed }));
+    const { seed, paddingIdx = null } = optionsArg("Embedding", options, ["seed", "paddingIdx"]);
+    if (paddingIdx !== null && !(paddingIdx >= -numEmbeddings && paddingIdx < numEmbeddings && Number.isInteger(paddingIdx))) {
+      throw new (Number.isInteger(paddingIdx) ? IndexError : ValueError)(`Embedding: paddingIdx must be an integer in [-${numEmbeddings}, ${numEmbeddings}), got ${formatArg(paddingIdx)}`);
+    }
+    this.paddingIdx = paddingIdx === null ? null : (paddingIdx + numEmbeddings) % numEmbeddings;
+    this.weight = new Parameter(randn([numEmbeddings, embeddingDim], { seed: childSeeds("Embedding", seed, 1)[0] }));
+    this.zeroPaddingRow();
+  }
+
+  /** Zeroes weight's padding row (nothing without paddingIdx), as a fresh init leaves it: for initialisers that replace the weight. */
+  zeroPaddingRow(): void {
+    const { numEmbeddings, paddingIdx, weight } = this;
+    if (paddingIdx === null) return;
+    const isPadding = new Int32Array(numEmbeddings);
+    isPadding[paddingIdx] = 1;
+    noGrad(() => tidy(() => weight.assign(where(tensorOn(weight.value.backend, isPadding, [numEmbeddings, 1], "int32"), 0, weight.value))));
   }
 
   forward(indices: Tensor): Tensor {
     checkTensorInput(this.label, indices);
     if (indices.dtype !== "int32") throw new DTypeError(`${this.label}: indices have dtype ${indices.dtype}, expected int32`);
     try {
-      return gather(this.weight.value, indices, 0);
+      return tidy(() => {
+        const rows = gather(this.weight.value, indices, 0);
+        if (this.paddingIdx === null || !tracksGrad(rows)) return rows;
+        // The padding positions read a detached copy of their rows, so their gradient stops here (on any backend, captured too).
+        return where(equal(reshape(indices, [...indices.shape, 1]), this.paddingIdx), detach(rows), rows);
+      });
     } catch (error) {
       // Renamed, not checked before: a host backend's gather finds the index as it reads it; a device reports it at its next read.
       throw error instanceof IndexError ? new IndexError(`${this.label} of ${this.numEmbeddings} embeddings: ${error.message}`) : error;
@@ -55,7 +89,7 @@ export class Embedding extends Module {
   }
 
   protected override extraRepr(): string {
-    return `${this.numEmbeddings}, ${this.embeddingDim}`;
+    return `${this.numEmbeddings}, ${this.embeddingDim}${this.paddingIdx === null ? "" : `, paddingIdx=${this.paddingIdx}`}`;
   }
 }
 

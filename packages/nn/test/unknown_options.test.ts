@@ -65,7 +65,7 @@ const entryPoints: EntryPoint[] = [
     snakeCase: "new_values",
     call: (o) => layer.setPattern(layer.pattern, o),
   },
-  { op: "Embedding", names: ["seed"], valid: { seed: 1 }, snakeCase: "padding_idx", call: (o) => new Embedding(4, 2, o) },
+  { op: "Embedding", names: ["seed", "paddingIdx"], valid: { seed: 1, paddingIdx: -1 }, snakeCase: "padding_idx", call: (o) => new Embedding(4, 2, o) },
   { op: "LayerNorm", names: ["eps", "elementwiseAffine"], valid: { eps: 1e-6, elementwiseAffine: false }, snakeCase: "elementwise_affine", call: (o) => new LayerNorm(4, o) },
   { op: "Dropout", names: ["seed"], valid: { seed: 1 }, snakeCase: "random_seed", call: (o) => new Dropout(0.1, o) },
   {
