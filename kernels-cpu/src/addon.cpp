@@ -18,6 +18,7 @@
 
 #include "microkernel.h"
 #include "products.h"
+#include "scratch.h"
 #include "threads.h"
 
 namespace {
@@ -447,6 +448,14 @@ Napi::Value AlignmentOffset(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), offset % 4 == 0 ? static_cast<double>(offset) : 0.0);
 }
 
+// scratchBytes(): bytes the products' packed-operand scratch holds now, all threads' together. Each buffer is kept
+// for the next product and grows to the largest it was asked for: a product's own need is the growth it causes.
+Napi::Value ScratchBytes(const Napi::CallbackInfo& info) {
+  expectArgs(info, 0, "scratchBytes");
+  const std::lock_guard<std::mutex> lock(callMutex());
+  return Napi::Number::New(info.Env(), static_cast<double>(bsk::scratchBytesHeld().load()));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("adviseHugePages", Napi::Function::New(env, AdviseHugePages, "adviseHugePages"));
   exports.Set("alignmentOffset", Napi::Function::New(env, AlignmentOffset, "alignmentOffset"));
@@ -457,6 +466,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("bsrLinear", Napi::Function::New(env, BsrLinear, "bsrLinear"));
   exports.Set("bsrMatmul", Napi::Function::New(env, BsrMatmul, "bsrMatmul"));
   exports.Set("sampledMatmul", Napi::Function::New(env, SampledMatmul, "sampledMatmul"));
+  exports.Set("scratchBytes", Napi::Function::New(env, ScratchBytes, "scratchBytes"));
   return exports;
 }
 

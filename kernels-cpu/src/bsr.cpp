@@ -34,6 +34,11 @@ constexpr int64_t kJsSampledSlice = 128;
 constexpr int64_t kSliceSteps = 1024;
 // Blocks of one block row per work item of the sampled product.
 constexpr int64_t kSampledRun = 8;
+// Outputs per work item of the sampled product's line route (4096 outputs: 1M FMAs at 256 tokens).
+constexpr int64_t kSampledLineOutputs = 4096;
+// Lines the line route packs per work item, and hands the line kernel per call.
+constexpr int64_t kLinesPerPack = 64;
+constexpr int64_t kLinesPerCall = 256;
 // Work items per thread of the few-token products (contiguous stretches of the values).
 constexpr int64_t kDecodeRunsPerThread = 4;
 // Rows of a block row the few-token bsrLinear sums at once: its lanes stay tokens x 512 x kDotLanes floats
@@ -302,37 +307,48 @@ void bsrMatmul(const float* dy, const BsrView& w, float* dx, int64_t tokens) {
   groupedProduct(dy, tokens, w.rows, w.values, w.blockHeight, w.blockWidth, groups, nullptr, dx);
 }
 
-// dW_q = dY[:, block row]^T X[:, block col]: per chunk of tokens, every block row of dY^T and
-// block column of X is packed once (zero-padded to whole strips), then each block is a few
-// tiles whose K runs over the chunk's tokens.
-void sampledMatmul(const float* dy, const float* x, const BsrView& w, float* dw, int64_t tokens) {
+namespace {
+
+// The block's infinite or NaN outputs (a float32 sum that overflowed), recomputed over all tokens in float64, in the
+// js backend's token slices (overflow.h); a finite block pays one pass over its outputs.
+void repairSampledBlock(const float* dy, const float* x, const BsrView& w, int64_t br, int64_t bc, float* block, int64_t tokens) {
+  const int64_t R = w.blockHeight;
+  const int64_t C = w.blockWidth;
+  if (!anyNonFinite(block, R * C)) return;
+  for (int64_t r = 0; r < R; r++) {
+    for (int64_t c = 0; c < C; c++) {
+      if (!isNonFinite(block[r * C + c])) continue;
+      const float* dyColumn = dy + br * R + r;
+      const float* xColumn = x + bc * C + c;
+      block[r * C + c] = jsSum(tokens, kJsSampledSlice, 0.0, [&](int64_t t) { return double(dyColumn[t * w.rows]) * double(xColumn[t * w.cols]); });
+    }
+  }
+}
+
+// Whether whole strips fit the blocks: padding each block's rows to mr and its columns to nr at most doubles either
+// packed operand. Narrower blocks (1x1, 8x1, 4x4 with AVX-512's 32 columns) take the line route instead, where the
+// strips had taken up to mr / R and nr / C times the operands (1x1 blocks, 4096 x 4096: 160 MiB for 8 MiB of data).
+bool stripsFit(int64_t R, int64_t C, int mr, int nr) { return ceilDiv(R, mr) * mr <= 2 * R && ceilDiv(C, nr) * nr <= 2 * C; }
+
+// Per chunk of tokens, every block row of dY^T and block column of X is packed once (zero-padded to
+// whole strips), then each block is a few tiles whose K runs over the chunk's tokens.
+void sampledTiles(const float* dy, const float* x, const BsrView& w, const int32_t* blockRowOf, float* dw, int64_t tokens,
+                  Scratch& packedDy, Scratch& packedX) {
   const int64_t R = w.blockHeight;
   const int64_t C = w.blockWidth;
   const int64_t blockRows = w.rows / R;
   const int64_t blockCols = w.cols / C;
-  const int64_t nnz = w.blockRowPtr[blockRows];
-  if (nnz == 0) return;
-  if (tokens == 0) {
-    std::fill(dw, dw + nnz * R * C, 0.0f);
-    return;
-  }
   const MicroKernel& kernel = activeKernel();
   const int mr = kernel.mr;
   const int nr = kernel.nr;
   const int64_t rowStrips = ceilDiv(R, mr);
   const int64_t colStrips = ceilDiv(C, nr);
-  std::vector<int32_t> blockRowOf(static_cast<size_t>(nnz));
-  for (int64_t br = 0; br < blockRows; br++) {
-    for (int64_t p = w.blockRowPtr[br]; p < w.blockRowPtr[br + 1]; p++) blockRowOf[p] = static_cast<int32_t>(br);
-  }
   // Work items are runs of up to kSampledRun blocks of one block row: a run's dY^T strips stay in
   // L1/L2 while its blocks' X strips pass.
   std::vector<int64_t> runs{0};
   for (int64_t br = 0; br < blockRows; br++) {
     for (int64_t q = w.blockRowPtr[br]; q < w.blockRowPtr[br + 1]; q += kSampledRun) runs.push_back(std::min<int64_t>(q + kSampledRun, w.blockRowPtr[br + 1]));
   }
-  static Scratch packedDy;
-  static Scratch packedX;
   const int64_t chunk = kSampledTokenChunk;
   float* pdy = packedDy.floats(static_cast<size_t>(blockRows * rowStrips * mr * std::min(chunk, tokens)));
   float* px = packedX.floats(static_cast<size_t>(blockCols * colStrips * nr * std::min(chunk, tokens)));
@@ -368,19 +384,104 @@ void sampledMatmul(const float* dy, const float* x, const BsrView& w, float* dw,
                             static_cast<int>(std::min<int64_t>(nr, C - cs * nr)), add});
           }
         }
-        // The block is complete after the last chunk: an infinite or NaN output (a float32 sum that
-        // overflowed) is recomputed over all tokens in float64, in the js backend's token slices.
-        if (!lastChunk || !anyNonFinite(block, R * C)) continue;
-        for (int64_t r = 0; r < R; r++) {
-          for (int64_t c = 0; c < C; c++) {
-            if (!isNonFinite(block[r * C + c])) continue;
-            const float* dyColumn = dy + br * R + r;
-            const float* xColumn = x + bc * C + c;
-            block[r * C + c] = jsSum(tokens, kJsSampledSlice, 0.0, [&](int64_t t) { return double(dyColumn[t * w.rows]) * double(xColumn[t * w.cols]); });
-          }
-        }
+        if (lastChunk) repairSampledBlock(dy, x, w, br, bc, block, tokens);
       }
     });
+  }
+}
+
+// Per chunk of tokens, every row of dY^T and of X^T is packed once as a line of the chunk's tokens (no padding
+// beyond whole vectors), and each output is the dot product of its two lines: the scratch is the chunk of the
+// inputs, whatever the block shape. The line kernel takes a block row's R lines of dY^T against the X^T lines of
+// its blocks in the run (grouping 1xC blocks by block column instead measured 2x faster at C >= 16 but slower at
+// C <= 8). Work items are runs of blocks with about kSampledLineOutputs outputs.
+void sampledLines(const float* dy, const float* x, const BsrView& w, const int32_t* blockRowOf, float* dw, int64_t tokens,
+                  Scratch& packedDy, Scratch& packedX) {
+  const int64_t R = w.blockHeight;
+  const int64_t C = w.blockWidth;
+  const int64_t nnz = w.blockRowPtr[w.rows / R];
+  const MicroKernel& kernel = activeKernel();
+  const int64_t chunk = kSampledTokenChunk;
+  const int64_t maxStride = ceilDiv(std::min(chunk, tokens), kLineFloats) * kLineFloats;
+  float* pdy = packedDy.floats(static_cast<size_t>(w.rows * maxStride));
+  float* px = packedX.floats(static_cast<size_t>(w.cols * maxStride));
+  const int64_t blocksPerRun = std::max<int64_t>(1, kSampledLineOutputs / (R * C));
+  const int64_t runCount = ceilDiv(nnz, blocksPerRun);
+  const int64_t dyPacks = ceilDiv(w.rows, kLinesPerPack);
+  const int64_t xPacks = ceilDiv(w.cols, kLinesPerPack);
+  for (int64_t t0 = 0; t0 < tokens; t0 += chunk) {
+    const int64_t depth = std::min(chunk, tokens - t0);
+    const int64_t stride = ceilDiv(depth, kLineFloats) * kLineFloats;
+    parallelFor(dyPacks + xPacks, [&](int64_t pack) {
+      const bool ofDy = pack < dyPacks;
+      const int64_t width = ofDy ? w.rows : w.cols;
+      const int64_t l0 = (ofDy ? pack : pack - dyPacks) * kLinesPerPack;
+      const int64_t lines = std::min(kLinesPerPack, width - l0);
+      float* dst = (ofDy ? pdy : px) + l0 * stride;
+      // The chunk's rows of dY (or X) are the K-contiguous lines here; line l of the pack is its column l0 + l.
+      kernel.packTransposed((ofDy ? dy : x) + t0 * width + l0, width, depth, lines, static_cast<int>(stride), dst);
+      for (int64_t l = 0; l < lines; l++) std::fill(dst + l * stride + depth, dst + (l + 1) * stride, 0.0f);
+    });
+    const bool add = t0 > 0;
+    const bool lastChunk = t0 + chunk >= tokens;
+    parallelFor(runCount, [&](int64_t run) {
+      const int64_t first = run * blocksPerRun;
+      const int64_t last = std::min(nnz, first + blocksPerRun);
+      const float* lines[kLinesPerCall];
+      float* outputs[kLinesPerCall];
+      int64_t count = 0;
+      int64_t br = -1;
+      // The X^T lines gathered so far (of blocks of block row br) against the block row's R lines of dY^T.
+      auto flush = [&] {
+        if (count == 0) return;
+        kernel.lineDots(LineDotsArgs{pdy + br * R * stride, stride, R, lines, outputs, C, count, stride, add});
+        count = 0;
+      };
+      for (int64_t q = first; q < last; q++) {
+        if (blockRowOf[q] != br) {
+          flush();
+          br = blockRowOf[q];
+        }
+        const int64_t c0 = int64_t(w.blockColIdx[q]) * C;
+        for (int64_t c = 0; c < C; c++) {
+          lines[count] = px + (c0 + c) * stride;
+          outputs[count] = dw + q * R * C + c;
+          if (++count == kLinesPerCall) flush();
+        }
+      }
+      flush();
+      if (!lastChunk) return;
+      for (int64_t q = first; q < last; q++) repairSampledBlock(dy, x, w, blockRowOf[q], w.blockColIdx[q], dw + q * R * C, tokens);
+    });
+  }
+}
+
+}  // namespace
+
+// dW_q = dY[:, block row]^T X[:, block col], on register tiles over packed strips where the blocks fill them, else
+// as dot products of token lines; either way in chunks of kSampledTokenChunk tokens, each added to the float32 output.
+void sampledMatmul(const float* dy, const float* x, const BsrView& w, float* dw, int64_t tokens) {
+  const int64_t R = w.blockHeight;
+  const int64_t C = w.blockWidth;
+  const int64_t blockRows = w.rows / R;
+  const int64_t nnz = w.blockRowPtr[blockRows];
+  if (nnz == 0) return;
+  if (tokens == 0) {
+    std::fill(dw, dw + nnz * R * C, 0.0f);
+    return;
+  }
+  std::vector<int32_t> blockRowOf(static_cast<size_t>(nnz));
+  for (int64_t br = 0; br < blockRows; br++) {
+    for (int64_t p = w.blockRowPtr[br]; p < w.blockRowPtr[br + 1]; p++) blockRowOf[p] = static_cast<int32_t>(br);
+  }
+  // One pair of buffers for both routes: the process keeps the larger of what each asked.
+  static Scratch packedDy;
+  static Scratch packedX;
+  const MicroKernel& kernel = activeKernel();
+  if (stripsFit(R, C, kernel.mr, kernel.nr)) {
+    sampledTiles(dy, x, w, blockRowOf.data(), dw, tokens, packedDy, packedX);
+  } else {
+    sampledLines(dy, x, w, blockRowOf.data(), dw, tokens, packedDy, packedX);
   }
 }
 

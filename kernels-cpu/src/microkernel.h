@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "line_dots.h"
+
 namespace bsk {
 
 // One run of the shared K dimension: `k` steps of packed A (mr floats a step) and packed B (nr floats a step).
@@ -97,6 +99,8 @@ struct MicroKernel {
   // Packs K-contiguous lines into the [k][width] layout: dst[k * width + i] = lines[i * lineStride + k]
   // for i < rows <= width (the rest of each width untouched).
   void (*packTransposed)(const float* lines, int64_t lineStride, int64_t rows, int64_t depth, int width, float* dst);
+  // Dot products of K-contiguous lines (line_dots.h): the sampled product's blocks too narrow for the register tile.
+  void (*lineDots)(const LineDotsArgs& args);
 };
 
 MicroKernel scalarKernel();

@@ -95,7 +95,12 @@ export interface NativeAddon {
   bsrMatmul(dy: Float32Array, dyOffset: number, values: Float32Array, valuesOffset: number, dx: Float32Array, dxOffset: number, tokens: number, pattern: NativeColumnIndex): void;
   /** dW [nnz, R, C] = (dY^T X) on W's blocks, each array read or written from its offset. */
   sampledMatmul(dy: Float32Array, dyOffset: number, x: Float32Array, xOffset: number, dw: Float32Array, dwOffset: number, tokens: number, pattern: NativeRowIndex): void;
+  /**
+   * Bytes the products' packed-operand scratch holds now, all threads' together. Each buffer is kept for the next
+   * product and grows to the largest it was asked for, so a product's own need is the growth it causes.
+   */
+  scratchBytes(): number;
 }
 
 /** Every function the addon must export (checked when it is loaded). */
-export const NATIVE_FUNCTIONS = ["buildInfo", "setThreads", "setIsa", "adviseHugePages", "alignmentOffset", "matmul", "bsrLinear", "bsrMatmul", "sampledMatmul"] as const satisfies readonly (keyof NativeAddon)[];
+export const NATIVE_FUNCTIONS = ["buildInfo", "setThreads", "setIsa", "adviseHugePages", "alignmentOffset", "matmul", "bsrLinear", "bsrMatmul", "sampledMatmul", "scratchBytes"] as const satisfies readonly (keyof NativeAddon)[];

@@ -80,7 +80,7 @@ describe.skipIf(cpuMissing)("float32 overflow in the native products, against th
         }
       }
       for (const tokens of [1, 5, 9, 40]) {
-        for (const [R, C] of [[4, 4], [16, 16], [8, 32]]) {
+        for (const [R, C] of [[1, 1], [3, 5], [4, 4], [16, 16], [8, 32]]) {
           const [rows, cols] = [R * 3, C * 5];
           const pattern = BsrPattern.random([rows, cols], { blockShape: [R, C], density: 0.8, seed: 7 });
           const nnz = pattern.nnzBlocks;
