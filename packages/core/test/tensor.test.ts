@@ -9,6 +9,8 @@ import {
   expandDims,
   flatten,
   full,
+  fullOn,
+  getBackendInstance,
   layerNorm,
   manualSeed,
   permute,
@@ -44,6 +46,25 @@ describe("creating tensors", () => {
       expect(() => tensor([1], [1], "float64" as "float32")).toThrow(DTypeError);
       expect(() => full([2, -1], 0)).toThrow(ShapeError);
       expect(() => full([2], 0.5, "int32")).toThrow(ValueError);
+    });
+  });
+
+  it("float values past the dtype's largest finite one are refused, not stored as Infinity (as torch.full)", () => {
+    tidy(() => {
+      expect(() => full([2], 1e6, "float16")).toThrow("full: value 1000000 is outside float16's range");
+      // 65519 rounds down to float16's largest finite value, 65520 up to Infinity.
+      expect(full([1], -65519, "float16").toArray()).toEqual([-65504]);
+      expect(() => full([1], 65520, "float16")).toThrow(ValueError);
+      const bfloat16Max = (2 - 2 ** -7) * 2 ** 127;
+      expect(full([1], bfloat16Max, "bfloat16").toArray()).toEqual([bfloat16Max]);
+      expect(() => full([1], (2 - 2 ** -8) * 2 ** 127, "bfloat16")).toThrow("full: value");
+      expect(full([1], -3.4028234663852886e38).toArray()).toEqual([-3.4028234663852886e38]);
+      expect(() => full([1], -1e39)).toThrow("full: value -1e+39 is outside float32's range");
+      // fullOn rounds as the scalar operands of ops do (x * 1e39 is Infinity in float32, in torch too).
+      expect(fullOn(getBackendInstance(), [1], 1e39).toArray()).toEqual([Number.POSITIVE_INFINITY]);
+      // Infinity and NaN given as such are stored.
+      expect(full([2], Number.NEGATIVE_INFINITY, "float16").toArray()).toEqual([Number.NEGATIVE_INFINITY, Number.NEGATIVE_INFINITY]);
+      expect(full([1], Number.NaN, "bfloat16").toArray()).toEqual([Number.NaN]);
     });
   });
 

@@ -67,11 +67,13 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // without serialising them whole, and the optimizers took a master copy again after an in-place write or a load
   // after a backend move (+0.11 KiB: 77.400 measured), SparseOptimizer left frozen layers alone, and core's messages
   // never serialised an argument and zerosLike / onesLike checked theirs (77.468 measured); 77.55 KiB until Embedding
-  // took torch's paddingIdx (its check, the fresh row zeroed, the lookup's gradient stopped: +0.23 KiB, 77.781 measured).
-  it("format + core + autograd + nn stay within 77.79 KiB gzipped and evaluate no code", async () => {
+  // took torch's paddingIdx (its check, the fresh row zeroed, the lookup's gradient stopped: +0.23 KiB, 77.781 measured);
+  // 77.79 KiB until full refused finite values past a float dtype's range and crossEntropy a target of -2^31 beside a
+  // class as ignoreIndex (77.839 measured).
+  it("format + core + autograd + nn stay within 77.84 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(77.79);
+    expect(gzipKiB).toBeLessThanOrEqual(77.84);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 

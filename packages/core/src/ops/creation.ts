@@ -123,8 +123,11 @@ function fill(op: string, backend: Backend, shape: readonly number[], value: num
   return engine.runKernel(Fill, {}, { shape: [...shape], dtype, value }, backend);
 }
 
-/** A tensor of `shape` filled with `value`. */
+/** A tensor of `shape` filled with `value` (a finite value past the dtype's range is refused, as torch.full does). */
 export function full(shape: readonly number[], value: number, dtype: DType = "float32"): Tensor {
+  // It was stored as Infinity. fullOn keeps IEEE rounding: the scalar operands of ops go through it, as torch's do.
+  const bits = dtype === "bfloat16" ? 8 : dtype === "float16" ? 11 : 24;
+  if (Math.abs(value) >= (2 - 2 ** -bits) * 2 ** (dtype === "float16" ? 15 : 127) && Number.isFinite(value)) throw new ValueError(`full: value ${value} is outside ${dtype}'s range`);
   return fill("full", engine.activeBackend(), shape, value, dtype);
 }
 

@@ -231,13 +231,13 @@ function ignoreIndexAttrs(op: string, ignoreIndex: number | undefined): CrossEnt
 
 /**
  * The kernels leave out rows whose target is a negative ignoreIndex (a class is never out of range there). A class
- * given as ignoreIndex is moved out of range first: those targets become LEFT_OUT, which the kernels then leave out
- * (so a target of -2^31 itself is left out too, where it would otherwise be out of range).
+ * given as ignoreIndex is moved out of range first: those targets become LEFT_OUT, which the kernels then leave out,
+ * and a target of -2^31 itself becomes -2^31 + 1, which they report out of range (it was left out, unnoticed).
  */
 const LEFT_OUT = -(2 ** 31);
 function kernelTargets(targets: Tensor, attrs: CrossEntropyAttrs): [Tensor, CrossEntropyAttrs] {
   if (attrs.ignoreIndex === undefined || attrs.ignoreIndex < 0) return [targets, attrs];
-  return [where(equal(targets, attrs.ignoreIndex), LEFT_OUT, targets), { ignoreIndex: LEFT_OUT }];
+  return [where(equal(targets, attrs.ignoreIndex), LEFT_OUT, where(equal(targets, LEFT_OUT), LEFT_OUT + 1, targets)), { ignoreIndex: LEFT_OUT }];
 }
 
 /**
