@@ -478,7 +478,7 @@ function recordLayerGradients(owner: Module | readonly BlockSparseLinear[], laye
     for (const pairs of out.values()) disposeGradients(pairs);
     const names = owner instanceof Module ? new Map(owner.namedModules().map(([name, m]) => [m, name])) : new Map();
     throw new ValueError(
-      `SparseOptimizer.step: the loss closure did not call forward or forwardActivation of ${unused.map((l) => names.get(l) ?? `layer ${(owner as BlockSparseLinear[]).indexOf(l)}`).join(", ")}; gradient regrowth needs every layer it moves (a frozen one is left out)`,
+      `SparseOptimizer.step: the loss closure did not call forward or forwardActivation of ${unused.map((l) => names.get(l) || (Array.isArray(owner) ? `layer ${owner.indexOf(l)}` : "the layer")).join(", ")}; gradient regrowth needs every layer it moves (a frozen one is left out)`,
     );
   }
   return out;

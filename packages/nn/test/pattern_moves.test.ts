@@ -116,6 +116,8 @@ describe("SparseOptimizer's gradient pass and forwardActivation", () => {
     for (const [target, name] of [
       [new Sequential(fc1, new ReLU(), fc2), "2"],
       [[fc1, fc2], "layer 1"],
+      // A single layer as the target: its name in namedModules() is "" (the message said "of ;").
+      [fc2, "the layer"],
     ] as const) {
       const sparse = new SparseOptimizer(target, { regrow: "gradient" });
       expect(() => sparse.step(loss)).toThrow(ValueError);
