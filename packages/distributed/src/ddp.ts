@@ -65,6 +65,8 @@ export class DistributedDataParallel extends Module {
   readonly #group: ProcessGroup;
   readonly #bucketBytes: number;
   readonly #overlap: boolean;
+  /** The SparseOptimizers whose schedules the ranks were found to share (movePatterns' first call with each). */
+  readonly #agreedSchedules = new WeakSet<SparseOptimizer>();
   #requireGradSync = true;
 
   private constructor(module: Module, group: ProcessGroup, bucketBytes: number, overlap: boolean) {
@@ -242,6 +244,7 @@ export class DistributedDataParallel extends Module {
     const own = new Set(this.#blockSparseLayers());
     const layers = sparse.layers();
     if (!layers.every((layer) => own.has(layer))) throw new ValueError("DistributedDataParallel.movePatterns: the SparseOptimizer moves layers that are not in this model");
+    if (!this.#agreedSchedules.has(sparse)) await this.#checkSchedule(sparse);
     if (!sparse.willUpdate()) {
       sparse.skipStep();
       return new Map();
@@ -287,6 +290,31 @@ export class DistributedDataParallel extends Module {
       moves.set(layer, { pruned: difference(was, is), regrown: difference(is, was) });
     }
     return moves;
+  }
+
+  /**
+   * Once per SparseOptimizer, in movePatterns' first call with it: one allGather of what decides which calls move (its
+   * calls so far, every, totalSteps), so that ranks whose schedules differ all get a ReplicaDivergenceError naming them.
+   * Otherwise a rank whose call does not move returns while another enters the move's collectives: a hang on NCCL.
+   * From then on the ranks' calls move alike, as every rank calls movePatterns where it would call sparse.step.
+   */
+  async #checkSchedule(sparse: SparseOptimizer): Promise<void> {
+    const { calls, options } = sparse.stateDict();
+    const fields = { calls, every: options.every, totalSteps: options.totalSteps };
+    const values = Object.values(fields);
+    const all = await this.#allGatherInt32([digest32(JSON.stringify(values)), ...values.map((v) => (v === null ? -1 : Math.min(v, 2 ** 31 - 1)))]);
+    const ranks = Array.from({ length: this.#group.worldSize }, (_, r) => r);
+    if (ranks.every((r) => all[4 * r] === all[0])) {
+      this.#agreedSchedules.add(sparse);
+      return;
+    }
+    const shown = (r: number, i: number) => (all[4 * r + 1 + i] === -1 ? "none" : `${all[4 * r + 1 + i]}`);
+    const differing = Object.keys(fields).flatMap((name, i) =>
+      ranks.some((r) => shown(r, i) !== shown(0, i)) ? [`${name} ${ranks.map((r) => `${shown(r, i)} on rank ${r}`).join(", ")}`] : [],
+    );
+    throw new ReplicaDivergenceError(
+      `DistributedDataParallel.movePatterns: the ranks' SparseOptimizers would move patterns at different calls: ${differing.join("; ") || "their schedules differ"}. Give every rank's SparseOptimizer the same every and totalSteps, the same loaded state, and call movePatterns on every rank where sparse.step would run`,
+    );
   }
 
   /**

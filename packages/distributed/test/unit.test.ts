@@ -868,6 +868,37 @@ describe("DistributedDataParallel on replicas that differ, and on failing collec
     await Promise.all(ddps.map((ddp) => ddp.checkReplicas()));
   });
 
+  it("movePatterns with SparseOptimizers whose schedules differ fails every rank with a ReplicaDivergenceError naming them, instead of one rank moving alone (a hang on NCCL)", async () => {
+    const [g0, g1] = await twoRanks();
+    const [m0, m1] = [blockSparse(16, 32, 1), blockSparse(16, 32, 1)];
+    const ddps = await Promise.all([DistributedDataParallel.create(m0, g0), DistributedDataParallel.create(m1, g1)]);
+    const patterns = [m0, m1].map((m) => (m.getSubmodule("0") as BlockSparseLinear).pattern);
+    // Rank 0 would move at its first call, rank 1 at its second.
+    const sparse = [1, 2].map((every, rank) => new SparseOptimizer([m0, m1][rank], { fraction: 0.25, every, totalSteps: 1000, seed: 3 }));
+    const results = await within(Promise.allSettled(ddps.map((ddp, rank) => ddp.movePatterns(sparse[rank]))), 10_000);
+    for (const result of results) {
+      expect(result.status === "rejected" && result.reason).toBeInstanceOf(ReplicaDivergenceError);
+      expect(result.status === "rejected" && (result.reason as Error).message).toContain(
+        "the ranks' SparseOptimizers would move patterns at different calls: every 1 on rank 0, 2 on rank 1. Give every rank's SparseOptimizer the same every and totalSteps",
+      );
+    }
+    expect([m0, m1].map((m, rank) => (m.getSubmodule("0") as BlockSparseLinear).pattern === patterns[rank])).toEqual([true, true]);
+    expect(sparse.map((s) => s.calls)).toEqual([0, 0]);
+    // A loaded state one call ahead on rank 1 only, and another totalSteps: both named.
+    const ahead = [new SparseOptimizer(m0, { fraction: 0.25, seed: 3 }), new SparseOptimizer(m1, { fraction: 0.25, totalSteps: 50, seed: 3 })];
+    ahead[1].skipStep();
+    for (const result of await within(Promise.allSettled(ddps.map((ddp, rank) => ddp.movePatterns(ahead[rank]))), 10_000)) {
+      expect(result.status === "rejected" && (result.reason as Error).message).toContain("calls 0 on rank 0, 1 on rank 1; totalSteps none on rank 0, 50 on rank 1.");
+    }
+    // The same schedule: both ranks move alike, call after call.
+    const same = [m0, m1].map((m) => new SparseOptimizer(m, { fraction: 0.25, every: 2, seed: 3 }));
+    for (let call = 0; call < 4; call++) {
+      const moves = await within(Promise.all(ddps.map((ddp, rank) => ddp.movePatterns(same[rank]))), 10_000);
+      expect(moves.map((m) => m.size)).toEqual(call % 2 === 1 ? [1, 1] : [0, 0]);
+    }
+    await Promise.all(ddps.map((ddp) => ddp.checkReplicas()));
+  });
+
   it("checkReplicas leaves no tensor behind", async () => {
     const ddp = await DistributedDataParallel.create(blockSparse(16, 32, 1), recordingGroup([]));
     await ddp.checkReplicas();
