@@ -2,8 +2,9 @@
  * Shared by the cpu backend's tests: whether the addon is built here. Without it the suites skip with
  * one printed reason, unless BLOCKSPARSE_REQUIRE_CPU=1, where a test fails with the loader's reason.
  */
-import { cpuAvailability } from "../src/index";
-import { test } from "vitest";
+import { getBackendInstance, setBackend } from "@blocksparse/core";
+import { cpuAvailability, cpuIsa, cpuThreads, type NativeIsa, setCpuIsa, setCpuThreads } from "../src/index";
+import { afterAll, beforeAll, test } from "vitest";
 
 export const availability = cpuAvailability();
 export const cpuMissing = !availability.available;
@@ -19,4 +20,36 @@ export function reportCpuAvailability(file: string): void {
   } else {
     console.log(`[${file}] cpu backend tests skipped: ${availability.reason}`);
   }
+}
+
+/**
+ * Call inside a describe: the cpu backend active with poisoned allocations for its tests, and the instruction set and
+ * thread count they set put back after them.
+ */
+export function useCpuPoisoned(): void {
+  let startIsa: NativeIsa;
+  let startThreads: number;
+  beforeAll(() => {
+    setBackend("cpu");
+    getBackendInstance("cpu").poisonAllocations = true;
+    startIsa = cpuIsa();
+    startThreads = cpuThreads();
+  });
+  afterAll(() => {
+    getBackendInstance("cpu").poisonAllocations = false;
+    setCpuIsa(startIsa);
+    setCpuThreads(startThreads);
+  });
+}
+
+/** Selects `isa` and `threads`; false (printed once per call, naming `file`) where this CPU cannot run the isa. */
+export function runsOn(file: string, isa: NativeIsa, threads: number): boolean {
+  try {
+    setCpuIsa(isa);
+  } catch {
+    console.log(`[${file}] ${isa}: this CPU cannot run it, skipped`);
+    return false;
+  }
+  setCpuThreads(threads);
+  return true;
 }

@@ -4,11 +4,11 @@
  * several K slices and token chunks, every block shape class, empty block rows and columns.
  * Outputs are poisoned, so an element a path forgets to write fails.
  */
-import { BsrPattern, type Tensor, bsrLinear, bsrMatmul, getBackendInstance, matmul, sampledMatmul, setBackend, tensor, tidy } from "@blocksparse/core";
-import { type NativeIsa, cpuIsa, cpuThreads, setCpuIsa, setCpuThreads } from "../src/index";
+import { BsrPattern, type Tensor, bsrLinear, bsrMatmul, matmul, sampledMatmul, tensor, tidy } from "@blocksparse/core";
+import type { NativeIsa, } from "../src/index";
 import { SeededRandom, reference } from "@blocksparse/core/testing";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cpuMissing, reportCpuAvailability } from "./cpu";
+import { describe, expect, it } from "vitest";
+import { cpuMissing, reportCpuAvailability, runsOn, useCpuPoisoned } from "./cpu";
 
 reportCpuAvailability("products.test.ts");
 
@@ -47,33 +47,12 @@ function matmulRef(a: Float32Array, b: Float32Array, m: number, n: number, k: nu
 const ISAS: NativeIsa[] = ["avx512", "avx2", "scalar"];
 
 describe.skipIf(cpuMissing)("native products against float64", () => {
-  let startIsa: NativeIsa;
-  let startThreads: number;
-  beforeAll(() => {
-    setBackend("cpu");
-    getBackendInstance("cpu").poisonAllocations = true;
-    startIsa = cpuIsa();
-    startThreads = cpuThreads();
-  });
-  afterAll(() => {
-    getBackendInstance("cpu").poisonAllocations = false;
-    setCpuIsa(startIsa);
-    setCpuThreads(startThreads);
-  });
+  useCpuPoisoned();
 
   for (const isa of ISAS) {
     for (const threads of [1, 3]) {
       describe(`${isa}, ${threads} thread${threads > 1 ? "s" : ""}`, () => {
-        const runs = (): boolean => {
-          try {
-            setCpuIsa(isa);
-          } catch {
-            console.log(`[products.test.ts] ${isa}: this CPU cannot run it, skipped`);
-            return false;
-          }
-          setCpuThreads(threads);
-          return true;
-        };
+        const runs = (): boolean => runsOn("products.test.ts", isa, threads);
 
         it("matmul: few rows, edge tiles, several K slices and row chunks, every transpose", { timeout: 120_000 }, () => {
           if (!runs()) return;

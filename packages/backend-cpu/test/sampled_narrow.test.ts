@@ -4,11 +4,11 @@
  * packed-operand scratch than 32x32 blocks of the same matrix take. Whole strips of the tile had padded each block
  * to 8 x 32 (AVX-512), so 1x1 blocks took 20 times the inputs' chunk.
  */
-import { BsrPattern, getBackendInstance, sampledMatmul, setBackend, tensor, tidy } from "@blocksparse/core";
+import { BsrPattern, sampledMatmul, tensor, tidy } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/core/testing";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cpuBackend, cpuIsa, cpuThreads, type NativeIsa, type NativeRowIndex, setCpuIsa, setCpuThreads } from "../src/index";
-import { cpuMissing, reportCpuAvailability } from "./cpu";
+import { describe, expect, it } from "vitest";
+import { cpuBackend, cpuThreads, type NativeIsa, type NativeRowIndex, } from "../src/index";
+import { cpuMissing, reportCpuAvailability, runsOn, useCpuPoisoned } from "./cpu";
 
 reportCpuAvailability("sampled_narrow.test.ts");
 
@@ -52,30 +52,8 @@ function expectClose(out: Float32Array, ref: Float64Array, what: string): void {
 }
 
 /** Switches to `isa`; false (with a printed note) where this CPU cannot run it. */
-function useIsa(isa: NativeIsa): boolean {
-  try {
-    setCpuIsa(isa);
-    return true;
-  } catch {
-    console.log(`[sampled_narrow.test.ts] ${isa}: this CPU cannot run it, skipped`);
-    return false;
-  }
-}
-
 describe.skipIf(cpuMissing)("sampledMatmul on narrow blocks", () => {
-  let startIsa: NativeIsa;
-  let startThreads: number;
-  beforeAll(() => {
-    setBackend("cpu");
-    getBackendInstance("cpu").poisonAllocations = true;
-    startIsa = cpuIsa();
-    startThreads = cpuThreads();
-  });
-  afterAll(() => {
-    getBackendInstance("cpu").poisonAllocations = false;
-    setCpuIsa(startIsa);
-    setCpuThreads(startThreads);
-  });
+  useCpuPoisoned();
 
   // Block shapes under the tile (8x32 with AVX-512, 6x16 with AVX2, 4x16 portable) on either side, odd ones, tall and
   // wide ones; 1, 17 (a partial vector of tokens) and 300 tokens (a second chunk of 44).
@@ -83,8 +61,7 @@ describe.skipIf(cpuMissing)("sampledMatmul on narrow blocks", () => {
   for (const isa of ISAS) {
     for (const threads of [1, 3]) {
       it(`${isa}, ${threads} thread${threads > 1 ? "s" : ""}: every block against float64`, { timeout: 120_000 }, () => {
-        if (!useIsa(isa)) return;
-        setCpuThreads(threads);
+        if (!runsOn("sampled_narrow.test.ts", isa, threads)) return;
         const rng = new SeededRandom(101 + threads);
         for (const [R, C] of blocks) {
           const shape: [number, number] = [R * Math.max(3, Math.ceil(48 / R)), C * Math.max(3, Math.ceil(40 / C))];
@@ -117,7 +94,7 @@ describe.skipIf(cpuMissing)("sampledMatmul on narrow blocks", () => {
       addon.sampledMatmul(dy, 0, x, 0, new Float32Array(pattern.nnzBlocks * R * C), 0, tokens, index);
     };
     for (const isa of ISAS) {
-      if (!useIsa(isa)) continue;
+      if (!runsOn("sampled_narrow.test.ts", isa, cpuThreads())) continue;
       const before = addon.scratchBytes();
       run(32, 32);
       const square = addon.scratchBytes();
