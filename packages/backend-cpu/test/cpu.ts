@@ -4,7 +4,7 @@
  */
 import { getBackendInstance, setBackend } from "@blocksparse/core";
 import { cpuAvailability, cpuIsa, cpuThreads, type NativeIsa, setCpuIsa, setCpuThreads } from "../src/index";
-import { afterAll, beforeAll, test } from "vitest";
+import { afterAll, beforeAll, expect, test } from "vitest";
 
 export const availability = cpuAvailability();
 export const cpuMissing = !availability.available;
@@ -52,4 +52,17 @@ export function runsOn(file: string, isa: NativeIsa, threads: number): boolean {
   }
   setCpuThreads(threads);
   return true;
+}
+
+/** ||out - ref|| <= 1e-5 ||ref|| (float32 sums of up to a few thousand terms), and every element written and finite. */
+export function expectClose(out: Float32Array, ref: Float64Array, what: string): void {
+  expect(out.length, `${what}: length`).toBe(ref.length);
+  let diff = 0;
+  let norm = 0;
+  for (let i = 0; i < ref.length; i++) {
+    if (!Number.isFinite(out[i])) expect.fail(`${what}: element ${i} is ${out[i]}, expected ${ref[i]}`);
+    diff += (out[i] - ref[i]) ** 2;
+    norm += ref[i] ** 2;
+  }
+  expect(Math.sqrt(diff), `${what}: error norm`).toBeLessThanOrEqual(1e-5 * Math.sqrt(norm) + 1e-6);
 }

@@ -5,29 +5,16 @@
  * Outputs are poisoned, so an element a path forgets to write fails.
  */
 import { BsrPattern, type Tensor, bsrLinear, bsrMatmul, matmul, sampledMatmul, tensor, tidy } from "@blocksparse/core";
-import type { NativeIsa, } from "../src/index";
+import type { NativeIsa } from "../src/index";
 import { SeededRandom, reference } from "@blocksparse/core/testing";
-import { describe, expect, it } from "vitest";
-import { cpuMissing, reportCpuAvailability, runsOn, useCpuPoisoned } from "./cpu";
+import { describe, it } from "vitest";
+import { cpuMissing, expectClose, reportCpuAvailability, runsOn, useCpuPoisoned } from "./cpu";
 
 reportCpuAvailability("products.test.ts");
 
 function randomTensor(rng: SeededRandom, shape: number[]): { t: Tensor; values: Float32Array } {
   const values = Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.uniform(-1, 1));
   return { t: tensor(values, shape, "float32"), values };
-}
-
-/** ||out - ref|| <= 1e-5 ||ref|| (float32 products of up to a few thousand terms), and every element finite. */
-function expectClose(out: Float32Array, ref: Float64Array, what: string): void {
-  expect(out.length, `${what}: length`).toBe(ref.length);
-  let diff = 0;
-  let norm = 0;
-  for (let i = 0; i < ref.length; i++) {
-    if (!Number.isFinite(out[i])) expect.fail(`${what}: element ${i} is ${out[i]}, expected ${ref[i]}`);
-    diff += (out[i] - ref[i]) ** 2;
-    norm += ref[i] ** 2;
-  }
-  expect(Math.sqrt(diff), `${what}: error norm`).toBeLessThanOrEqual(1e-5 * Math.sqrt(norm) + 1e-6);
 }
 
 /** C = op(A) op(B) in float64; A is [m, k] (or [k, m] when transposed), B is [k, n] (or [n, k]). */

@@ -8,7 +8,7 @@ import { BsrPattern, sampledMatmul, tensor, tidy } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/core/testing";
 import { describe, expect, it } from "vitest";
 import { cpuBackend, cpuThreads, type NativeIsa, type NativeRowIndex, } from "../src/index";
-import { cpuMissing, reportCpuAvailability, runsOn, useCpuPoisoned } from "./cpu";
+import { cpuMissing, expectClose, reportCpuAvailability, runsOn, useCpuPoisoned } from "./cpu";
 
 reportCpuAvailability("sampled_narrow.test.ts");
 
@@ -38,20 +38,6 @@ function sampledReference(dy: Float32Array, x: Float32Array, pattern: BsrPattern
   return dw;
 }
 
-/** ||out - ref|| <= 1e-5 ||ref|| (float32 sums of up to a few hundred terms), and every element written and finite. */
-function expectClose(out: Float32Array, ref: Float64Array, what: string): void {
-  expect(out.length, `${what}: length`).toBe(ref.length);
-  let diff = 0;
-  let norm = 0;
-  for (let i = 0; i < ref.length; i++) {
-    if (!Number.isFinite(out[i])) expect.fail(`${what}: element ${i} is ${out[i]}, expected ${ref[i]}`);
-    diff += (out[i] - ref[i]) ** 2;
-    norm += ref[i] ** 2;
-  }
-  expect(Math.sqrt(diff), `${what}: error norm`).toBeLessThanOrEqual(1e-5 * Math.sqrt(norm) + 1e-6);
-}
-
-/** Switches to `isa`; false (with a printed note) where this CPU cannot run it. */
 describe.skipIf(cpuMissing)("sampledMatmul on narrow blocks", () => {
   useCpuPoisoned();
 
