@@ -124,6 +124,12 @@ bool runTuned(tc::Op product, DType dtype, const BsrPatternView& pattern, int64_
       return false;
     }
   }
+  // Not timed while the stream is captured into a graph: the routes would only be recorded (each of them into the
+  // graph, several times), and waiting on the timing events fails there. The caller's fixed rules run it; the shape
+  // tunes at its first call outside a capture.
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  BS_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  if (capture != cudaStreamCaptureStatusNone) return false;
   const std::vector<TunedRoute> routes = candidates();
   if (routes.empty()) return false;
   TuneRecord record{product, dtype, pattern.blockHeight, pattern.blockWidth, m, pattern.rows, pattern.cols,

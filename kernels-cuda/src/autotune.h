@@ -57,7 +57,8 @@ bool importAutotuneRecord(TuneRecord record);
 
 // Runs the product by its tuned route (see above). `candidates` lists the routes to time; it is called only on a
 // key's first call, so later calls cost one lookup. `run` runs one route and returns false when it declines.
-// Returns false, having left the output to the caller, when no candidate ran or the recorded route declines.
+// Returns false, having left the output to the caller, when no candidate ran or the recorded route declines, and for
+// a key not yet tuned while `stream` is being captured into a graph (nothing is timed then).
 bool runTuned(tc::Op product, DType dtype, const BsrPatternView& pattern, int64_t m, bool bias,
               const std::function<std::vector<TunedRoute>()>& candidates,
               const std::function<bool(const TunedRoute&)>& run, cudaStream_t stream);

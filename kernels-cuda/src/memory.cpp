@@ -191,7 +191,9 @@ BufferId allocate(size_t byteLength) {
                                                       std::to_string(stats.bytesReserved) + " held)";
       throw Error(ErrorKind::OutOfMemory,
                   "CUDA out of memory: cudaMalloc of " + std::to_string(segmentBytes(bytes)) + " bytes (for " +
-                      std::to_string(byteLength) + ") failed after releasing the cache (" + std::to_string(stats.bytesInUse) +
+                      std::to_string(byteLength) + ") failed " +
+                      (currentPool != 0 ? "during a graph capture, which keeps the cache (" : "after releasing the cache (") +
+                      std::to_string(stats.bytesInUse) +
                       " bytes in use by blocksparse, " + std::to_string(freeBytes) + " of " + std::to_string(totalBytes) +
                       " bytes free on the device" + limit + ")");
     }
@@ -282,6 +284,9 @@ const Buffer& lookup(BufferId id, const char* what) {
 bool isLive(BufferId id) { return live.count(id) != 0; }
 
 void releaseCache() {
+  // Not while a graph is captured (a pool is current): the stream cannot be synchronised then (that fails and ends the
+  // capture), so an allocation that misses fails as out of memory instead, as PyTorch's allocator does.
+  if (currentPool != 0) return;
   std::vector<Block*> whole;
   for (FreeSet* set : {&shared.small, &shared.large})
     for (Block* b : *set)

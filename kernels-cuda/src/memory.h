@@ -43,7 +43,7 @@ void release(BufferId id);
 // The live buffer with this id, or an InvalidArgument Error naming `what`.
 const Buffer& lookup(BufferId id, const char* what);
 bool isLive(BufferId id);
-// Gives every wholly free segment (not a graph pool's) back to CUDA.
+// Gives every wholly free segment (not a graph pool's) back to CUDA; nothing while a pool is current (a capture).
 void releaseCache();
 // Caps the segment bytes the allocator holds from CUDA (0: no cap, the default): a request that would take more, after
 // the cache is released, fails as cudaMalloc would, with an OutOfMemory Error. Lowering it below what is held frees

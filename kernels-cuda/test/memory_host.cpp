@@ -22,7 +22,9 @@ static cudaError_t fakeMalloc(void** p, size_t n) {
   *p = aligned_alloc(4096, (n + 4095) / 4096 * 4096); fakeUsed += n; fakeLive[*p] = n; return cudaSuccess;
 }
 static cudaError_t fakeFree(void* p) { fakeUsed -= fakeLive.at(p); fakeLive.erase(p); free(p); return cudaSuccess; }
-static cudaError_t fakeSync(cudaStream_t) { return cudaSuccess; }
+// As CUDA: synchronising a stream that is being captured fails (and would end the capture).
+static bool fakeCapturing = false;
+static cudaError_t fakeSync(cudaStream_t) { return fakeCapturing ? cudaErrorStreamCaptureUnsupported : cudaSuccess; }
 static cudaError_t fakeInfo(size_t* f, size_t* t) { *f = fakeCap - fakeUsed; *t = fakeCap; return cudaSuccess; }
 static cudaError_t fakeLast() { return cudaSuccess; }
 #define cudaMalloc fakeMalloc
@@ -143,6 +145,25 @@ int main(int argc, char** argv) {
   release(e);
   CHECK(setMemoryLimit(0) == held + (64 << 20));
   release(allocate(256 << 20));
+  releaseCache();
+  // During a capture (a pool current) the cache is kept: the stream cannot be synchronised then. A request that misses
+  // fails as out of memory, not as a failed synchronisation, and releaseCache does nothing; both work after it.
+  release(allocate(32 << 20));  // a wholly free segment in the cache
+  const size_t cached = memoryStats().bytesReserved;
+  CHECK(cached == (32 << 20) && setMemoryLimit(cached + (16 << 20)) == 0);
+  const uint32_t capture = createPool();
+  setCurrentPool(capture);
+  fakeCapturing = true;
+  threw = false;
+  try { allocate(48 << 20); } catch (const Error& e) { threw = e.kind == ErrorKind::OutOfMemory && std::string(e.what()).find("graph capture") != std::string::npos; }
+  CHECK(threw);
+  releaseCache();
+  CHECK(memoryStats().bytesReserved == cached);
+  fakeCapturing = false;
+  setCurrentPool(0);
+  destroyPool(capture);
+  release(allocate(48 << 20));  // the cached segment released on the way: fits under the cap
+  CHECK(setMemoryLimit(0) == cached + (16 << 20));
   releaseCache();
   std::printf("ok: %d steps, %zu segments, %zu cudaMalloc calls, %zu cache hits\n", steps, memoryStats().segments, memoryStats().cudaMallocCalls, memoryStats().cacheHits);
 }

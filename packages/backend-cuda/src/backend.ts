@@ -8,6 +8,7 @@ import {
   type BackendGraphs,
   type DataId,
   type DType,
+  GraphError,
   type KernelTable,
   POISON_BITS,
   type TensorInfo,
@@ -133,6 +134,7 @@ export class CudaBackend implements Backend {
    */
   warmUp(): number {
     this.checkAlive();
+    this.checkNotCapturing("warmUp");
     return warmUp(this);
   }
 
@@ -213,14 +215,18 @@ export class CudaBackend implements Backend {
     beginCapture: () => {
       this.checkAlive();
       this.native(() => this.addon.beginCapture());
+      this.capturing = true;
     },
     endCapture: () => {
       this.checkAlive();
+      // The addon ends the capture whether or not the graph instantiates.
+      this.capturing = false;
       const graph = new CudaGraph(this.native(() => this.addon.endCapture()));
       this.liveGraphs.add(graph);
       return graph;
     },
     abortCapture: () => {
+      this.capturing = false;
       if (!this.disposed) this.native(() => this.addon.abortCapture());
     },
     launch: (graph: object) => {
@@ -239,6 +245,15 @@ export class CudaBackend implements Backend {
     },
   };
   private readonly liveGraphs = new Set<CudaGraph>();
+  /** Between beginCapture and endCapture or abortCapture: the stream records instead of running. */
+  private capturing = false;
+
+  /** A call that waits for the device cannot be recorded: refused before it reaches the stream (which it would break). */
+  private checkNotCapturing(what: string): void {
+    if (this.capturing) {
+      throw new GraphError(`cuda: ${what} waits for the device, which a graph capture cannot record; call it before captureGraph or after replay()`);
+    }
+  }
 
   private graph(graph: object): CudaGraph {
     if (!(graph instanceof CudaGraph)) throw new BackendError("cuda: not a graph of the cuda backend");
@@ -271,7 +286,7 @@ export class CudaBackend implements Backend {
 
   // ---------------------------------------------------------------- CUDA specifics
 
-  /** Gives the allocator's cached (freed) device memory back to CUDA. */
+  /** Gives the allocator's cached (freed) device memory back to CUDA (nothing during a graph capture, which cannot synchronise). */
   releaseCache(): void {
     this.checkAlive();
     this.native(() => this.addon.releaseCache());
@@ -293,9 +308,10 @@ export class CudaBackend implements Backend {
     return previous === 0 ? null : previous;
   }
 
-  /** Waits until all queued device work has finished. */
+  /** Waits until all queued device work has finished (a GraphError during a graph capture, which cannot wait). */
   synchronize(): void {
     this.checkAlive();
+    this.checkNotCapturing("synchronize");
     this.native(() => this.addon.synchronize());
   }
 

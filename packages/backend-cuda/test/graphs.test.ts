@@ -1,8 +1,8 @@
-import "../src/index";
-import { BsrPattern, bsrLinear, captureGraph, cast, gelu, randn, sum, tidy } from "@blocksparse/core";
+import { CudaOutOfMemoryError } from "../src/index";
+import { BsrPattern, GraphError, add, bsrLinear, captureGraph, cast, gelu, randn, sum, tidy, zeros } from "@blocksparse/core";
 import { declareGraphTests } from "@blocksparse/core/testing";
 import { describe, expect, test } from "vitest";
-import { cudaMissing, reportCudaAvailability, useCuda } from "./cuda";
+import { cudaMissing, expectClose, reportCudaAvailability, useCuda } from "./cuda";
 
 reportCudaAvailability("graphs.test.ts");
 
@@ -50,5 +50,72 @@ describe.skipIf(cudaMissing)("cuda", () => {
     graph.replay().dispose();
     graph.dispose();
     x.dispose();
+  });
+
+  test("synchronize inside a capture is a GraphError naming it, and the stream records and runs as before", () => {
+    const backend = useCuda();
+    const x = tidy(() => randn([64], { seed: 6 }));
+    expect(() => captureGraph(() => backend.synchronize())).toThrow("cuda: synchronize waits for the device, which a graph capture cannot record");
+    const graph = captureGraph(() => sum(x));
+    expect(graph.replay().dataSync()[0]).toBeCloseTo(tidy(() => sum(x).dataSync()[0]), 5);
+    graph.replay().dispose();
+    graph.dispose();
+    x.dispose();
+  });
+
+  test("inside a capture the cache is kept: releaseCache records nothing, and a miss past the memory limit is out of memory", () => {
+    const backend = useCuda();
+    const x = tidy(() => randn([1024], { seed: 5 }));
+    // A wholly free 64 MiB segment in the cache: releasing it would synchronise the stream, which a capture cannot.
+    tidy(() => void zeros([16 << 20]));
+    const graph = captureGraph(() => {
+      const y = add(x, x);
+      backend.releaseCache();
+      return y;
+    });
+    expect(graph.replay().dataSync()).toEqual(tidy(() => add(x, x).dataSync()));
+    graph.dispose();
+    // Only that segment cached (no block that holds 128 MiB), and no room for a new segment under the limit.
+    backend.releaseCache();
+    tidy(() => void zeros([16 << 20]));
+    const previous = backend.setMemoryLimit(backend.memory().reservedBytes);
+    try {
+      let error: unknown;
+      try {
+        captureGraph(() => zeros([32 << 20]));
+      } catch (caught) {
+        error = caught;
+      }
+      expect(error).toBeInstanceOf(GraphError);
+      expect((error as Error).cause).toBeInstanceOf(CudaOutOfMemoryError);
+      expect(((error as Error).cause as Error).message).toMatch(/during a graph capture, which keeps the cache/);
+    } finally {
+      backend.setMemoryLimit(previous);
+    }
+    x.dispose();
+  });
+
+  test("with autotuning on, a shape first met inside a capture runs its fixed route there and tunes at its first eager call", () => {
+    const backend = useCuda();
+    const previous = backend.setAutotune(true);
+    backend.clearAutotune();
+    const pattern = BsrPattern.random([512, 256], { blockShape: [64, 64], density: 0.5, seed: 7 });
+    const x = tidy(() => cast(randn([1000, 256], { seed: 8 }), "bfloat16"));
+    const w = tidy(() => cast(randn([pattern.nnzBlocks, 64, 64], { seed: 9 }), "bfloat16"));
+    try {
+      // Timing the routes there would record each of them into the graph and wait on events the capture holds.
+      const graph = captureGraph(() => bsrLinear(x, w, pattern));
+      expect(backend.autotuneRecords()).toEqual([]);
+      const replayed = graph.replay().dataSync();
+      graph.dispose();
+      const eager = tidy(() => bsrLinear(x, w, pattern).dataSync());
+      expect(backend.autotuneRecords().map((r) => [r.product, r.m])).toEqual([["bsrLinear", 1000]]);
+      expectClose(replayed, eager, "bfloat16", "captured bsrLinear against the tuned eager one");
+    } finally {
+      backend.setAutotune(previous);
+      backend.clearAutotune();
+      x.dispose();
+      w.dispose();
+    }
   });
 });

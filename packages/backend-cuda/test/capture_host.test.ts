@@ -1,0 +1,52 @@
+import { GraphError, captureGraph } from "@blocksparse/core";
+import { describe, expect, test, vi } from "vitest";
+import { CudaBackend } from "../src/backend";
+import { standInAddon, standInCalls } from "./stand_in_addon";
+
+// No GPU needed: the backend runs on a stand-in addon that launches nothing (test/stand_in_addon.ts).
+vi.mock("../src/loader", async (importOriginal) => {
+  const { standInStart } = await import("./stand_in_addon");
+  return { ...(await importOriginal<typeof import("../src/loader")>()), startCuda: standInStart };
+});
+
+describe("calls that wait for the device during a graph capture (stand-in addon)", () => {
+  const backend = new CudaBackend();
+
+  test("synchronize and warmUp throw a GraphError naming themselves, before anything reaches the stream", () => {
+    backend.graphs.beginCapture();
+    try {
+      standInCalls.length = 0;
+      expect(() => backend.synchronize()).toThrow(GraphError);
+      expect(() => backend.synchronize()).toThrow("cuda: synchronize waits for the device, which a graph capture cannot record");
+      expect(() => backend.warmUp()).toThrow("cuda: warmUp waits for the device, which a graph capture cannot record");
+      // Nothing was recorded into the capture or synchronised (which would end it).
+      expect(standInCalls).toEqual([]);
+    } finally {
+      backend.graphs.abortCapture();
+    }
+    backend.synchronize();
+    expect(standInCalls).toEqual(["abortCapture", "synchronize"]);
+  });
+
+  test("inside captureGraph, the step fails with that GraphError and the next capture records as before", () => {
+    expect(() => captureGraph(() => backend.synchronize(), { backend })).toThrow(
+      "cuda: synchronize waits for the device, which a graph capture cannot record; call it before captureGraph or after replay()",
+    );
+    const graph = captureGraph(() => null, { backend });
+    graph.dispose();
+    backend.synchronize();
+  });
+
+  test("a capture ended by endCapture, even one whose graph fails to instantiate, allows synchronize again", () => {
+    backend.graphs.beginCapture();
+    backend.graphs.destroy(backend.graphs.endCapture());
+    backend.synchronize();
+    const endCapture = vi.spyOn(standInAddon, "endCapture").mockImplementationOnce(() => {
+      throw Object.assign(new Error("endCapture failed: operation would make the legacy stream depend on a capturing blocking stream"), { code: "ERR_CUDA" });
+    });
+    backend.graphs.beginCapture();
+    expect(() => backend.graphs.endCapture()).toThrow("endCapture failed");
+    endCapture.mockRestore();
+    backend.synchronize();
+  });
+});
