@@ -68,6 +68,20 @@ describe("creating tensors", () => {
     });
   });
 
+  it("a value that rounds to Infinity through float32 on its way to a half dtype is refused too", () => {
+    tidy(() => {
+      // 65519.99999 is below 65520 but rounds to it in float32, which float16 stores as Infinity.
+      expect(() => full([1], 65519.99999, "float16")).toThrow("full: value 65519.99999 is outside float16's range");
+      expect(() => full([1], -65519.999, "float16")).toThrow(ValueError);
+      expect(() => full([1], (2 - 2 ** -8) * 2 ** 127 * (1 - 2 ** -40), "bfloat16")).toThrow(ValueError);
+      expect(full([1], 65519.99, "float16").toArray()).toEqual([65504]);
+    });
+  });
+
+  it("a value that is not a number is a ValueError naming its type, not a TypeError from the range check", () => {
+    expect(() => full([1], 1n as unknown as number)).toThrow("full: value must be a number, got bigint");
+  });
+
   it("int32 values past int32's range are refused, not wrapped", () => {
     tidy(() => {
       expect(() => full([2], 2 ** 31, "int32")).toThrow("full: value 2147483648 is outside int32's range");

@@ -126,8 +126,9 @@ function fill(op: string, backend: Backend, shape: readonly number[], value: num
 /** A tensor of `shape` filled with `value` (a finite value past the dtype's range is refused, as torch.full does). */
 export function full(shape: readonly number[], value: number, dtype: DType = "float32"): Tensor {
   // It was stored as Infinity. fullOn keeps IEEE rounding: the scalar operands of ops go through it, as torch's do.
+  // Rounded to float32 as the Fill kernels round halves (65519.99999 becomes 65520: Infinity in float16); a non-number goes on to fill's check.
   const bits = dtype === "bfloat16" ? 8 : dtype === "float16" ? 11 : 24;
-  if (Math.abs(value) >= (2 - 2 ** -bits) * 2 ** (dtype === "float16" ? 15 : 127) && Number.isFinite(value)) throw new ValueError(`full: value ${value} is outside ${dtype}'s range`);
+  if (Number.isFinite(value) && Math.abs(Math.fround(value)) >= (2 - 2 ** -bits) * 2 ** (dtype === "float16" ? 15 : 127)) throw new ValueError(`full: value ${value} is outside ${dtype}'s range`);
   return fill("full", engine.activeBackend(), shape, value, dtype);
 }
 
