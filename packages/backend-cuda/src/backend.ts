@@ -511,6 +511,10 @@ export class CudaBackend implements Backend {
   pattern(pattern: BsrPattern): PatternHandle {
     const known = this.patternHandles.get(pattern);
     if (known !== undefined) return known;
+    // Its upload waits for the device: inside a capture that was a generic CudaError, and the capture broken.
+    if (this.capturing) {
+      throw new GraphError("cuda: a block-sparse pattern is first used inside a graph capture, and its upload waits for the device, which a capture cannot record; run the step once before captureGraph");
+    }
     const { blockColPtr, blockRowIdx, valueIndex } = pattern.columnIndex;
     const { blockRow, blockCol } = pattern.coordinates;
     const handle = this.native(() =>

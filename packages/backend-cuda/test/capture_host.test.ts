@@ -1,4 +1,4 @@
-import { GraphError, captureGraph } from "@blocksparse/core";
+import { BsrPattern, GraphError, captureGraph } from "@blocksparse/core";
 import { describe, expect, test, vi } from "vitest";
 import { CudaBackend } from "../src/backend";
 import { standInAddon, standInCalls } from "./stand_in_addon";
@@ -26,6 +26,25 @@ describe("calls that wait for the device during a graph capture (stand-in addon)
     }
     backend.synchronize();
     expect(standInCalls).toEqual(["abortCapture", "synchronize"]);
+  });
+
+  test("a pattern first used inside a capture is a GraphError before its upload; one uploaded before is used there", () => {
+    const fresh = BsrPattern.random([64, 64], { blockShape: [32, 32], density: 0.5, seed: 1 });
+    const known = BsrPattern.random([64, 64], { blockShape: [32, 32], density: 0.5, seed: 2 });
+    const handle = backend.pattern(known);
+    backend.graphs.beginCapture();
+    try {
+      standInCalls.length = 0;
+      expect(() => backend.pattern(fresh)).toThrow(
+        "cuda: a block-sparse pattern is first used inside a graph capture, and its upload waits for the device, which a capture cannot record; run the step once before captureGraph",
+      );
+      expect(backend.pattern(known)).toBe(handle);
+      expect(standInCalls).toEqual([]);
+    } finally {
+      backend.graphs.abortCapture();
+    }
+    backend.pattern(fresh);
+    expect(standInCalls).toEqual(["abortCapture", "createPattern"]);
   });
 
   test("inside captureGraph, the step fails with that GraphError and the next capture records as before", () => {
