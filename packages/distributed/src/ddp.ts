@@ -1,9 +1,9 @@
 import { createHash } from "node:crypto";
 import { addGradReadyObserver, backward, noGrad, reachableLeaves } from "@blocksparse/autograd";
 import { type Backend, BsrPattern, bytesPerElement, concat, fullOn, gather, keep, optionsArg, reshape, slice, type Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
-import { BlockSparseLinear, blockSources, type LossClosure, Module, type Parameter, type PatternMove, SparseOptimizer } from "@blocksparse/nn";
+import { BlockSparseLinear, blockSources, type LossClosure, Module, type Parameter, type PatternMove, SparseOptimizer, type SparseOptimizerState } from "@blocksparse/nn";
 import { type SaveOptions, save } from "@blocksparse/nn/node";
-import { DistributedError, GradientMismatchError, ReplicaDivergenceError } from "./errors";
+import { DistributedError, GradientMismatchError, ReplicaDivergenceError, type ScheduleDifference, ScheduleMismatchError } from "./errors";
 import type { ProcessGroup } from "./process_group";
 
 export interface DistributedDataParallelOptions {
@@ -36,6 +36,22 @@ const DEFAULT_BUCKET_BYTES = 25 * 1024 * 1024;
 /** Each pattern's digest for the ranks' agreement check, hashed once per pattern (patterns do not change). */
 const PATTERN_DIGESTS = new WeakMap<BsrPattern, number>();
 
+/**
+ * What decides a SparseOptimizer's moves, as the ranks compare it: its calls so far and its options. Not its seed:
+ * rank 0 draws the moves, and a seed left to the default differs between ranks.
+ */
+const SCHEDULE_SETTINGS = ["calls", "every", "totalSteps", "fraction", "schedule", "regrow", "newBlocks", "scale"] as const;
+
+/** The settings whose values are names, each name gathered as its index here. */
+const SCHEDULE_CHOICES: Readonly<Record<string, readonly string[]>> = {
+  schedule: ["constant", "cosine"],
+  regrow: ["random", "gradient"],
+  newBlocks: ["zeros", "normal"],
+} satisfies { [K in "schedule" | "regrow" | "newBlocks"]: readonly SparseOptimizerState["options"][K][] };
+
+/** What movePatterns' where-clause says. */
+const MOVE_PATTERNS = "DistributedDataParallel.movePatterns";
+
 /** The flat block positions (blockRow * blockCols + blockCol) a pattern holds, in its block order. */
 function flatBlocks(pattern: BsrPattern): Int32Array {
   const { blockRow, blockCol } = pattern.coordinates;
@@ -65,8 +81,13 @@ export class DistributedDataParallel extends Module {
   readonly #group: ProcessGroup;
   readonly #bucketBytes: number;
   readonly #overlap: boolean;
-  /** The SparseOptimizers whose schedules the ranks were found to share (movePatterns' first call with each). */
-  readonly #agreedSchedules = new WeakSet<SparseOptimizer>();
+  /**
+   * Per SparseOptimizer given to movePatterns, in the order of their first calls: the count of its calls that the ranks
+   * last agreed on (movePatterns' first call with it, then each backward), plus movePatterns' calls since. The same on
+   * every rank, so each call decides from it whether to move: a count changed on some ranks only (a state loaded, or
+   * sparse.step called, there) cannot send one rank into a move the others skip; it is found at the next collective.
+   */
+  readonly #agreedCalls = new Map<SparseOptimizer, number>();
   #requireGradSync = true;
 
   private constructor(module: Module, group: ProcessGroup, bucketBytes: number, overlap: boolean) {
@@ -238,24 +259,42 @@ export class DistributedDataParallel extends Module {
    * and take rank 0's patterns and the values of the blocks they add; the attached
    * optimizer's state follows on every rank. Every rank must call it where it would call
    * `sparse.step`. Returns the moves, the same on every rank.
+   *
+   * Every rank's SparseOptimizer must have the same schedule: its options (the seed aside) and calls so far. The first
+   * call with a SparseOptimizer compares them in one allGather; from then on, whether a call moves is decided from the
+   * count the ranks agreed on, and each move's first collective and every `backward` compare the schedules again, so
+   * that schedules that differ or drift apart are a ScheduleMismatchError on every rank, never one rank waiting in a
+   * move the others skip. Calls that do not move call no collective.
    */
   async movePatterns(sparse: SparseOptimizer, loss?: LossClosure): Promise<Map<BlockSparseLinear, PatternMove>> {
-    if (!(sparse instanceof SparseOptimizer)) throw new ValueError("DistributedDataParallel.movePatterns: sparse must be a SparseOptimizer");
+    if (!(sparse instanceof SparseOptimizer)) throw new ValueError(`${MOVE_PATTERNS}: sparse must be a SparseOptimizer`);
     const own = new Set(this.#blockSparseLayers());
     const layers = sparse.layers();
-    if (!layers.every((layer) => own.has(layer))) throw new ValueError("DistributedDataParallel.movePatterns: the SparseOptimizer moves layers that are not in this model");
-    if (!this.#agreedSchedules.has(sparse)) await this.#checkSchedule(sparse);
-    if (!sparse.willUpdate()) {
+    // Layers outside this model ride with the schedule: a rank that threw here alone would leave the others in its gather.
+    const schedule = Float64Array.of(layers.filter((layer) => !own.has(layer)).length, ...scheduleValues(sparse));
+    if (!this.#agreedCalls.has(sparse)) {
+      await this.#compareSchedules(MOVE_PATTERNS, [schedule]);
+      this.#agreedCalls.set(sparse, sparse.calls);
+    }
+    // A rank alone agrees with itself: its own count, a state it loaded since included.
+    const agreed = this.#group.worldSize === 1 ? sparse.calls : (this.#agreedCalls.get(sparse) ?? sparse.calls);
+    if (!movesAfter(sparse, agreed)) {
       sparse.skipStep();
+      this.#agreedCalls.set(sparse, agreed + 1);
       return new Map();
     }
     const before = new Map(layers.map((layer) => [layer, layer.pattern]));
-    // Rank 0 decides once the ranks agree on the layers moved: a layer frozen on some ranks only is moved by rank 0's alone.
+    // Rank 0 decides once the ranks agree on the schedule and the layers moved: a layer frozen on some ranks only is moved by rank 0's alone.
     const decide = () => {
-      if (this.#group.rank === 0) sparse.step(loss);
-      else sparse.skipStep();
+      try {
+        if (this.#group.rank === 0) sparse.step(loss);
+        else sparse.skipStep();
+      } finally {
+        // The schedules were found equal, counts included: every rank counted this call from the same count.
+        this.#agreedCalls.set(sparse, sparse.calls);
+      }
     };
-    const patterns = await this.#broadcastPatterns({ moved: new Set(layers), decide });
+    const patterns = await this.#broadcastPatterns({ moved: new Set(layers), schedule, decide });
     const values = new Map<BlockSparseLinear, Tensor>();
     for (const [layer, pattern] of patterns) {
       const weight = layer.weight.value;
@@ -293,27 +332,38 @@ export class DistributedDataParallel extends Module {
   }
 
   /**
-   * Once per SparseOptimizer, in movePatterns' first call with it: one allGather of what decides which calls move (its
-   * calls so far, every, totalSteps), so that ranks whose schedules differ all get a ReplicaDivergenceError naming them.
-   * Otherwise a rank whose call does not move returns while another enters the move's collectives: a hang on NCCL.
-   * From then on the ranks' calls move alike, as every rank calls movePatterns where it would call sparse.step.
+   * One allGather of `schedules` (per SparseOptimizer: how many of the layers it moves are outside this model, then
+   * its scheduleValues; as many on every rank), then the same error on every rank where they differ: a ValueError when
+   * some rank's moves layers outside its model, else a ScheduleMismatchError naming each setting and every rank's value.
    */
-  async #checkSchedule(sparse: SparseOptimizer): Promise<void> {
-    const { calls, options } = sparse.stateDict();
-    const fields = { calls, every: options.every, totalSteps: options.totalSteps };
-    const values = Object.values(fields);
-    const all = await this.#allGatherInt32([digest32(JSON.stringify(values)), ...values.map((v) => (v === null ? -1 : Math.min(v, 2 ** 31 - 1)))]);
+  async #compareSchedules(where: string, schedules: Float64Array[]): Promise<void> {
+    const width = 1 + SCHEDULE_SETTINGS.length;
+    const own = new Float64Array(schedules.length * width);
+    for (const [i, schedule] of schedules.entries()) own.set(schedule, i * width);
+    // Each float64 as two int32 words: exact for fractions, counts past 2^31 and a totalSteps of Infinity.
+    const all = this.#group.worldSize === 1 ? own : new Float64Array(Int32Array.from(await this.#allGatherInt32(new Int32Array(own.buffer))).buffer);
     const ranks = Array.from({ length: this.#group.worldSize }, (_, r) => r);
-    if (ranks.every((r) => all[4 * r] === all[0])) {
-      this.#agreedSchedules.add(sparse);
-      return;
+    const value = (r: number, i: number, field: number) => all[(r * schedules.length + i) * width + field];
+    const outside = ranks.filter((r) => schedules.some((_, i) => value(r, i, 0) > 0));
+    if (outside.length > 0) {
+      throw new ValueError(`${where}: the SparseOptimizer moves layers that are not in this model${this.#group.worldSize > 1 ? ` (on rank(s) ${outside.join(", ")})` : ""}`);
     }
-    const shown = (r: number, i: number) => (all[4 * r + 1 + i] === -1 ? "none" : `${all[4 * r + 1 + i]}`);
-    const differing = Object.keys(fields).flatMap((name, i) =>
-      ranks.some((r) => shown(r, i) !== shown(0, i)) ? [`${name} ${ranks.map((r) => `${shown(r, i)} on rank ${r}`).join(", ")}`] : [],
+    const differences: ScheduleDifference[] = [];
+    schedules.forEach((_, i) => {
+      SCHEDULE_SETTINGS.forEach((setting, s) => {
+        const values = ranks.map((r) => value(r, i, 1 + s));
+        if (values.some((v) => v !== values[0])) differences.push({ optimizer: i, setting, values: values.map((v) => settingValue(setting, v)) });
+      });
+    });
+    // Every rank sees the same values: all return here alike (after digests that differed, a guard only).
+    if (differences.length === 0) return;
+    const shown = (v: number | string | null) => (v === null ? "none" : typeof v === "string" ? JSON.stringify(v) : String(v));
+    const details = differences.map(
+      ({ optimizer, setting, values }) => `${schedules.length > 1 ? `SparseOptimizer #${optimizer}'s ` : ""}${setting} ${values.map((v, r) => `${shown(v)} on rank ${r}`).join(", ")}`,
     );
-    throw new ReplicaDivergenceError(
-      `DistributedDataParallel.movePatterns: the ranks' SparseOptimizers would move patterns at different calls: ${differing.join("; ") || "their schedules differ"}. Give every rank's SparseOptimizer the same every and totalSteps, the same loaded state, and call movePatterns on every rank where sparse.step would run`,
+    throw new ScheduleMismatchError(
+      differences,
+      `${where}: the ranks' SparseOptimizers have different schedules: ${details.join("; ")}. Give every rank's SparseOptimizer the same options and state (a resumed run loads the same stateDict on every rank), and move patterns only with movePatterns, called on every rank where sparse.step would run`,
     );
   }
 
@@ -413,32 +463,51 @@ export class DistributedDataParallel extends Module {
    * rank's number of block-sparse layers (so that the next one has the same size on every rank),
    * an allGather of every rank's block counts and layer sizes (so that a layer of another size on
    * some rank fails on every rank, instead of taking rank 0's block positions in another grid),
-   * then a broadcast of rank 0's block positions. For a pattern move, the first one also carries a
-   * digest of which layers `moving.moved` holds (a SparseOptimizer's layers: those whose weight
-   * takes gradients), and `moving.decide` (rank 0's step) runs only once the ranks agree on them.
+   * then a broadcast of rank 0's block positions. For a pattern move, the first one also carries
+   * digests of the SparseOptimizer's schedule (`moving.schedule`, as #compareSchedules takes it) and
+   * of which layers `moving.moved` holds (a SparseOptimizer's layers: those whose weight takes
+   * gradients), `moving.decide` (rank 0's step) runs only once the ranks agree on both, and the
+   * second one carries whether it threw, so that every rank stops there if it did.
    */
-  async #broadcastPatterns(moving?: { moved: ReadonlySet<BlockSparseLinear>; decide: () => void }): Promise<Map<BlockSparseLinear, BsrPattern>> {
+  async #broadcastPatterns(moving?: { moved: ReadonlySet<BlockSparseLinear>; schedule: Float64Array; decide: () => void }): Promise<Map<BlockSparseLinear, BsrPattern>> {
     const named = this.module.namedModules().filter((entry): entry is [string, BlockSparseLinear] => entry[1] instanceof BlockSparseLinear);
     const layers = named.map(([, layer]) => layer);
     const movedFlags = Int32Array.from(layers, (layer) => (moving?.moved.has(layer) ? 1 : 0));
+    const scheduleDigest = moving === undefined ? 0 : digest32(moving.schedule);
     // Before the gather sized by the layer count: gathers of other sizes are a CollectiveError about shapes on the CPU group, a hang or garbage on NCCL.
-    const counts = this.#group.worldSize === 1 ? [layers.length, 0] : await this.#allGatherInt32([layers.length, digest32(movedFlags)]);
+    const counts = this.#group.worldSize === 1 ? [layers.length, 0, 0] : await this.#allGatherInt32([layers.length, digest32(movedFlags), scheduleDigest]);
     const ranks = Array.from({ length: this.#group.worldSize }, (_, r) => r);
-    if (ranks.some((r) => counts[2 * r] !== counts[0])) {
-      const where = ranks.map((r) => `${counts[2 * r]} on rank ${r}`).join(", ");
+    if (ranks.some((r) => counts[3 * r] !== counts[0])) {
+      const where = ranks.map((r) => `${counts[3 * r]} on rank ${r}`).join(", ");
       throw new ReplicaDivergenceError(`DistributedDataParallel: the ranks built different models: their numbers of block-sparse layers differ (${where})`);
     }
-    if (ranks.some((r) => counts[2 * r + 1] !== counts[1])) await this.#throwMovedMismatch(named, movedFlags);
-    moving?.decide();
-    if (layers.length === 0) return new Map();
+    // Where every rank's SparseOptimizer moves layers outside its model too, alike: the same ValueError on every rank.
+    if (moving !== undefined && (ranks.some((r) => counts[3 * r + 2] !== counts[2]) || moving.schedule[0] > 0)) await this.#compareSchedules(MOVE_PATTERNS, [moving.schedule]);
+    if (ranks.some((r) => counts[3 * r + 1] !== counts[1])) await this.#throwMovedMismatch(named, movedFlags);
+    let failure: { error: unknown } | undefined;
+    try {
+      moving?.decide();
+    } catch (error) {
+      failure = { error };
+    }
+    if (layers.length === 0) {
+      if (failure !== undefined) throw failure.error;
+      return new Map();
+    }
     const backend = this.#backend();
-    // Per layer: its block count, rows, columns, block rows and block columns.
+    // Per layer: its block count, rows, columns, block rows and block columns; after whether this rank's decide threw.
     const fields = 5;
+    const stride = 1 + layers.length * fields;
     const describe = (values: ArrayLike<number>, at: number) => `[${values[at + 1]}, ${values[at + 2]}] in [${values[at + 3]}, ${values[at + 4]}] blocks`;
-    const described = await this.#allGatherInt32(layers.flatMap((layer) => [layer.nnzBlocks, ...layer.pattern.shape, ...layer.pattern.blockShape]));
+    const described = await this.#allGatherInt32([failure === undefined ? 0 : 1, ...layers.flatMap((layer) => [layer.nnzBlocks, ...layer.pattern.shape, ...layer.pattern.blockShape])]);
+    if (failure !== undefined) throw failure.error;
+    const failed = ranks.filter((r) => described[r * stride] !== 0);
+    if (failed.length > 0) {
+      throw new DistributedError(`${MOVE_PATTERNS}: rank ${failed.join(", ")}'s SparseOptimizer.step failed (its error is on that rank), so no other rank took its patterns`);
+    }
     const mismatches: string[] = [];
     named.forEach(([name], i) => {
-      const sizes = (r: number) => describe(described, (r * layers.length + i) * fields);
+      const sizes = (r: number) => describe(described, r * stride + 1 + i * fields);
       const differing = Array.from({ length: this.#group.worldSize }, (_, r) => r).filter((r) => sizes(r) !== sizes(0));
       if (differing.length > 0) {
         const where = differing.map((r) => `${sizes(r)} on rank ${r}`).join(", ");
@@ -446,7 +515,7 @@ export class DistributedDataParallel extends Module {
       }
     });
     if (mismatches.length > 0) throw new ReplicaDivergenceError(`DistributedDataParallel: the ranks built different models: ${mismatches.join("; ")}`);
-    const nnz = layers.map((_, i) => described[i * fields]);
+    const nnz = layers.map((_, i) => described[1 + i * fields]);
     const all = new Int32Array(nnz.reduce((a, b) => a + b, 0));
     if (this.#group.rank === 0) {
       let offset = 0;
@@ -499,26 +568,25 @@ export class DistributedDataParallel extends Module {
     );
   }
 
-  /**
-   * Before any bucket is reduced: checks that every rank has the same parameters taking gradients
-   * and the same block-sparse patterns (the buckets are planned from them, and a gradient's
-   * values are per block), in one allGather of six numbers per rank (parameter count, how many
-   * take gradients, a digest of which, a digest of the patterns, the count of unused parameters,
-   * a digest of every parameter's dtype and shape). Only when they differ, a second
-   * allGather finds the parameters that differ, and every rank throws the same error naming them,
-   * instead of calling collectives of other sizes (a CollectiveError about shapes on the CPU
-   * group; a hang or wrong sums on NCCL) or averaging the gradients of different blocks. A
-   * parameter frozen on every rank is left out of the buckets on every rank, as before.
-   */
   /** Parameters that take gradients, hold none and are not `reached` (by the coming backward): this rank's unused ones. */
   #unusedCount(reached: (parameter: Parameter) => boolean): number {
     return this.module.parameters().filter((parameter) => parameter.requiresGrad && parameter.grad === null && !reached(parameter)).length;
   }
 
   /**
-   * Checks that the ranks agree on the model (see backward); returns whether any rank has `unused`
-   * parameters (then the reduction asks which parameters held a gradient anywhere: one more small
-   * collective, which steps where every parameter is used never pay).
+   * Before any bucket is reduced: checks that every rank has the same parameters taking gradients
+   * and the same block-sparse patterns (the buckets are planned from them, and a gradient's
+   * values are per block), and that the SparseOptimizers given to movePatterns still have the same
+   * schedules (a count that drifted apart would send ranks into different collectives at a later
+   * move), in one allGather of eight numbers per rank (parameter count, how many take gradients, a
+   * digest of which, a digest of the patterns, the count of unused parameters, a digest of every
+   * parameter's dtype and shape, the number of SparseOptimizers and a digest of their schedules).
+   * Only when they differ, a second allGather finds what differs, and every rank throws the same
+   * error naming it, instead of calling collectives of other sizes (a CollectiveError about shapes
+   * on the CPU group; a hang or wrong sums on NCCL) or averaging the gradients of different blocks.
+   * A parameter frozen on every rank is left out of the buckets on every rank, as before. Returns
+   * whether any rank has `unused` parameters (then the reduction asks which parameters held a
+   * gradient anywhere: one more small collective, which steps where every parameter is used never pay).
    */
   async #checkGradientAgreement(where: string, unused: number): Promise<boolean> {
     const worldSize = this.#group.worldSize;
@@ -539,13 +607,31 @@ export class DistributedDataParallel extends Module {
     // Per parameter: its name, dtype and shape (a block-sparse weight's dense shape: its block count is the pattern check's).
     const layouts = named.map(([, parameter]) => layoutOf(parameter));
     const layoutDigests = Int32Array.from(named, ([name], i) => identityDigest(name, layouts[i]));
-    const fields = 6;
-    const fingerprints = await this.#allGatherInt32([count, flags.reduce((a, b) => a + b, 0), digest32(flags), digest32(patternDigests), unused, digest32(layoutDigests)]);
+    // Per SparseOptimizer: as movePatterns compares it (none of its layers can be outside the model: its first call checked).
+    const sparses = [...this.#agreedCalls.keys()];
+    const schedules = sparses.map((sparse) => Float64Array.of(0, ...scheduleValues(sparse)));
+    const scheduleDigests = Int32Array.from(schedules, (schedule) => digest32(schedule));
+    const fields = 8;
+    const fingerprints = await this.#allGatherInt32([
+      count,
+      flags.reduce((a, b) => a + b, 0),
+      digest32(flags),
+      digest32(patternDigests),
+      unused,
+      digest32(layoutDigests),
+      sparses.length,
+      digest32(scheduleDigests),
+    ]);
     const ranks = Array.from({ length: worldSize }, (_, r) => r);
     const field = (r: number, f: number) => fingerprints[r * fields + f];
     const agree = (f: number) => ranks.every((r) => field(r, f) === field(0, f));
     const exchange = ranks.some((r) => field(r, 4) > 0);
-    if (agree(0) && agree(1) && agree(2) && agree(3) && agree(5)) return exchange;
+    // The schedules are equal on every rank, counts included: each rank's count is the one they agree on (a state loaded on every rank alike, too).
+    const schedulesAgreed = () => {
+      for (const sparse of sparses) this.#agreedCalls.set(sparse, sparse.calls);
+      return exchange;
+    };
+    if (agree(0) && agree(1) && agree(2) && agree(3) && agree(5) && agree(6) && agree(7)) return schedulesAgreed();
     if (!agree(0)) {
       const counts = ranks.map((r) => `${field(r, 0)} on rank ${r}`).join(", ");
       throw new ReplicaDivergenceError(`${where}: the ranks built different models: their numbers of parameters differ (${counts})`);
@@ -574,18 +660,26 @@ export class DistributedDataParallel extends Module {
     }
     // Same sizes in other shapes would be averaged silently (a [4, 8] weight's gradient with a [8, 4] one's); other sizes hang NCCL.
     if (!agree(5)) await this.#throwLayoutMismatch(where, named, layouts);
-    if (agree(3)) return exchange;
-    const all = await this.#allGatherInt32(patternDigests);
-    const details: string[] = [];
-    named.forEach(([name], i) => {
-      const differing = ranks.filter((r) => all[r * count + i] !== all[i]);
-      if (differing.length > 0) details.push(`${label(name, i)} has another block-sparse pattern than rank 0's on rank(s) ${differing.join(", ")}`);
-    });
-    // A guard only, as above: equal digests give equal fingerprints.
-    if (details.length === 0) return exchange;
-    throw new ReplicaDivergenceError(
-      `${where}: the ranks hold different block-sparse patterns, so they would average the gradients of different blocks: ${details.join("; ")}. Move patterns with DistributedDataParallel.movePatterns (rank 0 decides, every rank follows) rather than sparse.step on each rank`,
-    );
+    if (!agree(3)) {
+      const all = await this.#allGatherInt32(patternDigests);
+      const details: string[] = [];
+      named.forEach(([name], i) => {
+        const differing = ranks.filter((r) => all[r * count + i] !== all[i]);
+        if (differing.length > 0) details.push(`${label(name, i)} has another block-sparse pattern than rank 0's on rank(s) ${differing.join(", ")}`);
+      });
+      // A guard only, as above: equal digests give equal fingerprints.
+      if (details.length > 0) {
+        throw new ReplicaDivergenceError(
+          `${where}: the ranks hold different block-sparse patterns, so they would average the gradients of different blocks: ${details.join("; ")}. Move patterns with DistributedDataParallel.movePatterns (rank 0 decides, every rank follows) rather than sparse.step on each rank`,
+        );
+      }
+    }
+    if (!agree(6)) {
+      const counts = ranks.map((r) => `${field(r, 6)} on rank ${r}`).join(", ");
+      throw new ReplicaDivergenceError(`${where}: the ranks have given movePatterns different numbers of SparseOptimizers (${counts}): give every rank's movePatterns the same ones, at the same calls`);
+    }
+    if (!agree(7)) await this.#compareSchedules(where, schedules);
+    return schedulesAgreed();
   }
 
   /**
@@ -728,6 +822,38 @@ export class DistributedDataParallel extends Module {
     const all = await this.#allGatherInt32(held.map((h) => (h ? 1 : 0)));
     return held.map((_, i) => Array.from({ length: this.#group.worldSize }, (_, r) => all[r * held.length + i] === 1).some(Boolean));
   }
+}
+
+/** `sparse`'s SCHEDULE_SETTINGS as numbers: a name as its index in SCHEDULE_CHOICES (-1 for another), a totalSteps that never comes as Infinity. */
+function scheduleValues(sparse: SparseOptimizer): number[] {
+  const { calls, options } = sparse.stateDict();
+  const state: Record<string, number | string | null> = { calls, ...options };
+  return SCHEDULE_SETTINGS.map((setting) => {
+    const value = state[setting];
+    if (value === null) return Number.POSITIVE_INFINITY;
+    return typeof value === "string" ? (SCHEDULE_CHOICES[setting]?.indexOf(value) ?? -1) : value;
+  });
+}
+
+/** One of scheduleValues' numbers as the setting's value (null: totalSteps never comes). */
+function settingValue(setting: string, value: number): number | string | null {
+  const choices = SCHEDULE_CHOICES[setting];
+  if (choices !== undefined) return choices[value] ?? "another value";
+  return value === Number.POSITIVE_INFINITY ? null : value;
+}
+
+/**
+ * Whether `sparse`'s call after `calls` calls (the count the ranks agreed on) moves the patterns, by its own schedule:
+ * `sparse.willUpdate()` where its count is that one, else the answer of a copy of it loaded with that count.
+ */
+function movesAfter(sparse: SparseOptimizer, calls: number): boolean {
+  if (sparse.calls === calls) return sparse.willUpdate();
+  const state = sparse.stateDict();
+  const { totalSteps, ...options } = state.options;
+  // An explicit seed: a copy must not draw one from core's global generator.
+  const copy = new SparseOptimizer([], { ...options, totalSteps: totalSteps ?? undefined, seed: 0 });
+  copy.loadStateDict({ ...state, calls });
+  return copy.willUpdate();
 }
 
 /** A parameter's dtype and shape as the ranks compare them; a block-sparse weight's is its dense shape and block shape. */

@@ -80,6 +80,34 @@ export class ReplicaDivergenceError extends DistributedError {
   override name = "ReplicaDivergenceError";
 }
 
+/** One setting of a SparseOptimizer's schedule that differs between ranks: its value on each rank, by rank. */
+export interface ScheduleDifference {
+  /** Which SparseOptimizer: its place among those given to `movePatterns` (0 for movePatterns' own). */
+  optimizer: number;
+  /** "calls" (made so far) or an option of SparseOptimizer ("every", "totalSteps", "fraction", ...). */
+  setting: string;
+  /** The setting on rank 0, 1, ...: totalSteps null where it never stops. */
+  values: readonly (number | string | null)[];
+}
+
+/**
+ * The ranks' SparseOptimizers have different schedules (options or calls so far), so they would decide
+ * differently when to move the patterns (one rank would wait forever in a move the others skip) or move them
+ * by rank 0's settings alone. Thrown on every rank by `DistributedDataParallel.movePatterns`, before any
+ * rank moves or counts the call, and by `backward` and `allReduceGradients` when the counts have drifted
+ * apart since (a state loaded, or `sparse.step` called, on some ranks only). `differences` names each setting.
+ */
+export class ScheduleMismatchError extends ReplicaDivergenceError {
+  override name = "ScheduleMismatchError";
+  constructor(
+    readonly differences: readonly ScheduleDifference[],
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
 /**
  * The ranks disagree on which parameters take gradients (a parameter frozen, `requiresGrad`
  * false, on some ranks only), so they would all-reduce different gradient buckets. Found by

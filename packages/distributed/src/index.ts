@@ -2,7 +2,7 @@ export const version = "0.1.0";
 
 export { CpuProcessGroup } from "./cpu_group";
 export { type DistributedEnv, defaultJobId, readDistributedEnv } from "./env";
-export { CollectiveError, DistributedEnvError, DistributedError, GradientMismatchError, NcclError, RankFailedError, ReplicaDivergenceError, StoreError, StoreJobMismatchError, StoreProtocolError, StoreTimeoutError } from "./errors";
+export { CollectiveError, DistributedEnvError, DistributedError, GradientMismatchError, NcclError, RankFailedError, ReplicaDivergenceError, type ScheduleDifference, ScheduleMismatchError, StoreError, StoreJobMismatchError, StoreProtocolError, StoreTimeoutError } from "./errors";
 export { type InitProcessGroupOptions, initProcessGroup } from "./init";
 export { NcclProcessGroup } from "./nccl_group";
 export { LAUNCHER_USAGE, type LaunchOptions, launch, parseLauncherArgs } from "./launcher";

@@ -20,6 +20,7 @@ import {
   Rendezvous,
   ReplicaDivergenceError,
   readDistributedEnv,
+  ScheduleMismatchError,
   StoreError,
   StoreTimeoutError,
   TcpStore,
@@ -879,7 +880,7 @@ describe("DistributedDataParallel on replicas that differ, and on failing collec
     for (const result of results) {
       expect(result.status === "rejected" && result.reason).toBeInstanceOf(ReplicaDivergenceError);
       expect(result.status === "rejected" && (result.reason as Error).message).toContain(
-        "the ranks' SparseOptimizers would move patterns at different calls: every 1 on rank 0, 2 on rank 1. Give every rank's SparseOptimizer the same every and totalSteps",
+        "DistributedDataParallel.movePatterns: the ranks' SparseOptimizers have different schedules: every 1 on rank 0, 2 on rank 1. Give every rank's SparseOptimizer the same options and state",
       );
     }
     expect([m0, m1].map((m, rank) => (m.getSubmodule("0") as BlockSparseLinear).pattern === patterns[rank])).toEqual([true, true]);
@@ -897,6 +898,154 @@ describe("DistributedDataParallel on replicas that differ, and on failing collec
       expect(moves.map((m) => m.size)).toEqual(call % 2 === 1 ? [1, 1] : [0, 0]);
     }
     await Promise.all(ddps.map((ddp) => ddp.checkReplicas()));
+  });
+
+  it("movePatterns with SparseOptimizers of other fractions, cosine schedules, regrowth or new blocks fails every rank with a ScheduleMismatchError naming each setting and every rank's value, before anything moves or counts", async () => {
+    const [g0, g1] = await twoRanks();
+    const [m0, m1] = [blockSparse(16, 32, 1), blockSparse(16, 32, 1)];
+    const ddps = await Promise.all([DistributedDataParallel.create(m0, g0), DistributedDataParallel.create(m1, g1)]);
+    const patterns = [m0, m1].map((m) => (m.getSubmodule("0") as BlockSparseLinear).pattern);
+    // The same calls, every and totalSteps: both ranks' first call moves, rank 0's settings alone would decide how.
+    const sparse = [
+      new SparseOptimizer(m0, { fraction: 0.25, totalSteps: 100, seed: 3 }),
+      new SparseOptimizer(m1, { fraction: 0.5, schedule: "cosine", totalSteps: 100, regrow: "gradient", newBlocks: "normal", scale: 0.5, seed: 3 }),
+    ];
+    const results = await within(Promise.allSettled(ddps.map((ddp, rank) => ddp.movePatterns(sparse[rank]))), 10_000);
+    for (const result of results) {
+      expect(result.status === "rejected" && result.reason).toBeInstanceOf(ScheduleMismatchError);
+      expect(result.status === "rejected" && (result.reason as ScheduleMismatchError).differences).toEqual([
+        { optimizer: 0, setting: "fraction", values: [0.25, 0.5] },
+        { optimizer: 0, setting: "schedule", values: ["constant", "cosine"] },
+        { optimizer: 0, setting: "regrow", values: ["random", "gradient"] },
+        { optimizer: 0, setting: "newBlocks", values: ["zeros", "normal"] },
+        { optimizer: 0, setting: "scale", values: [0.1, 0.5] },
+      ]);
+      expect(result.status === "rejected" && (result.reason as Error).message).toBe(
+        "DistributedDataParallel.movePatterns: the ranks' SparseOptimizers have different schedules: fraction 0.25 on rank 0, 0.5 on rank 1; " +
+          'schedule "constant" on rank 0, "cosine" on rank 1; regrow "random" on rank 0, "gradient" on rank 1; newBlocks "zeros" on rank 0, "normal" on rank 1; scale 0.1 on rank 0, 0.5 on rank 1. ' +
+          "Give every rank's SparseOptimizer the same options and state (a resumed run loads the same stateDict on every rank), and move patterns only with movePatterns, called on every rank where sparse.step would run",
+      );
+    }
+    expect([m0, m1].map((m, rank) => (m.getSubmodule("0") as BlockSparseLinear).pattern === patterns[rank])).toEqual([true, true]);
+    expect(sparse.map((s) => s.calls)).toEqual([0, 0]);
+  });
+
+  it("a SparseOptimizer count changed on one rank after movePatterns' first call (a state loaded there only) fails every rank with a ScheduleMismatchError at the next move or backward, instead of one rank moving alone", async () => {
+    const [g0, g1] = await twoRanks();
+    const [m0, m1] = [blockSparse(16, 32, 1), blockSparse(16, 32, 1)];
+    const ddps = await Promise.all([DistributedDataParallel.create(m0, g0), DistributedDataParallel.create(m1, g1)]);
+    const layers = [m0, m1].map((m) => m.getSubmodule("0") as BlockSparseLinear);
+    const sparse = [m0, m1].map((m) => new SparseOptimizer(m, { fraction: 0.25, every: 2, seed: 3 }));
+    const move = () => within(Promise.allSettled(ddps.map((ddp, rank) => ddp.movePatterns(sparse[rank]))), 10_000);
+    const moved = (results: PromiseSettledResult<Map<BlockSparseLinear, unknown>>[]) => results.map((result) => (result.status === "fulfilled" ? result.value.size : result.reason));
+    const hint = ". Give every rank's SparseOptimizer the same options and state";
+    expect(moved(await move())).toEqual([0, 0]);
+    // Rank 1 back to call 0: rank 0's next call moves (call 2), rank 1's own would not (call 1).
+    sparse[1].loadStateDict({ ...sparse[1].stateDict(), calls: 0 });
+    const patterns = layers.map((layer) => layer.pattern);
+    for (const result of await move()) {
+      expect(result.status === "rejected" && result.reason).toBeInstanceOf(ScheduleMismatchError);
+      expect(result.status === "rejected" && (result.reason as Error).message).toContain(`movePatterns: the ranks' SparseOptimizers have different schedules: calls 1 on rank 0, 0 on rank 1${hint}`);
+    }
+    expect(layers.map((layer, rank) => layer.pattern === patterns[rank])).toEqual([true, true]);
+    expect(sparse.map((s) => s.calls)).toEqual([1, 0]);
+    // In step again: the move happens on both ranks.
+    sparse[1].loadStateDict({ ...sparse[1].stateDict(), calls: 1 });
+    expect(moved(await move())).toEqual([1, 1]);
+    // Rank 0 one call ahead where the agreed call does not move (its own would): no rank moves, and the next backward fails every rank before any bucket is reduced.
+    sparse[0].skipStep();
+    expect(moved(await move())).toEqual([0, 0]);
+    expect(sparse.map((s) => s.calls)).toEqual([4, 3]);
+    const x = tensor(Array.from({ length: 32 }, (_, i) => i / 10), [2, 16]);
+    const backward = async () => {
+      const losses = ddps.map((ddp) => tidy(() => sum(ddp.forward(x))));
+      const results = await within(Promise.allSettled(ddps.map((ddp, rank) => ddp.backward(losses[rank]))), 10_000);
+      for (const loss of losses) loss.dispose();
+      return results;
+    };
+    for (const result of await backward()) {
+      expect(result.status === "rejected" && result.reason).toBeInstanceOf(ScheduleMismatchError);
+      expect(result.status === "rejected" && (result.reason as Error).message).toContain(`backward: the ranks' SparseOptimizers have different schedules: calls 4 on rank 0, 3 on rank 1${hint}`);
+    }
+    expect(layers.map((layer) => layer.weight.grad)).toEqual([null, null]);
+    // The same state loaded on every rank (a resumed run): backward agrees again, and the ranks move alike at call 6.
+    for (const s of sparse) s.loadStateDict({ ...s.stateDict(), calls: 5 });
+    expect((await backward()).map((result) => result.status)).toEqual(["fulfilled", "fulfilled"]);
+    expect(moved(await move())).toEqual([1, 1]);
+    await Promise.all(ddps.map((ddp) => ddp.checkReplicas()));
+    x.dispose();
+    for (const ddp of ddps) ddp.zeroGrad();
+  });
+
+  it("a move whose step fails on rank 0 (gradient regrowth without its loss closure) fails every rank at once, rank 0 with its error and the others saying so, instead of leaving them in the move's next collective", async () => {
+    // A long collective timeout: the CPU group would otherwise fail the waiting rank with a CollectiveError itself.
+    const [g0, g1] = await twoRanks(60_000);
+    const [m0, m1] = [blockSparse(16, 32, 1), blockSparse(16, 32, 1)];
+    const ddps = await Promise.all([DistributedDataParallel.create(m0, g0), DistributedDataParallel.create(m1, g1)]);
+    const sparse = [m0, m1].map((m) => new SparseOptimizer(m, { fraction: 0.25, regrow: "gradient", seed: 3 }));
+    const results = await within(Promise.allSettled(ddps.map((ddp, rank) => ddp.movePatterns(sparse[rank]))), 10_000);
+    expect(results[0].status === "rejected" && (results[0].reason as Error).message).toMatch(/regrow "gradient" needs a closure computing the loss/);
+    expect(results[1].status === "rejected" && (results[1].reason as Error).message).toBe(
+      "DistributedDataParallel.movePatterns: rank 0's SparseOptimizer.step failed (its error is on that rank), so no other rank took its patterns",
+    );
+    expect(results[1].status === "rejected" && results[1].reason).toBeInstanceOf(DistributedError);
+    expect(sparse.map((s) => s.calls)).toEqual([1, 1]);
+    // With the closure, the next call moves on both ranks.
+    const x = tensor(Array.from({ length: 32 }, (_, i) => i / 10), [2, 16]);
+    const moves = await within(Promise.all(ddps.map((ddp, rank) => ddp.movePatterns(sparse[rank], () => sum(ddp.forward(x))))), 10_000);
+    expect(moves.map((m) => m.size)).toEqual([1, 1]);
+    await Promise.all(ddps.map((ddp) => ddp.checkReplicas()));
+    x.dispose();
+  });
+
+  it("movePatterns given a SparseOptimizer of another model on one rank fails every rank with a ValueError naming the rank, instead of leaving the others in the schedules' gather", async () => {
+    const [g0, g1] = await twoRanks(60_000);
+    const [m0, m1] = [blockSparse(16, 32, 1), blockSparse(16, 32, 1)];
+    const ddps = await Promise.all([DistributedDataParallel.create(m0, g0), DistributedDataParallel.create(m1, g1)]);
+    const sparse = [new SparseOptimizer(m0, { fraction: 0.25, seed: 3 }), new SparseOptimizer(blockSparse(16, 32, 1), { fraction: 0.25, seed: 3 })];
+    for (const result of await within(Promise.allSettled(ddps.map((ddp, rank) => ddp.movePatterns(sparse[rank]))), 10_000)) {
+      expect(result.status === "rejected" && result.reason).toBeInstanceOf(ValueError);
+      expect(result.status === "rejected" && (result.reason as Error).message).toBe("DistributedDataParallel.movePatterns: the SparseOptimizer moves layers that are not in this model (on rank(s) 1)");
+    }
+    expect(sparse.map((s) => s.calls)).toEqual([0, 0]);
+  });
+
+  it("SparseOptimizers with the same schedule (seeds aside) move alike through backward steps: one allGather at the first call, none on calls that do not move, backward's own allGather alone", async () => {
+    const [g0, g1] = await twoRanks();
+    const calls: string[][] = [[], []];
+    const models = [blockSparse(16, 32, 1), blockSparse(16, 32, 1)];
+    const ddps = await Promise.all(models.map((m, rank) => DistributedDataParallel.create(m, countingGroup([g0, g1][rank], calls[rank]))));
+    const options = { fraction: 0.5, every: 2, schedule: "cosine", totalSteps: 6, regrow: "gradient", newBlocks: "normal" } as const;
+    // Seeds left to the default on one rank: rank 0 draws the moves.
+    const sparse = [new SparseOptimizer(models[0], { ...options, seed: 3 }), new SparseOptimizer(models[1], options)];
+    const x = randn([4, 16], { seed: 5 });
+    const collectives: string[][][] = [];
+    for (let step = 1; step <= 6; step++) {
+      for (const log of calls) log.length = 0;
+      const losses = ddps.map((ddp) => tidy(() => sum(ddp.forward(x))));
+      await within(Promise.all(ddps.map((ddp, rank) => ddp.backward(losses[rank]))), 10_000);
+      for (const loss of losses) loss.dispose();
+      const moves = await within(Promise.all(ddps.map((ddp, rank) => ddp.movePatterns(sparse[rank], () => sum(ddp.forward(x))))), 10_000);
+      expect(moves.map((m) => m.size)).toEqual(step === 2 || step === 4 ? [1, 1] : [0, 0]);
+      expect([...moves[1].values()]).toEqual([...moves[0].values()]);
+      collectives.push(calls.map((log) => log.filter((call) => call !== "allReduce")));
+      for (const ddp of ddps) ddp.zeroGrad();
+    }
+    const [backward, first, move] = [["allGather"], ["allGather", "allGather"], ["allGather", "allGather", "allGather", "broadcast", "broadcast"]];
+    expect(collectives.map(([rank0]) => rank0)).toEqual([first, move, backward, move, backward, backward]);
+    expect(collectives.map(([, rank1]) => rank1)).toEqual([first, move, backward, move, backward, backward]);
+    await Promise.all(ddps.map((ddp) => ddp.checkReplicas()));
+    x.dispose();
+  });
+
+  it("movePatterns on a rank alone follows its SparseOptimizer's own count, a state loaded after the first call included", async () => {
+    const model = blockSparse(16, 32, 1);
+    const ddp = await DistributedDataParallel.create(model, recordingGroup([]));
+    const sparse = new SparseOptimizer(model, { fraction: 0.25, every: 2, seed: 3 });
+    expect((await ddp.movePatterns(sparse)).size).toBe(0);
+    sparse.loadStateDict({ ...sparse.stateDict(), calls: 0 });
+    expect((await ddp.movePatterns(sparse)).size).toBe(0);
+    expect((await ddp.movePatterns(sparse)).size).toBe(1);
   });
 
   it("checkReplicas leaves no tensor behind", async () => {
