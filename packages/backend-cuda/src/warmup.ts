@@ -23,6 +23,8 @@ export function warmUp(backend: CudaBackend): number {
     const out = kernel({ inputs, attrs, backend });
     made.push(...(Array.isArray(out) ? out : [out]));
   };
+  // Not tuned: its small shapes would time every route, and land in the records and any autotune cache file.
+  const tuning = backend.setAutotune(false);
   try {
   for (const dtype of ["bfloat16", "float16", "float32"] as const) {
     // Dense products as Linear's gradients run them: x W^T, dY W and dY^T X. cuBLAS creates its
@@ -87,6 +89,7 @@ export function warmUp(backend: CudaBackend): number {
   } finally {
     for (const info of made) backend.free(info.dataId);
     for (const pattern of patterns) backend.releasePattern(pattern);
+    backend.setAutotune(tuning);
   }
   return performance.now() - started;
 }

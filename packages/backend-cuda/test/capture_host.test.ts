@@ -9,7 +9,7 @@ vi.mock("../src/loader", async (importOriginal) => {
   return { ...(await importOriginal<typeof import("../src/loader")>()), startCuda: standInStart };
 });
 
-describe("calls that wait for the device during a graph capture (stand-in addon)", () => {
+describe("the host side on a stand-in addon: calls that wait for the device during a graph capture, and the warm-up", () => {
   const backend = new CudaBackend();
 
   test("synchronize and warmUp throw a GraphError naming themselves, before anything reaches the stream", () => {
@@ -54,6 +54,22 @@ describe("calls that wait for the device during a graph capture (stand-in addon)
     const graph = captureGraph(() => null, { backend });
     graph.dispose();
     backend.synchronize();
+  });
+
+  test("warmUp runs with autotuning off and puts the setting back (its small shapes never reach the records or a cache file)", () => {
+    let on = true;
+    const setAutotune = vi.spyOn(standInAddon, "setAutotune").mockImplementation((value: boolean) => {
+      const was = on;
+      on = value;
+      return was;
+    });
+    try {
+      backend.warmUp();
+      expect(setAutotune.mock.calls.map(([value]) => value)).toEqual([false, true]);
+      expect(on).toBe(true);
+    } finally {
+      setAutotune.mockRestore();
+    }
   });
 
   test("a capture ended by endCapture, even one whose graph fails to instantiate, allows synchronize again", () => {
