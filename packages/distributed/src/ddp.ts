@@ -278,7 +278,7 @@ export class DistributedDataParallel extends Module {
     }
     // A rank alone agrees with itself: its own count, a state it loaded since included.
     const agreed = this.#group.worldSize === 1 ? sparse.calls : (this.#agreedCalls.get(sparse) ?? sparse.calls);
-    if (!movesAfter(sparse, agreed)) {
+    if (!sparse.willUpdate(agreed)) {
       sparse.skipStep();
       this.#agreedCalls.set(sparse, agreed + 1);
       return new Map();
@@ -840,20 +840,6 @@ function settingValue(setting: string, value: number): number | string | null {
   const choices = SCHEDULE_CHOICES[setting];
   if (choices !== undefined) return choices[value] ?? "another value";
   return value === Number.POSITIVE_INFINITY ? null : value;
-}
-
-/**
- * Whether `sparse`'s call after `calls` calls (the count the ranks agreed on) moves the patterns, by its own schedule:
- * `sparse.willUpdate()` where its count is that one, else the answer of a copy of it loaded with that count.
- */
-function movesAfter(sparse: SparseOptimizer, calls: number): boolean {
-  if (sparse.calls === calls) return sparse.willUpdate();
-  const state = sparse.stateDict();
-  const { totalSteps, ...options } = state.options;
-  // An explicit seed: a copy must not draw one from core's global generator.
-  const copy = new SparseOptimizer([], { ...options, totalSteps: totalSteps ?? undefined, seed: 0 });
-  copy.loadStateDict({ ...state, calls });
-  return copy.willUpdate();
 }
 
 /** A parameter's dtype and shape as the ranks compare them; a block-sparse weight's is its dense shape and block shape. */

@@ -319,9 +319,9 @@ export class SparseOptimizer {
     return (this.fraction / 2) * (1 + Math.cos((Math.PI * t) / this.totalSteps));
   }
 
-  /** Whether the next call of step() moves the patterns. */
-  willUpdate(): boolean {
-    const t = this.#calls + 1;
+  /** Whether the next call of step() moves the patterns; or the call after `calls` calls (a replica's agreed count). */
+  willUpdate(calls = this.#calls): boolean {
+    const t = calls + 1;
     return t % this.every === 0 && t < this.totalSteps;
   }
 

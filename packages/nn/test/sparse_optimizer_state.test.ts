@@ -222,6 +222,9 @@ describe("SparseOptimizer.loadStateDict refuses what does not fit, changing noth
     expect(sparse.stateDict()).toEqual(state);
     expect(sparse.calls).toBe(7);
     expect(sparse.willUpdate()).toBe(true);
+    // Asked about another count (a replica's agreed one): every 2 calls, so the call after 7 moves (the 8th), after 6 or 8 not.
+    expect([6, 7, 8].map((calls) => sparse.willUpdate(calls))).toEqual([false, true, false]);
+    expect(sparse.calls).toBe(7);
   });
 });
 
