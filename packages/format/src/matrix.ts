@@ -1,5 +1,5 @@
 import { type BsrDType, type BsrValues, decodeValues, encodeValues, isBsrDType } from "./dtype.js";
-import { BsrFormatError, checkOptionKeys, parseWith } from "./errors.js";
+import { BsrFormatError, checkOptionKeys, parseWith, quoted } from "./errors.js";
 import { BsrPattern, checkArrayLike, checkDensity, checkShapes, type Shape2, seededRandom } from "./pattern.js";
 import { scipyBsrInputSchema, torchBsrInputSchema } from "./schema.js";
 
@@ -145,6 +145,7 @@ export class BsrMatrix {
     const { blockShape, mask, density } = options;
     const { blockRows, blockCols } = checkShapes(shape, blockShape);
     checkArrayLike(dense, "dense", "an array of numbers (rows * cols, row-major)");
+    checkDenseNumbers(dense);
     const [rows, cols] = shape;
     const [blockHeight, blockWidth] = blockShape;
     if (dense.length !== rows * cols) {
@@ -171,6 +172,10 @@ export class BsrMatrix {
       }
     }
     const values = new Float32Array(pattern.nnzBlocks * blockHeight * blockWidth);
+    // A Float32Array moves as its bits: read as a number, a signaling NaN would get its quiet bit set.
+    const f32 = dense instanceof Float32Array;
+    const source: ArrayLike<number> = f32 ? new Uint32Array(dense.buffer, dense.byteOffset, dense.length) : dense;
+    const target = f32 ? new Uint32Array(values.buffer) : values;
     const { blockRow, blockCol } = pattern.coordinates;
     for (let k = 0; k < pattern.nnzBlocks; k++) {
       const top = blockRow[k] * blockHeight;
@@ -178,7 +183,7 @@ export class BsrMatrix {
       for (let r = 0; r < blockHeight; r++) {
         const from = (top + r) * cols + left;
         const to = (k * blockHeight + r) * blockWidth;
-        for (let c = 0; c < blockWidth; c++) values[to + c] = dense[from + c];
+        for (let c = 0; c < blockWidth; c++) target[to + c] = source[from + c];
       }
     }
     const dtype = options.dtype ?? "float32";
@@ -222,7 +227,7 @@ export class BsrMatrix {
       dtype = optionsOrDType;
     } else {
       const options = optionsOrDType as { blockShape: Shape2; dtype?: BsrDType } | undefined;
-      if (options === undefined || typeof options !== "object") {
+      if (options === undefined || options === null || typeof options !== "object") {
         throw new BsrFormatError("options", "expected { blockShape: [R, C] } after the shape");
       }
       checkOptionKeys(options, ["blockShape", "dtype"]);
@@ -309,7 +314,12 @@ export class BsrMatrix {
   toDense(): Float32Array {
     const [rows, cols] = this.shape;
     const [blockHeight, blockWidth] = this.blockShape;
-    const dense = new Float32Array(rows * cols);
+    let dense: Float32Array;
+    try {
+      dense = new Float32Array(rows * cols);
+    } catch {
+      throw new BsrFormatError("shape", `the dense ${rows} x ${cols} matrix is too large for one Float32Array`);
+    }
     const values = this.valuesAsFloat32();
     const { blockRow, blockCol } = this.pattern.coordinates;
     for (let k = 0; k < this.nnzBlocks; k++) {
@@ -378,6 +388,17 @@ export class BsrMatrix {
 
 function checkDType(dtype: unknown): asserts dtype is BsrDType {
   if (!isBsrDType(dtype)) throw new BsrFormatError("dtype", `expected "float32", "float16" or "bfloat16", got ${String(dtype)}`);
+}
+
+/** Dense entries must be numbers: a hole or undefined would read as NaN and keep its block; typed arrays of numbers need no walk. */
+function checkDenseNumbers(dense: ArrayLike<unknown>): asserts dense is ArrayLike<number> {
+  if (dense instanceof BigInt64Array || dense instanceof BigUint64Array) {
+    throw new BsrFormatError("dense", `expected numbers, got a ${dense.constructor.name}`);
+  }
+  if (ArrayBuffer.isView(dense)) return;
+  for (let i = 0; i < dense.length; i++) {
+    if (typeof dense[i] !== "number") throw new BsrFormatError("dense", `expected a number, got ${quoted(dense[i])}`, i);
+  }
 }
 
 /** L2 norm of every block of a dense matrix, row-major over the block grid (float64 sums). */

@@ -110,6 +110,35 @@ describe("fromDense / toDense", () => {
     expect(brain.toDType("float32").values).toEqual(brain.valuesAsFloat32());
   });
 
+  it("keeps a Float32Array's bits, signaling NaN payloads included (read as numbers, their quiet bit was set)", () => {
+    const bits = Uint32Array.from([0x7f800001, 0xffa00000, 0x80000000, 0x00000001]);
+    const dense = new Float32Array(bits.buffer);
+    for (const options of [{ blockShape: [1, 2] as const }, { blockShape: [2, 2] as const, mask: [1] }, { blockShape: [2, 1] as const, density: 1 }]) {
+      const matrix = BsrMatrix.fromDense(dense, [2, 2], options);
+      expect(Array.from(new Uint32Array(matrix.toDense().buffer))).toEqual(Array.from(bits));
+    }
+  });
+
+  it("refuses an entry that is not a number, naming its position, where a hole or undefined kept its block as NaN", () => {
+    const holes = new Array<number>(16);
+    holes[5] = 1;
+    const hole = expectFormatError(() => BsrMatrix.fromDense(holes, [4, 4], { blockShape: [2, 2] }), "dense", 0);
+    expect(hole.message).toBe("dense[0]: expected a number, got undefined");
+    const text = [0, 1, "0.5", 3] as unknown as number[];
+    const string = expectFormatError(() => BsrMatrix.fromDense(text, [2, 2], { blockShape: [1, 1], mask: [1, 1, 1, 1] }), "dense", 2);
+    expect(string.message).toBe('dense[2]: expected a number, got "0.5"');
+    // A BigInt64Array threw a TypeError (Cannot mix BigInt and other types).
+    const wide = expectFormatError(() => BsrMatrix.fromDense(new BigInt64Array(4) as never, [2, 2], { blockShape: [1, 1] }), "dense");
+    expect(wide.message).toMatch(/BigInt64Array/);
+  });
+
+  it("toDense past what one array holds is a BsrFormatError naming the shape, not a RangeError", () => {
+    // 2^30 x 2^30 elements in a 1024 x 1024 grid of 2^20 x 2^20 blocks, none stored.
+    const pattern = new BsrPattern({ shape: [2 ** 30, 2 ** 30], blockShape: [2 ** 20, 2 ** 20], blockRowPtr: new Int32Array(1025), blockColIdx: [] });
+    const dense = expectFormatError(() => BsrMatrix.zeros(pattern).toDense(), "shape");
+    expect(dense.message).toMatch(/^shape: the dense 1073741824 x 1073741824 matrix is too large for one Float32Array/);
+  });
+
   it("rejects a dense array of the wrong size, and mask with density", () => {
     expectFormatError(() => BsrMatrix.fromDense(new Float32Array(10), [4, 4], { blockShape: [2, 2] }), "dense");
     expectFormatError(
@@ -174,6 +203,11 @@ describe("values", () => {
     const pattern = BsrPattern.fromMask([4, 4], [2, 2], [0, 1, 1, 0]);
     const error = expectFormatError(() => BsrMatrix.zeros(pattern, { dtype: "float16" } as never), "dtype");
     expect(error.message).toBe('dtype: zeros(pattern, dtype) takes the dtype itself, not { dtype }');
+  });
+
+  it("zeros after a shape refuses null options as a BsrFormatError (a TypeError reading blockShape of null)", () => {
+    const error = expectFormatError(() => BsrMatrix.zeros([6, 4], null as never), "options");
+    expect(error.message).toBe("options: expected { blockShape: [R, C] } after the shape");
   });
 
   it("toDType refuses a missing or unknown dtype rather than returning float32", () => {
