@@ -326,9 +326,12 @@ function accumulateLeaf(leaf: Tensor, grad: Tensor): boolean {
     grad.dispose();
     throw new AutogradError(`backward: tensor ${leaf.id} has a .grad that is not a Tensor (${describeValue(current)}); reset it with zeroGrad`);
   }
-  if (!shapesEqual(current.shape, leaf.shape) || current.dtype !== leaf.dtype) {
+  // The backend too: add's error named neither the tensor nor .grad, and left the gradient undisposed.
+  if (!shapesEqual(current.shape, leaf.shape) || current.dtype !== leaf.dtype || current.backend !== leaf.backend) {
     grad.dispose();
-    throw new AutogradError(`backward: tensor ${leaf.id} has a .grad of ${describe(current)}, expected ${describe(leaf)}; reset it with zeroGrad`);
+    throw new AutogradError(
+      `backward: tensor ${leaf.id} has a .grad of ${describe(current)} on '${current.backend.name}', expected ${describe(leaf)} on '${leaf.backend.name}'; reset it with zeroGrad`,
+    );
   }
   const sum = add(current, grad);
   current.assign(sum);

@@ -1,5 +1,5 @@
 import { JsBackend, add, dispose, exp, memory, mul, registerBackend, removeBackend, split, sum, tanh, tensor, tidy } from "@blocksparse/core";
-import { AutogradError, backward, getGradient, gradcheck, registerGradient, tracksGrad } from "@blocksparse/autograd";
+import { AutogradError, backward, getGradient, gradcheck, registerGradient, tracksGrad, zeroGrad } from "@blocksparse/autograd";
 import { afterAll, describe, expect, it } from "vitest";
 import { expectGradients, leaf, poisonAllocations, randomTensor, values } from "./helpers";
 
@@ -74,6 +74,24 @@ describe("Tensor.to(backend) is differentiable, as PyTorch's .to(device)", () =>
     } finally {
       registerGradient("Move", original);
     }
+  });
+
+  it("a .grad on another backend than its leaf is an AutogradError naming the tensor and both backends, and leaks nothing", () => {
+    const x = leaf([1, 2]);
+    x.grad = tidy(() => tensor([5, 5]).to("second"));
+    const before = liveTensors();
+    const loss = tidy(() => sum(exp(x)));
+    expect(() => backward(loss)).toThrow(new RegExp(`tensor ${x.id} has a \\.grad of \\[2\\] float32 on 'second', expected \\[2\\] float32 on 'js'; reset it with zeroGrad`));
+    // A leaf as the loss, with its seed, goes the same way.
+    const seed = tensor([1, 1]);
+    expect(() => backward(x, seed)).toThrow(AutogradError);
+    dispose([loss, seed]);
+    expect(liveTensors()).toEqual(before);
+    expect(values(x.grad)).toEqual([5, 5]);
+    zeroGrad([x]);
+    tidy(() => backward(sum(mul(x, 3))));
+    expect(values(x.grad)).toEqual([3, 3]);
+    dispose([x, x.grad]);
   });
 
   it("gradcheck sees the move (a sanity check of the harness on two backends)", () => {

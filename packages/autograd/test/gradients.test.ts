@@ -91,6 +91,23 @@ describe("unary elementwise", () => {
   it("log, sqrt and rsqrt on positive inputs", () => {
     for (const fn of [log, sqrt, rsqrt]) expectGradients(fn, [uniformTensor([3, 4], 13, 0.5, 2)]);
   });
+
+  it("rsqrt's gradient stays in range where y^3 does not (float16 y past 40.3, float32 y near 1e15), and is not rounded to a subnormal where y^3 is", () => {
+    // -dy x^-1.5 / 2, all in range: [-1.25e3, -1.98e1] in float16; [-5e34, -5e-36] in float32.
+    const cases = [
+      { dtype: "float16", x: [1 / 2500, 1 / 1600], dy: [1e-3, 1e-3] },
+      { dtype: "float32", x: [1e-30, 1e30], dy: [1e-10, 1e10] },
+    ] as const;
+    for (const { dtype, x, dy } of cases) {
+      const input = cast(tensor([...x]), dtype);
+      input.requiresGrad = true;
+      tidy(() => backward(rsqrt(input), cast(tensor([...dy]), dtype)));
+      const read = tidy(() => Array.from(cast(input, "float32").dataSync()));
+      const expected = read.map((xi, i) => (-dy[i] * xi ** -1.5) / 2);
+      const ratios = tidy(() => Array.from(cast(input.grad!, "float32").dataSync(), (g, i) => g / expected[i]));
+      for (const ratio of ratios) expect(ratio, dtype).toBeCloseTo(1, 2);
+    }
+  });
 });
 
 describe("binary elementwise, broadcasting reduced back to each input's shape", () => {

@@ -70,11 +70,14 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // took torch's paddingIdx (its check, the fresh row zeroed, the lookup's gradient stopped: +0.23 KiB, 77.781 measured);
   // 77.79 KiB until full refused finite values past a float dtype's range and crossEntropy a target of -2^31 beside a
   // class as ignoreIndex, and SparseOptimizer named a single layer its closure missed (77.849 measured); 77.85 KiB until
-  // full compared the float32 a half dtype is rounded from with its limit (77.853 measured).
-  it("format + core + autograd + nn stay within 77.86 KiB gzipped and evaluate no code", async () => {
+  // full compared the float32 a half dtype is rounded from with its limit (77.853 measured); 77.86 KiB until autograd
+  // refused a .grad on another backend than its leaf by name and kept rsqrt's gradient in range (77.865 measured); 77.88
+  // KiB until format's fromDense refused entries that are not numbers and kept a Float32Array's bits, and toDense named
+  // a shape too large for one array (77.955 measured).
+  it("format + core + autograd + nn stay within 77.96 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(77.86);
+    expect(gzipKiB).toBeLessThanOrEqual(77.96);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
