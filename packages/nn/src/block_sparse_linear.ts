@@ -1,5 +1,5 @@
 import { detach, noGrad } from "@blocksparse/autograd";
-import { type Activation, BsrPattern, bsrLinear, bsrLinearActivation, cast, formatArg, formatShape, optionsArg, shapesEqual, Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
+import { type Activation, BsrPattern, bsrLinear, bsrLinearActivation, cast, formatArg, formatShape, optionsArg, seedArg, shapesEqual, Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
 import { BsrMatrix, divisors } from "@blocksparse/format";
 import { blockCountFor, blockSources, randomPattern, remapBlocks } from "./blocks";
 import { childSeeds, uniform } from "./init";
@@ -25,6 +25,8 @@ export interface BlockSparseLinearOptions {
 export interface FromLinearOptions {
   density: number;
   blockShape?: BlockShape;
+  /** Seed of the pattern of a zero or constant weight (every block ties), drawn as the constructor draws it (default: core's global generator). */
+  seed?: number;
 }
 
 export interface SetPatternOptions {
@@ -98,24 +100,28 @@ export class BlockSparseLinear extends Module {
 
   /**
    * The layer that keeps `linear`'s strongest blocks (by L2 norm; ties: lower block index
-   * first) and their values, with its bias. On the linear's backend and dtype.
+   * first; a zero or constant weight, where every block ties, gets a random pattern drawn from `seed`)
+   * and their values, with its bias. On the linear's backend and dtype.
    */
   static fromLinear(linear: Linear, options: FromLinearOptions): BlockSparseLinear {
     if (!(linear instanceof Linear)) {
       const got = linear === null || typeof linear !== "object" ? String(linear) : (linear as object).constructor.name;
       throw new ValueError(`BlockSparseLinear.fromLinear: expected a Linear, got ${got}`);
     }
-    requiredOptions("BlockSparseLinear.fromLinear", options, ["density", "blockShape"], 1);
+    requiredOptions("BlockSparseLinear.fromLinear", options, ["density", "blockShape", "seed"], 1);
+    if (options.seed !== undefined) seedArg("BlockSparseLinear.fromLinear", "seed", options.seed);
     const { inFeatures, outFeatures } = linear;
     const blockShape = options.blockShape ?? DEFAULT_BLOCK_SHAPE;
     checkBlockSparseOptions("BlockSparseLinear.fromLinear", inFeatures, outFeatures, options.density, blockShape);
     const total = (outFeatures / blockShape[0]) * (inFeatures / blockShape[1]);
     const kept = blockCountFor(options.density, total);
     const weight = linear.weight.value;
-    const matrix = BsrMatrix.fromDense(weight.dataSync(), [outFeatures, inFeatures], {
-      blockShape: [blockShape[0], blockShape[1]],
-      density: kept / total,
-    });
+    const dense = weight.dataSync();
+    const shape = [outFeatures, inFeatures] as const;
+    // A zero or constant weight ties every block: the lowest indices would fill the first block rows and leave the
+    // last outputs without weights, so the pattern is drawn instead, as a new layer's is.
+    const mask = kept < total && dense.every((v) => v === dense[0]) ? randomPattern(shape, blockShape, options.density, childSeeds("BlockSparseLinear.fromLinear", options.seed, 1)[0]).blockMask() : undefined;
+    const matrix = BsrMatrix.fromDense(dense, shape, { blockShape: [blockShape[0], blockShape[1]], ...(mask ? { mask } : { density: kept / total }) });
     const parts = {
       weight: new Parameter(tensorOn(weight.backend, matrix.values as Float32Array, [matrix.nnzBlocks, blockShape[0], blockShape[1]], weight.dtype), {
         pattern: matrix.pattern,

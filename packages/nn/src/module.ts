@@ -1,5 +1,5 @@
 import { detach, noGrad } from "@blocksparse/autograd";
-import { assertBoolean, cast, DTypeError, FLOAT_DTYPES, type FloatDType, formatArg, getBackendInstance, keep, optionsArg, shapesEqual, Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
+import { assertBoolean, cast, DTypeError, FLOAT_DTYPES, type FloatDType, formatArg, getBackendInstance, keep, optionsArg, shapesEqual, Tensor, tidy, ValueError } from "@blocksparse/core";
 import { StateDictError, type StateDictMismatch } from "./errors";
 import { Parameter } from "./parameter";
 import { BlockSparseWeight, describeEntry, type StateDict, type StateDictEntry } from "./state_dict";
@@ -302,14 +302,15 @@ export abstract class Module {
   protected checkOwnEntry(name: string, entry: StateDictEntry): string | null {
     const parameter = (this as Record<string, unknown>)[name];
     if (!(parameter instanceof Parameter)) return "no such parameter";
-    if (shapesEqual(entryShape(entry), parameter.shape)) return null;
+    // A block-sparse weight would load densified, its pattern lost (a model not patched as the saved one was).
+    if (!(entry instanceof BlockSparseWeight) && shapesEqual(entry.shape, parameter.shape)) return null;
     return `${describeEntry(parameter.value)}`;
   }
 
   /** Loads a checked entry into own entry `name`. */
   protected loadOwnEntry(name: string, entry: StateDictEntry): void {
     const parameter = (this as Record<string, unknown>)[name] as Parameter;
-    const loaded = denseOn(entry, parameter.value);
+    const loaded = denseOn(entry as Tensor, parameter.value);
     parameter.assign(loaded);
     loaded.dispose(); // the parameter now holds the buffer
   }
@@ -368,16 +369,7 @@ function checkSlot(module: Module, where: string, name: string): void {
   }
 }
 
-/** The dense shape of an entry ([rows, cols] for a block-sparse weight). */
-export function entryShape(entry: StateDictEntry): readonly number[] {
-  return entry instanceof BlockSparseWeight ? entry.pattern.shape : entry.shape;
-}
-
-/** The entry as a dense tensor of `like`'s dtype on `like`'s backend (a block-sparse weight is densified). */
-export function denseOn(entry: StateDictEntry, like: Tensor): Tensor {
-  return tidy(() => {
-    let dense = entry instanceof BlockSparseWeight ? tensor(entry.toMatrix().toDense(), entry.pattern.shape) : entry;
-    if (dense.backend !== like.backend) dense = dense.to(like.backend.name);
-    return cast(dense, like.dtype);
-  });
+/** The entry on `like`'s backend with `like`'s dtype. */
+export function denseOn(entry: Tensor, like: Tensor): Tensor {
+  return tidy(() => cast(entry.backend === like.backend ? entry : entry.to(like.backend.name), like.dtype));
 }

@@ -124,6 +124,31 @@ describe("BlockSparseLinear", () => {
     expect(() => BlockSparseLinear.fromLinear(new Sequential() as unknown as Linear, { density: 0.5 })).toThrow("expected a Linear, got Sequential");
   });
 
+  it("fromLinear draws the pattern of a weight whose blocks all tie (zero-initialised), seeded, instead of the first blocks", () => {
+    const zero = new Linear(64, 32, { seed: 2 });
+    zero.weight.value = tensor(new Float32Array(32 * 64), [32, 64]);
+    const first = BlockSparseLinear.fromLinear(zero, { density: 0.25, blockShape: [4, 4], seed: 7 });
+    // Row-major ties would have kept the 32 blocks of the first two block rows and no block of the other six.
+    expect(first.nnzBlocks).toBe(32);
+    const rows = new Set(first.pattern.coordinates.blockRow);
+    expect(rows.size).toBeGreaterThan(2);
+    expect(first.pattern.equals(BlockSparseLinear.fromLinear(zero, { density: 0.25, blockShape: [4, 4], seed: 7 }).pattern)).toBe(true);
+    expect(first.pattern.equals(BlockSparseLinear.fromLinear(zero, { density: 0.25, blockShape: [4, 4], seed: 8 }).pattern)).toBe(false);
+    expect(host(first.weight.value).every((v) => v === 0)).toBe(true);
+    expect(host(first.bias!.value)).toEqual(host(zero.bias!.value));
+    // A constant weight ties too; one stronger block is kept as the strongest.
+    zero.weight.value = tensor(new Float32Array(32 * 64).fill(0.5), [32, 64]);
+    const constant = BlockSparseLinear.fromLinear(zero, { density: 0.25, blockShape: [4, 4], seed: 7 });
+    expect(constant.pattern.equals(first.pattern)).toBe(true);
+    expect(host(constant.weight.value).every((v) => v === 0.5)).toBe(true);
+    const values = new Float32Array(32 * 64).fill(0.5);
+    values[31 * 64 + 63] = 2;
+    zero.weight.value = tensor(values, [32, 64]);
+    const one = BlockSparseLinear.fromLinear(zero, { density: 1 / 128, blockShape: [4, 4] });
+    expect([...one.pattern.coordinates.blockRow, ...one.pattern.coordinates.blockCol]).toEqual([7, 15]);
+    expect(() => BlockSparseLinear.fromLinear(zero, { density: 0.5, seed: 1.5 })).toThrow(/seed/);
+  });
+
   it("setPattern keeps the surviving blocks' values and zeroes the new ones", () => {
     const layer = new BlockSparseLinear(8, 8, { density: 0.5, blockShape: [4, 4], seed: 8 });
     const before = host(layer.toDense());

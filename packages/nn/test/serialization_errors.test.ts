@@ -13,6 +13,7 @@ import {
 } from "@blocksparse/format";
 import {
   BlockSparseLinear,
+  disposeStateDict,
   Embedding,
   LayerNorm,
   Linear,
@@ -20,6 +21,8 @@ import {
   NnError,
   ReLU,
   Sequential,
+  StateDictError,
+  saveStateDict,
   stateDictFromSafetensors,
 } from "@blocksparse/nn";
 import { load, loadSafetensorsFile, save } from "@blocksparse/nn/node";
@@ -96,6 +99,26 @@ describe("nothing malformed accepted", () => {
     const stateDict = loadStateDict(bytes);
     expect([...stateDict.keys()].sort()).toEqual(["__proto__", "x"]);
     for (const entry of stateDict.values()) entry.dispose();
+  });
+});
+
+describe("a block-sparse weight into a dense layer", () => {
+  it("is a mismatch naming the entry (the model was not patched as the saved one was), in either mode, and nothing changes", () => {
+    const saved = model(1);
+    const bytes = saveStateDict(saved.stateDict());
+    // The same architecture with its third layer left dense: loaded, it would hold the blocks densified and lose the pattern.
+    const target = new Sequential(new Linear(8, 16, { seed: 5 }), new ReLU(), new Linear(16, 8, { seed: 6 }));
+    const x = randn([2, 8], { seed: 3 });
+    const expected = host(target.forward(x));
+    for (const strict of [true, false]) {
+      const stateDict = loadStateDict(bytes);
+      const error: unknown = thrownBy(() => target.loadStateDict(stateDict, { strict }));
+      if (!(error instanceof StateDictError)) throw new Error(`expected a StateDictError, got ${error}`);
+      expect(error.mismatches.map((m) => m.key)).toEqual(["2.weight"]);
+      expect(error.message).toBe("loadStateDict: size mismatch for 2.weight: the checkpoint has block-sparse [8, 16] with 4x8 blocks (2 stored), the model has [8, 16] float32");
+      disposeStateDict(stateDict);
+    }
+    expect(host(target.forward(x))).toEqual(expected);
   });
 });
 

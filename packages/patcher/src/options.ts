@@ -50,6 +50,8 @@ export interface PatchOptions {
 
 function describe(value: unknown): string {
   if (typeof value === "number" || value === undefined) return String(value);
+  // JSON.stringify throws on a BigInt, and String(1n) reads as the number 1, a valid density.
+  if (typeof value === "bigint") return `${value}n (a BigInt)`;
   try {
     return JSON.stringify(value) ?? String(value);
   } catch {

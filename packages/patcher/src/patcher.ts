@@ -57,7 +57,7 @@ export class BlockSparseModelPatcher {
     let regex: RegExp;
     let label: string;
     let literalHint: string | null = null;
-    if (pattern instanceof RegExp) {
+    if (isRegExp(pattern)) {
       // Sticky (y) at lastIndex 0 is anchored at the start: kept, with lastIndex reset before every test (see matches).
       regex = new RegExp(pattern.source, pattern.flags.replace(/g/g, ""));
       label = String(pattern);
@@ -72,7 +72,7 @@ export class BlockSparseModelPatcher {
       label = pattern;
       literalHint = regexLiteralHint(pattern);
     } else {
-      throw new PatchError(where, [`pattern must be a RegExp or a non-empty regex source string, got ${pattern === "" ? '""' : typeof pattern}`]);
+      throw new PatchError(where, [`pattern must be a RegExp or a non-empty regex source string, got ${describePattern(pattern)}`]);
     }
     if (options === null || typeof options !== "object") throw new PatchError(where, ["options { density, blockShape? } are required"]);
     const parsed = parseOptions(where, PatternOptionsSchema, options);
@@ -242,6 +242,19 @@ function regexLiteralHint(pattern: string): string | null {
   return `the string ${JSON.stringify(pattern)} is a name pattern matched with its slashes; for a regular expression pass a RegExp: ${pattern}, not ${JSON.stringify(pattern)}`;
 }
 
+/** A RegExp, also one made in another realm (a vm context, an iframe), which is not an instance of this realm's RegExp. */
+function isRegExp(pattern: unknown): pattern is RegExp {
+  return pattern instanceof RegExp || Object.prototype.toString.call(pattern) === "[object RegExp]";
+}
+
+/** What was passed for a pattern, in a few words: typeof says "object" for null and for an array of patterns. */
+function describePattern(pattern: unknown): string {
+  if (pattern === "") return '""';
+  if (pattern === null) return "null";
+  if (Array.isArray(pattern)) return "an array (add each pattern with its own addPattern call, or join them with | in one regex)";
+  return typeof pattern === "object" ? describeModel(pattern) : typeof pattern;
+}
+
 /** How to register layers held in a container of this kind. */
 function registerAdvice(kind: ContainerKind, what: string): string {
   if (kind === "array" || kind === "set") return "hold the layers in a ModuleList (or Sequential) to register them";
@@ -339,8 +352,14 @@ function containerKind(value: unknown): ContainerKind | undefined {
 
 /** How a message names a container of this kind ("plain array", "Set", "Holder instance"). */
 function containerName(kind: ContainerKind, container: object): string {
-  if (kind === "instance") return `${container.constructor.name} instance`;
+  if (kind === "instance") return `${className(container)} instance`;
   return { array: "plain array", object: "plain object", map: "Map", set: "Set" }[kind];
+}
+
+/** The name of the class that made `value`, for messages; an object whose prototype chain has no constructor (Object.create of a null-prototype object) has none. */
+function className(value: object): string {
+  const name = (value as { constructor?: { name?: unknown } }).constructor?.name;
+  return typeof name === "string" && name !== "" ? name : "(anonymous)";
 }
 
 /**
@@ -412,54 +431,64 @@ function walkModel(model: Module): ModelWalk {
   const unregistered = new Map<Module, Unregistered>();
   const ancestors = new Set<unknown>();
   type Outermost = { path: string; holder: string; kind: ContainerKind; what: string };
-  // Containers (and their nesting) among a module's own properties; what they hold is not registered unless held elsewhere too.
-  const visitContainers = (module: Module, path: string, container: Outermost | null): void => {
-    for (const key of Object.keys(module)) {
-      const value = (module as unknown as Record<string, unknown>)[key];
-      const keyPath = path === "" ? key : `${path}.${key}`;
-      const kind = containerKind(value);
-      if (kind !== undefined) {
-        visitContainer(value as Container, keyPath, container ?? { path: keyPath, holder: module.constructor.name, kind, what: containerName(kind, value as object) });
-      }
-    }
-  };
   // Times each container was walked into: at most MAX_NAMES_PER_MODULE, as modules in reachableNames, so that
   // containers holding each other twice over ([level, level], nested 40 deep) take linear work, not 2^40 walks.
   const containerVisits = new Map<object, number>();
-  const visitContainer = (items: Container, path: string, container: Outermost): void => {
-    const visits = containerVisits.get(items) ?? 0;
-    if (ancestors.has(items) || visits >= MAX_NAMES_PER_MODULE) return;
-    containerVisits.set(items, visits + 1);
-    ancestors.add(items);
-    forEachEntry(items, (key, pathKey, item) => {
-      // Numbers and strings (a vocabulary, token ids) hold no module: no path is built for them.
-      if (item === null || typeof item !== "object") return;
-      const itemPath = `${path}.${pathKey}`;
-      if (containerKind(item) !== undefined) visitContainer(item as Container, itemPath, container);
-      else if (item instanceof Module) {
-        if (registered.has(item)) addSlot(item, { holder: items, key, path: itemPath });
-        else visitUnregistered(item, itemPath, container);
-      }
+  // Depth first with a stack of its own: user data (a linked list, an LRU cache) can nest deeper than the call stack goes.
+  // A step either leaves a node (it stops being an ancestor) or visits a value at a path in its holder.
+  type Step = { leave: object } | { holder: Module | Container; key: unknown; path: string; value: object; container: Outermost | null };
+  const stack: Step[] = [];
+  // The steps for a module's own properties that hold containers (what they hold is not registered unless held elsewhere too).
+  const containerSteps = (module: Module, path: string, container: Outermost | null): Step[] =>
+    Object.keys(module).flatMap((key): Step[] => {
+      const value = (module as unknown as Record<string, unknown>)[key];
+      return containerKind(value) === undefined ? [] : [{ holder: module, key, path: path === "" ? key : `${path}.${key}`, value: value as object, container }];
     });
-    ancestors.delete(items);
+  const push = (steps: Step[]): void => {
+    for (let i = steps.length - 1; i >= 0; i--) stack.push(steps[i]);
   };
-  const visitUnregistered = (module: Module, path: string, container: Outermost): void => {
-    if (ancestors.has(module)) return;
-    const known = unregistered.get(module) ?? { paths: [], array: container.path, holder: container.holder, kind: container.kind, what: container.what };
+  const visit = ({ holder, key, path, value, container }: Extract<Step, { value: object }>): void => {
+    const kind = containerKind(value);
+    if (kind !== undefined) {
+      const items = value as Container;
+      const visits = containerVisits.get(items) ?? 0;
+      if (ancestors.has(items) || visits >= MAX_NAMES_PER_MODULE) return;
+      containerVisits.set(items, visits + 1);
+      ancestors.add(items);
+      const outermost = container ?? { path, holder: className(holder), kind, what: containerName(kind, items) };
+      const steps: Step[] = [];
+      forEachEntry(items, (itemKey, pathKey, item) => {
+        // Numbers and strings (a vocabulary, token ids) hold no module: no path is built for them.
+        if (item !== null && typeof item === "object") steps.push({ holder: items, key: itemKey, path: `${path}.${pathKey}`, value: item, container: outermost });
+      });
+      stack.push({ leave: items });
+      push(steps);
+      return;
+    }
+    if (!(value instanceof Module) || container === null) return;
+    if (registered.has(value)) {
+      addSlot(value, { holder, key, path });
+      return;
+    }
+    if (ancestors.has(value)) return;
+    const known = unregistered.get(value) ?? { paths: [], array: container.path, holder: container.holder, kind: container.kind, what: container.what };
     // At most MAX_NAMES_PER_MODULE paths each, as in reachableNames.
     if (known.paths.length >= MAX_NAMES_PER_MODULE) return;
     known.paths.push(path);
-    unregistered.set(module, known);
-    ancestors.add(module);
-    for (const [key, child] of module.namedChildren()) {
-      const childPath = `${path}.${key}`;
-      if (registered.has(child)) addSlot(child, { holder: module, key, path: childPath });
-      else visitUnregistered(child, childPath, container);
-    }
-    visitContainers(module, path, container);
-    ancestors.delete(module);
+    unregistered.set(value, known);
+    ancestors.add(value);
+    const children = value.namedChildren().map(([childKey, child]): Step => ({ holder: value, key: childKey, path: `${path}.${childKey}`, value: child, container }));
+    stack.push({ leave: value });
+    push([...children, ...containerSteps(value, path, container)]);
   };
-  for (const [path, module] of modules) visitContainers(module, path, null);
+  const walk = (steps: Step[]): void => {
+    push(steps);
+    for (let step = stack.pop(); step !== undefined; step = stack.pop()) {
+      if ("leave" in step) ancestors.delete(step.leave);
+      else visit(step);
+    }
+  };
+  for (const [path, module] of modules) walk(containerSteps(module, path, null));
   return { modules, namesOf: reachableNames(model), slotsOf, unregistered };
 }
 
@@ -598,7 +627,7 @@ function slotProblem(name: string, { holder, key: slotKey, path }: Slot): string
   // The patcher does not rewrite these: the holder would keep the dense layer, and a forward reading it run the old weights.
   if (holder instanceof Set) return `'${path}' is an element of a Set, which the patcher does not rewrite, so the replacement of '${name}' cannot be put there`;
   if (!(holder instanceof Module) && containerKind(holder) === "instance") {
-    return `'${path}' is a property of a ${holder.constructor.name}, which is not a Module and which the patcher does not rewrite, so the replacement of '${name}' cannot be put there`;
+    return `'${path}' is a property of a ${className(holder)}, which is not a Module and which the patcher does not rewrite, so the replacement of '${name}' cannot be put there`;
   }
   const key = slotKey as string;
   const descriptor = Object.getOwnPropertyDescriptor(holder, key);

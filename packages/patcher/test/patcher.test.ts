@@ -1,4 +1,5 @@
-import { type Tensor, ValueError, memory, mul, tensor } from "@blocksparse/core";
+import { runInNewContext } from "node:vm";
+import { type Tensor, ValueError, manualSeed, memory, mul, tensor } from "@blocksparse/core";
 import { BlockSparseLinear, Linear, Module, Parameter, Sequential, parameterCount } from "@blocksparse/nn";
 import { BlockSparseModelPatcher, PatchError, PatchReport } from "@blocksparse/patcher";
 import { describe, expect, it } from "vitest";
@@ -296,6 +297,35 @@ describe("patchModel: refusals leave the model untouched", () => {
     expect(Object.values(typesByName(model))).not.toContain("BlockSparseLinear");
   });
 
+  it("gives a zero-initialised weight (every block tied) a random pattern, reproducible under manualSeed, not its first blocks", () => {
+    const zeroHead = () => {
+      const model = new TinyNet();
+      (model.head as Linear).weight.value = tensor(new Float32Array(8 * 16), [8, 16]);
+      return model;
+    };
+    const patcher = new BlockSparseModelPatcher().addPattern("head", { density: 0.25, blockShape: [2, 2] });
+    const masks: number[][] = [];
+    for (let run = 0; run < 2; run++) {
+      manualSeed(11);
+      const model = zeroHead();
+      patcher.patchModel(model);
+      const layer = asBlockSparse(model.head, "head");
+      expect(layer.nnzBlocks).toBe(8);
+      expect(Array.from(layer.weight.value.dataSync()).every((v) => v === 0)).toBe(true);
+      masks.push(Array.from(layer.pattern.blockMask()));
+    }
+    expect(masks[1]).toEqual(masks[0]);
+    // Ties in row-major order kept the 8 blocks of the first block row: outputs 2-7 had no weights to train.
+    expect(masks[0].slice(0, 8)).not.toEqual([1, 1, 1, 1, 1, 1, 1, 1]);
+    // One value set: that block is the strongest.
+    const model = new TinyNet();
+    const values = new Float32Array(8 * 16);
+    values[7 * 16 + 15] = 1;
+    (model.head as Linear).weight.value = tensor(values, [8, 16]);
+    new BlockSparseModelPatcher().addPattern("head", { density: 0.125, blockShape: [4, 4] }).patchModel(model);
+    expect(Array.from(asBlockSparse(model.head, "head").pattern.blockMask())).toEqual([0, 0, 0, 0, 0, 0, 0, 1]);
+  });
+
   it("refuses a layer already block-sparse", () => {
     const model = new TinyNet();
     const patcher = new BlockSparseModelPatcher().addPattern(/^head$/, { density: 0.5, blockShape: [8, 8] });
@@ -334,10 +364,21 @@ describe("options are validated with readable errors", () => {
     expect(error.message).toContain(`BlockSparseModelPatcher.addPattern: ${message}`);
   });
 
+  it("names a BigInt as one, not as the number it holds (which read as a valid density)", () => {
+    expect(thrown(() => patcher().addPattern(/x/, { density: 1n as unknown as number })).problems).toEqual(["density: must be a number in (0, 1], got 1n (a BigInt)"]);
+    expect(thrown(() => patcher().addPattern(/x/, { density: 0.5, blockShape: [4, 4n as unknown as number] })).problems).toEqual([
+      "blockShape.1: Invalid input: expected number, received 4n (a BigInt)",
+    ]);
+  });
+
   it("rejects missing options, a bad pattern and an invalid regex source", () => {
     expect(() => patcher().addPattern(/x/, undefined as unknown as { density: number })).toThrow(/options \{ density, blockShape\? \} are required/);
     expect(() => patcher().addPattern("", { density: 0.5 })).toThrow(/pattern must be a RegExp or a non-empty regex source string, got ""/);
     expect(() => patcher().addPattern(42 as unknown as string, { density: 0.5 })).toThrow(/got number/);
+    expect(() => patcher().addPattern(null as unknown as string, { density: 0.5 })).toThrow(/non-empty regex source string, got null$/);
+    expect(() => patcher().addPattern(["fc1", "fc2"] as unknown as string, { density: 0.5 })).toThrow(
+      /got an array \(add each pattern with its own addPattern call, or join them with \| in one regex\)$/,
+    );
     expect(() => patcher().addPattern("fc(1", { density: 0.5 })).toThrow(/pattern "fc\(1" is not a valid regular expression/);
   });
 
@@ -354,6 +395,16 @@ describe("options are validated with readable errors", () => {
     expect(report.dryRun).toBe(false);
     expect(report.layers.map((layer) => layer.name)).toEqual(["head"]);
     expect(model.head).toBeInstanceOf(BlockSparseLinear);
+  });
+
+  it("takes a RegExp made in another realm (a vm context) as a RegExp", () => {
+    const pattern = runInNewContext("/fc1$/g") as RegExp;
+    expect(pattern instanceof RegExp).toBe(false);
+    const report = patcher().addPattern(pattern, { density: 0.5, blockShape: [8, 8] }).patchModel(new TinyNet(), { dryRun: true });
+    expect(report.layers.map((layer) => [layer.name, layer.pattern])).toEqual([
+      ["blocks.0.fc1", "/fc1$/g"],
+      ["blocks.1.fc1", "/fc1$/g"],
+    ]);
   });
 
   it("keeps the patterns in the order added", () => {

@@ -208,6 +208,46 @@ describe("arrays and objects that hold each other twice over", () => {
   });
 });
 
+describe("data nested deeper than the call stack goes", () => {
+  it("a model holding a long linked list (an LRU cache) and deeply nested arrays is walked, and a Linear at the bottom is replaced there", () => {
+    const DEPTH = 20_000;
+    class Entry {
+      prev: Entry | null = null;
+      next: Entry | null = null;
+    }
+    class Cached extends Module {
+      fc = new Linear(8, 8, { seed: 1 });
+      cache = new Entry();
+      history: unknown[] = [];
+      constructor() {
+        super();
+        let tail = this.cache;
+        let level = this.history;
+        for (let depth = 0; depth < DEPTH; depth++) {
+          tail.next = new Entry();
+          tail.next.prev = tail;
+          tail = tail.next;
+          const deeper: unknown[] = [];
+          level.push(deeper);
+          level = deeper;
+        }
+        level.push(this.fc);
+      }
+      forward(x: Tensor): Tensor {
+        return this.fc.forward(x);
+      }
+    }
+    const model = new Cached();
+    expect(new BlockSparseModelPatcher().getPatchableLayers(model).map((layer) => layer.name)).toEqual(["fc"]);
+    const report = new BlockSparseModelPatcher().addPattern("fc", { density: 0.5, blockShape: [4, 4] }).patchModel(model);
+    expect(report.layers.map((layer) => layer.name)).toEqual(["fc"]);
+    let level = model.history;
+    for (let depth = 0; depth < DEPTH; depth++) level = level[0] as unknown[];
+    expect(model.fc).toBeInstanceOf(BlockSparseLinear);
+    expect(level[0]).toBe(model.fc);
+  });
+});
+
 describe("a Linear held in a Map", () => {
   /** `heads` is a Map of Linear layers, which Module does not register, `body` a registered Linear. */
   class MapHeld extends Module {
@@ -305,6 +345,24 @@ describe("a Linear held in a Set or in an instance of a class that is not a Modu
     expect(none.message).toContain(
       "Linear layers held in Sets or instances of classes that are not Modules, which Module does not register and the patcher cannot patch: set.0, set.1, extra.inner.proj",
     );
+  });
+
+  it("held by an object whose prototype chain has no constructor (settings over null-prototype defaults) is named, and does not stop the patch", () => {
+    class Configured extends Module {
+      body = new Linear(8, 8, { seed: 1 });
+      settings = Object.assign(Object.create(Object.create(null)), { proj: new Linear(8, 4, { seed: 2 }) });
+      forward(x: Tensor): Tensor {
+        return this.body.forward(x);
+      }
+    }
+    const error = thrown(() => new BlockSparseModelPatcher().addPattern(/proj$/, { density: 0.5, blockShape: [4, 4] }).patchModel(new Configured()));
+    expect(error.problems).toEqual([
+      "'settings.proj' (matched by /proj$/) is a Linear held in the (anonymous) instance 'settings' of Configured, which Module does not register (it is not in the model's parameters(), stateDict() or an optimizer), so it cannot be patched; make the (anonymous) class extend Module (or hold the layers in a Module) to register them",
+    ]);
+    const model = new Configured();
+    expect(new BlockSparseModelPatcher().getPatchableLayers(model).map((layer) => layer.name)).toEqual(["body"]);
+    new BlockSparseModelPatcher().addPattern("body", { density: 0.5, blockShape: [4, 4] }).patchModel(model);
+    expect(model.body).toBeInstanceOf(BlockSparseLinear);
   });
 
   it("registered elsewhere, is refused rather than left dense in the Set or the instance, and getPatchableLayers leaves it out", () => {
