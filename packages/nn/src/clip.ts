@@ -1,17 +1,32 @@
 import { noGrad } from "@blocksparse/autograd";
-import { cast, concat, formatArg, mul, reshape, square, sum, type Tensor, tidy, ValueError } from "@blocksparse/core";
+import { abs, assertBoolean, cast, concat, formatArg, max, mul, optionsArg, pow, reshape, square, sum, type Tensor, tidy, ValueError } from "@blocksparse/core";
+import { NnError } from "./errors";
 import { Parameter } from "./parameter";
 
+export interface ClipGradNormOptions {
+  /** The norm's order p: a number > 0, or Infinity for the largest |gradient| (default 2), as torch's norm_type. */
+  normType?: number;
+  /** Throw an NnError, scaling nothing, when the norm is inf or NaN (default false), as torch's error_if_nonfinite. */
+  errorIfNonfinite?: boolean;
+}
+
 /**
- * Scales the gradients of `parameters` in place so that their joint L2 norm is at most
+ * Scales the gradients of `parameters` in place so that their joint norm is at most
  * `maxNorm`, as torch.nn.utils.clip_grad_norm_; returns the norm before clipping.
- * Parameters without a gradient are skipped; a block-sparse weight counts its stored blocks.
- * A NaN norm scales every gradient by NaN, as torch's (error_if_nonfinite=False); an infinite one by 0.
+ * The third argument is torch's norm_type (default 2, Infinity for the largest |gradient|) or
+ * `{ normType, errorIfNonfinite }`, the fourth torch's error_if_nonfinite.
+ * Parameters without a gradient are skipped; a block-sparse weight counts its stored blocks. `maxNorm` Infinity
+ * clips nothing (the norm alone). A NaN norm scales every gradient by NaN, as torch's (error_if_nonfinite=False); an
+ * infinite one by 0 (by NaN where maxNorm is Infinity too, as torch's inf / inf).
  */
-export function clipGradNorm(parameters: Iterable<Parameter>, maxNorm: number): number {
-  if (typeof maxNorm !== "number" || !(maxNorm >= 0) || !Number.isFinite(maxNorm)) {
-    throw new ValueError(`clipGradNorm: maxNorm must be a finite number >= 0, got ${formatArg(maxNorm)}`);
-  }
+export function clipGradNorm(parameters: Iterable<Parameter>, maxNorm: number, options: number | ClipGradNormOptions = 2, errorIfNonfinite = false): number {
+  // Infinity clips nothing and returns the norm, as torch's clip_grad_norm_(parameters, float("inf")).
+  if (typeof maxNorm !== "number" || !(maxNorm >= 0)) throw new ValueError(`clipGradNorm: maxNorm must be a number >= 0, got ${formatArg(maxNorm)}`);
+  // torch's positional norm_type, or the options; a norm type or flag ignored would clip by another norm than asked.
+  const given = typeof options === "number" ? { normType: options } : optionsArg("clipGradNorm", options, ["normType", "errorIfNonfinite"]);
+  const { normType = 2, errorIfNonfinite: strict = errorIfNonfinite } = given;
+  if (typeof normType !== "number" || !(normType > 0)) throw new ValueError(`clipGradNorm: normType must be a number > 0 or Infinity, got ${formatArg(normType)}`);
+  assertBoolean("clipGradNorm", "errorIfNonfinite", strict);
   if (typeof (parameters as Partial<Iterable<Parameter>> | null)?.[Symbol.iterator] !== "function") {
     throw new ValueError("clipGradNorm: parameters must be an iterable of Parameters (model.parameters())");
   }
@@ -22,10 +37,19 @@ export function clipGradNorm(parameters: Iterable<Parameter>, maxNorm: number): 
   // A parameter listed twice (a weight tied between two modules) counts once in the norm and is scaled once.
   const grads = [...new Set(list)].map((p) => p.grad);
   return noGrad(() => {
-    const present = grads.filter((grad): grad is Tensor => grad !== null);
-    // One read for all parameters: each sum of squares in float32, gathered before the download.
-    const squares = present.length === 0 ? 0 : tidy(() => sum(concat(present.map((grad) => reshape(sum(square(cast(grad, "float32"))), [1])), 0)).item());
-    const total = Math.sqrt(squares);
+    // An empty gradient adds nothing (and max has nothing to reduce).
+    const present = grads.filter((grad): grad is Tensor => grad !== null && grad.size > 0);
+    const inf = normType === Number.POSITIVE_INFINITY;
+    // One read for all parameters: each one's sum of |g|^p (max |g| for Infinity) in float32, gathered before the download.
+    const part = (grad: Tensor) => {
+      const g = cast(grad, "float32");
+      return reshape(inf ? max(abs(g)) : sum(normType === 2 ? square(g) : pow(abs(g), normType)), [1]);
+    };
+    const parts = present.length === 0 ? 0 : tidy(() => (inf ? max : sum)(concat(present.map(part), 0)).item());
+    const total = inf ? parts : normType === 2 ? Math.sqrt(parts) : parts ** (1 / normType);
+    if (strict && !Number.isFinite(total)) {
+      throw new NnError(`clipGradNorm: the gradients' norm is ${total}, not clipped (errorIfNonfinite)`);
+    }
     const coefficient = maxNorm / (total + 1e-6);
     // Not `< 1`: a NaN norm gives a NaN coefficient, which torch's clamp keeps and multiplies every gradient by.
     if (!(coefficient >= 1)) {

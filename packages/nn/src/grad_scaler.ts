@@ -111,13 +111,16 @@ export class GradScaler {
   /**
    * Unscales (unless done already) and runs `optimizer.step()` when every gradient is finite. Returns whether it stepped.
    * Throws an NnError when no parameter of `optimizer` has a gradient (torch: "No inf checks were recorded for this optimizer").
+   * A closure (optimizer.step(closure)) runs only when disabled; enabled, it is a ValueError, as torch's.
    */
-  step(optimizer: Optimizer): boolean {
+  step(optimizer: Optimizer, closure?: () => unknown): boolean {
     checkOptimizer("step", optimizer);
     if (!this.enabled) {
-      optimizer.step();
+      optimizer.step(closure);
       return true;
     }
+    // Its backward would give gradients no unscale() saw.
+    if (closure !== undefined) throw new ValueError("GradScaler.step: no closure while enabled (as torch)");
     // Without update() in between, the unscaling recorded for the last step would be taken for new (still scaled) gradients.
     if (this.#stepped.has(optimizer)) {
       throw new ValueError("GradScaler.step: already called for this optimizer since the last update()");
@@ -133,13 +136,19 @@ export class GradScaler {
   /**
    * Adjusts the scale after a step: back off when any unscaled optimizer saw inf/NaN, grow after `growthInterval` clean steps.
    * Throws an NnError when no step() or unscale() found a gradient since the last update (torch: "No inf checks were recorded prior to update").
+   * `newScale` (torch's update(new_scale)) sets the scale instead, the growth tracker left as it is.
    */
-  update(): void {
+  update(newScale?: number | null): void {
+    const scale = newScale == null ? null : checkPositive("newScale", newScale, "GradScaler.update");
     if (!this.enabled) return;
-    if (this.#unscaled.size === 0) throw new NnError("GradScaler.update: no step(optimizer) since the last update()");
+    if (scale === null && this.#unscaled.size === 0) throw new NnError("GradScaler.update: no step(optimizer) since the last update()");
     const foundInf = [...this.#unscaled.values()].includes(true);
     this.#unscaled.clear();
     this.#stepped.clear();
+    if (scale !== null) {
+      this.#scale = scale;
+      return;
+    }
     if (foundInf) {
       // The scale multiplies a float32 loss: below float32's smallest value it is 0, and every later step would be skipped.
       if (Math.fround(this.#scale * this.backoffFactor) === 0) {

@@ -42,7 +42,7 @@ export {
   type SetPatternOptions,
 } from "./block_sparse_linear";
 export { blockCountFor, blockSources, remapBlocks } from "./blocks";
-export { clipGradNorm } from "./clip";
+export { type ClipGradNormOptions, clipGradNorm } from "./clip";
 export { NnError, StateDictError, type StateDictMismatch } from "./errors";
 export { Dropout, Embedding, type EmbeddingOptions, forwardLinearActivation, forwardResidual, GELU, LayerNorm, type LayerNormOptions, ModuleList, ReLU, Sequential } from "./layers";
 export { Linear, type LinearOptions } from "./linear";

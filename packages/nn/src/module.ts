@@ -219,9 +219,10 @@ export abstract class Module {
     return dtypes.size === 1 ? ([...dtypes][0] as FloatDType) : null;
   }
 
-  /** Clears every parameter's gradient. */
-  zeroGrad(): void {
-    for (const parameter of this.parameters()) parameter.zeroGrad();
+  /** Clears every parameter's gradient; `setToNone: false` leaves zeros instead, as torch's zero_grad(set_to_none=False). */
+  zeroGrad(setToNone = true): void {
+    assertBoolean(`${this.constructor.name}.zeroGrad`, "setToNone", setToNone);
+    for (const parameter of this.parameters()) parameter.zeroGrad(setToNone);
   }
 
   /**

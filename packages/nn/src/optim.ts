@@ -269,8 +269,9 @@ export abstract class Optimizer {
   /**
    * Applies one update to every parameter that has a gradient. A float16/bfloat16 parameter
    * with a master copy is updated in float32 and then takes the rounded master values.
+   * `closure` (torch's step(closure)) runs first, to compute the gradients this step uses; its result is returned.
    */
-  step(): void {
+  step<T = undefined>(closure?: () => T): T | undefined {
     if (!this.capturable && isCapturing()) {
       throw new GraphError(
         `${this.#where}.step() inside captureGraph: its step count and learning rate live on the host, so a replay would repeat this step's; make the optimizer with { capturable: true } (Adam, AdamW), or call step() after each replay()`,
@@ -278,6 +279,8 @@ export abstract class Optimizer {
     }
     // Hyperparameters set since (optimizer.weightDecay = ...) are checked as the constructor checks them: NaN would reach every weight.
     this.checkHyperparameters(`${this.#where}.step`, this.ownHyperparameters());
+    if (closure !== undefined && typeof closure !== "function") throw new ValueError(`${this.#where}.step: closure must be a function`);
+    const loss = closure?.();
     noGrad(() => {
       // Every learning rate first: a bad lrScale throws before any state changes.
       const due: Parameter[] = [];
@@ -319,6 +322,7 @@ export abstract class Optimizer {
         states[i].fresh.clear();
       }
     });
+    return loss;
   }
 
   /**
@@ -343,9 +347,14 @@ export abstract class Optimizer {
     return this.#state.get(parameter)?.master ?? undefined;
   }
 
-  /** Clears the gradient of every parameter. */
-  zeroGrad(): void {
-    for (const parameter of this.params) parameter.zeroGrad();
+  /**
+   * Clears the gradient of every parameter, as torch's `zero_grad()`. `setToNone: false` (torch's set_to_none=False)
+   * leaves zeros of the parameter's dtype instead, so that the next step updates every parameter that had a gradient
+   * (momentum, weight decay), also one that the next backward leaves out.
+   */
+  zeroGrad(setToNone = true): void {
+    assertBoolean(`${this.#where}.zeroGrad`, "setToNone", setToNone);
+    for (const parameter of this.params) parameter.zeroGrad(setToNone);
   }
 
   /** The state tensors of `parameter` (undefined before its first step). */

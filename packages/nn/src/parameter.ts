@@ -1,4 +1,4 @@
-import { type BsrPattern, type DType, keep, optionsArg, Tensor, ValueError } from "@blocksparse/core";
+import { assertBoolean, type BsrPattern, type DType, fullOn, keep, optionsArg, Tensor, ValueError } from "@blocksparse/core";
 
 /**
  * A trainable tensor owned by a module. It holds its tensor (`value`) rather than being
@@ -79,10 +79,15 @@ export class Parameter {
     this.#value.assign(other);
   }
 
-  /** Disposes the gradient and clears it. */
-  zeroGrad(): void {
+  /**
+   * Disposes the gradient and clears it. `setToNone: false` (torch's set_to_none=False) leaves zeros of the parameter's
+   * dtype where there was a gradient, so that the next step still updates it (momentum, weight decay) if backward leaves it out.
+   */
+  zeroGrad(setToNone = true): void {
+    assertBoolean("zeroGrad", "setToNone", setToNone);
+    const had = this.#value.grad != null;
     this.#value.grad?.dispose();
-    this.#value.grad = null;
+    this.#value.grad = had && !setToNone ? keep(fullOn(this.#value.backend, this.#value.shape, 0, this.#value.dtype)) : null;
   }
 
   /** Frees the tensor and its gradient. */

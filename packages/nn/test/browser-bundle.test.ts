@@ -74,11 +74,13 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // refused a .grad on another backend than its leaf by name and kept rsqrt's gradient in range (77.865 measured); 77.88
   // KiB until format's fromDense refused entries that are not numbers and kept a Float32Array's bits, and toDense named
   // a shape too large for one array (77.982 measured in a clean build); 77.96 KiB until fromLinear drew the pattern of a
-  // zero or constant weight, net of loadStateDict refusing a block-sparse entry for a dense parameter (78.013 measured).
-  it("format + core + autograd + nn stay within 78.02 KiB gzipped and evaluate no code", async () => {
+  // zero or constant weight, net of loadStateDict refusing a block-sparse entry for a dense parameter (78.013 measured);
+  // 78.02 KiB until clipGradNorm took torch's norm_type and error_if_nonfinite, GradScaler.update its new scale,
+  // zeroGrad set_to_none=False and Optimizer.step a closure (78.396 measured).
+  it("format + core + autograd + nn stay within 78.40 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(78.02);
+    expect(gzipKiB).toBeLessThanOrEqual(78.40);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
