@@ -404,11 +404,11 @@ export class Engine {
     return tensor;
   }
 
-  /** A new tensor on `values`, uploaded to `backend` (default: the active one). */
-  upload(values: BackendValues, shape: readonly number[], dtype: DType, backend: Backend = this.activeBackend()): Tensor {
-    if (!isStorageOf(dtype, values)) throw new ValueError(`upload: values are not the storage array of ${dtype}`);
+  /** A new tensor on `values`, uploaded to `backend` (default: the active one); `op` names the caller in errors. */
+  upload(values: BackendValues, shape: readonly number[], dtype: DType, backend: Backend = this.activeBackend(), op = "upload"): Tensor {
+    if (!isStorageOf(dtype, values)) throw new ValueError(`${op}: values are not the storage array of ${dtype}`);
     if (values.length !== sizeOf(shape)) {
-      throw new ShapeError(`upload: ${values.length} values do not fill shape ${formatShape(shape)}`);
+      throw new ShapeError(`${op}: ${values.length} values do not fill shape ${formatShape(shape)}`);
     }
     this.checkHostTransfer("upload");
     const dataId = backend.allocate(dtype, values.length);

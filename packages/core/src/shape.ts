@@ -67,9 +67,9 @@ export function broadcastStrides(shape: readonly number[], outShape: readonly nu
 
 /** A possibly negative axis as an index in [0, rank). Throws IndexError otherwise. */
 export function normalizeAxis(axis: number, rank: number, op = "axis"): number {
-  if (!Number.isInteger(axis) || axis < -rank || axis >= rank) {
-    throw new IndexError(`${op}: axis ${axis} is out of range for rank ${rank}`);
-  }
+  // A string "1" or 0.5 is named as what it is: "axis 1 is out of range for rank 2" read as if axis 1 were refused.
+  if (!Number.isInteger(axis)) throw new IndexError(`${op}: axis must be an integer, got ${formatArg(axis)}`);
+  if (axis < -rank || axis >= rank) throw new IndexError(`${op}: axis ${axis} is out of range for rank ${rank}`);
   return axis < 0 ? axis + rank : axis;
 }
 

@@ -156,7 +156,7 @@ export class Tensor {
    */
   assign(other: Tensor): void {
     this.throwIfDisposed("assign");
-    if (!(other instanceof Tensor)) throw new ValueError(`assign: other must be a Tensor, got ${other}`);
+    if (!(other instanceof Tensor)) throw new ValueError(`assign: other must be a Tensor, got ${other === null ? "null" : typeof other}`);
     other.throwIfDisposed("assign");
     if (other.dtype !== this.dtype) {
       throw new DTypeError(`assign: other has dtype ${other.dtype}, expected ${this.dtype}`);

@@ -2,6 +2,7 @@ import {
   CoreError,
   DTypeError,
   DisposedTensorError,
+  IndexError,
   JsBackend,
   BackendError,
   ShapeError,
@@ -13,10 +14,14 @@ import {
   crossEntropy,
   argmax,
   div,
+  equal,
+  flatten,
+  fromStorage,
   full,
   gelu,
   keep,
   less,
+  lessEqual,
   logSoftmax,
   manualSeed,
   memory,
@@ -31,6 +36,8 @@ import {
   registerBackend,
   removeBackend,
   reshape,
+  slice,
+  split,
   squeeze,
   stack,
   sum,
@@ -120,6 +127,12 @@ describe("axes that are not numbers", () => {
   it("an axis given as a string is quoted in the message (\"got 1\" read as if axis 1 were refused)", () => {
     expect(() => argmax(ones([2, 3]), "1" as never)).toThrow('argmax: axis must be an integer, got "1"');
   });
+
+  it("an axis in a list that is not an integer is named as such (sum said axis 1 was out of range for rank 2)", () => {
+    expect(() => sum(ones([2, 3]), ["1"] as never)).toThrow('sum: axis must be an integer, got "1"');
+    expect(() => squeeze(ones([1, 3]), [0.5])).toThrow("squeeze: axis must be an integer, got 0.5");
+    expect(() => sum(ones([2, 3]), [0, 2])).toThrow("sum: axis 2 is out of range for rank 2");
+  });
 });
 
 describe("memory helpers name a wrong argument", () => {
@@ -163,6 +176,20 @@ describe("a number a half dtype cannot hold joins a binary op at float32 precisi
       expect(cmp.dtype).toBe("int32");
       expect(cmp.toArray()).toEqual([1, 0]);
       expect(less(f16([60000]), 1e5).toArray()).toEqual([1]);
+    });
+  });
+
+  it("a number stored as a half subnormal joins at float32 precision (mul by 3e-8 in float16 gave twice the product)", () => {
+    tidy(() => {
+      const x = f16([10000, 2 ** -24]);
+      for (const factor of [3e-8, 1e-7, 1e-6]) {
+        expect(mul(x, factor).toArray()[0]).toBe(roundedF16(Math.fround(10000 * Math.fround(factor))));
+      }
+      // 2^-24, float16's smallest subnormal, is not equal to 3e-8 nor at most it.
+      expect(equal(x, 3e-8).toArray()).toEqual([0, 0]);
+      expect(lessEqual(x, 3e-8).toArray()).toEqual([0, 0]);
+      const big = tensor([1e30], [1], "bfloat16");
+      expect(mul(big, 1e-39).toArray()[0]).toBe(tensor([Math.fround(big.toArray()[0] * Math.fround(1e-39))], [1], "bfloat16").toArray()[0]);
     });
   });
 
@@ -300,5 +327,44 @@ describe("zerosLike and onesLike check their tensor", () => {
     expect(() => onesLike(t)).toThrow("onesLike: t: tensor");
     expect(() => zerosLike(null as never)).toThrow(new ValueError("zerosLike: t must be a Tensor, got null"));
     expect(() => onesLike(3 as never)).toThrow(ValueError);
+  });
+});
+
+describe("a number given as a string is quoted in the message, as axes are", () => {
+  it("slice, split, crossEntropy's ignoreIndex, Adam's step, randint and assign say what they got (\"begin[0] = 1 is not an integer\")", () => {
+    const x = ones([4]);
+    const cases: [() => unknown, string][] = [
+      [() => slice(x, ["1"] as never), 'slice: begin[0] must be an integer, got "1"'],
+      [() => slice(x, [0], ["2"] as never), 'slice: size[0] must be -1 or a non-negative integer, got "2"'],
+      // A negative size is not one that exceeds the dim.
+      [() => slice(x, [0], [-2]), "slice: size[0] must be -1 or a non-negative integer, got -2"],
+      [() => slice(x, [1], [4]), "slice: size[0] = 4 from 1 exceeds dim 4"],
+      [() => split(x, ["2", "2"] as never), 'split: sizes[0] must be a non-negative integer, got "2"'],
+      [() => crossEntropy(ones([1, 2]), tensor(new Int32Array([0])), { ignoreIndex: "-100" as never }), 'crossEntropy: ignoreIndex must be an int32 (e.g. -100, or a pad id), got "-100"'],
+      [() => adamUpdate(x, x, x, x, { lr: 0.1, step: "1" as never }), 'adamUpdate: step must be an integer >= 1, got "1"'],
+      [() => randint("0" as never, 5, [2]), 'randint: expected integers low < high, got ["0", 5)'],
+      [() => x.assign("x" as never), "assign: other must be a Tensor, got string"],
+    ];
+    for (const [run, message] of cases) {
+      expect(run).toThrow(CoreError);
+      expect(run).toThrow(message);
+    }
+    x.dispose();
+  });
+});
+
+describe("flatten and fromStorage check their arguments under their own names", () => {
+  it("flatten of a scalar takes the axes of [1], as torch's, and refuses others (flatten(scalar, 5) was [1])", () => {
+    const s = tensor(2);
+    expect(flatten(s).shape).toEqual([1]);
+    expect(flatten(s, 0, -1).shape).toEqual([1]);
+    expect(() => flatten(s, 5)).toThrow(new IndexError("flatten: axis 5 is out of range for rank 1"));
+    s.dispose();
+  });
+
+  it("fromStorage names itself (the errors said upload)", () => {
+    expect(() => fromStorage(new Float32Array(2), [2], "float16")).toThrow(new ValueError("fromStorage: values are not the storage array of float16"));
+    expect(() => fromStorage([1, 2] as never, [2], "float32")).toThrow(new ValueError("fromStorage: values are not the storage array of float32"));
+    expect(() => fromStorage(new Int32Array(2), [3], "int32")).toThrow(new ShapeError("fromStorage: 2 values do not fill shape [3]"));
   });
 });

@@ -105,7 +105,7 @@ export function tensor(data: TensorData, shape?: readonly number[], dtype?: DTyp
 export function fromStorage(values: BackendValues, shape: readonly number[], dtype: DType): Tensor {
   checkDType("fromStorage", dtype);
   assertShapeArg("fromStorage", "shape", shape);
-  return engine.upload(values, shape, dtype);
+  return engine.upload(values, shape, dtype, undefined, "fromStorage");
 }
 
 /** A rank-0 tensor. */
@@ -262,7 +262,7 @@ export function rand(shape: readonly number[], options?: (RandomOptions & { low?
 export function randint(low: number, high: number, shape: readonly number[], options?: { seed?: number } | null): Tensor {
   assertShapeArg("randint", "shape", shape);
   if (!Number.isInteger(low) || !Number.isInteger(high) || high <= low) {
-    throw new ValueError(`randint: expected integers low < high, got [${low}, ${high})`);
+    throw new ValueError(`randint: expected integers low < high, got [${formatArg(low)}, ${formatArg(high)})`);
   }
   // Every value drawn must fit int32: past it the store would wrap (randint(0, 2 ** 32) gave negatives).
   if (low < -(2 ** 31) || high > 2 ** 31) {

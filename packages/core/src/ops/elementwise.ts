@@ -171,8 +171,9 @@ function binary(kernel: BinaryKernelName | ComparisonKernelName, a: TensorLike, 
   ) {
     return engine.runKernel(kernel, { a, b }, {});
   }
-  // A number a half dtype holds as Infinity or 0 (65536 or 1e-8 in float16) joins in float32, as PyTorch's scalars do:
-  // the op runs on the widened tensor, its result rounded once (mul(x, 65536) gave Infinity for x = 1e-3).
+  // A number a half dtype holds as Infinity, 0 or a subnormal off by more than its rounding (65536, 1e-8 or 3e-8 in
+  // float16) joins in float32, as PyTorch's scalars do: the op runs on the widened tensor, its result rounded once
+  // (mul(x, 65536) gave Infinity for x = 1e-3, mul(x, 3e-8) twice the product).
   const half = lostInHalf(a, b) ?? lostInHalf(b, a);
   if (half) {
     return engine.tidy(() => {
@@ -193,12 +194,18 @@ function binary(kernel: BinaryKernelName | ComparisonKernelName, a: TensorLike, 
   }
 }
 
-/** `other` when it is a live half tensor that stores the finite, nonzero number `value` as Infinity or 0. */
+/**
+ * `other` when it is a live half tensor that stores the finite, nonzero number `value` off by more than the dtype's
+ * relative rounding (2^-11 float16, 2^-8 bfloat16): as Infinity, 0 or a subnormal (3e-8 stored as 5.96e-8).
+ */
 function lostInHalf(value: TensorLike, other: TensorLike): Tensor | undefined {
   if (typeof value !== "number" || !(other instanceof Tensor) || other.isDisposed || value === 0 || !Number.isFinite(value)) return undefined;
-  const stored =
-    other.dtype === "float16" ? float16BitsToFloat32(float32ToFloat16Bits(value)) : other.dtype === "bfloat16" ? bfloat16BitsToFloat32(float32ToBfloat16Bits(value)) : 1;
-  return stored === 0 || !Number.isFinite(stored) ? other : undefined;
+  const wide = Math.fround(value);
+  const f16 = other.dtype === "float16";
+  if (!f16 && other.dtype !== "bfloat16") return undefined;
+  const stored = f16 ? float16BitsToFloat32(float32ToFloat16Bits(wide)) : bfloat16BitsToFloat32(float32ToBfloat16Bits(wide));
+  // Not <=: Infinity fails it too.
+  return Math.abs(stored - wide) <= Math.abs(wide) * 2 ** (f16 ? -11 : -8) ? undefined : other;
 }
 
 /** Whether two shapes broadcast together (broadcastShapes without the result). */

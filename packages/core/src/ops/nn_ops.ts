@@ -224,7 +224,7 @@ function crossEntropyOptions(op: string, options: Reduction | CrossEntropyOption
 function ignoreIndexAttrs(op: string, ignoreIndex: number | undefined): CrossEntropyAttrs {
   if (ignoreIndex === undefined) return {};
   if (!Number.isInteger(ignoreIndex) || ignoreIndex >= 2 ** 31 || ignoreIndex < -(2 ** 31)) {
-    throw new ValueError(`${op}: ignoreIndex must be an int32 (e.g. -100, or a pad id), got ${ignoreIndex}`);
+    throw new ValueError(`${op}: ignoreIndex must be an int32 (e.g. -100, or a pad id), got ${formatArg(ignoreIndex)}`);
   }
   return { ignoreIndex };
 }
@@ -545,7 +545,7 @@ function adamHyperparameters<T extends Omit<AdamOptions, "step">>(op: string, op
 }
 
 function assertStep(op: string, name: string, step: number): void {
-  if (!Number.isInteger(step) || step < 1) throw new IndexError(`${op}: ${name} must be an integer >= 1, got ${step}`);
+  if (!Number.isInteger(step) || step < 1) throw new IndexError(`${op}: ${name} must be an integer >= 1, got ${formatArg(step)}`);
 }
 
 /** One fused Adam/AdamW step: new param, m and v (the inputs are unchanged; assign them). */

@@ -21,7 +21,7 @@ function reduce(kernel: ReduceKernel, op: string, x: Tensor, axes: Axes | undefi
   return engine.runKernel(kernel, { x }, { axes: list, keepDims });
 }
 
-/** Sum over `axes` (default: all). float or int32. */
+/** Sum over `axes` (default: all). float or int32 (an int32 sum wraps modulo 2^32, as int32 add does; cast to float32 first for a wider one). */
 export function sum(x: Tensor, axes?: Axes, keepDims = false): Tensor {
   return reduce(Sum, "sum", x, axes, keepDims);
 }

@@ -31,9 +31,10 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
 /** Collapses dims [startAxis, endAxis] (inclusive) into one. Default: everything. */
 export function flatten(x: Tensor, startAxis = 0, endAxis = -1): Tensor {
   assertTensor("flatten", "x", x);
+  // A scalar's axes are those of [1], as torch's (flatten(scalar, 5) was [1]).
+  const start = axisArg("flatten", startAxis, Math.max(x.rank, 1));
+  const end = axisArg("flatten", endAxis, Math.max(x.rank, 1));
   if (x.rank === 0) return reshape(x, [1]);
-  const start = axisArg("flatten", startAxis, x.rank);
-  const end = axisArg("flatten", endAxis, x.rank);
   if (end < start) throw new IndexError(`flatten: endAxis ${endAxis} comes before startAxis ${startAxis}`);
   const merged = sizeOf(x.shape.slice(start, end + 1));
   return reshape(x, [...x.shape.slice(0, start), merged, ...x.shape.slice(end + 1)]);
@@ -94,14 +95,13 @@ export function slice(x: Tensor, begin: readonly number[], size?: readonly numbe
   for (let i = 0; i < x.rank; i++) {
     const dim = x.shape[i];
     let start = begin[i] ?? 0;
-    if (!Number.isInteger(start)) throw new IndexError(`slice: begin[${i}] = ${start} is not an integer`);
+    if (!Number.isInteger(start)) throw new IndexError(`slice: begin[${i}] must be an integer, got ${formatArg(start)}`);
     if (start < 0) start += dim;
     if (start < 0 || start > dim) throw new IndexError(`slice: begin[${i}] = ${begin[i]} is out of range for dim ${dim}`);
     let length = size?.[i] ?? -1;
     if (length === -1) length = dim - start;
-    if (!Number.isInteger(length) || length < 0 || start + length > dim) {
-      throw new IndexError(`slice: size[${i}] = ${size?.[i]} from ${start} exceeds dim ${dim}`);
-    }
+    if (!Number.isInteger(length) || length < 0) throw new IndexError(`slice: size[${i}] must be -1 or a non-negative integer, got ${formatArg(length)}`);
+    if (start + length > dim) throw new IndexError(`slice: size[${i}] = ${length} from ${start} exceeds dim ${dim}`);
     starts.push(start);
     sizes.push(length);
   }
@@ -127,7 +127,7 @@ export function split(x: Tensor, sizes: number | readonly number[], axis = 0): T
   } else {
     if (!Array.isArray(sizes) || sizes.length === 0) throw new ValueError("split: sizes must be a number of parts or a non-empty array of sizes");
     sizes.forEach((size, i) => {
-      if (!Number.isInteger(size) || size < 0) throw new ValueError(`split: sizes[${i}] = ${size} is not a non-negative integer`);
+      if (!Number.isInteger(size) || size < 0) throw new ValueError(`split: sizes[${i}] must be a non-negative integer, got ${formatArg(size)}`);
     });
     const total = sizes.reduce((sum, size) => sum + size, 0);
     if (total !== dim) throw new ShapeError(`split: sizes [${sizes.join(", ")}] sum to ${total}, but dim ${ax} of x ${formatShape(x.shape)} is ${dim}`);

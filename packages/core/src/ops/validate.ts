@@ -1,7 +1,7 @@
 /** Argument checks shared by ops: each throws a typed error naming the op and the argument. */
 import type { DType } from "../dtypes";
 import type { Activation } from "../kernel_names";
-import { BackendError, DTypeError, IndexError, ShapeError, ValueError } from "../errors";
+import { BackendError, DTypeError, ShapeError, ValueError } from "../errors";
 import { formatShape, normalizeAxis, shapesEqual, sizeOf } from "../shape";
 import { Tensor } from "../tensor";
 
@@ -132,7 +132,6 @@ export function assertPositiveInt(op: string, name: string, value: number): void
 }
 
 export function axisArg(op: string, axis: number, rank: number): number {
-  if (!Number.isInteger(axis)) throw new IndexError(`${op}: axis must be an integer, got ${formatArg(axis)}`);
   return normalizeAxis(axis, rank, op);
 }
 
