@@ -9,7 +9,7 @@ import { BackendError, type FloatDType, getBackendInstance, listBackends, setBac
 import { decimal, rejectRepeated, withFlagHelp } from "../../shared/flags";
 import { BUNDLED_TOKENIZER, loadCorpus } from "./data";
 import { DEFAULT_RIGL, type ExperimentOptions, experimentContext, type ResultRow, runExperiments, SIZES, type Size } from "./experiment";
-import { estimateSeconds, maxStepsForEpochs, measureStepTimes, planSteps, type StepTimes } from "./plan";
+import { checkBudgetFits, estimateSeconds, maxStepsForEpochs, measureStepTimes, planSteps, type StepTimes } from "./plan";
 import { formatMarkdown, formatTable, targetLines } from "./report";
 
 const DEFAULTS: Omit<ExperimentOptions, "dtype"> = {
@@ -243,7 +243,11 @@ async function main(): Promise<void> {
     const timing = [`dense ${times.dense.toFixed(1)}`, ...Object.entries(times.sparse).map(([d, t]) => `FFN ${d} ${t.step.toFixed(1)} (+${t.update.toFixed(1)} per RigL update)`)];
     if (times.distil !== undefined) timing.push(`distil ${times.distil.toFixed(1)}`, `fine-tune ${times.fineTune?.toFixed(1)}`);
     console.log(`Measured ms per step: ${timing.join(", ")}; ${times.evalBatch.toFixed(1)} per validation batch.`);
-    if (options.steps === "auto") steps = planSteps(times, options, budget - (performance.now() - startedAt) / 1000);
+    if (options.steps === "auto") {
+      const left = budget - (performance.now() - startedAt) / 1000;
+      steps = planSteps(times, options, left);
+      checkBudgetFits(times, options, steps, budget, left);
+    }
   }
   const epochCap = parsed.maxEpochs === undefined ? undefined : maxStepsForEpochs(parsed.maxEpochs, corpus.train.length, setup.batchSize * setup.context);
   if (epochCap !== undefined && steps > epochCap) steps = epochCap;

@@ -105,6 +105,20 @@ export function planSteps(times: StepTimes, options: ExperimentOptions, seconds:
   return Math.max(10, Math.floor(steps / 10) * 10);
 }
 
+/**
+ * Throws, naming --budget, when even `steps` (planSteps' least, 10) steps per model would not fit the `secondsLeft` of the
+ * `budgetSeconds` budget: --steps auto then planned 10 steps "that fit" the budget, skipped every run and exited 0.
+ */
+export function checkBudgetFits(times: StepTimes, options: ExperimentOptions, steps: number, budgetSeconds: number, secondsLeft: number, margin = 0.15): void {
+  const needed = plannedRuns(options, steps).reduce((sum, { run, steps: s }) => sum + estimateSeconds(times, options, run, s), 0);
+  if (needed <= secondsLeft * (1 - margin)) return;
+  const least = Math.ceil(budgetSeconds - secondsLeft + needed / (1 - margin));
+  throw new RangeError(
+    `--budget ${budgetSeconds}: ${Math.max(0, secondsLeft).toFixed(0)} s are left after measuring the step times, and ${steps} steps per model (the fewest --steps auto plans) ` +
+      `need about ${needed.toFixed(1)} s (${(needed / (1 - margin)).toFixed(1)} s with the ${Math.round(margin * 100)}% margin the plan keeps); give --budget ${least} or more, or --steps N`,
+  );
+}
+
 /** The most steps (a multiple of 10, at least 10) in which a model sees its `trainTokens` at most `epochs` times, `tokensPerStep` per step. */
 export function maxStepsForEpochs(epochs: number, trainTokens: number, tokensPerStep: number): number {
   return Math.max(10, Math.floor((epochs * trainTokens) / tokensPerStep / 10) * 10);

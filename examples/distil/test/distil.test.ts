@@ -16,7 +16,7 @@ import {
   train,
   validationLoss,
 } from "../src/experiment";
-import { estimateSeconds, maxStepsForEpochs, plannedRuns, planSteps, type StepTimes } from "../src/plan";
+import { checkBudgetFits, estimateSeconds, maxStepsForEpochs, plannedRuns, planSteps, type StepTimes } from "../src/plan";
 import { formatMarkdown, formatTable, overfitted, riglClosedShare, riglClosedShareAtBest, seedSummary, targetLines } from "../src/report";
 
 const corpus = await loadCorpus(BUNDLED_TOKENIZER, 20_000);
@@ -284,6 +284,16 @@ describe("planning the steps for a budget", () => {
     expect(total(steps + 10)).toBeGreaterThan(240 * 0.85);
     // dense 20 + 2 x (15 + 12) ms per step, 30 updates of 10 and 8 ms, 5 x 4 x 16 validation batches of 5 ms, 5 setups of 100 ms.
     expect(estimateSeconds(times, options, { kind: "rigl", density: 0.25 }, 1000)).toBeCloseTo((1000 * 15 + 30 * 10 + 4 * 16 * 5 + 100) / 1000, 9);
+  });
+
+  it("--steps auto refuses a budget too small for its fewest steps, naming --budget and what would fit, rather than skip every run", () => {
+    const options = { ...tinyOptions, mode: "sparse" as const, evalBatches: 16, curvePoints: 4 };
+    // planSteps never plans fewer than 10 steps: 3.0 s here, 3.6 s with the margin, on top of the 10 s already spent.
+    expect(planSteps(times, options, 0.001)).toBe(10);
+    expect(() => checkBudgetFits(times, options, 10, 10, 0.001)).toThrow(
+      /^--budget 10: 0 s are left after measuring the step times, and 10 steps per model \(the fewest --steps auto plans\) need about 3\.0 s \(3\.6 s with the 15% margin the plan keeps\); give --budget 14 or more, or --steps N$/,
+    );
+    expect(() => checkBudgetFits(times, options, planSteps(times, options, 240), 250, 240)).not.toThrow();
   });
 
   it("plans the recovery runs at a tenth of the steps, distillation before fine-tuning", () => {

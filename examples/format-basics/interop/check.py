@@ -2,13 +2,20 @@
 against the dense matrices, then writes files from PyTorch and SciPy for read.ts to check.
     python3 interop/check.py <dir>
 """
+import os
 import sys
 
-import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+try:
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+except ImportError as error:
+    sys.exit(f"check.py needs PyTorch and safetensors ({error}): pip install torch safetensors (SciPy optional)")
 
 directory = sys.argv[1] if len(sys.argv) > 1 else "."
+for name in ("ours.safetensors", "ours-dense.safetensors"):
+    if not os.path.exists(os.path.join(directory, name)):
+        sys.exit(f"check.py: {os.path.join(directory, name)} does not exist: tsx interop/write.ts {directory} writes it (interop/run.sh runs all three)")
 failures = []
 
 

@@ -5,6 +5,13 @@ import { join } from "node:path";
 import { loadBsrMatrices, loadSafetensors, loadScipyNpz } from "@blocksparse/format/node";
 
 const dir = process.argv[2] ?? ".";
+// A missing input is a message saying which step writes it, not a stack trace.
+for (const file of ["theirs.safetensors", "theirs-dense.safetensors"]) {
+  if (!existsSync(join(dir, file))) {
+    console.error(`read.ts: ${join(dir, file)} does not exist: check.py writes it (python3 interop/check.py ${dir}, after tsx interop/write.ts ${dir}); interop/run.sh runs all three`);
+    process.exit(1);
+  }
+}
 const matrices = await loadBsrMatrices(join(dir, "theirs.safetensors"));
 const dense = (await loadSafetensors(join(dir, "theirs-dense.safetensors"))).tensors;
 let failures = 0;

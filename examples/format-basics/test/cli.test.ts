@@ -1,4 +1,5 @@
-import { resolve } from "node:path";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
 import { runNode } from "../../../packages/distributed/test/helpers";
 
@@ -12,6 +13,14 @@ describe("the demo's command line", { timeout: 30_000 }, () => {
     expect(result.stderr).toMatch(/Unknown option '--out'/);
     expect(result.stderr).not.toMatch(/^\s+at /m);
     expect(result.stdout).toBe("");
+  });
+
+  it("interop/read.ts names a missing input file and the step that writes it, without a stack trace", async () => {
+    const missing = join(tmpdir(), "blocksparse-no-such-folder");
+    const result = await runNode(["--import", "tsx", "interop/read.ts", missing], { cwd: resolve(import.meta.dirname, "..") });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/read\.ts: .*theirs\.safetensors does not exist: check\.py writes it .*interop\/run\.sh runs all three/);
+    expect(result.stderr).not.toMatch(/^\s+at /m);
   });
 
   it("says what it does for --help", async () => {

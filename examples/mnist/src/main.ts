@@ -2,14 +2,15 @@
 // cpu), warning once for each that does not, and runs on js when neither does.
 import "@blocksparse/backend-cpu";
 import "@blocksparse/backend-cuda";
+import { totalmem } from "node:os";
 import { parseArgs } from "node:util";
 import { BackendError, getBackendInstance, importBackendModules, listBackends, setBackend } from "@blocksparse/core";
 import { decimal, rejectRepeated, withFlagHelp } from "../../shared/flags";
-import { availableDigits, PIXELS } from "./data";
+import { availableDigits, CLASSES, PIXELS } from "./data";
 import { checkHidden, FIRST_LAYER_BLOCK, HIDDEN_LAYER_BLOCK } from "./model";
 import { progressHooks } from "./progress";
 import { formatTable, percent } from "./report";
-import { computeDtype, DEFAULT_OPTIONS, type MnistOptions, type PatchFrom, type RegrowMode, trainMnist } from "./train";
+import { computeDtype, DEFAULT_OPTIONS, type MnistOptions, type PatchFrom, type RegrowMode, regrowStopStep, trainMnist } from "./train";
 
 const USAGE = `Train an MLP on MNIST dense and block-sparse, and compare them.
 
@@ -101,6 +102,15 @@ function parseOptions(argv: string[]): ParsedOptions | null {
       throw new RangeError(`--${(error as Error).message}`);
     }
   }
+  if (options.hidden !== undefined) {
+    // fc1, fc2 and fc3 with their gradients and Adam's two moments (12 bytes a parameter at least): a --hidden this machine
+    // cannot hold took seconds to fail with an allocation error that named no flag.
+    const parameters = (PIXELS + options.hidden + CLASSES) * options.hidden;
+    const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(bytes < 10 * 2 ** 30 ? 1 : 0)} GiB`;
+    if (12 * parameters > totalmem()) {
+      throw new RangeError(`--hidden: ${options.hidden} makes ${parameters.toLocaleString("en-US")} parameters, which need at least ${gib(12 * parameters)} to train, and this machine has ${gib(totalmem())}; use a smaller --hidden`);
+    }
+  }
   const trainSize = options.trainSize ?? DEFAULT_OPTIONS.trainSize;
   const testSize = options.testSize ?? DEFAULT_OPTIONS.testSize;
   if (trainSize + testSize > availableDigits()) {
@@ -111,6 +121,27 @@ function parseOptions(argv: string[]): ParsedOptions | null {
   if (values.lr !== undefined) options.learningRate = inRange("lr", values.lr, (lr) => lr > 0 && Number.isFinite(lr), "a positive number");
   if (values["regrow-fraction"] !== undefined) {
     options.regrowFraction = inRange("regrow-fraction", values["regrow-fraction"], (fraction) => fraction >= 0 && fraction <= 1, "a number in [0, 1]");
+  }
+  const regrow = options.regrow ?? DEFAULT_OPTIONS.regrow;
+  if (regrow === "none") {
+    for (const flag of ["regrow-every", "regrow-fraction"] as const) {
+      if (values[flag] !== undefined) throw new RangeError(`--${flag}: moves patterns only with --regrow random or rigl (--regrow is none); add --regrow rigl, or leave --${flag} out`);
+    }
+  } else {
+    // The schedule patternMover gives the SparseOptimizer: updates at steps every, 2 x every, ... before 3/4 of the sparse steps.
+    const epochs = options.epochs ?? DEFAULT_OPTIONS.epochs;
+    const sparseSteps = Math.ceil(trainSize / batchSize) * (epochs - ((options.patchFrom ?? DEFAULT_OPTIONS.patchFrom) === "trained" ? 1 : 0));
+    const stop = regrowStopStep(sparseSteps);
+    const every = options.regrowEvery ?? DEFAULT_OPTIONS.regrowEvery;
+    if (every >= stop) {
+      throw new RangeError(
+        `--regrow-every: ${every} steps between updates, but the patterns stop moving at step ${stop} (3/4 of the ${sparseSteps} sparse training steps), so they would never move; ` +
+          (stop > 1 ? `use --regrow-every ${stop - 1} or less, or more --epochs` : "use more --epochs or --train-size, or a smaller --batch-size"),
+      );
+    }
+  }
+  if (options.patchFrom === "trained" && (options.epochs ?? DEFAULT_OPTIONS.epochs) < 2) {
+    throw new RangeError("--patch-from trained: the first epoch trains the dense model the others are patched from, so --epochs 1 leaves none to train sparse; use --epochs 2 or more");
   }
   if (values.density !== undefined) {
     options.densities = values.density

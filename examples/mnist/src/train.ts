@@ -236,6 +236,11 @@ function trainEpochs(
   result.secondsPerEpoch = epochsTrained > 0 ? seconds / epochsTrained : null;
 }
 
+/** The step at which the patterns stop moving, of `sparseSteps` training steps: 3/4 of them (updates happen only before it). */
+export function regrowStopStep(sparseSteps: number): number {
+  return Math.max(1, Math.floor(0.75 * sparseSteps));
+}
+
 /** The SparseOptimizer for `regrow` (none: undefined): updates every regrowEvery steps, cosine-decayed to 0 at 3/4 of the sparse steps. */
 function patternMover(model: Mlp, data: MnistData, options: MnistOptions, firstEpoch: number): SparseOptimizer | undefined {
   if (options.regrow === "none") return undefined;
@@ -245,7 +250,7 @@ function patternMover(model: Mlp, data: MnistData, options: MnistOptions, firstE
     fraction: options.regrowFraction,
     every: options.regrowEvery,
     schedule: "cosine",
-    totalSteps: Math.max(1, Math.floor(0.75 * steps)),
+    totalSteps: regrowStopStep(steps),
     seed: options.seed,
   });
 }

@@ -26,6 +26,16 @@ describe("the demo's flags", { timeout: 30_000 }, () => {
     // parseArgs keeps the last value of a flag given twice; the first was dropped without a word.
     [["--epochs", "1", "--epochs", "2"], /--epochs: given twice \('1' and '2'\); give it once/],
     [["--backend=js", "--backend", "cpu"], /--backend: given twice \('js' and 'cpu'\); give it once/],
+    // These ran without a word and moved no pattern (or trained no sparse epoch): a static run reported as the one asked for.
+    [["--regrow-every", "25"], /--regrow-every: moves patterns only with --regrow random or rigl \(--regrow is none\)/],
+    [["--regrow-fraction", "0.3"], /--regrow-fraction: moves patterns only with --regrow random or rigl \(--regrow is none\)/],
+    [
+      ["--regrow", "rigl", "--train-size", "640", "--epochs", "1"],
+      /--regrow-every: 50 steps between updates, but the patterns stop moving at step 7 \(3\/4 of the 10 sparse training steps\), so they would never move; use --regrow-every 6 or less, or more --epochs/,
+    ],
+    // It took seconds to fail with "rand: cannot allocate ... float32 values", naming no flag.
+    [["--hidden", "10000000"], /--hidden: 10000000 makes [\d,]+ parameters, which need at least \d+ GiB to train, and this machine has [\d.]+ GiB; use a smaller --hidden/],
+    [["--patch-from", "trained", "--epochs", "1"], /--patch-from trained: the first epoch trains the dense model the others are patched from, so --epochs 1 leaves none to train sparse; use --epochs 2 or more/],
   ])("rejects %j naming the flag and what it accepts, before a backend starts or a line is printed", async (args, message) => {
     const result = await demo(...args);
     expect(result.code).toBe(1);

@@ -2,6 +2,7 @@
 // cpu), warning once for each that does not, and runs on js when neither does.
 import "@blocksparse/backend-cpu";
 import "@blocksparse/backend-cuda";
+import { totalmem } from "node:os";
 import { parseArgs } from "node:util";
 import { BackendError, getBackendInstance, importBackendModules, listBackends, setBackend } from "@blocksparse/core";
 import { Presets, SingleBar } from "cli-progress";
@@ -115,6 +116,29 @@ function parseOptions(argv: string[]): ParsedOptions | null {
   return Object.fromEntries(Object.entries(parsed).filter(([, value]) => value !== undefined));
 }
 
+/**
+ * Refuses sizes whose training cannot fit this machine's memory, naming the flags behind them: building a model of a
+ * million layers took minutes before it ran out of memory, and a huge batch failed with a typed array's RangeError.
+ * A lower bound: the dense model's parameters with their gradients and Adam's moments (12 bytes each at least), and
+ * one batch's logits, feed-forward activations and attention scores (2 bytes each at least).
+ */
+function checkMemory(options: TransformerOptions, vocabSize: number): void {
+  const { dModel, layers, batchSize, context, nHeads } = options;
+  const parameters = layers * 12 * dModel * dModel + 2 * vocabSize * dModel + context * dModel;
+  const activations = batchSize * context * (vocabSize + layers * (4 * dModel + nHeads * context));
+  const parameterBytes = 12 * parameters;
+  const activationBytes = 2 * activations;
+  const available = totalmem();
+  if (parameterBytes + activationBytes <= available) return;
+  const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(bytes < 10 * 2 ** 30 ? 1 : 0)} GiB`;
+  const flags = parameterBytes >= activationBytes ? "--layers or --d-model" : "--batch-size, --context or --layers";
+  throw new RangeError(
+    `--layers ${layers}, --d-model ${dModel}, --batch-size ${batchSize}, --context ${context}: training needs at least ${gib(parameterBytes + activationBytes)} ` +
+      `(${gib(parameterBytes)} for the parameters, their gradients and Adam's moments; ${gib(activationBytes)} for one batch's activations), ` +
+      `and this machine has ${gib(available)}; use a smaller ${flags}`,
+  );
+}
+
 /** setBackend, its error also naming the backends that do start here. */
 function chooseBackend(name: string): void {
   try {
@@ -176,10 +200,12 @@ async function main(): Promise<void> {
   // The flags that must fit together (the width, the heads, the block shape), before anything starts.
   checkOptions(options, (option) => OPTION_FLAGS[option] ?? option);
   // Every model samples windows of context + 1 characters from the validation split (about 0.15 s to count).
-  const validationCharacters = buildCorpus(mobyDickText()).validation.length;
+  const corpus = buildCorpus(mobyDickText());
+  const validationCharacters = corpus.validation.length;
   if (options.context >= validationCharacters) {
     throw new RangeError(`--context: ${options.context} leaves no window in the validation text's ${validationCharacters} characters; use at most ${validationCharacters - 1}`);
   }
+  checkMemory(options, corpus.vocabulary.size);
   await importBackendModules(backendModules, (specifier) => import(specifier));
   if (options.backend !== undefined) chooseBackend(options.backend);
   // Starting the backend here puts the cuda fallback warning (if any) above the header.

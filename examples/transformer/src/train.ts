@@ -246,9 +246,13 @@ export function checkOptions(options: TransformerOptions, label: (option: keyof 
   const [blockRows, blockCols] = options.blockShape;
   const hidden = 4 * options.dModel;
   if (options.dModel % blockRows !== 0 || options.dModel % blockCols !== 0 || hidden % blockRows !== 0 || hidden % blockCols !== 0) {
+    // dModel itself must be a multiple of both sides (4 x dModel then is too): of their least common multiple.
+    const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
+    const multiple = (blockRows / gcd(blockRows, blockCols)) * blockCols;
+    const lower = Math.floor(options.dModel / multiple) * multiple;
     throw new RangeError(
       `${label("dModel")}: ${options.dModel} (feed-forward ${options.dModel} x ${hidden}) is not divisible by the block shape ${blockRows}x${blockCols} (${label("blockShape")}); ` +
-        `use a multiple of ${Math.max(blockRows, blockCols)}`,
+        `use a multiple of ${multiple} (${lower > 0 ? `${lower} or ${lower + multiple}` : `${multiple} is the smallest`})`,
     );
   }
   if (options.dModel % options.nHeads !== 0) throw new RangeError(`${label("nHeads")}: ${options.nHeads} heads do not divide ${label("dModel")} ${options.dModel}`);

@@ -12,7 +12,9 @@ describe("the demo's flags", { timeout: 30_000 }, () => {
     [["--lr", "abc"], /--lr: expected a positive number, got 'abc'/],
     [["--block", "0x0"], /--block: expected ROWSxCOLS of positive integers such as 32x32, got '0x0'/],
     [["--heads", "3"], /--heads: 3 heads do not divide --d-model 64/],
-    [["--block", "24x24"], /--d-model: 64 \(feed-forward 64 x 256\) is not divisible by the block shape 24x24 \(--block\); use a multiple of 24/],
+    [["--block", "24x24"], /--d-model: 64 \(feed-forward 64 x 256\) is not divisible by the block shape 24x24 \(--block\); use a multiple of 24 \(48 or 72\)/],
+    // A multiple of the larger side alone (48) is not divisible by 32: the width must be a multiple of both.
+    [["--block", "48x32", "--d-model", "48"], /--d-model: 48 \(feed-forward 48 x 192\) is not divisible by the block shape 48x32 \(--block\); use a multiple of 96 \(96 is the smallest\)/],
     [["--lr=-0.5"], /--lr: expected a positive number, got '-0.5'/],
     [["--context", "200000"], /--context: 200000 leaves no window in the validation text's \d+ characters; use at most \d+/],
     [["--density", "0.5,,0.25"], /--density: expected densities in \(0, 1\], comma-separated, got ''/],
@@ -23,6 +25,9 @@ describe("the demo's flags", { timeout: 30_000 }, () => {
     // parseArgs keeps the last value of a flag given twice; the first was dropped without a word.
     [["--steps", "1", "--steps", "2"], /--steps: given twice \('1' and '2'\); give it once/],
     [["--block=16x16", "--block", "32x32"], /--block: given twice \('16x16' and '32x32'\); give it once/],
+    // A million blocks took minutes to build, then ran out of memory; a huge batch failed with "Invalid typed array length".
+    [["--layers", "100000000"], /--layers 100000000, --d-model 64, --batch-size 8, --context 64: training needs at least \d+ GiB .* and this machine has \d+(\.\d)? GiB; use a smaller --layers or --d-model/],
+    [["--batch-size", "100000000000"], /--batch-size 100000000000, --context 64: training needs at least \d+ GiB .*; use a smaller --batch-size, --context or --layers/],
   ])("rejects %j naming the flag and what it accepts, before a backend starts or a line is printed", async (args, message) => {
     const result = await demo(...args);
     expect(result.code).toBe(1);
