@@ -89,6 +89,12 @@ export class DistributedDataParallel extends Module {
    */
   readonly #agreedCalls = new Map<SparseOptimizer, number>();
   #requireGradSync = true;
+  /**
+   * The parameters the ranks last agreed on: the model's when `create` wrapped it, or when `broadcastParameters` last
+   * copied rank 0's. One added or replaced since (`model.head = new Linear(...)` after wrapping) holds values of its
+   * rank's own: `backward` refuses it on every rank, instead of averaging its gradients into replicas that differ.
+   */
+  #wrapped = new WeakSet<Parameter>();
 
   private constructor(module: Module, group: ProcessGroup, bucketBytes: number, overlap: boolean) {
     super();
@@ -110,6 +116,7 @@ export class DistributedDataParallel extends Module {
     if (module.parameters().length === 0) throw new ValueError("DistributedDataParallel: the module has no parameters");
     const ddp = new DistributedDataParallel(module, group, bucketBytes, options.overlap ?? true);
     if (options.broadcastParameters ?? true) await ddp.broadcastParameters();
+    else ddp.#wrapped = new WeakSet(module.parameters());
     return ddp;
   }
 
@@ -250,7 +257,9 @@ export class DistributedDataParallel extends Module {
       for (const [layer, pattern] of patterns) if (!pattern.equals(layer.pattern)) layer.setPattern(pattern);
     });
     await this.#checkLayouts("DistributedDataParallel.broadcastParameters");
-    await Promise.all(this.module.parameters().map((parameter) => this.#group.broadcast(parameter.value, 0)));
+    const parameters = this.module.parameters();
+    await Promise.all(parameters.map((parameter) => this.#group.broadcast(parameter.value, 0)));
+    this.#wrapped = new WeakSet(parameters);
   }
 
   /**
@@ -578,9 +587,11 @@ export class DistributedDataParallel extends Module {
    * and the same block-sparse patterns (the buckets are planned from them, and a gradient's
    * values are per block), and that the SparseOptimizers given to movePatterns still have the same
    * schedules (a count that drifted apart would send ranks into different collectives at a later
-   * move), in one allGather of eight numbers per rank (parameter count, how many take gradients, a
-   * digest of which, a digest of the patterns, the count of unused parameters, a digest of every
-   * parameter's dtype and shape, the number of SparseOptimizers and a digest of their schedules).
+   * move), and that no parameter was added or replaced since `create` (its values would be its
+   * rank's own), in one allGather of nine numbers per rank (parameter count, how many take gradients,
+   * a digest of which, a digest of the patterns, the count of unused parameters, a digest of every
+   * parameter's dtype and shape, the number of SparseOptimizers, a digest of their schedules and the
+   * count of parameters added since).
    * Only when they differ, a second allGather finds what differs, and every rank throws the same
    * error naming it, instead of calling collectives of other sizes (a CollectiveError about shapes
    * on the CPU group; a hang or wrong sums on NCCL) or averaging the gradients of different blocks.
@@ -611,7 +622,9 @@ export class DistributedDataParallel extends Module {
     const sparses = [...this.#agreedCalls.keys()];
     const schedules = sparses.map((sparse) => Float64Array.of(0, ...scheduleValues(sparse)));
     const scheduleDigests = Int32Array.from(schedules, (schedule) => digest32(schedule));
-    const fields = 8;
+    // Per parameter: 1 where it is not one the ranks agreed on (added or replaced since create or broadcastParameters).
+    const added = Int32Array.from(named, ([, parameter]) => (this.#wrapped.has(parameter) ? 0 : 1));
+    const fields = 9;
     const fingerprints = await this.#allGatherInt32([
       count,
       flags.reduce((a, b) => a + b, 0),
@@ -621,6 +634,7 @@ export class DistributedDataParallel extends Module {
       digest32(layoutDigests),
       sparses.length,
       digest32(scheduleDigests),
+      added.reduce((a, b) => a + b, 0),
     ]);
     const ranks = Array.from({ length: worldSize }, (_, r) => r);
     const field = (r: number, f: number) => fingerprints[r * fields + f];
@@ -631,7 +645,8 @@ export class DistributedDataParallel extends Module {
       for (const sparse of sparses) this.#agreedCalls.set(sparse, sparse.calls);
       return exchange;
     };
-    if (agree(0) && agree(1) && agree(2) && agree(3) && agree(5) && agree(6) && agree(7)) return schedulesAgreed();
+    const changed = ranks.some((r) => field(r, 8) > 0);
+    if (agree(0) && agree(1) && agree(2) && agree(3) && agree(5) && agree(6) && agree(7) && !changed) return schedulesAgreed();
     if (!agree(0)) {
       const counts = ranks.map((r) => `${field(r, 0)} on rank ${r}`).join(", ");
       throw new ReplicaDivergenceError(`${where}: the ranks built different models: their numbers of parameters differ (${counts})`);
@@ -660,6 +675,18 @@ export class DistributedDataParallel extends Module {
     }
     // Same sizes in other shapes would be averaged silently (a [4, 8] weight's gradient with a [8, 4] one's); other sizes hang NCCL.
     if (!agree(5)) await this.#throwLayoutMismatch(where, named, layouts);
+    // The same on every rank (torch's DDP ignores such a parameter): each rank's values of its own, never broadcast.
+    if (changed) {
+      const all = await this.#allGatherInt32(added);
+      const details: string[] = [];
+      named.forEach(([name], i) => {
+        const on = ranks.filter((r) => all[r * count + i] === 1);
+        if (on.length > 0) details.push(`${label(name, i)} on rank(s) ${on.join(", ")}`);
+      });
+      throw new ReplicaDivergenceError(
+        `${where}: the model changed after DistributedDataParallel.create: ${details.join("; ")} ${details.length === 1 ? "was" : "were"} added or replaced since, so ${details.length === 1 ? "its values were" : "their values were"} never copied from rank 0 and the replicas would train from different values. Change the model before wrapping it, or call ddp.broadcastParameters() on every rank after changing it (and give the optimizer the new parameters)`,
+      );
+    }
     if (!agree(3)) {
       const all = await this.#allGatherInt32(patternDigests);
       const details: string[] = [];

@@ -41,7 +41,8 @@ export interface LaunchOptions {
   log?: (line: string) => void;
 }
 
-export const LAUNCHER_USAGE = `usage: blocksparse-run --nproc-per-node N [--nnodes M --node-rank K --master-addr ADDR --master-port PORT] [--] script.js [script args]
+export const LAUNCHER_USAGE = `usage: blocksparse-run --nproc-per-node N [--nnodes M --node-rank K --master-addr ADDR --master-port PORT --job-id ID] [--] script.js [script args]
+       blocksparse-run --help
 
   --nproc-per-node N   processes to start on this host (one per GPU)
   --nnodes M           hosts in the job (default 1)
@@ -61,6 +62,38 @@ const OPTION_NAMES: Record<string, keyof LaunchOptions> = {
   "master-port": "masterPort",
   "job-id": "jobId",
 };
+
+/**
+ * Whether the launcher's options (those before the script or `--`) ask for its usage: `--help` or `-h`, as torchrun's.
+ * One after the script is the script's own.
+ */
+function asksForHelp(argv: readonly string[]): boolean {
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === "--help" || arg === "-h") return true;
+    if (arg === "--" || !arg.startsWith("--")) return false;
+    // An option without `=` takes the next argument as its value.
+    if (!arg.includes("=")) i++;
+  }
+  return false;
+}
+
+/**
+ * blocksparse-run's command line, run to its end: resolves with the exit code. `--help` or `-h` prints the usage to
+ * `stdout` and exits 0 (as torchrun's); bad options print their error and the usage to `stderr` and exit 2.
+ */
+export async function runLauncherCommand(argv: readonly string[], output: { stdout: (text: string) => void; stderr: (text: string) => void } = { stdout: (text) => process.stdout.write(text), stderr: (text) => process.stderr.write(text) }): Promise<number> {
+  if (asksForHelp(argv)) {
+    output.stdout(`${LAUNCHER_USAGE}\n`);
+    return 0;
+  }
+  try {
+    return await launch(parseLauncherArgs(argv));
+  } catch (error) {
+    output.stderr(`${error instanceof Error ? error.message : String(error)}\n`);
+    return 2;
+  }
+}
 
 /** The launcher's options from its command line: options up to the script, then the script's own arguments untouched. */
 export function parseLauncherArgs(argv: readonly string[]): LaunchOptions {
@@ -158,7 +191,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const killGraceMs = options.killGraceMs ?? 5000;
   // Node 0's launcher hosts the store: it lives as long as the job, whichever rank exits first.
-  const store = nodeRank === 0 ? await TcpStoreServer.listen(masterAddr, options.masterPort ?? 0, { jobId }) : null;
+  const store = nodeRank === 0 ? await TcpStoreServer.listenForJob(masterAddr, options.masterPort ?? 0, { jobId }) : null;
   const masterPort = store?.port ?? (options.masterPort as number);
   const worldSize = nnodes * nprocPerNode;
   const children: { rank: number; child: ChildProcess; exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> }[] = [];

@@ -39,7 +39,7 @@ export class Rendezvous {
     const wait: StoreTimeout = { timeoutMs, deadline: Date.now() + timeoutMs };
     // The store's handshake checks it: a rank that reaches another job's store (one port given to two jobs) fails instead of joining.
     const jobId = env.jobId ?? defaultJobId(env.worldSize);
-    const server = env.rank === 0 && !env.launcherStore ? await TcpStoreServer.listen(env.masterAddr, env.masterPort, { jobId }) : null;
+    const server = env.rank === 0 && !env.launcherStore ? await TcpStoreServer.listenForJob(env.masterAddr, env.masterPort, { jobId }) : null;
     let store: TcpStore;
     try {
       // Without the launcher, rank 0's process hosts the store: the store closing means rank 0 is gone.

@@ -14,7 +14,7 @@
  * when both name one, of another job. Two jobs given the same port on one host thus fail with a
  * StoreJobMismatchError instead of mixing their ranks.
  */
-import { createServer, type Server, type Socket, connect as connectSocket } from "node:net";
+import { createServer, isIPv4, isIPv6, type Server, type Socket, connect as connectSocket } from "node:net";
 import { optionsArg, ValueError } from "@blocksparse/core";
 import { isJobId, JOB_ID_RULE } from "./env";
 import { RankFailedError, StoreError, StoreJobMismatchError, StoreProtocolError, StoreTimeoutError } from "./errors";
@@ -71,6 +71,22 @@ export class TcpStoreServer {
   /** Listens on host:port (port 0 picks a free port; read it from `port`), for the job `options.jobId` if given. */
   static listen(host: string, port: number, options: StoreListenOptions = {}): Promise<TcpStoreServer> {
     if (typeof host !== "string" || host === "") throw new ValueError(`TcpStoreServer.listen: host must be a host name or address, got ${String(host)}`);
+    return TcpStoreServer.#open(host, `${host}:${port}`, port, options);
+  }
+
+  /**
+   * @internal The store of a job whose ranks connect to `masterAddr`: listening on that address when it is a loopback
+   * one (a job of one host), else on every interface, as torch's TCPStore does. The name given as MASTER_ADDR may
+   * resolve on node 0 itself to another address than the other hosts reach it by (a host name that /etc/hosts maps
+   * to 127.0.1.1, a cluster service's address): a store listening there alone would leave the other hosts' ranks
+   * retrying until their timeout.
+   */
+  static listenForJob(masterAddr: string, port: number, options: StoreListenOptions = {}): Promise<TcpStoreServer> {
+    if (isLoopback(masterAddr)) return TcpStoreServer.listen(masterAddr, port, options);
+    return TcpStoreServer.#open(undefined, `port ${port} of every interface (MASTER_ADDR ${masterAddr})`, port, options);
+  }
+
+  static #open(host: string | undefined, where: string, port: number, options: StoreListenOptions): Promise<TcpStoreServer> {
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ValueError(`TcpStoreServer.listen: port must be in [0, 65535], got ${String(port)}`);
     options = optionsArg("TcpStoreServer.listen", options, ["jobId"]);
     if (options.jobId !== undefined && !isJobId(options.jobId)) {
@@ -79,8 +95,9 @@ export class TcpStoreServer {
     const server = createServer({ noDelay: true });
     return new Promise((resolve, reject) => {
       server.once("error", (error: NodeJS.ErrnoException) => {
-        reject(new StoreError(`the store could not listen on ${host}:${port}: ${error.code === "EADDRINUSE" ? "the port is in use, perhaps by another job's store (choose another MASTER_PORT)" : error.message}`));
+        reject(new StoreError(`the store could not listen on ${where}: ${error.code === "EADDRINUSE" ? "the port is in use, perhaps by another job's store (choose another MASTER_PORT)" : error.message}`));
       });
+      // Without a host, Node listens on every interface (IPv6 and IPv4, or IPv4 alone where IPv6 is off).
       server.listen(port, host, () => resolve(new TcpStoreServer(server, options.jobId)));
     });
   }
@@ -546,4 +563,10 @@ function checkKey(where: string, key: unknown): void {
   // A longer header makes the store drop the connection as another protocol, failing every request on it.
   const bytes = Buffer.byteLength(key, "utf8");
   if (bytes > MAX_KEY_BYTES) throw new ValueError(`TcpStore.${where}: a key of ${bytes} bytes is longer than the store takes (at most ${MAX_KEY_BYTES})`);
+}
+
+/** A loopback host as written: "localhost", an IPv4 address in 127.0.0.0/8, or "::1". */
+function isLoopback(host: string): boolean {
+  const name = host.toLowerCase();
+  return name === "localhost" || name.endsWith(".localhost") || (isIPv4(name) && name.startsWith("127.")) || (isIPv6(name) && /^(0{0,4}:){2,7}0{0,3}1$/.test(name.replace(/^::/, "0::")));
 }

@@ -1,6 +1,6 @@
 import { ValueError } from "@blocksparse/core";
 import { afterAll, describe, expect, it } from "vitest";
-import { launch, parseLauncherArgs } from "../src/launcher";
+import { LAUNCHER_USAGE, launch, parseLauncherArgs, runLauncherCommand } from "../src/launcher";
 import { removeOutput, runJob, runNode } from "./helpers";
 
 const outputs: string[] = [];
@@ -29,6 +29,21 @@ describe("blocksparse-run", () => {
     expect(() => parseLauncherArgs(["--nprocs", "2", "a.js"])).toThrow(/unknown option --nprocs/);
     expect(() => parseLauncherArgs(["--nproc-per-node", "two", "a.js"])).toThrow(ValueError);
     expect(() => parseLauncherArgs(["a.js"])).toThrow(/--nproc-per-node is required/);
+  });
+
+  it("--help or -h among its options prints the usage on stdout and exits 0, as torchrun's (it was an unknown option, exit code 2); after the script it is the script's", async () => {
+    const run = async (argv: string[]) => {
+      const printed = { stdout: "", stderr: "" };
+      const code = await runLauncherCommand(argv, { stdout: (text) => (printed.stdout += text), stderr: (text) => (printed.stderr += text) });
+      return { code, ...printed };
+    };
+    for (const argv of [["--help"], ["-h"], ["--nproc-per-node", "2", "--help"], ["--nproc-per-node=2", "-h", "train.js"]]) {
+      expect(await run(argv)).toEqual({ code: 0, stdout: `${LAUNCHER_USAGE}\n`, stderr: "" });
+    }
+    expect(parseLauncherArgs(["--nproc-per-node", "2", "train.js", "--help"])).toMatchObject({ script: "train.js", args: ["--help"] });
+    const unknown = await run(["--nprocs", "2", "a.js"]);
+    expect(unknown).toMatchObject({ code: 2, stdout: "" });
+    expect(unknown.stderr).toMatch(/^blocksparse-run: unknown option --nprocs\nusage: blocksparse-run/);
   });
 
   it("refuses a count too large to be an integer (it would start processes until the host gives out)", () => {

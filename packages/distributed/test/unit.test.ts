@@ -1,10 +1,10 @@
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer, type Socket } from "node:net";
-import { tmpdir } from "node:os";
+import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import { addGradReadyObserver, backward } from "@blocksparse/autograd";
 import { add, DTypeError, fullOn, memory, mul, randint, randn, reshape, slice, sum, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
-import { AdamW, BlockSparseLinear, crossEntropy, Linear, Module, ReLU, Sequential, SparseOptimizer } from "@blocksparse/nn";
+import { AdamW, BlockSparseLinear, crossEntropy, Linear, Module, Parameter, ReLU, Sequential, SparseOptimizer } from "@blocksparse/nn";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   CollectiveError,
@@ -128,6 +128,25 @@ describe("the TCP store", () => {
     await expect(store.get("k", Number.NaN)).rejects.toThrow(/TcpStore.get: timeoutMs must be a positive number of milliseconds, got NaN/);
     await expect(store.get("k", -1)).rejects.toThrow(ValueError);
   });
+
+  // Another host reaches node 0 by an address node 0 may not know its MASTER_ADDR by: here, the loopback address.
+  const outward = Object.values(networkInterfaces())
+    .flat()
+    .find((address) => address !== undefined && !address.internal && address.family === "IPv4")?.address;
+  it.skipIf(outward === undefined)(
+    "rank 0 given a MASTER_ADDR that is not a loopback address hosts the store on every interface, as torch's TCPStore (a host name node 0 maps to 127.0.1.1 left the other hosts' ranks waiting until their timeout)",
+    async () => {
+      const probe = await TcpStoreServer.listen("127.0.0.1", 0);
+      const port = probe.port;
+      await probe.close();
+      const env = { rank: 0, worldSize: 1, localRank: 0, localWorldSize: 1, masterAddr: outward as string, masterPort: port, launcherStore: false };
+      const rendezvous = await Rendezvous.join(env, { timeoutMs: 2000 });
+      cleanups.push(() => rendezvous.close());
+      const store = await TcpStore.connect("127.0.0.1", port, { timeoutMs: 500, jobId: defaultJobId(1) });
+      cleanups.push(() => store.close());
+      expect(await store.add("reached", 1)).toBe(1);
+    },
+  );
 
   it("a timeout longer than Node's timers take (about 24.8 days) still waits, instead of firing after 1 ms", async () => {
     const { store } = await storePair();
@@ -840,6 +859,29 @@ describe("DistributedDataParallel on replicas that differ, and on failing collec
     for (const result of await within(Promise.allSettled(ddps.map((ddp) => ddp.checkReplicas())), 10_000)) {
       expect(result.status === "rejected" && (result.reason as Error).message).toMatch(/^the replicas diverged: (first|second)\.weight differs from rank 0's on rank\(s\) 1/);
     }
+  });
+
+  it("a layer replaced after create (each rank its own values) fails backward on every rank naming it, instead of averaging gradients into replicas that differ; broadcastParameters makes it trainable", async () => {
+    const [g0, g1] = await twoRanks();
+    const models = [0, 1].map((rank) => new Sequential(new Linear(4, 4, { seed: 1 + rank }), new Linear(4, 2, { seed: 3 + rank })));
+    const ddps = await Promise.all(models.map((net, rank) => DistributedDataParallel.create(net, [g0, g1][rank])));
+    // The head replaced on every rank, and the first layer's bias on rank 1 only: values no rank 0 broadcast copied.
+    for (const [rank, net] of models.entries()) net.registerModule("1", new Linear(4, 2, { seed: 10 + rank }));
+    (models[1].getSubmodule("0") as Linear).registerParameter("bias", new Parameter(tensor([0, 0, 0, 0])));
+    const x = randn([3, 4], { seed: 4 });
+    const step = () => within(Promise.allSettled(ddps.map((ddp) => ddp.backward(tidy(() => sum(ddp.forward(x)))))), 10_000);
+    for (const result of await step()) {
+      expect(result.status === "rejected" && result.reason).toBeInstanceOf(ReplicaDivergenceError);
+      expect(result.status === "rejected" && (result.reason as Error).message).toMatch(
+        /^DistributedDataParallel\.backward: the model changed after DistributedDataParallel\.create: parameter '0\.bias' on rank\(s\) 1; parameter '1\.weight' on rank\(s\) 0, 1; parameter '1\.bias' on rank\(s\) 0, 1 were added or replaced since.*call ddp\.broadcastParameters\(\) on every rank/,
+      );
+    }
+    for (const net of models) net.zeroGrad();
+    await within(Promise.all(ddps.map((ddp) => ddp.broadcastParameters())), 10_000);
+    for (const result of await step()) expect(result.status).toBe("fulfilled");
+    expect(gradsOf(models[1])).toEqual(gradsOf(models[0]));
+    await within(Promise.all(ddps.map((ddp) => ddp.checkReplicas())), 10_000);
+    x.dispose();
   });
 
   it("movePatterns with a block-sparse layer frozen on one rank only fails every rank with a GradientMismatchError naming it, before any pattern moves or the schedule counts the call", async () => {
