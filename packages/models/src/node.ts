@@ -1,12 +1,12 @@
 import { open, readFile, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import { FLOAT_DTYPES, type FloatDType, ValueError } from "@blocksparse/core";
+import { FLOAT_DTYPES, type FloatDType, IndexError, ValueError } from "@blocksparse/core";
 import { MAX_HEADER_BYTES, parseSafetensorsHeader } from "@blocksparse/format";
 import { loadSafetensors } from "@blocksparse/format/node";
-import { Tokenizer } from "@huggingface/tokenizers";
+import { type Encoding, Tokenizer } from "@huggingface/tokenizers";
 import { BertModel, RobertaModel } from "./bert";
 import { CHECKPOINT_OPTIONS, type CheckpointOptions, type HuggingFaceModel, loadPlannedTensors, planCheckpoint, type TensorHeader } from "./checkpoint";
-import { modelTypeOf } from "./config";
+import { isRecord, modelTypeOf } from "./config";
 import { CheckpointError, ConfigError } from "./errors";
 import { GPT2LMHeadModel } from "./gpt2";
 import { checkOptions, dtypeHint } from "./layers";
@@ -187,24 +187,104 @@ export async function fromPretrained(dir: string, fromOptions: FromPretrainedOpt
     throw new ConfigError(`${where} has ${has}; supported: ${Object.keys(builders).join(", ")}`);
   }
   const model = build(config);
-  const { missingKeys, unexpectedKeys } = await loadCheckpoint(model, dir, { strict: options.strict });
-  // As transformers warns: these parameters keep their initial values (a masked-LM file has no pooler), and a fine-tune's head is left out.
-  if (missingKeys.length > 0) console.warn(`fromPretrained: ${dir} does not hold ${missingKeys.join(", ")}; they keep their initial values`);
-  if (unexpectedKeys.length > 0) console.warn(`fromPretrained: ${dir} holds ${unexpectedKeys.join(", ")}, which the model has no place for; they are not loaded`);
-  if (options.dtype != null && options.dtype !== "float32") model.to(options.dtype);
+  try {
+    const { missingKeys, unexpectedKeys } = await loadCheckpoint(model, dir, { strict: options.strict });
+    // As transformers warns: these parameters keep their initial values (a masked-LM file has no pooler), and a fine-tune's head is left out.
+    if (missingKeys.length > 0) console.warn(`fromPretrained: ${dir} does not hold ${missingKeys.join(", ")}; they keep their initial values`);
+    if (unexpectedKeys.length > 0) console.warn(`fromPretrained: ${dir} holds ${unexpectedKeys.join(", ")}, which the model has no place for; they are not loaded`);
+    if (options.dtype != null && options.dtype !== "float32") model.to(options.dtype);
+  } catch (error) {
+    // The caller never gets the model: its tensors are freed here, not left allocated by a refused checkpoint.
+    for (const parameter of model.parameters()) parameter.dispose();
+    throw error;
+  }
   return model.eval();
 }
 
-/** The tokenizer of tokenizer.json (and tokenizer_config.json when present) in `dir`, read from local files only. */
-export async function loadTokenizer(dir: string): Promise<Tokenizer> {
-  const read = async (name: string, required: boolean): Promise<object> => {
+type EncodeOptions = NonNullable<Parameters<Tokenizer["encode"]>[1]>;
+type DecodeOptions = Parameters<Tokenizer["decode"]>[1];
+
+/** A half of a UTF-16 surrogate pair without its other half: no UTF-8 bytes encode it. */
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/**
+ * Text to encode: a string (null or a number would encode to no tokens, undefined crash inside the library) of whole
+ * characters (a lone surrogate would be encoded as U+FFFD's bytes; transformers refuses it, as UTF-8 cannot hold it).
+ */
+function checkText(name: string, text: unknown): void {
+  if (typeof text !== "string") throw new ValueError(`Tokenizer.encode: ${name} must be a string, got ${text === null ? "null" : Array.isArray(text) ? "an array" : typeof text}`);
+  const lone = LONE_SURROGATE.exec(text);
+  if (lone !== null) {
+    const code = lone[0].charCodeAt(0).toString(16);
+    throw new ValueError(`Tokenizer.encode: ${name} holds a lone surrogate (U+${code.toUpperCase()} at ${lone.index}), which UTF-8 cannot encode`);
+  }
+}
+
+/** How a token id list to decode is described in an error. */
+const describeIds = (ids: unknown) => (ids === null ? "null" : ArrayBuffer.isView(ids) ? ids.constructor.name : Array.isArray(ids) ? "an array" : typeof ids);
+
+/**
+ * Hugging Face's tokenizers (`@huggingface/tokenizers`) with transformers' decode: an empty list decodes to "", ids may
+ * come as a typed array (a generate result's dataSync()), a negative or non-integer id is named (it decoded to nothing),
+ * and an id past the vocabulary is skipped, as transformers skips it.
+ */
+class PretrainedTokenizer extends Tokenizer {
+  override encode(text: string, options: EncodeOptions & { return_token_type_ids: true }): Encoding & { token_type_ids: number[] };
+  override encode(text: string, options?: EncodeOptions): Encoding;
+  override encode(text: string, options?: EncodeOptions): Encoding {
+    checkText("text", text);
+    if (options?.text_pair != null) checkText("text_pair", options.text_pair);
+    return super.encode(text, options ?? {});
+  }
+
+  override decode(tokenIds: ArrayLike<number | bigint>, options?: DecodeOptions): string {
+    if (!Array.isArray(tokenIds) && !(ArrayBuffer.isView(tokenIds) && !(tokenIds instanceof DataView))) {
+      throw new ValueError(`Tokenizer.decode: token ids must be an array of integers, got ${describeIds(tokenIds)}`);
+    }
+    const ids = Array.from(tokenIds as ArrayLike<number | bigint>, Number);
+    if (ids.length === 0) return "";
+    for (const [i, id] of ids.entries()) {
+      if (!Number.isSafeInteger(id)) throw new ValueError(`Tokenizer.decode: the token id at ${i} is ${tokenIds[i]}, not an integer`);
+      // An id past the vocabulary (a model's padded vocab_size) is skipped, as transformers' decode skips it.
+      if (id < 0) throw new IndexError(`Tokenizer.decode: token id ${id} (at ${i}) is negative`);
+    }
+    return super.decode(ids, options ?? {});
+  }
+}
+
+/**
+ * The tokenizer of tokenizer.json (and tokenizer_config.json when present) in `dir`, read from local files only. As
+ * transformers 5's tokenizers, decode leaves spaces as the ids give them unless tokenizer_config.json sets
+ * clean_up_tokenization_spaces (so decode(encode("a , b").ids) is "a , b").
+ */
+export async function loadTokenizer(dir: string): Promise<Tokenizer & { decode(tokenIds: ArrayLike<number | bigint>, options?: DecodeOptions): string }> {
+  const read = async (name: string, required: boolean): Promise<Record<string, unknown>> => {
     const path = join(dir, name);
     if (!required && !(await exists(path))) return {};
+    let text: string;
     try {
-      return JSON.parse(await readFile(path, "utf8"));
+      text = await readFile(path, "utf8");
     } catch (error) {
       throw new ConfigError(`loadTokenizer: cannot read ${path} (${(error as Error).message})`);
     }
+    // A clone without git-lfs leaves a small text file in a large tokenizer.json's place.
+    if (text.startsWith("version https://git-lfs")) throw new ConfigError(`loadTokenizer: ${path} is a Git LFS pointer, not the file (fetch it with \`git lfs pull\`)`);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (error) {
+      throw new ConfigError(`loadTokenizer: ${path} is not JSON (${(error as Error).message})`);
+    }
+    if (!isRecord(parsed)) throw new ConfigError(`loadTokenizer: ${path} does not hold a JSON object`);
+    return parsed;
   };
-  return new Tokenizer(await read("tokenizer.json", true), await read("tokenizer_config.json", false));
+  const tokenizer = await read("tokenizer.json", true);
+  // The library cleans up when the config says nothing (or null), which transformers does not.
+  const config = await read("tokenizer_config.json", false);
+  config.clean_up_tokenization_spaces ??= false;
+  try {
+    return new PretrainedTokenizer(tokenizer, config);
+  } catch (error) {
+    throw new ConfigError(`loadTokenizer: ${join(dir, "tokenizer.json")} is not a tokenizer this library reads (${(error as Error).message})`);
+  }
 }

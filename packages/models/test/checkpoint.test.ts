@@ -1,7 +1,7 @@
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { tensor, ValueError } from "@blocksparse/core";
+import { encodeStorage, memory, tensor, ValueError } from "@blocksparse/core";
 import type { SafetensorsTensor } from "@blocksparse/format";
 import { loadSafetensors, saveSafetensors } from "@blocksparse/format/node";
 import { type BertLayer, BertModel, CheckpointError, ConfigError, type GPT2Block, GPT2LMHeadModel, RobertaModel } from "@blocksparse/models";
@@ -424,6 +424,48 @@ describe("checkpoints transformers loads that differ from the fixtures", () => {
     const { files } = await loadCheckpoint(model, dir);
     expect(files).toEqual([join(dir, "model.safetensors")]);
     expect(Array.from(model.transformer.ln_f.bias!.value.dataSync())).toEqual(new Array(32).fill(7));
+  });
+});
+
+describe("memory", () => {
+  it("a checkpoint fromPretrained refuses leaves none of the model's tensors allocated (missing keys, a shape, a missing shard)", async () => {
+    const config = await gpt2Config();
+    const deeper = await editedCopy("gpt2", () => {});
+    await writeFile(join(deeper, "config.json"), JSON.stringify({ ...config, n_layer: 3 }));
+    const shorter = await editedCopy("gpt2", () => {});
+    await writeFile(join(shorter, "config.json"), JSON.stringify({ ...config, n_positions: 16 }));
+    const sharded = await mkdtemp(join(scratch, "sharded-"));
+    for (const file of await readdir(fixtures("gpt2-sharded"))) if (!file.startsWith("model-00004")) await copyFile(fixtures(`gpt2-sharded/${file}`), join(sharded, file));
+    for (const [dir, message] of [
+      [deeper, /missing keys: transformer\.h\.2\./],
+      [shorter, /transformer\.wpe\.weight: the checkpoint has \[32, 32\] F32, the model expects \[16, 32\]/],
+      [sharded, /shard model-00004-of-00004\.safetensors .* does not exist/],
+    ] as const) {
+      const before = memory().numTensors;
+      await expect(fromPretrained(dir)).rejects.toThrow(message);
+      expect(memory().numTensors).toBe(before);
+    }
+  });
+
+  it("a float16 or bfloat16 checkpoint loads into float32 within its rounding, and disposing the model frees every tensor", async () => {
+    const reference = await readReference("gpt2");
+    for (const [fileDType, dtype, tolerance] of [
+      ["F16", "float16", 2 ** -10],
+      ["BF16", "bfloat16", 2 ** -7],
+    ] as const) {
+      const dir = await editedCopy("gpt2", (tensors) => {
+        for (const [key, t] of tensors) tensors.set(key, { ...t, dtype: fileDType, data: encodeStorage("test", t.data as Float32Array, dtype) as Uint16Array });
+      });
+      const before = memory().numTensors;
+      const model = (await fromPretrained(dir)) as GPT2LMHeadModel;
+      expect(model.transformer.wte.weight.value.dtype).toBe("float32");
+      const logits = model.forward(reference.get("input_ids")!);
+      expect(relativeError(logits, reference.get("logits")!)).toBeLessThanOrEqual(tolerance);
+      logits.dispose();
+      for (const parameter of model.parameters()) parameter.dispose();
+      expect(memory().numTensors).toBe(before);
+    }
+    for (const t of reference.values()) t.dispose();
   });
 });
 
