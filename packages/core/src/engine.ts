@@ -72,6 +72,8 @@ export interface MemoryInfo {
   numTensors: number;
   numBuffers: number;
   numBytes: number;
+  /** Tensors freed so far by the finalizer because nobody disposed them (each was a leak; numTensors fell when it was freed). */
+  numCollected: number;
   /** Per started backend. */
   backends: Record<string, BackendMemoryInfo>;
 }
@@ -638,7 +640,7 @@ export class Engine {
       numBuffers += buffers;
       numBytes += bytes;
     }
-    return { numTensors, numBuffers, numBytes, backends };
+    return { numTensors, numBuffers, numBytes, numCollected: this.collectedTensors, backends };
   }
 }
 

@@ -361,6 +361,18 @@ describe("the finalizer watches a tensor once it can outlive every scope", () =>
     expect(backend.memory().buffers).toBe(buffers);
   });
 
+  it("counts what it frees in memory().numCollected, so numTensors + numCollected stays put while garbage is collected", async () => {
+    const start = memory();
+    (() => {
+      for (let i = 0; i < 3; i++) ones([1000]);
+    })();
+    expect(memory().numTensors).toBe(start.numTensors + 3);
+    await collect(() => memory().numTensors === start.numTensors);
+    const end = memory();
+    expect(end.numTensors).toBe(start.numTensors);
+    expect(end.numCollected).toBe(start.numCollected + 3);
+  });
+
   it("leaves a tensor disposed by its scope alone (reported once, by the scope)", async () => {
     const backend = getBackendInstance("js");
     const buffers = backend.memory().buffers;
