@@ -456,6 +456,16 @@ Napi::Value ScratchBytes(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(bsk::scratchBytesHeld().load()));
 }
 
+// releaseScratch(): frees the products' scratch, packed operands and per-thread sums (scratchBytes() is then 0); the
+// next product allocates what it needs again. Each buffer otherwise stays at the largest it was asked for: a product
+// over a large weight had kept a packed copy of it for the life of the process.
+Napi::Value ReleaseScratch(const Napi::CallbackInfo& info) {
+  expectArgs(info, 0, "releaseScratch");
+  const std::lock_guard<std::mutex> lock(callMutex());
+  bsk::Scratch::releaseAll();
+  return info.Env().Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("adviseHugePages", Napi::Function::New(env, AdviseHugePages, "adviseHugePages"));
   exports.Set("alignmentOffset", Napi::Function::New(env, AlignmentOffset, "alignmentOffset"));
@@ -467,6 +477,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("bsrMatmul", Napi::Function::New(env, BsrMatmul, "bsrMatmul"));
   exports.Set("sampledMatmul", Napi::Function::New(env, SampledMatmul, "sampledMatmul"));
   exports.Set("scratchBytes", Napi::Function::New(env, ScratchBytes, "scratchBytes"));
+  exports.Set("releaseScratch", Napi::Function::New(env, ReleaseScratch, "releaseScratch"));
   return exports;
 }
 

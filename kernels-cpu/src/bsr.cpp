@@ -193,19 +193,22 @@ void bsrLinearFewTokens(const float* x, const BsrView& w, const float* bias, flo
   const std::vector<int64_t> runs = balancedRuns(w.blockRowPtr, blockRows, kDecodeRunsPerThread * threadCount());
   const int64_t blockFloats = R * C;
   parallelFor(static_cast<int64_t>(runs.size()) - 1, [&](int64_t run) {
-    thread_local std::vector<float> lanes;
+    // Each thread's lanes and sums are Scratch (counted by scratchBytes, freed by releaseScratch).
+    thread_local Scratch lanesScratch;
     // Each output's sum: the lanes of every kSliceSteps K steps (a run of blocks) are added to it, so no float32 lane
     // chain runs along a whole block row (one of 2^20 columns had drifted 6e-4 from js's float64 sums).
-    thread_local std::vector<float> sums;
+    thread_local Scratch sumsScratch;
     for (int64_t br = runs[run]; br < runs[run + 1]; br++) {
       for (int64_t r0 = 0; r0 < R; r0 += kDecodeRowChunk) {
         const int64_t rows = std::min(kDecodeRowChunk, R - r0);
         const int64_t outputs = tokens * rows;
-        lanes.assign(static_cast<size_t>(outputs * kDotLanes), 0.0f);
-        sums.assign(static_cast<size_t>(outputs), 0.0f);
+        float* lanes = lanesScratch.floats(static_cast<size_t>(outputs * kDotLanes));
+        float* sums = sumsScratch.floats(static_cast<size_t>(outputs));
+        std::fill(lanes, lanes + outputs * kDotLanes, 0.0f);
+        std::fill(sums, sums + outputs, 0.0f);
         int64_t steps = 0;
         for (int64_t p = w.blockRowPtr[br]; p < w.blockRowPtr[br + 1]; p++) {
-          decode.blockDot(w.values + p * blockFloats + r0 * C, rows, C, px + int64_t(w.blockColIdx[p]) * tokens * C, C, tokens, lanes.data());
+          decode.blockDot(w.values + p * blockFloats + r0 * C, rows, C, px + int64_t(w.blockColIdx[p]) * tokens * C, C, tokens, lanes);
           steps += C;
           const bool last = p + 1 == w.blockRowPtr[br + 1];
           if (steps < kSliceSteps && !last) continue;
@@ -215,7 +218,7 @@ void bsrLinearFewTokens(const float* x, const BsrView& w, const float* bias, flo
             sums[i] += slice;
           }
           if (last) break;
-          std::fill(lanes.begin(), lanes.end(), 0.0f);
+          std::fill(lanes, lanes + outputs * kDotLanes, 0.0f);
           steps = 0;
         }
         for (int64_t t = 0; t < tokens; t++) {
@@ -248,25 +251,27 @@ void bsrMatmulFewTokens(const float* dy, const BsrView& w, float* dx, int64_t to
   parallelFor(blockCols, [&](int64_t bc) {
     // The first kSliceSteps rows (K steps) of blocks sum into the output's float32 sums, each later slice into a
     // partial added to them, so no float32 chain runs down a whole block column.
-    thread_local std::vector<float> sums;
-    thread_local std::vector<float> partial;
-    sums.assign(static_cast<size_t>(tokens * C), 0.0f);
-    float* acc = sums.data();
+    // Each thread's sums and partial are Scratch (counted by scratchBytes, freed by releaseScratch).
+    thread_local Scratch sumsScratch;
+    thread_local Scratch partialScratch;
+    float* sums = sumsScratch.floats(static_cast<size_t>(tokens * C));
+    std::fill(sums, sums + tokens * C, 0.0f);
+    float* acc = sums;
     int64_t steps = 0;
     for (int64_t p = w.blockColPtr[bc]; p < w.blockColPtr[bc + 1]; p++) {
       decode.blockAxpy(w.values + int64_t(w.valueIndex[p]) * R * C, R, C, dy + int64_t(w.blockRowIdx[p]) * R, w.rows, tokens, acc);
       steps += R;
       const bool last = p + 1 == w.blockColPtr[bc + 1];
       if (steps < kSliceSteps && !last) continue;
-      if (acc != sums.data()) {
-        for (int64_t i = 0; i < tokens * C; i++) sums[i] += partial[i];
+      if (acc != sums) {
+        for (int64_t i = 0; i < tokens * C; i++) sums[i] += acc[i];
       }
       if (last) break;
-      partial.assign(static_cast<size_t>(tokens * C), 0.0f);
-      acc = partial.data();
+      acc = partialScratch.floats(static_cast<size_t>(tokens * C));
+      std::fill(acc, acc + tokens * C, 0.0f);
       steps = 0;
     }
-    for (int64_t t = 0; t < tokens; t++) std::copy(sums.begin() + t * C, sums.begin() + (t + 1) * C, dx + t * w.cols + bc * C);
+    for (int64_t t = 0; t < tokens; t++) std::copy(sums + t * C, sums + (t + 1) * C, dx + t * w.cols + bc * C);
     // Infinite or NaN outputs (float32 sums that overflowed) recomputed in float64 (overflow.h).
     const int64_t first = w.blockColPtr[bc];
     const int64_t k = (w.blockColPtr[bc + 1] - first) * R;

@@ -1,10 +1,14 @@
-// Grow-only aligned scratch buffers for packed operands (kernels run one at a time: the binding serializes calls).
+// Aligned scratch buffers for packed operands and per-thread sums, each kept at the largest size asked for until
+// releaseScratch frees them all (kernels run one at a time: the binding serializes calls).
 #pragma once
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <mutex>
 #include <new>
+#include <vector>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -18,12 +22,43 @@ inline std::atomic<int64_t>& scratchBytesHeld() {
   return bytes;
 }
 
+class Scratch;
+
+// Every Scratch of the process (the static ones and each thread's own), so their memory can be given back between
+// products. Never destroyed: a thread_local Scratch may be destroyed after the process's statics.
+struct ScratchRegistry {
+  std::mutex mutex;
+  std::vector<Scratch*> all;
+};
+
+inline ScratchRegistry& scratchRegistry() {
+  static ScratchRegistry* registry = new ScratchRegistry();
+  return *registry;
+}
+
 class Scratch {
  public:
-  Scratch() = default;
+  Scratch() {
+    ScratchRegistry& registry = scratchRegistry();
+    const std::lock_guard<std::mutex> lock(registry.mutex);
+    registry.all.push_back(this);
+  }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
-  ~Scratch() { release(); }
+  ~Scratch() {
+    ScratchRegistry& registry = scratchRegistry();
+    const std::lock_guard<std::mutex> lock(registry.mutex);
+    registry.all.erase(std::find(registry.all.begin(), registry.all.end(), this));
+    release();
+  }
+
+  // Frees every Scratch's buffer (each grows again on its next product). Only while no product runs (under the
+  // binding's lock): a buffer is written by the thread that owns it during a product only.
+  static void releaseAll() {
+    ScratchRegistry& registry = scratchRegistry();
+    const std::lock_guard<std::mutex> lock(registry.mutex);
+    for (Scratch* scratch : registry.all) scratch->release();
+  }
 
   // At least `count` floats, 64-byte aligned; contents unspecified.
   float* floats(size_t count) {

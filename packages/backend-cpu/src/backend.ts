@@ -95,13 +95,18 @@ export class CpuBackend extends JsBackend {
     return { ...super.memory(), ...this.cache.stats() };
   }
 
-  /** Drops the freed buffers the allocator keeps for reuse (the garbage collector returns their memory). */
+  /**
+   * Drops the freed buffers the allocator keeps for reuse (the garbage collector returns their memory) and frees the
+   * addon's packed-operand scratch, which otherwise keeps the largest size a product asked for (a packed copy of the
+   * largest block-sparse weight multiplied) for the life of the process; the next product allocates it again.
+   */
   releaseCache(): void {
     this.cache.release();
+    this.addon.releaseScratch();
   }
 
   dispose(): void {
-    this.cache.release();
+    this.releaseCache();
   }
 
   /** The micro-kernel, its tile and the thread count in use. */
@@ -116,7 +121,7 @@ export class CpuBackend extends JsBackend {
       buffer = new ArrayBuffer(bytes);
     } catch (first) {
       if (!(first instanceof RangeError)) throw first;
-      this.cache.release();
+      this.releaseCache();
       try {
         buffer = new ArrayBuffer(bytes);
       } catch (error) {

@@ -10,9 +10,22 @@ import { NATIVE_FUNCTIONS, type NativeAddon } from "./native";
 
 const ADDON_FILE = "blocksparse_cpu.node";
 
+/** "cjs" or "esm" in the built package (tsup defines it); absent in the TypeScript sources. */
+declare const __BLOCKSPARSE_MODULE_FORMAT__: string | undefined;
+
+/**
+ * This module's file: src/loader.ts in tests, dist/index.{js,cjs} when built. The CommonJS build takes its own
+ * `__filename`: its shim of import.meta.url (`file:` + the path, not encoded) read a directory with `#` as ending there
+ * (no addon found) and one with a `%` as a malformed URL (a URIError).
+ */
+function moduleFile(): string {
+  if (typeof __BLOCKSPARSE_MODULE_FORMAT__ !== "undefined" && __BLOCKSPARSE_MODULE_FORMAT__ === "cjs") return __filename;
+  return fileURLToPath(import.meta.url);
+}
+
 /** Where the addon may be, in the order tried. */
 export function addonCandidates(): string[] {
-  const here = dirname(fileURLToPath(import.meta.url)); // src/ in tests, dist/ when built
+  const here = dirname(moduleFile()); // src/ in tests, dist/ when built
   const candidates: string[] = [];
   if (process.env.BLOCKSPARSE_CPU_ADDON) candidates.push(resolve(process.env.BLOCKSPARSE_CPU_ADDON));
   candidates.push(resolve(here, "../../../kernels-cpu/build/Release", ADDON_FILE));
@@ -48,7 +61,7 @@ export function loadAddonFrom(candidates: readonly string[]): AddonLoad {
       reason: `the CPU addon is not built (looked for ${candidates.join(", ")}); it builds at install when a C++17 compiler and CMake are on PATH: install them, then run \`pnpm build\``,
     };
   }
-  const require = createRequire(import.meta.url);
+  const require = createRequire(moduleFile());
   const errors: string[] = [];
   for (const path of present) {
     try {

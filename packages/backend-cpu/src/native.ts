@@ -96,11 +96,14 @@ export interface NativeAddon {
   /** dW [nnz, R, C] = (dY^T X) on W's blocks, each array read or written from its offset. */
   sampledMatmul(dy: Float32Array, dyOffset: number, x: Float32Array, xOffset: number, dw: Float32Array, dwOffset: number, tokens: number, pattern: NativeRowIndex): void;
   /**
-   * Bytes the products' packed-operand scratch holds now, all threads' together. Each buffer is kept for the next
-   * product and grows to the largest it was asked for, so a product's own need is the growth it causes.
+   * Bytes the products' scratch (packed operands, few-token sums) holds now, all threads' together. Each buffer is kept
+   * for the next product and grows to the largest it was asked for (until releaseScratch), so a product's own need is
+   * the growth it causes.
    */
   scratchBytes(): number;
+  /** Frees the products' scratch (scratchBytes() is then 0); the next product allocates what it needs again. */
+  releaseScratch(): void;
 }
 
 /** Every function the addon must export (checked when it is loaded). */
-export const NATIVE_FUNCTIONS = ["buildInfo", "setThreads", "setIsa", "adviseHugePages", "alignmentOffset", "matmul", "bsrLinear", "bsrMatmul", "sampledMatmul", "scratchBytes"] as const satisfies readonly (keyof NativeAddon)[];
+export const NATIVE_FUNCTIONS = ["buildInfo", "setThreads", "setIsa", "adviseHugePages", "alignmentOffset", "matmul", "bsrLinear", "bsrMatmul", "sampledMatmul", "scratchBytes", "releaseScratch"] as const satisfies readonly (keyof NativeAddon)[];

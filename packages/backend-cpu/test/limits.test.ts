@@ -30,8 +30,9 @@ function runWithRoom(setup: string, body: string, roomMiB: number): { status: nu
   return { status: child.status, signal: child.signal, stdout: child.stdout, stderr: child.stderr };
 }
 
+// Each case runs two children that fill hundreds of MiB: several seconds on a busy 2-core machine, past vitest's 5 s default.
 describe.skipIf(cpuMissing || process.platform !== "linux")("the kernels under a memory limit", () => {
-  it("few-token bsrLinear over blocks of 2^22 x 1 needs no memory per block height, and is right", () => {
+  it("few-token bsrLinear over blocks of 2^22 x 1 needs no memory per block height, and is right", { timeout: 60_000 }, () => {
     // Its partial sums took tokens x R x 16 floats per thread (2 GiB each here): under the limit the process aborted.
     const setup = `
       const R = 2 ** 22, tokens = 8;
@@ -51,7 +52,7 @@ describe.skipIf(cpuMissing || process.platform !== "linux")("the kernels under a
     expect(JSON.parse(child.stdout.trim().split("\n").at(-1) as string)).toEqual({ wrong: 0 });
   });
 
-  it("an allocation that fails on a pool thread is ERR_CPU_OUT_OF_MEMORY, not an abort, and the pool runs the next product", () => {
+  it("an allocation that fails on a pool thread is ERR_CPU_OUT_OF_MEMORY, not an abort, and the pool runs the next product", { timeout: 60_000 }, () => {
     // bsrMatmul's few-token path takes tokens x C floats per thread (256 MiB here) for each block column: both threads
     // fail. A worker's std::bad_alloc used to terminate the process, and the caller's left the worker calling its body.
     const setup = `

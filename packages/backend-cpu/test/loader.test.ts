@@ -1,10 +1,13 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { getBackend, listBackends, removeBackend, setBackend } from "@blocksparse/core";
 import { CPU_PRIORITY, addonCandidates, cpuAvailability } from "../src/index";
 import { loadAddon, loadAddonFrom } from "../src/loader";
+import { build } from "tsup";
 import { afterAll, describe, expect, test, vi } from "vitest";
+import tsupConfig from "../tsup.config";
 
 describe("loading the addon and registering the backend", () => {
   test("importing the package registers cpu above js (and below cuda's 10)", () => {
@@ -86,6 +89,27 @@ describe("loading the addon and registering the backend", () => {
       expect(reason).toContain("not a compatible build");
       expect(reason).toContain("npm rebuild @blocksparse/backend-cpu");
     });
+  });
+
+  test("the CommonJS build finds the addon under a directory named with # or %", { timeout: 60_000 }, async () => {
+    // Its shim of import.meta.url read "a#b" as ending at "a" (no addon found) and "c%d" as a malformed URL (a URIError).
+    const packageDir = resolve(import.meta.dirname, "..");
+    const dir = mkdtempSync(join(tmpdir(), "blocksparse-cpu-cjs-"));
+    try {
+      const outDir = join(dir, "dist");
+      await build({ ...(tsupConfig as object), entry: { index: join(packageDir, "src/index.ts") }, format: ["cjs"], dts: false, sourcemap: false, outDir, silent: true });
+      for (const name of ["a#b", "c%d"]) {
+        const root = join(dir, name);
+        mkdirSync(join(root, "packages/backend-cpu"), { recursive: true });
+        cpSync(outDir, join(root, "packages/backend-cpu/dist"), { recursive: true });
+        symlinkSync(join(packageDir, "node_modules"), join(root, "packages/backend-cpu/node_modules"));
+        const script = 'try { console.log(require("./dist/index.cjs").addonCandidates()[0]); } catch (error) { console.log(String(error)); }';
+        const child = spawnSync(process.execPath, ["-e", script], { cwd: join(root, "packages/backend-cpu"), encoding: "utf8", env: { ...process.env, BLOCKSPARSE_CPU_ADDON: "" } });
+        expect(child.stdout.trim(), child.stderr).toBe(join(root, "kernels-cpu/build/Release/blocksparse_cpu.node"));
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("a removed backend is gone from the registry", () => {

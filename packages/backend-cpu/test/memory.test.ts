@@ -3,7 +3,7 @@
  * shows through (outputs and zeros stay right), live counts return to where they were (no leak),
  * releaseCache/dispose drop the cache, the limit holds, and running out of memory is a typed error.
  */
-import { BsrPattern, bsrLinear, getBackendInstance, matmul, randn, setBackend, sum, tensor, tidy, zeros } from "@blocksparse/core";
+import { BsrPattern, bsrLinear, bsrMatmul, getBackendInstance, matmul, randn, setBackend, sum, tensor, tidy, zeros } from "@blocksparse/core";
 import { BufferCache, CpuBackend, CpuOutOfMemoryError, sizeClass } from "../src/index";
 import type { JsBuffer } from "@blocksparse/core/js-kernels";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -166,6 +166,29 @@ describe.skipIf(cpuMissing)("cpu memory: caching allocator, no leaks, out of mem
     expect(own.memory().cachedBuffers).toBe(1);
     own.dispose();
     expect(own.memory()).toMatchObject({ cachedBytes: 0, cachedBuffers: 0, buffers: 0, bytesInUse: 0 });
+  });
+
+  it("releaseCache and dispose free the addon's packed-operand scratch too, and the next product is still right", () => {
+    // A product over many tokens packs the whole weight: that copy used to stay allocated for the life of the process.
+    const pattern = BsrPattern.random([256, 256], { blockShape: [32, 32], density: 1, seed: 7 });
+    const x = randn([64, 256], { seed: 8 });
+    const values = randn([pattern.nnzBlocks, 32, 32], { seed: 9 });
+    const product = () => tidy(() => Array.from(bsrLinear(x, values, pattern).dataSync()));
+    const expected = product();
+    expect(backend.addon.scratchBytes()).toBeGreaterThanOrEqual(256 * 256 * 4);
+    backend.releaseCache();
+    expect(backend.addon.scratchBytes()).toBe(0);
+    expect(product()).toEqual(expected);
+    expect(backend.addon.scratchBytes()).toBeGreaterThan(0);
+    new CpuBackend().dispose();
+    expect(backend.addon.scratchBytes()).toBe(0);
+    // Few tokens: each thread's sums over a block column (tokens x C floats) are scratch too, counted and freed.
+    const wide = BsrPattern.dense([4, 8192], [4, 8192]);
+    tidy(() => bsrMatmul(randn([8, 4], { seed: 10 }), randn([1, 4, 8192], { seed: 11 }), wide).dataSync());
+    expect(backend.addon.scratchBytes()).toBeGreaterThanOrEqual(8 * 8192 * 4);
+    backend.releaseCache();
+    expect(backend.addon.scratchBytes()).toBe(0);
+    for (const t of [x, values]) t.dispose();
   });
 
   it("poisons reused buffers too", () => {

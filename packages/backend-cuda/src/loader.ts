@@ -10,6 +10,19 @@ import { type DeviceInfo, NATIVE_FUNCTIONS, type NativeAddon } from "./native";
 
 const ADDON_FILE = "blocksparse_cuda.node";
 
+/** "cjs" or "esm" in the built package (tsup defines it); absent in the TypeScript sources. */
+declare const __BLOCKSPARSE_MODULE_FORMAT__: string | undefined;
+
+/**
+ * This module's file: src/loader.ts in tests, dist/index.{js,cjs} when built. The CommonJS build takes its own
+ * `__filename`: its shim of import.meta.url (`file:` + the path, not encoded) read a directory with `#` as ending there
+ * (no addon found) and one with a `%` as a malformed URL (a URIError).
+ */
+function moduleFile(): string {
+  if (typeof __BLOCKSPARSE_MODULE_FORMAT__ !== "undefined" && __BLOCKSPARSE_MODULE_FORMAT__ === "cjs") return __filename;
+  return fileURLToPath(import.meta.url);
+}
+
 /** The optional package that holds the prebuilt binary for this platform (npm installs only the matching one). */
 export const PLATFORM_PACKAGE = `@blocksparse/backend-cuda-${process.platform}-${process.arch}`;
 
@@ -26,7 +39,7 @@ export interface AddonCandidate {
 
 function platformBinary(): string | null {
   try {
-    const manifest = createRequire(import.meta.url).resolve(`${PLATFORM_PACKAGE}/package.json`);
+    const manifest = createRequire(moduleFile()).resolve(`${PLATFORM_PACKAGE}/package.json`);
     return join(dirname(manifest), ADDON_FILE);
   } catch {
     return null;
@@ -35,7 +48,7 @@ function platformBinary(): string | null {
 
 /** Where the addon may be, in the order tried: the override, the prebuilt binary, then builds from source. */
 export function addonCandidates(): AddonCandidate[] {
-  const here = dirname(fileURLToPath(import.meta.url)); // src/ in tests, dist/ when built
+  const here = dirname(moduleFile()); // src/ in tests, dist/ when built
   const candidates: AddonCandidate[] = [];
   if (process.env.BLOCKSPARSE_CUDA_ADDON) candidates.push({ source: "BLOCKSPARSE_CUDA_ADDON", path: resolve(process.env.BLOCKSPARSE_CUDA_ADDON) });
   candidates.push({ source: `the prebuilt binary (${PLATFORM_PACKAGE})`, path: platformBinary() });
@@ -64,7 +77,7 @@ export function loadFirstAddon(candidates: AddonCandidate[]): AddonLoad {
     const platform = process.platform === "linux" && process.arch === "x64" ? `${PLATFORM_PACKAGE} is not installed (an optional dependency: was it omitted?)` : `no prebuilt binary for ${process.platform}-${process.arch}`;
     return { addon: null, reason: `the CUDA addon is not installed: ${platform}, and it was not built from source; ${BUILD_FROM_SOURCE}` };
   }
-  const require = createRequire(import.meta.url);
+  const require = createRequire(moduleFile());
   const errors: string[] = [];
   for (const { source, path } of present) {
     try {

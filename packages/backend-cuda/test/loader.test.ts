@@ -1,11 +1,14 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { getBackend, listBackends, removeBackend, setBackend } from "@blocksparse/core";
 import { CUDA_PRIORITY, addonCandidates, cudaAvailability } from "../src/index";
 import { type AddonCandidate, BUILD_FROM_SOURCE, deviceIndexOf, loadFirstAddon, PLATFORM_PACKAGE } from "../src/loader";
 import { NATIVE_FUNCTIONS } from "../src/native";
+import { build } from "tsup";
 import { afterAll, describe, expect, test, vi } from "vitest";
+import tsupConfig from "../tsup.config";
 
 /** Stand-ins for binaries, as CommonJS modules `require` loads like a .node file. */
 const fakes = mkdtempSync(join(tmpdir(), "blocksparse-loader-"));
@@ -72,6 +75,27 @@ describe("loading the addon and registering the backend", () => {
     if (!availability.available && /not installed/.test(availability.reason ?? "")) {
       expect(availability.reason).toContain(BUILD_FROM_SOURCE);
       expect(availability.reason).not.toMatch(/kernels-cuda|pnpm build|(^|[\s(])\/\w/); // no path on this machine
+    }
+  });
+
+  test("the CommonJS build looks for the addon under a directory named with # or %", { timeout: 60_000 }, async () => {
+    // Its shim of import.meta.url read "a#b" as ending at "a" (no addon found) and "c%d" as a malformed URL (a URIError).
+    const packageDir = resolve(import.meta.dirname, "..");
+    const dir = mkdtempSync(join(tmpdir(), "blocksparse-cuda-cjs-"));
+    try {
+      const outDir = join(dir, "dist");
+      await build({ ...(tsupConfig as object), entry: { index: join(packageDir, "src/index.ts") }, format: ["cjs"], dts: false, sourcemap: false, outDir, silent: true });
+      for (const name of ["a#b", "c%d"]) {
+        const root = join(dir, name);
+        mkdirSync(join(root, "packages/backend-cuda"), { recursive: true });
+        cpSync(outDir, join(root, "packages/backend-cuda/dist"), { recursive: true });
+        symlinkSync(join(packageDir, "node_modules"), join(root, "packages/backend-cuda/node_modules"));
+        const script = 'try { console.log(require("./dist/index.cjs").addonCandidates().at(-1).path); } catch (error) { console.log(String(error)); }';
+        const child = spawnSync(process.execPath, ["-e", script], { cwd: join(root, "packages/backend-cuda"), encoding: "utf8", env: { ...process.env, BLOCKSPARSE_CUDA_ADDON: "" } });
+        expect(child.stdout.trim(), child.stderr).toBe(join(root, "kernels-cuda/build/Release/blocksparse_cuda.node"));
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
