@@ -10,7 +10,7 @@ import type { TimingPlan } from "./measure";
 import { Progress } from "./progress";
 import type { BenchRecord, FailureRecord, RunRecord } from "./record";
 import { writeIndex, writeRun } from "./report";
-import { type CliSpec, flagItems, outputDirectory, parseFlags, usageText } from "./flags";
+import { type CliSpec, describeFailure, FlagError, flagItems, outputDirectory, parseFlags, usageText } from "./flags";
 import { startBackend } from "./start_backend";
 import { formatSuite } from "./suites/format";
 import { kernelsSuite } from "./suites/kernels";
@@ -46,7 +46,7 @@ function list<T extends string>(value: string | undefined, allowed: readonly T[]
   if (value === undefined) return undefined;
   const items = flagItems(value, what);
   for (const item of items) {
-    if (!(allowed as readonly string[]).includes(item)) throw new Error(`--${what}: unknown "${item}", expected some of ${allowed.join(", ")}`);
+    if (!(allowed as readonly string[]).includes(item)) throw new FlagError(`--${what}: unknown "${item}", expected some of ${allowed.join(", ")}`);
   }
   return items as T[];
 }
@@ -54,12 +54,14 @@ function list<T extends string>(value: string | undefined, allowed: readonly T[]
 
 async function main(): Promise<void> {
   const { values } = parseFlags(CLI);
-  const added = await importBackendModules(values["backend-module"] ?? [], (specifier) => import(specifier));
+  const added = await importBackendModules(values["backend-module"] ?? [], (specifier) => import(specifier)).catch((error: unknown) => {
+    throw new FlagError(`--backend-module: ${error instanceof Error ? error.message : String(error)}`);
+  });
   const known = ["auto", "js", "cpu", "cuda", ...added];
-  if (!known.includes(values.backend)) throw new Error(`--backend: expected ${known.join(", ")}, got "${values.backend}"`);
+  if (!known.includes(values.backend)) throw new FlagError(`--backend: expected ${known.join(", ")}, got "${values.backend}"`);
   const quick = values.quick;
   const suiteNames = list(values.suites, SUITES.map((s) => s.name), "suites") ?? SUITES.map((s) => s.name);
-  if (values.out !== undefined && values["update-results"]) throw new Error("--out and --update-results: pick one");
+  if (values.out !== undefined && values["update-results"]) throw new FlagError(`--out and --update-results${process.env.BENCH_UPDATE === "1" ? " (on with BENCH_UPDATE=1)" : ""}: pick one`);
   const outDir = outputDirectory(values.out ?? join(repoRoot, "benchmarks", values["update-results"] ? "results" : "out"));
   const started = await startBackend(values.backend);
   const large = started.backend === "cuda";
@@ -137,6 +139,8 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  process.stderr.write(`${error instanceof Error ? error.message : String(error)}\n${USAGE}`);
-  process.exitCode = 2;
+  // A bad flag: its message and the usage. Anything else failed inside a run: its stack, which the usage would bury.
+  const flag = describeFailure(error) === (error as Error).message;
+  process.stderr.write(`${describeFailure(error)}\n${flag ? USAGE : ""}`);
+  process.exitCode = flag ? 2 : 1;
 });

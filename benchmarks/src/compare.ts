@@ -18,7 +18,7 @@ import { Progress } from "./progress";
 import type { GpuInfo } from "./record";
 import { bsrLinearRows, bsrMatmulRows, pickRows, rowsTimesTransposed, sampledMatmulBlocks } from "./reference";
 import { type BenchDType, TOLERANCE, compareToReference, spreadIndices } from "./validate";
-import { describeFailure, FlagError, flagItems, outputDirectory, parseFlags } from "./flags";
+import { checkKeepsABlock, densities as densityList, describeFailure, FlagError, flagItems, outputDirectory, parseFlags, positiveIntegers } from "./flags";
 
 export interface CompareCase {
   file: string;
@@ -55,14 +55,6 @@ function parseDtypes(text: string): BenchDType[] {
   return items as BenchDType[];
 }
 
-function parseNumbers(flag: string, text: string, integers: boolean): number[] {
-  const items = flagItems(text, flag).map(Number);
-  if (items.length === 0 || items.some((n) => !Number.isFinite(n) || n <= 0 || (integers ? !Number.isInteger(n) : n > 1))) {
-    throw new FlagError(`--${flag}: expected ${integers ? "positive integers" : "numbers in (0, 1]"}, got "${text}"`);
-  }
-  return items;
-}
-
 async function main(): Promise<void> {
   const { values } = parseFlags({
     usage: "tsx src/compare.ts --out DIR [flags]",
@@ -79,6 +71,15 @@ async function main(): Promise<void> {
   });
   if (!values.out) throw new FlagError("--out DIR is required");
   if (values.backend !== "cuda" && values.backend !== "js") throw new FlagError(`--backend: expected cuda or js, got "${values.backend}"`);
+  // Every flag checked before the backend starts and the first case runs.
+  const [M, K, N] = values.shape !== undefined ? parseShape(values.shape) : values.small ? [64, 256, 256] : [8192, 4096, 4096];
+  const dtypes = values.dtypes !== undefined ? parseDtypes(values.dtypes) : values.small ? ["float32" as const] : (["bfloat16", "float16"] as BenchDType[]);
+  const blockSizes = values.blocks !== undefined ? positiveIntegers(values.blocks, "blocks") : values.small ? [32, 64] : [32, 64, 128];
+  const densities = values.densities !== undefined ? densityList(values.densities, "densities") : values.small ? [0.25] : [0.5, 0.25, 0.1];
+  for (const block of blockSizes) {
+    if (K % block !== 0 || N % block !== 0) throw new FlagError(`--blocks: ${block} does not divide K=${K} and N=${N}`);
+    for (const density of densities) checkKeepsABlock(density, N / block, K / block, `${block}x${block}`, `the ${N}x${K} weight`);
+  }
   const outDir = outputDirectory(values.out);
   let gpu: GpuInfo | undefined;
   let synchronize = () => {};
@@ -97,13 +98,6 @@ async function main(): Promise<void> {
   const setPoison = (enabled: boolean) => {
     backend.poisonAllocations = enabled;
   };
-  const [M, K, N] = values.shape !== undefined ? parseShape(values.shape) : values.small ? [64, 256, 256] : [8192, 4096, 4096];
-  const dtypes = values.dtypes !== undefined ? parseDtypes(values.dtypes) : values.small ? ["float32" as const] : (["bfloat16", "float16"] as BenchDType[]);
-  const blockSizes = values.blocks !== undefined ? parseNumbers("blocks", values.blocks, true) : values.small ? [32, 64] : [32, 64, 128];
-  const densities = values.densities !== undefined ? parseNumbers("densities", values.densities, false) : values.small ? [0.25] : [0.5, 0.25, 0.1];
-  for (const block of blockSizes) {
-    if (K % block !== 0 || N % block !== 0) throw new FlagError(`--blocks: ${block} does not divide K=${K} and N=${N}`);
-  }
   const plan: TimingPlan = values.small
     ? { warmup: 1, minRepeats: 3, maxRepeats: 5, budgetMs: 100, minSampleMs: 5 }
     : { warmup: 3, minRepeats: 10, maxRepeats: 50, budgetMs: 150, minSampleMs: 5 };

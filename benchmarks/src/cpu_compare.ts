@@ -12,24 +12,46 @@
  */
 import "@blocksparse/backend-cpu";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { cpuBackend } from "@blocksparse/backend-cpu";
+import { cpuAvailability, cpuBackend } from "@blocksparse/backend-cpu";
 import { BsrPattern, type Tensor, bsrLinear, bsrMatmul, matmul, randn, sampledMatmul, setBackend, tidy } from "@blocksparse/core";
 import { describeMachine, gitState, repoRoot } from "./machine";
-import { parseFlags } from "./flags";
+import { describeFailure, FlagError, outputDirectory, parseFlags, positiveInteger } from "./flags";
 
-const { values: args } = parseFlags({
-  usage: "tsx src/cpu_compare.ts [flags]",
-  summary: "The native cpu backend against NumPy's and SciPy's BLAS, side by side; writes DIR/<machine>/cpu-comparison.{json,md}.",
-  flags: {
-    repeats: { type: "string", default: "7", description: "calls per figure in each round (the best is kept)" },
-    rounds: { type: "string", default: "3", description: "rounds of ours then NumPy's" },
-    out: { type: "string", description: "directory DIR for <machine>/cpu-comparison.{json,md}", defaultText: "benchmarks/results" },
-  },
-});
-const repeats = Number(args.repeats);
-const rounds = Number(args.rounds);
+/** A bad flag's message alone, exit 1: checked at the top level, before minutes of timing, with no caller to catch it. */
+function refuse(error: unknown): never {
+  process.stderr.write(`${describeFailure(error)}\n`);
+  process.exit(1);
+}
+
+const { values: args } = (() => {
+  try {
+    return parseFlags({
+      usage: "tsx src/cpu_compare.ts [flags]",
+      summary: "The native cpu backend against NumPy's and SciPy's BLAS, side by side; writes DIR/<machine>/cpu-comparison.{json,md}.",
+      flags: {
+        repeats: { type: "string", default: "7", description: "calls per figure in each round (the best is kept)" },
+        rounds: { type: "string", default: "3", description: "rounds of ours then NumPy's" },
+        out: { type: "string", description: "directory DIR for <machine>/cpu-comparison.{json,md}", defaultText: "benchmarks/results" },
+      },
+    });
+  } catch (error) {
+    return refuse(error);
+  }
+})();
+const [repeats, rounds, outDir] = (() => {
+  try {
+    const checked = [positiveInteger(args.repeats, "repeats"), positiveInteger(args.rounds, "rounds")] as const;
+    // Made now, not after the run: an --out that cannot be written fails before minutes of timing.
+    const dir = outputDirectory(join(resolve(args.out ?? join(repoRoot, "benchmarks", "results")), describeMachine().name), "out");
+    const cpu = cpuAvailability();
+    if (!cpu.available) throw new FlagError(`the native cpu backend this compares is unavailable: ${cpu.reason ?? "no reason given"}`);
+    return [...checked, dir] as const;
+  } catch (error) {
+    return refuse(error);
+  }
+})();
 const DENSE_SHAPES: [number, number, number][] = [
   [256, 1024, 1024],
   [2048, 1024, 4096],
@@ -274,8 +296,6 @@ function main(): void {
 
   const machine = describeMachine();
   const { commit, dirty } = gitState();
-  const outDir = join(resolve(args.out ?? join(repoRoot, "benchmarks", "results")), machine.name);
-  mkdirSync(outDir, { recursive: true });
   const record = { date: new Date().toISOString(), commit, dirty, machine, build, repeats, rounds, copyBandwidthBytesPerSecond: bandwidth, weightBytes, rows, readBacks, reference: { skipped, rounds: pythonRounds } };
   writeFileSync(join(outDir, "cpu-comparison.json"), `${JSON.stringify(record, null, 2)}\n`);
 

@@ -18,51 +18,63 @@ import { backward } from "@blocksparse/autograd";
 import { cast, randn, tidy } from "@blocksparse/core";
 import { AdamW, BlockSparseLinear, GELU, Linear, Sequential } from "@blocksparse/nn";
 import { startBackend } from "./start_backend";
-import { BACKEND_FLAG, describeFailure, FlagError, parseFlags } from "./flags";
+import { BACKEND_FLAG, checkKeepsABlock, describeFailure, FlagError, parseFlags } from "./flags";
 
-const { values } = parseFlags({
-  usage: "tsx src/eager_step.ts [flags]",
-  summary: "An eager training step (FFN, bfloat16 mixed precision, AdamW) timed over many steps: the host's time per step.",
-  flags: {
-    backend: BACKEND_FLAG,
-    widths: { type: "string", default: "1024x4096", description: "DMODELxHIDDEN of the FFN" },
-    tokens: { type: "string", default: "2048", description: "tokens per step" },
-    block: { type: "string", default: "64", description: "block side; 0 is the dense model" },
-    density: { type: "string", default: "0.25", description: "density in (0, 1] of the block-sparse layers" },
-    steps: { type: "string", default: "1000", description: "timed steps" },
-    warmup: { type: "string", default: "2000", description: "untimed steps first (V8 keeps optimizing for a thousand or two)" },
-    "stand-in": { type: "boolean", default: false, description: "run the cuda backend on src/stand_in_addon.cjs, which launches nothing (no GPU needed)" },
-    phases: { type: "boolean", default: false, description: "split the host's time between forward, backward and the optimizer" },
-    "sync-each": { type: "boolean", default: false, description: "wait for the GPU after every step" },
-  },
-});
+/** A bad flag's message alone, exit 1: this script's top level has no caller to catch it. */
+function refuse(error: unknown): never {
+  process.stderr.write(`${describeFailure(error)}\n`);
+  process.exit(1);
+}
+
+const { values } = (() => {
+  try {
+    return parseFlags({
+      usage: "tsx src/eager_step.ts [flags]",
+      summary: "An eager training step (FFN, bfloat16 mixed precision, AdamW) timed over many steps: the host's time per step.",
+      flags: {
+        backend: BACKEND_FLAG,
+        widths: { type: "string", default: "1024x4096", description: "DMODELxHIDDEN of the FFN" },
+        tokens: { type: "string", default: "2048", description: "tokens per step" },
+        block: { type: "string", default: "64", description: "block side; 0 is the dense model" },
+        density: { type: "string", default: "0.25", description: "density in (0, 1] of the block-sparse layers" },
+        steps: { type: "string", default: "1000", description: "timed steps" },
+        warmup: { type: "string", default: "2000", description: "untimed steps first (V8 keeps optimizing for a thousand or two)" },
+        "stand-in": { type: "boolean", default: false, description: "run the cuda backend on src/stand_in_addon.cjs, which launches nothing (no GPU needed)" },
+        phases: { type: "boolean", default: false, description: "split the host's time between forward, backward and the optimizer" },
+        "sync-each": { type: "boolean", default: false, description: "wait for the GPU after every step" },
+      },
+    });
+  } catch (error) {
+    return refuse(error);
+  }
+})();
 if (values["stand-in"]) {
-  if (values.backend !== "cuda") throw new FlagError("--stand-in replaces the CUDA addon: use it with --backend cuda");
+  if (values.backend !== "cuda") refuse(new FlagError("--stand-in replaces the CUDA addon: use it with --backend cuda"));
   process.env.BLOCKSPARSE_CUDA_ADDON = fileURLToPath(new URL("./stand_in_addon.cjs", import.meta.url));
   process.env.BLOCKSPARSE_CUDA_WARMUP = "0";
 }
 const match = /^(\d+)x(\d+)$/.exec(values.widths);
 const [dModel, hidden] = match === null ? [0, 0] : [Number(match[1]), Number(match[2])];
-const [tokens, block, density, steps, warmup] = [Number(values.tokens), Number(values.block), Number(values.density), Number(values.steps), Number(values.warmup)];
+// Decimal digits only: Number() would read "0x10" as 16 and "" as 0.
+const whole = (text: string): number => (/^\s*\d+\s*$/.test(text) ? Number(text) : Number.NaN);
+const [tokens, block, steps, warmup] = [whole(values.tokens), whole(values.block), whole(values.steps), whole(values.warmup)];
+const density = /^\s*(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?\s*$/i.test(values.density) ? Number(values.density) : Number.NaN;
 try {
   if (!match || dModel < 1 || hidden < 1) throw new FlagError(`--widths: "${values.widths}" is not DMODELxHIDDEN of positive integers (e.g. 1024x4096)`);
   for (const [name, n] of [["tokens", tokens], ["steps", steps], ["warmup", warmup]] as const) {
     if (!Number.isInteger(n) || n < 5) throw new FlagError(`--${name}: expected an integer >= 5, got "${values[name]}"`);
   }
-  if (values.block.trim() === "" || !Number.isInteger(block) || block < 0) throw new FlagError(`--block: expected a block side (a positive integer) or 0 for the dense model, got "${values.block}"`);
+  if (!Number.isInteger(block) || block < 0) throw new FlagError(`--block: expected a block side (a positive integer) or 0 for the dense model, got "${values.block}"`);
   if (block !== 0 && !(density > 0 && density <= 1)) throw new FlagError(`--density: expected a density in (0, 1], got "${values.density}"`);
   // Checked here, not left to BlockSparseLinear's constructor: its error would come with a stack, after the backend started.
   if (block !== 0 && (dModel % block !== 0 || hidden % block !== 0)) throw new FlagError(`--block ${block} does not divide both widths of --widths ${values.widths}`);
+  if (block !== 0) checkKeepsABlock(density, hidden / block, dModel / block, `${block}x${block}`, `the ${hidden}x${dModel} weights (--widths ${values.widths})`, "density");
 } catch (error) {
-  process.stderr.write(`${describeFailure(error)}\n`);
-  process.exit(1);
+  refuse(error);
 }
 // Five timed runs of the same whole number of steps: the time per step divides by the steps that ran.
 const stepsPerRun = Math.floor(steps / 5);
-const { synchronize } = await startBackend(values.backend).catch((error: unknown) => {
-  process.stderr.write(`${describeFailure(error)}\n`);
-  process.exit(1);
-});
+const { synchronize } = await startBackend(values.backend).catch(refuse);
 const layer = (inF: number, outF: number, seed: number) =>
   block === 0 ? new Linear(inF, outF, { seed }) : new BlockSparseLinear(inF, outF, { density, blockShape: [block, block], seed });
 const model = new Sequential(layer(dModel, hidden, 1), new GELU("tanh"), layer(hidden, dModel, 2));

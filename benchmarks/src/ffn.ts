@@ -43,7 +43,7 @@ import { profilePerRun, profileTable } from "./kernel_profile";
 import { type TimingPlan, measure } from "./measure";
 import { pickRows } from "./reference";
 import { type BenchDType, type Check, TOLERANCE, compareToReference, spreadIndices } from "./validate";
-import { BACKEND_FLAG, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, flagItems, outputDirectory, parseFlags, positiveInteger, positiveIntegers } from "./flags";
+import { BACKEND_FLAG, checkKeepsABlock, checkPythonImports, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, flagItems, outputDirectory, parseFlags, positiveInteger, positiveIntegers } from "./flags";
 
 type ModelKind = "ffn" | "block" | "head";
 
@@ -296,13 +296,13 @@ function runTorch(
 
 function markdown(
   rows: FfnCase[],
-  meta: { machine: string; commit: string; dtype: string; torch: boolean; denseSampled: string; denseProducts: string; autotune: boolean; graph: boolean; graphEagerOptimizer: boolean },
+  meta: { machine: string; backend: string; commit: string; dtype: string; torch: boolean; denseSampled: string; denseProducts: string; autotune: boolean; graph: boolean; graphEagerOptimizer: boolean },
   charts: string[] = [],
 ): string {
   const lines = [
     `# Training steps: ${[...new Set(rows.map((r) => r.model))].join(", ")} (${meta.dtype === "float32" ? "float32" : `${meta.dtype} mixed precision`})`,
     "",
-    `Machine: ${meta.machine}. Commit ${meta.commit}. Step = forward + backward + AdamW (${meta.dtype === "float32" ? "float32 throughout" : "float32 master weights and state"}).${meta.denseSampled === "auto" ? "" : ` Weight gradients forced to the ${meta.denseSampled === "always" ? "dense-product" : "block-kernel"} route.`}${meta.denseProducts === "auto" ? "" : ` bsrLinear and bsrMatmul forced to the ${meta.denseProducts === "always" ? "dense-product" : "block-kernel"} route.`}${meta.autotune ? " Block-sparse products autotuned on first use." : ""}${meta.graph ? (meta.graphEagerOptimizer ? " Forward and backward replayed as one captured graph (captureGraph), AdamW after each replay." : " The whole step (forward, backward and AdamW with capturable: true) replayed as one captured graph (captureGraph).") : ""}`,
+    `Machine: ${meta.machine}. Backend ${meta.backend}. Commit ${meta.commit}. Step = forward + backward + AdamW (${meta.dtype === "float32" ? "float32 throughout" : "float32 master weights and state"}).${meta.denseSampled === "auto" ? "" : ` Weight gradients forced to the ${meta.denseSampled === "always" ? "dense-product" : "block-kernel"} route.`}${meta.denseProducts === "auto" ? "" : ` bsrLinear and bsrMatmul forced to the ${meta.denseProducts === "always" ? "dense-product" : "block-kernel"} route.`}${meta.autotune ? " Block-sparse products autotuned on first use." : ""}${meta.graph ? (meta.graphEagerOptimizer ? " Forward and backward replayed as one captured graph (captureGraph), AdamW after each replay." : " The whole step (forward, backward and AdamW with capturable: true) replayed as one captured graph (captureGraph).") : ""}`,
     `speed-up = our dense step / this step (> 1: faster than dense); vs PyTorch = PyTorch's dense step (${meta.dtype === "float32" ? "float32, TF32 off" : "autocast"}${meta.graph && !meta.graphEagerOptimizer ? ", captured the same way: torch.cuda.graph with AdamW(capturable=True)" : ", eager"}) / this step.`,
     "",
     "| model | dModel x hidden | tokens | block | density | parameters | ms (median) | speed-up vs our dense | vs PyTorch dense |",
@@ -343,6 +343,7 @@ async function main(): Promise<void> {
       out: { type: "string", description: "directory for ffn.md, ffn.json and charts", defaultText: "benchmarks/results/tmp/ffn" },
     },
   });
+  if (values["graph-eager-optimizer"] && !values.graph) throw new FlagError("--graph-eager-optimizer: only with --graph (it chooses what the captured step holds)");
   if (values.graph && values.profile) throw new FlagError("--graph and --profile: a replay runs no kernel through the host, so there is nothing to profile per kernel");
   const dtype = values.dtype as BenchDType;
   if (!(dtype in TOLERANCE)) throw new FlagError(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
@@ -372,10 +373,14 @@ async function main(): Promise<void> {
           if (misfit !== undefined) {
             throw new FlagError(`--blocks: ${rows}x${cols} blocks do not tile the ${model} model's ${misfit[0]}x${misfit[1]} weight (--widths ${dModel}x${hidden}); its rows must be a multiple of ${rows} and its columns of ${cols}`);
           }
+          for (const [out, inFeatures] of weights) {
+            for (const density of densities) checkKeepsABlock(density, out / rows, inFeatures / cols, `${rows}x${cols}`, `the ${model} model's ${out}x${inFeatures} weight (--widths ${dModel}x${hidden})`);
+          }
         }
       }
     }
   }
+  if (values.torch) checkPythonImports("torch", ["torch"]);
   const outDir = outputDirectory(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "ffn"));
   const started = await startBackend(values.backend);
   const backend = getBackendInstance();
@@ -408,7 +413,7 @@ async function main(): Promise<void> {
     profile: values.profile, graph: values.graph, graphEagerOptimizer: values["graph-eager-optimizer"] };
   const rows: FfnCase[] = [];
   const machine = describeMachine(started.gpu).name;
-  const meta = { machine, commit: gitState().commit, dtype, torch: values.torch, denseSampled: route, denseProducts: productRoute, autotune: values.autotune, graph: values.graph, graphEagerOptimizer: values["graph-eager-optimizer"] };
+  const meta = { machine, backend: started.backend, commit: gitState().commit, dtype, torch: values.torch, denseSampled: route, denseProducts: productRoute, autotune: values.autotune, graph: values.graph, graphEagerOptimizer: values["graph-eager-optimizer"] };
   // Written after every case, so that a run cut short keeps what it measured.
   const save = () => {
     writeFileSync(join(outDir, "ffn.json"), `${JSON.stringify({ ...meta, date: new Date().toISOString(), rows }, null, 1)}\n`);

@@ -8,7 +8,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { lineChart, type ReferenceLine, type Series } from "./chart";
-import { parseFlags } from "./flags";
+import { describeFailure, FlagError, outputDirectory, parseFlags } from "./flags";
 
 /** The fields of an ffn.ts row the charts read. */
 export interface StepRow {
@@ -81,6 +81,38 @@ export function writeStepCharts(rows: readonly StepRow[], dir: string, label = "
   return charts.map((c) => c.file);
 }
 
+/**
+ * The rows and capture flag of a saved ffn.json, checked: a file that is not JSON, or not ffn.ts's (no rows array, a
+ * row without its numbers), is an error naming the file and the row, not a TypeError or a chart of coerced strings.
+ */
+export function readStepFile(file: string): { rows: StepRow[]; graph: boolean } {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (error) {
+    throw new FlagError(`${file}: cannot read it: ${(error as Error).message}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw new FlagError(`${file}: not JSON (${(error as Error).message}); expected ffn.ts's ffn.json`);
+  }
+  const rows = (parsed as { rows?: unknown } | null)?.rows;
+  if (!Array.isArray(rows)) throw new FlagError(`${file}: no "rows" array (expected ffn.ts's ffn.json)`);
+  rows.forEach((row: unknown, i) => {
+    const r = row as Record<string, unknown> | null;
+    const bad =
+      typeof r !== "object" || r === null
+        ? "not an object"
+        : typeof r.model !== "string"
+          ? '"model" is not a string'
+          : ["dModel", "hidden", "tokens", "block", "density", "medianMs"].map((key) => (typeof r[key] === "number" ? undefined : `"${key}" is not a number`)).find((why) => why !== undefined);
+    if (bad !== undefined) throw new FlagError(`${file}: row ${i} is not an ffn.ts row: ${bad}`);
+  });
+  return { rows: rows as StepRow[], graph: (parsed as { graph?: unknown }).graph === true };
+}
+
 function main(): void {
   const { values, positionals } = parseFlags({
     usage: "tsx src/ffn_chart.ts FILE.json [...] --out DIR",
@@ -88,11 +120,12 @@ function main(): void {
     positionals: "FILE.json: ffn.ts's ffn.json, one or more",
     flags: { out: { type: "string", description: "directory the SVG charts are written to", defaultText: "none, required" } },
   });
-  if (positionals.length === 0 || !values.out) throw new Error("usage: tsx src/ffn_chart.ts FILE.json [...] --out DIR");
-  for (const file of positionals) {
-    const parsed = JSON.parse(readFileSync(file, "utf8")) as { rows?: StepRow[]; graph?: boolean };
-    if (!Array.isArray(parsed.rows)) throw new Error(`${file}: no "rows" array (expected ffn.ts's ffn.json)`);
-    const written = writeStepCharts(parsed.rows, values.out, parsed.graph ? "captured" : "");
+  if (positionals.length === 0 || !values.out) throw new FlagError("usage: tsx src/ffn_chart.ts FILE.json [...] --out DIR");
+  const outDir = outputDirectory(values.out);
+  // Every file read and checked before any chart is written.
+  const files = positionals.map((file) => ({ file, ...readStepFile(file) }));
+  for (const { file, rows, graph } of files) {
+    const written = writeStepCharts(rows, outDir, graph ? "captured" : "");
     process.stdout.write(`${basename(file)}: ${written.length > 0 ? written.join(", ") : "no dense + block-sparse group"}\n`);
   }
 }
@@ -101,7 +134,7 @@ if (process.argv[1] && basename(process.argv[1]).startsWith("ffn_chart")) {
   try {
     main();
   } catch (error) {
-    process.stderr.write(`${error instanceof Error ? error.message : String(error)}\n`);
+    process.stderr.write(`${describeFailure(error)}\n`);
     process.exit(1);
   }
 }

@@ -1,5 +1,6 @@
-import { mkdirSync, writeSync } from "node:fs";
-import { resolve } from "node:path";
+import { spawnSync } from "node:child_process";
+import { accessSync, constants, existsSync, mkdirSync, statSync, writeSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
 
 /** A bad command-line value: the CLIs print its message alone, not a stack trace. */
@@ -14,11 +15,22 @@ export function describeFailure(error: unknown): string {
   return error instanceof Error ? (error.stack ?? error.message) : String(error);
 }
 
-/** A comma-separated flag's items, trimmed; an empty list or an empty item ("1,,2") is an error naming the flag. */
+/** A comma-separated flag's items, trimmed; an empty list, an empty item ("1,,2") or one given twice ("32,32") is an error naming the flag. */
 export function flagItems(value: string, flag: string): string[] {
   const items = value.split(",").map((item) => item.trim());
   if (items.some((item) => item === "")) throw new FlagError(`--${flag}: expected a comma-separated list with no empty item, got "${value}"`);
-  return items;
+  return once(items, items, flag);
+}
+
+/** `values` (parsed from `items`) with none repeated: a case listed twice would be measured twice and drawn as two points. */
+function once<T>(values: T[], items: string[], flag: string): T[] {
+  const seen = new Map<T, string>();
+  values.forEach((value, i) => {
+    const earlier = seen.get(value);
+    if (earlier !== undefined) throw new FlagError(`--${flag}: "${items[i]}" repeats "${earlier}" in "${items.join(",")}"; give each value once`);
+    seen.set(value, items[i]);
+  });
+  return values;
 }
 
 /** A number as a user writes one ("64", "0.25", ".5", "1e3"): not Number()'s hex, binary, octal or "Infinity". */
@@ -31,20 +43,24 @@ function decimal(item: string): number {
 
 /** A comma-separated flag of positive numbers ("1,8,64"), naming the flag and the item in the error. */
 export function positiveNumbers(value: string, flag: string): number[] {
-  return flagItems(value, flag).map((item) => {
+  const items = flagItems(value, flag);
+  const numbers = items.map((item) => {
     const n = decimal(item);
     if (!Number.isFinite(n) || n <= 0) throw new FlagError(`--${flag}: "${item}" is not a positive number`);
     return n;
   });
+  return once(numbers, items, flag);
 }
 
 /** A comma-separated flag of positive integers ("1,8,64"). */
 export function positiveIntegers(value: string, flag: string): number[] {
-  return flagItems(value, flag).map((item) => {
+  const items = flagItems(value, flag);
+  const numbers = items.map((item) => {
     const n = decimal(item);
     if (!Number.isSafeInteger(n) || n <= 0) throw new FlagError(`--${flag}: "${item}" is not a positive integer`);
     return n;
   });
+  return once(numbers, items, flag);
 }
 
 /** A flag of one positive integer ("512"): a list ("512,1024") is an error naming the flag, not its first item taken. */
@@ -56,11 +72,47 @@ export function positiveInteger(value: string, flag: string): number {
 
 /** A comma-separated flag of densities, each in (0, 1]. */
 export function densities(value: string, flag: string): number[] {
-  return flagItems(value, flag).map((item) => {
+  const items = flagItems(value, flag);
+  const numbers = items.map((item) => {
     const n = decimal(item);
     if (!(n > 0 && n <= 1)) throw new FlagError(`--${flag}: "${item}" is not a density in (0, 1]`);
     return n;
   });
+  return once(numbers, items, flag);
+}
+
+/**
+ * Refuses a density that keeps no block of a weight: patterns keep round(density x blocks) of them, and nn's layers
+ * then keep one anyway, so the run would time a denser layer than the table says (or, on a bare pattern, fail). Where
+ * the rounding moves the density by more than 5%, a note on stderr says which density runs.
+ * `rows` x `cols` blocks of `block`; `what` names the weight for the message.
+ */
+export function checkKeepsABlock(density: number, rows: number, cols: number, block: string, what: string, flag = "densities"): void {
+  const total = rows * cols;
+  const kept = Math.round(density * total);
+  if (kept >= 1) {
+    // Few blocks: the density that runs can be far from the one asked for (0.1 of 8 blocks keeps 1, 0.125).
+    if (Math.abs(kept / total - density) > 0.05 * density) {
+      process.stderr.write(`note: --${flag} ${density} keeps ${kept} of the ${rows}x${cols} blocks of ${block} in ${what}: density ${(kept / total).toPrecision(3)} runs\n`);
+    }
+    return;
+  }
+  throw new FlagError(
+    `--${flag}: ${density} keeps none of the ${rows}x${cols} blocks of ${block} in ${what}; one block is density ${(1 / total).toPrecision(2)}: give at least that, or smaller blocks`,
+  );
+}
+
+/**
+ * Refuses a --torch-like flag where python3 cannot import what its script needs: checked before the run, not found
+ * when the script is spawned after every case of ours was timed. `python` is the interpreter (for tests).
+ */
+export function checkPythonImports(flag: string, modules: string[], python = "python3"): void {
+  const result = spawnSync(python, ["-c", `import ${modules.join(", ")}`], { encoding: "utf8", timeout: 120_000 });
+  if (result.error !== undefined) throw new FlagError(`--${flag}: cannot run ${python} (${result.error.message}); it runs the PyTorch side of --${flag}`);
+  if (result.status !== 0) {
+    const why = result.stderr.trim().split("\n").pop() || `exit ${result.status ?? result.signal}`;
+    throw new FlagError(`--${flag}: ${python} cannot import ${modules.join(" and ")} (${why}); install ${modules.join(" and ")} for ${python}, or leave out --${flag}`);
+  }
 }
 
 /**
@@ -70,13 +122,35 @@ export function densities(value: string, flag: string): number[] {
 export function outputDirectory(path: string, flag = "out"): string {
   const dir = resolve(path);
   try {
-    mkdirSync(dir, { recursive: true });
+    makeDirectory(dir);
+    accessSync(dir, constants.W_OK);
   } catch (error) {
     const code = (error as { code?: unknown }).code;
     const why = code === "EEXIST" || code === "ENOTDIR" ? "it or a folder above it is a file" : (error as Error).message;
     throw new FlagError(`--${flag}: cannot make the output directory "${path}": ${why}`);
   }
   return dir;
+}
+
+/**
+ * mkdirSync(dir, { recursive: true }) one level at a time: node's recursive mode retries forever where mkdir answers
+ * ENOENT below a folder that exists (anywhere under /proc on Linux), so `--out /proc/x` hung instead of failing.
+ */
+function makeDirectory(dir: string): void {
+  const missing: string[] = [];
+  for (let at = dir; !existsSync(at); at = dirname(at)) {
+    missing.push(at);
+    if (dirname(at) === at) break;
+  }
+  for (const path of missing.reverse()) {
+    try {
+      mkdirSync(path);
+    } catch (error) {
+      // Made meanwhile by another process: fine when it is a folder.
+      if ((error as { code?: unknown }).code !== "EEXIST" || !statSync(path).isDirectory()) throw error;
+    }
+  }
+  if (!statSync(dir).isDirectory()) throw Object.assign(new Error(`${dir} is a file`), { code: "ENOTDIR" });
 }
 
 /** One flag a CLI accepts: node's parseArgs option, plus the line --help prints for it. */

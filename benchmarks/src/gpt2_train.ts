@@ -23,7 +23,7 @@ import { type CapturedGraph, type FloatDType, captureGraph, getBackendInstance, 
 import { GPT2LMHeadModel } from "@blocksparse/models";
 import { AdamW, crossEntropy, parameterCount } from "@blocksparse/nn";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
-import { BACKEND_FLAG, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, outputDirectory, parseFlags, positiveInteger, positiveIntegers } from "./flags";
+import { BACKEND_FLAG, checkKeepsABlock, checkPythonImports, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, flagItems, outputDirectory, parseFlags, positiveInteger, positiveIntegers } from "./flags";
 import { profilePerRun, profileTable } from "./kernel_profile";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { type TimingPlan, measure } from "./measure";
@@ -172,7 +172,7 @@ async function main(): Promise<void> {
     summary: "GPT-2's training step (cross-entropy, backward, AdamW), dense and with block-sparse feed-forward layers.",
     flags: {
       backend: BACKEND_FLAG,
-      sizes: { type: "string", default: "small", description: "comma-separated GPT-2 sizes: tiny, small, medium, large, xl" },
+      sizes: { type: "string", default: "small", description: `comma-separated GPT-2 sizes: ${Object.keys(SIZES).join(", ")}` },
       batch: { type: "string", default: "8", description: "sequences per step" },
       context: { type: "string", default: "1024", description: "tokens per sequence" },
       vocab: { type: "string", default: "50257", description: "vocabulary size" },
@@ -189,13 +189,22 @@ async function main(): Promise<void> {
   });
   const dtype = values.dtype as BenchDType;
   if (!(dtype in TOLERANCE)) throw new FlagError(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
-  const sizes = values.sizes.split(",").map((s) => s.trim());
+  const sizes = flagItems(values.sizes, "sizes");
   for (const size of sizes) if (!(size in SIZES)) throw new FlagError(`--sizes: "${size}" is not one of ${Object.keys(SIZES).join(", ")}`);
   const batch = positiveInteger(values.batch, "batch");
   const context = positiveInteger(values.context, "context");
   const vocab = positiveInteger(values.vocab, "vocab");
   const densities = densityList(values.densities, "densities");
   const blocks = positiveIntegers(values.blocks, "blocks");
+  // Checked before any case runs: a misfit would otherwise end the run in the patcher, with its stack, after the dense model was timed.
+  for (const size of sizes) {
+    const width = SIZES[size].n_embd;
+    for (const block of blocks) {
+      if (width % block !== 0) throw new FlagError(`--blocks: ${block} does not divide gpt2 ${size}'s feed-forward widths ${width} and ${4 * width}; a divisor of ${width} works (e.g. 32)`);
+      for (const density of densities) checkKeepsABlock(density, (4 * width) / block, width / block, `${block}x${block}`, `gpt2 ${size}'s ${4 * width}x${width} feed-forward weights`);
+    }
+  }
+  if (values.torch || values["torch-compile"]) checkPythonImports(values.torch ? "torch" : "torch-compile", ["torch", "transformers"]);
   const outDir = outputDirectory(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "gpt2-train"));
   const started = await startBackend(values.backend);
   const plan: TimingPlan = values.quick
@@ -239,7 +248,7 @@ async function main(): Promise<void> {
   const lines = [
     `# GPT-2 training steps (${dtype} mixed precision)`,
     "",
-    `Machine: ${machine}. Commit ${gitState().commit}. Step = forward + cross-entropy over the vocabulary + backward + AdamW (float32 master weights and moments), batch ${batch} x context ${context}, vocabulary ${vocab}; ${graph ? "the whole step captured (captureGraph) and replayed" : "eager"}. Block-sparse rows: every block's mlp.c_fc and mlp.c_proj.`,
+    `Machine: ${machine}. Backend ${started.backend}. Commit ${gitState().commit}. Step = forward + cross-entropy over the vocabulary + backward + AdamW (float32 master weights and moments), batch ${batch} x context ${context}, vocabulary ${vocab}; ${graph ? "the whole step captured (captureGraph) and replayed" : "eager"}. Block-sparse rows: every block's mlp.c_fc and mlp.c_proj.`,
     ...(torchRows.length > 0 ? [`vs PyTorch = Hugging Face GPT2LMHeadModel's step (autocast ${dtype}, fused AdamW, ${torchGraph ? "captured with torch.cuda.graph" : "eager"}) / ours${withCompiled ? "; vs torch.compile = the same model compiled (torch.compile, default mode, eager steps) / ours" : ""}.`] : []),
     "",
     `| size | block | density | parameters | ms per step (median) | speed-up vs our dense | vs PyTorch |${withCompiled ? " vs torch.compile |" : ""}`,
@@ -256,7 +265,7 @@ async function main(): Promise<void> {
   if (profiles.length > 0) writeFileSync(join(outDir, "gpt2-train-profile.md"), `${profiles.join("\n\n")}\n`);
   writeFileSync(
     join(outDir, "gpt2-train.json"),
-    `${JSON.stringify({ machine, dtype, batch, context, vocab, graph, rows: rows.map(({ profile, ...r }) => r), torch: torchRows }, null, 1)}\n`,
+    `${JSON.stringify({ machine, backend: started.backend, ...gitState(), date: new Date().toISOString(), dtype, batch, context, vocab, graph, rows: rows.map(({ profile, ...r }) => r), torch: torchRows }, null, 1)}\n`,
   );
   process.stdout.write(lines.join("\n"));
 }

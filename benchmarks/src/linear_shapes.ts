@@ -15,7 +15,7 @@ import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type FloatDType, add, cast, getBackendInstance, linear, matmul, randn, type Tensor, tidy } from "@blocksparse/core";
-import { BACKEND_FLAG, describeFailure, DTYPE_FLAG, FlagError, outputDirectory, parseFlags, positiveInteger, positiveIntegers as numbers } from "./flags";
+import { BACKEND_FLAG, checkPythonImports, describeFailure, DTYPE_FLAG, FlagError, outputDirectory, parseFlags, positiveInteger, positiveIntegers as numbers } from "./flags";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
 import { replayable, timeUs } from "./timing";
@@ -68,6 +68,7 @@ async function main(): Promise<void> {
   if (!["float32", "float16", "bfloat16"].includes(dtype)) throw new FlagError(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
   const iterations = positiveInteger(values.iterations, "iterations");
   const [rowCounts, features, widths] = [numbers(values.rows, "rows"), numbers(values.features, "features"), numbers(values.widths, "widths")];
+  if (values.torch) checkPythonImports("torch", ["torch"]);
   const outDir = outputDirectory(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "linear-shapes"));
   const started = await startBackend(values.backend);
   const rows: Row[] = [];
@@ -111,9 +112,9 @@ async function main(): Promise<void> {
   }
   const machine = describeMachine(started.gpu).name;
   const lines = [
-    `# Dense products by shape: linear (cuBLASLt) and matmul (the GEMM)${values.torch ? " beside PyTorch's F.linear" : ""} (${dtype}${values.bias ? ", with bias" : ""})`,
+    `# Dense products by shape: linear${started.backend === "cuda" ? " (cuBLASLt)" : ""} and matmul (the GEMM)${values.torch ? " beside PyTorch's F.linear" : ""} (${dtype}${values.bias ? ", with bias" : ""})`,
     "",
-    `Machine: ${machine}. Commit ${gitState().commit}. Microseconds per call, ${getBackendInstance().graphs !== undefined ? "one captured replay each" : "eager"}; the two routes checked against each other first.`,
+    `Machine: ${machine}. Backend ${started.backend}. Commit ${gitState().commit}. Microseconds per call, ${getBackendInstance().graphs !== undefined ? "one captured replay each" : "eager"}; the two routes checked against each other first.`,
     "",
     `| m | k | n | linear (us) | matmul${values.bias ? " + bias" : ""} (us) | linear / matmul |${values.torch ? " PyTorch F.linear (us) | linear / PyTorch |" : ""}`,
     `| --- | --- | --- | --- | --- | --- |${values.torch ? " --- | --- |" : ""}`,
@@ -124,7 +125,7 @@ async function main(): Promise<void> {
     "",
   ];
   writeFileSync(join(outDir, "linear-shapes.md"), lines.join("\n"));
-  writeFileSync(join(outDir, "linear-shapes.json"), `${JSON.stringify({ machine, dtype, bias: values.bias, rows }, null, 1)}\n`);
+  writeFileSync(join(outDir, "linear-shapes.json"), `${JSON.stringify({ machine, backend: started.backend, ...gitState(), date: new Date().toISOString(), dtype, bias: values.bias, rows }, null, 1)}\n`);
   process.stdout.write(lines.join("\n"));
 }
 

@@ -28,9 +28,9 @@ import {
   tidy,
 } from "@blocksparse/core";
 import { Linear } from "@blocksparse/nn";
-import { repoRoot } from "./machine";
+import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
-import { BACKEND_FLAG, describeFailure, DTYPE_FLAG, FlagError, outputDirectory, parseFlags } from "./flags";
+import { BACKEND_FLAG, checkPythonImports, describeFailure, DTYPE_FLAG, FlagError, outputDirectory, parseFlags } from "./flags";
 
 interface Row {
   what: string;
@@ -188,6 +188,7 @@ async function main(): Promise<void> {
   const dtype = values.dtype as FloatDType;
   if (!["float32", "float16", "bfloat16"].includes(dtype)) throw new FlagError(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
   if (values.child) return child(values.backend, dtype);
+  if (values.torch) checkPythonImports("torch", ["torch"]);
   const outDir = outputDirectory(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "overhead"));
   const fresh = spawnSync(process.execPath, [...process.execArgv, process.argv[1], "--child", "--backend", values.backend, "--dtype", dtype], {
     encoding: "utf8",
@@ -201,11 +202,17 @@ async function main(): Promise<void> {
     return;
   }
   const startRows = JSON.parse(fresh.stdout) as Row[];
-  const { synchronize } = await startBackend(values.backend);
-  const rows = [...tinyOps(dtype, synchronize), ...startRows];
+  const started = await startBackend(values.backend);
+  const rows = [...tinyOps(dtype, started.synchronize), ...startRows];
   const torch = values.torch ? torchOverhead(dtype) : null;
+  // Named after the backend that ran: "auto" (the default on a machine without CUDA) is cpu or js, and says neither.
+  const backend = started.backend;
+  const machine = describeMachine(started.gpu).name;
+  const { commit, dirty } = gitState();
   const lines = [
-    `| ${values.backend} ${dtype} | µs per op, steady (ms where marked) | µs per op, first 2,000 calls |${torch ? ` PyTorch ${torch.version}, µs per op, steady (ms where marked) |` : ""}`,
+    `Machine: ${machine}. Commit ${commit}${dirty ? " (with uncommitted changes)" : ""}. Backend ${backend}${values.backend === backend ? "" : ` (--backend ${values.backend})`}.`,
+    "",
+    `| ${backend} ${dtype} | µs per op, steady (ms where marked) | µs per op, first 2,000 calls |${torch ? ` PyTorch ${torch.version}, µs per op, steady (ms where marked) |` : ""}`,
     `| --- | --- | --- |${torch ? " --- |" : ""}`,
   ];
   // Rows marked "(ms)" hold milliseconds: the first call of a product and its steady time, PyTorch's too.
@@ -217,8 +224,8 @@ async function main(): Promise<void> {
     );
   }
   const report = `${lines.join("\n")}\n`;
-  writeFileSync(join(outDir, `overhead-${values.backend}.json`), `${JSON.stringify({ backend: values.backend, dtype, date: new Date().toISOString(), rows, torch }, null, 1)}\n`);
-  writeFileSync(join(outDir, `overhead-${values.backend}.md`), report);
+  writeFileSync(join(outDir, `overhead-${backend}.json`), `${JSON.stringify({ backend, machine, commit, dirty, dtype, date: new Date().toISOString(), rows, torch }, null, 1)}\n`);
+  writeFileSync(join(outDir, `overhead-${backend}.md`), report);
   process.stdout.write(report);
 }
 

@@ -7,7 +7,7 @@ export async function startCpu(requested: string): Promise<{ backend: string; sy
   const cpu = await import("@blocksparse/backend-cpu");
   const availability = cpu.cpuAvailability();
   if (!availability.available) {
-    if (requested === "cpu") throw new FlagError(`--backend cpu: the CPU addon is unavailable: ${availability.reason ?? "no reason given"}`);
+    if (requested === "cpu") throw new FlagError(`--backend cpu: the CPU addon is unavailable: ${availability.reason ?? "no reason given"}; --backend js runs anywhere`);
     process.stderr.write(`native cpu backend unavailable (${availability.reason ?? "no reason given"})\n`);
     return null;
   }
@@ -35,7 +35,9 @@ export async function startBackend(requested: string): Promise<{ backend: string
   const cuda = await import("@blocksparse/backend-cuda");
   const availability = cuda.cudaAvailability();
   if (!availability.available) {
-    if (requested === "cuda") throw new FlagError(`--backend cuda: CUDA is unavailable: ${availability.reason ?? "no reason given"}`);
+    if (requested === "cuda") {
+      throw new FlagError(`--backend cuda: CUDA is unavailable: ${availability.reason ?? "no reason given"}; without a GPU, --backend auto picks the native cpu backend (or js), --backend cpu or js names one`);
+    }
     process.stderr.write(`CUDA unavailable (${availability.reason ?? "no reason given"}); trying the native cpu backend\n`);
     return (await startCpu(requested)) ?? js();
   }

@@ -30,6 +30,10 @@ describe.concurrent("benchmark CLIs refuse a bad value naming the flag, before a
     ["linear_shapes.ts --backend gpu", "linear_shapes.ts", ["--backend", "gpu", "--rows", "2", "--features", "8", "--widths", "8", "--out", out], /--backend: unknown backend "gpu", expected cuda, cpu, js or auto/],
     ["overhead.ts --backend gpu (in its fresh child process)", "overhead.ts", ["--backend", "gpu", "--dtype", "float32", "--out", out], /--backend: unknown backend "gpu"[\s\S]*the fresh process measuring start-up failed \(exit 1\); its error is above/],
     ["eager_step.ts --block 33 against --widths 64x128", "eager_step.ts", ["--backend", "js", "--widths", "64x128", "--tokens", "8", "--steps", "5", "--warmup", "5", "--block", "33"], /--block 33 does not divide both widths of --widths 64x128/],
+    ["eager_step.ts --stand-in --backend js (a top-level check, not a stack trace)", "eager_step.ts", ["--backend", "js", "--stand-in"], /^--stand-in replaces the CUDA addon: use it with --backend cuda\n$/],
+    ["cpu_compare.ts --rounds abc (ran zero rounds and wrote an empty table)", "cpu_compare.ts", ["--rounds", "abc", "--out", out], /^--rounds: "abc" is not a positive integer\n$/],
+    ["gpt2_train.ts --blocks 48 (the patcher threw after the dense model was timed)", "gpt2_train.ts", ["--backend", "js", "--sizes", "tiny", "--batch", "1", "--context", "8", "--vocab", "64", "--quick", "--blocks", "48", "--out", out], /--blocks: 48 does not divide gpt2 tiny's feed-forward widths 64 and 256/],
+    ["compare.ts --densities 0.01 at --small (a pattern of no block: RangeError)", "compare.ts", ["--backend", "js", "--small", "--blocks", "64", "--densities", "0.01", "--out", out], /--densities: 0.01 keeps none of the 4x4 blocks of 64x64 in the 256x256 weight; one block is density 0.063/],
     ["eager_step.ts --tokens abc", "eager_step.ts", ["--backend", "js", "--widths", "64x128", "--tokens", "abc"], /--tokens: expected an integer >= 5, got "abc"/],
   ])("%s", async (_, script, args, message) => {
     const { code, stdout, stderr } = await runCli(script, args);

@@ -1,9 +1,9 @@
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { XMLValidator } from "fast-xml-parser";
 import { describe, expect, it } from "vitest";
-import { type StepRow, stepCharts, writeStepCharts } from "../src/ffn_chart";
+import { readStepFile, type StepRow, stepCharts, writeStepCharts } from "../src/ffn_chart";
 
 const row = (tokens: number, block: number, density: number, medianMs: number, vsTorchDense?: number): StepRow => ({
   model: "ffn",
@@ -72,6 +72,29 @@ describe("stepCharts", () => {
       expect(writeStepCharts([row(512, 64, 0.25, 0.1)], join(dir, "none"))).toEqual([]);
       const written = writeStepCharts(rows, join(dir, "charts"));
       expect(readdirSync(join(dir, "charts")).sort()).toEqual([...written].sort());
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("readStepFile", () => {
+  it("names the file and the row of a saved result it cannot chart, instead of a TypeError or a chart of coerced strings", () => {
+    const dir = mkdtempSync(join(tmpdir(), "ffn-chart-read-"));
+    const file = (name: string, text: string) => {
+      writeFileSync(join(dir, name), text);
+      return join(dir, name);
+    };
+    try {
+      const good = file("good.json", JSON.stringify({ graph: true, rows: [row(16, 0, 1, 2), row(16, 32, 0.5, 1)] }));
+      expect(readStepFile(good)).toMatchObject({ graph: true, rows: [{ block: 0 }, { block: 32 }] });
+      const cut = file("cut.json", '{"rows": [');
+      expect(() => readStepFile(cut)).toThrow(new RegExp(`^${cut}: not JSON \\(.*\\); expected ffn.ts's ffn.json$`));
+      expect(() => readStepFile(file("null.json", "null"))).toThrow(/null.json: no "rows" array/);
+      expect(() => readStepFile(file("hole.json", '{"rows": [null]}'))).toThrow(/hole.json: row 0 is not an ffn.ts row: not an object$/);
+      const text = file("text.json", JSON.stringify({ rows: [row(16, 0, 1, 2), { ...row(16, 32, 0.5, 1), medianMs: "1" }] }));
+      expect(() => readStepFile(text)).toThrow(/text.json: row 1 is not an ffn.ts row: "medianMs" is not a number$/);
+      expect(() => readStepFile(join(dir, "absent.json"))).toThrow(/absent.json: cannot read it: ENOENT/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

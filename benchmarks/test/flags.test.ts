@@ -1,8 +1,9 @@
-import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
-import { type CliSpec, densities, describeFailure, FlagError, flagItems, outputDirectory, parseFlags, positiveInteger, positiveIntegers, positiveNumbers } from "../src/flags";
+import { describe, expect, it, vi } from "vitest";
+import { checkKeepsABlock, checkPythonImports, type CliSpec, densities, describeFailure, FlagError, flagItems, outputDirectory, parseFlags, positiveInteger, positiveIntegers, positiveNumbers } from "../src/flags";
+import { cudaAvailability } from "@blocksparse/backend-cuda";
 import { startBackend } from "../src/start_backend";
 
 describe("flag lists", () => {
@@ -34,6 +35,35 @@ describe("flag lists", () => {
     expect(positiveInteger("512", "context")).toBe(512);
     expect(() => positiveInteger("512,1024", "context")).toThrow('--context: expected one positive integer, got the list "512,1024"');
     expect(() => positiveInteger("0", "iterations")).toThrow('--iterations: "0" is not a positive integer');
+  });
+
+  it("checkKeepsABlock refuses a density that keeps no block (nn would keep one: a denser layer than the table says)", () => {
+    expect(() => checkKeepsABlock(0.1, 2, 2, "32x32", "a 64x64 weight")).toThrow(new FlagError("--densities: 0.1 keeps none of the 2x2 blocks of 32x32 in a 64x64 weight; one block is density 0.25: give at least that, or smaller blocks"));
+    expect(() => checkKeepsABlock(0.125, 2, 2, "32x32", "a 64x64 weight")).not.toThrow();
+    // Kept, but rounded far from the density asked for: a note says which density runs.
+    const notes: string[] = [];
+    const spy = vi.spyOn(process.stderr, "write").mockImplementation((text) => notes.push(String(text)) > 0);
+    try {
+      checkKeepsABlock(0.1, 4, 2, "32x32", "a 128x64 weight");
+      checkKeepsABlock(0.25, 4, 2, "32x32", "a 128x64 weight");
+    } finally {
+      spy.mockRestore();
+    }
+    expect(notes).toEqual(["note: --densities 0.1 keeps 1 of the 4x2 blocks of 32x32 in a 128x64 weight: density 0.125 runs\n"]);
+  });
+
+  it("checkPythonImports refuses --torch up front where python3 cannot import what the script needs", () => {
+    expect(() => checkPythonImports("torch", ["blocksparse_no_such_module"])).toThrow(
+      /^--torch: python3 cannot import blocksparse_no_such_module \(ModuleNotFoundError: No module named 'blocksparse_no_such_module'\); install blocksparse_no_such_module for python3, or leave out --torch$/,
+    );
+    expect(() => checkPythonImports("torch", ["json"], "blocksparse-no-such-python")).toThrow(/^--torch: cannot run blocksparse-no-such-python \(.*ENOENT/);
+    expect(() => checkPythonImports("torch", ["json"])).not.toThrow();
+  });
+
+  it("refuse a value given twice in one list, as written or as the same number", () => {
+    expect(() => flagItems("ffn,block,ffn", "models")).toThrow('--models: "ffn" repeats "ffn" in "ffn,block,ffn"; give each value once');
+    expect(() => densities("0.5,0.25,.5", "densities")).toThrow('--densities: ".5" repeats "0.5" in "0.5,0.25,.5"; give each value once');
+    expect(() => positiveIntegers("32,64,32", "blocks")).toThrow(/--blocks: "32" repeats "32"/);
   });
 });
 
@@ -85,10 +115,20 @@ describe("outputDirectory", () => {
       rmSync(root, { recursive: true, force: true });
     }
   });
+
+  // node's recursive mkdirSync retried forever there (mkdir answers ENOENT under /proc): the CLI hung.
+  it.runIf(existsSync("/proc/self"))("fails at once where mkdir cannot make a folder under one that exists (/proc)", () => {
+    expect(() => outputDirectory("/proc/bench-out/run")).toThrow(/^--out: cannot make the output directory "\/proc\/bench-out\/run": ENOENT/);
+  });
 });
 
 describe("startBackend", () => {
   it("refuses a backend name nobody registered with a FlagError naming --backend, not core's error from setBackend", async () => {
     await expect(startBackend("gpu")).rejects.toThrow(new FlagError('--backend: unknown backend "gpu", expected cuda, cpu, js or auto'));
+  });
+
+  // The CLIs default to cuda: on a machine without a GPU the message says which backends would run.
+  it.runIf(!cudaAvailability().available)("refuses cuda where it is unavailable, naming the backends that run without a GPU", async () => {
+    await expect(startBackend("cuda")).rejects.toThrow(/^--backend cuda: CUDA is unavailable: .*; without a GPU, --backend auto picks the native cpu backend \(or js\), --backend cpu or js names one$/s);
   });
 });

@@ -13,8 +13,14 @@ describe("gpt2_train.ts", () => {
       const flags = ["--backend", "js", "--sizes", "tiny", "--batch", "2", "--context", "16", "--vocab", "1001", "--blocks", "32", "--densities", "0.5", "--quick", "--profile", "--out", out];
       execFileSync(process.execPath, ["--import", "tsx", script, ...flags], { cwd: resolve(__dirname, ".."), stdio: "pipe" });
       const result = JSON.parse(readFileSync(join(out, "gpt2-train.json"), "utf8")) as {
+        backend: string;
+        machine: string;
+        commit: string;
+        date: string;
         rows: { block: number; density: number; medianMs: number; parameters: number; checks: { ok: boolean; what: string }[] }[];
       };
+      // The JSON alone says what ran where: the backend, the machine, the commit and the date.
+      expect(result).toMatchObject({ backend: "js", machine: expect.stringMatching(/^cpu-/), commit: expect.any(String), date: expect.stringMatching(/^\d{4}-/) });
       expect(result.rows.map((r) => [r.block, r.density])).toEqual([
         [0, 1],
         [32, 0.5],
