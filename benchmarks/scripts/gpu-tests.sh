@@ -15,7 +15,7 @@ build_addon_unless_skipped || exit 1
 CAP=${CAP:-400}
 T=packages/backend-cuda/test
 PARTS=(
-  "blocks at density|bsrLinearActivation, W|float32 register|setDense|single input"
+  "blocks at density|bsrLinearActivation, W|float32 register|setDense|single input|more tokens than one launch"
   "dense route"
   "sampledMatmul with split|sampledMatmul with a tail|sampledMatmul over uneven"
   "64x64, 128x128 and the rectangles"

@@ -13,6 +13,8 @@ namespace bs {
 namespace {
 
 constexpr int kTM = 64, kTN = 32, kTK = 32;
+// Tokens per launch of the simple products at most: 65535 token tiles, the grid's y limit.
+constexpr int64_t kMaxLaunchTokens = int64_t{65535} * kTM;
 
 // Y[m, br*R + r] = sum over blocks p of row br, c < C: X[m, bc_p*C + c] * V[p, r, c]  (+ bias)
 // One CTA: 64 rows of X by 32 outputs of one block row; K runs over the row's blocks times C.
@@ -232,14 +234,19 @@ void launchBsrLinear(DType dtype, const void* x, const void* values, const void*
                                                      pattern, stream))
     return;
   int64_t chunks = static_cast<int64_t>(pattern.blockRows) * ((pattern.blockHeight + kTN - 1) / kTN);
-  int64_t tilesM = (m + kTM - 1) / kTM;
-  BS_REQUIRE(tilesM <= 65535, "bsrLinear: too many input rows for one launch (at most 4194240)");
   BS_REQUIRE(chunks <= INT32_MAX, "bsrLinear: too many output tiles");
-  dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(tilesM));
-  BS_DISPATCH_FLOAT(dtype, T, bsrLinearKernel<T><<<grid, 256, 0, stream>>>(
-                                  static_cast<const T*>(x), static_cast<const T*>(values), static_cast<const T*>(bias),
-                                  static_cast<T*>(y), m, pattern));
-  BS_LAUNCH_CHECK("bsrLinearKernel");
+  const int64_t element = static_cast<int64_t>(dtypeSize(dtype));
+  // The token tiles ride in the grid's y (at most 65535 a launch): more tokens run as several launches.
+  for (int64_t first = 0; first < m; first += kMaxLaunchTokens) {
+    const int64_t count = std::min(kMaxLaunchTokens, m - first);
+    dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>((count + kTM - 1) / kTM));
+    const void* xFirst = static_cast<const char*>(x) + first * pattern.cols * element;
+    void* yFirst = static_cast<char*>(y) + first * pattern.rows * element;
+    BS_DISPATCH_FLOAT(dtype, T, bsrLinearKernel<T><<<grid, 256, 0, stream>>>(
+                                    static_cast<const T*>(xFirst), static_cast<const T*>(values),
+                                    static_cast<const T*>(bias), static_cast<T*>(yFirst), count, pattern));
+    BS_LAUNCH_CHECK("bsrLinearKernel");
+  }
 }
 
 void launchBsrMatmul(DType dtype, const void* dy, const void* values, void* dx, int64_t m,
@@ -249,14 +256,18 @@ void launchBsrMatmul(DType dtype, const void* dy, const void* values, void* dx, 
                                                      static_cast<float*>(dx), m, pattern, stream))
     return;
   int64_t chunks = static_cast<int64_t>(pattern.blockCols) * ((pattern.blockWidth + kTN - 1) / kTN);
-  int64_t tilesM = (m + kTM - 1) / kTM;
-  BS_REQUIRE(tilesM <= 65535, "bsrMatmul: too many input rows for one launch (at most 4194240)");
   BS_REQUIRE(chunks <= INT32_MAX, "bsrMatmul: too many output tiles");
-  dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(tilesM));
-  BS_DISPATCH_FLOAT(dtype, T, bsrMatmulKernel<T><<<grid, 256, 0, stream>>>(
-                                  static_cast<const T*>(dy), static_cast<const T*>(values), static_cast<T*>(dx), m,
-                                  pattern));
-  BS_LAUNCH_CHECK("bsrMatmulKernel");
+  const int64_t element = static_cast<int64_t>(dtypeSize(dtype));
+  for (int64_t first = 0; first < m; first += kMaxLaunchTokens) {  // as launchBsrLinear
+    const int64_t count = std::min(kMaxLaunchTokens, m - first);
+    dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>((count + kTM - 1) / kTM));
+    const void* dyFirst = static_cast<const char*>(dy) + first * pattern.rows * element;
+    void* dxFirst = static_cast<char*>(dx) + first * pattern.cols * element;
+    BS_DISPATCH_FLOAT(dtype, T, bsrMatmulKernel<T><<<grid, 256, 0, stream>>>(
+                                    static_cast<const T*>(dyFirst), static_cast<const T*>(values),
+                                    static_cast<T*>(dxFirst), count, pattern));
+    BS_LAUNCH_CHECK("bsrMatmulKernel");
+  }
 }
 
 void launchSampledMatmul(DType dtype, const void* dy, const void* x, void* dw, int64_t m,

@@ -13,6 +13,7 @@
 // multiple of 32) of one stored block. Groups of threads each hold the whole tile (8 rows x 4 columns a thread: a warp
 // at 32 x 32) and take their share of every 64-token step; the groups' partial tiles are added through shared memory
 // at the end in a fixed order.
+#include <algorithm>
 #include <cstdint>
 
 #include "../kernels.h"
@@ -299,10 +300,18 @@ void launchSimtProduct(const float* a, const float* values, const float* bias, f
   const int lines = kLinear ? pattern.blockRows : pattern.blockCols;
   const int features = simtFeatures(outWidth);
   const int64_t ctas = static_cast<int64_t>(lines) * (outWidth / features);
-  const int64_t tilesM = (m + kSimtTokens - 1) / kSimtTokens;
   const char* name = kLinear ? "bsrLinear" : "bsrMatmul";
-  BS_REQUIRE(tilesM <= 65535, std::string(name) + ": too many input rows for one launch (at most 8388480)");
   BS_REQUIRE(ctas <= INT32_MAX, std::string(name) + ": too many output tiles");
+  // The token tiles ride in the grid's y, at most 65535 a launch: more tokens run as several launches.
+  constexpr int64_t kMaxLaunchTokens = int64_t{65535} * kSimtTokens;
+  if (m > kMaxLaunchTokens) {
+    const int64_t inWidth = kLinear ? pattern.cols : pattern.rows, outStride = kLinear ? pattern.rows : pattern.cols;
+    for (int64_t first = 0; first < m; first += kMaxLaunchTokens)
+      launchSimtProduct<kLinear>(a + first * inWidth, values, bias, out + first * outStride,
+                                 std::min(kMaxLaunchTokens, m - first), pattern, stream);
+    return;
+  }
+  const int64_t tilesM = (m + kSimtTokens - 1) / kSimtTokens;
   const dim3 grid(static_cast<unsigned>(ctas), static_cast<unsigned>(tilesM));
   // 8 features a thread only for bsrMatmul's 64-feature tiles: measured 1.01-1.15x there on an H200, slower for the
   // forward and at 32 features (docs/kernels.md, "float32 on the CUDA cores").

@@ -17,6 +17,8 @@ namespace bs {
 namespace {
 
 constexpr int kTileM = 64, kTileN = 64, kTileK = 16;
+// A launch's grid y (row tiles) and z (matrices of the batch) at most.
+constexpr int64_t kMaxGridYZ = 65535;
 
 // 256 threads, each computing a 4x4 subset of the 64x64 tile (rows ty + 16i, cols tx + 16j).
 template <typename T>
@@ -451,14 +453,23 @@ void launchMatmul(DType dtype, const void* a, const void* b, void* c, int64_t ba
     matmulCublas(dtype, a, b, c, batch, m, n, k, transA, transB, strideA, strideB, strideC);
     return;
   }
-  BS_REQUIRE(batch <= 65535, "matmul: batch count above 65535 is not supported by the tiled kernel");
-  dim3 grid(static_cast<unsigned>((n + kTileN - 1) / kTileN), static_cast<unsigned>((m + kTileM - 1) / kTileM),
-            static_cast<unsigned>(batch));
-  BS_REQUIRE(grid.y <= 65535, "matmul: too many rows for the tiled kernel");
-  BS_DISPATCH_FLOAT(dtype, T, matmulTiledKernel<T><<<grid, 256, 0, stream>>>(
-                                  static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(c), m, n, k,
-                                  transA, transB, strideA, strideB, strideC));
-  BS_LAUNCH_CHECK("matmulTiledKernel");
+  const int64_t tilesM = (m + kTileM - 1) / kTileM;
+  BS_REQUIRE(tilesM <= kMaxGridYZ, "matmul: " + std::to_string(m) + " rows are more than the tiled kernel's " +
+                                       std::to_string(kMaxGridYZ * kTileM) + " (without cuBLAS)");
+  // The batch rides in the grid's z, at most kMaxGridYZ matrices a launch: more run as several launches.
+  const int64_t element = static_cast<int64_t>(dtypeSize(dtype));
+  for (int64_t first = 0; first < batch; first += kMaxGridYZ) {
+    const int64_t count = std::min<int64_t>(kMaxGridYZ, batch - first);
+    dim3 grid(static_cast<unsigned>((n + kTileN - 1) / kTileN), static_cast<unsigned>(tilesM),
+              static_cast<unsigned>(count));
+    const void* aFirst = static_cast<const char*>(a) + first * strideA * element;
+    const void* bFirst = static_cast<const char*>(b) + first * strideB * element;
+    void* cFirst = static_cast<char*>(c) + first * strideC * element;
+    BS_DISPATCH_FLOAT(dtype, T, matmulTiledKernel<T><<<grid, 256, 0, stream>>>(
+                                    static_cast<const T*>(aFirst), static_cast<const T*>(bFirst),
+                                    static_cast<T*>(cFirst), m, n, k, transA, transB, strideA, strideB, strideC));
+    BS_LAUNCH_CHECK("matmulTiledKernel");
+  }
 }
 
 void launchLinearBackward(DType dtype, const void* dy, const void* x, const void* w, void* dx, void* dw, int64_t m,

@@ -117,6 +117,8 @@ describe.skipIf(cudaMissing)("dense kernels on cuda against float64 math", () =>
     { a: [4, 1, 8, 9], b: [1, 5, 9, 7], tA: false, tB: false }, // both broadcast: both copied
     { a: [2, 70, 130], b: [130, 66], tA: false, tB: false }, // one b for every batch: stride 0
     { a: [3, 0], b: [0, 4], tA: false, tB: false }, // empty sum: zeros
+    { a: [65537, 2, 3], b: [65537, 2, 3], tA: false, tB: true }, // more matrices than a launch's grid holds (65535)
+    { a: [65537, 3, 2], b: [3, 2], tA: true, tB: false }, // the same with one b for every matrix
   ];
 
   for (const cublas of [true, false]) {

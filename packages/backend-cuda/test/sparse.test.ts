@@ -9,6 +9,7 @@ import {
   full,
   runKernel,
   sampledMatmul,
+  tensor,
   tidy,
 } from "@blocksparse/core";
 import { reference } from "@blocksparse/core/testing";
@@ -44,8 +45,8 @@ function sampledProducts(
   pattern: BsrPattern,
   w: Float64Array,
   bias: Float64Array,
-  xs: Float64Array,
-  gs: Float64Array,
+  xs: ArrayLike<number>,
+  gs: ArrayLike<number>,
   tokens: readonly number[],
 ): { yRef: Float64Array; dxRef: Float64Array } {
   const [rows, cols] = pattern.shape;
@@ -793,6 +794,46 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
     expect(() => backend.setDenseProductMode("sometimes" as "auto")).toThrow(/setDenseProductMode/);
     expect(backend.setDenseProductMode("auto")).toBe("auto");
   });
+
+  // A launch of the simple kernel (block sides that are not multiples of 16, or the dense route declined) holds 65535
+  // token tiles of 64, one of the float32 register tiles (sides multiples of 16) 65535 of 128: more tokens run as
+  // several launches. Outputs checked against float64 at the tokens on both sides of each launch's edge and at random
+  // ones; the inputs are multiples of 1/8 and 1/4 (exact in every dtype), made without a float64 copy of the whole.
+  test("bsrLinear and bsrMatmul with more tokens than one launch holds (the simple kernel, the float32 register tiles), against float64", () => {
+    const backend = useCuda();
+    const previous = backend.setDenseProductMode("never");
+    try {
+      const next = random(4321);
+      const cases = [
+        { block: [2, 3], shape: [4, 6], launch: 65535 * 64, dtypes: ["float32", "bfloat16"] },
+        { block: [16, 16], shape: [16, 16], launch: 65535 * 128, dtypes: ["float32"] },
+      ] as const;
+      for (const { block, shape, launch, dtypes } of cases) {
+        const [rows, cols] = shape;
+        const m = launch + 70;
+        const pattern = BsrPattern.random([rows, cols], { blockShape: [block[0], block[1]], density: 1, seed: 5 });
+        const xs = new Float32Array(m * cols);
+        for (let i = 0; i < xs.length; i++) xs[i] = (((i * 7919) % 17) - 8) / 8;
+        const gs = new Float32Array(m * rows);
+        for (let i = 0; i < gs.length; i++) gs[i] = (((i * 104729) % 13) - 6) / 4;
+        const tokens = [0, 1, 63, 64, 127, 128, launch - 1, launch, launch + 1, m - 1];
+        for (let k = 0; k < 20; k++) tokens.push(Math.floor(next() * m));
+        for (const dtype of dtypes) {
+          tidy(() => {
+            const values = randomTensor(next, [pattern.nnzBlocks, block[0], block[1]], dtype);
+            const bias = randomTensor(next, [rows], dtype);
+            const { yRef, dxRef } = sampledProducts(pattern, values.values, bias.values, xs, gs, tokens);
+            const y = bsrLinear(tensor(xs, [m, cols], dtype), values.t, pattern, bias.t).dataSync();
+            expectClose(pickTokens(y, tokens, rows), yRef, dtype, `bsrLinear ${m} tokens ${block.join("x")} ${dtype}`);
+            const dx = bsrMatmul(tensor(gs, [m, rows], dtype), values.t, pattern).dataSync();
+            expectClose(pickTokens(dx, tokens, cols), dxRef, dtype, `bsrMatmul ${m} tokens ${block.join("x")} ${dtype}`);
+          });
+        }
+      }
+    } finally {
+      backend.setDenseProductMode(previous);
+    }
+  }, 120_000);
 
   test("a single input row and an empty batch", () => {
     const next = random(99);
