@@ -90,7 +90,7 @@ export class BlockSparseModelPatcher {
    * Every Linear of `model` that `patchModel` would accept (the root excluded), in `namedModules()` order:
    * a pattern matching any of its `names` (with a block shape that tiles it) patches it. Left out, as
    * patchModel refuses them: Linear layers held only in plain arrays, plain objects, Maps, Sets or instances of classes that are not
-   * Modules (Module does not register them), or also held in a Set or such an instance (never rewritten), in a
+   * Modules (Module does not register them), or also held in a Set, such an instance or as a Map's key (never rewritten), in a
    * read-only slot, with disposed or misshapen parameters, subclasses with extra state or their own forward,
    * and layers whose weight or bias is shared with a module that cannot be patched.
    */
@@ -126,7 +126,7 @@ export class BlockSparseModelPatcher {
    * forward of its own, a slot the
    * replacement cannot be put in (a read-only or dotted property, a frozen array), a Linear held
    * only in a plain array, plain object, Map, Set or instance of a class that is not a Module (Module does not register it: its
-   * path, "layers.0", "heads.a" or "extra.inner.proj", is named), a Linear also held in a Set or such an instance, or no
+   * path, "layers.0", "heads.a" or "extra.inner.proj", is named), a Linear also held in a Set, such an instance or as a Map's key, or no
    * match at all (unless `allowNoMatch`) throw a PatchError. A Linear also held in a plain array, plain object or Map is replaced there too.
    * Null options are the defaults. With `dryRun`, returns the same report without changing the model. With
    * `disposeReplaced`, the replaced Linear layers' parameters are disposed once the new layers are in place.
@@ -315,10 +315,10 @@ function reachableNames(model: Module): Map<Module, string[]> {
   return names;
 }
 
-/** A place that holds a module: a property of a module or of an instance, an element of a plain array, object or Set, or a Map's value. */
+/** A place that holds a module: a property of a module or of an instance, an element of a plain array, object or Set, or a Map's value or key. */
 interface Slot {
   holder: Module | Container;
-  /** A property name, a Map's key (of any type), or a Set element's position. */
+  /** A property name, a Map's key (of any type) for its value, a MapKey for the key itself, or a Set element's position. */
   key: unknown;
   /** Its dotted path from the root ("enc.0", "layers.1"). */
   path: string;
@@ -362,9 +362,20 @@ function className(value: object): string {
   return typeof name === "string" && name !== "" ? name : "(anonymous)";
 }
 
+/** The slot of a Map's key (never rewritten: re-keying would move the entry), by the entry's position. */
+class MapKey {
+  constructor(readonly position: number) {}
+}
+
+/** Whether two slot keys name one place: a Map key's slot by its position, any other by identity. */
+function sameSlotKey(a: unknown, b: unknown): boolean {
+  return a === b || (a instanceof MapKey && b instanceof MapKey && a.position === b.position);
+}
+
 /**
  * Calls `visit` with each entry of a container: its key, the key as a path part (a Set's element, and a Map's key
- * that is not a string or number, by its position), its value.
+ * that is not a string or number, by its position), its value. A Map's key that is an object is visited first, as a
+ * value of its own at a MapKey (path part `[key 0]`).
  */
 function forEachEntry(items: Container, visit: (key: unknown, pathKey: string, value: unknown) => void): void {
   if (items instanceof Set) {
@@ -378,6 +389,8 @@ function forEachEntry(items: Container, visit: (key: unknown, pathKey: string, v
   if (items instanceof Map) {
     let index = 0;
     for (const [key, value] of items) {
+      // A key can be a layer too (per-layer settings, a forward that walks the keys): walked as a Set's element is.
+      if (key !== null && typeof key === "object") visit(new MapKey(index), `[key ${index}]`, key);
       visit(key, typeof key === "string" || typeof key === "number" ? String(key) : `[${index}]`, value);
       index++;
     }
@@ -421,7 +434,7 @@ function walkModel(model: Module): ModelWalk {
   const addSlot = (module: Module, slot: Slot): void => {
     const slots = slotsOf.get(module) ?? [];
     // A container reached under several paths holds the module in one place: one slot (its first path).
-    if (slots.some(({ holder, key }) => holder === slot.holder && key === slot.key)) return;
+    if (slots.some(({ holder, key }) => holder === slot.holder && sameSlotKey(key, slot.key))) return;
     slots.push(slot);
     slotsOf.set(module, slots);
   };
@@ -622,8 +635,10 @@ function tyingProblems(plans: Plan[]): string[] {
 
 /** Every slot holding a patched Linear must take its replacement as registerModule (or an array, object or Map) sets it, or the patch would stop halfway. */
 function slotProblem(name: string, { holder, key: slotKey, path }: Slot): string | null {
-  // Map.set takes any key, frozen Map or not.
-  if (holder instanceof Map) return null;
+  // Map.set takes any key, frozen Map or not; a key itself is not rewritten (the Map would keep the dense layer as its key).
+  if (holder instanceof Map) {
+    return slotKey instanceof MapKey ? `'${path}' is a key of a Map, which the patcher does not rewrite, so the replacement of '${name}' cannot be put there` : null;
+  }
   // The patcher does not rewrite these: the holder would keep the dense layer, and a forward reading it run the old weights.
   if (holder instanceof Set) return `'${path}' is an element of a Set, which the patcher does not rewrite, so the replacement of '${name}' cannot be put there`;
   if (!(holder instanceof Module) && containerKind(holder) === "instance") {

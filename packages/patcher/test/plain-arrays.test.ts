@@ -384,4 +384,35 @@ describe("a Linear held in a Set or in an instance of a class that is not a Modu
     expect(model.fc).toBeInstanceOf(Linear);
     expect(new BlockSparseModelPatcher().getPatchableLayers(model)).toEqual([]);
   });
+
+  it("registered elsewhere and used as a Map's key, is refused rather than left dense as the key (a forward walking the keys ran the old weights)", () => {
+    class Scaled extends Module {
+      fc = new Linear(8, 8, { seed: 1 });
+      other = new Linear(8, 8, { seed: 2 });
+      scales = new Map<Module, number>([[this.fc, 0.5]]);
+      forward(x: Tensor): Tensor {
+        const [[layer]] = [...this.scales];
+        return layer.forward(x);
+      }
+    }
+    const model = new Scaled();
+    const fc = model.fc;
+    const error = thrown(() => new BlockSparseModelPatcher().addPattern("fc|other", { density: 0.5, blockShape: [4, 4] }).patchModel(model));
+    expect(error.problems).toEqual(["'scales.[key 0]' is a key of a Map, which the patcher does not rewrite, so the replacement of 'fc' cannot be put there"]);
+    expect(model.fc).toBe(fc);
+    expect(model.other).toBeInstanceOf(Linear);
+    expect(new BlockSparseModelPatcher().getPatchableLayers(model).map((layer) => layer.name)).toEqual(["other"]);
+    // A layer held only as a Map's key is not registered: a pattern matching its path is refused, naming it.
+    class Keyed extends Module {
+      body = new Linear(8, 8, { seed: 1 });
+      heads = new Map<Module, string>([[new Linear(8, 4, { seed: 2 }), "a"]]);
+      forward(x: Tensor): Tensor {
+        return this.body.forward(x);
+      }
+    }
+    const keyed = thrown(() => new BlockSparseModelPatcher().addPattern(/./, { density: 0.5, blockShape: [4, 4] }).patchModel(new Keyed()));
+    expect(keyed.problems).toEqual([
+      "'heads.[key 0]' (matched by /./) is a Linear held in the Map 'heads' of Keyed, which Module does not register (it is not in the model's parameters(), stateDict() or an optimizer), so it cannot be patched; make each layer a property of a Module (or hold the layers in a ModuleList) to register them",
+    ]);
+  });
 });
