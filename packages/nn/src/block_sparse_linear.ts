@@ -1,5 +1,5 @@
 import { detach, noGrad } from "@blocksparse/autograd";
-import { type Activation, BsrPattern, bsrLinear, bsrLinearActivation, cast, formatArg, formatShape, optionsArg, seedArg, shapesEqual, Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
+import { type Activation, assertBoolean, BsrPattern, bsrLinear, bsrLinearActivation, cast, formatArg, formatShape, optionsArg, seedArg, shapesEqual, Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
 import { BsrMatrix, divisors } from "@blocksparse/format";
 import { blockCountFor, blockSources, randomPattern, remapBlocks } from "./blocks";
 import { childSeeds, uniform } from "./init";
@@ -83,6 +83,8 @@ export class BlockSparseLinear extends Module {
     requiredOptions("BlockSparseLinear", options, ["density", "blockShape", "bias", "seed"], 1);
     const blockShape = options.blockShape ?? DEFAULT_BLOCK_SHAPE;
     checkBlockSparseOptions("BlockSparseLinear", inFeatures, outFeatures, options.density, blockShape);
+    const { bias = true } = options;
+    assertBoolean("BlockSparseLinear", "bias", bias);
     this.inFeatures = inFeatures;
     this.outFeatures = outFeatures;
     const parts = (options as ConstructorOptions)[PREBUILT];
@@ -95,7 +97,7 @@ export class BlockSparseLinear extends Module {
     const pattern = randomPattern([outFeatures, inFeatures], [blockShape[0], blockShape[1]], options.density, patternSeed);
     const bound = 1 / Math.sqrt(pattern.density * inFeatures);
     this.weight = new Parameter(uniform([pattern.nnzBlocks, blockShape[0], blockShape[1]], bound, weightSeed), { pattern });
-    this.bias = options.bias === false ? null : new Parameter(uniform([outFeatures], bound, biasSeed));
+    this.bias = bias ? new Parameter(uniform([outFeatures], bound, biasSeed)) : null;
   }
 
   /**

@@ -2,6 +2,7 @@ import { detach, noGrad, tracksGrad } from "@blocksparse/autograd";
 import {
   type Activation,
   add,
+  assertBoolean,
   DTypeError,
   equal,
   formatArg,
@@ -120,6 +121,7 @@ export class LayerNorm extends Module {
     checkFeatures("LayerNorm", "normalizedShape", size);
     const { eps = 1e-5, elementwiseAffine = true } = optionsArg("LayerNorm", options, ["eps", "elementwiseAffine"]);
     if (!Number.isFinite(eps) || eps < 0) throw new ValueError(`LayerNorm: eps must be a finite number >= 0, got ${formatArg(eps)}`);
+    assertBoolean("LayerNorm", "elementwiseAffine", elementwiseAffine);
     this.normalizedShape = size;
     this.eps = eps;
     this.weight = elementwiseAffine ? new Parameter(ones([size])) : null;
@@ -141,8 +143,8 @@ export class LayerNorm extends Module {
 
 /**
  * In training mode, zeroes each element with probability p and scales the rest by
- * 1 / (1 - p); in eval mode (or p = 0), the identity. The mask comes from the module's
- * own seeded generator.
+ * 1 / (1 - p); in eval mode (or p = 0), the identity. p = 1 zeroes every element (x * 0, as torch's). The mask comes
+ * from the module's own seeded generator.
  */
 export class Dropout extends Module {
   readonly p: number;
@@ -150,7 +152,7 @@ export class Dropout extends Module {
 
   constructor(p = 0.5, options: { seed?: number } = {}) {
     super();
-    if (typeof p !== "number" || !(p >= 0 && p < 1)) throw new ValueError(`Dropout: p must be in [0, 1), got ${formatArg(p)}`);
+    if (typeof p !== "number" || !(p >= 0 && p <= 1)) throw new ValueError(`Dropout: p must be in [0, 1], got ${formatArg(p)}`);
     this.p = p;
     this.#random = new SeededRandom(childSeeds("Dropout", optionsArg("Dropout", options, ["seed"]).seed, 1)[0]);
   }
@@ -164,6 +166,8 @@ export class Dropout extends Module {
     checkTensorInput(this.label, x);
     if (!this.active) return x.clone();
     if (!x.isFloat) throw new DTypeError(`${this.label}: input has dtype ${x.dtype}, expected a float dtype`);
+    // Every element dropped: no mask to draw, and 1 / (1 - p) would be Infinity.
+    if (this.p === 1) return tidy(() => mul(x, 0));
     const scale = 1 / (1 - this.p);
     const mask = new Float32Array(x.size);
     for (let i = 0; i < mask.length; i++) mask[i] = this.#random.next() < this.p ? 0 : scale;
@@ -280,6 +284,8 @@ export class Sequential extends Module {
   /** The i-th module (negative counts from the end). */
   at(index: number): Module {
     const children = this.children();
+    // Array's at() would truncate 1.5 to 1 and read NaN, undefined or "x" as 0.
+    if (!Number.isInteger(index)) throw new ValueError(`Sequential.at: index must be an integer, got ${formatArg(index)}`);
     const module = children.at(index);
     if (module === undefined) throw new ValueError(`Sequential.at: index ${index} is out of range for ${children.length} modules`);
     return module;
@@ -331,6 +337,8 @@ export class ModuleList extends Module {
   /** The i-th module (negative counts from the end). */
   at(index: number): Module {
     const children = this.children();
+    // Array's at() would truncate 1.5 to 1 and read NaN, undefined or "x" as 0.
+    if (!Number.isInteger(index)) throw new ValueError(`ModuleList.at: index must be an integer, got ${formatArg(index)}`);
     const module = children.at(index);
     if (module === undefined) throw new ValueError(`ModuleList.at: index ${index} is out of range for ${children.length} modules`);
     return module;

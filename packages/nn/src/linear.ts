@@ -1,4 +1,4 @@
-import { type Activation, formatArg, linear, linearActivation, optionsArg, ShapeError, Tensor, ValueError } from "@blocksparse/core";
+import { type Activation, assertBoolean, formatArg, linear, linearActivation, optionsArg, ShapeError, Tensor, ValueError } from "@blocksparse/core";
 import { childSeeds, uniform } from "./init";
 import { Module } from "./module";
 import { Parameter } from "./parameter";
@@ -53,9 +53,11 @@ export class Linear extends Module {
     this.outFeatures = outFeatures;
     const bound = 1 / Math.sqrt(inFeatures);
     options = optionsArg("Linear", options, ["bias", "seed"]);
+    const { bias = true } = options;
+    assertBoolean("Linear", "bias", bias);
     const [weightSeed, biasSeed] = childSeeds("Linear", options.seed, 2);
     this.weight = new Parameter(uniform([outFeatures, inFeatures], bound, weightSeed));
-    this.bias = options.bias === false ? null : new Parameter(uniform([outFeatures], bound, biasSeed));
+    this.bias = bias ? new Parameter(uniform([outFeatures], bound, biasSeed)) : null;
   }
 
   /** x W^T + b: one kernel with the bias in the product's epilogue where the backend fuses it (core's linear). */

@@ -1,7 +1,7 @@
 import { detach, noGrad } from "@blocksparse/autograd";
 import { assertBoolean, cast, DTypeError, FLOAT_DTYPES, type FloatDType, formatArg, getBackendInstance, keep, optionsArg, shapesEqual, Tensor, tidy, ValueError } from "@blocksparse/core";
 import { StateDictError, type StateDictMismatch } from "./errors";
-import { Parameter } from "./parameter";
+import { clearGrad, Parameter } from "./parameter";
 import { BlockSparseWeight, describeEntry, type StateDict, type StateDictEntry } from "./state_dict";
 
 export interface LoadStateDictOptions {
@@ -222,7 +222,7 @@ export abstract class Module {
   /** Clears every parameter's gradient; `setToNone: false` leaves zeros instead, as torch's zero_grad(set_to_none=False). */
   zeroGrad(setToNone = true): void {
     assertBoolean(`${this.constructor.name}.zeroGrad`, "setToNone", setToNone);
-    for (const parameter of this.parameters()) parameter.zeroGrad(setToNone);
+    for (const parameter of this.parameters()) clearGrad(parameter, setToNone);
   }
 
   /**
@@ -246,6 +246,8 @@ export abstract class Module {
    */
   loadStateDict(stateDict: StateDict | Record<string, StateDictEntry>, options: LoadStateDictOptions = {}): LoadStateDictResult {
     const strict = optionsArg(`${this.label}.loadStateDict`, options, ["strict"]).strict ?? true;
+    // A truthy non-boolean ("false", 0 read as torch's False) would load strictly, or the other way round.
+    assertBoolean(`${this.label}.loadStateDict`, "strict", strict);
     const entries: StateDict = stateDict instanceof Map ? stateDict : new Map(Object.entries(stateDict ?? {}));
     const targets = new Map<string, [Module, string]>();
     for (const [path, module] of this.namedModules()) {
@@ -342,6 +344,10 @@ export abstract class Module {
  * Gradients flow into the given tensors, so `gradcheck` can differentiate a whole model.
  */
 export function functionalCall<T>(module: Module, tensors: Map<string, Tensor> | Record<string, Tensor>, fn: () => T): T {
+  // Checked here: a missing fn was a TypeError from inside the swap, null tensors one from Object.entries.
+  if (!(module instanceof Module)) throw new ValueError(`functionalCall: module must be a Module, got ${formatArg(module)}`);
+  if (tensors === null || typeof tensors !== "object") throw new ValueError(`functionalCall: tensors must be a Map or an object of name to Tensor, got ${formatArg(tensors)}`);
+  if (typeof fn !== "function") throw new ValueError(`functionalCall: fn must be a function that runs the module (() => module.forward(x)), got ${formatArg(fn)}`);
   const entries = tensors instanceof Map ? [...tensors] : Object.entries(tensors);
   const byName = new Map(module.namedParameters());
   for (const [name, t] of entries) {

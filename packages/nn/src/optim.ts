@@ -29,7 +29,7 @@ import {
 } from "@blocksparse/core";
 import { blockSources, remapBlocks } from "./blocks";
 import { StateDictError, type StateDictMismatch } from "./errors";
-import { Parameter } from "./parameter";
+import { clearGrad, Parameter } from "./parameter";
 import { BlockSparseWeight, type StateDict } from "./state_dict";
 
 /** One parameter's optimizer state: named tensors of the parameter's shape, and its step count. */
@@ -354,7 +354,7 @@ export abstract class Optimizer {
    */
   zeroGrad(setToNone = true): void {
     assertBoolean(`${this.#where}.zeroGrad`, "setToNone", setToNone);
-    for (const parameter of this.params) parameter.zeroGrad(setToNone);
+    for (const parameter of this.params) clearGrad(parameter, setToNone);
   }
 
   /** The state tensors of `parameter` (undefined before its first step). */

@@ -1,11 +1,18 @@
+import { detach, reachableLeaves, tracksGrad } from "@blocksparse/autograd";
 import { assertBoolean, type BsrPattern, type DType, fullOn, keep, optionsArg, Tensor, ValueError } from "@blocksparse/core";
 
 /**
- * A trainable tensor owned by a module. It holds its tensor (`value`) rather than being
- * one, so that its identity survives what a Tensor cannot do in place: moving to another
- * backend, or a block-sparse weight taking a pattern with another number of blocks.
- * Optimizers key their state by the Parameter and update `value` in place with `assign`.
+ * `value` as a leaf, as torch's nn.Parameter(t) is: an op's recorded output (mul(p.value, 2) outside noGrad) would send
+ * its gradient to the tensors it was computed from, leave `grad` null and be skipped by every optimizer. Such an output
+ * is replaced by a detached handle of its buffer, and disposed with its graph (the parameter owns what it is given).
  */
+function asLeaf(value: Tensor): Tensor {
+  if (!tracksGrad(value) || reachableLeaves(value).has(value)) return value;
+  const leaf = detach(value);
+  value.dispose();
+  return leaf;
+}
+
 export class Parameter {
   #value: Tensor;
   /** Set when `value` holds the blocks [nnzBlocks, R, C] of a block-sparse weight with this pattern. */
@@ -15,6 +22,7 @@ export class Parameter {
     if (!(value instanceof Tensor)) throw new ValueError("Parameter: value must be a Tensor");
     value.throwIfDisposed("Parameter");
     options = optionsArg("Parameter", options, ["requiresGrad", "pattern"]);
+    value = asLeaf(value);
     // Set before keep: an int32 tensor refuses requiresGrad, and nothing is kept then.
     value.requiresGrad = options.requiresGrad ?? true;
     this.#value = keep(value);
@@ -28,12 +36,14 @@ export class Parameter {
 
   /**
    * Replaces the tensor (any shape or backend), keeping `requiresGrad`. The old tensor and
-   * its gradient are disposed: the parameter owns its tensor.
+   * its gradient are disposed: the parameter owns its tensor. An op's recorded output is taken as a leaf (a detached
+   * handle of its buffer; the one passed is disposed), so that backward gives this parameter its gradient.
    */
   set value(next: Tensor) {
     if (!(next instanceof Tensor)) throw new ValueError("Parameter: value must be a Tensor");
     next.throwIfDisposed("Parameter");
     if (next === this.#value) return;
+    next = asLeaf(next);
     const previous = this.#value;
     keep(next);
     next.requiresGrad = previous.requiresGrad;
@@ -85,14 +95,12 @@ export class Parameter {
    */
   zeroGrad(setToNone = true): void {
     assertBoolean("zeroGrad", "setToNone", setToNone);
-    const had = this.#value.grad != null;
-    this.#value.grad?.dispose();
-    this.#value.grad = had && !setToNone ? keep(fullOn(this.#value.backend, this.#value.shape, 0, this.#value.dtype)) : null;
+    clearGrad(this, setToNone);
   }
 
   /** Frees the tensor and its gradient. */
   dispose(): void {
-    this.zeroGrad();
+    clearGrad(this, true);
     this.#value.dispose();
   }
 
@@ -106,4 +114,16 @@ export class Parameter {
   toString(): string {
     return `Parameter(${this.#value.toString()})`;
   }
+}
+
+/**
+ * @internal Parameter.zeroGrad without checking `setToNone`, for callers that checked it once for all their
+ * parameters (Module.zeroGrad, Optimizer.zeroGrad). A gradient disposed since it was set counts as none, as the
+ * `grad` getter says: zeros would make the next step update a parameter that has no gradient.
+ */
+export function clearGrad(parameter: Parameter, setToNone: boolean): void {
+  const value = parameter.value;
+  const had = parameter.grad !== null;
+  value.grad?.dispose();
+  value.grad = had && !setToNone ? keep(fullOn(value.backend, value.shape, 0, value.dtype)) : null;
 }

@@ -1,6 +1,6 @@
 import { gradcheck } from "@blocksparse/autograd";
 import { DTypeError, IndexError, randn, ShapeError, tensor, ValueError } from "@blocksparse/core";
-import { crossEntropy, Dropout, Embedding, functionalCall, GELU, LayerNorm, Linear, mseLoss, SGD, Sequential, TransformerBlock } from "@blocksparse/nn";
+import { crossEntropy, Dropout, Embedding, functionalCall, GELU, LayerNorm, Linear, ModuleList, mseLoss, SGD, Sequential, TransformerBlock } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
 import { host, maxAbsDiff } from "./helpers";
 
@@ -44,7 +44,8 @@ describe("layers", () => {
     expect(zeros / out.length).toBeLessThan(0.28);
     dropout.eval();
     expect(host(dropout.forward(x))).toEqual(xs);
-    expect(() => new Dropout(1)).toThrow(ValueError);
+    expect(() => new Dropout(1.5)).toThrow(ValueError);
+    expect(() => new Dropout(-0.1)).toThrow(ValueError);
   });
 
   it("GELU (exact) matches x * Phi(x)", () => {
@@ -145,10 +146,29 @@ describe("LayerNorm's normalizedShape as a list", () => {
 describe("a string where a layer takes a number", () => {
   // "got 0.5" read as if 0.5 were refused; torch's Dropout("0.5") fails comparing str with int.
   it("is quoted in the message, as core's ops quote one", () => {
-    expect(() => new Dropout("0.5" as never)).toThrow('Dropout: p must be in [0, 1), got "0.5"');
+    expect(() => new Dropout("0.5" as never)).toThrow('Dropout: p must be in [0, 1], got "0.5"');
     expect(() => new Linear("8" as never, 4)).toThrow('Linear: inFeatures must be a positive integer, got "8"');
     expect(() => new LayerNorm(4, { eps: "1e-5" as never })).toThrow('LayerNorm: eps must be a finite number >= 0, got "1e-5"');
     expect(() => new SGD(new Linear(2, 2).parameters(), { lr: "0.1" as never })).toThrow('SGD: lr must be a finite number >= 0, got "0.1"');
     expect(() => new Sequential().train("false" as never)).toThrow('train: mode must be a boolean, got "false"');
+  });
+});
+
+describe("Sequential.at and ModuleList.at", () => {
+  // Array's at() truncated 1.5 to 1 and read NaN, undefined and "1" as 0: another module than asked, silently.
+  it("refuse an index that is not an integer, naming it, and still count negative ones from the end", () => {
+    const first = new Linear(2, 2);
+    const second = new GELU();
+    for (const [name, container] of [
+      ["Sequential", new Sequential(first, second)],
+      ["ModuleList", new ModuleList([first, second])],
+    ] as const) {
+      expect(container.at(1)).toBe(second);
+      expect(container.at(-2)).toBe(first);
+      for (const [index, shown] of [[1.5, "1.5"], [Number.NaN, "NaN"], [undefined, "undefined"], ["1", '"1"']] as const) {
+        expect(() => container.at(index as never)).toThrow(new ValueError(`${name}.at: index must be an integer, got ${shown}`));
+      }
+      expect(() => container.at(2)).toThrow(ValueError);
+    }
   });
 });

@@ -1,10 +1,11 @@
 import type { Tensor } from "@blocksparse/core";
-import { memory, randn, tensor, tidy } from "@blocksparse/core";
+import { memory, randn, tensor, tidy, ValueError } from "@blocksparse/core";
 import {
   BlockSparseLinear,
   BlockSparseWeight,
   Dropout,
   disposeStateDict,
+  functionalCall,
   Linear,
   Module,
   ModuleList,
@@ -223,5 +224,20 @@ describe("ModuleList", () => {
     expect(stack.forward(randn([3, 4])).shape).toEqual([3, 2]);
     expect(stack.layers.at(-1)).toBeInstanceOf(ReLU);
     expect(() => stack.layers.forward()).toThrow("has no forward");
+  });
+});
+
+describe("functionalCall's arguments", () => {
+  // torch's functional_call(module, params, args) takes the inputs third: passing x there was a TypeError from inside the swap.
+  it("are checked first, each a ValueError naming what was passed, and the module keeps its own weights", () => {
+    const layer = new Linear(2, 1, { seed: 1 });
+    const weight = layer.weight.value;
+    const x = tensor([1, 2], [1, 2]);
+    const swapped = { weight: tensor([3, 4], [1, 2]) };
+    expect(() => functionalCall(layer, swapped, x as never)).toThrow(new ValueError("functionalCall: fn must be a function that runs the module (() => module.forward(x)), got a Tensor"));
+    expect(() => functionalCall(layer, null as never, () => layer.forward(x))).toThrow(new ValueError("functionalCall: tensors must be a Map or an object of name to Tensor, got null"));
+    expect(() => functionalCall({} as never, swapped, () => layer.forward(x))).toThrow(new ValueError("functionalCall: module must be a Module, got object"));
+    expect(layer.weight.value).toBe(weight);
+    expect(host(functionalCall(layer, swapped, () => layer.forward(x)))[0]).toBeCloseTo(11 + host(layer.bias!.value)[0], 5);
   });
 });

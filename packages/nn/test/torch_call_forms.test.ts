@@ -140,6 +140,27 @@ describe("Optimizer.zeroGrad(false), torch's zero_grad(set_to_none=False)", () =
   });
 });
 
+describe("zeroGrad(false) after a gradient was disposed", () => {
+  // Its `grad` reads null, as torch's None: zeros would make the next step move the weight by its weight decay.
+  it("leaves no gradient, so the next step leaves that parameter alone (optimizer, module and parameter alike)", () => {
+    const layer = new Linear(2, 1, { seed: 2 });
+    const optimizer = new SGD(layer.parameters(), { lr: 0.1, weightDecay: 0.5 });
+    for (const clear of [() => optimizer.zeroGrad(false), () => layer.zeroGrad(false), () => layer.weight.zeroGrad(false)]) {
+      backward(sum(layer.forward(tensor([1, 2], [1, 2]))));
+      layer.weight.grad?.dispose();
+      expect(layer.weight.grad).toBeNull();
+      clear();
+      expect(layer.weight.grad).toBeNull();
+      const before = host(layer.weight.value);
+      optimizer.step();
+      expect(host(layer.weight.value)).toEqual(before);
+      optimizer.zeroGrad();
+    }
+    optimizer.dispose();
+    for (const p of layer.parameters()) p.dispose();
+  });
+});
+
 describe("Module.zeroGrad(false)", () => {
   it("leaves zeros where the gradients were, as the optimizer's does, and clears them by default", () => {
     const layer = new Linear(3, 2, { seed: 4 });
