@@ -47,11 +47,14 @@ export function attentionKernels(
   scratchFloats: number = ATTENTION_SCRATCH_FLOATS,
 ): Required<Pick<KernelTable<JsBackend>, "Attention" | "AttentionBackward" | "PackedAttention" | "PackedAttentionBackward">> {
   /**
-   * P = exp(scale s - lse) over each row's kept keys, 0 elsewhere, in place over the scores s of `rows` query rows of
-   * one batch matrix from row `first` (qOffset and lseOffset point at row 0 of the batch matrix).
-   * Each row's scaled scores are first taken into `row64` (float64); computing lse, each exponential is kept there
-   * and divided by the row's sum. A row whose float32 product overflowed (an infinite or NaN score) has its scores
-   * recomputed in float64 from q and k, as the js backend computes every score: q k^T of about 1e39 is finite there.
+   * P = exp(scale s - max) / sum over each row's kept keys, 0 elsewhere, in place over the scores s of `rows` query
+   * rows of one batch matrix from row `first` (qOffset and lseOffset point at row 0 of the batch matrix); with `lse`
+   * (the forward), each row's log-sum-exp max + log(sum) is written there. The backward recomputes P so too, as the js
+   * backend does, never as exp(scale s - lse) from the saved lse: rounded to float32, that lse is off by up to half its
+   * ulp (4 at 1.2e8), and P was scaled by e^(that error) (two keys of equal score 1.2e8 got P = 1 each, not 0.5).
+   * Each row's scaled scores are first taken into `row64` (float64), each exponential kept there. A row whose float32
+   * product overflowed (an infinite or NaN score) has its scores recomputed in float64 from q and k, as the js backend
+   * computes every score: q k^T of about 1e39 is finite there.
    * The rows with a probability that rounds to 0 in float32 but not in float64 are pushed to `underflows`.
    */
   let row64 = new Float64Array(0);
@@ -62,7 +65,7 @@ export function attentionKernels(
     ks: Float32Array,
     kOffset: number,
     d: number,
-    lse: Float32Array,
+    lse: Float32Array | null,
     lseOffset: number,
     first: number,
     rows: number,
@@ -70,7 +73,6 @@ export function attentionKernels(
     n: number,
     scale: number,
     causal: boolean,
-    computeLse: boolean,
     underflows?: number[],
   ) => {
     if (row64.length < n) row64 = new Float64Array(n);
@@ -87,31 +89,22 @@ export function attentionKernels(
       if (!finite) {
         for (let j = 0; j < kept; j++) row64[j] = scale * dot64(qs, qOffset + i * d, ks, kOffset + j * d, d);
       }
-      if (computeLse) {
-        let max = Number.NEGATIVE_INFINITY;
-        for (let j = 0; j < kept; j++) {
-          if (row64[j] > max || Number.isNaN(row64[j])) max = row64[j];
-        }
-        let sum = 0;
-        for (let j = 0; j < kept; j++) {
-          const e = Math.exp(row64[j] - max);
-          row64[j] = e;
-          sum += e;
-        }
-        lse[lseOffset + i] = max + Math.log(sum);
-        const inverse = 1 / sum;
-        for (let j = 0; j < kept; j++) {
-          const p = row64[j] * inverse;
-          s[row + j] = p;
-          if (p <= FLOAT32_ROUNDS_TO_ZERO && p > 0) underflow = true;
-        }
-      } else {
-        const rowLse = lse[lseOffset + i];
-        for (let j = 0; j < kept; j++) {
-          const p = Math.exp(row64[j] - rowLse);
-          s[row + j] = p;
-          if (p <= FLOAT32_ROUNDS_TO_ZERO && p > 0) underflow = true;
-        }
+      let max = Number.NEGATIVE_INFINITY;
+      for (let j = 0; j < kept; j++) {
+        if (row64[j] > max || Number.isNaN(row64[j])) max = row64[j];
+      }
+      let sum = 0;
+      for (let j = 0; j < kept; j++) {
+        const e = Math.exp(row64[j] - max);
+        row64[j] = e;
+        sum += e;
+      }
+      if (lse !== null) lse[lseOffset + i] = max + Math.log(sum);
+      const inverse = 1 / sum;
+      for (let j = 0; j < kept; j++) {
+        const p = row64[j] * inverse;
+        s[row + j] = p;
+        if (p <= FLOAT32_ROUNDS_TO_ZERO && p > 0) underflow = true;
       }
       if (underflow) underflows?.push(r);
       s.fill(0, row + kept, row + n);
@@ -237,13 +230,13 @@ export function attentionKernels(
    * Row i's P and dS over its kept keys (into exactP and exactDs from e * n) and its dq row (into exactDq from e * d) in
    * float64, as the js backend computes them: for a row whose float32 probabilities underflowed to 0 where the output
    * gradient or dP - Di is infinite, 0 * inf made NaN where js's tiny probability times inf is +-inf; for a row whose
-   * float32 dP or dS overflowed (dout and v of 1e20: dP of 1e40), inf - inf made NaN where js's are finite.
+   * float32 dP or dS overflowed (dout and v of 1e20: dP of 1e40), inf - inf made NaN where js's are finite. P is the
+   * row's float64 softmax (see probabilities), not exp(scale s - lse) from the float32 lse.
    */
   const gradientRow64 = (
-    [gs, qs, ks, vs, os, ls]: AttentionBackwardInputs,
+    [gs, qs, ks, vs, os]: AttentionBackwardInputs,
     qOffset: number,
     kOffset: number,
-    lseOffset: number,
     i: number,
     e: number,
     m: number,
@@ -255,11 +248,22 @@ export function attentionKernels(
     const kept = keptKeys(i, m, n, causal);
     const row = qOffset + i * d;
     const di = dot64(gs, row, os, row, d);
-    const rowLse = ls[lseOffset + i];
+    let max = Number.NEGATIVE_INFINITY;
+    for (let j = 0; j < kept; j++) {
+      const score = scale * dot64(qs, row, ks, kOffset + j * d, d);
+      exactP[e * n + j] = score;
+      if (score > max || Number.isNaN(score)) max = score;
+    }
+    let sum = 0;
+    for (let j = 0; j < kept; j++) {
+      const exponential = Math.exp(exactP[e * n + j] - max);
+      exactP[e * n + j] = exponential;
+      sum += exponential;
+    }
     exactDq.fill(0, e * d, (e + 1) * d);
     for (let j = 0; j < kept; j++) {
       const key = kOffset + j * d;
-      const p = Math.exp(scale * dot64(qs, row, ks, key, d) - rowLse);
+      const p = exactP[e * n + j] / sum;
       const dsj = scale * p * (dot64(gs, row, vs, key, d) - di);
       exactP[e * n + j] = p;
       exactDs[e * n + j] = dsj;
@@ -277,7 +281,7 @@ export function attentionKernels(
           const rows = Math.min(rowsPerBlock, m - i0);
           products.matmulF32({ a: qs, aOffset: qOffset + i0 * d, b: ks, bOffset: kOffset, c: s, m: rows, n, k: d, transposeB: true });
           underflows.length = 0;
-          probabilities(s, qs, qOffset, ks, kOffset, d, lse, b * m, i0, rows, m, n, scale, causal, true, underflows);
+          probabilities(s, qs, qOffset, ks, kOffset, d, lse, b * m, i0, rows, m, n, scale, causal, underflows);
           products.matmulF32({ a: s, b: vs, bOffset: kOffset, c: out, cOffset: qOffset + i0 * d, m: rows, n: d, k: n });
           keptRowSums(s, vs, kOffset, out, qOffset + i0 * d, i0, rows, m, n, d, lastNonFiniteValue);
           for (const r of underflows) {
@@ -287,7 +291,7 @@ export function attentionKernels(
       }
     },
     backward(inputs, [dq, dk, dv], { heads, m, n, d }, scale, causal) {
-      const [gs, qs, ks, vs, os, ls] = inputs;
+      const [gs, qs, ks, vs, os] = inputs;
       if (m === 0) {
         // No query: the keys and values get no gradient.
         dk.fill(0);
@@ -309,7 +313,7 @@ export function attentionKernels(
           const [dvAt, dkAt, at] = i0 === 0 ? [dv, dk, kOffset] : [share, share, 0];
           products.matmulF32({ a: qs, aOffset: rowsOffset, b: ks, bOffset: kOffset, c: p, m: rows, n, k: d, transposeB: true });
           underflows.length = 0;
-          probabilities(p, qs, qOffset, ks, kOffset, d, ls, b * m, i0, rows, m, n, scale, causal, false, underflows);
+          probabilities(p, qs, qOffset, ks, kOffset, d, null, 0, i0, rows, m, n, scale, causal, underflows);
           products.matmulF32({ a: gs, aOffset: rowsOffset, b: vs, bOffset: kOffset, c: ds, m: rows, n, k: d, transposeB: true });
           // dS scale = P (dP - Di) scale over the kept keys, Di = sum_c dout[i, c] out[i, c]; 0 at the masked ones.
           // Recomputed in float64 (exactRows): a row whose float32 dS holds a NaN or an infinity (their sum, in float64,
@@ -340,7 +344,7 @@ export function attentionKernels(
               exactInHead = true;
             }
             exactRows.forEach((r, e) => {
-              gradientRow64(inputs, qOffset, kOffset, b * m, i0 + r, e, m, n, d, scale, causal);
+              gradientRow64(inputs, qOffset, kOffset, i0 + r, e, m, n, d, scale, causal);
             });
           }
           keySums(p, gs, rowsOffset, dvAt, at, i0, rows, m, n, d, causal, exactRows, exactP, exactKeySums, 0);

@@ -336,3 +336,26 @@ describe.skipIf(cpuMissing)("cpu causal attention with a non-finite entry", () =
     });
   }
 });
+
+describe.skipIf(cpuMissing)("cpu attention backward at large scores", () => {
+  // One query against two keys of the same score, q k^T = 11111.1^2, about 1.2e8: P is 1/2 each, exactly. The saved lse
+  // is that score plus log 2 rounded to float32 (an ulp of 8), and exp(score - lse) had made P about 1 each (dv doubled).
+  const a = Math.fround(11111.1);
+  const inputs = (v: [number, number], g: number) => ({ q: [a], k: [a, a], v, g: [g] });
+  it("P is the softmax of the row's scores, not exp(score - lse): dv is P dout, dk P (dP - Di) q", () => {
+    const [out, , dq, dk, dv] = forwardBackward("cpu", inputs([1, 3], 1), [1, 2, 1], "float32", { causal: false, scale: 1 });
+    expect(out).toEqual([2]);
+    expect(dv).toEqual([0.5, 0.5]);
+    // dP = v, Di = dout out = 2, dS = P (dP - Di) = [-0.5, 0.5].
+    expect(dk).toEqual([Math.fround(-0.5 * a), Math.fround(0.5 * a)]);
+    expect(dq).toEqual([0]);
+  });
+
+  it("a row recomputed in float64 (its float32 dP overflows) takes the same P", () => {
+    // dP = dout v of +-1e40 overflows float32, so the row is recomputed in float64; out = 0, so Di = 0.
+    const [out, , dq, , dv] = forwardBackward("cpu", inputs([1e20, -1e20], 1e20), [1, 2, 1], "float32", { causal: false, scale: 1 });
+    expect(out).toEqual([0]);
+    expect(dv).toEqual([Math.fround(5e19), Math.fround(5e19)]);
+    expect(dq).toEqual([0]);
+  });
+});
