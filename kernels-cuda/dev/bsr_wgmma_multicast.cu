@@ -130,7 +130,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   clusterSync();
   const int own = ownCount;
 
-  const int warpGroup = tid / 128;
+  const int warpGroup = warpGroupOf(tid);
   if (warpGroup == 0) {
     setMaxRegistersDecrease<40>();
     if (tid == 0) {

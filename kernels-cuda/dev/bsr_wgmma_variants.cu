@@ -132,7 +132,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   }
   __syncthreads();
 
-  const int warpGroup = tid / 128;
+  const int warpGroup = warpGroupOf(tid);
   if (warpGroup == 0) {
     setMaxRegistersDecrease<56>();  // the merge keeps three values per member
     if (tid >= 32) return;

@@ -151,7 +151,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   }
   __syncthreads();
 
-  const int warpGroup = tid / 128;
+  const int warpGroup = warpGroupOf(tid);
   const int lane = tid % 32;
   if (warpGroup == 0) {
     const int warp = tid / 32;

@@ -407,7 +407,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
 
   // Sampled with the splits in a cluster: every thread of the CTA takes part in the sum through the cluster.
   const bool clusterSum = K::kOp == Op::Sampled && args.clusterSplits > 1;
-  const int warpGroup = tid / 128;
+  const int warpGroup = warpGroupOf(tid);
   if (warpGroup == 0) {
     setMaxRegistersDecrease<40>();
     if (tid != 0) {
@@ -698,7 +698,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
     return reinterpret_cast<typename K::T*>(smem + K::kStages * K::kStageBytes + 1024) +
            (2 * c + which) * kRows * K::kTileN;
   };
-  const int warpGroup = tid / 128;
+  const int warpGroup = warpGroupOf(tid);
   if (warpGroup == 0) {
     setMaxRegistersDecrease<40>();
     if (tid >= 32) {
@@ -808,7 +808,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   allowDependentLaunch();
   waitForPrimary();
 
-  const int warpGroup = tid / 128;
+  const int warpGroup = warpGroupOf(tid);
   if (warpGroup == 0) {
     setMaxRegistersDecrease<40>();
     if (tid < 32) persistentProducer<K>(mapA, mapB, args, smem, full, empty, tid);

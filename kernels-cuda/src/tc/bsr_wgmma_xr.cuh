@@ -203,7 +203,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   allowDependentLaunch();
   waitForPrimary();
 
-  const int warpGroup = tid / 128;
+  const int warpGroup = warpGroupOf(tid);  // warp-uniform to ptxas: descriptors in uniform registers
   const int lane = tid % 32;
   if (warpGroup == 0) {
     // Producer warps: warp w streams the blocks of lines w, w + c, w + 2c, ... (c consumers) into consumer w's

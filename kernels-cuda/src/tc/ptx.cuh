@@ -203,6 +203,13 @@ __device__ __forceinline__ uint64_t advanceDescriptor(uint64_t descriptor, uint3
   return advanced;
 }
 
+// The warpgroup of thread `tid`, read through lane 0 so that ptxas knows it warp-uniform (a warp never straddles two
+// warpgroups). Everything a kernel derives from it then stays in uniform registers, made by uniform instructions:
+// a consumer's stage addresses, its stage records, each wgmma's descriptors. Computed as tid / 128 it lived in vector
+// registers, and every wgmma took four R2UR and the moves of its descriptors' constant halves (the X-resident tile at
+// 32x32: 183 -> 137 instructions from a line's first fence to its last wait). Every thread of the warp must call it.
+__device__ __forceinline__ int warpGroupOf(int tid) { return __shfl_sync(0xffffffffu, tid / 128, 0); }
+
 // Orders this thread's generic-proxy shared-memory writes before later async-proxy reads (wgmma, TMA).
 __device__ __forceinline__ void fenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 // Named barrier `id` (1-15; 0 is __syncthreads) over `threads` threads, a multiple of 32.
