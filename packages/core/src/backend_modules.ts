@@ -1,5 +1,6 @@
 import { listBackends } from "./engine";
-import { BackendError } from "./errors";
+import { BackendError, ValueError } from "./errors";
+import { formatArg } from "./ops/validate";
 
 /**
  * Imports backend packages by specifier (each registers its backend on import) and returns
@@ -16,6 +17,11 @@ export async function importBackendModules(
   specifiers: readonly string[],
   load: (specifier: string) => Promise<unknown>,
 ): Promise<string[]> {
+  // A single string was walked character by character ("backend module '.' could not be imported").
+  if (!Array.isArray(specifiers) || !specifiers.every((specifier) => typeof specifier === "string" && specifier !== "")) {
+    throw new ValueError(`importBackendModules: specifiers must be an array of non-empty strings, got ${Array.isArray(specifiers) ? `[${specifiers.map(formatArg).join(", ")}]` : formatArg(specifiers)}`);
+  }
+  if (typeof load !== "function") throw new ValueError(`importBackendModules: load must be a function such as (s) => import(s), got ${formatArg(load)}`);
   const added: string[] = [];
   for (const specifier of specifiers) {
     const before = new Set(listBackends());

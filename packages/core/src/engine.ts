@@ -11,7 +11,7 @@ import {
 } from "./errors";
 import { bfloat16BitsToFloat32Array, float16BitsToFloat32Array } from "./half";
 import { KERNEL_CATALOGUE, type KernelAttrs, kernelDeclaration, type KernelInputs, type KernelName, type KernelOutputs } from "./kernel_names";
-import { kindOf } from "./ops/validate";
+import { formatArg, kindOf } from "./ops/validate";
 import { formatShape, sizeOf } from "./shape";
 import { Tensor, type TensorStorage } from "./tensor";
 
@@ -145,6 +145,11 @@ export class Engine {
   // ------------------------------------------------------------------ registry
 
   registerBackend(name: string, factory: BackendFactory, priority = 1): boolean {
+    // Checked here, where the caller is: a factory that is not a function failed at the first op ("registration.factory
+    // is not a function"), a number name could not be removed by its string, and a NaN priority made the order arbitrary.
+    if (typeof name !== "string" || name === "") throw new ValueError(`registerBackend: name must be a non-empty string, got ${formatArg(name)}`);
+    if (typeof factory !== "function") throw new ValueError(`registerBackend: factory of '${name}' must be a function returning the backend, got ${kindOf(factory)}`);
+    if (typeof priority !== "number" || !Number.isFinite(priority)) throw new ValueError(`registerBackend: priority of '${name}' must be a finite number, got ${formatArg(priority)}`);
     if (this.registry.has(name)) {
       console.warn(`registerBackend: backend '${name}' is already registered; keeping the first one`);
       return false;
@@ -183,6 +188,7 @@ export class Engine {
     if (failure !== undefined) throw new BackendError(`Backend '${name}' failed to start: ${failure}`);
     try {
       const backend = registration.factory();
+      checkBackendObject(backend);
       this.instances.set(name, backend);
       return backend;
     } catch (error) {
@@ -303,6 +309,7 @@ export class Engine {
   }
 
   addKernelObserver(observer: KernelObserver): () => void {
+    checkObserver("addKernelObserver", observer);
     this.observers.add(observer);
     return () => {
       this.observers.delete(observer);
@@ -310,6 +317,7 @@ export class Engine {
   }
 
   addDisposeObserver(observer: DisposeObserver): () => void {
+    checkObserver("addDisposeObserver", observer);
     this.disposeObservers.add(observer);
     return () => {
       this.disposeObservers.delete(observer);
@@ -317,6 +325,7 @@ export class Engine {
   }
 
   addRequiresGradObserver(observer: RequiresGradObserver): () => void {
+    checkObserver("addRequiresGradObserver", observer);
     this.requiresGradObservers.add(observer);
     return () => {
       this.requiresGradObservers.delete(observer);
@@ -651,6 +660,26 @@ function countInPlaceWrites(kernelName: string, inputs: Record<string, Tensor | 
     if (value instanceof Tensor) value.storage.version++;
     else if (Array.isArray(value)) for (const t of value) t.storage.version++;
   }
+}
+
+/** An observer must be a function: anything else was called by every later kernel or disposal, which then threw. */
+function checkObserver(op: string, observer: unknown): void {
+  if (typeof observer !== "function") throw new ValueError(`${op}: observer must be a function, got ${kindOf(observer)}`);
+}
+
+const BACKEND_METHODS = ["allocate", "write", "read", "readSync", "free", "memory"] as const;
+
+/**
+ * Throws unless a factory's result has what the engine calls: a kernels table and the memory methods. Without them the
+ * first op failed with a TypeError ("Cannot read properties of undefined (reading 'Fill')") instead of the backend
+ * failing to start, which the registry reports and falls back from.
+ */
+function checkBackendObject(backend: unknown): asserts backend is Backend {
+  if (backend === null || typeof backend !== "object") throw new BackendError(`its factory returned ${kindOf(backend)}, not a Backend object`);
+  const candidate = backend as Record<string, unknown>;
+  const missing: string[] = BACKEND_METHODS.filter((method) => typeof candidate[method] !== "function");
+  if (candidate.kernels === null || typeof candidate.kernels !== "object") missing.unshift("kernels (an object)");
+  if (missing.length > 0) throw new BackendError(`its factory returned an object that is not a Backend: it lacks ${missing.join(", ")}`);
 }
 
 function isMultiOutput(kernelName: KernelName): boolean {

@@ -1,7 +1,7 @@
 import type { Backend, DataId } from "./backend";
 import { type Engine, engine } from "./engine";
 import { BackendError, GraphError } from "./errors";
-import { optionsArg } from "./ops/validate";
+import { assertBackendArg, optionsArg } from "./ops/validate";
 import { type KernelDeclaration, kernelDeclaration } from "./kernel_names";
 import { formatShape } from "./shape";
 import { Tensor } from "./tensor";
@@ -132,7 +132,10 @@ function tensorsIn(value: unknown, out: Tensor[] = [], depth = 0): Tensor[] {
  */
 export function captureGraph<T>(fn: () => T, options?: { backend?: Backend } | null): CapturedGraph<T> {
   if (typeof fn !== "function") throw new GraphError("captureGraph: fn must be a function");
-  const backend = optionsArg("captureGraph", options, ["backend"]).backend ?? engine.activeBackend();
+  // null is none, as for every option.
+  const given = optionsArg("captureGraph", options, ["backend"]).backend ?? undefined;
+  assertBackendArg("captureGraph", given);
+  const backend = given ?? engine.activeBackend();
   const graphs = backend.graphs;
   if (!graphs) {
     throw new BackendError(`captureGraph: backend '${backend.name}' cannot record graphs; run the step eagerly on it`);

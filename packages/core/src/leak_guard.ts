@@ -1,5 +1,6 @@
 import { engine } from "./engine";
-import { optionsArg } from "./ops/validate";
+import { ValueError } from "./errors";
+import { formatArg, optionsArg } from "./ops/validate";
 import type { Tensor } from "./tensor";
 
 /**
@@ -126,15 +127,21 @@ function positiveInteger(value: number | undefined, fallback: number, name: stri
 /** Turns the leak guard on (again: a second call restarts it with the new options). */
 export function enableLeakGuard(leakGuardOptions?: LeakGuardOptions | null): void {
   const options = optionsArg("enableLeakGuard", leakGuardOptions, ["windowSteps", "growingWindows", "minGrowth", "topSites", "onLeak"]);
+  // Checked before the guard is replaced: a bad option leaves the one enabled as it was.
+  const checked = {
+    windowSteps: positiveInteger(options.windowSteps, 20, "windowSteps"),
+    growingWindows: positiveInteger(options.growingWindows, 5, "growingWindows"),
+    minGrowth: positiveInteger(options.minGrowth, 20, "minGrowth"),
+    topSites: positiveInteger(options.topSites, 5, "topSites"),
+    onLeak: options.onLeak,
+  };
+  // Called only once a leak is seen, a non-function threw "onLeak is not a function" from some tidy's exit, steps later.
+  if (checked.onLeak !== undefined && typeof checked.onLeak !== "function") {
+    throw new ValueError(`enableLeakGuard: onLeak must be a function, got ${formatArg(checked.onLeak)}`);
+  }
   disableLeakGuard();
   const guard: GuardState = {
-    options: {
-      windowSteps: positiveInteger(options.windowSteps, 20, "windowSteps"),
-      growingWindows: positiveInteger(options.growingWindows, 5, "growingWindows"),
-      minGrowth: positiveInteger(options.minGrowth, 20, "minGrowth"),
-      topSites: positiveInteger(options.topSites, 5, "topSites"),
-      onLeak: options.onLeak,
-    },
+    options: checked,
     sites: new Map(),
     explicitSteps: false,
     steps: 0,

@@ -83,6 +83,20 @@ export function normalizeAxes(axes: number | readonly number[] | undefined, rank
   return out.sort((x, y) => x - y);
 }
 
+/**
+ * Checks axes given for a scalar: a scalar's axes are those of [1] (0 and -1), as torch's, so ops that take an axis
+ * accept them and leave the scalar as it is. Throws as normalizeAxes does, naming the scalar for an axis out of range.
+ */
+export function checkScalarAxes(axes: number | readonly number[] | undefined, op = "axes"): void {
+  const list: readonly unknown[] = typeof axes === "number" ? [axes] : Array.isArray(axes) ? axes : [];
+  for (const axis of list) {
+    if (Number.isInteger(axis) && ((axis as number) < -1 || (axis as number) > 0)) {
+      throw new IndexError(`${op}: axis ${axis} is out of range for a scalar (axes 0 and -1)`);
+    }
+  }
+  normalizeAxes(axes, 1, op);
+}
+
 /** Output shape of a reduction over sorted `axes`. */
 export function reduceShape(shape: readonly number[], axes: readonly number[], keepDims: boolean): number[] {
   const out: number[] = [];

@@ -3,6 +3,7 @@ import { type DType, type TensorValues, isFloatDType } from "./dtypes";
 import { engine } from "./engine";
 import { DisposedTensorError, ShapeError, DTypeError, BackendError, ValueError } from "./errors";
 import { formatTensor } from "./format_tensor";
+import { formatArg } from "./ops/validate";
 import { Clone, Move } from "./kernel_names";
 import { sizeOf } from "./shape";
 
@@ -69,6 +70,10 @@ export class Tensor {
   }
 
   set requiresGrad(value: boolean) {
+    // A truthy non-boolean ("no", 1) would turn gradients on, and the getter would return it; torch raises a TypeError.
+    if (typeof value !== "boolean") {
+      throw new ValueError(`requiresGrad: tensor ${this.id} ([${this.shape}] ${this.dtype}): requiresGrad must be a boolean, got ${formatArg(value)}`);
+    }
     if (value && this.dtype === "int32") {
       throw new DTypeError(`requiresGrad: tensor ${this.id} ([${this.shape}] int32) cannot require gradients: only float tensors can`);
     }

@@ -17,6 +17,8 @@ import {
   matmul,
   memory,
   mul,
+  packedAttentionBackward,
+  packedAttentionWithStats,
   randn,
   registerBackend,
   removeBackend,
@@ -208,6 +210,39 @@ describe("scaledDotProductAttention on js", () => {
       expect([...out.shape]).toEqual([2, 0, 4]);
       expect([...lse.shape]).toEqual([2, 0]);
     });
+  });
+
+  it("the backward's P is not skewed by the float32 rounding of lse at large scores (finite up to 1e38)", () => {
+    // Two equal keys: P = [0.5, 0.5] at any magnitude s^2 of the scores, so dv = [0.5, 0.5], dq = 0, dk = [-s/2, s/2]
+    // (dS = P (v - out) = [-0.5, 0.5] with v = [1, 3], out = 2). exp(s^2 - lse) with lse rounded to float32 gave dv off
+    // by 0.2% at s = 300 and 26% at 1e4, and Infinity (dq NaN) at 1e9 and 1e19.
+    for (const s of [300, 1e4, 1e9, 1e19]) {
+      tidy(() => {
+        const q = tensor([[s]]);
+        const k = tensor([[s], [s]]);
+        const v = tensor([[1], [3]]);
+        const { out, lse } = attentionWithStats(q, k, v, { scale: 1 });
+        const { dq, dk, dv } = attentionBackward(tensor([[1]]), q, k, v, out, lse, { scale: 1 });
+        const stored = q.toArray()[0];
+        expect(dv.toArray(), `s = ${s}: dv`).toEqual([0.5, 0.5]);
+        expect(dq.toArray(), `s = ${s}: dq`).toEqual([0]);
+        expect(dk.toArray(), `s = ${s}: dk`).toEqual([Math.fround(-stored / 2), Math.fround(stored / 2)]);
+      });
+    }
+  });
+
+  it("packed attention's backward is not skewed by the float32 rounding of lse either", () => {
+    for (const s of [300, 1e19]) {
+      tidy(() => {
+        // qkv [T 2, 3, H 1, D 1]: both positions hold q = k = s, v = 1 and 3, so each row's P is [0.5, 0.5].
+        const qkv = tensor([s, s, 1, s, s, 3], [2, 3, 1, 1]);
+        const { out, lse } = packedAttentionWithStats(qkv, { scale: 1 });
+        const dqkv = packedAttentionBackward(tensor([1, 0], [2, 1, 1]), qkv, out, lse, { scale: 1 }).toArray();
+        // dv of both keys from row 0 only (dout of row 1 is 0): 0.5 each.
+        expect([dqkv[2], dqkv[5]], `s = ${s}: dv`).toEqual([0.5, 0.5]);
+        expect(dqkv.every(Number.isFinite), `s = ${s}: finite`).toBe(true);
+      });
+    }
   });
 
   it("returns only out: lse is freed, nothing else stays alive", () => {

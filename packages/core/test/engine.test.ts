@@ -1,6 +1,7 @@
 import {
   BackendError,
   Engine,
+  ValueError,
   KernelLeakError,
   KernelNotRegisteredError,
   type KernelRecord,
@@ -86,6 +87,35 @@ describe("backend registry", () => {
     expect(() => setBackend("nope")).toThrow(/Backend 'nope' is not registered \(registered: toy, js\)/);
   });
 
+  it("refuses a name, factory or priority of the wrong kind when registering, with a ValueError naming it", () => {
+    const engine = new Engine();
+    const make = () => new ToyBackend("toy");
+    expect(() => engine.registerBackend("toy", "ToyBackend" as unknown as () => ToyBackend)).toThrow(
+      new ValueError("registerBackend: factory of 'toy' must be a function returning the backend, got string"),
+    );
+    expect(() => engine.registerBackend(5 as unknown as string, make)).toThrow(new ValueError("registerBackend: name must be a non-empty string, got 5"));
+    expect(() => engine.registerBackend("", make)).toThrow(new ValueError('registerBackend: name must be a non-empty string, got ""'));
+    expect(() => engine.registerBackend("toy", make, Number.NaN)).toThrow(new ValueError("registerBackend: priority of 'toy' must be a finite number, got NaN"));
+    expect(() => engine.registerBackend("toy", make, "9" as unknown as number)).toThrow(new ValueError('registerBackend: priority of \'toy\' must be a finite number, got "9"'));
+    // Nothing was registered by the refused calls.
+    expect(engine.listBackends()).toEqual([]);
+  });
+
+  it("a factory that returns no Backend fails to start, named, and the registry falls back to the next", () => {
+    const engine = new Engine();
+    const warn = vi.spyOn(console, "warn").mockImplementation(() => {});
+    engine.registerBackend("hollow", () => ({ name: "hollow", kernels: {} }) as unknown as ToyBackend, 10);
+    engine.registerBackend("nothing", () => undefined as unknown as ToyBackend, 5);
+    engine.registerBackend("toy", () => new ToyBackend("toy"), 1);
+    // The first op threw "Cannot read properties of undefined (reading 'Fill')" on the hollow backend.
+    expect(engine.activeBackendName()).toBe("toy");
+    expect(warn.mock.calls.map((call) => String(call[0]))).toEqual([
+      "Backend 'hollow' failed to start: its factory returned an object that is not a Backend: it lacks allocate, write, read, readSync, free, memory; falling back to the next backend",
+      "Backend 'nothing' failed to start: its factory returned undefined, not a Backend object; falling back to the next backend",
+    ]);
+    expect(() => engine.setBackend("hollow")).toThrow(BackendError);
+  });
+
   it("js is registered by core's entry and is the default", () => {
     expect(listBackends()).toContain("js");
     expect(getBackend()).toBe("js");
@@ -160,6 +190,20 @@ describe("backend registry", () => {
     } finally {
       cwd.mockRestore();
     }
+  });
+
+  it("importBackendModules refuses a single string or a load that is not a function before loading anything", async () => {
+    const loaded: string[] = [];
+    const load = async (specifier: string) => {
+      loaded.push(specifier);
+    };
+    // A string was walked character by character: "backend module '.' could not be imported".
+    await expect(importBackendModules("./backend.js" as never, load)).rejects.toThrow(
+      new ValueError('importBackendModules: specifiers must be an array of non-empty strings, got "./backend.js"'),
+    );
+    await expect(importBackendModules(["a", 5] as never, load)).rejects.toThrow(new ValueError('importBackendModules: specifiers must be an array of non-empty strings, got ["a", 5]'));
+    await expect(importBackendModules(["a"], "import" as never)).rejects.toThrow(new ValueError('importBackendModules: load must be a function such as (s) => import(s), got "import"'));
+    expect(loaded).toEqual([]);
   });
 
   it("the leak check fails a kernel that leaves a scratch buffer allocated", () => {

@@ -1,7 +1,7 @@
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
-import { add, disableLeakGuard, enableLeakGuard, engine, type LeakReport, leakGuard, mul, type Tensor, tensor, tidy } from "../src/index";
+import { add, disableLeakGuard, enableLeakGuard, engine, type LeakReport, leakGuard, mul, type Tensor, tensor, tidy, ValueError } from "../src/index";
 
 afterEach(() => disableLeakGuard());
 
@@ -63,6 +63,16 @@ describe("leak guard", () => {
     expect(leakGuard.enabled).toBe(false);
     expect(engine.debugHooks).toBeNull();
     expect(() => enableLeakGuard({ windowSteps: 0 })).toThrow(RangeError);
+  });
+
+  it("refuses an onLeak that is not a function when enabled, keeping the guard that was on", () => {
+    const reports: LeakReport[] = [];
+    enableLeakGuard({ onLeak: (report) => reports.push(report) });
+    // It threw "onLeak is not a function" only when a leak was reported, from the exit of some tidy steps later.
+    expect(() => enableLeakGuard({ onLeak: "console" as unknown as () => void })).toThrow(new ValueError('enableLeakGuard: onLeak must be a function, got "console"'));
+    expect(() => enableLeakGuard({ windowSteps: 0 })).toThrow(RangeError);
+    expect(leakGuard.enabled).toBe(true);
+    expect(engine.debugHooks).not.toBeNull();
   });
 
   it("BLOCKSPARSE_DEBUG_LEAKS=1 turns it on with no code and warns on stderr", () => {

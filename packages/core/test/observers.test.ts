@@ -28,6 +28,7 @@ import {
   tensor,
   tidy,
   transpose,
+  ValueError,
 } from "@blocksparse/core";
 import { afterEach, describe, expect, it } from "vitest";
 import { ToyBackend } from "./toy_backend";
@@ -286,5 +287,25 @@ describe("requiresGrad observers", () => {
       [t.id, false, true],
     ]);
     expect(t.requiresGrad).toBe(false);
+  });
+});
+
+describe("adding an observer", () => {
+  it("refuses one that is not a function with a ValueError, and later ops and disposals still run", () => {
+    const cases: [(observer: never) => () => void, string][] = [
+      [addKernelObserver, "addKernelObserver"],
+      [addDisposeObserver, "addDisposeObserver"],
+      [addRequiresGradObserver, "addRequiresGradObserver"],
+    ];
+    for (const [add, name] of cases) {
+      expect(() => add({ onKernel() {} } as never)).toThrow(new ValueError(`${name}: observer must be a function, got object`));
+      expect(() => add(undefined as never)).toThrow(new ValueError(`${name}: observer must be a function, got undefined`));
+    }
+    // Each was kept and called by every later kernel, disposal or requiresGrad change, which threw "observer is not a function".
+    const t = tensor([1, 2]);
+    const u = cast(t, "float16");
+    t.requiresGrad = true;
+    expect(u.toArray()).toEqual([1, 2]);
+    dispose([t, u]);
   });
 });

@@ -16,8 +16,11 @@ import {
   div,
   equal,
   flatten,
+  captureGraph,
   fromStorage,
   full,
+  fullOn,
+  getBackendInstance,
   gelu,
   keep,
   less,
@@ -42,6 +45,7 @@ import {
   stack,
   sum,
   tensor,
+  tensorOn,
   tidy,
   zeros,
   zerosLike,
@@ -366,5 +370,28 @@ describe("flatten and fromStorage check their arguments under their own names", 
     expect(() => fromStorage(new Float32Array(2), [2], "float16")).toThrow(new ValueError("fromStorage: values are not the storage array of float16"));
     expect(() => fromStorage([1, 2] as never, [2], "float32")).toThrow(new ValueError("fromStorage: values are not the storage array of float32"));
     expect(() => fromStorage(new Int32Array(2), [3], "int32")).toThrow(new ShapeError("fromStorage: 2 values do not fill shape [3]"));
+  });
+});
+
+describe("fullOn, tensorOn and captureGraph check their backend, and tensorOn its values", () => {
+  it("a backend name or null is a ValueError saying what to pass (it was a TypeError from inside the engine)", () => {
+    const message = (op: string, got: string) => `${op}: backend must be a Backend object (getBackendInstance(name) returns one), got ${got}`;
+    expect(() => fullOn("js" as never, [2], 1)).toThrow(new ValueError(message("fullOn", '"js"')));
+    expect(() => tensorOn("js" as never, [1, 2], [2])).toThrow(new ValueError(message("tensorOn", '"js"')));
+    expect(() => tensorOn(null as never, [1, 2], [2])).toThrow(new ValueError(message("tensorOn", "null")));
+    // It said "backend 'undefined' cannot record graphs".
+    expect(() => captureGraph(() => zeros([1]), { backend: "js" as never })).toThrow(new ValueError(message("captureGraph", '"js"')));
+  });
+
+  it("tensorOn refuses values that are not numbers (a string gave NaNs) and names itself for a size mismatch", () => {
+    const js = getBackendInstance("js");
+    expect(() => tensorOn(js, "ab" as never, [2])).toThrow(new ValueError("tensorOn: values must be an array or a typed array of numbers, got string"));
+    expect(() => tensorOn(js, 5 as never, [1])).toThrow(new ValueError("tensorOn: values must be an array or a typed array of numbers, got number"));
+    expect(() => tensorOn(js, [1, "2"] as never, [2])).toThrow(new ValueError('tensorOn: values[1] must be a number, got "2"'));
+    expect(() => tensorOn(js, [null] as never, [1])).toThrow(new ValueError("tensorOn: values[0] must be a number, got null"));
+    expect(() => tensorOn(js, [1], [2])).toThrow(new ShapeError("tensorOn: 1 values do not fill shape [2]"));
+    const t = tensorOn(js, new Float64Array([1.5, -2]), [2], "bfloat16");
+    expect(t.toArray()).toEqual([1.5, -2]);
+    t.dispose();
   });
 });

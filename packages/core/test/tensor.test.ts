@@ -150,6 +150,21 @@ describe("requiresGrad", () => {
     indices.dispose();
   });
 
+  it("must be a boolean: a truthy string or number is a ValueError, not a flag turned on (as torch's TypeError)", () => {
+    const t = tensor([1, 2]);
+    for (const value of ["no", 1, 0, null, undefined, {}]) {
+      expect(() => {
+        (t as { requiresGrad: unknown }).requiresGrad = value;
+      }, String(value)).toThrow(ValueError);
+    }
+    expect(() => {
+      (t as { requiresGrad: unknown }).requiresGrad = "no";
+    }).toThrow(/requiresGrad: tensor \d+ \(\[2\] float32\): requiresGrad must be a boolean, got "no"/);
+    // Nothing was set, and no observer was told of a change.
+    expect(t.requiresGrad).toBe(false);
+    t.dispose();
+  });
+
   it("is accepted on every float dtype", () => {
     for (const dtype of ["float32", "float16", "bfloat16"] as const) {
       const t = tensor([1, 2], [2], dtype);

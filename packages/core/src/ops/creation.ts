@@ -7,7 +7,7 @@ import { float32ArrayToBfloat16Bits, float32ArrayToFloat16Bits } from "../half";
 import { Fill } from "../kernel_names";
 import { formatShape, sizeOf } from "../shape";
 import type { Tensor } from "../tensor";
-import { assertFiniteNumber, assertSafeSize, assertShapeArg, assertTensor, formatArg, isInt32, optionsArg, seedArg } from "./validate";
+import { assertBackendArg, assertFiniteNumber, assertSafeSize, assertShapeArg, assertTensor, formatArg, isInt32, kindOf, optionsArg, seedArg } from "./validate";
 
 /** Nested arrays of numbers, any depth. */
 export type NestedArray = number | NestedArray[];
@@ -114,6 +114,7 @@ export function scalar(value: number, dtype: DType = "float32"): Tensor {
 }
 
 function fill(op: string, backend: Backend, shape: readonly number[], value: number, dtype: DType): Tensor {
+  assertBackendArg(op, backend);
   assertShapeArg(op, "shape", shape);
   checkDType(op, dtype);
   if (typeof value !== "number") throw new ValueError(`${op}: value must be a number, got ${typeof value}`);
@@ -145,9 +146,18 @@ export function fullOn(backend: Backend, shape: readonly number[], value: number
  * `dtype` (halves rounded to nearest even, int32 checked to be integers).
  */
 export function tensorOn(backend: Backend, values: ArrayLike<number>, shape: readonly number[], dtype: DType = "float32"): Tensor {
+  assertBackendArg("tensorOn", backend);
+  // A string was read as its characters (NaNs), a number as no values, an array's strings or nulls as numbers.
+  if (Array.isArray(values)) {
+    for (let i = 0; i < values.length; i++) {
+      if (typeof values[i] !== "number") throw new ValueError(`tensorOn: values[${i}] must be a number, got ${formatArg(values[i])}`);
+    }
+  } else if (!ArrayBuffer.isView(values) || values instanceof DataView || values instanceof BigInt64Array || values instanceof BigUint64Array) {
+    throw new ValueError(`tensorOn: values must be an array or a typed array of numbers, got ${kindOf(values)}`);
+  }
   assertShapeArg("tensorOn", "shape", shape);
   checkDType("tensorOn", dtype);
-  return engine.upload(encodeStorage("tensorOn", values, dtype), shape, dtype, backend);
+  return engine.upload(encodeStorage("tensorOn", values, dtype), shape, dtype, backend, "tensorOn");
 }
 
 export function zeros(shape: readonly number[], dtype: DType = "float32"): Tensor {

@@ -20,7 +20,7 @@ import {
   SoftmaxBackward,
 } from "../kernel_names";
 import { type DType, isDType, isFloatDType } from "../dtypes";
-import { formatShape, shapesEqual } from "../shape";
+import { checkScalarAxes, formatShape, shapesEqual } from "../shape";
 import { Tensor } from "../tensor";
 import { div, equal, notEqual, where } from "./elementwise";
 import { mean, sum } from "./reduce";
@@ -65,14 +65,16 @@ function checkCausalShape(op: string, name: string, t: Tensor): void {
 function alongAxis(kernel: typeof Softmax | typeof LogSoftmax, op: string, x: Tensor, axis: number, options: SoftmaxOptions | null | undefined): Tensor {
   assertTensor(op, "x", x);
   assertFloat(op, "x", x);
-  assertMinRank(op, "x", x, 1);
-  const ax = axisArg(op, axis, x.rank);
+  // A scalar's axes are those of [1], as torch's: softmax of a scalar is 1, logSoftmax 0 (NaN for a NaN or an infinity).
+  if (x.rank === 0) checkScalarAxes(axis, op);
+  const ax = axisArg(op, axis, Math.max(x.rank, 1));
   const causal = optionsArg(op, options, ["causal"]).causal ?? false;
   assertBoolean(op, "causal", causal);
   if (causal) {
-    if (ax !== x.rank - 1) throw new ValueError(`${op}: causal masking works along the last axis, got axis=${axis} for x ${formatShape(x.shape)}`);
+    if (ax !== Math.max(x.rank, 1) - 1) throw new ValueError(`${op}: causal masking works along the last axis, got axis=${axis} for x ${formatShape(x.shape)}`);
     checkCausalShape(op, "x", x);
   }
+  if (x.rank === 0) return engine.tidy(() => reshape(engine.runKernel(kernel, { x: reshape(x, [1]) }, { causal: false }), []));
   if (ax === x.rank - 1) return engine.runKernel(kernel, { x }, { causal });
   // Kernels work on the last axis: move `axis` there and back.
   const perm = x.shape.map((_, i) => i);

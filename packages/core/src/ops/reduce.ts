@@ -1,8 +1,9 @@
 import { engine } from "../engine";
 import { ShapeError } from "../errors";
 import { Argmax, Max, Mean, Min, Sum } from "../kernel_names";
-import { formatShape, normalizeAxes } from "../shape";
+import { checkScalarAxes, formatShape, normalizeAxes } from "../shape";
 import type { Tensor } from "../tensor";
+import { reshape } from "./shape_ops";
 import { assertBoolean, assertFloat, assertTensor, axisArg } from "./validate";
 
 type Axes = number | readonly number[];
@@ -12,7 +13,9 @@ function reduce(kernel: ReduceKernel, op: string, x: Tensor, axes: Axes | undefi
   assertTensor(op, "x", x);
   // torch.sum(x, 0, keepdim="no") is a TypeError; a truthy string would keep the dims here.
   assertBoolean(op, "keepDims", keepDims);
-  const list = normalizeAxes(axes, x.rank, op);
+  // A scalar's axes are those of [1] (0 and -1), as torch's: reducing over them leaves it as it is.
+  if (x.rank === 0) checkScalarAxes(axes, op);
+  const list = x.rank === 0 ? [] : normalizeAxes(axes, x.rank, op);
   if (kernel === Max || kernel === Min) {
     for (const a of list) {
       if (x.shape[a] === 0) throw new ShapeError(`${op}: cannot reduce over axis ${a} of size 0 (shape ${formatShape(x.shape)})`);
@@ -46,9 +49,11 @@ export function min(x: Tensor, axes?: Axes, keepDims = false): Tensor {
 /** int32 index of the first maximum along `axis` (default: the last). */
 export function argmax(x: Tensor, axis = -1, keepDims = false): Tensor {
   assertTensor("argmax", "x", x);
-  if (x.rank === 0) throw new ShapeError("argmax: x must have rank >= 1, got a scalar");
-  const ax = axisArg("argmax", axis, x.rank);
+  // A scalar's axes are those of [1], as torch's: its argmax is 0, a scalar whatever keepDims.
+  if (x.rank === 0) checkScalarAxes(axis, "argmax");
+  const ax = axisArg("argmax", axis, Math.max(x.rank, 1));
   assertBoolean("argmax", "keepDims", keepDims);
+  if (x.rank === 0) return engine.tidy(() => engine.runKernel(Argmax, { x: reshape(x, [1]) }, { axis: 0, keepDims: false }));
   if (x.shape[ax] === 0) throw new ShapeError(`argmax: axis ${ax} has size 0 (shape ${formatShape(x.shape)})`);
   return engine.runKernel(Argmax, { x }, { axis: ax, keepDims });
 }

@@ -2,7 +2,7 @@ import { type DType, isDType } from "../dtypes";
 import { engine } from "../engine";
 import { DTypeError, IndexError, ShapeError, ValueError } from "../errors";
 import { BroadcastTo, Cast, Concat, Gather, IndexCopy, OneHot, Reshape, ScatterAdd, Slice, Split, Transpose } from "../kernel_names";
-import { broadcastShapes, formatShape, normalizeAxes, shapesEqual, sizeOf } from "../shape";
+import { broadcastShapes, checkScalarAxes, formatShape, normalizeAxes, shapesEqual, sizeOf } from "../shape";
 import type { Tensor } from "../tensor";
 import { assertArray, assertDType, assertPositiveInt, assertRank, assertSameBackend, assertSameDType, assertShapeArg, assertTensor, axisArg, formatArg } from "./validate";
 
@@ -50,6 +50,11 @@ export function expandDims(x: Tensor, axis: number): Tensor {
 /** Removes dims of size 1 (the given axes, or all of them). */
 export function squeeze(x: Tensor, axes?: number | readonly number[]): Tensor {
   assertTensor("squeeze", "x", x);
+  // A scalar's axes are those of [1], as torch's: squeezing them leaves it a scalar.
+  if (x.rank === 0) {
+    checkScalarAxes(axes, "squeeze");
+    return reshape(x, []);
+  }
   const list = axes === undefined ? undefined : normalizeAxes(axes, x.rank, "squeeze");
   for (const a of list ?? []) {
     if (x.shape[a] !== 1) throw new ShapeError(`squeeze: axis ${a} has size ${x.shape[a]}, expected 1`);

@@ -24,6 +24,16 @@ export function assertSameBackend(op: string, entries: [string, Tensor | undefin
   }
 }
 
+/**
+ * A backend argument must be a Backend object (or undefined: the active one): a name ("js") or null failed inside the
+ * engine with a TypeError ("backend.allocate is not a function").
+ */
+export function assertBackendArg(op: string, backend: unknown): void {
+  if (backend !== undefined && (backend === null || typeof backend !== "object")) {
+    throw new ValueError(`${op}: backend must be a Backend object (getBackendInstance(name) returns one), got ${formatArg(backend)}`);
+  }
+}
+
 export function assertFloat(op: string, name: string, t: Tensor): void {
   if (t.dtype === "int32") throw new DTypeError(`${op}: ${name} has dtype int32, expected a float dtype (float32, float16, bfloat16)`);
 }

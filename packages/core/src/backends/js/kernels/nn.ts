@@ -338,18 +338,24 @@ export function attentionBackwardKernel({
 /** dout, q, k, v, out and lse as AttentionBackward reads them (contiguous matrices). */
 export type AttentionBackwardInputs = [Float32Array, Float32Array, Float32Array, Float32Array, Float32Array, Float32Array];
 
-/** AttentionBackward over contiguous arrays: dq [heads, m, d], dk and dv [heads, n, d] from dout, q, k, v, out, lse. */
+/**
+ * AttentionBackward over contiguous arrays: dq [heads, m, d], dk and dv [heads, n, d] from dout, q, k, v and out. Each
+ * row's P is its float64 scores' softmax, exp(s - max) / sum, as the forward computes it, not exp(s - lse) from the
+ * saved float32 lse: that lse is the row's log-sum-exp rounded to float32, off by up to half its ulp (0.004 at 1e5,
+ * 5e30 at 1e38), and exp of the difference scaled P by e^(that error) (dv at scores near 1e9 was Infinity, dq NaN).
+ */
 function attentionGradients(
-  [g, qs, ks, vs, o, l]: AttentionBackwardInputs,
+  [g, qs, ks, vs, o]: AttentionBackwardInputs,
   [dq, dk, dv]: [Float32Array, Float32Array, Float32Array],
   { heads, m, n, d }: AttentionSizes,
   causal: boolean,
   scale: number,
 ): void {
-  // Row by row, each P_ij recomputed from the saved lse; dk and dv summed over the rows of one head in float64.
+  // Row by row, each P_ij recomputed from the row's scores; dk and dv summed over the rows of one head in float64.
   const dqRow = new Float64Array(d);
   const dkAcc = new Float64Array(n * d);
   const dvAcc = new Float64Array(n * d);
+  const probabilities = new Float64Array(n);
   for (let h = 0; h < heads; h++) {
     const keyBase = h * n * d;
     dkAcc.fill(0);
@@ -357,7 +363,19 @@ function attentionGradients(
     for (let i = 0; i < m; i++) {
       const row = (h * m + i) * d;
       const kept = causal ? i + n - m + 1 : n;
-      const rowLse = l[h * m + i];
+      let max = Number.NEGATIVE_INFINITY;
+      for (let j = 0; j < kept; j++) {
+        const s = scale * dot(qs, row, ks, keyBase + j * d, d);
+        probabilities[j] = s;
+        if (s > max || Number.isNaN(s)) max = s;
+      }
+      let sum = 0;
+      for (let j = 0; j < kept; j++) {
+        const e = Math.exp(probabilities[j] - max);
+        probabilities[j] = e;
+        sum += e;
+      }
+      for (let j = 0; j < kept; j++) probabilities[j] /= sum;
       const di = dot(g, row, o, row, d);
       dqRow.fill(0);
       let j = 0;
@@ -365,20 +383,15 @@ function attentionGradients(
       for (; j + 2 <= kept; j += 2) {
         const k0 = keyBase + j * d;
         const k1 = k0 + d;
-        let s0 = 0;
-        let s1 = 0;
         let t0 = 0;
         let t1 = 0;
         for (let c = 0; c < d; c++) {
-          const qc = qs[row + c];
           const gc = g[row + c];
-          s0 += qc * ks[k0 + c];
-          s1 += qc * ks[k1 + c];
           t0 += gc * vs[k0 + c];
           t1 += gc * vs[k1 + c];
         }
-        const p0 = Math.exp(scale * s0 - rowLse);
-        const p1 = Math.exp(scale * s1 - rowLse);
+        const p0 = probabilities[j];
+        const p1 = probabilities[j + 1];
         const ds0 = scale * p0 * (t0 - di);
         const ds1 = scale * p1 * (t1 - di);
         const a0 = j * d;
@@ -395,7 +408,7 @@ function attentionGradients(
       }
       if (j < kept) {
         const key = keyBase + j * d;
-        const p = Math.exp(scale * dot(qs, row, ks, key, d) - rowLse);
+        const p = probabilities[j];
         const ds = scale * p * (dot(g, row, vs, key, d) - di);
         const at = j * d;
         for (let c = 0; c < d; c++) {
