@@ -223,18 +223,61 @@ function checkText(name: string, text: unknown): void {
 /** How a token id list to decode is described in an error. */
 const describeIds = (ids: unknown) => (ids === null ? "null" : ArrayBuffer.isView(ids) ? ids.constructor.name : Array.isArray(ids) ? "an array" : typeof ids);
 
+/** Whether a tokenizer.json post_processor is RobertaProcessing, alone or in a Sequence. */
+function isRobertaProcessing(processor: unknown): boolean {
+  if (!isRecord(processor)) return false;
+  return processor.type === "RobertaProcessing" || (processor.type === "Sequence" && Array.isArray(processor.processors) && processor.processors.some(isRobertaProcessing));
+}
+
+/**
+ * Whether a tokenizer.json post_processor adds nothing to a pair (none, or ByteLevel as GPT-2's, or a Sequence ending
+ * in one): the library gives such a processor's encodings no token types, and ByteLevel's pairs without their second text.
+ */
+function concatenatesPairs(processor: unknown): boolean {
+  if (!isRecord(processor)) return true;
+  if (processor.type === "ByteLevel") return true;
+  const processors = processor.type === "Sequence" && Array.isArray(processor.processors) ? processor.processors : null;
+  return processors !== null && (processors.length === 0 || concatenatesPairs(processors[processors.length - 1]));
+}
+
 /**
  * Hugging Face's tokenizers (`@huggingface/tokenizers`) with transformers' decode: an empty list decodes to "", ids may
  * come as a typed array (a generate result's dataSync()), a negative or non-integer id is named (it decoded to nothing),
- * and an id past the vocabulary is skipped, as transformers skips it.
+ * and an id past the vocabulary is skipped, as transformers skips it. Encoding a pair gives Hugging Face's token types:
+ * 0 then 1 where the post-processor adds nothing (GPT-2's: the texts concatenated), 0 throughout for RobertaProcessing.
  */
 class PretrainedTokenizer extends Tokenizer {
+  /** RoBERTa does not use token types: the library gives a pair's second text type 1, which RoBERTa's type_vocab_size of 1 has no row for. */
+  readonly #typesAllZero: boolean;
+  /** The post-processor adds nothing: a pair is the two texts' tokens, types 0 then 1 (the library dropped ByteLevel's second text). */
+  readonly #concatenatesPairs: boolean;
+
+  constructor(tokenizer: Record<string, unknown>, config: Record<string, unknown>) {
+    super(tokenizer, config);
+    this.#typesAllZero = isRobertaProcessing(tokenizer.post_processor);
+    this.#concatenatesPairs = concatenatesPairs(tokenizer.post_processor);
+  }
+
   override encode(text: string, options: EncodeOptions & { return_token_type_ids: true }): Encoding & { token_type_ids: number[] };
   override encode(text: string, options?: EncodeOptions): Encoding;
   override encode(text: string, options?: EncodeOptions): Encoding {
     checkText("text", text);
-    if (options?.text_pair != null) checkText("text_pair", options.text_pair);
-    return super.encode(text, options ?? {});
+    const pair = options?.text_pair;
+    if (pair != null) checkText("text_pair", pair);
+    if (!this.#concatenatesPairs) {
+      const encoding = super.encode(text, options ?? {});
+      if (this.#typesAllZero) encoding.token_type_ids?.fill(0);
+      return encoding;
+    }
+    // "" is no pair, as transformers' fast tokenizers take it.
+    const parts = [text, ...(pair ? [pair] : [])].map((part) => super.encode(part, { ...options, text_pair: null }));
+    const encoding: Encoding = {
+      ids: parts.flatMap((part) => part.ids),
+      tokens: parts.flatMap((part) => part.tokens),
+      attention_mask: parts.flatMap((part) => part.attention_mask),
+    };
+    if (options?.return_token_type_ids) encoding.token_type_ids = parts.flatMap((part, type) => part.ids.map(() => type));
+    return encoding;
   }
 
   override decode(tokenIds: ArrayLike<number | bigint>, options?: DecodeOptions): string {
@@ -245,10 +288,12 @@ class PretrainedTokenizer extends Tokenizer {
     if (ids.length === 0) return "";
     for (const [i, id] of ids.entries()) {
       if (!Number.isSafeInteger(id)) throw new ValueError(`Tokenizer.decode: the token id at ${i} is ${tokenIds[i]}, not an integer`);
-      // An id past the vocabulary (a model's padded vocab_size) is skipped, as transformers' decode skips it.
       if (id < 0) throw new IndexError(`Tokenizer.decode: token id ${id} (at ${i}) is negative`);
     }
-    return super.decode(ids, options ?? {});
+    // An id past the vocabulary (a model's padded vocab_size) is skipped, as transformers' decode skips it: the library
+    // decoded it as the unknown token (BERT's "[UNK]").
+    const known = ids.filter((id) => this.id_to_token(id) !== undefined);
+    return known.length === 0 ? "" : super.decode(known, options ?? {});
   }
 }
 

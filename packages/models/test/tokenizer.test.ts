@@ -23,6 +23,37 @@ async function tokenizerDir(files: Record<string, unknown>): Promise<string> {
   return dir;
 }
 
+/** A folder holding `tokenizer` as its tokenizer.json. */
+async function writtenTokenizer(tokenizer: unknown): Promise<string> {
+  const dir = await mkdtemp(join(scratch, "tokenizer-"));
+  await writeFile(join(dir, "tokenizer.json"), JSON.stringify(tokenizer));
+  return dir;
+}
+
+/** A BERT tokenizer.json (bert-base-uncased's normalizer, pre-tokenizer, template and decoder) over a vocabulary of 16. */
+function wordPieceTokenizer(): unknown {
+  const special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+  const vocab = Object.fromEntries([...special, "hello", "world", "cafe", "naive", "un", "##aff", "##able", "中", "文", "!", ","].map((token, id) => [token, id]));
+  const sequence = (id: string, type: number) => ({ Sequence: { id, type_id: type } });
+  const token = (id: string, type: number) => ({ SpecialToken: { id, type_id: type } });
+  return {
+    version: "1.0",
+    truncation: null,
+    padding: null,
+    added_tokens: special.map((content) => ({ id: vocab[content], content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+    normalizer: { type: "BertNormalizer", clean_text: true, handle_chinese_chars: true, strip_accents: null, lowercase: true },
+    pre_tokenizer: { type: "BertPreTokenizer" },
+    post_processor: {
+      type: "TemplateProcessing",
+      single: [token("[CLS]", 0), sequence("A", 0), token("[SEP]", 0)],
+      pair: [token("[CLS]", 0), sequence("A", 0), token("[SEP]", 0), sequence("B", 1), token("[SEP]", 1)],
+      special_tokens: { "[CLS]": { id: "[CLS]", ids: [2], tokens: ["[CLS]"] }, "[SEP]": { id: "[SEP]", ids: [3], tokens: ["[SEP]"] } },
+    },
+    decoder: { type: "WordPiece", prefix: "##", cleanup: true },
+    model: { type: "WordPiece", unk_token: "[UNK]", continuing_subword_prefix: "##", max_input_chars_per_word: 100, vocab },
+  };
+}
+
 describe("loadTokenizer", () => {
   it("encodes as Hugging Face's tokenizers did (the fixture's encodings) and decodes back", async () => {
     const tokenizer = await loadTokenizer(fixtures("tokenizer"));
@@ -101,5 +132,70 @@ describe("loadTokenizer", () => {
     const pointer = await mkdtemp(join(scratch, "lfs-"));
     await writeFile(join(pointer, "tokenizer.json"), "version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 9085657\n");
     await expect(loadTokenizer(pointer)).rejects.toThrow(/tokenizer\.json is a Git LFS pointer, not the file \(fetch it with `git lfs pull`\)/);
+  });
+
+  // Expected ids and texts: Hugging Face's tokenizers (the Rust library, 0.23) on the same tokenizer.json.
+  it("WordPiece (BERT) encodes as Hugging Face's tokenizers: accents stripped by lowercasing, Chinese characters split, [UNK], pairs", async () => {
+    const tokenizer = await loadTokenizer(await writtenTokenizer(wordPieceTokenizer()));
+    expect(tokenizer.encode("Héllo, WORLD!").ids).toEqual([2, 5, 15, 6, 14, 3]);
+    expect(tokenizer.encode("Café naïve unaffable").ids).toEqual([2, 7, 8, 9, 10, 11, 3]);
+    expect(tokenizer.encode("中文字").ids).toEqual([2, 12, 13, 1, 3]);
+    const pair = tokenizer.encode("hello", { text_pair: "world", return_token_type_ids: true });
+    expect([pair.ids, pair.token_type_ids]).toEqual([
+      [2, 5, 3, 6, 3],
+      [0, 0, 0, 1, 1],
+    ]);
+    expect(tokenizer.decode([2, 12, 13, 1, 3])).toBe("[CLS] 中 文 [UNK] [SEP]");
+    expect(tokenizer.decode([2, 5, 15, 6, 14, 3], { skip_special_tokens: true })).toBe("hello, world!");
+  });
+
+  it("decode skips an id past the vocabulary of a tokenizer with an unknown token (BERT's [UNK]), as transformers does", async () => {
+    const tokenizer = await loadTokenizer(await writtenTokenizer(wordPieceTokenizer()));
+    const size = tokenizer.get_vocab(true).size;
+    // The library decoded each as "[UNK]": "hello [UNK] world".
+    expect(tokenizer.decode([5, size, 6])).toBe("hello world");
+    expect(tokenizer.decode([2, 5, 3, size + 10])).toBe("[CLS] hello [SEP]");
+    expect(tokenizer.decode([size])).toBe("");
+  });
+
+  it("RobertaProcessing gives a pair's tokens type 0 throughout, as transformers' RoBERTa tokenizers (RoBERTa has one token type)", async () => {
+    const tokenizer: Record<string, unknown> & { model: { vocab: Record<string, number> }; added_tokens: unknown[] } = JSON.parse(
+      await readFile(fixtures("tokenizer/tokenizer.json"), "utf8"),
+    );
+    const { vocab } = tokenizer.model;
+    for (const content of ["<s>", "</s>"]) {
+      vocab[content] = Object.keys(vocab).length;
+      tokenizer.added_tokens.push({ id: vocab[content], content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+    }
+    tokenizer.post_processor = { type: "RobertaProcessing", sep: ["</s>", vocab["</s>"]], cls: ["<s>", vocab["<s>"]], trim_offsets: true, add_prefix_space: false };
+    const roberta = await loadTokenizer(await writtenTokenizer(tokenizer));
+    const pair = roberta.encode("Call me", { text_pair: "Ishmael.", return_token_type_ids: true });
+    // <s> A </s></s> B </s>; the library gave the second text and its separators type 1.
+    expect(pair.ids.filter((id) => id === vocab["</s>"])).toHaveLength(3);
+    expect(pair.ids[0]).toBe(vocab["<s>"]);
+    expect(pair.token_type_ids).toEqual(new Array(pair.ids.length).fill(0));
+    // BERT's pairs keep their types.
+    const bert = await loadTokenizer(await writtenTokenizer(wordPieceTokenizer()));
+    expect(bert.encode("hello", { text_pair: "world", return_token_type_ids: true }).token_type_ids).toEqual([0, 0, 0, 1, 1]);
+  });
+
+  it("a pair with GPT-2's ByteLevel post-processor keeps its second text, and byte-level pairs have types 0 then 1, as Hugging Face's tokenizers", async () => {
+    const gpt2 = JSON.parse(await readFile(fixtures("tokenizer/tokenizer.json"), "utf8"));
+    // What GPT-2's tokenizer.json on the hub holds.
+    gpt2.post_processor = { type: "ByteLevel", add_prefix_space: true, trim_offsets: false, use_regex: true };
+    const withByteLevel = await loadTokenizer(await writtenTokenizer(gpt2));
+    const withNone = await loadTokenizer(fixtures("tokenizer"));
+    const ids = [258, 287, 79, 264, 286, 320, 84, 258, 277, 65, 70, 69];
+    const types = [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1];
+    for (const tokenizer of [withByteLevel, withNone]) {
+      // The library dropped "the cafe" with ByteLevel, and gave no token types (undefined, typed number[]) with either.
+      const pair = tokenizer.encode("hello world", { text_pair: "the cafe", return_token_type_ids: true });
+      expect([pair.ids, pair.token_type_ids, pair.attention_mask]).toEqual([ids, types, ids.map(() => 1)]);
+      expect(pair.tokens).toHaveLength(ids.length);
+      expect(tokenizer.encode("hello world", { text_pair: "the cafe" }).token_type_ids).toBeUndefined();
+      expect(tokenizer.encode("hello world", { return_token_type_ids: true }).token_type_ids).toEqual([0, 0, 0, 0, 0, 0]);
+      // An empty pair is none, as transformers' fast tokenizers take it.
+      expect(tokenizer.encode("hello world", { text_pair: "" }).ids).toEqual(ids.slice(0, 6));
+    }
   });
 });
