@@ -77,11 +77,14 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // zero or constant weight, net of loadStateDict refusing a block-sparse entry for a dense parameter (78.013 measured);
   // 78.02 KiB until clipGradNorm took torch's norm_type and error_if_nonfinite, GradScaler.update its new scale,
   // zeroGrad set_to_none=False and Optimizer.step a closure (78.396 measured); 78.40 KiB until a number a half dtype
-  // holds as a subnormal joined in float32 and core's argument errors quoted what was passed (78.462 measured).
-  it("format + core + autograd + nn stay within 78.47 KiB gzipped and evaluate no code", async () => {
+  // holds as a subnormal joined in float32 and core's argument errors quoted what was passed (78.462 measured); 78.47
+  // KiB until core checked requiresGrad, registerBackend, observers, tensorOn's values and the leak guard's options where
+  // they are given and took a scalar's axes 0 and -1, and nn took Dropout(1), kept a Parameter a leaf and checked its
+  // boolean options (79.407 measured).
+  it("format + core + autograd + nn stay within 79.41 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(78.47);
+    expect(gzipKiB).toBeLessThanOrEqual(79.41);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
