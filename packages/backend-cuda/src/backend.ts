@@ -1,4 +1,5 @@
 import { existsSync } from "node:fs";
+import { resolve } from "node:path";
 import {
   type Backend,
   BackendError,
@@ -22,6 +23,7 @@ import {
   sizeOf,
 } from "@blocksparse/core";
 import { PRODUCTS, TC_PATHS, readAutotuneCache, sameDevice, serializeAutotuneCache, writeAutotuneCache } from "./autotune_cache";
+import { environmentSwitch } from "./environment";
 import { CudaError, CudaOutOfMemoryError, translateNativeError } from "./errors";
 import { cudaKernels } from "./kernels";
 import { startCuda } from "./loader";
@@ -116,7 +118,7 @@ export class CudaBackend implements Backend {
     this.addonPath = start.path;
     this.build = this.addon.buildInfo();
     applyTf32Setting(this.addon);
-    if (process.env.BLOCKSPARSE_CUDA_AUTOTUNE === "1") this.addon.setAutotune(true);
+    if (environmentSwitch("BLOCKSPARSE_CUDA_AUTOTUNE", false)) this.addon.setAutotune(true);
     const cacheFile = process.env.BLOCKSPARSE_CUDA_AUTOTUNE_CACHE;
     if (cacheFile) this.useAutotuneCache(cacheFile);
     // Said once per process (one backend instance): dense matmul is slower without cuBLAS, never wrong.
@@ -125,7 +127,7 @@ export class CudaBackend implements Backend {
         code: "BLOCKSPARSE_CUDA_NO_CUBLAS",
       });
     }
-    if (process.env.BLOCKSPARSE_CUDA_WARMUP !== "0") this.warmUpMs = warmUp(this);
+    if (environmentSwitch("BLOCKSPARSE_CUDA_WARMUP", true)) this.warmUpMs = warmUp(this);
   }
 
   /**
@@ -161,7 +163,7 @@ export class CudaBackend implements Backend {
     const buffer = this.buffer(dataId);
     if (!isStorageOf(buffer.dtype, values) || values.length !== buffer.size) {
       throw new ValueError(
-        `cuda: write expects the ${buffer.dtype} storage array of ${buffer.size} elements, got ${values.constructor.name}(${values.length})`,
+        `cuda: write expects the ${buffer.dtype} storage array of ${buffer.size} elements, got ${ArrayBuffer.isView(values) ? `${values.constructor.name}(${values.length})` : formatArg(values)}`,
       );
     }
     this.native(() => this.addon.write(buffer.handle, values));
@@ -303,7 +305,7 @@ export class CudaBackend implements Backend {
   setMemoryLimit(bytes: number | null): number | null {
     this.checkAlive();
     if (bytes !== null && !(Number.isSafeInteger(bytes) && bytes > 0))
-      throw new ValueError(`setMemoryLimit: expected a positive whole number of bytes or null, got ${bytes}`);
+      throw new ValueError(`setMemoryLimit: expected a positive whole number of bytes or null, got ${formatArg(bytes)}`);
     const previous = this.native(() => this.addon.setMemoryLimit(bytes ?? 0));
     return previous === 0 ? null : previous;
   }
@@ -331,7 +333,7 @@ export class CudaBackend implements Backend {
   sampledPlan(pattern: BsrPattern, tokens: number, dtype: DType): string {
     this.checkAlive();
     if (!(pattern instanceof BsrPattern)) throw new ValueError(`sampledPlan: pattern must be a BsrPattern, got ${formatArg(pattern)}`);
-    if (!Number.isSafeInteger(tokens) || tokens < 1) throw new ValueError(`sampledPlan: tokens must be a positive whole number, got ${tokens}`);
+    if (!Number.isSafeInteger(tokens) || tokens < 1) throw new ValueError(`sampledPlan: tokens must be a positive whole number, got ${formatArg(tokens)}`);
     if (!isDType(dtype) || !isFloatDType(dtype)) throw new ValueError(`sampledPlan: dtype must be float32, float16 or bfloat16, got ${formatArg(dtype)}`);
     const handle = this.pattern(pattern);
     return this.native(() => this.addon.sampledPlan(handle, tokens, this.code(dtype)));
@@ -357,7 +359,9 @@ export class CudaBackend implements Backend {
   /** Checks `mode`, hands its code to the addon's setter, returns the previous mode. */
   private setDenseMode(what: string, mode: DenseSampledMode, set: (code: 0 | 1 | 2) => number): DenseSampledMode {
     const code = DENSE_SAMPLED_MODES.indexOf(mode);
-    if (code < 0) throw new ValueError(`${what}: mode must be one of ${DENSE_SAMPLED_MODES.join(", ")}, got ${JSON.stringify(mode)}`);
+    // formatArg, not JSON.stringify: a BigInt or a cyclic object made a TypeError of the ValueError.
+    if (code < 0) throw new ValueError(`${what}: mode must be one of ${DENSE_SAMPLED_MODES.join(", ")}, got ${formatArg(mode)}`);
+    this.checkAlive();
     return DENSE_SAMPLED_MODES[this.native(() => set(code as 0 | 1 | 2))] ?? "auto";
   }
 
@@ -372,7 +376,7 @@ export class CudaBackend implements Backend {
    * (process-wide).
    */
   setAutotune(on: boolean): boolean {
-    if (typeof on !== "boolean") throw new ValueError(`setAutotune: on must be a boolean, got ${typeof on}`);
+    if (typeof on !== "boolean") throw new ValueError(`setAutotune: on must be a boolean, got ${formatArg(on)}`);
     this.checkAlive();
     return this.native(() => this.addon.setAutotune(on));
   }
@@ -438,14 +442,21 @@ export class CudaBackend implements Backend {
   useAutotuneCache(file: string): void {
     if (typeof file !== "string" || file.length === 0) throw new ValueError("useAutotuneCache: file must be a non-empty path");
     this.checkAlive();
+    // Written at exit where it was read: a relative path went to the working directory of that moment.
+    const path = resolve(file);
     this.addon.setAutotune(true);
     try {
-      if (existsSync(file)) this.loadAutotune(file);
+      if (existsSync(path) && !this.loadAutotune(path).sameDevice) {
+        process.emitWarning(
+          `autotune cache ${path}: measured on another kind of GPU than this ${this.device.name} (compute capability ${this.device.computeCapability}); tuning from scratch, and the file is rewritten with this GPU's choices at exit`,
+          { code: "BLOCKSPARSE_CUDA_AUTOTUNE_CACHE" },
+        );
+      }
     } catch (error) {
       process.emitWarning(`${(error as Error).message}; tuning from scratch`, { code: "BLOCKSPARSE_CUDA_AUTOTUNE_CACHE" });
     }
     // One exit listener writes every file named so far (one per call would pass Node's limit of ten and warn).
-    this.autotuneFiles.add(file);
+    this.autotuneFiles.add(path);
     if (!process.listeners("exit").includes(this.writeAutotuneFiles)) process.once("exit", this.writeAutotuneFiles);
   }
 
@@ -470,6 +481,7 @@ export class CudaBackend implements Backend {
   /** Dense matmul through cuBLAS (when built with it) or the built-in kernel. Returns whether cuBLAS is used. */
   setCublasEnabled(enabled: boolean): boolean {
     if (typeof enabled !== "boolean") throw new ValueError(`setCublasEnabled: enabled must be a boolean, got ${formatArg(enabled)}`);
+    this.checkAlive();
     return this.native(() => this.addon.setCublasEnabled(enabled));
   }
 
@@ -509,6 +521,8 @@ export class CudaBackend implements Backend {
 
   /** The pattern's indices on the device: validated and uploaded once, freed when the pattern is collected. */
   pattern(pattern: BsrPattern): PatternHandle {
+    // After dispose() a known handle is freed, and a new upload would be held by no one (dispose has run).
+    this.checkAlive();
     const known = this.patternHandles.get(pattern);
     if (known !== undefined) return known;
     // Its upload waits for the device: inside a capture that was a generic CudaError, and the capture broken.

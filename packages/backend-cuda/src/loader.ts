@@ -57,11 +57,21 @@ export function addonCandidates(): AddonCandidate[] {
   return candidates;
 }
 
-function isNativeAddon(value: unknown): value is NativeAddon {
-  if (typeof value !== "object" || value === null) return false;
+/** The addon's functions a loaded module lacks (all of them when it is not an object). */
+function missingFunctions(value: unknown): readonly string[] {
+  if (typeof value !== "object" || value === null) return NATIVE_FUNCTIONS;
   const record = value as Record<string, unknown>;
-  return NATIVE_FUNCTIONS.every((name) => typeof record[name] === "function");
+  return NATIVE_FUNCTIONS.filter((name) => typeof record[name] !== "function");
 }
+
+/** "a, b and 3 more": the first few names of a list, for a one-line message. */
+function someNames(names: readonly string[]): string {
+  const shown = names.slice(0, 3).join(", ");
+  return names.length > 3 ? `${shown} and ${names.length - 3} more` : shown;
+}
+
+/** The candidate the user named: what it was asked for is what is reported when it fails, never skipped in silence. */
+const OVERRIDE = "BLOCKSPARSE_CUDA_ADDON";
 
 export type AddonLoad = { addon: NativeAddon; path: string } | { addon: null; reason: string };
 
@@ -73,20 +83,28 @@ let loaded: AddonLoad | undefined;
  */
 export function loadFirstAddon(candidates: AddonCandidate[]): AddonLoad {
   const present = candidates.filter((candidate): candidate is { source: string; path: string } => candidate.path !== null && existsSync(candidate.path));
+  // A path the user set that names nothing (a typo, a build folder since cleaned) was dropped without a word: the
+  // reason said only that the platform package was missing, or another binary loaded in its place.
+  const override = candidates.find((candidate) => candidate.source === OVERRIDE && candidate.path !== null && !existsSync(candidate.path));
+  const errors: string[] = override ? [`${OVERRIDE} names ${override.path}, which does not exist`] : [];
   if (present.length === 0) {
     const platform = process.platform === "linux" && process.arch === "x64" ? `${PLATFORM_PACKAGE} is not installed (an optional dependency: was it omitted?)` : `no prebuilt binary for ${process.platform}-${process.arch}`;
-    return { addon: null, reason: `the CUDA addon is not installed: ${platform}, and it was not built from source; ${BUILD_FROM_SOURCE}` };
+    const named = errors.length > 0 ? `${errors[0]}, ` : "";
+    return { addon: null, reason: `the CUDA addon is not installed: ${named}${platform}, and it was not built from source; ${BUILD_FROM_SOURCE}` };
   }
   const require = createRequire(moduleFile());
-  const errors: string[] = [];
   for (const { source, path } of present) {
     try {
       const module: unknown = require(path);
-      if (!isNativeAddon(module)) {
-        errors.push(`${source} is not a compatible build (functions are missing)`);
+      const missing = missingFunctions(module);
+      if (missing.length > 0) {
+        errors.push(`${source} is not a compatible build (it lacks ${someNames(missing)}: built from other sources than this package's)`);
         continue;
       }
-      return { addon: module, path };
+      if (errors.length > 0 && candidates.some((candidate) => candidate.source === OVERRIDE)) {
+        process.emitWarning(`${errors.join("; ")}; loaded ${source} (${path}) instead`, { code: "BLOCKSPARSE_CUDA_ADDON" });
+      }
+      return { addon: module as NativeAddon, path };
     } catch (error) {
       errors.push(`${source} failed to load (${error instanceof Error ? error.message : String(error)})`);
     }
@@ -105,37 +123,40 @@ export type CudaStart = { addon: NativeAddon; device: DeviceInfo; path: string }
 let started: CudaStart | undefined;
 
 /**
- * The device BLOCKSPARSE_CUDA_DEVICE names (default 0), or why it names none: an index past int32 would reach CUDA
- * wrapped (2^32 as device 0), another GPU than the one asked for.
+ * The device BLOCKSPARSE_CUDA_DEVICE names (default 0; empty counts as unset), or why it names none: decimal digits
+ * only (Number() read "0x1" as device 1, "1e1" as 10 and "  " as 0), and an index within int32 (2^32 would reach
+ * CUDA wrapped, as device 0: another GPU than the one asked for).
  */
 export function deviceIndexOf(text: string | undefined): number | string {
-  const deviceText = text ?? "0";
-  const deviceIndex = Number(deviceText);
-  if (!Number.isInteger(deviceIndex) || deviceIndex < 0 || deviceIndex > 2 ** 31 - 1) {
-    return `BLOCKSPARSE_CUDA_DEVICE must be a device index, got '${deviceText}'`;
+  if (text === undefined || text === "") return 0;
+  const deviceIndex = /^\s*\d+\s*$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isInteger(deviceIndex) || deviceIndex > 2 ** 31 - 1) {
+    return `BLOCKSPARSE_CUDA_DEVICE must be a device index, got '${text}'`;
   }
   return deviceIndex;
 }
 
-/** Loads the addon and starts CUDA on the device (BLOCKSPARSE_CUDA_DEVICE, default 0), once. */
-export function startCuda(): CudaStart {
-  if (started) return started;
-  const load = loadAddon();
-  if (load.addon === null) {
-    started = load;
-    return started;
-  }
-  const deviceIndex = deviceIndexOf(process.env.BLOCKSPARSE_CUDA_DEVICE);
-  if (typeof deviceIndex === "string") {
-    started = { addon: null, reason: deviceIndex };
-    return started;
-  }
+/**
+ * Starts CUDA through a loaded addon on the device `deviceText` (BLOCKSPARSE_CUDA_DEVICE's value) names. A device the
+ * addon refuses (past the GPUs there are) is reported with the variable that chose it, which CUDA's message cannot name.
+ */
+export function startOn(load: AddonLoad, deviceText: string | undefined): CudaStart {
+  if (load.addon === null) return load;
+  const deviceIndex = deviceIndexOf(deviceText);
+  if (typeof deviceIndex === "string") return { addon: null, reason: deviceIndex };
   try {
     const device = load.addon.init(deviceIndex);
-    started = { addon: load.addon, device, path: load.path };
+    return { addon: load.addon, device, path: load.path };
   } catch (error) {
-    started = { addon: null, reason: error instanceof Error ? error.message : String(error) };
+    const message = error instanceof Error ? error.message : String(error);
+    const chosen = deviceText === undefined || deviceText === "" ? "" : `BLOCKSPARSE_CUDA_DEVICE=${deviceText.trim()}: `;
+    return { addon: null, reason: `${chosen}${message}` };
   }
+}
+
+/** Loads the addon and starts CUDA on the device (BLOCKSPARSE_CUDA_DEVICE, default 0), once. */
+export function startCuda(): CudaStart {
+  started ??= startOn(loadAddon(), process.env.BLOCKSPARSE_CUDA_DEVICE);
   return started;
 }
 

@@ -5,9 +5,10 @@
  * Off by default, so float32 stays exact; `BLOCKSPARSE_ALLOW_TF32=1` turns it on at start.
  */
 import { ValueError } from "@blocksparse/core";
+import { environmentSwitch } from "./environment";
 import type { NativeAddon } from "./native";
 
-let allowed = process.env.BLOCKSPARSE_ALLOW_TF32 === "1";
+let allowed = environmentSwitch("BLOCKSPARSE_ALLOW_TF32", false);
 let started: NativeAddon | null = null;
 
 /** Allows (true) or forbids (false) TF32 for float32 block-sparse products, process-wide. */

@@ -4,8 +4,8 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { getBackend, listBackends, removeBackend, setBackend } from "@blocksparse/core";
 import { CUDA_PRIORITY, addonCandidates, cudaAvailability } from "../src/index";
-import { type AddonCandidate, BUILD_FROM_SOURCE, deviceIndexOf, loadFirstAddon, PLATFORM_PACKAGE } from "../src/loader";
-import { NATIVE_FUNCTIONS } from "../src/native";
+import { type AddonCandidate, BUILD_FROM_SOURCE, deviceIndexOf, loadFirstAddon, PLATFORM_PACKAGE, startOn } from "../src/loader";
+import { NATIVE_FUNCTIONS, type NativeAddon } from "../src/native";
 import { afterAll, describe, expect, test, vi } from "vitest";
 
 // tsup builds the CommonJS bundle one test checks; where it cannot load (a checkout carried without typescript), that
@@ -28,6 +28,7 @@ function fakeAddon(name: string, body: "addon" | "incomplete" | "throws"): strin
 }
 const platform = (path: string | null): AddonCandidate => ({ source: `the prebuilt binary (${PLATFORM_PACKAGE})`, path });
 const local = (path: string | null): AddonCandidate => ({ source: "a build from source at install", path });
+const override = (path: string): AddonCandidate => ({ source: "BLOCKSPARSE_CUDA_ADDON", path });
 
 describe("loading the addon and registering the backend", () => {
   test("importing the package registers cuda above js", () => {
@@ -64,7 +65,7 @@ describe("loading the addon and registering the backend", () => {
     expect(load.addon).toBeNull();
     const reason = load.addon === null ? load.reason : "";
     expect(reason).toContain(`the prebuilt binary (${PLATFORM_PACKAGE}) failed to load (invalid ELF header)`);
-    expect(reason).toContain("a build from source at install is not a compatible build (functions are missing)");
+    expect(reason).toContain("a build from source at install is not a compatible build (it lacks ");
     expect(reason).toContain(BUILD_FROM_SOURCE);
     expect(reason).not.toMatch(/\n/);
   });
@@ -140,6 +141,50 @@ describe("loading the addon and registering the backend", () => {
     for (const text of [String(2 ** 32), String(2 ** 31), "-1", "1.5", "gpu0"]) {
       expect(deviceIndexOf(text)).toBe(`BLOCKSPARSE_CUDA_DEVICE must be a device index, got '${text}'`);
     }
+  });
+
+  test("BLOCKSPARSE_CUDA_ADDON naming no file is said, not skipped in silence", () => {
+    const missing = join(fakes, "no-such-build", "blocksparse_cuda.node");
+    // Nothing else there: the reason names the path the user set, not only the missing platform package.
+    const alone = loadFirstAddon([override(missing), platform(null), local(join(fakes, "missing.node"))]);
+    expect(alone.addon).toBeNull();
+    expect(alone.addon === null ? alone.reason : "").toContain(`BLOCKSPARSE_CUDA_ADDON names ${missing}, which does not exist`);
+    // Another binary loads in its place: a warning says which, and why the one asked for was not used.
+    const warn = vi.spyOn(process, "emitWarning").mockImplementation(() => {});
+    try {
+      const fallen = loadFirstAddon([override(missing), local(fakeAddon("local", "addon"))]);
+      expect(fallen.addon === null ? fallen.reason : fallen.path).toBe(join(fakes, "local.cjs"));
+      expect(warn).toHaveBeenCalledTimes(1);
+      expect(String(warn.mock.calls[0][0])).toBe(
+        `BLOCKSPARSE_CUDA_ADDON names ${missing}, which does not exist; loaded a build from source at install (${join(fakes, "local.cjs")}) instead`,
+      );
+      expect(warn.mock.calls[0][1]).toEqual({ code: "BLOCKSPARSE_CUDA_ADDON" });
+      // One that loads is used with no warning; a stale one is named with the functions it lacks.
+      warn.mockClear();
+      expect(loadFirstAddon([override(fakeAddon("mine", "addon")), local(fakeAddon("local", "addon"))])).toMatchObject({ path: join(fakes, "mine.cjs") });
+      expect(warn).not.toHaveBeenCalled();
+      const stale = loadFirstAddon([override(fakeAddon("stale", "incomplete"))]);
+      expect(stale.addon === null ? stale.reason : "").toContain(
+        `BLOCKSPARSE_CUDA_ADDON is not a compatible build (it lacks ${NATIVE_FUNCTIONS.filter((name) => name !== "init").slice(0, 3).join(", ")} and ${NATIVE_FUNCTIONS.length - 4} more`,
+      );
+    } finally {
+      warn.mockRestore();
+    }
+  });
+
+  test("BLOCKSPARSE_CUDA_DEVICE takes decimal digits only, and a device CUDA refuses is reported with the variable", () => {
+    // Number() read these as devices 1, 10, 0 and 2.
+    for (const text of ["0x1", "1e1", "  ", "0b10"]) expect(deviceIndexOf(text)).toBe(`BLOCKSPARSE_CUDA_DEVICE must be a device index, got '${text}'`);
+    expect(deviceIndexOf("")).toBe(0); // set but empty: as unset
+    expect(deviceIndexOf(" 2 ")).toBe(2);
+    const addon = Object.fromEntries(NATIVE_FUNCTIONS.map((name) => [name, () => undefined])) as unknown as NativeAddon;
+    addon.init = (index: number) => {
+      throw new Error(`CUDA device index ${index} is out of range: 2 device(s)`);
+    };
+    const load = { addon, path: "stand-in" };
+    expect(startOn(load, "5")).toEqual({ addon: null, reason: "BLOCKSPARSE_CUDA_DEVICE=5: CUDA device index 5 is out of range: 2 device(s)" });
+    expect(startOn(load, undefined)).toEqual({ addon: null, reason: "CUDA device index 0 is out of range: 2 device(s)" });
+    expect(startOn(load, "0x1")).toEqual({ addon: null, reason: "BLOCKSPARSE_CUDA_DEVICE must be a device index, got '0x1'" });
   });
 
   test("a removed backend is gone from the registry", () => {

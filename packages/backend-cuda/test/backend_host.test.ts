@@ -1,0 +1,168 @@
+/**
+ * CudaBackend's public methods on a stand-in addon (no GPU needed, test/stand_in_addon.ts): what a disposed backend
+ * refuses before the addon is reached, and the ValueErrors its setters throw for arguments of any kind.
+ */
+import { existsSync, mkdirSync, mkdtempSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { BackendError, BsrPattern, ValueError } from "@blocksparse/core";
+import { describe, expect, test, vi } from "vitest";
+import { CudaBackend } from "../src/backend";
+import { readAutotuneCache, serializeAutotuneCache } from "../src/autotune_cache";
+import { environmentSwitch } from "../src/environment";
+import { STAND_IN_DEVICE, standInAddon, standInCalls } from "./stand_in_addon";
+
+vi.mock("../src/loader", async (importOriginal) => {
+  const { standInStart } = await import("./stand_in_addon");
+  return { ...(await importOriginal<typeof import("../src/loader")>()), startCuda: standInStart };
+});
+
+describe("CudaBackend's public methods on a stand-in addon", () => {
+  test("a disposed backend refuses the process-wide switches and pattern uploads, reaching nothing native", () => {
+    const backend = new CudaBackend();
+    const known = BsrPattern.random([64, 64], { blockShape: [32, 32], density: 0.5, seed: 1 });
+    backend.pattern(known);
+    backend.dispose();
+    standInCalls.length = 0;
+    const fresh = BsrPattern.random([64, 64], { blockShape: [32, 32], density: 0.5, seed: 2 });
+    const calls: [string, () => unknown][] = [
+      ["setCublasEnabled", () => backend.setCublasEnabled(false)],
+      ["setDenseProductMode", () => backend.setDenseProductMode("never")],
+      ["setDenseSampledMode", () => backend.setDenseSampledMode("always")],
+      // A new pattern was uploaded and held by no one (dispose had run); a known one gave its freed handle.
+      ["pattern (new)", () => backend.pattern(fresh)],
+      ["pattern (known)", () => backend.pattern(known)],
+    ];
+    for (const [what, call] of calls) expect(call, what).toThrow(BackendError);
+    for (const [what, call] of calls) expect(call, what).toThrow("cuda: the backend was disposed");
+    expect(standInCalls).toEqual([]);
+    expect(backend.memory().patterns).toBe(0);
+    backend.dispose(); // twice: nothing more to do
+    expect(standInCalls).toEqual([]);
+  });
+
+  test("the setters name an argument of any kind in a ValueError, never a TypeError from writing the message", () => {
+    const backend = new CudaBackend();
+    try {
+      const pattern = BsrPattern.random([64, 64], { blockShape: [32, 32], density: 0.5, seed: 3 });
+      const cyclic: Record<string, unknown> = {};
+      cyclic.self = cyclic;
+      const cases: [() => unknown, string][] = [
+        [() => backend.setDenseProductMode(1n as never), "setDenseProductMode: mode must be one of auto, never, always, got 1"],
+        [() => backend.setDenseSampledMode(cyclic as never), "setDenseSampledMode: mode must be one of auto, never, always, got object"],
+        [() => backend.setDenseProductMode("Never" as never), 'setDenseProductMode: mode must be one of auto, never, always, got "Never"'],
+        [() => backend.setMemoryLimit(Symbol("bytes") as never), "setMemoryLimit: expected a positive whole number of bytes or null, got Symbol(bytes)"],
+        [() => backend.setMemoryLimit(10n as never), "setMemoryLimit: expected a positive whole number of bytes or null, got 10"],
+        [() => backend.sampledPlan(pattern, Symbol("tokens") as never, "float16"), "sampledPlan: tokens must be a positive whole number, got Symbol(tokens)"],
+        [() => backend.setAutotune("yes" as never), 'setAutotune: on must be a boolean, got "yes"'],
+      ];
+      const buffer = backend.allocate("float32", 2);
+      cases.push(
+        [() => backend.write(buffer, null as never), "cuda: write expects the float32 storage array of 2 elements, got null"],
+        [() => backend.write(buffer, [1, 2] as never), "cuda: write expects the float32 storage array of 2 elements, got an array"],
+        [() => backend.write(buffer, Int32Array.of(1, 2)), "cuda: write expects the float32 storage array of 2 elements, got Int32Array(2)"],
+      );
+      for (const [call, message] of cases) {
+        expect(call).toThrow(ValueError);
+        expect(call).toThrow(message);
+      }
+      expect(backend.setDenseProductMode("auto")).toBe("auto");
+    } finally {
+      backend.dispose();
+    }
+  });
+
+  test("a switch in the environment other than 1 or 0 is a warning naming it, never read as the default in silence", () => {
+    const saved = { autotune: process.env.BLOCKSPARSE_CUDA_AUTOTUNE, warmUp: process.env.BLOCKSPARSE_CUDA_WARMUP };
+    const warn = vi.spyOn(process, "emitWarning").mockImplementation(() => {});
+    const setAutotune = vi.spyOn(standInAddon, "setAutotune");
+    try {
+      process.env.BLOCKSPARSE_CUDA_AUTOTUNE = "true";
+      process.env.BLOCKSPARSE_CUDA_WARMUP = "false";
+      const backend = new CudaBackend();
+      backend.dispose();
+      const warnings = warn.mock.calls.filter(([, options]) => (options as { code?: string } | undefined)?.code === "BLOCKSPARSE_CUDA_ENVIRONMENT");
+      expect(warnings.map(([message]) => String(message))).toEqual([
+        "BLOCKSPARSE_CUDA_AUTOTUNE must be 1 or 0, got 'true'; using the default (0)",
+        "BLOCKSPARSE_CUDA_WARMUP must be 1 or 0, got 'false'; using the default (1)",
+      ]);
+      expect(setAutotune).not.toHaveBeenCalledWith(true); // the default: off (the warm-up turns it off and back)
+      expect(backend.warmUpMs).not.toBeNull(); // the default: on
+      // 1 and 0 (around spaces too) and empty say nothing.
+      warn.mockClear();
+      setAutotune.mockClear();
+      process.env.BLOCKSPARSE_CUDA_AUTOTUNE = " 1 ";
+      process.env.BLOCKSPARSE_CUDA_WARMUP = "0";
+      const tuned = new CudaBackend();
+      tuned.dispose();
+      expect(warn).not.toHaveBeenCalled();
+      expect(setAutotune.mock.calls[0]).toEqual([true]);
+      expect(tuned.warmUpMs).toBeNull();
+      expect(environmentSwitch("BLOCKSPARSE_ALLOW_TF32", false, "")).toBe(false);
+      expect(environmentSwitch("BLOCKSPARSE_ALLOW_TF32", false, "yes")).toBe(false);
+      expect(warn).toHaveBeenCalledTimes(1);
+    } finally {
+      setAutotune.mockRestore();
+      warn.mockRestore();
+      for (const [name, value] of [["BLOCKSPARSE_CUDA_AUTOTUNE", saved.autotune], ["BLOCKSPARSE_CUDA_WARMUP", saved.warmUp]] as const) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+    }
+  });
+
+  /** Runs `use` on a fresh backend in a temporary directory, then removes the exit listener it added and the directory. */
+  function withCacheDirectory(use: (backend: CudaBackend, dir: string, exitListeners: () => (() => void)[]) => void): void {
+    const backend = new CudaBackend();
+    const dir = realpathSync(mkdtempSync(join(tmpdir(), "blocksparse-autotune-host-")));
+    const cwd = process.cwd();
+    const exitBefore = process.listeners("exit");
+    const added = () => process.listeners("exit").filter((listener) => !exitBefore.includes(listener)) as (() => void)[];
+    try {
+      use(backend, dir, added);
+    } finally {
+      process.chdir(cwd);
+      for (const listener of added()) process.removeListener("exit", listener);
+      backend.dispose();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  test("BLOCKSPARSE_CUDA_AUTOTUNE_CACHE naming a file from another GPU is a warning, not left out in silence", () => {
+    withCacheDirectory((backend, dir) => {
+      const file = join(dir, "cache.json");
+      writeFileSync(file, serializeAutotuneCache({ name: "NVIDIA A100-SXM4-80GB", computeCapability: "8.0" }, []));
+      const warn = vi.spyOn(process, "emitWarning").mockImplementation(() => {});
+      try {
+        backend.useAutotuneCache(file);
+        expect(warn.mock.calls).toEqual([
+          [
+            `autotune cache ${file}: measured on another kind of GPU than this stand-in (compute capability 9.0); tuning from scratch, and the file is rewritten with this GPU's choices at exit`,
+            { code: "BLOCKSPARSE_CUDA_AUTOTUNE_CACHE" },
+          ],
+        ]);
+        // A file of this GPU says nothing.
+        warn.mockClear();
+        writeFileSync(file, serializeAutotuneCache(STAND_IN_DEVICE, []));
+        backend.useAutotuneCache(file);
+        expect(warn).not.toHaveBeenCalled();
+      } finally {
+        warn.mockRestore();
+      }
+    });
+  });
+
+  test("BLOCKSPARSE_CUDA_AUTOTUNE_CACHE as a relative path is written at exit where it was read, after a change of directory", () => {
+    withCacheDirectory((backend, dir, exitListeners) => {
+      mkdirSync(join(dir, "run"));
+      mkdirSync(join(dir, "elsewhere"));
+      process.chdir(join(dir, "run"));
+      backend.useAutotuneCache("cache.json");
+      process.chdir(join(dir, "elsewhere"));
+      const [writeAtExit] = exitListeners();
+      writeAtExit();
+      expect(existsSync(join(dir, "elsewhere", "cache.json"))).toBe(false);
+      expect(readAutotuneCache(join(dir, "run", "cache.json")).device).toEqual({ name: "stand-in", computeCapability: "9.0" });
+    });
+  });
+});
