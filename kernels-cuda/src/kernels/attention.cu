@@ -729,18 +729,20 @@ __device__ __forceinline__ void loadSwizzled(uint32_t tile, const T* matrix, int
 }
 
 // Descriptor of a K-major operand: rows from row0 (a multiple of 8) of a tile, head-dim columns [16 kk, 16 kk + 16).
+// The tile's descriptor advanced by the operand's byte offset (tc::advanceDescriptor: one add), so that a product's
+// wgmmas share one descriptor per tile instead of each masking, shifting and merging its own.
 template <int D>
 __device__ __forceinline__ uint64_t kMajor(uint32_t tile, int row0, int kk) {
   constexpr int kStepsPerPanel = kPanelWidth<D> / 16;
-  return tc::matrixDescriptor(tile + (kk / kStepsPerPanel) * kPanelBytes<D> + row0 * kRowBytes<D> +
-                                  (kk % kStepsPerPanel) * 32,
-                              16, 8 * kRowBytes<D>, kSwizzle<D>);
+  return tc::advanceDescriptor(tc::matrixDescriptor(tile, 16, 8 * kRowBytes<D>, kSwizzle<D>),
+                               (kk / kStepsPerPanel) * kPanelBytes<D> + row0 * kRowBytes<D> + (kk % kStepsPerPanel) * 32);
 }
 
 // Descriptor of an MN-major operand: tile rows [row0, row0 + 16) (the sum's index), all D columns.
 template <int D>
 __device__ __forceinline__ uint64_t mnMajor(uint32_t tile, int row0) {
-  return tc::matrixDescriptor(tile + row0 * kRowBytes<D>, kPanelBytes<D>, 8 * kRowBytes<D>, kSwizzle<D>);
+  return tc::advanceDescriptor(tc::matrixDescriptor(tile, kPanelBytes<D>, 8 * kRowBytes<D>, kSwizzle<D>),
+                               row0 * kRowBytes<D>);
 }
 
 template <int Rows, int Columns>
