@@ -9,6 +9,7 @@ import {
   bsrLinear,
   bsrLinearActivation,
   bsrMatmul,
+  cast,
   gelu,
   mul,
   sampledMatmul,
@@ -256,6 +257,26 @@ describe("gradients of the backward kernels themselves", () => {
       const block = data.slice(k * 4, k * 4 + 4);
       const norm = Math.hypot(...block);
       for (let i = 0; i < 4; i++) expect(grad[k * 4 + i]).toBeCloseTo(norm === 0 ? 0 : block[i] / norm, 6);
+    }
+  });
+
+  it("blockNorms' gradient v / |v| stays finite for a block of small norm, where dy / |v| leaves the dtype's range", () => {
+    // A float16 block of norm 5e-6 (dy / |v| = 2e5, past 65504) and a float32 block of subnormal norm (dy / |v| past 3.4e38).
+    const cases = [
+      { dtype: "float16", data: [3e-6, 4e-6, 0, 0, 1, 2, 2, 4] },
+      { dtype: "float32", data: [3e-41, 4e-41, 0, 0, 1, 2, 2, 4] },
+    ] as const;
+    for (const { dtype, data } of cases) {
+      const values = cast(tensor([...data], [2, 2, 2]), dtype);
+      values.requiresGrad = true;
+      tidy(() => backward(sum(blockNorms(values))));
+      const read = tidy(() => Array.from(cast(values, "float32").dataSync()));
+      const grad = tidy(() => Array.from(cast(values.grad!, "float32").dataSync()));
+      for (let k = 0; k < 2; k++) {
+        const block = read.slice(k * 4, k * 4 + 4);
+        const norm = Math.hypot(...block);
+        for (let i = 0; i < 4; i++) expect(grad[k * 4 + i], `${dtype} element ${k * 4 + i}`).toBeCloseTo(block[i] / norm, 2);
+      }
     }
   });
 });

@@ -300,6 +300,22 @@ describe("softmax, logSoftmax, layerNorm, crossEntropy", () => {
     expectGradients((t) => layerNormWithStats(t).rstd, [randomTensor([4, 6], 60, { scale: 2 })]);
   });
 
+  it("rstd's gradient stays in range where rstd^3 does not (rstd near 1e13 with epsilon 0), and is not rounded to a subnormal where rstd^3 is (rstd near 3e-15)", () => {
+    // d rstd / dx = -rstd^3 (x - mean) / D: about -+2.5e25 and -+2.8e-30, both normal float32 numbers.
+    for (const scale of [1e-13, 3e14]) {
+      const x = tensor([1, -1, 1, -1].map((v) => v * scale));
+      x.requiresGrad = true;
+      const rstd = tidy(() => {
+        const stats = layerNormWithStats(x, null, null, 0);
+        backward(stats.rstd);
+        return stats.rstd.dataSync()[0];
+      });
+      const read = x.dataSync();
+      const ratios = Array.from(x.grad!.dataSync(), (g, i) => g / ((-(rstd ** 3) * read[i]) / 4));
+      for (const ratio of ratios) expect(ratio, `scale ${scale}`).toBeCloseTo(1, 3);
+    }
+  });
+
   it("crossEntropy with mean, sum and no reduction, on 2-D and 3-D logits", () => {
     const targets = tensor(new Int32Array([2, 0, 4, 1]), [4]);
     for (const reduction of ["mean", "sum", "none"] as const) {

@@ -13,7 +13,6 @@ import {
   mul,
   neg,
   packedAttentionBackward,
-  pow,
   softmaxBackward,
   sub,
 } from "@blocksparse/core";
@@ -30,8 +29,10 @@ function statisticsGrad(x: Tensor, mean: Tensor, rstd: Tensor, dmean: Tensor | n
   if (dmean) parts.push(expandDims(dmean, -1));
   if (drstd) {
     const r = expandDims(rstd, -1);
-    const centered = sub(cast(x, "float32"), expandDims(mean, -1));
-    parts.push(mul(mul(expandDims(drstd, -1), neg(pow(r, 3))), centered));
+    // -drstd rstd^3 (x - mean) as (-drstd rstd) ((x - mean) rstd) rstd: rstd^3 alone overflows float32 past rstd = 7e12
+    // (epsilon 0, a near-constant row) and goes subnormal below 2e-13, where the gradient itself does neither.
+    const normalized = mul(sub(cast(x, "float32"), expandDims(mean, -1)), r);
+    parts.push(mul(mul(mul(expandDims(neg(drstd), -1), r), normalized), r));
   }
   const total = parts.length === 2 ? add(parts[0], parts[1]) : parts[0];
   return cast(broadcastTo(div(total, features), x.shape), x.dtype);

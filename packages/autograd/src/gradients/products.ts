@@ -158,15 +158,19 @@ export function registerProductGradients(): void {
       x: () => bsrMatmul(saved.dy!, g, pattern),
     }),
   });
-  // d|v|/dv = v / |v| per block; 0 for an all-zero block (a subgradient).
+  // d|v|/dv = v / |v| per block; 0 for an all-zero block (a subgradient). The direction v / |v| (each element at most 1)
+  // is taken first, in float32 as the norms: dy / |v| first left the dtype's range for a block of small norm (float16
+  // below 1.5e-5 for dy = 1, float32 subnormal), giving inf and, for its zeros, NaN.
   registerGradient("BlockNorms", {
     inputsToSave: ["values"],
     outputsToSave: [0],
     gradFunc: ([dy], { saved, savedOutputs: [norms] }) => ({
       values: () => {
         const values = saved.values!;
-        const scale = where(greater(norms!, 0), div(dy, norms!), 0);
-        return mul(values, reshape(cast(scale, values.dtype), [values.shape[0], 1, 1]));
+        const perBlock = (t: Tensor) => reshape(t, [values.shape[0], 1, 1]);
+        const nonzero = greater(norms!, 0);
+        const direction = div(cast(values, "float32"), perBlock(where(nonzero, norms!, 1)));
+        return cast(mul(direction, perBlock(where(nonzero, dy, 0))), values.dtype);
       },
     }),
   });
