@@ -3,7 +3,8 @@
 // Y = X W^T and dX = dY W are one shape of work: the output's columns come in groups (a block row
 // of W for Y, a block column for dX), and each group is a dense product whose K dimension runs
 // over the group's blocks. The token operand is packed once per chunk of tokens, each group's
-// blocks once per call, so a block's K segment is a contiguous slice of both.
+// blocks once per call, so a block's K segment is a contiguous slice of both. Groups narrower than
+// half the register tile (1x1, 1xC, 4x4 blocks in Y, Rx1 in dX) take lines of tokens instead (groupedLines).
 #include <algorithm>
 #include <vector>
 
@@ -32,6 +33,13 @@ constexpr int64_t kJsSampledSlice = 128;
 // not 256, so a block row of up to 1024 steps still runs once): one float32 chain over a whole block row of 2048
 // blocks (65536 steps) had drifted 6e-4 from js's float64 sums.
 constexpr int64_t kSliceSteps = 1024;
+// Floats of token lines per chunk of the narrow groups' line route (512 KiB): each K step reads a whole line, with no
+// register tile's reuse, so the chunk stays in L2 (the 2 MiB of the strips had run 1.5-2x slower from L3).
+constexpr int64_t kLineTokenFloats = int64_t(1) << 17;
+// Token tiles of kLineSumTokens per work item of the narrow groups' line route (128 tokens), and the output columns
+// it covers at least (64 floats: whole cache lines of every output row it writes).
+constexpr int64_t kLineTilesPerItem = 2;
+constexpr int64_t kLineRunColumns = 64;
 // Blocks of one block row per work item of the sampled product.
 constexpr int64_t kSampledRun = 8;
 // Outputs per work item of the sampled product's line route (4096 outputs: 1M FMAs at 256 tokens).
@@ -59,6 +67,15 @@ std::vector<int64_t> balancedRuns(const int32_t* ptr, int64_t outer, int64_t par
   return runs;
 }
 
+// Whether `width` lines fill whole strips of `lanes`: padding them to whole strips at most doubles them.
+bool fillsStrips(int64_t width, int lanes) { return ceilDiv(width, lanes) * lanes <= 2 * width; }
+
+// The token operand packed per chunk, shared by the grouped products' routes (the process keeps the larger ask).
+Scratch& packedTokenScratch() {
+  static Scratch packedTokens;
+  return packedTokens;
+}
+
 // Column groups of one product: group g is output columns [g * width, (g + 1) * width) and sums
 // the blocks at positions [groupPtr[g], groupPtr[g + 1]); the block at position p multiplies the
 // token operand's K slice [segmentIndex[p] * segmentLength, ... + segmentLength).
@@ -74,6 +91,33 @@ struct ColumnGroups {
   bool transposeBlock;
 };
 
+// Group g's outputs of tokens [i0, i1) that are infinite or NaN (a float32 partial sum that overflowed), recomputed in
+// float64 over the group's blocks, as the js backend sums them (overflow.h).
+void repairGroupRows(const float* a, int64_t depth, const float* values, int64_t blockHeight, int64_t blockWidth,
+                     const ColumnGroups& groups, const float* bias, float* out, int64_t g, int64_t i0, int64_t i1) {
+  const int64_t ldOut = groups.groups * groups.width;
+  const int64_t seg = groups.segmentLength;
+  const int64_t first = groups.groupPtr[g];
+  const int64_t count = groups.groupPtr[g + 1] - first;
+  for (int64_t i = i0; i < i1; i++) {
+    float* row = out + i * ldOut + g * groups.width;
+    if (!anyNonFinite(row, groups.width)) continue;
+    const float* tokenRow = a + i * depth;
+    for (int64_t j = 0; j < groups.width; j++) {
+      if (!isNonFinite(row[j])) continue;
+      const double add = bias != nullptr ? double(bias[g * groups.width + j]) : 0.0;
+      row[j] = jsSum(count * seg, count * seg, add, [&](int64_t p) {
+        const int64_t q = first + p / seg;
+        const int64_t s = p % seg;
+        const int64_t block = groups.valueIndex != nullptr ? groups.valueIndex[q] : q;
+        const float* w = values + block * blockHeight * blockWidth;
+        const float b = groups.transposeBlock ? w[j * blockWidth + s] : w[s * blockWidth + j];
+        return double(tokenRow[groups.segmentIndex[q] * seg + s]) * double(b);
+      });
+    }
+  }
+}
+
 void groupedProduct(const float* a, int64_t tokens, int64_t depth, const float* values, int64_t blockHeight,
                     int64_t blockWidth, const ColumnGroups& groups, const float* bias, float* out) {
   const int64_t ldOut = groups.groups * groups.width;
@@ -84,7 +128,7 @@ void groupedProduct(const float* a, int64_t tokens, int64_t depth, const float* 
   const int64_t strips = ceilDiv(groups.width, nr);  // B strips per group
   const int64_t seg = groups.segmentLength;
   static Scratch packedBlocks;
-  static Scratch packedTokens;
+  Scratch& packedTokens = packedTokenScratch();
   float* pb = packedBlocks.floats(static_cast<size_t>(std::max<int64_t>(1, nnz * strips * seg * nr)));
   // Group g's strip s: [position][k][nr] for the group's positions, at blockBase(g, s).
   auto blockBase = [&](int64_t g, int64_t s) {
@@ -150,27 +194,94 @@ void groupedProduct(const float* a, int64_t tokens, int64_t depth, const float* 
           }
         }
       }
-      // The item's tokens x group columns are complete: an infinite or NaN output (a float32 partial sum
-      // that overflowed) is recomputed in float64 over the group's blocks, as the js backend sums it.
-      const int64_t i1 = std::min(tokens, t0 + lastStrip * mr);
-      for (int64_t i = t0 + firstStrip * mr; i < i1; i++) {
-        float* row = out + i * ldOut + g * groups.width;
-        if (!anyNonFinite(row, groups.width)) continue;
-        const float* tokenRow = a + i * depth;
-        for (int64_t j = 0; j < groups.width; j++) {
-          if (!isNonFinite(row[j])) continue;
-          const double add = bias != nullptr ? double(bias[g * groups.width + j]) : 0.0;
-          row[j] = jsSum(count * seg, count * seg, add, [&](int64_t p) {
-            const int64_t q = first + p / seg;
-            const int64_t s = p % seg;
-            const int64_t block = groups.valueIndex != nullptr ? groups.valueIndex[q] : q;
-            const float* w = values + block * blockHeight * blockWidth;
-            const float b = groups.transposeBlock ? w[j * blockWidth + s] : w[s * blockWidth + j];
-            return double(tokenRow[groups.segmentIndex[q] * seg + s]) * double(b);
-          });
+      // The item's tokens x group columns are complete.
+      repairGroupRows(a, depth, values, blockHeight, blockWidth, groups, bias, out, g, t0 + firstStrip * mr, std::min(tokens, t0 + lastStrip * mr));
+    });
+  }
+}
+
+// Groups narrower than half the register tile: per chunk of tokens, the token operand is packed as one line of the
+// chunk's tokens per K step (zero-padded to whole kLineSumTokens), and each output column is a weighted sum of its
+// group's lines, with the weights read where the blocks are stored. The scratch is the chunk of the token operand,
+// whatever the block shape, where whole strips had padded every block to nr columns (32 times the weights for 1x1
+// blocks with AVX-512) and run as many idle lanes.
+void groupedLines(const float* a, int64_t tokens, int64_t depth, const float* values, int64_t blockHeight,
+                  int64_t blockWidth, const ColumnGroups& groups, const float* bias, float* out) {
+  const MicroKernel& kernel = activeKernel();
+  const int64_t ldOut = groups.groups * groups.width;
+  const int64_t width = groups.width;
+  const int64_t seg = groups.segmentLength;
+  // A block's weight for output column j at K step s is w[j * columnStride + s * stepStride].
+  const int64_t columnStride = groups.transposeBlock ? blockWidth : 1;
+  const int64_t stepStride = groups.transposeBlock ? 1 : blockWidth;
+  const int64_t blockFloats = blockHeight * blockWidth;
+  const int64_t chunk = std::max(kLineSumTokens, kLineTokenFloats / std::max<int64_t>(depth, 1) / kLineSumTokens * kLineSumTokens);
+  const int64_t maxStride = ceilDiv(std::min(chunk, tokens), kLineSumTokens) * kLineSumTokens;
+  float* lines = packedTokenScratch().floats(static_cast<size_t>(std::max<int64_t>(1, depth * maxStride)));
+  const int64_t packs = ceilDiv(depth, kLinesPerPack);
+  // Work items are runs of groups at least kLineRunColumns wide by token tiles: each output row's stretch of the run
+  // is whole cache lines, written by one thread once (one group of 1 column at a time had run 5x slower).
+  const int64_t groupsPerRun = ceilDiv(kLineRunColumns, width);
+  const int64_t runs = ceilDiv(groups.groups, groupsPerRun);
+  // About kSliceSteps of K per call, each added to the float32 sums (as the register tiles' runs of segments).
+  const int64_t blocksPerRun = std::max<int64_t>(1, kSliceSteps / std::max<int64_t>(seg, 1));
+  for (int64_t t0 = 0; t0 < tokens; t0 += chunk) {
+    const int64_t chunkTokens = std::min(chunk, tokens - t0);
+    const int64_t stride = ceilDiv(chunkTokens, kLineSumTokens) * kLineSumTokens;
+    parallelFor(packs, [&](int64_t pack) {
+      const int64_t l0 = pack * kLinesPerPack;
+      const int64_t count = std::min(kLinesPerPack, depth - l0);
+      float* dst = lines + l0 * stride;
+      // The chunk's token rows are the K-contiguous lines here; line l of the pack is the operand's column l0 + l.
+      kernel.packTransposed(a + t0 * depth + l0, depth, chunkTokens, count, static_cast<int>(stride), dst);
+      for (int64_t l = 0; l < count; l++) std::fill(dst + l * stride + chunkTokens, dst + (l + 1) * stride, 0.0f);
+    });
+    const int64_t tiles = stride / kLineSumTokens;
+    const int64_t itemsPerRun = ceilDiv(tiles, kLineTilesPerItem);
+    parallelFor(runs * itemsPerRun, [&](int64_t item) {
+      const int64_t g0 = (item / itemsPerRun) * groupsPerRun;
+      const int64_t g1 = std::min(groups.groups, g0 + groupsPerRun);
+      const int64_t firstTile = (item % itemsPerRun) * kLineTilesPerItem;
+      const int64_t lastTile = std::min(tiles, firstTile + kLineTilesPerItem);
+      const int64_t runWidth = (g1 - g0) * width;
+      // Each thread's sums are Scratch (counted by scratchBytes, freed by releaseScratch): the run's columns x tokens.
+      thread_local Scratch sumsScratch;
+      float* sums = sumsScratch.floats(static_cast<size_t>(runWidth * kLineSumTokens));
+      for (int64_t tile = firstTile; tile < lastTile; tile++) {
+        const int64_t tileToken = tile * kLineSumTokens;
+        for (int64_t g = g0; g < g1; g++) {
+          const int64_t begin = groups.groupPtr[g];
+          const int64_t end = groups.groupPtr[g + 1];
+          // An empty group's call sums no block: its outputs are the bias, or zero.
+          for (int64_t q0 = begin; q0 == begin || q0 < end; q0 += blocksPerRun) {
+            const bool byIndex = groups.valueIndex != nullptr;
+            kernel.lineSums(LineSumsArgs{lines + tileToken, stride, byIndex ? values : values + q0 * blockFloats, blockFloats,
+                                         byIndex ? groups.valueIndex + q0 : nullptr, groups.segmentIndex + q0, std::min(blocksPerRun, end - q0),
+                                         seg, columnStride, stepStride, width, sums + (g - g0) * width * kLineSumTokens, q0 > begin});
+          }
+        }
+        const int64_t rows = std::min(kLineSumTokens, chunkTokens - tileToken);
+        const float* runBias = bias != nullptr ? bias + g0 * width : nullptr;
+        for (int64_t i = 0; i < rows; i++) {
+          float* row = out + (t0 + tileToken + i) * ldOut + g0 * width;
+          for (int64_t j = 0; j < runWidth; j++) row[j] = sums[j * kLineSumTokens + i] + (runBias != nullptr ? runBias[j] : 0.0f);
         }
       }
+      for (int64_t g = g0; g < g1; g++) {
+        repairGroupRows(a, depth, values, blockHeight, blockWidth, groups, bias, out, g, std::min(tokens, t0 + firstTile * kLineSumTokens),
+                        std::min(tokens, t0 + lastTile * kLineSumTokens));
+      }
     });
+  }
+}
+
+// The grouped product on the route that fits its groups' width: whole strips of the register tile, or token lines.
+void groupedColumns(const float* a, int64_t tokens, int64_t depth, const float* values, int64_t blockHeight,
+                    int64_t blockWidth, const ColumnGroups& groups, const float* bias, float* out) {
+  if (fillsStrips(groups.width, activeKernel().nr)) {
+    groupedProduct(a, tokens, depth, values, blockHeight, blockWidth, groups, bias, out);
+  } else {
+    groupedLines(a, tokens, depth, values, blockHeight, blockWidth, groups, bias, out);
   }
 }
 
@@ -299,7 +410,7 @@ void bsrLinear(const float* x, const BsrView& w, const float* bias, float* y, in
     return;
   }
   const ColumnGroups groups{w.rows / w.blockHeight, w.blockHeight, w.blockWidth, w.blockRowPtr, w.blockColIdx, nullptr, true};
-  groupedProduct(x, tokens, w.cols, w.values, w.blockHeight, w.blockWidth, groups, bias, y);
+  groupedColumns(x, tokens, w.cols, w.values, w.blockHeight, w.blockWidth, groups, bias, y);
 }
 
 void bsrMatmul(const float* dy, const BsrView& w, float* dx, int64_t tokens) {
@@ -309,7 +420,7 @@ void bsrMatmul(const float* dy, const BsrView& w, float* dx, int64_t tokens) {
     return;
   }
   const ColumnGroups groups{w.cols / w.blockWidth, w.blockWidth, w.blockHeight, w.blockColPtr, w.blockRowIdx, w.valueIndex, false};
-  groupedProduct(dy, tokens, w.rows, w.values, w.blockHeight, w.blockWidth, groups, nullptr, dx);
+  groupedColumns(dy, tokens, w.rows, w.values, w.blockHeight, w.blockWidth, groups, nullptr, dx);
 }
 
 namespace {
@@ -333,7 +444,7 @@ void repairSampledBlock(const float* dy, const float* x, const BsrView& w, int64
 // Whether whole strips fit the blocks: padding each block's rows to mr and its columns to nr at most doubles either
 // packed operand. Narrower blocks (1x1, 8x1, 4x4 with AVX-512's 32 columns) take the line route instead, where the
 // strips had taken up to mr / R and nr / C times the operands (1x1 blocks, 4096 x 4096: 160 MiB for 8 MiB of data).
-bool stripsFit(int64_t R, int64_t C, int mr, int nr) { return ceilDiv(R, mr) * mr <= 2 * R && ceilDiv(C, nr) * nr <= 2 * C; }
+bool stripsFit(int64_t R, int64_t C, int mr, int nr) { return fillsStrips(R, mr) && fillsStrips(C, nr); }
 
 // Per chunk of tokens, every block row of dY^T and block column of X is packed once (zero-padded to
 // whole strips), then each block is a few tiles whose K runs over the chunk's tokens.

@@ -5,6 +5,7 @@
 #include <type_traits>
 
 #include "line_dots.h"
+#include "line_sums.h"
 
 namespace bsk {
 
@@ -101,6 +102,8 @@ struct MicroKernel {
   void (*packTransposed)(const float* lines, int64_t lineStride, int64_t rows, int64_t depth, int width, float* dst);
   // Dot products of K-contiguous lines (line_dots.h): the sampled product's blocks too narrow for the register tile.
   void (*lineDots)(const LineDotsArgs& args);
+  // Weighted sums of K-contiguous token lines (line_sums.h): bsrLinear's and bsrMatmul's blocks too narrow for it.
+  void (*lineSums)(const LineSumsArgs& args);
 };
 
 MicroKernel scalarKernel();

@@ -128,6 +128,6 @@ void blockAxpyAvx2(const float* w, int64_t R, int64_t C, const float* dy, int64_
 
 }  // namespace
 
-MicroKernel avx2Kernel() { return {"avx2", MR, NR, runAvx2, {blockDotAvx2, blockAxpyAvx2}, packTransposedAvx2, LineDots<8, 8>::run}; }
+MicroKernel avx2Kernel() { return {"avx2", MR, NR, runAvx2, {blockDotAvx2, blockAxpyAvx2}, packTransposedAvx2, LineDots<8, 8>::run, LineSums<8, 2>::run}; }
 
 }  // namespace bsk

@@ -102,6 +102,6 @@ void blockAxpyAvx512(const float* w, int64_t R, int64_t C, const float* dy, int6
 
 }  // namespace
 
-MicroKernel avx512Kernel() { return {"avx512", MR, NR, runAvx512, {blockDotAvx512, blockAxpyAvx512}, packTransposedAvx2, LineDots<16, 16>::run}; }
+MicroKernel avx512Kernel() { return {"avx512", MR, NR, runAvx512, {blockDotAvx512, blockAxpyAvx512}, packTransposedAvx2, LineDots<16, 16>::run, LineSums<16, 4>::run}; }
 
 }  // namespace bsk

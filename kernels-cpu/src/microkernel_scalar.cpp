@@ -49,6 +49,6 @@ void blockAxpyScalar(const float* w, int64_t R, int64_t C, const float* dy, int6
 
 }  // namespace
 
-MicroKernel scalarKernel() { return {"scalar", MR, NR, runScalar, {blockDotScalar, blockAxpyScalar}, packTransposedPortable, LineDots<4, 8>::run}; }
+MicroKernel scalarKernel() { return {"scalar", MR, NR, runScalar, {blockDotScalar, blockAxpyScalar}, packTransposedPortable, LineDots<4, 8>::run, LineSums<4, 2>::run}; }
 
 }  // namespace bsk
