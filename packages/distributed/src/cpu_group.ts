@@ -64,6 +64,12 @@ export class CpuProcessGroup implements ProcessGroup {
   readonly #rendezvous: Rendezvous;
   #sequence = 0;
   #destroyed = false;
+  /**
+   * Per tensor, this group's last collective still to write it (an allReduce, a broadcast's non-root rank). A later
+   * collective on that tensor reads it once that one has written it, in call order as on NCCL's stream (and in
+   * torch): two allReduces of one tensor in flight give the sum of the sums, not each the sum of the first values.
+   */
+  readonly #pendingWrites = new WeakMap<Tensor, Promise<void>>();
 
   constructor(rendezvous: Rendezvous) {
     this.#rendezvous = rendezvous;
@@ -75,37 +81,53 @@ export class CpuProcessGroup implements ProcessGroup {
     checkTensor("allReduce", tensor, true);
     checkReduceOp("allReduce", op);
     const call: CallDescription = { kind: "allReduce", dtype: tensor.dtype, shape: tensor.shape, op };
-    const own = valuesOf(tensor);
-    const received = await this.#exchange(call, bytesOf(own));
-    const total = new Float64Array(own.length);
-    for (let r = 0; r < this.worldSize; r++) {
-      const values = r === this.rank ? own : valuesFrom(received.get(r) as Uint8Array, tensor.dtype);
-      for (let i = 0; i < total.length; i++) total[i] += values[i];
-    }
-    if (op === "avg") for (let i = 0; i < total.length; i++) total[i] /= this.worldSize;
-    if (this.worldSize > 1 || op === "avg") replaceContents(tensor, total);
+    const sequence = this.#reserve(call);
+    const earlier = this.#pendingWrites.get(tensor);
+    return this.#writes(tensor, async () => {
+      if (earlier !== undefined) await earlier.catch(() => {});
+      const own = valuesOf(tensor);
+      const received = await this.#exchange(call, sequence, bytesOf(own));
+      const total = new Float64Array(own.length);
+      for (let r = 0; r < this.worldSize; r++) {
+        const values = r === this.rank ? own : valuesFrom(received.get(r) as Uint8Array, tensor.dtype);
+        for (let i = 0; i < total.length; i++) total[i] += values[i];
+      }
+      if (op === "avg") for (let i = 0; i < total.length; i++) total[i] /= this.worldSize;
+      if (this.worldSize > 1 || op === "avg") replaceContents(tensor, total);
+    });
   }
 
   async broadcast(tensor: Tensor, root = 0): Promise<void> {
     checkTensor("broadcast", tensor, false);
     checkRoot("broadcast", root, this.worldSize);
     const call: CallDescription = { kind: "broadcast", dtype: tensor.dtype, shape: tensor.shape, root };
-    const received = await this.#exchange(call, this.rank === root ? bytesOf(valuesOf(tensor)) : new Uint8Array(0));
-    if (this.rank !== root) replaceContents(tensor, valuesFrom(received.get(root) as Uint8Array, tensor.dtype));
+    const sequence = this.#reserve(call);
+    const earlier = this.#pendingWrites.get(tensor);
+    const run = async () => {
+      if (earlier !== undefined) await earlier.catch(() => {});
+      const received = await this.#exchange(call, sequence, this.rank === root ? bytesOf(valuesOf(tensor)) : new Uint8Array(0));
+      if (this.rank !== root) replaceContents(tensor, valuesFrom(received.get(root) as Uint8Array, tensor.dtype));
+    };
+    // The root only reads its tensor: it waits for an earlier write, and a later collective need not wait for it.
+    return this.rank === root ? run() : this.#writes(tensor, run);
   }
 
   async allGather(tensor: Tensor): Promise<Tensor> {
     checkTensor("allGather", tensor, false);
     const call: CallDescription = { kind: "allGather", dtype: tensor.dtype, shape: tensor.shape };
+    const sequence = this.#reserve(call);
+    const earlier = this.#pendingWrites.get(tensor);
+    if (earlier !== undefined) await earlier.catch(() => {});
     const own = valuesOf(tensor);
-    const received = await this.#exchange(call, bytesOf(own));
+    const received = await this.#exchange(call, sequence, bytesOf(own));
     const all = tensor.dtype === "int32" ? new Int32Array(own.length * this.worldSize) : new Float32Array(own.length * this.worldSize);
     for (let r = 0; r < this.worldSize; r++) all.set(r === this.rank ? own : valuesFrom(received.get(r) as Uint8Array, tensor.dtype), r * own.length);
     return tensorOn(tensor.backend, all, [this.worldSize, ...tensor.shape], tensor.dtype);
   }
 
   async barrier(): Promise<void> {
-    await this.#exchange({ kind: "barrier" }, new Uint8Array(0));
+    const call: CallDescription = { kind: "barrier" };
+    await this.#exchange(call, this.#reserve(call), new Uint8Array(0));
   }
 
   async destroy(): Promise<void> {
@@ -113,6 +135,23 @@ export class CpuProcessGroup implements ProcessGroup {
     // Set first: the connection is closed even when the shutdown handshake fails.
     this.#destroyed = true;
     await this.#rendezvous.shutdown();
+  }
+
+  /** The collective's sequence number, taken when it is called (every rank numbers its calls alike), once the group is known to be live. */
+  #reserve(call: CallDescription): number {
+    this.#throwIfDestroyed(describeCall(call));
+    return this.#sequence++;
+  }
+
+  /** Runs `write` (a collective that replaces `tensor`'s contents) as the tensor's pending write until it settles. */
+  #writes(tensor: Tensor, write: () => Promise<void>): Promise<void> {
+    const written = write();
+    this.#pendingWrites.set(tensor, written);
+    const settled = () => {
+      if (this.#pendingWrites.get(tensor) === written) this.#pendingWrites.delete(tensor);
+    };
+    written.then(settled, settled);
+    return written;
   }
 
   /** After destroy the connection is closed: say so, rather than blame a peer (or, in a group of one, do nothing). */
@@ -127,9 +166,7 @@ export class CpuProcessGroup implements ProcessGroup {
    * root that differs included, fails on every rank instead of hanging some or feeding them
    * another rank's data. A payload larger than one store value goes in parts under their own keys.
    */
-  async #exchange(call: CallDescription, payload: Uint8Array): Promise<Map<number, Uint8Array>> {
-    this.#throwIfDestroyed(describeCall(call));
-    const sequence = this.#sequence++;
+  async #exchange(call: CallDescription, sequence: number, payload: Uint8Array): Promise<Map<number, Uint8Array>> {
     const label = `${describeCall(call)}, collective #${sequence} of rank ${this.rank}`;
     const key = `cpu/${sequence}`;
     const others = this.#rendezvous.others();

@@ -7,8 +7,9 @@ export type ReduceOp = "sum" | "avg";
  * A group of processes that run the same program on different data, and the collectives they
  * call together. Every rank must call the same collectives, with tensors of the same shape and
  * dtype, in the same order (as with NCCL or torch.distributed). A collective reads the tensor's
- * values when called, so the caller may go on (and start further collectives) before it
- * resolves; its result is in place once the promise resolves.
+ * values when called (or, when an earlier collective of the group is still to write that tensor,
+ * once it has: in call order, as on a stream), so the caller may go on (and start further
+ * collectives) before it resolves; its result is in place once the promise resolves.
  */
 export interface ProcessGroup {
   /** "cpu" (the TCP store, for tests and CPU runs) or "nccl" (GPUs). */

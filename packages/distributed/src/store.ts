@@ -71,7 +71,7 @@ export class TcpStoreServer {
   /** Listens on host:port (port 0 picks a free port; read it from `port`), for the job `options.jobId` if given. */
   static listen(host: string, port: number, options: StoreListenOptions = {}): Promise<TcpStoreServer> {
     if (typeof host !== "string" || host === "") throw new ValueError(`TcpStoreServer.listen: host must be a host name or address, got ${String(host)}`);
-    return TcpStoreServer.#open(host, `${host}:${port}`, port, options);
+    return TcpStoreServer.#open(host, hostAndPort(host, port), port, options);
   }
 
   /**
@@ -350,7 +350,7 @@ export class TcpStore {
         frames = reader.push(chunk);
       } catch (error) {
         this.#malformed = true;
-        this.#fail(`the store at ${host}:${port} sent a malformed answer (${(error as Error).message})`);
+        this.#fail(`the store at ${hostAndPort(host, port)} sent a malformed answer (${(error as Error).message})`);
         socket.destroy();
         return;
       }
@@ -372,10 +372,10 @@ export class TcpStore {
     });
     // An idle connection does not keep the process alive; a pending request does.
     socket.unref();
-    const closed = `the store at ${host}:${port} closed the connection (the process hosting it, rank 0 or the launcher, may have exited)`;
+    const closed = `the store at ${hostAndPort(host, port)} closed the connection (the process hosting it, rank 0 or the launcher, may have exited)`;
     socket.on("error", (error: NodeJS.ErrnoException) => {
       const reset = error.code === "ECONNRESET" || error.code === "EPIPE";
-      this.#fail(reset ? closed : `the connection to the store at ${host}:${port} failed: ${error.message}`, reset);
+      this.#fail(reset ? closed : `the connection to the store at ${hostAndPort(host, port)} failed: ${error.message}`, reset);
     });
     socket.on("close", () => this.#fail(closed, true));
   }
@@ -412,7 +412,7 @@ export class TcpStore {
       await store.#hello(options.jobId, { timeoutMs, deadline });
       return store;
     }
-    throw new StoreTimeoutError(`could not reach the store at ${host}:${port} within ${timeoutMs / 1000} s (last error: ${last}); is rank 0 running, and are MASTER_ADDR and MASTER_PORT the same on every rank?`);
+    throw new StoreTimeoutError(`could not reach the store at ${hostAndPort(host, port)} within ${timeoutMs / 1000} s (last error: ${last}); is rank 0 running, and are MASTER_ADDR and MASTER_PORT the same on every rank?`);
   }
 
   /**
@@ -474,7 +474,7 @@ export class TcpStore {
    * StoreProtocolError (another version, or not a store), StoreTimeoutError (no answer in time).
    */
   async #hello(jobId: string | undefined, wait: StoreTimeout): Promise<void> {
-    const where = `${this.host}:${this.port}`;
+    const where = hostAndPort(this.host, this.port);
     const speaks = `this rank speaks version ${STORE_PROTOCOL_VERSION} of the store protocol`;
     let answer: Frame;
     try {
@@ -552,7 +552,7 @@ export class TcpStore {
     if (lost !== null) return new RankFailedError(lost.rank, `store ${what}: ${lost.reason}; then ${this.#closedReason}`);
     if (this.#storeClosed && this.#hostRank !== undefined) {
       const rank = this.#hostRank;
-      return new RankFailedError(rank, `store ${what}: rank ${rank} is gone: the store it hosted at ${this.host}:${this.port} closed the connection (rank ${rank} exited, threw, crashed or was killed)`);
+      return new RankFailedError(rank, `store ${what}: rank ${rank} is gone: the store it hosted at ${hostAndPort(this.host, this.port)} closed the connection (rank ${rank} exited, threw, crashed or was killed)`);
     }
     return new StoreError(`store ${what}: ${this.#closedReason}`);
   }
@@ -563,6 +563,11 @@ function checkKey(where: string, key: unknown): void {
   // A longer header makes the store drop the connection as another protocol, failing every request on it.
   const bytes = Buffer.byteLength(key, "utf8");
   if (bytes > MAX_KEY_BYTES) throw new ValueError(`TcpStore.${where}: a key of ${bytes} bytes is longer than the store takes (at most ${MAX_KEY_BYTES})`);
+}
+
+/** `host:port` as an address is written: an IPv6 address in brackets ("[::1]:29500", not "::1:29500", which reads as one address). */
+function hostAndPort(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 /** A loopback host as written: "localhost", an IPv4 address in 127.0.0.0/8, or "::1". */

@@ -132,6 +132,15 @@ describe("the TCP store", () => {
     await expect(store.get("k", -1)).rejects.toThrow(ValueError);
   });
 
+  it("writes an IPv6 store address in brackets, [::1]:port, not ::1:port (which reads as one address)", async () => {
+    const server = await TcpStoreServer.listen("127.0.0.1", 0);
+    const port = server.port;
+    await server.close();
+    const failure = await TcpStore.connect("::1", port, { timeoutMs: 300 }).catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(StoreTimeoutError);
+    expect((failure as Error).message).toContain(`could not reach the store at [::1]:${port} within 0.3 s`);
+  });
+
   // Another host reaches node 0 by an address node 0 may not know its MASTER_ADDR by: here, the loopback address.
   const outward = Object.values(networkInterfaces())
     .flat()
@@ -514,6 +523,25 @@ describe("CpuProcessGroup with two ranks in one process", () => {
     for (const t of sums) expect(t.item()).toBe(3);
     // Ranks 1 and 2 leave first; rank 0, which hosts the store, is still in its shutdown while their connections close.
     await within(Promise.all([groups[1].destroy(), groups[2].destroy(), groups[0].destroy()]), 10_000);
+  });
+
+  it("collectives in flight on one tensor run in call order, as on NCCL's stream: two allReduces give the sum of the sums, a later read sees the earlier write", async () => {
+    const [a, b] = await twoRanks();
+    const [x, y] = [tensor([1, 2]), tensor([10, 20])];
+    const [, , gatheredA] = await Promise.all([a.allReduce(x), a.allReduce(x), a.allGather(x), b.allReduce(y), b.allReduce(y), b.allGather(y)]);
+    // Each allReduce read the first values: both ranks ended at [11, 22] and gathered [1, 2, 10, 20].
+    expect([Array.from(x.dataSync()), Array.from(y.dataSync())]).toEqual([
+      [22, 44],
+      [22, 44],
+    ]);
+    expect(Array.from(gatheredA.dataSync())).toEqual([22, 44, 22, 44]);
+    // A broadcast's non-root rank writes too: its next collective sends the root's values.
+    const [u, v] = [tensor([1, 2]), tensor([10, 20])];
+    await Promise.all([a.broadcast(u, 0), a.allReduce(u), b.broadcast(v, 0), b.allReduce(v)]);
+    expect([Array.from(u.dataSync()), Array.from(v.dataSync())]).toEqual([
+      [2, 4],
+      [2, 4],
+    ]);
   });
 
   it("zero-size tensors go through every collective", async () => {
