@@ -18,7 +18,7 @@ import { type FloatDType, getBackendInstance, matmul, mul, randn, scaledDotProdu
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
 import { replayable, timeUs } from "./timing";
-import { BACKEND_FLAG, describeFailure, DTYPE_FLAG, FlagError, outputDirectory, parseFlags, positiveInteger } from "./flags";
+import { BACKEND_FLAG, describeFailure, DTYPE_FLAG, FlagError, flagItems, outputDirectory, parseFlags, positiveInteger } from "./flags";
 
 interface Shape {
   batch: number;
@@ -35,7 +35,8 @@ interface Row extends Shape {
 }
 
 function parseShapes(value: string): Shape[] {
-  return value.split(",").map((item) => {
+  // flagItems: a shape or path listed twice was timed twice and printed as two rows.
+  return flagItems(value, "shapes").map((item) => {
     const dims = item.split("x").map(Number);
     if (dims.length !== 4 || dims.some((d) => !Number.isInteger(d) || d <= 0)) {
       throw new FlagError(`--shapes: "${item}" is not batch x heads x length x headDim (positive integers)`);
@@ -86,7 +87,7 @@ async function main(): Promise<void> {
   if (!["float32", "float16", "bfloat16"].includes(dtype)) throw new FlagError(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
   const iterations = positiveInteger(values.iterations, "iterations");
   const shapes = parseShapes(values.shapes);
-  const paths = values.paths.split(",").map((p) => {
+  const paths = flagItems(values.paths, "paths").map((p) => {
     if (p !== "fused" && p !== "unfused") throw new FlagError(`--paths: "${p}" is not fused or unfused`);
     return p;
   });

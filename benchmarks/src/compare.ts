@@ -49,7 +49,7 @@ function parseShape(text: string): [number, number, number] {
 function parseDtypes(text: string): BenchDType[] {
   const items = flagItems(text, "dtypes");
   for (const item of items) {
-    if (!(item in TOLERANCE)) throw new FlagError(`--dtypes: unknown "${item}", expected float32, float16 or bfloat16`);
+    if (!Object.hasOwn(TOLERANCE, item)) throw new FlagError(`--dtypes: unknown "${item}", expected float32, float16 or bfloat16`);
   }
   if (items.length === 0) throw new FlagError("--dtypes: empty list");
   return items as BenchDType[];

@@ -346,7 +346,7 @@ async function main(): Promise<void> {
   if (values["graph-eager-optimizer"] && !values.graph) throw new FlagError("--graph-eager-optimizer: only with --graph (it chooses what the captured step holds)");
   if (values.graph && values.profile) throw new FlagError("--graph and --profile: a replay runs no kernel through the host, so there is nothing to profile per kernel");
   const dtype = values.dtype as BenchDType;
-  if (!(dtype in TOLERANCE)) throw new FlagError(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
+  if (!Object.hasOwn(TOLERANCE, dtype)) throw new FlagError(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
   const models = flagItems(values.models, "models") as ModelKind[];
   for (const m of models) if (m !== "ffn" && m !== "block" && m !== "head") throw new FlagError(`--models: unknown "${m}" (ffn, block, head)`);
   const context = positiveInteger(values.context, "context");

@@ -17,7 +17,7 @@ import { join } from "node:path";
 import { type FloatDType, getBackendInstance, randint, type Tensor } from "@blocksparse/core";
 import { type GenerateOptions, GPT2_FFN_LAYERS, GPT2LMHeadModel } from "@blocksparse/models";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
-import { BACKEND_FLAG, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, outputDirectory, parseFlags, positiveInteger, positiveIntegers as numbers } from "./flags";
+import { BACKEND_FLAG, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, flagItems, outputDirectory, parseFlags, positiveInteger, positiveIntegers as numbers } from "./flags";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
 import { summarize } from "./stats";
@@ -79,19 +79,24 @@ async function main(): Promise<void> {
   });
   const dtype = values.dtype as FloatDType;
   if (!["float32", "float16", "bfloat16"].includes(dtype)) throw new FlagError(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
-  const sizes = values.sizes.split(",");
-  for (const size of sizes) if (!(size in SIZES)) throw new FlagError(`--sizes: "${size}" is not one of ${Object.keys(SIZES).join(", ")}`);
+  // Object.hasOwn, not `in`: "toString" is in every object, and ran a default-sized model reported as size "toString".
+  const sizes = flagItems(values.sizes, "sizes");
+  for (const size of sizes) if (!Object.hasOwn(SIZES, size)) throw new FlagError(`--sizes: "${size}" is not one of ${Object.keys(SIZES).join(", ")}`);
   const batches = numbers(values.batch, "batch");
   const prompt = positiveInteger(values.prompt, "prompt");
   const fresh = positiveInteger(values.new, "new");
   if (fresh < 2) throw new FlagError("--new: at least 2 new tokens (the time per token is a difference)");
   const repeats = positiveInteger(values.repeats, "repeats");
-  const densities = [1, ...densityList(values.densities, "densities")];
+  const sparse = densityList(values.densities, "densities");
+  // The dense model always runs: a 1 here timed it twice, as two identical rows.
+  if (sparse.includes(1)) throw new FlagError(`--densities: 1 is the dense model, which always runs; give densities below 1, got "${values.densities}"`);
+  const densities = [1, ...sparse];
+  // Checked before the backend starts; a mode of no graphs is dropped after, where the backend is known.
+  const asked = flagItems(values.modes, "modes");
+  for (const mode of asked) if (!Object.hasOwn(MODES, mode)) throw new FlagError(`--modes: "${mode}" is not one of ${Object.keys(MODES).join(", ")}`);
   const outDir = values.out ? outputDirectory(values.out) : undefined;
   const started = await startBackend(values.backend);
   // The captured step needs a backend that records graphs (cuda); elsewhere its rows stay empty.
-  const asked = values.modes.split(",");
-  for (const mode of asked) if (!(mode in MODES)) throw new FlagError(`--modes: "${mode}" is not one of ${Object.keys(MODES).join(", ")}`);
   const modes = (asked as Mode[]).filter((mode) => mode !== "graph" || getBackendInstance(started.backend).graphs !== undefined);
   const results: Row[] = [];
   for (const size of sizes) {

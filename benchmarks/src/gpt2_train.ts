@@ -188,9 +188,9 @@ async function main(): Promise<void> {
     },
   });
   const dtype = values.dtype as BenchDType;
-  if (!(dtype in TOLERANCE)) throw new FlagError(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
+  if (!Object.hasOwn(TOLERANCE, dtype)) throw new FlagError(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
   const sizes = flagItems(values.sizes, "sizes");
-  for (const size of sizes) if (!(size in SIZES)) throw new FlagError(`--sizes: "${size}" is not one of ${Object.keys(SIZES).join(", ")}`);
+  for (const size of sizes) if (!Object.hasOwn(SIZES, size)) throw new FlagError(`--sizes: "${size}" is not one of ${Object.keys(SIZES).join(", ")}`);
   const batch = positiveInteger(values.batch, "batch");
   const context = positiveInteger(values.context, "context");
   const vocab = positiveInteger(values.vocab, "vocab");

@@ -34,6 +34,15 @@ describe.concurrent("benchmark CLIs refuse a bad value naming the flag, before a
     ["cpu_compare.ts --rounds abc (ran zero rounds and wrote an empty table)", "cpu_compare.ts", ["--rounds", "abc", "--out", out], /^--rounds: "abc" is not a positive integer\n$/],
     ["gpt2_train.ts --blocks 48 (the patcher threw after the dense model was timed)", "gpt2_train.ts", ["--backend", "js", "--sizes", "tiny", "--batch", "1", "--context", "8", "--vocab", "64", "--quick", "--blocks", "48", "--out", out], /--blocks: 48 does not divide gpt2 tiny's feed-forward widths 64 and 256/],
     ["compare.ts --densities 0.01 at --small (a pattern of no block: RangeError)", "compare.ts", ["--backend", "js", "--small", "--blocks", "64", "--densities", "0.01", "--out", out], /--densities: 0.01 keeps none of the 4x4 blocks of 64x64 in the 256x256 weight; one block is density 0.063/],
+    // `in` found these on Object.prototype: generate.ts ran a default-sized model reported as size "toString".
+    ["generate.ts --sizes toString", "generate.ts", ["--backend", "js", "--sizes", "toString", "--batch", "1", "--prompt", "1", "--new", "2", "--repeats", "1", "--modes", "eager"], /--sizes: "toString" is not one of small, medium, large, xl/],
+    ["generate.ts --modes eager,hasOwnProperty (checked before the backend starts)", "generate.ts", ["--backend", "js", "--sizes", "small", "--modes", "eager,hasOwnProperty"], /--modes: "hasOwnProperty" is not one of eager, static, graph/],
+    ["generate.ts --densities 1 (timed the dense model twice)", "generate.ts", ["--backend", "js", "--sizes", "small", "--densities", "1"], /--densities: 1 is the dense model, which always runs; give densities below 1, got "1"/],
+    ["gpt2_train.ts --sizes constructor", "gpt2_train.ts", ["--backend", "js", "--sizes", "constructor", "--out", out], /--sizes: "constructor" is not one of/],
+    ["gpt2_train.ts --dtype toString", "gpt2_train.ts", ["--backend", "js", "--dtype", "toString", "--out", out], /--dtype: expected float32, float16 or bfloat16, got "toString"/],
+    ["ffn.ts --dtype valueOf", "ffn.ts", [...FFN.slice(0, 2), "--dtype", "valueOf", ...FFN.slice(4)], /--dtype: expected float32, float16 or bfloat16, got "valueOf"/],
+    ["compare.ts --dtypes toString", "compare.ts", ["--backend", "js", "--small", "--dtypes", "toString", "--out", out], /--dtypes: unknown "toString", expected float32, float16 or bfloat16/],
+    ["attention.ts --paths fused,fused (timed twice, two rows)", "attention.ts", [...ATTENTION.slice(0, -4), "--out", out, "--paths", "fused,fused"], /--paths: "fused" repeats "fused"/],
     ["eager_step.ts --tokens abc", "eager_step.ts", ["--backend", "js", "--widths", "64x128", "--tokens", "abc"], /--tokens: expected an integer >= 5, got "abc"/],
   ])("%s", async (_, script, args, message) => {
     const { code, stdout, stderr } = await runCli(script, args);

@@ -29,3 +29,32 @@ export function withFlagHelp<T>(flags: string[], parse: () => T): T {
     throw new TypeError(`Unknown option '${unknown[1]}'${near === undefined ? "" : ` (did you mean --${near}?)`}; --help lists the flags`);
   }
 }
+
+/**
+ * The largest seed magnitude the examples take: they derive further seeds from it (mnist seed x 1000 + epoch, the
+ * transformer's seed x 7919 + batch, distil's seed + 7919), which must stay safe integers; a larger one passed the
+ * flag's check and failed after the header was printed, with "seed: expected a safe integer" naming another number.
+ */
+export const MAX_SEED = 2 ** 32 - 1;
+
+/** --seed's value: an integer of magnitude at most MAX_SEED, else an error naming the flag. */
+export function seedFlag(text: string | undefined, flag = "seed"): number | undefined {
+  if (text === undefined) return undefined;
+  const value = decimal(text);
+  if (!Number.isSafeInteger(value) || Math.abs(value) > MAX_SEED) throw new RangeError(`--${flag}: expected an integer from -${MAX_SEED} to ${MAX_SEED}, got '${text}'`);
+  return value;
+}
+
+/**
+ * `values` (parsed from `items`) with none given twice: a density listed twice ("0.5,.5") trained the same model
+ * twice and printed two identical rows.
+ */
+export function rejectRepeatedValues<T>(values: T[], items: readonly string[], flag: string): T[] {
+  const seen = new Map<T, string>();
+  values.forEach((value, i) => {
+    const earlier = seen.get(value);
+    if (earlier !== undefined) throw new RangeError(`--${flag}: '${items[i]}' repeats '${earlier}'; give each value once`);
+    seen.set(value, items[i]);
+  });
+  return values;
+}

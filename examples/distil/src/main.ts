@@ -6,7 +6,7 @@ import { accessSync, constants, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { BackendError, type FloatDType, getBackendInstance, listBackends, setBackend } from "@blocksparse/core";
-import { decimal, rejectRepeated, withFlagHelp } from "../../shared/flags";
+import { decimal, rejectRepeated, rejectRepeatedValues, seedFlag, withFlagHelp } from "../../shared/flags";
 import { BUNDLED_TOKENIZER, loadCorpus } from "./data";
 import { DEFAULT_RIGL, type ExperimentOptions, experimentContext, type ResultRow, runExperiments, SIZES, type Size } from "./experiment";
 import { checkBudgetFits, estimateSeconds, maxStepsForEpochs, measureStepTimes, planSteps, type StepTimes } from "./plan";
@@ -117,8 +117,10 @@ function parse(argv: string[]): Parsed | null {
   const patch = text("patch");
   if (patch !== undefined && patch !== "ffn" && patch !== "ffn+attn") throw new RangeError(`--patch: expected ffn or ffn+attn, got '${patch}'`);
   const densityLists = values.density as string[] | undefined;
-  const densities = densityLists?.flatMap((list) => list.split(",").map(decimal));
+  const densityItems = densityLists?.flatMap((list) => list.split(","));
+  const densities = densityItems?.map(decimal);
   if (densities?.some((d) => !(d > 0 && d <= 1))) throw new RangeError(`--density: expected numbers in (0, 1], got '${densityLists?.join(",")}'`);
+  if (densities !== undefined && densityItems !== undefined) rejectRepeatedValues(densities, densityItems, "density");
   const sparseLr = text("sparse-lr");
   if (sparseLr !== undefined && sparseLr !== "same" && sparseLr !== "inverse-density") throw new RangeError(`--sparse-lr: expected same or inverse-density, got '${sparseLr}'`);
   const dtype = text("dtype");
@@ -151,7 +153,7 @@ function parse(argv: string[]): Parsed | null {
         batchSize: number("batch-size", true),
         evalBatches: number("eval-batches", true),
         curvePoints: number("curve-points", true),
-        seed: inRange("seed", Number.isSafeInteger, "an integer"),
+        seed: seedFlag(text("seed")),
       }).filter(([, value]) => value !== undefined),
     ),
   );

@@ -15,8 +15,12 @@ describe("main.ts's flags", { timeout: 30_000 }, () => {
   it.each([
     [["--lr", "0"], /--lr: expected a positive number, got '0'/],
     [["--distil-density", "2"], /--distil-density: expected a density in \(0, 1\], got '2'/],
-    [["--seed", "1.5"], /--seed: expected an integer, got '1.5'/],
-    [["--seed", "abc"], /--seed: expected an integer, got 'abc'/],
+    [["--seed", "1.5"], /--seed: expected an integer from -4294967295 to 4294967295, got '1.5'/],
+    [["--seed", "abc"], /--seed: expected an integer from -4294967295 to 4294967295, got 'abc'/],
+    // The validation windows take seed + 7919: every run failed with "seed: expected a safe integer".
+    [["--seed", "9007199254740991"], /--seed: expected an integer from -4294967295 to 4294967295, got '9007199254740991'/],
+    // Static and RigL trained twice at 0.25, four rows for one density.
+    [["--density", "0.25", "--density", "0.1,0.25"], /--density: '0.25' repeats '0.25'; give each value once/],
     [["--lr=-1"], /--lr: expected a positive number, got '-1'/],
     // A second --density adds to the first rather than dropping it (the 1.5 went unchecked and unused).
     [["--density", "1.5", "--density", "0.5", "--lr", "0"], /--density: expected numbers in \(0, 1\], got '1.5,0.5'/],

@@ -5,7 +5,7 @@ import "@blocksparse/backend-cuda";
 import { totalmem } from "node:os";
 import { parseArgs } from "node:util";
 import { BackendError, getBackendInstance, importBackendModules, listBackends, setBackend } from "@blocksparse/core";
-import { decimal, rejectRepeated, withFlagHelp } from "../../shared/flags";
+import { decimal, rejectRepeated, rejectRepeatedValues, seedFlag, withFlagHelp } from "../../shared/flags";
 import { availableDigits, CLASSES, PIXELS } from "./data";
 import { checkHidden, FIRST_LAYER_BLOCK, HIDDEN_LAYER_BLOCK } from "./model";
 import { progressHooks } from "./progress";
@@ -85,7 +85,7 @@ function parseOptions(argv: string[]): ParsedOptions | null {
     epochs: integer("epochs", values.epochs, 1),
     batchSize: integer("batch-size", values["batch-size"], 1),
     hidden: integer("hidden", values.hidden, 1),
-    seed: integer("seed", values.seed),
+    seed: seedFlag(values.seed),
     trainSize: integer("train-size", values["train-size"], 1),
     testSize: integer("test-size", values["test-size"], 1),
     regrowEvery: integer("regrow-every", values["regrow-every"], 1),
@@ -144,9 +144,12 @@ function parseOptions(argv: string[]): ParsedOptions | null {
     throw new RangeError("--patch-from trained: the first epoch trains the dense model the others are patched from, so --epochs 1 leaves none to train sparse; use --epochs 2 or more");
   }
   if (values.density !== undefined) {
-    options.densities = values.density
-      .flatMap((list) => list.split(","))
-      .map((item) => inRange("density", item, (density) => density > 0 && density <= 1, "densities in (0, 1], comma-separated"));
+    const items = values.density.flatMap((list) => list.split(","));
+    options.densities = rejectRepeatedValues(
+      items.map((item) => inRange("density", item, (density) => density > 0 && density <= 1, "densities in (0, 1], comma-separated")),
+      items,
+      "density",
+    );
   }
   const parsed: ParsedOptions = { ...options, backendModules: values["backend-module"] };
   return Object.fromEntries(Object.entries(parsed).filter(([, value]) => value !== undefined));

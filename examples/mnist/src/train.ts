@@ -4,6 +4,7 @@ import { SeededRandom } from "@blocksparse/format";
 import { Adam, type Module, SparseOptimizer, crossEntropy, inverseDensity, disposeStateDict, parameterCount, weightBytes } from "@blocksparse/nn";
 import type { PatchReport } from "@blocksparse/patcher";
 import { type MnistData, type MnistSplit, PIXELS, loadMnist, shuffleInPlace } from "./data";
+import { MAX_SEED } from "../../shared/flags";
 import { Mlp, checkHidden, mlpPatcher } from "./model";
 
 /** Where the block-sparse models start: the dense model's fresh initialisation, or the dense model after its first epoch. */
@@ -166,6 +167,8 @@ function checkOptions(options: MnistOptions): void {
   for (const density of options.densities) {
     if (!(density > 0 && density <= 1)) throw new RangeError(`density: expected numbers in (0, 1], got ${density}`);
   }
+  // Each epoch's batch order is seeded with seed x 1000 + epoch, which must stay a safe integer.
+  if (!Number.isSafeInteger(options.seed) || Math.abs(options.seed) > MAX_SEED) throw new RangeError(`seed: expected an integer from -${MAX_SEED} to ${MAX_SEED}, got ${options.seed}`);
   if (!(options.learningRate > 0)) throw new RangeError(`learningRate: expected a positive number, got ${options.learningRate}`);
   if (options.dtype !== "auto" && options.dtype !== "float32" && options.dtype !== "bfloat16" && options.dtype !== "float16") {
     throw new RangeError(`dtype: expected auto, float32, bfloat16 or float16, got ${String(options.dtype)}`);

@@ -20,7 +20,11 @@ describe("the demo's flags", { timeout: 30_000 }, () => {
     [["--test-size", "9000"], /--train-size \+ --test-size: expected at most 10000 digits in all \(the mnist package's\), got 8000 \+ 9000/],
     // Number() read these as 2, 1000 and 1: only decimal is a number here.
     [["--epochs", "0x2"], /--epochs: expected a positive integer, got '0x2'/],
-    [["--seed", "0b11"], /--seed: expected an integer, got '0b11'/],
+    [["--seed", "0b11"], /--seed: expected an integer from -4294967295 to 4294967295, got '0b11'/],
+    // The run derives seed x 1000 + epoch: a larger seed failed after the header, naming another number.
+    [["--seed", "10000000000000"], /--seed: expected an integer from -4294967295 to 4294967295, got '10000000000000'/],
+    // The same model trained twice, two identical rows in the table.
+    [["--density", "0.5,.5"], /--density: '.5' repeats '0.5'; give each value once/],
     [["--density", "0x1"], /--density: expected densities in \(0, 1\], comma-separated, got '0x1'/],
     [["--lr", "0o1"], /--lr: expected a positive number, got '0o1'/],
     // parseArgs keeps the last value of a flag given twice; the first was dropped without a word.

@@ -133,5 +133,7 @@ describe("trainMnist", () => {
     await expect(trainMnist({ ...TINY, densities: [0] })).rejects.toThrow(/density: expected numbers in \(0, 1\], got 0/);
     await expect(trainMnist({ ...TINY, epochs: 0 })).rejects.toThrow(/epochs: expected a positive integer/);
     await expect(trainMnist({ ...TINY, hidden: 48 })).rejects.toThrow(/hidden/);
+    // seed x 1000 + epoch seeds each epoch's batch order: this failed mid-run with another number in its message.
+    await expect(trainMnist({ ...TINY, seed: 1e13 })).rejects.toThrow(/seed: expected an integer from -4294967295 to 4294967295, got 10000000000000$/);
   });
 });

@@ -6,7 +6,7 @@ import { totalmem } from "node:os";
 import { parseArgs } from "node:util";
 import { BackendError, getBackendInstance, importBackendModules, listBackends, setBackend } from "@blocksparse/core";
 import { Presets, SingleBar } from "cli-progress";
-import { decimal, rejectRepeated, withFlagHelp } from "../../shared/flags";
+import { decimal, rejectRepeated, rejectRepeatedValues, seedFlag, withFlagHelp } from "../../shared/flags";
 import { buildCorpus, mobyDickText } from "./data";
 import { FEED_FORWARD_PATTERN } from "./model";
 import { formatTable } from "./report";
@@ -44,6 +44,7 @@ const OPTION_FLAGS: Partial<Record<keyof TransformerOptions, string>> = {
   learningRate: "--lr",
   sampleLength: "--sample-length",
   dtype: "--dtype",
+  seed: "--seed",
 };
 
 type ParsedOptions = Partial<TransformerOptions> & { backendModules?: string[] };
@@ -95,15 +96,18 @@ function parseOptions(argv: string[]): ParsedOptions | null {
     nHeads: integer("heads", values.heads, 1),
     layers: integer("layers", values.layers, 1),
     sampleLength: integer("sample-length", values["sample-length"], 0),
-    seed: integer("seed", values.seed),
+    seed: seedFlag(values.seed),
     learningRate: values.lr === undefined ? undefined : inRange("lr", values.lr, (lr) => lr > 0 && Number.isFinite(lr), "a positive number"),
     backend: values.backend,
     dtype: values.dtype as TransformerOptions["dtype"] | undefined,
   };
   if (values.density !== undefined) {
-    options.densities = values.density
-      .flatMap((list) => list.split(","))
-      .map((item) => inRange("density", item, (density) => density > 0 && density <= 1, "densities in (0, 1], comma-separated"));
+    const items = values.density.flatMap((list) => list.split(","));
+    options.densities = rejectRepeatedValues(
+      items.map((item) => inRange("density", item, (density) => density > 0 && density <= 1, "densities in (0, 1], comma-separated")),
+      items,
+      "density",
+    );
   }
   if (values.block !== undefined) {
     const match = /^(\d+)x(\d+)$/.exec(values.block);

@@ -4,6 +4,7 @@ import { SeededRandom } from "@blocksparse/format";
 import { Adam, crossEntropy, parameterCount, weightBytes } from "@blocksparse/nn";
 import type { PatchReport } from "@blocksparse/patcher";
 import { type CharCorpus, buildCorpus, mobyDickText, sampleBatch } from "./data";
+import { MAX_SEED } from "../../shared/flags";
 import { CharTransformer, feedForwardPatcher } from "./model";
 
 export interface TransformerOptions {
@@ -256,6 +257,10 @@ export function checkOptions(options: TransformerOptions, label: (option: keyof 
     );
   }
   if (options.dModel % options.nHeads !== 0) throw new RangeError(`${label("nHeads")}: ${options.nHeads} heads do not divide ${label("dModel")} ${options.dModel}`);
+  // The validation batches are seeded with seed x 7919 + i, which must stay a safe integer.
+  if (!Number.isSafeInteger(options.seed) || Math.abs(options.seed) > MAX_SEED) {
+    throw new RangeError(`${label("seed")}: expected an integer from -${MAX_SEED} to ${MAX_SEED}, got ${options.seed}`);
+  }
   if (!(options.learningRate > 0)) throw new RangeError(`${label("learningRate")}: expected a positive number, got ${options.learningRate}`);
   if (!(options.temperature > 0)) throw new RangeError(`${label("temperature")}: expected a positive number, got ${options.temperature}`);
 }

@@ -18,6 +18,9 @@ describe("the demo's flags", { timeout: 30_000 }, () => {
     [["--lr=-0.5"], /--lr: expected a positive number, got '-0.5'/],
     [["--context", "200000"], /--context: 200000 leaves no window in the validation text's \d+ characters; use at most \d+/],
     [["--density", "0.5,,0.25"], /--density: expected densities in \(0, 1\], comma-separated, got ''/],
+    // The validation batches take seed x 7919 + i: a larger seed failed after the header, naming another number.
+    [["--seed", "1700000000000"], /--seed: expected an integer from -4294967295 to 4294967295, got '1700000000000'/],
+    [["--density", "0.25,0.5,0.250"], /--density: '0.250' repeats '0.25'; give each value once/],
     // Number() read these as 2, 1 and 1: only decimal is a number here.
     [["--steps", "0x2"], /--steps: expected a positive integer, got '0x2'/],
     [["--density", "0b1"], /--density: expected densities in \(0, 1\], comma-separated, got '0b1'/],
