@@ -74,6 +74,7 @@ export async function save(model: Module, path: string, metadata: Record<string,
  */
 export async function load(model: Module, path: string, options: LoadStateDictOptions = {}): Promise<LoadStateDictResult> {
   checkModel("load", model);
+  checkPath("load", path);
   optionsArg("load", options, ["strict"]);
   const stateDict = await loadSafetensorsFile(path);
   try {

@@ -161,8 +161,10 @@ export class TransformerBlock extends Module {
     this.mlp = new MLP({ dModel, hidden, dropout, seed: seeds[1] });
   }
 
-  forward(x: Tensor): Tensor {
+  forward(x: Tensor, ...rest: unknown[]): Tensor {
     checkTensorInput(this.label, x);
+    // A mask (torch's src_mask, HF's attention_mask) would be ignored: this block's attention is causal only. null is no mask.
+    if (rest.some((arg) => arg != null)) throw new ValueError(`${this.label}.forward: takes x alone, no mask (its attention is causal)`);
     return tidy(() => {
       const afterAttention = withResidual(this.attn, this.ln1.forward(x), x);
       return withResidual(this.mlp, this.ln2.forward(afterAttention), afterAttention);
