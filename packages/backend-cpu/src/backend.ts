@@ -6,6 +6,7 @@ import {
   type DType,
   type DataId,
   JsBackend,
+  type JsBuffer,
   bytesPerElement,
   jsKernels,
   productKernels,
@@ -54,6 +55,8 @@ export class CpuBackend extends JsBackend {
   readonly addonPath: string;
   /** Freed buffers kept for reuse by size class (see buffer_cache.ts); `releaseCache()` drops them. */
   readonly cache: BufferCache;
+  /** The handles this instance allocated: a js backend's are of the same class, and must not pass for its own. */
+  private readonly owned = new WeakSet<DataId>();
 
   /** Throws a BackendError with the one-line reason when the addon is not here. */
   constructor() {
@@ -77,6 +80,18 @@ export class CpuBackend extends JsBackend {
   protected override createStorage(dtype: DType, size: number): BackendValues {
     const buffer = this.cache.take(size * bytesPerElement(dtype));
     return storageOver(dtype, buffer, this.addon.alignmentOffset(buffer), size);
+  }
+
+  override allocate(dtype: DType, size: number): DataId {
+    const dataId = super.allocate(dtype, size);
+    this.owned.add(dataId);
+    return dataId;
+  }
+
+  /** The buffer behind one of this instance's handles; a js backend's or another cpu instance's throws, as cuda's does here. */
+  override buffer(dataId: DataId): JsBuffer {
+    if (!this.owned.has(dataId)) throw new BackendError(`${this.name}: the handle does not belong to the ${this.name} backend`);
+    return super.buffer(dataId);
   }
 
   protected override releaseStorage(values: BackendValues): void {
