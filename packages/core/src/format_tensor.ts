@@ -3,8 +3,10 @@ import type { DType, TensorValues } from "./dtypes";
 const EDGE = 3;
 
 function formatNumber(value: number, dtype: DType): string {
-  if (dtype === "int32" || !Number.isFinite(value)) return String(value);
-  return Number.isInteger(value) ? value.toFixed(1) : value.toPrecision(4);
+  if (dtype === "int32") return String(value);
+  // toFixed drops -0's sign (the one integer below 1e8 whose reciprocal is below -1) and writes every digit of a large
+  // float (1e20 as 100000002004087734272.0): torch prints -0. and uses exponents past 1e8. NaN and infinities fall to toPrecision.
+  return Number.isInteger(value) && Math.abs(value) < 1e8 ? (1 / value < -1 ? "-0.0" : value.toFixed(1)) : value.toPrecision(4);
 }
 
 /** `Tensor(float32, [2, 3], js) [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]`, eliding the middle of long data. */
