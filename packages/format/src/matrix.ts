@@ -186,8 +186,8 @@ export class BsrMatrix {
         for (let c = 0; c < blockWidth; c++) target[to + c] = source[from + c];
       }
     }
-    const dtype = options.dtype ?? "float32";
-    return BsrMatrix.fromPattern(pattern, dtype === "float32" ? values : encodeValues(values, dtype), dtype);
+    // fromPattern rounds float32 values to a 16-bit dtype, and takes an undefined one as float32.
+    return BsrMatrix.fromPattern(pattern, values, options.dtype);
   }
 
   /** Random pattern (exact block count) and normal values; the same seed gives the same matrix everywhere. */
@@ -204,8 +204,7 @@ export class BsrMatrix {
     const pattern = BsrPattern.random(shape, { blockShape: options.blockShape, density: options.density, seed: random });
     const values = new Float32Array(pattern.nnzBlocks * pattern.blockShape[0] * pattern.blockShape[1]);
     random.fillNormal(values, 0, std);
-    const dtype = options.dtype ?? "float32";
-    return BsrMatrix.fromPattern(pattern, dtype === "float32" ? values : encodeValues(values, dtype), dtype);
+    return BsrMatrix.fromPattern(pattern, values, options.dtype);
   }
 
   /** All-zero values over a pattern, or over every block of a shape. */
@@ -307,7 +306,7 @@ export class BsrMatrix {
     checkDType(dtype);
     if (dtype === this.dtype) return new BsrMatrix(this.pattern, this.values.slice(), dtype);
     const widened = this.valuesAsFloat32();
-    return BsrMatrix.fromPattern(this.pattern, dtype === "float32" ? widened : encodeValues(widened, dtype), dtype);
+    return BsrMatrix.fromPattern(this.pattern, widened, dtype);
   }
 
   /** The dense row-major matrix (rows * cols), zeros outside the blocks. */
@@ -430,12 +429,12 @@ function toStoredValues(values: ValuesInput, dtype: BsrDType): BsrValues {
 }
 
 function checkNumbers(values: ArrayLike<number>): ArrayLike<number> {
-  if (values === null || typeof values !== "object" || typeof values.length !== "number") {
+  if (typeof values !== "object" || !(values?.length >= 0)) {
     throw new BsrFormatError("values", `expected an array of numbers, got ${String(values)}`);
   }
   if (values instanceof Float32Array || values instanceof Float64Array) return values;
   for (let i = 0; i < values.length; i++) {
-    if (typeof values[i] !== "number") throw new BsrFormatError("values", `expected a number, got ${String(values[i])}`, i);
+    if (typeof values[i] !== "number") throw new BsrFormatError("values", `expected a number, got ${quoted(values[i])}`, i);
   }
   return values;
 }
@@ -453,9 +452,7 @@ export function indexArrayToInt32(array: IndexArrayInput, field: string): Int32A
     }
     return out;
   }
-  if (array === null || typeof array !== "object" || typeof array.length !== "number") {
-    throw new BsrFormatError(field, `expected an array of integers, got ${String(array)}`);
-  }
+  // Anything else is checked by the BsrPattern it is for (its errors carry the caller's field names).
   return array;
 }
 

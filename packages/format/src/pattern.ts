@@ -99,6 +99,8 @@ export class BsrPattern {
   /** Every block present. */
   static dense(shape: Shape2, blockShape: Shape2): BsrPattern {
     const { blockRows, blockCols } = checkShapes(shape, blockShape);
+    // Past int32 the mask or blockColIdx allocation failed with a bare RangeError.
+    if (blockRows * blockCols >= 2 ** 31) throw new BsrFormatError("shape", `the block grid ${blockRows} x ${blockCols} does not fit int32 indices`);
     return BsrPattern.fromMask(shape, blockShape, new Uint8Array(blockRows * blockCols).fill(1));
   }
 
@@ -136,7 +138,7 @@ export class BsrPattern {
     for (let k = 0; k < flatBlocks.length; k++) {
       const flat = flatBlocks[k];
       if (typeof flat !== "number" || !Number.isInteger(flat)) {
-        throw new BsrFormatError("flatBlocks", `expected an integer block position, got ${String(flat)}`, k);
+        throw new BsrFormatError("flatBlocks", `expected an integer block position, got ${quoted(flat)}`, k);
       }
       if (flat < 0 || flat >= total) {
         throw new BsrFormatError("flatBlocks", `block ${flat} is outside ${blockRows} x ${blockCols} blocks`, k);
@@ -259,7 +261,7 @@ export function divisors(n: number): number[] {
 
 function checkDimension(value: unknown, field: string, position: number): number {
   if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1) {
-    throw new BsrFormatError(field, `expected a positive integer, got ${String(value)}`, position);
+    throw new BsrFormatError(field, `expected a positive integer, got ${quoted(value)}`, position);
   }
   return value;
 }
@@ -333,7 +335,8 @@ export function checkDensity(density: number): void {
 
 /** A fresh Int32Array of the given integers; rejects non-integers and int32 overflow. */
 function toInt32Indices(values: ArrayLike<number>, field: string): Int32Array {
-  if (values === null || typeof values !== "object" || typeof values.length !== "number") {
+  // A length of NaN made an empty array (a silent empty pattern), -1 a bare RangeError.
+  if (typeof values !== "object" || !(values?.length >= 0)) {
     throw new BsrFormatError(field, `expected an array of integers, got ${String(values)}`);
   }
   if (values instanceof Int32Array) return values.slice();
@@ -342,7 +345,7 @@ function toInt32Indices(values: ArrayLike<number>, field: string): Int32Array {
     const value = values[i];
     if (typeof value !== "number" || !Number.isInteger(value) || value < -(2 ** 31) || value >= 2 ** 31) {
       // A bigint prints as the number it holds: say what it is, or "got 0" reads like a refused valid index.
-      const got = typeof value === "bigint" ? `the bigint ${value}n (pass numbers, or a BigInt64Array)` : String(value);
+      const got = typeof value === "bigint" ? `the bigint ${value}n (pass numbers, or a BigInt64Array)` : quoted(value);
       throw new BsrFormatError(field, `expected an int32 index, got ${got}`, i);
     }
     out[i] = value;

@@ -350,6 +350,13 @@ describe("PyTorch and SciPy layouts", () => {
     expect(error.message).toContain("does not fit int32");
   });
 
+  it("says a string among the values is a string, and refuses values whose length is not a count", () => {
+    const pattern = BsrPattern.dense([2, 2], [1, 1]);
+    expect(expectFormatError(() => BsrMatrix.fromPattern(pattern, ["1", 2, 3, 4] as never), "values", 0).message).toContain('got "1"');
+    // A length of NaN read as no values: over an empty pattern, a matrix built from a broken object.
+    expectFormatError(() => BsrMatrix.fromPattern(BsrPattern.fromMask([2, 2], [1, 1], [0, 0, 0, 0]), { length: Number.NaN }), "values");
+  });
+
   it("says a bigint in a plain index array is a bigint, rather than refusing a valid index by its value", () => {
     const error = expectFormatError(
       () => BsrMatrix.fromScipy({ indptr: [0n, 1n] as never, indices: [0], data: [1], dataShape: [1, 1, 1], shape: [1, 1] }),

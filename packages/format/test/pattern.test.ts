@@ -162,6 +162,16 @@ describe("BsrPattern validation names the field and position", () => {
     expectFormatError(() => BsrPattern.random([6, 8], { blockShape: [2, 2], density: 1.5, seed: 0 }), "density");
     expectFormatError(() => BsrPattern.random([6, 8], { blockShape: [2, 2], density: Number.NaN, seed: 0 }), "density");
   });
+  it("says a string is a string, rather than printing the number it spells as if that number were refused", () => {
+    expect(expectFormatError(make(["0", 1, 1, 3] as never, [2, 0, 3]), "blockRowPtr", 0).message).toContain('got "0"');
+    expect(expectFormatError(() => BsrPattern.dense(["6", 8] as never, [2, 2]), "shape", 0).message).toContain('got "6"');
+    expect(expectFormatError(() => BsrPattern.fromFlatBlocks([4, 4], [2, 2], ["1"] as never), "flatBlocks", 0).message).toContain('got "1"');
+  });
+  it("refuses an array-like whose length is not a count, where NaN read as an empty pattern and -1 threw a RangeError", () => {
+    expectFormatError(make([0, 0, 0, 0], { length: Number.NaN }), "blockColIdx");
+    expectFormatError(make([0, 0, 0, 0], { length: -1 }), "blockColIdx");
+    expect(make([0, 1, 1, 1], { length: 1, 0: 2 })().blockColIdx).toEqual(Int32Array.of(2));
+  });
   it("validate() finds arrays written into after construction", () => {
     const pattern = make([0, 1, 1, 3], [2, 0, 3])();
     pattern.validate();
@@ -265,6 +275,11 @@ describe("BsrPattern factories refuse what they cannot build exactly", () => {
       expect(pattern.coordinates.blockRow.at(-1)).toBeGreaterThan(shape[0] / 2);
     }
     expectFormatError(() => BsrPattern.random([2 ** 31 - 2, 2 ** 31 - 2], { blockShape: [1, 1], density: 0, seed: 1 }), "shape");
+  });
+
+  it("dense and zeros refuse a grid of more blocks than int32 offsets count, where allocating threw a bare RangeError", () => {
+    expect(expectFormatError(() => BsrPattern.dense([2 ** 17, 2 ** 17], [1, 1]), "shape").message).toContain("int32");
+    expectFormatError(() => BsrMatrix.zeros([2 ** 16, 2 ** 15], { blockShape: [1, 1] }), "shape");
   });
 
   it("null or missing arguments are BsrFormatErrors naming the argument", () => {
