@@ -263,27 +263,47 @@ export class CudaBackend implements Backend {
     return graph;
   }
 
-  /** Frees every buffer and pattern index still held and releases the allocator's cache. */
+  /**
+   * Frees every buffer and pattern index still held and releases the allocator's cache. Every release is attempted
+   * even when one fails (a device fault), and the backend counts as disposed after it: a second call does nothing,
+   * never frees a buffer twice. The first failure is thrown at the end, with the number of others in its message.
+   */
   dispose(): void {
     if (this.disposed) return;
+    this.disposed = true;
+    const failures: unknown[] = [];
+    const attempt = (release: () => void) => {
+      try {
+        release();
+      } catch (error) {
+        failures.push(error);
+      }
+    };
     for (const graph of this.liveGraphs) {
       graph.destroyed = true;
-      this.addon.destroyGraph(graph.handle);
+      attempt(() => this.addon.destroyGraph(graph.handle));
     }
     this.liveGraphs.clear();
     for (const buffer of this.live) {
       buffer.freed = true;
-      this.addon.free(buffer.handle);
+      attempt(() => this.addon.free(buffer.handle));
     }
     this.live.clear();
     this.tensorBytes = 0;
     for (const handle of this.livePatterns) {
       this.patternFinalizer.unregister(this.unregisterToken(handle));
-      this.addon.freePattern(handle);
+      attempt(() => this.addon.freePattern(handle));
     }
     this.livePatterns.clear();
-    this.addon.releaseCache();
-    this.disposed = true;
+    attempt(() => this.addon.releaseCache());
+    if (failures.length === 0) return;
+    const first = failures[0];
+    const message = first instanceof Error ? first.message : String(first);
+    const others = failures.length - 1;
+    throw new BackendError(
+      `cuda: dispose released everything it could, but ${failures.length} release${failures.length === 1 ? "" : "s"} failed; the first: ${message}${others > 0 ? ` (and ${others} more)` : ""}`,
+      { cause: first },
+    );
   }
 
   // ---------------------------------------------------------------- CUDA specifics

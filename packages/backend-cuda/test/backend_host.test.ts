@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BackendError, BsrPattern, ValueError } from "@blocksparse/core";
 import { describe, expect, test, vi } from "vitest";
-import { CudaBackend } from "../src/backend";
+import { CudaBackend, type CudaBuffer } from "../src/backend";
 import { readAutotuneCache, serializeAutotuneCache } from "../src/autotune_cache";
 import { environmentSwitch } from "../src/environment";
 import { STAND_IN_DEVICE, standInAddon, standInCalls } from "./stand_in_addon";
@@ -39,6 +39,44 @@ describe("CudaBackend's public methods on a stand-in addon", () => {
     expect(backend.memory().patterns).toBe(0);
     backend.dispose(); // twice: nothing more to do
     expect(standInCalls).toEqual([]);
+  });
+
+  test("dispose releases everything even when a release fails, throws the failure once, and never frees twice", () => {
+    const backend = new CudaBackend();
+    const first = backend.allocate("float32", 4) as CudaBuffer;
+    backend.allocate("float32", 4);
+    backend.pattern(BsrPattern.random([64, 64], { blockShape: [32, 32], density: 0.5, seed: 4 }));
+    const free = standInAddon.free;
+    let failed = 0;
+    standInAddon.free = ((handle: number) => {
+      if (handle === first.handle) {
+        failed++;
+        throw new Error("device fault");
+      }
+      return free(handle as never);
+    }) as typeof free;
+    standInCalls.length = 0;
+    try {
+      let thrown: unknown;
+      try {
+        backend.dispose();
+      } catch (error) {
+        thrown = error;
+      }
+      expect(thrown).toBeInstanceOf(BackendError);
+      expect((thrown as Error).message).toContain("1 release failed; the first: device fault");
+      // The other buffer, the pattern and the cache were still released.
+      expect(standInCalls.filter((name) => name === "free")).toHaveLength(1);
+      expect(standInCalls).toContain("freePattern");
+      expect(standInCalls).toContain("releaseCache");
+      standInCalls.length = 0;
+      backend.dispose(); // disposed: nothing freed twice
+      expect(standInCalls).toEqual([]);
+      expect(failed).toBe(1);
+      expect(() => backend.allocate("float32", 4)).toThrow("cuda: the backend was disposed");
+    } finally {
+      standInAddon.free = free;
+    }
   });
 
   test("the setters name an argument of any kind in a ValueError, never a TypeError from writing the message", () => {
