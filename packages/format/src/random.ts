@@ -12,7 +12,11 @@ export class SeededRandom {
   private s3: number;
   private spareNormal: number | undefined;
 
-  /** `seed`: any safe integer (its low 53 bits are used). */
+  /**
+   * `seed`: any safe integer. A seed in [0, 2^32) fills the state from one SplitMix32 stream; any other (negative,
+   * or 2^32 and up) also mixes its high word into three of the four state words through a second stream. Seeds with
+   * the same high word never share a state, others only by chance (the three words: about 2^-96).
+   */
   constructor(seed: number) {
     if (!Number.isSafeInteger(seed)) throw new RangeError(`seed: expected a safe integer, got ${seed}`);
     const low = seed >>> 0;
@@ -20,15 +24,24 @@ export class SeededRandom {
     let mix = (low ^ Math.imul(high, 0x9e3779b9)) >>> 0;
     const nextSeedWord = (): number => {
       mix = (mix + 0x9e3779b9) >>> 0;
-      let z = mix;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-      return (z ^ (z >>> 16)) >>> 0;
+      return splitMix32(mix);
     };
     this.s0 = nextSeedWord();
     this.s1 = nextSeedWord();
     this.s2 = nextSeedWord();
     this.s3 = nextSeedWord();
+    if (high !== 0) {
+      // The first stream is a function of 32 bits, where seeds differing in their high words collided (-1 and
+      // 2654435768 gave one generator).
+      let other = (high ^ 0x6a09e667) >>> 0;
+      for (const word of [1, 2, 3] as const) {
+        other = (other + 0x9e3779b9) >>> 0;
+        const extra = splitMix32(other);
+        if (word === 1) this.s1 = (this.s1 ^ extra) >>> 0;
+        else if (word === 2) this.s2 = (this.s2 ^ extra) >>> 0;
+        else this.s3 = (this.s3 ^ extra) >>> 0;
+      }
+    }
     if ((this.s0 | this.s1 | this.s2 | this.s3) === 0) this.s0 = 1;
   }
 
@@ -172,6 +185,14 @@ function checkCount(total: number, count: number): void {
   if (!Number.isInteger(count) || count < 0 || count > total) {
     throw new RangeError(`count: expected an integer in [0, ${total}], got ${count}`);
   }
+}
+
+/** SplitMix32's output function: a 32-bit word mixed to 32 well-spread bits. */
+function splitMix32(word: number): number {
+  let z = word;
+  z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+  z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+  return (z ^ (z >>> 16)) >>> 0;
 }
 
 function rotateLeft(value: number, bits: number): number {

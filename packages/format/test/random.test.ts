@@ -14,7 +14,23 @@ describe("SeededRandom", () => {
       2837322924, 544945897, 479756282, 3500138142,
     ]);
     const large = new SeededRandom(2 ** 40 + 7);
-    expect([large.nextUint32(), large.nextUint32()]).toEqual([1606920336, 1856359683]);
+    expect([large.nextUint32(), large.nextUint32()]).toEqual([3880397790, 2122851780]);
+  });
+
+  it("uses every bit of a seed: seeds that differ only above bit 31 give different sequences", () => {
+    const first = (seed: number) => {
+      const random = new SeededRandom(seed);
+      return [random.nextUint32(), random.nextUint32(), random.nextUint32()];
+    };
+    // These shared one generator when the high word was folded into 32 bits with the low one.
+    expect(first(-1)).not.toEqual(first(2654435768));
+    expect(first(2 ** 32)).not.toEqual(first(0));
+    expect(first(-(2 ** 32))).not.toEqual(first(0));
+    expect(first(Number.MAX_SAFE_INTEGER)).not.toEqual(first(Number.MIN_SAFE_INTEGER));
+    // A seed below 2^32 keeps the generator it always had (pinned above), so seeded patterns do not move.
+    const seen = new Set<string>();
+    for (let high = -3; high <= 3; high++) for (let low = 0; low < 4; low++) seen.add(first(high * 2 ** 32 + low).join());
+    expect(seen.size).toBe(28);
   });
 
   it("repeats for one seed and differs between seeds", () => {
