@@ -54,18 +54,38 @@ let inBrowser;
 const problems = [];
 try {
   const page = await browser.newPage();
-  page.on("console", (message) => {
-    if (message.type() === "error" || /Content Security Policy|unsafe-eval/.test(message.text())) problems.push(message.text());
+  // Any problem the page reports ends the wait at once (the check fails on it anyway), rather than at the timeout.
+  let reportProblem;
+  const problemReported = new Promise((_, reject) => {
+    reportProblem = reject;
   });
-  page.on("pageerror", (error) => problems.push(String(error)));
-  await page.goto(url);
-  await page.waitForFunction(() => "blocksparseResult" in window, null, { timeout: 120_000 });
-  inBrowser = await page.evaluate(() => window.blocksparseResult);
-  say(`${await browser.version()}: ${await page.textContent("#status")}`);
+  problemReported.catch(() => {});
+  const report = (text) => {
+    problems.push(text);
+    reportProblem(new Error(text));
+  };
+  page.on("console", (message) => {
+    if (message.type() === "error" || /Content Security Policy|unsafe-eval/.test(message.text())) report(message.text());
+  });
+  page.on("pageerror", (error) => report(String(error)));
+  try {
+    await page.goto(url);
+    await Promise.race([page.waitForFunction(() => "blocksparseResult" in window, null, { timeout: 120_000 }), problemReported]);
+  } catch (error) {
+    const status = await page.textContent("#status").catch(() => null);
+    console.error(`test:browser: FAILED: ${problems.length > 0 ? `the page reported: ${problems.join(" | ")}` : String(error)}${status ? ` (status: ${status})` : ""}`);
+    process.exitCode = 1;
+  }
+  if (process.exitCode !== 1) {
+    inBrowser = await page.evaluate(() => window.blocksparseResult);
+    say(`${await browser.version()}: ${await page.textContent("#status")}`);
+  }
 } finally {
   await browser.close();
   server.close();
 }
+
+if (process.exitCode === 1) process.exit(1);
 
 // 3. The same job in Node, and the comparison.
 const { trainAndReload } = await import(pathToFileURL(join(distDir, "train.node.mjs")).href);
