@@ -247,6 +247,27 @@ describe("reductions", () => {
       expect(Array.from(y.grad!.dataSync()), `${fn.name} over all`).toEqual([0, 1, 0]);
     }
   });
+
+  it("max and min of a half tensor share the gradient by the exact count of ties, as torch's integer mask.sum()", () => {
+    // The ties were counted in the half dtype: 70000 in float16 is Infinity (every share 0), 257 in bfloat16 is 256.
+    const cases = [
+      { dtype: "float16", size: 70000, share: 1 / 70000 },
+      { dtype: "bfloat16", size: 257, share: 1 / 257 },
+    ] as const;
+    for (const fn of [max, min]) {
+      for (const { dtype, size, share } of cases) {
+        const x = cast(zeros([size]), dtype);
+        x.requiresGrad = true;
+        tidy(() => backward(fn(x)));
+        const grads = tidy(() => Array.from(cast(x.grad!, "float32").dataSync()));
+        const rounded = tidy(() => cast(cast(tensor([share]), dtype), "float32").item());
+        expect(grads[0], `${fn.name} ${dtype}`).toBe(rounded);
+        expect(grads.every((g) => g === rounded), `${fn.name} ${dtype}: one share for every tie`).toBe(true);
+        x.grad!.dispose();
+        x.dispose();
+      }
+    }
+  });
 });
 
 describe("split", () => {

@@ -19,7 +19,9 @@ export function registerReduceGradients(): void {
   });
   // The gradient is shared evenly between tied extrema (PyTorch's amax/amin rule). A group holding NaN has NaN as its
   // extremum, which equals nothing: its gradient goes to its NaN elements, shared evenly, as torch.max and torch.min
-  // give it (x == y alone gave 0 / 0 = NaN to every element of the group).
+  // give it (x == y alone gave 0 / 0 = NaN to every element of the group). The ties are counted in int32 and each share
+  // taken in float32, rounded once to x's dtype, as torch divides by its integer mask.sum(): a count in a half dtype
+  // rounds (bfloat16 past 256, float16 past 2048) and overflows (float16 past 65504: every share 0).
   for (const kernel of ["Max", "Min"] as const) {
     registerGradient(kernel, {
       inputsToSave: ["x"],
@@ -28,9 +30,10 @@ export function registerReduceGradients(): void {
         x: () => {
           const x = saved.x as Tensor;
           const kept = keptShape(x.shape, attrs.axes);
-          const mask = cast(add(equal(x, reshape(savedOutputs[0]!, kept)), notEqual(x, x)), x.dtype);
-          const ties = sum(mask, attrs.axes, true);
-          return mul(mask, div(reshape(dy, kept), ties));
+          const hits = add(equal(x, reshape(savedOutputs[0]!, kept)), notEqual(x, x));
+          const ties = cast(sum(hits, attrs.axes, true), "float32");
+          const share = div(cast(reshape(dy, kept), "float32"), ties);
+          return cast(mul(cast(hits, "float32"), share), x.dtype);
         },
       }),
     });
