@@ -156,11 +156,11 @@ export const Where = "Where";
 export const Sum = "Sum";
 /** {x} -> mean over attrs.axes (NaN over an empty extent). float dtypes. */
 export const Mean = "Mean";
-/** {x} -> max over attrs.axes (each reduced dim has size >= 1). float or int32. */
+/** {x} -> max over attrs.axes (each reduced dim has size >= 1; NaN where the group holds a NaN). float or int32. */
 export const Max = "Max";
-/** {x} -> min over attrs.axes (each reduced dim has size >= 1). float or int32. */
+/** {x} -> min over attrs.axes (each reduced dim has size >= 1; NaN where the group holds a NaN). float or int32. */
 export const Min = "Min";
-/** {x} -> int32 index of the first maximum along attrs.axis (size >= 1). float or int32. */
+/** {x} -> int32 index of the first maximum along attrs.axis (size >= 1), or of the first NaN where there is one. float or int32. */
 export const Argmax = "Argmax";
 
 // ---------------------------------------------------------------- normalisation, losses

@@ -36,17 +36,17 @@ export function mean(x: Tensor, axes?: Axes, keepDims = false): Tensor {
   return reduce(Mean, "mean", x, axes, keepDims);
 }
 
-/** Maximum over `axes` (default: all). */
+/** Maximum over `axes` (default: all); NaN where a NaN is reduced, as torch.amax. */
 export function max(x: Tensor, axes?: Axes, keepDims = false): Tensor {
   return reduce(Max, "max", x, axes, keepDims);
 }
 
-/** Minimum over `axes` (default: all). */
+/** Minimum over `axes` (default: all); NaN where a NaN is reduced, as torch.amin. */
 export function min(x: Tensor, axes?: Axes, keepDims = false): Tensor {
   return reduce(Min, "min", x, axes, keepDims);
 }
 
-/** int32 index of the first maximum along `axis` (default: the last). */
+/** int32 index of the first maximum along `axis` (default: the last), or of the first NaN, as torch.argmax. */
 export function argmax(x: Tensor, axis = -1, keepDims = false): Tensor {
   assertTensor("argmax", "x", x);
   // A scalar's axes are those of [1], as torch's: its argmax is 0, a scalar whatever keepDims.

@@ -226,6 +226,31 @@ export function declareElementwiseTests(suite: Conformance): void {
         expectValues(pow(tensor(a, [6], dtype), tensor(b, [6], dtype)), R.ref([6], () => 1), dtype);
       });
     }
+    for (const dtype of FLOAT_DTYPES) {
+      check(`Maximum, Minimum ${dtype} give NaN where either operand is NaN; comparisons with NaN are false but NotEqual`, () => {
+        // Each pair also in the other order and broadcast against a row, past the first pack of a vectorized loop.
+        const a = [Number.NaN, 1, Number.NaN, Number.NEGATIVE_INFINITY, Number.NaN, 2];
+        const b = [1, Number.NaN, Number.NaN, Number.NaN, Number.POSITIVE_INFINITY, 3];
+        const wide = (values: number[]) => Array.from({ length: 40 }, (_, i) => values[i % values.length]);
+        for (const [sa, sb, va, vb] of [
+          [[6], [6], a, b],
+          [[6], [6], b, a],
+          [[40], [40], wide(a), wide(b)],
+          [[5, 8], [8], wide(a), wide(b).slice(0, 8)],
+        ] as [number[], number[], number[], number[]][]) {
+          inCase(`Maximum, Minimum and comparisons ${dtype} a ${formatShape(sa)} b ${formatShape(sb)} with NaN`, () => {
+            const ta = tensor(va, sa, dtype);
+            const tb = tensor(vb, sb, dtype);
+            const ra = R.ref(sa, (i) => va[i]);
+            const rb = R.ref(sb, (i) => vb[i]);
+            // Math.max and Math.min return NaN when either argument is NaN.
+            expectValues(maximum(ta, tb), R.zip([ra, rb], Math.max), dtype);
+            expectValues(minimum(ta, tb), R.zip([ra, rb], Math.min), dtype);
+            for (const c of COMPARISON_CASES) expectValues(c.op(ta, tb), R.zip([ra, rb], (x, y) => (c.ref(x, y) ? 1 : 0)), "int32");
+          });
+        }
+      });
+    }
     check("Mul, Sub, Add accept a number as a scalar of the other operand's dtype", () => {
       const a = makeInput(rng(), [2, 3], "float16");
       inCase("Mul float16 a [2, 3] b 3", () => expectValues(mul(a.t, 3), R.map(a.ref, (v) => round("float16", v * 3)), "float16"));

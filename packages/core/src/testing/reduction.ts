@@ -1,5 +1,5 @@
 /** The reduction family: Sum, Mean, Max, Min, Argmax. */
-import { FLOAT_DTYPES, argmax, formatShape, max, mean, min, sum, zeros } from "@blocksparse/core";
+import { FLOAT_DTYPES, argmax, formatShape, max, mean, min, splitAt, sum, tensor, zeros } from "@blocksparse/core";
 import { describe } from "vitest";
 import { ALL_DTYPES, type Conformance, type Mode, expectValues, inCase, makeInput, round } from "./harness";
 import * as R from "./reference";
@@ -56,6 +56,46 @@ export function declareReductionTests(suite: Conformance): void {
       inCase("Mean float32 x [2, 0, 3] axis 1", () => expectValues(mean(x, [1]), R.ref([2, 3], () => Number.NaN), "float32"));
       inCase("Sum float32 x [2, 0, 3] all axes", () => expectValues(sum(x), R.ref([]), "float32"));
     });
+    // As torch.amax/amin and torch.argmax: NaN is the extremum of any group holding it (autograd's Max/Min gradient
+    // relies on it), and Argmax picks the first NaN. Long axes and many outputs reach device backends' split paths.
+    for (const dtype of FLOAT_DTYPES) {
+      check(`Max, Min ${dtype} propagate NaN and Argmax ${dtype} picks the first NaN`, () => {
+        for (const [shape, axis] of [[[2, 5], 1], [[5, 3], 0], [[3, 700, 40], 1], [[1200, 264], 0], [[3, 1000], 1]] as [number[], number][]) {
+          const x = makeInput(rng(), shape, dtype);
+          // NaN at a position of every fifth group, and a second NaN in every tenth, so each lands in a different
+          // slot of the reduced axis; the other groups keep their finite extrema.
+          const [outer, dim, inner] = splitAt(shape, axis);
+          const data = Float64Array.from(x.ref.data);
+          for (let o = 0; o < outer; o++) {
+            for (let k = 0; k < inner; k++) {
+              const group = o * inner + k;
+              if (group % 5 !== 0) continue;
+              data[(o * dim + ((group * 7) % dim)) * inner + k] = Number.NaN;
+              if (group % 10 === 0) data[(o * dim + ((group * 3 + 1) % dim)) * inner + k] = Number.NaN;
+            }
+          }
+          const nan = tensor(data, shape, dtype);
+          const along = (i: number) => Array.from({ length: dim }, (_, j) => data[(Math.floor(i / inner) * dim + j) * inner + (i % inner)]);
+          const outShape = shape.filter((_, i) => i !== axis);
+          inCase(`Max, Min ${dtype} x ${formatShape(shape)} axis ${axis} with NaN`, () => {
+            // Math.max and Math.min return NaN when any argument is NaN.
+            expectValues(max(nan, axis), R.ref(outShape, (i) => Math.max(...along(i))), dtype);
+            expectValues(min(nan, axis), R.ref(outShape, (i) => Math.min(...along(i))), dtype);
+          });
+          inCase(`Argmax ${dtype} x ${formatShape(shape)} axis ${axis} with NaN`, () => {
+            const want = R.ref(outShape, (i) => {
+              const values = along(i);
+              const at = values.findIndex((v) => Number.isNaN(v));
+              return at >= 0 ? at : values.indexOf(Math.max(...values));
+            });
+            expectValues(argmax(nan, axis), want, "int32");
+          });
+          inCase(`Max ${dtype} x ${formatShape(shape)} over all axes with NaN`, () => {
+            expectValues(max(nan), R.ref([], () => Number.NaN), dtype);
+          });
+        }
+      });
+    }
     for (const dtype of ALL_DTYPES) {
       check(`Argmax ${dtype} picks the first maximum`, () => {
         for (const [shape, axis] of [[[4, 6], 1], [[4, 6], 0], [[2, 3, 5], 1], [[1], 0]] as [number[], number][]) {
