@@ -5,6 +5,7 @@
  * class, as the CUDA backend's allocator does with device memory. The cache holds at most
  * `limitBytes`; a freed buffer that would go over is left to the garbage collector.
  */
+import { ValueError } from "@blocksparse/core";
 
 /** Bytes reserved for a request: 256 at least, then four classes per power of two (at most 25% slack). */
 export function sizeClass(byteLength: number): number {
@@ -29,7 +30,16 @@ export interface BufferCacheStats {
 /** Default cap on the cached bytes: 1 GiB. */
 export const DEFAULT_CACHE_LIMIT_BYTES = 2 ** 30;
 
+/** `limit`, checked: a number >= 0 (Infinity: no cap). A NaN had lifted the cap in silence (every comparison false). */
+function checkedLimit(limit: unknown): number {
+  if (typeof limit !== "number" || Number.isNaN(limit) || limit < 0) {
+    throw new ValueError(`cpu: cache.limitBytes must be a number >= 0 (Infinity for no limit), got ${typeof limit === "number" ? limit : typeof limit}`);
+  }
+  return limit;
+}
+
 export class BufferCache {
+  private limit: number;
   private readonly free = new Map<number, ArrayBuffer[]>();
   private cachedBytes = 0;
   private cachedBuffers = 0;
@@ -44,9 +54,29 @@ export class BufferCache {
    */
   constructor(
     private readonly newBuffer: (bytes: number) => ArrayBuffer,
-    public limitBytes = DEFAULT_CACHE_LIMIT_BYTES,
+    limitBytes = DEFAULT_CACHE_LIMIT_BYTES,
     private readonly padBytes = 0,
-  ) {}
+  ) {
+    this.limit = checkedLimit(limitBytes);
+  }
+
+  /** The most bytes the cache keeps (default 1 GiB; Infinity: no cap). */
+  get limitBytes(): number {
+    return this.limit;
+  }
+
+  /** A lower limit drops cached buffers, the largest first, until the cache holds no more than it. */
+  set limitBytes(limit: number) {
+    this.limit = checkedLimit(limit);
+    for (const bytes of [...this.free.keys()].sort((a, b) => b - a)) {
+      const list = this.free.get(bytes) as ArrayBuffer[];
+      while (this.cachedBytes > this.limit && list.pop() !== undefined) {
+        this.cachedBytes -= bytes;
+        this.cachedBuffers--;
+      }
+      if (list.length === 0) this.free.delete(bytes);
+    }
+  }
 
   /** An ArrayBuffer of sizeClass(byteLength) + padBytes bytes: a cached one when there is one (contents unspecified), else a new zeroed one. */
   take(byteLength: number): ArrayBuffer {
@@ -65,7 +95,7 @@ export class BufferCache {
   /** Keeps a buffer `take` returned, once nothing uses it, for the next request of its class (unless over the limit). */
   give(buffer: ArrayBuffer): void {
     const bytes = buffer.byteLength - this.padBytes;
-    if (bytes !== sizeClass(bytes) || this.cachedBytes + bytes > this.limitBytes) return;
+    if (bytes !== sizeClass(bytes) || this.cachedBytes + bytes > this.limit) return;
     let list = this.free.get(bytes);
     if (list === undefined) {
       list = [];

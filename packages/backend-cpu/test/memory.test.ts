@@ -3,7 +3,7 @@
  * shows through (outputs and zeros stay right), live counts return to where they were (no leak),
  * releaseCache/dispose drop the cache, the limit holds, and running out of memory is a typed error.
  */
-import { BsrPattern, bsrLinear, bsrMatmul, getBackendInstance, matmul, randn, setBackend, sum, tensor, tidy, zeros } from "@blocksparse/core";
+import { BsrPattern, ValueError, bsrLinear, bsrMatmul, getBackendInstance, matmul, randn, setBackend, sum, tensor, tidy, zeros } from "@blocksparse/core";
 import { BufferCache, CpuBackend, CpuOutOfMemoryError, sizeClass } from "../src/index";
 import type { JsBuffer } from "@blocksparse/core/js-kernels";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -59,6 +59,32 @@ describe("sizeClass", () => {
     expect(cache.take(310)).toBe(a);
     cache.give(new ArrayBuffer(300)); // not a class plus the pad: not kept
     expect(cache.stats().cachedBuffers).toBe(0);
+  });
+
+  it("limitBytes must be a number >= 0, and lowering it drops cached buffers down to it, the largest first", () => {
+    const cache = new BufferCache((bytes) => new ArrayBuffer(bytes), 4096);
+    for (const bad of [Number.NaN, -1, "1024", null, undefined]) {
+      expect(() => {
+        cache.limitBytes = bad as number;
+      }, String(bad)).toThrow(ValueError);
+      expect(cache.limitBytes).toBe(4096);
+    }
+    expect(() => new BufferCache((bytes) => new ArrayBuffer(bytes), Number.NaN)).toThrow(/limitBytes must be a number >= 0/);
+    const small = cache.take(256);
+    const large = cache.take(2048);
+    cache.give(small);
+    cache.give(large);
+    expect(cache.stats()).toMatchObject({ cachedBytes: 2304, cachedBuffers: 2 });
+    cache.limitBytes = 1024; // the 2 KiB buffer goes, the 256 bytes stay
+    expect(cache.stats()).toMatchObject({ cachedBytes: 256, cachedBuffers: 1 });
+    expect(cache.take(256)).toBe(small);
+    expect(cache.take(2048)).not.toBe(large);
+    cache.give(small);
+    cache.limitBytes = 0;
+    expect(cache.stats()).toMatchObject({ cachedBytes: 0, cachedBuffers: 0 });
+    cache.limitBytes = Number.POSITIVE_INFINITY; // no cap
+    for (let i = 0; i < 3; i++) cache.give(new ArrayBuffer(1 << 20));
+    expect(cache.stats().cachedBytes).toBe(3 << 20);
   });
 });
 
