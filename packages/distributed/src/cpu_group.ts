@@ -87,10 +87,12 @@ export class CpuProcessGroup implements ProcessGroup {
       if (earlier !== undefined) await earlier.catch(() => {});
       const own = valuesOf(tensor);
       const received = await this.#exchange(call, sequence, bytesOf(own));
+      // Rank 0's values start the sum (not zeros): 0 + -0 is +0, so ranks that all hold -0 got +0 where NCCL keeps -0.
       const total = new Float64Array(own.length);
       for (let r = 0; r < this.worldSize; r++) {
         const values = r === this.rank ? own : valuesFrom(received.get(r) as Uint8Array, tensor.dtype);
-        for (let i = 0; i < total.length; i++) total[i] += values[i];
+        if (r === 0) total.set(values);
+        else for (let i = 0; i < total.length; i++) total[i] += values[i];
       }
       if (op === "avg") for (let i = 0; i < total.length; i++) total[i] /= this.worldSize;
       if (this.worldSize > 1 || op === "avg") replaceContents(tensor, total);

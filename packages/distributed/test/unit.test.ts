@@ -381,6 +381,19 @@ describe("CpuProcessGroup arguments", () => {
     const gathered = await group.allGather(t);
     expect(gathered.shape).toEqual([1, 2]);
   });
+
+  it("allReduce keeps -0, as NCCL's sum (-0 + -0 is -0), and NaN", async () => {
+    const group = await singleRankGroup();
+    for (const op of ["sum", "avg"] as const) {
+      const t = tensor([-0, 0, Number.NaN, -3]);
+      await group.allReduce(t, op);
+      const values = Array.from(t.dataSync());
+      expect(Object.is(values[0], -0)).toBe(true);
+      expect(Object.is(values[1], 0)).toBe(true);
+      expect(values.slice(2)).toEqual([Number.NaN, -3]);
+      t.dispose();
+    }
+  });
 });
 
 describe("options", () => {
