@@ -28,7 +28,7 @@ import { Dropout, Embedding, forwardLinearActivation, forwardResidual, LayerNorm
 import type { CheckpointRules } from "./checkpoint";
 import { type Gpt2Config, parseGpt2Config } from "./config";
 import { ModelsError } from "./errors";
-import { activationModule, attention, checkOptions, checkTokenIds, dtypeHint, initLikeHuggingFace, MASKED, seedStream, splitHeads, uploadOn } from "./layers";
+import { activationModule, attention, checkOptions, checkTokenIds, dtypeHint, initLikeHuggingFace, MASKED, seedStream, shown, splitHeads, uploadOn } from "./layers";
 
 /** GPT2LMHeadModel's feed-forward layers, for the patcher: transformer.h.N.mlp.c_fc and .c_proj. */
 export const GPT2_FFN_LAYERS = /^transformer\.h\.\d+\.mlp\.c_(fc|proj)$/;
@@ -491,7 +491,7 @@ export interface GenerateOptions {
 const GENERATE_OPTIONS: readonly string[] = ["maxNewTokens", "temperature", "topK", "topP", "seed", "eosTokenId", "attentionMask", "staticCache", "graph"];
 
 function checkCount(label: string, name: string, value: number, least: number): number {
-  if (!Number.isInteger(value) || value < least) throw new ValueError(`${label}: ${name} must be an integer >= ${least}, got ${value}`);
+  if (!Number.isInteger(value) || value < least) throw new ValueError(`${label}: ${name} must be an integer >= ${least}, got ${shown(value)}`);
   return value;
 }
 
@@ -615,10 +615,10 @@ export class GPT2LMHeadModel extends Module {
     const steps = checkCount(label, "maxNewTokens", options.maxNewTokens ?? 20, 0);
     const topK = checkCount(label, "topK", options.topK ?? 0, 0);
     const temperature = options.temperature ?? 0;
-    if (!Number.isFinite(temperature) || temperature < 0) throw new ValueError(`${label}: temperature must be a finite number >= 0, got ${temperature}`);
+    if (!Number.isFinite(temperature) || temperature < 0) throw new ValueError(`${label}: temperature must be a finite number >= 0, got ${shown(temperature)}`);
     const topP = options.topP ?? 1;
-    if (!Number.isFinite(topP) || topP <= 0 || topP > 1) throw new ValueError(`${label}: topP must be a number in (0, 1], got ${topP}`);
-    if (options.seed != null && !Number.isSafeInteger(options.seed)) throw new ValueError(`${label}: seed must be an integer, got ${options.seed}`);
+    if (!Number.isFinite(topP) || topP <= 0 || topP > 1) throw new ValueError(`${label}: topP must be a number in (0, 1], got ${shown(topP)}`);
+    if (options.seed != null && !Number.isSafeInteger(options.seed)) throw new ValueError(`${label}: seed must be an integer, got ${shown(options.seed)}`);
     const vocab = this.config.vocab_size;
     // A token: an integer below vocab_size, checked before the first step (on a GPU the embedding would only report an
     // id outside the vocabulary at the next read, after the step ran).

@@ -150,9 +150,23 @@ export function maxRelativeError(got: Tensor, want: Tensor): number {
   return error / scale;
 }
 
+/**
+ * A wrong option's value as a message shows it: numbers as they print (NaN, Infinity), anything else as JSON, so that
+ * the string "5" or the list [5] is not read as the number 5 (a BigInt as 5n).
+ */
+export function shown(value: unknown): string {
+  if (typeof value === "number" || value === undefined) return String(value);
+  if (typeof value === "bigint") return `${value}n`;
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}
+
 /** A stream of seeds: from `seed` when given, else from core's global generator (so manualSeed makes models reproducible). */
 export function seedStream(label: string, seed: number | undefined): () => number {
-  if (seed !== undefined && !Number.isSafeInteger(seed)) throw new ValueError(`${label}: seed must be an integer, got ${seed}`);
+  if (seed !== undefined && !Number.isSafeInteger(seed)) throw new ValueError(`${label}: seed must be an integer, got ${shown(seed)}`);
   let start = seed;
   if (start === undefined) {
     const drawn = randint(0, 2 ** 31 - 1, [1]);

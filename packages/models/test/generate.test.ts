@@ -177,6 +177,21 @@ describe("GPT-2 with a key/value cache", () => {
     expect(() => model.generate(ids, { temperature: 1, seed: 1.5 })).toThrow(/generate: seed must be an integer, got 1.5/);
   });
 
+  it("a number option given as a string or a list is named as one, not printed as the number it reads like", () => {
+    const ids = randint(0, 96, [1, 4], { seed: 54 });
+    const refused = (options: object) => () => model.generate(ids, options as GenerateOptions);
+    // Each read "got 3", "got 1", "got 0.5", "got 7": the value looked valid.
+    expect(refused({ maxNewTokens: "3" })).toThrow(`generate: maxNewTokens must be an integer >= 0, got "3"`);
+    expect(refused({ temperature: "1" })).toThrow('generate: temperature must be a finite number >= 0, got "1"');
+    expect(refused({ temperature: 1, topK: "5" })).toThrow('generate: topK must be an integer >= 0, got "5"');
+    expect(refused({ temperature: 1, topP: "0.5" })).toThrow('generate: topP must be a number in (0, 1], got "0.5"');
+    expect(refused({ temperature: 1, seed: "7" })).toThrow('generate: seed must be an integer, got "7"');
+    expect(refused({ eosTokenId: [[5]] })).toThrow("generate: eosTokenId must be an integer >= 0, got [5]");
+    expect(refused({ temperature: 1, seed: 2n })).toThrow("generate: seed must be an integer, got 2n");
+    expect(refused({ temperature: Number.NaN })).toThrow("generate: temperature must be a finite number >= 0, got NaN");
+    expect(() => new GPT2LMHeadModel(model.config, { seed: "1" as never })).toThrow('GPT2LMHeadModel: seed must be an integer, got "1"');
+  });
+
   it("an unknown option is refused, naming the option it may stand for, not ignored", () => {
     const ids = randint(0, 96, [1, 4], { seed: 53 });
     const unknown = (options: object) => () => model.generate(ids, options as GenerateOptions);
@@ -349,7 +364,7 @@ describe("generate as transformers' generate: the config's end token, top-p, top
       expect(refused([unused, 50256])).toThrow(/eosTokenId 50256 is outside the vocabulary of 64 tokens/);
       for (const bad of [-1, 1.5, "5", null, [unused]]) {
         expect(refused([unused, bad])).toThrow(ValueError);
-        expect(refused([unused, bad])).toThrow(`eosTokenId must be an integer >= 0, got ${bad}`);
+        expect(refused([unused, bad])).toThrow(`eosTokenId must be an integer >= 0, got ${JSON.stringify(bad)}`);
       }
     });
   });
@@ -400,7 +415,7 @@ describe("generate as transformers' generate: the config's end token, top-p, top
     const model = new GPT2LMHeadModel(CONFIG, { seed: 3 });
     for (const topP of [0, -0.5, 1.5, Number.NaN, Number.POSITIVE_INFINITY, "0.5"]) {
       expect(() => model.generate(ids, { temperature: 1, topP } as GenerateOptions)).toThrow(ValueError);
-      expect(() => model.generate(ids, { temperature: 1, topP } as GenerateOptions)).toThrow(`generate: topP must be a number in (0, 1], got ${topP}`);
+      expect(() => model.generate(ids, { temperature: 1, topP } as GenerateOptions)).toThrow(`generate: topP must be a number in (0, 1], got ${typeof topP === "string" ? `"${topP}"` : topP}`);
     }
     expect(() => model.generate(ids, { top_p: 0.9 } as GenerateOptions)).toThrow(/unknown option 'top_p' \(did you mean topP\?\)/);
     // Checked before anything runs, greedy too.

@@ -99,7 +99,7 @@ describe("inputs nobody tuned for", () => {
     const gpt2 = await readConfig(fixtures("gpt2"));
     expect(() => new GPT2LMHeadModel(gpt2, { seed: 1.5 })).toThrow(ValueError);
     expect(() => new GPT2LMHeadModel(gpt2, { seed: 1.5 })).toThrow(/GPT2LMHeadModel: seed must be an integer, got 1.5/);
-    expect(() => new BertModel({ num_hidden_layers: 1 }, { seed: "0" as never })).toThrow(/BertModel: seed must be an integer, got 0/);
+    expect(() => new BertModel({ num_hidden_layers: 1 }, { seed: "0" as never })).toThrow(/BertModel: seed must be an integer, got "0"/);
     const model = new GPT2LMHeadModel(gpt2, null as never);
     const ids = randint(0, 96, [1, 6], { seed: 63 });
     expect(model.loss(ids, ids, null as never).item()).toBeCloseTo(model.loss(ids, ids).item(), 6);
