@@ -228,11 +228,12 @@ export abstract class Module {
   /**
    * Every entry of the tree by dotted name: dense parameters as tensors, block-sparse
    * weights as BlockSparseWeight. Tensors share the parameters' buffers (no copy); later
-   * updates of the model do not change them.
+   * updates of the model do not change them. As torch's, a parameter or module held in two places
+   * (tied weights, `this.b = this.a`) has an entry under each name.
    */
   stateDict(): StateDict {
     const out: StateDict = new Map();
-    for (const [path, module] of this.namedModules()) {
+    for (const [path, module] of statePaths(this)) {
       for (const [name, entry] of module.ownStateEntries()) out.set(path === "" ? name : `${path}.${name}`, entry);
     }
     return out;
@@ -250,7 +251,7 @@ export abstract class Module {
     assertBoolean(`${this.label}.loadStateDict`, "strict", strict);
     const entries: StateDict = stateDict instanceof Map ? stateDict : new Map(Object.entries(stateDict ?? {}));
     const targets = new Map<string, [Module, string]>();
-    for (const [path, module] of this.namedModules()) {
+    for (const [path, module] of statePaths(this)) {
       for (const name of module.ownStateKeys()) targets.set(path === "" ? name : `${path}.${name}`, [module, name]);
     }
     const missingKeys = [...targets.keys()].filter((key) => !entries.has(key));
@@ -349,20 +350,49 @@ export function functionalCall<T>(module: Module, tensors: Map<string, Tensor> |
   if (tensors === null || typeof tensors !== "object") throw new ValueError(`functionalCall: tensors must be a Map or an object of name to Tensor, got ${formatArg(tensors)}`);
   if (typeof fn !== "function") throw new ValueError(`functionalCall: fn must be a function that runs the module (() => module.forward(x)), got ${formatArg(fn)}`);
   const entries = tensors instanceof Map ? [...tensors] : Object.entries(tensors);
-  const byName = new Map(module.namedParameters());
+  // Every name of every parameter, as torch's: a tied parameter (or one in a module held twice) answers to each of its
+  // names, and replacing it under one replaces it everywhere (torch's tie_weights).
+  const byName = new Map<string, Parameter>();
+  for (const [path, owner] of statePaths(module)) {
+    for (const [name, parameter] of owner.namedOwnParameters()) byName.set(path === "" ? name : `${path}.${name}`, parameter);
+  }
+  const given = new Map<Parameter, [string, Tensor]>();
   for (const [name, t] of entries) {
     const parameter = byName.get(name);
     if (!parameter) throw new ValueError(`functionalCall: the module has no parameter '${name}' (it has: ${[...byName.keys()].join(", ")})`);
     if (!(t instanceof Tensor) || !shapesEqual(t.shape, parameter.shape)) {
       throw new ValueError(`functionalCall: '${name}' must be a Tensor of shape [${parameter.shape}]`);
     }
+    const other = given.get(parameter);
+    if (other !== undefined && other[1] !== t) {
+      throw new ValueError(`functionalCall: '${other[0]}' and '${name}' name one tied parameter: give one tensor`);
+    }
+    given.set(parameter, [name, t]);
   }
-  const previous = entries.map(([name, t]) => [byName.get(name) as Parameter, Parameter.exchange(byName.get(name) as Parameter, t)] as const);
+  const previous = [...given].map(([parameter, [, t]]) => [parameter, Parameter.exchange(parameter, t)] as const);
   try {
     return fn();
   } finally {
     for (const [parameter, t] of previous.reverse()) Parameter.exchange(parameter, t);
   }
+}
+
+/**
+ * Every path to a module of `root`'s tree, as torch's state_dict walks it: a module held in two places (`this.b = this.a`)
+ * is listed under both names, unlike namedModules(); a module held by one of its own descendants is not entered again.
+ */
+function statePaths(root: Module): [string, Module][] {
+  const out: [string, Module][] = [];
+  const ancestors = new Set<Module>();
+  const visit = (module: Module, path: string): void => {
+    if (ancestors.has(module)) return;
+    ancestors.add(module);
+    out.push([path, module]);
+    for (const [name, child] of module.namedChildren()) visit(child, path === "" ? name : `${path}.${name}`);
+    ancestors.delete(module);
+  };
+  visit(root, "");
+  return out;
 }
 
 function checkSlot(module: Module, where: string, name: string): void {
