@@ -48,6 +48,35 @@ export { Dropout, Embedding, type EmbeddingOptions, forwardLinearActivation, for
 export { Linear, type LinearOptions } from "./linear";
 export { crossEntropy, type DistillationOptions, distillationLoss, type KlDivergenceOptions, klDivergence, mseLoss } from "./losses";
 export { allFinite, GradScaler, type GradScalerOptions, type GradScalerState } from "./grad_scaler";
+export {
+  ConstantLR,
+  type ConstantLROptions,
+  CosineAnnealingLR,
+  type CosineAnnealingLROptions,
+  CosineAnnealingWarmRestarts,
+  type CosineAnnealingWarmRestartsOptions,
+  ExponentialLR,
+  type ExponentialLROptions,
+  LambdaLR,
+  type LambdaLROptions,
+  LinearLR,
+  type LinearLROptions,
+  LRScheduler,
+  type LRSchedulerState,
+  MultiStepLR,
+  type MultiStepLROptions,
+  OneCycleLR,
+  type OneCycleLROptions,
+  PolynomialLR,
+  type PolynomialLROptions,
+  ReduceLROnPlateau,
+  type ReduceLROnPlateauOptions,
+  type SchedulerOption,
+  SequentialLR,
+  type SequentialLROptions,
+  StepLR,
+  type StepLROptions,
+} from "./lr_scheduler";
 export { functionalCall, type LoadStateDictOptions, type LoadStateDictResult, Module, type ModuleTarget } from "./module";
 export {
   Adam,

@@ -81,11 +81,13 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // KiB until core checked requiresGrad, registerBackend, observers, tensorOn's values and the leak guard's options where
   // they are given and took a scalar's axes 0 and -1, and nn took Dropout(1), kept a Parameter a leaf and checked its
   // boolean options (79.407 measured); 79.41 KiB until autograd kept blockNorms' and rstd's gradients in range,
-  // TransformerBlock refused a mask it would ignore and core printed -0 and large whole floats as torch (79.466 measured).
-  it("format + core + autograd + nn stay within 79.47 KiB gzipped and evaluate no code", async () => {
+  // TransformerBlock refused a mask it would ignore and core printed -0 and large whole floats as torch (79.466 measured);
+  // 79.47 KiB until nn gained its learning-rate schedulers (+3.2 KiB), a module held in two places had entries under both
+  // names, format's SeededRandom used a seed's every bit and autograd counted max/min ties in int32 (82.786 measured).
+  it("format + core + autograd + nn stay within 82.79 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(79.47);
+    expect(gzipKiB).toBeLessThanOrEqual(82.79);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
