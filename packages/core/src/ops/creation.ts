@@ -30,16 +30,32 @@ function inferShape(data: NestedArray): number[] {
   return shape;
 }
 
-function flatten(op: string, data: NestedArray, shape: number[], depth: number, out: number[]): void {
+/** An entry that is not a number, for a message: a BigInt with its n (formatArg writes 1n as 1), a boolean as such. */
+function describeEntry(value: unknown): string {
+  if (typeof value === "bigint") return `${value}n (a BigInt; convert it with Number())`;
+  if (typeof value === "boolean") return `${value} (a boolean; there is no bool dtype, give 1 or 0)`;
+  return value === undefined ? "undefined (a hole or a missing entry)" : formatArg(value);
+}
+
+/**
+ * The numbers of nested arrays of `shape`, in row-major order. `path` is where `data` sits ([1][0]), for messages:
+ * they named neither the entry nor what it held ("ragged or hold a non-number" for a boolean, a BigInt or a hole).
+ */
+function flatten(op: string, data: NestedArray, shape: number[], depth: number, out: number[], path = ""): void {
   if (depth === shape.length) {
-    if (typeof data !== "number") throw new ValueError(`${op}: nested arrays are ragged or hold a non-number`);
-    out.push(data);
+    if (typeof data === "number") out.push(data);
+    else if (Array.isArray(data)) throw new ShapeError(`${op}: nested arrays are ragged: data${path} is an array, but data${"[0]".repeat(depth)} is a number`);
+    else throw new ValueError(`${op}: data${path} must be a number, got ${describeEntry(data)}`);
     return;
   }
-  if (!Array.isArray(data) || data.length !== shape[depth]) {
-    throw new ShapeError(`${op}: nested arrays are ragged (expected ${shape[depth]} entries at depth ${depth})`);
+  if (!Array.isArray(data)) {
+    throw new ShapeError(`${op}: nested arrays are ragged: data${path} is ${describeEntry(data)} where an array of ${shape[depth]} entries was expected`);
   }
-  for (const item of data) flatten(op, item, shape, depth + 1, out);
+  if (data.length !== shape[depth]) {
+    throw new ShapeError(`${op}: nested arrays are ragged: data${path} has ${data.length} entries, expected ${shape[depth]} (as data${"[0]".repeat(depth)})`);
+  }
+  // An indexed loop: for-of reads a hole as undefined, named above as such.
+  for (let i = 0; i < data.length; i++) flatten(op, data[i], shape, depth + 1, out, `${path}[${i}]`);
 }
 
 /** Numbers stored as `dtype` (f16/bf16 rounded to nearest even; int32 must be integers). */
@@ -88,7 +104,7 @@ export function tensor(data: TensorData, shape?: readonly number[], dtype?: DTyp
     flat = data;
     inferred = [data.length];
   } else {
-    throw new ValueError(`${op}: data must be a number, nested arrays or a typed array of numbers, got ${data?.constructor?.name ?? String(data)}`);
+    throw new ValueError(`${op}: data must be a number, nested arrays or a typed array of numbers, got ${typeof data === "bigint" || typeof data === "boolean" ? describeEntry(data) : (data?.constructor?.name ?? String(data))}`);
   }
   // Not spread: a shape that is not an array is named by the check below, not a TypeError.
   const finalShape = shape === undefined ? inferred : shape;
@@ -181,7 +197,11 @@ export function onesLike(t: Tensor): Tensor {
   return fullOn(t.backend, t.shape, 1, t.dtype);
 }
 
-/** [start, start + step, ...) below `stop` (or above it for a negative step); as int32, each value must be a 32-bit integer. */
+/**
+ * [start, start + step, ...) below `stop` (or above it for a negative step); as int32, each value must be a 32-bit
+ * integer. A step that moves away from `stop` (arange(5, 0), arange(0, 5, -1)) is a ValueError, as torch.arange's;
+ * start == stop gives an empty tensor.
+ */
 export function arange(start: number, stop?: number, step = 1, dtype: DType = "float32"): Tensor {
   if (stop === undefined) {
     stop = start;
@@ -191,7 +211,12 @@ export function arange(start: number, stop?: number, step = 1, dtype: DType = "f
   assertFiniteNumber("arange", "stop", stop);
   assertFiniteNumber("arange", "step", step);
   if (step === 0) throw new ValueError("arange: step must not be 0");
+  // It gave an empty tensor, hiding a swapped start and stop.
+  if (Math.sign(stop - start) * Math.sign(step) < 0) {
+    throw new ValueError(`arange: step ${step} moves away from stop ${stop} (start ${start}); use a ${step > 0 ? "negative" : "positive"} step to count ${step > 0 ? "down" : "up"}`);
+  }
   checkDType("arange", dtype);
+  // max: start == stop with a negative step gives -0, stored as 0.
   const count = Math.max(0, Math.ceil((stop - start) / step));
   assertSafeSize("arange", `[${start}, ${stop})`, count);
   const values = hostArray("arange", count, dtype, Float64Array);

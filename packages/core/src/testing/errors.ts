@@ -198,6 +198,7 @@ export function declareErrorTests(suite: Conformance): void {
       { name: "Arange: an int32 value that is not an integer", run: () => arange(0, 2, 0.5, "int32"), type: ValueError, message: "arange: value 0.5 at index 1 is not a 32-bit integer" },
       { name: "Arange: an int32 value past int32's range", run: () => arange(2 ** 31 - 1, 2 ** 31 + 1, 1, "int32"), type: ValueError, message: "arange: value 2147483648 at index 1 is not a 32-bit integer" },
       { name: "Arange: unknown dtype", run: () => arange(3, undefined, 1, "float64" as DType), type: DTypeError, message: "arange: unknown dtype" },
+      { name: "Arange: a step away from stop", run: () => arange(5, 0), type: ValueError, message: "arange: step 1 moves away from stop 0 (start 5)" },
       { name: "Fill: an int32 value past int32's range", run: () => full([2], 3e9, "int32"), type: ValueError, message: "full: value 3000000000 is outside int32's range" },
       { name: "Add: a number past int32's range with an int32 tensor", run: () => add(zeros([2], "int32"), 2 ** 31), type: ValueError, message: "add: b = 2147483648 is outside int32's range" },
       { name: "Reshape: shape not an array", run: () => reshape(zeros([2, 3]), 6 as unknown as number[]), type: ValueError, message: "reshape: shape must be an array, got number" },
