@@ -1,6 +1,7 @@
 import { SeededRandom } from "@blocksparse/format";
 import { Tensor, ValueError, dispose, formatShape, optionsArg, tensorOn, tidy } from "@blocksparse/core";
 import { backward, reachableLeaves } from "./backward";
+import { describeValue } from "./errors";
 import { detach, noGrad, tracksGrad } from "./tape";
 
 export interface GradcheckOptions {
@@ -47,13 +48,14 @@ export interface GradcheckResult {
 
 function checkOptions(options: GradcheckOptions | null): Required<Omit<GradcheckOptions, "wrt">> {
   if (options != null && typeof options !== "object") {
-    throw new ValueError(`gradcheck: options must be an object such as { atol: 1e-3 }, got ${String(options)}`);
+    throw new ValueError(`gradcheck: options must be an object such as { atol: 1e-3 }, got ${describeValue(options)}`);
   }
   // An unknown name (tol, epsilon, a typo) is refused: ignored, the check would run with the default it meant to change.
   const { eps = 1e-2, atol = 1e-3, rtol = 1e-2, seed = 0, wrt } = optionsArg("gradcheck", options, ["eps", "atol", "rtol", "wrt", "seed"]);
   for (const [name, value] of [["eps", eps], ["atol", atol], ["rtol", rtol]] as const) {
     if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
-      throw new ValueError(`gradcheck: ${name} must be a finite number >= 0, got ${value}`);
+      // Quoted when a string: "0.1" read as a refused 0.1.
+      throw new ValueError(`gradcheck: ${name} must be a finite number >= 0, got ${describeValue(value)}`);
     }
   }
   if (eps === 0) throw new ValueError("gradcheck: eps must be > 0");

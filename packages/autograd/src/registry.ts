@@ -1,4 +1,5 @@
-import { type Activation, type Backend, type DType, type KernelAttrs, type KernelName, type Tensor, type TensorInputs, ValueError } from "@blocksparse/core";
+import { type Activation, type Backend, type DType, type KernelAttrs, type KernelName, type Tensor, type TensorInputs, ValueError, kernelDeclaration } from "@blocksparse/core";
+import { describeValue } from "./errors";
 
 /** Shape, dtype and backend of a tensor, recorded for every input and output (no data kept; PyTorch's InputMetadata). */
 export interface TensorMeta {
@@ -105,7 +106,34 @@ export function registerGradient(kernelName: string, config: GradConfig): void {
   if (config === null || typeof config !== "object" || typeof config.gradFunc !== "function") {
     throw new ValueError(`registerGradient('${kernelName}'): config must be an object with a gradFunc function`);
   }
+  checkSaved(kernelName, config);
   registry.set(kernelName, config);
+}
+
+/**
+ * inputsToSave and outputsToSave are read by every forward call the tape records: checked here, a string (iterated as
+ * its characters) or a missing output would otherwise fail or save nothing inside the forward op, after its kernel ran.
+ */
+function checkSaved(kernelName: string, config: GradConfig): void {
+  const where = `registerGradient('${kernelName}')`;
+  const { inputsToSave, outputsToSave } = config;
+  if (inputsToSave != null) {
+    if (!Array.isArray(inputsToSave)) throw new ValueError(`${where}: inputsToSave must be an array of input names, got ${describeValue(inputsToSave)}`);
+    for (const key of inputsToSave) {
+      if (typeof key !== "string" || key.length === 0) throw new ValueError(`${where}: inputsToSave holds ${describeValue(key)}, expected an input name`);
+    }
+  }
+  if (outputsToSave != null) {
+    if (!Array.isArray(outputsToSave)) throw new ValueError(`${where}: outputsToSave must be an array of output indices, got ${describeValue(outputsToSave)}`);
+    // A catalogue kernel with a fixed output count bounds the indices ("list" kernels have as many as their call makes).
+    const count = kernelDeclaration(kernelName)?.outputs;
+    for (const index of outputsToSave) {
+      if (!Number.isSafeInteger(index) || index < 0 || (typeof count === "number" && index >= count)) {
+        const bound = typeof count === "number" ? ` in [0, ${count}) (${kernelName} has ${count} output${count === 1 ? "" : "s"})` : " >= 0";
+        throw new ValueError(`${where}: outputsToSave holds ${describeValue(index)}, expected an output index${bound}`);
+      }
+    }
+  }
 }
 
 /** The gradient registered for a kernel, if any. */

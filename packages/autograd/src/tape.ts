@@ -167,6 +167,12 @@ export function record(
   }
   const node = new TapeNode(kernelName, attrs, inputMeta, outputMeta, outputVersions, edges);
   const config = getGradient(kernelName);
+  // Before anything is saved (kept): a "list" kernel's call may make fewer outputs than its rule names.
+  for (const index of config?.outputsToSave ?? []) {
+    if (index >= outputs.length) {
+      throw new AutogradError(`${kernelName}: its registered gradient saves output ${index}, but the call made ${outputs.length} output${outputs.length === 1 ? "" : "s"}`);
+    }
+  }
   if (config?.inputsToSave) {
     for (const key of config.inputsToSave) {
       const value = inputs[key];

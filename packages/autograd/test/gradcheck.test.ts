@@ -139,6 +139,10 @@ describe("gradcheck", () => {
     const x = randomTensor([2], 8);
     expect(() => gradcheck((t) => t, [x], { eps: 0 })).toThrow(/eps must be > 0/);
     expect(() => gradcheck((t) => t, [x], { atol: -1 })).toThrow(/atol must be a finite number >= 0/);
+    // A string is quoted: "got 0.1" read as a refused number.
+    expect(() => gradcheck((t) => t, [x], { eps: "0.1" as never })).toThrow(/gradcheck: eps must be a finite number >= 0, got "0.1"/);
+    expect(() => gradcheck((t) => t, [x], { rtol: "1e-2" as never })).toThrow(/gradcheck: rtol must be a finite number >= 0, got "1e-2"/);
+    expect(() => gradcheck((t) => t, [x], "tight" as never)).toThrow(/options must be an object such as \{ atol: 1e-3 \}, got "tight"/);
     expect(() => gradcheck((t) => t, [x], { wrt: [3] })).toThrow(/wrt index 3 is out of range for 1 inputs/);
     expect(() => gradcheck((t) => t, [tensor(new Int32Array([1]))])).toThrow(/no float32 input/);
     expect(() => gradcheck((t) => t, [x, "x" as unknown as Tensor])).toThrow(/inputs\[1\] is not a Tensor/);

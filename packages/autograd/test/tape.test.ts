@@ -372,6 +372,25 @@ describe("registry", () => {
     expect(() => registerGradient("Exp", {} as never)).toThrow(/gradFunc/);
   });
 
+  it("refuses inputsToSave and outputsToSave that are not lists of names and indices, keeping the rule it had", () => {
+    const original = getGradient("Exp")!;
+    const gradFunc = original.gradFunc;
+    // A string was iterated as its characters, and an output past the kernel's count failed inside every forward call.
+    expect(() => registerGradient("Exp", { gradFunc, inputsToSave: "x" as never })).toThrow(/inputsToSave must be an array of input names, got "x"/);
+    expect(() => registerGradient("Exp", { gradFunc, inputsToSave: [0] as never })).toThrow(/inputsToSave holds 0, expected an input name/);
+    expect(() => registerGradient("Exp", { gradFunc, outputsToSave: 0 as never })).toThrow(/outputsToSave must be an array of output indices, got 0/);
+    expect(() => registerGradient("Exp", { gradFunc, outputsToSave: [1] })).toThrow(/outputsToSave holds 1, expected an output index in \[0, 1\) \(Exp has 1 output\)/);
+    expect(() => registerGradient("Exp", { gradFunc, outputsToSave: [-1] })).toThrow(/outputsToSave holds -1/);
+    expect(() => registerGradient("Exp", { gradFunc, outputsToSave: ["0"] as never })).toThrow(/outputsToSave holds "0"/);
+    expect(getGradient("Exp")).toBe(original);
+    const x = leaf([0, 1]);
+    const before = memory().numTensors;
+    tidy(() => backward(sum(exp(x))));
+    expect(values(x.grad)).toEqual([1, Math.fround(Math.E)]);
+    expect(memory().numTensors).toBe(before + 1);
+    dispose([x, x.grad]);
+  });
+
   it("a registered gradient is what backward uses (keyed by kernel name)", () => {
     const original = getGradient("Exp")!;
     registerGradient("Exp", { gradFunc: ([dy]) => ({ x: () => mul(dy, 10) }) });
