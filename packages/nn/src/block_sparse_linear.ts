@@ -1,5 +1,5 @@
 import { detach, noGrad } from "@blocksparse/autograd";
-import { type Activation, assertBoolean, BsrPattern, bsrLinear, bsrLinearActivation, cast, formatArg, formatShape, optionsArg, seedArg, shapesEqual, Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
+import { type Activation, add, assertBoolean, BsrPattern, bsrLinear, bsrLinearActivation, cast, formatArg, formatShape, optionsArg, seedArg, ShapeError, shapesEqual, Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
 import { BsrMatrix, divisors } from "@blocksparse/format";
 import { blockCountFor, blockSources, randomPattern, remapBlocks } from "./blocks";
 import { childSeeds, uniform } from "./init";
@@ -166,6 +166,19 @@ export class BlockSparseLinear extends Module {
   forwardActivation(x: Tensor, activation: Activation): Tensor {
     checkInput(this.label, x, this.inFeatures);
     return bsrLinearActivation(x, this.weight.value, this.pattern, this.bias?.value ?? null, activation);
+  }
+
+  /** `forward(x) + residual`, as Linear.forwardResidual (residual has the output's shape and dtype): the product, then an add. */
+  forwardResidual(x: Tensor, residual: Tensor): Tensor {
+    return tidy(() => {
+      const y = this.forward(x);
+      // add would broadcast a residual of another shape ([out] over the rows) where Linear's kernel refuses it.
+      const tensor = residual instanceof Tensor;
+      if (!(tensor && shapesEqual(residual.shape, y.shape) && residual.dtype === y.dtype)) {
+        throw new (tensor ? ShapeError : ValueError)(`${this.label}.forwardResidual: residual is ${tensor ? describeEntry(residual) : formatArg(residual)}, expected the output's ${describeEntry(y)}`);
+      }
+      return add(residual, y);
+    });
   }
 
   /** The weight as a dense [outFeatures, inFeatures] tensor (zeros outside the blocks; not differentiable). */
