@@ -32,6 +32,15 @@ async function gpt2Config(): Promise<Record<string, unknown>> {
   return readConfig(fixtures("gpt2"));
 }
 
+/**
+ * Live tensors plus those the finalizer has freed: a tensor an earlier test left undisposed may be collected while a
+ * test runs, which lowers the live count alone (537 at once in a full run) and would hide or fake a leak.
+ */
+function heldTensors(): number {
+  const { numTensors, numCollected } = memory();
+  return numTensors + numCollected;
+}
+
 describe("loadCheckpoint", () => {
   it("accepts hub GPT-2 names (no 'transformer.' prefix, attn.bias buffers, a stored lm_head.weight) with the same logits", async () => {
     const dir = await editedCopy("gpt2", (tensors) => {
@@ -441,9 +450,9 @@ describe("memory", () => {
       [shorter, /transformer\.wpe\.weight: the checkpoint has \[32, 32\] F32, the model expects \[16, 32\]/],
       [sharded, /shard model-00004-of-00004\.safetensors .* does not exist/],
     ] as const) {
-      const before = memory().numTensors;
+      const before = heldTensors();
       await expect(fromPretrained(dir)).rejects.toThrow(message);
-      expect(memory().numTensors).toBe(before);
+      expect(heldTensors()).toBe(before);
     }
   });
 
@@ -456,14 +465,14 @@ describe("memory", () => {
       const dir = await editedCopy("gpt2", (tensors) => {
         for (const [key, t] of tensors) tensors.set(key, { ...t, dtype: fileDType, data: encodeStorage("test", t.data as Float32Array, dtype) as Uint16Array });
       });
-      const before = memory().numTensors;
+      const before = heldTensors();
       const model = (await fromPretrained(dir)) as GPT2LMHeadModel;
       expect(model.transformer.wte.weight.value.dtype).toBe("float32");
       const logits = model.forward(reference.get("input_ids")!);
       expect(relativeError(logits, reference.get("logits")!)).toBeLessThanOrEqual(tolerance);
       logits.dispose();
       for (const parameter of model.parameters()) parameter.dispose();
-      expect(memory().numTensors).toBe(before);
+      expect(heldTensors()).toBe(before);
     }
     for (const t of reference.values()) t.dispose();
   });
