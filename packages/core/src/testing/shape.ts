@@ -262,6 +262,28 @@ export function declareShapeTests(suite: Conformance): void {
         });
       }
     }
+    // The edges of cast's contract (ops/shape_ops.ts): halves round to nearest even, overflow to infinity and keep
+    // subnormals, -0 and NaN; float -> int32 truncates toward zero and wraps modulo 2^32 (JavaScript's ToInt32), NaN
+    // and infinities giving 0; int32 -> a half rounds through float32. Each value is first what `from` holds.
+    const floatEdges = [
+      -0, 0, Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, 65504, 65519, 65520, -65520, 3.4028234663852886e38,
+      1e-40, -1e-40, 6e-8, 3e-8, 2.9e-8, 1 + 2 ** -11, 1 + 3 * 2 ** -11, 1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8), 2.5, -2.5,
+      2.7, -2.7, 0.9999, 3e9, -3e9, 2147483647, 2147483648, -2147483649, 4294967296 + 5, 1e20,
+    ];
+    const intEdges = [0, 1, -1, 2049, 2051, 65504, 65520, 16777217, 16842753, -16842753, 2147483647, -2147483648];
+    const intOf = (v: number) => v | 0; // ToInt32: truncation, modulo 2^32, NaN and infinities 0
+    for (const from of ALL_DTYPES) {
+      for (const to of ALL_DTYPES) {
+        if (from === to) continue;
+        check(`Cast ${from} -> ${to}: rounding, overflow, subnormals, -0, NaN, truncation and wrapping`, () => {
+          const values = from === "int32" ? intEdges : floatEdges.map((v) => round(from, v));
+          const want = values.map((v) => (to === "int32" ? intOf(v) : round(to, from === "int32" ? Math.fround(v) : v)));
+          inCase(`Cast ${from} -> ${to} of [${values.join(", ")}]`, () =>
+            expectExact(cast(tensor(values, [values.length], from), to), R.ref([values.length], (i) => want[i]), to),
+          );
+        });
+      }
+    }
     for (const dtype of ALL_DTYPES) {
       check(`OneHot ${dtype} (out-of-range indices give zero rows)`, () => {
         const ids = R.ref([2, 3], (i) => [0, 3, 2, -1, 4, 1][i]);
