@@ -45,7 +45,8 @@ export function niceTicks(low: number, high: number, count = 5): number[] {
 function label(value: number): string {
   if (value === 0) return "0";
   const abs = Math.abs(value);
-  if (abs >= 1e4 || abs < 1e-3) return value.toExponential(1);
+  // As many digits as the tick has (2.5e+8, 1.25e+9), not one: toExponential(1) printed the tick 1.25e9 as 1.3e+9.
+  if (abs >= 1e4 || abs < 1e-3) return Number(value.toPrecision(4)).toExponential();
   return String(Number(value.toPrecision(4)));
 }
 
@@ -59,6 +60,9 @@ export function lineChart(options: LineChartOptions): string {
   const points = series.flatMap((s) => s.points);
   for (const [x, y] of points) {
     if (!Number.isFinite(x) || !Number.isFinite(y)) throw new RangeError(`lineChart "${title}": point (${x}, ${y}) is not finite`);
+  }
+  for (const ref of references) {
+    if (!Number.isFinite(ref.y)) throw new RangeError(`lineChart "${title}": reference line "${ref.name}" at ${ref.y} is not finite`);
   }
   const xs = points.map((p) => p[0]);
   const ys = [...points.map((p) => p[1]), ...references.map((r) => r.y)];

@@ -37,7 +37,7 @@ const { values } = (() => {
         tokens: { type: "string", default: "2048", description: "tokens per step" },
         block: { type: "string", default: "64", description: "block side; 0 is the dense model" },
         density: { type: "string", default: "0.25", description: "density in (0, 1] of the block-sparse layers" },
-        steps: { type: "string", default: "1000", description: "timed steps" },
+        steps: { type: "string", default: "1000", description: "timed steps, at least 5 (five runs of steps / 5)" },
         warmup: { type: "string", default: "2000", description: "untimed steps first (V8 keeps optimizing for a thousand or two)" },
         "stand-in": { type: "boolean", default: false, description: "run the cuda backend on src/stand_in_addon.cjs, which launches nothing (no GPU needed)" },
         phases: { type: "boolean", default: false, description: "split the host's time between forward, backward and the optimizer" },
@@ -61,8 +61,9 @@ const [tokens, block, steps, warmup] = [whole(values.tokens), whole(values.block
 const density = /^\s*(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?\s*$/i.test(values.density) ? Number(values.density) : Number.NaN;
 try {
   if (!match || dModel < 1 || hidden < 1) throw new FlagError(`--widths: "${values.widths}" is not DMODELxHIDDEN of positive integers (e.g. 1024x4096)`);
-  for (const [name, n] of [["tokens", tokens], ["steps", steps], ["warmup", warmup]] as const) {
-    if (!Number.isInteger(n) || n < 5) throw new FlagError(`--${name}: expected an integer >= 5, got "${values[name]}"`);
+  // Five timed runs of steps / 5 each need five steps at least; any token count from 1 and any warm-up from 0 run.
+  for (const [name, n, least] of [["tokens", tokens, 1], ["steps", steps, 5], ["warmup", warmup, 0]] as const) {
+    if (!Number.isSafeInteger(n) || n < least) throw new FlagError(`--${name}: expected an integer >= ${least}, got "${values[name]}"`);
   }
   if (!Number.isInteger(block) || block < 0) throw new FlagError(`--block: expected a block side (a positive integer) or 0 for the dense model, got "${values.block}"`);
   if (block !== 0 && !(density > 0 && density <= 1)) throw new FlagError(`--density: expected a density in (0, 1], got "${values.density}"`);

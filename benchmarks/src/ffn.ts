@@ -71,24 +71,38 @@ export interface FfnCase {
 
 const SEED = 2026;
 
+/** `pairs` parsed from `items`, none repeated: "32" and "32x32" (or "064x128" and "64x128") name one case, timed twice. */
+function distinctPairs(pairs: [number, number][], items: string[], flag: string): [number, number][] {
+  const seen = new Map<string, string>();
+  pairs.forEach((pair, i) => {
+    const key = pair.join("x");
+    const earlier = seen.get(key);
+    if (earlier !== undefined) throw new FlagError(`--${flag}: "${items[i]}" repeats "${earlier}" (both are ${key}) in "${items.join(",")}"; give each once`);
+    seen.set(key, items[i]);
+  });
+  return pairs;
+}
+
 /** "16,32x64" -> [[16, 16], [32, 64]]: square sides or R x C block shapes. */
 function blockShapes(value: string): [number, number][] {
-  return flagItems(value, "blocks").map((item) => {
+  const items = flagItems(value, "blocks");
+  return distinctPairs(items.map((item) => {
     const match = /^(\d+)(?:x(\d+))?$/.exec(item);
     if (!match || Number(match[1]) <= 0 || (match[2] !== undefined && Number(match[2]) <= 0))
       throw new FlagError(`--blocks: "${item}" is not a block side (32) or shape (32x64)`);
     const rows = Number(match[1]);
-    return [rows, match[2] === undefined ? rows : Number(match[2])];
-  });
+    return [rows, match[2] === undefined ? rows : Number(match[2])] as [number, number];
+  }), items, "blocks");
 }
 
 /** "1024x4096" -> [dModel, hidden]. */
 function widths(value: string): [number, number][] {
-  return flagItems(value, "widths").map((item) => {
+  const items = flagItems(value, "widths");
+  return distinctPairs(items.map((item) => {
     const match = /^(\d+)x(\d+)$/.exec(item);
     if (!match || Number(match[1]) <= 0 || Number(match[2]) <= 0) throw new FlagError(`--widths: "${item}" is not DMODELxHIDDEN of positive integers (e.g. 1024x4096)`);
-    return [Number(match[1]), Number(match[2])];
-  });
+    return [Number(match[1]), Number(match[2])] as [number, number];
+  }), items, "widths");
 }
 
 function buildModel(kind: ModelKind, dModel: number, hidden: number, block: [number, number] | null, density: number, heads: number): Module {

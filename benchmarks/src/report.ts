@@ -10,13 +10,25 @@ export interface RenderedReport {
 }
 
 function ms(value: number): string {
+  if (!Number.isFinite(value)) return "–";
   if (value >= 100) return value.toFixed(0);
   if (value >= 1) return value.toFixed(2);
   return value.toPrecision(3);
 }
 
+/** `digits` decimals; a value too small for them keeps two significant digits (0.0042 GFLOP/s, not 0.00). */
 function num(value: number | undefined, digits = 2): string {
-  return value === undefined || !Number.isFinite(value) ? "–" : value.toFixed(digits);
+  if (value === undefined || !Number.isFinite(value)) return "–";
+  return value !== 0 && Math.abs(value) < 10 ** -digits ? value.toPrecision(2) : value.toFixed(digits);
+}
+
+/** The points a chart can draw: a timing or rate that is missing, NaN or infinite is left out (the table shows "–"). */
+function finitePoints(points: Array<[number, number | undefined]>): Array<[number, number]> {
+  return points.filter((p): p is [number, number] => Number.isFinite(p[0]) && Number.isFinite(p[1]));
+}
+
+function finiteReferences(references: ReferenceLine[]): ReferenceLine[] {
+  return references.filter((r) => Number.isFinite(r.y));
 }
 
 function mib(bytes: number | undefined): string {
@@ -24,6 +36,7 @@ function mib(bytes: number | undefined): string {
 }
 
 function spread(r: BenchRecord): string {
+  if (!Number.isFinite(r.timing.q1Ms) || !Number.isFinite(r.timing.q3Ms)) return "–";
   return `${ms(r.timing.q1Ms)}–${ms(r.timing.q3Ms)}`;
 }
 
@@ -61,8 +74,8 @@ function kernelSection(run: RunRecord, records: BenchRecord[], charts: Map<strin
       const timeSeries: Series[] = [];
       const flopSeries: Series[] = [];
       for (const [size, list] of bySize) {
-        timeSeries.push({ name: `block ${size}`, points: list.map((r) => [Number(r.params.density), r.timing.medianMs]) });
-        flopSeries.push({ name: `block ${size}`, points: list.map((r) => [Number(r.params.density), r.metrics.gflops]) });
+        timeSeries.push({ name: `block ${size}`, points: finitePoints(list.map((r) => [Number(r.params.density), r.timing.medianMs])) });
+        flopSeries.push({ name: `block ${size}`, points: finitePoints(list.map((r) => [Number(r.params.density), r.metrics.gflops])) });
       }
       const base = `${fileSafe(run.backend)}-${fileSafe(shapeKey)}-${fileSafe(op)}`;
       const timeFile = `charts/${base}-time.svg`;
@@ -74,7 +87,7 @@ function kernelSection(run: RunRecord, records: BenchRecord[], charts: Map<strin
           xLabel: "density",
           yLabel: "median ms per call",
           series: timeSeries,
-          references: dense ? [{ name: dense.name, y: dense.timing.medianMs }, ...references] : references,
+          references: finiteReferences(dense ? [{ name: dense.name, y: dense.timing.medianMs }, ...references] : references),
         }),
       );
       charts.set(
@@ -84,7 +97,7 @@ function kernelSection(run: RunRecord, records: BenchRecord[], charts: Map<strin
           xLabel: "density",
           yLabel: "GFLOP/s (non-zero work)",
           series: flopSeries,
-          references: dense ? [{ name: dense.name, y: dense.metrics.gflops }] : [],
+          references: finiteReferences(dense ? [{ name: dense.name, y: dense.metrics.gflops }] : []),
         }),
       );
       lines.push(`#### ${op}`, "", `![${op} time](${timeFile}) ![${op} GFLOP/s](${flopFile})`, "");
@@ -102,6 +115,7 @@ function kernelSection(run: RunRecord, records: BenchRecord[], charts: Map<strin
 }
 
 function checkSummary(r: BenchRecord): string {
+  if (r.checks.length === 0) return "not checked";
   const worst = Math.max(...r.checks.map((c) => c.relError));
   return `rel. err ≤ ${worst === 0 ? "0" : worst.toExponential(1)}`;
 }

@@ -57,6 +57,22 @@ describe("lineChart", () => {
   it("refuses a point that is not finite", () => {
     expect(() => lineChart({ title: "t", xLabel: "x", yLabel: "y", series: [{ name: "s", points: [[0.5, Number.NaN]] }] })).toThrow(/not finite/);
   });
+
+  it("refuses a reference line that is not finite (it drew at NaN, or threw from inside the tick maths)", () => {
+    for (const y of [Number.NaN, Number.POSITIVE_INFINITY]) {
+      expect(() => lineChart({ title: "t", xLabel: "x", yLabel: "y", series: [], references: [{ name: "dense", y }] })).toThrow(`reference line "dense" at ${y} is not finite`);
+    }
+  });
+
+  it("labels exponent ticks with their own digits: 1.25e+9, not 1.3e+9", () => {
+    const labels = (top: number) => {
+      const text = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: "", parseTagValue: false });
+      const doc = text.parse(lineChart({ title: "t", xLabel: "x", yLabel: "y", series: [{ name: "s", points: [[0.5, top]] }] }));
+      return [doc.svg.text].flat().filter((t: Record<string, string>) => t["text-anchor"] === "end").map((t: Record<string, string>) => String(t["#text"]));
+    };
+    expect(labels(1e9)).toEqual(["0", "2.5e+8", "5e+8", "7.5e+8", "1e+9", "1.25e+9"]);
+    expect(labels(1e-9)).toEqual(["0", "2.5e-10", "5e-10", "7.5e-10", "1e-9", "1.25e-9"]);
+  });
 });
 
 describe("helpers", () => {

@@ -24,6 +24,8 @@ describe.concurrent("benchmark CLIs refuse a bad value naming the flag, before a
     ["overhead.ts --dtype bf16", "overhead.ts", ["--backend", "js", "--dtype", "bf16", "--out", out], /--dtype: expected float32, float16 or bfloat16, got "bf16"/],
     ["ffn.ts --models head --widths 64x100 --blocks 32", "ffn.ts", [...FFN, "--models", "head", "--widths", "64x100", "--blocks", "32"], /--blocks: 32x32 blocks do not tile the head model's 100x64 weight \(--widths 64x100\)/],
     ["ffn.ts --models ffn,block --heads 3 (dModel 64)", "ffn.ts", [...FFN, "--models", "ffn,block", "--widths", "64x128", "--blocks", "32", "--heads", "3", "--context", "16"], /--heads 3 does not divide the block model's dModel 64/],
+    ["ffn.ts --blocks 32,32x32 (one block shape, timed twice)", "ffn.ts", [...FFN, "--models", "ffn", "--widths", "64x128", "--blocks", "32,32x32"], /--blocks: "32x32" repeats "32" \(both are 32x32\) in "32,32x32"; give each once/],
+    ["ffn.ts --widths 64x128,064x128", "ffn.ts", [...FFN, "--models", "ffn", "--widths", "64x128,064x128", "--blocks", "32"], /--widths: "064x128" repeats "64x128" \(both are 64x128\)/],
     ["ffn.ts --tokens 16 --tokens 32", "ffn.ts", [...FFN, "--widths", "64x128", "--blocks", "32", "--models", "ffn", "--tokens", "32"], /--tokens: given twice \("16" and "32"\); give it once/],
     ["ffn.ts --out FILE", "ffn.ts", ["--backend", "js", "--dtype", "float32", "--tokens", "16", "--densities", "0.5", "--quick", "--widths", "64x128", "--blocks", "32", "--models", "ffn", "--out", aFile], /--out: cannot make the output directory ".*a-file": it or a folder above it is a file/],
     ["attention.ts --out FILE (checked before the run, not when saving it)", "attention.ts", [...ATTENTION.slice(0, -2), "--iterations", "2", "--out", aFile], /--out: cannot make the output directory/],
@@ -43,7 +45,8 @@ describe.concurrent("benchmark CLIs refuse a bad value naming the flag, before a
     ["ffn.ts --dtype valueOf", "ffn.ts", [...FFN.slice(0, 2), "--dtype", "valueOf", ...FFN.slice(4)], /--dtype: expected float32, float16 or bfloat16, got "valueOf"/],
     ["compare.ts --dtypes toString", "compare.ts", ["--backend", "js", "--small", "--dtypes", "toString", "--out", out], /--dtypes: unknown "toString", expected float32, float16 or bfloat16/],
     ["attention.ts --paths fused,fused (timed twice, two rows)", "attention.ts", [...ATTENTION.slice(0, -4), "--out", out, "--paths", "fused,fused"], /--paths: "fused" repeats "fused"/],
-    ["eager_step.ts --tokens abc", "eager_step.ts", ["--backend", "js", "--widths", "64x128", "--tokens", "abc"], /--tokens: expected an integer >= 5, got "abc"/],
+    ["eager_step.ts --tokens abc", "eager_step.ts", ["--backend", "js", "--widths", "64x128", "--tokens", "abc"], /--tokens: expected an integer >= 1, got "abc"/],
+    ["eager_step.ts --steps 4 (five timed runs of steps / 5)", "eager_step.ts", ["--backend", "js", "--widths", "64x128", "--tokens", "1", "--steps", "4", "--warmup", "0"], /^--steps: expected an integer >= 5, got "4"\n$/],
   ])("%s", async (_, script, args, message) => {
     const { code, stdout, stderr } = await runCli(script, args);
     expect(stderr).toMatch(message);
@@ -51,5 +54,14 @@ describe.concurrent("benchmark CLIs refuse a bad value naming the flag, before a
     expect(stderr).not.toMatch(/^\s+at /m);
     expect(stderr).not.toMatch(/dense: /);
     expect(stdout).toBe("");
+  }, 90_000);
+});
+
+describe("benchmark CLIs take the smallest values their flags allow", () => {
+  it("eager_step.ts times one token per step without warm-up (it asked for 5 of each)", async () => {
+    const { code, stdout, stderr } = await runCli("eager_step.ts", ["--backend", "js", "--widths", "8x16", "--tokens", "1", "--block", "0", "--steps", "5", "--warmup", "0"]);
+    expect(stderr).toBe("");
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/^js 8x16 tokens 1 dense: [\d.]+ us\/step/);
   }, 90_000);
 });

@@ -73,6 +73,30 @@ describe("renderReport", () => {
   });
 });
 
+describe("renderReport at the edges", () => {
+  const edge = (results: BenchRecord[]) => renderReport({ ...run, results, failures: [] });
+
+  it("reports a case it could not time (NaN) or rate (no GFLOP/s) with a dash, charts the rest, and throws nothing", () => {
+    const noRate = kernelRecord("bsrLinear", 32, 0.25, 1);
+    noRate.metrics = {};
+    const { markdown, charts } = edge([kernelRecord("bsrLinear", 0, 1, Number.NaN), kernelRecord("bsrLinear", 32, 0.5, 2), noRate]);
+    expect(markdown).toContain("| dense bsrLinear | 1 | – | – | – | 1.00 |");
+    expect(markdown).toContain("| 32 | 0.25 | 1.00 | 0.900–1.10 | – | – |");
+    for (const svg of charts.values()) {
+      expect(XMLValidator.validate(svg)).toBe(true);
+      expect(svg).not.toContain("NaN");
+    }
+    expect(charts.get("charts/js-64x256x256-float32-bsrLinear-time.svg")?.match(/<circle /g)).toHaveLength(2);
+    expect(charts.get("charts/js-64x256x256-float32-bsrLinear-gflops.svg")?.match(/<circle /g)).toHaveLength(1);
+  });
+
+  it("keeps two significant digits of a rate too small for two decimals", () => {
+    // 64x256x256 at density 0.1 in 1000 s: 3.4e-7 GFLOP/s; the dense product 250x faster than it.
+    const { markdown } = edge([kernelRecord("bsrLinear", 0, 1, 4), kernelRecord("bsrLinear", 32, 0.1, 1e6)]);
+    expect(markdown).toContain("| 32 | 0.1 | 1000000 | 900000–1100000 | 8.4e-7 | 0.0000040 |");
+  });
+});
+
 describe("writeRun", () => {
   const dir = mkdtempSync(join(tmpdir(), "bench-report-"));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
