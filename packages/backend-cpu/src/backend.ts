@@ -98,6 +98,15 @@ export class CpuBackend extends JsBackend {
     this.cache.give(values.buffer as ArrayBuffer);
   }
 
+  /** A kernel's scratch (half inputs widened, half outputs' staging) comes from the cache and goes back to it. */
+  protected override takeScratch(bytes: number): ArrayBuffer {
+    return this.cache.take(bytes);
+  }
+
+  protected override releaseScratch(buffer: ArrayBuffer): void {
+    this.cache.give(buffer);
+  }
+
   /** A copy of the buffer in new memory (huge pages when large, so the copy does not fault per 4 KiB page). */
   override readSync(dataId: DataId): BackendValues {
     const { values, dtype } = this.buffer(dataId);

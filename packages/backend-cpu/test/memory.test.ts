@@ -3,7 +3,7 @@
  * shows through (outputs and zeros stay right), live counts return to where they were (no leak),
  * releaseCache/dispose drop the cache, the limit holds, and running out of memory is a typed error.
  */
-import { BsrPattern, ValueError, bsrLinear, bsrMatmul, getBackendInstance, matmul, randn, setBackend, sum, tensor, tidy, zeros } from "@blocksparse/core";
+import { BsrPattern, ValueError, bsrLinear, bsrMatmul, cast, gelu, getBackendInstance, matmul, mul, randn, setBackend, sum, tensor, tidy, zeros } from "@blocksparse/core";
 import { BufferCache, CpuBackend, CpuOutOfMemoryError, sizeClass } from "../src/index";
 import type { JsBuffer } from "@blocksparse/core/js-kernels";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -115,6 +115,38 @@ describe.skipIf(cpuMissing)("cpu memory: caching allocator, no leaks, out of mem
     expect(reused.cacheMisses).toBe(cached.cacheMisses);
     expect(reused.cachedBytes).toBe(cached.cachedBytes - (4 << 20));
     backend.free(second);
+  });
+
+  it("a half kernel's scratch (its inputs widened, its output's staging) comes from the cache and goes back to it", () => {
+    for (const dtype of ["bfloat16", "float16"] as const) {
+      const x = randn([4096], { seed: 5, dtype });
+      const once = () => tidy(() => Array.from(gelu(mul(x, x)).dataSync()));
+      const take = backend.cache.take.bind(backend.cache);
+      const requested: number[] = [];
+      backend.cache.take = (bytes: number) => {
+        requested.push(bytes);
+        return take(bytes);
+      };
+      let first: number[];
+      try {
+        first = once();
+      } finally {
+        backend.cache.take = take;
+      }
+      // Float32 scratch of 4096 elements (16 KiB) beside the 8 KiB half outputs.
+      expect(requested.filter((bytes) => bytes === 4 * 4096).length, dtype).toBeGreaterThanOrEqual(3);
+      const after = backend.memory();
+      // The same kernels again: every scratch array and output comes from memory the first call gave back.
+      expect(once()).toEqual(first);
+      const again = backend.memory();
+      expect(again.cacheMisses, dtype).toBe(after.cacheMisses);
+      expect(again.cacheHits, dtype).toBeGreaterThan(after.cacheHits);
+      expect(again.buffers, dtype).toBe(after.buffers);
+      // And the values are the float32 math rounded once, as on the js backend.
+      const reference = tidy(() => Array.from(cast(gelu(cast(mul(x, x), "float32")), dtype).dataSync()));
+      expect(first).toEqual(reference);
+      x.dispose();
+    }
   });
 
   it("repeated products allocate nothing new after the first call, and live buffers and bytes return to the start", () => {

@@ -82,6 +82,13 @@ export interface Backend {
   memory(): BackendMemory;
   /** Releases everything the backend holds (caches, device context). Optional. */
   dispose?(): void;
+  /**
+   * Called by the engine before and after each kernel it runs (after also when the kernel throws), nested calls
+   * included. Optional: the js backend (and the cpu backend over it) gives back the scratch arrays a kernel took
+   * (its half inputs widened to float32, its half outputs' float32 staging) when the outermost kernel returns.
+   */
+  beginKernel?(): void;
+  endKernel?(): void;
   /** Recording kernels once and replaying them with one launch (captureGraph); absent where unsupported. */
   readonly graphs?: BackendGraphs;
 }

@@ -261,7 +261,13 @@ export class Engine {
       if (!kernel) throw new KernelNotRegisteredError(kernelName, backend.name);
       const infos = this.inputInfos(inputs as Record<string, Tensor | Tensor[] | undefined>);
       const buffersBefore = this.kernelLeakCheck ? backend.memory().buffers : 0;
-      const result = (kernel as (args: object) => TensorInfo | TensorInfo[])({ inputs: infos, attrs, backend });
+      backend.beginKernel?.();
+      let result: TensorInfo | TensorInfo[];
+      try {
+        result = (kernel as (args: object) => TensorInfo | TensorInfo[])({ inputs: infos, attrs, backend });
+      } finally {
+        backend.endKernel?.();
+      }
       const infosOut = Array.isArray(result) ? result : [result];
       // Counted before makeTensor registers them; only the leak check needs it.
       const freshCount = this.kernelLeakCheck ? new Set(infosOut.filter((info) => !this.buffers.has(info.dataId)).map((info) => info.dataId)).size : 0;

@@ -28,7 +28,11 @@ function float32FromBits(bits: number): number {
  * NaN stays a (quiet) NaN. A JavaScript number is first rounded to float32.
  */
 export function float32ToFloat16Bits(value: number): number {
-  const bits = float32Bits(value);
+  return float16FromFloat32Bits(float32Bits(value));
+}
+
+/** float32ToFloat16Bits on the float32's bits. */
+function float16FromFloat32Bits(bits: number): number {
   const sign = (bits >>> 16) & 0x8000;
   const exponent = (bits >>> 23) & 0xff;
   const mantissa = bits & 0x7fffff;
@@ -73,7 +77,11 @@ export function float16BitsToFloat32(bits: number): number {
 
 /** bfloat16 bits of a float32 value (its top 16 bits), rounded to nearest, ties to even. */
 export function float32ToBfloat16Bits(value: number): number {
-  const bits = float32Bits(value);
+  return bfloat16FromFloat32Bits(float32Bits(value));
+}
+
+/** float32ToBfloat16Bits on the float32's bits. */
+function bfloat16FromFloat32Bits(bits: number): number {
   if ((bits & 0x7f800000) === 0x7f800000 && (bits & 0x7fffff) !== 0) return (bits >>> 16) | 0x40;
   return (bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16;
 }
@@ -106,6 +114,34 @@ export function bfloat16BitsToFloat32Array(bits: ArrayLike<number>): Float32Arra
   const out = new Uint32Array(bits.length);
   for (let i = 0; i < bits.length; i++) out[i] = (bits[i] & 0xffff) << 16;
   return new Float32Array(out.buffer);
+}
+
+/**
+ * The array conversions into arrays the caller provides (same length; nothing allocated), on the values' bits: for
+ * kernels that convert every input and output of a half dtype, where a new array per call costs more than the loop.
+ */
+export function float16BitsToFloat32Into(bits: Uint16Array, out: Float32Array): Float32Array {
+  const words = new Uint32Array(out.buffer, out.byteOffset, out.length);
+  for (let i = 0; i < words.length; i++) words[i] = float16ToFloat32Bits(bits[i]);
+  return out;
+}
+
+export function bfloat16BitsToFloat32Into(bits: Uint16Array, out: Float32Array): Float32Array {
+  const words = new Uint32Array(out.buffer, out.byteOffset, out.length);
+  for (let i = 0; i < words.length; i++) words[i] = bits[i] << 16;
+  return out;
+}
+
+export function float32ToFloat16BitsInto(values: Float32Array, out: Uint16Array): Uint16Array {
+  const words = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  for (let i = 0; i < words.length; i++) out[i] = float16FromFloat32Bits(words[i]);
+  return out;
+}
+
+export function float32ToBfloat16BitsInto(values: Float32Array, out: Uint16Array): Uint16Array {
+  const words = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  for (let i = 0; i < words.length; i++) out[i] = bfloat16FromFloat32Bits(words[i]);
+  return out;
 }
 
 /** Float values stored as `dtype`: a new Float32Array, or rounded 16-bit patterns. */

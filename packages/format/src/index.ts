@@ -5,14 +5,18 @@ export {
   type BsrValues,
   bfloat16BitsToFloat32,
   bfloat16BitsToFloat32Array,
+  bfloat16BitsToFloat32Into,
   decodeValues,
   encodeValues,
   float16BitsToFloat32,
   float16BitsToFloat32Array,
+  float16BitsToFloat32Into,
   float32ArrayToBfloat16Bits,
   float32ArrayToFloat16Bits,
   float32ToBfloat16Bits,
+  float32ToBfloat16BitsInto,
   float32ToFloat16Bits,
+  float32ToFloat16BitsInto,
   isBsrDType,
 } from "./dtype.js";
 export { SeededRandom } from "./random.js";

@@ -6,6 +6,10 @@ import {
   encodeValues,
   float16BitsToFloat32,
   float16BitsToFloat32Array,
+  float16BitsToFloat32Into,
+  bfloat16BitsToFloat32Into,
+  float32ToBfloat16BitsInto,
+  float32ToFloat16BitsInto,
   float32ArrayToBfloat16Bits,
   float32ArrayToFloat16Bits,
   float32ToBfloat16Bits,
@@ -210,5 +214,30 @@ describe("widening arrays bit for bit", () => {
     const brain = Uint16Array.from([0x7f81, 0xffa0, 0x7fc1, 0x0001, 0x8000, 0xff80]);
     expect(bitsOf(bfloat16BitsToFloat32Array(brain))).toEqual(Array.from(brain, (bits) => bits * 0x10000));
     expect(bitsOf(decodeValues(brain, "bfloat16"))).toEqual(Array.from(brain, (bits) => bits * 0x10000));
+  });
+});
+
+describe("conversions into given arrays", () => {
+  const bitsOf = (values: Float32Array) => Array.from(new Uint32Array(values.buffer, values.byteOffset, values.length));
+
+  it("widen every float16 and bfloat16 pattern to the bits the allocating versions give, at an offset", () => {
+    const all = Uint16Array.from({ length: 65536 }, (_, i) => i);
+    const out = new Float32Array(65536 + 3).subarray(3);
+    expect(bitsOf(float16BitsToFloat32Into(all, out))).toEqual(bitsOf(float16BitsToFloat32Array(all)));
+    expect(bitsOf(bfloat16BitsToFloat32Into(all, out))).toEqual(bitsOf(bfloat16BitsToFloat32Array(all)));
+  });
+
+  it("round float32 values (specials, subnormals, ties, random bits) as the per-value conversions do", () => {
+    const random = new SeededRandom(11);
+    const words = new Uint32Array(20000);
+    for (let i = 0; i < words.length; i++) words[i] = random.nextUint32();
+    const special = [0, 0x80000000, 0x7f800000, 0xff800000, 0x7fc00000, 0x7f800001, 0xffbfffff, 0x00000001, 0x387fe000, 0x38800000,
+      0x33000000, 0x33000001, 0x477fe000, 0x477ff000, 0x3f808000, 0x3f818000, 0x3f800001, 0x7f7fffff];
+    words.set(special);
+    const values = new Float32Array(words.buffer);
+    const out = new Uint16Array(values.length);
+    // The per-value versions read a NaN as a number (quieted); both formats keep a NaN quiet anyway.
+    expect(Array.from(float32ToFloat16BitsInto(values, out))).toEqual(Array.from(float32ArrayToFloat16Bits(values)));
+    expect(Array.from(float32ToBfloat16BitsInto(values, out))).toEqual(Array.from(float32ArrayToBfloat16Bits(values)));
   });
 });

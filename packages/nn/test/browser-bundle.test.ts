@@ -85,11 +85,12 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // 79.47 KiB until nn gained its learning-rate schedulers (+3.2 KiB), a module held in two places had entries under both
   // names, format's SeededRandom used a seed's every bit and autograd counted max/min ties in int32 (82.786 measured);
   // 82.79 KiB until core named a tensor()'s bad entry and refused a backwards arange, autograd checked registerGradient's
-  // saved lists, and nn's BlockSparseLinear took forwardResidual and its block helpers checked their arguments (83.567).
-  it("format + core + autograd + nn stay within 83.57 KiB gzipped and evaluate no code", async () => {
+  // saved lists, and nn's BlockSparseLinear took forwardResidual and its block helpers checked their arguments (83.567);
+  // 83.57 KiB until the js backend converted halves into per-kernel scratch through format's *Into conversions (83.836).
+  it("format + core + autograd + nn stay within 83.84 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(83.57);
+    expect(gzipKiB).toBeLessThanOrEqual(83.84);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 

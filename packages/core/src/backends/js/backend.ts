@@ -1,12 +1,7 @@
 import type { Backend, BackendMemory, DataId, KernelTable, TensorInfo } from "../../backend";
 import { type BackendValues, type DType, POISON_BITS, allocStorage, allocationError, bytesPerElement, isStorageOf } from "../../dtypes";
 import { BackendError, ValueError } from "../../errors";
-import {
-  bfloat16BitsToFloat32Array,
-  float16BitsToFloat32Array,
-  float32ToBfloat16Bits,
-  float32ToFloat16Bits,
-} from "../../half";
+import { bfloat16BitsToFloat32Into, float16BitsToFloat32Into, float32ToBfloat16BitsInto, float32ToFloat16BitsInto } from "../../half";
 import { sizeOf } from "../../shape";
 import { jsKernels } from "./kernels";
 
@@ -42,6 +37,40 @@ export class JsBackend implements Backend {
   poisonAllocations = false;
   private bytesInUse = 0;
   private buffers = 0;
+  /** Kernels running (the engine's beginKernel / endKernel), and the scratch they took, given back when none runs. */
+  private kernelDepth = 0;
+  private readonly kernelScratch: ArrayBuffer[] = [];
+
+  beginKernel(): void {
+    this.kernelDepth++;
+  }
+
+  endKernel(): void {
+    if (--this.kernelDepth > 0) return;
+    this.kernelDepth = 0;
+    for (const buffer of this.kernelScratch) this.releaseScratch(buffer);
+    this.kernelScratch.length = 0;
+  }
+
+  /**
+   * A float32 array of `length` elements for the running kernel alone (contents unspecified), taken back when the
+   * outermost kernel returns; outside a kernel, new memory. The widened halves and the half outputs' staging come from
+   * here: a new array per call (page faults, and the collector's work on external memory) cost more than converting.
+   */
+  protected scratchFloats(length: number): Float32Array {
+    if (this.kernelDepth === 0 || length === 0) return new Float32Array(length);
+    const buffer = this.takeScratch(length * 4);
+    this.kernelScratch.push(buffer);
+    return new Float32Array(buffer, 0, length);
+  }
+
+  /** Memory for scratchFloats (at least `bytes`): new here; a subclass may hand out reused memory. */
+  protected takeScratch(bytes: number): ArrayBuffer {
+    return new ArrayBuffer(bytes);
+  }
+
+  /** A scratch buffer no kernel uses any more: a subclass may keep it for reuse. */
+  protected releaseScratch(_buffer: ArrayBuffer): void {}
 
   allocate(dtype: DType, size: number): DataId {
     if (!Number.isInteger(size) || size < 0) throw new ValueError(`${this.name}: cannot allocate ${size} elements`);
@@ -116,9 +145,9 @@ export class JsBackend implements Backend {
       case "float32":
         return values as Float32Array;
       case "float16":
-        return float16BitsToFloat32Array(values);
+        return float16BitsToFloat32Into(values as Uint16Array, this.scratchFloats(values.length));
       case "bfloat16":
-        return bfloat16BitsToFloat32Array(values);
+        return bfloat16BitsToFloat32Into(values as Uint16Array, this.scratchFloats(values.length));
       default:
         return Float32Array.from(values);
     }
@@ -145,15 +174,15 @@ export class JsBackend implements Backend {
     const { info, values } = this.output(shape, dtype);
     if (dtype === "float32") return { info, data: values as Float32Array, commit: () => info };
     if (dtype === "int32") throw new ValueError(`${this.name}: floatOutput needs a float dtype`);
-    const data = new Float32Array(values.length);
-    if (this.poisonAllocations) data.fill(Number.NaN);
+    // Zeroed, as a new array was: a kernel may add into its output.
+    const data = this.scratchFloats(values.length).fill(this.poisonAllocations ? Number.NaN : 0);
     const bits = values as Uint16Array;
-    const round = dtype === "float16" ? float32ToFloat16Bits : float32ToBfloat16Bits;
+    const round = dtype === "float16" ? float32ToFloat16BitsInto : float32ToBfloat16BitsInto;
     return {
       info,
       data,
       commit: () => {
-        for (let i = 0; i < data.length; i++) bits[i] = round(data[i]);
+        round(data, bits);
         return info;
       },
     };
