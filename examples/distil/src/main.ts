@@ -2,14 +2,15 @@
 // warning once for each that does not, and runs on js when neither does.
 import "@blocksparse/backend-cpu";
 import "@blocksparse/backend-cuda";
-import { accessSync, constants, mkdirSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { accessSync, constants, mkdirSync, statSync, writeFileSync } from "node:fs";
+import { totalmem } from "node:os";
+import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { BackendError, type FloatDType, getBackendInstance, listBackends, setBackend } from "@blocksparse/core";
 import { decimal, rejectRepeated, rejectRepeatedValues, seedFlag, withFlagHelp } from "../../shared/flags";
 import { BUNDLED_TOKENIZER, loadCorpus } from "./data";
 import { DEFAULT_RIGL, type ExperimentOptions, experimentContext, type ResultRow, runExperiments, SIZES, type Size } from "./experiment";
-import { checkBudgetFits, estimateSeconds, maxStepsForEpochs, measureStepTimes, planSteps, type StepTimes } from "./plan";
+import { checkBudgetFits, checkMemoryFits, checkRiglMoves, estimateSeconds, maxStepsForEpochs, measureStepTimes, planSteps, type StepTimes } from "./plan";
 import { formatMarkdown, formatTable, targetLines } from "./report";
 
 const DEFAULTS: Omit<ExperimentOptions, "dtype"> = {
@@ -93,7 +94,8 @@ function parse(argv: string[]): Parsed | null {
     const raw = text(name);
     if (raw === undefined) return undefined;
     const value = decimal(raw);
-    if (!Number.isFinite(value) || (integer && !(Number.isInteger(value) && value >= 1))) throw new RangeError(`--${name}: expected ${what}, got '${raw}'`);
+    // A safe integer: "1e300" passed as a whole number of --eval-batches or --recovery-steps, then ran without end.
+    if (!Number.isFinite(value) || (integer && !(Number.isSafeInteger(value) && value >= 1))) throw new RangeError(`--${name}: expected ${what}, got '${raw}'`);
     return value;
   };
   const positive = (name: string): number | undefined => {
@@ -183,10 +185,27 @@ function starts(backend: string): boolean {
   }
 }
 
+/**
+ * mkdir -p, one level at a time: Node's own `mkdirSync(folder, { recursive: true })` never returns for a folder
+ * under /proc (mkdir says ENOENT, its parent exists, and it tries again without end), so `--out /proc/x` hung.
+ */
+function makeFolder(folder: string): void {
+  const path = resolve(folder);
+  try {
+    mkdirSync(path);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "EEXIST" && statSync(path).isDirectory()) return;
+    if (code !== "ENOENT" || dirname(path) === path) throw error;
+    makeFolder(dirname(path));
+    mkdirSync(path);
+  }
+}
+
 /** Makes the --out folder and proves it writable before any model trains, not after the first one has. */
 function checkOutputFolder(folder: string): void {
   try {
-    mkdirSync(folder, { recursive: true });
+    makeFolder(folder);
     accessSync(folder, constants.W_OK);
   } catch (error) {
     throw new Error(`--out ${folder}: cannot write there (${error instanceof Error ? error.message : String(error)})`);
@@ -237,6 +256,7 @@ async function main(): Promise<void> {
     );
   }
   const { n_embd, n_layer, n_head } = SIZES[options.size];
+  checkMemoryFits({ n_embd, n_layer, n_head, vocab_size: corpus.vocabSize }, setup.batchSize, setup.context, totalmem());
   const budget = options.budgetSeconds;
   let times: StepTimes | undefined;
   let steps = options.steps === "auto" ? 0 : options.steps;
@@ -254,6 +274,7 @@ async function main(): Promise<void> {
   const epochCap = parsed.maxEpochs === undefined ? undefined : maxStepsForEpochs(parsed.maxEpochs, corpus.train.length, setup.batchSize * setup.context);
   if (epochCap !== undefined && steps > epochCap) steps = epochCap;
   const rigl = options.rigl ?? DEFAULT_RIGL;
+  if (options.mode !== "distil") checkRiglMoves(steps, rigl, rigl.every !== undefined);
   const setupLines = [
     `GPT-2 '${options.size}': ${n_layer} layers, width ${n_embd}, ${n_head} heads, context ${setup.context}, batch ${setup.batchSize}, vocabulary ${corpus.vocabSize} (byte-level BPE)`,
     `Moby Dick: ${corpus.train.length} training and ${corpus.validation.length} validation tokens; validation loss = mean cross-entropy (nats per token) over ${options.evalBatches} fixed validation windows of ${setup.batchSize} x ${setup.context}`,
@@ -269,7 +290,7 @@ async function main(): Promise<void> {
     if (parsed.out === undefined) return;
     const seconds = (performance.now() - startedAt) / 1000;
     const lines = [...setupLines, `${finished ? "total" : "so far (still running)"} ${seconds.toFixed(0)} s${budget === undefined ? "" : ` of a ${budget} s budget`}`];
-    mkdirSync(parsed.out, { recursive: true });
+    makeFolder(parsed.out);
     writeFileSync(join(parsed.out, `${name}.md`), markdownReport(rows, lines, options.mode));
     const { corpus: _, ...shapes } = setup;
     const json = { options, backend, steps, seconds, finished, stepTimesMs: times ?? null, setup: { ...shapes, trainTokens: corpus.train.length, validationTokens: corpus.validation.length, vocabSize: corpus.vocabSize }, rows };

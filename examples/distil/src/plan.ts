@@ -123,3 +123,44 @@ export function checkBudgetFits(times: StepTimes, options: ExperimentOptions, st
 export function maxStepsForEpochs(epochs: number, trainTokens: number, tokensPerStep: number): number {
   return Math.max(10, Math.floor((epochs * trainTokens) / tokensPerStep / 10) * 10);
 }
+
+/**
+ * Throws, naming the flags behind them, when a model of `size` trained at `batchSize` x `context` cannot fit in
+ * `availableBytes`: `--batch-size 100000000` printed its setup and then ran for minutes towards the memory's end, and a
+ * larger one failed every run with "Invalid typed array length". A lower bound: one model's parameters with their
+ * gradients and AdamW's moments (12 bytes each at least), and one batch's logits, feed-forward activations and
+ * attention scores (2 bytes each at least).
+ */
+export function checkMemoryFits(
+  model: { n_embd: number; n_layer: number; n_head: number; vocab_size: number },
+  batchSize: number,
+  context: number,
+  availableBytes: number,
+): void {
+  const { n_embd, n_layer, n_head, vocab_size } = model;
+  const parameterBytes = 12 * (n_layer * 12 * n_embd * n_embd + vocab_size * n_embd + context * n_embd);
+  const activationBytes = 2 * batchSize * context * (vocab_size + n_layer * (4 * n_embd + n_head * context));
+  if (parameterBytes + activationBytes <= availableBytes) return;
+  const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(bytes < 10 * 2 ** 30 ? 1 : 0)} GiB`;
+  throw new RangeError(
+    `--batch-size ${batchSize}, --context ${context}: training needs at least ${gib(parameterBytes + activationBytes)} ` +
+      `(${gib(parameterBytes)} for the parameters, their gradients and AdamW's moments; ${gib(activationBytes)} for one batch's activations), ` +
+      `and this machine has ${gib(availableBytes)}; use a smaller ${parameterBytes >= activationBytes ? "--size" : "--batch-size or --context"}`,
+  );
+}
+
+/**
+ * Throws, naming the flags, when RigL's schedule makes no pattern update in `steps` steps: updates fall at calls
+ * every, 2 x every, ... before floor(end x steps) (SparseOptimizer's totalSteps). `--rigl-every 50 --steps 20` (or
+ * `--steps 2` with the defaults) trained every RigL model as its static twin and reported "RigL closes 0%".
+ */
+export function checkRiglMoves(steps: number, schedule: { every?: number; end: number }, everyGiven: boolean): void {
+  const every = schedule.every ?? Math.max(1, Math.round(steps / 40));
+  const stop = Math.max(1, Math.floor(schedule.end * steps));
+  if (every < stop) return;
+  throw new RangeError(
+    `--rigl-every ${every}${everyGiven ? "" : " (the default, steps / 40)"}: RigL's patterns stop moving at step ${stop} (--rigl-end ${schedule.end} of the ${steps} steps), ` +
+      `before its first update, so every RigL model would train as its static twin; ` +
+      (stop > 1 ? `use --rigl-every ${stop - 1} or less, or more --steps` : "use more --steps, a larger --rigl-end, or --mode distil"),
+  );
+}

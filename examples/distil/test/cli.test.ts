@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -35,6 +35,9 @@ describe("main.ts's flags", { timeout: 30_000 }, () => {
     // parseArgs keeps the last value of a flag given twice; the first was dropped without a word.
     [["--steps", "1", "--steps", "2"], /--steps: given twice \('1' and '2'\); give it once/],
     [["--mode=sparse", "--mode", "distil"], /--mode: given twice \('sparse' and 'distil'\); give it once/],
+    // Number.isInteger(1e300) is true: a thousand-digit count of validation windows or recovery steps ran without end.
+    [["--eval-batches", "1e300"], /--eval-batches: expected a positive integer, got '1e300'/],
+    [["--recovery-steps", "1e20"], /--recovery-steps: expected a positive integer, got '1e20'/],
   ])("rejects %j naming the flag and what it accepts, before any model trains", async (args, message) => {
     const result = await tsx("main.ts", ...args);
     expect(result.code).toBe(1);
@@ -60,6 +63,17 @@ describe("main.ts's flags", { timeout: 30_000 }, () => {
     const result = await tsx("main.ts", "--step", "2");
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/Unknown option '--step' \(did you mean --steps\?\); --help lists the flags/);
+  });
+
+  // Node's mkdirSync(path, { recursive: true }) retries a folder under /proc without end where mkdir says ENOENT (as root).
+  it.skipIf(!existsSync("/proc/self"))("an --out under /proc fails at once, naming the flag, rather than hang", async () => {
+    const result = await runNode(["--import", "tsx", join("src", "main.ts"), "--backend", "js", "--out", "/proc/blocksparse-no-folder/results"], {
+      cwd: resolve(import.meta.dirname, ".."),
+      timeoutMs: 20_000,
+    });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/^Error: --out \/proc\/blocksparse-no-folder\/results: cannot write there \((ENOENT|EACCES)/m);
+    expect(result.stdout).toBe("");
   });
 
   it("an --out it cannot write fails before the first model trains, not after", async () => {

@@ -16,7 +16,7 @@ import {
   train,
   validationLoss,
 } from "../src/experiment";
-import { checkBudgetFits, estimateSeconds, maxStepsForEpochs, plannedRuns, planSteps, type StepTimes } from "../src/plan";
+import { checkBudgetFits, checkMemoryFits, checkRiglMoves, estimateSeconds, maxStepsForEpochs, plannedRuns, planSteps, type StepTimes } from "../src/plan";
 import { formatMarkdown, formatTable, overfitted, riglClosedShare, riglClosedShareAtBest, seedSummary, targetLines } from "../src/report";
 
 const corpus = await loadCorpus(BUNDLED_TOKENIZER, 20_000);
@@ -303,5 +303,36 @@ describe("planning the steps for a budget", () => {
       { run: { kind: "distil", density: 0.5 }, steps: 30 },
       { run: { kind: "fine-tune", density: 0.5 }, steps: 30 },
     ]);
+  });
+});
+
+describe("the checks main.ts makes before any model trains", () => {
+  const tiny = { n_embd: 64, n_layer: 2, n_head: 4, vocab_size: 512 };
+
+  it("refuses a batch that cannot fit in memory, naming --batch-size and --context, and passes the sizes that do", () => {
+    // 1e8 windows of 8 tokens: the run printed its setup, then ground on towards the memory's end.
+    expect(() => checkMemoryFits(tiny, 100_000_000, 8, 24 * 2 ** 30)).toThrow(
+      /^--batch-size 100000000, --context 8: training needs at least 1621 GiB \(0\.0 GiB for the parameters, their gradients and AdamW's moments; 1621 GiB for one batch's activations\), and this machine has 24 GiB; use a smaller --batch-size or --context$/,
+    );
+    expect(() => checkMemoryFits({ n_embd: 768, n_layer: 12, n_head: 12, vocab_size: 512 }, 1, 8, 2 ** 29)).toThrow(/use a smaller --size$/);
+    expect(() => checkMemoryFits(tiny, 8, 32, 24 * 2 ** 30)).not.toThrow();
+    expect(() => checkMemoryFits({ ...tiny, n_embd: 768, n_layer: 12, n_head: 12 }, 16, 256, 24 * 2 ** 30)).not.toThrow();
+  });
+
+  it("refuses a RigL schedule that would never move a pattern, naming the flags, rather than report RigL as its static twin", () => {
+    // Updates fall at calls every, 2 x every, ... before floor(end x steps), as SparseOptimizer's willUpdate says.
+    expect(() => checkRiglMoves(20, { every: 50, end: 0.75 }, true)).toThrow(
+      /^--rigl-every 50: RigL's patterns stop moving at step 15 \(--rigl-end 0\.75 of the 20 steps\), before its first update, .*; use --rigl-every 14 or less, or more --steps$/,
+    );
+    expect(() => checkRiglMoves(2, DEFAULT_RIGL, false)).toThrow(/^--rigl-every 1 \(the default, steps \/ 40\): .* stop moving at step 1 .*; use more --steps, a larger --rigl-end, or --mode distil$/);
+    expect(() => checkRiglMoves(20, { ...DEFAULT_RIGL, end: 0.01 }, false)).toThrow(/--rigl-end 0\.01 of the 20 steps/);
+    // The check agrees with the SparseOptimizer riglOptimizer makes: it refuses exactly the schedules that never update.
+    const model = new GPT2LMHeadModel(gpt2Config("tiny", 512, 8), { seed: 0 });
+    for (const [steps, schedule] of [[20, DEFAULT_RIGL], [3, DEFAULT_RIGL], [20, { ...DEFAULT_RIGL, every: 14 }], [2, DEFAULT_RIGL], [20, { ...DEFAULT_RIGL, every: 15 }], [20, { ...DEFAULT_RIGL, end: 0.01 }]] as const) {
+      const mover = riglOptimizer(model, steps, 0, schedule);
+      const moves = Array.from({ length: steps }, (_, call) => mover.willUpdate(call)).some(Boolean);
+      if (moves) expect(() => checkRiglMoves(steps, schedule, false)).not.toThrow();
+      else expect(() => checkRiglMoves(steps, schedule, false)).toThrow(/before its first update/);
+    }
   });
 });

@@ -1,3 +1,5 @@
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -21,6 +23,20 @@ describe("the demo's command line", { timeout: 30_000 }, () => {
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/read\.ts: .*theirs\.safetensors does not exist: check\.py writes it .*interop\/run\.sh runs all three/);
     expect(result.stderr).not.toMatch(/^\s+at /m);
+  });
+
+  it("interop/run.sh writes into a relative folder it is given, from wherever it is run", () => {
+    // It made the folder where it was run, then wrote from examples/format-basics, where the folder was not: a stack trace.
+    const cwd = mkdtempSync(join(tmpdir(), "blocksparse-interop-"));
+    try {
+      const result = spawnSync("bash", [resolve(import.meta.dirname, "..", "interop", "run.sh"), "out"], { cwd, encoding: "utf8" });
+      // check.py may then stop for want of PyTorch; the files write.ts makes must be in cwd/out either way.
+      expect(result.stdout).toContain(`wrote fc.weight, proj.weight, head.weight to ${join(cwd, "out")}`);
+      for (const file of ["ours.safetensors", "ours-dense.safetensors", "ours-fc.npz", "ours-proj.npz"]) expect(existsSync(join(cwd, "out", file)), file).toBe(true);
+      expect(existsSync(resolve(import.meta.dirname, "..", "out"))).toBe(false);
+    } finally {
+      rmSync(cwd, { recursive: true, force: true });
+    }
   });
 
   it("says what it does for --help", async () => {
