@@ -216,9 +216,11 @@ export class BsrPattern {
     return this.cachedTranspose;
   }
 
-  /** Same shape, block shape and blocks. */
+  /** Same shape, block shape and blocks; false for anything that is not a pattern (null, undefined, a plain object). */
   equals(other: BsrPattern): boolean {
     if (this === other) return true;
+    // Compared by its fields, so that a pattern from another copy of this package compares too; anything else is unequal.
+    if (!isPatternLike(other)) return false;
     return (
       this.shape[0] === other.shape[0] &&
       this.shape[1] === other.shape[1] &&
@@ -237,6 +239,13 @@ export class BsrPattern {
     checkShapes(this.shape, this.blockShape);
     checkIndices(this.blockRows, this.blockCols, this.blockRowPtr, this.blockColIdx);
   }
+}
+
+function isPatternLike(value: unknown): value is BsrPattern {
+  if (value === null || typeof value !== "object") return false;
+  const { shape, blockShape, blockRowPtr, blockColIdx } = value as Partial<Record<keyof BsrPattern, unknown>>;
+  const isPair = (pair: unknown) => Array.isArray(pair) && pair.length === 2;
+  return isPair(shape) && isPair(blockShape) && blockRowPtr instanceof Int32Array && blockColIdx instanceof Int32Array;
 }
 
 function sameInts(a: Int32Array, b: Int32Array): boolean {

@@ -248,6 +248,48 @@ describe("BsrPattern indices", () => {
     expect(a.equals(BsrPattern.fromMask([4, 4], [2, 2], [1, 0, 1, 0]))).toBe(false);
     expect(a.equals(BsrPattern.fromMask([8, 4], [4, 2], [1, 0, 0, 1]))).toBe(false);
   });
+
+  it("equals is false for anything that is not a pattern, rather than a TypeError", () => {
+    const a = BsrPattern.dense([4, 4], [2, 2]);
+    for (const other of [undefined, null, 3, "pattern", {}, { shape: [4, 4], blockShape: [2, 2] }, { ...a, blockRowPtr: [0, 2, 4] }]) {
+      expect(a.equals(other as never)).toBe(false);
+    }
+    // A pattern-shaped object (another copy of the package) compares by its fields.
+    const { shape, blockShape, blockRowPtr, blockColIdx } = a;
+    expect(a.equals({ shape, blockShape, blockRowPtr, blockColIdx } as never)).toBe(true);
+  });
+
+  it("random patterns of odd shapes: exact counts, and the three indices, the mask and the transpose agree", () => {
+    const grids: [Shape2, Shape2][] = [[[1, 1], [1, 1]], [[3, 7], [1, 7]], [[15, 14], [5, 2]], [[7, 13], [7, 1]], [[12, 9], [2, 3]]];
+    for (const [shape, blockShape] of grids) {
+      for (const density of [0, 1e-9, 0.1, 0.33, 0.77, 1]) {
+        for (const seed of [0, 7, -5]) {
+          const p = BsrPattern.random(shape, { blockShape, density, seed });
+          expect(p.nnzBlocks).toBe(Math.round(density * p.blockRows * p.blockCols));
+          expect(BsrPattern.random(shape, { blockShape, density, seed }).equals(p)).toBe(true);
+          const mask = p.blockMask();
+          expect(BsrPattern.fromMask(shape, blockShape, mask).equals(p)).toBe(true);
+          const { blockRow, blockCol } = p.coordinates;
+          for (let k = 0; k < p.nnzBlocks; k++) expect(mask[blockRow[k] * p.blockCols + blockCol[k]]).toBe(1);
+          const { blockColPtr, blockRowIdx, valueIndex } = p.columnIndex;
+          expect(blockColPtr[p.blockCols]).toBe(p.nnzBlocks);
+          for (let col = 0; col < p.blockCols; col++) {
+            for (let j = blockColPtr[col]; j < blockColPtr[col + 1]; j++) {
+              expect([blockRow[valueIndex[j]], blockCol[valueIndex[j]]]).toEqual([blockRowIdx[j], col]);
+              if (j > blockColPtr[col]) expect(blockRowIdx[j]).toBeGreaterThan(blockRowIdx[j - 1]);
+            }
+          }
+          expect(new Set(valueIndex).size).toBe(p.nnzBlocks);
+          const { pattern: t, valuePermutation } = p.transpose();
+          expect([t.shape, t.blockShape]).toEqual([[shape[1], shape[0]], [blockShape[1], blockShape[0]]]);
+          for (let k = 0; k < t.nnzBlocks; k++) {
+            expect([t.coordinates.blockRow[k], t.coordinates.blockCol[k]]).toEqual([blockCol[valuePermutation[k]], blockRow[valuePermutation[k]]]);
+          }
+          expect(t.transpose().pattern.equals(p)).toBe(true);
+        }
+      }
+    }
+  });
 });
 
 describe("BsrPattern factories refuse what they cannot build exactly", () => {

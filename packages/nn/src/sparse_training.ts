@@ -105,10 +105,14 @@ export function pruneAndRegrow(layer: BlockSparseLinear, options: PruneAndRegrow
   // Regrown positions the layer held (pruned ones taken back when too few were free) keep their values: only the others are new.
   const added = regrown.reduce((n, flat) => (held[flat] ? n : n + 1), 0);
   const newValues = newBlocks === "normal" && added > 0 ? normalBlocks(layer, prunedBlocks, added, scale, random) : undefined;
-  try {
-    layer.setPattern(next, { newValues, optimizer: options.optimizer });
-  } finally {
-    newValues?.dispose();
+  // A move of no block (a fraction that rounds to 0, or every pruned block taken back) leaves the layer as it is: a new
+  // pattern object would restart the state of an optimizer that is not passed here, for nothing.
+  if (!next.equals(pattern)) {
+    try {
+      layer.setPattern(next, { newValues, optimizer: options.optimizer });
+    } finally {
+      newValues?.dispose();
+    }
   }
   return { pruned: Int32Array.from([...prunedBlocks].map(flatOf)).sort(), regrown };
 }

@@ -115,3 +115,25 @@ describe("pattern moves and the optimizer's state", () => {
     optimizer.dispose();
   });
 });
+
+describe("a move of no block", () => {
+  it("leaves the layer's pattern and the optimizer's state as they were (a fraction that rounds to 0, a full layer)", () => {
+    const cases: [BlockSparseLinear, number][] = [
+      [layerOf(1), 0.01], // 16 blocks: round(0.16) = 0
+      [layerOf(2), 0],
+      [new BlockSparseLinear(8, 8, { density: 1, blockShape: [2, 2], seed: 3 }), 0.5], // every pruned block is taken back
+    ];
+    for (const [layer, fraction] of cases) {
+      const optimizer = new Adam(layer.parameters(), { lr: 0.01 });
+      trainStep(layer, optimizer, 3);
+      const [pattern, values] = [layer.pattern, layer.weight.value.dataSync()];
+      const before = [...optimizer.stateDict().tensors.keys()];
+      expect(before).toContain("0.m");
+      // Moved without the optimizer: a real move would restart its state for the weight, a move of nothing must not.
+      pruneAndRegrow(layer, { fraction, random: 1 });
+      expect(layer.pattern).toBe(pattern);
+      expect(layer.weight.value.dataSync()).toEqual(values);
+      expect([...optimizer.stateDict().tensors.keys()]).toEqual(before);
+    }
+  });
+});

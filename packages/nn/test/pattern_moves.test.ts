@@ -129,3 +129,35 @@ describe("SparseOptimizer's gradient pass and forwardActivation", () => {
     expect(new SparseOptimizer([fc1, fc2], { regrow: "gradient" }).step(loss).size).toBe(1);
   });
 });
+
+describe("pruneAndRegrow, property by property", () => {
+  it("moves round(fraction * nnz) blocks: the weakest pruned (ties: lower position), grown only where the layer had none, at zero", () => {
+    const grids: [number, number, [number, number], number][] = [[18, 12, [3, 2], 0.4], [8, 8, [2, 4], 0.25], [10, 6, [3, 5], 0.5], [16, 16, [4, 4], 0.9]];
+    for (const [inFeatures, outFeatures, blockShape, density] of grids) {
+      for (const fraction of [0, 0.05, 0.3, 0.5, 0.99, 1]) {
+        for (const seed of [1, 2]) {
+          const layer = new BlockSparseLinear(inFeatures, outFeatures, { density, blockShape, seed });
+          const blockSize = blockShape[0] * blockShape[1];
+          const flats = (p: BsrPattern) => [...p.blockMask().keys()].filter((flat) => p.blockMask()[flat] === 1);
+          const before = flats(layer.pattern);
+          const values = host(layer.weight.value);
+          const norms = before.map((_, k) => Math.hypot(...values.slice(k * blockSize, (k + 1) * blockSize)));
+          const move = pruneAndRegrow(layer, { fraction, random: seed });
+          const after = flats(layer.pattern);
+          const count = Math.round(fraction * before.length);
+          expect([after.length, move.pruned.length, move.regrown.length]).toEqual([before.length, count, count]);
+          const weakest = before.map((flat, k) => [norms[k], flat]).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+          expect(Array.from(move.pruned)).toEqual(weakest.slice(0, count).map(([, flat]) => flat).sort((a, b) => a - b));
+          const free = layer.pattern.blockRows * layer.pattern.blockCols - before.length;
+          expect(move.regrown.filter((flat) => before.includes(flat)).length).toBe(Math.max(0, count - free));
+          const now = host(layer.weight.value);
+          after.forEach((flat, k) => {
+            const block = Array.from(now.slice(k * blockSize, (k + 1) * blockSize));
+            const old = before.indexOf(flat);
+            expect(block).toEqual(old < 0 ? new Array(blockSize).fill(0) : Array.from(values.slice(old * blockSize, (old + 1) * blockSize)));
+          });
+        }
+      }
+    }
+  });
+});
