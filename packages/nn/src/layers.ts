@@ -19,7 +19,8 @@ import {
   relu,
   reshape,
   ShapeError,
-  type Tensor,
+  shapesEqual,
+  Tensor,
   tensorOn,
   tidy,
   ValueError,
@@ -260,8 +261,18 @@ function fusesResidual(module: Module): module is Module & FusesResidual {
  */
 export function forwardResidual(layer: Module, dropout: Module, x: Tensor, residual?: Tensor): Tensor {
   if (residual == null) return tidy(() => dropout.forward(layer.forward(x)));
+  // The layer's name in errors, as its own forward gives it ("Linear(mlp.fc2)"): Module's label is protected.
+  const { label } = layer as unknown as { label: string };
+  if (!(residual instanceof Tensor)) throw new ValueError(`${label}: residual must be a Tensor, got ${formatArg(residual)}`);
   if (dropsNothing(dropout) && fusesResidual(layer)) return layer.forwardResidual(x, residual);
-  return tidy(() => add(residual, dropout.forward(layer.forward(x))));
+  return tidy(() => {
+    const branch = dropout.forward(layer.forward(x));
+    // The residual has the output's shape, as the fused kernel requires: add would broadcast a [d] or [1, T, d] one.
+    if (!shapesEqual(residual.shape, branch.shape)) {
+      throw new ShapeError(`${label}: residual has shape ${formatShape(residual.shape)}, expected the output's ${formatShape(branch.shape)}`);
+    }
+    return add(residual, branch);
+  });
 }
 
 /**

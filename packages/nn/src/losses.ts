@@ -144,17 +144,19 @@ export function distillationLoss(studentLogits: Tensor, teacherLogits: Tensor, t
   if (ignoreIndex !== undefined && !(Number.isInteger(ignoreIndex) && ignoreIndex >= -(2 ** 31) && ignoreIndex < 2 ** 31)) {
     throw new ValueError(`distillationLoss: ignoreIndex must be an int32 (e.g. -100), got ${formatArg(ignoreIndex)}`);
   }
+  // Checked whatever alpha is: with alpha = 1 (and no ignoreIndex) the targets are not read, and null or a wrong shape passed silently.
+  if (!(targets instanceof Tensor)) throw new ValueError(`distillationLoss: targets must be a Tensor, got ${formatArg(targets)}`);
+  const rows = studentLogits.shape.slice(0, -1);
+  if (!shapesEqual(targets.shape, rows)) {
+    throw new ShapeError(`distillationLoss: targets has shape [${targets.shape}], expected [${rows}] (the logits' rows)`);
+  }
+  if (targets.dtype !== "int32") throw new DTypeError(`distillationLoss: targets has dtype ${targets.dtype}, expected int32`);
   return tidy(() => {
     let kl: Tensor;
     if (ignoreIndex === undefined) {
       kl = klDivergence(studentLogits, teacherLogits, { temperature });
     } else {
       // The mean over the rows kept: their per-row KL summed, over their count.
-      if (!(targets instanceof Tensor)) throw new ValueError("distillationLoss: targets must be a Tensor");
-      const rows = studentLogits.shape.slice(0, -1);
-      if (!shapesEqual(targets.shape, rows)) {
-        throw new ShapeError(`distillationLoss: targets has shape [${targets.shape}], expected [${rows}] (the logits' rows)`);
-      }
       // Ignored rows are read as zeros (KL 0, no gradient), so that an inf or NaN they hold stays out, as the cross-entropy's does.
       const ignored = equal(targets, ignoreIndex);
       const masked = (logits: Tensor) => where(expandDims(ignored, -1), 0, logits);

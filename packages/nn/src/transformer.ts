@@ -135,7 +135,7 @@ export class MLP extends Module {
 }
 
 /**
- * A pre-norm GPT block: x + attn(ln1(x)), then + mlp(ln2(x)). Children: ln1, attn (qkv,
+ * A pre-norm GPT block: h = x + attn(ln1(x)), then h + mlp(ln2(h)). Children: ln1, attn (qkv,
  * proj), ln2, mlp (fc1, act, fc2): patch the feed-forward layers with a pattern such as
  * /blocks\.\d+\.mlp\.fc[12]/.
  */
@@ -152,7 +152,9 @@ export class TransformerBlock extends Module {
     const { dModel, nHeads, mlpRatio = 4, dropout = 0 } = options;
     checkFeatures("TransformerBlock", "dModel", dModel);
     const hidden = Math.round(dModel * mlpRatio);
-    if (!(mlpRatio > 0) || hidden < 1) throw new ValueError(`TransformerBlock: mlpRatio must be > 0, got ${formatArg(mlpRatio)}`);
+    if (typeof mlpRatio !== "number" || !(mlpRatio > 0) || !Number.isSafeInteger(hidden) || hidden < 1) {
+      throw new ValueError(`TransformerBlock: mlpRatio must give an MLP width round(dModel * mlpRatio) >= 1, got ${formatArg(mlpRatio)} (width ${hidden})`);
+    }
     this.dModel = dModel;
     const seeds = childSeeds("TransformerBlock", options.seed, 2);
     this.ln1 = new LayerNorm(dModel);

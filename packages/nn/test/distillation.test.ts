@@ -191,3 +191,19 @@ describe("distillationLoss with ignoreIndex", () => {
     expect(() => distillationLoss(logits, ints, labels)).toThrow("distillationLoss: studentLogits (float32) and teacherLogits (int32) must be float");
   });
 });
+
+describe("distillationLoss's targets with alpha = 1", () => {
+  // The cross-entropy term is left out at alpha = 1, and with it the only check of the targets: null or a wrong shape gave a loss.
+  it("are checked as at any other alpha", () => {
+    const logits = randn([2, 3, 4], { seed: 1 });
+    const teacher = randn([2, 3, 4], { seed: 2 });
+    for (const alpha of [1, 0.5]) {
+      expect(() => distillationLoss(logits, teacher, null as never, { alpha })).toThrow(new ValueError("distillationLoss: targets must be a Tensor, got null"));
+      expect(() => distillationLoss(logits, teacher, tensor([1, 2], [2], "int32"), { alpha })).toThrow(ShapeError);
+      expect(() => distillationLoss(logits, teacher, tensor([1, 2], [2], "int32"), { alpha })).toThrow("targets has shape [2], expected [2,3] (the logits' rows)");
+      expect(() => distillationLoss(logits, teacher, randn([2, 3]), { alpha })).toThrow(new DTypeError("distillationLoss: targets has dtype float32, expected int32"));
+    }
+    const labels = tensor([0, 1, 2, 3, 0, 1], [2, 3], "int32");
+    expect(host(distillationLoss(logits, teacher, labels, { alpha: 1 }))[0]).toBeCloseTo(4 * host(klDivergence(logits, teacher, { temperature: 2 }))[0], 6);
+  });
+});
