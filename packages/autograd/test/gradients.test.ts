@@ -346,6 +346,15 @@ describe("softmax, logSoftmax, layerNorm, crossEntropy", () => {
     expectGradients((l) => crossEntropy(l, targets3), [randomTensor([2, 3, 5], 62)]);
   });
 
+  it("crossEntropy with labelSmoothing, alone and with rows left out (finite differences)", () => {
+    const targets = tensor(new Int32Array([2, 0, 4, 1]), [4]);
+    for (const reduction of ["mean", "sum", "none"] as const) {
+      expectGradients((l) => crossEntropy(l, targets, { reduction, labelSmoothing: 0.3 }), [randomTensor([4, 5], 63)]);
+    }
+    const withPad = tensor(new Int32Array([2, -100, 4, 1]), [4]);
+    expectGradients((l) => crossEntropy(l, withPad, { ignoreIndex: -100, labelSmoothing: 0.1 }), [randomTensor([4, 5], 64)]);
+  });
+
   /**
    * Rows 1 and 3 of a [5, 5] batch carry `ignoreIndex`, the others classes 2, 4 and 1: the gradients match finite
    * differences for each reduction, the mean is the 3 kept rows' mean, and the rows left out get exactly zero gradient.

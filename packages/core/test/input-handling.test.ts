@@ -197,13 +197,13 @@ describe("an unknown option is refused, not ignored", () => {
       const logits = zeros([4, 3]);
       const targets = zeros([4], "int32");
       // torch's options, from plain JS: they used to change nothing without a word.
-      expect(thrown(() => crossEntropy(logits, targets, { labelSmoothing: 0.1 } as never))).toEqual([
+      expect(thrown(() => crossEntropy(logits, targets, { labelSmooth: 0.1 } as never))).toEqual([
         "ValueError",
-        "crossEntropy: unknown option 'labelSmoothing'; the options are reduction, ignoreIndex",
+        "crossEntropy: unknown option 'labelSmooth'; the options are reduction, ignoreIndex, labelSmoothing",
       ]);
       expect(thrown(() => crossEntropy(logits, targets, { reduction: "sum", weight: zeros([3]), label_smoothing: 0.1 } as never))).toEqual([
         "ValueError",
-        "crossEntropy: unknown options 'weight', 'label_smoothing'; the options are reduction, ignoreIndex",
+        "crossEntropy: unknown options 'weight', 'label_smoothing'; the options are reduction, ignoreIndex, labelSmoothing",
       ]);
       expect(() => crossEntropyBackward(logits, targets, zeros([4]), { ignore_index: -100 } as never)).toThrow("crossEntropyBackward: unknown option 'ignore_index'");
       expect(() => matmul(zeros([2, 2]), zeros([2, 2]), { transpose_b: true } as never)).toThrow("matmul: unknown option 'transpose_b'; the options are transposeA, transposeB");

@@ -88,11 +88,12 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // saved lists, and nn's BlockSparseLinear took forwardResidual and its block helpers checked their arguments (83.567);
   // 83.57 KiB until the js backend converted halves into per-kernel scratch through format's *Into conversions (83.836);
   // 83.84 KiB until forwardResidual checked its residual, TransformerBlock named a bad mlpRatio, distillationLoss checked
-  // its targets at alpha 1, pruneAndRegrow kept a pattern no block left and BsrPattern.equals took a non-pattern (84.034).
-  it("format + core + autograd + nn stay within 84.04 KiB gzipped and evaluate no code", async () => {
+  // its targets at alpha 1, pruneAndRegrow kept a pattern no block left and BsrPattern.equals took a non-pattern (84.034);
+  // 84.04 KiB until crossEntropy took labelSmoothing (84.138 measured).
+  it("format + core + autograd + nn stay within 84.14 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(84.04);
+    expect(gzipKiB).toBeLessThanOrEqual(84.14);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 

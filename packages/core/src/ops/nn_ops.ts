@@ -22,7 +22,7 @@ import {
 import { type DType, isDType, isFloatDType } from "../dtypes";
 import { checkScalarAxes, formatShape, shapesEqual } from "../shape";
 import { Tensor } from "../tensor";
-import { div, equal, notEqual, where } from "./elementwise";
+import { add, div, equal, mul, notEqual, where } from "./elementwise";
 import { mean, sum } from "./reduce";
 import { cast, indexCopy, reshape, transpose } from "./shape_ops";
 import {
@@ -212,15 +212,32 @@ export interface CrossEntropyOptions {
    * (NaN when none is left, as in torch). Any int32; none by default.
    */
   ignoreIndex?: number;
+  /**
+   * torch's `label_smoothing`, in [0, 1] (default 0): the target of each row is (1 - labelSmoothing) on its class
+   * plus labelSmoothing spread evenly over the C classes, so each row's loss is (1 - labelSmoothing) times its cross-
+   * entropy plus labelSmoothing times the mean over the classes of -log softmax(logits), in float32. Rows left out by
+   * ignoreIndex stay 0. crossEntropy only (crossEntropyBackward is the plain rule).
+   */
+  labelSmoothing?: number;
 }
 
 /** crossEntropy's third argument, a reduction or options, as options (checked). */
-function crossEntropyOptions(op: string, options: Reduction | CrossEntropyOptions | null | undefined): { reduction: Reduction; attrs: CrossEntropyAttrs } {
-  const { reduction = "mean", ignoreIndex } = typeof options === "string" ? { reduction: options } : optionsArg(op, options, ["reduction", "ignoreIndex"]);
+function crossEntropyOptions(
+  op: string,
+  options: Reduction | CrossEntropyOptions | null | undefined,
+): { reduction: Reduction; attrs: CrossEntropyAttrs; labelSmoothing: number } {
+  const {
+    reduction = "mean",
+    ignoreIndex,
+    labelSmoothing = 0,
+  } = typeof options === "string" ? { reduction: options } : optionsArg(op, options, ["reduction", "ignoreIndex", "labelSmoothing"]);
   if (reduction !== "mean" && reduction !== "sum" && reduction !== "none") {
     throw new ValueError(`${op}: reduction must be "mean", "sum" or "none", got ${formatArg(reduction)}`);
   }
-  return { reduction, attrs: ignoreIndexAttrs(op, ignoreIndex) };
+  if (typeof labelSmoothing !== "number" || !(labelSmoothing >= 0 && labelSmoothing <= 1)) {
+    throw new ValueError(`${op}: labelSmoothing must be a number in [0, 1], got ${formatArg(labelSmoothing)}`);
+  }
+  return { reduction, attrs: ignoreIndexAttrs(op, ignoreIndex), labelSmoothing };
 }
 
 function ignoreIndexAttrs(op: string, ignoreIndex: number | undefined): CrossEntropyAttrs {
@@ -251,12 +268,20 @@ function kernelTargets(targets: Tensor, attrs: CrossEntropyAttrs): [Tensor, Cros
  */
 export function crossEntropy(logits: Tensor, targets: Tensor, options?: Reduction | CrossEntropyOptions | null): Tensor {
   checkCrossEntropy("crossEntropy", logits, targets);
-  const { reduction, attrs } = crossEntropyOptions("crossEntropy", options);
+  const { reduction, attrs, labelSmoothing } = crossEntropyOptions("crossEntropy", options);
   const classes = logits.shape[logits.rank - 1];
   return engine.tidy(() => {
     const flatTargets = reshape(targets, [-1]);
+    const flatLogits = reshape(logits, [-1, classes]);
     const [rowTargets, rowAttrs] = kernelTargets(flatTargets, attrs);
-    const rows = engine.runKernel(CrossEntropy, { logits: reshape(logits, [-1, classes]), targets: rowTargets }, rowAttrs);
+    let rows = engine.runKernel(CrossEntropy, { logits: flatLogits, targets: rowTargets }, rowAttrs);
+    if (labelSmoothing > 0) {
+      // torch's smoothing term, -mean_c log softmax, in float32; a row left out keeps 0 (where, not a product: its
+      // logits may be infinite).
+      const uniform = mean(logSoftmax(cast(flatLogits, "float32")), -1);
+      const smooth = attrs.ignoreIndex === undefined ? uniform : where(notEqual(flatTargets, attrs.ignoreIndex), uniform, 0);
+      rows = add(mul(rows, 1 - labelSmoothing), mul(smooth, -labelSmoothing));
+    }
     if (reduction === "none") return reshape(rows, targets.shape);
     if (reduction === "sum") return sum(rows);
     if (attrs.ignoreIndex === undefined) return mean(rows);
