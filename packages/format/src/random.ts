@@ -34,13 +34,13 @@ export class SeededRandom {
       // The first stream is a function of 32 bits, where seeds differing in their high words collided (-1 and
       // 2654435768 gave one generator).
       let other = (high ^ 0x6a09e667) >>> 0;
-      for (const word of [1, 2, 3] as const) {
+      const nextHighWord = (): number => {
         other = (other + 0x9e3779b9) >>> 0;
-        const extra = splitMix32(other);
-        if (word === 1) this.s1 = (this.s1 ^ extra) >>> 0;
-        else if (word === 2) this.s2 = (this.s2 ^ extra) >>> 0;
-        else this.s3 = (this.s3 ^ extra) >>> 0;
-      }
+        return splitMix32(other);
+      };
+      this.s1 = (this.s1 ^ nextHighWord()) >>> 0;
+      this.s2 = (this.s2 ^ nextHighWord()) >>> 0;
+      this.s3 = (this.s3 ^ nextHighWord()) >>> 0;
     }
     if ((this.s0 | this.s1 | this.s2 | this.s3) === 0) this.s0 = 1;
   }

@@ -4,6 +4,7 @@ import {
   encodeStorage,
   engine,
   equal,
+  formatArg,
   fullOn,
   IndexError,
   matmul,
@@ -151,17 +152,19 @@ export function maxRelativeError(got: Tensor, want: Tensor): number {
 }
 
 /**
- * A wrong option's value as a message shows it: numbers as they print (NaN, Infinity), anything else as JSON, so that
- * the string "5" or the list [5] is not read as the number 5 (a BigInt as 5n).
+ * A wrong option's value as a message shows it: core's formatArg (strings quoted, so "5" is not read as the number 5),
+ * with a list's contents ([5], where formatArg says "an array") and a BigInt's n (5n).
  */
 export function shown(value: unknown): string {
-  if (typeof value === "number" || value === undefined) return String(value);
   if (typeof value === "bigint") return `${value}n`;
-  try {
-    return JSON.stringify(value) ?? String(value);
-  } catch {
-    return String(value);
+  if (Array.isArray(value)) {
+    try {
+      return JSON.stringify(value);
+    } catch {
+      return formatArg(value);
+    }
   }
+  return formatArg(value);
 }
 
 /** A stream of seeds: from `seed` when given, else from core's global generator (so manualSeed makes models reproducible). */
