@@ -1,4 +1,4 @@
-import { type Activation, Tensor, add, engine, formatShape, fullOn, keep, optionsArg, shapesEqual, tidy } from "@blocksparse/core";
+import { type Activation, Tensor, add, engine, formatShape, fullOn, keep, kernelDeclaration, optionsArg, shapesEqual, tidy } from "@blocksparse/core";
 import { AutogradError, GradientNotRegisteredError, InPlaceWriteError, describeValue } from "./errors";
 import { type GradContext, type TensorMeta, getGradient } from "./registry";
 import { type Edge, type TapeNode, detach, freeIfUnused, freeNode, gradFnOf, noGrad } from "./tape";
@@ -211,7 +211,7 @@ function nodeGradients(
   preActivationGrad: PreActivationGrad | undefined,
 ): { grads: (Tensor | null)[]; fused: PreActivationGrad | null } {
   const config = getGradient(node.kernelName);
-  if (!config) throw new GradientNotRegisteredError(node.kernelName);
+  if (!config) throw new GradientNotRegisteredError(node.kernelName, kernelDeclaration(node.kernelName)?.gradient === "unsupported");
   const fusedKey = fusion ? node.edges[fusion.edge].key : null;
   const keys = [...new Set(node.edges.map((edge) => edge.key))].filter((key) => key !== fusedKey);
   // One scope for the whole node: thunks may share work (LayerNorm's three gradients come from one kernel).

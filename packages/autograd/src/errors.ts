@@ -5,12 +5,20 @@ export class AutogradError extends CoreError {
   override name = "AutogradError";
 }
 
-/** Backward reached a kernel that has no gradient registered. */
+/**
+ * Backward reached a kernel that has no gradient registered, or one declared without a gradient (`"unsupported"`:
+ * an inference-only kernel such as CachedAttention, as PyTorch's "derivative not implemented").
+ */
 export class GradientNotRegisteredError extends AutogradError {
   override name = "GradientNotRegisteredError";
-  constructor(readonly kernelName: string) {
+  constructor(
+    readonly kernelName: string,
+    unsupported = false,
+  ) {
     super(
-      `No gradient is registered for kernel '${kernelName}': register one with registerGradient('${kernelName}', ...) or compute it inside noGrad`,
+      unsupported
+        ? `Kernel '${kernelName}' has no gradient (it is for inference), and backward reached it: run it inside noGrad, or train through a differentiable op (see its op's documentation)`
+        : `No gradient is registered for kernel '${kernelName}': register one with registerGradient('${kernelName}', ...) or compute it inside noGrad`,
     );
   }
 }

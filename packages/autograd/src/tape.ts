@@ -119,8 +119,9 @@ function edgeTo(key: string, index: number, t: Tensor, wrote: boolean): Edge | n
 
 /**
  * Records one call if recording is on and an input tracks gradients. A call that wrote inputs in place
- * (attrs.inPlace, its declaration's inPlaceInputs) is recorded with those inputs as its outputs, as PyTorch rebases
- * a tensor written in place (`index_copy_`) onto the write: later reads differentiate through it.
+ * (attrs.inPlace, its declaration's inPlaceInputs) is recorded with those inputs as its first outputs, as PyTorch
+ * rebases a tensor written in place (`index_copy_`) onto the write: later reads differentiate through it. Outputs
+ * the call also returned (CachedAttention's attention, beside its cache writes) follow them.
  */
 export function record(
   kernelName: string,
@@ -132,7 +133,10 @@ export function record(
   const declaration = kernelDeclaration(kernelName);
   if (declaration?.gradient === "none") return;
   const written = attrs.inPlace === true ? declaration?.inPlaceInputs : undefined;
-  if (written) outputs = written.map((key) => inputs[key]).filter((t): t is Tensor => t instanceof Tensor);
+  if (written) {
+    const targets = written.map((key) => inputs[key]).filter((t): t is Tensor => t instanceof Tensor);
+    outputs = outputs.length === 0 ? targets : [...targets, ...outputs.filter((t) => !targets.includes(t))];
+  }
   // Every op of a forward pass runs this: plain loops, no entries arrays or per-element closures.
   const edges: Edge[] = [];
   const inputMeta: Record<string, TensorMeta | TensorMeta[]> = {};

@@ -4,6 +4,7 @@ import {
   Clone,
   DIFFERENTIABLE_KERNELS,
   DTypeError,
+  GRADIENT_UNSUPPORTED_KERNELS,
   NON_DIFFERENTIABLE_KERNELS,
   type Tensor,
   adamUpdate,
@@ -11,6 +12,7 @@ import {
   add,
   broadcastTo,
   bsrLinear,
+  cachedAttention,
   cast,
   concat,
   dispose,
@@ -179,6 +181,50 @@ describe("recording", () => {
     const p = leaf([1, 2]);
     const state = adamUpdate(p, tensor([0.1, 0.2]), zeros([2]), zeros([2]), { lr: 0.1, step: 1 });
     expect([state.param, state.m, state.v].map(tracksGrad)).toEqual([false, false, false]);
+  });
+});
+
+// CachedAttention is for decoding: it has no gradient. Its output must still track its inputs' gradients, so that a
+// loss through it fails in backward instead of silently leaving out every gradient that flows through it.
+describe("an inference-only kernel (CachedAttention)", () => {
+  const positions = () => tensor([1, 2], [2], "int32");
+  const cache = () => randomTensor([1, 4, 3], 11);
+
+  it("records its output, and backward through it throws a GradientNotRegisteredError naming it", () => {
+    const q = randomTensor([1, 2, 3], 12);
+    q.requiresGrad = true;
+    const out = cachedAttention(mul(q, 2), cache(), cache(), positions());
+    expect(tracksGrad(out)).toBe(true);
+    const loss = sum(out);
+    expect(() => backward(loss)).toThrow(GradientNotRegisteredError);
+    expect(() => backward(sum(cachedAttention(q, cache(), cache(), positions())))).toThrow(/'CachedAttention' has no gradient \(it is for inference\).*noGrad/);
+    // A loss that does not reach it still differentiates.
+    backward(sum(mul(q, 3)));
+    expect(values(q.grad!)).toEqual(Array(6).fill(3));
+  });
+
+  it("writing the cache in place tracks the output and the written cache, and backward through either throws", () => {
+    const k = cache();
+    const v = cache();
+    const newKeys = randomTensor([1, 2, 3], 13);
+    newKeys.requiresGrad = true;
+    const q = randomTensor([1, 2, 3], 14);
+    const out = cachedAttention(q, k, v, positions(), { newKeys, newValues: randomTensor([1, 2, 3], 15) });
+    expect(tracksGrad(out)).toBe(true);
+    expect(tracksGrad(k)).toBe(true);
+    expect(tracksGrad(v)).toBe(true);
+    expect(() => backward(sum(out))).toThrow(/'CachedAttention' has no gradient/);
+    expect(() => backward(sum(k))).toThrow(/'CachedAttention' has no gradient/);
+  });
+
+  it("under noGrad, or with no input tracking gradients, nothing is recorded", () => {
+    const q = randomTensor([1, 2, 3], 16);
+    expect(tracksGrad(cachedAttention(q, cache(), cache(), positions()))).toBe(false);
+    q.requiresGrad = true;
+    const k = cache();
+    const out = noGrad(() => cachedAttention(q, k, cache(), positions(), { newKeys: mul(q, 1), newValues: mul(q, 1) }));
+    expect(tracksGrad(out)).toBe(false);
+    expect(tracksGrad(k)).toBe(false);
   });
 });
 
@@ -364,7 +410,8 @@ describe("registry", () => {
     const registered = new Set(listGradients());
     expect(DIFFERENTIABLE_KERNELS.filter((k) => !registered.has(k))).toEqual([]);
     expect(registered.has(Clone)).toBe(true);
-    for (const k of [...NON_DIFFERENTIABLE_KERNELS, ...BACKWARD_ONLY_KERNELS]) expect(registered.has(k), k).toBe(false);
+    for (const k of [...NON_DIFFERENTIABLE_KERNELS, ...BACKWARD_ONLY_KERNELS, ...GRADIENT_UNSUPPORTED_KERNELS]) expect(registered.has(k), k).toBe(false);
+    expect(GRADIENT_UNSUPPORTED_KERNELS).toContain("CachedAttention");
   });
 
   it("validates registrations", () => {

@@ -238,7 +238,8 @@ export const PackedAttentionBackward = "PackedAttentionBackward";
  * {q [...batch, M, D], k [...batch, N, D], v [...batch, N, D], positions int32 [M]} -> out [...batch, M, D] in q's
  * dtype: row i of every [M, D] matrix is softmax(attrs.scale * q_i k^T) v over the keys j <= positions[i] (and j < N):
  * attention of new positions over a key/value cache of fixed length whose later entries are not written yet. A row
- * with no key (positions[i] < 0) is zeros. Sums in float32. No gradient (decoding, not training). With newKeys and
+ * with no key (positions[i] < 0) is zeros. Sums in float32. No gradient (decoding, not training: gradient
+ * "unsupported", so a backward through it throws). With newKeys and
  * newValues ([...batch, M, D] each, both or neither) the kernel first writes them into k and v in place at the
  * positions along N, as IndexCopy in place would (positions within [0, N)), then attends: a decoding step's cache
  * writes and its attention in one launch. Called so with attrs.inPlace true, when k and v may be written
@@ -526,9 +527,12 @@ export type KernelOutputs<K extends KernelName> = KernelSpecs[K]["outputs"];
 /**
  * How a kernel's outputs get gradients: "rule" (autograd registers a gradient for it),
  * "none" (its outputs never carry one: integer results, creation, optimizer steps),
- * "backward-only" (it only runs inside other kernels' gradients).
+ * "backward-only" (it only runs inside other kernels' gradients),
+ * "unsupported" (a float result of its float inputs with no gradient, for inference: autograd records it, so its
+ * outputs track their inputs' gradients, and a backward that reaches it throws, as PyTorch's "derivative not
+ * implemented"; under noGrad it is not recorded).
  */
-export type GradientKind = "rule" | "none" | "backward-only";
+export type GradientKind = "rule" | "none" | "backward-only" | "unsupported";
 
 /** Where a kernel is documented, tested and implemented (one file per family in each place). */
 export type KernelFamily = "shape" | "elementwise" | "reduction" | "nn" | "products" | "optimizer";
@@ -658,7 +662,7 @@ export const KERNEL_CATALOGUE = {
   PackedAttention: nn(2, "rule"),
   PackedAttentionBackward: nn(1, "backward-only"),
   // With newKeys and newValues (attrs.inPlace), k and v are written in place.
-  CachedAttention: { ...nn(1, "none"), inPlaceInputs: ["k", "v"] },
+  CachedAttention: { ...nn(1, "unsupported"), inPlaceInputs: ["k", "v"] },
 
   Matmul: product,
   Linear: product,
@@ -726,6 +730,8 @@ export const MULTI_OUTPUT_KERNELS = kernelsWhere((k) => k.outputs === "list" || 
 export const NON_DIFFERENTIABLE_KERNELS = kernelsWhere((k) => k.gradient === "none");
 /** Kernels that only run inside other kernels' gradients (they need no gradient of their own). */
 export const BACKWARD_ONLY_KERNELS = kernelsWhere((k) => k.gradient === "backward-only");
+/** Kernels recorded without a gradient: a backward that reaches one throws (inference-only kernels). */
+export const GRADIENT_UNSUPPORTED_KERNELS = kernelsWhere((k) => k.gradient === "unsupported");
 /** Kernels autograd must hold a gradient rule for. */
 export const DIFFERENTIABLE_KERNELS = kernelsWhere((k) => k.gradient === "rule");
 

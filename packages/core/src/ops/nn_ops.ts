@@ -456,7 +456,9 @@ export function packedAttentionBackward(dout: Tensor, qkv: Tensor, out: Tensor, 
  * ignored, and a query with positions[i] < 0 gets zeros), softmax(scale q_i k^T) v over them, in one kernel. A cache
  * of fixed length written in place (indexCopy) at the positions, read this way, makes every decoding step the same
  * shapes with its positions on the device, so a step can be captured (captureGraph). For inference: it has no
- * gradient (autograd does not record it); train with scaledDotProductAttention. `options.scale` defaults to 1 / sqrt(D).
+ * gradient. Outside noGrad autograd still records it (its output, and k and v when it writes them, track their
+ * inputs' gradients), so a backward that reaches it throws a GradientNotRegisteredError rather than leaving its
+ * share of the gradient out; train with scaledDotProductAttention. `options.scale` defaults to 1 / sqrt(D).
  *
  * `options.newKeys` and `options.newValues` ([...batch, M, D] each, both or neither) are the new positions' keys and
  * values: they are written into k and v at `positions` first (as `indexCopy(k, positions, newKeys, -2)` and the same
