@@ -10,7 +10,7 @@ import {
   ValueError,
 } from "./errors";
 import { bfloat16BitsToFloat32Array, float16BitsToFloat32Array } from "./half";
-import { KERNEL_CATALOGUE, type KernelAttrs, kernelDeclaration, type KernelInputs, type KernelName, type KernelOutputs } from "./kernel_names";
+import { KERNEL_CATALOGUE, type KernelAttrs, kernelDeclaration, type KernelInputs, type KernelName, type KernelOutputs, Reshape, Slice } from "./kernel_names";
 import { formatArg, kindOf } from "./ops/validate";
 import { formatShape, sizeOf } from "./shape";
 import { Tensor, type TensorStorage } from "./tensor";
@@ -307,6 +307,32 @@ export class Engine {
     for (const output of outputs) output.dispose();
     if (this.observers.size > 0 && this.observersMuted === 0) {
       this.notifyKernel({ kernelName, inputs, attrs: { ...attrs, inPlace: true }, outputs: [] } as KernelRecord);
+    }
+  }
+
+  /**
+   * The first and last `count` values of `t` (row-major), read without copying the rest to the host: two slices of a
+   * flat view, run unseen by observers (autograd records nothing) and freed. What toString shows of a large tensor.
+   * Outside a capture only: during one, reads are refused anyway, and the slices would join the graph.
+   */
+  readEnds(t: Tensor, count: number): { head: TensorValues; tail: TensorValues } {
+    if (this.capture || 2 * count >= t.size) {
+      const values = t.dataSync();
+      return { head: values.subarray(0, count), tail: values.subarray(Math.max(count, values.length - count)) };
+    }
+    this.observersMuted++;
+    const made: Tensor[] = [];
+    try {
+      const flat = this.runKernel(Reshape, { x: t }, { shape: [t.size] });
+      made.push(flat);
+      const head = this.runKernel(Slice, { x: flat }, { begin: [0], size: [count] });
+      made.push(head);
+      const tail = this.runKernel(Slice, { x: flat }, { begin: [t.size - count], size: [count] });
+      made.push(tail);
+      return { head: head.dataSync(), tail: tail.dataSync() };
+    } finally {
+      this.observersMuted--;
+      for (const m of made) m.dispose();
     }
   }
 

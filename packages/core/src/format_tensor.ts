@@ -9,16 +9,15 @@ function formatNumber(value: number, dtype: DType): string {
   return Number.isInteger(value) && Math.abs(value) < 1e8 ? (1 / value < -1 ? "-0.0" : value.toFixed(1)) : value.toPrecision(4);
 }
 
-/** `Tensor(float32, [2, 3], js) [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]`, eliding the middle of long data. */
-export function formatTensor(shape: readonly number[], dtype: DType, values: TensorValues, backend: string): string {
-  const n = values.length;
-  const picked =
-    n <= 2 * EDGE
-      ? Array.from(values, (v) => formatNumber(v, dtype))
-      : [
-          ...Array.from(values.subarray(0, EDGE), (v) => formatNumber(v, dtype)),
-          "...",
-          ...Array.from(values.subarray(n - EDGE), (v) => formatNumber(v, dtype)),
-        ];
+/** How many values toString shows at each end of a tensor longer than twice that. */
+export const EDGE_VALUES = EDGE;
+
+/**
+ * `Tensor(float32, [2, 3], js) [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]`: `head` is every value of a tensor of at most 2 * EDGE
+ * values; of a longer one, its first EDGE values, with its last EDGE in `tail` and "..." between them.
+ */
+export function formatTensor(shape: readonly number[], dtype: DType, head: TensorValues, backend: string, tail?: TensorValues): string {
+  const picked = Array.from(head, (v) => formatNumber(v, dtype));
+  if (tail !== undefined) picked.push("...", ...Array.from(tail, (v) => formatNumber(v, dtype)));
   return `Tensor(${dtype}, [${shape.join(", ")}], ${backend}) [${picked.join(", ")}]`;
 }

@@ -2,7 +2,7 @@ import type { Backend, DataId, TensorInfo } from "./backend";
 import { type DType, type TensorValues, isFloatDType } from "./dtypes";
 import { engine } from "./engine";
 import { DisposedTensorError, ShapeError, DTypeError, BackendError, ValueError } from "./errors";
-import { formatTensor } from "./format_tensor";
+import { EDGE_VALUES, formatTensor } from "./format_tensor";
 import { formatArg } from "./ops/validate";
 import { Clone, Move } from "./kernel_names";
 import { sizeOf } from "./shape";
@@ -137,10 +137,12 @@ export class Tensor {
     return this.dataSync()[0];
   }
 
-  /** A short readable view: dtype, shape and the first and last values. */
+  /** A short readable view: dtype, shape and the first and last values (only those are read from the device). */
   toString(): string {
     if (this.isDisposed) return `Tensor(disposed, ${this.dtype}, [${this.shape.join(", ")}])`;
-    return formatTensor(this.shape, this.dtype, this.dataSync(), this.backend.name);
+    if (this.size <= 2 * EDGE_VALUES) return formatTensor(this.shape, this.dtype, this.dataSync(), this.backend.name);
+    const { head, tail } = engine.readEnds(this, EDGE_VALUES);
+    return formatTensor(this.shape, this.dtype, head, this.backend.name, tail);
   }
 
   /** Frees the tensor's claim on its buffer; the buffer goes when no tensor uses it. Idempotent. */
