@@ -28,17 +28,27 @@ export function escapeXml(text: string): string {
   return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;").replace(/'/g, "&apos;");
 }
 
-/** About five round tick values, the first <= low and the last >= high. */
+/** The most ticks an axis is given: past this a count is a mistake, not a chart (1e9 ticks ran out of memory). */
+const MAX_TICKS = 100;
+
+/** About `count` (1 to 100) round tick values, the first <= low and the last >= high. */
 export function niceTicks(low: number, high: number, count = 5): number[] {
   if (!(Number.isFinite(low) && Number.isFinite(high))) throw new RangeError(`niceTicks: bounds must be finite, got ${low}, ${high}`);
+  if (!(Number.isInteger(count) && count >= 1 && count <= MAX_TICKS)) throw new RangeError(`niceTicks: count must be an integer from 1 to ${MAX_TICKS}, got ${count}`);
   if (high <= low) return [low];
-  const raw = (high - low) / count;
+  // Each bound divided first: high - low overflows to Infinity for bounds near ±1.8e308 (a NaN tick).
+  const raw = high / count - low / count;
   const magnitude = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 2.5, 5, 10].map((f) => f * magnitude).find((s) => s >= raw) ?? 10 * magnitude;
   const ticks: number[] = [];
   const first = Math.floor(low / step + 1e-9);
   const last = Math.ceil(high / step - 1e-9);
-  for (let i = first; i <= last; i++) ticks.push(Number((i * step).toPrecision(12)));
+  // Counted from the first tick, not by i++ from `first`: past 2^53 (bounds of 1e22 a few units apart) i++ left i
+  // where it was and the loop never ended. Ticks that round to the same value are given once.
+  for (let j = 0; j <= last - first; j++) {
+    const tick = Number((Math.abs(first) < 2 ** 52 ? (first + j) * step : first * step + j * step).toPrecision(12));
+    if (ticks[ticks.length - 1] !== tick) ticks.push(tick);
+  }
   return ticks;
 }
 

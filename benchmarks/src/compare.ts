@@ -5,7 +5,7 @@
  * torch_compare.py reads them, runs cuBLAS dense and PyTorch's BSR kernels on the same
  * inputs, checks the outputs agree and prints the table.
  *
- *   tsx src/compare.ts --out DIR [--backend cuda|js] [--small]
+ *   tsx src/compare.ts --out DIR [--backend cuda|cpu|js] [--small]
  *     [--shape MxKxN] [--dtypes bfloat16,float16] [--blocks 32,64,128] [--densities 0.5,0.25,0.1]
  */
 import { writeFileSync } from "node:fs";
@@ -18,7 +18,9 @@ import { Progress } from "./progress";
 import type { GpuInfo } from "./record";
 import { bsrLinearRows, bsrMatmulRows, pickRows, rowsTimesTransposed, sampledMatmulBlocks } from "./reference";
 import { type BenchDType, TOLERANCE, compareToReference, spreadIndices } from "./validate";
-import { checkKeepsABlock, densities as densityList, describeFailure, FlagError, flagItems, outputDirectory, parseFlags, positiveIntegers } from "./flags";
+import { parseCompareFlags } from "./compare_flags";
+import { describeFailure, FlagError, outputDirectory } from "./flags";
+import { startCpu } from "./start_backend";
 
 export interface CompareCase {
   file: string;
@@ -37,60 +39,24 @@ export interface CompareCase {
 const f32 = (data: ArrayLike<number>, shape: number[]): SafetensorsTensor => ({ dtype: "F32", shape, data: Float32Array.from(data) });
 const i32 = (data: ArrayLike<number>, shape: number[]): SafetensorsTensor => ({ dtype: "I32", shape, data: Int32Array.from(data) });
 
-/** "MxKxN" (tokens x in x out) -> [M, K, N]. */
-function parseShape(text: string): [number, number, number] {
-  const match = /^(\d+)x(\d+)x(\d+)$/.exec(text);
-  if (!match) throw new FlagError(`--shape: expected MxKxN (tokens x in x out), e.g. 2048x1024x4096, got "${text}"`);
-  const dims = [Number(match[1]), Number(match[2]), Number(match[3])] as [number, number, number];
-  if (dims.some((d) => d < 1)) throw new FlagError(`--shape: every dim must be positive, got "${text}"`);
-  return dims;
-}
-
-function parseDtypes(text: string): BenchDType[] {
-  const items = flagItems(text, "dtypes");
-  for (const item of items) {
-    if (!Object.hasOwn(TOLERANCE, item)) throw new FlagError(`--dtypes: unknown "${item}", expected float32, float16 or bfloat16`);
-  }
-  if (items.length === 0) throw new FlagError("--dtypes: empty list");
-  return items as BenchDType[];
-}
-
 async function main(): Promise<void> {
-  const { values } = parseFlags({
-    usage: "tsx src/compare.ts --out DIR [flags]",
-    summary: "Our side of the PyTorch comparison: times our kernels and writes inputs, outputs and timings for torch_compare.py.",
-    flags: {
-      out: { type: "string", description: "directory for the cases' safetensors and ours.json", defaultText: "none, required" },
-      backend: { type: "string", default: "cuda", description: "cuda or js" },
-      small: { type: "boolean", default: false, description: "small shapes and fewer cases (64x256x256, float32, blocks 32,64, density 0.25)" },
-      shape: { type: "string", description: "the product's MxKxN", defaultText: "8192x4096x4096, 64x256x256 with --small" },
-      dtypes: { type: "string", description: "comma-separated float32, float16, bfloat16", defaultText: "bfloat16,float16; float32 with --small" },
-      blocks: { type: "string", description: "comma-separated block sizes", defaultText: "32,64,128; 32,64 with --small" },
-      densities: { type: "string", description: "comma-separated densities in (0, 1]", defaultText: "0.5,0.25,0.1; 0.25 with --small" },
-    },
-  });
-  if (!values.out) throw new FlagError("--out DIR is required");
-  if (values.backend !== "cuda" && values.backend !== "js") throw new FlagError(`--backend: expected cuda or js, got "${values.backend}"`);
   // Every flag checked before the backend starts and the first case runs.
-  const [M, K, N] = values.shape !== undefined ? parseShape(values.shape) : values.small ? [64, 256, 256] : [8192, 4096, 4096];
-  const dtypes = values.dtypes !== undefined ? parseDtypes(values.dtypes) : values.small ? ["float32" as const] : (["bfloat16", "float16"] as BenchDType[]);
-  const blockSizes = values.blocks !== undefined ? positiveIntegers(values.blocks, "blocks") : values.small ? [32, 64] : [32, 64, 128];
-  const densities = values.densities !== undefined ? densityList(values.densities, "densities") : values.small ? [0.25] : [0.5, 0.25, 0.1];
-  for (const block of blockSizes) {
-    if (K % block !== 0 || N % block !== 0) throw new FlagError(`--blocks: ${block} does not divide K=${K} and N=${N}`);
-    for (const density of densities) checkKeepsABlock(density, N / block, K / block, `${block}x${block}`, `the ${N}x${K} weight`);
-  }
-  const outDir = outputDirectory(values.out);
+  const { out, backend: backendName, small, shape, dtypes, blockSizes, densities } = parseCompareFlags();
+  const [M, K, N] = shape;
+  const outDir = outputDirectory(out);
   let gpu: GpuInfo | undefined;
   let synchronize = () => {};
-  if (values.backend === "cuda") {
+  if (backendName === "cuda") {
     const cuda = await import("@blocksparse/backend-cuda");
     const availability = cuda.cudaAvailability();
-    if (!availability.available) throw new FlagError(`--backend cuda: CUDA is unavailable: ${availability.reason ?? "no reason given"} (--backend js runs the reference backend)`);
+    if (!availability.available) throw new FlagError(`--backend cuda: CUDA is unavailable: ${availability.reason ?? "no reason given"} (--backend cpu runs the native cpu backend, --backend js the reference backend)`);
     setBackend("cuda");
     const instance = cuda.cudaBackend();
     gpu = { name: instance.device.name, computeCapability: instance.device.computeCapability, cublas: instance.build.cublas };
     synchronize = () => instance.synchronize();
+  } else if (backendName === "cpu") {
+    // The native cpu backend: a FlagError that says so when its addon is not built or does not load.
+    await startCpu("cpu");
   } else {
     setBackend("js");
   }
@@ -98,7 +64,7 @@ async function main(): Promise<void> {
   const setPoison = (enabled: boolean) => {
     backend.poisonAllocations = enabled;
   };
-  const plan: TimingPlan = values.small
+  const plan: TimingPlan = small
     ? { warmup: 1, minRepeats: 3, maxRepeats: 5, budgetMs: 100, minSampleMs: 5 }
     : { warmup: 3, minRepeats: 10, maxRepeats: 50, budgetMs: 150, minSampleMs: 5 };
   const rows = spreadIndices(M, 8);
@@ -109,7 +75,7 @@ async function main(): Promise<void> {
   const date = new Date().toISOString();
   // Rewritten after every case, so that a run cut short still leaves what it measured.
   const writeManifest = () =>
-    writeFileSync(join(outDir, "ours.json"), `${JSON.stringify({ backend: values.backend, machine, commit, date, cases }, null, 2)}\n`);
+    writeFileSync(join(outDir, "ours.json"), `${JSON.stringify({ backend: backendName, machine, commit, date, cases }, null, 2)}\n`);
   for (const dtype of dtypes) {
     const tolerance = TOLERANCE[dtype];
     progress.step(`inputs and dense x·Wᵀ ${dtype}`);

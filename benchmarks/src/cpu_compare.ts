@@ -17,7 +17,10 @@ import { join, resolve } from "node:path";
 import { cpuAvailability, cpuBackend } from "@blocksparse/backend-cpu";
 import { BsrPattern, type Tensor, bsrLinear, bsrMatmul, matmul, randn, sampledMatmul, setBackend, tidy } from "@blocksparse/core";
 import { describeMachine, gitState, repoRoot } from "./machine";
+import { copyBandwidth } from "./copy_bandwidth";
 import { describeFailure, FlagError, outputDirectory, parseFlags, positiveInteger } from "./flags";
+import { ValidationError } from "./measure";
+import { compareMaxRelative } from "./validate";
 
 /** A bad flag's message alone, exit 1: checked at the top level, before minutes of timing, with no caller to catch it. */
 function refuse(error: unknown): never {
@@ -108,18 +111,18 @@ function bestLayerMs(layers: (() => Tensor)[]): number {
   return best;
 }
 
-/** max |ours - js| / max |js| over the whole output. */
-function checkAgainstJs(run: () => Tensor, inputs: Tensor[], runJs: (moved: Tensor[]) => Tensor): number {
+/**
+ * Our products against js's on the same float32 inputs: max |ours - js| / max |js| (a few 1e-7 from summation order).
+ * NaN or infinity on either side, or an error past this, stops the run before anything is timed as if it were right.
+ */
+const JS_TOLERANCE = 1e-4;
+
+/** max |ours - js| / max |js| over the whole output; throws ValidationError when the products disagree. */
+function checkAgainstJs(what: string, run: () => Tensor, inputs: Tensor[], runJs: (moved: Tensor[]) => Tensor): number {
   return tidy(() => {
-    const ours = run().dataSync();
-    const reference = runJs(inputs.map((t) => t.to("js"))).dataSync();
-    let diff = 0;
-    let scale = 0;
-    for (let i = 0; i < reference.length; i++) {
-      diff = Math.max(diff, Math.abs(ours[i] - reference[i]));
-      scale = Math.max(scale, Math.abs(reference[i]));
-    }
-    return diff / (scale || 1);
+    const check = compareMaxRelative(`${what} against js`, run().dataSync(), runJs(inputs.map((t) => t.to("js"))).dataSync(), JS_TOLERANCE);
+    if (!check.ok) throw new ValidationError(what, [check]);
+    return check.relError;
   });
 }
 
@@ -132,20 +135,6 @@ function readBackMs(out: Tensor): number {
     best = Math.min(best, performance.now() - start);
   }
   return best;
-}
-
-/** Bytes per second of a large copy (read and write both counted), best of N. */
-function copyBandwidth(): number {
-  const bytes = 256 * 2 ** 20;
-  const source = new Float32Array(bytes / 4).fill(1);
-  const target = new Float32Array(bytes / 4);
-  let best = Number.POSITIVE_INFINITY;
-  for (let i = 0; i < repeats; i++) {
-    const start = performance.now();
-    target.set(source);
-    best = Math.min(best, performance.now() - start);
-  }
-  return (2 * bytes) / (best / 1e3);
 }
 
 interface Row {
@@ -222,16 +211,16 @@ function measureOurs(first: boolean, decode: DecodeInputs, readBacks: { shape: [
       const x = randn([M, K], { seed: 1 });
       const wDense = randn([K, N], { seed: 2 });
       const small = first && M <= 256;
-      const check = small ? checkAgainstJs(() => matmul(x, wDense), [x, wDense], ([a, b]) => matmul(a, b)) : undefined;
+      const check = small ? checkAgainstJs("dense matmul", () => matmul(x, wDense), [x, wDense], ([a, b]) => matmul(a, b)) : undefined;
       rows.push(row("dense matmul", shape, 2 * M * N * K, bestMs(() => matmul(x, wDense)), check));
       if (first) readBacks.push({ shape: [M, N], ms: readBackMs(matmul(x, wDense)) });
       const pattern = BsrPattern.random([N, K], { blockShape: [BLOCK, BLOCK], density: DENSITY, seed: 3 });
       const values = randn([pattern.nnzBlocks, BLOCK, BLOCK], { seed: 4 });
       const dy = randn([M, N], { seed: 5 });
       const flop = 2 * M * pattern.nnzBlocks * BLOCK * BLOCK;
-      rows.push(row(`bsrLinear b${BLOCK} d${DENSITY}`, shape, flop, bestMs(() => bsrLinear(x, values, pattern)), small ? checkAgainstJs(() => bsrLinear(x, values, pattern), [x, values], ([a, v]) => bsrLinear(a, v, pattern)) : undefined));
-      rows.push(row(`bsrMatmul b${BLOCK} d${DENSITY}`, shape, flop, bestMs(() => bsrMatmul(dy, values, pattern)), small ? checkAgainstJs(() => bsrMatmul(dy, values, pattern), [dy, values], ([d, v]) => bsrMatmul(d, v, pattern)) : undefined));
-      rows.push(row(`sampledMatmul b${BLOCK} d${DENSITY}`, shape, flop, bestMs(() => sampledMatmul(dy, x, pattern)), small ? checkAgainstJs(() => sampledMatmul(dy, x, pattern), [dy, x], ([d, a]) => sampledMatmul(d, a, pattern)) : undefined));
+      rows.push(row(`bsrLinear b${BLOCK} d${DENSITY}`, shape, flop, bestMs(() => bsrLinear(x, values, pattern)), small ? checkAgainstJs("bsrLinear", () => bsrLinear(x, values, pattern), [x, values], ([a, v]) => bsrLinear(a, v, pattern)) : undefined));
+      rows.push(row(`bsrMatmul b${BLOCK} d${DENSITY}`, shape, flop, bestMs(() => bsrMatmul(dy, values, pattern)), small ? checkAgainstJs("bsrMatmul", () => bsrMatmul(dy, values, pattern), [dy, values], ([d, v]) => bsrMatmul(d, v, pattern)) : undefined));
+      rows.push(row(`sampledMatmul b${BLOCK} d${DENSITY}`, shape, flop, bestMs(() => sampledMatmul(dy, x, pattern)), small ? checkAgainstJs("sampledMatmul", () => sampledMatmul(dy, x, pattern), [dy, x], ([d, a]) => sampledMatmul(d, a, pattern)) : undefined));
     });
   }
   // Batch 1: y = x W^T with W [4096, 4096], dense and at density 0.25.
@@ -242,7 +231,7 @@ function measureOurs(first: boolean, decode: DecodeInputs, readBacks: { shape: [
   rows.push(row("dense x·Wᵀ, batch 1", decodeShape, denseFlop, bestMs(() => matmul(x, w, { transposeB: true }))));
   rows.push(row("dense x·Wᵀ, batch 1, cold cache", decodeShape, denseFlop, bestMs(() => matmul(x, w, { transposeB: true }), true)));
   rows.push(row(`dense x·Wᵀ, batch 1, ${LAYERS}-layer stack`, decodeShape, denseFlop, bestLayerMs(denseLayers.map((layer) => () => matmul(x, layer, { transposeB: true })))));
-  const check = first ? checkAgainstJs(() => bsrLinear(x, values, pattern), [x, values], ([a, v]) => bsrLinear(a, v, pattern)) : undefined;
+  const check = first ? checkAgainstJs("bsrLinear", () => bsrLinear(x, values, pattern), [x, values], ([a, v]) => bsrLinear(a, v, pattern)) : undefined;
   rows.push(row(`bsrLinear b${BLOCK} d${DENSITY}, batch 1`, decodeShape, sparseFlop, bestMs(() => bsrLinear(x, values, pattern)), check));
   rows.push(row(`bsrLinear b${BLOCK} d${DENSITY}, batch 1, cold cache`, decodeShape, sparseFlop, bestMs(() => bsrLinear(x, values, pattern), true)));
   rows.push(
@@ -291,7 +280,7 @@ function main(): void {
     else skipped = reference.skipped;
     console.error(`round ${round + 1}/${rounds} done`);
   }
-  const bandwidth = copyBandwidth();
+  const bandwidth = copyBandwidth(repeats);
   const weightBytes = decode.pattern.nnzBlocks * BLOCK * BLOCK * 4;
 
   const machine = describeMachine();
@@ -359,4 +348,8 @@ function main(): void {
   flushInput?.dispose();
 }
 
-main();
+try {
+  main();
+} catch (error) {
+  refuse(error);
+}

@@ -76,6 +76,8 @@ if (rank === 0) {
       worst = Math.max(worst, Math.abs(v - reference.parameters[name][i]));
     });
   }
+  // Math.max keeps a NaN: a parameter gone NaN (or infinite) here, or in the one-process reference, fails the run.
+  if (!Number.isFinite(worst)) throw new Error(`training: a parameter differs from one process by ${worst} (NaN or infinity in ours or the one-process reference)`);
   report.maxDifferenceFromOneProcess = worst;
   report.patternsAsOneProcess = JSON.stringify(ours.patterns) === JSON.stringify(reference.patterns);
   log(`training: replicas identical; max |difference| from one process on the combined batch ${worst.toExponential(2)}; patterns the same: ${report.patternsAsOneProcess}`);

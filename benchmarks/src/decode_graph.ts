@@ -22,7 +22,9 @@ import { BlockSparseLinear, forwardLinearActivation, GELU, LayerNorm, Linear, Mo
 import { BACKEND_FLAG, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, outputDirectory, parseFlags, positiveInteger, positiveIntegers as numbers } from "./flags";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
+import { ValidationError } from "./measure";
 import { timeUs } from "./timing";
+import { checkIdentical } from "./validate";
 
 interface Row {
   tokens: number;
@@ -117,10 +119,9 @@ async function main(): Promise<void> {
         eager.dispose();
         const graph = captureGraph(stack);
         try {
-          const got = Array.from(graph.replay().dataSync());
-          if (got.length !== expected.length || got.some((v, i) => !Object.is(v, expected[i]))) {
-            throw new Error(`tokens ${tokens} block ${block} d=${density}: the replay differs from the eager stack`);
-          }
+          // Bit for bit, and finite: NaN in both the replay and the eager stack is no agreement.
+          const check = checkIdentical("the replay against the eager stack", graph.replay().dataSync(), expected);
+          if (!check.ok) throw new ValidationError(`tokens ${tokens} block ${block} d=${density}`, [check]);
           const eagerUs = timeUs(() => stack().dispose(), started.synchronize, iterations);
           const capturedUs = timeUs(() => void graph.replay(), started.synchronize, iterations);
           rows.push({ tokens, block, density, eagerUsPerLayer: eagerUs / layerCount, capturedUsPerLayer: capturedUs / layerCount });

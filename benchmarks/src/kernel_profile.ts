@@ -36,6 +36,8 @@ export function profileKernels<T>(backend: Backend, synchronize: () => void, fn:
 
 /** `run` called `runs` times under profileKernels (each result disposed): milliseconds and calls per run. */
 export function profilePerRun(backend: Backend, synchronize: () => void, runs: number, run: () => { dispose(): void }): KernelProfile {
+  // Zero runs would divide every entry by zero.
+  if (!Number.isSafeInteger(runs) || runs < 1) throw new RangeError(`profilePerRun: runs must be a positive integer, got ${runs}`);
   const { profile } = profileKernels(backend, synchronize, () => {
     for (let i = 0; i < runs; i++) run().dispose();
   });
@@ -51,6 +53,7 @@ export function profileTable(profile: KernelProfile, title: string): string {
   const rows = [...profile.entries()].sort((a, b) => b[1].ms - a[1].ms);
   const total = rows.reduce((s, [, e]) => s + e.ms, 0);
   const lines = [`${title}: ${total.toFixed(3)} ms in kernels (each synchronized)`, "", "| kernel | calls | ms | share |", "| --- | --- | --- | --- |"];
-  for (const [name, e] of rows) lines.push(`| ${name} | ${e.calls} | ${e.ms.toFixed(3)} | ${((100 * e.ms) / total).toFixed(1)}% |`);
+  // No time at all (kernels under the clock's resolution) has no shares: a dash, not 0/0's NaN%.
+  for (const [name, e] of rows) lines.push(`| ${name} | ${e.calls} | ${e.ms.toFixed(3)} | ${total > 0 ? `${((100 * e.ms) / total).toFixed(1)}%` : "–"} |`);
   return `${lines.join("\n")}\n`;
 }

@@ -18,7 +18,9 @@ import { type FloatDType, add, cast, getBackendInstance, linear, matmul, randn, 
 import { BACKEND_FLAG, checkPythonImports, describeFailure, DTYPE_FLAG, FlagError, outputDirectory, parseFlags, positiveInteger, positiveIntegers as numbers } from "./flags";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
+import { ValidationError } from "./measure";
 import { replayable, timeUs } from "./timing";
+import { compareToReference } from "./validate";
 
 interface Row {
   m: number;
@@ -83,16 +85,11 @@ async function main(): Promise<void> {
           const viaMatmul = (): Tensor => tidy(() => (b === null ? matmul(x, w, { transposeB: true }) : add(matmul(x, w, { transposeB: true }), b)));
           // The two routes agree first (float32 sums, rounded once each: within a few units of the dtype's rounding).
           const [got, want] = [viaLinear(), viaMatmul()];
-          const [g, r] = [got.dataSync(), want.dataSync()];
-          let diff = 0;
-          let norm = 0;
-          for (let i = 0; i < r.length; i++) {
-            diff += (g[i] - r[i]) ** 2;
-            norm += r[i] ** 2;
-          }
+          // NaN or infinity on either side fails too (a NaN error is never above the bound).
+          const check = compareToReference("linear against matmul", got.dataSync(), want.dataSync(), 2e-2);
           got.dispose();
           want.dispose();
-          if (Math.sqrt(diff / Math.max(norm, 1e-30)) > 2e-2) throw new Error(`m ${m} k ${k} n ${n}: linear and matmul differ`);
+          if (!check.ok) throw new ValidationError(`m ${m} k ${k} n ${n}`, [check]);
           rows.push({ m, k, n, linearUs: callUs(viaLinear, started.synchronize, iterations), matmulUs: callUs(viaMatmul, started.synchronize, iterations) });
           const last = rows[rows.length - 1];
           process.stderr.write(`m ${m} k ${k} n ${n}: linear ${last.linearUs.toFixed(1)} us, matmul ${last.matmulUs.toFixed(1)} us\n`);

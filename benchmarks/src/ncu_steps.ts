@@ -62,6 +62,7 @@ export function stepTable(text: string, steps?: number): StepTable {
       current = null;
     }
   }
+  if (steps !== undefined && !(Number.isSafeInteger(steps) && steps > 0)) throw new RangeError(`stepTable: steps must be a positive integer, got ${steps}`);
   const count = steps ?? adamLaunches;
   if (!(count > 0)) throw new Error("no multi-tensor Adam launch in the summary: give the number of steps");
   const sum = [...totals.values()].reduce((s, e) => s + e.us, 0);

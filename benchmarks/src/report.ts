@@ -143,7 +143,9 @@ function formatSection(records: BenchRecord[]): string[] {
   const lines = ["## Format (host)", "", "| what | size | median ms | IQR ms | throughput |", "| --- | --- | ---: | ---: | ---: |"];
   for (const r of records) {
     const { rows, cols, blockSize, density } = r.params;
-    const throughput = r.metrics.mbPerSecond !== undefined ? `${num(r.metrics.mbPerSecond, 0)} MB/s` : `${num((r.metrics.blocksPerSecond ?? 0) / 1e6, 1)} M blocks/s`;
+    // Neither rate recorded is a dash, not "0.0 M blocks/s".
+    const throughput =
+      r.metrics.mbPerSecond !== undefined ? `${num(r.metrics.mbPerSecond, 0)} MB/s` : r.metrics.blocksPerSecond !== undefined ? `${num(r.metrics.blocksPerSecond / 1e6, 1)} M blocks/s` : "–";
     lines.push(`| ${r.name} | ${rows}×${cols}, ${blockSize}×${blockSize} blocks, density ${density} | ${ms(r.timing.medianMs)} | ${spread(r)} | ${throughput} |`);
   }
   lines.push("");

@@ -24,18 +24,35 @@ export const TOLERANCE: Record<BenchDType, number> = {
   bfloat16: 2e-2,
 };
 
-/** Compares element by element; NaN or infinity in `actual` always fails. */
+/**
+ * The first element that is NaN or infinite in `actual`, then in `reference`, as a failed check; undefined when all are
+ * finite. A NaN compares false with any bound, so an error computed from one would pass `error > tolerance` unnoticed.
+ */
+function firstNonFinite(what: string, actual: ArrayLike<number>, reference: ArrayLike<number>, tolerance: number): Check | undefined {
+  for (const [values, whose] of [
+    [actual, "element"],
+    [reference, "the reference's element"],
+  ] as const) {
+    for (let i = 0; i < values.length; i++) {
+      if (!Number.isFinite(values[i])) {
+        return { what, relError: Number.POSITIVE_INFINITY, tolerance, ok: false, detail: `${whose} ${i} is ${values[i]} (unwritten or overflowed)` };
+      }
+    }
+  }
+  return undefined;
+}
+
+/** Compares element by element (relative L2 error); NaN or infinity in `actual` or in `reference` always fails. */
 export function compareToReference(what: string, actual: ArrayLike<number>, reference: ArrayLike<number>, tolerance: number): Check {
   if (actual.length !== reference.length) {
     return { what, relError: Number.POSITIVE_INFINITY, tolerance, ok: false, detail: `${actual.length} values, the reference has ${reference.length}` };
   }
+  const nonFinite = firstNonFinite(what, actual, reference, tolerance);
+  if (nonFinite) return nonFinite;
   let diff = 0;
   let norm = 0;
   for (let i = 0; i < actual.length; i++) {
     const value = actual[i];
-    if (!Number.isFinite(value)) {
-      return { what, relError: Number.POSITIVE_INFINITY, tolerance, ok: false, detail: `element ${i} is ${value} (unwritten or overflowed)` };
-    }
     const delta = value - reference[i];
     diff += delta * delta;
     norm += reference[i] * reference[i];
@@ -43,6 +60,35 @@ export function compareToReference(what: string, actual: ArrayLike<number>, refe
   const relError = norm > 0 ? Math.sqrt(diff / norm) : Math.sqrt(diff);
   const ok = relError <= tolerance;
   return ok ? { what, relError, tolerance, ok } : { what, relError, tolerance, ok, detail: `relative error ${relError.toExponential(2)} > ${tolerance}` };
+}
+
+/**
+ * max |actual - reference| / max |reference| (the largest error against the largest value, as a kernel against another
+ * backend's on the same inputs); NaN or infinity on either side always fails.
+ */
+export function compareMaxRelative(what: string, actual: ArrayLike<number>, reference: ArrayLike<number>, tolerance: number): Check {
+  if (actual.length !== reference.length) {
+    return { what, relError: Number.POSITIVE_INFINITY, tolerance, ok: false, detail: `${actual.length} values, the reference has ${reference.length}` };
+  }
+  const nonFinite = firstNonFinite(what, actual, reference, tolerance);
+  if (nonFinite) return nonFinite;
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < actual.length; i++) {
+    diff = Math.max(diff, Math.abs(actual[i] - reference[i]));
+    scale = Math.max(scale, Math.abs(reference[i]));
+  }
+  const relError = diff / (scale || 1);
+  const ok = relError <= tolerance;
+  return ok ? { what, relError, tolerance, ok } : { what, relError, tolerance, ok, detail: `max relative error ${relError.toExponential(2)} > ${tolerance}` };
+}
+
+/** Exactly the same values, every one finite: two routes to one result (a replay against the eager calls), where NaN in both is no agreement. */
+export function checkIdentical(what: string, actual: ArrayLike<number>, expected: ArrayLike<number>): Check {
+  if (actual.length !== expected.length) {
+    return { what, relError: Number.POSITIVE_INFINITY, tolerance: 0, ok: false, detail: `${actual.length} values, expected ${expected.length}` };
+  }
+  return firstNonFinite(what, actual, expected, 0) ?? checkEqual(what, actual, expected);
 }
 
 /** Fails when any value is NaN or infinite (an unwritten element of a poisoned output). */

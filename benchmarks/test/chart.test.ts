@@ -82,6 +82,11 @@ describe("helpers", () => {
 
   it("picks round ticks covering the range", () => {
     expect(niceTicks(0, 1)).toEqual([0, 0.2, 0.4, 0.6, 0.8, 1]);
+    // A count that is no count of ticks: [NaN], [] or a billion ticks.
+    for (const count of [0, -2, 1.5, Number.NaN, 1e9]) expect(() => niceTicks(0, 10, count)).toThrow(/niceTicks: count must be an integer from 1 to 100/);
+    // Bounds whose difference overflows; bounds past 2^53 steps apart (the tick loop never ended).
+    expect(niceTicks(-1e308, 1e308)).toEqual([-1e308, -5e307, 0, 5e307, 1e308]);
+    expect(niceTicks(1e22, 1e22 + 4e6)).toEqual([1e22]);
     const ticks = niceTicks(0, 37);
     expect(ticks[0]).toBe(0);
     expect(ticks[ticks.length - 1]).toBeGreaterThanOrEqual(37);

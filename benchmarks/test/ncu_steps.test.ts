@@ -51,5 +51,7 @@ describe("the step table from Nsight Compute's summary", () => {
     const noAdam = SUMMARY.split("\n").slice(0, 10).join("\n");
     expect(() => stepTable(noAdam)).toThrow(/number of steps/);
     expect(() => stepTable(SUMMARY.replace("ms         0.06", "furlongs   0.06"))).toThrow(/unknown unit 'furlongs'/);
+    // A fractional or zero step count divided the totals into nonsense (or blamed the summary for a missing Adam).
+    for (const steps of [1.5, 0, -2, Number.NaN]) expect(() => stepTable(SUMMARY, steps)).toThrow(`stepTable: steps must be a positive integer, got ${steps}`);
   });
 });

@@ -90,6 +90,18 @@ describe("renderReport at the edges", () => {
     expect(charts.get("charts/js-64x256x256-float32-bsrLinear-gflops.svg")?.match(/<circle /g)).toHaveLength(1);
   });
 
+  it("shows a format result without a recorded rate as a dash, not 0.0 M blocks/s", () => {
+    const timing = { medianMs: 2, q1Ms: 1.9, q3Ms: 2.1, minMs: 1.8, maxMs: 2.5, samples: 5, callsPerSample: 1 };
+    const params = { rows: 256, cols: 256, blockSize: 32, density: 0.5 };
+    const checks = [{ what: "values", relError: 0, tolerance: 0, ok: true }];
+    const { markdown } = edge([
+      { suite: "format", name: "random pattern", params, checks, timing, metrics: { blocksPerSecond: 3e6 } },
+      { suite: "format", name: "validate", params, checks, timing, metrics: {} },
+    ]);
+    expect(markdown).toContain("| random pattern | 256×256, 32×32 blocks, density 0.5 | 2.00 | 1.90–2.10 | 3.0 M blocks/s |");
+    expect(markdown).toContain("| validate | 256×256, 32×32 blocks, density 0.5 | 2.00 | 1.90–2.10 | – |");
+  });
+
   it("keeps two significant digits of a rate too small for two decimals", () => {
     // 64x256x256 at density 0.1 in 1000 s: 3.4e-7 GFLOP/s; the dense product 250x faster than it.
     const { markdown } = edge([kernelRecord("bsrLinear", 0, 1, 4), kernelRecord("bsrLinear", 32, 0.1, 1e6)]);
