@@ -1,4 +1,4 @@
-import { type DType, type Tensor, tensorOn } from "@blocksparse/core";
+import { type BackendValues, type DType, engine, type Tensor, tensorOn } from "@blocksparse/core";
 import { CollectiveError, RankFailedError } from "./errors";
 import { checkReduceOp, checkRoot, checkTensor, type ProcessGroup, type ReduceOp } from "./process_group";
 import { explainStoreFailure, type Rendezvous } from "./rendezvous";
@@ -27,13 +27,22 @@ function sameCall(a: CallDescription, b: CallDescription): boolean {
   return describeCall(a) === describeCall(b);
 }
 
-/** The values of a tensor as sent: float32 for the float dtypes (exact for float16/bfloat16), int32 for int32. */
+/** The values of a tensor as summed: float32 for the float dtypes (exact for float16/bfloat16), int32 for int32. */
 function valuesOf(tensor: Tensor): Float32Array | Int32Array {
   const values = tensor.dataSync();
   return values instanceof Int32Array ? values : Float32Array.from(values);
 }
 
-function bytesOf(values: Float32Array | Int32Array): Uint8Array {
+/**
+ * A tensor's storage as it is (float16/bfloat16 as their bits), for the collectives that copy values: widened to float32
+ * and narrowed back, a NaN's payload came out with its quiet bit set, so the ranks held different bits.
+ */
+function storageOf(tensor: Tensor, where: string): BackendValues {
+  engine.checkHostTransfer(where);
+  return tensor.backend.readSync(tensor.dataId);
+}
+
+function bytesOf(values: BackendValues): Uint8Array {
   return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
 }
 
@@ -41,9 +50,46 @@ function valuesFrom(payload: Uint8Array, dtype: DType): Float32Array | Int32Arra
   return dtype === "int32" ? new Int32Array(payload.buffer, payload.byteOffset, payload.byteLength / 4) : new Float32Array(payload.buffer, payload.byteOffset, payload.byteLength / 4);
 }
 
-/** Puts `values` into `tensor` in place (a new buffer on the tensor's backend, rounded once to its dtype). */
-function replaceContents(tensor: Tensor, values: ArrayLike<number>): void {
-  const result = tensorOn(tensor.backend, values, tensor.shape, tensor.dtype);
+/** A payload of storageOf's bytes, in the dtype's storage layout. */
+function storageFrom(payload: Uint8Array, dtype: DType): BackendValues {
+  const { buffer, byteOffset, byteLength } = payload;
+  if (dtype === "float16" || dtype === "bfloat16") return new Uint16Array(buffer, byteOffset, byteLength / 2);
+  return valuesFrom(payload, dtype);
+}
+
+/**
+ * float64 values as float32 rounded to odd (an inexact result gets its last bit set): rounding that to a half dtype to
+ * nearest even then rounds the float64 value once. Rounded to nearest float32 first, a sum just past a half dtype's
+ * tie (1 + 2^-8 + 2^-30 in bfloat16) became the tie itself, and then rounded the wrong way.
+ */
+function roundToOddFloat32(values: Float64Array): Float32Array {
+  const out = new Float32Array(values.length);
+  const bits = new Uint32Array(out.buffer);
+  for (let i = 0; i < values.length; i++) {
+    const value = values[i];
+    out[i] = value;
+    if (out[i] === value || Number.isNaN(value)) continue;
+    // Toward zero first (an inexact float32 is never zero in magnitude when it rounded up), then the sticky last bit.
+    if (Math.abs(out[i]) > Math.abs(value)) bits[i] -= 1;
+    bits[i] |= 1;
+  }
+  return out;
+}
+
+/** Puts `storage` (the dtype's layout) into `tensor` in place: a new buffer on the tensor's backend. */
+function replaceStorage(tensor: Tensor, storage: BackendValues, where: string): void {
+  const result = engine.upload(storage, tensor.shape, tensor.dtype, tensor.backend, where);
+  try {
+    tensor.assign(result);
+  } finally {
+    result.dispose();
+  }
+}
+
+/** Puts float64 `values` into `tensor` in place (a new buffer on the tensor's backend, rounded once to its dtype). */
+function replaceContents(tensor: Tensor, values: Float64Array): void {
+  const half = tensor.dtype === "float16" || tensor.dtype === "bfloat16";
+  const result = tensorOn(tensor.backend, half ? roundToOddFloat32(values) : values, tensor.shape, tensor.dtype);
   try {
     tensor.assign(result);
   } finally {
@@ -107,8 +153,8 @@ export class CpuProcessGroup implements ProcessGroup {
     const earlier = this.#pendingWrites.get(tensor);
     const run = async () => {
       if (earlier !== undefined) await earlier.catch(() => {});
-      const received = await this.#exchange(call, sequence, this.rank === root ? bytesOf(valuesOf(tensor)) : new Uint8Array(0));
-      if (this.rank !== root) replaceContents(tensor, valuesFrom(received.get(root) as Uint8Array, tensor.dtype));
+      const received = await this.#exchange(call, sequence, this.rank === root ? bytesOf(storageOf(tensor, "broadcast")) : new Uint8Array(0));
+      if (this.rank !== root) replaceStorage(tensor, storageFrom(received.get(root) as Uint8Array, tensor.dtype), "broadcast");
     };
     // The root only reads its tensor: it waits for an earlier write, and a later collective need not wait for it.
     return this.rank === root ? run() : this.#writes(tensor, run);
@@ -120,11 +166,11 @@ export class CpuProcessGroup implements ProcessGroup {
     const sequence = this.#reserve(call);
     const earlier = this.#pendingWrites.get(tensor);
     if (earlier !== undefined) await earlier.catch(() => {});
-    const own = valuesOf(tensor);
+    const own = storageOf(tensor, "allGather");
     const received = await this.#exchange(call, sequence, bytesOf(own));
-    const all = tensor.dtype === "int32" ? new Int32Array(own.length * this.worldSize) : new Float32Array(own.length * this.worldSize);
-    for (let r = 0; r < this.worldSize; r++) all.set(r === this.rank ? own : valuesFrom(received.get(r) as Uint8Array, tensor.dtype), r * own.length);
-    return tensorOn(tensor.backend, all, [this.worldSize, ...tensor.shape], tensor.dtype);
+    const all = tensor.dtype === "int32" ? new Int32Array(own.length * this.worldSize) : tensor.dtype === "float32" ? new Float32Array(own.length * this.worldSize) : new Uint16Array(own.length * this.worldSize);
+    for (let r = 0; r < this.worldSize; r++) all.set(r === this.rank ? own : storageFrom(received.get(r) as Uint8Array, tensor.dtype), r * own.length);
+    return engine.upload(all, [this.worldSize, ...tensor.shape], tensor.dtype, tensor.backend, "allGather");
   }
 
   async barrier(): Promise<void> {

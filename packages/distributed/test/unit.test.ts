@@ -494,6 +494,36 @@ describe("CpuProcessGroup with two ranks in one process", () => {
     }
   });
 
+  it("3 ranks: a float16 or bfloat16 allReduce rounds the float64 sum once, also just past a tie (1 + 2^-8 + 2^-30 is 1 + 2^-7 in bfloat16)", async () => {
+    const groups = await ranksInProcess(3);
+    const cases: [dtype: "float16" | "bfloat16", values: number[], sum: number][] = [
+      ["bfloat16", [1, 2 ** -8, 2 ** -30], 1 + 2 ** -7],
+      ["bfloat16", [-1, -(2 ** -8), -(2 ** -30)], -1 - 2 ** -7],
+      ["float16", [1, 2 ** -11, 2 ** -24], 1 + 2 ** -10],
+      // Rounded to nearest float32 first, the sum of the exact tie stays a tie: it rounds to even.
+      ["float16", [1, 2 ** -11, 0], 1],
+    ];
+    for (const [dtype, values, sum] of cases) {
+      const tensors = groups.map((_, rank) => tensor([values[rank]], [1], dtype));
+      await Promise.all(groups.map((g, rank) => g.allReduce(tensors[rank])));
+      for (const t of tensors) expect([dtype, t.dataSync()[0]]).toEqual([dtype, sum]);
+    }
+  });
+
+  it("3 ranks: broadcast and allGather copy float16 and bfloat16 bits as they are, NaN payloads included", async () => {
+    const groups = await ranksInProcess(3);
+    const bitsOf = (t: Tensor) => Array.from(t.backend.readSync(t.dataId) as Uint16Array);
+    for (const dtype of ["float16", "bfloat16"] as const) {
+      // A signaling NaN (its quiet bit clear), -0 and the smallest subnormal.
+      const sent = dtype === "float16" ? [0x7c01, 0x8000, 0x0001] : [0x7f81, 0x8000, 0x0001];
+      const tensors = groups.map((_, rank) => tensor(new Uint16Array(rank === 1 ? sent : [0, 0, 0]), [3], dtype));
+      await Promise.all(groups.map((g, rank) => g.broadcast(tensors[rank], 1)));
+      for (const t of tensors) expect(bitsOf(t)).toEqual(sent);
+      const gathered = await Promise.all(groups.map((g, rank) => g.allGather(tensor(new Uint16Array(sent.map((bits) => bits + rank * 2)), [3], dtype))));
+      for (const t of gathered) expect(bitsOf(t)).toEqual([0, 2, 4].flatMap((offset) => sent.map((bits) => bits + offset)));
+    }
+  });
+
   it("a collective that a peer never calls fails after the timeout with a CollectiveError, not a hang", async () => {
     const [a] = await twoRanks(300);
     await expect(a.allReduce(tensor([1, 2]))).rejects.toThrow(/allReduce \(float32 \[2\], sum\), collective #0 of rank 0: store get 'cpu\/0\/1': no rank set it within 0.3 s/);
