@@ -17,15 +17,64 @@ export function rejectRepeated(tokens: readonly { kind: string; name?: string; v
   }
 }
 
-/** Runs node's parseArgs; an unknown flag's error also names the flag it is closest to, and --help. */
-export function withFlagHelp<T>(flags: string[], parse: () => T): T {
+type FlagTypes = Record<string, { type: string; short?: string; multiple?: boolean }>;
+
+/** A value that reads as a negative number ("-1", "-0.5", "-.5", "-1e3"): never a flag, as no flag's name starts with a digit. */
+const NEGATIVE = /^-(?:\d|\.\d)/;
+
+/**
+ * `argv` with `--flag -1` written as `--flag=-1` for each flag that takes a value: parseArgs reads a value starting with
+ * a dash as a flag and refused `--lr -0.5` as "ambiguous". Stops at `--`; a flag's ordinary value is skipped over, so a
+ * later `-1` is joined only to the flag right before it.
+ */
+export function joinNegativeValues(argv: readonly string[], flags: FlagTypes): string[] {
+  const args: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === "--") {
+      args.push(...argv.slice(i));
+      break;
+    }
+    const name = arg.startsWith("--") && !arg.includes("=") ? arg.slice(2) : undefined;
+    const next = argv[i + 1];
+    if (name !== undefined && flags[name]?.type === "string" && next !== undefined && (NEGATIVE.test(next) || !next.startsWith("-"))) {
+      // The flag's value, negative or not: not itself a flag to look at.
+      if (NEGATIVE.test(next)) args.push(`${arg}=${next}`);
+      else args.push(arg, next);
+      i++;
+      continue;
+    }
+    args.push(arg);
+  }
+  return args;
+}
+
+/**
+ * Runs node's parseArgs (through `parse`) on `argv` with `--flag -1` read as `--flag=-1`, and turns its errors into
+ * ones that name the flag: an unknown flag's names the flag it is closest to and --help; a flag without its value
+ * says how to write one, also one starting with a dash (`--flag=-x`).
+ */
+export function withFlagHelp<T>(flags: FlagTypes, argv: readonly string[], parse: (args: string[]) => T): T {
+  const args = joinNegativeValues(argv, flags);
   try {
-    return parse();
+    return parse(args);
   } catch (error) {
-    const unknown = (error as { code?: string }).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" ? /'(-[^']*)'/.exec((error as Error).message) : null;
+    const { code, message } = error as { code?: string; message?: string };
+    if (code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
+      const flag = /Option '(?:-\w, )?(--[^' ]+)/.exec(message ?? "")?.[1];
+      if (flag === undefined) throw error;
+      if (flags[flag.slice(2)]?.type === "boolean") throw new TypeError(`${flag} takes no value; write ${flag} alone`);
+      const at = args.indexOf(flag);
+      const next = at >= 0 ? args[at + 1] : undefined;
+      throw new TypeError(
+        `${flag}: missing its value${next === undefined ? "" : ` ('${next}' after it is read as a flag)`}; ` +
+          `write ${flag} VALUE, or ${flag}=VALUE for a value starting with a dash`,
+      );
+    }
+    const unknown = code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" ? /'(-[^']*)'/.exec(message ?? "") : null;
     if (unknown === null) throw error;
     const typed = unknown[1].replace(/[-_]/g, "");
-    const near = flags.find((flag) => flag.replace(/-/g, "").startsWith(typed) || typed.startsWith(flag.replace(/-/g, "")));
+    const near = typed === "" ? undefined : Object.keys(flags).find((flag) => flag.replace(/-/g, "").startsWith(typed) || typed.startsWith(flag.replace(/-/g, "")));
     throw new TypeError(`Unknown option '${unknown[1]}'${near === undefined ? "" : ` (did you mean --${near}?)`}; --help lists the flags`);
   }
 }

@@ -27,14 +27,36 @@ const USAGE = `Data-parallel training of a block-sparse classifier, one process 
 function parseOptions(argv) {
   let values;
   let tokens;
+  // `--steps -1` read as `--steps=-1`: parseArgs takes a value starting with a dash for a flag ("argument is ambiguous").
+  const args = [];
+  for (let i = 0; i < argv.length; i++) {
+    const [arg, next] = [argv[i], argv[i + 1]];
+    if (arg === "--") {
+      args.push(...argv.slice(i));
+      break;
+    }
+    const takesNext = ["--steps", "--backend", "--save"].includes(arg) && next !== undefined;
+    const negative = takesNext && /^-(?:\d|\.\d)/.test(next);
+    if (negative) args.push(`${arg}=${next}`);
+    else if (takesNext && !next.startsWith("-")) args.push(arg, next);
+    else args.push(arg);
+    // The flag's value is not itself a flag to look at.
+    if (negative || (takesNext && !next.startsWith("-"))) i++;
+  }
   try {
     ({ values, tokens } = parseArgs({
-      args: argv,
+      args,
       strict: true,
       tokens: true,
       options: { steps: { type: "string", default: "60" }, backend: { type: "string", default: "cpu" }, save: { type: "string" }, help: { type: "boolean", short: "h" } },
     }));
   } catch (error) {
+    const missing = error.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE" ? /Option '(?:-\w, )?(--[^' ]+)/.exec(error.message) : null;
+    if (missing !== null) {
+      if (missing[1] === "--help") throw new TypeError("--help takes no value; write --help alone");
+      const next = args[args.indexOf(missing[1]) + 1];
+      throw new TypeError(`${missing[1]}: missing its value${next === undefined ? "" : ` ('${next}' after it is read as a flag)`}; write ${missing[1]} VALUE, or ${missing[1]}=VALUE for a value starting with a dash`);
+    }
     if (error.code !== "ERR_PARSE_ARGS_UNKNOWN_OPTION") throw error;
     const flag = /'(-[^']*)'/.exec(error.message)[1];
     const typed = flag.replace(/[-_]/g, "");

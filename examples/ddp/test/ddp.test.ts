@@ -25,6 +25,9 @@ it("the example trains on two ranks through the launcher: replicas identical, th
 it.each([
   [["--steps", "abc"], /--steps: expected a positive integer, got 'abc'/],
   [["--steps=-1"], /--steps: expected a positive integer, got '-1'/],
+  // parseArgs refused a value starting with a dash as "ambiguous": a negative number is the flag's value.
+  [["--steps", "-1"], /--steps: expected a positive integer, got '-1'/],
+  [["--steps", "--backend", "cpu"], /--steps: missing its value \('--backend' after it is read as a flag\); write --steps VALUE, or --steps=VALUE for a value starting with a dash/],
   [["--backend", "gloo"], /--backend: expected cpu or nccl, got 'gloo'/],
   // Number() read it as 16: only decimal is a number here.
   [["--steps", "0x10"], /--steps: expected a positive integer, got '0x10'/],

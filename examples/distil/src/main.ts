@@ -86,7 +86,7 @@ function parse(argv: string[]): Parsed | null {
   flagTypes.help = { type: "boolean", short: "h" };
   // Repeatable, as the other examples' --density: a second --density adds densities rather than replacing the first.
   flagTypes.density = { type: "string", multiple: true };
-  const { values, tokens } = withFlagHelp(flags, () => parseArgs({ args: argv, strict: true, options: flagTypes, tokens: true }));
+  const { values, tokens } = withFlagHelp(flagTypes, argv, (args) => parseArgs({ args, strict: true, options: flagTypes, tokens: true }));
   rejectRepeated(tokens, flagTypes);
   if (values.help) return null;
   const text = (name: string) => values[name] as string | undefined;

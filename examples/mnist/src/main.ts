@@ -61,7 +61,7 @@ const FLAGS = {
 
 /** Every flag's value checked here, naming the flag and what it accepts, before a backend starts or a line is printed. */
 function parseOptions(argv: string[]): ParsedOptions | null {
-  const { values, tokens } = withFlagHelp(Object.keys(FLAGS), () => parseArgs({ args: argv, options: FLAGS, strict: true, tokens: true }));
+  const { values, tokens } = withFlagHelp(FLAGS, argv, (args) => parseArgs({ args, options: FLAGS, strict: true, tokens: true }));
   rejectRepeated(tokens, FLAGS);
   if (values.help) return null;
   const integer = (flag: string, text: string | undefined, least = Number.MIN_SAFE_INTEGER): number | undefined => {

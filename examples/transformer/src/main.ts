@@ -10,7 +10,7 @@ import { decimal, rejectRepeated, rejectRepeatedValues, seedFlag, withFlagHelp }
 import { buildCorpus, mobyDickText } from "./data";
 import { FEED_FORWARD_PATTERN } from "./model";
 import { formatTable } from "./report";
-import { checkOptions, computeDtype, DEFAULT_OPTIONS, type TransformerHooks, type TransformerOptions, trainTransformer } from "./train";
+import { checkOptions, computeDtype, DEFAULT_OPTIONS, MAX_SAMPLE_LENGTH, type TransformerHooks, type TransformerOptions, trainTransformer } from "./train";
 
 const USAGE = `Train a small character-level transformer on Moby Dick, dense and with block-sparse feed-forward layers.
 
@@ -27,7 +27,7 @@ const USAGE = `Train a small character-level transformer on Moby Dick, dense and
   --layers N          transformer blocks (default ${DEFAULT_OPTIONS.layers})
   --block RxC         block shape of the feed-forward layers (default ${DEFAULT_OPTIONS.blockShape.join("x")})
   --lr X              Adam learning rate (default ${DEFAULT_OPTIONS.learningRate})
-  --sample-length N   characters to generate (default ${DEFAULT_OPTIONS.sampleLength})
+  --sample-length N   characters to generate, 0 to ${MAX_SAMPLE_LENGTH} (default ${DEFAULT_OPTIONS.sampleLength})
   --seed N            (default ${DEFAULT_OPTIONS.seed})
   --help`;
 
@@ -69,7 +69,7 @@ const FLAGS = {
 
 /** Every flag's value checked here, naming the flag and what it accepts, before a backend starts or a line is printed. */
 function parseOptions(argv: string[]): ParsedOptions | null {
-  const { values, tokens } = withFlagHelp(Object.keys(FLAGS), () => parseArgs({ args: argv, options: FLAGS, strict: true, tokens: true }));
+  const { values, tokens } = withFlagHelp(FLAGS, argv, (args) => parseArgs({ args, options: FLAGS, strict: true, tokens: true }));
   rejectRepeated(tokens, FLAGS);
   if (values.help) return null;
   const integer = (flag: string, text: string | undefined, least = Number.MIN_SAFE_INTEGER): number | undefined => {

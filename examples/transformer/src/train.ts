@@ -23,7 +23,7 @@ export interface TransformerOptions {
   seed: number;
   /** Validation batches averaged for the reported validation loss. */
   evalBatches: number;
-  /** Characters generated after the prompt. */
+  /** Characters generated after the prompt, at most MAX_SAMPLE_LENGTH. */
   sampleLength: number;
   temperature: number;
   prompt: string;
@@ -40,6 +40,12 @@ export function computeDtype(requested: "auto" | FloatDType): FloatDType {
   if (requested !== "auto") return requested;
   return getBackend() === "cuda" ? "bfloat16" : "float32";
 }
+
+/**
+ * The most characters `generate` writes: it runs the model once per character (sliding the last `context` characters),
+ * so the sample is not bounded by the context, and a sample of a billion characters ran for days or ran out of memory.
+ */
+export const MAX_SAMPLE_LENGTH = 10_000;
 
 export const DEFAULT_OPTIONS: TransformerOptions = {
   steps: 30,
@@ -238,8 +244,8 @@ export function checkOptions(options: TransformerOptions, label: (option: keyof 
     const value = options[name];
     if (!Number.isInteger(value) || value < 1) throw new RangeError(`${label(name)}: expected a positive integer, got ${value}`);
   }
-  if (!Number.isInteger(options.sampleLength) || options.sampleLength < 0) {
-    throw new RangeError(`${label("sampleLength")}: expected a non-negative integer, got ${options.sampleLength}`);
+  if (!Number.isInteger(options.sampleLength) || options.sampleLength < 0 || options.sampleLength > MAX_SAMPLE_LENGTH) {
+    throw new RangeError(`${label("sampleLength")}: expected an integer from 0 to ${MAX_SAMPLE_LENGTH} (characters generated), got ${options.sampleLength}`);
   }
   for (const density of options.densities) {
     if (!(density > 0 && density <= 1)) throw new RangeError(`${label("densities")}: expected numbers in (0, 1], got ${density}`);

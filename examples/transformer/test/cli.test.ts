@@ -16,6 +16,13 @@ describe("the demo's flags", { timeout: 30_000 }, () => {
     // A multiple of the larger side alone (48) is not divisible by 32: the width must be a multiple of both.
     [["--block", "48x32", "--d-model", "48"], /--d-model: 48 \(feed-forward 48 x 192\) is not divisible by the block shape 48x32 \(--block\); use a multiple of 96 \(96 is the smallest\)/],
     [["--lr=-0.5"], /--lr: expected a positive number, got '-0.5'/],
+    // parseArgs refused a value starting with a dash as "ambiguous": a negative number is the flag's value.
+    [["--lr", "-0.5"], /--lr: expected a positive number, got '-0.5'/],
+    [["--steps", "-1", "--sample-length", "-.5"], /--steps: expected a positive integer, got '-1'/],
+    [["--lr", "--steps", "2"], /--lr: missing its value \('--steps' after it is read as a flag\); write --lr VALUE, or --lr=VALUE for a value starting with a dash/],
+    [["--seed"], /--seed: missing its value; write --seed VALUE/],
+    // Generation slides past the context, one forward pass a character: a billion ran for days or out of memory.
+    [["--sample-length", "1000000000"], /--sample-length: expected an integer from 0 to 10000 \(characters generated\), got 1000000000/],
     [["--context", "200000"], /--context: 200000 leaves no window in the validation text's \d+ characters; use at most \d+/],
     [["--density", "0.5,,0.25"], /--density: expected densities in \(0, 1\], comma-separated, got ''/],
     // The validation batches take seed x 7919 + i: a larger seed failed after the header, naming another number.

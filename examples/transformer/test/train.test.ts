@@ -3,7 +3,7 @@ import { SeededRandom } from "@blocksparse/format";
 import { describe, expect, it } from "vitest";
 import { Vocabulary, buildCorpus, mobyDickText, sampleBatch } from "../src/data";
 import { TABLE_HEAD, formatTable, reportRows } from "../src/report";
-import { type TransformerOptions, sparseName, trainTransformer } from "../src/train";
+import { MAX_SAMPLE_LENGTH, type TransformerOptions, sparseName, trainTransformer } from "../src/train";
 
 const TINY: Partial<TransformerOptions> = {
   steps: 8,
@@ -89,5 +89,11 @@ describe("trainTransformer", () => {
     expect(() => trainTransformer({ ...TINY, densities: [1.5] })).toThrow(/densities: expected numbers in \(0, 1\], got 1.5/);
     // seed x 7919 + i seeds the validation batches: this failed with another number in its message.
     expect(() => trainTransformer({ ...TINY, seed: 2 ** 40 })).toThrow(/seed: expected an integer from -4294967295 to 4294967295, got 1099511627776$/);
+  });
+
+  it("refuses a sample longer than MAX_SAMPLE_LENGTH before it trains: generation slides past the context, one pass a character", () => {
+    expect(() => trainTransformer({ ...TINY, sampleLength: MAX_SAMPLE_LENGTH + 1 })).toThrow(
+      new RangeError(`sampleLength: expected an integer from 0 to ${MAX_SAMPLE_LENGTH} (characters generated), got ${MAX_SAMPLE_LENGTH + 1}`),
+    );
   });
 });
