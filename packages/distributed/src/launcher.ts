@@ -198,10 +198,24 @@ export async function launch(options: LaunchOptions): Promise<number> {
   let stopping = false;
   let failure: { rank: number; code: number; reason: string } | null = null;
 
+  // Each rank leads a process group of its own (POSIX), so that stopping it also stops what it started (a data loader,
+  // a compiler): the whole group is signalled, also after the rank itself has exited, as its subprocesses may not have.
+  const ownGroups = process.platform !== "win32";
+  const signalRank = (child: ChildProcess, signal: NodeJS.Signals) => {
+    if (ownGroups && child.pid !== undefined) {
+      try {
+        process.kill(-child.pid, signal);
+      } catch {
+        // ESRCH: nothing of the group is left.
+      }
+    } else if (child.exitCode === null && child.signalCode === null) {
+      child.kill(signal);
+    }
+  };
   const stopAll = (signal: NodeJS.Signals) => {
-    for (const { child } of children) if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    for (const { child } of children) signalRank(child, signal);
     const timer = setTimeout(() => {
-      for (const { child } of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      for (const { child } of children) signalRank(child, "SIGKILL");
     }, killGraceMs);
     timer.unref();
   };
@@ -212,14 +226,19 @@ export async function launch(options: LaunchOptions): Promise<number> {
   };
   const onSigint = () => forward("SIGINT");
   const onSigterm = () => forward("SIGTERM");
+  const onSighup = () => forward("SIGHUP");
   process.on("SIGINT", onSigint);
   process.on("SIGTERM", onSigterm);
+  if (ownGroups) process.on("SIGHUP", onSighup);
 
   try {
     for (let localRank = 0; localRank < nprocPerNode; localRank++) {
       const rank = nodeRank * nprocPerNode + localRank;
       const child = spawn(process.execPath, [...(options.nodeOptions ?? process.execArgv), options.script, ...(options.args ?? [])], {
         stdio: "inherit",
+        // A new process group (and session) led by the rank; its output still goes to the launcher's. A terminal's
+        // Ctrl-C, or its hangup, then reaches the launcher alone, which forwards it to every rank's group (above).
+        detached: ownGroups,
         env: {
           ...process.env,
           ...options.env,
@@ -257,6 +276,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
   } finally {
     process.off("SIGINT", onSigint);
     process.off("SIGTERM", onSigterm);
+    process.off("SIGHUP", onSighup);
     await store?.close();
   }
   const failed = failure as { rank: number; code: number; reason: string } | null;

@@ -1,3 +1,5 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { ValueError } from "@blocksparse/core";
 import { afterAll, describe, expect, it } from "vitest";
 import { LAUNCHER_USAGE, launch, parseLauncherArgs, runLauncherCommand } from "../src/launcher";
@@ -94,5 +96,26 @@ describe("blocksparse-run", () => {
     expect(job.code).toBe(3);
     expect(job.stderr).toMatch(/blocksparse-run: rank 1 \(pid \d+\) exited with code 3; stopping the other 2 rank\(s\) of this host/);
     expect(job.stderr).toMatch(/blocksparse-run: the job failed: rank 1 exited with code 3/);
+  });
+
+  it.skipIf(process.platform === "win32")("stops what the ranks started too: each rank leads a process group, which is signalled, also after the rank has exited", async () => {
+    const job = await runJob(2, "subprocesses.ts");
+    outputs.push(job.out);
+    expect(job.code).toBe(3);
+    const alive = (pid: number) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    const pids = [0, 1].map((rank) => Number(readFileSync(join(job.out, `subprocess-${rank}.pid`), "utf8")));
+    // SIGTERM is delivered at once; give the subprocesses a moment to be reaped.
+    const deadline = Date.now() + 5000;
+    while (pids.some(alive) && Date.now() < deadline) await new Promise((done) => setTimeout(done, 50));
+    const left = pids.filter(alive);
+    for (const pid of left) process.kill(pid, "SIGKILL");
+    expect(left).toEqual([]);
   });
 });
