@@ -291,7 +291,7 @@ export function attentionKernels(
       }
     },
     backward(inputs, [dq, dk, dv], { heads, m, n, d }, scale, causal) {
-      const [gs, qs, ks, vs, os] = inputs;
+      const [gs, qs, ks, vs] = inputs;
       if (m === 0) {
         // No query: the keys and values get no gradient.
         dk.fill(0);
@@ -315,16 +315,19 @@ export function attentionKernels(
           underflows.length = 0;
           probabilities(p, qs, qOffset, ks, kOffset, d, null, 0, i0, rows, m, n, scale, causal, underflows);
           products.matmulF32({ a: gs, aOffset: rowsOffset, b: vs, bOffset: kOffset, c: ds, m: rows, n, k: d, transposeB: true });
-          // dS scale = P (dP - Di) scale over the kept keys, Di = sum_c dout[i, c] out[i, c]; 0 at the masked ones.
+          // dS scale = P (dP - Di) scale over the kept keys, 0 at the masked ones, with Di = sum_j P[i, j] dP[i, j] in
+          // float64 over the same float32 dP (the softmax backward's row sum, equal to dout[i] . out[i]): its rounding
+          // cancels in dP - Di as js's float64 dP and dout . out cancel, so a one-hot row's dS is 0 as on js. Di from
+          // out against the float32 dP left noise of 6e-8 |dP| there: dq = dS k of 1e31 at dout and v of 1e19, inf at k of 1e12.
           // Recomputed in float64 (exactRows): a row whose float32 dS holds a NaN or an infinity (their sum, in float64,
           // is finite otherwise), and an underflowed row whose output gradient does (see gradientRow64).
           exactRows.length = 0;
           let underflowAt = 0;
           for (let r = 0; r < rows; r++) {
-            let di = 0;
-            for (let col = 0; col < d; col++) di += gs[rowsOffset + r * d + col] * os[rowsOffset + r * d + col];
             const row = r * n;
             const kept = keptKeys(i0 + r, m, n, causal);
+            let di = 0;
+            for (let j = 0; j < kept; j++) di += p[row + j] * ds[row + j];
             let dsSum = 0;
             for (let j = 0; j < kept; j++) {
               ds[row + j] = p[row + j] * (ds[row + j] - di) * scale;

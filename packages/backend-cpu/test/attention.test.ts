@@ -359,3 +359,45 @@ describe.skipIf(cpuMissing)("cpu attention backward at large scores", () => {
     expect(dq).toEqual([0]);
   });
 });
+
+describe.skipIf(cpuMissing)("cpu attention backward where a softmax row is one-hot", () => {
+  // Every query [query, small] against keys of first entries 0, 1, ..., n - 1 times `key`: scores that far apart make each
+  // row's P exactly one-hot in float64 and float32, so dP - Di is 0 on js up to float64 rounding (dout . v of the kept
+  // key less dout . out, out being that value), and so are dq and dk. Di taken from out against the float32 dP left
+  // float32 rounding noise in dS: dq about 1e-7 of |dout| |v| |k| (1e31 at values and output gradients of 1e19), and
+  // Infinity with keys of 1e12 too.
+  const [heads, m, n, d] = [2, 5, 6, 8];
+  const cases: { name: string; query: number; key: number; value: number }[] = [
+    { name: "inputs of about 1", query: 1000, key: 1, value: 1 },
+    { name: "values and output gradients of 1e19", query: 1000, key: 1, value: 1e19 },
+    { name: "keys of 1e12, values and output gradients of 1e19", query: 1e-9, key: 1e12, value: 1e19 },
+  ];
+  const largest = (x: number[]) => Math.max(...x.map(Math.abs));
+  for (const { name, query, key, value } of cases) {
+    for (const causal of [false, true]) {
+      it(`${name}: dq and dk are js's (0 but for float64 rounding), not float32 noise${causal ? " (causal)" : ""}`, () => {
+        setBackend("cpu");
+        const rng = new SeededRandom(99 + Number(causal));
+        const values = (rows: number, magnitude: number) => Array.from({ length: heads * rows * d }, () => magnitude * rng.uniform(-1.5, 1.5));
+        const inputs = { q: values(m, query * 1e-5), k: values(n, key), v: values(n, value), g: values(m, value) };
+        for (let row = 0; row < heads * m; row++) inputs.q[row * d] = query;
+        for (let row = 0; row < heads * n; row++) inputs.k[row * d] = (row % n) * key;
+        const options = { causal, scale: 1 / Math.sqrt(d) };
+        const js = forwardBackward("js", inputs, [heads, m, n, d], "float32", options);
+        const cpu = forwardBackward("cpu", inputs, [heads, m, n, d], "float32", options);
+        expect(js.flat().every(Number.isFinite), "js results are finite").toBe(true);
+        // dq = dS k and dk = dS^T q, dS = P (dP - Di) with dP = dout v^T: float32 noise in dP - Di is about 6e-8 of these.
+        const gv = largest(inputs.g) * largest(inputs.v);
+        for (const [i, result, size] of [[2, "dq", gv * largest(inputs.k)], [3, "dk", gv * largest(inputs.q)]] as const) {
+          expect(largest(js[i]), `js ${result} is 0 but for float64 rounding`).toBeLessThanOrEqual(1e-12 * size);
+          expect(cpu[i].every(Number.isFinite), `${result} is finite`).toBe(true);
+          expect(largest(cpu[i].map((x, at) => x - js[i][at])), `${result} against js`).toBeLessThanOrEqual(1e-12 * size);
+        }
+        ["out", "lse", "dv"].forEach((result) => {
+          const i = ["out", "lse", "dq", "dk", "dv"].indexOf(result);
+          expect(relativeError(cpu[i], js[i]), result).toBeLessThanOrEqual(1e-6);
+        });
+      });
+    }
+  }
+});
