@@ -1,10 +1,14 @@
 import { noGrad } from "@blocksparse/autograd";
-import { abs, assertBoolean, cast, concat, formatArg, max, mul, optionsArg, pow, reshape, square, sum, type Tensor, tidy, ValueError } from "@blocksparse/core";
+import { abs, assertBoolean, cast, concat, formatArg, max, min, mul, notEqual, optionsArg, pow, reshape, square, sum, type Tensor, tidy, ValueError } from "@blocksparse/core";
 import { NnError } from "./errors";
 import { Parameter } from "./parameter";
 
 export interface ClipGradNormOptions {
-  /** The norm's order p: a number > 0, or Infinity for the largest |gradient| (default 2), as torch's norm_type. */
+  /**
+   * The norm's order p (default 2), any number as torch's norm_type (torch.linalg.vector_norm's ord): Infinity for the
+   * largest |gradient|, -Infinity for the smallest, 0 for the number of parameters with a non-zero gradient (torch
+   * takes the norm of the parameters' norms: each counts its non-zeros, then the counts that are not 0 are counted).
+   */
   normType?: number;
   /** Throw an NnError, scaling nothing, when the norm is inf or NaN (default false), as torch's error_if_nonfinite. */
   errorIfNonfinite?: boolean;
@@ -13,7 +17,8 @@ export interface ClipGradNormOptions {
 /**
  * Scales the gradients of `parameters` in place so that their joint norm is at most
  * `maxNorm`, as torch.nn.utils.clip_grad_norm_; returns the norm before clipping.
- * The third argument is torch's norm_type (default 2, Infinity for the largest |gradient|) or
+ * The third argument is torch's norm_type (default 2; Infinity, -Infinity and 0 as torch's, see
+ * {@link ClipGradNormOptions.normType}) or
  * `{ normType, errorIfNonfinite }`, the fourth torch's error_if_nonfinite.
  * Parameters without a gradient are skipped; a block-sparse weight counts its stored blocks. `maxNorm` Infinity
  * clips nothing (the norm alone). A NaN norm scales every gradient by NaN, as torch's (error_if_nonfinite=False); an
@@ -25,7 +30,9 @@ export function clipGradNorm(parameters: Iterable<Parameter>, maxNorm: number, o
   // torch's positional norm_type, or the options; a norm type or flag ignored would clip by another norm than asked.
   const given = typeof options === "number" ? { normType: options } : optionsArg("clipGradNorm", options, ["normType", "errorIfNonfinite"]);
   const { normType = 2, errorIfNonfinite: strict = errorIfNonfinite } = given;
-  if (typeof normType !== "number" || !(normType > 0)) throw new ValueError(`clipGradNorm: normType must be a number > 0 or Infinity, got ${formatArg(normType)}`);
+  if (typeof normType !== "number" || Number.isNaN(normType)) {
+    throw new ValueError(`clipGradNorm: normType must be a number (2, 1, Infinity, -Infinity, 0, ...), got ${formatArg(normType)}`);
+  }
   assertBoolean("clipGradNorm", "errorIfNonfinite", strict);
   if (typeof (parameters as Partial<Iterable<Parameter>> | null)?.[Symbol.iterator] !== "function") {
     throw new ValueError("clipGradNorm: parameters must be an iterable of Parameters (model.parameters())");
@@ -39,14 +46,19 @@ export function clipGradNorm(parameters: Iterable<Parameter>, maxNorm: number, o
   return noGrad(() => {
     // An empty gradient adds nothing (and max has nothing to reduce).
     const present = grads.filter((grad): grad is Tensor => grad !== null && grad.size > 0);
-    const inf = normType === Number.POSITIVE_INFINITY;
-    // One read for all parameters: each one's sum of |g|^p (max |g| for Infinity) in float32, gathered before the download.
+    const largest = normType === Number.POSITIVE_INFINITY;
+    const smallest = normType === Number.NEGATIVE_INFINITY;
+    // One read for all parameters: each one's sum of |g|^p in float32 (max |g| for Infinity, min |g| for -Infinity,
+    // 1 where any g is not 0 for 0, NaN included), gathered before the download.
     const part = (grad: Tensor) => {
       const g = cast(grad, "float32");
-      return reshape(inf ? max(abs(g)) : sum(normType === 2 ? square(g) : pow(abs(g), normType)), [1]);
+      if (largest || smallest) return reshape((largest ? max : min)(abs(g)), [1]);
+      if (normType === 0) return reshape(max(cast(notEqual(g, 0), "float32")), [1]);
+      return reshape(sum(normType === 2 ? square(g) : pow(abs(g), normType)), [1]);
     };
-    const parts = present.length === 0 ? 0 : tidy(() => (inf ? max : sum)(concat(present.map(part), 0)).item());
-    const total = inf ? parts : normType === 2 ? Math.sqrt(parts) : parts ** (1 / normType);
+    // No gradient: norm 0, as torch's (a negative order's 0^(1/p) would be Infinity).
+    const parts = present.length === 0 ? 0 : tidy(() => (largest ? max : smallest ? min : sum)(concat(present.map(part), 0)).item());
+    const total = present.length === 0 || largest || smallest || normType === 0 ? parts : normType === 2 ? Math.sqrt(parts) : parts ** (1 / normType);
     if (strict && !Number.isFinite(total)) {
       throw new NnError(`clipGradNorm: the gradients' norm is ${total}, not clipped (errorIfNonfinite)`);
     }

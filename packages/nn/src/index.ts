@@ -46,7 +46,27 @@ export { type ClipGradNormOptions, clipGradNorm } from "./clip";
 export { NnError, StateDictError, type StateDictMismatch } from "./errors";
 export { Dropout, Embedding, type EmbeddingOptions, forwardLinearActivation, forwardResidual, GELU, LayerNorm, type LayerNormOptions, ModuleList, ReLU, Sequential } from "./layers";
 export { Linear, type LinearOptions } from "./linear";
-export { crossEntropy, type DistillationOptions, distillationLoss, type KlDivergenceOptions, klDivergence, mseLoss } from "./losses";
+export {
+  type BinaryCrossEntropyOptions,
+  type BinaryCrossEntropyWithLogitsOptions,
+  binaryCrossEntropy,
+  binaryCrossEntropyWithLogits,
+  crossEntropy,
+  type DistillationOptions,
+  distillationLoss,
+  type HuberLossOptions,
+  huberLoss,
+  type KlDivergenceOptions,
+  type KlDivOptions,
+  klDiv,
+  klDivergence,
+  l1Loss,
+  mseLoss,
+  type NllLossOptions,
+  nllLoss,
+  type SmoothL1LossOptions,
+  smoothL1Loss,
+} from "./losses";
 export { allFinite, GradScaler, type GradScalerOptions, type GradScalerState } from "./grad_scaler";
 export {
   ConstantLR,

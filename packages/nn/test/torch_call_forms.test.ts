@@ -53,12 +53,39 @@ describe("clipGradNorm's norm_type, error_if_nonfinite and an infinite max_norm"
     expect(grads(params)).toEqual(flat.map(Math.fround));
   });
 
-  it("refuses a norm type that is not a number > 0, a non-boolean flag and unknown options, naming them", () => {
-    const params = withGrads(values);
-    for (const bad of [0, -1, Number.NaN, Number.NEGATIVE_INFINITY]) {
-      expect(() => clipGradNorm(params, 1, bad)).toThrow(/normType must be a number > 0/);
-      expect(() => clipGradNorm(params, 1, { normType: bad })).toThrow(/normType must be a number > 0/);
+  it("takes torch's norm types 0 (parameters with a non-zero gradient), -Infinity (the smallest |g|) and negative orders", () => {
+    // torch takes the norm of the parameters' norms: with ord 0, each counts its non-zeros, then the non-zero counts.
+    const withZeros = [[3, 0, -0.5], [0, 0], [Number.NaN, 0], [-2]];
+    for (const [normType, norm] of [
+      [0, 3],
+      [Number.NEGATIVE_INFINITY, 0.5],
+      [-1, 1 / flat.reduce((a, v) => a + 1 / Math.abs(v), 0)],
+    ]) {
+      for (const form of [normType, { normType }]) {
+        const params = withGrads(normType === 0 ? withZeros : values);
+        const before = grads(params);
+        expect(clipGradNorm(params, 0.25, form)).toBeCloseTo(norm, 5);
+        const scale = 0.25 / (norm + 1e-6);
+        const after = grads(params);
+        for (const [i, g] of before.entries()) {
+          if (Number.isNaN(g)) expect(after[i]).toBeNaN();
+          else expect(Math.abs(after[i] - g * scale)).toBeLessThan(1e-6);
+        }
+      }
     }
+    // A zero gradient makes the smallest |g| (and a negative order's norm) 0: nothing is clipped.
+    const zero = withGrads([[0, 5], [7]]);
+    expect(clipGradNorm(zero, 1, Number.NEGATIVE_INFINITY)).toBe(0);
+    expect(clipGradNorm(zero, 1, -2)).toBe(0);
+    expect(grads(zero)).toEqual([0, 5, 7]);
+    // No gradient: norm 0 whatever the order, as torch's.
+    expect(clipGradNorm([new Parameter(tensor([1], [1]))], 1, -1)).toBe(0);
+  });
+
+  it("refuses a norm type that is not a number, a non-boolean flag and unknown options, naming them", () => {
+    const params = withGrads(values);
+    expect(() => clipGradNorm(params, 1, Number.NaN)).toThrow(/normType must be a number/);
+    expect(() => clipGradNorm(params, 1, { normType: Number.NaN })).toThrow(/normType must be a number/);
     expect(() => clipGradNorm(params, 1, "2" as never)).toThrow(ValueError);
     expect(() => clipGradNorm(params, 1, { errorIfNonfinite: 1 as never })).toThrow(ValueError);
     expect(() => clipGradNorm(params, 1, { norm_type: 1 } as never)).toThrow(ValueError);
