@@ -199,11 +199,11 @@ describe("an unknown option is refused, not ignored", () => {
       // torch's options, from plain JS: they used to change nothing without a word.
       expect(thrown(() => crossEntropy(logits, targets, { labelSmooth: 0.1 } as never))).toEqual([
         "ValueError",
-        "crossEntropy: unknown option 'labelSmooth'; the options are reduction, ignoreIndex, labelSmoothing",
+        "crossEntropy: unknown option 'labelSmooth'; the options are reduction, ignoreIndex, labelSmoothing, weight",
       ]);
-      expect(thrown(() => crossEntropy(logits, targets, { reduction: "sum", weight: zeros([3]), label_smoothing: 0.1 } as never))).toEqual([
+      expect(thrown(() => crossEntropy(logits, targets, { reduction: "sum", ignore_index: -100, label_smoothing: 0.1 } as never))).toEqual([
         "ValueError",
-        "crossEntropy: unknown options 'weight', 'label_smoothing'; the options are reduction, ignoreIndex, labelSmoothing",
+        "crossEntropy: unknown options 'ignore_index', 'label_smoothing'; the options are reduction, ignoreIndex, labelSmoothing, weight",
       ]);
       expect(() => crossEntropyBackward(logits, targets, zeros([4]), { ignore_index: -100 } as never)).toThrow("crossEntropyBackward: unknown option 'ignore_index'");
       expect(() => matmul(zeros([2, 2]), zeros([2, 2]), { transpose_b: true } as never)).toThrow("matmul: unknown option 'transpose_b'; the options are transposeA, transposeB");

@@ -51,7 +51,10 @@ function widened(x: Tensor): Tensor {
  * to float32) and get their gradient in their own dtype. The third argument is the reduction, or
  * `{ reduction, ignoreIndex }`: rows whose target is `ignoreIndex` (torch's ignore_index: -100 for Hugging Face's
  * padding, or a class such as a tokenizer's pad id) are left out of the loss, its mean and the gradient. As in torch,
- * "mean" is NaN when no row is left (an empty batch, or every target ignored) and "sum" is 0.
+ * "mean" is NaN when no row is left (an empty batch, or every target ignored) and "sum" is 0. Also torch's
+ * `labelSmoothing` and `weight` (float [C] class weights: each row times weight[target], "mean" divided by the sum of
+ * weight[target] over the rows kept), and float targets of the logits' shape as class probabilities (core's
+ * crossEntropy documents each).
  */
 export function crossEntropy(logits: Tensor, targets: Tensor, options: Reduction | CrossEntropyOptions = "mean"): Tensor {
   return coreCrossEntropy(logits, targets, options);

@@ -1,5 +1,5 @@
 import { engine } from "../engine";
-import { BackendError, IndexError, ShapeError, ValueError } from "../errors";
+import { BackendError, DTypeError, IndexError, ShapeError, ValueError } from "../errors";
 import {
   AdamUpdate,
   Attention,
@@ -24,7 +24,7 @@ import { checkScalarAxes, formatShape, shapesEqual } from "../shape";
 import { Tensor } from "../tensor";
 import { add, div, equal, mul, notEqual, where } from "./elementwise";
 import { mean, sum } from "./reduce";
-import { cast, indexCopy, reshape, transpose } from "./shape_ops";
+import { cast, gather, indexCopy, reshape, transpose } from "./shape_ops";
 import {
   assertBoolean,
   assertDType,
@@ -184,12 +184,29 @@ export function layerNormBackward(dy: Tensor, x: Tensor, mean: Tensor, rstd: Ten
   return { dx, dgamma, dbeta };
 }
 
-function checkCrossEntropy(op: string, logits: Tensor, targets: Tensor): void {
+/**
+ * logits [..., C] (float) and int32 class indices [...] as targets; where `probabilities` (crossEntropy), targets of
+ * the logits' own shape are torch's class probabilities instead, and must be float (torch tells the two by shape).
+ * Returns whether the targets are probabilities.
+ */
+function checkCrossEntropy(op: string, logits: Tensor, targets: Tensor, probabilities = false): boolean {
   assertTensor(op, "logits", logits);
   assertTensor(op, "targets", targets);
   assertSameBackend(op, [["logits", logits], ["targets", targets]]);
   assertFloat(op, "logits", logits);
-  assertDType(op, "targets", targets, "int32");
+  if (probabilities && logits.rank >= 1 && shapesEqual(targets.shape, logits.shape)) {
+    if (!isFloatDType(targets.dtype)) {
+      throw new DTypeError(
+        `${op}: targets has the logits' shape ${formatShape(logits.shape)} and dtype ${targets.dtype}: class probabilities must be a float tensor (class indices are int32 ${formatShape(logits.shape.slice(0, -1))})`,
+      );
+    }
+    if (logits.shape[logits.rank - 1] === 0) throw new ShapeError(`${op}: logits has 0 classes`);
+    return true;
+  }
+  if (targets.dtype !== "int32") {
+    const more = probabilities && logits.rank >= 1 ? ` (class indices; class probabilities are a float tensor of the logits' shape ${formatShape(logits.shape)})` : "";
+    throw new DTypeError(`${op}: targets has dtype ${targets.dtype}, expected int32${more}`);
+  }
   assertMinRank(op, "logits", logits, 1);
   const lead = logits.shape.slice(0, -1);
   if (targets.rank !== lead.length || targets.shape.some((d, i) => d !== lead[i])) {
@@ -198,46 +215,79 @@ function checkCrossEntropy(op: string, logits: Tensor, targets: Tensor): void {
     );
   }
   if (logits.shape[logits.rank - 1] === 0) throw new ShapeError(`${op}: logits has 0 classes`);
+  return false;
+}
+
+/** crossEntropy's `weight`: a float tensor [C] on the logits' backend, or null for none. */
+function checkClassWeight(op: string, weight: unknown, logits: Tensor): Tensor | null {
+  if (weight === undefined || weight === null) return null;
+  assertTensor(op, "weight", weight);
+  assertFloat(op, "weight", weight);
+  const classes = logits.shape[logits.rank - 1];
+  if (weight.rank !== 1 || weight.shape[0] !== classes) {
+    throw new ShapeError(`${op}: weight has shape ${formatShape(weight.shape)}, expected [${classes}] (one per class of logits ${formatShape(logits.shape)})`);
+  }
+  assertSameBackend(op, [["logits", logits], ["weight", weight]]);
+  return weight;
+}
+
+/** t in float32: itself when it is (no copy), else a cast (differentiable: its gradient comes back in t's dtype). */
+function asFloat32(t: Tensor): Tensor {
+  return t.dtype === "float32" ? t : cast(t, "float32");
 }
 
 export type Reduction = "mean" | "sum" | "none";
 
 /** Options of crossEntropy (and crossEntropyBackward's `ignoreIndex`). */
 export interface CrossEntropyOptions {
-  /** "mean" (default), "sum" or "none" (the float32 loss of each row). */
+  /**
+   * "mean" (default), "sum" or "none" (the float32 loss of each row). With `weight` and class indices, "mean" divides
+   * by the sum of weight[target] over the rows kept, not by their count (torch's rule).
+   */
   reduction?: Reduction;
   /**
    * A target value that leaves its row out (torch's `ignore_index`; Hugging Face's labels use -100 for padding, and a
    * tokenizer's pad id is a class, e.g. 0): the row's loss and gradient are 0, and "mean" averages over the other rows
-   * (NaN when none is left, as in torch). Any int32; none by default.
+   * (NaN when none is left, as in torch). Any int32; none by default. Class probabilities have no row to leave out:
+   * there a negative one (torch's default -100) changes nothing and a class (>= 0) is a ValueError, as in torch.
    */
   ignoreIndex?: number;
   /**
    * torch's `label_smoothing`, in [0, 1] (default 0): the target of each row is (1 - labelSmoothing) on its class
    * plus labelSmoothing spread evenly over the C classes, so each row's loss is (1 - labelSmoothing) times its cross-
    * entropy plus labelSmoothing times the mean over the classes of -log softmax(logits), in float32. Rows left out by
-   * ignoreIndex stay 0. crossEntropy only (crossEntropyBackward is the plain rule).
+   * ignoreIndex stay 0. With `weight` each class's term of that mean is weighted too (torch's formula: the row's
+   * loss is (1 - labelSmoothing) w[t] (-log p_t) + (labelSmoothing / C) sum_c w_c (-log p_c)). Class probabilities p
+   * become (1 - labelSmoothing) p + labelSmoothing / C. crossEntropy only (crossEntropyBackward is the plain rule).
    */
   labelSmoothing?: number;
+  /**
+   * torch's `weight`: a float tensor [C] of class weights on the logits' backend (any float dtype, read in float32),
+   * or null/undefined for none. With class indices each row's loss is multiplied by weight[target]; with class
+   * probabilities the loss of a row is -sum_c weight_c p_c log softmax(logits)_c. Differentiable (gradients reach
+   * weight too).
+   */
+  weight?: Tensor | null;
 }
 
 /** crossEntropy's third argument, a reduction or options, as options (checked). */
 function crossEntropyOptions(
   op: string,
   options: Reduction | CrossEntropyOptions | null | undefined,
-): { reduction: Reduction; attrs: CrossEntropyAttrs; labelSmoothing: number } {
+): { reduction: Reduction; attrs: CrossEntropyAttrs; labelSmoothing: number; weight: unknown } {
   const {
     reduction = "mean",
     ignoreIndex,
     labelSmoothing = 0,
-  } = typeof options === "string" ? { reduction: options } : optionsArg(op, options, ["reduction", "ignoreIndex", "labelSmoothing"]);
+    weight,
+  } = typeof options === "string" ? { reduction: options } : optionsArg(op, options, ["reduction", "ignoreIndex", "labelSmoothing", "weight"]);
   if (reduction !== "mean" && reduction !== "sum" && reduction !== "none") {
     throw new ValueError(`${op}: reduction must be "mean", "sum" or "none", got ${formatArg(reduction)}`);
   }
   if (typeof labelSmoothing !== "number" || !(labelSmoothing >= 0 && labelSmoothing <= 1)) {
     throw new ValueError(`${op}: labelSmoothing must be a number in [0, 1], got ${formatArg(labelSmoothing)}`);
   }
-  return { reduction, attrs: ignoreIndexAttrs(op, ignoreIndex), labelSmoothing };
+  return { reduction, attrs: ignoreIndexAttrs(op, ignoreIndex), labelSmoothing, weight };
 }
 
 function ignoreIndexAttrs(op: string, ignoreIndex: number | undefined): CrossEntropyAttrs {
@@ -260,33 +310,84 @@ function kernelTargets(targets: Tensor, attrs: CrossEntropyAttrs): [Tensor, Cros
 }
 
 /**
- * Cross-entropy from logits [..., C] and int32 class targets [...]: per element
- * logsumexp(logits) - logits[target], then averaged ("mean", default), summed, or kept. The loss is float32 for
- * every float dtype of the logits: float16/bfloat16 logits are read as they are and summed in float32 (what
- * torch.autocast does, without a float32 copy of the logits), and the gradient comes back in the logits' dtype.
- * The third argument is the reduction, or options with `ignoreIndex` (rows left out, as torch's ignore_index).
+ * Cross-entropy from logits [..., C] and targets (torch.nn.functional.cross_entropy with the classes on the last
+ * dim), averaged ("mean", default), summed, or kept per row ("none"). The targets are either
+ * - int32 class indices [...]: per row logsumexp(logits) - logits[target], in one kernel; or
+ * - class probabilities, a float tensor of the logits' shape [..., C]: per row -sum_c p_c log softmax(logits)_c,
+ *   "mean" dividing by the number of rows (torch's rule for probabilities).
+ *
+ * The loss is float32 for every float dtype of the logits: float16/bfloat16 logits are read as they are and summed
+ * in float32 (what torch.autocast does, without a float32 copy of the logits), and the gradient comes back in the
+ * logits' dtype. The third argument is the reduction, or options (CrossEntropyOptions): `ignoreIndex` (rows left
+ * out, as torch's ignore_index), `labelSmoothing` (torch's label_smoothing) and `weight` (torch's weight: class
+ * weights [C]; with class indices "mean" divides by the sum of weight[target] over the rows kept). Options other
+ * than ignoreIndex, and class probabilities, run as log-softmax, products and sums beside the kernel (in float32),
+ * so they differentiate on every backend.
  */
 export function crossEntropy(logits: Tensor, targets: Tensor, options?: Reduction | CrossEntropyOptions | null): Tensor {
-  checkCrossEntropy("crossEntropy", logits, targets);
-  const { reduction, attrs, labelSmoothing } = crossEntropyOptions("crossEntropy", options);
+  const op = "crossEntropy";
+  const probabilities = checkCrossEntropy(op, logits, targets, true);
+  const { reduction, attrs, labelSmoothing, weight: weightOption } = crossEntropyOptions(op, options);
+  const weight = checkClassWeight(op, weightOption, logits);
+  if (probabilities) {
+    // torch: a negative ignore_index (its default -100) changes nothing for probabilities; a class is refused.
+    if (attrs.ignoreIndex !== undefined && attrs.ignoreIndex >= 0) {
+      throw new ValueError(`${op}: ignoreIndex ${attrs.ignoreIndex} names a class, but class probabilities have no rows to leave out (torch refuses it too)`);
+    }
+    return probabilityCrossEntropy(logits, targets, reduction, labelSmoothing, weight);
+  }
   const classes = logits.shape[logits.rank - 1];
   return engine.tidy(() => {
     const flatTargets = reshape(targets, [-1]);
     const flatLogits = reshape(logits, [-1, classes]);
     const [rowTargets, rowAttrs] = kernelTargets(flatTargets, attrs);
     let rows = engine.runKernel(CrossEntropy, { logits: flatLogits, targets: rowTargets }, rowAttrs);
+    // The rows kept (1) and left out (0), made only where something reads them.
+    const kept =
+      attrs.ignoreIndex !== undefined && (weight !== null || labelSmoothing > 0 || reduction === "mean") ? notEqual(flatTargets, attrs.ignoreIndex) : null;
+    // Each row's weight[target], 0 for a row left out (its target may be any int32: it reads class 0 instead).
+    let rowWeights: Tensor | null = null;
+    const classWeights = weight === null ? null : asFloat32(weight);
+    if (classWeights !== null) {
+      const picked = gather(classWeights, kept === null ? flatTargets : where(kept, flatTargets, 0));
+      rowWeights = kept === null ? picked : where(kept, picked, 0);
+      rows = mul(rows, rowWeights);
+    }
     if (labelSmoothing > 0) {
-      // torch's smoothing term, -mean_c log softmax, in float32; a row left out keeps 0 (where, not a product: its
-      // logits may be infinite).
-      const uniform = mean(logSoftmax(cast(flatLogits, "float32")), -1);
-      const smooth = attrs.ignoreIndex === undefined ? uniform : where(notEqual(flatTargets, attrs.ignoreIndex), uniform, 0);
-      rows = add(mul(rows, 1 - labelSmoothing), mul(smooth, -labelSmoothing));
+      // torch's smoothing term, -mean_c log softmax (weighted: -sum_c w_c log softmax / C), in float32; a row left
+      // out keeps 0 (where, not a product: its logits may be infinite).
+      const logp = logSoftmax(asFloat32(flatLogits));
+      const uniform =
+        classWeights === null ? mul(mean(logp, -1), -labelSmoothing) : mul(sum(mul(logp, classWeights), -1), -labelSmoothing / classes);
+      const smooth = kept === null ? uniform : where(kept, uniform, 0);
+      rows = add(mul(rows, 1 - labelSmoothing), smooth);
     }
     if (reduction === "none") return reshape(rows, targets.shape);
     if (reduction === "sum") return sum(rows);
-    if (attrs.ignoreIndex === undefined) return mean(rows);
+    // torch: the weighted mean over the rows kept, sum(rows) / sum(weight[target]).
+    if (rowWeights !== null) return div(sum(rows), sum(rowWeights));
+    if (kept === null) return mean(rows);
     // The mean over the rows kept: rows left out add 0 to the sum and nothing to the count.
-    return div(sum(rows), sum(cast(notEqual(flatTargets, attrs.ignoreIndex), "float32")));
+    return div(sum(rows), sum(cast(kept, "float32")));
+  });
+}
+
+/**
+ * crossEntropy against class probabilities p (targets of the logits' shape), torch's formula in float32: per row
+ * -sum_c w_c p_c log softmax(logits)_c, p first mixed with the uniform distribution by labelSmoothing; "mean" divides
+ * by the number of rows (NaN for none).
+ */
+function probabilityCrossEntropy(logits: Tensor, targets: Tensor, reduction: Reduction, labelSmoothing: number, weight: Tensor | null): Tensor {
+  const classes = logits.shape[logits.rank - 1];
+  return engine.tidy(() => {
+    const logp = logSoftmax(asFloat32(reshape(logits, [-1, classes])));
+    let p = asFloat32(reshape(targets, [-1, classes]));
+    if (labelSmoothing > 0) p = add(mul(p, 1 - labelSmoothing), labelSmoothing / classes);
+    const terms = weight === null ? mul(logp, p) : mul(mul(logp, p), asFloat32(weight));
+    const rows = mul(sum(terms, -1), -1);
+    if (reduction === "none") return reshape(rows, logits.shape.slice(0, -1));
+    if (reduction === "sum") return sum(rows);
+    return div(sum(rows), rows.shape[0]);
   });
 }
 

@@ -292,6 +292,40 @@ export function declareNnTests(suite: Conformance): void {
             "crossEntropy: target -1 at row 2 is out of range [0, 9)",
           );
         }
+        // torch's class weights with ignoreIndex and labelSmoothing (built from ops beside the kernel): "mean" divides
+        // by the sum of weight[target] over the rows kept.
+        {
+          const logitsW = makeInput(rng(), [6, 5], dtype);
+          const weightW = makeInput(rng(), [5], "float32", "positive");
+          const targetsW = [3, -100, 0, 4, 0, 1];
+          const targetsWT = tensor(targetsW, [6], "int32");
+          for (const labelSmoothing of [0, 0.2]) {
+            const label = `CrossEntropy ${dtype} with weight, ignoreIndex and labelSmoothing ${labelSmoothing}`;
+            const want = R.crossEntropyWeighted(logitsW.ref, targetsW, { weight: weightW.ref.data, ignoreIndex: -100, labelSmoothing });
+            const total = want.rows.data.reduce((s, v) => s + v, 0);
+            const options = { weight: weightW.t, ignoreIndex: -100, labelSmoothing };
+            inCase(`${label}, reduction none`, () => expectValues(crossEntropy(logitsW.t, targetsWT, { ...options, reduction: "none" }), want.rows, "float32", "scaled"));
+            inCase(`${label}, reduction sum`, () => expectValues(crossEntropy(logitsW.t, targetsWT, { ...options, reduction: "sum" }), R.ref([], () => total), "float32", "scaled"));
+            inCase(`${label}, reduction mean`, () => expectValues(crossEntropy(logitsW.t, targetsWT, options), R.ref([], () => total / want.divisor), "float32", "scaled"));
+          }
+        }
+        // Class probabilities (float targets of the logits' shape), with and without weight and labelSmoothing.
+        {
+          const logitsQ = makeInput(rng(), [2, 3, 5], dtype);
+          const probs = makeInput(rng(), [2, 3, 5], dtype, "positive");
+          const weightQ = makeInput(rng(), [5], "float32", "positive");
+          for (const [weighted, labelSmoothing] of [[false, 0], [true, 0], [true, 0.3]] as const) {
+            const label = `CrossEntropy ${dtype} with class probabilities${weighted ? ", weight" : ""}, labelSmoothing ${labelSmoothing}`;
+            const want = R.crossEntropyProbabilities(R.reshape(logitsQ.ref, [6, 5]), probs.ref, { weight: weighted ? weightQ.ref.data : undefined, labelSmoothing });
+            const total = want.data.reduce((s, v) => s + v, 0);
+            const options = { weight: weighted ? weightQ.t : null, labelSmoothing };
+            inCase(`${label}, reduction none`, () =>
+              expectValues(crossEntropy(logitsQ.t, probs.t, { ...options, reduction: "none" }), R.reshape(want, [2, 3]), "float32", "scaled"),
+            );
+            inCase(`${label}, reduction sum`, () => expectValues(crossEntropy(logitsQ.t, probs.t, { ...options, reduction: "sum" }), R.ref([], () => total), "float32", "scaled"));
+            inCase(`${label}, reduction mean`, () => expectValues(crossEntropy(logitsQ.t, probs.t, options), R.ref([], () => total / 6), "float32", "scaled"));
+          }
+        }
         // Leading dims are flattened by the op.
         const logits3 = makeInput(rng(), [2, 3, 5], dtype);
         const targets3 = tensor([0, 4, 2, 1, 3, 4], [2, 3], "int32");

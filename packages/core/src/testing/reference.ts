@@ -401,6 +401,52 @@ export function crossEntropy(logits: Ref, targets: ArrayLike<number>, ignoreInde
   });
 }
 
+/** log softmax of each row of [N, C]. */
+function logSoftmaxRows(logits: Ref): Float64Array[] {
+  return rows(logits).map((row) => {
+    const max = Math.max(...row);
+    const lse = max + Math.log(row.reduce((s, v) => s + Math.exp(v - max), 0));
+    return row.map((v) => v - lse);
+  });
+}
+
+/**
+ * torch.nn.functional.cross_entropy against class indices with `weight` and `label_smoothing`, each row's loss
+ * (1 - e) w[t] (-log p_t) + (e / C) sum_c w_c (-log p_c), 0 where the target is `ignoreIndex`; `divisor` is "mean"'s
+ * denominator: the sum of w[t] over the rows kept (their count without weight).
+ */
+export function crossEntropyWeighted(
+  logits: Ref,
+  targets: ArrayLike<number>,
+  options: { weight?: ArrayLike<number>; ignoreIndex?: number; labelSmoothing?: number },
+): { rows: Ref; divisor: number } {
+  const { weight, ignoreIndex, labelSmoothing: e = 0 } = options;
+  const classes = logits.shape[1];
+  const w = (c: number) => (weight === undefined ? 1 : weight[c]);
+  const logp = logSoftmaxRows(logits);
+  let divisor = 0;
+  const out = ref([logits.shape[0]], (r) => {
+    if (targets[r] === ignoreIndex) return 0;
+    divisor += w(targets[r]);
+    const smooth = logp[r].reduce((s, v, c) => s - w(c) * v, 0);
+    return (1 - e) * w(targets[r]) * -logp[r][targets[r]] + (e / classes) * smooth;
+  });
+  return { rows: out, divisor };
+}
+
+/**
+ * torch.nn.functional.cross_entropy against class probabilities [N, C]: each row's -sum_c w_c q_c log p_c with
+ * q = (1 - e) probs + e / C ("mean" divides by N).
+ */
+export function crossEntropyProbabilities(logits: Ref, probs: Ref, options: { weight?: ArrayLike<number>; labelSmoothing?: number } = {}): Ref {
+  const { weight, labelSmoothing: e = 0 } = options;
+  const classes = logits.shape[1];
+  const logp = logSoftmaxRows(logits);
+  return ref([logits.shape[0]], (r) =>
+    logp[r].reduce((s, v, c) => s - (weight === undefined ? 1 : weight[c]) * ((1 - e) * probs.data[r * classes + c] + e / classes) * v, 0),
+  );
+}
+
 /** The gradient of each row's cross-entropy times dy; rows whose target is `ignoreIndex` are 0. */
 export function crossEntropyBackward(logits: Ref, targets: ArrayLike<number>, dy: Ref, ignoreIndex?: number): Ref {
   const p = softmax(logits, false);
