@@ -79,6 +79,13 @@ describe("unary elementwise", () => {
     expect(Array.from(x.grad!.dataSync())).toEqual([2, 0, 0, 5]);
   });
 
+  it("abs passes NaN on as its gradient at NaN, as torch's grad * sgn(x); 0 at 0, the sign elsewhere (infinities too)", () => {
+    const x = tensor([Number.NaN, -2, 0, 3, Number.NEGATIVE_INFINITY, Number.POSITIVE_INFINITY]);
+    x.requiresGrad = true;
+    tidy(() => backward(sum(mul(abs(x), tensor([2, 3, 4, 5, 6, 7])))));
+    expect(Array.from(x.grad!.dataSync())).toEqual([Number.NaN, -3, 0, 5, -6, 7]);
+  });
+
   it("biasActivation: x and bias, with each activation, rank 2 and 3 (relu away from its kink)", () => {
     for (const activation of ["gelu", "gelu_tanh"] as const) {
       expectGradients((x, b) => biasActivation(x, b, activation), [x34(), randomTensor([4], 14)]);
@@ -266,6 +273,27 @@ describe("reductions", () => {
         x.grad!.dispose();
         x.dispose();
       }
+    }
+  });
+});
+
+describe("mean of a half tensor", () => {
+  it("gives each element dy / count rounded once to its dtype, as torch (the count is not rounded to the dtype first)", () => {
+    // 257 in bfloat16 is 256 and 2049 in float16 is 2048: the shares were 1/256 and 1/2048.
+    const cases = [
+      { dtype: "bfloat16", size: 257 },
+      { dtype: "bfloat16", size: 3000 },
+      { dtype: "float16", size: 2049 },
+    ] as const;
+    for (const { dtype, size } of cases) {
+      const x = cast(zeros([2, size]), dtype);
+      x.requiresGrad = true;
+      tidy(() => backward(sum(mean(x, -1))));
+      const grads = tidy(() => Array.from(cast(x.grad!, "float32").dataSync()));
+      const rounded = tidy(() => cast(cast(tensor([1 / size]), dtype), "float32").item());
+      expect(grads.every((g) => g === rounded), `${dtype} over ${size}: ${grads[0]}, expected ${rounded}`).toBe(true);
+      x.grad!.dispose();
+      x.dispose();
     }
   });
 });

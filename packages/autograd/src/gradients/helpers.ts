@@ -1,4 +1,4 @@
-import { type DType, ShapeError, Tensor, ValueError, cast, formatShape, greater, less, reshape, shapesEqual, sub, sum } from "@blocksparse/core";
+import { type DType, ShapeError, Tensor, ValueError, cast, formatShape, greater, less, notEqual, reshape, shapesEqual, sub, sum, where } from "@blocksparse/core";
 
 /** Sums `grad` down to `shape`, undoing NumPy broadcasting (extra leading dims, stretched 1s). */
 export function reduceToShape(grad: Tensor, shape: readonly number[]): Tensor {
@@ -26,7 +26,8 @@ export function keptShape(shape: readonly number[], axes: readonly number[]): nu
   return shape.map((d, i) => (axes.includes(i) ? 1 : d));
 }
 
-/** -1, 0 or 1 per element, in `dtype`. */
+/** -1, 0 or 1 per element, in `dtype`; NaN where x is NaN, as torch.sign (abs's gradient at NaN is NaN, not 0). */
 export function sign(x: Tensor, dtype: DType = x.dtype): Tensor {
-  return sub(cast(greater(x, 0), dtype), cast(less(x, 0), dtype));
+  const signs = sub(cast(greater(x, 0), dtype), cast(less(x, 0), dtype));
+  return x.dtype === "int32" || dtype === "int32" ? signs : where(notEqual(x, x), cast(x, dtype), signs);
 }

@@ -8,12 +8,16 @@ export function registerReduceGradients(): void {
       x: () => broadcastTo(reshape(dy, keptShape(inputs.x.shape, attrs.axes)), inputs.x.shape),
     }),
   });
+  // A half dy is divided in float32 and rounded once, as torch divides by its integer numel: the count as a scalar of
+  // dy's dtype rounds (bfloat16 past 256, float16 past 2048), giving 1/256 for a mean over 257 elements.
   registerGradient("Mean", {
     gradFunc: ([dy], { attrs, inputs }) => ({
       x: () => {
         const { shape } = inputs.x;
         const count = sizeOf(attrs.axes.map((axis) => shape[axis]));
-        return broadcastTo(div(reshape(dy, keptShape(shape, attrs.axes)), count), shape);
+        const kept = reshape(dy, keptShape(shape, attrs.axes));
+        const share = dy.dtype === "float32" ? div(kept, count) : cast(div(cast(kept, "float32"), count), dy.dtype);
+        return broadcastTo(share, shape);
       },
     }),
   });
