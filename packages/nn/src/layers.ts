@@ -4,6 +4,7 @@ import {
   add,
   assertBoolean,
   DTypeError,
+  engine,
   equal,
   formatArg,
   formatShape,
@@ -304,24 +305,22 @@ export class Sequential extends Module {
 
   forward(x: Tensor): Tensor {
     checkTensorInput(this.label, x);
-    let out = x;
     const children = this.children();
-    try {
+    // A scope of its own: an output made in it is freed once the next module has read it (all of them when a module
+    // throws), while one a module holds (a parameter's value, a kept cache) or the input is not this forward's to free.
+    return tidy(() => {
+      let out = x;
       for (let i = 0; i < children.length; i++) {
         const module = children[i];
         const following = children[i + 1];
         const fuse = following !== undefined && activationOf(following) !== null && fusesActivation(module);
         const next = fuse ? forwardLinearActivation(module, following, out) : module.forward(out);
         if (fuse) i++;
-        if (out !== x && next !== out) out.dispose();
+        if (next !== out && engine.ownedByScope(out)) out.dispose();
         out = next;
       }
-    } catch (error) {
-      // A module that throws leaves the previous one's output (and the graph it holds) to us.
-      if (out !== x) out.dispose();
-      throw error;
-    }
-    return out === x ? x.clone() : out;
+      return out === x ? x.clone() : out;
+    });
   }
 }
 

@@ -1,5 +1,5 @@
 import { detach, reachableLeaves, tracksGrad } from "@blocksparse/autograd";
-import { assertBoolean, type BsrPattern, type DType, fullOn, keep, optionsArg, Tensor, ValueError } from "@blocksparse/core";
+import { assertBoolean, BsrPattern, type DType, formatArg, formatShape, fullOn, keep, optionsArg, ShapeError, shapesEqual, Tensor, ValueError } from "@blocksparse/core";
 
 /**
  * `value` as a leaf, as torch's nn.Parameter(t) is: an op's recorded output (mul(p.value, 2) outside noGrad) would send
@@ -22,11 +22,20 @@ export class Parameter {
     if (!(value instanceof Tensor)) throw new ValueError("Parameter: value must be a Tensor");
     value.throwIfDisposed("Parameter");
     options = optionsArg("Parameter", options, ["requiresGrad", "pattern"]);
+    const pattern = options.pattern ?? null;
+    // Checked here, before anything is kept: blocks that do not fit the pattern would fail later, far from here (forward, stateDict, an optimizer's step).
+    if (pattern !== null) {
+      if (!(pattern instanceof BsrPattern)) throw new ValueError(`Parameter: pattern must be a BsrPattern or null, got ${formatArg(pattern)}`);
+      const blocks = [pattern.nnzBlocks, ...pattern.blockShape];
+      if (!shapesEqual(value.shape, blocks)) {
+        throw new ShapeError(`Parameter: value has shape ${formatShape(value.shape)}, expected the pattern's blocks ${formatShape(blocks)} ([nnzBlocks, R, C])`);
+      }
+    }
     value = asLeaf(value);
     // Set before keep: an int32 tensor refuses requiresGrad, and nothing is kept then.
     value.requiresGrad = options.requiresGrad ?? true;
     this.#value = keep(value);
-    this.pattern = options.pattern ?? null;
+    this.pattern = pattern;
   }
 
   /** The tensor itself: pass it to ops. */
