@@ -17,6 +17,7 @@
 #endif
 
 #include "microkernel.h"
+#include "pointwise.h"
 #include "products.h"
 #include "scratch.h"
 #include "threads.h"
@@ -372,6 +373,112 @@ Napi::Value SampledMatmul(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// A number argument (any double; the caller checks its range).
+double numberArg(const Napi::CallbackInfo& info, size_t index, const char* fn, const char* name) {
+  if (!info[index].IsNumber()) fail(info.Env(), "ERR_CPU_INVALID_ARGUMENT", std::string(fn) + ": " + name + " must be a number");
+  return info[index].As<Napi::Number>().DoubleValue();
+}
+
+// An activation's code: 0 relu, 1 gelu (erf), 2 gelu_tanh.
+bsk::Activation activationArg(const Napi::CallbackInfo& info, size_t index, const char* fn) {
+  const int64_t code = integerArg(info, index, fn, "activation");
+  if (code > 2) fail(info.Env(), "ERR_CPU_INVALID_ARGUMENT", std::string(fn) + ": activation must be 0 (relu), 1 (gelu) or 2 (gelu_tanh), got " + std::to_string(code));
+  return static_cast<bsk::Activation>(code);
+}
+
+// An optional float32 bias (null or undefined: none) and its offset.
+ArrayArg optionalArrayArg(const Napi::CallbackInfo& info, size_t index, const char* fn, const char* name, bool& present) {
+  present = !info[index].IsNull() && !info[index].IsUndefined();
+  const std::string offsetName = std::string(name) + "Offset";
+  return {name, present ? floatArg(info, index, fn, name) : Napi::Float32Array(), integerArg(info, index + 1, fn, offsetName.c_str())};
+}
+
+Span optionalSpan(const ArrayArg& arg, bool present, int64_t count) {
+  return spanOf(arg.name, present ? arg.array.Data() : nullptr, arg.offset, present ? count : 0, sizeof(float));
+}
+
+// biasActivation(x, xOffset, bias | null, biasOffset, out, outOffset, rows, width, activation):
+// out = act(x + bias), rows x width, bias along the rows.
+Napi::Value BiasActivation(const Napi::CallbackInfo& info) {
+  const char* fn = "biasActivation";
+  expectArgs(info, 9, fn);
+  Napi::Env env = info.Env();
+  ArrayArg x = arrayArg(info, 0, fn, "x");
+  bool hasBias = false;
+  ArrayArg bias = optionalArrayArg(info, 2, fn, "bias", hasBias);
+  ArrayArg out = arrayArg(info, 4, fn, "out");
+  const int64_t rows = integerArg(info, 6, fn, "rows");
+  const int64_t width = integerArg(info, 7, fn, "width");
+  const bsk::Activation activation = activationArg(info, 8, fn);
+  const int64_t count = elementCount(env, fn, "x", rows, width);
+  x.require(env, fn, count);
+  if (hasBias) bias.require(env, fn, width);
+  out.require(env, fn, count);
+  checkApart(env, fn, out.span(count), {x.span(count), optionalSpan(bias, hasBias, width)});
+  runKernel(env, fn, [&] { bsk::biasActivation(x.at(), hasBias ? bias.at() : nullptr, rows, width, activation, out.at()); });
+  return env.Undefined();
+}
+
+// biasActivationBackward(dy, dyOffset, x, xOffset, bias | null, biasOffset, dx, dxOffset, dbias: Float64Array | null,
+// rows, width, activation): dx = dy act'(x + bias); dbias = the column sums of dx (float64), when given.
+Napi::Value BiasActivationBackward(const Napi::CallbackInfo& info) {
+  const char* fn = "biasActivationBackward";
+  expectArgs(info, 12, fn);
+  Napi::Env env = info.Env();
+  ArrayArg dy = arrayArg(info, 0, fn, "dy"), x = arrayArg(info, 2, fn, "x");
+  bool hasBias = false;
+  ArrayArg bias = optionalArrayArg(info, 4, fn, "bias", hasBias);
+  ArrayArg dx = arrayArg(info, 6, fn, "dx");
+  const bool hasSums = !info[8].IsNull() && !info[8].IsUndefined();
+  Napi::Float64Array dbias = hasSums ? typedArray<double, napi_float64_array>(env, info[8], fn, "dbias", "a Float64Array") : Napi::Float64Array();
+  const int64_t rows = integerArg(info, 9, fn, "rows");
+  const int64_t width = integerArg(info, 10, fn, "width");
+  const bsk::Activation activation = activationArg(info, 11, fn);
+  const int64_t count = elementCount(env, fn, "dy", rows, width);
+  dy.require(env, fn, count);
+  x.require(env, fn, count);
+  if (hasBias) bias.require(env, fn, width);
+  dx.require(env, fn, count);
+  if (hasSums) checkSpan(env, fn, "dbias", dbias.ElementLength(), 0, width);
+  const Span inputs[] = {dy.span(count), x.span(count), optionalSpan(bias, hasBias, width)};
+  checkApart(env, fn, dx.span(count), {inputs[0], inputs[1], inputs[2]});
+  if (hasSums) {
+    const Span sums = spanOf("dbias", dbias.Data(), 0, width, sizeof(double));
+    checkApart(env, fn, sums, {inputs[0], inputs[1], inputs[2], dx.span(count)});
+  }
+  runKernel(env, fn, [&] {
+    bsk::biasActivationBackward(dy.at(), x.at(), hasBias ? bias.at() : nullptr, rows, width, activation, dx.at(), hasSums ? dbias.Data() : nullptr);
+  });
+  return env.Undefined();
+}
+
+// adamUpdate(p, pOffset, g, gOffset, m, mOffset, v, vOffset, n, lr, beta1, beta2, epsilon, weightDecay, decoupled,
+// correction1, correction2): one Adam/AdamW step, p, m and v written in place.
+Napi::Value AdamUpdate(const Napi::CallbackInfo& info) {
+  const char* fn = "adamUpdate";
+  expectArgs(info, 17, fn);
+  Napi::Env env = info.Env();
+  ArrayArg p = arrayArg(info, 0, fn, "p"), g = arrayArg(info, 2, fn, "g"), m = arrayArg(info, 4, fn, "m"), v = arrayArg(info, 6, fn, "v");
+  const int64_t n = integerArg(info, 8, fn, "n");
+  bsk::AdamStep step{};
+  step.lr = static_cast<float>(numberArg(info, 9, fn, "lr"));
+  step.beta1 = static_cast<float>(numberArg(info, 10, fn, "beta1"));
+  step.beta2 = static_cast<float>(numberArg(info, 11, fn, "beta2"));
+  step.epsilon = static_cast<float>(numberArg(info, 12, fn, "epsilon"));
+  step.weightDecay = static_cast<float>(numberArg(info, 13, fn, "weightDecay"));
+  step.decoupled = boolArg(info, 14, fn, "decoupled");
+  step.correction1 = static_cast<float>(numberArg(info, 15, fn, "correction1"));
+  step.correction2 = static_cast<float>(numberArg(info, 16, fn, "correction2"));
+  for (ArrayArg* a : {&p, &g, &m, &v}) a->require(env, fn, n);
+  // Each written array apart from every other array: an element is read and written by the same thread, but two
+  // names for one buffer would update it twice.
+  checkApart(env, fn, p.span(n), {g.span(n), m.span(n), v.span(n)});
+  checkApart(env, fn, m.span(n), {g.span(n), v.span(n)});
+  checkApart(env, fn, v.span(n), {g.span(n)});
+  runKernel(env, fn, [&] { bsk::adamUpdate(p.at(), g.at(), m.at(), v.at(), n, step); });
+  return env.Undefined();
+}
+
 Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::lock_guard<std::mutex> lock(callMutex());
@@ -473,6 +580,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
   exports.Set("setIsa", Napi::Function::New(env, SetIsa, "setIsa"));
   exports.Set("matmul", Napi::Function::New(env, Matmul, "matmul"));
+  exports.Set("biasActivation", Napi::Function::New(env, BiasActivation, "biasActivation"));
+  exports.Set("biasActivationBackward", Napi::Function::New(env, BiasActivationBackward, "biasActivationBackward"));
+  exports.Set("adamUpdate", Napi::Function::New(env, AdamUpdate, "adamUpdate"));
   exports.Set("bsrLinear", Napi::Function::New(env, BsrLinear, "bsrLinear"));
   exports.Set("bsrMatmul", Napi::Function::New(env, BsrMatmul, "bsrMatmul"));
   exports.Set("sampledMatmul", Napi::Function::New(env, SampledMatmul, "sampledMatmul"));

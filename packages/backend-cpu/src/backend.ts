@@ -16,6 +16,7 @@ import { BufferCache, type BufferCacheStats } from "./buffer_cache";
 import { nativeCompute } from "./compute";
 import { CpuOutOfMemoryError } from "./errors";
 import { loadAddon } from "./loader";
+import { pointwiseKernels } from "./pointwise";
 import type { BuildInfo, NativeAddon } from "./native";
 import { applyEnvironmentSettings } from "./settings";
 
@@ -45,7 +46,8 @@ export interface CpuMemory extends BackendMemory, BufferCacheStats {}
  * Float32Array, Uint16Array of half bits or Int32Array per buffer), so every kernel without a native
  * version is the js backend's own, running on cpu tensors with no copy, and the native products read
  * and write the same arrays in place. Matmul, BsrLinear, BsrMatmul and SampledMatmul run in the addon:
- * packed SIMD micro-kernels on a thread pool, float32 compute (half inputs widened, outputs rounded).
+ * packed SIMD micro-kernels on a thread pool, float32 compute (half inputs widened, outputs rounded); so do the
+ * bias-and-activation kernels (GELU, ReLU, their backward) and the Adam/AdamW updates (pointwise.ts).
  */
 export class CpuBackend extends JsBackend {
   override readonly name: string = "cpu";
@@ -73,7 +75,8 @@ export class CpuBackend extends JsBackend {
     // The js kernels run on this backend's buffers directly (same storage), so no kernel needs
     // delegateToJs's copies; the products are replaced by native ones, and attention runs through them.
     const compute = nativeCompute(this.addon);
-    this.kernels = { ...jsKernels, ...productKernels(compute), ...attentionKernels(compute) } satisfies CompleteKernelTable<JsBackend>;
+    const { activations, ...pointwise } = pointwiseKernels(this.addon);
+    this.kernels = { ...jsKernels, ...productKernels(compute, activations), ...attentionKernels(compute), ...pointwise } satisfies CompleteKernelTable<JsBackend>;
   }
 
   /** Storage starts on a cache line (an ArrayBuffer's data is only 16-byte aligned), so the kernels' vector loads never straddle two lines. */

@@ -78,6 +78,53 @@ export interface NativeAddon {
     transposeA: boolean,
     transposeB: boolean,
   ): void;
+  /** out = act(x + bias) over rows x width (bias along each row; null: none); activation 0 relu, 1 gelu, 2 gelu_tanh. */
+  biasActivation(
+    x: Float32Array,
+    xOffset: number,
+    bias: Float32Array | null,
+    biasOffset: number,
+    out: Float32Array,
+    outOffset: number,
+    rows: number,
+    width: number,
+    activation: number,
+  ): void;
+  /** dx = dy act'(x + bias); dbias (when given) = the column sums of dx in float64. */
+  biasActivationBackward(
+    dy: Float32Array,
+    dyOffset: number,
+    x: Float32Array,
+    xOffset: number,
+    bias: Float32Array | null,
+    biasOffset: number,
+    dx: Float32Array,
+    dxOffset: number,
+    dbias: Float64Array | null,
+    rows: number,
+    width: number,
+    activation: number,
+  ): void;
+  /** One Adam (L2) or AdamW (decoupled) step over n elements: p, m and v updated in place from g. */
+  adamUpdate(
+    p: Float32Array,
+    pOffset: number,
+    g: Float32Array,
+    gOffset: number,
+    m: Float32Array,
+    mOffset: number,
+    v: Float32Array,
+    vOffset: number,
+    n: number,
+    lr: number,
+    beta1: number,
+    beta2: number,
+    epsilon: number,
+    weightDecay: number,
+    decoupled: boolean,
+    correction1: number,
+    correction2: number,
+  ): void;
   /** Y [tokens, rows] = X [tokens, cols] W^T (+ bias), each array read or written from its offset. */
   bsrLinear(
     x: Float32Array,
@@ -106,4 +153,19 @@ export interface NativeAddon {
 }
 
 /** Every function the addon must export (checked when it is loaded). */
-export const NATIVE_FUNCTIONS = ["buildInfo", "setThreads", "setIsa", "adviseHugePages", "alignmentOffset", "matmul", "bsrLinear", "bsrMatmul", "sampledMatmul", "scratchBytes", "releaseScratch"] as const satisfies readonly (keyof NativeAddon)[];
+export const NATIVE_FUNCTIONS = [
+  "buildInfo",
+  "setThreads",
+  "setIsa",
+  "adviseHugePages",
+  "alignmentOffset",
+  "matmul",
+  "bsrLinear",
+  "bsrMatmul",
+  "sampledMatmul",
+  "biasActivation",
+  "biasActivationBackward",
+  "adamUpdate",
+  "scratchBytes",
+  "releaseScratch",
+] as const satisfies readonly (keyof NativeAddon)[];

@@ -72,6 +72,7 @@ import { registerBackend as registerBackendForJs } from "./engine";
 export {
   type AttentionBackwardInputs,
   type AttentionOnArrays,
+  type ActivationKernels,
   type AttentionSizes,
   type FloatOutput,
   JsBackend,

@@ -20,13 +20,21 @@ function sizes(pattern: BsrPattern): compute.BsrSizes {
  */
 export type ProductCompute = Pick<typeof compute, "matmulF32" | "bsrLinearF32" | "bsrMatmulF32" | "sampledMatmulF32">;
 
+/** The bias-and-activation kernels the fused products apply after their product (a host backend may pass native ones). */
+export interface ActivationKernels {
+  BiasActivation: (args: KernelArgs<"BiasActivation", JsBackend>) => TensorInfo;
+  BiasActivationBackward: (args: KernelArgs<"BiasActivationBackward", JsBackend>) => [TensorInfo, TensorInfo];
+}
+
 /**
  * Matmul, BsrLinear (and BsrLinearActivation: BsrLinear, then the activation of its stored output), BsrMatmul (and
  * BsrMatmulActivationBackward: BsrMatmul, then the activation's backward over its stored output) and SampledMatmul
- * over typed-array storage, computed by `products`.
+ * over typed-array storage, computed by `products`; the fused kernels' activations by `activations` (the js
+ * backend's own by default).
  */
 export function productKernels(
   products: ProductCompute,
+  activations: ActivationKernels = { BiasActivation: biasActivationKernel, BiasActivationBackward: biasActivationBackwardKernel },
 ): Required<
   Pick<KernelTable<JsBackend>, "Matmul" | "Linear" | "LinearActivation" | "LinearBackward" | "BsrLinear" | "BsrLinearActivation" | "BsrMatmul" | "BsrMatmulActivationBackward" | "SampledMatmul">
 > {
@@ -130,11 +138,11 @@ export function productKernels(
     ...table,
     LinearActivation({ inputs: { x, weight, bias }, attrs: { activation }, backend }: KernelArgs<"LinearActivation", JsBackend>): [TensorInfo, TensorInfo] {
       const z = table.Linear({ inputs: { x, weight, bias }, attrs: {}, backend });
-      return [biasActivationKernel({ inputs: { x: z }, attrs: { activation }, backend }), z];
+      return [activations.BiasActivation({ inputs: { x: z }, attrs: { activation }, backend }), z];
     },
     BsrLinearActivation({ inputs: { x, values, bias }, attrs: { pattern, activation }, backend }: KernelArgs<"BsrLinearActivation", JsBackend>): [TensorInfo, TensorInfo] {
       const z = table.BsrLinear({ inputs: { x, values, bias }, attrs: { pattern }, backend });
-      return [biasActivationKernel({ inputs: { x: z }, attrs: { activation }, backend }), z];
+      return [activations.BiasActivation({ inputs: { x: z }, attrs: { activation }, backend }), z];
     },
     BsrMatmulActivationBackward({
       inputs: { dy, values, pre },
@@ -143,7 +151,7 @@ export function productKernels(
     }: KernelArgs<"BsrMatmulActivationBackward", JsBackend>): [TensorInfo, TensorInfo] {
       const dx = table.BsrMatmul({ inputs: { dy, values }, attrs: { pattern }, backend });
       try {
-        return biasActivationBackwardKernel({ inputs: { dy: dx, x: pre }, attrs: { activation }, backend });
+        return activations.BiasActivationBackward({ inputs: { dy: dx, x: pre }, attrs: { activation }, backend });
       } finally {
         backend.free(dx.dataId);
       }

@@ -1,0 +1,252 @@
+#include "pointwise.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "threads.h"
+
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
+#define BSK_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define BSK_CLONES
+#endif
+
+namespace bsk {
+namespace {
+
+// Elements per work item: enough to hide the pool's hand-off, few enough to spread a 1M-element tensor over many threads.
+constexpr int64_t kChunk = 32768;
+// At most this many partial bias sums per call (their memory: chunks x width doubles).
+constexpr int64_t kMaxSumChunks = 64;
+
+constexpr float kInfinity = std::numeric_limits<float>::infinity();
+
+// 2^k for an integer k in [-126, 127], from its exponent bits.
+inline float pow2(int32_t k) {
+  const int32_t bits = (k + 127) << 23;
+  float value;
+  std::memcpy(&value, &bits, sizeof value);
+  return value;
+}
+
+// e^x within about 2 float32 ulps, in straight-line code the compiler vectorizes (no libm call, no branch): x = n ln 2
+// + r with |r| <= ln 2 / 2, e^r by its degree-7 Taylor polynomial (truncation below 6e-9), 2^n applied in two halves
+// so that results in the subnormal range underflow gradually. Overflows to inf past 88.72; NaN stays NaN.
+inline float expApprox(float x) {
+  const float clamped = std::min(std::max(x, -104.0f), 89.0f);
+  // Round to nearest by the 1.5 * 2^23 trick (|x log2 e| < 2^22 here).
+  const float shifter = 12582912.0f;
+  const float fn = (clamped * 1.44269504088896341f + shifter) - shifter;
+  const float r = (clamped - fn * 0.693145751953125f) - fn * 1.428606765330187045e-06f;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t n = static_cast<int32_t>(fn);
+  const int32_t half = n >> 1;
+  const float value = (p * pow2(half)) * pow2(n - half);
+  return x != x ? x : value;
+}
+
+// erfc(z) for z >= 0 (and +inf), relative error about 2e-7 wherever it is normal: Numerical Recipes' Chebyshev fit
+// t e^(-z^2 + P(t)), t = 1 / (1 + z / 2) (fractional error below 1.2e-7 in exact arithmetic).
+inline float erfcNonNegative(float z) {
+  const float t = 1.0f / (1.0f + 0.5f * z);
+  float p = 0.17087277f;
+  p = p * t - 0.82215223f;
+  p = p * t + 1.48851587f;
+  p = p * t - 1.13520398f;
+  p = p * t + 0.27886807f;
+  p = p * t - 0.18628806f;
+  p = p * t + 0.09678418f;
+  p = p * t + 0.37409196f;
+  p = p * t + 1.00002368f;
+  p = p * t - 1.26551223f;
+  return t * expApprox(p - z * z);
+}
+
+constexpr float kSqrtHalf = 0.70710678118654752f;
+constexpr float kInvSqrt2Pi = 0.39894228040143268f;
+constexpr float kSqrt2OverPi = 0.79788456080286536f;
+constexpr float kGeluC = 0.044715f;
+
+// Phi(y), the standard normal CDF, as erfc(-y / sqrt 2) / 2: accurate in both tails.
+inline float normalCdf(float y) {
+  const float z = -y * kSqrtHalf;
+  const float e = erfcNonNegative(std::abs(z));
+  return 0.5f * (z >= 0.0f ? e : 2.0f - e);
+}
+
+// sigmoid(2u) for GELU's tanh form, (1 + tanh u) / 2 without tanh's cancellation.
+inline float tanhGate(float y) {
+  const float u = kSqrt2OverPi * (y + kGeluC * y * y * y);
+  return 1.0f / (1.0f + expApprox(-2.0f * u));
+}
+
+// The activation at y and its derivative, with GELU's limits at the infinities (where the formulas give inf * 0):
+// gelu(+inf) = +inf, gelu(-inf) = -0, gelu'(+inf) = 1, gelu'(-inf) = 0. NaN stays NaN; relu'(NaN) = 1, as torch's
+// threshold_backward passes the gradient where the input is not <= 0.
+template <Activation A>
+inline float value(float y) {
+  if constexpr (A == Activation::Relu) {
+    return y > 0.0f ? y : (y != y ? y : 0.0f);
+  } else if constexpr (A == Activation::Gelu) {
+    const float v = y * normalCdf(y);
+    return y == -kInfinity ? -0.0f : v;
+  } else {
+    const float v = y * tanhGate(y);
+    return y == -kInfinity ? -0.0f : v;
+  }
+}
+
+template <Activation A>
+inline float derivative(float y) {
+  if constexpr (A == Activation::Relu) {
+    return y <= 0.0f ? 0.0f : 1.0f;
+  } else if constexpr (A == Activation::Gelu) {
+    const float d = normalCdf(y) + y * kInvSqrt2Pi * expApprox(-0.5f * y * y);
+    return y == kInfinity ? 1.0f : (y == -kInfinity ? 0.0f : d);
+  } else {
+    const float s = tanhGate(y);
+    const float d = s + 2.0f * y * s * (1.0f - s) * kSqrt2OverPi * (1.0f + 3.0f * kGeluC * y * y);
+    return y == kInfinity ? 1.0f : (y == -kInfinity ? 0.0f : d);
+  }
+}
+
+template <Activation A>
+BSK_CLONES void forwardRow(const float* x, const float* bias, int64_t width, float* out) {
+  for (int64_t j = 0; j < width; j++) out[j] = value<A>(x[j] + bias[j]);
+}
+
+template <Activation A>
+BSK_CLONES void backwardRow(const float* dy, const float* x, const float* bias, int64_t width, float* dx, double* sums) {
+  for (int64_t j = 0; j < width; j++) {
+    const float g = dy[j] * derivative<A>(x[j] + bias[j]);
+    dx[j] = g;
+    sums[j] += static_cast<double>(g);
+  }
+}
+
+template <Activation A>
+BSK_CLONES void backwardRowNoSums(const float* dy, const float* x, const float* bias, int64_t width, float* dx) {
+  for (int64_t j = 0; j < width; j++) dx[j] = dy[j] * derivative<A>(x[j] + bias[j]);
+}
+
+// Rows per work item: about kChunk elements, at least one row.
+int64_t rowsPerChunk(int64_t width) { return std::max<int64_t>(1, kChunk / std::max<int64_t>(1, width)); }
+
+template <Activation A>
+void forward(const float* x, const float* bias, int64_t rows, int64_t width, float* out) {
+  const int64_t step = rowsPerChunk(width);
+  const int64_t chunks = (rows + step - 1) / step;
+  parallelFor(chunks, [&](int64_t c) {
+    const int64_t end = std::min(rows, (c + 1) * step);
+    for (int64_t r = c * step; r < end; r++) forwardRow<A>(x + r * width, bias, width, out + r * width);
+  });
+}
+
+template <Activation A>
+void backward(const float* dy, const float* x, const float* bias, int64_t rows, int64_t width, float* dx, double* dbias) {
+  if (dbias == nullptr) {
+    const int64_t step = rowsPerChunk(width);
+    parallelFor((rows + step - 1) / step, [&](int64_t c) {
+      const int64_t end = std::min(rows, (c + 1) * step);
+      for (int64_t r = c * step; r < end; r++) backwardRowNoSums<A>(dy + r * width, x + r * width, bias, width, dx + r * width);
+    });
+    return;
+  }
+  // Each chunk of rows sums into its own row of partials, added in chunk order: the same sums on any thread count.
+  const int64_t step = std::max(rowsPerChunk(width), (rows + kMaxSumChunks - 1) / kMaxSumChunks);
+  const int64_t chunks = (rows + step - 1) / step;
+  std::vector<double> partials(static_cast<size_t>(chunks * width), 0.0);
+  parallelFor(chunks, [&](int64_t c) {
+    const int64_t end = std::min(rows, (c + 1) * step);
+    double* sums = partials.data() + c * width;
+    for (int64_t r = c * step; r < end; r++) backwardRow<A>(dy + r * width, x + r * width, bias, width, dx + r * width, sums);
+  });
+  const int64_t columnsPerItem = std::max<int64_t>(1, kChunk / std::max<int64_t>(1, chunks));
+  parallelFor((width + columnsPerItem - 1) / columnsPerItem, [&](int64_t item) {
+    const int64_t end = std::min(width, (item + 1) * columnsPerItem);
+    for (int64_t j = item * columnsPerItem; j < end; j++) {
+      double total = 0.0;
+      for (int64_t c = 0; c < chunks; c++) total += partials[static_cast<size_t>(c * width + j)];
+      dbias[j] = total;
+    }
+  });
+}
+
+BSK_CLONES void adamRange(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1, float beta2, float epsilon, float keep, float l2,
+                          float inv1, float inv2) {
+  for (int64_t i = 0; i < n; i++) {
+    const float param = p[i];
+    const float grad = g[i] + l2 * param;
+    const float mi = beta1 * m[i] + (1.0f - beta1) * grad;
+    const float vi = beta2 * v[i] + (1.0f - beta2) * grad * grad;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = param * keep - (lr * (mi * inv1)) / (std::sqrt(vi * inv2) + epsilon);
+  }
+}
+
+}  // namespace
+
+void biasActivation(const float* x, const float* bias, int64_t rows, int64_t width, Activation activation, float* out) {
+  if (rows == 0 || width == 0) return;
+  std::vector<float> zeros;
+  if (bias == nullptr) {
+    zeros.assign(static_cast<size_t>(width), 0.0f);
+    bias = zeros.data();
+  }
+  switch (activation) {
+    case Activation::Relu:
+      return forward<Activation::Relu>(x, bias, rows, width, out);
+    case Activation::Gelu:
+      return forward<Activation::Gelu>(x, bias, rows, width, out);
+    case Activation::GeluTanh:
+      return forward<Activation::GeluTanh>(x, bias, rows, width, out);
+  }
+}
+
+void biasActivationBackward(const float* dy, const float* x, const float* bias, int64_t rows, int64_t width, Activation activation, float* dx,
+                            double* dbias) {
+  if (width == 0) return;
+  if (rows == 0) {
+    if (dbias != nullptr) std::fill(dbias, dbias + width, 0.0);
+    return;
+  }
+  std::vector<float> zeros;
+  if (bias == nullptr) {
+    zeros.assign(static_cast<size_t>(width), 0.0f);
+    bias = zeros.data();
+  }
+  switch (activation) {
+    case Activation::Relu:
+      return backward<Activation::Relu>(dy, x, bias, rows, width, dx, dbias);
+    case Activation::Gelu:
+      return backward<Activation::Gelu>(dy, x, bias, rows, width, dx, dbias);
+    case Activation::GeluTanh:
+      return backward<Activation::GeluTanh>(dy, x, bias, rows, width, dx, dbias);
+  }
+}
+
+void adamUpdate(float* p, const float* g, float* m, float* v, int64_t n, const AdamStep& step) {
+  // AdamW decays the weights before the update; Adam adds the L2 term to the gradient.
+  const float keep = step.decoupled ? 1.0f - step.lr * step.weightDecay : 1.0f;
+  const float l2 = step.decoupled ? 0.0f : step.weightDecay;
+  const float inv1 = 1.0f / step.correction1;
+  const float inv2 = 1.0f / step.correction2;
+  parallelFor((n + kChunk - 1) / kChunk, [&](int64_t c) {
+    const int64_t begin = c * kChunk;
+    const int64_t count = std::min(n, begin + kChunk) - begin;
+    adamRange(p + begin, g + begin, m + begin, v + begin, count, step.lr, step.beta1, step.beta2, step.epsilon, keep, l2, inv1, inv2);
+  });
+}
+
+}  // namespace bsk

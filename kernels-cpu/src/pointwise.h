@@ -1,0 +1,31 @@
+// Pointwise kernels of a training step: a bias and an activation (ReLU, GELU by erf or tanh) and their backward
+// with the bias gradient, and the Adam/AdamW update in place. float32 arrays, float32 math (the sums of the bias
+// gradient in float64); spread over the thread pool in fixed chunks, so results do not depend on the thread count.
+#pragma once
+#include <cstdint>
+
+namespace bsk {
+
+// The activation's code, as the binding passes it.
+enum class Activation : int { Relu = 0, Gelu = 1, GeluTanh = 2 };
+
+// out[r, j] = act(x[r, j] + bias[j]) over rows x width (row-major); bias may be null (zeros). out may be x.
+void biasActivation(const float* x, const float* bias, int64_t rows, int64_t width, Activation activation, float* out);
+
+// dx[r, j] = dy[r, j] act'(x[r, j] + bias[j]); dbias[j] = sum over r of dx[r, j], summed in float64 (null: not
+// computed). dx may be dy.
+void biasActivationBackward(const float* dy, const float* x, const float* bias, int64_t rows, int64_t width, Activation activation, float* dx,
+                            double* dbias);
+
+// One Adam step: torch.optim.Adam (L2 added to the gradient) or AdamW (decoupled: the weights decay first).
+struct AdamStep {
+  float lr, beta1, beta2, epsilon, weightDecay;
+  bool decoupled;
+  // 1 - beta1^step and 1 - beta2^step.
+  float correction1, correction2;
+};
+
+// p, m and v updated in place from the gradient g, n elements each.
+void adamUpdate(float* p, const float* g, float* m, float* v, int64_t n, const AdamStep& step);
+
+}  // namespace bsk

@@ -1,0 +1,195 @@
+// The native pointwise kernels (bias + activation and backward, GELU, Adam/AdamW) against the js backend's float64
+// kernels on fresh random inputs, past the conformance suite's small shapes: many rows (several work items), the
+// GELU tails, thread counts, a fused product's activation, and the addon's own argument checks.
+import {
+  type Activation,
+  type Tensor,
+  adamUpdate,
+  biasActivation,
+  biasActivationBackward,
+  bsrLinearActivation,
+  cast,
+  BsrPattern,
+  gelu,
+  geluBackward,
+  getBackendInstance,
+  jsKernels,
+  multiTensorAdamUpdate,
+  multiTensorAdamUpdateInPlace,
+  tensor,
+  tensorOn,
+  tidy,
+} from "@blocksparse/core";
+import { describe, expect, it } from "vitest";
+import { CpuBackend } from "../src/index";
+import { cpuMissing, reportCpuAvailability, useCpuPoisoned } from "./cpu";
+
+reportCpuAvailability("pointwise.test.ts");
+
+/** `size` values in (-scale, scale) from a small generator of its own (xorshift32). */
+function values(seed: number, size: number, scale = 3): number[] {
+  let state = (seed * 2654435761) >>> 0 || 1;
+  return Array.from({ length: size }, () => {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    state >>>= 0;
+    return (state / 2 ** 32 - 0.5) * 2 * scale;
+  });
+}
+
+const onJsBackend = (t: Tensor) => tensorOn(getBackendInstance("js"), t.dataSync(), t.shape, t.dtype);
+
+/** The same op on the js backend, from the cpu tensors' values. */
+function onJs(inputs: Tensor[], op: (...moved: Tensor[]) => Tensor | Tensor[]): Float32Array[] {
+  const moved = inputs.map(onJsBackend);
+  const out = op(...moved);
+  return (Array.isArray(out) ? out : [out]).map((t) => t.dataSync() as Float32Array);
+}
+
+/** |got - want| <= rtol (|want| + max |want|) elementwise, NaN where want is NaN, infinities exact. */
+function expectNear(got: Float32Array, want: Float32Array, what: string, rtol = 2e-6): void {
+  expect(got.length, what).toBe(want.length);
+  let max = 0;
+  for (const w of want) if (Number.isFinite(w)) max = Math.max(max, Math.abs(w));
+  for (let i = 0; i < want.length; i++) {
+    const [g, w] = [got[i], want[i]];
+    if (Number.isNaN(w) || !Number.isFinite(w)) {
+      if (!Object.is(g, w) && !(Number.isNaN(g) && Number.isNaN(w))) expect.fail(`${what}: element ${i} is ${g}, expected ${w}`);
+      continue;
+    }
+    if (!(Math.abs(g - w) <= rtol * (Math.abs(w) + max))) expect.fail(`${what}: element ${i} is ${g}, expected ${w} (error ${Math.abs(g - w)})`);
+  }
+}
+
+describe.skipIf(cpuMissing)("cpu pointwise kernels", () => {
+  useCpuPoisoned();
+
+  it("run natively, not the js kernels", () => {
+    const { kernels } = getBackendInstance("cpu") as CpuBackend;
+    for (const name of ["BiasActivation", "BiasActivationBackward", "Gelu", "GeluBackward", "AdamUpdate", "MultiTensorAdamUpdate"] as const) {
+      expect(kernels[name], name).not.toBe(jsKernels[name]);
+    }
+  });
+
+  for (const activation of ["relu", "gelu", "gelu_tanh"] as const satisfies readonly Activation[]) {
+    it(`${activation}: bias + activation and its backward agree with js over many rows, the tails and the infinities`, () => {
+      tidy(() => {
+        // 700 rows of 257: several work items, and a row length that is no multiple of a vector.
+        const [rows, width] = [700, 257];
+        const raw = values(1, rows * width, 6);
+        // The tails, where GELU's value and derivative fall to 0 (and to x and 1), and the limits.
+        raw.splice(0, 12, -40, -12, -9, -5.5, 5.5, 9, 12, 40, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, Number.NaN, -0);
+        const x = tensor(raw, [rows, width]);
+        const bias = tensor(values(2, width, 0.5), [width]);
+        const dy = tensor(values(3, rows * width, 1), [rows, width]);
+        for (const b of [bias, null]) {
+          const label = `${activation}${b ? " + bias" : ""}`;
+          const want = onJs(b ? [x, b] : [x], (xs, bs) => biasActivation(xs, bs ?? null, activation));
+          expectNear(biasActivation(x, b, activation).dataSync() as Float32Array, want[0], `${label} forward`);
+          const [wantDx, wantDbias] = onJs(b ? [dy, x, b] : [dy, x], (g, xs, bs) => biasActivationBackward(g, xs, bs ?? null, activation));
+          const [dx, dbias] = biasActivationBackward(dy, x, b, activation);
+          expectNear(dx.dataSync() as Float32Array, wantDx, `${label} dx`);
+          // A column holding an infinite input sums to NaN or an infinity on both.
+          expectNear(dbias.dataSync() as Float32Array, wantDbias, `${label} dbias`, 1e-5);
+        }
+        if (activation !== "relu") {
+          const approximate = activation === "gelu" ? "none" : "tanh";
+          expectNear(gelu(x, approximate).dataSync() as Float32Array, onJs([x], (xs) => gelu(xs, approximate))[0], `gelu ${approximate}`);
+          expectNear(geluBackward(dy, x, approximate).dataSync() as Float32Array, onJs([dy, x], (g, xs) => geluBackward(g, xs, approximate))[0], `geluBackward ${approximate}`);
+        }
+      });
+    });
+  }
+
+  it("sums the bias gradient to the same bits on any thread count", async () => {
+    const { setCpuThreads } = await import("../src/index");
+    tidy(() => {
+      const [rows, width] = [5000, 33];
+      const x = tensor(values(4, rows * width), [rows, width]);
+      const dy = tensor(values(5, rows * width), [rows, width]);
+      const sums = [1, 2, 3].map((threads) => {
+        setCpuThreads(threads);
+        return Array.from(biasActivationBackward(dy, x, null, "gelu")[1].dataSync());
+      });
+      expect(sums[1]).toEqual(sums[0]);
+      expect(sums[2]).toEqual(sums[0]);
+    });
+  });
+
+  it("a fused product's activation is the native one, and agrees with js", () => {
+    tidy(() => {
+      const pattern = BsrPattern.random([96, 64], { blockShape: [32, 32], density: 0.5, seed: 7 });
+      const x = tensor(values(6, 40 * 64, 1), [40, 64]);
+      const w = tensor(values(7, pattern.nnzBlocks * 32 * 32, 0.3), [pattern.nnzBlocks, 32, 32]);
+      const bias = tensor(values(8, 96, 0.3), [96]);
+      const y = bsrLinearActivation(x, w, pattern, bias, "gelu");
+      const want = onJs([x, w, bias], (xs, ws, bs) => bsrLinearActivation(xs, ws, pattern, bs, "gelu"));
+      expectNear(y.dataSync() as Float32Array, want[0], "bsrLinearActivation gelu", 1e-5);
+    });
+  });
+
+  it("Adam and AdamW agree with js, out of place and in place (with a half gradient, copies, and device step counts)", () => {
+    tidy(() => {
+      const n = 70_001;
+      const make = (seed: number, scale = 1, dtype: "float32" | "bfloat16" = "float32") => tensor(values(seed, n, scale), [n], dtype);
+      const v0 = tensor(values(9, n, 1).map(Math.abs), [n]);
+      for (const [options, gradDType] of [
+        [{ lr: 1e-3, step: 3, weightDecay: 0.1, decoupledWeightDecay: true }, "float32"],
+        [{ lr: 3e-2, step: 1, weightDecay: 0.01, decoupledWeightDecay: false, beta1: 0.8, beta2: 0.95, epsilon: 1e-6 }, "float32"],
+      ] as const) {
+        const [p, g, m] = [make(10), make(11, 1, gradDType), make(12, 0.1)];
+        const got = adamUpdate(p, g, m, v0, options);
+        const want = onJs([p, g, m, v0], (ps, gs, ms, vs) => {
+          const r = adamUpdate(ps, gs, ms, vs, options);
+          return [r.param, r.m, r.v];
+        });
+        expectNear(got.param.dataSync() as Float32Array, want[0], "adamUpdate param");
+        expectNear(got.m.dataSync() as Float32Array, want[1], "adamUpdate m");
+        expectNear(got.v.dataSync() as Float32Array, want[2], "adamUpdate v");
+      }
+      // In place over two tensors, with a bfloat16 copy, the step counts and the learning rate as tensors.
+      const params = [make(13), tensor(values(14, 999), [9, 111])];
+      const grads = [make(15), tensor(values(16, 999), [9, 111], "bfloat16")];
+      const ms = [make(17, 0.1), tensor(values(18, 999, 0.1), [9, 111])];
+      const vs = [v0.clone(), tensor(values(19, 999).map(Math.abs), [9, 111])];
+      const copies = params.map((t) => tensor(new Array(t.size).fill(0), t.shape, "bfloat16"));
+      const counts = [tensor([4], [1]), tensor([0], [1])];
+      const lrValue = tensor([0.5], [1]);
+      const jsInputs = [...params, ...grads, ...ms, ...vs].map(onJsBackend);
+      const options = { lr: 2e-3, weightDecay: 0.05, decoupledWeightDecay: true };
+      const expected = multiTensorAdamUpdate(jsInputs.slice(0, 2), jsInputs.slice(2, 4), jsInputs.slice(4, 6), jsInputs.slice(6, 8), {
+        ...options,
+        lr: options.lr * 0.5,
+        steps: [5, 1],
+        copyDType: "bfloat16",
+      });
+      multiTensorAdamUpdateInPlace(params, grads, ms, vs, { ...options, steps: counts, lrValue, copyDType: "bfloat16", copies });
+      for (let i = 0; i < 2; i++) {
+        expectNear(params[i].dataSync() as Float32Array, expected.params[i].dataSync() as Float32Array, `in place param ${i}`);
+        expectNear(ms[i].dataSync() as Float32Array, expected.m[i].dataSync() as Float32Array, `in place m ${i}`);
+        expectNear(vs[i].dataSync() as Float32Array, expected.v[i].dataSync() as Float32Array, `in place v ${i}`);
+        // The copy is the new param rounded once to bfloat16.
+        expect(Array.from(copies[i].dataSync())).toEqual(Array.from(cast(params[i], "bfloat16").dataSync()));
+      }
+      expect(Array.from(counts[0].dataSync())).toEqual([5]);
+      expect(Array.from(counts[1].dataSync())).toEqual([1]);
+    });
+  });
+
+  it("the addon checks its arguments before it runs", () => {
+    const { addon } = getBackendInstance("cpu") as CpuBackend;
+    const x = new Float32Array(12);
+    const out = new Float32Array(12);
+    expect(() => addon.biasActivation(x, 0, null, 0, out, 0, 3, 5, 1)).toThrow(/biasActivation: x has 12 elements, needs 15/);
+    expect(() => addon.biasActivation(x, 0, new Float32Array(3), 0, out, 0, 3, 4, 1)).toThrow(/biasActivation: bias has 3 elements, needs 4/);
+    expect(() => addon.biasActivation(x, 0, null, 0, x, 0, 3, 4, 1)).toThrow(/out shares memory with x/);
+    expect(() => addon.biasActivation(x, 0, null, 0, out, 0, 3, 4, 3)).toThrow(/activation must be 0 \(relu\), 1 \(gelu\) or 2 \(gelu_tanh\), got 3/);
+    expect(() => addon.biasActivationBackward(x, 0, x, 0, null, 0, out, 0, new Float64Array(3), 3, 4, 0)).toThrow(/dbias has 3 elements, needs 4/);
+    expect(() => addon.biasActivationBackward(x, 0, x, 0, null, 0, out, 0, new Float32Array(4) as never, 3, 4, 0)).toThrow(/dbias must be a Float64Array/);
+    const [p, g, m, v] = [0, 1, 2, 3].map(() => new Float32Array(8));
+    expect(() => addon.adamUpdate(p, 0, g, 0, m, 0, v, 0, 9, 0.1, 0.9, 0.999, 1e-8, 0, false, 0.1, 0.001)).toThrow(/adamUpdate: p has 8 elements, needs 9/);
+    expect(() => addon.adamUpdate(p, 0, g, 0, p, 0, v, 0, 8, 0.1, 0.9, 0.999, 1e-8, 0, false, 0.1, 0.001)).toThrow(/p shares memory with m/);
+    expect(() => addon.adamUpdate(p, 0, g, 0, m, 0, v, 0, 8, "0.1" as never, 0.9, 0.999, 1e-8, 0, false, 0.1, 0.001)).toThrow(/lr must be a number/);
+  });
+});
