@@ -89,11 +89,14 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // 83.57 KiB until the js backend converted halves into per-kernel scratch through format's *Into conversions (83.836);
   // 83.84 KiB until forwardResidual checked its residual, TransformerBlock named a bad mlpRatio, distillationLoss checked
   // its targets at alpha 1, pruneAndRegrow kept a pattern no block left and BsrPattern.equals took a non-pattern (84.034);
-  // 84.04 KiB until crossEntropy took labelSmoothing (84.138 measured).
-  it("format + core + autograd + nn stay within 84.14 KiB gzipped and evaluate no code", async () => {
+  // 84.04 KiB until crossEntropy took labelSmoothing (84.138 measured);
+  // 84.14 KiB until nn gained torch's losses (nllLoss, the binary cross-entropies, l1/smoothL1/huber, klDiv; +1.6 KiB),
+  // crossEntropy took weight and class probabilities, cachedAttention was recorded without a gradient, toString read
+  // only the values it shows, Sequential and Parameter checked what they own and autograd rounded half means once (86.610).
+  it("format + core + autograd + nn stay within 86.62 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(84.14);
+    expect(gzipKiB).toBeLessThanOrEqual(86.62);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
