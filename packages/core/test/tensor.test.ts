@@ -223,6 +223,9 @@ describe("int32 sums wrap modulo 2^32 exactly (cuda sums in int64 and wraps on s
     tidy(() => {
       expect(sum(full([count], 2147483647, "int32")).item()).toBe(wrapped);
       expect(sum(full([1, count], 2147483647, "int32"), 1).toArray()).toEqual([wrapped]);
+      // Column sums (the reduced axes leading) and a middle axis (the general walk) wrap the same way.
+      expect(sum(full([count, 2], 2147483647, "int32"), 0).toArray()).toEqual([wrapped, wrapped]);
+      expect(sum(full([1, count, 1], 2147483647, "int32"), 1).toArray()).toEqual([wrapped]);
     });
   });
 
