@@ -117,6 +117,9 @@ export class MLP extends Module {
   constructor(options: { dModel: number; hidden: number; dropout?: number; seed?: number }) {
     super();
     requiredOptions("MLP", options, ["dModel", "hidden", "dropout", "seed"], 2);
+    // Named here: Linear's own errors would name Linear and its in/out features.
+    checkFeatures("MLP", "dModel", options.dModel);
+    checkFeatures("MLP", "hidden", options.hidden);
     const seeds = childSeeds("MLP", options.seed, 3);
     this.fc1 = new Linear(options.dModel, options.hidden, { seed: seeds[0] });
     this.act = new GELU();

@@ -165,3 +165,13 @@ describe("TransformerBlock's forward against a float64 reference", () => {
     expect(maxAbsDiff(host(explicit.forward(x)), expected)).toBeLessThan(1e-5);
   });
 });
+
+describe("MLP's widths", () => {
+  // They were checked by its Linear layers, whose errors named Linear's inFeatures/outFeatures.
+  it("are named as MLP's own options", () => {
+    expect(() => new MLP({ dModel: 0, hidden: 8 })).toThrow(new ValueError("MLP: dModel must be a positive integer, got 0"));
+    expect(() => new MLP({ dModel: 4, hidden: 2.5 })).toThrow(new ValueError("MLP: hidden must be a positive integer, got 2.5"));
+    expect(() => new MLP({ dModel: 4, hidden: "8" as never })).toThrow(new ValueError('MLP: hidden must be a positive integer, got "8"'));
+    expect(new MLP({ dModel: 4, hidden: 8 }).fc1.outFeatures).toBe(8);
+  });
+});
