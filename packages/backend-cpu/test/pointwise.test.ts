@@ -21,7 +21,7 @@ import {
   tidy,
 } from "@blocksparse/core";
 import { describe, expect, it } from "vitest";
-import { CpuBackend } from "../src/index";
+import type { CpuBackend } from "../src/index";
 import { cpuMissing, reportCpuAvailability, useCpuPoisoned } from "./cpu";
 
 reportCpuAvailability("pointwise.test.ts");
@@ -101,6 +101,38 @@ describe.skipIf(cpuMissing)("cpu pointwise kernels", () => {
       });
     });
   }
+
+  it("GELU (erf) keeps float32's relative accuracy down its lower tail, value and derivative", () => {
+    tidy(() => {
+      // Down to -13, where the values are still normal floats (about 1e-37): e^(-x^2 / 2) must not take x^2's rounding.
+      const raw = Array.from({ length: 2601 }, (_, i) => -13 + i * 0.005);
+      const x = tensor(raw, [raw.length]);
+      const dy = tensor(new Array(raw.length).fill(1), [raw.length]);
+      const got = [gelu(x).dataSync(), geluBackward(dy, x).dataSync()];
+      const want = onJs([dy, x], (g, xs) => [gelu(xs), geluBackward(g, xs)]);
+      for (const [k, what] of ["gelu", "geluBackward"].entries()) {
+        for (let i = 0; i < raw.length; i++) {
+          const [g, w] = [got[k][i], want[k][i]];
+          // Above -2 the derivative is a difference of terms near 0.2 (0 at -0.75): an absolute bound there.
+          const tolerance = 1e-6 * Math.abs(w) + (k === 1 && raw[i] > -2 ? 1e-7 : 0);
+          if (!(Math.abs(g - w) <= tolerance)) expect.fail(`${what}(${raw[i]}) is ${g}, expected ${w}`);
+        }
+      }
+    });
+  });
+
+  it("GELU's derivatives have their limits at huge finite inputs, where x^2 overflows float32", () => {
+    tidy(() => {
+      const raw = [1e20, -1e20, 1e30, -1e30, 3.4e38, -3.4e38];
+      const x = tensor(raw, [raw.length]);
+      const dy = tensor(new Array(raw.length).fill(1), [raw.length]);
+      for (const approximate of ["none", "tanh"] as const) {
+        expect(Array.from(geluBackward(dy, x, approximate).dataSync()), approximate).toEqual([1, 0, 1, 0, 1, 0]);
+        expect(Array.from(biasActivationBackward(dy, x, null, approximate === "none" ? "gelu" : "gelu_tanh")[0].dataSync()), approximate).toEqual([1, 0, 1, 0, 1, 0]);
+        expect(Array.from(onJs([dy, x], (g, xs) => geluBackward(g, xs, approximate))[0]), `js ${approximate}`).toEqual([1, 0, 1, 0, 1, 0]);
+      }
+    });
+  });
 
   it("sums the bias gradient to the same bits on any thread count", async () => {
     const { setCpuThreads } = await import("../src/index");
