@@ -212,12 +212,27 @@ export async function launch(options: LaunchOptions): Promise<number> {
       child.kill(signal);
     }
   };
+  // When the grace ends, SIGKILL for what is left. Only while launch() runs: once it has resolved, a group id may be
+  // another process's (reused), so the last wait below does this itself and the timer is cleared.
+  let killDeadline: number | null = null;
+  let killTimer: NodeJS.Timeout | null = null;
   const stopAll = (signal: NodeJS.Signals) => {
     for (const { child } of children) signalRank(child, signal);
-    const timer = setTimeout(() => {
+    killDeadline ??= Date.now() + killGraceMs;
+    killTimer ??= setTimeout(() => {
       for (const { child } of children) signalRank(child, "SIGKILL");
     }, killGraceMs);
-    timer.unref();
+    killTimer.unref();
+  };
+  // Whether anything of a rank's group is still running (its own subprocesses, after the rank exited).
+  const groupAlive = (child: ChildProcess): boolean => {
+    if (!ownGroups || child.pid === undefined) return false;
+    try {
+      process.kill(-child.pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
   };
   const forward = (signal: NodeJS.Signals) => {
     if (failure === null) failure = { rank: -1, code: 128 + (constants.signals[signal] ?? 15), reason: `received ${signal}` };
@@ -273,7 +288,13 @@ export async function launch(options: LaunchOptions): Promise<number> {
       });
     }
     await Promise.all(children.map(({ exited }) => exited));
+    // A stopped job's ranks are gone; what they started gets the rest of the grace, then SIGKILL, before launch returns.
+    if (killDeadline !== null) {
+      while (Date.now() < killDeadline && children.some(({ child }) => groupAlive(child))) await new Promise((done) => setTimeout(done, 50));
+      for (const { child } of children) if (groupAlive(child)) signalRank(child, "SIGKILL");
+    }
   } finally {
+    if (killTimer !== null) clearTimeout(killTimer);
     process.off("SIGINT", onSigint);
     process.off("SIGTERM", onSigterm);
     process.off("SIGHUP", onSighup);

@@ -1,5 +1,6 @@
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
 import { ValueError } from "@blocksparse/core";
 import { afterAll, describe, expect, it } from "vitest";
 import { LAUNCHER_USAGE, launch, parseLauncherArgs, runLauncherCommand } from "../src/launcher";
@@ -115,6 +116,41 @@ describe("blocksparse-run", () => {
     const deadline = Date.now() + 5000;
     while (pids.some(alive) && Date.now() < deadline) await new Promise((done) => setTimeout(done, 50));
     const left = pids.filter(alive);
+    for (const pid of left) process.kill(pid, "SIGKILL");
+    expect(left).toEqual([]);
+  });
+
+  it.skipIf(process.platform === "win32")("gives what the ranks started the grace, then SIGKILL, before launch returns: never after, when a group id may be another's", async () => {
+    const out = mkdtempSync(join(tmpdir(), "blocksparse-distributed-"));
+    outputs.push(out);
+    const lines: string[] = [];
+    const code = await launch({
+      nprocPerNode: 2,
+      script: join("test", "children", "subprocesses.ts"),
+      args: [out, "stubborn"],
+      nodeOptions: ["--import", "tsx"],
+      env: { TSX_TSCONFIG_PATH: resolve("test", "children", "tsconfig.json"), BLOCKSPARSE_LAUNCHER_STORE: undefined },
+      killGraceMs: 300,
+      log: (line) => lines.push(line),
+    });
+    expect(code).toBe(3);
+    expect(lines.join("\n")).toMatch(/rank 1 \(pid \d+\) exited with code 3/);
+    const pids = [0, 1].map((rank) => Number(readFileSync(join(out, `subprocess-${rank}.pid`), "utf8")));
+    // Running, not a zombie waiting for init to reap it (a killed process is one for a moment).
+    const running = (pid: number): boolean => {
+      try {
+        process.kill(pid, 0);
+      } catch {
+        return false;
+      }
+      try {
+        return !readFileSync(`/proc/${pid}/stat`, "utf8").includes(") Z ");
+      } catch {
+        // No /proc (macOS): kill(0) succeeding is all there is to go on; gone since then.
+        return process.platform !== "linux";
+      }
+    };
+    const left = pids.filter(running);
     for (const pid of left) process.kill(pid, "SIGKILL");
     expect(left).toEqual([]);
   });
