@@ -452,6 +452,72 @@ Napi::Value BiasActivationBackward(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// layerNorm(x, xOffset, gamma | null, gammaOffset, beta | null, betaOffset, y, yOffset, mean, meanOffset, rstd, rstdOffset,
+// rows, d, epsilon): LayerNorm over the last dim of rows x d, its mean and rstd per row.
+Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
+  const char* fn = "layerNorm";
+  expectArgs(info, 15, fn);
+  Napi::Env env = info.Env();
+  ArrayArg x = arrayArg(info, 0, fn, "x");
+  bool hasGamma = false, hasBeta = false;
+  ArrayArg gamma = optionalArrayArg(info, 2, fn, "gamma", hasGamma);
+  ArrayArg beta = optionalArrayArg(info, 4, fn, "beta", hasBeta);
+  ArrayArg y = arrayArg(info, 6, fn, "y"), mean = arrayArg(info, 8, fn, "mean"), rstd = arrayArg(info, 10, fn, "rstd");
+  const int64_t rows = integerArg(info, 12, fn, "rows");
+  const int64_t d = integerArg(info, 13, fn, "d");
+  const float epsilon = static_cast<float>(numberArg(info, 14, fn, "epsilon"));
+  const int64_t count = elementCount(env, fn, "x", rows, d);
+  x.require(env, fn, count);
+  if (hasGamma) gamma.require(env, fn, d);
+  if (hasBeta) beta.require(env, fn, d);
+  y.require(env, fn, count);
+  mean.require(env, fn, rows);
+  rstd.require(env, fn, rows);
+  const Span inputs[] = {x.span(count), optionalSpan(gamma, hasGamma, d), optionalSpan(beta, hasBeta, d)};
+  checkApart(env, fn, y.span(count), {inputs[0], inputs[1], inputs[2], mean.span(rows), rstd.span(rows)});
+  checkApart(env, fn, mean.span(rows), {inputs[0], inputs[1], inputs[2], rstd.span(rows)});
+  checkApart(env, fn, rstd.span(rows), {inputs[0], inputs[1], inputs[2]});
+  runKernel(env, fn, [&] {
+    bsk::layerNorm(x.at(), hasGamma ? gamma.at() : nullptr, hasBeta ? beta.at() : nullptr, rows, d, epsilon, y.at(), mean.at(), rstd.at());
+  });
+  return env.Undefined();
+}
+
+// layerNormBackward(dy, dyOffset, x, xOffset, mean, meanOffset, rstd, rstdOffset, gamma | null, gammaOffset, dx, dxOffset,
+// dgamma: Float64Array, dbeta: Float64Array, rows, d): LayerNorm's gradients, dgamma and dbeta summed in float64.
+Napi::Value LayerNormBackward(const Napi::CallbackInfo& info) {
+  const char* fn = "layerNormBackward";
+  expectArgs(info, 16, fn);
+  Napi::Env env = info.Env();
+  ArrayArg dy = arrayArg(info, 0, fn, "dy"), x = arrayArg(info, 2, fn, "x"), mean = arrayArg(info, 4, fn, "mean"), rstd = arrayArg(info, 6, fn, "rstd");
+  bool hasGamma = false;
+  ArrayArg gamma = optionalArrayArg(info, 8, fn, "gamma", hasGamma);
+  ArrayArg dx = arrayArg(info, 10, fn, "dx");
+  Napi::Float64Array dgamma = typedArray<double, napi_float64_array>(env, info[12], fn, "dgamma", "a Float64Array");
+  Napi::Float64Array dbeta = typedArray<double, napi_float64_array>(env, info[13], fn, "dbeta", "a Float64Array");
+  const int64_t rows = integerArg(info, 14, fn, "rows");
+  const int64_t d = integerArg(info, 15, fn, "d");
+  const int64_t count = elementCount(env, fn, "dy", rows, d);
+  dy.require(env, fn, count);
+  x.require(env, fn, count);
+  mean.require(env, fn, rows);
+  rstd.require(env, fn, rows);
+  if (hasGamma) gamma.require(env, fn, d);
+  dx.require(env, fn, count);
+  checkSpan(env, fn, "dgamma", dgamma.ElementLength(), 0, d);
+  checkSpan(env, fn, "dbeta", dbeta.ElementLength(), 0, d);
+  const Span inputs[] = {dy.span(count), x.span(count), mean.span(rows), rstd.span(rows), optionalSpan(gamma, hasGamma, d)};
+  const Span gammaSums = spanOf("dgamma", dgamma.Data(), 0, d, sizeof(double));
+  const Span betaSums = spanOf("dbeta", dbeta.Data(), 0, d, sizeof(double));
+  checkApart(env, fn, dx.span(count), {inputs[0], inputs[1], inputs[2], inputs[3], inputs[4]});
+  checkApart(env, fn, gammaSums, {inputs[0], inputs[1], inputs[2], inputs[3], inputs[4], dx.span(count), betaSums});
+  checkApart(env, fn, betaSums, {inputs[0], inputs[1], inputs[2], inputs[3], inputs[4], dx.span(count)});
+  runKernel(env, fn, [&] {
+    bsk::layerNormBackward(dy.at(), x.at(), mean.at(), rstd.at(), hasGamma ? gamma.at() : nullptr, rows, d, dx.at(), dgamma.Data(), dbeta.Data());
+  });
+  return env.Undefined();
+}
+
 // adamUpdate(p, pOffset, g, gOffset, m, mOffset, v, vOffset, n, lr, beta1, beta2, epsilon, weightDecay, decoupled,
 // correction1, correction2): one Adam/AdamW step, p, m and v written in place.
 Napi::Value AdamUpdate(const Napi::CallbackInfo& info) {
@@ -582,6 +648,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("matmul", Napi::Function::New(env, Matmul, "matmul"));
   exports.Set("biasActivation", Napi::Function::New(env, BiasActivation, "biasActivation"));
   exports.Set("biasActivationBackward", Napi::Function::New(env, BiasActivationBackward, "biasActivationBackward"));
+  exports.Set("layerNorm", Napi::Function::New(env, LayerNorm, "layerNorm"));
+  exports.Set("layerNormBackward", Napi::Function::New(env, LayerNormBackward, "layerNormBackward"));
   exports.Set("adamUpdate", Napi::Function::New(env, AdamUpdate, "adamUpdate"));
   exports.Set("bsrLinear", Napi::Function::New(env, BsrLinear, "bsrLinear"));
   exports.Set("bsrMatmul", Napi::Function::New(env, BsrMatmul, "bsrMatmul"));

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <limits>
 #include <vector>
 
@@ -159,6 +160,114 @@ BSK_CLONES void backwardRowNoSums(const float* dy, const float* x, const float* 
 // Rows per work item: about kChunk elements, at least one row.
 int64_t rowsPerChunk(int64_t width) { return std::max<int64_t>(1, kChunk / std::max<int64_t>(1, width)); }
 
+// Runs row(r, sums) for every row, `sums` holding one float64 array of `width` per output in `out`, private to the row's
+// chunk; then adds the chunks' partials into each output in chunk order: the same sums on any thread count.
+template <typename Row>
+void columnSums(int64_t rows, int64_t width, std::initializer_list<double*> out, Row row) {
+  const size_t lanes = out.size();
+  const int64_t step = std::max(rowsPerChunk(width), (rows + kMaxSumChunks - 1) / kMaxSumChunks);
+  const int64_t chunks = (rows + step - 1) / step;
+  std::vector<double> partials(static_cast<size_t>(chunks * width) * lanes, 0.0);
+  parallelFor(chunks, [&](int64_t c) {
+    double* sums[4];
+    for (size_t l = 0; l < lanes; l++) sums[l] = partials.data() + (static_cast<size_t>(c) * lanes + l) * static_cast<size_t>(width);
+    const int64_t end = std::min(rows, (c + 1) * step);
+    for (int64_t r = c * step; r < end; r++) row(r, sums);
+  });
+  const int64_t columnsPerItem = std::max<int64_t>(1, kChunk / std::max<int64_t>(1, chunks));
+  std::vector<double*> targets(out);
+  parallelFor((width + columnsPerItem - 1) / columnsPerItem, [&](int64_t item) {
+    const int64_t end = std::min(width, (item + 1) * columnsPerItem);
+    for (size_t l = 0; l < lanes; l++) {
+      for (int64_t j = item * columnsPerItem; j < end; j++) {
+        double total = 0.0;
+        for (int64_t c = 0; c < chunks; c++) total += partials[(static_cast<size_t>(c) * lanes + l) * static_cast<size_t>(width) + static_cast<size_t>(j)];
+        targets[l][j] = total;
+      }
+    }
+  });
+}
+
+// sum of x[0..n) in float64, in 8 independent lanes (so the loop vectorizes without reassociating one chain).
+BSK_CLONES double sum64(const float* x, int64_t n) {
+  double lanes[8] = {};
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8) {
+    for (int l = 0; l < 8; l++) lanes[l] += static_cast<double>(x[k + l]);
+  }
+  double total = 0.0;
+  for (; k < n; k++) total += static_cast<double>(x[k]);
+  for (int l = 0; l < 8; l++) total += lanes[l];
+  return total;
+}
+
+// sum of (x - mu)^2 over x[0..n) in float64, as sum64.
+BSK_CLONES double squares64(const float* x, double mu, int64_t n) {
+  double lanes[8] = {};
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8) {
+    for (int l = 0; l < 8; l++) {
+      const double c = static_cast<double>(x[k + l]) - mu;
+      lanes[l] += c * c;
+    }
+  }
+  double total = 0.0;
+  for (; k < n; k++) {
+    const double c = static_cast<double>(x[k]) - mu;
+    total += c * c;
+  }
+  for (int l = 0; l < 8; l++) total += lanes[l];
+  return total;
+}
+
+BSK_CLONES void normalizeRow(const float* x, const float* gamma, const float* beta, int64_t d, double mu, double rs, float* y) {
+  for (int64_t j = 0; j < d; j++) {
+    const double normalized = (static_cast<double>(x[j]) - mu) * rs;
+    y[j] = static_cast<float>(normalized * static_cast<double>(gamma[j]) + static_cast<double>(beta[j]));
+  }
+}
+
+// One row of LayerNorm's backward: the row's two sums, dgamma's and dbeta's partials, then dx.
+BSK_CLONES void layerNormBackwardRow(const float* dy, const float* x, double mu, double rs, const float* gamma, int64_t d, float* dx, double* dgamma,
+                                     double* dbeta) {
+  double sums[8] = {};
+  double products[8] = {};
+  int64_t j = 0;
+  for (; j + 8 <= d; j += 8) {
+    for (int l = 0; l < 8; l++) {
+      const double g = static_cast<double>(dy[j + l]);
+      const double xhat = (static_cast<double>(x[j + l]) - mu) * rs;
+      const double dxhat = g * static_cast<double>(gamma[j + l]);
+      sums[l] += dxhat;
+      products[l] += dxhat * xhat;
+      dgamma[j + l] += g * xhat;
+      dbeta[j + l] += g;
+    }
+  }
+  double sumDxhat = 0.0;
+  double sumDxhatXhat = 0.0;
+  for (; j < d; j++) {
+    const double g = static_cast<double>(dy[j]);
+    const double xhat = (static_cast<double>(x[j]) - mu) * rs;
+    const double dxhat = g * static_cast<double>(gamma[j]);
+    sumDxhat += dxhat;
+    sumDxhatXhat += dxhat * xhat;
+    dgamma[j] += g * xhat;
+    dbeta[j] += g;
+  }
+  for (int l = 0; l < 8; l++) {
+    sumDxhat += sums[l];
+    sumDxhatXhat += products[l];
+  }
+  const double meanDxhat = sumDxhat / static_cast<double>(d);
+  const double meanDxhatXhat = sumDxhatXhat / static_cast<double>(d);
+  for (int64_t k = 0; k < d; k++) {
+    const double xhat = (static_cast<double>(x[k]) - mu) * rs;
+    const double dxhat = static_cast<double>(dy[k]) * static_cast<double>(gamma[k]);
+    dx[k] = static_cast<float>(rs * (dxhat - meanDxhat - xhat * meanDxhatXhat));
+  }
+}
+
 template <Activation A>
 void forward(const float* x, const float* bias, int64_t rows, int64_t width, float* out) {
   const int64_t step = rowsPerChunk(width);
@@ -179,23 +288,8 @@ void backward(const float* dy, const float* x, const float* bias, int64_t rows, 
     });
     return;
   }
-  // Each chunk of rows sums into its own row of partials, added in chunk order: the same sums on any thread count.
-  const int64_t step = std::max(rowsPerChunk(width), (rows + kMaxSumChunks - 1) / kMaxSumChunks);
-  const int64_t chunks = (rows + step - 1) / step;
-  std::vector<double> partials(static_cast<size_t>(chunks * width), 0.0);
-  parallelFor(chunks, [&](int64_t c) {
-    const int64_t end = std::min(rows, (c + 1) * step);
-    double* sums = partials.data() + c * width;
-    for (int64_t r = c * step; r < end; r++) backwardRow<A>(dy + r * width, x + r * width, bias, width, dx + r * width, sums);
-  });
-  const int64_t columnsPerItem = std::max<int64_t>(1, kChunk / std::max<int64_t>(1, chunks));
-  parallelFor((width + columnsPerItem - 1) / columnsPerItem, [&](int64_t item) {
-    const int64_t end = std::min(width, (item + 1) * columnsPerItem);
-    for (int64_t j = item * columnsPerItem; j < end; j++) {
-      double total = 0.0;
-      for (int64_t c = 0; c < chunks; c++) total += partials[static_cast<size_t>(c * width + j)];
-      dbias[j] = total;
-    }
+  columnSums(rows, width, {dbias}, [&](int64_t r, double* const* sums) {
+    backwardRow<A>(dy + r * width, x + r * width, bias, width, dx + r * width, sums[0]);
   });
 }
 
@@ -251,6 +345,50 @@ void biasActivationBackward(const float* dy, const float* x, const float* bias, 
     case Activation::GeluTanh:
       return backward<Activation::GeluTanh>(dy, x, bias, rows, width, dx, dbias);
   }
+}
+
+void layerNorm(const float* x, const float* gamma, const float* beta, int64_t rows, int64_t d, float epsilon, float* y, float* mean, float* rstd) {
+  if (rows == 0) return;
+  std::vector<float> ones, zeros;
+  if (gamma == nullptr) {
+    ones.assign(static_cast<size_t>(d), 1.0f);
+    gamma = ones.data();
+  }
+  if (beta == nullptr) {
+    zeros.assign(static_cast<size_t>(d), 0.0f);
+    beta = zeros.data();
+  }
+  const int64_t step = rowsPerChunk(d);
+  parallelFor((rows + step - 1) / step, [&](int64_t c) {
+    const int64_t end = std::min(rows, (c + 1) * step);
+    for (int64_t r = c * step; r < end; r++) {
+      const float* row = x + r * d;
+      const double mu = d == 0 ? 0.0 : sum64(row, d) / static_cast<double>(d);
+      const double variance = d == 0 ? 0.0 : squares64(row, mu, d) / static_cast<double>(d);
+      const double rs = 1.0 / std::sqrt(variance + static_cast<double>(epsilon));
+      mean[r] = static_cast<float>(mu);
+      rstd[r] = static_cast<float>(rs);
+      normalizeRow(row, gamma, beta, d, mu, rs, y + r * d);
+    }
+  });
+}
+
+void layerNormBackward(const float* dy, const float* x, const float* mean, const float* rstd, const float* gamma, int64_t rows, int64_t d, float* dx,
+                       double* dgamma, double* dbeta) {
+  if (d == 0) return;
+  if (rows == 0) {
+    std::fill(dgamma, dgamma + d, 0.0);
+    std::fill(dbeta, dbeta + d, 0.0);
+    return;
+  }
+  std::vector<float> ones;
+  if (gamma == nullptr) {
+    ones.assign(static_cast<size_t>(d), 1.0f);
+    gamma = ones.data();
+  }
+  columnSums(rows, d, {dgamma, dbeta}, [&](int64_t r, double* const* sums) {
+    layerNormBackwardRow(dy + r * d, x + r * d, static_cast<double>(mean[r]), static_cast<double>(rstd[r]), gamma, d, dx + r * d, sums[0], sums[1]);
+  });
 }
 
 void adamUpdate(float* p, const float* g, float* m, float* v, int64_t n, const AdamStep& step) {

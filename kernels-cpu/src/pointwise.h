@@ -1,5 +1,5 @@
 // Pointwise kernels of a training step: a bias and an activation (ReLU, GELU by erf or tanh) and their backward
-// with the bias gradient, and the Adam/AdamW update in place. float32 arrays, float32 math (the sums of the bias
+// with the bias gradient, LayerNorm and its backward, and the Adam/AdamW update in place. float32 arrays, float32 math (the sums of the bias
 // gradient in float64); spread over the thread pool in fixed chunks, so results do not depend on the thread count.
 #pragma once
 #include <cstdint>
@@ -16,6 +16,16 @@ void biasActivation(const float* x, const float* bias, int64_t rows, int64_t wid
 // computed). dx may be dy.
 void biasActivationBackward(const float* dy, const float* x, const float* bias, int64_t rows, int64_t width, Activation activation, float* dx,
                             double* dbias);
+
+// LayerNorm over the last dim of rows x d: mean[r] and rstd[r] = 1 / sqrt(var + epsilon) (float64 sums, stored as
+// float32), y = (x - mean) rstd gamma + beta (gamma, beta null: 1, 0), each element computed in float64.
+void layerNorm(const float* x, const float* gamma, const float* beta, int64_t rows, int64_t d, float epsilon, float* y, float* mean, float* rstd);
+
+// LayerNorm's gradients from the saved mean and rstd: dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) with
+// dxhat = dy gamma; dgamma[j] = sum over r of dy xhat, dbeta[j] = sum over r of dy (float64; the same on any thread
+// count).
+void layerNormBackward(const float* dy, const float* x, const float* mean, const float* rstd, const float* gamma, int64_t rows, int64_t d, float* dx,
+                       double* dgamma, double* dbeta);
 
 // One Adam step: torch.optim.Adam (L2 added to the gradient) or AdamW (decoupled: the weights decay first).
 struct AdamStep {

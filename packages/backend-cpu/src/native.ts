@@ -105,6 +105,43 @@ export interface NativeAddon {
     width: number,
     activation: number,
   ): void;
+  /** LayerNorm over the last dim of rows x d (gamma, beta null: 1, 0): y, and each row's mean and rstd (float32). */
+  layerNorm(
+    x: Float32Array,
+    xOffset: number,
+    gamma: Float32Array | null,
+    gammaOffset: number,
+    beta: Float32Array | null,
+    betaOffset: number,
+    y: Float32Array,
+    yOffset: number,
+    mean: Float32Array,
+    meanOffset: number,
+    rstd: Float32Array,
+    rstdOffset: number,
+    rows: number,
+    d: number,
+    epsilon: number,
+  ): void;
+  /** LayerNorm's gradients from the saved mean and rstd: dx, and dgamma and dbeta summed in float64. */
+  layerNormBackward(
+    dy: Float32Array,
+    dyOffset: number,
+    x: Float32Array,
+    xOffset: number,
+    mean: Float32Array,
+    meanOffset: number,
+    rstd: Float32Array,
+    rstdOffset: number,
+    gamma: Float32Array | null,
+    gammaOffset: number,
+    dx: Float32Array,
+    dxOffset: number,
+    dgamma: Float64Array,
+    dbeta: Float64Array,
+    rows: number,
+    d: number,
+  ): void;
   /** One Adam (L2) or AdamW (decoupled) step over n elements: p, m and v updated in place from g. */
   adamUpdate(
     p: Float32Array,
@@ -165,6 +202,8 @@ export const NATIVE_FUNCTIONS = [
   "sampledMatmul",
   "biasActivation",
   "biasActivationBackward",
+  "layerNorm",
+  "layerNormBackward",
   "adamUpdate",
   "scratchBytes",
   "releaseScratch",

@@ -1,11 +1,11 @@
 /**
  * The pointwise kernels of a training step in the addon: a bias and an activation and their backward (BiasActivation,
- * BiasActivationBackward, Gelu, GeluBackward, and the activations of the fused products), and the Adam/AdamW update
- * (AdamUpdate, MultiTensorAdamUpdate) in place. float32 math on float32 arrays, vectorized and threaded; half inputs
+ * BiasActivationBackward, Gelu, GeluBackward, and the activations of the fused products), LayerNorm and its backward,
+ * and the Adam/AdamW update (AdamUpdate, MultiTensorAdamUpdate) in place. float32 math on float32 arrays, vectorized and threaded; half inputs
  * are widened and outputs rounded as the products' are. The js kernels computed these one float64 element at a time,
  * GELU through a float64 erfc: a GELU pass or an optimizer step over a layer took longer than its products.
  */
-import { type Activation, type ActivationKernels, type JsBackend, type KernelArgs, type KernelTable, type TensorInfo, jsKernels } from "@blocksparse/core";
+import { type Activation, type ActivationKernels, type JsBackend, type KernelArgs, type KernelTable, type TensorInfo, jsKernels, sizeOf } from "@blocksparse/core";
 import { translateNativeError } from "./errors";
 import type { NativeAddon } from "./native";
 
@@ -28,7 +28,9 @@ function rowsOf(shape: readonly number[]): { rows: number; width: number } {
   return { rows: width === 0 ? 0 : size / width, width };
 }
 
-type PointwiseKernels = Required<Pick<KernelTable<JsBackend>, "BiasActivation" | "BiasActivationBackward" | "Gelu" | "GeluBackward" | "AdamUpdate" | "MultiTensorAdamUpdate">>;
+type PointwiseKernels = Required<
+  Pick<KernelTable<JsBackend>, "BiasActivation" | "BiasActivationBackward" | "Gelu" | "GeluBackward" | "LayerNorm" | "LayerNormBackward" | "AdamUpdate" | "MultiTensorAdamUpdate">
+>;
 
 type AdamHyperparameters = Pick<KernelArgs<"AdamUpdate", JsBackend>["attrs"], "lr" | "beta1" | "beta2" | "epsilon" | "weightDecay" | "decoupledWeightDecay">;
 
@@ -81,6 +83,36 @@ export function pointwiseKernels(addon: NativeAddon): PointwiseKernels & { activ
     ...activations,
     Gelu: ({ inputs: { x }, attrs: { approximate }, backend }) => forward(backend, x, undefined, approximate === "tanh" ? "gelu_tanh" : "gelu"),
     GeluBackward: ({ inputs: { dy, x }, attrs: { approximate }, backend }) => backward(backend, dy, x, undefined, approximate === "tanh" ? "gelu_tanh" : "gelu", null),
+
+    LayerNorm({ inputs: { x, gamma, beta }, attrs: { epsilon }, backend }) {
+      const statShape = x.shape.slice(0, -1);
+      // Rows of the statistics, also where d is 0 (each row's mean 0 and rstd 1 / sqrt(epsilon), as js gives).
+      const [rows, d] = [sizeOf(statShape), x.shape[x.shape.length - 1]];
+      const y = backend.floatOutput(x.shape, x.dtype);
+      const mean = backend.floatOutput(statShape, "float32");
+      const rstd = backend.floatOutput(statShape, "float32");
+      const [g, b] = [gamma, beta].map((t) => (t ? backend.floats(t) : null));
+      native(() => addon.layerNorm(backend.floats(x), 0, g, 0, b, 0, y.data, 0, mean.data, 0, rstd.data, 0, rows, d, epsilon));
+      return [y.commit(), mean.commit(), rstd.commit()];
+    },
+
+    LayerNormBackward({ inputs: { dy, x, mean, rstd, gamma }, backend }) {
+      const [rows, d] = [sizeOf(x.shape.slice(0, -1)), x.shape[x.shape.length - 1]];
+      const dx = backend.floatOutput(x.shape, x.dtype);
+      const [gammaSums, betaSums] = [new Float64Array(d), new Float64Array(d)];
+      // Widened one after the other, each into its own scratch (halves), as backward() does.
+      const grad = backend.floats(dy);
+      const input = backend.floats(x);
+      const g = gamma ? backend.floats(gamma) : null;
+      native(() =>
+        addon.layerNormBackward(grad, 0, input, 0, backend.floats(mean), 0, backend.floats(rstd), 0, g, 0, dx.data, 0, gammaSums, betaSums, rows, d),
+      );
+      const dgamma = backend.floatOutput([d], x.dtype);
+      const dbeta = backend.floatOutput([d], x.dtype);
+      dgamma.data.set(gammaSums);
+      dbeta.data.set(betaSums);
+      return [dx.commit(), dgamma.commit(), dbeta.commit()];
+    },
 
     AdamUpdate(args) {
       const { inputs: { param, grad, m, v }, attrs, backend } = args;

@@ -8,6 +8,8 @@ import {
   biasActivation,
   biasActivationBackward,
   bsrLinearActivation,
+  layerNormBackward,
+  layerNormWithStats,
   cast,
   BsrPattern,
   gelu,
@@ -67,7 +69,7 @@ describe.skipIf(cpuMissing)("cpu pointwise kernels", () => {
 
   it("run natively, not the js kernels", () => {
     const { kernels } = getBackendInstance("cpu") as CpuBackend;
-    for (const name of ["BiasActivation", "BiasActivationBackward", "Gelu", "GeluBackward", "AdamUpdate", "MultiTensorAdamUpdate"] as const) {
+    for (const name of ["BiasActivation", "BiasActivationBackward", "Gelu", "GeluBackward", "LayerNorm", "LayerNormBackward", "AdamUpdate", "MultiTensorAdamUpdate"] as const) {
       expect(kernels[name], name).not.toBe(jsKernels[name]);
     }
   });
@@ -134,7 +136,49 @@ describe.skipIf(cpuMissing)("cpu pointwise kernels", () => {
     });
   });
 
-  it("sums the bias gradient to the same bits on any thread count", async () => {
+  it("LayerNorm and its backward agree with js: many rows, rows far from zero, no gamma or beta, half inputs, d = 0", () => {
+    tidy(() => {
+      // 1200 rows of 77 (several work items, no multiple of a vector); a mean of 1e4 against a spread of 1, where a
+      // float32 x - mean would lose three digits.
+      const [rows, d] = [1200, 77];
+      const x = tensor(values(20, rows * d, 1).map((v, i) => (i < 40 * d ? 1e4 + v : v)), [rows, d]);
+      const gamma = tensor(values(21, d, 1), [d]);
+      const beta = tensor(values(22, d, 1), [d]);
+      const dy = tensor(values(23, rows * d, 1), [rows, d]);
+      for (const [g, b] of [[gamma, beta], [null, null], [gamma, null]] as const) {
+        const label = `${g ? "gamma" : "no gamma"}, ${b ? "beta" : "no beta"}`;
+        const got = layerNormWithStats(x, g, b, 1e-5);
+        const want = onJs([x, ...(g ? [g] : []), ...(b ? [b] : [])], (xs, ...rest) => {
+          const r = layerNormWithStats(xs, g ? rest[0] : null, b ? rest[g ? 1 : 0] : null, 1e-5);
+          return [r.y, r.mean, r.rstd];
+        });
+        expectNear(got.y.dataSync() as Float32Array, want[0], `${label}: y`, 1e-5);
+        expectNear(got.mean.dataSync() as Float32Array, want[1], `${label}: mean`, 1e-7);
+        expectNear(got.rstd.dataSync() as Float32Array, want[2], `${label}: rstd`, 1e-7);
+        const grads = layerNormBackward(dy, x, got.mean, got.rstd, g);
+        const wantGrads = onJs([dy, x, got.mean, got.rstd, ...(g ? [g] : [])], (gs, xs, ms, rs, gm) => {
+          const r = layerNormBackward(gs, xs, ms, rs, gm ?? null);
+          return [r.dx, r.dgamma, r.dbeta];
+        });
+        expectNear(grads.dx.dataSync() as Float32Array, wantGrads[0], `${label}: dx`, 1e-5);
+        expectNear(grads.dgamma.dataSync() as Float32Array, wantGrads[1], `${label}: dgamma`, 1e-5);
+        expectNear(grads.dbeta.dataSync() as Float32Array, wantGrads[2], `${label}: dbeta`, 1e-5);
+      }
+      const [half, halfGamma, halfBeta] = [x, gamma, beta].map((t) => cast(t, "bfloat16"));
+      expectNear(
+        layerNormWithStats(half, halfGamma, halfBeta).y.dataSync() as Float32Array,
+        onJs([half, halfGamma, halfBeta], (xs, g, b) => layerNormWithStats(xs, g, b).y)[0],
+        "bfloat16 y",
+        1e-2,
+      );
+      // No features: each row's statistics are still written (mean 0, rstd 1 / sqrt(epsilon)).
+      const empty = layerNormWithStats(tensor([], [3, 0]), null, null, 0.25);
+      expect(Array.from(empty.mean.dataSync())).toEqual([0, 0, 0]);
+      expect(Array.from(empty.rstd.dataSync())).toEqual([2, 2, 2]);
+    });
+  });
+
+  it("sums the bias gradient and LayerNorm's dgamma and dbeta to the same bits on any thread count", async () => {
     const { setCpuThreads } = await import("../src/index");
     tidy(() => {
       const [rows, width] = [5000, 33];
@@ -146,6 +190,14 @@ describe.skipIf(cpuMissing)("cpu pointwise kernels", () => {
       });
       expect(sums[1]).toEqual(sums[0]);
       expect(sums[2]).toEqual(sums[0]);
+      const stats = layerNormWithStats(x, null, null);
+      const gammaSums = [1, 2, 3].map((threads) => {
+        setCpuThreads(threads);
+        const { dgamma, dbeta } = layerNormBackward(dy, x, stats.mean, stats.rstd, null);
+        return [...dgamma.dataSync(), ...dbeta.dataSync()];
+      });
+      expect(gammaSums[1]).toEqual(gammaSums[0]);
+      expect(gammaSums[2]).toEqual(gammaSums[0]);
     });
   });
 
@@ -219,6 +271,12 @@ describe.skipIf(cpuMissing)("cpu pointwise kernels", () => {
     expect(() => addon.biasActivation(x, 0, null, 0, out, 0, 3, 4, 3)).toThrow(/activation must be 0 \(relu\), 1 \(gelu\) or 2 \(gelu_tanh\), got 3/);
     expect(() => addon.biasActivationBackward(x, 0, x, 0, null, 0, out, 0, new Float64Array(3), 3, 4, 0)).toThrow(/dbias has 3 elements, needs 4/);
     expect(() => addon.biasActivationBackward(x, 0, x, 0, null, 0, out, 0, new Float32Array(4) as never, 3, 4, 0)).toThrow(/dbias must be a Float64Array/);
+    const stats = new Float32Array(3);
+    expect(() => addon.layerNorm(x, 0, null, 0, null, 0, out, 0, stats, 0, new Float32Array(3), 0, 3, 5, 1e-5)).toThrow(/layerNorm: x has 12 elements, needs 15/);
+    expect(() => addon.layerNorm(x, 0, null, 0, null, 0, out, 0, stats, 0, stats, 0, 3, 4, 1e-5)).toThrow(/mean shares memory with rstd/);
+    expect(() =>
+      addon.layerNormBackward(x, 0, x, 0, stats, 0, stats, 0, null, 0, out, 0, new Float64Array(4), new Float64Array(3), 3, 4),
+    ).toThrow(/layerNormBackward: dbeta has 3 elements, needs 4/);
     const [p, g, m, v] = [0, 1, 2, 3].map(() => new Float32Array(8));
     expect(() => addon.adamUpdate(p, 0, g, 0, m, 0, v, 0, 9, 0.1, 0.9, 0.999, 1e-8, 0, false, 0.1, 0.001)).toThrow(/adamUpdate: p has 8 elements, needs 9/);
     expect(() => addon.adamUpdate(p, 0, g, 0, p, 0, v, 0, 8, 0.1, 0.9, 0.999, 1e-8, 0, false, 0.1, 0.001)).toThrow(/p shares memory with m/);
