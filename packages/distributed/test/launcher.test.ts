@@ -1,6 +1,8 @@
 import { mkdtempSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
 import { ValueError } from "@blocksparse/core";
 import { afterAll, describe, expect, it } from "vitest";
 import { LAUNCHER_USAGE, launch, parseLauncherArgs, runLauncherCommand } from "../src/launcher";
@@ -124,16 +126,18 @@ describe("blocksparse-run", () => {
     const out = mkdtempSync(join(tmpdir(), "blocksparse-distributed-"));
     outputs.push(out);
     const lines: string[] = [];
+    // Absolute paths: the ranks start in this process's folder, which is the repository's when the suite runs from there.
+    const children = resolve(import.meta.dirname, "children");
     const code = await launch({
       nprocPerNode: 2,
-      script: join("test", "children", "subprocesses.ts"),
+      script: join(children, "subprocesses.ts"),
       args: [out, "stubborn"],
-      nodeOptions: ["--import", "tsx"],
-      env: { TSX_TSCONFIG_PATH: resolve("test", "children", "tsconfig.json"), BLOCKSPARSE_LAUNCHER_STORE: undefined },
+      nodeOptions: ["--import", pathToFileURL(createRequire(import.meta.url).resolve("tsx")).href],
+      env: { TSX_TSCONFIG_PATH: join(children, "tsconfig.json"), BLOCKSPARSE_LAUNCHER_STORE: undefined },
       killGraceMs: 300,
       log: (line) => lines.push(line),
     });
-    expect(code).toBe(3);
+    expect(code, lines.join("\n")).toBe(3);
     expect(lines.join("\n")).toMatch(/rank 1 \(pid \d+\) exited with code 3/);
     const pids = [0, 1].map((rank) => Number(readFileSync(join(out, `subprocess-${rank}.pid`), "utf8")));
     // Running, not a zombie waiting for init to reap it (a killed process is one for a moment).
