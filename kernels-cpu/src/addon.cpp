@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #endif
 
+#include "attention_rows.h"
 #include "microkernel.h"
 #include "pointwise.h"
 #include "products.h"
@@ -518,6 +519,73 @@ Napi::Value LayerNormBackward(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// Attention's rows `rows` x n from query row `first` of an m x n batch matrix: first + rows must not pass m. The flags
+// (one per row, a Uint8Array from 0) are written.
+struct AttentionRows {
+  int64_t rows, n, first, m, count;
+  bool causal;
+  double scale;
+  Napi::Uint8Array flags;
+};
+
+AttentionRows attentionRowsArgs(const Napi::CallbackInfo& info, size_t at, const char* fn) {
+  Napi::Env env = info.Env();
+  AttentionRows args{};
+  args.flags = typedArray<uint8_t, napi_uint8_array>(env, info[at], fn, "flags", "a Uint8Array");
+  args.rows = integerArg(info, at + 1, fn, "rows");
+  args.n = integerArg(info, at + 2, fn, "n");
+  args.first = integerArg(info, at + 3, fn, "first");
+  args.m = integerArg(info, at + 4, fn, "m");
+  args.causal = boolArg(info, at + 5, fn, "causal");
+  args.scale = numberArg(info, at + 6, fn, "scale");
+  if (args.first > args.m || args.rows > args.m - args.first) {
+    fail(env, "ERR_CPU_SHAPE", std::string(fn) + ": rows " + std::to_string(args.first) + " to " + std::to_string(args.first + args.rows) +
+                                   " pass the batch matrix's " + std::to_string(args.m) + " query rows");
+  }
+  args.count = elementCount(env, fn, "scores", args.rows, args.n);
+  checkSpan(env, fn, "flags", args.flags.ElementLength(), 0, args.rows);
+  return args;
+}
+
+Span flagsSpan(const AttentionRows& args) { return spanOf("flags", args.flags.Data(), 0, args.rows, sizeof(uint8_t)); }
+
+// attentionSoftmax(s, sOffset, lse | null, lseOffset, flags, rows, n, first, m, causal, scale): each row of scores whose
+// kept keys are finite becomes its softmax (lse[r] its log-sum-exp), flags[r] 0, or 1 where a probability underflowed
+// in float32; a row with a non-finite kept score is left as it is, flags[r] 2.
+Napi::Value AttentionSoftmax(const Napi::CallbackInfo& info) {
+  const char* fn = "attentionSoftmax";
+  expectArgs(info, 11, fn);
+  Napi::Env env = info.Env();
+  ArrayArg s = arrayArg(info, 0, fn, "s");
+  bool hasLse = false;
+  ArrayArg lse = optionalArrayArg(info, 2, fn, "lse", hasLse);
+  AttentionRows args = attentionRowsArgs(info, 4, fn);
+  s.require(env, fn, args.count);
+  if (hasLse) lse.require(env, fn, args.rows);
+  checkApart(env, fn, s.span(args.count), {optionalSpan(lse, hasLse, args.rows), flagsSpan(args)});
+  checkApart(env, fn, optionalSpan(lse, hasLse, args.rows), {flagsSpan(args)});
+  runKernel(env, fn, [&] {
+    bsk::attentionSoftmax(s.at(), hasLse ? lse.at() : nullptr, args.flags.Data(), args.rows, args.n, args.first, args.m, args.causal, args.scale);
+  });
+  return env.Undefined();
+}
+
+// attentionScoreGradients(p, pOffset, ds, dsOffset, flags, rows, n, first, m, causal, scale): dS = P (dP - Di) scale
+// in place over dP, flags[r] 2 where the row's dS sums to a non-finite value, else 0.
+Napi::Value AttentionScoreGradients(const Napi::CallbackInfo& info) {
+  const char* fn = "attentionScoreGradients";
+  expectArgs(info, 11, fn);
+  Napi::Env env = info.Env();
+  ArrayArg p = arrayArg(info, 0, fn, "p"), ds = arrayArg(info, 2, fn, "ds");
+  AttentionRows args = attentionRowsArgs(info, 4, fn);
+  p.require(env, fn, args.count);
+  ds.require(env, fn, args.count);
+  checkApart(env, fn, ds.span(args.count), {p.span(args.count), flagsSpan(args)});
+  checkApart(env, fn, flagsSpan(args), {p.span(args.count)});
+  runKernel(env, fn, [&] { bsk::attentionScoreGradients(p.at(), ds.at(), args.flags.Data(), args.rows, args.n, args.first, args.m, args.causal, args.scale); });
+  return env.Undefined();
+}
+
 // adamUpdate(p, pOffset, g, gOffset, m, mOffset, v, vOffset, n, lr, beta1, beta2, epsilon, weightDecay, decoupled,
 // correction1, correction2): one Adam/AdamW step, p, m and v written in place.
 Napi::Value AdamUpdate(const Napi::CallbackInfo& info) {
@@ -650,6 +718,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("biasActivationBackward", Napi::Function::New(env, BiasActivationBackward, "biasActivationBackward"));
   exports.Set("layerNorm", Napi::Function::New(env, LayerNorm, "layerNorm"));
   exports.Set("layerNormBackward", Napi::Function::New(env, LayerNormBackward, "layerNormBackward"));
+  exports.Set("attentionSoftmax", Napi::Function::New(env, AttentionSoftmax, "attentionSoftmax"));
+  exports.Set("attentionScoreGradients", Napi::Function::New(env, AttentionScoreGradients, "attentionScoreGradients"));
   exports.Set("adamUpdate", Napi::Function::New(env, AdamUpdate, "adamUpdate"));
   exports.Set("bsrLinear", Napi::Function::New(env, BsrLinear, "bsrLinear"));
   exports.Set("bsrMatmul", Napi::Function::New(env, BsrMatmul, "bsrMatmul"));

@@ -31,19 +31,37 @@ function dot64(a: Float32Array, aAt: number, b: Float32Array, bAt: number, d: nu
   return sum;
 }
 
+/** What the native row kernels found in a row (their `flags`): done, done with a float32 underflow, or left to recompute. */
+export const AttentionRowFlag = { Done: 0, Underflow: 1, NonFinite: 2 } as const;
+
+/**
+ * The row-wise steps between attention's products (the addon's attentionSoftmax and attentionScoreGradients): float64
+ * math per row, as this file's TypeScript computed it, with a flag per row for what needs the float64 recomputation.
+ */
+export interface AttentionRowCompute {
+  /** P over rows x n scores in place, lse (from lseOffset, one per row) when not null; flags: Done, Underflow or NonFinite (row untouched). */
+  softmax(s: Float32Array, lse: Float32Array | null, lseOffset: number, flags: Uint8Array, rows: number, n: number, first: number, m: number, causal: boolean, scale: number): void;
+  /** dS = P (dP - Di) scale in place over ds (dP); flags NonFinite where the row's dS sums to a non-finite value. */
+  scoreGradients(p: Float32Array, ds: Float32Array, flags: Uint8Array, rows: number, n: number, first: number, m: number, causal: boolean, scale: number): void;
+}
+
 /**
  * Attention and its backward through the native matmul: per batch matrix, the products (q k^T and P v forward; q k^T
- * again, dout v^T, P^T dout, dS k and dS^T q backward) by the addon and the softmax rows between them in float64, one
+ * again, dout v^T, P^T dout, dS k and dS^T q backward) by the addon and the softmax and dS rows between them in float64
+ * (the addon's row kernels, `rowCompute`; the few rows they flag recomputed here), one
  * block of query rows at a time, so the float32 scores stay within `scratchFloats` (one row at least) whatever M and N:
  * a long sequence needs no [M, N] buffer (70000 tokens would take 4.9e9 floats, more than a typed array holds). The js
  * backend's own kernels (core) make nothing of size [M, N] but compute every product in JavaScript: on this backend
  * they were 5-10x slower than the unfused matmul and softmax at [2, 8, 256, 64]. These are 2.7x faster than the
  * unfused ops forward and 1.9x forward + backward there (a 2-core Xeon; `benchmarks/src/attention.ts --backend cpu`).
+ * The rows in the addon rather than in TypeScript (Math.exp per score) took PackedAttention at [4, 128, 3, 8, 64]
+ * causal from about 13 to 8-10 ms and its backward from 20-24 to 16-21 ms (the same bits there).
  * PackedAttention and its backward run the same products on contiguous copies of the heads (core's
  * packedAttentionKernels).
  */
 export function attentionKernels(
   products: ProductCompute,
+  rowCompute: AttentionRowCompute,
   scratchFloats: number = ATTENTION_SCRATCH_FLOATS,
 ): Required<Pick<KernelTable<JsBackend>, "Attention" | "AttentionBackward" | "PackedAttention" | "PackedAttentionBackward">> {
   /**
@@ -52,12 +70,14 @@ export function attentionKernels(
    * (the forward), each row's log-sum-exp max + log(sum) is written there. The backward recomputes P so too, as the js
    * backend does, never as exp(scale s - lse) from the saved lse: rounded to float32, that lse is off by up to half its
    * ulp (4 at 1.2e8), and P was scaled by e^(that error) (two keys of equal score 1.2e8 got P = 1 each, not 0.5).
-   * Each row's scaled scores are first taken into `row64` (float64), each exponential kept there. A row whose float32
-   * product overflowed (an infinite or NaN score) has its scores recomputed in float64 from q and k, as the js backend
-   * computes every score: q k^T of about 1e39 is finite there.
+   * The addon computes each row whose kept scores are finite, in float64 (rowCompute.softmax). A row whose float32
+   * product overflowed (an infinite or NaN score) is flagged and has its scores recomputed here in float64 from q and
+   * k (exactProbabilities), as the js backend computes every score: q k^T of about 1e39 is finite there.
    * The rows with a probability that rounds to 0 in float32 but not in float64 are pushed to `underflows`.
    */
   let row64 = new Float64Array(0);
+  let softmaxFlags = new Uint8Array(0);
+  let gradientFlags = new Uint8Array(0);
   const probabilities = (
     s: Float32Array,
     qs: Float32Array,
@@ -75,40 +95,56 @@ export function attentionKernels(
     causal: boolean,
     underflows?: number[],
   ) => {
-    if (row64.length < n) row64 = new Float64Array(n);
+    if (softmaxFlags.length < rows) softmaxFlags = new Uint8Array(rows);
+    // The finite rows in the addon; a row with a non-finite score is left to the float64 recomputation here.
+    rowCompute.softmax(s, lse, lseOffset + first, softmaxFlags, rows, n, first, m, causal, scale);
     for (let r = 0; r < rows; r++) {
-      const i = first + r;
-      const row = r * n;
-      const kept = keptKeys(i, m, n, causal);
-      let finite = true;
-      let underflow = false;
-      for (let j = 0; j < kept; j++) {
-        row64[j] = scale * s[row + j];
-        if (!Number.isFinite(s[row + j])) finite = false;
-      }
-      if (!finite) {
-        for (let j = 0; j < kept; j++) row64[j] = scale * dot64(qs, qOffset + i * d, ks, kOffset + j * d, d);
-      }
-      let max = Number.NEGATIVE_INFINITY;
-      for (let j = 0; j < kept; j++) {
-        if (row64[j] > max || Number.isNaN(row64[j])) max = row64[j];
-      }
-      let sum = 0;
-      for (let j = 0; j < kept; j++) {
-        const e = Math.exp(row64[j] - max);
-        row64[j] = e;
-        sum += e;
-      }
-      if (lse !== null) lse[lseOffset + i] = max + Math.log(sum);
-      const inverse = 1 / sum;
-      for (let j = 0; j < kept; j++) {
-        const p = row64[j] * inverse;
-        s[row + j] = p;
-        if (p <= FLOAT32_ROUNDS_TO_ZERO && p > 0) underflow = true;
-      }
-      if (underflow) underflows?.push(r);
-      s.fill(0, row + kept, row + n);
+      const flag = softmaxFlags[r];
+      if (flag === AttentionRowFlag.NonFinite && exactProbabilities(s, qs, qOffset, ks, kOffset, d, lse, lseOffset, first + r, r, m, n, scale, causal)) underflows?.push(r);
+      else if (flag === AttentionRowFlag.Underflow) underflows?.push(r);
     }
+  };
+  /** Row r (query row i) of probabilities' block from scores recomputed in float64; whether a probability underflowed in float32. */
+  const exactProbabilities = (
+    s: Float32Array,
+    qs: Float32Array,
+    qOffset: number,
+    ks: Float32Array,
+    kOffset: number,
+    d: number,
+    lse: Float32Array | null,
+    lseOffset: number,
+    i: number,
+    r: number,
+    m: number,
+    n: number,
+    scale: number,
+    causal: boolean,
+  ): boolean => {
+    if (row64.length < n) row64 = new Float64Array(n);
+    const row = r * n;
+    const kept = keptKeys(i, m, n, causal);
+    let underflow = false;
+    for (let j = 0; j < kept; j++) row64[j] = scale * dot64(qs, qOffset + i * d, ks, kOffset + j * d, d);
+    let max = Number.NEGATIVE_INFINITY;
+    for (let j = 0; j < kept; j++) {
+      if (row64[j] > max || Number.isNaN(row64[j])) max = row64[j];
+    }
+    let sum = 0;
+    for (let j = 0; j < kept; j++) {
+      const e = Math.exp(row64[j] - max);
+      row64[j] = e;
+      sum += e;
+    }
+    if (lse !== null) lse[lseOffset + i] = max + Math.log(sum);
+    const inverse = 1 / sum;
+    for (let j = 0; j < kept; j++) {
+      const p = row64[j] * inverse;
+      s[row + j] = p;
+      if (p <= FLOAT32_ROUNDS_TO_ZERO && p > 0) underflow = true;
+    }
+    s.fill(0, row + kept, row + n);
+    return underflow;
   };
   const sizes = (q: TensorInfo, k: TensorInfo): AttentionSizes => {
     const rank = q.shape.length;
@@ -204,6 +240,7 @@ export function attentionKernels(
    */
   const attendRow64 = (qs: Float32Array, qOffset: number, ks: Float32Array, vs: Float32Array, kOffset: number, out: Float32Array, i: number, m: number, n: number, d: number, scale: number, causal: boolean) => {
     const kept = keptKeys(i, m, n, causal);
+    if (row64.length < n) row64 = new Float64Array(n);
     if (sum64.length < d) sum64 = new Float64Array(d);
     let max = Number.NEGATIVE_INFINITY;
     for (let j = 0; j < kept; j++) {
@@ -322,21 +359,13 @@ export function attentionKernels(
           // Recomputed in float64 (exactRows): a row whose float32 dS holds a NaN or an infinity (their sum, in float64,
           // is finite otherwise), and an underflowed row whose output gradient does (see gradientRow64).
           exactRows.length = 0;
+          if (gradientFlags.length < rows) gradientFlags = new Uint8Array(rows);
+          rowCompute.scoreGradients(p, ds, gradientFlags, rows, n, i0, m, causal, scale);
           let underflowAt = 0;
           for (let r = 0; r < rows; r++) {
-            const row = r * n;
-            const kept = keptKeys(i0 + r, m, n, causal);
-            let di = 0;
-            for (let j = 0; j < kept; j++) di += p[row + j] * ds[row + j];
-            let dsSum = 0;
-            for (let j = 0; j < kept; j++) {
-              ds[row + j] = p[row + j] * (ds[row + j] - di) * scale;
-              dsSum += ds[row + j];
-            }
-            ds.fill(0, row + kept, row + n);
             const underflowed = underflows[underflowAt] === r;
             if (underflowed) underflowAt++;
-            if (!Number.isFinite(dsSum) || (underflowed && !allFinite(gs, rowsOffset + r * d, d))) exactRows.push(r);
+            if (gradientFlags[r] === AttentionRowFlag.NonFinite || (underflowed && !allFinite(gs, rowsOffset + r * d, d))) exactRows.push(r);
           }
           if (exactRows.length > 0) {
             if (exactP.length < exactRows.length * n) [exactP, exactDs] = [new Float64Array(exactRows.length * n), new Float64Array(exactRows.length * n)];
@@ -382,8 +411,6 @@ export function attentionKernels(
       onArrays.backward(inputs, [dq.data, dk.data, dv.data], sizes(q, k), scale, causal);
       return [dq.commit(), dk.commit(), dv.commit()];
     },
-    // Packed q, k and v ([...batch, T, 3, H, D]): core's wrapper gathers the heads for the same products and scatters
-    // the output and the packed gradient back.
     ...packedAttentionKernels(onArrays),
   };
 }

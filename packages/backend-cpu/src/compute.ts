@@ -4,6 +4,7 @@
  * are the js compute functions' own; offsets pass through to the addon, which checks each span from its offset.
  */
 import { type ProductCompute, ShapeError, ValueError } from "@blocksparse/core";
+import type { AttentionRowCompute } from "./attention";
 import { translateNativeError } from "./errors";
 import type { NativeAddon } from "./native";
 
@@ -67,5 +68,14 @@ export function nativeCompute(addon: NativeAddon): ProductCompute {
       const dwOffset = offsetOf(fn, "dw", dw, args.dwOffset);
       native(() => addon.sampledMatmul(dy, dyOffset, x, xOffset, dw, dwOffset, args.tokens, args));
     },
+  };
+}
+
+/** Attention's row steps (softmax, dS) over the addon. */
+export function nativeAttentionRows(addon: NativeAddon): AttentionRowCompute {
+  return {
+    softmax: (s, lse, lseOffset, flags, rows, n, first, m, causal, scale) =>
+      native(() => addon.attentionSoftmax(s, 0, lse, lseOffset, flags, rows, n, first, m, causal, scale)),
+    scoreGradients: (p, ds, flags, rows, n, first, m, causal, scale) => native(() => addon.attentionScoreGradients(p, 0, ds, 0, flags, rows, n, first, m, causal, scale)),
   };
 }

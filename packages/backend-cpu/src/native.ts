@@ -142,6 +142,43 @@ export interface NativeAddon {
     rows: number,
     d: number,
   ): void;
+  /**
+   * Attention's softmax over the scores s (rows x n from sOffset) of query rows [first, first + rows) of an m x n batch
+   * matrix, in place, each row over its kept keys (all n, or under causal masking j <= i + n - m): P = exp(scale s -
+   * max) / sum in float64, rounded once, 0 past the kept keys, and lse[r] (lse not null) = max + log(sum). flags[r]: 0
+   * done, 1 done with a probability that rounds to 0 in float32 but not in float64, 2 a NaN or infinite kept score (the
+   * row and its lse left as they were).
+   */
+  attentionSoftmax(
+    s: Float32Array,
+    sOffset: number,
+    lse: Float32Array | null,
+    lseOffset: number,
+    flags: Uint8Array,
+    rows: number,
+    n: number,
+    first: number,
+    m: number,
+    causal: boolean,
+    scale: number,
+  ): void;
+  /**
+   * dS = P (dP - Di) scale over each row's kept keys, Di = sum_j P dP (float64), 0 past them, in place over dP (ds);
+   * flags[r] 2 where the float64 sum of the row's dS is not finite, else 0. Rows and keys as attentionSoftmax's.
+   */
+  attentionScoreGradients(
+    p: Float32Array,
+    pOffset: number,
+    ds: Float32Array,
+    dsOffset: number,
+    flags: Uint8Array,
+    rows: number,
+    n: number,
+    first: number,
+    m: number,
+    causal: boolean,
+    scale: number,
+  ): void;
   /** One Adam (L2) or AdamW (decoupled) step over n elements: p, m and v updated in place from g. */
   adamUpdate(
     p: Float32Array,
@@ -204,6 +241,8 @@ export const NATIVE_FUNCTIONS = [
   "biasActivationBackward",
   "layerNorm",
   "layerNormBackward",
+  "attentionSoftmax",
+  "attentionScoreGradients",
   "adamUpdate",
   "scratchBytes",
   "releaseScratch",

@@ -19,6 +19,7 @@ import {
 import { SeededRandom } from "@blocksparse/core/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { attentionKernels } from "../src/attention";
+import { nativeAttentionRows } from "../src/compute";
 import { cpuBackend, nativeCompute } from "../src/index";
 import { cpuMissing, reportCpuAvailability } from "./cpu";
 
@@ -138,7 +139,7 @@ describe.skipIf(cpuMissing)("cpu attention where a probability underflows float3
       expect(js[0].some((x) => x === Number.POSITIVE_INFINITY)).toBe(true);
       // Through the kernels with a scratch of one row's scores: the repair runs per block of rows.
       const backend = cpuBackend();
-      const kernels = attentionKernels(nativeCompute(backend.addon), n);
+      const kernels = attentionKernels(nativeCompute(backend.addon), nativeAttentionRows(backend.addon), n);
       const blocks = tidy(() => {
         const upload = (x: number[], rows: number) => tensorOn(backend, x, [1, rows, d], "float32");
         const results = kernels.Attention({ inputs: { q: upload(inputs.q, m), k: upload(inputs.k, n), v: upload(inputs.v, n) }, attrs: { causal, scale: 1 }, backend });
@@ -248,7 +249,7 @@ function kernelsForwardBackward(
   causal: boolean,
 ): number[][] {
   const backend = cpuBackend();
-  const kernels = attentionKernels(products, scratchFloats);
+  const kernels = attentionKernels(products, nativeAttentionRows(backend.addon), scratchFloats);
   const attrs = { causal, scale: 1 / Math.sqrt(d) };
   return tidy(() => {
     const upload = (x: number[], rows: number) => tensorOn(backend, x, [heads, rows, d], "float32");

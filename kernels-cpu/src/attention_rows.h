@@ -1,0 +1,23 @@
+// The row-wise steps of attention between its products: the softmax of each query row's scores, and dS from P and dP.
+// float64 math on float32 rows, as the js backend computes them; each row on its own, so results do not depend on the
+// thread count.
+#pragma once
+#include <cstdint>
+
+namespace bsk {
+
+// What attentionSoftmax found in a row (flags[r]).
+enum AttentionRowFlag : uint8_t { kRowDone = 0, kRowUnderflow = 1, kRowNonFinite = 2 };
+
+// Row r (of `rows` from query row `first` of an m x n batch matrix) keeps keys [0, kept): all n, or under causal masking
+// j <= first + r + n - m. Over the scores s (rows x n, in place): a row whose kept scores are all finite becomes
+// P = exp(scale s - max) / sum (float64, rounded once), 0 past kept, and lse[r] (when lse is not null) max + log(sum);
+// flags[r] is kRowUnderflow when a probability rounds to 0 in float32 but not in float64, else kRowDone. A row with a
+// NaN or an infinite kept score is left as it is, lse[r] unwritten, flags[r] kRowNonFinite.
+void attentionSoftmax(float* s, float* lse, uint8_t* flags, int64_t rows, int64_t n, int64_t first, int64_t m, bool causal, double scale);
+
+// dS = P (dP - Di) scale over each row's kept keys (Di = sum_j P dP in float64), 0 past them, in place over dP (rows x
+// n); flags[r] is kRowNonFinite when the float64 sum of the row's float32 dS is not finite, else kRowDone.
+void attentionScoreGradients(const float* p, float* ds, uint8_t* flags, int64_t rows, int64_t n, int64_t first, int64_t m, bool causal, double scale);
+
+}  // namespace bsk
