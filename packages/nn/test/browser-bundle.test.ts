@@ -92,11 +92,12 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // 84.04 KiB until crossEntropy took labelSmoothing (84.138 measured);
   // 84.14 KiB until nn gained torch's losses (nllLoss, the binary cross-entropies, l1/smoothL1/huber, klDiv; +1.6 KiB),
   // crossEntropy took weight and class probabilities, cachedAttention was recorded without a gradient, toString read
-  // only the values it shows, Sequential and Parameter checked what they own and autograd rounded half means once (86.610).
-  it("format + core + autograd + nn stay within 86.62 KiB gzipped and evaluate no code", async () => {
+  // only the values it shows, Sequential and Parameter checked what they own and autograd rounded half means once (86.610);
+  // 86.62 KiB until MLP named its widths and the js Sum/Mean added leading and trailing runs in place (86.758).
+  it("format + core + autograd + nn stay within 86.76 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(86.62);
+    expect(gzipKiB).toBeLessThanOrEqual(86.76);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
