@@ -29,7 +29,7 @@ const littleEndianHost = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const dimension = { error: (issue: { input?: unknown }) => `expected a dimension (an integer >= 0), got ${String(issue.input)}` };
 const npyHeaderSchema = z.object({
   descr: z.string({ error: "the header has no 'descr' (the dtype)" }).check(
-    z.regex(/^[<>|=][fiubSU]\d+$/, { error: (issue) => `unsupported dtype ${JSON.stringify(issue.input)}: only bool, integer, float and string arrays are read` }),
+    z.regex(/^[<>|=]?[fiubSU]\d+$/, { error: (issue) => `unsupported dtype ${JSON.stringify(issue.input)}: only bool, integer, float and string arrays are read` }),
   ),
   fortranOrder: z.boolean({ error: "the header has no 'fortran_order' of True or False" }),
   shape: z.array(z.int(dimension).check(z.nonnegative(dimension)), { error: "the header has no 'shape' tuple" }),
@@ -61,6 +61,98 @@ function npyShapeText(shape: readonly number[]): string {
   return shape.length === 1 ? `(${shape[0]},)` : `(${shape.join(", ")})`;
 }
 
+/** A value of a `.npy` header: a string's contents, or the source text of a tuple's inside, a list or a bare token. */
+interface NpyHeaderValue {
+  kind: "string" | "tuple" | "list" | "token";
+  text: string;
+}
+
+/** The keys NumPy writes in a `.npy` header, and the only ones it reads (it refuses a header with any other). */
+const NPY_HEADER_KEYS = ["descr", "fortran_order", "shape"];
+
+/**
+ * The header of a `.npy` file, a Python dict literal as NumPy reads it (`ast.literal_eval`): keys in
+ * single or double quotes, values a string, a tuple, a list (a structured dtype) or a bare word or number.
+ * A key listed twice is refused (Python keeps the last silently, a regex took the first), as is a key
+ * NumPy does not know, or text that is not such a literal (`(6,,)`).
+ */
+function npyHeaderDict(header: string, field: string): Map<string, NpyHeaderValue> {
+  const bad = (why: string): never => {
+    throw new BsrFormatError(field, `the .npy header is not the dict NumPy writes (${why}): ${JSON.stringify(header.trim().slice(0, 120))}`);
+  };
+  let at = 0;
+  const space = () => {
+    while (at < header.length && /\s/.test(header[at])) at++;
+  };
+  const string = (): string => {
+    if (header[at] === "u") at++;
+    const quote = header[at];
+    if (quote !== "'" && quote !== '"') return bad(`expected a quoted string at character ${at}`);
+    const end = header.indexOf(quote, at + 1);
+    if (end < 0) return bad("a string is not closed");
+    const text = header.slice(at + 1, end);
+    if (text.includes("\\")) return bad("escapes in strings are not read");
+    at = end + 1;
+    return text;
+  };
+  const values = new Map<string, NpyHeaderValue>();
+  space();
+  if (header[at++] !== "{") bad("it does not start with {");
+  for (;;) {
+    space();
+    if (header[at] === "}") break;
+    const key = string();
+    space();
+    if (header[at++] !== ":") bad(`expected : after '${key}'`);
+    space();
+    const start = at;
+    let value: NpyHeaderValue;
+    if (header[at] === "'" || header[at] === '"' || (header[at] === "u" && (header[at + 1] === "'" || header[at + 1] === '"'))) {
+      value = { kind: "string", text: string() };
+    } else if (header[at] === "(" || header[at] === "[") {
+      const close = header[at] === "(" ? ")" : "]";
+      // A list (a structured dtype's fields) may nest tuples and lists; strings in it hold no brackets NumPy writes.
+      let depth = 0;
+      for (; at < header.length; at++) {
+        if (header[at] === "(" || header[at] === "[") depth++;
+        else if (header[at] === ")" || header[at] === "]") depth--;
+        if (depth === 0) break;
+      }
+      if (at >= header.length || header[at] !== close) bad(`'${key}' is not closed`);
+      at++;
+      value = close === ")" ? { kind: "tuple", text: header.slice(start + 1, at - 1) } : { kind: "list", text: header.slice(start, at) };
+    } else {
+      while (at < header.length && !/[\s,}]/.test(header[at])) at++;
+      value = { kind: "token", text: header.slice(start, at) };
+    }
+    if (!NPY_HEADER_KEYS.includes(key)) bad(`NumPy reads only the keys ${NPY_HEADER_KEYS.join(", ")}, not '${key}'`);
+    if (values.has(key)) throw new BsrFormatError(`${field}.${key}`, "appears twice in the .npy header (which value is meant is ambiguous)");
+    values.set(key, value);
+    space();
+    if (header[at] === ",") at++;
+    else if (header[at] !== "}") bad(`expected , or } after '${key}'`);
+  }
+  at++;
+  space();
+  if (at < header.length) bad("text follows the }");
+  return values;
+}
+
+/**
+ * The items of a shape tuple's inside (`6,` or `2, 3`): integers (Python 2 wrote 3L) as numbers, anything else
+ * kept as text for the message. A single item needs its trailing comma (`(6)` is a number, not a tuple) and no
+ * item may be empty (`(6,,)`), as Python reads them.
+ */
+function tupleItems(text: string, field: string): (number | string)[] | undefined {
+  const parts = text.split(",").map((part) => part.trim());
+  if (parts.length === 1 && parts[0] === "") return [];
+  if (parts.at(-1) === "") parts.pop();
+  else if (parts.length === 1) return undefined;
+  const empty = parts.indexOf("");
+  if (empty >= 0) throw new BsrFormatError(field, `(${text}) is not a tuple (item ${empty} is empty)`, empty);
+  return parts.map((part) => (/^-?\d+L?$/.test(part) ? Number(part.replace(/L$/, "")) : part));
+}
+
 /** Parses one `.npy` file (format versions 1, 2 and 3). */
 function readNpy(bytes: Uint8Array, field: string): NpyArray {
   if (bytes.length < 10 || NPY_MAGIC.some((byte, i) => bytes[i] !== byte)) {
@@ -73,26 +165,23 @@ function readNpy(bytes: Uint8Array, field: string): NpyArray {
   const headerLength = major === 1 ? view.getUint16(8, true) : view.getUint32(8, true);
   if (prefix + headerLength > bytes.length) throw new BsrFormatError(field, "the .npy header runs past the end of the file");
   const header = new TextDecoder().decode(bytes.subarray(prefix, prefix + headerLength));
-  // A structured dtype's descr is a list of fields, not a quoted string: kept as text, so that the error quotes it.
-  const descrMatch = /'descr'\s*:\s*(?:'([^']*)'|(\[.*\]))/s.exec(header);
-  const descr = descrMatch?.[1] ?? descrMatch?.[2];
-  const fortran = /'fortran_order'\s*:\s*(True|False)/.exec(header)?.[1];
-  const shapeText = /'shape'\s*:\s*\(([^)]*)\)/.exec(header)?.[1];
+  const values = npyHeaderDict(header, field);
+  const descr = values.get("descr");
+  const fortran = values.get("fortran_order");
+  const shapeText = values.get("shape");
   const parsed = parseWith(
     npyHeaderSchema,
     {
-      descr,
-      fortranOrder: fortran === undefined ? undefined : fortran === "True",
-      shape: shapeText
-        ?.split(",")
-        .map((part) => part.trim())
-        .filter((part) => part !== "")
-        // An integer (Python 2 wrote 3L) as a number; anything else kept as text, for the message.
-        .map((part) => (/^-?\d+L?$/.test(part) ? Number(part.replace(/L$/, "")) : part)),
+      // A structured dtype's descr is a list of fields, not a string: kept as text, so that the error quotes it.
+      descr: descr?.kind === "string" || descr?.kind === "list" ? descr.text : undefined,
+      fortranOrder: fortran?.kind === "token" && (fortran.text === "True" || fortran.text === "False") ? fortran.text === "True" : undefined,
+      shape: shapeText?.kind === "tuple" ? tupleItems(shapeText.text, `${field}.shape`) : undefined,
     },
     field,
   );
-  const kind = parsed.descr.slice(1);
+  // A type string without byte order ('f4') is native, as NumPy reads it.
+  const order = /^[<>|=]/.test(parsed.descr) ? parsed.descr[0] : "=";
+  const kind = order === parsed.descr[0] ? parsed.descr.slice(1) : parsed.descr;
   const size = itemSize(kind);
   let count = 1;
   for (const dim of parsed.shape) count *= dim;
@@ -104,7 +193,7 @@ function readNpy(bytes: Uint8Array, field: string): NpyArray {
   // Node Buffer `slice` is a view too, so swapping it in place would corrupt the caller's file.
   let out: Uint8Array<ArrayBuffer> = new Uint8Array(data);
   const width = kind[0] === "U" ? 4 : kind[0] === "S" ? 1 : size;
-  if (parsed.descr[0] === ">" || (parsed.descr[0] === "=" && !littleEndianHost)) {
+  if (order === ">" || (order === "=" && !littleEndianHost)) {
     for (let at = 0; at < out.length; at += width) out.subarray(at, at + width).reverse();
   }
   if (parsed.fortranOrder && parsed.shape.length > 1) out = fortranToC(out, parsed.shape, size);

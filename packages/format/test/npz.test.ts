@@ -591,6 +591,43 @@ describe("16-bit values widened to float32", () => {
   });
 });
 
+describe("a .npy header read as NumPy reads it (a Python dict literal)", () => {
+  /** data.npy of the 4 x 6 fixture with exactly this header text (float64 values 1, 2, 7, 8, 17, 18, 23, 24). */
+  const dataWithHeader = (header: string) => {
+    const data = bytesOf(Float64Array.from([1, 2, 7, 8, 17, 18, 23, 24]));
+    const out = new Uint8Array(10 + header.length + data.length);
+    out.set([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0, header.length & 0xff, header.length >> 8]);
+    out.set(strToU8(header), 10);
+    out.set(data, 10 + header.length);
+    return archive({ "data.npy": out });
+  };
+
+  it.each([
+    ['{"descr": "<f8", "fortran_order": False, "shape": (2, 2, 2)}\n'],
+    ["{'descr': 'f8', 'fortran_order': False, 'shape': (2, 2, 2), }\n"],
+    ["{u'descr': u'<f8', 'fortran_order': False,\n 'shape': (2, 2, 2,)}   \n"],
+  ])("reads %j, as np.load does", (header) => {
+    expect(Array.from(decodeScipyNpz(dataWithHeader(header)).toDense())).toEqual(SCIPY_DENSE);
+  });
+
+  it.each([
+    // np.load reads the last of a repeated key; the first was read, so the float64 data came out as integers.
+    ["{'descr': '<i8', 'fortran_order': False, 'shape': (2, 2, 2), 'descr': '<f8'}\n", "data.npy.descr: appears twice"],
+    ["{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2, 2), 'descr': '<i8'}\n", "data.npy.descr: appears twice"],
+    ["{'descr': '<f8', 'fortran_order': False, 'fortran_order': True, 'shape': (2, 2, 2)}\n", "data.npy.fortran_order: appears twice"],
+    // np.load refuses each of these.
+    ["{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2, 2), 'extra': 1}\n", "data.npy: the .npy header is not the dict NumPy writes (NumPy reads only the keys descr, fortran_order, shape, not 'extra')"],
+    ["{'descr': '<f8', 'fortran_order': False, 'shape': (8,,)}\n", "data.npy.shape[1]: (8,,) is not a tuple (item 1 is empty)"],
+    ["{'descr': '<f8', 'fortran_order': False, 'shape': (8)}\n", "data.npy.shape: the header has no 'shape' tuple"],
+    ["{'descr': '<f8', 'fortran_order': Falsey, 'shape': (2, 2, 2)}\n", "data.npy.fortranOrder: the header has no 'fortran_order' of True or False"],
+    ["{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2, 2)} x\n", "data.npy: the .npy header is not the dict NumPy writes (text follows the })"],
+  ])("refuses %j, naming what is wrong", (header, message) => {
+    const error = thrown(() => decodeScipyNpz(dataWithHeader(header)));
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.message.startsWith(message), error.message).toBe(true);
+  });
+});
+
 describe("big-endian and Fortran-order arrays", () => {
   /** Element (n, r, c) of a [blocks, 3, 5] array in Fortran order, given its C-order bytes and item size. */
   function toFortran(cBytes: Uint8Array, shape: number[], size: number): Uint8Array {
