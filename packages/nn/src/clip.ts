@@ -22,7 +22,11 @@ export interface ClipGradNormOptions {
  * `{ normType, errorIfNonfinite }`, the fourth torch's error_if_nonfinite.
  * Parameters without a gradient are skipped; a block-sparse weight counts its stored blocks. `maxNorm` Infinity
  * clips nothing (the norm alone). A NaN norm scales every gradient by NaN, as torch's (error_if_nonfinite=False); an
- * infinite one by 0 (by NaN where maxNorm is Infinity too, as torch's inf / inf).
+ * infinite one by 0 (by NaN where maxNorm is Infinity too, as torch's inf / inf). Where it differs from torch: a
+ * parameter listed twice counts and is scaled once (torch's list counts it twice); a single Parameter is refused
+ * (pass [p]); float16/bfloat16 gradients' norm is taken in float32 (torch's is in their dtype, inf past 65504 in
+ * float16); an empty gradient adds nothing at every order (torch refuses Infinity and negative orders of one); a
+ * negative or NaN maxNorm is a ValueError.
  */
 export function clipGradNorm(parameters: Iterable<Parameter>, maxNorm: number, options: number | ClipGradNormOptions = 2, errorIfNonfinite = false): number {
   // Infinity clips nothing and returns the norm, as torch's clip_grad_norm_(parameters, float("inf")).

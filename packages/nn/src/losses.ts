@@ -50,7 +50,8 @@ function widened(x: Tensor): Tensor {
  * torch.autocast; float16/bfloat16 logits are read as they are (summed in float32 inside the kernel, never copied
  * to float32) and get their gradient in their own dtype. The third argument is the reduction, or
  * `{ reduction, ignoreIndex }`: rows whose target is `ignoreIndex` (torch's ignore_index: -100 for Hugging Face's
- * padding, or a class such as a tokenizer's pad id) are left out of the loss, its mean and the gradient. As in torch,
+ * padding, or a class such as a tokenizer's pad id) are left out of the loss, its mean and the gradient; none is by
+ * default (torch's default is -100: here a target -100 without `ignoreIndex` is an IndexError). As in torch,
  * "mean" is NaN when no row is left (an empty batch, or every target ignored) and "sum" is 0. Also torch's
  * `labelSmoothing` and `weight` (float [C] class weights: each row times weight[target], "mean" divided by the sum of
  * weight[target] over the rows kept), and float targets of the logits' shape as class probabilities (core's
@@ -89,9 +90,9 @@ function checkPair(op: string, names: readonly [string, string], a: Tensor, b: T
   if (a.backend !== b.backend) throw new BackendError(`${op}: ${names[1]} is on backend '${b.backend.name}' but ${names[0]} is on '${a.backend.name}'`);
 }
 
-/** An optional float tensor (a weight) that broadcasts to `shape` on `like`'s backend. */
-function checkWeight(op: string, name: string, weight: Tensor | undefined, shape: readonly number[], like: Tensor): void {
-  if (weight === undefined) return;
+/** An optional float tensor (a weight) that broadcasts to `shape` on `like`'s backend; null (torch's None) is none. */
+function checkWeight(op: string, name: string, weight: Tensor | null | undefined, shape: readonly number[], like: Tensor): void {
+  if (weight == null) return;
   if (!(weight instanceof Tensor)) throw new ValueError(`${op}: ${name} must be a Tensor, got ${formatArg(weight)}`);
   if (!weight.isFloat) throw new DTypeError(`${op}: ${name} has dtype ${weight.dtype}, expected a float dtype`);
   if (weight.backend !== like.backend) throw new BackendError(`${op}: ${name} is on backend '${weight.backend.name}' but the input is on '${like.backend.name}'`);
@@ -174,8 +175,8 @@ export interface NllLossOptions {
   reduction?: Reduction;
   /** Rows whose target is this int32 are left out of the loss, its mean and the gradient (default -100, as torch's). */
   ignoreIndex?: number;
-  /** A float weight per class [C] (torch's weight): each row's loss is scaled by its target's weight. */
-  weight?: Tensor;
+  /** A float weight per class [C] (torch's weight): each row's loss is scaled by its target's weight. null: none. */
+  weight?: Tensor | null;
 }
 
 /**
@@ -203,7 +204,7 @@ export function nllLoss(logProbs: Tensor, targets: Tensor, options: Reduction | 
     throw new ValueError(`nllLoss: ignoreIndex must be an int32 (e.g. -100), got ${formatArg(ignoreIndex)}`);
   }
   checkWeight("nllLoss", "weight", weight, [classes], logProbs);
-  if (weight !== undefined && !shapesEqual(weight.shape, [classes])) {
+  if (weight != null && !shapesEqual(weight.shape, [classes])) {
     throw new ShapeError(`nllLoss: weight has shape [${weight.shape}], expected [${classes}] (one per class)`);
   }
   return tidy(() => {
@@ -211,7 +212,7 @@ export function nllLoss(logProbs: Tensor, targets: Tensor, options: Reduction | 
     const ignored = equal(flatTargets, ignoreIndex);
     const classOf = where(ignored, 0, flatTargets);
     // The gather checks each kept target against [0, C) (an ignored one reads class 0 and is zeroed below).
-    const classWeights = weight === undefined ? fullOn(logProbs.backend, [classes], 1) : cast(weight, "float32");
+    const classWeights = weight == null ? fullOn(logProbs.backend, [classes], 1) : cast(weight, "float32");
     let rowWeights: Tensor;
     try {
       rowWeights = where(ignored, 0, gather(classWeights, classOf));
@@ -230,13 +231,13 @@ export function nllLoss(logProbs: Tensor, targets: Tensor, options: Reduction | 
 
 export interface BinaryCrossEntropyOptions {
   reduction?: Reduction;
-  /** A float weight of each element, broadcast to the input's shape (torch's weight). */
-  weight?: Tensor;
+  /** A float weight of each element, broadcast to the input's shape (torch's weight). null: none. */
+  weight?: Tensor | null;
 }
 
 export interface BinaryCrossEntropyWithLogitsOptions extends BinaryCrossEntropyOptions {
-  /** A float weight of the positive term, broadcast to the input's shape: [C] for [..., C] (torch's pos_weight). */
-  posWeight?: Tensor;
+  /** A float weight of the positive term, broadcast to the input's shape: [C] for [..., C] (torch's pos_weight). null: none. */
+  posWeight?: Tensor | null;
 }
 
 /**
@@ -269,13 +270,13 @@ export function binaryCrossEntropyWithLogits(logits: Tensor, targets: Tensor, op
     const y = widened(targets);
     const softTail = log1p(exp(neg(abs(x))));
     let loss = sub(maximum(x, 0), mul(x, y));
-    if (posWeight === undefined) {
+    if (posWeight == null) {
       loss = add(loss, softTail);
     } else {
       const extra = mul(sub(cast(posWeight, "float32"), 1), y);
       loss = add(add(loss, mul(extra, maximum(neg(x), 0))), mul(add(extra, 1), softTail));
     }
-    if (weight !== undefined) loss = mul(loss, cast(weight, "float32"));
+    if (weight != null) loss = mul(loss, cast(weight, "float32"));
     return reduced(loss, reduction);
   });
 }
@@ -295,7 +296,7 @@ export function binaryCrossEntropy(probs: Tensor, targets: Tensor, options: Redu
   return tidy(() => {
     const p = widened(probs);
     const y = widened(targets);
-    const w = weight === undefined ? undefined : cast(weight, "float32");
+    const w = weight == null ? undefined : cast(weight, "float32");
     const weighted = (t: Tensor) => (w === undefined ? t : mul(t, w));
     // The value, and the gradient of the targets (and weight); p reaches it as a constant.
     const [logP, logNotP, pGrad] = noGrad(() => {

@@ -331,3 +331,18 @@ describe("the losses on half inputs", () => {
   });
 
 });
+
+describe("weight and posWeight null (torch's None)", () => {
+  it("take null as no weight in nllLoss, binaryCrossEntropy and binaryCrossEntropyWithLogits, as crossEntropy does", () => {
+    const logits = randn([3, 4], { seed: 71 });
+    const probs = sigmoid(logits);
+    const targets = rand([3, 4], { seed: 72 });
+    const labels = tensor(Int32Array.from([1, -100, 3]), [3], "int32");
+    const lp = logSoftmax(logits, -1);
+    expect(nllLoss(lp, labels, { weight: null }).item()).toBe(nllLoss(lp, labels).item());
+    expect(binaryCrossEntropy(probs, targets, { weight: null }).item()).toBe(binaryCrossEntropy(probs, targets).item());
+    const plain = binaryCrossEntropyWithLogits(logits, targets).item();
+    expect(binaryCrossEntropyWithLogits(logits, targets, { weight: null, posWeight: null }).item()).toBe(plain);
+    expect(crossEntropy(logits, labels, { weight: null, ignoreIndex: -100 }).item()).toBe(crossEntropy(logits, labels, { ignoreIndex: -100 }).item());
+  });
+});

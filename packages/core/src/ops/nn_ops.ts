@@ -248,7 +248,8 @@ export interface CrossEntropyOptions {
   /**
    * A target value that leaves its row out (torch's `ignore_index`; Hugging Face's labels use -100 for padding, and a
    * tokenizer's pad id is a class, e.g. 0): the row's loss and gradient are 0, and "mean" averages over the other rows
-   * (NaN when none is left, as in torch). Any int32; none by default. Class probabilities have no row to leave out:
+   * (NaN when none is left, as in torch). Any int32; none by default, unlike torch's -100: without ignoreIndex a
+   * target -100 is an IndexError, as any other outside [0, C). Class probabilities have no row to leave out:
    * there a negative one (torch's default -100) changes nothing and a class (>= 0) is a ValueError, as in torch.
    */
   ignoreIndex?: number;
