@@ -53,11 +53,23 @@ function describe(value: unknown): string {
   // JSON.stringify throws on a BigInt, and String(1n) reads as the number 1, a valid density.
   if (typeof value === "bigint") return `${value}n (a BigInt)`;
   try {
-    return JSON.stringify(value) ?? String(value);
+    // A BigInt inside ([8n, 8n]) is written 8n too: String() of the array would read "8,8", a valid block shape.
+    const json = JSON.stringify(value, (_key, item) => (typeof item === "bigint" ? `${BIGINT_MARK}${item}` : item));
+    if (json !== undefined) return json.replace(BIGINT_JSON, "$1n");
   } catch {
+    // A cycle: String() below.
+  }
+  try {
     return String(value);
+  } catch {
+    // An object without a prototype (Object.create(null)) has no toString.
+    return Object.prototype.toString.call(value);
   }
 }
+
+/** Marks a BigInt in describe's JSON ("\u0000bigint:8" once escaped), so that it can be written as 8n. */
+const BIGINT_MARK = "\u0000bigint:";
+const BIGINT_JSON = /"\\u0000bigint:(-?\d+)"/g;
 
 /** zod/mini carries no locale: the messages for the issues these schemas leave to zod. */
 function defaultMessage(issue: z.core.$ZodRawIssue): string | undefined {

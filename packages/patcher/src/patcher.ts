@@ -91,7 +91,7 @@ export class BlockSparseModelPatcher {
    * a pattern matching any of its `names` (with a block shape that tiles it) patches it. Left out, as
    * patchModel refuses them: Linear layers held only in plain arrays, plain objects, Maps, Sets or instances of classes that are not
    * Modules (Module does not register them), or also held in a Set, such an instance or as a Map's key (never rewritten), in a
-   * read-only slot, with disposed or misshapen parameters, subclasses with extra state or their own forward,
+   * read-only slot, with a weight or bias that is not a Parameter, with disposed or misshapen parameters, subclasses with extra state or their own forward,
    * and layers whose weight or bias is shared with a module that cannot be patched.
    */
   getPatchableLayers(model: Module): PatchableLayer[] {
@@ -114,7 +114,7 @@ export class BlockSparseModelPatcher {
         names: walk.namesOf.get(linear) ?? [name],
         inFeatures: linear.inFeatures,
         outFeatures: linear.outFeatures,
-        bias: linear.bias !== null,
+        bias: hasBias(linear),
       }));
   }
 
@@ -510,7 +510,7 @@ function walkModel(model: Module): ModelWalk {
  * or misshapen parameters, state or a forward the replacement would drop, or a slot it cannot fill.
  */
 function layerProblems(name: string, linear: Linear, walk: ModelWalk): string[] {
-  const problem = disposedProblem(name, linear) ?? weightShapeProblem(name, linear) ?? extraStateProblem(name, linear) ?? ownForwardProblem(name, linear);
+  const problem = notParameterProblem(name, linear) ?? disposedProblem(name, linear) ?? weightShapeProblem(name, linear) ?? extraStateProblem(name, linear) ?? ownForwardProblem(name, linear);
   if (problem !== null) return [problem];
   return (walk.slotsOf.get(linear) ?? []).map((slot) => slotProblem(name, slot)).filter((slotProblem) => slotProblem !== null);
 }
@@ -523,6 +523,29 @@ function divisibilityProblem(name: string, linear: Linear, [blockHeight, blockWi
     `'${name}' has weight [out=${outFeatures}, in=${inFeatures}], which ${blockHeight}x${blockWidth} blocks do not tile; ` +
     `block heights R that divide ${outFeatures}: ${divisors(outFeatures).join(", ")}; block widths C that divide ${inFeatures}: ${divisors(inFeatures).join(", ")}`
   );
+}
+
+/** A Linear has a bias when it holds a Parameter there: null, or undefined (a deleted bias, which its forward skips as it does null), is none. */
+function hasBias(linear: Linear): boolean {
+  return linear.bias != null;
+}
+
+/**
+ * fromLinear reads the weight's and bias's Parameter values: a Tensor (or anything else) put in their place is not a parameter
+ * of the model (Module registers only Parameters), and building the replacement from it would fail halfway.
+ */
+function notParameterProblem(name: string, linear: Linear): string | null {
+  const wrong = (["weight", "bias"] as const).filter((slot) => !(linear[slot] instanceof Parameter) && !(slot === "bias" && linear.bias == null));
+  if (wrong.length === 0) return null;
+  const described = wrong.map((slot) => `'${name}.${slot}' is ${describeSlotValue(linear[slot])}`).join(", ");
+  return `${described}, not a Parameter, so it is not one of the model's parameters; assign new Parameter(tensor)${wrong.includes("bias") ? " (or null for no bias)" : ""}`;
+}
+
+/** What a weight or bias slot holds, in a few words ("a Tensor", "a number"). */
+function describeSlotValue(value: unknown): string {
+  if (value === null || value === undefined) return String(value);
+  if (typeof value !== "object") return `a ${typeof value}`;
+  return `a ${className(value)}`;
 }
 
 /** fromLinear reads the weight and shares the bias: both must be alive. */
@@ -565,7 +588,7 @@ function plannedLayer(name: string, linear: Linear, pattern: NamePattern): Patch
   const [blockHeight, blockWidth] = pattern.blockShape;
   const totalBlocks = (outFeatures / blockHeight) * (inFeatures / blockWidth);
   const keptBlocks = blockCountFor(pattern.density, totalBlocks);
-  const bias = linear.bias !== null ? outFeatures : 0;
+  const bias = hasBias(linear) ? outFeatures : 0;
   return {
     name,
     pattern: pattern.label,
@@ -574,7 +597,7 @@ function plannedLayer(name: string, linear: Linear, pattern: NamePattern): Patch
     blockShape: [blockHeight, blockWidth],
     keptBlocks,
     totalBlocks,
-    bias: linear.bias !== null,
+    bias: hasBias(linear),
     paramsBefore: outFeatures * inFeatures + bias,
     paramsAfter: keptBlocks * blockHeight * blockWidth + bias,
   };
@@ -671,7 +694,7 @@ function parameterTotals(plans: Plan[]): { paramsBefore: number; paramsAfter: nu
       paramsBefore += outFeatures * inFeatures;
       paramsAfter += layer.keptBlocks * layer.blockShape[0] * layer.blockShape[1];
     }
-    if (linear.bias !== null && !seen.has(linear.bias)) {
+    if (linear.bias != null && !seen.has(linear.bias)) {
       seen.add(linear.bias);
       paramsBefore += outFeatures;
       paramsAfter += outFeatures;
@@ -699,7 +722,7 @@ function replaceLayers(walk: ModelWalk, plans: Plan[]): void {
       for (const name of ["weight", "bias"] as const) {
         const original = linear[name];
         const made = replacement[name];
-        if (original === null || made === null) continue;
+        if (original == null || made === null) continue;
         const tied = replacedParameters.get(original);
         if (tied === undefined) replacedParameters.set(original, made);
         else {

@@ -371,6 +371,15 @@ describe("options are validated with readable errors", () => {
     ]);
   });
 
+  it("names BigInts inside an option as BigInts (String([1n]) reads as the density 1), and describes an object without a prototype rather than throwing", () => {
+    expect(thrown(() => patcher().addPattern(/x/, { density: [1n] as unknown as number })).problems).toEqual(["density: must be a number in (0, 1], got [1n]"]);
+    const bare = Object.assign(Object.create(null), { value: 1n });
+    expect(thrown(() => patcher().addPattern(/x/, { density: bare })).problems).toEqual(['density: must be a number in (0, 1], got {"value":1n}']);
+    const cycle = Object.create(null);
+    cycle.self = cycle;
+    expect(thrown(() => patcher().addPattern(/x/, { density: cycle })).problems).toEqual(["density: must be a number in (0, 1], got [object Object]"]);
+  });
+
   it("rejects missing options, a bad pattern and an invalid regex source", () => {
     expect(() => patcher().addPattern(/x/, undefined as unknown as { density: number })).toThrow(/options \{ density, blockShape\? \} are required/);
     expect(() => patcher().addPattern("", { density: 0.5 })).toThrow(/pattern must be a RegExp or a non-empty regex source string, got ""/);
@@ -561,6 +570,35 @@ describe("inputs nobody tuned for", () => {
     expect(error.problems).toEqual(["'1' has a bias of shape [4], expected [out=8]"]);
     expect(model.at(0)).toBeInstanceOf(Linear);
     expect(model.at(1)).toBeInstanceOf(Linear);
+  });
+
+  it("refuses a Linear whose weight or bias is a Tensor, not a Parameter, naming it, and leaks nothing", () => {
+    const model = new Sequential(new Linear(8, 8, { seed: 1 }), new Linear(8, 8, { seed: 2 }));
+    const [first, second] = [model.at(0) as Linear, model.at(1) as Linear];
+    (first as unknown as { bias: Tensor }).bias = tensor(new Float32Array(8), [8]);
+    (second as unknown as { weight: Tensor }).weight = tensor(new Float32Array(64), [8, 8]);
+    const patcher = new BlockSparseModelPatcher().addPattern("0|1", { density: 0.5, blockShape: [4, 4] });
+    expect(patcher.getPatchableLayers(model)).toEqual([]);
+    const tensorsBefore = memory().numTensors;
+    const error = thrown(() => patcher.patchModel(model));
+    expect(error.problems).toEqual([
+      "'0.bias' is a Tensor, not a Parameter, so it is not one of the model's parameters; assign new Parameter(tensor) (or null for no bias)",
+      "'1.weight' is a Tensor, not a Parameter, so it is not one of the model's parameters; assign new Parameter(tensor)",
+    ]);
+    expect(memory().numTensors).toBe(tensorsBefore);
+    expect(model.at(0)).toBe(first);
+    expect(model.at(1)).toBe(second);
+  });
+
+  it("takes a deleted (undefined) bias as no bias: the report counts no bias, as the model's parameters do", () => {
+    const model = new Sequential(new Linear(8, 8, { seed: 1 }));
+    delete (model.at(0) as { bias?: unknown }).bias;
+    const patcher = new BlockSparseModelPatcher().addPattern("0", { density: 0.5, blockShape: [4, 4] });
+    expect(patcher.getPatchableLayers(model)[0].bias).toBe(false);
+    const report = patcher.patchModel(model);
+    expect(report.layers[0]).toMatchObject({ bias: false, paramsBefore: 64, paramsAfter: 32 });
+    expect(report.totals).toMatchObject({ paramsBefore: 64, paramsAfter: 32, modelParamsBefore: 64, modelParamsAfter: 32 });
+    expect(asBlockSparse(model.at(0), "0").bias).toBeNull();
   });
 
   it("refuses a Linear subclass holding parameters or modules besides weight and bias, which the BlockSparseLinear would drop", () => {
