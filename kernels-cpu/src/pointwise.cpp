@@ -7,13 +7,8 @@
 #include <limits>
 #include <vector>
 
+#include "clones.h"
 #include "threads.h"
-
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
-#define BSK_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define BSK_CLONES
-#endif
 
 namespace bsk {
 namespace {

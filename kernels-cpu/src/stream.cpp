@@ -1,10 +1,6 @@
 #include "stream.h"
 
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
-#define BSK_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define BSK_CLONES
-#endif
+#include "clones.h"
 
 namespace bsk {
 
