@@ -18,8 +18,8 @@ export async function importBackendModules(
   load: (specifier: string) => Promise<unknown>,
 ): Promise<string[]> {
   // A single string was walked character by character ("backend module '.' could not be imported").
-  if (!Array.isArray(specifiers) || !specifiers.every((specifier) => typeof specifier === "string" && specifier !== "")) {
-    throw new ValueError(`importBackendModules: specifiers must be an array of non-empty strings, got ${Array.isArray(specifiers) ? `[${specifiers.map(formatArg).join(", ")}]` : formatArg(specifiers)}`);
+  if (!Array.isArray(specifiers) || !Array.from(specifiers).every((specifier) => typeof specifier === "string" && specifier !== "")) {
+    throw new ValueError(`importBackendModules: specifiers must be an array of non-empty strings, got ${Array.isArray(specifiers) ? `[${Array.from(specifiers, formatArg).join(", ")}]` : formatArg(specifiers)}`);
   }
   if (typeof load !== "function") throw new ValueError(`importBackendModules: load must be a function such as (s) => import(s), got ${formatArg(load)}`);
   const added: string[] = [];

@@ -32,9 +32,11 @@ export function formatShape(shape: readonly number[]): string {
   return `[${shape.join(", ")}]`;
 }
 
-/** True for an array of non-negative integers. */
+/** True for an array of non-negative integers (a hole is none: every() would skip it). */
 export function isValidShape(shape: readonly number[]): boolean {
-  return Array.isArray(shape) && shape.every((d) => Number.isInteger(d) && d >= 0);
+  if (!Array.isArray(shape)) return false;
+  for (let i = 0; i < shape.length; i++) if (!Number.isInteger(shape[i]) || shape[i] < 0) return false;
+  return true;
 }
 
 /**
@@ -78,7 +80,8 @@ export function normalizeAxes(axes: number | readonly number[] | undefined, rank
   if (axes === undefined) return Array.from({ length: rank }, (_, i) => i);
   const list = typeof axes === "number" ? [axes] : axes;
   if (!Array.isArray(list)) throw new ValueError(`${op}: axes must be a number or an array of numbers, got ${formatArg(axes)}`);
-  const out = list.map((a) => normalizeAxis(a, rank, op));
+  // Array.from reads a hole as undefined, refused: map would skip it.
+  const out = Array.from(list, (a) => normalizeAxis(a, rank, op));
   if (new Set(out).size !== out.length) throw new IndexError(`${op}: axes [${list}] repeat an axis`);
   return out.sort((x, y) => x - y);
 }

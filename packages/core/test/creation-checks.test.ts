@@ -26,6 +26,24 @@ describe("arange's direction", () => {
   });
 });
 
+describe("arange's range", () => {
+  it("a value past a float dtype's finite range is a ValueError, as full's (it was stored as Infinity)", () => {
+    const before = memory().numTensors;
+    expect(() => arange(65000, 70000, 1000, "float16")).toThrow(new ValueError("arange: value 69000 is outside float16's range"));
+    // The first value is the extreme when counting down from it.
+    expect(() => arange(-70000, 0, 10000, "float16")).toThrow(new ValueError("arange: value -70000 is outside float16's range"));
+    expect(() => arange(3e38, 3.5e38, 2e37, "bfloat16")).toThrow(new ValueError("arange: value 3.4e+38 is outside bfloat16's range"));
+    expect(() => arange(0, 1e39, 1e38)).toThrow(new ValueError("arange: value 9e+38 is outside float32's range"));
+    expect(memory().numTensors).toBe(before);
+    // Up to the largest finite value (65000 rounds to 64992 in float16), and past it in a wider dtype, still stored.
+    const fits = [arange(65000, 65505, 504, "float16"), arange(65000, 70000, 1000), arange(3e38, 3.3e38, 2e37, "bfloat16")];
+    expect(fits[0].toArray()).toEqual([64992, 65504]);
+    expect(fits[1].toArray()).toEqual([65000, 66000, 67000, 68000, 69000]);
+    expect(fits[2].toArray().every(Number.isFinite)).toBe(true);
+    for (const t of fits) t.dispose();
+  });
+});
+
 describe("tensor()'s nested arrays", () => {
   it("an entry that is not a number is a ValueError naming where it is and what it holds", () => {
     expect(() => tensor([1, true] as never)).toThrow(new ValueError("tensor: data[1] must be a number, got true (a boolean; there is no bool dtype, give 1 or 0)"));

@@ -140,12 +140,19 @@ function fill(op: string, backend: Backend, shape: readonly number[], value: num
   return engine.runKernel(Fill, {}, { shape: [...shape], dtype, value }, backend);
 }
 
+/**
+ * Refuses a finite value past the dtype's largest finite one: it was stored as Infinity. Rounded to float32 as the
+ * kernels round halves (65519.99999 becomes 65520: Infinity in float16); a non-number goes on to the op's own check.
+ */
+function checkInRange(op: string, value: number, dtype: DType): void {
+  const bits = dtype === "bfloat16" ? 8 : dtype === "float16" ? 11 : 24;
+  if (Number.isFinite(value) && Math.abs(Math.fround(value)) >= (2 - 2 ** -bits) * 2 ** (dtype === "float16" ? 15 : 127)) throw new ValueError(`${op}: value ${value} is outside ${dtype}'s range`);
+}
+
 /** A tensor of `shape` filled with `value` (a finite value past the dtype's range is refused, as torch.full does). */
 export function full(shape: readonly number[], value: number, dtype: DType = "float32"): Tensor {
-  // It was stored as Infinity. fullOn keeps IEEE rounding: the scalar operands of ops go through it, as torch's do.
-  // Rounded to float32 as the Fill kernels round halves (65519.99999 becomes 65520: Infinity in float16); a non-number goes on to fill's check.
-  const bits = dtype === "bfloat16" ? 8 : dtype === "float16" ? 11 : 24;
-  if (Number.isFinite(value) && Math.abs(Math.fround(value)) >= (2 - 2 ** -bits) * 2 ** (dtype === "float16" ? 15 : 127)) throw new ValueError(`full: value ${value} is outside ${dtype}'s range`);
+  // fullOn keeps IEEE rounding: the scalar operands of ops go through it, as torch's do.
+  checkInRange("full", value, dtype);
   return fill("full", engine.activeBackend(), shape, value, dtype);
 }
 
@@ -199,8 +206,8 @@ export function onesLike(t: Tensor): Tensor {
 
 /**
  * [start, start + step, ...) below `stop` (or above it for a negative step); as int32, each value must be a 32-bit
- * integer. A step that moves away from `stop` (arange(5, 0), arange(0, 5, -1)) is a ValueError, as torch.arange's;
- * start == stop gives an empty tensor.
+ * integer, as a float dtype each within its finite range (as torch.arange's). A step that moves away from `stop`
+ * (arange(5, 0), arange(0, 5, -1)) is a ValueError, as torch.arange's; start == stop gives an empty tensor.
  */
 export function arange(start: number, stop?: number, step = 1, dtype: DType = "float32"): Tensor {
   if (stop === undefined) {
@@ -219,6 +226,8 @@ export function arange(start: number, stop?: number, step = 1, dtype: DType = "f
   // max: start == stop with a negative step gives -0, stored as 0.
   const count = Math.max(0, Math.ceil((stop - start) / step));
   assertSafeSize("arange", `[${start}, ${stop})`, count);
+  // The values run one way: the first and last are the extremes (arange(65000, 70000, 1000) in float16 stored 66000 on as Infinity).
+  if (count > 0) for (const value of [start, start + (count - 1) * step]) checkInRange("arange", value, dtype);
   const values = hostArray("arange", count, dtype, Float64Array);
   for (let i = 0; i < count; i++) values[i] = start + i * step;
   return engine.upload(encodeStorage("arange", values, dtype), [count], dtype);

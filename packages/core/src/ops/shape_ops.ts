@@ -12,7 +12,8 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   assertArray("reshape", "shape", shape);
   const inferAt = shape.indexOf(-1);
   if (shape.filter((d) => d === -1).length > 1) throw new ShapeError(`reshape: shape ${formatShape(shape)} has more than one -1`);
-  const known = shape.filter((d) => d !== -1);
+  // Array.from keeps a hole (as undefined, refused below): filter would drop it.
+  const known = Array.from(shape).filter((d) => d !== -1);
   assertShapeArg("reshape", "shape", known);
   const resolved = [...shape];
   if (inferAt >= 0) {
@@ -66,7 +67,7 @@ export function squeeze(x: Tensor, axes?: number | readonly number[]): Tensor {
 export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
   assertTensor("transpose", "x", x);
   if (perm !== undefined) assertArray("transpose", "perm", perm);
-  const order = perm === undefined ? x.shape.map((_, i) => x.rank - 1 - i) : perm.map((a) => axisArg("transpose", a, x.rank));
+  const order = perm === undefined ? x.shape.map((_, i) => x.rank - 1 - i) : Array.from(perm, (a) => axisArg("transpose", a, x.rank));
   if (order.length !== x.rank || new Set(order).size !== x.rank) {
     throw new ShapeError(`transpose: perm [${perm}] is not a permutation of ${x.rank} axes`);
   }
@@ -99,11 +100,12 @@ export function slice(x: Tensor, begin: readonly number[], size?: readonly numbe
   const sizes: number[] = [];
   for (let i = 0; i < x.rank; i++) {
     const dim = x.shape[i];
-    let start = begin[i] ?? 0;
+    // By length, not ??: a hole or null within begin/size is refused, not read as the default.
+    let start = i < begin.length ? begin[i] : 0;
     if (!Number.isInteger(start)) throw new IndexError(`slice: begin[${i}] must be an integer, got ${formatArg(start)}`);
     if (start < 0) start += dim;
     if (start < 0 || start > dim) throw new IndexError(`slice: begin[${i}] = ${begin[i]} is out of range for dim ${dim}`);
-    let length = size?.[i] ?? -1;
+    let length = size && i < size.length ? size[i] : -1;
     if (length === -1) length = dim - start;
     if (!Number.isInteger(length) || length < 0) throw new IndexError(`slice: size[${i}] must be -1 or a non-negative integer, got ${formatArg(length)}`);
     if (start + length > dim) throw new IndexError(`slice: size[${i}] = ${length} from ${start} exceeds dim ${dim}`);
@@ -131,9 +133,10 @@ export function split(x: Tensor, sizes: number | readonly number[], axis = 0): T
     parts = new Array<number>(sizes).fill(dim / sizes);
   } else {
     if (!Array.isArray(sizes) || sizes.length === 0) throw new ValueError("split: sizes must be a number of parts or a non-empty array of sizes");
-    sizes.forEach((size, i) => {
-      if (!Number.isInteger(size) || size < 0) throw new ValueError(`split: sizes[${i}] must be a non-negative integer, got ${formatArg(size)}`);
-    });
+    // An indexed loop: forEach skips a hole.
+    for (let i = 0; i < sizes.length; i++) {
+      if (!Number.isInteger(sizes[i]) || sizes[i] < 0) throw new ValueError(`split: sizes[${i}] must be a non-negative integer, got ${formatArg(sizes[i])}`);
+    }
     const total = sizes.reduce((sum, size) => sum + size, 0);
     if (total !== dim) throw new ShapeError(`split: sizes [${sizes.join(", ")}] sum to ${total}, but dim ${ax} of x ${formatShape(x.shape)} is ${dim}`);
     parts = [...sizes];

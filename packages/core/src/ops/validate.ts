@@ -2,7 +2,7 @@
 import type { DType } from "../dtypes";
 import type { Activation } from "../kernel_names";
 import { BackendError, DTypeError, ShapeError, ValueError } from "../errors";
-import { formatShape, normalizeAxis, shapesEqual, sizeOf } from "../shape";
+import { formatShape, isValidShape, normalizeAxis, shapesEqual, sizeOf } from "../shape";
 import { Tensor } from "../tensor";
 
 export function assertTensor(op: string, name: string, value: unknown): asserts value is Tensor {
@@ -86,8 +86,8 @@ export function assertBoolean(op: string, name: string, value: unknown): asserts
 }
 
 export function assertShapeArg(op: string, name: string, shape: readonly number[]): void {
-  if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
-    throw new ShapeError(`${op}: ${name} must be an array of non-negative integers, got ${Array.isArray(shape) ? `[${shape.map(formatArg)}]` : formatArg(shape)}`);
+  if (!isValidShape(shape)) {
+    throw new ShapeError(`${op}: ${name} must be an array of non-negative integers, got ${Array.isArray(shape) ? `[${Array.from(shape, formatArg).join(", ")}]` : formatArg(shape)}`);
   }
   // The message is built only on failure: shapes are checked on every op call.
   const size = sizeOf(shape);
