@@ -1,5 +1,16 @@
-import { type Activation, type Backend, type DType, type KernelAttrs, type KernelName, type Tensor, type TensorInputs, ValueError, kernelDeclaration } from "@blocksparse/core";
-import { describeValue } from "./errors";
+import {
+  type Activation,
+  type Backend,
+  type DType,
+  type KernelAttrs,
+  type KernelInputs,
+  type KernelName,
+  type Tensor,
+  type TensorInputs,
+  ValueError,
+  kernelDeclaration,
+} from "@blocksparse/core";
+import { AutogradError, describeValue } from "./errors";
 
 /** Shape, dtype and backend of a tensor, recorded for every input and output (no data kept; PyTorch's InputMetadata). */
 export interface TensorMeta {
@@ -134,6 +145,52 @@ function checkSaved(kernelName: string, config: GradConfig): void {
       }
     }
   }
+}
+
+// A kernel without inputs (Fill) takes Record<string, never>: its string index is no optional input.
+type OptionalKeys<T> = string extends keyof T ? never : { [P in keyof T]-?: Partial<Pick<T, P>> extends Pick<T, P> ? P : never }[keyof T] & string;
+type KernelsWithOptionalInputs = { [K in KernelName]: [OptionalKeys<KernelInputs<K>>] extends [never] ? never : K }[KernelName];
+
+/**
+ * The optional inputs of core's kernels, which a call may leave out (`biasActivation` without a bias passes `{ x }`).
+ * Core declares input names only as types: this table is typed from them, so a kernel or optional input added to
+ * KernelSpecs without its entry here, or a name here that is not one, does not compile.
+ */
+const OPTIONAL_INPUTS: { readonly [K in KernelsWithOptionalInputs]: { readonly [P in OptionalKeys<KernelInputs<K>>]: true } } = {
+  BiasActivation: { bias: true },
+  BiasActivationBackward: { bias: true },
+  LayerNorm: { gamma: true, beta: true },
+  LayerNormBackward: { gamma: true },
+  CachedAttention: { newKeys: true, newValues: true },
+  Linear: { bias: true, residual: true },
+  LinearActivation: { bias: true },
+  BsrLinear: { bias: true },
+  BsrLinearActivation: { bias: true },
+  MultiTensorAdamUpdate: { copies: true, stepCounts: true, lrValue: true },
+};
+
+/** Configs whose inputsToSave were found to name inputs of their kernel: checked once, not on every call. */
+const savedInputsChecked = new WeakSet<GradConfig>();
+
+/**
+ * Throws when `config.inputsToSave` names an input its kernel does not take (a misspelling saved nothing, and the
+ * gradFunc then failed reading it in backward). A name the call holds, or an optional input of a core kernel, passes;
+ * once all pass the verdict is kept, so the tape's record() pays one WeakSet lookup per call. A kernel outside core's
+ * catalogue declares no inputs: a name its call leaves out may be an optional input, so it is not refused.
+ */
+export function checkSavedInputs(kernelName: string, config: GradConfig, inputs: Readonly<Record<string, unknown>>): void {
+  if (savedInputsChecked.has(config)) return;
+  if (config.inputsToSave && kernelDeclaration(kernelName)) {
+    const optional: Readonly<Record<string, true>> = Object.hasOwn(OPTIONAL_INPUTS, kernelName) ? OPTIONAL_INPUTS[kernelName as KernelsWithOptionalInputs] : {};
+    for (const key of config.inputsToSave) {
+      if (Object.hasOwn(inputs, key) || Object.hasOwn(optional, key)) continue;
+      const names = [...Object.keys(inputs), ...Object.keys(optional).filter((name) => !Object.hasOwn(inputs, name)).map((name) => `${name}?`)];
+      throw new AutogradError(
+        `${kernelName}: its registered gradient saves input '${key}', which ${kernelName} does not take (its inputs: ${names.join(", ")}); fix inputsToSave in registerGradient('${kernelName}', ...)`,
+      );
+    }
+  }
+  savedInputsChecked.add(config);
 }
 
 /** The gradient registered for a kernel, if any. */

@@ -7,7 +7,7 @@
 import { type DisposeRecord, type KernelRecord, type RequiresGradRecord, Tensor, ValueError, keep, kernelDeclaration } from "@blocksparse/core";
 import { AutogradError, describeValue } from "./errors";
 import type { TensorMeta } from "./registry";
-import { getGradient } from "./registry";
+import { checkSavedInputs, getGradient } from "./registry";
 
 /** One differentiable input of a node: where its gradient goes. */
 export interface Edge {
@@ -178,6 +178,7 @@ export function record(
     }
   }
   if (config?.inputsToSave) {
+    checkSavedInputs(kernelName, config, inputs);
     for (const key of config.inputsToSave) {
       const value = inputs[key];
       if (value !== undefined) node.saved[key] = Array.isArray(value) ? value.map(save) : save(value);

@@ -10,6 +10,7 @@ import {
   adamUpdate,
   memory,
   add,
+  biasActivation,
   broadcastTo,
   bsrLinear,
   cachedAttention,
@@ -436,6 +437,31 @@ describe("registry", () => {
     expect(values(x.grad)).toEqual([1, Math.fround(Math.E)]);
     expect(memory().numTensors).toBe(before + 1);
     dispose([x, x.grad]);
+  });
+
+  it("an inputsToSave name the kernel does not take is an AutogradError at the forward call, naming it and the inputs", () => {
+    const originalMul = getGradient("Mul")!;
+    const originalBias = getGradient("BiasActivation")!;
+    const x = leaf([1, 2]);
+    const y = leaf([3, 4]);
+    const before = memory().numTensors;
+    try {
+      // A misspelt name saved nothing, and backward failed with a TypeError inside the gradFunc reading it.
+      registerGradient("Mul", { ...originalMul, inputsToSave: ["a", "bb"] as never });
+      expect(() => tidy(() => mul(x, y))).toThrow(AutogradError);
+      expect(() => tidy(() => mul(x, y))).toThrow(/Mul: its registered gradient saves input 'bb', which Mul does not take \(its inputs: a, b\)/);
+      // An optional input a call leaves out is not a misspelling; one that is, is named even then.
+      registerGradient("BiasActivation", { ...originalBias, inputsToSave: ["x", "bais"] as never });
+      expect(() => tidy(() => biasActivation(x, null, "relu"))).toThrow(/BiasActivation: its registered gradient saves input 'bais', which BiasActivation does not take \(its inputs: x, bias\?\)/);
+    } finally {
+      registerGradient("Mul", originalMul);
+      registerGradient("BiasActivation", originalBias);
+    }
+    expect(memory().numTensors).toBe(before);
+    tidy(() => backward(sum(add(mul(x, y), biasActivation(x, null, "relu")))));
+    expect(values(x.grad)).toEqual([4, 5]);
+    expect(values(y.grad)).toEqual([1, 2]);
+    dispose([x, y, x.grad, y.grad]);
   });
 
   it("a registered gradient is what backward uses (keyed by kernel name)", () => {
