@@ -3,7 +3,7 @@ import { type Activation, add, assertBoolean, BsrPattern, bsrLinear, bsrLinearAc
 import { BsrMatrix, divisors } from "@blocksparse/format";
 import { blockCountFor, blockSources, randomPattern, remapBlocks } from "./blocks";
 import { childSeeds, uniform } from "./init";
-import { checkFeatures, checkInput, Linear, requiredOptions } from "./linear";
+import { checkFeatures, checkInput, Linear, requiredOptions, slotValues } from "./linear";
 import { denseOn, Module } from "./module";
 import { Optimizer } from "./optim";
 import { Parameter } from "./parameter";
@@ -117,22 +117,25 @@ export class BlockSparseLinear extends Module {
     checkBlockSparseOptions("BlockSparseLinear.fromLinear", inFeatures, outFeatures, options.density, blockShape);
     const total = (outFeatures / blockShape[0]) * (inFeatures / blockShape[1]);
     const kept = blockCountFor(options.density, total);
-    const weight = linear.weight.value;
+    const [weight, bias] = slotValues(linear);
     const dense = weight.dataSync();
     const shape = [outFeatures, inFeatures] as const;
     // A zero or constant weight ties every block: the lowest indices would fill the first block rows and leave the
     // last outputs without weights, so the pattern is drawn instead, as a new layer's is.
     const mask = kept < total && dense.every((v) => v === dense[0]) ? randomPattern(shape, blockShape, options.density, childSeeds("BlockSparseLinear.fromLinear", options.seed, 1)[0]).blockMask() : undefined;
     const matrix = BsrMatrix.fromDense(dense, shape, { blockShape: [blockShape[0], blockShape[1]], ...(mask ? { mask } : { density: kept / total }) });
-    const parts = {
-      weight: new Parameter(tensorOn(weight.backend, matrix.values as Float32Array, [matrix.nnzBlocks, blockShape[0], blockShape[1]], weight.dtype), {
-        pattern: matrix.pattern,
-        requiresGrad: linear.weight.requiresGrad,
-      }),
-      bias: linear.bias ? new Parameter(noGrad(() => detach(linear.bias!.value)), { requiresGrad: linear.bias.requiresGrad }) : null,
-    };
-    const constructorOptions: ConstructorOptions = { density: matrix.density, blockShape, [PREBUILT]: parts };
-    return new BlockSparseLinear(inFeatures, outFeatures, constructorOptions);
+    const blocks = new Parameter(tensorOn(weight.backend, matrix.values as Float32Array, [matrix.nnzBlocks, blockShape[0], blockShape[1]], weight.dtype), {
+      pattern: matrix.pattern,
+      requiresGrad: weight.requiresGrad,
+    });
+    try {
+      // The bias shares the linear's buffer; a disposed one throws here, and the blocks built above are freed.
+      const parts = { weight: blocks, bias: bias && new Parameter(noGrad(() => detach(bias)), { requiresGrad: bias.requiresGrad }) };
+      return new BlockSparseLinear(inFeatures, outFeatures, { density: matrix.density, blockShape, [PREBUILT]: parts } as ConstructorOptions);
+    } catch (error) {
+      blocks.dispose();
+      throw error;
+    }
   }
 
   /** Which blocks are stored. */
@@ -155,7 +158,8 @@ export class BlockSparseLinear extends Module {
 
   forward(x: Tensor): Tensor {
     checkInput(this.label, x, this.inFeatures);
-    return bsrLinear(x, this.weight.value, this.pattern, this.bias?.value);
+    const [weight, bias] = slotValues(this);
+    return bsrLinear(x, weight, this.pattern, bias);
   }
 
   /**
@@ -165,7 +169,8 @@ export class BlockSparseLinear extends Module {
    */
   forwardActivation(x: Tensor, activation: Activation): Tensor {
     checkInput(this.label, x, this.inFeatures);
-    return bsrLinearActivation(x, this.weight.value, this.pattern, this.bias?.value ?? null, activation);
+    const [weight, bias] = slotValues(this);
+    return bsrLinearActivation(x, weight, this.pattern, bias, activation);
   }
 
   /** `forward(x) + residual`, as Linear.forwardResidual (residual has the output's shape and dtype): the product, then an add. */

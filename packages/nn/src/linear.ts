@@ -21,17 +21,31 @@ export function requiredOptions<T extends object>(op: string, options: T, names:
   return optionsArg(op, options, names);
 }
 
-/** Throws "Linear(encoder.fc1): input has 1000 features, expected 1024" for a wrong last dim. */
 /** A forward's input must be a Tensor: null or an array is a ValueError naming the layer. */
 export function checkTensorInput(label: string, x: unknown): asserts x is Tensor {
   if (!(x instanceof Tensor)) throw new ValueError(`${label}.forward: input must be a Tensor, got ${describeValue(x)}`);
 }
 
+/** Throws "Linear(encoder.fc1): input has 1000 features, expected 1024" for a wrong last dim. */
 export function checkInput(label: string, x: Tensor, inFeatures: number): void {
   checkTensorInput(label, x);
   if (x.rank === 0) throw new ShapeError(`${label}: input is a scalar, expected [..., ${inFeatures}]`);
   const got = x.shape[x.rank - 1];
   if (got !== inFeatures) throw new ShapeError(`${label}: input has ${got} features, expected ${inFeatures}`);
+}
+
+/**
+ * A Linear's or BlockSparseLinear's weight and bias tensors (null for no bias). Anything else in those slots, a plain
+ * Tensor above all, is refused as torch refuses assigning it: it is not one of the layer's parameters (and was read as no bias).
+ */
+export function slotValues(layer: Module & { weight: unknown; bias: unknown }): [Tensor, Tensor | null] {
+  const slot = (name: "weight" | "bias") => {
+    const value = layer[name];
+    if (value instanceof Parameter || (value === null && name === "bias")) return value?.value ?? null;
+    const { label } = layer as unknown as { label: string };
+    throw new ValueError(`${label}: '${name}' is ${formatArg(value)}, not a Parameter; assign new Parameter(tensor)${name === "bias" ? " (or null for no bias)" : ""}`);
+  };
+  return [slot("weight") as Tensor, slot("bias")];
 }
 
 /**
@@ -63,7 +77,7 @@ export class Linear extends Module {
   /** x W^T + b: one kernel with the bias in the product's epilogue where the backend fuses it (core's linear). */
   forward(x: Tensor): Tensor {
     checkInput(this.label, x, this.inFeatures);
-    return linear(x, this.weight.value, this.bias?.value ?? null);
+    return linear(x, ...slotValues(this));
   }
 
   /**
@@ -72,7 +86,7 @@ export class Linear extends Module {
    */
   forwardResidual(x: Tensor, residual: Tensor): Tensor {
     checkInput(this.label, x, this.inFeatures);
-    return linear(x, this.weight.value, this.bias?.value ?? null, { residual });
+    return linear(x, ...slotValues(this), { residual });
   }
 
   /**
@@ -83,7 +97,7 @@ export class Linear extends Module {
    */
   forwardActivation(x: Tensor, activation: Activation): Tensor {
     checkInput(this.label, x, this.inFeatures);
-    return linearActivation(x, this.weight.value, this.bias?.value ?? null, activation);
+    return linearActivation(x, ...slotValues(this), activation);
   }
 
   protected override extraRepr(): string {
