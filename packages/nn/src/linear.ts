@@ -35,13 +35,14 @@ export function checkInput(label: string, x: Tensor, inFeatures: number): void {
 }
 
 /**
- * A Linear's or BlockSparseLinear's weight and bias tensors (null for no bias). Anything else in those slots, a plain
- * Tensor above all, is refused as torch refuses assigning it: it is not one of the layer's parameters (and was read as no bias).
+ * A Linear's or BlockSparseLinear's weight and bias tensors (null for no bias: null, or a deleted bias, as the model's
+ * parameters and the patcher count it). Anything else in those slots, a plain Tensor above all, is refused as torch
+ * refuses assigning it: it is not one of the layer's parameters (and was read as no bias).
  */
 export function slotValues(layer: Module & { weight: unknown; bias: unknown }): [Tensor, Tensor | null] {
   const slot = (name: "weight" | "bias") => {
     const value = layer[name];
-    if (value instanceof Parameter || (value === null && name === "bias")) return value?.value ?? null;
+    if (value instanceof Parameter || (value == null && name === "bias")) return value?.value ?? null;
     const { label } = layer as unknown as { label: string };
     throw new ValueError(`${label}: '${name}' is ${formatArg(value)}, not a Parameter; assign new Parameter(tensor)${name === "bias" ? " (or null for no bias)" : ""}`);
   };
