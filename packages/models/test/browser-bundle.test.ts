@@ -2,8 +2,9 @@ import { describe, expect, it } from "vitest";
 import { browserBundle, evaluatedCode } from "../../../browser-bundle.shared.ts";
 
 describe("browser bundle (esbuild, minified, every export kept)", () => {
-  // 64.72 KiB since core's checks see holes in arrays, arange checks a half dtype's range, autograd checks inputsToSave
-  // names and nn's layers refuse a plain Tensor in a parameter slot (64.717 KiB measured).
+  // 64.74 KiB since core's checks see holes in arrays, arange checks a half dtype's range, autograd checks inputsToSave
+  // names and nn's layers (Linear, BlockSparseLinear, LayerNorm, Embedding) refuse a plain Tensor in a parameter slot
+  // (64.733 KiB measured).
   // 64.35 KiB until then, since MLP names its widths and the js Sum/Mean add leading and trailing runs in place (64.341 KiB measured).
   // 64.2 KiB until then, since crossEntropy takes weight and class probabilities, cachedAttention is recorded without a gradient,
   // toString reads only the values it shows and nn's Sequential and Parameter check what they own (64.195 KiB measured).
@@ -64,10 +65,10 @@ describe("browser bundle (esbuild, minified, every export kept)", () => {
   // 52.0 KiB (51.5 before greedy captured steps fed their tokens back on the device; 49.3 before
   // generation's static cache and captured step pulled in core's captureGraph; 48.3
   // before GPT-2 generation and its cache); 127 KiB while configs were parsed with classic zod (not tree-shakeable, with its `new Function` probe).
-  it("@blocksparse/models stays within 64.72 KiB gzipped and evaluates no code", async () => {
+  it("@blocksparse/models stays within 64.74 KiB gzipped and evaluates no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/models"]);
     console.log(`@blocksparse/models: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(64.72);
+    expect(gzipKiB).toBeLessThanOrEqual(64.74);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 });

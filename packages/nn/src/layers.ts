@@ -30,7 +30,7 @@ import {
 } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
 import { childSeeds } from "./init";
-import { checkFeatures, checkTensorInput } from "./linear";
+import { checkFeatures, checkTensorInput, slotValue } from "./linear";
 import { Module } from "./module";
 import { Parameter } from "./parameter";
 
@@ -80,7 +80,7 @@ export class Embedding extends Module {
     if (indices.dtype !== "int32") throw new DTypeError(`${this.label}: indices have dtype ${indices.dtype}, expected int32`);
     try {
       return tidy(() => {
-        const rows = gather(this.weight.value, indices, 0);
+        const rows = gather(slotValue(this, "weight", false) as Tensor, indices, 0);
         if (this.paddingIdx === null || !tracksGrad(rows)) return rows;
         // The padding positions read a detached copy of their rows, so their gradient stops here (on any backend, captured too).
         return where(equal(reshape(indices, [...indices.shape, 1]), this.paddingIdx), detach(rows), rows);
@@ -135,7 +135,7 @@ export class LayerNorm extends Module {
     if (x.rank === 0 || x.shape[x.rank - 1] !== this.normalizedShape) {
       throw new ShapeError(`${this.label}: input has shape [${x.shape}], expected a last dim of ${this.normalizedShape}`);
     }
-    return layerNorm(x, this.weight?.value, this.bias?.value, this.eps);
+    return layerNorm(x, slotValue(this, "weight", true), slotValue(this, "bias", true), this.eps);
   }
 
   protected override extraRepr(): string {

@@ -40,13 +40,15 @@ export function checkInput(label: string, x: Tensor, inFeatures: number): void {
  * refuses assigning it: it is not one of the layer's parameters (and was read as no bias).
  */
 export function slotValues(layer: Module & { weight: unknown; bias: unknown }): [Tensor, Tensor | null] {
-  const slot = (name: "weight" | "bias") => {
-    const value = layer[name];
-    if (value instanceof Parameter || (value == null && name === "bias")) return value?.value ?? null;
-    const { label } = layer as unknown as { label: string };
-    throw new ValueError(`${label}: '${name}' is ${formatArg(value)}, not a Parameter; assign new Parameter(tensor)${name === "bias" ? " (or null for no bias)" : ""}`);
-  };
-  return [slot("weight") as Tensor, slot("bias")];
+  return [slotValue(layer, "weight", false) as Tensor, slotValue(layer, "bias", true)];
+}
+
+/** The tensor of a layer's parameter slot `name` (null for an optional one that is null or deleted); anything else is refused. */
+export function slotValue(layer: Module, name: string, optional: boolean): Tensor | null {
+  const value = (layer as unknown as Record<string, unknown>)[name];
+  if (value instanceof Parameter || (value == null && optional)) return value?.value ?? null;
+  const { label } = layer as unknown as { label: string };
+  throw new ValueError(`${label}: '${name}' is ${formatArg(value)}, not a Parameter; assign new Parameter(tensor)${optional ? ` (or null for no ${name})` : ""}`);
 }
 
 /**

@@ -1,5 +1,5 @@
 import { memory, ones, tensor, ValueError, zeros } from "@blocksparse/core";
-import { BlockSparseLinear, GELU, Linear, Parameter, ReLU, Sequential } from "@blocksparse/nn";
+import { BlockSparseLinear, Embedding, GELU, LayerNorm, Linear, Parameter, ReLU, Sequential } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
 
 // torch refuses a plain tensor in a parameter's attribute ("cannot assign 'torch.FloatTensor' as parameter 'bias'"):
@@ -49,5 +49,23 @@ describe("BlockSparseLinear.fromLinear", () => {
     const before = memory().numTensors;
     expect(() => BlockSparseLinear.fromLinear(linear, { density: 0.5, blockShape: [2, 2] })).toThrow(/disposed/);
     expect(memory().numTensors).toBe(before);
+  });
+});
+
+describe("LayerNorm's and Embedding's parameters that are not Parameters", () => {
+  // LayerNorm read weight?.value: a Tensor scale or shift was dropped (a plain normalization came out); Embedding's
+  // gather was handed undefined.
+  it("are refused, naming the layer and the slot; null scale and shift still mean none", () => {
+    const norm = new LayerNorm(4);
+    const x = tensor([1, 2, 3, 5, 0, 1, 0, 1], [2, 4]);
+    const plain = Array.from(new LayerNorm(4, { elementwiseAffine: false }).forward(x).dataSync());
+    (norm as unknown as { weight: unknown }).weight = ones([4]);
+    expect(() => norm.forward(x)).toThrow(/LayerNorm.*'weight' is a Tensor, not a Parameter; assign new Parameter\(tensor\) \(or null for no weight\)/);
+    norm.weight = null;
+    norm.bias = null;
+    expect(Array.from(norm.forward(x).dataSync())).toEqual(plain);
+    const embedding = new Embedding(5, 3);
+    (embedding as unknown as { weight: unknown }).weight = zeros([5, 3]);
+    expect(() => embedding.forward(tensor([1, 2], [2], "int32"))).toThrow(/Embedding.*'weight' is a Tensor, not a Parameter; assign new Parameter\(tensor\)$/);
   });
 });
