@@ -5,7 +5,7 @@
  * are widened and outputs rounded as the products' are. The js kernels computed these one float64 element at a time,
  * GELU through a float64 erfc: a GELU pass or an optimizer step over a layer took longer than its products.
  */
-import { type Activation, type ActivationKernels, type JsBackend, type KernelArgs, type KernelTable, type TensorInfo, jsKernels, sizeOf } from "@blocksparse/core";
+import { type Activation, type ActivationKernels, adamKernels, type JsBackend, jsAdamStep, type KernelArgs, type KernelTable, type TensorInfo, sizeOf } from "@blocksparse/core";
 import { translateNativeError } from "./errors";
 import type { NativeAddon } from "./native";
 
@@ -114,72 +114,26 @@ export function pointwiseKernels(addon: NativeAddon): PointwiseKernels & { activ
       return [dx.commit(), dgamma.commit(), dbeta.commit()];
     },
 
-    AdamUpdate(args) {
-      const { inputs: { param, grad, m, v }, attrs, backend } = args;
-      if (!allFloat32(param, m, v)) return jsKernels.AdamUpdate(args);
-      const outputs = [param, m, v].map((input) => {
-        const out = backend.floatOutput(input.shape, "float32");
-        out.data.set(backend.floats(input));
-        return out;
-      });
-      step(outputs[0].data, backend.floats(grad), outputs[1].data, outputs[2].data, attrs, attrs.step);
-      return [outputs[0].commit(), outputs[1].commit(), outputs[2].commit()];
-    },
-
-    // Natively where every param and state is float32 (the master weights of mixed precision are; a half gradient is
-    // widened), the js kernel otherwise. In place, each tensor's storage is updated where it lies.
-    MultiTensorAdamUpdate(args) {
-      const { inputs, attrs, backend } = args;
-      const n = inputs.params.length;
-      for (let i = 0; i < n; i++) {
-        if (!allFloat32(inputs.params[i], inputs.m[i], inputs.v[i])) return jsKernels.MultiTensorAdamUpdate(args);
-      }
-      const counts = inputs.stepCounts;
-      // Step counts and the learning rate on the device (capturable): read here, when the kernel runs, as the js kernel does.
-      const stepOf = (i: number) => (counts === undefined ? attrs.steps[i] : backend.floats(counts[i])[0] + 1);
-      const h = inputs.lrValue === undefined ? attrs : { ...attrs, lr: attrs.lr * backend.floats(inputs.lrValue)[0] };
-      const copyOf = (stored: Float32Array, shape: readonly number[]): TensorInfo => {
-        const copy = backend.floatOutput(shape, attrs.copyDType as "float32" | "float16" | "bfloat16");
-        copy.data.set(stored);
-        return copy.commit();
-      };
-      const countOf = (i: number): TensorInfo => {
-        const out = backend.floatOutput([...(counts as TensorInfo[])[i].shape], "float32");
-        out.data[0] = stepOf(i);
-        return out.commit();
-      };
-      if (attrs.inPlace) {
-        const into = (target: TensorInfo, result: TensorInfo) => {
-          backend.write(target.dataId, backend.storage(result));
-          backend.free(result.dataId);
-        };
-        for (let i = 0; i < n; i++) {
-          const p = backend.storage(inputs.params[i]) as Float32Array;
-          step(p, backend.floats(inputs.grads[i]), backend.storage(inputs.m[i]) as Float32Array, backend.storage(inputs.v[i]) as Float32Array, h, stepOf(i));
-          if (attrs.copyDType !== null) into((inputs.copies as TensorInfo[])[i], copyOf(p, inputs.params[i].shape));
-          if (counts !== undefined) into(counts[i], countOf(i));
-        }
-        return [];
-      }
-      const params: TensorInfo[] = [];
-      const ms: TensorInfo[] = [];
-      const vs: TensorInfo[] = [];
-      const copies: TensorInfo[] = [];
-      const steps: TensorInfo[] = [];
-      for (let i = 0; i < n; i++) {
-        const [p, m, v] = [inputs.params[i], inputs.m[i], inputs.v[i]].map((input) => {
+    ...adamKernels(
+      // Into new float32 outputs, the inputs copied there first; the js step for other dtypes.
+      (backend, param, grad, m, v, h, count) => {
+        if (!allFloat32(param, m, v)) return jsAdamStep(backend, param, grad, m, v, h, count);
+        const [pOut, mOut, vOut] = [param, m, v].map((input) => {
           const out = backend.floatOutput(input.shape, "float32");
           out.data.set(backend.floats(input));
           return out;
         });
-        step(p.data, backend.floats(inputs.grads[i]), m.data, v.data, h, stepOf(i));
-        params.push(p.commit());
-        ms.push(m.commit());
-        vs.push(v.commit());
-        if (attrs.copyDType !== null) copies.push(copyOf(p.data, inputs.params[i].shape));
-        if (counts !== undefined) steps.push(countOf(i));
-      }
-      return [...params, ...ms, ...vs, ...copies, ...steps];
-    },
+        step(pOut.data, backend.floats(grad), mOut.data, vOut.data, h, count);
+        return { pOut, mOut, vOut };
+      },
+      // In place, where the storage lies: params and state float32 (the master weights of mixed precision are; a half
+      // gradient is widened).
+      (backend, param, grad, m, v, h, count) => {
+        if (!allFloat32(param, m, v)) return false;
+        const [p, ms, vs] = [param, m, v].map((t) => backend.storage(t) as Float32Array);
+        step(p, backend.floats(grad), ms, vs, h, count);
+        return true;
+      },
+    ),
   };
 }

@@ -1,4 +1,14 @@
 export { JsBackend, JsBuffer, type FloatOutput } from "./backend";
 export { jsKernels } from "./kernels";
 export { type ActivationKernels, type ProductCompute, productKernels } from "./kernels/products";
-export { type AttentionBackwardInputs, type AttentionOnArrays, type AttentionSizes, packedAttentionKernels } from "./kernels/nn";
+export {
+  type AdamHyperparameters,
+  type AdamStep,
+  type AdamStepInPlace,
+  adamKernels,
+  type AttentionBackwardInputs,
+  type AttentionOnArrays,
+  type AttentionSizes,
+  jsAdamStep,
+  packedAttentionKernels,
+} from "./kernels/nn";

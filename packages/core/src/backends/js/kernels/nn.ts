@@ -1,7 +1,8 @@
 import type { KernelArgs, KernelTable, TensorInfo } from "../../../backend";
 import { IndexError, ValueError } from "../../../errors";
 import { gatherHeads, type PackedHeads, packedHeadsOf, scatterHeads, sizeOf, softmaxRows } from "../../../shape";
-import type { JsBackend } from "../backend";
+import type { FloatDType } from "../../../dtypes";
+import type { FloatOutput, JsBackend } from "../backend";
 import { indexCopyKernel } from "./shape";
 
 /** A float64 row reused across calls: each exponential of a softmax row is taken once and kept there. */
@@ -484,10 +485,25 @@ export const { PackedAttention: packedAttentionKernel, PackedAttentionBackward: 
   backward: (inputs, grads, sizes, scale, causal) => attentionGradients(inputs, grads, sizes, causal, scale),
 });
 
-type AdamHyperparameters = Omit<KernelArgs<"AdamUpdate", JsBackend>["attrs"], "step">;
+/** Adam's settings, as the kernels take them (the step count apart). */
+export type AdamHyperparameters = Omit<KernelArgs<"AdamUpdate", JsBackend>["attrs"], "step">;
 
-/** One Adam/AdamW step over one tensor (float64 math on the widened values), into fresh outputs of the inputs' dtypes. */
-function adamStep(backend: JsBackend, param: TensorInfo, grad: TensorInfo, m: TensorInfo, v: TensorInfo, h: AdamHyperparameters, step: number) {
+/** One Adam/AdamW step over one tensor into fresh outputs of the inputs' dtypes. */
+export type AdamStep = (
+  backend: JsBackend,
+  param: TensorInfo,
+  grad: TensorInfo,
+  m: TensorInfo,
+  v: TensorInfo,
+  h: AdamHyperparameters,
+  step: number,
+) => { pOut: FloatOutput; mOut: FloatOutput; vOut: FloatOutput };
+
+/** One step written over param, m and v where they lie; false where it cannot (the kernel then runs the AdamStep). */
+export type AdamStepInPlace = (backend: JsBackend, param: TensorInfo, grad: TensorInfo, m: TensorInfo, v: TensorInfo, h: AdamHyperparameters, step: number) => boolean;
+
+/** The js backend's step: float64 math on the widened values (a host backend's fallback for what it does not run). */
+export const jsAdamStep: AdamStep = (backend, param, grad, m, v, h, step) => {
   const { lr, beta1, beta2, epsilon, weightDecay, decoupledWeightDecay } = h;
   const p = backend.floats(param);
   const g = backend.floats(grad);
@@ -510,65 +526,74 @@ function adamStep(backend: JsBackend, param: TensorInfo, grad: TensorInfo, m: Te
     pOut.data[i] = pi - (lr * (mi / correction1)) / (Math.sqrt(vi / correction2) + epsilon);
   }
   return { pOut, mOut, vOut };
-}
+};
 
-export function adamUpdateKernel({ inputs: { param, grad, m, v }, attrs, backend }: KernelArgs<"AdamUpdate", JsBackend>): [TensorInfo, TensorInfo, TensorInfo] {
-  const { pOut, mOut, vOut } = adamStep(backend, param, grad, m, v, attrs, attrs.step);
-  return [pOut.commit(), mOut.commit(), vOut.commit()];
-}
-
-export function multiTensorAdamUpdateKernel({ inputs, attrs, backend }: KernelArgs<"MultiTensorAdamUpdate", JsBackend>): TensorInfo[] {
-  const n = inputs.params.length;
-  // Step counts and the learning rate on the device (capturable): read here, when the kernel runs.
-  const counts = inputs.stepCounts;
-  const stepOf = (i: number) => (counts === undefined ? attrs.steps[i] : backend.floats(counts[i])[0] + 1);
-  const h = inputs.lrValue === undefined ? attrs : { ...attrs, lr: attrs.lr * backend.floats(inputs.lrValue)[0] };
-  const newCount = (i: number): TensorInfo => {
-    const out = backend.floatOutput([...(counts as TensorInfo[])[i].shape], "float32");
-    out.data[0] = stepOf(i);
-    return out.commit();
-  };
-  if (attrs.inPlace) {
-    // The same results, computed into fresh buffers and stored over the inputs (the copies into inputs.copies).
-    const into = (target: TensorInfo, result: TensorInfo) => {
-      backend.write(target.dataId, backend.storage(result));
-      backend.free(result.dataId);
-    };
-    for (let i = 0; i < n; i++) {
-      const { pOut, mOut, vOut } = adamStep(backend, inputs.params[i], inputs.grads[i], inputs.m[i], inputs.v[i], h, stepOf(i));
-      const stored = pOut.commit();
-      if (attrs.copyDType !== null) {
-        const copy = backend.floatOutput(inputs.params[i].shape, attrs.copyDType);
-        copy.data.set(backend.floats(stored));
-        into((inputs.copies as TensorInfo[])[i], copy.commit());
-      }
-      into(inputs.params[i], stored);
-      into(inputs.m[i], mOut.commit());
-      into(inputs.v[i], vOut.commit());
-      if (counts !== undefined) into(counts[i], newCount(i));
-    }
-    return [];
-  }
-  const params: TensorInfo[] = [];
-  const ms: TensorInfo[] = [];
-  const vs: TensorInfo[] = [];
-  const copies: TensorInfo[] = [];
-  const steps: TensorInfo[] = [];
-  for (let i = 0; i < n; i++) {
-    const { pOut, mOut, vOut } = adamStep(backend, inputs.params[i], inputs.grads[i], inputs.m[i], inputs.v[i], h, stepOf(i));
-    if (attrs.copyDType !== null) {
+/**
+ * AdamUpdate and MultiTensorAdamUpdate over a per-tensor step: the step counts and learning rate read when the kernel
+ * runs (capturable), the copies in copyDType, the new counts, in place or into new outputs. `step` computes into fresh
+ * outputs; `stepInPlace` (a host backend's native update) writes the tensors where they lie when it can.
+ */
+export function adamKernels(step: AdamStep, stepInPlace?: AdamStepInPlace): Required<Pick<KernelTable<JsBackend>, "AdamUpdate" | "MultiTensorAdamUpdate">> {
+  return {
+    AdamUpdate({ inputs: { param, grad, m, v }, attrs, backend }) {
+      const { pOut, mOut, vOut } = step(backend, param, grad, m, v, attrs, attrs.step);
+      return [pOut.commit(), mOut.commit(), vOut.commit()];
+    },
+    MultiTensorAdamUpdate({ inputs, attrs, backend }) {
+      const n = inputs.params.length;
+      // Step counts and the learning rate on the device (capturable): read here, when the kernel runs.
+      const counts = inputs.stepCounts;
+      const stepOf = (i: number) => (counts === undefined ? attrs.steps[i] : backend.floats(counts[i])[0] + 1);
+      const h = inputs.lrValue === undefined ? attrs : { ...attrs, lr: attrs.lr * backend.floats(inputs.lrValue)[0] };
+      const newCount = (i: number, count: number): TensorInfo => {
+        const out = backend.floatOutput([...(counts as TensorInfo[])[i].shape], "float32");
+        out.data[0] = count;
+        return out.commit();
+      };
       // The copy rounds the stored param (already rounded to its own dtype), as a cast of it would.
-      const copy = backend.floatOutput(inputs.params[i].shape, attrs.copyDType);
-      const stored = pOut.commit();
-      copy.data.set(backend.floats(stored));
-      copies.push(copy.commit());
-      params.push(stored);
-    } else {
-      params.push(pOut.commit());
-    }
-    ms.push(mOut.commit());
-    vs.push(vOut.commit());
-    if (counts !== undefined) steps.push(newCount(i));
-  }
-  return [...params, ...ms, ...vs, ...copies, ...steps];
+      const copyOf = (stored: TensorInfo): TensorInfo => {
+        const copy = backend.floatOutput(stored.shape, attrs.copyDType as FloatDType);
+        copy.data.set(backend.floats(stored));
+        return copy.commit();
+      };
+      if (attrs.inPlace) {
+        // Computed into fresh buffers and stored over the inputs, unless stepInPlace writes them where they lie.
+        const into = (target: TensorInfo, result: TensorInfo) => {
+          backend.write(target.dataId, backend.storage(result));
+          backend.free(result.dataId);
+        };
+        for (let i = 0; i < n; i++) {
+          const [param, m, v] = [inputs.params[i], inputs.m[i], inputs.v[i]];
+          const count = stepOf(i);
+          if (!stepInPlace?.(backend, param, inputs.grads[i], m, v, h, count)) {
+            const { pOut, mOut, vOut } = step(backend, param, inputs.grads[i], m, v, h, count);
+            into(param, pOut.commit());
+            into(m, mOut.commit());
+            into(v, vOut.commit());
+          }
+          if (attrs.copyDType !== null) into((inputs.copies as TensorInfo[])[i], copyOf(param));
+          if (counts !== undefined) into(counts[i], newCount(i, count));
+        }
+        return [];
+      }
+      const params: TensorInfo[] = [];
+      const ms: TensorInfo[] = [];
+      const vs: TensorInfo[] = [];
+      const copies: TensorInfo[] = [];
+      const steps: TensorInfo[] = [];
+      for (let i = 0; i < n; i++) {
+        const count = stepOf(i);
+        const { pOut, mOut, vOut } = step(backend, inputs.params[i], inputs.grads[i], inputs.m[i], inputs.v[i], h, count);
+        const stored = pOut.commit();
+        params.push(stored);
+        if (attrs.copyDType !== null) copies.push(copyOf(stored));
+        ms.push(mOut.commit());
+        vs.push(vOut.commit());
+        if (counts !== undefined) steps.push(newCount(i, count));
+      }
+      return [...params, ...ms, ...vs, ...copies, ...steps];
+    },
+  };
 }
+
+export const { AdamUpdate: adamUpdateKernel, MultiTensorAdamUpdate: multiTensorAdamUpdateKernel } = adamKernels(jsAdamStep);
