@@ -25,6 +25,7 @@ import {
   min,
   multiTensorAdamUpdate,
   multiTensorAdamUpdateInPlace,
+  ones,
   packedAttention,
   packedAttentionBackward,
   packedAttentionWithStats,
@@ -240,6 +241,24 @@ describe("an unknown option is refused, not ignored", () => {
       const copies = [zeros([3], "float16")];
       multiTensorAdamUpdateInPlace(t(), t(), t(), t(), { lr: 0.1, beta1: 0.9, beta2: 0.99, epsilon: 1e-8, weightDecay: 0, decoupledWeightDecay: true, steps: [1], lrValue: null, copyDType: "float16", copies });
       expect(adamUpdate(zeros([3]), zeros([3]), zeros([3]), zeros([3]), { lr: 0.1, beta1: 0.9, beta2: 0.99, epsilon: 1e-8, weightDecay: 0, decoupledWeightDecay: false, step: 1 }).param.shape).toEqual([3]);
+    });
+  });
+
+  it("Adam's decoupledWeightDecay must be a boolean: a string 'false' does not turn AdamW's decay on", () => {
+    tidy(() => {
+      const args = () => [ones([2]), ones([2]), zeros([2]), zeros([2])] as const;
+      const options = { lr: 0.1, weightDecay: 0.5, step: 1 };
+      const asString = () => adamUpdate(...args(), { ...options, decoupledWeightDecay: "false" as never });
+      expect(asString).toThrow(ValueError);
+      expect(asString).toThrow('adamUpdate: decoupledWeightDecay must be a boolean, got "false"');
+      const [p, g, m, v] = args();
+      expect(() => multiTensorAdamUpdate([p], [g], [m], [v], { lr: 0.1, weightDecay: 0.5, steps: [1], decoupledWeightDecay: 1 as never })).toThrow(
+        "multiTensorAdamUpdate: decoupledWeightDecay must be a boolean, got 1",
+      );
+      // Left out or null: Adam's L2 decay, as false.
+      const adam = adamUpdate(...args(), { ...options, decoupledWeightDecay: false }).param.toArray();
+      expect(adamUpdate(...args(), options).param.toArray()).toEqual(adam);
+      expect(adamUpdate(...args(), { ...options, decoupledWeightDecay: null as never }).param.toArray()).toEqual(adam);
     });
   });
 

@@ -660,7 +660,8 @@ const ADAM_OPTIONS = ["lr", "beta1", "beta2", "epsilon", "weightDecay", "decoupl
  * op's other options are `more`.
  */
 function adamHyperparameters<T extends Omit<AdamOptions, "step">>(op: string, options: T, more: readonly (keyof T & string)[]): AdamHyperparameters {
-  const { lr, beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8, weightDecay = 0, decoupledWeightDecay = false } = optionsArg(op, options, [...ADAM_OPTIONS, ...more]);
+  const { lr, beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8, weightDecay = 0, decoupledWeightDecay: decoupled } = optionsArg(op, options, [...ADAM_OPTIONS, ...more]);
+  const decoupledWeightDecay = decoupled ?? false;
   // As torch.optim.Adam: a negative lr climbs the loss, a negative epsilon can divide by zero (-Infinity), a negative
   // weight decay grows the weights.
   for (const [name, value] of [["lr", lr], ["epsilon", epsilon], ["weightDecay", weightDecay]] as const) {
@@ -672,7 +673,9 @@ function adamHyperparameters<T extends Omit<AdamOptions, "step">>(op: string, op
   if (beta1 < 0 || beta1 >= 1 || beta2 < 0 || beta2 >= 1) {
     throw new ValueError(`${op}: beta1 and beta2 must be in [0, 1), got ${beta1} and ${beta2}`);
   }
-  return { lr, beta1, beta2, epsilon, weightDecay, decoupledWeightDecay: Boolean(decoupledWeightDecay) };
+  // A truthy non-boolean ("false", 1) silently turned AdamW's decay on: refused, as the other flags are.
+  assertBoolean(op, "decoupledWeightDecay", decoupledWeightDecay);
+  return { lr, beta1, beta2, epsilon, weightDecay, decoupledWeightDecay };
 }
 
 function assertStep(op: string, name: string, step: number): void {
