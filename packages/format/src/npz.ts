@@ -1,7 +1,7 @@
 import { type Zippable, zipSync } from "fflate";
 import * as z from "zod/mini";
 import { BsrFormatError, checkOptionKeys, parseWith } from "./errors.js";
-import { BsrMatrix, indexArrayToInt32 } from "./matrix.js";
+import { BsrMatrix } from "./matrix.js";
 import { unzipMembers, zipMemberNames } from "./unzip.js";
 import { checkZip32Sizes, deflateLevel } from "./zip32.js";
 
@@ -302,13 +302,45 @@ export function encodeScipyNpz(matrix: BsrMatrix, options: { compressed?: boolea
   return zipSync(files, { mtime: new Date(1980, 0, 1) });
 }
 
-/** A 1-D int32 or int64 array (SciPy refuses index arrays of any other rank, so nothing is flattened); `what` it holds names it in messages. */
-function toIndexArray(array: NpyArray, field: string, what: string): Int32Array | BigInt64Array {
+/** NumPy's integer dtypes, each with the typed array that holds it. */
+const INDEX_ARRAYS: Record<string, { new (buffer: ArrayBufferLike): ArrayLike<number | bigint> }> = {
+  i1: Int8Array,
+  u1: Uint8Array,
+  i2: Int16Array,
+  u2: Uint16Array,
+  i4: Int32Array,
+  u4: Uint32Array,
+  i8: BigInt64Array,
+  u8: BigUint64Array,
+};
+
+/**
+ * A 1-D array of any integer dtype, as SciPy casts index arrays and the shape of any integer dtype
+ * (SciPy refuses index arrays of any other rank, so nothing is flattened); `what` it holds names it in messages.
+ */
+function toIntegerArray(array: NpyArray, field: string, what: string): ArrayLike<number | bigint> {
   if (array.shape.length !== 1) throw new BsrFormatError(field, `expected a 1-D array, got shape ${npyShapeText(array.shape)}`);
+  if (!Object.hasOwn(INDEX_ARRAYS, array.kind)) {
+    throw new BsrFormatError(field, `expected integer ${what} (int8 to int64, uint8 to uint64), got ${describeDtype(array)}`);
+  }
   const copy = array.bytes.buffer.slice(array.bytes.byteOffset, array.bytes.byteOffset + array.bytes.byteLength);
-  if (array.kind === "i4") return new Int32Array(copy);
-  if (array.kind === "i8") return new BigInt64Array(copy);
-  throw new BsrFormatError(field, `expected int32 or int64 ${what}, got ${describeDtype(array)}`);
+  return new INDEX_ARRAYS[array.kind](copy);
+}
+
+/**
+ * Index values cast to int32, the index type of a BsrMatrix, as SciPy casts narrower or unsigned ones: a value
+ * int32 cannot hold (a uint32 or 64-bit one past 2^31 - 1) is refused at its place, never wrapped around.
+ * Negative values are left to BsrPattern, which names each one with its meaning.
+ */
+function toInt32Indices(values: ArrayLike<number | bigint>, field: string): Int32Array {
+  if (values instanceof Int32Array) return values;
+  const out = new Int32Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    const value = values[i];
+    if (value < -(2 ** 31) || value >= 2 ** 31) throw new BsrFormatError(field, `${value} does not fit int32`, i);
+    out[i] = Number(value);
+  }
+  return out;
 }
 
 function npyString(array: NpyArray, field: string): string {
@@ -329,17 +361,7 @@ function npyString(array: NpyArray, field: string): string {
 }
 
 /** The typed array of each bool and integer dtype SciPy stores data in (a mask, counts). */
-const INTEGER_ARRAYS: Record<string, { new (buffer: ArrayBufferLike): ArrayLike<number | bigint> }> = {
-  b1: Uint8Array,
-  i1: Int8Array,
-  u1: Uint8Array,
-  i2: Int16Array,
-  u2: Uint16Array,
-  i4: Int32Array,
-  u4: Uint32Array,
-  i8: BigInt64Array,
-  u8: BigUint64Array,
-};
+const INTEGER_ARRAYS: Record<string, { new (buffer: ArrayBufferLike): ArrayLike<number | bigint> }> = { b1: Uint8Array, ...INDEX_ARRAYS };
 
 /**
  * A 64-bit integer rounded to float32 once, as NumPy casts it: through float64 first it rounded twice
@@ -394,7 +416,7 @@ export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
   }
   const read = (name: string) => readNpy(files.get(name)!, name);
   const shapeArray = read("shape.npy");
-  const shapeRead: (number | bigint)[] = [...toIndexArray(shapeArray, "shape.npy", "dimensions")];
+  const shapeRead: (number | bigint)[] = Array.from(toIntegerArray(shapeArray, "shape.npy", "dimensions"));
   const shapeValues = shapeRead.map(Number);
   if (shapeValues.length !== 2) throw new BsrFormatError("shape.npy", `expected 2 dimensions, got ${shapeValues.length}`);
   if (!(shapeValues[0] > 0 && shapeValues[1] > 0)) {
@@ -417,8 +439,8 @@ export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
   else if (data.kind === "f8") [values, dtype] = [Float32Array.from(new Float64Array(raw)), "float32"];
   else if (Object.hasOwn(INTEGER_ARRAYS, data.kind)) [values, dtype] = [integersAsFloat32(data.kind, raw), "float32"];
   else throw new BsrFormatError("data.npy", `expected bool, integer or float (16, 32 or 64-bit) data, got ${describeDtype(data)}`);
-  const indptr = toIndexArray(read("indptr.npy"), "indptr.npy", "offsets");
-  const indices = indexArrayToInt32(toIndexArray(read("indices.npy"), "indices.npy", "indices"), "indices") as Int32Array;
+  const indptr = toInt32Indices(toIntegerArray(read("indptr.npy"), "indptr.npy", "offsets"), "indptr");
+  const indices = toInt32Indices(toIntegerArray(read("indices.npy"), "indices.npy", "indices"), "indices");
   sortBlockRows(indptr, indices, shapeValues[1] / dataShape[2], values, dataShape[1] * dataShape[2]);
   try {
     return BsrMatrix.fromScipy({ indptr, indices, data: values, dataShape, shape: [shapeValues[0], shapeValues[1]], dtype });
@@ -438,12 +460,12 @@ export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
  * twice in a row is refused. A malformed `indptr`, or a column outside [0, blockCols), stops the
  * sort, so that `fromScipy` reports it at its place in the file rather than where sorting moved it.
  */
-function sortBlockRows(indptr: Int32Array | BigInt64Array, indices: Int32Array, blockCols: number, data: Float32Array | Uint16Array, blockSize: number): void {
+function sortBlockRows(indptr: Int32Array, indices: Int32Array, blockCols: number, data: Float32Array | Uint16Array, blockSize: number): void {
   const rows = indptr.length - 1;
-  if (rows < 0 || Number(indptr[0]) !== 0 || Number(indptr[rows]) !== indices.length || data.length !== indices.length * blockSize) return;
+  if (rows < 0 || indptr[0] !== 0 || indptr[rows] !== indices.length || data.length !== indices.length * blockSize) return;
   for (let row = 0; row < rows; row++) {
-    const start = Number(indptr[row]);
-    const end = Number(indptr[row + 1]);
+    const start = indptr[row];
+    const end = indptr[row + 1];
     if (end < start || end > indices.length) return;
     let sorted = true;
     for (let k = start; k < end; k++) {

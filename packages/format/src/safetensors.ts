@@ -210,6 +210,21 @@ function checkTensor(name: string, tensor: SafetensorsTensor): void {
   }
 }
 
+/**
+ * Refuses text holding half of a UTF-16 surrogate pair: JSON.stringify writes it as an escape (`\ud800`) that
+ * JSON.parse reads back, but it is no Unicode character, and the reference reader (Rust's serde_json reading into
+ * UTF-8 strings) refuses the whole header, so the file would load here and nowhere else.
+ */
+function refuseLoneSurrogate(text: string, field: string, what: string): void {
+  const match = /[\uD800-\uDFFF]/u.exec(text);
+  if (match === null) return;
+  const unit = match[0].charCodeAt(0).toString(16).toUpperCase();
+  throw new BsrFormatError(
+    field,
+    `${what} ${quoted(text)} holds a lone surrogate (U+${unit}) at index ${match.index}: it is not Unicode text, and the reference safetensors reader (Rust, which Python's safetensors uses) refuses such a header`,
+  );
+}
+
 /** The bytes of a typed array, little-endian, as a view or (on big-endian hosts) a swapped copy. */
 export function safetensorsBytes(data: SafetensorsData): Uint8Array {
   const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
@@ -251,8 +266,15 @@ export function encodeSafetensorsHeader(
   metadata: Record<string, string> = {},
 ): { header: Uint8Array; ordered: [string, SafetensorsTensor][]; dataLength: number } {
   const ordered = entriesOf(tensors);
-  for (const [name, tensor] of ordered) checkTensor(name, tensor);
+  for (const [name, tensor] of ordered) {
+    checkTensor(name, tensor);
+    refuseLoneSurrogate(name, name, "the tensor name");
+  }
   const checkedMetadata = checkMetadata(metadata, "metadata");
+  for (const [key, value] of Object.entries(checkedMetadata)) {
+    refuseLoneSurrogate(key, `metadata.${key}`, "the key");
+    refuseLoneSurrogate(value, `metadata.${key}`, "the value");
+  }
   ordered.sort(
     ([nameA, a], [nameB, b]) =>
       safetensorsDTypeSize(b.dtype) - safetensorsDTypeSize(a.dtype) || (nameA < nameB ? -1 : nameA > nameB ? 1 : 0),

@@ -8,7 +8,7 @@ import { BsrFormatError, BsrMatrix, BsrPattern } from "../src/index.js";
 import { loadScipyNpz, saveScipyNpz } from "../src/node.js";
 import { decodeScipyNpz, encodeScipyNpz } from "../src/npz.js";
 import { checkZip32Sizes, deflateLevel } from "../src/zip32.js";
-import { SCIPY_NPZ_COMPRESSED_BASE64, SCIPY_NPZ_STORED_BASE64 } from "./fixtures.js";
+import { SCIPY_NPZ_COMPRESSED_BASE64, SCIPY_NPZ_NARROW_INDICES_BASE64, SCIPY_NPZ_STORED_BASE64 } from "./fixtures.js";
 import { thrown } from "./helpers.js";
 
 const SCIPY_DENSE = [1, 2, 0, 0, 0, 0, 7, 8, 0, 0, 0, 0, 0, 0, 0, 0, 17, 18, 0, 0, 0, 0, 23, 24];
@@ -380,22 +380,82 @@ describe("index arrays of the wrong rank", () => {
   });
 });
 
+describe("index arrays of every integer dtype, cast to int32 as SciPy casts them", () => {
+  /** Little-endian bytes of `values` in a NumPy integer dtype ("i1", "u2", "u8"...), byte-swapped for ">". */
+  function integers(descr: string, values: bigint[]): Uint8Array {
+    const size = Number(descr.slice(2));
+    const out = new Uint8Array(values.length * size);
+    const view = new DataView(out.buffer);
+    for (const [i, value] of values.entries()) {
+      const unsigned = BigInt.asUintN(8 * size, value);
+      for (let byte = 0; byte < size; byte++) {
+        view.setUint8(i * size + (descr[0] === ">" ? size - 1 - byte : byte), Number((unsigned >> BigInt(8 * byte)) & 0xffn));
+      }
+    }
+    return out;
+  }
+  // NumPy writes one-byte types with "|", the others with their byte order.
+  const DESCRS = ["|i1", "|u1", "<i2", "<u2", ">i2", "<i4", "<u4", ">u4", "<i8", "<u8", ">i8", ">u8"];
+
+  it("reads a file NumPy wrote with uint16 (big-endian) indices, uint8 indptr and a uint32 shape", () => {
+    const matrix = decodeScipyNpz(Buffer.from(SCIPY_NPZ_NARROW_INDICES_BASE64, "base64"));
+    expect(matrix.shape).toEqual([4, 6]);
+    expect(Array.from(matrix.blockColIdx)).toEqual([0, 2]);
+    expect(Array.from(matrix.toDense())).toEqual(SCIPY_DENSE);
+  });
+
+  it.each(DESCRS)("reads indices, indptr and shape of %s", (descr) => {
+    const matrix = decodeScipyNpz(
+      archive({
+        "indices.npy": npy(descr, "(2,)", integers(descr, [0n, 2n])),
+        "indptr.npy": npy(descr, "(3,)", integers(descr, [0n, 1n, 2n])),
+        "shape.npy": npy(descr, "(2,)", integers(descr, [4n, 6n])),
+      }),
+    );
+    expect(matrix.shape).toEqual([4, 6]);
+    expect(Array.from(matrix.blockRowPtr)).toEqual([0, 1, 2]);
+    expect(Array.from(matrix.toDense())).toEqual(SCIPY_DENSE);
+  });
+
+  it.each([
+    // Wrapped to int32, 2^32 - 1 read as column -1 and 2^32 as column 0: a silent wrong answer.
+    ["indices.npy", "<u4", [0n, 2n ** 32n - 1n], "indices[1]: 4294967295 does not fit int32"],
+    ["indices.npy", ">u4", [2n ** 31n, 2n], "indices[0]: 2147483648 does not fit int32"],
+    ["indices.npy", "<u8", [0n, 2n ** 32n], "indices[1]: 4294967296 does not fit int32"],
+    ["indptr.npy", "<u8", [0n, 2n ** 64n - 1n, 2n], "indptr[1]: 18446744073709551615 does not fit int32"],
+    ["indices.npy", "<i8", [-(2n ** 31n) - 1n, 2n], "indices[0]: -2147483649 does not fit int32"],
+    // Negative values of narrow signed types are read, then refused with what they mean.
+    ["indices.npy", "|i1", [0n, -1n], "indices[1]: column -1 is outside [0, 3)"],
+    ["indptr.npy", "<i2", [0n, -1n, 2n], "indptr[1]: decreases from 0 to -1"],
+  ])("refuses %s of %s holding a value int32 cannot hold or a negative one, naming it and its place", (name, descr, values, message) => {
+    const error = thrown(() => decodeScipyNpz(archive({ [name]: npy(descr, `(${values.length},)`, integers(descr, values)) }))) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.message.startsWith(message), error.message).toBe(true);
+  });
+
+  it("refuses a uint64 shape past 2^53 under shape.npy", () => {
+    const error = thrown(() => decodeScipyNpz(archive({ "shape.npy": npy("<u8", "(2,)", integers("<u8", [4n, 2n ** 64n - 1n])) }))) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.message).toBe("shape.npy: the matrix is 4 x 18446744073709551615; a BsrMatrix has dimensions of 1 to 2^53 - 1");
+  });
+});
+
 describe("dtype names in errors", () => {
   it("says that <f16 is a 16-byte float (float128), not float16", () => {
     const error = thrown(() => decodeScipyNpz(archive({ "data.npy": npy("<f16", "(2, 2, 2)", new Uint8Array(128)) })));
     expect((error as Error).message).toContain("got <f16 (a 16-byte float: float128)");
-    const indices = thrown(() => decodeScipyNpz(archive({ "indices.npy": npy("<u2", "(2,)", new Uint8Array(4)) })));
-    expect((indices as Error).message).toContain("got <u2 (a 2-byte unsigned integer: uint16)");
+    const indices = thrown(() => decodeScipyNpz(archive({ "indices.npy": npy("<f2", "(2,)", new Uint8Array(4)) })));
+    expect((indices as Error).message).toContain("got <f2 (a 2-byte float: float16)");
   });
 });
 
 describe("an index member of the wrong dtype", () => {
   // shape.npy of floats used to be refused as "int32 or int64 indices": indices.npy is another member.
   it.each([
-    ["shape.npy", npy("<f8", "(2,)", bytesOf(Float64Array.from([4, 6]))), "shape.npy: expected int32 or int64 dimensions, got <f8 (a 8-byte float: float64)"],
-    ["shape.npy", npy("<f8", "(2,)", bytesOf(Float64Array.from([4.5, 6]))), "shape.npy: expected int32 or int64 dimensions, got <f8 (a 8-byte float: float64)"],
-    ["indptr.npy", npy("<f4", "(3,)", bytesOf(Float32Array.from([0, 1, 2]))), "indptr.npy: expected int32 or int64 offsets, got <f4 (a 4-byte float: float32)"],
-    ["indices.npy", npy("<f4", "(2,)", bytesOf(Float32Array.from([0, 2]))), "indices.npy: expected int32 or int64 indices, got <f4 (a 4-byte float: float32)"],
+    ["shape.npy", npy("<f8", "(2,)", bytesOf(Float64Array.from([4, 6]))), "shape.npy: expected integer dimensions (int8 to int64, uint8 to uint64), got <f8 (a 8-byte float: float64)"],
+    ["shape.npy", npy("<f8", "(2,)", bytesOf(Float64Array.from([4.5, 6]))), "shape.npy: expected integer dimensions (int8 to int64, uint8 to uint64), got <f8 (a 8-byte float: float64)"],
+    ["indptr.npy", npy("<f4", "(3,)", bytesOf(Float32Array.from([0, 1, 2]))), "indptr.npy: expected integer offsets (int8 to int64, uint8 to uint64), got <f4 (a 4-byte float: float32)"],
+    ["indices.npy", npy("<f4", "(2,)", bytesOf(Float32Array.from([0, 2]))), "indices.npy: expected integer indices (int8 to int64, uint8 to uint64), got <f4 (a 4-byte float: float32)"],
   ])("names %s and what it holds", (name, file, message) => {
     const error = thrown(() => decodeScipyNpz(archive({ [name]: file }))) as BsrFormatError;
     expect(error).toBeInstanceOf(BsrFormatError);

@@ -61,6 +61,22 @@ describe("encodeSafetensors", () => {
     expect(new DataView(data.buffer, data.byteOffset).getUint16(20, true)).toBe(0x4200);
   });
 
+  it("refuses a tensor name or metadata text holding a lone surrogate, which the reference reader refuses, naming it", () => {
+    const tensor: SafetensorsTensor = { dtype: "F32", shape: [1], data: Float32Array.from([1]) };
+    // JSON.stringify wrote these as `\ud800` escapes: the file read back here, but the Rust reader refused the header.
+    const name = thrown(() => encodeSafetensors({ "w\ud800": tensor })) as BsrFormatError;
+    expect(name).toBeInstanceOf(BsrFormatError);
+    expect(name.message).toMatch(/^w\ud800: the tensor name "w\\ud800" holds a lone surrogate \(U\+D800\) at index 1/);
+    const value = thrown(() => encodeSafetensors({ w: tensor }, { note: "x\udc01" })) as BsrFormatError;
+    expect([value.field, value.message]).toEqual(["metadata.note", expect.stringContaining('the value "x\\udc01" holds a lone surrogate (U+DC01) at index 1')]);
+    const key = thrown(() => encodeSafetensors({ w: tensor }, { "\ud83d": "v" })) as BsrFormatError;
+    expect(key.message).toContain("the key");
+    // A pair is one character (an emoji) and is written as UTF-8.
+    const emoji = decodeSafetensors(encodeSafetensors({ "w\ud83d\ude00": tensor }, { note: "\ud83d\ude00" }));
+    expect([...emoji.tensors.keys()]).toEqual(["w\u{1f600}"]);
+    expect(emoji.metadata.note).toBe("\u{1f600}");
+  });
+
   it("omits empty metadata", () => {
     const bytes = encodeSafetensors(new Map([["x", { dtype: "I32", shape: [], data: Int32Array.from([7]) }]]));
     const length = Number(new DataView(bytes.buffer).getBigUint64(0, true));
