@@ -3,7 +3,17 @@ import { basename, dirname, join } from "node:path";
 import { FLOAT_DTYPES, type FloatDType, IndexError, ValueError } from "@blocksparse/core";
 import { MAX_HEADER_BYTES, parseSafetensorsHeader } from "@blocksparse/format";
 import { loadSafetensors } from "@blocksparse/format/node";
-import { type Encoding, Tokenizer } from "@huggingface/tokenizers";
+import {
+  BertNormalizer,
+  ByteLevelPreTokenizer,
+  type Encoding,
+  LowercaseNormalizer,
+  type Normalizer,
+  type PreTokenizer,
+  SequenceNormalizer,
+  SequencePreTokenizer,
+  Tokenizer,
+} from "@huggingface/tokenizers";
 import { BertModel, RobertaModel } from "./bert";
 import { CHECKPOINT_OPTIONS, type CheckpointOptions, type HuggingFaceModel, loadPlannedTensors, planCheckpoint, type TensorHeader } from "./checkpoint";
 import { isRecord, modelTypeOf } from "./config";
@@ -220,6 +230,63 @@ function checkText(name: string, text: unknown): void {
   }
 }
 
+/**
+ * Hugging Face's Chinese characters (the Rust tokenizers' is_chinese_char) outside the Basic Multilingual Plane: CJK
+ * Extensions B to F and the compatibility supplement, two UTF-16 units each.
+ */
+const ASTRAL_CHINESE = /[\u{20000}-\u{2A6DF}\u{2A700}-\u{2B73F}\u{2B740}-\u{2B81F}\u{2B920}-\u{2CEAF}\u{2F800}-\u{2FA1F}]/gu;
+
+/**
+ * Hugging Face lowercases character by character (Rust's char::to_lowercase): a capital sigma is always σ. JavaScript's
+ * toLowerCase makes one that ends a word ς (Unicode's Final_Sigma, its only context-dependent mapping), another token.
+ */
+const bySingleCharacter = (text: string) => text.replaceAll("\u03a3", "\u03c3");
+
+/**
+ * BertNormalizer as Hugging Face's: handle_chinese_chars spaces out every Chinese character (the library's pass walks
+ * UTF-16 units, so it never saw one outside the Basic Multilingual Plane: "a\u{20000}b" stayed one word, [UNK]), and
+ * lowercase maps each character alone.
+ */
+class HuggingFaceBertNormalizer extends BertNormalizer {
+  override normalize(text: string): string {
+    // Done before the library's own passes, which keep the spaces (clean_text) and leave σ as it is.
+    const spaced = this.config.handle_chinese_chars ? text.replace(ASTRAL_CHINESE, " $& ") : text;
+    return super.normalize(this.config.lowercase ? bySingleCharacter(spaced) : spaced);
+  }
+}
+
+/** The Lowercase normalizer as Hugging Face's: each character alone. */
+class HuggingFaceLowercaseNormalizer extends LowercaseNormalizer {
+  override normalize(text: string): string {
+    return super.normalize(bySingleCharacter(text));
+  }
+}
+
+/** `normalizer` with each BertNormalizer and Lowercase (alone or in a Sequence) made Hugging Face's. */
+function asHuggingFace(normalizer: Normalizer | null): Normalizer | null {
+  if (normalizer instanceof BertNormalizer) return new HuggingFaceBertNormalizer(normalizer.config);
+  if (normalizer instanceof LowercaseNormalizer) return new HuggingFaceLowercaseNormalizer(normalizer.config);
+  if (normalizer instanceof SequenceNormalizer) normalizer.normalizers = normalizer.normalizers.map(asHuggingFace);
+  return normalizer;
+}
+
+/**
+ * Whitespace as Oniguruma's \s matches it in Hugging Face's Rust regexes: U+0009 to U+000D, U+0085 and the Z categories.
+ * JavaScript's \s leaves out U+0085 (NEL) and takes U+FEFF (the byte order mark, which Oniguruma does not).
+ */
+const SPACE = "\\t-\\r\\x85\\p{Z}";
+
+/** GPT-2's pre-tokenizer regex (ByteLevel's use_regex) with Oniguruma's whitespace. */
+const byteLevelPattern = () =>
+  new RegExp(`'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^${SPACE}\\p{L}\\p{N}]+|[${SPACE}]+(?![^${SPACE}])|[${SPACE}]+`, "gu");
+
+/** `preTokenizer` with each ByteLevel (alone or in a Sequence) splitting on Hugging Face's whitespace. */
+function withOnigurumaSpaces(preTokenizer: PreTokenizer | null): PreTokenizer | null {
+  if (preTokenizer instanceof ByteLevelPreTokenizer) preTokenizer.pattern = byteLevelPattern();
+  if (preTokenizer instanceof SequencePreTokenizer) preTokenizer.tokenizers.forEach(withOnigurumaSpaces);
+  return preTokenizer;
+}
+
 /** How a token id list to decode is described in an error. */
 const describeIds = (ids: unknown) => (ids === null ? "null" : ArrayBuffer.isView(ids) ? ids.constructor.name : Array.isArray(ids) ? "an array" : typeof ids);
 
@@ -254,6 +321,8 @@ class PretrainedTokenizer extends Tokenizer {
 
   constructor(tokenizer: Record<string, unknown>, config: Record<string, unknown>) {
     super(tokenizer, config);
+    this.normalizer = asHuggingFace(this.normalizer);
+    this.pre_tokenizer = withOnigurumaSpaces(this.pre_tokenizer);
     this.#typesAllZero = isRobertaProcessing(tokenizer.post_processor);
     this.#concatenatesPairs = concatenatesPairs(tokenizer.post_processor);
   }

@@ -30,10 +30,10 @@ async function writtenTokenizer(tokenizer: unknown): Promise<string> {
   return dir;
 }
 
-/** A BERT tokenizer.json (bert-base-uncased's normalizer, pre-tokenizer, template and decoder) over a vocabulary of 16. */
+/** A BERT tokenizer.json (bert-base-uncased's normalizer, pre-tokenizer, template and decoder) over a vocabulary of 17. */
 function wordPieceTokenizer(): unknown {
   const special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
-  const vocab = Object.fromEntries([...special, "hello", "world", "cafe", "naive", "un", "##aff", "##able", "中", "文", "!", ","].map((token, id) => [token, id]));
+  const vocab = Object.fromEntries([...special, "hello", "world", "cafe", "naive", "un", "##aff", "##able", "中", "文", "!", ",", "\u{20000}"].map((token, id) => [token, id]));
   const sequence = (id: string, type: number) => ({ Sequence: { id, type_id: type } });
   const token = (id: string, type: number) => ({ SpecialToken: { id, type_id: type } });
   return {
@@ -147,6 +147,55 @@ describe("loadTokenizer", () => {
     ]);
     expect(tokenizer.decode([2, 12, 13, 1, 3])).toBe("[CLS] 中 文 [UNK] [SEP]");
     expect(tokenizer.decode([2, 5, 15, 6, 14, 3], { skip_special_tokens: true })).toBe("hello, world!");
+  });
+
+  it("WordPiece spaces out Chinese characters outside the Basic Multilingual Plane (CJK Extension B on), as Hugging Face's BertNormalizer", async () => {
+    const bert = wordPieceTokenizer() as { normalizer: Record<string, unknown> };
+    const alone = await loadTokenizer(await writtenTokenizer(bert));
+    const ideograph = "\u{20000}";
+    // Each one a word of its own, as 中 is: the library's pass walked UTF-16 units and took "hello\u{20000}world" as one word ([UNK]).
+    expect(alone.encode(`hello${ideograph}world`).ids).toEqual([2, 5, 16, 6, 3]);
+    expect(alone.encode(`中${ideograph}文`).ids).toEqual([2, 12, 16, 13, 3]);
+    // 101 of them are 101 words, not one word past max_input_chars_per_word.
+    expect(alone.encode(ideograph.repeat(101)).ids).toEqual([2, ...new Array(101).fill(16), 3]);
+    expect(alone.decode(alone.encode(`hello${ideograph}world`).ids, { skip_special_tokens: true })).toBe(`hello ${ideograph} world`);
+    // Inside a Sequence too; and without handle_chinese_chars, nothing is spaced out.
+    const sequence = await loadTokenizer(await writtenTokenizer({ ...bert, normalizer: { type: "Sequence", normalizers: [{ type: "NFC" }, bert.normalizer] } }));
+    expect(sequence.encode(`hello${ideograph}world`).ids).toEqual([2, 5, 16, 6, 3]);
+    const off = await loadTokenizer(await writtenTokenizer({ ...bert, normalizer: { ...bert.normalizer, handle_chinese_chars: false } }));
+    expect(off.encode(`hello${ideograph}world`).ids).toEqual([2, 1, 3]);
+  });
+
+  it("BERT's lowercasing maps each character alone, as Hugging Face's: a capital sigma ending a word is σ, not JavaScript's ς", async () => {
+    const bert = wordPieceTokenizer() as { normalizer: Record<string, unknown>; model: { vocab: Record<string, number> } };
+    const word = Object.keys(bert.model.vocab).length;
+    bert.model.vocab["\u03bf\u03b4\u03bf\u03c3"] = word; // οδοσ: what Hugging Face's BertNormalizer makes of ΟΔΟΣ
+    const tokenizer = await loadTokenizer(await writtenTokenizer(bert));
+    expect(tokenizer.encode("\u039f\u0394\u039f\u03a3 \u039f\u03b4\u03bf\u03a3!").ids).toEqual([2, word, word, 14, 3]);
+    // A word's own ς (typed lowercase) stays ς: [UNK] here, as Hugging Face's.
+    expect(tokenizer.encode("\u03bf\u03b4\u03bf\u03c2").ids).toEqual([2, 1, 3]);
+    // So does the Lowercase normalizer, alone or in a Sequence.
+    for (const normalizer of [{ type: "Lowercase" }, { type: "Sequence", normalizers: [{ type: "NFC" }, { type: "Lowercase" }] }]) {
+      const lowercase = await loadTokenizer(await writtenTokenizer({ ...bert, normalizer }));
+      expect(lowercase.encode("\u039f\u0394\u039f\u03a3").ids).toEqual([2, word, 3]);
+    }
+  });
+
+  it("byte-level BPE splits words on Hugging Face's whitespace (Oniguruma's \\s: U+0085 is a space, U+FEFF is not), as GPT-2's regex does there", async () => {
+    const gpt2: { model: { vocab: Record<string, number>; merges: string[][] } } = JSON.parse(await readFile(fixtures("tokenizer/tokenizer.json"), "utf8"));
+    const { vocab, merges } = gpt2.model;
+    // Merges that join a space to what follows it, had the regex put them in one word: U+0085 is "Âħ", U+FEFF "ï»¿".
+    const next = Object.keys(vocab).length;
+    Object.assign(vocab, { "\u00c2\u0127": next, "\u0120\u00c2\u0127": next + 1, "\u0120\u00ef": next + 2 });
+    merges.push(["\u00c2", "\u0127"], ["\u0120", "\u00c2\u0127"], ["\u0120", "\u00ef"]);
+    const tokenizer = await loadTokenizer(await writtenTokenizer(gpt2));
+    const space = vocab["\u0120"];
+    const ids = (text: string) => tokenizer.encode(text).ids;
+    // " \u0085" is two runs of whitespace before a letter: " " then "\u0085" (the library took U+0085 for punctuation: " \u0085" as one word).
+    expect(ids("wait \u0085what")).toEqual([...ids("wait"), space, next, ...ids("what")]);
+    // " \ufeff!" is one word, a space before what is neither space, letter nor digit (the library split it at U+FEFF, its whitespace).
+    expect(ids("a \ufeff!")).toEqual([...ids("a"), next + 2, vocab["\u00bb"], vocab["\u00bf"], vocab["!"]]);
+    expect(tokenizer.decode(ids("a \ufeff! \u0085 x\u0085\u0085"))).toBe("a \ufeff! \u0085 x\u0085\u0085");
   });
 
   it("decode skips an id past the vocabulary of a tokenizer with an unknown token (BERT's [UNK]), as transformers does", async () => {
