@@ -70,6 +70,7 @@ export function checkBlockSparseOptions(where: string, inFeatures: number, outFe
  * Initialised as Linear is, with the fan-in each output actually sees (density * inFeatures).
  */
 export class BlockSparseLinear extends Module {
+  static override readonly parameterSlots = { weight: false, bias: true };
   readonly inFeatures: number;
   readonly outFeatures: number;
   /** The stored blocks [nnzBlocks, R, C]; `weight.pattern` is the layer's pattern. */
@@ -103,7 +104,8 @@ export class BlockSparseLinear extends Module {
   /**
    * The layer that keeps `linear`'s strongest blocks (by L2 norm; ties: lower block index
    * first; a zero or constant weight, where every block ties, gets a random pattern drawn from `seed`)
-   * and their values, with its bias. On the linear's backend and dtype.
+   * and their values, with its bias. On the linear's backend and dtype. A weight holding NaN or an infinity has no
+   * strongest blocks: it is refused (a ValueError naming the layer and the first such value's place).
    */
   static fromLinear(linear: Linear, options: FromLinearOptions): BlockSparseLinear {
     if (!(linear instanceof Linear)) {
@@ -119,6 +121,12 @@ export class BlockSparseLinear extends Module {
     const kept = blockCountFor(options.density, total);
     const [weight, bias] = slotValues(linear);
     const dense = weight.dataSync();
+    // Blocks are ranked by norm: a NaN or infinite value would make its block rank first, or every block tie, silently.
+    const bad = dense.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) {
+      const { label } = linear as unknown as { label: string };
+      throw new ValueError(`BlockSparseLinear.fromLinear: ${label}'s weight holds ${dense[bad]} at [${Math.floor(bad / inFeatures)}, ${bad % inFeatures}]: a non-finite weight has no strongest blocks to keep`);
+    }
     const shape = [outFeatures, inFeatures] as const;
     // A zero or constant weight ties every block: the lowest indices would fill the first block rows and leave the
     // last outputs without weights, so the pattern is drawn instead, as a new layer's is.
@@ -224,8 +232,9 @@ export class BlockSparseLinear extends Module {
   }
 
   protected override ownStateEntries(): [string, StateDictEntry][] {
-    const entries: [string, StateDictEntry][] = [["weight", new BlockSparseWeight(this.pattern, detach(this.weight.value))]];
-    if (this.bias) entries.push(["bias", detach(this.bias.value)]);
+    const [weight, bias] = slotValues(this);
+    const entries: [string, StateDictEntry][] = [["weight", new BlockSparseWeight(this.pattern, detach(weight))]];
+    if (bias) entries.push(["bias", detach(bias)]);
     return entries;
   }
 

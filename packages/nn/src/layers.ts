@@ -45,6 +45,7 @@ export interface EmbeddingOptions {
 
 /** A lookup table: int32 indices [...] -> rows of `weight` [..., embeddingDim]. weight ~ N(0, 1), as PyTorch. */
 export class Embedding extends Module {
+  static override readonly parameterSlots = { weight: false };
   readonly numEmbeddings: number;
   readonly embeddingDim: number;
   /** The padding row, in [0, numEmbeddings), or null. */
@@ -111,6 +112,7 @@ export interface LayerNormOptions {
 export class LayerNorm extends Module {
   readonly normalizedShape: number;
   readonly eps: number;
+  static override readonly parameterSlots = { weight: true, bias: true };
   weight: Parameter | null;
   bias: Parameter | null;
 

@@ -1,6 +1,6 @@
 import { type Activation, assertBoolean, formatArg, linear, linearActivation, optionsArg, ShapeError, Tensor, ValueError } from "@blocksparse/core";
 import { childSeeds, uniform } from "./init";
-import { Module } from "./module";
+import { Module, notParameterError } from "./module";
 import { Parameter } from "./parameter";
 import { describeValue } from "./serialization";
 
@@ -47,8 +47,7 @@ export function slotValues(layer: Module & { weight: unknown; bias: unknown }): 
 export function slotValue(layer: Module, name: string, optional: boolean): Tensor | null {
   const value = (layer as unknown as Record<string, unknown>)[name];
   if (value instanceof Parameter || (value == null && optional)) return value?.value ?? null;
-  const { label } = layer as unknown as { label: string };
-  throw new ValueError(`${label}: '${name}' is ${formatArg(value)}, not a Parameter; assign new Parameter(tensor)${optional ? ` (or null for no ${name})` : ""}`);
+  throw notParameterError((layer as unknown as { label: string }).label, name, value, optional);
 }
 
 /**
@@ -57,6 +56,7 @@ export function slotValue(layer: Module, name: string, optional: boolean): Tenso
  * (kaiming_uniform with a = sqrt(5)).
  */
 export class Linear extends Module {
+  static override readonly parameterSlots = { weight: false, bias: true };
   readonly inFeatures: number;
   readonly outFeatures: number;
   weight: Parameter;

@@ -49,6 +49,14 @@ export interface LoadStateDictResult {
  * "" for the root.
  */
 export abstract class Module {
+  /**
+   * The parameter slots this class declares, each with whether null (no parameter) may stand there, e.g. Linear's
+   * `{ weight: false, bias: true }`. parameters(), namedParameters(), stateDict(), loadStateDict() and functionalCall()
+   * refuse anything but a Parameter, null or undefined in them, as torch refuses assigning a plain tensor to a
+   * parameter: a Tensor there would silently be left out of the model's parameters, its optimizers and its checkpoints.
+   */
+  static readonly parameterSlots: Readonly<Record<string, boolean>> = Object.freeze({});
+
   /** Training mode (Dropout is active); set with train() / eval(). */
   training = true;
   /** The dotted name this module last had in a walk from a root (for error messages). */
@@ -140,7 +148,10 @@ export abstract class Module {
     return this.namedModules().map(([, m]) => m);
   }
 
-  /** This module's own parameters (not its children's), by property name; empty slots skipped. */
+  /**
+   * This module's own parameters (not its children's), by property name; empty slots skipped. It lists what the module
+   * holds and refuses nothing; the tree's walks (namedParameters, stateDict, ...) check the declared parameterSlots.
+   */
   namedOwnParameters(): [string, Parameter][] {
     return Object.entries(this).filter((entry): entry is [string, Parameter] => entry[1] instanceof Parameter);
   }
@@ -150,6 +161,7 @@ export abstract class Module {
     const seen = new Set<Parameter>();
     const out: [string, Parameter][] = [];
     for (const [path, module] of this.namedModules()) {
+      checkParameterSlots(module, path);
       for (const [name, parameter] of module.namedOwnParameters()) {
         if (seen.has(parameter)) continue;
         seen.add(parameter);
@@ -326,7 +338,7 @@ export abstract class Module {
 
   /** "BlockSparseLinear(encoder.fc1)" once a walk named it, else "BlockSparseLinear": for error messages. */
   protected get label(): string {
-    return this.#path === "" ? this.constructor.name : `${this.constructor.name}(${this.#path})`;
+    return labelAt(this, this.#path);
   }
 
   /** PyTorch-style tree: the class, its extra text, and its children indented. */
@@ -377,9 +389,29 @@ export function functionalCall<T>(module: Module, tensors: Map<string, Tensor> |
   }
 }
 
+/** "Linear(encoder.fc1)" for a module at `path`, "Linear" for the root: how errors name a layer. */
+function labelAt(module: Module, path: string): string {
+  return path === "" ? module.constructor.name : `${module.constructor.name}(${path})`;
+}
+
+/** The error for `value` standing in the parameter slot `name` of the layer `label` (optional: null may stand there). */
+export function notParameterError(label: string, name: string, value: unknown, optional: boolean): ValueError {
+  return new ValueError(`${label}: '${name}' is ${formatArg(value)}, not a Parameter; assign new Parameter(tensor)${optional ? ` (or null for no ${name})` : ""}`);
+}
+
+/** Refuses a value other than a Parameter, null or undefined in one of the module's declared parameter slots. */
+function checkParameterSlots(module: Module, path: string): void {
+  const slots = (module.constructor as typeof Module).parameterSlots;
+  for (const name in slots) {
+    const value = (module as unknown as Record<string, unknown>)[name];
+    if (value != null && !(value instanceof Parameter)) throw notParameterError(labelAt(module, path), name, value, slots[name] as boolean);
+  }
+}
+
 /**
  * Every path to a module of `root`'s tree, as torch's state_dict walks it: a module held in two places (`this.b = this.a`)
  * is listed under both names, unlike namedModules(); a module held by one of its own descendants is not entered again.
+ * A module's declared parameter slots are checked as it is reached.
  */
 function statePaths(root: Module): [string, Module][] {
   const out: [string, Module][] = [];
@@ -387,6 +419,7 @@ function statePaths(root: Module): [string, Module][] {
   const visit = (module: Module, path: string): void => {
     if (ancestors.has(module)) return;
     ancestors.add(module);
+    checkParameterSlots(module, path);
     out.push([path, module]);
     for (const [name, child] of module.namedChildren()) visit(child, path === "" ? name : `${path}.${name}`);
     ancestors.delete(module);
