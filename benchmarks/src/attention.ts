@@ -14,36 +14,18 @@ import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { backward, noGrad } from "@blocksparse/autograd";
-import { type FloatDType, getBackendInstance, matmul, mul, randn, scaledDotProductAttention, softmax, type Tensor, tidy } from "@blocksparse/core";
+import { getBackendInstance, matmul, mul, randn, scaledDotProductAttention, softmax, type Tensor, tidy } from "@blocksparse/core";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
 import { replayable, timeUs } from "./timing";
-import { BACKEND_FLAG, describeFailure, DTYPE_FLAG, FlagError, flagItems, outputDirectory, parseFlags, positiveInteger } from "./flags";
-
-interface Shape {
-  batch: number;
-  heads: number;
-  length: number;
-  headDim: number;
-}
+import { parseAttentionFlags, type Shape } from "./attention_flags";
+import { describeFailure } from "./flags";
 
 interface Row extends Shape {
   causal: boolean;
   path: "fused" | "unfused" | "torch";
   forwardUs: number;
   trainUs: number;
-}
-
-function parseShapes(value: string): Shape[] {
-  // flagItems: a shape or path listed twice was timed twice and printed as two rows.
-  return flagItems(value, "shapes").map((item) => {
-    const dims = item.split("x").map(Number);
-    if (dims.length !== 4 || dims.some((d) => !Number.isInteger(d) || d <= 0)) {
-      throw new FlagError(`--shapes: "${item}" is not batch x heads x length x headDim (positive integers)`);
-    }
-    const [batch, heads, length, headDim] = dims;
-    return { batch, heads, length, headDim };
-  });
 }
 
 /** Matmul FLOPs of the kept work: 2 products forward, 5 backward (as flash counts them), halved under causal masking. */
@@ -67,32 +49,8 @@ function runTorch(shapes: Shape[], causal: boolean, dtype: string, iterations: n
 }
 
 async function main(): Promise<void> {
-  const { values } = parseFlags({
-    usage: "tsx src/attention.ts [flags]",
-    summary: "Attention alone, forward and forward + backward: the fused kernels beside the unfused composition.",
-    flags: {
-      backend: BACKEND_FLAG,
-      shapes: { type: "string", default: "16x16x512x64,4x16x2048x64,4x8x1024x128", description: "comma-separated batch x heads x length x headDim" },
-      causal: { type: "string", default: "true", description: "causal masking: true or false" },
-      dtype: DTYPE_FLAG,
-      iterations: { type: "string", default: "50", description: "timed calls per case" },
-      paths: { type: "string", default: "fused,unfused", description: "which of fused, unfused to time" },
-      torch: { type: "boolean", default: false, description: "also time PyTorch's F.scaled_dot_product_attention (python/attention_torch.py)" },
-      out: { type: "string", default: "results/attention", description: "directory for attention.md and attention.json" },
-    },
-  });
-  if (values.causal !== "true" && values.causal !== "false") throw new FlagError(`--causal: expected true or false, got "${values.causal}"`);
-  const causal = values.causal === "true";
-  const dtype = values.dtype as FloatDType;
-  if (!["float32", "float16", "bfloat16"].includes(dtype)) throw new FlagError(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
-  const iterations = positiveInteger(values.iterations, "iterations");
-  const shapes = parseShapes(values.shapes);
-  const paths = flagItems(values.paths, "paths").map((p) => {
-    if (p !== "fused" && p !== "unfused") throw new FlagError(`--paths: "${p}" is not fused or unfused`);
-    return p;
-  });
-  const outDir = outputDirectory(values.out);
-  const started = await startBackend(values.backend);
+  const { backend, causal, dtype, iterations, shapes, paths, torch, outDir } = parseAttentionFlags();
+  const started = await startBackend(backend);
   const capture = getBackendInstance(started.backend).graphs !== undefined;
   const rows: Row[] = [];
   for (const s of shapes) {
@@ -128,7 +86,7 @@ async function main(): Promise<void> {
     }
     for (const t of [q, k, v, dout]) t.dispose();
   }
-  if (values.torch) rows.push(...runTorch(shapes, causal, dtype, iterations));
+  if (torch) rows.push(...runTorch(shapes, causal, dtype, iterations));
 
   const machine = describeMachine(started.gpu).name;
   const header = [

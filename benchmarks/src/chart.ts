@@ -64,7 +64,12 @@ function fmt(n: number): string {
   return n.toFixed(1);
 }
 
-/** The chart as a standalone SVG document. Throws on a non-finite point. */
+const LEFT = 64;
+const RIGHT = 150;
+const TOP = 36;
+const BOTTOM = 48;
+
+/** The chart as a standalone SVG document. Throws on a non-finite point, or a width or height that leaves no plot. */
 export function lineChart(options: LineChartOptions): string {
   const { title, xLabel, yLabel, series, references = [], width = 560, height = 340 } = options;
   const points = series.flatMap((s) => s.points);
@@ -73,6 +78,10 @@ export function lineChart(options: LineChartOptions): string {
   }
   for (const ref of references) {
     if (!Number.isFinite(ref.y)) throw new RangeError(`lineChart "${title}": reference line "${ref.name}" at ${ref.y} is not finite`);
+  }
+  // The margins hold the axis labels and the legend: a size that leaves no plot drew it at negative or NaN coordinates.
+  for (const [name, size, margins] of [["width", width, LEFT + RIGHT], ["height", height, TOP + BOTTOM]] as const) {
+    if (!(Number.isFinite(size) && size > margins)) throw new RangeError(`lineChart "${title}": ${name} ${size} is not a finite size above ${margins} (the margins around the plot)`);
   }
   const xs = points.map((p) => p[0]);
   const ys = [...points.map((p) => p[1]), ...references.map((r) => r.y)];
@@ -84,12 +93,9 @@ export function lineChart(options: LineChartOptions): string {
   const x0 = xTicks[0];
   const x1 = xTicks[xTicks.length - 1];
   const y1 = yTicks[yTicks.length - 1];
-  const left = 64;
-  const right = 150;
-  const top = 36;
-  const bottom = 48;
-  const plotW = width - left - right;
-  const plotH = height - top - bottom;
+  const [left, top] = [LEFT, TOP];
+  const plotW = width - LEFT - RIGHT;
+  const plotH = height - TOP - BOTTOM;
   const px = (x: number) => left + ((x - x0) / (x1 - x0 || 1)) * plotW;
   const py = (y: number) => top + plotH - (y / (y1 || 1)) * plotH;
 

@@ -8,22 +8,12 @@
 import { cpuBackend, setCpuThreads } from "@blocksparse/backend-cpu";
 import { BsrPattern, setBackend } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
-import { describeFailure, parseFlags, positiveInteger } from "./flags";
+import { parseCpuAddonFlags } from "./cpu_addon_flags";
+import { describeFailure } from "./flags";
 
 const [args, repeats, threads] = (() => {
   try {
-    const { values } = parseFlags({
-      usage: "tsx src/cpu_addon.ts [flags]",
-      summary: "The cpu addon's products called directly on preallocated arrays: the kernels' own speed, best of N calls.",
-      flags: {
-        repeats: { type: "string", default: "9", description: "calls per product (the best is kept)" },
-        threads: { type: "string", description: "threads of the cpu backend", defaultText: "the backend's default (defaultCpuThreads)" },
-        only: { type: "string", description: "run only the products whose name contains this text", defaultText: "all" },
-      },
-    });
-    // Checked here: Number("abc") made zero calls and reported Infinity ms and 0 GFLOP/s.
-    const threadCount = values.threads === undefined ? undefined : positiveInteger(values.threads, "threads");
-    return [values, positiveInteger(values.repeats, "repeats"), threadCount] as const;
+    return parseCpuAddonFlags();
   } catch (error) {
     process.stderr.write(`${describeFailure(error)}\n`);
     return process.exit(1);

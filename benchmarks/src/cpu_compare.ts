@@ -18,7 +18,8 @@ import { cpuAvailability, cpuBackend } from "@blocksparse/backend-cpu";
 import { BsrPattern, type Tensor, bsrLinear, bsrMatmul, matmul, randn, sampledMatmul, setBackend, tidy } from "@blocksparse/core";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { copyBandwidth } from "./copy_bandwidth";
-import { describeFailure, FlagError, outputDirectory, parseFlags, positiveInteger } from "./flags";
+import { parseCpuCompareFlags } from "./cpu_compare_flags";
+import { describeFailure, FlagError, outputDirectory } from "./flags";
 import { ValidationError } from "./measure";
 import { compareMaxRelative } from "./validate";
 
@@ -28,24 +29,10 @@ function refuse(error: unknown): never {
   process.exit(1);
 }
 
-const { values: args } = (() => {
-  try {
-    return parseFlags({
-      usage: "tsx src/cpu_compare.ts [flags]",
-      summary: "The native cpu backend against NumPy's and SciPy's BLAS, side by side; writes DIR/<machine>/cpu-comparison.{json,md}.",
-      flags: {
-        repeats: { type: "string", default: "7", description: "calls per figure in each round (the best is kept)" },
-        rounds: { type: "string", default: "3", description: "rounds of ours then NumPy's" },
-        out: { type: "string", description: "directory DIR for <machine>/cpu-comparison.{json,md}", defaultText: "benchmarks/results" },
-      },
-    });
-  } catch (error) {
-    return refuse(error);
-  }
-})();
 const [repeats, rounds, outDir] = (() => {
   try {
-    const checked = [positiveInteger(args.repeats, "repeats"), positiveInteger(args.rounds, "rounds")] as const;
+    const args = parseCpuCompareFlags();
+    const checked = [args.repeats, args.rounds] as const;
     // Made now, not after the run: an --out that cannot be written fails before minutes of timing.
     const dir = outputDirectory(join(resolve(args.out ?? join(repoRoot, "benchmarks", "results")), describeMachine().name), "out");
     const cpu = cpuAvailability();

@@ -30,7 +30,8 @@ import {
 import { Linear } from "@blocksparse/nn";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { startBackend } from "./start_backend";
-import { BACKEND_FLAG, checkPythonImports, describeFailure, DTYPE_FLAG, FlagError, outputDirectory, parseFlags } from "./flags";
+import { checkPythonImports, describeFailure, FlagError, outputDirectory, parseFlags } from "./flags";
+import { OVERHEAD_CLI } from "./overhead_flags";
 
 interface Row {
   what: string;
@@ -174,17 +175,7 @@ async function child(backend: string, dtype: FloatDType): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseFlags({
-    usage: "tsx src/overhead.ts [flags]",
-    summary: "Host time per op on tiny tensors, and the backend's start and first calls, measured in a fresh process.",
-    flags: {
-      backend: BACKEND_FLAG,
-      dtype: DTYPE_FLAG,
-      out: { type: "string", description: "directory for overhead-BACKEND.md and .json", defaultText: "benchmarks/results/tmp/overhead" },
-      child: { type: "boolean", default: false, description: "internal: the fresh process that measures start-up and first calls" },
-      torch: { type: "boolean", default: false, description: "also time PyTorch on the same tiny tensors (python/overhead_torch.py)" },
-    },
-  });
+  const { values } = parseFlags(OVERHEAD_CLI);
   const dtype = values.dtype as FloatDType;
   if (!["float32", "float16", "bfloat16"].includes(dtype)) throw new FlagError(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
   if (values.child) return child(values.backend, dtype);

@@ -64,6 +64,13 @@ describe("lineChart", () => {
     }
   });
 
+  it("refuses a width or height that is not finite or leaves no room for the plot inside the margins", () => {
+    const chart = (size: { width?: number; height?: number }) => lineChart({ title: "t", xLabel: "x", yLabel: "y", series: [{ name: "s", points: [[0.5, 1]] }], ...size });
+    for (const width of [Number.NaN, Number.POSITIVE_INFINITY, -560, 0, 214]) expect(() => chart({ width })).toThrow(`lineChart "t": width ${width} is not a finite size above 214`);
+    for (const height of [Number.NaN, 0, 84]) expect(() => chart({ height })).toThrow(`lineChart "t": height ${height} is not a finite size above 84`);
+    expect(chart({ width: 215, height: 85 })).toContain('width="215" height="85"');
+  });
+
   it("labels exponent ticks with their own digits: 1.25e+9, not 1.3e+9", () => {
     const labels = (top: number) => {
       const text = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: "", parseTagValue: false });

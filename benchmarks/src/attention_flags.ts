@@ -1,0 +1,54 @@
+/** attention.ts's flags, parsed and checked before a backend starts or a case runs. */
+import type { FloatDType } from "@blocksparse/core";
+import { BACKEND_FLAG, type CliSpec, DTYPE_FLAG, FlagError, flagItems, outputDirectory, parseFlags, positiveInteger } from "./flags";
+
+export interface Shape {
+  batch: number;
+  heads: number;
+  length: number;
+  headDim: number;
+}
+
+export const ATTENTION_CLI = {
+  usage: "tsx src/attention.ts [flags]",
+  summary: "Attention alone, forward and forward + backward: the fused kernels beside the unfused composition.",
+  flags: {
+    backend: BACKEND_FLAG,
+    shapes: { type: "string", default: "16x16x512x64,4x16x2048x64,4x8x1024x128", description: "comma-separated batch x heads x length x headDim" },
+    causal: { type: "string", default: "true", description: "causal masking: true or false" },
+    dtype: DTYPE_FLAG,
+    iterations: { type: "string", default: "50", description: "timed calls per case" },
+    paths: { type: "string", default: "fused,unfused", description: "which of fused, unfused to time" },
+    torch: { type: "boolean", default: false, description: "also time PyTorch's F.scaled_dot_product_attention (python/attention_torch.py)" },
+    out: { type: "string", default: "results/attention", description: "directory for attention.md and attention.json" },
+  },
+} as const satisfies CliSpec;
+
+function parseShapes(value: string): Shape[] {
+  // flagItems: a shape or path listed twice was timed twice and printed as two rows.
+  return flagItems(value, "shapes").map((item) => {
+    const dims = item.split("x").map(Number);
+    if (dims.length !== 4 || dims.some((d) => !Number.isInteger(d) || d <= 0)) {
+      throw new FlagError(`--shapes: "${item}" is not batch x heads x length x headDim (positive integers)`);
+    }
+    const [batch, heads, length, headDim] = dims;
+    return { batch, heads, length, headDim };
+  });
+}
+
+/** The checked settings of `args` (FlagError naming the flag for a bad one); makes the --out directory. */
+export function parseAttentionFlags(args: string[] = process.argv.slice(2)) {
+  const { values } = parseFlags(ATTENTION_CLI, args);
+  if (values.causal !== "true" && values.causal !== "false") throw new FlagError(`--causal: expected true or false, got "${values.causal}"`);
+  const causal = values.causal === "true";
+  const dtype = values.dtype as FloatDType;
+  if (!["float32", "float16", "bfloat16"].includes(dtype)) throw new FlagError(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
+  const iterations = positiveInteger(values.iterations, "iterations");
+  const shapes = parseShapes(values.shapes);
+  const paths = flagItems(values.paths, "paths").map((p) => {
+    if (p !== "fused" && p !== "unfused") throw new FlagError(`--paths: "${p}" is not fused or unfused`);
+    return p;
+  });
+  const outDir = outputDirectory(values.out);
+  return { backend: values.backend, causal, dtype, iterations, shapes, paths, torch: values.torch, outDir };
+}
