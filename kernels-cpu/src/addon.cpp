@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #endif
 
+#include "attention.h"
 #include "attention_rows.h"
 #include "microkernel.h"
 #include "pointwise.h"
@@ -586,6 +587,186 @@ Napi::Value AttentionScoreGradients(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// The sizes of attentionForward and attentionBackward from `at`: heads, m, n, d, causal, scale, blockRows; and the
+// per-head flags (a Uint8Array of at least `heads`, written).
+struct AttentionHeadsArgs {
+  bsk::AttentionShape shape;
+  int64_t queries, keys;
+  Napi::Uint8Array exact;
+};
+
+AttentionHeadsArgs attentionHeadsArgs(const Napi::CallbackInfo& info, size_t exactAt, size_t at, const char* fn) {
+  Napi::Env env = info.Env();
+  AttentionHeadsArgs args{};
+  args.exact = typedArray<uint8_t, napi_uint8_array>(env, info[exactAt], fn, "exact", "a Uint8Array");
+  bsk::AttentionShape& shape = args.shape;
+  shape.heads = integerArg(info, at, fn, "heads");
+  shape.m = integerArg(info, at + 1, fn, "m");
+  shape.n = integerArg(info, at + 2, fn, "n");
+  shape.d = integerArg(info, at + 3, fn, "d");
+  shape.causal = boolArg(info, at + 4, fn, "causal");
+  shape.scale = numberArg(info, at + 5, fn, "scale");
+  shape.blockRows = integerArg(info, at + 6, fn, "blockRows");
+  if (shape.blockRows < 1) fail(env, "ERR_CPU_SHAPE", std::string(fn) + ": blockRows must be at least 1, got 0");
+  args.queries = elementCount(env, fn, "q", elementCount(env, fn, "q", shape.heads, shape.m), shape.d);
+  args.keys = elementCount(env, fn, "k", elementCount(env, fn, "k", shape.heads, shape.n), shape.d);
+  // A block's scores (and the backward's second buffer) must be countable.
+  elementCount(env, fn, "scores", std::min(shape.blockRows, std::max<int64_t>(shape.m, 1)), shape.n);
+  checkSpan(env, fn, "exact", args.exact.ElementLength(), 0, shape.heads);
+  return args;
+}
+
+Span exactSpan(const AttentionHeadsArgs& args) { return spanOf("exact", args.exact.Data(), 0, args.shape.heads, sizeof(uint8_t)); }
+
+// attentionForward(q, qOffset, k, kOffset, v, vOffset, out, outOffset, lse, lseOffset, exact, heads, m, n, d, causal,
+// scale, blockRows): out [heads, m, d] and lse [heads, m] of heads batch matrices q [m, d] against k and v [n, d], all
+// contiguous; exact[b] 1 where head b is left to the caller (a non-finite input or score), else 0.
+Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
+  const char* fn = "attentionForward";
+  expectArgs(info, 18, fn);
+  Napi::Env env = info.Env();
+  ArrayArg q = arrayArg(info, 0, fn, "q"), k = arrayArg(info, 2, fn, "k"), v = arrayArg(info, 4, fn, "v");
+  ArrayArg out = arrayArg(info, 6, fn, "out"), lse = arrayArg(info, 8, fn, "lse");
+  AttentionHeadsArgs args = attentionHeadsArgs(info, 10, 11, fn);
+  const int64_t lseCount = elementCount(env, fn, "lse", args.shape.heads, args.shape.m);
+  q.require(env, fn, args.queries);
+  k.require(env, fn, args.keys);
+  v.require(env, fn, args.keys);
+  out.require(env, fn, args.queries);
+  lse.require(env, fn, lseCount);
+  const std::initializer_list<Span> inputs = {q.span(args.queries), k.span(args.keys), v.span(args.keys)};
+  checkApart(env, fn, out.span(args.queries), inputs);
+  checkApart(env, fn, out.span(args.queries), {lse.span(lseCount), exactSpan(args)});
+  checkApart(env, fn, lse.span(lseCount), inputs);
+  checkApart(env, fn, lse.span(lseCount), {exactSpan(args)});
+  checkApart(env, fn, exactSpan(args), inputs);
+  const bsk::HeadLayout queries = bsk::HeadLayout::contiguous(args.shape.m, args.shape.d), keys = bsk::HeadLayout::contiguous(args.shape.n, args.shape.d);
+  runKernel(env, fn, [&] {
+    bsk::attentionForward({q.at(), queries}, {k.at(), keys}, {v.at(), keys}, {out.at(), queries}, lse.at(), args.exact.Data(), args.shape);
+  });
+  return env.Undefined();
+}
+
+// attentionBackward(dout, doutOffset, q, qOffset, k, kOffset, v, vOffset, dq, dqOffset, dk, dkOffset, dv, dvOffset,
+// exact, heads, m, n, d, causal, scale, blockRows): dq [heads, m, d], dk and dv [heads, n, d] of attentionForward's
+// heads from the output gradient dout [heads, m, d]; exact as attentionForward's.
+Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
+  const char* fn = "attentionBackward";
+  expectArgs(info, 22, fn);
+  Napi::Env env = info.Env();
+  ArrayArg dout = arrayArg(info, 0, fn, "dout"), q = arrayArg(info, 2, fn, "q"), k = arrayArg(info, 4, fn, "k"), v = arrayArg(info, 6, fn, "v");
+  ArrayArg dq = arrayArg(info, 8, fn, "dq"), dk = arrayArg(info, 10, fn, "dk"), dv = arrayArg(info, 12, fn, "dv");
+  AttentionHeadsArgs args = attentionHeadsArgs(info, 14, 15, fn);
+  dout.require(env, fn, args.queries);
+  q.require(env, fn, args.queries);
+  k.require(env, fn, args.keys);
+  v.require(env, fn, args.keys);
+  dq.require(env, fn, args.queries);
+  dk.require(env, fn, args.keys);
+  dv.require(env, fn, args.keys);
+  const std::initializer_list<Span> inputs = {dout.span(args.queries), q.span(args.queries), k.span(args.keys), v.span(args.keys)};
+  for (const Span& output : {dq.span(args.queries), dk.span(args.keys), dv.span(args.keys), exactSpan(args)}) checkApart(env, fn, output, inputs);
+  checkApart(env, fn, dq.span(args.queries), {dk.span(args.keys), dv.span(args.keys), exactSpan(args)});
+  checkApart(env, fn, dk.span(args.keys), {dv.span(args.keys), exactSpan(args)});
+  checkApart(env, fn, dv.span(args.keys), {exactSpan(args)});
+  const bsk::HeadLayout queries = bsk::HeadLayout::contiguous(args.shape.m, args.shape.d), keys = bsk::HeadLayout::contiguous(args.shape.n, args.shape.d);
+  runKernel(env, fn, [&] {
+    bsk::attentionBackward({dout.at(), queries}, {q.at(), queries}, {k.at(), keys}, {v.at(), keys}, {dq.at(), queries}, {dk.at(), keys}, {dv.at(), keys},
+                           args.exact.Data(), args.shape);
+  });
+  return env.Undefined();
+}
+
+// Packed attention's sizes from `at`: sequences, t, h, d, causal, scale, blockRows (heads = sequences h, m = n = t);
+// the per-head flags at exactAt. `rows` is sequences t h d (the output's and dout's elements), `packed` 3 rows (qkv's).
+struct PackedAttentionArgs {
+  bsk::AttentionShape shape;
+  int64_t h, rows, packed, lseCount;
+  Napi::Uint8Array exact;
+};
+
+PackedAttentionArgs packedAttentionArgs(const Napi::CallbackInfo& info, size_t exactAt, size_t at, const char* fn) {
+  Napi::Env env = info.Env();
+  PackedAttentionArgs args{};
+  args.exact = typedArray<uint8_t, napi_uint8_array>(env, info[exactAt], fn, "exact", "a Uint8Array");
+  const int64_t sequences = integerArg(info, at, fn, "sequences");
+  const int64_t t = integerArg(info, at + 1, fn, "t");
+  args.h = integerArg(info, at + 2, fn, "h");
+  const int64_t d = integerArg(info, at + 3, fn, "d");
+  bsk::AttentionShape& shape = args.shape;
+  shape.causal = boolArg(info, at + 4, fn, "causal");
+  shape.scale = numberArg(info, at + 5, fn, "scale");
+  shape.blockRows = integerArg(info, at + 6, fn, "blockRows");
+  if (shape.blockRows < 1) fail(env, "ERR_CPU_SHAPE", std::string(fn) + ": blockRows must be at least 1, got 0");
+  shape.heads = elementCount(env, fn, "heads", sequences, args.h);
+  shape.m = shape.n = t;
+  shape.d = d;
+  args.lseCount = elementCount(env, fn, "lse", shape.heads, t);
+  args.rows = elementCount(env, fn, "out", args.lseCount, d);
+  args.packed = elementCount(env, fn, "qkv", args.rows, 3);
+  elementCount(env, fn, "scores", std::min(shape.blockRows, std::max<int64_t>(t, 1)), t);
+  checkSpan(env, fn, "exact", args.exact.ElementLength(), 0, shape.heads);
+  return args;
+}
+
+// The layouts of packed attention's qkv part `part` (0 q, 1 k, 2 v) and of its output rows.
+bsk::HeadLayout packedPart(const PackedAttentionArgs& args) {
+  const int64_t hd = args.h * args.shape.d;
+  return bsk::HeadLayout{std::max<int64_t>(args.h, 1), args.shape.m * 3 * hd, args.shape.d, 3 * hd};
+}
+bsk::HeadLayout packedRows(const PackedAttentionArgs& args) {
+  const int64_t hd = args.h * args.shape.d;
+  return bsk::HeadLayout{std::max<int64_t>(args.h, 1), args.shape.m * hd, args.shape.d, hd};
+}
+
+// packedAttentionForward(qkv, qkvOffset, out, outOffset, lse, lseOffset, exact, sequences, t, h, d, causal, scale,
+// blockRows): attention of each head of qkv [sequences, t, 3, h, d] read from its rows, out [sequences, t, h, d] written
+// in its rows, lse [sequences, h, t]; exact as attentionForward's (one per head, sequence-major).
+Napi::Value PackedAttentionForward(const Napi::CallbackInfo& info) {
+  const char* fn = "packedAttentionForward";
+  expectArgs(info, 14, fn);
+  Napi::Env env = info.Env();
+  ArrayArg qkv = arrayArg(info, 0, fn, "qkv"), out = arrayArg(info, 2, fn, "out"), lse = arrayArg(info, 4, fn, "lse");
+  PackedAttentionArgs args = packedAttentionArgs(info, 6, 7, fn);
+  qkv.require(env, fn, args.packed);
+  out.require(env, fn, args.rows);
+  lse.require(env, fn, args.lseCount);
+  const Span exact = spanOf("exact", args.exact.Data(), 0, args.shape.heads, sizeof(uint8_t));
+  checkApart(env, fn, out.span(args.rows), {qkv.span(args.packed), lse.span(args.lseCount), exact});
+  checkApart(env, fn, lse.span(args.lseCount), {qkv.span(args.packed), exact});
+  checkApart(env, fn, exact, {qkv.span(args.packed)});
+  const bsk::HeadLayout part = packedPart(args), rows = packedRows(args);
+  const int64_t hd = args.h * args.shape.d;
+  runKernel(env, fn, [&] {
+    bsk::attentionForward({qkv.at(), part}, {qkv.at() + hd, part}, {qkv.at() + 2 * hd, part}, {out.at(), rows}, lse.at(), args.exact.Data(), args.shape);
+  });
+  return env.Undefined();
+}
+
+// packedAttentionBackward(dout, doutOffset, qkv, qkvOffset, dqkv, dqkvOffset, exact, sequences, t, h, d, causal, scale,
+// blockRows): dqkv [sequences, t, 3, h, d] (dq, dk and dv in qkv's places) from dout [sequences, t, h, d]; exact as
+// attentionBackward's.
+Napi::Value PackedAttentionBackward(const Napi::CallbackInfo& info) {
+  const char* fn = "packedAttentionBackward";
+  expectArgs(info, 14, fn);
+  Napi::Env env = info.Env();
+  ArrayArg dout = arrayArg(info, 0, fn, "dout"), qkv = arrayArg(info, 2, fn, "qkv"), dqkv = arrayArg(info, 4, fn, "dqkv");
+  PackedAttentionArgs args = packedAttentionArgs(info, 6, 7, fn);
+  dout.require(env, fn, args.rows);
+  qkv.require(env, fn, args.packed);
+  dqkv.require(env, fn, args.packed);
+  const Span exact = spanOf("exact", args.exact.Data(), 0, args.shape.heads, sizeof(uint8_t));
+  checkApart(env, fn, dqkv.span(args.packed), {dout.span(args.rows), qkv.span(args.packed), exact});
+  checkApart(env, fn, exact, {dout.span(args.rows), qkv.span(args.packed)});
+  const bsk::HeadLayout part = packedPart(args), rows = packedRows(args);
+  const int64_t hd = args.h * args.shape.d;
+  runKernel(env, fn, [&] {
+    bsk::attentionBackward({dout.at(), rows}, {qkv.at(), part}, {qkv.at() + hd, part}, {qkv.at() + 2 * hd, part}, {dqkv.at(), part}, {dqkv.at() + hd, part},
+                           {dqkv.at() + 2 * hd, part}, args.exact.Data(), args.shape);
+  });
+  return env.Undefined();
+}
+
 // adamUpdate(p, pOffset, g, gOffset, m, mOffset, v, vOffset, n, lr, beta1, beta2, epsilon, weightDecay, decoupled,
 // correction1, correction2): one Adam/AdamW step, p, m and v written in place.
 Napi::Value AdamUpdate(const Napi::CallbackInfo& info) {
@@ -720,6 +901,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("layerNormBackward", Napi::Function::New(env, LayerNormBackward, "layerNormBackward"));
   exports.Set("attentionSoftmax", Napi::Function::New(env, AttentionSoftmax, "attentionSoftmax"));
   exports.Set("attentionScoreGradients", Napi::Function::New(env, AttentionScoreGradients, "attentionScoreGradients"));
+  exports.Set("attentionForward", Napi::Function::New(env, AttentionForward, "attentionForward"));
+  exports.Set("attentionBackward", Napi::Function::New(env, AttentionBackward, "attentionBackward"));
+  exports.Set("packedAttentionForward", Napi::Function::New(env, PackedAttentionForward, "packedAttentionForward"));
+  exports.Set("packedAttentionBackward", Napi::Function::New(env, PackedAttentionBackward, "packedAttentionBackward"));
   exports.Set("adamUpdate", Napi::Function::New(env, AdamUpdate, "adamUpdate"));
   exports.Set("bsrLinear", Napi::Function::New(env, BsrLinear, "bsrLinear"));
   exports.Set("bsrMatmul", Napi::Function::New(env, BsrMatmul, "bsrMatmul"));

@@ -1,6 +1,6 @@
 // The row-wise steps of attention between its products: the softmax of each query row's scores, and dS from P and dP.
 // float64 math on float32 rows, as the js backend computes them; each row on its own, so results do not depend on the
-// thread count.
+// thread count. `parallel` false runs the rows on the calling thread alone (inside a pool's item).
 #pragma once
 #include <cstdint>
 
@@ -14,10 +14,11 @@ enum AttentionRowFlag : uint8_t { kRowDone = 0, kRowUnderflow = 1, kRowNonFinite
 // P = exp(scale s - max) / sum (float64, rounded once), 0 past kept, and lse[r] (when lse is not null) max + log(sum);
 // flags[r] is kRowUnderflow when a probability rounds to 0 in float32 but not in float64, else kRowDone. A row with a
 // NaN or an infinite kept score is left as it is, lse[r] unwritten, flags[r] kRowNonFinite.
-void attentionSoftmax(float* s, float* lse, uint8_t* flags, int64_t rows, int64_t n, int64_t first, int64_t m, bool causal, double scale);
+void attentionSoftmax(float* s, float* lse, uint8_t* flags, int64_t rows, int64_t n, int64_t first, int64_t m, bool causal, double scale, bool parallel = true);
 
 // dS = P (dP - Di) scale over each row's kept keys (Di = sum_j P dP in float64), 0 past them, in place over dP (rows x
 // n); flags[r] is kRowNonFinite when the float64 sum of the row's float32 dS is not finite, else kRowDone.
-void attentionScoreGradients(const float* p, float* ds, uint8_t* flags, int64_t rows, int64_t n, int64_t first, int64_t m, bool causal, double scale);
+void attentionScoreGradients(const float* p, float* ds, uint8_t* flags, int64_t rows, int64_t n, int64_t first, int64_t m, bool causal, double scale,
+                             bool parallel = true);
 
 }  // namespace bsk

@@ -66,8 +66,27 @@ void zeroRows(float* c, int64_t ldc, int64_t m, int64_t n) {
   for (int64_t i = 0; i < m; i++) std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
 }
 
+// Runs body(i) for i in [0, count): over the pool, or on the calling thread alone (gemmSerial: inside a pool's item).
+struct PoolItems {
+  static constexpr bool kSerial = false;
+  template <typename Body>
+  void operator()(int64_t count, const Body& body) const {
+    parallelFor(count, body);
+  }
+  int threads() const { return threadCount(); }
+};
+struct CallerItems {
+  static constexpr bool kSerial = true;
+  template <typename Body>
+  void operator()(int64_t count, const Body& body) const {
+    for (int64_t i = 0; i < count; i++) body(i);
+  }
+  int threads() const { return 1; }
+};
+
 // m <= kDecodeMaxRows: every element of B is read once, from memory, in its stored order.
-void gemmFewRows(MatrixView a, MatrixView b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k, bool accumulate) {
+template <typename Items>
+void gemmFewRows(MatrixView a, MatrixView b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k, bool accumulate, Items forEach) {
   // A is tiny: a contiguous copy makes every row a stride-1 vector.
   std::vector<float> rowsOfA(static_cast<size_t>(m * k));
   for (int64_t i = 0; i < m; i++) {
@@ -76,7 +95,7 @@ void gemmFewRows(MatrixView a, MatrixView b, float* c, int64_t ldc, int64_t m, i
   const int64_t items = ceilDiv(n, kStreamColumns);
   if (b.rowStride == 1) {
     // B's columns are contiguous (B = W^T of a row-major W): one dot product per output.
-    parallelFor(items, [&](int64_t item) {
+    forEach(items, [&](int64_t item) {
       const int64_t j0 = item * kStreamColumns;
       const int64_t j1 = std::min(n, j0 + kStreamColumns);
       for (int64_t j = j0; j < j1; j++) {
@@ -90,7 +109,7 @@ void gemmFewRows(MatrixView a, MatrixView b, float* c, int64_t ldc, int64_t m, i
     });
     return;
   }
-  parallelFor(items, [&](int64_t item) {
+  forEach(items, [&](int64_t item) {
     const int64_t j0 = item * kStreamColumns;
     const int64_t width = std::min(n, j0 + kStreamColumns) - j0;
     // Each K slice of kKc sums into its own partial, then into the output's: one float32 chain over all of K
@@ -126,16 +145,17 @@ void gemmFewRows(MatrixView a, MatrixView b, float* c, int64_t ldc, int64_t m, i
   });
 }
 
-}  // namespace
-
-void gemm(MatrixView a, MatrixView b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k, bool accumulate) {
+// Every element of C is summed by the same micro-kernel calls, in the same K slices, whichever items and threads
+// compute it: gemm and gemmSerial give the same bits.
+template <typename Items>
+void gemmOn(MatrixView a, MatrixView b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k, bool accumulate, Items forEach) {
   if (m == 0 || n == 0) return;
   if (k == 0) {
     if (!accumulate) zeroRows(c, ldc, m, n);
     return;
   }
   if (m <= kDecodeMaxRows) {
-    gemmFewRows(a, b, c, ldc, m, n, k, accumulate);
+    gemmFewRows(a, b, c, ldc, m, n, k, accumulate, forEach);
     return;
   }
   const MicroKernel& kernel = activeKernel();
@@ -145,13 +165,16 @@ void gemm(MatrixView a, MatrixView b, float* c, int64_t ldc, int64_t m, int64_t 
   const int64_t mBlocks = ceilDiv(m, mc);
   const int64_t kSlices = ceilDiv(k, kKc);
   const int64_t panelColumns = std::min(ceilDiv(n, nr) * nr, std::max<int64_t>(nr, kPanelFloats / k / nr * nr));
-  static Scratch packedB;
+  // The pool's product packs B once for all threads; a serial one, run by each thread at once, packs its own.
+  static Scratch sharedPackedB;
+  thread_local Scratch ownPackedB;
+  Scratch& packedB = Items::kSerial ? ownPackedB : sharedPackedB;
   float* pb = packedB.floats(static_cast<size_t>(ceilDiv(panelColumns, nr) * nr * k));
   const MatrixView bColumns{b.data, b.colStride, b.rowStride};  // B^T: its rows are B's columns
   for (int64_t j0 = 0; j0 < n; j0 += panelColumns) {
     const int64_t strips = ceilDiv(std::min(panelColumns, n - j0), nr);
     // Slice s of strip js: depth x nr floats at pb + s * kKc * strips * nr + js * depth * nr.
-    parallelFor(strips, [&](int64_t js) {
+    forEach(strips, [&](int64_t js) {
       const int64_t first = j0 + js * nr;
       const int64_t lines = std::min<int64_t>(nr, n - first);
       for (int64_t k0 = 0; k0 < k; k0 += kKc) {
@@ -159,11 +182,11 @@ void gemm(MatrixView a, MatrixView b, float* c, int64_t ldc, int64_t m, int64_t 
         packRows(bColumns, first, lines, k0, depth, nr, pb + k0 * strips * nr + js * depth * nr);
       }
     });
-    const int64_t wantedParts = ceilDiv(2 * threadCount(), mBlocks);
+    const int64_t wantedParts = ceilDiv(2 * forEach.threads(), mBlocks);
     const int64_t maxParts = std::max<int64_t>(1, strips * nr / kMinItemColumns);
     const int64_t stripsPerPart = ceilDiv(strips, std::min(wantedParts, maxParts));
     const int64_t parts = ceilDiv(strips, stripsPerPart);
-    parallelFor(mBlocks * parts, [&](int64_t item) {
+    forEach(mBlocks * parts, [&](int64_t item) {
       const int64_t i0 = (item / parts) * mc;
       const int64_t rows = std::min(mc, m - i0);
       const int64_t aStrips = ceilDiv(rows, mr);
@@ -192,6 +215,16 @@ void gemm(MatrixView a, MatrixView b, float* c, int64_t ldc, int64_t m, int64_t 
       if (!accumulate) repairOverflow(a, b, c, ldc, m, k, i0, i0 + rows, j0 + js0 * nr, std::min(n, j0 + js1 * nr));
     });
   }
+}
+
+}  // namespace
+
+void gemm(MatrixView a, MatrixView b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k, bool accumulate) {
+  gemmOn(a, b, c, ldc, m, n, k, accumulate, PoolItems{});
+}
+
+void gemmSerial(MatrixView a, MatrixView b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k, bool accumulate) {
+  gemmOn(a, b, c, ldc, m, n, k, accumulate, CallerItems{});
 }
 
 }  // namespace bsk

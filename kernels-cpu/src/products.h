@@ -16,6 +16,8 @@ constexpr int64_t kDecodeMaxRows = 8;
 
 // C[m x n] (row-major, ldc) = A[m x k] B[k x n], or += when accumulate.
 void gemm(MatrixView a, MatrixView b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k, bool accumulate);
+// The same product (the same bits) on the calling thread alone: what a pool's item runs (the pool runs one job at a time).
+void gemmSerial(MatrixView a, MatrixView b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k, bool accumulate);
 
 // A block-sparse W [rows, cols] of R x C blocks, row-wise (CSR of blocks) and column-wise indices.
 struct BsrView {

@@ -1,5 +1,5 @@
 import type { AttentionBackwardInputs, AttentionOnArrays, AttentionSizes, JsBackend, KernelArgs, KernelTable, ProductCompute, TensorInfo } from "@blocksparse/core";
-import { packedAttentionKernels, sizeOf } from "@blocksparse/core";
+import { type PackedHeads, packedAttentionKernels, packedHeadsOf, sizeOf } from "@blocksparse/core";
 
 /** The largest positive float64 that rounds to 0 as a float32 (half the smallest float32 subnormal, a tie to even). */
 const FLOAT32_ROUNDS_TO_ZERO = 2 ** -150;
@@ -46,6 +46,49 @@ export interface AttentionRowCompute {
 }
 
 /**
+ * Attention over all of a call's batch matrices at once (the addon's attentionForward and attentionBackward): the same
+ * products and rows as the path below, with each head's run on one thread and the heads side by side, or one head at a
+ * time over every thread where there are fewer heads than threads. exact[b] = 1 marks a head left to the path below:
+ * one with a NaN or an infinity among its inputs, or a score or dS row whose float32 value is not finite.
+ */
+export interface AttentionHeadsCompute {
+  forward(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array, exact: Uint8Array, sizes: AttentionSizes, scale: number, causal: boolean, blockRows: number): void;
+  backward(
+    dout: Float32Array,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    grads: [Float32Array, Float32Array, Float32Array],
+    exact: Uint8Array,
+    sizes: AttentionSizes,
+    scale: number,
+    causal: boolean,
+    blockRows: number,
+  ): void;
+  /** forward over packed attention's heads where they lie: qkv [sequences, t, 3, h, d], out [sequences, t, h, d], lse [sequences, h, t]. */
+  packedForward(qkv: Float32Array, out: Float32Array, lse: Float32Array, exact: Uint8Array, layout: PackedHeads, scale: number, causal: boolean, blockRows: number): void;
+  /** backward over packed attention's heads: dqkv (qkv's layout) from dout [sequences, t, h, d]. */
+  packedBackward(dout: Float32Array, qkv: Float32Array, dqkv: Float32Array, exact: Uint8Array, layout: PackedHeads, scale: number, causal: boolean, blockRows: number): void;
+}
+
+/** Head b (sequence-major: b = sequence h + head) of part `part` of packed rows, as a [t, d] matrix (a copy). */
+function gatherHead(rows: Float32Array, { t, parts, h, d }: PackedHeads, part: number, b: number): Float32Array {
+  const [sequence, head] = [Math.floor(b / h), b % h];
+  const matrix = new Float32Array(t * d);
+  for (let i = 0; i < t; i++) {
+    const at = (((sequence * t + i) * parts + part) * h + head) * d;
+    matrix.set(rows.subarray(at, at + d), i * d);
+  }
+  return matrix;
+}
+
+/** A [t, d] matrix written as head b of part `part` of packed rows. */
+function scatterHead(matrix: Float32Array, rows: Float32Array, { t, parts, h, d }: PackedHeads, part: number, b: number): void {
+  const [sequence, head] = [Math.floor(b / h), b % h];
+  for (let i = 0; i < t; i++) rows.set(matrix.subarray(i * d, (i + 1) * d), (((sequence * t + i) * parts + part) * h + head) * d);
+}
+
+/**
  * Attention and its backward through the native matmul: per batch matrix, the products (q k^T and P v forward; q k^T
  * again, dout v^T, P^T dout, dS k and dS^T q backward) by the addon and the softmax and dS rows between them in float64
  * (the addon's row kernels, `rowCompute`; the few rows they flag recomputed here), one
@@ -58,11 +101,15 @@ export interface AttentionRowCompute {
  * causal from about 13 to 8-10 ms and its backward from 20-24 to 16-21 ms (the same bits there).
  * PackedAttention and its backward run the same products on contiguous copies of the heads (core's
  * packedAttentionKernels).
+ * With `headsCompute`, every head runs there first (a product per head over every thread left the second core idle at
+ * a transformer's sizes: [4, 8, 128, 64] causal, forward 8-10 ms, backward 13-16 ms on 2 cores, of which the products'
+ * own work is under 1 ms); the heads it marks run through the products and rows here.
  */
 export function attentionKernels(
   products: ProductCompute,
   rowCompute: AttentionRowCompute,
   scratchFloats: number = ATTENTION_SCRATCH_FLOATS,
+  headsCompute: AttentionHeadsCompute | null = null,
 ): Required<Pick<KernelTable<JsBackend>, "Attention" | "AttentionBackward" | "PackedAttention" | "PackedAttentionBackward">> {
   /**
    * P = exp(scale s - max) / sum over each row's kept keys, 0 elsewhere, in place over the scores s of `rows` query
@@ -307,7 +354,7 @@ export function attentionKernels(
       for (let c = 0; c < d; c++) exactDq[e * d + c] += dsj * ks[key + c];
     }
   };
-  const onArrays: AttentionOnArrays = {
+  const eachProduct: AttentionOnArrays = {
     forward(qs, ks, vs, out, lse, { heads, m, n, d }, scale, causal) {
       const rowsPerBlock = blockRows(m, n);
       const s = new Float32Array(rowsPerBlock * n);
@@ -396,6 +443,83 @@ export function attentionKernels(
       }
     },
   };
+  /** Head b's rows of a [heads, rows, width] array. */
+  const headOf = (x: Float32Array, b: number, rows: number, width: number) => x.subarray(b * rows * width, (b + 1) * rows * width);
+  const onArrays: AttentionOnArrays =
+    headsCompute === null
+      ? eachProduct
+      : {
+          forward(qs, ks, vs, out, lse, sizes, scale, causal) {
+            const { heads, m, n, d } = sizes;
+            const exact = new Uint8Array(heads);
+            headsCompute.forward(qs, ks, vs, out, lse, exact, sizes, scale, causal, blockRows(m, n));
+            for (let b = 0; b < heads; b++) {
+              if (exact[b] === 0) continue;
+              const [q, k, v] = [headOf(qs, b, m, d), headOf(ks, b, n, d), headOf(vs, b, n, d)];
+              eachProduct.forward(q, k, v, headOf(out, b, m, d), headOf(lse, b, m, 1), { heads: 1, m, n, d }, scale, causal);
+            }
+          },
+          backward(inputs, grads, sizes, scale, causal) {
+            const { heads, m, n, d } = sizes;
+            const [gs, qs, ks, vs, os, lse] = inputs;
+            const exact = new Uint8Array(heads);
+            headsCompute.backward(gs, qs, ks, vs, grads, exact, sizes, scale, causal, blockRows(m, n));
+            for (let b = 0; b < heads; b++) {
+              if (exact[b] === 0) continue;
+              const [dq, dk, dv] = grads;
+              const headInputs: AttentionBackwardInputs = [headOf(gs, b, m, d), headOf(qs, b, m, d), headOf(ks, b, n, d), headOf(vs, b, n, d), headOf(os, b, m, d), headOf(lse, b, m, 1)];
+              eachProduct.backward(headInputs, [headOf(dq, b, m, d), headOf(dk, b, n, d), headOf(dv, b, n, d)], { heads: 1, m, n, d }, scale, causal);
+            }
+          },
+        };
+  /**
+   * PackedAttention and its backward with every head read and written in its packed rows by the addon; a head it marks
+   * is copied out, computed by the product-at-a-time path and written back.
+   */
+  const packedKernels = (
+    heads: AttentionHeadsCompute,
+  ): Required<Pick<KernelTable<JsBackend>, "PackedAttention" | "PackedAttentionBackward">> => ({
+    PackedAttention({ inputs: { qkv }, attrs: { causal, scale }, backend }: KernelArgs<"PackedAttention", JsBackend>): [TensorInfo, TensorInfo] {
+      const layout = packedHeadsOf(qkv.shape);
+      const { sequences, t, h, d } = layout;
+      const rows = backend.floats(qkv);
+      const lse = backend.floatOutput([...qkv.shape.slice(0, -4), h, t], "float32");
+      const out = backend.floatOutput([...qkv.shape.slice(0, -3), h, d], qkv.dtype);
+      const exact = new Uint8Array(sequences * h);
+      heads.packedForward(rows, out.data, lse.data, exact, layout, scale, causal, blockRows(t, t));
+      const outLayout = { ...layout, parts: 1 };
+      for (let b = 0; b < sequences * h; b++) {
+        if (exact[b] === 0) continue;
+        const [q, k, v] = [0, 1, 2].map((part) => gatherHead(rows, layout, part, b));
+        const attended = new Float32Array(t * d);
+        eachProduct.forward(q, k, v, attended, lse.data.subarray(b * t, (b + 1) * t), { heads: 1, m: t, n: t, d }, scale, causal);
+        scatterHead(attended, out.data, outLayout, 0, b);
+      }
+      return [out.commit(), lse.commit()];
+    },
+    PackedAttentionBackward({ inputs: { dout, qkv, out, lse }, attrs: { causal, scale }, backend }: KernelArgs<"PackedAttentionBackward", JsBackend>): TensorInfo {
+      const layout = packedHeadsOf(qkv.shape);
+      const { sequences, t, h, d } = layout;
+      const rows = backend.floats(qkv);
+      const g = backend.floats(dout);
+      const dqkv = backend.floatOutput(qkv.shape, qkv.dtype);
+      const exact = new Uint8Array(sequences * h);
+      heads.packedBackward(g, rows, dqkv.data, exact, layout, scale, causal, blockRows(t, t));
+      const outLayout = { ...layout, parts: 1 };
+      // out and lse are read for a marked head only (the addon recomputes P from q and k).
+      let saved: [Float32Array, Float32Array] | null = null;
+      for (let b = 0; b < sequences * h; b++) {
+        if (exact[b] === 0) continue;
+        saved ??= [backend.floats(out), backend.floats(lse)];
+        const [q, k, v] = [0, 1, 2].map((part) => gatherHead(rows, layout, part, b));
+        const [gb, ob] = [g, saved[0]].map((x) => gatherHead(x, outLayout, 0, b));
+        const grads: [Float32Array, Float32Array, Float32Array] = [new Float32Array(t * d), new Float32Array(t * d), new Float32Array(t * d)];
+        eachProduct.backward([gb, q, k, v, ob, saved[1].subarray(b * t, (b + 1) * t)], grads, { heads: 1, m: t, n: t, d }, scale, causal);
+        grads.forEach((grad, part) => scatterHead(grad, dqkv.data, layout, part, b));
+      }
+      return dqkv.commit();
+    },
+  });
   return {
     Attention({ inputs: { q, k, v }, attrs: { causal, scale }, backend }: KernelArgs<"Attention", JsBackend>): [TensorInfo, TensorInfo] {
       const out = backend.floatOutput(q.shape, q.dtype);
@@ -411,6 +535,6 @@ export function attentionKernels(
       onArrays.backward(inputs, [dq.data, dk.data, dv.data], sizes(q, k), scale, causal);
       return [dq.commit(), dk.commit(), dv.commit()];
     },
-    ...packedAttentionKernels(onArrays),
+    ...(headsCompute === null ? packedAttentionKernels(onArrays) : packedKernels(headsCompute)),
   };
 }

@@ -4,7 +4,7 @@
  * are the js compute functions' own; offsets pass through to the addon, which checks each span from its offset.
  */
 import { type ProductCompute, ShapeError, ValueError } from "@blocksparse/core";
-import type { AttentionRowCompute } from "./attention";
+import type { AttentionHeadsCompute, AttentionRowCompute } from "./attention";
 import { translateNativeError } from "./errors";
 import type { NativeAddon } from "./native";
 
@@ -72,6 +72,20 @@ export function nativeCompute(addon: NativeAddon): ProductCompute {
 }
 
 /** Attention's row steps (softmax, dS) over the addon. */
+/** Attention over all of a call's heads in the addon (attentionForward, attentionBackward). */
+export function nativeAttentionHeads(addon: NativeAddon): AttentionHeadsCompute {
+  return {
+    forward: (q, k, v, out, lse, exact, { heads, m, n, d }, scale, causal, blockRows) =>
+      native(() => addon.attentionForward(q, 0, k, 0, v, 0, out, 0, lse, 0, exact, heads, m, n, d, causal, scale, blockRows)),
+    backward: (dout, q, k, v, [dq, dk, dv], exact, { heads, m, n, d }, scale, causal, blockRows) =>
+      native(() => addon.attentionBackward(dout, 0, q, 0, k, 0, v, 0, dq, 0, dk, 0, dv, 0, exact, heads, m, n, d, causal, scale, blockRows)),
+    packedForward: (qkv, out, lse, exact, { sequences, t, h, d }, scale, causal, blockRows) =>
+      native(() => addon.packedAttentionForward(qkv, 0, out, 0, lse, 0, exact, sequences, t, h, d, causal, scale, blockRows)),
+    packedBackward: (dout, qkv, dqkv, exact, { sequences, t, h, d }, scale, causal, blockRows) =>
+      native(() => addon.packedAttentionBackward(dout, 0, qkv, 0, dqkv, 0, exact, sequences, t, h, d, causal, scale, blockRows)),
+  };
+}
+
 export function nativeAttentionRows(addon: NativeAddon): AttentionRowCompute {
   return {
     softmax: (s, lse, lseOffset, flags, rows, n, first, m, causal, scale) =>

@@ -179,6 +179,98 @@ export interface NativeAddon {
     causal: boolean,
     scale: number,
   ): void;
+  /**
+   * Attention over `heads` contiguous batch matrices, q [heads, m, d] against k and v [heads, n, d] (each from its
+   * offset): out [heads, m, d] and lse [heads, m], the products and rows of attentionSoftmax's path, `blockRows` query
+   * rows at a time (at least 1). exact[b] (from 0, one per head) is 1 where head b holds a NaN or an infinity among its
+   * inputs, or a score whose float32 product is not finite: its outputs are left to the caller; else 0.
+   */
+  attentionForward(
+    q: Float32Array,
+    qOffset: number,
+    k: Float32Array,
+    kOffset: number,
+    v: Float32Array,
+    vOffset: number,
+    out: Float32Array,
+    outOffset: number,
+    lse: Float32Array,
+    lseOffset: number,
+    exact: Uint8Array,
+    heads: number,
+    m: number,
+    n: number,
+    d: number,
+    causal: boolean,
+    scale: number,
+    blockRows: number,
+  ): void;
+  /**
+   * dq [heads, m, d], dk and dv [heads, n, d] of attentionForward's heads from the output gradient dout [heads, m, d];
+   * P recomputed from q and k. exact as attentionForward's (a dS row whose float32 values sum to a non-finite value too).
+   */
+  attentionBackward(
+    dout: Float32Array,
+    doutOffset: number,
+    q: Float32Array,
+    qOffset: number,
+    k: Float32Array,
+    kOffset: number,
+    v: Float32Array,
+    vOffset: number,
+    dq: Float32Array,
+    dqOffset: number,
+    dk: Float32Array,
+    dkOffset: number,
+    dv: Float32Array,
+    dvOffset: number,
+    exact: Uint8Array,
+    heads: number,
+    m: number,
+    n: number,
+    d: number,
+    causal: boolean,
+    scale: number,
+    blockRows: number,
+  ): void;
+  /**
+   * attentionForward over packed attention's heads where they lie: qkv [sequences, t, 3, h, d] (from qkvOffset) read
+   * in its rows, out [sequences, t, h, d] written in its rows, lse [sequences, h, t]; exact one per head
+   * (sequence-major).
+   */
+  packedAttentionForward(
+    qkv: Float32Array,
+    qkvOffset: number,
+    out: Float32Array,
+    outOffset: number,
+    lse: Float32Array,
+    lseOffset: number,
+    exact: Uint8Array,
+    sequences: number,
+    t: number,
+    h: number,
+    d: number,
+    causal: boolean,
+    scale: number,
+    blockRows: number,
+  ): void;
+  /** attentionBackward over packed attention's heads: dqkv [sequences, t, 3, h, d] from dout [sequences, t, h, d] and qkv. */
+  packedAttentionBackward(
+    dout: Float32Array,
+    doutOffset: number,
+    qkv: Float32Array,
+    qkvOffset: number,
+    dqkv: Float32Array,
+    dqkvOffset: number,
+    exact: Uint8Array,
+    sequences: number,
+    t: number,
+    h: number,
+    d: number,
+    causal: boolean,
+    scale: number,
+    blockRows: number,
+  ): void;
   /** One Adam (L2) or AdamW (decoupled) step over n elements: p, m and v updated in place from g. */
   adamUpdate(
     p: Float32Array,
@@ -243,6 +335,10 @@ export const NATIVE_FUNCTIONS = [
   "layerNormBackward",
   "attentionSoftmax",
   "attentionScoreGradients",
+  "attentionForward",
+  "attentionBackward",
+  "packedAttentionForward",
+  "packedAttentionBackward",
   "adamUpdate",
   "scratchBytes",
   "releaseScratch",
