@@ -1,12 +1,12 @@
 import { type BackendValues, type DType, engine, type Tensor, tensorOn } from "@blocksparse/core";
-import { CollectiveError, RankFailedError } from "./errors";
+import { CollectiveError, RankFailedError, StoreTimeoutError } from "./errors";
 import { checkReduceOp, checkRoot, checkTensor, type ProcessGroup, type ReduceOp } from "./process_group";
 import { explainStoreFailure, type Rendezvous } from "./rendezvous";
 import { packedBytes, packMessage, unpackMessage, wireLimits } from "./wire";
 
 /** What a rank says it is calling; every rank must say the same for the same collective. */
 interface CallDescription {
-  kind: "allReduce" | "broadcast" | "allGather" | "barrier";
+  kind: "allReduce" | "broadcast" | "allGather" | "barrier" | "destroy";
   dtype?: DType;
   shape?: readonly number[];
   op?: ReduceOp;
@@ -17,6 +17,12 @@ interface CallDescription {
 interface CallHeader extends CallDescription {
   parts?: number;
 }
+
+/** The `kind` of what a rank publishes in place of its call when it gave that collective up (it timed out). */
+const WITHDRAWN = "withdrawn";
+
+/** How long a rank that timed out waits for the store to take its withdrawal, at most. */
+const WITHDRAW_WAIT_MS = 10_000;
 
 function describeCall(call: CallDescription): string {
   const parts = [call.dtype === undefined ? "" : `${call.dtype} [${call.shape?.join(", ")}]`, call.op ?? "", call.root === undefined ? "" : `root ${call.root}`].filter(Boolean);
@@ -179,9 +185,14 @@ export class CpuProcessGroup implements ProcessGroup {
   }
 
   async destroy(): Promise<void> {
-    this.#throwIfDestroyed("destroy");
+    const call: CallDescription = { kind: "destroy" };
+    const sequence = this.#reserve(call);
     // Set first: the connection is closed even when the shutdown handshake fails.
     this.#destroyed = true;
+    // Said where a peer still in a collective looks for this rank's call (a rank that ran out of data first): that peer
+    // fails at once, naming this call, instead of both waiting out timeoutMs. Nothing waits for it here.
+    const others = this.#rendezvous.others();
+    await this.#rendezvous.publish(`cpu/${sequence}`, packMessage({ ...call }), others.length).catch(() => {});
     await this.#rendezvous.shutdown();
   }
 
@@ -227,12 +238,17 @@ export class CpuProcessGroup implements ProcessGroup {
       for (const [index, part] of parts.entries()) await this.#rendezvous.publish(`${key}/part${index}`, part, others.length, wait);
       messages = await this.#rendezvous.collect(key, others, wait);
     } catch (error) {
-      throw this.#explain(error, label);
+      throw await this.#giveUp(error, label, key, call, others.length);
     }
     const payloads = new Map<number, Uint8Array>();
     const split: [number, number][] = [];
     for (const [peer, bytes] of messages) {
       const { header, payload: theirs } = unpackMessage(bytes);
+      if (header.kind === WITHDRAWN) {
+        throw new CollectiveError(
+          `${label}: rank ${peer} gave up on ${String(header.call)}, its collective #${sequence}, before this rank called it (${String(header.reason)}), so this rank fails it too: the ranks agree that it failed and their later collectives still pair up; a rank that is much slower than the others needs a longer timeoutMs`,
+        );
+      }
       const theirCall = header as unknown as CallHeader;
       if (!sameCall(theirCall, call)) {
         const roots = call.kind === "broadcast" && theirCall.kind === "broadcast" && theirCall.root !== call.root ? ` (the ranks disagree on the broadcast's root: ${theirCall.root} on rank ${peer}, ${call.root} on rank ${this.rank})` : "";
@@ -249,9 +265,24 @@ export class CpuProcessGroup implements ProcessGroup {
         payloads.set(peer, joinParts(pieces));
       }
     } catch (error) {
-      throw this.#explain(error, label);
+      throw await this.#giveUp(error, label, key, call, others.length);
     }
     return payloads;
+  }
+
+  /**
+   * A collective that failed on this rank, as the caller sees it. After a timeout this rank's values under `key` are
+   * replaced by a withdrawal first: a peer that comes late would otherwise read them and succeed where this rank failed,
+   * leaving the two with different tensors (a silent divergence, the replicas then training apart).
+   */
+  async #giveUp(error: unknown, label: string, key: string, call: CallDescription, readers: number): Promise<unknown> {
+    if (error instanceof StoreTimeoutError && readers > 0) {
+      const withdrawal = { kind: WITHDRAWN, call: describeCall(call), reason: `it timed out after ${this.#rendezvous.timeoutMs / 1000} s` };
+      const wait = Math.min(this.#rendezvous.timeoutMs, WITHDRAW_WAIT_MS);
+      // Best effort: a store that does not answer this either fails every rank's collectives anyway.
+      await this.#rendezvous.publish(key, packMessage(withdrawal), readers, wait).catch(() => {});
+    }
+    return this.#explain(error, label);
   }
 
   #explain(error: unknown, label: string): unknown {

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { addGradReadyObserver, backward, noGrad, reachableLeaves } from "@blocksparse/autograd";
-import { type Backend, BsrPattern, bytesPerElement, concat, fullOn, gather, keep, optionsArg, reshape, slice, type Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
+import { assertBoolean, type Backend, BsrPattern, bytesPerElement, concat, fullOn, gather, keep, optionsArg, reshape, slice, type Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
 import { BlockSparseLinear, blockSources, type LossClosure, Module, type Parameter, type PatternMove, SparseOptimizer, type SparseOptimizerState } from "@blocksparse/nn";
 import { type SaveOptions, save } from "@blocksparse/nn/node";
 import { DistributedError, GradientMismatchError, ReplicaDivergenceError, type ScheduleDifference, ScheduleMismatchError } from "./errors";
@@ -113,6 +113,8 @@ export class DistributedDataParallel extends Module {
     options = optionsArg("DistributedDataParallel", options, ["bucketBytes", "overlap", "broadcastParameters"]);
     const bucketBytes = options.bucketBytes ?? DEFAULT_BUCKET_BYTES;
     if (!(Number.isFinite(bucketBytes) && bucketBytes > 0)) throw new ValueError(`DistributedDataParallel: bucketBytes must be a positive number, got ${String(bucketBytes)}`);
+    // A truthy non-boolean ("false", "no") turned the option on without a word: `broadcastParameters: "false"` still broadcast.
+    for (const name of ["overlap", "broadcastParameters"] as const) if (options[name] !== undefined) assertBoolean("DistributedDataParallel", name, options[name]);
     if (module.parameters().length === 0) throw new ValueError("DistributedDataParallel: the module has no parameters");
     const ddp = new DistributedDataParallel(module, group, bucketBytes, options.overlap ?? true);
     if (options.broadcastParameters ?? true) await ddp.broadcastParameters();

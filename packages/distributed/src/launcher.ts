@@ -107,13 +107,18 @@ export function parseLauncherArgs(argv: readonly string[]): LaunchOptions {
     }
     const [flag, inline] = argv[i].slice(2).split(/=(.*)/s, 2);
     const name = flag.replaceAll("_", "-");
-    if (!(name in OPTION_NAMES)) throw new ValueError(`blocksparse-run: unknown option --${flag}\n${LAUNCHER_USAGE}`);
+    // Its own names only: `in` also found Object's ("--constructor 2" was taken, and dropped, without a word).
+    if (!Object.hasOwn(OPTION_NAMES, name)) throw new ValueError(`blocksparse-run: unknown option --${flag}\n${LAUNCHER_USAGE}`);
     const value = inline ?? argv[++i];
     if (value === undefined) throw new ValueError(`blocksparse-run: --${flag} needs a value\n${LAUNCHER_USAGE}`);
     values[name] = value;
     i++;
   }
   if (i >= argv.length) throw new ValueError(`blocksparse-run: no script given\n${LAUNCHER_USAGE}`);
+  // Node would take it for one of its own options (`-n 2`: "bad option", exit code 9 on every rank), not for the script.
+  if (argv[i].startsWith("-")) {
+    throw new ValueError(`blocksparse-run: unknown option ${argv[i]} (the launcher's options are spelt with two dashes; a script whose name starts with '-' is given as ./${argv[i]})\n${LAUNCHER_USAGE}`);
+  }
   const integer = (name: string): number | undefined => {
     const text = values[name];
     if (text === undefined) return undefined;
@@ -154,6 +159,7 @@ function checkLaunchOptions(options: LaunchOptions): Required<Pick<LaunchOptions
     throw new ValueError(`blocksparse-run: --master-port must be a TCP port (1 to 65535), got ${shown(masterPort)}`);
   }
   if (typeof options.script !== "string" || options.script === "") throw new ValueError("blocksparse-run: no script given");
+  if (options.script.startsWith("-")) throw new ValueError(`launch: script ${JSON.stringify(options.script)} would be read by node as an option: give it as ./${options.script}`);
   // A string would be spread into one argument per character; a NaN or negative grace would SIGKILL the ranks at once.
   for (const name of ["args", "nodeOptions"] as const) {
     const list = options[name];
@@ -164,6 +170,10 @@ function checkLaunchOptions(options: LaunchOptions): Required<Pick<LaunchOptions
   const { killGraceMs } = options;
   if (killGraceMs !== undefined && !(typeof killGraceMs === "number" && killGraceMs >= 0 && killGraceMs <= MAX_TIMER_MS)) {
     throw new ValueError(`launch: killGraceMs must be a number of milliseconds in [0, ${MAX_TIMER_MS}], got ${shown(killGraceMs)}`);
+  }
+  // A string would be spread into variables named "0", "1", ...: none of what was meant would reach the ranks.
+  if (options.env !== undefined && (options.env === null || typeof options.env !== "object" || Array.isArray(options.env))) {
+    throw new ValueError(`launch: env must be an object of environment variables, got ${shown(options.env)}`);
   }
   if (options.log !== undefined && typeof options.log !== "function") throw new ValueError(`launch: log must be a function, got ${shown(options.log)}`);
   // The variable as the ranks read it: trimmed, and unset when blank.

@@ -422,6 +422,8 @@ export class TcpStore {
    */
   async set(key: string, value: Uint8Array, options: { reads?: number; timeoutMs?: StoreTimeout } = {}): Promise<void> {
     checkKey("set", key);
+    // Unknown names refused, as connect's: `{ read: 1 }` kept the value until the store closed, `{ timeout }` waited forever.
+    options = optionsArg("TcpStore.set", options, ["reads", "timeoutMs"]);
     if (!(value instanceof Uint8Array)) throw new ValueError(`TcpStore.set: value must be a Uint8Array, got ${String(value)}`);
     if (value.byteLength > wireLimits.maxPayloadBytes) {
       throw new ValueError(`TcpStore.set '${key}': a value of ${value.byteLength} bytes is more than the store's frame holds (at most ${wireLimits.maxPayloadBytes}); split it over several keys`);
@@ -447,6 +449,7 @@ export class TcpStore {
   async add(key: string, delta: number, options: { timeoutMs?: StoreTimeout } = {}): Promise<number> {
     checkKey("add", key);
     if (!Number.isSafeInteger(delta)) throw new ValueError(`TcpStore.add: delta must be an integer, got ${String(delta)}`);
+    options = optionsArg("TcpStore.add", options, ["timeoutMs"]);
     checkTimeout("add", options.timeoutMs);
     return Number((await this.#request({ op: "add", key, delta }, undefined, `add '${key}'`, options.timeoutMs, "the store did not answer")).header.value);
   }
@@ -458,12 +461,14 @@ export class TcpStore {
    */
   async join(rank: number, options: { timeoutMs?: StoreTimeout } = {}): Promise<void> {
     if (!Number.isSafeInteger(rank) || rank < 0) throw new ValueError(`TcpStore.join: rank must be a non-negative integer, got ${String(rank)}`);
+    options = optionsArg("TcpStore.join", options, ["timeoutMs"]);
     checkTimeout("join", options.timeoutMs);
     await this.#request({ op: "join", rank }, undefined, `join as rank ${rank}`, options.timeoutMs, "the store did not answer");
   }
 
   /** Says this connection's rank is leaving in order: closing it afterwards is not a failure. */
   async leave(options: { timeoutMs?: StoreTimeout } = {}): Promise<void> {
+    options = optionsArg("TcpStore.leave", options, ["timeoutMs"]);
     checkTimeout("leave", options.timeoutMs);
     await this.#request({ op: "leave" }, undefined, "leave", options.timeoutMs, "the store did not answer");
   }

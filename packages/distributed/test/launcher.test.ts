@@ -36,6 +36,19 @@ describe("blocksparse-run", () => {
     expect(() => parseLauncherArgs(["a.js"])).toThrow(/--nproc-per-node is required/);
   });
 
+  it("refuses names of Object's prototype and single-dash options, which it took silently or handed to node as the script", async () => {
+    for (const name of ["constructor", "toString", "__proto__", "hasOwnProperty"]) {
+      expect(() => parseLauncherArgs([`--${name}`, "2", "--nproc-per-node", "1", "a.js"])).toThrow(new RegExp(`unknown option --${name}\\n`));
+    }
+    expect(() => parseLauncherArgs(["-nproc-per-node", "2", "a.js"])).toThrow(/^blocksparse-run: unknown option -nproc-per-node \(the launcher's options are spelt with two dashes/);
+    expect(() => parseLauncherArgs(["--nproc-per-node", "2", "-n", "a.js"])).toThrow(/unknown option -n /);
+    expect(() => parseLauncherArgs(["--nproc-per-node", "2", "--", "-x.js"])).toThrow(/a script whose name starts with '-' is given as \.\/-x\.js/);
+    expect(parseLauncherArgs(["--nproc-per-node", "2", "./-x.js", "-n"])).toMatchObject({ script: "./-x.js", args: ["-n"] });
+    const job = { nprocPerNode: 1, script: "does-not-exist.js", nodeOptions: [], log: () => {} };
+    await expect(launch({ ...job, script: "-e" })).rejects.toThrow('launch: script "-e" would be read by node as an option: give it as ./-e');
+    await expect(launch({ ...job, env: "A=1" as never })).rejects.toThrow('launch: env must be an object of environment variables, got the string "A=1"');
+  });
+
   it("--help or -h among its options prints the usage on stdout and exits 0, as torchrun's (it was an unknown option, exit code 2); after the script it is the script's", async () => {
     const run = async (argv: string[]) => {
       const printed = { stdout: "", stderr: "" };

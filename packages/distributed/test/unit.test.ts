@@ -409,6 +409,18 @@ describe("options", () => {
     );
     await expect(initProcessGroup(3 as never)).rejects.toThrow(/initProcessGroup: options must be an object or null, got/);
   });
+
+  it("of the store's requests refuse names they do not take: a misspelt reads kept the value for good, a misspelt timeout waited forever", async () => {
+    const { store } = await storePair();
+    await expect(store.set("k", new Uint8Array(1), { read: 1 } as never)).rejects.toThrow("TcpStore.set: unknown option 'read'; the options are reads, timeoutMs");
+    await expect(store.add("n", 1, { timeout: 100 } as never)).rejects.toThrow("TcpStore.add: unknown option 'timeout'; the options are timeoutMs");
+    await expect(store.join(0, { timeout: 100 } as never)).rejects.toThrow("TcpStore.join: unknown option 'timeout'");
+    await expect(store.leave({ timeout: 100 } as never)).rejects.toThrow("TcpStore.leave: unknown option 'timeout'");
+    await expect(store.set("k", new Uint8Array(1), "x" as never)).rejects.toThrow(/TcpStore.set: options must be an object or null/);
+    // Nothing was sent: the key was never set, and the counter is untouched.
+    expect(await store.add("n", 1)).toBe(1);
+    await expect(store.get("k", 100)).rejects.toThrow(/no rank set it/);
+  });
 });
 
 describe("an environment the caller builds", () => {
@@ -527,6 +539,34 @@ describe("CpuProcessGroup with two ranks in one process", () => {
   it("a collective that a peer never calls fails after the timeout with a CollectiveError, not a hang", async () => {
     const [a] = await twoRanks(300);
     await expect(a.allReduce(tensor([1, 2]))).rejects.toThrow(/allReduce \(float32 \[2\], sum\), collective #0 of rank 0: store get 'cpu\/0\/1': no rank set it within 0.3 s/);
+  });
+
+  it("a peer that calls a collective after another rank timed out in it fails it too, instead of taking that rank's values (the ranks' tensors then differed); the next collective pairs up", async () => {
+    const [a, b] = await twoRanks(300);
+    const [x, y] = [tensor([1, 2]), tensor([10, 20])];
+    await expect(a.allReduce(x)).rejects.toThrow(/no rank set it within 0.3 s/);
+    const late = b.allReduce(y);
+    await expect(late).rejects.toThrow(CollectiveError);
+    await expect(late).rejects.toThrow(/collective #0 of rank 1: rank 0 gave up on allReduce \(float32 \[2\], sum\), its collective #0, before this rank called it \(it timed out after 0.3 s\)/);
+    expect([Array.from(x.dataSync()), Array.from(y.dataSync())]).toEqual([
+      [1, 2],
+      [10, 20],
+    ]);
+    await Promise.all([a.allReduce(x), b.allReduce(y)]);
+    expect([Array.from(x.dataSync()), Array.from(y.dataSync())]).toEqual([
+      [11, 22],
+      [11, 22],
+    ]);
+  });
+
+  it("a collective whose peer destroys its group instead (it ran out of data first) fails at once naming the call, not at the timeout; both then destroy", async () => {
+    const [a, b] = await twoRanks(60_000);
+    const x = tensor([1, 2]);
+    const pending = a.allReduce(x);
+    const leaving = b.destroy();
+    await expect(within(pending, 5000)).rejects.toThrow(/^allReduce \(float32 \[2\], sum\), collective #0 of rank 0: rank 1 called destroy instead; every rank must call the same collectives/);
+    expect(Array.from(x.dataSync())).toEqual([1, 2]);
+    await within(Promise.all([a.destroy(), leaving]), 5000);
   });
 
   it("a collective waiting on a peer whose connection drops fails at once with a RankFailedError naming it, and so does the next, long before the timeout", async () => {
@@ -709,6 +749,9 @@ describe("DistributedDataParallel buckets", () => {
     await expect(DistributedDataParallel.create({} as never, recordingGroup([]))).rejects.toThrow(/module must be a Module/);
     await expect(DistributedDataParallel.create(model(), {} as never)).rejects.toThrow(/group must be a ProcessGroup/);
     await expect(DistributedDataParallel.create(model(), recordingGroup([]), { bucketBytes: 0 })).rejects.toThrow(/bucketBytes must be a positive number/);
+    // Truthy strings turned both on: "false" still broadcast rank 0's parameters over this rank's.
+    await expect(DistributedDataParallel.create(model(), recordingGroup([]), { broadcastParameters: "false" as never })).rejects.toThrow('DistributedDataParallel: broadcastParameters must be a boolean, got "false"');
+    await expect(DistributedDataParallel.create(model(), recordingGroup([]), { overlap: 0 as never })).rejects.toThrow("DistributedDataParallel: overlap must be a boolean, got 0");
   });
 });
 
