@@ -1,6 +1,6 @@
 import { divisors } from "@blocksparse/format";
-import { Tensor } from "@blocksparse/core";
-import { BlockSparseLinear, DEFAULT_BLOCK_SHAPE, Linear, Module, Parameter, blockCountFor, parameterCount } from "@blocksparse/nn";
+import { Tensor, abs, max, tidy } from "@blocksparse/core";
+import { BlockSparseLinear, DEFAULT_BLOCK_SHAPE, Linear, Module, Parameter, blockCountFor, noGrad, parameterCount } from "@blocksparse/nn";
 import { PatchError } from "./errors";
 import { type PatchOptions, PatchOptionsSchema, type PatternOptions, PatternOptionsSchema, parseOptions } from "./options";
 import { type PatchedLayer, PatchReport } from "./report";
@@ -91,7 +91,7 @@ export class BlockSparseModelPatcher {
    * a pattern matching any of its `names` (with a block shape that tiles it) patches it. Left out, as
    * patchModel refuses them: Linear layers held only in plain arrays, plain objects, Maps, Sets or instances of classes that are not
    * Modules (Module does not register them), or also held in a Set, such an instance or as a Map's key (never rewritten), in a
-   * read-only slot, with a weight or bias that is not a Parameter, with disposed or misshapen parameters, subclasses with extra state or their own forward,
+   * read-only slot, with a weight or bias that is not a Parameter, with disposed or misshapen parameters or a non-finite weight, subclasses with extra state or their own forward,
    * and layers whose weight or bias is shared with a module that cannot be patched.
    */
   getPatchableLayers(model: Module): PatchableLayer[] {
@@ -510,7 +510,7 @@ function walkModel(model: Module): ModelWalk {
  * or misshapen parameters, state or a forward the replacement would drop, or a slot it cannot fill.
  */
 function layerProblems(name: string, linear: Linear, walk: ModelWalk): string[] {
-  const problem = notParameterProblem(name, linear) ?? disposedProblem(name, linear) ?? weightShapeProblem(name, linear) ?? extraStateProblem(name, linear) ?? ownForwardProblem(name, linear);
+  const problem = notParameterProblem(name, linear) ?? disposedProblem(name, linear) ?? weightShapeProblem(name, linear) ?? extraStateProblem(name, linear) ?? ownForwardProblem(name, linear) ?? nonFiniteProblem(name, linear);
   if (problem !== null) return [problem];
   return (walk.slotsOf.get(linear) ?? []).map((slot) => slotProblem(name, slot)).filter((slotProblem) => slotProblem !== null);
 }
@@ -564,6 +564,22 @@ function weightShapeProblem(name: string, linear: Linear): string | null {
   const bias = linear.bias?.shape;
   if (bias === undefined || (bias.length === 1 && bias[0] === linear.outFeatures)) return null;
   return `'${name}' has a bias of shape [${bias.join(", ")}], expected [out=${linear.outFeatures}]`;
+}
+
+/**
+ * fromLinear ranks blocks by norm and refuses a weight holding NaN or an infinity: found here, it is one of the
+ * problems listed before anything changes (and in a dry run), not a ValueError halfway through the replacements.
+ * One reduction on the weight's backend; the weight is read back only to name the first such value.
+ */
+function nonFiniteProblem(name: string, linear: Linear): string | null {
+  const weight = linear.weight.value;
+  // NaN when an element is NaN (max propagates it), an infinity when one is.
+  const largest = noGrad(() => tidy(() => max(abs(weight)).dataSync()[0]));
+  if (Number.isFinite(largest)) return null;
+  const values = weight.dataSync();
+  const bad = Math.max(0, values.findIndex((v) => !Number.isFinite(v)));
+  const { inFeatures } = linear;
+  return `'${name}.weight' holds ${values[bad]} at [${Math.floor(bad / inFeatures)}, ${bad % inFeatures}]: a non-finite weight has no strongest blocks to keep; fix or reinitialise it before patching`;
 }
 
 /** A Linear subclass's own parameters and modules besides weight and bias would be lost with it. */

@@ -297,6 +297,28 @@ describe("patchModel: refusals leave the model untouched", () => {
     expect(Object.values(typesByName(model))).not.toContain("BlockSparseLinear");
   });
 
+  it("refuses a weight holding NaN or an infinity as a PatchError listed with the others, in a dry run too, before building anything", () => {
+    const model = new TinyNet();
+    const layers = new Map(model.namedModules());
+    const poison = (name: string, index: number, value: number): void => {
+      const { weight } = layers.get(name) as Linear;
+      const values = Float32Array.from(weight.value.dataSync());
+      values[index] = value;
+      weight.value = tensor(values, weight.shape);
+    };
+    poison("head", 2 * 16 + 5, Number.NaN);
+    poison("blocks.0.fc1", 3, Number.NEGATIVE_INFINITY);
+    const patcher = new BlockSparseModelPatcher().addPattern(/fc1$|^head$/, { density: 0.5, blockShape: [8, 8] });
+    const expected = [
+      "'blocks.0.fc1.weight' holds -Infinity at [0, 3]: a non-finite weight has no strongest blocks to keep; fix or reinitialise it before patching",
+      "'head.weight' holds NaN at [2, 5]: a non-finite weight has no strongest blocks to keep; fix or reinitialise it before patching",
+    ];
+    expect(thrown(() => patcher.patchModel(model, { dryRun: true })).problems).toEqual(expected);
+    expect(thrown(() => patcher.patchModel(model)).problems).toEqual(expected);
+    expect(Object.values(typesByName(model))).not.toContain("BlockSparseLinear");
+    expect(patcher.getPatchableLayers(model).map((layer) => layer.name)).toEqual(["blocks.0.fc2", "blocks.1.fc1", "blocks.1.fc2"]);
+  });
+
   it("gives a zero-initialised weight (every block tied) a random pattern, reproducible under manualSeed, not its first blocks", () => {
     const zeroHead = () => {
       const model = new TinyNet();
