@@ -112,4 +112,25 @@ describe("SeededRandom", () => {
     expect(() => new SeededRandom(1).sample(3, 4)).toThrow(/count/);
     expect(() => SeededRandom.fromState([0, 0, 0, 0])).toThrow(/state/);
   });
+
+  it("fillNormal gives normal()'s values one by one, and leaves the state (its spare deviate too) where they leave it", () => {
+    for (const seed of [0, 1, 7, 2 ** 40 + 3, -5]) {
+      for (const [mean, std] of [
+        [0, 1],
+        [1.5, 0.02],
+        [-3, 7.25],
+      ]) {
+        const filled = new SeededRandom(seed);
+        const drawn = new SeededRandom(seed);
+        // Odd and even lengths in turn: a spare deviate carried into the next fill, and out of the last one.
+        for (const n of [0, 1, 2, 3, 1000, 1, 5, 8]) {
+          const got = filled.fillNormal(new Float64Array(n), mean, std);
+          const want = Float64Array.from({ length: n }, () => drawn.normal(mean, std));
+          expect(Array.from(got)).toEqual(Array.from(want));
+        }
+        expect(filled.normal()).toBe(drawn.normal());
+        expect(filled.nextUint32()).toBe(drawn.nextUint32());
+      }
+    }
+  });
 });
