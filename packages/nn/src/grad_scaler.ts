@@ -1,5 +1,5 @@
 import { noGrad } from "@blocksparse/autograd";
-import { assertBoolean, cast, concat, formatArg, keep, mul, optionsArg, reshape, sum, Tensor, tidy, ValueError } from "@blocksparse/core";
+import { assertBoolean, cast, concat, formatArg, GraphError, isCapturing, keep, mul, optionsArg, reshape, sum, Tensor, tidy, ValueError } from "@blocksparse/core";
 import { NnError } from "./errors";
 import { Optimizer } from "./optim";
 import { describeValue } from "./serialization";
@@ -71,12 +71,19 @@ export class GradScaler {
     return this.enabled ? this.#scale : 1;
   }
 
-  /** `loss` times the scale, in float32 (the loss itself when disabled). */
+  /** `loss` times the scale, in float32 (the loss itself when disabled). Enabled, it is refused inside captureGraph (a GraphError). */
   scale(loss: Tensor): Tensor {
     // Checked when disabled too, so that a float32 run catches what a float16 run would.
     if (!(loss instanceof Tensor)) throw new ValueError(`GradScaler.scale: loss must be a Tensor, got ${describeValue(loss)}`);
     loss.throwIfDisposed("GradScaler.scale: loss");
     if (!this.enabled) return loss;
+    // Recorded, the scale would be a constant of the graph (every replay multiplying by this step's, whatever update()
+    // sets since), and unscale() replaces the gradients a replay writes: replays would train on stale, misscaled ones.
+    if (isCapturing()) {
+      throw new GraphError(
+        "GradScaler.scale inside captureGraph: the scale would be a constant of the graph; capture bfloat16 steps (no loss scaling) or run float16 ones eagerly",
+      );
+    }
     return tidy(() => mul(loss.dtype === "float32" ? loss : cast(loss, "float32"), this.#scale));
   }
 

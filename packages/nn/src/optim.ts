@@ -278,7 +278,9 @@ export abstract class Optimizer {
       );
     }
     // Hyperparameters set since (optimizer.weightDecay = ...) are checked as the constructor checks them: NaN would reach every weight.
-    this.checkHyperparameters(`${this.#where}.step`, this.ownHyperparameters());
+    // The checked values are the ones the step runs with: one set to undefined (or null) takes its default, as an option
+    // left out of the constructor's does (it reached the update as undefined: NaN weights, or a TypeError).
+    Object.assign(this, this.checkHyperparameters(`${this.#where}.step`, this.ownHyperparameters()));
     if (closure !== undefined && typeof closure !== "function") throw new ValueError(`${this.#where}.step: closure must be a function`);
     const loss = closure?.();
     noGrad(() => {

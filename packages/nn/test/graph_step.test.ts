@@ -1,7 +1,7 @@
 import { backward } from "@blocksparse/autograd";
-import { type Tensor, captureGraph, cast, getBackend, memory, randn, setBackend, tidy } from "@blocksparse/core";
+import { type Tensor, captureGraph, cast, getBackend, memory, randn, setBackend, sum, tidy } from "@blocksparse/core";
 import { registerGraphRecordingBackend } from "@blocksparse/core/testing";
-import { AdamW, BlockSparseLinear, GELU, type Module, SGD, Sequential, TransformerBlock } from "@blocksparse/nn";
+import { AdamW, BlockSparseLinear, GELU, GradScaler, type Module, SGD, Sequential, TransformerBlock } from "@blocksparse/nn";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 // A training step recorded with captureGraph (forward and backward; AdamW after each replay) against the same
@@ -254,6 +254,28 @@ describe("a whole training step captured with a capturable optimizer", () => {
     expect(() => captureGraph(stepWith(fresh))).toThrow(/run one step eagerly before capturing/);
     expect(() => new AdamW(model.parameters(), { capturable: "yes" as unknown as boolean })).toThrow(/capturable must be true or false/);
     for (const o of [sgd, plain, fresh]) o.dispose();
+    for (const p of model.parameters()) p.zeroGrad();
+    x.dispose();
+  });
+
+  it("refuses GradScaler.scale inside a capture (replays trained on stale gradients at a stale scale); disabled, it records", () => {
+    const model = makeModel();
+    const x = randn([8, 16], { seed: 7 });
+    const recordWith = (scaler: GradScaler) => () => {
+      for (const p of model.parameters()) p.zeroGrad();
+      const loss = sum(model.forward(x));
+      backward(scaler.scale(loss));
+      return loss;
+    };
+    const scaler = new GradScaler({ initScale: 8 });
+    // Eagerly it scales; recorded, every replay would multiply by 8 whatever update() set since, and unscale() replaced
+    // the gradients the replays write (the model stopped following the eager one after the first replay).
+    recordWith(scaler)().dispose();
+    expect(() => captureGraph(recordWith(scaler))).toThrow(/GradScaler\.scale inside captureGraph/);
+    const graph = captureGraph(recordWith(new GradScaler({ enabled: false })));
+    graph.replay();
+    graph.dispose();
+    graph.result.dispose();
     for (const p of model.parameters()) p.zeroGrad();
     x.dispose();
   });

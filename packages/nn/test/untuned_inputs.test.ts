@@ -1,5 +1,5 @@
 import { BsrPattern, DTypeError, memory, ones, tensor, tidy, ValueError } from "@blocksparse/core";
-import { Adam, BlockSparseLinear, clipGradNorm, GradScaler, Linear, NnError, Parameter, SGD } from "@blocksparse/nn";
+import { Adam, AdamW, BlockSparseLinear, clipGradNorm, GradScaler, Linear, NnError, Parameter, SGD } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
 import { host } from "./helpers";
 
@@ -96,6 +96,38 @@ describe("optimizer hyperparameters set between steps", () => {
     sgd.dispose();
     adam.dispose();
     parameter.dispose();
+  });
+
+  it("set to undefined take their defaults, as an option left out of the constructor does (NaN weights or a TypeError before)", () => {
+    // Each optimizer steps twice with gradient [1, 1] from [1, 2] at lr 1; the hyperparameter is unset after the first step.
+    const run = (make: (parameter: Parameter) => SGD | Adam, unset: (optimizer: SGD | Adam) => void) => {
+      const parameter = new Parameter(tensor([1, 2], [2]));
+      const optimizer = make(parameter);
+      withGrad(parameter, [1, 1]);
+      optimizer.step();
+      unset(optimizer);
+      withGrad(parameter, [1, 1]);
+      optimizer.step();
+      const out = Array.from(host(parameter.value));
+      optimizer.dispose();
+      parameter.dispose();
+      return out;
+    };
+    const unset = (name: string) => (optimizer: SGD | Adam) => Object.assign(optimizer, { [name]: undefined });
+    const sgd = (options: object) => (p: Parameter) => new SGD([p], { lr: 1, ...options });
+    // dampening 0: buffer 0.5 * 1 + 1 = 1.5 (it was NaN).
+    expect(run(sgd({ momentum: 0.5, dampening: 0.5 }), unset("dampening"))).toEqual([-1.5, -0.5]);
+    // momentum 0: plain SGD (the update read an undefined momentum).
+    expect(run(sgd({ momentum: 0.5 }), unset("momentum"))).toEqual([-1, 0]);
+    // weightDecay 0: [1, 2] - [1.5, 2] = [-0.5, 0], then - [1, 1] (it threw mul's ValueError).
+    expect(run(sgd({ weightDecay: 0.5 }), unset("weightDecay"))).toEqual([-1.5, -1]);
+    // Adam's betas [0.9, 0.999] (a TypeError), AdamW's weightDecay 0.01: as an optimizer made without them.
+    const adam = (p: Parameter) => new Adam([p], { lr: 0.1, betas: [0.5, 0.6] });
+    const plainAdam = (p: Parameter) => new Adam([p], { lr: 0.1 });
+    expect(run(adam, unset("betas"))).toEqual(run(adam, (o) => Object.assign(o, { betas: [0.9, 0.999] })));
+    expect(run(plainAdam, unset("eps"))).toEqual(run(plainAdam, () => {}));
+    const adamW = (p: Parameter) => new AdamW([p], { lr: 0.1, weightDecay: 0.5 });
+    expect(run(adamW, unset("weightDecay"))).toEqual(run(adamW, (o) => Object.assign(o, { weightDecay: 0.01 })));
   });
 
   it("SGD's momentum turned on after a step starts a buffer (it threw), and turned off drops it; state dicts follow", () => {
