@@ -68,6 +68,7 @@ export {
   smoothL1Loss,
 } from "./losses";
 export { allFinite, GradScaler, type GradScalerOptions, type GradScalerState } from "./grad_scaler";
+export { initSkipped, skipInit } from "./init";
 export {
   ConstantLR,
   type ConstantLROptions,

@@ -16,7 +16,6 @@ import {
   mul,
   ones,
   optionsArg,
-  randn,
   relu,
   reshape,
   ShapeError,
@@ -29,7 +28,7 @@ import {
   zeros,
 } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
-import { childSeeds } from "./init";
+import { childSeeds, normal } from "./init";
 import { checkFeatures, checkTensorInput, slotValue } from "./linear";
 import { Module } from "./module";
 import { Parameter } from "./parameter";
@@ -63,7 +62,7 @@ export class Embedding extends Module {
       throw new (Number.isInteger(paddingIdx) ? IndexError : ValueError)(`Embedding: paddingIdx must be an integer in [-${numEmbeddings}, ${numEmbeddings}), got ${formatArg(paddingIdx)}`);
     }
     this.paddingIdx = paddingIdx === null ? null : (paddingIdx + numEmbeddings) % numEmbeddings;
-    this.weight = new Parameter(randn([numEmbeddings, embeddingDim], { seed: childSeeds("Embedding", seed, 1)[0] }));
+    this.weight = new Parameter(normal([numEmbeddings, embeddingDim], childSeeds("Embedding", seed, 1)[0]));
     this.zeroPaddingRow();
   }
 
