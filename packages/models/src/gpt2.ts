@@ -24,7 +24,7 @@ import {
   ValueError,
 } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
-import { Dropout, Embedding, forwardLinearActivation, forwardResidual, LayerNorm, Linear, Module, ModuleList } from "@blocksparse/nn";
+import { Dropout, Embedding, forwardLinearActivation, forwardResidual, LayerNorm, Linear, Module, ModuleList, skipInit } from "@blocksparse/nn";
 import type { CheckpointRules } from "./checkpoint";
 import { type Gpt2Config, parseGpt2Config } from "./config";
 import { ModelsError } from "./errors";
@@ -553,15 +553,34 @@ export class GPT2LMHeadModel extends Module {
     super();
     this.config = parseGpt2Config(config);
     const nextSeed = seedStream(this.label, checkOptions<ModelOptions>(this.label, options, ["seed"], dtypeHint).seed);
-    this.transformer = new GPT2Model(this.config, nextSeed);
-    this.lm_head = new Linear(this.config.n_embd, this.config.vocab_size, { bias: false, seed: nextSeed() });
+    // The layers' own random initialization is skipped (Hugging Face's below replaces every value it would draw): the
+    // same seeds are drawn, so the model is the one built before, in a third of the host's time.
+    this.transformer = skipInit(() => new GPT2Model(this.config, nextSeed));
+    this.lm_head = skipInit(() => new Linear(this.config.n_embd, this.config.vocab_size, { bias: false, seed: nextSeed() }));
+    this.#initWeights(nextSeed, () => true, true);
+  }
+
+  /**
+   * Hugging Face's initialization (N(0, initializer_range), c_proj scaled by 1/sqrt(2 n_layer), biases zero), as the
+   * constructor gives it, of the parameters `only` names (all by default; by their names in namedParameters(), e.g.
+   * "transformer.h.0.attn.c_proj.weight"), from `seed` (else drawn from core's global generator). What fromPretrained
+   * runs for the parameters a checkpoint does not hold, as transformers initializes its missing weights.
+   */
+  initWeights(only: (name: string) => boolean = () => true, seed?: number): void {
+    this.#initWeights(seedStream(this.label, seed), only, false);
+  }
+
+  #initWeights(nextSeed: () => number, only: (name: string) => boolean, tie: boolean): void {
     const std = this.config.initializer_range;
-    initLikeHuggingFace(this.transformer, std, nextSeed, (name) => (name.endsWith("c_proj") ? std / Math.sqrt(2 * this.config.n_layer) : std));
+    const linearStd = (name: string) => (name.endsWith("c_proj") ? std / Math.sqrt(2 * this.config.n_layer) : std);
+    initLikeHuggingFace(this.transformer, std, nextSeed, linearStd, (name) => only(`transformer.${name}`));
     if (this.config.tie_word_embeddings) {
-      this.lm_head.weight.dispose();
-      this.lm_head.weight = this.transformer.wte.weight;
+      if (tie) {
+        this.lm_head.weight.dispose();
+        this.lm_head.weight = this.transformer.wte.weight;
+      }
     } else {
-      initLikeHuggingFace(this.lm_head, std, nextSeed);
+      initLikeHuggingFace(this.lm_head, std, nextSeed, () => std, (name) => only(`lm_head.${name}`));
     }
   }
 

@@ -11,19 +11,20 @@ import {
   mul,
   permute,
   randint,
-  randn,
   reshape,
   ShapeError,
   scaledDotProductAttention,
+  sizeOf,
   sigmoid,
   softmax,
   Tensor,
+  tensor,
   tidy,
   ValueError,
   where,
 } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
-import { Dropout, Embedding, GELU, Linear, Module, type Parameter, ReLU } from "@blocksparse/nn";
+import { Dropout, Embedding, GELU, initSkipped, Linear, Module, type Parameter, ReLU } from "@blocksparse/nn";
 import type { Activation } from "./config";
 
 /** Host numbers as a tensor on `like`'s backend, in `dtype` (default: like's). */
@@ -116,21 +117,39 @@ export function paddingMask(attentionMask: Tensor, batch: number, length: number
   return uploadOn(additive, [batch, 1, 1, length], like);
 }
 
-/** Hugging Face's initialisation: N(0, std), seeded. */
+/**
+ * Hugging Face's initialisation: N(0, std), seeded; nothing inside nn's skipInit (a checkpoint is about to be loaded).
+ * Drawn and scaled on the host, then uploaded once: the bits of `mul(randn(shape, { seed }), std)` on the js backend
+ * (each normal rounded to float32, times std, rounded again), without a device tensor of N(0, 1) and a Mul kernel
+ * over it (GPT-2 small's 124M of them: seconds on the cpu backend).
+ */
 function normalInit(parameter: Parameter, std: number, seed: number): void {
-  parameter.value = tidy(() => mul(randn(parameter.shape, { seed }), std));
+  if (initSkipped()) return;
+  const values = new SeededRandom(seed).fillNormal(new Float32Array(sizeOf(parameter.shape)));
+  const scale = Math.fround(std);
+  for (let i = 0; i < values.length; i++) values[i] *= scale;
+  parameter.value = tensor(values, parameter.shape);
 }
 
 /**
  * Hugging Face's _init_weights over a tree: Linear weights and embeddings N(0, std) (a
  * Linear's std as `linearStd` gives it by name), an embedding's padding row zero, biases zero; LayerNorms keep ones and zeros.
+ * With `only`, just the parameters it names (by their path under `root`: "h.0.attn.c_proj.weight"), a seed drawn from
+ * `nextSeed` for each of them only.
  */
-export function initLikeHuggingFace(root: Module, std: number, nextSeed: () => number, linearStd: (name: string) => number = () => std): void {
+export function initLikeHuggingFace(
+  root: Module,
+  std: number,
+  nextSeed: () => number,
+  linearStd: (name: string) => number = () => std,
+  only: (parameter: string) => boolean = () => true,
+): void {
   for (const [name, module] of root.namedModules()) {
+    const path = (parameter: string) => (name === "" ? parameter : `${name}.${parameter}`);
     if (module instanceof Linear) {
-      normalInit(module.weight, linearStd(name), nextSeed());
-      if (module.bias) normalInit(module.bias, 0, nextSeed());
-    } else if (module instanceof Embedding) {
+      if (only(path("weight"))) normalInit(module.weight, linearStd(name), nextSeed());
+      if (module.bias && only(path("bias"))) normalInit(module.bias, 0, nextSeed());
+    } else if (module instanceof Embedding && only(path("weight"))) {
       normalInit(module.weight, std, nextSeed());
       module.zeroPaddingRow();
     }

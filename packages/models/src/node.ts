@@ -3,6 +3,7 @@ import { basename, dirname, join } from "node:path";
 import { FLOAT_DTYPES, type FloatDType, IndexError, ValueError } from "@blocksparse/core";
 import { MAX_HEADER_BYTES, parseSafetensorsHeader } from "@blocksparse/format";
 import { loadSafetensors } from "@blocksparse/format/node";
+import { skipInit } from "@blocksparse/nn";
 import {
   BertNormalizer,
   ByteLevelPreTokenizer,
@@ -196,11 +197,17 @@ export async function fromPretrained(dir: string, fromOptions: FromPretrainedOpt
     const has = modelType === undefined ? "no model_type nor architectures" : `model_type ${JSON.stringify(modelType)}`;
     throw new ConfigError(`${where} has ${has}; supported: ${Object.keys(builders).join(", ")}`);
   }
-  const model = build(config);
+  // Built without drawing its weights (the checkpoint replaces them; GPT-2 small's took seconds of the host's time):
+  // the parameters the checkpoint does not hold are then initialized as the constructor would, as transformers does.
+  const model = skipInit(() => build(config));
   try {
     const { missingKeys, unexpectedKeys } = await loadCheckpoint(model, dir, { strict: options.strict });
-    // As transformers warns: these parameters keep their initial values (a masked-LM file has no pooler), and a fine-tune's head is left out.
-    if (missingKeys.length > 0) console.warn(`fromPretrained: ${dir} does not hold ${missingKeys.join(", ")}; they keep their initial values`);
+    // As transformers warns: these parameters are newly initialized (a masked-LM file has no pooler), and a fine-tune's head is left out.
+    if (missingKeys.length > 0) {
+      const missing = new Set(missingKeys);
+      model.initWeights((name) => missing.has(name));
+      console.warn(`fromPretrained: ${dir} does not hold ${missingKeys.join(", ")}; they are newly initialized`);
+    }
     if (unexpectedKeys.length > 0) console.warn(`fromPretrained: ${dir} holds ${unexpectedKeys.join(", ")}, which the model has no place for; they are not loaded`);
     if (options.dtype != null && options.dtype !== "float32") model.to(options.dtype);
   } catch (error) {

@@ -113,7 +113,15 @@ describe("loadCheckpoint", () => {
       expect(warn).toHaveBeenCalledWith(expect.stringMatching(/holds cls\.predictions\.bias, cls\.seq_relationship\.weight, lm_head\.dense\.weight, .*they are not loaded/));
       const loaded = (await fromPretrained(noPooler)) as BertModel;
       expect(relativeError(loaded.forward(ids, inputs), reference.get("last_hidden_state")!)).toBeLessThanOrEqual(1e-4);
-      expect(warn).toHaveBeenCalledWith(expect.stringMatching(/does not hold pooler\.dense\.weight, pooler\.dense\.bias; they keep their initial values/));
+      expect(warn).toHaveBeenCalledWith(expect.stringMatching(/does not hold pooler\.dense\.weight, pooler\.dense\.bias; they are newly initialized/));
+      // The pooler as transformers initializes a missing layer: N(0, initializer_range) weights, a zero bias; the
+      // loaded weights untouched.
+      const pooler = loaded.pooler.dense;
+      const weights = pooler.weight.value.toArray().flat() as number[];
+      const std = Math.sqrt(weights.reduce((a, w) => a + w * w, 0) / weights.length);
+      expect(std).toBeGreaterThan(0.5 * loaded.config.initializer_range);
+      expect(std).toBeLessThan(1.5 * loaded.config.initializer_range);
+      expect(Array.from(pooler.bias!.value.dataSync()).every((x) => x === 0)).toBe(true);
     } finally {
       warn.mockRestore();
     }

@@ -1,0 +1,73 @@
+/**
+ * How the models initialize: Hugging Face's N(0, std) drawn and scaled on the host gives the bits of
+ * mul(randn(shape, { seed }), std); each model's construction draws nothing for the layers' own initialization
+ * (skipped, then replaced) and ends with the global generator where it did; initWeights re-initializes just the
+ * parameters it is given.
+ */
+import { manualSeed, mul, randn, setBackend, type Tensor, tidy } from "@blocksparse/core";
+import { Linear, Module } from "@blocksparse/nn";
+import { beforeAll, describe, expect, it } from "vitest";
+import { BertModel, GPT2LMHeadModel } from "../src/index";
+import { initLikeHuggingFace, seedStream } from "../src/layers";
+
+const GPT2 = { vocab_size: 64, n_positions: 16, n_embd: 32, n_layer: 2, n_head: 4 };
+const BERT = { vocab_size: 50, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32, max_position_embeddings: 24 };
+
+const values = (model: Module) => new Map(model.namedParameters().map(([name, p]) => [name, Array.from(p.value.dataSync())]));
+
+class Pair extends Module {
+  a = new Linear(6, 5, { seed: 1 });
+  b = new Linear(5, 3, { seed: 2 });
+  forward(x: Tensor): Tensor {
+    return this.b.forward(this.a.forward(x));
+  }
+}
+
+describe("models' initialization", () => {
+  beforeAll(() => setBackend("js"));
+
+  it("a weight's N(0, std) has the bits of mul(randn(shape, { seed }), std), seeds drawn in the modules' order", () => {
+    const pair = new Pair();
+    const std = 0.02 / Math.sqrt(6);
+    initLikeHuggingFace(pair, std, seedStream("test", 5));
+    const seeds = seedStream("test", 5);
+    const [aWeight, aBias, bWeight, bBias] = [seeds(), seeds(), seeds(), seeds()];
+    const want = (shape: number[], seed: number, s: number) => tidy(() => Array.from(mul(randn(shape, { seed }), s).dataSync()));
+    expect(Array.from(pair.a.weight.value.dataSync())).toEqual(want([5, 6], aWeight, std));
+    expect(Array.from(pair.a.bias!.value.dataSync())).toEqual(want([5], aBias, 0));
+    expect(Array.from(pair.b.weight.value.dataSync())).toEqual(want([3, 5], bWeight, std));
+    expect(Array.from(pair.b.bias!.value.dataSync())).toEqual(want([3], bBias, 0));
+  });
+
+  it("initWeights re-initializes just the named parameters, the same values from the same seed", () => {
+    const cases: [string, () => GPT2LMHeadModel | BertModel, string[]][] = [
+      ["GPT-2", () => new GPT2LMHeadModel(GPT2, { seed: 3 }), ["transformer.h.1.mlp.c_proj.weight", "transformer.wpe.weight"]],
+      ["BERT", () => new BertModel(BERT, { seed: 3 }), ["pooler.dense.weight", "encoder.layer.0.attention.self.query.bias"]],
+    ];
+    for (const [name, build, only] of cases) {
+      const built = values(build());
+      const [first, second] = [build(), build()];
+      first.initWeights(() => true, 8);
+      second.initWeights(() => true, 8);
+      expect(values(first), `${name}: the same seed`).toEqual(values(second));
+      const partial = build();
+      partial.initWeights((key) => only.includes(key), 99);
+      for (const [key, value] of values(partial)) {
+        if (!only.includes(key)) expect(value, `${name}: ${key} untouched`).toEqual(built.get(key));
+        else if (key.endsWith("weight")) expect(value, `${name}: ${key} re-initialized`).not.toEqual(built.get(key));
+        else expect(value.every((x) => x === 0), `${name}: ${key} zero`).toBe(true);
+      }
+    }
+  });
+
+  it("building a model leaves the global generator where it did: one seed drawn", () => {
+    for (const build of [() => new GPT2LMHeadModel(GPT2), () => new BertModel(BERT)]) {
+      manualSeed(21);
+      build();
+      const after = Array.from(randn([3]).dataSync());
+      manualSeed(21);
+      seedStream("test", undefined);
+      expect(after).toEqual(Array.from(randn([3]).dataSync()));
+    }
+  });
+});
