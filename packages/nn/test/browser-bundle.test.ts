@@ -98,11 +98,13 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // inputsToSave names and Linear/BlockSparseLinear refused a plain Tensor in a parameter slot (87.168);
   // 87.17 KiB until LayerNorm and Embedding refused one too (87.181); 87.19 KiB until core exported adamKernels (87.221);
   // 87.23 KiB until the module walks checked the declared parameter slots, fromLinear refused a non-finite weight, the
-  // safetensors writer refused lone surrogates and Adam's decoupledWeightDecay had to be a boolean (87.661).
-  it("format + core + autograd + nn stay within 87.67 KiB gzipped and evaluate no code", async () => {
+  // safetensors writer refused lone surrogates and Adam's decoupledWeightDecay had to be a boolean (87.661);
+  // 87.67 KiB until nn gained skipInit, format's fillNormal kept its state in locals, the optimizers ran with their
+  // checked settings and GradScaler.scale refused a capture (87.961).
+  it("format + core + autograd + nn stay within 87.97 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(87.67);
+    expect(gzipKiB).toBeLessThanOrEqual(87.97);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
