@@ -1,6 +1,7 @@
 #include "attention.h"
 
 #include <algorithm>
+#include <cmath>
 #include <type_traits>
 #include <vector>
 
@@ -41,6 +42,9 @@ void product(MatrixView a, MatrixView b, float* c, int64_t ldc, int64_t m, int64
     gemm(a, b, c, ldc, m, n, k, false);
   }
 }
+
+// Keys [0, kept) of query row i: all n, or under causal masking j <= i + n - m (attention_rows' rule).
+int64_t keptKeys(int64_t i, int64_t m, int64_t n, bool causal) { return causal ? std::clamp<int64_t>(i + n - m + 1, 0, n) : n; }
 
 bool anyFlagged(const uint8_t* flags, int64_t rows, uint8_t flag) {
   for (int64_t r = 0; r < rows; r++) {
@@ -134,22 +138,38 @@ bool backwardHead(const float* g, int64_t gs, const float* q, int64_t qs, const 
 }
 
 // Runs head(b, serial, blockRows) -> done for every head: side by side on the pool's threads when there are at least as
-// many heads as threads, each head's products and rows then on its own thread in blocks of at most kHeadScores
-// scores; else one head at a time, its products and rows over the pool.
+// many heads as threads, each head's products and rows then on its own thread; else one head at a time, its products
+// and rows over the pool. Either way in the same blocks of query rows, at most the caller's blockRows, at most m (a
+// larger blockRows asks for no scratch past m rows: 2^40 had asked for 2^40 n floats) and at most kHeadScores scores:
+// a block's share of dk and dv is a float32 sum of its own, so blocks that followed the path (the pool's blockRows
+// rows, a thread's kHeadScores) had made dk and dv depend on the thread count.
 template <typename Head>
 void eachHead(const AttentionShape& shape, uint8_t* exact, Head head) {
   const int threads = threadCount();
+  const int64_t blockRows = std::max<int64_t>(1, std::min({shape.blockRows, shape.m, kHeadScores / std::max<int64_t>(1, shape.n)}));
   if (threads > 1 && shape.heads >= threads) {
-    const int64_t blockRows = std::max<int64_t>(1, std::min(shape.blockRows, kHeadScores / std::max<int64_t>(1, shape.n)));
     parallelFor(shape.heads, [&](int64_t b) { exact[b] = head(b, std::true_type{}, blockRows) ? 0 : 1; });
     return;
   }
-  for (int64_t b = 0; b < shape.heads; b++) exact[b] = head(b, std::false_type{}, shape.blockRows) ? 0 : 1;
+  for (int64_t b = 0; b < shape.heads; b++) exact[b] = head(b, std::false_type{}, blockRows) ? 0 : 1;
 }
 
 }  // namespace
 
 void attentionForward(AttentionOperand q, AttentionOperand k, AttentionOperand v, AttentionOutput out, float* lse, uint8_t* exact, const AttentionShape& shape) {
+  if (shape.d == 0) {
+    // Every kept score is an exact 0 (scale 0, NaN for a NaN or infinite scale): lse = log(kept), -inf with no key kept,
+    // the softmax's own values; out has no elements. No block of n scores per row is made: with d = 0 no array bounds n.
+    const double zero = shape.scale * 0.0;
+    for (int64_t b = 0; b < shape.heads; b++) {
+      for (int64_t i = 0; i < shape.m; i++) {
+        const int64_t kept = keptKeys(i, shape.m, shape.n, shape.causal);
+        lse[b * shape.m + i] = kept == 0 ? -INFINITY : static_cast<float>(zero + std::log(static_cast<double>(kept)));
+      }
+      exact[b] = 0;
+    }
+    return;
+  }
   eachHead(shape, exact, [&](int64_t b, auto serial, int64_t blockRows) {
     return forwardHead<decltype(serial)::value>(q.data + q.layout.at(b), q.layout.rowStride, k.data + k.layout.at(b), k.layout.rowStride, v.data + v.layout.at(b),
                                                 v.layout.rowStride, out.data + out.layout.at(b), out.layout.rowStride, lse + b * shape.m, shape, blockRows);
@@ -158,6 +178,11 @@ void attentionForward(AttentionOperand q, AttentionOperand k, AttentionOperand v
 
 void attentionBackward(AttentionOperand dout, AttentionOperand q, AttentionOperand k, AttentionOperand v, AttentionOutput dq, AttentionOutput dk,
                        AttentionOutput dv, uint8_t* exact, const AttentionShape& shape) {
+  if (shape.d == 0) {
+    // dq, dk and dv have no elements: nothing to compute (and with d = 0 no array bounds m or n).
+    std::fill(exact, exact + shape.heads, uint8_t{0});
+    return;
+  }
   eachHead(shape, exact, [&](int64_t b, auto serial, int64_t blockRows) {
     return backwardHead<decltype(serial)::value>(dout.data + dout.layout.at(b), dout.layout.rowStride, q.data + q.layout.at(b), q.layout.rowStride,
                                                  k.data + k.layout.at(b), k.layout.rowStride, v.data + v.layout.at(b), v.layout.rowStride, dq.data + dq.layout.at(b),

@@ -30,9 +30,10 @@ struct AttentionOutput {
 };
 
 // `heads` batch matrices of q [m, d] against k and v [n, d]; lse [heads, m] contiguous. Query rows are taken
-// `blockRows` at a time (>= 1), so the scores of a block, blockRows x n floats, are what a thread holds (two such for
-// the backward, and n x d for dk's and dv's partial sums past the first block). Under causal masking row i keeps keys
-// j <= i + n - m.
+// `blockRows` at a time (>= 1; at most m, and at most 2^18 scores, on any thread count: the same blocks, so the same
+// bits), so the scores of a block, blockRows x n floats, are what a thread holds (two such for the backward, and n x d
+// for dk's and dv's partial sums past the first block). Under causal masking row i keeps keys j <= i + n - m. With
+// d = 0 no scores are made: lse is log of each row's kept keys (-inf for none), and the backward has nothing to write.
 struct AttentionShape {
   int64_t heads, m, n, d, blockRows;
   bool causal;

@@ -173,6 +173,22 @@ describe.skipIf(cpuMissing)("cpu attention over all heads at once", () => {
     });
   });
 
+  it("a head of more than 2^18 scores gets the same bits at 1, 2 and 3 threads (side by side or one head at a time)", () => {
+    // 160 x 1700 scores: a thread's heads side by side take 154 rows at a time, so dk and dv add two blocks' shares;
+    // the pool's head at a time had taken all 160 rows in one block.
+    const shape = [2, 160, 1700, 2];
+    const inputs = randomInputs(5, shape);
+    setCpuThreads(1);
+    const want = run(inputs, shape, true, true);
+    for (const threads of [2, 3]) {
+      setCpuThreads(threads);
+      const got = run(inputs, shape, true, true);
+      NAMES.forEach((name, i) => {
+        expect(got[i], `${name} at ${threads} threads`).toEqual(want[i]);
+      });
+    }
+  });
+
   it("flags the heads with a non-finite input or an overflowing score, and only those", () => {
     const [heads, m, n, d] = [6, 12, 12, 8];
     const addon = cpuBackend().addon;
@@ -227,6 +243,56 @@ describe.skipIf(cpuMissing)("cpu attention over all heads at once", () => {
     cpuBackend().addon.attentionBackward(new Float32Array(0), 0, new Float32Array(0), 0, kv, 0, kv, 0, grads[0], 0, grads[1], 0, grads[2], 0, exact, heads, 0, n, d, true, 1, 1);
     expect([...exact]).toEqual([0, 0, 0, 0]);
     expect(grads[1].every((x) => x === 0) && grads[2].every((x) => x === 0)).toBe(true);
+  });
+
+  it("a blockRows past m takes the m rows in one block: the same values, no scratch sized by blockRows", () => {
+    const addon = cpuBackend().addon;
+    const [heads, m, n, d] = [2, 3, 5, 4];
+    const inputs = randomInputs(11, [heads, m, n, d]);
+    const attend = (blockRows: number) => {
+      const out = new Float32Array(heads * m * d);
+      const lse = new Float32Array(heads * m);
+      const exact = new Uint8Array(heads).fill(9);
+      addon.attentionForward(inputs.q, 0, inputs.k, 0, inputs.v, 0, out, 0, lse, 0, exact, heads, m, n, d, true, 0.5, blockRows);
+      const grads = [new Float32Array(heads * m * d), new Float32Array(heads * n * d), new Float32Array(heads * n * d)];
+      addon.attentionBackward(inputs.g, 0, inputs.q, 0, inputs.k, 0, inputs.v, 0, grads[0], 0, grads[1], 0, grads[2], 0, exact, heads, m, n, d, true, 0.5, blockRows);
+      return [out, lse, ...grads, exact];
+    };
+    // One thread and two: one head at a time over the pool, and the heads side by side.
+    for (const threads of [1, 2]) {
+      setCpuThreads(threads);
+      const want = attend(m);
+      addon.releaseScratch();
+      expect(attend(2 ** 52), `${threads} threads`).toEqual(want);
+      expect(addon.scratchBytes(), `${threads} threads: scratch`).toBeLessThan(2 ** 20);
+    }
+  });
+
+  it("with d = 0 no block of scores is made: lse is log(kept keys), the gradients have no elements", () => {
+    const addon = cpuBackend().addon;
+    const none = new Float32Array(0);
+    // 2^24 keys of no values: no array bounds n (nor, backward, m), and each row had taken a block of n scores.
+    const [heads, m, n] = [2, 3, 2 ** 24];
+    for (const threads of [1, 2]) {
+      setCpuThreads(threads);
+      for (const causal of [false, true]) {
+        addon.releaseScratch();
+        const lse = new Float32Array(heads * m).fill(Number.NaN);
+        const exact = new Uint8Array(heads).fill(9);
+        addon.attentionForward(none, 0, none, 0, none, 0, none, 0, lse, 0, exact, heads, m, n, 0, causal, 0.5, 1);
+        const want = [0, 1, 2].map((i) => Math.fround(Math.log(causal ? n - m + 1 + i : n)));
+        expect(Array.from(lse), causal ? "causal" : "").toEqual([...want, ...want]);
+        expect([...exact]).toEqual([0, 0]);
+        exact.fill(9);
+        addon.attentionBackward(none, 0, none, 0, none, 0, none, 0, none, 0, none, 0, none, 0, exact, heads, m, n, 0, causal, 0.5, 1);
+        expect([...exact]).toEqual([0, 0]);
+        expect(addon.scratchBytes(), `${threads} threads: scratch`).toBe(0);
+      }
+    }
+    // Causal with more queries than keys: a row that keeps no key has lse -inf, as the softmax of no scores.
+    const lse = new Float32Array(3);
+    addon.attentionForward(none, 0, none, 0, none, 0, none, 0, lse, 0, new Uint8Array(1), 1, 3, 2, 0, true, 1, 3);
+    expect(Array.from(lse)).toEqual([Number.NEGATIVE_INFINITY, 0, Math.fround(Math.log(2))]);
   });
 
   it("packed: checks its arguments before it runs", () => {
