@@ -4,7 +4,9 @@
  * route. A training run's first call of each shape times every route once; with the cache, later runs on the
  * same kind of GPU start with those choices and time nothing.
  */
+import { randomBytes } from "node:crypto";
 import { readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
+import { threadId } from "node:worker_threads";
 import { ValueError } from "@blocksparse/core";
 import * as z from "zod/mini";
 import type { AutotuneRecord, DeviceInfo } from "./native";
@@ -74,7 +76,10 @@ export function parseAutotuneCache(text: string, file: string): AutotuneCache {
 }
 
 /** The cache of `records` measured on `device`, as JSON text. */
-export function serializeAutotuneCache(device: Pick<DeviceInfo, "name" | "computeCapability">, records: readonly AutotuneRecord[]): string {
+export function serializeAutotuneCache(
+  device: Pick<DeviceInfo, "name" | "computeCapability">,
+  records: readonly (AutotuneRecord | AutotuneCacheRecord)[],
+): string {
   const cache: AutotuneCache = {
     format: AUTOTUNE_CACHE_FORMAT,
     version: AUTOTUNE_CACHE_VERSION,
@@ -90,7 +95,7 @@ export function serializeAutotuneCache(device: Pick<DeviceInfo, "name" | "comput
       bias: r.bias,
       choice: { ...r.choice },
       route: r.route,
-      timings: r.timings.map((t) => ({ route: t.route, ms: t.ms })),
+      timings: r.timings?.map((t) => ({ route: t.route, ms: t.ms })),
     })),
   };
   return `${JSON.stringify(cache, null, 2)}\n`;
@@ -112,18 +117,84 @@ export function readAutotuneCache(file: string): AutotuneCache {
   return parseAutotuneCache(text, file);
 }
 
-/** Writes the text next to the file, then renames it over the file: a reader never sees half a cache. */
+/**
+ * Writes the text next to the file, then renames it over the file: a reader never sees half a cache. The temporary
+ * name is this writer's alone (process, thread and a random part): with the process id alone, two threads of one
+ * process (worker_threads share it) wrote one temporary file, and one of them could rename the other's half-written text.
+ */
 export function writeAutotuneCache(file: string, text: string): void {
-  const temporary = `${file}.${process.pid}.tmp`;
+  const temporary = `${file}.${process.pid}.${threadId}.${randomBytes(4).toString("hex")}.tmp`;
+  let created = false;
   try {
-    writeFileSync(temporary, text);
+    writeFileSync(temporary, text, { flag: "wx" }); // never into a file that is there already
+    created = true;
     renameSync(temporary, file);
   } catch (error) {
     try {
-      unlinkSync(temporary);
+      if (created) unlinkSync(temporary);
     } catch {
-      // nothing was written
+      // already gone
     }
     throw new AutotuneCacheError(`autotune cache ${file}: cannot write it (${(error as Error).message})`);
   }
+}
+
+/**
+ * What is at a cache's path, for a writer that must not destroy what is not its own: nothing (or an empty file), a
+ * cache, a damaged cache of this format and version (safe to rewrite), or anything else ("foreign": not JSON, another
+ * format, another version of this one, a path that cannot be read), which is left as it is.
+ */
+export type AutotuneCacheFile =
+  | { kind: "absent" }
+  | { kind: "cache"; cache: AutotuneCache }
+  | { kind: "damaged"; error: AutotuneCacheError }
+  | { kind: "foreign"; error: AutotuneCacheError };
+
+export function inspectAutotuneCache(file: string): AutotuneCacheFile {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (error) {
+    if ((error as { code?: unknown }).code === "ENOENT") return { kind: "absent" };
+    return { kind: "foreign", error: new AutotuneCacheError(`autotune cache ${file}: cannot read it (${(error as Error).message})`) };
+  }
+  if (text.trim() === "") return { kind: "absent" };
+  try {
+    return { kind: "cache", cache: parseAutotuneCache(text, file) };
+  } catch (error) {
+    const ours = (() => {
+      try {
+        const json: unknown = JSON.parse(text);
+        const header = json as { format?: unknown; version?: unknown } | null;
+        return typeof header === "object" && header !== null && header.format === AUTOTUNE_CACHE_FORMAT && header.version === AUTOTUNE_CACHE_VERSION;
+      } catch {
+        return false;
+      }
+    })();
+    return { kind: ours ? "damaged" : "foreign", error: error as AutotuneCacheError };
+  }
+}
+
+/** The shape a record is the choice for (every field but the choice and its report). */
+function recordKey(r: AutotuneRecord | AutotuneCacheRecord): string {
+  return [r.product, r.dtype, r.blockShape[0], r.blockShape[1], r.m, r.rows, r.cols, r.nnzBlocks, r.bias].join(",");
+}
+
+/**
+ * `ours`, then the records of `theirs` for shapes `ours` lacks: what a writer puts back over a file that another
+ * process (tuning other shapes) may have written since it was read, so that neither loses the other's choices.
+ */
+export function mergeAutotuneRecords(
+  ours: readonly AutotuneRecord[],
+  theirs: readonly AutotuneCacheRecord[],
+): (AutotuneRecord | AutotuneCacheRecord)[] {
+  const known = new Set(ours.map(recordKey));
+  const merged: (AutotuneRecord | AutotuneCacheRecord)[] = [...ours];
+  for (const record of theirs) {
+    const key = recordKey(record);
+    if (known.has(key)) continue;
+    known.add(key);
+    merged.push(record);
+  }
+  return merged;
 }

@@ -1,4 +1,3 @@
-import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 import {
   type Backend,
@@ -22,7 +21,17 @@ import {
   isStorageOf,
   sizeOf,
 } from "@blocksparse/core";
-import { PRODUCTS, TC_PATHS, readAutotuneCache, sameDevice, serializeAutotuneCache, writeAutotuneCache } from "./autotune_cache";
+import {
+  type AutotuneCache,
+  PRODUCTS,
+  TC_PATHS,
+  inspectAutotuneCache,
+  mergeAutotuneRecords,
+  readAutotuneCache,
+  sameDevice,
+  serializeAutotuneCache,
+  writeAutotuneCache,
+} from "./autotune_cache";
 import { environmentSwitch } from "./environment";
 import { CudaError, CudaOutOfMemoryError, translateNativeError } from "./errors";
 import { cudaKernels } from "./kernels";
@@ -428,7 +437,11 @@ export class CudaBackend implements Backend {
   loadAutotune(file: string): { imported: number; records: number; sameDevice: boolean } {
     if (typeof file !== "string" || file.length === 0) throw new ValueError("loadAutotune: file must be a non-empty path");
     this.checkAlive();
-    const cache = readAutotuneCache(file);
+    return this.importAutotuneCache(readAutotuneCache(file));
+  }
+
+  /** Hands a parsed cache's choices to the addon when it was measured on this kind of GPU. */
+  private importAutotuneCache(cache: AutotuneCache): { imported: number; records: number; sameDevice: boolean } {
     if (!sameDevice(cache, this.device)) return { imported: 0, records: cache.records.length, sameDevice: false };
     let imported = 0;
     for (const r of cache.records) {
@@ -456,8 +469,11 @@ export class CudaBackend implements Backend {
 
   /**
    * What BLOCKSPARSE_CUDA_AUTOTUNE_CACHE=file does at start: autotuning on, the file's choices taken when it exists,
-   * and every choice written back to it when the process exits. A file that cannot be used is reported as a
-   * warning (code BLOCKSPARSE_CUDA_AUTOTUNE_CACHE), not thrown: the cache only saves time.
+   * and every choice written back to it when the process exits, with the choices another process wrote there meanwhile
+   * for shapes this one did not tune. A file that cannot be used is reported as a warning (code
+   * BLOCKSPARSE_CUDA_AUTOTUNE_CACHE), not thrown: the cache only saves time. A file that is not a cache of this
+   * version (not JSON, another format or version) is never written over: it may be another program's data, or the
+   * cache of a newer version of this package.
    */
   useAutotuneCache(file: string): void {
     if (typeof file !== "string" || file.length === 0) throw new ValueError("useAutotuneCache: file must be a non-empty path");
@@ -465,15 +481,26 @@ export class CudaBackend implements Backend {
     // Written at exit where it was read: a relative path went to the working directory of that moment.
     const path = resolve(file);
     this.addon.setAutotune(true);
-    try {
-      if (existsSync(path) && !this.loadAutotune(path).sameDevice) {
-        process.emitWarning(
-          `autotune cache ${path}: measured on another kind of GPU than this ${this.device.name} (compute capability ${this.device.computeCapability}); tuning from scratch, and the file is rewritten with this GPU's choices at exit`,
-          { code: "BLOCKSPARSE_CUDA_AUTOTUNE_CACHE" },
-        );
+    const found = inspectAutotuneCache(path);
+    if (found.kind === "foreign") {
+      process.emitWarning(`${found.error.message}; tuning from scratch, and the file is left as it is (no choices are saved to it)`, {
+        code: "BLOCKSPARSE_CUDA_AUTOTUNE_CACHE",
+      });
+    } else if (found.kind === "damaged") {
+      process.emitWarning(`${found.error.message}; tuning from scratch, and the file is rewritten with this process's choices at exit`, {
+        code: "BLOCKSPARSE_CUDA_AUTOTUNE_CACHE",
+      });
+    } else if (found.kind === "cache") {
+      try {
+        if (!this.importAutotuneCache(found.cache).sameDevice) {
+          process.emitWarning(
+            `autotune cache ${path}: measured on another kind of GPU than this ${this.device.name} (compute capability ${this.device.computeCapability}); tuning from scratch, and the file is rewritten with this GPU's choices at exit`,
+            { code: "BLOCKSPARSE_CUDA_AUTOTUNE_CACHE" },
+          );
+        }
+      } catch (error) {
+        process.emitWarning(`autotune cache ${path}: ${(error as Error).message}; tuning from scratch`, { code: "BLOCKSPARSE_CUDA_AUTOTUNE_CACHE" });
       }
-    } catch (error) {
-      process.emitWarning(`${(error as Error).message}; tuning from scratch`, { code: "BLOCKSPARSE_CUDA_AUTOTUNE_CACHE" });
     }
     // One exit listener writes every file named so far (one per call would pass Node's limit of ten and warn).
     this.autotuneFiles.add(path);
@@ -484,8 +511,18 @@ export class CudaBackend implements Backend {
   private readonly writeAutotuneFiles = (): void => {
     for (const file of this.autotuneFiles) {
       try {
+        // Read again: another process sharing the file may have written its own choices since the start.
+        const found = inspectAutotuneCache(file);
+        if (found.kind === "foreign") {
+          process.emitWarning(`${found.error.message}; the file is left as it is, and this process's autotuning choices are not saved`, {
+            code: "BLOCKSPARSE_CUDA_AUTOTUNE_CACHE",
+          });
+          continue;
+        }
         // The records are the addon's, process-wide: they outlive a disposed backend.
-        writeAutotuneCache(file, serializeAutotuneCache(this.device, this.addon.autotuneRecords()));
+        const ours = this.addon.autotuneRecords();
+        const theirs = found.kind === "cache" && sameDevice(found.cache, this.device) ? found.cache.records : [];
+        writeAutotuneCache(file, serializeAutotuneCache(this.device, mergeAutotuneRecords(ours, theirs)));
       } catch (error) {
         process.emitWarning((error as Error).message, { code: "BLOCKSPARSE_CUDA_AUTOTUNE_CACHE" });
       }

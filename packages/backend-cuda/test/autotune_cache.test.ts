@@ -2,7 +2,7 @@
  * The autotune cache's file format (no GPU needed): what serializeAutotuneCache writes parses back, and a file
  * that is not one fails with an AutotuneCacheError naming the file and the field.
  */
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ValueError } from "@blocksparse/core";
@@ -110,5 +110,16 @@ describe("autotune cache files", () => {
     const before = readFileSync(file, "utf8");
     expect(() => writeAutotuneCache(join(dir, "no-such-dir", "kept.json"), "{}")).toThrow(AutotuneCacheError);
     expect(readFileSync(file, "utf8")).toBe(before);
+  });
+
+  test("a writer never writes into, renames or removes another writer's temporary file (threads of one process share its id)", () => {
+    const file = join(dir, "shared.json");
+    const theirs = `${file}.${process.pid}.tmp`;
+    writeFileSync(theirs, "another writer's half-written cache");
+    writeAutotuneCache(file, serializeAutotuneCache(DEVICE, RECORDS));
+    expect(readAutotuneCache(file).records).toHaveLength(2);
+    expect(readFileSync(theirs, "utf8")).toBe("another writer's half-written cache");
+    rmSync(theirs);
+    expect(readdirSync(dir).filter((f) => f.startsWith("shared.json."))).toEqual([]);
   });
 });

@@ -2,13 +2,14 @@
  * CudaBackend's public methods on a stand-in addon (no GPU needed, test/stand_in_addon.ts): what a disposed backend
  * refuses before the addon is reached, and the ValueErrors its setters throw for arguments of any kind.
  */
-import { existsSync, mkdirSync, mkdtempSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BackendError, BsrPattern, ValueError } from "@blocksparse/core";
 import { describe, expect, test, vi } from "vitest";
 import { CudaBackend, type CudaBuffer } from "../src/backend";
-import { readAutotuneCache, serializeAutotuneCache } from "../src/autotune_cache";
+import { AUTOTUNE_CACHE_FORMAT, readAutotuneCache, serializeAutotuneCache } from "../src/autotune_cache";
+import type { AutotuneRecord } from "../src/native";
 import { environmentSwitch } from "../src/environment";
 import { STAND_IN_DEVICE, standInAddon, standInCalls } from "./stand_in_addon";
 
@@ -201,6 +202,85 @@ describe("CudaBackend's public methods on a stand-in addon", () => {
       writeAtExit();
       expect(existsSync(join(dir, "elsewhere", "cache.json"))).toBe(false);
       expect(readAutotuneCache(join(dir, "run", "cache.json")).device).toEqual({ name: "stand-in", computeCapability: "9.0" });
+    });
+  });
+
+  /** A choice as the addon reports it, for a shape of `m` tokens. */
+  function tuned(m: number, variant: number): AutotuneRecord {
+    return {
+      product: "bsrLinear",
+      dtype: "bfloat16",
+      blockShape: [64, 64],
+      m,
+      rows: 1024,
+      cols: 1024,
+      nnzBlocks: 64,
+      bias: false,
+      route: `wgmma variant ${variant}`,
+      choice: { dense: false, path: "wgmma", variant, splits: 0 },
+      timings: [{ route: `wgmma variant ${variant}`, ms: 0.01 }],
+    };
+  }
+
+  test("BLOCKSPARSE_CUDA_AUTOTUNE_CACHE naming a file that is not a cache of this version leaves it as it is at exit", () => {
+    withCacheDirectory((backend, dir, exitListeners) => {
+      const records = vi.spyOn(standInAddon, "autotuneRecords").mockReturnValue([tuned(4096, 3)]);
+      const warn = vi.spyOn(process, "emitWarning").mockImplementation(() => {});
+      try {
+        const newer = JSON.stringify({ ...JSON.parse(serializeAutotuneCache(STAND_IN_DEVICE, [])), version: 2, layout: "newer" });
+        const contents: [string, string][] = [
+          ["weights.bin", "not JSON: another program's data\n"],
+          ["config.json", `${JSON.stringify({ format: "someone-else", version: 1 })}\n`],
+          ["newer.json", newer],
+        ];
+        for (const [name, text] of contents) {
+          const file = join(dir, name);
+          writeFileSync(file, text);
+          warn.mockClear();
+          backend.useAutotuneCache(file);
+          expect(String(warn.mock.calls[0]?.[0])).toContain("the file is left as it is");
+        }
+        for (const listener of exitListeners()) listener();
+        for (const [name, text] of contents) expect(readFileSync(join(dir, name), "utf8"), name).toBe(text);
+        // A cache of this format and version with a bad record is this package's own: rewritten at exit.
+        const damaged = join(dir, "damaged.json");
+        const valid = JSON.parse(serializeAutotuneCache(STAND_IN_DEVICE, [tuned(8, 1)]));
+        writeFileSync(damaged, JSON.stringify({ ...valid, records: [{ ...valid.records[0], m: -8 }] }));
+        warn.mockClear();
+        backend.useAutotuneCache(damaged);
+        expect(String(warn.mock.calls[0]?.[0])).toMatch(/records\.0\.m: .*rewritten with this process's choices at exit/);
+        for (const listener of exitListeners()) listener();
+        expect(readAutotuneCache(damaged).records.map((r) => r.m)).toEqual([4096]);
+        expect(readAutotuneCache(damaged).format).toBe(AUTOTUNE_CACHE_FORMAT);
+      } finally {
+        warn.mockRestore();
+        records.mockRestore();
+      }
+    });
+  });
+
+  test("BLOCKSPARSE_CUDA_AUTOTUNE_CACHE shared by two processes: the exit write keeps the other's choices for shapes this one lacks", () => {
+    withCacheDirectory((backend, dir, exitListeners) => {
+      const file = join(dir, "shared.json");
+      backend.useAutotuneCache(file); // absent at start
+      // Meanwhile another process sharing the file wrote its choices: one shape this process also tuned, one it did not.
+      writeFileSync(file, serializeAutotuneCache(STAND_IN_DEVICE, [tuned(2048, 9), tuned(512, 5)]));
+      const records = vi.spyOn(standInAddon, "autotuneRecords").mockReturnValue([tuned(2048, 2)]);
+      try {
+        for (const listener of exitListeners()) listener();
+      } finally {
+        records.mockRestore();
+      }
+      const written = readAutotuneCache(file).records.map((r) => [r.m, r.choice.variant]);
+      expect(written).toEqual([
+        [2048, 2], // this process's own choice wins for a shape both tuned
+        [512, 5],
+      ]);
+      // Another GPU's choices are not kept beside this one's.
+      writeFileSync(file, serializeAutotuneCache({ name: "NVIDIA A100-SXM4-80GB", computeCapability: "8.0" }, [tuned(512, 5)]));
+      for (const listener of exitListeners()) listener();
+      expect(readAutotuneCache(file).records).toEqual([]);
+      expect(readAutotuneCache(file).device.name).toBe("stand-in");
     });
   });
 });
