@@ -467,7 +467,8 @@ Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
   ArrayArg y = arrayArg(info, 6, fn, "y"), mean = arrayArg(info, 8, fn, "mean"), rstd = arrayArg(info, 10, fn, "rstd");
   const int64_t rows = integerArg(info, 12, fn, "rows");
   const int64_t d = integerArg(info, 13, fn, "d");
-  const float epsilon = static_cast<float>(numberArg(info, 14, fn, "epsilon"));
+  // As given (a float32 epsilon is 0 below 1.4e-45: a constant row's rstd became inf and its output NaN).
+  const double epsilon = numberArg(info, 14, fn, "epsilon");
   const int64_t count = elementCount(env, fn, "x", rows, d);
   x.require(env, fn, count);
   if (hasGamma) gamma.require(env, fn, d);
@@ -776,14 +777,14 @@ Napi::Value AdamUpdate(const Napi::CallbackInfo& info) {
   ArrayArg p = arrayArg(info, 0, fn, "p"), g = arrayArg(info, 2, fn, "g"), m = arrayArg(info, 4, fn, "m"), v = arrayArg(info, 6, fn, "v");
   const int64_t n = integerArg(info, 8, fn, "n");
   bsk::AdamStep step{};
-  step.lr = static_cast<float>(numberArg(info, 9, fn, "lr"));
-  step.beta1 = static_cast<float>(numberArg(info, 10, fn, "beta1"));
-  step.beta2 = static_cast<float>(numberArg(info, 11, fn, "beta2"));
-  step.epsilon = static_cast<float>(numberArg(info, 12, fn, "epsilon"));
-  step.weightDecay = static_cast<float>(numberArg(info, 13, fn, "weightDecay"));
+  step.lr = numberArg(info, 9, fn, "lr");
+  step.beta1 = numberArg(info, 10, fn, "beta1");
+  step.beta2 = numberArg(info, 11, fn, "beta2");
+  step.epsilon = numberArg(info, 12, fn, "epsilon");
+  step.weightDecay = numberArg(info, 13, fn, "weightDecay");
   step.decoupled = boolArg(info, 14, fn, "decoupled");
-  step.correction1 = static_cast<float>(numberArg(info, 15, fn, "correction1"));
-  step.correction2 = static_cast<float>(numberArg(info, 16, fn, "correction2"));
+  step.correction1 = numberArg(info, 15, fn, "correction1");
+  step.correction2 = numberArg(info, 16, fn, "correction2");
   for (ArrayArg* a : {&p, &g, &m, &v}) a->require(env, fn, n);
   // Each written array apart from every other array: an element is read and written by the same thread, but two
   // names for one buffer would update it twice.

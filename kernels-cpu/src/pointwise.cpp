@@ -288,16 +288,16 @@ void backward(const float* dy, const float* x, const float* bias, int64_t rows, 
   });
 }
 
-BSK_CLONES void adamRange(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1, float beta2, float epsilon, float keep, float l2,
-                          float inv1, float inv2) {
+BSK_CLONES void adamRange(float* p, const float* g, float* m, float* v, int64_t n, double lr, double beta1, double beta2, double epsilon, double keep,
+                          double l2, double inv1, double inv2) {
   for (int64_t i = 0; i < n; i++) {
-    const float param = p[i];
-    const float grad = g[i] + l2 * param;
-    const float mi = beta1 * m[i] + (1.0f - beta1) * grad;
-    const float vi = beta2 * v[i] + (1.0f - beta2) * grad * grad;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = param * keep - (lr * (mi * inv1)) / (std::sqrt(vi * inv2) + epsilon);
+    const double param = static_cast<double>(p[i]);
+    const double grad = static_cast<double>(g[i]) + l2 * param;
+    const double mi = beta1 * static_cast<double>(m[i]) + (1.0 - beta1) * grad;
+    const double vi = beta2 * static_cast<double>(v[i]) + (1.0 - beta2) * grad * grad;
+    m[i] = static_cast<float>(mi);
+    v[i] = static_cast<float>(vi);
+    p[i] = static_cast<float>(param * keep - (lr * (mi * inv1)) / (std::sqrt(vi * inv2) + epsilon));
   }
 }
 
@@ -342,7 +342,7 @@ void biasActivationBackward(const float* dy, const float* x, const float* bias, 
   }
 }
 
-void layerNorm(const float* x, const float* gamma, const float* beta, int64_t rows, int64_t d, float epsilon, float* y, float* mean, float* rstd) {
+void layerNorm(const float* x, const float* gamma, const float* beta, int64_t rows, int64_t d, double epsilon, float* y, float* mean, float* rstd) {
   if (rows == 0) return;
   std::vector<float> ones, zeros;
   if (gamma == nullptr) {
@@ -360,7 +360,7 @@ void layerNorm(const float* x, const float* gamma, const float* beta, int64_t ro
       const float* row = x + r * d;
       const double mu = d == 0 ? 0.0 : sum64(row, d) / static_cast<double>(d);
       const double variance = d == 0 ? 0.0 : squares64(row, mu, d) / static_cast<double>(d);
-      const double rs = 1.0 / std::sqrt(variance + static_cast<double>(epsilon));
+      const double rs = 1.0 / std::sqrt(variance + epsilon);
       mean[r] = static_cast<float>(mu);
       rstd[r] = static_cast<float>(rs);
       normalizeRow(row, gamma, beta, d, mu, rs, y + r * d);
@@ -388,10 +388,10 @@ void layerNormBackward(const float* dy, const float* x, const float* mean, const
 
 void adamUpdate(float* p, const float* g, float* m, float* v, int64_t n, const AdamStep& step) {
   // AdamW decays the weights before the update; Adam adds the L2 term to the gradient.
-  const float keep = step.decoupled ? 1.0f - step.lr * step.weightDecay : 1.0f;
-  const float l2 = step.decoupled ? 0.0f : step.weightDecay;
-  const float inv1 = 1.0f / step.correction1;
-  const float inv2 = 1.0f / step.correction2;
+  const double keep = step.decoupled ? 1.0 - step.lr * step.weightDecay : 1.0;
+  const double l2 = step.decoupled ? 0.0 : step.weightDecay;
+  const double inv1 = 1.0 / step.correction1;
+  const double inv2 = 1.0 / step.correction2;
   parallelFor((n + kChunk - 1) / kChunk, [&](int64_t c) {
     const int64_t begin = c * kChunk;
     const int64_t count = std::min(n, begin + kChunk) - begin;

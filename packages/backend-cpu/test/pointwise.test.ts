@@ -178,6 +178,23 @@ describe.skipIf(cpuMissing)("cpu pointwise kernels", () => {
     });
   });
 
+
+  it("LayerNorm takes epsilon as given, not rounded to float32 (constant rows, epsilon below or above float32's range)", () => {
+    tidy(() => {
+      // A constant row's variance is 0, so rstd is 1 / sqrt(epsilon): 1e-50 was a float32 0 (rstd inf, y NaN), 1e39 a
+      // float32 inf (rstd 0), 1e-40 a subnormal off by 2.6e-6.
+      const x = tensor([2, 2, 2, 1, 5, 9], [2, 3]);
+      for (const epsilon of [1e-50, 1e-40, 1e39]) {
+        const got = layerNormWithStats(x, null, null, epsilon);
+        const want = onJs([x], (xs) => {
+          const r = layerNormWithStats(xs, null, null, epsilon);
+          return [r.y, r.rstd];
+        });
+        expectNear(got.y.dataSync() as Float32Array, want[0], `epsilon ${epsilon}: y`, 1e-6);
+        expectNear(got.rstd.dataSync() as Float32Array, want[1], `epsilon ${epsilon}: rstd`, 1e-7);
+      }
+    });
+  });
   it("sums the bias gradient and LayerNorm's dgamma and dbeta to the same bits on any thread count", async () => {
     const { setCpuThreads } = await import("../src/index");
     tidy(() => {
@@ -258,6 +275,24 @@ describe.skipIf(cpuMissing)("cpu pointwise kernels", () => {
       }
       expect(Array.from(counts[0].dataSync())).toEqual([5]);
       expect(Array.from(counts[1].dataSync())).toEqual([1]);
+    });
+  });
+
+  it("Adam moves a weight whose gradient's square overflows float32, and takes 1 - beta2 unrounded, as js does", () => {
+    tidy(() => {
+      // 3e19^2 is past float32's range: a float32 step had v = inf and left every weight where it was.
+      const grads = [3e19, -1e25, 1e30, 1e19, 5e-30, 0];
+      for (const options of [{ lr: 1e-3, step: 1 }, { lr: 1e-3, step: 4, weightDecay: 0.1, decoupledWeightDecay: false }]) {
+        const [p, g, m, v] = [[1, -1, 0.5, 2, 3, -3], grads, [0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]].map((xs) => tensor(xs, [6]));
+        const got = adamUpdate(p, g, m, v, options);
+        const want = onJs([p, g, m, v], (ps, gs, ms, vs) => {
+          const r = adamUpdate(ps, gs, ms, vs, options);
+          return [r.param, r.m, r.v];
+        });
+        expectNear(got.param.dataSync() as Float32Array, want[0], "param", 1e-7);
+        expectNear(got.m.dataSync() as Float32Array, want[1], "m", 1e-7);
+        expectNear(got.v.dataSync() as Float32Array, want[2], "v", 1e-7);
+      }
     });
   });
 
