@@ -1,4 +1,5 @@
 /** compare.ts's flags, parsed and checked before a backend starts or a case runs. */
+import { totalmem } from "node:os";
 import { checkKeepsABlock, type CliSpec, densities as densityList, FlagError, flagItems, parseFlags, positiveIntegers } from "./flags";
 import { type BenchDType, TOLERANCE } from "./validate";
 
@@ -36,6 +37,14 @@ function parseShape(text: string): [number, number, number] {
   if (!match) throw new FlagError(`--shape: expected MxKxN (tokens x in x out), e.g. 2048x1024x4096, got "${text}"`);
   const dims = [Number(match[1]), Number(match[2]), Number(match[3])] as [number, number, number];
   if (dims.some((d) => d < 1)) throw new FlagError(`--shape: every dim must be positive, got "${text}"`);
+  // x [M, K], dy [M, N] and the dense weight [N, K] are held on the host in float32 whatever the backend: a shape past
+  // the machine's memory, or past 2^53 elements, failed inside randn with a stack trace that named no flag.
+  const [M, K, N] = dims;
+  const elements = M * K + M * N + N * K;
+  if (!Number.isSafeInteger(elements) || 4 * elements > totalmem()) {
+    const need = Number.isSafeInteger(elements) ? `${((4 * elements) / 2 ** 30).toFixed(1)} GiB` : "more than 2^53 values";
+    throw new FlagError(`--shape: ${text} needs ${need} for x, dy and the dense weight in float32, and this machine has ${(totalmem() / 2 ** 30).toFixed(1)} GiB; use a smaller --shape`);
+  }
   return dims;
 }
 

@@ -18,6 +18,7 @@ import { cpuAvailability, cpuBackend } from "@blocksparse/backend-cpu";
 import { BsrPattern, type Tensor, bsrLinear, bsrMatmul, matmul, randn, sampledMatmul, setBackend, tidy } from "@blocksparse/core";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { copyBandwidth } from "./copy_bandwidth";
+import { COMPARISON_HEAD, vsOurDense } from "./cpu_compare_table";
 import { parseCpuCompareFlags } from "./cpu_compare_flags";
 import { describeFailure, FlagError, outputDirectory } from "./flags";
 import { ValidationError } from "./measure";
@@ -290,11 +291,10 @@ function main(): void {
     `${record.date}, commit ${commit.slice(0, 12)}${dirty ? " (dirty)" : ""}; micro-kernel ${build.isa} (${build.tileRows}x${build.tileCols}), ${build.threads} threads; float32.`,
     `${rounds} rounds, each ours then NumPy's, best of ${repeats} calls per figure per round (\`pnpm -F @blocksparse/benchmarks exec tsx src/cpu_compare.ts --rounds ${rounds} --repeats ${repeats}\`); the machine is shared, so a figure is the best of its rounds, and each round's best is listed beside it.`,
     "Times are the product alone (the cpu backend is synchronous, so its output is complete when the op returns), like NumPy's `x @ w`; reading a result back is measured apart, below.",
-    `GFLOP/s count the non-zero work (2·M·nnz·R·C for the block-sparse products). "ours ÷ theirs" is best against best, then round by round (the same minute). "vs js" is max |ours − js| / max |js| on the same inputs.`,
+    `GFLOP/s count the non-zero work (2·M·nnz·R·C for the block-sparse products). "vs our dense" is our dense product's time over this one's (same shape, same cache condition). "ours ÷ theirs" is best against best, then round by round (the same minute). "vs js" is max |ours − js| / max |js| on the same inputs.`,
     skipped && !versions ? `NumPy/SciPy skipped: ${skipped}.` : `NumPy ${versions?.numpy} (${versions?.blas}), SciPy ${versions?.scipy}, OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset; SciPy's BSR product in the first round only.`,
     "",
-    "| product | M×K×N | ms | ms, each round | GFLOP/s | vs our dense | NumPy / SciPy ms | NumPy ms, each round | NumPy / SciPy GFLOP/s | ours ÷ theirs (speed) | each round | vs js |",
-    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ...COMPARISON_HEAD,
   ];
   for (const r of rows) {
     const numpy = r.what.startsWith("dense") && condition(r) !== "cold" ? numpyRounds(r) : [];
@@ -302,7 +302,7 @@ function main(): void {
     const scipy = r.what.startsWith("bsrLinear b") && r.M > 1 ? scipyBsr(r) : undefined;
     const theirMs = numpyBest ?? scipy?.ms;
     const dense = denseOf(r);
-    const relative = r.what.startsWith("dense") || !dense ? "" : `${(r.gflops / dense.gflops).toFixed(2)}x`;
+    const relative = vsOurDense(r, dense);
     const perRound = numpyBest === undefined ? "-" : r.roundMs.map((ours, i) => (numpy[i] === undefined ? "-" : `${((numpy[i] as number) / ours).toFixed(2)}x`)).join(" / ");
     lines.push(
       `| ${r.what} | ${r.M}×${r.K}×${r.N} | ${ms(r.ms)} | ${r.roundMs.map(ms).join(" / ")} | ${r.gflops.toFixed(1)} | ${relative} | ${theirMs === undefined ? "-" : ms(theirMs)} | ${numpyBest === undefined ? "-" : numpy.map((v) => (v === undefined ? "-" : ms(v))).join(" / ")} | ${theirMs === undefined ? "-" : (r.flop / (theirMs * 1e6)).toFixed(1)} | ${theirMs === undefined ? "-" : `${(theirMs / r.ms).toFixed(2)}x`} | ${perRound} | ${r.checkError === undefined ? "-" : r.checkError.toExponential(1)} |`,

@@ -194,17 +194,48 @@ export function writeRun(run: RunRecord, dir: string): string {
 
 const INDEX_TITLE = "# Benchmark results";
 
+/** The first line of a run's report (`renderReport`): the reports an index already there gains a link to. */
+const REPORT_TITLE = "# Benchmarks: ";
+
+function lastIndex(lines: readonly string[], matches: (line: string) => boolean): number {
+  for (let i = lines.length - 1; i >= 0; i--) if (matches(lines[i])) return i;
+  return -1;
+}
+
+function indexLine(machine: string, report: string): string {
+  return `- [${machine}: ${report.replace(/\.md$/, "")}](${machine}/${report})`;
+}
+
 /**
- * Rewrites results/README.md: one link per machine and backend report found. A README.md this did not write (its first
- * line is not the index's title: `--out` pointed at a folder of the user's own) is left alone and false returned.
+ * Writes results/README.md: one link per machine and report found. An index already there keeps every line it has (the
+ * descriptions written beside its links, their order, the reports it leaves out) and gains a link to each run report
+ * (`writeRun`'s) it does not link yet, after its other links into that machine's folder: rewriting it from the folders
+ * dropped every description. A README.md this did not write (its first line is not the index's title: `--out` pointed
+ * at a folder of the user's own) is left alone and false returned.
  */
 export function writeIndex(resultsDir: string): boolean {
   const indexPath = join(resultsDir, "README.md");
-  if (existsSync(indexPath) && readFileSync(indexPath, "utf8").split("\n", 1)[0] !== INDEX_TITLE) return false;
-  const lines = [INDEX_TITLE, "", "One folder per machine; each report says how it was measured.", ""];
+  const existing = existsSync(indexPath) ? readFileSync(indexPath, "utf8") : undefined;
+  if (existing !== undefined && existing.split("\n", 1)[0] !== INDEX_TITLE) return false;
+  const found: Array<[machine: string, report: string]> = [];
   for (const machine of readdirSync(resultsDir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name).sort()) {
-    const reports = readdirSync(join(resultsDir, machine)).filter((f) => f.endsWith(".md")).sort();
-    for (const report of reports) lines.push(`- [${machine}: ${report.replace(/\.md$/, "")}](${machine}/${report})`);
+    for (const report of readdirSync(join(resultsDir, machine)).filter((f) => f.endsWith(".md")).sort()) found.push([machine, report]);
+  }
+  if (existing === undefined) {
+    const lines = [INDEX_TITLE, "", "One folder per machine; each report says how it was measured.", ""];
+    for (const [machine, report] of found) lines.push(indexLine(machine, report));
+    writeFileSync(indexPath, `${lines.join("\n")}\n`);
+    return true;
+  }
+  const lines = existing.replace(/\n$/, "").split("\n");
+  const links = (line: string, target: string) => line.startsWith("- [") && line.includes(`](${target})`);
+  for (const [machine, report] of found) {
+    if (lines.some((line) => links(line, `${machine}/${report}`))) continue;
+    if (!readFileSync(join(resultsDir, machine, report), "utf8").split("\n", 1)[0].startsWith(REPORT_TITLE)) continue;
+    const sameMachine = lastIndex(lines, (line) => line.startsWith("- [") && line.includes(`](${machine}/`));
+    const anyLink = lastIndex(lines, (line) => line.startsWith("- ["));
+    const at = sameMachine >= 0 ? sameMachine + 1 : anyLink >= 0 ? anyLink + 1 : lines.length;
+    lines.splice(at, 0, indexLine(machine, report));
   }
   writeFileSync(indexPath, `${lines.join("\n")}\n`);
   return true;

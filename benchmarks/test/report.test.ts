@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { XMLValidator } from "fast-xml-parser";
@@ -121,6 +121,35 @@ describe("writeRun", () => {
     expect(readdirSync(join(machineDir, "charts"))).toHaveLength(2);
     writeIndex(dir);
     expect(readFileSync(join(dir, "README.md"), "utf8")).toContain("- [cpu-test-2c: js](cpu-test-2c/js.md)");
+  });
+
+  it("keeps an index's own lines and descriptions, and adds a link to a run report it does not have yet", () => {
+    const results = mkdtempSync(join(tmpdir(), "bench-index-"));
+    try {
+      mkdirSync(join(results, "gpu-x"));
+      writeFileSync(join(results, "gpu-x", "notes.md"), "# Notes\n");
+      const index = [
+        "# Benchmark results",
+        "",
+        "One folder per machine; each report says how it was measured.",
+        "",
+        "- [gpu-x: what was measured, in words](gpu-x/notes.md) (a description written by hand)",
+        "",
+        "Prose after the list.",
+        "",
+      ].join("\n");
+      writeFileSync(join(results, "README.md"), index);
+      writeRun(run, join(results, run.machine.name));
+      writeFileSync(join(results, run.machine.name, "extra.md"), "# Not a run report\n");
+      expect(writeIndex(results)).toBe(true);
+      const lines = readFileSync(join(results, "README.md"), "utf8").split("\n");
+      expect(lines).toEqual([...index.split("\n").slice(0, 5), "- [cpu-test-2c: js](cpu-test-2c/js.md)", ...index.split("\n").slice(5)]);
+      // Written again, nothing changes.
+      expect(writeIndex(results)).toBe(true);
+      expect(readFileSync(join(results, "README.md"), "utf8").split("\n")).toEqual(lines);
+    } finally {
+      rmSync(results, { recursive: true, force: true });
+    }
   });
 
   it("leaves a README.md it did not write alone (--out pointed at a folder of the user's own)", () => {
