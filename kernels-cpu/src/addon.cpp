@@ -768,6 +768,33 @@ Napi::Value PackedAttentionBackward(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// cachedAttention(q, qOffset, k, kOffset, v, vOffset, positions, out, outOffset, heads, m, n, d, scale): out [heads, m,
+// d], each query row i of q [heads, m, d] over the keys [0, positions[i]] of k and v [heads, n, d] (clamped to [0, n);
+// none: zeros), softmax(scale q k^T) v in float64. positions: an Int32Array of at least m.
+Napi::Value CachedAttention(const Napi::CallbackInfo& info) {
+  const char* fn = "cachedAttention";
+  expectArgs(info, 14, fn);
+  Napi::Env env = info.Env();
+  ArrayArg q = arrayArg(info, 0, fn, "q"), k = arrayArg(info, 2, fn, "k"), v = arrayArg(info, 4, fn, "v");
+  Napi::Int32Array positions = typedArray<int32_t, napi_int32_array>(env, info[6], fn, "positions", "an Int32Array");
+  ArrayArg out = arrayArg(info, 7, fn, "out");
+  const int64_t heads = integerArg(info, 9, fn, "heads");
+  const int64_t m = integerArg(info, 10, fn, "m");
+  const int64_t n = integerArg(info, 11, fn, "n");
+  const int64_t d = integerArg(info, 12, fn, "d");
+  const double scale = numberArg(info, 13, fn, "scale");
+  const int64_t queries = elementCount(env, fn, "q", elementCount(env, fn, "q", heads, m), d);
+  const int64_t keys = elementCount(env, fn, "k", elementCount(env, fn, "k", heads, n), d);
+  q.require(env, fn, queries);
+  k.require(env, fn, keys);
+  v.require(env, fn, keys);
+  out.require(env, fn, queries);
+  checkSpan(env, fn, "positions", positions.ElementLength(), 0, m);
+  checkApart(env, fn, out.span(queries), {q.span(queries), k.span(keys), v.span(keys), spanOf("positions", positions.Data(), 0, m, sizeof(int32_t))});
+  runKernel(env, fn, [&] { bsk::cachedAttention(q.at(), k.at(), v.at(), positions.Data(), out.at(), heads, m, n, d, scale); });
+  return env.Undefined();
+}
+
 // adamUpdate(p, pOffset, g, gOffset, m, mOffset, v, vOffset, n, lr, beta1, beta2, epsilon, weightDecay, decoupled,
 // correction1, correction2): one Adam/AdamW step, p, m and v written in place.
 Napi::Value AdamUpdate(const Napi::CallbackInfo& info) {
@@ -906,6 +933,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("attentionBackward", Napi::Function::New(env, AttentionBackward, "attentionBackward"));
   exports.Set("packedAttentionForward", Napi::Function::New(env, PackedAttentionForward, "packedAttentionForward"));
   exports.Set("packedAttentionBackward", Napi::Function::New(env, PackedAttentionBackward, "packedAttentionBackward"));
+  exports.Set("cachedAttention", Napi::Function::New(env, CachedAttention, "cachedAttention"));
   exports.Set("adamUpdate", Napi::Function::New(env, AdamUpdate, "adamUpdate"));
   exports.Set("bsrLinear", Napi::Function::New(env, BsrLinear, "bsrLinear"));
   exports.Set("bsrMatmul", Napi::Function::New(env, BsrMatmul, "bsrMatmul"));

@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "attention_rows.h"
+#include "clones.h"
+#include "exp_double.h"
 #include "overflow.h"
 #include "products.h"
 #include "scratch.h"
@@ -154,6 +156,34 @@ void eachHead(const AttentionShape& shape, uint8_t* exact, Head head) {
   for (int64_t b = 0; b < shape.heads; b++) exact[b] = head(b, std::false_type{}, blockRows) ? 0 : 1;
 }
 
+// sum_c a[c] b[c] in float64, in four interleaved partial sums (vectorized) added pairwise at the end.
+BSK_CLONES double dot64(const float* a, const float* b, int64_t d) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int64_t c = 0;
+  for (; c + 4 <= d; c += 4) {
+    s0 += static_cast<double>(a[c]) * static_cast<double>(b[c]);
+    s1 += static_cast<double>(a[c + 1]) * static_cast<double>(b[c + 1]);
+    s2 += static_cast<double>(a[c + 2]) * static_cast<double>(b[c + 2]);
+    s3 += static_cast<double>(a[c + 3]) * static_cast<double>(b[c + 3]);
+  }
+  for (; c < d; c++) s0 += static_cast<double>(a[c]) * static_cast<double>(b[c]);
+  return (s0 + s1) + (s2 + s3);
+}
+
+// acc[c] += p0 v0[c] + p1 v1[c] over d values (the js kernel's pairs of keys).
+BSK_CLONES void addTwoRows(double* acc, double p0, const float* v0, double p1, const float* v1, int64_t d) {
+  for (int64_t c = 0; c < d; c++) acc[c] += p0 * static_cast<double>(v0[c]) + p1 * static_cast<double>(v1[c]);
+}
+
+BSK_CLONES void addRow(double* acc, double p, const float* v, int64_t d) {
+  for (int64_t c = 0; c < d; c++) acc[c] += p * static_cast<double>(v[c]);
+}
+
+// e[j] = e^(e[j] - max) over a row's kept scores.
+BSK_CLONES void shiftedExponentials(double* e, int64_t count, double max) {
+  for (int64_t j = 0; j < count; j++) e[j] = expDouble(e[j] - max);
+}
+
 }  // namespace
 
 void attentionForward(AttentionOperand q, AttentionOperand k, AttentionOperand v, AttentionOutput out, float* lse, uint8_t* exact, const AttentionShape& shape) {
@@ -188,6 +218,44 @@ void attentionBackward(AttentionOperand dout, AttentionOperand q, AttentionOpera
                                                  k.data + k.layout.at(b), k.layout.rowStride, v.data + v.layout.at(b), v.layout.rowStride, dq.data + dq.layout.at(b),
                                                  dq.layout.rowStride, dk.data + dk.layout.at(b), dk.layout.rowStride, dv.data + dv.layout.at(b), dv.layout.rowStride,
                                                  shape, blockRows);
+  });
+}
+
+void cachedAttention(const float* q, const float* k, const float* v, const int32_t* positions, float* out, int64_t heads, int64_t m, int64_t n, int64_t d,
+                     double scale) {
+  parallelFor(heads * m, [&](int64_t item) {
+    const int64_t b = item / m, i = item % m;
+    const int64_t kept = std::clamp<int64_t>(static_cast<int64_t>(positions[i]) + 1, 0, n);
+    float* row = out + item * d;
+    if (kept == 0) {
+      std::fill(row, row + d, 0.0f);
+      return;
+    }
+    thread_local std::vector<double> scores, acc;
+    if (static_cast<int64_t>(scores.size()) < kept) scores.resize(static_cast<size_t>(kept));
+    if (static_cast<int64_t>(acc.size()) < d) acc.resize(static_cast<size_t>(d));
+    const float* query = q + item * d;
+    const float* keys = k + b * n * d;
+    const float* values = v + b * n * d;
+    double max = -INFINITY;
+    for (int64_t j = 0; j < kept; j++) {
+      const double s = scale * dot64(query, keys + j * d, d);
+      scores[j] = s;
+      if (s > max || std::isnan(s)) max = s;
+    }
+    shiftedExponentials(scores.data(), kept, max);
+    std::fill(acc.begin(), acc.begin() + d, 0.0);
+    double sum = 0;
+    int64_t j = 0;
+    for (; j + 2 <= kept; j += 2) {
+      sum += scores[j] + scores[j + 1];
+      addTwoRows(acc.data(), scores[j], values + j * d, scores[j + 1], values + (j + 1) * d, d);
+    }
+    if (j < kept) {
+      sum += scores[j];
+      addRow(acc.data(), scores[j], values + j * d, d);
+    }
+    for (int64_t c = 0; c < d; c++) row[c] = static_cast<float>(acc[c] / sum);
   });
 }
 

@@ -51,3 +51,14 @@ void attentionBackward(AttentionOperand dout, AttentionOperand q, AttentionOpera
                        AttentionOutput dv, uint8_t* exact, const AttentionShape& shape);
 
 }  // namespace bsk
+
+namespace bsk {
+
+// Attention of each query row over the first keys of a cache, as the js backend's CachedAttention computes it: row i of
+// head b attends keys [0, kept), kept = positions[i] + 1 clamped to [0, n] (a row that keeps none gets zeros), out_i =
+// softmax(scale q_i k^T) v over them, scores, exponentials and sums in float64, rounded once. q and out [heads, m, d],
+// k and v [heads, n, d], contiguous; positions [m]. The rows spread over the pool.
+void cachedAttention(const float* q, const float* k, const float* v, const int32_t* positions, float* out, int64_t heads, int64_t m, int64_t n, int64_t d,
+                     double scale);
+
+}  // namespace bsk

@@ -4,7 +4,7 @@
  * are the js compute functions' own; offsets pass through to the addon, which checks each span from its offset.
  */
 import { type ProductCompute, ShapeError, ValueError } from "@blocksparse/core";
-import type { AttentionHeadsCompute, AttentionRowCompute } from "./attention";
+import type { AttentionHeadsCompute, AttentionRowCompute, CachedAttentionCompute } from "./attention";
 import { translateNativeError } from "./errors";
 import type { NativeAddon } from "./native";
 
@@ -84,6 +84,11 @@ export function nativeAttentionHeads(addon: NativeAddon): AttentionHeadsCompute 
     packedBackward: (dout, qkv, dqkv, exact, { sequences, t, h, d }, scale, causal, blockRows) =>
       native(() => addon.packedAttentionBackward(dout, 0, qkv, 0, dqkv, 0, exact, sequences, t, h, d, causal, scale, blockRows)),
   };
+}
+
+/** CachedAttention's rows in the addon. */
+export function nativeCachedAttention(addon: NativeAddon): CachedAttentionCompute {
+  return (q, k, v, positions, out, { heads, m, n, d }, scale) => native(() => addon.cachedAttention(q, 0, k, 0, v, 0, positions, out, 0, heads, m, n, d, scale));
 }
 
 export function nativeAttentionRows(addon: NativeAddon): AttentionRowCompute {

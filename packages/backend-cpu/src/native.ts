@@ -271,6 +271,26 @@ export interface NativeAddon {
     scale: number,
     blockRows: number,
   ): void;
+  /**
+   * out [heads, m, d] (from outOffset): each query row i of q [heads, m, d] over keys [0, positions[i]] of k and v
+   * [heads, n, d] (clamped to [0, n); none: zeros), softmax(scale q k^T) v with float64 scores and sums.
+   */
+  cachedAttention(
+    q: Float32Array,
+    qOffset: number,
+    k: Float32Array,
+    kOffset: number,
+    v: Float32Array,
+    vOffset: number,
+    positions: Int32Array,
+    out: Float32Array,
+    outOffset: number,
+    heads: number,
+    m: number,
+    n: number,
+    d: number,
+    scale: number,
+  ): void;
   /** One Adam (L2) or AdamW (decoupled) step over n elements: p, m and v updated in place from g. */
   adamUpdate(
     p: Float32Array,
@@ -339,6 +359,7 @@ export const NATIVE_FUNCTIONS = [
   "attentionBackward",
   "packedAttentionForward",
   "packedAttentionBackward",
+  "cachedAttention",
   "adamUpdate",
   "scratchBytes",
   "releaseScratch",
