@@ -62,9 +62,11 @@ export function registerElementwiseGradients(): void {
     outputsToSave: [0],
     gradFunc: ([dy], { savedOutputs: [y] }) => ({ x: () => mul(mul(mul(mul(dy, -0.5), y!), y!), y!) }),
   });
+  // In float32, rounded once to dy's dtype (torch's tanh_backward): a half y^2 cancelled against 1 near |y| = 1 (float16
+  // y = 1 - 2^-6 gave 2^-5 for 2^-5 - 2^-12). For float32 the casts are clones sharing the buffers.
   registerGradient("Tanh", {
     outputsToSave: [0],
-    gradFunc: ([dy], { savedOutputs: [y] }) => ({ x: () => mul(dy, sub(1, square(y!))) }),
+    gradFunc: ([dy], { savedOutputs: [y] }) => ({ x: () => cast(mul(cast(dy, "float32"), sub(1, square(cast(y!, "float32")))), dy.dtype) }),
   });
   registerGradient("Sigmoid", {
     outputsToSave: [0],
