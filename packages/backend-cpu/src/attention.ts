@@ -515,7 +515,9 @@ export function attentionKernels(
         const [gb, ob] = [g, saved[0]].map((x) => gatherHead(x, outLayout, 0, b));
         const grads: [Float32Array, Float32Array, Float32Array] = [new Float32Array(t * d), new Float32Array(t * d), new Float32Array(t * d)];
         eachProduct.backward([gb, q, k, v, ob, saved[1].subarray(b * t, (b + 1) * t)], grads, { heads: 1, m: t, n: t, d }, scale, causal);
-        grads.forEach((grad, part) => scatterHead(grad, dqkv.data, layout, part, b));
+        grads.forEach((grad, part) => {
+          scatterHead(grad, dqkv.data, layout, part, b);
+        });
       }
       return dqkv.commit();
     },
