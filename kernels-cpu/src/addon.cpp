@@ -795,6 +795,25 @@ Napi::Value CachedAttention(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// sumLeading(x, xOffset, rows, width, mean, out, outOffset): out [width] = the column sums of x [rows, width] in
+// float64, divided by rows when mean (NaN for no rows), rounded once.
+Napi::Value SumLeading(const Napi::CallbackInfo& info) {
+  const char* fn = "sumLeading";
+  expectArgs(info, 7, fn);
+  Napi::Env env = info.Env();
+  ArrayArg x = arrayArg(info, 0, fn, "x");
+  const int64_t rows = integerArg(info, 2, fn, "rows");
+  const int64_t width = integerArg(info, 3, fn, "width");
+  const bool mean = boolArg(info, 4, fn, "mean");
+  ArrayArg out = arrayArg(info, 5, fn, "out");
+  const int64_t count = elementCount(env, fn, "x", rows, width);
+  x.require(env, fn, count);
+  out.require(env, fn, width);
+  checkApart(env, fn, out.span(width), {x.span(count)});
+  runKernel(env, fn, [&] { bsk::sumLeading(x.at(), rows, width, mean ? static_cast<double>(rows) : 1.0, out.at()); });
+  return env.Undefined();
+}
+
 // adamUpdate(p, pOffset, g, gOffset, m, mOffset, v, vOffset, n, lr, beta1, beta2, epsilon, weightDecay, decoupled,
 // correction1, correction2): one Adam/AdamW step, p, m and v written in place.
 Napi::Value AdamUpdate(const Napi::CallbackInfo& info) {
@@ -934,6 +953,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("packedAttentionForward", Napi::Function::New(env, PackedAttentionForward, "packedAttentionForward"));
   exports.Set("packedAttentionBackward", Napi::Function::New(env, PackedAttentionBackward, "packedAttentionBackward"));
   exports.Set("cachedAttention", Napi::Function::New(env, CachedAttention, "cachedAttention"));
+  exports.Set("sumLeading", Napi::Function::New(env, SumLeading, "sumLeading"));
   exports.Set("adamUpdate", Napi::Function::New(env, AdamUpdate, "adamUpdate"));
   exports.Set("bsrLinear", Napi::Function::New(env, BsrLinear, "bsrLinear"));
   exports.Set("bsrMatmul", Napi::Function::New(env, BsrMatmul, "bsrMatmul"));

@@ -301,6 +301,11 @@ BSK_CLONES void adamRange(float* p, const float* g, float* m, float* v, int64_t 
   }
 }
 
+// acc[j] += row[j] over one row of a block of columns (each column's float64 sum in the rows' order).
+BSK_CLONES void addRowTo(double* acc, const float* row, int64_t width) {
+  for (int64_t j = 0; j < width; j++) acc[j] += static_cast<double>(row[j]);
+}
+
 }  // namespace
 
 void biasActivation(const float* x, const float* bias, int64_t rows, int64_t width, Activation activation, float* out) {
@@ -396,6 +401,18 @@ void adamUpdate(float* p, const float* g, float* m, float* v, int64_t n, const A
     const int64_t begin = c * kChunk;
     const int64_t count = std::min(n, begin + kChunk) - begin;
     adamRange(p + begin, g + begin, m + begin, v + begin, count, step.lr, step.beta1, step.beta2, step.epsilon, keep, l2, inv1, inv2);
+  });
+}
+
+void sumLeading(const float* x, int64_t rows, int64_t width, double divisor, float* out) {
+  constexpr int64_t kColumns = 512;
+  const int64_t blocks = (width + kColumns - 1) / kColumns;
+  parallelFor(blocks, [&](int64_t block) {
+    const int64_t j0 = block * kColumns;
+    const int64_t count = std::min(kColumns, width - j0);
+    double acc[kColumns] = {};
+    for (int64_t r = 0; r < rows; r++) addRowTo(acc, x + r * width + j0, count);
+    for (int64_t j = 0; j < count; j++) out[j0 + j] = static_cast<float>(divisor == 1.0 ? acc[j] : acc[j] / divisor);
   });
 }
 

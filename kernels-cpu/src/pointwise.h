@@ -40,4 +40,9 @@ struct AdamStep {
 // backend's), so that a gradient past 1.8e19, whose square overflows float32, still moves its weight.
 void adamUpdate(float* p, const float* g, float* m, float* v, int64_t n, const AdamStep& step);
 
+// out[j] = (sum over the rows of x[r, j]) / divisor, rows x width: each column's float64 sum in the rows' order, as the
+// js backend's Sum and Mean over leading axes add (divisor 1 for a sum, the row count for a mean: the same bits),
+// rounded once; the columns spread over the pool.
+void sumLeading(const float* x, int64_t rows, int64_t width, double divisor, float* out);
+
 }  // namespace bsk

@@ -291,6 +291,8 @@ export interface NativeAddon {
     d: number,
     scale: number,
   ): void;
+  /** out [width] (from outOffset) = the column sums of x [rows, width] in float64 in the rows' order, / rows when mean, rounded once. */
+  sumLeading(x: Float32Array, xOffset: number, rows: number, width: number, mean: boolean, out: Float32Array, outOffset: number): void;
   /** One Adam (L2) or AdamW (decoupled) step over n elements: p, m and v updated in place from g. */
   adamUpdate(
     p: Float32Array,
@@ -360,6 +362,7 @@ export const NATIVE_FUNCTIONS = [
   "packedAttentionForward",
   "packedAttentionBackward",
   "cachedAttention",
+  "sumLeading",
   "adamUpdate",
   "scratchBytes",
   "releaseScratch",

@@ -5,7 +5,19 @@
  * are widened and outputs rounded as the products' are. The js kernels computed these one float64 element at a time,
  * GELU through a float64 erfc: a GELU pass or an optimizer step over a layer took longer than its products.
  */
-import { type Activation, type ActivationKernels, adamKernels, type JsBackend, jsAdamStep, type KernelArgs, type KernelTable, type TensorInfo, sizeOf } from "@blocksparse/core";
+import {
+  type Activation,
+  type ActivationKernels,
+  adamKernels,
+  type JsBackend,
+  jsAdamStep,
+  jsKernels,
+  type KernelArgs,
+  type KernelTable,
+  reduceShape,
+  type TensorInfo,
+  sizeOf,
+} from "@blocksparse/core";
 import { translateNativeError } from "./errors";
 import type { NativeAddon } from "./native";
 
@@ -29,7 +41,10 @@ function rowsOf(shape: readonly number[]): { rows: number; width: number } {
 }
 
 type PointwiseKernels = Required<
-  Pick<KernelTable<JsBackend>, "BiasActivation" | "BiasActivationBackward" | "Gelu" | "GeluBackward" | "LayerNorm" | "LayerNormBackward" | "AdamUpdate" | "MultiTensorAdamUpdate">
+  Pick<
+    KernelTable<JsBackend>,
+    "BiasActivation" | "BiasActivationBackward" | "Gelu" | "GeluBackward" | "LayerNorm" | "LayerNormBackward" | "AdamUpdate" | "MultiTensorAdamUpdate" | "Sum" | "Mean"
+  >
 >;
 
 type AdamHyperparameters = Pick<KernelArgs<"AdamUpdate", JsBackend>["attrs"], "lr" | "beta1" | "beta2" | "epsilon" | "weightDecay" | "decoupledWeightDecay">;
@@ -78,9 +93,24 @@ export function pointwiseKernels(addon: NativeAddon): PointwiseKernels & { activ
     },
   };
 
+  /**
+   * Sum or Mean of a float32 tensor over its leading axes (a bias gradient's column sums) in the addon: each column's
+   * float64 sum in the rows' order, as the js kernel adds, so the same bits; anything else is the js kernel's.
+   */
+  function leadingSums(backend: JsBackend, x: TensorInfo, axes: readonly number[], keepDims: boolean, mean: boolean): TensorInfo | null {
+    const leading = [...axes].sort((a, b) => a - b).every((axis, i) => axis === i);
+    if (x.dtype !== "float32" || axes.length === 0 || !leading || sizeOf(x.shape) === 0) return null;
+    const [rows, width] = [sizeOf(x.shape.slice(0, axes.length)), sizeOf(x.shape.slice(axes.length))];
+    const out = backend.floatOutput(reduceShape(x.shape, axes, keepDims), "float32");
+    native(() => addon.sumLeading(backend.floats(x), 0, rows, width, mean, out.data, 0));
+    return out.commit();
+  }
+
   return {
     activations,
     ...activations,
+    Sum: (args) => leadingSums(args.backend, args.inputs.x, args.attrs.axes, args.attrs.keepDims, false) ?? jsKernels.Sum(args),
+    Mean: (args) => leadingSums(args.backend, args.inputs.x, args.attrs.axes, args.attrs.keepDims, true) ?? jsKernels.Mean(args),
     Gelu: ({ inputs: { x }, attrs: { approximate }, backend }) => forward(backend, x, undefined, approximate === "tanh" ? "gelu_tanh" : "gelu"),
     GeluBackward: ({ inputs: { dy, x }, attrs: { approximate }, backend }) => backward(backend, dy, x, undefined, approximate === "tanh" ? "gelu_tanh" : "gelu", null),
 
