@@ -136,43 +136,20 @@ export class SeededRandom {
     let s2 = this.s2;
     let s3 = this.s3;
     // next(), twice: four xoshiro128** steps as nextUint32 takes them, each 53-bit double built as next() builds it.
+    const words = new Uint32Array(4);
     while (i < count) {
-      let r = Math.imul(rotateLeft(Math.imul(s1, 5), 7), 9) >>> 0;
-      let t = s1 << 9;
-      s2 ^= s0;
-      s3 ^= s1;
-      s1 ^= s2;
-      s0 ^= s3;
-      s2 ^= t;
-      s3 = rotateLeft(s3, 11);
-      const uHigh = r >>> 5;
-      r = Math.imul(rotateLeft(Math.imul(s1, 5), 7), 9) >>> 0;
-      t = s1 << 9;
-      s2 ^= s0;
-      s3 ^= s1;
-      s1 ^= s2;
-      s0 ^= s3;
-      s2 ^= t;
-      s3 = rotateLeft(s3, 11);
-      const u = 2 * ((uHigh * 2 ** 26 + (r >>> 6)) / 2 ** 53) - 1;
-      r = Math.imul(rotateLeft(Math.imul(s1, 5), 7), 9) >>> 0;
-      t = s1 << 9;
-      s2 ^= s0;
-      s3 ^= s1;
-      s1 ^= s2;
-      s0 ^= s3;
-      s2 ^= t;
-      s3 = rotateLeft(s3, 11);
-      const vHigh = r >>> 5;
-      r = Math.imul(rotateLeft(Math.imul(s1, 5), 7), 9) >>> 0;
-      t = s1 << 9;
-      s2 ^= s0;
-      s3 ^= s1;
-      s1 ^= s2;
-      s0 ^= s3;
-      s2 ^= t;
-      s3 = rotateLeft(s3, 11);
-      const v = 2 * ((vHigh * 2 ** 26 + (r >>> 6)) / 2 ** 53) - 1;
+      for (let w = 0; w < 4; w++) {
+        words[w] = Math.imul(rotateLeft(Math.imul(s1, 5), 7), 9);
+        const t = s1 << 9;
+        s2 ^= s0;
+        s3 ^= s1;
+        s1 ^= s2;
+        s0 ^= s3;
+        s2 ^= t;
+        s3 = rotateLeft(s3, 11);
+      }
+      const u = 2 * (((words[0] >>> 5) * 2 ** 26 + (words[1] >>> 6)) / 2 ** 53) - 1;
+      const v = 2 * (((words[2] >>> 5) * 2 ** 26 + (words[3] >>> 6)) / 2 ** 53) - 1;
       const radius = u * u + v * v;
       if (radius >= 1 || radius === 0) continue;
       const scale = Math.sqrt((-2 * portableLog(radius)) / radius);
