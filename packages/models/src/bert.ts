@@ -1,10 +1,10 @@
 import { add, DTypeError, reshape, ShapeError, slice, Tensor, tanh, tidy, ValueError } from "@blocksparse/core";
-import { Dropout, Embedding, forwardLinearActivation, forwardResidual, LayerNorm, Linear, Module, ModuleList, skipInit } from "@blocksparse/nn";
+import { Dropout, Embedding, forwardLinearActivation, forwardResidual, initSkipped, LayerNorm, Linear, Module, ModuleList, skipInit } from "@blocksparse/nn";
 import type { CheckpointRules } from "./checkpoint";
 import { type BertConfig, isRecord, parseBertConfig } from "./config";
 import { ConfigError } from "./errors";
 import type { ModelOptions } from "./gpt2";
-import { activationModule, attention, checkOptions, checkTokenIds, dtypeHint, initLikeHuggingFace, paddingMask, seedStream, splitHeads, uploadOn } from "./layers";
+import { activationModule, attention, checkOptions, checkTokenIds, dtypeHint, initLikeHuggingFace, onlyArg, paddingMask, seedStream, splitHeads, uploadOn } from "./layers";
 
 /** BertModel / RobertaModel feed-forward layers, for the patcher: encoder.layer.N.intermediate.dense and .output.dense. */
 export const BERT_FFN_LAYERS = /^encoder\.layer\.\d+\.(intermediate|output)\.dense$/;
@@ -238,17 +238,20 @@ export class BertModel extends Module {
     this.embeddings = embeddings;
     this.encoder = encoder;
     this.pooler = pooler;
-    initLikeHuggingFace(this, this.config.initializer_range, nextSeed);
+    // Inside a caller's skipInit (fromPretrained's), Hugging Face's initialization is skipped too: nothing is drawn.
+    if (!initSkipped()) initLikeHuggingFace(this, this.config.initializer_range, nextSeed);
   }
 
   /**
    * Hugging Face's initialization (N(0, initializer_range), biases zero, the padding row zero), as the constructor gives
    * it, of the parameters `only` names (all by default; by their names in namedParameters(), e.g.
    * "pooler.dense.weight"), from `seed` (else drawn from core's global generator). What fromPretrained runs for the
-   * parameters a checkpoint does not hold, as transformers initializes its missing weights.
+   * parameters a checkpoint does not hold, as transformers initializes its missing weights. Each value keeps its
+   * parameter's backend and dtype; an explicit call draws even inside nn's skipInit.
    */
-  initWeights(only: (name: string) => boolean = () => true, seed?: number): void {
-    initLikeHuggingFace(this, this.config.initializer_range, seedStream(this.label, seed), undefined, only);
+  initWeights(only?: ((name: string) => boolean) | null, seed?: number): void {
+    const filter = onlyArg(this.label, only);
+    initLikeHuggingFace(this, this.config.initializer_range, seedStream(this.label, seed), undefined, filter);
   }
 
   /** Token ids [B, T] (int32) -> the last hidden state [B, T, hidden_size]. */

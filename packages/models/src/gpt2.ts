@@ -24,11 +24,11 @@ import {
   ValueError,
 } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
-import { Dropout, Embedding, forwardLinearActivation, forwardResidual, LayerNorm, Linear, Module, ModuleList, skipInit } from "@blocksparse/nn";
+import { Dropout, Embedding, forwardLinearActivation, forwardResidual, initSkipped, LayerNorm, Linear, Module, ModuleList, skipInit } from "@blocksparse/nn";
 import type { CheckpointRules } from "./checkpoint";
 import { type Gpt2Config, parseGpt2Config } from "./config";
 import { ModelsError } from "./errors";
-import { activationModule, attention, checkOptions, checkTokenIds, dtypeHint, initLikeHuggingFace, MASKED, seedStream, shown, splitHeads, uploadOn } from "./layers";
+import { activationModule, attention, checkOptions, checkTokenIds, dtypeHint, initLikeHuggingFace, MASKED, onlyArg, seedStream, shown, splitHeads, uploadOn } from "./layers";
 
 /** GPT2LMHeadModel's feed-forward layers, for the patcher: transformer.h.N.mlp.c_fc and .c_proj. */
 export const GPT2_FFN_LAYERS = /^transformer\.h\.\d+\.mlp\.c_(fc|proj)$/;
@@ -557,17 +557,21 @@ export class GPT2LMHeadModel extends Module {
     // same seeds are drawn, so the model is the one built before, in a third of the host's time.
     this.transformer = skipInit(() => new GPT2Model(this.config, nextSeed));
     this.lm_head = skipInit(() => new Linear(this.config.n_embd, this.config.vocab_size, { bias: false, seed: nextSeed() }));
-    this.#initWeights(nextSeed, () => true, true);
+    // Inside a caller's skipInit (fromPretrained's), Hugging Face's initialization is skipped too: nothing is drawn.
+    const skipped = initSkipped();
+    this.#initWeights(nextSeed, () => !skipped, true);
   }
 
   /**
    * Hugging Face's initialization (N(0, initializer_range), c_proj scaled by 1/sqrt(2 n_layer), biases zero), as the
    * constructor gives it, of the parameters `only` names (all by default; by their names in namedParameters(), e.g.
    * "transformer.h.0.attn.c_proj.weight"), from `seed` (else drawn from core's global generator). What fromPretrained
-   * runs for the parameters a checkpoint does not hold, as transformers initializes its missing weights.
+   * runs for the parameters a checkpoint does not hold, as transformers initializes its missing weights. Each value
+   * keeps its parameter's backend and dtype; an explicit call draws even inside nn's skipInit.
    */
-  initWeights(only: (name: string) => boolean = () => true, seed?: number): void {
-    this.#initWeights(seedStream(this.label, seed), only, false);
+  initWeights(only?: ((name: string) => boolean) | null, seed?: number): void {
+    const filter = onlyArg(this.label, only);
+    this.#initWeights(seedStream(this.label, seed), filter, false);
   }
 
   #initWeights(nextSeed: () => number, only: (name: string) => boolean, tie: boolean): void {

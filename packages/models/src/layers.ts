@@ -18,13 +18,13 @@ import {
   sigmoid,
   softmax,
   Tensor,
-  tensor,
+  tensorOn,
   tidy,
   ValueError,
   where,
 } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
-import { Dropout, Embedding, GELU, initSkipped, Linear, Module, type Parameter, ReLU } from "@blocksparse/nn";
+import { Dropout, Embedding, GELU, Linear, Module, type Parameter, ReLU } from "@blocksparse/nn";
 import type { Activation } from "./config";
 
 /** Host numbers as a tensor on `like`'s backend, in `dtype` (default: like's). */
@@ -118,21 +118,34 @@ export function paddingMask(attentionMask: Tensor, batch: number, length: number
 }
 
 /**
- * Hugging Face's initialisation: N(0, std), seeded; nothing inside nn's skipInit (a checkpoint is about to be loaded).
- * Drawn and scaled on the host, then uploaded once: the bits of `mul(randn(shape, { seed }), std)` on the js backend
- * (each normal rounded to float32, times std, rounded again), without a device tensor of N(0, 1) and a Mul kernel
- * over it (GPT-2 small's 124M of them: seconds on the cpu backend).
+ * Hugging Face's initialisation: N(0, std), seeded, on the parameter's backend and in its dtype (a model moved with
+ * to() keeps its place). Drawn and scaled on the host, then uploaded once: the bits of `mul(randn(shape, { seed }), std)`
+ * on the js backend (each normal rounded to float32, times std, rounded again), without a device tensor of N(0, 1) and
+ * a Mul kernel over it (GPT-2 small's 124M of them: seconds on the cpu backend).
  */
 function normalInit(parameter: Parameter, std: number, seed: number): void {
-  if (initSkipped()) return;
   const values = new SeededRandom(seed).fillNormal(new Float32Array(sizeOf(parameter.shape)));
   const scale = Math.fround(std);
   for (let i = 0; i < values.length; i++) values[i] *= scale;
-  parameter.value = tensor(values, parameter.shape);
+  const { backend, dtype } = parameter.value;
+  parameter.value = tensorOn(backend, values, parameter.shape, dtype);
 }
 
 /**
- * Hugging Face's _init_weights over a tree: Linear weights and embeddings N(0, std) (a
+ * initWeights' `only`: a function of a parameter's name, or undefined or null for every parameter; anything else (a
+ * name given as a string, a list of them) is a ValueError naming it.
+ */
+export function onlyArg(label: string, only: unknown): (name: string) => boolean {
+  if (only == null) return () => true;
+  if (typeof only !== "function") {
+    throw new ValueError(`${label}.initWeights: only must be a function of a parameter's name (e.g. (name) => name.startsWith("pooler.")), got ${shown(only)}`);
+  }
+  return (name) => Boolean(only(name));
+}
+
+/**
+ * Hugging Face's _init_weights over a tree (the constructors skip it inside nn's skipInit: a checkpoint is about to be
+ * loaded): Linear weights and embeddings N(0, std) (a
  * Linear's std as `linearStd` gives it by name), an embedding's padding row zero, biases zero; LayerNorms keep ones and zeros.
  * With `only`, just the parameters it names (by their path under `root`: "h.0.attn.c_proj.weight"), a seed drawn from
  * `nextSeed` for each of them only.

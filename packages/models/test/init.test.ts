@@ -4,8 +4,8 @@
  * (skipped, then replaced) and ends with the global generator where it did; initWeights re-initializes just the
  * parameters it is given.
  */
-import { manualSeed, mul, randn, setBackend, type Tensor, tidy } from "@blocksparse/core";
-import { Linear, Module } from "@blocksparse/nn";
+import { manualSeed, mul, randn, setBackend, type Tensor, tidy, ValueError } from "@blocksparse/core";
+import { Linear, Module, skipInit } from "@blocksparse/nn";
 import { beforeAll, describe, expect, it } from "vitest";
 import { BertModel, GPT2LMHeadModel } from "../src/index";
 import { initLikeHuggingFace, seedStream } from "../src/layers";
@@ -58,6 +58,33 @@ describe("models' initialization", () => {
         else expect(value.every((x) => x === 0), `${name}: ${key} zero`).toBe(true);
       }
     }
+  });
+
+  it("initWeights keeps each parameter's dtype (a model moved with to()), draws inside a caller's skipInit, and names an `only` that is not a function", () => {
+    for (const dtype of ["float16", "bfloat16"] as const) {
+      const model = new GPT2LMHeadModel(GPT2, { seed: 3 }).to(dtype);
+      model.initWeights((name) => name === "transformer.wpe.weight", 5);
+      expect(model.transformer.wpe.weight.value.dtype, dtype).toBe(dtype);
+      const bert = new BertModel(BERT, { seed: 3 }).to(dtype);
+      bert.initWeights(null, 5);
+      expect(new Set(bert.parameters().map((p) => p.value.dtype)), dtype).toEqual(new Set([dtype]));
+    }
+    // Asked for explicitly, the initialization is drawn even while a skipInit builds the caller's own modules.
+    const built = skipInit(() => {
+      const model = new BertModel(BERT, { seed: 3 });
+      model.initWeights(undefined, 4);
+      return model;
+    });
+    expect(built.pooler.dense.weight.value.dataSync().some((x) => x !== 0)).toBe(true);
+    const bert = new BertModel(BERT, { seed: 3 });
+    for (const only of ["pooler.dense.weight", ["pooler.dense.weight"], 3]) {
+      expect(() => bert.initWeights(only as never), JSON.stringify(only)).toThrow(ValueError);
+      expect(() => bert.initWeights(only as never)).toThrow(/BertModel\.initWeights: only must be a function/);
+      expect(() => new GPT2LMHeadModel(GPT2).initWeights(only as never)).toThrow(/GPT2LMHeadModel\.initWeights: only must be a function/);
+    }
+    const before = values(bert);
+    bert.initWeights(null, 11);
+    expect(values(bert).get("pooler.dense.weight")).not.toEqual(before.get("pooler.dense.weight"));
   });
 
   it("building a model leaves the global generator where it did: one seed drawn", () => {
