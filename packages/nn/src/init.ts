@@ -1,4 +1,4 @@
-import { rand, randint, randn, seedArg, type Tensor, zeros } from "@blocksparse/core";
+import { formatArg, rand, randint, randn, seedArg, type Tensor, ValueError, zeros } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
 
 /**
@@ -26,15 +26,24 @@ let skipping = 0;
  * overwrites them anyway: a checkpoint about to be loaded, or an initialization of its own. Nothing else changes: the
  * layers' seeds are drawn as without it (the global generator ends where it would), a BlockSparseLinear still draws
  * its pattern, LayerNorm keeps its ones and zeros. Building GPT-2 small's weights at random took seconds of the host's
- * time, on every backend, before they were replaced.
+ * time, on every backend, before they were replaced. `build` runs synchronously: one that returns a Promise (an async
+ * function) is refused, as the layers it builds after its first await would draw their weights.
  */
 export function skipInit<T>(build: () => T): T {
+  if (typeof build !== "function") throw new ValueError(`skipInit: build must be a function that builds the modules, got ${formatArg(build)}`);
+  let built: T;
   skipping++;
   try {
-    return build();
+    built = build();
   } finally {
     skipping--;
   }
+  if (built instanceof Promise || (typeof built === "object" && built !== null && typeof (built as { then?: unknown }).then === "function")) {
+    // Its rejection, if any, is this error's to report: not left unhandled.
+    Promise.resolve(built).catch(() => {});
+    throw new ValueError("skipInit: build returned a Promise: only what it builds before its first await skips its initialization; build the modules synchronously and await the rest outside");
+  }
+  return built;
 }
 
 /** Whether a skipInit is running: a module's own initialization of its weights should draw nothing then. */

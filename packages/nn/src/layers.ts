@@ -243,9 +243,12 @@ export function forwardLinearActivation(layer: Module, activation: Module, x: Te
   return tidy(() => activation.forward(layer.forward(x)));
 }
 
-/** Whether `module` is a Dropout that drops nothing now: the identity, which the fused paths leave out (any other module runs). */
+/**
+ * Whether `module` is a Dropout that drops nothing now: the identity, which the fused paths leave out (any other module
+ * runs, and so does a Dropout whose forward is not Dropout's own: a subclass's, as Monte Carlo dropout's in eval).
+ */
 export function dropsNothing(module: Module): boolean {
-  return module instanceof Dropout && !module.active;
+  return module instanceof Dropout && module.forward === Dropout.prototype.forward && !module.active;
 }
 
 interface FusesResidual {
@@ -332,6 +335,10 @@ export class Sequential extends Module {
 export class ModuleList extends Module {
   constructor(modules: Iterable<Module> = []) {
     super();
+    // A Module or null (torch's ModuleList(layer)) was a TypeError from the loop.
+    if (typeof (modules as Partial<Iterable<Module>> | null)?.[Symbol.iterator] !== "function") {
+      throw new ValueError(`ModuleList: modules must be an iterable of Modules, got ${formatArg(modules)}`);
+    }
     for (const module of modules) this.append(module);
   }
 

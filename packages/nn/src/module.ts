@@ -175,10 +175,38 @@ export abstract class Module {
     return this.namedParameters().map(([, p]) => p);
   }
 
-  /** Sets training mode on the whole tree. */
+  /**
+   * Calls `fn` on every module of the tree, each once, children before their parent and this module last, as torch's
+   * `apply` (`model.apply(initWeights)`); returns this module.
+   */
+  apply(fn: (module: Module) => void): this {
+    if (typeof fn !== "function") throw new ValueError(`${this.label}.apply: fn must be a function of a module, got ${formatArg(fn)}`);
+    const seen = new Set<Module>();
+    const visit = (module: Module): void => {
+      if (seen.has(module)) return;
+      seen.add(module);
+      for (const child of module.children()) visit(child);
+      fn(module);
+    };
+    visit(this);
+    return this;
+  }
+
+  /**
+   * Sets training mode on this module, then calls each child's train(mode), as torch's: a child that overrides train
+   * (to keep a part frozen in eval) is obeyed when its parent's mode is set. A module held by its own descendant is not
+   * entered again.
+   */
   train(mode = true): this {
     assertBoolean("train", "mode", mode);
-    for (const module of this.modules()) module.training = mode;
+    if (settingMode.has(this)) return this;
+    settingMode.add(this);
+    try {
+      this.training = mode;
+      for (const child of this.children()) child.train(mode);
+    } finally {
+      settingMode.delete(this);
+    }
     return this;
   }
 
@@ -261,7 +289,12 @@ export abstract class Module {
     const strict = optionsArg(`${this.label}.loadStateDict`, options, ["strict"]).strict ?? true;
     // A truthy non-boolean ("false", 0 read as torch's False) would load strictly, or the other way round.
     assertBoolean(`${this.label}.loadStateDict`, "strict", strict);
-    const entries: StateDict = stateDict instanceof Map ? stateDict : new Map(Object.entries(stateDict ?? {}));
+    // Anything else (null, a Promise not awaited, an array) read as no entries: a non-strict load then loaded nothing, silently.
+    const proto = stateDict instanceof Map || stateDict === null || typeof stateDict !== "object" ? undefined : Object.getPrototypeOf(stateDict);
+    if (!(stateDict instanceof Map || proto === Object.prototype || proto === null)) {
+      throw new ValueError(`${this.label}.loadStateDict: expected a state dict (a Map or an object of name to entry), got ${formatArg(stateDict)}`);
+    }
+    const entries: StateDict = stateDict instanceof Map ? stateDict : new Map(Object.entries(stateDict));
     const targets = new Map<string, [Module, string]>();
     for (const [path, module] of statePaths(this)) {
       for (const name of module.ownStateKeys()) targets.set(path === "" ? name : `${path}.${name}`, [module, name]);
@@ -388,6 +421,9 @@ export function functionalCall<T>(module: Module, tensors: Map<string, Tensor> |
     for (const [parameter, t] of previous.reverse()) Parameter.exchange(parameter, t);
   }
 }
+
+/** The modules whose train() is running (a cycle of modules, or a child's override calling its parent's, ends there). */
+const settingMode = new Set<Module>();
 
 /** "Linear(encoder.fc1)" for a module at `path`, "Linear" for the root: how errors name a layer. */
 function labelAt(module: Module, path: string): string {

@@ -3,7 +3,7 @@
  * as without it: the global generator ends in the same state, a BlockSparseLinear draws the same pattern, LayerNorm
  * keeps its ones, the flag is off again after the build, even one that throws.
  */
-import { manualSeed, randn, setBackend } from "@blocksparse/core";
+import { manualSeed, randn, setBackend, ValueError } from "@blocksparse/core";
 import { beforeAll, describe, expect, it } from "vitest";
 import { BlockSparseLinear, Embedding, initSkipped, LayerNorm, Linear, type Module, Sequential, skipInit } from "../src/index";
 
@@ -62,5 +62,30 @@ describe("skipInit", () => {
     const layer = new Linear(2, 2, { seed: 3 });
     expect(layer.weight.value.toArray().flat().some((x) => x !== 0)).toBe(true);
     free(layer);
+  });
+
+  it("refuses a build that is not a function, and an async build (what it builds after an await would draw its weights)", async () => {
+    for (const build of [null, undefined, new Linear(2, 2, { seed: 1 })]) {
+      expect(() => skipInit(build as never), String(build)).toThrow(ValueError);
+      expect(() => skipInit(build as never)).toThrow(/skipInit: build must be a function/);
+    }
+    const late: Linear[] = [];
+    const build = async () => {
+      await Promise.resolve();
+      late.push(new Linear(3, 3, { seed: 2 }));
+      return late;
+    };
+    expect(() => skipInit(build)).toThrow(ValueError);
+    expect(() => skipInit(build)).toThrow(/skipInit: build returned a Promise/);
+    // A rejected async build is reported by the error above, not left as an unhandled rejection.
+    expect(() =>
+      skipInit(async () => {
+        throw new RangeError("inside");
+      }),
+    ).toThrow(/returned a Promise/);
+    expect(initSkipped()).toBe(false);
+    await Promise.resolve();
+    await Promise.resolve();
+    for (const layer of late) free(layer);
   });
 });
