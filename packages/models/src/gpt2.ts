@@ -24,7 +24,7 @@ import {
   ValueError,
 } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
-import { Dropout, Embedding, forwardLinearActivation, forwardResidual, initSkipped, LayerNorm, Linear, Module, ModuleList, skipInit } from "@blocksparse/nn";
+import { Dropout, dropsNothing, Embedding, forwardLinearActivation, forwardResidual, initSkipped, LayerNorm, Linear, Module, ModuleList, skipInit } from "@blocksparse/nn";
 import type { CheckpointRules } from "./checkpoint";
 import { type Gpt2Config, parseGpt2Config } from "./config";
 import { ModelsError } from "./errors";
@@ -169,7 +169,7 @@ export class GPT2Attention extends Module {
     return tidy(() => {
       // A dropout that acts (or a module put in its place) needs the attention weights made: the explicit path.
       const dropout: Module = this.attn_dropout;
-      if (!(dropout instanceof Dropout) || dropout.active) return this.forwardCached(x, null, residual).out;
+      if (!dropsNothing(dropout)) return this.forwardCached(x, null, residual).out;
       const [batch, length, width] = x.shape;
       const qkv = reshape(this.c_attn.forward(x), [batch, length, 3, this.nHead, width / this.nHead]);
       const attended = packedAttention(qkv, { causal: true, scale: this.scale });

@@ -24,7 +24,7 @@ import {
   where,
 } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
-import { Dropout, Embedding, GELU, Linear, Module, type Parameter, ReLU } from "@blocksparse/nn";
+import { dropsNothing, Embedding, GELU, Linear, Module, type Parameter, ReLU } from "@blocksparse/nn";
 import type { Activation } from "./config";
 
 /** Host numbers as a tensor on `like`'s backend, in `dtype` (default: like's). */
@@ -84,7 +84,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, scale: number, mask: 
   return tidy(() => {
     const [batch, heads, length, headDim] = q.shape;
     const merge = (attended: Tensor) => reshape(permute(attended, [0, 2, 1, 3]), [batch, length, heads * headDim]);
-    if (mask === null && dropout instanceof Dropout && !dropout.active) return merge(scaledDotProductAttention(q, k, v, { causal, scale }));
+    if (mask === null && dropsNothing(dropout)) return merge(scaledDotProductAttention(q, k, v, { causal, scale }));
     // Scaling the queries ([T, hd] per head) costs a pass over far less than scaling the scores ([T, T]).
     const scores = matmul(scale === 1 ? q : mul(q, scale), k, { transposeB: true });
     const weights = dropout.forward(softmax(mask === null ? scores : add(scores, mask), -1, { causal }));

@@ -4,8 +4,8 @@
  * (skipped, then replaced) and ends with the global generator where it did; initWeights re-initializes just the
  * parameters it is given.
  */
-import { manualSeed, mul, randn, setBackend, type Tensor, tidy, ValueError } from "@blocksparse/core";
-import { Linear, Module, skipInit } from "@blocksparse/nn";
+import { manualSeed, mul, randn, setBackend, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
+import { Dropout, Linear, Module, skipInit } from "@blocksparse/nn";
 import { beforeAll, describe, expect, it } from "vitest";
 import { BertModel, GPT2LMHeadModel } from "../src/index";
 import { initLikeHuggingFace, seedStream } from "../src/layers";
@@ -96,5 +96,29 @@ describe("models' initialization", () => {
       seedStream("test", undefined);
       expect(after).toEqual(Array.from(randn([3]).dataSync()));
     }
+  });
+});
+
+describe("a Dropout subclass in a model's attention", () => {
+  it("runs its own forward in eval mode (Monte Carlo dropout), where a plain Dropout is left out of the fused path", () => {
+    setBackend("js");
+    let calls = 0;
+    class Counting extends Dropout {
+      override forward(x: Tensor): Tensor {
+        calls++;
+        return super.forward(x);
+      }
+    }
+    const gpt2 = new GPT2LMHeadModel(GPT2, { seed: 4 });
+    (gpt2.transformer.h.at(0) as unknown as { attn: { attn_dropout: Dropout } }).attn.attn_dropout = new Counting(0.1);
+    gpt2.eval();
+    tidy(() => gpt2.forward(tensor([[1, 2, 3]], [1, 3], "int32")));
+    expect(calls, "GPT-2").toBeGreaterThan(0);
+    calls = 0;
+    const bert = new BertModel(BERT, { seed: 4 });
+    (bert.encoder.layer.at(0) as unknown as { attention: { self: { dropout: Dropout } } }).attention.self.dropout = new Counting(0.1);
+    bert.eval();
+    tidy(() => bert.forward(tensor([[1, 2, 3]], [1, 3], "int32")));
+    expect(calls, "BERT").toBeGreaterThan(0);
   });
 });
