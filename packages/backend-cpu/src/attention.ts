@@ -1,5 +1,5 @@
 import type { AttentionBackwardInputs, AttentionOnArrays, AttentionSizes, JsBackend, KernelArgs, KernelTable, ProductCompute, TensorInfo } from "@blocksparse/core";
-import { IndexError, jsKernels, type PackedHeads, packedAttentionKernels, packedHeadsOf, sizeOf, ValueError } from "@blocksparse/core";
+import { cachedAttentionWrites, type PackedHeads, packedAttentionKernels, packedHeadsOf, sizeOf } from "@blocksparse/core";
 
 /** The largest positive float64 that rounds to 0 as a float32 (half the smallest float32 subnormal, a tie to even). */
 const FLOAT32_ROUNDS_TO_ZERO = 2 ** -150;
@@ -548,29 +548,18 @@ export type CachedAttentionCompute = (q: Float32Array, k: Float32Array, v: Float
  * CachedAttention (a decoding step's attention over a key/value cache) with its rows in the addon: float64 scores,
  * exponentials and sums per row as the js kernel's, the rows spread over the threads, where the js kernel's loops took
  * most of a long generation's time (GPT-2 small at a context of 600: about 200 ms a token, the model's products
- * 38). The new positions' keys and values are written first, in place, by the js backend's IndexCopy, as the js kernel
- * writes them.
+ * 38). The new positions' keys and values are written first, in place, by core's cachedAttentionWrites (the js
+ * kernel's).
  */
 export function cachedAttentionKernels(attend: CachedAttentionCompute): Required<Pick<KernelTable<JsBackend>, "CachedAttention">> {
   return {
     CachedAttention(args: KernelArgs<"CachedAttention", JsBackend>): TensorInfo {
       const {
-        inputs: { q, k, v, positions, newKeys, newValues },
-        attrs: { scale, inPlace },
+        inputs: { q, k, v, positions },
+        attrs: { scale },
         backend,
       } = args;
-      if (newKeys !== undefined || newValues !== undefined) {
-        if (inPlace !== true || newKeys === undefined || newValues === undefined) {
-          throw new ValueError("CachedAttention: newKeys and newValues go together and are written in place (attrs.inPlace)");
-        }
-        const axis = k.shape.length - 2;
-        const n = k.shape[axis];
-        for (const [j, p] of backend.ints(positions).entries()) {
-          if (p < 0 || p >= n) throw new IndexError(`cachedAttention: position ${p} of newKeys row ${j} is out of range [0, ${n})`);
-        }
-        jsKernels.IndexCopy({ inputs: { target: k, indices: positions, source: newKeys }, attrs: { axis, inPlace: true }, backend });
-        jsKernels.IndexCopy({ inputs: { target: v, indices: positions, source: newValues }, attrs: { axis, inPlace: true }, backend });
-      }
+      cachedAttentionWrites(args);
       const rank = q.shape.length;
       const sizes = { heads: sizeOf(q.shape.slice(0, -2)), m: q.shape[rank - 2], n: k.shape[rank - 2], d: q.shape[rank - 1] };
       const out = backend.floatOutput(q.shape, q.dtype);

@@ -78,6 +78,7 @@ export {
   type AdamStepInPlace,
   adamKernels,
   type AttentionSizes,
+  cachedAttentionWrites,
   jsAdamStep,
   type FloatOutput,
   JsBackend,

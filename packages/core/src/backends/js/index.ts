@@ -9,6 +9,7 @@ export {
   type AttentionBackwardInputs,
   type AttentionOnArrays,
   type AttentionSizes,
+  cachedAttentionWrites,
   jsAdamStep,
   packedAttentionKernels,
 } from "./kernels/nn";

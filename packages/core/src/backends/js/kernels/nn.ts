@@ -289,7 +289,12 @@ function attendMatrices(
   }
 }
 
-export function cachedAttentionKernel({ inputs: { q, k, v, positions, newKeys, newValues }, attrs: { scale, inPlace }, backend }: KernelArgs<"CachedAttention", JsBackend>): TensorInfo {
+/**
+ * CachedAttention's cache writes: newKeys and newValues (both or neither, attrs.inPlace) into k and v at `positions`,
+ * in place, each position checked against the cache first. What the kernel does before it attends, on this backend
+ * and on those that attend natively over the same storage (cpu).
+ */
+export function cachedAttentionWrites({ inputs: { k, v, positions, newKeys, newValues }, attrs: { inPlace }, backend }: KernelArgs<"CachedAttention", JsBackend>): void {
   if (newKeys !== undefined || newValues !== undefined) {
     if (inPlace !== true || newKeys === undefined || newValues === undefined) {
       throw new ValueError("CachedAttention: newKeys and newValues go together and are written in place (attrs.inPlace)");
@@ -303,6 +308,15 @@ export function cachedAttentionKernel({ inputs: { q, k, v, positions, newKeys, n
     indexCopyKernel({ inputs: { target: k, indices: positions, source: newKeys }, attrs: { axis, inPlace: true }, backend });
     indexCopyKernel({ inputs: { target: v, indices: positions, source: newValues }, attrs: { axis, inPlace: true }, backend });
   }
+}
+
+export function cachedAttentionKernel(args: KernelArgs<"CachedAttention", JsBackend>): TensorInfo {
+  cachedAttentionWrites(args);
+  const {
+    inputs: { q, k, v, positions },
+    attrs: { scale },
+    backend,
+  } = args;
   const last = backend.ints(positions);
   return attendRows(q, k, v, scale, backend, (i, _m, n) => Math.max(0, Math.min(last[i] + 1, n)));
 }
