@@ -7,7 +7,6 @@
 
 #include "attention_rows.h"
 #include "clones.h"
-#include "exp_double.h"
 #include "overflow.h"
 #include "products.h"
 #include "scratch.h"
@@ -44,9 +43,6 @@ void product(MatrixView a, MatrixView b, float* c, int64_t ldc, int64_t m, int64
     gemm(a, b, c, ldc, m, n, k, false);
   }
 }
-
-// Keys [0, kept) of query row i: all n, or under causal masking j <= i + n - m (attention_rows' rule).
-int64_t keptKeys(int64_t i, int64_t m, int64_t n, bool causal) { return causal ? std::clamp<int64_t>(i + n - m + 1, 0, n) : n; }
 
 bool anyFlagged(const uint8_t* flags, int64_t rows, uint8_t flag) {
   for (int64_t r = 0; r < rows; r++) {
@@ -177,11 +173,6 @@ BSK_CLONES void addTwoRows(double* acc, double p0, const float* v0, double p1, c
 
 BSK_CLONES void addRow(double* acc, double p, const float* v, int64_t d) {
   for (int64_t c = 0; c < d; c++) acc[c] += p * static_cast<double>(v[c]);
-}
-
-// e[j] = e^(e[j] - max) over a row's kept scores.
-BSK_CLONES void shiftedExponentials(double* e, int64_t count, double max) {
-  for (int64_t j = 0; j < count; j++) e[j] = expDouble(e[j] - max);
 }
 
 }  // namespace

@@ -17,12 +17,15 @@ constexpr double kFloat32RoundsToZero = 0x1p-150;
 // Scores per work item, about: a few rows of a long sequence, many of a short one.
 constexpr int64_t kChunk = 8192;
 
-// e[j] = e^(e[j] - max) over a row's kept scores.
-BSK_CLONES void exponentials(double* e, int64_t count, double max) {
+}  // namespace
+
+BSK_CLONES void shiftedExponentials(double* e, int64_t count, double max) {
   for (int64_t j = 0; j < count; j++) e[j] = expDouble(e[j] - max);
 }
 
 int64_t keptKeys(int64_t i, int64_t m, int64_t n, bool causal) { return causal ? std::clamp<int64_t>(i + n - m + 1, 0, n) : n; }
+
+namespace {
 
 // Runs row(r) for every r in [0, rows) in chunks of about kChunk scores over the pool, or in turn on this thread.
 template <typename Row>
@@ -58,7 +61,7 @@ void attentionSoftmax(float* s, float* lse, uint8_t* flags, int64_t rows, int64_
       e[j] = scale * static_cast<double>(scores[j]);
       if (e[j] > max || std::isnan(e[j])) max = e[j];
     }
-    exponentials(e, kept, max);
+    shiftedExponentials(e, kept, max);
     double sum = 0;
     for (int64_t j = 0; j < kept; j++) sum += e[j];
     if (lse != nullptr) lse[r] = static_cast<float>(max + std::log(sum));

@@ -6,6 +6,12 @@
 
 namespace bsk {
 
+// Keys [0, kept) of query row i of an m x n batch matrix: all n, or under causal masking j <= i + n - m.
+int64_t keptKeys(int64_t i, int64_t m, int64_t n, bool causal);
+
+// e[j] = e^(e[j] - max) over a row's kept scores, in float64 within about an ulp (vectorized).
+void shiftedExponentials(double* e, int64_t count, double max);
+
 // What attentionSoftmax found in a row (flags[r]).
 enum AttentionRowFlag : uint8_t { kRowDone = 0, kRowUnderflow = 1, kRowNonFinite = 2 };
 
