@@ -298,7 +298,9 @@ export function encodeScipyNpz(matrix: BsrMatrix, options: { compressed?: boolea
     const npy = writeNpy(descr, shape, contents());
     files[name] = [npy, { level: deflateLevel(npy.length, level) }];
   }
-  // A fixed timestamp keeps the bytes reproducible.
+  // A fixed timestamp keeps the bytes reproducible (np.savez stamps each member with the local time of the save).
+  // A zip date is local fields with no zone, and fflate writes this Date's local fields: 1980-01-01 00:00, zip's
+  // earliest date, in every zone (a Date made from UTC would date the members by the machine's zone).
   return zipSync(files, { mtime: new Date(1980, 0, 1) });
 }
 

@@ -183,9 +183,14 @@ function parseIndex(bytes: Uint8Array, path: string): Map<string, string> {
   let parsed: unknown;
   let text: string;
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    // ignoreBOM keeps a byte-order mark in the text (TextDecoder drops it by default), so that it is refused below.
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes);
+    if (text.startsWith("\uFEFF")) {
+      throw new BsrFormatError("index", `${path} starts with a UTF-8 byte-order mark (EF BB BF), which JSON readers refuse (Python's json.load: "Unexpected UTF-8 BOM")`);
+    }
     parsed = JSON.parse(text);
   } catch (error) {
+    if (error instanceof BsrFormatError) throw error;
     throw new BsrFormatError("index", `${path} is not valid UTF-8 JSON (${(error as Error).message})`);
   }
   const repeated = repeatedKey(text);

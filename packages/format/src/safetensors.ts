@@ -176,7 +176,13 @@ const tensorInfoSchema = z.object(
 
 function elementCount(shape: readonly number[], field: string): number {
   let count = 1;
-  for (const dim of shape) count *= dim;
+  for (const dim of shape) {
+    count *= dim;
+    // The reference reader multiplies the dimensions in order as 64-bit integers: one that overflows is refused, a 0 after it too.
+    if (count >= 2 ** 64) {
+      throw new BsrFormatError(field, `shape ${JSON.stringify(shape)} overflows 64 bits as its dimensions multiply, which the reference safetensors reader refuses`);
+    }
+  }
   if (!Number.isSafeInteger(count)) throw new BsrFormatError(field, `shape ${JSON.stringify(shape)} is too large`);
   return count;
 }
@@ -350,7 +356,18 @@ export function parseSafetensorsHeader(json: Uint8Array, fileSize: number): Safe
   let parsed: unknown;
   let text: string;
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(json);
+    // ignoreBOM keeps a byte-order mark in the text (TextDecoder drops it by default), so that it is refused below.
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(json);
+  } catch (error) {
+    throw new BsrFormatError("header", `not valid UTF-8 JSON (${(error as Error).message})`);
+  }
+  if (text.startsWith("\uFEFF")) {
+    throw new BsrFormatError(
+      "header",
+      "starts with a UTF-8 byte-order mark (EF BB BF): a safetensors header is JSON without one, and the reference safetensors reader (Rust, which Python's safetensors uses) refuses it",
+    );
+  }
+  try {
     parsed = JSON.parse(text);
   } catch (error) {
     throw new BsrFormatError("header", `not valid UTF-8 JSON (${(error as Error).message})`);
@@ -363,6 +380,14 @@ export function parseSafetensorsHeader(json: Uint8Array, fileSize: number): Safe
     throw repeated.owner === undefined
       ? new BsrFormatError(repeated.key, "listed twice in the header (which entry is meant is ambiguous)")
       : new BsrFormatError(repeated.owner, `key ${JSON.stringify(repeated.key)} appears twice (which value is meant is ambiguous)`);
+  }
+  const float = floatWrittenInteger(text);
+  if (float !== undefined) {
+    throw new BsrFormatError(
+      `${float.name}.${float.field}`,
+      `${float.token} is written as a float: the reference safetensors reader (Rust, which Python's safetensors uses) reads shapes and data_offsets as unsigned integers and refuses it${Number.isSafeInteger(Number(float.token)) ? ` (write ${Math.abs(Number(float.token))})` : ""}`,
+      float.index,
+    );
   }
   let metadata: Record<string, string> = Object.create(null);
   const entries: SafetensorsEntry[] = [];
@@ -429,6 +454,55 @@ export function repeatedKey(text: string): { key: string; owner: string | undefi
         if (keysOfOpenObjects.length === 1) owner = key;
       }
       at = end;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The first shape dimension or data offset of a header `text` (valid JSON) written as a float (`4.0`, `4e0`, `-0`):
+ * JSON.parse reads such a number as the integer, but the reference reader reads these fields as unsigned integers
+ * and refuses the whole header, so the file would load here and nowhere else. Numbers in fields the reference
+ * reader ignores are left alone.
+ */
+function floatWrittenInteger(
+  text: string,
+): { name: string; field: "shape" | "data_offsets"; index: number; token: string } | undefined {
+  // One frame per open object (with its latest key) or array (with the index of its current item).
+  const frames: { array: boolean; key?: string; index: number }[] = [];
+  for (let at = 0; at < text.length; at++) {
+    const char = text[at];
+    if (char === "{" || char === "[") frames.push({ array: char === "[", index: 0 });
+    else if (char === "}" || char === "]") frames.pop();
+    else if (char === ",") {
+      const top = frames.at(-1);
+      if (top?.array) top.index++;
+    } else if (char === '"') {
+      let end = at + 1;
+      while (text[end] !== '"') end += text[end] === "\\" ? 2 : 1;
+      let next = end + 1;
+      while (text[next] === " " || text[next] === "\t" || text[next] === "\n" || text[next] === "\r") next++;
+      const top = frames.at(-1);
+      if (top !== undefined && !top.array && text[next] === ":") top.key = JSON.parse(text.slice(at, end + 1)) as string;
+      at = end;
+    } else if (char === "-" || (char >= "0" && char <= "9")) {
+      let end = at + 1;
+      while (end < text.length && /[\d.eE+-]/.test(text[end])) end++;
+      const token = text.slice(at, end);
+      at = end - 1;
+      if (!/[.eE]/.test(token) && token !== "-0") continue;
+      const [tensor, info, list] = frames;
+      const field = info?.key;
+      if (
+        frames.length === 3 &&
+        !tensor.array &&
+        tensor.key !== METADATA_KEY &&
+        !info.array &&
+        (field === "shape" || field === "data_offsets") &&
+        list.array
+      ) {
+        return { name: tensor.key as string, field, index: list.index, token };
+      }
     }
   }
   return undefined;

@@ -396,6 +396,16 @@ describe("sharded checkpoints", () => {
     await expect(loadSafetensors(dir)).resolves.toBeDefined();
   });
 
+  it("refuses an index starting with a UTF-8 byte-order mark, as Python's json (and so transformers) does, naming the file", async () => {
+    const dir = await freshDir();
+    const { index } = await saveShardedSafetensors(dir, many(), {}, { maxShardSize: 100 });
+    await writeFile(index, `\uFEFF${await readFile(index, "utf8")}`);
+    const error = await loadSafetensors(dir).catch((e) => e);
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.field).toBe("index");
+    expect(error.message).toBe(`index: ${index} starts with a UTF-8 byte-order mark (EF BB BF), which JSON readers refuse (Python's json.load: "Unexpected UTF-8 BOM")`);
+  });
+
   it("reads a directory's model.safetensors before its model.safetensors.index.json, as transformers does", async () => {
     const dir = await freshDir();
     await saveShardedSafetensors(dir, many(), {}, { maxShardSize: 100 });

@@ -89,6 +89,25 @@ describe("SciPy save_npz files", () => {
     expect(encodeScipyNpz(matrix)).toEqual(encodeScipyNpz(matrix));
   });
 
+  it("writes the same bytes in every time zone: each member dated 1980-01-01 00:00, zip's earliest (zip dates have no zone)", () => {
+    const matrix = BsrMatrix.random([4, 6], { blockShape: [2, 3], density: 0.5, seed: 3 });
+    const zone = process.env.TZ;
+    const written: Uint8Array[] = [];
+    try {
+      for (const tz of ["UTC", "America/St_Johns", "Pacific/Kiritimati", "Asia/Kathmandu", "Pacific/Pago_Pago"]) {
+        process.env.TZ = tz;
+        written.push(encodeScipyNpz(matrix));
+      }
+    } finally {
+      if (zone === undefined) delete process.env.TZ;
+      else process.env.TZ = zone;
+    }
+    for (const bytes of written) expect(bytes).toEqual(written[0]);
+    // The first local header's DOS time (offset 10) and date (offset 12): 00:00:00, 1980-01-01.
+    const view = new DataView(written[0].buffer, written[0].byteOffset);
+    expect([view.getUint32(0, true), view.getUint16(10, true), view.getUint16(12, true)]).toEqual([0x04034b50, 0, (0 << 9) | (1 << 5) | 1]);
+  });
+
   it("reads CSR as 1 x 1 blocks, float16 data, int64 indices, unicode format, Fortran order and big-endian", () => {
     const csr = archive({
       "format.npy": npy("<U3", "()", bytesOf(Uint32Array.from([0x63, 0x73, 0x72]))),

@@ -212,6 +212,52 @@ describe("decodeSafetensors", () => {
     rejects(handMadeFile(huge, f32Bytes([1])), "w.data_offsets", /^w\.data_offsets\[1\]: expected a non-negative integer byte offset \(at most 2\^53 - 1\)$/);
     rejects(handMadeFile({ w: { dtype: "F32", shape: [1], data_offsets: [-4, 0] } }, f32Bytes([1])), "w.data_offsets", /^w\.data_offsets\[0\]: expected a non-negative integer byte offset/);
   });
+  it("refuses a header starting with a UTF-8 byte-order mark, which the reference reader refuses, instead of dropping it", () => {
+    const good = handMadeFile({ x: tensorAt(0, 4) }, f32Bytes([1]));
+    const text = new TextDecoder().decode(good.subarray(8, good.length - 4));
+    const withBom = new TextEncoder().encode(`\uFEFF${text.trimEnd()}`.padEnd(text.length + 8));
+    const file = new Uint8Array(8 + withBom.length + 4);
+    new DataView(file.buffer).setBigUint64(0, BigInt(withBom.length), true);
+    file.set(withBom, 8);
+    file.set(f32Bytes([1]), 8 + withBom.length);
+    rejects(file, "header", /^header: starts with a UTF-8 byte-order mark \(EF BB BF\)/);
+    // JSON whitespace before the object is fine, as it is to the reference reader.
+    const spaced = handMadeFile({ x: tensorAt(0, 4) }, f32Bytes([1]));
+    spaced.copyWithin(9, 8, spaced.length - 5);
+    spaced[8] = 0x20;
+    expect(decodeSafetensors(spaced).tensors.get("x")!.data).toEqual(Float32Array.from([1]));
+  });
+  it("refuses a shape or offset written as a float (4.0, 4e0, -0), which the reference reader refuses, naming it", () => {
+    /** A file whose header is `json` exactly (space-padded), then `data`. */
+    const raw = (json: string, data: Uint8Array) => {
+      const text = new TextEncoder().encode(json.padEnd(Math.ceil(json.length / 8) * 8));
+      const out = new Uint8Array(8 + text.length + data.length);
+      new DataView(out.buffer).setBigUint64(0, BigInt(text.length), true);
+      out.set(text, 8);
+      out.set(data, 8 + text.length);
+      return out;
+    };
+    const data = f32Bytes([1, 2]);
+    rejects(raw('{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8e0]}}', data), "w.data_offsets", /^w\.data_offsets\[1\]: 8e0 is written as a float/);
+    rejects(raw('{"w":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}}', data), "w.shape", /^w\.shape\[0\]: 2\.0 is written as a float/);
+    rejects(raw('{"w":{"dtype":"F32","shape":[2],"data_offsets":[-0,8]}}', data), "w.data_offsets", /^w\.data_offsets\[0\]: -0 is written as a float/);
+    rejects(raw('{"a\\"b":{"dtype":"F32","shape":[1,2],"data_offsets":[0,8E+0]}}', data), 'a"b.data_offsets', /\[1\]: 8E\+0 is written/);
+    // Numbers elsewhere (a field the reader ignores) are left alone, as the reference reader leaves them.
+    const extra = decodeSafetensors(raw('{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"scale":[1.5,2e0]}}', data));
+    expect(extra.tensors.get("w")!.data).toEqual(Float32Array.from([1, 2]));
+  });
+  it("refuses a shape whose dimensions multiply past 64 bits before a 0, as the reference reader does (it loaded here only)", () => {
+    const shape = [2 ** 32, 2 ** 32, 0];
+    rejects(handMadeFile({ w: { dtype: "U8", shape, data_offsets: [0, 0] } }), "w", /^w: shape \[4294967296,4294967296,0\] overflows 64 bits/);
+    const error = thrown(() => encodeSafetensors({ w: { dtype: "U8", shape, data: new Uint8Array(0) } }));
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.message).toMatch(/^w\.shape: shape \[4294967296,4294967296,0\] overflows 64 bits/);
+    // An empty tensor whose other dimensions stay in range is fine, either way round.
+    for (const empty of [[0, 2 ** 32, 2 ** 31], [2 ** 31, 2 ** 32, 0]]) {
+      const decoded = decodeSafetensors(encodeSafetensors({ w: { dtype: "F32", shape: empty, data: new Float32Array(0) } }));
+      expect(decoded.tensors.get("w")!.shape).toEqual(empty);
+    }
+  });
   it("rejects metadata that is not string to string", () => {
     rejects(handMadeFile({ __metadata__: { a: 1 } }), "__metadata__.a", /strings/);
     rejects(handMadeFile({ __metadata__: ["a"] }), "__metadata__", /string to string/);
