@@ -193,7 +193,7 @@ export class CpuProcessGroup implements ProcessGroup {
     // fails at once, naming this call, instead of both waiting out timeoutMs. Nothing waits for it here.
     const others = this.#rendezvous.others();
     await this.#rendezvous.publish(`cpu/${sequence}`, packMessage({ ...call }), others.length).catch(() => {});
-    await this.#rendezvous.shutdown();
+    await this.#rendezvous.shutdown([`cpu/${sequence}`]);
   }
 
   /** The collective's sequence number, taken when it is called (every rank numbers its calls alike), once the group is known to be live. */

@@ -9,7 +9,7 @@ export interface DistributedEnv {
   worldSize: number;
   /** The rank among the processes of this host (picks the GPU). LOCAL_RANK, default 0. */
   localRank: number;
-  /** Processes on this host. LOCAL_WORLD_SIZE, default worldSize. */
+  /** Processes on this host. LOCAL_WORLD_SIZE, default worldSize (at most worldSize). */
   localWorldSize: number;
   /** Host of the rendezvous store (rank 0's host). MASTER_ADDR, default 127.0.0.1. */
   masterAddr: string;
@@ -83,6 +83,8 @@ export function readDistributedEnv(env: NodeJS.ProcessEnv = process.env): Distri
   const rank = integer(env, "RANK", undefined, 0);
   if (rank >= worldSize) throw new DistributedEnvError(`RANK=${rank} is out of range for WORLD_SIZE=${worldSize} (ranks are 0 to ${worldSize - 1})`);
   const localWorldSize = integer(env, "LOCAL_WORLD_SIZE", worldSize, 1);
+  // A host cannot hold more of the job's processes than the job has: one of the two variables is wrong.
+  if (localWorldSize > worldSize) throw new DistributedEnvError(`LOCAL_WORLD_SIZE=${localWorldSize} is more than WORLD_SIZE=${worldSize}: a host runs at most the job's processes`);
   const localRank = integer(env, "LOCAL_RANK", 0, 0);
   if (localRank >= localWorldSize) {
     throw new DistributedEnvError(`LOCAL_RANK=${localRank} is out of range for LOCAL_WORLD_SIZE=${localWorldSize}`);
@@ -124,7 +126,7 @@ export function checkDistributedEnv(where: string, env: unknown): asserts env is
   };
   const worldSize = integer("worldSize", 1, Number.MAX_SAFE_INTEGER);
   integer("rank", 0, worldSize - 1);
-  const localWorldSize = integer("localWorldSize", 1, Number.MAX_SAFE_INTEGER);
+  const localWorldSize = integer("localWorldSize", 1, worldSize);
   integer("localRank", 0, localWorldSize - 1);
   integer("masterPort", 1, 65535);
   if (typeof fields.masterAddr !== "string" || fields.masterAddr === "" || /\s/.test(fields.masterAddr)) {

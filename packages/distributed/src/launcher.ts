@@ -207,6 +207,8 @@ export async function launch(options: LaunchOptions): Promise<number> {
   const children: { rank: number; child: ChildProcess; exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> }[] = [];
   let stopping = false;
   let failure: { rank: number; code: number; reason: string } | null = null;
+  // Ranks that exited with code 0 while the job ran: a rank failing later may have failed for want of them.
+  const exitedEarly: number[] = [];
 
   // Each rank leads a process group of its own (POSIX), so that stopping it also stops what it started (a data loader,
   // a compiler): the whole group is signalled, also after the rank itself has exited, as its subprocesses may not have.
@@ -287,6 +289,10 @@ export async function launch(options: LaunchOptions): Promise<number> {
       });
       children.push({ rank, child, exited });
       exited.then(({ code, signal }) => {
+        // A rank outside any process group when it exits (it never joined one, or destroyed it) has no connection to the
+        // store whose closing would tell the others: the store is told here, and fails whatever waits for it at once.
+        store?.rankExited(rank, signal ?? code ?? 1);
+        if (code === 0 && !stopping) exitedEarly.push(rank);
         if (code === 0 || stopping) return;
         const reason = signal !== null ? `was killed by ${signal}` : `exited with code ${code}`;
         failure = { rank, code: signal !== null ? 128 + (constants.signals[signal] ?? 1) : (code ?? 1), reason };
@@ -312,6 +318,10 @@ export async function launch(options: LaunchOptions): Promise<number> {
   }
   const failed = failure as { rank: number; code: number; reason: string } | null;
   if (failed === null) return 0;
-  if (failed.rank >= 0) log(`blocksparse-run: the job failed: rank ${failed.rank} ${failed.reason}`);
+  if (failed.rank >= 0) {
+    const before = exitedEarly.filter((rank) => rank !== failed.rank);
+    const early = before.length === 0 ? "" : ` (before it, rank${before.length > 1 ? "s" : ""} ${before.join(", ")} exited with code 0)`;
+    log(`blocksparse-run: the job failed: rank ${failed.rank} ${failed.reason}${early}`);
+  }
   return failed.code === 0 ? 1 : failed.code;
 }

@@ -57,7 +57,9 @@ export class NcclProcessGroup implements ProcessGroup {
    * rendezvous, and creates the communicator.
    */
   static async create(env: DistributedEnv, options: { timeoutMs?: number } = {}): Promise<NcclProcessGroup> {
-    process.env.BLOCKSPARSE_CUDA_DEVICE ??= String(env.localRank);
+    // Empty counts as unset, as the cuda backend reads it: every rank would start on device 0 ("Duplicate GPU detected").
+    const deviceChosen = process.env.BLOCKSPARSE_CUDA_DEVICE !== undefined && process.env.BLOCKSPARSE_CUDA_DEVICE !== "";
+    if (!deviceChosen) process.env.BLOCKSPARSE_CUDA_DEVICE = String(env.localRank);
     let module: typeof import("@blocksparse/backend-cuda");
     try {
       // Imported here, so that the package loads (and the CPU group runs) where the cuda backend is not installed.
@@ -71,6 +73,13 @@ export class NcclProcessGroup implements ProcessGroup {
       cuda = module.cudaBackend();
     } catch (error) {
       throw new NcclError(`the NCCL process group needs the cuda backend: ${error instanceof Error ? error.message : String(error)}`);
+    }
+    // CUDA starts once per process: used before this (a model moved to "cuda" first), it runs on the device it chose then.
+    if (!deviceChosen && cuda.device.index !== env.localRank) {
+      throw new NcclError(
+        `LOCAL_RANK=${env.localRank} gives this rank CUDA device ${env.localRank}, but CUDA had already started on device ${cuda.device.index} (the cuda backend was used before initProcessGroup), ` +
+          "so ranks would share a GPU: call initProcessGroup before moving anything to the GPU, or set BLOCKSPARSE_CUDA_DEVICE to each rank's device before it starts",
+      );
     }
     const info = cuda.addon.ncclInfo();
     if (!info.available) throw new NcclError(`the NCCL process group cannot start: ${info.library}`);

@@ -18,6 +18,8 @@ export class Rendezvous {
     readonly worldSize: number,
     readonly timeoutMs: number,
     private readonly server: TcpStoreServer | null,
+    /** Whether rank 0's process hosts the store (no launcher does): it then waits for the others to leave before closing it. */
+    private readonly rankHostsStore: boolean,
     /** Put before every key this rendezvous publishes or collects: "" for a rank's first join, "join<n>/" for its n-th. */
     private readonly keyPrefix: string,
   ) {}
@@ -48,7 +50,7 @@ export class Rendezvous {
       await server?.close();
       throw error;
     }
-    let rendezvous = new Rendezvous(store, env.rank, env.worldSize, timeoutMs, server, "");
+    let rendezvous = new Rendezvous(store, env.rank, env.worldSize, timeoutMs, server, !env.launcherStore, "");
     try {
       // Counts the processes holding this rank now: destroy gives the rank back, so that it may join again.
       if ((await store.add(`rendezvous/rank/${env.rank}`, 1, { timeoutMs: wait })) > 1) {
@@ -58,7 +60,7 @@ export class Rendezvous {
       }
       // A rank that joins again after destroy (as torch allows) uses fresh keys: values a failed collective left behind are not read.
       const joins = await store.add(`rendezvous/joins/${env.rank}`, 1, { timeoutMs: wait });
-      if (joins > 1) rendezvous = new Rendezvous(store, env.rank, env.worldSize, timeoutMs, server, `join${joins}/`);
+      if (joins > 1) rendezvous = new Rendezvous(store, env.rank, env.worldSize, timeoutMs, server, !env.launcherStore, `join${joins}/`);
       // After the check above: a second process given the same RANK must not make the store take the first for gone.
       await store.join(env.rank, { timeoutMs: wait });
       const sizes = await rendezvous.exchange("rendezvous/world", new TextEncoder().encode(String(env.worldSize)), wait);
@@ -106,18 +108,23 @@ export class Rendezvous {
   /**
    * Leaves the job: waits until every rank is leaving, then each tells the store it leaves in
    * order and closes its connection; the rank hosting the store closes it last, once every other
-   * rank said it is done with it. A rank that closes without this is taken for gone.
+   * rank said it is done with it. A rank that closes without this is taken for gone. `ownKeys`:
+   * keys this rank published that no rank reads once every rank is leaving (a destroy's marker),
+   * deleted then, so that a store that outlives the group (the launcher's) does not keep them.
    */
-  async shutdown(): Promise<void> {
+  async shutdown(ownKeys: readonly string[] = []): Promise<void> {
     try {
       const wait = this.wait();
       await this.exchange("shutdown/arrived", new Uint8Array(0), wait);
+      // Every rank has passed its publishes: what only a peer still in a collective could have read is dropped.
+      for (const key of ownKeys) await this.store.deleteKey(`${this.keyPrefix}${key}/${this.rank}`, { timeoutMs: wait });
       // The rank is free again: a later join with it in this job (a store the launcher hosts outlives the group) is not a duplicate.
       await this.store.add(`rendezvous/rank/${this.rank}`, -1, { timeoutMs: wait });
       // Before "left": once the others said they left, the rank hosting the store may close it.
       await this.store.leave({ timeoutMs: wait });
+      // Only a rank hosting the store waits for the others to leave: a store the launcher hosts would keep each "left" unread.
       if (this.server !== null) await this.collect("shutdown/left", this.others(), wait);
-      else await this.publish("shutdown/left", new Uint8Array(0), 1, wait);
+      else if (this.rankHostsStore) await this.publish("shutdown/left", new Uint8Array(0), 1, wait);
     } finally {
       await this.close();
     }

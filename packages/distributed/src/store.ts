@@ -144,10 +144,26 @@ export class TcpStoreServer {
     });
   }
 
+  /** The number of keys the store holds (values and counters), as torch's `Store.num_keys()`. */
+  numKeys(): number {
+    return this.#values.size + this.#counters.size;
+  }
+
+  /**
+   * @internal The launcher saw rank `rank`'s process exit (with `code`, 0 included). A rank that is not joined now (it
+   * never joined, or it destroyed its group and left) has no connection whose closing would tell the store: from now
+   * on every get that waits, now or later, fails at once with a RankFailedError naming it, since the rendezvous or
+   * collective it waits in needs every rank. A joined rank is left to its connection's closing, which says the same.
+   */
+  rankExited(rank: number, code: number | string): void {
+    if ([...this.#members.values()].includes(rank)) return;
+    this.#rankLost(rank, `rank ${rank} exited (${typeof code === "number" ? `with code ${code}` : `killed by ${code}`}) without taking part: it never joined this process group, or it destroyed its group and left, so no rendezvous or collective waiting for it can complete`);
+  }
+
   /** Records the first rank lost and fails every waiting get with it: the ranks still waiting cannot complete. */
-  #rankLost(rank: number): void {
+  #rankLost(rank: number, reason = `rank ${rank} is gone: its connection to the store closed before it destroyed its process group (it exited, threw, crashed or was killed)`): void {
     if (this.#lostRank !== null) return;
-    this.#lostRank = { rank, reason: `rank ${rank} is gone: its connection to the store closed before it destroyed its process group (it exited, threw, crashed or was killed)` };
+    this.#lostRank = { rank, reason };
     const waiters = [...this.#waiters.values()].flat();
     this.#waiters.clear();
     for (const waiter of waiters) this.#refuseGet(waiter);
@@ -229,6 +245,13 @@ export class TcpStoreServer {
         this.#members.delete(socket);
         send(socket, { id, ok: true });
         return;
+      case "delete":
+      {
+        const deletedValue = this.#values.delete(key);
+        const deletedCounter = this.#counters.delete(key);
+        send(socket, { id, ok: true, deleted: deletedValue || deletedCounter });
+        return;
+      }
       case "add": {
         const value = (this.#counters.get(key) ?? 0) + Number(header.delta);
         this.#counters.set(key, value);
@@ -452,6 +475,17 @@ export class TcpStore {
     options = optionsArg("TcpStore.add", options, ["timeoutMs"]);
     checkTimeout("add", options.timeoutMs);
     return Number((await this.#request({ op: "add", key, delta }, undefined, `add '${key}'`, options.timeoutMs, "the store did not answer")).header.value);
+  }
+
+  /**
+   * Removes the value or counter under `key`, as torch's `Store.delete_key`: resolves with whether there was one. A get
+   * waiting for the key keeps waiting for a later set.
+   */
+  async deleteKey(key: string, options: { timeoutMs?: StoreTimeout } = {}): Promise<boolean> {
+    checkKey("deleteKey", key);
+    options = optionsArg("TcpStore.deleteKey", options, ["timeoutMs"]);
+    checkTimeout("deleteKey", options.timeoutMs);
+    return (await this.#request({ op: "delete", key }, undefined, `delete '${key}'`, options.timeoutMs, "the store did not answer")).header.deleted === true;
   }
 
   /**
