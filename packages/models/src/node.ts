@@ -6,6 +6,7 @@ import { loadSafetensors } from "@blocksparse/format/node";
 import { skipInit } from "@blocksparse/nn";
 import {
   BertNormalizer,
+  BertPreTokenizer,
   ByteLevelPreTokenizer,
   type Encoding,
   LowercaseNormalizer,
@@ -16,6 +17,7 @@ import {
   Tokenizer,
 } from "@huggingface/tokenizers";
 import { BertModel, RobertaModel } from "./bert";
+import { CONTROL_RANGES, NONSPACING_MARK_RANGES, PUNCTUATION_RANGES, WHITESPACE_RANGES } from "./bert-unicode";
 import { CHECKPOINT_OPTIONS, type CheckpointOptions, type HuggingFaceModel, loadPlannedTensors, planCheckpoint, type TensorHeader } from "./checkpoint";
 import { isRecord, modelTypeOf } from "./config";
 import { CheckpointError, ConfigError } from "./errors";
@@ -238,10 +240,15 @@ function checkText(name: string, text: unknown): void {
 }
 
 /**
- * Hugging Face's Chinese characters (the Rust tokenizers' is_chinese_char) outside the Basic Multilingual Plane: CJK
- * Extensions B to F and the compatibility supplement, two UTF-16 units each.
+ * Hugging Face's Chinese characters (the Rust tokenizers' is_chinese_char): the CJK Unified Ideographs, Extensions A to F
+ * and both compatibility blocks (the library's pass walked UTF-16 units, so it never saw one outside the Basic Multilingual
+ * Plane: "a\u{20000}b" stayed one word, [UNK]).
  */
-const ASTRAL_CHINESE = /[\u{20000}-\u{2A6DF}\u{2A700}-\u{2B73F}\u{2B740}-\u{2B81F}\u{2B920}-\u{2CEAF}\u{2F800}-\u{2FA1F}]/gu;
+const CHINESE =
+  /[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u{20000}-\u{2A6DF}\u{2A700}-\u{2B73F}\u{2B740}-\u{2B81F}\u{2B920}-\u{2CEAF}\u{2F800}-\u{2FA1F}]/gu;
+const CONTROL = new RegExp(`[${CONTROL_RANGES}]`, "gu");
+const WHITESPACE = new RegExp(`[${WHITESPACE_RANGES}]`, "gu");
+const NONSPACING_MARK = new RegExp(`[${NONSPACING_MARK_RANGES}]`, "gu");
 
 /**
  * Hugging Face lowercases character by character (Rust's char::to_lowercase): a capital sigma is always σ. JavaScript's
@@ -250,15 +257,38 @@ const ASTRAL_CHINESE = /[\u{20000}-\u{2A6DF}\u{2A700}-\u{2B73F}\u{2B740}-\u{2B81
 const bySingleCharacter = (text: string) => text.replaceAll("\u03a3", "\u03c3");
 
 /**
- * BertNormalizer as Hugging Face's: handle_chinese_chars spaces out every Chinese character (the library's pass walks
- * UTF-16 units, so it never saw one outside the Basic Multilingual Plane: "a\u{20000}b" stayed one word, [UNK]), and
- * lowercase maps each character alone.
+ * BertNormalizer as Hugging Face's, pass for pass and in its order (clean_text, handle_chinese_chars, strip_accents, then
+ * lowercase), on its own character classes (./bert-unicode): the library's \p{Cf} and \p{Mn} follow a newer Unicode,
+ * so it dropped format controls Hugging Face keeps and kept or stripped marks unlike it.
  */
 class HuggingFaceBertNormalizer extends BertNormalizer {
   override normalize(text: string): string {
-    // Done before the library's own passes, which keep the spaces (clean_text) and leave σ as it is.
-    const spaced = this.config.handle_chinese_chars ? text.replace(ASTRAL_CHINESE, " $& ") : text;
-    return super.normalize(this.config.lowercase ? bySingleCharacter(spaced) : spaced);
+    const { clean_text, handle_chinese_chars, strip_accents, lowercase } = this.config;
+    let out = text;
+    if (clean_text) out = out.replace(CONTROL, "").replace(WHITESPACE, " ");
+    if (handle_chinese_chars) out = out.replace(CHINESE, " $& ");
+    // strip_accents null follows lowercase, as Hugging Face's.
+    if (strip_accents ?? lowercase) out = this.strip_accents(out);
+    return lowercase ? bySingleCharacter(out).toLowerCase() : out;
+  }
+
+  override strip_accents(text: string): string {
+    return text.normalize("NFD").replace(NONSPACING_MARK, "");
+  }
+}
+
+/**
+ * BertPreTokenizer as Hugging Face's: words split at Rust's whitespace (U+0085 is one, U+FEFF is not; the library trimmed
+ * and split on JavaScript's \s) with each punctuation character of Hugging Face's table a word of its own.
+ */
+class HuggingFaceBertPreTokenizer extends BertPreTokenizer {
+  constructor() {
+    super();
+    this.pattern = new RegExp(`[^${WHITESPACE_RANGES}${PUNCTUATION_RANGES}]+|[${PUNCTUATION_RANGES}]`, "gu");
+  }
+
+  override pre_tokenize_text(text: string): string[] {
+    return text.match(this.pattern) ?? [];
   }
 }
 
@@ -287,10 +317,11 @@ const SPACE = "\\t-\\r\\x85\\p{Z}";
 const byteLevelPattern = () =>
   new RegExp(`'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^${SPACE}\\p{L}\\p{N}]+|[${SPACE}]+(?![^${SPACE}])|[${SPACE}]+`, "gu");
 
-/** `preTokenizer` with each ByteLevel (alone or in a Sequence) splitting on Hugging Face's whitespace. */
-function withOnigurumaSpaces(preTokenizer: PreTokenizer | null): PreTokenizer | null {
+/** `preTokenizer` with each ByteLevel and BertPreTokenizer (alone or in a Sequence) splitting as Hugging Face's. */
+function withHuggingFaceSplits(preTokenizer: PreTokenizer | null): PreTokenizer | null {
   if (preTokenizer instanceof ByteLevelPreTokenizer) preTokenizer.pattern = byteLevelPattern();
-  if (preTokenizer instanceof SequencePreTokenizer) preTokenizer.tokenizers.forEach(withOnigurumaSpaces);
+  if (preTokenizer instanceof BertPreTokenizer) return new HuggingFaceBertPreTokenizer();
+  if (preTokenizer instanceof SequencePreTokenizer) preTokenizer.tokenizers = preTokenizer.tokenizers.map(withHuggingFaceSplits);
   return preTokenizer;
 }
 
@@ -329,7 +360,7 @@ class PretrainedTokenizer extends Tokenizer {
   constructor(tokenizer: Record<string, unknown>, config: Record<string, unknown>) {
     super(tokenizer, config);
     this.normalizer = asHuggingFace(this.normalizer);
-    this.pre_tokenizer = withOnigurumaSpaces(this.pre_tokenizer);
+    this.pre_tokenizer = withHuggingFaceSplits(this.pre_tokenizer);
     this.#typesAllZero = isRobertaProcessing(tokenizer.post_processor);
     this.#concatenatesPairs = concatenatesPairs(tokenizer.post_processor);
   }

@@ -181,6 +181,28 @@ describe("loadTokenizer", () => {
     }
   });
 
+  it("BERT cleans, strips and splits on Hugging Face's character tables (older than the engine's Unicode), not on JavaScript's \\p classes", async () => {
+    const bert = wordPieceTokenizer() as { normalizer: Record<string, unknown>; model: { vocab: Record<string, number> } };
+    const { vocab } = bert.model;
+    for (const token of ["ab", "a\u0890b", "x"]) vocab[token] = Object.keys(vocab).length;
+    const tokenizer = await loadTokenizer(await writtenTokenizer(bert));
+    const ids = (text: string) => tokenizer.encode(text).ids.slice(1, -1);
+    // U+0890 became a format control after Hugging Face's tables: it keeps it (the library dropped it: "ab").
+    expect(ids("a\u0890b")).toEqual([vocab["a\u0890b"]]);
+    // Controls and U+FFFD go, whitespace (tab, U+2028) is a space, unassigned U+0378 stays (no word of the vocabulary).
+    expect(ids("\u200dab\ufffd\u0000\tx\u2028ab\u{e0001}")).toEqual([vocab.ab, vocab.x, vocab.ab]);
+    expect(ids("ab\u0378")).toEqual([1]);
+    // U+1734 was a nonspacing mark there, stripped with the accents (the library kept it: [UNK]).
+    expect(ids("x\u1734")).toEqual([vocab.x]);
+    // U+166D was punctuation there, a word of its own; U+2E43 was none, it stays inside the word (the library did the opposite).
+    expect(ids("ab\u166dab")).toEqual([vocab.ab, 1, vocab.ab]);
+    expect(ids("ab\u2e43ab")).toEqual([1]);
+    // Without clean_text the pre-tokenizer splits at Rust's whitespace: U+0085 is a space, U+FEFF part of a word.
+    const raw = await loadTokenizer(await writtenTokenizer({ ...bert, normalizer: { ...bert.normalizer, clean_text: false } }));
+    expect(raw.encode("ab\u0085ab").ids.slice(1, -1)).toEqual([vocab.ab, vocab.ab]);
+    expect(raw.encode("\ufeffab").ids.slice(1, -1)).toEqual([1]);
+  });
+
   it("byte-level BPE splits words on Hugging Face's whitespace (Oniguruma's \\s: U+0085 is a space, U+FEFF is not), as GPT-2's regex does there", async () => {
     const gpt2: { model: { vocab: Record<string, number>; merges: string[][] } } = JSON.parse(await readFile(fixtures("tokenizer/tokenizer.json"), "utf8"));
     const { vocab, merges } = gpt2.model;

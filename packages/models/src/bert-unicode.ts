@@ -1,0 +1,73 @@
+/**
+ * Hugging Face tokenizers' character classes for BERT (its Rust BertNormalizer and BertPreTokenizer), each the source of a
+ * regular expression character class (flag u). The Rust library reads them from the unicode_categories crate, whose tables
+ * predate Unicode 9; JavaScript's \p{...} classes follow the engine's newer Unicode and differ on the characters encoded or
+ * re-categorized since (U+0890 and U+13430 are format controls here, kept by Hugging Face; U+1734 is a nonspacing mark
+ * there, stripped; U+2E43 is no punctuation there, it stays inside a word).
+ */
+
+/** Removed by clean_text: NUL, U+FFFD and the 'other' characters (Cc, Cf, Co) but tab, newline and carriage return (unassigned ones are kept). */
+export const CONTROL_RANGES =
+  "\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f\\u00ad\\u0600-\\u0605\\u061c\\u06dd\\u070f\\u180e\\u200b-\\u200f" +
+  "\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u206f\\ue000-\\uf8ff\\ufeff\\ufff9-\\ufffb\\ufffd\\u{110bd}\\u{1bca0}-\\u{1bca3}" +
+  "\\u{1d173}-\\u{1d17a}\\u{e0001}\\u{e0020}-\\u{e007f}\\u{f0000}-\\u{ffffd}\\u{100000}-\\u{10fffd}";
+
+/** Rust's char::is_whitespace (Unicode White_Space): made a space by clean_text, split on by BertPreTokenizer. */
+export const WHITESPACE_RANGES =
+  "\\u0009-\\u000d\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
+
+/** BertPreTokenizer's punctuation: ASCII punctuation and the P categories, each a word of its own. */
+export const PUNCTUATION_RANGES =
+  "\\u0021-\\u002f\\u003a-\\u0040\\u005b-\\u0060\\u007b-\\u007e\\u00a1\\u00a7\\u00ab\\u00b6\\u00b7\\u00bb\\u00bf\\u037e\\u0387" +
+  "\\u055a-\\u055f\\u0589\\u058a\\u05be\\u05c0\\u05c3\\u05c6\\u05f3\\u05f4\\u0609\\u060a\\u060c\\u060d\\u061b\\u061e\\u061f" +
+  "\\u066a-\\u066d\\u06d4\\u0700-\\u070d\\u07f7-\\u07f9\\u0830-\\u083e\\u085e\\u0964\\u0965\\u0970\\u0af0\\u0df4\\u0e4f\\u0e5a" +
+  "\\u0e5b\\u0f04-\\u0f12\\u0f14\\u0f3a-\\u0f3d\\u0f85\\u0fd0-\\u0fd4\\u0fd9\\u0fda\\u104a-\\u104f\\u10fb\\u1360-\\u1368\\u1400" +
+  "\\u166d\\u166e\\u169b\\u169c\\u16eb-\\u16ed\\u1735\\u1736\\u17d4-\\u17d6\\u17d8-\\u17da\\u1800-\\u180a\\u1944\\u1945\\u1a1e" +
+  "\\u1a1f\\u1aa0-\\u1aa6\\u1aa8-\\u1aad\\u1b5a-\\u1b60\\u1bfc-\\u1bff\\u1c3b-\\u1c3f\\u1c7e\\u1c7f\\u1cc0-\\u1cc7\\u1cd3" +
+  "\\u2010-\\u2027\\u2030-\\u2043\\u2045-\\u2051\\u2053-\\u205e\\u207d\\u207e\\u208d\\u208e\\u2308-\\u230b\\u2329\\u232a" +
+  "\\u2768-\\u2775\\u27c5\\u27c6\\u27e6-\\u27ef\\u2983-\\u2998\\u29d8-\\u29db\\u29fc\\u29fd\\u2cf9-\\u2cfc\\u2cfe\\u2cff\\u2d70" +
+  "\\u2e00-\\u2e2e\\u2e30-\\u2e42\\u3001-\\u3003\\u3008-\\u3011\\u3014-\\u301f\\u3030\\u303d\\u30a0\\u30fb\\ua4fe\\ua4ff" +
+  "\\ua60d-\\ua60f\\ua673\\ua67e\\ua6f2-\\ua6f7\\ua874-\\ua877\\ua8ce\\ua8cf\\ua8f8-\\ua8fa\\ua8fc\\ua92e\\ua92f\\ua95f" +
+  "\\ua9c1-\\ua9cd\\ua9de\\ua9df\\uaa5c-\\uaa5f\\uaade\\uaadf\\uaaf0\\uaaf1\\uabeb\\ufd3e\\ufd3f\\ufe10-\\ufe19\\ufe30-\\ufe52" +
+  "\\ufe54-\\ufe61\\ufe63\\ufe68\\ufe6a\\ufe6b\\uff01-\\uff03\\uff05-\\uff0a\\uff0c-\\uff0f\\uff1a\\uff1b\\uff1f\\uff20" +
+  "\\uff3b-\\uff3d\\uff3f\\uff5b\\uff5d\\uff5f-\\uff65\\u{10100}-\\u{10102}\\u{1039f}\\u{103d0}\\u{1056f}\\u{10857}\\u{1091f}" +
+  "\\u{1093f}\\u{10a50}-\\u{10a58}\\u{10a7f}\\u{10af0}-\\u{10af6}\\u{10b39}-\\u{10b3f}\\u{10b99}-\\u{10b9c}" +
+  "\\u{11047}-\\u{1104d}\\u{110bb}\\u{110bc}\\u{110be}-\\u{110c1}\\u{11140}-\\u{11143}\\u{11174}\\u{11175}" +
+  "\\u{111c5}-\\u{111c9}\\u{111cd}\\u{111db}\\u{111dd}-\\u{111df}\\u{11238}-\\u{1123d}\\u{112a9}\\u{114c6}" +
+  "\\u{115c1}-\\u{115d7}\\u{11641}-\\u{11643}\\u{1173c}-\\u{1173e}\\u{12470}-\\u{12474}\\u{16a6e}\\u{16a6f}\\u{16af5}" +
+  "\\u{16b37}-\\u{16b3b}\\u{16b44}\\u{1bc9f}\\u{1da87}-\\u{1da8b}";
+
+/** Nonspacing marks (Mn), removed by strip_accents after NFD. */
+export const NONSPACING_MARK_RANGES =
+  "\\u0300-\\u033f\\u0342\\u0345-\\u036f\\u0483-\\u0487\\u0591-\\u05bd\\u05bf\\u05c1\\u05c2\\u05c4\\u05c5\\u05c7\\u0610-\\u061a" +
+  "\\u064b-\\u065f\\u0670\\u06d6-\\u06dc\\u06df-\\u06e4\\u06e7\\u06e8\\u06ea-\\u06ed\\u0711\\u0730-\\u074a\\u07a6-\\u07b0" +
+  "\\u07eb-\\u07f3\\u0816-\\u0819\\u081b-\\u0823\\u0825-\\u0827\\u0829-\\u082d\\u0859-\\u085b\\u08e3-\\u0902\\u093a\\u093c" +
+  "\\u0941-\\u0948\\u094d\\u0951-\\u0957\\u0962\\u0963\\u0981\\u09bc\\u09c1-\\u09c4\\u09cd\\u09e2\\u09e3\\u0a01\\u0a02\\u0a3c" +
+  "\\u0a41\\u0a42\\u0a47\\u0a48\\u0a4b-\\u0a4d\\u0a51\\u0a70\\u0a71\\u0a75\\u0a81\\u0a82\\u0abc\\u0ac1-\\u0ac5\\u0ac7\\u0ac8\\u0acd" +
+  "\\u0ae2\\u0ae3\\u0b01\\u0b3c\\u0b3f\\u0b41-\\u0b44\\u0b4d\\u0b56\\u0b62\\u0b63\\u0b82\\u0bc0\\u0bcd\\u0c00\\u0c3e-\\u0c40\\u0c46" +
+  "\\u0c47\\u0c4a-\\u0c4d\\u0c55\\u0c56\\u0c62\\u0c63\\u0c81\\u0cbc\\u0cbf\\u0cc6\\u0ccc\\u0ccd\\u0ce2\\u0ce3\\u0d01\\u0d41-\\u0d44" +
+  "\\u0d4d\\u0d62\\u0d63\\u0dca\\u0dd2-\\u0dd4\\u0dd6\\u0e31\\u0e34-\\u0e3a\\u0e47-\\u0e4e\\u0eb1\\u0eb4-\\u0eb9\\u0ebb\\u0ebc" +
+  "\\u0ec8-\\u0ecd\\u0f18\\u0f19\\u0f35\\u0f37\\u0f39\\u0f71\\u0f72\\u0f74\\u0f77\\u0f79-\\u0f7e\\u0f80\\u0f82-\\u0f84\\u0f86" +
+  "\\u0f87\\u0f8d-\\u0f92\\u0f94-\\u0f97\\u0f99-\\u0f9c\\u0f9e-\\u0fa1\\u0fa3-\\u0fa6\\u0fa8-\\u0fab\\u0fad-\\u0fb8\\u0fba-\\u0fbc" +
+  "\\u0fc6\\u102d-\\u1030\\u1032-\\u1037\\u1039\\u103a\\u103d\\u103e\\u1058\\u1059\\u105e-\\u1060\\u1071-\\u1074\\u1082\\u1085" +
+  "\\u1086\\u108d\\u109d\\u135d-\\u135f\\u1712-\\u1714\\u1732-\\u1734\\u1752\\u1753\\u1772\\u1773\\u17b4\\u17b5\\u17b7-\\u17bd" +
+  "\\u17c6\\u17c9-\\u17d3\\u17dd\\u180b-\\u180d\\u18a9\\u1920-\\u1922\\u1927\\u1928\\u1932\\u1939-\\u193b\\u1a17\\u1a18\\u1a1b" +
+  "\\u1a56\\u1a58-\\u1a5e\\u1a60\\u1a62\\u1a65-\\u1a6c\\u1a73-\\u1a7c\\u1a7f\\u1ab0-\\u1abd\\u1b00-\\u1b03\\u1b34\\u1b36-\\u1b3a" +
+  "\\u1b3c\\u1b42\\u1b6b-\\u1b73\\u1b80\\u1b81\\u1ba2-\\u1ba5\\u1ba8\\u1ba9\\u1bab-\\u1bad\\u1be6\\u1be8\\u1be9\\u1bed" +
+  "\\u1bef-\\u1bf1\\u1c2c-\\u1c33\\u1c36\\u1c37\\u1cd0-\\u1cd2\\u1cd4-\\u1ce0\\u1ce2-\\u1ce8\\u1ced\\u1cf4\\u1cf8\\u1cf9" +
+  "\\u1dc0-\\u1df5\\u1dfc-\\u1dff\\u20d0-\\u20dc\\u20e1\\u20e5-\\u20f0\\u2cef-\\u2cf1\\u2d7f\\u2de0-\\u2dff\\u302a-\\u302d\\u3099" +
+  "\\u309a\\ua66f\\ua674-\\ua67d\\ua69e\\ua69f\\ua6f0\\ua6f1\\ua802\\ua806\\ua80b\\ua825\\ua826\\ua8c4\\ua8e0-\\ua8f1" +
+  "\\ua926-\\ua92d\\ua947-\\ua951\\ua980-\\ua982\\ua9b3\\ua9b6-\\ua9b9\\ua9bc\\ua9e5\\uaa29-\\uaa2e\\uaa31\\uaa32\\uaa35\\uaa36" +
+  "\\uaa43\\uaa4c\\uaa7c\\uaab0\\uaab2-\\uaab4\\uaab7\\uaab8\\uaabe\\uaabf\\uaac1\\uaaec\\uaaed\\uaaf6\\uabe5\\uabe8\\uabed\\ufb1e" +
+  "\\ufe00-\\ufe0f\\ufe20-\\ufe2f\\u{101fd}\\u{102e0}\\u{10376}-\\u{1037a}\\u{10a01}-\\u{10a03}\\u{10a05}\\u{10a06}" +
+  "\\u{10a0c}-\\u{10a0f}\\u{10a38}-\\u{10a3a}\\u{10a3f}\\u{10ae5}\\u{10ae6}\\u{11001}\\u{11038}-\\u{11046}" +
+  "\\u{1107f}-\\u{11081}\\u{110b3}-\\u{110b6}\\u{110b9}\\u{110ba}\\u{11100}-\\u{11102}\\u{11127}-\\u{1112b}\\u{1112d}" +
+  "\\u{11130}-\\u{11134}\\u{11173}\\u{11180}\\u{11181}\\u{111b6}-\\u{111be}\\u{111ca}-\\u{111cc}\\u{1122f}-\\u{11231}" +
+  "\\u{11234}\\u{11236}\\u{11237}\\u{112df}\\u{112e3}-\\u{112ea}\\u{11300}\\u{11301}\\u{1133c}\\u{11340}\\u{11366}-\\u{1136c}" +
+  "\\u{11370}-\\u{11374}\\u{114b3}-\\u{114b8}\\u{114ba}\\u{114bf}\\u{114c0}\\u{114c2}\\u{114c3}\\u{115b2}-\\u{115b5}" +
+  "\\u{115bc}\\u{115bd}\\u{115bf}\\u{115c0}\\u{115dc}\\u{115dd}\\u{11633}-\\u{1163a}\\u{1163d}\\u{1163f}\\u{11640}\\u{116ab}" +
+  "\\u{116ad}\\u{116b0}-\\u{116b5}\\u{116b7}\\u{1171d}-\\u{1171f}\\u{11722}-\\u{11725}\\u{11727}-\\u{1172b}" +
+  "\\u{16af0}-\\u{16af4}\\u{16b30}-\\u{16b36}\\u{16f8f}-\\u{16f92}\\u{1bc9d}\\u{1bc9e}\\u{1d167}-\\u{1d169}" +
+  "\\u{1d17b}-\\u{1d182}\\u{1d185}-\\u{1d18b}\\u{1d1aa}-\\u{1d1ad}\\u{1d242}-\\u{1d244}\\u{1da00}-\\u{1da36}" +
+  "\\u{1da3b}-\\u{1da6c}\\u{1da75}\\u{1da84}\\u{1da9b}-\\u{1da9f}\\u{1daa1}-\\u{1daaf}\\u{1e8d0}-\\u{1e8d6}" +
+  "\\u{e0100}-\\u{e01ef}";
