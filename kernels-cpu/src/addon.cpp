@@ -11,6 +11,7 @@
 #include <mutex>
 #include <new>
 #include <string>
+#include <vector>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -218,11 +219,19 @@ CheckedPattern checkPattern(Napi::Env env, const PatternFields& pattern, const c
       fail(env, "ERR_CPU_SHAPE", std::string(fn) + ": valueIndex has " + std::to_string(valueIndexArray.ElementLength()) + " entries, blockColPtr says " +
                                      std::to_string(checked.nnz));
     }
+    // Each block named once: a repeated entry read one block twice and another never (a wrong product, not an error).
+    std::vector<int32_t> namedAt(static_cast<size_t>(checked.nnz), -1);
     for (int64_t p = 0; p < checked.nnz; p++) {
       if (valueIndex[p] < 0 || valueIndex[p] >= checked.nnz) {
         fail(env, "ERR_CPU_INDEX", std::string(fn) + ": valueIndex[" + std::to_string(p) + "] = " + std::to_string(valueIndex[p]) + " is outside [0, " +
                                        std::to_string(checked.nnz) + ")");
       }
+      int32_t& first = namedAt[static_cast<size_t>(valueIndex[p])];
+      if (first >= 0) {
+        fail(env, "ERR_CPU_INDEX", std::string(fn) + ": valueIndex[" + std::to_string(p) + "] = " + std::to_string(valueIndex[p]) + " repeats valueIndex[" +
+                                       std::to_string(first) + "] (it must name each block once)");
+      }
+      first = static_cast<int32_t>(p);
     }
     w.blockColPtr = colPtr.Data();
     w.blockRowIdx = rowIdx.Data();

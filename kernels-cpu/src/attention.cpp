@@ -214,6 +214,9 @@ void attentionBackward(AttentionOperand dout, AttentionOperand q, AttentionOpera
 
 void cachedAttention(const float* q, const float* k, const float* v, const int32_t* positions, float* out, int64_t heads, int64_t m, int64_t n, int64_t d,
                      double scale) {
+  // Every row's buffers are sized for the call's longest row: rows of one call never shrink what another just grew.
+  int64_t longest = 0;
+  for (int64_t i = 0; i < m; i++) longest = std::max(longest, std::clamp<int64_t>(static_cast<int64_t>(positions[i]) + 1, 0, n));
   parallelFor(heads * m, [&](int64_t item) {
     const int64_t b = item / m, i = item % m;
     const int64_t kept = std::clamp<int64_t>(static_cast<int64_t>(positions[i]) + 1, 0, n);
@@ -222,9 +225,11 @@ void cachedAttention(const float* q, const float* k, const float* v, const int32
       std::fill(row, row + d, 0.0f);
       return;
     }
-    thread_local std::vector<double> scores, acc;
-    if (static_cast<int64_t>(scores.size()) < kept) scores.resize(static_cast<size_t>(kept));
-    if (static_cast<int64_t>(acc.size()) < d) acc.resize(static_cast<size_t>(d));
+    // Scratch, not vectors that only grow: a long context's scores were held by each thread for the life of the process,
+    // uncounted by scratchBytes and kept over releaseScratch.
+    thread_local Scratch scoreScratch, accScratch;
+    double* scores = scoreScratch.boundedDoubles(static_cast<size_t>(longest));
+    double* acc = accScratch.boundedDoubles(static_cast<size_t>(d));
     const float* query = q + item * d;
     const float* keys = k + b * n * d;
     const float* values = v + b * n * d;
@@ -234,17 +239,17 @@ void cachedAttention(const float* q, const float* k, const float* v, const int32
       scores[j] = s;
       if (s > max || std::isnan(s)) max = s;
     }
-    shiftedExponentials(scores.data(), kept, max);
-    std::fill(acc.begin(), acc.begin() + d, 0.0);
+    shiftedExponentials(scores, kept, max);
+    std::fill(acc, acc + d, 0.0);
     double sum = 0;
     int64_t j = 0;
     for (; j + 2 <= kept; j += 2) {
       sum += scores[j] + scores[j + 1];
-      addTwoRows(acc.data(), scores[j], values + j * d, scores[j + 1], values + (j + 1) * d, d);
+      addTwoRows(acc, scores[j], values + j * d, scores[j + 1], values + (j + 1) * d, d);
     }
     if (j < kept) {
       sum += scores[j];
-      addRow(acc.data(), scores[j], values + j * d, d);
+      addRow(acc, scores[j], values + j * d, d);
     }
     for (int64_t c = 0; c < d; c++) row[c] = static_cast<float>(acc[c] / sum);
   });

@@ -7,6 +7,7 @@
 
 #include "clones.h"
 #include "exp_double.h"
+#include "scratch.h"
 #include "threads.h"
 
 namespace bsk {
@@ -45,8 +46,9 @@ void eachRow(int64_t rows, int64_t n, bool parallel, Row row) {
 
 void attentionSoftmax(float* s, float* lse, uint8_t* flags, int64_t rows, int64_t n, int64_t first, int64_t m, bool causal, double scale, bool parallel) {
   eachRow(rows, n, parallel, [&](int64_t r) {
-    thread_local std::vector<double> row64;
-    if (static_cast<int64_t>(row64.size()) < n) row64.resize(static_cast<size_t>(n));
+    // Scratch, not a vector that only grows: the longest sequence's row was held by each thread for good.
+    thread_local Scratch row64;
+    double* e = row64.boundedDoubles(static_cast<size_t>(n));
     float* scores = s + r * n;
     const int64_t kept = keptKeys(first + r, m, n, causal);
     for (int64_t j = 0; j < kept; j++) {
@@ -55,7 +57,6 @@ void attentionSoftmax(float* s, float* lse, uint8_t* flags, int64_t rows, int64_
         return;
       }
     }
-    double* e = row64.data();
     double max = -INFINITY;
     for (int64_t j = 0; j < kept; j++) {
       e[j] = scale * static_cast<double>(scores[j]);

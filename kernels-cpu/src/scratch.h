@@ -79,6 +79,20 @@ class Scratch {
     return data_;
   }
 
+  // At least `count` floats, as floats(), for a buffer whose need changes from call to call (a row of scores as long as
+  // the context): held at a power of two, so a need growing one by one (decoding) reallocates only when it doubles,
+  // and given back once the need falls to a quarter of it, so one long context does not keep its size for the life of
+  // the thread. Callers ask for the same count on every item of one call, so no call reallocates twice.
+  float* boundedFloats(size_t count) {
+    size_t want = 64;
+    while (want < count) want *= 2;
+    if (capacity_ > 2 * want) release();
+    return floats(want);
+  }
+
+  // At least `count` doubles, held as boundedFloats holds its floats (64-byte aligned).
+  double* boundedDoubles(size_t count) { return reinterpret_cast<double*>(boundedFloats(2 * count)); }
+
  private:
   void release() {
     std::free(data_);

@@ -331,9 +331,10 @@ export interface NativeAddon {
   /** dW [nnz, R, C] = (dY^T X) on W's blocks, each array read or written from its offset. */
   sampledMatmul(dy: Float32Array, dyOffset: number, x: Float32Array, xOffset: number, dw: Float32Array, dwOffset: number, tokens: number, pattern: NativeRowIndex): void;
   /**
-   * Bytes the products' scratch (packed operands, few-token sums) holds now, all threads' together. Each buffer is kept
-   * for the next product and grows to the largest it was asked for (until releaseScratch), so a product's own need is
-   * the growth it causes.
+   * Bytes the products' scratch (packed operands, few-token sums, attention's rows of float64 scores) holds now, all
+   * threads' together. Each buffer is kept for the next product and grows to the largest it was asked for (until
+   * releaseScratch), so a product's own need is the growth it causes; a row of scores is given back once a call needs a
+   * quarter of what it holds.
    */
   scratchBytes(): number;
   /** Frees the products' scratch (scratchBytes() is then 0); the next product allocates what it needs again. */

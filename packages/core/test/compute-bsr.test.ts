@@ -166,12 +166,14 @@ describe("bsrMatmulF32", () => {
     expect(dx.subarray(dxOffset + tokens * p.cols).every(Number.isNaN)).toBe(true);
   });
 
-  it("rejects a value index outside the blocks and a short dY", () => {
+  it("rejects a value index outside the blocks or repeated, and a short dY", () => {
     const p = randomPattern(seededRandom(202), 2, 2, 4, 4, 1);
     const ok = { ...p, dy: new Float32Array(2 * 8), values: new Float32Array(4 * 16), dx: new Float32Array(2 * 8), tokens: 2 };
     expect(() => bsrMatmulF32(ok)).not.toThrow();
     expect(() => bsrMatmulF32({ ...ok, valueIndex: Int32Array.of(0, 2, 1, 4) })).toThrow(/valueIndex\[3\] = 4 is outside \[0, 4\)/);
     expect(() => bsrMatmulF32({ ...ok, valueIndex: Int32Array.of(0, 2, 1) })).toThrow(IndexError);
+    // Every entry in range, but block 0 read twice and block 2 never.
+    expect(() => bsrMatmulF32({ ...ok, valueIndex: Int32Array.of(0, 0, 1, 3) })).toThrow(/valueIndex\[1\] = 0 repeats valueIndex\[0\]/);
     expect(() => bsrMatmulF32({ ...ok, dy: new Float32Array(15) })).toThrow(/dy has 15 elements/);
     expect(() => bsrMatmulF32({ ...ok, blockColPtr: Int32Array.of(0, 2) })).toThrow(/blockColPtr must have 3 entries/);
   });

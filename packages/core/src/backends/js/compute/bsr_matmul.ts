@@ -43,8 +43,13 @@ export function bsrMatmulF32(args: BsrMatmulArgs): void {
   const [blockRows, blockCols] = checkBlockGrid(fn, args);
   const nnz = checkCompressedIndex(fn, "blockColPtr", blockColPtr, "blockRowIdx", blockRowIdx, blockCols, blockRows);
   if (valueIndex.length < nnz) throw new IndexError(`${fn}: valueIndex has ${valueIndex.length} entries, expected ${nnz}`);
+  // A repeated entry read one block twice and another never: a wrong product, not an error.
+  const seen = new Int32Array(nnz).fill(-1);
   for (let q = 0; q < nnz; q++) {
-    if (valueIndex[q] < 0 || valueIndex[q] >= nnz) throw new IndexError(`${fn}: valueIndex[${q}] = ${valueIndex[q]} is outside [0, ${nnz})`);
+    const block = valueIndex[q];
+    if (block < 0 || block >= nnz) throw new IndexError(`${fn}: valueIndex[${q}] = ${block} is outside [0, ${nnz})`);
+    if (seen[block] >= 0) throw new IndexError(`${fn}: valueIndex[${q}] = ${block} repeats valueIndex[${seen[block]}] (it must name each block once)`);
+    seen[block] = q;
   }
   checkSpan(fn, "dy", dy, dyOffset, 1, 0, tokens * rows);
   checkSpan(fn, "values", values, valuesOffset, 1, 0, nnz * blockHeight * blockWidth);

@@ -2,7 +2,8 @@
 import type { KernelArgs, KernelTable, TensorInfo } from "../../../backend";
 import { broadcastStrides, matmulShape, sizeOf } from "../../../shape";
 import type { JsBackend } from "../backend";
-import type { BsrPattern } from "@blocksparse/format";
+import type { BsrColumnIndex, BsrPattern } from "@blocksparse/format";
+import { IndexError } from "../../../errors";
 import * as compute from "../compute";
 import { biasActivationBackwardKernel, biasActivationKernel } from "./elementwise";
 import { stridedOffsets } from "./util";
@@ -11,6 +12,48 @@ function sizes(pattern: BsrPattern): compute.BsrSizes {
   const [rows, cols] = pattern.shape;
   const [blockHeight, blockWidth] = pattern.blockShape;
   return { rows, cols, blockHeight, blockWidth };
+}
+
+/**
+ * `pattern.columnIndex`, checked against the row-wise index it stands for: each block named once, at the block row and
+ * column where the row-wise index holds it. Its arrays can be written into after the pattern is built (the pattern
+ * only re-checks its row-wise arrays), and a repeated or misplaced valueIndex entry made a silently wrong product.
+ */
+function checkedColumnIndex(fn: string, pattern: BsrPattern): BsrColumnIndex {
+  const index = pattern.columnIndex;
+  const { blockColPtr, blockRowIdx, valueIndex } = index;
+  const { blockRowPtr, blockColIdx, blockRows, blockCols, nnzBlocks: nnz } = pattern;
+  const where = `${fn}: pattern.columnIndex`;
+  if (blockColPtr.length !== blockCols + 1 || blockRowIdx.length !== nnz || valueIndex.length !== nnz) {
+    throw new IndexError(
+      `${where} has ${blockColPtr.length} blockColPtr, ${blockRowIdx.length} blockRowIdx and ${valueIndex.length} valueIndex entries; the pattern needs ${blockCols + 1}, ${nnz} and ${nnz}`,
+    );
+  }
+  if (blockColPtr[0] !== 0 || blockColPtr[blockCols] !== nnz) {
+    throw new IndexError(`${where}.blockColPtr must run from 0 to nnzBlocks = ${nnz}, got ${blockColPtr[0]} to ${blockColPtr[blockCols]}`);
+  }
+  const seen = new Int32Array(nnz).fill(-1);
+  for (let col = 0; col < blockCols; col++) {
+    const end = blockColPtr[col + 1];
+    if (end < blockColPtr[col]) throw new IndexError(`${where}.blockColPtr decreases at ${col + 1} (${blockColPtr[col]} then ${end})`);
+    for (let q = blockColPtr[col]; q < end; q++) {
+      const block = valueIndex[q];
+      if (!(block >= 0 && block < nnz)) throw new IndexError(`${where}.valueIndex[${q}] = ${block} is outside [0, ${nnz})`);
+      if (seen[block] >= 0) {
+        throw new IndexError(`${where}.valueIndex[${q}] = ${block} repeats valueIndex[${seen[block]}]: the column view must name each block once (a permutation of [0, ${nnz}))`);
+      }
+      seen[block] = q;
+      const row = blockRowIdx[q];
+      if (!(row >= 0 && row < blockRows) || blockColIdx[block] !== col || block < blockRowPtr[row] || block >= blockRowPtr[row + 1]) {
+        let heldRow = 0;
+        while (heldRow < blockRows - 1 && blockRowPtr[heldRow + 1] <= block) heldRow++;
+        throw new IndexError(
+          `${where} places block ${block} (valueIndex[${q}]) at block (${row}, ${col}); the row-wise index holds it at (${heldRow}, ${blockColIdx[block]})`,
+        );
+      }
+    }
+  }
+  return index;
 }
 
 /**
@@ -111,7 +154,7 @@ export function productKernels(
       const [rows, cols] = pattern.shape;
       const tokens = rows === 0 ? sizeOf(dy.shape.slice(0, -1)) : sizeOf(dy.shape) / rows;
       const out = backend.floatOutput([...dy.shape.slice(0, -1), cols], dy.dtype);
-      const { blockColPtr, blockRowIdx, valueIndex } = pattern.columnIndex;
+      const { blockColPtr, blockRowIdx, valueIndex } = checkedColumnIndex("bsrMatmul", pattern);
       products.bsrMatmulF32({
         ...sizes(pattern),
         dy: backend.floats(dy),
