@@ -14,10 +14,13 @@ export interface LRSchedulerState {
   scheduler: string;
   /** Steps taken since construction (torch's last_epoch). */
   lastEpoch: number;
-  /** The learning rate the schedule multiplies (torch's base_lrs / initial_lr). */
+  /** The learning rate the schedule multiplies (torch's base_lrs / initial_lr): the first parameter group's. */
   baseLr: number;
-  /** The learning rate the last step set (torch's _last_lr). */
+  /** The learning rate the last step set (torch's _last_lr): the first parameter group's. */
   lastLr: number;
+  /** With several parameter groups: each group's base lr and last lr (absent with one). */
+  baseLrs?: number[];
+  lastLrs?: number[];
   /** The options the schedule runs with (LambdaLR's function and SequentialLR's schedulers are not data: left out). */
   options: Record<string, SchedulerOption>;
   /** SequentialLR: its schedulers' states, in order. */
@@ -28,9 +31,15 @@ export interface LRSchedulerState {
   cooldownCounter?: number;
 }
 
-// torch's group["initial_lr"], set once per optimizer (setdefault): every scheduler made on an optimizer, the parts
-// of a SequentialLR included, multiplies the lr the optimizer had before the first of them changed it.
-const initialLrs = new WeakMap<Optimizer, number>();
+// torch's group["initial_lr"], set once per parameter group (setdefault): every scheduler made on an optimizer, the
+// parts of a SequentialLR included, multiplies the lr each group had before the first of them changed it.
+const initialLrs = new WeakMap<object, number>();
+
+/** The one value of `values` (a scheduler's per-group lrs), or a ValueError telling to read `plural` when the groups differ. */
+function single(where: string, values: readonly number[], plural: string): number {
+  if (values.some((value) => value !== values[0])) throw new ValueError(`${where}: the parameter groups have different learning rates (${values.join(", ")}); read ${plural}`);
+  return values[0];
+}
 
 function fail(where: string, name: string, what: string, value: unknown): never {
   throw new ValueError(`${where}: ${name} must be ${what}, got ${formatArg(value)}`);
@@ -63,9 +72,10 @@ function intList(where: string, name: string, value: unknown, low: number, incre
 }
 
 /**
- * Sets an optimizer's learning rate at every step, as torch.optim.lr_scheduler. Made on an optimizer, it takes the
- * optimizer's lr as its base (torch's initial_lr: the lr before the optimizer's first scheduler changed it) and sets
- * `optimizer.lr` for step 0; `step()`, called after `optimizer.step()`, advances `lastEpoch` and sets the next lr.
+ * Sets an optimizer's learning rate at every step, as torch.optim.lr_scheduler. Made on an optimizer, it takes each
+ * parameter group's lr as that group's base (torch's initial_lr: the lr before the optimizer's first scheduler changed
+ * it) and sets each group's lr for step 0; `step()`, called after `optimizer.step()`, advances `lastEpoch` and sets
+ * the next lrs, each group's from its own base.
  * Each lr is computed from the base and the step count (closed forms), so long runs do not drift, and a schedule
  * replaces an lr set by hand at its next step: combine schedules with SequentialLR or LambdaLR, not by stacking.
  */
@@ -74,17 +84,17 @@ export abstract class LRScheduler<O extends object = object> {
   /** The kind, as state dicts name it ("StepLR"). */
   readonly kind: string;
   #options: O;
-  #baseLr: number;
+  #baseLrs: number[];
   #lastEpoch = 0;
-  #lastLr: number;
+  #lastLrs: number[];
 
   protected constructor(kind: string, optimizer: Optimizer, options: O | undefined, names: readonly string[]) {
     if (!(optimizer instanceof Optimizer)) throw new ValueError(`${kind}: expected an Optimizer (SGD, Adam, AdamW), got ${formatArg(optimizer)}`);
     this.kind = kind;
     this.optimizer = optimizer;
     this.#options = this.checkOptions(kind, { ...optionsArg(kind, options as Record<string, unknown> | undefined, names as string[]) });
-    this.#baseLr = this.initialLr(optimizer, this.#options);
-    this.#lastLr = optimizer.lr;
+    this.#baseLrs = optimizer.paramGroups.map((group) => this.initialLr(group, this.#options));
+    this.#lastLrs = optimizer.paramGroups.map((group) => group.lr);
     this.goTo(0);
   }
 
@@ -93,9 +103,19 @@ export abstract class LRScheduler<O extends object = object> {
     return this.#options;
   }
 
-  /** The lr the schedule multiplies (torch's base_lrs[0]). */
+  /** The lr the schedule multiplies (torch's base_lrs), when every parameter group has the same (else a ValueError: read baseLrs). */
   get baseLr(): number {
-    return this.#baseLr;
+    return single(`${this.kind}.baseLr`, this.#baseLrs, "baseLrs");
+  }
+
+  /** Parameter group `group`'s base lr. */
+  protected baseLrOf(group: number): number {
+    return this.#baseLrs[group];
+  }
+
+  /** Each parameter group's base lr (torch's base_lrs). */
+  get baseLrs(): readonly number[] {
+    return [...this.#baseLrs];
   }
 
   /** Steps taken since construction (torch's last_epoch; 0 after the constructor). */
@@ -103,32 +123,37 @@ export abstract class LRScheduler<O extends object = object> {
     return this.#lastEpoch;
   }
 
-  /** The lr the last step (or the constructor) set. */
+  /** The lr the last step (or the constructor) set, when every parameter group has the same (else a ValueError: read lastLrs). */
   get lastLr(): number {
-    return this.#lastLr;
+    return single(`${this.kind}.lastLr`, this.#lastLrs, "lastLrs");
   }
 
-  /** torch's get_last_lr() for the optimizer's one learning rate. */
+  /** The lr the last step (or the constructor) set in each parameter group (torch's get_last_lr()). */
+  get lastLrs(): readonly number[] {
+    return [...this.#lastLrs];
+  }
+
+  /** torch's get_last_lr() for an optimizer whose groups share one learning rate (lastLrs for each group's). */
   getLastLr(): number {
-    return this.#lastLr;
+    return this.lastLr;
   }
 
-  /** Advances one step and sets optimizer.lr; call it after optimizer.step(). (ReduceLROnPlateau takes the metric.) */
+  /** Advances one step and sets each parameter group's lr; call it after optimizer.step(). (ReduceLROnPlateau takes the metric.) */
   step(metric?: number): void {
     if (metric !== undefined) throw new ValueError(`${this.kind}.step takes no argument, got ${formatArg(metric)} (torch's step(epoch) is left out)`);
     this.goTo(this.#lastEpoch + 1);
   }
 
-  /** The lr at step `epoch`, from the base lr and the options. */
-  protected abstract lrAt(epoch: number): number;
+  /** Parameter group `group`'s lr at step `epoch`, from its base lr (baseLrs[group]) and the options. */
+  protected abstract lrAt(epoch: number, group: number): number;
 
   /** `options` checked as the constructor checks them (and loadStateDict those it loads), defaults filled in. */
   protected abstract checkOptions(where: string, options: Record<string, unknown>): O;
 
-  /** The base lr: torch's initial_lr of the optimizer. */
-  protected initialLr(optimizer: Optimizer, _options: O): number {
-    const lr = initialLrs.get(optimizer) ?? optimizer.lr;
-    initialLrs.set(optimizer, lr);
+  /** A parameter group's base lr: torch's initial_lr of the group. */
+  protected initialLr(group: { lr: number }, _options: O): number {
+    const lr = initialLrs.get(group) ?? group.lr;
+    initialLrs.set(group, lr);
     return lr;
   }
 
@@ -147,23 +172,38 @@ export abstract class LRScheduler<O extends object = object> {
     return () => {};
   }
 
-  /** Sets step `epoch` with learning rate `lr`. */
-  protected commit(epoch: number, lr: number): void {
-    this.optimizer.lr = lr;
+  /** The optimizer's parameter groups, as many as when this scheduler was made (a group added since has no base lr). */
+  protected groups(): readonly { lr: number }[] {
+    const groups = this.optimizer.paramGroups;
+    if (groups.length !== this.#baseLrs.length) {
+      throw new ValueError(`${this.kind}: the optimizer has ${groups.length} parameter groups, ${this.#baseLrs.length} when this scheduler was made; make schedulers after addParamGroup`);
+    }
+    return groups;
+  }
+
+  /** Sets step `epoch` with each parameter group's learning rate `lrs[i]`. */
+  protected commit(epoch: number, lrs: readonly number[]): void {
+    this.groups().forEach((group, i) => {
+      group.lr = lrs[i];
+    });
     this.#lastEpoch = epoch;
-    this.#lastLr = lr;
+    this.#lastLrs = [...lrs];
   }
 
-  /** Sets step `epoch` with its scheduled lr (checked before anything changes). */
+  /** Sets step `epoch` with its scheduled lrs (checked before anything changes). */
   protected goTo(epoch: number): void {
-    const lr = this.lrAt(epoch);
-    if (!(Number.isFinite(lr) && lr >= 0)) throw new ValueError(`${this.kind}.step: the learning rate at step ${epoch} is ${formatArg(lr)}, expected a finite number >= 0`);
-    this.commit(epoch, lr);
+    const lrs = this.groups().map((_, i) => this.lrAt(epoch, i));
+    lrs.forEach((lr, i) => {
+      if (!(Number.isFinite(lr) && lr >= 0)) {
+        throw new ValueError(`${this.kind}.step: the learning rate at step ${epoch} is ${formatArg(lr)}${lrs.length > 1 ? ` (paramGroups[${i}])` : ""}, expected a finite number >= 0`);
+      }
+    });
+    this.commit(epoch, lrs);
   }
 
-  /** `child`'s lr at `epoch` (SequentialLR). */
-  protected lrOf(child: LRScheduler, epoch: number): number {
-    return child.lrAt(epoch);
+  /** `child`'s lr at `epoch` for parameter group `group` (SequentialLR). */
+  protected lrOf(child: LRScheduler, epoch: number, group: number): number {
+    return child.lrAt(epoch, group);
   }
 
   /** Sets `child` at step `epoch` (SequentialLR). */
@@ -173,12 +213,14 @@ export abstract class LRScheduler<O extends object = object> {
 
   /** The state a resumed run needs, as JSON data: `loadStateDict(JSON.parse(JSON.stringify(s.stateDict())))` restores it exactly. */
   stateDict(): LRSchedulerState {
-    return { scheduler: this.kind, lastEpoch: this.#lastEpoch, baseLr: this.#baseLr, lastLr: this.#lastLr, options: this.optionsState(), ...this.extraState() };
+    const [baseLr, lastLr] = [this.#baseLrs[0], this.#lastLrs[0]];
+    const perGroup = this.#baseLrs.length > 1 ? { baseLrs: [...this.#baseLrs], lastLrs: [...this.#lastLrs] } : {};
+    return { scheduler: this.kind, lastEpoch: this.#lastEpoch, baseLr, lastLr, ...perGroup, options: this.optionsState(), ...this.extraState() };
   }
 
   /**
-   * Restores stateDict()'s state: the next step() sets the lr the saved run's next step would have, and optimizer.lr
-   * takes the saved lastLr. Everything is checked before anything changes: a state of another kind, missing or
+   * Restores stateDict()'s state: the next step() sets the lr the saved run's next step would have, and each parameter
+   * group's lr takes the saved lastLr (lastLrs[i] with several groups). Everything is checked before anything changes: a state of another kind, missing or
    * unknown fields are a StateDictError naming them, a field's bad value a ValueError naming it ("options.gamma").
    */
   loadStateDict(state: LRSchedulerState): void {
@@ -199,11 +241,21 @@ export abstract class LRScheduler<O extends object = object> {
     const lastEpoch = int(where, "lastEpoch", state.lastEpoch, 0);
     const baseLr = num(where, "baseLr", state.baseLr);
     const lastLr = num(where, "lastLr", state.lastLr);
+    // Several groups: each group's lists (their presence is checked with the keys above).
+    const count = this.#baseLrs.length;
+    const list = (name: "baseLrs" | "lastLrs", first: number) => {
+      if (count === 1) return [first];
+      const values = state[name];
+      if (!Array.isArray(values) || values.length !== count) fail(where, name, `an array of ${count} learning rates (one per parameter group)`, values);
+      return values.map((value, i) => num(where, `${name}[${i}]`, value));
+    };
+    const baseLrs = list("baseLrs", baseLr);
+    const lastLrs = list("lastLrs", lastLr);
     const checked = this.checkOptions(where, { ...this.#options, ...Object.fromEntries(Object.entries(options).map(([k, v]) => [`options.${k}`, v])) });
     this.loadExtra(where, state)();
     this.#options = checked;
-    this.#baseLr = baseLr;
-    this.commit(lastEpoch, lastLr);
+    this.#baseLrs = baseLrs;
+    this.commit(lastEpoch, lastLrs);
   }
 }
 
@@ -240,10 +292,10 @@ export class LambdaLR extends LRScheduler<LambdaLROptions> {
   protected override optionsState(): Record<string, SchedulerOption> {
     return {};
   }
-  protected lrAt(epoch: number): number {
+  protected lrAt(epoch: number, group: number): number {
     const factor = this.options.lrLambda(epoch);
     if (typeof factor !== "number" || !Number.isFinite(factor)) throw new ValueError(`LambdaLR: lrLambda(${epoch}) gave ${formatArg(factor)}, expected a finite number`);
-    return this.baseLr * factor;
+    return this.baseLrOf(group) * factor;
   }
 }
 
@@ -262,8 +314,8 @@ export class StepLR extends LRScheduler<Required<StepLROptions>> {
   protected checkOptions(where: string, o: Record<string, unknown>): Required<StepLROptions> {
     return { stepSize: getInt(where, o, "stepSize", undefined, 1), gamma: getNum(where, o, "gamma", 0.1) };
   }
-  protected lrAt(epoch: number): number {
-    return this.baseLr * this.options.gamma ** Math.floor(epoch / this.options.stepSize);
+  protected lrAt(epoch: number, group: number): number {
+    return this.baseLrOf(group) * this.options.gamma ** Math.floor(epoch / this.options.stepSize);
   }
 }
 
@@ -286,8 +338,8 @@ export class MultiStepLR extends LRScheduler<Required<MultiStepLROptions>> {
   protected override optionsState(): Record<string, SchedulerOption> {
     return { milestones: [...this.options.milestones], gamma: this.options.gamma };
   }
-  protected lrAt(epoch: number): number {
-    return this.baseLr * this.options.gamma ** this.options.milestones.filter((m) => m <= epoch).length;
+  protected lrAt(epoch: number, group: number): number {
+    return this.baseLrOf(group) * this.options.gamma ** this.options.milestones.filter((m) => m <= epoch).length;
   }
 }
 
@@ -304,8 +356,8 @@ export class ExponentialLR extends LRScheduler<ExponentialLROptions> {
   protected checkOptions(where: string, o: Record<string, unknown>): ExponentialLROptions {
     return { gamma: getNum(where, o, "gamma", undefined) };
   }
-  protected lrAt(epoch: number): number {
-    return this.baseLr * this.options.gamma ** epoch;
+  protected lrAt(epoch: number, group: number): number {
+    return this.baseLrOf(group) * this.options.gamma ** epoch;
   }
 }
 
@@ -324,8 +376,8 @@ export class ConstantLR extends LRScheduler<Required<ConstantLROptions>> {
   protected checkOptions(where: string, o: Record<string, unknown>): Required<ConstantLROptions> {
     return { factor: getNum(where, o, "factor", 1 / 3, 0, 1), totalIters: getInt(where, o, "totalIters", 5, 1) };
   }
-  protected lrAt(epoch: number): number {
-    return epoch >= this.options.totalIters ? this.baseLr : this.baseLr * this.options.factor;
+  protected lrAt(epoch: number, group: number): number {
+    return epoch >= this.options.totalIters ? this.baseLrOf(group) : this.baseLrOf(group) * this.options.factor;
   }
 }
 
@@ -350,9 +402,9 @@ export class LinearLR extends LRScheduler<Required<LinearLROptions>> {
       totalIters: getInt(where, o, "totalIters", 5, 1),
     };
   }
-  protected lrAt(epoch: number): number {
+  protected lrAt(epoch: number, group: number): number {
     const { startFactor, endFactor, totalIters } = this.options;
-    return this.baseLr * (startFactor + ((endFactor - startFactor) * Math.min(epoch, totalIters)) / totalIters);
+    return this.baseLrOf(group) * (startFactor + ((endFactor - startFactor) * Math.min(epoch, totalIters)) / totalIters);
   }
 }
 
@@ -371,9 +423,9 @@ export class CosineAnnealingLR extends LRScheduler<Required<CosineAnnealingLROpt
   protected checkOptions(where: string, o: Record<string, unknown>): Required<CosineAnnealingLROptions> {
     return { tMax: getInt(where, o, "tMax", undefined, 1), etaMin: getNum(where, o, "etaMin", 0) };
   }
-  protected lrAt(epoch: number): number {
+  protected lrAt(epoch: number, group: number): number {
     const { tMax, etaMin } = this.options;
-    return cosine(this.baseLr, etaMin, epoch % (2 * tMax), tMax);
+    return cosine(this.baseLrOf(group), etaMin, epoch % (2 * tMax), tMax);
   }
 }
 
@@ -401,12 +453,12 @@ export class CosineAnnealingWarmRestarts extends LRScheduler<Required<CosineAnne
   protected checkOptions(where: string, o: Record<string, unknown>): Required<CosineAnnealingWarmRestartsOptions> {
     return { t0: getInt(where, o, "t0", undefined, 1), tMult: getInt(where, o, "tMult", 1, 1), etaMin: getNum(where, o, "etaMin", 0) };
   }
-  protected lrAt(epoch: number): number {
+  protected lrAt(epoch: number, group: number): number {
     const { t0, tMult, etaMin } = this.options;
     // Whole cycles in integers (exact where torch's log-based closed form rounds); at most log2(epoch) of them when tMult >= 2.
     let [t, period] = [tMult === 1 ? epoch % t0 : epoch, t0];
     while (t >= period) [t, period] = [t - period, period * tMult];
-    return cosine(this.baseLr, etaMin, t, period);
+    return cosine(this.baseLrOf(group), etaMin, t, period);
   }
 }
 
@@ -425,9 +477,9 @@ export class PolynomialLR extends LRScheduler<Required<PolynomialLROptions>> {
   protected checkOptions(where: string, o: Record<string, unknown>): Required<PolynomialLROptions> {
     return { totalIters: getInt(where, o, "totalIters", 5, 1), power: getNum(where, o, "power", 1) };
   }
-  protected lrAt(epoch: number): number {
+  protected lrAt(epoch: number, group: number): number {
     const { totalIters, power } = this.options;
-    return this.baseLr * (1 - Math.min(epoch, totalIters) / totalIters) ** power;
+    return this.baseLrOf(group) * (1 - Math.min(epoch, totalIters) / totalIters) ** power;
   }
 }
 
@@ -482,8 +534,8 @@ export class SequentialLR extends LRScheduler<SequentialLROptions> {
       }
     };
   }
-  protected lrAt(epoch: number): number {
-    return this.lrOf(...runningAt(this.options, epoch));
+  protected lrAt(epoch: number, group: number): number {
+    return this.lrOf(...runningAt(this.options, epoch), group);
   }
   override step(metric?: number): void {
     super.step(metric);
@@ -559,15 +611,15 @@ export class OneCycleLR extends LRScheduler<OneCycleResolved> {
       threePhase,
     };
   }
-  protected override initialLr(optimizer: Optimizer, options: OneCycleResolved): number {
+  protected override initialLr(group: { lr: number }, options: OneCycleResolved): number {
     const lr = options.maxLr / options.divFactor;
-    initialLrs.set(optimizer, lr);
+    initialLrs.set(group, lr);
     return lr;
   }
-  protected lrAt(epoch: number): number {
+  protected lrAt(epoch: number, group: number): number {
     const { maxLr, totalSteps, pctStart, annealStrategy, finalDivFactor, threePhase } = this.options;
     if (epoch > totalSteps) throw new ValueError(`OneCycleLR.step: tried to step ${epoch} times; totalSteps is ${totalSteps}`);
-    const initial = this.baseLr;
+    const initial = this.baseLrOf(group);
     const min = initial / finalDivFactor;
     const rise = pctStart * totalSteps - 1;
     // [end step, start lr, end lr] of each phase, as torch's _schedule_phases.
@@ -617,7 +669,7 @@ export interface ReduceLROnPlateauOptions {
 
 /**
  * Reduces the lr by `factor` when a metric stops improving for `patience` steps, as torch's ReduceLROnPlateau:
- * `scheduler.step(validationLoss)`. It reads optimizer.lr when it reduces, so an lr set by hand is reduced from.
+ * `scheduler.step(validationLoss)`. It reads each parameter group's lr when it reduces, so an lr set by hand is reduced from.
  * A NaN metric counts as no improvement, as torch's.
  */
 export class ReduceLROnPlateau extends LRScheduler<Required<ReduceLROnPlateauOptions>> {
@@ -651,11 +703,11 @@ export class ReduceLROnPlateau extends LRScheduler<Required<ReduceLROnPlateauOpt
       eps: getNum(where, o, "eps", 1e-8),
     };
   }
-  protected override initialLr(optimizer: Optimizer): number {
-    return optimizer.lr;
+  protected override initialLr(group: { lr: number }): number {
+    return group.lr;
   }
-  protected lrAt(_epoch: number): number {
-    return this.optimizer.lr;
+  protected lrAt(_epoch: number, group: number): number {
+    return this.optimizer.paramGroups[group].lr;
   }
 
   /** The best metric so far (null before the first step). */
@@ -675,7 +727,7 @@ export class ReduceLROnPlateau extends LRScheduler<Required<ReduceLROnPlateauOpt
     return mode === "min" ? value < (rel ? best * (1 - threshold) : best - threshold) : value > (rel ? best * (threshold + 1) : best + threshold);
   }
 
-  /** Takes this step's metric (a loss in mode "min"), and reduces optimizer.lr after `patience` steps without improvement. */
+  /** Takes this step's metric (a loss in mode "min"), and reduces each group's lr after `patience` steps without improvement. */
   override step(metric?: number): void {
     const { mode, patience, cooldown, factor, minLr, eps } = this.options;
     if (typeof metric !== "number") fail("ReduceLROnPlateau.step", "metric", "a number", metric);
@@ -691,14 +743,17 @@ export class ReduceLROnPlateau extends LRScheduler<Required<ReduceLROnPlateauOpt
       this.#cooldownCounter--;
       this.#numBadEpochs = 0;
     }
-    let lr = this.optimizer.lr;
-    if (this.#numBadEpochs > patience) {
+    const reduce = this.#numBadEpochs > patience;
+    // Each group's lr is reduced from its own, as torch's.
+    const lrs = this.groups().map(({ lr }) => {
       const reduced = Math.max(lr * factor, minLr);
-      if (lr - reduced > eps) lr = reduced;
+      return reduce && lr - reduced > eps ? reduced : lr;
+    });
+    if (reduce) {
       this.#cooldownCounter = cooldown;
       this.#numBadEpochs = 0;
     }
-    this.commit(this.lastEpoch + 1, lr);
+    this.commit(this.lastEpoch + 1, lrs);
   }
 
   protected override extraState(): Partial<LRSchedulerState> {

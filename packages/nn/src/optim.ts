@@ -54,8 +54,10 @@ interface ParameterState {
 }
 
 /** One parameter's part of a step, as `updateAll` receives it. */
-export interface ParameterUpdate {
+export interface ParameterUpdate<H extends object = object> {
   parameter: Parameter;
+  /** Its parameter group (its hyperparameters). */
+  group: ParamGroup<H>;
   /** Its gradient, in any float dtype. */
   grad: Tensor;
   /** This update's number, counted from 1. */
@@ -64,7 +66,7 @@ export interface ParameterUpdate {
   master: Tensor | null;
   /** The optimizer's state tensors for it (assign to update them). */
   state: Readonly<Record<string, Tensor>>;
-  /** Its learning rate at this step: the optimizer's lr times lrScale(parameter). */
+  /** Its learning rate at this step: its group's lr times lrScale(parameter). */
   lr: number;
   /** lrScale(parameter) (1 without an lrScale). */
   lrScale: number;
@@ -95,8 +97,16 @@ export type Hyperparameter = number | boolean | readonly number[];
 export interface OptimizerStateDict {
   /** The optimizer's kind ("SGD", "Adam", "AdamW"): a state dict loads only into the same kind. */
   optimizer: string;
-  /** lr and the kind's own (SGD: momentum, dampening, weightDecay, nesterov; Adam: betas, eps, weightDecay). */
+  /**
+   * lr and the kind's own (SGD: momentum, dampening, weightDecay, nesterov; Adam: betas, eps, weightDecay): the first
+   * parameter group's (every parameter's in a state dict without paramGroups).
+   */
   hyperparameters: Record<string, Hyperparameter>;
+  /**
+   * Each parameter group's hyperparameters and parameter indices, as torch's `param_groups`. Absent (a state dict
+   * saved before optimizers had groups): one group of every parameter, with `hyperparameters`.
+   */
+  paramGroups?: OptimizerParamGroupState[];
   /** Updates applied to params[i] so far; 0: it has no state. */
   steps: number[];
   /**
@@ -147,37 +157,92 @@ function checkNumber(where: string, name: string, value: unknown, low: number, h
 }
 
 /**
+ * A parameter group given to an optimizer, as an entry of torch's param_groups: its parameters, and any of the
+ * optimizer's own options for them (lr, weightDecay, betas, ...); the options it leaves out are the constructor's.
+ */
+export type ParamGroupOptions<H extends object = object> = { params: Parameter | Iterable<Parameter>; lr?: number } & { [K in keyof H]?: H[K] };
+
+/**
+ * A parameter group as `optimizer.paramGroups` holds it: its parameters, its lr and the optimizer's own options.
+ * lr and the options may be changed between steps: lr is checked when set, the others at the next step, as the
+ * constructor checks them.
+ */
+export type ParamGroup<H extends object = object> = { readonly params: readonly Parameter[]; lr: number } & H;
+
+/** One group's part of an optimizer's state dict (torch's state_dict()["param_groups"][i]). */
+export interface OptimizerParamGroupState {
+  /** Its lr and the kind's own hyperparameters. */
+  hyperparameters: Record<string, Hyperparameter>;
+  /** Indices of its parameters in `steps` (the optimizer's params, group after group). */
+  params: number[];
+}
+
+/** Whether `value` is given as a parameter group ({ params, ... }) rather than as a Parameter. */
+function isGroupInput(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === "object" && !(value instanceof Tensor) && !Array.isArray(value) && "params" in value;
+}
+
+/** Whether two hyperparameter values are the same (betas element by element). */
+function sameValue(a: unknown, b: unknown): boolean {
+  if (Array.isArray(a) && Array.isArray(b)) return a.length === b.length && a.every((x, i) => Object.is(x, b[i]));
+  return Object.is(a, b);
+}
+
+/**
  * Updates parameters in place from their `.grad`, as torch.optim does. State is created
  * on a parameter's first step with the parameter's shape: for a block-sparse weight that is
  * its values [nnzBlocks, R, C], never the dense size. Parameters without a gradient are
  * skipped. State follows a parameter to another backend, and restarts from zero when a
  * block-sparse weight's pattern changed without `remapBlocks`.
+ *
+ * `params` is model.parameters() (one group with the constructor's options) or an array of parameter groups
+ * `{ params, ...options }`, as torch's param_groups: each group's options left out are the constructor's.
  */
-export abstract class Optimizer {
-  readonly params: readonly Parameter[];
-  #lr: number;
-  /** With steps counted on the device: the learning rate as a float32 [1] on the parameters' backend (made at the first step). */
-  #lrValue: Tensor | null = null;
+export abstract class Optimizer<H extends object = object> {
+  #params: readonly Parameter[] = [];
+  readonly #groups: ParamGroup<H>[] = [];
+  readonly #groupOf = new Map<Parameter, ParamGroup<H>>();
+  /** With steps counted on the device: each group's learning rate as a float32 [1] on the parameters' backend (made at its first step). */
+  readonly #lrValues = new Map<ParamGroup<H>, Tensor>();
+  /** The constructor's lr and own options: what a group leaves out (checked once the subclass calls checkGroups). */
+  #defaults: Record<string, unknown>;
+  /** The names of the kind's own hyperparameters (besides lr). */
+  readonly #names: readonly string[];
   readonly #state = new Map<Parameter, ParameterState>();
 
   /** Whether low-precision parameters get float32 master copies (see MasterWeights). */
   readonly masterWeights: MasterWeights;
 
-  /** Each parameter's learning rate as a multiple of lr (see OptimizerOptions.lrScale), or null for 1. */
+  /** Each parameter's learning rate as a multiple of its group's lr (see OptimizerOptions.lrScale), or null for 1. */
   readonly lrScale: ((parameter: Parameter) => number) | null;
   readonly #where: string;
 
-  constructor(where: string, params: Iterable<Parameter>, lr: number, options: OptimizerOptions = {}) {
+  /**
+   * `names`: the kind's own hyperparameters (besides lr), which a group may set and the constructor's `options`
+   * give for the groups that leave them out. A subclass calls checkGroups() once it can check them.
+   */
+  constructor(
+    where: string,
+    params: Iterable<Parameter> | Iterable<ParamGroupOptions<H>>,
+    lr: number,
+    options: OptimizerOptions = {},
+    names: readonly string[] = [],
+  ) {
     if (params === null || typeof params !== "object" || !(Symbol.iterator in params)) {
-      throw new ValueError(`${where}: params must be an array of Parameters (model.parameters())`);
+      throw new ValueError(`${where}: params must be an array of Parameters (model.parameters()) or of parameter groups { params, ...options }`);
     }
-    const list = [...params];
+    const list: unknown[] = [...params];
+    const grouped = list.some(isGroupInput);
     list.forEach((p, i) => {
-      if (!(p instanceof Parameter)) throw new ValueError(`${where}: params[${i}] is not a Parameter (pass model.parameters())`);
+      if (grouped && !isGroupInput(p)) {
+        throw new ValueError(`${where}: params[${i}] is not a parameter group { params, ...options }: pass Parameters or groups, not both`);
+      }
+      if (!grouped && !(p instanceof Parameter)) throw new ValueError(`${where}: params[${i}] is not a Parameter (pass model.parameters())`);
     });
     if (list.length === 0) throw new ValueError(`${where}: params is empty`);
-    this.params = [...new Set(list)];
-    this.#lr = checkNumber(where, "lr", lr, 0);
+    this.#where = where;
+    this.#names = names;
+    this.#defaults = { lr: checkNumber(where, "lr", lr, 0), ...Object.fromEntries(names.map((name) => [name, (options as Record<string, unknown>)[name]])) };
     const masterWeights = options.masterWeights ?? "auto";
     if (masterWeights !== "auto" && typeof masterWeights !== "boolean") {
       throw new ValueError(`${where}: masterWeights must be "auto", true or false, got ${JSON.stringify(masterWeights)}`);
@@ -187,30 +252,143 @@ export abstract class Optimizer {
       throw new ValueError(`${where}: lrScale must be a function of a Parameter (such as inverseDensity), got ${typeof options.lrScale}`);
     }
     this.lrScale = options.lrScale ?? null;
-    this.#where = where;
+    if (!grouped) this.#addGroup(where, { params: list }, false);
+    else list.forEach((group, i) => {
+      this.#addGroup(`${where}: paramGroups[${i}]`, group as Record<string, unknown>, false);
+    });
+    if (this.#params.length === 0) throw new ValueError(`${where}: params is empty (no parameter group has parameters)`);
+  }
+
+  /** Every parameter, group after group (the indices of stateDict's `steps`). */
+  get params(): readonly Parameter[] {
+    return this.#params;
   }
 
   /**
-   * Learning rate; may be changed between steps (schedules). With steps counted on the device (Adam's
-   * `capturable`), setting it also writes it where a captured step reads it, so replays follow the schedule.
+   * The parameter groups, as torch's `optimizer.param_groups`: each with its params, lr and the kind's own options,
+   * which may be changed between steps (`optimizer.paramGroups[1].lr = 1e-4`; lr is checked when set, the others at
+   * the next step). Schedulers set each group's lr.
+   */
+  get paramGroups(): readonly ParamGroup<H>[] {
+    return this.#groups;
+  }
+
+  /** The constructor's lr and own options, as torch's `optimizer.defaults`: what a group leaves out takes these. */
+  get defaults(): Readonly<{ lr: number } & H> {
+    return { ...this.#defaults } as { lr: number } & H;
+  }
+
+  /**
+   * Adds a parameter group, as torch's `add_param_group` (to train layers unfrozen later at their own lr): the
+   * options it leaves out are the constructor's. A parameter already in a group is a ValueError, as torch's. A
+   * scheduler made before it refuses to step: make schedulers once the groups are set.
+   */
+  addParamGroup(group: ParamGroupOptions<H>): void {
+    const where = `${this.#where}.addParamGroup`;
+    if (!isGroupInput(group)) throw new ValueError(`${where}: expected a parameter group { params, ...options }, got ${formatArg(group)}`);
+    this.#addGroup(where, group, true);
+  }
+
+  /** Checks a group's parameters and options (the options too when `check`, else checkGroups does), then adds it. */
+  #addGroup(where: string, input: Record<string, unknown>, check: boolean): void {
+    const given = optionsArg(where, input, ["params", "lr", ...this.#names]) as Record<string, unknown>;
+    const raw = given.params;
+    if (!(raw instanceof Parameter) && (raw === null || typeof raw !== "object" || !(Symbol.iterator in raw))) {
+      throw new ValueError(`${where}: params must be a Parameter or an array of Parameters, got ${formatArg(raw)}`);
+    }
+    const members: unknown[] = raw instanceof Parameter ? [raw] : [...(raw as Iterable<unknown>)];
+    members.forEach((p, j) => {
+      if (!(p instanceof Parameter)) throw new ValueError(`${where}: params[${j}] is not a Parameter`);
+      const owner = this.#groupOf.get(p);
+      if (owner !== undefined) {
+        throw new ValueError(`${where}: params[${j}] (shape [${p.shape}]) is already in paramGroups[${this.#groups.indexOf(owner)}]; a parameter can be in one group only`);
+      }
+    });
+    const params = Object.freeze([...new Set(members as Parameter[])]);
+    let lr = given.lr == null ? (this.#defaults.lr as number) : checkNumber(where, "lr", given.lr, 0);
+    const own: Record<string, unknown> = {};
+    for (const name of this.#names) own[name] = given[name] ?? this.#defaults[name];
+    const group = { params } as unknown as ParamGroup<H>;
+    Object.defineProperty(group, "lr", {
+      enumerable: true,
+      get: () => lr,
+      set: (value: number) => {
+        lr = checkNumber(this.#where, `paramGroups[${this.#groups.indexOf(group)}].lr`, value, 0);
+        const held = this.#lrValues.get(group);
+        if (held !== undefined) {
+          const next = tensorOn(held.backend, [lr], [1], "float32");
+          held.assign(next);
+          next.dispose();
+        }
+      },
+    });
+    Object.assign(group, check ? this.checkHyperparameters(where, own) : own);
+    this.#groups.push(group);
+    for (const p of params) this.#groupOf.set(p, group);
+    this.#params = [...this.#params, ...params];
+  }
+
+  /**
+   * Checks the constructor's options and every group's as the constructor checks them (defaults filled in): a
+   * subclass calls it at the end of its constructor, once its checkHyperparameters can run.
+   */
+  protected checkGroups(): void {
+    const where = this.#where;
+    this.#defaults = { lr: this.#defaults.lr, ...this.checkHyperparameters(where, this.#defaults) };
+    this.#groups.forEach((group, i) => {
+      const own = this.#ownOf(group);
+      for (const name of this.#names) own[name] ??= this.#defaults[name];
+      Object.assign(group, this.checkHyperparameters(this.#groups.length === 1 ? where : `${where}: paramGroups[${i}]`, own));
+    });
+  }
+
+  /** The kind's own hyperparameters of `group` (besides lr). */
+  #ownOf(group: ParamGroup<H>): Record<string, unknown> {
+    return Object.fromEntries(this.#names.map((name) => [name, (group as Record<string, unknown>)[name]]));
+  }
+
+  /**
+   * The value of `name` that every group has (lr and the kind's options, as `optimizer.lr`): with groups that differ,
+   * a ValueError telling to read `paramGroups[i]` (a single number would be one group's, wrong for the others).
+   */
+  protected sharedOption(name: string): unknown {
+    const values = this.#groups.map((group) => (group as Record<string, unknown>)[name]);
+    if (values.some((value) => !sameValue(value, values[0]))) {
+      throw new ValueError(`${this.#where}.${name}: the parameter groups have different values (${values.map((v) => JSON.stringify(v)).join(", ")}); read optimizer.paramGroups[i].${name}`);
+    }
+    return values[0];
+  }
+
+  /** Sets `name` in every group (lr checked now, the kind's options at the next step). */
+  protected setOption(name: string, value: unknown): void {
+    if (name === "lr") checkNumber(this.#where, "lr", value, 0);
+    for (const group of this.#groups) (group as Record<string, unknown>)[name] = value;
+  }
+
+  /**
+   * The learning rate every group has; may be changed between steps (schedules). Setting it sets every group's
+   * lr; reading it with groups of different lrs is a ValueError (read `paramGroups[i].lr`). With steps counted on
+   * the device (Adam's `capturable`), setting it also writes it where a captured step reads it, so replays follow
+   * the schedule.
    */
   get lr(): number {
-    return this.#lr;
+    return this.sharedOption("lr") as number;
   }
 
   set lr(value: number) {
-    this.#lr = checkNumber(this.#where, "lr", value, 0);
-    const held = this.#lrValue;
-    if (held !== null) {
-      const next = tensorOn(held.backend, [value], [1], "float32");
-      held.assign(next);
-      next.dispose();
-    }
+    this.setOption("lr", value);
   }
 
-  /** `parameter`'s learning rate at this step: lr times lrScale(parameter). */
+  /** The group that holds `parameter`. */
+  #groupFor(where: string, parameter: Parameter): ParamGroup<H> {
+    const group = this.#groupOf.get(parameter);
+    if (group === undefined) throw new ValueError(`${this.#where}.${where}: the parameter (shape [${parameter?.shape}]) is not one of this optimizer's`);
+    return group;
+  }
+
+  /** `parameter`'s learning rate at this step: its group's lr times lrScale(parameter). */
   lrOf(parameter: Parameter): number {
-    return this.lr * this.lrScaleOf(parameter);
+    return this.#groupFor("lrOf", parameter).lr * this.lrScaleOf(parameter);
   }
 
   /** lrScale(parameter), checked (1 without an lrScale). */
@@ -232,29 +410,24 @@ export abstract class Optimizer {
     return false;
   }
 
-  /** The learning rate as a float32 [1] on `backend`, for an update that reads it when it runs (capturable optimizers). */
-  protected lrValueOn(backend: Tensor["backend"]): Tensor {
-    const held = this.#lrValue;
-    if (held !== null && held.backend === backend) return held;
+  /** `group`'s learning rate as a float32 [1] on `backend`, for an update that reads it when it runs (capturable optimizers). */
+  protected lrValueOn(backend: Tensor["backend"], group: ParamGroup<H>): Tensor {
+    const held = this.#lrValues.get(group);
+    if (held !== undefined && held.backend === backend) return held;
     if (isCapturing()) throw new GraphError(`${this.#where}: run one step eagerly before capturing (the learning rate is not on the device yet)`);
-    const next = keep(tensorOn(backend, [this.#lr], [1], "float32"));
+    const next = keep(tensorOn(backend, [group.lr], [1], "float32"));
     held?.dispose();
-    this.#lrValue = next;
+    this.#lrValues.set(group, next);
     return next;
   }
 
   /**
    * Names of the state tensors each parameter gets (e.g. ["m", "v"]) and their dtype, given the dtype the update runs
-   * in, and the hyperparameters (default: this optimizer's; loadStateDict passes those it loads).
+   * in and the hyperparameters of the parameter's group (loadStateDict passes those it loads).
    */
-  protected abstract stateSpec(dtype: DType, hyperparameters?: Readonly<Record<string, unknown>>): { names: string[]; dtype: DType };
+  protected abstract stateSpec(dtype: DType, hyperparameters: Readonly<Record<string, unknown>>): { names: string[]; dtype: DType };
 
-  /** The hyperparameters a state dict carries besides lr, by the names of this optimizer's properties. */
-  protected ownHyperparameters(): Record<string, Hyperparameter> {
-    return {};
-  }
-
-  /** `values` (ownHyperparameters' names) checked as the constructor checks its options; loadStateDict assigns the result to this. */
+  /** `values` (the kind's own hyperparameters) checked as the constructor checks its options, defaults filled in; loadStateDict assigns the result to a group. */
   protected checkHyperparameters(_where: string, _values: Readonly<Record<string, unknown>>): Record<string, unknown> {
     return {};
   }
@@ -262,9 +435,18 @@ export abstract class Optimizer {
   /**
    * One update: the new value of `param` (same shape and dtype) from `grad` (param's dtype),
    * writing `state`'s tensors with assign; `step` counts from 1, `lr` is this parameter's learning rate,
-   * `fresh` names the state tensors no update has written yet. `param` is the master copy when there is one.
+   * `fresh` names the state tensors no update has written yet, `group` is the parameter's group (its options).
+   * `param` is the master copy when there is one.
    */
-  protected abstract update(param: Tensor, grad: Tensor, state: Readonly<Record<string, Tensor>>, step: number, lr: number, fresh: ReadonlySet<string>): Tensor;
+  protected abstract update(
+    param: Tensor,
+    grad: Tensor,
+    state: Readonly<Record<string, Tensor>>,
+    step: number,
+    lr: number,
+    fresh: ReadonlySet<string>,
+    group: ParamGroup<H>,
+  ): Tensor;
 
   /**
    * Applies one update to every parameter that has a gradient. A float16/bfloat16 parameter
@@ -280,7 +462,10 @@ export abstract class Optimizer {
     // Hyperparameters set since (optimizer.weightDecay = ...) are checked as the constructor checks them: NaN would reach every weight.
     // The checked values are the ones the step runs with: one set to undefined (or null) takes its default, as an option
     // left out of the constructor's does (it reached the update as undefined: NaN weights, or a TypeError).
-    Object.assign(this, this.checkHyperparameters(`${this.#where}.step`, this.ownHyperparameters()));
+    this.#groups.forEach((group, i) => {
+      const where = this.#groups.length === 1 ? `${this.#where}.step` : `${this.#where}.step: paramGroups[${i}]`;
+      Object.assign(group, this.checkHyperparameters(where, this.#ownOf(group)));
+    });
     if (closure !== undefined && typeof closure !== "function") throw new ValueError(`${this.#where}.step: closure must be a function`);
     const loss = closure?.();
     noGrad(() => {
@@ -299,20 +484,22 @@ export abstract class Optimizer {
         due.push(parameter);
         scales.push(this.lrScaleOf(parameter));
       }
-      const updates: ParameterUpdate[] = [];
+      const updates: ParameterUpdate<H>[] = [];
       const states: ParameterState[] = [];
       for (let i = 0; i < due.length; i++) {
         const parameter = due[i];
-        const state = this.stateFor(parameter);
+        const group = this.#groupOf.get(parameter) as ParamGroup<H>;
+        const state = this.stateFor(parameter, group);
         state.step++;
         states.push(state);
         updates.push({
           parameter,
+          group,
           grad: parameter.grad as Tensor,
           step: state.step,
           master: state.master,
           state: state.tensors,
-          lr: this.#lr * scales[i],
+          lr: group.lr * scales[i],
           lrScale: scales[i],
           count: state.count,
           fresh: state.fresh,
@@ -332,13 +519,13 @@ export abstract class Optimizer {
    * copy from the gradient widened to float32, then the parameter from the rounded master);
    * an optimizer with a multi-tensor kernel overrides it to update them all in one call.
    */
-  protected updateAll(updates: readonly ParameterUpdate[]): void {
-    for (const { parameter, grad, step, master, state, lr, fresh } of updates) {
+  protected updateAll(updates: readonly ParameterUpdate<H>[]): void {
+    for (const { parameter, group, grad, step, master, state, lr, fresh } of updates) {
       if (master === null) {
         const value = parameter.value;
-        parameter.assign(this.update(value, grad.dtype === value.dtype ? grad : cast(grad, value.dtype), state, step, lr, fresh));
+        parameter.assign(this.update(value, grad.dtype === value.dtype ? grad : cast(grad, value.dtype), state, step, lr, fresh, group));
       } else {
-        master.assign(this.update(master, cast(grad, master.dtype), state, step, lr, fresh));
+        master.assign(this.update(master, cast(grad, master.dtype), state, step, lr, fresh, group));
         parameter.assign(cast(master, parameter.dtype));
       }
     }
@@ -460,7 +647,7 @@ export abstract class Optimizer {
       if (state === undefined || state.pattern !== parameter.pattern) return 0;
       const value = parameter.value;
       const wantsMaster = this.wantsMaster(parameter);
-      const { names, dtype } = this.stateSpec(wantsMaster ? "float32" : parameter.dtype);
+      const { names, dtype } = this.stateSpec(wantsMaster ? "float32" : parameter.dtype, this.#groupOf.get(parameter) as ParamGroup<H>);
       const master = wantsMaster ? (masterInSync(state, value) ? (state.master as Tensor) : value) : null;
       if (![...names.map((name) => state.tensors[name]), master].every((t) => t == null || shapesEqual(t.shape, parameter.shape))) return 0;
       // Named as the next step will hold them (SGD's momentum set to or from 0 since: a new buffer is listed in `fresh`).
@@ -476,7 +663,18 @@ export abstract class Optimizer {
       if (master) put("master", master, "float32");
       return this.stepsOf(parameter);
     });
-    return { optimizer: this.#where, hyperparameters: { lr: this.lr, ...this.ownHyperparameters() }, steps, tensors, fresh };
+    let start = 0;
+    const paramGroups = this.#groups.map((group) => {
+      const params = group.params.map((_, j) => start + j);
+      start += params.length;
+      return { hyperparameters: this.#hyperparametersOf(group), params };
+    });
+    return { optimizer: this.#where, hyperparameters: paramGroups[0].hyperparameters, paramGroups, steps, tensors, fresh };
+  }
+
+  /** `group`'s lr and own hyperparameters, as a state dict holds them. */
+  #hyperparametersOf(group: ParamGroup<H>): Record<string, Hyperparameter> {
+    return { lr: group.lr, ...this.#ownOf(group) } as Record<string, Hyperparameter>;
   }
 
   /**
@@ -492,7 +690,7 @@ export abstract class Optimizer {
   loadStateDict(stateDict: OptimizerStateDict): void {
     const where = `${this.#where}.loadStateDict`;
     if (stateDict === null || typeof stateDict !== "object") throw new ValueError(`${where}: expected optimizer.stateDict()'s { optimizer, hyperparameters, steps, tensors }`);
-    const { optimizer, hyperparameters, steps, tensors, fresh = [] } = stateDict;
+    const { optimizer, hyperparameters, paramGroups, steps, tensors, fresh = [] } = stateDict;
     if (optimizer !== this.#where) throw new ValueError(`${where}: the state dict is of ${JSON.stringify(optimizer)}, not ${this.#where}`);
     if (!Array.isArray(steps) || steps.length !== this.params.length) {
       throw new ValueError(`${where}: the state dict has steps for ${Array.isArray(steps) ? steps.length : "no"} parameters, this optimizer has ${this.params.length}`);
@@ -506,19 +704,42 @@ export abstract class Optimizer {
     if (!Array.isArray(fresh) || fresh.some((key) => typeof key !== "string")) {
       throw new ValueError(`${where}: fresh must be an array of "<i>.<name>" keys, got ${JSON.stringify(fresh)}`);
     }
-    // Loaded hyperparameters replace this optimizer's; any not saved keep their value.
-    const current: Record<string, unknown> = { lr: this.lr, ...this.ownHyperparameters() };
-    for (const name of Object.keys(hyperparameters)) {
-      if (!Object.hasOwn(current, name)) throw new ValueError(`${where}: unknown hyperparameter '${name}' (${this.#where} has ${Object.keys(current).join(", ")})`);
+    // Loaded hyperparameters replace each group's; any not saved keep their value. A state dict without paramGroups
+    // (saved before there were groups) holds one group's.
+    const groupCount = this.#groups.length;
+    if (paramGroups !== undefined && !Array.isArray(paramGroups)) throw new ValueError(`${where}: paramGroups must be an array, got ${formatArg(paramGroups)}`);
+    const savedGroups: unknown[] = paramGroups ?? [{ hyperparameters, params: steps.map((_, i) => i) }];
+    if (savedGroups.length !== groupCount) {
+      throw new ValueError(`${where}: the state dict has ${savedGroups.length} parameter group${savedGroups.length === 1 ? "" : "s"}, this optimizer has ${groupCount}`);
     }
-    Object.assign(current, hyperparameters);
-    const lr = checkNumber(where, "lr", current.lr, 0);
-    const checked = this.checkHyperparameters(where, current);
+    const loadGroup = (label: string, current: Record<string, unknown>, saved: unknown) => {
+      if (saved === null || typeof saved !== "object" || Array.isArray(saved)) throw new ValueError(`${where}: ${label} must be an object of hyperparameters, got ${formatArg(saved)}`);
+      for (const name of Object.keys(saved)) {
+        if (!Object.hasOwn(current, name)) throw new ValueError(`${where}: unknown hyperparameter '${name}' in ${label} (${this.#where} has ${Object.keys(current).join(", ")})`);
+      }
+      const values: Record<string, unknown> = { ...current, ...saved };
+      return { lr: checkNumber(`${where}: ${label}`, "lr", values.lr, 0), ...this.checkHyperparameters(`${where}: ${label}`, values) };
+    };
+    loadGroup("hyperparameters", this.#hyperparametersOf(this.#groups[0]), hyperparameters);
+    let start = 0;
+    const loaded = this.#groups.map((group, g) => {
+      const saved = savedGroups[g] as OptimizerParamGroupState;
+      const label = `paramGroups[${g}]`;
+      if (saved === null || typeof saved !== "object" || !Array.isArray(saved.params)) throw new ValueError(`${where}: ${label} must be { hyperparameters, params }, got ${formatArg(saved)}`);
+      const size = group.params.length;
+      if (saved.params.length !== size || saved.params.some((index, j) => index !== start + j)) {
+        throw new ValueError(
+          `${where}: ${label} holds parameters [${saved.params.join(", ")}], this optimizer's holds ${size === 0 ? "none" : `[${start}..${start + size - 1}]`} (${size} parameter${size === 1 ? "" : "s"})`,
+        );
+      }
+      start += size;
+      return loadGroup(`${label}.hyperparameters`, this.#hyperparametersOf(group), saved.hyperparameters);
+    });
     // What each parameter with steps needs: its stateSpec's tensors in the dtype its update runs in, and a master copy if it wants one.
     const expected = new Map<string, [number, DType]>();
     const names = steps.map((step, i) => {
       const master = this.wantsMaster(this.params[i]);
-      const spec = this.stateSpec(master ? "float32" : this.params[i].dtype, checked);
+      const spec = this.stateSpec(master ? "float32" : this.params[i].dtype, loaded[this.#groups.indexOf(this.#groupOf.get(this.params[i]) as ParamGroup<H>)]);
       if (step === 0) return spec.names;
       for (const name of spec.names) expected.set(`${i}.${name}`, [i, spec.dtype]);
       if (master) expected.set(`${i}.master`, [i, "float32"]);
@@ -578,16 +799,17 @@ export abstract class Optimizer {
         });
       });
     });
-    Object.assign(this, checked);
-    this.lr = lr;
+    this.#groups.forEach((group, g) => {
+      Object.assign(group, loaded[g]);
+    });
   }
 
   /** Frees every state tensor and master copy. */
   dispose(): void {
     for (const state of this.#state.values()) disposeState(state);
     this.#state.clear();
-    this.#lrValue?.dispose();
-    this.#lrValue = null;
+    for (const held of this.#lrValues.values()) held.dispose();
+    this.#lrValues.clear();
   }
 
   /** Whether `parameter` is updated through a float32 master copy. */
@@ -595,7 +817,7 @@ export abstract class Optimizer {
     return this.masterWeights !== false && parameter.dtype !== "float32";
   }
 
-  private stateFor(parameter: Parameter): ParameterState {
+  private stateFor(parameter: Parameter, group: ParamGroup<H>): ParameterState {
     const existing = this.#state.get(parameter);
     const value = parameter.value;
     const wantsMaster = this.wantsMaster(parameter);
@@ -633,7 +855,7 @@ export abstract class Optimizer {
           }
         }
         if (recast) {
-          const { dtype } = this.stateSpec(updateDType);
+          const { dtype } = this.stateSpec(updateDType, group);
           for (const [name, t] of Object.entries(existing.tensors)) {
             if (t.dtype === dtype) continue;
             existing.tensors[name] = keep(noGrad(() => tidy(() => cast(t, dtype))));
@@ -654,7 +876,7 @@ export abstract class Optimizer {
           markSynced(existing, value);
         }
         // The state's names follow the hyperparameters (SGD's momentum set to or from 0 since): new ones start fresh, at 0.
-        const { names, dtype } = this.stateSpec(updateDType);
+        const { names, dtype } = this.stateSpec(updateDType, group);
         for (const name in existing.tensors) {
           if (names.includes(name)) continue;
           existing.tensors[name].dispose();
@@ -676,7 +898,7 @@ export abstract class Optimizer {
       throw new GraphError(`${this.#where}: run one step eagerly before capturing (params[${this.params.indexOf(parameter)}] has no optimizer state yet)`);
     }
     const updateDType: DType = wantsMaster ? "float32" : parameter.dtype;
-    const { names, dtype } = this.stateSpec(updateDType);
+    const { names, dtype } = this.stateSpec(updateDType, group);
     const state: ParameterState = {
       tensors: Object.fromEntries(names.map((name) => [name, keep(fullOn(parameter.value.backend, parameter.value.shape, 0, dtype))])),
       step: 0,
@@ -727,6 +949,14 @@ function disposeState(state: ParameterState): void {
   state.count = null;
 }
 
+/** SGD's own hyperparameters, which each parameter group may set (the constructor's options for those it leaves out). */
+export type SGDHyperparameters = {
+  momentum: number;
+  dampening: number;
+  weightDecay: number;
+  nesterov: boolean;
+};
+
 export interface SGDOptions extends OptimizerOptions {
   lr: number;
   /** Momentum factor (default 0: plain SGD). */
@@ -744,23 +974,39 @@ export interface SGDOptions extends OptimizerOptions {
  * buffer's first step: the parameter's first, or the first since momentum was turned on);
  * g = nesterov ? g + momentum * buf : buf; p -= lr * g.
  */
-export class SGD extends Optimizer {
-  // Set from checkHyperparameters, as loadStateDict sets them.
-  momentum!: number;
-  dampening!: number;
-  weightDecay!: number;
-  nesterov!: boolean;
-
-  constructor(params: Iterable<Parameter>, options: SGDOptions) {
+export class SGD extends Optimizer<SGDHyperparameters> {
+  constructor(params: Iterable<Parameter> | Iterable<ParamGroupOptions<SGDHyperparameters>>, options: SGDOptions) {
     // Only the documented options: another (torch's weight_decay, a typo, an inherited toString), ignored, would train
     // otherwise than asked. Without options there is no lr, refused as a missing lr.
     options = optionsArg("SGD", options, ["lr", "momentum", "dampening", "weightDecay", "nesterov", "masterWeights", "lrScale"]);
-    super("SGD", params, options.lr, options);
-    Object.assign(this, this.checkHyperparameters("SGD", { ...options }));
+    super("SGD", params, options.lr, options, ["momentum", "dampening", "weightDecay", "nesterov"]);
+    this.checkGroups();
   }
 
-  protected override ownHyperparameters(): Record<string, Hyperparameter> {
-    return { momentum: this.momentum, dampening: this.dampening, weightDecay: this.weightDecay, nesterov: this.nesterov };
+  // The value every parameter group has (a ValueError when they differ: read paramGroups[i]); setting one sets every group's.
+  get momentum(): number {
+    return this.sharedOption("momentum") as number;
+  }
+  set momentum(value: number) {
+    this.setOption("momentum", value);
+  }
+  get dampening(): number {
+    return this.sharedOption("dampening") as number;
+  }
+  set dampening(value: number) {
+    this.setOption("dampening", value);
+  }
+  get weightDecay(): number {
+    return this.sharedOption("weightDecay") as number;
+  }
+  set weightDecay(value: number) {
+    this.setOption("weightDecay", value);
+  }
+  get nesterov(): boolean {
+    return this.sharedOption("nesterov") as boolean;
+  }
+  set nesterov(value: boolean) {
+    this.setOption("nesterov", value);
   }
 
   protected override checkHyperparameters(where: string, values: Readonly<Record<string, unknown>>) {
@@ -772,21 +1018,36 @@ export class SGD extends Optimizer {
     return { momentum, dampening, weightDecay: checkNumber(where, "weightDecay", values.weightDecay ?? 0, 0), nesterov };
   }
 
-  protected stateSpec(dtype: DType, { momentum }: Readonly<Record<string, unknown>> = this.ownHyperparameters()): { names: string[]; dtype: DType } {
+  protected stateSpec(dtype: DType, { momentum }: Readonly<Record<string, unknown>>): { names: string[]; dtype: DType } {
     return { names: momentum === 0 ? [] : ["momentumBuffer"], dtype };
   }
 
-  protected update(p: Tensor, grad: Tensor, state: Readonly<Record<string, Tensor>>, _step: number, lr: number, fresh: ReadonlySet<string>): Tensor {
-    let g = this.weightDecay === 0 ? grad : add(grad, mul(p, this.weightDecay));
-    if (this.momentum !== 0) {
+  protected update(
+    p: Tensor,
+    grad: Tensor,
+    state: Readonly<Record<string, Tensor>>,
+    _step: number,
+    lr: number,
+    fresh: ReadonlySet<string>,
+    { momentum, dampening, weightDecay, nesterov }: ParamGroup<SGDHyperparameters>,
+  ): Tensor {
+    let g = weightDecay === 0 ? grad : add(grad, mul(p, weightDecay));
+    if (momentum !== 0) {
       const previous = state.momentumBuffer;
-      const buffer = fresh.has("momentumBuffer") ? g : add(mul(previous, this.momentum), this.dampening === 0 ? g : mul(g, 1 - this.dampening));
+      const buffer = fresh.has("momentumBuffer") ? g : add(mul(previous, momentum), dampening === 0 ? g : mul(g, 1 - dampening));
       previous.assign(buffer);
-      g = this.nesterov ? add(g, mul(buffer, this.momentum)) : buffer;
+      g = nesterov ? add(g, mul(buffer, momentum)) : buffer;
     }
     return sub(p, mul(g, lr));
   }
 }
+
+/** Adam's and AdamW's own hyperparameters, which each parameter group may set (the constructor's options for those it leaves out). */
+export type AdamHyperparameters = {
+  betas: readonly [number, number];
+  eps: number;
+  weightDecay: number;
+};
 
 export interface AdamOptions extends OptimizerOptions {
   /** Default 1e-3. */
@@ -807,27 +1068,39 @@ export interface AdamOptions extends OptimizerOptions {
 }
 
 /** Adam (torch.optim.Adam): one multi-tensor kernel call updates every parameter of a step; m and v in float32. */
-export class Adam extends Optimizer {
-  // Set from checkHyperparameters, as loadStateDict sets them.
-  betas!: readonly [number, number];
-  eps!: number;
-  weightDecay!: number;
+export class Adam extends Optimizer<AdamHyperparameters> {
   protected readonly decoupled: boolean;
   readonly #capturable: boolean;
 
-  constructor(params: Iterable<Parameter>, options?: AdamOptions | null, where = "Adam", decoupled = false) {
+  constructor(params: Iterable<Parameter> | Iterable<ParamGroupOptions<AdamHyperparameters>>, options?: AdamOptions | null, where = "Adam", decoupled = false) {
     // Only the documented options, as SGD; null means the defaults, as for core's ops.
     options = optionsArg(where, options, ["lr", "betas", "eps", "weightDecay", "capturable", "masterWeights", "lrScale"]);
-    super(where, params, options.lr ?? 1e-3, options);
+    super(where, params, options.lr ?? 1e-3, options, ["betas", "eps", "weightDecay"]);
     const { capturable = false } = options;
     if (typeof capturable !== "boolean") throw new ValueError(`${where}: capturable must be true or false, got ${JSON.stringify(capturable)}`);
     this.#capturable = capturable;
     this.decoupled = decoupled;
-    Object.assign(this, this.checkHyperparameters(where, { ...options }));
+    this.checkGroups();
   }
 
-  protected override ownHyperparameters(): Record<string, Hyperparameter> {
-    return { betas: this.betas, eps: this.eps, weightDecay: this.weightDecay };
+  // The value every parameter group has (a ValueError when they differ: read paramGroups[i]); setting one sets every group's.
+  get betas(): readonly [number, number] {
+    return this.sharedOption("betas") as readonly [number, number];
+  }
+  set betas(value: readonly [number, number]) {
+    this.setOption("betas", value);
+  }
+  get eps(): number {
+    return this.sharedOption("eps") as number;
+  }
+  set eps(value: number) {
+    this.setOption("eps", value);
+  }
+  get weightDecay(): number {
+    return this.sharedOption("weightDecay") as number;
+  }
+  set weightDecay(value: number) {
+    this.setOption("weightDecay", value);
   }
 
   protected override checkHyperparameters(where: string, values: Readonly<Record<string, unknown>>) {
@@ -861,66 +1134,74 @@ export class Adam extends Optimizer {
     return mul(fullOn(old.backend, [count, blockHeight, blockWidth], 1, old.dtype), mean(old));
   }
 
-  /** The hyperparameters of this step (lr may have changed since the last). */
-  private hyperparameters() {
-    return { lr: this.lr, beta1: this.betas[0], beta2: this.betas[1], epsilon: this.eps, weightDecay: this.weightDecay, decoupledWeightDecay: this.decoupled };
+  /** The hyperparameters of `group` at this step (lr may have changed since the last). */
+  private hyperparameters({ lr, betas, eps, weightDecay }: ParamGroup<AdamHyperparameters>) {
+    return { lr, beta1: betas[0], beta2: betas[1], epsilon: eps, weightDecay, decoupledWeightDecay: this.decoupled };
   }
 
-  protected update(param: Tensor, grad: Tensor, state: Readonly<Record<string, Tensor>>, step: number, lr: number): Tensor {
+  protected update(
+    param: Tensor,
+    grad: Tensor,
+    state: Readonly<Record<string, Tensor>>,
+    step: number,
+    lr: number,
+    _fresh: ReadonlySet<string>,
+    group: ParamGroup<AdamHyperparameters>,
+  ): Tensor {
     const { m, v } = state;
-    const next = adamUpdate(param, grad, m, v, { ...this.hyperparameters(), lr, step });
+    const next = adamUpdate(param, grad, m, v, { ...this.hyperparameters(group), lr, step });
     m.assign(next.m);
     v.assign(next.v);
     return next.param;
   }
 
   /**
-   * Every parameter in one multi-tensor kernel call per kind (one launch on a GPU): master copies
-   * updated from their half-precision gradients and rounded back into the parameters inside the
-   * kernel, with no cast of their own; parameters without a master updated directly.
+   * Every parameter in one multi-tensor kernel call per parameter group and kind (one launch on a GPU): master
+   * copies updated from their half-precision gradients and rounded back into the parameters inside the kernel,
+   * with no cast of their own; parameters without a master updated directly.
    */
-  protected override updateAll(updates: readonly ParameterUpdate[]): void {
-    // One launch per kind of copy and learning rate (one in all unless lrScale tells parameters apart): a few
-    // groups, found by comparing fields (no keys built), each filling its lists as it goes.
-    // Capturable: the steps are counted on the device and the learning rate read there (lr x lrScale, the scale a
-    // fixed factor of the launch), so the same launches serve every replay of a captured step.
+  protected override updateAll(updates: readonly ParameterUpdate<AdamHyperparameters>[]): void {
+    // One launch per parameter group, kind of copy and learning rate (one in all for one group unless lrScale tells
+    // parameters apart): a few launches, found by comparing fields (no keys built), each filling its lists as it goes.
+    // Capturable: the steps are counted on the device and each group's learning rate read there (lr x lrScale, the
+    // scale a fixed factor of the launch), so the same launches serve every replay of a captured step.
     const onDevice = this.#capturable;
-    const groups: AdamGroup[] = [];
+    const launches: AdamLaunch[] = [];
     for (const u of updates) {
       const copyDType = u.master === null ? null : u.parameter.dtype;
       const lr = onDevice ? u.lrScale : u.lr;
-      let group: AdamGroup | undefined;
-      for (const g of groups) if (g.copyDType === copyDType && g.lr === lr) group = g;
-      if (group === undefined) {
-        group = { copyDType, lr, updates: [], params: [], grads: [], m: [], v: [], steps: [], counts: [] };
-        groups.push(group);
+      let launch: AdamLaunch | undefined;
+      for (const l of launches) if (l.group === u.group && l.copyDType === copyDType && l.lr === lr) launch = l;
+      if (launch === undefined) {
+        launch = { group: u.group, copyDType, lr, updates: [], params: [], grads: [], m: [], v: [], steps: [], counts: [] };
+        launches.push(launch);
       }
-      group.updates.push(u);
-      group.params.push(u.master ?? u.parameter.value);
-      group.grads.push(u.grad);
-      group.m.push(u.state.m);
-      group.v.push(u.state.v);
-      group.steps.push(u.step);
-      if (onDevice) group.counts.push(u.count as Tensor);
+      launch.updates.push(u);
+      launch.params.push(u.master ?? u.parameter.value);
+      launch.grads.push(u.grad);
+      launch.m.push(u.state.m);
+      launch.v.push(u.state.v);
+      launch.steps.push(u.step);
+      if (onDevice) launch.counts.push(u.count as Tensor);
     }
     // In place: each parameter, master and moment is updated in its own buffer (multiTensorAdamUpdateInPlace runs
     // out of place and assigns where a clone or a graph not being recorded shares one).
-    const hyperparameters = this.hyperparameters();
-    const lrValue = onDevice && groups.length > 0 ? this.lrValueOn(groups[0].params[0].backend) : null;
-    for (const group of groups) {
-      hyperparameters.lr = group.lr;
-      const copies = group.copyDType === null ? null : group.updates.map((u) => u.parameter.value);
-      const steps = onDevice ? group.counts : group.steps;
-      multiTensorAdamUpdateInPlace(group.params, group.grads, group.m, group.v, { ...hyperparameters, steps, lrValue, copyDType: group.copyDType, copies });
+    for (const launch of launches) {
+      const hyperparameters = { ...this.hyperparameters(launch.group), lr: launch.lr };
+      const lrValue = onDevice ? this.lrValueOn(launch.params[0].backend, launch.group) : null;
+      const copies = launch.copyDType === null ? null : launch.updates.map((u) => u.parameter.value);
+      const steps = onDevice ? launch.counts : launch.steps;
+      multiTensorAdamUpdateInPlace(launch.params, launch.grads, launch.m, launch.v, { ...hyperparameters, steps, lrValue, copyDType: launch.copyDType, copies });
     }
   }
 }
 
-/** Parameters updated by one multi-tensor launch: the same kind of copy and learning rate. */
-interface AdamGroup {
+/** Parameters updated by one multi-tensor launch: the same parameter group, kind of copy and learning rate. */
+interface AdamLaunch {
+  group: ParamGroup<AdamHyperparameters>;
   copyDType: DType | null;
   lr: number;
-  updates: ParameterUpdate[];
+  updates: ParameterUpdate<AdamHyperparameters>[];
   params: Tensor[];
   grads: Tensor[];
   m: Tensor[];
@@ -932,7 +1213,7 @@ interface AdamGroup {
 
 /** AdamW (torch.optim.AdamW): Adam with decoupled weight decay, default 0.01. */
 export class AdamW extends Adam {
-  constructor(params: Iterable<Parameter>, options?: AdamOptions | null) {
+  constructor(params: Iterable<Parameter> | Iterable<ParamGroupOptions<AdamHyperparameters>>, options?: AdamOptions | null) {
     super(params, options, "AdamW", true);
   }
 }

@@ -118,18 +118,19 @@ export function loadStateDict(bytes: Uint8Array): StateDict {
 
 /**
  * An optimizer's state dict as safetensors content: its tensors as stateDictToSafetensors stores them ("<index>.<name>",
- * block-sparse ones with their pattern), its kind, hyperparameters, steps and fresh keys as metadata ("optimizer",
- * "optimizer.hyperparameters", "optimizer.steps" and, when any, "optimizer.fresh", all but the first JSON, which
- * gives numbers back exactly).
+ * block-sparse ones with their pattern), its kind, hyperparameters, parameter groups, steps and fresh keys as metadata
+ * ("optimizer", "optimizer.hyperparameters", "optimizer.paramGroups", "optimizer.steps" and, when any,
+ * "optimizer.fresh", all but the first JSON, which gives numbers back exactly).
  */
 export function optimizerStateToSafetensors(stateDict: OptimizerStateDict, metadata: Record<string, string> = {}): SafetensorsContent {
   if (stateDict === null || typeof stateDict !== "object") throw new NnError(`saveOptimizerState: expected optimizer.stateDict(), got ${describeValue(stateDict)}`);
-  const { optimizer, hyperparameters, steps, tensors, fresh } = stateDict;
+  const { optimizer, hyperparameters, paramGroups, steps, tensors, fresh } = stateDict;
   return stateDictToSafetensors(tensors, {
     ...metadata,
     optimizer: String(optimizer),
     "optimizer.hyperparameters": JSON.stringify(hyperparameters),
     "optimizer.steps": JSON.stringify(steps),
+    ...(paramGroups === undefined ? {} : { "optimizer.paramGroups": JSON.stringify(paramGroups) }),
     // Written only when there are any, so that such files load in versions that do not know it.
     ...(fresh === undefined || fresh.length === 0 ? {} : { "optimizer.fresh": JSON.stringify(fresh) }),
   });
@@ -138,8 +139,8 @@ export function optimizerStateToSafetensors(stateDict: OptimizerStateDict, metad
 /** The optimizer state dict held by safetensors content (tensors on the active backend; see optimizerStateToSafetensors). */
 export function optimizerStateFromSafetensors(content: SafetensorsContent): OptimizerStateDict {
   const metadata = content?.metadata ?? {};
-  const read = (key: string, optional = false) => {
-    if (optional && !Object.hasOwn(metadata, key)) return [];
+  const read = (key: string, absent?: unknown) => {
+    if (absent !== undefined && !Object.hasOwn(metadata, key)) return absent;
     if (!Object.hasOwn(metadata, key)) throw new NnError(`loadOptimizerState: the file has no '${key}' metadata, so it holds no optimizer's state (saveOptimizerState writes one)`);
     try {
       return key === "optimizer" ? metadata[key] : JSON.parse(metadata[key]);
@@ -151,8 +152,10 @@ export function optimizerStateFromSafetensors(content: SafetensorsContent): Opti
   const hyperparameters = read("optimizer.hyperparameters");
   const steps = read("optimizer.steps");
   // Absent from files saved before state tensors not yet written were named rather than saved as zeros.
-  const fresh = read("optimizer.fresh", true);
-  return { optimizer, hyperparameters, steps, tensors: stateDictFromSafetensors(content, { consume: true }), fresh };
+  const fresh = read("optimizer.fresh", []);
+  // Absent from files saved before optimizers had parameter groups: they hold one.
+  const paramGroups = read("optimizer.paramGroups", null) ?? undefined;
+  return { optimizer, hyperparameters, ...(paramGroups === undefined ? {} : { paramGroups }), steps, tensors: stateDictFromSafetensors(content, { consume: true }), fresh };
 }
 
 /** The safetensors bytes of `optimizer.stateDict()`: resume training with optimizer.loadStateDict(loadOptimizerState(bytes)). */

@@ -1,0 +1,329 @@
+import { backward } from "@blocksparse/autograd";
+import { captureGraph, cast, type DType, getBackend, memory, randn, setBackend, type Tensor, tensor, tidy } from "@blocksparse/core";
+import { registerGraphRecordingBackend } from "@blocksparse/core/testing";
+import {
+  Adam,
+  AdamW,
+  CosineAnnealingLR,
+  disposeStateDict,
+  LinearLR,
+  Linear,
+  loadOptimizerState,
+  type Optimizer,
+  Parameter,
+  ReduceLROnPlateau,
+  SequentialLR,
+  SGD,
+  StepLR,
+  saveOptimizerState,
+  StateDictError,
+  ValueError,
+} from "@blocksparse/nn";
+import { describe, expect, it } from "vitest";
+
+const bits = (t: Tensor | Parameter) => Array.from((t instanceof Parameter ? t.value : t).dataSync());
+
+/** Parameters of `sizes`, from fixed seeds (the same values for every call with the same seed), in `dtype`. */
+function makeParams(sizes: number[], seed: number, dtype: DType = "float32"): Parameter[] {
+  return sizes.map((n, i) => new Parameter(tidy(() => cast(randn([n], { seed: seed + i }), dtype))));
+}
+
+/** Gives every parameter of `lists` the gradient of step `step` (the same for a parameter's twin in another list), then steps each optimizer. */
+function stepAll(step: number, lists: Parameter[][], optimizers: Optimizer[]): void {
+  for (const params of lists) {
+    params.forEach((p, i) => {
+      p.grad = tidy(() => cast(randn(p.shape, { seed: 1000 * step + i }), p.dtype));
+    });
+  }
+  for (const o of optimizers) o.step();
+  for (const params of lists) for (const p of params) p.zeroGrad();
+}
+
+describe("parameter groups train each group as its own optimizer would, exactly", () => {
+  // Three parameters in two groups: [a, b] with the constructor's options, [c] with its own.
+  const sizes = [6, 3, 4];
+  const cases: { name: string; dtype: DType; make: (params: Parameter[] | object[], options: object) => Optimizer; options: object; second: object }[] = [
+    { name: "SGD", dtype: "float32", make: (p, o) => new SGD(p as Parameter[], o as { lr: number }), options: { lr: 0.1, momentum: 0.9 }, second: { lr: 0.02, momentum: 0.5, weightDecay: 0.1, nesterov: true } },
+    { name: "Adam", dtype: "float32", make: (p, o) => new Adam(p as Parameter[], o), options: { lr: 0.01 }, second: { lr: 0.003, betas: [0.8, 0.9], eps: 1e-6, weightDecay: 0.05 } },
+    { name: "AdamW, bfloat16 with master weights", dtype: "bfloat16", make: (p, o) => new AdamW(p as Parameter[], o), options: { lr: 0.01, weightDecay: 0.1 }, second: { lr: 0.05, weightDecay: 0 } },
+    { name: "AdamW capturable (each group's lr on the device)", dtype: "float32", make: (p, o) => new AdamW(p as Parameter[], o), options: { lr: 0.01, capturable: true }, second: { lr: 0.1, weightDecay: 0 } },
+  ];
+  for (const { name, dtype, make, options, second } of cases) {
+    it(`${name}: the same weights as one optimizer per group, through an lr changed between steps`, () => {
+      const grouped = makeParams(sizes, 1, dtype);
+      const apart = makeParams(sizes, 1, dtype);
+      const optimizer = make([{ params: grouped.slice(0, 2) }, { params: grouped[2], ...second }], options);
+      const first = make(apart.slice(0, 2), options);
+      const other = make([apart[2]], { ...options, ...second });
+      for (let step = 0; step < 4; step++) {
+        if (step === 2) {
+          optimizer.paramGroups[1].lr /= 4;
+          other.lr /= 4;
+        }
+        stepAll(step, [grouped, apart], [optimizer, first, other]);
+      }
+      expect(grouped.map(bits)).toEqual(apart.map(bits));
+      // Differently: the second group did not train as the first (a check that the groups' options reached the update).
+      const same = makeParams(sizes, 1, dtype);
+      const single = make(same, options);
+      for (let step = 0; step < 4; step++) stepAll(step, [same], [single]);
+      expect(bits(same[2])).not.toEqual(bits(grouped[2]));
+      expect(bits(same[0])).toEqual(bits(grouped[0]));
+      for (const o of [optimizer, first, other, single]) o.dispose();
+    });
+  }
+});
+
+describe("parameter groups: options, defaults and checks", () => {
+  it("a group's left-out options are the constructor's (PyTorch's defaults), and paramGroups / defaults show them", () => {
+    const [a, b, c] = makeParams([2, 2, 2], 1);
+    const optimizer = new AdamW([{ params: [a, b, a] }, { params: [c], lr: 0.1, weightDecay: 0 }], { lr: 1e-3, betas: [0.8, 0.9] });
+    expect(optimizer.params).toEqual([a, b, c]);
+    const [first, second] = optimizer.paramGroups;
+    expect(first.params).toEqual([a, b]);
+    expect({ lr: first.lr, betas: first.betas, eps: first.eps, weightDecay: first.weightDecay }).toEqual({ lr: 1e-3, betas: [0.8, 0.9], eps: 1e-8, weightDecay: 0.01 });
+    expect({ lr: second.lr, betas: second.betas, eps: second.eps, weightDecay: second.weightDecay }).toEqual({ lr: 0.1, betas: [0.8, 0.9], eps: 1e-8, weightDecay: 0 });
+    expect(optimizer.defaults).toEqual({ lr: 1e-3, betas: [0.8, 0.9], eps: 1e-8, weightDecay: 0.01 });
+    expect(optimizer.lrOf(c)).toBe(0.1);
+    optimizer.dispose();
+  });
+
+  it("model.parameters() as before: one group with the constructor's options, lr read and set as before", () => {
+    const params = makeParams([2, 3], 1);
+    const optimizer = new SGD(params, { lr: 0.1, momentum: 0.9 });
+    expect(optimizer.paramGroups.length).toBe(1);
+    expect(optimizer.paramGroups[0].params).toEqual(params);
+    expect([optimizer.lr, optimizer.momentum, optimizer.nesterov]).toEqual([0.1, 0.9, false]);
+    optimizer.lr = 0.05;
+    expect(optimizer.paramGroups[0].lr).toBe(0.05);
+    const dict = optimizer.stateDict();
+    expect(dict.hyperparameters).toEqual({ lr: 0.05, momentum: 0.9, dampening: 0, weightDecay: 0, nesterov: false });
+    expect(dict.paramGroups).toEqual([{ hyperparameters: dict.hyperparameters, params: [0, 1] }]);
+    optimizer.dispose();
+  });
+
+  it("optimizer.lr and the kind's options: one value for every group, set in every group, a ValueError to read when they differ", () => {
+    const [a, b] = makeParams([2, 2], 1);
+    const optimizer = new SGD([{ params: [a] }, { params: [b], lr: 0.5, momentum: 0.9 }], { lr: 0.1 });
+    expect(() => optimizer.lr).toThrow(ValueError);
+    expect(() => optimizer.lr).toThrow(/SGD.lr: the parameter groups have different values \(0.1, 0.5\); read optimizer.paramGroups\[i\].lr/);
+    expect(() => optimizer.momentum).toThrow(/paramGroups\[i\].momentum/);
+    expect(optimizer.weightDecay).toBe(0);
+    optimizer.lr = 0.2;
+    expect(optimizer.paramGroups.map((g) => g.lr)).toEqual([0.2, 0.2]);
+    expect(optimizer.lr).toBe(0.2);
+    expect(() => {
+      optimizer.paramGroups[1].lr = Number.NaN;
+    }).toThrow(/SGD: paramGroups\[1\].lr must be a finite number >= 0, got NaN/);
+    expect(() => {
+      optimizer.lr = -1;
+    }).toThrow(ValueError);
+    expect(optimizer.paramGroups.map((g) => g.lr)).toEqual([0.2, 0.2]);
+    // A group's option set between steps is checked at the step, naming the group.
+    optimizer.paramGroups[1].weightDecay = -1;
+    a.grad = tensor([1, 1], [2]);
+    expect(() => optimizer.step()).toThrow(/SGD.step: paramGroups\[1\]: weightDecay must be a finite number >= 0, got -1/);
+    optimizer.dispose();
+  });
+
+  it("refuses a parameter in two groups, Parameters mixed with groups, unknown or bad group options, with ValueErrors naming them", () => {
+    const [a, b] = makeParams([2, 2], 1);
+    expect(() => new AdamW([{ params: [a] }, { params: [b, a] }])).toThrow(/AdamW: paramGroups\[1\]: params\[1\] \(shape \[2\]\) is already in paramGroups\[0\]; a parameter can be in one group only/);
+    expect(() => new AdamW([a, { params: [b] }] as never)).toThrow(/AdamW: params\[0\] is not a parameter group/);
+    expect(() => new AdamW([{ params: [a], weight_decay: 0 }] as never)).toThrow(/AdamW: paramGroups\[0\]: unknown option 'weight_decay'; the options are params, lr, betas, eps, weightDecay/);
+    expect(() => new AdamW([{ params: [a], capturable: true }] as never)).toThrow(/unknown option 'capturable'/);
+    expect(() => new SGD([{ params: [a] }, { params: [b], momentum: -1 }], { lr: 0.1 })).toThrow(/SGD: paramGroups\[1\]: momentum must be a finite number >= 0, got -1/);
+    expect(() => new SGD([{ params: [a], lr: Number.POSITIVE_INFINITY }], { lr: 0.1 })).toThrow(/SGD: paramGroups\[0\]: lr must be/);
+    expect(() => new Adam([{ params: [a, tensor([1], [1])] }] as never)).toThrow(/Adam: paramGroups\[0\]: params\[1\] is not a Parameter/);
+    expect(() => new Adam([{ params: 3 }] as never)).toThrow(/Adam: paramGroups\[0\]: params must be a Parameter or an array of Parameters, got 3/);
+    expect(() => new Adam([{ params: [] }])).toThrow(/Adam: params is empty/);
+  });
+
+  it("addParamGroup: a group with the constructor's options for those it leaves out, trained from the next step; a parameter already held is refused and nothing changes", () => {
+    const [a, b, c] = makeParams([2, 2, 2], 1);
+    const [a2, b2, c2] = makeParams([2, 2, 2], 1);
+    const optimizer = new AdamW([a], { lr: 0.01, weightDecay: 0.2 });
+    const twin = new AdamW([{ params: [a2] }, { params: [b2, c2], lr: 0.1 }], { lr: 0.01, weightDecay: 0.2 });
+    const tensors = memory().numTensors;
+    expect(() => optimizer.addParamGroup({ params: [b, a] })).toThrow(/AdamW.addParamGroup: params\[1\] \(shape \[2\]\) is already in paramGroups\[0\]/);
+    expect(() => optimizer.addParamGroup({ params: [b], eps: -1 })).toThrow(/AdamW.addParamGroup: eps must be a finite number >= 0, got -1/);
+    expect(() => optimizer.addParamGroup([b] as never)).toThrow(/AdamW.addParamGroup: expected a parameter group \{ params, ...options \}, got an array/);
+    expect([optimizer.paramGroups.length, optimizer.params.length, memory().numTensors]).toEqual([1, 1, tensors]);
+    optimizer.addParamGroup({ params: [b, c], lr: 0.1 });
+    expect(optimizer.params).toEqual([a, b, c]);
+    expect(optimizer.paramGroups[1].weightDecay).toBe(0.2);
+    for (let step = 0; step < 3; step++) stepAll(step, [[a, b, c], [a2, b2, c2]], [optimizer, twin]);
+    expect([a, b, c].map(bits)).toEqual([a2, b2, c2].map(bits));
+    optimizer.dispose();
+    twin.dispose();
+  });
+});
+
+describe("learning-rate schedulers scale each group's lr from its own initial lr", () => {
+  const groups = () => {
+    const [a, b] = makeParams([2, 2], 1);
+    return new SGD([{ params: [a] }, { params: [b], lr: 0.01 }], { lr: 0.1 });
+  };
+  const lrs = (optimizer: Optimizer) => optimizer.paramGroups.map((g) => g.lr);
+
+  it("StepLR, a warm-up then a cosine (SequentialLR), as torch's per-group base_lrs", () => {
+    const optimizer = groups();
+    const scheduler = new StepLR(optimizer, { stepSize: 2, gamma: 0.5 });
+    expect(scheduler.baseLrs).toEqual([0.1, 0.01]);
+    for (let k = 0; k < 4; k++) scheduler.step();
+    expect(lrs(optimizer)).toEqual([0.1 * 0.25, 0.01 * 0.25]);
+    expect(scheduler.lastLrs).toEqual(lrs(optimizer));
+    expect(() => scheduler.lastLr).toThrow(/StepLR.lastLr: the parameter groups have different learning rates \(0.025, 0.0025\); read lastLrs/);
+    expect(() => scheduler.getLastLr()).toThrow(ValueError);
+
+    const other = groups();
+    const warmup = new LinearLR(other, { startFactor: 0.5, totalIters: 2 });
+    const decay = new CosineAnnealingLR(other, { tMax: 4, etaMin: 0.001 });
+    const sequence = new SequentialLR(other, { schedulers: [warmup, decay], milestones: [2] });
+    expect(lrs(other)).toEqual([0.05, 0.005]);
+    for (let k = 0; k < 4; k++) sequence.step();
+    // Step 4 is the cosine's step 2 of 4: halfway from each group's initial lr to etaMin.
+    const halfway = (high: number) => 0.001 + ((high - 0.001) * (1 + Math.cos(Math.PI / 2))) / 2;
+    expect(lrs(other)[0]).toBeCloseTo(halfway(0.1), 12);
+    expect(lrs(other)[1]).toBeCloseTo(halfway(0.01), 12);
+  });
+
+  it("ReduceLROnPlateau reduces every group's lr from its own, down to minLr", () => {
+    const optimizer = groups();
+    const scheduler = new ReduceLROnPlateau(optimizer, { patience: 0, factor: 0.5, minLr: 0.004 });
+    scheduler.step(1);
+    scheduler.step(2);
+    expect(lrs(optimizer)).toEqual([0.05, 0.005]);
+    scheduler.step(3);
+    expect(lrs(optimizer)).toEqual([0.025, 0.004]);
+  });
+
+  it("a state dict carries each group's lrs; another number of groups, or a group added since, is refused", () => {
+    const optimizer = groups();
+    const scheduler = new StepLR(optimizer, { stepSize: 1, gamma: 0.5 });
+    scheduler.step();
+    const state = JSON.parse(JSON.stringify(scheduler.stateDict()));
+    expect([state.baseLrs, state.lastLrs]).toEqual([
+      [0.1, 0.01],
+      [0.05, 0.005],
+    ]);
+    const resumed = groups();
+    const again = new StepLR(resumed, { stepSize: 1, gamma: 0.5 });
+    again.loadStateDict(state);
+    expect(lrs(resumed)).toEqual([0.05, 0.005]);
+    again.step();
+    scheduler.step();
+    expect(lrs(resumed)).toEqual(lrs(optimizer));
+    // One group's state (no baseLrs / lastLrs) into two groups: missing keys.
+    const [p] = makeParams([2], 5);
+    const one = new StepLR(new SGD([p], { lr: 0.1 }), { stepSize: 1 });
+    expect(() => again.loadStateDict(one.stateDict())).toThrow(StateDictError);
+    expect(() => again.loadStateDict({ ...state, baseLrs: [0.1] })).toThrow(/StepLR.loadStateDict: baseLrs must be an array of 2 learning rates/);
+    const [q] = makeParams([2], 7);
+    resumed.addParamGroup({ params: [q] });
+    expect(() => again.step()).toThrow(/StepLR: the optimizer has 3 parameter groups, 2 when this scheduler was made/);
+  });
+});
+
+describe("optimizer state dicts with parameter groups", () => {
+  const make = (params: Parameter[], lr = 0.01) =>
+    new AdamW([{ params: params.slice(0, 2), weightDecay: 0 }, { params: params.slice(2), lr: 0.05, betas: [0.5, 0.6] }], { lr });
+
+  it("round trip through safetensors: each group's hyperparameters come back, and training resumes bit for bit", () => {
+    const params = makeParams([3, 2, 4], 1);
+    const twin = makeParams([3, 2, 4], 1);
+    const optimizer = make(params);
+    const uninterrupted = make(twin);
+    for (let step = 0; step < 2; step++) stepAll(step, [params, twin], [optimizer, uninterrupted]);
+    optimizer.paramGroups[1].lr = 0.02;
+    uninterrupted.paramGroups[1].lr = 0.02;
+    const dict = optimizer.stateDict();
+    expect(dict.paramGroups).toEqual([
+      { hyperparameters: { lr: 0.01, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0 }, params: [0, 1] },
+      { hyperparameters: { lr: 0.02, betas: [0.5, 0.6], eps: 1e-8, weightDecay: 0.01 }, params: [2] },
+    ]);
+    const loaded = loadOptimizerState(saveOptimizerState(dict));
+    optimizer.dispose();
+    // Made with other hyperparameters: the load replaces each group's.
+    const resumed = new AdamW([{ params: params.slice(0, 2) }, { params: params.slice(2) }], { lr: 0.5 });
+    resumed.loadStateDict(loaded);
+    disposeStateDict(loaded.tensors);
+    expect(resumed.paramGroups.map((g) => [g.lr, g.betas, g.weightDecay])).toEqual([
+      [0.01, [0.9, 0.999], 0],
+      [0.02, [0.5, 0.6], 0.01],
+    ]);
+    for (let step = 2; step < 4; step++) stepAll(step, [params, twin], [resumed, uninterrupted]);
+    expect(params.map(bits)).toEqual(twin.map(bits));
+    resumed.dispose();
+    uninterrupted.dispose();
+  });
+
+  it("another number of groups or groups of other sizes is a ValueError naming them; a state dict without groups loads into one group only", () => {
+    const params = makeParams([3, 2, 4], 1);
+    const optimizer = make(params);
+    stepAll(0, [params], [optimizer]);
+    const dict = optimizer.stateDict();
+    const single = new AdamW(params, { lr: 0.01 });
+    expect(() => single.loadStateDict(dict)).toThrow(/AdamW.loadStateDict: the state dict has 2 parameter groups, this optimizer has 1/);
+    const regrouped = new AdamW([{ params: params.slice(0, 1) }, { params: params.slice(1) }]);
+    expect(() => regrouped.loadStateDict(dict)).toThrow(/AdamW.loadStateDict: paramGroups\[0\] holds parameters \[0, 1\], this optimizer's holds \[0..0\] \(1 parameter\)/);
+    const { paramGroups: _, ...old } = dict;
+    expect(() => optimizer.loadStateDict(old)).toThrow(/the state dict has 1 parameter group, this optimizer has 2/);
+    expect(() => optimizer.loadStateDict({ ...dict, paramGroups: [dict.paramGroups![0], { ...dict.paramGroups![1], hyperparameters: { momentum: 1 } }] })).toThrow(
+      /unknown hyperparameter 'momentum' in paramGroups\[1\].hyperparameters/,
+    );
+    // Saved from one list of parameters, without paramGroups (as before groups): loads, its hyperparameters the group's.
+    const oldSingle = single.stateDict();
+    delete oldSingle.paramGroups;
+    const target = new AdamW(params, { lr: 0.3 });
+    target.loadStateDict({ ...oldSingle, hyperparameters: { ...oldSingle.hyperparameters, lr: 0.02 } });
+    expect(target.lr).toBe(0.02);
+    disposeStateDict(dict.tensors);
+    for (const o of [optimizer, single, regrouped, target]) o.dispose();
+  });
+});
+
+describe("a captured step with a capturable optimizer's groups", () => {
+  registerGraphRecordingBackend();
+
+  it("replays update each group with its own device lr, set between replays, as eager separate optimizers", () => {
+    const previous = getBackend();
+    setBackend("js-graphs");
+    try {
+      const captured = new Linear(4, 3, { seed: 1 });
+      const eager = new Linear(4, 3, { seed: 1 });
+      const x = randn([5, 4], { seed: 2 });
+      const dy = randn([5, 3], { seed: 3 });
+      const optimizer = new AdamW([{ params: [captured.weight] }, { params: [captured.bias as Parameter], lr: 0.1, weightDecay: 0 }], { lr: 0.01, capturable: true });
+      const weights = new AdamW([eager.weight], { lr: 0.01, capturable: true });
+      const biases = new AdamW([eager.bias as Parameter], { lr: 0.1, weightDecay: 0, capturable: true });
+      const step = (model: Linear, optimizers: Optimizer[]) => () => {
+        for (const o of optimizers) o.zeroGrad();
+        const out = model.forward(x);
+        backward(out, dy);
+        for (const o of optimizers) o.step();
+        return out;
+      };
+      step(captured, [optimizer])().dispose();
+      const graph = captureGraph(step(captured, [optimizer]));
+      step(eager, [weights, biases])().dispose();
+      for (let k = 0; k < 3; k++) {
+        if (k === 1) {
+          optimizer.paramGroups[1].lr = 0.02;
+          biases.lr = 0.02;
+        }
+        graph.replay();
+        step(eager, [weights, biases])().dispose();
+        expect(bits(captured.weight.value)).toEqual(bits(eager.weight.value));
+        expect(bits((captured.bias as Parameter).value)).toEqual(bits((eager.bias as Parameter).value));
+      }
+      graph.dispose();
+      graph.result.dispose();
+      for (const o of [optimizer, weights, biases]) o.dispose();
+      x.dispose();
+      dy.dispose();
+    } finally {
+      setBackend(previous);
+    }
+  });
+});
