@@ -17,7 +17,7 @@ T=packages/backend-cuda/test
 PARTS=(
   "blocks at density|bsrLinearActivation, W|float32 register|setDense|single input|more tokens than one launch"
   "dense route"
-  "sampledMatmul with split|sampledMatmul with a tail|sampledMatmul over uneven"
+  "sampledMatmul with split|sampledMatmul with a tail|sampledMatmul over uneven|sampledMatmul on the patch tile"
   "64x64, 128x128 and the rectangles"
   "bsrMatmulActivationBackward on lines|X-resident tile"
 )

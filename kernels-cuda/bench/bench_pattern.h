@@ -4,17 +4,18 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "../src/bsr_pattern.h"
+#include "../src/tc/patch_list.h"
 #include "check_cuda.h"
 #ifndef TC_BENCH_NO_DEV
 #include "../dev/dev_variants.h"
 #include "../dev/group_schedule.h"
-#include "../dev/patch_list.h"
 #endif
 
 namespace {
@@ -112,12 +113,16 @@ void upload(const HostPattern& p, DevicePattern& d) {
     packed.insert(packed.end(), part->begin(), part->end());
   }
   const auto groupLists = bs::appendColumnGroupLists(packed, p.colPtr.data(), p.blockCols);
+  // The pair records of the addon's dW patch tile at 32x32 (and dev's variant 32), as the addon builds them on a wgmma
+  // device; TC_BENCH_PATCH_SLICES caps their rows + columns otherwise (measurement).
+  const char* pairSlices = std::getenv("TC_BENCH_PATCH_SLICES");
+  const auto patchPairList =
+      bs::appendPatchPairList(packed, p.r, p.c, p.blockRows, p.blockCols, p.rowPtr.data(), p.colIdx.data(),
+                              pairSlices != nullptr ? std::atoi(pairSlices) : bs::kPatchPairMaxSlices);
 #ifndef TC_BENCH_NO_DEV
-  // The records of dev's dW patch tiles at 32x32: blocks (variants 30 and 31) and pairs of blocks (32).
+  // The block records of dev's mma.sync patch tiles (variants 30 and 31).
   const auto patchList =
       bs::appendPatchList(packed, p.r, p.c, p.blockRows, p.blockCols, p.rowPtr.data(), p.colIdx.data());
-  const auto patchPairList =
-      bs::appendPatchPairList(packed, p.r, p.c, p.blockRows, p.blockCols, p.rowPtr.data(), p.colIdx.data());
   // The schedules of dev's grouped tiles (variants 8 and 9 on the mma path, 11 and 12 on wgmma).
   const bool scheduled = p.r == p.c && bs::tc::wantsGroupSchedules(p.r, p.c);
   bs::tc::GroupScheduleOffsets schedules;
@@ -144,9 +149,9 @@ void upload(const HostPattern& p, DevicePattern& d) {
   v.coordBlockRow = d.buffer + at[5];
   v.coordBlockCol = d.buffer + at[6];
   bs::bindColumnGroupLists(v, d.buffer, groupLists);
+  bs::bindPatchPairList(v, d.buffer, patchPairList);
 #ifndef TC_BENCH_NO_DEV
   bs::bindPatchList(v, d.buffer, patchList);
-  bs::bindPatchPairList(v, d.buffer, patchPairList);
   if (scheduled) bs::tc::bindGroupSchedules(v, d.buffer, schedules);
 #endif
 }

@@ -34,7 +34,7 @@ pids=()
 # reduce.cu holds the split-sum pass of dW, activation.cu the unfused bias+activation pass (--activation); it allocates through memory.cpp, which reports through device.cpp
 # and cublas.cpp (cuBLAS opened at run time, so no link to it).
 for file in "$here/tc_bench.cu" "$src/tc/dispatch.cu" "$src/tc/bsr_mma.cu" "$src/tc/bsr_mma_shapes.cu" "$src/tc/bsr_wgmma.cu" \
-  "$src/tc/bsr_wgmma_shapes.cu" "$src/tc/bsr_wgmma_xr.cu" \
+  "$src/tc/bsr_wgmma_shapes.cu" "$src/tc/bsr_wgmma_xr.cu" "$src/tc/bsr_wgmma_patch_dw.cu" \
   "$src/tc/bsr_decode.cu" "$src/kernels/bsr.cu" "$src/kernels/bsr_simt.cu" "$src/kernels/elementwise.cu" \
   "$src/kernels/reduce.cu" "$src/kernels/activation.cu" \
   "$src/memory.cpp" "$src/device.cpp" "$src/cublas.cpp" "${dev_sources[@]}"; do

@@ -15,8 +15,8 @@
 // rows), X as its B (the block's columns), the tokens as its K. A split of the tokens writes float32 partials
 // [split][nnzBlocks][32][32] for launchSumSplits; one split writes the values.
 #include "dev_variants.h"
-#include "patch_list.h"
-#include "patch_tile.cuh"
+#include "tc/patch_list.h"
+#include "tc/patch_tile.cuh"
 #include "tc/bsr_mma.cuh"
 
 namespace bs::tc {

@@ -11,8 +11,8 @@
 // Products past the record's count run on whatever slices their descriptors name and are never stored, so that every
 // wgmma is issued on every path (ptxas serializes wgmma behind branches it cannot prove uniform).
 #include "dev_variants.h"
-#include "patch_list.h"
-#include "patch_tile.cuh"
+#include "tc/patch_list.h"
+#include "tc/patch_tile.cuh"
 #include "tc/bsr_mma.cuh"
 #include "tc/wgmma_ops.cuh"
 

@@ -16,6 +16,7 @@
 #include "kernels.h"
 #include "memory.h"
 #include "nccl.h"
+#include "tc/patch_list.h"
 #include "tc/tc.h"
 
 namespace bs {
@@ -541,6 +542,11 @@ Napi::Value createPattern(const Napi::CallbackInfo& info) {
   append(cr, nnz);
   append(cc, nnz);
   const auto groupLists = appendColumnGroupLists(packed, cp, static_cast<int32_t>(blockCols));
+  // The pair records of the dW patch tile (32x32 blocks on a wgmma device; tc/patch_list.h): about four words per block.
+  PatchListOffsets patchPairs;
+  if (R == 32 && C == 32 && tcWgmmaDevice())
+    patchPairs = appendPatchPairList(packed, 32, 32, static_cast<int32_t>(blockRows), static_cast<int32_t>(blockCols),
+                                     rp, ci);
   BufferId buffer = allocate(packed.size() * sizeof(int32_t));
   const int32_t* base = static_cast<const int32_t*>(lookup(buffer, "pattern").data);
   try {
@@ -569,6 +575,7 @@ Napi::Value createPattern(const Napi::CallbackInfo& info) {
   view.coordBlockRow = at, at += nnz;
   view.coordBlockCol = at;
   bindColumnGroupLists(view, base, groupLists);
+  bindPatchPairList(view, base, patchPairs);
   uint64_t id = nextPatternId++;
   patterns.emplace(id, PatternRecord{buffer, view});
   return Napi::Number::New(info.Env(), static_cast<double>(id));
@@ -587,7 +594,8 @@ Napi::Value freePattern(const Napi::CallbackInfo& info) {
 const BsrPatternView& patternArg(const Args& args, size_t i);
 
 // sampledPlan(pattern, m, dtype): how the tensor-core dW kernels split the tokens of this product under the default
-// options ("1 split", "2 splits", or the whole groups and the tail's pieces; "declined" where they do not run).
+// options ("1 split", "2 splits", "2 splits on the patch tile", or the whole groups and the tail's pieces; "declined" where
+// they do not run).
 Napi::Value sampledPlan(const Napi::CallbackInfo& info) {
   Args args{info, "sampledPlan"};
   args.count(3);

@@ -40,11 +40,12 @@ struct BsrPatternView {
   // Device lists of those groups, column by column (appendColumnGroupLists): per group of up to 2^i blocks, its block
   // column and its first column-wise entry, [columnGroups[i]][2]; null when not built (dW's tail splits need them).
   const int32_t* columnGroupList[kColumnGroupSizes];
-  // The records of dev's dW patch tile at 32x32 (kernels-cuda/dev/patch_list.h, appendPatchList): tc_bench builds
-  // them; 0 and null in the addon.
+  // The records of dev's mma.sync dW patch tiles at 32x32 (tc/patch_list.h, appendPatchList): tc_bench builds them;
+  // 0 and null in the addon.
   int32_t patchItems;
   const int32_t* patchList;
-  // The same patches as pairs of blocks of a column for dev's wgmma patch tile (appendPatchPairList).
+  // The patches as pairs of blocks of a column (appendPatchPairList) for the dW patch tile (kPatchPairTile): built when
+  // a 32x32 pattern is uploaded on a wgmma device; 0 and null otherwise.
   int32_t patchPairItems;
   const int32_t* patchPairList;
 };

@@ -593,6 +593,9 @@ bool denseSampledWins(DType dtype, const BsrPatternView& pattern, int64_t m, boo
   const bool wgmmaSquare = square && onWgmma && m >= 2048;
   double breakEven = 0.05;
   if (square && block == 32) breakEven = manyTokens ? 0.18 : 0.12;
+  // 32x32 where the patch tile takes dW (sm_90a, kPatchPairMinTokens tokens and more, densities in its band): it beat
+  // the route there (docs/kernels.md, "dW's patch tile fed by bulk copies"), so the route from its band's top.
+  if (square && block == 32 && tcTakesPatchDw(dtype, pattern, m)) breakEven = tc::kPatchPairMaxDensity;
   if (square && block == 64) breakEven = wgmmaSquare || manyTokens ? 0.33 : 0.18;
   if (square && block == 128) breakEven = wgmmaSquare ? 0.6 : manyTokens ? 0.5 : 0.35;
   if (!square && onWgmma) breakEven = manyTokens ? 0.6 : 0.5;

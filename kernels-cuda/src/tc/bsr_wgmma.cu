@@ -86,6 +86,7 @@ int wgmmaSampledCtasPerSm(int block) {
 bool launchWgmma(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,
                  cudaStream_t stream) {
   if (variant == kXResidentTile) return launchXResident(op, dtype, args, blockSize, numSms, stream);
+  if (variant == kPatchPairTile) return op == Op::Sampled && blockSize == 32 && launchPatchPairDw(dtype, args, stream);
   if (dtype == DType::BFloat16) return launchTyped<__nv_bfloat16>(op, dtype, args, blockSize, variant, numSms, stream);
   if (dtype == DType::Float16) return launchTyped<__half>(op, dtype, args, blockSize, variant, numSms, stream);
   return false;

@@ -231,10 +231,10 @@ int64_t mmaSplits(int64_t groups, int64_t wave, int64_t m) {
 int64_t ruleSplits(TcPath path, DType dtype, const BsrPatternView& pattern, int64_t m, int variant,
                    const DeviceInfo& device) {
   const int64_t most = std::max<int64_t>(1, std::min<int64_t>(m / 1024, 64));
-  // Dev's patch tiles (mma.sync with 8 or 16 warps, wgmma): one CTA per record, one CTA per SM (their two stages fill
-  // shared memory).
-  if (variant >= tc::kPatchDwTile && variant <= tc::kPatchDwTile + 2)
-    return wavedSplits(std::max<int64_t>(1, variant == tc::kPatchDwTile + 2 ? pattern.patchPairItems : pattern.patchItems),
+  // The patch tiles (dev's mma.sync with 8 or 16 warps and wgmma, the addon's kPatchPairTile): one CTA per record, one
+  // CTA per SM (their stages fill shared memory).
+  if ((variant >= tc::kPatchDwTile && variant <= tc::kPatchDwTile + 2) || variant == tc::kPatchPairTile)
+    return wavedSplits(std::max<int64_t>(1, variant != tc::kPatchDwTile && variant != tc::kPatchDwTile + 1 ? pattern.patchPairItems : pattern.patchItems),
                        std::max<int64_t>(1, device.sms), m, most);
   const int64_t tileRows = variant == tc::kWideTile || variant == tc::kFeatureMajorDwTile ? 256 : 128;
   const int64_t groups = columnGroupCount(pattern, tileRows);
@@ -296,6 +296,21 @@ bool wgmmaDw32Rule(const BsrPatternView& pattern, int64_t m) {
   const double cells = double(pattern.blockRows) * double(pattern.blockCols);
   return squareBlocks(pattern) && pattern.blockHeight == 32 && m >= kWgmmaDw32MinTokens && m < kWgmmaDw32MaxTokens &&
          cells > 0 && double(pattern.nnzBlocks) / cells <= kWgmmaDw32MaxDensity;
+}
+
+// dW with 32x32 blocks on a wgmma device, half precision: the patch tile (kPatchPairTile) from kPatchPairMinTokens
+// tokens at densities in (kPatchPairMinDensity, kPatchPairMaxDensity), where the pattern has its pair records (built
+// at upload on a wgmma device). Measured on an H200 against the dispatched tiles and the dense route (docs/kernels.md,
+// "dW's patch tile fed by bulk copies"; 768 -> 3072, 1024 <-> 4096 and 4096 x 4096, 2048-16384 tokens): at density
+// 0.25 and 8192-16384 tokens 83-162 us against 119-860 for the tiles and 1.07-1.16x faster than the dense route; at
+// 2048 tokens tied with the route; at 0.1 slower than the wgmma and mma.sync tiles, at 0.35-0.5 than the route.
+bool patchDwRule(DType dtype, const BsrPatternView& pattern, int64_t m) {
+  const double cells = double(pattern.blockRows) * double(pattern.blockCols);
+  if ((dtype != DType::BFloat16 && dtype != DType::Float16) || !squareBlocks(pattern) || pattern.blockHeight != 32 ||
+      pattern.patchPairList == nullptr || pattern.patchPairItems <= 0 || m < tc::kPatchPairMinTokens || cells <= 0)
+    return false;
+  const double density = double(pattern.nnzBlocks) / cells;
+  return density > tc::kPatchPairMinDensity && density < tc::kPatchPairMaxDensity;
 }
 
 // How dW splits its tokens on `path` with tile `variant`: a uniform split count (the options' or ruleSplits'), and on
@@ -439,10 +454,11 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
     // wait on shared memory, except the X-resident tile where its rule holds (measured on an H200); with 128x128
     // blocks and many tokens the 256-token wgmma tile wins.
     const bool xResident = path == TcPath::Wgmma && xResidentRule(op, pattern, m, device.sms);
-    const bool wgmmaDw = path == TcPath::Wgmma && op == tc::Op::Sampled && wgmmaDw32Rule(pattern, m);
-    if (square && block == 32 && !xResident && !wgmmaDw) path = TcPath::Mma;
+    const bool patchDw = path == TcPath::Wgmma && op == tc::Op::Sampled && patchDwRule(dtype, pattern, m);
+    const bool wgmmaDw = path == TcPath::Wgmma && op == tc::Op::Sampled && !patchDw && wgmmaDw32Rule(pattern, m);
+    if (square && block == 32 && !xResident && !wgmmaDw && !patchDw) path = TcPath::Mma;
     const bool wide = path == TcPath::Wgmma && width == 128 && op != tc::Op::Sampled && m >= tc::kWideTileMinTokens;
-    variant = xResident ? tc::kXResidentTile : wide ? tc::kWideTile : tc::kDefaultTile;
+    variant = xResident ? tc::kXResidentTile : patchDw ? tc::kPatchPairTile : wide ? tc::kWideTile : tc::kDefaultTile;
     // At width 64, many tiles with short lines go to the persistent tile, at width 128 to the ping-pong tile
     // (measured on an H200 with square blocks: docs/kernels.md, "The staged epilogue and the persistent tile" and
     // "Consumers in turn"). dX with the activation's backward in its epilogue goes to the ping-pong tile at width 64
@@ -553,6 +569,10 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   // not with the activation's backward, which the caller then runs apart).
   if (!launched && variant == tc::kXResidentTile && !named && !backward)
     launched = tc::launchMma(op, dtype, args, block, tc::kDefaultTile, device.sms, stream);
+  // The patch tile declines what it cannot launch (no records, splits past its grid): mma.sync's dW tile takes the same
+  // splits and partials.
+  if (!launched && variant == tc::kPatchPairTile && !named)
+    launched = tc::launchMma(op, dtype, args, block, tc::kDefaultTile, device.sms, stream);
   // Dev's variants fuse nothing: they never stand in for a shipped tile that declined a fused epilogue.
   if (!launched && square && options.devVariants && activated == nullptr && !backward)
     launched = options.devVariants(path, op, dtype, args, block, variant, device.sms, stream);
@@ -628,12 +648,23 @@ std::string tcSampledPlan(DType dtype, const BsrPatternView& pattern, int64_t m)
   TcPath path = tcPathFor(dtype, pattern);
   if (path == TcPath::Auto) return "declined";
   const DeviceInfo& device = currentDevice();
+  if (device.wgmma && patchDwRule(dtype, pattern, m)) {
+    const SampledPlan plan = planSampled(TcPath::Wgmma, dtype, pattern, m, tc::kPatchPairTile, device, TcOptions{});
+    return std::to_string(plan.splits) + (plan.splits == 1 ? " split" : " splits") + " on the patch tile";
+  }
   if (path == TcPath::Mma && device.wgmma && dtype != DType::Float32 && wgmmaDw32Rule(pattern, m)) path = TcPath::Wgmma;
   const SampledPlan plan = planSampled(path, dtype, pattern, m, tc::kDefaultTile, device, TcOptions{});
   if (plan.tail.tailSplits > 0)
     return std::to_string(plan.tail.fullGroups) + " whole groups, then " + std::to_string(plan.tail.tailGroups) +
            " in " + std::to_string(plan.tail.tailSplits) + " pieces each";
   return std::to_string(plan.splits) + (plan.splits == 1 ? " split" : " splits");
+}
+
+bool tcWgmmaDevice() { return currentDevice().wgmma; }
+
+bool tcTakesPatchDw(DType dtype, const BsrPatternView& pattern, int64_t m) {
+  return supported(dtype, pattern, m) && resolvePath(currentDevice(), TcPath::Auto) == TcPath::Wgmma &&
+         patchDwRule(dtype, pattern, m);
 }
 
 bool tcTakesXResident(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m) {

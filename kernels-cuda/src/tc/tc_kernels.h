@@ -70,7 +70,9 @@ struct KernelArgs {
   // the addon), one CTA per record and token split (the grid's x and y), the splits' float32 partials in `partials`.
   const int32_t* patchList;
   int32_t patchItems;
-  const int32_t* patchPairList;  // dev's wgmma patch tile (kPatchDwTile + 2): its records, one CTA each
+  // Sampled on the patch tile (kPatchPairTile, and dev's kPatchDwTile + 2): the pattern's pair records
+  // (BsrPatternView::patchPairList), one CTA each and token split.
+  const int32_t* patchPairList;
   int32_t patchPairItems;
 };
 
@@ -94,7 +96,11 @@ struct KernelArgs {
 // (measured on an H200: docs/kernels.md, "X-resident bsrLinear and bsrMatmul").
 // (Numbers 2-5, 8-13, 15 and 17 are variants kept for measurement in kernels-cuda/dev/; 14 there at 32x32.)
 // dW at 32x32 blocks: kPatchDwTile (kept in kernels-cuda/dev/; the number here for the split rule), a CTA per patch of
-// W's block rows x block columns (BsrPatternView::patchList), one CTA per SM (two stages of 208 KB in all).
+// W's block rows x block columns (BsrPatternView::patchList), one CTA per SM (two stages of 208 KB in all); and the
+// addon's kPatchPairTile (bsr_wgmma_patch_dw.cu), the same patches paired within columns on wgmma, fed by bulk tensor
+// copies through a ring of three stages: taken from kPatchPairMinTokens tokens at densities above
+// kPatchPairMinDensity and below kPatchPairMaxDensity, where it beat both the other dW tiles and the dense route on an
+// H200 (docs/kernels.md, "dW's patch tile fed by bulk copies").
 // dW at 64x64 blocks: kFeatureMajorDwTile (kept in kernels-cuda/dev/; the number here for the split rule's tile
 // rows), four blocks of a column per CTA, feature-major: 1.06x the token-major tile of four blocks, 0.72-1.57x the
 // dispatched tile of two, and no faster in the FFN step on an H200.
@@ -106,7 +112,14 @@ enum TileVariant : int {
   kPingPongTile = 14,
   kFeatureMajorDwTile = 16,
   kPatchDwTile = 30,
+  kPatchPairTile = 33,
 };
+constexpr int64_t kPatchPairMinTokens = 4096;
+constexpr double kPatchPairMinDensity = 0.15;
+constexpr double kPatchPairMaxDensity = 0.28;
+// dW on the patch tile (sm_90a; false where the pattern has no pair records, the dtype is not half precision or a split
+// is not a multiple of its 64-token step).
+bool launchPatchPairDw(DType dtype, const KernelArgs& args, cudaStream_t stream);
 constexpr int64_t kWideTileMinTokens = 4096;
 // The most token splits of a dW group reduced in a cluster (KernelArgs::clusterSplits): the portable cluster size.
 constexpr int kMaxClusterSplits = 8;

@@ -483,6 +483,59 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
     }
   }, 180_000);
 
+  // dW at 32x32 on the patch tile (sm_90a, from 4096 tokens at densities 0.15-0.28: tc_kernels.h's kPatchPair*): each
+  // record's blocks paired within columns (a column's odd block alone in its product), its slices copied by bulk tensor
+  // copies, the tokens split with float32 partials. Random patterns with an empty block column and a full block row,
+  // token counts that end inside a 64-token step, both half dtypes: every block sampled against float64, each product
+  // run twice on different inputs (a block left unwritten would keep the first run's values).
+  test("sampledMatmul on the patch tile (32x32, densities 0.16-0.27, ragged token steps), half precision, every block sampled against float64", () => {
+    const backend = useCuda();
+    const previous = backend.setDenseSampledMode("never");
+    try {
+      const next = random(3131);
+      for (const { rows, cols, density, m, dtype } of [
+        { rows: 1024, cols: 768, density: 0.25, m: 4100, dtype: "bfloat16" },
+        { rows: 768, cols: 2048, density: 0.17, m: 8191, dtype: "float16" },
+        { rows: 2048, cols: 1024, density: 0.27, m: 4160, dtype: "bfloat16" },
+      ] as const) {
+        const blockRows = rows / 32;
+        const blockCols = cols / 32;
+        const mask = new Uint8Array(blockRows * blockCols);
+        for (let i = 0; i < mask.length; i++) mask[i] = next() < density ? 1 : 0;
+        for (let r = 0; r < blockRows; r++) mask[r * blockCols + 3] = 0;
+        for (let c = 0; c < blockCols; c++) mask[5 * blockCols + c] = c === 3 ? 0 : 1;
+        const pattern = BsrPattern.fromMask([rows, cols], [32, 32], mask);
+        const actual = pattern.nnzBlocks / (blockRows * blockCols);
+        expect(actual > 0.15 && actual < 0.28, `density ${actual}`).toBe(true);
+        const plan = backend.sampledPlan(pattern, m, dtype);
+        if (backend.device.computeCapability === "9.0") expect(plan, `${rows}x${cols} d=${actual}`).toMatch(/ on the patch tile$/);
+        const { blockRow, blockCol } = pattern.coordinates;
+        tidy(() => {
+          sampledMatmul(randomTensor(next, [m, rows], dtype).t, randomTensor(next, [m, cols], dtype).t, pattern).dataSync();
+        });
+        tidy(() => {
+          const x = randomTensor(next, [m, cols], dtype);
+          const dy = randomTensor(next, [m, rows], dtype);
+          const dw = sampledMatmul(dy.t, x.t, pattern).dataSync();
+          expect(dw.length).toBe(pattern.nnzBlocks * 1024);
+          for (let i = 0; i < dw.length; i++) if (!Number.isFinite(dw[i])) expect.fail(`${plan}: dW[${i}] is ${dw[i]}`);
+          for (let p = 0; p < pattern.nnzBlocks; p++) {
+            for (let k = 0; k < 4; k++) {
+              const r = Math.floor(next() * 32);
+              const c = Math.floor(next() * 32);
+              const { ref, magnitude } = sampledOutput(dy.values, x.values, m, rows, cols, blockRow[p] * 32 + r, blockCol[p] * 32 + c);
+              const got = dw[p * 1024 + r * 32 + c];
+              if (!(Math.abs(got - ref) <= Math.abs(ref) * 2 ** -7 + magnitude * 2 ** -16))
+                expect.fail(`${rows}x${cols} ${dtype} (${plan}): block ${p} (${r}, ${c}) is ${got}, expected ${ref}`);
+            }
+          }
+        });
+      }
+    } finally {
+      backend.setDenseSampledMode(previous);
+    }
+  }, 180_000);
+
   // dW over uneven block columns (a full one, odd counts, empty ones, a single block), patterns of one or two groups
   // (where the rule splits the tokens most) and token counts that end inside a 64-token step (65, 700, 4100), at 64x64,
   // 128x128 and the rectangles whose output tile is 64 or more wide (the wgmma dW tile on sm_90): every block against

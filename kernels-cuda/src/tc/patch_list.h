@@ -1,5 +1,7 @@
-// The patch records of dev's dW patch tile (bsr_mma_patch.cu, kPatchDwVariant), built on the host by tc_bench when it
-// uploads a pattern (bench/bench_pattern.h), never by the addon.
+// The patch records of the dW patch tiles at 32x32: the pair records of the addon's tile (bsr_wgmma_patch_dw.cu,
+// kPatchPairTile), built when a 32x32 pattern is uploaded on a wgmma device (addon.cpp's createPattern; tc_bench's
+// bench_pattern.h), and the block records of dev's mma.sync patch tiles (kernels-cuda/dev/bsr_mma_patch.cu), built by
+// tc_bench alone.
 #pragma once
 
 #include <algorithm>
@@ -9,7 +11,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "bsr_pattern.h"
+#include "../bsr_pattern.h"
 
 namespace bs {
 
@@ -29,15 +31,17 @@ constexpr int kPatchRecordWords = kPatchHeaderWords + 2 * kPatchMaxBlocks;
 // second record.
 constexpr double kPatchTargetBlocks = 24.0;
 
-// The patch's sides for a pattern of this density: about kPatchTargetBlocks blocks, rows + columns within
-// kPatchMaxSlices.
-inline std::array<int32_t, 2> patchSides(int32_t blockRows, int32_t blockCols, int64_t nnz) {
+// The patch's sides for a pattern of this density: about kPatchTargetBlocks blocks, rows + columns within maxSlices
+// (at most kPatchMaxSlices).
+inline std::array<int32_t, 2> patchSides(int32_t blockRows, int32_t blockCols, int64_t nnz,
+                                         int32_t maxSlices = kPatchMaxSlices) {
+  maxSlices = std::clamp(maxSlices, 2, kPatchMaxSlices);
   const double density = static_cast<double>(nnz) / (static_cast<double>(blockRows) * static_cast<double>(blockCols));
   const int32_t side = std::clamp(static_cast<int32_t>(std::lround(std::sqrt(kPatchTargetBlocks / density))), 1,
-                                  kPatchMaxSlices / 2);
+                                  maxSlices / 2);
   const int32_t rows = std::min(blockRows, side);
   const int32_t wanted = static_cast<int32_t>(std::ceil(kPatchTargetBlocks / (rows * density)));
-  const int32_t cols = std::max(1, std::min({blockCols, std::max(side, wanted), kPatchMaxSlices - rows}));
+  const int32_t cols = std::max(1, std::min({blockCols, std::max(side, wanted), maxSlices - rows}));
   return {rows, cols};
 }
 
@@ -55,15 +59,17 @@ struct PatchItem {
 // is value p) to `packed`: patch by patch in row-major order, `itemsOf(blocks, items)` turning a patch's blocks (row-major)
 // into its items, which make ceil(n / cap) records of as many items each, in order, each record spanning the rows and
 // columns of its own items: the header, then `write(item, firstRow, firstColumn)` per item and `pad()` past them.
+// A patch's rows + columns are at most maxSlices (patchSides).
 template <class ItemsOf, class Write, class Pad>
 PatchListOffsets appendPatchRecords(std::vector<int32_t>& packed, int32_t blockHeight, int32_t blockWidth,
                                     int32_t blockRows, int32_t blockCols, const int32_t* blockRowPtr,
-                                    const int32_t* blockColIdx, int64_t cap, ItemsOf itemsOf, Write write, Pad pad) {
+                                    const int32_t* blockColIdx, int64_t cap, int32_t maxSlices, ItemsOf itemsOf,
+                                    Write write, Pad pad) {
   PatchListOffsets offsets;
   offsets.begin = packed.size();
   const int64_t nnz = blockRows > 0 ? blockRowPtr[blockRows] : 0;
   if (blockHeight != 32 || blockWidth != 32 || nnz <= 0 || blockCols <= 0) return offsets;
-  const auto sides = patchSides(blockRows, blockCols, nnz);
+  const auto sides = patchSides(blockRows, blockCols, nnz, maxSlices);
   const int32_t g = sides[0], h = sides[1];
   std::vector<int32_t> cursor(blockRowPtr, blockRowPtr + blockRows);  // each row's next entry, columns ascending
   std::vector<PatchItem> blocks, items;
@@ -111,7 +117,7 @@ inline PatchListOffsets appendPatchList(std::vector<int32_t>& packed, int32_t bl
                                         int32_t blockRows, int32_t blockCols, const int32_t* blockRowPtr,
                                         const int32_t* blockColIdx) {
   return appendPatchRecords(
-      packed, blockHeight, blockWidth, blockRows, blockCols, blockRowPtr, blockColIdx, kPatchMaxBlocks,
+      packed, blockHeight, blockWidth, blockRows, blockCols, blockRowPtr, blockColIdx, kPatchMaxBlocks, kPatchMaxSlices,
       [](const std::vector<PatchItem>& blocks, std::vector<PatchItem>& items) { items = blocks; },
       [&](const PatchItem& q, int32_t rowFirst, int32_t colFirst) {
         packed.push_back(q.valueA);
@@ -129,20 +135,25 @@ inline void bindPatchList(BsrPatternView& view, const int32_t* base, const Patch
   view.patchList = offsets.items > 0 ? base + offsets.begin : nullptr;
 }
 
-// Pair records for the wgmma patch tile (bsr_wgmma_patch.cu): the same patches, each patch's blocks paired within a
+// Pair records for the wgmma patch tiles (the addon's bsr_wgmma_patch_dw.cu, dev's bsr_wgmma_patch.cu): the same patches, each patch's blocks paired within a
 // column (its rows ascending: the first with the second, the third with the fourth, a last odd block alone), each pair
 // one m64n32k16 product (A two row slices, B the column's slice). A record holds up to kPatchPairProducts products:
 //   words 0-3 as a patch record's (word 3 the product count), then per product 4 words: its first block's row slot
 //   << 16 | its second's (the first's + 1 for a block alone, whose second half of the product is not written), its
 //   column slot, and the two blocks' places in the values (the second -1 when alone); products past the count: 0, 1,
 //   0, -1, -1.
+// Patches of at most maxSlices rows + columns: fewer slices make smaller stages, so that the bulk-copy tile
+// (bsr_wgmma_patch_dw.cu) fits more of them in its ring. kPatchPairMaxSlices (17) gives it three stages of 64 tokens;
+// on an H200 the 26 of the block records left it two at densities 0.1-0.25 and ran 1.0-1.9x slower there, 13 cost
+// blocks per record and ran 1.1-1.6x slower (docs/kernels.md, "dW's patch tile fed by bulk copies").
 constexpr int kPatchPairProducts = 16;  // two consumer warpgroups of 8 m64n32 accumulators (128 registers a thread)
+constexpr int32_t kPatchPairMaxSlices = 17;
 constexpr int kPatchPairRecordWords = kPatchHeaderWords + 4 * kPatchPairProducts;
 inline PatchListOffsets appendPatchPairList(std::vector<int32_t>& packed, int32_t blockHeight, int32_t blockWidth,
                                             int32_t blockRows, int32_t blockCols, const int32_t* blockRowPtr,
-                                            const int32_t* blockColIdx) {
+                                            const int32_t* blockColIdx, int32_t maxSlices = kPatchPairMaxSlices) {
   return appendPatchRecords(
-      packed, blockHeight, blockWidth, blockRows, blockCols, blockRowPtr, blockColIdx, kPatchPairProducts,
+      packed, blockHeight, blockWidth, blockRows, blockCols, blockRowPtr, blockColIdx, kPatchPairProducts, maxSlices,
       [](const std::vector<PatchItem>& blocks, std::vector<PatchItem>& items) {
         // Column by column, the column's blocks (rows ascending) in pairs.
         std::vector<PatchItem> byColumn = blocks;

@@ -1,8 +1,8 @@
 // What dev's dW patch tiles (bsr_mma_patch.cu, bsr_wgmma_patch.cu) share on the device: the copy of a record's slices.
 #pragma once
 
-#include "tc/ptx.cuh"
-#include "tc/tc_kernels.h"
+#include "ptx.cuh"
+#include "tc_kernels.h"
 
 namespace bs::tc {
 
