@@ -1,7 +1,7 @@
 import { type Activation, Tensor, add, engine, formatShape, fullOn, keep, kernelDeclaration, optionsArg, shapesEqual, tidy } from "@blocksparse/core";
 import { AutogradError, GradientNotRegisteredError, InPlaceWriteError, describeValue } from "./errors";
 import { type GradContext, type TensorMeta, getGradient } from "./registry";
-import { type Edge, type TapeNode, detach, freeIfUnused, freeNode, gradFnOf, noGrad } from "./tape";
+import { type Edge, type TapeNode, detach, freeIfUnused, freeNode, gradFnOf, leafWrittenAfter, noGrad } from "./tape";
 
 export interface BackwardOptions {
   /** Keep the graph (and its saved tensors) for another backward through it. Default false: freed as the walk goes. */
@@ -150,11 +150,28 @@ function checkVersions(order: readonly TapeNode[], origin: { node: TapeNode; out
   for (const node of order) {
     for (const edge of node.edges) {
       const producer = edge.producer;
-      if (producer === null || edge.version === producer.outputVersions[edge.outputIndex]) continue;
+      if (producer === null) {
+        const written = edge.leaf && leafWrittenAfter(edge.leaf, edge.version);
+        if (written) throw leafWritten(node, edge, written);
+        continue;
+      }
+      if (edge.version === producer.outputVersions[edge.outputIndex]) continue;
       const label = edge.index >= 0 ? `${edge.key}[${edge.index}]` : edge.key;
       throw outputWritten(producer, edge.outputIndex, producer.outputVersions[edge.outputIndex], edge.version, `'${node.kernelName}' read it as its input '${label}'`);
     }
   }
+}
+
+/** PyTorch refuses the write itself ("a leaf Variable that requires grad is being used in an in-place operation"). */
+function leafWritten(node: TapeNode, edge: Edge, found: number): InPlaceWriteError {
+  const leaf = edge.leaf as Tensor;
+  return new InPlaceWriteError(
+    `backward: tensor ${leaf.id} (${describe(leaf)}), a leaf that requires grad, was written in place outside noGrad (it is at version ${found}; expected version ${edge.version}) after '${node.kernelName}' read it as its input '${edge.index >= 0 ? `${edge.key}[${edge.index}]` : edge.key}': a leaf that requires grad cannot be written while a gradient of it is recorded. Write it inside noGrad (as an optimizer step does), or after backward`,
+    node.kernelName,
+    "a leaf",
+    edge.version,
+    found,
+  );
 }
 
 function outputWritten(producer: TapeNode, outputIndex: number, expected: number, found: number, reader: string): InPlaceWriteError {

@@ -27,14 +27,15 @@ export class GradientNotRegisteredError extends AutogradError {
  * A recorded op's output was written in place (`assign`, a kernel writing it) before another op, or backward as the
  * loss, read it: its `version` is not the one the tape recorded, so its history no longer describes its contents and
  * backward would not differentiate what the forward computed (PyTorch records such a write as an op of its own).
+ * Also a leaf that requires grad written outside noGrad after a recorded op read it (PyTorch refuses that write).
  */
 export class InPlaceWriteError extends AutogradError {
   override name = "InPlaceWriteError";
   constructor(
     message: string,
-    /** The recorded kernel that made the tensor. */
+    /** The recorded kernel that made the tensor; for a leaf, the one that read it. */
     readonly kernelName: string,
-    /** Which of its outputs: `output 0`. */
+    /** Which of its outputs: `output 0`; `a leaf` for a leaf. */
     readonly tensorLabel: string,
     readonly expectedVersion: number,
     readonly foundVersion: number,

@@ -1,12 +1,12 @@
 /**
  * The side effects of importing @blocksparse/autograd: the gradient registry filled, the
  * tape subscribed to core's kernel observer (which sees `clone()` as the `Clone` kernel),
- * dispose observer and requiresGrad observer, and `Tensor.prototype.backward` added.
+ * dispose observer, requiresGrad observer and assign observer, and `Tensor.prototype.backward` added.
  */
-import { Tensor, addDisposeObserver, addKernelObserver, addRequiresGradObserver } from "@blocksparse/core";
+import { Tensor, addAssignObserver, addDisposeObserver, addKernelObserver, addRequiresGradObserver } from "@blocksparse/core";
 import { type BackwardOptions, backward } from "./backward";
 import { registerAllGradients } from "./gradients";
-import { forgetTensor, recordKernel, refuseNonLeafRequiresGrad } from "./tape";
+import { forgetTensor, recordKernel, refuseNonLeafRequiresGrad, checkAssign } from "./tape";
 
 declare module "@blocksparse/core" {
   interface Tensor {
@@ -28,6 +28,7 @@ if (prototype[INSTALLED]) {
   addKernelObserver(recordKernel);
   addDisposeObserver(forgetTensor);
   addRequiresGradObserver(refuseNonLeafRequiresGrad);
+  addAssignObserver(checkAssign);
   prototype.backward = function (this: Tensor, grad?: Tensor | null, options?: BackwardOptions | null): void {
     backward(this, grad, options);
   };

@@ -4,7 +4,7 @@
  * graph lifetime, with dispose() in place of reference counting); its saved tensors are
  * buffer-sharing clones, disposed when the node is freed.
  */
-import { type DisposeRecord, type KernelRecord, type RequiresGradRecord, Tensor, ValueError, keep, kernelDeclaration } from "@blocksparse/core";
+import { type AssignRecord, type DisposeRecord, type KernelRecord, type RequiresGradRecord, Tensor, ValueError, keep, kernelDeclaration } from "@blocksparse/core";
 import { AutogradError, describeValue } from "./errors";
 import type { TensorMeta } from "./registry";
 import { checkSavedInputs, getGradient } from "./registry";
@@ -60,6 +60,8 @@ interface GradFn {
 
 // Keyed by tensor id: core's dispose observer reports collected tensors by id alone.
 const gradFns = new Map<number, GradFn>();
+/** A leaf that requires grad, by the version its last write outside noGrad left it at (see noteLeafWrite). */
+const unguardedWrites = new WeakMap<Tensor, number>();
 let disabledDepth = 0;
 
 /** True when operations on tensors that require grad are being recorded (outside noGrad and backward). */
@@ -131,8 +133,12 @@ export function record(
 ): void {
   if (disabledDepth > 0) return;
   const declaration = kernelDeclaration(kernelName);
-  if (declaration?.gradient === "none") return;
   const written = attrs.inPlace === true ? declaration?.inPlaceInputs : undefined;
+  if (declaration?.gradient === "none") {
+    // An optimizer step written in place outside noGrad, as its out-of-place path's assign is noted.
+    if (written) for (const key of written) for (const t of [inputs[key] ?? []].flat()) noteLeafWrite(t, t.storage.version);
+    return;
+  }
   if (written) {
     const targets = written.map((key) => inputs[key]).filter((t): t is Tensor => t instanceof Tensor);
     outputs = outputs.length === 0 ? targets : [...targets, ...outputs.filter((t) => !targets.includes(t))];
@@ -208,6 +214,39 @@ function refuseLeafWrites(kernelName: string, written: readonly Tensor[]): void 
       throw new AutogradError(`${kernelName}: tensor ${t.id} ([${t.shape}] ${t.dtype}) is a leaf that requires grad, written in place; write into a copy or under noGrad`);
     }
   }
+}
+
+/**
+ * Notes a write outside noGrad into a leaf that requires grad, at the version it leaves the leaf: backward refuses a
+ * recorded op that read the leaf before it (leafWrittenAfter), as PyTorch refuses an in-place write into such a leaf.
+ * Only then: a leaf written before its forward (initialized, loaded, broadcast) or after its backward is fine, and a
+ * write inside noGrad (an optimizer step) leaves the gradient of the values the forward read.
+ */
+function noteLeafWrite(t: Tensor, version: number): void {
+  if (disabledDepth === 0 && t.requiresGrad && !gradFns.has(t.id)) unguardedWrites.set(t, version);
+}
+
+/** The version a write outside noGrad left `leaf` at, if one came after a read at `version`; undefined otherwise. */
+export function leafWrittenAfter(leaf: Tensor, version: number): number | undefined {
+  const written = unguardedWrites.get(leaf);
+  return written !== undefined && written > version ? written : undefined;
+}
+
+/**
+ * Core's assign observer, while recording: `assign` copies values and records no gradient, so an assign from an op's
+ * recorded output would silently cut the gradient path through it (PyTorch's `copy_` is differentiable; `assign` is
+ * not). A leaf's values may be copied: no computation's gradient is cut. A write into a leaf that requires grad is noted.
+ */
+export function checkAssign({ target, source }: AssignRecord): void {
+  if (disabledDepth > 0) return;
+  const fn = gradFns.get(source.id);
+  if (fn) {
+    throw new AutogradError(
+      `assign: the source, tensor ${source.id} ([${source.shape}] ${source.dtype}), is the output of ${fn.node.kernelName}, recorded for autograd; assign is not differentiable, so the gradient would be lost between it and tensor ${target.id}. Use the computed tensor itself (a new tensor) where the gradient should flow, or assign inside noGrad(() => ...) if the gradient is not wanted`,
+    );
+  }
+  // The write bumps the version once, unless target already holds source's buffer.
+  if (target.dataId !== source.dataId) noteLeafWrite(target, target.storage.version + 1);
 }
 
 /** Records a kernel call as core's observers see it. */

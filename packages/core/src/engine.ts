@@ -56,6 +56,20 @@ export interface RequiresGradRecord {
 /** Called before a tensor's `requiresGrad` changes; one that throws refuses the change (autograd refuses it on a tensor an op made). */
 export type RequiresGradObserver = (record: RequiresGradRecord) => void;
 
+/** One `assign`, as assign observers see it (checked, before the write). */
+export interface AssignRecord {
+  /** The tensor written. */
+  target: Tensor;
+  /** The tensor whose contents it takes. */
+  source: Tensor;
+}
+
+/**
+ * Called before `target.assign(source)` writes; one that throws refuses the write and `target` is unchanged (autograd
+ * refuses an assign that would lose a gradient path or overwrite a leaf a recorded op read).
+ */
+export type AssignObserver = (record: AssignRecord) => void;
+
 /** Memory of one backend as the engine sees it, plus the backend's own figures. */
 export interface BackendMemoryInfo {
   /** Live (undisposed) tensors on this backend. */
@@ -120,6 +134,7 @@ export class Engine {
   private observersMuted = 0;
   private readonly disposeObservers = new Set<DisposeObserver>();
   private readonly requiresGradObservers = new Set<RequiresGradObserver>();
+  private readonly assignObservers = new Set<AssignObserver>();
   private readonly finalizer = new FinalizationRegistry<TensorStorage>((storage) => this.releaseCollected(storage));
   /**
    * Tensors that can outlive every scope, not yet registered with the finalizer: registration and unregistration
@@ -362,6 +377,21 @@ export class Engine {
     return () => {
       this.requiresGradObservers.delete(observer);
     };
+  }
+
+  addAssignObserver(observer: AssignObserver): () => void {
+    checkObserver("addAssignObserver", observer);
+    this.assignObservers.add(observer);
+    return () => {
+      this.assignObservers.delete(observer);
+    };
+  }
+
+  /** @internal Called by Tensor's assign before it writes; an observer's error propagates and nothing is written. */
+  notifyAssign(target: Tensor, source: Tensor): void {
+    if (this.assignObservers.size === 0) return;
+    const record: AssignRecord = { target, source };
+    for (const observer of [...this.assignObservers]) observer(record);
   }
 
   /** @internal Called by Tensor's requiresGrad setter before a change; an observer's error propagates and the change is not made. */
@@ -804,6 +834,15 @@ export function addDisposeObserver(observer: DisposeObserver): () => void {
  */
 export function addRequiresGradObserver(observer: RequiresGradObserver): () => void {
   return engine.addRequiresGradObserver(observer);
+}
+
+/**
+ * Subscribes to `assign`: `fn` runs before each write (after its arguments were checked) and can refuse it by
+ * throwing, leaving the target unchanged; returns the unsubscribe function. Kernels that write in place are seen by
+ * kernel observers (attrs.inPlace).
+ */
+export function addAssignObserver(observer: AssignObserver): () => void {
+  return engine.addAssignObserver(observer);
 }
 
 /** Runs `fn`, then disposes every tensor created inside except those it returns (at any depth, as `dispose` finds them) or that were kept. */

@@ -21,6 +21,7 @@ export * from "./dtypes";
 export * from "./errors";
 export {
   Engine,
+  addAssignObserver,
   addDisposeObserver,
   addKernelObserver,
   addRequiresGradObserver,
@@ -39,6 +40,8 @@ export {
   tidy,
 } from "./engine";
 export type {
+  AssignObserver,
+  AssignRecord,
   BackendMemoryInfo,
   DisposeObserver,
   DisposeRecord,

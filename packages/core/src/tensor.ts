@@ -159,7 +159,9 @@ export class Tensor {
   /**
    * Replaces this tensor's contents by `other`'s (same shape and dtype, same backend):
    * the buffer is shared, not copied. `other` stays valid. Used for in-place parameter updates. Counts as a write
-   * (`version`): a gradient recorded before it that needs this tensor's old contents is refused by backward.
+   * (`version`): a gradient recorded before it that needs this tensor's old contents is refused by backward. Not
+   * differentiable: the assign observers (addAssignObserver) see it first and may refuse it, as autograd does while it
+   * records for a source that a recorded op made (the gradient path through it would be lost).
    */
   assign(other: Tensor): void {
     this.throwIfDisposed("assign");
@@ -174,6 +176,7 @@ export class Tensor {
     if (other.backend !== this.backend) {
       throw new BackendError(`assign: other is on backend '${other.backend.name}', expected '${this.backend.name}'`);
     }
+    engine.notifyAssign(this, other);
     engine.assignStorage(this, other);
   }
 

@@ -9,6 +9,7 @@ import {
   IndexCopy,
   type KernelRecord,
   Move,
+  addAssignObserver,
   addDisposeObserver,
   addKernelObserver,
   addRequiresGradObserver,
@@ -28,6 +29,7 @@ import {
   tensor,
   tidy,
   transpose,
+  ShapeError,
   ValueError,
 } from "@blocksparse/core";
 import { afterEach, describe, expect, it } from "vitest";
@@ -290,12 +292,34 @@ describe("requiresGrad observers", () => {
   });
 });
 
+describe("assign observers", () => {
+  it("see each checked assign before it writes, and refuse it by throwing with the target left unchanged", () => {
+    const target = tensor([1, 2]);
+    const source = tensor([3, 4]);
+    const seen: [number, number, number[]][] = [];
+    const stop = addAssignObserver(({ target: written, source: read }) => {
+      seen.push([written.id, read.id, written.toArray()]);
+      throw new Error("refused");
+    });
+    expect(() => target.assign(source)).toThrow("refused");
+    expect([target.toArray(), target.version]).toEqual([[1, 2], 0]);
+    // An assign its own checks refuse never reaches the observers.
+    expect(() => target.assign(tensor([1, 2, 3]))).toThrow(ShapeError);
+    stop();
+    target.assign(source);
+    expect([target.toArray(), target.version]).toEqual([[3, 4], 1]);
+    expect(seen).toEqual([[target.id, source.id, [1, 2]]]);
+    dispose([target, source]);
+  });
+});
+
 describe("adding an observer", () => {
   it("refuses one that is not a function with a ValueError, and later ops and disposals still run", () => {
     const cases: [(observer: never) => () => void, string][] = [
       [addKernelObserver, "addKernelObserver"],
       [addDisposeObserver, "addDisposeObserver"],
       [addRequiresGradObserver, "addRequiresGradObserver"],
+      [addAssignObserver, "addAssignObserver"],
     ];
     for (const [add, name] of cases) {
       expect(() => add({ onKernel() {} } as never)).toThrow(new ValueError(`${name}: observer must be a function, got object`));
