@@ -44,7 +44,22 @@ export {
 export { blockCountFor, blockSources, remapBlocks } from "./blocks";
 export { type ClipGradNormOptions, clipGradNorm } from "./clip";
 export { NnError, StateDictError, type StateDictMismatch } from "./errors";
-export { Dropout, dropsNothing, Embedding, type EmbeddingOptions, forwardLinearActivation, forwardResidual, GELU, LayerNorm, type LayerNormOptions, ModuleList, ReLU, Sequential } from "./layers";
+export {
+  Dropout,
+  dropsNothing,
+  Embedding,
+  type EmbeddingOptions,
+  forwardLinearActivation,
+  forwardResidual,
+  GELU,
+  LayerNorm,
+  type LayerNormOptions,
+  ModuleDict,
+  type ModuleDictInput,
+  ModuleList,
+  ReLU,
+  Sequential,
+} from "./layers";
 export { Linear, type LinearOptions } from "./linear";
 export {
   type BinaryCrossEntropyOptions,

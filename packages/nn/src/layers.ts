@@ -370,3 +370,158 @@ export class ModuleList extends Module {
     throw new ValueError(`${this.label}: a ModuleList has no forward; call its modules`);
   }
 }
+
+/** What ModuleDict's constructor and update take: a ModuleDict, a Map, an object of key to module, or [key, module] pairs. */
+export type ModuleDictInput = ModuleDict | ReadonlyMap<string, Module> | Readonly<Record<string, Module>> | Iterable<readonly [string, Module]>;
+
+/** A value for a message: a module by its class ("ReLU"), anything else as formatArg. */
+function describeValue(value: unknown): string {
+  return value instanceof Module ? value.constructor.name : formatArg(value);
+}
+
+/**
+ * Holds modules by string key, in insertion order, so that they are registered (a plain object or Map of modules is
+ * not), as torch.nn.ModuleDict: `parameters()` and `stateDict()` name them "<key>.weight", and a model holding one
+ * under `heads` names them "heads.<key>.weight". Map-like: get, set, delete, has, keys, values, entries, size,
+ * iteration over [key, module]; update and pop as torch's. Replacing a key keeps its place. A key must be a
+ * non-empty string without "." that is not a property of the ModuleDict ("train", "forward", "size"). No forward of
+ * its own.
+ */
+export class ModuleDict extends Module {
+  /** The keys in insertion order (a key stays where it was first set; see #keys for modules assigned directly). */
+  #order: string[] = [];
+
+  constructor(modules: ModuleDictInput = []) {
+    super();
+    this.#update("ModuleDict", modules);
+  }
+
+  /** The keys of the modules held, in insertion order; a module assigned or removed as a plain property is followed too. */
+  #keys(): string[] {
+    const own = this as unknown as Record<string, unknown>;
+    const live = this.#order.filter((key) => Object.hasOwn(own, key) && own[key] instanceof Module);
+    const known = new Set(live);
+    for (const key of Object.keys(own)) if (!known.has(key) && own[key] instanceof Module) live.push(key);
+    this.#order = live;
+    return live;
+  }
+
+  #held(where: string, key: unknown): Module | undefined {
+    if (typeof key !== "string") throw new ValueError(`${where}: key must be a string, got ${formatArg(key)}`);
+    const value = Object.hasOwn(this, key) ? (this as unknown as Record<string, unknown>)[key] : undefined;
+    return value instanceof Module ? value : undefined;
+  }
+
+  /** Refuses a key torch's ModuleDict refuses (and one that would overwrite a property of this object). */
+  #checkKey(where: string, key: unknown): asserts key is string {
+    if (typeof key !== "string") throw new ValueError(`${where}: key must be a string, got ${formatArg(key)}`);
+    if (key === "") throw new ValueError(`${where}: key must not be empty`);
+    if (key.includes(".")) throw new ValueError(`${where}: key ${JSON.stringify(key)} must not contain "." (a module's name is a dotted path)`);
+    if (key in this && this.#held(where, key) === undefined) {
+      throw new ValueError(`${where}: key ${JSON.stringify(key)} would shadow ${this.constructor.name}'s property ${JSON.stringify(key)}; choose another key`);
+    }
+  }
+
+  #update(where: string, modules: ModuleDictInput): void {
+    let pairs: unknown[];
+    if (modules instanceof ModuleDict || modules instanceof Map) {
+      pairs = [...modules.entries()];
+    } else if (modules !== null && typeof modules === "object" && typeof (modules as Partial<Iterable<unknown>>)[Symbol.iterator] === "function") {
+      pairs = [...(modules as Iterable<unknown>)];
+    } else if (modules !== null && typeof modules === "object" && [Object.prototype, null].includes(Object.getPrototypeOf(modules)) && !(modules instanceof Module)) {
+      pairs = Object.entries(modules);
+    } else {
+      throw new ValueError(`${where}: expected a ModuleDict, a Map, an object of key to Module or [key, Module] pairs, got ${describeValue(modules)}`);
+    }
+    // Every pair is checked before any is set: a refused update leaves the dict as it was.
+    const checked = pairs.map((pair, i): [string, Module] => {
+      if (!Array.isArray(pair) || pair.length !== 2) throw new ValueError(`${where}: entry ${i} must be a [key, Module] pair, got ${describeValue(pair)}`);
+      const [key, module] = pair as [unknown, unknown];
+      this.#checkKey(where, key);
+      if (!(module instanceof Module)) throw new ValueError(`${where}: the value for key ${JSON.stringify(key)} must be a Module, got ${describeValue(module)}`);
+      return [key, module];
+    });
+    for (const [key, module] of checked) this.#set(key, module);
+  }
+
+  #set(key: string, module: Module): void {
+    this.#keys();
+    this.registerModule(key, module);
+    if (!this.#order.includes(key)) this.#order.push(key);
+  }
+
+  /** The number of modules held (torch's len()). */
+  get size(): number {
+    return this.#keys().length;
+  }
+
+  /** The module under `key`, or undefined. */
+  get(key: string): Module | undefined {
+    return this.#held("ModuleDict.get", key);
+  }
+
+  /** Holds `module` under `key` (a key held already keeps its place, as torch's). */
+  set(key: string, module: Module): this {
+    this.#checkKey("ModuleDict.set", key);
+    if (!(module instanceof Module)) throw new ValueError(`ModuleDict.set: the value for key ${JSON.stringify(key)} must be a Module, got ${describeValue(module)}`);
+    this.#set(key, module);
+    return this;
+  }
+
+  has(key: string): boolean {
+    return this.#held("ModuleDict.has", key) !== undefined;
+  }
+
+  /** Removes the module under `key`; false when none was held. */
+  delete(key: string): boolean {
+    if (this.#held("ModuleDict.delete", key) === undefined) return false;
+    delete (this as unknown as Record<string, unknown>)[key];
+    this.#keys();
+    return true;
+  }
+
+  /** Removes the module under `key` and returns it (undefined when none was held), as torch's pop. */
+  pop(key: string): Module | undefined {
+    const module = this.#held("ModuleDict.pop", key);
+    if (module !== undefined) this.delete(key);
+    return module;
+  }
+
+  /** Removes every module. */
+  clear(): void {
+    for (const key of this.#keys()) delete (this as unknown as Record<string, unknown>)[key];
+    this.#order = [];
+  }
+
+  /** Sets each [key, module] of `modules` (a ModuleDict, a Map, an object or pairs), in order, as torch's update; all are checked first. */
+  update(modules: ModuleDictInput): this {
+    this.#update("ModuleDict.update", modules);
+    return this;
+  }
+
+  keys(): string[] {
+    return [...this.#keys()];
+  }
+
+  values(): Module[] {
+    return this.namedChildren().map(([, module]) => module);
+  }
+
+  entries(): [string, Module][] {
+    return this.namedChildren();
+  }
+
+  [Symbol.iterator](): Iterator<[string, Module]> {
+    return this.entries()[Symbol.iterator]();
+  }
+
+  /** The modules held, in insertion order (not Object.keys order, which puts integer-like keys first). */
+  override namedChildren(): [string, Module][] {
+    const own = this as unknown as Record<string, Module>;
+    return this.#keys().map((key) => [key, own[key]]);
+  }
+
+  forward(): Tensor {
+    throw new ValueError(`${this.label}: a ModuleDict has no forward; call its modules (get(key))`);
+  }
+}

@@ -93,7 +93,7 @@ export abstract class LRScheduler<O extends object = object> {
     this.kind = kind;
     this.optimizer = optimizer;
     this.#options = this.checkOptions(kind, { ...optionsArg(kind, options as Record<string, unknown> | undefined, names as string[]) });
-    this.#baseLrs = optimizer.paramGroups.map((group) => this.initialLr(group, this.#options));
+    this.#baseLrs = optimizer.paramGroups.map((group, i) => this.initialLr(group, this.#options, i));
     this.#lastLrs = optimizer.paramGroups.map((group) => group.lr);
     this.goTo(0);
   }
@@ -150,8 +150,8 @@ export abstract class LRScheduler<O extends object = object> {
   /** `options` checked as the constructor checks them (and loadStateDict those it loads), defaults filled in. */
   protected abstract checkOptions(where: string, options: Record<string, unknown>): O;
 
-  /** A parameter group's base lr: torch's initial_lr of the group. */
-  protected initialLr(group: { lr: number }, _options: O): number {
+  /** Parameter group `index`'s base lr: torch's initial_lr of the group. */
+  protected initialLr(group: { lr: number }, _options: O, _index: number): number {
     const lr = initialLrs.get(group) ?? group.lr;
     initialLrs.set(group, lr);
     return lr;
@@ -275,26 +275,52 @@ function getInt(where: string, o: Record<string, unknown>, name: string, fallbac
   return int(where, label, value, low);
 }
 
-export interface LambdaLROptions {
-  /** The lr at step `epoch` as a multiple of the base lr. */
-  lrLambda: (epoch: number) => number;
+/**
+ * An option given once for every parameter group or as an array of one per group (torch's lists per group): a length
+ * other than the optimizer's number of groups is a ValueError naming both counts.
+ */
+function perGroup<T>(where: string, label: string, value: unknown, groups: number, check: (label: string, item: unknown) => T): T | T[] {
+  if (!Array.isArray(value)) return check(label, value);
+  if (value.length !== groups) {
+    throw new ValueError(`${where}: ${label} has ${value.length} ${value.length === 1 ? "entry" : "entries"}, but the optimizer has ${groups} parameter ${groups === 1 ? "group" : "groups"} (give one, or one per group)`);
+  }
+  return value.map((item, i) => check(`${label}[${i}]`, item));
 }
 
-/** lr = baseLr * lrLambda(epoch), as torch's LambdaLR. Its state dict leaves out the function: the loading scheduler keeps its own. */
+/** Parameter group `group`'s value of an option given once or per group. */
+function ofGroup<T>(value: T | readonly T[], group: number): T {
+  return Array.isArray(value) ? value[group] : (value as T);
+}
+
+export interface LambdaLROptions {
+  /** The lr at step `epoch` as a multiple of the base lr: one function for every parameter group, or an array of one per group. */
+  lrLambda: ((epoch: number) => number) | readonly ((epoch: number) => number)[];
+}
+
+/**
+ * lr = baseLr * lrLambda(epoch), as torch's LambdaLR; with an array of functions, group i's lr uses lrLambda[i]. Its
+ * state dict leaves out the functions: the loading scheduler keeps its own.
+ */
 export class LambdaLR extends LRScheduler<LambdaLROptions> {
   constructor(optimizer: Optimizer, options: LambdaLROptions) {
     super("LambdaLR", optimizer, options, ["lrLambda"]);
   }
   protected checkOptions(where: string, o: Record<string, unknown>): LambdaLROptions {
-    if (typeof o.lrLambda !== "function") fail(where, "lrLambda", "a function of the step", o.lrLambda);
-    return { lrLambda: o.lrLambda as (epoch: number) => number };
+    const lrLambda = perGroup(where, "lrLambda", o.lrLambda, this.optimizer.paramGroups.length, (label, value) => {
+      if (typeof value !== "function") fail(where, label, "a function of the step", value);
+      return value as (epoch: number) => number;
+    });
+    return { lrLambda: Array.isArray(lrLambda) ? Object.freeze(lrLambda) : lrLambda };
   }
   protected override optionsState(): Record<string, SchedulerOption> {
     return {};
   }
   protected lrAt(epoch: number, group: number): number {
-    const factor = this.options.lrLambda(epoch);
-    if (typeof factor !== "number" || !Number.isFinite(factor)) throw new ValueError(`LambdaLR: lrLambda(${epoch}) gave ${formatArg(factor)}, expected a finite number`);
+    const lambdas = this.options.lrLambda;
+    const factor = ofGroup(lambdas, group)(epoch);
+    if (typeof factor !== "number" || !Number.isFinite(factor)) {
+      throw new ValueError(`LambdaLR: lrLambda${Array.isArray(lambdas) ? `[${group}]` : ""}(${epoch}) gave ${formatArg(factor)}, expected a finite number`);
+    }
     return this.baseLrOf(group) * factor;
   }
 }
@@ -550,8 +576,8 @@ function runningAt({ schedulers, milestones }: SequentialLROptions, epoch: numbe
 }
 
 export interface OneCycleLROptions {
-  /** The peak lr. */
-  maxLr: number;
+  /** The peak lr: one for every parameter group, or an array of one per group (torch's list of max_lr). */
+  maxLr: number | readonly number[];
   /** Steps of the cycle (an integer >= 1), or give epochs and stepsPerEpoch. */
   totalSteps?: number;
   epochs?: number;
@@ -601,8 +627,9 @@ export class OneCycleLR extends LRScheduler<OneCycleResolved> {
     const [label, threePhase] = opt(o, "threePhase", false);
     if (typeof threePhase !== "boolean") fail(where, label, "a boolean", threePhase);
     const [strategyLabel, strategy] = opt(o, "annealStrategy", "cos");
+    const [maxLrLabel, maxLr] = opt(o, "maxLr");
     return {
-      maxLr: getNum(where, o, "maxLr", undefined),
+      maxLr: perGroup(where, maxLrLabel, maxLr, this.optimizer.paramGroups.length, (label, value) => num(where, label, value)),
       totalSteps,
       pctStart: getNum(where, o, "pctStart", 0.3, 0, 1),
       annealStrategy: oneOf(where, strategyLabel, strategy, ["cos", "linear"] as const),
@@ -611,13 +638,18 @@ export class OneCycleLR extends LRScheduler<OneCycleResolved> {
       threePhase,
     };
   }
-  protected override initialLr(group: { lr: number }, options: OneCycleResolved): number {
-    const lr = options.maxLr / options.divFactor;
+  protected override optionsState(): Record<string, SchedulerOption> {
+    const { maxLr } = this.options;
+    return { ...super.optionsState(), maxLr: Array.isArray(maxLr) ? [...maxLr] : maxLr };
+  }
+  protected override initialLr(group: { lr: number }, options: OneCycleResolved, index: number): number {
+    const lr = ofGroup(options.maxLr, index) / options.divFactor;
     initialLrs.set(group, lr);
     return lr;
   }
   protected lrAt(epoch: number, group: number): number {
-    const { maxLr, totalSteps, pctStart, annealStrategy, finalDivFactor, threePhase } = this.options;
+    const { totalSteps, pctStart, annealStrategy, finalDivFactor, threePhase } = this.options;
+    const maxLr = ofGroup(this.options.maxLr, group);
     if (epoch > totalSteps) throw new ValueError(`OneCycleLR.step: tried to step ${epoch} times; totalSteps is ${totalSteps}`);
     const initial = this.baseLrOf(group);
     const min = initial / finalDivFactor;
