@@ -45,7 +45,7 @@ struct BsrPatternView {
   int32_t patchItems;
   const int32_t* patchList;
   // The patches as pairs of blocks of a column (appendPatchPairList) for the dW patch tile (kPatchPairTile): built when
-  // a 32x32 pattern is uploaded on a wgmma device; 0 and null otherwise.
+  // a 32x32 pattern is uploaded on a wgmma device while that tile is dispatched (tc_kernels.h); 0 and null otherwise.
   int32_t patchPairItems;
   const int32_t* patchPairList;
 };

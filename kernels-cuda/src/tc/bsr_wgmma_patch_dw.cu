@@ -1,9 +1,9 @@
 // dW at 32x32 blocks on wgmma through patches (kPatchPairTile, tc_kernels.h; sm_90a): the addon's tile for 32x32 weight
-// gradients with many tokens at moderate densities (dispatch.cu, patchDwRule; docs/kernels.md, "dW's patch tile fed by
-// bulk copies").
+// gradients with many tokens at moderate densities (dispatch.cu, patchDwRule, while kPatchPairDispatched;
+// docs/kernels.md, "dW's patch tile fed by bulk copies").
 //
 // A CTA takes one record of the pattern's pair list (patch_list.h, appendPatchPairList, built when a 32x32 pattern is
-// uploaded on a wgmma device): the stored blocks of a patch of a few block rows x a few block columns of W, paired within
+// uploaded on a wgmma device while the tile is dispatched, and by tc_bench): the stored blocks of a patch of a few block rows x a few block columns of W, paired within
 // each column. Each pair is one wgmma m64n32k16 per 16 tokens, A the two blocks' dY row slices (MN-major: the
 // descriptor's start at the first slice and its leading offset the distance to the second, each slice one 64-byte
 // swizzled atom of 32 features) and B the column's X slice, so each slice of a 64-token step is loaded once for all of

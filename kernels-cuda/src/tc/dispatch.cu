@@ -306,7 +306,8 @@ bool wgmmaDw32Rule(const BsrPatternView& pattern, int64_t m) {
 // 2048 tokens tied with the route; at 0.1 slower than the wgmma and mma.sync tiles, at 0.35-0.5 than the route.
 bool patchDwRule(DType dtype, const BsrPatternView& pattern, int64_t m) {
   const double cells = double(pattern.blockRows) * double(pattern.blockCols);
-  if ((dtype != DType::BFloat16 && dtype != DType::Float16) || !squareBlocks(pattern) || pattern.blockHeight != 32 ||
+  if (!tc::kPatchPairDispatched || (dtype != DType::BFloat16 && dtype != DType::Float16) || !squareBlocks(pattern) ||
+      pattern.blockHeight != 32 ||
       pattern.patchPairList == nullptr || pattern.patchPairItems <= 0 || m < tc::kPatchPairMinTokens || cells <= 0)
     return false;
   const double density = double(pattern.nnzBlocks) / cells;
@@ -660,7 +661,7 @@ std::string tcSampledPlan(DType dtype, const BsrPatternView& pattern, int64_t m)
   return std::to_string(plan.splits) + (plan.splits == 1 ? " split" : " splits");
 }
 
-bool tcWgmmaDevice() { return currentDevice().wgmma; }
+bool tcBuildsPatchRecords() { return tc::kPatchPairDispatched && currentDevice().wgmma; }
 
 bool tcTakesPatchDw(DType dtype, const BsrPatternView& pattern, int64_t m) {
   return supported(dtype, pattern, m) && resolvePath(currentDevice(), TcPath::Auto) == TcPath::Wgmma &&

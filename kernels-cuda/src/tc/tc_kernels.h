@@ -98,9 +98,9 @@ struct KernelArgs {
 // dW at 32x32 blocks: kPatchDwTile (kept in kernels-cuda/dev/; the number here for the split rule), a CTA per patch of
 // W's block rows x block columns (BsrPatternView::patchList), one CTA per SM (two stages of 208 KB in all); and the
 // addon's kPatchPairTile (bsr_wgmma_patch_dw.cu), the same patches paired within columns on wgmma, fed by bulk tensor
-// copies through a ring of three stages: taken from kPatchPairMinTokens tokens at densities above
-// kPatchPairMinDensity and below kPatchPairMaxDensity, where it beat both the other dW tiles and the dense route on an
-// H200 (docs/kernels.md, "dW's patch tile fed by bulk copies").
+// copies through a ring of three stages: taken (once kPatchPairDispatched) from kPatchPairMinTokens tokens at densities
+// above kPatchPairMinDensity and below kPatchPairMaxDensity, where it beat both the other dW tiles and the dense route
+// on an H200 (docs/kernels.md, "dW's patch tile fed by bulk copies").
 // dW at 64x64 blocks: kFeatureMajorDwTile (kept in kernels-cuda/dev/; the number here for the split rule's tile
 // rows), four blocks of a column per CTA, feature-major: 1.06x the token-major tile of four blocks, 0.72-1.57x the
 // dispatched tile of two, and no faster in the FFN step on an H200.
@@ -114,6 +114,10 @@ enum TileVariant : int {
   kPatchDwTile = 30,
   kPatchPairTile = 33,
 };
+// Whether the default options dispatch the patch tile (patchDwRule) and uploads build its records. Off until the CUDA
+// suite's patch-tile test has run on a GPU with it on: the tile itself was checked and timed there as tc_bench's variant
+// 33 (docs/kernels.md), its dispatch and records only compiled. tc_bench names it with TcOptions (variant 33) either way.
+constexpr bool kPatchPairDispatched = false;
 constexpr int64_t kPatchPairMinTokens = 4096;
 constexpr double kPatchPairMinDensity = 0.15;
 constexpr double kPatchPairMaxDensity = 0.28;
