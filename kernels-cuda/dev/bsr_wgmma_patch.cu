@@ -102,24 +102,7 @@ __global__ void __launch_bounds__(kPwThreads, 1) bsrWgmmaPatchDwKernel(const Ker
   }
   cpAsyncWait<0>();
 
-  // Warp w of the consumer holds rows 16w + g and + 8 of the m64 product: warps 0-1 the first block's 32 rows, 2-3 the
-  // second's; per 8 columns j, accumulators 4j (+1) on row 16w + g and 4j + 2 (+3) on row + 8.
-  const int g = lane >> 2, c2 = (lane & 3) * 2;
-  float* partial = patchPartials(args);
-#pragma unroll
-  for (int p = 0; p < kPwProducts; ++p) {
-    const int32_t* product = record + kPatchHeaderWords + 4 * (consumer * kPwProducts + p);
-    const int32_t value = __ldg(product + 2 + warpInGroup / 2);
-    if (value < 0) continue;
-    const int64_t base = static_cast<int64_t>(value) * 1024;
-#pragma unroll
-    for (int half = 0; half < 2; ++half)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int64_t at = base + ((warpInGroup % 2) * 16 + g + half * 8) * 32 + j * 8 + c2;
-        storePatchPair<T>(partial, args, at, acc[p][4 * j + 2 * half], acc[p][4 * j + 2 * half + 1]);
-      }
-  }
+  storePatchProducts<T, kPwProducts>(acc, record, consumer, warpInGroup, lane, args);
 #endif
 }
 

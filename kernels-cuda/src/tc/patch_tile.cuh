@@ -1,6 +1,7 @@
 // What dev's dW patch tiles (bsr_mma_patch.cu, bsr_wgmma_patch.cu) share on the device: the copy of a record's slices.
 #pragma once
 
+#include "patch_list.h"
 #include "ptx.cuh"
 #include "tc_kernels.h"
 
@@ -40,6 +41,31 @@ template <typename T>
 __device__ __forceinline__ void storePatchPair(float* partial, const KernelArgs& args, int64_t at, float v0, float v1) {
   if (partial) *reinterpret_cast<float2*>(partial + at) = make_float2(v0, v1);
   else *reinterpret_cast<uint32_t*>(static_cast<T*>(args.out) + at) = packPair<T>(v0, v1);
+}
+
+// Stores consumer `consumer`'s kProducts m64n32 products of a pair record (patch_list.h, appendPatchPairList): each
+// product's two blocks, the second left out where the record has none. Warp w of the consumer holds rows 16w + g and
+// + 8 of the m64 product: warps 0-1 the first block's 32 rows, 2-3 the second's; per 8 columns j, accumulators 4j (+1)
+// on row 16w + g and 4j + 2 (+3) on row + 8.
+template <typename T, int kProducts>
+__device__ __forceinline__ void storePatchProducts(const float (&acc)[kProducts][16], const int32_t* record,
+                                                   int consumer, int warpInGroup, int lane, const KernelArgs& args) {
+  const int g = lane >> 2, c2 = (lane & 3) * 2;
+  float* partial = patchPartials(args);
+#pragma unroll
+  for (int p = 0; p < kProducts; ++p) {
+    const int32_t* product = record + kPatchHeaderWords + 4 * (consumer * kProducts + p);
+    const int32_t value = __ldg(product + 2 + warpInGroup / 2);
+    if (value < 0) continue;
+    const int64_t base = static_cast<int64_t>(value) * 1024;
+#pragma unroll
+    for (int half = 0; half < 2; ++half)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int64_t at = base + ((warpInGroup % 2) * 16 + g + half * 8) * 32 + j * 8 + c2;
+        storePatchPair<T>(partial, args, at, acc[p][4 * j + 2 * half], acc[p][4 * j + 2 * half + 1]);
+      }
+  }
 }
 
 }  // namespace bs::tc
