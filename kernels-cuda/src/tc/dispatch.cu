@@ -233,8 +233,9 @@ int64_t ruleSplits(TcPath path, DType dtype, const BsrPatternView& pattern, int6
   const int64_t most = std::max<int64_t>(1, std::min<int64_t>(m / 1024, 64));
   // The patch tiles (dev's mma.sync with 8 or 16 warps and wgmma, the addon's kPatchPairTile): one CTA per record, one
   // CTA per SM (their stages fill shared memory).
-  if ((variant >= tc::kPatchDwTile && variant <= tc::kPatchDwTile + 2) || variant == tc::kPatchPairTile)
-    return wavedSplits(std::max<int64_t>(1, variant != tc::kPatchDwTile && variant != tc::kPatchDwTile + 1 ? pattern.patchPairItems : pattern.patchItems),
+  const bool pairRecords = variant == tc::kPatchDwTile + 2 || variant == tc::kPatchPairTile;
+  if (pairRecords || variant == tc::kPatchDwTile || variant == tc::kPatchDwTile + 1)
+    return wavedSplits(std::max<int64_t>(1, pairRecords ? pattern.patchPairItems : pattern.patchItems),
                        std::max<int64_t>(1, device.sms), m, most);
   const int64_t tileRows = variant == tc::kWideTile || variant == tc::kFeatureMajorDwTile ? 256 : 128;
   const int64_t groups = columnGroupCount(pattern, tileRows);
@@ -307,8 +308,8 @@ bool wgmmaDw32Rule(const BsrPatternView& pattern, int64_t m) {
 bool patchDwRule(DType dtype, const BsrPatternView& pattern, int64_t m) {
   const double cells = double(pattern.blockRows) * double(pattern.blockCols);
   if (!tc::kPatchPairDispatched || (dtype != DType::BFloat16 && dtype != DType::Float16) || !squareBlocks(pattern) ||
-      pattern.blockHeight != 32 ||
-      pattern.patchPairList == nullptr || pattern.patchPairItems <= 0 || m < tc::kPatchPairMinTokens || cells <= 0)
+      pattern.blockHeight != 32 || pattern.patchPairList == nullptr || pattern.patchPairItems <= 0 ||
+      m < tc::kPatchPairMinTokens || cells <= 0)
     return false;
   const double density = double(pattern.nnzBlocks) / cells;
   return density > tc::kPatchPairMinDensity && density < tc::kPatchPairMaxDensity;
@@ -664,8 +665,9 @@ std::string tcSampledPlan(DType dtype, const BsrPatternView& pattern, int64_t m)
 bool tcBuildsPatchRecords() { return tc::kPatchPairDispatched && currentDevice().wgmma; }
 
 bool tcTakesPatchDw(DType dtype, const BsrPatternView& pattern, int64_t m) {
-  return supported(dtype, pattern, m) && resolvePath(currentDevice(), TcPath::Auto) == TcPath::Wgmma &&
-         patchDwRule(dtype, pattern, m);
+  // The rule first: it is off (kPatchPairDispatched) or fails on most patterns at its cheapest checks.
+  return patchDwRule(dtype, pattern, m) && supported(dtype, pattern, m) &&
+         resolvePath(currentDevice(), TcPath::Auto) == TcPath::Wgmma;
 }
 
 bool tcTakesXResident(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m) {
