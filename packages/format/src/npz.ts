@@ -153,15 +153,19 @@ function tupleItems(text: string, field: string): (number | string)[] | undefine
   return parts.map((part) => (/^-?\d+L?$/.test(part) ? Number(part.replace(/L$/, "")) : part));
 }
 
-/** Parses one `.npy` file (format versions 1, 2 and 3). */
+/** Parses one `.npy` file (format versions 1.0, 2.0 and 3.0). */
 function readNpy(bytes: Uint8Array, field: string): NpyArray {
   if (bytes.length < 10 || NPY_MAGIC.some((byte, i) => bytes[i] !== byte)) {
     throw new BsrFormatError(field, "not a .npy array (bad magic)");
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const major = bytes[6];
+  const [major, minor] = [bytes[6], bytes[7]];
+  // NumPy's read_magic takes versions (1, 0), (2, 0) and (3, 0) only: a minor version is a format it does not know.
+  if (major < 1 || major > 3 || minor !== 0) {
+    throw new BsrFormatError(field, `unsupported .npy format version ${major}.${minor} (NumPy reads versions 1.0, 2.0 and 3.0)`);
+  }
   const prefix = major === 1 ? 10 : 12;
-  if (major < 1 || major > 3 || bytes.length < prefix) throw new BsrFormatError(field, `unsupported .npy version ${major}`);
+  if (bytes.length < prefix) throw new BsrFormatError(field, `the .npy file ends inside its ${prefix}-byte prefix`);
   const headerLength = major === 1 ? view.getUint16(8, true) : view.getUint32(8, true);
   if (prefix + headerLength > bytes.length) throw new BsrFormatError(field, "the .npy header runs past the end of the file");
   const header = new TextDecoder().decode(bytes.subarray(prefix, prefix + headerLength));

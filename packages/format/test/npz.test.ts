@@ -705,6 +705,39 @@ describe("a .npy header read as NumPy reads it (a Python dict literal)", () => {
     expect(error).toBeInstanceOf(BsrFormatError);
     expect(error.message.startsWith(message), error.message).toBe(true);
   });
+
+  it.each([
+    [1, 1],
+    [2, 1],
+    [3, 255],
+    [4, 0],
+  ])("refuses format version %i.%i, as np.load does (it reads 1.0, 2.0 and 3.0 only)", (major, minor) => {
+    const header = "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2, 2), }\n";
+    const prefix = major === 1 ? 10 : 12;
+    const data = bytesOf(Float64Array.from([1, 2, 7, 8, 17, 18, 23, 24]));
+    const file = new Uint8Array(prefix + header.length + data.length);
+    file.set([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, major, minor]);
+    // Format 1 has a 2-byte length (the header overwrites the upper two bytes written here), later ones 4 bytes.
+    new DataView(file.buffer).setUint32(8, header.length, true);
+    file.set(strToU8(header), prefix);
+    file.set(data, prefix + header.length);
+    const error = thrown(() => decodeScipyNpz(archive({ "data.npy": file })));
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.message).toBe(`data.npy: unsupported .npy format version ${major}.${minor} (NumPy reads versions 1.0, 2.0 and 3.0)`);
+  });
+
+  it("reads format versions 2.0 and 3.0 (a 4-byte header length)", () => {
+    const header = "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2, 2), }\n";
+    const data = bytesOf(Float64Array.from([1, 2, 7, 8, 17, 18, 23, 24]));
+    for (const major of [2, 3]) {
+      const file = new Uint8Array(12 + header.length + data.length);
+      file.set([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, major, 0]);
+      new DataView(file.buffer).setUint32(8, header.length, true);
+      file.set(strToU8(header), 12);
+      file.set(data, 12 + header.length);
+      expect(Array.from(decodeScipyNpz(archive({ "data.npy": file })).toDense())).toEqual(SCIPY_DENSE);
+    }
+  });
 });
 
 describe("big-endian and Fortran-order arrays", () => {
