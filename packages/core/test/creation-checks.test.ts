@@ -60,5 +60,38 @@ describe("tensor()'s nested arrays", () => {
     expect(() => tensor([1, [2, 3]] as never)).toThrow(new ShapeError("tensor: nested arrays are ragged: data[1] is an array, but data[0] is a number"));
     expect(() => tensor([[[1]], [[2], [3]]])).toThrow(new ShapeError("tensor: nested arrays are ragged: data[1] has 2 entries, expected 1 (as data[0])"));
     expect(() => tensor([[[1, 2]], [[3]]])).toThrow(new ShapeError("tensor: nested arrays are ragged: data[1][0] has 1 entries, expected 2 (as data[0][0])"));
+    // With a shape given too: the values are not filled in to make up the given size.
+    expect(() => tensor([[1, 2], [3]], [3])).toThrow(new ShapeError("tensor: nested arrays are ragged: data[1] has 1 entries, expected 2 (as data[0])"));
+    expect(() => tensor([[1, 2], [3]], [2, 2])).toThrow(ShapeError);
+    expect(() => tensor([[], [1]], [2, 0])).toThrow(new ShapeError("tensor: nested arrays are ragged: data[1] has 1 entries, expected 0 (as data[0])"));
+  });
+
+  it("a shape given with nested arrays must be theirs, as tfjs's (they were silently reshaped); flat values take any shape of their size", () => {
+    const before = memory().numTensors;
+    expect(() => tensor([[1, 2], [3, 4]], [4])).toThrow(
+      new ShapeError("tensor: nested arrays of shape [2, 2] do not match the given shape [4]; give flat values to fill another shape, or reshape"),
+    );
+    expect(() => tensor([[1, 2], [3, 4]], [1, 4])).toThrow(ShapeError);
+    expect(() => tensor([[[1, 2, 3, 4]]], [2, 2])).toThrow(ShapeError);
+    expect(() => tensor([[1, 2, 3, 4]], [4, 1])).toThrow(new ShapeError("tensor: nested arrays of shape [1, 4] do not match the given shape [4, 1]; give flat values to fill another shape, or reshape"));
+    // Empty nested arrays: [[], []] is [2, 0], not [0] nor [0, 2].
+    expect(() => tensor([[], []], [0])).toThrow(new ShapeError("tensor: nested arrays of shape [2, 0] do not match the given shape [0]; give flat values to fill another shape, or reshape"));
+    expect(() => tensor([[], []], [0, 2])).toThrow(ShapeError);
+    expect(() => tensor([[]], [0])).toThrow(ShapeError);
+    expect(memory().numTensors).toBe(before);
+    const kept = [
+      tensor([[1, 2], [3, 4]], [2, 2]),
+      tensor([1, 2, 3, 4], [2, 2]),
+      tensor([1, 2, 3, 4], [4, 1]),
+      tensor(new Float32Array(4), [1, 2, 2]),
+      tensor(5, [1, 1]),
+      tensor([[], []], [2, 0]),
+      tensor([], [3, 0]),
+      tensor([[], []]),
+    ];
+    expect(kept.map((t) => t.shape)).toEqual([[2, 2], [2, 2], [4, 1], [1, 2, 2], [1, 1], [2, 0], [3, 0], [2, 0]]);
+    expect(kept[0].toArray()).toEqual([1, 2, 3, 4]);
+    expect(kept[2].toArray()).toEqual([1, 2, 3, 4]);
+    for (const t of kept) t.dispose();
   });
 });

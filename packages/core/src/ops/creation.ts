@@ -5,7 +5,7 @@ import { engine } from "../engine";
 import { DTypeError, ShapeError, ValueError } from "../errors";
 import { float32ArrayToBfloat16Bits, float32ArrayToFloat16Bits } from "../half";
 import { Fill } from "../kernel_names";
-import { formatShape, sizeOf } from "../shape";
+import { formatShape, shapesEqual, sizeOf } from "../shape";
 import type { Tensor } from "../tensor";
 import { assertBackendArg, assertFiniteNumber, assertSafeSize, assertShapeArg, assertTensor, formatArg, isInt32, kindOf, optionsArg, seedArg } from "./validate";
 
@@ -82,8 +82,8 @@ export function encodeStorage(op: string, values: ArrayLike<number>, dtype: DTyp
 }
 
 /**
- * A tensor from values: nested arrays (shape inferred), or a flat array / typed array with
- * `shape`. dtype defaults to int32 for an Int32Array, float32 otherwise. With a half dtype,
+ * A tensor from values: nested arrays (shape inferred; a `shape` given must equal it), or a flat array / typed array
+ * with `shape` of its size. dtype defaults to int32 for an Int32Array, float32 otherwise. With a half dtype,
  * a Uint16Array is taken as raw bits; every other input is taken as numbers and rounded.
  */
 export function tensor(data: TensorData, shape?: readonly number[], dtype?: DType): Tensor {
@@ -109,6 +109,11 @@ export function tensor(data: TensorData, shape?: readonly number[], dtype?: DTyp
   // Not spread: a shape that is not an array is named by the check below, not a TypeError.
   const finalShape = shape === undefined ? inferred : shape;
   assertShapeArg(op, "shape", finalShape);
+  // As tfjs: a flat array takes any shape of its size, nested arrays only their own ([[1, 2], [3, 4]] with [4] was
+  // silently flattened).
+  if (Array.isArray(data) && inferred.length > 1 && !shapesEqual(inferred, finalShape)) {
+    throw new ShapeError(`${op}: nested arrays of shape ${formatShape(inferred)} do not match the given shape ${formatShape(finalShape)}; give flat values to fill another shape, or reshape`);
+  }
   if (sizeOf(finalShape) !== flat.length) {
     throw new ShapeError(`${op}: ${flat.length} values do not fill shape ${formatShape(finalShape)}`);
   }
