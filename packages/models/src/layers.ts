@@ -23,8 +23,8 @@ import {
   ValueError,
   where,
 } from "@blocksparse/core";
-import { SeededRandom } from "@blocksparse/format";
-import { dropsNothing, Embedding, GELU, Linear, Module, type Parameter, ReLU } from "@blocksparse/nn";
+import { BsrMatrix, SeededRandom } from "@blocksparse/format";
+import { dropsNothing, Embedding, GELU, Linear, Module, Parameter, ReLU } from "@blocksparse/nn";
 import type { Activation } from "./config";
 
 /** Host numbers as a tensor on `like`'s backend, in `dtype` (default: like's). */
@@ -124,11 +124,14 @@ export function paddingMask(attentionMask: Tensor, batch: number, length: number
  * a Mul kernel over it (GPT-2 small's 124M of them: seconds on the cpu backend).
  */
 function normalInit(parameter: Parameter, std: number, seed: number): void {
-  const values = new SeededRandom(seed).fillNormal(new Float32Array(sizeOf(parameter.shape)));
+  const { pattern } = parameter;
+  const values = new SeededRandom(seed).fillNormal(new Float32Array(pattern ? pattern.shape[0] * pattern.shape[1] : sizeOf(parameter.shape)));
   const scale = Math.fround(std);
   for (let i = 0; i < values.length; i++) values[i] *= scale;
   const { backend, dtype } = parameter.value;
-  parameter.value = tensorOn(backend, values, parameter.shape, dtype);
+  // A block-sparse weight takes its kept blocks of the dense weight drawn from the same seed: the values the Linear it
+  // stands for would hold there.
+  parameter.value = tensorOn(backend, pattern ? BsrMatrix.fromDense(values, pattern.shape, { blockShape: pattern.blockShape, mask: pattern.blockMask() }).values : values, parameter.shape, dtype);
 }
 
 /**
@@ -144,9 +147,18 @@ export function onlyArg(label: string, only: unknown): (name: string) => boolean
 }
 
 /**
+ * A module holding a block-sparse weight (a Parameter with a pattern) and a bias or null: nn's BlockSparseLinear, found by
+ * its parameters rather than its class, which would bring the layer's construction and pattern drawing into the bundle.
+ */
+function isBlockSparseLinear(module: Module): module is Module & { weight: Parameter; bias: Parameter | null } {
+  const { weight, bias } = module as { weight?: unknown; bias?: unknown };
+  return weight instanceof Parameter && weight.pattern !== null && (bias === null || bias instanceof Parameter);
+}
+
+/**
  * Hugging Face's _init_weights over a tree (the constructors skip it inside nn's skipInit: a checkpoint is about to be
  * loaded): Linear weights and embeddings N(0, std) (a
- * Linear's std as `linearStd` gives it by name), an embedding's padding row zero, biases zero; LayerNorms keep ones and zeros.
+ * Linear's std as `linearStd` gives it by name; a BlockSparseLinear, a patched Linear, the same on its kept blocks), an embedding's padding row zero, biases zero; LayerNorms keep ones and zeros.
  * With `only`, just the parameters it names (by their path under `root`: "h.0.attn.c_proj.weight"), a seed drawn from
  * `nextSeed` for each of them only.
  */
@@ -159,7 +171,7 @@ export function initLikeHuggingFace(
 ): void {
   for (const [name, module] of root.namedModules()) {
     const path = (parameter: string) => (name === "" ? parameter : `${name}.${parameter}`);
-    if (module instanceof Linear) {
+    if (module instanceof Linear || isBlockSparseLinear(module)) {
       if (only(path("weight"))) normalInit(module.weight, linearStd(name), nextSeed());
       if (module.bias && only(path("bias"))) normalInit(module.bias, 0, nextSeed());
     } else if (module instanceof Embedding && only(path("weight"))) {

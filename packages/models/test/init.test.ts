@@ -5,9 +5,10 @@
  * parameters it is given.
  */
 import { manualSeed, mul, randn, setBackend, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
-import { Dropout, Linear, Module, skipInit } from "@blocksparse/nn";
+import { BlockSparseLinear, Dropout, Linear, Module, skipInit } from "@blocksparse/nn";
+import { BlockSparseModelPatcher } from "@blocksparse/patcher";
 import { beforeAll, describe, expect, it } from "vitest";
-import { BertModel, GPT2LMHeadModel } from "../src/index";
+import { BERT_ATTENTION_LAYERS, BERT_FFN_LAYERS, BertModel, GPT2_ATTENTION_LAYERS, GPT2_FFN_LAYERS, GPT2LMHeadModel } from "../src/index";
 import { initLikeHuggingFace, seedStream } from "../src/layers";
 
 const GPT2 = { vocab_size: 64, n_positions: 16, n_embd: 32, n_layer: 2, n_head: 4 };
@@ -85,6 +86,58 @@ describe("models' initialization", () => {
     const before = values(bert);
     bert.initWeights(null, 11);
     expect(values(bert).get("pooler.dense.weight")).not.toEqual(before.get("pooler.dense.weight"));
+  });
+
+  it("initWeights re-initializes a patched model's block-sparse layers: the dense draw's kept blocks (N(0, std), c_proj's scaled), biases zero, `only` obeyed", () => {
+    const patch = <M extends Module>(model: M, layers: RegExp[]): M => {
+      const patcher = new BlockSparseModelPatcher();
+      for (const layer of layers) patcher.addPattern(layer, { density: 0.5, blockShape: [8, 8] });
+      patcher.patchModel(model);
+      return model;
+    };
+    const cases: [string, () => GPT2LMHeadModel | BertModel, RegExp[], string, number][] = [
+      ["GPT-2", () => new GPT2LMHeadModel(GPT2, { seed: 3 }), [GPT2_FFN_LAYERS, GPT2_ATTENTION_LAYERS], "transformer.h.1.mlp.c_proj", 0.02 / Math.sqrt(2 * GPT2.n_layer)],
+      ["BERT", () => new BertModel(BERT, { seed: 3 }), [BERT_FFN_LAYERS, BERT_ATTENTION_LAYERS], "encoder.layer.0.attention.self.query", 0.02],
+    ];
+    for (const [name, build, layers, probe, std] of cases) {
+      const dense = build();
+      dense.initWeights(null, 8);
+      const sparse = patch(build(), layers);
+      // Values the initialization must replace: ones in every block and every bias of the block-sparse layers.
+      for (const [, module] of sparse.namedModules()) {
+        if (!(module instanceof BlockSparseLinear)) continue;
+        for (const p of [module.weight, module.bias!]) p.value = tensor(new Array(p.size).fill(1), [...p.shape]);
+      }
+      sparse.initWeights(null, 8);
+      const layer = sparse.getSubmodule(probe) as BlockSparseLinear;
+      expect(layer, name).toBeInstanceOf(BlockSparseLinear);
+      // The same seeds as the dense model's: each kept block holds the dense initialization's values there.
+      const want = Array.from((dense.getSubmodule(probe) as Linear).weight.value.dataSync());
+      const got = Array.from(layer.toDense().dataSync());
+      const mask = layer.pattern.blockMask();
+      const blockCols = layer.inFeatures / 8;
+      got.forEach((value, i) => {
+        const block = Math.floor(i / layer.inFeatures / 8) * blockCols + Math.floor((i % layer.inFeatures) / 8);
+        if (value !== (mask[block] ? want[i] : 0)) expect.fail(`${name}: ${probe}'s value ${i} is ${value}, expected ${mask[block] ? want[i] : 0}`);
+      });
+      const blocks = Array.from(layer.weight.value.dataSync());
+      const spread = Math.sqrt(blocks.reduce((sum, x) => sum + x * x, 0) / blocks.length);
+      expect(spread, `${name}: std`).toBeGreaterThan(std * 0.8);
+      expect(spread, `${name}: std`).toBeLessThan(std * 1.2);
+      expect(Array.from(layer.bias!.value.dataSync()).every((x) => x === 0), `${name}: bias zero`).toBe(true);
+      // Everything else initialized as the dense model: the seed stream is drawn the same way.
+      const denseValues = values(dense);
+      for (const [key, value] of values(sparse)) if (!(sparse.getSubmodule(key.replace(/\.(weight|bias)$/, "")) instanceof BlockSparseLinear)) expect(value, `${name}: ${key}`).toEqual(denseValues.get(key));
+
+      // `only` filters block-sparse parameters as it does dense ones.
+      const partial = patch(build(), layers);
+      const before = values(partial);
+      partial.initWeights((key) => key === `${probe}.weight`, 99);
+      for (const [key, value] of values(partial)) {
+        if (key === `${probe}.weight`) expect(value, `${name}: ${key} re-initialized`).not.toEqual(before.get(key));
+        else expect(value, `${name}: ${key} untouched`).toEqual(before.get(key));
+      }
+    }
   });
 
   it("building a model leaves the global generator where it did: one seed drawn", () => {
