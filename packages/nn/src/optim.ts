@@ -958,7 +958,8 @@ export type SGDHyperparameters = {
 };
 
 export interface SGDOptions extends OptimizerOptions {
-  lr: number;
+  /** Default 1e-3, as torch.optim.SGD's (and Adam's): groups that set their own lr need none. */
+  lr?: number;
   /** Momentum factor (default 0: plain SGD). */
   momentum?: number;
   /** Dampening of the momentum (default 0). */
@@ -975,11 +976,11 @@ export interface SGDOptions extends OptimizerOptions {
  * g = nesterov ? g + momentum * buf : buf; p -= lr * g.
  */
 export class SGD extends Optimizer<SGDHyperparameters> {
-  constructor(params: Iterable<Parameter> | Iterable<ParamGroupOptions<SGDHyperparameters>>, options: SGDOptions) {
+  constructor(params: Iterable<Parameter> | Iterable<ParamGroupOptions<SGDHyperparameters>>, options?: SGDOptions | null) {
     // Only the documented options: another (torch's weight_decay, a typo, an inherited toString), ignored, would train
-    // otherwise than asked. Without options there is no lr, refused as a missing lr.
+    // otherwise than asked. null means the defaults, as Adam's.
     options = optionsArg("SGD", options, ["lr", "momentum", "dampening", "weightDecay", "nesterov", "masterWeights", "lrScale"]);
-    super("SGD", params, options.lr, options, ["momentum", "dampening", "weightDecay", "nesterov"]);
+    super("SGD", params, options.lr ?? 1e-3, options, ["momentum", "dampening", "weightDecay", "nesterov"]);
     this.checkGroups();
   }
 

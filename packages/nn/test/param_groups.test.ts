@@ -225,6 +225,70 @@ describe("learning-rate schedulers scale each group's lr from its own initial lr
   });
 });
 
+describe("SGD's lr: optional, as torch's (default 1e-3), so that groups can each set their own", () => {
+  it("groups with their own lrs and no constructor lr: each group trains at its lr, defaults.lr is 1e-3", () => {
+    const [a, b] = makeParams([3, 2], 1);
+    const [a1, b1] = makeParams([3, 2], 1);
+    const optimizer = new SGD([{ params: a, lr: 0.1 }, { params: b, lr: 0.01 }], { momentum: 0.9 });
+    expect(optimizer.paramGroups.map((g) => [g.lr, g.momentum])).toEqual([
+      [0.1, 0.9],
+      [0.01, 0.9],
+    ]);
+    expect(optimizer.defaults).toEqual({ lr: 1e-3, momentum: 0.9, dampening: 0, weightDecay: 0, nesterov: false });
+    const first = new SGD([a1], { lr: 0.1, momentum: 0.9 });
+    const second = new SGD([b1], { lr: 0.01, momentum: 0.9 });
+    for (let step = 0; step < 3; step++) stepAll(step, [[a, b], [a1, b1]], [optimizer, first, second]);
+    expect([a, b].map(bits)).toEqual([a1, b1].map(bits));
+    for (const o of [optimizer, first, second]) o.dispose();
+  });
+
+  it("without options (or with null, or lr left out) it takes lr 1e-3, as Adam and AdamW do; a group leaving lr out takes it too", () => {
+    const params = makeParams([2], 1);
+    const [a, b] = makeParams([2, 2], 3);
+    for (const optimizer of [new SGD(params), new SGD(params, null), new SGD(params, { momentum: 0.5 }), new Adam(params), new AdamW(params)]) {
+      expect([optimizer.lr, optimizer.defaults.lr]).toEqual([1e-3, 1e-3]);
+      optimizer.dispose();
+    }
+    const grouped = new SGD([{ params: a }, { params: b, lr: 0.5 }]);
+    expect(grouped.paramGroups.map((g) => g.lr)).toEqual([1e-3, 0.5]);
+    // Stepping at the default lr: p -= 1e-3 * grad.
+    const before = bits(a);
+    a.grad = tensor([1, 2], [2]);
+    grouped.step();
+    expect(bits(a)).toEqual(before.map((v, i) => Math.fround(v - Math.fround(1e-3 * (i + 1)))));
+    grouped.dispose();
+    expect(() => new SGD(params, { lr: -1 })).toThrow(/SGD: lr must be a finite number >= 0, got -1/);
+  });
+
+  it("state dict round trip: each group's lr comes back into an SGD made without one, and training resumes bit for bit", () => {
+    const params = makeParams([3, 2], 1);
+    const twin = makeParams([3, 2], 1);
+    const make = (p: Parameter[]) => new SGD([{ params: p[0], lr: 0.1 }, { params: p[1], lr: 0.01, nesterov: true }], { momentum: 0.9 });
+    const optimizer = make(params);
+    const uninterrupted = make(twin);
+    for (let step = 0; step < 2; step++) stepAll(step, [params, twin], [optimizer, uninterrupted]);
+    const dict = optimizer.stateDict();
+    expect(dict.paramGroups?.map((g) => g.hyperparameters)).toEqual([
+      { lr: 0.1, momentum: 0.9, dampening: 0, weightDecay: 0, nesterov: false },
+      { lr: 0.01, momentum: 0.9, dampening: 0, weightDecay: 0, nesterov: true },
+    ]);
+    const loaded = loadOptimizerState(saveOptimizerState(dict));
+    optimizer.dispose();
+    const resumed = new SGD([{ params: params[0] }, { params: params[1] }]);
+    resumed.loadStateDict(loaded);
+    disposeStateDict(loaded.tensors);
+    expect(resumed.paramGroups.map((g) => [g.lr, g.momentum, g.nesterov])).toEqual([
+      [0.1, 0.9, false],
+      [0.01, 0.9, true],
+    ]);
+    expect(resumed.defaults.lr).toBe(1e-3);
+    for (let step = 2; step < 4; step++) stepAll(step, [params, twin], [resumed, uninterrupted]);
+    expect(params.map(bits)).toEqual(twin.map(bits));
+    resumed.dispose();
+    uninterrupted.dispose();
+  });
+});
+
 describe("optimizer state dicts with parameter groups", () => {
   const make = (params: Parameter[], lr = 0.01) =>
     new AdamW([{ params: params.slice(0, 2), weightDecay: 0 }, { params: params.slice(2), lr: 0.05, betas: [0.5, 0.6] }], { lr });
