@@ -259,7 +259,7 @@ function describePattern(pattern: unknown): string {
 function registerAdvice(kind: ContainerKind, what: string): string {
   if (kind === "array" || kind === "set") return "hold the layers in a ModuleList (or Sequential) to register them";
   if (kind === "instance") return `make the ${what.replace(/ instance$/, "")} class extend Module (or hold the layers in a Module) to register them`;
-  return "make each layer a property of a Module (or hold the layers in a ModuleList) to register them";
+  return "hold the layers in a ModuleDict (or make each a property of a Module) to register them";
 }
 
 /** Whether `pattern` matches `name`, whatever earlier tests left in lastIndex (a sticky regex reads it). */

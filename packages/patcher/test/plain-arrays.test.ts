@@ -1,5 +1,5 @@
 import { type Tensor, memory } from "@blocksparse/core";
-import { BlockSparseLinear, Linear, Module, ModuleList } from "@blocksparse/nn";
+import { BlockSparseLinear, Linear, Module, ModuleDict, ModuleList } from "@blocksparse/nn";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
 import { describe, expect, it } from "vitest";
 import { Mlp, seededTensor, thrown } from "./helpers";
@@ -112,7 +112,7 @@ describe("a registered Linear also held in a plain array", () => {
 });
 
 describe("a Linear held in a plain object (a dictionary of layers)", () => {
-  /** `heads` is an object literal of Linear layers (nn has no ModuleDict: Module does not register them), `body` a registered Linear. */
+  /** `heads` is an object literal of Linear layers (not a ModuleDict: Module does not register them), `body` a registered Linear. */
   class ObjectHeld extends Module {
     body = new Linear(8, 8, { seed: 1 });
     heads: Record<string, Linear> = { a: new Linear(8, 4, { seed: 2 }), b: new Linear(8, 4, { seed: 3 }) };
@@ -131,10 +131,26 @@ describe("a Linear held in a plain object (a dictionary of layers)", () => {
         .patchModel(model),
     );
     expect(error.problems).toEqual([
-      "'heads.a' (matched by heads\\.a) is a Linear held in the plain object 'heads' of ObjectHeld, which Module does not register (it is not in the model's parameters(), stateDict() or an optimizer), so it cannot be patched; make each layer a property of a Module (or hold the layers in a ModuleList) to register them",
+      "'heads.a' (matched by heads\\.a) is a Linear held in the plain object 'heads' of ObjectHeld, which Module does not register (it is not in the model's parameters(), stateDict() or an optimizer), so it cannot be patched; hold the layers in a ModuleDict (or make each a property of a Module) to register them",
     ]);
     expect(model.body).toBeInstanceOf(Linear);
     expect(model.heads.a).toBe(a);
+  });
+
+  it("held in a ModuleDict instead, as the refusal advises, is patched under the name the refusal gave", () => {
+    class DictHeld extends Module {
+      body = new Linear(8, 8, { seed: 1 });
+      heads = new ModuleDict({ a: new Linear(8, 4, { seed: 2 }), b: new Linear(8, 4, { seed: 3 }) });
+      forward(x: Tensor): Tensor {
+        return (this.heads.get("a") as Module).forward(this.body.forward(x));
+      }
+    }
+    const model = new DictHeld();
+    const report = new BlockSparseModelPatcher().addPattern("heads\\.a", { density: 0.5, blockShape: [4, 4] }).patchModel(model);
+    expect(report.layers.map((layer) => layer.name)).toEqual(["heads.a"]);
+    expect(model.heads.get("a")).toBeInstanceOf(BlockSparseLinear);
+    expect(model.heads.keys()).toEqual(["a", "b"]);
+    expect(model.namedParameters().map(([name]) => name)).toContain("heads.a.weight");
   });
 
   it("is named as unregistered when nothing matches", () => {
@@ -271,7 +287,7 @@ describe("a Linear held in a Map", () => {
         .patchModel(model),
     );
     expect(error.problems).toEqual([
-      "'heads.a' (matched by heads\\.a) is a Linear held in the Map 'heads' of MapHeld, which Module does not register (it is not in the model's parameters(), stateDict() or an optimizer), so it cannot be patched; make each layer a property of a Module (or hold the layers in a ModuleList) to register them",
+      "'heads.a' (matched by heads\\.a) is a Linear held in the Map 'heads' of MapHeld, which Module does not register (it is not in the model's parameters(), stateDict() or an optimizer), so it cannot be patched; hold the layers in a ModuleDict (or make each a property of a Module) to register them",
     ]);
     expect(model.body).toBeInstanceOf(Linear);
     expect(model.heads.get("a")).toBe(a);
@@ -412,7 +428,7 @@ describe("a Linear held in a Set or in an instance of a class that is not a Modu
     }
     const keyed = thrown(() => new BlockSparseModelPatcher().addPattern(/./, { density: 0.5, blockShape: [4, 4] }).patchModel(new Keyed()));
     expect(keyed.problems).toEqual([
-      "'heads.[key 0]' (matched by /./) is a Linear held in the Map 'heads' of Keyed, which Module does not register (it is not in the model's parameters(), stateDict() or an optimizer), so it cannot be patched; make each layer a property of a Module (or hold the layers in a ModuleList) to register them",
+      "'heads.[key 0]' (matched by /./) is a Linear held in the Map 'heads' of Keyed, which Module does not register (it is not in the model's parameters(), stateDict() or an optimizer), so it cannot be patched; hold the layers in a ModuleDict (or make each a property of a Module) to register them",
     ]);
   });
 });
