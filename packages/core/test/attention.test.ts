@@ -93,8 +93,6 @@ describe("scaledDotProductAttention rejects bad arguments with typed errors nami
     { name: "scale NaN", run: () => scaledDotProductAttention(zeros([2, 4]), zeros([2, 4]), zeros([2, 4]), { scale: Number.NaN }), type: ValueError, message: `${op}: scale must be a finite number, got NaN` },
     { name: "scale Infinity", run: () => scaledDotProductAttention(zeros([2, 4]), zeros([2, 4]), zeros([2, 4]), { scale: Number.POSITIVE_INFINITY }), type: ValueError, message: `${op}: scale must be a finite number, got Infinity` },
     { name: "scale a string", run: () => scaledDotProductAttention(zeros([2, 4]), zeros([2, 4]), zeros([2, 4]), { scale: "0.5" as unknown as number }), type: ValueError, message: `${op}: scale must be a finite number, got "0.5"` },
-    { name: "scale 0", run: () => scaledDotProductAttention(zeros([2, 4]), zeros([2, 4]), zeros([2, 4]), { scale: 0 }), type: ValueError, message: `${op}: scale must be > 0, got 0` },
-    { name: "scale negative", run: () => scaledDotProductAttention(zeros([2, 4]), zeros([2, 4]), zeros([2, 4]), { scale: -0.5 }), type: ValueError, message: `${op}: scale must be > 0, got -0.5` },
     {
       name: "disposed k",
       run: () => {
@@ -174,6 +172,8 @@ describe("scaledDotProductAttention on js", () => {
     { batch: [2], m: 7, n: 3, d: 6, causal: false },
     { batch: [1], m: 1, n: 1, d: 3, causal: false },
     { batch: [3], m: 6, n: 6, d: 16, causal: false, scale: 0.9 },
+    { batch: [2], m: 4, n: 6, d: 8, causal: true, scale: 0 },
+    { batch: [2], m: 5, n: 5, d: 8, causal: false, scale: -0.7 },
   ];
   for (const [index, s] of shapes.entries()) {
     const label = `q [${[...s.batch, s.m, s.d]}], k and v [${[...s.batch, s.n, s.d]}]${s.causal ? ", causal" : ""}${s.scale === undefined ? "" : `, scale ${s.scale}`}`;
@@ -201,6 +201,29 @@ describe("scaledDotProductAttention on js", () => {
       const scores = matmul(mul(cast(q, "float32"), 1 / Math.sqrt(8)), cast(k, "float32"), { transposeB: true });
       const first = (t: Tensor) => squeeze(slice(t, [0, 0, 0], [2, 4, 1]), -1);
       expectClose(lse, sub(first(scores), first(logSoftmax(scores, -1, { causal: true }))), 1e-5);
+    });
+  });
+
+  it("scale 0 attends uniformly over each row's kept keys, as torch's scaled_dot_product_attention(scale=0.0), in every attention op", () => {
+    tidy(() => {
+      // Rows of a causal [3, 3]: keys {0}, {0, 1}, {0, 1, 2}; v's rows 1, 2 and 6.
+      const q = randn([3, 2], { seed: 51 });
+      const k = randn([3, 2], { seed: 52 });
+      const v = tensor([[1, 10], [2, 20], [6, 60]]);
+      const { out, lse } = attentionWithStats(q, k, v, { causal: true, scale: 0 });
+      expectClose(out, tensor([[1, 10], [1.5, 15], [3, 30]]), 1e-6);
+      expectClose(lse, tensor([0, Math.log(2), Math.log(3)]), 1e-6);
+      // The scores do not depend on q or k: their gradients are 0.
+      const { dq, dk, dv } = attentionBackward(tensor([[1, 0], [0, 1], [1, 1]]), q, k, v, out, lse, { causal: true, scale: 0 });
+      expect(dq.toArray().every((x) => x === 0)).toBe(true);
+      expect(dk.toArray().every((x) => x === 0)).toBe(true);
+      expectClose(dv, tensor([[1 + 1 / 3, 0.5 + 1 / 3], [1 / 3, 0.5 + 1 / 3], [1 / 3, 1 / 3]]), 1e-6);
+      // qkv [T 3, 3, H 1, D 2] holding the same q, k and v, position by position.
+      const [qs, ks, vs] = [q, k, v].map((t) => t.toArray());
+      const packed = [0, 1, 2].flatMap((i) => [qs, ks, vs].flatMap((rows) => rows.slice(2 * i, 2 * i + 2)));
+      expectClose(packedAttentionWithStats(tensor(packed, [3, 3, 1, 2]), { causal: true, scale: 0 }).out, tensor([1, 10, 1.5, 15, 3, 30], [3, 1, 2]), 1e-6);
+      // positions [0, 1, 2]: the same rows as causal masking.
+      expectClose(cachedAttention(q, k, v, tensor([0, 1, 2], [3], "int32"), { scale: 0 }), tensor([[1, 10], [1.5, 15], [3, 30]]), 1e-6);
     });
   });
 

@@ -419,7 +419,7 @@ export interface AttentionOptions {
    * decoder's mask; with M < N the queries are the last M of N positions (decoding with a cache).
    */
   causal?: boolean;
-  /** The factor of the scores q k^T: a finite number > 0 (default 1 / sqrt(D)). */
+  /** The factor of the scores q k^T: any finite number, 0 and negative ones too, as PyTorch's (default 1 / sqrt(D)). */
   scale?: number;
 }
 
@@ -471,8 +471,9 @@ function attentionAttrs(op: string, d: number, options: AttentionOptions | null 
   const causal = checked.causal ?? false;
   assertBoolean(op, "causal", causal);
   const scale = checked.scale ?? 1 / Math.sqrt(d);
+  // Any finite scale, as torch's scaled_dot_product_attention: 0 attends uniformly over the kept keys, a negative one
+  // favours the least similar.
   assertFiniteNumber(op, "scale", scale);
-  if (scale <= 0) throw new ValueError(`${op}: scale must be > 0, got ${scale}`);
   return { causal, scale };
 }
 

@@ -173,7 +173,7 @@ export function declareErrorTests(suite: Conformance): void {
         message: "packedAttention: qkv [2, 5, 2, 4, 8] must be [...batch, T, 3, H, D] (each position's queries, keys and values side by side), got 2 at dim -3 where 3 belongs",
       },
       { name: "PackedAttention: rank below 4", run: () => packedAttention(zeros([3, 4, 8])), type: ShapeError, message: "packedAttention: qkv" },
-      { name: "PackedAttention: scale", run: () => packedAttention(zeros([2, 3, 2, 8]), { scale: 0 }), type: ValueError, message: "packedAttention: scale must be > 0, got 0" },
+      { name: "PackedAttention: scale", run: () => packedAttention(zeros([2, 3, 2, 8]), { scale: Number.NaN }), type: ValueError, message: "packedAttention: scale must be a finite number, got NaN" },
       {
         name: "PackedAttentionBackward: out shape",
         run: () => packedAttentionBackward(zeros([5, 2, 8]), zeros([5, 3, 2, 8]), zeros([5, 16]), zeros([2, 5])),

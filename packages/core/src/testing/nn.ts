@@ -43,8 +43,9 @@ interface AttentionCase {
 /**
  * Tile edges of a GPU kernel (64 rows or keys): M and N below, at and past them, not multiples of 64, one query and
  * one key, causal with fewer queries than keys (the mask's diagonal off the tiles' corners), head dims 8 to 128 and
- * ones off the fast paths (40, 5), peaked scores (scale 1: the running max of an online softmax moves), no batch
- * dims, [1] and [2, 3]. Small enough for the js backend to run in about a second over the three dtypes.
+ * ones off the fast paths (40, 5), peaked scores (scale 1: the running max of an online softmax moves), scales 0
+ * (uniform over the kept keys) and negative (the row maximum is the smallest raw score) at a fast path's head dim, no
+ * batch dims, [1] and [2, 3]. Small enough for the js backend to run in about a second over the three dtypes.
  */
 const ATTENTION_CASES: readonly AttentionCase[] = [
   { batch: [], m: 1, n: 1, d: 8, causal: false },
@@ -60,13 +61,15 @@ const ATTENTION_CASES: readonly AttentionCase[] = [
   { batch: [1], m: 65, n: 64, d: 40, causal: false },
   { batch: [2], m: 17, n: 65, d: 5, causal: true },
   { batch: [2], m: 0, n: 5, d: 8, causal: true },
+  { batch: [2], m: 17, n: 33, d: 64, causal: true, scale: 0 },
+  { batch: [1], m: 65, n: 70, d: 64, causal: false, scale: -0.5 },
 ];
 
 /**
  * Packed attention's calls: qkv [...batch, T, 3, H, D]. Lengths off the 64-row tiles, one position, head dims on the
  * fast paths (8, 64, 128) and off them (40 fast with a wider tile, 5 and 12 through the contiguous copies of the math
  * route on cuda: 12 is not a multiple of 8, so the packed rows are not 16-byte aligned), no batch dims and [2, 2],
- * sequences of no positions (empty outputs and gradient).
+ * sequences of no positions (empty outputs and gradient), scales 0 and negative.
  */
 const PACKED_CASES: readonly { batch: number[]; t: number; h: number; d: number; causal: boolean; scale?: number }[] = [
   { batch: [2], t: 70, h: 3, d: 16, causal: true },
@@ -78,6 +81,8 @@ const PACKED_CASES: readonly { batch: number[]; t: number; h: number; d: number;
   { batch: [2], t: 33, h: 2, d: 5, causal: true },
   { batch: [1], t: 20, h: 3, d: 12, causal: true },
   { batch: [2], t: 0, h: 2, d: 8, causal: true },
+  { batch: [], t: 9, h: 2, d: 8, causal: false, scale: 0 },
+  { batch: [1], t: 33, h: 2, d: 64, causal: true, scale: -0.5 },
 ];
 
 function attentionLabel(c: AttentionCase): string {
@@ -372,21 +377,24 @@ export function declareNnTests(suite: Conformance): void {
       });
 
       check(`CachedAttention ${dtype}: each query over the keys up to its position`, () => {
-        // [batch..., M, N, D], positions (one past N: the keys end at N - 1; -1: no key, zeros).
-        const cases: [number[], number, number, number, number[]][] = [
+        // [batch..., M, N, D], positions (one past N: the keys end at N - 1; -1: no key, zeros), and a scale other
+        // than the default (0: uniform over the kept keys; negative).
+        const cases: [number[], number, number, number, number[], number?][] = [
           [[2, 3], 1, 9, 16, [5]],
           [[2], 3, 7, 8, [0, 3, 6]],
           [[], 4, 6, 5, [-1, 2, 9, 5]],
           [[1, 2], 2, 40, 64, [37, 39]],
+          [[2], 3, 7, 8, [0, 3, 6], 0],
+          [[1, 2], 2, 40, 64, [37, 39], -0.5],
         ];
-        for (const [batch, m, n, d, positions] of cases) {
+        for (const [batch, m, n, d, positions, given] of cases) {
           const q = makeInput(rng(), [...batch, m, d], dtype);
           const k = makeInput(rng(), [...batch, n, d], dtype);
           const v = makeInput(rng(), [...batch, n, d], dtype);
-          const scale = 1 / Math.sqrt(d);
+          const scale = given ?? 1 / Math.sqrt(d);
           const want = R.cachedAttention(q.ref, k.ref, v.ref, positions, scale);
-          inCase(`CachedAttention ${dtype}, batch [${batch}] M ${m} N ${n} D ${d} positions [${positions}]`, () =>
-            expectValues(cachedAttention(q.t, k.t, v.t, tensor(positions, [m], "int32")), want.out, dtype, "scaled", 2, want.magnitudes.out),
+          inCase(`CachedAttention ${dtype}, batch [${batch}] M ${m} N ${n} D ${d} positions [${positions}]${given === undefined ? "" : `, scale ${given}`}`, () =>
+            expectValues(cachedAttention(q.t, k.t, v.t, tensor(positions, [m], "int32"), { scale: given }), want.out, dtype, "scaled", 2, want.magnitudes.out),
           );
         }
       });
