@@ -658,8 +658,10 @@ export class GPT2LMHeadModel extends Module {
     else if (ids !== null && eos.length === 0) throw new ValueError(`${label}: eosTokenId is an empty list (null: no end token)`);
     for (const id of eos) checkToken("eosTokenId", id);
     const [batch, length] = checkTokenIds(label, "inputIds", inputIds, this.config.n_positions);
-    if (length + steps > this.config.n_positions) {
-      throw new ShapeError(`${label}: ${length} positions and ${steps} new tokens exceed the model's ${this.config.n_positions}`);
+    // The last new token is chosen, never run: the steps run positions up to length + steps - 2, as transformers' generate
+    // (a prompt filling the context still gets its next token).
+    if (length + steps - 1 > this.config.n_positions) {
+      throw new ShapeError(`${label}: ${length} positions and ${steps} new tokens run ${length + steps - 1} positions, past the model's ${this.config.n_positions}`);
     }
     // The mask's flags when some prompt is padded (a mask of ones is none).
     const flags = maskFlags(label, options.attentionMask, inputIds, batch, length);

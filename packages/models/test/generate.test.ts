@@ -73,6 +73,17 @@ describe("GPT-2 with a key/value cache", () => {
     expect(model.generate(prompt, { maxNewTokens: 0 }).shape).toEqual([5]);
   });
 
+  it("runs up to the context's last position: the last new token is chosen, never run, as transformers' generate", () => {
+    // 32 positions (n_positions): the prompt fills the context and still gets its next token.
+    const full = randint(0, 96, [2, 32], { seed: 17 });
+    expect(rowsOf(model.generate(full, { maxNewTokens: 1 }))).toEqual(greedyByFullForward(model, full, 1));
+    // 30 + 3: the third new token comes from position 31's logits, with the growing cache and the static one.
+    const ids = slice(full, [0, 0], [2, 30]);
+    const want = greedyByFullForward(model, ids, 3);
+    expect(rowsOf(model.generate(ids, { maxNewTokens: 3 }))).toEqual(want);
+    expect(rowsOf(model.generate(ids, { maxNewTokens: 3, staticCache: true }))).toEqual(want);
+  });
+
   it("sampling repeats with the seed, top-k 1 is the greedy choice, and a sequence stops at the end token", () => {
     const ids = randint(0, 96, [2, 4], { seed: 21 });
     const options = { maxNewTokens: 10, temperature: 0.8, topK: 5, seed: 7 };
@@ -154,8 +165,8 @@ describe("GPT-2 with a key/value cache", () => {
     expect(() => model.generate(ids, { maxNewTokens: 1.5 })).toThrow(/maxNewTokens must be an integer/);
     expect(() => model.generate(ids, { temperature: -1 })).toThrow(/temperature/);
     expect(() => model.generate(ids, { topK: -2 })).toThrow(/topK/);
-    expect(() => model.generate(ids, { maxNewTokens: 3 })).toThrow(ShapeError);
-    expect(() => model.generate(ids, { maxNewTokens: 3 })).toThrow(/30 positions and 3 new tokens exceed the model's 32/);
+    expect(() => model.generate(ids, { maxNewTokens: 4 })).toThrow(ShapeError);
+    expect(() => model.generate(ids, { maxNewTokens: 4 })).toThrow(/30 positions and 4 new tokens run 33 positions, past the model's 32/);
     const cache = new GPT2Cache(model.transformer.h.length);
     try {
       model.forward(slice(ids, [0, 0], [2, 30]), cache);
