@@ -243,7 +243,8 @@ export class BertModel extends Module {
   }
 
   /**
-   * Hugging Face's initialization (N(0, initializer_range), biases zero, the padding row zero), as the constructor gives
+   * Hugging Face's initialization (N(0, initializer_range), biases zero, the padding row zero, LayerNorms ones and
+   * zeros), as the constructor gives
    * it, of the parameters `only` names (all by default; by their names in namedParameters(), e.g.
    * "pooler.dense.weight"), from `seed` (else drawn from core's global generator). What fromPretrained runs for the
    * parameters a checkpoint does not hold, as transformers initializes its missing weights. Each value keeps its

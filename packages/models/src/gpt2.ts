@@ -563,7 +563,8 @@ export class GPT2LMHeadModel extends Module {
   }
 
   /**
-   * Hugging Face's initialization (N(0, initializer_range), c_proj scaled by 1/sqrt(2 n_layer), biases zero), as the
+   * Hugging Face's initialization (N(0, initializer_range), c_proj scaled by 1/sqrt(2 n_layer), biases zero, LayerNorms
+   * ones and zeros), as the
    * constructor gives it, of the parameters `only` names (all by default; by their names in namedParameters(), e.g.
    * "transformer.h.0.attn.c_proj.weight"), from `seed` (else drawn from core's global generator). What fromPretrained
    * runs for the parameters a checkpoint does not hold, as transformers initializes its missing weights. Each value

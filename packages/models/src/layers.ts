@@ -24,7 +24,7 @@ import {
   where,
 } from "@blocksparse/core";
 import { BsrMatrix, SeededRandom } from "@blocksparse/format";
-import { dropsNothing, Embedding, GELU, Linear, Module, Parameter, ReLU } from "@blocksparse/nn";
+import { dropsNothing, Embedding, GELU, LayerNorm, Linear, Module, Parameter, ReLU } from "@blocksparse/nn";
 import type { Activation } from "./config";
 
 /** Host numbers as a tensor on `like`'s backend, in `dtype` (default: like's). */
@@ -134,6 +134,12 @@ function normalInit(parameter: Parameter, std: number, seed: number): void {
   parameter.value = tensorOn(backend, pattern ? BsrMatrix.fromDense(values, pattern.shape, { blockShape: pattern.blockShape, mask: pattern.blockMask() }).values : values, parameter.shape, dtype);
 }
 
+/** `value` everywhere, on the parameter's backend and in its dtype. */
+function constantInit(parameter: Parameter, value: number): void {
+  const { backend, dtype } = parameter.value;
+  parameter.value = fullOn(backend, parameter.shape, value, dtype);
+}
+
 /**
  * initWeights' `only`: a function of a parameter's name, or undefined or null for every parameter; anything else (a
  * name given as a string, a list of them) is a ValueError naming it.
@@ -158,7 +164,7 @@ function isBlockSparseLinear(module: Module): module is Module & { weight: Param
 /**
  * Hugging Face's _init_weights over a tree (the constructors skip it inside nn's skipInit: a checkpoint is about to be
  * loaded): Linear weights and embeddings N(0, std) (a
- * Linear's std as `linearStd` gives it by name; a BlockSparseLinear, a patched Linear, the same on its kept blocks), an embedding's padding row zero, biases zero; LayerNorms keep ones and zeros.
+ * Linear's std as `linearStd` gives it by name; a BlockSparseLinear, a patched Linear, the same on its kept blocks), an embedding's padding row zero, biases zero, LayerNorms' weights one.
  * With `only`, just the parameters it names (by their path under `root`: "h.0.attn.c_proj.weight"), a seed drawn from
  * `nextSeed` for each of them only.
  */
@@ -177,6 +183,10 @@ export function initLikeHuggingFace(
     } else if (module instanceof Embedding && only(path("weight"))) {
       normalInit(module.weight, std, nextSeed());
       module.zeroPaddingRow();
+    } else if (module instanceof LayerNorm) {
+      // Ones and zeros, no seed drawn: a trained model's LayerNorms are reset too, as Hugging Face's _init_weights does.
+      if (module.weight && only(path("weight"))) constantInit(module.weight, 1);
+      if (module.bias && only(path("bias"))) constantInit(module.bias, 0);
     }
   }
 }

@@ -140,6 +140,30 @@ describe("models' initialization", () => {
     }
   });
 
+  it("initWeights resets LayerNorms to ones and zeros, as Hugging Face's _init_weights, drawing no seed for them", () => {
+    const cases: [string, () => GPT2LMHeadModel | BertModel, string][] = [
+      ["GPT-2", () => new GPT2LMHeadModel(GPT2, { seed: 3 }), "transformer.ln_f"],
+      ["BERT", () => new BertModel(BERT, { seed: 3 }), "encoder.layer.0.output.LayerNorm"],
+    ];
+    for (const [name, build, probe] of cases) {
+      const fresh = build();
+      fresh.initWeights(null, 6);
+      const trained = build();
+      // A trained model's LayerNorms hold other values than ones and zeros.
+      for (const [key, p] of trained.namedParameters()) if (/(ln_\w+|LayerNorm)\.(weight|bias)$/.test(key)) p.value = tensor(new Array(p.size).fill(0.5), [...p.shape]);
+      trained.initWeights(null, 6);
+      expect(values(trained), `${name}: every parameter as a fresh model's, from the same seeds`).toEqual(values(fresh));
+      const ln = trained.getSubmodule(probe) as unknown as { weight: { value: Tensor }; bias: { value: Tensor } };
+      expect(Array.from(ln.weight.value.dataSync()).every((x) => x === 1), `${name}: ${probe}.weight ones`).toBe(true);
+      // `only` names a LayerNorm's parameter like any other.
+      ln.weight.value = tensor(new Array(ln.weight.value.size).fill(0.5), [...ln.weight.value.shape]);
+      ln.bias.value = tensor(new Array(ln.bias.value.size).fill(0.5), [...ln.bias.value.shape]);
+      trained.initWeights((key) => key === `${probe}.weight`, 6);
+      expect(Array.from(ln.weight.value.dataSync()).every((x) => x === 1), `${name}: ${probe}.weight named`).toBe(true);
+      expect(Array.from(ln.bias.value.dataSync()).every((x) => x === 0.5), `${name}: ${probe}.bias not named`).toBe(true);
+    }
+  });
+
   it("building a model leaves the global generator where it did: one seed drawn", () => {
     for (const build of [() => new GPT2LMHeadModel(GPT2), () => new BertModel(BERT)]) {
       manualSeed(21);
