@@ -22,6 +22,18 @@ export function isCapturing(): boolean {
   return engine.capture !== null;
 }
 
+/**
+ * Adds `check` to the capture in progress: each replay of the graph calls it first, before anything runs, and what it
+ * throws stops the replay. For code whose recorded kernels hold host values as constants (an optimizer's betas, its
+ * parameter groups), to refuse a replay that would no longer do what that code now says.
+ */
+export function addReplayCheck(check: () => void): void {
+  const capture = engine.capture;
+  if (!(capture instanceof Recorder)) throw new GraphError("addReplayCheck: no capture in progress");
+  if (typeof check !== "function") throw new GraphError("addReplayCheck: check must be a function");
+  capture.checks.push(check);
+}
+
 /** A step recorded once and replayed with one launch (see captureGraph). */
 export interface CapturedGraph<T> {
   /**
@@ -57,6 +69,8 @@ interface Input {
 
 class Recorder {
   readonly inputs: Input[] = [];
+  /** Run before each replay (addReplayCheck). */
+  readonly checks: (() => void)[] = [];
   private readonly seen = new Set<DataId>();
   private readonly produced = new Set<DataId>();
 
@@ -190,6 +204,7 @@ export function captureGraph<T>(fn: () => T, options?: { backend?: Backend } | n
     replay(): T {
       if (disposed) throw new GraphError("replay: the graph was disposed");
       if (engine.capture) throw new GraphError("replay: not inside a capture");
+      for (const check of recorder.checks) check();
       for (const output of outputs) {
         if (output.isDisposed) throw new GraphError(`replay: a tensor the step returned (${formatShape(output.shape)} ${output.dtype}) was disposed; the graph writes it on every replay`);
       }
@@ -222,6 +237,7 @@ export function captureGraph<T>(fn: () => T, options?: { backend?: Backend } | n
       disposed = true;
       graphs.destroy(graph);
       recorder.releaseInputs();
+      recorder.checks.length = 0;
     },
   };
 }

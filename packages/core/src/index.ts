@@ -16,7 +16,7 @@ export type {
   TensorInfo,
 } from "./backend";
 export { importBackendModules } from "./backend_modules";
-export { type CapturedGraph, captureGraph, isCapturing } from "./graph";
+export { addReplayCheck, type CapturedGraph, captureGraph, isCapturing } from "./graph";
 export * from "./dtypes";
 export * from "./errors";
 export {

@@ -2,6 +2,7 @@ import { detach, noGrad } from "@blocksparse/autograd";
 import {
   adamUpdate,
   add,
+  addReplayCheck,
   assertBoolean,
   type BsrPattern,
   cast,
@@ -281,7 +282,8 @@ export abstract class Optimizer<H extends object = object> {
   /**
    * Adds a parameter group, as torch's `add_param_group` (to train layers unfrozen later at their own lr): the
    * options it leaves out are the constructor's. A parameter already in a group is a ValueError, as torch's. A
-   * scheduler made before it refuses to step: make schedulers once the groups are set.
+   * scheduler made before it refuses to step: make schedulers once the groups are set. A step captured before it
+   * (captureGraph) does not update the new group: its replays throw a GraphError, so capture the step again.
    */
   addParamGroup(group: ParamGroupOptions<H>): void {
     const where = `${this.#where}.addParamGroup`;
@@ -466,6 +468,7 @@ export abstract class Optimizer<H extends object = object> {
       const where = this.#groups.length === 1 ? `${this.#where}.step` : `${this.#where}.step: paramGroups[${i}]`;
       Object.assign(group, this.checkHyperparameters(where, this.#ownOf(group)));
     });
+    if (isCapturing()) addReplayCheck(this.#replayCheck());
     if (closure !== undefined && typeof closure !== "function") throw new ValueError(`${this.#where}.step: closure must be a function`);
     const loss = closure?.();
     noGrad(() => {
@@ -512,6 +515,32 @@ export abstract class Optimizer<H extends object = object> {
       }
     });
     return loss;
+  }
+
+  /**
+   * What each replay of a captured step checks first: the recorded update holds the groups and their options (all
+   * but lr, read on the device) as constants, so a replay after a group was added would never update it, and one
+   * after an option was set would not use it. Refused with a GraphError saying to capture again.
+   */
+  #replayCheck(): () => void {
+    const groups = this.#groups.slice();
+    const recorded = groups.map((group) => this.#ownOf(group));
+    return () => {
+      if (this.#groups.length > groups.length) {
+        throw new GraphError(
+          `${this.#where}: paramGroups[${groups.length}] was added after the step was captured, so replays would not update it: capture the step again after one eager step`,
+        );
+      }
+      groups.forEach((group, i) => {
+        for (const name of this.#names) {
+          const now = (group as Record<string, unknown>)[name];
+          if (sameValue(now, recorded[i][name])) continue;
+          throw new GraphError(
+            `${this.#where}: ${groups.length === 1 ? "" : `paramGroups[${i}].`}${name} is ${JSON.stringify(now)}, the captured step holds ${JSON.stringify(recorded[i][name])} (only lr is read on the device): capture the step again`,
+          );
+        }
+      });
+    };
   }
 
   /**
@@ -1063,7 +1092,8 @@ export interface AdamOptions extends OptimizerOptions {
    * Count each parameter's steps and read the learning rate on the device (default false), as PyTorch's
    * `capturable`: then the update can be recorded with the forward and backward in one captureGraph and replayed
    * as a whole training step. Run one step eagerly first (it makes the state); `optimizer.lr = x` between replays
-   * takes effect at the next one.
+   * takes effect at the next one. betas, eps, weightDecay and the groups are constants of the captured step: a replay
+   * after one changed (or addParamGroup) throws a GraphError, so capture the step again.
    */
   capturable?: boolean;
 }

@@ -1,5 +1,5 @@
 import { backward } from "@blocksparse/autograd";
-import { type Tensor, captureGraph, cast, getBackend, memory, randn, setBackend, sum, tidy } from "@blocksparse/core";
+import { GraphError, type Tensor, captureGraph, cast, getBackend, memory, randn, setBackend, sum, tidy } from "@blocksparse/core";
 import { registerGraphRecordingBackend } from "@blocksparse/core/testing";
 import { AdamW, BlockSparseLinear, GELU, GradScaler, type Module, SGD, Sequential, TransformerBlock } from "@blocksparse/nn";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -204,6 +204,66 @@ describe("a whole training step captured with a capturable optimizer", () => {
         expectSameParameters(captured, eager);
       }
       for (const p of captured.parameters()) expect(optCaptured.stepsOf(p)).toBe(6);
+    } finally {
+      release(graph, [optEager, optCaptured], [x]);
+    }
+  });
+
+  it("betas, eps and weightDecay are constants of the captured update: set since, a replay refuses with a GraphError before running anything; captured again, replays use them", () => {
+    const eager = makeModel();
+    const captured = makeModel();
+    const optEager = new AdamW(eager.parameters(), { lr: 1e-2, capturable: true });
+    const optCaptured = new AdamW(captured.parameters(), { lr: 1e-2, capturable: true });
+    const x = randn([8, 16], { seed: 41 });
+    const eagerStep = trainingStep(eager, optEager, x, x);
+    const wholeStep = trainingStep(captured, optCaptured, x, x);
+    eagerStep().dispose();
+    wholeStep().dispose();
+    let graph = captureGraph(wholeStep);
+    try {
+      const changes: [() => void, () => void, RegExp][] = [
+        [() => (optCaptured.weightDecay = 0.1), () => (optCaptured.weightDecay = 0.01), /^AdamW: weightDecay is 0\.1, the captured step holds 0\.01 /],
+        [() => (optCaptured.eps = 1e-6), () => (optCaptured.eps = 1e-8), /^AdamW: eps is 0\.000001, the captured step holds 1e-8 /],
+        [() => (optCaptured.paramGroups[0].betas = [0.8, 0.99]), () => (optCaptured.betas = [0.9, 0.999]), /^AdamW: betas is \[0\.8,0\.99\], the captured step holds \[0\.9,0\.999\] /],
+      ];
+      for (const [change, undo, message] of changes) {
+        change();
+        const held = captured.parameters().map((p) => Array.from(p.value.dataSync()));
+        const steps = optCaptured.stepsOf(captured.parameters()[0]);
+        expect(() => graph.replay()).toThrow(GraphError);
+        expect(() => graph.replay()).toThrow(message);
+        expect(() => graph.replay()).toThrow(/\(only lr is read on the device\): capture the step again$/);
+        // Nothing ran: the parameters and step counts are as they were.
+        for (const [i, p] of captured.parameters().entries()) expect(Array.from(p.value.dataSync())).toEqual(held[i]);
+        expect(optCaptured.stepsOf(captured.parameters()[0])).toBe(steps);
+        // Set back, the captured values are the group's again: replays run.
+        undo();
+        eagerStep().dispose();
+        graph.replay();
+        expectSameParameters(captured, eager);
+        eagerStep().dispose();
+        graph.replay();
+      }
+      expectSameParameters(captured, eager);
+      // An eager step takes new values while the graph lives (only its replays are refused) ...
+      for (const o of [optEager, optCaptured]) {
+        o.weightDecay = 0.1;
+        o.betas = [0.8, 0.99];
+        o.step();
+      }
+      expectSameParameters(captured, eager);
+      expect(() => graph.replay()).toThrow(GraphError);
+      // ... and the step captured again replays with them.
+      graph.dispose();
+      graph.result.dispose();
+      graph = captureGraph(wholeStep);
+      for (let k = 0; k < 2; k++) {
+        eagerStep().dispose();
+        graph.replay();
+        expectSameParameters(captured, eager);
+      }
+      // One eager step, six replays, one eager step, two replays.
+      expect(optCaptured.stepsOf(captured.parameters()[0])).toBe(10);
     } finally {
       release(graph, [optEager, optCaptured], [x]);
     }

@@ -1,5 +1,5 @@
 import { backward } from "@blocksparse/autograd";
-import { captureGraph, cast, type DType, getBackend, memory, randn, setBackend, type Tensor, tensor, tidy } from "@blocksparse/core";
+import { captureGraph, cast, type DType, GraphError, getBackend, memory, randn, setBackend, type Tensor, tensor, tidy } from "@blocksparse/core";
 import { registerGraphRecordingBackend } from "@blocksparse/core/testing";
 import {
   Adam,
@@ -384,6 +384,65 @@ describe("a captured step with a capturable optimizer's groups", () => {
       graph.dispose();
       graph.result.dispose();
       for (const o of [optimizer, weights, biases]) o.dispose();
+      x.dispose();
+      dy.dispose();
+    } finally {
+      setBackend(previous);
+    }
+  });
+
+  it("a group added after the step was captured: its replay refuses with a GraphError (it would never update the group) before running anything; captured again, replays train every group", () => {
+    const previous = getBackend();
+    setBackend("js-graphs");
+    try {
+      const captured = new Linear(4, 3, { seed: 1 });
+      const eager = new Linear(4, 3, { seed: 1 });
+      const x = randn([5, 4], { seed: 2 });
+      const dy = randn([5, 3], { seed: 3 });
+      const optimizer = new AdamW([captured.weight], { lr: 0.01, capturable: true });
+      const twin = new AdamW([eager.weight], { lr: 0.01, capturable: true });
+      const step = (model: Linear, o: Optimizer) => () => {
+        o.zeroGrad();
+        const out = model.forward(x);
+        backward(out, dy);
+        o.step();
+        return out;
+      };
+      const expectSame = () => {
+        expect(bits(captured.weight.value)).toEqual(bits(eager.weight.value));
+        expect(bits((captured.bias as Parameter).value)).toEqual(bits((eager.bias as Parameter).value));
+      };
+      step(captured, optimizer)().dispose();
+      step(eager, twin)().dispose();
+      let graph = captureGraph(step(captured, optimizer));
+      graph.replay();
+      step(eager, twin)().dispose();
+      // The bias unfrozen later, at its own lr (torch's add_param_group).
+      optimizer.addParamGroup({ params: captured.bias as Parameter, lr: 0.1 });
+      twin.addParamGroup({ params: eager.bias as Parameter, lr: 0.1 });
+      expect(() => graph.replay()).toThrow(GraphError);
+      expect(() => graph.replay()).toThrow(/^AdamW: paramGroups\[1\] was added after the step was captured, so replays would not update it: capture the step again after one eager step$/);
+      // Refused before anything ran: no update, no step counted.
+      expectSame();
+      expect(optimizer.stepsOf(captured.weight)).toBe(2);
+      graph.dispose();
+      graph.result.dispose();
+      // As the message says: one eager step (it makes the new group's state), then the step captured again.
+      step(captured, optimizer)().dispose();
+      step(eager, twin)().dispose();
+      graph = captureGraph(step(captured, optimizer));
+      for (let k = 0; k < 2; k++) {
+        graph.replay();
+        step(eager, twin)().dispose();
+        expectSame();
+      }
+      expect([optimizer.stepsOf(captured.weight), optimizer.stepsOf(captured.bias as Parameter)]).toEqual([5, 3]);
+      // An option of one group set since: the replay names the group.
+      optimizer.paramGroups[1].weightDecay = 0;
+      expect(() => graph.replay()).toThrow(/^AdamW: paramGroups\[1\]\.weightDecay is 0, the captured step holds 0\.01 /);
+      graph.dispose();
+      graph.result.dispose();
+      for (const o of [optimizer, twin]) o.dispose();
       x.dispose();
       dy.dispose();
     } finally {

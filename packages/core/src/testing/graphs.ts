@@ -4,6 +4,7 @@
  * sum), the memory a graph holds, and every refusal as a typed error.
  */
 import {
+  addReplayCheck,
   type CapturedGraph,
   type FloatDType,
   GraphError,
@@ -312,6 +313,41 @@ export function declareGraphTests(backendName: string, dtypes: readonly FloatDTy
         for (const t of [start, grad, param, m, v, count, lrValue]) t.dispose();
       }
       expect(memory().numBuffers).toBe(before);
+    });
+
+    it("a check added while recording (addReplayCheck) runs before each replay: what it throws stops the replay before anything runs", () => {
+      const x = tensor([1, 2, 3]);
+      tidy(() => void mul(x, 2).dataSync());
+      let calls = 0;
+      let refuse = false;
+      const graph = captureGraph(() => {
+        addReplayCheck(() => {
+          calls++;
+          if (refuse) throw new GraphError("not now");
+        });
+        return mul(x, 2);
+      });
+      try {
+        // Recording does not call it; each replay does, first.
+        expect(calls).toBe(0);
+        expect(values(graph.replay())).toEqual([2, 4, 6]);
+        tidy(() => x.assign(tensor([5, 5, 5])));
+        refuse = true;
+        expect(() => graph.replay()).toThrow("not now");
+        // Nothing ran: the result holds the last replay's values.
+        expect(values(graph.result)).toEqual([2, 4, 6]);
+        refuse = false;
+        expect(values(graph.replay())).toEqual([10, 10, 10]);
+        expect(calls).toBe(3);
+      } finally {
+        graph.dispose();
+        graph.result.dispose();
+        x.dispose();
+      }
+      expect(() => addReplayCheck(() => undefined)).toThrow(GraphError);
+      expect(() => addReplayCheck(() => undefined)).toThrow("addReplayCheck: no capture in progress");
+      // A check that is not a function fails the capture.
+      expect(() => captureGraph(() => addReplayCheck(3 as never))).toThrow("addReplayCheck: check must be a function");
     });
 
     it("a returned tensor disposed after capture stops replays with a GraphError", () => {
