@@ -389,6 +389,7 @@ export function parseSafetensorsHeader(json: Uint8Array, fileSize: number): Safe
       float.index,
     );
   }
+  refuseLoneSurrogatesIn(parsed);
   let metadata: Record<string, string> = Object.create(null);
   const entries: SafetensorsEntry[] = [];
   // JSON.parse keeps "__proto__" as an own key; Object.entries sees it.
@@ -425,6 +426,34 @@ export function parseSafetensorsHeader(json: Uint8Array, fileSize: number): Safe
     throw new BsrFormatError("header", `the tensors cover ${expectedBegin} bytes but the data buffer has ${dataLength}`);
   }
   return { entries, metadata, dataStart, dataLength };
+}
+
+/**
+ * Refuses a parsed header holding a lone surrogate in any string, key or value, read or ignored: JSON.parse reads
+ * the escape `"w\ud800"`, the reference reader refuses the whole header. Errors name the entry and its key.
+ * Iterative, since a header may nest arrays 100 000 deep.
+ */
+function refuseLoneSurrogatesIn(header: object): void {
+  for (const [name, entry] of Object.entries(header)) {
+    if (name !== METADATA_KEY) refuseLoneSurrogate(name, name, "the tensor name");
+    if (typeof entry === "string") refuseLoneSurrogate(entry, name, "the value");
+    if (entry === null || typeof entry !== "object") continue;
+    for (const [key, value] of Object.entries(entry)) {
+      const field = `${name}.${key}`;
+      refuseLoneSurrogate(key, field, "the key");
+      const pending: unknown[] = [value];
+      while (pending.length > 0) {
+        const item = pending.pop();
+        if (typeof item === "string") refuseLoneSurrogate(item, field, "the value");
+        else if (item !== null && typeof item === "object") {
+          for (const [innerKey, inner] of Object.entries(item)) {
+            refuseLoneSurrogate(innerKey, field, "the key");
+            pending.push(inner);
+          }
+        }
+      }
+    }
+  }
 }
 
 /**

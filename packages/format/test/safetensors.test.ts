@@ -227,6 +227,18 @@ describe("decodeSafetensors", () => {
     spaced[8] = 0x20;
     expect(decodeSafetensors(spaced).tensors.get("x")!.data).toEqual(Float32Array.from([1]));
   });
+  it("refuses a header holding a lone surrogate escape (\\ud800), which the reference reader refuses (it loaded here only), naming where", () => {
+    const data = f32Bytes([1]);
+    // JSON.stringify writes each lone surrogate as an escape (`"w\\ud800"`), which JSON.parse reads back.
+    rejects(handMadeFile({ "w\ud800": tensorAt(0, 4) }, data), "w\ud800", /^w\ud800: the tensor name "w\\ud800" holds a lone surrogate \(U\+D800\) at index 1: .*refuses such a header/);
+    rejects(handMadeFile({ __metadata__: { note: "x\udc01" }, w: tensorAt(0, 4) }, data), "__metadata__.note", /the value "x\\udc01" holds a lone surrogate \(U\+DC01\)/);
+    rejects(handMadeFile({ __metadata__: { "\ud83d": "v" }, w: tensorAt(0, 4) }, data), "__metadata__.\ud83d", /the key "\\ud83d" holds a lone surrogate/);
+    // A field the reader ignores is JSON all the same: the reference reader refuses the header for it too.
+    rejects(handMadeFile({ w: { ...tensorAt(0, 4), note: ["ok", { "k\udfff": 1 }] } }, data), "w.note", /the key "k\\udfff" holds a lone surrogate/);
+    // A pair is one character (an emoji), escaped or not.
+    const pair = decodeSafetensors(handMadeFile({ __metadata__: { note: "\ud83d\ude00" }, "w\ud83d\ude00": tensorAt(0, 4) }, data));
+    expect([[...pair.tensors.keys()], pair.metadata]).toEqual([["w\u{1f600}"], { note: "\u{1f600}" }]);
+  });
   it("refuses a shape or offset written as a float (4.0, 4e0, -0), which the reference reader refuses, naming it", () => {
     /** A file whose header is `json` exactly (space-padded), then `data`. */
     const raw = (json: string, data: Uint8Array) => {
