@@ -1,5 +1,6 @@
 import { type Zippable, zipSync } from "fflate";
 import * as z from "zod/mini";
+import { littleEndianHost } from "./byte-order.js";
 import { BsrFormatError, checkOptionKeys, parseWith } from "./errors.js";
 import { BsrMatrix } from "./matrix.js";
 import { unzipMembers, zipMemberNames } from "./unzip.js";
@@ -11,19 +12,18 @@ import { checkZip32Sizes, deflateLevel } from "./zip32.js";
  * `@blocksparse/format/npz` (browser-safe), apart from the main one because of its zip library.
  */
 
-/** An array read from a `.npy` file: raw little-endian contents plus its NumPy dtype. */
+/** An array read from a `.npy` file: its elements' bytes in the host's order, for typed arrays, plus its NumPy dtype. */
 interface NpyArray {
   /** NumPy type string without byte order, e.g. "f4", "i8", "S3". */
   kind: string;
   /** The type string as the file wrote it, e.g. "<f4", ">i8", "|S3". */
   descr: string;
   shape: number[];
-  /** Element bytes, little-endian, C order. */
+  /** Element bytes in the host's byte order (as typed arrays read them), C order. */
   bytes: Uint8Array;
 }
 
 const NPY_MAGIC = [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]; // "\x93NUMPY"
-const littleEndianHost = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 // zod's own "Invalid input" would not say which part of the header is missing or wrong.
 const dimension = { error: (issue: { input?: unknown }) => `expected a dimension (an integer >= 0), got ${String(issue.input)}` };
@@ -197,7 +197,8 @@ function readNpy(bytes: Uint8Array, field: string): NpyArray {
   // Node Buffer `slice` is a view too, so swapping it in place would corrupt the caller's file.
   let out: Uint8Array<ArrayBuffer> = new Uint8Array(data);
   const width = kind[0] === "U" ? 4 : kind[0] === "S" ? 1 : size;
-  if (order === ">" || (order === "=" && !littleEndianHost)) {
+  // Typed arrays read the host's order: '<' and '>' elements are swapped where the host differs, '=' and '|' are native.
+  if ((order === "<" && !littleEndianHost) || (order === ">" && littleEndianHost)) {
     for (let at = 0; at < out.length; at += width) out.subarray(at, at + width).reverse();
   }
   if (parsed.fortranOrder && parsed.shape.length > 1) out = fortranToC(out, parsed.shape, size);
@@ -357,11 +358,12 @@ function npyString(array: NpyArray, field: string): string {
     const view = new DataView(array.bytes.buffer, array.bytes.byteOffset, array.bytes.byteLength);
     let text = "";
     for (let at = 0; at < array.bytes.length; at += 4) {
-      const code = view.getUint32(at, true);
+      const code = view.getUint32(at, littleEndianHost);
       if (code > 0x10ffff) throw new BsrFormatError(field, `character ${at / 4} is ${code}, not a Unicode code point`);
-      if (code !== 0) text += String.fromCodePoint(code);
+      text += String.fromCodePoint(code);
     }
-    return text;
+    // NumPy drops the trailing NULs that pad a string to its width, and keeps any other.
+    return text.replace(/\0+$/, "");
   }
   throw new BsrFormatError(field, `expected a string, got ${describeDtype(array)}`);
 }

@@ -1,4 +1,5 @@
 import * as z from "zod/mini";
+import { littleEndianHost } from "./byte-order.js";
 import { BsrFormatError, parseWith, quoted } from "./errors.js";
 
 /**
@@ -125,8 +126,6 @@ function tensorBytes(dtype: SafetensorsDType, shape: readonly number[], field: s
 /** The largest header accepted, as the reference implementation does. */
 export const MAX_HEADER_BYTES = 100_000_000;
 const METADATA_KEY = "__metadata__";
-
-const littleEndianHost = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /**
  * String-to-string metadata as a null-prototype object (so a key "__proto__" stays a key).

@@ -365,6 +365,14 @@ describe("hostile members", () => {
     expect(error.message).toContain("character 0 is 1114112, not a Unicode code point");
   });
 
+  it("reads a unicode format.npy as NumPy's .item() does: trailing NULs dropped, a NUL inside kept (so b\\0sr is no bsr)", () => {
+    const unicode = (codes: number[]) => npy(`<U${codes.length}`, "()", bytesOf(Uint32Array.from(codes)));
+    expect(decodeScipyNpz(archive({ "format.npy": unicode([0x62, 0x73, 0x72, 0, 0]) })).toDense()).toEqual(decodeScipyNpz(archive()).toDense());
+    const error = thrown(() => decodeScipyNpz(archive({ "format.npy": unicode([0x62, 0, 0x73, 0x72]) }))) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.message).toBe('format.npy: the archive holds a "b\\u0000sr" matrix; only bsr and csr are read');
+  });
+
   it("refuses an archive holding data.npy twice, instead of reading the last copy", () => {
     const other = npy("<f8", "(2, 2, 2)", bytesOf(Float64Array.from([9, 9, 9, 9, 9, 9, 9, 9])));
     const bytes = archive({ "xata.npy": other });
