@@ -24,7 +24,10 @@ function reduce(kernel: ReduceKernel, op: string, x: Tensor, axes: Axes | undefi
   return engine.runKernel(kernel, { x }, { axes: list, keepDims });
 }
 
-/** Sum over `axes` (default: all). float or int32 (an int32 sum wraps modulo 2^32, as int32 add does; cast to float32 first for a wider one). */
+/**
+ * Sum over `axes` (default: all; an empty list reduces none, as NumPy's axis=(), where torch.sum(x, dim=[]) reduces
+ * all). float or int32 (an int32 sum wraps modulo 2^32, as int32 add does; cast to float32 first for a wider one).
+ */
 export function sum(x: Tensor, axes?: Axes, keepDims = false): Tensor {
   return reduce(Sum, "sum", x, axes, keepDims);
 }
@@ -46,7 +49,10 @@ export function min(x: Tensor, axes?: Axes, keepDims = false): Tensor {
   return reduce(Min, "min", x, axes, keepDims);
 }
 
-/** int32 index of the first maximum along `axis` (default: the last), or of the first NaN, as torch.argmax. */
+/**
+ * int32 index of the first maximum along `axis`, or of the first NaN, as torch.argmax. The axis defaults to the last
+ * (torch.argmax without a dim gives an index into the flattened tensor: argmax(reshape(x, [-1])) here).
+ */
 export function argmax(x: Tensor, axis = -1, keepDims = false): Tensor {
   assertTensor("argmax", "x", x);
   // A scalar's axes are those of [1], as torch's: its argmax is 0, a scalar whatever keepDims.

@@ -118,7 +118,8 @@ export function slice(x: Tensor, begin: readonly number[], size?: readonly numbe
 
 /**
  * Cuts x along `axis` into consecutive parts: `sizes` gives each part's length (they sum to x.shape[axis]), or a
- * number of equal parts that divides it. Each part is a new tensor. Its gradient is one concatenation of the
+ * number of equal parts that divides it (tf.split's and torch.chunk's count: torch.split's number is a part's length,
+ * so torch.split(x, 2) over 6 is split(x, 3) here). Each part is a new tensor. Its gradient is one concatenation of the
  * parts' gradients, where slicing the parts one by one would pad each gradient to x's size and add them.
  */
 export function split(x: Tensor, sizes: number | readonly number[], axis = 0): Tensor[] {
