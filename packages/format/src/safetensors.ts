@@ -81,6 +81,7 @@ type TypedArrayConstructor = {
   readonly name: string;
 };
 
+// In the order of the reference's `Dtype` enum, by which its writer lays tensors out (see encodeSafetensorsHeader).
 const ARRAY_TYPES: Record<SafetensorsDType, TypedArrayConstructor> = {
   BOOL: Uint8Array,
   F4: Uint8Array,
@@ -107,6 +108,9 @@ const ARRAY_TYPES: Record<SafetensorsDType, TypedArrayConstructor> = {
 };
 
 export const SAFETENSORS_DTYPES = Object.keys(ARRAY_TYPES) as SafetensorsDType[];
+
+/** Each dtype's place in the reference's `Dtype` enum. */
+const DTYPE_RANK = new Map(SAFETENSORS_DTYPES.map((dtype, rank) => [dtype, rank]));
 
 /** Bits of the dtypes whose element is not one element of their typed array. */
 const PACKED_BITS: Partial<Record<SafetensorsDType, number>> = { F4: 4, F6_E2M3: 6, F6_E3M2: 6, C64: 64 };
@@ -230,6 +234,20 @@ function refuseLoneSurrogate(text: string, field: string, what: string): void {
   );
 }
 
+/**
+ * Strings in code point order, which is UTF-8 byte order, as Rust compares them; JavaScript's `<` compares
+ * UTF-16 units, which puts U+10000 and above before U+E000 to U+FFFF. Lone surrogates are refused before this.
+ */
+function compareCodePoints(a: string, b: string): number {
+  for (let at = 0; at < a.length && at < b.length; ) {
+    const left = a.codePointAt(at)!;
+    const right = b.codePointAt(at)!;
+    if (left !== right) return left - right;
+    at += left > 0xffff ? 2 : 1;
+  }
+  return a.length - b.length;
+}
+
 /** The bytes of a typed array, little-endian, as a view or (on big-endian hosts) a swapped copy. */
 export function safetensorsBytes(data: SafetensorsData): Uint8Array {
   const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
@@ -263,8 +281,9 @@ export interface SafetensorsLayout {
 
 /**
  * The first 8 + N bytes of a safetensors file for these tensors, and where each tensor goes.
- * Tensors are laid out contiguously, the widest dtypes first, then by name (as the reference
- * writer does); `__metadata__` is written when non-empty. Checks every tensor first.
+ * Tensors are laid out contiguously as the reference writer lays them out: by dtype, last in its
+ * `Dtype` enum first (U64, I64, F64, C64, F32, ...), then by name in UTF-8 byte order; `__metadata__`
+ * is written when non-empty. Checks every tensor first.
  */
 export function encodeSafetensorsHeader(
   tensors: Map<string, SafetensorsTensor> | Record<string, SafetensorsTensor>,
@@ -280,10 +299,7 @@ export function encodeSafetensorsHeader(
     refuseLoneSurrogate(key, `metadata.${key}`, "the key");
     refuseLoneSurrogate(value, `metadata.${key}`, "the value");
   }
-  ordered.sort(
-    ([nameA, a], [nameB, b]) =>
-      safetensorsDTypeSize(b.dtype) - safetensorsDTypeSize(a.dtype) || (nameA < nameB ? -1 : nameA > nameB ? 1 : 0),
-  );
+  ordered.sort(([nameA, a], [nameB, b]) => DTYPE_RANK.get(b.dtype)! - DTYPE_RANK.get(a.dtype)! || compareCodePoints(nameA, nameB));
   // A null-prototype object keeps a tensor named "__proto__" as an own key.
   const headerObject: Record<string, unknown> = Object.create(null);
   if (Object.keys(checkedMetadata).length > 0) headerObject[METADATA_KEY] = checkedMetadata;

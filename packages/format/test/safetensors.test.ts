@@ -6,7 +6,7 @@ import {
   encodeSafetensors,
   type SafetensorsTensor,
 } from "../src/index.js";
-import { PYTHON_FILE_HEX } from "./fixtures.js";
+import { PYTHON_FILE_HEX, PYTHON_LAYOUT_HEX } from "./fixtures.js";
 import { thrown } from "./helpers.js";
 
 /** A file built by hand: 8-byte length, JSON header (padded with spaces), then `data`. */
@@ -59,6 +59,27 @@ describe("encodeSafetensors", () => {
     expect(new DataView(data.buffer, data.byteOffset).getBigInt64(0, true)).toBe(-5n);
     expect(new DataView(data.buffer, data.byteOffset).getFloat32(8, true)).toBe(1.5);
     expect(new DataView(data.buffer, data.byteOffset).getUint16(20, true)).toBe(0x4200);
+  });
+
+  it("lays tensors out as the reference writer does, byte for byte: by its dtype order, then by name in UTF-8 order", () => {
+    // Same-width dtypes were ordered by name (a BSR matrix's I32 indices before its F32 values), names by UTF-16 units.
+    const tensors: Record<string, SafetensorsTensor> = {
+      "w.values": { dtype: "F32", shape: [1, 1, 2], data: Float32Array.from([1.5, -2]) },
+      "w.col_indices": { dtype: "I32", shape: [1], data: Int32Array.from([1]) },
+      "w.crow_indices": { dtype: "I32", shape: [2], data: Int32Array.from([0, 1]) },
+      u: { dtype: "U64", shape: [1], data: BigUint64Array.from([7n]) },
+      i: { dtype: "I64", shape: [1], data: BigInt64Array.from([-7n]) },
+      f: { dtype: "F64", shape: [1], data: Float64Array.from([0.25]) },
+      h: { dtype: "F16", shape: [1], data: Uint16Array.from([0x3c00]) },
+      s: { dtype: "I16", shape: [1], data: Int16Array.from([-3]) },
+      t: { dtype: "U16", shape: [1], data: Uint16Array.from([3]) },
+      b: { dtype: "BOOL", shape: [1], data: Uint8Array.from([1]) },
+      q: { dtype: "U8", shape: [1], data: Uint8Array.from([5]) },
+      r: { dtype: "I8", shape: [1], data: Int8Array.from([-5]) },
+      "\uff01": { dtype: "U8", shape: [1], data: Uint8Array.from([1]) },
+      "\u{1f600}": { dtype: "U8", shape: [1], data: Uint8Array.from([2]) },
+    };
+    expect(Buffer.from(encodeSafetensors(tensors, { "w.shape": "1,4" })).toString("hex")).toBe(PYTHON_LAYOUT_HEX);
   });
 
   it("refuses a tensor name or metadata text holding a lone surrogate, which the reference reader refuses, naming it", () => {
