@@ -154,10 +154,14 @@ export function checkMetadata(value: unknown, field: string): Record<string, str
 
 const unsupportedDType = (dtype: unknown): string => `unsupported dtype ${quoted(dtype)}; supported: ${SAFETENSORS_DTYPES.join(", ")}`;
 
-const shapeSchema = z.array(
-  z.int({ error: "expected a non-negative integer" }).check(z.nonnegative({ error: "expected a non-negative integer" })),
-  { error: "expected an array of non-negative integers" },
-);
+// A dimension past 2^53 - 1 is an integer all the same (the reference reader takes [2^53 + 1, 0], an empty tensor): say why it is refused.
+const dimension = {
+  error: (issue: { input?: unknown }) =>
+    Number.isInteger(issue.input) && (issue.input as number) > Number.MAX_SAFE_INTEGER
+      ? `${issue.input} is past 2^53 - 1, the largest integer JavaScript holds exactly (a dimension is at most that)`
+      : "expected a non-negative integer",
+};
+const shapeSchema = z.array(z.int(dimension).check(z.nonnegative(dimension)), { error: "expected an array of non-negative integers" });
 
 // JSON numbers are doubles: an offset past 2^53 - 1 would be read rounded, so it is refused as such.
 const byteOffset = { error: "expected a non-negative integer byte offset (at most 2^53 - 1)" };

@@ -233,6 +233,14 @@ describe("decodeSafetensors", () => {
     rejects(handMadeFile(huge, f32Bytes([1])), "w.data_offsets", /^w\.data_offsets\[1\]: expected a non-negative integer byte offset \(at most 2\^53 - 1\)$/);
     rejects(handMadeFile({ w: { dtype: "F32", shape: [1], data_offsets: [-4, 0] } }, f32Bytes([1])), "w.data_offsets", /^w\.data_offsets\[0\]: expected a non-negative integer byte offset/);
   });
+  it("says that a shape dimension past 2^53 - 1 is refused for its size (the reference reader reads [2^53 + 1, 0]), not that it is no integer", () => {
+    // JSON.stringify writes 2^64 as 18446744073709552000: an integer the reference reader reads, and JavaScript cannot hold exactly.
+    const file = handMadeFile({ w: { dtype: "F32", shape: [2 ** 64, 0], data_offsets: [0, 0] } });
+    rejects(file, "w.shape", /^w\.shape\[0\]: 18446744073709552000 is past 2\^53 - 1, the largest integer JavaScript holds exactly \(a dimension is at most that\)$/);
+    rejects(handMadeFile({ w: { dtype: "F32", shape: [-1], data_offsets: [0, 0] } }), "w.shape", /^w\.shape\[0\]: expected a non-negative integer$/);
+    const error = thrown(() => encodeSafetensors({ w: { dtype: "F32", shape: [2 ** 53, 0], data: new Float32Array(0) } }));
+    expect(error.message).toBe("w.shape[0]: 9007199254740992 is past 2^53 - 1, the largest integer JavaScript holds exactly (a dimension is at most that)");
+  });
   it("refuses a header starting with a UTF-8 byte-order mark, which the reference reader refuses, instead of dropping it", () => {
     const good = handMadeFile({ x: tensorAt(0, 4) }, f32Bytes([1]));
     const text = new TextDecoder().decode(good.subarray(8, good.length - 4));
