@@ -10,10 +10,12 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   }, 60_000);
 
   // SciPy .npz files (and their zip library) are a subpath: a bundle takes them only when it imports them.
-  it("@blocksparse/format with its npz subpath stays within 30 KiB gzipped and evaluates no code", async () => {
+  // 30 KiB until the .npy reader refused minor versions and read in the host's byte order, and the safetensors reader
+  // refused lone surrogate escapes and its writer took the reference's layout order (29.753 before, 30.054 with them).
+  it("@blocksparse/format with its npz subpath stays within 30.06 KiB gzipped and evaluates no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/format/npz"]);
     console.log(`@blocksparse/format + /npz: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(30);
+    expect(gzipKiB).toBeLessThanOrEqual(30.06);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
@@ -108,11 +110,13 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // byte-order marks and core's bsrMatmul checked its column view (91.261); 91.27 KiB until nn gained ModuleDict and
   // per-group scheduler options and autograd refused assigns that would cut a gradient (92.649); 92.65 KiB until core's
   // tensor() refused a shape other than its nested arrays' (92.703) and a captured optimizer step's replays checked
-  // its groups and options (core's addReplayCheck, 92.950).
-  it("format + core + autograd + nn stay within 92.95 KiB gzipped and evaluate no code", async () => {
+  // its groups and options (core's addReplayCheck, 92.950); 92.95 KiB until format's safetensors reader refused lone
+  // surrogate escapes and said why a dimension past 2^53 - 1 is refused, and its writer took the reference's layout
+  // order (93.167).
+  it("format + core + autograd + nn stay within 93.17 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(92.95);
+    expect(gzipKiB).toBeLessThanOrEqual(93.17);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
