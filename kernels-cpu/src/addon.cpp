@@ -786,6 +786,11 @@ Napi::Value CachedAttention(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   ArrayArg q = arrayArg(info, 0, fn, "q"), k = arrayArg(info, 2, fn, "k"), v = arrayArg(info, 4, fn, "v");
   Napi::Int32Array positions = typedArray<int32_t, napi_int32_array>(env, info[6], fn, "positions", "an Int32Array");
+  // The kernel reads each position twice (the call's longest row sizes the rows' scores): another thread changing one in
+  // between made a row longer than its buffer (a heap overflow), as for the pattern's indices (indexField).
+  if (!positions.ArrayBuffer().IsArrayBuffer()) {
+    fail(env, "ERR_CPU_INVALID_ARGUMENT", std::string(fn) + ": positions must not be backed by a SharedArrayBuffer (another thread could change a position during the call); pass a copy");
+  }
   ArrayArg out = arrayArg(info, 7, fn, "out");
   const int64_t heads = integerArg(info, 9, fn, "heads");
   const int64_t m = integerArg(info, 10, fn, "m");

@@ -273,7 +273,8 @@ export interface NativeAddon {
   ): void;
   /**
    * out [heads, m, d] (from outOffset): each query row i of q [heads, m, d] over keys [0, positions[i]] of k and v
-   * [heads, n, d] (clamped to [0, n); none: zeros), softmax(scale q k^T) v with float64 scores and sums.
+   * [heads, n, d] (clamped to [0, n); none: zeros), softmax(scale q k^T) v with float64 scores and sums. positions must
+   * not be backed by a SharedArrayBuffer (another thread could change one during the call).
    */
   cachedAttention(
     q: Float32Array,

@@ -75,4 +75,18 @@ describe.skipIf(cpuMissing)("cpu CachedAttention", () => {
     expect(call({ out: q })).toThrow(ValueError);
     expect(call({ out: q })).toThrow(/out shares memory with q/);
   });
+
+  it("positions in a SharedArrayBuffer are a ValueError: another thread could change one during the call", () => {
+    // A worker flipping shared positions between -1 and n - 1 made a row longer than the scores sized for the call's
+    // longest row, and the process died (SIGSEGV).
+    const attend = nativeCachedAttention(cpuBackend().addon);
+    const [h, m, n, d] = [1, 2, 8, 4];
+    const shared = new Int32Array(new SharedArrayBuffer(4 * m)).fill(3);
+    const call = (positions: Int32Array) => () =>
+      attend(new Float32Array(h * m * d), new Float32Array(h * n * d), new Float32Array(h * n * d), positions, new Float32Array(h * m * d), { heads: h, m, n, d }, 0.5);
+    expect(call(shared)).toThrow(ValueError);
+    expect(call(shared)).toThrow("cachedAttention: positions must not be backed by a SharedArrayBuffer");
+    // The same positions in ordinary memory run.
+    expect(call(Int32Array.from(shared))).not.toThrow();
+  });
 });
