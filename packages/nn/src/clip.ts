@@ -1,5 +1,5 @@
 import { noGrad } from "@blocksparse/autograd";
-import { abs, assertBoolean, cast, concat, formatArg, max, min, mul, notEqual, optionsArg, pow, reshape, square, sum, type Tensor, tidy, ValueError } from "@blocksparse/core";
+import { abs, assertBoolean, cast, concat, formatArg, max, maximum, min, minimum, mul, notEqual, optionsArg, pow, reshape, square, sum, type Tensor, tidy, ValueError } from "@blocksparse/core";
 import { NnError } from "./errors";
 import { Parameter } from "./parameter";
 
@@ -38,15 +38,8 @@ export function clipGradNorm(parameters: Iterable<Parameter>, maxNorm: number, o
     throw new ValueError(`clipGradNorm: normType must be a number (2, 1, Infinity, -Infinity, 0, ...), got ${formatArg(normType)}`);
   }
   assertBoolean("clipGradNorm", "errorIfNonfinite", strict);
-  if (typeof (parameters as Partial<Iterable<Parameter>> | null)?.[Symbol.iterator] !== "function") {
-    throw new ValueError("clipGradNorm: parameters must be an iterable of Parameters (model.parameters())");
-  }
-  const list = [...parameters];
-  list.forEach((p, i) => {
-    if (!(p instanceof Parameter)) throw new ValueError(`clipGradNorm: parameters[${i}] is not a Parameter`);
-  });
   // A parameter listed twice (a weight tied between two modules) counts once in the norm and is scaled once.
-  const grads = [...new Set(list)].map((p) => p.grad);
+  const grads = distinctParameters("clipGradNorm", parameters).map((p) => p.grad);
   return noGrad(() => {
     // An empty gradient adds nothing (and max has nothing to reduce).
     const present = grads.filter((grad): grad is Tensor => grad !== null && grad.size > 0);
@@ -73,4 +66,31 @@ export function clipGradNorm(parameters: Iterable<Parameter>, maxNorm: number, o
     }
     return total;
   });
+}
+
+/**
+ * Clamps every gradient of `parameters` to [-clipValue, clipValue] in place, as torch.nn.utils.clip_grad_value_.
+ * Parameters without a gradient are skipped, a NaN gradient stays NaN (as torch's clamp) and Infinity clips nothing.
+ * As in clipGradNorm, a single Parameter is refused (pass [p]) and a negative or NaN clipValue is a ValueError (torch's
+ * clamp would set every gradient to -|clipValue|).
+ */
+export function clipGradValue(parameters: Iterable<Parameter>, clipValue: number): void {
+  if (typeof clipValue !== "number" || !(clipValue >= 0)) throw new ValueError(`clipGradValue: clipValue must be a number >= 0, got ${formatArg(clipValue)}`);
+  const list = distinctParameters("clipGradValue", parameters);
+  if (clipValue === Number.POSITIVE_INFINITY) return;
+  noGrad(() => {
+    for (const { grad } of list) if (grad) tidy(() => grad.assign(minimum(maximum(grad, -clipValue), clipValue)));
+  });
+}
+
+/** `parameters` checked to be an iterable of Parameters, each once. */
+function distinctParameters(where: string, parameters: Iterable<Parameter>): Parameter[] {
+  if (typeof (parameters as Partial<Iterable<Parameter>> | null)?.[Symbol.iterator] !== "function") {
+    throw new ValueError(`${where}: parameters must be an iterable of Parameters (model.parameters())`);
+  }
+  const list = [...parameters];
+  list.forEach((p, i) => {
+    if (!(p instanceof Parameter)) throw new ValueError(`${where}: parameters[${i}] is not a Parameter`);
+  });
+  return [...new Set(list)];
 }

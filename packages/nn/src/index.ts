@@ -42,7 +42,7 @@ export {
   type SetPatternOptions,
 } from "./block_sparse_linear";
 export { blockCountFor, blockSources, remapBlocks } from "./blocks";
-export { type ClipGradNormOptions, clipGradNorm } from "./clip";
+export { type ClipGradNormOptions, clipGradNorm, clipGradValue } from "./clip";
 export { NnError, StateDictError, type StateDictMismatch } from "./errors";
 export {
   Dropout,
