@@ -58,6 +58,16 @@ function flatBlocks(pattern: BsrPattern): Int32Array {
   return Int32Array.from(blockRow, (row, k) => row * pattern.blockCols + blockCol[k]);
 }
 
+/** A digest of a pattern's grid and block positions (never 0), hashed once per pattern. */
+function patternDigest(pattern: BsrPattern): number {
+  let digest = PATTERN_DIGESTS.get(pattern);
+  if (digest === undefined) {
+    digest = digest32(Int32Array.from([...pattern.shape, ...pattern.blockShape]), flatBlocks(pattern)) || 1;
+    PATTERN_DIGESTS.set(pattern, digest);
+  }
+  return digest;
+}
+
 function difference(a: Int32Array, b: Int32Array): Int32Array {
   const inB = new Set(b);
   return a.filter((flat) => !inB.has(flat)).sort();
@@ -475,26 +485,32 @@ export class DistributedDataParallel extends Module {
    * an allGather of every rank's block counts and layer sizes (so that a layer of another size on
    * some rank fails on every rank, instead of taking rank 0's block positions in another grid),
    * then a broadcast of rank 0's block positions. For a pattern move, the first one also carries
-   * digests of the SparseOptimizer's schedule (`moving.schedule`, as #compareSchedules takes it) and
-   * of which layers `moving.moved` holds (a SparseOptimizer's layers: those whose weight takes
-   * gradients), `moving.decide` (rank 0's step) runs only once the ranks agree on both, and the
-   * second one carries whether it threw, so that every rank stops there if it did.
+   * digests of the SparseOptimizer's schedule (`moving.schedule`, as #compareSchedules takes it), of
+   * which layers `moving.moved` holds (a SparseOptimizer's layers: those whose weight takes
+   * gradients) and of the patterns before the move; `moving.decide` (rank 0's step) runs only once
+   * the ranks agree on all three, and the second one carries whether it threw, so that every rank
+   * stops there if it did.
    */
   async #broadcastPatterns(moving?: { moved: ReadonlySet<BlockSparseLinear>; schedule: Float64Array; decide: () => void }): Promise<Map<BlockSparseLinear, BsrPattern>> {
     const named = this.module.namedModules().filter((entry): entry is [string, BlockSparseLinear] => entry[1] instanceof BlockSparseLinear);
     const layers = named.map(([, layer]) => layer);
     const movedFlags = Int32Array.from(layers, (layer) => (moving?.moved.has(layer) ? 1 : 0));
     const scheduleDigest = moving === undefined ? 0 : digest32(moving.schedule);
+    // A move starts from patterns every rank holds: each rank keeps its own values of the blocks it held.
+    const patternDigests = Int32Array.from(layers, (layer) => (moving === undefined ? 0 : patternDigest(layer.pattern)));
     // Before the gather sized by the layer count: gathers of other sizes are a CollectiveError about shapes on the CPU group, a hang or garbage on NCCL.
-    const counts = this.#group.worldSize === 1 ? [layers.length, 0, 0] : await this.#allGatherInt32([layers.length, digest32(movedFlags), scheduleDigest]);
+    const fields = 4;
+    const counts = this.#group.worldSize === 1 ? [layers.length, 0, 0, 0] : await this.#allGatherInt32([layers.length, digest32(movedFlags), scheduleDigest, digest32(patternDigests)]);
     const ranks = Array.from({ length: this.#group.worldSize }, (_, r) => r);
-    if (ranks.some((r) => counts[3 * r] !== counts[0])) {
-      const where = ranks.map((r) => `${counts[3 * r]} on rank ${r}`).join(", ");
+    const agree = (f: number) => ranks.every((r) => counts[fields * r + f] === counts[f]);
+    if (!agree(0)) {
+      const where = ranks.map((r) => `${counts[fields * r]} on rank ${r}`).join(", ");
       throw new ReplicaDivergenceError(`DistributedDataParallel: the ranks built different models: their numbers of block-sparse layers differ (${where})`);
     }
     // Where every rank's SparseOptimizer moves layers outside its model too, alike: the same ValueError on every rank.
-    if (moving !== undefined && (ranks.some((r) => counts[3 * r + 2] !== counts[2]) || moving.schedule[0] > 0)) await this.#compareSchedules(MOVE_PATTERNS, [moving.schedule]);
-    if (ranks.some((r) => counts[3 * r + 1] !== counts[1])) await this.#throwMovedMismatch(named, movedFlags);
+    if (moving !== undefined && (!agree(2) || moving.schedule[0] > 0)) await this.#compareSchedules(MOVE_PATTERNS, [moving.schedule]);
+    if (!agree(1)) await this.#throwMovedMismatch(named, movedFlags);
+    if (!agree(3)) await this.#throwPatternMismatch(named, patternDigests);
     let failure: { error: unknown } | undefined;
     try {
       moving?.decide();
@@ -507,8 +523,8 @@ export class DistributedDataParallel extends Module {
     }
     const backend = this.#backend();
     // Per layer: its block count, rows, columns, block rows and block columns; after whether this rank's decide threw.
-    const fields = 5;
-    const stride = 1 + layers.length * fields;
+    const layerFields = 5;
+    const stride = 1 + layers.length * layerFields;
     const describe = (values: ArrayLike<number>, at: number) => `[${values[at + 1]}, ${values[at + 2]}] in [${values[at + 3]}, ${values[at + 4]}] blocks`;
     const described = await this.#allGatherInt32([failure === undefined ? 0 : 1, ...layers.flatMap((layer) => [layer.nnzBlocks, ...layer.pattern.shape, ...layer.pattern.blockShape])]);
     if (failure !== undefined) throw failure.error;
@@ -518,7 +534,7 @@ export class DistributedDataParallel extends Module {
     }
     const mismatches: string[] = [];
     named.forEach(([name], i) => {
-      const sizes = (r: number) => describe(described, r * stride + 1 + i * fields);
+      const sizes = (r: number) => describe(described, r * stride + 1 + i * layerFields);
       const differing = Array.from({ length: this.#group.worldSize }, (_, r) => r).filter((r) => sizes(r) !== sizes(0));
       if (differing.length > 0) {
         const where = differing.map((r) => `${sizes(r)} on rank ${r}`).join(", ");
@@ -526,7 +542,7 @@ export class DistributedDataParallel extends Module {
       }
     });
     if (mismatches.length > 0) throw new ReplicaDivergenceError(`DistributedDataParallel: the ranks built different models: ${mismatches.join("; ")}`);
-    const nnz = layers.map((_, i) => described[1 + i * fields]);
+    const nnz = layers.map((_, i) => described[1 + i * layerFields]);
     const all = new Int32Array(nnz.reduce((a, b) => a + b, 0));
     if (this.#group.rank === 0) {
       let offset = 0;
@@ -579,6 +595,37 @@ export class DistributedDataParallel extends Module {
     );
   }
 
+  /**
+   * With the ranks' digests of their patterns before a move known to differ: one allGather of each layer's digest and
+   * sizes, and a ReplicaDivergenceError on every rank naming the layers, before anything moves or is counted. Taking
+   * rank 0's pattern, a rank keeps its own values of the blocks it held: a pattern moved on some rank alone
+   * (`pruneAndRegrow` or `setPattern` there, a checkpoint loaded there) would leave that rank's values apart from rank
+   * 0's, with patterns the later checks find equal.
+   */
+  async #throwPatternMismatch(named: [string, BlockSparseLinear][], patternDigests: Int32Array): Promise<void> {
+    const fields = 5;
+    const all = await this.#allGatherInt32(named.flatMap(([, layer], i) => [patternDigests[i], ...layer.pattern.shape, ...layer.pattern.blockShape]));
+    const ranks = Array.from({ length: this.#group.worldSize }, (_, r) => r);
+    const at = (r: number, i: number) => (r * named.length + i) * fields;
+    const sizes = (r: number, i: number) => `[${all[at(r, i) + 1]}, ${all[at(r, i) + 2]}] in [${all[at(r, i) + 3]}, ${all[at(r, i) + 4]}] blocks`;
+    const resized: string[] = [];
+    const moved: string[] = [];
+    named.forEach(([name], i) => {
+      const layer = name === "" ? "(the wrapped module)" : `'${name}'`;
+      const otherSizes = ranks.filter((r) => sizes(r, i) !== sizes(0, i));
+      if (otherSizes.length > 0) resized.push(`block-sparse layer ${layer} is ${sizes(0, i)} on rank 0 but ${otherSizes.map((r) => `${sizes(r, i)} on rank ${r}`).join(", ")}`);
+      const otherPatterns = ranks.filter((r) => all[at(r, i)] !== all[at(0, i)]);
+      if (otherPatterns.length > 0) moved.push(`block-sparse layer ${layer} has another pattern than rank 0's on rank(s) ${otherPatterns.join(", ")}`);
+    });
+    if (resized.length > 0) throw new ReplicaDivergenceError(`DistributedDataParallel: the ranks built different models: ${resized.join("; ")}`);
+    // A guard only: equal digests give equal fingerprints, and every rank sees the same digests.
+    if (moved.length === 0) return;
+    throw new ReplicaDivergenceError(
+      `${MOVE_PATTERNS}: the ranks held different block-sparse patterns before the move: ${moved.join("; ")}. Each rank would take rank 0's pattern but keep its own values of the blocks it held, so the replicas would train apart. ` +
+        "Move patterns with movePatterns alone (rank 0 decides, every rank follows), load a checkpoint on every rank alike, or call ddp.broadcastParameters() on every rank to copy rank 0's patterns and values",
+    );
+  }
+
   /** Parameters that take gradients, hold none and are not `reached` (by the coming backward): this rank's unused ones. */
   #unusedCount(reached: (parameter: Parameter) => boolean): number {
     return this.module.parameters().filter((parameter) => parameter.requiresGrad && parameter.grad === null && !reached(parameter)).length;
@@ -608,14 +655,6 @@ export class DistributedDataParallel extends Module {
     const count = named.length;
     const flags = Int32Array.from(named, ([, parameter]) => (parameter.requiresGrad ? 1 : 0));
     // Per parameter: 0 without a pattern, else a digest of its grid and block positions (never 0).
-    const patternDigest = (pattern: BsrPattern): number => {
-      let digest = PATTERN_DIGESTS.get(pattern);
-      if (digest === undefined) {
-        digest = digest32(Int32Array.from([...pattern.shape, ...pattern.blockShape]), flatBlocks(pattern)) || 1;
-        PATTERN_DIGESTS.set(pattern, digest);
-      }
-      return digest;
-    };
     const patternDigests = Int32Array.from(named, ([, { pattern }]) => (pattern === null ? 0 : patternDigest(pattern)));
     // Per parameter: its name, dtype and shape (a block-sparse weight's dense shape: its block count is the pattern check's).
     const layouts = named.map(([, parameter]) => layoutOf(parameter));

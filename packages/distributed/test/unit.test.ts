@@ -4,7 +4,7 @@ import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import { addGradReadyObserver, backward } from "@blocksparse/autograd";
 import { add, DTypeError, fullOn, memory, mul, randint, randn, reshape, slice, sum, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
-import { AdamW, BlockSparseLinear, crossEntropy, Linear, Module, Parameter, ReLU, Sequential, SparseOptimizer } from "@blocksparse/nn";
+import { AdamW, BlockSparseLinear, crossEntropy, Linear, Module, Parameter, pruneAndRegrow, ReLU, Sequential, SparseOptimizer } from "@blocksparse/nn";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   CollectiveError,
@@ -1026,6 +1026,30 @@ describe("DistributedDataParallel on replicas that differ, and on failing collec
     expect(moves.map((m) => m.size)).toEqual([1, 1]);
     expect([m0, m1].map((m, rank) => (m.getSubmodule("1") as BlockSparseLinear).pattern === patterns[rank])).toEqual([true, true]);
     await Promise.all(ddps.map((ddp) => ddp.checkReplicas()));
+  });
+
+  it("movePatterns after a pattern moved on one rank alone fails every rank with a ReplicaDivergenceError naming the layer, before anything moves, instead of giving rank 0's pattern over that rank's own block values", async () => {
+    const [g0, g1] = await twoRanks();
+    const [m0, m1] = [blockSparse(16, 32, 1), blockSparse(16, 32, 1)];
+    const ddps = await Promise.all([DistributedDataParallel.create(m0, g0), DistributedDataParallel.create(m1, g1)]);
+    const sparse = [m0, m1].map((m) => new SparseOptimizer(m, { fraction: 0.25, seed: 3 }));
+    // Rank 1 moves its layer by itself (as a checkpoint loaded there alone would), new blocks drawn at random.
+    pruneAndRegrow(m1.getSubmodule("0") as BlockSparseLinear, { fraction: 0.5, random: 9, newBlocks: "normal" });
+    const patterns = [m0, m1].map((m) => (m.getSubmodule("0") as BlockSparseLinear).pattern);
+    const results = await within(Promise.allSettled(ddps.map((ddp, rank) => ddp.movePatterns(sparse[rank]))), 10_000);
+    for (const result of results) {
+      expect(result.status === "rejected" && result.reason).toBeInstanceOf(ReplicaDivergenceError);
+      expect(result.status === "rejected" && (result.reason as Error).message).toMatch(
+        /^DistributedDataParallel\.movePatterns: the ranks held different block-sparse patterns before the move: block-sparse layer '0' has another pattern than rank 0's on rank\(s\) 1\. Each rank would take rank 0's pattern but keep its own values of the blocks it held/,
+      );
+    }
+    // Nothing moved or counted; the patterns used to end equal, rank 1's blocks keeping its own values, and backward found nothing.
+    expect([m0, m1].map((m, rank) => (m.getSubmodule("0") as BlockSparseLinear).pattern === patterns[rank])).toEqual([true, true]);
+    expect(sparse.map((s) => s.calls)).toEqual([0, 0]);
+    await Promise.all(ddps.map((ddp) => ddp.broadcastParameters()));
+    const moves = await within(Promise.all(ddps.map((ddp, rank) => ddp.movePatterns(sparse[rank]))), 10_000);
+    expect(moves.map((m) => m.size)).toEqual([1, 1]);
+    await within(Promise.all(ddps.map((ddp) => ddp.checkReplicas())), 10_000);
   });
 
   it("movePatterns with SparseOptimizers whose schedules differ fails every rank with a ReplicaDivergenceError naming them, instead of one rank moving alone (a hang on NCCL)", async () => {
