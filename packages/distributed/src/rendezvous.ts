@@ -6,6 +6,9 @@ import { type StoreTimeout, TcpStore, TcpStoreServer } from "./store";
 /** Default time a rank waits for its peers in a rendezvous or a collective: 5 minutes. */
 export const DEFAULT_TIMEOUT_MS = 300_000;
 
+/** The ranks this process holds, as `<job id> <store address> <rank>`: from the start of their join until they close. */
+const HELD_HERE = new Set<string>();
+
 /**
  * One rank's place in the job: its connection to the store (and the store itself on the rank
  * that hosts it), and the two moves every exchange is made of: publish bytes under a key for
@@ -22,6 +25,8 @@ export class Rendezvous {
     private readonly rankHostsStore: boolean,
     /** Put before every key this rendezvous publishes or collects: "" for a rank's first join, "join<n>/" for its n-th. */
     private readonly keyPrefix: string,
+    /** This rank's entry in HELD_HERE, given back on close. */
+    private readonly heldHere: string,
   ) {}
 
   /**
@@ -41,16 +46,27 @@ export class Rendezvous {
     const wait: StoreTimeout = { timeoutMs, deadline: Date.now() + timeoutMs };
     // The store's handshake checks it: a rank that reaches another job's store (one port given to two jobs) fails instead of joining.
     const jobId = env.jobId ?? defaultJobId(env.worldSize);
-    const server = env.rank === 0 && !env.launcherStore ? await TcpStoreServer.listenForJob(env.masterAddr, env.masterPort, { jobId }) : null;
+    // A second join of a rank this process holds (initProcessGroup called twice, the first group not destroyed) was
+    // refused as another process using the rank, or on rank 0 as a port taken "perhaps by another job's store".
+    const heldHere = `${jobId} ${env.masterAddr}:${env.masterPort} ${env.rank}`;
+    if (HELD_HERE.has(heldHere)) {
+      throw new DistributedEnvError(
+        `RANK=${env.rank} of this job is already held by this process, in a process group it has not destroyed: initProcessGroup was called twice. Use the group it returned, or destroy it (await group.destroy() on every rank) before joining again`,
+      );
+    }
+    HELD_HERE.add(heldHere);
+    let server: TcpStoreServer | null = null;
     let store: TcpStore;
     try {
+      server = env.rank === 0 && !env.launcherStore ? await TcpStoreServer.listenForJob(env.masterAddr, env.masterPort, { jobId }) : null;
       // Without the launcher, rank 0's process hosts the store: the store closing means rank 0 is gone.
       store = await TcpStore.connect(env.masterAddr, env.masterPort, { timeoutMs: wait, hostRank: env.launcherStore ? undefined : 0, jobId });
     } catch (error) {
+      HELD_HERE.delete(heldHere);
       await server?.close();
       throw error;
     }
-    let rendezvous = new Rendezvous(store, env.rank, env.worldSize, timeoutMs, server, !env.launcherStore, "");
+    let rendezvous = new Rendezvous(store, env.rank, env.worldSize, timeoutMs, server, !env.launcherStore, "", heldHere);
     try {
       // Counts the processes holding this rank now: destroy gives the rank back, so that it may join again.
       if ((await store.add(`rendezvous/rank/${env.rank}`, 1, { timeoutMs: wait })) > 1) {
@@ -60,7 +76,7 @@ export class Rendezvous {
       }
       // A rank that joins again after destroy (as torch allows) uses fresh keys: values a failed collective left behind are not read.
       const joins = await store.add(`rendezvous/joins/${env.rank}`, 1, { timeoutMs: wait });
-      if (joins > 1) rendezvous = new Rendezvous(store, env.rank, env.worldSize, timeoutMs, server, !env.launcherStore, `join${joins}/`);
+      if (joins > 1) rendezvous = new Rendezvous(store, env.rank, env.worldSize, timeoutMs, server, !env.launcherStore, `join${joins}/`, heldHere);
       // After the check above: a second process given the same RANK must not make the store take the first for gone.
       await store.join(env.rank, { timeoutMs: wait });
       const sizes = await rendezvous.exchange("rendezvous/world", new TextEncoder().encode(String(env.worldSize)), wait);
@@ -132,6 +148,7 @@ export class Rendezvous {
 
   /** Closes at once (no handshake): for a failed start. The store takes this rank for gone once it joined. */
   async close(): Promise<void> {
+    HELD_HERE.delete(this.heldHere);
     this.store.close();
     await this.server?.close();
   }

@@ -669,6 +669,38 @@ describe("CpuProcessGroup with two ranks in one process", () => {
     await expect(alone.barrier()).rejects.toThrow(/was destroyed/);
   });
 
+  for (const launcherStore of [false, true]) {
+    it(`initProcessGroup called twice without destroy is a DistributedEnvError saying so, not a port "perhaps taken by another job's store" or a rank "used by two processes"; the first group goes on (${launcherStore ? "the launcher's store" : "rank 0 hosting the store"})`, async () => {
+      let port: number;
+      if (launcherStore) {
+        const server = await TcpStoreServer.listen("127.0.0.1", 0);
+        cleanups.push(() => server.close());
+        port = server.port;
+      } else {
+        const probe = await TcpStoreServer.listen("127.0.0.1", 0);
+        port = probe.port;
+        await probe.close();
+      }
+      const env = (rank: number) => ({ rank, worldSize: 2, localRank: rank, localWorldSize: 2, masterAddr: "127.0.0.1", masterPort: port, launcherStore });
+      const joins = () => [0, 1].map((rank) => initProcessGroup({ env: env(rank), timeoutMs: 2000 }));
+      const join = () => Promise.all(joins());
+      const groups = await within(join(), 10_000);
+      const again = await within(Promise.allSettled(joins()), 10_000);
+      again.forEach((result, rank) => {
+        expect(result.status === "rejected" && result.reason).toBeInstanceOf(DistributedEnvError);
+        expect(result.status === "rejected" && (result.reason as Error).message).toBe(
+          `RANK=${rank} of this job is already held by this process, in a process group it has not destroyed: initProcessGroup was called twice. Use the group it returned, or destroy it (await group.destroy() on every rank) before joining again`,
+        );
+      });
+      const sums = [tensor([1]), tensor([2])];
+      await within(Promise.all(groups.map((group, rank) => group.allReduce(sums[rank]))), 10_000);
+      expect(sums.map((t) => t.item())).toEqual([3, 3]);
+      await within(Promise.all(groups.map((group) => group.destroy())), 10_000);
+      const last = await within(join(), 10_000);
+      await within(Promise.all(last.map((group) => group.destroy())), 10_000);
+    });
+  }
+
   it("destroy then initProcessGroup again on the launcher's store joins a new group, instead of calling each rank a duplicate, and reads no value the first group left behind", async () => {
     const server = await TcpStoreServer.listen("127.0.0.1", 0);
     cleanups.push(() => server.close());
@@ -686,9 +718,10 @@ describe("CpuProcessGroup with two ranks in one process", () => {
     await within(Promise.all([again[0].allReduce(sums[0]), second]), 10_000);
     expect(sums.map((t) => t.item())).toEqual([3, 3]);
     await within(Promise.all(again.map((group) => group.destroy())), 10_000);
-    // A second process given a rank that is held is still refused, and leaves the rank to its holder.
+    // A second process given a rank that is held is still refused, and leaves the rank to its holder. (Played here by a
+    // join under a job id of its own, which this store takes: this process's own ranks are another job's to it.)
     const [c, d] = await within(join(), 10_000);
-    await expect(initProcessGroup({ env: env(1), timeoutMs: 300 })).rejects.toThrow(/RANK=1 is used by two processes of this job/);
+    await expect(initProcessGroup({ env: { ...env(1), jobId: "another-process" }, timeoutMs: 300 })).rejects.toThrow(/RANK=1 is used by two processes of this job/);
     await within(Promise.all([c.destroy(), d.destroy()]), 10_000);
     const last = await within(join(), 10_000);
     await within(Promise.all(last.map((group) => group.destroy())), 10_000);
