@@ -1,6 +1,6 @@
 import { optionsArg, ValueError } from "@blocksparse/core";
 import { checkDistributedEnv, type DistributedEnv, defaultJobId } from "./env";
-import { DistributedEnvError, StoreError } from "./errors";
+import { DistributedEnvError, StoreError, StoreTimeoutError } from "./errors";
 import { type StoreTimeout, TcpStore, TcpStoreServer } from "./store";
 
 /** Default time a rank waits for its peers in a rendezvous or a collective: 5 minutes. */
@@ -79,7 +79,17 @@ export class Rendezvous {
       if (joins > 1) rendezvous = new Rendezvous(store, env.rank, env.worldSize, timeoutMs, server, !env.launcherStore, `join${joins}/`, heldHere);
       // After the check above: a second process given the same RANK must not make the store take the first for gone.
       await store.join(env.rank, { timeoutMs: wait });
-      const sizes = await rendezvous.exchange("rendezvous/world", new TextEncoder().encode(String(env.worldSize)), wait);
+      let sizes: Map<number, Uint8Array>;
+      try {
+        sizes = await rendezvous.exchange("rendezvous/world", new TextEncoder().encode(String(env.worldSize)), wait);
+      } catch (error) {
+        if (!(error instanceof StoreTimeoutError)) throw error;
+        // Said as what it is: "store get 'rendezvous/world/2': no rank set it" did not say that rank 2 never joined.
+        throw new StoreTimeoutError(
+          `Rendezvous.join: rank ${env.rank} of WORLD_SIZE=${env.worldSize} waited ${timeoutMs / 1000} s for the other ranks to join: ${error.message}; is every rank started, with the same MASTER_ADDR, MASTER_PORT, WORLD_SIZE and BLOCKSPARSE_JOB_ID?`,
+          { cause: error },
+        );
+      }
       for (const [peer, bytes] of sizes) {
         const theirs = new TextDecoder().decode(bytes);
         if (theirs !== String(env.worldSize)) {
@@ -103,10 +113,25 @@ export class Rendezvous {
     if (readers > 0) await this.store.set(`${this.keyPrefix}${key}/${this.rank}`, value, { reads: readers, timeoutMs: wait });
   }
 
-  /** What each of `ranks` published under `key`, waiting up to the timeout for all of them. */
+  /**
+   * What each of `ranks` published under `key`, waiting up to the timeout for all of them. Past it, a StoreTimeoutError
+   * naming every rank still waited for (the first missing key alone named one of them).
+   */
   async collect(key: string, ranks: readonly number[], wait: StoreTimeout = this.wait()): Promise<Map<number, Uint8Array>> {
-    const values = await Promise.all(ranks.map((peer) => this.store.get(`${this.keyPrefix}${key}/${peer}`, wait)));
-    return new Map(ranks.map((peer, i) => [peer, values[i]]));
+    // Settled together: the gets share one deadline, and a rank found gone fails every one of them at once.
+    const settled = await Promise.allSettled(ranks.map((peer) => this.store.get(`${this.keyPrefix}${key}/${peer}`, wait)));
+    const failed = ranks.flatMap((peer, i) => {
+      const result = settled[i];
+      return result.status === "rejected" ? [{ peer, error: result.reason as unknown }] : [];
+    });
+    if (failed.length > 0) {
+      const other = failed.find(({ error }) => !(error instanceof StoreTimeoutError));
+      if (other !== undefined) throw other.error;
+      const first = failed[0].error as StoreTimeoutError;
+      const missing = failed.map(({ peer }) => peer);
+      throw new StoreTimeoutError(`${first.message} (still waiting for rank${missing.length > 1 ? "s" : ""} ${missing.join(", ")})`, { cause: first });
+    }
+    return new Map(ranks.map((peer, i) => [peer, (settled[i] as PromiseFulfilledResult<Uint8Array>).value]));
   }
 
   /** Every other rank's `value` under `key` (each rank publishes its own and reads the rest), within one timeout. */

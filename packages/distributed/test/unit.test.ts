@@ -317,14 +317,21 @@ describe("timeouts: every wait of a connect or rendezvous ends with the caller's
     await expect(connecting).rejects.toThrow(new RegExp(`store hello: the peer at 127.0.0.1:${port} did not answer the store's handshake within 0.3 s; is another service listening on port ${port}\\?`));
   });
 
-  it("a peer that never joins fails the join after the one timeout, with a StoreTimeoutError naming the key", async () => {
+  it("a peer that never joins fails the join after the one timeout, with a StoreTimeoutError saying that the ranks it names did not join, and the key", async () => {
     const server = await TcpStoreServer.listen("127.0.0.1", 0);
     cleanups.push(() => server.close());
     const env = { rank: 0, worldSize: 2, localRank: 0, localWorldSize: 2, masterAddr: "127.0.0.1", masterPort: server.port, launcherStore: true };
     const joining = Rendezvous.join(env, { timeoutMs: 300 });
     await expect(within(joining, 1500)).rejects.toMatchObject({ name: "StoreTimeoutError" });
     await expect(joining).rejects.toThrow(StoreTimeoutError);
-    await expect(joining).rejects.toThrow(/store get 'rendezvous\/world\/1': no rank set it within 0.3 s/);
+    await expect(joining).rejects.toThrow(
+      "Rendezvous.join: rank 0 of WORLD_SIZE=2 waited 0.3 s for the other ranks to join: store get 'rendezvous/world/1': no rank set it within 0.3 s (still waiting for rank 1); is every rank started, with the same MASTER_ADDR, MASTER_PORT, WORLD_SIZE and BLOCKSPARSE_JOB_ID?",
+    );
+    // Every rank missing is named, not the first key alone ("no rank set it" said nothing of ranks 2 and 3).
+    const other = await TcpStoreServer.listen("127.0.0.1", 0);
+    cleanups.push(() => other.close());
+    const alone = Rendezvous.join({ ...env, rank: 1, worldSize: 4, localRank: 1, localWorldSize: 4, masterPort: other.port }, { timeoutMs: 300 });
+    await expect(within(alone, 1500)).rejects.toThrow(/^Rendezvous\.join: rank 1 of WORLD_SIZE=4 waited 0\.3 s for the other ranks to join: store get 'rendezvous\/world\/0': no rank set it within 0\.3 s \(still waiting for ranks 0, 2, 3\)/);
   });
 
   it("the store's requests take a timeout too: set and add fail with a StoreTimeoutError when the store does not answer", async () => {
@@ -538,7 +545,16 @@ describe("CpuProcessGroup with two ranks in one process", () => {
 
   it("a collective that a peer never calls fails after the timeout with a CollectiveError, not a hang", async () => {
     const [a] = await twoRanks(300);
-    await expect(a.allReduce(tensor([1, 2]))).rejects.toThrow(/allReduce \(float32 \[2\], sum\), collective #0 of rank 0: store get 'cpu\/0\/1': no rank set it within 0.3 s/);
+    await expect(a.allReduce(tensor([1, 2]))).rejects.toThrow(/allReduce \(float32 \[2\], sum\), collective #0 of rank 0: store get 'cpu\/0\/1': no rank set it within 0.3 s \(still waiting for rank 1\)/);
+  });
+
+  it("a collective that two peers never call names both when it times out, not the first missing key alone", async () => {
+    const [a, b] = await ranksInProcess(4, 300);
+    const pending = [a.barrier(), b.barrier()];
+    for (const result of await within(Promise.allSettled(pending), 3000)) {
+      expect(result.status === "rejected" && result.reason).toBeInstanceOf(CollectiveError);
+      expect(result.status === "rejected" && (result.reason as Error).message).toMatch(/^barrier, collective #0 of rank [01]: store get 'cpu\/0\/2': no rank set it within 0\.3 s \(still waiting for ranks 2, 3\)/);
+    }
   });
 
   it("a peer that calls a collective after another rank timed out in it fails it too, instead of taking that rank's values (the ranks' tensors then differed); the next collective pairs up", async () => {
