@@ -17,7 +17,7 @@ import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { noGrad } from "@blocksparse/autograd";
-import { add, captureGraph, cast, type FloatDType, randn, type Tensor, tidy } from "@blocksparse/core";
+import { add, captureGraph, cast, type FloatDType, getBackendInstance, randn, type Tensor, tidy } from "@blocksparse/core";
 import { BlockSparseLinear, forwardLinearActivation, GELU, LayerNorm, Linear, Module } from "@blocksparse/nn";
 import { BACKEND_FLAG, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, outputDirectory, parseFlags, positiveInteger, positiveIntegers as numbers } from "./flags";
 import { describeMachine, gitState, repoRoot } from "./machine";
@@ -95,6 +95,10 @@ async function main(): Promise<void> {
   const iterations = positiveInteger(values.iterations, "iterations");
   const outDir = outputDirectory(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "decode-graph"));
   const started = await startBackend(values.backend);
+  // Every case is timed captured beside eager: refused here, not by captureGraph's stack inside the first case.
+  if (getBackendInstance().graphs === undefined) {
+    throw new FlagError(`--backend ${values.backend}: the ${started.backend} backend cannot record graphs, and every case is timed as a captured replay; run it where cuda starts`);
+  }
   const rows: Row[] = [];
   const tokenCounts = numbers(values.tokens, "tokens");
   const cases: [number, number][] = [[0, 1]];

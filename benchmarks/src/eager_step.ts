@@ -40,7 +40,7 @@ if (values["stand-in"]) {
 }
 // Five timed runs of the same whole number of steps: the time per step divides by the steps that ran.
 const stepsPerRun = Math.floor(steps / 5);
-const { synchronize } = await startBackend(values.backend).catch(refuse);
+const { backend, synchronize } = await startBackend(values.backend).catch(refuse);
 const layer = (inF: number, outF: number, seed: number) =>
   block === 0 ? new Linear(inF, outF, { seed }) : new BlockSparseLinear(inF, outF, { density, blockShape: [block, block], seed });
 const model = new Sequential(layer(dModel, hidden, 1), new GELU("tanh"), layer(hidden, dModel, 2));
@@ -92,7 +92,7 @@ const cpu = process.cpuUsage(cpuBefore);
 times.sort((a, b) => a - b);
 const modelName = block === 0 ? "dense" : `${block}x${block} d=${density}`;
 console.log(
-  `${values["stand-in"] ? "stand-in addon" : values.backend} ${values.widths} tokens ${tokens} ${modelName}${values["sync-each"] ? ", synchronized each step" : ""}: ${times[2].toFixed(1)} us/step ` +
+  `${values["stand-in"] ? "stand-in addon" : backend} ${values.widths} tokens ${tokens} ${modelName}${values["sync-each"] ? ", synchronized each step" : ""}: ${times[2].toFixed(1)} us/step ` +
     `(runs ${times.map((t) => t.toFixed(0)).join(" ")}; process CPU ${((cpu.user + cpu.system) / (5 * stepsPerRun)).toFixed(1)} us/step)` +
     (values.phases ? `; host per step: forward ${us(phases.forward)}, backward ${us(phases.backward)}, optimizer ${us(phases.optimizer)} us` : ""),
 );

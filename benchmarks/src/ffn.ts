@@ -300,6 +300,10 @@ async function main(): Promise<void> {
   const { values, dtype, models, context, heads, widthPairs, tokenCounts, shapes, densities, only, outDir } = parseFfnFlags();
   const started = await startBackend(values.backend);
   const backend = getBackendInstance();
+  // Refused before any case runs: captureGraph threw from inside the first timed case, with its stack.
+  if (values.graph && backend.graphs === undefined) {
+    throw new FlagError(`--graph: the ${backend.name} backend cannot record graphs (captureGraph needs cuda); leave out --graph to time eager steps`);
+  }
   const route = values["dense-sampled"];
   if (route !== "auto" && route !== "never" && route !== "always") throw new FlagError(`--dense-sampled: expected auto, never or always, got "${route}"`);
   const tuning = backend as { setAutotune?: (on: boolean) => boolean; autotuneRecords?: () => { product: string; m: number; rows: number; cols: number; blockShape: number[]; route: string; timings: { route: string; ms: number }[] }[] };

@@ -105,10 +105,25 @@ describe.concurrent("each benchmark CLI's command line: one process per script",
     ["cpu_addon.ts", ["--repeats", "abc"], /^--repeats: "abc" is not a positive integer\n$/],
     ["ncu_steps_cli.ts", ["summary.txt", "--steps", "abc"], /^--steps: "abc" is not a positive integer\n$/],
     ["cpu_compare.ts", ["--rounds", "abc", "--out", out], /^--rounds: "abc" is not a positive integer\n$/],
+    // Every case is a captured replay beside eager calls: captureGraph threw with its stack on js.
+    ["decode_graph.ts", ["--backend", "js", "--width", "64", "--hidden", "128", "--layers", "1", "--tokens", "1", "--blocks", "32", "--densities", "0.5", "--dtype", "float32", "--iterations", "2", "--out", out], /^--backend js: the js backend cannot record graphs, and every case is timed as a captured replay; run it where cuda starts\n$/],
     // Checked in the fresh child process that measures start-up, and reported by its parent.
     ["overhead.ts", ["--backend", "gpu", "--dtype", "float32", "--out", out], /--backend: unknown backend "gpu"[\s\S]*the fresh process measuring start-up failed \(exit 1\); its error is above/],
   ] as [string, string[], RegExp][])("%s refuses a bad flag with its message alone and exit 1", async (script, args, message) => {
     expectRefused(await runCli(script, args), message);
+  }, 90_000);
+
+  it("ffn.ts --graph on a backend without graphs (js) is refused before a case runs, not with captureGraph's stack", async () => {
+    expectRefused(
+      await runCli("ffn.ts", [...FFN, "--models", "ffn", "--widths", "64x128", "--blocks", "32", "--graph"]),
+      /^--graph: the js backend cannot record graphs \(captureGraph needs cuda\); leave out --graph to time eager steps\n$/,
+    );
+  }, 90_000);
+
+  it("eager_step.ts --backend auto names the backend that ran, not 'auto'", async () => {
+    const { code, stdout } = await runCli("eager_step.ts", ["--backend", "auto", "--widths", "8x16", "--tokens", "1", "--block", "0", "--steps", "5", "--warmup", "0"]);
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/^(cpu|js) 8x16 tokens 1 dense: [\d.]+ us\/step/);
   }, 90_000);
 
   it("eager_step.ts times one token per step without warm-up (it asked for 5 of each)", async () => {
