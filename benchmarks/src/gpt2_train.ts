@@ -203,9 +203,10 @@ async function main(): Promise<void> {
     `- PyTorch ${t.torch}, transformers ${t.transformers} (attention: ${t.attention ?? "unknown"}), ${t.size}${t.compiled ? ", torch.compile" : ""}${t.graph ? ", captured" : ""}: ${t.medianMs.toFixed(2)} ms per step`;
   const machine = describeMachine(started.gpu).name;
   const lines = [
-    `# GPT-2 training steps (${dtype} mixed precision)`,
+    // float32 is no mixed precision: the parameters are the master weights.
+    `# GPT-2 training steps (${dtype === "float32" ? "float32" : `${dtype} mixed precision`})`,
     "",
-    `Machine: ${machine}. Backend ${started.backend}. Commit ${gitState().commit}. Step = forward + cross-entropy over the vocabulary + backward + AdamW (float32 master weights and moments), batch ${batch} x context ${context}, vocabulary ${vocab}; ${graph ? "the whole step captured (captureGraph) and replayed" : "eager"}. Block-sparse rows: every block's mlp.c_fc and mlp.c_proj.`,
+    `Machine: ${machine}. Backend ${started.backend}. Commit ${gitState().commit}. Step = forward + cross-entropy over the vocabulary + backward + AdamW (${dtype === "float32" ? "float32 throughout" : "float32 master weights and moments"}), batch ${batch} x context ${context}, vocabulary ${vocab}; ${graph ? "the whole step captured (captureGraph) and replayed" : "eager"}. Block-sparse rows: every block's mlp.c_fc and mlp.c_proj.`,
     ...(torchRows.length > 0 ? [`vs PyTorch = Hugging Face GPT2LMHeadModel's step (autocast ${dtype}, fused AdamW, ${torchGraph ? "captured with torch.cuda.graph" : "eager"}) / ours${withCompiled ? "; vs torch.compile = the same model compiled (torch.compile, default mode, eager steps) / ours" : ""}.`] : []),
     "",
     `| size | block | density | parameters | ms per step (median) | speed-up vs our dense | vs PyTorch |${withCompiled ? " vs torch.compile |" : ""}`,

@@ -41,4 +41,19 @@ describe("gpt2_train.ts", () => {
       rmSync(out, { recursive: true, force: true });
     }
   }, 60_000);
+
+  it("calls a float32 run float32 throughout, not mixed precision", () => {
+    const out = mkdtempSync(join(tmpdir(), "gpt2-train-"));
+    try {
+      const flags = ["--backend", "js", "--sizes", "tiny", "--batch", "1", "--context", "16", "--vocab", "128", "--blocks", "32", "--densities", "0.5", "--dtype", "float32", "--quick", "--out", out];
+      execFileSync(process.execPath, ["--import", "tsx", script, ...flags], { cwd: resolve(__dirname, ".."), stdio: "pipe" });
+      const report = readFileSync(join(out, "gpt2-train.md"), "utf8");
+      expect(report).toMatch(/^# GPT-2 training steps \(float32\)\n/);
+      expect(report).toContain("AdamW (float32 throughout)");
+      expect(report).not.toContain("mixed precision");
+      expect(report).not.toContain("master weights");
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
