@@ -90,6 +90,18 @@ describe("renderReport at the edges", () => {
     expect(charts.get("charts/js-64x256x256-float32-bsrLinear-gflops.svg")?.match(/<circle /g)).toHaveLength(1);
   });
 
+  it("gives a kernel's density that ran beside the one asked for where whole blocks moved it by more than 5%", () => {
+    // 256x256 in 64x64 blocks: 16 blocks; 0.1 keeps 2 (0.125), 0.25 keeps 4 (exact). 16x16 blocks: 256; 0.1 keeps 26 (0.102).
+    const kept = (blockSize: number, density: number, nnzBlocks: number): BenchRecord => {
+      const record = kernelRecord("bsrLinear", blockSize, density, 1);
+      return { ...record, metrics: { ...record.metrics, nnzBlocks } };
+    };
+    const report = edge([kernelRecord("bsrLinear", 0, 1, 4), kept(64, 0.1, 2), kept(64, 0.25, 4), kept(16, 0.1, 26)]).markdown;
+    expect(report).toMatch(/^\| 64 \| 0\.1 \(0\.125 ran\) \| /m);
+    expect(report).toMatch(/^\| 64 \| 0\.25 \| /m);
+    expect(report).toMatch(/^\| 16 \| 0\.1 \| /m);
+  });
+
   it("shows a format result without a recorded rate as a dash, not 0.0 M blocks/s", () => {
     const timing = { medianMs: 2, q1Ms: 1.9, q3Ms: 2.1, minMs: 1.8, maxMs: 2.5, samples: 5, callsPerSample: 1 };
     const params = { rows: 256, cols: 256, blockSize: 32, density: 0.5 };
