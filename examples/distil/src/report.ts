@@ -3,15 +3,23 @@ import type { CurvePoint, ResultRow } from "./experiment";
 
 const HEAD = ["experiment", "model", "steps", "validation loss", "vs dense", "RigL closes", "seconds", "ms/step", "status"];
 
-/** The dense row of `experiment` (density 1), when it ran. */
+/**
+ * The dense model's row, by its name (runExperiments calls it "dense"): a block-sparse model at density 1
+ * (`--density 1`, `--distil-density 1`) is not the dense model, and was left with no gap and no verdict.
+ */
+function isDense(row: ResultRow): boolean {
+  return row.model === "dense";
+}
+
+/** The dense row of `experiment`, when it ran. */
 function denseOf(rows: ResultRow[], experiment: ResultRow["experiment"]): ResultRow | undefined {
-  return rows.find((r) => r.experiment === experiment && r.density === 1 && r.validationLoss !== null);
+  return rows.find((r) => r.experiment === experiment && isDense(r) && r.validationLoss !== null);
 }
 
 /** Validation loss of `row` minus the dense model's (null when either is missing). */
 function gapToDense(rows: ResultRow[], row: ResultRow): number | null {
   const dense = denseOf(rows, row.experiment);
-  if (dense === undefined || dense === row || row.density === 1 || row.validationLoss === null || dense.validationLoss === null) return null;
+  if (dense === undefined || isDense(row) || row.validationLoss === null || dense.validationLoss === null) return null;
   return row.validationLoss - dense.validationLoss;
 }
 
@@ -89,10 +97,10 @@ export function riglClosedShareAtBest(rows: ResultRow[], density: number): numbe
 /** One line per quality target the rows can speak to: RigL closing half the static gap at each density, the distilled model within 3% of dense. */
 export function targetLines(rows: ResultRow[]): string[] {
   const lines: string[] = [];
-  const densities = [...new Set(rows.filter((r) => r.experiment === "sparse" && r.density < 1).map((r) => r.density))];
+  const densities = [...new Set(rows.filter((r) => r.experiment === "sparse" && !isDense(r)).map((r) => r.density))];
   for (const density of densities) {
     const share = riglClosedShare(rows, density);
-    const ran = rows.filter((r) => r.experiment === "sparse" && r.density === density && r.status === "done").length === 2;
+    const ran = rows.filter((r) => r.experiment === "sparse" && !isDense(r) && r.density === density && r.status === "done").length === 2;
     if (!ran) lines.push(`- density ${density}: static and RigL did not both complete; no verdict.`);
     else if (share === null) lines.push(`- density ${density}: the static model is not worse than dense here; RigL has no gap to close.`);
     else lines.push(`- density ${density}: RigL closes ${(share * 100).toFixed(0)}% of the static model's gap to dense (target at least 50%): ${share >= 0.5 ? "met" : "not met"}.`);
@@ -163,7 +171,7 @@ export function seedSummary(runs: ResultRow[][], labels: string[] = runs.map((_,
     );
   }
   const verdicts: string[] = [];
-  for (const density of [...new Set(meanRows.filter((r) => r.density < 1).map((r) => r.density))]) {
+  for (const density of [...new Set(meanRows.filter((r) => !isDense(r)).map((r) => r.density))]) {
     const share = riglClosedShare(meanRows, density);
     verdicts.push(
       share === null

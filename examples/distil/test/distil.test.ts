@@ -240,6 +240,26 @@ describe("the report", () => {
     expect(markdown[2]).toBe("| dense | 100 | 2.0000 |  |  | 1.0 | 10.0 | done |");
     expect(markdown[4]).toBe("| FFN 0.25 rigl | 100 | 2.0500 | +0.0500 (2.5%) | 75% | 1.0 | 10.0 | done |");
   });
+  it("compares a block-sparse model at density 1 with dense, and judges it, rather than taking it for the dense model", () => {
+    const rows = [
+      row("sparse", "dense", 1, 2.0),
+      row("sparse", "FFN 1 static", 1, 2.1),
+      row("sparse", "FFN 1 rigl", 1, 2.05),
+      row("distil", "dense", 1, 3.0),
+      row("distil", "FFN 1 patched", 1, 3.0, 0),
+      row("distil", "FFN 1 distil", 1, 3.03, 10),
+    ];
+    expect(targetLines(rows)).toEqual([
+      "- density 1: RigL closes 50% of the static model's gap to dense (target at least 50%): met.",
+      "- distillation: 1.0% from the dense model's validation loss after 10 steps (target within 3%): met.",
+    ]);
+    const markdown = formatMarkdown(rows).split("\n");
+    expect(markdown[3]).toBe("| FFN 1 static | 100 | 2.1000 | +0.1000 (5.0%) |  | 1.0 | 10.0 | done |");
+    expect(markdown[6]).toBe("| FFN 1 patched | 0 | 3.0000 | +0.0000 (0.0%) |  | 1.0 | 10.0 | done |");
+    const seeds = seedSummary([rows.slice(0, 3), rows.slice(0, 3)]).trim().split("\n");
+    expect(seeds.at(-1)).toBe("- density 1, mean of 2 seeds: RigL closes 50% of the static model's gap to dense (target at least 50%): met.");
+  });
+
   it("averages several seeds: RigL's share on the mean losses, each seed's beside it, a missing run leaves its model unjudged", () => {
     const seed = (dense: number, s25: number, r25: number, s10: number, r10: number) => [
       row("sparse", "dense", 1, dense),
