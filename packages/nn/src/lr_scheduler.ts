@@ -1,4 +1,4 @@
-import { formatArg, optionsArg, ValueError } from "@blocksparse/core";
+import { formatArg, formatShape, optionsArg, Tensor, ValueError } from "@blocksparse/core";
 import { StateDictError } from "./errors";
 import { Optimizer } from "./optim";
 
@@ -693,8 +693,8 @@ export interface ReduceLROnPlateauOptions {
   thresholdMode?: "rel" | "abs";
   /** Steps after a reduction before counting again (an integer >= 0, default 0). */
   cooldown?: number;
-  /** The lowest lr (>= 0, default 0). */
-  minLr?: number;
+  /** The lowest lr (>= 0, default 0): one for every parameter group, or an array of one per group (torch's list of min_lr). */
+  minLr?: number | readonly number[];
   /** A reduction smaller than this is skipped (>= 0, default 1e-8). */
   eps?: number;
 }
@@ -724,6 +724,7 @@ export class ReduceLROnPlateau extends LRScheduler<Required<ReduceLROnPlateauOpt
   protected checkOptions(where: string, o: Record<string, unknown>): Required<ReduceLROnPlateauOptions> {
     const [modeLabel, mode] = opt(o, "mode", "min");
     const [thresholdLabel, thresholdMode] = opt(o, "thresholdMode", "rel");
+    const [minLrLabel, minLr] = opt(o, "minLr", 0);
     return {
       mode: oneOf(where, modeLabel, mode, ["min", "max"] as const),
       factor: getNum(where, o, "factor", 0.1, 0, 1, false, true),
@@ -731,9 +732,13 @@ export class ReduceLROnPlateau extends LRScheduler<Required<ReduceLROnPlateauOpt
       threshold: getNum(where, o, "threshold", 1e-4),
       thresholdMode: oneOf(where, thresholdLabel, thresholdMode, ["rel", "abs"] as const),
       cooldown: getInt(where, o, "cooldown", 0, 0),
-      minLr: getNum(where, o, "minLr", 0),
+      minLr: perGroup(where, minLrLabel, minLr, this.optimizer.paramGroups.length, (label, value) => num(where, label, value)),
       eps: getNum(where, o, "eps", 1e-8),
     };
+  }
+  protected override optionsState(): Record<string, SchedulerOption> {
+    const { minLr } = this.options;
+    return { ...super.optionsState(), minLr: Array.isArray(minLr) ? [...minLr] : minLr };
   }
   protected override initialLr(group: { lr: number }): number {
     return group.lr;
@@ -759,14 +764,22 @@ export class ReduceLROnPlateau extends LRScheduler<Required<ReduceLROnPlateauOpt
     return mode === "min" ? value < (rel ? best * (1 - threshold) : best - threshold) : value > (rel ? best * (threshold + 1) : best + threshold);
   }
 
-  /** Takes this step's metric (a loss in mode "min"), and reduces each group's lr after `patience` steps without improvement. */
-  override step(metric?: number): void {
+  /**
+   * Takes this step's metric (a loss in mode "min"), and reduces each group's lr after `patience` steps without
+   * improvement. The metric is a number or a one-element Tensor (`step(valLoss)`, as torch's float(metric)): a tensor's
+   * value is read back from its device, which waits for the work queued there (a synchronization, as in torch).
+   */
+  override step(metric?: number | Tensor): void {
     const { mode, patience, cooldown, factor, minLr, eps } = this.options;
-    if (typeof metric !== "number") fail("ReduceLROnPlateau.step", "metric", "a number", metric);
+    if (metric instanceof Tensor && metric.size !== 1) {
+      throw new ValueError(`ReduceLROnPlateau.step: metric must be a number or a one-element Tensor, got a Tensor ${formatShape(metric.shape)} ${metric.dtype} (${metric.size} elements)`);
+    }
+    const value = metric instanceof Tensor ? metric.item() : metric;
+    if (typeof value !== "number") fail("ReduceLROnPlateau.step", "metric", "a number or a one-element Tensor", value);
     // An infinitely good metric would be a best that JSON cannot hold, and no later value could improve on it.
-    if (metric === (mode === "min" ? Number.NEGATIVE_INFINITY : Number.POSITIVE_INFINITY)) fail("ReduceLROnPlateau.step", "metric", `finite in mode "${mode}"`, metric);
-    if (this.#isBetter(metric)) {
-      this.#best = metric;
+    if (value === (mode === "min" ? Number.NEGATIVE_INFINITY : Number.POSITIVE_INFINITY)) fail("ReduceLROnPlateau.step", "metric", `finite in mode "${mode}"`, value);
+    if (this.#isBetter(value)) {
+      this.#best = value;
       this.#numBadEpochs = 0;
     } else {
       this.#numBadEpochs++;
@@ -777,8 +790,8 @@ export class ReduceLROnPlateau extends LRScheduler<Required<ReduceLROnPlateauOpt
     }
     const reduce = this.#numBadEpochs > patience;
     // Each group's lr is reduced from its own, as torch's.
-    const lrs = this.groups().map(({ lr }) => {
-      const reduced = Math.max(lr * factor, minLr);
+    const lrs = this.groups().map(({ lr }, i) => {
+      const reduced = Math.max(lr * factor, ofGroup(minLr, i));
       return reduce && lr - reduced > eps ? reduced : lr;
     });
     if (reduce) {

@@ -112,11 +112,12 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // tensor() refused a shape other than its nested arrays' (92.703) and a captured optimizer step's replays checked
   // its groups and options (core's addReplayCheck, 92.950); 92.95 KiB until format's safetensors reader refused lone
   // surrogate escapes and said why a dimension past 2^53 - 1 is refused, and its writer took the reference's layout
-  // order (93.167); 93.17 KiB until nn gained clipGradValue (93.215).
-  it("format + core + autograd + nn stay within 93.22 KiB gzipped and evaluate no code", async () => {
+  // order (93.167); 93.17 KiB until nn gained clipGradValue (93.215); 93.22 KiB until ReduceLROnPlateau took a
+  // one-element tensor as its metric and a minLr per parameter group (+0.11 KiB: 93.322).
+  it("format + core + autograd + nn stay within 93.33 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(93.22);
+    expect(gzipKiB).toBeLessThanOrEqual(93.33);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 

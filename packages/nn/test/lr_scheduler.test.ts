@@ -1,4 +1,4 @@
-import { tensor } from "@blocksparse/core";
+import { type DType, tensor } from "@blocksparse/core";
 import {
   ConstantLR,
   CosineAnnealingLR,
@@ -180,9 +180,52 @@ describe("ReduceLROnPlateau", () => {
     expect(run(new ReduceLROnPlateau(sgd(1e-8), { patience: 0, eps: 1e-8 }), [1, 1])).toEqual([1e-8, 1e-8]);
   });
 
+  it("takes the metric as a one-element tensor of any shape and dtype (torch's float(metric)), as the same number", () => {
+    const metrics = [10, 9, 9.5, 9.25, 9, 9, 8];
+    const want = run(new ReduceLROnPlateau(sgd(), { patience: 1, factor: 0.5 }), metrics);
+    expect(want).toEqual([1, 1, 1, 0.5, 0.5, 0.25, 0.25]);
+    const forms: [number[], DType][] = [
+      [[1], "float32"],
+      [[], "float32"],
+      [[1, 1], "float16"],
+      [[1, 1, 1], "bfloat16"],
+      [[1], "int32"],
+    ];
+    for (const [shape, dtype] of forms) {
+      const scheduler = new ReduceLROnPlateau(sgd(), { patience: 1, factor: 0.5 });
+      // Each metric is exact in every dtype used (int32 takes the rounded values, which plateau the same way here).
+      const values = dtype === "int32" ? [10, 9, 10, 10, 9, 9, 8] : metrics;
+      const got = values.map((m) => {
+        const metric = tensor([m], shape, dtype);
+        scheduler.step(metric);
+        expect(metric.isDisposed).toBe(false);
+        metric.dispose();
+        return scheduler.optimizer.lr;
+      });
+      expect(got, `[${shape}] ${dtype}`).toEqual(want);
+      expect(scheduler.best).toBe(8);
+    }
+  });
+
+  it("refuses a tensor of more or fewer than one element, naming its shape, and changes nothing", () => {
+    const scheduler = new ReduceLROnPlateau(sgd(), { patience: 0 });
+    scheduler.step(1);
+    const twoValues = tensor([0.5, 0.25], [2]);
+    expect(thrown(() => scheduler.step(twoValues))).toEqual([
+      "ValueError",
+      "ReduceLROnPlateau.step: metric must be a number or a one-element Tensor, got a Tensor [2] float32 (2 elements)",
+    ]);
+    expect(thrown(() => scheduler.step(tensor([], [0, 1])))[1]).toBe("ReduceLROnPlateau.step: metric must be a number or a one-element Tensor, got a Tensor [0, 1] float32 (0 elements)");
+    const disposed = tensor([0.5], [1]);
+    disposed.dispose();
+    expect(thrown(() => scheduler.step(disposed))[0]).toBe("DisposedTensorError");
+    expect([scheduler.lastEpoch, scheduler.best, scheduler.optimizer.lr]).toEqual([1, 1, 1]);
+  });
+
   it("refuses a metric that is not a number, and an infinitely good one", () => {
     const scheduler = new ReduceLROnPlateau(sgd());
-    expect(thrown(() => scheduler.step("0.5" as unknown as number))).toEqual(["ValueError", 'ReduceLROnPlateau.step: metric must be a number, got "0.5"']);
+    expect(thrown(() => scheduler.step("0.5" as unknown as number))).toEqual(["ValueError", 'ReduceLROnPlateau.step: metric must be a number or a one-element Tensor, got "0.5"']);
+    expect(thrown(() => scheduler.step([0.5] as unknown as number))).toEqual(["ValueError", "ReduceLROnPlateau.step: metric must be a number or a one-element Tensor, got an array"]);
     expect(thrown(() => scheduler.step(Number.NEGATIVE_INFINITY))[1]).toMatch(/metric must be finite in mode "min"/);
     expect(scheduler.lastEpoch).toBe(0);
   });

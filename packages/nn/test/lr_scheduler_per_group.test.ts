@@ -1,5 +1,5 @@
 import { tensor } from "@blocksparse/core";
-import { LambdaLR, type LRSchedulerState, OneCycleLR, Parameter, SGD } from "@blocksparse/nn";
+import { LambdaLR, type LRSchedulerState, OneCycleLR, Parameter, ReduceLROnPlateau, SGD } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
 import { thrown } from "./helpers";
 
@@ -109,5 +109,62 @@ describe("OneCycleLR with one maxLr per parameter group (torch's list of max_lr)
       resumed.step();
       expect(resumed.lastLrs).toEqual(first.lastLrs);
     }
+  });
+});
+
+describe("ReduceLROnPlateau with one minLr per parameter group (torch's list of min_lr)", () => {
+  /** Each group's lr after each step(metric). */
+  function plateau(scheduler: ReduceLROnPlateau, metrics: number[]): number[][] {
+    return metrics.map((metric) => {
+      scheduler.step(metric);
+      return scheduler.optimizer.paramGroups.map((g) => g.lr);
+    });
+  }
+
+  it("each group's lr stops at its own minLr; one minLr still applies to every group", () => {
+    const scheduler = new ReduceLROnPlateau(groups(1, 0.5), { patience: 0, factor: 0.5, minLr: [0.05, 0.2] });
+    expect(plateau(scheduler, [1, 1, 1, 1, 1, 1, 1])).toEqual([
+      [1, 0.5],
+      [0.5, 0.25],
+      [0.25, 0.2],
+      [0.125, 0.2],
+      [0.0625, 0.2],
+      [0.05, 0.2],
+      [0.05, 0.2],
+    ]);
+    expect(scheduler.options.minLr).toEqual([0.05, 0.2]);
+    expect(plateau(new ReduceLROnPlateau(groups(1, 0.5), { patience: 0, factor: 0.5, minLr: 0.2 }), [1, 1, 1, 1])).toEqual([
+      [1, 0.5],
+      [0.5, 0.25],
+      [0.25, 0.2],
+      [0.2, 0.2],
+    ]);
+  });
+
+  it("a list of the wrong length, or a bad entry, is a ValueError naming it (at construction and at load)", () => {
+    expect(thrown(() => new ReduceLROnPlateau(groups(1, 1), { minLr: [0.1] }))).toEqual([
+      "ValueError",
+      "ReduceLROnPlateau: minLr has 1 entry, but the optimizer has 2 parameter groups (give one, or one per group)",
+    ]);
+    expect(thrown(() => new ReduceLROnPlateau(groups(1, 1), { minLr: [0.1, -1] }))).toEqual(["ValueError", "ReduceLROnPlateau: minLr[1] must be a finite number >= 0, got -1"]);
+    const scheduler = new ReduceLROnPlateau(groups(1, 1), { minLr: [0.1, 0.2] });
+    const state = scheduler.stateDict();
+    expect(thrown(() => scheduler.loadStateDict({ ...state, options: { ...state.options, minLr: [0.1, 0.2, 0.3] } }))).toEqual([
+      "ValueError",
+      "ReduceLROnPlateau.loadStateDict: options.minLr has 3 entries, but the optimizer has 2 parameter groups (give one, or one per group)",
+    ]);
+    expect(scheduler.options.minLr).toEqual([0.1, 0.2]);
+  });
+
+  it("its state dict round-trips through JSON: the per-group minLr is restored and the next steps match", () => {
+    const first = new ReduceLROnPlateau(groups(1, 0.5), { patience: 0, factor: 0.5, minLr: [0.05, 0.2] });
+    plateau(first, [1, 1]);
+    const state = JSON.parse(JSON.stringify(first.stateDict())) as LRSchedulerState;
+    expect(state.options.minLr).toEqual([0.05, 0.2]);
+    const resumed = new ReduceLROnPlateau(groups(1, 0.5), { patience: 0, factor: 0.5 });
+    resumed.loadStateDict(state);
+    expect(resumed.options.minLr).toEqual([0.05, 0.2]);
+    expect(plateau(resumed, [1, 1, 1, 1])).toEqual(plateau(first, [1, 1, 1, 1]));
+    expect(resumed.lastLrs).toEqual([0.05, 0.2]);
   });
 });
