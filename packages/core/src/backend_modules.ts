@@ -37,7 +37,10 @@ export async function importBackendModules(
     }
     const registered = listBackends().filter((name) => !before.has(name));
     if (registered.length === 0) {
-      throw new BackendError(`backend module '${specifier}' was imported but registered no backend (it must call registerBackend on import)`);
+      // A module imported before (by the program itself, or listed twice) comes from the module cache and registers nothing again.
+      throw new BackendError(
+        `backend module '${specifier}' was imported but registered no backend (it must call registerBackend on import; one imported before registers nothing again; registered now: ${[...before].join(", ")})`,
+      );
     }
     added.push(...registered);
   }

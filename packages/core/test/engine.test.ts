@@ -192,6 +192,20 @@ describe("backend registry", () => {
     }
   });
 
+  it("importBackendModules says that a module imported before registers nothing again, and which backends are registered", async () => {
+    // As import() does: a module runs (and registers) once; a second import returns it from the cache.
+    const imported = new Set<string>();
+    const load = async (specifier: string) => {
+      if (imported.has(specifier)) return;
+      imported.add(specifier);
+      registerBackend("toy", () => new ToyBackend("toy"));
+    };
+    expect(await importBackendModules(["@example/backend-toy"], load)).toEqual(["toy"]);
+    await expect(importBackendModules(["@example/backend-toy"], load)).rejects.toThrow(
+      /^backend module '@example\/backend-toy' was imported but registered no backend \(.*; one imported before registers nothing again; registered now: (\w+, )*toy(, \w+)*\)$/,
+    );
+  });
+
   it("importBackendModules refuses a single string or a load that is not a function before loading anything", async () => {
     const loaded: string[] = [];
     const load = async (specifier: string) => {
