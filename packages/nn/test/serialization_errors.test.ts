@@ -1,7 +1,7 @@
 import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { memory, randn, ValueError } from "@blocksparse/core";
+import { memory, randn, tensor, ValueError } from "@blocksparse/core";
 import {
   BsrFormatError,
   BsrIoError,
@@ -13,6 +13,7 @@ import {
 } from "@blocksparse/format";
 import {
   BlockSparseLinear,
+  BlockSparseWeight,
   disposeStateDict,
   Embedding,
   LayerNorm,
@@ -103,7 +104,7 @@ describe("nothing malformed accepted", () => {
 });
 
 describe("a block-sparse weight into a dense layer", () => {
-  it("is a mismatch naming the entry (the model was not patched as the saved one was), in either mode, and nothing changes", () => {
+  it("is a layout mismatch naming the entry, both layouts and how to load it (the model was not patched as the saved one was), in either mode, and nothing changes", () => {
     const saved = model(1);
     const bytes = saveStateDict(saved.stateDict());
     // The same architecture with its third layer left dense: loaded, it would hold the blocks densified and lose the pattern.
@@ -114,11 +115,30 @@ describe("a block-sparse weight into a dense layer", () => {
       const stateDict = loadStateDict(bytes);
       const error: unknown = thrownBy(() => target.loadStateDict(stateDict, { strict }));
       if (!(error instanceof StateDictError)) throw new Error(`expected a StateDictError, got ${error}`);
-      expect(error.mismatches.map((m) => m.key)).toEqual(["2.weight"]);
-      expect(error.message).toBe("loadStateDict: size mismatch for 2.weight: the checkpoint has block-sparse [8, 16] with 4x8 blocks (2 stored), the model has [8, 16] float32");
+      expect(error.mismatches).toEqual([{ key: "2.weight", expected: "dense [8, 16] float32", got: "block-sparse [8, 16] with 4x8 blocks (2 stored)", reason: "layout" }]);
+      expect(error.message).toBe(
+        "loadStateDict: layout mismatch for 2.weight: the checkpoint has block-sparse [8, 16] with 4x8 blocks (2 stored), the model has dense [8, 16] float32; " +
+          "to load a block-sparse entry, patch the model as the saved one was first, or load its dense weight: tensor(entry.toMatrix().toDense(), entry.shape)",
+      );
       disposeStateDict(stateDict);
     }
     expect(host(target.forward(x))).toEqual(expected);
+  });
+
+  it("loads once the entry is densified as the message says, giving the saved model's outputs", () => {
+    const saved = model(1);
+    const stateDict = loadStateDict(saveStateDict(saved.stateDict()));
+    const entry = stateDict.get("2.weight");
+    if (!(entry instanceof BlockSparseWeight)) throw new Error("expected a block-sparse entry");
+    stateDict.set("2.weight", tensor(entry.toMatrix().toDense(), entry.shape));
+    entry.dispose();
+    const target = new Sequential(new Linear(8, 16, { seed: 5 }), new ReLU(), new Linear(16, 8, { seed: 6 }));
+    target.loadStateDict(stateDict);
+    disposeStateDict(stateDict);
+    const x = randn([2, 8], { seed: 3 });
+    const got = host(target.forward(x));
+    const want = host(saved.forward(x));
+    for (const [i, value] of want.entries()) expect(got[i]).toBeCloseTo(value, 5);
   });
 });
 

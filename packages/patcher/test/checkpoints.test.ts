@@ -57,9 +57,11 @@ describe("a patched model's checkpoint", () => {
       for (const strict of [true, false]) {
         const error = refusal(model, bytes, strict);
         expect(error.mismatches.map((m) => m.key)).toEqual(refused);
+        expect(error.mismatches.every((m) => m.reason === "layout")).toBe(true);
         expect(error.message).toContain(
-          "size mismatch for blocks.0.fc2.weight: the checkpoint has block-sparse [16, 32] with 8x8 blocks (4 stored), the model has [16, 32] float32",
+          "layout mismatch for blocks.0.fc2.weight: the checkpoint has block-sparse [16, 32] with 8x8 blocks (4 stored), the model has dense [16, 32] float32",
         );
+        expect(error.message).toMatch(/; to load a block-sparse entry, patch the model as the saved one was first, or load its dense weight: .*\)$/);
       }
       expect(memory().numTensors).toBe(tensors);
       expect(outputs(model)).toEqual(before);
