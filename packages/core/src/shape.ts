@@ -75,9 +75,9 @@ export function normalizeAxis(axis: number, rank: number, op = "axis"): number {
   return axis < 0 ? axis + rank : axis;
 }
 
-/** Axes normalised, sorted and unique; `undefined` means all axes. */
-export function normalizeAxes(axes: number | readonly number[] | undefined, rank: number, op = "axes"): number[] {
-  if (axes === undefined) return Array.from({ length: rank }, (_, i) => i);
+/** Axes normalised, sorted and unique; `undefined` or `null` (torch's dim=None) means all axes. */
+export function normalizeAxes(axes: number | readonly number[] | null | undefined, rank: number, op = "axes"): number[] {
+  if (axes === undefined || axes === null) return Array.from({ length: rank }, (_, i) => i);
   const list = typeof axes === "number" ? [axes] : axes;
   if (!Array.isArray(list)) throw new ValueError(`${op}: axes must be a number or an array of numbers, got ${formatArg(axes)}`);
   // Array.from reads a hole as undefined, refused: map would skip it.
@@ -90,7 +90,7 @@ export function normalizeAxes(axes: number | readonly number[] | undefined, rank
  * Checks axes given for a scalar: a scalar's axes are those of [1] (0 and -1), as torch's, so ops that take an axis
  * accept them and leave the scalar as it is. Throws as normalizeAxes does, naming the scalar for an axis out of range.
  */
-export function checkScalarAxes(axes: number | readonly number[] | undefined, op = "axes"): void {
+export function checkScalarAxes(axes: number | readonly number[] | null | undefined, op = "axes"): void {
   const list: readonly unknown[] = typeof axes === "number" ? [axes] : Array.isArray(axes) ? axes : [];
   for (const axis of list) {
     if (Number.isInteger(axis) && ((axis as number) < -1 || (axis as number) > 0)) {

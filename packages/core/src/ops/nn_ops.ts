@@ -62,9 +62,10 @@ function checkCausalShape(op: string, name: string, t: Tensor): void {
   }
 }
 
-function alongAxis(kernel: typeof Softmax | typeof LogSoftmax, op: string, x: Tensor, axis: number, options: SoftmaxOptions | null | undefined): Tensor {
+function alongAxis(kernel: typeof Softmax | typeof LogSoftmax, op: string, x: Tensor, axisGiven: number | null | undefined, options: SoftmaxOptions | null | undefined): Tensor {
   assertTensor(op, "x", x);
   assertFloat(op, "x", x);
+  const axis = axisGiven ?? -1;
   // A scalar's axes are those of [1], as torch's: softmax of a scalar is 1, logSoftmax 0 (NaN for a NaN or an infinity).
   if (x.rank === 0) checkScalarAxes(axis, op);
   const ax = axisArg(op, axis, Math.max(x.rank, 1));
@@ -83,13 +84,13 @@ function alongAxis(kernel: typeof Softmax | typeof LogSoftmax, op: string, x: Te
   return engine.tidy(() => transpose(engine.runKernel(kernel, { x: transpose(x, perm) }, { causal: false }), perm));
 }
 
-/** softmax along `axis` (default: the last), numerically stable; `options.causal` masks causally in the same pass. */
-export function softmax(x: Tensor, axis = -1, options?: SoftmaxOptions | null): Tensor {
+/** softmax along `axis` (default or null: the last), numerically stable; `options.causal` masks causally in the same pass. */
+export function softmax(x: Tensor, axis?: number | null, options?: SoftmaxOptions | null): Tensor {
   return alongAxis(Softmax, "softmax", x, axis, options);
 }
 
-/** log(softmax(x)) along `axis`, computed as x - max - log(sum(exp(x - max))); `options.causal` as softmax's. */
-export function logSoftmax(x: Tensor, axis = -1, options?: SoftmaxOptions | null): Tensor {
+/** log(softmax(x)) along `axis` (default or null: the last), as x - max - log(sum(exp(x - max))); `options.causal` as softmax's. */
+export function logSoftmax(x: Tensor, axis?: number | null, options?: SoftmaxOptions | null): Tensor {
   return alongAxis(LogSoftmax, "logSoftmax", x, axis, options);
 }
 

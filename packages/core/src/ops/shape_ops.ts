@@ -29,14 +29,15 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   return engine.runKernel(Reshape, { x }, { shape: resolved });
 }
 
-/** Collapses dims [startAxis, endAxis] (inclusive) into one. Default: everything. */
-export function flatten(x: Tensor, startAxis = 0, endAxis = -1): Tensor {
+/** Collapses dims [startAxis, endAxis] (inclusive) into one. Default (or null): from the first (0) to the last (-1). */
+export function flatten(x: Tensor, startAxis?: number | null, endAxis?: number | null): Tensor {
   assertTensor("flatten", "x", x);
+  const [startGiven, endGiven] = [startAxis ?? 0, endAxis ?? -1];
   // A scalar's axes are those of [1], as torch's (flatten(scalar, 5) was [1]).
-  const start = axisArg("flatten", startAxis, Math.max(x.rank, 1));
-  const end = axisArg("flatten", endAxis, Math.max(x.rank, 1));
+  const start = axisArg("flatten", startGiven, Math.max(x.rank, 1));
+  const end = axisArg("flatten", endGiven, Math.max(x.rank, 1));
   if (x.rank === 0) return reshape(x, [1]);
-  if (end < start) throw new IndexError(`flatten: endAxis ${endAxis} comes before startAxis ${startAxis}`);
+  if (end < start) throw new IndexError(`flatten: endAxis ${endGiven} comes before startAxis ${startGiven}`);
   const merged = sizeOf(x.shape.slice(start, end + 1));
   return reshape(x, [...x.shape.slice(0, start), merged, ...x.shape.slice(end + 1)]);
 }
@@ -48,26 +49,26 @@ export function expandDims(x: Tensor, axis: number): Tensor {
   return reshape(x, [...x.shape.slice(0, position), 1, ...x.shape.slice(position)]);
 }
 
-/** Removes dims of size 1 (the given axes, or all of them). */
-export function squeeze(x: Tensor, axes?: number | readonly number[]): Tensor {
+/** Removes dims of size 1 (the given axes, or all of them where axes is undefined or null). */
+export function squeeze(x: Tensor, axes?: number | readonly number[] | null): Tensor {
   assertTensor("squeeze", "x", x);
   // A scalar's axes are those of [1], as torch's: squeezing them leaves it a scalar.
   if (x.rank === 0) {
     checkScalarAxes(axes, "squeeze");
     return reshape(x, []);
   }
-  const list = axes === undefined ? undefined : normalizeAxes(axes, x.rank, "squeeze");
+  const list = axes === undefined || axes === null ? undefined : normalizeAxes(axes, x.rank, "squeeze");
   for (const a of list ?? []) {
     if (x.shape[a] !== 1) throw new ShapeError(`squeeze: axis ${a} has size ${x.shape[a]}, expected 1`);
   }
   return reshape(x, x.shape.filter((d, i) => (list === undefined ? d !== 1 : !list.includes(i))));
 }
 
-/** Permutes dims: out.shape[i] = x.shape[perm[i]]. Default: reverses them. */
-export function transpose(x: Tensor, perm?: readonly number[]): Tensor {
+/** Permutes dims: out.shape[i] = x.shape[perm[i]]. Default (or null, as NumPy's axes=None): reverses them. */
+export function transpose(x: Tensor, perm?: readonly number[] | null): Tensor {
   assertTensor("transpose", "x", x);
-  if (perm !== undefined) assertArray("transpose", "perm", perm);
-  const order = perm === undefined ? x.shape.map((_, i) => x.rank - 1 - i) : Array.from(perm, (a) => axisArg("transpose", a, x.rank));
+  if (perm !== undefined && perm !== null) assertArray("transpose", "perm", perm);
+  const order = perm === undefined || perm === null ? x.shape.map((_, i) => x.rank - 1 - i) : Array.from(perm, (a) => axisArg("transpose", a, x.rank));
   if (order.length !== x.rank || new Set(order).size !== x.rank) {
     throw new ShapeError(`transpose: perm [${perm}] is not a permutation of ${x.rank} axes`);
   }
@@ -117,14 +118,15 @@ export function slice(x: Tensor, begin: readonly number[], size?: readonly numbe
 }
 
 /**
- * Cuts x along `axis` into consecutive parts: `sizes` gives each part's length (they sum to x.shape[axis]), or a
- * number of equal parts that divides it (tf.split's and torch.chunk's count: torch.split's number is a part's length,
- * so torch.split(x, 2) over 6 is split(x, 3) here). Each part is a new tensor. Its gradient is one concatenation of the
- * parts' gradients, where slicing the parts one by one would pad each gradient to x's size and add them.
+ * Cuts x along `axis` (default or null: 0) into consecutive parts: `sizes` gives each part's length (they sum to
+ * x.shape[axis]), or a number of equal parts that divides it (tf.split's and torch.chunk's count: torch.split's number
+ * is a part's length, so torch.split(x, 2) over 6 is split(x, 3) here). Each part is a new tensor. Its gradient is one
+ * concatenation of the parts' gradients, where slicing the parts one by one would pad each gradient to x's size and
+ * add them.
  */
-export function split(x: Tensor, sizes: number | readonly number[], axis = 0): Tensor[] {
+export function split(x: Tensor, sizes: number | readonly number[], axis?: number | null): Tensor[] {
   assertTensor("split", "x", x);
-  const ax = axisArg("split", axis, x.rank);
+  const ax = axisArg("split", axis ?? 0, x.rank);
   const dim = x.shape[ax];
   let parts: number[];
   if (typeof sizes === "number") {
@@ -160,10 +162,10 @@ function checkJoined(op: string, tensors: readonly Tensor[]): Tensor {
   return first;
 }
 
-/** Joins tensors along an existing axis. */
-export function concat(tensors: readonly Tensor[], axis = 0): Tensor {
+/** Joins tensors along an existing axis (default or null: 0). */
+export function concat(tensors: readonly Tensor[], axis?: number | null): Tensor {
   const first = checkJoined("concat", tensors);
-  const ax = axisArg("concat", axis, first.rank);
+  const ax = axisArg("concat", axis ?? 0, first.rank);
   tensors.forEach((t, i) => {
     if (t.rank !== first.rank || t.shape.some((d, j) => j !== ax && d !== first.shape[j])) {
       throw new ShapeError(
@@ -175,15 +177,15 @@ export function concat(tensors: readonly Tensor[], axis = 0): Tensor {
   return engine.runKernel(Concat, { tensors: [...tensors] }, { axis: ax });
 }
 
-/** Joins same-shape tensors along a new axis. */
-export function stack(tensors: readonly Tensor[], axis = 0): Tensor {
+/** Joins same-shape tensors along a new axis (default or null: 0). */
+export function stack(tensors: readonly Tensor[], axis?: number | null): Tensor {
   const first = checkJoined("stack", tensors);
   tensors.forEach((t, i) => {
     if (!shapesEqual(t.shape, first.shape)) {
       throw new ShapeError(`stack: tensors[${i}] has shape ${formatShape(t.shape)}, expected ${formatShape(first.shape)}`);
     }
   });
-  const ax = axisArg("stack", axis, first.rank + 1);
+  const ax = axisArg("stack", axis ?? 0, first.rank + 1);
   return engine.tidy(() => concat(tensors.map((t) => expandDims(t, ax)), ax));
 }
 
@@ -198,32 +200,32 @@ export function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
 }
 
 /**
- * Rows of x picked by int32 `indices` along `axis` (embedding lookup with axis 0). An index outside [0, x.shape[axis])
+ * Rows of x picked by int32 `indices` along `axis` (default or null: 0, an embedding lookup). An index outside [0, x.shape[axis])
  * throws IndexError: at once on host backends (js, cpu); at the next read or synchronize on device backends, which
  * read zeros for it meanwhile.
  */
-export function gather(x: Tensor, indices: Tensor, axis = 0): Tensor {
+export function gather(x: Tensor, indices: Tensor, axis?: number | null): Tensor {
   assertTensor("gather", "x", x);
   assertTensor("gather", "indices", indices);
   assertDType("gather", "indices", indices, "int32");
   assertSameBackend("gather", [["x", x], ["indices", indices]]);
   if (x.rank === 0) throw new ShapeError("gather: x must have rank >= 1, got a scalar");
-  const ax = axisArg("gather", axis, x.rank);
+  const ax = axisArg("gather", axis ?? 0, x.rank);
   return engine.runKernel(Gather, { x, indices }, { axis: ax });
 }
 
 /**
- * The adjoint of gather: zeros of `shape` with `updates` added at `indices` along `axis`
- * (repeated indices accumulate). updates.shape = shape[:axis] + indices.shape + shape[axis+1:].
+ * The adjoint of gather: zeros of `shape` with `updates` added at `indices` along `axis` (default or null: 0;
+ * repeated indices accumulate). updates.shape = shape[:axis] + indices.shape + shape[axis+1:].
  */
-export function scatterAdd(indices: Tensor, updates: Tensor, shape: readonly number[], axis = 0): Tensor {
+export function scatterAdd(indices: Tensor, updates: Tensor, shape: readonly number[], axis?: number | null): Tensor {
   assertTensor("scatterAdd", "indices", indices);
   assertTensor("scatterAdd", "updates", updates);
   assertDType("scatterAdd", "indices", indices, "int32");
   assertSameBackend("scatterAdd", [["indices", indices], ["updates", updates]]);
   assertShapeArg("scatterAdd", "shape", shape);
   if (shape.length === 0) throw new ShapeError("scatterAdd: shape must have rank >= 1");
-  const ax = axisArg("scatterAdd", axis, shape.length);
+  const ax = axisArg("scatterAdd", axis ?? 0, shape.length);
   const expected = [...shape.slice(0, ax), ...indices.shape, ...shape.slice(ax + 1)];
   if (!shapesEqual(updates.shape, expected)) {
     throw new ShapeError(`scatterAdd: updates has shape ${formatShape(updates.shape)}, expected ${formatShape(expected)}`);
@@ -232,7 +234,7 @@ export function scatterAdd(indices: Tensor, updates: Tensor, shape: readonly num
 }
 
 /**
- * Writes `source` into `target` along `axis` at the positions `indices` names, in place (PyTorch's `index_copy_`):
+ * Writes `source` into `target` along `axis` (default or null: 0) at the positions `indices` names, in place (PyTorch's `index_copy_`):
  * target[..., indices[j], ...] = source[..., j, ...]. `indices` is int32 [n]; source.shape is target.shape with n at
  * `axis`; same dtype and backend. A key/value cache of fixed length takes each step's new positions this way, and a
  * captured graph (captureGraph) records the write, its positions read from the device on every replay.
@@ -245,7 +247,7 @@ export function scatterAdd(indices: Tensor, updates: Tensor, shape: readonly num
  * backends skip it and throw the IndexError at the next read or synchronize. With repeated indices one of the writes
  * lands (the last on host backends), and only that source row gets the row's gradient.
  */
-export function indexCopy(target: Tensor, indices: Tensor, source: Tensor, axis = 0): void {
+export function indexCopy(target: Tensor, indices: Tensor, source: Tensor, axis?: number | null): void {
   assertTensor("indexCopy", "target", target);
   assertTensor("indexCopy", "indices", indices);
   assertTensor("indexCopy", "source", source);
@@ -254,7 +256,7 @@ export function indexCopy(target: Tensor, indices: Tensor, source: Tensor, axis 
   assertSameDType("indexCopy", ["source", "target"], source, target);
   assertSameBackend("indexCopy", [["target", target], ["indices", indices], ["source", source]]);
   if (target.rank === 0) throw new ShapeError("indexCopy: target must have rank >= 1, got a scalar");
-  const ax = axisArg("indexCopy", axis, target.rank);
+  const ax = axisArg("indexCopy", axis ?? 0, target.rank);
   const expected = [...target.shape.slice(0, ax), indices.shape[0], ...target.shape.slice(ax + 1)];
   if (!shapesEqual(source.shape, expected)) {
     throw new ShapeError(`indexCopy: source has shape ${formatShape(source.shape)}, expected ${formatShape(expected)} (target ${formatShape(target.shape)} with ${indices.shape[0]} indices along axis ${ax})`);
