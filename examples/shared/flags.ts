@@ -1,6 +1,8 @@
 // Flag parsing shared by the examples' CLIs (mnist, transformer, distil): numbers as a user writes them, a flag
 // given twice with different values refused, and an unknown flag's error naming the flag it is closest to.
 
+import { plural } from "./text";
+
 /** A number as a user writes one ("64", "-1", "0.25", "1e-3"), else NaN: not Number()'s hex, binary, octal, "Infinity" or "". */
 export function decimal(text: string): number {
   return /^[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?$/i.test(text.trim()) ? Number(text) : Number.NaN;
@@ -106,4 +108,34 @@ export function rejectRepeatedValues<T>(values: T[], items: readonly string[], f
     seen.set(value, items[i]);
   });
   return values;
+}
+
+/** A layer a density patches, as the patcher's dry run reports it: its weight [out, in] in `totalBlocks` blocks of `blockShape`. */
+export interface PatchedShape {
+  name: string;
+  shape: readonly [number, number];
+  blockShape: readonly [number, number];
+  totalBlocks: number;
+}
+
+/**
+ * Refuses a density under which a patched layer keeps none of its blocks (round(density x blocks) is 0): nn keeps one
+ * anyway, so a denser layer would train than the density the table names. `layersAt` gives the layers each density
+ * patches. Once none is refused, a note on stderr says which density runs where whole blocks move it by more than 5%.
+ * `remedy` ends the error ("a larger --hidden").
+ */
+export function checkDensitiesKeepABlock(densities: readonly number[], layersAt: (density: number) => readonly PatchedShape[], remedy: string, flag = "density"): void {
+  const notes: string[] = [];
+  for (const density of densities) {
+    for (const { name, shape, blockShape, totalBlocks } of layersAt(density)) {
+      const kept = Math.round(density * totalBlocks);
+      const runs = Number((Math.max(1, kept) / totalBlocks).toPrecision(2));
+      const where = `${name} (${shape.join("x")} in ${plural(totalBlocks, "block")} of ${blockShape.join("x")})`;
+      if (kept < 1) {
+        throw new RangeError(`--${flag}: ${density} keeps no block of ${where}; nn keeps one anyway, so ${name} would run at density ${runs}, not ${density}: give at least ${runs}, or ${remedy}`);
+      }
+      if (Math.abs(kept / totalBlocks - density) > 0.05 * density) notes.push(`note: --${flag} ${density} keeps ${plural(kept, "block")} of ${where}: ${name} runs at density ${runs}\n`);
+    }
+  }
+  for (const note of notes) process.stderr.write(note);
 }

@@ -5,9 +5,9 @@ import "@blocksparse/backend-cuda";
 import { totalmem } from "node:os";
 import { parseArgs } from "node:util";
 import { BackendError, getBackendInstance, importBackendModules, listBackends, setBackend } from "@blocksparse/core";
-import { decimal, rejectRepeated, rejectRepeatedValues, seedFlag, withFlagHelp } from "../../shared/flags";
+import { checkDensitiesKeepABlock, decimal, rejectRepeated, rejectRepeatedValues, seedFlag, withFlagHelp } from "../../shared/flags";
 import { availableDigits, CLASSES, PIXELS } from "./data";
-import { checkHidden, FIRST_LAYER_BLOCK, HIDDEN_LAYER_BLOCK } from "./model";
+import { checkHidden, FIRST_LAYER_BLOCK, HIDDEN_LAYER_BLOCK, Mlp, mlpPatcher } from "./model";
 import { progressHooks } from "./progress";
 import { formatTable, percent } from "./report";
 import { computeDtype, DEFAULT_OPTIONS, type MnistOptions, type PatchFrom, type RegrowMode, regrowStopStep, trainMnist } from "./train";
@@ -155,6 +155,19 @@ function parseOptions(argv: string[]): ParsedOptions | null {
   return Object.fromEntries(Object.entries(parsed).filter(([, value]) => value !== undefined));
 }
 
+/**
+ * Refuses a --density under which fc1 or fc2 keeps no block (nn would keep one anyway, a denser layer than the table
+ * names), checked on the layers' real shapes: the patcher's dry run on a model of --hidden units.
+ */
+function checkDensities(options: MnistOptions): void {
+  const model = new Mlp(options.hidden, options.seed);
+  try {
+    checkDensitiesKeepABlock(options.densities, (density) => mlpPatcher(density).patchModel(model, { dryRun: true }).layers, "a larger --hidden");
+  } finally {
+    for (const parameter of model.parameters()) parameter.dispose();
+  }
+}
+
 /** setBackend, its error also naming the backends that do start here. */
 function chooseBackend(name: string): void {
   try {
@@ -193,6 +206,7 @@ async function main(): Promise<void> {
   if (options.backend !== undefined) chooseBackend(options.backend);
   // Starting the backend here puts the cuda fallback warning (if any) above the header.
   const backend = getBackendInstance().name;
+  checkDensities(options);
   console.log(
     `MNIST MLP ${PIXELS}-${options.hidden}-${options.hidden}-10 on '${backend}' in ${computeDtype(options.dtype ?? "auto")}: ${options.trainSize} training and ` +
       `${options.testSize} test digits, ${options.epochs} epochs, batch ${options.batchSize}, Adam lr ${options.learningRate}${options.sparseLr === "inverse-density" ? " (block-sparse weights: lr / density)" : ""}.`,

@@ -52,6 +52,19 @@ describe("the demo's flags", { timeout: 30_000 }, () => {
     const result = await demo("--backend", "js", "--dtype", "float16", "--epochs", "1", "--train-size", "64", "--test-size", "64", "--hidden", "32", "--density", "0.5");
     expect(result.code, result.stderr).toBe(0);
     expect(result.stdout).toMatch(/block-sparse: the kept blocks' float16 values plus their int32 indices/);
+    // Whole blocks move 0.5 of fc2's single block to 1: said before the run.
+    expect(result.stderr).toMatch(/note: --density 0.5 keeps 1 block of fc2 \(32x32 in 1 block of 32x32\): fc2 runs at density 1\n/);
+  });
+
+  // nn keeps one block of a layer whatever the density: fc2 at --hidden 32 is one 32x32 block, so it trained dense
+  // while the table named 0.01.
+  it("refuses a --density under which a layer keeps no block, in one line naming the layer and the density that would run", async () => {
+    const result = await demo("--backend", "js", "--hidden", "32", "--density", "0.5,0.04");
+    expect(result.code).toBe(1);
+    expect(result.stderr.trim()).toBe(
+      "RangeError: --density: 0.04 keeps no block of fc2 (32x32 in 1 block of 32x32); nn keeps one anyway, so fc2 would run at density 1, not 0.04: give at least 1, or a larger --hidden",
+    );
+    expect(result.stdout).toBe("");
   });
 
   it("names the flag a misspelled one is closest to", async () => {

@@ -6,9 +6,9 @@ import { totalmem } from "node:os";
 import { parseArgs } from "node:util";
 import { BackendError, getBackendInstance, importBackendModules, listBackends, setBackend } from "@blocksparse/core";
 import { Presets, SingleBar } from "cli-progress";
-import { decimal, rejectRepeated, rejectRepeatedValues, seedFlag, withFlagHelp } from "../../shared/flags";
+import { checkDensitiesKeepABlock, decimal, rejectRepeated, rejectRepeatedValues, seedFlag, withFlagHelp } from "../../shared/flags";
 import { buildCorpus, mobyDickText } from "./data";
-import { FEED_FORWARD_PATTERN } from "./model";
+import { CharTransformer, FEED_FORWARD_PATTERN, feedForwardPatcher } from "./model";
 import { formatTable } from "./report";
 import { checkOptions, computeDtype, DEFAULT_OPTIONS, MAX_SAMPLE_LENGTH, type TransformerHooks, type TransformerOptions, trainTransformer } from "./train";
 
@@ -143,6 +143,20 @@ function checkMemory(options: TransformerOptions, vocabSize: number): void {
   );
 }
 
+/**
+ * Refuses a --density under which a feed-forward layer keeps no block (nn would keep one anyway, a denser layer than
+ * the table names), checked on the layers the pattern patches: the patcher's dry run on the model to train.
+ */
+function checkDensities(options: TransformerOptions, vocabSize: number): void {
+  const model = new CharTransformer({ vocabSize, ...options });
+  try {
+    const layersAt = (density: number) => feedForwardPatcher(density, options.blockShape).patchModel(model, { dryRun: true }).layers;
+    checkDensitiesKeepABlock(options.densities, layersAt, "a larger --d-model or a smaller --block");
+  } finally {
+    for (const parameter of model.parameters()) parameter.dispose();
+  }
+}
+
 /** setBackend, its error also naming the backends that do start here. */
 function chooseBackend(name: string): void {
   try {
@@ -214,6 +228,7 @@ async function main(): Promise<void> {
   if (options.backend !== undefined) chooseBackend(options.backend);
   // Starting the backend here puts the cuda fallback warning (if any) above the header.
   const backend = getBackendInstance().name;
+  checkDensities(options, corpus.vocabulary.size);
   console.log(
     `Character transformer on Moby Dick on '${backend}' in ${computeDtype(options.dtype)}: ${options.layers} blocks, dModel ${options.dModel}, ${options.nHeads} heads, ` +
       `context ${options.context}, batch ${options.batchSize}, ${options.steps} steps per model, Adam lr ${options.learningRate}.`,

@@ -46,6 +46,17 @@ describe("the demo's flags", { timeout: 30_000 }, () => {
     expect(result.stdout).toBe("");
   });
 
+  // nn keeps one block of a layer whatever the density: the feed-forward layers the pattern patches (256x64 at the
+  // default --d-model) hold 4 blocks of 64x64, so 0.1 trained them at 0.25 while the table named 0.1.
+  it("refuses a --density under which a patched layer keeps no block, in one line naming the layer and the density that would run", async () => {
+    const result = await demo("--backend", "js", "--block", "64x64", "--density", "0.25,0.1");
+    expect(result.code).toBe(1);
+    expect(result.stderr.trim()).toBe(
+      "RangeError: --density: 0.1 keeps no block of blocks.0.mlp.fc1 (256x64 in 4 blocks of 64x64); nn keeps one anyway, so blocks.0.mlp.fc1 would run at density 0.25, not 0.1: give at least 0.25, or a larger --d-model or a smaller --block",
+    );
+    expect(result.stdout).toBe("");
+  });
+
   it("names the flag a misspelled one is closest to", async () => {
     const result = await demo("--step", "2");
     expect(result.code).toBe(1);
