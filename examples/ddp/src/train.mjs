@@ -162,7 +162,7 @@ const accuracy = tidy(() => {
   return predicted.filter((p, i) => p === labels[i]).length / labels.length;
 });
 await ddp.checkReplicas();
-say(`accuracy on 256 held-out points: ${(100 * accuracy).toFixed(1)}%; ${worldSize} replicas identical`);
+say(`accuracy on 256 held-out points: ${(100 * accuracy).toFixed(1)}%; ${worldSize === 1 ? "1 replica" : `${worldSize} replicas identical`}`);
 if (options.save !== undefined) {
   await ddp.save(options.save);
   say(`saved ${options.save} (from rank 0)`);

@@ -8,6 +8,7 @@ import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { BackendError, type FloatDType, getBackendInstance, listBackends, setBackend } from "@blocksparse/core";
 import { decimal, rejectRepeated, rejectRepeatedValues, seedFlag, withFlagHelp } from "../../shared/flags";
+import { plural } from "../../shared/text";
 import { BUNDLED_TOKENIZER, loadCorpus } from "./data";
 import { DEFAULT_RIGL, type ExperimentOptions, experimentContext, type ResultRow, runExperiments, SIZES, type Size } from "./experiment";
 import { checkBudgetFits, checkMemoryFits, checkRiglMoves, estimateSeconds, maxStepsForEpochs, measureStepTimes, planSteps, type StepTimes } from "./plan";
@@ -279,9 +280,9 @@ async function main(): Promise<void> {
     `GPT-2 '${options.size}': ${n_layer} layers, width ${n_embd}, ${n_head} heads, context ${setup.context}, batch ${setup.batchSize}, vocabulary ${corpus.vocabSize} (byte-level BPE)`,
     `Moby Dick: ${corpus.train.length} training and ${corpus.validation.length} validation tokens; validation loss = mean cross-entropy (nats per token) over ${options.evalBatches} fixed validation windows of ${setup.batchSize} x ${setup.context}`,
     `backend '${backend}', ${options.dtype}${options.dtype === "float32" ? "" : " mixed precision (float32 master weights and moments)"}; AdamW lr ${options.learningRate}${options.sparseLr === "same" ? "" : " (block-sparse weights: lr / density)"}, 5% warm-up, cosine to a tenth; seed ${options.seed}`,
-    `${steps} steps per model trained from scratch${steps === epochCap ? ` (capped at ${parsed.maxEpochs} passes over the training tokens)` : options.steps === "auto" ? ` (the most that fit the ${budget} s budget, from the measured step times)` : ""}; 32x32 blocks`,
+    `${plural(steps, "step")} per model trained from scratch${steps === epochCap ? ` (capped at ${parsed.maxEpochs} passes over the training tokens)` : options.steps === "auto" ? ` (the most that fit the ${budget} s budget, from the measured step times)` : ""}; 32x32 blocks`,
     ...(options.mode !== "sparse" && options.recoveryLearningRate !== undefined ? [`recovery runs (distillation, fine-tuning): peak lr ${options.recoveryLearningRate}`] : []),
-    `RigL: ${rigl.fraction} of each layer's blocks moved at the first update, every ${rigl.every ?? Math.max(1, Math.round(steps / 40))} steps, cosine-decayed to 0 at ${rigl.end} of the steps; grown where the gradient is largest, at zero`,
+    `RigL: ${rigl.fraction} of each layer's blocks moved at the first update, every ${plural(rigl.every ?? Math.max(1, Math.round(steps / 40)), "step")}, cosine-decayed to 0 at ${rigl.end} of the steps; grown where the gradient is largest, at zero`,
   ];
   console.log(setupLines.join("\n"));
   const name = `gpt2-moby-dick-${options.mode}`;

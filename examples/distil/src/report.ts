@@ -1,4 +1,5 @@
 import Table from "cli-table3";
+import { plural } from "../../shared/text";
 import type { CurvePoint, ResultRow } from "./experiment";
 
 const HEAD = ["experiment", "model", "steps", "validation loss", "vs dense", "RigL closes", "seconds", "ms/step", "status"];
@@ -124,7 +125,7 @@ export function targetLines(rows: ResultRow[]): string[] {
     if (distilled.status !== "done" || gap === null || dense?.validationLoss == null) lines.push("- distillation: the recovery run did not complete; no verdict.");
     else {
       const relative = gap / dense.validationLoss;
-      lines.push(`- distillation: ${(relative * 100).toFixed(1)}% from the dense model's validation loss after ${distilled.steps} steps (target within 3%): ${relative <= 0.03 ? "met" : "not met"}.`);
+      lines.push(`- distillation: ${(relative * 100).toFixed(1)}% from the dense model's validation loss after ${plural(distilled.steps, "step")} (target within 3%): ${relative <= 0.03 ? "met" : "not met"}.`);
     }
     const teacher = overfitted(rows, "distil");
     if (teacher !== null) {
@@ -176,7 +177,7 @@ export function seedSummary(runs: ResultRow[][], labels: string[] = runs.map((_,
     verdicts.push(
       share === null
         ? `- density ${density}: static and RigL not both complete in every seed, or the static model is not worse than dense on the mean; no verdict.`
-        : `- density ${density}, mean of ${runs.length} seeds: RigL closes ${(share * 100).toFixed(0)}% of the static model's gap to dense (target at least 50%): ${share >= 0.5 ? "met" : "not met"}.`,
+        : `- density ${density}, mean of ${plural(runs.length, "seed")}: RigL closes ${(share * 100).toFixed(0)}% of the static model's gap to dense (target at least 50%): ${share >= 0.5 ? "met" : "not met"}.`,
     );
   }
   const overfit = sparseRuns.map((rows, i) => ({ label: labels[i], point: overfitted(rows, "sparse") })).filter((o) => o.point !== null);

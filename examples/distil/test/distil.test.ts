@@ -123,7 +123,7 @@ describe("training GPT-2 on it", () => {
     expect(formatMarkdown(rows.slice(0, 3)).split("\n")).toHaveLength(5);
     expect(targetLines(rows)).toEqual([
       expect.stringMatching(/^- density 0\.25: (RigL closes -?\d+% of the static model's gap to dense \(target at least 50%\): (met|not met)\.|the static model is not worse than dense here.*)$/),
-      expect.stringMatching(/^- distillation: -?\d+\.\d% from the dense model's validation loss after 1 steps \(target within 3%\): (met|not met)\.$/),
+      expect.stringMatching(/^- distillation: -?\d+\.\d% from the dense model's validation loss after 1 step \(target within 3%\): (met|not met)\.$/),
     ]);
   }, 120_000);
 });

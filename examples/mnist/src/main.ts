@@ -8,6 +8,7 @@ import { BackendError, getBackendInstance, importBackendModules, listBackends, s
 import { checkDensitiesKeepABlock, decimal, rejectRepeated, rejectRepeatedValues, seedFlag, withFlagHelp } from "../../shared/flags";
 import { availableDigits, CLASSES, PIXELS } from "./data";
 import { checkHidden, FIRST_LAYER_BLOCK, HIDDEN_LAYER_BLOCK, Mlp, mlpPatcher } from "./model";
+import { plural } from "../../shared/text";
 import { progressHooks } from "./progress";
 import { formatTable, percent } from "./report";
 import { computeDtype, DEFAULT_OPTIONS, type MnistOptions, type PatchFrom, type RegrowMode, regrowStopStep, trainMnist } from "./train";
@@ -135,7 +136,7 @@ function parseOptions(argv: string[]): ParsedOptions | null {
     const every = options.regrowEvery ?? DEFAULT_OPTIONS.regrowEvery;
     if (every >= stop) {
       throw new RangeError(
-        `--regrow-every: ${every} steps between updates, but the patterns stop moving at step ${stop} (3/4 of the ${sparseSteps} sparse training steps), so they would never move; ` +
+        `--regrow-every: ${plural(every, "step")} between updates, but the patterns stop moving at step ${stop} (3/4 of the ${plural(sparseSteps, "sparse training step")}), so they would never move; ` +
           (stop > 1 ? `use --regrow-every ${stop - 1} or less, or more --epochs` : "use more --epochs or --train-size, or a smaller --batch-size"),
       );
     }
@@ -209,7 +210,7 @@ async function main(): Promise<void> {
   checkDensities(options);
   console.log(
     `MNIST MLP ${PIXELS}-${options.hidden}-${options.hidden}-10 on '${backend}' in ${computeDtype(options.dtype ?? "auto")}: ${options.trainSize} training and ` +
-      `${options.testSize} test digits, ${options.epochs} epochs, batch ${options.batchSize}, Adam lr ${options.learningRate}${options.sparseLr === "inverse-density" ? " (block-sparse weights: lr / density)" : ""}.`,
+      `${plural(options.testSize, "test digit")}, ${plural(options.epochs, "epoch")}, batch ${options.batchSize}, Adam lr ${options.learningRate}${options.sparseLr === "inverse-density" ? " (block-sparse weights: lr / density)" : ""}.`,
   );
   console.log(
     `Block-sparse models: fc1 in ${FIRST_LAYER_BLOCK.join("x")} blocks (32 units x one image row), fc2 in ` +
@@ -222,7 +223,7 @@ async function main(): Promise<void> {
   console.log(
     options.regrow === "none"
       ? "Patterns stay as patched (--regrow random|rigl moves them).\n"
-      : `Patterns move every ${options.regrowEvery} steps (${options.regrow === "rigl" ? "RigL: grow where the gradient is largest" : "random regrowth"}), ` +
+      : `Patterns move every ${plural(options.regrowEvery, "step")} (${options.regrow === "rigl" ? "RigL: grow where the gradient is largest" : "random regrowth"}), ` +
           `${options.regrowFraction} of the blocks at first, cosine-decayed to 0 at 3/4 of training.\n`,
   );
   const report = await trainMnist(options, {

@@ -52,6 +52,8 @@ describe("the demo's flags", { timeout: 30_000 }, () => {
     const result = await demo("--backend", "js", "--dtype", "float16", "--epochs", "1", "--train-size", "64", "--test-size", "64", "--hidden", "32", "--density", "0.5");
     expect(result.code, result.stderr).toBe(0);
     expect(result.stdout).toMatch(/block-sparse: the kept blocks' float16 values plus their int32 indices/);
+    // One epoch is "1 epoch" (the header said "1 epochs").
+    expect(result.stdout).toMatch(/: 64 training and 64 test digits, 1 epoch, batch /);
     // Whole blocks move 0.5 of fc2's single block to 1: said before the run.
     expect(result.stderr).toMatch(/note: --density 0.5 keeps 1 block of fc2 \(32x32 in 1 block of 32x32\): fc2 runs at density 1\n/);
   });

@@ -7,6 +7,7 @@ import { parseArgs } from "node:util";
 import { BackendError, getBackendInstance, importBackendModules, listBackends, setBackend } from "@blocksparse/core";
 import { Presets, SingleBar } from "cli-progress";
 import { checkDensitiesKeepABlock, decimal, rejectRepeated, rejectRepeatedValues, seedFlag, withFlagHelp } from "../../shared/flags";
+import { plural } from "../../shared/text";
 import { buildCorpus, mobyDickText } from "./data";
 import { CharTransformer, FEED_FORWARD_PATTERN, feedForwardPatcher } from "./model";
 import { formatTable } from "./report";
@@ -230,8 +231,8 @@ async function main(): Promise<void> {
   const backend = getBackendInstance().name;
   checkDensities(options, corpus.vocabulary.size);
   console.log(
-    `Character transformer on Moby Dick on '${backend}' in ${computeDtype(options.dtype)}: ${options.layers} blocks, dModel ${options.dModel}, ${options.nHeads} heads, ` +
-      `context ${options.context}, batch ${options.batchSize}, ${options.steps} steps per model, Adam lr ${options.learningRate}.`,
+    `Character transformer on Moby Dick on '${backend}' in ${computeDtype(options.dtype)}: ${plural(options.layers, "block")}, dModel ${options.dModel}, ${plural(options.nHeads, "head")}, ` +
+      `context ${options.context}, batch ${options.batchSize}, ${plural(options.steps, "step")} per model, Adam lr ${options.learningRate}.`,
   );
   console.log(
     `Block-sparse models: the layers matching ${FEED_FORWARD_PATTERN} in ${options.blockShape.join("x")} blocks, patched from the ` +
@@ -240,7 +241,7 @@ async function main(): Promise<void> {
   const report = trainTransformer(options, progressHooks());
   console.log(`\n${formatTable(report)}`);
   for (const model of report.models) console.log(`\n${model.name} writes:\n  ${JSON.stringify(model.sample)}`);
-  if (options.steps < 1000) console.log(`\n(${options.steps} steps is a smoke run; on a GPU try --steps 3000 --d-model 256 --layers 4 --context 128.)`);
+  if (options.steps < 1000) console.log(`\n(${plural(options.steps, "step")} is a smoke run; on a GPU try --steps 3000 --d-model 256 --layers 4 --context 128.)`);
 }
 
 main().catch((error: unknown) => {
