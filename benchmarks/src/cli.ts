@@ -9,7 +9,7 @@ import { describeMachine, gitState, packageVersions, repoRoot } from "./machine"
 import type { TimingPlan } from "./measure";
 import { Progress } from "./progress";
 import type { BenchRecord, FailureRecord, RunRecord } from "./record";
-import { writeIndex, writeRun } from "./report";
+import { plural, writeIndex, writeRun } from "./report";
 import { type CliSpec, describeFailure, FlagError, flagItems, outputDirectory, parseFlags, usageText } from "./flags";
 import { startBackend } from "./start_backend";
 import { formatSuite } from "./suites/format";
@@ -93,7 +93,7 @@ async function main(): Promise<void> {
   const results: BenchRecord[] = [];
   const failures: FailureRecord[] = [];
   const startedAt = performance.now();
-  process.stderr.write(`${machine.name}: ${total} benchmarks on ${getBackend()} (${quick ? "quick" : "default"} mode, ${dtypes.join(", ")})\n`);
+  process.stderr.write(`${machine.name}: ${plural(total, "benchmark")} on ${getBackend()} (${quick ? "quick" : "default"} mode, ${dtypes.join(", ")})\n`);
   const { commit, dirty } = gitState();
   const machineDir = join(outDir, machine.name);
   // Written after every group, so that a run cut short still leaves its figures.

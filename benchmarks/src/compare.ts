@@ -16,6 +16,7 @@ import { describeMachine, gitState } from "./machine";
 import { type TimingPlan, measure } from "./measure";
 import { Progress } from "./progress";
 import type { GpuInfo } from "./record";
+import { plural } from "./report";
 import { bsrLinearRows, bsrMatmulRows, pickRows, rowsTimesTransposed, sampledMatmulBlocks } from "./reference";
 import { type BenchDType, TOLERANCE, compareToReference, spreadIndices } from "./validate";
 import { parseCompareFlags } from "./compare_flags";
@@ -165,7 +166,7 @@ async function main(): Promise<void> {
     x.dispose();
     dy.dispose();
   }
-  progress.finish(`${cases.length} cases written`);
+  progress.finish(`${plural(cases.length, "case")} written`);
 }
 
 main().catch((error: unknown) => {

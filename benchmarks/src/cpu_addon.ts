@@ -10,6 +10,7 @@ import { BsrPattern, setBackend } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
 import { parseCpuAddonFlags } from "./cpu_addon_flags";
 import { describeFailure } from "./flags";
+import { plural } from "./report";
 
 const [args, repeats, threads] = (() => {
   try {
@@ -63,7 +64,7 @@ function report(what: string, flop: number, { ms, cpuMs }: Timing): void {
 
 const wanted = (what: string) => !args.only || what.includes(args.only);
 const build = cpuBackend().build;
-console.log(`micro-kernel ${build.isa} (${build.tileRows}x${build.tileCols}), ${build.threads} threads, best of ${repeats}`);
+console.log(`micro-kernel ${build.isa} (${build.tileRows}x${build.tileCols}), ${plural(build.threads, "thread")}, best of ${repeats}`);
 for (const [M, K, N] of [
   [256, 1024, 1024],
   [2048, 1024, 4096],

@@ -22,6 +22,7 @@ import { COMPARISON_HEAD, vsOurDense } from "./cpu_compare_table";
 import { parseCpuCompareFlags } from "./cpu_compare_flags";
 import { describeFailure, FlagError, outputDirectory } from "./flags";
 import { ValidationError } from "./measure";
+import { plural } from "./report";
 import { compareMaxRelative } from "./validate";
 
 /** A bad flag's message alone, exit 1: checked at the top level, before minutes of timing, with no caller to catch it. */
@@ -286,10 +287,10 @@ function main(): void {
   const ms = (value: number) => value.toFixed(3);
   const versions = pythonRounds[0];
   const lines = [
-    `# The native cpu backend against NumPy and SciPy (${machine.cpuModel}, ${machine.cpuCores} cores)`,
+    `# The native cpu backend against NumPy and SciPy (${machine.cpuModel}, ${plural(machine.cpuCores, "core")})`,
     "",
-    `${record.date}, commit ${commit.slice(0, 12)}${dirty ? " (dirty)" : ""}; micro-kernel ${build.isa} (${build.tileRows}x${build.tileCols}), ${build.threads} threads; float32.`,
-    `${rounds} rounds, each ours then NumPy's, best of ${repeats} calls per figure per round (\`pnpm -F @blocksparse/benchmarks exec tsx src/cpu_compare.ts --rounds ${rounds} --repeats ${repeats}\`); the machine is shared, so a figure is the best of its rounds, and each round's best is listed beside it.`,
+    `${record.date}, commit ${commit.slice(0, 12)}${dirty ? " (dirty)" : ""}; micro-kernel ${build.isa} (${build.tileRows}x${build.tileCols}), ${plural(build.threads, "thread")}; float32.`,
+    `${plural(rounds, "round")}, each ours then NumPy's, best of ${plural(repeats, "call")} per figure per round (\`pnpm -F @blocksparse/benchmarks exec tsx src/cpu_compare.ts --rounds ${rounds} --repeats ${repeats}\`); the machine is shared, so a figure is the best of its rounds, and each round's best is listed beside it.`,
     "Times are the product alone (the cpu backend is synchronous, so its output is complete when the op returns), like NumPy's `x @ w`; reading a result back is measured apart, below.",
     `GFLOP/s count the non-zero work (2·M·nnz·R·C for the block-sparse products). "vs our dense" is our dense product's time over this one's (same shape, same cache condition). "ours ÷ theirs" is best against best, then round by round (the same minute). "vs js" is max |ours − js| / max |js| on the same inputs.`,
     skipped && !versions ? `NumPy/SciPy skipped: ${skipped}.` : `NumPy ${versions?.numpy} (${versions?.blas}), SciPy ${versions?.scipy}, OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset; SciPy's BSR product in the first round only.`,

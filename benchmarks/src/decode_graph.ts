@@ -21,6 +21,7 @@ import { add, captureGraph, cast, type FloatDType, getBackendInstance, randn, ty
 import { BlockSparseLinear, forwardLinearActivation, GELU, LayerNorm, Linear, Module } from "@blocksparse/nn";
 import { BACKEND_FLAG, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, outputDirectory, parseFlags, positiveInteger, positiveIntegers as numbers } from "./flags";
 import { describeMachine, gitState, repoRoot } from "./machine";
+import { plural } from "./report";
 import { startBackend } from "./start_backend";
 import { ValidationError } from "./measure";
 import { timeUs } from "./timing";
@@ -144,8 +145,8 @@ async function main(): Promise<void> {
   const machine = describeMachine(started.gpu).name;
   const what =
     model === "linear"
-      ? `${layerCount} layers of ${width} x ${width}`
-      : `${layerCount} feed-forward blocks (LayerNorm, ${width} -> ${hidden}, GELU, ${hidden} -> ${width}, residual)`;
+      ? `${plural(layerCount, "layer")} of ${width} x ${width}`
+      : `${plural(layerCount, "feed-forward block")} (LayerNorm, ${width} -> ${hidden}, GELU, ${hidden} -> ${width}, residual)`;
   const unit = model === "linear" ? "layer" : "block";
   const torchRows = values.torch
     ? runTorch({ model, width, hidden, layers: layerCount, tokens: tokenCounts, dtype, iterations })

@@ -9,6 +9,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { lineChart, type ReferenceLine, type Series } from "./chart";
 import { describeFailure, FlagError, outputDirectory, parseFlags } from "./flags";
+import { plural } from "./report";
 
 /** The fields of an ffn.ts row the charts read. */
 export interface StepRow {
@@ -66,7 +67,7 @@ export function stepCharts(rows: readonly StepRow[], label = ""): StepChart[] {
     // vsTorchDense = PyTorch's step / ours, so PyTorch's speed relative to our dense step is its inverse.
     if (dense.vsTorchDense !== undefined && dense.vsTorchDense > 0) references.push({ name: "PyTorch dense step", y: 1 / dense.vsTorchDense });
     const what = label === "" ? "" : `, ${label}`;
-    const title = `${dense.model} ${dense.dModel}<->${dense.hidden}, ${dense.tokens} tokens${dense.dtype ? `, ${dense.dtype}` : ""}${what}: speed-up over dense`;
+    const title = `${dense.model} ${dense.dModel}<->${dense.hidden}, ${plural(dense.tokens, "token")}${dense.dtype ? `, ${dense.dtype}` : ""}${what}: speed-up over dense`;
     const file = `${key}${label === "" ? "" : `-${label.replace(/[^A-Za-z0-9]+/g, "-")}`}-speedup.svg`;
     charts.push({ file, title, svg: lineChart({ title, xLabel: "density", yLabel: "dense step time / this step", series, references }) });
   }

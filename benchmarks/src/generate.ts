@@ -20,6 +20,7 @@ import { BlockSparseModelPatcher } from "@blocksparse/patcher";
 import { describeFailure } from "./flags";
 import { type Mode, MODES, parseGenerateFlags, SIZES } from "./generate_flags";
 import { describeMachine, gitState, repoRoot } from "./machine";
+import { plural } from "./report";
 import { startBackend } from "./start_backend";
 import { summarize } from "./stats";
 
@@ -100,7 +101,7 @@ async function main(): Promise<void> {
   const lines = [
     `# GPT-2 generation, ms per token (${dtype}, greedy)`,
     "",
-    `Machine: ${machine}. Commit ${gitState().commit}. Randomly initialised GPT-2 of Hugging Face's sizes, a prompt of ${prompt} tokens per sequence, ${fresh} new ones; ms per token = (time of ${fresh} new tokens - time of 1) / ${fresh - 1}, the median of ${repeats}. Block-sparse rows: the feed-forward layers (c_fc, c_proj) patched to 32x32 blocks at the density.`,
+    `Machine: ${machine}. Commit ${gitState().commit}. Randomly initialised GPT-2 of Hugging Face's sizes, a prompt of ${plural(prompt, "token")} per sequence, ${fresh} new ones; ms per token = (time of ${fresh} new tokens - time of 1) / ${fresh - 1}, the median of ${repeats}. Block-sparse rows: the feed-forward layers (c_fc, c_proj) patched to 32x32 blocks at the density.`,
     "",
     `| size | batch | layers | eager | static cache | captured (graph: true) | eager / captured |${values.torch ? " HF generate | HF generate, static cache | PyTorch captured step |" : ""}`,
     `| --- | --- | --- | --- | --- | --- | --- |${values.torch ? " --- | --- | --- |" : ""}`,

@@ -6,6 +6,8 @@
  * step for up to 24 tensors).
  */
 
+import { plural } from "./report";
+
 export interface StepGroup {
   group: string;
   launchesPerStep: number;
@@ -75,7 +77,7 @@ export function stepTable(text: string, steps?: number): StepTable {
 /** The table as markdown. */
 export function stepTableMarkdown(table: StepTable): string {
   const lines = [
-    `Device time per step over ${table.steps} steps (${table.usPerStep.toFixed(1)} us per step):`,
+    `Device time per step over ${plural(table.steps, "step")} (${table.usPerStep.toFixed(1)} us per step):`,
     "",
     "| kernels | launches per step | us per step | share |",
     "| --- | --- | --- | --- |",

@@ -9,6 +9,11 @@ export interface RenderedReport {
   charts: Map<string, string>;
 }
 
+/** `count` and its noun, singular for one: "1 core", "2 cores" (`pluralNoun` for a noun not made with an s). */
+export function plural(count: number, noun: string, pluralNoun = `${noun}s`): string {
+  return `${count} ${count === 1 ? noun : pluralNoun}`;
+}
+
 function ms(value: number): string {
   if (!Number.isFinite(value)) return "–";
   if (value >= 100) return value.toFixed(0);
@@ -171,7 +176,7 @@ export function renderReport(run: RunRecord): RenderedReport {
   const lines: string[] = [
     `# Benchmarks: ${run.backend} backend on ${m.gpu ? m.gpu.name : m.cpuModel}`,
     "",
-    `- Machine: ${m.cpuModel}, ${m.cpuCores} cores, ${(m.memoryBytes / 2 ** 30).toFixed(0)} GiB, ${m.platform}/${m.arch}, Node ${m.node}${m.gpu ? `; GPU ${m.gpu.name}${m.gpu.computeCapability ? ` (sm ${m.gpu.computeCapability})` : ""}` : ""}`,
+    `- Machine: ${m.cpuModel}, ${plural(m.cpuCores, "core")}, ${(m.memoryBytes / 2 ** 30).toFixed(0)} GiB, ${m.platform}/${m.arch}, Node ${m.node}${m.gpu ? `; GPU ${m.gpu.name}${m.gpu.computeCapability ? ` (sm ${m.gpu.computeCapability})` : ""}` : ""}`,
     `- Commit ${run.commit.slice(0, 12)}${run.dirty ? " (with uncommitted changes)" : ""}, ${run.date}, ${run.mode} mode, ${run.durationSeconds.toFixed(0)} s`,
     `- Versions: ${Object.entries(run.versions)
       .map(([name, version]) => `${name} ${version}`)

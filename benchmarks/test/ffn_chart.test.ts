@@ -43,6 +43,11 @@ describe("stepCharts", () => {
     expect(charts[1].svg).not.toContain("PyTorch dense step");
   });
 
+  it("says one token in the title of a decode step's chart, not '1 tokens'", () => {
+    const [chart] = stepCharts([row(1, 0, 1, 0.02), row(1, 32, 0.25, 0.01)]);
+    expect(chart.title).toBe("ffn 1024<->4096, 1 token, bfloat16: speed-up over dense");
+  });
+
   it("draws one line per block shape: a rectangle apart from the square of its rows", () => {
     const shapes = [row(8192, 0, 1, 0.7), row(8192, 32, 0.25, 0.7), { ...row(8192, 32, 0.25, 0.5), blockCols: 64 }, { ...row(8192, 32, 0.1, 0.4), blockCols: 64 }];
     const [chart] = stepCharts(shapes);
