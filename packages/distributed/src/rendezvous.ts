@@ -1,6 +1,6 @@
 import { optionsArg, ValueError } from "@blocksparse/core";
 import { checkDistributedEnv, type DistributedEnv, defaultJobId } from "./env";
-import { DistributedEnvError, StoreError, StoreTimeoutError } from "./errors";
+import { DistributedEnvError, DistributedError, StoreError, StoreTimeoutError } from "./errors";
 import { type StoreTimeout, TcpStore, TcpStoreServer } from "./store";
 
 /** Default time a rank waits for its peers in a rendezvous or a collective: 5 minutes. */
@@ -8,6 +8,23 @@ export const DEFAULT_TIMEOUT_MS = 300_000;
 
 /** The ranks this process holds, as `<job id> <store address> <rank>`: from the start of their join until they close. */
 const HELD_HERE = new Set<string>();
+
+/** Ranks (as in HELD_HERE) whose failed join here could not give the rank back to the store: a retry finds it taken. */
+const NOT_GIVEN_BACK = new Set<string>();
+
+/** Added to an attempt's count by a rank that gives the attempt up: no count can reach WORLD_SIZE after it. */
+const GIVEN_UP = -(2 ** 40);
+
+/** How long a failed join may take to give back what it took from the store (its own timeout has passed by then). */
+const GIVE_BACK_MS = 5000;
+
+/** What settles an attempt at forming the group (JSON under its `rendezvous/outcome` key). */
+type Outcome = { formed: true } | { formed: false; rank: number; reason: string; error: string };
+
+/** The keys of attempt `attempt` of a formation whose keys start with `keyPrefix`: the first attempt's are the formation's own. */
+function attemptPrefix(keyPrefix: string, attempt: number): string {
+  return attempt === 0 ? keyPrefix : `${keyPrefix}attempt${attempt}/`;
+}
 
 /**
  * One rank's place in the job: its connection to the store (and the store itself on the rank
@@ -27,6 +44,8 @@ export class Rendezvous {
     private readonly keyPrefix: string,
     /** This rank's entry in HELD_HERE, given back on close. */
     private readonly heldHere: string,
+    /** The attempt of this formation that formed the group (the ones before were given up by a rank whose join failed). */
+    private readonly attempt = 0,
   ) {}
 
   /**
@@ -37,6 +56,12 @@ export class Rendezvous {
    * StoreTimeoutError naming what was being waited for. From then on the store knows this
    * connection as this rank's: if it closes before `shutdown`, every rank's waits fail at once
    * with a RankFailedError naming this rank.
+   *
+   * The group forms on every rank or on none: a join that fails gives the attempt up (a peer that
+   * had every rank's world size then waits for the next attempt instead of taking the group for
+   * formed) and gives back what it took (its rank, its join count, its world size, its place in the
+   * store), so that it may be called again, in this process or a restarted one, and meet the peers
+   * still waiting or joining again.
    */
   static async join(env: DistributedEnv, options: { timeoutMs?: number } = {}): Promise<Rendezvous> {
     options = optionsArg("Rendezvous.join", options, ["timeoutMs"]);
@@ -66,41 +91,153 @@ export class Rendezvous {
       await server?.close();
       throw error;
     }
-    let rendezvous = new Rendezvous(store, env.rank, env.worldSize, timeoutMs, server, !env.launcherStore, "", heldHere);
+    // What this join took from the store so far: given back if it fails.
+    const taken = { rank: false, joinCount: false, member: false };
     try {
       // Counts the processes holding this rank now: destroy gives the rank back, so that it may join again.
       if ((await store.add(`rendezvous/rank/${env.rank}`, 1, { timeoutMs: wait })) > 1) {
         // Given back at once: the process that holds the rank may still destroy its group and join again.
         await store.add(`rendezvous/rank/${env.rank}`, -1, { timeoutMs: wait }).catch(() => {});
+        if (NOT_GIVEN_BACK.has(heldHere)) {
+          throw new DistributedEnvError(
+            `RANK=${env.rank}: an earlier join of this rank in this process failed and could not give the rank back to the store (the store did not answer), so the store still counts it as held: a join that failed so cannot be retried in this process; restart the process (or the job)`,
+          );
+        }
         throw new DistributedEnvError(`RANK=${env.rank} is used by two processes of this job: each process needs its own RANK in [0, ${env.worldSize - 1}]`);
       }
+      taken.rank = true;
+      NOT_GIVEN_BACK.delete(heldHere);
       // A rank that joins again after destroy (as torch allows) uses fresh keys: values a failed collective left behind are not read.
       const joins = await store.add(`rendezvous/joins/${env.rank}`, 1, { timeoutMs: wait });
-      if (joins > 1) rendezvous = new Rendezvous(store, env.rank, env.worldSize, timeoutMs, server, !env.launcherStore, `join${joins}/`, heldHere);
+      taken.joinCount = true;
+      const keyPrefix = joins > 1 ? `join${joins}/` : "";
       // After the check above: a second process given the same RANK must not make the store take the first for gone.
       await store.join(env.rank, { timeoutMs: wait });
-      let sizes: Map<number, Uint8Array>;
-      try {
-        sizes = await rendezvous.exchange("rendezvous/world", new TextEncoder().encode(String(env.worldSize)), wait);
-      } catch (error) {
-        if (!(error instanceof StoreTimeoutError)) throw error;
-        // Said as what it is: "store get 'rendezvous/world/2': no rank set it" did not say that rank 2 never joined.
-        throw new StoreTimeoutError(
-          `Rendezvous.join: rank ${env.rank} of WORLD_SIZE=${env.worldSize} waited ${timeoutMs / 1000} s for the other ranks to join: ${error.message}; is every rank started, with the same MASTER_ADDR, MASTER_PORT, WORLD_SIZE and BLOCKSPARSE_JOB_ID?`,
-          { cause: error },
-        );
-      }
-      for (const [peer, bytes] of sizes) {
-        const theirs = new TextDecoder().decode(bytes);
-        if (theirs !== String(env.worldSize)) {
-          throw new DistributedEnvError(`rank ${peer} has WORLD_SIZE=${theirs} but rank ${env.rank} has WORLD_SIZE=${env.worldSize}: every rank must be started with the same WORLD_SIZE`);
-        }
+      taken.member = true;
+      // Why the attempts this rank was in were given up by a peer: said if this rank's own timeout then passes.
+      const givenUp: string[] = [];
+      for (;;) {
+        const attempt = await store.add(`${keyPrefix}rendezvous/attempt`, 0, { timeoutMs: wait });
+        const probe = new Rendezvous(store, env.rank, env.worldSize, timeoutMs, server, !env.launcherStore, attemptPrefix(keyPrefix, attempt), heldHere, attempt);
+        const outcome = await probe.#attempt(keyPrefix, wait, givenUp);
+        if (outcome.formed) return new Rendezvous(store, env.rank, env.worldSize, timeoutMs, server, !env.launcherStore, keyPrefix, heldHere, attempt);
+        // A peer's join failed: this rank's own timeout still runs, and the peer (or the rank that replaces it) may join again.
+        givenUp.push(`rank ${outcome.rank}'s join failed meanwhile (${outcome.reason})`);
       }
     } catch (error) {
-      await rendezvous.close();
+      // Given back as one batch within one short wait: this rank's own timeout may have passed.
+      const grace = Math.min(timeoutMs, GIVE_BACK_MS);
+      const giveBack: StoreTimeout = { timeoutMs: grace, deadline: Date.now() + grace };
+      const returned = await Promise.allSettled([
+        taken.joinCount ? store.add(`rendezvous/joins/${env.rank}`, -1, { timeoutMs: giveBack }) : null,
+        taken.rank ? store.add(`rendezvous/rank/${env.rank}`, -1, { timeoutMs: giveBack }) : null,
+        // Left, not gone: the store does not fail the peers' waits for a rank that may join again.
+        taken.member ? store.leave({ timeoutMs: giveBack }) : null,
+      ]);
+      if (taken.rank && returned.some((result) => result.status === "rejected")) NOT_GIVEN_BACK.add(heldHere);
+      HELD_HERE.delete(heldHere);
+      store.close();
+      await server?.close();
       throw error;
     }
-    return rendezvous;
+  }
+
+  /**
+   * One attempt at forming the group, under keys of its own: each rank publishes its world size, reads the others',
+   * then counts itself in; the rank whose count completes WORLD_SIZE says the group formed. A rank that fails first
+   * (its timeout passes) gives the attempt up: its count makes WORLD_SIZE unreachable (the store adds atomically, so
+   * either the group formed for every rank or for none), and it says so to the ranks still in the attempt, which
+   * then move on to the next one. Resolves with how the attempt ended.
+   */
+  async #attempt(formationPrefix: string, wait: StoreTimeout, givenUp: readonly string[]): Promise<Outcome> {
+    const worldKey = "rendezvous/world";
+    const countKey = `${this.keyPrefix}rendezvous/count`;
+    const outcomeKey = `${this.keyPrefix}rendezvous/outcome`;
+    const others = this.others();
+    // Gets of a given-up attempt's keys are given up here too: no one else reads them.
+    const controller = new AbortController();
+    // Asked before anything is published: its answer comes once, when the group forms or a rank gives the attempt up.
+    const outcome = this.store.get(outcomeKey, wait, { signal: controller.signal }).then(
+      (bytes) => ({ outcome: JSON.parse(new TextDecoder().decode(bytes)) as Outcome }),
+      (error: unknown) => ({ error }),
+    );
+    let counted = false;
+    try {
+      await this.publish(worldKey, new TextEncoder().encode(String(this.worldSize)), others.length, wait);
+      const collecting = this.collect(worldKey, others, wait, controller.signal);
+      collecting.catch(() => {});
+      // Only a given-up attempt's outcome can come before this rank counts itself in; a failed get of it is the collect's to tell.
+      const givenUpFirst = outcome.then((settled) => ("outcome" in settled ? settled : new Promise<never>(() => {})));
+      const first = await Promise.race([collecting.then((sizes) => ({ sizes })), givenUpFirst]);
+      if ("outcome" in first) {
+        await this.#leaveAttempt();
+        return this.#peerOutcome(first.outcome);
+      }
+      for (const [peer, bytes] of first.sizes) {
+        const theirs = new TextDecoder().decode(bytes);
+        if (theirs !== String(this.worldSize)) {
+          throw new DistributedEnvError(`rank ${peer} has WORLD_SIZE=${theirs} but rank ${this.rank} has WORLD_SIZE=${this.worldSize}: every rank must be started with the same WORLD_SIZE`);
+        }
+      }
+      counted = true;
+      if ((await this.store.add(countKey, 1, { timeoutMs: wait })) === this.worldSize) {
+        // Read once by every rank of the attempt (each asked for it first), then gone.
+        await this.store.set(outcomeKey, new TextEncoder().encode(JSON.stringify({ formed: true })), { reads: this.worldSize, timeoutMs: wait });
+      }
+      const settled = await outcome;
+      if ("error" in settled) throw settled.error;
+      if (settled.outcome.formed) return settled.outcome;
+      await this.#leaveAttempt();
+      return this.#peerOutcome(settled.outcome);
+    } catch (error) {
+      controller.abort();
+      const grace = Math.min(this.timeoutMs, GIVE_BACK_MS);
+      const giveBack: StoreTimeout = { timeoutMs: grace, deadline: Date.now() + grace };
+      let before: number | null = null;
+      try {
+        before = (await this.store.add(countKey, GIVEN_UP, { timeoutMs: giveBack })) - GIVEN_UP;
+        // Every rank had counted itself in, this one too, before its wait for the word ran out: the group formed.
+        if (before === this.worldSize) return { formed: true };
+        if (before >= 0) {
+          // The first to give the attempt up: the next attempt is opened before the ranks still in this one hear of it.
+          const reason = error instanceof StoreTimeoutError ? `it timed out after ${this.timeoutMs / 1000} s` : error instanceof Error ? error.message : String(error);
+          const said: Outcome = { formed: false, rank: this.rank, reason, error: error instanceof Error ? error.name : "Error" };
+          await this.store.add(`${formationPrefix}rendezvous/attempt`, 1, { timeoutMs: giveBack });
+          await this.store.set(outcomeKey, new TextEncoder().encode(JSON.stringify(said)), { timeoutMs: giveBack });
+        }
+        await this.#leaveAttempt(giveBack);
+      } catch {
+        // The store did not take it back (gone, or not answering): the join's own error says what failed.
+      }
+      // A count below 0: a peer gave the attempt up first, and its word had not come yet.
+      throw this.#explainJoinFailure(error, counted && before !== null && before >= 0 ? before : null, givenUp);
+    } finally {
+      controller.abort();
+    }
+  }
+
+  /** Deletes this rank's world size of an attempt given up (read by no one now: a peer that joins later would take it for this rank's). */
+  async #leaveAttempt(wait: StoreTimeout = this.wait()): Promise<void> {
+    await this.store.deleteKey(`${this.keyPrefix}rendezvous/world/${this.rank}`, { timeoutMs: wait }).catch(() => {});
+  }
+
+  /** A peer gave the attempt up: this rank moves on after a timeout, or fails with the peer's error after another failure. */
+  #peerOutcome(outcome: Outcome): Outcome {
+    if (outcome.formed || outcome.error === "StoreTimeoutError") return outcome;
+    const message = `Rendezvous.join: rank ${outcome.rank}'s join failed: ${outcome.reason}`;
+    throw outcome.error === "DistributedEnvError" ? new DistributedEnvError(message) : new DistributedError(message);
+  }
+
+  /** A join's failure as its caller reads it: a timeout says which ranks did not join, and what the peers' joins did meanwhile. */
+  #explainJoinFailure(error: unknown, counted: number | null, givenUp: readonly string[]): unknown {
+    if (!(error instanceof StoreTimeoutError)) return error;
+    const meanwhile = givenUp.length === 0 ? "" : `; ${givenUp.join("; ")}, and it did not join again`;
+    // Said as what it is: "store get 'rendezvous/world/2': no rank set it" did not say that rank 2 never joined.
+    const what = counted === null ? error.message : `every rank had published its world size, but only ${counted} of ${this.worldSize} had counted themselves in (${error.message})`;
+    return new StoreTimeoutError(
+      `Rendezvous.join: rank ${this.rank} of WORLD_SIZE=${this.worldSize} waited ${this.timeoutMs / 1000} s for the other ranks to join: ${what}${meanwhile}; is every rank started, with the same MASTER_ADDR, MASTER_PORT, WORLD_SIZE and BLOCKSPARSE_JOB_ID?`,
+      { cause: error },
+    );
   }
 
   /** The timeout of one exchange, starting now: steps given it share one deadline. */
@@ -115,11 +252,11 @@ export class Rendezvous {
 
   /**
    * What each of `ranks` published under `key`, waiting up to the timeout for all of them. Past it, a StoreTimeoutError
-   * naming every rank still waited for (the first missing key alone named one of them).
+   * naming every rank still waited for (the first missing key alone named one of them). `signal` gives the wait up.
    */
-  async collect(key: string, ranks: readonly number[], wait: StoreTimeout = this.wait()): Promise<Map<number, Uint8Array>> {
+  async collect(key: string, ranks: readonly number[], wait: StoreTimeout = this.wait(), signal?: AbortSignal): Promise<Map<number, Uint8Array>> {
     // Settled together: the gets share one deadline, and a rank found gone fails every one of them at once.
-    const settled = await Promise.allSettled(ranks.map((peer) => this.store.get(`${this.keyPrefix}${key}/${peer}`, wait)));
+    const settled = await Promise.allSettled(ranks.map((peer) => this.store.get(`${this.keyPrefix}${key}/${peer}`, wait, { signal })));
     const failed = ranks.flatMap((peer, i) => {
       const result = settled[i];
       return result.status === "rejected" ? [{ peer, error: result.reason as unknown }] : [];
@@ -159,6 +296,8 @@ export class Rendezvous {
       await this.exchange("shutdown/arrived", new Uint8Array(0), wait);
       // Every rank has passed its publishes: what only a peer still in a collective could have read is dropped.
       for (const key of ownKeys) await this.store.deleteKey(`${this.keyPrefix}${key}/${this.rank}`, { timeoutMs: wait });
+      // Every rank is past its join: the formation's shared keys (its attempts' counts, those given up's outcomes) go.
+      if (this.rank === 0) await Promise.all(this.#formationKeys().map((key) => this.store.deleteKey(key, { timeoutMs: wait })));
       // The rank is free again: a later join with it in this job (a store the launcher hosts outlives the group) is not a duplicate.
       await this.store.add(`rendezvous/rank/${this.rank}`, -1, { timeoutMs: wait });
       // Before "left": once the others said they left, the rank hosting the store may close it.
@@ -169,6 +308,17 @@ export class Rendezvous {
     } finally {
       await this.close();
     }
+  }
+
+  /** The keys every rank of this formation shared while joining: the attempt number, and each attempt's count and outcome. */
+  #formationKeys(): string[] {
+    const keys = [`${this.keyPrefix}rendezvous/attempt`];
+    for (let attempt = 0; attempt <= this.attempt; attempt++) {
+      keys.push(`${attemptPrefix(this.keyPrefix, attempt)}rendezvous/count`);
+      // The formed attempt's outcome went with its last read.
+      if (attempt < this.attempt) keys.push(`${attemptPrefix(this.keyPrefix, attempt)}rendezvous/outcome`);
+    }
+    return keys;
   }
 
   /** Closes at once (no handshake): for a failed start. The store takes this rank for gone once it joined. */

@@ -460,12 +460,16 @@ export class TcpStore {
 
   /**
    * The value under `key`, waiting until some rank sets it; a StoreTimeoutError after `timeoutMs`
-   * (default: wait forever), a RankFailedError at once when a rank that joined is gone.
+   * (default: wait forever), a RankFailedError at once when a rank that joined is gone. `signal`
+   * gives the wait up on this side (a StoreError at once); the store still counts the get among a
+   * later set's readers, so give up only gets of keys no one else reads.
    */
-  async get(key: string, timeoutMs?: StoreTimeout): Promise<Uint8Array> {
+  async get(key: string, timeoutMs?: StoreTimeout, options: { signal?: AbortSignal } = {}): Promise<Uint8Array> {
     checkKey("get", key);
     checkTimeout("get", timeoutMs);
-    return (await this.#request({ op: "get", key }, undefined, `get '${key}'`, timeoutMs, "no rank set it")).payload;
+    options = optionsArg("TcpStore.get", options, ["signal"]);
+    if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new ValueError(`TcpStore.get: signal must be an AbortSignal, got ${String(options.signal)}`);
+    return (await this.#request({ op: "get", key }, undefined, `get '${key}'`, timeoutMs, "no rank set it", false, options.signal)).payload;
   }
 
   /** Adds `delta` to the counter `key` (starting from 0) and returns the new value; with `timeoutMs`, a StoreTimeoutError when the store does not answer in time. */
@@ -554,20 +558,32 @@ export class TcpStore {
     this.#socket.destroy();
   }
 
-  #request(header: Record<string, unknown>, payload: Uint8Array | undefined, what: string, timeout: StoreTimeout | undefined, late: string, raw = false): Promise<Frame> {
+  #request(header: Record<string, unknown>, payload: Uint8Array | undefined, what: string, timeout: StoreTimeout | undefined, late: string, raw = false, signal?: AbortSignal): Promise<Frame> {
     if (this.#closedReason !== null) return Promise.reject(this.#closedError(what));
+    if (signal?.aborted) return Promise.reject(new StoreError(`store ${what}: given up before it was sent`));
     const id = this.#nextId++;
     // Encoded before anything is registered or sent: a frame too large fails here, leaving the connection as it was.
     const frame = encodeFrame({ ...header, id }, payload);
     const limit = timeout === undefined ? undefined : resolveTimeout(timeout);
-    return new Promise((resolve, reject) => {
-      const expire = () => {
+    return new Promise<Frame>((resolve, reject) => {
+      // Ends the wait on this side: the answer, if one comes, is dropped as one whose request timed out.
+      const giveUp = (error: Error) => {
+        const pending = this.#pending.get(id);
+        if (pending === undefined) return;
         this.#pending.delete(id);
+        clearTimeout(pending.timer);
         if (this.#pending.size === 0) this.#socket.unref();
-        reject(new StoreTimeoutError(`store ${what}: ${late} within ${(limit as { timeoutMs: number }).timeoutMs / 1000} s`));
+        pending.reject(error);
       };
+      const expire = () => giveUp(new StoreTimeoutError(`store ${what}: ${late} within ${(limit as { timeoutMs: number }).timeoutMs / 1000} s`));
       const timer = limit === undefined ? undefined : setTimeout(expire, Math.min(Math.max(limit.deadline - Date.now(), 0), MAX_TIMER_MS));
-      this.#pending.set(id, { resolve, reject, timer, what, raw });
+      const onAbort = () => giveUp(new StoreError(`store ${what}: given up`));
+      const settle = <T>(done: (value: T) => void) => (value: T) => {
+        signal?.removeEventListener("abort", onAbort);
+        done(value);
+      };
+      this.#pending.set(id, { resolve: settle(resolve), reject: settle(reject), timer, what, raw });
+      signal?.addEventListener("abort", onAbort, { once: true });
       this.#socket.ref();
       if (!this.#socket.destroyed) for (const part of frame) this.#socket.write(part);
     });
