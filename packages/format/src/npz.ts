@@ -67,6 +67,18 @@ interface NpyHeaderValue {
   text: string;
 }
 
+/**
+ * Python's whitespace between tokens: JavaScript's \s also takes U+00A0, U+FEFF and other spaces, which Python
+ * (and so np.load) refuses as "invalid non-printable character".
+ */
+const PYTHON_SPACE = /[ \t\n\r\f]/;
+
+/**
+ * A Python int literal as `ast.literal_eval` reads one (`12`, `0x1f`, `0o7`, `0b1`, `1_000`, one sign), and
+ * after it Python 2's long suffix (`3L`). Leading zeros (`03`) are no Python 3 literal, `00` is.
+ */
+const PYTHON_INT = /^([+-]?)[ \t\n\r\f]*(0[xX](?:_?[\da-fA-F])+|0[oO](?:_?[0-7])+|0[bB](?:_?[01])+|[1-9](?:_?\d)*|0+(?:_?0)*)([ \t\n\r\f]*L)?$/;
+
 /** The keys NumPy writes in a `.npy` header, and the only ones it reads (it refuses a header with any other). */
 const NPY_HEADER_KEYS = ["descr", "fortran_order", "shape"];
 
@@ -82,7 +94,7 @@ function npyHeaderDict(header: string, field: string): Map<string, NpyHeaderValu
   };
   let at = 0;
   const space = () => {
-    while (at < header.length && /\s/.test(header[at])) at++;
+    while (at < header.length && PYTHON_SPACE.test(header[at])) at++;
   };
   const string = (): string => {
     if (header[at] === "u") at++;
@@ -122,7 +134,7 @@ function npyHeaderDict(header: string, field: string): Map<string, NpyHeaderValu
       at++;
       value = close === ")" ? { kind: "tuple", text: header.slice(start + 1, at - 1) } : { kind: "list", text: header.slice(start, at) };
     } else {
-      while (at < header.length && !/[\s,}]/.test(header[at])) at++;
+      while (at < header.length && !PYTHON_SPACE.test(header[at]) && header[at] !== "," && header[at] !== "}") at++;
       value = { kind: "token", text: header.slice(start, at) };
     }
     if (!NPY_HEADER_KEYS.includes(key)) bad(`NumPy reads only the keys ${NPY_HEADER_KEYS.join(", ")}, not '${key}'`);
@@ -139,18 +151,33 @@ function npyHeaderDict(header: string, field: string): Map<string, NpyHeaderValu
 }
 
 /**
- * The items of a shape tuple's inside (`6,` or `2, 3`): integers (Python 2 wrote 3L) as numbers, anything else
- * kept as text for the message. A single item needs its trailing comma (`(6)` is a number, not a tuple) and no
- * item may be empty (`(6,,)`), as Python reads them.
+ * The items of a shape tuple's inside (`6,` or `2, 3`): integers as numbers, anything else kept as text for the
+ * message. A single item needs its trailing comma (`(6)` is a number, not a tuple) and no item may be empty
+ * (`(6,,)`), as Python reads them. Python 2's long literals (`3L`) are read where `python2Longs` (format versions
+ * 1.0 and 2.0, which Python 2 wrote: NumPy strips the `L` there and nowhere else); in version 3.0 one is refused,
+ * as np.load refuses it ("Cannot parse header"), quoting `header`.
  */
-function tupleItems(text: string, field: string): (number | string)[] | undefined {
-  const parts = text.split(",").map((part) => part.trim());
+function tupleItems(text: string, field: string, python2Longs: boolean, header: string): (number | string)[] | undefined {
+  const parts = text.split(",").map((part) => part.replace(/^[ \t\n\r\f]+|[ \t\n\r\f]+$/g, ""));
   if (parts.length === 1 && parts[0] === "") return [];
   if (parts.at(-1) === "") parts.pop();
   else if (parts.length === 1) return undefined;
   const empty = parts.indexOf("");
   if (empty >= 0) throw new BsrFormatError(field, `(${text}) is not a tuple (item ${empty} is empty)`, empty);
-  return parts.map((part) => (/^-?\d+L?$/.test(part) ? Number(part.replace(/L$/, "")) : part));
+  return parts.map((part, index) => {
+    const match = PYTHON_INT.exec(part);
+    if (match === null) return part;
+    const [, sign, digits, long] = match;
+    if (long !== undefined && !python2Longs) {
+      throw new BsrFormatError(
+        field,
+        `${part} is a Python 2 long literal, which NumPy reads only in .npy format versions 1.0 and 2.0 (the ones Python 2 wrote); in this version 3.0 header np.load refuses it: ${JSON.stringify(header.trim().slice(0, 120))}`,
+        index,
+      );
+    }
+    const value = Number(BigInt(digits.replaceAll("_", "")));
+    return sign === "-" && value !== 0 ? -value : value;
+  });
 }
 
 /** Parses one `.npy` file (format versions 1.0, 2.0 and 3.0). */
@@ -179,7 +206,7 @@ function readNpy(bytes: Uint8Array, field: string): NpyArray {
       // A structured dtype's descr is a list of fields, not a string: kept as text, so that the error quotes it.
       descr: descr?.kind === "string" || descr?.kind === "list" ? descr.text : undefined,
       fortranOrder: fortran?.kind === "token" && (fortran.text === "True" || fortran.text === "False") ? fortran.text === "True" : undefined,
-      shape: shapeText?.kind === "tuple" ? tupleItems(shapeText.text, `${field}.shape`) : undefined,
+      shape: shapeText?.kind === "tuple" ? tupleItems(shapeText.text, `${field}.shape`, major < 3, header) : undefined,
     },
     field,
   );

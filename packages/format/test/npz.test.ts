@@ -734,6 +734,52 @@ describe("a .npy header read as NumPy reads it (a Python dict literal)", () => {
     expect(error.message).toBe(`data.npy: unsupported .npy format version ${major}.${minor} (NumPy reads versions 1.0, 2.0 and 3.0)`);
   });
 
+  /** data.npy of the 4 x 6 fixture in format version `major`.0 with this shape text in its header. */
+  const dataWithShape = (shape: string, major: number) => {
+    const header = `{'descr': '<f8', 'fortran_order': False, 'shape': ${shape}, }\n`;
+    const prefix = major === 1 ? 10 : 12;
+    const data = bytesOf(Float64Array.from([1, 2, 7, 8, 17, 18, 23, 24]));
+    const file = new Uint8Array(prefix + header.length + data.length);
+    file.set([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, major, 0]);
+    if (major === 1) new DataView(file.buffer).setUint16(8, header.length, true);
+    else new DataView(file.buffer).setUint32(8, header.length, true);
+    file.set(strToU8(header), prefix);
+    file.set(data, prefix + header.length);
+    return archive({ "data.npy": file });
+  };
+
+  it.each([1, 2])("reads Python 2's long literals (2L) in format version %i.0, which Python 2 wrote, as np.load does", (major) => {
+    for (const shape of ["(2L, 2L, 2L)", "(2 L, 2, 2L,)"]) {
+      expect(Array.from(decodeScipyNpz(dataWithShape(shape, major)).toDense())).toEqual(SCIPY_DENSE);
+    }
+  });
+
+  it("refuses a long literal in a version 3.0 header, as np.load does (Cannot parse header), quoting the header", () => {
+    const error = thrown(() => decodeScipyNpz(dataWithShape("(2L, 2, 2)", 3))) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.field).toBe("data.npy.shape");
+    expect(error.position).toBe(0);
+    expect(error.message).toBe(
+      `data.npy.shape[0]: 2L is a Python 2 long literal, which NumPy reads only in .npy format versions 1.0 and 2.0 (the ones Python 2 wrote); in this version 3.0 header np.load refuses it: "{'descr': '<f8', 'fortran_order': False, 'shape': (2L, 2, 2), }"`,
+    );
+  });
+
+  it.each([1, 3])("reads the integers Python reads (0x2, 0b10, +2, 0o2, 0b1_0, 00) in version %i.0", (major) => {
+    expect(Array.from(decodeScipyNpz(dataWithShape("(0x2, 0b10, +2)", major)).toDense())).toEqual(SCIPY_DENSE);
+    expect(Array.from(decodeScipyNpz(dataWithShape("(0o2, 0b1_0, 2)", major)).toDense())).toEqual(SCIPY_DENSE);
+    // 00 is zero: 0 blocks, of 0 x 2, which no matrix has (the point is that it parses as a number).
+    expect(thrown(() => decodeScipyNpz(dataWithShape("(00, 2, 2)", major))).message).toMatch(/^data\.npy: .*shape \(0, 2, 2\)/);
+  });
+
+  it.each([
+    ["(02, 2, 2)", "a leading zero, no Python 3 literal"],
+    ["(2, 2l, 2)", "a lower-case long suffix, which NumPy does not strip"],
+    ["(2,\u00a02, 2)", "a no-break space, which Python does not take for a space"],
+    ["(2, 2, 2)\u00a0", "a no-break space after the tuple"],
+  ])("refuses %j (%s), as np.load does", (shape) => {
+    for (const major of [1, 3]) expect(thrown(() => decodeScipyNpz(dataWithShape(shape, major)))).toBeInstanceOf(BsrFormatError);
+  });
+
   it("reads format versions 2.0 and 3.0 (a 4-byte header length)", () => {
     const header = "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2, 2), }\n";
     const data = bytesOf(Float64Array.from([1, 2, 7, 8, 17, 18, 23, 24]));
