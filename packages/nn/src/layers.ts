@@ -294,12 +294,12 @@ export class Sequential extends Module {
   }
 
   get length(): number {
-    return this.children().length;
+    return this.childSlots().length;
   }
 
   /** The i-th module (negative counts from the end). */
   at(index: number): Module {
-    const children = this.children();
+    const children = this.childSlots().map(([, module]) => module);
     // Array's at() would truncate 1.5 to 1 and read NaN, undefined or "x" as 0.
     if (!Number.isInteger(index)) throw new ValueError(`Sequential.at: index must be an integer, got ${formatArg(index)}`);
     const module = children.at(index);
@@ -309,7 +309,7 @@ export class Sequential extends Module {
 
   forward(x: Tensor): Tensor {
     checkTensorInput(this.label, x);
-    const children = this.children();
+    const children = this.childSlots().map(([, module]) => module);
     // A scope of its own: an output made in it is freed once the next module has read it (all of them when a module
     // throws), while one a module holds (a parameter's value, a kept cache) or the input is not this forward's to free.
     return tidy(() => {
@@ -343,7 +343,7 @@ export class ModuleList extends Module {
   }
 
   get length(): number {
-    return this.children().length;
+    return this.childSlots().length;
   }
 
   /** Adds `module` at the end. */
@@ -354,7 +354,7 @@ export class ModuleList extends Module {
 
   /** The i-th module (negative counts from the end). */
   at(index: number): Module {
-    const children = this.children();
+    const children = this.childSlots().map(([, module]) => module);
     // Array's at() would truncate 1.5 to 1 and read NaN, undefined or "x" as 0.
     if (!Number.isInteger(index)) throw new ValueError(`ModuleList.at: index must be an integer, got ${formatArg(index)}`);
     const module = children.at(index);
@@ -363,7 +363,7 @@ export class ModuleList extends Module {
   }
 
   [Symbol.iterator](): Iterator<Module> {
-    return this.children()[Symbol.iterator]();
+    return this.childSlots().map(([, module]) => module)[Symbol.iterator]();
   }
 
   forward(): Tensor {
@@ -504,11 +504,11 @@ export class ModuleDict extends Module {
   }
 
   values(): Module[] {
-    return this.namedChildren().map(([, module]) => module);
+    return this.childSlots().map(([, module]) => module);
   }
 
   entries(): [string, Module][] {
-    return this.namedChildren();
+    return this.childSlots();
   }
 
   [Symbol.iterator](): Iterator<[string, Module]> {
@@ -516,7 +516,7 @@ export class ModuleDict extends Module {
   }
 
   /** The modules held, in insertion order (not Object.keys order, which puts integer-like keys first). */
-  override namedChildren(): [string, Module][] {
+  override childSlots(): [string, Module][] {
     const own = this as unknown as Record<string, Module>;
     return this.#keys().map((key) => [key, own[key]]);
   }

@@ -114,17 +114,27 @@ export abstract class Module {
     return this;
   }
 
-  /** Direct children, by property name. */
-  namedChildren(): [string, Module][] {
+  /**
+   * Every property holding a child module, by name, in order: a child held under two names is listed under each, as
+   * torch's `_modules`. Sequential's forward, ModuleList, ModuleDict, stateDict() and toString() walk this.
+   */
+  childSlots(): [string, Module][] {
     // Every forward of a container walks this: no [key, value] pair is made for a property that is not a module.
-    const children: [string, Module][] = [];
+    const slots: [string, Module][] = [];
     for (const key of Object.keys(this)) {
       const value = (this as Record<string, unknown>)[key];
-      if (value instanceof Module) children.push([key, value]);
+      if (value instanceof Module) slots.push([key, value]);
     }
-    return children;
+    return slots;
   }
 
+  /** Direct children, each once under its first name, as torch's named_children (childSlots() lists every name). */
+  namedChildren(): [string, Module][] {
+    const seen = new Set<Module>();
+    return this.childSlots().filter(([, child]) => !seen.has(child) && !!seen.add(child));
+  }
+
+  /** Direct children, each once, as torch's children(). */
   children(): Module[] {
     return this.namedChildren().map(([, m]) => m);
   }
@@ -378,7 +388,7 @@ export abstract class Module {
 
   /** PyTorch-style tree: the class, its extra text, and its children indented. */
   toString(): string {
-    const children = this.namedChildren();
+    const children = this.childSlots();
     const head = `${this.constructor.name}(${this.extraRepr()}`;
     if (children.length === 0) return `${head})`;
     const lines = children.map(([name, child]) => `  (${name}): ${child.toString().split("\n").join("\n  ")}`);
@@ -459,7 +469,7 @@ function statePaths(root: Module): [string, Module][] {
     ancestors.add(module);
     checkParameterSlots(module, path);
     out.push([path, module]);
-    for (const [name, child] of module.namedChildren()) visit(child, path === "" ? name : `${path}.${name}`);
+    for (const [name, child] of module.childSlots()) visit(child, path === "" ? name : `${path}.${name}`);
     ancestors.delete(module);
   };
   visit(root, "");

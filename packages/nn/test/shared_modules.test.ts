@@ -1,5 +1,5 @@
 import { tensor } from "@blocksparse/core";
-import { functionalCall, Linear, loadStateDict, Module, Sequential, saveStateDict, StateDictError, ValueError } from "@blocksparse/nn";
+import { functionalCall, Linear, loadStateDict, Module, ModuleDict, ModuleList, ReLU, Sequential, saveStateDict, StateDictError, ValueError } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
 
 /** A module held in two places, as torch's `self.dec = self.enc`. */
@@ -25,6 +25,42 @@ describe("a module held in two places", () => {
     // parameters() and namedModules() still list each once.
     expect(model.namedParameters().map(([name]) => name)).toEqual(["enc.weight", "enc.bias", "head.weight", "head.bias"]);
     expect(model.namedModules().map(([name]) => name)).toEqual(["", "enc", "head"]);
+  });
+
+  it("is one child under its first name in namedChildren() and children(), as torch's named_children", () => {
+    const model = new Shared();
+    expect(model.namedChildren()).toEqual([
+      ["enc", model.enc],
+      ["head", model.head],
+    ]);
+    expect(model.children()).toEqual([model.enc, model.head]);
+    // childSlots() lists every name (torch's _modules), as stateDict() and toString() do.
+    expect(model.childSlots().map(([name]) => name)).toEqual(["enc", "dec", "head"]);
+    expect(model.toString()).toMatch(/\(enc\): Linear[^\n]*\n {2}\(dec\): Linear[^\n]*\n {2}\(head\): Linear/);
+  });
+
+  it("runs twice in a Sequential that holds it twice, as torch's Sequential runs each of its entries", () => {
+    const relu = new ReLU();
+    const linear = new Linear(2, 2, { seed: 5 });
+    linear.weight.assign(tensor([1, 0, 0, -1], [2, 2]));
+    linear.bias?.assign(tensor([-1, 0], [2]));
+    const model = new Sequential(relu, linear, relu);
+    expect(model.length).toBe(3);
+    expect(model.at(2)).toBe(relu);
+    expect(model.namedChildren().map(([name]) => name)).toEqual(["0", "1"]);
+    // relu([-3, 2]) = [0, 2]; linear: [0 - 1, -2] = [-1, -2]; the second relu: [0, 0] (one relu alone left [-1, -2]).
+    expect([...model.forward(tensor([-3, 2], [1, 2])).dataSync()]).toEqual([0, 0]);
+  });
+
+  it("keeps its place under each name in ModuleList and ModuleDict", () => {
+    const relu = new ReLU();
+    const list = new ModuleList([relu, relu]).append(new ReLU());
+    expect(list.length).toBe(3);
+    expect([...list]).toEqual([relu, relu, list.at(2)]);
+    expect(list.childSlots().map(([name]) => name)).toEqual(["0", "1", "2"]);
+    const dict = new ModuleDict({ a: relu, b: relu });
+    expect(dict.values()).toEqual([relu, relu]);
+    expect(dict.namedChildren()).toEqual([["a", relu]]);
   });
 
   it("loads back through safetensors, and a strict load wants every name", () => {

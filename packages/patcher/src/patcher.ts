@@ -308,7 +308,7 @@ function reachableNames(model: Module): Map<Module, string[]> {
       names.set(module, known);
     }
     ancestors.add(module);
-    for (const [key, child] of module.namedChildren()) visit(child, path === "" ? key : `${path}.${key}`);
+    for (const [key, child] of module.childSlots()) visit(child, path === "" ? key : `${path}.${key}`);
     ancestors.delete(module);
   };
   visit(model, "");
@@ -439,7 +439,7 @@ function walkModel(model: Module): ModelWalk {
     slotsOf.set(module, slots);
   };
   for (const [parentName, parent] of modules) {
-    for (const [key, child] of parent.namedChildren()) addSlot(child, { holder: parent, key, path: parentName === "" ? key : `${parentName}.${key}` });
+    for (const [key, child] of parent.childSlots()) addSlot(child, { holder: parent, key, path: parentName === "" ? key : `${parentName}.${key}` });
   }
   const unregistered = new Map<Module, Unregistered>();
   const ancestors = new Set<unknown>();
@@ -490,7 +490,7 @@ function walkModel(model: Module): ModelWalk {
     known.paths.push(path);
     unregistered.set(value, known);
     ancestors.add(value);
-    const children = value.namedChildren().map(([childKey, child]): Step => ({ holder: value, key: childKey, path: `${path}.${childKey}`, value: child, container }));
+    const children = value.childSlots().map(([childKey, child]): Step => ({ holder: value, key: childKey, path: `${path}.${childKey}`, value: child, container }));
     stack.push({ leave: value });
     push([...children, ...containerSteps(value, path, container)]);
   };
@@ -584,7 +584,7 @@ function nonFiniteProblem(name: string, linear: Linear): string | null {
 
 /** A Linear subclass's own parameters and modules besides weight and bias would be lost with it. */
 function extraStateProblem(name: string, linear: Linear): string | null {
-  const extra = [...linear.namedOwnParameters(), ...linear.namedChildren()].map(([key]) => key).filter((key) => key !== "weight" && key !== "bias");
+  const extra = [...linear.namedOwnParameters(), ...linear.childSlots()].map(([key]) => key).filter((key) => key !== "weight" && key !== "bias");
   return extra.length === 0 ? null : `'${name}' is a ${linear.constructor.name} that also holds ${extra.join(", ")}, which a BlockSparseLinear would drop`;
 }
 

@@ -139,9 +139,9 @@ describe("patchModel: matching", () => {
         if (prev) this.registerModule("prev", prev);
         if (skip) this.registerModule("skip", skip);
       }
-      override namedChildren(): [string, Module][] {
+      override childSlots(): [string, Module][] {
         walks++;
-        return super.namedChildren();
+        return super.childSlots();
       }
       forward(): never {
         throw new Error("not called");
@@ -194,6 +194,14 @@ describe("patchModel: matching", () => {
     const outer = model.at(0);
     expect(outer).toBeInstanceOf(BlockSparseLinear);
     expect((model.at(1) as Sequential).at(0)).toBe(outer);
+  });
+
+  it("replaces a Linear one parent holds under two names in both places (namedChildren lists it once)", () => {
+    const shared = new Linear(8, 8, { seed: 3 });
+    const model = new Sequential(shared, shared);
+    new BlockSparseModelPatcher().addPattern("0", { density: 0.5, blockShape: [4, 4] }).patchModel(model);
+    expect(model.at(0)).toBeInstanceOf(BlockSparseLinear);
+    expect(model.at(1)).toBe(model.at(0));
   });
 });
 
