@@ -174,14 +174,22 @@ export class GradScaler {
     }
   }
 
-  stateDict(): GradScalerState {
+  /** The scale, its growth tracker and its schedule; `{}` when disabled, as torch's state_dict(). */
+  stateDict(): GradScalerState | Record<string, never> {
+    if (!this.enabled) return {};
     const { growthFactor, backoffFactor, growthInterval } = this;
     return { scale: this.#scale, growthTracker: this.#growthTracker, growthFactor, backoffFactor, growthInterval };
   }
 
-  /** Restores stateDict()'s state: the scale, its growth tracker and (when saved) its schedule; all checked before any is set. */
-  loadStateDict(state: GradScalerState): void {
+  /**
+   * Restores stateDict()'s state: the scale, its growth tracker and (when saved) its schedule; all checked before any is
+   * set. A disabled scaler takes any state and keeps nothing, as torch's.
+   */
+  loadStateDict(state: GradScalerState | Record<string, never>): void {
     if (state === null || typeof state !== "object") throw new ValueError("GradScaler.loadStateDict: state must be { scale, growthTracker }");
+    if (!this.enabled) return;
+    const missing = (["scale", "growthTracker"] as const).filter((key) => state[key] === undefined);
+    if (missing.length > 0) throw new ValueError(`GradScaler.loadStateDict: no ${missing.join(" or ")} in the state (a disabled scaler saves {})`);
     const scale = checkPositive("scale", state.scale);
     if (!Number.isSafeInteger(state.growthTracker) || state.growthTracker < 0) {
       throw new ValueError(`GradScaler.loadStateDict: growthTracker must be an integer >= 0, got ${formatArg(state.growthTracker)}`);

@@ -188,6 +188,26 @@ describe("GradScaler with no inf check recorded (torch raises for each)", () => 
   });
 });
 
+describe("a disabled GradScaler's state, as torch's", () => {
+  it("is {}, and a disabled scaler loads {} or an enabled one's state and keeps nothing", () => {
+    const disabled = new GradScaler({ enabled: false, initScale: 8 });
+    expect(disabled.stateDict()).toEqual({});
+    disabled.loadStateDict({});
+    disabled.loadStateDict(new GradScaler({ initScale: 4 }).stateDict());
+    expect(disabled.scaleFactor).toBe(1);
+    expect(() => disabled.loadStateDict(null as never)).toThrow(ValueError);
+  });
+
+  it("loaded into an enabled scaler is a ValueError naming what is missing, and changes nothing", () => {
+    const enabled = new GradScaler({ initScale: 8 });
+    const empty = new GradScaler({ enabled: false }).stateDict();
+    expect(() => enabled.loadStateDict(empty)).toThrow(ValueError);
+    expect(() => enabled.loadStateDict(empty)).toThrow("GradScaler.loadStateDict: no scale or growthTracker in the state (a disabled scaler saves {})");
+    expect(() => enabled.loadStateDict({ scale: 4 } as never)).toThrow("GradScaler.loadStateDict: no growthTracker in the state (a disabled scaler saves {})");
+    expect(enabled.stateDict()).toMatchObject({ scale: 8, growthTracker: 0 });
+  });
+});
+
 describe("loadStateDict refuses entries that are not weights", () => {
   it("an int32 tensor for a float parameter is a dtype mismatch naming the key, and nothing is loaded", () => {
     const net = model(3);
