@@ -5,9 +5,9 @@ import { BsrFormatError } from "./errors.js";
 /**
  * The members of a zip archive held in memory (SciPy's .npz, up to 4 GiB), for the npz entry.
  * Sizes and offsets are read unsigned, zip64 extras included, and checked against the
- * archive's length before a member is allocated or read; each member is checked against the
- * CRC-32 of its central directory entry (NumPy streams members with data descriptors, so the
- * local headers hold no sizes or CRC).
+ * archive's length before a member is allocated or read. The central directory is what is read (as
+ * Python's zipfile reads it): each member's local header must agree with it, its data must end before
+ * the next member's local header, and its bytes must match the CRC-32 it records.
  */
 
 /**
@@ -23,6 +23,10 @@ const ZIP64_FIELD = 0xffffffff;
 /** A member as the central directory records it. */
 interface ZipEntry {
   name: string;
+  /** The name as the central directory spells it, to compare with the local header's. */
+  nameBytes: Uint8Array;
+  /** General purpose bit flags. */
+  flags: number;
   /** 0 stored, 8 deflate. */
   method: number;
   crc: number;
@@ -30,6 +34,13 @@ interface ZipEntry {
   size: number;
   /** Where the member's local header starts. */
   headerOffset: number;
+  /**
+   * Where the next member's local header (or the central directory) starts: the member's data ends by then.
+   * Python's zipfile refuses one that runs past it ("Overlapped entries", its guard against zip bombs).
+   */
+  end: number;
+  /** What starts at `end`. */
+  endsAt: "the next member's local header" | "the central directory";
 }
 
 function fail(field: string, why: string): never {
@@ -69,6 +80,7 @@ function centralDirectory(bytes: Uint8Array, view: DataView): ZipEntry[] {
     count = Number(view.getBigUint64(zip64End + 32, true));
     offset = Number(view.getBigUint64(zip64End + 48, true));
   }
+  const directoryStart = offset;
   const entries: ZipEntry[] = [];
   const decoder = new TextDecoder();
   for (let index = 0; index < count; index++) {
@@ -76,7 +88,8 @@ function centralDirectory(bytes: Uint8Array, view: DataView): ZipEntry[] {
     const extraStart = offset + 46 + view.getUint16(offset + 28, true);
     const extraLength = view.getUint16(offset + 30, true);
     if (extraStart + extraLength > bytes.length) damaged(`central directory entry ${index} runs past the end`);
-    const name = decoder.decode(bytes.subarray(offset + 46, extraStart));
+    const nameBytes = bytes.subarray(offset + 46, extraStart);
+    const name = decoder.decode(nameBytes);
     // The zip64 extra field holds, in this order, each of the three that reads 0xffffffff.
     const wide = zip64Values(view, extraStart, extraLength) ?? [];
     let next = 0;
@@ -85,8 +98,17 @@ function centralDirectory(bytes: Uint8Array, view: DataView): ZipEntry[] {
     const size = widen(view.getUint32(offset + 24, true), "size");
     const compressedSize = widen(view.getUint32(offset + 20, true), "compressed size");
     const headerOffset = widen(view.getUint32(offset + 42, true), "local header offset");
-    entries.push({ name, method: view.getUint16(offset + 10, true), crc: view.getUint32(offset + 16, true), compressedSize, size, headerOffset });
+    const [flags, method, crc] = [view.getUint16(offset + 8, true), view.getUint16(offset + 10, true), view.getUint32(offset + 16, true)];
+    entries.push({ name, nameBytes, flags, method, crc, compressedSize, size, headerOffset, end: directoryStart, endsAt: "the central directory" });
     offset = extraStart + extraLength + view.getUint16(offset + 32, true);
+  }
+  // Each member's data ends where the next local header (by offset) or the central directory starts: a walk down the
+  // sorted offsets (members sharing a local header share its end).
+  const byOffset = [...entries].sort((a, b) => a.headerOffset - b.headerOffset);
+  let bound: Pick<ZipEntry, "end" | "endsAt"> = { end: directoryStart, endsAt: "the central directory" };
+  for (let i = byOffset.length - 1; i >= 0; i--) {
+    Object.assign(byOffset[i], bound);
+    if (i > 0 && byOffset[i - 1].headerOffset < byOffset[i].headerOffset) bound = { end: byOffset[i].headerOffset, endsAt: "the next member's local header" };
   }
   return entries;
 }
@@ -125,14 +147,61 @@ function inflate(name: string, deflated: Uint8Array, size: number, chunkBytes: n
   return out;
 }
 
+/** General purpose flag bits: 0 the member is encrypted, 3 its CRC and sizes follow its data (a data descriptor). */
+const ENCRYPTED = 1 << 0;
+const DATA_DESCRIPTOR = 1 << 3;
+
+const text = (name: Uint8Array) => JSON.stringify(new TextDecoder().decode(name));
+const sameBytes = (a: Uint8Array, b: Uint8Array) => a.length === b.length && a.every((byte, i) => byte === b[i]);
+
+/**
+ * Refuses a local header that disagrees with the member's central directory entry, which the reader trusts
+ * (as Python's zipfile does): another name (Python refuses it too: "File name in directory ... and header ...
+ * differ"), another compression method, or, where the local header holds them (no data descriptor), another
+ * CRC-32 or sizes. Readers that stream local headers would read other bytes than this one, or none.
+ */
+function checkLocalHeader(view: DataView, bytes: Uint8Array, entry: ZipEntry, nameAt: number, extraAt: number, extraLength: number): void {
+  const { name, headerOffset } = entry;
+  const differ = (what: string, local: string | number, central: string | number): never =>
+    fail(name, `its local header at offset ${headerOffset} gives ${what} ${local}, the central directory ${central} (the archive is damaged, or built to read differently in different readers)`);
+  const localName = bytes.subarray(nameAt, extraAt);
+  if (!sameBytes(localName, entry.nameBytes)) differ("the name", text(localName), text(entry.nameBytes));
+  const method = view.getUint16(headerOffset + 8, true);
+  if (method !== entry.method) differ("compression method", method, entry.method);
+  if ((view.getUint16(headerOffset + 6, true) & DATA_DESCRIPTOR) !== 0) return;
+  const crc = view.getUint32(headerOffset + 14, true);
+  const hex = (n: number) => `0x${n.toString(16).padStart(8, "0")}`;
+  if (crc !== entry.crc) differ("CRC-32", hex(crc), hex(entry.crc));
+  // Sizes that read 0xffffffff are in the local zip64 extra field, which holds both there (size first).
+  let size: number | undefined = view.getUint32(headerOffset + 22, true);
+  let compressedSize: number | undefined = view.getUint32(headerOffset + 18, true);
+  if (size === ZIP64_FIELD || compressedSize === ZIP64_FIELD) {
+    const wide = zip64Values(view, extraAt, extraLength) ?? [];
+    if (size === ZIP64_FIELD) size = wide[0];
+    if (compressedSize === ZIP64_FIELD) compressedSize = wide[1];
+  }
+  // A size the local header leaves to a zip64 field it lacks says nothing to compare.
+  if (size !== undefined && size !== entry.size) differ("size", size, entry.size);
+  if (compressedSize !== undefined && compressedSize !== entry.compressedSize) differ("compressed size", compressedSize, entry.compressedSize);
+}
+
 /** A member's contents, from where its local header says its data starts. */
 function memberBytes(bytes: Uint8Array, view: DataView, entry: ZipEntry, chunkBytes: number): Uint8Array {
   const { name, headerOffset, compressedSize, size } = entry;
   const truncated = `of the ${bytes.length}-byte archive (is it truncated?)`;
   if (headerOffset + 30 > bytes.length) fail(name, `its local header at offset ${headerOffset} lies past the end ${truncated}`);
   if (view.getUint32(headerOffset, true) !== 0x04034b50) fail(name, `no local header at offset ${headerOffset} (the archive is damaged)`);
-  const start = headerOffset + 30 + view.getUint16(headerOffset + 26, true) + view.getUint16(headerOffset + 28, true);
+  const nameAt = headerOffset + 30;
+  const extraAt = nameAt + view.getUint16(headerOffset + 26, true);
+  const extraLength = view.getUint16(headerOffset + 28, true);
+  const start = extraAt + extraLength;
+  if (start > bytes.length) fail(name, `its local header at offset ${headerOffset} runs past the end ${truncated}`);
+  checkLocalHeader(view, bytes, entry, nameAt, extraAt, extraLength);
+  if ((entry.flags & ENCRYPTED) !== 0) fail(name, "is encrypted; NumPy and SciPy write no encrypted members, and this reader reads none");
   if (start + compressedSize > bytes.length) fail(name, `its ${compressedSize} bytes from offset ${start} run past the end ${truncated}`);
+  if (start + compressedSize > entry.end) {
+    fail(name, `its ${compressedSize} bytes from offset ${start} run past offset ${entry.end}, where ${entry.endsAt} starts: parts of the archive overlap (it is damaged, or a zip bomb)`);
+  }
   const data = bytes.subarray(start, start + compressedSize);
   if (entry.method === 8) return inflate(name, data, size, chunkBytes);
   if (entry.method !== 0) fail(name, `uses zip compression method ${entry.method}; only stored (0) and deflate (8) are read`);

@@ -194,6 +194,14 @@ function withCentralField(bytes: Uint8Array, name: string, field: number, value:
   return patched;
 }
 
+/** `bytes` with a size (`field` 20 compressed, 24 inflated) of `name` set to `value` in its central directory entry and local header alike. */
+function withRecordedSize(bytes: Uint8Array, name: string, field: 20 | 24, value: number): Uint8Array {
+  const patched = withCentralField(bytes, name, field, value);
+  const view = new DataView(patched.buffer);
+  view.setUint32(view.getUint32(centralEntry(bytes, name) + 42, true) + field - 2, value, true);
+  return patched;
+}
+
 /** The zip `bytes` with `name`'s sizes and offset moved to a zip64 extra field of its central directory entry. */
 function withZip64Extra(bytes: Uint8Array, name: string): Uint8Array {
   const entry = centralEntry(bytes, name);
@@ -226,17 +234,17 @@ describe("zip fields past 2 GiB are unsigned", () => {
 
   it("refuses a member whose compressed size has the top bit set as running past the end (truncated), deflated or stored", () => {
     const deflated = archive();
-    const tooLong = thrown(() => decodeScipyNpz(withCentralField(deflated, "data.npy", 20, 0xfffffff0))) as BsrFormatError;
+    const tooLong = thrown(() => decodeScipyNpz(withRecordedSize(deflated, "data.npy", 20, 0xfffffff0))) as BsrFormatError;
     expect(tooLong).toBeInstanceOf(BsrFormatError);
     expect(tooLong.field).toBe("data.npy");
     expect(tooLong.message).toMatch(/its 4294967280 bytes from offset \d+ run past the end of the \d+-byte archive \(is it truncated\?\)/);
     const stored = encodeScipyNpz(BsrMatrix.random([4, 4], { blockShape: [2, 2], density: 1, seed: 3 }), { compressed: false });
-    const both = withCentralField(withCentralField(stored, "indices.npy", 20, 0x80000000), "indices.npy", 24, 0x80000000);
+    const both = withRecordedSize(withRecordedSize(stored, "indices.npy", 20, 0x80000000), "indices.npy", 24, 0x80000000);
     expect(thrown(() => decodeScipyNpz(both)).message).toMatch(/^indices\.npy: its 2147483648 bytes from offset \d+ run past the end/);
   });
 
   it("refuses, before allocating it, a recorded size with the top bit set that the deflate stream cannot inflate to", () => {
-    const error = thrown(() => decodeScipyNpz(withCentralField(archive(), "data.npy", 24, 0x80000000))) as BsrFormatError;
+    const error = thrown(() => decodeScipyNpz(withRecordedSize(archive(), "data.npy", 24, 0x80000000))) as BsrFormatError;
     expect(error).toBeInstanceOf(BsrFormatError);
     expect(error.field).toBe("data.npy");
     expect(error.message).toMatch(/records 2147483648 bytes inflated from \d+, more than deflate expands to \(1032-fold\)/);
@@ -278,6 +286,76 @@ describe("zip integrity", () => {
     const { crc32 } = await import("../src/crc32.js");
     expect(crc32(strToU8("123456789"))).toBe(0xcbf43926);
     expect(crc32(new Uint8Array(0))).toBe(0);
+  });
+});
+
+describe("local headers checked against the central directory", () => {
+  /** Where `name`'s local header starts, from its central directory entry. */
+  const localHeader = (bytes: Uint8Array, name: string) => new DataView(bytes.buffer, bytes.byteOffset).getUint32(centralEntry(bytes, name) + 42, true);
+
+  it("refuses an entry that points at another member's local header, rather than reading that member's bytes as its own", () => {
+    const bytes = archive({ "xata.npy": npy("<f8", "(2, 2, 2)", bytesOf(Float64Array.from([9, 9, 9, 9, 9, 9, 9, 9]))) });
+    // data.npy's entry takes xata.npy's offset, CRC-32 and sizes: its bytes would be xata.npy's, CRC and all.
+    const view = new DataView(bytes.buffer);
+    const [data, xata] = [centralEntry(bytes, "data.npy"), centralEntry(bytes, "xata.npy")];
+    for (const field of [16, 20, 24, 42]) view.setUint32(data + field, view.getUint32(xata + field, true), true);
+    const error = thrown(() => decodeScipyNpz(bytes)) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.field).toBe("data.npy");
+    expect(error.message).toBe(
+      `data.npy: its local header at offset ${localHeader(bytes, "xata.npy")} gives the name "xata.npy", the central directory "data.npy" (the archive is damaged, or built to read differently in different readers)`,
+    );
+  });
+
+  it("refuses a local header naming another file, as Python's zipfile does (File name in directory and header differ)", () => {
+    const bytes = archive();
+    bytes[localHeader(bytes, "shape.npy") + 30] = "x".charCodeAt(0);
+    const error = thrown(() => decodeScipyNpz(bytes)) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.message).toMatch(/^shape\.npy: its local header at offset \d+ gives the name "xhape\.npy", the central directory "shape\.npy"/);
+  });
+
+  it.each([
+    ["compression method", 8, 2, 0, "compression method 0, the central directory 8"],
+    ["CRC-32", 14, 4, 0x12345678, "CRC-32 0x12345678, the central directory 0x"],
+    ["compressed size", 18, 4, 3, "compressed size 3, the central directory "],
+    ["size", 22, 4, 99999, "size 99999, the central directory "],
+  ])("refuses a local header whose %s disagrees with the central directory, which a streaming reader would follow", (_, offset, width, value, message) => {
+    const bytes = archive();
+    const at = localHeader(bytes, "indptr.npy") + offset;
+    if (width === 2) new DataView(bytes.buffer).setUint16(at, value, true);
+    else new DataView(bytes.buffer).setUint32(at, value, true);
+    const error = thrown(() => decodeScipyNpz(bytes)) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.field).toBe("indptr.npy");
+    expect(error.message).toContain(`gives ${message}`);
+  });
+
+  it("compares the sizes of a local zip64 extra field (NumPy writes one in every local header)", () => {
+    const bytes = new Uint8Array(Buffer.from(SCIPY_NPZ_COMPRESSED_BASE64, "base64"));
+    // The local header's 0xffffffff sizes point to its zip64 extra field: size at +4, compressed size at +12 of the field.
+    const extra = localHeader(bytes, "data.npy") + 30 + "data.npy".length;
+    expect(new DataView(bytes.buffer).getUint16(extra, true)).toBe(1);
+    new DataView(bytes.buffer).setUint32(extra + 12, 7, true);
+    expect(thrown(() => decodeScipyNpz(bytes)).message).toMatch(/^data\.npy: its local header at offset \d+ gives compressed size 7, the central directory 96 /);
+  });
+
+  it("reads a local header that leaves its CRC-32 and sizes to a data descriptor (flag bit 3), as streaming writers write them", () => {
+    const bytes = archive();
+    const view = new DataView(bytes.buffer);
+    for (const name of ["data.npy", "indices.npy"]) {
+      const at = localHeader(bytes, name);
+      view.setUint16(at + 6, view.getUint16(at + 6, true) | 8, true);
+      for (const field of [14, 18, 22]) view.setUint32(at + field, 0, true);
+    }
+    expect(Array.from(decodeScipyNpz(bytes).toDense())).toEqual(SCIPY_DENSE);
+  });
+
+  it("refuses an encrypted member, saying so, rather than a CRC-32 or deflate error", () => {
+    const bytes = archive();
+    const view = new DataView(bytes.buffer);
+    for (const at of [centralEntry(bytes, "data.npy") + 8, localHeader(bytes, "data.npy") + 6]) view.setUint16(at, view.getUint16(at, true) | 1, true);
+    expect(thrown(() => decodeScipyNpz(bytes)).message).toBe("data.npy: is encrypted; NumPy and SciPy write no encrypted members, and this reader reads none");
   });
 });
 

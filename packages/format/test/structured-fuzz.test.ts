@@ -395,14 +395,22 @@ function npzCase(matrix: BsrMatrix, random: SeededRandom): NpzCase {
     if (next === old) return { bytes, expect: "same", what: "unchanged" };
     if (field[2] === 4) view.setUint32(entry.at + field[1], next, true);
     else view.setUint16(entry.at + field[1], next, true);
-    // A wrong CRC is damage; a larger compressed size of a deflate stream (which ends itself) may still read back exactly.
-    return { bytes, expect: field[0] === "crc" ? "reject" : "either", what: `central ${field[0]} of ${entry.name} = ${next}` };
+    // The local header (fflate writes its CRC and sizes there) now disagrees; another offset may land on another header.
+    return { bytes, expect: field[0] === "local header offset" ? "either" : "reject", what: `central ${field[0]} of ${entry.name} = ${next}` };
   }
   if (kind === 6) {
-    // The local header's own sizes and CRC (NumPy's readers use the central directory): harmless when wrong.
+    // The local header's own CRC and sizes: where they disagree with the central directory (which NumPy's readers
+    // use) readers disagree, so they are refused, unless a data descriptor holds them (streaming writers zero them
+    // and set flag bit 3) or a size reads 0xffffffff with no zip64 field to give it.
+    if (random.next() < 0.25) {
+      view.setUint16(entry.localAt + 6, view.getUint16(entry.localAt + 6, true) | 8, true);
+      for (const offset of [14, 18, 22]) view.setUint32(entry.localAt + offset, 0, true);
+      return { bytes, expect: "same", what: `local header of ${entry.name} deferring to a data descriptor` };
+    }
     const offset = pick(random, [14, 18, 22]);
-    view.setUint32(entry.localAt + offset, pick(random, [0, 0xffffffff, 12345]), true);
-    return { bytes, expect: "same", what: `local field ${offset} of ${entry.name}` };
+    const value = pick(random, [0, 0xffffffff, 12345]);
+    view.setUint32(entry.localAt + offset, value, true);
+    return { bytes, expect: offset !== 14 && value === 0xffffffff ? "same" : "reject", what: `local field ${offset} of ${entry.name} = ${value}` };
   }
   if (kind === 7) {
     // Truncation at a region boundary: a local header, a member's data, the central directory, the end record.

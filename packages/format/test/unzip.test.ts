@@ -1,5 +1,6 @@
 import { strToU8, unzipSync, zipSync } from "fflate";
 import { describe, expect, it } from "vitest";
+import { crc32 } from "../src/crc32.js";
 import { BsrFormatError } from "../src/index.js";
 import { unzipMembers } from "../src/unzip.js";
 import { thrown } from "./helpers.js";
@@ -9,13 +10,19 @@ const text = strToU8(Array.from({ length: 3000 }, (_, i) => `row ${i % 997} col 
 const names = new Set(["a.npy", "b.npy"]);
 const zip = zipSync({ "a.npy": text, "b.npy": strToU8("short"), "c.npy": strToU8("not asked for") });
 
-/** `bytes` with `name`'s recorded size (central directory entry, +24) changed by `delta`. */
-function withSizeChanged(bytes: Uint8Array, name: string, delta: number): Uint8Array {
+/**
+ * `bytes` with `name`'s recorded size (or compressed size, `field` 20) changed by `delta` in its central directory
+ * entry (`field`) and its local header (`field` - 2) alike, so that the two agree.
+ */
+function withSizeChanged(bytes: Uint8Array, name: string, delta: number, field = 24): Uint8Array {
   const patched = bytes.slice();
   const view = new DataView(patched.buffer);
   const latin1 = new TextDecoder("latin1").decode(patched);
   for (let at = latin1.indexOf("PK\x01\x02"); at >= 0; at = latin1.indexOf("PK\x01\x02", at + 4)) {
-    if (latin1.slice(at + 46, at + 46 + name.length) === name) view.setUint32(at + 24, view.getUint32(at + 24, true) + delta, true);
+    if (latin1.slice(at + 46, at + 46 + name.length) !== name) continue;
+    const local = view.getUint32(at + 42, true) + field - 2;
+    view.setUint32(at + field, view.getUint32(at + field, true) + delta, true);
+    view.setUint32(local, view.getUint32(local, true) + delta, true);
   }
   return patched;
 }
@@ -50,12 +57,48 @@ describe("inflating a member in pieces, as one past fflate's 2 GiB one-shot limi
   });
 
   it("refuses a truncated deflate stream in pieces", () => {
-    const truncated = zipSync({ "a.npy": text });
-    const entry = new TextDecoder("latin1").decode(truncated).indexOf("PK\x01\x02");
-    const view = new DataView(truncated.buffer);
-    view.setUint32(entry + 20, view.getUint32(entry + 20, true) - 100, true);
+    const truncated = withSizeChanged(zipSync({ "a.npy": text }), "a.npy", -100, 20);
     const error = thrown(() => unzipMembers(truncated, names, 1000)) as BsrFormatError;
     expect(error).toBeInstanceOf(BsrFormatError);
     expect(error.message).toMatch(/^a\.npy: not a deflate stream \(unexpected EOF\)/);
+  });
+});
+
+describe("members that overlap", () => {
+  it("refuses a member whose data runs over the next member's local header, as Python's zipfile does (Overlapped entries)", () => {
+    const stored = zipSync({ "a.npy": [strToU8("first member"), { level: 0 }], "b.npy": [strToU8("second"), { level: 0 }] });
+    const view = new DataView(stored.buffer);
+    const latin1 = new TextDecoder("latin1").decode(stored);
+    const central = latin1.indexOf("PK\x01\x02");
+    const next = latin1.indexOf("PK\x03\x04", 4);
+    // a.npy claims everything up to the central directory (b.npy's header and data), with a CRC-32 to match, in both headers.
+    const start = 30 + "a.npy".length;
+    const claimed = central - start;
+    for (const [at, crc, sizes] of [[central + 16, central + 20, central + 24], [14, 18, 22]]) {
+      view.setUint32(at, crc32(stored.subarray(start, central)), true);
+      view.setUint32(crc, claimed, true);
+      view.setUint32(sizes, claimed, true);
+    }
+    const error = thrown(() => unzipMembers(stored, new Set(["a.npy"]))) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.message).toBe(
+      `a.npy: its ${claimed} bytes from offset ${start} run past offset ${next}, where the next member's local header starts: parts of the archive overlap (it is damaged, or a zip bomb)`,
+    );
+    // b.npy itself still reads.
+    expect(new TextDecoder().decode(unzipMembers(stored, new Set(["b.npy"])).get("b.npy"))).toBe("second");
+  });
+
+  it("refuses a last member whose data runs into the central directory", () => {
+    const stored = zipSync({ "a.npy": [strToU8("only member"), { level: 0 }] });
+    const view = new DataView(stored.buffer);
+    const central = new TextDecoder("latin1").decode(stored).indexOf("PK\x01\x02");
+    const start = 30 + "a.npy".length;
+    const claimed = central - start + 8;
+    for (const [crc, compressed, size] of [[central + 16, central + 20, central + 24], [14, 18, 22]]) {
+      view.setUint32(crc, crc32(stored.subarray(start, start + claimed)), true);
+      view.setUint32(compressed, claimed, true);
+      view.setUint32(size, claimed, true);
+    }
+    expect(thrown(() => unzipMembers(stored, new Set(["a.npy"]))).message).toMatch(/run past offset \d+, where the central directory starts/);
   });
 });
