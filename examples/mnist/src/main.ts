@@ -5,9 +5,9 @@ import "@blocksparse/backend-cuda";
 import { totalmem } from "node:os";
 import { parseArgs } from "node:util";
 import { BackendError, getBackendInstance, importBackendModules, listBackends, setBackend } from "@blocksparse/core";
-import { checkDensitiesKeepABlock, decimal, rejectRepeated, rejectRepeatedValues, seedFlag, withFlagHelp } from "../../shared/flags";
+import { decimal, rejectRepeated, rejectRepeatedValues, seedFlag, withFlagHelp } from "../../shared/flags";
 import { availableDigits, CLASSES, PIXELS } from "./data";
-import { checkHidden, FIRST_LAYER_BLOCK, HIDDEN_LAYER_BLOCK, Mlp, mlpPatcher } from "./model";
+import { checkHidden, FIRST_LAYER_BLOCK, HIDDEN_LAYER_BLOCK } from "./model";
 import { plural } from "../../shared/text";
 import { progressHooks } from "./progress";
 import { formatTable, percent } from "./report";
@@ -156,19 +156,6 @@ function parseOptions(argv: string[]): ParsedOptions | null {
   return Object.fromEntries(Object.entries(parsed).filter(([, value]) => value !== undefined));
 }
 
-/**
- * Refuses a --density under which fc1 or fc2 keeps no block (nn would keep one anyway, a denser layer than the table
- * names), checked on the layers' real shapes: the patcher's dry run on a model of --hidden units.
- */
-function checkDensities(options: MnistOptions): void {
-  const model = new Mlp(options.hidden, options.seed);
-  try {
-    checkDensitiesKeepABlock(options.densities, (density) => mlpPatcher(density).patchModel(model, { dryRun: true }).layers, "a larger --hidden");
-  } finally {
-    for (const parameter of model.parameters()) parameter.dispose();
-  }
-}
-
 /** setBackend, its error also naming the backends that do start here. */
 function chooseBackend(name: string): void {
   try {
@@ -207,27 +194,30 @@ async function main(): Promise<void> {
   if (options.backend !== undefined) chooseBackend(options.backend);
   // Starting the backend here puts the cuda fallback warning (if any) above the header.
   const backend = getBackendInstance().name;
-  checkDensities(options);
-  console.log(
-    `MNIST MLP ${PIXELS}-${options.hidden}-${options.hidden}-10 on '${backend}' in ${computeDtype(options.dtype ?? "auto")}: ${options.trainSize} training and ` +
-      `${plural(options.testSize, "test digit")}, ${plural(options.epochs, "epoch")}, batch ${options.batchSize}, Adam lr ${options.learningRate}${options.sparseLr === "inverse-density" ? " (block-sparse weights: lr / density)" : ""}.`,
-  );
-  console.log(
-    `Block-sparse models: fc1 in ${FIRST_LAYER_BLOCK.join("x")} blocks (32 units x one image row), fc2 in ` +
-      `${HIDDEN_LAYER_BLOCK.join("x")} blocks, fc3 (10 outputs) dense; ` +
-      (options.patchFrom === "trained"
-        ? "each keeps the strongest blocks of the dense model after its first epoch, then trains the remaining epochs sparse."
-        : "each keeps the strongest blocks of the dense model's initialisation (close to a random choice of blocks) and " +
-          "trains every epoch sparse (at the defaults this ends closer to dense than --patch-from trained)."),
-  );
-  console.log(
-    options.regrow === "none"
-      ? "Patterns stay as patched (--regrow random|rigl moves them).\n"
-      : `Patterns move every ${plural(options.regrowEvery, "step")} (${options.regrow === "rigl" ? "RigL: grow where the gradient is largest" : "random regrowth"}), ` +
-          `${options.regrowFraction} of the blocks at first, cosine-decayed to 0 at 3/4 of training.\n`,
-  );
+  // trainMnist checks the densities first (a layer must keep a block); the header follows, in onStart.
+  const printHeader = (): void => {
+    console.log(
+      `MNIST MLP ${PIXELS}-${options.hidden}-${options.hidden}-10 on '${backend}' in ${computeDtype(options.dtype ?? "auto")}: ${options.trainSize} training and ` +
+        `${plural(options.testSize, "test digit")}, ${plural(options.epochs, "epoch")}, batch ${options.batchSize}, Adam lr ${options.learningRate}${options.sparseLr === "inverse-density" ? " (block-sparse weights: lr / density)" : ""}.`,
+    );
+    console.log(
+      `Block-sparse models: fc1 in ${FIRST_LAYER_BLOCK.join("x")} blocks (32 units x one image row), fc2 in ` +
+        `${HIDDEN_LAYER_BLOCK.join("x")} blocks, fc3 (10 outputs) dense; ` +
+        (options.patchFrom === "trained"
+          ? "each keeps the strongest blocks of the dense model after its first epoch, then trains the remaining epochs sparse."
+          : "each keeps the strongest blocks of the dense model's initialisation (close to a random choice of blocks) and " +
+            "trains every epoch sparse (at the defaults this ends closer to dense than --patch-from trained)."),
+    );
+    console.log(
+      options.regrow === "none"
+        ? "Patterns stay as patched (--regrow random|rigl moves them).\n"
+        : `Patterns move every ${plural(options.regrowEvery, "step")} (${options.regrow === "rigl" ? "RigL: grow where the gradient is largest" : "random regrowth"}), ` +
+            `${options.regrowFraction} of the blocks at first, cosine-decayed to 0 at 3/4 of training.\n`,
+    );
+  };
   const report = await trainMnist(options, {
     ...progressHooks(),
+    onStart: printHeader,
     onPatched: (name, patch, accuracy) => {
       const layers = patch.layers.map((layer) => `${layer.name} ${layer.paramsBefore} -> ${layer.paramsAfter}`).join(", ");
       console.log(`${name}: patched ${layers} parameters; test accuracy right after patching ${percent(accuracy)}`);

@@ -4,7 +4,7 @@ import { SeededRandom } from "@blocksparse/format";
 import { Adam, type Module, SparseOptimizer, crossEntropy, inverseDensity, disposeStateDict, parameterCount, weightBytes } from "@blocksparse/nn";
 import type { PatchReport } from "@blocksparse/patcher";
 import { type MnistData, type MnistSplit, PIXELS, loadMnist, shuffleInPlace } from "./data";
-import { MAX_SEED } from "../../shared/flags";
+import { checkDensitiesKeepABlock, MAX_SEED } from "../../shared/flags";
 import { Mlp, checkHidden, mlpPatcher } from "./model";
 
 /** Where the block-sparse models start: the dense model's fresh initialisation, or the dense model after its first epoch. */
@@ -103,6 +103,8 @@ export interface EpochInfo {
 
 /** Callbacks for progress display; all optional. */
 export interface TrainHooks {
+  /** Once every option is checked (the densities too), before the data is read and the first model is built. */
+  onStart?(): void;
   onEpochStart?(info: EpochInfo): void;
   onStep?(info: EpochInfo & { step: number; loss: number }): void;
   onEpochEnd?(info: EpochInfo & { meanLoss: number; seconds: number }): void;
@@ -123,6 +125,8 @@ export async function trainMnist(partial: Partial<MnistOptions> = {}, hooks: Tra
   const options: MnistOptions = { ...DEFAULT_OPTIONS, ...partial };
   checkOptions(options);
   if (options.backend !== undefined) setBackend(options.backend);
+  checkDensities(options);
+  hooks.onStart?.();
   const dtype = computeDtype(options.dtype);
   const data = loadMnist(options);
 
@@ -179,6 +183,19 @@ function checkOptions(options: MnistOptions): void {
   if (!["none", "random", "rigl"].includes(options.regrow)) throw new RangeError(`regrow: expected "none", "random" or "rigl", got ${String(options.regrow)}`);
   if (!Number.isInteger(options.regrowEvery) || options.regrowEvery < 1) throw new RangeError(`regrowEvery: expected a positive integer, got ${options.regrowEvery}`);
   if (!(options.regrowFraction >= 0 && options.regrowFraction <= 1)) throw new RangeError(`regrowFraction: expected a number in [0, 1], got ${options.regrowFraction}`);
+}
+
+/**
+ * Refuses a density under which fc1 or fc2 keeps no block (nn would keep one anyway, a denser layer than the table
+ * names), checked on the layers' real shapes: the patcher's dry run on a model of `hidden` units.
+ */
+function checkDensities(options: MnistOptions): void {
+  const model = new Mlp(options.hidden, options.seed);
+  try {
+    checkDensitiesKeepABlock(options.densities, (density) => mlpPatcher(density).patchModel(model, { dryRun: true }).layers, "a larger --hidden");
+  } finally {
+    for (const parameter of model.parameters()) parameter.dispose();
+  }
 }
 
 function emptyResult(name: string, density: number): ModelResult {

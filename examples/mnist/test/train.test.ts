@@ -136,4 +136,16 @@ describe("trainMnist", () => {
     // seed x 1000 + epoch seeds each epoch's batch order: this failed mid-run with another number in its message.
     await expect(trainMnist({ ...TINY, seed: 1e13 })).rejects.toThrow(/seed: expected an integer from -4294967295 to 4294967295, got 10000000000000$/);
   });
+
+  // The CLI refused it, but trainMnist called directly trained fc2 (one 32x32 block) dense under the name 0.04.
+  it("refuses a density under which a layer keeps no block before it reads the data or trains, as the CLI does", async () => {
+    const calls: string[] = [];
+    const hooks = { onStart: () => calls.push("start"), onEpochStart: () => calls.push("epoch") };
+    await expect(trainMnist({ ...TINY, hidden: 32, densities: [0.5, 0.04] }, hooks)).rejects.toThrow(
+      new RangeError(
+        "--density: 0.04 keeps no block of fc2 (32x32 in 1 block of 32x32); nn keeps one anyway, so fc2 would run at density 1, not 0.04: give at least 1, or a larger --hidden",
+      ),
+    );
+    expect(calls).toEqual([]);
+  });
 });

@@ -6,10 +6,10 @@ import { totalmem } from "node:os";
 import { parseArgs } from "node:util";
 import { BackendError, getBackendInstance, importBackendModules, listBackends, setBackend } from "@blocksparse/core";
 import { Presets, SingleBar } from "cli-progress";
-import { checkDensitiesKeepABlock, decimal, rejectRepeated, rejectRepeatedValues, seedFlag, withFlagHelp } from "../../shared/flags";
+import { decimal, rejectRepeated, rejectRepeatedValues, seedFlag, withFlagHelp } from "../../shared/flags";
 import { plural } from "../../shared/text";
 import { buildCorpus, mobyDickText } from "./data";
-import { CharTransformer, FEED_FORWARD_PATTERN, feedForwardPatcher } from "./model";
+import { FEED_FORWARD_PATTERN } from "./model";
 import { formatTable } from "./report";
 import { checkOptions, computeDtype, DEFAULT_OPTIONS, MAX_SAMPLE_LENGTH, type TransformerHooks, type TransformerOptions, trainTransformer } from "./train";
 
@@ -144,20 +144,6 @@ function checkMemory(options: TransformerOptions, vocabSize: number): void {
   );
 }
 
-/**
- * Refuses a --density under which a feed-forward layer keeps no block (nn would keep one anyway, a denser layer than
- * the table names), checked on the layers the pattern patches: the patcher's dry run on the model to train.
- */
-function checkDensities(options: TransformerOptions, vocabSize: number): void {
-  const model = new CharTransformer({ vocabSize, ...options });
-  try {
-    const layersAt = (density: number) => feedForwardPatcher(density, options.blockShape).patchModel(model, { dryRun: true }).layers;
-    checkDensitiesKeepABlock(options.densities, layersAt, "a larger --d-model or a smaller --block");
-  } finally {
-    for (const parameter of model.parameters()) parameter.dispose();
-  }
-}
-
 /** setBackend, its error also naming the backends that do start here. */
 function chooseBackend(name: string): void {
   try {
@@ -229,16 +215,18 @@ async function main(): Promise<void> {
   if (options.backend !== undefined) chooseBackend(options.backend);
   // Starting the backend here puts the cuda fallback warning (if any) above the header.
   const backend = getBackendInstance().name;
-  checkDensities(options, corpus.vocabulary.size);
-  console.log(
-    `Character transformer on Moby Dick on '${backend}' in ${computeDtype(options.dtype)}: ${plural(options.layers, "block")}, dModel ${options.dModel}, ${plural(options.nHeads, "head")}, ` +
-      `context ${options.context}, batch ${options.batchSize}, ${plural(options.steps, "step")} per model, Adam lr ${options.learningRate}.`,
-  );
-  console.log(
-    `Block-sparse models: the layers matching ${FEED_FORWARD_PATTERN} in ${options.blockShape.join("x")} blocks, patched from the ` +
-      "dense model's initialisation; every model sees the same batches.\n",
-  );
-  const report = trainTransformer(options, progressHooks());
+  // trainTransformer checks the densities first (a layer must keep a block); the header follows, in onStart.
+  const printHeader = (): void => {
+    console.log(
+      `Character transformer on Moby Dick on '${backend}' in ${computeDtype(options.dtype)}: ${plural(options.layers, "block")}, dModel ${options.dModel}, ${plural(options.nHeads, "head")}, ` +
+        `context ${options.context}, batch ${options.batchSize}, ${plural(options.steps, "step")} per model, Adam lr ${options.learningRate}.`,
+    );
+    console.log(
+      `Block-sparse models: the layers matching ${FEED_FORWARD_PATTERN} in ${options.blockShape.join("x")} blocks, patched from the ` +
+        "dense model's initialisation; every model sees the same batches.\n",
+    );
+  };
+  const report = trainTransformer(options, { ...progressHooks(), onStart: printHeader });
   console.log(`\n${formatTable(report)}`);
   for (const model of report.models) console.log(`\n${model.name} writes:\n  ${JSON.stringify(model.sample)}`);
   if (options.steps < 1000) console.log(`\n(${plural(options.steps, "step")} is a smoke run; on a GPU try --steps 3000 --d-model 256 --layers 4 --context 128.)`);

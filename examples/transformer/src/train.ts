@@ -4,7 +4,7 @@ import { SeededRandom } from "@blocksparse/format";
 import { Adam, crossEntropy, parameterCount, weightBytes } from "@blocksparse/nn";
 import type { PatchReport } from "@blocksparse/patcher";
 import { type CharCorpus, buildCorpus, mobyDickText, sampleBatch } from "./data";
-import { MAX_SEED } from "../../shared/flags";
+import { checkDensitiesKeepABlock, MAX_SEED } from "../../shared/flags";
 import { CharTransformer, feedForwardPatcher } from "./model";
 
 export interface TransformerOptions {
@@ -98,6 +98,8 @@ export interface StepInfo {
 }
 
 export interface TransformerHooks {
+  /** Once every option is checked (the densities too), before the first model is built. */
+  onStart?(): void;
   onModelStart?(name: string, steps: number): void;
   onStep?(info: StepInfo): void;
   onModelEnd?(result: TransformerResult): void;
@@ -119,6 +121,8 @@ export function trainTransformer(partial: Partial<TransformerOptions> = {}, hook
   if (options.backend !== undefined) setBackend(options.backend);
   const text = mobyDickText();
   const corpus = buildCorpus(options.textLimit === undefined ? text : text.slice(0, options.textLimit));
+  checkDensities(options, corpus.vocabulary.size);
+  hooks.onStart?.();
   const validation = Array.from({ length: options.evalBatches }, (_, i) =>
     sampleBatch(corpus.validation, options.batchSize, options.context, new SeededRandom(options.seed * 7919 + i)),
   );
@@ -141,6 +145,19 @@ export function trainTransformer(partial: Partial<TransformerOptions> = {}, hook
   return { options, backend: getBackend(), vocabularySize: corpus.vocabulary.size, trainCharacters: corpus.train.length, models };
 }
 
+/**
+ * Refuses a density under which a feed-forward layer keeps no block (nn would keep one anyway, a denser layer than
+ * the table names), checked on the layers the pattern patches: the patcher's dry run on the model to train.
+ */
+function checkDensities(options: TransformerOptions, vocabSize: number): void {
+  const model = new CharTransformer({ vocabSize, ...options });
+  try {
+    const layersAt = (density: number) => feedForwardPatcher(density, options.blockShape).patchModel(model, { dryRun: true }).layers;
+    checkDensitiesKeepABlock(options.densities, layersAt, "a larger --d-model or a smaller --block");
+  } finally {
+    for (const parameter of model.parameters()) parameter.dispose();
+  }
+}
 
 type Batch = { inputs: Int32Array; targets: Int32Array };
 

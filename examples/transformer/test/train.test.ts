@@ -91,6 +91,19 @@ describe("trainTransformer", () => {
     expect(() => trainTransformer({ ...TINY, seed: 2 ** 40 })).toThrow(/seed: expected an integer from -4294967295 to 4294967295, got 1099511627776$/);
   });
 
+  // The CLI refused it, but trainTransformer called directly trained the feed-forward layers at 0.25 under the name 0.1.
+  it("refuses a density under which a patched layer keeps no block before it trains, as the CLI does, and gives its tensors back", () => {
+    const calls: string[] = [];
+    const before = memory().numTensors;
+    expect(() => trainTransformer({ ...TINY, densities: [0.25, 0.1] }, { onStart: () => calls.push("start"), onModelStart: () => calls.push("model") })).toThrow(
+      new RangeError(
+        "--density: 0.1 keeps no block of blocks.0.mlp.fc1 (128x32 in 4 blocks of 32x32); nn keeps one anyway, so blocks.0.mlp.fc1 would run at density 0.25, not 0.1: give at least 0.25, or a larger --d-model or a smaller --block",
+      ),
+    );
+    expect(calls).toEqual([]);
+    expect(memory().numTensors).toBe(before);
+  });
+
   it("refuses a sample longer than MAX_SAMPLE_LENGTH before it trains: generation slides past the context, one pass a character", () => {
     expect(() => trainTransformer({ ...TINY, sampleLength: MAX_SAMPLE_LENGTH + 1 })).toThrow(
       new RangeError(`sampleLength: expected an integer from 0 to ${MAX_SAMPLE_LENGTH} (characters generated), got ${MAX_SAMPLE_LENGTH + 1}`),
