@@ -9,8 +9,21 @@ export const DEFAULT_TIMEOUT_MS = 300_000;
 /** The ranks this process holds, as `<job id> <store address> <rank>`: from the start of their join until they close. */
 const HELD_HERE = new Set<string>();
 
-/** Ranks (as in HELD_HERE) whose failed join here could not give the rank back to the store: a retry finds it taken. */
-const NOT_GIVEN_BACK = new Set<string>();
+/** What failed on this process's side of the job, that gives back what a join took: the join itself, a group's setup after it, a destroy. */
+type GivenBackBy = "join" | "setup" | "destroy";
+
+/**
+ * Ranks (as in HELD_HERE) whose failed join, group setup or destroy here could not give the rank back to the store (it
+ * did not answer): a retry finds the rank taken, and is told why.
+ */
+const NOT_GIVEN_BACK = new Map<string, GivenBackBy>();
+
+/** How a join refused for NOT_GIVEN_BACK names what failed. */
+const FAILED_EARLIER: Record<GivenBackBy, string> = {
+  join: "an earlier join of this rank",
+  setup: "the setup of an earlier process group of this rank (after its join)",
+  destroy: "an earlier destroy of this rank's process group",
+};
 
 /** Added to an attempt's count by a rank that gives the attempt up: no count can reach WORLD_SIZE after it. */
 const GIVEN_UP = -(2 ** 40);
@@ -20,6 +33,11 @@ const GIVE_BACK_MS = 5000;
 
 /** What settles an attempt at forming the group (JSON under its `rendezvous/outcome` key). */
 type Outcome = { formed: true } | { formed: false; rank: number; reason: string; error: string };
+
+/** The keys of a rank's `joins`-th join (its first, or the first after each destroy): the first join's have no prefix. */
+function joinPrefix(joins: number): string {
+  return joins > 1 ? `join${joins}/` : "";
+}
 
 /** The keys of attempt `attempt` of a formation whose keys start with `keyPrefix`: the first attempt's are the formation's own. */
 function attemptPrefix(keyPrefix: string, attempt: number): string {
@@ -98,9 +116,10 @@ export class Rendezvous {
       if ((await store.add(`rendezvous/rank/${env.rank}`, 1, { timeoutMs: wait })) > 1) {
         // Given back at once: the process that holds the rank may still destroy its group and join again.
         await store.add(`rendezvous/rank/${env.rank}`, -1, { timeoutMs: wait }).catch(() => {});
-        if (NOT_GIVEN_BACK.has(heldHere)) {
+        const failed = NOT_GIVEN_BACK.get(heldHere);
+        if (failed !== undefined) {
           throw new DistributedEnvError(
-            `RANK=${env.rank}: an earlier join of this rank in this process failed and could not give the rank back to the store (the store did not answer), so the store still counts it as held: a join that failed so cannot be retried in this process; restart the process (or the job)`,
+            `RANK=${env.rank}: ${FAILED_EARLIER[failed]} in this process failed and could not give the rank back to the store (the store did not answer), so the store still counts it as held: ${failed === "join" ? "a join that failed so cannot be retried" : "the rank cannot join again"} in this process; restart the process (or the job)`,
           );
         }
         throw new DistributedEnvError(`RANK=${env.rank} is used by two processes of this job: each process needs its own RANK in [0, ${env.worldSize - 1}]`);
@@ -110,7 +129,7 @@ export class Rendezvous {
       // A rank that joins again after destroy (as torch allows) uses fresh keys: values a failed collective left behind are not read.
       const joins = await store.add(`rendezvous/joins/${env.rank}`, 1, { timeoutMs: wait });
       taken.joinCount = true;
-      const keyPrefix = joins > 1 ? `join${joins}/` : "";
+      const keyPrefix = joinPrefix(joins);
       // After the check above: a second process given the same RANK must not make the store take the first for gone.
       await store.join(env.rank, { timeoutMs: wait });
       taken.member = true;
@@ -119,7 +138,7 @@ export class Rendezvous {
       for (;;) {
         const attempt = await store.add(`${keyPrefix}rendezvous/attempt`, 0, { timeoutMs: wait });
         const probe = new Rendezvous(store, env.rank, env.worldSize, timeoutMs, server, !env.launcherStore, attemptPrefix(keyPrefix, attempt), heldHere, attempt);
-        const outcome = await probe.#attempt(keyPrefix, wait, givenUp);
+        const outcome = await probe.#attempt(keyPrefix, joins, wait, givenUp);
         if (outcome.formed) return new Rendezvous(store, env.rank, env.worldSize, timeoutMs, server, !env.launcherStore, keyPrefix, heldHere, attempt);
         // A peer's join failed: this rank's own timeout still runs, and the peer (or the rank that replaces it) may join again.
         givenUp.push(`rank ${outcome.rank}'s join failed meanwhile (${outcome.reason})`);
@@ -134,7 +153,7 @@ export class Rendezvous {
         // Left, not gone: the store does not fail the peers' waits for a rank that may join again.
         taken.member ? store.leave({ timeoutMs: giveBack }) : null,
       ]);
-      if (taken.rank && returned.some((result) => result.status === "rejected")) NOT_GIVEN_BACK.add(heldHere);
+      if (taken.rank && returned.some((result) => result.status === "rejected")) NOT_GIVEN_BACK.set(heldHere, "join");
       HELD_HERE.delete(heldHere);
       store.close();
       await server?.close();
@@ -149,7 +168,7 @@ export class Rendezvous {
    * either the group formed for every rank or for none), and it says so to the ranks still in the attempt, which
    * then move on to the next one. Resolves with how the attempt ended.
    */
-  async #attempt(formationPrefix: string, wait: StoreTimeout, givenUp: readonly string[]): Promise<Outcome> {
+  async #attempt(formationPrefix: string, joins: number, wait: StoreTimeout, givenUp: readonly string[]): Promise<Outcome> {
     const worldKey = "rendezvous/world";
     const countKey = `${this.keyPrefix}rendezvous/count`;
     const outcomeKey = `${this.keyPrefix}rendezvous/outcome`;
@@ -183,6 +202,7 @@ export class Rendezvous {
       if ((await this.store.add(countKey, 1, { timeoutMs: wait })) === this.worldSize) {
         // Read once by every rank of the attempt (each asked for it first), then gone.
         await this.store.set(outcomeKey, new TextEncoder().encode(JSON.stringify({ formed: true })), { reads: this.worldSize, timeoutMs: wait });
+        await this.#dropSpentKeys(formationPrefix, joins, wait);
       }
       const settled = await outcome;
       if ("error" in settled) throw settled.error;
@@ -213,6 +233,27 @@ export class Rendezvous {
       throw this.#explainJoinFailure(error, counted && before !== null && before >= 0 ? before : null, givenUp);
     } finally {
       controller.abort();
+    }
+  }
+
+  /**
+   * Deletes the join keys no rank reads once this attempt has formed the group (every rank counted itself in it): each
+   * earlier attempt's count and outcome (attempts given up), and what the formation of the ranks' previous group left
+   * (its attempt number and count: deleted at its destroy, unless its setup or destroy failed). Retries thus leave the
+   * store no larger. Best effort: a store that does not answer fails what comes next anyway.
+   */
+  async #dropSpentKeys(formationPrefix: string, joins: number, wait: StoreTimeout): Promise<void> {
+    const keys: string[] = [];
+    for (let attempt = 0; attempt < this.attempt; attempt++) keys.push(`${attemptPrefix(formationPrefix, attempt)}rendezvous/count`, `${attemptPrefix(formationPrefix, attempt)}rendezvous/outcome`);
+    try {
+      if (joins > 1) {
+        const previous = joinPrefix(joins - 1);
+        const formed = await this.store.add(`${previous}rendezvous/attempt`, 0, { timeoutMs: wait });
+        keys.push(`${previous}rendezvous/attempt`, `${attemptPrefix(previous, formed)}rendezvous/count`);
+      }
+      await Promise.all(keys.map((key) => this.store.deleteKey(key, { timeoutMs: wait })));
+    } catch {
+      // Left in the store: harmless to later joins, which use keys of their own.
     }
   }
 
@@ -289,39 +330,84 @@ export class Rendezvous {
    * rank said it is done with it. A rank that closes without this is taken for gone. `ownKeys`:
    * keys this rank published that no rank reads once every rank is leaving (a destroy's marker),
    * deleted then, so that a store that outlives the group (the launcher's) does not keep them.
+   *
+   * When it fails (a peer that does not call destroy within the timeout), this rank still leaves:
+   * it gives back its rank and its place in the store, as a failed join does, so that the job may
+   * form a group again; a timeout says which ranks it waited for, and whether the rank was given back.
    */
   async shutdown(ownKeys: readonly string[] = []): Promise<void> {
+    const wait = this.wait();
+    const given = { rank: false, place: false };
+    // What the peers are waited for to do, at the steps that wait for them (a timeout elsewhere is the store's).
+    let waitingFor: string | null = null;
     try {
-      const wait = this.wait();
-      await this.exchange("shutdown/arrived", new Uint8Array(0), wait);
+      await this.publish("shutdown/arrived", new Uint8Array(0), this.worldSize - 1, wait);
+      waitingFor = "call destroy";
+      await this.collect("shutdown/arrived", this.others(), wait);
+      waitingFor = null;
       // Every rank has passed its publishes: what only a peer still in a collective could have read is dropped.
       for (const key of ownKeys) await this.store.deleteKey(`${this.keyPrefix}${key}/${this.rank}`, { timeoutMs: wait });
-      // Every rank is past its join: the formation's shared keys (its attempts' counts, those given up's outcomes) go.
+      // Every rank is past its join: the formation's shared keys go.
       if (this.rank === 0) await Promise.all(this.#formationKeys().map((key) => this.store.deleteKey(key, { timeoutMs: wait })));
       // The rank is free again: a later join with it in this job (a store the launcher hosts outlives the group) is not a duplicate.
       await this.store.add(`rendezvous/rank/${this.rank}`, -1, { timeoutMs: wait });
+      given.rank = true;
       // Before "left": once the others said they left, the rank hosting the store may close it.
       await this.store.leave({ timeoutMs: wait });
+      given.place = true;
       // Only a rank hosting the store waits for the others to leave: a store the launcher hosts would keep each "left" unread.
-      if (this.server !== null) await this.collect("shutdown/left", this.others(), wait);
-      else if (this.rankHostsStore) await this.publish("shutdown/left", new Uint8Array(0), 1, wait);
-    } finally {
-      await this.close();
+      if (this.server !== null) {
+        waitingFor = "leave";
+        await this.collect("shutdown/left", this.others(), wait);
+      } else if (this.rankHostsStore) await this.publish("shutdown/left", new Uint8Array(0), 1, wait);
+    } catch (error) {
+      const givenBack = await this.#giveBack("destroy", given);
+      if (!(error instanceof StoreTimeoutError)) throw error;
+      const what = waitingFor === null ? `: ${error.message}` : ` waited ${this.timeoutMs / 1000} s for the other ranks to ${waitingFor}: ${error.message}`;
+      const after = givenBack
+        ? "this rank left the job and gave its rank back: initProcessGroup may be called again (on every rank)"
+        : "the store did not answer when the rank was given back, so a store that outlives the group still counts it as held: restart this process to join the job again";
+      throw new StoreTimeoutError(`destroy: rank ${this.rank} of WORLD_SIZE=${this.worldSize}${what}; ${after}`, { cause: error });
     }
+    await this.close();
   }
 
-  /** The keys every rank of this formation shared while joining: the attempt number, and each attempt's count and outcome. */
+  /**
+   * Leaves the job at once, without waiting for the peers: for a group whose setup failed after the join (the NCCL
+   * group's communicator). As a failed join does, it gives back the rank and its place in the store (it leaves, so the
+   * store does not take it for gone and the job may form a group again), then closes the connection; the join count
+   * stays, so that the next join uses keys of its own, as after destroy. Resolves with whether the store took the rank
+   * back: when it did not answer, a later join of this rank in this process is refused, saying so.
+   */
+  abort(): Promise<boolean> {
+    return this.#giveBack("setup", { rank: false, place: false });
+  }
+
+  /** Gives back what `given` says is still held (the rank, the place in the store) within a short wait, then closes. */
+  async #giveBack(by: GivenBackBy, given: { rank: boolean; place: boolean }): Promise<boolean> {
+    // This rank's own timeout may have passed.
+    const grace = Math.min(this.timeoutMs, GIVE_BACK_MS);
+    const wait: StoreTimeout = { timeoutMs: grace, deadline: Date.now() + grace };
+    const returned = await Promise.allSettled([
+      given.rank ? null : this.store.add(`rendezvous/rank/${this.rank}`, -1, { timeoutMs: wait }),
+      // Left, not gone: the store does not fail the peers' waits for a rank that may join again.
+      given.place ? null : this.store.leave({ timeoutMs: wait }),
+    ]);
+    const givenBack = returned.every((result) => result.status === "fulfilled");
+    await this.close();
+    if (!givenBack) NOT_GIVEN_BACK.set(this.heldHere, by);
+    return givenBack;
+  }
+
+  /**
+   * The keys every rank of this formation shared while joining that are still in the store: the attempt number and the
+   * formed attempt's count (the attempts given up before it were deleted when it formed; its outcome went with its last read).
+   */
   #formationKeys(): string[] {
-    const keys = [`${this.keyPrefix}rendezvous/attempt`];
-    for (let attempt = 0; attempt <= this.attempt; attempt++) {
-      keys.push(`${attemptPrefix(this.keyPrefix, attempt)}rendezvous/count`);
-      // The formed attempt's outcome went with its last read.
-      if (attempt < this.attempt) keys.push(`${attemptPrefix(this.keyPrefix, attempt)}rendezvous/outcome`);
-    }
-    return keys;
+    return [`${this.keyPrefix}rendezvous/attempt`, `${attemptPrefix(this.keyPrefix, this.attempt)}rendezvous/count`];
   }
 
-  /** Closes at once (no handshake): for a failed start. The store takes this rank for gone once it joined. */
+  /** Closes at once, giving nothing back: the store takes this rank for gone once it joined (`abort` leaves instead). */
   async close(): Promise<void> {
     HELD_HERE.delete(this.heldHere);
     this.store.close();

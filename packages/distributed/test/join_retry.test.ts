@@ -119,6 +119,54 @@ describe("a join that timed out can be retried", () => {
   });
 });
 
+describe("the keys of attempts given up", () => {
+  it("are deleted once a group forms: after four joins that timed out and one that formed, the store holds as many keys as after a join that formed at once", async () => {
+    const clean = await jobOf(2, true);
+    const groups = await formed([0, 1].map((rank) => Rendezvous.join(clean.env(rank), { timeoutMs: 5000 })));
+    const keysOfACleanJob = clean.server?.numKeys();
+    await within(Promise.all(groups.map((group) => group.destroy())), 10_000);
+
+    const { env, server } = await jobOf(2, true);
+    for (let attempt = 0; attempt < 4; attempt++) await expect(within(Rendezvous.join(env(0), { timeoutMs: 100 }), 3000)).rejects.toThrow(StoreTimeoutError);
+    // Each attempt given up kept its count and its outcome: 8 keys more here, for as long as the group lived.
+    await formed([0, 1].map((rank) => Rendezvous.join(env(rank), { timeoutMs: 5000 })));
+    expect(server?.numKeys()).toBe(keysOfACleanJob);
+  });
+});
+
+describe("a destroy that failed", () => {
+  for (const launcherStore of [true, false]) {
+    it(`leaves the job all the same: a StoreTimeoutError naming the rank it waited for, and every rank joins again (${launcherStore ? "the launcher's store" : "rank 0 hosting the store"})`, async () => {
+      const { env } = await jobOf(2, launcherStore);
+      const [zero, one] = await formed([0, 1].map((rank) => Rendezvous.join(env(rank), { timeoutMs: 300 })));
+      const error = await within(zero.destroy(), 3000).catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(StoreTimeoutError);
+      expect((error as Error).message).toMatch(
+        /^destroy: rank 0 of WORLD_SIZE=2 waited 0\.3 s for the other ranks to call destroy: store get 'shutdown\/arrived\/1': .*\(still waiting for rank 1\); this rank left the job and gave its rank back: initProcessGroup may be called again/,
+      );
+      // Rank 1 destroys later: on the launcher's store it reads rank 0's arrival and leaves; rank 0's store is gone.
+      const late = await within(one.destroy(), 3000).catch((caught: unknown) => caught);
+      if (launcherStore) expect(late).toBeUndefined();
+      // Rank 0's retry used to be refused as "RANK=0 is used by two processes", its rank never given back, or failed at
+      // once naming rank 0 as gone: its connection had closed without leaving, and the store takes that for good.
+      await formed([0, 1].map((rank) => Rendezvous.join(env(rank), { timeoutMs: 5000 })));
+    });
+  }
+
+  it("that could not give the rank back (the network to the store failed) is told when retried in that process, with a DistributedEnvError saying so", async () => {
+    const { env, server } = await jobOf(2, true);
+    const proxy = await proxyTo((server as TcpStoreServer).port);
+    const [, one] = await formed([Rendezvous.join(env(0), { timeoutMs: 300 }), Rendezvous.join({ ...env(1), masterPort: proxy.port }, { timeoutMs: 300 })]);
+    proxy.cut();
+    const error = await within(one.destroy(), 3000).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(StoreTimeoutError);
+    expect((error as Error).message).toMatch(/^destroy: rank 1 of WORLD_SIZE=2: store set 'shutdown\/arrived\/1': the store did not answer .*; the store did not answer when the rank was given back/);
+    const retry = await within(Rendezvous.join({ ...env(1), masterPort: proxy.port }, { timeoutMs: 300 }), 3000).catch((caught: unknown) => caught);
+    expect(retry).toBeInstanceOf(DistributedEnvError);
+    expect((retry as Error).message).toMatch(/^RANK=1: an earlier destroy of this rank's process group in this process failed and could not give the rank back to the store .*restart the process/);
+  });
+});
+
 describe("a peer that saw a join that then failed", () => {
   /**
    * Rank 0 publishes its world size; its answers are then held back, so that rank 1 reads rank 0's world size and
