@@ -1,9 +1,11 @@
 import type { CudaBackend } from "@blocksparse/backend-cuda";
 import { fullOn, type Tensor, ValueError } from "@blocksparse/core";
 import type { DistributedEnv } from "./env";
-import { NcclError } from "./errors";
+import { DistributedError, NcclError, StoreTimeoutError } from "./errors";
 import { checkReduceOp, checkRoot, checkTensor, type ProcessGroup, type ReduceOp } from "./process_group";
 import { Rendezvous } from "./rendezvous";
+import type { StoreTimeout } from "./store";
+import { packMessage, unpackMessage } from "./wire";
 
 /** The addon's dtype and reduction codes, from the cuda backend's module. */
 interface CudaCodes {
@@ -22,6 +24,101 @@ function native<T>(what: string, call: () => T): T {
     (wrapped as Error & { cause?: unknown }).cause = error;
     throw wrapped;
   }
+}
+
+/** What a rank of the NCCL group's setup publishes: rank 0's unique id or its word to go, a rank's receipt, or that it failed. */
+type SetupWord = { kind: "id" | "go" | "received" } | { kind: "failed"; reason: string; error: string };
+
+/** How long a rank that failed in the setup waits for the store to take its word (its own timeout may have passed). */
+const SAY_FAILED_MS = 5000;
+
+/**
+ * Hands rank 0's NCCL unique id (made by `uniqueId`) to every rank, before each enters ncclCommInitRank, which blocks its
+ * thread until every rank has entered it: rank 0 publishes the id, every other rank confirms receipt, and rank 0 then
+ * says "go" (it may host the store, which answers nothing once it is inside). Every other rank waits for that word
+ * before it enters: a rank that entered on the id alone would block for good when rank 0 then failed (a peer that
+ * never received the id). A rank that fails in the setup says so where its peers wait for it, so that they fail at once
+ * instead of at their timeout, and every rank gives back its rank (the caller aborts the rendezvous).
+ */
+async function handOutUniqueId(rendezvous: Rendezvous, uniqueId: () => Uint8Array): Promise<Uint8Array> {
+  const { rank } = rendezvous;
+  const others = rendezvous.others();
+  const wait = rendezvous.wait();
+  // Where the peers wait for this rank's word at each step, and how many read it: null once nothing more is said.
+  let saying: { key: string; readers: number } | null = rank === 0 ? { key: "nccl/id", readers: others.length } : { key: "nccl/received", readers: 1 };
+  try {
+    if (rank === 0) {
+      const id = uniqueId();
+      await rendezvous.publish("nccl/id", packWord({ kind: "id" }, id), others.length, wait);
+      saying = { key: "nccl/go", readers: others.length };
+      await collectWords(rendezvous, "nccl/received", others, wait, "to receive the NCCL unique id");
+      saying = null;
+      await rendezvous.publish("nccl/go", packWord({ kind: "go" }), others.length, wait);
+      return id;
+    }
+    const id = (await collectWords(rendezvous, "nccl/id", [0], wait, "to publish the NCCL unique id")).get(0) as Uint8Array;
+    // Asked before the receipt is sent: once rank 0 holds every receipt it says go and blocks, and the store it may host
+    // then answers nothing more (this get is waiting in it by then). Rank 0's own wait for the receipts started before
+    // this rank had the id: this one ends later, by the time rank 0 may take to say that it failed, so that it is heard.
+    const grace = Math.min(rendezvous.timeoutMs, SAY_FAILED_MS);
+    const goWait: StoreTimeout = { timeoutMs: rendezvous.timeoutMs, deadline: Date.now() + rendezvous.timeoutMs + grace };
+    const go = collectWords(rendezvous, "nccl/go", [0], goWait, "to say that every rank has the NCCL unique id");
+    go.catch(() => {});
+    await rendezvous.publish("nccl/received", packWord({ kind: "received" }), 1, wait);
+    saying = null;
+    await go;
+    return id;
+  } catch (error) {
+    // Rank 0 told that a peer failed tells the others; a rank told that rank 0 failed has no one to tell.
+    if (saying !== null && (rank === 0 || !TOLD_BY_PEER.has(error as object))) {
+      const reason = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+      const said = packWord({ kind: "failed", reason, error: error instanceof NcclError ? "NcclError" : "DistributedError" });
+      const grace = Math.min(rendezvous.timeoutMs, SAY_FAILED_MS);
+      await rendezvous.publish(saying.key, said, saying.readers, { timeoutMs: grace, deadline: Date.now() + grace }).catch(() => {});
+    }
+    throw error;
+  }
+}
+
+/** The errors a rank throws because a peer said that it failed in the setup. */
+const TOLD_BY_PEER = new WeakSet<object>();
+
+function packWord(word: SetupWord, payload?: Uint8Array): Uint8Array {
+  return packMessage({ ...word }, payload);
+}
+
+/**
+ * What each of `ranks` published under `key` in the setup (the payload of its word), failing at the first word that a
+ * rank failed, and past the timeout with a StoreTimeoutError naming every rank still waited for and `forWhat`.
+ */
+async function collectWords(rendezvous: Rendezvous, key: string, ranks: readonly number[], wait: StoreTimeout, forWhat: string): Promise<Map<number, Uint8Array>> {
+  const waiting = new Set(ranks);
+  const words = new Map<number, Uint8Array>();
+  try {
+    await Promise.all(
+      ranks.map(async (peer) => {
+        const bytes = (await rendezvous.collect(key, [peer], wait)).get(peer) as Uint8Array;
+        waiting.delete(peer);
+        const { header, payload } = unpackMessage(bytes);
+        const word = header as SetupWord;
+        if (word.kind === "failed") {
+          const message = `initProcessGroup: rank ${peer} failed in the NCCL group's setup (${word.reason}), so rank ${rendezvous.rank} gives the setup up too and leaves the job: call initProcessGroup again on every rank to retry`;
+          const told = word.error === "NcclError" ? new NcclError(message) : new DistributedError(message);
+          TOLD_BY_PEER.add(told);
+          throw told;
+        }
+        words.set(peer, payload);
+      }),
+    );
+  } catch (error) {
+    if (!(error instanceof StoreTimeoutError)) throw error;
+    const missing = [...waiting].sort((a, b) => a - b);
+    throw new StoreTimeoutError(
+      `initProcessGroup: rank ${rendezvous.rank} of WORLD_SIZE=${rendezvous.worldSize} waited ${rendezvous.timeoutMs / 1000} s for rank${missing.length > 1 ? "s" : ""} ${missing.join(", ")} ${forWhat} (${error.message})`,
+      { cause: error },
+    );
+  }
+  return words;
 }
 
 /**
@@ -85,22 +182,14 @@ export class NcclProcessGroup implements ProcessGroup {
     if (!info.available) throw new NcclError(`the NCCL process group cannot start: ${info.library}`);
     const rendezvous = await Rendezvous.join(env, options);
     try {
-      let uniqueId: Uint8Array;
-      if (env.rank === 0) {
-        uniqueId = native("ncclGetUniqueId", () => cuda.addon.ncclGetUniqueId());
-        await rendezvous.publish("nccl/id", uniqueId, env.worldSize - 1);
-        // ncclCommInitRank blocks this thread: wait until every rank has the id (this rank may host the store).
-        await rendezvous.collect("nccl/received", rendezvous.others());
-      } else {
-        uniqueId = (await rendezvous.collect("nccl/id", [0])).get(0) as Uint8Array;
-        await rendezvous.publish("nccl/received", new Uint8Array(0), 1);
-      }
+      const uniqueId = await handOutUniqueId(rendezvous, () => native("ncclGetUniqueId", () => cuda.addon.ncclGetUniqueId()));
       const communicator = native(`ncclCommInitRank (rank ${env.rank} of ${env.worldSize}, device ${cuda.device.index})`, () =>
         cuda.addon.ncclCommInitRank(env.worldSize, uniqueId, env.rank),
       );
       return new NcclProcessGroup(rendezvous, cuda, codes, communicator, info.library);
     } catch (error) {
-      await rendezvous.close();
+      // Left, not gone: the rank and its place in the store are given back, so that every rank may call initProcessGroup again.
+      await rendezvous.abort();
       throw error;
     }
   }
@@ -168,10 +257,15 @@ export class NcclProcessGroup implements ProcessGroup {
     }
   }
 
+  /**
+   * Waits for every rank, then destroys the communicator. When the wait fails (a peer did not call destroy in time), the
+   * rank still leaves the job (initProcessGroup may be called again) and the group counts as destroyed, but the
+   * communicator is left as it is: a peer may still have collectives on it that would never complete.
+   */
   async destroy(): Promise<void> {
     const communicator = this.#comm("destroy");
-    await this.#rendezvous.shutdown();
     this.#communicator = null;
+    await this.#rendezvous.shutdown();
     native("ncclCommDestroy", () => this.#cuda.addon.ncclCommDestroy(communicator));
   }
 
