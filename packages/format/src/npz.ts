@@ -180,6 +180,13 @@ function tupleItems(text: string, field: string, python2Longs: boolean, header: 
   });
 }
 
+/**
+ * The longest `.npy` header np.load reads (`max_header_size`, which SciPy's load_npz leaves at its default): it
+ * refuses a longer one as unsafe to parse. Refusing it here too keeps a header of hundreds of megabytes (a few
+ * kilobytes deflated) from becoming a string longer than JavaScript holds.
+ */
+const NPY_MAX_HEADER_CHARACTERS = 10_000;
+
 /** Parses one `.npy` file (format versions 1.0, 2.0 and 3.0). */
 function readNpy(bytes: Uint8Array, field: string): NpyArray {
   if (bytes.length < 10 || NPY_MAGIC.some((byte, i) => bytes[i] !== byte)) {
@@ -195,7 +202,13 @@ function readNpy(bytes: Uint8Array, field: string): NpyArray {
   if (bytes.length < prefix) throw new BsrFormatError(field, `the .npy file ends inside its ${prefix}-byte prefix`);
   const headerLength = major === 1 ? view.getUint16(8, true) : view.getUint32(8, true);
   if (prefix + headerLength > bytes.length) throw new BsrFormatError(field, "the .npy header runs past the end of the file");
+  const tooLong = (length: string) =>
+    new BsrFormatError(field, `the .npy header is ${length}, past the ${NPY_MAX_HEADER_CHARACTERS} characters np.load reads (its max_header_size: a longer header "may not be safe to load securely")`);
+  // A character is a byte in versions 1.0 and 2.0 (latin-1), up to four in 3.0 (UTF-8): checked before any text is made.
+  if (headerLength > NPY_MAX_HEADER_CHARACTERS * (major === 3 ? 4 : 1)) throw tooLong(`${headerLength} ${major === 3 ? "bytes" : "characters"} long`);
   const header = new TextDecoder().decode(bytes.subarray(prefix, prefix + headerLength));
+  const characters = major === 3 ? [...header].length : headerLength;
+  if (characters > NPY_MAX_HEADER_CHARACTERS) throw tooLong(`${characters} characters long`);
   const values = npyHeaderDict(header, field);
   const descr = values.get("descr");
   const fortran = values.get("fortran_order");
@@ -377,22 +390,32 @@ function toInt32Indices(values: ArrayLike<number | bigint>, field: string): Int3
   return out;
 }
 
+/** The longest format.npy string decoded: SciPy's formats are three letters, and a longer string is named by its length. */
+const MAX_FORMAT_CHARACTERS = 64;
+
 function npyString(array: NpyArray, field: string): string {
   // SciPy reads it with .item(): any shape of one element, () as save_npz writes it or (1,).
   if (array.shape.some((size) => size !== 1)) throw new BsrFormatError(field, `expected a single string, got shape ${npyShapeText(array.shape)}`);
-  if (array.kind[0] === "S") return new TextDecoder().decode(array.bytes).replace(/\0+$/, "");
-  if (array.kind[0] === "U") {
-    const view = new DataView(array.bytes.buffer, array.bytes.byteOffset, array.bytes.byteLength);
-    let text = "";
-    for (let at = 0; at < array.bytes.length; at += 4) {
-      const code = view.getUint32(at, littleEndianHost);
-      if (code > 0x10ffff) throw new BsrFormatError(field, `character ${at / 4} is ${code}, not a Unicode code point`);
-      text += String.fromCodePoint(code);
-    }
-    // NumPy drops the trailing NULs that pad a string to its width, and keeps any other.
-    return text.replace(/\0+$/, "");
+  const width = array.kind[0] === "S" ? 1 : array.kind[0] === "U" ? 4 : 0;
+  if (width === 0) throw new BsrFormatError(field, `expected a string, got ${describeDtype(array)}`);
+  // NumPy drops the trailing NULs that pad a string to its width, and keeps any other.
+  const { bytes } = array;
+  let last = bytes.length - 1;
+  while (last >= 0 && bytes[last] === 0) last--;
+  const length = Math.ceil((last + 1) / width);
+  // Counted before anything is decoded: a string of hundreds of millions of characters is longer than JavaScript holds.
+  if (length > MAX_FORMAT_CHARACTERS) {
+    throw new BsrFormatError(field, `holds a string of ${length} characters, which names no sparse format (SciPy's are bsr, coo, csc, csr, dia, dok and lil)`);
   }
-  throw new BsrFormatError(field, `expected a string, got ${describeDtype(array)}`);
+  if (width === 1) return new TextDecoder().decode(bytes.subarray(0, length));
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let text = "";
+  for (let at = 0; at < length * 4; at += 4) {
+    const code = view.getUint32(at, littleEndianHost);
+    if (code > 0x10ffff) throw new BsrFormatError(field, `character ${at / 4} is ${code}, not a Unicode code point`);
+    text += String.fromCodePoint(code);
+  }
+  return text;
 }
 
 /** The typed array of each bool and integer dtype SciPy stores data in (a mask, counts). */
@@ -445,15 +468,18 @@ export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
   }
   for (const name of wanted) {
     if (!files.has(name)) {
-      const held = zipMemberNames(bytes).join(", ") || "nothing";
+      const names = zipMemberNames(bytes);
+      const more = names.length > 20 ? ` and ${names.length - 20} more` : "";
+      const held = names.length === 0 ? "nothing" : `${names.slice(0, 20).join(", ")}${more}`;
       throw new BsrFormatError(name, `missing from the archive, which holds ${held} (scipy.sparse.save_npz writes data, indices, indptr, shape and format)`);
     }
   }
   const read = (name: string) => readNpy(files.get(name)!, name);
-  const shapeArray = read("shape.npy");
-  const shapeRead: (number | bigint)[] = Array.from(toIntegerArray(shapeArray, "shape.npy", "dimensions"));
+  const shapeArray = toIntegerArray(read("shape.npy"), "shape.npy", "dimensions");
+  // Counted before the values are copied out: millions of 64-bit ones would each become a BigInt.
+  if (shapeArray.length !== 2) throw new BsrFormatError("shape.npy", `expected 2 dimensions, got ${shapeArray.length}`);
+  const shapeRead: (number | bigint)[] = Array.from(shapeArray);
   const shapeValues = shapeRead.map(Number);
-  if (shapeValues.length !== 2) throw new BsrFormatError("shape.npy", `expected 2 dimensions, got ${shapeValues.length}`);
   if (!(shapeValues[0] > 0 && shapeValues[1] > 0)) {
     throw new BsrFormatError("shape.npy", `the matrix is ${shapeValues.join(" x ")}; a BsrMatrix has at least one row and one column`);
   }

@@ -1,7 +1,9 @@
 import { constants } from "node:buffer";
+import { spawnSync } from "node:child_process";
 import { mkdtemp, readdir, rm, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { strToU8, unzipSync, zipSync } from "fflate";
 import { describe, expect, it } from "vitest";
 import { BsrFormatError, BsrMatrix, BsrPattern } from "../src/index.js";
@@ -357,6 +359,69 @@ describe("local headers checked against the central directory", () => {
     for (const at of [centralEntry(bytes, "data.npy") + 8, localHeader(bytes, "data.npy") + 6]) view.setUint16(at, view.getUint16(at, true) | 1, true);
     expect(thrown(() => decodeScipyNpz(bytes)).message).toBe("data.npy: is encrypted; NumPy and SciPy write no encrypted members, and this reader reads none");
   });
+});
+
+describe("huge declared sizes inside a small archive", () => {
+  /** data.npy of the 4 x 6 fixture whose header is padded to `length` characters, in format version `major`.0. */
+  const dataWithHeaderLength = (length: number, major: number) => {
+    const prefix = major === 1 ? 10 : 12;
+    const dict = "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2, 2), }";
+    const header = `${dict}${" ".repeat(length - dict.length - 1)}\n`;
+    const data = bytesOf(Float64Array.from([1, 2, 7, 8, 17, 18, 23, 24]));
+    const file = new Uint8Array(prefix + header.length + data.length);
+    file.set([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, major, 0]);
+    if (major === 1) new DataView(file.buffer).setUint16(8, header.length, true);
+    else new DataView(file.buffer).setUint32(8, header.length, true);
+    file.set(strToU8(header), prefix);
+    file.set(data, prefix + header.length);
+    return archive({ "data.npy": file });
+  };
+
+  it.each([1, 2, 3])("reads a version %i.0 header of 10000 characters and refuses one longer, as np.load does (max_header_size)", (major) => {
+    expect(Array.from(decodeScipyNpz(dataWithHeaderLength(10_000, major)).toDense())).toEqual(SCIPY_DENSE);
+    expect(thrown(() => decodeScipyNpz(dataWithHeaderLength(10_001, major))).message).toBe(
+      `data.npy: the .npy header is 10001 characters long, past the 10000 characters np.load reads (its max_header_size: a longer header "may not be safe to load securely")`,
+    );
+  });
+
+  it("refuses a header of megabytes (a few kilobytes deflated) before making it a string", () => {
+    for (const [major, unit] of [[2, "characters"], [3, "bytes"]] as const) {
+      const error = thrown(() => decodeScipyNpz(dataWithHeaderLength(4_000_000, major))) as BsrFormatError;
+      expect(error).toBeInstanceOf(BsrFormatError);
+      expect(error.message).toMatch(new RegExp(`^data\\.npy: the \\.npy header is 4000000 ${unit} long, past the 10000 characters np\\.load reads`));
+    }
+  });
+
+  it("names a format.npy string too long to be a format by its length, before decoding it (one of 600 MB passed the longest string JavaScript makes)", () => {
+    const long = npy("|S100000", "()", new Uint8Array(100_000).fill(0x61));
+    const error = thrown(() => decodeScipyNpz(archive({ "format.npy": long }))) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.message).toBe("format.npy: holds a string of 100000 characters, which names no sparse format (SciPy's are bsr, coo, csc, csr, dia, dok and lil)");
+    // Trailing NULs are padding, as NumPy's .item() reads them: a wide string holding bsr is bsr.
+    const padded = new Uint8Array(100_000);
+    padded.set(strToU8("bsr"));
+    expect(Array.from(decodeScipyNpz(archive({ "format.npy": npy("|S100000", "()", padded) })).toDense())).toEqual(SCIPY_DENSE);
+  });
+
+  it("refuses a shape.npy of millions of dimensions in a 64 MB heap (copying them out as BigInts ran the process out of memory)", async () => {
+    const dimensions = 4_000_000;
+    const members: Record<string, Uint8Array> = unzipSync(archive());
+    members["shape.npy"] = npy("<i8", `(${dimensions},)`, new Uint8Array(8 * dimensions));
+    const bytes = zipSync(members, { level: 0 });
+    const directory = await mkdtemp(join(tmpdir(), "bsr-npz-"));
+    try {
+      const path = join(directory, "many-dimensions.npz");
+      await writeFile(path, bytes);
+      const { stdout, status } = spawnSync(process.execPath, ["--max-old-space-size=64", "--import", "tsx", join("test", "children", "decode-npz.ts"), path], {
+        cwd: fileURLToPath(new URL("..", import.meta.url)),
+        encoding: "utf8",
+      });
+      expect(status).toBe(0);
+      expect(JSON.parse(stdout)).toEqual({ name: "BsrFormatError", message: `shape.npy: expected 2 dimensions, got ${dimensions}` });
+    } finally {
+      await rm(directory, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
 
 describe("unsorted and repeated block columns", () => {
