@@ -408,6 +408,13 @@ export function parseSafetensorsHeader(json: Uint8Array, fileSize: number): Safe
       float.index,
     );
   }
+  const unreadable = serdeJsonRefusal(text);
+  if (unreadable !== undefined) {
+    throw new BsrFormatError(
+      "header",
+      `${unreadable}: JavaScript reads it, but the reference safetensors reader (Rust's serde_json, which Python's safetensors uses) refuses the whole header`,
+    );
+  }
   refuseLoneSurrogatesIn(parsed);
   let metadata: Record<string, string> = Object.create(null);
   const entries: SafetensorsEntry[] = [];
@@ -473,6 +480,36 @@ function refuseLoneSurrogatesIn(header: object): void {
       }
     }
   }
+}
+
+/** serde_json's recursion limit: it refuses JSON whose arrays and objects nest this deep (the outermost counts). */
+const SERDE_JSON_MAX_DEPTH = 128;
+
+/**
+ * What the reference reader's JSON parser refuses in a header `text` (valid JSON) that JSON.parse reads, anywhere,
+ * fields the reader ignores included: arrays and objects nested 128 deep ("recursion limit exceeded"), and a number
+ * past the largest float64 ("number out of range"; JSON.parse reads it as Infinity). Undefined when there is none.
+ */
+function serdeJsonRefusal(text: string): string | undefined {
+  let depth = 0;
+  for (let at = 0; at < text.length; at++) {
+    const char = text[at];
+    if (char === "{" || char === "[") {
+      if (++depth === SERDE_JSON_MAX_DEPTH) return `arrays and objects nest ${depth} deep at character ${at} ("recursion limit exceeded" past 127)`;
+    } else if (char === "}" || char === "]") depth--;
+    else if (char === '"') {
+      let end = at + 1;
+      while (text[end] !== '"') end += text[end] === "\\" ? 2 : 1;
+      at = end;
+    } else if (char === "-" || (char >= "0" && char <= "9")) {
+      let end = at + 1;
+      while (end < text.length && /[\d.eE+-]/.test(text[end])) end++;
+      const token = text.slice(at, end);
+      at = end - 1;
+      if (!Number.isFinite(Number(token))) return `the number ${token.length > 40 ? `${token.slice(0, 40)}...` : token} is past the largest float64 ("number out of range")`;
+    }
+  }
+  return undefined;
 }
 
 /**

@@ -268,6 +268,26 @@ describe("decodeSafetensors", () => {
     const pair = decodeSafetensors(handMadeFile({ __metadata__: { note: "\ud83d\ude00" }, "w\ud83d\ude00": tensorAt(0, 4) }, data));
     expect([[...pair.tensors.keys()], pair.metadata]).toEqual([["w\u{1f600}"], { note: "\u{1f600}" }]);
   });
+  it("refuses a header nesting arrays or objects 128 deep, or holding a number past float64, which the reference reader refuses anywhere (it loaded here only)", () => {
+    /** A file whose tensor "w" carries `note`, a field the reader ignores, written as this JSON text. */
+    const withNote = (note: string) => {
+      const json = `{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"note":${note}}}`;
+      const text = new TextEncoder().encode(json.padEnd(Math.ceil(json.length / 8) * 8));
+      const out = new Uint8Array(8 + text.length + 4);
+      new DataView(out.buffer).setBigUint64(0, BigInt(text.length), true);
+      out.set(text, 8);
+      return out;
+    };
+    // The header and w's entry are two levels: serde_json takes 127 in all, and refuses the 128th ("recursion limit exceeded").
+    expect(decodeSafetensors(withNote(`${"[".repeat(125)}${"]".repeat(125)}`)).tensors.get("w")!.shape).toEqual([1]);
+    rejects(withNote(`${"[".repeat(126)}${"]".repeat(126)}`), "header", /^header: arrays and objects nest 128 deep at character \d+ \("recursion limit exceeded" past 127\): .*refuses the whole header/);
+    rejects(withNote(`${'{"k":'.repeat(126)}0${"}".repeat(126)}`), "header", /nest 128 deep/);
+    // A number JSON.parse reads as Infinity is "number out of range" there; large but finite ones read.
+    for (const number of ["1e309", "-1e999", "[0,1E400]"]) rejects(withNote(number), "header", /past the largest float64 \("number out of range"\): JavaScript reads it/);
+    for (const number of ["1e308", "1e-400", "-0", "123456789012345678901234567890", '"1e999"']) {
+      expect(decodeSafetensors(withNote(number)).tensors.get("w")!.shape).toEqual([1]);
+    }
+  });
   it("refuses a shape or offset written as a float (4.0, 4e0, -0), which the reference reader refuses, naming it", () => {
     /** A file whose header is `json` exactly (space-padded), then `data`. */
     const raw = (json: string, data: Uint8Array) => {
@@ -331,7 +351,8 @@ describe("decodeSafetensors", () => {
     const bytes = new Uint8Array(8 + text.length + 4);
     new DataView(bytes.buffer).setBigUint64(0, BigInt(text.length), true);
     bytes.set(text, 8);
-    rejects(bytes, "w.dtype", /^w\.dtype: unsupported dtype an array of length 1; supported: BOOL/);
+    // The nesting alone is refused now, as the reference reader refuses it, before any tensor is looked at.
+    rejects(bytes, "header", /^header: arrays and objects nest 128 deep/);
     rejects(handMadeFile({ w: { ...tensorAt(0, 4), dtype: ["F32"] } }, f32Bytes([1])), "w.dtype", /unsupported dtype an array of length 1; supported/);
     rejects(handMadeFile({ w: { ...tensorAt(0, 4), dtype: "F".repeat(1000) } }, f32Bytes([1])), "w.dtype", /^w\.dtype: unsupported dtype "F{80}"; supported/);
   });
