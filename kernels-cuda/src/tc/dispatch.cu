@@ -1,6 +1,8 @@
 // Chooses a tensor-core path for each block-sparse product, or declines so the simple kernel runs.
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <iterator>
 #include <optional>
 #include <string>
@@ -299,6 +301,19 @@ bool wgmmaDw32Rule(const BsrPatternView& pattern, int64_t m) {
          cells > 0 && double(pattern.nnzBlocks) / cells <= kWgmmaDw32MaxDensity;
 }
 
+// Whether patchDwRule may take the patch tile: tc::kPatchPairDispatched, unless BLOCKSPARSE_CUDA_PATCH_DW is "1" (on)
+// or "0" (off). Read once per process, before the first upload builds (or skips) a pattern's pair records, so the
+// records and the rule always agree: measurement of both dispatches from one build, and a way out.
+bool patchPairDispatched() {
+  static const bool dispatched = [] {
+    const char* value = std::getenv("BLOCKSPARSE_CUDA_PATCH_DW");
+    if (value != nullptr && std::strcmp(value, "1") == 0) return true;
+    if (value != nullptr && std::strcmp(value, "0") == 0) return false;
+    return tc::kPatchPairDispatched;
+  }();
+  return dispatched;
+}
+
 // dW with 32x32 blocks on a wgmma device, half precision: the patch tile (kPatchPairTile) from kPatchPairMinTokens
 // tokens at densities in (kPatchPairMinDensity, kPatchPairMaxDensity), where the pattern has its pair records (built
 // at upload on a wgmma device). Measured on an H200 against the dispatched tiles and the dense route (docs/kernels.md,
@@ -307,7 +322,7 @@ bool wgmmaDw32Rule(const BsrPatternView& pattern, int64_t m) {
 // 2048 tokens tied with the route; at 0.1 slower than the wgmma and mma.sync tiles, at 0.35-0.5 than the route.
 bool patchDwRule(DType dtype, const BsrPatternView& pattern, int64_t m) {
   const double cells = double(pattern.blockRows) * double(pattern.blockCols);
-  if (!tc::kPatchPairDispatched || (dtype != DType::BFloat16 && dtype != DType::Float16) || !squareBlocks(pattern) ||
+  if (!patchPairDispatched() || (dtype != DType::BFloat16 && dtype != DType::Float16) || !squareBlocks(pattern) ||
       pattern.blockHeight != 32 || pattern.patchPairList == nullptr || pattern.patchPairItems <= 0 ||
       m < tc::kPatchPairMinTokens || cells <= 0)
     return false;
@@ -662,10 +677,10 @@ std::string tcSampledPlan(DType dtype, const BsrPatternView& pattern, int64_t m)
   return std::to_string(plan.splits) + (plan.splits == 1 ? " split" : " splits");
 }
 
-bool tcBuildsPatchRecords() { return tc::kPatchPairDispatched && currentDevice().wgmma; }
+bool tcBuildsPatchRecords() { return patchPairDispatched() && currentDevice().wgmma; }
 
 bool tcTakesPatchDw(DType dtype, const BsrPatternView& pattern, int64_t m) {
-  // The rule first: it is off (kPatchPairDispatched) or fails on most patterns at its cheapest checks.
+  // The rule first: it is off (patchPairDispatched) or fails on most patterns at its cheapest checks.
   return patchDwRule(dtype, pattern, m) && supported(dtype, pattern, m) &&
          resolvePath(currentDevice(), TcPath::Auto) == TcPath::Wgmma;
 }

@@ -98,7 +98,7 @@ struct KernelArgs {
 // dW at 32x32 blocks: kPatchDwTile (kept in kernels-cuda/dev/; the number here for the split rule), a CTA per patch of
 // W's block rows x block columns (BsrPatternView::patchList), one CTA per SM (two stages of 208 KB in all); and the
 // addon's kPatchPairTile (bsr_wgmma_patch_dw.cu), the same patches paired within columns on wgmma, fed by bulk tensor
-// copies through a ring of three stages: taken (once kPatchPairDispatched) from kPatchPairMinTokens tokens at densities
+// copies through a ring of three stages: taken (where patchPairDispatched) from kPatchPairMinTokens tokens at densities
 // above kPatchPairMinDensity and below kPatchPairMaxDensity, where it beat both the other dW tiles and the dense route
 // on an H200 (docs/kernels.md, "dW's patch tile fed by bulk copies").
 // dW at 64x64 blocks: kFeatureMajorDwTile (kept in kernels-cuda/dev/; the number here for the split rule's tile
@@ -114,9 +114,11 @@ enum TileVariant : int {
   kPatchDwTile = 30,
   kPatchPairTile = 33,
 };
-// Whether the default options dispatch the patch tile (patchDwRule) and uploads build its records. Off until the CUDA
-// suite's patch-tile test has run on a GPU with it on: the tile itself was checked and timed there as tc_bench's variant
-// 33 (docs/kernels.md), its dispatch and records only compiled. tc_bench names it with TcOptions (variant 33) either way.
+// Whether the default options dispatch the patch tile (patchDwRule) and uploads build its records, unless
+// BLOCKSPARSE_CUDA_PATCH_DW=1 or 0 says otherwise (read once per process: patchPairDispatched, dispatch.cu). Off until
+// the CUDA suite's patch-tile test has run on a GPU with it on: the tile itself was checked and timed there as
+// tc_bench's variant 33 (docs/kernels.md), its dispatch and records only compiled. tc_bench names it with TcOptions
+// (variant 33) either way.
 constexpr bool kPatchPairDispatched = false;
 constexpr int64_t kPatchPairMinTokens = 4096;
 constexpr double kPatchPairMinDensity = 0.15;
