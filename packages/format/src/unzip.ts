@@ -73,21 +73,34 @@ function centralDirectory(bytes: Uint8Array, view: DataView): ZipEntry[] {
   }
   if (end < 0) damaged("no end of central directory record");
   let count = view.getUint16(end + 10, true);
+  let size = view.getUint32(end + 12, true);
   let offset = view.getUint32(end + 16, true);
-  if ((count === 0xffff || offset === ZIP64_FIELD) && end >= 20 && view.getUint32(end - 20, true) === 0x07064b50) {
+  // Where the central directory ends: at the end record, or at the zip64 end record before it.
+  let directoryEnd = end;
+  if (end >= 20 && view.getUint32(end - 20, true) === 0x07064b50) {
+    // With a zip64 locator its record's values are the archive's, as Python's zipfile takes them.
     const zip64End = Number(view.getBigUint64(end - 12, true));
-    if (zip64End + 56 > bytes.length || view.getUint32(zip64End, true) !== 0x06064b50) damaged("bad zip64 end record");
-    count = Number(view.getBigUint64(zip64End + 32, true));
-    offset = Number(view.getBigUint64(zip64End + 48, true));
+    if (zip64End + 56 <= end - 20 && view.getUint32(zip64End, true) === 0x06064b50) {
+      count = Number(view.getBigUint64(zip64End + 32, true));
+      size = Number(view.getBigUint64(zip64End + 40, true));
+      offset = Number(view.getBigUint64(zip64End + 48, true));
+      directoryEnd = zip64End;
+    } else if (count === 0xffff || size === ZIP64_FIELD || offset === ZIP64_FIELD) damaged("bad zip64 end record");
+  }
+  // Python's zipfile reads the entries the directory's bytes hold, whatever the count says, from where the end record
+  // implies it starts: an archive whose count, size, offset and end record disagree reads differently in different readers.
+  if (offset + size !== directoryEnd) {
+    damaged(`the end record places the ${size}-byte central directory at offset ${offset}, so that it ends at ${offset + size}, not at ${directoryEnd} where the end record starts`);
   }
   const directoryStart = offset;
   const entries: ZipEntry[] = [];
   const decoder = new TextDecoder();
-  for (let index = 0; index < count; index++) {
-    if (offset + 46 > bytes.length || view.getUint32(offset, true) !== 0x02014b50) damaged(`central directory entry ${index} is damaged`);
+  for (let index = 0; offset < directoryEnd; index++) {
+    if (offset + 46 > directoryEnd || view.getUint32(offset, true) !== 0x02014b50) damaged(`central directory entry ${index} is damaged`);
     const extraStart = offset + 46 + view.getUint16(offset + 28, true);
     const extraLength = view.getUint16(offset + 30, true);
-    if (extraStart + extraLength > bytes.length) damaged(`central directory entry ${index} runs past the end`);
+    const entryEnd = extraStart + extraLength + view.getUint16(offset + 32, true);
+    if (entryEnd > directoryEnd) damaged(`central directory entry ${index} runs past the end of the central directory`);
     const nameBytes = bytes.subarray(offset + 46, extraStart);
     const name = decoder.decode(nameBytes);
     // The zip64 extra field holds, in this order, each of the three that reads 0xffffffff.
@@ -95,13 +108,17 @@ function centralDirectory(bytes: Uint8Array, view: DataView): ZipEntry[] {
     let next = 0;
     const widen = (field: number, what: string) =>
       field !== ZIP64_FIELD ? field : (wide[next++] ?? fail(name, `its ${what} reads 0xffffffff and no zip64 extra field gives it`));
-    const size = widen(view.getUint32(offset + 24, true), "size");
+    const inflatedSize = widen(view.getUint32(offset + 24, true), "size");
     const compressedSize = widen(view.getUint32(offset + 20, true), "compressed size");
     const headerOffset = widen(view.getUint32(offset + 42, true), "local header offset");
+    // Python's zipfile opens no archive holding an entry that needs a zip version past 6.3 to extract.
+    const version = view.getUint8(offset + 6);
+    if (version > 63) fail(name, `needs zip version ${Math.floor(version / 10)}.${version % 10} to extract; Python's zipfile (and so np.load) reads up to 6.3`);
     const [flags, method, crc] = [view.getUint16(offset + 8, true), view.getUint16(offset + 10, true), view.getUint32(offset + 16, true)];
-    entries.push({ name, nameBytes, flags, method, crc, compressedSize, size, headerOffset, end: directoryStart, endsAt: "the central directory" });
-    offset = extraStart + extraLength + view.getUint16(offset + 32, true);
+    entries.push({ name, nameBytes, flags, method, crc, compressedSize, size: inflatedSize, headerOffset, end: directoryStart, endsAt: "the central directory" });
+    offset = entryEnd;
   }
+  if (entries.length !== count) damaged(`the end record counts ${count} entries, the central directory holds ${entries.length}`);
   // Each member's data ends where the next local header (by offset) or the central directory starts: a walk down the
   // sorted offsets (members sharing a local header share its end).
   const byOffset = [...entries].sort((a, b) => a.headerOffset - b.headerOffset);

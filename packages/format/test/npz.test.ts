@@ -342,6 +342,68 @@ describe("local headers checked against the central directory", () => {
     expect(thrown(() => decodeScipyNpz(bytes)).message).toMatch(/^data\.npy: its local header at offset \d+ gives compressed size 7, the central directory 96 /);
   });
 
+  it("reads every entry the central directory holds, as Python's zipfile does, and refuses an end record whose count hides one", () => {
+    // data.npy twice, the second copy last: np.load takes the last, whatever the end record counts.
+    const bytes = archive({ "xata.npy": npy("<f8", "(2, 2, 2)", bytesOf(Float64Array.from([9, 9, 9, 9, 9, 9, 9, 9]))) });
+    const name = strToU8("xata.npy");
+    for (let at = 0; at + name.length <= bytes.length; at++) if (name.every((byte, i) => bytes[at + i] === byte)) bytes[at] = 0x64;
+    // The end record counts 5 entries (on this disk and in all), so that a reader trusting it never sees the second copy.
+    const view = new DataView(bytes.buffer);
+    for (const field of [8, 10]) view.setUint16(bytes.length - 22 + field, 5, true);
+    const error = thrown(() => decodeScipyNpz(bytes)) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.message).toBe("npz: not a readable zip archive (the end record counts 5 entries, the central directory holds 6)");
+  });
+
+  it("refuses an end record that places the central directory elsewhere than just before it (Python would shift every offset)", () => {
+    const bytes = archive();
+    const end = bytes.length - 22;
+    // Eight bytes between the central directory and the end record.
+    const padded = new Uint8Array(bytes.length + 8);
+    padded.set(bytes.subarray(0, end));
+    padded.set(bytes.subarray(end), end + 8);
+    const { size, offset } = { size: new DataView(bytes.buffer).getUint32(end + 12, true), offset: new DataView(bytes.buffer).getUint32(end + 16, true) };
+    expect(thrown(() => decodeScipyNpz(padded)).message).toBe(
+      `npz: not a readable zip archive (the end record places the ${size}-byte central directory at offset ${offset}, so that it ends at ${offset + size}, not at ${end + 8} where the end record starts)`,
+    );
+  });
+
+  it("takes the counts and offsets of a zip64 end record where its locator is there, as Python's zipfile does", () => {
+    const bytes = archive();
+    const end = bytes.length - 22;
+    const view = new DataView(bytes.buffer);
+    const [count, size, offset] = [view.getUint16(end + 10, true), view.getUint32(end + 12, true), view.getUint32(end + 16, true)];
+    // A zip64 end record (56 bytes) and its locator (20) between the central directory and the end record.
+    const zip64 = new DataView(new ArrayBuffer(76));
+    zip64.setUint32(0, 0x06064b50, true);
+    zip64.setBigUint64(4, 44n, true);
+    zip64.setUint16(12, 45, true);
+    zip64.setUint16(14, 45, true);
+    zip64.setBigUint64(24, BigInt(count), true);
+    zip64.setBigUint64(32, BigInt(count), true);
+    zip64.setBigUint64(40, BigInt(size), true);
+    zip64.setBigUint64(48, BigInt(offset), true);
+    zip64.setUint32(56, 0x07064b50, true);
+    zip64.setBigUint64(64, BigInt(end), true);
+    zip64.setUint32(72, 1, true);
+    const withZip64 = (shortCount: number) => {
+      const out = new Uint8Array(bytes.length + 76);
+      out.set(bytes.subarray(0, end));
+      out.set(new Uint8Array(zip64.buffer), end);
+      out.set(bytes.subarray(end), end + 76);
+      // The end record's own fields saturated, as a zip64 writer leaves them, or wrong: the zip64 record's are read.
+      for (const field of [8, 10]) new DataView(out.buffer).setUint16(end + 76 + field, shortCount, true);
+      return out;
+    };
+    for (const shortCount of [0xffff, 1]) expect(Array.from(decodeScipyNpz(withZip64(shortCount)).toDense())).toEqual(SCIPY_DENSE);
+  });
+
+  it("refuses an entry that needs a zip version past 6.3 to extract, as Python's zipfile does", () => {
+    const bytes = archive();
+    bytes[centralEntry(bytes, "format.npy") + 6] = 64;
+    expect(thrown(() => decodeScipyNpz(bytes)).message).toBe("format.npy: needs zip version 6.4 to extract; Python's zipfile (and so np.load) reads up to 6.3");
+  });
+
   it("reads a local header that leaves its CRC-32 and sizes to a data descriptor (flag bit 3), as streaming writers write them", () => {
     const bytes = archive();
     const view = new DataView(bytes.buffer);
