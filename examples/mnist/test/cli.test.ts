@@ -1,12 +1,15 @@
 import { resolve } from "node:path";
+import { engine } from "@blocksparse/core";
 import { describe, expect, it } from "vitest";
 import { runNode } from "../../../packages/distributed/test/helpers";
+import { refusalOf } from "../../shared/cli_testing";
+import { parseOptions } from "../src/options";
 
 /** `tsx src/main.ts <args>` in this example's folder, workspace packages from their sources. */
 const demo = (...args: string[]) => runNode(["--import", "tsx", "src/main.ts", ...args], { cwd: resolve(import.meta.dirname, "..") });
 
-// Each case starts a process (about a second, more on a loaded machine).
-describe("the demo's flags", { timeout: 30_000 }, () => {
+// The flag checks main.ts runs first, called in-process: the command line itself is tested once, below.
+describe("the demo's flags", () => {
   it.each([
     [["--lr", "abc"], /--lr: expected a positive number, got 'abc'/],
     [["--epochs=-1"], /--epochs: expected a positive integer, got '-1'/],
@@ -40,12 +43,29 @@ describe("the demo's flags", { timeout: 30_000 }, () => {
     // It took seconds to fail with "rand: cannot allocate ... float32 values", naming no flag.
     [["--hidden", "10000000"], /--hidden: 10000000 makes [\d,]+ parameters, which need at least \d+ GiB to train, and this machine has [\d.]+ GiB; use a smaller --hidden/],
     [["--patch-from", "trained", "--epochs", "1"], /--patch-from trained: the first epoch trains the dense model the others are patched from, so --epochs 1 leaves none to train sparse; use --epochs 2 or more/],
-  ])("rejects %j naming the flag and what it accepts, before a backend starts or a line is printed", async (args, message) => {
-    const result = await demo(...args);
+  ])("rejects %j naming the flag and what it accepts, before a backend starts or a line is printed", (args, message) => {
+    expect(refusalOf(engine, () => parseOptions(args))).toMatch(message);
+  });
+
+  it("names the flag a misspelled one is closest to", () => {
+    expect(refusalOf(engine, () => parseOptions(["--epoch", "2"]))).toMatch(/Unknown option '--epoch' \(did you mean --epochs\?\); --help lists the flags/);
+  });
+});
+
+// Each case starts a process (about a second, more on a loaded machine).
+describe("the demo's command line", { timeout: 30_000 }, () => {
+  it("refuses a bad flag with its message alone, one line on stderr, exit 1, before a backend starts or a line is printed", async () => {
+    const result = await demo("--lr", "abc");
     expect(result.code).toBe(1);
-    expect(result.stderr).toMatch(message);
-    expect(result.stderr).not.toMatch(/^\s+at /m);
+    expect(result.stderr).toBe("RangeError: --lr: expected a positive number, got 'abc'\n");
     expect(result.stdout).toBe("");
+  });
+
+  it("prints its usage for --help and exits 0", async () => {
+    const result = await demo("--help");
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/^Train an MLP on MNIST dense and block-sparse, and compare them\.\n[\s\S]*\n {2}--regrow-fraction X /);
+    expect(result.stderr).toBe("");
   });
 
   it("counts the weight bytes in the dtype the models ran in, and says which", async () => {
@@ -67,12 +87,6 @@ describe("the demo's flags", { timeout: 30_000 }, () => {
       "RangeError: --density: 0.04 keeps no block of fc2 (32x32 in 1 block of 32x32); nn keeps one anyway, so fc2 would run at density 1, not 0.04: give at least 1, or a larger --hidden",
     );
     expect(result.stdout).toBe("");
-  });
-
-  it("names the flag a misspelled one is closest to", async () => {
-    const result = await demo("--epoch", "2");
-    expect(result.code).toBe(1);
-    expect(result.stderr).toMatch(/Unknown option '--epoch' \(did you mean --epochs\?\); --help lists the flags/);
   });
 
   it("says why a --backend cannot start and which backends can", async () => {
