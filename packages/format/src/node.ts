@@ -54,7 +54,8 @@ export async function saveScipyNpz(path: string, matrix: BsrMatrix, options: { c
  * decodeScipyNpz reads whose recorded size is past what one buffer holds in this runtime.
  */
 function checkNpzMembersFit(bytes: Uint8Array): void {
-  const read = new Set<string>(SCIPY_NPZ_MEMBERS);
+  // np.load reads a member named `data` in place of `data.npy`: both are members decodeScipyNpz may read.
+  const read = new Set<string>(SCIPY_NPZ_MEMBERS.flatMap((name) => [name, name.slice(0, -".npy".length)]));
   for (const [name, size] of zipMemberSizes(bytes)) {
     if (!read.has(name) || size <= MAX_BUFFER_BYTES) continue;
     throw new BsrFormatError(name, `inflates to ${size} bytes (${gibibytes(size)}), ${pastBufferLimit(MAX_BUFFER_BYTES)}; each member is inflated into one buffer`);

@@ -449,6 +449,27 @@ function integersAsFloat32(kind: string, raw: ArrayBufferLike): Float32Array {
 
 /** The members of a `scipy.sparse.save_npz` archive that decodeScipyNpz reads (and encodeScipyNpz writes). */
 export const SCIPY_NPZ_MEMBERS = Object.freeze(["data.npy", "indices.npy", "indptr.npy", "shape.npy", "format.npy"] as const);
+type ScipyMember = (typeof SCIPY_NPZ_MEMBERS)[number];
+
+/**
+ * The member np.load reads for each of SciPy's arrays, by the name it has in the archive: for `data` it reads a
+ * member named `data` itself when there is one, else `data.npy`. An archive holding both is refused: readers that
+ * look for `data.npy` alone read the other one.
+ */
+function scipyMembers(bytes: Uint8Array): Map<ScipyMember, { name: string; bytes: Uint8Array }> {
+  const found = unzipMembers(bytes, new Set(SCIPY_NPZ_MEMBERS.flatMap((name) => [name, name.slice(0, -".npy".length)])));
+  const members = new Map<ScipyMember, { name: string; bytes: Uint8Array }>();
+  for (const name of SCIPY_NPZ_MEMBERS) {
+    const bare = name.slice(0, -".npy".length);
+    const [plain, npy] = [found.get(bare), found.get(name)];
+    if (plain !== undefined && npy !== undefined) {
+      throw new BsrFormatError(bare, `the archive holds both ${bare} and ${name}: np.load reads ${bare} for SciPy's "${bare}" array, a reader looking for ${name} reads the other (which one is meant is ambiguous)`);
+    }
+    if (plain !== undefined) members.set(name, { name: bare, bytes: plain });
+    else if (npy !== undefined) members.set(name, { name, bytes: npy });
+  }
+  return members;
+}
 
 /**
  * A matrix from a `scipy.sparse.save_npz` file holding a BSR matrix (or a CSR one, read
@@ -458,15 +479,15 @@ export const SCIPY_NPZ_MEMBERS = Object.freeze(["data.npy", "indices.npy", "indp
  */
 export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
   if (!(bytes instanceof Uint8Array)) throw new BsrFormatError("bytes", "expected a Uint8Array");
-  const wanted = new Set<string>(SCIPY_NPZ_MEMBERS);
-  const files = unzipMembers(bytes, wanted);
+  const files = scipyMembers(bytes);
+  const field = (name: ScipyMember) => files.get(name)?.name ?? name;
   // The format first: a coo or dia archive lacks indices.npy, and saying so would hide what it holds.
   const formatFile = files.get("format.npy");
-  const format = formatFile === undefined ? undefined : npyString(readNpy(formatFile, "format.npy"), "format.npy");
+  const format = formatFile === undefined ? undefined : npyString(readNpy(formatFile.bytes, formatFile.name), formatFile.name);
   if (format !== undefined && format !== "bsr" && format !== "csr") {
-    throw new BsrFormatError("format.npy", `the archive holds a ${JSON.stringify(format)} matrix; only bsr and csr are read`);
+    throw new BsrFormatError(field("format.npy"), `the archive holds a ${JSON.stringify(format)} matrix; only bsr and csr are read`);
   }
-  for (const name of wanted) {
+  for (const name of SCIPY_NPZ_MEMBERS) {
     if (!files.has(name)) {
       const names = zipMemberNames(bytes);
       const more = names.length > 20 ? ` and ${names.length - 20} more` : "";
@@ -474,22 +495,22 @@ export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
       throw new BsrFormatError(name, `missing from the archive, which holds ${held} (scipy.sparse.save_npz writes data, indices, indptr, shape and format)`);
     }
   }
-  const read = (name: string) => readNpy(files.get(name)!, name);
-  const shapeArray = toIntegerArray(read("shape.npy"), "shape.npy", "dimensions");
+  const read = (name: ScipyMember) => readNpy(files.get(name)!.bytes, field(name));
+  const shapeArray = toIntegerArray(read("shape.npy"), field("shape.npy"), "dimensions");
   // Counted before the values are copied out: millions of 64-bit ones would each become a BigInt.
-  if (shapeArray.length !== 2) throw new BsrFormatError("shape.npy", `expected 2 dimensions, got ${shapeArray.length}`);
+  if (shapeArray.length !== 2) throw new BsrFormatError(field("shape.npy"), `expected 2 dimensions, got ${shapeArray.length}`);
   const shapeRead: (number | bigint)[] = Array.from(shapeArray);
   const shapeValues = shapeRead.map(Number);
   if (!(shapeValues[0] > 0 && shapeValues[1] > 0)) {
-    throw new BsrFormatError("shape.npy", `the matrix is ${shapeValues.join(" x ")}; a BsrMatrix has at least one row and one column`);
+    throw new BsrFormatError(field("shape.npy"), `the matrix is ${shapeValues.join(" x ")}; a BsrMatrix has at least one row and one column`);
   }
   if (!shapeValues.every(Number.isSafeInteger)) {
-    throw new BsrFormatError("shape.npy", `the matrix is ${shapeRead.join(" x ")}; a BsrMatrix has dimensions of 1 to 2^53 - 1`);
+    throw new BsrFormatError(field("shape.npy"), `the matrix is ${shapeRead.join(" x ")}; a BsrMatrix has dimensions of 1 to 2^53 - 1`);
   }
   const data = read("data.npy");
   const expectedDims = format === "bsr" ? 3 : 1;
   if (data.shape.length !== expectedDims) {
-    throw new BsrFormatError("data.npy", `a ${format} matrix has ${expectedDims}-D data, got shape ${npyShapeText(data.shape)}`);
+    throw new BsrFormatError(field("data.npy"), `a ${format} matrix has ${expectedDims}-D data, got shape ${npyShapeText(data.shape)}`);
   }
   const dataShape: [number, number, number] = format === "bsr" ? [data.shape[0], data.shape[1], data.shape[2]] : [data.shape[0], 1, 1];
   const raw = data.bytes.buffer.slice(data.bytes.byteOffset, data.bytes.byteOffset + data.bytes.byteLength);
@@ -499,9 +520,9 @@ export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
   else if (data.kind === "f2") [values, dtype] = [new Uint16Array(raw), "float16"];
   else if (data.kind === "f8") [values, dtype] = [Float32Array.from(new Float64Array(raw)), "float32"];
   else if (Object.hasOwn(INTEGER_ARRAYS, data.kind)) [values, dtype] = [integersAsFloat32(data.kind, raw), "float32"];
-  else throw new BsrFormatError("data.npy", `expected bool, integer or float (16, 32 or 64-bit) data, got ${describeDtype(data)}`);
-  const indptr = toInt32Indices(toIntegerArray(read("indptr.npy"), "indptr.npy", "offsets"), "indptr");
-  const indices = toInt32Indices(toIntegerArray(read("indices.npy"), "indices.npy", "indices"), "indices");
+  else throw new BsrFormatError(field("data.npy"), `expected bool, integer or float (16, 32 or 64-bit) data, got ${describeDtype(data)}`);
+  const indptr = toInt32Indices(toIntegerArray(read("indptr.npy"), field("indptr.npy"), "offsets"), "indptr");
+  const indices = toInt32Indices(toIntegerArray(read("indices.npy"), field("indices.npy"), "indices"), "indices");
   sortBlockRows(indptr, indices, shapeValues[1] / dataShape[2], values, dataShape[1] * dataShape[2]);
   try {
     return BsrMatrix.fromScipy({ indptr, indices, data: values, dataShape, shape: [shapeValues[0], shapeValues[1]], dtype });
@@ -510,7 +531,7 @@ export function decodeScipyNpz(bytes: Uint8Array): BsrMatrix {
     if (!(error instanceof BsrFormatError) || !["scipy.dataShape", "dataShape", "blockShape"].includes(error.field)) throw error;
     const position = error.field === "blockShape" && error.position !== undefined ? error.position + 1 : error.position;
     const dimension = position === undefined ? "" : `, dimension ${position}`;
-    throw new BsrFormatError("data.npy", `its shape ${npyShapeText(data.shape)}${dimension}: ${error.detail}`);
+    throw new BsrFormatError(field("data.npy"), `its shape ${npyShapeText(data.shape)}${dimension}: ${error.detail}`);
   }
 }
 

@@ -598,6 +598,28 @@ describe("hostile members", () => {
   });
 });
 
+describe("members named without .npy, which np.load reads first", () => {
+  const nines = () => npy("<f8", "(2, 2, 2)", bytesOf(Float64Array.from([9, 9, 9, 9, 9, 9, 9, 9])));
+
+  it("refuses an archive holding both data and data.npy, of which load_npz reads data (this reader read data.npy)", () => {
+    const error = thrown(() => decodeScipyNpz(archive({ data: nines() }))) as BsrFormatError;
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.field).toBe("data");
+    expect(error.message).toBe(
+      `data: the archive holds both data and data.npy: np.load reads data for SciPy's "data" array, a reader looking for data.npy reads the other (which one is meant is ambiguous)`,
+    );
+  });
+
+  it("reads a member named data (or shape, format...) where there is no data.npy, as load_npz does, and names it in errors", () => {
+    const files = unzipSync(archive());
+    const bare: Record<string, Uint8Array> = {};
+    for (const [name, file] of Object.entries(files)) bare[name === "indptr.npy" ? name : name.slice(0, -".npy".length)] = file;
+    expect(Array.from(decodeScipyNpz(zipSync(bare)).toDense())).toEqual(SCIPY_DENSE);
+    bare.shape = npy("<i8", "(3,)", bytesOf(BigInt64Array.from([4n, 6n, 1n])));
+    expect(thrown(() => decodeScipyNpz(zipSync(bare))).message).toBe("shape: expected 2 dimensions, got 3");
+  });
+});
+
 describe("index arrays of the wrong rank", () => {
   it.each([
     ["indices.npy", "(2, 1)", npy("<i4", "(2, 1)", bytesOf(Int32Array.from([0, 2])))],
@@ -1112,6 +1134,16 @@ describe("a member larger than one buffer holds", () => {
     expect(error.message).toContain(`${path}: data.npy: inflates to ${limit + 1} bytes`);
     expect(error.message).toContain(`past the ${limit} bytes`);
     expect(error.message).toContain(`one buffer holds in Node.js ${process.version} (buffer.constants.MAX_LENGTH)`);
+  });
+
+  it("looks at a member named data, which load_npz reads in place of data.npy, too", async () => {
+    const files: Record<string, Uint8Array> = unzipSync(archive());
+    files.data = files["data.npy"];
+    delete files["data.npy"];
+    const { error } = await load(withZip64Size(zipSync(files), "data", limit + 1));
+    expect(error).toBeInstanceOf(BsrFormatError);
+    expect(error.field).toBe("data");
+    expect(error.message).toContain(`data: inflates to ${limit + 1} bytes`);
   });
 
   it("looks only at the members it reads: a huge member save_npz does not write is left alone", async () => {
