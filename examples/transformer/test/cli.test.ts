@@ -1,12 +1,15 @@
 import { resolve } from "node:path";
+import { engine } from "@blocksparse/core";
 import { describe, expect, it } from "vitest";
 import { runNode } from "../../../packages/distributed/test/helpers";
+import { refusalOf } from "../../shared/cli_testing";
+import { parseOptions } from "../src/options";
 
 /** `tsx src/main.ts <args>` in this example's folder, workspace packages from their sources. */
 const demo = (...args: string[]) => runNode(["--import", "tsx", "src/main.ts", ...args], { cwd: resolve(import.meta.dirname, "..") });
 
-// Each case starts a process (about a second, more on a loaded machine).
-describe("the demo's flags", { timeout: 30_000 }, () => {
+// The flag checks main.ts runs first, called in-process: the command line itself is tested once, below.
+describe("the demo's flags", () => {
   it.each([
     [["--steps", "0"], /--steps: expected a positive integer, got '0'/],
     [["--lr", "abc"], /--lr: expected a positive number, got 'abc'/],
@@ -38,12 +41,29 @@ describe("the demo's flags", { timeout: 30_000 }, () => {
     // A million blocks took minutes to build, then ran out of memory; a huge batch failed with "Invalid typed array length".
     [["--layers", "100000000"], /--layers 100000000, --d-model 64, --batch-size 8, --context 64: training needs at least \d+ GiB .* and this machine has \d+(\.\d)? GiB; use a smaller --layers or --d-model/],
     [["--batch-size", "100000000000"], /--batch-size 100000000000, --context 64: training needs at least \d+ GiB .*; use a smaller --batch-size, --context or --layers/],
-  ])("rejects %j naming the flag and what it accepts, before a backend starts or a line is printed", async (args, message) => {
-    const result = await demo(...args);
+  ])("rejects %j naming the flag and what it accepts, before a backend starts or a line is printed", (args, message) => {
+    expect(refusalOf(engine, () => parseOptions(args))).toMatch(message);
+  });
+
+  it("names the flag a misspelled one is closest to", () => {
+    expect(refusalOf(engine, () => parseOptions(["--step", "2"]))).toMatch(/Unknown option '--step' \(did you mean --steps\?\); --help lists the flags/);
+  });
+});
+
+// Each case starts a process (about a second, more on a loaded machine).
+describe("the demo's command line", { timeout: 30_000 }, () => {
+  it("refuses a bad flag with its message alone, one line on stderr, exit 1, before a backend starts or a line is printed", async () => {
+    const result = await demo("--steps", "0");
     expect(result.code).toBe(1);
-    expect(result.stderr).toMatch(message);
-    expect(result.stderr).not.toMatch(/^\s+at /m);
+    expect(result.stderr).toBe("RangeError: --steps: expected a positive integer, got '0'\n");
     expect(result.stdout).toBe("");
+  });
+
+  it("prints its usage for --help and exits 0", async () => {
+    const result = await demo("--help");
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/^Train a small character-level transformer on Moby Dick, dense and with block-sparse feed-forward layers\.\n[\s\S]*\n {2}--sample-length N /);
+    expect(result.stderr).toBe("");
   });
 
   // nn keeps one block of a layer whatever the density: the feed-forward layers the pattern patches (256x64 at the
@@ -55,12 +75,6 @@ describe("the demo's flags", { timeout: 30_000 }, () => {
       "RangeError: --density: 0.1 keeps no block of blocks.0.mlp.fc1 (256x64 in 4 blocks of 64x64); nn keeps one anyway, so blocks.0.mlp.fc1 would run at density 0.25, not 0.1: give at least 0.25, or a larger --d-model or a smaller --block",
     );
     expect(result.stdout).toBe("");
-  });
-
-  it("names the flag a misspelled one is closest to", async () => {
-    const result = await demo("--step", "2");
-    expect(result.code).toBe(1);
-    expect(result.stderr).toMatch(/Unknown option '--step' \(did you mean --steps\?\); --help lists the flags/);
   });
 
   it("says why a --backend cannot start and which backends can", async () => {
