@@ -25,7 +25,7 @@ export interface BlockSparseLinearOptions {
 export interface FromLinearOptions {
   density: number;
   blockShape?: BlockShape;
-  /** Seed of the pattern of a zero or constant weight (every block ties), drawn as the constructor draws it (default: core's global generator). */
+  /** Seed of the pattern of a weight whose blocks all tie (zero, constant, +-c), drawn as the constructor draws it (default: core's global generator). */
   seed?: number;
 }
 
@@ -34,6 +34,14 @@ export interface SetPatternOptions {
   newValues?: Tensor;
   /** An optimizer whose state for the weight follows the move: kept blocks keep it, added blocks start fresh (Optimizer.freshBlocks). */
   optimizer?: Optimizer;
+}
+
+/** Whether every block of a dense [rows, cols] weight has the same sum of squares (a zero, constant or +-c weight). */
+function everyBlockTies(dense: ArrayLike<number>, [rows, cols]: readonly [number, number], [height, width]: BlockShape): boolean {
+  const blockCols = cols / width;
+  const sums = new Float64Array((rows / height) * blockCols);
+  for (let i = 0; i < dense.length; i++) sums[Math.floor(i / cols / height) * blockCols + Math.floor((i % cols) / width)] += dense[i] * dense[i];
+  return sums.every((sum) => sum === sums[0]);
 }
 
 /** The option key under which fromLinear hands its parameters to the constructor (so that it draws no random values). */
@@ -103,7 +111,7 @@ export class BlockSparseLinear extends Module {
 
   /**
    * The layer that keeps `linear`'s strongest blocks (by L2 norm; ties: lower block index
-   * first; a zero or constant weight, where every block ties, gets a random pattern drawn from `seed`)
+   * first; a weight whose blocks all tie, zero, constant or +-c, gets a random pattern drawn from `seed`)
    * and their values, with its bias. On the linear's backend and dtype. A weight holding NaN or an infinity has no
    * strongest blocks: it is refused (a ValueError naming the layer and the first such value's place).
    */
@@ -128,9 +136,9 @@ export class BlockSparseLinear extends Module {
       throw new ValueError(`BlockSparseLinear.fromLinear: ${label}'s weight holds ${dense[bad]} at [${Math.floor(bad / inFeatures)}, ${bad % inFeatures}]: a non-finite weight has no strongest blocks to keep`);
     }
     const shape = [outFeatures, inFeatures] as const;
-    // A zero or constant weight ties every block: the lowest indices would fill the first block rows and leave the
-    // last outputs without weights, so the pattern is drawn instead, as a new layer's is.
-    const mask = kept < total && dense.every((v) => v === dense[0]) ? randomPattern(shape, blockShape, options.density, childSeeds("BlockSparseLinear.fromLinear", options.seed, 1)[0]).blockMask() : undefined;
+    // A weight whose blocks all have one norm (zero, constant, +-c) has no strongest blocks: the lowest indices would fill the
+    // first block rows and leave the last outputs without weights, so the pattern is drawn instead, as a new layer's is.
+    const mask = kept < total && everyBlockTies(dense, shape, blockShape) ? randomPattern(shape, blockShape, options.density, childSeeds("BlockSparseLinear.fromLinear", options.seed, 1)[0]).blockMask() : undefined;
     const matrix = BsrMatrix.fromDense(dense, shape, { blockShape: [blockShape[0], blockShape[1]], ...(mask ? { mask } : { density: kept / total }) });
     const blocks = new Parameter(tensorOn(weight.backend, matrix.values as Float32Array, [matrix.nnzBlocks, blockShape[0], blockShape[1]], weight.dtype), {
       pattern: matrix.pattern,

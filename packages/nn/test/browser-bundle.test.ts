@@ -117,11 +117,12 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // called a block-sparse entry for a dense parameter a layout mismatch and said how to load it (+0.14 KiB: 93.458);
   // 93.46 KiB until core's importBackendModules said that a module imported before registers nothing again (93.487);
   // 93.49 KiB until core's ops took a null axes or axis as their default (+0.008 KiB: 93.495); 93.50 KiB until
-  // namedChildren listed a child held twice once (Module.childSlots) and a disabled GradScaler saved {} (+0.11: 93.606).
-  it("format + core + autograd + nn stay within 93.61 KiB gzipped and evaluate no code", async () => {
+  // namedChildren listed a child held twice once (Module.childSlots) and a disabled GradScaler saved {} (+0.11: 93.606);
+  // 93.61 KiB until fromLinear drew the pattern of any weight whose blocks all tie in norm, +-c included (+0.064).
+  it("format + core + autograd + nn stay within 93.68 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(93.61);
+    expect(gzipKiB).toBeLessThanOrEqual(93.68);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 

@@ -149,6 +149,19 @@ describe("BlockSparseLinear", () => {
     expect(() => BlockSparseLinear.fromLinear(zero, { density: 0.5, seed: 1.5 })).toThrow(/seed/);
   });
 
+  it("fromLinear draws the pattern of a weight whose blocks all tie in norm without being constant (+-c signs), keeping its values", () => {
+    const signs = new Linear(64, 32, { seed: 2, bias: false });
+    const values = Float32Array.from({ length: 32 * 64 }, (_, i) => ((i * 7 + (i >> 6)) % 3 === 0 ? -0.5 : 0.5));
+    signs.weight.value = tensor(values, [32, 64]);
+    const layer = BlockSparseLinear.fromLinear(signs, { density: 0.25, blockShape: [4, 4], seed: 7 });
+    // Row-major ties would have kept the first two block rows only (outputs 8-31 without weights).
+    expect(new Set(layer.pattern.coordinates.blockRow).size).toBeGreaterThan(2);
+    expect(layer.pattern.equals(BlockSparseLinear.fromLinear(signs, { density: 0.25, blockShape: [4, 4], seed: 7 }).pattern)).toBe(true);
+    const dense = host(layer.toDense());
+    const mask = layer.pattern.blockMask();
+    for (let i = 0; i < values.length; i++) expect(dense[i]).toBe(mask[Math.floor(i / 64 / 4) * 16 + Math.floor((i % 64) / 4)] ? values[i] : 0);
+  });
+
   it("setPattern keeps the surviving blocks' values and zeroes the new ones", () => {
     const layer = new BlockSparseLinear(8, 8, { density: 0.5, blockShape: [4, 4], seed: 8 });
     const before = host(layer.toDense());
