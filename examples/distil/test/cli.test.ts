@@ -1,8 +1,11 @@
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { engine } from "@blocksparse/core";
 import { afterAll, describe, expect, it } from "vitest";
 import { runNode } from "../../../packages/distributed/test/helpers";
+import { refusalOf } from "../../shared/cli_testing";
+import { parseOptions } from "../src/options";
 
 const folder = mkdtempSync(join(tmpdir(), "blocksparse-distil-cli-"));
 afterAll(() => rmSync(folder, { recursive: true, force: true }));
@@ -10,8 +13,8 @@ afterAll(() => rmSync(folder, { recursive: true, force: true }));
 /** `tsx src/<script> <args>` in this example's folder, workspace packages from their sources. */
 const tsx = (script: string, ...args: string[]) => runNode(["--import", "tsx", join("src", script), ...args], { cwd: resolve(import.meta.dirname, "..") });
 
-// Each case starts a process (about a second, more on a loaded machine).
-describe("main.ts's flags", { timeout: 30_000 }, () => {
+// The flag checks main.ts runs first, called in-process: the command line itself is tested below.
+describe("main.ts's flags", () => {
   it.each([
     [["--lr", "0"], /--lr: expected a positive number, got '0'/],
     [["--distil-density", "2"], /--distil-density: expected a density in \(0, 1\], got '2'/],
@@ -38,11 +41,29 @@ describe("main.ts's flags", { timeout: 30_000 }, () => {
     // Number.isInteger(1e300) is true: a thousand-digit count of validation windows or recovery steps ran without end.
     [["--eval-batches", "1e300"], /--eval-batches: expected a positive integer, got '1e300'/],
     [["--recovery-steps", "1e20"], /--recovery-steps: expected a positive integer, got '1e20'/],
-  ])("rejects %j naming the flag and what it accepts, before any model trains", async (args, message) => {
-    const result = await tsx("main.ts", ...args);
+  ])("rejects %j naming the flag and what it accepts, before a backend starts or a line is printed", (args, message) => {
+    expect(refusalOf(engine, () => parseOptions(args))).toMatch(message);
+  });
+
+  it("names the flag a misspelled one is closest to", () => {
+    expect(refusalOf(engine, () => parseOptions(["--step", "2"]))).toMatch(/Unknown option '--step' \(did you mean --steps\?\); --help lists the flags/);
+  });
+});
+
+// Each case starts a process (about a second, more on a loaded machine).
+describe("main.ts's command line", { timeout: 30_000 }, () => {
+  it("refuses a bad flag with its message alone, one line on stderr, exit 1, before a backend starts or a line is printed", async () => {
+    const result = await tsx("main.ts", "--lr", "0");
     expect(result.code).toBe(1);
-    expect(result.stderr).toMatch(message);
+    expect(result.stderr).toBe("RangeError: --lr: expected a positive number, got '0'\n");
     expect(result.stdout).toBe("");
+  });
+
+  it("prints its usage for --help and exits 0", async () => {
+    const result = await tsx("main.ts", "--help");
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/^A GPT-2 language model on Moby Dick \(BPE tokens\)[\s\S]*\n {2}--seed N /);
+    expect(result.stderr).toBe("");
   });
 
   it("a text too short for the context fails once, naming the flags, before any model trains", async () => {
@@ -57,12 +78,6 @@ describe("main.ts's flags", { timeout: 30_000 }, () => {
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/^Error: --tokenizer .*missing: loadTokenizer: cannot read .*tokenizer\.json/);
     expect(result.stdout).toBe("");
-  });
-
-  it("names the flag a misspelled one is closest to", async () => {
-    const result = await tsx("main.ts", "--step", "2");
-    expect(result.code).toBe(1);
-    expect(result.stderr).toMatch(/Unknown option '--step' \(did you mean --steps\?\); --help lists the flags/);
   });
 
   // Node's mkdirSync(path, { recursive: true }) retries a folder under /proc without end where mkdir says ENOENT (as root).
