@@ -24,6 +24,8 @@ interface NamePattern {
   blockShape: [number, number];
   /** For a string written like a regex literal ("/fc1$/i"): what to say if it matches nothing. */
   literalHint: string | null;
+  /** For a string: the source matched from the start of a name only (Python's re.match), to say so when the whole-name match finds nothing. */
+  prefix: RegExp | null;
 }
 
 interface Plan {
@@ -57,6 +59,7 @@ export class BlockSparseModelPatcher {
     let regex: RegExp;
     let label: string;
     let literalHint: string | null = null;
+    let prefix: RegExp | null = null;
     if (isRegExp(pattern)) {
       // Sticky (y) at lastIndex 0 is anchored at the start: kept, with lastIndex reset before every test (see matches).
       regex = new RegExp(pattern.source, pattern.flags.replace(/g/g, ""));
@@ -66,6 +69,7 @@ export class BlockSparseModelPatcher {
         // Compiled alone first: "fc1)|(x" is invalid alone but valid once wrapped, where it would escape the anchors.
         new RegExp(pattern);
         regex = new RegExp(`^(?:${pattern})$`);
+        prefix = new RegExp(`^(?:${pattern})`);
       } catch (error) {
         throw new PatchError(where, [`pattern ${JSON.stringify(pattern)} is not a valid regular expression (${(error as Error).message})`]);
       }
@@ -77,7 +81,7 @@ export class BlockSparseModelPatcher {
     if (options === null || typeof options !== "object") throw new PatchError(where, ["options { density, blockShape? } are required"]);
     const parsed = parseOptions(where, PatternOptionsSchema, options);
     const blockShape = parsed.blockShape ?? DEFAULT_BLOCK_SHAPE;
-    this.#patterns.push({ label, regex, density: parsed.density, blockShape: [blockShape[0], blockShape[1]], literalHint });
+    this.#patterns.push({ label, regex, density: parsed.density, blockShape: [blockShape[0], blockShape[1]], literalHint, prefix });
     return this;
   }
 
@@ -181,9 +185,10 @@ export class BlockSparseModelPatcher {
     if (problems.length > 0) throw new PatchError(where, problems);
     const unmatchedPatterns = this.#patterns.filter((p) => !matched.has(p)).map((p) => p.label);
     const shadowedPatterns = this.#patterns.filter((p) => matched.has(p) && !claimed.has(p)).map((p) => p.label);
+    const names = modules.filter(([name, module]) => name !== "" && module instanceof Linear).flatMap(([name, module]) => namesOf.get(module) ?? [name]);
+    const hints = this.#patterns.filter((p) => !matched.has(p)).flatMap((p) => unmatchedHint(p, names) ?? []);
     if (plans.length === 0 && !allowNoMatch) {
       const patterns = this.#patterns.length === 0 ? "no patterns were added (call addPattern first)" : `no layer matched ${this.patterns.join(", ")}`;
-      const names = modules.filter(([name, module]) => name !== "" && module instanceof Linear).flatMap(([name, module]) => namesOf.get(module) ?? [name]);
       const unregisteredLinears = [...walk.unregistered].filter(([module]) => module instanceof Linear).map(([, entry]) => entry);
       const unregistered = unregisteredLinears.flatMap(({ paths }) => paths);
       const kinds = new Set(unregisteredLinears.map(({ kind }) => kind));
@@ -196,12 +201,8 @@ export class BlockSparseModelPatcher {
         model instanceof Linear
           ? "; the model itself is a Linear, which is never patched (the root has no parent to hold its replacement): use BlockSparseLinear.fromLinear for a lone layer"
           : "";
-      const literals = this.#patterns
-        .filter((p) => !matched.has(p))
-        .flatMap((p) => (p.literalHint === null ? [] : [`; ${p.literalHint}`]))
-        .join("");
       throw new PatchError(where, [
-        `${patterns}; the model's Linear layers are: ${names.length > 0 ? names.join(", ") : "(none)"} (pass allowNoMatch to accept this)${inArrays}${root}${literals}`,
+        `${patterns}; the model's Linear layers are: ${names.length > 0 ? names.join(", ") : "(none)"} (pass allowNoMatch to accept this)${inArrays}${root}${hints.map((hint) => `; ${hint}`).join("")}`,
       ]);
     }
     const modelParamsBefore = parameterCount(model);
@@ -223,6 +224,7 @@ export class BlockSparseModelPatcher {
       unmatchedPatterns,
       shadowedPatterns,
       dryRun,
+      hints,
     );
   }
 }
@@ -240,6 +242,26 @@ function regexLiteralHint(pattern: string): string | null {
     return null;
   }
   return `the string ${JSON.stringify(pattern)} is a name pattern matched with its slashes; for a regular expression pass a RegExp: ${pattern}, not ${JSON.stringify(pattern)}`;
+}
+
+/**
+ * Why a pattern that matched nothing may have been meant otherwise: a string written like a regex literal, or a string
+ * that matches only the start of some Linear layers' names (pytorch_block_sparse's re.match takes those; a string
+ * here must match the whole name). Null when neither.
+ */
+function unmatchedHint(pattern: NamePattern, linearNames: string[]): string | null {
+  if (pattern.literalHint !== null) return pattern.literalHint;
+  const prefix = pattern.prefix;
+  if (prefix === null) return null;
+  const starts = linearNames.filter((name) => prefix.test(name));
+  if (starts.length === 0) return null;
+  const listed = starts.length > 4 ? `${starts.slice(0, 4).join(", ")} and ${starts.length - 4} more` : starts.join(", ");
+  // An alternation's .* would bind to its last branch only.
+  const anyEnd = pattern.label.includes("|") ? `(?:${pattern.label}).*` : `${pattern.label}.*`;
+  return (
+    `the string pattern ${pattern.label} must match a whole name; it matches only the start of ${listed} ` +
+    `(as Python's re.match would take it): to patch those, write ${anyEnd} or pass the RegExp ${new RegExp(pattern.label, "y")}, which matches from the start`
+  );
 }
 
 /** A RegExp, also one made in another realm (a vm context, an iframe), which is not an instance of this realm's RegExp. */

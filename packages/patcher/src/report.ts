@@ -40,6 +40,11 @@ export class PatchReport {
     /** Patterns that matched only layers an earlier pattern had already claimed. */
     readonly shadowedPatterns: readonly string[],
     readonly dryRun: boolean,
+    /**
+     * Why a pattern that matched nothing may have been meant otherwise: a string that matches only the start of some
+     * layers' names (a string must match the whole name; Python's re.match takes a prefix), or one written like a regex literal.
+     */
+    readonly hints: readonly string[] = [],
   ) {}
 
   /** The report as rows of cells, a header first: for printing or for console.table. */
@@ -77,6 +82,7 @@ export class PatchReport {
       `model parameters: ${count(totals.modelParamsBefore)} -> ${count(totals.modelParamsAfter)} (${percent(totals.modelParamsAfter, totals.modelParamsBefore)} of before)`,
     );
     if (this.unmatchedPatterns.length > 0) lines.push(`patterns that matched nothing: ${this.unmatchedPatterns.join(", ")}`);
+    for (const hint of this.hints) lines.push(`  ${hint}`);
     if (this.shadowedPatterns.length > 0) lines.push(`patterns whose matches an earlier pattern claimed: ${this.shadowedPatterns.join(", ")}`);
     return lines.join("\n");
   }

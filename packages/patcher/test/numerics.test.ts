@@ -163,3 +163,36 @@ describe("a patched model", () => {
     x.dispose();
   });
 });
+
+describe("a replacement keeps what the dense layer had", () => {
+  it("its kept blocks bit for bit, its dtype (float32, bfloat16, float16 after .to()), backend, and frozen parameters frozen", () => {
+    for (const dtype of ["float32", "bfloat16", "float16"] as const) {
+      const model = new TinyNet();
+      model.to(dtype);
+      linearAt(model, "blocks.0.fc1").weight.requiresGrad = false;
+      linearAt(model, "head").bias!.requiresGrad = false;
+      const dense = new Map(model.namedModules().flatMap(([name, m]) => (m instanceof Linear ? [[name, { weight: m.weight.value.dataSync().slice(), bias: m.bias!, module: m }]] : [])));
+      const report = patcher().patchModel(model);
+      for (const layer of report.layers) {
+        const patched = asBlockSparse(linearAt(model, layer.name), layer.name);
+        const before = dense.get(layer.name)!;
+        expect([patched.weight.dtype, patched.weight.value.backend]).toEqual([dtype, before.module.weight.value.backend]);
+        expect(patched.weight.requiresGrad).toBe(before.module.weight.requiresGrad);
+        expect(patched.bias?.requiresGrad).toBe(before.bias?.requiresGrad);
+        expect(patched.bias?.dtype).toBe(before.bias === null ? undefined : dtype);
+        // Each stored value is the dense weight's at its place, compared as bits (Object.is tells -0 from 0).
+        const [r, c] = layer.blockShape;
+        const values = patched.weight.value.dataSync();
+        const { blockRow, blockCol } = patched.pattern.coordinates;
+        for (let k = 0; k < patched.nnzBlocks; k++) {
+          for (let i = 0; i < r * c; i++) {
+            const at = (blockRow[k] * r + Math.floor(i / c)) * layer.shape[1] + blockCol[k] * c + (i % c);
+            if (!Object.is(values[k * r * c + i], before.weight[at])) throw new Error(`${dtype} ${layer.name}: block ${k} element ${i} is ${values[k * r * c + i]}, dense ${before.weight[at]}`);
+          }
+        }
+      }
+      expect(asBlockSparse(linearAt(model, "blocks.0.fc1"), "fc1").weight.requiresGrad).toBe(false);
+      expect(asBlockSparse(linearAt(model, "head"), "head").bias!.requiresGrad).toBe(false);
+    }
+  });
+});

@@ -116,6 +116,33 @@ describe("patchModel: matching", () => {
     expect(plain.message).not.toContain("RegExp");
   });
 
+  it("says so when a string pattern matches only the start of names (pytorch_block_sparse's re.match would patch them), in the error and the report", () => {
+    // A torch user's pattern: re.match takes blocks.0.fc1 and blocks.0.fc2; a string here matches whole names.
+    const error = thrown(() => new BlockSparseModelPatcher().addPattern(String.raw`blocks\.\d+\.fc`, { density: 0.5, blockShape: [8, 8] }).patchModel(new TinyNet()));
+    expect(error.problems).toHaveLength(1);
+    expect(error.problems[0]).toContain(
+      String.raw`the string pattern blocks\.\d+\.fc must match a whole name; it matches only the start of blocks.0.fc1, blocks.0.fc2, blocks.1.fc1, blocks.1.fc2 (as Python's re.match would take it): to patch those, write blocks\.\d+\.fc.* or pass the RegExp /blocks\.\d+\.fc/y`,
+    );
+    // Beside a pattern that matches, the report lists it as matching nothing, with the same hint.
+    const report = new BlockSparseModelPatcher()
+      .addPattern(/^head$/, { density: 0.5, blockShape: [8, 8] })
+      .addPattern(String.raw`blocks\.0\.f|blocks\.1\.fc1x`, { density: 0.5, blockShape: [8, 8] })
+      .patchModel(new TinyNet(), { dryRun: true });
+    expect(report.unmatchedPatterns).toEqual([String.raw`blocks\.0\.f|blocks\.1\.fc1x`]);
+    expect(report.hints).toHaveLength(1);
+    expect(report.hints[0]).toContain("matches only the start of blocks.0.fc1, blocks.0.fc2 (as");
+    expect(report.hints[0]).toContain(String.raw`write (?:blocks\.0\.f|blocks\.1\.fc1x).* or`);
+    expect(report.toString()).toContain(report.hints[0]);
+    // What the hint says to write patches them (an alternation's .* goes after a group, or it binds to the last branch).
+    const fixed = new BlockSparseModelPatcher().addPattern(String.raw`(?:blocks\.0\.f|blocks\.1\.fc1x).*`, { density: 0.5, blockShape: [8, 8] });
+    expect(fixed.patchModel(new TinyNet(), { dryRun: true }).layers.map((l) => l.name)).toEqual(["blocks.0.fc1", "blocks.0.fc2"]);
+    const sticky = new BlockSparseModelPatcher().addPattern(/blocks\.0\.fc/y, { density: 0.5, blockShape: [8, 8] }).patchModel(new TinyNet(), { dryRun: true });
+    expect(sticky.layers.map((l) => l.name)).toEqual(["blocks.0.fc1", "blocks.0.fc2"]);
+    // A string that starts no name, and a RegExp (matched anywhere already), get no hint.
+    expect(new BlockSparseModelPatcher().addPattern("head", { density: 0.5, blockShape: [8, 8] }).addPattern("fc1", { density: 0.5 }).patchModel(new TinyNet()).hints).toEqual([]);
+    expect(thrown(() => new BlockSparseModelPatcher().addPattern(/^fc/, { density: 0.5 }).patchModel(new TinyNet())).message).not.toContain("re.match");
+  });
+
   it("keeps a y flag's anchoring at the start of the name (re.match), statelessly", () => {
     // Sticky at lastIndex 0 matches only at the start: /fc1/y matches no name here, /blocks\.\d\.fc1/y both fc1 layers.
     const none = new BlockSparseModelPatcher().addPattern(/fc1/y, { density: 0.5, blockShape: [8, 8] }).patchModel(new TinyNet(), { dryRun: true, allowNoMatch: true });
