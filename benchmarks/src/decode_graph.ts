@@ -17,9 +17,10 @@ import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { noGrad } from "@blocksparse/autograd";
-import { add, captureGraph, cast, type FloatDType, getBackendInstance, randn, type Tensor, tidy } from "@blocksparse/core";
+import { add, captureGraph, cast, getBackendInstance, randn, type Tensor, tidy } from "@blocksparse/core";
 import { BlockSparseLinear, forwardLinearActivation, GELU, LayerNorm, Linear, Module } from "@blocksparse/nn";
-import { BACKEND_FLAG, densities as densityList, describeFailure, DTYPE_FLAG, FlagError, outputDirectory, parseFlags, positiveInteger, positiveIntegers as numbers } from "./flags";
+import { parseDecodeGraphFlags } from "./decode_graph_flags";
+import { densities as densityList, describeFailure, FlagError, positiveIntegers as numbers } from "./flags";
 import { describeMachine, gitState, repoRoot } from "./machine";
 import { plural } from "./report";
 import { startBackend } from "./start_backend";
@@ -68,33 +69,7 @@ function runTorch(args: { model: string; width: number; hidden: number; layers: 
 }
 
 async function main(): Promise<void> {
-  const { values } = parseFlags({
-    usage: "tsx src/decode_graph.ts [flags]",
-    summary: "Decoding through a stack of layers, eager and as one captured replay: microseconds per layer.",
-    flags: {
-      backend: BACKEND_FLAG,
-      model: { type: "string", default: "linear", description: "linear (width x width layers) or ffn (pre-norm feed-forward blocks)" },
-      width: { type: "string", default: "4096", description: "the layers' width" },
-      hidden: { type: "string", default: "16384", description: "the ffn blocks' hidden width (--model ffn)" },
-      layers: { type: "string", default: "16", description: "layers (or ffn blocks) in the stack" },
-      tokens: { type: "string", default: "1,8", description: "comma-separated tokens per step" },
-      blocks: { type: "string", default: "32,64", description: "comma-separated block sizes" },
-      densities: { type: "string", default: "0.25,0.1", description: "comma-separated densities in (0, 1]" },
-      dtype: DTYPE_FLAG,
-      iterations: { type: "string", default: "200", description: "timed calls per case" },
-      torch: { type: "boolean", default: false, description: "also time PyTorch's dense stack (python/decode_torch.py)" },
-      out: { type: "string", description: "directory for decode-graph.md and .json", defaultText: "benchmarks/results/tmp/decode-graph" },
-    },
-  });
-  const dtype = values.dtype as FloatDType;
-  if (!["float32", "float16", "bfloat16"].includes(dtype)) throw new FlagError(`--dtype: expected float32, float16 or bfloat16, got "${values.dtype}"`);
-  const model = values.model;
-  if (model !== "linear" && model !== "ffn") throw new FlagError(`--model: expected linear or ffn, got "${model}"`);
-  const width = positiveInteger(values.width, "width");
-  const hidden = positiveInteger(values.hidden, "hidden");
-  const layerCount = positiveInteger(values.layers, "layers");
-  const iterations = positiveInteger(values.iterations, "iterations");
-  const outDir = outputDirectory(values.out ?? join(repoRoot, "benchmarks", "results", "tmp", "decode-graph"));
+  const { values, dtype, model, width, hidden, layerCount, iterations, outDir } = parseDecodeGraphFlags();
   const started = await startBackend(values.backend);
   // Every case is timed captured beside eager: refused here, not by captureGraph's stack inside the first case.
   if (getBackendInstance().graphs === undefined) {

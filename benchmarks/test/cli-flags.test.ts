@@ -6,6 +6,7 @@ import { parseAttentionFlags } from "../src/attention_flags";
 import { parseCompareFlags } from "../src/compare_flags";
 import { parseCpuAddonFlags } from "../src/cpu_addon_flags";
 import { parseCpuCompareFlags } from "../src/cpu_compare_flags";
+import { parseDecodeGraphFlags } from "../src/decode_graph_flags";
 import { parseEagerStepFlags } from "../src/eager_step_flags";
 import { parseFfnFlags } from "../src/ffn_flags";
 import { describeFailure, FlagError } from "../src/flags";
@@ -71,6 +72,8 @@ describe("benchmark CLIs' flag checks refuse a bad value naming the flag, before
     ["generate.ts --sizes toString", () => parseGenerateFlags(["--backend", "js", "--sizes", "toString", "--batch", "1", "--prompt", "1", "--new", "2", "--repeats", "1", "--modes", "eager"]), /--sizes: "toString" is not one of small, medium, large, xl/],
     ["generate.ts --modes eager,hasOwnProperty", () => parseGenerateFlags(["--backend", "js", "--sizes", "small", "--modes", "eager,hasOwnProperty"]), /--modes: "hasOwnProperty" is not one of eager, static, graph/],
     ["generate.ts --densities 1 (timed the dense model twice)", () => parseGenerateFlags(["--backend", "js", "--sizes", "small", "--densities", "1"]), /--densities: 1 is the dense model, which always runs; give densities below 1, got "1"/],
+    ["decode_graph.ts --model conv", () => parseDecodeGraphFlags(["--backend", "js", "--model", "conv", "--out", out]), /^--model: expected linear or ffn, got "conv"$/],
+    ["decode_graph.ts --iterations 0", () => parseDecodeGraphFlags(["--backend", "js", "--iterations", "0", "--out", out]), /^--iterations: "0" is not a positive integer$/],
   ] as [string, () => unknown, RegExp][])("%s", (_, parse, message) => {
     expect(refusal(parse)).toMatch(message);
   });
@@ -99,7 +102,6 @@ function expectRefused(result: { code: number; stdout: string; stderr: string },
 
 describe.concurrent("each benchmark CLI's command line: one process per script", () => {
   it.each([
-    ["ffn.ts", [...FFN, "--models", "ffn", "--widths", "64x128,064x128", "--blocks", "32"], /--widths: "064x128" repeats "64x128"/],
     ["generate.ts", ["--backend", "js", "--sizes", "small", "--modes", "eager,hasOwnProperty"], /^--modes: "hasOwnProperty" is not one of eager, static, graph\n$/],
     ["compare.ts", ["--backend", "js", "--small", "--dtypes", "toString", "--out", out], /^--dtypes: unknown "toString", expected float32, float16 or bfloat16\n$/],
     ["cpu_addon.ts", ["--repeats", "abc"], /^--repeats: "abc" is not a positive integer\n$/],
@@ -113,6 +115,7 @@ describe.concurrent("each benchmark CLI's command line: one process per script",
     expectRefused(await runCli(script, args), message);
   }, 90_000);
 
+  // ffn.ts's one process: its flag checks are tested in-process above, and this refusal goes through the same catch.
   it("ffn.ts --graph on a backend without graphs (js) is refused before a case runs, not with captureGraph's stack", async () => {
     expectRefused(
       await runCli("ffn.ts", [...FFN, "--models", "ffn", "--widths", "64x128", "--blocks", "32", "--graph"]),

@@ -3,6 +3,7 @@ import { ATTENTION_CLI } from "../src/attention_flags";
 import { COMPARE_CLI } from "../src/compare_flags";
 import { CPU_ADDON_CLI } from "../src/cpu_addon_flags";
 import { CPU_COMPARE_CLI } from "../src/cpu_compare_flags";
+import { DECODE_GRAPH_CLI } from "../src/decode_graph_flags";
 import { EAGER_STEP_CLI } from "../src/eager_step_flags";
 import { FFN_CLI } from "../src/ffn_flags";
 import { type CliSpec, parseFlags, usageText } from "../src/flags";
@@ -43,6 +44,7 @@ const SPECS: Record<string, CliSpec> = {
   "compare.ts": COMPARE_CLI,
   "cpu_addon.ts": CPU_ADDON_CLI,
   "cpu_compare.ts": CPU_COMPARE_CLI,
+  "decode_graph.ts": DECODE_GRAPH_CLI,
   "eager_step.ts": EAGER_STEP_CLI,
   "ffn.ts": FFN_CLI,
   "generate.ts": GENERATE_CLI,
