@@ -171,7 +171,7 @@ function tupleItems(text: string, field: string, python2Longs: boolean, header: 
     if (long !== undefined && !python2Longs) {
       throw new BsrFormatError(
         field,
-        `${part} is a Python 2 long literal, which NumPy reads only in .npy format versions 1.0 and 2.0 (the ones Python 2 wrote); in this version 3.0 header np.load refuses it: ${JSON.stringify(header.trim().slice(0, 120))}`,
+        `${part} is a Python 2 long literal, which np.load reads in .npy versions 1.0 and 2.0 only, not in this 3.0 header: ${JSON.stringify(header.trim().slice(0, 120))}`,
         index,
       );
     }
@@ -203,7 +203,7 @@ function readNpy(bytes: Uint8Array, field: string): NpyArray {
   const headerLength = major === 1 ? view.getUint16(8, true) : view.getUint32(8, true);
   if (prefix + headerLength > bytes.length) throw new BsrFormatError(field, "the .npy header runs past the end of the file");
   const tooLong = (length: string) =>
-    new BsrFormatError(field, `the .npy header is ${length}, past the ${NPY_MAX_HEADER_CHARACTERS} characters np.load reads (its max_header_size: a longer header "may not be safe to load securely")`);
+    new BsrFormatError(field, `the .npy header is ${length}, past the ${NPY_MAX_HEADER_CHARACTERS} characters np.load reads (its max_header_size)`);
   // A character is a byte in versions 1.0 and 2.0 (latin-1), up to four in 3.0 (UTF-8): checked before any text is made.
   if (headerLength > NPY_MAX_HEADER_CHARACTERS * (major === 3 ? 4 : 1)) throw tooLong(`${headerLength} ${major === 3 ? "bytes" : "characters"} long`);
   const header = new TextDecoder().decode(bytes.subarray(prefix, prefix + headerLength));
@@ -405,7 +405,7 @@ function npyString(array: NpyArray, field: string): string {
   const length = Math.ceil((last + 1) / width);
   // Counted before anything is decoded: a string of hundreds of millions of characters is longer than JavaScript holds.
   if (length > MAX_FORMAT_CHARACTERS) {
-    throw new BsrFormatError(field, `holds a string of ${length} characters, which names no sparse format (SciPy's are bsr, coo, csc, csr, dia, dok and lil)`);
+    throw new BsrFormatError(field, `holds a string of ${length} characters, which names no sparse format`);
   }
   if (width === 1) return new TextDecoder().decode(bytes.subarray(0, length));
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -463,7 +463,7 @@ function scipyMembers(bytes: Uint8Array): Map<ScipyMember, { name: string; bytes
     const bare = name.slice(0, -".npy".length);
     const [plain, npy] = [found.get(bare), found.get(name)];
     if (plain !== undefined && npy !== undefined) {
-      throw new BsrFormatError(bare, `the archive holds both ${bare} and ${name}: np.load reads ${bare} for SciPy's "${bare}" array, a reader looking for ${name} reads the other (which one is meant is ambiguous)`);
+      throw new BsrFormatError(bare, `the archive holds both ${bare} and ${name}, and np.load reads ${bare} (which is meant is ambiguous)`);
     }
     if (plain !== undefined) members.set(name, { name: bare, bytes: plain });
     else if (npy !== undefined) members.set(name, { name, bytes: npy });

@@ -90,7 +90,7 @@ function centralDirectory(bytes: Uint8Array, view: DataView): ZipEntry[] {
   // Python's zipfile reads the entries the directory's bytes hold, whatever the count says, from where the end record
   // implies it starts: an archive whose count, size, offset and end record disagree reads differently in different readers.
   if (offset + size !== directoryEnd) {
-    damaged(`the end record places the ${size}-byte central directory at offset ${offset}, so that it ends at ${offset + size}, not at ${directoryEnd} where the end record starts`);
+    damaged(`the end record places the ${size}-byte central directory at offset ${offset}, ending at ${offset + size}, not at ${directoryEnd} where the end record starts`);
   }
   const directoryStart = offset;
   const entries: ZipEntry[] = [];
@@ -113,7 +113,7 @@ function centralDirectory(bytes: Uint8Array, view: DataView): ZipEntry[] {
     const headerOffset = widen(view.getUint32(offset + 42, true), "local header offset");
     // Python's zipfile opens no archive holding an entry that needs a zip version past 6.3 to extract.
     const version = view.getUint8(offset + 6);
-    if (version > 63) fail(name, `needs zip version ${Math.floor(version / 10)}.${version % 10} to extract; Python's zipfile (and so np.load) reads up to 6.3`);
+    if (version > 63) fail(name, `needs zip version ${Math.floor(version / 10)}.${version % 10} to extract; Python's zipfile reads up to 6.3`);
     const [flags, method, crc] = [view.getUint16(offset + 8, true), view.getUint16(offset + 10, true), view.getUint32(offset + 16, true)];
     entries.push({ name, nameBytes, flags, method, crc, compressedSize, size: inflatedSize, headerOffset, end: directoryStart, endsAt: "the central directory" });
     offset = entryEnd;
@@ -180,7 +180,7 @@ const sameBytes = (a: Uint8Array, b: Uint8Array) => a.length === b.length && a.e
 function checkLocalHeader(view: DataView, bytes: Uint8Array, entry: ZipEntry, nameAt: number, extraAt: number, extraLength: number): void {
   const { name, headerOffset } = entry;
   const differ = (what: string, local: string | number, central: string | number): never =>
-    fail(name, `its local header at offset ${headerOffset} gives ${what} ${local}, the central directory ${central} (the archive is damaged, or built to read differently in different readers)`);
+    fail(name, `its local header at offset ${headerOffset} gives ${what} ${local}, the central directory ${central} (a damaged or ambiguous archive)`);
   const localName = bytes.subarray(nameAt, extraAt);
   if (!sameBytes(localName, entry.nameBytes)) differ("the name", text(localName), text(entry.nameBytes));
   const method = view.getUint16(headerOffset + 8, true);
@@ -214,10 +214,10 @@ function memberBytes(bytes: Uint8Array, view: DataView, entry: ZipEntry, chunkBy
   const start = extraAt + extraLength;
   if (start > bytes.length) fail(name, `its local header at offset ${headerOffset} runs past the end ${truncated}`);
   checkLocalHeader(view, bytes, entry, nameAt, extraAt, extraLength);
-  if ((entry.flags & ENCRYPTED) !== 0) fail(name, "is encrypted; NumPy and SciPy write no encrypted members, and this reader reads none");
+  if ((entry.flags & ENCRYPTED) !== 0) fail(name, "is encrypted, which this reader does not read");
   if (start + compressedSize > bytes.length) fail(name, `its ${compressedSize} bytes from offset ${start} run past the end ${truncated}`);
   if (start + compressedSize > entry.end) {
-    fail(name, `its ${compressedSize} bytes from offset ${start} run past offset ${entry.end}, where ${entry.endsAt} starts: parts of the archive overlap (it is damaged, or a zip bomb)`);
+    fail(name, `its ${compressedSize} bytes from offset ${start} run past offset ${entry.end}, where ${entry.endsAt} starts (overlapping members: a damaged archive or a zip bomb)`);
   }
   const data = bytes.subarray(start, start + compressedSize);
   if (entry.method === 8) return inflate(name, data, size, chunkBytes);

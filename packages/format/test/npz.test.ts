@@ -305,7 +305,7 @@ describe("local headers checked against the central directory", () => {
     expect(error).toBeInstanceOf(BsrFormatError);
     expect(error.field).toBe("data.npy");
     expect(error.message).toBe(
-      `data.npy: its local header at offset ${localHeader(bytes, "xata.npy")} gives the name "xata.npy", the central directory "data.npy" (the archive is damaged, or built to read differently in different readers)`,
+      `data.npy: its local header at offset ${localHeader(bytes, "xata.npy")} gives the name "xata.npy", the central directory "data.npy" (a damaged or ambiguous archive)`,
     );
   });
 
@@ -364,7 +364,7 @@ describe("local headers checked against the central directory", () => {
     padded.set(bytes.subarray(end), end + 8);
     const { size, offset } = { size: new DataView(bytes.buffer).getUint32(end + 12, true), offset: new DataView(bytes.buffer).getUint32(end + 16, true) };
     expect(thrown(() => decodeScipyNpz(padded)).message).toBe(
-      `npz: not a readable zip archive (the end record places the ${size}-byte central directory at offset ${offset}, so that it ends at ${offset + size}, not at ${end + 8} where the end record starts)`,
+      `npz: not a readable zip archive (the end record places the ${size}-byte central directory at offset ${offset}, ending at ${offset + size}, not at ${end + 8} where the end record starts)`,
     );
   });
 
@@ -401,7 +401,7 @@ describe("local headers checked against the central directory", () => {
   it("refuses an entry that needs a zip version past 6.3 to extract, as Python's zipfile does", () => {
     const bytes = archive();
     bytes[centralEntry(bytes, "format.npy") + 6] = 64;
-    expect(thrown(() => decodeScipyNpz(bytes)).message).toBe("format.npy: needs zip version 6.4 to extract; Python's zipfile (and so np.load) reads up to 6.3");
+    expect(thrown(() => decodeScipyNpz(bytes)).message).toBe("format.npy: needs zip version 6.4 to extract; Python's zipfile reads up to 6.3");
   });
 
   it("reads a local header that leaves its CRC-32 and sizes to a data descriptor (flag bit 3), as streaming writers write them", () => {
@@ -419,7 +419,7 @@ describe("local headers checked against the central directory", () => {
     const bytes = archive();
     const view = new DataView(bytes.buffer);
     for (const at of [centralEntry(bytes, "data.npy") + 8, localHeader(bytes, "data.npy") + 6]) view.setUint16(at, view.getUint16(at, true) | 1, true);
-    expect(thrown(() => decodeScipyNpz(bytes)).message).toBe("data.npy: is encrypted; NumPy and SciPy write no encrypted members, and this reader reads none");
+    expect(thrown(() => decodeScipyNpz(bytes)).message).toBe("data.npy: is encrypted, which this reader does not read");
   });
 });
 
@@ -442,7 +442,7 @@ describe("huge declared sizes inside a small archive", () => {
   it.each([1, 2, 3])("reads a version %i.0 header of 10000 characters and refuses one longer, as np.load does (max_header_size)", (major) => {
     expect(Array.from(decodeScipyNpz(dataWithHeaderLength(10_000, major)).toDense())).toEqual(SCIPY_DENSE);
     expect(thrown(() => decodeScipyNpz(dataWithHeaderLength(10_001, major))).message).toBe(
-      `data.npy: the .npy header is 10001 characters long, past the 10000 characters np.load reads (its max_header_size: a longer header "may not be safe to load securely")`,
+      `data.npy: the .npy header is 10001 characters long, past the 10000 characters np.load reads (its max_header_size)`,
     );
   });
 
@@ -458,7 +458,7 @@ describe("huge declared sizes inside a small archive", () => {
     const long = npy("|S100000", "()", new Uint8Array(100_000).fill(0x61));
     const error = thrown(() => decodeScipyNpz(archive({ "format.npy": long }))) as BsrFormatError;
     expect(error).toBeInstanceOf(BsrFormatError);
-    expect(error.message).toBe("format.npy: holds a string of 100000 characters, which names no sparse format (SciPy's are bsr, coo, csc, csr, dia, dok and lil)");
+    expect(error.message).toBe("format.npy: holds a string of 100000 characters, which names no sparse format");
     // Trailing NULs are padding, as NumPy's .item() reads them: a wide string holding bsr is bsr.
     const padded = new Uint8Array(100_000);
     padded.set(strToU8("bsr"));
@@ -606,7 +606,7 @@ describe("members named without .npy, which np.load reads first", () => {
     expect(error).toBeInstanceOf(BsrFormatError);
     expect(error.field).toBe("data");
     expect(error.message).toBe(
-      `data: the archive holds both data and data.npy: np.load reads data for SciPy's "data" array, a reader looking for data.npy reads the other (which one is meant is ambiguous)`,
+      `data: the archive holds both data and data.npy, and np.load reads data (which is meant is ambiguous)`,
     );
   });
 
@@ -987,7 +987,7 @@ describe("a .npy header read as NumPy reads it (a Python dict literal)", () => {
     expect(error.field).toBe("data.npy.shape");
     expect(error.position).toBe(0);
     expect(error.message).toBe(
-      `data.npy.shape[0]: 2L is a Python 2 long literal, which NumPy reads only in .npy format versions 1.0 and 2.0 (the ones Python 2 wrote); in this version 3.0 header np.load refuses it: "{'descr': '<f8', 'fortran_order': False, 'shape': (2L, 2, 2), }"`,
+      `data.npy.shape[0]: 2L is a Python 2 long literal, which np.load reads in .npy versions 1.0 and 2.0 only, not in this 3.0 header: "{'descr': '<f8', 'fortran_order': False, 'shape': (2L, 2, 2), }"`,
     );
   });
 

@@ -82,7 +82,7 @@ describe("members that overlap", () => {
     const error = thrown(() => unzipMembers(stored, new Set(["a.npy"]))) as BsrFormatError;
     expect(error).toBeInstanceOf(BsrFormatError);
     expect(error.message).toBe(
-      `a.npy: its ${claimed} bytes from offset ${start} run past offset ${next}, where the next member's local header starts: parts of the archive overlap (it is damaged, or a zip bomb)`,
+      `a.npy: its ${claimed} bytes from offset ${start} run past offset ${next}, where the next member's local header starts (overlapping members: a damaged archive or a zip bomb)`,
     );
     // b.npy itself still reads.
     expect(new TextDecoder().decode(unzipMembers(stored, new Set(["b.npy"])).get("b.npy"))).toBe("second");

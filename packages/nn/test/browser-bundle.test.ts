@@ -11,11 +11,14 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
 
   // SciPy .npz files (and their zip library) are a subpath: a bundle takes them only when it imports them.
   // 30 KiB until the .npy reader refused minor versions and read in the host's byte order, and the safetensors reader
-  // refused lone surrogate escapes and its writer took the reference's layout order (29.753 before, 30.054 with them).
-  it("@blocksparse/format with its npz subpath stays within 30.06 KiB gzipped and evaluates no code", async () => {
+  // refused lone surrogate escapes and its writer took the reference's layout order (29.753 before, 30.054 with them);
+  // 30.06 KiB until the .npz reader checked local headers, the end record and overlapping members against the central
+  // directory, read members named without .npy, bounded huge declared headers, strings and shapes, and read the shape
+  // integers np.load reads, and safetensors refused what serde_json refuses (+1.44 KiB: 31.496).
+  it("@blocksparse/format with its npz subpath stays within 31.5 KiB gzipped and evaluates no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/format/npz"]);
     console.log(`@blocksparse/format + /npz: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(30.06);
+    expect(gzipKiB).toBeLessThanOrEqual(31.5);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
@@ -118,11 +121,13 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // 93.46 KiB until core's importBackendModules said that a module imported before registers nothing again (93.487);
   // 93.49 KiB until core's ops took a null axes or axis as their default (+0.008 KiB: 93.495); 93.50 KiB until
   // namedChildren listed a child held twice once (Module.childSlots) and a disabled GradScaler saved {} (+0.11: 93.606);
-  // 93.61 KiB until fromLinear drew the pattern of any weight whose blocks all tie in norm, +-c included (+0.064).
-  it("format + core + autograd + nn stay within 93.68 KiB gzipped and evaluate no code", async () => {
+  // 93.61 KiB until fromLinear drew the pattern of any weight whose blocks all tie in norm, +-c included (+0.064);
+  // 93.68 KiB until format's safetensors reader refused the headers the reference's JSON parser refuses (nested 128
+  // deep, a number past float64: +0.19 KiB, 93.838).
+  it("format + core + autograd + nn stay within 93.84 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(93.68);
+    expect(gzipKiB).toBeLessThanOrEqual(93.84);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
