@@ -299,6 +299,14 @@ export function encodeSafetensorsHeader(
     refuseLoneSurrogate(name, name, "the tensor name");
   }
   const checkedMetadata = checkMetadata(metadata, "metadata");
+  // Each UTF-16 unit of a name, key or value is at least one byte of the JSON: a header past the limit on that count
+  // alone is refused before a scan and an encoding of it.
+  let leastLength = 0;
+  for (const [name] of ordered) leastLength += name.length;
+  for (const [key, value] of Object.entries(checkedMetadata)) leastLength += key.length + value.length;
+  if (leastLength > MAX_HEADER_BYTES) {
+    throw new BsrFormatError("header", `the header would be at least ${leastLength} bytes, more than the ${MAX_HEADER_BYTES} allowed`);
+  }
   for (const [key, value] of Object.entries(checkedMetadata)) {
     refuseLoneSurrogate(key, `metadata.${key}`, "the key");
     refuseLoneSurrogate(value, `metadata.${key}`, "the value");
