@@ -138,18 +138,48 @@ BSK_CLONES void forwardRow(const float* x, const float* bias, int64_t width, flo
   for (int64_t j = 0; j < width; j++) out[j] = value<A>(x[j] + bias[j]);
 }
 
+// GELU's derivative at y in float64, as the js kernels compute it (the limits at the infinities, NaN at NaN).
 template <Activation A>
-BSK_CLONES void backwardRow(const float* dy, const float* x, const float* bias, int64_t width, float* dx, double* sums) {
-  for (int64_t j = 0; j < width; j++) {
-    const float g = dy[j] * derivative<A>(x[j] + bias[j]);
-    dx[j] = g;
-    sums[j] += static_cast<double>(g);
+double geluDerivative64(double y) {
+  if (y == static_cast<double>(kInfinity)) return 1.0;
+  if (y == -static_cast<double>(kInfinity)) return 0.0;
+  if constexpr (A == Activation::Gelu) {
+    return 0.5 * std::erfc(-y * 0.70710678118654752440) + y * 0.39894228040143267794 * std::exp(-0.5 * y * y);
+  } else {
+    const double sqrt2OverPi = 0.79788456080286535588, c = 0.044715;
+    const double t = std::tanh(sqrt2OverPi * (y + c * y * y * y));
+    return 0.5 * (1.0 + t) + 0.5 * y * (1.0 - t * t) * sqrt2OverPi * (1.0 + 3.0 * c * y * y);
   }
+}
+
+// GELU's dx where dy is infinite, from the float64 derivative: deep in the lower tail (y below about -14.5) the float32
+// derivative is 0 and inf * 0 was NaN, where js's tiny float64 derivative gives +-inf (and 0, so NaN, past y = -38.6,
+// as js's does); the tanh form's float64 derivative is 0 from about -7.2, where float32's is still a tiny nonzero.
+template <Activation A>
+void infiniteGradients(const float* dy, const float* x, const float* bias, int64_t width, float* dx) {
+  if constexpr (A != Activation::Relu) {
+    for (int64_t j = 0; j < width; j++) {
+      if (std::isinf(dy[j])) dx[j] = static_cast<float>(static_cast<double>(dy[j]) * geluDerivative64<A>(static_cast<double>(x[j]) + static_cast<double>(bias[j])));
+    }
+  }
+}
+
+// One row's dx = dy act'(x + bias) (inlined into each clone below).
+template <Activation A>
+inline void backwardValues(const float* dy, const float* x, const float* bias, int64_t width, float* dx) {
+  for (int64_t j = 0; j < width; j++) dx[j] = dy[j] * derivative<A>(x[j] + bias[j]);
+  infiniteGradients<A>(dy, x, bias, width, dx);
 }
 
 template <Activation A>
 BSK_CLONES void backwardRowNoSums(const float* dy, const float* x, const float* bias, int64_t width, float* dx) {
-  for (int64_t j = 0; j < width; j++) dx[j] = dy[j] * derivative<A>(x[j] + bias[j]);
+  backwardValues<A>(dy, x, bias, width, dx);
+}
+
+template <Activation A>
+BSK_CLONES void backwardRow(const float* dy, const float* x, const float* bias, int64_t width, float* dx, double* sums) {
+  backwardValues<A>(dy, x, bias, width, dx);
+  for (int64_t j = 0; j < width; j++) sums[j] += static_cast<double>(dx[j]);
 }
 
 // Rows per work item: about kChunk elements, at least one row.
@@ -288,11 +318,13 @@ void backward(const float* dy, const float* x, const float* bias, int64_t rows, 
   });
 }
 
+// With `l2` false (AdamW) the gradient is read as it is: 0 * param was NaN at an infinite weight, its m and v NaN where
+// the js kernel keeps them.
 BSK_CLONES void adamRange(float* p, const float* g, float* m, float* v, int64_t n, double lr, double beta1, double beta2, double epsilon, double keep,
-                          double l2, double inv1, double inv2) {
+                          bool l2, double weightDecay, double inv1, double inv2) {
   for (int64_t i = 0; i < n; i++) {
     const double param = static_cast<double>(p[i]);
-    const double grad = static_cast<double>(g[i]) + l2 * param;
+    const double grad = l2 ? static_cast<double>(g[i]) + weightDecay * param : static_cast<double>(g[i]);
     const double mi = beta1 * static_cast<double>(m[i]) + (1.0 - beta1) * grad;
     const double vi = beta2 * static_cast<double>(v[i]) + (1.0 - beta2) * grad * grad;
     m[i] = static_cast<float>(mi);
@@ -394,13 +426,12 @@ void layerNormBackward(const float* dy, const float* x, const float* mean, const
 void adamUpdate(float* p, const float* g, float* m, float* v, int64_t n, const AdamStep& step) {
   // AdamW decays the weights before the update; Adam adds the L2 term to the gradient.
   const double keep = step.decoupled ? 1.0 - step.lr * step.weightDecay : 1.0;
-  const double l2 = step.decoupled ? 0.0 : step.weightDecay;
   const double inv1 = 1.0 / step.correction1;
   const double inv2 = 1.0 / step.correction2;
   parallelFor((n + kChunk - 1) / kChunk, [&](int64_t c) {
     const int64_t begin = c * kChunk;
     const int64_t count = std::min(n, begin + kChunk) - begin;
-    adamRange(p + begin, g + begin, m + begin, v + begin, count, step.lr, step.beta1, step.beta2, step.epsilon, keep, l2, inv1, inv2);
+    adamRange(p + begin, g + begin, m + begin, v + begin, count, step.lr, step.beta1, step.beta2, step.epsilon, keep, !step.decoupled, step.weightDecay, inv1, inv2);
   });
 }
 

@@ -136,6 +136,27 @@ describe.skipIf(cpuMissing)("cpu pointwise kernels", () => {
     });
   });
 
+  it("an infinite gradient deep in GELU's lower tail is +-inf or NaN as on js, not NaN from float32's derivative of 0", () => {
+    tidy(() => {
+      // Past about -14.5 the float32 derivative is 0 (inf * 0 = NaN), js's float64 one a tiny negative (-inf) down to
+      // -38.6; the tanh form's float64 derivative is 0 from about -7 (NaN on js), float32's a tiny nonzero to -9.5.
+      const raw = [-3, -8, -10, -16, -21.5, -30, -38, -40, 5, 40];
+      const x = tensor(raw, [raw.length]);
+      const dy = tensor(raw.map((_, i) => (i % 2 === 0 ? Number.POSITIVE_INFINITY : Number.NEGATIVE_INFINITY)), [raw.length]);
+      const bias = tensor(new Array(raw.length).fill(0.25), [raw.length]);
+      for (const activation of ["gelu", "gelu_tanh"] as const) {
+        const approximate = activation === "gelu" ? "none" : "tanh";
+        const [want] = onJs([dy, x], (g, xs) => geluBackward(g, xs, approximate));
+        expect(want[3], `js ${activation} at -16`).toBe(activation === "gelu" ? Number.POSITIVE_INFINITY : Number.NaN);
+        expectNear(geluBackward(dy, x, approximate).dataSync() as Float32Array, want, `geluBackward ${approximate}`);
+        const [wantDx, wantBias] = onJs([dy, x, bias], (g, xs, b) => biasActivationBackward(g, xs, b, activation));
+        const [dx, dbias] = biasActivationBackward(dy, x, bias, activation);
+        expectNear(dx.dataSync() as Float32Array, wantDx, `biasActivationBackward ${activation}`);
+        expectNear(dbias.dataSync() as Float32Array, wantBias, `biasActivationBackward ${activation} dbias`);
+      }
+    });
+  });
+
   it("LayerNorm and its backward agree with js: many rows, rows far from zero, no gamma or beta, half inputs, d = 0", () => {
     tidy(() => {
       // 1200 rows of 77 (several work items, no multiple of a vector); a mean of 1e4 against a spread of 1, where a
@@ -292,6 +313,25 @@ describe.skipIf(cpuMissing)("cpu pointwise kernels", () => {
         expectNear(got.param.dataSync() as Float32Array, want[0], "param", 1e-7);
         expectNear(got.m.dataSync() as Float32Array, want[1], "m", 1e-7);
         expectNear(got.v.dataSync() as Float32Array, want[2], "v", 1e-7);
+      }
+    });
+  });
+
+  it("AdamW reads an infinite weight's gradient as it is: its m and v stay finite, the weight infinite, as js gives", () => {
+    tidy(() => {
+      // AdamW adds no L2 term to the gradient: 0 * inf there made NaN of the weight, m and v (weight decay 0 and 0.5).
+      for (const weightDecay of [0, 0.5]) {
+        const options = { lr: 0.1, weightDecay, decoupledWeightDecay: true, step: 3 };
+        const [p, g, m, v] = [[Number.NEGATIVE_INFINITY, Number.POSITIVE_INFINITY, 2], [0.5, -1, 0.25], [0.1, 0.2, 0.3], [1, 2, 3]].map((xs) => tensor(xs, [3]));
+        const got = adamUpdate(p, g, m, v, options);
+        const want = onJs([p, g, m, v], (ps, gs, ms, vs) => {
+          const r = adamUpdate(ps, gs, ms, vs, options);
+          return [r.param, r.m, r.v];
+        });
+        expect(Array.from(want[0]).slice(0, 2)).toEqual([Number.NEGATIVE_INFINITY, Number.POSITIVE_INFINITY]);
+        expectNear(got.param.dataSync() as Float32Array, want[0], `param, weight decay ${weightDecay}`, 1e-7);
+        expectNear(got.m.dataSync() as Float32Array, want[1], `m, weight decay ${weightDecay}`, 1e-7);
+        expectNear(got.v.dataSync() as Float32Array, want[2], `v, weight decay ${weightDecay}`, 1e-7);
       }
     });
   });
