@@ -581,19 +581,27 @@ Napi::Value AttentionSoftmax(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// attentionScoreGradients(p, pOffset, ds, dsOffset, flags, rows, n, first, m, causal, scale): dS = P (dP - Di) scale
-// in place over dP, flags[r] 2 where the row's dS sums to a non-finite value, else 0.
+// attentionScoreGradients(p, pOffset, ds, dsOffset, flags, rows, n, first, m, causal, scale, shift: Float64Array | null):
+// dS = P (dP - Di) scale in place over dP, Di = sum_j P dP (+ shift[r] when given), flags[r] 2 where the row's dS sums to
+// a non-finite value, else 0.
 Napi::Value AttentionScoreGradients(const Napi::CallbackInfo& info) {
   const char* fn = "attentionScoreGradients";
-  expectArgs(info, 11, fn);
+  expectArgs(info, 12, fn);
   Napi::Env env = info.Env();
   ArrayArg p = arrayArg(info, 0, fn, "p"), ds = arrayArg(info, 2, fn, "ds");
   AttentionRows args = attentionRowsArgs(info, 4, fn);
+  const bool hasShift = !info[11].IsNull() && !info[11].IsUndefined();
+  Napi::Float64Array shift = hasShift ? typedArray<double, napi_float64_array>(env, info[11], fn, "shift", "a Float64Array") : Napi::Float64Array();
   p.require(env, fn, args.count);
   ds.require(env, fn, args.count);
-  checkApart(env, fn, ds.span(args.count), {p.span(args.count), flagsSpan(args)});
-  checkApart(env, fn, flagsSpan(args), {p.span(args.count)});
-  runKernel(env, fn, [&] { bsk::attentionScoreGradients(p.at(), ds.at(), args.flags.Data(), args.rows, args.n, args.first, args.m, args.causal, args.scale); });
+  if (hasShift) checkSpan(env, fn, "shift", shift.ElementLength(), 0, args.rows);
+  const Span shiftSpan = spanOf("shift", hasShift ? shift.Data() : nullptr, 0, hasShift ? args.rows : 0, sizeof(double));
+  checkApart(env, fn, ds.span(args.count), {p.span(args.count), flagsSpan(args), shiftSpan});
+  checkApart(env, fn, flagsSpan(args), {p.span(args.count), shiftSpan});
+  runKernel(env, fn, [&] {
+    bsk::attentionScoreGradients(p.at(), ds.at(), hasShift ? shift.Data() : nullptr, args.flags.Data(), args.rows, args.n, args.first, args.m, args.causal,
+                                 args.scale);
+  });
   return env.Undefined();
 }
 
@@ -657,32 +665,37 @@ Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// attentionBackward(dout, doutOffset, q, qOffset, k, kOffset, v, vOffset, dq, dqOffset, dk, dkOffset, dv, dvOffset,
-// exact, heads, m, n, d, causal, scale, blockRows): dq [heads, m, d], dk and dv [heads, n, d] of attentionForward's
-// heads from the output gradient dout [heads, m, d]; exact as attentionForward's.
+// attentionBackward(dout, doutOffset, q, qOffset, k, kOffset, v, vOffset, out | null, outOffset, dq, dqOffset, dk,
+// dkOffset, dv, dvOffset, exact, heads, m, n, d, causal, scale, blockRows): dq [heads, m, d], dk and dv [heads, n, d] of
+// attentionForward's heads from the output gradient dout [heads, m, d]; with out (the saved output [heads, m, d], rounded
+// to a half dtype) Di is dout . out (see bsk::attentionBackward); exact as attentionForward's.
 Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   const char* fn = "attentionBackward";
-  expectArgs(info, 22, fn);
+  expectArgs(info, 24, fn);
   Napi::Env env = info.Env();
   ArrayArg dout = arrayArg(info, 0, fn, "dout"), q = arrayArg(info, 2, fn, "q"), k = arrayArg(info, 4, fn, "k"), v = arrayArg(info, 6, fn, "v");
-  ArrayArg dq = arrayArg(info, 8, fn, "dq"), dk = arrayArg(info, 10, fn, "dk"), dv = arrayArg(info, 12, fn, "dv");
-  AttentionHeadsArgs args = attentionHeadsArgs(info, 14, 15, fn);
+  bool hasOut = false;
+  ArrayArg out = optionalArrayArg(info, 8, fn, "out", hasOut);
+  ArrayArg dq = arrayArg(info, 10, fn, "dq"), dk = arrayArg(info, 12, fn, "dk"), dv = arrayArg(info, 14, fn, "dv");
+  AttentionHeadsArgs args = attentionHeadsArgs(info, 16, 17, fn);
   dout.require(env, fn, args.queries);
   q.require(env, fn, args.queries);
   k.require(env, fn, args.keys);
   v.require(env, fn, args.keys);
+  if (hasOut) out.require(env, fn, args.queries);
   dq.require(env, fn, args.queries);
   dk.require(env, fn, args.keys);
   dv.require(env, fn, args.keys);
-  const std::initializer_list<Span> inputs = {dout.span(args.queries), q.span(args.queries), k.span(args.keys), v.span(args.keys)};
+  const std::initializer_list<Span> inputs = {dout.span(args.queries), q.span(args.queries), k.span(args.keys), v.span(args.keys),
+                                              optionalSpan(out, hasOut, args.queries)};
   for (const Span& output : {dq.span(args.queries), dk.span(args.keys), dv.span(args.keys), exactSpan(args)}) checkApart(env, fn, output, inputs);
   checkApart(env, fn, dq.span(args.queries), {dk.span(args.keys), dv.span(args.keys), exactSpan(args)});
   checkApart(env, fn, dk.span(args.keys), {dv.span(args.keys), exactSpan(args)});
   checkApart(env, fn, dv.span(args.keys), {exactSpan(args)});
   const bsk::HeadLayout queries = bsk::HeadLayout::contiguous(args.shape.m, args.shape.d), keys = bsk::HeadLayout::contiguous(args.shape.n, args.shape.d);
   runKernel(env, fn, [&] {
-    bsk::attentionBackward({dout.at(), queries}, {q.at(), queries}, {k.at(), keys}, {v.at(), keys}, {dq.at(), queries}, {dk.at(), keys}, {dv.at(), keys},
-                           args.exact.Data(), args.shape);
+    bsk::attentionBackward({dout.at(), queries}, {q.at(), queries}, {k.at(), keys}, {v.at(), keys}, {hasOut ? out.at() : nullptr, queries}, {dq.at(), queries},
+                           {dk.at(), keys}, {dv.at(), keys}, args.exact.Data(), args.shape);
   });
   return env.Undefined();
 }
@@ -753,26 +766,30 @@ Napi::Value PackedAttentionForward(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// packedAttentionBackward(dout, doutOffset, qkv, qkvOffset, dqkv, dqkvOffset, exact, sequences, t, h, d, causal, scale,
-// blockRows): dqkv [sequences, t, 3, h, d] (dq, dk and dv in qkv's places) from dout [sequences, t, h, d]; exact as
-// attentionBackward's.
+// packedAttentionBackward(dout, doutOffset, qkv, qkvOffset, out | null, outOffset, dqkv, dqkvOffset, exact, sequences,
+// t, h, d, causal, scale, blockRows): dqkv [sequences, t, 3, h, d] (dq, dk and dv in qkv's places) from dout [sequences,
+// t, h, d]; out (the saved output, dout's layout) and exact as attentionBackward's.
 Napi::Value PackedAttentionBackward(const Napi::CallbackInfo& info) {
   const char* fn = "packedAttentionBackward";
-  expectArgs(info, 14, fn);
+  expectArgs(info, 16, fn);
   Napi::Env env = info.Env();
-  ArrayArg dout = arrayArg(info, 0, fn, "dout"), qkv = arrayArg(info, 2, fn, "qkv"), dqkv = arrayArg(info, 4, fn, "dqkv");
-  PackedAttentionArgs args = packedAttentionArgs(info, 6, 7, fn);
+  ArrayArg dout = arrayArg(info, 0, fn, "dout"), qkv = arrayArg(info, 2, fn, "qkv");
+  bool hasOut = false;
+  ArrayArg out = optionalArrayArg(info, 4, fn, "out", hasOut);
+  ArrayArg dqkv = arrayArg(info, 6, fn, "dqkv");
+  PackedAttentionArgs args = packedAttentionArgs(info, 8, 9, fn);
   dout.require(env, fn, args.rows);
   qkv.require(env, fn, args.packed);
+  if (hasOut) out.require(env, fn, args.rows);
   dqkv.require(env, fn, args.packed);
   const Span exact = spanOf("exact", args.exact.Data(), 0, args.shape.heads, sizeof(uint8_t));
-  checkApart(env, fn, dqkv.span(args.packed), {dout.span(args.rows), qkv.span(args.packed), exact});
-  checkApart(env, fn, exact, {dout.span(args.rows), qkv.span(args.packed)});
+  checkApart(env, fn, dqkv.span(args.packed), {dout.span(args.rows), qkv.span(args.packed), optionalSpan(out, hasOut, args.rows), exact});
+  checkApart(env, fn, exact, {dout.span(args.rows), qkv.span(args.packed), optionalSpan(out, hasOut, args.rows)});
   const bsk::HeadLayout part = packedPart(args), rows = packedRows(args);
   const int64_t hd = args.h * args.shape.d;
   runKernel(env, fn, [&] {
-    bsk::attentionBackward({dout.at(), rows}, {qkv.at(), part}, {qkv.at() + hd, part}, {qkv.at() + 2 * hd, part}, {dqkv.at(), part}, {dqkv.at() + hd, part},
-                           {dqkv.at() + 2 * hd, part}, args.exact.Data(), args.shape);
+    bsk::attentionBackward({dout.at(), rows}, {qkv.at(), part}, {qkv.at() + hd, part}, {qkv.at() + 2 * hd, part}, {hasOut ? out.at() : nullptr, rows},
+                           {dqkv.at(), part}, {dqkv.at() + hd, part}, {dqkv.at() + 2 * hd, part}, args.exact.Data(), args.shape);
   });
   return env.Undefined();
 }

@@ -25,6 +25,9 @@ struct Buffers {
   Scratch scores;
   Scratch gradients;
   Scratch share;
+  // P v of a block (rows x d) and each row's Di shift (doubles), for a backward given the saved output.
+  Scratch recomputed;
+  Scratch shifts;
   std::vector<uint8_t> flags;
   std::vector<uint8_t> gradientFlags;
 };
@@ -92,8 +95,8 @@ bool forwardHead(const float* q, int64_t qs, const float* k, int64_t ks, const f
 
 // One head's dq, dk and dv; false where it needs the exact path.
 template <bool Serial>
-bool backwardHead(const float* g, int64_t gs, const float* q, int64_t qs, const float* k, int64_t ks, const float* v, int64_t vs, float* dq, int64_t dqs,
-                  float* dk, int64_t dks, float* dv, int64_t dvs, const AttentionShape& shape, int64_t blockRows) {
+bool backwardHead(const float* g, int64_t gs, const float* q, int64_t qs, const float* k, int64_t ks, const float* v, int64_t vs, const float* o, int64_t os,
+                  float* dq, int64_t dqs, float* dk, int64_t dks, float* dv, int64_t dvs, const AttentionShape& shape, int64_t blockRows) {
   const int64_t m = shape.m, n = shape.n, d = shape.d;
   if (m == 0) {
     // No query: the keys and values get no gradient.
@@ -104,6 +107,7 @@ bool backwardHead(const float* g, int64_t gs, const float* q, int64_t qs, const 
     return true;
   }
   if (anyNonFiniteRows(g, m, d, gs) || anyNonFiniteRows(q, m, d, qs) || anyNonFiniteRows(k, n, d, ks) || anyNonFiniteRows(v, n, d, vs)) return false;
+  if (o != nullptr && anyNonFiniteRows(o, m, d, os)) return false;
   Buffers& own = buffers();
   const size_t scoreFloats = static_cast<size_t>(std::max<int64_t>(1, blockRows * n));
   float* p = own.scores.floats(scoreFloats);
@@ -123,7 +127,21 @@ bool backwardHead(const float* g, int64_t gs, const float* q, int64_t qs, const 
     attentionSoftmax(p, nullptr, flags, rows, n, i0, m, shape.causal, shape.scale, !Serial);
     if (anyFlagged(flags, rows, kRowNonFinite)) return false;
     product<Serial>(gRows, MatrixView{v, 1, vs}, ds, n, rows, n, d);
-    attentionScoreGradients(p, ds, gradientFlags, rows, n, i0, m, shape.causal, shape.scale, !Serial);
+    double* shift = nullptr;
+    if (o != nullptr) {
+      // Di's shift dout . (out - P v) per row, in float64, from P v recomputed as the forward computed it.
+      float* recomputed = own.recomputed.floats(static_cast<size_t>(rows * d));
+      product<Serial>(MatrixView{p, n, 1}, MatrixView{v, vs, 1}, recomputed, d, rows, d, n);
+      shift = reinterpret_cast<double*>(own.shifts.floats(static_cast<size_t>(2 * rows)));
+      for (int64_t r = 0; r < rows; r++) {
+        const float* gRow = g + (i0 + r) * gs;
+        const float* oRow = o + (i0 + r) * os;
+        double sum = 0;
+        for (int64_t c = 0; c < d; c++) sum += static_cast<double>(gRow[c]) * (static_cast<double>(oRow[c]) - static_cast<double>(recomputed[r * d + c]));
+        shift[r] = sum;
+      }
+    }
+    attentionScoreGradients(p, ds, shift, gradientFlags, rows, n, i0, m, shape.causal, shape.scale, !Serial);
     if (anyFlagged(gradientFlags, rows, kRowNonFinite)) return false;
     // dv = P^T dout, dq = dS k, dk = dS^T q (dS carries the scale).
     product<Serial>(MatrixView{p, 1, n}, gRows, first ? dv : share, first ? dvs : d, n, d, rows);
@@ -197,8 +215,8 @@ void attentionForward(AttentionOperand q, AttentionOperand k, AttentionOperand v
   });
 }
 
-void attentionBackward(AttentionOperand dout, AttentionOperand q, AttentionOperand k, AttentionOperand v, AttentionOutput dq, AttentionOutput dk,
-                       AttentionOutput dv, uint8_t* exact, const AttentionShape& shape) {
+void attentionBackward(AttentionOperand dout, AttentionOperand q, AttentionOperand k, AttentionOperand v, AttentionOperand out, AttentionOutput dq,
+                       AttentionOutput dk, AttentionOutput dv, uint8_t* exact, const AttentionShape& shape) {
   if (shape.d == 0) {
     // dq, dk and dv have no elements: nothing to compute (and with d = 0 no array bounds m or n).
     std::fill(exact, exact + shape.heads, uint8_t{0});
@@ -206,7 +224,8 @@ void attentionBackward(AttentionOperand dout, AttentionOperand q, AttentionOpera
   }
   eachHead(shape, exact, [&](int64_t b, auto serial, int64_t blockRows) {
     return backwardHead<decltype(serial)::value>(dout.data + dout.layout.at(b), dout.layout.rowStride, q.data + q.layout.at(b), q.layout.rowStride,
-                                                 k.data + k.layout.at(b), k.layout.rowStride, v.data + v.layout.at(b), v.layout.rowStride, dq.data + dq.layout.at(b),
+                                                 k.data + k.layout.at(b), k.layout.rowStride, v.data + v.layout.at(b), v.layout.rowStride,
+                                                 out.data == nullptr ? nullptr : out.data + out.layout.at(b), out.layout.rowStride, dq.data + dq.layout.at(b),
                                                  dq.layout.rowStride, dk.data + dk.layout.at(b), dk.layout.rowStride, dv.data + dv.layout.at(b), dv.layout.rowStride,
                                                  shape, blockRows);
   });

@@ -45,10 +45,13 @@ struct AttentionShape {
 // 0 where they are done.
 void attentionForward(AttentionOperand q, AttentionOperand k, AttentionOperand v, AttentionOutput out, float* lse, uint8_t* exact, const AttentionShape& shape);
 
-// dq, dk and dv from the output gradient dout and q, k, v; P recomputed from q and k (no lse). exact as the forward's,
-// a dS row whose float32 values sum to a non-finite value too. With m = 0 dk and dv are 0.
-void attentionBackward(AttentionOperand dout, AttentionOperand q, AttentionOperand k, AttentionOperand v, AttentionOutput dq, AttentionOutput dk,
-                       AttentionOutput dv, uint8_t* exact, const AttentionShape& shape);
+// dq, dk and dv from the output gradient dout and q, k, v; P recomputed from q and k (no lse). Di = sum_j P dP over the
+// float32 dP it is subtracted from (its rounding cancels in dP - Di, so a one-hot row's dS is 0): that is dout . out
+// for the forward's float32 out = P v. With out (its data not null: the saved output, rounded to a half dtype) Di also
+// takes dout . (out - P v), P v recomputed, and is dout . out as the contract has it. exact as the forward's, a dS row
+// whose float32 values sum to a non-finite value and an out holding a NaN or an infinity too. With m = 0 dk and dv are 0.
+void attentionBackward(AttentionOperand dout, AttentionOperand q, AttentionOperand k, AttentionOperand v, AttentionOperand out, AttentionOutput dq,
+                       AttentionOutput dk, AttentionOutput dv, uint8_t* exact, const AttentionShape& shape);
 
 }  // namespace bsk
 

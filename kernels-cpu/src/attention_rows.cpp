@@ -78,14 +78,15 @@ void attentionSoftmax(float* s, float* lse, uint8_t* flags, int64_t rows, int64_
   });
 }
 
-void attentionScoreGradients(const float* p, float* ds, uint8_t* flags, int64_t rows, int64_t n, int64_t first, int64_t m, bool causal, double scale,
-                             bool parallel) {
+void attentionScoreGradients(const float* p, float* ds, const double* shift, uint8_t* flags, int64_t rows, int64_t n, int64_t first, int64_t m, bool causal,
+                             double scale, bool parallel) {
   eachRow(rows, n, parallel, [&](int64_t r) {
     const float* probabilities = p + r * n;
     float* d = ds + r * n;
     const int64_t kept = keptKeys(first + r, m, n, causal);
     double di = 0;
     for (int64_t j = 0; j < kept; j++) di += static_cast<double>(probabilities[j]) * static_cast<double>(d[j]);
+    if (shift != nullptr) di += shift[r];
     double sum = 0;
     for (int64_t j = 0; j < kept; j++) {
       d[j] = static_cast<float>(static_cast<double>(probabilities[j]) * (static_cast<double>(d[j]) - di) * scale);

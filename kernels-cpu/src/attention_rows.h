@@ -22,9 +22,11 @@ enum AttentionRowFlag : uint8_t { kRowDone = 0, kRowUnderflow = 1, kRowNonFinite
 // NaN or an infinite kept score is left as it is, lse[r] unwritten, flags[r] kRowNonFinite.
 void attentionSoftmax(float* s, float* lse, uint8_t* flags, int64_t rows, int64_t n, int64_t first, int64_t m, bool causal, double scale, bool parallel = true);
 
-// dS = P (dP - Di) scale over each row's kept keys (Di = sum_j P dP in float64), 0 past them, in place over dP (rows x
-// n); flags[r] is kRowNonFinite when the float64 sum of the row's float32 dS is not finite, else kRowDone.
-void attentionScoreGradients(const float* p, float* ds, uint8_t* flags, int64_t rows, int64_t n, int64_t first, int64_t m, bool causal, double scale,
-                             bool parallel = true);
+// dS = P (dP - Di) scale over each row's kept keys, 0 past them, in place over dP (rows x n), with Di = sum_j P dP in
+// float64 plus shift[r] where shift is not null (the saved output's rounding, dout . (out - P v): Di is then dout . out
+// as the kernel's contract has it); flags[r] is kRowNonFinite when the float64 sum of the row's float32 dS is not
+// finite, else kRowDone.
+void attentionScoreGradients(const float* p, float* ds, const double* shift, uint8_t* flags, int64_t rows, int64_t n, int64_t first, int64_t m, bool causal,
+                             double scale, bool parallel = true);
 
 }  // namespace bsk

@@ -41,8 +41,22 @@ export const AttentionRowFlag = { Done: 0, Underflow: 1, NonFinite: 2 } as const
 export interface AttentionRowCompute {
   /** P over rows x n scores in place, lse (from lseOffset, one per row) when not null; flags: Done, Underflow or NonFinite (row untouched). */
   softmax(s: Float32Array, lse: Float32Array | null, lseOffset: number, flags: Uint8Array, rows: number, n: number, first: number, m: number, causal: boolean, scale: number): void;
-  /** dS = P (dP - Di) scale in place over ds (dP); flags NonFinite where the row's dS sums to a non-finite value. */
-  scoreGradients(p: Float32Array, ds: Float32Array, flags: Uint8Array, rows: number, n: number, first: number, m: number, causal: boolean, scale: number): void;
+  /**
+   * dS = P (dP - Di) scale in place over ds (dP), Di = sum_j P dP plus shift[r] where shift is given (dout . (out - P v),
+   * so that Di is dout . out); flags NonFinite where the row's dS sums to a non-finite value.
+   */
+  scoreGradients(
+    p: Float32Array,
+    ds: Float32Array,
+    shift: Float64Array | null,
+    flags: Uint8Array,
+    rows: number,
+    n: number,
+    first: number,
+    m: number,
+    causal: boolean,
+    scale: number,
+  ): void;
 }
 
 /**
@@ -53,11 +67,13 @@ export interface AttentionRowCompute {
  */
 export interface AttentionHeadsCompute {
   forward(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array, exact: Uint8Array, sizes: AttentionSizes, scale: number, causal: boolean, blockRows: number): void;
+  /** `out` (the saved output, or null): Di = dout . out rather than sum_j P dP (see the addon's attentionBackward). */
   backward(
     dout: Float32Array,
     q: Float32Array,
     k: Float32Array,
     v: Float32Array,
+    out: Float32Array | null,
     grads: [Float32Array, Float32Array, Float32Array],
     exact: Uint8Array,
     sizes: AttentionSizes,
@@ -67,8 +83,18 @@ export interface AttentionHeadsCompute {
   ): void;
   /** forward over packed attention's heads where they lie: qkv [sequences, t, 3, h, d], out [sequences, t, h, d], lse [sequences, h, t]. */
   packedForward(qkv: Float32Array, out: Float32Array, lse: Float32Array, exact: Uint8Array, layout: PackedHeads, scale: number, causal: boolean, blockRows: number): void;
-  /** backward over packed attention's heads: dqkv (qkv's layout) from dout [sequences, t, h, d]. */
-  packedBackward(dout: Float32Array, qkv: Float32Array, dqkv: Float32Array, exact: Uint8Array, layout: PackedHeads, scale: number, causal: boolean, blockRows: number): void;
+  /** backward over packed attention's heads: dqkv (qkv's layout) from dout [sequences, t, h, d]; out (dout's layout) as backward's. */
+  packedBackward(
+    dout: Float32Array,
+    qkv: Float32Array,
+    out: Float32Array | null,
+    dqkv: Float32Array,
+    exact: Uint8Array,
+    layout: PackedHeads,
+    scale: number,
+    causal: boolean,
+    blockRows: number,
+  ): void;
 }
 
 /** Head b (sequence-major: b = sequence h + head) of part `part` of packed rows, as a [t, d] matrix (a copy). */
@@ -90,7 +116,7 @@ function scatterHead(matrix: Float32Array, rows: Float32Array, { t, parts, h, d 
 
 /**
  * Attention and its backward through the native matmul: per batch matrix, the products (q k^T and P v forward; q k^T
- * again, dout v^T, P^T dout, dS k and dS^T q backward) by the addon and the softmax and dS rows between them in float64
+ * again, dout v^T, P v for Di, P^T dout, dS k and dS^T q backward) by the addon and the softmax and dS rows between them in float64
  * (the addon's row kernels, `rowCompute`; the few rows they flag recomputed here), one
  * block of query rows at a time, so the float32 scores stay within `scratchFloats` (one row at least) whatever M and N:
  * a long sequence needs no [M, N] buffer (70000 tokens would take 4.9e9 floats, more than a typed array holds). The js
@@ -375,7 +401,7 @@ export function attentionKernels(
       }
     },
     backward(inputs, [dq, dk, dv], { heads, m, n, d }, scale, causal) {
-      const [gs, qs, ks, vs] = inputs;
+      const [gs, qs, ks, vs, os] = inputs;
       if (m === 0) {
         // No query: the keys and values get no gradient.
         dk.fill(0);
@@ -384,6 +410,9 @@ export function attentionKernels(
       const rowsPerBlock = blockRows(m, n);
       const p = new Float32Array(rowsPerBlock * n);
       const ds = new Float32Array(rowsPerBlock * n);
+      // P v of a block, and each row's Di shift dout . (out - P v): Di is dout . out, the saved output's.
+      const recomputed = new Float32Array(rowsPerBlock * d);
+      const shift = new Float64Array(rowsPerBlock);
       // A later block's share of dk and dv, added to the first block's (the native matmul does not accumulate).
       const share = new Float32Array(rowsPerBlock < m ? n * d : 0);
       for (let b = 0; b < heads && m > 0; b++) {
@@ -399,15 +428,23 @@ export function attentionKernels(
           underflows.length = 0;
           probabilities(p, qs, qOffset, ks, kOffset, d, null, 0, i0, rows, m, n, scale, causal, underflows);
           products.matmulF32({ a: gs, aOffset: rowsOffset, b: vs, bOffset: kOffset, c: ds, m: rows, n, k: d, transposeB: true });
+          products.matmulF32({ a: p, b: vs, bOffset: kOffset, c: recomputed, m: rows, n: d, k: n });
+          for (let r = 0; r < rows; r++) {
+            let sum = 0;
+            for (let c = 0; c < d; c++) sum += gs[rowsOffset + r * d + c] * (os[rowsOffset + r * d + c] - recomputed[r * d + c]);
+            shift[r] = sum;
+          }
           // dS scale = P (dP - Di) scale over the kept keys, 0 at the masked ones, with Di = sum_j P[i, j] dP[i, j] in
-          // float64 over the same float32 dP (the softmax backward's row sum, equal to dout[i] . out[i]): its rounding
+          // float64 over the same float32 dP (the softmax backward's row sum, equal to dout[i] . (P v)[i]): its rounding
           // cancels in dP - Di as js's float64 dP and dout . out cancel, so a one-hot row's dS is 0 as on js. Di from
           // out against the float32 dP left noise of 6e-8 |dP| there: dq = dS k of 1e31 at dout and v of 1e19, inf at k of 1e12.
+          // Plus the shift dout[i] . (out[i] - (P v)[i]), 0 for the forward's own float32 out: Di is dout . out, as the
+          // kernel's contract and js have it, for an out rounded to a half dtype too.
           // Recomputed in float64 (exactRows): a row whose float32 dS holds a NaN or an infinity (their sum, in float64,
           // is finite otherwise), and an underflowed row whose output gradient does (see gradientRow64).
           exactRows.length = 0;
           if (gradientFlags.length < rows) gradientFlags = new Uint8Array(rows);
-          rowCompute.scoreGradients(p, ds, gradientFlags, rows, n, i0, m, causal, scale);
+          rowCompute.scoreGradients(p, ds, shift, gradientFlags, rows, n, i0, m, causal, scale);
           let underflowAt = 0;
           for (let r = 0; r < rows; r++) {
             const underflowed = underflows[underflowAt] === r;
@@ -445,33 +482,42 @@ export function attentionKernels(
   };
   /** Head b's rows of a [heads, rows, width] array. */
   const headOf = (x: Float32Array, b: number, rows: number, width: number) => x.subarray(b * rows * width, (b + 1) * rows * width);
-  const onArrays: AttentionOnArrays =
-    headsCompute === null
-      ? eachProduct
-      : {
-          forward(qs, ks, vs, out, lse, sizes, scale, causal) {
-            const { heads, m, n, d } = sizes;
-            const exact = new Uint8Array(heads);
-            headsCompute.forward(qs, ks, vs, out, lse, exact, sizes, scale, causal, blockRows(m, n));
-            for (let b = 0; b < heads; b++) {
-              if (exact[b] === 0) continue;
-              const [q, k, v] = [headOf(qs, b, m, d), headOf(ks, b, n, d), headOf(vs, b, n, d)];
-              eachProduct.forward(q, k, v, headOf(out, b, m, d), headOf(lse, b, m, 1), { heads: 1, m, n, d }, scale, causal);
-            }
-          },
-          backward(inputs, grads, sizes, scale, causal) {
-            const { heads, m, n, d } = sizes;
-            const [gs, qs, ks, vs, os, lse] = inputs;
-            const exact = new Uint8Array(heads);
-            headsCompute.backward(gs, qs, ks, vs, grads, exact, sizes, scale, causal, blockRows(m, n));
-            for (let b = 0; b < heads; b++) {
-              if (exact[b] === 0) continue;
-              const [dq, dk, dv] = grads;
-              const headInputs: AttentionBackwardInputs = [headOf(gs, b, m, d), headOf(qs, b, m, d), headOf(ks, b, n, d), headOf(vs, b, n, d), headOf(os, b, m, d), headOf(lse, b, m, 1)];
-              eachProduct.backward(headInputs, [headOf(dq, b, m, d), headOf(dk, b, n, d), headOf(dv, b, n, d)], { heads: 1, m, n, d }, scale, causal);
-            }
-          },
-        };
+  /** Attention over every head in the addon, the heads it marks through eachProduct. */
+  const forward: AttentionOnArrays["forward"] = (qs, ks, vs, out, lse, sizes, scale, causal) => {
+    if (headsCompute === null) {
+      eachProduct.forward(qs, ks, vs, out, lse, sizes, scale, causal);
+      return;
+    }
+    const { heads, m, n, d } = sizes;
+    const exact = new Uint8Array(heads);
+    headsCompute.forward(qs, ks, vs, out, lse, exact, sizes, scale, causal, blockRows(m, n));
+    for (let b = 0; b < heads; b++) {
+      if (exact[b] === 0) continue;
+      const [q, k, v] = [headOf(qs, b, m, d), headOf(ks, b, n, d), headOf(vs, b, n, d)];
+      eachProduct.forward(q, k, v, headOf(out, b, m, d), headOf(lse, b, m, 1), { heads: 1, m, n, d }, scale, causal);
+    }
+  };
+  /**
+   * AttentionBackward over every head in the addon, the heads it marks through eachProduct. `outRounded`: out is the
+   * saved output rounded to a half dtype, whose difference from P v Di takes (the addon recomputes P v for it); a
+   * float32 out is the forward's P v to the bit, and Di = sum_j P dP is dout . out without that product.
+   */
+  const backward = (inputs: AttentionBackwardInputs, grads: [Float32Array, Float32Array, Float32Array], sizes: AttentionSizes, scale: number, causal: boolean, outRounded: boolean) => {
+    if (headsCompute === null) {
+      eachProduct.backward(inputs, grads, sizes, scale, causal);
+      return;
+    }
+    const { heads, m, n, d } = sizes;
+    const [gs, qs, ks, vs, os, lse] = inputs;
+    const exact = new Uint8Array(heads);
+    headsCompute.backward(gs, qs, ks, vs, outRounded ? os : null, grads, exact, sizes, scale, causal, blockRows(m, n));
+    for (let b = 0; b < heads; b++) {
+      if (exact[b] === 0) continue;
+      const [dq, dk, dv] = grads;
+      const headInputs: AttentionBackwardInputs = [headOf(gs, b, m, d), headOf(qs, b, m, d), headOf(ks, b, n, d), headOf(vs, b, n, d), headOf(os, b, m, d), headOf(lse, b, m, 1)];
+      eachProduct.backward(headInputs, [headOf(dq, b, m, d), headOf(dk, b, n, d), headOf(dv, b, n, d)], { heads: 1, m, n, d }, scale, causal);
+    }
+  };
   /**
    * PackedAttention and its backward with every head read and written in its packed rows by the addon; a head it marks
    * is copied out, computed by the product-at-a-time path and written back.
@@ -504,10 +550,11 @@ export function attentionKernels(
       const g = backend.floats(dout);
       const dqkv = backend.floatOutput(qkv.shape, qkv.dtype);
       const exact = new Uint8Array(sequences * h);
-      heads.packedBackward(g, rows, dqkv.data, exact, layout, scale, causal, blockRows(t, t));
+      // A half out is read for Di (see backward); a float32 one and lse for a marked head only (the addon
+      // recomputes P from q and k).
+      let saved: [Float32Array, Float32Array] | null = out.dtype === "float32" ? null : [backend.floats(out), backend.floats(lse)];
+      heads.packedBackward(g, rows, saved === null ? null : saved[0], dqkv.data, exact, layout, scale, causal, blockRows(t, t));
       const outLayout = { ...layout, parts: 1 };
-      // out and lse are read for a marked head only (the addon recomputes P from q and k).
-      let saved: [Float32Array, Float32Array] | null = null;
       for (let b = 0; b < sequences * h; b++) {
         if (exact[b] === 0) continue;
         saved ??= [backend.floats(out), backend.floats(lse)];
@@ -526,7 +573,7 @@ export function attentionKernels(
     Attention({ inputs: { q, k, v }, attrs: { causal, scale }, backend }: KernelArgs<"Attention", JsBackend>): [TensorInfo, TensorInfo] {
       const out = backend.floatOutput(q.shape, q.dtype);
       const lse = backend.floatOutput(q.shape.slice(0, -1), "float32");
-      onArrays.forward(backend.floats(q), backend.floats(k), backend.floats(v), out.data, lse.data, sizes(q, k), scale, causal);
+      forward(backend.floats(q), backend.floats(k), backend.floats(v), out.data, lse.data, sizes(q, k), scale, causal);
       return [out.commit(), lse.commit()];
     },
     AttentionBackward({ inputs: { dout, q, k, v, out, lse }, attrs: { causal, scale }, backend }: KernelArgs<"AttentionBackward", JsBackend>): [TensorInfo, TensorInfo, TensorInfo] {
@@ -534,10 +581,10 @@ export function attentionKernels(
       const dk = backend.floatOutput(k.shape, k.dtype);
       const dv = backend.floatOutput(v.shape, v.dtype);
       const inputs = [dout, q, k, v, out, lse].map((t) => backend.floats(t)) as AttentionBackwardInputs;
-      onArrays.backward(inputs, [dq.data, dk.data, dv.data], sizes(q, k), scale, causal);
+      backward(inputs, [dq.data, dk.data, dv.data], sizes(q, k), scale, causal, out.dtype !== "float32");
       return [dq.commit(), dk.commit(), dv.commit()];
     },
-    ...(headsCompute === null ? packedAttentionKernels(onArrays) : packedKernels(headsCompute)),
+    ...(headsCompute === null ? packedAttentionKernels(eachProduct) : packedKernels(headsCompute)),
   };
 }
 

@@ -77,12 +77,12 @@ export function nativeAttentionHeads(addon: NativeAddon): AttentionHeadsCompute 
   return {
     forward: (q, k, v, out, lse, exact, { heads, m, n, d }, scale, causal, blockRows) =>
       native(() => addon.attentionForward(q, 0, k, 0, v, 0, out, 0, lse, 0, exact, heads, m, n, d, causal, scale, blockRows)),
-    backward: (dout, q, k, v, [dq, dk, dv], exact, { heads, m, n, d }, scale, causal, blockRows) =>
-      native(() => addon.attentionBackward(dout, 0, q, 0, k, 0, v, 0, dq, 0, dk, 0, dv, 0, exact, heads, m, n, d, causal, scale, blockRows)),
+    backward: (dout, q, k, v, out, [dq, dk, dv], exact, { heads, m, n, d }, scale, causal, blockRows) =>
+      native(() => addon.attentionBackward(dout, 0, q, 0, k, 0, v, 0, out, 0, dq, 0, dk, 0, dv, 0, exact, heads, m, n, d, causal, scale, blockRows)),
     packedForward: (qkv, out, lse, exact, { sequences, t, h, d }, scale, causal, blockRows) =>
       native(() => addon.packedAttentionForward(qkv, 0, out, 0, lse, 0, exact, sequences, t, h, d, causal, scale, blockRows)),
-    packedBackward: (dout, qkv, dqkv, exact, { sequences, t, h, d }, scale, causal, blockRows) =>
-      native(() => addon.packedAttentionBackward(dout, 0, qkv, 0, dqkv, 0, exact, sequences, t, h, d, causal, scale, blockRows)),
+    packedBackward: (dout, qkv, out, dqkv, exact, { sequences, t, h, d }, scale, causal, blockRows) =>
+      native(() => addon.packedAttentionBackward(dout, 0, qkv, 0, out, 0, dqkv, 0, exact, sequences, t, h, d, causal, scale, blockRows)),
   };
 }
 
@@ -95,6 +95,7 @@ export function nativeAttentionRows(addon: NativeAddon): AttentionRowCompute {
   return {
     softmax: (s, lse, lseOffset, flags, rows, n, first, m, causal, scale) =>
       native(() => addon.attentionSoftmax(s, 0, lse, lseOffset, flags, rows, n, first, m, causal, scale)),
-    scoreGradients: (p, ds, flags, rows, n, first, m, causal, scale) => native(() => addon.attentionScoreGradients(p, 0, ds, 0, flags, rows, n, first, m, causal, scale)),
+    scoreGradients: (p, ds, shift, flags, rows, n, first, m, causal, scale) =>
+      native(() => addon.attentionScoreGradients(p, 0, ds, 0, flags, rows, n, first, m, causal, scale, shift)),
   };
 }

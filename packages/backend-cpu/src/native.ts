@@ -163,8 +163,9 @@ export interface NativeAddon {
     scale: number,
   ): void;
   /**
-   * dS = P (dP - Di) scale over each row's kept keys, Di = sum_j P dP (float64), 0 past them, in place over dP (ds);
-   * flags[r] 2 where the float64 sum of the row's dS is not finite, else 0. Rows and keys as attentionSoftmax's.
+   * dS = P (dP - Di) scale over each row's kept keys, Di = sum_j P dP (float64) plus shift[r] when shift is given (one
+   * per row: the saved output's rounding, dout . (out - P v)), 0 past them, in place over dP (ds); flags[r] 2 where the
+   * float64 sum of the row's dS is not finite, else 0. Rows and keys as attentionSoftmax's.
    */
   attentionScoreGradients(
     p: Float32Array,
@@ -178,6 +179,7 @@ export interface NativeAddon {
     m: number,
     causal: boolean,
     scale: number,
+    shift: Float64Array | null,
   ): void;
   /**
    * Attention over `heads` contiguous batch matrices, q [heads, m, d] against k and v [heads, n, d] (each from its
@@ -207,7 +209,9 @@ export interface NativeAddon {
   ): void;
   /**
    * dq [heads, m, d], dk and dv [heads, n, d] of attentionForward's heads from the output gradient dout [heads, m, d];
-   * P recomputed from q and k. exact as attentionForward's (a dS row whose float32 values sum to a non-finite value too).
+   * P recomputed from q and k. Di = sum_j P dP over the float32 dP (dout . out for the forward's float32 out = P v); with
+   * `out` (the saved output [heads, m, d], rounded to a half dtype) Di is dout . out, P v recomputed for the difference.
+   * exact as attentionForward's (a dS row whose float32 values sum to a non-finite value, or an out holding one, too).
    */
   attentionBackward(
     dout: Float32Array,
@@ -218,6 +222,8 @@ export interface NativeAddon {
     kOffset: number,
     v: Float32Array,
     vOffset: number,
+    out: Float32Array | null,
+    outOffset: number,
     dq: Float32Array,
     dqOffset: number,
     dk: Float32Array,
@@ -254,12 +260,17 @@ export interface NativeAddon {
     scale: number,
     blockRows: number,
   ): void;
-  /** attentionBackward over packed attention's heads: dqkv [sequences, t, 3, h, d] from dout [sequences, t, h, d] and qkv. */
+  /**
+   * attentionBackward over packed attention's heads: dqkv [sequences, t, 3, h, d] from dout [sequences, t, h, d] and qkv;
+   * out (dout's layout) as attentionBackward's.
+   */
   packedAttentionBackward(
     dout: Float32Array,
     doutOffset: number,
     qkv: Float32Array,
     qkvOffset: number,
+    out: Float32Array | null,
+    outOffset: number,
     dqkv: Float32Array,
     dqkvOffset: number,
     exact: Uint8Array,

@@ -10,11 +10,16 @@ import {
   type DType,
   getBackendInstance,
   jsKernels,
+  packedAttentionBackward,
+  packedAttentionWithStats,
   type ProductCompute,
+  reshape,
   setBackend,
+  split,
   type TensorInfo,
   tensorOn,
   tidy,
+  transpose,
 } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/core/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -95,6 +100,49 @@ describe.skipIf(cpuMissing)("cpu attention", () => {
         expect(relativeError(cpu[i], js[i]), name).toBeLessThanOrEqual(tolerance);
       });
     });
+  }
+
+  for (const dtype of ["float16", "bfloat16"] as const) {
+    for (const packed of [false, true]) {
+      it(`${dtype}${packed ? " packed" : ""}: the backward's Di is dout . out of the saved, rounded out, as js takes it`, () => {
+        // Sharp rows (dq, dk small beside dP), values of 16: out's rounding to the half dtype moves Di = dout . out by
+        // several units in dq's last place; the addon's sum_j P dP (dout . P v, unrounded) gave float16 dq 9.039 for
+        // js's 9.086, bfloat16 -1.117 for -0.961.
+        const rng = new SeededRandom(dtype === "float16" ? 5 : 6);
+        const [t, h, d] = [9, 2, 5];
+        const values = (count: number, magnitude: number) => Array.from({ length: count }, () => magnitude * rng.uniform(-1, 1));
+        const qkv = Array.from({ length: t * 3 * h * d }, (_, i) => (Math.floor(i / (h * d)) % 3 < 2 ? 3 : 16) * rng.uniform(-1, 1));
+        const dout = values(t * h * d, 16);
+        const options = { causal: !packed, scale: 2 / Math.sqrt(d) };
+        const run = (backend: string) =>
+          tidy(() => {
+            const on = getBackendInstance(backend);
+            // out and lse from the js forward on both: the backward alone is compared.
+            const saved = tidy(() => {
+              const { out, lse } = packedAttentionWithStats(tensorOn(getBackendInstance("js"), qkv, [t, 3, h, d], dtype), options);
+              return [Array.from(out.dataSync()), Array.from(lse.dataSync())];
+            });
+            const x = tensorOn(on, qkv, [t, 3, h, d], dtype);
+            const [g, out, lse] = [tensorOn(on, dout, [t, h, d], dtype), tensorOn(on, saved[0], [t, h, d], dtype), tensorOn(on, saved[1], [h, t])];
+            if (packed) return [Array.from(packedAttentionBackward(g, x, out, lse, options).dataSync())];
+            // The same heads as separate [h, t, d] tensors.
+            const heads = (y: ReturnType<typeof tensorOn>) => transpose(y, [1, 0, 2]);
+            const [q, k, v] = split(x, 3, 1).map((part) => heads(reshape(part, [t, h, d])));
+            const { dq, dk, dv } = attentionBackward(heads(g), q, k, v, heads(out), lse, options);
+            return [dq, dk, dv].map((y) => Array.from(y.dataSync()));
+          });
+        const [cpu, js] = [run("cpu"), run("js")];
+        // Within a unit in the half dtype's last place of each element (at least 1/64 of the largest one's).
+        const ulp = (x: number) => 2 ** (Math.floor(Math.log2(Math.abs(x))) - (dtype === "float16" ? 10 : 7));
+        cpu.forEach((got, i) => {
+          const floor = ulp(Math.max(...js[i].map(Math.abs))) / 64;
+          got.forEach((x, at) => {
+            const want = js[i][at];
+            if (!(Math.abs(x - want) <= Math.max(ulp(want), floor))) expect.fail(`gradient ${i}[${at}] is ${x}, js ${want}`);
+          });
+        });
+      });
+    }
   }
 
   it("scores whose float32 product overflows are computed as the js backend does (finite, not NaN)", () => {

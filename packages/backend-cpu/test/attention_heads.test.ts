@@ -219,7 +219,7 @@ describe.skipIf(cpuMissing)("cpu attention over all heads at once", () => {
         expect([...exact].every((flag) => flag === 0 || flag === 1), "every flag written").toBe(true);
         const grads = [new Float32Array(heads * m * d), new Float32Array(heads * n * d), new Float32Array(heads * n * d)];
         exact.fill(9);
-        addon.attentionBackward(inputs.g, 0, inputs.q, 0, inputs.k, 0, inputs.v, 0, grads[0], 0, grads[1], 0, grads[2], 0, exact, heads, m, n, d, true, 1 / Math.sqrt(d), m);
+        addon.attentionBackward(inputs.g, 0, inputs.q, 0, inputs.k, 0, inputs.v, 0, null, 0, grads[0], 0, grads[1], 0, grads[2], 0, exact, heads, m, n, d, true, 1 / Math.sqrt(d), m);
         expect([...exact.keys()].filter((b) => exact[b] === 1), `backward, ${name}, ${threads} threads`).toEqual([...poisonedHeads]);
       }
     }
@@ -231,7 +231,7 @@ describe.skipIf(cpuMissing)("cpu attention over all heads at once", () => {
     inputs.g[2 * m * d + 7] = Number.POSITIVE_INFINITY;
     const exact = new Uint8Array(heads);
     const grads = [new Float32Array(heads * m * d), new Float32Array(heads * n * d), new Float32Array(heads * n * d)];
-    cpuBackend().addon.attentionBackward(inputs.g, 0, inputs.q, 0, inputs.k, 0, inputs.v, 0, grads[0], 0, grads[1], 0, grads[2], 0, exact, heads, m, n, d, false, 0.5, m);
+    cpuBackend().addon.attentionBackward(inputs.g, 0, inputs.q, 0, inputs.k, 0, inputs.v, 0, null, 0, grads[0], 0, grads[1], 0, grads[2], 0, exact, heads, m, n, d, false, 0.5, m);
     expect([...exact]).toEqual([0, 0, 1]);
   });
 
@@ -240,7 +240,7 @@ describe.skipIf(cpuMissing)("cpu attention over all heads at once", () => {
     const grads = [new Float32Array(0), new Float32Array(heads * n * d).fill(Number.NaN), new Float32Array(heads * n * d).fill(Number.NaN)];
     const kv = Float32Array.from({ length: heads * n * d }, (_, i) => i);
     const exact = new Uint8Array(heads).fill(9);
-    cpuBackend().addon.attentionBackward(new Float32Array(0), 0, new Float32Array(0), 0, kv, 0, kv, 0, grads[0], 0, grads[1], 0, grads[2], 0, exact, heads, 0, n, d, true, 1, 1);
+    cpuBackend().addon.attentionBackward(new Float32Array(0), 0, new Float32Array(0), 0, kv, 0, kv, 0, null, 0, grads[0], 0, grads[1], 0, grads[2], 0, exact, heads, 0, n, d, true, 1, 1);
     expect([...exact]).toEqual([0, 0, 0, 0]);
     expect(grads[1].every((x) => x === 0) && grads[2].every((x) => x === 0)).toBe(true);
   });
@@ -255,7 +255,7 @@ describe.skipIf(cpuMissing)("cpu attention over all heads at once", () => {
       const exact = new Uint8Array(heads).fill(9);
       addon.attentionForward(inputs.q, 0, inputs.k, 0, inputs.v, 0, out, 0, lse, 0, exact, heads, m, n, d, true, 0.5, blockRows);
       const grads = [new Float32Array(heads * m * d), new Float32Array(heads * n * d), new Float32Array(heads * n * d)];
-      addon.attentionBackward(inputs.g, 0, inputs.q, 0, inputs.k, 0, inputs.v, 0, grads[0], 0, grads[1], 0, grads[2], 0, exact, heads, m, n, d, true, 0.5, blockRows);
+      addon.attentionBackward(inputs.g, 0, inputs.q, 0, inputs.k, 0, inputs.v, 0, null, 0, grads[0], 0, grads[1], 0, grads[2], 0, exact, heads, m, n, d, true, 0.5, blockRows);
       return [out, lse, ...grads, exact];
     };
     // One thread and two: one head at a time over the pool, and the heads side by side.
@@ -284,7 +284,7 @@ describe.skipIf(cpuMissing)("cpu attention over all heads at once", () => {
         expect(Array.from(lse), causal ? "causal" : "").toEqual([...want, ...want]);
         expect([...exact]).toEqual([0, 0]);
         exact.fill(9);
-        addon.attentionBackward(none, 0, none, 0, none, 0, none, 0, none, 0, none, 0, none, 0, exact, heads, m, n, 0, causal, 0.5, 1);
+        addon.attentionBackward(none, 0, none, 0, none, 0, none, 0, null, 0, none, 0, none, 0, none, 0, exact, heads, m, n, 0, causal, 0.5, 1);
         expect([...exact]).toEqual([0, 0]);
         expect(addon.scratchBytes(), `${threads} threads: scratch`).toBe(0);
       }
@@ -308,10 +308,12 @@ describe.skipIf(cpuMissing)("cpu attention over all heads at once", () => {
     expect(forward({ lse: new Float32Array(11) })).toThrow(/lse has 11 elements, needs 12/);
     expect(forward({ exact: new Uint8Array(3) })).toThrow(/exact has 3 elements, needs 4/);
     expect(forward({ out: qkv.subarray(96) })).toThrow(/out shares memory with qkv/);
-    const backward = (over: Partial<{ dout: Float32Array; dqkv: Float32Array }>) => () =>
-      heads.packedBackward(over.dout ?? new Float32Array(rows), qkv, over.dqkv ?? new Float32Array(qkv.length), new Uint8Array(4), layout, 1, false, 3);
+    const backward = (over: Partial<{ dout: Float32Array; out: Float32Array; dqkv: Float32Array }>) => () =>
+      heads.packedBackward(over.dout ?? new Float32Array(rows), qkv, over.out ?? null, over.dqkv ?? new Float32Array(qkv.length), new Uint8Array(4), layout, 1, false, 3);
     expect(backward({})).not.toThrow();
+    expect(backward({ out: new Float32Array(rows) })).not.toThrow();
     expect(backward({ dout: new Float32Array(rows - 1) })).toThrow(/dout has 47 elements, needs 48/);
+    expect(backward({ out: new Float32Array(rows - 1) })).toThrow(/out has 47 elements, needs 48/);
     expect(backward({ dqkv: qkv })).toThrow(/dqkv shares memory with qkv/);
     expect(backward({ dqkv: new Float32Array(100) })).toThrow(ShapeError);
   });
@@ -335,10 +337,13 @@ describe.skipIf(cpuMissing)("cpu attention over all heads at once", () => {
     expect(forward({ out: q })).toThrow(ValueError);
     expect(forward({ out: q })).toThrow(/out shares memory with q/);
     const grads: [Float32Array, Float32Array, Float32Array] = [new Float32Array(h * m * d), new Float32Array(h * n * d), new Float32Array(h * n * d)];
-    const backward = (over: Partial<{ dq: Float32Array; dk: Float32Array; dv: Float32Array; dout: Float32Array }>) => () =>
-      heads.backward(over.dout ?? new Float32Array(h * m * d), q, kv, kv, [over.dq ?? grads[0], over.dk ?? grads[1], over.dv ?? grads[2]], new Uint8Array(h), sizes, 1, false, m);
+    const backward = (over: Partial<{ dq: Float32Array; dk: Float32Array; dv: Float32Array; dout: Float32Array; out: Float32Array }>) => () =>
+      heads.backward(over.dout ?? new Float32Array(h * m * d), q, kv, kv, over.out ?? null, [over.dq ?? grads[0], over.dk ?? grads[1], over.dv ?? grads[2]], new Uint8Array(h), sizes, 1, false, m);
     expect(backward({})).not.toThrow();
+    expect(backward({ out: new Float32Array(h * m * d) })).not.toThrow();
     expect(backward({ dout: new Float32Array(3) })).toThrow(/dout has 3 elements, needs 30/);
+    expect(backward({ out: new Float32Array(3) })).toThrow(/out has 3 elements, needs 30/);
+    expect(backward({ out: grads[0] })).toThrow(/shares memory with out/);
     expect(backward({ dk: kv })).toThrow(/dk shares memory with k/);
     const shared = new Float32Array(h * n * d);
     expect(backward({ dk: shared, dv: shared })).toThrow(/dk shares memory with dv/);

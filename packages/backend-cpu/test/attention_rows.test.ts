@@ -69,11 +69,14 @@ describe.skipIf(cpuMissing)("cpu attention row kernels", () => {
       const ds = dp.slice();
       for (let r = 0; r < rows; r++) ds.fill(Number.NaN, r * n + kept(first + r, m, n, causal), (r + 1) * n);
       flags.fill(7);
-      rows$.scoreGradients(s, ds, flags, rows, n, first, m, causal, scale);
+      // Di's shift (the saved output's rounding) on every other block of rows.
+      const shift = causal ? Float64Array.from({ length: rows }, () => rng.uniform(-1, 1)) : null;
+      rows$.scoreGradients(s, ds, shift, flags, rows, n, first, m, causal, scale);
       for (let r = 0; r < rows; r++) {
         const keep = kept(first + r, m, n, causal);
         let di = 0;
         for (let j = 0; j < keep; j++) di += s[r * n + j] * dp[r * n + j];
+        if (shift !== null) di += shift[r];
         for (let j = 0; j < n; j++) {
           const want = j < keep ? s[r * n + j] * (dp[r * n + j] - di) * scale : 0;
           expect(ds[r * n + j], `dS[${r}, ${j}]`).toBe(Math.fround(want));
@@ -98,7 +101,7 @@ describe.skipIf(cpuMissing)("cpu attention row kernels", () => {
     // dP of 3e38 against -3e38: P (dP - Di) overflows float32 in row 0.
     const p = Float32Array.from([0.5, 0.5, 0, 0]);
     const ds = Float32Array.from([3e38, -3e38, 0, 0]);
-    rows$.scoreGradients(p, ds, flags, 1, 4, 0, 1, false, 4);
+    rows$.scoreGradients(p, ds, null, flags, 1, 4, 0, 1, false, 4);
     expect(flags[0]).toBe(AttentionRowFlag.NonFinite);
   });
 
@@ -115,8 +118,10 @@ describe.skipIf(cpuMissing)("cpu attention row kernels", () => {
     expect(() => rows$.softmax(s, s, 0, flags, 3, 4, 0, 3, false, 1)).toThrow(/s shares memory with lse/);
     expect(() => rows$.softmax(s, null, 0, new Uint8Array(2), 3, 4, 0, 3, false, 1)).toThrow(/attentionSoftmax: flags has 2 elements, needs 3/);
     expect(() => rows$.softmax(s, null, 0, new Int8Array(3) as never, 3, 4, 0, 3, false, 1)).toThrow(/flags must be a Uint8Array/);
-    expect(() => rows$.scoreGradients(s, s, flags, 3, 4, 0, 3, false, 1)).toThrow(/attentionScoreGradients: ds shares memory with p/);
-    expect(() => rows$.scoreGradients(s, new Float32Array(12), flags, 3, 4, 0, 3, false, "1" as never)).toThrow(/scale must be a number/);
-    expect(() => addon.attentionScoreGradients(s, 1, new Float32Array(12), 0, flags, 3, 4, 0, 3, false, 1)).toThrow(/p has 12 elements, needs 13/);
+    expect(() => rows$.scoreGradients(s, s, null, flags, 3, 4, 0, 3, false, 1)).toThrow(/attentionScoreGradients: ds shares memory with p/);
+    expect(() => rows$.scoreGradients(s, new Float32Array(12), null, flags, 3, 4, 0, 3, false, "1" as never)).toThrow(/scale must be a number/);
+    expect(() => rows$.scoreGradients(s, new Float32Array(12), new Float64Array(2), flags, 3, 4, 0, 3, false, 1)).toThrow(/attentionScoreGradients: shift has 2 elements, needs 3/);
+    expect(() => rows$.scoreGradients(s, new Float32Array(12), new Float32Array(3) as never, flags, 3, 4, 0, 3, false, 1)).toThrow(/shift must be a Float64Array/);
+    expect(() => addon.attentionScoreGradients(s, 1, new Float32Array(12), 0, flags, 3, 4, 0, 3, false, 1, null)).toThrow(/p has 12 elements, needs 13/);
   });
 });
