@@ -1,4 +1,5 @@
 import {
+  addDisposeObserver,
   BsrPattern,
   type Tensor,
   bsrLinear,
@@ -18,6 +19,8 @@ import {
   tidy,
 } from "@blocksparse/core";
 import { backward, getGradient, gradcheck, registerGradient, zeroGrad } from "@blocksparse/autograd";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { describe, expect, it } from "vitest";
 import { poisonAllocations, randomTensor } from "./helpers";
 
@@ -137,6 +140,34 @@ describe("memory", () => {
       registerGradient("Mul", original);
     }
     dispose([loss, a, b]);
+  });
+
+  it("a graph whose output is collected undisposed leaves numTensors + numCollected as it was: the saved tensors the tape frees with it count as collected", async () => {
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    const model = makeModel();
+    const counted = () => memory().numTensors + memory().numCollected;
+    let lossId = -1;
+    (() => {
+      const loss = tidy(() => model.loss()); // dropped undisposed, with the tensors its nodes saved
+      lossId = loss.id;
+    })();
+    const before = counted();
+    const collected = new Set<number>();
+    const stop = addDisposeObserver((record) => {
+      if (record.tensor === null) collected.add(record.id);
+    });
+    try {
+      for (let i = 0; i < 20 && !collected.has(lossId); i++) {
+        gc();
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    } finally {
+      stop();
+    }
+    expect(collected.has(lossId)).toBe(true);
+    expect(counted()).toBe(before);
+    model.dispose();
   });
 
   it("gradcheck leaks nothing and leaves inputs as they were", () => {

@@ -86,7 +86,11 @@ export interface MemoryInfo {
   numTensors: number;
   numBuffers: number;
   numBytes: number;
-  /** Tensors freed so far by the finalizer because nobody disposed them (each was a leak; numTensors fell when it was freed). */
+  /**
+   * Tensors freed so far by the finalizer because nobody disposed them (each was a leak; numTensors fell when it was
+   * freed), and those freed with them by dispose observers (the tensors an autograd graph saved, when its output was
+   * collected): numTensors + numCollected stays put while garbage is collected.
+   */
   numCollected: number;
   /** Per started backend. */
   backends: Record<string, BackendMemoryInfo>;
@@ -146,8 +150,10 @@ export class Engine {
   private nurseryFlushQueued = false;
   /** When true, each kernel must leave exactly its new outputs allocated (see setKernelLeakCheck). */
   kernelLeakCheck = false;
-  /** Tensors freed by the finalizer because nobody disposed them. */
+  /** Tensors freed by the finalizer because nobody disposed them, with those the dispose observers freed as it did. */
   collectedTensors = 0;
+  /** Above 0 while dispose observers hear of a tensor the finalizer freed. */
+  private releasingCollected = 0;
   /** The capture in progress (captureGraph), told of every kernel's inputs and outputs. */
   capture: {
     backend: Backend;
@@ -537,6 +543,8 @@ export class Engine {
     this.release(storage);
     const count = this.tensorCounts.get(storage.backend);
     if (count !== undefined) this.tensorCounts.set(storage.backend, count - 1);
+    // An observer freeing what hung off a collected tensor (autograd's saved tensors) frees part of the same leak.
+    if (this.releasingCollected > 0) this.collectedTensors++;
     if (this.disposeObservers.size > 0) this.notifyDisposed(tensor.id, tensor);
   }
 
@@ -635,7 +643,13 @@ export class Engine {
     this.release(storage);
     const count = this.tensorCounts.get(storage.backend);
     if (count !== undefined) this.tensorCounts.set(storage.backend, count - 1);
-    if (this.disposeObservers.size > 0) this.notifyDisposed(storage.tensorId, null);
+    if (this.disposeObservers.size === 0) return;
+    this.releasingCollected++;
+    try {
+      this.notifyDisposed(storage.tensorId, null);
+    } finally {
+      this.releasingCollected--;
+    }
   }
 
   // ------------------------------------------------------------------ scopes
