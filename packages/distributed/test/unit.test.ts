@@ -955,7 +955,7 @@ describe("DistributedDataParallel on replicas that differ, and on failing collec
     const [g0, g1] = await twoRanks();
     const [m0, m1] = [new Linear(4, 8, { seed: 1, bias: false }), new Linear(8, 4, { seed: 1, bias: false })];
     const ddps = await Promise.all([DistributedDataParallel.create(m0, g0, { broadcastParameters: false }), DistributedDataParallel.create(m1, g1, { broadcastParameters: false })]);
-    const losses = [sum(m0.forward(randn([2, 4], { seed: 2 }))), sum(m1.forward(randn([2, 8], { seed: 3 })))];
+    const losses = [tidy(() => sum(m0.forward(randn([2, 4], { seed: 2 })))), tidy(() => sum(m1.forward(randn([2, 8], { seed: 3 }))))];
     const results = await within(Promise.allSettled(ddps.map((ddp, rank) => ddp.backward(losses[rank]))), 10_000);
     for (const [rank, result] of results.entries()) {
       expect(result.status === "rejected" && result.reason).toBeInstanceOf(ReplicaDivergenceError);
@@ -963,6 +963,8 @@ describe("DistributedDataParallel on replicas that differ, and on failing collec
         `DistributedDataParallel.backward: the ranks built different models: parameter 'weight' (float32 ${rank === 0 ? "[8, 4]" : "[4, 8]"} on rank ${rank}) has another dtype or shape than rank 0's on rank(s) 1`,
       );
     }
+    // The refused backward left each loss's graph in place: disposing the losses frees it.
+    for (const loss of losses) loss.dispose();
   });
 
   it("create on parameters of other shapes or counts fails on every rank with a ReplicaDivergenceError, instead of broadcasts of other sizes or a rank that returns while rank 0 waits", async () => {
@@ -1035,7 +1037,15 @@ describe("DistributedDataParallel on replicas that differ, and on failing collec
     for (const [rank, net] of models.entries()) net.registerModule("1", new Linear(4, 2, { seed: 10 + rank }));
     (models[1].getSubmodule("0") as Linear).registerParameter("bias", new Parameter(tensor([0, 0, 0, 0])));
     const x = randn([3, 4], { seed: 4 });
-    const step = () => within(Promise.allSettled(ddps.map((ddp) => ddp.backward(tidy(() => sum(ddp.forward(x)))))), 10_000);
+    const step = async () => {
+      const losses = ddps.map((ddp) => tidy(() => sum(ddp.forward(x))));
+      try {
+        return await within(Promise.allSettled(ddps.map((ddp, rank) => ddp.backward(losses[rank]))), 10_000);
+      } finally {
+        // A refused backward leaves the loss's graph in place: disposing the loss frees it.
+        for (const loss of losses) loss.dispose();
+      }
+    };
     for (const result of await step()) {
       expect(result.status === "rejected" && result.reason).toBeInstanceOf(ReplicaDivergenceError);
       expect(result.status === "rejected" && (result.reason as Error).message).toMatch(
