@@ -1,5 +1,5 @@
 import { detach, noGrad } from "@blocksparse/autograd";
-import { type Activation, add, assertBoolean, BsrPattern, bsrLinear, bsrLinearActivation, cast, formatArg, formatShape, optionsArg, seedArg, ShapeError, shapesEqual, Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
+import { type Activation, add, addReplayCheck, assertBoolean, BsrPattern, bsrLinear, bsrLinearActivation, cast, formatArg, formatShape, GraphError, isCapturing, optionsArg, seedArg, ShapeError, shapesEqual, Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
 import { BsrMatrix, divisors } from "@blocksparse/format";
 import { blockCountFor, blockSources, randomPattern, remapBlocks } from "./blocks";
 import { childSeeds, uniform } from "./init";
@@ -175,7 +175,20 @@ export class BlockSparseLinear extends Module {
   forward(x: Tensor): Tensor {
     checkInput(this.label, x, this.inFeatures);
     const [weight, bias] = slotValues(this);
+    if (isCapturing()) this.#refuseReplayAfterMove();
     return bsrLinear(x, weight, this.pattern, bias);
+  }
+
+  /**
+   * The captured kernels hold this pattern: a replay after a move (setPattern, pruneAndRegrow, SparseOptimizer, a
+   * checkpoint of another pattern) is refused, naming the move, before anything runs.
+   */
+  #refuseReplayAfterMove(): void {
+    const pattern = this.pattern;
+    addReplayCheck(() => {
+      if (this.pattern === pattern) return;
+      throw new GraphError(`${this.label}: its pattern moved after the step was captured, and the captured kernels hold the old one: run one step eagerly and capture the step again`);
+    });
   }
 
   /**
@@ -186,6 +199,7 @@ export class BlockSparseLinear extends Module {
   forwardActivation(x: Tensor, activation: Activation): Tensor {
     checkInput(this.label, x, this.inFeatures);
     const [weight, bias] = slotValues(this);
+    if (isCapturing()) this.#refuseReplayAfterMove();
     return bsrLinearActivation(x, weight, this.pattern, bias, activation);
   }
 

@@ -83,7 +83,7 @@ export function pruneAndRegrow(layer: BlockSparseLinear, options: PruneAndRegrow
       ? options.random
       : new SeededRandom(options.random === undefined ? childSeeds("pruneAndRegrow", undefined, 1)[0] : seedArg("pruneAndRegrow", "random", options.random));
   const pattern = layer.pattern;
-  const count = Math.round(fraction * pattern.nnzBlocks);
+  const count = blocksMoved(fraction, pattern.nnzBlocks);
   const { blockRow, blockCol } = pattern.coordinates;
   const flatOf = (k: number) => blockRow[k] * pattern.blockCols + blockCol[k];
   const norms = noGrad(() => tidy(() => blockNorms(layer.weight.value).dataSync()));
@@ -115,6 +115,11 @@ export function pruneAndRegrow(layer: BlockSparseLinear, options: PruneAndRegrow
     }
   }
   return { pruned: Int32Array.from([...prunedBlocks].map(flatOf)).sort(), regrown };
+}
+
+/** The blocks a move of `fraction` drops (and grows) in a layer of `nnzBlocks`: round(fraction x nnzBlocks). */
+function blocksMoved(fraction: number, nnzBlocks: number): number {
+  return Math.round(fraction * nnzBlocks);
 }
 
 function checkNewBlocks(where: string, newBlocks: unknown, scale: number): void {
@@ -318,6 +323,7 @@ export class SparseOptimizer {
 
   /** The fraction moved by an update at call `t` (1-based, as step() counts): 0 from totalSteps on. */
   fractionAt(t: number): number {
+    callArg("SparseOptimizer.fractionAt", "t", t);
     if (t >= this.totalSteps) return 0;
     if (this.schedule === "constant") return this.fraction;
     return (this.fraction / 2) * (1 + Math.cos((Math.PI * t) / this.totalSteps));
@@ -325,6 +331,7 @@ export class SparseOptimizer {
 
   /** Whether the next call of step() moves the patterns; or the call after `calls` calls (a replica's agreed count). */
   willUpdate(calls = this.#calls): boolean {
+    callArg("SparseOptimizer.willUpdate", "calls", calls);
     const t = calls + 1;
     return t % this.every === 0 && t < this.totalSteps;
   }
@@ -386,11 +393,13 @@ export class SparseOptimizer {
     const layers = this.layers();
     // Nothing to move (a model without block-sparse layers): the closure's loss would track no gradient.
     if (layers.length === 0) return moves;
-    let gradients = new Map<BlockSparseLinear, LayerGradient[]>();
-    if (this.regrow === "gradient") {
-      if (typeof loss !== "function") throw new ValueError('SparseOptimizer.step: regrow "gradient" needs a closure computing the loss, step(() => loss)');
-      gradients = recordLayerGradients(this.#target, layers, loss);
+    if (this.regrow === "gradient" && typeof loss !== "function") throw new ValueError('SparseOptimizer.step: regrow "gradient" needs a closure computing the loss, step(() => loss)');
+    // A fraction that moves no block of any layer (a cosine schedule's last updates): no gradient pass is spent on it.
+    if (layers.every((layer) => blocksMoved(fraction, layer.nnzBlocks) === 0)) {
+      for (const layer of layers) moves.set(layer, { pruned: new Int32Array(0), regrown: new Int32Array(0) });
+      return moves;
     }
+    const gradients = this.regrow === "gradient" && loss ? recordLayerGradients(this.#target, layers, loss) : new Map<BlockSparseLinear, LayerGradient[]>();
     try {
       for (const layer of layers) {
         moves.set(
@@ -486,6 +495,11 @@ function recordLayerGradients(owner: Module | readonly BlockSparseLinear[], laye
     );
   }
   return out;
+}
+
+/** A count of step() calls: an integer >= 0 (NaN or a negative count would give a NaN or a wrong fraction). */
+function callArg(where: string, name: string, value: unknown): void {
+  if (!Number.isSafeInteger(value) || (value as number) < 0) throw new ValueError(`${where}: ${name} must be an integer >= 0, got ${formatArg(value)}`);
 }
 
 const isObject = (value: unknown): value is object => value !== null && typeof value === "object";
