@@ -1,7 +1,7 @@
 import { noGrad } from "@blocksparse/autograd";
 import { abs, assertBoolean, cast, concat, formatArg, max, maximum, min, minimum, mul, notEqual, optionsArg, pow, reshape, square, sum, type Tensor, tidy, ValueError } from "@blocksparse/core";
 import { NnError } from "./errors";
-import { Parameter } from "./parameter";
+import { disposedParameterError, Parameter } from "./parameter";
 
 export interface ClipGradNormOptions {
   /**
@@ -26,7 +26,8 @@ export interface ClipGradNormOptions {
  * parameter listed twice counts and is scaled once (torch's list counts it twice); a single Parameter is refused
  * (pass [p]); float16/bfloat16 gradients' norm is taken in float32 (torch's is in their dtype, inf past 65504 in
  * float16); an empty gradient adds nothing at every order (torch refuses Infinity and negative orders of one); a
- * negative or NaN maxNorm is a ValueError.
+ * negative or NaN maxNorm is a ValueError, and a disposed parameter (one an optimizer made before patching holds) a
+ * DisposedTensorError.
  */
 export function clipGradNorm(parameters: Iterable<Parameter>, maxNorm: number, options: number | ClipGradNormOptions = 2, errorIfNonfinite = false): number {
   // Infinity clips nothing and returns the norm, as torch's clip_grad_norm_(parameters, float("inf")).
@@ -91,6 +92,8 @@ function distinctParameters(where: string, parameters: Iterable<Parameter>): Par
   const list = [...parameters];
   list.forEach((p, i) => {
     if (!(p instanceof Parameter)) throw new ValueError(`${where}: parameters[${i}] is not a Parameter`);
+    // A disposed parameter has no gradient: skipped, it would leave the gradients it stands for unclipped, in silence.
+    if (p.value.isDisposed) throw disposedParameterError(where, `parameters[${i}]`, p);
   });
   return [...new Set(list)];
 }

@@ -99,6 +99,7 @@ export class GradScaler {
     if (this.#unscaled.has(optimizer)) {
       throw new ValueError("GradScaler.unscale: already called for this optimizer since the last update()");
     }
+    optimizer.checkParams("GradScaler.unscale");
     const parameters = optimizer.params.filter((p) => p.grad !== null);
     const inverse = 1 / this.#scale;
     const finite = noGrad(() => {

@@ -8,6 +8,7 @@ export { backward, detach, noGrad } from "@blocksparse/autograd";
 export {
   BsrPattern,
   CoreError,
+  DisposedTensorError,
   type DType,
   DTypeError,
   ShapeError,

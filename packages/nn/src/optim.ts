@@ -30,7 +30,7 @@ import {
 } from "@blocksparse/core";
 import { blockSources, remapBlocks } from "./blocks";
 import { StateDictError, type StateDictMismatch } from "./errors";
-import { clearGrad, Parameter } from "./parameter";
+import { clearGrad, disposedParameterError, Parameter } from "./parameter";
 import { BlockSparseWeight, type StateDict } from "./state_dict";
 
 /** One parameter's optimizer state: named tensors of the parameter's shape, and its step count. */
@@ -198,6 +198,9 @@ function sameValue(a: unknown, b: unknown): boolean {
  *
  * `params` is model.parameters() (one group with the constructor's options) or an array of parameter groups
  * `{ params, ...options }`, as torch's param_groups: each group's options left out are the constructor's.
+ * A parameter disposed since (patchModel's disposeReplaced, parameter.dispose()) makes step, zeroGrad, stateDict and
+ * loadStateDict throw a DisposedTensorError naming it, where they would train nothing for it in silence: create the
+ * optimizer after patching.
  */
 export abstract class Optimizer<H extends object = object> {
   #params: readonly Parameter[] = [];
@@ -301,6 +304,7 @@ export abstract class Optimizer<H extends object = object> {
     const members: unknown[] = raw instanceof Parameter ? [raw] : [...(raw as Iterable<unknown>)];
     members.forEach((p, j) => {
       if (!(p instanceof Parameter)) throw new ValueError(`${where}: params[${j}] is not a Parameter`);
+      if (p.value.isDisposed) throw disposedParameterError(where, `params[${j}]`, p);
       const owner = this.#groupOf.get(p);
       if (owner !== undefined) {
         throw new ValueError(`${where}: params[${j}] (shape [${p.shape}]) is already in paramGroups[${this.#groups.indexOf(owner)}]; a parameter can be in one group only`);
@@ -477,6 +481,8 @@ export abstract class Optimizer<H extends object = object> {
       const scales: number[] = [];
       for (let i = 0; i < this.params.length; i++) {
         const parameter = this.params[i];
+        // The flag the engine keeps: a disposed parameter has no gradient, and would be skipped in silence.
+        if (parameter.value.isDisposed) this.#throwDisposed(`${this.#where}.step`, i);
         const grad = parameter.grad;
         if (grad === null) continue;
         // A gradient set by hand may not fit: refused here, where SGD's arithmetic would broadcast it.
@@ -526,6 +532,7 @@ export abstract class Optimizer<H extends object = object> {
     const groups = this.#groups.slice();
     const recorded = groups.map((group) => this.#ownOf(group));
     return () => {
+      this.checkParams(`${this.#where} (a replay of the captured step)`);
       if (this.#groups.length > groups.length) {
         throw new GraphError(
           `${this.#where}: paramGroups[${groups.length}] was added after the step was captured, so replays would not update it: capture the step again after one eager step`,
@@ -560,6 +567,23 @@ export abstract class Optimizer<H extends object = object> {
     }
   }
 
+  /**
+   * @internal Throws a DisposedTensorError naming the first of `params` that was disposed (patchModel's
+   * disposeReplaced, parameter.dispose()): it can never be trained again, so an optimizer holding it would train
+   * nothing in its place, in silence. One flag read per parameter.
+   */
+  checkParams(where: string): void {
+    const params = this.#params;
+    for (let i = 0; i < params.length; i++) if (params[i].value.isDisposed) this.#throwDisposed(where, i);
+  }
+
+  #throwDisposed(where: string, i: number): never {
+    const parameter = this.#params[i];
+    const group = this.#groupOf.get(parameter) as ParamGroup<H>;
+    const others = this.#params.filter((p) => p.value.isDisposed).length - 1;
+    throw disposedParameterError(where, `params[${i}] (paramGroups[${this.#groups.indexOf(group)}].params[${group.params.indexOf(parameter)}])`, parameter, others);
+  }
+
   /** The float32 master copy of `parameter` (undefined when it has none, or before its first step). */
   masterOf(parameter: Parameter): Tensor | undefined {
     return this.#state.get(parameter)?.master ?? undefined;
@@ -572,6 +596,7 @@ export abstract class Optimizer<H extends object = object> {
    */
   zeroGrad(setToNone = true): void {
     assertBoolean(`${this.#where}.zeroGrad`, "setToNone", setToNone);
+    this.checkParams(`${this.#where}.zeroGrad`);
     for (const parameter of this.params) clearGrad(parameter, setToNone);
   }
 
@@ -669,6 +694,7 @@ export abstract class Optimizer<H extends object = object> {
    * instead (PyTorch saves no momentum_buffer then).
    */
   stateDict(): OptimizerStateDict {
+    this.checkParams(`${this.#where}.stateDict`);
     const tensors: StateDict = new Map();
     const fresh: string[] = [];
     const steps = this.params.map((parameter, i) => {
@@ -718,6 +744,7 @@ export abstract class Optimizer<H extends object = object> {
    */
   loadStateDict(stateDict: OptimizerStateDict): void {
     const where = `${this.#where}.loadStateDict`;
+    this.checkParams(where);
     if (stateDict === null || typeof stateDict !== "object") throw new ValueError(`${where}: expected optimizer.stateDict()'s { optimizer, hyperparameters, steps, tensors }`);
     const { optimizer, hyperparameters, paramGroups, steps, tensors, fresh = [] } = stateDict;
     if (optimizer !== this.#where) throw new ValueError(`${where}: the state dict is of ${JSON.stringify(optimizer)}, not ${this.#where}`);

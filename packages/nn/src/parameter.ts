@@ -1,5 +1,5 @@
 import { detach, reachableLeaves, tracksGrad } from "@blocksparse/autograd";
-import { assertBoolean, BsrPattern, type DType, formatArg, formatShape, fullOn, keep, optionsArg, ShapeError, shapesEqual, Tensor, ValueError } from "@blocksparse/core";
+import { assertBoolean, BsrPattern, DisposedTensorError, type DType, formatArg, formatShape, fullOn, keep, optionsArg, ShapeError, shapesEqual, Tensor, ValueError } from "@blocksparse/core";
 
 /**
  * `value` as a leaf, as torch's nn.Parameter(t) is: an op's recorded output (mul(p.value, 2) outside noGrad) would send
@@ -135,4 +135,15 @@ export function clearGrad(parameter: Parameter, setToNone: boolean): void {
   const had = parameter.grad !== null;
   value.grad?.dispose();
   value.grad = had && !setToNone ? keep(fullOn(value.backend, value.shape, 0, value.dtype)) : null;
+}
+
+/**
+ * @internal The error for `parameter`, disposed (patchModel's disposeReplaced, parameter.dispose()), in a list of parameters
+ * to train (an optimizer's, clipGradNorm's): having no gradient, it would be skipped, training nothing in silence.
+ * `place` names it in the list (`params[2] (paramGroups[1].params[0])`); `others`: how many more were disposed.
+ */
+export function disposedParameterError(where: string, place: string, parameter: Parameter, others = 0): DisposedTensorError {
+  return new DisposedTensorError(
+    `${where}: ${place}, ${formatShape(parameter.shape)} ${parameter.dtype}, was disposed${others > 0 ? ` (and ${others} more)` : ""}: it can never be trained again; create the optimizer after patching (after replacing the parameters), from model.parameters()`,
+  );
 }

@@ -1,5 +1,5 @@
 import { OutOfMemoryError, memory, tensor } from "@blocksparse/core";
-import { BlockSparseLinear, Linear, Sequential } from "@blocksparse/nn";
+import { AdamW, BlockSparseLinear, backward, DisposedTensorError, Linear, mseLoss, Sequential } from "@blocksparse/nn";
 import { BlockSparseModelPatcher, PatchError } from "@blocksparse/patcher";
 import { describe, expect, it, vi } from "vitest";
 import { Tied, TinyNet } from "./helpers";
@@ -41,6 +41,28 @@ describe("after patching", () => {
     // Two dense weights and two biases gone, two block-value tensors and two bias views made.
     expect(memory().numTensors).toBe(tensorsBefore);
     expect(Array.from(model.forward(x).dataSync())).toEqual(want);
+  });
+
+  it("an optimizer made before a patch with disposeReplaced refuses to step, naming the parameter; one made after trains every layer", () => {
+    const model = new Sequential(new Linear(64, 64, { seed: 1 }), new Linear(64, 32, { seed: 2 }));
+    const early = new AdamW(model.parameters(), { lr: 1e-2 });
+    new BlockSparseModelPatcher().addPattern("0", { density: 0.5 }).patchModel(model, { disposeReplaced: true });
+    const x = input();
+    backward(mseLoss(model.forward(x), tensor(new Float32Array(2 * 32), [2, 32])));
+    // Before, it updated the unpatched layer alone and skipped the disposed dense weight and bias in silence.
+    const head = model.parameters().slice(2);
+    const values = head.map((p) => Array.from(p.value.dataSync()));
+    expect(() => early.step()).toThrow(DisposedTensorError);
+    expect(() => early.step()).toThrow(
+      "AdamW.step: params[0] (paramGroups[0].params[0]), [64, 64] float32, was disposed (and 1 more): it can never be trained again; create the optimizer after patching",
+    );
+    expect(head.map((p) => Array.from(p.value.dataSync()))).toEqual(values);
+    early.dispose();
+    const optimizer = new AdamW(model.parameters(), { lr: 1e-2 });
+    const before = model.parameters().map((p) => Array.from(p.value.dataSync()));
+    optimizer.step();
+    for (const [i, p] of model.parameters().entries()) expect(Array.from(p.value.dataSync())).not.toEqual(before[i]);
+    optimizer.dispose();
   });
 
   it("disposeReplaced disposes a weight tied between two patched layers once, and leaves the tie", () => {
