@@ -124,11 +124,14 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // 93.61 KiB until fromLinear drew the pattern of any weight whose blocks all tie in norm, +-c included (+0.064);
   // 93.68 KiB until format's safetensors reader refused the headers the reference's JSON parser refuses (nested 128
   // deep, a number past float64: +0.19 KiB, 93.838); 93.84 KiB until a captured step refused its replay after a
-  // BlockSparseLinear's pattern moved and SparseOptimizer skipped the gradient pass of an update moving no block (+0.13).
-  it("format + core + autograd + nn stay within 93.97 KiB gzipped and evaluate no code", async () => {
+  // BlockSparseLinear's pattern moved and SparseOptimizer skipped the gradient pass of an update moving no block (+0.13;
+  // 94.056 measured, with format's early refusal of oversized safetensors headers and core's count of the tensors a
+  // collected output's tape frees, +0.07 the limit had not taken); 93.97 KiB until optimizers, clipGradNorm,
+  // clipGradValue and GradScaler refused disposed parameters (+0.26 KiB: 94.317).
+  it("format + core + autograd + nn stay within 94.32 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(93.97);
+    expect(gzipKiB).toBeLessThanOrEqual(94.32);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
