@@ -15,10 +15,12 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // 30.06 KiB until the .npz reader checked local headers, the end record and overlapping members against the central
   // directory, read members named without .npy, bounded huge declared headers, strings and shapes, and read the shape
   // integers np.load reads, and safetensors refused what serde_json refuses (+1.44 KiB: 31.496).
-  it("@blocksparse/format with its npz subpath stays within 31.5 KiB gzipped and evaluates no code", async () => {
+  // 31.5 KiB until the safetensors writer refused a header its names and metadata alone put past 100 MB, before
+  // encoding it (31.535 measured).
+  it("@blocksparse/format with its npz subpath stays within 31.54 KiB gzipped and evaluates no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/format/npz"]);
     console.log(`@blocksparse/format + /npz: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(31.5);
+    expect(gzipKiB).toBeLessThanOrEqual(31.54);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
