@@ -153,19 +153,31 @@ describe("blocksparse-run", () => {
     expect(code, lines.join("\n")).toBe(3);
     expect(lines.join("\n")).toMatch(/rank 1 \(pid \d+\) exited with code 3/);
     const pids = [0, 1].map((rank) => Number(readFileSync(join(out, `subprocess-${rank}.pid`), "utf8")));
-    // Running, not a zombie waiting for init to reap it (a killed process is one for a moment).
+    // Running and not dying: not a zombie waiting to be reaped, and not a process the launcher SIGKILLed just before
+    // returning that the kernel is still tearing down (longer on a loaded machine: its SIGKILL still pending, or
+    // PF_EXITING in its flags). Such a process never runs its own code again; one never sent SIGKILL keeps running.
     const running = (pid: number): boolean => {
       try {
         process.kill(pid, 0);
       } catch {
         return false;
       }
+      let stat: string;
+      let status: string;
       try {
-        return !readFileSync(`/proc/${pid}/stat`, "utf8").includes(") Z ");
+        stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+        status = readFileSync(`/proc/${pid}/status`, "utf8");
       } catch {
-        // No /proc (macOS): kill(0) succeeding is all there is to go on; gone since then.
+        // No /proc (macOS): kill(0) succeeding is all there is to go on; gone since then on Linux.
         return process.platform !== "linux";
       }
+      // After the command's closing parenthesis: state, ppid, pgrp, session, tty_nr, tpgid, flags, ...
+      const [state, , , , , , flags] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const PF_EXITING = 0x4;
+      if (state === "Z" || state === "X" || (Number(flags) & PF_EXITING) !== 0) return false;
+      const pending = (field: string) => BigInt(`0x${new RegExp(`^${field}:\\s*([0-9a-f]+)`, "m").exec(status)?.[1] ?? "0"}`);
+      const SIGKILL_BIT = 1n << 8n;
+      return ((pending("SigPnd") | pending("ShdPnd")) & SIGKILL_BIT) === 0n;
     };
     const left = pids.filter(running);
     for (const pid of left) process.kill(pid, "SIGKILL");
