@@ -402,13 +402,16 @@ export function parseSafetensorsHeader(json: Uint8Array, fileSize: number): Safe
   if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
     throw new BsrFormatError("header", "the header must be a JSON object");
   }
-  const repeated = repeatedKey(text);
+  // One walk for the three checks; where a header fails several, a repeated key is told first, then a float-written integer.
+  const found: HeaderRefusals = {};
+  scanJson(text, repeatedKeyCheck(found), floatWrittenIntegerCheck(found), serdeJsonCheck(found));
+  const repeated = found.repeatedKey;
   if (repeated !== undefined) {
     throw repeated.owner === undefined
       ? new BsrFormatError(repeated.key, "listed twice in the header (which entry is meant is ambiguous)")
       : new BsrFormatError(repeated.owner, `key ${JSON.stringify(repeated.key)} appears twice (which value is meant is ambiguous)`);
   }
-  const float = floatWrittenInteger(text);
+  const float = found.floatWrittenInteger;
   if (float !== undefined) {
     throw new BsrFormatError(
       `${float.name}.${float.field}`,
@@ -416,7 +419,7 @@ export function parseSafetensorsHeader(json: Uint8Array, fileSize: number): Safe
       float.index,
     );
   }
-  const unreadable = serdeJsonRefusal(text);
+  const unreadable = found.serdeJson;
   if (unreadable !== undefined) {
     throw new BsrFormatError(
       "header",
@@ -490,34 +493,64 @@ function refuseLoneSurrogatesIn(header: object): void {
   }
 }
 
-/** serde_json's recursion limit: it refuses JSON whose arrays and objects nest this deep (the outermost counts). */
-const SERDE_JSON_MAX_DEPTH = 128;
+/** An open object (with its latest key, and the keys a check has seen in it) or array (with the index of its current item). */
+interface JsonFrame {
+  array: boolean;
+  key?: string;
+  keys?: Set<string>;
+  index: number;
+}
 
 /**
- * What the reference reader's JSON parser refuses in a header `text` (valid JSON) that JSON.parse reads, anywhere,
- * fields the reader ignores included: arrays and objects nested 128 deep ("recursion limit exceeded"), and a number
- * past the largest float64 ("number out of range"; JSON.parse reads it as Infinity). Undefined when there is none.
+ * What the header checks look at in valid JSON text, in text order: `path` holds the open objects and arrays,
+ * outermost first, and `at` is the index of a token's first character.
  */
-function serdeJsonRefusal(text: string): string | undefined {
-  let depth = 0;
+interface JsonVisitor {
+  open?(path: readonly JsonFrame[], at: number): void;
+  key?(key: string, path: readonly JsonFrame[]): void;
+  number?(token: string, path: readonly JsonFrame[], at: number): void;
+}
+
+// A number token: in valid JSON, the characters up to the next whitespace, ",", "]" or "}".
+const NUMBER_TOKEN = /[\d.eE+-]+/y;
+
+/** Walks `text`, valid JSON (JSON.parse has read it), once for all `visitors`; iterative, as arrays may nest 100 000 deep. */
+function scanJson(text: string, ...visitors: JsonVisitor[]): void {
+  const path: JsonFrame[] = [];
   for (let at = 0; at < text.length; at++) {
     const char = text[at];
     if (char === "{" || char === "[") {
-      if (++depth === SERDE_JSON_MAX_DEPTH) return `arrays and objects nest ${depth} deep at character ${at} ("recursion limit exceeded" past 127)`;
-    } else if (char === "}" || char === "]") depth--;
+      path.push({ array: char === "[", index: 0 });
+      for (const visitor of visitors) visitor.open?.(path, at);
+    } else if (char === "}" || char === "]") {
+      path.pop();
+    } else if (char === ",") path.at(-1)!.index++;
     else if (char === '"') {
       let end = at + 1;
       while (text[end] !== '"') end += text[end] === "\\" ? 2 : 1;
+      let next = end + 1;
+      // Outside strings, valid JSON holds no control characters: all up to a space are whitespace.
+      while (text[next] <= " ") next++;
+      if (text[next] === ":") {
+        const key = JSON.parse(text.slice(at, end + 1)) as string;
+        path.at(-1)!.key = key;
+        for (const visitor of visitors) visitor.key?.(key, path);
+      }
       at = end;
     } else if (char === "-" || (char >= "0" && char <= "9")) {
-      let end = at + 1;
-      while (end < text.length && /[\d.eE+-]/.test(text[end])) end++;
-      const token = text.slice(at, end);
-      at = end - 1;
-      if (!Number.isFinite(Number(token))) return `the number ${token.length > 40 ? `${token.slice(0, 40)}...` : token} is past the largest float64 ("number out of range")`;
+      NUMBER_TOKEN.lastIndex = at;
+      const token = NUMBER_TOKEN.exec(text)![0];
+      for (const visitor of visitors) visitor.number?.(token, path, at);
+      at += token.length - 1;
     }
   }
-  return undefined;
+}
+
+/** The first of each refusal the header checks find, in text order. */
+interface HeaderRefusals {
+  repeatedKey?: { key: string; owner: string | undefined };
+  floatWrittenInteger?: { name: string; field: "shape" | "data_offsets"; index: number; token: string };
+  serdeJson?: string;
 }
 
 /**
@@ -527,78 +560,61 @@ function serdeJsonRefusal(text: string): string | undefined {
  * tensor twice is ambiguous.
  */
 export function repeatedKey(text: string): { key: string; owner: string | undefined } | undefined {
-  const keysOfOpenObjects: (Set<string> | null)[] = [];
-  let owner: string | undefined;
-  for (let at = 0; at < text.length; at++) {
-    const char = text[at];
-    if (char === "{") keysOfOpenObjects.push(new Set());
-    else if (char === "[") keysOfOpenObjects.push(null);
-    else if (char === "}" || char === "]") keysOfOpenObjects.pop();
-    else if (char === '"') {
-      let end = at + 1;
-      while (text[end] !== '"') end += text[end] === "\\" ? 2 : 1;
-      let next = end + 1;
-      while (text[next] === " " || text[next] === "\t" || text[next] === "\n" || text[next] === "\r") next++;
-      const keys = keysOfOpenObjects.at(-1);
-      if (keys && text[next] === ":") {
-        const key = JSON.parse(text.slice(at, end + 1)) as string;
-        if (keys.has(key)) return { key, owner: keysOfOpenObjects.length === 1 ? undefined : owner };
-        keys.add(key);
-        if (keysOfOpenObjects.length === 1) owner = key;
+  const found: HeaderRefusals = {};
+  scanJson(text, repeatedKeyCheck(found));
+  return found.repeatedKey;
+}
+
+function repeatedKeyCheck(found: HeaderRefusals): JsonVisitor {
+  return {
+    key(key, path) {
+      const object = path.at(-1)!;
+      object.keys ??= new Set();
+      const keys = object.keys;
+      if (keys.has(key)) found.repeatedKey ??= { key, owner: path.length === 1 ? undefined : path[0].key };
+      keys.add(key);
+    },
+  };
+}
+
+/** serde_json's recursion limit: it refuses JSON whose arrays and objects nest this deep (the outermost counts). */
+const SERDE_JSON_MAX_DEPTH = 128;
+
+/**
+ * What the reference reader's JSON parser refuses in a header (valid JSON) that JSON.parse reads, anywhere,
+ * fields the reader ignores included: arrays and objects nested 128 deep ("recursion limit exceeded"), and a number
+ * past the largest float64 ("number out of range"; JSON.parse reads it as Infinity).
+ */
+function serdeJsonCheck(found: HeaderRefusals): JsonVisitor {
+  return {
+    open(path, at) {
+      if (path.length === SERDE_JSON_MAX_DEPTH) found.serdeJson ??= `arrays and objects nest ${path.length} deep at character ${at} ("recursion limit exceeded" past 127)`;
+    },
+    number(token) {
+      if (!Number.isFinite(Number(token))) {
+        found.serdeJson ??= `the number ${token.length > 40 ? `${token.slice(0, 40)}...` : token} is past the largest float64 ("number out of range")`;
       }
-      at = end;
-    }
-  }
-  return undefined;
+    },
+  };
 }
 
 /**
- * The first shape dimension or data offset of a header `text` (valid JSON) written as a float (`4.0`, `4e0`, `-0`):
+ * The first shape dimension or data offset of a header (valid JSON) written as a float (`4.0`, `4e0`, `-0`):
  * JSON.parse reads such a number as the integer, but the reference reader reads these fields as unsigned integers
  * and refuses the whole header, so the file would load here and nowhere else. Numbers in fields the reference
  * reader ignores are left alone.
  */
-function floatWrittenInteger(
-  text: string,
-): { name: string; field: "shape" | "data_offsets"; index: number; token: string } | undefined {
-  // One frame per open object (with its latest key) or array (with the index of its current item).
-  const frames: { array: boolean; key?: string; index: number }[] = [];
-  for (let at = 0; at < text.length; at++) {
-    const char = text[at];
-    if (char === "{" || char === "[") frames.push({ array: char === "[", index: 0 });
-    else if (char === "}" || char === "]") frames.pop();
-    else if (char === ",") {
-      const top = frames.at(-1);
-      if (top?.array) top.index++;
-    } else if (char === '"') {
-      let end = at + 1;
-      while (text[end] !== '"') end += text[end] === "\\" ? 2 : 1;
-      let next = end + 1;
-      while (text[next] === " " || text[next] === "\t" || text[next] === "\n" || text[next] === "\r") next++;
-      const top = frames.at(-1);
-      if (top !== undefined && !top.array && text[next] === ":") top.key = JSON.parse(text.slice(at, end + 1)) as string;
-      at = end;
-    } else if (char === "-" || (char >= "0" && char <= "9")) {
-      let end = at + 1;
-      while (end < text.length && /[\d.eE+-]/.test(text[end])) end++;
-      const token = text.slice(at, end);
-      at = end - 1;
-      if (!/[.eE]/.test(token) && token !== "-0") continue;
-      const [tensor, info, list] = frames;
-      const field = info?.key;
-      if (
-        frames.length === 3 &&
-        !tensor.array &&
-        tensor.key !== METADATA_KEY &&
-        !info.array &&
-        (field === "shape" || field === "data_offsets") &&
-        list.array
-      ) {
-        return { name: tensor.key as string, field, index: list.index, token };
+function floatWrittenIntegerCheck(found: HeaderRefusals): JsonVisitor {
+  return {
+    number(token, path) {
+      if (path.length !== 3 || (!/[.eE]/.test(token) && token !== "-0")) return;
+      const [tensor, info, list] = path;
+      const field = info.key;
+      if (!tensor.array && tensor.key !== METADATA_KEY && !info.array && (field === "shape" || field === "data_offsets") && list.array) {
+        found.floatWrittenInteger ??= { name: tensor.key as string, field, index: list.index, token };
       }
-    }
-  }
-  return undefined;
+    },
+  };
 }
 
 /** A tensor over `bytes` (its own aligned buffer, little-endian file order), swapped in place on big-endian hosts. */
