@@ -332,7 +332,7 @@ export class DistributedDataParallel extends Module {
               const added = Int32Array.from(sources.keys()).filter((k) => sources[k] < 0);
               const newValues = added.length === 0 ? undefined : tidy(() => gather(received, tensorOn(received.backend, added, [added.length], "int32"), 0));
               try {
-                layer.setPattern(pattern, { newValues, optimizer: sparse.optimizer });
+                layer.setPattern(pattern, { newValues, optimizer: sparse.optimizers.length > 0 ? sparse.optimizers : undefined });
               } finally {
                 newValues?.dispose();
               }

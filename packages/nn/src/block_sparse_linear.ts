@@ -1,5 +1,5 @@
 import { detach, noGrad } from "@blocksparse/autograd";
-import { type Activation, add, addReplayCheck, assertBoolean, BsrPattern, bsrLinear, bsrLinearActivation, cast, formatArg, formatShape, GraphError, isCapturing, optionsArg, seedArg, ShapeError, shapesEqual, Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
+import { type Activation, add, addReplayCheck, assertBoolean, BackendError, BsrPattern, bsrLinear, bsrLinearActivation, cast, formatArg, formatShape, GraphError, isCapturing, optionsArg, seedArg, ShapeError, shapesEqual, Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
 import { BsrMatrix, divisors } from "@blocksparse/format";
 import { blockCountFor, blockSources, randomPattern, remapBlocks } from "./blocks";
 import { childSeeds, uniform } from "./init";
@@ -32,8 +32,29 @@ export interface FromLinearOptions {
 export interface SetPatternOptions {
   /** Values of the blocks `pattern` adds, [added, R, C] in the pattern's order (default: zeros); a float dtype, cast to the weight's. */
   newValues?: Tensor;
-  /** An optimizer whose state for the weight follows the move: kept blocks keep it, added blocks start fresh (Optimizer.freshBlocks). */
-  optimizer?: Optimizer;
+  /**
+   * The optimizer whose state for the weight follows the move (kept blocks keep it, added blocks start fresh:
+   * Optimizer.freshBlocks), or a list of optimizers (a model split across several): those holding the weight follow.
+   * One, or a list, holding none of the layer's parameters is refused (its state would restart in silence).
+   */
+  optimizer?: Optimizer | readonly Optimizer[];
+}
+
+/**
+ * @internal The optimizers of `optimizer` (one or a list) that hold `layer`'s weight, each once; refuses one, or a list,
+ * that holds none of the layer's parameters, whose state for the weight would otherwise restart at its next step.
+ */
+export function movingOptimizers(where: string, layer: BlockSparseLinear, optimizer: Optimizer | readonly Optimizer[] | undefined): Optimizer[] {
+  if (optimizer === undefined) return [];
+  const list: readonly unknown[] = Array.isArray(optimizer) ? optimizer : [optimizer];
+  if (!list.every((o) => o instanceof Optimizer)) throw new ValueError(`${where}: optimizer must be an Optimizer or an array of them`);
+  const optimizers = [...new Set(list as Optimizer[])];
+  const own = [layer.weight, layer.bias];
+  const { label } = layer as unknown as { label: string };
+  if (!optimizers.some((o) => o.params.some((p) => own.includes(p)))) {
+    throw new ValueError(`${where}: no optimizer given holds any of ${label}'s parameters: pass the one that trains it, or a list`);
+  }
+  return optimizers.filter((o) => o.params.includes(layer.weight));
 }
 
 /** Whether every block of a dense [rows, cols] weight has the same sum of squares (a zero, constant or +-c weight). */
@@ -236,20 +257,26 @@ export class BlockSparseLinear extends Module {
     const sources = blockSources(this.pattern, pattern, where);
     const { newValues, optimizer } = optionsArg(where, options, ["newValues", "optimizer"]);
     // Checked before anything moves: a wrong optimizer found after the move would leave the layer moved and its state not,
-    // and newValues of another shape would fail in the concat inside remapBlocks, under its name.
+    // and newValues of another shape or backend would fail in the concat inside remapBlocks, under its name.
     const expected = [sources.filter((source) => source < 0).length, ...this.blockShape];
-    if ((newValues !== undefined && !(newValues instanceof Tensor && newValues.isFloat && shapesEqual(newValues.shape, expected))) || (optimizer !== undefined && !(optimizer instanceof Optimizer))) {
-      throw new ValueError(`${where}: newValues must be a Tensor of float blocks ${formatShape(expected)}, optimizer an Optimizer`);
-    }
-    // Weights replaced since the optimizer's last step (loaded, assigned): its master copy is taken from them first.
-    optimizer?.syncMaster(this.weight);
     const current = this.weight.value;
+    if (newValues !== undefined) {
+      if (!(newValues instanceof Tensor && newValues.isFloat && shapesEqual(newValues.shape, expected))) {
+        throw new ValueError(`${where}: newValues must be a Tensor of float blocks ${formatShape(expected)}`);
+      }
+      if (newValues.backend !== current.backend) {
+        throw new BackendError(`${where}: newValues is on backend '${newValues.backend.name}' but the weight is on '${current.backend.name}'`);
+      }
+    }
+    const optimizers = movingOptimizers(where, this, optimizer);
+    // Weights replaced since the optimizer's last step (loaded, assigned): its master copy is taken from them first.
+    for (const o of optimizers) o.syncMaster(this.weight);
     // Float values of another dtype (float32 blocks for a bfloat16 layer) are cast to the weight's; remapBlocks checks the rest.
     const fresh = newValues instanceof Tensor && newValues.isFloat && newValues.dtype !== current.dtype ? newValues : null;
     const values = noGrad(() => tidy(() => remapBlocks(current, sources, fresh ? cast(fresh, current.dtype) : newValues)));
     this.weight.value = values;
     this.weight.pattern = pattern;
-    optimizer?.remapBlocks(this.weight, sources, pattern);
+    for (const o of optimizers) o.remapBlocks(this.weight, sources, pattern);
     return sources;
   }
 

@@ -90,7 +90,12 @@ const SPARSE_OPTIMIZER_KEY = "sparseOptimizer";
 /** The optimizer to save or load, and the SparseOptimizer when one was passed (its attached optimizer is the one). */
 function optimizerOf(where: string, target: unknown): [Optimizer, SparseOptimizer | undefined] {
   if (target instanceof SparseOptimizer) {
-    if (target.optimizer === undefined) throw new NnError(`${where}: the SparseOptimizer has no optimizer attached (attachOptimizer); keep its state alone as JSON.stringify(sparse.stateDict())`);
+    if (target.optimizer === undefined) {
+      const several = target.optimizers.length > 1;
+      throw new NnError(
+        `${where}: the SparseOptimizer has ${several ? `${target.optimizers.length} optimizers attached: pass each optimizer in a file of its own` : "no optimizer attached (attachOptimizer)"}; keep its state alone as JSON.stringify(sparse.stateDict())`,
+      );
+    }
     return [target.optimizer, target];
   }
   if (!(target instanceof Optimizer)) throw new NnError(`${where}: optimizer must be an Optimizer (SGD, Adam, AdamW) or a SparseOptimizer with one attached, got ${describeValue(target)}`);

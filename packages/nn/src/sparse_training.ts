@@ -20,7 +20,7 @@ import {
   zerosLike,
 } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
-import { BlockSparseLinear } from "./block_sparse_linear";
+import { BlockSparseLinear, movingOptimizers } from "./block_sparse_linear";
 import { StateDictError, type StateDictMismatch } from "./errors";
 import { childSeeds } from "./init";
 import { requiredOptions } from "./linear";
@@ -36,8 +36,11 @@ export interface PruneAndRegrowOptions {
   newBlocks?: "zeros" | "normal";
   /** For "normal" (default 0.1). */
   scale?: number;
-  /** Its state for the weight follows: kept blocks keep theirs, regrown blocks start fresh (Optimizer.freshBlocks). */
-  optimizer?: Optimizer;
+  /**
+   * Its state for the weight follows: kept blocks keep theirs, regrown blocks start fresh (Optimizer.freshBlocks). A list
+   * (a model split across optimizers): those holding the weight follow. One, or a list, holding none of the layer's parameters is refused.
+   */
+  optimizer?: Optimizer | readonly Optimizer[];
   /** How the new blocks are chosen: "random" (default) or "gradient" (RigL: the largest gradient norms; needs `gradient`). */
   regrow?: Regrowth;
   /** For "gradient": the layer's input x [..., in] and output gradient dy [..., out] over a batch (several pairs are summed). */
@@ -76,6 +79,8 @@ export function pruneAndRegrow(layer: BlockSparseLinear, options: PruneAndRegrow
     throw new ValueError(`pruneAndRegrow: fraction must be in [0, 1], got ${formatArg(fraction)}`);
   }
   checkNewBlocks("pruneAndRegrow", newBlocks, scale);
+  // Refused also when no block moves, where setPattern (which checks it) is not called.
+  movingOptimizers("pruneAndRegrow", layer, options.optimizer);
   if (regrow !== "random" && regrow !== "gradient") throw new ValueError(`pruneAndRegrow: regrow must be "random" or "gradient", got ${JSON.stringify(regrow)}`);
   const gradients = regrow === "gradient" ? checkGradients(options.gradient, layer) : [];
   const random =
@@ -256,7 +261,7 @@ export class SparseOptimizer {
   readonly schedule: "constant" | "cosine";
   readonly totalSteps: number;
   #target: Module | readonly BlockSparseLinear[];
-  #optimizer: Optimizer | undefined;
+  #optimizers: readonly Optimizer[] = [];
   #seed: number;
   #calls = 0;
 
@@ -295,16 +300,25 @@ export class SparseOptimizer {
     this.#seed = childSeeds("SparseOptimizer", seed, 1)[0];
   }
 
-  /** The optimizer whose state follows every move. */
-  attachOptimizer(optimizer: Optimizer): this {
-    if (!(optimizer instanceof Optimizer)) throw new ValueError(`SparseOptimizer.attachOptimizer: expected an Optimizer, got ${formatArg(optimizer)}`);
-    this.#optimizer = optimizer;
+  /**
+   * The optimizer whose state follows every move, or a list of them (a model split across optimizers: each follows the
+   * layers it holds). A step then refuses, before any pattern moves, a layer that none of them holds (freeze it instead).
+   */
+  attachOptimizer(optimizer: Optimizer | readonly Optimizer[]): this {
+    const list: readonly unknown[] = Array.isArray(optimizer) ? optimizer : [optimizer];
+    if (list.length === 0 || !list.every((o) => o instanceof Optimizer)) throw new ValueError(`SparseOptimizer.attachOptimizer: expected an Optimizer or a non-empty array of them, got ${formatArg(optimizer)}`);
+    this.#optimizers = [...new Set(list as Optimizer[])];
     return this;
   }
 
-  /** The attached optimizer (undefined when none is). */
+  /** The attached optimizer (undefined when none is, or several are: read `optimizers`). */
   get optimizer(): Optimizer | undefined {
-    return this.#optimizer;
+    return this.#optimizers.length === 1 ? this.#optimizers[0] : undefined;
+  }
+
+  /** The attached optimizers (empty when none is). */
+  get optimizers(): readonly Optimizer[] {
+    return this.#optimizers;
   }
 
   /**
@@ -385,6 +399,8 @@ export class SparseOptimizer {
   step(loss?: LossClosure): Map<BlockSparseLinear, PatternMove> {
     const moves = new Map<BlockSparseLinear, PatternMove>();
     const update = this.willUpdate();
+    // Every layer checked before the call counts or any moves: one that no attached optimizer holds would lose its state in silence.
+    if (update && this.#optimizers.length > 0) for (const layer of this.layers()) movingOptimizers("SparseOptimizer.step", layer, this.#optimizers);
     this.#calls++;
     if (!update) return moves;
     const fraction = this.fractionAt(this.#calls);
@@ -409,7 +425,7 @@ export class SparseOptimizer {
             random,
             newBlocks: this.newBlocks,
             scale: this.scale,
-            optimizer: this.#optimizer,
+            optimizer: this.#optimizers.length > 0 ? this.#optimizers : undefined,
             regrow: this.regrow,
             gradient: gradients.get(layer),
           }),

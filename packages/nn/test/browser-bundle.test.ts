@@ -129,11 +129,13 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // BlockSparseLinear's pattern moved and SparseOptimizer skipped the gradient pass of an update moving no block (+0.13;
   // 94.056 measured, with format's early refusal of oversized safetensors headers and core's count of the tensors a
   // collected output's tape frees, +0.07 the limit had not taken); 93.97 KiB until optimizers, clipGradNorm,
-  // clipGradValue and GradScaler refused disposed parameters (+0.26 KiB: 94.317).
-  it("format + core + autograd + nn stay within 94.32 KiB gzipped and evaluate no code", async () => {
+  // clipGradValue and GradScaler refused disposed parameters (+0.26 KiB: 94.317); 94.32 KiB until pattern moves took a
+  // list of optimizers, refused one holding none of the moved layer's parameters and setPattern named newValues on
+  // another backend (+0.254 KiB: 94.558 measured).
+  it("format + core + autograd + nn stay within 94.58 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(94.32);
+    expect(gzipKiB).toBeLessThanOrEqual(94.58);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 

@@ -174,7 +174,7 @@ describe("setPattern with an optimizer or newValues of the wrong kind", () => {
     const pattern = layer.pattern;
     const values = host(layer.weight.value);
     const dense = BsrPattern.random([8, 8], { blockShape: [4, 4], density: 1, seed: 1 });
-    expect(() => layer.setPattern(dense, { optimizer: {} as Adam })).toThrow(/optimizer an Optimizer/);
+    expect(() => layer.setPattern(dense, { optimizer: {} as Adam })).toThrow(/optimizer must be an Optimizer or an array of them/);
     expect(() => layer.setPattern(dense, { newValues: [1, 2] as never })).toThrow(/newValues must be a Tensor/);
     expect(layer.pattern).toBe(pattern);
     expect(host(layer.weight.value)).toEqual(values);
