@@ -29,6 +29,14 @@ function describeCall(call: CallDescription): string {
   return parts.length === 0 ? call.kind : `${call.kind} (${parts.join(", ")})`;
 }
 
+/** The payload bytes `peer` sends for `call`: its values (allReduce, a float32 or int32 each) or storage (broadcast's root, allGather). */
+function payloadBytes(call: CallDescription, peer: number): number {
+  const size = (call.shape ?? []).reduce((n, d) => n * d, 1);
+  if (call.kind === "allReduce") return size * 4;
+  if (call.kind === "allGather" || (call.kind === "broadcast" && call.root === peer)) return size * (call.dtype === "float16" || call.dtype === "bfloat16" ? 2 : 4);
+  return 0;
+}
+
 function sameCall(a: CallDescription, b: CallDescription): boolean {
   return describeCall(a) === describeCall(b);
 }
@@ -191,9 +199,11 @@ export class CpuProcessGroup implements ProcessGroup {
     this.#destroyed = true;
     // Said where a peer still in a collective looks for this rank's call (a rank that ran out of data first): that peer
     // fails at once, naming this call, instead of both waiting out timeoutMs. Nothing waits for it here.
+    // One deadline for the marker and the shutdown: given a full timeout each, a store that stopped answering made destroy take two.
+    const wait = this.#rendezvous.shutdownWait();
     const others = this.#rendezvous.others();
-    await this.#rendezvous.publish(`cpu/${sequence}`, packMessage({ ...call }), others.length).catch(() => {});
-    await this.#rendezvous.shutdown([`cpu/${sequence}`]);
+    await this.#rendezvous.publish(`cpu/${sequence}`, packMessage({ ...call }), others.length, wait).catch(() => {});
+    await this.#rendezvous.shutdown([`cpu/${sequence}`], wait);
   }
 
   /** The collective's sequence number, taken when it is called (every rank numbers its calls alike), once the group is known to be live. */
@@ -242,13 +252,23 @@ export class CpuProcessGroup implements ProcessGroup {
     }
     const payloads = new Map<number, Uint8Array>();
     const split: [number, number][] = [];
+    // What a peer sent that this rank cannot read (not this protocol's frame, a payload of the wrong size) names the peer.
+    const malformed = (peer: number, what: string) => new CollectiveError(`${label}: rank ${peer} sent a malformed message (${what})`);
     for (const [peer, bytes] of messages) {
-      const { header, payload: theirs } = unpackMessage(bytes);
+      let frame: ReturnType<typeof unpackMessage>;
+      try {
+        frame = unpackMessage(bytes);
+      } catch (error) {
+        throw malformed(peer, error instanceof Error ? error.message : String(error));
+      }
+      const { header, payload: theirs } = frame;
       if (header.kind === WITHDRAWN) {
         throw new CollectiveError(
           `${label}: rank ${peer} gave up on ${String(header.call)}, its collective #${sequence}, before this rank called it (${String(header.reason)}), so this rank fails it too: the ranks agree that it failed and their later collectives still pair up; a rank that is much slower than the others needs a longer timeoutMs`,
         );
       }
+      // describeCall joins the shape: any other value there threw a TypeError.
+      if (header.shape !== undefined && !Array.isArray(header.shape)) throw malformed(peer, `shape ${JSON.stringify(header.shape)}`);
       const theirCall = header as unknown as CallHeader;
       if (!sameCall(theirCall, call)) {
         const roots = call.kind === "broadcast" && theirCall.kind === "broadcast" && theirCall.root !== call.root ? ` (the ranks disagree on the broadcast's root: ${theirCall.root} on rank ${peer}, ${call.root} on rank ${this.rank})` : "";
@@ -256,7 +276,7 @@ export class CpuProcessGroup implements ProcessGroup {
       }
       if (theirCall.parts === undefined) payloads.set(peer, theirs);
       else if (Number.isSafeInteger(theirCall.parts) && theirCall.parts > 0) split.push([peer, theirCall.parts]);
-      else throw new CollectiveError(`${label}: rank ${peer} sent a malformed message (parts ${String(theirCall.parts)})`);
+      else throw malformed(peer, `parts ${String(theirCall.parts)}`);
     }
     try {
       for (const [peer, count] of split) {
@@ -266,6 +286,10 @@ export class CpuProcessGroup implements ProcessGroup {
       }
     } catch (error) {
       throw await this.#giveUp(error, label, key, call, others.length);
+    }
+    for (const [peer, payload] of payloads) {
+      const expected = payloadBytes(call, peer);
+      if (payload.byteLength !== expected) throw malformed(peer, `a payload of ${payload.byteLength} bytes, expected ${expected}`);
     }
     return payloads;
   }

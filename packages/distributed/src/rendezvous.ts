@@ -286,6 +286,14 @@ export class Rendezvous {
     return { timeoutMs: this.timeoutMs, deadline: Date.now() + this.timeoutMs };
   }
 
+  /**
+   * The deadline a destroy's steps share (a process group's marker, then `shutdown`): destroy takes `timeoutMs` at most in
+   * all, its last quarter (5 s at most) kept for giving the rank back when a step fails.
+   */
+  shutdownWait(): { timeoutMs: number; deadline: number } {
+    return { timeoutMs: this.timeoutMs, deadline: Date.now() + this.timeoutMs - giveBackReserve(this.timeoutMs) };
+  }
+
   /** Sets `key/<rank>` to `value`, dropped once `readers` ranks have read it. */
   async publish(key: string, value: Uint8Array, readers: number, wait: StoreTimeout = this.wait()): Promise<void> {
     if (readers > 0) await this.store.set(`${this.keyPrefix}${key}/${this.rank}`, value, { reads: readers, timeoutMs: wait });
@@ -335,8 +343,7 @@ export class Rendezvous {
    * it gives back its rank and its place in the store, as a failed join does, so that the job may
    * form a group again; a timeout says which ranks it waited for, and whether the rank was given back.
    */
-  async shutdown(ownKeys: readonly string[] = []): Promise<void> {
-    const wait = this.wait();
+  async shutdown(ownKeys: readonly string[] = [], wait = this.shutdownWait()): Promise<void> {
     const given = { rank: false, place: false };
     // What the peers are waited for to do, at the steps that wait for them (a timeout elsewhere is the store's).
     let waitingFor: string | null = null;
@@ -361,7 +368,8 @@ export class Rendezvous {
         await this.collect("shutdown/left", this.others(), wait);
       } else if (this.rankHostsStore) await this.publish("shutdown/left", new Uint8Array(0), 1, wait);
     } catch (error) {
-      const givenBack = await this.#giveBack("destroy", given);
+      const reserve = giveBackReserve(this.timeoutMs);
+      const givenBack = await this.#giveBack("destroy", given, { timeoutMs: reserve, deadline: wait.deadline + reserve });
       if (!(error instanceof StoreTimeoutError)) throw error;
       const what = waitingFor === null ? `: ${error.message}` : ` waited ${this.timeoutMs / 1000} s for the other ranks to ${waitingFor}: ${error.message}`;
       const after = givenBack
@@ -384,10 +392,7 @@ export class Rendezvous {
   }
 
   /** Gives back what `given` says is still held (the rank, the place in the store) within a short wait, then closes. */
-  async #giveBack(by: GivenBackBy, given: { rank: boolean; place: boolean }): Promise<boolean> {
-    // This rank's own timeout may have passed.
-    const grace = Math.min(this.timeoutMs, GIVE_BACK_MS);
-    const wait: StoreTimeout = { timeoutMs: grace, deadline: Date.now() + grace };
+  async #giveBack(by: GivenBackBy, given: { rank: boolean; place: boolean }, wait = graceFrom(Math.min(this.timeoutMs, GIVE_BACK_MS))): Promise<boolean> {
     const returned = await Promise.allSettled([
       given.rank ? null : this.store.add(`rendezvous/rank/${this.rank}`, -1, { timeoutMs: wait }),
       // Left, not gone: the store does not fail the peers' waits for a rank that may join again.
@@ -413,6 +418,16 @@ export class Rendezvous {
     this.store.close();
     await this.server?.close();
   }
+}
+
+/** The part of a destroy's timeout kept for giving the rank back after a failed step. */
+function giveBackReserve(timeoutMs: number): number {
+  return Math.min(GIVE_BACK_MS, timeoutMs / 4);
+}
+
+/** A wait of `ms` from now (this rank's own timeout may have passed). */
+function graceFrom(ms: number): StoreTimeout {
+  return { timeoutMs: ms, deadline: Date.now() + ms };
 }
 
 /** Wraps a store failure met during `what` as the error type the caller throws, keeping the cause. */

@@ -167,6 +167,23 @@ describe("a destroy that failed", () => {
   });
 });
 
+describe("destroy with a store that stops answering", () => {
+  it("takes one timeoutMs in all (its marker and its shutdown share one deadline), not one for each", async () => {
+    const timeoutMs = 1000;
+    const { env, server } = await jobOf(2, true);
+    const proxy = await proxyTo((server as TcpStoreServer).port);
+    const [, one] = await formed([Rendezvous.join(env(0), { timeoutMs }), Rendezvous.join({ ...env(1), masterPort: proxy.port }, { timeoutMs })]);
+    proxy.cut();
+    const started = Date.now();
+    const error = await within(one.destroy(), 10_000).catch((caught: unknown) => caught);
+    const took = Date.now() - started;
+    expect(error).toBeInstanceOf(StoreTimeoutError);
+    // The marker alone used to wait out a whole timeout, the shutdown another and the give-back a third (about 3 s).
+    expect(took).toBeGreaterThanOrEqual(timeoutMs * 0.7);
+    expect(took).toBeLessThan(timeoutMs * 1.4);
+  });
+});
+
 describe("a peer that saw a join that then failed", () => {
   /**
    * Rank 0 publishes its world size; its answers are then held back, so that rank 1 reads rank 0's world size and
