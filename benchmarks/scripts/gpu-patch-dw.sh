@@ -9,7 +9,11 @@
 #       compute-sanitizer's memcheck of it; the FFN step at 32x32 and 8192 tokens (the tile starts at 4096) with the
 #       tile on and off beside our dense model and PyTorch's, captured, in one run each; then tc_bench's dW timings
 #       with the tile on, off, and on mma.sync, over densities across the band's edges (0.15 and 0.28).
-# Logs and tables go to $OUT; each stage is capped (stage, gpu-lib.sh) within DEADLINE seconds (default 560).
+#   STEP=all bash benchmarks/scripts/gpu-patch-dw.sh
+#       both in one call (the suite's processes capped at TESTS_CAP, default 260 s), the user's step before the
+#       checks, the kernel timings only if DEADLINE leaves time.
+# Each stage is capped (stage, gpu-lib.sh) within DEADLINE seconds (default 560); the logs and tables are packed into
+# $OUT/patch-dw-$STEP.tgz.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -23,34 +27,61 @@ bench="$root/kernels-cuda/bench/build"
 step=${STEP:-tests}
 failed=0
 
-case "$step" in
-tests)
+# The stages' logs go to a scratch folder, packed into $OUT/patch-dw-$step.tgz at the end (a device call brings back
+# a few files only).
+results=$OUT
+OUT=$(mktemp -d)
+export OUT
+trap 'tar czf "$results/patch-dw-$step.tgz" -C "$OUT" . && echo "== logs in $results/patch-dw-$step.tgz"' EXIT
+
+run_tests() {
   # The addon (gpu-tests.sh builds it unless SKIP_BUILD=1) and tc_bench side by side.
   stage bench-build 300 env ARCH="-gencode=arch=compute_90a,code=sm_90a" DEV=0 bash kernels-cuda/bench/build.sh "$bench" &
-  bench_job=$!
-  SKIP_BUILD=${SKIP_BUILD:-0} CAP=$((DEADLINE - SECONDS - 20)) bash benchmarks/scripts/gpu-tests.sh || failed=1
+  local bench_job=$!
+  SKIP_BUILD=${SKIP_BUILD:-0} CAP=${TESTS_CAP:-$((DEADLINE - SECONDS - 20))} bash benchmarks/scripts/gpu-tests.sh || failed=1
   wait "$bench_job" || failed=1
-  ;;
-measure)
-  [ -x "$bench/tc_bench" ] || { echo "no $bench/tc_bench: run STEP=tests first"; exit 1; }
-  check=(--mode check --ops sampled --paths auto --blocks 32 --tokens 4100,8192 --densities 0.16,0.2,0.25,0.27
+}
+
+run_checks() {
+  [ -x "$bench/tc_bench" ] || { echo "no $bench/tc_bench: run STEP=tests first"; failed=1; return; }
+  local check=(--mode check --ops sampled --paths auto --blocks 32 --tokens 4100,8192 --densities 0.16,0.2,0.25,0.27
     --shapes 1024x4096,4096x1024,768x3072)
   BLOCKSPARSE_CUDA_PATCH_DW=1 stage check 120 "$bench/tc_bench" "${check[@]}" || failed=1
   BLOCKSPARSE_CUDA_PATCH_DW=1 stage memcheck 120 compute-sanitizer --tool memcheck --error-exitcode 9 \
     "$bench/tc_bench" "${check[@]/4100,8192/4100}" || failed=1
-  # What decides the switch first (the user's step with the tile on and off), then the kernel timings, so that a
-  # short DEADLINE leaves out the latter.
-  ffn=(src/ffn.ts --backend cuda --graph --quick --torch --models ffn --widths 1024x4096 --tokens 8192 --blocks 32
+}
+
+# The user's step with the tile on and off, in one run each: what decides the switch.
+run_ffn() {
+  local ffn=(src/ffn.ts --backend cuda --graph --quick --torch --models ffn --widths 1024x4096 --tokens 8192 --blocks 32
     --densities 0.2,0.25)
   (cd benchmarks && BLOCKSPARSE_CUDA_PATCH_DW=1 stage ffn-on 90 "$tsx" "${ffn[@]}" --out "$OUT/ffn-on")
   (cd benchmarks && BLOCKSPARSE_CUDA_PATCH_DW=0 stage ffn-off 90 "$tsx" "${ffn[@]}" --out "$OUT/ffn-off")
-  time_args=(--mode time --ops sampled --blocks 32 --tokens 4096,8192,16384 --shapes 1024x4096,4096x1024,4096x4096
+}
+
+run_times() {
+  [ -x "$bench/tc_bench" ] || return
+  local time_args=(--mode time --ops sampled --blocks 32 --tokens 4096,8192,16384 --shapes 1024x4096,4096x1024,4096x4096
     --densities 0.12,0.15,0.18,0.22,0.25,0.28,0.31,0.35)
   BLOCKSPARSE_CUDA_PATCH_DW=1 stage time-on 120 "$bench/tc_bench" "${time_args[@]}" --paths auto,mma
   BLOCKSPARSE_CUDA_PATCH_DW=0 stage time-off 100 "$bench/tc_bench" "${time_args[@]}" --paths auto
+}
+
+case "$step" in
+tests) run_tests ;;
+measure)
+  run_checks
+  run_ffn
+  run_times
+  ;;
+all)
+  TESTS_CAP=${TESTS_CAP:-260} run_tests
+  run_ffn
+  run_checks
+  run_times
   ;;
 *)
-  echo "STEP: expected tests or measure, got '$step'"
+  echo "STEP: expected tests, measure or all, got '$step'"
   exit 2
   ;;
 esac
