@@ -99,7 +99,13 @@ async function collectWords(rendezvous: Rendezvous, key: string, ranks: readonly
       ranks.map(async (peer) => {
         const bytes = (await rendezvous.collect(key, [peer], wait)).get(peer) as Uint8Array;
         waiting.delete(peer);
-        const { header, payload } = unpackMessage(bytes);
+        let frame: ReturnType<typeof unpackMessage>;
+        try {
+          frame = unpackMessage(bytes);
+        } catch (error) {
+          throw new DistributedError(`initProcessGroup: rank ${peer} sent a malformed word in the NCCL group's setup (${(error as Error).message}), so rank ${rendezvous.rank} gives the setup up: is every rank running the same @blocksparse/distributed version?`);
+        }
+        const { header, payload } = frame;
         const word = header as SetupWord;
         if (word.kind === "failed") {
           const message = `initProcessGroup: rank ${peer} failed in the NCCL group's setup (${word.reason}), so rank ${rendezvous.rank} gives the setup up too and leaves the job: call initProcessGroup again on every rank to retry`;

@@ -1,4 +1,5 @@
 import { ValueError } from "@blocksparse/core";
+import { StoreProtocolError } from "./errors";
 
 /**
  * The framing of the store's TCP protocol: each message is a JSON header and a binary payload,
@@ -46,7 +47,7 @@ export class FrameReader {
   #chunks: Buffer[] = [];
   #buffered = 0;
 
-  /** Adds a chunk; returns the frames it completed. Throws on a frame this protocol cannot hold. */
+  /** Adds a chunk; returns the frames it completed. Throws a StoreProtocolError on a frame this protocol cannot hold. */
   push(chunk: Buffer): Frame[] {
     this.#chunks.push(chunk);
     this.#buffered += chunk.length;
@@ -56,14 +57,24 @@ export class FrameReader {
       const head = this.#peek(8);
       const headerBytes = head.readUInt32BE(0);
       const payloadBytes = head.readUInt32BE(4);
-      if (headerBytes > MAX_HEADER_BYTES) throw new Error(`a frame header of ${headerBytes} bytes (at most ${MAX_HEADER_BYTES}): not this store's protocol`);
+      if (headerBytes > MAX_HEADER_BYTES) throw new StoreProtocolError(`a frame header of ${headerBytes} bytes (at most ${MAX_HEADER_BYTES}): not this store's protocol`);
       if (this.#buffered < 8 + headerBytes + payloadBytes) return frames;
       const whole = this.#take(8 + headerBytes + payloadBytes);
-      const header = JSON.parse(whole.subarray(8, 8 + headerBytes).toString("utf8")) as unknown;
-      if (header === null || typeof header !== "object" || Array.isArray(header)) throw new Error("a frame header that is not a JSON object");
+      let header: unknown;
+      try {
+        header = JSON.parse(whole.subarray(8, 8 + headerBytes).toString("utf8"));
+      } catch (error) {
+        throw new StoreProtocolError(`a frame header that is not JSON (${(error as Error).message})`);
+      }
+      if (header === null || typeof header !== "object" || Array.isArray(header)) throw new StoreProtocolError("a frame header that is not a JSON object");
       // Copied out, so that the payload does not pin the socket's chunk and is aligned for typed arrays.
       frames.push({ header: header as Record<string, unknown>, payload: new Uint8Array(whole.subarray(8 + headerBytes)) });
     }
+  }
+
+  /** The bytes pushed that no whole frame holds yet. */
+  get buffered(): number {
+    return this.#buffered;
   }
 
   #peek(bytes: number): Buffer {
@@ -90,9 +101,16 @@ export function packMessage(header: Record<string, unknown>, payload: Uint8Array
   return new Uint8Array(Buffer.concat(encodeFrame(header, payload)));
 }
 
-/** The header and payload of packMessage's bytes; the payload is copied, so it is aligned for any typed array. */
+/**
+ * The header and payload of packMessage's bytes; the payload is copied, so it is aligned for any typed array. Bytes that
+ * are not one such message throw a StoreProtocolError.
+ */
 export function unpackMessage(bytes: Uint8Array): Frame {
-  const frames = new FrameReader().push(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
-  if (frames.length !== 1) throw new Error(`expected one message, found ${frames.length}`);
+  const reader = new FrameReader();
+  const frames = reader.push(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+  if (frames.length !== 1 || reader.buffered !== 0) {
+    const found = frames.length === 0 ? "none whole" : `${frames.length}${reader.buffered !== 0 ? ` and ${reader.buffered} bytes more` : ""}`;
+    throw new StoreProtocolError(`expected one message of ${bytes.byteLength} bytes, found ${found}`);
+  }
   return { header: frames[0].header, payload: frames[0].payload.slice() };
 }

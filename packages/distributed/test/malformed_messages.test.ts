@@ -27,7 +27,7 @@ describe("a peer's malformed collective message", () => {
     const call = { kind: "allReduce", dtype: "float32", shape: [2], op: "sum" };
     const cases: [Uint8Array, RegExp][] = [
       // Not a frame of this protocol: unpackMessage threw a plain Error.
-      [Uint8Array.of(1, 2, 3), /expected one message, found 0/],
+      [Uint8Array.of(1, 2, 3), /expected one message of 3 bytes, found none whole/],
       // A shape that is not an array: describing the call threw a TypeError.
       [packMessage({ ...call, shape: 2 }, new Uint8Array(8)), /shape 2/],
       // One float32 where two are due: the sum read past the peer's values and gave NaN.

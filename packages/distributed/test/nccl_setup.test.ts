@@ -159,6 +159,23 @@ describe("an NCCL group whose setup fails after the rendezvous", () => {
   });
 });
 
+describe("a setup word no rank of this version sends", () => {
+  it("fails the rank that reads it with a DistributedError naming the peer (a plain Error before), none entering NCCL", async () => {
+    const { env } = await launcherStore();
+    const one = initProcessGroup({ backend: "nccl", env: env(1), timeoutMs: 2000 }).catch((error: unknown) => error);
+    // Rank 0 joins as a rank of another version would, and publishes six bytes where the unique id's word belongs.
+    const zero = await Rendezvous.join(env(0), { timeoutMs: 5000 });
+    cleanups.push(async () => void (await zero.abort()));
+    await zero.publish("nccl/id", new Uint8Array([0, 0, 0, 9, 0, 0]), 1);
+    const error = await within(one, 4000);
+    expect(error).toBeInstanceOf(DistributedError);
+    expect((error as Error).message).toMatch(
+      /^initProcessGroup: rank 0 sent a malformed word in the NCCL group's setup \(expected one message of 6 bytes, found none whole\), so rank 1 gives the setup up/,
+    );
+    expect(nccl.calls).toEqual([]);
+  });
+});
+
 describe("an NCCL group whose destroy fails", () => {
   it("leaves the job all the same: a timeout naming the rank it waited for, the group destroyed, and initProcessGroup again forms a new one", async () => {
     const { env } = await launcherStore();

@@ -22,11 +22,12 @@ import {
   readDistributedEnv,
   ScheduleMismatchError,
   StoreError,
+  StoreProtocolError,
   StoreTimeoutError,
   TcpStore,
   TcpStoreServer,
 } from "../src/index";
-import { encodeFrame, type Frame, FrameReader, STORE_PROTOCOL_VERSION, wireLimits } from "../src/wire";
+import { encodeFrame, type Frame, FrameReader, packMessage, STORE_PROTOCOL_VERSION, unpackMessage, wireLimits } from "../src/wire";
 
 /** Live tensors plus those the finalizer freed: earlier tests' undisposed garbage collected meanwhile does not move it. */
 const liveTensors = () => memory().numTensors + memory().numCollected;
@@ -341,6 +342,32 @@ describe("timeouts: every wait of a connect or rendezvous ends with the caller's
     await expect(within(store.set("k", new Uint8Array(1), { timeoutMs: 200 }), 1000)).rejects.toThrow(/store set 'k': the store did not answer within 0.2 s/);
     await expect(within(store.add("n", 1, { timeoutMs: 200 }), 1000)).rejects.toThrow(StoreTimeoutError);
     await expect(store.add("n", 1, { timeoutMs: 0 })).rejects.toThrow(/TcpStore.add: timeoutMs must be a positive number/);
+  });
+});
+
+describe("the wire's frames", () => {
+  it("bytes that are not this protocol's frames throw a StoreProtocolError saying what was wrong", () => {
+    const message = packMessage({ kind: "id" }, new Uint8Array([1, 2, 3]));
+    expect(unpackMessage(message).header).toEqual({ kind: "id" });
+    const cases: [Uint8Array, RegExp][] = [
+      [message.subarray(0, message.length - 1), /^expected one message of \d+ bytes, found none whole$/],
+      [new Uint8Array([...message, ...message]), /^expected one message of \d+ bytes, found 2$/],
+      [new Uint8Array([...message, 0, 0]), /^expected one message of \d+ bytes, found 1 and 2 bytes more$/],
+      [Uint8Array.from([0, 0, 0, 2, 0, 0, 0, 0, 0x7b, 0x2c]), /^a frame header that is not JSON \(/],
+      [Uint8Array.from([0, 0, 0, 2, 0, 0, 0, 0, 0x5b, 0x5d]), /^a frame header that is not a JSON object$/],
+      [Uint8Array.from([0x7f, 0, 0, 0, 0, 0, 0, 0]), /^a frame header of 2130706432 bytes \(at most 65536\): not this store's protocol$/],
+    ];
+    for (const [bytes, expected] of cases) {
+      const error = (() => {
+        try {
+          unpackMessage(bytes);
+        } catch (caught) {
+          return caught;
+        }
+      })();
+      expect(error, String(expected)).toBeInstanceOf(StoreProtocolError);
+      expect((error as Error).message).toMatch(expected);
+    }
   });
 });
 
