@@ -1,18 +1,10 @@
 import { backward } from "@blocksparse/autograd";
-import { cast, full, getBackend, JsBackend, memory, registerBackend, removeBackend, setBackend, type Tensor, tidy } from "@blocksparse/core";
+import { cast, full, getBackend, memory, setBackend, type Tensor, tidy } from "@blocksparse/core";
 import { Adam, BlockSparseLinear, crossEntropy, disposeStateDict, Linear, pruneAndRegrow, ReLU, Sequential, SGD } from "@blocksparse/nn";
-import { afterAll, describe, expect, it } from "vitest";
-import { host, syntheticClassification } from "./helpers";
+import { describe, expect, it } from "vitest";
+import { host, syntheticClassification, useSecondBackend } from "./helpers";
 
-// A second, independent backend instance: tensors on it live in another store, so moves are real.
-class SecondBackend extends JsBackend {
-  override readonly name = "second";
-}
-registerBackend("second", () => new SecondBackend(), 0);
-afterAll(() => {
-  setBackend("js");
-  removeBackend("second");
-});
+useSecondBackend();
 
 describe("Module.to", () => {
   it("moves every parameter; training carries on there with its optimizer state following", () => {

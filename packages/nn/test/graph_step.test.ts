@@ -1,12 +1,11 @@
 import { backward } from "@blocksparse/autograd";
-import { GraphError, type Tensor, captureGraph, cast, getBackend, memory, randn, setBackend, sum, tidy } from "@blocksparse/core";
-import { registerGraphRecordingBackend } from "@blocksparse/core/testing";
-import { AdamW, BlockSparseLinear, GELU, GradScaler, type Module, SGD, Sequential, TransformerBlock } from "@blocksparse/nn";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { captureGraph, cast, GraphError, memory, randn, sum, type Tensor, tidy } from "@blocksparse/core";
+import { AdamW, BlockSparseLinear, GELU, GradScaler, type Module, Sequential, SGD, TransformerBlock } from "@blocksparse/nn";
+import { describe, expect, it } from "vitest";
+import { onJsGraphs } from "./helpers";
 
 // A training step recorded with captureGraph (forward and backward; AdamW after each replay) against the same
 // model trained eagerly: same batches, same updates, on the js backend with recorded graphs (cuda: ffn.ts --graph).
-registerGraphRecordingBackend();
 
 /** Gives the step's inputs a new batch's values (as a training loop does between replays) and frees the batch. */
 function loadBatch(inputs: Tensor[], batch: Tensor[]): void {
@@ -14,16 +13,6 @@ function loadBatch(inputs: Tensor[], batch: Tensor[]): void {
     t.assign(batch[i]);
     batch[i].dispose();
   });
-}
-
-/** Runs the enclosing describe's tests on the js backend with recorded graphs, then restores the active backend. */
-function onJsGraphs(): void {
-  let previous: string;
-  beforeAll(() => {
-    previous = getBackend();
-    setBackend("js-graphs");
-  });
-  afterAll(() => setBackend(previous));
 }
 
 describe("a captured training step", () => {

@@ -1,6 +1,33 @@
-import { type Tensor, tensor } from "@blocksparse/core";
+import { getBackend, JsBackend, registerBackend, removeBackend, setBackend, type Tensor, tensor } from "@blocksparse/core";
+import { registerGraphRecordingBackend } from "@blocksparse/core/testing";
 import { SeededRandom } from "@blocksparse/format";
 import { disposeStateDict, loadOptimizerState, loadStateDict, type Module, type Optimizer, saveOptimizerState, saveStateDict } from "@blocksparse/nn";
+import { afterAll, beforeAll } from "vitest";
+
+/** Runs the enclosing describe's tests on the js backend with recorded graphs (registered here), then restores the active backend. */
+export function onJsGraphs(): void {
+  registerGraphRecordingBackend();
+  let previous: string;
+  beforeAll(() => {
+    previous = getBackend();
+    setBackend("js-graphs");
+  });
+  afterAll(() => setBackend(previous));
+}
+
+// A second, independent js backend: tensors on it live in another store, so moves between the two are real.
+class SecondBackend extends JsBackend {
+  override readonly name = "second";
+}
+
+/** Registers the backend "second" (a JsBackend with its own store) for the file's tests; after them, js is active and it is gone. */
+export function useSecondBackend(): void {
+  registerBackend("second", () => new SecondBackend(), 0);
+  afterAll(() => {
+    setBackend("js");
+    removeBackend("second");
+  });
+}
 
 /** A seeded synthetic classification problem: x [n, features] ~ N(0, 1), labels from a fixed random linear map. */
 export function syntheticClassification(n: number, features: number, classes: number, seed: number): { x: Tensor; y: Tensor } {

@@ -1,10 +1,8 @@
 import { backward } from "@blocksparse/autograd";
-import { captureGraph, cast, GraphError, getBackend, randn, setBackend, sum, type Tensor, tidy } from "@blocksparse/core";
-import { registerGraphRecordingBackend } from "@blocksparse/core/testing";
+import { captureGraph, cast, GraphError, randn, sum, type Tensor, tidy } from "@blocksparse/core";
 import { AdamW, BlockSparseLinear, GELU, type Module, mseLoss, pruneAndRegrow, Sequential, SparseOptimizer, ValueError } from "@blocksparse/nn";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-
-registerGraphRecordingBackend();
+import { describe, expect, it } from "vitest";
+import { onJsGraphs } from "./helpers";
 
 const makeModel = () =>
   new Sequential(
@@ -16,12 +14,7 @@ const makeModel = () =>
 const valuesOf = (model: Module) => model.parameters().map((p) => Array.from(p.value.dataSync()));
 
 describe("a captured step after a pattern move", () => {
-  let previous: string;
-  beforeAll(() => {
-    previous = getBackend();
-    setBackend("js-graphs");
-  });
-  afterAll(() => setBackend(previous));
+  onJsGraphs();
 
   for (const dtype of ["float32", "bfloat16"] as const) {
     it(`${dtype}: the replay is refused with a GraphError naming the move before anything runs; captured again after one eager step, replays train as eager steps`, () => {

@@ -1,16 +1,10 @@
-import { BackendError, BsrPattern, cast, JsBackend, randn, registerBackend, removeBackend, setBackend, tidy, ValueError, zeros } from "@blocksparse/core";
-import { Adam, BlockSparseLinear, backward, mseLoss, type Optimizer, pruneAndRegrow, SGD, Sequential, SparseOptimizer } from "@blocksparse/nn";
+import { BackendError, BsrPattern, cast, randn, setBackend, tidy, ValueError, zeros } from "@blocksparse/core";
+import { Adam, BlockSparseLinear, backward, mseLoss, type Optimizer, pruneAndRegrow, Sequential, SGD, SparseOptimizer } from "@blocksparse/nn";
 import { saveOptimizer } from "@blocksparse/nn/node";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
+import { useSecondBackend } from "./helpers";
 
-class SecondBackend extends JsBackend {
-  override readonly name = "second";
-}
-registerBackend("second", () => new SecondBackend(), 0);
-afterAll(() => {
-  setBackend("js");
-  removeBackend("second");
-});
+useSecondBackend();
 
 function layerOf(seed: number): BlockSparseLinear {
   return new BlockSparseLinear(8, 8, { density: 0.5, blockShape: [2, 2], seed });
