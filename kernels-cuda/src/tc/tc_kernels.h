@@ -115,10 +115,12 @@ enum TileVariant : int {
   kPatchPairTile = 33,
 };
 // Whether the default options dispatch the patch tile (patchDwRule) and uploads build its records, unless
-// BLOCKSPARSE_CUDA_PATCH_DW=1 or 0 says otherwise (read once per process: patchPairDispatched, dispatch.cu). Off until
-// the CUDA suite's patch-tile test has run on a GPU with it on: the tile itself was checked and timed there as
-// tc_bench's variant 33 (docs/kernels.md), its dispatch and records only compiled. tc_bench names it with TcOptions
-// (variant 33) either way.
+// BLOCKSPARSE_CUDA_PATCH_DW=1 or 0 says otherwise (read once per process: patchPairDispatched, dispatch.cu). Off: the
+// CUDA suite, tc_bench's check and memcheck pass with it on (H100, 2026-12-05), but there the FFN step it was built for
+// (32x32, density 0.25, 8192 tokens, captured) ran 0.536 ms with it against 0.514 without: each dW took 96 us on it
+// (90 the tile, 6 the sum of its two token splits) against 92 on the dense route it displaces (docs/kernels.md, "dW's
+// patch tile fed by bulk copies"). Its kernel-level win over that route was measured on an H200 only. tc_bench names
+// it with TcOptions (variant 33) either way.
 constexpr bool kPatchPairDispatched = false;
 constexpr int64_t kPatchPairMinTokens = 4096;
 constexpr double kPatchPairMinDensity = 0.15;
