@@ -291,14 +291,20 @@ TailPlan ruleTail(const BsrPatternView& pattern, int64_t m, int64_t uniformSplit
 // 0.08-0.22): at 2048 tokens the wgmma tile 1.0-1.44x faster at densities up to 0.15, at 4096 0.88-1.20x (1.05x on the
 // geometric mean), at 8192 0.81-1.08x and at 16384 0.81-0.99x: mma.sync's tile from 8192. (Against the rule before,
 // of two mma.sync CTAs per SM, the wgmma tile had won at density 0.1 in all 13 cases measured, 1.14-1.81x.) Above
-// 0.12-0.18 the addon's dense route takes dW anyway (denseSampledWins).
+// 0.12-0.18 the addon's dense route takes dW anyway (denseSampledWins). Those layers held at most 614 blocks; on larger
+// ones (4096 x 4096 and 2048 -> 8192, measured on an H100 at 2048 and 4096 tokens) the two tiles were within
+// 0.94-1.09x of each other at about 7.4 blocks per SM (density 0.06), and mma.sync's tile 1.14-1.41x faster at
+// 12.4-14.7 (0.10-0.12), where the wgmma tile's CTAs of four blocks run in more waves. So the wgmma tile only up to
+// kWgmmaDw32MaxBlocksPerSm blocks per SM.
 constexpr double kWgmmaDw32MaxDensity = 0.15;
 constexpr int64_t kWgmmaDw32MinTokens = 2048;
 constexpr int64_t kWgmmaDw32MaxTokens = 6144;  // exclusive
-bool wgmmaDw32Rule(const BsrPatternView& pattern, int64_t m) {
+constexpr int64_t kWgmmaDw32MaxBlocksPerSm = 10;
+bool wgmmaDw32Rule(const BsrPatternView& pattern, int64_t m, int sms) {
   const double cells = double(pattern.blockRows) * double(pattern.blockCols);
   return squareBlocks(pattern) && pattern.blockHeight == 32 && m >= kWgmmaDw32MinTokens && m < kWgmmaDw32MaxTokens &&
-         cells > 0 && double(pattern.nnzBlocks) / cells <= kWgmmaDw32MaxDensity;
+         cells > 0 && double(pattern.nnzBlocks) / cells <= kWgmmaDw32MaxDensity &&
+         pattern.nnzBlocks <= kWgmmaDw32MaxBlocksPerSm * std::max(1, sms);
 }
 
 // Whether patchDwRule may take the patch tile: tc::kPatchPairDispatched, unless BLOCKSPARSE_CUDA_PATCH_DW is "1" (on)
@@ -472,7 +478,7 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
     // blocks and many tokens the 256-token wgmma tile wins.
     const bool xResident = path == TcPath::Wgmma && xResidentRule(op, pattern, m, device.sms);
     const bool patchDw = path == TcPath::Wgmma && op == tc::Op::Sampled && patchDwRule(dtype, pattern, m);
-    const bool wgmmaDw = path == TcPath::Wgmma && op == tc::Op::Sampled && !patchDw && wgmmaDw32Rule(pattern, m);
+    const bool wgmmaDw = path == TcPath::Wgmma && op == tc::Op::Sampled && !patchDw && wgmmaDw32Rule(pattern, m, device.sms);
     if (square && block == 32 && !xResident && !wgmmaDw && !patchDw) path = TcPath::Mma;
     const bool wide = path == TcPath::Wgmma && width == 128 && op != tc::Op::Sampled && m >= tc::kWideTileMinTokens;
     variant = xResident ? tc::kXResidentTile : patchDw ? tc::kPatchPairTile : wide ? tc::kWideTile : tc::kDefaultTile;
@@ -669,7 +675,8 @@ std::string tcSampledPlan(DType dtype, const BsrPatternView& pattern, int64_t m)
     const SampledPlan plan = planSampled(TcPath::Wgmma, dtype, pattern, m, tc::kPatchPairTile, device, TcOptions{});
     return std::to_string(plan.splits) + (plan.splits == 1 ? " split" : " splits") + " on the patch tile";
   }
-  if (path == TcPath::Mma && device.wgmma && dtype != DType::Float32 && wgmmaDw32Rule(pattern, m)) path = TcPath::Wgmma;
+  if (path == TcPath::Mma && device.wgmma && dtype != DType::Float32 && wgmmaDw32Rule(pattern, m, device.sms))
+    path = TcPath::Wgmma;
   const SampledPlan plan = planSampled(path, dtype, pattern, m, tc::kDefaultTile, device, TcOptions{});
   if (plan.tail.tailSplits > 0)
     return std::to_string(plan.tail.fullGroups) + " whole groups, then " + std::to_string(plan.tail.tailGroups) +
