@@ -11,8 +11,7 @@
 #       with the tile on, off, and on mma.sync, over densities across the band's edges (0.15 and 0.28).
 #   STEP=all bash benchmarks/scripts/gpu-patch-dw.sh
 #       both in one call (the suite's processes capped at TESTS_CAP, default 340 s: at 260 on an H100 two of its seven
-#       processes were cut), the user's step before the
-#       checks, the kernel timings only if DEADLINE leaves time.
+#       processes were cut), the user's step before the checks, the kernel timings only if DEADLINE leaves time.
 # Each stage is capped (stage, gpu-lib.sh) within DEADLINE seconds (default 560); the logs and tables are packed into
 # $OUT/patch-dw-$STEP.tgz.
 set -uo pipefail

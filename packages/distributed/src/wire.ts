@@ -112,5 +112,6 @@ export function unpackMessage(bytes: Uint8Array): Frame {
     const found = frames.length === 0 ? "none whole" : `${frames.length}${reader.buffered !== 0 ? ` and ${reader.buffered} bytes more` : ""}`;
     throw new StoreProtocolError(`expected one message of ${bytes.byteLength} bytes, found ${found}`);
   }
-  return { header: frames[0].header, payload: frames[0].payload.slice() };
+  // FrameReader already copied the payload out (aligned, not sharing `bytes`): no second copy.
+  return frames[0];
 }

@@ -346,6 +346,18 @@ describe("timeouts: every wait of a connect or rendezvous ends with the caller's
 });
 
 describe("the wire's frames", () => {
+  it("unpackMessage's payload is its own aligned copy: the message's bytes can change or go after it", () => {
+    const message = packMessage({ kind: "value" }, new Uint8Array(Float32Array.from([1.5, -2, 3]).buffer));
+    // An odd offset inside a larger buffer, as a socket's chunk holds it.
+    const held = new Uint8Array(message.length + 1);
+    held.set(message, 1);
+    const { payload } = unpackMessage(held.subarray(1));
+    held.fill(0);
+    expect(payload.byteOffset).toBe(0);
+    expect(payload.buffer).not.toBe(held.buffer);
+    expect(Array.from(new Float32Array(payload.buffer, 0, 3))).toEqual([1.5, -2, 3]);
+  });
+
   it("bytes that are not this protocol's frames throw a StoreProtocolError saying what was wrong", () => {
     const message = packMessage({ kind: "id" }, new Uint8Array([1, 2, 3]));
     expect(unpackMessage(message).header).toEqual({ kind: "id" });
