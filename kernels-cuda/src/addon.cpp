@@ -362,8 +362,9 @@ Napi::Value clearAutotuneFn(const Napi::CallbackInfo& info) {
   return undefinedOf(info);
 }
 
-// autotuneRecords(): [{product, dtype, blockShape, m, rows, cols, nnzBlocks, bias, route, choice, timings: [{route, ms}]}],
-// choice = {dense, path, variant, splits}: the chosen route as importAutotune takes it back.
+// autotuneRecords(): [{product, dtype, blockShape, m, rows, cols, nnzBlocks, bias, epilogue, route, choice,
+// timings: [{route, ms}]}], epilogue "none", "activation" or "activationBackward" (TuneEpilogue), choice = {dense, path,
+// variant, splits}: the chosen route as importAutotune takes it back.
 Napi::Value autotuneRecordsFn(const Napi::CallbackInfo& info) {
   Args{info, "autotuneRecords"}.count(0);
   Napi::Env env = info.Env();
@@ -384,6 +385,7 @@ Napi::Value autotuneRecordsFn(const Napi::CallbackInfo& info) {
     o.Set("cols", static_cast<double>(r.cols));
     o.Set("nnzBlocks", r.nnzBlocks);
     o.Set("bias", r.bias);
+    o.Set("epilogue", tuneEpilogueName(r.epilogue));
     o.Set("route", tunedRouteName(r.product, r.chosen));
     Napi::Object choice = Napi::Object::New(env);
     choice.Set("dense", r.chosen.dense);
@@ -405,12 +407,12 @@ Napi::Value autotuneRecordsFn(const Napi::CallbackInfo& info) {
 }
 
 // importAutotune(product, dtype, blockHeight, blockWidth, m, rows, cols, nnzBlocks, bias, dense, path, variant + 1,
-// splits): one choice saved by an earlier process (autotune.h: importAutotuneRecord), for the current device.
-// product 0-2 (bsrLinear, bsrMatmul, sampledMatmul), path 0-3 (TcPath: auto, mma, wgmma, decode). Returns whether it
-// was added.
+// splits, epilogue): one choice saved by an earlier process (autotune.h: importAutotuneRecord), for the current device.
+// product 0-2 (bsrLinear, bsrMatmul, sampledMatmul), path 0-3 (TcPath: auto, mma, wgmma, decode), epilogue 0-2
+// (TuneEpilogue: none, activation, activationBackward). Returns whether it was added.
 Napi::Value importAutotuneFn(const Napi::CallbackInfo& info) {
   Args args{info, "importAutotune"};
-  args.count(13);
+  args.count(14);
   const int64_t product = args.size(0);
   BS_REQUIRE(product <= 2, "importAutotune: product must be 0-2, got " + std::to_string(product));
   const DType dtype = args.floatDtype(1);
@@ -436,6 +438,12 @@ Napi::Value importAutotuneFn(const Napi::CallbackInfo& info) {
   record.chosen.tc.path = static_cast<TcPath>(path);
   record.chosen.tc.variant = static_cast<int>(variant);
   record.chosen.tc.splits = static_cast<int>(splits);
+  const int64_t epilogue = args.size(13);
+  BS_REQUIRE(epilogue <= 2, "importAutotune: epilogue must be 0-2, got " + std::to_string(epilogue));
+  // A fused epilogue follows bsrLinear (the activation) or bsrMatmul (its backward) only.
+  BS_REQUIRE(epilogue == 0 || product == epilogue - 1,
+             "importAutotune: epilogue " + std::to_string(epilogue) + " does not go with product " + std::to_string(product));
+  record.epilogue = static_cast<TuneEpilogue>(epilogue);
   return Napi::Boolean::New(info.Env(), importAutotuneRecord(std::move(record)));
 }
 
@@ -1205,12 +1213,6 @@ Napi::Value linearActivation(const Napi::CallbackInfo& info) {
 // Whether bsrLinear / bsrMatmul are autotuned: on, and the dense route not forced either way (setDenseProductMode).
 bool tuneProduct() { return autotuneEnabled() && getDenseProductMode() == DenseProductMode::Auto; }
 
-// Whether the fixed rules send bsrLinear / bsrMatmul to the dense GEMM (denseProductWins) ahead of the tensor-core
-// kernels: not when autotuning, which times that route beside theirs.
-bool denseProductRoute(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m) {
-  return !tuneProduct() && denseProductWins(op, dtype, pattern, m, cublasEnabled());
-}
-
 // The routes autotuning times for a block-sparse product: the tensor-core routes, and cuBLAS's dense product (over the
 // scattered blocks, or dW's with its blocks sampled out) where it may run. None (the fixed rules then) where the
 // tensor-core kernels have no route for the shape.
@@ -1263,7 +1265,8 @@ bool denseLinearActivation(DType dtype, const BsrPatternView& pattern, const voi
 void runBsrLinear(DType dtype, const BsrPatternView& pattern, const void* x, const void* values, const void* bias,
                   void* y, int64_t m) {
   if (tuneProduct() &&
-      runTuned(tc::Op::Linear, dtype, pattern, m, bias != nullptr, [&] { return tunedRoutes(tc::Op::Linear, dtype, pattern, m); },
+      runTuned(tc::Op::Linear, dtype, pattern, m, bias != nullptr, TuneEpilogue::None,
+               [&] { return tunedRoutes(tc::Op::Linear, dtype, pattern, m); },
                [&](const TunedRoute& route) {
                  if (!route.dense) return tcBsrLinear(dtype, x, values, bias, y, m, pattern, stream(), route.tc);
                  denseBsrLinear(dtype, pattern, x, values, bias, y, m);
@@ -1332,14 +1335,38 @@ Napi::Value bsrLinearActivation(const Napi::CallbackInfo& info) {
   const int64_t outputs = m * pattern.rows;
   requireElements(args.buffer(7), dtype, outputs, "bsrLinearActivation a");
   BS_REQUIRE(o.y != args.buffer(7).data || outputs == 0, "bsrLinearActivation: z and a must be different buffers");
-  const bool denseRoute = m > 0 && denseProductRoute(tc::Op::Linear, dtype, pattern, m);
-  if (m > 0 && !tuneProduct() && !denseRoute && tcTakesXResident(tc::Op::Linear, dtype, pattern, m) &&
-      tcBsrLinearActivation(dtype, o.x, o.values, o.bias, o.y, args.buffer(7).data, activation, m, pattern, stream()))
+  void* a = args.buffer(7).data;
+  auto pass = [&] { launchBiasActivation(activation, dtype, o.y, nullptr, a, m, pattern.rows, stream()); };
+  // Autotuning times each route with the activation, under a key of its own (TuneEpilogue::Activation): the tile's
+  // epilogue where the route has one (the X-resident tile; cuBLASLt's for the dense route), else the route, then the pass.
+  if (m > 0 && tuneProduct() &&
+      runTuned(tc::Op::Linear, dtype, pattern, m, o.bias != nullptr, TuneEpilogue::Activation,
+               [&] { return tunedRoutes(tc::Op::Linear, dtype, pattern, m); },
+               [&](const TunedRoute& route) {
+                 if (route.dense) {
+                   if (!denseLinearActivation(dtype, pattern, o.x, o.values, o.bias, o.y, a, m, activation)) {
+                     denseBsrLinear(dtype, pattern, o.x, o.values, o.bias, o.y, m);
+                     pass();
+                   }
+                   return true;
+                 }
+                 if (tcBsrLinearActivation(dtype, o.x, o.values, o.bias, o.y, a, activation, m, pattern, stream(), route.tc))
+                   return true;
+                 if (!tcBsrLinear(dtype, o.x, o.values, o.bias, o.y, m, pattern, stream(), route.tc)) return false;
+                 pass();
+                 return true;
+               },
+               stream()))
     return undefinedOf(info);
-  if (denseRoute && denseLinearActivation(dtype, pattern, o.x, o.values, o.bias, o.y, args.buffer(7).data, m, activation))
+  // The fixed rules (also while autotuning, for a key not yet tuned inside a graph capture).
+  const bool denseRoute = m > 0 && denseProductWins(tc::Op::Linear, dtype, pattern, m, cublasEnabled());
+  if (m > 0 && !denseRoute && tcTakesXResident(tc::Op::Linear, dtype, pattern, m) &&
+      tcBsrLinearActivation(dtype, o.x, o.values, o.bias, o.y, a, activation, m, pattern, stream()))
+    return undefinedOf(info);
+  if (denseRoute && denseLinearActivation(dtype, pattern, o.x, o.values, o.bias, o.y, a, m, activation))
     return undefinedOf(info);
   runBsrLinear(dtype, pattern, o.x, o.values, o.bias, o.y, m);
-  launchBiasActivation(activation, dtype, o.y, nullptr, args.buffer(7).data, m, pattern.rows, stream());
+  pass();
   return undefinedOf(info);
 }
 
@@ -1353,7 +1380,8 @@ void runBsrMatmul(DType dtype, const BsrPatternView& pattern, const void* dy, co
     launchMatmul(dtype, dy, dense.as<void>(), dx, 1, m, pattern.cols, pattern.rows, false, false, 0, 0, stream());
   };
   if (tuneProduct() &&
-      runTuned(tc::Op::Matmul, dtype, pattern, m, false, [&] { return tunedRoutes(tc::Op::Matmul, dtype, pattern, m); },
+      runTuned(tc::Op::Matmul, dtype, pattern, m, false, TuneEpilogue::None,
+               [&] { return tunedRoutes(tc::Op::Matmul, dtype, pattern, m); },
                [&](const TunedRoute& route) {
                  if (!route.dense) return tcBsrMatmul(dtype, dy, values, dx, m, pattern, stream(), route.tc);
                  denseRoute();
@@ -1407,12 +1435,41 @@ Napi::Value bsrMatmulActivationBackward(const Napi::CallbackInfo& info) {
   void* dpre = args.buffer(6).data;
   void* dbias = args.buffer(7).data;
   BS_REQUIRE(inputs == 0 || (dpre != pre && dpre != dy), "bsrMatmulActivationBackward: dpre must not share a buffer with pre or dy");
-  if (m > 0 && !denseProductRoute(tc::Op::Matmul, dtype, pattern, m) &&
+  const size_t dxBytes = static_cast<size_t>(std::max<int64_t>(inputs, 1)) * dtypeSize(dtype);
+  auto pass = [&](const void* dx) {
+    launchBiasActivationBackward(activation, dtype, dx, pre, nullptr, dpre, dbias, m, pattern.cols, stream());
+  };
+  // Autotuning times each route with the activation's backward, under a key of its own
+  // (TuneEpilogue::ActivationBackward): in dX's epilogue where the route's tile has it, else dX into a scratch, then
+  // the pass.
+  if (m > 0 && tuneProduct() &&
+      runTuned(tc::Op::Matmul, dtype, pattern, m, false, TuneEpilogue::ActivationBackward,
+               [&] { return tunedRoutes(tc::Op::Matmul, dtype, pattern, m); },
+               [&](const TunedRoute& route) {
+                 if (!route.dense && tcBsrMatmulActivationBackward(dtype, dy, values, pre, dpre, dbias, activation, m,
+                                                                   pattern, stream(), route.tc))
+                   return true;
+                 Scratch dx(dxBytes);
+                 if (route.dense) {
+                   Scratch dense(static_cast<size_t>(pattern.rows * pattern.cols) * dtypeSize(dtype));
+                   launchScatterBlocks(dtype, values, dense.as<void>(), pattern, stream());
+                   launchMatmul(dtype, dy, dense.as<void>(), dx.as<void>(), 1, m, pattern.cols, pattern.rows, false, false,
+                                0, 0, stream());
+                 } else if (!tcBsrMatmul(dtype, dy, values, dx.as<void>(), m, pattern, stream(), route.tc)) {
+                   return false;
+                 }
+                 pass(dx.as<void>());
+                 return true;
+               },
+               stream()))
+    return undefinedOf(info);
+  // The fixed rules (also while autotuning, for a key not yet tuned inside a graph capture).
+  if (m > 0 && !denseProductWins(tc::Op::Matmul, dtype, pattern, m, cublasEnabled()) &&
       tcBsrMatmulActivationBackward(dtype, dy, values, pre, dpre, dbias, activation, m, pattern, stream()))
     return undefinedOf(info);
-  Scratch dx(static_cast<size_t>(std::max<int64_t>(inputs, 1)) * dtypeSize(dtype));
+  Scratch dx(dxBytes);
   if (m > 0) runBsrMatmul(dtype, pattern, dy, values, dx.as<void>(), m);
-  launchBiasActivationBackward(activation, dtype, dx.as<void>(), pre, nullptr, dpre, dbias, m, pattern.cols, stream());
+  pass(dx.as<void>());
   return undefinedOf(info);
 }
 
@@ -1437,7 +1494,8 @@ Napi::Value sampledMatmul(const Napi::CallbackInfo& info) {
   };
   // Autotuned when on and the route is not forced: the tensor-core routes, and the dense one where it may run.
   if (autotuneEnabled() && getDenseSampledMode() == DenseSampledMode::Auto) {
-    if (runTuned(tc::Op::Sampled, dtype, pattern, m, false, [&] { return tunedRoutes(tc::Op::Sampled, dtype, pattern, m); },
+    if (runTuned(tc::Op::Sampled, dtype, pattern, m, false, TuneEpilogue::None,
+                 [&] { return tunedRoutes(tc::Op::Sampled, dtype, pattern, m); },
                  [&](const TunedRoute& route) {
                    if (!route.dense) return tcSampledMatmul(dtype, dy, x, dw, m, pattern, stream(), route.tc);
                    denseRoute();

@@ -20,11 +20,12 @@ struct Key {
   int64_t m, rows, cols;
   int32_t nnzBlocks;
   bool bias;
+  int epilogue;
   int device;
   bool operator==(const Key& o) const {
     return product == o.product && dtype == o.dtype && blockHeight == o.blockHeight && blockWidth == o.blockWidth &&
            m == o.m && rows == o.rows && cols == o.cols && nnzBlocks == o.nnzBlocks && bias == o.bias &&
-           device == o.device;
+           epilogue == o.epilogue && device == o.device;
   }
 };
 
@@ -41,6 +42,7 @@ struct KeyHash {
     mix(static_cast<uint64_t>(k.cols));
     mix(static_cast<uint64_t>(k.nnzBlocks));
     mix(static_cast<uint64_t>(k.bias));
+    mix(static_cast<uint64_t>(k.epilogue));
     mix(static_cast<uint64_t>(k.device));
     return static_cast<size_t>(h);
   }
@@ -81,6 +83,15 @@ std::string tunedRouteName(tc::Op product, const TunedRoute& route) {
   return product == tc::Op::Sampled ? "dense product, sampled" : "dense product, scattered blocks";
 }
 
+const char* tuneEpilogueName(TuneEpilogue epilogue) {
+  switch (epilogue) {
+    case TuneEpilogue::Activation: return "activation";
+    case TuneEpilogue::ActivationBackward: return "activationBackward";
+    case TuneEpilogue::None: break;
+  }
+  return "none";
+}
+
 bool setAutotune(bool on) { return enabled.exchange(on); }
 
 bool autotuneEnabled() { return enabled.load(std::memory_order_relaxed); }
@@ -102,16 +113,17 @@ bool importAutotuneRecord(TuneRecord record) {
   record.device = deviceInfo().index;
   record.timings.clear();
   const Key key{static_cast<int>(record.product), static_cast<int>(record.dtype), record.blockHeight, record.blockWidth,
-                record.m, record.rows, record.cols, record.nnzBlocks, record.bias, record.device};
+                record.m, record.rows, record.cols, record.nnzBlocks, record.bias, static_cast<int>(record.epilogue),
+                record.device};
   std::lock_guard<std::mutex> lock(mutex);
   return records.emplace(key, std::move(record)).second;
 }
 
-bool runTuned(tc::Op product, DType dtype, const BsrPatternView& pattern, int64_t m, bool bias,
+bool runTuned(tc::Op product, DType dtype, const BsrPatternView& pattern, int64_t m, bool bias, TuneEpilogue epilogue,
               const std::function<std::vector<TunedRoute>()>& candidates,
               const std::function<bool(const TunedRoute&)>& run, cudaStream_t stream) {
   const Key key{static_cast<int>(product), static_cast<int>(dtype), pattern.blockHeight, pattern.blockWidth, m,
-                pattern.rows, pattern.cols, pattern.nnzBlocks, bias, deviceInfo().index};
+                pattern.rows, pattern.cols, pattern.nnzBlocks, bias, static_cast<int>(epilogue), deviceInfo().index};
   {
     std::unique_lock<std::mutex> lock(mutex);
     auto found = records.find(key);
@@ -133,7 +145,7 @@ bool runTuned(tc::Op product, DType dtype, const BsrPatternView& pattern, int64_
   const std::vector<TunedRoute> routes = candidates();
   if (routes.empty()) return false;
   TuneRecord record{product, dtype, pattern.blockHeight, pattern.blockWidth, m, pattern.rows, pattern.cols,
-                    pattern.nnzBlocks, bias, key.device, {}, {}};
+                    pattern.nnzBlocks, bias, epilogue, key.device, {}, {}};
   Events& timer = events();
   double best = std::numeric_limits<double>::infinity();
   for (const TunedRoute& route : routes) {

@@ -3,7 +3,8 @@
 // calls the same products with the same shapes thousands of times, so timing every route once, on the user's own
 // shapes, patterns and GPU, and keeping the fastest costs a few milliseconds once and follows no rule's error.
 //
-// The first call with a key (product, dtype, block shape, tokens, W's shape, stored blocks, bias, device) runs
+// The first call with a key (product, dtype, block shape, tokens, W's shape, stored blocks, bias, the epilogue fused
+// with it, device) runs
 // each candidate once to warm it, then three times between two events, and keeps the fastest; it then runs the
 // chosen route once more, so that the output of that call, like every later one, is the chosen route's. The
 // timing synchronizes the stream once per key. Records live in memory for the process (clearAutotune drops
@@ -24,6 +25,13 @@
 
 namespace bs {
 
+// What the call runs after the product, timed with it: nothing (bsrLinear, bsrMatmul, sampledMatmul), an activation
+// (bsrLinearActivation: z and act(z)) or an activation's backward (bsrMatmulActivationBackward: dZ = (dY W) act'(Z) and
+// the bias gradient). Part of the key: a fused call times each route with its epilogue (in the tile's own epilogue where
+// the route has one, else the route and then the pass), so its choice can differ from the bare product's.
+enum class TuneEpilogue : int { None = 0, Activation = 1, ActivationBackward = 2 };
+const char* tuneEpilogueName(TuneEpilogue epilogue);
+
 // One way to run a product: cuBLAS's dense product (dW: with the blocks sampled out of it; bsrLinear and bsrMatmul:
 // over W's blocks scattered into a dense matrix), or the tensor-core kernels with these options.
 struct TunedRoute {
@@ -39,6 +47,7 @@ struct TuneRecord {
   int64_t m, rows, cols;
   int32_t nnzBlocks;
   bool bias;
+  TuneEpilogue epilogue;
   int device;
   TunedRoute chosen;
   std::vector<std::pair<TunedRoute, double>> timings;  // milliseconds per call of each candidate that ran
@@ -59,7 +68,7 @@ bool importAutotuneRecord(TuneRecord record);
 // key's first call, so later calls cost one lookup. `run` runs one route and returns false when it declines.
 // Returns false, having left the output to the caller, when no candidate ran or the recorded route declines, and for
 // a key not yet tuned while `stream` is being captured into a graph (nothing is timed then).
-bool runTuned(tc::Op product, DType dtype, const BsrPatternView& pattern, int64_t m, bool bias,
+bool runTuned(tc::Op product, DType dtype, const BsrPatternView& pattern, int64_t m, bool bias, TuneEpilogue epilogue,
               const std::function<std::vector<TunedRoute>()>& candidates,
               const std::function<bool(const TunedRoute&)>& run, cudaStream_t stream);
 

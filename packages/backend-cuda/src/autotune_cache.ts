@@ -21,6 +21,8 @@ export class AutotuneCacheError extends ValueError {
 
 export const PRODUCTS = ["bsrLinear", "bsrMatmul", "sampledMatmul"] as const;
 export const TC_PATHS = ["auto", "mma", "wgmma", "decode"] as const;
+/** What a record's call fused after its product (native.ts, AutotuneRecord.epilogue); a file without it means "none". */
+export const EPILOGUES = ["none", "activation", "activationBackward"] as const;
 const DTYPES = ["float32", "float16", "bfloat16"] as const;
 
 const count = z.int().check(z.nonnegative());
@@ -33,20 +35,29 @@ const choiceSchema = z.object({
   splits: z.int().check(z.nonnegative(), z.lte(65535)),
 });
 
-const recordSchema = z.object({
-  product: z.enum(PRODUCTS),
-  dtype: z.enum(DTYPES),
-  blockShape: z.tuple([side, side]),
-  m: count,
-  rows: count,
-  cols: count,
-  nnzBlocks: count.check(z.lte(2 ** 31 - 1)),
-  bias: z.boolean(),
-  choice: choiceSchema,
-  /** Informational: what autotuneRecords reported. */
-  route: z.optional(z.string()),
-  timings: z.optional(z.array(z.object({ route: z.string(), ms: z.number() }))),
-});
+const recordSchema = z
+  .object({
+    product: z.enum(PRODUCTS),
+    dtype: z.enum(DTYPES),
+    blockShape: z.tuple([side, side]),
+    m: count,
+    rows: count,
+    cols: count,
+    nnzBlocks: count.check(z.lte(2 ** 31 - 1)),
+    bias: z.boolean(),
+    /** Absent in files written before fused calls were tuned apart: "none". */
+    epilogue: z.optional(z.enum(EPILOGUES)),
+    choice: choiceSchema,
+    /** Informational: what autotuneRecords reported. */
+    route: z.optional(z.string()),
+    timings: z.optional(z.array(z.object({ route: z.string(), ms: z.number() }))),
+  })
+  .check(
+    z.refine((r) => (r.epilogue ?? "none") === "none" || r.product === (r.epilogue === "activation" ? "bsrLinear" : "bsrMatmul"), {
+      error: "an activation follows bsrLinear, its backward bsrMatmul",
+      path: ["epilogue"],
+    }),
+  );
 
 const cacheSchema = z.object({
   format: z.literal(AUTOTUNE_CACHE_FORMAT),
@@ -93,6 +104,7 @@ export function serializeAutotuneCache(
       cols: r.cols,
       nnzBlocks: r.nnzBlocks,
       bias: r.bias,
+      epilogue: r.epilogue ?? "none",
       choice: { ...r.choice },
       route: r.route,
       timings: r.timings?.map((t) => ({ route: t.route, ms: t.ms })),
@@ -177,7 +189,7 @@ export function inspectAutotuneCache(file: string): AutotuneCacheFile {
 
 /** The shape a record is the choice for (every field but the choice and its report). */
 function recordKey(r: AutotuneRecord | AutotuneCacheRecord): string {
-  return [r.product, r.dtype, r.blockShape[0], r.blockShape[1], r.m, r.rows, r.cols, r.nnzBlocks, r.bias].join(",");
+  return [r.product, r.dtype, r.blockShape[0], r.blockShape[1], r.m, r.rows, r.cols, r.nnzBlocks, r.bias, r.epilogue ?? "none"].join(",");
 }
 
 /**

@@ -23,6 +23,7 @@ import {
 } from "@blocksparse/core";
 import {
   type AutotuneCache,
+  EPILOGUES,
   PRODUCTS,
   TC_PATHS,
   inspectAutotuneCache,
@@ -460,6 +461,7 @@ export class CudaBackend implements Backend {
           TC_PATHS.indexOf(r.choice.path),
           r.choice.variant + 1,
           r.choice.splits,
+          EPILOGUES.indexOf(r.epilogue ?? "none"),
         ),
       );
       if (added) imported++;

@@ -177,11 +177,18 @@ export interface AutotuneRecord {
   cols: number;
   nnzBlocks: number;
   bias: boolean;
+  /**
+   * What the call fuses after the product, timed with each route (a key of its own): nothing, the activation
+   * (bsrLinearActivation) or the activation's backward (bsrMatmulActivationBackward).
+   */
+  epilogue: AutotuneEpilogue;
   route: string;
   /** The chosen route as importAutotune takes it back (what an autotune cache file stores). */
   choice: AutotuneChoice;
   timings: { route: string; ms: number }[];
 }
+
+export type AutotuneEpilogue = "none" | "activation" | "activationBackward";
 
 /** A route: the dense product with the blocks sampled out (dW only), or a tensor-core path, tile variant and token splits. */
 export interface AutotuneChoice {
@@ -228,7 +235,8 @@ export interface NativeAddon {
   autotuneRecords(): AutotuneRecord[];
   /**
    * One choice an earlier process saved, for the current device (kept unless this process already tuned the shape);
-   * product 0-2 (bsrLinear, bsrMatmul, sampledMatmul), path 0-3 (auto, mma, wgmma, decode). Returns whether it was added.
+   * product 0-2 (bsrLinear, bsrMatmul, sampledMatmul), path 0-3 (auto, mma, wgmma, decode), epilogue 0-2 (none,
+   * activation with bsrLinear, activationBackward with bsrMatmul). Returns whether it was added.
    */
   importAutotune(
     product: number,
@@ -244,6 +252,7 @@ export interface NativeAddon {
     path: number,
     variantPlusOne: number,
     splits: number,
+    epilogue: number,
   ): boolean;
 
   createPattern(description: PatternDescription): PatternHandle;

@@ -1,9 +1,11 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { BsrPattern, bsrLinear, bsrMatmul, sampledMatmul, tidy } from "@blocksparse/core";
+import { BsrPattern, bsrLinear, bsrMatmul, bsrMatmulActivationBackward, runKernel, sampledMatmul, type Tensor, tidy } from "@blocksparse/core";
+import { reference } from "@blocksparse/core/testing";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { AutotuneCacheError } from "../src/autotune_cache";
+import { AutotuneCacheError, serializeAutotuneCache } from "../src/autotune_cache";
+import type { AutotuneRecord } from "../src/native";
 import { cudaMissing, expectClose, random, randomTensor, reportCudaAvailability, useCuda } from "./cuda";
 
 reportCudaAvailability("autotune.test.ts");
@@ -116,6 +118,108 @@ describe.skipIf(cudaMissing)("first-use autotuning of the block-sparse products"
       });
     }
   }
+
+  // bsrLinearActivation and bsrMatmulActivationBackward (a layer's forward with its activation, the next layer's dX
+  // through it) tune under keys of their own, each route timed with its epilogue: fused in the X-resident tile or
+  // cuBLASLt's GELU epilogue where the route has one, else the route and then the pass. 32x32 blocks and a 256-wide
+  // slab, where the X-resident tile is among the routes on sm_90a.
+  describe("fused activations", () => {
+    const [rows, cols, m] = [512, 256, 1000];
+    const pattern = BsrPattern.random([rows, cols], { blockShape: [32, 32], density: 0.5, seed: 31 });
+    const gelu = (v: number) => reference.gelu(v, "tanh");
+    const geluGrad = (v: number) => reference.geluGrad(v, "tanh");
+
+    /** The two fused calls on fresh random inputs (outputs poisoned until written), checked against float64 math. */
+    function runFused(seed: number, what: string) {
+      const next = random(seed);
+      return tidy(() => {
+        const values = randomTensor(next, [pattern.nnzBlocks, 32, 32], "bfloat16");
+        const bias = randomTensor(next, [rows], "bfloat16");
+        const x = randomTensor(next, [m, cols], "bfloat16");
+        const dy = randomTensor(next, [m, rows], "bfloat16");
+        const pre = randomTensor(next, [m, cols], "bfloat16");
+        const ref = references(pattern, values.values, x.values, dy.values, bias.values, m);
+        const [a, z] = runKernel("BsrLinearActivation", { x: x.t, values: values.t, bias: bias.t }, { pattern, activation: "gelu_tanh" }) as Tensor[];
+        const [dpre, dbias] = bsrMatmulActivationBackward(dy.t, values.t, pattern, pre.t, "gelu_tanh");
+        const out = { z: z.dataSync(), a: a.dataSync(), dpre: dpre.dataSync(), dbias: dbias.dataSync() };
+        const dpreRef = ref.dx.map((g, i) => g * geluGrad(pre.values[i]));
+        const dbiasRef = new Float64Array(cols);
+        for (let i = 0; i < dpreRef.length; i++) dbiasRef[i % cols] += dpreRef[i];
+        expectClose(out.z, ref.y, "bfloat16", `bsrLinearActivation z, ${what}`);
+        expectClose(out.a, ref.y.map(gelu), "bfloat16", `bsrLinearActivation gelu(z), ${what}`);
+        expectClose(out.dpre, dpreRef, "bfloat16", `bsrMatmulActivationBackward dpre, ${what}`);
+        expectClose(out.dbias, dbiasRef, "bfloat16", `bsrMatmulActivationBackward dbias, ${what}`);
+        return out;
+      });
+    }
+    const fusedRecords = (backend: ReturnType<typeof useCuda>) =>
+      backend.autotuneRecords().filter((r) => r.epilogue !== "none" && r.m === m && r.rows === rows && r.cols === cols && r.nnzBlocks === pattern.nnzBlocks);
+
+    test("each fused call tunes once under its own key (apart from the bare product's), matches float64 and repeats exactly", () => {
+      const backend = useCuda();
+      backend.clearAutotune();
+      const first = runFused(41, "tuned");
+      const records = fusedRecords(backend);
+      expect(records.map((r) => `${r.product} ${r.epilogue} ${r.bias}`).sort()).toEqual(["bsrLinear activation true", "bsrMatmul activationBackward false"]);
+      for (const record of records) {
+        expect(record.timings.length, `${record.epilogue}: candidates timed`).toBeGreaterThan(0);
+        const fastest = Math.min(...record.timings.map((t) => t.ms));
+        expect(record.timings.find((t) => t.route === record.route)?.ms).toBe(fastest);
+        if (backend.build.cublas) expect(record.timings.map((t) => t.route)).toContain("dense product, scattered blocks");
+      }
+      // The bare products of the same shapes were not tuned by the fused calls.
+      expect(backend.autotuneRecords().filter((r) => r.epilogue === "none" && r.m === m && r.rows === rows)).toEqual([]);
+      // Same inputs again (same seed): the records are reused (no new key) and the bits repeat.
+      const second = runFused(41, "tuned, again");
+      expect(fusedRecords(backend)).toHaveLength(2);
+      for (const key of ["z", "a", "dpre", "dbias"] as const) {
+        const same = first[key].length === second[key].length && first[key].every((v, i) => Object.is(v, second[key][i]));
+        expect(same, `${key}: the second call repeats the first exactly`).toBe(true);
+      }
+    });
+
+    test("a chosen route runs with its epilogue: the X-resident tile's (sm_90a), cuBLASLt's over the scattered blocks, mma.sync's tile then the pass", () => {
+      const backend = useCuda();
+      const dir = mkdtempSync(join(tmpdir(), "blocksparse-autotune-fused-"));
+      const record = (product: "bsrLinear" | "bsrMatmul", choice: AutotuneRecord["choice"]): AutotuneRecord => ({
+        product,
+        dtype: "bfloat16",
+        blockShape: [32, 32],
+        m,
+        rows,
+        cols,
+        nnzBlocks: pattern.nnzBlocks,
+        bias: product === "bsrLinear",
+        epilogue: product === "bsrLinear" ? "activation" : "activationBackward",
+        route: "",
+        choice,
+        timings: [],
+      });
+      const xResident = { dense: false, path: "wgmma", variant: 6, splits: 0 } as const;
+      const choices: [string, AutotuneRecord["choice"]][] = [
+        ["the dense route", { dense: true, path: "auto", variant: -1, splits: 0 }],
+        ["mma.sync's tile", { dense: false, path: "mma", variant: -1, splits: 0 }],
+        ...(backend.device.computeCapability === "9.0" ? [["the X-resident tile", xResident] as [string, AutotuneRecord["choice"]]] : []),
+      ];
+      try {
+        for (const [what, choice] of choices) {
+          if (choice.dense && !backend.build.cublas) continue;
+          backend.clearAutotune();
+          const file = join(dir, "cache.json");
+          writeFileSync(file, serializeAutotuneCache(backend.device, [record("bsrLinear", choice), record("bsrMatmul", choice)]));
+          expect(backend.loadAutotune(file).imported).toBe(2);
+          runFused(53, what);
+          // Both ran on the loaded route: no record was dropped (a declined route drops its record) or tuned again.
+          const records = fusedRecords(backend);
+          expect(records.map((r) => r.choice), what).toEqual([choice, choice]);
+          for (const r of records) expect(r.timings, `${what}: not tuned again`).toEqual([]);
+        }
+      } finally {
+        backend.clearAutotune();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  });
 
   test("a block shape with no tensor-core tile keeps the fixed rules while autotuning (no records) and stays exact", () => {
     const backend = useCuda();

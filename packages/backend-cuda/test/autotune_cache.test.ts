@@ -29,6 +29,7 @@ const RECORDS: AutotuneRecord[] = [
     cols: 1024,
     nnzBlocks: 256,
     bias: true,
+    epilogue: "none",
     route: "wgmma persistent",
     choice: { dense: false, path: "wgmma", variant: 7, splits: 0 },
     timings: [
@@ -45,9 +46,24 @@ const RECORDS: AutotuneRecord[] = [
     cols: 3072,
     nnzBlocks: 576,
     bias: false,
+    epilogue: "none",
     route: "dense product, sampled",
     choice: { dense: true, path: "auto", variant: -1, splits: 0 },
     timings: [{ route: "dense product, sampled", ms: 0.05 }],
+  },
+  {
+    product: "bsrMatmul",
+    dtype: "bfloat16",
+    blockShape: [32, 32],
+    m: 8192,
+    rows: 1024,
+    cols: 4096,
+    nnzBlocks: 1024,
+    bias: false,
+    epilogue: "activationBackward",
+    route: "wgmma X-resident",
+    choice: { dense: false, path: "wgmma", variant: 6, splits: 0 },
+    timings: [{ route: "wgmma X-resident", ms: 0.09 }],
   },
 ];
 
@@ -69,6 +85,15 @@ describe("autotune cache files", () => {
     expect(readdirSync(dir).filter((f) => f.includes(".tmp"))).toEqual([]);
   });
 
+  test("a file written before fused calls were tuned apart (no epilogue) reads as plain products", () => {
+    const old = JSON.parse(serializeAutotuneCache(DEVICE, RECORDS.slice(0, 2)));
+    for (const record of old.records) delete record.epilogue;
+    const cache = parseAutotuneCache(JSON.stringify(old), "old.json");
+    expect(cache.records.map((r) => r.epilogue ?? "none")).toEqual(["none", "none"]);
+    // Written again, the field is explicit.
+    expect(JSON.parse(serializeAutotuneCache(DEVICE, cache.records)).records.map((r: { epilogue: string }) => r.epilogue)).toEqual(["none", "none"]);
+  });
+
   const valid = JSON.parse(serializeAutotuneCache(DEVICE, RECORDS));
   const withRecord = (change: Record<string, unknown>) => JSON.stringify({ ...valid, records: [{ ...valid.records[0], ...change }] });
   const CASES: [string, string, RegExp][] = [
@@ -83,6 +108,9 @@ describe("autotune cache files", () => {
     ["an unknown path", withRecord({ choice: { ...valid.records[0].choice, path: "tiles" } }), /records\.0\.choice\.path:/],
     ["a variant out of range", withRecord({ choice: { ...valid.records[0].choice, variant: 4096 } }), /records\.0\.choice\.variant:/],
     ["no choice", withRecord({ choice: undefined }), /records\.0\.choice:/],
+    ["an unknown epilogue", withRecord({ epilogue: "softmax" }), /records\.0\.epilogue:/],
+    ["an activation after dW", withRecord({ product: "sampledMatmul", epilogue: "activation" }), /records\.0\.epilogue: an activation follows bsrLinear/],
+    ["an activation's backward after bsrLinear", withRecord({ epilogue: "activationBackward" }), /records\.0\.epilogue: .*its backward bsrMatmul/],
   ];
   for (const [what, text, message] of CASES) {
     test(`${what}: an AutotuneCacheError (a ValueError) naming the file and the field`, () => {
@@ -117,7 +145,7 @@ describe("autotune cache files", () => {
     const theirs = `${file}.${process.pid}.tmp`;
     writeFileSync(theirs, "another writer's half-written cache");
     writeAutotuneCache(file, serializeAutotuneCache(DEVICE, RECORDS));
-    expect(readAutotuneCache(file).records).toHaveLength(2);
+    expect(readAutotuneCache(file).records).toHaveLength(RECORDS.length);
     expect(readFileSync(theirs, "utf8")).toBe("another writer's half-written cache");
     rmSync(theirs);
     expect(readdirSync(dir).filter((f) => f.startsWith("shared.json."))).toEqual([]);

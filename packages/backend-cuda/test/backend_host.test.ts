@@ -205,8 +205,8 @@ describe("CudaBackend's public methods on a stand-in addon", () => {
     });
   });
 
-  /** A choice as the addon reports it, for a shape of `m` tokens. */
-  function tuned(m: number, variant: number): AutotuneRecord {
+  /** A choice as the addon reports it, for a shape of `m` tokens (bsrLinear, or bsrLinearActivation's with "activation"). */
+  function tuned(m: number, variant: number, epilogue: AutotuneRecord["epilogue"] = "none"): AutotuneRecord {
     return {
       product: "bsrLinear",
       dtype: "bfloat16",
@@ -216,11 +216,33 @@ describe("CudaBackend's public methods on a stand-in addon", () => {
       cols: 1024,
       nnzBlocks: 64,
       bias: false,
+      epilogue,
       route: `wgmma variant ${variant}`,
       choice: { dense: false, path: "wgmma", variant, splits: 0 },
       timings: [{ route: `wgmma variant ${variant}`, ms: 0.01 }],
     };
   }
+
+  test("loadAutotune hands each choice to the addon with its product, route and fused epilogue as the addon numbers them", () => {
+    withCacheDirectory((backend, dir) => {
+      const file = join(dir, "cache.json");
+      const backward: AutotuneRecord = { ...tuned(4096, 6, "activationBackward"), product: "bsrMatmul", choice: { dense: true, path: "auto", variant: -1, splits: 0 } };
+      writeFileSync(file, serializeAutotuneCache(STAND_IN_DEVICE, [tuned(4096, 3), tuned(4096, 6, "activation"), backward]));
+      const imported = vi.spyOn(standInAddon, "importAutotune").mockReturnValue(true);
+      try {
+        expect(backend.loadAutotune(file)).toEqual({ imported: 3, records: 3, sameDevice: true });
+        // product, dtype code, block, m, rows, cols, nnzBlocks, bias, dense, path, variant + 1, splits, epilogue
+        const calls = imported.mock.calls.map((args) => [args[0], ...args.slice(9)]);
+        expect(calls).toEqual([
+          [0, false, 2, 4, 0, 0],
+          [0, false, 2, 7, 0, 1],
+          [1, true, 0, 0, 0, 2],
+        ]);
+      } finally {
+        imported.mockRestore();
+      }
+    });
+  });
 
   test("BLOCKSPARSE_CUDA_AUTOTUNE_CACHE naming a file that is not a cache of this version leaves it as it is at exit", () => {
     withCacheDirectory((backend, dir, exitListeners) => {
@@ -263,18 +285,20 @@ describe("CudaBackend's public methods on a stand-in addon", () => {
     withCacheDirectory((backend, dir, exitListeners) => {
       const file = join(dir, "shared.json");
       backend.useAutotuneCache(file); // absent at start
-      // Meanwhile another process sharing the file wrote its choices: one shape this process also tuned, one it did not.
-      writeFileSync(file, serializeAutotuneCache(STAND_IN_DEVICE, [tuned(2048, 9), tuned(512, 5)]));
+      // Meanwhile another process sharing the file wrote its choices: one shape this process also tuned, one it did not,
+      // and the same shape's product with its activation fused (a key of its own).
+      writeFileSync(file, serializeAutotuneCache(STAND_IN_DEVICE, [tuned(2048, 9), tuned(512, 5), tuned(2048, 6, "activation")]));
       const records = vi.spyOn(standInAddon, "autotuneRecords").mockReturnValue([tuned(2048, 2)]);
       try {
         for (const listener of exitListeners()) listener();
       } finally {
         records.mockRestore();
       }
-      const written = readAutotuneCache(file).records.map((r) => [r.m, r.choice.variant]);
+      const written = readAutotuneCache(file).records.map((r) => [r.m, r.choice.variant, r.epilogue]);
       expect(written).toEqual([
-        [2048, 2], // this process's own choice wins for a shape both tuned
-        [512, 5],
+        [2048, 2, "none"], // this process's own choice wins for a shape both tuned
+        [512, 5, "none"],
+        [2048, 6, "activation"],
       ]);
       // Another GPU's choices are not kept beside this one's.
       writeFileSync(file, serializeAutotuneCache({ name: "NVIDIA A100-SXM4-80GB", computeCapability: "8.0" }, [tuned(512, 5)]));
