@@ -306,7 +306,7 @@ async function main(): Promise<void> {
   }
   const route = values["dense-sampled"];
   if (route !== "auto" && route !== "never" && route !== "always") throw new FlagError(`--dense-sampled: expected auto, never or always, got "${route}"`);
-  const tuning = backend as { setAutotune?: (on: boolean) => boolean; autotuneRecords?: () => { product: string; m: number; rows: number; cols: number; blockShape: number[]; route: string; timings: { route: string; ms: number }[] }[] };
+  const tuning = backend as { setAutotune?: (on: boolean) => boolean; autotuneRecords?: () => { product: string; epilogue?: string; m: number; rows: number; cols: number; nnzBlocks: number; blockShape: number[]; route: string; timings: { route: string; ms: number }[] }[] };
   if (values.autotune) {
     if (typeof tuning.setAutotune !== "function") throw new FlagError(`--autotune: the ${backend.name} backend does not tune its products`);
     tuning.setAutotune.call(backend, true);
@@ -378,7 +378,9 @@ async function main(): Promise<void> {
   if (values.autotune && typeof tuning.autotuneRecords === "function") {
     for (const r of tuning.autotuneRecords.call(backend)) {
       const timings = r.timings.map((t) => `${t.route} ${(t.ms * 1000).toFixed(1)} us`).join("; ");
-      process.stderr.write(`autotune ${r.product} ${r.rows}x${r.cols} ${r.blockShape.join("x")} m=${r.m}: ${r.route} (${timings})\n`);
+      const fused = r.epilogue !== undefined && r.epilogue !== "none" ? ` + ${r.epilogue}` : "";
+      const density = (r.nnzBlocks * r.blockShape[0] * r.blockShape[1]) / (r.rows * r.cols);
+      process.stderr.write(`autotune ${r.product}${fused} ${r.rows}x${r.cols} ${r.blockShape.join("x")} d=${density.toFixed(2)} m=${r.m}: ${r.route} (${timings})\n`);
     }
   }
   process.stdout.write(markdown(rows, meta));

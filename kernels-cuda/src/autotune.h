@@ -4,10 +4,11 @@
 // shapes, patterns and GPU, and keeping the fastest costs a few milliseconds once and follows no rule's error.
 //
 // The first call with a key (product, dtype, block shape, tokens, W's shape, stored blocks, bias, the epilogue fused
-// with it, device) runs
-// each candidate once to warm it, then three times between two events, and keeps the fastest; it then runs the
-// chosen route once more, so that the output of that call, like every later one, is the chosen route's. The
-// timing synchronizes the stream once per key. Records live in memory for the process (clearAutotune drops
+// with it, device) runs each candidate once to warm it, then times the candidates in turn, twice over, each time three
+// calls between two events with the stream held until they are queued (launchHoldStream: the device's time, not the
+// host's), and keeps the fastest by its better pass; it then runs the chosen route once more, so that the output of
+// that call, like every later one, is the chosen route's. The timing synchronizes the stream once per candidate and
+// pass. Records live in memory for the process (clearAutotune drops
 // them; importAutotuneRecord takes those an earlier process saved); a route that later declines (an alignment that
 // changed) drops its record and the default path runs.
 #pragma once

@@ -29,6 +29,12 @@ void launchZero(DType dtype, void* y, int64_t n, cudaStream_t stream);
 void launchCopyStrided(DType dtype, const void* src, const Strides& srcStrides, void* dst, const Strides& dstStrides,
                        const StridedShape& shape, int64_t n, cudaStream_t stream);
 
+// ---- holding a stream (hold.cu)
+// Holds the stream until the host writes a non-zero int to `release` (a device pointer to host-mapped memory), or
+// timeoutNs after the kernel starts: the launches queued behind it then run back to back, so that events around them
+// time the device's work, not the host's rate of queueing it (first-use autotuning, autotune.cpp).
+void launchHoldStream(const int* release, uint64_t timeoutNs, cudaStream_t stream);
+
 // ---- reductions and softmax (reduce.cu)
 // Reduces the middle axis of an [outer, size, inner] view; Argmax writes int32.
 void launchReduce(ReduceOp op, DType dtype, const void* x, void* y, int64_t outer, int64_t size, int64_t inner,
