@@ -74,16 +74,25 @@ Events& events() {
   return e;
 }
 
-// The host-mapped word that releases the stream's hold (launchHoldStream), made on first use.
+// The host-mapped word that releases the stream's hold (launchHoldStream), made on first use. Where the host memory
+// cannot be mapped (host == nullptr after the attempt) the candidates are timed as they are queued, unheld.
 struct HoldWord {
+  bool tried = false;
   int* host = nullptr;
   int* device = nullptr;
 };
 HoldWord& holdWord() {
   static HoldWord word;
-  if (word.host == nullptr) {
-    BS_CUDA_CHECK(cudaHostAlloc(&word.host, sizeof(int), cudaHostAllocMapped));
-    BS_CUDA_CHECK(cudaHostGetDevicePointer(&word.device, word.host, 0));
+  if (!word.tried) {
+    word.tried = true;
+    if (cudaHostAlloc(&word.host, sizeof(int), cudaHostAllocMapped) != cudaSuccess) {
+      cudaGetLastError();
+      word.host = nullptr;
+    } else if (cudaHostGetDevicePointer(&word.device, word.host, 0) != cudaSuccess) {
+      cudaGetLastError();
+      cudaFreeHost(word.host);
+      word.host = nullptr;
+    }
   }
   return word;
 }
@@ -93,6 +102,7 @@ class HoldRelease {
  public:
   explicit HoldRelease(int* word) : word_(word) {}
   ~HoldRelease() {
+    if (word_ == nullptr) return;
     std::atomic_thread_fence(std::memory_order_seq_cst);
     *static_cast<volatile int*>(word_) = 1;
   }
@@ -111,11 +121,13 @@ class HoldRelease {
 double timeRoute(const std::function<bool(const TunedRoute&)>& run, const TunedRoute& route, cudaStream_t stream) {
   Events& timer = events();
   HoldWord& word = holdWord();
-  *static_cast<volatile int*>(word.host) = 0;
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (word.host != nullptr) {
+    *static_cast<volatile int*>(word.host) = 0;
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  }
   {
     HoldRelease release(word.host);
-    launchHoldStream(word.device, kHoldTimeoutNs, stream);
+    if (word.host != nullptr) launchHoldStream(word.device, kHoldTimeoutNs, stream);
     BS_CUDA_CHECK(cudaEventRecord(timer.start, stream));
     for (int i = 0; i < kTimedRuns; ++i) run(route);
     BS_CUDA_CHECK(cudaEventRecord(timer.stop, stream));
