@@ -684,7 +684,9 @@ std::string tcSampledPlan(DType dtype, const BsrPatternView& pattern, int64_t m)
   return std::to_string(plan.splits) + (plan.splits == 1 ? " split" : " splits");
 }
 
-bool tcBuildsPatchRecords() { return patchPairDispatched() && currentDevice().wgmma; }
+// On every wgmma device, not only where the rule may take the tile: first-use autotuning times it as a dW candidate
+// (tcTuneCandidates), so that a GPU where it wins gets it without a rule for that GPU.
+bool tcBuildsPatchRecords() { return currentDevice().wgmma; }
 
 bool tcTakesPatchDw(DType dtype, const BsrPatternView& pattern, int64_t m) {
   // The rule first: it is off (patchPairDispatched) or fails on most patterns at its cheapest checks.
@@ -734,6 +736,11 @@ std::vector<TcOptions> tcTuneCandidates(tc::Op op, DType dtype, const BsrPattern
     // dW: the rule's split count and a few others, each split keeping at least 1024 tokens; on wgmma also the rule
     // itself, which may run a tail of pieces (ruleTail).
     if (path == TcPath::Wgmma && squareBlocks(pattern)) out.push_back({path, tc::kDefaultTile});
+    // The patch tile (32x32, where the pattern has its pair records), with its own wave rule for the splits: off in the
+    // fixed rules (an H100's step ran slower with it, an H200's kernels faster: docs/kernels.md), so timed here.
+    if (path == TcPath::Wgmma && squareBlocks(pattern) && pattern.blockHeight == 32 && pattern.patchPairList != nullptr &&
+        pattern.patchPairItems > 0 && m >= tc::kPatchPairTuneMinTokens)
+      out.push_back({path, tc::kPatchPairTile});
     const int64_t most = std::max<int64_t>(1, std::min<int64_t>(m / 1024, 64));
     std::vector<int64_t> counts{ruleSplits(path, dtype, pattern, m, tc::kDefaultTile, device), 1, 2, 4};
     std::sort(counts.begin(), counts.end());
@@ -764,6 +771,7 @@ std::string tcRouteName(const TcOptions& options) {
   else if (options.variant == tc::kPersistentTile) name += " persistent";
   else if (options.variant == tc::kPingPongTile) name += " ping-pong";
   else if (options.variant == tc::kXResidentTile) name += " X-resident";
+  else if (options.variant == tc::kPatchPairTile) name += " patch tile";
   else if (options.variant > 0) name += " variant " + std::to_string(options.variant);
   if (options.splits > 0) name += ", " + std::to_string(options.splits) + (options.splits == 1 ? " split" : " splits");
   return name;

@@ -1,6 +1,6 @@
 // The patch records of the dW patch tiles at 32x32: the pair records of the addon's tile (bsr_wgmma_patch_dw.cu,
-// kPatchPairTile), built when a 32x32 pattern is uploaded on a wgmma device while that tile is dispatched (addon.cpp's
-// createPattern; tc_bench's bench_pattern.h), and the block records of dev's mma.sync patch tiles (kernels-cuda/dev/bsr_mma_patch.cu), built by
+// kPatchPairTile), built when a 32x32 pattern is uploaded on a wgmma device (addon.cpp's createPattern; tc_bench's
+// bench_pattern.h), and the block records of dev's mma.sync patch tiles (kernels-cuda/dev/bsr_mma_patch.cu), built by
 // tc_bench alone.
 #pragma once
 

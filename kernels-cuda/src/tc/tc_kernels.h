@@ -123,6 +123,9 @@ enum TileVariant : int {
 // it with TcOptions (variant 33) either way.
 constexpr bool kPatchPairDispatched = false;
 constexpr int64_t kPatchPairMinTokens = 4096;
+// First-use autotuning times the patch tile for dW from this many tokens (below it the tile lost to the other routes
+// on an H200, or tied them: docs/kernels.md).
+constexpr int64_t kPatchPairTuneMinTokens = 2048;
 constexpr double kPatchPairMinDensity = 0.15;
 constexpr double kPatchPairMaxDensity = 0.28;
 // dW on the patch tile (sm_90a; false where the pattern has no pair records, the dtype is not half precision or a split

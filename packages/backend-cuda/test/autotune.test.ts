@@ -221,6 +221,47 @@ describe.skipIf(cudaMissing)("first-use autotuning of the block-sparse products"
     });
   });
 
+  // dW's patch tile (32x32, sm_90a) is off in the fixed rules and timed by autotuning from 2048 tokens, where the
+  // pattern has its pair records (built at upload on every wgmma device).
+  test("32x32 dW: the patch tile is among the timed routes on sm_90a, and runs when chosen (matches float64)", () => {
+    const backend = useCuda();
+    const onWgmma = backend.device.computeCapability === "9.0";
+    const [rows, cols, m] = [512, 768, 2100];
+    const pattern = BsrPattern.random([rows, cols], { blockShape: [32, 32], density: 0.2, seed: 61 });
+    const dir = mkdtempSync(join(tmpdir(), "blocksparse-autotune-patch-"));
+    const next = random(61);
+    try {
+      tidy(() => {
+        const x = randomTensor(next, [m, cols], "bfloat16");
+        const dy = randomTensor(next, [m, rows], "bfloat16");
+        const values = new Float64Array(pattern.nnzBlocks * 32 * 32);
+        const ref = references(pattern, values, x.values, dy.values, new Float64Array(rows), m).dw;
+        const isOurs = (r: AutotuneRecord) => r.product === "sampledMatmul" && r.m === m && r.rows === rows && r.cols === cols;
+        backend.clearAutotune();
+        expectClose(sampledMatmul(dy.t, x.t, pattern).dataSync(), ref, "bfloat16", "sampledMatmul, tuned");
+        const tuned = backend.autotuneRecords().filter(isOurs);
+        expect(tuned).toHaveLength(1);
+        const routes = tuned[0].timings.map((t) => t.route);
+        if (onWgmma) expect(routes).toContain("wgmma patch tile");
+        else expect(routes).not.toContain("wgmma patch tile");
+        if (!onWgmma) return;
+        // The tile chosen (as a cache file from a GPU where it won would choose it): it runs, and is not dropped.
+        const choice = { dense: false, path: "wgmma", variant: 33, splits: 0 } as const;
+        const record: AutotuneRecord = { ...tuned[0], route: "", choice, timings: [] };
+        const file = join(dir, "cache.json");
+        writeFileSync(file, serializeAutotuneCache(backend.device, [record]));
+        backend.clearAutotune();
+        expect(backend.loadAutotune(file).imported).toBe(1);
+        expectClose(sampledMatmul(dy.t, x.t, pattern).dataSync(), ref, "bfloat16", "sampledMatmul on the patch tile");
+        const loaded = backend.autotuneRecords().filter(isOurs);
+        expect(loaded.map((r) => [r.route, r.timings.length])).toEqual([["wgmma patch tile", 0]]);
+      });
+    } finally {
+      backend.clearAutotune();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("a block shape with no tensor-core tile keeps the fixed rules while autotuning (no records) and stays exact", () => {
     const backend = useCuda();
     const next = random(11);
