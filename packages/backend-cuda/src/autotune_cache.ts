@@ -12,7 +12,12 @@ import * as z from "zod/mini";
 import type { AutotuneRecord, DeviceInfo } from "./native";
 
 export const AUTOTUNE_CACHE_FORMAT = "blocksparse-cuda-autotune";
-export const AUTOTUNE_CACHE_VERSION = 1;
+/**
+ * 2 since candidates are timed on the device (the stream held while a route's calls are queued): version 1's timings of
+ * small products measured the host's queueing, and its choices can be far off (a tuned step 1.46x slower than the fixed
+ * rules'), so its files are outdated: never loaded, rewritten with new choices.
+ */
+export const AUTOTUNE_CACHE_VERSION = 2;
 
 /** A cache file that cannot be read as one (not JSON, another format or version, a record out of range), or written. */
 export class AutotuneCacheError extends ValueError {
@@ -77,6 +82,11 @@ export function parseAutotuneCache(text: string, file: string): AutotuneCache {
   } catch (error) {
     throw new AutotuneCacheError(`autotune cache ${file}: not JSON (${(error as Error).message})`);
   }
+  const version = outdatedVersion(json);
+  if (version !== undefined)
+    throw new AutotuneCacheError(
+      `autotune cache ${file}: version ${version}, written by an earlier version of this package, whose timings of small products measured the host rather than the GPU: its choices are not used (this version writes version ${AUTOTUNE_CACHE_VERSION})`,
+    );
   const parsed = cacheSchema.safeParse(json);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
@@ -84,6 +94,14 @@ export function parseAutotuneCache(text: string, file: string): AutotuneCache {
     throw new AutotuneCacheError(`autotune cache ${file}: ${where}: ${issue.message}`);
   }
   return parsed.data;
+}
+
+/** The version of a cache of this format older than this package's, or undefined. */
+function outdatedVersion(json: unknown): number | undefined {
+  const header = json as { format?: unknown; version?: unknown } | null;
+  if (typeof header !== "object" || header === null || header.format !== AUTOTUNE_CACHE_FORMAT) return undefined;
+  const version = header.version;
+  return typeof version === "number" && Number.isInteger(version) && version >= 1 && version < AUTOTUNE_CACHE_VERSION ? version : undefined;
 }
 
 /** The cache of `records` measured on `device`, as JSON text. */
@@ -153,13 +171,15 @@ export function writeAutotuneCache(file: string, text: string): void {
 
 /**
  * What is at a cache's path, for a writer that must not destroy what is not its own: nothing (or an empty file), a
- * cache, a damaged cache of this format and version (safe to rewrite), or anything else ("foreign": not JSON, another
- * format, another version of this one, a path that cannot be read), which is left as it is.
+ * cache, a damaged cache of this format and version or an outdated one (an earlier version's: both safe to rewrite, and
+ * neither loaded), or anything else ("foreign": not JSON, another format, a newer version of this one, a path that
+ * cannot be read), which is left as it is.
  */
 export type AutotuneCacheFile =
   | { kind: "absent" }
   | { kind: "cache"; cache: AutotuneCache }
   | { kind: "damaged"; error: AutotuneCacheError }
+  | { kind: "outdated"; error: AutotuneCacheError }
   | { kind: "foreign"; error: AutotuneCacheError };
 
 export function inspectAutotuneCache(file: string): AutotuneCacheFile {
@@ -174,6 +194,11 @@ export function inspectAutotuneCache(file: string): AutotuneCacheFile {
   try {
     return { kind: "cache", cache: parseAutotuneCache(text, file) };
   } catch (error) {
+    try {
+      if (outdatedVersion(JSON.parse(text)) !== undefined) return { kind: "outdated", error: error as AutotuneCacheError };
+    } catch {
+      // not JSON: below
+    }
     const ours = (() => {
       try {
         const json: unknown = JSON.parse(text);

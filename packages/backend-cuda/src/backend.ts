@@ -488,7 +488,7 @@ export class CudaBackend implements Backend {
       process.emitWarning(`${found.error.message}; tuning from scratch, and the file is left as it is (no choices are saved to it)`, {
         code: "BLOCKSPARSE_CUDA_AUTOTUNE_CACHE",
       });
-    } else if (found.kind === "damaged") {
+    } else if (found.kind === "damaged" || found.kind === "outdated") {
       process.emitWarning(`${found.error.message}; tuning from scratch, and the file is rewritten with this process's choices at exit`, {
         code: "BLOCKSPARSE_CUDA_AUTOTUNE_CACHE",
       });

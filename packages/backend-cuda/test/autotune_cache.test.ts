@@ -9,7 +9,9 @@ import { ValueError } from "@blocksparse/core";
 import { afterAll, describe, expect, test } from "vitest";
 import {
   AUTOTUNE_CACHE_FORMAT,
+  AUTOTUNE_CACHE_VERSION,
   AutotuneCacheError,
+  inspectAutotuneCache,
   parseAutotuneCache,
   readAutotuneCache,
   sameDevice,
@@ -85,6 +87,21 @@ describe("autotune cache files", () => {
     expect(readdirSync(dir).filter((f) => f.includes(".tmp"))).toEqual([]);
   });
 
+  test("inspecting a path: an earlier version's cache is outdated (rewritable), a newer one's foreign (left alone)", () => {
+    const at = (name: string, text: string) => {
+      const file = join(dir, name);
+      writeFileSync(file, text);
+      return inspectAutotuneCache(file).kind;
+    };
+    const current = JSON.parse(serializeAutotuneCache(DEVICE, RECORDS));
+    expect(at("current.json", JSON.stringify(current))).toBe("cache");
+    expect(at("v1.json", JSON.stringify({ ...current, version: 1 }))).toBe("outdated");
+    expect(at("newer.json", JSON.stringify({ ...current, version: AUTOTUNE_CACHE_VERSION + 1 }))).toBe("foreign");
+    expect(at("other.json", JSON.stringify({ ...current, format: "other", version: 1 }))).toBe("foreign");
+    expect(at("bad-record.json", JSON.stringify({ ...current, records: [{ ...current.records[0], m: -1 }] }))).toBe("damaged");
+    expect(at("version-zero.json", JSON.stringify({ ...current, version: 0 }))).toBe("foreign");
+  });
+
   test("a file written before fused calls were tuned apart (no epilogue) reads as plain products", () => {
     const old = JSON.parse(serializeAutotuneCache(DEVICE, RECORDS.slice(0, 2)));
     for (const record of old.records) delete record.epilogue;
@@ -99,7 +116,8 @@ describe("autotune cache files", () => {
   const CASES: [string, string, RegExp][] = [
     ["not JSON", "{ records: [", /bad\.json: not JSON/],
     ["another format", JSON.stringify({ ...valid, format: "something-else" }), /bad\.json: format:/],
-    ["another version", JSON.stringify({ ...valid, version: 2 }), /bad\.json: version:/],
+    ["a newer version", JSON.stringify({ ...valid, version: AUTOTUNE_CACHE_VERSION + 1 }), /bad\.json: version:/],
+    ["an earlier version (host-bound timings)", JSON.stringify({ ...valid, version: 1 }), /bad\.json: version 1, written by an earlier version .*not used/],
     ["no device", JSON.stringify({ ...valid, device: undefined }), /bad\.json: device:/],
     ["an unknown product", withRecord({ product: "conv2d" }), /records\.0\.product:/],
     ["a dtype without tensor-core routes", withRecord({ dtype: "int32" }), /records\.0\.dtype:/],

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { BackendError, BsrPattern, ValueError } from "@blocksparse/core";
 import { describe, expect, test, vi } from "vitest";
 import { CudaBackend, type CudaBuffer } from "../src/backend";
-import { AUTOTUNE_CACHE_FORMAT, readAutotuneCache, serializeAutotuneCache } from "../src/autotune_cache";
+import { AUTOTUNE_CACHE_FORMAT, AUTOTUNE_CACHE_VERSION, readAutotuneCache, serializeAutotuneCache } from "../src/autotune_cache";
 import type { AutotuneRecord } from "../src/native";
 import { environmentSwitch } from "../src/environment";
 import { STAND_IN_DEVICE, standInAddon, standInCalls } from "./stand_in_addon";
@@ -249,7 +249,7 @@ describe("CudaBackend's public methods on a stand-in addon", () => {
       const records = vi.spyOn(standInAddon, "autotuneRecords").mockReturnValue([tuned(4096, 3)]);
       const warn = vi.spyOn(process, "emitWarning").mockImplementation(() => {});
       try {
-        const newer = JSON.stringify({ ...JSON.parse(serializeAutotuneCache(STAND_IN_DEVICE, [])), version: 2, layout: "newer" });
+        const newer = JSON.stringify({ ...JSON.parse(serializeAutotuneCache(STAND_IN_DEVICE, [])), version: AUTOTUNE_CACHE_VERSION + 1, layout: "newer" });
         const contents: [string, string][] = [
           ["weights.bin", "not JSON: another program's data\n"],
           ["config.json", `${JSON.stringify({ format: "someone-else", version: 1 })}\n`],
@@ -274,6 +274,18 @@ describe("CudaBackend's public methods on a stand-in addon", () => {
         for (const listener of exitListeners()) listener();
         expect(readAutotuneCache(damaged).records.map((r) => r.m)).toEqual([4096]);
         expect(readAutotuneCache(damaged).format).toBe(AUTOTUNE_CACHE_FORMAT);
+        // An earlier version's cache (its timings host-bound) is this package's too: not loaded, rewritten at exit.
+        const outdated = join(dir, "outdated.json");
+        writeFileSync(outdated, JSON.stringify({ ...JSON.parse(serializeAutotuneCache(STAND_IN_DEVICE, [tuned(8, 1)])), version: 1 }));
+        const imported = vi.spyOn(standInAddon, "importAutotune");
+        warn.mockClear();
+        backend.useAutotuneCache(outdated);
+        expect(imported).not.toHaveBeenCalled();
+        imported.mockRestore();
+        expect(String(warn.mock.calls[0]?.[0])).toMatch(/outdated\.json: version 1, written by an earlier version.*rewritten with this process's choices at exit/);
+        for (const listener of exitListeners()) listener();
+        expect(readAutotuneCache(outdated).version).toBe(AUTOTUNE_CACHE_VERSION);
+        expect(readAutotuneCache(outdated).records.map((r) => r.m)).toEqual([4096]);
       } finally {
         warn.mockRestore();
         records.mockRestore();
