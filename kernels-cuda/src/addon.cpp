@@ -1372,13 +1372,15 @@ Napi::Value bsrLinearActivation(const Napi::CallbackInfo& info) {
 
 // dX = dY W on the tuned route when autotuning (where the shape has routes to time), else through the dense GEMM where
 // it wins, else the tensor-core kernels (src/tc) first and the simple kernel when they decline the shape. Arguments already validated.
+// dX = dY W through the dense GEMM, with W's blocks in a dense [rows, cols] scratch.
+void denseBsrMatmul(DType dtype, const BsrPatternView& pattern, const void* dy, const void* values, void* dx, int64_t m) {
+  Scratch dense(static_cast<size_t>(pattern.rows * pattern.cols) * dtypeSize(dtype));
+  launchScatterBlocks(dtype, values, dense.as<void>(), pattern, stream());
+  launchMatmul(dtype, dy, dense.as<void>(), dx, 1, m, pattern.cols, pattern.rows, false, false, 0, 0, stream());
+}
+
 void runBsrMatmul(DType dtype, const BsrPatternView& pattern, const void* dy, const void* values, void* dx, int64_t m) {
-  // dX = dY W with W's blocks in a dense [rows, cols] scratch.
-  auto denseRoute = [&] {
-    Scratch dense(static_cast<size_t>(pattern.rows * pattern.cols) * dtypeSize(dtype));
-    launchScatterBlocks(dtype, values, dense.as<void>(), pattern, stream());
-    launchMatmul(dtype, dy, dense.as<void>(), dx, 1, m, pattern.cols, pattern.rows, false, false, 0, 0, stream());
-  };
+  auto denseRoute = [&] { denseBsrMatmul(dtype, pattern, dy, values, dx, m); };
   if (tuneProduct() &&
       runTuned(tc::Op::Matmul, dtype, pattern, m, false, TuneEpilogue::None,
                [&] { return tunedRoutes(tc::Op::Matmul, dtype, pattern, m); },
@@ -1451,10 +1453,7 @@ Napi::Value bsrMatmulActivationBackward(const Napi::CallbackInfo& info) {
                    return true;
                  Scratch dx(dxBytes);
                  if (route.dense) {
-                   Scratch dense(static_cast<size_t>(pattern.rows * pattern.cols) * dtypeSize(dtype));
-                   launchScatterBlocks(dtype, values, dense.as<void>(), pattern, stream());
-                   launchMatmul(dtype, dy, dense.as<void>(), dx.as<void>(), 1, m, pattern.cols, pattern.rows, false, false,
-                                0, 0, stream());
+                   denseBsrMatmul(dtype, pattern, dy, values, dx.as<void>(), m);
                  } else if (!tcBsrMatmul(dtype, dy, values, dx.as<void>(), m, pattern, stream(), route.tc)) {
                    return false;
                  }
