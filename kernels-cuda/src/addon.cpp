@@ -1370,8 +1370,6 @@ Napi::Value bsrLinearActivation(const Napi::CallbackInfo& info) {
   return undefinedOf(info);
 }
 
-// dX = dY W on the tuned route when autotuning (where the shape has routes to time), else through the dense GEMM where
-// it wins, else the tensor-core kernels (src/tc) first and the simple kernel when they decline the shape. Arguments already validated.
 // dX = dY W through the dense GEMM, with W's blocks in a dense [rows, cols] scratch.
 void denseBsrMatmul(DType dtype, const BsrPatternView& pattern, const void* dy, const void* values, void* dx, int64_t m) {
   Scratch dense(static_cast<size_t>(pattern.rows * pattern.cols) * dtypeSize(dtype));
@@ -1379,6 +1377,8 @@ void denseBsrMatmul(DType dtype, const BsrPatternView& pattern, const void* dy, 
   launchMatmul(dtype, dy, dense.as<void>(), dx, 1, m, pattern.cols, pattern.rows, false, false, 0, 0, stream());
 }
 
+// dX = dY W on the tuned route when autotuning (where the shape has routes to time), else through the dense GEMM where
+// it wins, else the tensor-core kernels (src/tc) first and the simple kernel when they decline the shape. Arguments already validated.
 void runBsrMatmul(DType dtype, const BsrPatternView& pattern, const void* dy, const void* values, void* dx, int64_t m) {
   auto denseRoute = [&] { denseBsrMatmul(dtype, pattern, dy, values, dx, m); };
   if (tuneProduct() &&
