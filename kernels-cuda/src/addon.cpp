@@ -550,10 +550,10 @@ Napi::Value createPattern(const Napi::CallbackInfo& info) {
   append(cr, nnz);
   append(cc, nnz);
   const auto groupLists = appendColumnGroupLists(packed, cp, static_cast<int32_t>(blockCols));
-  // The pair records of the dW patch tile (32x32 blocks on a wgmma device, for the dispatch where it takes the tile and
-  // for autotuning's candidates; tc/patch_list.h): about four words per block.
+  // The pair records of the dW patch tile (32x32 blocks on a wgmma device, where the dispatch may take the tile, or for
+  // autotuning's candidates when it is on at upload; tc/patch_list.h): about four words per block.
   PatchListOffsets patchPairs;
-  if (R == 32 && C == 32 && tcBuildsPatchRecords())
+  if (R == 32 && C == 32 && tcBuildsPatchRecords(blockRows, blockCols, nnz, autotuneEnabled()))
     patchPairs = appendPatchPairList(packed, 32, 32, static_cast<int32_t>(blockRows), static_cast<int32_t>(blockCols),
                                      rp, ci);
   BufferId buffer = allocate(packed.size() * sizeof(int32_t));

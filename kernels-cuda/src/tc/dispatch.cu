@@ -320,6 +320,13 @@ bool patchPairDispatched() {
   return dispatched;
 }
 
+// Whether first-use autotuning times the patch tile for a pattern of this density (from kPatchPairTuneMinDensity; within
+// half a block of it counts as at it: a pattern drawn at 0.1 holds the nearest whole number of blocks).
+bool patchPairTunable(int64_t blockRows, int64_t blockCols, int64_t nnzBlocks) {
+  const double cells = double(blockRows) * double(blockCols);
+  return cells > 0 && (double(nnzBlocks) + 0.5) / cells >= tc::kPatchPairTuneMinDensity;
+}
+
 // dW with 32x32 blocks on a wgmma device, half precision: the patch tile (kPatchPairTile) from kPatchPairMinTokens
 // tokens at densities in (kPatchPairMinDensity, kPatchPairMaxDensity), where the pattern has its pair records (built
 // at upload on a wgmma device). Measured on an H200 against the dispatched tiles and the dense route (docs/kernels.md,
@@ -684,9 +691,14 @@ std::string tcSampledPlan(DType dtype, const BsrPatternView& pattern, int64_t m)
   return std::to_string(plan.splits) + (plan.splits == 1 ? " split" : " splits");
 }
 
-// On every wgmma device, not only where the rule may take the tile: first-use autotuning times it as a dW candidate
-// (tcTuneCandidates), so that a GPU where it wins gets it without a rule for that GPU.
-bool tcBuildsPatchRecords() { return currentDevice().wgmma; }
+// Where the rule may take the tile, and for first-use autotuning, which times it as a dW candidate (tcTuneCandidates) so
+// that a GPU where it wins gets it without a rule for that GPU, from kPatchPairTuneMinDensity: below it the tile lost,
+// and a record holding few blocks costs more memory per block (a record is 68 words however few it holds).
+bool tcBuildsPatchRecords(int64_t blockRows, int64_t blockCols, int64_t nnzBlocks, bool tuning) {
+  if (!currentDevice().wgmma) return false;
+  if (patchPairDispatched()) return true;
+  return tuning && patchPairTunable(blockRows, blockCols, nnzBlocks);
+}
 
 bool tcTakesPatchDw(DType dtype, const BsrPatternView& pattern, int64_t m) {
   // The rule first: it is off (patchPairDispatched) or fails on most patterns at its cheapest checks.
@@ -739,7 +751,8 @@ std::vector<TcOptions> tcTuneCandidates(tc::Op op, DType dtype, const BsrPattern
     // The patch tile (32x32, where the pattern has its pair records), with its own wave rule for the splits: off in the
     // fixed rules (an H100's step ran slower with it, an H200's kernels faster: docs/kernels.md), so timed here.
     if (path == TcPath::Wgmma && squareBlocks(pattern) && pattern.blockHeight == 32 && pattern.patchPairList != nullptr &&
-        pattern.patchPairItems > 0 && m >= tc::kPatchPairTuneMinTokens)
+        pattern.patchPairItems > 0 && m >= tc::kPatchPairTuneMinTokens &&
+        patchPairTunable(pattern.blockRows, pattern.blockCols, pattern.nnzBlocks))
       out.push_back({path, tc::kPatchPairTile});
     const int64_t most = std::max<int64_t>(1, std::min<int64_t>(m / 1024, 64));
     std::vector<int64_t> counts{ruleSplits(path, dtype, pattern, m, tc::kDefaultTile, device), 1, 2, 4};

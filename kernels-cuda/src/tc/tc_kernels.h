@@ -126,6 +126,9 @@ constexpr int64_t kPatchPairMinTokens = 4096;
 // First-use autotuning times the patch tile for dW from this many tokens (below it the tile lost to the other routes
 // on an H200, or tied them: docs/kernels.md).
 constexpr int64_t kPatchPairTuneMinTokens = 2048;
+// ... and from this density (at 0.1 the other dW tiles were faster on an H200; the records of sparser patterns hold
+// few blocks each).
+constexpr double kPatchPairTuneMinDensity = 0.1;
 constexpr double kPatchPairMinDensity = 0.15;
 constexpr double kPatchPairMaxDensity = 0.28;
 // dW on the patch tile (sm_90a; false where the pattern has no pair records, the dtype is not half precision or a split

@@ -222,7 +222,7 @@ describe.skipIf(cudaMissing)("first-use autotuning of the block-sparse products"
   });
 
   // dW's patch tile (32x32, sm_90a) is off in the fixed rules and timed by autotuning from 2048 tokens, where the
-  // pattern has its pair records (built at upload on every wgmma device).
+  // pattern has its pair records: built at upload while autotuning is on, from density 0.1.
   test("32x32 dW: the patch tile is among the timed routes on sm_90a, and runs when chosen (matches float64)", () => {
     const backend = useCuda();
     const onWgmma = backend.device.computeCapability === "9.0";
@@ -255,6 +255,27 @@ describe.skipIf(cudaMissing)("first-use autotuning of the block-sparse products"
         expectClose(sampledMatmul(dy.t, x.t, pattern).dataSync(), ref, "bfloat16", "sampledMatmul on the patch tile");
         const loaded = backend.autotuneRecords().filter(isOurs);
         expect(loaded.map((r) => [r.route, r.timings.length])).toEqual([["wgmma patch tile", 0]]);
+
+        // No records, so not a candidate: a pattern first uploaded while autotuning was off, and one below density 0.1.
+        const routesOf = (p: BsrPattern) => {
+          backend.clearAutotune();
+          sampledMatmul(dy.t, x.t, p).dispose();
+          return backend.autotuneRecords().find((r) => r.product === "sampledMatmul" && r.nnzBlocks === p.nnzBlocks && r.m === m)?.timings.map((t) => t.route);
+        };
+        const uploadedUntuned = BsrPattern.random([rows, cols], { blockShape: [32, 32], density: 0.2, seed: 62 });
+        backend.setAutotune(false);
+        try {
+          sampledMatmul(dy.t, x.t, uploadedUntuned).dispose();
+        } finally {
+          backend.setAutotune(true);
+        }
+        const untunedRoutes = routesOf(uploadedUntuned);
+        expect(untunedRoutes?.length, "uploaded while autotuning was off: tuned now").toBeGreaterThan(0);
+        expect(untunedRoutes).not.toContain("wgmma patch tile");
+        const sparse = BsrPattern.random([rows, cols], { blockShape: [32, 32], density: 0.06, seed: 63 });
+        const sparseRoutes = routesOf(sparse);
+        expect(sparseRoutes?.length, "density 0.06: tuned").toBeGreaterThan(0);
+        expect(sparseRoutes).not.toContain("wgmma patch tile");
       });
     } finally {
       backend.clearAutotune();
