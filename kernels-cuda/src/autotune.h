@@ -8,9 +8,8 @@
 // calls between two events with the stream held until they are queued (launchHoldStream: the device's time, not the
 // host's), and keeps the fastest by its better pass; it then runs the chosen route once more, so that the output of
 // that call, like every later one, is the chosen route's. The timing synchronizes the stream once per candidate and
-// pass. Records live in memory for the process (clearAutotune drops
-// them; importAutotuneRecord takes those an earlier process saved); a route that later declines (an alignment that
-// changed) drops its record and the default path runs.
+// pass. Records live in memory for the process (clearAutotune drops them; importAutotuneRecord takes those an earlier
+// process saved); a route that later declines (an alignment that changed) drops its record and the default path runs.
 #pragma once
 
 #include <cuda_runtime.h>

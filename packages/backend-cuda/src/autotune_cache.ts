@@ -82,8 +82,8 @@ export function parseAutotuneCache(text: string, file: string): AutotuneCache {
   } catch (error) {
     throw new AutotuneCacheError(`autotune cache ${file}: not JSON (${(error as Error).message})`);
   }
-  const version = outdatedVersion(json);
-  if (version !== undefined)
+  const version = ourVersion(json);
+  if (version !== undefined && version < AUTOTUNE_CACHE_VERSION)
     throw new AutotuneCacheError(
       `autotune cache ${file}: version ${version}, written by an earlier version of this package, whose timings of small products measured the host rather than the GPU: its choices are not used (this version writes version ${AUTOTUNE_CACHE_VERSION})`,
     );
@@ -96,12 +96,12 @@ export function parseAutotuneCache(text: string, file: string): AutotuneCache {
   return parsed.data;
 }
 
-/** The version of a cache of this format older than this package's, or undefined. */
-function outdatedVersion(json: unknown): number | undefined {
+/** The version (1 or more) a parsed file of this format says it is, or undefined for anything else. */
+function ourVersion(json: unknown): number | undefined {
   const header = json as { format?: unknown; version?: unknown } | null;
   if (typeof header !== "object" || header === null || header.format !== AUTOTUNE_CACHE_FORMAT) return undefined;
   const version = header.version;
-  return typeof version === "number" && Number.isInteger(version) && version >= 1 && version < AUTOTUNE_CACHE_VERSION ? version : undefined;
+  return typeof version === "number" && Number.isInteger(version) && version >= 1 ? version : undefined;
 }
 
 /** The cache of `records` measured on `device`, as JSON text. */
@@ -194,21 +194,15 @@ export function inspectAutotuneCache(file: string): AutotuneCacheFile {
   try {
     return { kind: "cache", cache: parseAutotuneCache(text, file) };
   } catch (error) {
-    try {
-      if (outdatedVersion(JSON.parse(text)) !== undefined) return { kind: "outdated", error: error as AutotuneCacheError };
-    } catch {
-      // not JSON: below
-    }
-    const ours = (() => {
+    const version = (() => {
       try {
-        const json: unknown = JSON.parse(text);
-        const header = json as { format?: unknown; version?: unknown } | null;
-        return typeof header === "object" && header !== null && header.format === AUTOTUNE_CACHE_FORMAT && header.version === AUTOTUNE_CACHE_VERSION;
+        return ourVersion(JSON.parse(text));
       } catch {
-        return false;
+        return undefined; // not JSON
       }
     })();
-    return { kind: ours ? "damaged" : "foreign", error: error as AutotuneCacheError };
+    const kind = version === AUTOTUNE_CACHE_VERSION ? "damaged" : version !== undefined && version < AUTOTUNE_CACHE_VERSION ? "outdated" : "foreign";
+    return { kind, error: error as AutotuneCacheError };
   }
 }
 
