@@ -36,6 +36,8 @@ export interface GpuInfo {
   name: string;
   computeCapability?: string;
   totalMemoryBytes?: number;
+  /** Device memory's peak rate, bytes per second (as CUDA reports the memory clock and bus width). */
+  memoryBandwidth?: number;
   cudaVersion?: string;
   cublas?: boolean;
 }

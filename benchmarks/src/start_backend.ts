@@ -46,7 +46,7 @@ export async function startBackend(requested: string): Promise<{ backend: string
   const { device, build } = instance;
   return {
     backend: "cuda",
-    gpu: { name: device.name, computeCapability: device.computeCapability, totalMemoryBytes: device.totalMemory, cudaVersion: String(build.cudaVersion), cublas: build.cublas },
+    gpu: { name: device.name, computeCapability: device.computeCapability, totalMemoryBytes: device.totalMemory, memoryBandwidth: device.memoryBandwidth, cudaVersion: String(build.cudaVersion), cublas: build.cublas },
     synchronize: () => instance.synchronize(),
   };
 }

@@ -204,6 +204,7 @@ Napi::Value init(const Napi::CallbackInfo& info) {
   out.Set("computeCapability", std::to_string(device.computeMajor) + "." + std::to_string(device.computeMinor));
   out.Set("multiprocessors", device.multiprocessors);
   out.Set("totalMemory", static_cast<double>(device.totalMemory));
+  out.Set("memoryBandwidth", device.memoryBandwidth);
   out.Set("runtimeVersion", device.runtimeVersion);
   out.Set("driverVersion", device.driverVersion);
   return out;

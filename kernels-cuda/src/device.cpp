@@ -29,6 +29,16 @@ std::string unavailableReason(cudaError_t status) {
 }
 }  // namespace
 
+double peakMemoryBandwidth(int device) {
+  int clockKhz = 0, busBits = 0;
+  if (cudaDeviceGetAttribute(&clockKhz, cudaDevAttrMemoryClockRate, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&busBits, cudaDevAttrGlobalMemoryBusWidth, device) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return 2.0 * 1e3 * double(clockKhz) * double(busBits) / 8.0;
+}
+
 void initDevice(int index) {
   if (ready) {
     BS_REQUIRE(index == info.index, "the CUDA device is already initialised as device " + std::to_string(info.index));
@@ -52,6 +62,7 @@ void initDevice(int index) {
   info.computeMinor = prop.minor;
   info.multiprocessors = prop.multiProcessorCount;
   info.totalMemory = prop.totalGlobalMem;
+  info.memoryBandwidth = peakMemoryBandwidth(index);
   BS_CUDA_CHECK(cudaRuntimeGetVersion(&info.runtimeVersion));
   BS_CUDA_CHECK(cudaDriverGetVersion(&info.driverVersion));
   BS_CUDA_CHECK(cudaStreamCreateWithFlags(&theStream, cudaStreamNonBlocking));

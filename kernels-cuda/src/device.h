@@ -14,9 +14,14 @@ struct DeviceInfo {
   int computeMinor;
   int multiprocessors;
   size_t totalMemory;
+  double memoryBandwidth;  // device memory's peak, bytes per second (peakMemoryBandwidth)
   int runtimeVersion;
   int driverVersion;
 };
+
+// Device memory's peak rate in bytes per second (two transfers per memory clock over the bus), or 0 where the runtime
+// does not say.
+double peakMemoryBandwidth(int device);
 
 // Starts CUDA on the given device; throws an Error saying why CUDA cannot be used.
 void initDevice(int index);

@@ -1,5 +1,5 @@
 // dW at 32x32 blocks on wgmma through patches (kPatchPairTile, tc_kernels.h; sm_90a): the addon's tile for 32x32 weight
-// gradients with many tokens at moderate densities (dispatch.cu, patchDwRule, while kPatchPairDispatched;
+// gradients with many tokens at moderate densities (dispatch.cu, patchDwRule, on the devices of kPatchPairMinBandwidth;
 // docs/kernels.md, "dW's patch tile fed by bulk copies").
 //
 // A CTA takes one record of the pattern's pair list (patch_list.h, appendPatchPairList, built when a 32x32 pattern is

@@ -62,6 +62,9 @@ namespace {
 
 }  // namespace tc
 
+// device.h's (not included here: its DeviceInfo is the started device's, this file's the current one's).
+double peakMemoryBandwidth(int device);
+
 namespace {
 
 // Off by default: float32 then stays exact (the simple kernels).
@@ -71,6 +74,7 @@ struct DeviceInfo {
   int major = 0;
   int sms = 0;
   int l2Bytes = 0;  // 0 when the runtime cannot say
+  double memoryBandwidth = 0;  // device memory's peak, bytes per second (0 when the runtime cannot say)
   bool wgmma = false;
   // CTAs of the wgmma dW tile one SM holds, per square block of 32, 64 and 128 (wgmma devices; 1 where unknown).
   int sampledCtas[3] = {1, 1, 1};
@@ -115,6 +119,7 @@ const DeviceInfo& currentDevice() {
       cudaGetLastError();
       info.l2Bytes = 0;
     }
+    info.memoryBandwidth = peakMemoryBandwidth(device);
     info.wgmma = info.major == 9 && minor == 0 && tc::wgmmaAvailable();
     if (info.wgmma)
       for (int i = 0; i < 3; ++i) info.sampledCtas[i] = std::max(1, tc::wgmmaSampledCtasPerSm(32 << i));
@@ -307,17 +312,25 @@ bool wgmmaDw32Rule(const BsrPatternView& pattern, int64_t m, int sms) {
          pattern.nnzBlocks <= kWgmmaDw32MaxBlocksPerSm * std::max(1, sms);
 }
 
-// Whether patchDwRule may take the patch tile: tc::kPatchPairDispatched, unless BLOCKSPARSE_CUDA_PATCH_DW is "1" (on)
-// or "0" (off). Read once per process, before the first upload builds (or skips) a pattern's pair records, so the
-// records and the rule always agree: measurement of both dispatches from one build, and a way out.
+// Whether patchDwRule may take the patch tile on the current device: BLOCKSPARSE_CUDA_PATCH_DW "1" (on) or "0" (off),
+// read once per process, so that one build measures both dispatches; otherwise on wgmma devices whose memory peaks at
+// tc::kPatchPairMinBandwidth or more. Per device, as the pair records are (tcBuildsPatchRecords asks the same when a
+// pattern is uploaded), so the records and the rule agree.
 bool patchPairDispatched() {
-  static const bool dispatched = [] {
+  static const int forced = [] {
     const char* value = std::getenv("BLOCKSPARSE_CUDA_PATCH_DW");
-    if (value != nullptr && std::strcmp(value, "1") == 0) return true;
-    if (value != nullptr && std::strcmp(value, "0") == 0) return false;
-    return tc::kPatchPairDispatched;
+    if (value != nullptr && std::strcmp(value, "1") == 0) return 1;
+    if (value != nullptr && std::strcmp(value, "0") == 0) return 0;
+    return -1;
   }();
-  return dispatched;
+  if (forced >= 0) return forced == 1;
+  const DeviceInfo& device = currentDevice();
+  return device.wgmma && device.memoryBandwidth >= tc::kPatchPairMinBandwidth;
+}
+
+// Whether a pattern's density is in the band where patchDwRule takes the tile.
+bool patchPairInBand(double density) {
+  return density > tc::kPatchPairMinDensity && density < tc::kPatchPairMaxDensity;
 }
 
 // Whether first-use autotuning times the patch tile for a pattern of this density (from kPatchPairTuneMinDensity; within
@@ -339,8 +352,7 @@ bool patchDwRule(DType dtype, const BsrPatternView& pattern, int64_t m) {
       pattern.blockHeight != 32 || pattern.patchPairList == nullptr || pattern.patchPairItems <= 0 ||
       m < tc::kPatchPairMinTokens || cells <= 0)
     return false;
-  const double density = double(pattern.nnzBlocks) / cells;
-  return density > tc::kPatchPairMinDensity && density < tc::kPatchPairMaxDensity;
+  return patchPairInBand(double(pattern.nnzBlocks) / cells);
 }
 
 // How dW splits its tokens on `path` with tile `variant`: a uniform split count (the options' or ruleSplits'), and on
@@ -696,7 +708,8 @@ std::string tcSampledPlan(DType dtype, const BsrPatternView& pattern, int64_t m)
 // and a record holding few blocks costs more memory per block (a record is 68 words however few it holds).
 bool tcBuildsPatchRecords(int64_t blockRows, int64_t blockCols, int64_t nnzBlocks, bool tuning) {
   if (!currentDevice().wgmma) return false;
-  if (patchPairDispatched()) return true;
+  const double cells = double(blockRows) * double(blockCols);
+  if (patchPairDispatched() && cells > 0 && patchPairInBand(double(nnzBlocks) / cells)) return true;
   return tuning && patchPairTunable(blockRows, blockCols, nnzBlocks);
 }
 

@@ -97,8 +97,9 @@ TcPath tcPathFor(DType dtype, const BsrPatternView& pattern);
 // the whole groups and the tail's pieces), or "declined" where the tensor-core kernels decline (for the bench).
 std::string tcSampledPlan(DType dtype, const BsrPatternView& pattern, int64_t m);
 // Whether a 32x32 pattern's upload builds the dW patch tile's pair records: on a wgmma device, where the dispatch may
-// take the tile (tc_kernels.h's kPatchPairDispatched), and while first-use autotuning is on (`tuning`) for densities
-// from tc::kPatchPairTuneMinDensity, where autotuning times the tile as a dW candidate.
+// take the tile (a device the rule dispatches it on, tc_kernels.h's kPatchPairMinBandwidth, and a density in its
+// band), and while first-use autotuning is on (`tuning`) for densities from tc::kPatchPairTuneMinDensity, where
+// autotuning times the tile as a dW candidate.
 bool tcBuildsPatchRecords(int64_t blockRows, int64_t blockCols, int64_t nnzBlocks, bool tuning);
 // Whether the default options run dW (sampledMatmul) on the patch tile on the current device: 32x32 blocks in
 // bfloat16/float16 on sm_90a with the pattern's pair records, within that tile's rule (tc_kernels.h).

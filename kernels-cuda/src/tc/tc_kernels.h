@@ -98,7 +98,7 @@ struct KernelArgs {
 // dW at 32x32 blocks: kPatchDwTile (kept in kernels-cuda/dev/; the number here for the split rule), a CTA per patch of
 // W's block rows x block columns (BsrPatternView::patchList), one CTA per SM (two stages of 208 KB in all); and the
 // addon's kPatchPairTile (bsr_wgmma_patch_dw.cu), the same patches paired within columns on wgmma, fed by bulk tensor
-// copies through a ring of three stages: taken (where patchPairDispatched) from kPatchPairMinTokens tokens at densities
+// copies through a ring of three stages: taken (on the devices of kPatchPairMinBandwidth) from kPatchPairMinTokens tokens at densities
 // above kPatchPairMinDensity and below kPatchPairMaxDensity, where it beat both the other dW tiles and the dense route
 // on an H200 (docs/kernels.md, "dW's patch tile fed by bulk copies").
 // dW at 64x64 blocks: kFeatureMajorDwTile (kept in kernels-cuda/dev/; the number here for the split rule's tile
@@ -114,14 +114,15 @@ enum TileVariant : int {
   kPatchDwTile = 30,
   kPatchPairTile = 33,
 };
-// Whether the default options dispatch the patch tile (patchDwRule) and uploads build its records, unless
-// BLOCKSPARSE_CUDA_PATCH_DW=1 or 0 says otherwise (read once per process: patchPairDispatched, dispatch.cu). Off: the
-// CUDA suite, tc_bench's check and memcheck pass with it on (H100, 2026-12-05), but there the FFN step it was built for
-// (32x32, density 0.25, 8192 tokens, captured) ran 0.536 ms with it against 0.514 without: each dW took 96 us on it
-// (90 the tile, 6 the sum of its two token splits) against 92 on the dense route it displaces (docs/kernels.md, "dW's
-// patch tile fed by bulk copies"). Its kernel-level win over that route was measured on an H200 only. tc_bench names
-// it with TcOptions (variant 33) either way.
-constexpr bool kPatchPairDispatched = false;
+// The default options dispatch the patch tile (patchDwRule) on wgmma devices whose memory peaks at this many bytes per
+// second or more (2 x memory clock x bus width; an H200's 4.9 TB/s, not an H100 SXM's 3.35), unless
+// BLOCKSPARSE_CUDA_PATCH_DW=1 or 0 says otherwise (patchPairDispatched, dispatch.cu). The tile re-reads its dY and X
+// slices through L2 from memory, where the dense route it displaces is cuBLAS's compute-bound GEMM: on an H200 each dW
+// took 83-86 us on it against 90-92 on the route, and the FFN step (32x32, 8192 tokens, captured) 0.482 ms against
+// 0.492 at density 0.25 (0.451 against 0.461-0.465 at 0.2); on an H100 the tile took 90 us (96 with the sum of its two
+// token splits) against 92 and the step 0.536 against 0.514 (docs/kernels.md, "dW's patch tile fed by bulk copies").
+// tc_bench names it with TcOptions (variant 33) either way.
+constexpr double kPatchPairMinBandwidth = 4.5e12;
 constexpr int64_t kPatchPairMinTokens = 4096;
 // First-use autotuning times the patch tile for dW from this many tokens (below it the tile lost to the other routes
 // on an H200, or tied them: docs/kernels.md).

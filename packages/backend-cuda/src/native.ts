@@ -70,6 +70,8 @@ export interface DeviceInfo {
   computeCapability: string;
   multiprocessors: number;
   totalMemory: number;
+  /** Device memory's peak rate in bytes per second (two transfers per memory clock over the bus); 0 where CUDA does not say. */
+  memoryBandwidth: number;
   /** CUDA runtime and driver versions as CUDA encodes them (13000 = 13.0). */
   runtimeVersion: number;
   driverVersion: number;

@@ -483,14 +483,17 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
     }
   }, 180_000);
 
-  // dW at 32x32 where the patch tile takes it once dispatched (sm_90a, from 4096 tokens at densities 0.15-0.28:
-  // tc_kernels.h's kPatchPair*, off by default until this test has run on a GPU with it on; BLOCKSPARSE_CUDA_PATCH_DW=1
-  // dispatches it, as gpu-tests.sh does for this test): each record's blocks paired within columns (a column's odd block
-  // alone in its product), its slices copied by bulk tensor copies, the tokens split with float32 partials. Random
-  // patterns with an empty block column and a full block row, token counts that end inside a 64-token step, both half
-  // dtypes: every block sampled against float64, each product run twice on different inputs (a block left unwritten
-  // would keep the first run's values). With the tile dispatched on an sm_90 device, sampledPlan must say so.
-  const patchDwDispatched = process.env.BLOCKSPARSE_CUDA_PATCH_DW === "1"; // the addon's default (kPatchPairDispatched) is off
+  // dW at 32x32 where the patch tile takes it (sm_90a, from 4096 tokens at densities 0.15-0.28: tc_kernels.h's
+  // kPatchPair*): dispatched by default on GPUs whose memory peaks at 4.5 TB/s or more (an H200, not an H100),
+  // BLOCKSPARSE_CUDA_PATCH_DW=1 / 0 forces it on / off (gpu-tests.sh runs this test once more with 1): each record's
+  // blocks paired within columns (a column's odd block alone in its product), its slices copied by bulk tensor copies,
+  // the tokens split with float32 partials. Random patterns with an empty block column and a full block row, token
+  // counts that end inside a 64-token step, both half dtypes: every block sampled against float64, each product run
+  // twice on different inputs (a block left unwritten would keep the first run's values). sampledPlan must name the
+  // tile exactly where it is dispatched.
+  const patchDwForced = process.env.BLOCKSPARSE_CUDA_PATCH_DW;
+  const patchDwDispatched = (device: { computeCapability: string; memoryBandwidth: number }) =>
+    device.computeCapability === "9.0" && (patchDwForced === "1" || (patchDwForced !== "0" && device.memoryBandwidth >= 4.5e12));
   test("sampledMatmul on the patch tile's band (32x32, densities 0.16-0.27, ragged token steps), half precision, every block sampled against float64", () => {
     const backend = useCuda();
     const previous = backend.setDenseSampledMode("never");
@@ -519,7 +522,8 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
         const actual = pattern.nnzBlocks / (blockRows * blockCols);
         expect(actual > 0.15 && actual < 0.28, `density ${actual}`).toBe(true);
         const plan = backend.sampledPlan(pattern, m, dtype);
-        const onPatchTile = patchDwDispatched && backend.device.computeCapability === "9.0";
+        expect(backend.device.memoryBandwidth, "the device's memory bandwidth, which the rule reads").toBeGreaterThan(1e11);
+        const onPatchTile = patchDwDispatched(backend.device);
         expect(plan, `${rows}x${cols} d=${actual}`).toMatch(onPatchTile ? /^\d+ splits? on the patch tile$/ : /^\d+ splits?$/);
         const { blockRow, blockCol } = pattern.coordinates;
         tidy(() => {

@@ -13,6 +13,7 @@ export const STAND_IN_DEVICE: DeviceInfo = {
   computeCapability: "9.0",
   multiprocessors: 132,
   totalMemory: 1e11,
+  memoryBandwidth: 3.35e12,
   runtimeVersion: 13000,
   driverVersion: 13000,
 };
