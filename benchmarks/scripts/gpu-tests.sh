@@ -2,7 +2,8 @@
 # On a machine with an NVIDIA GPU, from a built checkout: builds the CUDA addon, then runs backend-cuda's whole suite
 # with BLOCKSPARSE_REQUIRE_CUDA=1 in parallel processes: sparse.test.ts in parts chosen by test name (its float64
 # references are CPU-bound: one process took over 330 s, five take about 180), the other files in one more process.
-# dW's tests run once more with the patch tile dispatched (BLOCKSPARSE_CUDA_PATCH_DW=1). Each part's log lands in $OUT;
+# dW's tests run once more with the patch tile dispatched (BLOCKSPARSE_CUDA_PATCH_DW=1: by default only where memory peaks at
+# 4.5 TB/s or more). Each part's log lands in $OUT;
 # the script fails if a part fails or the parts do not run every sparse test once.
 #   bash benchmarks/scripts/gpu-tests.sh            (CAP: seconds per process, default 400)
 set -uo pipefail
@@ -27,8 +28,11 @@ for i in "${!PARTS[@]}"; do
   timeout "$CAP" npx vitest run "$T/sparse.test.ts" -t "${PARTS[$i]}" >"$OUT/sparse-$i.log" 2>&1 &
 done
 timeout "$CAP" npx vitest run packages/backend-cuda --exclude '**/sparse.test.ts' >"$OUT/rest.log" 2>&1 &
-# dW's tests once more with the patch tile dispatched (BLOCKSPARSE_CUDA_PATCH_DW=1; off by default until they pass so).
+# dW's tests once more with the patch tile dispatched (BLOCKSPARSE_CUDA_PATCH_DW=1; by default only on GPUs whose memory
+# peaks at 4.5 TB/s or more, so that the tile is tested on the others too).
 BLOCKSPARSE_CUDA_PATCH_DW=1 timeout "$CAP" npx vitest run "$T/sparse.test.ts" -t "${PARTS[2]}" >"$OUT/sparse-patch-dw.log" 2>&1 &
+# The decoding tests once more with the staged variant wherever it covers a call (by default only on large layers).
+BLOCKSPARSE_CUDA_DECODE_STAGED=1 timeout "$CAP" npx vitest run "$T/decode.test.ts" >"$OUT/decode-staged.log" 2>&1 &
 failed=0
 for job in $(jobs -p); do wait "$job" || failed=1; done
 echo "== parts done in $((SECONDS - start)) s"
@@ -46,6 +50,7 @@ for i in "${!PARTS[@]}"; do
 done
 echo "rest: $(strip "$OUT/rest.log" | grep -E "^ +Tests " | tail -1)"
 echo "sampled with the patch tile dispatched: $(strip "$OUT/sparse-patch-dw.log" | grep -E "^ +Tests " | tail -1)"
+echo "decoding with the staged variant forced: $(strip "$OUT/decode-staged.log" | grep -E "^ +Tests " | tail -1)"
 if [ "$total" -eq 0 ] || [ "$passed" -ne "$total" ]; then
   echo "sparse.test.ts: the parts passed $passed of $total tests: a test failed, or PARTS misses or repeats one (new test names need a part)"
   failed=1

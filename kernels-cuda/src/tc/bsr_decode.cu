@@ -33,7 +33,7 @@ struct DecodeVariantSpec {
   bool overlap;
 };
 constexpr DecodeVariantSpec kDecodeVariantSpecs[kDecodeVariants] = {
-    {0, true}, {2048, true}, {8192, true}, {16384, true}, {0, false}};
+    {0, true}, {2048, true}, {8192, true}, {16384, true}, {0, false}, {0, true} /* staged: launchDecodeStaged */};
 // On an H200 (decode.md, 32 shapes of 2048-16384 rows and columns), an eighth of L2 (7.5 MB of 60) and a sixteenth were
 // best, 1.11x the launch without overlap on the geometric mean (1.03-1.21x); the launch alone 1.08x; half of L2
 // 0.76-1.24x (a large W's prefetch evicted before it was read); the prefetch without the programmatic launch 1.00x.
@@ -250,6 +250,133 @@ __global__ void __launch_bounds__(32 * kMaxWarps) bsrDecodeLinearKernel(const ty
   }
 }
 
+// The staged variant (kDecodeStagedVariant; 33-64 tokens in bfloat16/float16). Past 32 tokens the kernel above reads X
+// from L2 once per block and 16-row slice (M / 8 of W's bytes at 32x32, 64 tokens: four times W), and that, not W's
+// stream, bounds it. Here a CTA takes a group of block rows and one range of K (kStagedRangeCols columns): it copies
+// X's [tokens x range] into shared memory once, zero past M, and each warp streams one 16-row slice of the group's
+// rows over the range, its blocks' X fragments read from there (the same lane layout as above; rows padded by 16
+// bytes, so the eight token rows a warp reads at once fall in different banks). X crosses L2 once per CTA, a warp
+// owns its slice's sums (no reduction between warps), and with more than one range each CTA writes float32 partials
+// [range][token][row] that launchSumSplits adds (the first range's carry the bias).
+constexpr int kStagedRangeCols = 1024;
+constexpr int kStagedPad = 8;  // elements of padding per staged row (16 bytes)
+constexpr int kStagedPitch = kStagedRangeCols + kStagedPad;
+
+struct StagedArgs {
+  int32_t groupRows;  // block rows per CTA (its warps: groupRows x blockHeight / 16)
+  int32_t ranges;     // CTAs along K (gridDim.y)
+  float* partials;    // [ranges][m][rows] where ranges > 1
+};
+
+// Adds blocks e .. e + kBlocks - 1 of the warp's run to its sums, X from the staged range (colLo: its first block
+// column).
+template <class K, int kBlocks>
+__device__ __forceinline__ void addStagedBlocks(Accumulator<K>& acc, const typename K::T* xs, const typename K::T* laneW,
+                                                const int32_t* colIdx, int e, int32_t colLo, int64_t blockElements,
+                                                int lane) {
+  using T = typename K::T;
+  const int g = lane / 4, q = lane % 4;
+  int column[kBlocks];
+#pragma unroll
+  for (int b = 0; b < kBlocks; ++b) column[b] = (__ldg(colIdx + e + b) - colLo) * K::C + q * K::kVec;
+  Vec<K::kWords> wLow[kBlocks][K::kChunksPerBlock], wHigh[kBlocks][K::kChunksPerBlock];
+#pragma unroll
+  for (int b = 0; b < kBlocks; ++b)
+#pragma unroll
+    for (int c = 0; c < K::kChunksPerBlock; ++c) {
+      const T* row = laneW + static_cast<int64_t>(e + b) * blockElements + c * K::kChunk;
+      wLow[b][c] = loadStreaming<K::kWords>(row);
+      wHigh[b][c] = loadStreaming<K::kWords>(row + 8 * K::C);
+    }
+#pragma unroll
+  for (int b = 0; b < kBlocks; ++b)
+#pragma unroll
+    for (int c = 0; c < K::kChunksPerBlock; ++c) {
+      const T* xColumn = xs + column[b] + c * K::kChunk;
+#pragma unroll
+      for (int tile = 0; tile < K::kTokenTiles; ++tile) {
+        const Vec<K::kWords> xv = *reinterpret_cast<const Vec<K::kWords>*>(xColumn + (tile * kTokenTile + g) * kStagedPitch);
+#pragma unroll
+        for (int j = 0; j < K::kVec / 4; ++j) {
+          const uint32_t a[4] = {wLow[b][c].word[2 * j], wHigh[b][c].word[2 * j], wLow[b][c].word[2 * j + 1],
+                                 wHigh[b][c].word[2 * j + 1]};
+          const uint32_t bFragment[2] = {xv.word[2 * j], xv.word[2 * j + 1]};
+          mma16816<T>(acc.value[tile], a, bFragment);
+        }
+      }
+    }
+}
+
+template <class K>
+__global__ void __launch_bounds__(32 * kMaxWarps, 1) bsrDecodeStagedKernel(const typename K::T* __restrict__ x,
+                                                                         const typename K::T* __restrict__ values,
+                                                                         const typename K::T* __restrict__ bias,
+                                                                         typename K::T* __restrict__ y, DecodeArgs args,
+                                                                         StagedArgs staged) {
+  using T = typename K::T;
+  static_assert(K::kTensorCores && K::kVecBytes == 16, "16-byte rows of half-precision X");
+  extern __shared__ __align__(16) unsigned char stagedBytes[];
+  T* xs = reinterpret_cast<T*>(stagedBytes);  // [kTokens][kStagedPitch]
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int g = lane / 4, q = lane % 4;
+  overlapWithNeighbours(args);
+  const int range = blockIdx.y;
+  const int64_t c0 = static_cast<int64_t>(range) * kStagedRangeCols;
+  const int width = static_cast<int>(std::min<int64_t>(kStagedRangeCols, args.cols - c0));
+  constexpr int kPerVector = 16 / sizeof(T);
+  const int vectorsPerRow = width / kPerVector;
+  for (int i = threadIdx.x; i < K::kTokens * vectorsPerRow; i += blockDim.x) {
+    const int token = i / vectorsPerRow, v = i % vectorsPerRow;
+    uint4 value = make_uint4(0, 0, 0, 0);
+    if (token < args.m) value = __ldg(reinterpret_cast<const uint4*>(x + token * args.cols + c0) + v);
+    *reinterpret_cast<uint4*>(xs + token * kStagedPitch + v * kPerVector) = value;
+  }
+  __syncthreads();
+
+  const int slicesPerRow = args.blockHeight / kSliceRows;
+  const int64_t blockRows = args.rows / args.blockHeight;
+  const int64_t blockRow = static_cast<int64_t>(blockIdx.x) * staged.groupRows + warp / slicesPerRow;
+  if (blockRow >= blockRows) return;
+  const int slice = warp % slicesPerRow;
+  const int32_t colLo = static_cast<int32_t>(c0 / K::C), colHi = static_cast<int32_t>((c0 + width) / K::C);
+  int32_t lo = args.blockRowPtr[blockRow], hi = args.blockRowPtr[blockRow + 1];
+  if (staged.ranges > 1) {
+    // The row's entries with columns in [colLo, colHi): its columns are sorted, so count those below each end.
+    int32_t below = 0, belowEnd = 0;
+    for (int32_t e = lo + lane; e - lane < hi; e += 32) {
+      const int32_t column = e < hi ? __ldg(args.blockColIdx + e) : INT32_MAX;
+      below += __popc(__ballot_sync(0xffffffffu, column < colLo));
+      belowEnd += __popc(__ballot_sync(0xffffffffu, column < colHi));
+    }
+    hi = lo + belowEnd;
+    lo += below;
+  }
+  const int64_t blockElements = static_cast<int64_t>(args.blockHeight) * K::C;
+  const T* laneW = values + (static_cast<int64_t>(lo) * args.blockHeight + slice * kSliceRows + g) * K::C + q * K::kVec;
+  const int32_t* colIdx = args.blockColIdx + lo;
+  const int count = hi - lo;
+  Accumulator<K> acc{};
+  int e = 0;
+  for (; e + K::kBlocksPerStep <= count; e += K::kBlocksPerStep)
+    addStagedBlocks<K, K::kBlocksPerStep>(acc, xs, laneW, colIdx, e, colLo, blockElements, lane);
+  if constexpr (K::kBlocksPerStep > 1)
+    for (; e < count; ++e) addStagedBlocks<K, 1>(acc, xs, laneW, colIdx, e, colLo, blockElements, lane);
+
+  const int64_t rowBase = blockRow * args.blockHeight + slice * kSliceRows;
+#pragma unroll
+  for (int tile = 0; tile < K::kTokenTiles; ++tile)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int token = tile * kTokenTile + 2 * q + i % 2;
+      const int64_t row = rowBase + g + 8 * (i / 2);
+      if (token >= args.m) continue;
+      float value = acc.value[tile][i];
+      if (range == 0 && bias) value += static_cast<float>(bias[row]);
+      if (staged.ranges == 1) y[token * args.rows + row] = static_cast<T>(value);
+      else staged.partials[(static_cast<int64_t>(range) * args.m + token) * args.rows + row] = value;
+    }
+}
+
 // Calls f(DecodeTraits<...>{}) for the kernel that runs `dtype`, `blockCols` and `m` tokens: the tokens rounded up
 // to what it covers (8, 16, 32 or 64 on the mma path, a power of two up to 16 for float32).
 template <typename T, int C, class F>
@@ -379,6 +506,35 @@ bool decodeBlockSide(int side) { return side == 16 || side == 32 || side == 64 |
 
 bool alignedTo(const void* pointer, uintptr_t bytes) { return (reinterpret_cast<uintptr_t>(pointer) % bytes) == 0; }
 
+// Calls f(DecodeTraits<T, C, 64>{}) for the staged kernel of `dtype` (bfloat16 or float16) and `blockCols` (32, 64 or
+// 128: a lane's 16-byte rows).
+template <class F>
+void visitStaged(DType dtype, int blockCols, F&& f) {
+  const auto byColumns = [&](auto element) {
+    using T = decltype(element);
+    if (blockCols == 32) f(DecodeTraits<T, 32, 64>{});
+    else if (blockCols == 64) f(DecodeTraits<T, 64, 64>{});
+    else f(DecodeTraits<T, 128, 64>{});
+  };
+  if (dtype == DType::BFloat16) byColumns(__nv_bfloat16{});
+  else byColumns(__half{});
+}
+
+template <class K>
+constexpr size_t stagedBytes() {
+  return size_t(K::kTokens) * kStagedPitch * sizeof(typename K::T);
+}
+
+// Block rows per CTA: the most (16 warps) whose grid still gives about one CTA to each SM (at least three quarters of
+// them; one CTA per SM fits, the staged range taking most of its shared memory), else one.
+int stagedGroupRows(const BsrPatternView& pattern, int64_t ranges, int numSms) {
+  const int slicesPerRow = std::max(1, pattern.blockHeight / kSliceRows);
+  const int64_t blockRows = pattern.blockRows;
+  for (int group = std::max(1, kMaxWarps / slicesPerRow); group > 1; group /= 2)
+    if ((blockRows + group - 1) / group * ranges * 4 >= int64_t{3} * std::max(1, numSms)) return group;
+  return 1;
+}
+
 }  // namespace
 
 bool decodeSupported(DType dtype, const void* x, const void* values, const void* bias, const void* y, int64_t m,
@@ -396,6 +552,8 @@ bool decodeSupported(DType dtype, const void* x, const void* values, const void*
 bool decodeVariant(int variant) { return variant >= 0 && variant < kDecodeVariants; }
 
 int decodeWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int variant, int numSms) {
+  if (variant == kDecodeStagedVariant && decodeStagedSupported(dtype, pattern, m))
+    return stagedGroupRows(pattern, decodeStagedRanges(pattern), numSms) * (pattern.blockHeight / kSliceRows);
   int warps = 1;
   visitTraits(dtype, pattern.blockWidth, m, [&](auto traits) { warps = chooseWarps<decltype(traits)>(pattern, variant, numSms); });
   return warps;
@@ -434,6 +592,60 @@ void launchDecodeLinear(DType dtype, const void* x, const void* values, const vo
       throwCuda(launched, "launch of bsrDecodeLinearKernel");
     }
     BS_LAUNCH_CHECK("bsrDecodeLinearKernel");
+  });
+}
+
+bool decodeStagedSupported(DType dtype, const BsrPatternView& pattern, int64_t m) {
+  return (dtype == DType::BFloat16 || dtype == DType::Float16) && m > 32 && m <= 64 &&
+         (pattern.blockWidth == 32 || pattern.blockWidth == 64 || pattern.blockWidth == 128) &&
+         pattern.blockHeight % kSliceRows == 0 && pattern.blockRows > 0;
+}
+
+int64_t decodeStagedRanges(const BsrPatternView& pattern) {
+  return (pattern.cols + kStagedRangeCols - 1) / kStagedRangeCols;
+}
+
+void launchDecodeStaged(DType dtype, const void* x, const void* values, const void* bias, void* y, float* partials,
+                        int64_t m, const BsrPatternView& pattern, int numSms, cudaStream_t stream) {
+  DecodeArgs args{m, pattern.rows, pattern.cols, pattern.blockHeight, pattern.blockRowPtr, pattern.blockColIdx,
+                  nullptr, nullptr, 0, 0};
+  const int64_t ranges = decodeStagedRanges(pattern);
+  const int group = stagedGroupRows(pattern, ranges, numSms);
+  StagedArgs staged{group, static_cast<int32_t>(ranges), partials};
+  visitStaged(dtype, pattern.blockWidth, [&](auto traits) {
+    using K = decltype(traits);
+    using T = typename K::T;
+    static int sized[kDevices] = {};
+    const int ready = oncePerDevice(sized, [](int) {
+      return cudaFuncSetAttribute(bsrDecodeStagedKernel<K>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  static_cast<int>(stagedBytes<K>())) == cudaSuccess
+                 ? 1
+                 : 0;
+    });
+    if (!ready) {
+      cudaGetLastError();
+      throw Error(ErrorKind::Cuda, "bsrDecodeStagedKernel: the device does not give a CTA " +
+                                       std::to_string(stagedBytes<K>()) + " bytes of shared memory");
+    }
+    const bool overlap = programmaticLaunchBuilt(reinterpret_cast<const void*>(bsrDecodeStagedKernel<K>));
+    cudaLaunchAttribute attribute{};
+    attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t config{};
+    config.gridDim = dim3(static_cast<unsigned>((pattern.blockRows + group - 1) / group), static_cast<unsigned>(ranges));
+    config.blockDim = dim3(32 * group * (pattern.blockHeight / kSliceRows));
+    config.dynamicSmemBytes = stagedBytes<K>();
+    config.stream = stream;
+    config.attrs = overlap ? &attribute : nullptr;
+    config.numAttrs = overlap ? 1 : 0;
+    const cudaError_t launched =
+        cudaLaunchKernelEx(&config, bsrDecodeStagedKernel<K>, static_cast<const T*>(x), static_cast<const T*>(values),
+                           static_cast<const T*>(bias), static_cast<T*>(y), args, staged);
+    if (launched != cudaSuccess) {
+      cudaGetLastError();
+      throwCuda(launched, "launch of bsrDecodeStagedKernel");
+    }
+    BS_LAUNCH_CHECK("bsrDecodeStagedKernel");
   });
 }
 

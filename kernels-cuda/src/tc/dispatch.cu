@@ -629,6 +629,23 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   return launched;
 }
 
+// Whether bsrLinear with 33-64 tokens (half precision) takes the staged decoding variant under the default options:
+// from density tc::kDecodeStagedMinDensity on layers storing at least tc::kDecodeStagedMinElements weights, unless
+// BLOCKSPARSE_CUDA_DECODE_STAGED is "1" (wherever it covers the call) or "0" (never); read once per process.
+bool decodeStagedRule(const BsrPatternView& pattern) {
+  static const int forced = [] {
+    const char* value = std::getenv("BLOCKSPARSE_CUDA_DECODE_STAGED");
+    if (value != nullptr && std::strcmp(value, "1") == 0) return 1;
+    if (value != nullptr && std::strcmp(value, "0") == 0) return 0;
+    return -1;
+  }();
+  if (forced >= 0) return forced == 1;
+  const double cells = double(pattern.blockRows) * double(pattern.blockCols);
+  const double stored = double(pattern.nnzBlocks) * pattern.blockHeight * pattern.blockWidth;
+  return cells > 0 && double(pattern.nnzBlocks) / cells >= tc::kDecodeStagedMinDensity &&
+         stored >= tc::kDecodeStagedMinElements;
+}
+
 }  // namespace
 
 bool tcBsrLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
@@ -638,8 +655,21 @@ bool tcBsrLinear(DType dtype, const void* x, const void* values, const void* bia
   const DeviceInfo& device = currentDevice();
   if (decode && m <= decodeMaxTokens(dtype) && device.major >= 8 &&
       tc::decodeSupported(dtype, x, values, bias, y, m, pattern)) {
-    tc::launchDecodeLinear(dtype, x, values, bias, y, m, pattern, std::max(options.variant, 0), device.sms,
-                           device.l2Bytes, stream);
+    // From 33 tokens the staged variant (X through shared memory) where its rule takes it, or when named.
+    const bool staged = (options.variant == tc::kDecodeStagedVariant || (options.variant < 0 && decodeStagedRule(pattern))) &&
+                        tc::decodeStagedSupported(dtype, pattern, m);
+    if (staged) {
+      const int64_t ranges = tc::decodeStagedRanges(pattern);
+      std::optional<Scratch> partials;
+      if (ranges == 1 || floatScratch(partials, ranges * m * pattern.rows)) {
+        tc::launchDecodeStaged(dtype, x, values, bias, y, partials ? partials->as<float>() : nullptr, m, pattern,
+                               device.sms, stream);
+        if (ranges > 1) launchSumSplits(dtype, partials->as<float>(), static_cast<int>(ranges), m * pattern.rows, y, stream);
+        return true;
+      }
+    }
+    const int variant = options.variant == tc::kDecodeStagedVariant ? 0 : std::max(options.variant, 0);
+    tc::launchDecodeLinear(dtype, x, values, bias, y, m, pattern, variant, device.sms, device.l2Bytes, stream);
     return true;
   }
   if (options.path == TcPath::Decode) return false;

@@ -289,13 +289,29 @@ bool launchWgmmaShape(Op op, DType dtype, const KernelArgs& args, int rows, int 
 // alignments, and its launch (pointers already validated).
 bool decodeSupported(DType dtype, const void* x, const void* values, const void* bias, const void* y, int64_t m,
                      const BsrPatternView& pattern);
-// `variant` (TcOptions::variant, kDecodeVariants of them): 0 is the default; 1-3 aim at 2, 8 or 16 KB of W per warp;
-// 4 is the default's widths without the overlap with the kernel before (no programmatic launch, no L2 prefetch).
-constexpr int kDecodeVariants = 5;
+// `variant` (TcOptions::variant, kDecodeVariants of them): 0 is the default up to 32 tokens; 1-3 aim at 2, 8 or 16 KB of
+// W per warp; 4 is 0's widths without the overlap with the kernel before (no programmatic launch, no L2 prefetch); 5
+// (kDecodeStagedVariant) stages X in shared memory, the default from 33 tokens where decodeStagedSupported.
+constexpr int kDecodeVariants = 6;
+constexpr int kDecodeStagedVariant = 5;
+// Where the default options take the staged variant (decodeStagedRule, dispatch.cu): measured on an H100 (4096 <->
+// 16384 and 4096 x 4096, 40-64 tokens, 32x32 and 64x64 blocks, densities 0.25 and 0.5; docs/kernels.md, "Decoding"),
+// 0.69-1.00x variant 0's time at density 0.5 on the 4096 <-> 16384 layers (33.5 M stored weights), but 1.03-1.23x at
+// 0.25 there (from 48 tokens) and 1.2-1.45x on 4096 x 4096 (8.4 M at 0.5), where a CTA's staged range serves too few
+// blocks. The density bound lies between the two measured.
+constexpr double kDecodeStagedMinDensity = 0.4;
+constexpr double kDecodeStagedMinElements = 16.0 * 1024 * 1024;
 bool decodeVariant(int variant);
 // `numSms` and `l2Bytes` describe the current device (0: unknown; no L2 prefetch then).
 void launchDecodeLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
                         const BsrPatternView& pattern, int variant, int numSms, int l2Bytes, cudaStream_t stream);
+// The staged variant (bsr_decode.cu): 33-64 tokens in bfloat16/float16 over blocks 32-128 columns wide (decodeSupported
+// besides); the ranges of K it splits the product into (CTAs along K: more than one writes float32 partials
+// [ranges][m][rows] into `partials`, which the caller sums with launchSumSplits; the first range carries the bias).
+bool decodeStagedSupported(DType dtype, const BsrPatternView& pattern, int64_t m);
+int64_t decodeStagedRanges(const BsrPatternView& pattern);
+void launchDecodeStaged(DType dtype, const void* x, const void* values, const void* bias, void* y, float* partials,
+                        int64_t m, const BsrPatternView& pattern, int numSms, cudaStream_t stream);
 // Warps per CTA of the decoding kernel for this pattern, token count and variant on the current device, of
 // `numSms` SMs (reported by the bench).
 int decodeWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int variant, int numSms);

@@ -1,6 +1,7 @@
 /**
  * bsrLinear with few tokens, where the cuda backend dispatches to its decoding kernel (each stored block
- * read once): 1-16 tokens in every float dtype and up to 64 in bfloat16 and float16, block shapes 16-128 wide
+ * read once; from 33 tokens X staged in shared memory, over ranges of K summed by a second pass): 1-16 tokens in
+ * every float dtype and up to 64 in bfloat16 and float16, block shapes 16-128 wide
  * (square and not), with and without bias, on random patterns with empty block rows. Checked against the js backend's result
  * and float64 math; outputs are poisoned, so an element the kernel skips fails. On sm_90+ the kernel may start
  * before the kernel ahead of it in the stream ends (programmatic dependent launch): a chain of layers whose inputs
@@ -147,6 +148,43 @@ describe.skipIf(cudaMissing)("bsrLinear with few tokens on cuda (the decoding pa
             expectClose(outputs[k].dataSync(), want, dtype, `${dtype} M=${m} layer ${k} of the chain`);
           }
         });
+      }
+    }
+  }, TIMEOUT_MS);
+
+  // From 33 tokens in half precision the staged variant covers blocks 32-128 columns wide: each CTA copies X's columns
+  // of one range of K (1024) into shared memory for a group of block rows, and with more than one range writes float32
+  // partials that a second pass sums (the first range adds the bias). The default options take it on large layers at
+  // density 0.4 or more (the last case); BLOCKSPARSE_CUDA_DECODE_STAGED=1 takes it for every case (gpu-tests.sh runs
+  // this file so too): widths past one range (the last one short), empty block rows, and on a GPU of about 100-140 SMs
+  // groups of 8 block rows with the last one cut short (405 rows).
+  test("33-64 tokens over several ranges of K and groups of block rows (the staged variant), half precision", () => {
+    const next = random(5151);
+    const cases: { shape: [number, number]; block: [number, number]; tokens: number[]; density: number; dtypes: ("bfloat16" | "float16")[] }[] = [
+      { shape: [512, 2304], block: [32, 32], tokens: [33, 40, 57, 64], density: 0.3, dtypes: ["bfloat16", "float16"] },
+      { shape: [384, 1088], block: [64, 64], tokens: [48], density: 0.3, dtypes: ["bfloat16", "float16"] },
+      { shape: [256, 1152], block: [128, 128], tokens: [64], density: 0.3, dtypes: ["bfloat16", "float16"] },
+      { shape: [192, 2112], block: [64, 32], tokens: [36], density: 0.3, dtypes: ["bfloat16", "float16"] },
+      { shape: [12960, 1088], block: [32, 32], tokens: [40], density: 0.3, dtypes: ["bfloat16"] },
+      { shape: [8192, 4608], block: [32, 32], tokens: [44], density: 0.5, dtypes: ["float16"] },
+    ];
+    for (const { shape, block, tokens, density, dtypes } of cases) {
+      const pattern = patternWithEmptyRows(shape, block, density, next);
+      const [rows, cols] = shape;
+      for (const dtype of dtypes) {
+        for (const m of tokens) {
+          tidy(() => {
+            const x = randomTensor(next, [m, cols], dtype);
+            const values = randomTensor(next, [pattern.nnzBlocks, ...block], dtype);
+            const bias = randomTensor(next, [rows], dtype);
+            for (const withBias of rows >= 8192 ? [true] : [true, false]) {
+              const y = bsrLinear(x.t, values.t, pattern, withBias ? bias.t : undefined);
+              expect(y.shape).toEqual([m, rows]);
+              const want = linearReference(pattern, x.values, values.values, withBias ? bias.values : undefined, m);
+              expectClose(y.dataSync(), want, dtype, `${rows}x${cols} ${block.join("x")} ${dtype} M=${m} ${withBias ? "with" : "without"} bias`);
+            }
+          });
+        }
       }
     }
   }, TIMEOUT_MS);
