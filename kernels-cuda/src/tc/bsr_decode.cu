@@ -139,6 +139,37 @@ struct Accumulator {
   float value[K::kTensorCores ? K::kTokenTiles : 2][K::kTensorCores ? 4 : K::kTokens];
 };
 
+// The lane's W vectors of `kBlocks` blocks (entries e, e + stride, ... of the slice's run from laneW): rows g and g + 8
+// of each chunk, all loaded before any is used.
+template <class K, int kBlocks>
+struct WVectors {
+  Vec<K::kWords> low[kBlocks][K::kChunksPerBlock], high[kBlocks][K::kChunksPerBlock];
+};
+template <class K, int kBlocks>
+__device__ __forceinline__ void loadWVectors(WVectors<K, kBlocks>& w, const typename K::T* laneW, int e, int stride,
+                                             int64_t blockElements) {
+#pragma unroll
+  for (int b = 0; b < kBlocks; ++b)
+#pragma unroll
+    for (int c = 0; c < K::kChunksPerBlock; ++c) {
+      const typename K::T* row = laneW + static_cast<int64_t>(e + b * stride) * blockElements + c * K::kChunk;
+      w.low[b][c] = loadStreaming<K::kWords>(row);
+      w.high[b][c] = loadStreaming<K::kWords>(row + 8 * K::C);
+    }
+}
+
+// One chunk's products for one token tile: the lane's W vectors as mma's A fragments, its X vector as B.
+template <class K>
+__device__ __forceinline__ void mmaChunk(float (&acc)[4], const Vec<K::kWords>& low, const Vec<K::kWords>& high,
+                                         const Vec<K::kWords>& xv) {
+#pragma unroll
+  for (int j = 0; j < K::kVec / 4; ++j) {
+    const uint32_t a[4] = {low.word[2 * j], high.word[2 * j], low.word[2 * j + 1], high.word[2 * j + 1]};
+    const uint32_t bFragment[2] = {xv.word[2 * j], xv.word[2 * j + 1]};
+    mma16816<typename K::T>(acc, a, bFragment);
+  }
+}
+
 // Adds `kBlocks` blocks (entries e, e + stride, ...) of the slice to the warp's sums.
 template <class K, int kBlocks>
 __device__ __forceinline__ void addBlocks(Accumulator<K>& acc, const DecodeArgs& args, const typename K::T* x,
@@ -150,15 +181,8 @@ __device__ __forceinline__ void addBlocks(Accumulator<K>& acc, const DecodeArgs&
   int64_t column[kBlocks];
 #pragma unroll
   for (int b = 0; b < kBlocks; ++b) column[b] = static_cast<int64_t>(__ldg(colIdx + e + b * stride)) * K::C + q * K::kVec;
-  Vec<K::kWords> wLow[kBlocks][K::kChunksPerBlock], wHigh[kBlocks][K::kChunksPerBlock];
-#pragma unroll
-  for (int b = 0; b < kBlocks; ++b)
-#pragma unroll
-    for (int c = 0; c < K::kChunksPerBlock; ++c) {
-      const T* row = laneW + static_cast<int64_t>(e + b * stride) * blockElements + c * K::kChunk;
-      wLow[b][c] = loadStreaming<K::kWords>(row);
-      wHigh[b][c] = loadStreaming<K::kWords>(row + 8 * K::C);
-    }
+  WVectors<K, kBlocks> w;
+  loadWVectors(w, laneW, e, stride, blockElements);
 #pragma unroll
   for (int b = 0; b < kBlocks; ++b)
 #pragma unroll
@@ -170,13 +194,7 @@ __device__ __forceinline__ void addBlocks(Accumulator<K>& acc, const DecodeArgs&
           const int token = tile * kTokenTile + g;
           Vec<K::kWords> xv{};
           if (token < args.m) xv = loadCached<K::kWords>(xColumn + token * args.cols);
-#pragma unroll
-          for (int j = 0; j < K::kVec / 4; ++j) {
-            const uint32_t a[4] = {wLow[b][c].word[2 * j], wHigh[b][c].word[2 * j], wLow[b][c].word[2 * j + 1],
-                                   wHigh[b][c].word[2 * j + 1]};
-            const uint32_t bFragment[2] = {xv.word[2 * j], xv.word[2 * j + 1]};
-            mma16816<T>(acc.value[tile], a, bFragment);
-          }
+          mmaChunk<K>(acc.value[tile], w.low[b][c], w.high[b][c], xv);
         }
       } else {
 #pragma unroll
@@ -186,8 +204,8 @@ __device__ __forceinline__ void addBlocks(Accumulator<K>& acc, const DecodeArgs&
 #pragma unroll
           for (int i = 0; i < K::kVec; ++i) {
             const float xi = __uint_as_float(xv.word[i]);
-            acc.value[0][token] = fmaf(__uint_as_float(wLow[b][c].word[i]), xi, acc.value[0][token]);
-            acc.value[1][token] = fmaf(__uint_as_float(wHigh[b][c].word[i]), xi, acc.value[1][token]);
+            acc.value[0][token] = fmaf(__uint_as_float(w.low[b][c].word[i]), xi, acc.value[0][token]);
+            acc.value[1][token] = fmaf(__uint_as_float(w.high[b][c].word[i]), xi, acc.value[1][token]);
           }
         }
       }
@@ -279,15 +297,8 @@ __device__ __forceinline__ void addStagedBlocks(Accumulator<K>& acc, const typen
   int column[kBlocks];
 #pragma unroll
   for (int b = 0; b < kBlocks; ++b) column[b] = (__ldg(colIdx + e + b) - colLo) * K::C + q * K::kVec;
-  Vec<K::kWords> wLow[kBlocks][K::kChunksPerBlock], wHigh[kBlocks][K::kChunksPerBlock];
-#pragma unroll
-  for (int b = 0; b < kBlocks; ++b)
-#pragma unroll
-    for (int c = 0; c < K::kChunksPerBlock; ++c) {
-      const T* row = laneW + static_cast<int64_t>(e + b) * blockElements + c * K::kChunk;
-      wLow[b][c] = loadStreaming<K::kWords>(row);
-      wHigh[b][c] = loadStreaming<K::kWords>(row + 8 * K::C);
-    }
+  WVectors<K, kBlocks> w;
+  loadWVectors(w, laneW, e, 1, blockElements);
 #pragma unroll
   for (int b = 0; b < kBlocks; ++b)
 #pragma unroll
@@ -296,13 +307,7 @@ __device__ __forceinline__ void addStagedBlocks(Accumulator<K>& acc, const typen
 #pragma unroll
       for (int tile = 0; tile < K::kTokenTiles; ++tile) {
         const Vec<K::kWords> xv = *reinterpret_cast<const Vec<K::kWords>*>(xColumn + (tile * kTokenTile + g) * kStagedPitch);
-#pragma unroll
-        for (int j = 0; j < K::kVec / 4; ++j) {
-          const uint32_t a[4] = {wLow[b][c].word[2 * j], wHigh[b][c].word[2 * j], wLow[b][c].word[2 * j + 1],
-                                 wHigh[b][c].word[2 * j + 1]};
-          const uint32_t bFragment[2] = {xv.word[2 * j], xv.word[2 * j + 1]};
-          mma16816<T>(acc.value[tile], a, bFragment);
-        }
+        mmaChunk<K>(acc.value[tile], w.low[b][c], w.high[b][c], xv);
       }
     }
 }

@@ -316,13 +316,16 @@ bool wgmmaDw32Rule(const BsrPatternView& pattern, int64_t m, int sms) {
 // read once per process, so that one build measures both dispatches; otherwise on wgmma devices whose memory peaks at
 // tc::kPatchPairMinBandwidth or more. Per device, as the pair records are (tcBuildsPatchRecords asks the same when a
 // pattern is uploaded), so the records and the rule agree.
+// A dispatch switch in the environment: 1 for "1", 0 for "0", -1 for anything else (the rule decides).
+int environmentSwitch(const char* name) {
+  const char* value = std::getenv(name);
+  if (value != nullptr && std::strcmp(value, "1") == 0) return 1;
+  if (value != nullptr && std::strcmp(value, "0") == 0) return 0;
+  return -1;
+}
+
 bool patchPairDispatched() {
-  static const int forced = [] {
-    const char* value = std::getenv("BLOCKSPARSE_CUDA_PATCH_DW");
-    if (value != nullptr && std::strcmp(value, "1") == 0) return 1;
-    if (value != nullptr && std::strcmp(value, "0") == 0) return 0;
-    return -1;
-  }();
+  static const int forced = environmentSwitch("BLOCKSPARSE_CUDA_PATCH_DW");
   if (forced >= 0) return forced == 1;
   const DeviceInfo& device = currentDevice();
   return device.wgmma && device.memoryBandwidth >= tc::kPatchPairMinBandwidth;
@@ -633,12 +636,7 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
 // from density tc::kDecodeStagedMinDensity on layers storing at least tc::kDecodeStagedMinElements weights, unless
 // BLOCKSPARSE_CUDA_DECODE_STAGED is "1" (wherever it covers the call) or "0" (never); read once per process.
 bool decodeStagedRule(const BsrPatternView& pattern) {
-  static const int forced = [] {
-    const char* value = std::getenv("BLOCKSPARSE_CUDA_DECODE_STAGED");
-    if (value != nullptr && std::strcmp(value, "1") == 0) return 1;
-    if (value != nullptr && std::strcmp(value, "0") == 0) return 0;
-    return -1;
-  }();
+  static const int forced = environmentSwitch("BLOCKSPARSE_CUDA_DECODE_STAGED");
   if (forced >= 0) return forced == 1;
   const double cells = double(pattern.blockRows) * double(pattern.blockCols);
   const double stored = double(pattern.nnzBlocks) * pattern.blockHeight * pattern.blockWidth;
