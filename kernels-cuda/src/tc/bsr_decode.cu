@@ -19,7 +19,7 @@ namespace bs::tc {
 
 namespace {
 
-constexpr int kSliceRows = 16;           // W rows per CTA: the m of one mma tile
+constexpr int kSliceRows = kDecodeSliceRows;  // W rows per CTA: the m of one mma tile
 constexpr int kTokenTile = 8;            // tokens per mma tile (its n)
 constexpr int kMaxPartialBytes = 48 * 1024;  // the warps' partial sums: at most the default dynamic shared memory
 constexpr int kMaxWarps = 16;            // warps splitting one slice's blocks
@@ -276,7 +276,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) bsrDecodeLinearKernel(const ty
 // bytes, so the eight token rows a warp reads at once fall in different banks). X crosses L2 once per CTA, a warp
 // owns its slice's sums (no reduction between warps), and with more than one range each CTA writes float32 partials
 // [range][token][row] that launchSumSplits adds (the first range's carry the bias).
-constexpr int kStagedRangeCols = 1024;
+constexpr int kStagedRangeCols = kDecodeStagedRangeCols;
 constexpr int kStagedPad = 8;  // elements of padding per staged row (16 bytes)
 constexpr int kStagedPitch = kStagedRangeCols + kStagedPad;
 
@@ -313,7 +313,7 @@ __device__ __forceinline__ void addStagedBlocks(Accumulator<K>& acc, const typen
 }
 
 template <class K>
-__global__ void __launch_bounds__(32 * kMaxWarps, 1) bsrDecodeStagedKernel(const typename K::T* __restrict__ x,
+__global__ void __launch_bounds__(32 * kDecodeStagedMaxWarps, 1) bsrDecodeStagedKernel(const typename K::T* __restrict__ x,
                                                                          const typename K::T* __restrict__ values,
                                                                          const typename K::T* __restrict__ bias,
                                                                          typename K::T* __restrict__ y, DecodeArgs args,
@@ -530,16 +530,6 @@ constexpr size_t stagedBytes() {
   return size_t(K::kTokens) * kStagedPitch * sizeof(typename K::T);
 }
 
-// Block rows per CTA: the most (16 warps) whose grid still gives about one CTA to each SM (at least three quarters of
-// them; one CTA per SM fits, the staged range taking most of its shared memory), else one.
-int stagedGroupRows(const BsrPatternView& pattern, int64_t ranges, int numSms) {
-  const int slicesPerRow = std::max(1, pattern.blockHeight / kSliceRows);
-  const int64_t blockRows = pattern.blockRows;
-  for (int group = std::max(1, kMaxWarps / slicesPerRow); group > 1; group /= 2)
-    if ((blockRows + group - 1) / group * ranges * 4 >= int64_t{3} * std::max(1, numSms)) return group;
-  return 1;
-}
-
 }  // namespace
 
 bool decodeSupported(DType dtype, const void* x, const void* values, const void* bias, const void* y, int64_t m,
@@ -558,7 +548,8 @@ bool decodeVariant(int variant) { return variant >= 0 && variant < kDecodeVarian
 
 int decodeWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int variant, int numSms) {
   if (variant == kDecodeStagedVariant && decodeStagedSupported(dtype, pattern, m))
-    return stagedGroupRows(pattern, decodeStagedRanges(pattern), numSms) * (pattern.blockHeight / kSliceRows);
+    return decodeStagedGroupRows(pattern.blockRows, pattern.blockHeight, decodeStagedRanges(pattern), numSms) *
+           (pattern.blockHeight / kSliceRows);
   int warps = 1;
   visitTraits(dtype, pattern.blockWidth, m, [&](auto traits) { warps = chooseWarps<decltype(traits)>(pattern, variant, numSms); });
   return warps;
@@ -606,16 +597,14 @@ bool decodeStagedSupported(DType dtype, const BsrPatternView& pattern, int64_t m
          pattern.blockHeight % kSliceRows == 0 && pattern.blockRows > 0;
 }
 
-int64_t decodeStagedRanges(const BsrPatternView& pattern) {
-  return (pattern.cols + kStagedRangeCols - 1) / kStagedRangeCols;
-}
+int64_t decodeStagedRanges(const BsrPatternView& pattern) { return decodeStagedRangesOf(pattern.cols); }
 
 void launchDecodeStaged(DType dtype, const void* x, const void* values, const void* bias, void* y, float* partials,
                         int64_t m, const BsrPatternView& pattern, int numSms, cudaStream_t stream) {
   DecodeArgs args{m, pattern.rows, pattern.cols, pattern.blockHeight, pattern.blockRowPtr, pattern.blockColIdx,
                   nullptr, nullptr, 0, 0};
   const int64_t ranges = decodeStagedRanges(pattern);
-  const int group = stagedGroupRows(pattern, ranges, numSms);
+  const int group = decodeStagedGroupRows(pattern.blockRows, pattern.blockHeight, ranges, numSms);
   StagedArgs staged{group, static_cast<int32_t>(ranges), partials};
   visitStaged(dtype, pattern.blockWidth, [&](auto traits) {
     using K = decltype(traits);

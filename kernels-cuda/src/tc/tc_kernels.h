@@ -301,6 +301,25 @@ constexpr int kDecodeStagedVariant = 5;
 // blocks. The density bound lies between the two measured.
 constexpr double kDecodeStagedMinDensity = 0.4;
 constexpr double kDecodeStagedMinElements = 16.0 * 1024 * 1024;
+// The staged variant's grid: CTAs of a group of block rows x one range of K of kDecodeStagedRangeCols columns (the
+// last range shorter), one warp per 16-row slice of the group, at most kDecodeStagedMaxWarps.
+constexpr int kDecodeStagedRangeCols = 1024;
+constexpr int kDecodeSliceRows = 16;
+constexpr int kDecodeStagedMaxWarps = 16;
+inline int64_t decodeStagedRangesOf(int64_t cols) {
+  return (cols + kDecodeStagedRangeCols - 1) / kDecodeStagedRangeCols;
+}
+// Block rows per CTA for `blockRows` block rows of `blockHeight` (a multiple of 16) and `ranges` ranges on `numSms` SMs:
+// the most (kDecodeStagedMaxWarps warps) whose grid still gives about one CTA to each SM (at least three quarters of
+// them; one CTA per SM fits, the staged range taking most of its shared memory), else one.
+inline int decodeStagedGroupRows(int64_t blockRows, int blockHeight, int64_t ranges, int numSms) {
+  const int slicesPerRow = blockHeight / kDecodeSliceRows > 1 ? blockHeight / kDecodeSliceRows : 1;
+  const int64_t sms = numSms > 1 ? numSms : 1;
+  for (int group = kDecodeStagedMaxWarps / slicesPerRow > 1 ? kDecodeStagedMaxWarps / slicesPerRow : 1; group > 1;
+       group /= 2)
+    if ((blockRows + group - 1) / group * ranges * 4 >= 3 * sms) return group;
+  return 1;
+}
 bool decodeVariant(int variant);
 // `numSms` and `l2Bytes` describe the current device (0: unknown; no L2 prefetch then).
 void launchDecodeLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,

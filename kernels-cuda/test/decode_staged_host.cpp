@@ -1,0 +1,84 @@
+// The staged decoding variant's grid (src/tc/tc_kernels.h: decodeStagedRangesOf, decodeStagedGroupRows) checked on the
+// host: backend-cuda's decode_staged_host.test.ts compiles and runs it wherever nvcc is, GPU or not. Over widths,
+// block rows, block heights and SM counts: the ranges cover K once (each kDecodeStagedRangeCols wide, the last
+// shorter); a group is at least one block row, its slices fit the CTA's warps, and the groups cover the block rows
+// once; the group is the largest of its halving sequence whose grid gives at least three quarters of the SMs a CTA
+// (or one where none does); and the layers measured on an H100 (132 SMs) get the grids they ran with.
+//
+//   nvcc -std=c++17 -x cu -I kernels-cuda/src kernels-cuda/test/decode_staged_host.cpp -o decode_staged_host && ./decode_staged_host
+#include <cstdio>
+
+#include "tc/tc_kernels.h"
+
+using bs::tc::decodeStagedGroupRows;
+using bs::tc::decodeStagedRangesOf;
+using bs::tc::kDecodeSliceRows;
+using bs::tc::kDecodeStagedMaxWarps;
+using bs::tc::kDecodeStagedRangeCols;
+
+namespace {
+
+int failures = 0;
+long checks = 0;
+
+void check(bool ok, const char* what, long long a, long long b, long long c, long long d, long long value) {
+  ++checks;
+  if (ok) return;
+  if (++failures <= 20) std::printf("FAIL %s (%lld, %lld, %lld, %lld): %lld\n", what, a, b, c, d, value);
+}
+
+bool fillsSms(long long blockRows, int group, long long ranges, int sms) {
+  return (blockRows + group - 1) / group * ranges * 4 >= 3LL * (sms > 1 ? sms : 1);
+}
+
+}  // namespace
+
+int main() {
+  for (long long cols = 16; cols <= 40000; cols += cols < 2200 ? 16 : 1000) {
+    const long long ranges = decodeStagedRangesOf(cols);
+    check(ranges >= 1 && ranges * kDecodeStagedRangeCols >= cols && (ranges - 1) * kDecodeStagedRangeCols < cols,
+          "ranges cover K once", cols, 0, 0, 0, ranges);
+  }
+  const int heights[] = {16, 32, 64, 128};
+  const int smCounts[] = {0, 1, 8, 46, 108, 132, 144};
+  for (int height : heights) {
+    const int slicesPerRow = height / kDecodeSliceRows;
+    const int most = kDecodeStagedMaxWarps / slicesPerRow;
+    for (long long blockRows = 1; blockRows <= 1100; blockRows += blockRows < 64 ? 1 : 7)
+      for (long long ranges = 1; ranges <= 20; ranges += ranges < 4 ? 1 : 5)
+        for (int sms : smCounts) {
+          const int group = decodeStagedGroupRows(blockRows, height, ranges, sms);
+          const long long groups = (blockRows + group - 1) / group;
+          check(group >= 1 && group * slicesPerRow <= kDecodeStagedMaxWarps, "a group's slices fit the warps", blockRows,
+                height, ranges, sms, group);
+          check(groups * group >= blockRows && (groups - 1) * group < blockRows, "groups cover the rows once", blockRows,
+                height, ranges, sms, group);
+          // The largest of most, most / 2, ... that fills three quarters of the SMs, else 1.
+          int expected = 1;
+          for (int g = most; g > 1; g /= 2)
+            if (fillsSms(blockRows, g, ranges, sms)) {
+              expected = g;
+              break;
+            }
+          check(group == expected, "the largest group that fills the SMs", blockRows, height, ranges, sms, group);
+        }
+  }
+  // The layers of the H100's measurements (132 SMs, 32x32 and 64x64 blocks): 4096 -> 16384 (K 4096: 4 ranges),
+  // 16384 -> 4096 (16 ranges), 4096 x 4096 (4 ranges).
+  struct Case {
+    long long rows, cols;
+    int height, group;
+  };
+  const Case measured[] = {{16384, 4096, 32, 8}, {16384, 4096, 64, 4}, {4096, 16384, 32, 8},
+                           {4096, 16384, 64, 4}, {4096, 4096, 32, 4},  {4096, 4096, 64, 2}};
+  for (const Case& c : measured) {
+    const int group = decodeStagedGroupRows(c.rows / c.height, c.height, decodeStagedRangesOf(c.cols), 132);
+    check(group == c.group, "the measured layers' groups", c.rows, c.cols, c.height, 132, group);
+  }
+  if (failures > 0) {
+    std::printf("%d of %ld checks failed\n", failures, checks);
+    return 1;
+  }
+  std::printf("ok: %ld checks\n", checks);
+  return 0;
+}
