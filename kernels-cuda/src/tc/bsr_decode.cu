@@ -599,27 +599,28 @@ bool decodeStagedSupported(DType dtype, const BsrPatternView& pattern, int64_t m
 
 int64_t decodeStagedRanges(const BsrPatternView& pattern) { return decodeStagedRangesOf(pattern.cols); }
 
-void launchDecodeStaged(DType dtype, const void* x, const void* values, const void* bias, void* y, float* partials,
+bool launchDecodeStaged(DType dtype, const void* x, const void* values, const void* bias, void* y, float* partials,
                         int64_t m, const BsrPatternView& pattern, int numSms, cudaStream_t stream) {
   DecodeArgs args{m, pattern.rows, pattern.cols, pattern.blockHeight, pattern.blockRowPtr, pattern.blockColIdx,
                   nullptr, nullptr, 0, 0};
   const int64_t ranges = decodeStagedRanges(pattern);
   const int group = decodeStagedGroupRows(pattern.blockRows, pattern.blockHeight, ranges, numSms);
   StagedArgs staged{group, static_cast<int32_t>(ranges), partials};
+  bool launched = true;
   visitStaged(dtype, pattern.blockWidth, [&](auto traits) {
     using K = decltype(traits);
     using T = typename K::T;
     static int sized[kDevices] = {};
     const int ready = oncePerDevice(sized, [](int) {
-      return cudaFuncSetAttribute(bsrDecodeStagedKernel<K>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  static_cast<int>(stagedBytes<K>())) == cudaSuccess
-                 ? 1
-                 : 0;
-    });
-    if (!ready) {
+      if (cudaFuncSetAttribute(bsrDecodeStagedKernel<K>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               static_cast<int>(stagedBytes<K>())) == cudaSuccess)
+        return 1;
       cudaGetLastError();
-      throw Error(ErrorKind::Cuda, "bsrDecodeStagedKernel: the device does not give a CTA " +
-                                       std::to_string(stagedBytes<K>()) + " bytes of shared memory");
+      return 0;
+    });
+    if (!ready) {  // a GPU whose CTAs get less shared memory (sm_86, sm_89: about 100 KB): the caller runs variant 0
+      launched = false;
+      return;
     }
     const bool overlap = programmaticLaunchBuilt(reinterpret_cast<const void*>(bsrDecodeStagedKernel<K>));
     cudaLaunchAttribute attribute{};
@@ -641,6 +642,7 @@ void launchDecodeStaged(DType dtype, const void* x, const void* values, const vo
     }
     BS_LAUNCH_CHECK("bsrDecodeStagedKernel");
   });
+  return launched;
 }
 
 }  // namespace bs::tc

@@ -659,9 +659,9 @@ bool tcBsrLinear(DType dtype, const void* x, const void* values, const void* bia
     if (staged) {
       const int64_t ranges = tc::decodeStagedRanges(pattern);
       std::optional<Scratch> partials;
-      if (ranges == 1 || floatScratch(partials, ranges * m * pattern.rows)) {
-        tc::launchDecodeStaged(dtype, x, values, bias, y, partials ? partials->as<float>() : nullptr, m, pattern,
-                               device.sms, stream);
+      if ((ranges == 1 || floatScratch(partials, ranges * m * pattern.rows)) &&
+          tc::launchDecodeStaged(dtype, x, values, bias, y, partials ? partials->as<float>() : nullptr, m, pattern,
+                                 device.sms, stream)) {
         if (ranges > 1) launchSumSplits(dtype, partials->as<float>(), static_cast<int>(ranges), m * pattern.rows, y, stream);
         return true;
       }

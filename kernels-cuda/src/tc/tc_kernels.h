@@ -327,9 +327,11 @@ void launchDecodeLinear(DType dtype, const void* x, const void* values, const vo
 // The staged variant (bsr_decode.cu): 33-64 tokens in bfloat16/float16 over blocks 32-128 columns wide (decodeSupported
 // besides); the ranges of K it splits the product into (CTAs along K: more than one writes float32 partials
 // [ranges][m][rows] into `partials`, which the caller sums with launchSumSplits; the first range carries the bias).
+// The launch returns false, launching nothing, where a CTA cannot have the shared memory it stages X in (about 132 KB;
+// sm_86 and sm_89 give about 100): the caller then runs variant 0.
 bool decodeStagedSupported(DType dtype, const BsrPatternView& pattern, int64_t m);
 int64_t decodeStagedRanges(const BsrPatternView& pattern);
-void launchDecodeStaged(DType dtype, const void* x, const void* values, const void* bias, void* y, float* partials,
+bool launchDecodeStaged(DType dtype, const void* x, const void* values, const void* bias, void* y, float* partials,
                         int64_t m, const BsrPatternView& pattern, int numSms, cudaStream_t stream);
 // Warps per CTA of the decoding kernel for this pattern, token count and variant on the current device, of
 // `numSms` SMs (reported by the bench).
