@@ -291,14 +291,15 @@ bool decodeSupported(DType dtype, const void* x, const void* values, const void*
                      const BsrPatternView& pattern);
 // `variant` (TcOptions::variant, kDecodeVariants of them): 0 is the default up to 32 tokens; 1-3 aim at 2, 8 or 16 KB of
 // W per warp; 4 is 0's widths without the overlap with the kernel before (no programmatic launch, no L2 prefetch); 5
-// (kDecodeStagedVariant) stages X in shared memory, the default from 33 tokens where decodeStagedSupported.
+// (kDecodeStagedVariant) stages X in shared memory: from 33 tokens, where decodeStagedSupported and the rule below
+// (decodeStagedRule, dispatch.cu) take it.
 constexpr int kDecodeVariants = 6;
 constexpr int kDecodeStagedVariant = 5;
 // Where the default options take the staged variant (decodeStagedRule, dispatch.cu): measured on an H100 (4096 <->
 // 16384 and 4096 x 4096, 40-64 tokens, 32x32 and 64x64 blocks, densities 0.25 and 0.5; docs/kernels.md, "Decoding"),
-// 0.69-1.00x variant 0's time at density 0.5 on the 4096 <-> 16384 layers (33.5 M stored weights), but 1.03-1.23x at
-// 0.25 there (from 48 tokens) and 1.2-1.45x on 4096 x 4096 (8.4 M at 0.5), where a CTA's staged range serves too few
-// blocks. The density bound lies between the two measured.
+// 0.69-1.00x variant 0's time at density 0.5 on the 4096 <-> 16384 layers (33.5 M stored weights), but 0.89-1.23x at
+// 0.25 there (slower in 9 of 12 cases) and 1.14-1.49x on 4096 x 4096 (8.4 M at 0.5), where a CTA's staged range serves
+// too few blocks. The density bound lies between the two measured.
 constexpr double kDecodeStagedMinDensity = 0.4;
 constexpr double kDecodeStagedMinElements = 16.0 * 1024 * 1024;
 // The staged variant's grid: CTAs of a group of block rows x one range of K of kDecodeStagedRangeCols columns (the
