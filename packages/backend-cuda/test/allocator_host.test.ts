@@ -1,5 +1,5 @@
-import { describe, expect, test } from "vitest";
-import { buildAndRunHostCheck, nvcc, nvccMissing } from "./host_check";
+import { describe, test } from "vitest";
+import { expectHostCheckPasses, nvcc, nvccMissing } from "./host_check";
 
 // The caching allocator's logic (kernels-cuda/src/memory.cpp) on the host, with CUDA's allocation calls replaced
 // by the host heap (kernels-cuda/test/memory_host.cpp): it runs wherever nvcc is, GPU or not.
@@ -7,9 +7,6 @@ if (nvccMissing) console.log(`[allocator_host.test.ts] skipped: nvcc was not fou
 
 describe.skipIf(nvccMissing)("the caching allocator on the host (no GPU needed)", () => {
   test("random allocations, frees, graph pools and cache releases keep every invariant", () => {
-    const { build, run } = buildAndRunHostCheck("memory_host.cpp", ["20000"]);
-    expect(build.status, build.stderr).toBe(0);
-    expect(run?.status, `${run?.stdout}\n${run?.stderr}`).toBe(0);
-    expect(run?.stdout).toMatch(/^ok: 20000 steps, 0 segments/);
+    expectHostCheckPasses("memory_host.cpp", ["20000"], /^ok: 20000 steps, 0 segments/);
   }, 180_000);
 });

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { expect } from "vitest";
 
 // The host checks of kernels-cuda/test/ (native logic with CUDA's calls replaced, or none needed): compiled by nvcc
 // with kernels-cuda/src on the include path and run, wherever nvcc is, GPU or not.
@@ -26,4 +27,13 @@ export function buildAndRunHostCheck(
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** Builds and runs kernels-cuda/test/`source` with `args`, expecting the build and the run to succeed and the run's
+ * output to match `says` (by default the checks' "ok: N checks"). */
+export function expectHostCheckPasses(source: string, args: string[] = [], says: RegExp = /^ok: \d+ checks/): void {
+  const { build, run } = buildAndRunHostCheck(source, args);
+  expect(build.status, build.stderr).toBe(0);
+  expect(run?.status, `${run?.stdout}\n${run?.stderr}`).toBe(0);
+  expect(run?.stdout).toMatch(says);
 }
