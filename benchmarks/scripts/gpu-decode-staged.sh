@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# What decides where the staged decoding variant (bsrLinear with 33-64 tokens in half precision, X copied into shared
+# memory per range of K: decoding variant 5, kDecodeStagedVariant) is the default, in one device command (600 s), on a
+# GPU machine from a built checkout:
+#   bash benchmarks/scripts/gpu-decode-staged.sh
+# 1. builds tc_bench (DEV=0: the shipped kernels only) beside decode.test.ts, run twice: with the default rule and with
+#    BLOCKSPARSE_CUDA_DECODE_STAGED=1 (the variant wherever it covers a call);
+# 2. tc_bench's decode mode: every case checked against the simple kernel and float64, then variant 0 against variant
+#    5 and cuBLAS's dense product (33-64 tokens; 4096 x 4096, 4096 <-> 16384, 8192 <-> 8192; densities 0.25-0.5;
+#    32x32 and 64x64), and compute-sanitizer's memcheck of variant 5;
+# 3. the user's level: a captured stack of 4096 <-> 16384 feed-forward blocks (decode_graph.ts --model ffn) at 40 and 64
+#    tokens with the default and with the variant off (BLOCKSPARSE_CUDA_DECODE_STAGED=0), PyTorch's dense stack beside.
+# Each stage is capped (stage, gpu-lib.sh) within DEADLINE seconds (default 560); the logs and tables are packed into
+# $OUT/decode-staged.tgz.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+# shellcheck source=gpu-lib.sh
+source "$root/benchmarks/scripts/gpu-lib.sh"
+DEADLINE=${DEADLINE:-560}
+TAIL_LINES=${TAIL_LINES:-12}
+export BLOCKSPARSE_REQUIRE_CUDA=1
+build_for_this_gpu
+bench="$root/kernels-cuda/bench/build"
+failed=0
+
+results=$OUT
+OUT=$(mktemp -d)
+export OUT
+trap 'tar czf "$results/decode-staged.tgz" -C "$OUT" . && echo "== logs in $results/decode-staged.tgz"' EXIT
+
+stage bench-build 300 env ARCH="-gencode=arch=compute_${CUDAARCHS:-90a},code=sm_${CUDAARCHS:-90a}" DEV=0 \
+  bash kernels-cuda/bench/build.sh "$bench" &
+bench_job=$!
+T=packages/backend-cuda/test
+stage tests-default 200 npx vitest run "$T/decode.test.ts" &
+tests_job=$!
+BLOCKSPARSE_CUDA_DECODE_STAGED=1 stage tests-staged 200 npx vitest run "$T/decode.test.ts" || failed=1
+wait "$tests_job" || failed=1
+wait "$bench_job" || failed=1
+
+if [ -x "$bench/tc_bench" ]; then
+  stage decode 200 "$bench/tc_bench" --mode decode --paths auto,decode --variants 0,5 --blocks 32,64 --tokens 33,40,48,64 \
+    --shapes 4096x4096,4096x16384,16384x4096,8192x8192 --densities 0.25,0.35,0.5 || failed=1
+  grep -E "decode checks" "$OUT/decode.log"
+  stage memcheck 90 compute-sanitizer --tool memcheck --error-exitcode 9 "$bench/tc_bench" --mode decode --paths decode \
+    --variants 5 --blocks 32,64,128 --tokens 40,64 --shapes 2048x3072 --densities 0.5 || failed=1
+fi
+
+graph=(src/decode_graph.ts --backend cuda --model ffn --width 4096 --hidden 16384 --layers 4 --tokens 40,64 --blocks 32,64
+  --densities 0.25,0.5)
+(cd benchmarks && stage graph-default 120 "$tsx" "${graph[@]}" --torch --out "$OUT/graph-default")
+(cd benchmarks && BLOCKSPARSE_CUDA_DECODE_STAGED=0 stage graph-variant-0 120 "$tsx" "${graph[@]}" --out "$OUT/graph-variant-0")
+exit $failed
