@@ -24,10 +24,7 @@ build_for_this_gpu
 bench="$root/kernels-cuda/bench/build"
 failed=0
 
-results=$OUT
-OUT=$(mktemp -d)
-export OUT
-trap 'tar czf "$results/decode-staged.tgz" -C "$OUT" . && echo "== logs in $results/decode-staged.tgz"' EXIT
+pack_logs_at_exit decode-staged
 
 stage bench-build 300 env ARCH="-gencode=arch=compute_${CUDAARCHS:-90a},code=sm_${CUDAARCHS:-90a}" DEV=0 \
   bash kernels-cuda/bench/build.sh "$bench" &

@@ -39,3 +39,13 @@ build_addon_unless_skipped() {
   (cd "$root/packages/backend-cuda" && node scripts/build-native.mjs) >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; return 1; }
   echo "== addon built"
 }
+
+# pack_logs_at_exit NAME: the stages' logs go to a scratch folder from here on (OUT, exported), packed into
+# $OUT/NAME.tgz when the script exits (a device call brings back a few files only).
+pack_logs_at_exit() {
+  local packed="$OUT/$1.tgz"
+  OUT=$(mktemp -d)
+  export OUT
+  # shellcheck disable=SC2064  # expanded now: the paths of this call
+  trap "tar czf '$packed' -C '$OUT' . && echo '== logs in $packed'" EXIT
+}

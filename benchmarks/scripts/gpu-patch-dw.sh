@@ -27,12 +27,7 @@ bench="$root/kernels-cuda/bench/build"
 step=${STEP:-tests}
 failed=0
 
-# The stages' logs go to a scratch folder, packed into $OUT/patch-dw-$step.tgz at the end (a device call brings back
-# a few files only).
-results=$OUT
-OUT=$(mktemp -d)
-export OUT
-trap 'tar czf "$results/patch-dw-$step.tgz" -C "$OUT" . && echo "== logs in $results/patch-dw-$step.tgz"' EXIT
+pack_logs_at_exit "patch-dw-$step"
 
 run_tests() {
   # The addon (gpu-tests.sh builds it unless SKIP_BUILD=1) and tc_bench side by side.
