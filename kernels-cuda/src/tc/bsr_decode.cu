@@ -622,25 +622,11 @@ bool launchDecodeStaged(DType dtype, const void* x, const void* values, const vo
       launched = false;
       return;
     }
-    const bool overlap = programmaticLaunchBuilt(reinterpret_cast<const void*>(bsrDecodeStagedKernel<K>));
-    cudaLaunchAttribute attribute{};
-    attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t config{};
-    config.gridDim = dim3(static_cast<unsigned>((pattern.blockRows + group - 1) / group), static_cast<unsigned>(ranges));
-    config.blockDim = dim3(32 * group * (pattern.blockHeight / kSliceRows));
-    config.dynamicSmemBytes = stagedBytes<K>();
-    config.stream = stream;
-    config.attrs = overlap ? &attribute : nullptr;
-    config.numAttrs = overlap ? 1 : 0;
-    const cudaError_t launched =
-        cudaLaunchKernelEx(&config, bsrDecodeStagedKernel<K>, static_cast<const T*>(x), static_cast<const T*>(values),
-                           static_cast<const T*>(bias), static_cast<T*>(y), args, staged);
-    if (launched != cudaSuccess) {
-      cudaGetLastError();
-      throwCuda(launched, "launch of bsrDecodeStagedKernel");
-    }
-    BS_LAUNCH_CHECK("bsrDecodeStagedKernel");
+    launchOverlapped("launch of bsrDecodeStagedKernel", bsrDecodeStagedKernel<K>,
+                     dim3(static_cast<unsigned>((pattern.blockRows + group - 1) / group), static_cast<unsigned>(ranges)),
+                     dim3(32 * group * (pattern.blockHeight / kSliceRows)), stagedBytes<K>(), stream,
+                     static_cast<const T*>(x), static_cast<const T*>(values), static_cast<const T*>(bias),
+                     static_cast<T*>(y), args, staged);
   });
   return launched;
 }
