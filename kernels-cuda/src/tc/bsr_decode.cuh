@@ -1,0 +1,193 @@
+// What the decoding kernels of bsrLinear share (tc/bsr_decode.cu, and the variants kept for measurement in
+// kernels-cuda/dev/): the lane layout of a 16-row slice (lane (g, q) = (lane / 4, lane % 4) holds rows g and g + 8 of a
+// slab, the kVec columns at q * kVec of each chunk), W's streaming loads and X's cached ones, the mma.sync fragments
+// they make as loaded, the launch's overlap with the kernel before it, and the staged variant's shared-memory range of
+// X. Internal to each file that includes it.
+#pragma once
+
+#include <algorithm>
+
+#include "../kernels/overlap.cuh"
+#include "ptx.cuh"
+#include "tc_kernels.h"
+
+namespace bs::tc {
+
+namespace {
+
+constexpr int kSliceRows = kDecodeSliceRows;  // W rows per CTA: the m of one mma tile
+constexpr int kTokenTile = 8;            // tokens per mma tile (its n)
+constexpr int kVectorsInFlight = 8;      // W vectors per lane loaded before any is used
+
+template <int kWords>
+struct Vec {
+  uint32_t word[kWords];
+};
+
+// W is read once: skip L1, and let L2 fetch the rest of the 256-byte segment for the next lanes.
+template <int kWords>
+__device__ __forceinline__ Vec<kWords> loadStreaming(const void* pointer) {
+  Vec<kWords> v;
+  if constexpr (kWords == 4) {
+    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(v.word[0]), "=r"(v.word[1]), "=r"(v.word[2]), "=r"(v.word[3])
+                 : "l"(pointer));
+  } else {
+    static_assert(kWords == 2, "8- or 16-byte vectors");
+    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v2.u32 {%0, %1}, [%2];\n"
+                 : "=r"(v.word[0]), "=r"(v.word[1])
+                 : "l"(pointer));
+  }
+  return v;
+}
+
+// X is small and read by every CTA: keep it in L1.
+template <int kWords>
+__device__ __forceinline__ Vec<kWords> loadCached(const void* pointer) {
+  Vec<kWords> v;
+  if constexpr (kWords == 4) {
+    const uint4 raw = __ldg(static_cast<const uint4*>(pointer));
+    v.word[0] = raw.x, v.word[1] = raw.y, v.word[2] = raw.z, v.word[3] = raw.w;
+  } else {
+    const uint2 raw = __ldg(static_cast<const uint2*>(pointer));
+    v.word[0] = raw.x, v.word[1] = raw.y;
+  }
+  return v;
+}
+
+template <typename T_, int kC_, int kTokens_>
+struct DecodeTraits {
+  using T = T_;
+  static constexpr int C = kC_;
+  static constexpr bool kTensorCores = sizeof(T) == 2;  // bf16/f16 on mma.sync, float32 exact on FMA
+  static constexpr int kTokens = kTokens_;              // tokens covered: a multiple of 8 on the mma path
+  static constexpr int kTokenTiles = kTokens / kTokenTile;
+  static constexpr int kVecBytes = C * static_cast<int>(sizeof(T)) / 4 < 16 ? 8 : 16;
+  static constexpr int kVec = kVecBytes / static_cast<int>(sizeof(T));  // elements per lane per row
+  static constexpr int kWords = kVecBytes / 4;
+  static constexpr int kChunk = 4 * kVec;  // columns the four lanes of a row cover
+  static constexpr int kChunksPerBlock = C / kChunk;
+  static constexpr int kBlocksPerStep =
+      2 * kChunksPerBlock >= kVectorsInFlight ? 1 : kVectorsInFlight / (2 * kChunksPerBlock);
+  static_assert(C % kChunk == 0, "a block is whole chunks");
+  static_assert(!kTensorCores || (kTokens % kTokenTile == 0 && kVec % 4 == 0), "mma fragments");
+};
+
+struct DecodeArgs {
+  int64_t m, rows, cols;
+  int32_t blockHeight;
+  const int32_t* blockRowPtr;
+  const int32_t* blockColIdx;
+  // CTA i asks L2 for bytes [i * prefetchStride, + prefetchBytes) of prefetchBase (16-byte aligned, clipped to
+  // prefetchEnd); prefetchBytes 0: none.
+  const char* prefetchBase;
+  const char* prefetchEnd;
+  int64_t prefetchStride;
+  uint32_t prefetchBytes;
+};
+
+// Before the kernel reads anything another kernel may write (X, the pattern) or writes Y, it lets the next kernel
+// in the stream launch, asks L2 for its share of W (a hint: L2 is where the device's writes land, so what it holds
+// is current whatever the kernel before wrote), and waits for the kernel before it to finish and flush. Without a
+// programmatic launch the wait returns at once.
+__device__ __forceinline__ void overlapWithNeighbours(const DecodeArgs& args) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  allowDependentLaunch();
+  if (threadIdx.x == 0 && args.prefetchBytes > 0) {
+    const char* from = args.prefetchBase + blockIdx.x * args.prefetchStride;
+    if (from < args.prefetchEnd) {
+      const int64_t left = args.prefetchEnd - from;
+      const uint32_t bytes = left < args.prefetchBytes ? static_cast<uint32_t>(left) : args.prefetchBytes;
+      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(from), "r"(bytes) : "memory");
+    }
+  }
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+// Partial sums of one warp: rows {g, g + 8} of the slice x the tokens it covers.
+template <class K>
+struct Accumulator {
+  // mma: [token tile][c0..c3] = (row g, tokens 2q, 2q+1), (row g + 8, tokens 2q, 2q+1) of the tile.
+  // FMA: [row g / g + 8][token], each lane's partial over its columns.
+  float value[K::kTensorCores ? K::kTokenTiles : 2][K::kTensorCores ? 4 : K::kTokens];
+};
+
+// The lane's W vectors of `kBlocks` blocks (entries e, e + stride, ... of the slice's run from laneW): rows g and g + 8
+// of each chunk, all loaded before any is used.
+template <class K, int kBlocks>
+struct WVectors {
+  Vec<K::kWords> low[kBlocks][K::kChunksPerBlock], high[kBlocks][K::kChunksPerBlock];
+};
+template <class K, int kBlocks>
+__device__ __forceinline__ void loadWVectors(WVectors<K, kBlocks>& w, const typename K::T* laneW, int e, int stride,
+                                             int64_t blockElements) {
+#pragma unroll
+  for (int b = 0; b < kBlocks; ++b)
+#pragma unroll
+    for (int c = 0; c < K::kChunksPerBlock; ++c) {
+      const typename K::T* row = laneW + static_cast<int64_t>(e + b * stride) * blockElements + c * K::kChunk;
+      w.low[b][c] = loadStreaming<K::kWords>(row);
+      w.high[b][c] = loadStreaming<K::kWords>(row + 8 * K::C);
+    }
+}
+
+// One chunk's products for one token tile: the lane's W vectors as mma's A fragments, its X vector as B.
+template <class K>
+__device__ __forceinline__ void mmaChunk(float (&acc)[4], const Vec<K::kWords>& low, const Vec<K::kWords>& high,
+                                         const Vec<K::kWords>& xv) {
+#pragma unroll
+  for (int j = 0; j < K::kVec / 4; ++j) {
+    const uint32_t a[4] = {low.word[2 * j], high.word[2 * j], low.word[2 * j + 1], high.word[2 * j + 1]};
+    const uint32_t bFragment[2] = {xv.word[2 * j], xv.word[2 * j + 1]};
+    mma16816<typename K::T>(acc, a, bFragment);
+  }
+}
+
+constexpr int kStagedRangeCols = kDecodeStagedRangeCols;
+constexpr int kStagedPad = 8;  // elements of padding per staged row (16 bytes)
+constexpr int kStagedPitch = kStagedRangeCols + kStagedPad;
+
+struct StagedArgs {
+  int32_t groupRows;  // block rows per CTA (its warps: groupRows x blockHeight / 16)
+  int32_t ranges;     // CTAs along K (gridDim.y)
+  float* partials;    // [ranges][m][rows] where ranges > 1
+};
+
+constexpr int kDevices = 64;
+
+// ask(device) for the current device, asked once per device (a negative answer counts as 0): `cache` holds each
+// device's answer + 1, 0 until asked. 0 when the current device cannot be read.
+template <class F>
+int oncePerDevice(int (&cache)[kDevices], F&& ask) {
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kDevices) {
+    cudaGetLastError();
+    return 0;
+  }
+  if (cache[device] == 0) cache[device] = std::max(ask(device), 0) + 1;
+  return cache[device] - 1;
+}
+
+// Calls f(DecodeTraits<T, C, 64>{}) for the staged kernel of `dtype` (bfloat16 or float16) and `blockCols` (32, 64 or
+// 128: a lane's 16-byte rows).
+template <class F>
+void visitStaged(DType dtype, int blockCols, F&& f) {
+  const auto byColumns = [&](auto element) {
+    using T = decltype(element);
+    if (blockCols == 32) f(DecodeTraits<T, 32, 64>{});
+    else if (blockCols == 64) f(DecodeTraits<T, 64, 64>{});
+    else f(DecodeTraits<T, 128, 64>{});
+  };
+  if (dtype == DType::BFloat16) byColumns(__nv_bfloat16{});
+  else byColumns(__half{});
+}
+
+template <class K>
+constexpr size_t stagedBytes() {
+  return size_t(K::kTokens) * kStagedPitch * sizeof(typename K::T);
+}
+
+}  // namespace
+
+}  // namespace bs::tc
