@@ -20,7 +20,9 @@
 // variants of it, dev/bsr_wgmma_xr_dev.cu, v27-v29 dev's wide-slab tile for slabs of any width at 32x32; for dW at 32x32
 // v30-v32 dev's patch tiles, v30 and v31 on mma.sync and v32 on wgmma, named on either path); a variant
 // written with a trailing c (0c) sums dW's token splits in thread-block clusters instead of the float32 partial pass
-// (TcOptions::splitCluster, kept for measurement);
+// (TcOptions::splitCluster, kept for measurement); with --paths decode, the decoding variants besides the default (1-4
+// measurement widths, 5 the staged variant, 6 dev's staged variant with its slices taken in turn,
+// dev/bsr_decode_turns.cu);
 // --paths simple times (and checks) the simple kernel of src/kernels/bsr.cu (float32: its register-tiled kernels of
 // bsr_simt.cu where the block's sides are multiples of 16), which runs where the tensor-core entry
 // points decline. --blocks takes square sides (32) or R x C shapes (16x32: W's blocks 16 rows by 32 columns).
@@ -292,6 +294,7 @@ struct Problem {
     options.tailSplits = v.tail;
 #ifndef TC_BENCH_NO_DEV
     options.devVariants = bs::tc::launchDevVariant;
+    options.devDecode = bs::tc::launchDecodeDevVariant;
 #endif
     switch (product) {
       case Product::Linear:
@@ -644,7 +647,7 @@ Options parse(int argc, char** argv) {
       Variant simple{bs::TcPath::Auto, -1};
       simple.simple = true;
       o.variants.push_back(simple);
-    } else if (p == "decode") {  // the default, and with --variants the alternatives 1-4 too (tc_kernels.h)
+    } else if (p == "decode") {  // the default, and with --variants the others too (tc_kernels.h, dev_variants.h)
       o.variants.push_back({bs::TcPath::Decode, 0});
       if (o.variantsGiven)
         for (auto& v : variantIds)
@@ -885,6 +888,14 @@ int setsBeyondL2(double bytesPerSet, int l2Bytes) {
   return static_cast<int>(std::clamp(std::ceil(2.0 * l2Bytes / std::max(bytesPerSet, 1.0)), 2.0, 64.0));
 }
 
+// Warps per CTA of decoding variant `variant` (dev's past the addon's kDecodeVariants).
+int decodeWarpsOf(DType dtype, const BsrPatternView& pattern, int64_t m, int variant, int numSms) {
+#ifndef TC_BENCH_NO_DEV
+  if (variant >= bs::tc::kDecodeVariants) return bs::tc::decodeDevWarps(dtype, pattern, m, variant, numSms);
+#endif
+  return bs::tc::decodeWarps(dtype, pattern, m, std::max(variant, 0), numSms);
+}
+
 // bsrLinear with few tokens against cuBLAS dense, every case checked before it is timed.
 int runDecode(const Options& o) {
   cudaDeviceProp prop;
@@ -932,7 +943,7 @@ int runDecode(const Options& o) {
                           "| %s | %s | %.2f | %ld | %ld | %ld | %s | %d | %.2f | %.2f | %.2f | %.1f | %.2f | %.0f | "
                           "%.2f | %.2e | %s |",
                           dtypeLabel(o.dtype), block.label().c_str(), density, long(m), long(k), long(n), v.name().c_str(),
-                          bs::tc::decodeWarps(o.dtype, problem.device.view, m, std::max(v.variant, 0), prop.multiProcessorCount),
+                          decodeWarpsOf(o.dtype, problem.device.view, m, v.variant, prop.multiProcessorCount),
                           weightBytes / bandwidth * 1e6, us,
                           denseUs, denseUs / us, weightBytes / 1e6, rate / 1e9, rate / bandwidth,
                           std::max(c.result.relSimple, c.result.relHost), c.ok ? "PASS" : "FAIL");

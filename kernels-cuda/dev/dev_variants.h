@@ -90,4 +90,29 @@ constexpr int multicastStages(int blockSize) { return blockSize == 32 ? 10 : blo
 bool launchMulticastVariant(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant,
                             cudaStream_t stream);
 
+// The staged decoding variant with its slices taken in turn (dev/bsr_decode_turns.cu): bsrLinear with 33-64 tokens in
+// bfloat16/float16 where decodeStagedSupported holds, named by TcOptions{TcPath::Decode, kDecodeTurnsVariant} with
+// TcOptions::devDecode = launchDecodeDevVariant. Its grid: `ranges` x ceil(blockRows / group) CTAs, the group the
+// fewest block rows whose grid has at most one CTA per SM (else every block row: more ranges than SMs), its warps one
+// per 16-row slice of the group, at most kDecodeTurnsMaxWarps. Not yet measured (written 2026-12-05, no GPU that day).
+constexpr int kDecodeTurnsVariant = kDecodeVariants;
+constexpr int kDecodeTurnsMaxWarps = 12;
+inline int decodeTurnsGroupRows(int64_t blockRows, int64_t ranges, int numSms) {
+  if (blockRows <= 1) return 1;
+  // ceil(blockRows / group) x ranges <= SMs exactly when ceil(blockRows / group) <= floor(SMs / ranges).
+  const int64_t groupsPerRange = ranges > 0 && numSms / ranges > 1 ? numSms / ranges : 1;
+  const int64_t group = (blockRows + groupsPerRange - 1) / groupsPerRange;
+  return static_cast<int>(group < blockRows ? group : blockRows);
+}
+inline int decodeTurnsWarps(int groupRows, int blockHeight) {
+  const int64_t slices = int64_t{groupRows} * (blockHeight / kDecodeSliceRows);
+  return static_cast<int>(slices < kDecodeTurnsMaxWarps ? (slices > 1 ? slices : 1) : kDecodeTurnsMaxWarps);
+}
+// Launches that variant (`variant` kDecodeTurnsVariant; false, having launched nothing, for any other or where it
+// does not cover the call), its ranges' partials in scratch and summed by launchSumSplits. A TcOptions::devDecode.
+bool launchDecodeDevVariant(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
+                            const BsrPatternView& pattern, int variant, int numSms, cudaStream_t stream);
+// Its warps per CTA on a device of `numSms` SMs (the bench's table); 0 where it does not cover the call.
+int decodeDevWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int variant, int numSms);
+
 }  // namespace bs::tc

@@ -3,14 +3,21 @@
 // block rows, block heights and SM counts: the ranges cover K once (each kDecodeStagedRangeCols wide, the last
 // shorter); a group is at least one block row, its slices fit the CTA's warps, and the groups cover the block rows
 // once; the group is the largest of its halving sequence whose grid gives at least three quarters of the SMs a CTA
-// (or one where none does); and the layers measured on an H100 (132 SMs) get the grids they ran with.
+// (or one where none does); and the layers measured on an H100 (132 SMs) get the grids they ran with. The same for dev's
+// variant with its slices taken in turn (kernels-cuda/dev/dev_variants.h: decodeTurnsGroupRows, decodeTurnsWarps): the
+// grid is one wave (at most one CTA per SM) wherever the ranges alone leave room for it, with the fewest block rows per
+// group that give that, and its warps are one per slice of the group, at most kDecodeTurnsMaxWarps.
 //
 //   nvcc -std=c++17 -x cu -I kernels-cuda/src kernels-cuda/test/decode_staged_host.cpp -o decode_staged_host && ./decode_staged_host
 #include <cstdio>
 
+#include "../dev/dev_variants.h"
 #include "tc/tc_kernels.h"
 
 using bs::tc::decodeStagedGroupRows;
+using bs::tc::decodeTurnsGroupRows;
+using bs::tc::decodeTurnsWarps;
+using bs::tc::kDecodeTurnsMaxWarps;
 using bs::tc::decodeStagedRangesOf;
 using bs::tc::kDecodeSliceRows;
 using bs::tc::kDecodeStagedMaxWarps;
@@ -29,6 +36,53 @@ void check(bool ok, const char* what, long long a, long long b, long long c, lon
 
 bool fillsSms(long long blockRows, int group, long long ranges, int sms) {
   return (blockRows + group - 1) / group * ranges * 4 >= 3LL * (sms > 1 ? sms : 1);
+}
+
+long long ctas(long long blockRows, long long group, long long ranges) { return (blockRows + group - 1) / group * ranges; }
+
+// dev's variant with its slices taken in turn.
+void checkTurns() {
+  const int heights[] = {16, 32, 64, 128};
+  const int smCounts[] = {0, 1, 8, 46, 108, 132, 144};
+  for (int height : heights) {
+    const int slicesPerRow = height / kDecodeSliceRows;
+    for (long long blockRows = 1; blockRows <= 1100; blockRows += blockRows < 64 ? 1 : 7)
+      for (long long ranges = 1; ranges <= 300; ranges += ranges < 4 ? 1 : ranges < 40 ? 5 : 60)
+        for (int sms : smCounts) {
+          const int group = decodeTurnsGroupRows(blockRows, ranges, sms);
+          const long long groups = (blockRows + group - 1) / group;
+          check(group >= 1 && group <= blockRows, "turns: a group is 1 to all block rows", blockRows, height, ranges, sms,
+                group);
+          check(groups * group >= blockRows && (groups - 1) * group < blockRows, "turns: groups cover the rows once",
+                blockRows, height, ranges, sms, group);
+          // One wave where the ranges leave room for it (0 and 1 SMs: one group per range).
+          const long long room = sms > 1 ? sms : 1;
+          if (ranges <= room)
+            check(ctas(blockRows, group, ranges) <= room, "turns: at most one CTA per SM", blockRows, height, ranges, sms,
+                  group);
+          else
+            check(group == blockRows, "turns: one group per range past the SMs", blockRows, height, ranges, sms, group);
+          if (group > 1 && ranges <= room)
+            check(ctas(blockRows, group - 1, ranges) > room, "turns: the fewest rows per group", blockRows, height, ranges,
+                  sms, group);
+          const int warps = decodeTurnsWarps(group, height);
+          const long long slices = static_cast<long long>(group) * slicesPerRow;
+          check(warps == (slices < kDecodeTurnsMaxWarps ? slices : kDecodeTurnsMaxWarps), "turns: a warp per slice, at most the most",
+                blockRows, height, ranges, sms, warps);
+        }
+  }
+  // 132 SMs (an H100 or H200): 4096 -> 16384 (K 4096: 4 ranges), 16384 -> 4096 (16 ranges), 4096 x 4096 (4 ranges) in
+  // 128 CTAs each.
+  struct Case {
+    long long rows, cols;
+    int height, group;
+  };
+  const Case layers[] = {{16384, 4096, 32, 16}, {16384, 4096, 64, 8}, {4096, 16384, 32, 16},
+                         {4096, 16384, 64, 8},  {4096, 4096, 32, 4},  {4096, 4096, 64, 2}};
+  for (const Case& c : layers) {
+    const int group = decodeTurnsGroupRows(c.rows / c.height, decodeStagedRangesOf(c.cols), 132);
+    check(group == c.group, "turns: the layers' groups on 132 SMs", c.rows, c.cols, c.height, 132, group);
+  }
 }
 
 }  // namespace
@@ -75,6 +129,7 @@ int main() {
     const int group = decodeStagedGroupRows(c.rows / c.height, c.height, decodeStagedRangesOf(c.cols), 132);
     check(group == c.group, "the measured layers' groups", c.rows, c.cols, c.height, 132, group);
   }
+  checkTurns();
   if (failures > 0) {
     std::printf("%d of %ld checks failed\n", failures, checks);
     return 1;

@@ -670,6 +670,10 @@ bool tcBsrLinear(DType dtype, const void* x, const void* values, const void* bia
     tc::launchDecodeLinear(dtype, x, values, bias, y, m, pattern, variant, device.sms, device.l2Bytes, stream);
     return true;
   }
+  // A decoding variant the addon does not have: dev's, where the bench passed its launcher.
+  if (options.path == TcPath::Decode && options.devDecode != nullptr && options.variant >= tc::kDecodeVariants &&
+      m <= decodeMaxTokens(dtype) && device.major >= 8 && tc::decodeSupported(dtype, x, values, bias, y, m, pattern))
+    return options.devDecode(dtype, x, values, bias, y, m, pattern, options.variant, device.sms, stream);
   if (options.path == TcPath::Decode) return false;
   return run(tc::Op::Linear, dtype, x, values, bias, y, m, pattern, stream, options);
 }

@@ -43,6 +43,12 @@ struct KernelArgs;
 using DevVariantLauncher = bool (*)(TcPath path, tc::Op op, DType dtype, const tc::KernelArgs& args, int blockSize,
                                     int variant, int numSms, cudaStream_t stream);
 
+// Launches a decoding variant of bsrLinear kept only for measurement (kernels-cuda/dev/), named by
+// TcOptions{TcPath::Decode, variant} past the shipped ones (tc_kernels.h's kDecodeVariants); false when it has none
+// for the case.
+using DevDecodeLauncher = bool (*)(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
+                                   const BsrPatternView& pattern, int variant, int numSms, cudaStream_t stream);
+
 struct TcOptions {
   TcPath path = TcPath::Auto;
   int variant = -1;  // tile-shape variant within the path; -1: the measured best for the shape
@@ -59,6 +65,8 @@ struct TcOptions {
   int tailSplits = 0;
   // Tried when the shipped kernels have no such variant: the bench passes dev's launcher, the addon none.
   DevVariantLauncher devVariants = nullptr;
+  // The same for the decoding path: tried for a decoding variant the addon does not have.
+  DevDecodeLauncher devDecode = nullptr;
 };
 
 // Y = X W^T + bias (bias may be null). x [m, cols], y [m, rows].

@@ -1,0 +1,216 @@
+// The staged decoding variant with its slices taken in turn (kDecodeTurnsVariant, kept for measurement: TcOptions::
+// devDecode = launchDecodeDevVariant). bsrLinear with 33-64 tokens in bfloat16/float16, the addon's staged variant
+// (tc/bsr_decode.cu, kDecodeStagedVariant) with three changes:
+// - the grid is one wave: a CTA's group is the fewest block rows that leave at most one CTA per SM
+//   (decodeTurnsGroupRows), where the addon's is the largest of 8, 4, 2, 1 (at 32x32) that still fills three quarters
+//   of the SMs, which on an H100 ran 4096 -> 16384 in two waves;
+// - its warps (at most kDecodeTurnsMaxWarps) take the group's 16-row slices in turn, the first one each and then the
+//   next from a shared-memory counter, where the addon's warp owns one slice: a long slice no longer holds the CTA
+//   while its other warps idle;
+// - X's range is copied with asynchronous copies, all in flight together (the addon's loop waits on each load before
+//   its store), and while they are in flight the CTA asks L2 for the blocks of its first slices (sm_90+).
+// The same fragments, the same float32 partials [range][token][row] summed by launchSumSplits where there is more than
+// one range, the first range's carry the bias. 12 warps hold their 64 tokens' sums and a step's W in registers
+// without spilling (ptxas: 163-164 registers on sm_90a, 150-156 on sm_80; 16 warps' 128 spilled 40-84 bytes).
+#include <optional>
+
+#include "../src/kernels.h"
+#include "../src/memory.h"
+#include "../src/tc/bsr_decode.cuh"
+#include "dev_variants.h"
+
+namespace bs::tc {
+
+namespace {
+
+// Adds blocks e .. e + kBlocks - 1 of the warp's run to its sums, X from the staged range (colLo: its first block
+// column).
+template <class K, int kBlocks>
+__device__ __forceinline__ void addStagedBlocks(Accumulator<K>& acc, const typename K::T* xs, const typename K::T* laneW,
+                                                const int32_t* colIdx, int e, int32_t colLo, int64_t blockElements,
+                                                int lane) {
+  using T = typename K::T;
+  const int g = lane / 4, q = lane % 4;
+  int column[kBlocks];
+#pragma unroll
+  for (int b = 0; b < kBlocks; ++b) column[b] = (__ldg(colIdx + e + b) - colLo) * K::C + q * K::kVec;
+  WVectors<K, kBlocks> w;
+  loadWVectors(w, laneW, e, 1, blockElements);
+#pragma unroll
+  for (int b = 0; b < kBlocks; ++b)
+#pragma unroll
+    for (int c = 0; c < K::kChunksPerBlock; ++c) {
+      const T* xColumn = xs + column[b] + c * K::kChunk;
+#pragma unroll
+      for (int tile = 0; tile < K::kTokenTiles; ++tile) {
+        const Vec<K::kWords> xv = *reinterpret_cast<const Vec<K::kWords>*>(xColumn + (tile * kTokenTile + g) * kStagedPitch);
+        mmaChunk<K>(acc.value[tile], w.low[b][c], w.high[b][c], xv);
+      }
+    }
+}
+
+// Slice s of a CTA's group: its block row's entries with columns in the staged range [colLo, colHi) (a row's columns
+// are sorted: the warp counts those below each end), and the lane's first element of W.
+template <class K>
+struct StagedSlice {
+  int64_t rowBase;  // the slice's first row of W (and Y)
+  const typename K::T* laneW;
+  const int32_t* colIdx;
+  int count;
+  int32_t first;  // the slice's first entry in values
+};
+
+template <class K>
+__device__ __forceinline__ StagedSlice<K> stagedSlice(const DecodeArgs& args, const typename K::T* values,
+                                                      int64_t firstRow, int s, int32_t colLo, int32_t colHi,
+                                                      bool wholeRow, int lane) {
+  const int slicesPerRow = args.blockHeight / kSliceRows;
+  const int64_t blockRow = firstRow + s / slicesPerRow;
+  const int slice = s % slicesPerRow;
+  int32_t lo = args.blockRowPtr[blockRow], hi = args.blockRowPtr[blockRow + 1];
+  if (!wholeRow) {
+    int32_t below = 0, belowEnd = 0;
+    for (int32_t e = lo + lane; e - lane < hi; e += 32) {
+      const int32_t column = e < hi ? __ldg(args.blockColIdx + e) : INT32_MAX;
+      below += __popc(__ballot_sync(0xffffffffu, column < colLo));
+      belowEnd += __popc(__ballot_sync(0xffffffffu, column < colHi));
+    }
+    hi = lo + belowEnd;
+    lo += below;
+  }
+  StagedSlice<K> out;
+  out.rowBase = blockRow * args.blockHeight + slice * kSliceRows;
+  out.laneW = values + (static_cast<int64_t>(lo) * args.blockHeight + slice * kSliceRows + lane / 4) * K::C +
+              (lane % 4) * K::kVec;
+  out.colIdx = args.blockColIdx + lo;
+  out.count = hi - lo;
+  out.first = lo;
+  return out;
+}
+
+template <class K>
+__global__ void __launch_bounds__(32 * kDecodeTurnsMaxWarps, 1) bsrDecodeTurnsKernel(const typename K::T* __restrict__ x,
+                                                                         const typename K::T* __restrict__ values,
+                                                                         const typename K::T* __restrict__ bias,
+                                                                         typename K::T* __restrict__ y, DecodeArgs args,
+                                                                         StagedArgs staged) {
+  using T = typename K::T;
+  static_assert(K::kTensorCores && K::kVecBytes == 16, "16-byte rows of half-precision X");
+  constexpr int S = K::kBlocksPerStep;
+  extern __shared__ __align__(16) unsigned char stagedBytes[];
+  __shared__ int nextSlice;
+  T* xs = reinterpret_cast<T*>(stagedBytes);  // [kTokens][kStagedPitch]
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  const int g = lane / 4, q = lane % 4;
+  overlapWithNeighbours(args);
+  const int range = blockIdx.y;
+  const int64_t c0 = static_cast<int64_t>(range) * kStagedRangeCols;
+  const int width = static_cast<int>(std::min<int64_t>(kStagedRangeCols, args.cols - c0));
+  constexpr int kPerVector = 16 / sizeof(T);
+  const int vectorsPerRow = width / kPerVector;
+  for (int i = threadIdx.x; i < K::kTokens * vectorsPerRow; i += blockDim.x) {
+    const int token = i / vectorsPerRow, v = i % vectorsPerRow;
+    const bool real = token < args.m;
+    cpAsync16(smemAddress(xs + token * kStagedPitch + v * kPerVector), real ? x + token * args.cols + c0 + v * kPerVector : x,
+              real);
+  }
+  cpAsyncCommit();
+  if (threadIdx.x == 0) nextSlice = warps;
+
+  const int slicesPerRow = args.blockHeight / kSliceRows;
+  const int64_t blockRows = args.rows / args.blockHeight;
+  const int64_t firstRow = static_cast<int64_t>(blockIdx.x) * staged.groupRows;
+  const int slices = static_cast<int>(std::min<int64_t>(staged.groupRows, blockRows - firstRow)) * slicesPerRow;
+  const int32_t colLo = static_cast<int32_t>(c0 / K::C), colHi = static_cast<int32_t>((c0 + width) / K::C);
+  const bool wholeRow = staged.ranges == 1;
+  const int64_t blockElements = static_cast<int64_t>(args.blockHeight) * K::C;
+
+  // While X's copy is in flight, the warps' first block rows are asked of L2 (a hint: the blocks in this CTA's range
+  // of each row the first warps take, asked by the warp of its first slice).
+  int s = warp;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (s < slices && s % slicesPerRow == 0) {
+    const StagedSlice<K> first = stagedSlice<K>(args, values, firstRow, s, colLo, colHi, wholeRow, lane);
+    if (lane == 0 && first.count > 0)
+      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(values + static_cast<int64_t>(first.first) * blockElements),
+                   "r"(static_cast<uint32_t>(first.count * blockElements * sizeof(T)))
+                   : "memory");
+  }
+#endif
+  cpAsyncWait<0>();
+  __syncthreads();
+
+  while (s < slices) {
+    const StagedSlice<K> run = stagedSlice<K>(args, values, firstRow, s, colLo, colHi, wholeRow, lane);
+    Accumulator<K> acc{};
+    int e = 0;
+    for (; e + S <= run.count; e += S) addStagedBlocks<K, S>(acc, xs, run.laneW, run.colIdx, e, colLo, blockElements, lane);
+    if constexpr (S > 1) {
+      for (; e < run.count; ++e) addStagedBlocks<K, 1>(acc, xs, run.laneW, run.colIdx, e, colLo, blockElements, lane);
+    }
+
+#pragma unroll
+    for (int tile = 0; tile < K::kTokenTiles; ++tile)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int token = tile * kTokenTile + 2 * q + i % 2;
+        const int64_t row = run.rowBase + g + 8 * (i / 2);
+        if (token >= args.m) continue;
+        float value = acc.value[tile][i];
+        if (range == 0 && bias) value += static_cast<float>(bias[row]);
+        if (wholeRow) y[token * args.rows + row] = static_cast<T>(value);
+        else staged.partials[(static_cast<int64_t>(range) * args.m + token) * args.rows + row] = value;
+      }
+
+    // The group's next slice not yet taken.
+    int taken = 0;
+    if (lane == 0) taken = atomicAdd(&nextSlice, 1);
+    s = __shfl_sync(0xffffffffu, taken, 0);
+  }
+}
+
+}  // namespace
+
+int decodeDevWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int variant, int numSms) {
+  if (variant != kDecodeTurnsVariant || !decodeStagedSupported(dtype, pattern, m)) return 0;
+  return decodeTurnsWarps(decodeTurnsGroupRows(pattern.blockRows, decodeStagedRanges(pattern), numSms),
+                          pattern.blockHeight);
+}
+
+bool launchDecodeDevVariant(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
+                            const BsrPatternView& pattern, int variant, int numSms, cudaStream_t stream) {
+  if (variant != kDecodeTurnsVariant || !decodeStagedSupported(dtype, pattern, m)) return false;
+  DecodeArgs args{m, pattern.rows, pattern.cols, pattern.blockHeight, pattern.blockRowPtr, pattern.blockColIdx,
+                  nullptr, nullptr, 0, 0};
+  const int64_t ranges = decodeStagedRanges(pattern);
+  const int group = decodeTurnsGroupRows(pattern.blockRows, ranges, numSms);
+  std::optional<Scratch> partials;
+  if (ranges > 1) partials.emplace(static_cast<size_t>(ranges * m * pattern.rows) * sizeof(float));
+  StagedArgs staged{group, static_cast<int32_t>(ranges), partials ? partials->as<float>() : nullptr};
+  bool launched = true;
+  visitStaged(dtype, pattern.blockWidth, [&](auto traits) {
+    using K = decltype(traits);
+    using T = typename K::T;
+    static int sized[kDevices] = {};
+    const int ready = oncePerDevice(sized, [](int) {
+      if (cudaFuncSetAttribute(bsrDecodeTurnsKernel<K>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               static_cast<int>(stagedBytes<K>())) == cudaSuccess)
+        return 1;
+      cudaGetLastError();
+      return 0;
+    });
+    if (!ready) {  // a GPU whose CTAs get less shared memory (sm_86, sm_89: about 100 KB)
+      launched = false;
+      return;
+    }
+    launchOverlapped("launch of bsrDecodeTurnsKernel", bsrDecodeTurnsKernel<K>,
+                     dim3(static_cast<unsigned>((pattern.blockRows + group - 1) / group), static_cast<unsigned>(ranges)),
+                     dim3(32 * decodeTurnsWarps(group, pattern.blockHeight)), stagedBytes<K>(), stream,
+                     static_cast<const T*>(x), static_cast<const T*>(values), static_cast<const T*>(bias),
+                     static_cast<T*>(y), args, staged);
+  });
+  if (launched && ranges > 1) launchSumSplits(dtype, partials->as<float>(), static_cast<int>(ranges), m * pattern.rows, y, stream);
+  return launched;
+}
+
+}  // namespace bs::tc
