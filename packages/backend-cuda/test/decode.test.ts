@@ -157,9 +157,9 @@ describe.skipIf(cudaMissing)("bsrLinear with few tokens on cuda (the decoding pa
   // From 33 tokens in half precision the staged variant covers blocks 32-128 columns wide: each CTA copies X's columns
   // of one range of K (1024) into shared memory for a group of block rows, and with more than one range writes float32
   // partials that a second pass sums (the first range adds the bias). The default options take it on large layers at
-  // density 0.4 or more (the last case); BLOCKSPARSE_CUDA_DECODE_STAGED=1 takes it for every case (gpu-tests.sh runs
+  // density 0.4 or more (the 8192-row case); BLOCKSPARSE_CUDA_DECODE_STAGED=1 takes it for every case (gpu-tests.sh runs
   // this file so too): widths past one range (the last one short), empty block rows, and on a GPU of about 100-140 SMs
-  // groups of 8 block rows with the last one cut short (405 rows).
+  // groups of 8 block rows with the last one cut short (405 rows) and many groups of 64x64 rows over two ranges.
   test("33-64 tokens over several ranges of K and groups of block rows (the staged variant), half precision", () => {
     const next = random(5151);
     const cases: { shape: [number, number]; block: [number, number]; tokens: number[]; density: number; dtypes: ("bfloat16" | "float16")[] }[] = [
@@ -169,6 +169,7 @@ describe.skipIf(cudaMissing)("bsrLinear with few tokens on cuda (the decoding pa
       { shape: [192, 2112], block: [64, 32], tokens: [36], density: 0.3, dtypes: ["bfloat16", "float16"] },
       { shape: [12960, 1088], block: [32, 32], tokens: [40], density: 0.3, dtypes: ["bfloat16"] },
       { shape: [8192, 4608], block: [32, 32], tokens: [44], density: 0.5, dtypes: ["float16"] },
+      { shape: [16384, 1088], block: [64, 64], tokens: [48], density: 0.3, dtypes: ["bfloat16"] },
     ];
     for (const { shape, block, tokens, density, dtypes } of cases) {
       const pattern = patternWithEmptyRows(shape, block, density, next);
