@@ -4,14 +4,15 @@
 // - the grid is one wave: a CTA's group is the fewest block rows that leave at most one CTA per SM
 //   (decodeTurnsGroupRows), where the addon's is the largest of 8, 4, 2, 1 (at 32x32) that still fills three quarters
 //   of the SMs, which on an H100 ran 4096 -> 16384 in two waves;
-// - its warps (at most kDecodeTurnsMaxWarps) take the group's 16-row slices in turn, the first one each and then the
+// - its warps (at most 12, or 16 in kDecodeTurnsWideVariant) take the group's 16-row slices in turn, the first one each and then the
 //   next from a shared-memory counter, where the addon's warp owns one slice: a long slice no longer holds the CTA
 //   while its other warps idle;
 // - X's range is copied with asynchronous copies, all in flight together (the addon's loop waits on each load before
 //   its store), and while they are in flight the CTA asks L2 for the blocks of its first slices (sm_90+).
 // The same fragments, the same float32 partials [range][token][row] summed by launchSumSplits where there is more than
 // one range, the first range's carry the bias. 12 warps hold their 64 tokens' sums and a step's W in registers
-// without spilling (ptxas: 163-164 registers on sm_90a, 150-156 on sm_80; 16 warps' 128 spilled 40-84 bytes).
+// without spilling (ptxas: 163-164 registers on sm_90a, 150-156 on sm_80); 16 warps' 128 spill 40-84 bytes
+// (kDecodeTurnsWideVariant, to measure whether more of W in flight per SM pays for them).
 #include <optional>
 
 #include "../src/kernels.h"
@@ -88,8 +89,8 @@ __device__ __forceinline__ StagedSlice<K> stagedSlice(const DecodeArgs& args, co
   return out;
 }
 
-template <class K>
-__global__ void __launch_bounds__(32 * kDecodeTurnsMaxWarps, 1) bsrDecodeTurnsKernel(const typename K::T* __restrict__ x,
+template <class K, int kMostWarps>
+__global__ void __launch_bounds__(32 * kMostWarps, 1) bsrDecodeTurnsKernel(const typename K::T* __restrict__ x,
                                                                          const typename K::T* __restrict__ values,
                                                                          const typename K::T* __restrict__ bias,
                                                                          typename K::T* __restrict__ y, DecodeArgs args,
@@ -169,45 +170,62 @@ __global__ void __launch_bounds__(32 * kDecodeTurnsMaxWarps, 1) bsrDecodeTurnsKe
   }
 }
 
+// The most warps of a CTA of decoding variant `variant`; 0 for none of this file's.
+int mostWarpsOf(int variant) {
+  return variant == kDecodeTurnsVariant ? kDecodeTurnsMaxWarps
+         : variant == kDecodeTurnsWideVariant ? kDecodeTurnsWideMaxWarps
+                                              : 0;
+}
+
+template <class K, int kMostWarps>
+void launchTurns(const void* x, const void* values, const void* bias, void* y, const DecodeArgs& args,
+                 const StagedArgs& staged, dim3 grid, int warps, cudaStream_t stream, bool& launched) {
+  using T = typename K::T;
+  static int sized[kDevices] = {};
+  const int ready = oncePerDevice(sized, [](int) {
+    if (cudaFuncSetAttribute(bsrDecodeTurnsKernel<K, kMostWarps>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(stagedBytes<K>())) == cudaSuccess)
+      return 1;
+    cudaGetLastError();
+    return 0;
+  });
+  if (!ready) {  // a GPU whose CTAs get less shared memory (sm_86, sm_89: about 100 KB)
+    launched = false;
+    return;
+  }
+  launchOverlapped("launch of bsrDecodeTurnsKernel", bsrDecodeTurnsKernel<K, kMostWarps>, grid, dim3(32 * warps),
+                   stagedBytes<K>(), stream, static_cast<const T*>(x), static_cast<const T*>(values),
+                   static_cast<const T*>(bias), static_cast<T*>(y), args, staged);
+}
+
 }  // namespace
 
 int decodeDevWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int variant, int numSms) {
-  if (variant != kDecodeTurnsVariant || !decodeStagedSupported(dtype, pattern, m)) return 0;
+  if (mostWarpsOf(variant) == 0 || !decodeStagedSupported(dtype, pattern, m)) return 0;
   return decodeTurnsWarps(decodeTurnsGroupRows(pattern.blockRows, decodeStagedRanges(pattern), numSms),
-                          pattern.blockHeight);
+                          pattern.blockHeight, mostWarpsOf(variant));
 }
 
 bool launchDecodeDevVariant(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
                             const BsrPatternView& pattern, int variant, int numSms, cudaStream_t stream) {
-  if (variant != kDecodeTurnsVariant || !decodeStagedSupported(dtype, pattern, m)) return false;
+  const int most = mostWarpsOf(variant);
+  if (most == 0 || !decodeStagedSupported(dtype, pattern, m)) return false;
   DecodeArgs args{m, pattern.rows, pattern.cols, pattern.blockHeight, pattern.blockRowPtr, pattern.blockColIdx,
                   nullptr, nullptr, 0, 0};
   const int64_t ranges = decodeStagedRanges(pattern);
   const int group = decodeTurnsGroupRows(pattern.blockRows, ranges, numSms);
   std::optional<Scratch> partials;
   if (ranges > 1) partials.emplace(static_cast<size_t>(ranges * m * pattern.rows) * sizeof(float));
-  StagedArgs staged{group, static_cast<int32_t>(ranges), partials ? partials->as<float>() : nullptr};
+  const StagedArgs staged{group, static_cast<int32_t>(ranges), partials ? partials->as<float>() : nullptr};
+  const dim3 grid(static_cast<unsigned>((pattern.blockRows + group - 1) / group), static_cast<unsigned>(ranges));
+  const int warps = decodeTurnsWarps(group, pattern.blockHeight, most);
   bool launched = true;
   visitStaged(dtype, pattern.blockWidth, [&](auto traits) {
     using K = decltype(traits);
-    using T = typename K::T;
-    static int sized[kDevices] = {};
-    const int ready = oncePerDevice(sized, [](int) {
-      if (cudaFuncSetAttribute(bsrDecodeTurnsKernel<K>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               static_cast<int>(stagedBytes<K>())) == cudaSuccess)
-        return 1;
-      cudaGetLastError();
-      return 0;
-    });
-    if (!ready) {  // a GPU whose CTAs get less shared memory (sm_86, sm_89: about 100 KB)
-      launched = false;
-      return;
-    }
-    launchOverlapped("launch of bsrDecodeTurnsKernel", bsrDecodeTurnsKernel<K>,
-                     dim3(static_cast<unsigned>((pattern.blockRows + group - 1) / group), static_cast<unsigned>(ranges)),
-                     dim3(32 * decodeTurnsWarps(group, pattern.blockHeight)), stagedBytes<K>(), stream,
-                     static_cast<const T*>(x), static_cast<const T*>(values), static_cast<const T*>(bias),
-                     static_cast<T*>(y), args, staged);
+    if (most == kDecodeTurnsWideMaxWarps)
+      launchTurns<K, kDecodeTurnsWideMaxWarps>(x, values, bias, y, args, staged, grid, warps, stream, launched);
+    else
+      launchTurns<K, kDecodeTurnsMaxWarps>(x, values, bias, y, args, staged, grid, warps, stream, launched);
   });
   if (launched && ranges > 1) launchSumSplits(dtype, partials->as<float>(), static_cast<int>(ranges), m * pattern.rows, y, stream);
   return launched;

@@ -94,9 +94,13 @@ bool launchMulticastVariant(Op op, DType dtype, const KernelArgs& args, int bloc
 // bfloat16/float16 where decodeStagedSupported holds, named by TcOptions{TcPath::Decode, kDecodeTurnsVariant} with
 // TcOptions::devDecode = launchDecodeDevVariant. Its grid: `ranges` x ceil(blockRows / group) CTAs, the group the
 // fewest block rows whose grid has at most one CTA per SM (else every block row: more ranges than SMs), its warps one
-// per 16-row slice of the group, at most kDecodeTurnsMaxWarps. Not yet measured (written 2026-12-05, no GPU that day).
+// per 16-row slice of the group, at most kDecodeTurnsMaxWarps (12: no spills); kDecodeTurnsWideVariant the same with
+// up to kDecodeTurnsWideMaxWarps (16: more of W in flight per SM, 40-84 bytes spilled on sm_90a). Not yet measured
+// (written 2026-12-05, no GPU that day).
 constexpr int kDecodeTurnsVariant = kDecodeVariants;
+constexpr int kDecodeTurnsWideVariant = kDecodeVariants + 1;
 constexpr int kDecodeTurnsMaxWarps = 12;
+constexpr int kDecodeTurnsWideMaxWarps = 16;
 inline int decodeTurnsGroupRows(int64_t blockRows, int64_t ranges, int numSms) {
   if (blockRows <= 1) return 1;
   // ceil(blockRows / group) x ranges <= SMs exactly when ceil(blockRows / group) <= floor(SMs / ranges).
@@ -104,12 +108,13 @@ inline int decodeTurnsGroupRows(int64_t blockRows, int64_t ranges, int numSms) {
   const int64_t group = (blockRows + groupsPerRange - 1) / groupsPerRange;
   return static_cast<int>(group < blockRows ? group : blockRows);
 }
-inline int decodeTurnsWarps(int groupRows, int blockHeight) {
+inline int decodeTurnsWarps(int groupRows, int blockHeight, int most = kDecodeTurnsMaxWarps) {
   const int64_t slices = int64_t{groupRows} * (blockHeight / kDecodeSliceRows);
-  return static_cast<int>(slices < kDecodeTurnsMaxWarps ? (slices > 1 ? slices : 1) : kDecodeTurnsMaxWarps);
+  return static_cast<int>(slices < most ? (slices > 1 ? slices : 1) : most);
 }
-// Launches that variant (`variant` kDecodeTurnsVariant; false, having launched nothing, for any other or where it
-// does not cover the call), its ranges' partials in scratch and summed by launchSumSplits. A TcOptions::devDecode.
+// Launches one of those variants (`variant` kDecodeTurnsVariant or kDecodeTurnsWideVariant; false, having launched
+// nothing, for any other or where it does not cover the call), its ranges' partials in scratch and summed by
+// launchSumSplits. A TcOptions::devDecode.
 bool launchDecodeDevVariant(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
                             const BsrPatternView& pattern, int variant, int numSms, cudaStream_t stream);
 // Its warps per CTA on a device of `numSms` SMs (the bench's table); 0 where it does not cover the call.

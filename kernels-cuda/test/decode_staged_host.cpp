@@ -6,7 +6,8 @@
 // (or one where none does); and the layers measured on an H100 (132 SMs) get the grids they ran with. The same for dev's
 // variant with its slices taken in turn (kernels-cuda/dev/dev_variants.h: decodeTurnsGroupRows, decodeTurnsWarps): the
 // grid is one wave (at most one CTA per SM) wherever the ranges alone leave room for it, with the fewest block rows per
-// group that give that, and its warps are one per slice of the group, at most kDecodeTurnsMaxWarps.
+// group that give that, and its warps are one per slice of the group, at most kDecodeTurnsMaxWarps (or
+// kDecodeTurnsWideMaxWarps).
 //
 //   nvcc -std=c++17 -x cu -I kernels-cuda/src kernels-cuda/test/decode_staged_host.cpp -o decode_staged_host && ./decode_staged_host
 #include <cstdio>
@@ -18,6 +19,7 @@ using bs::tc::decodeStagedGroupRows;
 using bs::tc::decodeTurnsGroupRows;
 using bs::tc::decodeTurnsWarps;
 using bs::tc::kDecodeTurnsMaxWarps;
+using bs::tc::kDecodeTurnsWideMaxWarps;
 using bs::tc::decodeStagedRangesOf;
 using bs::tc::kDecodeSliceRows;
 using bs::tc::kDecodeStagedMaxWarps;
@@ -65,10 +67,12 @@ void checkTurns() {
           if (group > 1 && ranges <= room)
             check(ctas(blockRows, group - 1, ranges) > room, "turns: the fewest rows per group", blockRows, height, ranges,
                   sms, group);
-          const int warps = decodeTurnsWarps(group, height);
           const long long slices = static_cast<long long>(group) * slicesPerRow;
-          check(warps == (slices < kDecodeTurnsMaxWarps ? slices : kDecodeTurnsMaxWarps), "turns: a warp per slice, at most the most",
-                blockRows, height, ranges, sms, warps);
+          for (int most : {kDecodeTurnsMaxWarps, kDecodeTurnsWideMaxWarps}) {
+            const int warps = decodeTurnsWarps(group, height, most);
+            check(warps == (slices < most ? slices : most), "turns: a warp per slice, at most the most", blockRows, height,
+                  ranges, most, warps);
+          }
         }
   }
   // 132 SMs (an H100 or H200): 4096 -> 16384 (K 4096: 4 ranges), 16384 -> 4096 (16 ranges), 4096 x 4096 (4 ranges) in
