@@ -27,58 +27,12 @@ struct DecodeVariantSpec {
 };
 constexpr DecodeVariantSpec kDecodeVariantSpecs[kDecodeVariants] = {
     {0, true}, {2048, true}, {8192, true}, {16384, true}, {0, false}, {0, true} /* staged: launchDecodeStaged */};
-// On an H200 (decode.md, 32 shapes of 2048-16384 rows and columns), an eighth of L2 (7.5 MB of 60) and a sixteenth were
-// best, 1.11x the launch without overlap on the geometric mean (1.03-1.21x); the launch alone 1.08x; half of L2
-// 0.76-1.24x (a large W's prefetch evicted before it was read); the prefetch without the programmatic launch 1.00x.
-constexpr double kPrefetchShareOfL2 = 1.0 / 8;
 // The fallback width when the runtime cannot say what is resident: about this much W per warp.
 constexpr int kFallbackBytesPerWarp = 4096;
 // The default's widths: the grid in the fewest waves, each warp streaming at most this much (four rounds of loads).
 // On an H200 (decode.md), 4096 rows (256 CTAs) ran 5-11% faster at 16 warps than at the 8-9 of 4 KB per warp, and
 // 16384 rows (1024 CTAs) fastest at 4-5 warps, the widest that fit one wave there (8-9: two waves, 16: four).
 constexpr int kMostBytesPerWarp = 16384;
-
-// Adds `kBlocks` blocks (entries e, e + stride, ...) of the slice to the warp's sums.
-template <class K, int kBlocks>
-__device__ __forceinline__ void addBlocks(Accumulator<K>& acc, const DecodeArgs& args, const typename K::T* x,
-                                          const typename K::T* laneW, const int32_t* colIdx, int e, int stride,
-                                          int lane) {
-  using T = typename K::T;
-  const int g = lane / 4, q = lane % 4;
-  const int64_t blockElements = static_cast<int64_t>(args.blockHeight) * K::C;
-  int64_t column[kBlocks];
-#pragma unroll
-  for (int b = 0; b < kBlocks; ++b) column[b] = static_cast<int64_t>(__ldg(colIdx + e + b * stride)) * K::C + q * K::kVec;
-  WVectors<K, kBlocks> w;
-  loadWVectors(w, laneW, e, stride, blockElements);
-#pragma unroll
-  for (int b = 0; b < kBlocks; ++b)
-#pragma unroll
-    for (int c = 0; c < K::kChunksPerBlock; ++c) {
-      const T* xColumn = x + column[b] + c * K::kChunk;
-      if constexpr (K::kTensorCores) {
-#pragma unroll
-        for (int tile = 0; tile < K::kTokenTiles; ++tile) {
-          const int token = tile * kTokenTile + g;
-          Vec<K::kWords> xv{};
-          if (token < args.m) xv = loadCached<K::kWords>(xColumn + token * args.cols);
-          mmaChunk<K>(acc.value[tile], w.low[b][c], w.high[b][c], xv);
-        }
-      } else {
-#pragma unroll
-        for (int token = 0; token < K::kTokens; ++token) {
-          if (token >= args.m) break;
-          const Vec<K::kWords> xv = loadCached<K::kWords>(xColumn + token * args.cols);
-#pragma unroll
-          for (int i = 0; i < K::kVec; ++i) {
-            const float xi = __uint_as_float(xv.word[i]);
-            acc.value[0][token] = fmaf(__uint_as_float(w.low[b][c].word[i]), xi, acc.value[0][token]);
-            acc.value[1][token] = fmaf(__uint_as_float(w.high[b][c].word[i]), xi, acc.value[1][token]);
-          }
-        }
-      }
-    }
-}
 
 template <class K>
 __global__ void __launch_bounds__(32 * kMaxWarps) bsrDecodeLinearKernel(const typename K::T* __restrict__ x,
@@ -144,6 +98,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) bsrDecodeLinearKernel(const ty
 // bytes, so the eight token rows a warp reads at once fall in different banks). X crosses L2 once per CTA, a warp
 // owns its slice's sums (no reduction between warps), and with more than one range each CTA writes float32 partials
 // [range][token][row] that launchSumSplits adds (the first range's carry the bias).
+
 // Adds blocks e .. e + kBlocks - 1 of the warp's run to its sums, X from the staged range (colLo: its first block
 // column).
 template <class K, int kBlocks>
@@ -330,24 +285,6 @@ int chooseWarps(const BsrPatternView& pattern, int variant, int numSms) {
 template <class K>
 bool overlapBuilt() {
   return programmaticLaunchBuilt(reinterpret_cast<const void*>(bsrDecodeLinearKernel<K>));
-}
-
-// CTA i of `ctas` asks L2 for the i-th share of W's bytes, all of them asking together for at most `shareOfL2` of
-// L2, so a share may be cut short at its end.
-void planPrefetch(DecodeArgs& args, const void* values, int64_t valueBytes, int64_t ctas, int l2Bytes,
-                  double shareOfL2) {
-  const auto base = (reinterpret_cast<uintptr_t>(values) + 15) & ~uintptr_t{15};
-  const auto end = (reinterpret_cast<uintptr_t>(values) + static_cast<uintptr_t>(valueBytes)) & ~uintptr_t{15};
-  if (end <= base || ctas <= 0 || l2Bytes <= 0) return;
-  const int64_t bytes = static_cast<int64_t>(end - base);
-  const int64_t stride = ((bytes + ctas - 1) / ctas + 15) & ~int64_t{15};
-  const int64_t most = static_cast<int64_t>(shareOfL2 * l2Bytes / ctas) & ~int64_t{15};
-  const int64_t share = std::min<int64_t>({stride, most, int64_t{1} << 30});
-  if (share <= 0) return;
-  args.prefetchBase = reinterpret_cast<const char*>(base);
-  args.prefetchEnd = reinterpret_cast<const char*>(end);
-  args.prefetchStride = stride;
-  args.prefetchBytes = static_cast<uint32_t>(share);
 }
 
 bool decodeBlockSide(int side) { return side == 16 || side == 32 || side == 64 || side == 128; }
