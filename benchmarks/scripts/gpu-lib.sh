@@ -1,5 +1,5 @@
 # Sourced by the GPU scripts (gpu.sh, gpu-ddp.sh, gpu-quality.sh, gpu-user-level.sh, gpu-step-kernels.sh, gpu-tests.sh,
-# gpu-patch-dw.sh), with
+# gpu-patch-dw.sh, gpu-decode-staged.sh, gpu-decode-pairs.sh), with
 # $root set to the checkout: what they share. Sourcing sets OUT (default $root/gpu-results, created) and tsx
 # (benchmarks' tsx unless the script set its own).
 OUT=${OUT:-$root/gpu-results}

@@ -123,6 +123,8 @@ void upload(const HostPattern& p, DevicePattern& d) {
   // The block records of dev's mma.sync patch tiles (variants 30 and 31).
   const auto patchList =
       bs::appendPatchList(packed, p.r, p.c, p.blockRows, p.blockCols, p.rowPtr.data(), p.colIdx.data());
+  // The rows by block count of dev's decoding kernel of rows in pairs (decoding variant 8).
+  const size_t rowOrder = bs::appendDecodeRowOrder(packed, p.rowPtr.data(), p.blockRows);
   // The schedules of dev's grouped tiles (variants 8 and 9 on the mma path, 11 and 12 on wgmma).
   const bool scheduled = p.r == p.c && bs::tc::wantsGroupSchedules(p.r, p.c);
   bs::tc::GroupScheduleOffsets schedules;
@@ -152,6 +154,7 @@ void upload(const HostPattern& p, DevicePattern& d) {
   bs::bindPatchPairList(v, d.buffer, patchPairList);
 #ifndef TC_BENCH_NO_DEV
   bs::bindPatchList(v, d.buffer, patchList);
+  v.decodeRowOrder = d.buffer + rowOrder;
   if (scheduled) bs::tc::bindGroupSchedules(v, d.buffer, schedules);
 #endif
 }

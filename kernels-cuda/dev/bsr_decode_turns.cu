@@ -1,5 +1,5 @@
-// The staged decoding variant with its slices taken in turn (kDecodeTurnsVariant, kept for measurement: TcOptions::
-// devDecode = launchDecodeDevVariant). bsrLinear with 33-64 tokens in bfloat16/float16, the addon's staged variant
+// The staged decoding variant with its slices taken in turn (kDecodeTurnsVariant and kDecodeTurnsWideVariant, kept for
+// measurement: TcOptions::devDecode = launchDecodeDevVariant). bsrLinear with 33-64 tokens in bfloat16/float16, the addon's staged variant
 // (tc/bsr_decode.cu, kDecodeStagedVariant) with three changes:
 // - the grid is one wave: a CTA's group is the fewest block rows that leave at most one CTA per SM
 //   (decodeTurnsGroupRows), where the addon's is the largest of 8, 4, 2, 1 (at 32x32) that still fills three quarters
@@ -200,14 +200,14 @@ void launchTurns(const void* x, const void* values, const void* bias, void* y, c
 
 }  // namespace
 
-int decodeDevWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int variant, int numSms) {
+int decodeTurnsDevWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int variant, int numSms) {
   if (mostWarpsOf(variant) == 0 || !decodeStagedSupported(dtype, pattern, m)) return 0;
   return decodeTurnsWarps(decodeTurnsGroupRows(pattern.blockRows, decodeStagedRanges(pattern), numSms),
                           pattern.blockHeight, mostWarpsOf(variant));
 }
 
-bool launchDecodeDevVariant(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
-                            const BsrPatternView& pattern, int variant, int numSms, cudaStream_t stream) {
+bool launchDecodeTurns(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
+                       const BsrPatternView& pattern, int variant, int numSms, cudaStream_t stream) {
   const int most = mostWarpsOf(variant);
   if (most == 0 || !decodeStagedSupported(dtype, pattern, m)) return false;
   DecodeArgs args{m, pattern.rows, pattern.cols, pattern.blockHeight, pattern.blockRowPtr, pattern.blockColIdx,

@@ -114,10 +114,25 @@ inline int decodeTurnsWarps(int groupRows, int blockHeight, int most = kDecodeTu
 }
 // Launches one of those variants (`variant` kDecodeTurnsVariant or kDecodeTurnsWideVariant; false, having launched
 // nothing, for any other or where it does not cover the call), its ranges' partials in scratch and summed by
-// launchSumSplits. A TcOptions::devDecode.
+// launchSumSplits; and its warps per CTA on a device of `numSms` SMs (0 where it does not cover the call).
+bool launchDecodeTurns(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
+                       const BsrPatternView& pattern, int variant, int numSms, cudaStream_t stream);
+int decodeTurnsDevWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int variant, int numSms);
+
+// The decoding kernel with block rows in pairs, the longest with the shortest (dev/bsr_decode_pairs.cu): bsrLinear with
+// 1-16 tokens in bfloat16/float16, a CTA per 16-row slice of a pair of block rows (the p-th of
+// BsrPatternView::decodeRowOrder and the p-th from its end), the addon's width rule for the pair's blocks. Needs the
+// pattern's decodeRowOrder (tc_bench builds it: appendDecodeRowOrder). Not yet measured (written 2026-12-05).
+constexpr int kDecodePairsVariant = kDecodeVariants + 2;
+bool decodePairsSupported(DType dtype, const BsrPatternView& pattern, int64_t m);
+int decodePairsWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int numSms);
+bool launchDecodePairs(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
+                       const BsrPatternView& pattern, int numSms, int l2Bytes, cudaStream_t stream);
+
+// A TcOptions::devDecode (dev/decode_variants.cu): the variants above by number; false, having launched nothing, for
+// any other or where the variant does not cover the call. And their warps per CTA (the bench's table; 0: none).
 bool launchDecodeDevVariant(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
                             const BsrPatternView& pattern, int variant, int numSms, cudaStream_t stream);
-// Its warps per CTA on a device of `numSms` SMs (the bench's table); 0 where it does not cover the call.
 int decodeDevWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int variant, int numSms);
 
 }  // namespace bs::tc

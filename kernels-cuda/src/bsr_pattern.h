@@ -1,6 +1,7 @@
 // A block-sparse pattern as the kernels see it: validated on the host once, then uploaded.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -48,7 +49,21 @@ struct BsrPatternView {
   // a 32x32 pattern is uploaded on a wgmma device while that tile is dispatched (tc_kernels.h); 0 and null otherwise.
   int32_t patchPairItems;
   const int32_t* patchPairList;
+  // The block rows ordered by their block count, most first (ties by row), for dev's decoding kernel of rows in pairs
+  // (kernels-cuda/dev/bsr_decode_pairs.cu, appendDecodeRowOrder): tc_bench builds it; null in the addon.
+  const int32_t* decodeRowOrder;
 };
+
+// Appends to `packed` the block rows of a pattern (the host copy of blockRowPtr, [blockRows + 1]) ordered by their block
+// count, most first, ties by row; returns where they start.
+inline size_t appendDecodeRowOrder(std::vector<int32_t>& packed, const int32_t* blockRowPtr, int32_t blockRows) {
+  const size_t at = packed.size();
+  for (int32_t r = 0; r < blockRows; ++r) packed.push_back(r);
+  std::stable_sort(packed.begin() + static_cast<std::ptrdiff_t>(at), packed.end(), [&](int32_t a, int32_t b) {
+    return blockRowPtr[a + 1] - blockRowPtr[a] > blockRowPtr[b + 1] - blockRowPtr[b];
+  });
+  return at;
+}
 
 // Where each list of view.columnGroupList starts in the words a pattern uploads, and where the last one ends.
 using ColumnGroupOffsets = std::array<size_t, kColumnGroupSizes + 1>;

@@ -7,12 +7,15 @@
 // variant with its slices taken in turn (kernels-cuda/dev/dev_variants.h: decodeTurnsGroupRows, decodeTurnsWarps): the
 // grid is one wave (at most one CTA per SM) wherever the ranges alone leave room for it, with the fewest block rows per
 // group that give that, and its warps are one per slice of the group, at most kDecodeTurnsMaxWarps (or
-// kDecodeTurnsWideMaxWarps).
+// kDecodeTurnsWideMaxWarps). And the row order of dev's decoding kernel of rows in pairs (bsr_pattern.h:
+// appendDecodeRowOrder): every block row once, by block count, most first, ties by row.
 //
 //   nvcc -std=c++17 -x cu -I kernels-cuda/src kernels-cuda/test/decode_staged_host.cpp -o decode_staged_host && ./decode_staged_host
 #include <cstdio>
+#include <vector>
 
 #include "../dev/dev_variants.h"
+#include "bsr_pattern.h"
 #include "tc/tc_kernels.h"
 
 using bs::tc::decodeStagedGroupRows;
@@ -89,6 +92,35 @@ void checkTurns() {
   }
 }
 
+// appendDecodeRowOrder over random row lengths (empty rows and ties included), appended after other words.
+void checkRowOrder() {
+  unsigned state = 12345;
+  const auto next = [&] { return state = state * 1664525u + 1013904223u; };
+  for (int trial = 0; trial < 300; ++trial) {
+    const int32_t blockRows = static_cast<int32_t>(next() % 200);
+    std::vector<int32_t> rowPtr{0};
+    for (int32_t r = 0; r < blockRows; ++r) rowPtr.push_back(rowPtr.back() + static_cast<int32_t>(next() % (trial % 7 + 1)));
+    std::vector<int32_t> packed(trial % 5, -7);
+    const size_t at = bs::appendDecodeRowOrder(packed, rowPtr.data(), blockRows);
+    check(at == static_cast<size_t>(trial % 5) && packed.size() == at + blockRows, "row order: appended", trial, blockRows,
+          0, 0, static_cast<long long>(packed.size()));
+    std::vector<int> seen(blockRows, 0);
+    for (int32_t i = 0; i < blockRows; ++i) {
+      const int32_t row = packed[at + i];
+      const bool valid = row >= 0 && row < blockRows;
+      check(valid, "row order: a block row", trial, i, 0, 0, row);
+      if (!valid) continue;
+      ++seen[row];
+      if (i == 0) continue;
+      const int32_t before = packed[at + i - 1];
+      const int32_t countBefore = rowPtr[before + 1] - rowPtr[before], count = rowPtr[row + 1] - rowPtr[row];
+      check(countBefore > count || (countBefore == count && before < row), "row order: most first, ties by row", trial, i,
+            countBefore, count, row);
+    }
+    for (int32_t r = 0; r < blockRows; ++r) check(seen[r] == 1, "row order: every row once", trial, r, 0, 0, seen[r]);
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -134,6 +166,7 @@ int main() {
     check(group == c.group, "the measured layers' groups", c.rows, c.cols, c.height, 132, group);
   }
   checkTurns();
+  checkRowOrder();
   if (failures > 0) {
     std::printf("%d of %ld checks failed\n", failures, checks);
     return 1;
