@@ -24,34 +24,8 @@ namespace bs::tc {
 
 namespace {
 
-// Adds blocks e .. e + kBlocks - 1 of the warp's run to its sums, X from the staged range (colLo: its first block
-// column).
-template <class K, int kBlocks>
-__device__ __forceinline__ void addStagedBlocks(Accumulator<K>& acc, const typename K::T* xs, const typename K::T* laneW,
-                                                const int32_t* colIdx, int e, int32_t colLo, int64_t blockElements,
-                                                int lane) {
-  using T = typename K::T;
-  const int g = lane / 4, q = lane % 4;
-  int column[kBlocks];
-#pragma unroll
-  for (int b = 0; b < kBlocks; ++b) column[b] = (__ldg(colIdx + e + b) - colLo) * K::C + q * K::kVec;
-  WVectors<K, kBlocks> w;
-  loadWVectors(w, laneW, e, 1, blockElements);
-#pragma unroll
-  for (int b = 0; b < kBlocks; ++b)
-#pragma unroll
-    for (int c = 0; c < K::kChunksPerBlock; ++c) {
-      const T* xColumn = xs + column[b] + c * K::kChunk;
-#pragma unroll
-      for (int tile = 0; tile < K::kTokenTiles; ++tile) {
-        const Vec<K::kWords> xv = *reinterpret_cast<const Vec<K::kWords>*>(xColumn + (tile * kTokenTile + g) * kStagedPitch);
-        mmaChunk<K>(acc.value[tile], w.low[b][c], w.high[b][c], xv);
-      }
-    }
-}
-
-// Slice s of a CTA's group: its block row's entries with columns in the staged range [colLo, colHi) (a row's columns
-// are sorted: the warp counts those below each end), and the lane's first element of W.
+// Slice s of a CTA's group: its block row's entries with columns in the staged range [colLo, colHi), and the lane's
+// first element of W.
 template <class K>
 struct StagedSlice {
   int64_t rowBase;  // the slice's first row of W (and Y)
@@ -69,16 +43,7 @@ __device__ __forceinline__ StagedSlice<K> stagedSlice(const DecodeArgs& args, co
   const int64_t blockRow = firstRow + s / slicesPerRow;
   const int slice = s % slicesPerRow;
   int32_t lo = args.blockRowPtr[blockRow], hi = args.blockRowPtr[blockRow + 1];
-  if (!wholeRow) {
-    int32_t below = 0, belowEnd = 0;
-    for (int32_t e = lo + lane; e - lane < hi; e += 32) {
-      const int32_t column = e < hi ? __ldg(args.blockColIdx + e) : INT32_MAX;
-      below += __popc(__ballot_sync(0xffffffffu, column < colLo));
-      belowEnd += __popc(__ballot_sync(0xffffffffu, column < colHi));
-    }
-    hi = lo + belowEnd;
-    lo += below;
-  }
+  if (!wholeRow) entriesInRange(args.blockColIdx, colLo, colHi, lo, hi, lane);
   StagedSlice<K> out;
   out.rowBase = blockRow * args.blockHeight + slice * kSliceRows;
   out.laneW = values + (static_cast<int64_t>(lo) * args.blockHeight + slice * kSliceRows + lane / 4) * K::C +
@@ -102,7 +67,6 @@ __global__ void __launch_bounds__(32 * kMostWarps, 1) bsrDecodeTurnsKernel(const
   __shared__ int nextSlice;
   T* xs = reinterpret_cast<T*>(stagedBytes);  // [kTokens][kStagedPitch]
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-  const int g = lane / 4, q = lane % 4;
   overlapWithNeighbours(args);
   const int range = blockIdx.y;
   const int64_t c0 = static_cast<int64_t>(range) * kStagedRangeCols;
@@ -150,18 +114,7 @@ __global__ void __launch_bounds__(32 * kMostWarps, 1) bsrDecodeTurnsKernel(const
       for (; e < run.count; ++e) addStagedBlocks<K, 1>(acc, xs, run.laneW, run.colIdx, e, colLo, blockElements, lane);
     }
 
-#pragma unroll
-    for (int tile = 0; tile < K::kTokenTiles; ++tile)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int token = tile * kTokenTile + 2 * q + i % 2;
-        const int64_t row = run.rowBase + g + 8 * (i / 2);
-        if (token >= args.m) continue;
-        float value = acc.value[tile][i];
-        if (range == 0 && bias) value += static_cast<float>(bias[row]);
-        if (wholeRow) y[token * args.rows + row] = static_cast<T>(value);
-        else staged.partials[(static_cast<int64_t>(range) * args.m + token) * args.rows + row] = value;
-      }
+    storeStagedSums<K>(acc, args, bias, y, staged, range, run.rowBase, lane);
 
     // The group's next slice not yet taken.
     int taken = 0;

@@ -99,32 +99,6 @@ __global__ void __launch_bounds__(32 * kMaxWarps) bsrDecodeLinearKernel(const ty
 // owns its slice's sums (no reduction between warps), and with more than one range each CTA writes float32 partials
 // [range][token][row] that launchSumSplits adds (the first range's carry the bias).
 
-// Adds blocks e .. e + kBlocks - 1 of the warp's run to its sums, X from the staged range (colLo: its first block
-// column).
-template <class K, int kBlocks>
-__device__ __forceinline__ void addStagedBlocks(Accumulator<K>& acc, const typename K::T* xs, const typename K::T* laneW,
-                                                const int32_t* colIdx, int e, int32_t colLo, int64_t blockElements,
-                                                int lane) {
-  using T = typename K::T;
-  const int g = lane / 4, q = lane % 4;
-  int column[kBlocks];
-#pragma unroll
-  for (int b = 0; b < kBlocks; ++b) column[b] = (__ldg(colIdx + e + b) - colLo) * K::C + q * K::kVec;
-  WVectors<K, kBlocks> w;
-  loadWVectors(w, laneW, e, 1, blockElements);
-#pragma unroll
-  for (int b = 0; b < kBlocks; ++b)
-#pragma unroll
-    for (int c = 0; c < K::kChunksPerBlock; ++c) {
-      const T* xColumn = xs + column[b] + c * K::kChunk;
-#pragma unroll
-      for (int tile = 0; tile < K::kTokenTiles; ++tile) {
-        const Vec<K::kWords> xv = *reinterpret_cast<const Vec<K::kWords>*>(xColumn + (tile * kTokenTile + g) * kStagedPitch);
-        mmaChunk<K>(acc.value[tile], w.low[b][c], w.high[b][c], xv);
-      }
-    }
-}
-
 template <class K>
 __global__ void __launch_bounds__(32 * kDecodeStagedMaxWarps, 1) bsrDecodeStagedKernel(const typename K::T* __restrict__ x,
                                                                          const typename K::T* __restrict__ values,
@@ -158,17 +132,7 @@ __global__ void __launch_bounds__(32 * kDecodeStagedMaxWarps, 1) bsrDecodeStaged
   const int slice = warp % slicesPerRow;
   const int32_t colLo = static_cast<int32_t>(c0 / K::C), colHi = static_cast<int32_t>((c0 + width) / K::C);
   int32_t lo = args.blockRowPtr[blockRow], hi = args.blockRowPtr[blockRow + 1];
-  if (staged.ranges > 1) {
-    // The row's entries with columns in [colLo, colHi): its columns are sorted, so count those below each end.
-    int32_t below = 0, belowEnd = 0;
-    for (int32_t e = lo + lane; e - lane < hi; e += 32) {
-      const int32_t column = e < hi ? __ldg(args.blockColIdx + e) : INT32_MAX;
-      below += __popc(__ballot_sync(0xffffffffu, column < colLo));
-      belowEnd += __popc(__ballot_sync(0xffffffffu, column < colHi));
-    }
-    hi = lo + belowEnd;
-    lo += below;
-  }
+  if (staged.ranges > 1) entriesInRange(args.blockColIdx, colLo, colHi, lo, hi, lane);
   const int64_t blockElements = static_cast<int64_t>(args.blockHeight) * K::C;
   const T* laneW = values + (static_cast<int64_t>(lo) * args.blockHeight + slice * kSliceRows + g) * K::C + q * K::kVec;
   const int32_t* colIdx = args.blockColIdx + lo;
@@ -180,19 +144,7 @@ __global__ void __launch_bounds__(32 * kDecodeStagedMaxWarps, 1) bsrDecodeStaged
   if constexpr (K::kBlocksPerStep > 1)
     for (; e < count; ++e) addStagedBlocks<K, 1>(acc, xs, laneW, colIdx, e, colLo, blockElements, lane);
 
-  const int64_t rowBase = blockRow * args.blockHeight + slice * kSliceRows;
-#pragma unroll
-  for (int tile = 0; tile < K::kTokenTiles; ++tile)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int token = tile * kTokenTile + 2 * q + i % 2;
-      const int64_t row = rowBase + g + 8 * (i / 2);
-      if (token >= args.m) continue;
-      float value = acc.value[tile][i];
-      if (range == 0 && bias) value += static_cast<float>(bias[row]);
-      if (staged.ranges == 1) y[token * args.rows + row] = static_cast<T>(value);
-      else staged.partials[(static_cast<int64_t>(range) * args.m + token) * args.rows + row] = value;
-    }
+  storeStagedSums<K>(acc, args, bias, y, staged, range, blockRow * args.blockHeight + slice * kSliceRows, lane);
 }
 
 // Calls f(DecodeTraits<...>{}) for the kernel that runs `dtype`, `blockCols` and `m` tokens: the tokens rounded up

@@ -218,6 +218,67 @@ struct StagedArgs {
   float* partials;    // [ranges][m][rows] where ranges > 1
 };
 
+// Adds blocks e .. e + kBlocks - 1 of the warp's run to its sums, X from the staged range (colLo: its first block
+// column).
+template <class K, int kBlocks>
+__device__ __forceinline__ void addStagedBlocks(Accumulator<K>& acc, const typename K::T* xs, const typename K::T* laneW,
+                                                const int32_t* colIdx, int e, int32_t colLo, int64_t blockElements,
+                                                int lane) {
+  using T = typename K::T;
+  const int g = lane / 4, q = lane % 4;
+  int column[kBlocks];
+#pragma unroll
+  for (int b = 0; b < kBlocks; ++b) column[b] = (__ldg(colIdx + e + b) - colLo) * K::C + q * K::kVec;
+  WVectors<K, kBlocks> w;
+  loadWVectors(w, laneW, e, 1, blockElements);
+#pragma unroll
+  for (int b = 0; b < kBlocks; ++b)
+#pragma unroll
+    for (int c = 0; c < K::kChunksPerBlock; ++c) {
+      const T* xColumn = xs + column[b] + c * K::kChunk;
+#pragma unroll
+      for (int tile = 0; tile < K::kTokenTiles; ++tile) {
+        const Vec<K::kWords> xv = *reinterpret_cast<const Vec<K::kWords>*>(xColumn + (tile * kTokenTile + g) * kStagedPitch);
+        mmaChunk<K>(acc.value[tile], w.low[b][c], w.high[b][c], xv);
+      }
+    }
+}
+
+// Narrows a block row's entries [lo, hi) to those whose columns fall in [colLo, colHi) (a row's columns are sorted:
+// the warp counts those below each end, 32 at a time). Warp-wide: every lane passes the same row.
+__device__ __forceinline__ void entriesInRange(const int32_t* blockColIdx, int32_t colLo, int32_t colHi, int32_t& lo,
+                                               int32_t& hi, int lane) {
+  int32_t below = 0, belowEnd = 0;
+  for (int32_t e = lo + lane; e - lane < hi; e += 32) {
+    const int32_t column = e < hi ? __ldg(blockColIdx + e) : INT32_MAX;
+    below += __popc(__ballot_sync(0xffffffffu, column < colLo));
+    belowEnd += __popc(__ballot_sync(0xffffffffu, column < colHi));
+  }
+  hi = lo + belowEnd;
+  lo += below;
+}
+
+// Stores a warp's sums of the 16-row slice from rowBase for the tokens below M: Y where the product has one range of
+// K, else the range's float32 partials [range][token][row]; the first range adds the bias.
+template <class K>
+__device__ __forceinline__ void storeStagedSums(const Accumulator<K>& acc, const DecodeArgs& args,
+                                                const typename K::T* bias, typename K::T* y, const StagedArgs& staged,
+                                                int range, int64_t rowBase, int lane) {
+  const int g = lane / 4, q = lane % 4;
+#pragma unroll
+  for (int tile = 0; tile < K::kTokenTiles; ++tile)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int token = tile * kTokenTile + 2 * q + i % 2;
+      const int64_t row = rowBase + g + 8 * (i / 2);
+      if (token >= args.m) continue;
+      float value = acc.value[tile][i];
+      if (range == 0 && bias) value += static_cast<float>(bias[row]);
+      if (staged.ranges == 1) y[token * args.rows + row] = static_cast<typename K::T>(value);
+      else staged.partials[(static_cast<int64_t>(range) * args.m + token) * args.rows + row] = value;
+    }
+}
+
 constexpr int kDevices = 64;
 
 // ask(device) for the current device, asked once per device (a negative answer counts as 0): `cache` holds each
