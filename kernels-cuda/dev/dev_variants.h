@@ -95,8 +95,7 @@ bool launchMulticastVariant(Op op, DType dtype, const KernelArgs& args, int bloc
 // TcOptions::devDecode = launchDecodeDevVariant. Its grid: `ranges` x ceil(blockRows / group) CTAs, the group the
 // fewest block rows whose grid has at most one CTA per SM (else every block row: more ranges than SMs), its warps one
 // per 16-row slice of the group, at most kDecodeTurnsMaxWarps (12: no spills); kDecodeTurnsWideVariant the same with
-// up to kDecodeTurnsWideMaxWarps (16: more of W in flight per SM, 40-84 bytes spilled on sm_90a). Not yet measured
-// (written 2026-12-05, no GPU that day).
+// up to kDecodeTurnsWideMaxWarps (16: more of W in flight per SM, 40-84 bytes spilled on sm_90a). Not yet measured.
 constexpr int kDecodeTurnsVariant = kDecodeVariants;
 constexpr int kDecodeTurnsWideVariant = kDecodeVariants + 1;
 constexpr int kDecodeTurnsMaxWarps = 12;
@@ -122,7 +121,7 @@ int decodeTurnsDevWarps(DType dtype, const BsrPatternView& pattern, int64_t m, i
 // The decoding kernel with block rows in pairs, the longest with the shortest (dev/bsr_decode_pairs.cu): bsrLinear with
 // 1-16 tokens in bfloat16/float16, a CTA per 16-row slice of a pair of block rows (the p-th of
 // BsrPatternView::decodeRowOrder and the p-th from its end), the addon's width rule for the pair's blocks. Needs the
-// pattern's decodeRowOrder (tc_bench builds it: appendDecodeRowOrder). Not yet measured (written 2026-12-05).
+// pattern's decodeRowOrder (tc_bench builds it: appendDecodeRowOrder). Not yet measured.
 constexpr int kDecodePairsVariant = kDecodeVariants + 2;
 bool decodePairsSupported(DType dtype, const BsrPatternView& pattern, int64_t m);
 int decodePairsWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int numSms);
