@@ -18,14 +18,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 # shellcheck source=gpu-lib.sh
 source "$root/benchmarks/scripts/gpu-lib.sh"
-DEADLINE=${DEADLINE:-560}
-TAIL_LINES=${TAIL_LINES:-12}
-export BLOCKSPARSE_REQUIRE_CUDA=1
-build_for_this_gpu
-bench="$root/kernels-cuda/bench/build"
-failed=0
-
-pack_logs_at_exit decode-staged
+device_command decode-staged
 
 stage bench-build 300 env ARCH="-gencode=arch=compute_${CUDAARCHS:-90a},code=sm_${CUDAARCHS:-90a}" DEV=1 \
   bash kernels-cuda/bench/build.sh "$bench" &

@@ -49,3 +49,17 @@ pack_logs_at_exit() {
   # shellcheck disable=SC2064  # expanded now: the paths of this call
   trap "tar czf '$packed' -C '$OUT' . && echo '== logs in $packed'" EXIT
 }
+
+# device_command NAME: how the one-device-command scripts (gpu-patch-dw.sh, gpu-decode-staged.sh, gpu-decode-pairs.sh)
+# begin: DEADLINE (default 560 s) and TAIL_LINES (default 12) unless set, CUDA required (BLOCKSPARSE_REQUIRE_CUDA=1),
+# builds for this GPU's architecture, `bench` the tc_bench build folder, `failed` 0, and the stages' logs packed into
+# $OUT/NAME.tgz when the script exits.
+device_command() {
+  DEADLINE=${DEADLINE:-560}
+  TAIL_LINES=${TAIL_LINES:-12}
+  export BLOCKSPARSE_REQUIRE_CUDA=1
+  build_for_this_gpu
+  bench="$root/kernels-cuda/bench/build"
+  failed=0
+  pack_logs_at_exit "$1"
+}

@@ -19,15 +19,8 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 # shellcheck source=gpu-lib.sh
 source "$root/benchmarks/scripts/gpu-lib.sh"
-DEADLINE=${DEADLINE:-560}
-TAIL_LINES=${TAIL_LINES:-12}
-export BLOCKSPARSE_REQUIRE_CUDA=1
-build_for_this_gpu
-bench="$root/kernels-cuda/bench/build"
 step=${STEP:-tests}
-failed=0
-
-pack_logs_at_exit "patch-dw-$step"
+device_command "patch-dw-$step"
 
 run_tests() {
   # The addon (gpu-tests.sh builds it unless SKIP_BUILD=1) and tc_bench side by side.
