@@ -94,10 +94,10 @@ __global__ void __launch_bounds__(32 * kMaxWarps) bsrDecodeLinearKernel(const ty
 // from L2 once per block and 16-row slice (M / 8 of W's bytes at 32x32, 64 tokens: four times W), and that, not W's
 // stream, bounds it. Here a CTA takes a group of block rows and one range of K (kStagedRangeCols columns): it copies
 // X's [tokens x range] into shared memory once, zero past M, and each warp streams one 16-row slice of the group's
-// rows over the range, its blocks' X fragments read from there (the same lane layout as above; rows padded by 16
-// bytes, so the eight token rows a warp reads at once fall in different banks). X crosses L2 once per CTA, a warp
-// owns its slice's sums (no reduction between warps), and with more than one range each CTA writes float32 partials
-// [range][token][row] that launchSumSplits adds (the first range's carry the bias).
+// rows over the range, its blocks' X fragments read from there (the same lane layout as above; rows padded by 64
+// bytes, kStagedPad, so the two token rows each quarter-warp reads at once fall in different banks). X crosses L2 once
+// per CTA, a warp owns its slice's sums (no reduction between warps), and with more than one range each CTA writes
+// float32 partials [range][token][row] that launchSumSplits adds (the first range's carry the bias).
 
 template <class K>
 __global__ void __launch_bounds__(32 * kDecodeStagedMaxWarps, 1) bsrDecodeStagedKernel(const typename K::T* __restrict__ x,

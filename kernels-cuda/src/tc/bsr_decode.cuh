@@ -209,7 +209,10 @@ inline void planPrefetch(DecodeArgs& args, const void* values, int64_t valueByte
 }
 
 constexpr int kStagedRangeCols = kDecodeStagedRangeCols;
-constexpr int kStagedPad = 8;  // elements of padding per staged row (16 bytes)
+// Elements of padding per staged row: 64 bytes, so that the two token rows a quarter-warp's 16-byte loads read at once
+// (lanes (g, q) with g in {2i, 2i + 1}, 64 bytes of one chunk per row) fall in different halves of the 128-byte bank
+// line (a 16-byte pad put them 16 bytes apart: three of the four lanes of each row shared banks with the other row).
+constexpr int kStagedPad = 32;
 constexpr int kStagedPitch = kStagedRangeCols + kStagedPad;
 
 struct StagedArgs {
