@@ -95,7 +95,9 @@ bool launchMulticastVariant(Op op, DType dtype, const KernelArgs& args, int bloc
 // TcOptions::devDecode = launchDecodeDevVariant. Its grid: `ranges` x ceil(blockRows / group) CTAs, the group the
 // fewest block rows whose grid has at most one CTA per SM (else every block row: more ranges than SMs), its warps one
 // per 16-row slice of the group, at most kDecodeTurnsMaxWarps (12: no spills); kDecodeTurnsWideVariant the same with
-// up to kDecodeTurnsWideMaxWarps (16: more of W in flight per SM, 40-84 bytes spilled on sm_90a). Not yet measured.
+// up to kDecodeTurnsWideMaxWarps (16: more of W in flight per SM, 40-84 bytes spilled on sm_90a). On an H100
+// (benchmarks/results/gpu-nvidia-h100-80gb-hbm3/decode-dev-variants-2026-12-05.md) the faster of the two took 0.92-0.98x
+// the addon's staged variant's time at density 0.5 and 0.85-0.92x at 0.25 (7 at 32x32, 6 at 64x64).
 constexpr int kDecodeTurnsVariant = kDecodeVariants;
 constexpr int kDecodeTurnsWideVariant = kDecodeVariants + 1;
 constexpr int kDecodeTurnsMaxWarps = 12;
@@ -121,7 +123,9 @@ int decodeTurnsDevWarps(DType dtype, const BsrPatternView& pattern, int64_t m, i
 // The decoding kernel with block rows in pairs, the longest with the shortest (dev/bsr_decode_pairs.cu): bsrLinear with
 // 1-16 tokens in bfloat16/float16, a CTA per 16-row slice of a pair of block rows (the p-th of
 // BsrPatternView::decodeRowOrder and the p-th from its end), the addon's width rule for the pair's blocks. Needs the
-// pattern's decodeRowOrder (tc_bench builds it: appendDecodeRowOrder). Not yet measured.
+// pattern's decodeRowOrder (tc_bench builds it: appendDecodeRowOrder). On an H100 (the same results file): 0.85-0.89x
+// variant 0's time on 4096 -> 16384 at density 0.25 with 64x64 blocks (512 pair CTAs), 0.96-1.20x where a layer's
+// rows give fewer pair CTAs than SMs.
 constexpr int kDecodePairsVariant = kDecodeVariants + 2;
 bool decodePairsSupported(DType dtype, const BsrPatternView& pattern, int64_t m);
 int decodePairsWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int numSms);
