@@ -123,7 +123,7 @@ int decodeTurnsDevWarps(DType dtype, const BsrPatternView& pattern, int64_t m, i
 // The decoding kernel with block rows in pairs, the longest with the shortest (dev/bsr_decode_pairs.cu): bsrLinear with
 // 1-16 tokens in bfloat16/float16, a CTA per 16-row slice of a pair of block rows (the p-th of
 // BsrPatternView::decodeRowOrder and the p-th from its end), the addon's width rule for the pair's blocks. Needs the
-// pattern's decodeRowOrder (tc_bench builds it: appendDecodeRowOrder). On an H100 (the same results file): 0.85-0.89x
+// pattern's decodeRowOrder (tc_bench builds it: appendDecodeRowOrder). On an H100 (the same results file): 0.85-0.90x
 // variant 0's time on 4096 -> 16384 at density 0.25 with 64x64 blocks (512 pair CTAs), 0.96-1.20x where a layer's
 // rows give fewer pair CTAs than SMs.
 constexpr int kDecodePairsVariant = kDecodeVariants + 2;
