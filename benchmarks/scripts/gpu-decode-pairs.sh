@@ -25,9 +25,9 @@ stage bench-build 300 env ARCH="-gencode=arch=compute_${CUDAARCHS:-90a},code=sm_
   bash kernels-cuda/bench/build.sh "$bench" || failed=1
 cases=(--blocks 32,64 --tokens 1,8,16 --shapes 4096x4096,4096x16384,16384x4096 --densities 0.25,0.5)
 if [ -x "$bench/tc_bench" ]; then
-  stage pairs 150 "$bench/tc_bench" --mode decode --paths auto,decode --variants 0,8 "${cases[@]}" || failed=1
+  stage pairs 100 "$bench/tc_bench" --mode decode --paths auto,decode --variants 0,8 "${cases[@]}" || failed=1
   stage equal-rows 80 "$bench/tc_bench" --mode decode --paths auto "${cases[@]}" --rows equal || failed=1
-  stage heights 200 "$bench/tc_bench" --mode decode --paths auto,decode --variants 8 --blocks 32,64 --tokens 1,8,16 \
+  stage heights 150 "$bench/tc_bench" --mode decode --paths auto,decode --variants 8 --blocks 32,64 --tokens 1,8,16 \
     --shapes 4096x4096,4096x6144,4096x8192,4096x10240,4096x12288,4096x16384 --densities 0.1,0.25,0.4 || failed=1
   grep -E "decode checks" "$OUT/pairs.log" "$OUT/equal-rows.log" "$OUT/heights.log"
   stage memcheck 90 compute-sanitizer --tool memcheck --error-exitcode 9 "$bench/tc_bench" --mode decode --paths decode \
