@@ -24,36 +24,6 @@ namespace bs::tc {
 
 namespace {
 
-// Slice s of a CTA's group: its block row's entries with columns in the staged range [colLo, colHi), and the lane's
-// first element of W.
-template <class K>
-struct StagedSlice {
-  int64_t rowBase;  // the slice's first row of W (and Y)
-  const typename K::T* laneW;
-  const int32_t* colIdx;
-  int count;
-  int32_t first;  // the slice's first entry in values
-};
-
-template <class K>
-__device__ __forceinline__ StagedSlice<K> stagedSlice(const DecodeArgs& args, const typename K::T* values,
-                                                      int64_t firstRow, int s, int32_t colLo, int32_t colHi,
-                                                      bool wholeRow, int lane) {
-  const int slicesPerRow = args.blockHeight / kSliceRows;
-  const int64_t blockRow = firstRow + s / slicesPerRow;
-  const int slice = s % slicesPerRow;
-  int32_t lo = args.blockRowPtr[blockRow], hi = args.blockRowPtr[blockRow + 1];
-  if (!wholeRow) entriesInRange(args.blockColIdx, colLo, colHi, lo, hi, lane);
-  StagedSlice<K> out;
-  out.rowBase = blockRow * args.blockHeight + slice * kSliceRows;
-  out.laneW = values + (static_cast<int64_t>(lo) * args.blockHeight + slice * kSliceRows + lane / 4) * K::C +
-              (lane % 4) * K::kVec;
-  out.colIdx = args.blockColIdx + lo;
-  out.count = hi - lo;
-  out.first = lo;
-  return out;
-}
-
 template <class K, int kMostWarps>
 __global__ void __launch_bounds__(32 * kMostWarps, 1) bsrDecodeTurnsKernel(const typename K::T* __restrict__ x,
                                                                          const typename K::T* __restrict__ values,

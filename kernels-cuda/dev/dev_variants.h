@@ -132,6 +132,16 @@ int decodePairsWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int 
 bool launchDecodePairs(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
                        const BsrPatternView& pattern, int numSms, int l2Bytes, cudaStream_t stream);
 
+// The staged decoding variant with W copied into shared memory ahead of its products (dev/bsr_decode_ring.cu):
+// bsrLinear with 33-64 tokens in bfloat16/float16 where decodeStagedSupported holds, dev's one-wave grid
+// (decodeTurnsGroupRows), each warp's blocks streamed through a ring of slots by cp.async, at most kDecodeRingMaxWarps
+// warps (as many rings as fit beside X's range). Not yet measured.
+constexpr int kDecodeRingVariant = kDecodeVariants + 3;
+constexpr int kDecodeRingMaxWarps = 8;
+bool launchDecodeRing(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
+                      const BsrPatternView& pattern, int numSms, cudaStream_t stream);
+int decodeRingDevWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int numSms);
+
 // A TcOptions::devDecode (dev/decode_variants.cu): the variants above by number; false, having launched nothing, for
 // any other or where the variant does not cover the call. And their warps per CTA (the bench's table; 0: none).
 bool launchDecodeDevVariant(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,

@@ -261,6 +261,36 @@ __device__ __forceinline__ void entriesInRange(const int32_t* blockColIdx, int32
   lo += below;
 }
 
+// Slice s of a CTA's group of block rows from firstRow (dev's staged kernels, kernels-cuda/dev/): its block row's
+// entries with columns in the staged range [colLo, colHi), and the lane's first element of W.
+template <class K>
+struct StagedSlice {
+  int64_t rowBase;  // the slice's first row of W (and Y)
+  const typename K::T* laneW;
+  const int32_t* colIdx;
+  int count;
+  int32_t first;  // the slice's first entry in values
+};
+
+template <class K>
+__device__ __forceinline__ StagedSlice<K> stagedSlice(const DecodeArgs& args, const typename K::T* values,
+                                                      int64_t firstRow, int s, int32_t colLo, int32_t colHi,
+                                                      bool wholeRow, int lane) {
+  const int slicesPerRow = args.blockHeight / kSliceRows;
+  const int64_t blockRow = firstRow + s / slicesPerRow;
+  const int slice = s % slicesPerRow;
+  int32_t lo = args.blockRowPtr[blockRow], hi = args.blockRowPtr[blockRow + 1];
+  if (!wholeRow) entriesInRange(args.blockColIdx, colLo, colHi, lo, hi, lane);
+  StagedSlice<K> out;
+  out.rowBase = blockRow * args.blockHeight + slice * kSliceRows;
+  out.laneW = values + (static_cast<int64_t>(lo) * args.blockHeight + slice * kSliceRows + lane / 4) * K::C +
+              (lane % 4) * K::kVec;
+  out.colIdx = args.blockColIdx + lo;
+  out.count = hi - lo;
+  out.first = lo;
+  return out;
+}
+
 // Stores a warp's sums of the 16-row slice from rowBase for the tokens below M: Y where the product has one range of
 // K, else the range's float32 partials [range][token][row]; the first range adds the bias.
 template <class K>
