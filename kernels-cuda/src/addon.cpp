@@ -1260,26 +1260,51 @@ bool denseLinearActivation(DType dtype, const BsrPatternView& pattern, const voi
   return launchLinearActivation(dtype, x, dense.as<void>(), bias, a, z, m, pattern.rows, pattern.cols, activation, stream());
 }
 
-// Y = X W^T + bias on the tuned route when autotuning (where the shape has routes to time), else through the dense GEMM
-// where it wins, else the tensor-core kernels (src/tc) first and the CUDA-core kernels (src/kernels/bsr.cu) when they
-// decline the shape. Arguments already validated.
+// y += residual, [m, rows] each: a product's residual where its kernel does not add it.
+void addResidual(DType dtype, void* y, const void* residual, int64_t m, int64_t rows) {
+  if (residual == nullptr || m * rows == 0) return;
+  StridedShape shape{};
+  shape.rank = 2;
+  shape.shape[0] = m;
+  shape.shape[1] = rows;
+  Strides rowMajor{};
+  rowMajor.stride[0] = rows;
+  rowMajor.stride[1] = 1;
+  launchBinary(BinaryOp::Add, dtype, y, rowMajor, residual, rowMajor, y, shape, m * rows, stream());
+}
+
+// Y = X W^T + bias (+ residual) on the tuned route when autotuning (where the shape has routes to time), else through
+// the dense GEMM where it wins, else the tensor-core kernels (src/tc) first and the CUDA-core kernels
+// (src/kernels/bsr.cu) when they decline the shape. The decoding kernel adds the residual in its epilogue
+// (tcBsrLinearResidual); every other route adds it after, in place. Arguments already validated.
 void runBsrLinear(DType dtype, const BsrPatternView& pattern, const void* x, const void* values, const void* bias,
-                  void* y, int64_t m) {
+                  void* y, int64_t m, const void* residual = nullptr) {
+  auto tensorCores = [&](const TcOptions& options) {
+    if (residual != nullptr && tcBsrLinearResidual(dtype, x, values, bias, residual, y, m, pattern, stream(), options))
+      return true;
+    if (!tcBsrLinear(dtype, x, values, bias, y, m, pattern, stream(), options)) return false;
+    addResidual(dtype, y, residual, m, pattern.rows);
+    return true;
+  };
   if (tuneProduct() &&
       runTuned(tc::Op::Linear, dtype, pattern, m, bias != nullptr, TuneEpilogue::None,
                [&] { return tunedRoutes(tc::Op::Linear, dtype, pattern, m); },
                [&](const TunedRoute& route) {
-                 if (!route.dense) return tcBsrLinear(dtype, x, values, bias, y, m, pattern, stream(), route.tc);
+                 if (!route.dense) return tensorCores(route.tc);
                  denseBsrLinear(dtype, pattern, x, values, bias, y, m);
+                 addResidual(dtype, y, residual, m, pattern.rows);
                  return true;
                },
                stream()))
     return;
   if (denseProductWins(tc::Op::Linear, dtype, pattern, m, cublasEnabled())) {
     denseBsrLinear(dtype, pattern, x, values, bias, y, m);
+  } else if (tensorCores(TcOptions{})) {
     return;
+  } else {
+    launchBsrLinear(dtype, x, values, bias, y, m, pattern, stream());
   }
-  if (!tcBsrLinear(dtype, x, values, bias, y, m, pattern, stream())) launchBsrLinear(dtype, x, values, bias, y, m, pattern, stream());
+  addResidual(dtype, y, residual, m, pattern.rows);
 }
 
 // The bias argument at `index` of a product over `pattern`: null, or validated as [rows] of the dtype.
@@ -1306,22 +1331,30 @@ LinearOperands linearOperands(Args& args, size_t first, DType dtype, const BsrPa
   return {args.buffer(first).data, args.buffer(first + 1).data, bias, args.buffer(first + 3).data};
 }
 
-// bsrLinear(dtype, pattern, x, values, bias|null, y, m)
+// bsrLinear(dtype, pattern, x, values, bias|null, y, m, residual|null): y = x W^T + bias + residual
 Napi::Value bsrLinear(const Napi::CallbackInfo& info) {
   Args args{info, "bsrLinear"};
-  args.count(7);
+  args.count(8);
   DType dtype = args.floatDtype(0);
   const BsrPatternView& pattern = patternArg(args, 1);
   int64_t m = args.size(6);
   const LinearOperands o = linearOperands(args, 2, dtype, pattern, m, "bsrLinear", "y");
-  runBsrLinear(dtype, pattern, o.x, o.values, o.bias, o.y, m);
+  const void* residual = nullptr;
+  if (!args.isAbsent(7)) {
+    requireElements(args.buffer(7), dtype, product({m, pattern.rows}, "bsrLinear"), "bsrLinear residual");
+    residual = args.buffer(7).data;
+    // Every route but the decoding kernel writes y before it adds the residual.
+    BS_REQUIRE(residual != o.y, "bsrLinear: y must be a buffer of its own (not the residual)");
+  }
+  runBsrLinear(dtype, pattern, o.x, o.values, o.bias, o.y, m, residual);
   return undefinedOf(info);
 }
 
 // bsrLinearActivation(activation, dtype, pattern, x, values, bias | null, z, a, m): z = x W^T + bias (bsrLinear's
 // route), then a = activation(z) by the activation pass, in one call. Where the default options run the product on the
 // X-resident tile (32x32), that tile writes both from its epilogue (tcBsrLinearActivation), saving the pass's read of
-// z. The other tiles that can (tc_bench --activation) were measured slower than the two passes, and at par since GELU's
+// z; so does the decoding kernel with few tokens (not its staged variant), saving the pass's launch, which is most of
+// its cost there. The other tiles that can (tc_bench --activation) were measured slower than the two passes, and at par since GELU's
 // math was folded (docs/kernels.md): no gain, so not used there. Where the fixed rules send the product to the dense
 // GEMM and the activation is GELU's tanh form, cuBLASLt writes both from its epilogue, as a dense Linear + GELU does
 // (launchLinearActivation over W's blocks scattered into a dense scratch): no pass over z.
@@ -1361,7 +1394,7 @@ Napi::Value bsrLinearActivation(const Napi::CallbackInfo& info) {
     return undefinedOf(info);
   // The fixed rules (also while autotuning, for a key not yet tuned inside a graph capture).
   const bool denseRoute = m > 0 && denseProductWins(tc::Op::Linear, dtype, pattern, m, cublasEnabled());
-  if (m > 0 && !denseRoute && tcTakesXResident(tc::Op::Linear, dtype, pattern, m) &&
+  if (m > 0 && !denseRoute && (m <= decodeMaxTokens(dtype) || tcTakesXResident(tc::Op::Linear, dtype, pattern, m)) &&
       tcBsrLinearActivation(dtype, o.x, o.values, o.bias, o.y, a, activation, m, pattern, stream()))
     return undefinedOf(info);
   if (denseRoute && denseLinearActivation(dtype, pattern, o.x, o.values, o.bias, o.y, a, m, activation))

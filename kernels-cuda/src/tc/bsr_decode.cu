@@ -34,6 +34,17 @@ constexpr int kFallbackBytesPerWarp = 4096;
 // 16384 rows (1024 CTAs) fastest at 4-5 warps, the widest that fit one wave there (8-9: two waves, 16: four).
 constexpr int kMostBytesPerWarp = 16384;
 
+// The activation pass's math (biasActivation: its limits, and the fast functions in half precision), so that A equals
+// what the pass would write from the stored Y.
+template <bool kFast>
+__device__ __forceinline__ float activationOf(Activation activation, float z) {
+  switch (activation) {
+    case Activation::Relu: return activateWithLimits<Activation::Relu, kFast>(z);
+    case Activation::Gelu: return activateWithLimits<Activation::Gelu, kFast>(z);
+    default: return activateWithLimits<Activation::GeluTanh, kFast>(z);
+  }
+}
+
 template <class K>
 __global__ void __launch_bounds__(32 * kMaxWarps) bsrDecodeLinearKernel(const typename K::T* __restrict__ x,
                                                                        const typename K::T* __restrict__ values,
@@ -86,7 +97,11 @@ __global__ void __launch_bounds__(32 * kMaxWarps) bsrDecodeLinearKernel(const ty
     float sum = 0.0f;
     for (int w = 0; w < warps; ++w) sum += partial[(w * kSliceRows + row) * K::kTokens + token];
     if (bias) sum += static_cast<float>(bias[rowBase + row]);
-    y[token * args.rows + rowBase + row] = static_cast<T>(sum);
+    const int64_t at = token * args.rows + rowBase + row;
+    if (args.residual != nullptr) sum += toFloat<T>(static_cast<const T*>(args.residual)[at]);
+    y[at] = static_cast<T>(sum);
+    if (args.activated != nullptr)
+      static_cast<T*>(args.activated)[at] = fromFloat<T>(activationOf<sizeof(T) == 2>(args.activation, toFloat<T>(y[at])));
   }
 }
 
@@ -269,9 +284,11 @@ int decodeWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int varia
 }
 
 void launchDecodeLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
-                        const BsrPatternView& pattern, int variant, int numSms, int l2Bytes, cudaStream_t stream) {
-  DecodeArgs args{m, pattern.rows, pattern.cols, pattern.blockHeight, pattern.blockRowPtr, pattern.blockColIdx,
-                  nullptr, nullptr, 0, 0};
+                        const BsrPatternView& pattern, int variant, int numSms, int l2Bytes, cudaStream_t stream,
+                        const DecodeEpilogue& epilogue) {
+  DecodeArgs args{m,       pattern.rows, pattern.cols, pattern.blockHeight, pattern.blockRowPtr, pattern.blockColIdx,
+                  nullptr, nullptr,      0,            0,                   epilogue.residual,   epilogue.activated,
+                  epilogue.activation};
   const unsigned ctas = static_cast<unsigned>(pattern.rows / kSliceRows);
   const DecodeVariantSpec& spec = kDecodeVariantSpecs[decodeVariant(variant) ? variant : 0];
   visitTraits(dtype, pattern.blockWidth, m, [&](auto traits) {

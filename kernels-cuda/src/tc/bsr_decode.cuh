@@ -7,6 +7,8 @@
 
 #include <algorithm>
 
+#include "../kernels/activation_math.cuh"
+#include "../kernels/dtype.cuh"
 #include "../kernels/overlap.cuh"
 #include "ptx.cuh"
 #include "tc_kernels.h"
@@ -84,6 +86,11 @@ struct DecodeArgs {
   const char* prefetchEnd;
   int64_t prefetchStride;
   uint32_t prefetchBytes;
+  // Variant 0's epilogue: a residual [m, rows] added to the sums before Y is rounded (bsrLinear's residual), and
+  // A = activation(Y as stored) beside Y (bsrLinearActivation), each when non-null.
+  const void* residual = nullptr;
+  void* activated = nullptr;
+  Activation activation = Activation::Gelu;
 };
 
 // Before the kernel reads anything another kernel may write (X, the pattern) or writes Y, it lets the next kernel

@@ -644,19 +644,57 @@ bool decodeStagedRule(const BsrPatternView& pattern) {
          stored >= tc::kDecodeStagedMinElements;
 }
 
+// Whether bsrLinear's decoding path covers the call under `options` (the default options, or a decoding variant the
+// addon has named), and whether it takes the staged variant there: from 33 tokens where its rule takes it, or when named.
+struct DecodeChoice {
+  bool covered = false, staged = false;
+};
+DecodeChoice decodeChoice(DType dtype, const void* x, const void* values, const void* bias, const void* y, int64_t m,
+                          const BsrPatternView& pattern, const TcOptions& options) {
+  const bool decode = options.path == TcPath::Auto ? options.variant < 0
+                                                   : options.path == TcPath::Decode && tc::decodeVariant(options.variant);
+  DecodeChoice choice;
+  choice.covered = decode && m <= decodeMaxTokens(dtype) && currentDevice().major >= 8 &&
+                   tc::decodeSupported(dtype, x, values, bias, y, m, pattern);
+  choice.staged = choice.covered &&
+                  (options.variant == tc::kDecodeStagedVariant || (options.variant < 0 && decodeStagedRule(pattern))) &&
+                  tc::decodeStagedSupported(dtype, pattern, m);
+  return choice;
+}
+
+// The decoding kernel's variant under `options` (the width variants 1-4 as named, the default's otherwise).
+int decodeKernelVariant(const TcOptions& options) {
+  return options.variant == tc::kDecodeStagedVariant ? 0 : std::max(options.variant, 0);
+}
+
+// bsrLinear on the decoding kernel with `epilogue` (a residual, an activation's second output), where the decoding path
+// covers the call; false, launching nothing, where it does not or takes the staged variant, which sums its ranges in a
+// second pass and has no such epilogue (the caller then runs the product and the rest apart), or where
+// BLOCKSPARSE_CUDA_DECODE_EPILOGUE is "0" (read once per process: the unfused kernels, for measurement).
+bool decodeWithEpilogue(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
+                        const BsrPatternView& pattern, cudaStream_t stream, const TcOptions& options,
+                        const tc::DecodeEpilogue& epilogue) {
+  static const bool off = environmentSwitch("BLOCKSPARSE_CUDA_DECODE_EPILOGUE") == 0;
+  if (off) return false;
+  const DecodeChoice decode = decodeChoice(dtype, x, values, bias, y, m, pattern, options);
+  const uintptr_t element = dtypeSize(dtype);
+  if (!decode.covered || decode.staged || reinterpret_cast<uintptr_t>(epilogue.residual) % element != 0 ||
+      reinterpret_cast<uintptr_t>(epilogue.activated) % element != 0)
+    return false;
+  const DeviceInfo& device = currentDevice();
+  tc::launchDecodeLinear(dtype, x, values, bias, y, m, pattern, decodeKernelVariant(options), device.sms, device.l2Bytes,
+                         stream, epilogue);
+  return true;
+}
+
 }  // namespace
 
 bool tcBsrLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
                  const BsrPatternView& pattern, cudaStream_t stream, const TcOptions& options) {
-  const bool decode = options.path == TcPath::Auto ? options.variant < 0
-                                                   : options.path == TcPath::Decode && tc::decodeVariant(options.variant);
   const DeviceInfo& device = currentDevice();
-  if (decode && m <= decodeMaxTokens(dtype) && device.major >= 8 &&
-      tc::decodeSupported(dtype, x, values, bias, y, m, pattern)) {
-    // From 33 tokens the staged variant (X through shared memory) where its rule takes it, or when named.
-    const bool staged = (options.variant == tc::kDecodeStagedVariant || (options.variant < 0 && decodeStagedRule(pattern))) &&
-                        tc::decodeStagedSupported(dtype, pattern, m);
-    if (staged) {
+  const DecodeChoice decode = decodeChoice(dtype, x, values, bias, y, m, pattern, options);
+  if (decode.covered) {
+    if (decode.staged) {
       const int64_t ranges = tc::decodeStagedRanges(pattern);
       std::optional<Scratch> partials;
       if ((ranges == 1 || floatScratch(partials, ranges * m * pattern.rows)) &&
@@ -666,8 +704,8 @@ bool tcBsrLinear(DType dtype, const void* x, const void* values, const void* bia
         return true;
       }
     }
-    const int variant = options.variant == tc::kDecodeStagedVariant ? 0 : std::max(options.variant, 0);
-    tc::launchDecodeLinear(dtype, x, values, bias, y, m, pattern, variant, device.sms, device.l2Bytes, stream);
+    tc::launchDecodeLinear(dtype, x, values, bias, y, m, pattern, decodeKernelVariant(options), device.sms,
+                           device.l2Bytes, stream);
     return true;
   }
   // A decoding variant the addon does not have: dev's, where the bench passed its launcher.
@@ -681,11 +719,26 @@ bool tcBsrLinear(DType dtype, const void* x, const void* values, const void* bia
 bool tcBsrLinearActivation(DType dtype, const void* x, const void* values, const void* bias, void* z, void* a,
                            Activation activation, int64_t m, const BsrPatternView& pattern, cudaStream_t stream,
                            const TcOptions& options) {
-  if (a == nullptr || m <= decodeMaxTokens(dtype) || options.path == TcPath::Decode) return false;
+  if (a == nullptr) return false;
+  if (m <= decodeMaxTokens(dtype)) {
+    tc::DecodeEpilogue epilogue;
+    epilogue.activated = a;
+    epilogue.activation = activation;
+    return decodeWithEpilogue(dtype, x, values, bias, z, m, pattern, stream, options, epilogue);
+  }
+  if (options.path == TcPath::Decode) return false;
   Fused fused;
   fused.activated = a;
   fused.activation = activation;
   return run(tc::Op::Linear, dtype, x, values, bias, z, m, pattern, stream, options, fused);
+}
+
+bool tcBsrLinearResidual(DType dtype, const void* x, const void* values, const void* bias, const void* residual, void* y,
+                         int64_t m, const BsrPatternView& pattern, cudaStream_t stream, const TcOptions& options) {
+  if (residual == nullptr || m > decodeMaxTokens(dtype)) return false;
+  tc::DecodeEpilogue epilogue;
+  epilogue.residual = residual;
+  return decodeWithEpilogue(dtype, x, values, bias, y, m, pattern, stream, options, epilogue);
 }
 
 bool tcBsrMatmulActivationBackward(DType dtype, const void* dy, const void* values, const void* pre, void* dpre,

@@ -322,9 +322,18 @@ inline int decodeStagedGroupRows(int64_t blockRows, int blockHeight, int64_t ran
   return 1;
 }
 bool decodeVariant(int variant);
+// What the decoding kernel's epilogue does besides Y = sums + bias: add `residual` [m, rows] before Y is rounded
+// (bsrLinear's residual), and write activation(Y as stored) to `activated` as the activation pass computes it
+// (bsrLinearActivation); each when non-null.
+struct DecodeEpilogue {
+  const void* residual = nullptr;
+  void* activated = nullptr;
+  Activation activation = Activation::Gelu;
+};
 // `numSms` and `l2Bytes` describe the current device (0: unknown; no L2 prefetch then).
 void launchDecodeLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
-                        const BsrPatternView& pattern, int variant, int numSms, int l2Bytes, cudaStream_t stream);
+                        const BsrPatternView& pattern, int variant, int numSms, int l2Bytes, cudaStream_t stream,
+                        const DecodeEpilogue& epilogue = {});
 // The staged variant (bsr_decode.cu): 33-64 tokens in bfloat16/float16 over blocks 32-128 columns wide (decodeSupported
 // besides); the ranges of K it splits the product into (CTAs along K: more than one writes float32 partials
 // [ranges][m][rows] into `partials`, which the caller sums with launchSumSplits; the first range carries the bias).

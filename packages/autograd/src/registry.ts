@@ -164,7 +164,7 @@ const OPTIONAL_INPUTS: { readonly [K in KernelsWithOptionalInputs]: { readonly [
   CachedAttention: { newKeys: true, newValues: true },
   Linear: { bias: true, residual: true },
   LinearActivation: { bias: true },
-  BsrLinear: { bias: true },
+  BsrLinear: { bias: true, residual: true },
   BsrLinearActivation: { bias: true },
   MultiTensorAdamUpdate: { copies: true, stepCounts: true, lrValue: true },
 };

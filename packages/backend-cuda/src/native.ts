@@ -438,7 +438,8 @@ export interface NativeAddon {
    * n a multiple of 8). Returns false, launching nothing, where it cannot: the caller composes linear and the activation.
    */
   linearActivation(activation: ActivationOpCode, dtype: Dt, x: Buf, w: Buf, bias: Buf | null, y: Buf, pre: Buf, m: number, n: number, k: number): boolean;
-  bsrLinear(dtype: Dt, pattern: PatternHandle, x: Buf, values: Buf, bias: Buf | null, y: Buf, m: number): void;
+  /** y = x W^T + bias + residual (residual [m, rows], or null), [m, rows]: the residual in the decoding kernel's epilogue, else added after. */
+  bsrLinear(dtype: Dt, pattern: PatternHandle, x: Buf, values: Buf, bias: Buf | null, y: Buf, m: number, residual: Buf | null): void;
   /** z = x W^T + bias (bsrLinear's route) and a = activation(z) (the activation pass), in one call. */
   bsrLinearActivation(
     activation: ActivationOpCode,

@@ -173,8 +173,10 @@ describe.skipIf(cudaMissing)("cuda memory: caching allocator, out of memory, bad
     expect(call(() => addon.createPattern({ ...good, valueIndex: Int32Array.of(0, 0, 1, 3) }))).toThrow(/valueIndex/);
     expect(call(() => addon.createPattern({ ...good, cols: 6 }))).toThrow(/is not blockRows/);
     const handle = backend.native(() => addon.createPattern(good));
-    expect(call(() => addon.bsrLinear(0, handle, big.handle, small.handle, null, big.handle, 4))).toThrow(/values.*too small/);
-    expect(call(() => addon.bsrLinear(0, handle + 1000, big.handle, big.handle, null, big.handle, 4))).toThrow(/unknown or freed pattern/);
+    expect(call(() => addon.bsrLinear(0, handle, big.handle, small.handle, null, big.handle, 4, null))).toThrow(/values.*too small/);
+    expect(call(() => addon.bsrLinear(0, handle + 1000, big.handle, big.handle, null, big.handle, 4, null))).toThrow(/unknown or freed pattern/);
+    expect(call(() => addon.bsrLinear(0, handle, big.handle, big.handle, null, big.handle, 4, small.handle))).toThrow(/bsrLinear residual.*too small/);
+    expect(call(() => addon.bsrLinear(0, handle, big.handle, big.handle, null, big.handle, 4, big.handle))).toThrow(/y must be a buffer of its own \(not the residual\)/);
     backend.native(() => addon.freePattern(handle));
     backend.free(small as never);
     backend.free(big as never);

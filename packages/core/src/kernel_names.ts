@@ -274,8 +274,10 @@ export const LinearBackward = "LinearBackward";
  */
 export const LinearActivation = "LinearActivation";
 /**
- * {x [..., cols], values [nnzBlocks, R, C], bias? [rows]} -> y [..., rows] = x W^T + bias,
- * W the [rows, cols] block-sparse matrix of attrs.pattern (blocks row-major). Same float dtype.
+ * {x [..., cols], values [nnzBlocks, R, C], bias? [rows], residual? [..., rows]} -> y [..., rows] = x W^T + bias +
+ * residual, W the [rows, cols] block-sparse matrix of attrs.pattern (blocks row-major), with an optional addend of
+ * the output's shape (a residual connection) as Linear takes, in one kernel where the backend can fuse it. Sums in
+ * float32. Same float dtype.
  */
 export const BsrLinear = "BsrLinear";
 /**
@@ -481,7 +483,7 @@ export interface KernelSpecs {
   Linear: Spec<{ x: TensorInfo; weight: TensorInfo; bias?: TensorInfo; residual?: TensorInfo }, NoAttrs, One>;
   LinearActivation: Spec<{ x: TensorInfo; weight: TensorInfo; bias?: TensorInfo }, BiasActivationAttrs, [TensorInfo, TensorInfo]>;
   LinearBackward: Spec<{ dy: TensorInfo; x: TensorInfo; weight: TensorInfo }, NoAttrs, [TensorInfo, TensorInfo]>;
-  BsrLinear: Spec<{ x: TensorInfo; values: TensorInfo; bias?: TensorInfo }, PatternAttrs, One>;
+  BsrLinear: Spec<{ x: TensorInfo; values: TensorInfo; bias?: TensorInfo; residual?: TensorInfo }, PatternAttrs, One>;
   BsrLinearActivation: Spec<{ x: TensorInfo; values: TensorInfo; bias?: TensorInfo }, PatternAttrs & BiasActivationAttrs, [TensorInfo, TensorInfo]>;
   BsrMatmul: Spec<{ dy: TensorInfo; values: TensorInfo }, PatternAttrs, One>;
   BsrMatmulActivationBackward: Spec<

@@ -2,7 +2,8 @@ import { describe, expect, it } from "vitest";
 import { browserBundle, evaluatedCode } from "../../../browser-bundle.shared.ts";
 
 describe("browser bundle (esbuild, minified, every export kept)", () => {
-  // 67.12 KiB since nn listed a child held twice once (childSlots), a disabled GradScaler saved {}, optimizers refused
+  // 67.23 KiB since core's bsrLinear took a residual and BlockSparseLinear.forwardResidual ran it as one kernel (67.222
+  // KiB measured); 67.12 KiB since nn listed a child held twice once (childSlots), a disabled GradScaler saved {}, optimizers refused
   // disposed parameters and captured steps refused replays after a pattern moved (67.110 KiB measured); 67.03 KiB since
   // core's ops take a null axes or axis as their default (67.022 KiB measured).
   // 67.02 KiB until then, since nn's loadStateDict calls a block-sparse entry for a dense parameter a layout mismatch and says how to
@@ -84,10 +85,10 @@ describe("browser bundle (esbuild, minified, every export kept)", () => {
   // 52.0 KiB (51.5 before greedy captured steps fed their tokens back on the device; 49.3 before
   // generation's static cache and captured step pulled in core's captureGraph; 48.3
   // before GPT-2 generation and its cache); 127 KiB while configs were parsed with classic zod (not tree-shakeable, with its `new Function` probe).
-  it("@blocksparse/models stays within 67.12 KiB gzipped and evaluates no code", async () => {
+  it("@blocksparse/models stays within 67.23 KiB gzipped and evaluates no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/models"]);
     console.log(`@blocksparse/models: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(67.12);
+    expect(gzipKiB).toBeLessThanOrEqual(67.23);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 });

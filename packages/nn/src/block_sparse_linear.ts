@@ -1,5 +1,5 @@
 import { detach, noGrad } from "@blocksparse/autograd";
-import { type Activation, add, addReplayCheck, assertBoolean, BackendError, BsrPattern, bsrLinear, bsrLinearActivation, cast, formatArg, formatShape, GraphError, isCapturing, optionsArg, seedArg, ShapeError, shapesEqual, Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
+import { type Activation, addReplayCheck, assertBoolean, BackendError, BsrPattern, bsrLinear, bsrLinearActivation, cast, formatArg, formatShape, GraphError, isCapturing, optionsArg, seedArg, ShapeError, shapesEqual, Tensor, tensorOn, tidy, ValueError } from "@blocksparse/core";
 import { BsrMatrix, divisors } from "@blocksparse/format";
 import { blockCountFor, blockSources, randomPattern, remapBlocks } from "./blocks";
 import { childSeeds, uniform } from "./init";
@@ -224,17 +224,23 @@ export class BlockSparseLinear extends Module {
     return bsrLinearActivation(x, weight, this.pattern, bias, activation);
   }
 
-  /** `forward(x) + residual`, as Linear.forwardResidual (residual has the output's shape and dtype): the product, then an add. */
+  /**
+   * `forward(x) + residual`, as Linear.forwardResidual (residual has the output's shape and dtype): core's bsrLinear with
+   * the residual, one kernel where the backend adds it in the product's epilogue (cuda's decoding kernel), else the
+   * product and an add.
+   */
   forwardResidual(x: Tensor, residual: Tensor): Tensor {
-    return tidy(() => {
-      const y = this.forward(x);
-      // add would broadcast a residual of another shape ([out] over the rows) where Linear's kernel refuses it.
-      const tensor = residual instanceof Tensor;
-      if (!(tensor && shapesEqual(residual.shape, y.shape) && residual.dtype === y.dtype)) {
-        throw new (tensor ? ShapeError : ValueError)(`${this.label}.forwardResidual: residual is ${tensor ? describeEntry(residual) : formatArg(residual)}, expected the output's ${describeEntry(y)}`);
-      }
-      return add(residual, y);
-    });
+    checkInput(this.label, x, this.inFeatures);
+    const [weight, bias] = slotValues(this);
+    // A residual of another shape ([out] would broadcast over the rows in an add) or dtype is refused, naming the layer.
+    const outShape = [...x.shape.slice(0, -1), this.outFeatures];
+    const tensor = residual instanceof Tensor;
+    if (!(tensor && shapesEqual(residual.shape, outShape) && residual.dtype === x.dtype)) {
+      const expected = `${formatShape(outShape)} ${x.dtype}`;
+      throw new (tensor ? ShapeError : ValueError)(`${this.label}.forwardResidual: residual is ${tensor ? describeEntry(residual) : formatArg(residual)}, expected the output's ${expected}`);
+    }
+    if (isCapturing()) this.#refuseReplayAfterMove();
+    return bsrLinear(x, weight, this.pattern, bias, { residual });
   }
 
   /** The weight as a dense [outFeatures, inFeatures] tensor (zeros outside the blocks; not differentiable). */

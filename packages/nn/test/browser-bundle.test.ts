@@ -131,11 +131,12 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // collected output's tape frees, +0.07 the limit had not taken); 93.97 KiB until optimizers, clipGradNorm,
   // clipGradValue and GradScaler refused disposed parameters (+0.26 KiB: 94.317); 94.32 KiB until pattern moves took a
   // list of optimizers, refused one holding none of the moved layer's parameters and setPattern named newValues on
-  // another backend (+0.254 KiB: 94.558 measured).
-  it("format + core + autograd + nn stay within 94.58 KiB gzipped and evaluate no code", async () => {
+  // another backend (+0.254 KiB: 94.558 measured); 94.58 KiB until core's bsrLinear took a residual (its options, checks
+  // and the js kernel's add) and BlockSparseLinear.forwardResidual ran it as one kernel (+0.129 KiB: 94.687 measured).
+  it("format + core + autograd + nn stay within 94.69 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(94.58);
+    expect(gzipKiB).toBeLessThanOrEqual(94.69);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 

@@ -22,8 +22,12 @@ function run(fn: () => Tensor, inputs: HasGrad[], dy: Tensor) {
 }
 
 describe("a residual connection in the layer's product (forwardResidual)", () => {
-  it("Linear: one Linear kernel, no Add, the same output and gradients as forward + add", () => {
-    const layer = new Linear(24, 16, { seed: 1 });
+  for (const [name, kernel, make] of [
+    ["Linear", "Linear", () => new Linear(24, 16, { seed: 1 })],
+    ["BlockSparseLinear", "BsrLinear", () => new BlockSparseLinear(24, 16, { density: 0.5, blockShape: [8, 8], seed: 1 })],
+  ] as const)
+  it(`${name}: one ${kernel} kernel, no Add, the same output and gradients as forward + add`, () => {
+    const layer = make();
     const x = randn([3, 5, 24], { seed: 2 });
     const residual = randn([3, 5, 16], { seed: 3 });
     x.requiresGrad = true;
@@ -32,7 +36,7 @@ describe("a residual connection in the layer's product (forwardResidual)", () =>
     const inputs: HasGrad[] = [x, residual, ...layer.parameters()];
     const fused = run(() => forwardResidual(layer, new Dropout(0), x, residual), inputs, dy);
     const written = run(() => add(residual, layer.forward(x)), inputs, dy);
-    expect(fused.kernels.filter((k) => k === "Linear")).toHaveLength(1);
+    expect(fused.kernels.filter((k) => k === kernel)).toHaveLength(1);
     expect(fused.kernels).not.toContain("Add");
     expect(written.kernels).toContain("Add");
     expect(maxAbsDiff(fused.out, written.out)).toBeLessThan(1e-5);
@@ -41,18 +45,22 @@ describe("a residual connection in the layer's product (forwardResidual)", () =>
     });
   });
 
-  it("an active dropout, a block-sparse layer or a replaced forward run unfused: layer, dropout, add", () => {
+  it("an active dropout or a replaced forward run unfused: layer, dropout, add", () => {
     const x = randn([4, 32], { seed: 5 });
     const residual = randn([4, 32], { seed: 6 });
     const sparse = new BlockSparseLinear(32, 32, { density: 0.5, blockShape: [8, 8], seed: 7 });
+    const hookedSparse = new BlockSparseLinear(32, 32, { density: 0.5, blockShape: [8, 8], seed: 7 });
+    const sparseForward = hookedSparse.forward.bind(hookedSparse);
+    hookedSparse.forward = (input: Tensor) => sparseForward(input);
     const dense = new Linear(32, 32, { seed: 8 });
     const hooked = new Linear(32, 32, { seed: 8 });
     const original = hooked.forward.bind(hooked);
     hooked.forward = (input: Tensor) => original(input);
     const cases: [string, Module, Dropout][] = [
       ["active dropout", dense, new Dropout(0.5, { seed: 9 })],
-      ["block-sparse", sparse, new Dropout(0)],
+      ["active dropout, block-sparse", sparse, new Dropout(0.5, { seed: 9 })],
       ["replaced forward", hooked, new Dropout(0)],
+      ["replaced forward, block-sparse", hookedSparse, new Dropout(0)],
     ];
     for (const [name, layer, dropout] of cases) {
       const kernels: string[] = [];
@@ -60,7 +68,7 @@ describe("a residual connection in the layer's product (forwardResidual)", () =>
       const y = forwardResidual(layer, dropout, x, residual);
       stop();
       expect(kernels, name).toContain("Add");
-      if (name !== "active dropout") expect(maxAbsDiff(host(y), host(add(residual, layer.forward(x)))), name).toBeLessThan(1e-5);
+      if (!name.startsWith("active dropout")) expect(maxAbsDiff(host(y), host(add(residual, layer.forward(x)))), name).toBeLessThan(1e-5);
       y.dispose();
     }
   });

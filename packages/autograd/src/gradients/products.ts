@@ -100,7 +100,7 @@ export function registerProductGradients(): void {
       };
     },
   });
-  // Y = X W^T + b: dX = dY W, dW = dY^T X on W's blocks only, db = dY summed over leading dims. When X is the
+  // Y = X W^T + b + R: dX = dY W, dW = dY^T X on W's blocks only, db = dY summed over leading dims, dR = dY. When X is the
   // activation output of a BsrLinearActivation and this is its only consumer, backward takes dX on through the
   // activation in one kernel (bsrMatmulActivationBackward: dZ and its sums, dX never stored).
   registerGradient("BsrLinear", {
@@ -109,6 +109,7 @@ export function registerProductGradients(): void {
       x: () => bsrMatmul(dy, saved.values!, pattern),
       values: () => sampledMatmul(dy, saved.x!, pattern),
       bias: () => reduceToShape(dy, inputs.bias!.shape),
+      residual: () => dy,
     }),
     throughActivation: {
       input: "x",

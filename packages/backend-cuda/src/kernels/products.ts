@@ -160,7 +160,8 @@ function rowsOf(info: TensorInfo): number {
   return width === 0 ? sizeOf(info.shape.slice(0, -1)) : sizeOf(info.shape) / width;
 }
 
-export function bsrLinearKernel({ inputs: { x, values, bias }, attrs: { pattern }, backend }: KernelArgs<"BsrLinear", CudaBackend>): TensorInfo {
+/** y = x W^T + bias + residual: the decoding kernel adds the residual in its epilogue, the other routes after the product. */
+export function bsrLinearKernel({ inputs: { x, values, bias, residual }, attrs: { pattern }, backend }: KernelArgs<"BsrLinear", CudaBackend>): TensorInfo {
   const out = backend.output([...x.shape.slice(0, -1), pattern.shape[0]], x.dtype);
   backend.addon.bsrLinear(
     backend.code(x.dtype),
@@ -170,15 +171,16 @@ export function bsrLinearKernel({ inputs: { x, values, bias }, attrs: { pattern 
     bias ? backend.handle(bias) : null,
     backend.handle(out),
     rowsOf(x),
+    residual ? backend.handle(residual) : null,
   );
   return out;
 }
 
 /**
- * activation(x W^T + bias), the outputs [activation, pre-activation]: bsrLinear, then the activation pass over its
- * output, in one addon call. The tile kernels can write both from one epilogue (tcBsrLinearActivation in
- * kernels-cuda), but on an H200 that was slower than the two passes, and is at par since the activations' math was
- * folded (docs/kernels.md): no gain, so it is not used.
+ * activation(x W^T + bias), the outputs [activation, pre-activation], in one addon call: bsrLinear, then the activation
+ * pass over its output, except where the product's own epilogue writes both (tcBsrLinearActivation in kernels-cuda):
+ * the X-resident tile (32x32 blocks) and the decoding kernel with few tokens. The other tiles can too, but on an H200
+ * that was slower than the two passes, and at par since the activations' math was folded (docs/kernels.md).
  */
 export function bsrLinearActivationKernel({
   inputs: { x, values, bias },

@@ -12,7 +12,7 @@ import {
 } from "../kernel_names";
 import { formatShape, shapesEqual } from "../shape";
 import type { Tensor } from "../tensor";
-import { assertActivation, assertFloat, assertMinRank, assertSameBackend, assertSameDType, assertTensor } from "./validate";
+import { assertActivation, assertFloat, assertMinRank, assertSameBackend, assertSameDType, assertTensor, optionsArg } from "./validate";
 
 function assertPattern(op: string, pattern: unknown): asserts pattern is BsrPattern {
   if (!(pattern instanceof BsrPattern)) throw new ValueError(`${op}: pattern must be a BsrPattern from @blocksparse/format`);
@@ -44,27 +44,42 @@ function assertFeatures(op: string, name: string, t: Tensor, expected: number, w
   if (got !== expected) throw new ShapeError(`${op}: ${name} has ${got} features, the weight expects ${expected} (${what})`);
 }
 
-/**
- * Y = X W^T + bias with W [rows, cols] block-sparse (pattern + values [nnzBlocks, R, C]):
- * x [..., cols] -> [..., rows]. No bias: leave it out or pass null (as `linear`).
- */
-export function bsrLinear(x: Tensor, values: Tensor, pattern: BsrPattern, bias?: Tensor | null): Tensor {
-  checkLinear("bsrLinear", x, values, pattern, bias ?? undefined);
-  return engine.runKernel(BsrLinear, { x, values, bias: bias ?? undefined }, { pattern });
+export interface BsrLinearOptions {
+  /** Added to the output (a residual connection): a tensor of the output's shape [..., rows], in x's dtype. */
+  residual?: Tensor;
 }
 
-function checkLinear(op: string, x: Tensor, values: Tensor, pattern: BsrPattern, bias: Tensor | undefined): void {
+/**
+ * Y = X W^T + bias with W [rows, cols] block-sparse (pattern + values [nnzBlocks, R, C]):
+ * x [..., cols] -> [..., rows], plus `options.residual` when given (as `linear` takes it: one kernel where the backend
+ * fuses the addend into the product). No bias: leave it out or pass null (as `linear`).
+ */
+export function bsrLinear(x: Tensor, values: Tensor, pattern: BsrPattern, bias?: Tensor | null, options?: BsrLinearOptions | null): Tensor {
+  const { residual } = optionsArg("bsrLinear", options, ["residual"]);
+  checkLinear("bsrLinear", x, values, pattern, bias ?? undefined, residual);
+  return engine.runKernel(BsrLinear, { x, values, bias: bias ?? undefined, residual }, { pattern });
+}
+
+function checkLinear(op: string, x: Tensor, values: Tensor, pattern: BsrPattern, bias: Tensor | undefined, residual?: Tensor): void {
   assertPattern(op, pattern);
   const [rows, cols] = pattern.shape;
   assertFeatures(op, "x", x, cols, "its columns");
   assertValues(op, values, pattern);
   // Before the backend check, which reads bias.backend: a bias that is not a tensor is named, not a TypeError.
   if (bias !== undefined) assertTensor(op, "bias", bias);
-  assertSameBackend(op, [["x", x], ["values", values], ["bias", bias]]);
+  if (residual !== undefined) assertTensor(op, "options.residual", residual);
+  assertSameBackend(op, [["x", x], ["values", values], ["bias", bias], ["residual", residual]]);
   assertSameDType(op, ["x", "values"], x, values);
   if (bias !== undefined) {
     assertSameDType(op, ["bias", "x"], bias, x);
     if (!shapesEqual(bias.shape, [rows])) throw new ShapeError(`${op}: bias has shape ${formatShape(bias.shape)}, expected [${rows}]`);
+  }
+  if (residual !== undefined) {
+    assertSameDType(op, ["residual", "x"], residual, x);
+    const outShape = [...x.shape.slice(0, -1), rows];
+    if (!shapesEqual(residual.shape, outShape)) {
+      throw new ShapeError(`${op}: residual has shape ${formatShape(residual.shape)}, expected the output's ${formatShape(outShape)}`);
+    }
   }
 }
 

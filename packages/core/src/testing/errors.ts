@@ -216,6 +216,18 @@ export function declareErrorTests(suite: Conformance): void {
         message: "bsrLinear: x has 30 features, the weight expects 32",
       },
       {
+        name: "BsrLinear: residual shape",
+        run: () => bsrLinear(zeros([2, 32]), zeros([4, 16, 16]), BsrPattern.dense([32, 32], [16, 16]), null, { residual: zeros([32, 2]) }),
+        type: ShapeError,
+        message: "bsrLinear: residual has shape [32, 2], expected the output's [2, 32]",
+      },
+      {
+        name: "BsrLinear: residual dtype",
+        run: () => bsrLinear(zeros([2, 32]), zeros([4, 16, 16]), BsrPattern.dense([32, 32], [16, 16]), null, { residual: zeros([2, 32], "float16") }),
+        type: DTypeError,
+        message: "bsrLinear: residual has dtype float16 but x has float32",
+      },
+      {
         name: "BsrLinear: values shape",
         run: () => bsrLinear(zeros([2, 32]), zeros([3, 16, 16]), BsrPattern.dense([32, 32], [16, 16])),
         type: ShapeError,

@@ -238,6 +238,15 @@ export function declareProductTests(suite: Conformance): void {
                 const yBias = R.zip([yRef, bias.ref], (y, b) => y + b);
                 expectValues(bsrLinear(x.t, values.t, pattern, bias.t), R.reshape(yBias, [...lead, rows]), dtype, "scaled", 2);
               });
+              // A residual of the output's shape added in (one kernel where the backend fuses it), with and without bias.
+              const residual = makeInput(rng(), [...lead, rows], dtype);
+              for (const withBias of [false, true]) {
+                inCase(`BsrLinear ${where}, x ${formatShape(x.t.shape)}${withBias ? " + bias" : ""} + residual`, () => {
+                  const y = withBias ? R.zip([yRef, bias.ref], (v, b) => v + b) : yRef;
+                  const want = R.zip([R.reshape(y, [...lead, rows]), residual.ref], (v, r) => v + r);
+                  expectValues(bsrLinear(x.t, values.t, pattern, withBias ? bias.t : null, { residual: residual.t }), want, dtype, "scaled", 2);
+                });
+              }
             }
           });
 

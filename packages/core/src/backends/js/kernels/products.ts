@@ -131,7 +131,8 @@ export function productKernels(
       return [dx.commit(), dweight.commit()];
     },
 
-    BsrLinear({ inputs: { x, values, bias }, attrs: { pattern }, backend }: KernelArgs<"BsrLinear", JsBackend>): TensorInfo {
+    // The product, then the residual added to its float32 sums: rounded once, as Linear.
+    BsrLinear({ inputs: { x, values, bias, residual }, attrs: { pattern }, backend }: KernelArgs<"BsrLinear", JsBackend>): TensorInfo {
       const [rows, cols] = pattern.shape;
       const tokens = cols === 0 ? sizeOf(x.shape.slice(0, -1)) : sizeOf(x.shape) / cols;
       const outShape = [...x.shape.slice(0, -1), rows];
@@ -147,6 +148,11 @@ export function productKernels(
         blockRowPtr,
         blockColIdx,
       });
+      if (residual) {
+        const r = backend.floats(residual);
+        const data = out.data;
+        for (let i = 0; i < data.length; i++) data[i] += r[i];
+      }
       return out.commit();
     },
 
