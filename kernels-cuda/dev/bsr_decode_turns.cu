@@ -41,15 +41,7 @@ __global__ void __launch_bounds__(32 * kMostWarps, 1) bsrDecodeTurnsKernel(const
   const int range = blockIdx.y;
   const int64_t c0 = static_cast<int64_t>(range) * kStagedRangeCols;
   const int width = static_cast<int>(std::min<int64_t>(kStagedRangeCols, args.cols - c0));
-  constexpr int kPerVector = 16 / sizeof(T);
-  const int vectorsPerRow = width / kPerVector;
-  for (int i = threadIdx.x; i < K::kTokens * vectorsPerRow; i += blockDim.x) {
-    const int token = i / vectorsPerRow, v = i % vectorsPerRow;
-    const bool real = token < args.m;
-    cpAsync16(smemAddress(xs + token * kStagedPitch + v * kPerVector), real ? x + token * args.cols + c0 + v * kPerVector : x,
-              real);
-  }
-  cpAsyncCommit();
+  copyStagedRangeAsync<K>(x, xs, args, c0, width);
   if (threadIdx.x == 0) nextSlice = warps;
 
   const int slicesPerRow = args.blockHeight / kSliceRows;

@@ -268,6 +268,22 @@ __device__ __forceinline__ void entriesInRange(const int32_t* blockColIdx, int32
   lo += below;
 }
 
+// Copies X's [kTokens x width] from column c0 into xs (rows kStagedPitch apart) with asynchronous copies, zeros past M,
+// all in flight together, and commits them as one group (dev's staged kernels; the caller waits and syncs the CTA).
+template <class K>
+__device__ __forceinline__ void copyStagedRangeAsync(const typename K::T* x, typename K::T* xs, const DecodeArgs& args,
+                                                     int64_t c0, int width) {
+  constexpr int kPerVector = 16 / sizeof(typename K::T);
+  const int vectorsPerRow = width / kPerVector;
+  for (int i = threadIdx.x; i < K::kTokens * vectorsPerRow; i += blockDim.x) {
+    const int token = i / vectorsPerRow, v = i % vectorsPerRow;
+    const bool real = token < args.m;
+    cpAsync16(smemAddress(xs + token * kStagedPitch + v * kPerVector), real ? x + token * args.cols + c0 + v * kPerVector : x,
+              real);
+  }
+  cpAsyncCommit();
+}
+
 // Slice s of a CTA's group of block rows from firstRow (dev's staged kernels, kernels-cuda/dev/): its block row's
 // entries with columns in the staged range [colLo, colHi), and the lane's first element of W.
 template <class K>

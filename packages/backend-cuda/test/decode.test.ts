@@ -64,6 +64,43 @@ function jsLinear(pattern: BsrPattern, dtype: DType, x: Float64Array, xShape: nu
   }
 }
 
+/** A layer of the epilogue tests: its pattern, random inputs for m tokens in dtype, and a label. */
+interface EpilogueCase {
+  pattern: BsrPattern;
+  rows: number;
+  m: number;
+  dtype: DType;
+  x: ReturnType<typeof randomTensor>;
+  values: ReturnType<typeof randomTensor>;
+  bias: ReturnType<typeof randomTensor>;
+  label: string;
+}
+
+/**
+ * Calls `check` inside a tidy for each block shape (32 and 64 square, 16 x 64 and 128 x 16), every float dtype and
+ * token counts across the decoding path's kernels (1-64: variant 0, the staged variant past 32 where it runs, float32's
+ * simple kernel past 16), on four block rows (two empty).
+ */
+function forEachEpilogueCase(seed: number, check: (c: EpilogueCase, next: () => number) => void): void {
+  const next = random(seed);
+  const blocks: [number, number][] = [[32, 32], [64, 64], [16, 64], [128, 16]];
+  for (const block of blocks) {
+    const shape: [number, number] = [4 * block[0], Math.max(4 * block[1], 192)];
+    const pattern = patternWithEmptyRows(shape, block, 0.6, next);
+    const [rows, cols] = shape;
+    for (const dtype of FLOAT_DTYPES) {
+      for (const m of [1, 3, 8, 16, 24, 40, 64]) {
+        tidy(() => {
+          const x = randomTensor(next, [m, cols], dtype);
+          const values = randomTensor(next, [pattern.nnzBlocks, ...block], dtype);
+          const bias = randomTensor(next, [rows], dtype);
+          check({ pattern, rows, m, dtype, x, values, bias, label: `${block.join("x")} ${dtype} M=${m}` }, next);
+        });
+      }
+    }
+  }
+}
+
 const BLOCKS: [number, number][] = [
   [16, 16],
   [32, 32],
@@ -199,73 +236,45 @@ describe.skipIf(cudaMissing)("bsrLinear with few tokens on cuda (the decoding pa
   // the product and the pass; either way Z must equal bsrLinear's output and A the pass over it, bit for bit, and both
   // float64 math. Outputs are fresh buffers each call, so an element the epilogue skips shows as the allocator's poison.
   test("bsrLinearActivation with few tokens: Z and activation(Z) from the decoding kernel's epilogue", () => {
-    const next = random(4242);
     const activations: Record<Activation, (v: number) => number> = {
       relu: reference.relu,
       gelu: (v) => reference.gelu(v, "none"),
       gelu_tanh: (v) => reference.gelu(v, "tanh"),
     };
-    const blocks: [number, number][] = [[32, 32], [64, 64], [16, 64], [128, 16]];
-    for (const block of blocks) {
-      const shape: [number, number] = [4 * block[0], Math.max(4 * block[1], 192)];
-      const pattern = patternWithEmptyRows(shape, block, 0.6, next);
-      const [rows, cols] = shape;
-      for (const dtype of FLOAT_DTYPES) {
-        for (const m of [1, 3, 8, 16, 24, 40, 64]) {
-          tidy(() => {
-            const x = randomTensor(next, [m, cols], dtype);
-            const values = randomTensor(next, [pattern.nnzBlocks, ...block], dtype);
-            const bias = randomTensor(next, [rows], dtype);
-            for (const [activation, act] of Object.entries(activations) as [Activation, (v: number) => number][]) {
-              for (const withBias of [true, false]) {
-                const what = `${block.join("x")} ${dtype} M=${m} ${activation} ${withBias ? "with" : "without"} bias`;
-                const b = withBias ? bias.t : undefined;
-                const [a, z] = runKernel("BsrLinearActivation", { x: x.t, values: values.t, bias: b }, { pattern, activation });
-                expect(z.shape).toEqual([m, rows]);
-                expect(a.shape).toEqual([m, rows]);
-                const zOut = z.dataSync();
-                expect(Array.from(zOut), `${what}: Z against bsrLinear`).toEqual(Array.from(bsrLinear(x.t, values.t, pattern, b).dataSync()));
-                expect(Array.from(a.dataSync()), `${what}: A against the activation pass`).toEqual(Array.from(biasActivation(z, null, activation).dataSync()));
-                expectClose(zOut, linearReference(pattern, x.values, values.values, withBias ? bias.values : undefined, m), dtype, `${what}: Z vs float64`);
-                expectClose(a.dataSync(), Float64Array.from(zOut, act), dtype, `${what}: A vs float64 of Z`);
-              }
-            }
-          });
+    forEachEpilogueCase(4242, ({ pattern, rows, m, dtype, x, values, bias, label }) => {
+      for (const [activation, act] of Object.entries(activations) as [Activation, (v: number) => number][]) {
+        for (const withBias of [true, false]) {
+          const what = `${label} ${activation} ${withBias ? "with" : "without"} bias`;
+          const b = withBias ? bias.t : undefined;
+          const [a, z] = runKernel("BsrLinearActivation", { x: x.t, values: values.t, bias: b }, { pattern, activation });
+          expect(z.shape).toEqual([m, rows]);
+          expect(a.shape).toEqual([m, rows]);
+          const zOut = z.dataSync();
+          expect(Array.from(zOut), `${what}: Z against bsrLinear`).toEqual(Array.from(bsrLinear(x.t, values.t, pattern, b).dataSync()));
+          expect(Array.from(a.dataSync()), `${what}: A against the activation pass`).toEqual(Array.from(biasActivation(z, null, activation).dataSync()));
+          expectClose(zOut, linearReference(pattern, x.values, values.values, withBias ? bias.values : undefined, m), dtype, `${what}: Z vs float64`);
+          expectClose(a.dataSync(), Float64Array.from(zOut, act), dtype, `${what}: A vs float64 of Z`);
         }
       }
-    }
+    });
   }, TIMEOUT_MS);
 
   // bsrLinear with a residual (what nn's BlockSparseLinear.forwardResidual runs for a residual connection): the decoding
   // kernel adds it to its float32 sums before Y is rounded, where the other routes (the staged variant, float32 past 16
   // tokens) add it after the product. Against float64 math, and the written-out add within its rounding.
   test("bsrLinear with a residual, few tokens: the decoding kernel's epilogue adds it", () => {
-    const next = random(4343);
-    const blocks: [number, number][] = [[32, 32], [64, 64], [16, 64], [128, 16]];
-    for (const block of blocks) {
-      const shape: [number, number] = [4 * block[0], Math.max(4 * block[1], 192)];
-      const pattern = patternWithEmptyRows(shape, block, 0.6, next);
-      const [rows, cols] = shape;
-      for (const dtype of FLOAT_DTYPES) {
-        for (const m of [1, 3, 8, 16, 24, 40, 64]) {
-          tidy(() => {
-            const x = randomTensor(next, [m, cols], dtype);
-            const values = randomTensor(next, [pattern.nnzBlocks, ...block], dtype);
-            const bias = randomTensor(next, [rows], dtype);
-            const residual = randomTensor(next, [m, rows], dtype);
-            for (const withBias of [true, false]) {
-              const what = `${block.join("x")} ${dtype} M=${m} ${withBias ? "with" : "without"} bias`;
-              const b = withBias ? bias.t : undefined;
-              const y = bsrLinear(x.t, values.t, pattern, b, { residual: residual.t });
-              expect(y.shape).toEqual([m, rows]);
-              const want = linearReference(pattern, x.values, values.values, withBias ? bias.values : undefined, m).map((v, i) => v + residual.values[i]);
-              expectClose(y.dataSync(), want, dtype, `${what}: Y + residual vs float64`);
-              expectClose(y.dataSync(), Float64Array.from(add(residual.t, bsrLinear(x.t, values.t, pattern, b)).dataSync()), dtype, `${what}: against the written-out add`);
-            }
-          });
-        }
+    forEachEpilogueCase(4343, ({ pattern, rows, m, dtype, x, values, bias, label }, next) => {
+      const residual = randomTensor(next, [m, rows], dtype);
+      for (const withBias of [true, false]) {
+        const what = `${label} ${withBias ? "with" : "without"} bias`;
+        const b = withBias ? bias.t : undefined;
+        const y = bsrLinear(x.t, values.t, pattern, b, { residual: residual.t });
+        expect(y.shape).toEqual([m, rows]);
+        const want = linearReference(pattern, x.values, values.values, withBias ? bias.values : undefined, m).map((v, i) => v + residual.values[i]);
+        expectClose(y.dataSync(), want, dtype, `${what}: Y + residual vs float64`);
+        expectClose(y.dataSync(), Float64Array.from(add(residual.t, bsrLinear(x.t, values.t, pattern, b)).dataSync()), dtype, `${what}: against the written-out add`);
       }
-    }
+    });
   }, TIMEOUT_MS);
 
   test("leading dims, 65 tokens (past the decoding path) and an empty pattern", () => {
