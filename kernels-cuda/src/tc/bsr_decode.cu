@@ -99,9 +99,10 @@ __global__ void __launch_bounds__(32 * kMaxWarps) bsrDecodeLinearKernel(const ty
     if (bias) sum += static_cast<float>(bias[rowBase + row]);
     const int64_t at = token * args.rows + rowBase + row;
     if (args.residual != nullptr) sum += toFloat<T>(static_cast<const T*>(args.residual)[at]);
-    y[at] = static_cast<T>(sum);
+    const T stored = static_cast<T>(sum);
+    y[at] = stored;
     if (args.activated != nullptr)
-      static_cast<T*>(args.activated)[at] = fromFloat<T>(activationOf<sizeof(T) == 2>(args.activation, toFloat<T>(y[at])));
+      static_cast<T*>(args.activated)[at] = fromFloat<T>(activationOf<sizeof(T) == 2>(args.activation, toFloat<T>(stored)));
   }
 }
 
