@@ -1354,8 +1354,8 @@ Napi::Value bsrLinear(const Napi::CallbackInfo& info) {
 // route), then a = activation(z) by the activation pass, in one call. Where the default options run the product on the
 // X-resident tile (32x32), that tile writes both from its epilogue (tcBsrLinearActivation), saving the pass's read of
 // z; so does the decoding kernel with few tokens (not its staged variant), saving the pass's launch, which is most of
-// its cost there. The other tiles that can (tc_bench --activation) were measured slower than the two passes, and at par since GELU's
-// math was folded (docs/kernels.md): no gain, so not used there. Where the fixed rules send the product to the dense
+// its cost there. The other tiles that can (tc_bench --activation) were measured slower than the two passes, and at
+// par since GELU's math was folded (docs/kernels.md): no gain, so not used there. Where the fixed rules send the product to the dense
 // GEMM and the activation is GELU's tanh form, cuBLASLt writes both from its epilogue, as a dense Linear + GELU does
 // (launchLinearActivation over W's blocks scattered into a dense scratch): no pass over z.
 Napi::Value bsrLinearActivation(const Napi::CallbackInfo& info) {
