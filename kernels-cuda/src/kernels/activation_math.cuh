@@ -144,6 +144,17 @@ __device__ __forceinline__ float derivativeWithLimits(float x) {
   else return fabsf(x) == INFINITY ? (x > 0.0f ? 1.0f : 0.0f) : derivative<kAct, kFast>(x);
 }
 
+// The activation chosen at run time with the passes' limits (uniform across a launch): an epilogue that must write
+// what the activation pass would (the decoding kernel's, tc/bsr_decode.cu).
+template <bool kFast = false>
+__device__ __forceinline__ float activateWithLimitsAs(Activation activation, float x) {
+  switch (activation) {
+    case Activation::Relu: return activateWithLimits<Activation::Relu, kFast>(x);
+    case Activation::Gelu: return activateWithLimits<Activation::Gelu, kFast>(x);
+    default: return activateWithLimits<Activation::GeluTanh, kFast>(x);
+  }
+}
+
 // The activation chosen at run time (uniform across a launch): for epilogues shared by every activation.
 template <bool kFast = false>
 __device__ __forceinline__ float activateAs(Activation activation, float x) {

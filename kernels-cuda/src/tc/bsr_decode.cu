@@ -34,17 +34,6 @@ constexpr int kFallbackBytesPerWarp = 4096;
 // 16384 rows (1024 CTAs) fastest at 4-5 warps, the widest that fit one wave there (8-9: two waves, 16: four).
 constexpr int kMostBytesPerWarp = 16384;
 
-// The activation pass's math (biasActivation: its limits, and the fast functions in half precision), so that A equals
-// what the pass would write from the stored Y.
-template <bool kFast>
-__device__ __forceinline__ float activationOf(Activation activation, float z) {
-  switch (activation) {
-    case Activation::Relu: return activateWithLimits<Activation::Relu, kFast>(z);
-    case Activation::Gelu: return activateWithLimits<Activation::Gelu, kFast>(z);
-    default: return activateWithLimits<Activation::GeluTanh, kFast>(z);
-  }
-}
-
 template <class K>
 __global__ void __launch_bounds__(32 * kMaxWarps) bsrDecodeLinearKernel(const typename K::T* __restrict__ x,
                                                                        const typename K::T* __restrict__ values,
@@ -98,11 +87,14 @@ __global__ void __launch_bounds__(32 * kMaxWarps) bsrDecodeLinearKernel(const ty
     for (int w = 0; w < warps; ++w) sum += partial[(w * kSliceRows + row) * K::kTokens + token];
     if (bias) sum += static_cast<float>(bias[rowBase + row]);
     const int64_t at = token * args.rows + rowBase + row;
-    if (args.residual != nullptr) sum += toFloat<T>(static_cast<const T*>(args.residual)[at]);
+    const DecodeEpilogue& epilogue = args.epilogue;
+    if (epilogue.residual != nullptr) sum += toFloat<T>(static_cast<const T*>(epilogue.residual)[at]);
     const T stored = static_cast<T>(sum);
     y[at] = stored;
-    if (args.activated != nullptr)
-      static_cast<T*>(args.activated)[at] = fromFloat<T>(activationOf<sizeof(T) == 2>(args.activation, toFloat<T>(stored)));
+    // A as the activation pass computes it from the stored Y (its limits; its fast functions in half precision).
+    if (epilogue.activated != nullptr)
+      static_cast<T*>(epilogue.activated)[at] =
+          fromFloat<T>(activateWithLimitsAs<sizeof(T) == 2>(epilogue.activation, toFloat<T>(stored)));
   }
 }
 
@@ -288,8 +280,7 @@ void launchDecodeLinear(DType dtype, const void* x, const void* values, const vo
                         const BsrPatternView& pattern, int variant, int numSms, int l2Bytes, cudaStream_t stream,
                         const DecodeEpilogue& epilogue) {
   DecodeArgs args{m,       pattern.rows, pattern.cols, pattern.blockHeight, pattern.blockRowPtr, pattern.blockColIdx,
-                  nullptr, nullptr,      0,            0,                   epilogue.residual,   epilogue.activated,
-                  epilogue.activation};
+                  nullptr, nullptr,      0,            0,                   epilogue};
   const unsigned ctas = static_cast<unsigned>(pattern.rows / kSliceRows);
   const DecodeVariantSpec& spec = kDecodeVariantSpecs[decodeVariant(variant) ? variant : 0];
   visitTraits(dtype, pattern.blockWidth, m, [&](auto traits) {

@@ -86,11 +86,7 @@ struct DecodeArgs {
   const char* prefetchEnd;
   int64_t prefetchStride;
   uint32_t prefetchBytes;
-  // Variant 0's epilogue: a residual [m, rows] added to the sums before Y is rounded (bsrLinear's residual), and
-  // A = activation(Y as stored) beside Y (bsrLinearActivation), each when non-null.
-  const void* residual = nullptr;
-  void* activated = nullptr;
-  Activation activation = Activation::Gelu;
+  DecodeEpilogue epilogue{};  // variant 0's (tc_kernels.h); the other decoding kernels leave it empty
 };
 
 // Before the kernel reads anything another kernel may write (X, the pattern) or writes Y, it lets the next kernel

@@ -194,10 +194,16 @@ export class BlockSparseLinear extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    checkInput(this.label, x, this.inFeatures);
-    const [weight, bias] = slotValues(this);
-    if (isCapturing()) this.#refuseReplayAfterMove();
+    const [weight, bias] = this.#operands(x);
     return bsrLinear(x, weight, this.pattern, bias);
+  }
+
+  /** The weight and bias for input x (checked against inFeatures), a replay after a pattern move refused under capture. */
+  #operands(x: Tensor): [Tensor, Tensor | null] {
+    checkInput(this.label, x, this.inFeatures);
+    const operands = slotValues(this);
+    if (isCapturing()) this.#refuseReplayAfterMove();
+    return operands;
   }
 
   /**
@@ -218,9 +224,7 @@ export class BlockSparseLinear extends Module {
    * Linear.forwardActivation).
    */
   forwardActivation(x: Tensor, activation: Activation): Tensor {
-    checkInput(this.label, x, this.inFeatures);
-    const [weight, bias] = slotValues(this);
-    if (isCapturing()) this.#refuseReplayAfterMove();
+    const [weight, bias] = this.#operands(x);
     return bsrLinearActivation(x, weight, this.pattern, bias, activation);
   }
 
@@ -230,8 +234,7 @@ export class BlockSparseLinear extends Module {
    * product and an add.
    */
   forwardResidual(x: Tensor, residual: Tensor): Tensor {
-    checkInput(this.label, x, this.inFeatures);
-    const [weight, bias] = slotValues(this);
+    const [weight, bias] = this.#operands(x);
     // A residual of another shape ([out] would broadcast over the rows in an add) or dtype is refused, naming the layer.
     const outShape = [...x.shape.slice(0, -1), this.outFeatures];
     const tensor = residual instanceof Tensor;
@@ -239,7 +242,6 @@ export class BlockSparseLinear extends Module {
       const expected = `${formatShape(outShape)} ${x.dtype}`;
       throw new (tensor ? ShapeError : ValueError)(`${this.label}.forwardResidual: residual is ${tensor ? describeEntry(residual) : formatArg(residual)}, expected the output's ${expected}`);
     }
-    if (isCapturing()) this.#refuseReplayAfterMove();
     return bsrLinear(x, weight, this.pattern, bias, { residual });
   }
 

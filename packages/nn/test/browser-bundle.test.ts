@@ -132,11 +132,12 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // clipGradValue and GradScaler refused disposed parameters (+0.26 KiB: 94.317); 94.32 KiB until pattern moves took a
   // list of optimizers, refused one holding none of the moved layer's parameters and setPattern named newValues on
   // another backend (+0.254 KiB: 94.558 measured); 94.58 KiB until core's bsrLinear took a residual (its options, checks
-  // and the js kernel's add) and BlockSparseLinear.forwardResidual ran it as one kernel (+0.129 KiB: 94.687 measured).
-  it("format + core + autograd + nn stay within 94.69 KiB gzipped and evaluate no code", async () => {
+  // and the js kernel's add) and BlockSparseLinear.forwardResidual ran it as one kernel, its three forwards sharing
+  // their checks (+0.142 KiB: 94.700 measured).
+  it("format + core + autograd + nn stay within 94.71 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(94.69);
+    expect(gzipKiB).toBeLessThanOrEqual(94.71);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
