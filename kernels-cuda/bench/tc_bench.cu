@@ -21,9 +21,8 @@
 // v30-v32 dev's patch tiles, v30 and v31 on mma.sync and v32 on wgmma, named on either path); a variant
 // written with a trailing c (0c) sums dW's token splits in thread-block clusters instead of the float32 partial pass
 // (TcOptions::splitCluster, kept for measurement); with --paths decode, the decoding variants besides the default (1-4
-// measurement widths, 5 the staged variant, 6 and 7 dev's staged variant with its slices taken in turn by up to 12
-// or 16 warps, dev/bsr_decode_turns.cu, 8 dev's kernel of block rows in pairs for 1-16 tokens, dev/bsr_decode_pairs.cu,
-// 9 dev's staged variant with W copied into shared memory ahead of its products, dev/bsr_decode_ring.cu);
+// measurement widths, 5 the staged variant, 6 dev's kernel of block rows in pairs for 1-16 tokens,
+// dev/bsr_decode_pairs.cu);
 // --paths simple times (and checks) the simple kernel of src/kernels/bsr.cu (float32: its register-tiled kernels of
 // bsr_simt.cu where the block's sides are multiples of 16), which runs where the tensor-core entry
 // points decline. --blocks takes square sides (32) or R x C shapes (16x32: W's blocks 16 rows by 32 columns).

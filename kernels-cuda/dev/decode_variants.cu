@@ -21,16 +21,12 @@ int l2BytesOfDevice() {
 
 bool launchDecodeDevVariant(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
                             const BsrPatternView& pattern, int variant, int numSms, cudaStream_t stream) {
-  if (variant == kDecodePairsVariant)
-    return launchDecodePairs(dtype, x, values, bias, y, m, pattern, numSms, l2BytesOfDevice(), stream);
-  if (variant == kDecodeRingVariant) return launchDecodeRing(dtype, x, values, bias, y, m, pattern, numSms, stream);
-  return launchDecodeTurns(dtype, x, values, bias, y, m, pattern, variant, numSms, stream);
+  if (variant != kDecodePairsVariant) return false;
+  return launchDecodePairs(dtype, x, values, bias, y, m, pattern, numSms, l2BytesOfDevice(), stream);
 }
 
 int decodeDevWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int variant, int numSms) {
-  if (variant == kDecodePairsVariant) return decodePairsWarps(dtype, pattern, m, numSms);
-  if (variant == kDecodeRingVariant) return decodeRingDevWarps(dtype, pattern, m, numSms);
-  return decodeTurnsDevWarps(dtype, pattern, m, variant, numSms);
+  return variant == kDecodePairsVariant ? decodePairsWarps(dtype, pattern, m, numSms) : 0;
 }
 
 }  // namespace bs::tc

@@ -90,59 +90,20 @@ constexpr int multicastStages(int blockSize) { return blockSize == 32 ? 10 : blo
 bool launchMulticastVariant(Op op, DType dtype, const KernelArgs& args, int blockSize, int variant,
                             cudaStream_t stream);
 
-// The staged decoding variant with its slices taken in turn (dev/bsr_decode_turns.cu): bsrLinear with 33-64 tokens in
-// bfloat16/float16 where decodeStagedSupported holds, named by TcOptions{TcPath::Decode, kDecodeTurnsVariant} with
-// TcOptions::devDecode = launchDecodeDevVariant. Its grid: `ranges` x ceil(blockRows / group) CTAs, the group the
-// fewest block rows whose grid has at most one CTA per SM (else every block row: more ranges than SMs), its warps one
-// per 16-row slice of the group, at most kDecodeTurnsMaxWarps (12: no spills); kDecodeTurnsWideVariant the same with
-// up to kDecodeTurnsWideMaxWarps (16: more of W in flight per SM, 40-84 bytes spilled on sm_90a). On an H100
-// (benchmarks/results/gpu-nvidia-h100-80gb-hbm3/decode-dev-variants-2026-12-05.md) the faster of the two took 0.92-0.98x
-// the addon's staged variant's time at density 0.5 and 0.85-0.92x at 0.25 (7 at 32x32, 6 at 64x64).
-constexpr int kDecodeTurnsVariant = kDecodeVariants;
-constexpr int kDecodeTurnsWideVariant = kDecodeVariants + 1;
-constexpr int kDecodeTurnsMaxWarps = 12;
-constexpr int kDecodeTurnsWideMaxWarps = 16;
-inline int decodeTurnsGroupRows(int64_t blockRows, int64_t ranges, int numSms) {
-  if (blockRows <= 1) return 1;
-  // ceil(blockRows / group) x ranges <= SMs exactly when ceil(blockRows / group) <= floor(SMs / ranges).
-  const int64_t groupsPerRange = ranges > 0 && numSms / ranges > 1 ? numSms / ranges : 1;
-  const int64_t group = (blockRows + groupsPerRange - 1) / groupsPerRange;
-  return static_cast<int>(group < blockRows ? group : blockRows);
-}
-inline int decodeTurnsWarps(int groupRows, int blockHeight, int most = kDecodeTurnsMaxWarps) {
-  const int64_t slices = int64_t{groupRows} * (blockHeight / kDecodeSliceRows);
-  return static_cast<int>(slices < most ? (slices > 1 ? slices : 1) : most);
-}
-// Launches one of those variants (`variant` kDecodeTurnsVariant or kDecodeTurnsWideVariant; false, having launched
-// nothing, for any other or where it does not cover the call), its ranges' partials in scratch and summed by
-// launchSumSplits; and its warps per CTA on a device of `numSms` SMs (0 where it does not cover the call).
-bool launchDecodeTurns(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
-                       const BsrPatternView& pattern, int variant, int numSms, cudaStream_t stream);
-int decodeTurnsDevWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int variant, int numSms);
-
 // The decoding kernel with block rows in pairs, the longest with the shortest (dev/bsr_decode_pairs.cu): bsrLinear with
 // 1-16 tokens in bfloat16/float16, a CTA per 16-row slice of a pair of block rows (the p-th of
 // BsrPatternView::decodeRowOrder and the p-th from its end), the addon's width rule for the pair's blocks. Needs the
-// pattern's decodeRowOrder (tc_bench builds it: appendDecodeRowOrder). On an H100 (the same results file): 0.85-0.90x
+// pattern's decodeRowOrder (tc_bench builds it: appendDecodeRowOrder). On an H100
+// (benchmarks/results/gpu-nvidia-h100-80gb-hbm3/decode-dev-variants-2026-12-05.md, where it is variant 8): 0.85-0.90x
 // variant 0's time on 4096 -> 16384 at density 0.25 with 64x64 blocks (512 pair CTAs), 0.96-1.20x where a layer's
 // rows give fewer pair CTAs than SMs.
-constexpr int kDecodePairsVariant = kDecodeVariants + 2;
+constexpr int kDecodePairsVariant = kDecodeVariants;
 bool decodePairsSupported(DType dtype, const BsrPatternView& pattern, int64_t m);
 int decodePairsWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int numSms);
 bool launchDecodePairs(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
                        const BsrPatternView& pattern, int numSms, int l2Bytes, cudaStream_t stream);
 
-// The staged decoding variant with W copied into shared memory ahead of its products (dev/bsr_decode_ring.cu):
-// bsrLinear with 33-64 tokens in bfloat16/float16 where decodeStagedSupported holds, dev's one-wave grid
-// (decodeTurnsGroupRows), each warp's blocks streamed through a ring of slots by cp.async, at most kDecodeRingMaxWarps
-// warps (as many rings as fit beside X's range). Not yet measured.
-constexpr int kDecodeRingVariant = kDecodeVariants + 3;
-constexpr int kDecodeRingMaxWarps = 8;
-bool launchDecodeRing(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
-                      const BsrPatternView& pattern, int numSms, cudaStream_t stream);
-int decodeRingDevWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int numSms);
-
-// A TcOptions::devDecode (dev/decode_variants.cu): the variants above by number; false, having launched nothing, for
+// A TcOptions::devDecode (dev/decode_variants.cu): the variant above by number; false, having launched nothing, for
 // any other or where the variant does not cover the call. And their warps per CTA (the bench's table; 0: none).
 bool launchDecodeDevVariant(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
                             const BsrPatternView& pattern, int variant, int numSms, cudaStream_t stream);

@@ -1,29 +1,23 @@
-// The staged decoding variant's grid (src/tc/tc_kernels.h: decodeStagedRangesOf, decodeStagedGroupRows) checked on the
-// host: backend-cuda's decode_staged_host.test.ts compiles and runs it wherever nvcc is, GPU or not. Over widths,
-// block rows, block heights and SM counts: the ranges cover K once (each kDecodeStagedRangeCols wide, the last
-// shorter); a group is at least one block row, its slices fit the CTA's warps, and the groups cover the block rows
-// once; the group is the largest of its halving sequence whose grid gives at least three quarters of the SMs a CTA
-// (or one where none does); and the layers measured on an H100 (132 SMs) get the grids they ran with. The same for dev's
-// variant with its slices taken in turn (kernels-cuda/dev/dev_variants.h: decodeTurnsGroupRows, decodeTurnsWarps): the
-// grid is one wave (at most one CTA per SM) wherever the ranges alone leave room for it, with the fewest block rows per
-// group that give that, and its warps are one per slice of the group, at most kDecodeTurnsMaxWarps (or
-// kDecodeTurnsWideMaxWarps). And the row order of dev's decoding kernel of rows in pairs (bsr_pattern.h:
-// appendDecodeRowOrder): every block row once, by block count, most first, ties by row.
+// The staged decoding variant's grid (src/tc/tc_kernels.h: decodeStagedRangesOf, decodeStagedGroupRows,
+// decodeStagedWarps) checked on the host: backend-cuda's decode_staged_host.test.ts compiles and runs it wherever nvcc
+// is, GPU or not. Over widths, block rows, block heights and SM counts: the ranges cover K once (each
+// kDecodeStagedRangeCols wide, the last shorter); a group is 1 to all block rows and the groups cover the block rows
+// once; the grid is one wave (at most one CTA per SM) wherever the ranges alone leave room for it, with the fewest
+// block rows per group that give that (every row in one group past that); its warps are one per slice of the group,
+// at most kDecodeStagedMaxWarps; and the layers measured on an H100 and an H200 (132 SMs) get the grids they ran with.
+// And the row order of dev's decoding kernel of rows in pairs (bsr_pattern.h: appendDecodeRowOrder): every block row
+// once, by block count, most first, ties by row.
 //
 //   nvcc -std=c++17 -x cu -I kernels-cuda/src kernels-cuda/test/decode_staged_host.cpp -o decode_staged_host && ./decode_staged_host
 #include <cstdio>
 #include <vector>
 
-#include "../dev/dev_variants.h"
 #include "bsr_pattern.h"
 #include "tc/tc_kernels.h"
 
 using bs::tc::decodeStagedGroupRows;
-using bs::tc::decodeTurnsGroupRows;
-using bs::tc::decodeTurnsWarps;
-using bs::tc::kDecodeTurnsMaxWarps;
-using bs::tc::kDecodeTurnsWideMaxWarps;
 using bs::tc::decodeStagedRangesOf;
+using bs::tc::decodeStagedWarps;
 using bs::tc::kDecodeSliceRows;
 using bs::tc::kDecodeStagedMaxWarps;
 using bs::tc::kDecodeStagedRangeCols;
@@ -39,14 +33,9 @@ void check(bool ok, const char* what, long long a, long long b, long long c, lon
   if (++failures <= 20) std::printf("FAIL %s (%lld, %lld, %lld, %lld): %lld\n", what, a, b, c, d, value);
 }
 
-bool fillsSms(long long blockRows, int group, long long ranges, int sms) {
-  return (blockRows + group - 1) / group * ranges * 4 >= 3LL * (sms > 1 ? sms : 1);
-}
-
 long long ctas(long long blockRows, long long group, long long ranges) { return (blockRows + group - 1) / group * ranges; }
 
-// dev's variant with its slices taken in turn.
-void checkTurns() {
+void checkGroups() {
   const int heights[] = {16, 32, 64, 128};
   const int smCounts[] = {0, 1, 8, 46, 108, 132, 144};
   for (int height : heights) {
@@ -54,32 +43,30 @@ void checkTurns() {
     for (long long blockRows = 1; blockRows <= 1100; blockRows += blockRows < 64 ? 1 : 7)
       for (long long ranges = 1; ranges <= 300; ranges += ranges < 4 ? 1 : ranges < 40 ? 5 : 60)
         for (int sms : smCounts) {
-          const int group = decodeTurnsGroupRows(blockRows, ranges, sms);
+          const int group = decodeStagedGroupRows(blockRows, ranges, sms);
           const long long groups = (blockRows + group - 1) / group;
-          check(group >= 1 && group <= blockRows, "turns: a group is 1 to all block rows", blockRows, height, ranges, sms,
+          check(group >= 1 && group <= blockRows, "a group is 1 to all block rows", blockRows, height, ranges, sms,
                 group);
-          check(groups * group >= blockRows && (groups - 1) * group < blockRows, "turns: groups cover the rows once",
+          check(groups * group >= blockRows && (groups - 1) * group < blockRows, "groups cover the rows once",
                 blockRows, height, ranges, sms, group);
           // One wave where the ranges leave room for it (0 and 1 SMs: one group per range).
           const long long room = sms > 1 ? sms : 1;
           if (ranges <= room)
-            check(ctas(blockRows, group, ranges) <= room, "turns: at most one CTA per SM", blockRows, height, ranges, sms,
+            check(ctas(blockRows, group, ranges) <= room, "at most one CTA per SM", blockRows, height, ranges, sms,
                   group);
           else
-            check(group == blockRows, "turns: one group per range past the SMs", blockRows, height, ranges, sms, group);
+            check(group == blockRows, "one group per range past the SMs", blockRows, height, ranges, sms, group);
           if (group > 1 && ranges <= room)
-            check(ctas(blockRows, group - 1, ranges) > room, "turns: the fewest rows per group", blockRows, height, ranges,
+            check(ctas(blockRows, group - 1, ranges) > room, "the fewest rows per group", blockRows, height, ranges,
                   sms, group);
           const long long slices = static_cast<long long>(group) * slicesPerRow;
-          for (int most : {kDecodeTurnsMaxWarps, kDecodeTurnsWideMaxWarps}) {
-            const int warps = decodeTurnsWarps(group, height, most);
-            check(warps == (slices < most ? slices : most), "turns: a warp per slice, at most the most", blockRows, height,
-                  ranges, most, warps);
-          }
+          const int warps = decodeStagedWarps(group, height);
+          check(warps == (slices < kDecodeStagedMaxWarps ? slices : kDecodeStagedMaxWarps),
+                "a warp per slice, at most kDecodeStagedMaxWarps", blockRows, height, ranges, sms, warps);
         }
   }
-  // 132 SMs (an H100 or H200): 4096 -> 16384 (K 4096: 4 ranges), 16384 -> 4096 (16 ranges), 4096 x 4096 (4 ranges) in
-  // 128 CTAs each.
+  // The layers measured on an H100 and an H200 (132 SMs): 4096 -> 16384 (K 4096: 4 ranges), 16384 -> 4096 (16 ranges),
+  // 4096 x 4096 (4 ranges), in 128 CTAs each.
   struct Case {
     long long rows, cols;
     int height, group;
@@ -87,8 +74,8 @@ void checkTurns() {
   const Case layers[] = {{16384, 4096, 32, 16}, {16384, 4096, 64, 8}, {4096, 16384, 32, 16},
                          {4096, 16384, 64, 8},  {4096, 4096, 32, 4},  {4096, 4096, 64, 2}};
   for (const Case& c : layers) {
-    const int group = decodeTurnsGroupRows(c.rows / c.height, decodeStagedRangesOf(c.cols), 132);
-    check(group == c.group, "turns: the layers' groups on 132 SMs", c.rows, c.cols, c.height, 132, group);
+    const int group = decodeStagedGroupRows(c.rows / c.height, decodeStagedRangesOf(c.cols), 132);
+    check(group == c.group, "the layers' groups on 132 SMs", c.rows, c.cols, c.height, 132, group);
   }
 }
 
@@ -129,43 +116,7 @@ int main() {
     check(ranges >= 1 && ranges * kDecodeStagedRangeCols >= cols && (ranges - 1) * kDecodeStagedRangeCols < cols,
           "ranges cover K once", cols, 0, 0, 0, ranges);
   }
-  const int heights[] = {16, 32, 64, 128};
-  const int smCounts[] = {0, 1, 8, 46, 108, 132, 144};
-  for (int height : heights) {
-    const int slicesPerRow = height / kDecodeSliceRows;
-    const int most = kDecodeStagedMaxWarps / slicesPerRow;
-    for (long long blockRows = 1; blockRows <= 1100; blockRows += blockRows < 64 ? 1 : 7)
-      for (long long ranges = 1; ranges <= 20; ranges += ranges < 4 ? 1 : 5)
-        for (int sms : smCounts) {
-          const int group = decodeStagedGroupRows(blockRows, height, ranges, sms);
-          const long long groups = (blockRows + group - 1) / group;
-          check(group >= 1 && group * slicesPerRow <= kDecodeStagedMaxWarps, "a group's slices fit the warps", blockRows,
-                height, ranges, sms, group);
-          check(groups * group >= blockRows && (groups - 1) * group < blockRows, "groups cover the rows once", blockRows,
-                height, ranges, sms, group);
-          // The largest of most, most / 2, ... that fills three quarters of the SMs, else 1.
-          int expected = 1;
-          for (int g = most; g > 1; g /= 2)
-            if (fillsSms(blockRows, g, ranges, sms)) {
-              expected = g;
-              break;
-            }
-          check(group == expected, "the largest group that fills the SMs", blockRows, height, ranges, sms, group);
-        }
-  }
-  // The layers of the H100's measurements (132 SMs, 32x32 and 64x64 blocks): 4096 -> 16384 (K 4096: 4 ranges),
-  // 16384 -> 4096 (16 ranges), 4096 x 4096 (4 ranges).
-  struct Case {
-    long long rows, cols;
-    int height, group;
-  };
-  const Case measured[] = {{16384, 4096, 32, 8}, {16384, 4096, 64, 4}, {4096, 16384, 32, 8},
-                           {4096, 16384, 64, 4}, {4096, 4096, 32, 4},  {4096, 4096, 64, 2}};
-  for (const Case& c : measured) {
-    const int group = decodeStagedGroupRows(c.rows / c.height, c.height, decodeStagedRangesOf(c.cols), 132);
-    check(group == c.group, "the measured layers' groups", c.rows, c.cols, c.height, 132, group);
-  }
-  checkTurns();
+  checkGroups();
   checkRowOrder();
   if (failures > 0) {
     std::printf("%d of %ld checks failed\n", failures, checks);

@@ -101,11 +101,14 @@ __global__ void __launch_bounds__(32 * kMaxWarps) bsrDecodeLinearKernel(const ty
 // The staged variant (kDecodeStagedVariant; 33-64 tokens in bfloat16/float16). Past 32 tokens the kernel above reads X
 // from L2 once per block and 16-row slice (M / 8 of W's bytes at 32x32, 64 tokens: four times W), and that, not W's
 // stream, bounds it. Here a CTA takes a group of block rows and one range of K (kStagedRangeCols columns): it copies
-// X's [tokens x range] into shared memory once, zero past M, and each warp streams one 16-row slice of the group's
-// rows over the range, its blocks' X fragments read from there (the same lane layout as above; rows padded by 64
-// bytes, kStagedPad, so the two token rows each quarter-warp reads at once fall in different banks). X crosses L2 once
-// per CTA, a warp owns its slice's sums (no reduction between warps), and with more than one range each CTA writes
-// float32 partials [range][token][row] that launchSumSplits adds (the first range's carry the bias).
+// X's [tokens x range] into shared memory once (asynchronous copies all in flight together, zero past M; rows padded by
+// 64 bytes, kStagedPad, so the two token rows each quarter-warp reads at once fall in different banks), and while they
+// are in flight asks L2 for the blocks of its warps' first slices (sm_90+). Its warps then take the group's 16-row
+// slices in turn, the first one each and the next from a shared-memory counter, so that a long slice does not hold the
+// CTA while its other warps idle; each streams its slice over the range with the fragments above, X read from shared
+// memory, and owns its sums (no reduction between warps). The grid is one wave (decodeStagedGroupRows). With more than
+// one range each CTA writes float32 partials [range][token][row] that launchSumSplits adds (the first range's carry the
+// bias). 12 warps hold their 64 tokens' sums and a step's W in registers without spilling.
 
 template <class K>
 __global__ void __launch_bounds__(32 * kDecodeStagedMaxWarps, 1) bsrDecodeStagedKernel(const typename K::T* __restrict__ x,
@@ -115,44 +118,56 @@ __global__ void __launch_bounds__(32 * kDecodeStagedMaxWarps, 1) bsrDecodeStaged
                                                                          StagedArgs staged) {
   using T = typename K::T;
   static_assert(K::kTensorCores && K::kVecBytes == 16, "16-byte rows of half-precision X");
+  constexpr int S = K::kBlocksPerStep;
   extern __shared__ __align__(16) unsigned char stagedBytes[];
+  __shared__ int nextSlice;
   T* xs = reinterpret_cast<T*>(stagedBytes);  // [kTokens][kStagedPitch]
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int g = lane / 4, q = lane % 4;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   overlapWithNeighbours(args);
   const int range = blockIdx.y;
   const int64_t c0 = static_cast<int64_t>(range) * kStagedRangeCols;
   const int width = static_cast<int>(std::min<int64_t>(kStagedRangeCols, args.cols - c0));
-  constexpr int kPerVector = 16 / sizeof(T);
-  const int vectorsPerRow = width / kPerVector;
-  for (int i = threadIdx.x; i < K::kTokens * vectorsPerRow; i += blockDim.x) {
-    const int token = i / vectorsPerRow, v = i % vectorsPerRow;
-    uint4 value = make_uint4(0, 0, 0, 0);
-    if (token < args.m) value = __ldg(reinterpret_cast<const uint4*>(x + token * args.cols + c0) + v);
-    *reinterpret_cast<uint4*>(xs + token * kStagedPitch + v * kPerVector) = value;
-  }
-  __syncthreads();
+  copyStagedRangeAsync<K>(x, xs, args, c0, width);
+  if (threadIdx.x == 0) nextSlice = warps;
 
   const int slicesPerRow = args.blockHeight / kSliceRows;
   const int64_t blockRows = args.rows / args.blockHeight;
-  const int64_t blockRow = static_cast<int64_t>(blockIdx.x) * staged.groupRows + warp / slicesPerRow;
-  if (blockRow >= blockRows) return;
-  const int slice = warp % slicesPerRow;
+  const int64_t firstRow = static_cast<int64_t>(blockIdx.x) * staged.groupRows;
+  const int slices = static_cast<int>(std::min<int64_t>(staged.groupRows, blockRows - firstRow)) * slicesPerRow;
   const int32_t colLo = static_cast<int32_t>(c0 / K::C), colHi = static_cast<int32_t>((c0 + width) / K::C);
-  int32_t lo = args.blockRowPtr[blockRow], hi = args.blockRowPtr[blockRow + 1];
-  if (staged.ranges > 1) entriesInRange(args.blockColIdx, colLo, colHi, lo, hi, lane);
+  const bool wholeRow = staged.ranges == 1;
   const int64_t blockElements = static_cast<int64_t>(args.blockHeight) * K::C;
-  const T* laneW = values + (static_cast<int64_t>(lo) * args.blockHeight + slice * kSliceRows + g) * K::C + q * K::kVec;
-  const int32_t* colIdx = args.blockColIdx + lo;
-  const int count = hi - lo;
-  Accumulator<K> acc{};
-  int e = 0;
-  for (; e + K::kBlocksPerStep <= count; e += K::kBlocksPerStep)
-    addStagedBlocks<K, K::kBlocksPerStep>(acc, xs, laneW, colIdx, e, colLo, blockElements, lane);
-  if constexpr (K::kBlocksPerStep > 1)
-    for (; e < count; ++e) addStagedBlocks<K, 1>(acc, xs, laneW, colIdx, e, colLo, blockElements, lane);
 
-  storeStagedSums<K>(acc, args, bias, y, staged, range, blockRow * args.blockHeight + slice * kSliceRows, lane);
+  // While X's copy is in flight, the warps' first block rows are asked of L2 (a hint: the blocks in this CTA's range
+  // of each row the first warps take, asked by the warp of the row's first slice).
+  int s = warp;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (s < slices && s % slicesPerRow == 0) {
+    const StagedSlice<K> first = stagedSlice<K>(args, values, firstRow, s, colLo, colHi, wholeRow, lane);
+    if (lane == 0 && first.count > 0)
+      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(values + static_cast<int64_t>(first.first) * blockElements),
+                   "r"(static_cast<uint32_t>(first.count * blockElements * sizeof(T)))
+                   : "memory");
+  }
+#endif
+  cpAsyncWait<0>();
+  __syncthreads();
+
+  while (s < slices) {
+    const StagedSlice<K> run = stagedSlice<K>(args, values, firstRow, s, colLo, colHi, wholeRow, lane);
+    Accumulator<K> acc{};
+    int e = 0;
+    for (; e + S <= run.count; e += S) addStagedBlocks<K, S>(acc, xs, run.laneW, run.colIdx, e, colLo, blockElements, lane);
+    if constexpr (S > 1) {
+      for (; e < run.count; ++e) addStagedBlocks<K, 1>(acc, xs, run.laneW, run.colIdx, e, colLo, blockElements, lane);
+    }
+    storeStagedSums<K>(acc, args, bias, y, staged, range, run.rowBase, lane);
+
+    // The group's next slice not yet taken.
+    int taken = 0;
+    if (lane == 0) taken = atomicAdd(&nextSlice, 1);
+    s = __shfl_sync(0xffffffffu, taken, 0);
+  }
 }
 
 // Calls f(DecodeTraits<...>{}) for the kernel that runs `dtype`, `blockCols` and `m` tokens: the tokens rounded up
@@ -269,8 +284,8 @@ bool decodeVariant(int variant) { return variant >= 0 && variant < kDecodeVarian
 
 int decodeWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int variant, int numSms) {
   if (variant == kDecodeStagedVariant && decodeStagedSupported(dtype, pattern, m))
-    return decodeStagedGroupRows(pattern.blockRows, pattern.blockHeight, decodeStagedRanges(pattern), numSms) *
-           (pattern.blockHeight / kSliceRows);
+    return decodeStagedWarps(decodeStagedGroupRows(pattern.blockRows, decodeStagedRanges(pattern), numSms),
+                             pattern.blockHeight);
   int warps = 1;
   visitTraits(dtype, pattern.blockWidth, m, [&](auto traits) { warps = chooseWarps<decltype(traits)>(pattern, variant, numSms); });
   return warps;
@@ -326,7 +341,7 @@ bool launchDecodeStaged(DType dtype, const void* x, const void* values, const vo
   DecodeArgs args{m, pattern.rows, pattern.cols, pattern.blockHeight, pattern.blockRowPtr, pattern.blockColIdx,
                   nullptr, nullptr, 0, 0};
   const int64_t ranges = decodeStagedRanges(pattern);
-  const int group = decodeStagedGroupRows(pattern.blockRows, pattern.blockHeight, ranges, numSms);
+  const int group = decodeStagedGroupRows(pattern.blockRows, ranges, numSms);
   StagedArgs staged{group, static_cast<int32_t>(ranges), partials};
   bool launched = true;
   visitStaged(dtype, pattern.blockWidth, [&](auto traits) {
@@ -346,7 +361,7 @@ bool launchDecodeStaged(DType dtype, const void* x, const void* values, const vo
     }
     launchOverlapped("launch of bsrDecodeStagedKernel", bsrDecodeStagedKernel<K>,
                      dim3(static_cast<unsigned>((pattern.blockRows + group - 1) / group), static_cast<unsigned>(ranges)),
-                     dim3(32 * group * (pattern.blockHeight / kSliceRows)), stagedBytes<K>(), stream,
+                     dim3(32 * decodeStagedWarps(group, pattern.blockHeight)), stagedBytes<K>(), stream,
                      static_cast<const T*>(x), static_cast<const T*>(values), static_cast<const T*>(bias),
                      static_cast<T*>(y), args, staged);
   });

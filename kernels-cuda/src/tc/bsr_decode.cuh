@@ -219,7 +219,7 @@ constexpr int kStagedPad = 32;
 constexpr int kStagedPitch = kStagedRangeCols + kStagedPad;
 
 struct StagedArgs {
-  int32_t groupRows;  // block rows per CTA (its warps: groupRows x blockHeight / 16)
+  int32_t groupRows;  // block rows per CTA (its warps take their 16-row slices in turn: decodeStagedWarps)
   int32_t ranges;     // CTAs along K (gridDim.y)
   float* partials;    // [ranges][m][rows] where ranges > 1
 };
@@ -265,7 +265,7 @@ __device__ __forceinline__ void entriesInRange(const int32_t* blockColIdx, int32
 }
 
 // Copies X's [kTokens x width] from column c0 into xs (rows kStagedPitch apart) with asynchronous copies, zeros past M,
-// all in flight together, and commits them as one group (dev's staged kernels; the caller waits and syncs the CTA).
+// all in flight together, and commits them as one group (the caller waits and syncs the CTA).
 template <class K>
 __device__ __forceinline__ void copyStagedRangeAsync(const typename K::T* x, typename K::T* xs, const DecodeArgs& args,
                                                      int64_t c0, int width) {
@@ -280,7 +280,7 @@ __device__ __forceinline__ void copyStagedRangeAsync(const typename K::T* x, typ
   cpAsyncCommit();
 }
 
-// Slice s of a CTA's group of block rows from firstRow (dev's staged kernels, kernels-cuda/dev/): its block row's
+// Slice s of a CTA's group of block rows from firstRow (the staged kernel): its block row's
 // entries with columns in the staged range [colLo, colHi), and the lane's first element of W.
 template <class K>
 struct StagedSlice {

@@ -295,31 +295,37 @@ bool decodeSupported(DType dtype, const void* x, const void* values, const void*
 // (decodeStagedRule, dispatch.cu) take it.
 constexpr int kDecodeVariants = 6;
 constexpr int kDecodeStagedVariant = 5;
-// Where the default options take the staged variant (decodeStagedRule, dispatch.cu): measured on an H100 (4096 <->
-// 16384 and 4096 x 4096, 40-64 tokens, 32x32 and 64x64 blocks, densities 0.25 and 0.5; docs/kernels.md, "Decoding"),
-// 0.69-1.00x variant 0's time at density 0.5 on the 4096 <-> 16384 layers (33.5 M stored weights), but 0.89-1.23x at
-// 0.25 there (slower in 9 of 12 cases) and 1.14-1.49x on 4096 x 4096 (8.4 M at 0.5), where a CTA's staged range serves
-// too few blocks. The density bound lies between the two measured.
-constexpr double kDecodeStagedMinDensity = 0.4;
+// Where the default options take the staged variant (decodeStagedRule, dispatch.cu), measured on an H100 and an H200
+// (4096 <-> 16384 and 4096 x 4096, 40 and 64 tokens, 32x32 and 64x64 blocks, densities 0.25 and 0.5; docs/kernels.md,
+// "33-64 tokens with X staged"): on the 4096 <-> 16384 layers (16.8 M stored weights at density 0.25) 0.74-0.99x variant
+// 0's time at density 0.25 (16 of 16 cases) and 0.61-0.87x at 0.5; on 4096 x 4096 (8.4 M at 0.5) 0.92-1.24x, where a
+// CTA's staged range serves too few blocks to pay for its copy. Lower densities were not measured.
+constexpr double kDecodeStagedMinDensity = 0.25;
 constexpr double kDecodeStagedMinElements = 16.0 * 1024 * 1024;
 // The staged variant's grid: CTAs of a group of block rows x one range of K of kDecodeStagedRangeCols columns (the
-// last range shorter), one warp per 16-row slice of the group, at most kDecodeStagedMaxWarps.
+// last range shorter); a CTA's warps, at most kDecodeStagedMaxWarps (12: their 64 tokens' sums and a step's W fit the
+// registers without spilling), take the group's 16-row slices in turn.
 constexpr int kDecodeStagedRangeCols = 1024;
 constexpr int kDecodeSliceRows = 16;
-constexpr int kDecodeStagedMaxWarps = 16;
+constexpr int kDecodeStagedMaxWarps = 12;
 inline int64_t decodeStagedRangesOf(int64_t cols) {
   return (cols + kDecodeStagedRangeCols - 1) / kDecodeStagedRangeCols;
 }
-// Block rows per CTA for `blockRows` block rows of `blockHeight` (a multiple of 16) and `ranges` ranges on `numSms` SMs:
-// the most (kDecodeStagedMaxWarps warps) whose grid still gives about one CTA to each SM (at least three quarters of
-// them; one CTA per SM fits, the staged range taking most of its shared memory), else one.
-inline int decodeStagedGroupRows(int64_t blockRows, int blockHeight, int64_t ranges, int numSms) {
-  const int slicesPerRow = blockHeight / kDecodeSliceRows > 1 ? blockHeight / kDecodeSliceRows : 1;
-  const int64_t sms = numSms > 1 ? numSms : 1;
-  for (int group = kDecodeStagedMaxWarps / slicesPerRow > 1 ? kDecodeStagedMaxWarps / slicesPerRow : 1; group > 1;
-       group /= 2)
-    if ((blockRows + group - 1) / group * ranges * 4 >= 3 * sms) return group;
-  return 1;
+// Block rows per CTA for `blockRows` block rows and `ranges` ranges on `numSms` SMs: the fewest whose grid is one wave
+// of at most one CTA per SM (one fits, the staged range taking most of its shared memory), so that no SM runs a second
+// CTA while others idle; every block row in one group where the ranges alone are more than the SMs.
+inline int decodeStagedGroupRows(int64_t blockRows, int64_t ranges, int numSms) {
+  if (blockRows <= 1) return 1;
+  // ceil(blockRows / group) x ranges <= SMs exactly when ceil(blockRows / group) <= floor(SMs / ranges).
+  const int64_t groupsPerRange = ranges > 0 && numSms / ranges > 1 ? numSms / ranges : 1;
+  const int64_t group = (blockRows + groupsPerRange - 1) / groupsPerRange;
+  return static_cast<int>(group < blockRows ? group : blockRows);
+}
+// Warps of a CTA of `groupRows` block rows of `blockHeight` (a multiple of 16): one per 16-row slice of the group, at
+// most kDecodeStagedMaxWarps.
+inline int decodeStagedWarps(int groupRows, int blockHeight) {
+  const int64_t slices = int64_t{groupRows} * (blockHeight / kDecodeSliceRows);
+  return static_cast<int>(slices < kDecodeStagedMaxWarps ? (slices > 1 ? slices : 1) : kDecodeStagedMaxWarps);
 }
 bool decodeVariant(int variant);
 // What the decoding kernel's epilogue does besides Y = sums + bias: add `residual` [m, rows] before Y is rounded
