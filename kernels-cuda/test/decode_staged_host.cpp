@@ -5,10 +5,13 @@
 // once; the grid is one wave (at most one CTA per SM) wherever the ranges alone leave room for it, with the fewest
 // block rows per group that give that (every row in one group past that); its warps are one per slice of the group,
 // at most kDecodeStagedMaxWarps; and the layers measured on an H100 and an H200 (132 SMs) get the grids they ran with.
-// And the row order of dev's decoding kernel of rows in pairs (bsr_pattern.h: appendDecodeRowOrder): every block row
+// The default rule (decodeStagedTakes): a layer of 16 M stored weights or more at density kDecodeStagedMinDensity,
+// counted as nn counts blocks (round(density x cells)), is taken whatever the rounding, one block fewer is not, and
+// the measured layers are taken or not as measured. And the row order of dev's decoding kernel of rows in pairs (bsr_pattern.h: appendDecodeRowOrder): every block row
 // once, by block count, most first, ties by row.
 //
 //   nvcc -std=c++17 -x cu -I kernels-cuda/src kernels-cuda/test/decode_staged_host.cpp -o decode_staged_host && ./decode_staged_host
+#include <cmath>
 #include <cstdio>
 #include <vector>
 
@@ -17,7 +20,10 @@
 
 using bs::tc::decodeStagedGroupRows;
 using bs::tc::decodeStagedRangesOf;
+using bs::tc::decodeStagedTakes;
 using bs::tc::decodeStagedWarps;
+using bs::tc::kDecodeStagedMinDensity;
+using bs::tc::kDecodeStagedMinElements;
 using bs::tc::kDecodeSliceRows;
 using bs::tc::kDecodeStagedMaxWarps;
 using bs::tc::kDecodeStagedRangeCols;
@@ -79,6 +85,45 @@ void checkGroups() {
   }
 }
 
+// The default rule over layer shapes: nn's block count at the bound (round(density x cells), as blockCountFor) is taken
+// where the layer stores enough weights, one block fewer never; and the layers of the H100 and H200 runs.
+void checkRule() {
+  const int sides[][2] = {{32, 32}, {64, 64}, {16, 64}, {128, 16}};
+  for (const auto& side : sides)
+    for (long long blockRows = 1; blockRows <= 1100; blockRows += blockRows < 40 ? 3 : 37)
+      for (long long blockCols = 1; blockCols <= 700; blockCols += blockCols < 20 ? 1 : 29) {
+        const double cells = static_cast<double>(blockRows) * static_cast<double>(blockCols);
+        const long long atBound = static_cast<long long>(std::llround(kDecodeStagedMinDensity * cells));
+        const bool enough = static_cast<double>(atBound) * side[0] * side[1] >= kDecodeStagedMinElements;
+        check(decodeStagedTakes(atBound, blockRows, blockCols, side[0], side[1]) == enough,
+              "rule: nn's count at the bound taken where the layer is large enough", blockRows, blockCols, side[0],
+              side[1], atBound);
+        if (atBound > 0)
+          check(!decodeStagedTakes(atBound - 1, blockRows, blockCols, side[0], side[1]), "rule: one block fewer is not taken",
+                blockRows, blockCols, side[0], side[1], atBound - 1);
+        const long long all = blockRows * blockCols;
+        check(decodeStagedTakes(all, blockRows, blockCols, side[0], side[1]) ==
+                  (static_cast<double>(all) * side[0] * side[1] >= kDecodeStagedMinElements),
+              "rule: a dense pattern taken where it is large enough", blockRows, blockCols, side[0], side[1], all);
+      }
+  // The measured layers (32x32 and 64x64): 4096 <-> 16384 at densities 0.25 and 0.5 taken, 4096 x 4096 at 0.5 not
+  // (8.4 M weights), 4096 <-> 16384 at 0.2 not.
+  struct Case {
+    long long rows, cols;
+    int side;
+    double density;
+    bool taken;
+  };
+  const Case measured[] = {{16384, 4096, 32, 0.25, true}, {4096, 16384, 64, 0.25, true}, {16384, 4096, 64, 0.5, true},
+                           {4096, 4096, 32, 0.5, false},  {4096, 4096, 64, 0.25, false}, {4096, 16384, 32, 0.2, false}};
+  for (const Case& c : measured) {
+    const long long blockRows = c.rows / c.side, blockCols = c.cols / c.side;
+    const long long count = std::llround(c.density * static_cast<double>(blockRows * blockCols));
+    check(decodeStagedTakes(count, blockRows, blockCols, c.side, c.side) == c.taken, "rule: the measured layers", c.rows,
+          c.cols, c.side, static_cast<long long>(c.density * 100), count);
+  }
+}
+
 // appendDecodeRowOrder over random row lengths (empty rows and ties included), appended after other words.
 void checkRowOrder() {
   unsigned state = 12345;
@@ -117,6 +162,7 @@ int main() {
           "ranges cover K once", cols, 0, 0, 0, ranges);
   }
   checkGroups();
+  checkRule();
   checkRowOrder();
   if (failures > 0) {
     std::printf("%d of %ld checks failed\n", failures, checks);

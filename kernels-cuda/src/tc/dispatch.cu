@@ -1,7 +1,6 @@
 // Chooses a tensor-core path for each block-sparse product, or declines so the simple kernel runs.
 #include <algorithm>
 #include <atomic>
-#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <iterator>
@@ -633,18 +632,15 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   return launched;
 }
 
-// Whether bsrLinear with 33-64 tokens (half precision) takes the staged decoding variant under the default options:
-// from density tc::kDecodeStagedMinDensity on layers storing at least tc::kDecodeStagedMinElements weights, unless
-// BLOCKSPARSE_CUDA_DECODE_STAGED is "1" (wherever it covers the call) or "0" (never); read once per process. The
-// density counts as nn counts a pattern's blocks (round(density x cells)), so a layer built at the bound is taken
-// whatever its block count's rounding.
+// Whether bsrLinear with 33-64 tokens (half precision) takes the staged decoding variant under the default options
+// (tc::decodeStagedTakes: from density tc::kDecodeStagedMinDensity on layers storing at least
+// tc::kDecodeStagedMinElements weights), unless BLOCKSPARSE_CUDA_DECODE_STAGED is "1" (wherever it covers the call) or
+// "0" (never); read once per process.
 bool decodeStagedRule(const BsrPatternView& pattern) {
   static const int forced = environmentSwitch("BLOCKSPARSE_CUDA_DECODE_STAGED");
   if (forced >= 0) return forced == 1;
-  const double cells = double(pattern.blockRows) * double(pattern.blockCols);
-  const double stored = double(pattern.nnzBlocks) * pattern.blockHeight * pattern.blockWidth;
-  return cells > 0 && double(pattern.nnzBlocks) >= std::round(tc::kDecodeStagedMinDensity * cells) &&
-         stored >= tc::kDecodeStagedMinElements;
+  return tc::decodeStagedTakes(pattern.nnzBlocks, pattern.blockRows, pattern.blockCols, pattern.blockHeight,
+                               pattern.blockWidth);
 }
 
 // Whether bsrLinear's decoding path covers the call under `options` (the default options, or a decoding variant the

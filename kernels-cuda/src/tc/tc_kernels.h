@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include "../bsr_pattern.h"
@@ -302,6 +303,15 @@ constexpr int kDecodeStagedVariant = 5;
 // CTA's staged range serves too few blocks to pay for its copy. Lower densities were not measured.
 constexpr double kDecodeStagedMinDensity = 0.25;
 constexpr double kDecodeStagedMinElements = 16.0 * 1024 * 1024;
+// That rule for a pattern of `nnzBlocks` stored blocks of `blockHeight` x `blockWidth` out of `blockRows` x `blockCols`:
+// the density counted as nn counts a pattern's blocks (round(density x cells)), so a layer built at the bound is taken
+// whatever its block count's rounding.
+inline bool decodeStagedTakes(int64_t nnzBlocks, int64_t blockRows, int64_t blockCols, int blockHeight, int blockWidth) {
+  const double cells = static_cast<double>(blockRows) * static_cast<double>(blockCols);
+  const double stored = static_cast<double>(nnzBlocks) * blockHeight * blockWidth;
+  return cells > 0 && static_cast<double>(nnzBlocks) >= std::round(kDecodeStagedMinDensity * cells) &&
+         stored >= kDecodeStagedMinElements;
+}
 // The staged variant's grid: CTAs of a group of block rows x one range of K of kDecodeStagedRangeCols columns (the
 // last range shorter); a CTA's warps, at most kDecodeStagedMaxWarps (12: their 64 tokens' sums and a step's W fit the
 // registers without spilling), take the group's 16-row slices in turn.
