@@ -2,6 +2,8 @@
 // their derivatives, in float32: one definition, so the fused and unfused paths compute the same values.
 #pragma once
 
+#include <type_traits>
+
 #include "../ops.h"
 
 namespace bs {
@@ -144,24 +146,20 @@ __device__ __forceinline__ float derivativeWithLimits(float x) {
   else return fabsf(x) == INFINITY ? (x > 0.0f ? 1.0f : 0.0f) : derivative<kAct, kFast>(x);
 }
 
-// The activation chosen at run time with the passes' limits (uniform across a launch): an epilogue that must write
-// what the activation pass would (the decoding kernel's, tc/bsr_decode.cu).
-template <bool kFast = false>
-__device__ __forceinline__ float activateWithLimitsAs(Activation activation, float x) {
-  switch (activation) {
-    case Activation::Relu: return activateWithLimits<Activation::Relu, kFast>(x);
-    case Activation::Gelu: return activateWithLimits<Activation::Gelu, kFast>(x);
-    default: return activateWithLimits<Activation::GeluTanh, kFast>(x);
-  }
-}
-
-// The activation chosen at run time (uniform across a launch): for epilogues shared by every activation.
-template <bool kFast = false>
+// The activation chosen at run time (uniform across a launch), for epilogues shared by every activation; with kLimits,
+// the passes' limits above, for an epilogue that must write what the activation pass would (the decoding kernel's,
+// tc/bsr_decode.cu).
+template <bool kFast = false, bool kLimits = false>
 __device__ __forceinline__ float activateAs(Activation activation, float x) {
+  const auto as = [x](auto act) {
+    constexpr Activation kAct = decltype(act)::value;
+    if constexpr (kLimits) return activateWithLimits<kAct, kFast>(x);
+    else return activate<kAct, kFast>(x);
+  };
   switch (activation) {
-    case Activation::Relu: return activate<Activation::Relu, kFast>(x);
-    case Activation::Gelu: return activate<Activation::Gelu, kFast>(x);
-    default: return activate<Activation::GeluTanh, kFast>(x);
+    case Activation::Relu: return as(std::integral_constant<Activation, Activation::Relu>{});
+    case Activation::Gelu: return as(std::integral_constant<Activation, Activation::Gelu>{});
+    default: return as(std::integral_constant<Activation, Activation::GeluTanh>{});
   }
 }
 

@@ -94,7 +94,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) bsrDecodeLinearKernel(const ty
     // A as the activation pass computes it from the stored Y (its limits; its fast functions in half precision).
     if (epilogue.activated != nullptr)
       static_cast<T*>(epilogue.activated)[at] =
-          fromFloat<T>(activateWithLimitsAs<sizeof(T) == 2>(epilogue.activation, toFloat<T>(stored)));
+          fromFloat<T>(activateAs<sizeof(T) == 2, true>(epilogue.activation, toFloat<T>(stored)));
   }
 }
 
