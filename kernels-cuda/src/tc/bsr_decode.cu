@@ -145,9 +145,8 @@ __global__ void __launch_bounds__(32 * kDecodeStagedMaxWarps, 1) bsrDecodeStaged
   if (s < slices && s % slicesPerRow == 0) {
     const StagedSlice<K> first = stagedSlice<K>(args, values, firstRow, s, colLo, colHi, wholeRow, lane);
     if (lane == 0 && first.count > 0)
-      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(values + static_cast<int64_t>(first.first) * blockElements),
-                   "r"(static_cast<uint32_t>(first.count * blockElements * sizeof(T)))
-                   : "memory");
+      prefetchToL2(values + static_cast<int64_t>(first.first) * blockElements,
+                   static_cast<uint32_t>(first.count * blockElements * sizeof(T)));
   }
 #endif
   cpAsyncWait<0>();

@@ -89,6 +89,14 @@ struct DecodeArgs {
   DecodeEpilogue epilogue{};  // variant 0's (tc_kernels.h); the other decoding kernels leave it empty
 };
 
+// Asks L2 for `bytes` from `from` (16-byte aligned; a hint, so safe whatever another kernel writes there); nothing
+// before sm_90.
+__device__ __forceinline__ void prefetchToL2(const void* from, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(from), "r"(bytes) : "memory");
+#endif
+}
+
 // Before the kernel reads anything another kernel may write (X, the pattern) or writes Y, it lets the next kernel
 // in the stream launch, asks L2 for its share of W (a hint: L2 is where the device's writes land, so what it holds
 // is current whatever the kernel before wrote), and waits for the kernel before it to finish and flush. Without a
@@ -101,10 +109,10 @@ __device__ __forceinline__ void overlapWithNeighbours(const DecodeArgs& args) {
     if (from < args.prefetchEnd) {
       const int64_t left = args.prefetchEnd - from;
       const uint32_t bytes = left < args.prefetchBytes ? static_cast<uint32_t>(left) : args.prefetchBytes;
-      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(from), "r"(bytes) : "memory");
+      prefetchToL2(from, bytes);
     }
   }
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  waitForPrimary();
 #endif
 }
 
