@@ -1354,7 +1354,7 @@ Napi::Value bsrLinear(const Napi::CallbackInfo& info) {
 // bsrLinearActivation(activation, dtype, pattern, x, values, bias | null, z, a, m): z = x W^T + bias (bsrLinear's
 // route), then a = activation(z) by the activation pass, in one call. Where the default options run the product on the
 // X-resident tile (32x32), that tile writes both from its epilogue (tcBsrLinearActivation), saving the pass's read of
-// z; so does the decoding kernel with few tokens (not its staged variant), saving the pass's launch, which is most of
+// z; so does the decoding path with few tokens (the staged variant too), saving the pass's launch, which is most of
 // its cost there. The other tiles that can (tc_bench --activation) were measured slower than the two passes, and at
 // par since GELU's math was folded (docs/kernels.md): no gain, so not used there. Where the fixed rules send the product to the dense
 // GEMM and the activation is GELU's tanh form, cuBLASLt writes both from its epilogue, as a dense Linear + GELU does

@@ -9,6 +9,7 @@
 // are used as mma.sync m16n8k16 fragments as loaded (W as A: 16 rows, X^T as B: 8 tokens per tile),
 // with no shuffles or shared memory; float32 runs exactly on the CUDA cores with the same layout.
 // Warps reduce their float32 partials through shared memory in a fixed order, then add the bias.
+#include "../kernels.h"
 #include "bsr_decode.cuh"
 
 namespace bs::tc {
@@ -86,15 +87,7 @@ __global__ void __launch_bounds__(32 * kMaxWarps) bsrDecodeLinearKernel(const ty
     float sum = 0.0f;
     for (int w = 0; w < warps; ++w) sum += partial[(w * kSliceRows + row) * K::kTokens + token];
     if (bias) sum += static_cast<float>(bias[rowBase + row]);
-    const int64_t at = token * args.rows + rowBase + row;
-    const DecodeEpilogue& epilogue = args.epilogue;
-    if (epilogue.residual != nullptr) sum += toFloat<T>(static_cast<const T*>(epilogue.residual)[at]);
-    const T stored = static_cast<T>(sum);
-    y[at] = stored;
-    // A as the activation pass computes it from the stored Y (its limits; its fast functions in half precision).
-    if (epilogue.activated != nullptr)
-      static_cast<T*>(epilogue.activated)[at] =
-          fromFloat<T>(activateAs<sizeof(T) == 2, true>(epilogue.activation, toFloat<T>(stored)));
+    storeDecoded(args.epilogue, y, token * args.rows + rowBase + row, sum);
   }
 }
 
@@ -166,6 +159,21 @@ __global__ void __launch_bounds__(32 * kDecodeStagedMaxWarps, 1) bsrDecodeStaged
     int taken = 0;
     if (lane == 0) taken = atomicAdd(&nextSlice, 1);
     s = __shfl_sync(0xffffffffu, taken, 0);
+  }
+}
+
+// The staged variant's ranges summed with the decoding epilogue (a residual, an activation's second output): in range
+// order from zero, as launchSumSplits sums them where there is no epilogue, so Y is bit for bit the same either way.
+template <typename T>
+__global__ void sumStagedRangesKernel(const float* __restrict__ partials, int ranges, int64_t n, T* __restrict__ y,
+                                      DecodeEpilogue epilogue) {
+  beginOverlappedPass();  // launched with launchOverlapped
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float sum = 0.0f;
+#pragma unroll 8
+    for (int r = 0; r < ranges; ++r) sum += partials[static_cast<int64_t>(r) * n + i];
+    storeDecoded(epilogue, y, i, sum);
   }
 }
 
@@ -336,7 +344,8 @@ bool decodeStagedSupported(DType dtype, const BsrPatternView& pattern, int64_t m
 int64_t decodeStagedRanges(const BsrPatternView& pattern) { return decodeStagedRangesOf(pattern.cols); }
 
 bool launchDecodeStaged(DType dtype, const void* x, const void* values, const void* bias, void* y, float* partials,
-                        int64_t m, const BsrPatternView& pattern, int numSms, cudaStream_t stream) {
+                        int64_t m, const BsrPatternView& pattern, int numSms, cudaStream_t stream,
+                        const DecodeEpilogue& epilogue) {
   DecodeArgs args{m, pattern.rows, pattern.cols, pattern.blockHeight, pattern.blockRowPtr, pattern.blockColIdx,
                   nullptr, nullptr, 0, 0};
   const int64_t ranges = decodeStagedRanges(pattern);
@@ -363,6 +372,14 @@ bool launchDecodeStaged(DType dtype, const void* x, const void* values, const vo
                      dim3(32 * decodeStagedWarps(group, pattern.blockHeight)), stagedBytes<K>(), stream,
                      static_cast<const T*>(x), static_cast<const T*>(values), static_cast<const T*>(bias),
                      static_cast<T*>(y), args, staged);
+    if (partials == nullptr) return;
+    const int64_t outputs = m * pattern.rows;
+    if (!hasEpilogue(epilogue))
+      launchSumSplits(dtype, partials, static_cast<int>(ranges), outputs, y, stream);
+    else
+      launchOverlapped("launch of sumStagedRangesKernel", sumStagedRangesKernel<T>, dim3(gridFor(outputs)),
+                       dim3(kThreads), 0, stream, static_cast<const float*>(partials), static_cast<int>(ranges), outputs,
+                       static_cast<T*>(y), epilogue);
   });
   return launched;
 }

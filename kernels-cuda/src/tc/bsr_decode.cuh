@@ -86,7 +86,7 @@ struct DecodeArgs {
   const char* prefetchEnd;
   int64_t prefetchStride;
   uint32_t prefetchBytes;
-  DecodeEpilogue epilogue{};  // variant 0's (tc_kernels.h); the other decoding kernels leave it empty
+  DecodeEpilogue epilogue{};  // variant 0's (tc_kernels.h); the staged variant's sum pass takes it, dev's kernels none
 };
 
 // Asks L2 for `bytes` from `from` (16-byte aligned; a hint, so safe whatever another kernel writes there); nothing
@@ -229,7 +229,7 @@ constexpr int kStagedPitch = kStagedRangeCols + kStagedPad;
 struct StagedArgs {
   int32_t groupRows;  // block rows per CTA (its warps take their 16-row slices in turn: decodeStagedWarps)
   int32_t ranges;     // CTAs along K (gridDim.y)
-  float* partials;    // [ranges][m][rows] where ranges > 1
+  float* partials;    // [ranges][m][rows] where ranges > 1 or an epilogue follows (the sum pass writes Y); else null
 };
 
 // Adds blocks e .. e + kBlocks - 1 of the warp's run to its sums, X from the staged range (colLo: its first block
@@ -318,8 +318,22 @@ __device__ __forceinline__ StagedSlice<K> stagedSlice(const DecodeArgs& args, co
   return out;
 }
 
-// Stores a warp's sums of the 16-row slice from rowBase for the tokens below M: Y where the product has one range of
-// K, else the range's float32 partials [range][token][row]; the first range adds the bias.
+// Y[at] from a float32 sum with the decoding epilogue (tc_kernels.h): the residual added before Y is rounded, and
+// activation(Y as stored) written beside it as the activation pass computes it (its limits; its fast functions in half
+// precision), so that A is bit for bit the pass's output over Y.
+template <typename T>
+__device__ __forceinline__ void storeDecoded(const DecodeEpilogue& epilogue, T* y, int64_t at, float sum) {
+  if (epilogue.residual != nullptr) sum += toFloat<T>(static_cast<const T*>(epilogue.residual)[at]);
+  const T stored = static_cast<T>(sum);
+  y[at] = stored;
+  // A as the activation pass computes it from the stored Y (its limits; its fast functions in half precision).
+  if (epilogue.activated != nullptr)
+    static_cast<T*>(epilogue.activated)[at] =
+        fromFloat<T>(activateAs<sizeof(T) == 2, true>(epilogue.activation, toFloat<T>(stored)));
+}
+
+// Stores a warp's sums of the 16-row slice from rowBase for the tokens below M: Y where the launch gave no partials (one
+// range of K and no epilogue), else the range's float32 partials [range][token][row]; the first range adds the bias.
 template <class K>
 __device__ __forceinline__ void storeStagedSums(const Accumulator<K>& acc, const DecodeArgs& args,
                                                 const typename K::T* bias, typename K::T* y, const StagedArgs& staged,
@@ -334,7 +348,7 @@ __device__ __forceinline__ void storeStagedSums(const Accumulator<K>& acc, const
       if (token >= args.m) continue;
       float value = acc.value[tile][i];
       if (range == 0 && bias) value += static_cast<float>(bias[row]);
-      if (staged.ranges == 1) y[token * args.rows + row] = static_cast<typename K::T>(value);
+      if (staged.partials == nullptr) y[token * args.rows + row] = static_cast<typename K::T>(value);
       else staged.partials[(static_cast<int64_t>(range) * args.m + token) * args.rows + row] = value;
     }
 }

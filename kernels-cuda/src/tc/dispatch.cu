@@ -666,10 +666,29 @@ int decodeKernelVariant(const TcOptions& options) {
   return options.variant == tc::kDecodeStagedVariant ? 0 : std::max(options.variant, 0);
 }
 
-// bsrLinear on the decoding kernel with `epilogue` (a residual, an activation's second output), where the decoding path
-// covers the call; false, launching nothing, where it does not or takes the staged variant, which sums its ranges in a
-// second pass and has no such epilogue (the caller then runs the product and the rest apart), or where
-// BLOCKSPARSE_CUDA_DECODE_EPILOGUE is "0" (read once per process: the unfused kernels, for measurement).
+// bsrLinear on the decoding path `decode` names, with `epilogue` (empty: Y alone): the staged variant where it takes
+// the call (its ranges' partials in scratch, released when this returns: later work on the stream reuses it in order),
+// else the decoding kernel, also where the staged launch declines (a GPU whose CTAs get too little shared memory).
+void runDecode(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
+               const BsrPatternView& pattern, cudaStream_t stream, const TcOptions& options, const DecodeChoice& decode,
+               const tc::DecodeEpilogue& epilogue) {
+  const DeviceInfo& device = currentDevice();
+  if (decode.staged) {
+    const int64_t ranges = tc::decodeStagedRanges(pattern);
+    std::optional<Scratch> partials;
+    if (((ranges == 1 && !tc::hasEpilogue(epilogue)) || floatScratch(partials, ranges * m * pattern.rows)) &&
+        tc::launchDecodeStaged(dtype, x, values, bias, y, partials ? partials->as<float>() : nullptr, m, pattern,
+                               device.sms, stream, epilogue))
+      return;
+  }
+  tc::launchDecodeLinear(dtype, x, values, bias, y, m, pattern, decodeKernelVariant(options), device.sms, device.l2Bytes,
+                         stream, epilogue);
+}
+
+// bsrLinear on the decoding path with `epilogue` (a residual, an activation's second output), where that path covers the
+// call: the decoding kernel's epilogue, or the staged variant's (in its stores with one range of K, in its sum pass with
+// more); false, launching nothing, where it does not cover the call or BLOCKSPARSE_CUDA_DECODE_EPILOGUE is "0" (read
+// once per process: the unfused kernels, for measurement).
 bool decodeWithEpilogue(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
                         const BsrPatternView& pattern, cudaStream_t stream, const TcOptions& options,
                         const tc::DecodeEpilogue& epilogue) {
@@ -677,12 +696,10 @@ bool decodeWithEpilogue(DType dtype, const void* x, const void* values, const vo
   if (off) return false;
   const DecodeChoice decode = decodeChoice(dtype, x, values, bias, y, m, pattern, options);
   const uintptr_t element = dtypeSize(dtype);
-  if (!decode.covered || decode.staged || reinterpret_cast<uintptr_t>(epilogue.residual) % element != 0 ||
+  if (!decode.covered || reinterpret_cast<uintptr_t>(epilogue.residual) % element != 0 ||
       reinterpret_cast<uintptr_t>(epilogue.activated) % element != 0)
     return false;
-  const DeviceInfo& device = currentDevice();
-  tc::launchDecodeLinear(dtype, x, values, bias, y, m, pattern, decodeKernelVariant(options), device.sms, device.l2Bytes,
-                         stream, epilogue);
+  runDecode(dtype, x, values, bias, y, m, pattern, stream, options, decode, epilogue);
   return true;
 }
 
@@ -693,18 +710,7 @@ bool tcBsrLinear(DType dtype, const void* x, const void* values, const void* bia
   const DeviceInfo& device = currentDevice();
   const DecodeChoice decode = decodeChoice(dtype, x, values, bias, y, m, pattern, options);
   if (decode.covered) {
-    if (decode.staged) {
-      const int64_t ranges = tc::decodeStagedRanges(pattern);
-      std::optional<Scratch> partials;
-      if ((ranges == 1 || floatScratch(partials, ranges * m * pattern.rows)) &&
-          tc::launchDecodeStaged(dtype, x, values, bias, y, partials ? partials->as<float>() : nullptr, m, pattern,
-                                 device.sms, stream)) {
-        if (ranges > 1) launchSumSplits(dtype, partials->as<float>(), static_cast<int>(ranges), m * pattern.rows, y, stream);
-        return true;
-      }
-    }
-    tc::launchDecodeLinear(dtype, x, values, bias, y, m, pattern, decodeKernelVariant(options), device.sms,
-                           device.l2Bytes, stream);
+    runDecode(dtype, x, values, bias, y, m, pattern, stream, options, decode, {});
     return true;
   }
   // A decoding variant the addon does not have: dev's, where the bench passed its launcher.

@@ -74,15 +74,17 @@ bool tcBsrLinear(DType dtype, const void* x, const void* values, const void* bia
                  const BsrPatternView& pattern, cudaStream_t stream, const TcOptions& options = {});
 // Z = X W^T + bias and A = activation(Z) in one pass: the tile's epilogue writes both (A from Z as stored, in
 // float32). bfloat16/float16 with more than kDecodeMaxTokens tokens on the shipped tiles, and up to kDecodeMaxTokens
-// the decoding kernel (every float dtype it covers, not its staged variant: A as the activation pass computes it);
+// the decoding path (every float dtype it covers; the staged variant in its stores or its sum pass: A as the
+// activation pass computes it);
 // false, having launched nothing, otherwise (the caller then runs tcBsrLinear and the activation apart). z and a
 // [m, rows].
 bool tcBsrLinearActivation(DType dtype, const void* x, const void* values, const void* bias, void* z, void* a,
                            Activation activation, int64_t m, const BsrPatternView& pattern, cudaStream_t stream,
                            const TcOptions& options = {});
-// Y = X W^T + bias + residual (residual [m, rows]) in one pass: the decoding kernel adds the residual in its epilogue
-// (one rounding of the float32 sum). Up to kDecodeMaxTokens tokens where the decoding kernel covers the call, not its
-// staged variant; false, having launched nothing, otherwise (the caller then runs tcBsrLinear and the add apart).
+// Y = X W^T + bias + residual (residual [m, rows]) in one pass: the decoding path adds the residual in its epilogue
+// (one rounding of the float32 sum; the staged variant's in its stores or its sum pass). Up to kDecodeMaxTokens tokens
+// where the decoding path covers the call; false, having launched nothing, otherwise (the caller then runs tcBsrLinear
+// and the add apart).
 bool tcBsrLinearResidual(DType dtype, const void* x, const void* values, const void* bias, const void* residual, void* y,
                          int64_t m, const BsrPatternView& pattern, cudaStream_t stream, const TcOptions& options = {});
 // dZ = (dY W) act'(Z) and dbias = the column sums of dZ, in one pass: dX's tile epilogue reads the pre-activation Z

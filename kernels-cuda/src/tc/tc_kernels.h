@@ -346,19 +346,23 @@ struct DecodeEpilogue {
   void* activated = nullptr;
   Activation activation = Activation::Gelu;
 };
+inline bool hasEpilogue(const DecodeEpilogue& epilogue) { return epilogue.residual != nullptr || epilogue.activated != nullptr; }
 // `numSms` and `l2Bytes` describe the current device (0: unknown; no L2 prefetch then).
 void launchDecodeLinear(DType dtype, const void* x, const void* values, const void* bias, void* y, int64_t m,
                         const BsrPatternView& pattern, int variant, int numSms, int l2Bytes, cudaStream_t stream,
                         const DecodeEpilogue& epilogue = {});
 // The staged variant (bsr_decode.cu): 33-64 tokens in bfloat16/float16 over blocks 32-128 columns wide (decodeSupported
-// besides); the ranges of K it splits the product into (CTAs along K: more than one writes float32 partials
-// [ranges][m][rows] into `partials`, which the caller sums with launchSumSplits; the first range carries the bias).
+// besides); the ranges of K it splits the product into (CTAs along K). With more than one range, or an epilogue, its
+// CTAs write float32 partials [ranges][m][rows] into `partials` (null otherwise: the CTAs write Y), which the launch
+// then sums into Y in a second pass that also applies the epilogue (the first range carries the bias), so that the
+// product's kernel keeps the epilogue's registers out of its loop.
 // The launch returns false, launching nothing, where a CTA cannot have the shared memory it stages X in (about 132 KB;
 // sm_86 and sm_89 give about 100): the caller then runs variant 0.
 bool decodeStagedSupported(DType dtype, const BsrPatternView& pattern, int64_t m);
 int64_t decodeStagedRanges(const BsrPatternView& pattern);
 bool launchDecodeStaged(DType dtype, const void* x, const void* values, const void* bias, void* y, float* partials,
-                        int64_t m, const BsrPatternView& pattern, int numSms, cudaStream_t stream);
+                        int64_t m, const BsrPatternView& pattern, int numSms, cudaStream_t stream,
+                        const DecodeEpilogue& epilogue = {});
 // Warps per CTA of the decoding kernel for this pattern, token count and variant on the current device, of
 // `numSms` SMs (reported by the bench).
 int decodeWarps(DType dtype, const BsrPatternView& pattern, int64_t m, int variant, int numSms);

@@ -79,13 +79,16 @@ interface EpilogueCase {
 /**
  * Calls `check` inside a tidy for each block shape (32 and 64 square, 16 x 64 and 128 x 16), every float dtype and
  * token counts across the decoding path's kernels (1-64: variant 0, the staged variant past 32 where it runs, float32's
- * simple kernel past 16), on four block rows (two empty).
+ * simple kernel past 16), on four block rows (two empty). The square blocks' layers are wider than one of the staged
+ * variant's ranges of K (2240 columns: three ranges, the last short; 1088: two), so that with the variant forced its
+ * sum pass writes the outputs; 16 x 64's one range has its partials summed by that pass alone.
  */
 function forEachEpilogueCase(seed: number, check: (c: EpilogueCase, next: () => number) => void): void {
   const next = random(seed);
   const blocks: [number, number][] = [[32, 32], [64, 64], [16, 64], [128, 16]];
+  const widths: Record<number, number> = { 32: 2240, 64: 1088 };
   for (const block of blocks) {
-    const shape: [number, number] = [4 * block[0], Math.max(4 * block[1], 192)];
+    const shape: [number, number] = [4 * block[0], block[0] === block[1] ? widths[block[0]] : Math.max(4 * block[1], 192)];
     const pattern = patternWithEmptyRows(shape, block, 0.6, next);
     const [rows, cols] = shape;
     for (const dtype of FLOAT_DTYPES) {
@@ -233,10 +236,10 @@ describe.skipIf(cudaMissing)("bsrLinear with few tokens on cuda (the decoding pa
   }, TIMEOUT_MS);
 
   // bsrLinearActivation (what nn runs for BlockSparseLinear -> GELU or ReLU) with few tokens: the decoding kernel writes
-  // Z and A = activation(Z) from its epilogue, where the activation pass used to follow it as a kernel of its own. The
-  // staged variant (33-64 tokens on large layers, or BLOCKSPARSE_CUDA_DECODE_STAGED=1) and float32 past 16 tokens keep
-  // the product and the pass; either way Z must equal bsrLinear's output and A the pass over it, bit for bit, and both
-  // float64 math. Outputs are fresh buffers each call, so an element the epilogue skips shows as the allocator's poison.
+  // Z and A = activation(Z) from its epilogue, where the activation pass used to follow it as a kernel of its own (the
+  // staged variant, 33-64 tokens on large layers or BLOCKSPARSE_CUDA_DECODE_STAGED=1: from its sum pass). float32 past
+  // 16 tokens keeps the product and the pass; either way Z must equal bsrLinear's output and A the pass over it, bit for
+  // bit, and both float64 math. Outputs are fresh buffers each call, so an element the epilogue skips shows as the allocator's poison.
   test("bsrLinearActivation with few tokens: Z and activation(Z) from the decoding kernel's epilogue", () => {
     const activations: Record<Activation, (v: number) => number> = {
       relu: reference.relu,
@@ -262,8 +265,9 @@ describe.skipIf(cudaMissing)("bsrLinear with few tokens on cuda (the decoding pa
   }, TIMEOUT_MS);
 
   // bsrLinear with a residual (what nn's BlockSparseLinear.forwardResidual runs for a residual connection): the decoding
-  // kernel adds it to its float32 sums before Y is rounded, where the other routes (the staged variant, float32 past 16
-  // tokens) add it after the product. Against float64 math, and the written-out add within its rounding.
+  // kernel, or the staged variant's sum pass, adds it to the float32 sums before Y is rounded, where the other routes
+  // (float32 past 16 tokens) add it after the product. Against float64 math, and the written-out add within its
+  // rounding.
   test("bsrLinear with a residual, few tokens: the decoding kernel's epilogue adds it", () => {
     forEachEpilogueCase(4343, ({ pattern, rows, m, dtype, x, values, bias, label }, next) => {
       const residual = randomTensor(next, [m, rows], dtype);
