@@ -169,8 +169,10 @@ export function declareNnTests(suite: Conformance): void {
       check(`LayerNorm with saved statistics, and LayerNormBackward, ${dtype}`, () => {
         // Rows of transformer widths (16-byte vectors on a device: 776), rows whose starts fall between 16-byte
         // boundaries (1030: a scalar head and tail per row), more rows than a device's block of row-warps (40), and
-        // rows wider than a warp takes (8200).
-        const shapes: [number[], boolean][] = [[[3, 8], true], [[2, 2, 16], false], [[1, 1], true], [[4, 33], true], [[0, 4], true], [[5, 776], true], [[3, 1030], false], [[40, 64], true], [[2, 8200], true]];
+        // rows wider than a warp takes (8200). A device holds rows of whole vectors in registers, a row to 32-256
+        // threads of 1-8 vectors each: 4096 (128 or 256 threads), 2056 (257 vectors: threads holding 2 or 3), 8192 (8
+        // vectors per thread in float32).
+        const shapes: [number[], boolean][] = [[[3, 8], true], [[2, 2, 16], false], [[1, 1], true], [[4, 33], true], [[0, 4], true], [[5, 776], true], [[3, 1030], false], [[40, 64], true], [[2, 8200], true], [[40, 4096], true], [[7, 2056], false], [[3, 8192], true]];
         for (const [shape, affine] of shapes) {
           const label = `${dtype} x ${formatShape(shape)} ${affine ? "with" : "without"} gamma/beta`;
           const d = shape[shape.length - 1];
