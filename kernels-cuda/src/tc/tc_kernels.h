@@ -297,11 +297,14 @@ bool decodeSupported(DType dtype, const void* x, const void* values, const void*
 constexpr int kDecodeVariants = 6;
 constexpr int kDecodeStagedVariant = 5;
 // Where the default options take the staged variant (decodeStagedRule, dispatch.cu), measured on an H100 and an H200
-// (4096 <-> 16384 and 4096 x 4096, 40 and 64 tokens, 32x32 and 64x64 blocks, densities 0.25 and 0.5; docs/kernels.md,
-// "33-64 tokens with X staged"): on the 4096 <-> 16384 layers (16.8 M stored weights at density 0.25) 0.74-0.99x variant
-// 0's time at density 0.25 (16 of 16 cases) and 0.61-0.87x at 0.5; on 4096 x 4096 (8.4 M at 0.5) 0.92-1.24x, where a
-// CTA's staged range serves too few blocks to pay for its copy. Lower densities were not measured.
-constexpr double kDecodeStagedMinDensity = 0.25;
+// (4096 <-> 16384 and 4096 x 4096, 40 and 64 tokens, 32x32 and 64x64 blocks; docs/kernels.md, "33-64 tokens with X
+// staged"). Alone (tc_bench) on the 4096 <-> 16384 layers it took 0.74-0.99x variant 0's time at density 0.25 and
+// 0.61-0.87x at 0.5; on 4096 x 4096 (8.4 M stored weights at 0.5) 0.92-1.24x, where a CTA's staged range serves too few
+// blocks to pay for its copy. In a feed-forward decoding stack (LayerNorm, 4096 -> 16384 with GELU, 16384 -> 4096;
+// H100) its pass that sums the ranges of K (4-7 us at 40 tokens) ate the products' gain at 0.25: the stack took 1.00-1.06x
+// its time with variant 0, and 0.78-0.86x at 0.5. From 0.35 the products' gain, which grows with the blocks, pays for
+// that pass with a margin (those figures break even near 0.27).
+constexpr double kDecodeStagedMinDensity = 0.35;
 constexpr double kDecodeStagedMinElements = 16.0 * 1024 * 1024;
 // That rule for a pattern of `nnzBlocks` stored blocks of `blockHeight` x `blockWidth` out of `blockRows` x `blockCols`:
 // the density counted as nn counts a pattern's blocks (round(density x cells)), so a layer built at the bound is taken

@@ -198,7 +198,7 @@ describe.skipIf(cudaMissing)("bsrLinear with few tokens on cuda (the decoding pa
   // From 33 tokens in half precision the staged variant covers blocks 32-128 columns wide: each CTA copies X's columns
   // of one range of K (1024) into shared memory for a group of block rows, its warps take the group's 16-row slices in
   // turn, and with more than one range it writes float32 partials that a second pass sums (the first range adds the
-  // bias). The default options take it on large layers at density 0.25 or more (the 8192-row case);
+  // bias). The default options take it on large layers at density 0.35 or more (the 8192-row case);
   // BLOCKSPARSE_CUDA_DECODE_STAGED=1 takes it for every case (gpu-tests.sh runs this file so too): widths past one range
   // (the last one short), empty block rows, and on a GPU of 132 SMs groups of 7 block rows with the last one cut short
   // (405 rows over two ranges; 10 and 6 for the 8192-row case) and 64x64 groups of 16 slices for 12 warps, so that
