@@ -113,9 +113,6 @@ void upload(const HostPattern& p, DevicePattern& d) {
     packed.insert(packed.end(), part->begin(), part->end());
   }
   const auto groupLists = bs::appendColumnGroupLists(packed, p.colPtr.data(), p.blockCols);
-  // The lines by length, the order the tile kernels take them in, as the addon builds them.
-  const size_t rowsByLength = bs::appendLinesByLength(packed, p.rowPtr.data(), p.blockRows);
-  const size_t colsByLength = bs::appendLinesByLength(packed, p.colPtr.data(), p.blockCols);
   // The pair records of the addon's dW patch tile at 32x32 (and dev's variant 32), as the addon builds them on a wgmma
   // device; TC_BENCH_PATCH_SLICES caps their rows + columns otherwise (measurement).
   const char* pairSlices = std::getenv("TC_BENCH_PATCH_SLICES");
@@ -154,8 +151,6 @@ void upload(const HostPattern& p, DevicePattern& d) {
   v.coordBlockRow = d.buffer + at[5];
   v.coordBlockCol = d.buffer + at[6];
   bs::bindColumnGroupLists(v, d.buffer, groupLists);
-  v.rowsByLength = d.buffer + rowsByLength;
-  v.colsByLength = d.buffer + colsByLength;
   bs::bindPatchPairList(v, d.buffer, patchPairList);
 #ifndef TC_BENCH_NO_DEV
   bs::bindPatchList(v, d.buffer, patchList);

@@ -551,9 +551,6 @@ Napi::Value createPattern(const Napi::CallbackInfo& info) {
   append(cr, nnz);
   append(cc, nnz);
   const auto groupLists = appendColumnGroupLists(packed, cp, static_cast<int32_t>(blockCols));
-  // The lines by length, the order the tile kernels take them in (BsrPatternView::rowsByLength).
-  const size_t rowsByLength = appendLinesByLength(packed, rp, static_cast<int32_t>(blockRows));
-  const size_t colsByLength = appendLinesByLength(packed, cp, static_cast<int32_t>(blockCols));
   // The pair records of the dW patch tile (32x32 blocks on a wgmma device, where the dispatch may take the tile, or for
   // autotuning's candidates when it is on at upload; tc/patch_list.h): about four words per block.
   PatchListOffsets patchPairs;
@@ -588,8 +585,6 @@ Napi::Value createPattern(const Napi::CallbackInfo& info) {
   view.coordBlockRow = at, at += nnz;
   view.coordBlockCol = at;
   bindColumnGroupLists(view, base, groupLists);
-  view.rowsByLength = base + rowsByLength;
-  view.colsByLength = base + colsByLength;
   bindPatchPairList(view, base, patchPairs);
   uint64_t id = nextPatternId++;
   patterns.emplace(id, PatternRecord{buffer, view});

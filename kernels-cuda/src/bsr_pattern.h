@@ -52,27 +52,17 @@ struct BsrPatternView {
   // The block rows ordered by their block count, most first (ties by row), for dev's decoding kernel of rows in pairs
   // (kernels-cuda/dev/bsr_decode_pairs.cu, appendDecodeRowOrder): tc_bench builds it; null in the addon.
   const int32_t* decodeRowOrder;
-  // The block rows and the block columns ordered by their block count, most first (ties by index; appendLinesByLength),
-  // built when a pattern is uploaded: the tile kernels of bsrLinear (lines = block rows) and bsrMatmul (block columns)
-  // take their lines in this order (KernelArgs::lineOrder), longest first. Null: the natural order.
-  const int32_t* rowsByLength;
-  const int32_t* colsByLength;
 };
 
-// Appends to `packed` the lines of a pattern (block rows or columns: the host copy of their CSR pointer, [lines + 1])
-// ordered by their block count, most first, ties by index; returns where they start.
-inline size_t appendLinesByLength(std::vector<int32_t>& packed, const int32_t* linePtr, int32_t lines) {
+// Appends to `packed` the block rows of a pattern (the host copy of blockRowPtr, [blockRows + 1]) ordered by their block
+// count, most first, ties by row; returns where they start.
+inline size_t appendDecodeRowOrder(std::vector<int32_t>& packed, const int32_t* blockRowPtr, int32_t blockRows) {
   const size_t at = packed.size();
-  for (int32_t r = 0; r < lines; ++r) packed.push_back(r);
+  for (int32_t r = 0; r < blockRows; ++r) packed.push_back(r);
   std::stable_sort(packed.begin() + static_cast<std::ptrdiff_t>(at), packed.end(), [&](int32_t a, int32_t b) {
-    return linePtr[a + 1] - linePtr[a] > linePtr[b + 1] - linePtr[b];
+    return blockRowPtr[a + 1] - blockRowPtr[a] > blockRowPtr[b + 1] - blockRowPtr[b];
   });
   return at;
-}
-
-// The block rows by length, for BsrPatternView::decodeRowOrder.
-inline size_t appendDecodeRowOrder(std::vector<int32_t>& packed, const int32_t* blockRowPtr, int32_t blockRows) {
-  return appendLinesByLength(packed, blockRowPtr, blockRows);
 }
 
 // Where each list of view.columnGroupList starts in the words a pattern uploads, and where the last one ends.

@@ -609,23 +609,7 @@ struct StoreMaps {
 constexpr int kStagedBarrier = 4, kFreeBarrier = 6;
 constexpr int kHelperThreads = 96;
 
-// A persistent CTA's k-th tile, in rounds of gridDim.x tiles of the raster: CTA b takes the b-th tile of an even round
-// and the b-th from the end of an odd one (a snake), so that with the lines longest first (KernelArgs::lineOrder) the
-// CTAs that take one round's longest tiles take the next round's shortest. -1 past the last tile (the last round only).
-__device__ __forceinline__ int persistentTile(int k, int tiles) {
-  const int64_t at = static_cast<int64_t>(k) * gridDim.x + ((k & 1) ? gridDim.x - 1 - blockIdx.x : blockIdx.x);
-  return at < tiles ? static_cast<int>(at) : -1;
-}
-// The rounds of persistentTile: ceil(tiles / gridDim.x).
-__device__ __forceinline__ int persistentRounds(int tiles) {
-  return static_cast<int>((tiles + static_cast<int64_t>(gridDim.x) - 1) / gridDim.x);
-}
-// Whether this CTA has a tile after its k-th.
-__device__ __forceinline__ bool persistentHasNext(int k, int tiles) {
-  return k + 1 < persistentRounds(tiles) && persistentTile(k + 1, tiles) >= 0;
-}
-
-// The producer warp of the persistent kernels: for each of this CTA's tiles (persistentTile) in turn,
+// The producer warp of the persistent kernels: for each of this CTA's tiles (blockIdx.x, + gridDim.x, ...) in turn,
 // every step's copies into the ring of stages, once the stage is free. It reads each tile's block offsets itself,
 // 32 at a time, one per lane; lane 0 issues the copies.
 template <class K>
@@ -637,9 +621,7 @@ __device__ __forceinline__ void persistentProducer(const CUtensorMap& mapA, cons
   const int32_t* index = K::kOp == Op::Linear ? args.blockColIdx : args.blockRowIdx;
   constexpr int kScale = K::kOp == Op::Linear ? K::C : K::R;
   int it = 0;
-  for (int k = 0, rounds = persistentRounds(tiles); k < rounds; ++k) {
-    const int tile = persistentTile(k, tiles);
-    if (tile < 0) continue;
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
     TileWork work;
     tileAt<K::kOp, K::R, K::C, K::kTileM, K::kStep>(args, tile, work);
     const int32_t tokenBase = static_cast<int32_t>(work.tokenBase);
@@ -678,7 +660,7 @@ __device__ __forceinline__ void persistentProducer(const CUtensorMap& mapA, cons
   }
 }
 
-// Linear/Matmul, persistent: one CTA per SM walks its tiles (persistentTile) with one pipeline
+// Linear/Matmul, persistent: one CTA per SM walks tiles blockIdx.x, + gridDim.x, ... with one pipeline
 // that runs on across tiles, so the producer loads the next tile while this one is stored. With a staged store
 // each consumer stages its rows in a buffer of its own past the barriers (the pipeline buffers are taking the
 // next tile's loads); the Helpers store hands that buffer to the store helpers, so the copy out of it (and, for
@@ -723,9 +705,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
       if constexpr (kStore == PersistentStore::Helpers) {
         // The store helpers: for each tile, each consumer's rows once staged, then its buffer handed back (but
         // for the CTA's last tile, whose buffer no one takes again).
-        for (int k = 0, rounds = persistentRounds(tiles); k < rounds; ++k) {
-          const int tile = persistentTile(k, tiles);
-          if (tile < 0) continue;
+        for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
           TileWork work;
           tileAt<K::kOp, K::R, K::C, K::kTileM, K::kStep>(args, tile, work);
 #pragma unroll 1
@@ -733,7 +713,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
             namedBarrierSync(kStagedBarrier + c, 128 + kHelperThreads);
             stagedRows(c).template store<K::kOp, false>(kRows, args, work.tokenBase + c * kRows, work.line, tid - 32,
                                                         kHelperThreads);
-            if (persistentHasNext(k, tiles)) namedBarrierArrive(kFreeBarrier + c, 128 + kHelperThreads);
+            if (tile + static_cast<int>(gridDim.x) < tiles) namedBarrierArrive(kFreeBarrier + c, 128 + kHelperThreads);
           }
         }
       }
@@ -748,9 +728,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   const int lane = tid % 32, warpInGroup = (tid % 128) / 32;
   typename K::Acc acc;
   int it = 0;
-  for (int k = 0, rounds = persistentRounds(tiles); k < rounds; ++k) {
-    const int tile = persistentTile(k, tiles);
-    if (tile < 0) continue;
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
     TileWork work;
     tileAt<K::kOp, K::R, K::C, K::kTileM, K::kStep>(args, tile, work);
     consumeSteps<K>(acc, smem, full, empty, it, work.steps, consumer, lane);
@@ -761,7 +739,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
       // The helpers copied the previous tile's rows out of this buffer (none before the first tile), then take
       // this tile's once all 128 threads have staged theirs.
       const Staged staged = stagedRows(consumer);
-      if (k > 0) namedBarrierSync(kFreeBarrier + consumer, 128 + kHelperThreads);
+      if (tile != static_cast<int>(blockIdx.x)) namedBarrierSync(kFreeBarrier + consumer, 128 + kHelperThreads);
       stageAccumulators<K>(acc, staged, args, work.line, lane, warpInGroup);
       namedBarrierArrive(kStagedBarrier + consumer, 128 + kHelperThreads);
     } else if constexpr (kStore == PersistentStore::Bulk) {
@@ -804,8 +782,8 @@ __global__ void __launch_bounds__(K::kThreads, 1)
 // consumer's arrival.
 constexpr int kOrderBarrier = 8;
 
-// Linear/Matmul, persistent, with the consumers in turn ("ping-pong"): one CTA per SM walks its tiles
-// (persistentTile) as bsrWgmmaPersistentKernel does, but each tile of kTileM tokens belongs to one consumer
+// Linear/Matmul, persistent, with the consumers in turn ("ping-pong"): one CTA per SM walks tiles blockIdx.x,
+// + gridDim.x, ... as bsrWgmmaPersistentKernel does, but each tile of kTileM tokens belongs to one consumer
 // warpgroup, the CTA's tiles alternating between the two. A consumer's main loop starts once the other's previous
 // one is done, so the tensor cores serve one consumer at a time and each consumer's epilogue (staging and storing its
 // rows) runs during the other's main loop: the stages keep draining and the producer keeps loading while a tile is
@@ -844,9 +822,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   const Staged staged{reinterpret_cast<T*>(empty + K::kStages) + consumer * K::kTileM * Staged::kPitch};
   typename K::Acc acc;
   int it = 0, local = 0;
-  for (int k = 0, rounds = persistentRounds(tiles); k < rounds; ++k, ++local) {
-    const int tile = persistentTile(k, tiles);
-    if (tile < 0) continue;
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ++local) {
     TileWork work;
     tileAt<K::kOp, K::R, K::C, K::kTileM, K::kStep>(args, tile, work);
     if ((local & 1) != consumer) {
@@ -856,7 +832,7 @@ __global__ void __launch_bounds__(K::kThreads, 1)
     if (local > 0) namedBarrierSync(kOrderBarrier + consumer, 256);
     consumeSteps<K>(acc, smem, full, empty, it, work.steps, 0, lane);
     it += work.steps;
-    if (persistentHasNext(k, tiles)) namedBarrierArrive(kOrderBarrier + (consumer ^ 1), 256);
+    if (tile + static_cast<int>(gridDim.x) < tiles) namedBarrierArrive(kOrderBarrier + (consumer ^ 1), 256);
     // This tile's last stage is free once its products are done.
     if (work.steps > 0 && lane == 0) mbarrierArrive(&empty[(it - 1) % K::kStages]);
     namedBarrierSync(2 + consumer, 128);  // this consumer's previous rows are out

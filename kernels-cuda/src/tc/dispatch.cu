@@ -35,16 +35,6 @@ KernelArgs makeArgs(Op op, const void* a, const void* b, const void* bias, void*
   args.blockRowIdx = pattern.blockRowIdx;
   args.valueIndex = pattern.valueIndex;
   args.tokensPerSplit = m;
-  // The tiles take the lines longest first (BsrPatternView::rowsByLength), unless BLOCKSPARSE_CUDA_LINE_ORDER is "0"
-  // (read once per process: the natural order, for measurement).
-  static const bool natural = [] {
-    const char* value = std::getenv("BLOCKSPARSE_CUDA_LINE_ORDER");
-    return value != nullptr && std::strcmp(value, "0") == 0;
-  }();
-  args.lineOrder = natural           ? nullptr
-                   : op == Op::Linear ? pattern.rowsByLength
-                   : op == Op::Matmul ? pattern.colsByLength
-                                      : nullptr;
   args.activated = nullptr;
   args.activation = Activation::Gelu;
   args.pre = nullptr;

@@ -37,9 +37,6 @@ struct KernelArgs {
   const int32_t* blockRowIdx;
   const int32_t* valueIndex;
   int32_t tilesM, tilesN, groupM;  // Linear/Matmul: token tiles x block rows (columns), raster group
-  // Linear/Matmul, may be null: the lines (block rows, columns) in the order the tiles take them, longest first
-  // (BsrPatternView::rowsByLength, colsByLength): tile n of the raster works on line lineOrder[n] (tileAt).
-  const int32_t* lineOrder;
   int64_t tokensPerSplit;          // Sampled: tokens each split reduces (a multiple of the step)
   // Sampled with the tokens split on the wgmma path and TcOptions::splitCluster: when above 1, the splits of one group
   // are a thread-block cluster of this many CTAs that sum their float32 accumulators through distributed shared memory

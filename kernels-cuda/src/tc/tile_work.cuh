@@ -36,9 +36,9 @@ __device__ __forceinline__ void tileAt(const KernelArgs& args, int linear, TileW
   int tileM, tileN;
   rasterTile(linear, args.tilesM, args.tilesN, args.groupM, tileM, tileN);
   const int32_t* ptr = kOp == Op::Linear ? args.blockRowPtr : args.blockColPtr;
-  work.line = args.lineOrder != nullptr ? args.lineOrder[tileN] : tileN;
-  work.first = ptr[work.line];
-  work.count = ptr[work.line + 1] - work.first;
+  work.line = tileN;
+  work.first = ptr[tileN];
+  work.count = ptr[tileN + 1] - work.first;
   work.tokenBase = static_cast<int64_t>(tileM) * kTileM;
   work.tokenEnd = min(args.m, work.tokenBase + kTileM);
   work.steps = lineSteps<kOp, R, C, kStep>(work.count);
