@@ -461,11 +461,6 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   const int consumer = warpGroup - 1;
   const int lane = tid % 32, warpInGroup = (tid % 128) / 32;
   typename K::Acc acc;
-  if constexpr (K::kOp != Op::Sampled) {
-    constexpr int kRows = K::kMmaM * 64;  // this consumer's rows (tokens)
-    prefetchEpilogue<typename K::T, K::kOp, K::kTileN>(args, work.tokenBase + consumer * kRows, kRows, work.line,
-                                                       tid % 128, 128);
-  }
   consumeSteps<K>(acc, smem, full, empty, 0, work.steps, consumer, lane);
 
   if constexpr (K::kOp == Op::Sampled) {
@@ -736,8 +731,6 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
     TileWork work;
     tileAt<K::kOp, K::R, K::C, K::kTileM, K::kStep>(args, tile, work);
-    prefetchEpilogue<typename K::T, K::kOp, K::kTileN>(args, work.tokenBase + consumer * kRows, kRows, work.line,
-                                                       tid % 128, 128);
     consumeSteps<K>(acc, smem, full, empty, it, work.steps, consumer, lane);
     it += work.steps;
     // This tile's last stage is free once its products are done.
@@ -836,7 +829,6 @@ __global__ void __launch_bounds__(K::kThreads, 1)
       it += work.steps;
       continue;
     }
-    prefetchEpilogue<T, K::kOp, K::kTileN>(args, work.tokenBase, K::kTileM, work.line, tid % 128, 128);
     if (local > 0) namedBarrierSync(kOrderBarrier + consumer, 256);
     consumeSteps<K>(acc, smem, full, empty, it, work.steps, 0, lane);
     it += work.steps;

@@ -302,34 +302,4 @@ __device__ __forceinline__ float2 tileBias(const KernelArgs& args, int line, int
   return unpackPair<T>(*reinterpret_cast<const uint32_t*>(bias));
 }
 
-// When a tile's products start, asks the caches for what its epilogue reads from global memory once they end, so that
-// the epilogue does not wait on it then: the bias's kTileN values of `line` (Linear) into L1, and the pre-activation rows
-// of an activation's backward (Matmul with args.pre: `count` tokens from tokenBase, the kTileN features of `line`) into
-// L2. A consumer warpgroup's `thread` of `threads` calls it. Nsight Compute put 6% of the 64x64 persistent forward's
-// warp samples (1024 -> 4096, 8192 tokens, density 0.25, on an H100) on the wait for the bias after the products.
-template <typename T, Op kOp, int kTileN>
-__device__ __forceinline__ void prefetchEpilogue(const KernelArgs& args, int64_t tokenBase, int count, int line,
-                                                 int thread, int threads) {
-  constexpr int kRowBytes = kTileN * static_cast<int>(sizeof(T));
-  constexpr int kLines = kRowBytes / 128 + 1;  // 128-byte lines a row of kRowBytes may touch (its start unaligned)
-  // Address k of a row's kLines: every 128 bytes from its start, the last one its last byte.
-  const auto at = [](const char* row, int k) { return row + min(k * 128, kRowBytes - 1); };
-  if constexpr (kOp == Op::Linear) {
-    if (args.bias != nullptr && thread < kLines) {
-      const char* row = static_cast<const char*>(args.bias) + static_cast<int64_t>(line) * kRowBytes;
-      asm volatile("prefetch.global.L1 [%0];" ::"l"(at(row, thread)));
-    }
-  } else if constexpr (kOp == Op::Matmul) {
-    if (args.pre != nullptr) {
-      const int64_t rows = min(static_cast<int64_t>(count), args.m - tokenBase);
-      const char* first = static_cast<const char*>(args.pre) +
-                          (tokenBase * args.cols + static_cast<int64_t>(line) * kTileN) * static_cast<int64_t>(sizeof(T));
-      for (int64_t i = thread; i < rows * kLines; i += threads) {
-        const char* row = first + (i / kLines) * args.cols * static_cast<int64_t>(sizeof(T));
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(at(row, static_cast<int>(i % kLines))));
-      }
-    }
-  }
-}
-
 }  // namespace bs::tc
