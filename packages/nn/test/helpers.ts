@@ -1,4 +1,4 @@
-import { getBackend, JsBackend, registerBackend, removeBackend, setBackend, type Tensor, tensor } from "@blocksparse/core";
+import { getBackend, JsBackend, memory, registerBackend, removeBackend, setBackend, type Tensor, tensor } from "@blocksparse/core";
 import { registerGraphRecordingBackend } from "@blocksparse/core/testing";
 import { SeededRandom } from "@blocksparse/format";
 import { disposeStateDict, loadOptimizerState, loadStateDict, type Module, type Optimizer, saveOptimizerState, saveStateDict } from "@blocksparse/nn";
@@ -52,6 +52,11 @@ export function syntheticClassification(n: number, features: number, classes: nu
 }
 
 /** Host float64 copy of a tensor's values. */
+/** Tensors alive plus those the finalizer freed: unchanged while garbage is collected across an await (memory()). */
+export function liveTensors(): number {
+  return memory().numTensors + memory().numCollected;
+}
+
 export function host(t: Tensor): Float64Array {
   return Float64Array.from(t.dataSync());
 }

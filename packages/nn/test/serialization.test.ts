@@ -1,15 +1,12 @@
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { memory, randn, tidy } from "@blocksparse/core";
+import { randn, tidy } from "@blocksparse/core";
 import { BsrFormatError, decodeSafetensors, getBsrMatrix } from "@blocksparse/format";
 import { BlockSparseLinear, BlockSparseWeight, disposeStateDict, Linear, loadStateDict, ReLU, Sequential, StateDictError, saveStateDict } from "@blocksparse/nn";
 import { load, loadSafetensorsFile, save } from "@blocksparse/nn/node";
 import { afterAll, describe, expect, it } from "vitest";
-import { host } from "./helpers";
-
-/** Tensors alive or freed by the finalizer since: unchanged while garbage is collected across an await (memory()). */
-const liveTensors = () => memory().numTensors + memory().numCollected;
+import { host, liveTensors } from "./helpers";
 
 const model = (seed: number) =>
   new Sequential(new Linear(8, 16, { seed }), new ReLU(), new BlockSparseLinear(16, 8, { density: 0.5, blockShape: [4, 8], seed: seed + 1 }));

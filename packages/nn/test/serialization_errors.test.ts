@@ -28,10 +28,7 @@ import {
 } from "@blocksparse/nn";
 import { load, loadSafetensorsFile, save } from "@blocksparse/nn/node";
 import { afterAll, describe, expect, it } from "vitest";
-import { host } from "./helpers";
-
-/** Tensors alive or freed by the finalizer since: unchanged while garbage is collected across an await (memory()). */
-const liveTensors = () => memory().numTensors + memory().numCollected;
+import { host, liveTensors } from "./helpers";
 
 const dir = mkdtemp(join(tmpdir(), "nn-serialization-"));
 afterAll(async () => rm(await dir, { recursive: true, force: true }));
