@@ -778,103 +778,6 @@ __global__ void __launch_bounds__(K::kThreads, 1)
 #endif
 }
 
-// The fused activation backward of the feature-major ping-pong tile with Z staged during its products
-// (bsrWgmmaPingPongKernel<K, true>). Each consumer's shared rows: PreStagedRows::kZ, its tile's Z (kTileM rows of the
-// tile's 64 features, 128 bytes each), then kDx, half the tile's dX (StagedTile rows). The gradient reads a chunk of
-// each at a time in a loop (little code: the fully unrolled alternative, dZ computed in the accumulators' registers,
-// stalled on instruction fetch and ran 1.01-1.2x slower than loading Z in the epilogue; docs/kernels.md).
-template <class K>
-struct PreStagedRows {
-  using T = typename K::T;
-  using Staged = StagedTile<T, K::kTileN>;
-  static constexpr int kHalfRows = K::kTileM / 2;
-  static constexpr int kZElements = K::kTileM * K::kTileN;
-  static constexpr int kBytes = kZElements * 2 + Staged::bytes(kHalfRows);
-  T* z;
-  T* dx;
-  __device__ __forceinline__ PreStagedRows(T* base, int consumer)
-      : z(base + consumer * (kBytes / 2)), dx(base + consumer * (kBytes / 2) + kZElements) {}
-};
-
-// This consumer's tile of Z into its rows by cp.async, 16 bytes a thread at a time (a warp's 32 copies fill four
-// whole rows), zeros past M; the caller commits them and waits before the epilogue.
-template <class K>
-__device__ __forceinline__ void copyPreRows(const PreStagedRows<K>& rows, const KernelArgs& args, const TileWork& work,
-                                            int thread) {
-  using T = typename K::T;
-  constexpr int kChunks = K::kTileN * 2 / 16;
-  const T* pre = static_cast<const T*>(args.pre) + static_cast<int64_t>(work.line) * K::kTileN;
-#pragma unroll 4
-  for (int i = thread; i < K::kTileM * kChunks; i += 128) {
-    const int row = i / kChunks, chunk = i % kChunks;
-    const int64_t token = work.tokenBase + row;
-    const bool valid = token < args.m;
-    cpAsync16(smemAddress(rows.z + row * K::kTileN + chunk * 8), valid ? pre + token * args.cols + chunk * 8 : pre,
-              valid);
-  }
-}
-
-// Half kHalf of this consumer's accumulators (its tokens kHalf * kHalfRows on) into the dX rows, as
-// stageAccumulators writes a whole tile (+ 0.0f: Matmul's zero bias, a -0 sum stored as +0).
-template <class K, int kHalf>
-__device__ __forceinline__ void stageHalf(typename K::Acc& acc, const PreStagedRows<K>& rows, int lane,
-                                          int warpInGroup) {
-  using T = typename K::T;
-  constexpr int kPitch = StagedTile<T, K::kTileN>::kPitch;
-  constexpr int kJ = PreStagedRows<K>::kHalfRows / 8;
-  const int q = lane >> 3;
-  const uint32_t base =
-      smemAddress(rows.dx) + (((q >> 1) * 8 + (lane & 7)) * kPitch + warpInGroup * 16 + (q & 1) * 8) * 2;
-  auto pair = [&](int j, int half) {
-    return packPair<T>(acc[0][4 * j + 2 * half] + 0.0f, acc[0][4 * j + 2 * half + 1] + 0.0f);
-  };
-#pragma unroll
-  for (int jj = 0; jj < kJ; jj += 2) {
-    const int j = kHalf * kJ + jj;
-    stmatrixX4Trans(base + jj * 8 * kPitch * 2, pair(j, 0), pair(j, 1), pair(j + 1, 0), pair(j + 1, 1));
-  }
-}
-
-// dZ = dX act'(Z) for the staged half (its first token tokenBase, Z's rows from zRows), written to args.out and added
-// to sums: thread t takes chunk t % 8 of rows t / 8, + 16, ..., the order StagedTile::storeActivationGrad takes them.
-template <class K, Activation kAct>
-__device__ __forceinline__ void storeHalfGrad(const PreStagedRows<K>& rows, const typename K::T* zRows,
-                                              const KernelArgs& args, int64_t tokenBase, int line, int thread,
-                                              float (&sums)[8]) {
-  using T = typename K::T;
-  using Staged = StagedTile<T, K::kTileN>;
-  const int chunk = thread % Staged::kChunks;
-  T* out = static_cast<T*>(args.out) + static_cast<int64_t>(line) * K::kTileN + chunk * 8;
-#pragma unroll 2
-  for (int row = thread / Staged::kChunks; row < PreStagedRows<K>::kHalfRows; row += 128 / Staged::kChunks) {
-    const int64_t token = tokenBase + row;
-    if (token >= args.m) break;
-    const uint4 dx = *reinterpret_cast<const uint4*>(rows.dx + row * Staged::kPitch + chunk * 8);
-    const uint4 z = *reinterpret_cast<const uint4*>(zRows + row * K::kTileN + chunk * 8);
-    *reinterpret_cast<uint4*>(out + token * args.cols) = activationGradChunk<T, kAct>(dx, z, sums);
-  }
-}
-
-// The epilogue with Z staged (its copies waited for by this thread): dZ in two halves, then the column sums
-// (StagedTile::storeColumnSums: one row of args.columnPartials per warp, the same sums as the unstaged epilogue).
-template <class K, Activation kAct>
-__device__ __forceinline__ void storePreStagedGrad(typename K::Acc& acc, const PreStagedRows<K>& rows,
-                                                   const KernelArgs& args, const TileWork& work, int consumer,
-                                                   int lane, int warpInGroup, int thread) {
-  constexpr int kHalfRows = PreStagedRows<K>::kHalfRows;
-  float sums[8] = {};
-  stageHalf<K, 0>(acc, rows, lane, warpInGroup);
-  namedBarrierSync(2 + consumer, 128);  // every thread's copies of Z and its half of dX are in
-  storeHalfGrad<K, kAct>(rows, rows.z, args, work.tokenBase, work.line, thread, sums);
-  namedBarrierSync(2 + consumer, 128);  // the first half's dX rows are read
-  stageHalf<K, 1>(acc, rows, lane, warpInGroup);
-  namedBarrierSync(2 + consumer, 128);
-  storeHalfGrad<K, kAct>(rows, rows.z + kHalfRows * K::kTileN, args, work.tokenBase + kHalfRows, work.line, thread,
-                         sums);
-  const StagedTile<typename K::T, K::kTileN> staged{rows.dx};
-  staged.storeColumnSums(sums, K::kTileM, args, work.tokenBase, work.line, thread, 128);
-}
-
 // Named barriers that order the ping-pong consumers' main loops: consumer c waits on kOrderBarrier + c for the other
 // consumer's arrival.
 constexpr int kOrderBarrier = 8;
@@ -886,10 +789,7 @@ constexpr int kOrderBarrier = 8;
 // rows) runs during the other's main loop: the stages keep draining and the producer keeps loading while a tile is
 // stored. The order also keeps every stage a consumer waits on in the phase it expects (the steps of the other's
 // tiles before it have been consumed). Traits with kPingPong.
-// kPreStaged (feature-major Matmul with args.pre, the fused activation backward): each consumer copies its tile's Z
-// into its rows as the tile starts (copyPreRows, PreStagedRows), so the loads run during the products, and its
-// epilogue reads Z there (storePreStagedGrad) instead of from global memory.
-template <class K, bool kPreStaged = false>
+template <class K>
 __global__ void __launch_bounds__(K::kThreads, 1)
     bsrWgmmaPingPongKernel(const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapB,
                            const KernelArgs args) {
@@ -920,8 +820,6 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   const int lane = tid % 32, warpInGroup = (tid % 128) / 32;
   // This consumer's staged rows, past the barriers.
   const Staged staged{reinterpret_cast<T*>(empty + K::kStages) + consumer * K::kTileM * Staged::kPitch};
-  // kPreStaged: its rows of Z and half a tile of dX there instead.
-  const PreStagedRows<K> preRows(reinterpret_cast<T*>(empty + K::kStages), consumer);
   typename K::Acc acc;
   int it = 0, local = 0;
   for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ++local) {
@@ -931,42 +829,22 @@ __global__ void __launch_bounds__(K::kThreads, 1)
       it += work.steps;
       continue;
     }
-    if constexpr (kPreStaged) {
-      namedBarrierSync(2 + consumer, 128);  // this consumer's previous tile's rows are read
-      copyPreRows<K>(preRows, args, work, tid % 128);
-      cpAsyncCommit();
-    }
     if (local > 0) namedBarrierSync(kOrderBarrier + consumer, 256);
     consumeSteps<K>(acc, smem, full, empty, it, work.steps, 0, lane);
     it += work.steps;
     if (tile + static_cast<int>(gridDim.x) < tiles) namedBarrierArrive(kOrderBarrier + (consumer ^ 1), 256);
     // This tile's last stage is free once its products are done.
     if (work.steps > 0 && lane == 0) mbarrierArrive(&empty[(it - 1) % K::kStages]);
-    if constexpr (kPreStaged) {
-      cpAsyncWait<0>();
-      const int thread = tid % 128;
-      switch (args.activation) {
-        case Activation::Relu:
-          storePreStagedGrad<K, Activation::Relu>(acc, preRows, args, work, consumer, lane, warpInGroup, thread);
-          break;
-        case Activation::Gelu:
-          storePreStagedGrad<K, Activation::Gelu>(acc, preRows, args, work, consumer, lane, warpInGroup, thread);
-          break;
-        default:
-          storePreStagedGrad<K, Activation::GeluTanh>(acc, preRows, args, work, consumer, lane, warpInGroup, thread);
-      }
-    } else {
-      namedBarrierSync(2 + consumer, 128);  // this consumer's previous rows are out
-      stageAccumulators<K>(acc, staged, args, work.line, lane, warpInGroup);
-      namedBarrierSync(2 + consumer, 128);
-      staged.template store<K::kOp>(K::kTileM, args, work.tokenBase, work.line, tid % 128, 128);
-    }
+    namedBarrierSync(2 + consumer, 128);  // this consumer's previous rows are out
+    stageAccumulators<K>(acc, staged, args, work.line, lane, warpInGroup);
+    namedBarrierSync(2 + consumer, 128);
+    staged.template store<K::kOp>(K::kTileM, args, work.tokenBase, work.line, tid % 128, 128);
   }
 #endif
 }
 
 // A ping-pong launch: one CTA per SM (or per tile, when there are fewer).
-template <class K, bool kPreStaged = false>
+template <class K>
 bool launchPingPong(DType dtype, const KernelArgs& argsIn, cudaStream_t stream, int numSms) {
   KernelArgs args = argsIn;
   CUtensorMap mapA, mapB;
@@ -975,10 +853,9 @@ bool launchPingPong(DType dtype, const KernelArgs& argsIn, cudaStream_t stream, 
   grid.x = std::min<unsigned>(grid.x, static_cast<unsigned>(numSms));
   // The stages, their barriers, then each consumer's staged rows.
   constexpr int kBytes = 1024 + K::kStages * (K::kStageBytes + 16) +
-                         K::kConsumers * (kPreStaged ? PreStagedRows<K>::kBytes
-                                                     : StagedTile<typename K::T, K::kTileN>::bytes(K::kTileM));
+                         K::kConsumers * StagedTile<typename K::T, K::kTileN>::bytes(K::kTileM);
   static_assert(kBytes <= 227 * 1024, "fits an H100's shared memory");
-  auto kernel = bsrWgmmaPingPongKernel<K, kPreStaged>;
+  auto kernel = bsrWgmmaPingPongKernel<K>;
   BS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes));
   launchOverlapped("launch of bsrWgmmaPingPongKernel", kernel, grid, dim3(K::kThreads), kBytes, stream, mapA, mapB,
                    args);
@@ -1053,12 +930,7 @@ bool launchTile(DType dtype, const KernelArgs& args, int variant, int numSms, cu
   if constexpr (kOp != Op::Sampled && Tiles::kWidth == 64 && Tiles::kStep == 64) {
     if (variant == kPersistentTile)
       return launchPersistent<typename Tiles::Persistent, PersistentStore::Consumers>(dtype, args, stream, numSms);
-    if (variant == kPingPongTile) {
-      if constexpr (kOp == Op::Matmul)
-        if (args.pre != nullptr && pingPongPreStaged())
-          return launchPingPong<typename Tiles::PingPong64, true>(dtype, args, stream, numSms);
-      return launchPingPong<typename Tiles::PingPong64>(dtype, args, stream, numSms);
-    }
+    if (variant == kPingPongTile) return launchPingPong<typename Tiles::PingPong64>(dtype, args, stream, numSms);
   }
   if constexpr (kOp != Op::Sampled && Tiles::kWidth == 128) {
     if (variant == kWideTile) return launch<typename Tiles::Wide>(dtype, args, stream);

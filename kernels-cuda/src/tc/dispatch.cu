@@ -320,17 +320,6 @@ int environmentSwitch(const char* name) {
   return -1;
 }
 
-}  // namespace
-
-// Whether the 64x64 ping-pong tile's fused activation backward stages Z during the tile's products
-// (bsrWgmmaPingPongKernel<K, true>): on unless BLOCKSPARSE_CUDA_PRE_STAGED is "0", read once per process.
-bool tc::pingPongPreStaged() {
-  static const int forced = environmentSwitch("BLOCKSPARSE_CUDA_PRE_STAGED");
-  return forced != 0;
-}
-
-namespace {
-
 // Whether patchDwRule may take the patch tile on the current device: BLOCKSPARSE_CUDA_PATCH_DW "1" (on) or "0" (off),
 // read once per process, so that one build measures both dispatches; otherwise on wgmma devices whose memory peaks at
 // tc::kPatchPairMinBandwidth or more. Per device, as the pair records are (tcBuildsPatchRecords asks the same when a

@@ -89,9 +89,6 @@ struct KernelArgs {
 // its epilogue: at least kPingPongMinTilesPerSm tiles per SM, at most kPingPongBackwardMaxLine64 blocks per line; with
 // 128x128 blocks it takes that dX up to kPingPongBackwardMaxLine128 blocks per line (the plain products: kPingPongMaxLine).
 // The 64x64 persistent and ping-pong tiles are feature-major (WgmmaTraits::kFeatureMajor).
-// The 64x64 ping-pong tile's fused backward copies each tile's Z into its staged rows while its products run
-// (pingPongPreStaged, dispatch.cu; BLOCKSPARSE_CUDA_PRE_STAGED=0 turns that off, =1 on).
-bool pingPongPreStaged();
 // With 32x32 blocks, the X-resident tile (bsr_wgmma_xr.cu: 64 tokens per CTA with the dense operand's whole slab
 // in shared memory, W's blocks streamed past it) wins where the slab is at most kXResidentMaxDispatchedSlab wide (K for
 // bsrLinear, N for bsrMatmul), lines hold at least kXResidentMinLine blocks on average, there are at least
