@@ -45,10 +45,6 @@ bool wgmmaAvailable() {
   return attributes.ptxVersion >= 90 && attributes.binaryVersion == 90;
 }
 
-int wgmmaStoreWarps(int width, int variant) {
-  return width == 64 && variant == kPingPongTile && pingPongEpilogueHelpers() ? (128 + sm90::kEpilogueHelpers) / 32 : 4;
-}
-
 int wgmmaStoreRows(int width, int variant) {
   using T = __nv_bfloat16;
   auto rows = [](auto traits) { return decltype(traits)::kTileM / decltype(traits)::kTileConsumers; };

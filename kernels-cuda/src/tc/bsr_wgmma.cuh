@@ -781,11 +781,6 @@ __global__ void __launch_bounds__(K::kThreads, 1)
 // Named barriers that order the ping-pong consumers' main loops: consumer c waits on kOrderBarrier + c for the other
 // consumer's arrival.
 constexpr int kOrderBarrier = 8;
-// The ping-pong tile with epilogue helpers (kHelpers): consumer c's staged rows are ready (kHelpedBarrier + c, its
-// 128 threads and the helpers), and free again (kHelpedFreeBarrier + c, the helpers arriving, c waiting).
-constexpr int kHelpedBarrier = 4;
-constexpr int kHelpedFreeBarrier = 6;
-constexpr int kEpilogueHelpers = 96;  // the producer warpgroup's three other warps
 
 // Linear/Matmul, persistent, with the consumers in turn ("ping-pong"): one CTA per SM walks tiles blockIdx.x,
 // + gridDim.x, ... as bsrWgmmaPersistentKernel does, but each tile of kTileM tokens belongs to one consumer
@@ -794,10 +789,7 @@ constexpr int kEpilogueHelpers = 96;  // the producer warpgroup's three other wa
 // rows) runs during the other's main loop: the stages keep draining and the producer keeps loading while a tile is
 // stored. The order also keeps every stage a consumer waits on in the phase it expects (the steps of the other's
 // tiles before it have been consumed). Traits with kPingPong.
-// kHelpers (Matmul with args.pre, the fused activation backward, whose epilogue's loads and arithmetic set the pace
-// when lines are short): the producer warpgroup's three other warps, idle otherwise, take part in each consumer's
-// epilogue, so 224 threads share a tile's rows (seven rows of column partials per tile: pingPongStoreWarps).
-template <class K, bool kHelpers = false>
+template <class K>
 __global__ void __launch_bounds__(K::kThreads, 1)
     bsrWgmmaPingPongKernel(const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapB,
                            const KernelArgs args) {
@@ -816,43 +808,18 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   allowDependentLaunch();
   waitForPrimary();
 
-  constexpr int kEpilogueThreads = 128 + (kHelpers ? kEpilogueHelpers : 0);
-  // Consumer c's staged rows, past the barriers.
-  auto stagedRows = [&](int c) {
-    return Staged{reinterpret_cast<T*>(empty + K::kStages) + c * K::kTileM * Staged::kPitch};
-  };
   const int warpGroup = warpGroupOf(tid);
   if (warpGroup == 0) {
-    if constexpr (kHelpers) {
-      // The helpers' epilogue (eight rows of Z in flight) takes about 100 registers; the consumers keep 200 (no spills).
-      setMaxRegistersDecrease<104>();
-      if (tid >= 32) {
-        // The helpers: each tile's rows once its consumer has staged them, in the consumers' order; then the rows
-        // handed back (but after a consumer's last tile, which no one stages again).
-        int local = 0;
-        for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ++local) {
-          TileWork work;
-          tileAt<K::kOp, K::R, K::C, K::kTileM, K::kStep>(args, tile, work);
-          const int c = local & 1;
-          namedBarrierSync(kHelpedBarrier + c, kEpilogueThreads);
-          stagedRows(c).template store<K::kOp>(K::kTileM, args, work.tokenBase, work.line, 128 + tid - 32,
-                                               kEpilogueThreads);
-          if (tile + 2 * static_cast<int>(gridDim.x) < tiles) namedBarrierArrive(kHelpedFreeBarrier + c, kEpilogueThreads);
-        }
-        return;
-      }
-    } else {
-      setMaxRegistersDecrease<40>();
-    }
+    setMaxRegistersDecrease<40>();
     if (tid < 32) persistentProducer<K>(mapA, mapB, args, smem, full, empty, tid);
     return;
   }
 
-  if constexpr (kHelpers) setMaxRegistersIncrease<200>();
-  else setMaxRegistersIncrease<232>();
+  setMaxRegistersIncrease<232>();
   const int consumer = warpGroup - 1;
   const int lane = tid % 32, warpInGroup = (tid % 128) / 32;
-  const Staged staged = stagedRows(consumer);
+  // This consumer's staged rows, past the barriers.
+  const Staged staged{reinterpret_cast<T*>(empty + K::kStages) + consumer * K::kTileM * Staged::kPitch};
   typename K::Acc acc;
   int it = 0, local = 0;
   for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ++local) {
@@ -868,24 +835,16 @@ __global__ void __launch_bounds__(K::kThreads, 1)
     if (tile + static_cast<int>(gridDim.x) < tiles) namedBarrierArrive(kOrderBarrier + (consumer ^ 1), 256);
     // This tile's last stage is free once its products are done.
     if (work.steps > 0 && lane == 0) mbarrierArrive(&empty[(it - 1) % K::kStages]);
-    if constexpr (kHelpers) {
-      // This consumer's previous rows are out (the helpers' share too), then staged again for all 224 threads.
-      if (local > 1) namedBarrierSync(kHelpedFreeBarrier + consumer, kEpilogueThreads);
-      stageAccumulators<K>(acc, staged, args, work.line, lane, warpInGroup);
-      namedBarrierSync(kHelpedBarrier + consumer, kEpilogueThreads);
-      staged.template store<K::kOp>(K::kTileM, args, work.tokenBase, work.line, tid % 128, kEpilogueThreads);
-    } else {
-      namedBarrierSync(2 + consumer, 128);  // this consumer's previous rows are out
-      stageAccumulators<K>(acc, staged, args, work.line, lane, warpInGroup);
-      namedBarrierSync(2 + consumer, 128);
-      staged.template store<K::kOp>(K::kTileM, args, work.tokenBase, work.line, tid % 128, 128);
-    }
+    namedBarrierSync(2 + consumer, 128);  // this consumer's previous rows are out
+    stageAccumulators<K>(acc, staged, args, work.line, lane, warpInGroup);
+    namedBarrierSync(2 + consumer, 128);
+    staged.template store<K::kOp>(K::kTileM, args, work.tokenBase, work.line, tid % 128, 128);
   }
 #endif
 }
 
 // A ping-pong launch: one CTA per SM (or per tile, when there are fewer).
-template <class K, bool kHelpers = false>
+template <class K>
 bool launchPingPong(DType dtype, const KernelArgs& argsIn, cudaStream_t stream, int numSms) {
   KernelArgs args = argsIn;
   CUtensorMap mapA, mapB;
@@ -896,7 +855,7 @@ bool launchPingPong(DType dtype, const KernelArgs& argsIn, cudaStream_t stream, 
   constexpr int kBytes = 1024 + K::kStages * (K::kStageBytes + 16) +
                          K::kConsumers * StagedTile<typename K::T, K::kTileN>::bytes(K::kTileM);
   static_assert(kBytes <= 227 * 1024, "fits an H100's shared memory");
-  auto kernel = bsrWgmmaPingPongKernel<K, kHelpers>;
+  auto kernel = bsrWgmmaPingPongKernel<K>;
   BS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes));
   launchOverlapped("launch of bsrWgmmaPingPongKernel", kernel, grid, dim3(K::kThreads), kBytes, stream, mapA, mapB,
                    args);
@@ -971,12 +930,7 @@ bool launchTile(DType dtype, const KernelArgs& args, int variant, int numSms, cu
   if constexpr (kOp != Op::Sampled && Tiles::kWidth == 64 && Tiles::kStep == 64) {
     if (variant == kPersistentTile)
       return launchPersistent<typename Tiles::Persistent, PersistentStore::Consumers>(dtype, args, stream, numSms);
-    if (variant == kPingPongTile) {
-      if constexpr (kOp == Op::Matmul)
-        if (args.pre != nullptr && pingPongEpilogueHelpers())
-          return launchPingPong<typename Tiles::PingPong64, true>(dtype, args, stream, numSms);
-      return launchPingPong<typename Tiles::PingPong64>(dtype, args, stream, numSms);
-    }
+    if (variant == kPingPongTile) return launchPingPong<typename Tiles::PingPong64>(dtype, args, stream, numSms);
   }
   if constexpr (kOp != Op::Sampled && Tiles::kWidth == 128) {
     if (variant == kWideTile) return launch<typename Tiles::Wide>(dtype, args, stream);

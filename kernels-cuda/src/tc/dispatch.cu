@@ -320,18 +320,6 @@ int environmentSwitch(const char* name) {
   return -1;
 }
 
-}  // namespace
-
-// Whether the 64x64 ping-pong tile's fused activation backward shares its epilogues with the producer warpgroup's
-// three idle warps (bsrWgmmaPingPongKernel<K, true>): on unless BLOCKSPARSE_CUDA_EPILOGUE_HELPERS is "0", read once per
-// process (so that one build measures both).
-bool tc::pingPongEpilogueHelpers() {
-  static const int forced = environmentSwitch("BLOCKSPARSE_CUDA_EPILOGUE_HELPERS");
-  return forced != 0;
-}
-
-namespace {
-
 // Whether patchDwRule may take the patch tile on the current device: BLOCKSPARSE_CUDA_PATCH_DW "1" (on) or "0" (off),
 // read once per process, so that one build measures both dispatches; otherwise on wgmma devices whose memory peaks at
 // tc::kPatchPairMinBandwidth or more. Per device, as the pair records are (tcBuildsPatchRecords asks the same when a
@@ -610,8 +598,8 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
     if (!floatScratch(partials, lineSplits * outputs)) return false;
     args.partials = partials->as<float>();
   }
-  // The activation backward's column partials: a row per warp of the epilogue per store call of storeRows tokens.
-  const int64_t partialRows = backward ? (m + storeRows - 1) / storeRows * tc::wgmmaStoreWarps(width, variant) : 0;
+  // The activation backward's column partials: four rows (one per warp) per store call of storeRows tokens.
+  const int64_t partialRows = backward ? (m + storeRows - 1) / storeRows * 4 : 0;
   if (backward) {
     if (!floatScratch(columnPartials, partialRows * pattern.cols)) return false;
     args.columnPartials = columnPartials->as<float>();

@@ -89,9 +89,6 @@ struct KernelArgs {
 // its epilogue: at least kPingPongMinTilesPerSm tiles per SM, at most kPingPongBackwardMaxLine64 blocks per line; with
 // 128x128 blocks it takes that dX up to kPingPongBackwardMaxLine128 blocks per line (the plain products: kPingPongMaxLine).
 // The 64x64 persistent and ping-pong tiles are feature-major (WgmmaTraits::kFeatureMajor).
-// The 64x64 ping-pong tile's fused backward shares each tile's epilogue with three helper warps
-// (pingPongEpilogueHelpers, dispatch.cu; BLOCKSPARSE_CUDA_EPILOGUE_HELPERS=0 turns that off, =1 on).
-bool pingPongEpilogueHelpers();
 // With 32x32 blocks, the X-resident tile (bsr_wgmma_xr.cu: 64 tokens per CTA with the dense operand's whole slab
 // in shared memory, W's blocks streamed past it) wins where the slab is at most kXResidentMaxDispatchedSlab wide (K for
 // bsrLinear, N for bsrMatmul), lines hold at least kXResidentMinLine blocks on average, there are at least
@@ -379,9 +376,6 @@ bool wgmmaAvailable();
 // features wide (the block column's C; one consumer's rows, or a ping-pong consumer's whole tile), each call's four
 // warps writing a row of column partials with args.pre; 0 for a tile that has none.
 int wgmmaStoreRows(int width, int variant);
-// Rows of column partials (one per warp of the epilogue) that each such store call writes with args.pre: 4, or 7 on the
-// 64-wide ping-pong tile with epilogue helpers.
-int wgmmaStoreWarps(int width, int variant);
 // CTAs of the dispatched wgmma dW tile (the default Sampled tile) for square blocks of `block` that one SM of the current
 // device holds at once (its shared memory and registers); 0 where this build has no such tile.
 int wgmmaSampledCtasPerSm(int block);
