@@ -535,8 +535,7 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
       lineSplits = options.splits;
   }
   if ((activated != nullptr || backward) && variant != tc::kDefaultTile && variant != tc::kWideTile &&
-      variant != tc::kPersistentTile && variant != tc::kPingPongTile && variant != tc::kXResidentTile &&
-      variant != tc::kPingPong3Tile)
+      variant != tc::kPersistentTile && variant != tc::kPingPongTile && variant != tc::kXResidentTile)
     return false;
   // The default options take the fused backward on the ping-pong tiles only, whose epilogue runs during the other
   // consumer's products: on an H200 it measured 0.89-0.98x dX and the separate pass at 128x128 and 2048-4096 tokens

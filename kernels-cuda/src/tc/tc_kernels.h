@@ -114,7 +114,6 @@ enum TileVariant : int {
   kFeatureMajorDwTile = 16,
   kPatchDwTile = 30,
   kPatchPairTile = 33,
-  kPingPong3Tile = 34,
 };
 // The default options dispatch the patch tile (patchDwRule) on wgmma devices whose memory peaks at this many bytes per
 // second or more (2 x memory clock x bus width; an H200's 4.9 TB/s, not an H100 SXM's 3.35), unless
@@ -147,9 +146,6 @@ constexpr int kPingPongTileTokens = 128;
 constexpr int64_t kPingPongMinTilesPerSm = 2;
 constexpr double kPingPongMaxLine = 4.0;
 constexpr int kPingPongTile64Tokens = 256;
-// kPingPong3Tile (64x64 dX with the activation's backward, measured, not dispatched): three consumer warpgroups taking
-// tiles of this many tokens in turn, so that two epilogues run beside each main loop.
-constexpr int kPingPong3TileTokens = 128;
 constexpr double kPingPongBackwardMaxLine64 = 16.0;
 constexpr double kPingPongBackwardMaxLine128 = 8.0;
 constexpr int64_t kXResidentMaxSlab = 1024;
