@@ -216,8 +216,7 @@ __global__ void sumStagedRangesPackedKernel(const float* __restrict__ partials, 
     if (epilogue.activated != nullptr) {
       Packed<T, kPackedSum> activated;
 #pragma unroll
-      for (int k = 0; k < kPackedSum; ++k)
-        activated.v[k] = fromFloat<T>(activateAs<sizeof(T) == 2, true>(epilogue.activation, toFloat<T>(stored.v[k])));
+      for (int k = 0; k < kPackedSum; ++k) activated.v[k] = activatedFrom(epilogue, stored.v[k]);
       reinterpret_cast<Packed<T, kPackedSum>*>(epilogue.activated)[p] = activated;
     }
   }

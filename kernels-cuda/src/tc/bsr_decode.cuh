@@ -318,6 +318,12 @@ __device__ __forceinline__ StagedSlice<K> stagedSlice(const DecodeArgs& args, co
   return out;
 }
 
+// A as the activation pass computes it from the stored Y (its limits; its fast functions in half precision).
+template <typename T>
+__device__ __forceinline__ T activatedFrom(const DecodeEpilogue& epilogue, T stored) {
+  return fromFloat<T>(activateAs<sizeof(T) == 2, true>(epilogue.activation, toFloat<T>(stored)));
+}
+
 // Y[at] from a float32 sum with the decoding epilogue (tc_kernels.h): the residual added before Y is rounded, and
 // activation(Y as stored) written beside it as the activation pass computes it (its limits; its fast functions in half
 // precision), so that A is bit for bit the pass's output over Y.
@@ -326,10 +332,7 @@ __device__ __forceinline__ void storeDecoded(const DecodeEpilogue& epilogue, T* 
   if (epilogue.residual != nullptr) sum += toFloat<T>(static_cast<const T*>(epilogue.residual)[at]);
   const T stored = static_cast<T>(sum);
   y[at] = stored;
-  // A as the activation pass computes it from the stored Y (its limits; its fast functions in half precision).
-  if (epilogue.activated != nullptr)
-    static_cast<T*>(epilogue.activated)[at] =
-        fromFloat<T>(activateAs<sizeof(T) == 2, true>(epilogue.activation, toFloat<T>(stored)));
+  if (epilogue.activated != nullptr) static_cast<T*>(epilogue.activated)[at] = activatedFrom(epilogue, stored);
 }
 
 // Stores a warp's sums of the 16-row slice from rowBase for the tokens below M: Y where the launch gave no partials (one

@@ -51,12 +51,12 @@ export function syntheticClassification(n: number, features: number, classes: nu
   return { x: tensor(x, [n, features]), y: tensor(labels, [n], "int32") };
 }
 
-/** Host float64 copy of a tensor's values. */
 /** Tensors alive plus those the finalizer freed: unchanged while garbage is collected across an await (memory()). */
 export function liveTensors(): number {
   return memory().numTensors + memory().numCollected;
 }
 
+/** Host float64 copy of a tensor's values. */
 export function host(t: Tensor): Float64Array {
   return Float64Array.from(t.dataSync());
 }
