@@ -17,7 +17,7 @@ build_addon_unless_skipped || exit 1
 CAP=${CAP:-400}
 T=packages/backend-cuda/test
 PARTS=(
-  "blocks at density|bsrLinearActivation, W|float32 register|setDense|single input|more tokens than one launch"
+  "blocks at density|bsrLinearActivation, W|bsrLinearActivation with Z|float32 register|setDense|single input|more tokens than one launch"
   "dense route"
   "sampledMatmul with split|sampledMatmul with a tail|sampledMatmul over uneven|sampledMatmul on the patch tile"
   "64x64, 128x128 and the rectangles"

@@ -1355,8 +1355,9 @@ Napi::Value bsrLinear(const Napi::CallbackInfo& info) {
 // route), then a = activation(z) by the activation pass, in one call. Where the default options run the product on the
 // X-resident tile (32x32), that tile writes both from its epilogue (tcBsrLinearActivation), saving the pass's read of
 // z; so does the decoding path with few tokens (the staged variant too), saving the pass's launch, which is most of
-// its cost there. The other tiles that can (tc_bench --activation) were measured slower than the two passes, and at
-// par since GELU's math was folded (docs/kernels.md): no gain, so not used there. Where the fixed rules send the product to the dense
+// its cost there; and so do the wgmma tiles at 64 and 128 wide where z outgrows half of L2 (tcFusesActivation), so
+// that the pass would read it from device memory. Where z stays in L2 they measured at par with the two passes or
+// slower (docs/kernels.md), so the pass stays there. Where the fixed rules send the product to the dense
 // GEMM and the activation is GELU's tanh form, cuBLASLt writes both from its epilogue, as a dense Linear + GELU does
 // (launchLinearActivation over W's blocks scattered into a dense scratch): no pass over z.
 Napi::Value bsrLinearActivation(const Napi::CallbackInfo& info) {
@@ -1395,7 +1396,7 @@ Napi::Value bsrLinearActivation(const Napi::CallbackInfo& info) {
     return undefinedOf(info);
   // The fixed rules (also while autotuning, for a key not yet tuned inside a graph capture).
   const bool denseRoute = m > 0 && denseProductWins(tc::Op::Linear, dtype, pattern, m, cublasEnabled());
-  if (m > 0 && !denseRoute && (m <= decodeMaxTokens(dtype) || tcTakesXResident(tc::Op::Linear, dtype, pattern, m)) &&
+  if (m > 0 && !denseRoute && (m <= decodeMaxTokens(dtype) || tcFusesActivation(dtype, pattern, m)) &&
       tcBsrLinearActivation(dtype, o.x, o.values, o.bias, o.y, a, activation, m, pattern, stream()))
     return undefinedOf(info);
   if (denseRoute && denseLinearActivation(dtype, pattern, o.x, o.values, o.bias, o.y, a, m, activation))

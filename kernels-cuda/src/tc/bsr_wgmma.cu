@@ -57,6 +57,7 @@ int wgmmaStoreRows(int width, int variant) {
       using Tiles = WgmmaTiles<T, Op::Matmul, 64, 64>;
       if (variant == kPersistentTile) return rows(Tiles::Persistent{});
       if (variant == kPingPongTile) return rows(Tiles::PingPong64{});
+      if (variant == kPingPong3Tile) return rows(Tiles::PingPong64x3{});
       return variant == kDefaultTile ? rows(Tiles::Default{}) : 0;
     }
     case 128: {

@@ -26,9 +26,10 @@ constexpr int cmin(int a, int b) { return a < b ? a : b; }
 // tokens (one m64nN product per k16 step, reading the block once and each token row once) instead of M = tokens,
 // N = features (kMmaM m64n64 products, each reading the block again). The accumulators then hold the tile
 // transposed; stageAccumulators writes it back token-major with stmatrix.trans.
+// kConsumers_: consumer warpgroups (two, or three in the ping-pong tile of kPingPong3Tile).
 // R x C blocks (kRows_ x kCols_); WgmmaTraits below is the square case.
 template <typename T_, Op kOp_, int kRows_, int kCols_, int kTileM_, int kStages_, bool kPingPong_ = false,
-          bool kFeatureMajor_ = false>
+          bool kFeatureMajor_ = false, int kConsumers_ = 2>
 struct WgmmaShapeTraits {
   using T = T_;
   static constexpr Op kOp = kOp_;
@@ -42,7 +43,7 @@ struct WgmmaShapeTraits {
   static constexpr int kPanelA = kAKMajor ? kStep : cmin(R, 64);
   static constexpr int kPanelB = kBKMajor ? kStep : cmin(C, 64);
   static constexpr int kStages = kStages_;
-  static constexpr int kConsumers = 2;                          // consumer warpgroups
+  static constexpr int kConsumers = kConsumers_;                // consumer warpgroups
   static constexpr int kThreads = 128 * (kConsumers + 1);
   static constexpr bool kPingPong = kPingPong_;
   static constexpr int kTileConsumers = kPingPong ? 1 : kConsumers;  // consumers sharing one tile's rows
@@ -794,7 +795,8 @@ __global__ void __launch_bounds__(K::kThreads, 1)
     bsrWgmmaPingPongKernel(const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapB,
                            const KernelArgs args) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  static_assert(K::kPingPong && K::kOp != Op::Sampled && K::kConsumers == 2, "two consumers taking whole tiles");
+  static_assert(K::kPingPong && K::kOp != Op::Sampled && (K::kConsumers == 2 || K::kConsumers == 3),
+                "two or three consumers taking whole tiles");
   using T = typename K::T;
   using Staged = StagedTile<T, K::kTileN>;
   extern __shared__ uint8_t smemRaw[];
@@ -815,7 +817,8 @@ __global__ void __launch_bounds__(K::kThreads, 1)
     return;
   }
 
-  setMaxRegistersIncrease<232>();
+  // Three consumers share what two have: (65536 - 128 x 40) / 384 registers, rounded down to a multiple of 8.
+  setMaxRegistersIncrease<K::kConsumers == 2 ? 232 : 152>();
   const int consumer = warpGroup - 1;
   const int lane = tid % 32, warpInGroup = (tid % 128) / 32;
   // This consumer's staged rows, past the barriers.
@@ -825,14 +828,15 @@ __global__ void __launch_bounds__(K::kThreads, 1)
   for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ++local) {
     TileWork work;
     tileAt<K::kOp, K::R, K::C, K::kTileM, K::kStep>(args, tile, work);
-    if ((local & 1) != consumer) {
+    if (local % K::kConsumers != consumer) {
       it += work.steps;
       continue;
     }
     if (local > 0) namedBarrierSync(kOrderBarrier + consumer, 256);
     consumeSteps<K>(acc, smem, full, empty, it, work.steps, 0, lane);
     it += work.steps;
-    if (tile + static_cast<int>(gridDim.x) < tiles) namedBarrierArrive(kOrderBarrier + (consumer ^ 1), 256);
+    if (tile + static_cast<int>(gridDim.x) < tiles)
+      namedBarrierArrive(kOrderBarrier + (consumer + 1) % K::kConsumers, 256);
     // This tile's last stage is free once its products are done.
     if (work.steps > 0 && lane == 0) mbarrierArrive(&empty[(it - 1) % K::kStages]);
     namedBarrierSync(2 + consumer, 128);  // this consumer's previous rows are out
@@ -920,6 +924,7 @@ struct WgmmaTiles {
   using Persistent = WgmmaShapeTraits<T, kOp, R, C, kPersistentTileTokens, 4, false, true>;
   using PingPong64 = WgmmaShapeTraits<T, kOp, R, C, kPingPongTile64Tokens, 3, true, true>;
   using PingPong128 = WgmmaShapeTraits<T, kOp, R, C, kPingPongTileTokens, 4, true>;
+  using PingPong64x3 = WgmmaShapeTraits<T, kOp, R, C, kPingPong3TileTokens, 4, true, true, 3>;
 };
 
 // Launches tile `variant` (a TileVariant) of WgmmaTiles<T, kOp, R, C>; false when it has no such tile.
@@ -931,6 +936,8 @@ bool launchTile(DType dtype, const KernelArgs& args, int variant, int numSms, cu
     if (variant == kPersistentTile)
       return launchPersistent<typename Tiles::Persistent, PersistentStore::Consumers>(dtype, args, stream, numSms);
     if (variant == kPingPongTile) return launchPingPong<typename Tiles::PingPong64>(dtype, args, stream, numSms);
+    if constexpr (kOp == Op::Matmul)
+      if (variant == kPingPong3Tile) return launchPingPong<typename Tiles::PingPong64x3>(dtype, args, stream, numSms);
   }
   if constexpr (kOp != Op::Sampled && Tiles::kWidth == 128) {
     if (variant == kWideTile) return launch<typename Tiles::Wide>(dtype, args, stream);

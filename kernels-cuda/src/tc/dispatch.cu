@@ -518,7 +518,7 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
         variant = tc::kPersistentTile;
       if (width == 64 && backward && tiles(tc::kPingPongTile64Tokens) >= tc::kPingPongMinTilesPerSm * device.sms &&
           line <= tc::kPingPongBackwardMaxLine64)
-        variant = tc::kPingPongTile;
+        variant = line <= tc::kPingPong3MaxLine ? tc::kPingPong3Tile : tc::kPingPongTile;
       if (width == 128 && tiles(tc::kPingPongTileTokens) >= tc::kPingPongMinTilesPerSm * device.sms &&
           line <= (backward ? tc::kPingPongBackwardMaxLine128 : tc::kPingPongMaxLine))
         variant = tc::kPingPongTile;
@@ -535,7 +535,8 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
       lineSplits = options.splits;
   }
   if ((activated != nullptr || backward) && variant != tc::kDefaultTile && variant != tc::kWideTile &&
-      variant != tc::kPersistentTile && variant != tc::kPingPongTile && variant != tc::kXResidentTile)
+      variant != tc::kPersistentTile && variant != tc::kPingPongTile && variant != tc::kXResidentTile &&
+      variant != tc::kPingPong3Tile)
     return false;
   // The default options take the fused backward on the ping-pong tiles only, whose epilogue runs during the other
   // consumer's products: on an H200 it measured 0.89-0.98x dX and the separate pass at 128x128 and 2048-4096 tokens
@@ -546,7 +547,9 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
   // The X-resident tile (32x32) takes it too: its consumers request Z when a line starts, as they do its bias, and
   // store the line while the other consumers compute (docs/kernels.md, "X-resident bsrLinear and bsrMatmul").
   const bool named = options.path != TcPath::Auto || options.variant >= 0;
-  if (backward && !named && variant != tc::kPingPongTile && variant != tc::kXResidentTile) return false;
+  if (backward && !named && variant != tc::kPingPongTile && variant != tc::kPingPong3Tile &&
+      variant != tc::kXResidentTile)
+    return false;
   const int storeRows = backward && path == TcPath::Wgmma ? tc::wgmmaStoreRows(width, variant) : 0;
   if (backward && storeRows == 0) return false;
   tc::KernelArgs args = tc::makeArgs(op, a, b, bias, out, m, pattern);
@@ -814,6 +817,27 @@ bool tcTakesXResident(tc::Op op, DType dtype, const BsrPatternView& pattern, int
          resolvePath(currentDevice(), TcPath::Auto) == TcPath::Wgmma && xResidentRule(op, pattern, m, currentDevice().sms);
 }
 
+bool tcFusesActivation(DType dtype, const BsrPatternView& pattern, int64_t m) {
+  if (tcTakesXResident(tc::Op::Linear, dtype, pattern, m)) return true;
+  // BLOCKSPARSE_CUDA_FUSED_ACTIVATION=0 leaves the activation to the pass on the wgmma tiles, =1 fuses it whatever Z's
+  // size (read once, for measurement).
+  static const int forced = environmentSwitch("BLOCKSPARSE_CUDA_FUSED_ACTIVATION");
+  if (forced == 0) return false;
+  const DeviceInfo& device = currentDevice();
+  if ((dtype != DType::BFloat16 && dtype != DType::Float16) || !supported(dtype, pattern, m) || device.l2Bytes <= 0 ||
+      resolvePath(device, TcPath::Auto) != TcPath::Wgmma)
+    return false;
+  const int width = tc::tileWidth(tc::Op::Linear, pattern.blockHeight, pattern.blockWidth);
+  const bool wgmmaTiles = squareBlocks(pattern) ? pattern.blockHeight != 32
+                                                : tc::wgmmaShapeSupported(tc::Op::Linear, pattern.blockHeight,
+                                                                          pattern.blockWidth);
+  if (!wgmmaTiles || (width != 64 && width != 128) ||
+      tc::tileDepth(tc::Op::Linear, pattern.blockHeight, pattern.blockWidth) < 64)
+    return false;
+  const double z = static_cast<double>(m) * static_cast<double>(pattern.rows) * static_cast<double>(dtypeSize(dtype));
+  return forced == 1 || z > tc::kFusedActivationMinShareOfL2 * device.l2Bytes;
+}
+
 double tcMmaTileBlocksPerSm(tc::Op op, const BsrPatternView& pattern, int64_t m) {
   const int sms = std::max(1, currentDevice().sms);
   const int64_t lines = op == tc::Op::Linear ? pattern.blockRows : pattern.blockCols;
@@ -886,6 +910,7 @@ std::string tcRouteName(const TcOptions& options) {
   else if (options.variant == tc::kWideTile) name += " wide tile";
   else if (options.variant == tc::kPersistentTile) name += " persistent";
   else if (options.variant == tc::kPingPongTile) name += " ping-pong";
+  else if (options.variant == tc::kPingPong3Tile) name += " ping-pong, three consumers";
   else if (options.variant == tc::kXResidentTile) name += " X-resident";
   else if (options.variant == tc::kPatchPairTile) name += " patch tile";
   else if (options.variant > 0) name += " variant " + std::to_string(options.variant);

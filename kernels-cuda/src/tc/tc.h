@@ -124,6 +124,10 @@ bool tcTakesPatchDw(DType dtype, const BsrPatternView& pattern, int64_t m);
 // Whether the default options run bsrLinear / bsrMatmul (op) on the X-resident tile on the current device: 32x32
 // blocks in bfloat16/float16 on sm_90a, within that tile's rule (tc_kernels.h).
 bool tcTakesXResident(tc::Op op, DType dtype, const BsrPatternView& pattern, int64_t m);
+// Whether the default options write bsrLinearActivation's activation from the tile's epilogue (tcBsrLinearActivation)
+// rather than run the product and then the activation pass, for more than kDecodeMaxTokens tokens: on the X-resident
+// tile, and on the wgmma tiles of width 64 and 128 where Z outgrows kFusedActivationMinShareOfL2 of L2 (tc_kernels.h).
+bool tcFusesActivation(DType dtype, const BsrPatternView& pattern, int64_t m);
 // The blocks each SM walks for bsrLinear / bsrMatmul (op) on mma.sync's tile (128-token tiles x lines, each line split
 // into runs as the dispatch's rule splits it) on the current device: a CTA's blocks, times the CTAs per SM past one.
 double tcMmaTileBlocksPerSm(tc::Op op, const BsrPatternView& pattern, int64_t m);

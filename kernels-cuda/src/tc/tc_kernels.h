@@ -114,6 +114,7 @@ enum TileVariant : int {
   kFeatureMajorDwTile = 16,
   kPatchDwTile = 30,
   kPatchPairTile = 33,
+  kPingPong3Tile = 34,
 };
 // The default options dispatch the patch tile (patchDwRule) on wgmma devices whose memory peaks at this many bytes per
 // second or more (2 x memory clock x bus width; an H200's 4.9 TB/s, not an H100 SXM's 3.35), unless
@@ -146,6 +147,20 @@ constexpr int kPingPongTileTokens = 128;
 constexpr int64_t kPingPongMinTilesPerSm = 2;
 constexpr double kPingPongMaxLine = 4.0;
 constexpr int kPingPongTile64Tokens = 256;
+// kPingPong3Tile: three consumer warpgroups taking tiles of this many tokens in turn, so that two epilogues run beside
+// each main loop (the square-64 ping-pong tile, for dX with the activation's backward). The dispatch takes it in place of
+// kPingPongTile where that tile's backward rule holds and lines average at most kPingPong3MaxLine blocks: on an H100
+// (GELU(tanh), 2048-16384 tokens, six widths, densities 0.1-0.5) it took 0.92-0.98x the two consumers' time on lines of
+// 1.2-4 blocks (1.02-1.03x in 2 cases of 24), 0.90-1.07x on lines of 6-6.4 and 1.06-1.15x on most longer lines, where
+// loading each block for half the tokens costs more than the overlap saves (docs/kernels.md, "The activation's
+// backward in dX's epilogue").
+constexpr int kPingPong3TileTokens = 128;
+constexpr double kPingPong3MaxLine = 4.0;
+// bsrLinearActivation (the activation in the forward's epilogue, writing Z and activation(Z)) on the wgmma tiles of
+// width 64 and 128 where Z's bytes exceed this share of L2: the separate pass would then read Z back from device
+// memory. On an H100 the fused tile took 0.82-0.95x the product and the pass with Z of 33-268 MB (L2: 50 MB), and
+// 0.95-1.06x with Z of 12.6-16.8 MB, where the pass finds Z in L2; on an H200 0.98-1.00x at 8192 tokens.
+constexpr double kFusedActivationMinShareOfL2 = 0.5;
 constexpr double kPingPongBackwardMaxLine64 = 16.0;
 constexpr double kPingPongBackwardMaxLine128 = 8.0;
 constexpr int64_t kXResidentMaxSlab = 1024;

@@ -608,8 +608,9 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
   // Many tiles with short reduction lines, where half-precision products go to the persistent tile at 64x64 blocks
   // (at least 3 tiles of 256 tokens per SM, at most 16 blocks per line) and to the ping-pong tile at 128x128 (at
   // least 2 tiles of 128 tokens per SM, at most 4 blocks per line) on sm_90, and dX with the activation's backward to
-  // the ping-pong tile at both (at 64x64: 2 tiles of 256 tokens per SM, at most 16 blocks per line): 1000 tokens (the
-  // last tile ragged) x 128 block rows (columns) of 64, or 64 of 128, one or two blocks per line, some lines empty.
+  // the ping-pong tile at both (at 64x64: 2 tiles of 256 tokens per SM, at most 16 blocks per line, its three-consumer
+  // form at most 4, as here): 1000 tokens (the last tile ragged) x 128 block rows (columns) of 64, or 64 of 128, one or
+  // two blocks per line, some lines empty.
   // The rectangles 64x128 and 128x64 take the tiles of the square of their output's width (Linear: R, Matmul: C) on
   // sm_90, so each shape below sends one product to the persistent tile and the other to the ping-pong tile. The last
   // two of them take 4100 tokens over few lines: the 256-token wide tile at width 128 (Linear at 128x64, Matmul at
@@ -724,44 +725,40 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
     }
   }, 480_000);
 
-  // dX through the activation on longer lines: the dispatch takes the ping-pong tile's fused epilogue on lines of up to
-  // 16 blocks at 64x64 and 8 at 128x128 (kPingPongBackwardMaxLine64 / 128 in tc_kernels.h) where there are at least two
-  // of its tiles per SM (1000 tokens: 4 tiles of 256 at 64x64, 8 of 128 at 128x128, over 68 and 36 block columns).
-  // Density 0.5 gives lines of 12 and 6 blocks on average. dpre against the unfused pair (bsrMatmul, then the
-  // activation's backward) on every element and against float64 on every eighth token; dbias against the float64
-  // column sums of the unfused pair's dpre.
-  const LONG_LINES = [
-    { block: 64, rows: 1536, cols: 4352 },
-    { block: 128, rows: 1536, cols: 4608 },
-  ] as const;
-  test("bsrMatmulActivationBackward on lines of 6-12 blocks (the ping-pong tiles' fused epilogue), half precision, against the unfused pair and float64", () => {
-    const next = random(977);
-    const m = 1000;
+  // dX through the activation, half precision: dpre against the unfused pair (bsrMatmul, then the activation's backward)
+  // on every element and against float64 on every eighth token; dbias against the float64 column sums of the unfused
+  // pair's dpre.
+  function checkActivationBackward(
+    cases: readonly { block: readonly [number, number]; rows: number; cols: number; density: number }[],
+    m: number,
+    seed: number,
+  ): void {
+    const next = random(seed);
     const tokens: number[] = [];
     for (let i = next() < 0.5 ? 0 : 1; i < m; i += 8) tokens.push(i);
     for (const dtype of ["bfloat16", "float16"] as const) {
-      for (const { block, rows, cols } of LONG_LINES) {
-        const pattern = BsrPattern.random([rows, cols], { blockShape: [block, block], density: 0.5, seed: rows + block });
+      for (const { block: [br, bc], rows, cols, density } of cases) {
+        const pattern = BsrPattern.random([rows, cols], { blockShape: [br, bc], density, seed: rows + br + bc });
         const { blockRow, blockCol } = pattern.coordinates;
         tidy(() => {
-          const values = randomTensor(next, [pattern.nnzBlocks, block, block], dtype);
+          const values = randomTensor(next, [pattern.nnzBlocks, br, bc], dtype);
           const dy = randomTensor(next, [m, rows], dtype);
           const pre = randomTensor(next, [m, cols], dtype);
           const w = values.values, gs = dy.values;
           const dxRef = new Float64Array(tokens.length * cols);
           for (let p = 0; p < pattern.nnzBlocks; p++) {
-            const rowBase = blockRow[p] * block, colBase = blockCol[p] * block;
+            const rowBase = blockRow[p] * br, colBase = blockCol[p] * bc;
             tokens.forEach((i, k) => {
-              for (let r = 0; r < block; r++) {
+              for (let r = 0; r < br; r++) {
                 const g = gs[i * rows + rowBase + r];
-                const wRow = (p * block + r) * block;
-                for (let c = 0; c < block; c++) dxRef[k * cols + colBase + c] += g * w[wRow + c];
+                const wRow = (p * br + r) * bc;
+                for (let c = 0; c < bc; c++) dxRef[k * cols + colBase + c] += g * w[wRow + c];
               }
             });
           }
           const dx = bsrMatmul(dy.t, values.t, pattern);
           for (const activation of ["gelu_tanh", "gelu", "relu"] as const) {
-            const what = `bsrMatmulActivationBackward ${rows}x${cols} ${block}x${block} ${dtype} ${activation}`;
+            const what = `bsrMatmulActivationBackward ${rows}x${cols} ${br}x${bc} ${dtype} ${activation}`;
             const [dpre, dbias] = bsrMatmulActivationBackward(dy.t, values.t, pattern, pre.t, activation);
             const dpres = dpre.dataSync();
             const unfused = biasActivationBackward(dx, pre.t, null, activation)[0].dataSync();
@@ -778,6 +775,84 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
             const dbiasRef = new Float64Array(cols);
             for (let i = 0; i < unfused.length; i++) dbiasRef[i % cols] += unfused[i];
             expectClose(dbias.dataSync(), dbiasRef, dtype, `${what} dbias`);
+          }
+        });
+      }
+    }
+  }
+
+  // On longer lines: the dispatch takes the ping-pong tile's fused epilogue on lines of up to 16 blocks at 64x64 and 8
+  // at 128x128 (kPingPongBackwardMaxLine64 / 128 in tc_kernels.h) where there are at least two of its tiles per SM (1000
+  // tokens: 4 tiles of 256 at 64x64, 8 of 128 at 128x128, over 68 and 36 block columns). Density 0.5 gives lines of 12
+  // and 6 blocks on average.
+  test("bsrMatmulActivationBackward on lines of 6-12 blocks (the ping-pong tiles' fused epilogue), half precision, against the unfused pair and float64", () => {
+    checkActivationBackward(
+      [
+        { block: [64, 64], rows: 1536, cols: 4352, density: 0.5 },
+        { block: [128, 128], rows: 1536, cols: 4608, density: 0.5 },
+      ],
+      1000,
+      977,
+    );
+  }, 240_000);
+
+  // On lines of at most 4 blocks (kPingPong3MaxLine) with at least two 256-token tiles per SM, the 64-wide ping-pong
+  // tile with three consumers of 128 tokens each: 2000 tokens (8 tiles of 256, the last of 208; 16 of 128, the last of
+  // 80) over 40 block columns, lines of 4 blocks on average (64x64 at density 0.5 over 8 block rows), and of 2 blocks of
+  // 128x64 (4 in 64-deep steps) at density 0.25.
+  test("bsrMatmulActivationBackward on lines of up to 4 blocks (the three-consumer ping-pong tile), half precision, against the unfused pair and float64", () => {
+    checkActivationBackward(
+      [
+        { block: [64, 64], rows: 512, cols: 2560, density: 0.5 },
+        { block: [128, 64], rows: 1024, cols: 2560, density: 0.25 },
+      ],
+      2000,
+      2027,
+    );
+  }, 240_000);
+
+  // bsrLinearActivation where Z outgrows half of L2 (tcFusesActivation): the 64- and 128-wide wgmma tiles write Z and
+  // activation(Z) from their epilogue on sm_90 (a 50 MB L2: Z of 6000 x 4096 half-precision values is 49 MB). Z and
+  // activation(Z) against float64 on every sixteenth token and the last, and activation(Z) against the activation pass
+  // over Z on every element.
+  test("bsrLinearActivation with Z larger than half of L2 (the wgmma tiles' fused epilogue), half precision, against float64 and the pass", () => {
+    const next = random(6000);
+    const m = 6000;
+    const tokens: number[] = [];
+    for (let i = Math.floor(next() * 16); i < m; i += 16) tokens.push(i);
+    if (tokens.at(-1) !== m - 1) tokens.push(m - 1);
+    for (const dtype of ["bfloat16", "float16"] as const) {
+      for (const [br, bc] of [
+        [64, 64],
+        [128, 128],
+      ] as const) {
+        const [rows, cols] = [4096, 1024];
+        const pattern = BsrPattern.random([rows, cols], { blockShape: [br, bc], density: 0.25, seed: br + 11 });
+        tidy(() => {
+          const values = randomTensor(next, [pattern.nnzBlocks, br, bc], dtype, 0.25);
+          const bias = randomTensor(next, [rows], dtype);
+          const x = randomTensor(next, [m, cols], dtype, 0.25);
+          const { blockRow, blockCol } = pattern.coordinates;
+          const yRef = new Float64Array(tokens.length * rows);
+          for (let k = 0; k < tokens.length; k++) yRef.set(bias.values, k * rows);
+          for (let p = 0; p < pattern.nnzBlocks; p++) {
+            const rowBase = blockRow[p] * br, colBase = blockCol[p] * bc;
+            tokens.forEach((i, k) => {
+              for (let r = 0; r < br; r++) {
+                const wRow = (p * br + r) * bc;
+                let y = 0;
+                for (let c = 0; c < bc; c++) y += x.values[i * cols + colBase + c] * values.values[wRow + c];
+                yRef[k * rows + rowBase + r] += y;
+              }
+            });
+          }
+          for (const activation of ["gelu_tanh", "gelu", "relu"] as const) {
+            const what = `bsrLinearActivation ${rows}x${cols} ${br}x${bc} ${dtype} ${activation}`;
+            const [a, z] = runKernel("BsrLinearActivation", { x: x.t, values: values.t, bias: bias.t }, { pattern, activation });
+            const as = a.dataSync();
+            expectClose(pickTokens(z.dataSync(), tokens, rows), yRef, dtype, `${what} z`);
+            expectClose(pickTokens(as, tokens, rows), yRef.map(ACTIVATIONS[activation]), dtype, what);
+            expectClose(as, biasActivation(z, null, activation).dataSync(), dtype, `${what} against the pass`);
           }
         });
       }
