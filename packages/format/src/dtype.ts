@@ -1,3 +1,5 @@
+import { BsrFormatError } from "./errors.js";
+
 /** Element types of block values. 16-bit types keep their raw bits in a Uint16Array. */
 export type BsrDType = "float32" | "float16" | "bfloat16";
 export type BsrValues = Float32Array | Uint16Array;
@@ -6,6 +8,11 @@ export const BSR_DTYPES: readonly BsrDType[] = ["float32", "float16", "bfloat16"
 
 export function isBsrDType(value: unknown): value is BsrDType {
   return value === "float32" || value === "float16" || value === "bfloat16";
+}
+
+/** Refuses anything but a BsrDType, naming what it got. */
+export function checkDType(dtype: unknown): asserts dtype is BsrDType {
+  if (!isBsrDType(dtype)) throw new BsrFormatError("dtype", `expected "float32", "float16" or "bfloat16", got ${String(dtype)}`);
 }
 
 // One float32 slot viewed as its bits: both views share the platform's byte order.
@@ -116,29 +123,38 @@ export function bfloat16BitsToFloat32Array(bits: ArrayLike<number>): Float32Arra
   return new Float32Array(out.buffer);
 }
 
+/** A shorter `out` silently dropped the last values, a longer one was filled with zeros past them. */
+function checkSameLength(input: ArrayLike<number>, out: ArrayLike<number>): void {
+  if (out.length !== input.length) throw new BsrFormatError("out", `expected ${input.length} elements, as many as the input, got ${out.length}`);
+}
+
 /**
  * The array conversions into arrays the caller provides (same length; nothing allocated), on the values' bits: for
  * kernels that convert every input and output of a half dtype, where a new array per call costs more than the loop.
  */
 export function float16BitsToFloat32Into(bits: Uint16Array, out: Float32Array): Float32Array {
+  checkSameLength(bits, out);
   const words = new Uint32Array(out.buffer, out.byteOffset, out.length);
   for (let i = 0; i < words.length; i++) words[i] = float16ToFloat32Bits(bits[i]);
   return out;
 }
 
 export function bfloat16BitsToFloat32Into(bits: Uint16Array, out: Float32Array): Float32Array {
+  checkSameLength(bits, out);
   const words = new Uint32Array(out.buffer, out.byteOffset, out.length);
   for (let i = 0; i < words.length; i++) words[i] = bits[i] << 16;
   return out;
 }
 
 export function float32ToFloat16BitsInto(values: Float32Array, out: Uint16Array): Uint16Array {
+  checkSameLength(values, out);
   const words = new Uint32Array(values.buffer, values.byteOffset, values.length);
   for (let i = 0; i < words.length; i++) out[i] = float16FromFloat32Bits(words[i]);
   return out;
 }
 
 export function float32ToBfloat16BitsInto(values: Float32Array, out: Uint16Array): Uint16Array {
+  checkSameLength(values, out);
   const words = new Uint32Array(values.buffer, values.byteOffset, values.length);
   for (let i = 0; i < words.length; i++) out[i] = bfloat16FromFloat32Bits(words[i]);
   return out;
@@ -146,6 +162,7 @@ export function float32ToBfloat16BitsInto(values: Float32Array, out: Uint16Array
 
 /** Float values stored as `dtype`: a new Float32Array, or rounded 16-bit patterns. */
 export function encodeValues(values: ArrayLike<number>, dtype: BsrDType): BsrValues {
+  checkDType(dtype);
   if (dtype === "float16") return float32ArrayToFloat16Bits(values);
   if (dtype === "bfloat16") return float32ArrayToBfloat16Bits(values);
   return Float32Array.from(values);
@@ -153,6 +170,10 @@ export function encodeValues(values: ArrayLike<number>, dtype: BsrDType): BsrVal
 
 /** Stored values of `dtype` as float32 (a new array). */
 export function decodeValues(values: BsrValues, dtype: BsrDType): Float32Array {
+  checkDType(dtype);
+  // The wrong array read floats as bit patterns, or bit patterns as integers, without a word.
+  const expected = dtype === "float32" ? Float32Array : Uint16Array;
+  if (!(values instanceof expected)) throw new BsrFormatError("values", `${dtype} values must be a ${expected.name}, got ${values?.constructor?.name ?? String(values)}`);
   if (dtype === "float16") return float16BitsToFloat32Array(values);
   if (dtype === "bfloat16") return bfloat16BitsToFloat32Array(values);
   return Float32Array.from(values);

@@ -1,4 +1,4 @@
-import { type BsrDType, type BsrValues, decodeValues, encodeValues, isBsrDType } from "./dtype.js";
+import { type BsrDType, type BsrValues, checkDType, decodeValues, encodeValues, isBsrDType } from "./dtype.js";
 import { BsrFormatError, checkOptionKeys, parseWith, quoted } from "./errors.js";
 import { BsrPattern, checkArrayLike, checkDensity, checkShapes, type Shape2, seededRandom } from "./pattern.js";
 import { scipyBsrInputSchema, torchBsrInputSchema } from "./schema.js";
@@ -202,7 +202,7 @@ export class BsrMatrix {
     }
     const random = seededRandom(options.seed);
     const pattern = BsrPattern.random(shape, { blockShape: options.blockShape, density: options.density, seed: random });
-    const values = new Float32Array(pattern.nnzBlocks * pattern.blockShape[0] * pattern.blockShape[1]);
+    const values = zeroValues(pattern, "float32") as Float32Array;
     random.fillNormal(values, 0, std);
     return BsrMatrix.fromPattern(pattern, values, options.dtype);
   }
@@ -238,8 +238,7 @@ export class BsrMatrix {
       throw new BsrFormatError("dtype", `given twice: ${dtype} and ${dtypeArgument}`);
     }
     dtype = dtype ?? dtypeArgument ?? "float32";
-    const length = pattern.nnzBlocks * pattern.blockShape[0] * pattern.blockShape[1];
-    return BsrMatrix.fromPattern(pattern, dtype === "float32" ? new Float32Array(length) : new Uint16Array(length), dtype);
+    return BsrMatrix.fromPattern(pattern, zeroValues(pattern, dtype), dtype);
   }
 
   /** From PyTorch's BSR parts (crow_indices, col_indices, values [nnzb, R, C], size). */
@@ -385,8 +384,19 @@ export class BsrMatrix {
   }
 }
 
-function checkDType(dtype: unknown): asserts dtype is BsrDType {
-  if (!isBsrDType(dtype)) throw new BsrFormatError("dtype", `expected "float32", "float16" or "bfloat16", got ${String(dtype)}`);
+/** Zeroed values for every block of `pattern`: past what one array holds, a BsrFormatError where allocating threw a bare RangeError. */
+function zeroValues(pattern: BsrPattern, dtype: BsrDType): BsrValues {
+  const [blockHeight, blockWidth] = pattern.blockShape;
+  const length = pattern.nnzBlocks * blockHeight * blockWidth;
+  const arrayType = dtype === "float32" ? Float32Array : Uint16Array;
+  try {
+    return new arrayType(length);
+  } catch {
+    throw new BsrFormatError(
+      "values",
+      `nnzBlocks * R * C = ${pattern.nnzBlocks} * ${blockHeight} * ${blockWidth} = ${length} elements are too many for one ${arrayType.name}`,
+    );
+  }
 }
 
 /** Dense entries must be numbers: a hole or undefined would read as NaN and keep its block; typed arrays of numbers need no walk. */

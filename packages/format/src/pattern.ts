@@ -189,7 +189,13 @@ export class BsrPattern {
 
   /** 1 where a block is present: blockRows * blockCols entries, row-major. */
   blockMask(): Uint8Array {
-    const mask = new Uint8Array(this.blockRows * this.blockCols);
+    let mask: Uint8Array;
+    try {
+      mask = new Uint8Array(this.blockRows * this.blockCols);
+    } catch {
+      // A valid grid may hold far more blocks than one array can (2^31 - 2 on a side): that was a bare RangeError.
+      throw new BsrFormatError("shape", `the mask of the ${this.blockRows} x ${this.blockCols} block grid is too large for one Uint8Array`);
+    }
     for (let row = 0; row < this.blockRows; row++) {
       for (let k = this.blockRowPtr[row]; k < this.blockRowPtr[row + 1]; k++) {
         mask[row * this.blockCols + this.blockColIdx[k]] = 1;
@@ -256,6 +262,10 @@ function sameInts(a: Int32Array, b: Int32Array): boolean {
 
 /** The divisors of `n` in increasing order (at most the first 64): the block sizes that tile a dimension of n. */
 export function divisors(n: number): number[] {
+  // Past 2^53 (or at Infinity) the trial division below runs for hours: such an n is no dimension.
+  if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 1) {
+    throw new BsrFormatError("n", `expected a positive integer (at most 2^53 - 1), got ${quoted(n)}`);
+  }
   // Trial division up to sqrt(n), pairing each divisor with n / d: a dimension read from a
   // file can be any safe integer, and walking up to n itself would not finish.
   const small: number[] = [];

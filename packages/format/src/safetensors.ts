@@ -117,6 +117,8 @@ const PACKED_BITS: Partial<Record<SafetensorsDType, number>> = { F4: 4, F6_E2M3:
 
 /** Bytes per element of a safetensors dtype (a fraction for the 4- and 6-bit floats). */
 export function safetensorsDTypeSize(dtype: SafetensorsDType): number {
+  // An unknown name read a property of undefined (a TypeError), or one of Object.prototype's ("toString": NaN).
+  if (!Object.hasOwn(ARRAY_TYPES, dtype)) throw new BsrFormatError("dtype", unsupportedDType(dtype));
   return (PACKED_BITS[dtype] ?? 8 * ARRAY_TYPES[dtype].BYTES_PER_ELEMENT) / 8;
 }
 

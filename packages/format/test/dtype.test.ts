@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import {
+  BsrFormatError,
   bfloat16BitsToFloat32,
   bfloat16BitsToFloat32Array,
   decodeValues,
@@ -16,6 +17,7 @@ import {
   float32ToFloat16Bits,
 } from "../src/index.js";
 import { SeededRandom } from "../src/random.js";
+import { thrown } from "./helpers.js";
 
 const f32 = Math.fround;
 
@@ -198,6 +200,22 @@ describe("array helpers", () => {
     const brain = float32ArrayToBfloat16Bits(input);
     expect(decodeValues(brain, "bfloat16")).toEqual(bfloat16BitsToFloat32Array(brain));
   });
+
+  it("encodeValues and decodeValues refuse an unknown dtype, and decodeValues an array that does not hold that dtype", () => {
+    const fieldOf = (action: () => unknown) => {
+      const error = thrown(action);
+      expect(error).toBeInstanceOf(BsrFormatError);
+      return (error as BsrFormatError).field;
+    };
+    // Each came back as float32 without a word: "bf16" read raw bits as the integers they spell.
+    expect(fieldOf(() => encodeValues([1.5], "bf16" as never))).toBe("dtype");
+    expect(fieldOf(() => decodeValues(Uint16Array.of(0x3fc0), "bf16" as never))).toBe("dtype");
+    expect(fieldOf(() => decodeValues(undefined as never, undefined as never))).toBe("dtype");
+    // float32 values read as half bits, and half bits read as integers.
+    expect(fieldOf(() => decodeValues(Float32Array.of(1.5), "float16"))).toBe("values");
+    expect(fieldOf(() => decodeValues(Float32Array.of(1.5), "bfloat16"))).toBe("values");
+    expect(thrown(() => decodeValues(Uint16Array.of(0x3c00), "float32")).message).toBe("values: float32 values must be a Float32Array, got Uint16Array");
+  });
 });
 
 describe("widening arrays bit for bit", () => {
@@ -225,6 +243,23 @@ describe("conversions into given arrays", () => {
     const out = new Float32Array(65536 + 3).subarray(3);
     expect(bitsOf(float16BitsToFloat32Into(all, out))).toEqual(bitsOf(float16BitsToFloat32Array(all)));
     expect(bitsOf(bfloat16BitsToFloat32Into(all, out))).toEqual(bitsOf(bfloat16BitsToFloat32Array(all)));
+  });
+
+  it("refuse an output of another length than the input, where a shorter one dropped values and a longer one got zeros", () => {
+    const bits = Uint16Array.of(0x3c00, 0x4000);
+    const values = Float32Array.of(1, 2);
+    for (const length of [1, 3]) {
+      for (const action of [
+        () => float16BitsToFloat32Into(bits, new Float32Array(length)),
+        () => bfloat16BitsToFloat32Into(bits, new Float32Array(length)),
+        () => float32ToFloat16BitsInto(values, new Uint16Array(length)),
+        () => float32ToBfloat16BitsInto(values, new Uint16Array(length)),
+      ]) {
+        const error = thrown(action);
+        expect(error).toBeInstanceOf(BsrFormatError);
+        expect(error.message).toBe(`out: expected 2 elements, as many as the input, got ${length}`);
+      }
+    }
   });
 
   it("round float32 values (specials, subnormals, ties, random bits) as the per-value conversions do", () => {

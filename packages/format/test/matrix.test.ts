@@ -185,6 +185,17 @@ describe("values", () => {
     expect(BsrMatrix.zeros([6, 4], { blockShape: [3, 2] }, "bfloat16").dtype).toBe("bfloat16");
   });
 
+  it("zeros and random past what one array holds are a BsrFormatError naming the values, not a RangeError", () => {
+    // One 2^26 x 2^26 block: 2^52 values, more than any engine allocates.
+    const shape = [2 ** 26, 2 ** 26] as const;
+    const blockShape = [2 ** 26, 2 ** 26] as const;
+    for (const dtype of ["float32", "bfloat16"] as const) {
+      const error = expectFormatError(() => BsrMatrix.zeros(shape, { blockShape, dtype }), "values");
+      expect(error.message).toContain(`1 * 67108864 * 67108864 = ${2 ** 52} elements`);
+      expectFormatError(() => BsrMatrix.random(shape, { blockShape, density: 1, seed: 1, dtype }), "values");
+    }
+  });
+
   it("zeros refuses two different dtypes rather than taking one of them", () => {
     const inBoth = thrown(() => BsrMatrix.zeros([6, 4], { blockShape: [3, 2], dtype: "float16" }, "bfloat16")) as BsrFormatError;
     expect(inBoth).toBeInstanceOf(BsrFormatError);

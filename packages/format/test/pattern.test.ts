@@ -155,6 +155,11 @@ describe("BsrPattern validation names the field and position", () => {
     expect(divisors(4_294_967_291 * 3)).toEqual([1, 3, 4_294_967_291, 12_884_901_873]);
     expect(performance.now() - started).toBeLessThan(1000);
   });
+  it("divisors refuses what is no dimension, where Infinity or a number past 2^53 never came back", () => {
+    for (const n of [0, -6, 1.5, Number.NaN, "12", Number.POSITIVE_INFINITY, 2 ** 80]) {
+      expect(expectFormatError(() => divisors(n as number), "n").message).toContain("positive integer");
+    }
+  });
   it("a mask of the wrong size", () => {
     expect(expectFormatError(() => BsrPattern.fromMask([6, 8], [2, 2], [1, 0]), "mask").message).toMatch(/12/);
   });
@@ -317,6 +322,13 @@ describe("BsrPattern factories refuse what they cannot build exactly", () => {
       expect(pattern.coordinates.blockRow.at(-1)).toBeGreaterThan(shape[0] / 2);
     }
     expectFormatError(() => BsrPattern.random([2 ** 31 - 2, 2 ** 31 - 2], { blockShape: [1, 1], density: 0, seed: 1 }), "shape");
+  });
+
+  it("blockMask of a grid of more blocks than one array holds is a BsrFormatError naming the shape, not a RangeError", () => {
+    // 2^23 x (2^31 - 2) blocks, past 2^53: a valid pattern (none stored), whose mask no engine allocates.
+    const pattern = new BsrPattern({ shape: [2 ** 23, 2 ** 31 - 2], blockShape: [1, 1], blockRowPtr: new Int32Array(2 ** 23 + 1), blockColIdx: [] });
+    expect(expectFormatError(() => pattern.blockMask(), "shape").message).toContain("8388608 x 2147483646 block grid");
+    expectFormatError(() => BsrMatrix.zeros(pattern).blockMask(), "shape");
   });
 
   it("dense and zeros refuse a grid of more blocks than int32 offsets count, where allocating threw a bare RangeError", () => {

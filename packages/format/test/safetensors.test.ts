@@ -4,7 +4,9 @@ import {
   bsrMatricesToSafetensors,
   decodeSafetensors,
   encodeSafetensors,
+  type SafetensorsDType,
   type SafetensorsTensor,
+  safetensorsDTypeSize,
 } from "../src/index.js";
 import { PYTHON_FILE_HEX, PYTHON_LAYOUT_HEX } from "./fixtures.js";
 import { thrown } from "./helpers.js";
@@ -117,6 +119,16 @@ describe("encodeSafetensors", () => {
     );
     const metadataError = thrown(() => encodeSafetensors({}, { n: 3 } as unknown as Record<string, string>));
     expect((metadataError as BsrFormatError).field).toBe("metadata.n");
+  });
+
+  it("safetensorsDTypeSize gives each dtype's bytes and refuses an unknown one, where it threw a TypeError or gave NaN", () => {
+    expect(["F32", "BF16", "I64", "F4", "F6_E3M2", "C64", "BOOL"].map((dtype) => safetensorsDTypeSize(dtype as SafetensorsDType))).toEqual([4, 2, 8, 0.5, 0.75, 8, 1]);
+    for (const dtype of ["F128", "f32", "toString", "__proto__"]) {
+      const error = thrown(() => safetensorsDTypeSize(dtype as SafetensorsDType));
+      expect(error).toBeInstanceOf(BsrFormatError);
+      expect((error as BsrFormatError).field).toBe("dtype");
+      expect(error.message).toContain(`unsupported dtype "${dtype}"`);
+    }
   });
 
   it("refuses metadata given as a Map, whose entries were dropped from the file", () => {
