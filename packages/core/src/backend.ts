@@ -57,7 +57,7 @@ export type CompleteKernelTable<B extends Backend = Backend> = { [K in BackendKe
  * `read`, so a native addon can implement it over N-API without threads.
  */
 export interface Backend {
-  /** The name it was registered under ("js", "cuda", ...). */
+  /** The name it was registered under ("js", "cuda", ...): a backend that names itself otherwise fails to start. */
   readonly name: string;
   /** Its kernels keyed by kernel name (see kernel_names.ts). */
   readonly kernels: KernelTable;

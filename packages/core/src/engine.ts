@@ -210,6 +210,8 @@ export class Engine {
     try {
       const backend = registration.factory();
       checkBackendObject(backend);
+      // Code that follows a tensor's backend moves to `tensor.backend.name`: another name reaches another backend.
+      if (backend.name !== name) throw new BackendError(`its factory returned a backend named '${backend.name}'; a backend's name must be the one it is registered under`);
       this.instances.set(name, backend);
       return backend;
     } catch (error) {

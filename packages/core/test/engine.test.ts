@@ -116,6 +116,20 @@ describe("backend registry", () => {
     expect(() => engine.setBackend("hollow")).toThrow(BackendError);
   });
 
+  it("a factory whose backend names itself otherwise fails to start, named, and the registry falls back to the next", () => {
+    // Code that follows a tensor's backend moves to tensor.backend.name (a gradient, optimizer state): under another
+    // name it reached the registered 'js', and errors read "is on backend 'js' but ... is on 'js'".
+    const engine = new Engine();
+    const warn = vi.spyOn(console, "warn").mockImplementation(() => {});
+    engine.registerBackend("alias", () => new ToyBackend("toy"), 10);
+    engine.registerBackend("toy", () => new ToyBackend("toy"), 1);
+    expect(engine.activeBackendName()).toBe("toy");
+    expect(warn.mock.calls.map((call) => String(call[0]))).toEqual([
+      "Backend 'alias' failed to start: its factory returned a backend named 'toy'; a backend's name must be the one it is registered under; falling back to the next backend",
+    ]);
+    expect(() => engine.setBackend("alias")).toThrow(BackendError);
+  });
+
   it("js is registered by core's entry and is the default", () => {
     expect(listBackends()).toContain("js");
     expect(getBackend()).toBe("js");

@@ -33,6 +33,7 @@ import {
   randint,
   randn,
   scaledDotProductAttention,
+  scatterAdd,
   softmax,
   softmaxBackward,
   sum,
@@ -324,5 +325,14 @@ describe("js allocation failures", () => {
     expect(caught).toBeInstanceOf(OutOfMemoryError);
     expect((caught as Error).message).toMatch(/^js: cannot allocate 2199023255552 bytes for 1099511627776 float16 elements, 0 in use: out of memory \(/);
     expect(backend.memory()).toEqual({ bytesInUse: 0, buffers: 0 });
+  });
+
+  it("scatterAdd into a shape past the limit is an OutOfMemoryError too (its float64 sums threw a bare RangeError first)", () => {
+    tidy(() => {
+      const indices = tensor([0], [1], "int32");
+      const updates = ones([1]);
+      expect(() => scatterAdd(indices, updates, [2 ** 40])).toThrow(OutOfMemoryError);
+      expect(() => scatterAdd(indices, tensor([1], [1], "int32"), [2 ** 40])).toThrow(OutOfMemoryError);
+    });
   });
 });

@@ -383,6 +383,17 @@ describe("fullOn, tensorOn and captureGraph check their backend, and tensorOn it
     expect(() => captureGraph(() => zeros([1]), { backend: "js" as never })).toThrow(new ValueError(message("captureGraph", '"js"')));
   });
 
+  it("an object that is not a Backend, such as a tensor given for its backend, is a ValueError too (a TypeError from inside the engine)", () => {
+    const message = (op: string, got: string) => `${op}: backend must be a Backend object (getBackendInstance(name) returns one), got ${got}`;
+    const x = zeros([2]);
+    // fullOn said "Cannot read properties of undefined (reading 'Fill')", tensorOn "backend.allocate is not a function".
+    expect(() => fullOn(x as never, [2], 1)).toThrow(new ValueError(message("fullOn", "a Tensor (a tensor's backend is tensor.backend)")));
+    expect(() => tensorOn({} as never, [1, 2], [2])).toThrow(new ValueError(message("tensorOn", "object")));
+    // It said "backend 'undefined' cannot record graphs".
+    expect(() => captureGraph(() => zeros([1]), { backend: x as never })).toThrow(new ValueError(message("captureGraph", "a Tensor (a tensor's backend is tensor.backend)")));
+    x.dispose();
+  });
+
   it("tensorOn refuses values that are not numbers (a string gave NaNs) and names itself for a size mismatch", () => {
     const js = getBackendInstance("js");
     expect(() => tensorOn(js, "ab" as never, [2])).toThrow(new ValueError("tensorOn: values must be an array or a typed array of numbers, got string"));

@@ -25,12 +25,15 @@ export function assertSameBackend(op: string, entries: [string, Tensor | undefin
 }
 
 /**
- * A backend argument must be a Backend object (or undefined: the active one): a name ("js") or null failed inside the
- * engine with a TypeError ("backend.allocate is not a function").
+ * A backend argument must be a Backend object (or undefined: the active one): a name ("js"), null or another object (a
+ * tensor given for its backend) failed inside the engine with a TypeError ("backend.allocate is not a function").
  */
 export function assertBackendArg(op: string, backend: unknown): void {
-  if (backend !== undefined && (backend === null || typeof backend !== "object")) {
-    throw new ValueError(`${op}: backend must be a Backend object (getBackendInstance(name) returns one), got ${formatArg(backend)}`);
+  if (backend === undefined) return;
+  const candidate = backend as { allocate?: unknown; kernels?: unknown } | null;
+  if (candidate === null || typeof candidate !== "object" || typeof candidate.allocate !== "function" || typeof candidate.kernels !== "object" || candidate.kernels === null) {
+    const hint = backend instanceof Tensor ? " (a tensor's backend is tensor.backend)" : "";
+    throw new ValueError(`${op}: backend must be a Backend object (getBackendInstance(name) returns one), got ${formatArg(backend)}${hint}`);
   }
 }
 

@@ -1,4 +1,5 @@
 import type { KernelArgs, TensorInfo } from "../../../backend";
+import { allocationError } from "../../../dtypes";
 import { IndexError } from "../../../errors";
 import { float32ToBfloat16Bits, float32ToFloat16Bits } from "../../../half";
 import { broadcastStrides, sizeOf, splitAt, splitParts, stridesOf } from "../../../shape";
@@ -103,7 +104,13 @@ export function scatterAddKernel({ inputs: { indices, updates }, attrs: { axis, 
   for (let j = 0; j < count; j++) checkIndex("scatterAdd", idx[j], dim, j);
   const source = backend.numbers(updates);
   // int32 sums wrap as they go, exact modulo 2^32 (see the Sum kernel).
-  const sums = new (updates.dtype === "int32" ? Int32Array : Float64Array)(sizeOf(shape));
+  const Sums = updates.dtype === "int32" ? Int32Array : Float64Array;
+  let sums: Int32Array | Float64Array;
+  try {
+    sums = new Sums(sizeOf(shape));
+  } catch (error) {
+    throw allocationError(error, `scatterAdd: cannot allocate the sums of ${sizeOf(shape)} ${updates.dtype} elements on the host`);
+  }
   for (let o = 0; o < outer; o++) {
     for (let j = 0; j < count; j++) {
       const to = (o * dim + idx[j]) * inner;
