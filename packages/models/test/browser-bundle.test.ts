@@ -85,10 +85,13 @@ describe("browser bundle (esbuild, minified, every export kept)", () => {
   // 52.0 KiB (51.5 before greedy captured steps fed their tokens back on the device; 49.3 before
   // generation's static cache and captured step pulled in core's captureGraph; 48.3
   // before GPT-2 generation and its cache); 127 KiB while configs were parsed with classic zod (not tree-shakeable, with its `new Function` probe).
-  it("@blocksparse/models stays within 67.23 KiB gzipped and evaluates no code", async () => {
+  // 67.23 KiB until format and core refused more malformed arguments (unknown dtypes and wrongly typed values in
+  // encodeValues / decodeValues, outputs of another length, a backend named otherwise than it is registered, objects
+  // that are no Backend; +0.33 KiB: 67.563 measured).
+  it("@blocksparse/models stays within 67.57 KiB gzipped and evaluates no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/models"]);
     console.log(`@blocksparse/models: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(67.23);
+    expect(gzipKiB).toBeLessThanOrEqual(67.57);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 });

@@ -439,7 +439,7 @@ export class SparseOptimizer {
 }
 
 /**
- * Runs `loss` once with every layer's forward (and forwardActivation) wrapped so that its input is kept and a zero
+ * Runs `loss` once with every layer's forward (and forwardActivation, forwardResidual) wrapped so that its input is kept and a zero
  * "probe" is added to its output: after backward, the probe's gradient is the layer's output
  * gradient dy. Parameters stop requiring gradients meanwhile, so none is accumulated (and no
  * weight gradient is computed).
@@ -458,8 +458,12 @@ function recordLayerGradients(owner: Module | readonly BlockSparseLinear[], laye
       records.get(layer)?.push({ x: keep(noGrad(() => x.clone())), probe });
       return add(y, probe);
     };
-    // Own properties shadow the class's entry points for this one pass (the activation then runs apart); deleted in finally.
-    Object.assign(layer, { forward: probed, forwardActivation: (x: Tensor, activation: Activation) => biasActivation(probed(x), null, activation) });
+    // Own properties shadow the class's entry points for this one pass (the activation and the residual then run apart); deleted in finally.
+    Object.assign(layer, {
+      forward: probed,
+      forwardActivation: (x: Tensor, activation: Activation) => biasActivation(probed(x), null, activation),
+      forwardResidual: (x: Tensor, residual: Tensor) => add(probed(x), residual),
+    });
   }
   try {
     tidy(() => {
@@ -485,6 +489,7 @@ function recordLayerGradients(owner: Module | readonly BlockSparseLinear[], laye
     for (const layer of layers) {
       delete (layer as { forward?: unknown }).forward;
       delete (layer as { forwardActivation?: unknown }).forwardActivation;
+      delete (layer as { forwardResidual?: unknown }).forwardResidual;
     }
     parameters.forEach((p, i) => {
       p.requiresGrad = requiresGrad[i];
@@ -507,7 +512,7 @@ function recordLayerGradients(owner: Module | readonly BlockSparseLinear[], laye
     for (const pairs of out.values()) disposeGradients(pairs);
     const names = owner instanceof Module ? new Map(owner.namedModules().map(([name, m]) => [m, name])) : new Map();
     throw new ValueError(
-      `SparseOptimizer.step: the loss closure did not call forward or forwardActivation of ${unused.map((l) => names.get(l) || (Array.isArray(owner) ? `layer ${owner.indexOf(l)}` : "the layer")).join(", ")}; gradient regrowth needs every layer it moves (a frozen one is left out)`,
+      `SparseOptimizer.step: the loss closure did not call forward, forwardActivation or forwardResidual of ${unused.map((l) => names.get(l) || (Array.isArray(owner) ? `layer ${owner.indexOf(l)}` : "the layer")).join(", ")}; gradient regrowth needs every layer it moves (a frozen one is left out)`,
     );
   }
   return out;

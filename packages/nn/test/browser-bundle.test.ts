@@ -16,11 +16,13 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // directory, read members named without .npy, bounded huge declared headers, strings and shapes, and read the shape
   // integers np.load reads, and safetensors refused what serde_json refuses (+1.44 KiB: 31.496).
   // 31.5 KiB until the safetensors writer refused a header its names and metadata alone put past 100 MB, before
-  // encoding it (31.535 measured).
-  it("@blocksparse/format with its npz subpath stays within 31.54 KiB gzipped and evaluates no code", async () => {
+  // encoding it (31.535 measured); 31.54 KiB until encodeValues / decodeValues refused unknown dtypes and wrongly typed
+  // values, the Into conversions outputs of another length, divisors what is no dimension, and blockMask, zeros and
+  // random what one array cannot hold (+0.19 KiB: 31.725 measured).
+  it("@blocksparse/format with its npz subpath stays within 31.73 KiB gzipped and evaluates no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/format/npz"]);
     console.log(`@blocksparse/format + /npz: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(31.54);
+    expect(gzipKiB).toBeLessThanOrEqual(31.73);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
@@ -133,11 +135,15 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // list of optimizers, refused one holding none of the moved layer's parameters and setPattern named newValues on
   // another backend (+0.254 KiB: 94.558 measured); 94.58 KiB until core's bsrLinear took a residual (its options, checks
   // and the js kernel's add) and BlockSparseLinear.forwardResidual ran it as one kernel, its three forwards sharing
-  // their checks (+0.142 KiB: 94.700 measured).
-  it("format + core + autograd + nn stay within 94.71 KiB gzipped and evaluate no code", async () => {
+  // their checks (+0.142 KiB: 94.700 measured); 94.71 KiB until SparseOptimizer's gradient regrowth recorded a layer
+  // called through forwardResidual (+0.022 KiB); 94.73 KiB until format refused unknown dtypes and wrongly typed values
+  // in encodeValues / decodeValues, outputs of another length in the Into conversions, divisors of what is no dimension
+  // and masks and values past one array, and core refused a backend named otherwise than it is registered and objects
+  // that are no Backend where one is asked for (+0.34 KiB: 95.066 measured).
+  it("format + core + autograd + nn stay within 95.07 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(94.71);
+    expect(gzipKiB).toBeLessThanOrEqual(95.07);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 

@@ -122,7 +122,7 @@ describe("SparseOptimizer's gradient pass and forwardActivation", () => {
       const sparse = new SparseOptimizer(target, { regrow: "gradient" });
       expect(() => sparse.step(loss)).toThrow(ValueError);
       expect(() => sparse.step(loss)).toThrow(
-        `SparseOptimizer.step: the loss closure did not call forward or forwardActivation of ${name}; gradient regrowth needs every layer it moves (a frozen one is left out)`,
+        `SparseOptimizer.step: the loss closure did not call forward, forwardActivation or forwardResidual of ${name}; gradient regrowth needs every layer it moves (a frozen one is left out)`,
       );
     }
     fc2.weight.requiresGrad = false;

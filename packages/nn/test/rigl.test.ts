@@ -1,5 +1,5 @@
 import { backward } from "@blocksparse/autograd";
-import { BsrPattern, mean, randn, relu, ShapeError, sum, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
+import { add, BsrPattern, mean, randn, relu, ShapeError, square, sub, sum, type Tensor, tensor, tidy, ValueError } from "@blocksparse/core";
 import { SeededRandom } from "@blocksparse/format";
 import { Adam, BlockSparseLinear, crossEntropy, Linear, Module, pruneAndRegrow, ReLU, Sequential, SparseOptimizer } from "@blocksparse/nn";
 import { describe, expect, it } from "vitest";
@@ -249,6 +249,22 @@ describe("SparseOptimizer schedule", () => {
     expect(moves.get(layer)?.regrown.length).toBe(2);
     x.dispose();
     y.dispose();
+  });
+
+  it("gradient regrowth sees a layer called through forwardResidual, growing the blocks forward(x) + residual would", () => {
+    const x = randn([6, 16], { seed: 15 });
+    const target = randn([6, 16], { seed: 16 });
+    const grown = (residualForward: boolean) => {
+      const layer = new BlockSparseLinear(16, 16, { density: 0.5, blockShape: [4, 4], seed: 14 });
+      const run = () => (residualForward ? layer.forwardResidual(x, x) : add(layer.forward(x), x));
+      const sparse = new SparseOptimizer([layer], { fraction: 0.25, regrow: "gradient", seed: 3 });
+      const regrown = Array.from(sparse.step(() => mean(square(sub(run(), target)))).get(layer)?.regrown ?? []);
+      expect(Object.hasOwn(layer, "forwardResidual")).toBe(false);
+      return regrown;
+    };
+    const expected = grown(false);
+    expect(expected.length).toBe(2);
+    expect(grown(true)).toEqual(expected);
   });
 
   it("leaves the gradients of parameters outside its target (another module, an array of layers) and of inputs as they were", () => {
