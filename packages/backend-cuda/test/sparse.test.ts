@@ -812,7 +812,8 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
   }, 240_000);
 
   // bsrLinearActivation where Z outgrows half of L2 (tcFusesActivation): the 64- and 128-wide wgmma tiles write Z and
-  // activation(Z) from their epilogue on sm_90 (a 50 MB L2: Z of 6000 x 4096 half-precision values is 49 MB). Z and
+  // activation(Z) from their epilogue on sm_90 (a 50 MB L2: Z of 6000 x 4096 half-precision values is 49 MB), the
+  // rectangles on the tiles of the square of their R. Z and
   // activation(Z) against float64 on every sixteenth token and the last, and activation(Z) against the activation pass
   // over Z on every element.
   test("bsrLinearActivation with Z larger than half of L2 (the wgmma tiles' fused epilogue), half precision, against float64 and the pass", () => {
@@ -825,6 +826,8 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
       for (const [br, bc] of [
         [64, 64],
         [128, 128],
+        [64, 128],
+        [128, 64],
       ] as const) {
         const [rows, cols] = [4096, 1024];
         const pattern = BsrPattern.random([rows, cols], { blockShape: [br, bc], density: 0.25, seed: br + 11 });
