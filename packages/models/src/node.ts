@@ -325,6 +325,25 @@ function withHuggingFaceSplits(preTokenizer: PreTokenizer | null): PreTokenizer 
   return preTokenizer;
 }
 
+/** encode's and decode's options: the library's, named as transformers' keyword arguments. */
+const ENCODE_OPTIONS: readonly string[] = ["text_pair", "add_special_tokens", "return_token_type_ids"];
+const DECODE_OPTIONS: readonly string[] = ["skip_special_tokens", "clean_up_tokenization_spaces"];
+
+/**
+ * encode's or decode's options (null: none), each one of `names`: the library ignored any other key (truncation, a
+ * camelCase name) and a value that is no object (transformers' positional text_pair or skip_special_tokens, which
+ * `positional` names), so that they changed nothing without a word.
+ */
+function checkTokenizerOptions(label: string, options: unknown, names: readonly string[], positional: string): void {
+  if (options != null && typeof options !== "object") throw new ValueError(`${label}: options must be an object, got ${typeof options} (${positional})`);
+  checkOptions(label, options, names, (camel) => {
+    const snake = camel.replace(/[A-Z]/g, (letter) => `_${letter.toLowerCase()}`);
+    if (names.includes(snake)) return ` (did you mean ${snake}?)`;
+    if (snake === "return_attention_mask") return " (encode always returns attention_mask)";
+    return ["truncation", "max_length", "padding"].includes(snake) ? " (encode neither truncates nor pads: slice the ids)" : "";
+  });
+}
+
 /** How a token id list to decode is described in an error. */
 const describeIds = (ids: unknown) => (ids === null ? "null" : ArrayBuffer.isView(ids) ? ids.constructor.name : Array.isArray(ids) ? "an array" : typeof ids);
 
@@ -368,6 +387,7 @@ class PretrainedTokenizer extends Tokenizer {
   override encode(text: string, options: EncodeOptions & { return_token_type_ids: true }): Encoding & { token_type_ids: number[] };
   override encode(text: string, options?: EncodeOptions): Encoding;
   override encode(text: string, options?: EncodeOptions): Encoding {
+    checkTokenizerOptions("Tokenizer.encode", options, ENCODE_OPTIONS, "a second text is { text_pair }");
     checkText("text", text);
     const pair = options?.text_pair;
     if (pair != null) checkText("text_pair", pair);
@@ -388,6 +408,7 @@ class PretrainedTokenizer extends Tokenizer {
   }
 
   override decode(tokenIds: ArrayLike<number | bigint>, options?: DecodeOptions): string {
+    checkTokenizerOptions("Tokenizer.decode", options, DECODE_OPTIONS, "{ skip_special_tokens: true }");
     if (!Array.isArray(tokenIds) && !(ArrayBuffer.isView(tokenIds) && !(tokenIds instanceof DataView))) {
       throw new ValueError(`Tokenizer.decode: token ids must be an array of integers, got ${describeIds(tokenIds)}`);
     }

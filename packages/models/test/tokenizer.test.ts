@@ -122,6 +122,29 @@ describe("loadTokenizer", () => {
     expect(tokenizer.decode(tokenizer.encode("\ud83d\ude00", { text_pair: null }).ids)).toBe("😀");
   });
 
+  it("encode and decode refuse options they would ignore (truncation, camelCase names, a pair or a flag given positionally), naming them", async () => {
+    const tokenizer = await loadTokenizer(fixtures("tokenizer"));
+    const text = "Call me Ishmael. Some years ago";
+    const { ids } = tokenizer.encode(text);
+    // Each was ignored: every token came back, the pair was dropped, the special tokens kept.
+    for (const [run, message] of [
+      [() => tokenizer.encode(text, { truncation: true, max_length: 3 } as never), /unknown option 'truncation' \(encode neither truncates nor pads: slice the ids\)/],
+      [() => tokenizer.encode(text, { addSpecialTokens: false } as never), /unknown option 'addSpecialTokens' \(did you mean add_special_tokens\?\)/],
+      [() => tokenizer.encode(text, { return_attention_mask: false } as never), /unknown option 'return_attention_mask' \(encode always returns attention_mask\)/],
+      [() => tokenizer.encode("Call me", " Ishmael" as never), /Tokenizer\.encode: options must be an object, got string \(a second text is \{ text_pair \}\)/],
+      [() => tokenizer.decode(ids, { skipSpecialTokens: true } as never), /unknown option 'skipSpecialTokens' \(did you mean skip_special_tokens\?\)/],
+      [() => tokenizer.decode(ids, true as never), /Tokenizer\.decode: options must be an object, got boolean \(\{ skip_special_tokens: true \}\)/],
+    ] as const) {
+      expect(run).toThrow(ValueError);
+      expect(run).toThrow(message);
+    }
+    // The library's own options, and null for none, still work.
+    expect(tokenizer.encode("Call me", { text_pair: " Ishmael.", add_special_tokens: false, return_token_type_ids: true }).ids).toEqual(tokenizer.encode("Call me Ishmael.").ids);
+    expect(tokenizer.decode(ids, { skip_special_tokens: true, clean_up_tokenization_spaces: null })).toBe(text);
+    expect(tokenizer.encode(text, null as never).ids).toEqual(ids);
+    expect(tokenizer.decode(ids, null as never)).toBe(text);
+  });
+
   it("a tokenizer.json or tokenizer_config.json it cannot read is a ConfigError naming the file", async () => {
     const noModel = await mkdtemp(join(scratch, "no-model-"));
     await writeFile(join(noModel, "tokenizer.json"), JSON.stringify({ added_tokens: [] }));
