@@ -161,8 +161,13 @@ constexpr double kPingPong3MaxLine = 4.0;
 // memory. On an H100 the fused tile took 0.82-0.95x the product and the pass with Z of 33-268 MB (L2: 50 MB), and
 // 0.95-1.06x with Z of 12.6-16.8 MB, where the pass finds Z in L2; on an H200 0.98-1.00x at 8192 tokens.
 constexpr double kFusedActivationMinShareOfL2 = 0.5;
-constexpr double kPingPongBackwardMaxLine64 = 16.0;
-constexpr double kPingPongBackwardMaxLine128 = 8.0;
+// Set at 16 and 8 on an H200, where longer lines were not measured. On an H100 (2026-12-06, 2048-8192 tokens,
+// 2048 -> 8192 to 16384 -> 4096, densities 0.25 and 0.5) the fused ping-pong tile took 0.84-0.97x the time of dX and the
+// pass on the tiles the rules ran them on at 64x64 on lines of 32-64 blocks, and 0.79-0.94x at 128x128 on lines of 16
+// (0.94-1.03x on lines of 32, against the wide tile's dX and the pass): the pass costs per element of dX, which a longer
+// line does not shrink (docs/kernels.md, "The activation's backward in dX's epilogue").
+constexpr double kPingPongBackwardMaxLine64 = 64.0;
+constexpr double kPingPongBackwardMaxLine128 = 16.0;
 constexpr int64_t kXResidentMaxSlab = 1024;
 // The dispatch takes the tile up to 1408 columns, where two consumers' rings still get three stages each (four stages
 // up to 1280, three consumers of three up to 1152; bsr_wgmma_xr.cu asserts two of at least three beside it). On an H200

@@ -781,7 +781,7 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
     }
   }
 
-  // On longer lines: the dispatch takes the ping-pong tile's fused epilogue on lines of up to 16 blocks at 64x64 and 8
+  // On longer lines: the dispatch takes the ping-pong tile's fused epilogue on lines of up to 64 blocks at 64x64 and 16
   // at 128x128 (kPingPongBackwardMaxLine64 / 128 in tc_kernels.h) where there are at least two of its tiles per SM (1000
   // tokens: 4 tiles of 256 at 64x64, 8 of 128 at 128x128, over 68 and 36 block columns). Density 0.5 gives lines of 12
   // and 6 blocks on average.
@@ -793,6 +793,20 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
       ],
       1000,
       977,
+    );
+  }, 240_000);
+
+  // On lines of 16-32 blocks, which the rules took to the fused epilogue from 2026-12-06 (up to 64 blocks at 64x64, 16
+  // at 128x128): 1000 tokens over 68 block columns of 64 (4 tiles of 256) and 36 of 128 (8 tiles of 128), 4096 rows at
+  // density 0.5: lines of 32 and 16 blocks on average.
+  test("bsrMatmulActivationBackward on lines of 16-32 blocks (the ping-pong tiles' fused epilogue), half precision, against the unfused pair and float64", () => {
+    checkActivationBackward(
+      [
+        { block: [64, 64], rows: 4096, cols: 4352, density: 0.5 },
+        { block: [128, 128], rows: 4096, cols: 4608, density: 0.5 },
+      ],
+      1000,
+      1632,
     );
   }, 240_000);
 
