@@ -781,55 +781,30 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
     }
   }
 
-  // On longer lines: the dispatch takes the ping-pong tile's fused epilogue on lines of up to 64 blocks at 64x64 and 16
-  // at 128x128 (kPingPongBackwardMaxLine64 / 128 in tc_kernels.h) where there are at least two of its tiles per SM (1000
-  // tokens: 4 tiles of 256 at 64x64, 8 of 128 at 128x128, over 68 and 36 block columns). Density 0.5 gives lines of 12
-  // and 6 blocks on average.
-  test("bsrMatmulActivationBackward on lines of 6-12 blocks (the ping-pong tiles' fused epilogue), half precision, against the unfused pair and float64", () => {
-    checkActivationBackward(
-      [
-        { block: [64, 64], rows: 1536, cols: 4352, density: 0.5 },
-        { block: [128, 128], rows: 1536, cols: 4608, density: 0.5 },
-      ],
-      1000,
-      977,
-    );
-  }, 240_000);
-
-  // On lines of 16-32 blocks, which the rules took to the fused epilogue from 2026-12-06 (up to 64 blocks at 64x64, 16
-  // at 128x128): 1000 tokens over 68 block columns of 64 (4 tiles of 256) and 36 of 128 (8 tiles of 128), 4096 rows at
-  // density 0.5: lines of 32 and 16 blocks on average.
-  test("bsrMatmulActivationBackward on lines of 16-32 blocks (the ping-pong tiles' fused epilogue), half precision, against the unfused pair and float64", () => {
-    checkActivationBackward(
-      [
-        { block: [64, 64], rows: 4096, cols: 4352, density: 0.5 },
-        { block: [128, 128], rows: 4096, cols: 4608, density: 0.5 },
-      ],
-      1000,
-      1632,
-    );
-  }, 240_000);
-
-  // On lines of at most 4 blocks (kPingPong3MaxLine) with at least two 256-token tiles per SM, the 64-wide ping-pong
-  // tile with three consumers of 128 tokens each: 2000 tokens (8 tiles of 256, the last of 208; 16 of 128, the last of
-  // 80) over 40 block columns, lines of 4 blocks on average (64x64 at density 0.5 over 8 block rows), and of 2 blocks of
-  // 128x64 (4 in 64-deep steps) at density 0.25.
-  test("bsrMatmulActivationBackward on lines of up to 4 blocks (the three-consumer ping-pong tile), half precision, against the unfused pair and float64", () => {
-    checkActivationBackward(
-      [
-        { block: [64, 64], rows: 512, cols: 2560, density: 0.5 },
-        { block: [128, 64], rows: 1024, cols: 2560, density: 0.25 },
-      ],
-      2000,
-      2027,
-    );
-  }, 240_000);
+  // The lines each rule takes (tc_kernels.h), where there are at least two of the tile's tiles per SM:
+  // - 6-12 blocks, the ping-pong tiles (kPingPongBackwardMaxLine64 / 128: up to 64 blocks at 64x64, 16 at 128x128): 1000
+  //   tokens, 4 tiles of 256 at 64x64 and 8 of 128 at 128x128 over 68 and 36 block columns, 1536 rows at density 0.5;
+  // - 16-32 blocks, taken to the fused epilogue from 2026-12-06: the same with 4096 rows;
+  // - at most 4 blocks (kPingPong3MaxLine), the 64-wide ping-pong tile with three consumers of 128 tokens each: 2000
+  //   tokens (8 tiles of 256, the last of 208; 16 of 128, the last of 80) over 40 block columns, lines of 4 blocks
+  //   (64x64 at density 0.5 over 8 block rows) and of 2 blocks of 128x64 (4 in 64-deep steps) at density 0.25.
+  const PING_PONG = "the ping-pong tiles' fused epilogue";
+  const FUSED_DX_LINES = [
+    { lines: `6-12 blocks (${PING_PONG})`, m: 1000, seed: 977, rows: [1536, 1536], cols: [4352, 4608], blocks: [[64, 64], [128, 128]], density: 0.5 },
+    { lines: `16-32 blocks (${PING_PONG})`, m: 1000, seed: 1632, rows: [4096, 4096], cols: [4352, 4608], blocks: [[64, 64], [128, 128]], density: 0.5 },
+    { lines: "up to 4 blocks (the three-consumer ping-pong tile)", m: 2000, seed: 2027, rows: [512, 1024], cols: [2560, 2560], blocks: [[64, 64], [128, 64]], density: [0.5, 0.25] },
+  ] as const;
+  for (const { lines, m, seed, rows, cols, blocks, density } of FUSED_DX_LINES) {
+    test(`bsrMatmulActivationBackward on lines of ${lines}, half precision, against the unfused pair and float64`, () => {
+      const cases = blocks.map((block, i) => ({ block, rows: rows[i], cols: cols[i], density: typeof density === "number" ? density : density[i] }));
+      checkActivationBackward(cases, m, seed);
+    }, 240_000);
+  }
 
   // bsrLinearActivation where Z outgrows half of L2 (tcFusesActivation): the 64- and 128-wide wgmma tiles write Z and
   // activation(Z) from their epilogue on sm_90 (a 50 MB L2: Z of 6000 x 4096 half-precision values is 49 MB), the
-  // rectangles on the tiles of the square of their R. Z and
-  // activation(Z) against float64 on every sixteenth token and the last, and activation(Z) against the activation pass
-  // over Z on every element.
+  // rectangles on the tiles of the square of their R. Z and activation(Z) against float64 on every sixteenth token and
+  // the last, and activation(Z) against the activation pass over Z on every element.
   test("bsrLinearActivation with Z larger than half of L2 (the wgmma tiles' fused epilogue), half precision, against float64 and the pass", () => {
     const next = random(6000);
     const m = 6000;
