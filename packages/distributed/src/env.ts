@@ -1,3 +1,4 @@
+import { isIP } from "node:net";
 import { ValueError } from "@blocksparse/core";
 import { DistributedEnvError } from "./errors";
 
@@ -58,6 +59,8 @@ export function parseMasterAddr(text: string, whereThePortGoes: string): { host:
   }
   // One colon is host:port (an IPv6 address has two or more).
   if (trimmed.split(":").length === 2) return { problem: `a host name or address without a port (give the port ${whereThePortGoes})` };
+  // A scheduler's node list ("node[01-04]", "node1,node2") or a path never resolves either.
+  if (isIP(trimmed) === 0 && /[^\w.\-\u0080-\uffff]/.test(trimmed)) return { problem: "one host name (letters, digits, '-', '.' and '_') or IP address" };
   return { host: trimmed };
 }
 

@@ -31,7 +31,7 @@ export interface LaunchOptions {
   /** The script every rank runs, and its arguments. */
   script: string;
   args?: readonly string[];
-  /** Node options for every rank (default: this process's, e.g. --import tsx or --enable-source-maps). */
+  /** Node options for every rank (default: this process's, e.g. --import tsx or --enable-source-maps; not -e, -p, -i or -c). */
   nodeOptions?: readonly string[];
   /** Extra environment for every rank. */
   env?: NodeJS.ProcessEnv;
@@ -188,6 +188,23 @@ function checkLaunchOptions(options: LaunchOptions): Required<Pick<LaunchOptions
 /** The longest delay Node's timers take (about 24.8 days); a longer one would fire after 1 ms. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/** Node options that run other code than a script (`-e`, `-p`, the REPL, a syntax check), with whether they take the next argument. */
+const ENTRY_OPTIONS: Readonly<Record<string, boolean>> = { "-e": true, "--eval": true, "-p": true, "--print": true, "-pe": true, "-i": false, "--interactive": false, "-c": false, "--check": false };
+
+/**
+ * The launcher's own Node options as the ranks get them by default: all but ENTRY_OPTIONS. Passed on, `node -e` code
+ * that calls launch() ran in every rank instead of its script, each rank launching the job again, without end.
+ */
+function inheritedNodeOptions(execArgv: readonly string[]): string[] {
+  const kept: string[] = [];
+  for (let i = 0; i < execArgv.length; i++) {
+    const [flag, value] = execArgv[i].split(/=(.*)/s, 2);
+    if (!Object.hasOwn(ENTRY_OPTIONS, flag)) kept.push(execArgv[i]);
+    else if (ENTRY_OPTIONS[flag] && value === undefined) i++;
+  }
+  return kept;
+}
+
 /** An option's value as an error shows it: a string quoted and called one, so that "2" is not read as 2. */
 function shown(value: unknown): string {
   if (typeof value === "string") return `the string ${JSON.stringify(value)}`;
@@ -261,7 +278,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
   try {
     for (let localRank = 0; localRank < nprocPerNode; localRank++) {
       const rank = nodeRank * nprocPerNode + localRank;
-      const child = spawn(process.execPath, [...(options.nodeOptions ?? process.execArgv), options.script, ...(options.args ?? [])], {
+      const child = spawn(process.execPath, [...(options.nodeOptions ?? inheritedNodeOptions(process.execArgv)), options.script, ...(options.args ?? [])], {
         stdio: "inherit",
         // A new process group (and session) led by the rank; its output still goes to the launcher's. A terminal's
         // Ctrl-C, or its hangup, then reaches the launcher alone, which forwards it to every rank's group (above).

@@ -126,7 +126,13 @@ export class TcpStoreServer {
         socket.destroy();
         return;
       }
-      for (const frame of frames) this.#handle(socket, frame);
+      try {
+        for (const frame of frames) this.#handle(socket, frame);
+      } catch {
+        // A request it cannot answer (an error echoing a field too long for a frame) drops its connection, as bytes that
+        // are not frames do: thrown here, it ended the process hosting the store, and with it the job.
+        socket.destroy();
+      }
     });
     socket.on("error", () => socket.destroy());
     socket.on("close", () => {
@@ -335,6 +341,12 @@ function connectOnce(host: string, port: number, waitMs: number): Promise<Socket
     socket.once("connect", () => {
       clearTimeout(timer);
       socket.removeAllListeners("error");
+      // TCP's simultaneous open: with nothing listening yet, a local port picked equal to the store's connects to itself.
+      if (socket.localPort === socket.remotePort && socket.localAddress === socket.remoteAddress) {
+        socket.destroy();
+        reject(new Error("the connection reached itself: nothing listens on the port yet"));
+        return;
+      }
       resolve(socket);
     });
     socket.once("error", (error) => {

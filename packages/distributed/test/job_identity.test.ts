@@ -160,6 +160,21 @@ describe("the store's handshake: protocol versions end in an error, never a hang
     expect(await store.add("rendezvous/rank/1", 1)).toBe(1);
   });
 
+  it("a request whose refusal would echo a field too long for a frame drops that connection alone: the process hosting the store goes on serving", async () => {
+    const server = await listen("job-a");
+    // Each '"' is 2 bytes in the request's header, 4 in the refusal that quotes it: past the 64 KiB a header holds.
+    const long = '"'.repeat(30_000);
+    const hello = { op: "hello", id: 1, protocol: STORE_PROTOCOL_VERSION, jobId: "job-a" };
+    for (const headers of [[{ op: "hello", id: 1, protocol: long }], [hello, { op: long, id: 2 }], [hello, { op: "join", id: 2, rank: long }]]) {
+      const refused = await rawExchange(server.port, headers);
+      expect(refused.answers.filter((answer) => answer.id === 2 || answer.ok === false)).toEqual([]);
+    }
+    const store = await TcpStore.connect("127.0.0.1", server.port, { timeoutMs: 5000, jobId: "job-a" });
+    cleanups.push(() => store.close());
+    await store.set("still", new Uint8Array([7]));
+    expect(Array.from(await store.get("still", 5000))).toEqual([7]);
+  });
+
   it("a service that is not a store (an HTTP server) fails the connect at once with a StoreProtocolError, not at the timeout", async () => {
     const port = await peerServer(
       () => {},

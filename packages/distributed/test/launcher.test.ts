@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -104,6 +104,22 @@ describe("blocksparse-run", () => {
     const result = await runNode(["--import", "tsx", "src/cli.ts", "--nproc-per-node", "1", "--nnodes", "2", "x.js"]);
     expect(result.code).toBe(2);
     expect(result.stderr).toMatch(/--master-port is required with --nnodes > 1/);
+  });
+
+  it("launch() called from `node -e` code gives the ranks the launcher's Node options but not its code: each rank runs the script, not the code (which launched the job again, without end)", async () => {
+    const out = mkdtempSync(join(tmpdir(), "blocksparse-distributed-"));
+    outputs.push(out);
+    const script = join(out, "rank.mjs");
+    writeFileSync(script, 'console.log("rank " + process.env.RANK + " ran its script");\n');
+    // A rank that runs this code again says so and stops, instead of launching a job of its own.
+    const code = `if (process.env.LAUNCHED_BY_EVAL) { console.log("rank " + process.env.RANK + " ran the launcher's code"); process.exit(3); }
+      process.env.LAUNCHED_BY_EVAL = "1";
+      import("./src/launcher.ts").then(({ launch }) => launch({ nprocPerNode: 2, script: ${JSON.stringify(script)}, log: () => {} })).then((code) => process.exit(code));`;
+    for (const evaluate of [["-e", code], [`--eval=${code}`]]) {
+      const result = await runNode(["--import", "tsx", ...evaluate]);
+      expect(result.stdout.split("\n").filter(Boolean).sort(), result.stderr).toEqual(["rank 0 ran its script", "rank 1 ran its script"]);
+      expect(result.code).toBe(0);
+    }
   });
 
   it("when one rank dies, stops the others and exits non-zero, naming the rank and its exit code", async () => {

@@ -15,6 +15,7 @@ import {
   defaultJobId,
   GradientMismatchError,
   initProcessGroup,
+  launch,
   type ProcessGroup,
   RankFailedError,
   Rendezvous,
@@ -97,6 +98,18 @@ describe("readDistributedEnv", () => {
     expect(readDistributedEnv({ ...base, MASTER_ADDR: "[::1]" }).masterAddr).toBe("::1");
     expect(readDistributedEnv({ ...base, MASTER_ADDR: "fe80::1" }).masterAddr).toBe("fe80::1");
     expect(readDistributedEnv({ ...base, MASTER_ADDR: "node0.cluster" }).masterAddr).toBe("node0.cluster");
+  });
+
+  it("refuses a MASTER_ADDR that names no one host, as a scheduler's node list (which every rank retried until the timeout)", async () => {
+    for (const nodeList of ["node[001-004]", "node1,node2", "node1;node2"]) {
+      expect(() => readDistributedEnv({ ...base, MASTER_ADDR: nodeList })).toThrow(
+        `MASTER_ADDR must be one host name (letters, digits, '-', '.' and '_') or IP address (of rank 0's host), got '${nodeList}'`,
+      );
+    }
+    const env = { rank: 0, worldSize: 1, localRank: 0, localWorldSize: 1, masterAddr: "node[001-004]", masterPort: 29500, launcherStore: false };
+    await expect(initProcessGroup({ env, timeoutMs: 2000 })).rejects.toThrow(/initProcessGroup: env.masterAddr must be one host name .* or IP address, got the string 'node\[001-004\]'/);
+    await expect(launch({ nprocPerNode: 1, masterAddr: "node1,node2", script: "train.js" })).rejects.toThrow(/--master-addr must be one host name .* or IP address, got "node1,node2"/);
+    for (const host of ["fe80::1%eth0", "node_0.cluster", "node-0.cluster."]) expect(readDistributedEnv({ ...base, MASTER_ADDR: host }).masterAddr).toBe(host);
   });
 });
 
