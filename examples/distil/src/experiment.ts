@@ -3,6 +3,7 @@ import { type FloatDType, type Tensor, tensor, tidy } from "@blocksparse/core";
 import { GPT2_ATTENTION_LAYERS, GPT2_FFN_LAYERS, GPT2LMHeadModel } from "@blocksparse/models";
 import { AdamW, crossEntropy, distillationLoss, inverseDensity, type Module, SparseOptimizer } from "@blocksparse/nn";
 import { BlockSparseModelPatcher } from "@blocksparse/patcher";
+import { checkDensitiesKeepABlock } from "../../shared/flags";
 import { type TokenCorpus, WindowSampler } from "./data";
 
 /** Model sizes: tiny runs on a CPU in seconds; small and gpt2 (GPT-2 small's shape) want a GPU. */
@@ -98,11 +99,38 @@ export function gpt2Config(size: Size, vocabSize: number, context: number): Reco
   return { model_type: "gpt2", vocab_size: vocabSize, n_positions: context, n_embd, n_layer, n_head, resid_pdrop: 0, embd_pdrop: 0, attn_pdrop: 0 };
 }
 
-/** Replaces the matching Linear layers by block-sparse ones (32x32 blocks, strongest kept) and frees the dense weights. */
-export function sparsify(model: Module, density: number, patterns: RegExp[]): void {
+/** The patcher of the block-sparse models: the Linear layers matching `patterns` at `density`, 32x32 blocks, strongest kept. */
+function sparsePatcher(density: number, patterns: RegExp[]): BlockSparseModelPatcher {
   const patcher = new BlockSparseModelPatcher();
   for (const pattern of patterns) patcher.addPattern(pattern, { density });
-  patcher.patchModel(model, { disposeReplaced: true });
+  return patcher;
+}
+
+/** Replaces the matching Linear layers by block-sparse ones (32x32 blocks, strongest kept) and frees the dense weights. */
+export function sparsify(model: Module, density: number, patterns: RegExp[]): void {
+  sparsePatcher(density, patterns).patchModel(model, { disposeReplaced: true });
+}
+
+/** The layers `--patch` names for the recovery: the feed-forward ones, or attention too. */
+export function recoveryPatterns(patch: ExperimentOptions["patch"]): RegExp[] {
+  return patch === "ffn" ? [GPT2_FFN_LAYERS] : [GPT2_FFN_LAYERS, GPT2_ATTENTION_LAYERS];
+}
+
+/**
+ * Refuses a density under which a patched layer keeps no block (nn would keep one anyway, a denser layer than the
+ * table names): the sparse experiment's feed-forward layers at each of `densities`, and the layers `patch` names at
+ * `distilDensity`. Checked on the layers' real shapes: the patcher's dry run on one block of the models (every block
+ * has the same layers).
+ */
+export function checkDensities(setup: ExperimentContext, options: ExperimentOptions): void {
+  const model = new GPT2LMHeadModel({ ...setup.config, n_layer: 1 }, { seed: options.seed });
+  try {
+    const layersAt = (patterns: RegExp[]) => (density: number) => sparsePatcher(density, patterns).patchModel(model, { dryRun: true }).layers;
+    if (options.mode !== "distil") checkDensitiesKeepABlock(options.densities, layersAt([GPT2_FFN_LAYERS]), "a larger --size");
+    if (options.mode !== "sparse") checkDensitiesKeepABlock([options.distilDensity], layersAt(recoveryPatterns(options.patch)), "a larger --size", "distil-density");
+  } finally {
+    disposeModel(model);
+  }
 }
 
 /** Mean cross-entropy over `batches` validation windows (the same windows for every model). */
@@ -369,7 +397,7 @@ export function runExperiments(setup: ExperimentContext, options: ExperimentOpti
     const recoverySteps = options.recoverySteps ?? Math.max(1, Math.round(steps / 10));
     const learningRate = options.recoveryLearningRate;
     const density = options.distilDensity;
-    const patch = patchedCopy(dense, density, options.patch === "ffn" ? [GPT2_FFN_LAYERS] : [GPT2_FFN_LAYERS, GPT2_ATTENTION_LAYERS]);
+    const patch = patchedCopy(dense, density, recoveryPatterns(options.patch));
     const label = `${options.patch === "ffn" ? "FFN" : "FFN+attn"} ${density}`;
     dense.eval();
     // Distillation before fine-tuning: the row the target is about comes first when the budget is short.

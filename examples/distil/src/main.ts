@@ -8,7 +8,7 @@ import { dirname, join, resolve } from "node:path";
 import { BackendError, getBackendInstance, listBackends, setBackend } from "@blocksparse/core";
 import { plural } from "../../shared/text";
 import { BUNDLED_TOKENIZER, loadCorpus } from "./data";
-import { DEFAULT_RIGL, type ExperimentOptions, experimentContext, type ResultRow, runExperiments, SIZES } from "./experiment";
+import { checkDensities, DEFAULT_RIGL, type ExperimentOptions, experimentContext, type ResultRow, runExperiments, SIZES } from "./experiment";
 import { parseOptions, USAGE } from "./options";
 import { checkBudgetFits, checkMemoryFits, checkRiglMoves, estimateSeconds, maxStepsForEpochs, measureStepTimes, planSteps, type StepTimes } from "./plan";
 import { formatMarkdown, formatTable, targetLines } from "./report";
@@ -108,6 +108,8 @@ async function main(): Promise<void> {
   }
   const { n_embd, n_layer, n_head } = SIZES[options.size];
   checkMemoryFits({ n_embd, n_layer, n_head, vocab_size: corpus.vocabSize }, setup.batchSize, setup.context, totalmem());
+  // A layer must keep a block at each density, before the step times are measured and any model trains.
+  checkDensities(setup, options);
   const budget = options.budgetSeconds;
   let times: StepTimes | undefined;
   let steps = options.steps === "auto" ? 0 : options.steps;
@@ -174,7 +176,8 @@ async function main(): Promise<void> {
   console.log(`Total ${seconds.toFixed(0)} s on '${backend}'${budget === undefined ? "" : ` (budget ${budget} s)`}.`);
   if (parsed.out !== undefined) {
     write(rows, true);
-    console.log(`Wrote ${join(parsed.out, `${name}.md`)} and .json`);
+    // Absolute: `pnpm -F` runs this in the example's folder, not where the command was typed.
+    console.log(`Wrote ${resolve(parsed.out, `${name}.md`)} and .json`);
   }
   if (rows.some((row) => row.status === "failed")) process.exitCode = 1;
 }

@@ -113,6 +113,13 @@ export function parseOptions(argv: string[]): Parsed | null {
   }
   const mode = text("mode");
   if (mode !== undefined && !["sparse", "distil", "all"].includes(mode)) throw new RangeError(`--mode: expected sparse, distil or all, got '${mode}'`);
+  if (mode === "sparse" || mode === "distil") {
+    // The other experiment's flags ran without a word: --density under --mode distil left the recovery at --distil-density.
+    const other = mode === "sparse" ? "distil" : "sparse";
+    const otherFlags = { sparse: ["density", "rigl-fraction", "rigl-every", "rigl-end"], distil: ["distil-density", "patch", "recovery-steps", "recovery-lr"] }[other];
+    const unused = otherFlags.find((flag) => values[flag] !== undefined);
+    if (unused !== undefined) throw new RangeError(`--${unused}: used only by --mode ${other} or all (--mode is ${mode}); leave --${unused} out, or use --mode all`);
+  }
   const patch = text("patch");
   if (patch !== undefined && patch !== "ffn" && patch !== "ffn+attn") throw new RangeError(`--patch: expected ffn or ffn+attn, got '${patch}'`);
   const densityLists = values.density as string[] | undefined;

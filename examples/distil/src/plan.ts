@@ -1,6 +1,6 @@
-import { GPT2_ATTENTION_LAYERS, GPT2_FFN_LAYERS, GPT2LMHeadModel } from "@blocksparse/models";
+import { GPT2_FFN_LAYERS, GPT2LMHeadModel } from "@blocksparse/models";
 import { SparseOptimizer } from "@blocksparse/nn";
-import { copyOf, disposeModel, type ExperimentContext, type ExperimentOptions, type RunKind, sparsify, type TrainRun, train, validationLoss } from "./experiment";
+import { copyOf, disposeModel, type ExperimentContext, type ExperimentOptions, type RunKind, recoveryPatterns, sparsify, type TrainRun, train, validationLoss } from "./experiment";
 
 /** Milliseconds measured on throwaway models of the experiment's shape, after a few warm-up steps (first calls compile and allocate). */
 export interface StepTimes {
@@ -54,7 +54,7 @@ export function measureStepTimes(setup: ExperimentContext, options: ExperimentOp
     }
   }
   if (options.mode !== "sparse") {
-    const model = patched(options.distilDensity, options.patch === "ffn" ? [GPT2_FFN_LAYERS] : [GPT2_FFN_LAYERS, GPT2_ATTENTION_LAYERS]);
+    const model = patched(options.distilDensity, recoveryPatterns(options.patch));
     dense.eval();
     times.fineTune = msPerStep(model, setup, {}, warmup, timed);
     times.distil = msPerStep(model, setup, { teacher: dense }, warmup, timed);

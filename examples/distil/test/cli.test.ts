@@ -1,6 +1,6 @@
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join, relative, resolve } from "node:path";
 import { engine } from "@blocksparse/core";
 import { afterAll, describe, expect, it } from "vitest";
 import { runNode } from "../../../packages/distributed/test/helpers";
@@ -41,6 +41,11 @@ describe("main.ts's flags", () => {
     // Number.isInteger(1e300) is true: a thousand-digit count of validation windows or recovery steps ran without end.
     [["--eval-batches", "1e300"], /--eval-batches: expected a positive integer, got '1e300'/],
     [["--recovery-steps", "1e20"], /--recovery-steps: expected a positive integer, got '1e20'/],
+    // The other experiment's flags ran without a word: --density 0.1 under --mode distil recovered a model at 0.5.
+    [["--mode", "distil", "--density", "0.1"], /--density: used only by --mode sparse or all \(--mode is distil\); leave --density out, or use --mode all/],
+    [["--mode", "distil", "--rigl-every", "5"], /--rigl-every: used only by --mode sparse or all \(--mode is distil\); leave --rigl-every out, or use --mode all/],
+    [["--mode", "sparse", "--distil-density", "0.25"], /--distil-density: used only by --mode distil or all \(--mode is sparse\); leave --distil-density out, or use --mode all/],
+    [["--mode", "sparse", "--recovery-lr", "3e-4"], /--recovery-lr: used only by --mode distil or all \(--mode is sparse\); leave --recovery-lr out, or use --mode all/],
   ])("rejects %j naming the flag and what it accepts, before a backend starts or a line is printed", (args, message) => {
     expect(refusalOf(engine, () => parseOptions(args))).toMatch(message);
   });
@@ -73,6 +78,24 @@ describe("main.ts's command line", { timeout: 30_000 }, () => {
     expect(result.stdout).not.toMatch(/dense/);
   });
 
+  // nn keeps one block of a layer whatever the density: the tiny size's feed-forward layers hold 16 blocks of 32x32, so
+  // 0.01 trained them at 0.0625 while the table named 0.01; its attention output (4 blocks) kept 1 at --distil-density 0.1.
+  it.each([
+    [
+      ["--density", "0.25,0.01"],
+      "RangeError: --density: 0.01 keeps no block of transformer.h.0.mlp.c_fc (256x64 in 16 blocks of 32x32); nn keeps one anyway, so transformer.h.0.mlp.c_fc would run at density 0.063, not 0.01: give at least 0.063, or a larger --size",
+    ],
+    [
+      ["--mode", "distil", "--patch", "ffn+attn", "--distil-density", "0.1"],
+      "RangeError: --distil-density: 0.1 keeps no block of transformer.h.0.attn.c_proj (64x64 in 4 blocks of 32x32); nn keeps one anyway, so transformer.h.0.attn.c_proj would run at density 0.25, not 0.1: give at least 0.25, or a larger --size",
+    ],
+  ])("refuses %j under which a patched layer keeps no block, in one line naming the layer and the density that would run", async (args, message) => {
+    const result = await tsx("main.ts", "--backend", "js", "--max-chars", "20000", ...args);
+    expect(result.code).toBe(1);
+    expect(result.stderr.trim()).toBe(message);
+    expect(result.stdout).toBe("");
+  });
+
   it("a --tokenizer folder without tokenizer.json is named with the flag, before any model trains", async () => {
     const result = await tsx("main.ts", "--backend", "js", "--tokenizer", join(folder, "missing"));
     expect(result.code).toBe(1);
@@ -89,6 +112,15 @@ describe("main.ts's command line", { timeout: 30_000 }, () => {
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/^Error: --out \/proc\/blocksparse-no-folder\/results: cannot write there \((ENOENT|EACCES)/m);
     expect(result.stdout).toBe("");
+  });
+
+  // pnpm -F runs the demo in examples/distil: "Wrote results/..." named a folder the user's shell (at the root) did not have.
+  it("names the files an --out relative to the example's folder wrote by their absolute paths", async () => {
+    const out = join(folder, "results");
+    const result = await tsx("main.ts", "--backend", "js", "--mode", "distil", "--steps", "1", "--eval-batches", "1", "--curve-points", "1", "--max-chars", "20000", "--out", relative(resolve(import.meta.dirname, ".."), out));
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toContain(`Wrote ${join(out, "gpt2-moby-dick-distil.md")} and .json`);
+    expect(existsSync(join(out, "gpt2-moby-dick-distil.json"))).toBe(true);
   });
 
   it("an --out it cannot write fails before the first model trains, not after", async () => {

@@ -39,6 +39,19 @@ describe("the demo's command line", { timeout: 30_000 }, () => {
     }
   });
 
+  it("interop/run.sh removes the temporary folder it makes when given none, whether or not the check passes", () => {
+    // Each run left a folder of matrices in the temporary directory.
+    const temporary = mkdtempSync(join(tmpdir(), "blocksparse-interop-tmp-"));
+    try {
+      const result = spawnSync("bash", [resolve(import.meta.dirname, "..", "interop", "run.sh")], { env: { ...process.env, TMPDIR: temporary }, encoding: "utf8" });
+      const written = /^wrote fc\.weight, proj\.weight, head\.weight to (.+)$/m.exec(result.stdout)?.[1];
+      expect(written, result.stderr).toMatch(new RegExp(`^${temporary}/`));
+      expect(existsSync(written as string), written).toBe(false);
+    } finally {
+      rmSync(temporary, { recursive: true, force: true });
+    }
+  });
+
   it("says what it does for --help", async () => {
     const result = await demo("--help");
     expect(result.code).toBe(0);

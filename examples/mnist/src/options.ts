@@ -153,6 +153,8 @@ export function parseOptions(argv: string[]): CliOptions | null {
       "density",
     );
   }
+  const backendModules = values["backend-module"] ?? [];
+  if (backendModules.includes("")) throw new RangeError("--backend-module: expected a package name or a path, got ''");
   const chosen: Partial<MnistOptions> = Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined));
-  return { options: { ...DEFAULT_OPTIONS, ...chosen }, backendModules: values["backend-module"] ?? [] };
+  return { options: { ...DEFAULT_OPTIONS, ...chosen }, backendModules };
 }

@@ -43,6 +43,8 @@ describe("the demo's flags", () => {
     // It took seconds to fail with "rand: cannot allocate ... float32 values", naming no flag.
     [["--hidden", "10000000"], /--hidden: 10000000 makes [\d,]+ parameters, which need at least \d+ GiB to train, and this machine has [\d.]+ GiB; use a smaller --hidden/],
     [["--patch-from", "trained", "--epochs", "1"], /--patch-from trained: the first epoch trains the dense model the others are patched from, so --epochs 1 leaves none to train sparse; use --epochs 2 or more/],
+    // Core's "importBackendModules: specifiers must be an array of non-empty strings" named no flag.
+    [["--backend-module", ""], /--backend-module: expected a package name or a path, got ''/],
   ])("rejects %j naming the flag and what it accepts, before a backend starts or a line is printed", (args, message) => {
     expect(refusalOf(engine, () => parseOptions(args))).toMatch(message);
   });

@@ -107,8 +107,10 @@ function readFlags(argv: string[]): CliOptions | null {
     }
     options.blockShape = [Number(match[1]), Number(match[2])];
   }
+  const backendModules = values["backend-module"] ?? [];
+  if (backendModules.includes("")) throw new RangeError("--backend-module: expected a package name or a path, got ''");
   const chosen: Partial<TransformerOptions> = Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined));
-  return { options: { ...DEFAULT_OPTIONS, ...chosen }, backendModules: values["backend-module"] ?? [] };
+  return { options: { ...DEFAULT_OPTIONS, ...chosen }, backendModules };
 }
 
 /** The options a command line asks for (the defaults where a flag is left out), and the backend modules to import first. */

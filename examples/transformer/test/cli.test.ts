@@ -41,6 +41,8 @@ describe("the demo's flags", () => {
     // A million blocks took minutes to build, then ran out of memory; a huge batch failed with "Invalid typed array length".
     [["--layers", "100000000"], /--layers 100000000, --d-model 64, --batch-size 8, --context 64: training needs at least \d+ GiB .* and this machine has \d+(\.\d)? GiB; use a smaller --layers or --d-model/],
     [["--batch-size", "100000000000"], /--batch-size 100000000000, --context 64: training needs at least \d+ GiB .*; use a smaller --batch-size, --context or --layers/],
+    // Core's "importBackendModules: specifiers must be an array of non-empty strings" named no flag.
+    [["--backend-module", ""], /--backend-module: expected a package name or a path, got ''/],
   ])("rejects %j naming the flag and what it accepts, before a backend starts or a line is printed", (args, message) => {
     expect(refusalOf(engine, () => parseOptions(args))).toMatch(message);
   });
