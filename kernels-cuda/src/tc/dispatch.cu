@@ -827,12 +827,10 @@ bool tcFusesActivation(DType dtype, const BsrPatternView& pattern, int64_t m) {
   if ((dtype != DType::BFloat16 && dtype != DType::Float16) || !supported(dtype, pattern, m) || device.l2Bytes <= 0 ||
       resolvePath(device, TcPath::Auto) != TcPath::Wgmma)
     return false;
+  // The squares of 64 and 128 and the rectangles on their tiles (a 32-deep side has the default tile alone).
   const int width = tc::tileWidth(tc::Op::Linear, pattern.blockHeight, pattern.blockWidth);
-  const bool wgmmaTiles = squareBlocks(pattern) ? pattern.blockHeight != 32
-                                                : tc::wgmmaShapeSupported(tc::Op::Linear, pattern.blockHeight,
-                                                                          pattern.blockWidth);
-  if (!wgmmaTiles || (width != 64 && width != 128) ||
-      tc::tileDepth(tc::Op::Linear, pattern.blockHeight, pattern.blockWidth) < 64)
+  if ((width != 64 && width != 128) || tc::tileDepth(tc::Op::Linear, pattern.blockHeight, pattern.blockWidth) < 64 ||
+      !(squareBlocks(pattern) || tc::wgmmaShapeSupported(tc::Op::Linear, pattern.blockHeight, pattern.blockWidth)))
     return false;
   const double z = static_cast<double>(m) * static_cast<double>(pattern.rows) * static_cast<double>(dtypeSize(dtype));
   return forced == 1 || z > tc::kFusedActivationMinShareOfL2 * device.l2Bytes;

@@ -158,8 +158,8 @@ constexpr int kPingPong3TileTokens = 128;
 constexpr double kPingPong3MaxLine = 4.0;
 // bsrLinearActivation (the activation in the forward's epilogue, writing Z and activation(Z)) on the wgmma tiles of
 // width 64 and 128 where Z's bytes exceed this share of L2: the separate pass would then read Z back from device
-// memory. On an H100 the fused tile took 0.82-0.95x the product and the pass with Z of 33-268 MB (L2: 50 MB), and
-// 0.95-1.06x with Z of 12.6-16.8 MB, where the pass finds Z in L2; on an H200 0.98-1.00x at 8192 tokens.
+// memory. On an H100 the tile the dispatch runs took 0.87-1.00x the product and the pass with Z of 33-134 MB (L2: 50 MB),
+// and 0.95-1.06x with Z of 12.6-16.8 MB, where the pass finds Z in L2; on an H200 0.98-1.00x at 8192 tokens.
 constexpr double kFusedActivationMinShareOfL2 = 0.5;
 // Set at 16 and 8 on an H200, where longer lines were not measured. On an H100 (2026-12-06, 2048-8192 tokens,
 // 2048 -> 8192 to 16384 -> 4096, densities 0.25 and 0.5) the fused ping-pong tile took 0.84-0.97x the time of dX and the
