@@ -1,7 +1,7 @@
 import { BsrPattern } from "@blocksparse/format";
 import { describe, expect, it } from "vitest";
 import { IndexError } from "../src/errors";
-import { bsrMatmul, bsrMatmulActivationBackward, tensor } from "../src/index";
+import { bsrLinear, bsrMatmul, bsrMatmulActivationBackward, tensor } from "../src/index";
 
 // The column view's arrays are plain Int32Arrays: a caller can write into them after the pattern is built.
 function fixture() {
@@ -37,5 +37,18 @@ describe("bsrMatmul checks the pattern's column view against its row view", () =
     const { pattern, values, dy, columnIndex } = fixture();
     columnIndex.blockColPtr[1] = 3;
     expect(() => bsrMatmul(dy, values, pattern)).toThrow(IndexError);
+  });
+
+  it("refuses a row view written into after the pattern was built, as bsrLinear does", () => {
+    const { pattern, values, dy } = fixture();
+    // Row 1's blocks end past nnzBlocks: the column view still matches every block it names.
+    pattern.blockRowPtr[2] = 5;
+    const x = tensor([1, 2, 3, 4], [1, 4]);
+    expect(() => bsrLinear(x, values, pattern)).toThrow(/blockColIdx has 4 entries, blockRowPtr says 5/);
+    expect(() => bsrMatmul(dy, values, pattern)).toThrow(/bsrMatmul: pattern\.blockColIdx has 4 entries, pattern\.blockRowPtr says 5/);
+    pattern.blockRowPtr[2] = 4;
+    pattern.blockRowPtr[1] = 5;
+    expect(() => bsrMatmul(dy, values, pattern)).toThrow(IndexError);
+    expect(() => bsrMatmul(dy, values, pattern)).toThrow(/pattern\.blockRowPtr decreases at 2 \(5 then 4\)/);
   });
 });

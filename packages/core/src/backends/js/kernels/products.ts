@@ -5,6 +5,7 @@ import type { JsBackend } from "../backend";
 import type { BsrColumnIndex, BsrPattern } from "@blocksparse/format";
 import { IndexError } from "../../../errors";
 import * as compute from "../compute";
+import { checkCompressedIndex } from "../compute/validate";
 import { biasActivationBackwardKernel, biasActivationKernel } from "./elementwise";
 import { stridedOffsets } from "./util";
 
@@ -15,14 +16,16 @@ function sizes(pattern: BsrPattern): compute.BsrSizes {
 }
 
 /**
- * `pattern.columnIndex`, checked against the row-wise index it stands for: each block named once, at the block row and
- * column where the row-wise index holds it. Its arrays can be written into after the pattern is built (the pattern
+ * `pattern.columnIndex`, checked against the row-wise index it stands for (itself checked as bsrLinear checks it): each
+ * block named once, at the block row and column where the row-wise index holds it. Its arrays can be written into after the pattern is built (the pattern
  * only re-checks its row-wise arrays), and a repeated or misplaced valueIndex entry made a silently wrong product.
  */
 function checkedColumnIndex(fn: string, pattern: BsrPattern): BsrColumnIndex {
   const index = pattern.columnIndex;
   const { blockColPtr, blockRowIdx, valueIndex } = index;
   const { blockRowPtr, blockColIdx, blockRows, blockCols, nnzBlocks: nnz } = pattern;
+  // The row view first: the checks below read it, and bsrLinear and sampledMatmul refuse what it refuses.
+  checkCompressedIndex(fn, "pattern.blockRowPtr", blockRowPtr, "pattern.blockColIdx", blockColIdx, blockRows, blockCols);
   const where = `${fn}: pattern.columnIndex`;
   if (blockColPtr.length !== blockCols + 1 || blockRowIdx.length !== nnz || valueIndex.length !== nnz) {
     throw new IndexError(
