@@ -936,8 +936,7 @@ bool launchTile(DType dtype, const KernelArgs& args, int variant, int numSms, cu
     if (variant == kPersistentTile)
       return launchPersistent<typename Tiles::Persistent, PersistentStore::Consumers>(dtype, args, stream, numSms);
     if (variant == kPingPongTile) return launchPingPong<typename Tiles::PingPong64>(dtype, args, stream, numSms);
-    if constexpr (kOp == Op::Matmul)
-      if (variant == kPingPong3Tile) return launchPingPong<typename Tiles::PingPong64x3>(dtype, args, stream, numSms);
+    if (variant == kPingPong3Tile) return launchPingPong<typename Tiles::PingPong64x3>(dtype, args, stream, numSms);
   }
   if constexpr (kOp != Op::Sampled && Tiles::kWidth == 128) {
     if (variant == kWideTile) return launch<typename Tiles::Wide>(dtype, args, stream);

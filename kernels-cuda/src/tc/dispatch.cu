@@ -432,6 +432,22 @@ bool xResidentRule(tc::Op op, const BsrPatternView& pattern, int64_t m, int sms)
   return weight >= tc::kXResidentMinWeightPerSlab * 64.0 * double(slab);
 }
 
+// Whether bsrLinearActivation takes the three-consumer ping-pong tile (kPingPong3Tile) under the default options on a
+// wgmma device with `sms` SMs (tc_kernels.h's rule): an output tile 64 wide and 64 or more deep (the square of 64 and
+// the rectangles on its tiles), enough 256-token tiles for the ping-pong tiles' rule, and lines of at most
+// kPingPong3ForwardMaxLine blocks of the square's depth on average.
+bool pingPong3ForwardRule(const BsrPatternView& pattern, int64_t m, int sms) {
+  if (sms <= 0 || tc::tileWidth(tc::Op::Linear, pattern.blockHeight, pattern.blockWidth) != 64 ||
+      tc::tileDepth(tc::Op::Linear, pattern.blockHeight, pattern.blockWidth) < 64 ||
+      !(squareBlocks(pattern) || tc::wgmmaShapeSupported(tc::Op::Linear, pattern.blockHeight, pattern.blockWidth)))
+    return false;
+  const int64_t lines = pattern.blockRows;
+  if (lines <= 0) return false;
+  const double line = double(pattern.nnzBlocks) / double(lines) * pattern.blockWidth / 64.0;
+  const int64_t tiles = (m + tc::kPingPongTile64Tokens - 1) / tc::kPingPongTile64Tokens * lines;
+  return tiles >= tc::kPingPongMinTilesPerSm * sms && line <= tc::kPingPong3ForwardMaxLine;
+}
+
 // What a product fuses into its staged epilogue, beside its output: Linear the activation's second output
 // (`activated`), Matmul the activation's backward through the next layer's pre-activation (`pre`, with the bias
 // gradient's column sums into `dbias`).
@@ -519,6 +535,8 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
       if (width == 64 && backward && tiles(tc::kPingPongTile64Tokens) >= tc::kPingPongMinTilesPerSm * device.sms &&
           line <= tc::kPingPongBackwardMaxLine64)
         variant = line <= tc::kPingPong3MaxLine ? tc::kPingPong3Tile : tc::kPingPongTile;
+      if (width == 64 && activated != nullptr && pingPong3ForwardRule(pattern, m, device.sms))
+        variant = tc::kPingPong3Tile;
       if (width == 128 && tiles(tc::kPingPongTileTokens) >= tc::kPingPongMinTilesPerSm * device.sms &&
           line <= (backward ? tc::kPingPongBackwardMaxLine128 : tc::kPingPongMaxLine))
         variant = tc::kPingPongTile;
@@ -832,8 +850,10 @@ bool tcFusesActivation(DType dtype, const BsrPatternView& pattern, int64_t m) {
   if ((width != 64 && width != 128) || tc::tileDepth(tc::Op::Linear, pattern.blockHeight, pattern.blockWidth) < 64 ||
       !(squareBlocks(pattern) || tc::wgmmaShapeSupported(tc::Op::Linear, pattern.blockHeight, pattern.blockWidth)))
     return false;
+  // The three consumers' tile wins wherever its rule holds, Z in L2 or not (tc_kernels.h).
+  if (forced == 1 || pingPong3ForwardRule(pattern, m, device.sms)) return true;
   const double z = static_cast<double>(m) * static_cast<double>(pattern.rows) * static_cast<double>(dtypeSize(dtype));
-  return forced == 1 || z > tc::kFusedActivationMinShareOfL2 * device.l2Bytes;
+  return z > tc::kFusedActivationMinShareOfL2 * device.l2Bytes;
 }
 
 double tcMmaTileBlocksPerSm(tc::Op op, const BsrPatternView& pattern, int64_t m) {
@@ -865,6 +885,9 @@ std::vector<TcOptions> tcTuneCandidates(tc::Op op, DType dtype, const BsrPattern
       if (path == TcPath::Wgmma && width == 128) out.push_back({path, tc::kWideTile});
       if (path == TcPath::Wgmma && width == 128) out.push_back({path, tc::kPingPongTile});
       if (path == TcPath::Wgmma && width == 64 && depth >= 64) out.push_back({path, tc::kPersistentTile});
+      // Three consumers: for bsrLinearActivation's key (its fused epilogue; tc_kernels.h's kPingPong3ForwardMaxLine).
+      if (path == TcPath::Wgmma && width == 64 && depth >= 64 && op == tc::Op::Linear)
+        out.push_back({path, tc::kPingPong3Tile});
       if (path == TcPath::Wgmma && squareBlocks(pattern) && pattern.blockHeight == 32 &&
           (op == tc::Op::Linear ? pattern.cols : pattern.rows) <= tc::kXResidentMaxDispatchedSlab)
         out.push_back({path, tc::kXResidentTile});

@@ -74,6 +74,27 @@ function sampledProducts(
   return { yRef, dxRef };
 }
 
+/** Y = X W^T + bias in float64 at the given tokens only ([tokens.length, rows]), as sampledProducts without dX. */
+function sampledLinear(pattern: BsrPattern, w: Float64Array, bias: Float64Array, xs: ArrayLike<number>, tokens: readonly number[]): Float64Array {
+  const [rows, cols] = pattern.shape;
+  const [br, bc] = pattern.blockShape;
+  const { blockRow, blockCol } = pattern.coordinates;
+  const yRef = new Float64Array(tokens.length * rows);
+  for (let k = 0; k < tokens.length; k++) yRef.set(bias, k * rows);
+  for (let p = 0; p < pattern.nnzBlocks; p++) {
+    const rowBase = blockRow[p] * br, colBase = blockCol[p] * bc;
+    tokens.forEach((i, k) => {
+      for (let r = 0; r < br; r++) {
+        const wRow = (p * br + r) * bc;
+        let y = 0;
+        for (let c = 0; c < bc; c++) y += xs[i * cols + colBase + c] * w[wRow + c];
+        yRef[k * rows + rowBase + r] += y;
+      }
+    });
+  }
+  return yRef;
+}
+
 // Block shapes of every kind: 1x1, odd, rectangular both ways, larger than one 32-wide tile, 64x64, and the shapes
 // besides the squares that the tensor-core tiles take in float16/bfloat16 (16x16 and the 1:2 and 2:1 rectangles),
 // each with lines of several blocks.
@@ -803,7 +824,7 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
 
   // bsrLinearActivation where Z outgrows half of L2 (tcFusesActivation): the 64- and 128-wide wgmma tiles write Z and
   // activation(Z) from their epilogue on sm_90 (a 50 MB L2: Z of 6000 x 4096 half-precision values is 49 MB), the
-  // rectangles on the tiles of the square of their R. Z and activation(Z) against float64 on every sixteenth token and
+  // rectangles on the tiles of the square of their R (at 64 wide, with lines of 4 blocks, the three-consumer tile). Z and activation(Z) against float64 on every sixteenth token and
   // the last, and activation(Z) against the activation pass over Z on every element.
   test("bsrLinearActivation with Z larger than half of L2 (the wgmma tiles' fused epilogue), half precision, against float64 and the pass", () => {
     const next = random(6000);
@@ -824,20 +845,7 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
           const values = randomTensor(next, [pattern.nnzBlocks, br, bc], dtype, 0.25);
           const bias = randomTensor(next, [rows], dtype);
           const x = randomTensor(next, [m, cols], dtype, 0.25);
-          const { blockRow, blockCol } = pattern.coordinates;
-          const yRef = new Float64Array(tokens.length * rows);
-          for (let k = 0; k < tokens.length; k++) yRef.set(bias.values, k * rows);
-          for (let p = 0; p < pattern.nnzBlocks; p++) {
-            const rowBase = blockRow[p] * br, colBase = blockCol[p] * bc;
-            tokens.forEach((i, k) => {
-              for (let r = 0; r < br; r++) {
-                const wRow = (p * br + r) * bc;
-                let y = 0;
-                for (let c = 0; c < bc; c++) y += x.values[i * cols + colBase + c] * values.values[wRow + c];
-                yRef[k * rows + rowBase + r] += y;
-              }
-            });
-          }
+          const yRef = sampledLinear(pattern, values.values, bias.values, x.values, tokens);
           for (const activation of ["gelu_tanh", "gelu", "relu"] as const) {
             const what = `bsrLinearActivation ${rows}x${cols} ${br}x${bc} ${dtype} ${activation}`;
             const [a, z] = runKernel("BsrLinearActivation", { x: x.t, values: values.t, bias: bias.t }, { pattern, activation });
@@ -848,6 +856,57 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
           }
         });
       }
+    }
+  }, 240_000);
+
+  // bsrLinearActivation at 64 wide on either side of kPingPong3ForwardMaxLine (tc_kernels.h), with the dense route kept
+  // off: lines of 8 blocks (64x64 at density 0.5 over 1024 columns; 64x128 at 0.25 over 2048, 4 blocks of 128 deep)
+  // take the three-consumer tile fused, Z in L2 or not; lines of 16 (64x64 at 0.5 over 2048 columns, Z of 34 MB)
+  // the other fused tiles. 2085 tokens (a last 128-token tile of 37, a last 256-token tile of 37), block rows and
+  // columns left empty (the bias alone). Z and activation(Z) against float64 on a random token of every 8 and the last
+  // 37, activation(Z) against the pass over Z on every element.
+  const FUSED_FORWARD_LINES = [
+    { rows: 4096, cols: 1024, block: [64, 64], density: 0.5 },
+    { rows: 4096, cols: 2048, block: [64, 128], density: 0.25 },
+    { rows: 8192, cols: 2048, block: [64, 64], density: 0.5 },
+  ] as const;
+  test("bsrLinearActivation at 64 wide on lines of 8 blocks (the three-consumer tile) and of 16, empty lines, partial token tiles, half precision, against float64 and the pass", () => {
+    const next = random(3034);
+    const backend = useCuda();
+    const previous = backend.setDenseProductMode("never");
+    try {
+      const m = 2085;
+      const tokens: number[] = [];
+      for (let i0 = 0; i0 < m - 37; i0 += 8) tokens.push(i0 + Math.floor(next() * 8));
+      for (let i = m - 37; i < m; i++) tokens.push(i);
+      for (const dtype of ["bfloat16", "float16"] as const) {
+        for (const { rows, cols, block, density } of FUSED_FORWARD_LINES) {
+          const [br, bc] = block;
+          const blockRows = rows / br, blockCols = cols / bc;
+          const emptyRows = [1, blockRows - 1], emptyCols = [2];
+          const mask = Array.from({ length: blockRows * blockCols }, (_, k) => {
+            const r = Math.floor(k / blockCols), c = k % blockCols;
+            return !emptyRows.includes(r) && !emptyCols.includes(c) && next() < density;
+          });
+          const pattern = BsrPattern.fromMask([rows, cols], [br, bc], mask);
+          tidy(() => {
+            const values = randomTensor(next, [pattern.nnzBlocks, br, bc], dtype, 0.25);
+            const bias = randomTensor(next, [rows], dtype);
+            const x = randomTensor(next, [m, cols], dtype, 0.25);
+            const yRef = sampledLinear(pattern, values.values, bias.values, x.values, tokens);
+            for (const activation of ["gelu_tanh", "gelu", "relu"] as const) {
+              const what = `bsrLinearActivation ${rows}x${cols} ${br}x${bc} density ${density} ${dtype} ${activation}`;
+              const [a, z] = runKernel("BsrLinearActivation", { x: x.t, values: values.t, bias: bias.t }, { pattern, activation });
+              const as = a.dataSync();
+              expectClose(pickTokens(z.dataSync(), tokens, rows), yRef, dtype, `${what} z`);
+              expectClose(pickTokens(as, tokens, rows), yRef.map(ACTIVATIONS[activation]), dtype, what);
+              expectClose(as, biasActivation(z, null, activation).dataSync(), dtype, `${what} against the pass`);
+            }
+          });
+        }
+      }
+    } finally {
+      backend.setDenseProductMode(previous);
     }
   }, 240_000);
 
