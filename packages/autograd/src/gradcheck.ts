@@ -2,7 +2,7 @@ import { SeededRandom } from "@blocksparse/format";
 import { Tensor, ValueError, dispose, formatShape, optionsArg, tensorOn, tidy } from "@blocksparse/core";
 import { backward, reachableLeaves } from "./backward";
 import { describeValue } from "./errors";
-import { detach, noGrad, tracksGrad } from "./tape";
+import { detach, noGrad, tracksGrad, withRecording } from "./tape";
 
 export interface GradcheckOptions {
   /**
@@ -74,7 +74,7 @@ function checkOptions(options: GradcheckOptions | null): Required<Omit<Gradcheck
  * summed in float64 on the host, give the same numerically. Inputs are float32 tensors;
  * each is perturbed element by element by +-eps (the float32 step actually taken is used).
  * Backward runs on detached copies of the inputs: their `.grad`, `requiresGrad` and any graph they belong to stay
- * as they were.
+ * as they were. That forward is recorded even where recording is off (inside noGrad).
  */
 export function gradcheck(
   fn: (...inputs: Tensor[]) => Tensor,
@@ -165,23 +165,26 @@ function analyticGradients(
   const leaves = inputs.map(detach);
   for (const i of checked) leaves[i].requiresGrad = true;
   try {
-    tidy(() => {
-      const out = evaluate(leaves);
-      // Leaves fn closes over (a layer's parameters) get no gradient, as torch's gradcheck asks for the inputs' only.
-      const others = [...reachableLeaves(out)].filter((t) => !leaves.includes(t));
-      for (const t of others) t.requiresGrad = false;
-      try {
-        if (!tracksGrad(out)) return;
-        if (out.shape.length !== outShape.length || out.shape.some((d, i) => d !== outShape[i])) {
-          throw new ValueError(`gradcheck: fn returned ${formatShape(out.shape)}, then ${formatShape(outShape)}; it must be deterministic`);
+    // Recorded even inside noGrad (or a backward's observer): unrecorded, every analytic gradient read as zeros.
+    withRecording(() =>
+      tidy(() => {
+        const out = evaluate(leaves);
+        // Leaves fn closes over (a layer's parameters) get no gradient, as torch's gradcheck asks for the inputs' only.
+        const others = [...reachableLeaves(out)].filter((t) => !leaves.includes(t));
+        for (const t of others) t.requiresGrad = false;
+        try {
+          if (!tracksGrad(out)) return;
+          if (out.shape.length !== outShape.length || out.shape.some((d, i) => d !== outShape[i])) {
+            throw new ValueError(`gradcheck: fn returned ${formatShape(out.shape)}, then ${formatShape(outShape)}; it must be deterministic`);
+          }
+          // Retained: a tracked tensor fn closes over (an activation) keeps its graph for the caller's own backward;
+          // the nodes fn made go with their outputs at the end of this tidy.
+          backward(out, tensorOn(out.backend, r, out.shape, "float32"), { retainGraph: true });
+        } finally {
+          for (const t of others) t.requiresGrad = true;
         }
-        // Retained: a tracked tensor fn closes over (an activation) keeps its graph for the caller's own backward;
-        // the nodes fn made go with their outputs at the end of this tidy.
-        backward(out, tensorOn(out.backend, r, out.shape, "float32"), { retainGraph: true });
-      } finally {
-        for (const t of others) t.requiresGrad = true;
-      }
-    });
+      }),
+    );
     return checked.map((i) => {
       const grad = leaves[i].grad;
       return grad ? Float64Array.from(grad.dataSync()) : new Float64Array(inputs[i].size);

@@ -84,6 +84,17 @@ export function noGrad<T>(fn: () => T): T {
   }
 }
 
+/** Runs `fn` with recording on, whatever noGrad or backward encloses the call (gradcheck's own forward). */
+export function withRecording<T>(fn: () => T): T {
+  const depth = disabledDepth;
+  disabledDepth = 0;
+  try {
+    return fn();
+  } finally {
+    disabledDepth = depth;
+  }
+}
+
 /** The node and output index that produced `t`, if it was recorded. */
 export function gradFnOf(t: Tensor): GradFn | undefined {
   return gradFns.get(t.id);

@@ -1,5 +1,5 @@
 import { type Tensor, ValueError, exp, mul, square, sub, sum, tanh, tensor, tidy } from "@blocksparse/core";
-import { addGradReadyObserver, backward, getGradient, gradcheck, registerGradient } from "@blocksparse/autograd";
+import { addGradReadyObserver, backward, getGradient, gradcheck, isRecording, noGrad, registerGradient } from "@blocksparse/autograd";
 import { describe, expect, it } from "vitest";
 import { poisonAllocations, randomTensor } from "./helpers";
 
@@ -126,6 +126,14 @@ describe("gradcheck", () => {
     expect(result.ok).toBe(true);
     // d sum(p q r)/dp = q r and d/dq = p r: the same with p = q = x.
     expect(Array.from(result.details[0].analytic)).toEqual(Array.from(result.details[1].analytic));
+  });
+
+  it("records its own forward when called inside noGrad, where its analytic gradient was all zeros", () => {
+    const x = randomTensor([4], 12);
+    const result = noGrad(() => gradcheck((t) => mul(t, t), [x]));
+    expect(result.ok).toBe(true);
+    expect(Array.from(result.details[0].analytic).every((g) => g !== 0)).toBe(true);
+    expect(isRecording()).toBe(true);
   });
 
   it("takes null options as the defaults", () => {
