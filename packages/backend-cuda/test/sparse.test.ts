@@ -39,14 +39,14 @@ function pickTokens(data: ArrayLike<number>, tokens: readonly number[], width: n
 /**
  * Y = X W^T + bias and dX = dY W in float64 at the given tokens only ([tokens.length, rows] and [.., cols]), from the
  * stored blocks: block by block, then token by token, so that a block's values stay in cache while every token's
- * slices of x, dy and the references pass over them.
+ * slices of x, dy and the references pass over them. Without dY (null) dX is left at zeros.
  */
 function sampledProducts(
   pattern: BsrPattern,
   w: Float64Array,
   bias: Float64Array,
   xs: ArrayLike<number>,
-  gs: ArrayLike<number>,
+  gs: ArrayLike<number> | null,
   tokens: readonly number[],
 ): { yRef: Float64Array; dxRef: Float64Array } {
   const [rows, cols] = pattern.shape;
@@ -60,12 +60,11 @@ function sampledProducts(
     tokens.forEach((i, k) => {
       for (let r = 0; r < br; r++) {
         const wRow = (p * br + r) * bc;
-        const g = gs[i * rows + rowBase + r];
         let y = 0;
-        for (let c = 0; c < bc; c++) {
-          const wv = w[wRow + c];
-          y += xs[i * cols + colBase + c] * wv;
-          dxRef[k * cols + colBase + c] += g * wv;
+        for (let c = 0; c < bc; c++) y += xs[i * cols + colBase + c] * w[wRow + c];
+        if (gs !== null) {
+          const g = gs[i * rows + rowBase + r];
+          for (let c = 0; c < bc; c++) dxRef[k * cols + colBase + c] += g * w[wRow + c];
         }
         yRef[k * rows + rowBase + r] += y;
       }
@@ -74,25 +73,40 @@ function sampledProducts(
   return { yRef, dxRef };
 }
 
-/** Y = X W^T + bias in float64 at the given tokens only ([tokens.length, rows]), as sampledProducts without dX. */
-function sampledLinear(pattern: BsrPattern, w: Float64Array, bias: Float64Array, xs: ArrayLike<number>, tokens: readonly number[]): Float64Array {
-  const [rows, cols] = pattern.shape;
-  const [br, bc] = pattern.blockShape;
-  const { blockRow, blockCol } = pattern.coordinates;
-  const yRef = new Float64Array(tokens.length * rows);
-  for (let k = 0; k < tokens.length; k++) yRef.set(bias, k * rows);
-  for (let p = 0; p < pattern.nnzBlocks; p++) {
-    const rowBase = blockRow[p] * br, colBase = blockCol[p] * bc;
-    tokens.forEach((i, k) => {
-      for (let r = 0; r < br; r++) {
-        const wRow = (p * br + r) * bc;
-        let y = 0;
-        for (let c = 0; c < bc; c++) y += xs[i * cols + colBase + c] * w[wRow + c];
-        yRef[k * rows + rowBase + r] += y;
-      }
-    });
+/** One random token of every `every` before the last `tail` tokens of m, then those: the tokens a check samples. */
+function spreadTokens(next: () => number, m: number, every: number, tail = 37): number[] {
+  const tokens: number[] = [];
+  for (let i0 = 0; i0 < m - tail; i0 += every) tokens.push(i0 + Math.floor(next() * every));
+  for (let i = m - tail; i < m; i++) tokens.push(i);
+  return tokens;
+}
+
+/** A random pattern of `block` blocks at `density` with the given block rows and columns left empty. */
+function patternWithEmptyLines(
+  next: () => number,
+  shape: readonly [number, number],
+  block: readonly [number, number],
+  density: number,
+  emptyRows: readonly number[],
+  emptyCols: readonly number[],
+): BsrPattern {
+  const blockRows = shape[0] / block[0], blockCols = shape[1] / block[1];
+  const mask = Array.from({ length: blockRows * blockCols }, (_, k) => {
+    const r = Math.floor(k / blockCols), c = k % blockCols;
+    return !emptyRows.includes(r) && !emptyCols.includes(c) && next() < density;
+  });
+  return BsrPattern.fromMask([shape[0], shape[1]], [block[0], block[1]], mask);
+}
+
+/** Runs `fn` with the dense route off (the block kernels run), then gives the backend its mode back. */
+function withoutDenseRoute(fn: () => void): void {
+  const backend = useCuda();
+  const previous = backend.setDenseProductMode("never");
+  try {
+    fn();
+  } finally {
+    backend.setDenseProductMode(previous);
   }
-  return yRef;
 }
 
 // Block shapes of every kind: 1x1, odd, rectangular both ways, larger than one 32-wide tile, 64x64, and the shapes
@@ -822,6 +836,24 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
     }, 240_000);
   }
 
+  type Operand = ReturnType<typeof randomTensor>;
+  /**
+   * bsrLinearActivation for each activation: Z and activation(Z) against float64 at `tokens`, and activation(Z) against
+   * the activation pass over Z on every element.
+   */
+  function checkLinearActivations(pattern: BsrPattern, values: Operand, bias: Operand, x: Operand, tokens: readonly number[], dtype: "bfloat16" | "float16", label: string): void {
+    const rows = pattern.shape[0];
+    const yRef = sampledProducts(pattern, values.values, bias.values, x.values, null, tokens).yRef;
+    for (const activation of ["gelu_tanh", "gelu", "relu"] as const) {
+      const what = `bsrLinearActivation ${label} ${dtype} ${activation}`;
+      const [a, z] = runKernel("BsrLinearActivation", { x: x.t, values: values.t, bias: bias.t }, { pattern, activation });
+      const as = a.dataSync();
+      expectClose(pickTokens(z.dataSync(), tokens, rows), yRef, dtype, `${what} z`);
+      expectClose(pickTokens(as, tokens, rows), yRef.map(ACTIVATIONS[activation]), dtype, what);
+      expectClose(as, biasActivation(z, null, activation).dataSync(), dtype, `${what} against the pass`);
+    }
+  }
+
   // bsrLinearActivation where Z outgrows half of L2 (tcFusesActivation): the 64- and 128-wide wgmma tiles write Z and
   // activation(Z) from their epilogue on sm_90 (a 50 MB L2: Z of 6000 x 4096 half-precision values is 49 MB), the
   // rectangles on the tiles of the square of their R (at 64 wide, with lines of 4 blocks, the three-consumer tile). Z and activation(Z) against float64 on every sixteenth token and
@@ -845,15 +877,7 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
           const values = randomTensor(next, [pattern.nnzBlocks, br, bc], dtype, 0.25);
           const bias = randomTensor(next, [rows], dtype);
           const x = randomTensor(next, [m, cols], dtype, 0.25);
-          const yRef = sampledLinear(pattern, values.values, bias.values, x.values, tokens);
-          for (const activation of ["gelu_tanh", "gelu", "relu"] as const) {
-            const what = `bsrLinearActivation ${rows}x${cols} ${br}x${bc} ${dtype} ${activation}`;
-            const [a, z] = runKernel("BsrLinearActivation", { x: x.t, values: values.t, bias: bias.t }, { pattern, activation });
-            const as = a.dataSync();
-            expectClose(pickTokens(z.dataSync(), tokens, rows), yRef, dtype, `${what} z`);
-            expectClose(pickTokens(as, tokens, rows), yRef.map(ACTIVATIONS[activation]), dtype, what);
-            expectClose(as, biasActivation(z, null, activation).dataSync(), dtype, `${what} against the pass`);
-          }
+          checkLinearActivations(pattern, values, bias, x, tokens, dtype, `${rows}x${cols} ${br}x${bc}`);
         });
       }
     }
@@ -872,42 +896,22 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
   ] as const;
   test("bsrLinearActivation at 64 wide on lines of 8 blocks (the three-consumer tile) and of 16, empty lines, partial token tiles, half precision, against float64 and the pass", () => {
     const next = random(3034);
-    const backend = useCuda();
-    const previous = backend.setDenseProductMode("never");
-    try {
+    withoutDenseRoute(() => {
       const m = 2085;
-      const tokens: number[] = [];
-      for (let i0 = 0; i0 < m - 37; i0 += 8) tokens.push(i0 + Math.floor(next() * 8));
-      for (let i = m - 37; i < m; i++) tokens.push(i);
+      const tokens = spreadTokens(next, m, 8);
       for (const dtype of ["bfloat16", "float16"] as const) {
         for (const { rows, cols, block, density } of FUSED_FORWARD_LINES) {
           const [br, bc] = block;
-          const blockRows = rows / br, blockCols = cols / bc;
-          const emptyRows = [1, blockRows - 1], emptyCols = [2];
-          const mask = Array.from({ length: blockRows * blockCols }, (_, k) => {
-            const r = Math.floor(k / blockCols), c = k % blockCols;
-            return !emptyRows.includes(r) && !emptyCols.includes(c) && next() < density;
-          });
-          const pattern = BsrPattern.fromMask([rows, cols], [br, bc], mask);
+          const pattern = patternWithEmptyLines(next, [rows, cols], block, density, [1, rows / br - 1], [2]);
           tidy(() => {
             const values = randomTensor(next, [pattern.nnzBlocks, br, bc], dtype, 0.25);
             const bias = randomTensor(next, [rows], dtype);
             const x = randomTensor(next, [m, cols], dtype, 0.25);
-            const yRef = sampledLinear(pattern, values.values, bias.values, x.values, tokens);
-            for (const activation of ["gelu_tanh", "gelu", "relu"] as const) {
-              const what = `bsrLinearActivation ${rows}x${cols} ${br}x${bc} density ${density} ${dtype} ${activation}`;
-              const [a, z] = runKernel("BsrLinearActivation", { x: x.t, values: values.t, bias: bias.t }, { pattern, activation });
-              const as = a.dataSync();
-              expectClose(pickTokens(z.dataSync(), tokens, rows), yRef, dtype, `${what} z`);
-              expectClose(pickTokens(as, tokens, rows), yRef.map(ACTIVATIONS[activation]), dtype, what);
-              expectClose(as, biasActivation(z, null, activation).dataSync(), dtype, `${what} against the pass`);
-            }
+            checkLinearActivations(pattern, values, bias, x, tokens, dtype, `${rows}x${cols} ${br}x${bc} density ${density}`);
           });
         }
       }
-    } finally {
-      backend.setDenseProductMode(previous);
-    }
+    });
   }, 240_000);
 
   // 32x32 bsrLinear and bsrMatmul where the dispatch takes the X-resident tile (tc_kernels.h: a slab of at most 1408, K
@@ -931,25 +935,16 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
   ] as const;
   test("32x32 bsrLinear and bsrMatmul on the X-resident tile (slabs up to 1408 wide, lines of 22 and of 3 blocks, empty lines, a partial token tile), alone and with the activation fused, half precision, against float64", () => {
     const next = random(2085);
-    const backend = useCuda();
-    const previous = backend.setDenseProductMode("never");
-    try {
+    withoutDenseRoute(() => {
       for (const { m, density, every } of [
         { m: 150, density: 0.5, every: 4 },
         { m: 2085, density: 0.7, every: 8 },
         { m: 8229, density: 0.1, every: 64 },
       ]) {
-        const tokens: number[] = [];
-        for (let i0 = 0; i0 < m - 37; i0 += every) tokens.push(i0 + Math.floor(next() * every));
-        for (let i = m - 37; i < m; i++) tokens.push(i);
+        const tokens = spreadTokens(next, m, every);
         for (const dtype of ["bfloat16", "float16"] as const) {
           for (const { rows, cols, emptyRows, emptyCols } of X_RESIDENT) {
-            const blockRows = rows / 32, blockCols = cols / 32;
-            const mask = Array.from({ length: blockRows * blockCols }, (_, k) => {
-              const r = Math.floor(k / blockCols), c = k % blockCols;
-              return !(emptyRows as readonly number[]).includes(r) && !(emptyCols as readonly number[]).includes(c) && next() < density;
-            });
-            const pattern = BsrPattern.fromMask([rows, cols], [32, 32], mask);
+            const pattern = patternWithEmptyLines(next, [rows, cols], [32, 32], density, emptyRows, emptyCols);
             tidy(() => {
               const values = randomTensor(next, [pattern.nnzBlocks, 32, 32], dtype);
               const bias = randomTensor(next, [rows], dtype);
@@ -977,9 +972,7 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
           }
         }
       }
-    } finally {
-      backend.setDenseProductMode(previous);
-    }
+    });
   }, 240_000);
 
   test("setDenseSampledMode and setDenseProductMode refuse an unknown mode", () => {
@@ -995,9 +988,7 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
   // several launches. Outputs checked against float64 at the tokens on both sides of each launch's edge and at random
   // ones; the inputs are multiples of 1/8 and 1/4 (exact in every dtype), made without a float64 copy of the whole.
   test("bsrLinear and bsrMatmul with more tokens than one launch holds (the simple kernel, the float32 register tiles), against float64", () => {
-    const backend = useCuda();
-    const previous = backend.setDenseProductMode("never");
-    try {
+    withoutDenseRoute(() => {
       const next = random(4321);
       const cases = [
         { block: [2, 3], shape: [4, 6], launch: 65535 * 64, dtypes: ["float32", "bfloat16"] },
@@ -1025,9 +1016,7 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
           });
         }
       }
-    } finally {
-      backend.setDenseProductMode(previous);
-    }
+    });
   }, 120_000);
 
   test("a single input row and an empty batch", () => {
