@@ -111,7 +111,8 @@ export function gradcheck(
   const project = (args: Tensor[]): number =>
     noGrad(() =>
       tidy(() => {
-        const values = evaluate(args).dataSync();
+        // Checked: else r's missing or extra entries made a NaN numeric gradient, reported as a wrong analytic one.
+        const values = sameShape(evaluate(args), outShape).dataSync();
         let total = 0;
         for (let i = 0; i < values.length; i++) total += values[i] * r[i];
         return total;
@@ -153,6 +154,14 @@ export function gradcheck(
   };
 }
 
+/** `out`, checked to have the shape fn's first output had. */
+function sameShape(out: Tensor, first: number[]): Tensor {
+  if (out.shape.length !== first.length || out.shape.some((d, i) => d !== first[i])) {
+    throw new ValueError(`gradcheck: fn returned ${formatShape(first)}, then ${formatShape(out.shape)}; it must be deterministic`);
+  }
+  return out;
+}
+
 function analyticGradients(
   evaluate: (args: Tensor[]) => Tensor,
   inputs: Tensor[],
@@ -174,9 +183,7 @@ function analyticGradients(
         for (const t of others) t.requiresGrad = false;
         try {
           if (!tracksGrad(out)) return;
-          if (out.shape.length !== outShape.length || out.shape.some((d, i) => d !== outShape[i])) {
-            throw new ValueError(`gradcheck: fn returned ${formatShape(out.shape)}, then ${formatShape(outShape)}; it must be deterministic`);
-          }
+          sameShape(out, outShape);
           // Retained: a tracked tensor fn closes over (an activation) keeps its graph for the caller's own backward;
           // the nodes fn made go with their outputs at the end of this tidy.
           backward(out, tensorOn(out.backend, r, out.shape, "float32"), { retainGraph: true });

@@ -184,4 +184,18 @@ describe("gradcheck", () => {
     expect(() => gradcheck((t) => tanh(t), [x], [] as never)).toThrow(/gradcheck: options must be an object or null, got an array/);
     expect(gradcheck((t) => tanh(t), [x], { eps: 1e-2, atol: 1e-3, rtol: 1e-2, wrt: [0], seed: 1 }).ok).toBe(true);
   });
+
+  it("refuses an fn whose output changes shape between calls, in its differences too (they read NaN)", () => {
+    const x = randomTensor([3], 10);
+    // The first two calls (the output's shape, the analytic gradient) return [3]; the differences' calls [2].
+    let made = 0;
+    const changing = (t: Tensor) => (++made <= 2 ? mul(t, t) : sum(mul(t, t), 0, true));
+    expect(() => gradcheck(changing, [x])).toThrow(ValueError);
+    made = 0;
+    expect(() => gradcheck(changing, [x])).toThrow(/gradcheck: fn returned \[3\], then \[1\]; it must be deterministic/);
+    // Changed at the second call (the analytic gradient's), named in the order it happened.
+    let seen = 0;
+    const early = (t: Tensor) => (++seen <= 1 ? mul(t, t) : sum(mul(t, t), 0, true));
+    expect(() => gradcheck(early, [x])).toThrow(/gradcheck: fn returned \[3\], then \[1\]; it must be deterministic/);
+  });
 });
