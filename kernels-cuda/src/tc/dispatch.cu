@@ -433,16 +433,12 @@ bool xResidentRule(tc::Op op, const BsrPatternView& pattern, int64_t m, int sms)
 }
 
 // Whether bsrLinearActivation takes the three-consumer ping-pong tile (kPingPong3Tile) under the default options on a
-// wgmma device with `sms` SMs (tc_kernels.h's rule): an output tile 64 wide and 64 or more deep (the square of 64 and
-// the rectangles on its tiles), enough 256-token tiles for the ping-pong tiles' rule, and lines of at most
-// kPingPong3ForwardMaxLine blocks of the square's depth on average.
+// wgmma device with `sms` SMs (tc_kernels.h's rule), for a pattern on the 64-wide wgmma tiles (the square of 64 and the
+// rectangles on its tiles, 64 or more deep; the callers check that): enough 256-token tiles for the ping-pong tiles'
+// rule, and lines of at most kPingPong3ForwardMaxLine blocks of the square's depth on average.
 bool pingPong3ForwardRule(const BsrPatternView& pattern, int64_t m, int sms) {
-  if (sms <= 0 || tc::tileWidth(tc::Op::Linear, pattern.blockHeight, pattern.blockWidth) != 64 ||
-      tc::tileDepth(tc::Op::Linear, pattern.blockHeight, pattern.blockWidth) < 64 ||
-      !(squareBlocks(pattern) || tc::wgmmaShapeSupported(tc::Op::Linear, pattern.blockHeight, pattern.blockWidth)))
-    return false;
   const int64_t lines = pattern.blockRows;
-  if (lines <= 0) return false;
+  if (sms <= 0 || lines <= 0) return false;
   const double line = double(pattern.nnzBlocks) / double(lines) * pattern.blockWidth / 64.0;
   const int64_t tiles = (m + tc::kPingPongTile64Tokens - 1) / tc::kPingPongTile64Tokens * lines;
   return tiles >= tc::kPingPongMinTilesPerSm * sms && line <= tc::kPingPong3ForwardMaxLine;
@@ -851,7 +847,7 @@ bool tcFusesActivation(DType dtype, const BsrPatternView& pattern, int64_t m) {
       !(squareBlocks(pattern) || tc::wgmmaShapeSupported(tc::Op::Linear, pattern.blockHeight, pattern.blockWidth)))
     return false;
   // The three consumers' tile wins wherever its rule holds, Z in L2 or not (tc_kernels.h).
-  if (forced == 1 || pingPong3ForwardRule(pattern, m, device.sms)) return true;
+  if (forced == 1 || (width == 64 && pingPong3ForwardRule(pattern, m, device.sms))) return true;
   const double z = static_cast<double>(m) * static_cast<double>(pattern.rows) * static_cast<double>(dtypeSize(dtype));
   return z > tc::kFusedActivationMinShareOfL2 * device.l2Bytes;
 }

@@ -148,12 +148,12 @@ constexpr int64_t kPingPongMinTilesPerSm = 2;
 constexpr double kPingPongMaxLine = 4.0;
 constexpr int kPingPongTile64Tokens = 256;
 // kPingPong3Tile: three consumer warpgroups taking tiles of this many tokens in turn, so that two epilogues run beside
-// each main loop (the square-64 ping-pong tile, for the epilogues that fuse an activation or its backward). The dispatch
-// takes it for dX with the activation's backward in place of kPingPongTile where that tile's backward rule holds and
-// lines average at most kPingPong3MaxLine blocks: on an H100 (GELU(tanh), 2048-16384 tokens, six widths, densities
-// 0.1-0.5) it took 0.92-0.98x the two consumers' time on lines of 1.2-4 blocks (1.02-1.03x in 2 cases of 24),
-// 0.90-1.07x on lines of 6-6.4 and 1.06-1.15x on most longer lines, where loading each block for half the tokens costs
-// more than the overlap saves (docs/kernels.md, "The activation's backward in dX's epilogue").
+// each main loop (the square-64 ping-pong tile, for the epilogues that fuse an activation or its backward). The
+// dispatch takes it for dX with the activation's backward in place of kPingPongTile where that tile's backward rule
+// holds and lines average at most kPingPong3MaxLine blocks: on an H100 (GELU(tanh), 2048-16384 tokens, six widths,
+// densities 0.1-0.5) it took 0.92-0.98x the two consumers' time on lines of 1.2-4 blocks (1.02-1.03x in 2 cases of
+// 24), 0.90-1.07x on lines of 6-6.4 and 1.06-1.15x on most longer lines, where loading each block for half the tokens
+// costs more than the overlap saves (docs/kernels.md, "The activation's backward in dX's epilogue").
 constexpr int kPingPong3TileTokens = 128;
 constexpr double kPingPong3MaxLine = 4.0;
 // bsrLinearActivation at width 64 takes the same tile, fused, wherever the ping-pong tiles' count of 256-token tiles
@@ -166,8 +166,8 @@ constexpr double kPingPong3MaxLine = 4.0;
 // output's stores (docs/kernels.md, "Three consumers for the fused forward").
 constexpr double kPingPong3ForwardMaxLine = 8.0;
 // bsrLinearActivation (the activation in the forward's epilogue, writing Z and activation(Z)) on the wgmma tiles of
-// width 64 and 128 (besides kPingPong3ForwardMaxLine's rule) where Z's bytes exceed this share of L2: the separate pass would then read Z back from device
-// memory. On an H100 the tile the dispatch runs took 0.87-1.00x the product and the pass with Z of 33-134 MB (L2: 50 MB),
+// width 64 and 128 (besides kPingPong3ForwardMaxLine's rule) where Z's bytes exceed this share of L2: the separate
+// pass would then read Z back from device memory. On an H100 the tile the dispatch runs took 0.87-1.00x the product and the pass with Z of 33-134 MB (L2: 50 MB),
 // and 0.95-1.06x with Z of 12.6-16.8 MB, where the pass finds Z in L2; on an H200 0.98-1.00x at 8192 tokens.
 constexpr double kFusedActivationMinShareOfL2 = 0.5;
 // Set at 16 and 8 on an H200, where longer lines were not measured. On an H100 (2026-12-06, 2048-8192 tokens,
