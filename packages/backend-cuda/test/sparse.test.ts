@@ -856,8 +856,9 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
 
   // bsrLinearActivation where Z outgrows half of L2 (tcFusesActivation): the 64- and 128-wide wgmma tiles write Z and
   // activation(Z) from their epilogue on sm_90 (a 50 MB L2: Z of 6000 x 4096 half-precision values is 49 MB), the
-  // rectangles on the tiles of the square of their R (at 64 wide, with lines of 4 blocks, the three-consumer tile). Z and activation(Z) against float64 on every sixteenth token and
-  // the last, and activation(Z) against the activation pass over Z on every element.
+  // rectangles on the tiles of the square of their R (at 64 wide, with lines of 4 blocks, the three-consumer tile). Z and
+  // activation(Z) against float64 on every sixteenth token and the last, and activation(Z) against the activation pass
+  // over Z on every element.
   test("bsrLinearActivation with Z larger than half of L2 (the wgmma tiles' fused epilogue), half precision, against float64 and the pass", () => {
     const next = random(6000);
     const m = 6000;
