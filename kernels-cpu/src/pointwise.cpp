@@ -146,15 +146,18 @@ double geluDerivative64(double y) {
   if constexpr (A == Activation::Gelu) {
     return 0.5 * std::erfc(-y * 0.70710678118654752440) + y * 0.39894228040143267794 * std::exp(-0.5 * y * y);
   } else {
+    // The gate as the logistic, as js's: s + 2 y s (1 - s) du/dy, s where s (1 - s) is 0 (du/dy may be inf there).
     const double sqrt2OverPi = 0.79788456080286535588, c = 0.044715;
-    const double t = std::tanh(sqrt2OverPi * (y + c * y * y * y));
-    return 0.5 * (1.0 + t) + 0.5 * y * (1.0 - t * t) * sqrt2OverPi * (1.0 + 3.0 * c * y * y);
+    const double s = 1.0 / (1.0 + std::exp(-2.0 * sqrt2OverPi * (y + c * y * y * y)));
+    const double w = s * (1.0 - s);
+    return w == 0.0 ? s : s + 2.0 * y * w * sqrt2OverPi * (1.0 + 3.0 * c * y * y);
   }
 }
 
 // GELU's dx where dy is infinite, from the float64 derivative: deep in the lower tail (y below about -14.5) the float32
 // derivative is 0 and inf * 0 was NaN, where js's tiny float64 derivative gives +-inf (and 0, so NaN, past y = -38.6,
-// as js's does); the tanh form's float64 derivative is 0 from about -7.2, where float32's is still a tiny nonzero.
+// as js's does); the tanh form's float64 derivative (its gate a logistic) is nonzero down to about -21.4, float32's
+// to about -10.
 template <Activation A>
 void infiniteGradients(const float* dy, const float* x, const float* bias, int64_t width, float* dx) {
   if constexpr (A != Activation::Relu) {

@@ -702,15 +702,17 @@ struct VariantCheck {
 double hostActivation(bs::Activation activation, double x) {
   if (activation == bs::Activation::Relu) return x > 0 ? x : 0;
   if (activation == bs::Activation::Gelu) return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
-  return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+  // GELU(tanh)'s gate 0.5 (1 + tanh u) as the logistic 1 / (1 + e^(-2u)), without 1 + tanh u's cancellation.
+  return x / (1.0 + std::exp(-2.0 * std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
 }
 
 double hostDerivative(bs::Activation activation, double x) {
   if (activation == bs::Activation::Relu) return x > 0 ? 1 : 0;
   if (activation == bs::Activation::Gelu)
     return 0.5 * (1.0 + std::erf(x / std::sqrt(2.0))) + x * std::exp(-0.5 * x * x) / std::sqrt(2.0 * M_PI);
-  const double k = std::sqrt(2.0 / M_PI), u = k * (x + 0.044715 * x * x * x), t = std::tanh(u);
-  return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * 0.044715 * x * x);
+  const double k = std::sqrt(2.0 / M_PI), s = 1.0 / (1.0 + std::exp(-2.0 * k * (x + 0.044715 * x * x * x)));
+  const double w = s * (1.0 - s);
+  return w == 0.0 ? s : s + 2.0 * x * w * k * (1.0 + 3.0 * 0.044715 * x * x);
 }
 
 // ||got - want|| / ||want|| (inf if any of got is not finite).

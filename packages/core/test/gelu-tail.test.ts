@@ -91,3 +91,42 @@ describe("erf GELU in the negative tail", () => {
     });
   }
 });
+
+describe("tanh GELU in the negative tail", () => {
+  // The gate 0.5 (1 + tanh u) as e^(2u) / (1 + e^(2u)), u = sqrt(2 / pi) x (1 + 0.044715 x^2) < 0 for x < 0: no
+  // cancellation there, and a different rounding of u than the implementations' (u's rounding, a few ulps, moves the
+  // gate by |2u| times as many: the tolerances below grow with |u|).
+  const C = Math.sqrt(2 / Math.PI);
+  const u = (x: number): number => C * x * (1 + 0.044715 * x * x);
+  const gate = (x: number): number => {
+    const e = Math.exp(2 * u(x));
+    return e / (1 + e);
+  };
+  const du = (x: number): number => C * (1 + 3 * 0.044715 * x * x);
+  // The derivative s + 2 x s (1 - s) du/dx crosses 0 near x = -0.75: its error is relative to its terms' size.
+  const terms = (x: number): number => gate(x) * (1 + 2 * Math.abs(x) * (1 - gate(x)) * du(x));
+  const derivative = (x: number): number => gate(x) * (1 + 2 * x * (1 - gate(x)) * du(x));
+  const xs = grid(-21, 0, 1 / 16);
+  const amplified = (x: number): number => (16 + 8 * Math.abs(u(x))) * EPS;
+
+  it("the float64 reference's gelu and geluGrad are relatively accurate on [-21, 0] (1 + tanh u read 0 from x = -7.2)", () => {
+    expectClose(xs, (x) => R.gelu(x, "tanh"), (x) => x * gate(x), (x, w) => amplified(x) * Math.abs(w));
+    expectClose(xs, (x) => R.geluGrad(x, "tanh"), derivative, (x) => amplified(x) * terms(x));
+  });
+
+  for (const dtype of ["float32", "float16", "bfloat16"] as const) {
+    it(`js Gelu and GeluBackward (tanh) ${dtype} are relatively accurate on [-21, 0], tiny and negative deep in the tail`, () => {
+      const relative = { float32: 2 ** -22, float16: 2 ** -10, bfloat16: 2 ** -7 }[dtype];
+      const subnormal = { float32: 2 ** -149, float16: 2 ** -24, bfloat16: 2 ** -133 }[dtype];
+      tidy(() => {
+        const x = tensor(xs, [xs.length], dtype);
+        // The points as the dtype holds them (bfloat16's 8 bits round some of the sixteenths past 16).
+        const at = Array.from(x.dataSync());
+        const value = gelu(x, "tanh").dataSync();
+        const grad = geluBackward(tensor(xs.map(() => 1), [xs.length], dtype), x, "tanh").dataSync();
+        expectClose(at, (_, i) => value[i], (v) => v * gate(v), (v, w) => (relative + amplified(v)) * Math.abs(w) + subnormal);
+        expectClose(at, (_, i) => grad[i], derivative, (v) => (relative + amplified(v)) * terms(v) + subnormal);
+      });
+    });
+  }
+});

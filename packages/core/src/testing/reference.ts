@@ -113,7 +113,8 @@ export function relu(x: number): number {
 export function gelu(x: number, approximate: "none" | "tanh"): number {
   if (x === Number.POSITIVE_INFINITY) return x;
   if (x === Number.NEGATIVE_INFINITY) return 0;
-  if (approximate === "tanh") return 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
+  // The tanh form's gate 0.5 (1 + tanh u) as the logistic 1 / (1 + e^(-2u)): 1 + tanh u cancels for x < -4.
+  if (approximate === "tanh") return x / (1 + Math.exp(-2 * Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
   // Phi(x) as erfc(-x / sqrt 2) / 2: 1 + erf(x / sqrt 2) cancels for x < 0.
   return 0.5 * x * erfc(-x / Math.SQRT2);
 }
@@ -123,10 +124,11 @@ export function geluGrad(x: number, approximate: "none" | "tanh"): number {
   if (x === Number.POSITIVE_INFINITY) return 1;
   if (x === Number.NEGATIVE_INFINITY) return 0;
   if (approximate === "tanh") {
+    // s + 2 x s (1 - s) du/dx for the gate s = 1 / (1 + e^(-2u)), 0 * inf avoided where s saturates.
     const c = Math.sqrt(2 / Math.PI);
-    const u = c * (x + 0.044715 * x ** 3);
-    const t = Math.tanh(u);
-    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x);
+    const s = 1 / (1 + Math.exp(-2 * c * (x + 0.044715 * x ** 3)));
+    const w = s * (1 - s);
+    return w === 0 ? s : s + 2 * x * w * c * (1 + 3 * 0.044715 * x * x);
   }
   const pdf = Math.exp(-0.5 * x * x) / Math.sqrt(2 * Math.PI);
   return 0.5 * erfc(-x / Math.SQRT2) + x * pdf;

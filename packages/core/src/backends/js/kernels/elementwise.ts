@@ -118,11 +118,20 @@ const GELU_C = 0.044715;
 const INV_SQRT_2 = Math.SQRT1_2;
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
 
+/**
+ * GELU(tanh)'s gate 0.5 (1 + tanh u), u = sqrt(2 / pi) (x + 0.044715 x^3), as the logistic 1 / (1 + e^(-2u)), the form
+ * the native kernels compute: 1 + tanh u cancels where tanh u nears -1 and reads 0 from x = -7 on, where the gate is
+ * still about 1e-16 (and float32's is not 0).
+ */
+function geluTanhGate(x: number): number {
+  return 1 / (1 + Math.exp(-2 * SQRT_2_OVER_PI * (x + GELU_C * x * x * x)));
+}
+
 function geluValue(x: number, approximate: GeluApproximate): number {
   // x Phi(x) tends to x at +inf and to -0 at -inf, where the formulas multiply an infinity by 0 (NaN).
   if (x === Number.NEGATIVE_INFINITY) return -0;
   if (x === Number.POSITIVE_INFINITY) return x;
-  if (approximate === "tanh") return 0.5 * x * (1 + Math.tanh(SQRT_2_OVER_PI * (x + GELU_C * x * x * x)));
+  if (approximate === "tanh") return x * geluTanhGate(x);
   // Phi(x) as erfc(-x / sqrt 2) / 2: 1 + erf(x / sqrt 2) cancels for x < 0 and loses the tail's relative accuracy.
   return 0.5 * x * erfc(-x * INV_SQRT_2);
 }
@@ -132,9 +141,11 @@ function geluDerivative(x: number, approximate: GeluApproximate): number {
   if (x === Number.POSITIVE_INFINITY) return 1;
   if (x === Number.NEGATIVE_INFINITY) return 0;
   if (approximate === "tanh") {
-    const inner = SQRT_2_OVER_PI * (x + GELU_C * x * x * x);
-    const t = Math.tanh(inner);
-    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * GELU_C * x * x);
+    // d/dx x s(x) for the gate s: s + 2 x s (1 - s) du/dx. s (1 - s) is 0 where the gate saturates, and du/dx
+    // overflows for |x| past 1e154: inf * 0 there, where the derivative is s.
+    const s = geluTanhGate(x);
+    const w = s * (1 - s);
+    return w === 0 ? s : s + 2 * x * w * SQRT_2_OVER_PI * (1 + 3 * GELU_C * x * x);
   }
   return 0.5 * erfc(-x * INV_SQRT_2) + x * INV_SQRT_2PI * Math.exp(-0.5 * x * x);
 }
