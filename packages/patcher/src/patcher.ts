@@ -1,6 +1,6 @@
 import { divisors } from "@blocksparse/format";
 import { Tensor, abs, max, tidy } from "@blocksparse/core";
-import { BlockSparseLinear, DEFAULT_BLOCK_SHAPE, Linear, Module, Parameter, blockCountFor, noGrad, parameterCount } from "@blocksparse/nn";
+import { BlockSparseLinear, DEFAULT_BLOCK_SHAPE, Linear, Module, Parameter, blockCountFor, noGrad } from "@blocksparse/nn";
 import { PatchError } from "./errors";
 import { type PatchOptions, PatchOptionsSchema, type PatternOptions, PatternOptionsSchema, parseOptions } from "./options";
 import { type PatchedLayer, PatchReport } from "./report";
@@ -205,7 +205,7 @@ export class BlockSparseModelPatcher {
         `${patterns}; the model's Linear layers are: ${names.length > 0 ? names.join(", ") : "(none)"} (pass allowNoMatch to accept this)${inArrays}${root}${hints.map((hint) => `; ${hint}`).join("")}`,
       ]);
     }
-    const modelParamsBefore = parameterCount(model);
+    const modelParamsBefore = modelParameterCount(modules);
     const { paramsBefore, paramsAfter } = parameterTotals(plans);
     if (!dryRun) {
       replaceLayers(walk, plans);
@@ -216,7 +216,7 @@ export class BlockSparseModelPatcher {
       paramsBefore,
       paramsAfter,
       modelParamsBefore,
-      modelParamsAfter: dryRun ? modelParamsBefore - paramsBefore + paramsAfter : parameterCount(model),
+      modelParamsAfter: dryRun ? modelParamsBefore - paramsBefore + paramsAfter : modelParameterCount(registeredModules(model)),
     };
     return new PatchReport(
       plans.map((p) => p.layer),
@@ -307,6 +307,51 @@ function describeModel(model: unknown): string {
 }
 
 /**
+ * `path` and `key` as one dotted path. An empty key is written [""], in brackets as other parts that are not names are ("[key 0]"
+ * for a Map's key): joined bare, a layer held under "" would take its holder's name (the root's "", which is never patched) and
+ * its children their uncles' ("fc" for both model.fc and model[""].fc).
+ */
+function childPath(path: string, key: string): string {
+  const part = key === "" ? '[""]' : key;
+  return path === "" ? part : `${path}.${part}`;
+}
+
+/**
+ * `model.namedModules()` (each module once, root first, depth first), each named with childPath: nn names a module held under
+ * "" as its holder, so neither it nor its children could be listed or matched by a name of their own.
+ */
+function registeredModules(model: Module): [string, Module][] {
+  const paths = new Map<Module, string>();
+  const visit = (module: Module, path: string): void => {
+    if (paths.has(module)) return;
+    paths.set(module, path);
+    for (const [key, child] of module.namedChildren()) visit(child, childPath(path, key));
+  };
+  visit(model, "");
+  // namedModules() keeps the order, and names each module for nn's own messages (a layer's label, "Linear(blocks.0.fc1)").
+  return model.namedModules().map(([name, module]) => [paths.get(module) ?? name, module]);
+}
+
+/**
+ * Elements of the modules' parameters, each parameter once, as nn's parameterCount counts them, except that a plain Tensor left in
+ * a layer's parameter slot is passed over, not refused: parameters() throws a ValueError for one anywhere in the model, which
+ * would stop a patch of other layers (a layer a pattern matches is refused for it with a PatchError, see notParameterProblem).
+ * Module registers only Parameters, so such a tensor is not one of the model's parameters.
+ */
+function modelParameterCount(modules: [string, Module][]): number {
+  const seen = new Set<Parameter>();
+  let count = 0;
+  for (const [, module] of modules) {
+    for (const [, parameter] of module.namedOwnParameters()) {
+      if (seen.has(parameter)) continue;
+      seen.add(parameter);
+      count += parameter.size;
+    }
+  }
+  return count;
+}
+
+/**
  * Names kept per module. Blocks that hold earlier blocks (a `prev` and a `skip`, say) have
  * exponentially many paths; without a bound the walk never ends. Aliases have a few.
  */
@@ -330,7 +375,7 @@ function reachableNames(model: Module): Map<Module, string[]> {
       names.set(module, known);
     }
     ancestors.add(module);
-    for (const [key, child] of module.childSlots()) visit(child, path === "" ? key : `${path}.${key}`);
+    for (const [key, child] of module.childSlots()) visit(child, childPath(path, key));
     ancestors.delete(module);
   };
   visit(model, "");
@@ -395,15 +440,23 @@ function sameSlotKey(a: unknown, b: unknown): boolean {
 }
 
 /**
- * Calls `visit` with each entry of a container: its key, the key as a path part (a Set's element, and a Map's key
- * that is not a string or number, by its position), its value. A Map's key that is an object is visited first, as a
- * value of its own at a MapKey (path part `[key 0]`).
+ * Calls `visit` with each entry of a container whose value is an object, the only values that can hold a module (numbers and
+ * strings, a vocabulary or token ids, are passed over without a path part made for them): its key, the key as a path part (a
+ * Set's element, and a Map's key that is not a string or number, by its position), its value. A Map's key that is an object is
+ * visited first, as a value of its own at a MapKey (path part `[key 0]`). An array is walked by its elements (see forEachElement).
  */
-function forEachEntry(items: Container, visit: (key: unknown, pathKey: string, value: unknown) => void): void {
+function forEachEntry(items: Container, visit: (key: unknown, pathKey: string, value: object) => void): void {
+  if (Array.isArray(items)) {
+    forEachElement(items, (index, value) => {
+      const key = String(index);
+      visit(key, key, value);
+    });
+    return;
+  }
   if (items instanceof Set) {
     let index = 0;
     for (const value of items) {
-      visit(index, String(index), value);
+      if (isObject(value)) visit(index, String(index), value);
       index++;
     }
     return;
@@ -412,13 +465,47 @@ function forEachEntry(items: Container, visit: (key: unknown, pathKey: string, v
     let index = 0;
     for (const [key, value] of items) {
       // A key can be a layer too (per-layer settings, a forward that walks the keys): walked as a Set's element is.
-      if (key !== null && typeof key === "object") visit(new MapKey(index), `[key ${index}]`, key);
-      visit(key, typeof key === "string" || typeof key === "number" ? String(key) : `[${index}]`, value);
+      if (isObject(key)) visit(new MapKey(index), `[key ${index}]`, key);
+      if (isObject(value)) visit(key, typeof key === "string" || typeof key === "number" ? String(key) : `[${index}]`, value);
       index++;
     }
     return;
   }
-  for (const key of Object.keys(items)) visit(key, key, (items as Record<string, unknown>)[key]);
+  for (const key of Object.keys(items)) {
+    const value = items[key];
+    if (isObject(value)) visit(key, key, value);
+  }
+}
+
+/** Holes read, past which an array that is mostly holes so far is walked by its keys (see forEachElement). */
+const SPARSE_ARRAY_HOLES = 1024;
+
+/**
+ * Calls `visit` with each element of `items` that is an object, in order. Elements are read by index: Object.keys would make
+ * a string per element, millions for a plain number[] of weights. An array mostly of holes (`cache[hash] = entry`, a length
+ * of billions) is walked from there by its keys instead, which list only the elements it has. Properties of an array other
+ * than its elements (a Python list has none) are not walked.
+ */
+function forEachElement(items: unknown[], visit: (index: number, value: object) => void): void {
+  let holes = 0;
+  for (let index = 0; index < items.length; index++) {
+    const value = items[index];
+    if (isObject(value)) visit(index, value);
+    else if (value === undefined && !(index in items) && ++holes > SPARSE_ARRAY_HOLES && 2 * holes > index) {
+      for (const key of Object.keys(items)) {
+        const rest = Number(key);
+        // Elements before `index` were visited; keys that are not elements' ("-0", "1e3", "x") are other properties.
+        if (!(String(rest) === key && rest > index && rest < items.length)) continue;
+        const element = items[rest];
+        if (isObject(element)) visit(rest, element);
+      }
+      return;
+    }
+  }
+}
+
+function isObject(value: unknown): value is object {
+  return value !== null && typeof value === "object";
 }
 
 /** A plain object (an object literal, a dictionary): like a Python dict, Module does not register the modules it holds. */
@@ -450,7 +537,7 @@ interface ModelWalk {
 }
 
 function walkModel(model: Module): ModelWalk {
-  const modules = model.namedModules();
+  const modules = registeredModules(model);
   const registered = new Set<Module>(modules.map(([, module]) => module));
   const slotsOf = new Map<Module, Slot[]>();
   const addSlot = (module: Module, slot: Slot): void => {
@@ -461,7 +548,7 @@ function walkModel(model: Module): ModelWalk {
     slotsOf.set(module, slots);
   };
   for (const [parentName, parent] of modules) {
-    for (const [key, child] of parent.childSlots()) addSlot(child, { holder: parent, key, path: parentName === "" ? key : `${parentName}.${key}` });
+    for (const [key, child] of parent.childSlots()) addSlot(child, { holder: parent, key, path: childPath(parentName, key) });
   }
   const unregistered = new Map<Module, Unregistered>();
   const ancestors = new Set<unknown>();
@@ -477,7 +564,7 @@ function walkModel(model: Module): ModelWalk {
   const containerSteps = (module: Module, path: string, container: Outermost | null): Step[] =>
     Object.keys(module).flatMap((key): Step[] => {
       const value = (module as unknown as Record<string, unknown>)[key];
-      return containerKind(value) === undefined ? [] : [{ holder: module, key, path: path === "" ? key : `${path}.${key}`, value: value as object, container }];
+      return containerKind(value) === undefined ? [] : [{ holder: module, key, path: childPath(path, key), value: value as object, container }];
     });
   const push = (steps: Step[]): void => {
     for (let i = steps.length - 1; i >= 0; i--) stack.push(steps[i]);
@@ -493,8 +580,7 @@ function walkModel(model: Module): ModelWalk {
       const outermost = container ?? { path, holder: className(holder), kind, what: containerName(kind, items) };
       const steps: Step[] = [];
       forEachEntry(items, (itemKey, pathKey, item) => {
-        // Numbers and strings (a vocabulary, token ids) hold no module: no path is built for them.
-        if (item !== null && typeof item === "object") steps.push({ holder: items, key: itemKey, path: `${path}.${pathKey}`, value: item, container: outermost });
+        steps.push({ holder: items, key: itemKey, path: childPath(path, pathKey), value: item, container: outermost });
       });
       stack.push({ leave: items });
       push(steps);
@@ -512,7 +598,7 @@ function walkModel(model: Module): ModelWalk {
     known.paths.push(path);
     unregistered.set(value, known);
     ancestors.add(value);
-    const children = value.childSlots().map(([childKey, child]): Step => ({ holder: value, key: childKey, path: `${path}.${childKey}`, value: child, container }));
+    const children = value.childSlots().map(([childKey, child]): Step => ({ holder: value, key: childKey, path: childPath(path, childKey), value: child, container }));
     stack.push({ leave: value });
     push([...children, ...containerSteps(value, path, container)]);
   };
@@ -573,7 +659,7 @@ function describeSlotValue(value: unknown): string {
 /** fromLinear reads the weight and shares the bias: both must be alive. */
 function disposedProblem(name: string, linear: Linear): string | null {
   const dead = linear.namedOwnParameters().filter(([, parameter]) => parameter.value.isDisposed);
-  return dead.length === 0 ? null : `'${name}' has disposed parameters: ${dead.map(([p]) => `${name}.${p}`).join(", ")}`;
+  return dead.length === 0 ? null : `'${name}' has disposed parameters: ${dead.map(([p]) => childPath(name, p)).join(", ")}`;
 }
 
 /** fromLinear reads the weight as [outFeatures, inFeatures] and shares a bias of [outFeatures]: other shapes would fail halfway or be read wrongly. */
@@ -653,7 +739,7 @@ function sharingProblems(walk: ModelWalk, patched: ReadonlyMap<Module, string>):
     if (patched.has(module)) continue;
     for (const [parameterName, parameter] of module.namedOwnParameters()) {
       const list = owners.get(parameter) ?? [];
-      list.push(name === "" ? parameterName : `${name}.${parameterName}`);
+      list.push(childPath(name, parameterName));
       owners.set(parameter, list);
     }
   }
@@ -714,7 +800,7 @@ function slotProblem(name: string, { holder, key: slotKey, path }: Slot): string
   if (!(holder instanceof Module)) {
     return readOnly ? `'${path}' is a read-only property of a plain object, so the replacement of '${name}' cannot be put there` : null;
   }
-  if (key === "" || key.includes(".")) {
+  if (key.includes(".")) {
     return `'${path}' is held under the property ${JSON.stringify(key)}, which registerModule cannot set (a name must have no dots); rename the property`;
   }
   return readOnly ? `'${path}' is a read-only property of ${holder.constructor.name}, so its replacement cannot be put there` : null;
@@ -776,7 +862,8 @@ function replaceLayers(walk: ModelWalk, plans: Plan[]): void {
   }
   for (const [linear, replacement] of replacements) {
     for (const { holder, key } of walk.slotsOf.get(linear) ?? []) {
-      if (holder instanceof Module) holder.registerModule(key as string, replacement);
+      // registerModule refuses the name "" (nn would name the module as its holder); slotProblem checked the slot, so it is assigned as the model's code put it there.
+      if (holder instanceof Module && key !== "") holder.registerModule(key as string, replacement);
       else if (holder instanceof Map) holder.set(key, replacement);
       else (holder as Record<string, unknown>)[key as string] = replacement;
     }

@@ -25,7 +25,7 @@ export interface PatchTotals {
   /** Parameters of the patched layers, before and after, each once (a weight tied between two layers counts once). */
   paramsBefore: number;
   paramsAfter: number;
-  /** Parameters of the whole model, before and after. */
+  /** Parameters of the whole model, before and after (its Parameters: a plain Tensor left in a parameter slot is not one). */
   modelParamsBefore: number;
   modelParamsAfter: number;
 }

@@ -610,6 +610,47 @@ describe("inputs nobody tuned for", () => {
     expect(() => new BlockSparseModelPatcher().addPattern("0", { density: 0.5, blockShape: [4, 4] }).patchModel(frozen)).toThrow(/'0' is a read-only property of Sequential/);
   });
 
+  it('lists a Linear held under the property "" as [""] (its children as [""].fc), apart from the root, and patches it by that name', () => {
+    class Blank extends Module {
+      fc = new Linear(8, 8, { seed: 1 });
+      forward(): never {
+        throw new Error("not called");
+      }
+    }
+    const build = () => {
+      const model = new Blank();
+      const inner = new Blank();
+      (model as unknown as Record<string, Module>)[""] = new Linear(8, 4, { seed: 2 });
+      (model as unknown as Record<string, Module>).nested = inner;
+      (inner as unknown as Record<string, Module>)[""] = new Sequential(new Linear(4, 4, { seed: 3 }));
+      return model;
+    };
+    expect(new BlockSparseModelPatcher().getPatchableLayers(build()).map((layer) => layer.name)).toEqual(["fc", '[""]', "nested.fc", 'nested.[""].0']);
+    const model = build();
+    const report = new BlockSparseModelPatcher().addPattern(/^\[""\]$|\.\[""\]\.0$/, { density: 0.5, blockShape: [4, 4] }).patchModel(model);
+    expect(report.layers.map((layer) => layer.name)).toEqual(['[""]', 'nested.[""].0']);
+    const blank = (holder: Module) => (holder as unknown as Record<string, Module>)[""];
+    expect(blank(model)).toBeInstanceOf(BlockSparseLinear);
+    expect((blank((model as unknown as { nested: Module }).nested) as Sequential).at(0)).toBeInstanceOf(BlockSparseLinear);
+    expect(model.fc.constructor).toBe(Linear);
+    // A string pattern "fc" matches model.fc alone, not a layer below "".
+    const fc = new BlockSparseModelPatcher().addPattern("fc", { density: 0.5, blockShape: [4, 4] }).patchModel(build(), { dryRun: true });
+    expect(fc.layers.map((layer) => layer.name)).toEqual(["fc"]);
+    // In a plain object or a Map, a layer under "" is named [""] too, so that a refusal can point at it.
+    class Held extends Module {
+      body = new Linear(8, 8, { seed: 1 });
+      heads = { "": new Linear(8, 4, { seed: 2 }) };
+      byName = new Map([["", new Linear(8, 4, { seed: 3 })]]);
+      forward(): never {
+        throw new Error("not called");
+      }
+    }
+    const none = thrown(() => new BlockSparseModelPatcher().addPattern("decoder", { density: 0.5 }).patchModel(new Held()));
+    expect(none.message).toContain('which Module does not register and the patcher cannot patch: heads.[""], byName.[""]');
+    const matched = thrown(() => new BlockSparseModelPatcher().addPattern(/^heads\.\[""\]$/, { density: 0.5, blockShape: [4, 4] }).patchModel(new Held()));
+    expect(matched.problems[0]).toMatch(/^'heads\.\[""\]' \(matched by .*\) is a Linear held in the plain object 'heads' of Held/);
+  });
+
   it("refuses a Linear whose weight is not [outFeatures, inFeatures], naming it, before building anything", () => {
     const model = new Sequential(new Linear(8, 8, { seed: 1 }), new Linear(8, 8, { seed: 2 }));
     (model.at(1) as Linear).weight.value = tensor(new Float32Array(32), [4, 8]);
@@ -645,6 +686,36 @@ describe("inputs nobody tuned for", () => {
     expect(memory().numTensors).toBe(tensorsBefore);
     expect(model.at(0)).toBe(first);
     expect(model.at(1)).toBe(second);
+  });
+
+  it("patches, dry runs and lists the other layers when a layer no pattern matches has a plain Tensor bias, and refuses it by name when one does", () => {
+    class Stale extends Module {
+      fc = new Linear(8, 8, { seed: 1 });
+      other = new Linear(8, 8, { seed: 2 });
+      forward(): never {
+        throw new Error("not called");
+      }
+    }
+    const staleBias = (model: Stale): Stale => {
+      (model.other as unknown as { bias: Tensor }).bias = tensor(new Float32Array(8), [8]);
+      return model;
+    };
+    // nn's parameters() throws a ValueError for the tensor: the plain tensor is not counted (Module registers only Parameters).
+    const fcOnly = () => new BlockSparseModelPatcher().addPattern("fc", { density: 0.5, blockShape: [4, 4] });
+    const dry = fcOnly().patchModel(staleBias(new Stale()), { dryRun: true });
+    expect(dry.layers.map((layer) => layer.name)).toEqual(["fc"]);
+    expect(dry.totals).toMatchObject({ modelParamsBefore: 72 + 64, modelParamsAfter: 40 + 64 });
+    const model = staleBias(new Stale());
+    const real = fcOnly().patchModel(model);
+    expect(model.fc).toBeInstanceOf(BlockSparseLinear);
+    expect(real.totals).toEqual(dry.totals);
+    const none = new BlockSparseModelPatcher().addPattern("decoder", { density: 0.5 }).patchModel(staleBias(new Stale()), { allowNoMatch: true });
+    expect(none.totals.modelParamsBefore).toBe(72 + 64);
+    expect(new BlockSparseModelPatcher().getPatchableLayers(staleBias(new Stale())).map((layer) => layer.name)).toEqual(["fc"]);
+    const refused = thrown(() => new BlockSparseModelPatcher().addPattern(/./, { density: 0.5, blockShape: [4, 4] }).patchModel(staleBias(new Stale()), { dryRun: true }));
+    expect(refused.problems).toEqual([
+      "'other.bias' is a Tensor, not a Parameter, so it is not one of the model's parameters; assign new Parameter(tensor) (or null for no bias)",
+    ]);
   });
 
   it("takes a deleted (undefined) bias as no bias: the report counts no bias, as the model's parameters do", () => {

@@ -432,3 +432,36 @@ describe("a Linear held in a Set or in an instance of a class that is not a Modu
     ]);
   });
 });
+
+describe("big arrays of numbers", () => {
+  it("a dry run over a model holding a 5-million-element number[] and typed array lists the right layers, and still finds the layers arrays hold", () => {
+    const LENGTH = 5_000_000;
+    class Embedded extends Module {
+      fc = new Linear(8, 8, { seed: 1 });
+      table: number[] = new Array<number>(LENGTH).fill(0.5);
+      ids = new Int32Array(LENGTH);
+      layers = [new Linear(8, 8, { seed: 2 })];
+      // A layer after millions of numbers, and one at a sparse array's far end (Object.keys of this array is cheap, its length is not).
+      mixed: unknown[] = new Array(LENGTH + 1).fill(1);
+      sparse: unknown[] = [];
+      constructor() {
+        super();
+        this.mixed[LENGTH] = this.fc;
+        this.sparse[4_000_000_000] = new Linear(8, 8, { seed: 3 });
+      }
+      forward(x: Tensor): Tensor {
+        return this.fc.forward(x);
+      }
+    }
+    const model = new Embedded();
+    const report = new BlockSparseModelPatcher().addPattern("fc", { density: 0.5, blockShape: [4, 4] }).patchModel(model, { dryRun: true });
+    expect(report.layers.map((layer) => layer.name)).toEqual(["fc"]);
+    expect(model.fc).toBeInstanceOf(Linear);
+    const error = thrown(() => new BlockSparseModelPatcher().addPattern("decoder", { density: 0.5 }).patchModel(model, { dryRun: true }));
+    expect(error.message).toContain("the model's Linear layers are: fc (pass allowNoMatch to accept this); Linear layers held in plain arrays, which Module does not register and the patcher cannot patch: layers.0, sparse.4000000000");
+    // The array slot after the numbers holds fc too: frozen, it is refused by its index.
+    Object.freeze(model.mixed);
+    const frozen = thrown(() => new BlockSparseModelPatcher().addPattern("fc", { density: 0.5, blockShape: [4, 4] }).patchModel(model, { dryRun: true }));
+    expect(frozen.problems).toEqual([`'mixed.${LENGTH}' is an element of a frozen array, so the replacement of 'fc' cannot be put there`]);
+  });
+});
