@@ -87,11 +87,12 @@ describe("browser bundle (esbuild, minified, every export kept)", () => {
   // before GPT-2 generation and its cache); 127 KiB while configs were parsed with classic zod (not tree-shakeable, with its `new Function` probe).
   // 67.23 KiB until format and core refused more malformed arguments (unknown dtypes and wrongly typed values in
   // encodeValues / decodeValues, outputs of another length, a backend named otherwise than it is registered, objects
-  // that are no Backend; +0.33 KiB: 67.563 measured).
-  it("@blocksparse/models stays within 67.58 KiB gzipped and evaluates no code", async () => {
+  // that are no Backend; +0.33 KiB: 67.563 measured); 67.58 until the js GELU(tanh) computed its gate as a logistic
+  // (67.581 measured).
+  it("@blocksparse/models stays within 67.62 KiB gzipped and evaluates no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/models"]);
     console.log(`@blocksparse/models: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(67.58);
+    expect(gzipKiB).toBeLessThanOrEqual(67.62);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 });

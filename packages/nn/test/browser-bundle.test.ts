@@ -139,11 +139,12 @@ describe("browser bundles (esbuild, minified, every export kept)", () => {
   // called through forwardResidual (+0.022 KiB); 94.73 KiB until format refused unknown dtypes and wrongly typed values
   // in encodeValues / decodeValues, outputs of another length in the Into conversions, divisors of what is no dimension
   // and masks and values past one array, and core refused a backend named otherwise than it is registered and objects
-  // that are no Backend where one is asked for (+0.34 KiB: 95.066 measured).
-  it("format + core + autograd + nn stay within 95.11 KiB gzipped and evaluate no code", async () => {
+  // that are no Backend where one is asked for (+0.34 KiB: 95.066 measured); 95.11 until the js GELU(tanh) computed its
+  // gate as a logistic (95.106 measured).
+  it("format + core + autograd + nn stay within 95.15 KiB gzipped and evaluate no code", async () => {
     const { code, gzipKiB } = await browserBundle(["@blocksparse/format", "@blocksparse/core", "@blocksparse/autograd", "@blocksparse/nn"]);
     console.log(`format + core + autograd + nn: ${(code.length / 1024).toFixed(1)} KiB minified, ${gzipKiB.toFixed(1)} KiB gzipped`);
-    expect(gzipKiB).toBeLessThanOrEqual(95.11);
+    expect(gzipKiB).toBeLessThanOrEqual(95.15);
     expect(evaluatedCode(code)).toEqual([]);
   }, 60_000);
 
