@@ -23,9 +23,6 @@ if [ "$have_cublas" -eq 0 ]; then
   flags="$flags -DTC_BENCH_NO_CUBLAS"
   libs=""
 fi
-# TRIAL=1 adds the tiles under trial (BLOCKSPARSE_TRIAL_TILES: in the shipped sources, not in the addon) to the entry
-# points, so that tc_bench names them with the rest, fused epilogues included.
-[ "${TRIAL:-0}" = 1 ] && flags="$flags -DBLOCKSPARSE_TRIAL_TILES"
 dev_sources=("$dev"/*.cu "$dev"/*.cpp)
 if [ "${DEV:-1}" = 0 ]; then
   flags="$flags -DTC_BENCH_NO_DEV"

@@ -64,9 +64,6 @@ int wgmmaStoreRows(int width, int variant) {
       using Tiles = WgmmaTiles<T, Op::Matmul, 128, 128>;
       if (variant == kDefaultTile) return rows(Tiles::Default{});
       if (variant == kPingPongTile) return rows(Tiles::PingPong128{});
-#ifdef BLOCKSPARSE_TRIAL_TILES
-      if (variant == kPingPong3Tile) return rows(Tiles::PingPong128x3{});
-#endif
       return variant == kWideTile ? rows(Tiles::Wide{}) : 0;
     }
   }

@@ -925,11 +925,9 @@ struct WgmmaTiles {
   using PingPong64 = WgmmaShapeTraits<T, kOp, R, C, kPingPongTile64Tokens, 3, true, true>;
   using PingPong128 = WgmmaShapeTraits<T, kOp, R, C, kPingPongTileTokens, 4, true>;
   using PingPong64x3 = WgmmaShapeTraits<T, kOp, R, C, kPingPong3TileTokens, 4, true, true, 3>;
-#ifdef BLOCKSPARSE_TRIAL_TILES
-  // A trial, built into tc_bench only (kernels-cuda/bench/build.sh, TRIAL=1): three consumers of 64 tokens at width
-  // 128 (six stages and three staged rows, 196 KB), for the fused epilogues (three of 128 tokens spill).
-  using PingPong128x3 = WgmmaShapeTraits<T, kOp, R, C, 64, 6, true, false, 3>;
-#endif
+  // Three consumers of kPingPong3Tile128Tokens at width 128 (six stages and three staged rows, 196 KB; three of 128
+  // tokens spill), for bsrLinearActivation's fused epilogue.
+  using PingPong128x3 = WgmmaShapeTraits<T, kOp, R, C, kPingPong3Tile128Tokens, 6, true, false, 3>;
 };
 
 // Launches tile `variant` (a TileVariant) of WgmmaTiles<T, kOp, R, C>; false when it has no such tile.
@@ -946,9 +944,9 @@ bool launchTile(DType dtype, const KernelArgs& args, int variant, int numSms, cu
   if constexpr (kOp != Op::Sampled && Tiles::kWidth == 128) {
     if (variant == kWideTile) return launch<typename Tiles::Wide>(dtype, args, stream);
     if (variant == kPingPongTile) return launchPingPong<typename Tiles::PingPong128>(dtype, args, stream, numSms);
-#ifdef BLOCKSPARSE_TRIAL_TILES
-    if (variant == kPingPong3Tile) return launchPingPong<typename Tiles::PingPong128x3>(dtype, args, stream, numSms);
-#endif
+    // Linear only: with the activation's backward in dX's epilogue it lost to the two consumers on most shapes.
+    if constexpr (kOp == Op::Linear)
+      if (variant == kPingPong3Tile) return launchPingPong<typename Tiles::PingPong128x3>(dtype, args, stream, numSms);
   }
   return false;
 }

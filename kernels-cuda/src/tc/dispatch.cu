@@ -433,13 +433,18 @@ bool xResidentRule(tc::Op op, const BsrPatternView& pattern, int64_t m, int sms)
 }
 
 // Whether bsrLinearActivation takes the three-consumer ping-pong tile (kPingPong3Tile) under the default options on a
-// wgmma device with `sms` SMs (tc_kernels.h's rule), for a pattern on the 64-wide wgmma tiles (the square of 64 and the
-// rectangles on its tiles, 64 or more deep; the callers check that): enough 256-token tiles for the ping-pong tiles'
-// rule, and lines of at most kPingPong3ForwardMaxLine blocks of the square's depth on average.
-bool pingPong3ForwardRule(const BsrPatternView& pattern, int64_t m, int sms) {
+// wgmma device with `sms` SMs (tc_kernels.h's rules), for a pattern on the wgmma tiles of `width` (the squares of 64 and
+// 128 and the rectangles on their tiles, 64 or more deep; the callers check that), lines counted in blocks of the
+// square's depth. Width 64: enough 256-token tiles for the ping-pong tiles' rule, lines of at most
+// kPingPong3ForwardMaxLine blocks; width 128: a 64-token tile per SM, lines of at most kPingPong3ForwardMaxLine128.
+bool pingPong3ForwardRule(const BsrPatternView& pattern, int64_t m, int sms, int width) {
   const int64_t lines = pattern.blockRows;
-  if (sms <= 0 || lines <= 0) return false;
-  const double line = double(pattern.nnzBlocks) / double(lines) * pattern.blockWidth / 64.0;
+  if (sms <= 0 || lines <= 0 || (width != 64 && width != 128)) return false;
+  const double line = double(pattern.nnzBlocks) / double(lines) * pattern.blockWidth / width;
+  if (width == 128) {
+    const int64_t tiles = (m + tc::kPingPong3Tile128Tokens - 1) / tc::kPingPong3Tile128Tokens * lines;
+    return tiles >= sms && line <= tc::kPingPong3ForwardMaxLine128;
+  }
   const int64_t tiles = (m + tc::kPingPongTile64Tokens - 1) / tc::kPingPongTile64Tokens * lines;
   return tiles >= tc::kPingPongMinTilesPerSm * sms && line <= tc::kPingPong3ForwardMaxLine;
 }
@@ -525,17 +530,17 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
       const int64_t lines = op == tc::Op::Linear ? pattern.blockRows : pattern.blockCols;
       const double line = lines > 0 ? double(pattern.nnzBlocks) / double(lines) * depth / width : 0.0;
       auto tiles = [&](int64_t tileTokens) { return (m + tileTokens - 1) / tileTokens * lines; };
-      if (width == 64 && tiles(tc::kPersistentTileTokens) >= tc::kPersistentMinTilesPerSm * device.sms &&
-          line <= tc::kPersistentMaxLine)
+      if (width == 64 && line <= tc::kPersistentMaxLine &&
+          (tiles(tc::kPersistentTileTokens) >= tc::kPersistentMinTilesPerSm * device.sms ||
+           line <= tc::kPersistentFewTilesMaxLine))
         variant = tc::kPersistentTile;
       if (width == 64 && backward && tiles(tc::kPingPongTile64Tokens) >= tc::kPingPongMinTilesPerSm * device.sms &&
           line <= tc::kPingPongBackwardMaxLine64)
         variant = line <= tc::kPingPong3MaxLine ? tc::kPingPong3Tile : tc::kPingPongTile;
-      if (width == 64 && activated != nullptr && pingPong3ForwardRule(pattern, m, device.sms))
-        variant = tc::kPingPong3Tile;
       if (width == 128 && tiles(tc::kPingPongTileTokens) >= tc::kPingPongMinTilesPerSm * device.sms &&
           line <= (backward ? tc::kPingPongBackwardMaxLine128 : tc::kPingPongMaxLine))
         variant = tc::kPingPongTile;
+      if (activated != nullptr && pingPong3ForwardRule(pattern, m, device.sms, width)) variant = tc::kPingPong3Tile;
     }
   }
   variant = std::max(variant, int{tc::kDefaultTile});
@@ -847,7 +852,7 @@ bool tcFusesActivation(DType dtype, const BsrPatternView& pattern, int64_t m) {
       !(squareBlocks(pattern) || tc::wgmmaShapeSupported(tc::Op::Linear, pattern.blockHeight, pattern.blockWidth)))
     return false;
   // The three consumers' tile wins wherever its rule holds, Z in L2 or not (tc_kernels.h).
-  if (forced == 1 || (width == 64 && pingPong3ForwardRule(pattern, m, device.sms))) return true;
+  if (forced == 1 || pingPong3ForwardRule(pattern, m, device.sms, width)) return true;
   const double z = static_cast<double>(m) * static_cast<double>(pattern.rows) * static_cast<double>(dtypeSize(dtype));
   return z > tc::kFusedActivationMinShareOfL2 * device.l2Bytes;
 }
@@ -881,8 +886,9 @@ std::vector<TcOptions> tcTuneCandidates(tc::Op op, DType dtype, const BsrPattern
       if (path == TcPath::Wgmma && width == 128) out.push_back({path, tc::kWideTile});
       if (path == TcPath::Wgmma && width == 128) out.push_back({path, tc::kPingPongTile});
       if (path == TcPath::Wgmma && width == 64 && depth >= 64) out.push_back({path, tc::kPersistentTile});
-      // Three consumers: for bsrLinearActivation's key (its fused epilogue; tc_kernels.h's kPingPong3ForwardMaxLine).
-      if (path == TcPath::Wgmma && width == 64 && depth >= 64 && op == tc::Op::Linear)
+      // Three consumers: for bsrLinearActivation's key (its fused epilogue; tc_kernels.h's kPingPong3ForwardMaxLine and
+      // kPingPong3ForwardMaxLine128).
+      if (path == TcPath::Wgmma && (width == 64 || width == 128) && depth >= 64 && op == tc::Op::Linear)
         out.push_back({path, tc::kPingPong3Tile});
       if (path == TcPath::Wgmma && squareBlocks(pattern) && pattern.blockHeight == 32 &&
           (op == tc::Op::Linear ? pattern.cols : pattern.rows) <= tc::kXResidentMaxDispatchedSlab)

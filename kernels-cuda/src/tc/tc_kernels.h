@@ -81,7 +81,8 @@ struct KernelArgs {
 // 256-token tile for Linear/Matmul with 128x128 blocks, which wins from kWideTileMinTokens tokens on, and the
 // persistent 256-token tile with 64x64 blocks (one CTA per SM walking many tiles, its epilogue overlapping
 // the next tile's loads), which wins when there are many tiles with short reduction lines:
-// at least kPersistentMinTilesPerSm tiles per SM and at most kPersistentMaxLine blocks per line on average.
+// at least kPersistentMinTilesPerSm tiles per SM and at most kPersistentMaxLine blocks per line on average, or fewer
+// tiles and at most kPersistentFewTilesMaxLine blocks per line.
 // With 128x128 blocks, the persistent 128-token tile whose two consumer warpgroups take whole tiles in turn (each
 // one's epilogue during the other's products: bsrWgmmaPingPongKernel) wins when there are many tiles with short
 // reduction lines: at least kPingPongMinTilesPerSm tiles per SM and at most kPingPongMaxLine blocks per line on average.
@@ -143,6 +144,13 @@ constexpr int kMaxClusterSplits = 8;
 constexpr int kPersistentTileTokens = 256;
 constexpr int64_t kPersistentMinTilesPerSm = 3;
 constexpr double kPersistentMaxLine = 16.0;
+// With fewer tiles than kPersistentMinTilesPerSm per SM the persistent tile still takes lines of at most this many
+// blocks on average. On an H100 (2026-12-06: 1024-4096 tokens, 768 <-> 3072, 1024 <-> 4096 and 1024 x 1024, densities
+// 0.1-0.5, 0.36-2.9 tiles per SM) it took 0.72-0.99x the default tile's time on lines of 1.2-8 blocks in 45 of 48
+// cases (1.00-1.03x in three), and 0.96-1.11x on lines of 12-32, where the static round-robin cannot
+// balance long random lines as the hardware's CTA scheduler does (docs/kernels.md, "The staged epilogue and the
+// persistent tile").
+constexpr double kPersistentFewTilesMaxLine = 8.0;
 constexpr int kPingPongTileTokens = 128;
 constexpr int64_t kPingPongMinTilesPerSm = 2;
 constexpr double kPingPongMaxLine = 4.0;
@@ -165,6 +173,14 @@ constexpr double kPingPong3MaxLine = 4.0;
 // Without the activation it lost (1.02-1.22x the persistent tile on most shapes): the overlap pays for the second
 // output's stores (docs/kernels.md, "Three consumers for the fused forward").
 constexpr double kPingPong3ForwardMaxLine = 8.0;
+// At width 128 bsrLinearActivation takes three consumers of kPingPong3Tile128Tokens (three of 128 spill) where lines
+// average at most kPingPong3ForwardMaxLine128 blocks and there is at least one 64-token tile per SM. On an H100
+// (GELU(tanh), 2048 and 8192 tokens, 768 -> 3072 to 8192 -> 2048, densities 0.1-0.5) it took 0.78-1.00x the better of
+// the dispatched tile fused and the product then the pass on lines of 0.6-4 blocks (22 cases), 0.87-1.06x on lines of
+// 6-6.4 and 0.91-1.50x on lines of 8-32. dX with the activation's backward on the same tile took 0.85-1.22x the
+// two-consumer ping-pong tile's time on lines of up to 4 and 0.91-1.41x on longer ones: it keeps two consumers.
+constexpr int kPingPong3Tile128Tokens = 64;
+constexpr double kPingPong3ForwardMaxLine128 = 4.0;
 // bsrLinearActivation (the activation in the forward's epilogue, writing Z and activation(Z)) on the wgmma tiles of
 // width 64 and 128 (besides kPingPong3ForwardMaxLine's rule) where Z's bytes exceed this share of L2: the separate
 // pass would then read Z back from device memory. On an H100 the tile the dispatch runs took 0.87-1.00x the product and the pass with Z of 33-134 MB (L2: 50 MB),

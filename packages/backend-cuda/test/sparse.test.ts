@@ -895,15 +895,17 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
     { rows: 4096, cols: 2048, block: [64, 128], density: 0.25 },
     { rows: 8192, cols: 2048, block: [64, 64], density: 0.5 },
   ] as const;
-  test("bsrLinearActivation at 64 wide on lines of 8 blocks (the three-consumer tile) and of 16, empty lines, partial token tiles, half precision, against float64 and the pass", () => {
-    const next = random(3034);
+  type FusedForwardCase = { rows: number; cols: number; block: readonly [number, number]; density: number };
+  /** checkLinearActivations at 2085 tokens for each case, with the dense route off and block rows and columns left empty. */
+  function checkFusedForwardLines(seed: number, cases: readonly FusedForwardCase[], emptyRows: (blockRows: number) => number[], emptyCols: number[]): void {
+    const next = random(seed);
     withoutDenseRoute(() => {
       const m = 2085;
       const tokens = spreadTokens(next, m, 8);
       for (const dtype of ["bfloat16", "float16"] as const) {
-        for (const { rows, cols, block, density } of FUSED_FORWARD_LINES) {
+        for (const { rows, cols, block, density } of cases) {
           const [br, bc] = block;
-          const pattern = patternWithEmptyLines(next, [rows, cols], block, density, [1, rows / br - 1], [2]);
+          const pattern = patternWithEmptyLines(next, [rows, cols], block, density, emptyRows(rows / br), emptyCols);
           tidy(() => {
             const values = randomTensor(next, [pattern.nnzBlocks, br, bc], dtype, 0.25);
             const bias = randomTensor(next, [rows], dtype);
@@ -913,6 +915,22 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
         }
       }
     });
+  }
+  test("bsrLinearActivation at 64 wide on lines of 8 blocks (the three-consumer tile) and of 16, empty lines, partial token tiles, half precision, against float64 and the pass", () => {
+    checkFusedForwardLines(3034, FUSED_FORWARD_LINES, (blockRows) => [1, blockRows - 1], [2]);
+  }, 240_000);
+
+  // The same at 128 wide on either side of kPingPong3ForwardMaxLine128: lines of 4 blocks of 128 deep (128x128 at
+  // density 0.5 over 1024 columns; 128x64 at 0.25 over 2048, 8 blocks of 64 deep) take three consumers of 64 tokens
+  // fused; lines of about 7 (128x128 at 0.5 over 2048 columns) the two-consumer tiles. 2085 tokens (a last 64-token tile of
+  // 37), block rows and columns left empty.
+  const FUSED_FORWARD_LINES_128 = [
+    { rows: 2048, cols: 1024, block: [128, 128], density: 0.5 },
+    { rows: 2048, cols: 2048, block: [128, 64], density: 0.25 },
+    { rows: 2048, cols: 2048, block: [128, 128], density: 0.5 },
+  ] as const;
+  test("bsrLinearActivation at 128 wide on lines of 4 blocks (three consumers of 64 tokens) and of 7, empty lines, partial token tiles, half precision, against float64 and the pass", () => {
+    checkFusedForwardLines(3035, FUSED_FORWARD_LINES_128, (blockRows) => [0, blockRows - 2], [1]);
   }, 240_000);
 
   // 32x32 bsrLinear and bsrMatmul where the dispatch takes the X-resident tile (tc_kernels.h: a slab of at most 1408, K
