@@ -856,9 +856,10 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
 
   // bsrLinearActivation where Z outgrows half of L2 (tcFusesActivation): the 64- and 128-wide wgmma tiles write Z and
   // activation(Z) from their epilogue on sm_90 (a 50 MB L2: Z of 6000 x 4096 half-precision values is 49 MB), the
-  // rectangles on the tiles of the square of their R (at 64 wide, with lines of 4 blocks, the three-consumer tile). Z and
-  // activation(Z) against float64 on every sixteenth token and the last, and activation(Z) against the activation pass
-  // over Z on every element.
+  // rectangles on the tiles of the square of their R. At density 0.25 (lines of 4 blocks of 64 deep, 2 of 128) the
+  // three-consumer tiles; at 0.6 (9.6 and 4.8) the two-consumer tiles: the persistent tile at 64 wide, the 256-token
+  // tile at 128. Z and activation(Z) against float64 on every sixteenth token and the last, and activation(Z) against
+  // the activation pass over Z on every element.
   test("bsrLinearActivation with Z larger than half of L2 (the wgmma tiles' fused epilogue), half precision, against float64 and the pass", () => {
     const next = random(6000);
     const m = 6000;
@@ -872,14 +873,16 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
         [64, 128],
         [128, 64],
       ] as const) {
-        const [rows, cols] = [4096, 1024];
-        const pattern = BsrPattern.random([rows, cols], { blockShape: [br, bc], density: 0.25, seed: br + 11 });
-        tidy(() => {
-          const values = randomTensor(next, [pattern.nnzBlocks, br, bc], dtype, 0.25);
-          const bias = randomTensor(next, [rows], dtype);
-          const x = randomTensor(next, [m, cols], dtype, 0.25);
-          checkLinearActivations(pattern, values, bias, x, tokens, dtype, `${rows}x${cols} ${br}x${bc}`);
-        });
+        for (const density of [0.25, 0.6]) {
+          const [rows, cols] = [4096, 1024];
+          const pattern = BsrPattern.random([rows, cols], { blockShape: [br, bc], density, seed: br + 11 });
+          tidy(() => {
+            const values = randomTensor(next, [pattern.nnzBlocks, br, bc], dtype, 0.25);
+            const bias = randomTensor(next, [rows], dtype);
+            const x = randomTensor(next, [m, cols], dtype, 0.25);
+            checkLinearActivations(pattern, values, bias, x, tokens, dtype, `${rows}x${cols} ${br}x${bc} density ${density}`);
+          });
+        }
       }
     }
   }, 240_000);
