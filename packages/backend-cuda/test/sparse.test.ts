@@ -641,11 +641,11 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
   }, 180_000);
 
   // Many tiles with short reduction lines, where half-precision products go to the persistent tile at 64x64 blocks
-  // (at least 3 tiles of 256 tokens per SM, at most 16 blocks per line) and to the ping-pong tile at 128x128 (at
-  // least 2 tiles of 128 tokens per SM, at most 4 blocks per line) on sm_90, and dX with the activation's backward to
-  // the ping-pong tile at both (at 64x64: 2 tiles of 256 tokens per SM, at most 16 blocks per line, its three-consumer
-  // form at most 4, as here): 1000 tokens (the last tile ragged) x 128 block rows (columns) of 64, or 64 of 128, one or
-  // two blocks per line, some lines empty.
+  // (at most 16 blocks per line with at least 3 tiles of 256 tokens per SM, at most 8 with fewer) and to the ping-pong
+  // tile at 128x128 (at least 2 tiles of 128 tokens per SM, at most 4 blocks per line) on sm_90, and dX with the
+  // activation's backward to the ping-pong tile at both (at 64x64: 2 tiles of 256 tokens per SM, at most 16 blocks per
+  // line, its three-consumer form at most 4, as here): 1000 tokens (the last tile ragged) x 128 block rows (columns) of
+  // 64, or 64 of 128, one or two blocks per line, some lines empty.
   // The rectangles 64x128 and 128x64 take the tiles of the square of their output's width (Linear: R, Matmul: C) on
   // sm_90, so each shape below sends one product to the persistent tile and the other to the ping-pong tile. The last
   // two of them take 4100 tokens over few lines: the 256-token wide tile at width 128 (Linear at 128x64, Matmul at
