@@ -4,11 +4,13 @@
 #   bash benchmarks/scripts/gpu-epilogue-rules.sh
 # - bsrLinearActivation (the activation written from the tile's epilogue beside Z): the dispatched route (auto: fused,
 #   or the product then the pass) beside each 64- and 128-wide wgmma tile fused and unfused (kPingPong3ForwardMaxLine,
-#   kFusedActivationMinShareOfL2);
+#   kPingPong3ForwardMaxLine128, kFusedActivationMinShareOfL2);
 # - bsrMatmulActivationBackward (the activation's backward in dX's epilogue): the same for dX (kPingPong3MaxLine,
 #   kPingPongBackwardMaxLine64 and 128);
 # - the captured FFN step with the fused forward as dispatched and with BLOCKSPARSE_CUDA_FUSED_ACTIVATION=0 (the product
-#   then the pass everywhere), twice each, alternating.
+#   then the pass everywhere), twice each, alternating;
+# - and, not an epilogue's, the 64-wide persistent tile's rule with few tiles (kPersistentFewTilesMaxLine): plain
+#   bsrLinear and bsrMatmul on the persistent and default tiles beside auto at 1024-4096 tokens.
 # tc_bench's check of what auto dispatches runs first. SKIP_BUILD=1 uses the addon already built; tc_bench is built
 # with the shipped kernels only (DEV=0). Each stage is capped (stage, gpu-lib.sh) within DEADLINE seconds (default
 # 560); the logs are packed into $OUT/epilogue-rules.tgz.
@@ -30,6 +32,8 @@ stage forward 150 "$B" --mode time --ops linear --activation gelu_tanh --paths a
   --blocks 64,128 --tokens 2048,8192 --shapes "$shapes" --densities 0.5,0.25,0.1
 stage dx 150 "$B" --mode time --ops matmul --activation gelu_tanh --paths auto,wgmma --variants 0,1,14,34 \
   --blocks 64,128 --tokens 2048,8192 --shapes "$shapes" --densities 0.5,0.25,0.1
+stage persistent 60 "$B" --mode time --ops linear,matmul --paths auto,wgmma --variants 0,7 --blocks 64 \
+  --tokens 1024,2048,4096 --shapes 768x3072,3072x768,1024x1024,1024x4096,4096x1024 --densities 0.5,0.25,0.1
 cd benchmarks
 ffn=(src/ffn.ts --backend cuda --graph --quick --models ffn --only sparse --widths 1024x4096,768x3072 --tokens 2048,8192
   --blocks 64,128 --densities 0.5,0.25,0.1)
