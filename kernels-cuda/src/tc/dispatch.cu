@@ -439,14 +439,9 @@ bool xResidentRule(tc::Op op, const BsrPatternView& pattern, int64_t m, int sms)
 // kPingPong3ForwardMaxLine blocks; width 128: a 64-token tile per SM, lines of at most kPingPong3ForwardMaxLine128.
 bool pingPong3ForwardRule(const BsrPatternView& pattern, int64_t m, int sms, int width) {
   const int64_t lines = pattern.blockRows;
-  if (sms <= 0 || lines <= 0 || (width != 64 && width != 128)) return false;
+  if (lines <= 0) return false;
   const double line = double(pattern.nnzBlocks) / double(lines) * pattern.blockWidth / width;
-  if (width == 128) {
-    const int64_t tiles = (m + tc::kPingPong3Tile128Tokens - 1) / tc::kPingPong3Tile128Tokens * lines;
-    return tiles >= sms && line <= tc::kPingPong3ForwardMaxLine128;
-  }
-  const int64_t tiles = (m + tc::kPingPongTile64Tokens - 1) / tc::kPingPongTile64Tokens * lines;
-  return tiles >= tc::kPingPongMinTilesPerSm * sms && line <= tc::kPingPong3ForwardMaxLine;
+  return tc::pingPong3ForwardTileRule(width, m, lines, line, sms);
 }
 
 // What a product fuses into its staged epilogue, beside its output: Linear the activation's second output
@@ -530,10 +525,7 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
       const int64_t lines = op == tc::Op::Linear ? pattern.blockRows : pattern.blockCols;
       const double line = lines > 0 ? double(pattern.nnzBlocks) / double(lines) * depth / width : 0.0;
       auto tiles = [&](int64_t tileTokens) { return (m + tileTokens - 1) / tileTokens * lines; };
-      if (width == 64 && line <= tc::kPersistentMaxLine &&
-          (tiles(tc::kPersistentTileTokens) >= tc::kPersistentMinTilesPerSm * device.sms ||
-           line <= tc::kPersistentFewTilesMaxLine))
-        variant = tc::kPersistentTile;
+      if (width == 64 && tc::persistentTileRule(m, lines, line, device.sms)) variant = tc::kPersistentTile;
       if (width == 64 && backward && tiles(tc::kPingPongTile64Tokens) >= tc::kPingPongMinTilesPerSm * device.sms &&
           line <= tc::kPingPongBackwardMaxLine64)
         variant = line <= tc::kPingPong3MaxLine ? tc::kPingPong3Tile : tc::kPingPongTile;

@@ -181,6 +181,28 @@ constexpr double kPingPong3ForwardMaxLine = 8.0;
 // two-consumer ping-pong tile's time on lines of up to 4 and 0.91-1.41x on longer ones: it keeps two consumers.
 constexpr int kPingPong3Tile128Tokens = 64;
 constexpr double kPingPong3ForwardMaxLine128 = 4.0;
+
+// The tile rules above that take counts only, for the dispatch (dispatch.cu) and the host check
+// (kernels-cuda/test/tile_rules_host.cpp). `lines`: block rows (Linear) or columns (Matmul); `line`: their blocks on
+// average, counted in blocks of the square's depth.
+// The 64-wide persistent tile for a plain product: kPersistentMaxLine with kPersistentMinTilesPerSm tiles of
+// kPersistentTileTokens per SM, kPersistentFewTilesMaxLine with fewer.
+inline bool persistentTileRule(int64_t m, int64_t lines, double line, int sms) {
+  const int64_t tiles = (m + kPersistentTileTokens - 1) / kPersistentTileTokens * lines;
+  return line <= kPersistentMaxLine && (tiles >= kPersistentMinTilesPerSm * sms || line <= kPersistentFewTilesMaxLine);
+}
+// The three-consumer tile for bsrLinearActivation at `width` 64 (kPingPongMinTilesPerSm tiles of kPingPongTile64Tokens
+// per SM, kPingPong3ForwardMaxLine) or 128 (a tile of kPingPong3Tile128Tokens per SM, kPingPong3ForwardMaxLine128).
+inline bool pingPong3ForwardTileRule(int width, int64_t m, int64_t lines, double line, int sms) {
+  if (sms <= 0 || lines <= 0) return false;
+  if (width == 128) {
+    const int64_t tiles = (m + kPingPong3Tile128Tokens - 1) / kPingPong3Tile128Tokens * lines;
+    return tiles >= sms && line <= kPingPong3ForwardMaxLine128;
+  }
+  if (width != 64) return false;
+  const int64_t tiles = (m + kPingPongTile64Tokens - 1) / kPingPongTile64Tokens * lines;
+  return tiles >= kPingPongMinTilesPerSm * sms && line <= kPingPong3ForwardMaxLine;
+}
 // bsrLinearActivation (the activation in the forward's epilogue, writing Z and activation(Z)) on the wgmma tiles of
 // width 64 and 128 (besides kPingPong3ForwardMaxLine's rule) where Z's bytes exceed this share of L2: the separate
 // pass would then read Z back from device memory. On an H100 the tile the dispatch runs took 0.87-1.00x the product and the pass with Z of 33-134 MB (L2: 50 MB),
