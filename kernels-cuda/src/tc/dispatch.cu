@@ -519,7 +519,8 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
     // At width 64, many tiles with short lines go to the persistent tile, at width 128 to the ping-pong tile
     // (measured on an H200 with square blocks: docs/kernels.md, "The staged epilogue and the persistent tile" and
     // "Consumers in turn"). dX with the activation's backward in its epilogue goes to the ping-pong tile at width 64
-    // too, and at width 128 on longer lines, by its own rules ("The activation's backward in dX's epilogue").
+    // too, and at width 128 on longer lines, by its own rules ("The activation's backward in dX's epilogue"). Linear
+    // with fewer three-consumer tiles than SMs goes to that tile at either width ("Three consumers with few tiles").
     if (path == TcPath::Wgmma && (width == 64 || width == 128) && depth >= 64 && op != tc::Op::Sampled &&
         device.sms > 0) {
       const int64_t lines = op == tc::Op::Linear ? pattern.blockRows : pattern.blockCols;
@@ -533,6 +534,8 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
           line <= (backward ? tc::kPingPongBackwardMaxLine128 : tc::kPingPongMaxLine))
         variant = tc::kPingPongTile;
       if (activated != nullptr && pingPong3ForwardRule(pattern, m, device.sms, width)) variant = tc::kPingPong3Tile;
+      // Linear with fewer of that tile's token tiles than SMs, the plain product too (tc_kernels.h).
+      if (op == tc::Op::Linear && tc::threeConsumerFewTilesRule(width, m, lines, device.sms)) variant = tc::kPingPong3Tile;
     }
   }
   variant = std::max(variant, int{tc::kDefaultTile});

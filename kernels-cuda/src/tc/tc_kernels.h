@@ -191,10 +191,26 @@ inline bool persistentTileRule(int64_t m, int64_t lines, double line, int sms) {
   const int64_t tiles = (m + kPersistentTileTokens - 1) / kPersistentTileTokens * lines;
   return line <= kPersistentMaxLine && (tiles >= kPersistentMinTilesPerSm * sms || line <= kPersistentFewTilesMaxLine);
 }
+// Linear (bsrLinear and bsrLinearActivation) on the three-consumer tile at `width` 64 or 128 wherever its token tiles
+// (kPingPong3TileTokens at 64, kPingPong3Tile128Tokens at 128) are fewer than the SMs, whatever the lines' length: the
+// launch then runs one CTA per tile, and the tile's tokens (half the default tile's, and at 64 wide the persistent
+// tile's) make twice the CTAs. On an H100 (GELU(tanh), 256-2048 tokens, eight shapes from 1024 x 1024 to
+// 16384 -> 4096, densities 0.1-0.5) wherever the rule holds (96 cases over both widths, lines of 0.8-128 blocks) the
+// fused forward took 0.73-1.01x the time of the route dispatched before (one case above 1.00x) and the plain product
+// (then the pass) 0.75-1.05x (two above); with as many tiles as SMs or more the other rules' tiles were mostly as fast
+// or faster (docs/kernels.md, "Three consumers with few tiles").
+inline bool threeConsumerFewTilesRule(int width, int64_t m, int64_t lines, int sms) {
+  if (sms <= 0 || lines <= 0 || m <= 0) return false;
+  const int64_t tokens = width == 128 ? kPingPong3Tile128Tokens : width == 64 ? kPingPong3TileTokens : 0;
+  if (tokens == 0) return false;
+  return (m + tokens - 1) / tokens * lines < sms;
+}
 // The three-consumer tile for bsrLinearActivation at `width` 64 (kPingPongMinTilesPerSm tiles of kPingPongTile64Tokens
-// per SM, kPingPong3ForwardMaxLine) or 128 (a tile of kPingPong3Tile128Tokens per SM, kPingPong3ForwardMaxLine128).
+// per SM, kPingPong3ForwardMaxLine) or 128 (a tile of kPingPong3Tile128Tokens per SM, kPingPong3ForwardMaxLine128), and
+// at either width with fewer tiles than SMs (threeConsumerFewTilesRule).
 inline bool pingPong3ForwardTileRule(int width, int64_t m, int64_t lines, double line, int sms) {
   if (sms <= 0 || lines <= 0) return false;
+  if (threeConsumerFewTilesRule(width, m, lines, sms)) return true;
   if (width == 128) {
     const int64_t tiles = (m + kPingPong3Tile128Tokens - 1) / kPingPong3Tile128Tokens * lines;
     return tiles >= sms && line <= kPingPong3ForwardMaxLine128;

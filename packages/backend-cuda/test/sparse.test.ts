@@ -936,6 +936,44 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
     checkFusedForwardLines(3035, FUSED_FORWARD_LINES_128, (blockRows) => [0, blockRows - 2], [1]);
   }, 240_000);
 
+  // bsrLinear and bsrLinearActivation with fewer three-consumer tiles than SMs (tc_kernels.h, threeConsumerFewTilesRule:
+  // tiles of 128 tokens at 64 wide, of 64 at 128, fewer than the SMs of the GPUs measured) take that tile, plain and
+  // fused, whatever the lines' length: 70 tokens (one partial tile of either) and 300 (a last tile of 44) over 1024 or 768
+  // outputs, lines of 32 blocks (64x64 at density 0.5 over 4096 columns), 16 (128x128 at 0.5), 8 blocks of 64 deep (the
+  // rectangles at 0.25), block rows and a block column left empty, the dense route kept off. bsrLinear with and without
+  // its bias against float64 on every token; bsrLinearActivation's Z and activation(Z) as above.
+  const FEW_TILES = [
+    { rows: 1024, cols: 4096, block: [64, 64], density: 0.5 },
+    { rows: 1024, cols: 4096, block: [128, 128], density: 0.5 },
+    { rows: 1024, cols: 2048, block: [64, 128], density: 0.25 },
+    { rows: 768, cols: 2048, block: [128, 64], density: 0.25 },
+  ] as const;
+  test("bsrLinear and bsrLinearActivation with fewer three-consumer tiles than SMs (70 and 300 tokens, lines of up to 32 blocks, 64 and 128 wide, empty lines), half precision, against float64 and the pass", () => {
+    const next = random(3036);
+    withoutDenseRoute(() => {
+      for (const m of [70, 300]) {
+        const tokens = Array.from({ length: m }, (_, i) => i);
+        for (const dtype of ["bfloat16", "float16"] as const) {
+          for (const { rows, cols, block, density } of FEW_TILES) {
+            const [br, bc] = block;
+            const pattern = patternWithEmptyLines(next, [rows, cols], block, density, [1, rows / br - 1], [0]);
+            tidy(() => {
+              const values = randomTensor(next, [pattern.nnzBlocks, br, bc], dtype, 0.25);
+              const bias = randomTensor(next, [rows], dtype);
+              const x = randomTensor(next, [m, cols], dtype, 0.25);
+              const what = `${rows}x${cols} ${br}x${bc} density ${density} at ${m} tokens`;
+              const { yRef } = sampledProducts(pattern, values.values, bias.values, x.values, null, tokens);
+              expectClose(bsrLinear(x.t, values.t, pattern, bias.t).dataSync(), yRef, dtype, `bsrLinear ${what} ${dtype}`);
+              const noBias = yRef.map((v, i) => v - bias.values[i % rows]);
+              expectClose(bsrLinear(x.t, values.t, pattern).dataSync(), noBias, dtype, `bsrLinear ${what} ${dtype} without a bias`);
+              checkLinearActivations(pattern, values, bias, x, tokens, dtype, what);
+            });
+          }
+        }
+      }
+    });
+  }, 240_000);
+
   // 32x32 bsrLinear and bsrMatmul where the dispatch takes the X-resident tile (tc_kernels.h: a slab of at most 1408, K
   // for bsrLinear and N for bsrMatmul, lines of at least 1.5 blocks, at least 128 tokens, and each CTA's lines holding
   // at least 0.6 times the slab's elements): bsrLinear over 2048 x 1024 (a slab of 1024: 16 boxes of 64, four
