@@ -1,7 +1,8 @@
 import { type BackendValues, type DType, engine, type Tensor, tensorOn } from "@blocksparse/core";
 import { CollectiveError, RankFailedError, StoreTimeoutError } from "./errors";
 import { checkReduceOp, checkRoot, checkTensor, type ProcessGroup, type ReduceOp } from "./process_group";
-import { explainStoreFailure, type Rendezvous } from "./rendezvous";
+import { CollectTimeoutError, explainStoreFailure, type Rendezvous } from "./rendezvous";
+import type { StoreTimeout } from "./store";
 import { packedBytes, packMessage, unpackMessage, wireLimits } from "./wire";
 
 /** What a rank says it is calling; every rank must say the same for the same collective. */
@@ -18,11 +19,67 @@ interface CallHeader extends CallDescription {
   parts?: number;
 }
 
-/** The `kind` of what a rank publishes in place of its call when it gave that collective up (it timed out). */
-const WITHDRAWN = "withdrawn";
+/**
+ * How long a step of a collective's vote may wait for the store, at most (or timeoutMs where shorter): the vote comes
+ * after the exchange, whose timeout may have passed already.
+ */
+const VOTE_WAIT_MS = 10_000;
 
-/** How long a rank that timed out waits for the store to take its withdrawal, at most. */
-const WITHDRAW_WAIT_MS = 10_000;
+/** The longest delay Node's timers take (about 24.8 days); a longer one would fire after 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * How collective #n ended, as every rank reads it under `cpu/<n>/outcome`: set once, by the rank whose vote decided it
+ * (see `CpuProcessGroup#exchange`), and read once by every rank. `rank` is the rank that gave it up, `call` what it had
+ * called, `reason` why (a timeout names the ranks it waited for), `lostRank` a rank the store found gone.
+ */
+type Outcome = { ok: true } | FailedOutcome;
+interface FailedOutcome {
+  ok: false;
+  rank: number;
+  call: string;
+  reason: string;
+  timedOut: boolean;
+  lostRank?: number;
+}
+
+/** This rank's read of a collective's outcome, settled: the outcome, or why the read failed (a rank gone, the store closed). */
+type Told = { outcome: Outcome } | { error: unknown };
+
+function encodeOutcome(outcome: Outcome): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(outcome));
+}
+
+function decodeOutcome(bytes: Uint8Array): Outcome {
+  const outcome = JSON.parse(new TextDecoder().decode(bytes)) as Outcome;
+  if (outcome.ok === true || (outcome.ok === false && Number.isInteger(outcome.rank) && typeof outcome.reason === "string")) return outcome;
+  throw new CollectiveError(`a collective's outcome in the store is malformed: ${JSON.stringify(outcome)}`);
+}
+
+/**
+ * A collective's vote count as one number: every rank's vote adds 1, and a vote that the collective failed (or a rank
+ * that gives it up while waiting for the others' votes) adds worldSize + 1 more, so the count reads as both numbers.
+ */
+function tally(count: number, worldSize: number): { votes: number; failures: number } {
+  return { votes: count % (worldSize + 1), failures: Math.floor(count / (worldSize + 1)) };
+}
+
+function ranksOf(ranks: readonly number[]): string {
+  return `rank${ranks.length > 1 ? "s" : ""} ${ranks.join(", ")}`;
+}
+
+/** `promise`'s value, or null once `ms` have passed first. */
+async function within<T>(promise: Promise<T>, ms: number): Promise<T | null> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<null>((resolve) => {
+    timer = setTimeout(() => resolve(null), Math.min(Math.max(ms, 0), MAX_TIMER_MS));
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 function describeCall(call: CallDescription): string {
   const parts = [call.dtype === undefined ? "" : `${call.dtype} [${call.shape?.join(", ")}]`, call.op ?? "", call.root === undefined ? "" : `root ${call.root}`].filter(Boolean);
@@ -124,6 +181,8 @@ export class CpuProcessGroup implements ProcessGroup {
   readonly #rendezvous: Rendezvous;
   #sequence = 0;
   #destroyed = false;
+  /** Why the group is broken (a collective whose outcome this rank could not learn), or null while it is not. */
+  #broken: string | null = null;
   /**
    * Per tensor, this group's last collective still to write it (an allReduce, a broadcast's non-root rank). A later
    * collective on that tensor reads it once that one has written it, in call order as on NCCL's stream (and in
@@ -206,9 +265,16 @@ export class CpuProcessGroup implements ProcessGroup {
     await this.#rendezvous.shutdown([`cpu/${sequence}`], wait);
   }
 
-  /** The collective's sequence number, taken when it is called (every rank numbers its calls alike), once the group is known to be live. */
+  /**
+   * The collective's sequence number, taken when it is called (every rank numbers its calls alike), once the group is
+   * known to be live: not destroyed, and not broken (a collective whose outcome this rank could not learn; destroy is
+   * still allowed then, to leave the job).
+   */
   #reserve(call: CallDescription): number {
     this.#throwIfDestroyed(describeCall(call));
+    if (this.#broken !== null && call.kind !== "destroy") {
+      throw new CollectiveError(`${describeCall(call)}: the process group of rank ${this.rank} is broken: ${this.#broken}; destroy it (on every rank) and call initProcessGroup again`);
+    }
     return this.#sequence++;
   }
 
@@ -229,26 +295,79 @@ export class CpuProcessGroup implements ProcessGroup {
   }
 
   /**
-   * One collective through the store: publishes this rank's call and payload and collects every
-   * other rank's, checking that each called the same collective. Every rank reads every other
-   * rank's call, a broadcast's too (its non-root ranks send only their call), so a mismatch, a
-   * root that differs included, fails on every rank instead of hanging some or feeding them
-   * another rank's data. A payload larger than one store value goes in parts under their own keys.
+   * One collective through the store, with one outcome on every rank: the payloads of every other rank, on every rank,
+   * or an error on every rank. Each rank first exchanges (`#gather`), then votes under `cpu/<n>/votes` (a counter the
+   * store adds to atomically): whether it got every rank's call and payload, checked. The collective completes if every
+   * rank votes that it did before any rank votes that it failed; once one rank has voted a failure (its timeout passed,
+   * a call differs, a peer is gone), it fails on every rank. The rank whose vote decides (the last vote of a complete
+   * count, or the first failure) says so under `cpu/<n>/outcome`, which every rank asked for before publishing anything:
+   * a rank still waiting for a peer's values then fails at once, as does one that comes later. Deciding on each rank by
+   * its own timeout let ranks disagree: with three ranks, rank 0 timing out while rank 1 still waited, a rank 2 that
+   * came in between failed (rank 0 had withdrawn its values) while rank 1 took rank 2's values and completed.
+   *
+   * A rank that has voted that it has every value waits up to timeoutMs more for the others' votes (each rank votes by
+   * its own timeout, so they come unless a rank stalled, or lost the store, after sending its values), then gives the
+   * collective up for every rank by adding a failure to the count, unless the count says it completed meanwhile.
+   *
+   * What cannot be agreed on: a rank gone (a RankFailedError; every later collective fails on every rank too), or a rank
+   * that cannot reach the store for its vote or the outcome; that rank then throws and its group is broken (its later
+   * collectives fail at once), as it cannot tell whether the others completed the collective.
    */
   async #exchange(call: CallDescription, sequence: number, payload: Uint8Array): Promise<Map<number, Uint8Array>> {
     const label = `${describeCall(call)}, collective #${sequence} of rank ${this.rank}`;
     const key = `cpu/${sequence}`;
     const others = this.#rendezvous.others();
-    const wait = this.#rendezvous.wait();
+    // A group of one has no one to exchange with, nor to agree with.
+    if (others.length === 0) return new Map();
     const parts = packedBytes({ ...call }, payload.byteLength) <= wireLimits.maxPayloadBytes ? [] : splitParts(payload, wireLimits.maxPayloadBytes);
+    // Asked before anything is published: the store answers it once the collective is decided, one read for each rank.
+    const hearing = new AbortController();
+    const told: Promise<Told> = this.#rendezvous.read(`${key}/outcome`, undefined, hearing.signal).then(
+      (bytes) => ({ outcome: decodeOutcome(bytes) }),
+      (error: unknown) => ({ error }),
+    );
+    const gathering = new AbortController();
+    const gathered = this.#gather(call, label, key, others, payload, parts, gathering.signal);
+    gathered.catch(() => {});
+    const first = await Promise.race([gathered.then((payloads) => ({ payloads }), (error: unknown) => ({ error })), told.then((settled) => ({ told: settled }))]);
+    const done: VoteContext = { hearing, told, label, key, parts: parts.length, call, sequence };
+    if ("payloads" in first) return this.#voteCompleted(done, first.payloads);
+    if ("error" in first) throw await this.#voteFailed(done, first.error, this.#outcomeOf(first.error, label, call));
+    const settled = first.told;
+    if ("error" in settled) {
+      // The store refused this rank's read of the outcome (a rank is gone, or the store closed): it refuses the gather's
+      // reads alike, at once, and their error says what this rank waited for. This rank votes that it failed.
+      const own = await gathered.then(
+        () => this.#explain(settled.error, label),
+        (error: unknown) => error,
+      );
+      throw await this.#voteFailed(done, own, this.#outcomeOf(own, label, call));
+    }
+    // Decided before this rank had every value: only a failure can be (a completion needs this rank's vote).
+    gathering.abort();
+    // Its publishes are not given up: they land before this rank's values are deleted, not after.
+    await gathered.catch(() => {});
+    if (settled.outcome.ok) throw await this.#voteFailed(done, new CollectiveError(`${label}: the store said that it completed before this rank voted`), undefined);
+    throw await this.#voteFailed(done, this.#agreedFailure(label, sequence, settled.outcome), undefined);
+  }
+
+  /**
+   * Publishes this rank's call and payload and collects every other rank's, checking that each called the same
+   * collective. Every rank reads every other rank's call, a broadcast's too (its non-root ranks send only their call),
+   * so a mismatch, a root that differs included, fails on every rank instead of hanging some or feeding them another
+   * rank's data. A payload larger than one store value goes in `parts` under their own keys. Throws what failed, as the
+   * caller reads it; `signal` gives up the reads.
+   */
+  async #gather(call: CallDescription, label: string, key: string, others: number[], payload: Uint8Array, parts: Uint8Array[], signal: AbortSignal): Promise<Map<number, Uint8Array>> {
+    const wait = this.#rendezvous.wait();
     let messages: Map<number, Uint8Array>;
     try {
       const header: CallHeader = parts.length === 0 ? { ...call } : { ...call, parts: parts.length };
       await this.#rendezvous.publish(key, packMessage({ ...header }, parts.length === 0 ? payload : new Uint8Array(0)), others.length, wait);
       for (const [index, part] of parts.entries()) await this.#rendezvous.publish(`${key}/part${index}`, part, others.length, wait);
-      messages = await this.#rendezvous.collect(key, others, wait);
+      messages = await this.#rendezvous.collect(key, others, wait, signal);
     } catch (error) {
-      throw await this.#giveUp(error, label, key, call, others.length);
+      throw this.#explain(error, label);
     }
     const payloads = new Map<number, Uint8Array>();
     const split: [number, number][] = [];
@@ -262,11 +381,6 @@ export class CpuProcessGroup implements ProcessGroup {
         throw malformed(peer, error instanceof Error ? error.message : String(error));
       }
       const { header, payload: theirs } = frame;
-      if (header.kind === WITHDRAWN) {
-        throw new CollectiveError(
-          `${label}: rank ${peer} gave up on ${String(header.call)}, its collective #${sequence}, before this rank called it (${String(header.reason)}), so this rank fails it too: the ranks agree that it failed and their later collectives still pair up; a rank that is much slower than the others needs a longer timeoutMs`,
-        );
-      }
       // describeCall joins the shape: any other value there threw a TypeError.
       if (header.shape !== undefined && !Array.isArray(header.shape)) throw malformed(peer, `shape ${JSON.stringify(header.shape)}`);
       const theirCall = header as unknown as CallHeader;
@@ -281,11 +395,11 @@ export class CpuProcessGroup implements ProcessGroup {
     try {
       for (const [peer, count] of split) {
         const pieces: Uint8Array[] = [];
-        for (let index = 0; index < count; index++) pieces.push((await this.#rendezvous.collect(`${key}/part${index}`, [peer], wait)).get(peer) as Uint8Array);
+        for (let index = 0; index < count; index++) pieces.push((await this.#rendezvous.collect(`${key}/part${index}`, [peer], wait, signal)).get(peer) as Uint8Array);
         payloads.set(peer, joinParts(pieces));
       }
     } catch (error) {
-      throw await this.#giveUp(error, label, key, call, others.length);
+      throw this.#explain(error, label);
     }
     for (const [peer, payload] of payloads) {
       const expected = payloadBytes(call, peer);
@@ -294,19 +408,166 @@ export class CpuProcessGroup implements ProcessGroup {
     return payloads;
   }
 
+  /** A wait for a step of the vote, starting now: timeoutMs, or VOTE_WAIT_MS where shorter. */
+  #voteWait(): StoreTimeout {
+    const ms = Math.min(this.#rendezvous.timeoutMs, VOTE_WAIT_MS);
+    return { timeoutMs: ms, deadline: Date.now() + ms };
+  }
+
   /**
-   * A collective that failed on this rank, as the caller sees it. After a timeout this rank's values under `key` are
-   * replaced by a withdrawal first: a peer that comes late would otherwise read them and succeed where this rank failed,
-   * leaving the two with different tensors (a silent divergence, the replicas then training apart).
+   * Votes that this rank has every value (`payloads`), and returns them once the collective completed on every rank;
+   * throws if it failed on any, or if this rank cannot learn which (its group is then broken).
    */
-  async #giveUp(error: unknown, label: string, key: string, call: CallDescription, readers: number): Promise<unknown> {
-    if (error instanceof StoreTimeoutError && readers > 0) {
-      const withdrawal = { kind: WITHDRAWN, call: describeCall(call), reason: `it timed out after ${this.#rendezvous.timeoutMs / 1000} s` };
-      const wait = Math.min(this.#rendezvous.timeoutMs, WITHDRAW_WAIT_MS);
-      // Best effort: a store that does not answer this either fails every rank's collectives anyway.
-      await this.#rendezvous.publish(key, packMessage(withdrawal), readers, wait).catch(() => {});
+  async #voteCompleted(done: VoteContext, payloads: Map<number, Uint8Array>): Promise<Map<number, Uint8Array>> {
+    const { hearing, told, label, key } = done;
+    const votesKey = `${key}/votes`;
+    const failed = async (error: Error) => {
+      hearing.abort();
+      this.#unpublish(key, done.parts);
+      return error;
+    };
+    let count: number;
+    try {
+      count = await this.#rendezvous.count(votesKey, 1, this.#voteWait());
+    } catch (error) {
+      hearing.abort();
+      // Whether the vote reached the store is unknown (its answer may be what was lost): the others may complete without this rank knowing.
+      throw this.#break(label, `its vote did not reach the store: ${errorMessage(error)}`);
     }
-    return this.#explain(error, label);
+    const { votes, failures } = tally(count, this.worldSize);
+    if (failures === 0 && votes === this.worldSize) {
+      // This vote completed the count: the collective completed, on every rank. Said to the ranks waiting for it; the
+      // count is dropped only once said, so that a rank waiting in vain reads the completion from the count itself.
+      const said = await this.#rendezvous.share(`${key}/outcome`, encodeOutcome({ ok: true }), this.worldSize, this.#voteWait()).then(
+        () => true,
+        () => false,
+      );
+      if (said) this.#drop(votesKey);
+      hearing.abort();
+      return payloads;
+    }
+    // The last vote of a count that a failure came into first: the failure was said by the rank that voted it.
+    if (votes === this.worldSize) this.#drop(votesKey);
+    if (failures > 0) throw await failed(await this.#heardFailure(done));
+    const settled = await within(told, this.#rendezvous.timeoutMs);
+    if (settled !== null && "outcome" in settled) {
+      if (settled.outcome.ok) return payloads;
+      throw await failed(this.#agreedFailure(label, done.sequence, settled.outcome));
+    }
+    // No outcome: none came within timeoutMs more (a rank that sent its values has not voted), or the store refused this
+    // rank's read (a rank is gone, and the store fails every wait). The count decides: this rank adds a failure to it,
+    // which gives the collective up for every rank, unless the count says that it was decided meanwhile.
+    const refused = settled === null ? null : this.#explain(settled.error, label);
+    let forced: number;
+    try {
+      forced = await this.#rendezvous.count(votesKey, this.worldSize + 1, this.#voteWait());
+    } catch (error) {
+      hearing.abort();
+      if (refused !== null) throw refused;
+      throw this.#break(label, `the others had not voted within ${this.#seconds()} s, and this rank could not reach the store to give it up: ${errorMessage(error)}`);
+    }
+    const before = tally(forced - (this.worldSize + 1), this.worldSize);
+    if (before.votes === 0) {
+      // The count was gone: every rank had voted, and the rank whose vote decided dropped it once it had said the
+      // outcome. The outcome is on its way, or (this rank's read refused) still in the store for this rank to read.
+      this.#drop(votesKey);
+      const late: Told | null =
+        refused === null
+          ? await within(told, Math.min(this.#rendezvous.timeoutMs, VOTE_WAIT_MS))
+          : await this.#rendezvous.read(`${key}/outcome`, this.#voteWait()).then(
+              (bytes) => ({ outcome: decodeOutcome(bytes) }),
+              (error: unknown) => ({ error }),
+            );
+      if (late !== null && "outcome" in late) {
+        if (late.outcome.ok) return payloads;
+        throw await failed(this.#agreedFailure(label, done.sequence, late.outcome));
+      }
+      hearing.abort();
+      throw this.#break(label, `every rank had voted, but this rank could not read the outcome${late === null ? "" : `: ${errorMessage(late.error)}`}`);
+    }
+    if (before.votes === this.worldSize && before.failures === 0) {
+      // Completed just before: the count's last vote was cast without a failure in it.
+      hearing.abort();
+      return payloads;
+    }
+    if (before.failures > 0) throw await failed(refused instanceof Error ? refused : await this.#heardFailure(done));
+    // This rank's failure is the first: it says why to the others.
+    const missing = this.worldSize - before.votes;
+    const stalled = `${missing} of the ${this.worldSize} ranks had not finished the collective within ${this.#seconds()} s more (they sent their values, then stalled or lost the store)`;
+    const error = refused ?? new CollectiveError(`${label}: this rank had every rank's values, but ${stalled}, so it gave the collective up for every rank`);
+    const outcome = refused === null ? { ok: false as const, rank: this.rank, call: describeCall(done.call), reason: `it had every rank's values, but ${stalled}`, timedOut: true } : this.#outcomeOf(refused, label, done.call);
+    await this.#rendezvous.share(`${key}/outcome`, encodeOutcome(outcome), this.worldSize, this.#voteWait()).catch(() => {});
+    throw await failed(error as Error);
+  }
+
+  /**
+   * Votes that the collective failed on this rank (`error`, what the caller gets), and returns `error`. The collective
+   * then fails on every rank; the first rank to vote so says why (`outcome`) to the others.
+   */
+  async #voteFailed(done: VoteContext, error: unknown, outcome: FailedOutcome | undefined): Promise<unknown> {
+    const { hearing, key } = done;
+    const votesKey = `${key}/votes`;
+    // A vote the store did not take changes nothing: the collective cannot complete without this rank's vote.
+    const count = await this.#rendezvous.count(votesKey, 1 + this.worldSize + 1, this.#voteWait()).catch(() => null);
+    if (count !== null) {
+      const { votes, failures } = tally(count, this.worldSize);
+      let said = true;
+      if (failures === 1 && outcome !== undefined) said = await this.#rendezvous.share(`${key}/outcome`, encodeOutcome(outcome), this.worldSize, this.#voteWait()).then(() => true, () => false);
+      // Kept when the failure could not be said: a rank waiting for the outcome then reads it from the count.
+      if (votes === this.worldSize && said) this.#drop(votesKey);
+    }
+    hearing.abort();
+    this.#unpublish(key, done.parts);
+    return error;
+  }
+
+  /** The error of a collective that the count says failed before this rank's vote: why, as the rank that failed it said. */
+  async #heardFailure(done: VoteContext): Promise<Error> {
+    const settled = await within(done.told, Math.min(this.#rendezvous.timeoutMs, VOTE_WAIT_MS));
+    if (settled !== null && "outcome" in settled && !settled.outcome.ok) return this.#agreedFailure(done.label, done.sequence, settled.outcome);
+    return new CollectiveError(`${done.label}: another rank gave it up (the store did not say why in time), so this rank fails it too: the ranks agree that it failed, and their later collectives still pair up`);
+  }
+
+  /** The error of a collective that another rank gave up, on a rank that had not failed it itself (or not first). */
+  #agreedFailure(label: string, sequence: number, outcome: FailedOutcome): Error {
+    const slow = outcome.timedOut ? "; a rank that is much slower than the others needs a longer timeoutMs" : "";
+    const message = `${label}: rank ${outcome.rank} gave up on ${outcome.call}, its collective #${sequence} (${outcome.reason}), so this rank fails it too: the ranks agree that it failed, and their later collectives still pair up${slow}`;
+    return outcome.lostRank === undefined ? new CollectiveError(message) : new RankFailedError(outcome.lostRank, message);
+  }
+
+  /** What this rank says to the others when its failure (`error`, as the caller reads it) is the first: who, what, and why. */
+  #outcomeOf(error: unknown, label: string, call: CallDescription): FailedOutcome {
+    const base = { ok: false as const, rank: this.rank, call: describeCall(call) };
+    const cause = error instanceof Error ? error.cause : undefined;
+    if (cause instanceof CollectTimeoutError) return { ...base, reason: `it timed out after ${this.#seconds()} s waiting for ${ranksOf(cause.ranks)}`, timedOut: true };
+    if (cause instanceof StoreTimeoutError) return { ...base, reason: `it timed out after ${this.#seconds()} s: ${cause.message}`, timedOut: true };
+    const message = errorMessage(error);
+    const reason = message.startsWith(`${label}: `) ? message.slice(label.length + 2) : message;
+    return { ...base, reason, timedOut: false, ...(error instanceof RankFailedError ? { lostRank: error.rank } : {}) };
+  }
+
+  /** Marks the group broken (its later collectives fail at once) and returns the error of the collective that broke it. */
+  #break(label: string, why: string): CollectiveError {
+    this.#broken = `${label.replace(` of rank ${this.rank}`, "")} could not be settled: ${why}, so this rank cannot tell whether the others completed it`;
+    return new CollectiveError(
+      `${label}: this rank could not learn whether the other ranks completed it (${why}), so its tensors may no longer match theirs: the process group of rank ${this.rank} is broken, and its later collectives fail at once; destroy it (on every rank) and call initProcessGroup again`,
+    );
+  }
+
+  /** Deletes what this rank published for a collective that failed (its call, its payload's parts): no rank reads them now. Best effort. */
+  #unpublish(key: string, parts: number): void {
+    const wait = this.#voteWait();
+    const keys = [key, ...Array.from({ length: parts }, (_, index) => `${key}/part${index}`)];
+    for (const published of keys) this.#rendezvous.unpublish(published, wait).catch(() => {});
+  }
+
+  /** Deletes a collective's shared key once no rank uses it. Best effort: left behind, it is never read again. */
+  #drop(key: string): void {
+    this.#rendezvous.drop(key, this.#voteWait()).catch(() => {});
+  }
+
+  #seconds(): number {
+    return this.#rendezvous.timeoutMs / 1000;
   }
 
   #explain(error: unknown, label: string): unknown {
@@ -317,6 +578,23 @@ export class CpuProcessGroup implements ProcessGroup {
       label,
     );
   }
+}
+
+/** What the vote of one collective needs to know of it. */
+interface VoteContext {
+  /** Gives up this rank's read of the outcome (the store still counts it among the outcome's reads). */
+  hearing: AbortController;
+  told: Promise<Told>;
+  label: string;
+  key: string;
+  /** How many parts this rank's payload was published in. */
+  parts: number;
+  call: CallDescription;
+  sequence: number;
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 /** `payload` cut into views of at most `size` bytes. */

@@ -44,6 +44,17 @@ function attemptPrefix(keyPrefix: string, attempt: number): string {
   return attempt === 0 ? keyPrefix : `${keyPrefix}attempt${attempt}/`;
 }
 
+/** `Rendezvous.collect` ran out of time: `ranks` are the ranks whose values had not come (still a StoreTimeoutError). */
+export class CollectTimeoutError extends StoreTimeoutError {
+  constructor(
+    readonly ranks: readonly number[],
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
 /**
  * One rank's place in the job: its connection to the store (and the store itself on the rank
  * that hosts it), and the two moves every exchange is made of: publish bytes under a key for
@@ -315,9 +326,34 @@ export class Rendezvous {
       if (other !== undefined) throw other.error;
       const first = failed[0].error as StoreTimeoutError;
       const missing = failed.map(({ peer }) => peer);
-      throw new StoreTimeoutError(`${first.message} (still waiting for rank${missing.length > 1 ? "s" : ""} ${missing.join(", ")})`, { cause: first });
+      throw new CollectTimeoutError(missing, `${first.message} (still waiting for rank${missing.length > 1 ? "s" : ""} ${missing.join(", ")})`, { cause: first });
     }
     return new Map(ranks.map((peer, i) => [peer, (settled[i] as PromiseFulfilledResult<Uint8Array>).value]));
+  }
+
+  /** Deletes what this rank published under `key` (`key/<rank>`): best left to callers that know no rank will read it. */
+  async unpublish(key: string, wait: StoreTimeout = this.wait()): Promise<void> {
+    await this.store.deleteKey(`${this.keyPrefix}${key}/${this.rank}`, { timeoutMs: wait });
+  }
+
+  /** Adds `delta` to the counter `key` that every rank of the group shares, and returns its new value. */
+  count(key: string, delta: number, wait: StoreTimeout = this.wait()): Promise<number> {
+    return this.store.add(`${this.keyPrefix}${key}`, delta, { timeoutMs: wait });
+  }
+
+  /** Sets `key`, shared by every rank of the group (not one rank's own, as `publish`'s), dropped once `reads` gets read it. */
+  async share(key: string, value: Uint8Array, reads: number, wait: StoreTimeout = this.wait()): Promise<void> {
+    await this.store.set(`${this.keyPrefix}${key}`, value, { reads, timeoutMs: wait });
+  }
+
+  /** The shared `key`'s value, waiting until a rank sets it: up to `wait` (undefined: without a limit), or until `signal`. */
+  read(key: string, wait?: StoreTimeout, signal?: AbortSignal): Promise<Uint8Array> {
+    return this.store.get(`${this.keyPrefix}${key}`, wait, { signal });
+  }
+
+  /** Deletes the shared `key` (a value or a counter). */
+  async drop(key: string, wait: StoreTimeout = this.wait()): Promise<void> {
+    await this.store.deleteKey(`${this.keyPrefix}${key}`, { timeoutMs: wait });
   }
 
   /** Every other rank's `value` under `key` (each rank publishes its own and reads the rest), within one timeout. */

@@ -615,7 +615,7 @@ describe("CpuProcessGroup with two ranks in one process", () => {
     await expect(a.allReduce(x)).rejects.toThrow(/no rank set it within 0.3 s/);
     const late = b.allReduce(y);
     await expect(late).rejects.toThrow(CollectiveError);
-    await expect(late).rejects.toThrow(/collective #0 of rank 1: rank 0 gave up on allReduce \(float32 \[2\], sum\), its collective #0, before this rank called it \(it timed out after 0.3 s\)/);
+    await expect(late).rejects.toThrow(/collective #0 of rank 1: rank 0 gave up on allReduce \(float32 \[2\], sum\), its collective #0 \(it timed out after 0.3 s waiting for rank 1\), so this rank fails it too: the ranks agree that it failed/);
     expect([Array.from(x.dataSync()), Array.from(y.dataSync())]).toEqual([
       [1, 2],
       [10, 20],
