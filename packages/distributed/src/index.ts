@@ -7,6 +7,6 @@ export { type InitProcessGroupOptions, initProcessGroup } from "./init";
 export { NcclProcessGroup } from "./nccl_group";
 export { LAUNCHER_USAGE, type LaunchOptions, launch, parseLauncherArgs } from "./launcher";
 export type { ProcessGroup, ReduceOp } from "./process_group";
-export { DEFAULT_TIMEOUT_MS, Rendezvous } from "./rendezvous";
+export { CollectTimeoutError, DEFAULT_TIMEOUT_MS, Rendezvous } from "./rendezvous";
 export { type StoreConnectOptions, type StoreListenOptions, type StoreTimeout, TcpStore, TcpStoreServer } from "./store";
 export { DistributedDataParallel, type DistributedDataParallelOptions } from "./ddp";
