@@ -881,8 +881,8 @@ std::vector<TcOptions> tcTuneCandidates(tc::Op op, DType dtype, const BsrPattern
       if (path == TcPath::Wgmma && width == 128) out.push_back({path, tc::kWideTile});
       if (path == TcPath::Wgmma && width == 128) out.push_back({path, tc::kPingPongTile});
       if (path == TcPath::Wgmma && width == 64 && depth >= 64) out.push_back({path, tc::kPersistentTile});
-      // Three consumers: for bsrLinearActivation's key (its fused epilogue; tc_kernels.h's kPingPong3ForwardMaxLine and
-      // kPingPong3ForwardMaxLine128).
+      // Three consumers: Linear's (bsrLinearActivation's fused epilogue, tc_kernels.h's kPingPong3ForwardMaxLine and
+      // kPingPong3ForwardMaxLine128; and any Linear with few tiles, threeConsumerFewTilesRule).
       if (path == TcPath::Wgmma && (width == 64 || width == 128) && depth >= 64 && op == tc::Op::Linear)
         out.push_back({path, tc::kPingPong3Tile});
       if (path == TcPath::Wgmma && squareBlocks(pattern) && pattern.blockHeight == 32 &&
