@@ -1,4 +1,3 @@
-import { createServer, type Server, type Socket, connect as connectSocket } from "node:net";
 import { type Tensor, tensor } from "@blocksparse/core";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { CpuProcessGroup } from "../src/cpu_group";
@@ -6,7 +5,7 @@ import { CollectiveError } from "../src/errors";
 import { Rendezvous } from "../src/rendezvous";
 import { TcpStoreServer } from "../src/store";
 import { packMessage } from "../src/wire";
-import { readRankResults, removeOutput, runJob } from "./helpers";
+import { readRankResults, removeOutput, runJob, type StoreProxy, storeProxy } from "./helpers";
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -26,34 +25,11 @@ function within<T>(promise: Promise<T>, ms: number): Promise<T> {
   return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
-/**
- * A TCP proxy to `port` that can be cut (`cut`): from then on nothing goes either way on the connections open then, as
- * when the network between a rank and the store fails while both ends stay up.
- */
-async function proxyTo(port: number): Promise<{ port: number; cut: () => void }> {
-  const sockets = new Set<Socket>();
-  let isCut = false;
-  const server: Server = createServer((client) => {
-    const upstream = connectSocket(port, "127.0.0.1");
-    sockets.add(client).add(upstream);
-    client.on("data", (chunk) => isCut || upstream.write(chunk));
-    upstream.on("data", (chunk) => isCut || client.write(chunk));
-    client.on("close", () => upstream.destroy());
-    upstream.on("close", () => client.destroy());
-    client.on("error", () => upstream.destroy());
-    upstream.on("error", () => client.destroy());
-  });
-  await new Promise<void>((done) => server.listen(0, "127.0.0.1", done));
-  cleanups.push(() => {
-    for (const socket of sockets) socket.destroy();
-    return new Promise<void>((done) => server.close(() => done()));
-  });
-  return {
-    port: (server.address() as { port: number }).port,
-    cut: () => {
-      isCut = true;
-    },
-  };
+/** A proxy to the store at `port` (helpers.ts, storeProxy: `cut` stops it both ways), closed after the test. */
+async function proxyTo(port: number): Promise<StoreProxy> {
+  const proxy = await storeProxy(port);
+  cleanups.push(proxy.close);
+  return proxy;
 }
 
 /** `worldSize` ranks in this process on a store the test hosts (as the launcher does); `throughProxy` ranks reach it through a proxy each. */

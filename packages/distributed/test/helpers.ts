@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
+import { connect as connectSocket, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -109,4 +109,57 @@ export function readRankResults<T>(out: string, worldSize: number): T[] {
 
 export function removeOutput(out: string): void {
   rmSync(out, { recursive: true, force: true });
+}
+
+/** A TCP proxy to a store: what `storeProxy` gives. */
+export interface StoreProxy {
+  port: number;
+  /** Holds back the store's answers to the client, from now on. */
+  hold: () => void;
+  /** Lets the held answers through, and the next ones as they come. */
+  release: () => void;
+  /** Nothing more goes either way on the connections open now, as when the network between a rank and the store fails. */
+  cut: () => void;
+  /** Closes the proxy and its connections. */
+  close: () => Promise<void>;
+}
+
+/**
+ * A TCP proxy on 127.0.0.1 to the store at `port`, whose answers to the client can be held back (`hold`) and let through
+ * later (`release`): a rank whose store answers come late, as on a loaded host, without waiting out real seconds; or cut
+ * (`cut`), both ways, with both ends still up.
+ */
+export async function storeProxy(port: number): Promise<StoreProxy> {
+  let holding = false;
+  const held: (() => void)[] = [];
+  const sockets = new Set<Socket>();
+  const cutOff = new Set<Socket>();
+  const server: Server = createServer((client) => {
+    const upstream = connectSocket(port, "127.0.0.1");
+    sockets.add(client).add(upstream);
+    client.on("data", (chunk) => cutOff.has(client) || upstream.write(chunk));
+    upstream.on("data", (chunk) => cutOff.has(client) || (holding ? held.push(() => client.write(chunk)) : client.write(chunk)));
+    client.on("close", () => upstream.destroy());
+    upstream.on("close", () => client.destroy());
+    client.on("error", () => upstream.destroy());
+    upstream.on("error", () => client.destroy());
+  });
+  await new Promise<void>((done) => server.listen(0, "127.0.0.1", done));
+  return {
+    port: (server.address() as { port: number }).port,
+    hold: () => {
+      holding = true;
+    },
+    release: () => {
+      holding = false;
+      for (const write of held.splice(0)) write();
+    },
+    cut: () => {
+      for (const socket of sockets) cutOff.add(socket);
+    },
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise<void>((done) => server.close(() => done()));
+    },
+  };
 }

@@ -1,4 +1,3 @@
-import { createServer, type Server, type Socket, connect as connectSocket } from "node:net";
 import { tensor, ValueError } from "@blocksparse/core";
 import { afterEach, describe, expect, it } from "vitest";
 import { CpuProcessGroup } from "../src/cpu_group";
@@ -6,6 +5,7 @@ import type { DistributedEnv } from "../src/env";
 import { DistributedEnvError, StoreError, StoreTimeoutError } from "../src/errors";
 import { Rendezvous } from "../src/rendezvous";
 import { TcpStore, TcpStoreServer } from "../src/store";
+import { type StoreProxy, storeProxy } from "./helpers";
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -46,44 +46,11 @@ async function formed(joins: Promise<Rendezvous>[]): Promise<CpuProcessGroup[]> 
   return groups;
 }
 
-/**
- * A TCP proxy to `port` whose answers to the client can be held back (`hold`) and let through later (`release`): a
- * rank whose store answers come late, as on a loaded host, without waiting out real seconds; or cut (`cut`): nothing
- * more goes either way on the connections open then, as when the network between a rank and the store fails.
- */
-async function proxyTo(port: number): Promise<{ port: number; hold: () => void; release: () => void; cut: () => void }> {
-  let holding = false;
-  const held: (() => void)[] = [];
-  const sockets = new Set<Socket>();
-  const cutOff = new Set<Socket>();
-  const server: Server = createServer((client) => {
-    const upstream = connectSocket(port, "127.0.0.1");
-    sockets.add(client).add(upstream);
-    client.on("data", (chunk) => cutOff.has(client) || upstream.write(chunk));
-    upstream.on("data", (chunk) => cutOff.has(client) || (holding ? held.push(() => client.write(chunk)) : client.write(chunk)));
-    client.on("close", () => upstream.destroy());
-    upstream.on("close", () => client.destroy());
-    client.on("error", () => upstream.destroy());
-    upstream.on("error", () => client.destroy());
-  });
-  await new Promise<void>((done) => server.listen(0, "127.0.0.1", done));
-  cleanups.push(() => {
-    for (const socket of sockets) socket.destroy();
-    return new Promise<void>((done) => server.close(() => done()));
-  });
-  return {
-    port: (server.address() as { port: number }).port,
-    hold: () => {
-      holding = true;
-    },
-    release: () => {
-      holding = false;
-      for (const write of held.splice(0)) write();
-    },
-    cut: () => {
-      for (const socket of sockets) cutOff.add(socket);
-    },
-  };
+/** A proxy to the store at `port` (helpers.ts, storeProxy), closed after the test. */
+async function proxyTo(port: number): Promise<StoreProxy> {
+  const proxy = await storeProxy(port);
+  cleanups.push(proxy.close);
+  return proxy;
 }
 
 describe("a join that timed out can be retried", () => {
