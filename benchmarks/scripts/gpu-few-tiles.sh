@@ -6,6 +6,7 @@
 # - bsrLinear with GELU(tanh) fused and then the pass, at 64 and 128 wide, auto beside every dispatched wgmma tile, 256-2048
 #   tokens over eight shapes and densities 0.5 / 0.25 / 0.1;
 # - dX (bsrMatmul) the same, at 64 wide (where the three-consumer tile exists for it) and 128;
+# - the audit of those timings: where auto was slower than a tile timed beside it (src/tc_audit_cli.ts);
 # - the FFN and TransformerBlock training steps at 512 and 1024 tokens, the FFN beside our dense model and PyTorch.
 # SKIP_BUILD=1 uses the addon already built; tc_bench is built with the shipped kernels only (DEV=0). Each stage is
 # capped (stage, gpu-lib.sh) within DEADLINE seconds (default 560); the logs are packed into $OUT/few-tiles.tgz.
@@ -31,6 +32,9 @@ stage linear-64 90 "$B" --mode time --ops linear --activation gelu_tanh --paths 
   "${time_args[@]}"
 stage dx-64 60 "$B" --mode time --ops matmul --paths auto,wgmma --variants 0,7,14,34 --blocks 64 "${time_args[@]}"
 stage dx-128 60 "$B" --mode time --ops matmul --paths auto,wgmma --variants 0,1,14 --blocks 128 "${time_args[@]}"
+# Where auto was slower than a tile timed beside it, per case (src/tc_audit_cli.ts).
+TAIL_LINES=8 stage audit 30 "$tsx" benchmarks/src/tc_audit_cli.ts "$OUT/linear-128.log" "$OUT/linear-64.log" "$OUT/dx-64.log" \
+  "$OUT/dx-128.log"
 cd benchmarks
 stage ffn 90 "$tsx" src/ffn.ts --backend cuda --graph --quick --models ffn --widths 1024x4096,768x3072 --tokens 512,1024 \
   --blocks 32,64,128 --densities 0.5,0.25 --torch --out "$OUT/ffn"

@@ -11,6 +11,7 @@ import { GENERATE_CLI } from "../src/generate_flags";
 import { GPT2_TRAIN_CLI } from "../src/gpt2_train_flags";
 import { NCU_STEPS_CLI } from "../src/ncu_steps_flags";
 import { OVERHEAD_CLI } from "../src/overhead_flags";
+import { TC_AUDIT_CLI } from "../src/tc_audit_flags";
 import { runCli } from "./run_cli";
 
 /** Every flag each CLI parses: --help must list exactly these (and -h, --help). */
@@ -33,6 +34,7 @@ const FLAGS: Record<string, string[]> = {
   "cpu_addon.ts": ["repeats", "threads", "only"],
   "ffn_chart.ts": ["out"],
   "ncu_steps_cli.ts": ["steps"],
+  "tc_audit_cli.ts": ["within"],
 };
 
 /** The flags a usage text lists, one per line that starts with one. */
@@ -51,6 +53,7 @@ const SPECS: Record<string, CliSpec> = {
   "gpt2_train.ts": GPT2_TRAIN_CLI,
   "ncu_steps_cli.ts": NCU_STEPS_CLI,
   "overhead.ts": OVERHEAD_CLI,
+  "tc_audit_cli.ts": TC_AUDIT_CLI,
 };
 
 function expectUsage(usage: string, flags: string[]): void {
