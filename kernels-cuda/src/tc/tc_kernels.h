@@ -96,7 +96,7 @@ struct KernelArgs {
 // kXResidentMinTokens tokens, and each CTA streams at least kXResidentMinWeightPerSlab times its slab's bytes in W
 // (its lines, xResidentGroupLines, times their blocks): below that the slab's copy costs more than it saves
 // (measured on an H200: docs/kernels.md, "X-resident bsrLinear and bsrMatmul").
-// (Numbers 2-5, 8-13, 15 and 17 are variants kept for measurement in kernels-cuda/dev/; 14 there at 32x32.)
+// (Numbers 2-5, 8-13, 15, 17, 21, 22, 25-32 and 35 are variants kept for measurement in kernels-cuda/dev/; 14 there at 32x32.)
 // dW at 32x32 blocks: kPatchDwTile (kept in kernels-cuda/dev/; the number here for the split rule), a CTA per patch of
 // W's block rows x block columns (BsrPatternView::patchList), one CTA per SM (two stages of 208 KB in all); and the
 // addon's kPatchPairTile (bsr_wgmma_patch_dw.cu), the same patches paired within columns on wgmma, fed by bulk tensor
