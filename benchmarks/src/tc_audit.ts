@@ -6,30 +6,27 @@
  * much (docs/kernels.md's rules were set from such tables).
  */
 
-/** One row of tc_bench's time table: a route's time on one case. */
-export interface TcTime {
+/** A case tc_bench timed: the product, its block, density and shape, and the form it took. */
+export interface TcCase {
   op: string;
   block: string;
   density: number;
   m: number;
   k: number;
   n: number;
-  /** "auto", or the path and variant ("wgmma/v14", "mma/v0"). */
-  route: string;
   /** "plain", "fused activation" or "then biasActivation". */
   form: string;
+}
+
+/** One row of tc_bench's time table: a route's time on one case. */
+export interface TcTime extends TcCase {
+  /** "auto", or the path and variant ("wgmma/v14", "mma/v0"). */
+  route: string;
   ms: number;
 }
 
 /** A case of the audit: auto's time beside the fastest route timed in the same form. */
-export interface AuditCase {
-  op: string;
-  block: string;
-  density: number;
-  m: number;
-  k: number;
-  n: number;
-  form: string;
+export interface AuditCase extends TcCase {
   autoMs: number;
   best: string;
   bestMs: number;
