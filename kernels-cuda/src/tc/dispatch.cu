@@ -533,9 +533,11 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
       if (width == 128 && tiles(tc::kPingPongTileTokens) >= tc::kPingPongMinTilesPerSm * device.sms &&
           line <= (backward ? tc::kPingPongBackwardMaxLine128 : tc::kPingPongMaxLine))
         variant = tc::kPingPongTile;
-      if (activated != nullptr && pingPong3ForwardRule(pattern, m, device.sms, width)) variant = tc::kPingPong3Tile;
-      // Linear with fewer of that tile's token tiles than SMs, the plain product too (tc_kernels.h).
-      if (op == tc::Op::Linear && tc::threeConsumerFewTilesRule(width, m, lines, device.sms)) variant = tc::kPingPong3Tile;
+      // Linear on the three-consumer tile: fused by its forward's rule (which holds with few tiles too), plain with
+      // fewer of its token tiles than SMs (tc_kernels.h).
+      if (op == tc::Op::Linear && (activated != nullptr ? tc::pingPong3ForwardTileRule(width, m, lines, line, device.sms)
+                                                        : tc::threeConsumerFewTilesRule(width, m, lines, device.sms)))
+        variant = tc::kPingPong3Tile;
     }
   }
   variant = std::max(variant, int{tc::kDefaultTile});
