@@ -5,8 +5,8 @@
 # - tc_bench's check of what auto dispatches there (bsrLinear plain and fused, bsrMatmul), 70-1000 tokens;
 # - bsrLinear with GELU(tanh) fused and then the pass, at 64 and 128 wide, auto beside every dispatched wgmma tile, 256-2048
 #   tokens over eight shapes and densities 0.5 / 0.25 / 0.1;
-# - dX (bsrMatmul) the same, at 64 wide (where the three-consumer tile exists for it) and 128 (with dev variant 35, that
-#   tile built for dX: kernels-cuda/dev/dev_variants.h), both checked first against float64 at 70-2085 tokens;
+# - dX (bsrMatmul) the same, at 64 and 128 wide, the three-consumer tile (34) checked first against float64 at 70-2085
+#   tokens;
 # - the audit of those timings: where auto was slower than a tile timed beside it (src/tc_audit_cli.ts);
 # - the FFN and TransformerBlock training steps at 512 and 1024 tokens, the FFN beside our dense model and PyTorch.
 # SKIP_BUILD=1 uses the addon already built; tc_bench is built with the variants kept for measurement (DEV=1). Each stage is
@@ -25,8 +25,8 @@ B="$bench/tc_bench"
 few=(--paths auto --blocks 64,128 --tokens 70,300,1000 --shapes 4096x1024,2048x768,1024x2048 --densities 0.5,0.25)
 stage check 60 "$B" --mode check --ops linear,matmul "${few[@]}" || failed=1
 stage check-fused 60 "$B" --mode check --ops linear --activation gelu_tanh "${few[@]}" || failed=1
-# dX on the three-consumer tiles, named: the addon's at 64 wide (34), dev's at 128 (35).
-stage check-dx 60 "$B" --mode check --ops matmul --paths wgmma --variants 34,35 --blocks 64,128 --tokens 70,300,1000,2085 \
+# dX on the three-consumer tiles, named (34).
+stage check-dx 60 "$B" --mode check --ops matmul --paths wgmma --variants 34 --blocks 64,128 --tokens 70,300,1000,2085 \
   --shapes 4096x1024,2048x768,1024x2048 --densities 0.5,0.25 || failed=1
 shapes=4096x1024,3072x768,8192x2048,2048x2048,1024x1024,1024x4096,4096x4096,16384x4096
 time_args=(--tokens 256,512,1024,2048 --shapes "$shapes" --densities 0.5,0.25,0.1)
@@ -35,7 +35,7 @@ stage linear-128 90 "$B" --mode time --ops linear --activation gelu_tanh --paths
 stage linear-64 90 "$B" --mode time --ops linear --activation gelu_tanh --paths auto,wgmma --variants 0,7,14,34 --blocks 64 \
   "${time_args[@]}"
 stage dx-64 60 "$B" --mode time --ops matmul --paths auto,wgmma --variants 0,7,14,34 --blocks 64 "${time_args[@]}"
-stage dx-128 60 "$B" --mode time --ops matmul --paths auto,wgmma --variants 0,1,14,35 --blocks 128 "${time_args[@]}"
+stage dx-128 60 "$B" --mode time --ops matmul --paths auto,wgmma --variants 0,1,14,34 --blocks 128 "${time_args[@]}"
 # Where auto was slower than a tile timed beside it, per case (src/tc_audit_cli.ts).
 TAIL_LINES=8 stage audit 30 "$tsx" benchmarks/src/tc_audit_cli.ts "$OUT/linear-128.log" "$OUT/linear-64.log" "$OUT/dx-64.log" \
   "$OUT/dx-128.log"

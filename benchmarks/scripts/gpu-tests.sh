@@ -18,7 +18,7 @@ CAP=${CAP:-400}
 T=packages/backend-cuda/test
 PARTS=(
   "blocks at density|bsrLinearActivation, W|bsrLinearActivation with Z|float32 register|setDense|single input|more tokens than one launch"
-  "dense route|bsrLinearActivation at 64 wide|bsrLinearActivation at 128 wide|bsrLinear and bsrLinearActivation with fewer"
+  "dense route|bsrLinearActivation at 64 wide|bsrLinearActivation at 128 wide|bsrLinear, bsrLinearActivation and bsrMatmul with fewer"
   "sampledMatmul with split|sampledMatmul with a tail|sampledMatmul over uneven|sampledMatmul on the patch tile"
   "64x64, 128x128 and the rectangles"
   "bsrMatmulActivationBackward on lines|X-resident tile"

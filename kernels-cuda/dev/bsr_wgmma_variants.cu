@@ -335,14 +335,6 @@ bool launchBlock(DType dtype, const KernelArgs& args, int blockSize, int variant
         // At 64x64 and 128x128 blocks the addon's kPingPongTile (the same number) runs first.
         if (blockSize == 32) return sm90::launchPingPong<WgmmaTraits<T, kOp, 32, 128, 16, true>>(dtype, args, stream, numSms);
         return false;
-      case kPingPong3Matmul128Variant:
-        // dX on the addon's 128-wide three-consumer tile (the addon builds it for Linear only).
-        if constexpr (kOp == Op::Matmul) {
-          if (blockSize == 128)
-            return sm90::launchPingPong<sm90::WgmmaShapeTraits<T, kOp, 128, 128, kPingPong3Tile128Tokens, 6, true, false, 3>>(
-                dtype, args, stream, numSms);
-        }
-        return false;
       case kPingPongVariant + 1:
         // Token-major, 256 tokens per consumer (the addon's 64x64 ping-pong tile is the same, feature-major).
         if (blockSize != 64) return false;

@@ -28,12 +28,6 @@ static_assert(kPingPongVariant == kPingPongTile, "dev's ping-pong tiles share th
 // as dispatched before the feature-major tile replaced it (1-6% slower on an H200: docs/kernels.md).
 constexpr int kTokenMajorPersistentVariant = 17;
 
-// The addon's 128-wide three-consumer tile (kPingPong3Tile: consumers of kPingPong3Tile128Tokens, six stages), which it
-// builds for Linear only, built for bsrMatmul (dX): with fewer of its token tiles than SMs it makes twice the default
-// tile's CTAs, as it does for Linear (tc_kernels.h, threeConsumerFewTilesRule). Kept here until dX with few tiles is
-// measured against the tiles the addon has at 128 wide.
-constexpr int kPingPong3Matmul128Variant = 35;
-
 // The X-resident tile (kXResidentTile, src/tc/bsr_wgmma_xr.cuh) at 32x32 blocks, bsrLinear and bsrMatmul in bfloat16 or
 // float16 (dev/bsr_wgmma_xr_dev.cu), each the addon's tile with one change: kXResidentDirectStoresVariant with its
 // outputs stored from the accumulators' layout (4-byte stores) instead of staged; kXResidentPreviousVariant the tile the
@@ -69,7 +63,7 @@ bool launchPatchDwWgmma(DType dtype, const KernelArgs& args, cudaStream_t stream
 
 // A TcOptions::devVariants launcher: the wgmma variants of dev/bsr_wgmma_variants.cu (1 at 32 and 64
 // blocks, dW kFeatureMajorDwTile at 64, 2-5, kTokenMajorPersistentVariant, kStoreHelpersVariant, kBulkStoreVariant,
-// kPingPongVariant and the next, kPingPong3Matmul128Variant), the X-resident 21, 22, 25 and 26, the wide-slab 27-29, dW's patch tiles 30-32 on
+// kPingPongVariant and the next), the X-resident 21, 22, 25 and 26, the wide-slab 27-29, dW's patch tiles 30-32 on
 // either path, and the mma.sync variants of dev/bsr_mma_variants.cu (1) and dev/bsr_mma_grouped.cu (8, 9); false,
 // having launched nothing, for any other path, product or variant.
 bool launchDevVariant(TcPath path, Op op, DType dtype, const KernelArgs& args, int blockSize, int variant, int numSms,

@@ -926,7 +926,7 @@ struct WgmmaTiles {
   using PingPong128 = WgmmaShapeTraits<T, kOp, R, C, kPingPongTileTokens, 4, true>;
   using PingPong64x3 = WgmmaShapeTraits<T, kOp, R, C, kPingPong3TileTokens, 4, true, true, 3>;
   // Three consumers of kPingPong3Tile128Tokens at width 128 (six stages and three staged rows, 196 KB; three of 128
-  // tokens spill), for bsrLinearActivation's fused epilogue.
+  // tokens spill), for bsrLinearActivation's fused epilogue and for Linear and plain dX with few tiles.
   using PingPong128x3 = WgmmaShapeTraits<T, kOp, R, C, kPingPong3Tile128Tokens, 6, true, false, 3>;
 };
 
@@ -944,9 +944,9 @@ bool launchTile(DType dtype, const KernelArgs& args, int variant, int numSms, cu
   if constexpr (kOp != Op::Sampled && Tiles::kWidth == 128) {
     if (variant == kWideTile) return launch<typename Tiles::Wide>(dtype, args, stream);
     if (variant == kPingPongTile) return launchPingPong<typename Tiles::PingPong128>(dtype, args, stream, numSms);
-    // Linear only: with the activation's backward in dX's epilogue it lost to the two consumers on most shapes.
-    if constexpr (kOp == Op::Linear)
-      if (variant == kPingPong3Tile) return launchPingPong<typename Tiles::PingPong128x3>(dtype, args, stream, numSms);
+    // Linear, and plain dX (with the activation's backward in dX's epilogue it lost to the two consumers on most
+    // shapes, so it has no store rows there: wgmmaStoreRows).
+    if (variant == kPingPong3Tile) return launchPingPong<typename Tiles::PingPong128x3>(dtype, args, stream, numSms);
   }
   return false;
 }

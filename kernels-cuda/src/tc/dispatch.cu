@@ -520,7 +520,8 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
     // (measured on an H200 with square blocks: docs/kernels.md, "The staged epilogue and the persistent tile" and
     // "Consumers in turn"). dX with the activation's backward in its epilogue goes to the ping-pong tile at width 64
     // too, and at width 128 on longer lines, by its own rules ("The activation's backward in dX's epilogue"). Linear
-    // with fewer three-consumer tiles than SMs goes to that tile at either width ("Three consumers with few tiles").
+    // and plain dX with fewer three-consumer tiles than SMs go to that tile at either width ("Three consumers with few
+    // tiles").
     if (path == TcPath::Wgmma && (width == 64 || width == 128) && depth >= 64 && op != tc::Op::Sampled &&
         device.sms > 0) {
       const int64_t lines = op == tc::Op::Linear ? pattern.blockRows : pattern.blockCols;
@@ -533,10 +534,11 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
       if (width == 128 && tiles(tc::kPingPongTileTokens) >= tc::kPingPongMinTilesPerSm * device.sms &&
           line <= (backward ? tc::kPingPongBackwardMaxLine128 : tc::kPingPongMaxLine))
         variant = tc::kPingPongTile;
-      // Linear on the three-consumer tile: fused by its forward's rule (which holds with few tiles too), plain with
-      // fewer of its token tiles than SMs (tc_kernels.h).
-      if (op == tc::Op::Linear && (activated != nullptr ? tc::pingPong3ForwardTileRule(width, m, lines, line, device.sms)
-                                                        : tc::threeConsumerFewTilesRule(width, m, lines, device.sms)))
+      // The three-consumer tile: Linear fused (`activated`, Linear's only) by its forward's rule, which holds with few
+      // tiles too; Linear plain and dX without the activation's backward with fewer of its token tiles than SMs
+      // (tc_kernels.h).
+      if (activated != nullptr ? tc::pingPong3ForwardTileRule(width, m, lines, line, device.sms)
+                               : !backward && tc::threeConsumerFewTilesRule(width, m, lines, device.sms))
         variant = tc::kPingPong3Tile;
     }
   }
@@ -884,8 +886,8 @@ std::vector<TcOptions> tcTuneCandidates(tc::Op op, DType dtype, const BsrPattern
       if (path == TcPath::Wgmma && width == 128) out.push_back({path, tc::kPingPongTile});
       if (path == TcPath::Wgmma && width == 64 && depth >= 64) out.push_back({path, tc::kPersistentTile});
       // Three consumers: Linear's (bsrLinearActivation's fused epilogue, tc_kernels.h's kPingPong3ForwardMaxLine and
-      // kPingPong3ForwardMaxLine128; and any Linear with few tiles, threeConsumerFewTilesRule).
-      if (path == TcPath::Wgmma && (width == 64 || width == 128) && depth >= 64 && op == tc::Op::Linear)
+      // kPingPong3ForwardMaxLine128; and any Linear or dX with few tiles, threeConsumerFewTilesRule).
+      if (path == TcPath::Wgmma && (width == 64 || width == 128) && depth >= 64)
         out.push_back({path, tc::kPingPong3Tile});
       if (path == TcPath::Wgmma && squareBlocks(pattern) && pattern.blockHeight == 32 &&
           (op == tc::Op::Linear ? pattern.cols : pattern.rows) <= tc::kXResidentMaxDispatchedSlab)

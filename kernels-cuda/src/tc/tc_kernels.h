@@ -191,14 +191,16 @@ inline bool persistentTileRule(int64_t m, int64_t lines, double line, int sms) {
   const int64_t tiles = (m + kPersistentTileTokens - 1) / kPersistentTileTokens * lines;
   return line <= kPersistentMaxLine && (tiles >= kPersistentMinTilesPerSm * sms || line <= kPersistentFewTilesMaxLine);
 }
-// Linear (bsrLinear and bsrLinearActivation) on the three-consumer tile at `width` 64 or 128 wherever its token tiles
-// (kPingPong3TileTokens at 64, kPingPong3Tile128Tokens at 128) are fewer than the SMs, whatever the lines' length: the
-// launch then runs one CTA per tile, and the tile's tokens (half the default tile's, and at 64 wide the persistent
-// tile's) make twice the CTAs. On an H100 (GELU(tanh), 256-2048 tokens, eight shapes from 1024 x 1024 to
-// 16384 -> 4096, densities 0.1-0.5) wherever the rule holds (96 cases over both widths, lines of 0.8-128 blocks) the
-// fused forward took 0.73-1.01x the time of the route dispatched before (one case above 1.00x) and the plain product
-// (then the pass) 0.75-1.05x (two above); with as many tiles as SMs or more the other rules' tiles were mostly as fast
-// or faster (docs/kernels.md, "Three consumers with few tiles").
+// Linear (bsrLinear and bsrLinearActivation) and plain dX (bsrMatmul without the activation's backward) on the
+// three-consumer tile at `width` 64 or 128 wherever its token tiles (kPingPong3TileTokens at 64, kPingPong3Tile128Tokens
+// at 128) over the product's lines (block rows for Linear, block columns for dX) are fewer than the SMs, whatever the
+// lines' length: the launch then runs one CTA per tile, and the tile's tokens (half the default tile's, and at 64 wide
+// the persistent tile's) make twice the CTAs. On an H100 (256-2048 tokens, eight shapes from 1024 x 1024 to
+// 16384 -> 4096, densities 0.1-0.5) wherever the rule holds: Linear with GELU(tanh) (96 cases over both widths, lines of
+// 0.8-128 blocks) took 0.73-1.01x the time of the route dispatched before fused (one case above 1.00x) and 0.75-1.05x
+// plain, then the pass (two above); plain dX 0.80-1.07x the best other shipped tile at 64 wide (33 cases, one above
+// 1.02x) and 0.77-0.88x at 128 (33). With as many tiles as SMs or more the other tiles were mostly as fast or faster
+// (docs/kernels.md, "Three consumers with few tiles").
 inline bool threeConsumerFewTilesRule(int width, int64_t m, int64_t lines, int sms) {
   if (sms <= 0 || lines <= 0 || m <= 0) return false;
   const int64_t tokens = width == 128 ? kPingPong3Tile128Tokens : width == 64 ? kPingPong3TileTokens : 0;

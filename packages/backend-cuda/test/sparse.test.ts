@@ -938,17 +938,21 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
 
   // bsrLinear and bsrLinearActivation with fewer three-consumer tiles than SMs (tc_kernels.h, threeConsumerFewTilesRule:
   // tiles of 128 tokens at 64 wide, of 64 at 128, fewer than the SMs of the GPUs measured) take that tile, plain and
-  // fused, whatever the lines' length: 70 tokens (one partial tile of either) and 300 (a last tile of 44) over 1024 or 768
-  // outputs, lines of 32 blocks (64x64 at density 0.5 over 4096 columns), 16 (128x128 at 0.5), 8 blocks of 64 deep (the
-  // rectangles at 0.25), block rows and a block column left empty, the dense route kept off. bsrLinear with and without
-  // its bias against float64 on every token; bsrLinearActivation's Z and activation(Z) as above.
+  // fused, whatever the lines' length, and so does bsrMatmul (dX) at either width: 70 tokens (one partial tile of either)
+  // and 300 (a last tile of 44). bsrLinear over 1024 or 768 outputs: lines of 32 blocks (64x64 at density 0.5 over 4096
+  // columns), 16 (128x128 at 0.5), 8 blocks of 64 deep (the rectangles at 0.25); bsrMatmul over its block columns: 64x64
+  // at 0.5 over 4096 rows (16 lines of 32 blocks) and over 1024 (64 of 8), 128x128 (32 lines), 64x128 (16) and 128x64
+  // (32); at 300 tokens the 64x64 pattern of 64 block columns has more tiles than SMs. Block rows and a block column left
+  // empty, the dense route kept off. bsrLinear with and without its bias and bsrMatmul against float64 on every token;
+  // bsrLinearActivation's Z and activation(Z) as above.
   const FEW_TILES = [
     { rows: 1024, cols: 4096, block: [64, 64], density: 0.5 },
+    { rows: 4096, cols: 1024, block: [64, 64], density: 0.5 },
     { rows: 1024, cols: 4096, block: [128, 128], density: 0.5 },
     { rows: 1024, cols: 2048, block: [64, 128], density: 0.25 },
     { rows: 768, cols: 2048, block: [128, 64], density: 0.25 },
   ] as const;
-  test("bsrLinear and bsrLinearActivation with fewer three-consumer tiles than SMs (70 and 300 tokens, lines of up to 32 blocks, 64 and 128 wide, empty lines), half precision, against float64 and the pass", () => {
+  test("bsrLinear, bsrLinearActivation and bsrMatmul with fewer three-consumer tiles than SMs (70 and 300 tokens, lines of up to 32 blocks, 64 and 128 wide, empty lines), half precision, against float64 and the pass", () => {
     const next = random(3036);
     withoutDenseRoute(() => {
       for (const m of [70, 300]) {
@@ -961,11 +965,13 @@ describe.skipIf(cudaMissing)("block-sparse kernels on cuda against float64 math"
               const values = randomTensor(next, [pattern.nnzBlocks, br, bc], dtype, 0.25);
               const bias = randomTensor(next, [rows], dtype);
               const x = randomTensor(next, [m, cols], dtype, 0.25);
+              const dy = randomTensor(next, [m, rows], dtype, 0.25);
               const what = `${rows}x${cols} ${br}x${bc} density ${density} at ${m} tokens`;
-              const { yRef } = sampledProducts(pattern, values.values, bias.values, x.values, null, tokens);
+              const { yRef, dxRef } = sampledProducts(pattern, values.values, bias.values, x.values, dy.values, tokens);
               expectClose(bsrLinear(x.t, values.t, pattern, bias.t).dataSync(), yRef, dtype, `bsrLinear ${what} ${dtype}`);
               const noBias = yRef.map((v, i) => v - bias.values[i % rows]);
               expectClose(bsrLinear(x.t, values.t, pattern).dataSync(), noBias, dtype, `bsrLinear ${what} ${dtype} without a bias`);
+              expectClose(bsrMatmul(dy.t, values.t, pattern).dataSync(), dxRef, dtype, `bsrMatmul ${what} ${dtype}`);
               checkLinearActivations(pattern, values, bias, x, tokens, dtype, what);
             });
           }
