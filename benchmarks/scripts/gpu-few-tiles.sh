@@ -7,6 +7,10 @@
 #   tokens over eight shapes and densities 0.5 / 0.25 / 0.1;
 # - dX (bsrMatmul) the same, at 64 and 128 wide, the three-consumer tile (34) checked first against float64 at 70-2085
 #   tokens;
+# - bsrLinear and dX at 128 wide with many tiles (4096 and 8192 tokens), auto beside the default, wide and ping-pong tiles:
+#   on an H100, for plain dX at 1024-2048 tokens with 1.45-15.5 of its 128-token tiles per SM where auto took another
+#   tile (36 cases), the ping-pong tile ran 0.78-0.90x auto in 14 (lines of 0.8-16 blocks, past the rule's 4, set on an
+#   H200) and at most 1.03x in any (gpu-nvidia-h100-80gb-hbm3/dx-three-consumers-few-tiles-2026-12-06.md);
 # - the audit of those timings: where auto was slower than a tile timed beside it (src/tc_audit_cli.ts);
 # - the FFN and TransformerBlock training steps at 512 and 1024 tokens, the FFN beside our dense model and PyTorch.
 # SKIP_BUILD=1 uses the addon already built; tc_bench is built with the variants kept for measurement (DEV=1). Each stage is
@@ -36,9 +40,11 @@ stage linear-64 90 "$B" --mode time --ops linear --activation gelu_tanh --paths 
   "${time_args[@]}"
 stage dx-64 60 "$B" --mode time --ops matmul --paths auto,wgmma --variants 0,7,14,34 --blocks 64 "${time_args[@]}"
 stage dx-128 60 "$B" --mode time --ops matmul --paths auto,wgmma --variants 0,1,14,34 --blocks 128 "${time_args[@]}"
+stage many-128 90 "$B" --mode time --ops linear,matmul --paths auto,wgmma --variants 0,1,14 --blocks 128 --tokens 4096,8192 \
+  --shapes "$shapes" --densities 0.5,0.25,0.1
 # Where auto was slower than a tile timed beside it, per case (src/tc_audit_cli.ts).
 TAIL_LINES=8 stage audit 30 "$tsx" benchmarks/src/tc_audit_cli.ts "$OUT/linear-128.log" "$OUT/linear-64.log" "$OUT/dx-64.log" \
-  "$OUT/dx-128.log"
+  "$OUT/dx-128.log" "$OUT/many-128.log"
 cd benchmarks
 stage ffn 90 "$tsx" src/ffn.ts --backend cuda --graph --quick --models ffn --widths 1024x4096,768x3072 --tokens 512,1024 \
   --blocks 32,64,128 --densities 0.5,0.25 --torch --out "$OUT/ffn"
