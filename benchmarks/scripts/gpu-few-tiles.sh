@@ -6,7 +6,7 @@
 # - bsrLinear with GELU(tanh) fused and then the pass, at 64 and 128 wide, auto beside every dispatched wgmma tile, 256-2048
 #   tokens over eight shapes and densities 0.5 / 0.25 / 0.1;
 # - dX (bsrMatmul) the same, at 64 and 128 wide, the three-consumer tile (34) checked first against float64 at 70-2085
-#   tokens;
+#   tokens and under compute-sanitizer's memcheck at 70 and 300;
 # - bsrLinear and dX at 128 wide with many tiles (4096 and 8192 tokens), auto beside the default, wide and ping-pong tiles:
 #   on an H100, for plain dX at 1024-2048 tokens with 1.45-15.5 of its 128-token tiles per SM where auto took another
 #   tile (36 cases), the ping-pong tile ran 0.78-0.90x auto in 14 (lines of 0.8-16 blocks, past the rule's 4, set on an
@@ -32,6 +32,8 @@ stage check-fused 60 "$B" --mode check --ops linear --activation gelu_tanh "${fe
 # dX on the three-consumer tiles, named (34).
 stage check-dx 60 "$B" --mode check --ops matmul --paths wgmma --variants 34 --blocks 64,128 --tokens 70,300,1000,2085 \
   --shapes 4096x1024,2048x768,1024x2048 --densities 0.5,0.25 || failed=1
+stage memcheck-dx 60 compute-sanitizer --tool memcheck --error-exitcode 9 "$B" --mode check --ops matmul --paths wgmma \
+  --variants 34 --blocks 64,128 --tokens 70,300 --shapes 4096x1024,1024x2048 --densities 0.5,0.25 || failed=1
 shapes=4096x1024,3072x768,8192x2048,2048x2048,1024x1024,1024x4096,4096x4096,16384x4096
 time_args=(--tokens 256,512,1024,2048 --shapes "$shapes" --densities 0.5,0.25,0.1)
 stage linear-128 90 "$B" --mode time --ops linear --activation gelu_tanh --paths auto,wgmma --variants 0,14,34 --blocks 128 \
