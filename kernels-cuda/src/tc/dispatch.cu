@@ -526,7 +526,7 @@ bool run(tc::Op op, DType dtype, const void* a, const void* b, const void* bias,
         device.sms > 0) {
       const int64_t lines = op == tc::Op::Linear ? pattern.blockRows : pattern.blockCols;
       const double line = lines > 0 ? double(pattern.nnzBlocks) / double(lines) * depth / width : 0.0;
-      auto tiles = [&](int64_t tileTokens) { return (m + tileTokens - 1) / tileTokens * lines; };
+      auto tiles = [&](int64_t tileTokens) { return tc::tileCount(m, tileTokens, lines); };
       if (width == 64 && tc::persistentTileRule(m, lines, line, device.sms)) variant = tc::kPersistentTile;
       if (width == 64 && backward && tiles(tc::kPingPongTile64Tokens) >= tc::kPingPongMinTilesPerSm * device.sms &&
           line <= tc::kPingPongBackwardMaxLine64)

@@ -96,7 +96,7 @@ struct KernelArgs {
 // kXResidentMinTokens tokens, and each CTA streams at least kXResidentMinWeightPerSlab times its slab's bytes in W
 // (its lines, xResidentGroupLines, times their blocks): below that the slab's copy costs more than it saves
 // (measured on an H200: docs/kernels.md, "X-resident bsrLinear and bsrMatmul").
-// (Numbers 2-5, 8-13, 15, 17, 21, 22, 25-32 and 35 are variants kept for measurement in kernels-cuda/dev/; 14 there at 32x32.)
+// (Numbers 2-5, 8-13, 15, 17, 21, 22 and 25-32 are variants kept for measurement in kernels-cuda/dev/; 14 there at 32x32.)
 // dW at 32x32 blocks: kPatchDwTile (kept in kernels-cuda/dev/; the number here for the split rule), a CTA per patch of
 // W's block rows x block columns (BsrPatternView::patchList), one CTA per SM (two stages of 208 KB in all); and the
 // addon's kPatchPairTile (bsr_wgmma_patch_dw.cu), the same patches paired within columns on wgmma, fed by bulk tensor
@@ -185,10 +185,14 @@ constexpr double kPingPong3ForwardMaxLine128 = 4.0;
 // The tile rules above that take counts only, for the dispatch (dispatch.cu) and the host check
 // (kernels-cuda/test/tile_rules_host.cpp). `lines`: block rows (Linear) or columns (Matmul); `line`: their blocks on
 // average, counted in blocks of the square's depth.
+// The tiles of `tileTokens` tokens x one line that `m` tokens over `lines` lines make (the last partial tile counts).
+inline int64_t tileCount(int64_t m, int64_t tileTokens, int64_t lines) {
+  return (m + tileTokens - 1) / tileTokens * lines;
+}
 // The 64-wide persistent tile for a plain product: kPersistentMaxLine with kPersistentMinTilesPerSm tiles of
 // kPersistentTileTokens per SM, kPersistentFewTilesMaxLine with fewer.
 inline bool persistentTileRule(int64_t m, int64_t lines, double line, int sms) {
-  const int64_t tiles = (m + kPersistentTileTokens - 1) / kPersistentTileTokens * lines;
+  const int64_t tiles = tileCount(m, kPersistentTileTokens, lines);
   return line <= kPersistentMaxLine && (tiles >= kPersistentMinTilesPerSm * sms || line <= kPersistentFewTilesMaxLine);
 }
 // Linear (bsrLinear and bsrLinearActivation) and plain dX (bsrMatmul without the activation's backward) on the
@@ -205,7 +209,7 @@ inline bool threeConsumerFewTilesRule(int width, int64_t m, int64_t lines, int s
   if (sms <= 0 || lines <= 0 || m <= 0) return false;
   const int64_t tokens = width == 128 ? kPingPong3Tile128Tokens : width == 64 ? kPingPong3TileTokens : 0;
   if (tokens == 0) return false;
-  return (m + tokens - 1) / tokens * lines < sms;
+  return tileCount(m, tokens, lines) < sms;
 }
 // The three-consumer tile for bsrLinearActivation at `width` 64 (kPingPongMinTilesPerSm tiles of kPingPongTile64Tokens
 // per SM, kPingPong3ForwardMaxLine) or 128 (a tile of kPingPong3Tile128Tokens per SM, kPingPong3ForwardMaxLine128), and
@@ -214,12 +218,10 @@ inline bool pingPong3ForwardTileRule(int width, int64_t m, int64_t lines, double
   if (sms <= 0 || lines <= 0) return false;
   if (threeConsumerFewTilesRule(width, m, lines, sms)) return true;
   if (width == 128) {
-    const int64_t tiles = (m + kPingPong3Tile128Tokens - 1) / kPingPong3Tile128Tokens * lines;
-    return tiles >= sms && line <= kPingPong3ForwardMaxLine128;
+    return tileCount(m, kPingPong3Tile128Tokens, lines) >= sms && line <= kPingPong3ForwardMaxLine128;
   }
   if (width != 64) return false;
-  const int64_t tiles = (m + kPingPongTile64Tokens - 1) / kPingPongTile64Tokens * lines;
-  return tiles >= kPingPongMinTilesPerSm * sms && line <= kPingPong3ForwardMaxLine;
+  return tileCount(m, kPingPongTile64Tokens, lines) >= kPingPongMinTilesPerSm * sms && line <= kPingPong3ForwardMaxLine;
 }
 // bsrLinearActivation (the activation in the forward's epilogue, writing Z and activation(Z)) on the wgmma tiles of
 // width 64 and 128 (besides kPingPong3ForwardMaxLine's rule) where Z's bytes exceed this share of L2: the separate
