@@ -54,6 +54,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -414,14 +415,26 @@ CheckResult compare(const HostArray& out, const HostArray& simple, const std::ve
 
 // ------------------------------------------------------------------------------------------ timing
 
-// Median over samples of the mean time of `batch` back-to-back launches (rotating input sets), ms.
+// The GPU kept busy this long before each timing: after the host's set-up of a case (patterns, uploads: up to seconds
+// at the largest shapes) the clocks have dropped, and the first variant timed read up to 25% slower than the same
+// kernel timed next on an H100 (benchmarks/results/gpu-nvidia-h100-80gb-hbm3/dx-three-consumers-few-tiles-2026-12-06.md).
+constexpr double kWarmUpMs = 10.0;
+
+// Median over samples of the mean time of `batch` back-to-back launches (rotating input sets), ms, after at least three
+// launches and kWarmUpMs of launches.
 template <typename Launch>
 double medianMs(Launch launch, int sets, int batch, int samples) {
   cudaEvent_t start, stop;
   CHECK_CUDA(cudaEventCreate(&start));
   CHECK_CUDA(cudaEventCreate(&stop));
+  const auto warmStart = std::chrono::steady_clock::now();
   for (int w = 0; w < 3; ++w) launch(w % sets);
-  CHECK_CUDA(cudaDeviceSynchronize());
+  for (;;) {
+    CHECK_CUDA(cudaDeviceSynchronize());
+    const std::chrono::duration<double, std::milli> spent = std::chrono::steady_clock::now() - warmStart;
+    if (spent.count() >= kWarmUpMs) break;
+    for (int w = 0; w < batch; ++w) launch(w % sets);  // a batch between checks keeps the GPU busy
+  }
   std::vector<double> times;
   int counter = 0;
   for (int s = 0; s < samples; ++s) {
